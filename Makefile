@@ -1,0 +1,47 @@
+# zrpc build, test and tooling. `make test` is what CI runs (via .ci/run).
+GO          ?= go
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+VERSION     ?= 0.1.0-dev
+LDFLAGS     := -X github.com/zrpcio/zrpc/cli.Version=$(VERSION)
+BIN         := bin
+
+.PHONY: all build test lint bench proto run clean
+
+all: build
+
+## build: zrpcd and zrpcctl into ./bin
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/zrpcd ./cmd/zrpcd
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/zrpcctl ./cmd/zrpcctl
+
+## test: every test, with the race detector
+test:
+	$(GO) test -race -count=1 -timeout 12m ./...
+
+## lint: gofmt, go vet, staticcheck
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+## bench: the registry benchmarks (results: docs/benchmarks.md)
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 3s ./raftstore/ ./node/
+
+## proto: regenerate api/zrpcpb from api/*.proto (installs protoc and plugins)
+proto:
+	command -v protoc >/dev/null || (apt-get update && apt-get install -y protobuf-compiler)
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+	cd api && PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I. -I/usr/include \
+		--go_out=zrpcpb --go_opt=paths=source_relative \
+		--go-grpc_out=zrpcpb --go-grpc_opt=paths=source_relative \
+		registry.proto raft.proto
+
+## run: a development agent (one node, temp data dir)
+run:
+	$(GO) run ./cmd/zrpcd agent --dev
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,124 @@
+// Package apierr defines the errors that cross the agent's gRPC API and the
+// one table that maps them to status codes and back, so that errors.Is works
+// on both sides of the wire. Server packages re-export these sentinels
+// (raftstore.ErrNotLeader is apierr.ErrNotLeader); clients compare against
+// them directly.
+package apierr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Sentinel errors. Each has exactly one gRPC code in the table below.
+var (
+	ErrInvalidArgument = errors.New("invalid argument")
+	ErrNotFound        = errors.New("not found")
+	ErrNoLeader        = errors.New("no cluster leader")
+	ErrNotLeader       = errors.New("not the leader")
+	ErrStaleRead       = errors.New("replica is stale: no contact with a leader")
+	ErrShuttingDown    = errors.New("agent is shutting down")
+	ErrSessionRequired = errors.New("session not open")
+	ErrAlreadyExists   = errors.New("already exists")
+	ErrTooLarge        = errors.New("request too large")
+)
+
+// entry ties one sentinel to its code and to the text prefix written on the
+// wire, which lets the client recover the sentinel.
+type entry struct {
+	err  error
+	code codes.Code
+}
+
+var table = []entry{
+	{ErrInvalidArgument, codes.InvalidArgument},
+	{ErrNotFound, codes.NotFound},
+	{ErrNoLeader, codes.Unavailable},
+	{ErrNotLeader, codes.Unavailable},
+	{ErrStaleRead, codes.Unavailable},
+	{ErrShuttingDown, codes.Unavailable},
+	{ErrSessionRequired, codes.FailedPrecondition},
+	{ErrAlreadyExists, codes.AlreadyExists},
+	{ErrTooLarge, codes.ResourceExhausted},
+}
+
+// reasonKey is the metadata key of the ErrorInfo detail carrying the sentinel.
+const domain = "zrpc.io"
+
+// ToStatus converts err to a gRPC status error. Known sentinels (possibly
+// wrapped) get their code and an ErrorInfo naming the sentinel; context errors
+// become Canceled/DeadlineExceeded; status errors pass through; anything else is
+// Internal.
+func ToStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	for _, e := range table {
+		if errors.Is(err, e.err) {
+			st := status.New(e.code, err.Error())
+			return withReason(st, e.err.Error())
+		}
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// FromStatus converts a gRPC error back into an error that wraps the matching
+// sentinel (errors.Is works) and keeps the server's message. Errors without a
+// known reason are returned unchanged.
+func FromStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	for _, d := range st.Details() {
+		info, ok := d.(interface {
+			GetDomain() string
+			GetReason() string
+		})
+		if !ok || info.GetDomain() != domain {
+			continue
+		}
+		for _, e := range table {
+			if e.err.Error() == info.GetReason() {
+				return &Error{sentinel: e.err, code: st.Code(), msg: st.Message()}
+			}
+		}
+	}
+	return err
+}
+
+// Error is a sentinel carried across the wire with the server's message.
+type Error struct {
+	sentinel error
+	code     codes.Code
+	msg      string
+}
+
+func (e *Error) Error() string { return e.msg }
+
+// Unwrap returns the sentinel, for errors.Is.
+func (e *Error) Unwrap() error { return e.sentinel }
+
+// GRPCStatus lets status.FromError and status.Code see the original code.
+func (e *Error) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }
+
+// Invalid returns an InvalidArgument error naming the field.
+func Invalid(field, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrInvalidArgument, field, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,201 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/zrpcio/zrpc/node"
+)
+
+// NewAgentdCommand returns the zrpcd root command.
+func NewAgentdCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "zrpcd",
+		Short: "zrpcd runs a zrpc agent: service registry, health checks and API on one machine",
+		Long: `zrpcd is the zrpc agent. Run one per machine: agents keep the service
+registry in a Raft-replicated state machine, check the health of the
+instances they own and serve the gRPC API that zrpcctl and the rpc package use.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newAgentCommand(), newVersionCommand("zrpcd"))
+	return root
+}
+
+// agentFlags are the flags of `zrpcd agent`; each maps to a node.Config field
+// and wins over the config file and the environment.
+func bindAgentFlags(fs *pflag.FlagSet, c *node.Config) {
+	fs.StringVar(&c.Name, "name", c.Name, "agent name, unique in the cluster (default: host name)")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the Raft log, snapshots and blobs")
+	fs.StringVar(&c.BindAddr, "bind", c.BindAddr, "IP address every listener binds to")
+	fs.StringVar(&c.AdvertiseAddr, "advertise", c.AdvertiseAddr, "IP address peers and clients use (default: --bind)")
+	fs.IntVar(&c.GRPCPort, "grpc-port", c.GRPCPort, "gRPC API port (0 picks a free port)")
+	fs.IntVar(&c.RaftPort, "raft-port", c.RaftPort, "Raft transport port")
+	fs.IntVar(&c.GossipPort, "gossip-port", c.GossipPort, "gossip port (tcp+udp)")
+	fs.IntVar(&c.HTTPPort, "http-port", c.HTTPPort, "HTTP port for /metrics, /healthz, /readyz, /debug/pprof")
+	fs.StringVar(&c.Zone, "zone", c.Zone, "zone or rack of this machine, used for placement and routing")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
+}
+
+func newAgentCommand() *cobra.Command {
+	var (
+		cfgFile string
+		dev     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run an agent",
+		Long: `Run an agent in the foreground until SIGINT or SIGTERM.
+
+With an empty data dir the agent bootstraps a one-node cluster and leads it;
+with existing state it resumes. Configuration comes from, lowest first:
+defaults, the YAML file given by --config, ZRPC_* environment variables
+(ZRPC_NAME, ZRPC_DATA_DIR, ZRPC_GRPC_PORT, ... named after the YAML keys),
+and flags. A bad value stops the agent before it touches the data dir.
+
+A first signal shuts down in order (stop serving, close sessions, hand off
+leadership, stop Raft, close stores); a second one exits at once.`,
+		Example: `  # try it out: one node, data in a temp dir
+  zrpcd agent --dev
+
+  # a persistent agent
+  zrpcd agent --name n1 --data-dir /var/lib/zrpc
+
+  # several agents on one machine: distinct ports (or --bind 127.0.0.x)
+  zrpcd agent --name n2 --data-dir d2 --grpc-port 8410 --raft-port 8411 --gossip-port 8412 --http-port 8490`,
+		Args: cobra.NoArgs,
+	}
+	flags := node.Default()
+	fs := cmd.Flags()
+	bindAgentFlags(fs, &flags)
+	fs.StringVar(&cfgFile, "config", "", "YAML config file (keys as in node.Config: name, data_dir, grpc_port, ...)")
+	fs.BoolVar(&dev, "dev", false, "development mode: one node named dev, data in a temp dir removed on exit")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		final, cleanup, err := resolveAgentConfig(fs, &flags, cfgFile, dev)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		return runAgent(cmd.Context(), final, cmd.OutOrStdout(), cmd.ErrOrStderr())
+	}
+	return cmd
+}
+
+// resolveAgentConfig layers defaults, --dev, the file, the environment and
+// then the flags that were set explicitly.
+func resolveAgentConfig(fs *pflag.FlagSet, flags *node.Config, file string, dev bool) (node.Config, func(), error) {
+	cfg := node.Default()
+	cleanup := func() {}
+	if dev {
+		dir, err := os.MkdirTemp("", "zrpc-dev-")
+		if err != nil {
+			return cfg, cleanup, fmt.Errorf("create dev data dir: %w", err)
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+		cfg.DataDir = dir
+		cfg.Name = "dev"
+		cfg.LogLevel = "info"
+	}
+	if file != "" {
+		if err := cfg.LoadFile(file); err != nil {
+			cleanup()
+			return cfg, func() {}, err
+		}
+	}
+	if err := cfg.LoadEnv(os.LookupEnv); err != nil {
+		cleanup()
+		return cfg, func() {}, fmt.Errorf("environment: %w", err)
+	}
+	// Flags the user set win over the file and the environment.
+	fs.Visit(func(f *pflag.Flag) { applyFlag(&cfg, flags, f.Name) })
+	if err := cfg.Validate(); err != nil {
+		cleanup()
+		return cfg, func() {}, fmt.Errorf("invalid agent configuration:\n%w", err)
+	}
+	return cfg, cleanup, nil
+}
+
+// applyFlag copies the field behind flag name from src to dst.
+func applyFlag(dst, src *node.Config, name string) {
+	switch name {
+	case "name":
+		dst.Name = src.Name
+	case "data-dir":
+		dst.DataDir = src.DataDir
+	case "bind":
+		dst.BindAddr = src.BindAddr
+	case "advertise":
+		dst.AdvertiseAddr = src.AdvertiseAddr
+	case "grpc-port":
+		dst.GRPCPort = src.GRPCPort
+	case "raft-port":
+		dst.RaftPort = src.RaftPort
+	case "gossip-port":
+		dst.GossipPort = src.GossipPort
+	case "http-port":
+		dst.HTTPPort = src.HTTPPort
+	case "zone":
+		dst.Zone = src.Zone
+	case "log-level":
+		dst.LogLevel = src.LogLevel
+	case "log-format":
+		dst.LogFormat = src.LogFormat
+	}
+}
+
+func newLogger(cfg node.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// runAgent starts a node and runs it until a signal or ctx ends.
+func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
+	log := newLogger(cfg, errw)
+	node.Build = buildString()
+	n, err := node.New(cfg, node.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := n.Start(startCtx); err != nil {
+		return fmt.Errorf("start agent: %w", err)
+	}
+	fmt.Fprintf(out, "zrpcd %s agent %q running\n  gRPC API:  %s   (zrpcctl --addr %s)\n  HTTP:      http://%s/metrics\n  data dir:  %s\n",
+		buildString(), cfg.Name, n.GRPCAddr(), n.GRPCAddr(), n.HTTPAddr(), cfg.DataDir)
+
+	select {
+	case <-ctx.Done():
+	case s := <-sigs:
+		log.Info("signal received; shutting down (send it again to exit now)", "signal", s.String())
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case s := <-sigs:
+		log.Warn("second signal; exiting without a clean shutdown", "signal", s.String())
+		return errors.New("forced exit")
+	}
+}

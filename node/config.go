@@ -1,0 +1,242 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is an agent's configuration. Default gives a working agent; flags,
+// a YAML file and ZRPC_* environment variables override it (see cli).
+type Config struct {
+	// Name identifies the agent in the cluster; it is its Raft server ID.
+	Name string `yaml:"name"`
+	// DataDir holds the Raft log, snapshots and blob shards.
+	DataDir string `yaml:"data_dir"`
+	// BindAddr is the IP every listener binds to.
+	BindAddr string `yaml:"bind"`
+	// AdvertiseAddr is the IP peers and clients are told; empty means
+	// BindAddr (which then must not be 0.0.0.0).
+	AdvertiseAddr string `yaml:"advertise"`
+	GRPCPort      int    `yaml:"grpc_port"`
+	RaftPort      int    `yaml:"raft_port"`
+	GossipPort    int    `yaml:"gossip_port"`
+	HTTPPort      int    `yaml:"http_port"`
+	Zone          string `yaml:"zone"`
+	// Bootstrap lets an agent with an empty data dir start a new one-node
+	// cluster of itself.
+	Bootstrap bool `yaml:"bootstrap"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+	// LogFormat is text or json.
+	LogFormat string `yaml:"log_format"`
+
+	// Raft timers; see DESIGN.md "Membership" for how they were chosen.
+	RaftHeartbeatTimeout time.Duration `yaml:"raft_heartbeat_timeout"`
+	RaftElectionTimeout  time.Duration `yaml:"raft_election_timeout"`
+	RaftLeaderLease      time.Duration `yaml:"raft_leader_lease_timeout"`
+	// SnapshotThreshold is how many log entries trigger a snapshot.
+	SnapshotThreshold uint64 `yaml:"snapshot_threshold"`
+	// StaleReadBound: a follower that has not heard from a leader for longer
+	// refuses DEFAULT reads.
+	StaleReadBound time.Duration `yaml:"stale_read_bound"`
+	// LeaderWait bounds how long a write waits for a leader during an
+	// election before it fails with Unavailable.
+	LeaderWait time.Duration `yaml:"leader_wait"`
+	// HealthInterval is how often TTL deadlines and critical instances are
+	// checked on the leader.
+	HealthInterval time.Duration `yaml:"health_interval"`
+}
+
+// Default returns the configuration of a production agent on this machine.
+func Default() Config {
+	name, _ := os.Hostname()
+	if name == "" {
+		name = "zrpc"
+	}
+	return Config{
+		Name:                 name,
+		DataDir:              "zrpc-data",
+		BindAddr:             "127.0.0.1",
+		GRPCPort:             8400,
+		RaftPort:             8401,
+		GossipPort:           8402,
+		HTTPPort:             8480,
+		Bootstrap:            true,
+		LogLevel:             "info",
+		LogFormat:            "text",
+		RaftHeartbeatTimeout: 400 * time.Millisecond,
+		RaftElectionTimeout:  400 * time.Millisecond,
+		RaftLeaderLease:      400 * time.Millisecond,
+		SnapshotThreshold:    8192,
+		StaleReadBound:       5 * time.Second,
+		LeaderWait:           5 * time.Second,
+		HealthInterval:       100 * time.Millisecond,
+	}
+}
+
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
+
+// Validate reports every invalid field at once, joined, each naming the
+// field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if !nameRE.MatchString(c.Name) {
+		bad("name", "%q must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", c.Name)
+	}
+	if strings.TrimSpace(c.DataDir) == "" {
+		bad("data_dir", "must be set")
+	}
+	bind := net.ParseIP(c.BindAddr)
+	if bind == nil {
+		bad("bind", "%q is not an IP address", c.BindAddr)
+	}
+	if c.AdvertiseAddr != "" && net.ParseIP(c.AdvertiseAddr) == nil {
+		bad("advertise", "%q is not an IP address", c.AdvertiseAddr)
+	}
+	if c.AdvertiseAddr == "" && bind != nil && bind.IsUnspecified() {
+		bad("advertise", "must be set when bind is %s, so peers know where to reach this agent", c.BindAddr)
+	}
+	ports := map[string]int{"grpc_port": c.GRPCPort, "raft_port": c.RaftPort, "gossip_port": c.GossipPort, "http_port": c.HTTPPort}
+	seen := map[int]string{}
+	for _, f := range []string{"grpc_port", "raft_port", "gossip_port", "http_port"} {
+		p := ports[f]
+		if p < 0 || p > 65535 {
+			bad(f, "%d is not a port (0-65535; 0 picks a free one)", p)
+			continue
+		}
+		if other, dup := seen[p]; dup && p != 0 {
+			bad(f, "%d is also %s", p, other)
+		}
+		seen[p] = f
+	}
+	if c.Zone != "" && !nameRE.MatchString(c.Zone) {
+		bad("zone", "%q must be 1-63 letters, digits, '.', '_' or '-'", c.Zone)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "%q must be debug, info, warn or error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("log_format", "%q must be text or json", c.LogFormat)
+	}
+	positive := []struct {
+		field string
+		v     time.Duration
+	}{
+		{"raft_heartbeat_timeout", c.RaftHeartbeatTimeout},
+		{"raft_election_timeout", c.RaftElectionTimeout},
+		{"raft_leader_lease_timeout", c.RaftLeaderLease},
+		{"stale_read_bound", c.StaleReadBound},
+		{"leader_wait", c.LeaderWait},
+		{"health_interval", c.HealthInterval},
+	}
+	for _, p := range positive {
+		if p.v <= 0 {
+			bad(p.field, "must be positive, got %s", p.v)
+		}
+	}
+	if c.RaftLeaderLease > c.RaftHeartbeatTimeout && c.RaftHeartbeatTimeout > 0 {
+		bad("raft_leader_lease_timeout", "%s must not exceed raft_heartbeat_timeout %s", c.RaftLeaderLease, c.RaftHeartbeatTimeout)
+	}
+	if c.SnapshotThreshold < 16 {
+		bad("snapshot_threshold", "%d is too small (minimum 16)", c.SnapshotThreshold)
+	}
+	return errors.Join(errs...)
+}
+
+// advertiseIP is the IP peers and clients use.
+func (c *Config) advertiseIP() string {
+	if c.AdvertiseAddr != "" {
+		return c.AdvertiseAddr
+	}
+	return c.BindAddr
+}
+
+// LoadFile overrides c with the fields present in the YAML file at path.
+// Unknown fields are an error, so a typo does not pass silently.
+func (c *Config) LoadFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		return fmt.Errorf("parse config %s: %w", path, err)
+	}
+	return nil
+}
+
+// EnvPrefix prefixes the environment variables LoadEnv reads: ZRPC_NAME,
+// ZRPC_DATA_DIR, ZRPC_GRPC_PORT, ... (the YAML key, upper-cased).
+const EnvPrefix = "ZRPC_"
+
+// LoadEnv overrides c with ZRPC_<YAML KEY> variables found by lookup.
+func (c *Config) LoadEnv(lookup func(string) (string, bool)) error {
+	var errs []error
+	v := reflect.ValueOf(c).Elem()
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		key := t.Field(i).Tag.Get("yaml")
+		env := EnvPrefix + strings.ToUpper(key)
+		s, ok := lookup(env)
+		if !ok {
+			continue
+		}
+		if err := setField(v.Field(i), s); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", env, s, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// setField parses s into one Config field.
+func setField(f reflect.Value, s string) error {
+	switch f.Interface().(type) {
+	case string:
+		f.SetString(s)
+	case bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return errors.New("not a boolean")
+		}
+		f.SetBool(b)
+	case int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return errors.New("not an integer")
+		}
+		f.SetInt(int64(n))
+	case uint64:
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return errors.New("not a non-negative integer")
+		}
+		f.SetUint(n)
+	case time.Duration:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return errors.New("not a duration (like 500ms or 10s)")
+		}
+		f.SetInt(int64(d))
+	default:
+		return fmt.Errorf("unsupported field type %s", f.Type())
+	}
+	return nil
+}

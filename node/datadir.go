@@ -1,0 +1,139 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// dataDir is an agent's data directory, held under an exclusive lock for as
+// long as the agent runs. Layout:
+//
+//	LOCK          flock'd; holds the owner's pid
+//	node-id       the agent name the directory belongs to
+//	raft/         raft.db (log + stable store), snapshots/
+type dataDir struct {
+	path string
+	lock *os.File
+}
+
+const (
+	lockFile   = "LOCK"
+	nodeIDFile = "node-id"
+)
+
+// openDataDir creates or opens dir for the agent called name. It refuses a
+// directory another agent holds, one that belongs to another name, and a
+// non-empty directory that zrpc did not create, and writes nothing in them.
+func openDataDir(dir, name string) (*dataDir, error) {
+	if err := ensureDir(dir); err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read data dir: %w", err)
+	}
+	hasID := false
+	for _, e := range entries {
+		if e.Name() == nodeIDFile {
+			hasID = true
+		}
+	}
+	if !hasID && len(entries) > 0 {
+		return nil, fmt.Errorf("data dir %s is not empty and was not created by zrpcd (no %s file); choose an empty or new --data-dir", dir, nodeIDFile)
+	}
+	d := &dataDir{path: dir}
+	if err := d.acquire(); err != nil {
+		return nil, err
+	}
+	if err := d.checkOwner(name); err != nil {
+		d.close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *dataDir) acquire() error {
+	p := filepath.Join(d.path, lockFile)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		owner, _ := os.ReadFile(p)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return fmt.Errorf("data dir %s is in use by another zrpcd (pid %s); stop it or choose another --data-dir",
+				d.path, strings.TrimSpace(string(owner)))
+		}
+		return fmt.Errorf("lock data dir %s: %w", d.path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	d.lock = f
+	return nil
+}
+
+// checkOwner makes sure the directory belongs to name, claiming it if new.
+func (d *dataDir) checkOwner(name string) error {
+	p := filepath.Join(d.path, nodeIDFile)
+	b, err := os.ReadFile(p)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return writeFileSync(p, []byte(name+"\n"))
+	case err != nil:
+		return fmt.Errorf("read %s: %w", p, err)
+	}
+	owner := strings.TrimSpace(string(b))
+	if owner != name {
+		return fmt.Errorf("data dir %s belongs to agent %q, not %q; start with --name %s or choose another --data-dir",
+			d.path, owner, name, owner)
+	}
+	return nil
+}
+
+func (d *dataDir) close() error {
+	if d.lock == nil {
+		return nil
+	}
+	err := d.lock.Close() // closing releases the flock
+	d.lock = nil
+	return err
+}
+
+// writeFileSync writes a new file through a temp name, fsyncs and renames,
+// so a crash never leaves a half-written file under the real name.
+func writeFileSync(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename %s: %w", path, err)
+	}
+	return nil
+}
+
+func ensureDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,155 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/raftstore"
+)
+
+// forwarder sends what must run on the leader (writes, consistent reads, TTL
+// renewals) to it, waiting a bounded time while there is none.
+type forwarder struct {
+	n     *Node
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn // by gRPC address
+}
+
+func newForwarder(n *Node) *forwarder {
+	return &forwarder{n: n, conns: make(map[string]*grpc.ClientConn)}
+}
+
+func (f *forwarder) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for addr, c := range f.conns {
+		c.Close()
+		delete(f.conns, addr)
+	}
+}
+
+// leaderConn returns a connection to the current leader's gRPC API, or
+// ErrNoLeader when the leader or its address is not known yet.
+func (f *forwarder) leaderConn() (*grpc.ClientConn, error) {
+	_, id := f.n.store.Leader()
+	if id == "" {
+		return nil, apierr.ErrNoLeader
+	}
+	node := f.n.store.FSM().Node(id)
+	if node == nil || node.GrpcAddress == "" {
+		return nil, fmt.Errorf("%w: gRPC address of leader %s not known yet", apierr.ErrNoLeader, id)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.conns[node.GrpcAddress]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(node.GrpcAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("dial leader %s at %s: %w", id, node.GrpcAddress, err)
+	}
+	f.conns[node.GrpcAddress] = c
+	return c, nil
+}
+
+// onLeader runs local when this agent leads, remote with a connection to the
+// leader otherwise. It retries while there is no leader or the leader moves,
+// until leader_wait has passed or ctx ends, then returns Unavailable.
+func (f *forwarder) onLeader(ctx context.Context, local func() error, remote func(*grpc.ClientConn) error) error {
+	wait := f.n.cfg.LeaderWait
+	deadline := time.Now().Add(wait)
+	var last error
+	for attempt := 0; ; attempt++ {
+		var err error
+		if f.n.store.IsLeader() {
+			err = local()
+		} else if conn, cerr := f.leaderConn(); cerr != nil {
+			err = cerr
+		} else {
+			err = apierr.FromStatus(remote(conn))
+		}
+		if !retryOnLeader(err) {
+			return err
+		}
+		last = err
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: no leader answered within %s (last error: %v); is a majority of voters up? check `zrpcctl raft peers`",
+				apierr.ErrNoLeader, wait, last)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for a leader: %w (last error: %v)", ctx.Err(), last)
+		case <-f.n.ctx.Done():
+			return apierr.ErrShuttingDown
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}
+
+func backoff(attempt int) time.Duration {
+	d := 10 * time.Millisecond << min(attempt, 5)
+	return min(d, 200*time.Millisecond)
+}
+
+// retryOnLeader reports whether err means "ask the (new) leader again".
+func retryOnLeader(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, apierr.ErrNotLeader) || errors.Is(err, apierr.ErrNoLeader) {
+		return true
+	}
+	// The leader's gRPC endpoint is unreachable (it may have just died).
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.Unavailable && !errors.Is(err, apierr.ErrShuttingDown) && !errors.Is(err, apierr.ErrStaleRead)
+}
+
+// propose commits cmd through the leader and returns its revision.
+func (n *Node) propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	var rev uint64
+	err := n.forward.onLeader(ctx,
+		func() error {
+			start := time.Now()
+			r, err := n.store.Apply(ctx, cmd)
+			n.metrics.observeApply(start, err)
+			rev = r
+			return err
+		},
+		func(c *grpc.ClientConn) error {
+			resp, err := pb.NewInternalClient(c).Apply(ctx, cmd)
+			if err == nil {
+				rev = resp.Revision
+			}
+			return err
+		})
+	return rev, err
+}
+
+// internalServer serves peers' forwarded writes.
+type internalServer struct {
+	pb.UnimplementedInternalServer
+	n *Node
+}
+
+func (s *internalServer) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyResponse, error) {
+	if !s.n.store.IsLeader() {
+		return nil, raftstore.ErrNotLeader
+	}
+	start := time.Now()
+	rev, err := s.n.store.Apply(ctx, cmd)
+	s.n.metrics.observeApply(start, err)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.ApplyResponse{Revision: rev}, nil
+}

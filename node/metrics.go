@@ -1,0 +1,175 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc/codes"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// metrics are one agent's Prometheus metrics, in a registry of its own so
+// that several agents can share a process (tests).
+type metrics struct {
+	reg      *prometheus.Registry
+	apply    *prometheus.HistogramVec
+	rpcs     *prometheus.CounterVec
+	rpcTime  *prometheus.HistogramVec
+	watchers prometheus.Gauge
+}
+
+func newMetrics(n *Node) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		apply: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "zrpc_raft_apply_duration_seconds",
+			Help:    "Time from proposing a registry write on the leader to its being applied, by result.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"result"}),
+		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "zrpc_grpc_server_handled_total",
+			Help: "Agent API calls completed, by method and gRPC code.",
+		}, []string{"method", "code"}),
+		rpcTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "zrpc_grpc_server_handling_seconds",
+			Help:    "Agent API unary call latency by method.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"method"}),
+		watchers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "zrpc_registry_watchers", Help: "Open Watch streams served by this agent.",
+		}),
+	}
+	r := n.store.Raft()
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	m.reg.MustRegister(m.apply, m.rpcs, m.rpcTime, m.watchers,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		gauge("zrpc_raft_leader", "1 if this agent is the Raft leader.", func() float64 { return b2f(r.State() == raft.Leader) }),
+		gauge("zrpc_raft_has_leader", "1 if this agent knows a Raft leader.", func() float64 { a, _ := r.LeaderWithID(); return b2f(a != "") }),
+		gauge("zrpc_raft_applied_index", "Last Raft index applied to this replica.", func() float64 { return float64(r.AppliedIndex()) }),
+		gauge("zrpc_raft_last_index", "Last Raft index in this agent's log.", func() float64 { return float64(r.LastIndex()) }),
+		gauge("zrpc_raft_last_contact_seconds", "Seconds since this follower heard from the leader (0 on the leader).", func() float64 {
+			if r.State() == raft.Leader || r.LastContact().IsZero() {
+				return 0
+			}
+			return time.Since(r.LastContact()).Seconds()
+		}),
+		gauge("zrpc_registry_revision", "Registry revision of this replica.", func() float64 { return float64(n.store.FSM().Revision()) }),
+		&instanceCollector{n: n, desc: prometheus.NewDesc("zrpc_registry_instances",
+			"Registered instances in this replica, by health.", []string{"health"}, nil)},
+		&stateCollector{r: r, desc: prometheus.NewDesc("zrpc_raft_state",
+			"1 for this agent's current Raft state.", []string{"state"}, nil)},
+	)
+	return m
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (m *metrics) observeApply(start time.Time, err error) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.apply.WithLabelValues(result).Observe(time.Since(start).Seconds())
+}
+
+func (m *metrics) observeRPC(method string, code codes.Code, start time.Time) {
+	m.rpcs.WithLabelValues(method, code.String()).Inc()
+	m.rpcTime.WithLabelValues(method).Observe(time.Since(start).Seconds())
+}
+
+type instanceCollector struct {
+	n    *Node
+	desc *prometheus.Desc
+}
+
+func (c *instanceCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *instanceCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := map[pb.Health]int{pb.Health_PASSING: 0, pb.Health_WARNING: 0, pb.Health_CRITICAL: 0}
+	insts, _ := c.n.store.FSM().AllInstances()
+	for _, inst := range insts {
+		counts[inst.Health]++
+	}
+	for h, v := range counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v), healthName(h))
+	}
+}
+
+func healthName(h pb.Health) string {
+	switch h {
+	case pb.Health_PASSING:
+		return "passing"
+	case pb.Health_WARNING:
+		return "warning"
+	case pb.Health_CRITICAL:
+		return "critical"
+	}
+	return "unknown"
+}
+
+type stateCollector struct {
+	r    *raft.Raft
+	desc *prometheus.Desc
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	cur := c.r.State()
+	for _, s := range []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raft.Shutdown} {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, b2f(s == cur), s.String())
+	}
+}
+
+// startHTTP serves /metrics, /healthz (the process is up), /readyz (this
+// agent knows a leader, so writes can succeed) and /debug/pprof.
+func (n *Node) startHTTP() error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if addr, id := n.store.Leader(); addr != "" {
+			fmt.Fprintf(w, "ok: leader %s\n", id)
+			return
+		}
+		http.Error(w, "not ready: no Raft leader known", http.StatusServiceUnavailable)
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	ln, err := net.Listen("tcp", n.addr(n.cfg.HTTPPort))
+	if err != nil {
+		return fmt.Errorf("listen for HTTP on %s: %w", n.addr(n.cfg.HTTPPort), err)
+	}
+	n.httpLn = ln
+	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("HTTP server stopped", "err", err)
+		}
+	}()
+	return nil
+}

@@ -1,0 +1,307 @@
+// Package node is the zrpc agent: it wires the Raft registry (raftstore), the
+// gRPC API, health checking and the HTTP endpoints into one process.
+//
+// New validates the configuration and does no I/O; Start opens the data
+// dir, starts Raft and the listeners; Close undoes Start in a documented
+// order and is safe to call twice. node is not the CLI: cli builds a Config
+// from flags, a file and the environment and calls New.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	"github.com/zrpcio/zrpc/raftstore"
+)
+
+// Build is the agent's version string, set by cli from the linker flags.
+var Build = "dev"
+
+// Node is one running agent.
+type Node struct {
+	cfg  Config
+	opts options
+	log  *slog.Logger
+
+	dir      *dataDir
+	store    *raftstore.Store
+	grpc     *grpc.Server
+	grpcLn   net.Listener
+	http     *http.Server
+	httpLn   net.Listener
+	metrics  *metrics
+	forward  *forwarder
+	sessions *liveSessions
+	ttl      *ttlTracker
+
+	// ctx ends when Close begins; long-lived streams (Watch, Session) and
+	// background loops stop on it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	started  bool
+	closeErr error
+	closing  sync.Once
+}
+
+// Option changes how New builds a Node; options are for embedding and tests.
+type Option func(*options)
+
+type options struct {
+	logger      *slog.Logger
+	raftStream  raft.StreamLayer
+	grpcLn      net.Listener
+	raftNoSync  bool
+	snapshotInt time.Duration
+}
+
+// WithLogger sets the agent's logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithRaftStreamLayer replaces the Raft TCP transport's connections.
+func WithRaftStreamLayer(s raft.StreamLayer) Option { return func(o *options) { o.raftStream = s } }
+
+// WithGRPCListener makes the agent serve gRPC on ln instead of listening.
+func WithGRPCListener(ln net.Listener) Option { return func(o *options) { o.grpcLn = ln } }
+
+// WithRaftNoSync turns off fsync of the Raft log. Benchmarks only: a crash
+// can lose acknowledged writes.
+func WithRaftNoSync() Option { return func(o *options) { o.raftNoSync = true } }
+
+// New checks cfg and returns an agent that has not started. It does no I/O.
+func New(cfg Config, opts ...Option) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid config:\n%w", err)
+	}
+	n := &Node{cfg: cfg}
+	for _, o := range opts {
+		o(&n.opts)
+	}
+	n.log = n.opts.logger
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.sessions = newLiveSessions()
+	return n, nil
+}
+
+func (n *Node) addr(port int) string {
+	return net.JoinHostPort(n.cfg.BindAddr, strconv.Itoa(port))
+}
+
+// Start opens the data dir (locking it), starts Raft, then serves gRPC and
+// HTTP, then starts the health checkers. On error everything it started is
+// stopped again.
+func (n *Node) Start(ctx context.Context) (err error) {
+	if n.started {
+		return errors.New("node already started")
+	}
+	n.started = true
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if n.dir, err = openDataDir(n.cfg.DataDir, n.cfg.Name); err != nil {
+		return err
+	}
+	if err := n.startRaft(); err != nil {
+		return err
+	}
+	n.metrics = newMetrics(n)
+	n.forward = newForwarder(n)
+	if err := n.startGRPC(); err != nil {
+		return err
+	}
+	if err := n.startHTTP(); err != nil {
+		return err
+	}
+	n.goLoop(n.runChecks)
+	n.goLoop(n.cleanupOrphanSessions)
+	n.log.Info("agent started", "name", n.cfg.Name, "grpc", n.GRPCAddr(), "raft", n.store.RaftAddr(),
+		"http", n.HTTPAddr(), "data_dir", n.cfg.DataDir)
+	return nil
+}
+
+func (n *Node) startRaft() error {
+	raftDir := filepath.Join(n.dir.path, "raft")
+	if err := ensureDir(raftDir); err != nil {
+		return err
+	}
+	rc := raftstore.Config{
+		NodeID:             n.cfg.Name,
+		Dir:                raftDir,
+		BindAddr:           n.addr(n.cfg.RaftPort),
+		StreamLayer:        n.opts.raftStream,
+		Bootstrap:          n.cfg.Bootstrap,
+		HeartbeatTimeout:   n.cfg.RaftHeartbeatTimeout,
+		ElectionTimeout:    n.cfg.RaftElectionTimeout,
+		LeaderLeaseTimeout: n.cfg.RaftLeaderLease,
+		SnapshotThreshold:  n.cfg.SnapshotThreshold,
+		StaleReadBound:     n.cfg.StaleReadBound,
+		NoSync:             n.opts.raftNoSync,
+		Logger:             n.log,
+	}
+	if n.cfg.AdvertiseAddr != "" && n.opts.raftStream == nil {
+		rc.AdvertiseAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, strconv.Itoa(n.cfg.RaftPort))
+	}
+	n.store = raftstore.New(rc)
+	n.ttl = newTTLTracker()
+	n.store.OnLeader(n.announceSelf)
+	n.store.OnLeader(n.runTTLChecks)
+	return n.store.Open()
+}
+
+func (n *Node) startGRPC() error {
+	ln := n.opts.grpcLn
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", n.addr(n.cfg.GRPCPort)); err != nil {
+			return fmt.Errorf("listen for gRPC on %s: %w", n.addr(n.cfg.GRPCPort), err)
+		}
+	}
+	n.grpcLn = ln
+	n.grpc = newGRPCServer(n)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			n.log.Error("gRPC server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// goLoop runs f until the node closes.
+func (n *Node) goLoop(f func(ctx context.Context)) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f(n.ctx)
+	}()
+}
+
+// GRPCAddr is the address the agent's API listens on.
+func (n *Node) GRPCAddr() string {
+	if n.grpcLn == nil {
+		return ""
+	}
+	return n.advertised(n.grpcLn.Addr())
+}
+
+// HTTPAddr is the address of /metrics, /healthz and /readyz.
+func (n *Node) HTTPAddr() string {
+	if n.httpLn == nil {
+		return ""
+	}
+	return n.advertised(n.httpLn.Addr())
+}
+
+// advertised replaces an unspecified listen IP with the advertise address.
+func (n *Node) advertised(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsUnspecified() {
+		return a.String()
+	}
+	return net.JoinHostPort(n.cfg.advertiseIP(), strconv.Itoa(tcp.Port))
+}
+
+// Name is the agent's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Store is the agent's Raft registry replica.
+func (n *Node) Store() *raftstore.Store { return n.store }
+
+// Close shuts the agent down, in this order: stop accepting RPCs and end
+// streams (whose sessions are then closed through Raft), stop background
+// loops, hand leadership to another voter if this agent leads, stop Raft,
+// close the stores and release the data dir. Safe to call more than once.
+func (n *Node) Close() error {
+	n.closing.Do(func() {
+		n.log.Info("agent shutting down", "name", n.cfg.Name)
+		if n.http != nil {
+			shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			n.http.Shutdown(shutdownCtx)
+			cancel()
+		}
+		n.cancel()
+		if n.grpc != nil {
+			stopGRPC(n.grpc, 5*time.Second)
+		}
+		n.wg.Wait()
+		if n.forward != nil {
+			n.forward.close()
+		}
+		if n.store != nil {
+			n.transferLeadership()
+			if err := n.store.Close(); err != nil {
+				n.closeErr = err
+			}
+		}
+		if n.dir != nil {
+			if err := n.dir.close(); err != nil && n.closeErr == nil {
+				n.closeErr = err
+			}
+		}
+		n.log.Info("agent stopped", "name", n.cfg.Name)
+	})
+	return n.closeErr
+}
+
+// stopGRPC stops gracefully, or forcibly once timeout has passed.
+func stopGRPC(s *grpc.Server, timeout time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		s.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		s.Stop()
+		<-done
+	}
+}
+
+// transferLeadership hands leadership to another voter before this leader
+// stops, so the cluster does not wait an election timeout.
+func (n *Node) transferLeadership() {
+	r := n.store.Raft()
+	if r == nil || r.State() != raft.Leader {
+		return
+	}
+	cfg := r.GetConfiguration()
+	if cfg.Error() != nil {
+		return
+	}
+	voters := 0
+	for _, s := range cfg.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	if voters < 2 {
+		return
+	}
+	if err := r.LeadershipTransfer().Error(); err != nil {
+		n.log.Warn("leadership transfer failed", "err", err)
+		return
+	}
+	n.log.Info("handed leadership to another voter")
+}
+
+var _ = apierr.ErrNoLeader

@@ -1,0 +1,194 @@
+package node
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// registryServer implements the Registry API on one agent.
+type registryServer struct {
+	pb.UnimplementedRegistryServer
+	n *Node
+}
+
+func (n *Node) header(rev uint64) *pb.ResponseHeader {
+	return &pb.ResponseHeader{Revision: rev, ServedBy: n.cfg.Name}
+}
+
+// prepareInstance validates a registration and sets what the agent owns:
+// the owning node and the initial health.
+func (n *Node) prepareInstance(in *pb.Instance, session string) error {
+	if err := validateInstance(in); err != nil {
+		return err
+	}
+	in.Node = n.cfg.Name
+	in.Session = session
+	in.CreateRevision, in.ModRevision, in.HealthSince = 0, 0, 0
+	if in.Check.GetGrpc() {
+		in.Health, in.HealthOutput = pb.Health_CRITICAL, "awaiting first gRPC health check"
+	} else {
+		in.Health, in.HealthOutput = pb.Health_PASSING, ""
+	}
+	return nil
+}
+
+func (n *Node) register(ctx context.Context, in *pb.Instance, session string) (*pb.Instance, uint64, error) {
+	if err := n.prepareInstance(in, session); err != nil {
+		return nil, 0, err
+	}
+	rev, err := n.propose(ctx, &pb.Command{Kind: &pb.Command_Register{Register: in}})
+	if err != nil {
+		return nil, 0, err
+	}
+	if stored := n.store.FSM().Instance(in.Service, in.Id); stored != nil && stored.ModRevision >= rev {
+		return stored, rev, nil
+	}
+	return in, rev, nil
+}
+
+func (n *Node) deregister(ctx context.Context, service, id string) (uint64, error) {
+	if err := validName("service", service); err != nil {
+		return 0, err
+	}
+	if err := validName("id", id); err != nil {
+		return 0, err
+	}
+	return n.propose(ctx, &pb.Command{Kind: &pb.Command_Deregister{Deregister: &pb.InstanceRef{Service: service, Id: id}}})
+}
+
+func (s *registryServer) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
+	inst, rev, err := s.n.register(ctx, req.Instance, "")
+	if err != nil {
+		return nil, err
+	}
+	return &pb.RegisterResponse{Header: s.n.header(rev), Instance: inst}, nil
+}
+
+func (s *registryServer) Deregister(ctx context.Context, req *pb.DeregisterRequest) (*pb.DeregisterResponse, error) {
+	rev, err := s.n.deregister(ctx, req.Service, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.DeregisterResponse{Header: s.n.header(rev)}, nil
+}
+
+func (s *registryServer) RenewTTL(ctx context.Context, req *pb.RenewTTLRequest) (*pb.RenewTTLResponse, error) {
+	if err := validName("service", req.Service); err != nil {
+		return nil, err
+	}
+	if err := validName("id", req.Id); err != nil {
+		return nil, err
+	}
+	var resp *pb.RenewTTLResponse
+	err := s.n.forward.onLeader(ctx,
+		func() error {
+			rev, err := s.n.renewTTL(ctx, req.Service, req.Id)
+			resp = &pb.RenewTTLResponse{Header: s.n.header(rev)}
+			return err
+		},
+		func(c *grpc.ClientConn) (err error) {
+			resp, err = pb.NewRegistryClient(c).RenewTTL(ctx, req)
+			return err
+		})
+	return resp, err
+}
+
+// read runs a query after checking that this agent may answer with the
+// requested consistency; CONSISTENT reads are forwarded to the leader.
+func (s *registryServer) read(ctx context.Context, c pb.Consistency, local func() error, remote func(pb.RegistryClient) error) error {
+	if c != pb.Consistency_CONSISTENT {
+		if err := s.n.store.CheckRead(c); err != nil {
+			return err
+		}
+		return local()
+	}
+	return s.n.forward.onLeader(ctx,
+		func() error {
+			if err := s.n.store.CheckRead(c); err != nil {
+				return err
+			}
+			return local()
+		},
+		func(conn *grpc.ClientConn) error { return remote(pb.NewRegistryClient(conn)) })
+}
+
+func (s *registryServer) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
+	if err := validName("service", req.Service); err != nil {
+		return nil, err
+	}
+	var resp *pb.GetResponse
+	err := s.read(ctx, req.Consistency,
+		func() error {
+			insts, rev := s.n.store.FSM().Instances(req.Service)
+			if req.PassingOnly {
+				insts = passing(insts)
+			}
+			resp = &pb.GetResponse{Header: s.n.header(rev), Instances: insts}
+			return nil
+		},
+		func(c pb.RegistryClient) (err error) {
+			resp, err = c.Get(ctx, req)
+			return err
+		})
+	return resp, err
+}
+
+func passing(in []*pb.Instance) []*pb.Instance {
+	out := in[:0:0]
+	for _, inst := range in {
+		if inst.Health == pb.Health_PASSING {
+			out = append(out, inst)
+		}
+	}
+	return out
+}
+
+func (s *registryServer) List(ctx context.Context, req *pb.ListRequest) (*pb.ListResponse, error) {
+	var resp *pb.ListResponse
+	err := s.read(ctx, req.Consistency,
+		func() error {
+			svcs, rev := s.n.store.FSM().Services()
+			resp = &pb.ListResponse{Header: s.n.header(rev), Services: svcs}
+			return nil
+		},
+		func(c pb.RegistryClient) (err error) {
+			resp, err = c.List(ctx, req)
+			return err
+		})
+	return resp, err
+}
+
+// Watch streams registry changes from the local replica.
+func (s *registryServer) Watch(req *pb.WatchRequest, stream pb.Registry_WatchServer) error {
+	if req.Service != "" {
+		if err := validName("service", req.Service); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	stop := context.AfterFunc(s.n.ctx, cancel)
+	defer stop()
+	s.n.metrics.watchers.Inc()
+	defer s.n.metrics.watchers.Dec()
+
+	w := s.n.store.FSM().Watch(req.Service, req.FromRevision)
+	for {
+		resp, err := w.Next(ctx)
+		if err != nil {
+			if s.n.ctx.Err() != nil {
+				return apierr.ErrShuttingDown
+			}
+			return err
+		}
+		resp.Header.ServedBy = s.n.cfg.Name
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+

@@ -1,0 +1,28 @@
+// Package raftstore is the agent's replicated registry: a hashicorp/raft node
+// whose state machine (FSM) holds nodes, service instances and sessions, with
+// the Raft log and stable store kept in bbolt (BoltStore) and snapshots in
+// raft's FileSnapshotStore.
+//
+// Every committed entry's Raft index is the registry revision. Watchers are
+// served from an in-memory ring of recent events, ordered by revision and
+// resumable; a watcher whose revision has left the ring gets a snapshot of
+// the current state first.
+//
+// raftstore knows nothing of gRPC, gossip or health checking: node wires
+// those to it. Writes must be proposed on the leader; Store.Apply returns
+// ErrNotLeader elsewhere and the caller forwards.
+package raftstore
+
+import "github.com/zrpcio/zrpc/api/apierr"
+
+// Errors returned by the store; they are the API's sentinels so that they
+// keep their meaning across the wire.
+var (
+	ErrNotLeader       = apierr.ErrNotLeader
+	ErrNoLeader        = apierr.ErrNoLeader
+	ErrNotFound        = apierr.ErrNotFound
+	ErrStaleRead       = apierr.ErrStaleRead
+	ErrInvalidArgument = apierr.ErrInvalidArgument
+	ErrSessionRequired = apierr.ErrSessionRequired
+	ErrShuttingDown    = apierr.ErrShuttingDown
+)

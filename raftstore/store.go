@@ -1,0 +1,465 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// Config configures a Store. Zero durations take the defaults of
+// DefaultConfig.
+type Config struct {
+	// NodeID is this agent's name; it is also its Raft server ID.
+	NodeID string
+	// Dir holds raft.db and snapshots/. It must exist.
+	Dir string
+	// BindAddr is the Raft transport's listen address ("127.0.0.1:8401").
+	// Ignored when StreamLayer is set.
+	BindAddr string
+	// AdvertiseAddr is the address peers dial; empty means the listener's.
+	AdvertiseAddr string
+	// StreamLayer replaces the TCP transport (tests wrap connections).
+	StreamLayer raft.StreamLayer
+	// Bootstrap makes a store without Raft state bootstrap a one-voter
+	// cluster of itself. A store with state never bootstraps again.
+	Bootstrap bool
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	TrailingLogs       uint64
+	// RetainSnapshots is how many snapshots are kept on disk.
+	RetainSnapshots int
+	// ApplyTimeout bounds one write when the caller's context has no deadline.
+	ApplyTimeout time.Duration
+	// StaleReadBound is how long a follower may go without hearing from a
+	// leader before DEFAULT reads are refused.
+	StaleReadBound time.Duration
+	// WatchRing is how many recent events watchers can resume from.
+	WatchRing int
+	// NoSync skips fsync of the Raft log (benchmarks only).
+	NoSync bool
+
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults: timers measured for a LAN (see
+// DESIGN.md "Membership"), 2 snapshots, 64Ki watch events.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:   400 * time.Millisecond,
+		ElectionTimeout:    400 * time.Millisecond,
+		LeaderLeaseTimeout: 400 * time.Millisecond,
+		CommitTimeout:      5 * time.Millisecond,
+		SnapshotThreshold:  8192,
+		SnapshotInterval:   60 * time.Second,
+		TrailingLogs:       10240,
+		RetainSnapshots:    2,
+		ApplyTimeout:       5 * time.Second,
+		StaleReadBound:     5 * time.Second,
+		WatchRing:          1 << 16,
+	}
+}
+
+func (c *Config) fill() {
+	d := DefaultConfig()
+	setDur := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setDur(&c.HeartbeatTimeout, d.HeartbeatTimeout)
+	setDur(&c.ElectionTimeout, d.ElectionTimeout)
+	setDur(&c.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
+	setDur(&c.CommitTimeout, d.CommitTimeout)
+	setDur(&c.SnapshotInterval, d.SnapshotInterval)
+	setDur(&c.ApplyTimeout, d.ApplyTimeout)
+	setDur(&c.StaleReadBound, d.StaleReadBound)
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = d.SnapshotThreshold
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = d.TrailingLogs
+	}
+	if c.RetainSnapshots == 0 {
+		c.RetainSnapshots = d.RetainSnapshots
+	}
+	if c.WatchRing == 0 {
+		c.WatchRing = d.WatchRing
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// LeaderFunc runs while this store is the leader; ctx ends when leadership is
+// lost or the store closes. It runs after the new leader has applied every
+// entry committed before it took over.
+type LeaderFunc func(ctx context.Context)
+
+// Store is one agent's Raft node and registry replica.
+type Store struct {
+	cfg       Config
+	log       *slog.Logger
+	fsm       *FSM
+	raft      *raft.Raft
+	logs      *BoltStore
+	transport *raft.NetworkTransport
+	notify    chan bool
+
+	mu          sync.Mutex
+	leaderFuncs []LeaderFunc
+	leaderReady bool // this leader has applied everything committed before it
+
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	closeErr error
+	closed   sync.Once
+}
+
+// New returns a Store; it does no I/O.
+func New(cfg Config) *Store {
+	cfg.fill()
+	return &Store{
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "raftstore"),
+		fsm:    NewFSM(cfg.WatchRing),
+		notify: make(chan bool, 16),
+		stop:   make(chan struct{}),
+	}
+}
+
+// OnLeader registers f to run each time this store becomes leader. Call it
+// before Open.
+func (s *Store) OnLeader(f LeaderFunc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.leaderFuncs = append(s.leaderFuncs, f)
+}
+
+// FSM returns the local replica.
+func (s *Store) FSM() *FSM { return s.fsm }
+
+// Open opens the log, snapshots and transport, starts Raft and bootstraps
+// when asked to and there is no existing state.
+func (s *Store) Open() (err error) {
+	cfg := s.cfg
+	if cfg.NodeID == "" {
+		return fmt.Errorf("%w: raft node id is empty", ErrInvalidArgument)
+	}
+	s.logs, err = OpenBoltStore(BoltOptions{Path: filepath.Join(cfg.Dir, "raft.db"), NoSync: cfg.NoSync})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			s.logs.Close()
+		}
+	}()
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.RetainSnapshots, NewHCLog(s.cfg.Logger, "snapshot"))
+	if err != nil {
+		return fmt.Errorf("open snapshot store in %s: %w", cfg.Dir, err)
+	}
+	if s.transport, err = s.newTransport(); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			s.transport.Close()
+		}
+	}()
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
+	rc.NotifyCh = s.notify
+	rc.Logger = NewHCLog(s.cfg.Logger, "raft")
+	if err := raft.ValidateConfig(rc); err != nil {
+		return fmt.Errorf("%w: raft config: %v", ErrInvalidArgument, err)
+	}
+
+	existing, err := raft.HasExistingState(s.logs, s.logs, snaps)
+	if err != nil {
+		return fmt.Errorf("read raft state in %s: %w", cfg.Dir, err)
+	}
+	if s.raft, err = raft.NewRaft(rc, s.fsm, s.logs, s.logs, snaps, s.transport); err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	if !existing && cfg.Bootstrap {
+		conf := raft.Configuration{Servers: []raft.Server{{
+			ID: rc.LocalID, Address: s.transport.LocalAddr(), Suffrage: raft.Voter,
+		}}}
+		if err := s.raft.BootstrapCluster(conf).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			s.raft.Shutdown()
+			return fmt.Errorf("bootstrap raft: %w", err)
+		}
+		s.log.Info("bootstrapped a new cluster", "node", cfg.NodeID)
+	}
+	s.wg.Add(1)
+	go s.watchLeadership()
+	return nil
+}
+
+func (s *Store) newTransport() (*raft.NetworkTransport, error) {
+	cfg := s.cfg
+	tc := &raft.NetworkTransportConfig{
+		MaxPool: 4, Timeout: 5 * time.Second, Logger: NewHCLog(s.cfg.Logger, "raft-net"),
+		Stream: cfg.StreamLayer,
+	}
+	if tc.Stream == nil {
+		var adv net.Addr
+		if cfg.AdvertiseAddr != "" {
+			a, err := net.ResolveTCPAddr("tcp", cfg.AdvertiseAddr)
+			if err != nil {
+				return nil, fmt.Errorf("%w: raft advertise address %q: %v", ErrInvalidArgument, cfg.AdvertiseAddr, err)
+			}
+			adv = a
+		}
+		l, err := net.Listen("tcp", cfg.BindAddr)
+		if err != nil {
+			return nil, fmt.Errorf("listen for raft on %s: %w", cfg.BindAddr, err)
+		}
+		if adv == nil {
+			adv = l.Addr()
+			if a := l.Addr().(*net.TCPAddr); a.IP.IsUnspecified() {
+				l.Close()
+				return nil, fmt.Errorf("%w: raft binds %s: set an advertise address peers can reach", ErrInvalidArgument, cfg.BindAddr)
+			}
+		}
+		tc.Stream = &tcpStreamLayer{Listener: l, advertise: adv}
+	}
+	return raft.NewNetworkTransportWithConfig(tc), nil
+}
+
+// tcpStreamLayer is raft's StreamLayer over plain TCP.
+type tcpStreamLayer struct {
+	net.Listener
+	advertise net.Addr
+}
+
+func (t *tcpStreamLayer) Addr() net.Addr { return t.advertise }
+
+func (t *tcpStreamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return net.DialTimeout("tcp", string(addr), timeout)
+}
+
+// RaftAddr is the address peers use to reach this store's Raft transport.
+func (s *Store) RaftAddr() string { return string(s.transport.LocalAddr()) }
+
+// watchLeadership runs the leader functions while this node leads.
+func (s *Store) watchLeadership() {
+	defer s.wg.Done()
+	var (
+		cancel context.CancelFunc = func() {}
+		leaders sync.WaitGroup
+	)
+	stopLeading := func() {
+		cancel()
+		leaders.Wait()
+		s.mu.Lock()
+		s.leaderReady = false
+		s.mu.Unlock()
+	}
+	defer stopLeading()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case isLeader := <-s.notify:
+			stopLeading()
+			if !isLeader {
+				s.log.Info("lost leadership")
+				continue
+			}
+			ctx, c := context.WithCancel(context.Background())
+			cancel = c
+			leaders.Add(1)
+			go func() {
+				defer leaders.Done()
+				s.lead(ctx, &leaders)
+			}()
+		}
+	}
+}
+
+// lead waits until the new leader has applied everything committed before it
+// (a barrier), then starts the leader functions.
+func (s *Store) lead(ctx context.Context, wg *sync.WaitGroup) {
+	s.log.Info("became leader", "node", s.cfg.NodeID)
+	for {
+		err := s.raft.Barrier(s.cfg.ApplyTimeout).Error()
+		if err == nil {
+			break
+		}
+		s.log.Warn("leader barrier failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	s.mu.Lock()
+	s.leaderReady = true
+	funcs := append([]LeaderFunc(nil), s.leaderFuncs...)
+	s.mu.Unlock()
+	for _, f := range funcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(ctx)
+		}()
+	}
+}
+
+// Apply proposes cmd and waits until this replica has applied it. It returns
+// the entry's revision. ErrNotLeader means the caller must forward; an error
+// from the state machine (ErrNotFound, ...) comes back as is.
+func (s *Store) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	if cmd.Time == 0 {
+		cmd.Time = time.Now().UnixNano()
+	}
+	b, err := proto.Marshal(cmd)
+	if err != nil {
+		return 0, fmt.Errorf("encode command: %w", err)
+	}
+	timeout := s.cfg.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+		if timeout <= 0 {
+			return 0, context.DeadlineExceeded
+		}
+	}
+	f := s.raft.Apply(b, timeout)
+	if err := f.Error(); err != nil {
+		return 0, RaftError(err)
+	}
+	if resp, ok := f.Response().(error); ok && resp != nil {
+		return f.Index(), resp
+	}
+	return f.Index(), nil
+}
+
+// RaftError maps raft's errors to the API's.
+func RaftError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return fmt.Errorf("%w: leadership lost while committing; the write may or may not have been applied", ErrNoLeader)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrShuttingDown
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%w: timed out waiting for raft to accept the write", ErrNoLeader)
+	}
+	return err
+}
+
+// CheckRead reports whether this replica may serve a read of consistency c.
+// For CONSISTENT it must be the leader (else ErrNotLeader: forward) and
+// confirms its leadership with a quorum first.
+func (s *Store) CheckRead(c pb.Consistency) error {
+	switch c {
+	case pb.Consistency_STALE:
+		return nil
+	case pb.Consistency_DEFAULT:
+		if s.raft.State() == raft.Leader {
+			return nil
+		}
+		addr, _ := s.raft.LeaderWithID()
+		last := s.raft.LastContact()
+		if addr == "" {
+			return fmt.Errorf("%w: this agent knows no leader; read with consistency=stale to use its replica anyway", ErrStaleRead)
+		}
+		if age := time.Since(last); last.IsZero() || age > s.cfg.StaleReadBound {
+			return fmt.Errorf("%w: last contact with the leader %s ago (bound %s); read with consistency=stale to use this replica anyway",
+				ErrStaleRead, age.Round(time.Millisecond), s.cfg.StaleReadBound)
+		}
+		return nil
+	case pb.Consistency_CONSISTENT:
+		if s.raft.State() != raft.Leader {
+			return ErrNotLeader
+		}
+		if err := s.raft.VerifyLeader().Error(); err != nil {
+			return RaftError(err)
+		}
+		s.mu.Lock()
+		ready := s.leaderReady
+		s.mu.Unlock()
+		if !ready {
+			return fmt.Errorf("%w: new leader is still catching up", ErrNoLeader)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: consistency %v", ErrInvalidArgument, c)
+}
+
+// IsLeader reports whether this store is the Raft leader.
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Leader returns the leader's Raft address and server ID, empty if unknown.
+func (s *Store) Leader() (addr, id string) {
+	a, i := s.raft.LeaderWithID()
+	return string(a), string(i)
+}
+
+// WaitLeader blocks until some leader is known or ctx ends.
+func (s *Store) WaitLeader(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if a, _ := s.raft.LeaderWithID(); a != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: no leader elected: %v", ErrNoLeader, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Raft exposes the raft node for status and membership changes.
+func (s *Store) Raft() *raft.Raft { return s.raft }
+
+// Close stops Raft and closes the log. It is safe to call more than once.
+func (s *Store) Close() error {
+	s.closed.Do(func() {
+		close(s.stop)
+		if s.raft != nil {
+			if err := s.raft.Shutdown().Error(); err != nil {
+				s.closeErr = fmt.Errorf("shut down raft: %w", err)
+			}
+		}
+		s.wg.Wait()
+		if s.transport != nil {
+			s.transport.Close()
+		}
+		if s.logs != nil {
+			if err := s.logs.Close(); err != nil && s.closeErr == nil {
+				s.closeErr = fmt.Errorf("close raft log: %w", err)
+			}
+		}
+	})
+	return s.closeErr
+}
