@@ -1,0 +1,140 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDataDirIsLocked(t *testing.T) {
+	cfg := testConfig(t)
+	startNode(t, cfg)
+	second, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = second.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "in use by another zrpcd") {
+		t.Fatalf("second agent on the same data dir: %v, want 'in use by another zrpcd'", err)
+	}
+	second.Close()
+}
+
+func TestForeignDataDirIsRefusedAndUntouched(t *testing.T) {
+	foreign := func(t *testing.T, dir string) {
+		os.WriteFile(filepath.Join(dir, "important.txt"), []byte("not ours"), 0o600)
+	}
+	otherOwner := func(t *testing.T, dir string) {
+		os.WriteFile(filepath.Join(dir, nodeIDFile), []byte("someone-else\n"), 0o600)
+	}
+	corruptLog := func(t *testing.T, dir string) {
+		os.WriteFile(filepath.Join(dir, nodeIDFile), []byte("n1\n"), 0o600)
+		os.MkdirAll(filepath.Join(dir, "raft"), 0o700)
+		os.WriteFile(filepath.Join(dir, "raft", "raft.db"), bytes.Repeat([]byte("garbage!"), 4096), 0o600)
+	}
+	cases := []struct {
+		name  string
+		setup func(*testing.T, string)
+		want  string
+	}{
+		{"unknown files", foreign, "not created by zrpcd"},
+		{"another agent's dir", otherOwner, `belongs to agent "someone-else"`},
+		{"corrupt raft log", corruptLog, "raft.db"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			tc.setup(t, cfg.DataDir)
+			before := snapshotDir(t, cfg.DataDir)
+			n, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = n.Start(context.Background())
+			n.Close()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Start: %v, want error containing %q", err, tc.want)
+			}
+			after := snapshotDir(t, cfg.DataDir)
+			for name, content := range before {
+				if after[name] != content {
+					t.Errorf("%s was changed", name)
+				}
+			}
+		})
+	}
+}
+
+// snapshotDir reads every regular file under dir except the lock file.
+func snapshotDir(t *testing.T, dir string) map[string]string {
+	out := map[string]string{}
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() == lockFile {
+			return nil
+		}
+		b, _ := os.ReadFile(p)
+		out[p] = string(b)
+		return nil
+	})
+	return out
+}
+
+func TestConfigValidateReportsEveryError(t *testing.T) {
+	c := Default()
+	c.Name = ""
+	c.BindAddr = "not-an-ip"
+	c.GRPCPort = 70000
+	c.RaftPort = 8400
+	c.GossipPort = 8400
+	c.LogLevel = "loud"
+	c.RaftLeaderLease = 2 * time.Second
+	c.LeaderWait = 0
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted a bad config")
+	}
+	for _, field := range []string{"name", "bind", "grpc_port", "gossip_port", "log_level", "raft_leader_lease_timeout", "leader_wait"} {
+		if !strings.Contains(err.Error(), field+":") {
+			t.Errorf("Validate error does not name %s:\n%v", field, err)
+		}
+	}
+	if _, err := New(c); err == nil {
+		t.Fatal("New accepted a bad config")
+	}
+	if err := (func() *Config { d := Default(); return &d })().Validate(); err != nil {
+		t.Fatalf("Default() is invalid: %v", err)
+	}
+}
+
+func TestConfigFileAndEnv(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "agent.yaml")
+	os.WriteFile(path, []byte("name: n7\ngrpc_port: 9400\nstale_read_bound: 3s\n"), 0o600)
+	c := Default()
+	if err := c.LoadFile(path); err != nil {
+		t.Fatal(err)
+	}
+	if c.Name != "n7" || c.GRPCPort != 9400 || c.StaleReadBound != 3*time.Second {
+		t.Fatalf("LoadFile: %+v", c)
+	}
+	env := map[string]string{"ZRPC_GRPC_PORT": "9500", "ZRPC_ZONE": "z1", "ZRPC_LEADER_WAIT": "2s"}
+	if err := c.LoadEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if c.GRPCPort != 9500 || c.Zone != "z1" || c.LeaderWait != 2*time.Second {
+		t.Fatalf("LoadEnv: %+v", c)
+	}
+	bad := map[string]string{"ZRPC_GRPC_PORT": "many", "ZRPC_LEADER_WAIT": "soon"}
+	err := c.LoadEnv(func(k string) (string, bool) { v, ok := bad[k]; return v, ok })
+	if err == nil || !strings.Contains(err.Error(), "ZRPC_GRPC_PORT") || !strings.Contains(err.Error(), "ZRPC_LEADER_WAIT") {
+		t.Fatalf("LoadEnv with bad values: %v", err)
+	}
+	os.WriteFile(path, []byte("nmae: typo\n"), 0o600)
+	if err := c.LoadFile(path); err == nil || !strings.Contains(err.Error(), "nmae") {
+		t.Fatalf("LoadFile with unknown key: %v", err)
+	}
+}
