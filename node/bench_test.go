@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -17,7 +18,11 @@ import (
 func benchNode(b *testing.B) *Node {
 	cfg := testConfig(b)
 	cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout, cfg.RaftLeaderLease = 400*time.Millisecond, 400*time.Millisecond, 400*time.Millisecond
-	return startNode(b, cfg, WithLogger(testlog.Discard()))
+	opts := []Option{WithLogger(testlog.Discard())}
+	if os.Getenv("ZRPC_BENCH_NOSYNC") != "" {
+		opts = append(opts, WithRaftNoSync())
+	}
+	return startNode(b, cfg, opts...)
 }
 
 // benchInstance is a registration of about 200 bytes, like a typical one.

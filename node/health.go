@@ -136,7 +136,7 @@ func (n *Node) runTTLChecks(ctx context.Context) {
 }
 
 func (n *Node) sweepHealth(ctx context.Context, now time.Time) {
-	insts, _ := n.store.FSM().AllInstances()
+	insts := n.store.FSM().CheckedInstances()
 	var expired, reap []*pb.Instance
 	live := make(map[instanceKey]bool, len(insts))
 	for _, inst := range insts {
@@ -181,8 +181,7 @@ func (n *Node) runChecks(ctx context.Context) {
 	defer t.Stop()
 	for {
 		want := make(map[instanceKey]*pb.Instance)
-		insts, _ := n.store.FSM().AllInstances()
-		for _, inst := range insts {
+		for _, inst := range n.store.FSM().CheckedInstances() {
 			if inst.Node == n.cfg.Name && inst.Check.GetGrpc() {
 				want[instanceKey{inst.Service, inst.Id}] = inst
 			}

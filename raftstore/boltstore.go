@@ -271,15 +271,25 @@ func (s *BoltStore) DeleteRange(min, max uint64) error {
 	if min > max {
 		return nil
 	}
-	var minKey [8]byte
-	binary.BigEndian.PutUint64(minKey[:], min)
+	var seek [8]byte
+	binary.BigEndian.PutUint64(seek[:], min)
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		c := tx.Bucket(bucketLogs).Cursor()
-		// Re-seek after each delete: Next after Delete may skip a key.
-		for k, _ := c.Seek(minKey[:]); k != nil && binary.BigEndian.Uint64(k) <= max; k, _ = c.Seek(minKey[:]) {
+		// Seek past each deleted key rather than calling Next, which can
+		// skip a key after Delete (bbolt#146). Seeking from min again would
+		// walk every emptied leaf each time.
+		for k, _ := c.Seek(seek[:]); k != nil; k, _ = c.Seek(seek[:]) {
+			idx := binary.BigEndian.Uint64(k)
+			if idx > max {
+				return nil
+			}
 			if err := c.Delete(); err != nil {
 				return err
 			}
+			if idx == max { // also stops at math.MaxUint64
+				return nil
+			}
+			binary.BigEndian.PutUint64(seek[:], idx+1)
 		}
 		return nil
 	})

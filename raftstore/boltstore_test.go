@@ -44,13 +44,16 @@ func testBoltLog(i uint64) *raft.Log {
 func storeBoltRange(t testing.TB, s *BoltStore, first, last uint64) {
 	t.Helper()
 	var batch []*raft.Log
-	for i := first; i <= last; i++ {
+	for i := first; ; i++ { // no i <= last: last may be MaxUint64
 		batch = append(batch, testBoltLog(i))
 		if len(batch) == 1000 || i == last {
 			if err := s.StoreLogs(batch); err != nil {
 				t.Fatalf("StoreLogs: %v", err)
 			}
 			batch = batch[:0]
+		}
+		if i == last {
+			return
 		}
 	}
 }
@@ -215,6 +218,15 @@ func TestBoltDeleteRange(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestBoltDeleteRangeAtMaxIndex(t *testing.T) {
+	s := openTestBolt(t, filepath.Join(t.TempDir(), "raft.db"))
+	storeBoltRange(t, s, math.MaxUint64-3, math.MaxUint64)
+	if err := s.DeleteRange(math.MaxUint64-1, math.MaxUint64); err != nil {
+		t.Fatal(err)
+	}
+	checkBoltIndexes(t, s, math.MaxUint64-3, math.MaxUint64-2)
 }
 
 func TestBoltStableStore(t *testing.T) {

@@ -25,6 +25,9 @@ type FSM struct {
 	services map[string]map[string]*pb.Instance // service -> id -> instance
 	sessions map[string]*pb.Session
 	nodes    map[string]*pb.Node
+	// checked indexes the instances that have a health check, so that
+	// health sweeps cost nothing for the rest.
+	checked map[checkedKey]*pb.Instance
 
 	events *eventLog
 }
@@ -41,6 +44,25 @@ func (f *FSM) reset() {
 	f.services = make(map[string]map[string]*pb.Instance)
 	f.sessions = make(map[string]*pb.Session)
 	f.nodes = make(map[string]*pb.Node)
+	f.checked = make(map[checkedKey]*pb.Instance)
+}
+
+type checkedKey struct{ service, id string }
+
+// put stores inst, keeping the check index current.
+func (f *FSM) put(inst *pb.Instance) {
+	byID := f.services[inst.Service]
+	if byID == nil {
+		byID = make(map[string]*pb.Instance)
+		f.services[inst.Service] = byID
+	}
+	byID[inst.Id] = inst
+	k := checkedKey{inst.Service, inst.Id}
+	if inst.Check != nil {
+		f.checked[k] = inst
+	} else {
+		delete(f.checked, k)
+	}
 }
 
 // Apply applies one committed log entry. It returns nil or an error that
@@ -136,12 +158,7 @@ func (f *FSM) applyRegister(in *pb.Instance, now int64, rev uint64, evs []*pb.Ev
 			inst.HealthSince = old.HealthSince
 		}
 	}
-	byID := f.services[inst.Service]
-	if byID == nil {
-		byID = make(map[string]*pb.Instance)
-		f.services[inst.Service] = byID
-	}
-	byID[inst.Id] = inst
+	f.put(inst)
 	return append(evs, &pb.Event{Type: pb.Event_PUT, Instance: inst, Revision: rev}), nil
 }
 
@@ -167,7 +184,7 @@ func (f *FSM) applySetHealth(c *pb.SetHealth, now int64, rev uint64, evs []*pb.E
 		inst.Health = c.Health
 		inst.HealthOutput = c.Output
 		inst.ModRevision = rev
-		f.services[inst.Service][inst.Id] = inst
+		f.put(inst)
 		evs = append(evs, &pb.Event{Type: pb.Event_PUT, Instance: inst, Revision: rev})
 	}
 	return evs
@@ -206,6 +223,7 @@ func (f *FSM) applyNodeRemove(name string, rev uint64, evs []*pb.Event) []*pb.Ev
 func (f *FSM) remove(inst *pb.Instance, rev uint64, evs []*pb.Event) []*pb.Event {
 	byID := f.services[inst.Service]
 	delete(byID, inst.Id)
+	delete(f.checked, checkedKey{inst.Service, inst.Id})
 	if len(byID) == 0 {
 		delete(f.services, inst.Service)
 	}
@@ -272,6 +290,18 @@ func (f *FSM) AllInstances() ([]*pb.Instance, uint64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.instancesWhere(func(*pb.Instance) bool { return true }), f.revision
+}
+
+// CheckedInstances returns the instances that have a health check (TTL or
+// gRPC), in no particular order.
+func (f *FSM) CheckedInstances() []*pb.Instance {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*pb.Instance, 0, len(f.checked))
+	for _, inst := range f.checked {
+		out = append(out, inst)
+	}
+	return out
 }
 
 // Services summarises every service, sorted by name.
@@ -352,12 +382,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.reset()
 	f.revision = st.revision
 	for _, inst := range st.instances {
-		byID := f.services[inst.Service]
-		if byID == nil {
-			byID = make(map[string]*pb.Instance)
-			f.services[inst.Service] = byID
-		}
-		byID[inst.Id] = inst
+		f.put(inst)
 	}
 	for _, s := range st.sessions {
 		f.sessions[s.Id] = s
