@@ -65,7 +65,6 @@ type options struct {
 	raftStream  raft.StreamLayer
 	grpcLn      net.Listener
 	raftNoSync  bool
-	snapshotInt time.Duration
 }
 
 // WithLogger sets the agent's logger (default: discard).

@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -117,7 +118,7 @@ func (a *hclogAdapter) StandardLogger(*hclog.StandardLoggerOptions) *log.Logger 
 
 func (a *hclogAdapter) StandardWriter(*hclog.StandardLoggerOptions) io.Writer {
 	return writerFunc(func(p []byte) (int, error) {
-		a.Info(fmt.Sprintf("%s", p))
+		a.Info(string(bytes.TrimRight(p, "\n")))
 		return len(p), nil
 	})
 }

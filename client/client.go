@@ -1,0 +1,165 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// maxRecvMsgSize bounds one answer from an agent (a Get of a large service).
+const maxRecvMsgSize = 64 << 20
+
+// ErrClosed is returned by calls on a closed Client, WatchStream or Session.
+var ErrClosed = errors.New("client: closed")
+
+// Client talks to a set of agents. It is safe for concurrent use.
+type Client struct {
+	cfg       Config
+	log       *slog.Logger
+	endpoints []endpoint
+	// cur is the index of the last endpoint that answered.
+	cur atomic.Int64
+
+	// closing is cancelled by Close; streams stop with it.
+	closing   context.Context
+	stop      context.CancelFunc
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// endpoint is one agent and its connection.
+type endpoint struct {
+	addr     string
+	conn     *grpc.ClientConn
+	registry zrpcpb.RegistryClient
+	status   zrpcpb.StatusClient
+}
+
+// New validates cfg and returns a Client. It does no I/O: connections are
+// made on the first call to each endpoint.
+func New(cfg Config) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("validate client config: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	c := &Client{cfg: cfg, log: cfg.Logger}
+	c.closing, c.stop = context.WithCancel(context.Background())
+	for _, addr := range cfg.Endpoints {
+		conn, err := grpc.NewClient(addr, dialOptions(cfg)...)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("create connection to %s: %w", addr, err)
+		}
+		c.endpoints = append(c.endpoints, endpoint{
+			addr:     addr,
+			conn:     conn,
+			registry: zrpcpb.NewRegistryClient(conn),
+			status:   zrpcpb.NewStatusClient(conn),
+		})
+	}
+	return c, nil
+}
+
+func dialOptions(cfg Config) []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                10 * time.Second,
+			Timeout:             5 * time.Second,
+			PermitWithoutStream: true,
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  100 * time.Millisecond,
+				Multiplier: 1.6,
+				Jitter:     0.2,
+				MaxDelay:   5 * time.Second,
+			},
+			MinConnectTimeout: cfg.DialTimeout,
+		}),
+	}
+}
+
+// Endpoints returns the agent addresses the client was configured with.
+func (c *Client) Endpoints() []string {
+	return append([]string(nil), c.cfg.Endpoints...)
+}
+
+// Close ends every stream of the client and closes its connections. It is
+// safe to call more than once; later calls return nil.
+func (c *Client) Close() error {
+	first := false
+	c.closeOnce.Do(func() {
+		first = true
+		c.stop()
+		var errs []error
+		for _, ep := range c.endpoints {
+			if err := ep.conn.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close connection to %s: %w", ep.addr, err))
+			}
+		}
+		c.closeErr = errors.Join(errs...)
+	})
+	if !first {
+		return nil
+	}
+	return c.closeErr
+}
+
+// call runs fn against the current endpoint and, while it fails with a
+// retryable error (see retryable), against each other endpoint once. The
+// endpoint that answers becomes the current one. Errors are mapped with
+// mapErr so that errors.Is works with the apierr sentinels.
+//
+// Every unary call is retried on Unavailable, writes included: Register is an
+// idempotent upsert and RenewTTL is harmless to repeat, but a Deregister that
+// reached an agent whose answer was lost may be retried and then fail with
+// apierr.ErrNotFound although the instance is gone as asked.
+func (c *Client) call(ctx context.Context, fn func(context.Context, *endpoint) error) error {
+	if c.closing.Err() != nil {
+		return ErrClosed
+	}
+	start := int(c.cur.Load())
+	var lastErr error
+	for i := range c.endpoints {
+		idx := (start + i) % len(c.endpoints)
+		ep := &c.endpoints[idx]
+		err := fn(ctx, ep)
+		if err == nil {
+			c.cur.Store(int64(idx))
+			return nil
+		}
+		if c.closing.Err() != nil {
+			return ErrClosed
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("call agent %s: %w", ep.addr, ctx.Err())
+		}
+		if !retryable(err) {
+			return mapErr(err)
+		}
+		c.log.Debug("agent unavailable, trying next", "endpoint", ep.addr, "err", err)
+		lastErr = err
+	}
+	return fmt.Errorf("no agent answered at %s: %w", strings.Join(c.cfg.Endpoints, ","), mapErr(lastErr))
+}
+
+// stopOnClientClose cancels ctx (with ErrClosed) when c is closed, and stops
+// watching c once ctx is done so that nothing stays registered with c.
+func stopOnClientClose(c *Client, ctx context.Context, cancel context.CancelCauseFunc) {
+	unhook := context.AfterFunc(c.closing, func() { cancel(ErrClosed) })
+	context.AfterFunc(ctx, func() { unhook() })
+}

@@ -1,0 +1,53 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// DefaultDialTimeout bounds one connection attempt to an agent.
+const DefaultDialTimeout = 5 * time.Second
+
+// Config configures a Client.
+type Config struct {
+	// Endpoints are agent gRPC addresses ("host:port"); at least one.
+	Endpoints []string
+	// DialTimeout bounds one connection attempt to one endpoint; zero means
+	// DefaultDialTimeout. Connections are made lazily, on the first call.
+	DialTimeout time.Duration
+	// Logger receives failover (Debug) and watch reconnect (Info) records;
+	// nil discards them.
+	Logger *slog.Logger
+}
+
+// Validate reports whether c can build a Client. It checks shapes only: it
+// does not resolve or dial the endpoints.
+func (c Config) Validate() error {
+	if len(c.Endpoints) == 0 {
+		return errors.New("no endpoints: need at least one agent address host:port")
+	}
+	for _, ep := range c.Endpoints {
+		if _, _, err := net.SplitHostPort(ep); err != nil {
+			return fmt.Errorf("endpoint %q: want host:port: %w", ep, err)
+		}
+	}
+	if c.DialTimeout < 0 {
+		return fmt.Errorf("dial timeout %s is negative", c.DialTimeout)
+	}
+	return nil
+}
+
+// withDefaults returns c with zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.DialTimeout == 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	c.Endpoints = append([]string(nil), c.Endpoints...)
+	return c
+}

@@ -1,0 +1,71 @@
+package client
+
+import (
+	"errors"
+	"io"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// retryable reports whether a failed unary call may go to another agent:
+// the agent is unreachable, shutting down, or cannot serve the request
+// (codes.Unavailable). Answers about the request itself (NotFound,
+// InvalidArgument, ...) are final.
+func retryable(err error) bool {
+	return status.Code(err) == codes.Unavailable
+}
+
+// resumable reports whether a broken watch stream should be reopened: the
+// agent went away (Unavailable) or ended the stream without an error (EOF).
+func resumable(err error) bool {
+	return errors.Is(err, io.EOF) || status.Code(err) == codes.Unavailable
+}
+
+// mapErr turns an error from an RPC into one that wraps its apierr sentinel.
+func mapErr(err error) error {
+	return apierr.FromStatus(err)
+}
+
+// codeSentinels maps a bare status code (one without apierr's ErrorInfo
+// detail, as in a SessionResponse) to the sentinel it most likely carries.
+var codeSentinels = map[codes.Code]error{
+	codes.NotFound:           apierr.ErrNotFound,
+	codes.InvalidArgument:    apierr.ErrInvalidArgument,
+	codes.FailedPrecondition: apierr.ErrSessionRequired,
+	codes.Unavailable:        apierr.ErrNoLeader,
+	codes.AlreadyExists:      apierr.ErrAlreadyExists,
+	codes.ResourceExhausted:  apierr.ErrTooLarge,
+}
+
+// fromDetail converts the error of a SessionResponse. The detail carries only
+// a code and a message, so the sentinel is chosen by code; the message is
+// kept as the error text. Codes without a sentinel become status errors.
+func fromDetail(d *zrpcpb.ErrorDetail) error {
+	if d == nil {
+		return nil
+	}
+	st := status.New(codes.Code(d.GetCode()), d.GetMessage())
+	sentinel, ok := codeSentinels[st.Code()]
+	if !ok {
+		return st.Err()
+	}
+	return &detailError{sentinel: sentinel, st: st}
+}
+
+// detailError is a sentinel recovered from a status code and message.
+type detailError struct {
+	sentinel error
+	st       *status.Status
+}
+
+func (e *detailError) Error() string { return e.st.Message() }
+
+// Unwrap returns the sentinel, for errors.Is.
+func (e *detailError) Unwrap() error { return e.sentinel }
+
+// GRPCStatus lets status.Code see the agent's code.
+func (e *detailError) GRPCStatus() *status.Status { return e.st }

@@ -1,0 +1,47 @@
+package client
+
+import (
+	"context"
+
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// Status describes the answering agent and its view of the Raft cluster.
+func (c *Client) Status(ctx context.Context) (*zrpcpb.StatusResponse, error) {
+	var resp *zrpcpb.StatusResponse
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = ep.status.Status(ctx, &zrpcpb.StatusRequest{})
+		return err
+	})
+	return resp, err
+}
+
+// Members lists the agents of the cluster as the answering agent sees them.
+func (c *Client) Members(ctx context.Context) ([]*zrpcpb.Member, error) {
+	var resp *zrpcpb.MembersResponse
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = ep.status.Members(ctx, &zrpcpb.MembersRequest{})
+		return err
+	})
+	return resp.GetMembers(), err
+}
+
+// Peers lists the Raft voters and non-voters.
+func (c *Client) Peers(ctx context.Context) ([]*zrpcpb.Peer, error) {
+	var resp *zrpcpb.PeersResponse
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = ep.status.Peers(ctx, &zrpcpb.PeersRequest{})
+		return err
+	})
+	return resp.GetPeers(), err
+}
+
+// Version returns the build of the answering agent.
+func (c *Client) Version(ctx context.Context) (*zrpcpb.VersionResponse, error) {
+	var resp *zrpcpb.VersionResponse
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = ep.status.Version(ctx, &zrpcpb.VersionRequest{})
+		return err
+	})
+	return resp, err
+}

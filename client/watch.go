@@ -1,0 +1,215 @@
+package client
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// Reconnect backoff of a WatchStream.
+const (
+	watchBackoffMin = 50 * time.Millisecond
+	watchBackoffMax = 2 * time.Second
+)
+
+// WatchStream delivers the registry events of one service (or of all) in
+// revision order. When the agent serving it fails, it reopens the watch on the
+// next endpoint from the last revision it delivered, so the caller sees no
+// gap; the agent may then answer with a snapshot (WatchResponse.Snapshot),
+// which replaces what the caller had.
+//
+// Recv must be called from one goroutine at a time; Close may be called from
+// any goroutine.
+type WatchStream struct {
+	c       *Client
+	ctx     context.Context // the caller's ctx
+	wctx    context.Context // ctx, also cancelled by Close and Client.Close
+	cancel  context.CancelCauseFunc
+	service string
+
+	// Owned by the Recv goroutine.
+	rev      uint64 // last revision delivered; the next open resumes after it
+	idx      int    // endpoint of the current stream
+	stream   zrpcpb.Registry_WatchClient
+	sctx     context.CancelFunc // cancels the current stream
+	failures int                // consecutive failed opens, for backoff
+}
+
+// Watch opens a watch of service (empty: every service) for events after
+// fromRevision; zero starts with a snapshot of the current state. It fails
+// when no endpoint accepts the stream; once open, the stream reconnects by
+// itself until ctx ends or Close is called.
+func (c *Client) Watch(ctx context.Context, service string, fromRevision uint64) (*WatchStream, error) {
+	if c.closing.Err() != nil {
+		return nil, ErrClosed
+	}
+	wctx, cancel := context.WithCancelCause(ctx)
+	w := &WatchStream{
+		c:       c,
+		ctx:     ctx,
+		wctx:    wctx,
+		cancel:  cancel,
+		service: service,
+		rev:     fromRevision,
+		idx:     int(c.cur.Load()),
+	}
+	stopOnClientClose(c, wctx, cancel)
+	if err := w.openAny(); err != nil {
+		w.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// Recv returns the next response. It returns ctx's error when the Watch
+// context ends, ErrClosed after Close, and the agent's error (mapped to the
+// apierr sentinels) when the watch cannot go on, as on an invalid service
+// name.
+func (w *WatchStream) Recv() (*zrpcpb.WatchResponse, error) {
+	for {
+		if err := w.stopped(); err != nil {
+			return nil, err
+		}
+		if w.stream == nil {
+			if err := w.reopen(); err != nil {
+				return nil, err
+			}
+		}
+		resp, err := w.stream.Recv()
+		if err == nil {
+			w.advance(resp)
+			w.failures = 0
+			return resp, nil
+		}
+		w.dropStream()
+		if serr := w.stopped(); serr != nil {
+			return nil, serr
+		}
+		if !resumable(err) {
+			return nil, mapErr(err)
+		}
+		w.c.log.Info("watch stream broke, reconnecting",
+			"endpoint", w.c.endpoints[w.idx].addr, "service", w.service, "from_revision", w.rev, "err", err)
+		w.idx = (w.idx + 1) % len(w.c.endpoints)
+	}
+}
+
+// Close ends the watch. It is safe to call more than once.
+func (w *WatchStream) Close() error {
+	w.cancel(ErrClosed)
+	return nil
+}
+
+// Revision returns the last revision delivered (or the starting revision).
+// Like Recv, it must not be called concurrently with Recv.
+func (w *WatchStream) Revision() uint64 { return w.rev }
+
+// advance records the revision a response reflects: its header revision, or
+// its last event's when the header is older.
+func (w *WatchStream) advance(resp *zrpcpb.WatchResponse) {
+	rev := resp.GetHeader().GetRevision()
+	for _, ev := range resp.GetEvents() {
+		rev = max(rev, ev.GetRevision())
+	}
+	w.rev = max(w.rev, rev)
+}
+
+// stopped returns why the watch must stop, or nil.
+func (w *WatchStream) stopped() error {
+	if err := w.ctx.Err(); err != nil {
+		return err
+	}
+	if w.wctx.Err() != nil {
+		return ErrClosed
+	}
+	return nil
+}
+
+// openAny opens the stream on the current endpoint or, when it is
+// unavailable, on each other endpoint once.
+func (w *WatchStream) openAny() error {
+	var err error
+	for range w.c.endpoints {
+		if err = w.open(); err == nil {
+			return nil
+		}
+		if serr := w.stopped(); serr != nil {
+			return serr
+		}
+		if !resumable(err) {
+			return mapErr(err)
+		}
+		w.idx = (w.idx + 1) % len(w.c.endpoints)
+	}
+	return mapErr(err)
+}
+
+// reopen opens the stream again after a failure, waiting a capped, jittered
+// exponential backoff before each attempt and moving to the next endpoint
+// after each failed one. It gives up only when the watch stops or an agent
+// refuses the watch itself.
+func (w *WatchStream) reopen() error {
+	for {
+		if err := w.sleep(backoffDelay(w.failures)); err != nil {
+			return err
+		}
+		err := w.open()
+		if err == nil {
+			w.c.log.Info("watch stream resumed",
+				"endpoint", w.c.endpoints[w.idx].addr, "service", w.service, "from_revision", w.rev)
+			return nil
+		}
+		if serr := w.stopped(); serr != nil {
+			return serr
+		}
+		if !resumable(err) {
+			return mapErr(err)
+		}
+		w.failures++
+		w.idx = (w.idx + 1) % len(w.c.endpoints)
+	}
+}
+
+// open starts a stream on endpoint w.idx from w.rev.
+func (w *WatchStream) open() error {
+	ctx, cancel := context.WithCancel(w.wctx)
+	ep := &w.c.endpoints[w.idx]
+	stream, err := ep.registry.Watch(ctx, &zrpcpb.WatchRequest{Service: w.service, FromRevision: w.rev})
+	if err != nil {
+		cancel()
+		return err
+	}
+	w.stream, w.sctx = stream, cancel
+	w.c.cur.Store(int64(w.idx))
+	return nil
+}
+
+func (w *WatchStream) dropStream() {
+	if w.sctx != nil {
+		w.sctx()
+	}
+	w.stream, w.sctx = nil, nil
+}
+
+// sleep waits d or until the watch stops.
+func (w *WatchStream) sleep(d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-w.wctx.Done():
+		return w.stopped()
+	}
+}
+
+// backoffDelay returns the wait before reconnect attempt n (0-based): it
+// doubles from watchBackoffMin up to watchBackoffMax, and is jittered down by
+// up to half so that watchers of a failed agent do not reconnect in step.
+func backoffDelay(n int) time.Duration {
+	d := watchBackoffMin << min(n, 16)
+	d = min(d, watchBackoffMax)
+	return d/2 + rand.N(d/2+1)
+}
