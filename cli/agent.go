@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -28,7 +29,7 @@ instances they own and serve the gRPC API that zrpcctl and the rpc package use.`
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAgentCommand(), newVersionCommand("zrpcd"))
+	root.AddCommand(newAgentCommand(), newKeygenCommand(), newVersionCommand("zrpcd"))
 	return root
 }
 
@@ -46,6 +47,11 @@ func bindAgentFlags(fs *pflag.FlagSet, c *node.Config) {
 	fs.StringVar(&c.Zone, "zone", c.Zone, "zone or rack of this machine, used for placement and routing")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
+	fs.IntVar(&c.BootstrapExpect, "bootstrap-expect", c.BootstrapExpect, "wait for this many agents to see each other, then bootstrap them together (0: off)")
+	fs.IntVar(&c.Voters, "voters", c.Voters, "Raft voters the cluster keeps (1-5); further agents join as nonvoters")
+	fs.DurationVar(&c.DeadNodeReap, "dead-node-reap", c.DeadNodeReap, "how long a failed agent's instances stay critical before the agent and its instances are removed")
+	fs.StringVar(&c.EncryptKey, "encrypt", c.EncryptKey, "base64 gossip encryption key shared by all agents (zrpcd keygen prints one)")
+	fs.StringVar(&c.GossipProfile, "gossip-profile", c.GossipProfile, "gossip timers: lan, or local for agents on one machine")
 }
 
 func newAgentCommand() *cobra.Command {
@@ -87,6 +93,48 @@ leadership, stop Raft, close stores); a second one exits at once.`,
 			return err
 		}
 		defer cleanup()
+		return runAgent(cmd.Context(), final, cmd.OutOrStdout(), cmd.ErrOrStderr())
+	}
+	cmd.AddCommand(newAgentJoinCommand())
+	return cmd
+}
+
+func newAgentJoinCommand() *cobra.Command {
+	var cfgFile string
+	cmd := &cobra.Command{
+		Use:   "join ADDR...",
+		Short: "Run an agent that joins an existing cluster",
+		Long: `Run an agent that joins the cluster through any of the given gossip
+addresses (host:port, default port 8402). It retries with capped exponential
+backoff, logging each attempt, until one answers. The leader then adds the
+agent to Raft: as a voter while the cluster has fewer than --voters, as a
+nonvoter beyond. An agent that joined once rejoins from its data dir after a
+restart without being told where.`,
+		Example: `  zrpcd agent join 10.0.0.1:8402 --name n2 --data-dir /var/lib/zrpc
+  # on one machine: a second and third agent on other loopback addresses
+  zrpcd agent join 127.0.0.1:8402 --name n2 --data-dir d2 --bind 127.0.0.2
+  zrpcd agent join 127.0.0.1:8402 --name n3 --data-dir d3 --bind 127.0.0.3`,
+		Args: cobra.MinimumNArgs(1),
+	}
+	flags := node.Default()
+	fs := cmd.Flags()
+	bindAgentFlags(fs, &flags)
+	fs.StringVar(&cfgFile, "config", "", "YAML config file")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		final, cleanup, err := resolveAgentConfig(fs, &flags, cfgFile, false)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		for _, a := range args {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				a = net.JoinHostPort(a, "8402")
+			}
+			final.Join = append(final.Join, a)
+		}
+		if err := final.Validate(); err != nil {
+			return fmt.Errorf("invalid agent configuration:\n%w", err)
+		}
 		return runAgent(cmd.Context(), final, cmd.OutOrStdout(), cmd.ErrOrStderr())
 	}
 	return cmd
@@ -151,6 +199,16 @@ func applyFlag(dst, src *node.Config, name string) {
 		dst.LogLevel = src.LogLevel
 	case "log-format":
 		dst.LogFormat = src.LogFormat
+	case "bootstrap-expect":
+		dst.BootstrapExpect = src.BootstrapExpect
+	case "voters":
+		dst.Voters = src.Voters
+	case "dead-node-reap":
+		dst.DeadNodeReap = src.DeadNodeReap
+	case "encrypt":
+		dst.EncryptKey = src.EncryptKey
+	case "gossip-profile":
+		dst.GossipProfile = src.GossipProfile
 	}
 }
 
@@ -186,6 +244,8 @@ func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
 
 	select {
 	case <-ctx.Done():
+	case <-n.Left():
+		log.Info("left the cluster; shutting down")
 	case s := <-sigs:
 		log.Info("signal received; shutting down (send it again to exit now)", "signal", s.String())
 	}

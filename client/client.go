@@ -34,7 +34,7 @@ type Client struct {
 
 	// closing is cancelled by Close; streams stop with it.
 	closing   context.Context
-	stop      context.CancelFunc
+	stop      context.CancelCauseFunc
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -55,7 +55,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	cfg = cfg.withDefaults()
 	c := &Client{cfg: cfg, log: cfg.Logger}
-	c.closing, c.stop = context.WithCancel(context.Background())
+	c.closing, c.stop = context.WithCancelCause(context.Background())
 	for _, addr := range cfg.Endpoints {
 		conn, err := grpc.NewClient(addr, dialOptions(cfg)...)
 		if err != nil {
@@ -104,7 +104,7 @@ func (c *Client) Close() error {
 	first := false
 	c.closeOnce.Do(func() {
 		first = true
-		c.stop()
+		c.stop(ErrClosed)
 		var errs []error
 		for _, ep := range c.endpoints {
 			if err := ep.conn.Close(); err != nil {
@@ -157,9 +157,9 @@ func (c *Client) call(ctx context.Context, fn func(context.Context, *endpoint) e
 	return fmt.Errorf("no agent answered at %s: %w", strings.Join(c.cfg.Endpoints, ","), mapErr(lastErr))
 }
 
-// stopOnClientClose cancels ctx (with ErrClosed) when c is closed, and stops
-// watching c once ctx is done so that nothing stays registered with c.
-func stopOnClientClose(c *Client, ctx context.Context, cancel context.CancelCauseFunc) {
+// cancelOnClose calls cancel(ErrClosed) when c is closed, and stops watching c
+// once ctx (which cancel ends) is done, so that nothing stays registered with c.
+func (c *Client) cancelOnClose(ctx context.Context, cancel context.CancelCauseFunc) {
 	unhook := context.AfterFunc(c.closing, func() { cancel(ErrClosed) })
 	context.AfterFunc(ctx, func() { unhook() })
 }

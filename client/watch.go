@@ -55,7 +55,7 @@ func (c *Client) Watch(ctx context.Context, service string, fromRevision uint64)
 		rev:     fromRevision,
 		idx:     int(c.cur.Load()),
 	}
-	stopOnClientClose(c, wctx, cancel)
+	c.cancelOnClose(wctx, cancel)
 	if err := w.openAny(); err != nil {
 		w.Close()
 		return nil, err

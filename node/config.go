@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/zrpcio/zrpc/gossip"
 )
 
 // Config is an agent's configuration. Default gives a working agent; flags,
@@ -31,9 +33,31 @@ type Config struct {
 	GossipPort    int    `yaml:"gossip_port"`
 	HTTPPort      int    `yaml:"http_port"`
 	Zone          string `yaml:"zone"`
-	// Bootstrap lets an agent with an empty data dir start a new one-node
-	// cluster of itself.
+	// Bootstrap lets an agent with an empty data dir, nothing to join and no
+	// bootstrap_expect start a new one-node cluster of itself.
 	Bootstrap bool `yaml:"bootstrap"`
+	// Join lists gossip addresses (host:port) of agents to join; the agent
+	// retries with capped exponential backoff until one answers.
+	Join []string `yaml:"join"`
+	// BootstrapExpect makes agents started together wait until this many
+	// servers see each other, then bootstrap the cluster with all of them as
+	// voters. Never bootstraps an agent that has Raft state.
+	BootstrapExpect int `yaml:"bootstrap_expect"`
+	// Voters is the number of Raft voters the leader keeps (3 or 5 is
+	// usual); further agents join as nonvoters and are promoted when a voter
+	// is gone.
+	Voters int `yaml:"voters"`
+	// DeadNodeReap is how long a failed agent stays in the cluster (its
+	// instances critical) before it is removed with its instances.
+	DeadNodeReap time.Duration `yaml:"dead_node_reap"`
+	// GossipProfile selects gossip timers: lan (default) or local (fast,
+	// for tests on one machine).
+	GossipProfile string `yaml:"gossip_profile"`
+	// EncryptKey is a base64 AES key (16, 24 or 32 bytes) shared by all
+	// agents to encrypt gossip; `zrpcd keygen` prints one.
+	EncryptKey string `yaml:"encrypt"`
+	// JoinMaxBackoff caps the wait between join attempts.
+	JoinMaxBackoff time.Duration `yaml:"join_max_backoff"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is text or json.
@@ -71,6 +95,10 @@ func Default() Config {
 		GossipPort:           8402,
 		HTTPPort:             8480,
 		Bootstrap:            true,
+		Voters:               3,
+		DeadNodeReap:         30 * time.Second,
+		GossipProfile:        "lan",
+		JoinMaxBackoff:       30 * time.Second,
 		LogLevel:             "info",
 		LogFormat:            "text",
 		RaftHeartbeatTimeout: 400 * time.Millisecond,
@@ -153,6 +181,33 @@ func (c *Config) Validate() error {
 	if c.RaftLeaderLease > c.RaftHeartbeatTimeout && c.RaftHeartbeatTimeout > 0 {
 		bad("raft_leader_lease_timeout", "%s must not exceed raft_heartbeat_timeout %s", c.RaftLeaderLease, c.RaftHeartbeatTimeout)
 	}
+	if c.Voters < 1 || c.Voters > 5 {
+		bad("voters", "%d must be 1 to 5", c.Voters)
+	}
+	if c.BootstrapExpect < 0 || c.BootstrapExpect > c.Voters {
+		bad("bootstrap_expect", "%d must be 0 (off) or 1 to voters (%d)", c.BootstrapExpect, c.Voters)
+	}
+	for _, a := range c.Join {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("join", "%q is not host:port", a)
+		}
+	}
+	switch c.GossipProfile {
+	case "lan", "local":
+	default:
+		bad("gossip_profile", "%q must be lan or local", c.GossipProfile)
+	}
+	if c.EncryptKey != "" {
+		if _, err := gossip.ParseKey(c.EncryptKey); err != nil {
+			bad("encrypt", "%v", err)
+		}
+	}
+	if c.DeadNodeReap < time.Second {
+		bad("dead_node_reap", "%s is too short (minimum 1s)", c.DeadNodeReap)
+	}
+	if c.JoinMaxBackoff <= 0 {
+		bad("join_max_backoff", "must be positive, got %s", c.JoinMaxBackoff)
+	}
 	if c.SnapshotThreshold < 16 {
 		bad("snapshot_threshold", "%d is too small (minimum 16)", c.SnapshotThreshold)
 	}
@@ -229,6 +284,14 @@ func setField(f reflect.Value, s string) error {
 			return errors.New("not a non-negative integer")
 		}
 		f.SetUint(n)
+	case []string:
+		var parts []string
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				parts = append(parts, p)
+			}
+		}
+		f.Set(reflect.ValueOf(parts))
 	case time.Duration:
 		d, err := time.ParseDuration(s)
 		if err != nil {

@@ -49,16 +49,29 @@ func (f *forwarder) leaderConn() (*grpc.ClientConn, error) {
 	if node == nil || node.GrpcAddress == "" {
 		return nil, fmt.Errorf("%w: gRPC address of leader %s not known yet", apierr.ErrNoLeader, id)
 	}
+	c, err := f.conn(node.GrpcAddress)
+	if err != nil {
+		return nil, fmt.Errorf("dial leader %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// conn returns the shared connection to a peer's gRPC API.
+func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if c, ok := f.conns[node.GrpcAddress]; ok {
+	if c, ok := f.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(node.GrpcAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, fmt.Errorf("dial leader %s at %s: %w", id, node.GrpcAddress, err)
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if d := f.n.opts.dialer; d != nil {
+		opts = append(opts, grpc.WithContextDialer(d))
 	}
-	f.conns[node.GrpcAddress] = c
+	c, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	f.conns[addr] = c
 	return c, nil
 }
 

@@ -17,12 +17,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 
-	"github.com/zrpcio/zrpc/api/apierr"
+	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
@@ -45,6 +47,14 @@ type Node struct {
 	forward  *forwarder
 	sessions *liveSessions
 	ttl      *ttlTracker
+	gossip   *gossip.Gossip
+
+	// reconcileWake nudges the leader's reconcile loop after a gossip event.
+	reconcileWake chan struct{}
+	// left is closed when the agent has left the cluster for good (Leave).
+	left     chan struct{}
+	leaving  sync.Once
+	halting  atomic.Bool
 
 	// ctx ends when Close begins; long-lived streams (Watch, Session) and
 	// background loops stop on it.
@@ -61,10 +71,12 @@ type Node struct {
 type Option func(*options)
 
 type options struct {
-	logger      *slog.Logger
-	raftStream  raft.StreamLayer
-	grpcLn      net.Listener
-	raftNoSync  bool
+	logger          *slog.Logger
+	raftStream      raft.StreamLayer
+	grpcLn          net.Listener
+	raftNoSync      bool
+	dialer          func(ctx context.Context, addr string) (net.Conn, error)
+	gossipTransport memberlist.Transport
 }
 
 // WithLogger sets the agent's logger (default: discard).
@@ -75,6 +87,17 @@ func WithRaftStreamLayer(s raft.StreamLayer) Option { return func(o *options) { 
 
 // WithGRPCListener makes the agent serve gRPC on ln instead of listening.
 func WithGRPCListener(ln net.Listener) Option { return func(o *options) { o.grpcLn = ln } }
+
+// WithDialer makes the agent dial its peers' gRPC APIs through d (tests
+// inject faults this way).
+func WithDialer(d func(ctx context.Context, addr string) (net.Conn, error)) Option {
+	return func(o *options) { o.dialer = d }
+}
+
+// WithGossipTransport replaces memberlist's network transport.
+func WithGossipTransport(t memberlist.Transport) Option {
+	return func(o *options) { o.gossipTransport = t }
+}
 
 // WithRaftNoSync turns off fsync of the Raft log. Benchmarks only: a crash
 // can lose acknowledged writes.
@@ -95,6 +118,8 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.sessions = newLiveSessions()
+	n.reconcileWake = make(chan struct{}, 1)
+	n.left = make(chan struct{})
 	return n, nil
 }
 
@@ -126,6 +151,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startGRPC(); err != nil {
 		return err
 	}
+	if err := n.startGossip(); err != nil {
+		return err
+	}
 	if err := n.startHTTP(); err != nil {
 		return err
 	}
@@ -146,7 +174,7 @@ func (n *Node) startRaft() error {
 		Dir:                raftDir,
 		BindAddr:           n.addr(n.cfg.RaftPort),
 		StreamLayer:        n.opts.raftStream,
-		Bootstrap:          n.cfg.Bootstrap,
+		Bootstrap:          n.cfg.Bootstrap && len(n.cfg.Join) == 0 && n.cfg.BootstrapExpect == 0,
 		HeartbeatTimeout:   n.cfg.RaftHeartbeatTimeout,
 		ElectionTimeout:    n.cfg.RaftElectionTimeout,
 		LeaderLeaseTimeout: n.cfg.RaftLeaderLease,
@@ -162,6 +190,7 @@ func (n *Node) startRaft() error {
 	n.ttl = newTTLTracker()
 	n.store.OnLeader(n.announceSelf)
 	n.store.OnLeader(n.runTTLChecks)
+	n.store.OnLeader(n.runReconcile)
 	return n.store.Open()
 }
 
@@ -302,5 +331,3 @@ func (n *Node) transferLeadership() {
 	}
 	n.log.Info("handed leadership to another voter")
 }
-
-var _ = apierr.ErrNoLeader

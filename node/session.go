@@ -109,6 +109,9 @@ func (s *registryServer) handleSessionRequest(ctx context.Context, id string, re
 // destroySessions removes sessions and their instances through Raft,
 // retrying for a while: the agent may be between leaders.
 func (n *Node) destroySessions(ids ...string) {
+	if n.halting.Load() {
+		return // a crashed agent says nothing; the cluster cleans up
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cmd := &pb.Command{Kind: &pb.Command_SessionDestroy{SessionDestroy: &pb.SessionDestroy{Ids: ids}}}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -51,8 +52,8 @@ func (s *statusServer) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.Sta
 	return resp, nil
 }
 
-// Members lists the agents of the cluster from the Raft configuration and
-// the node table.
+// Members lists the agents gossip knows, with their Raft role, plus Raft
+// servers gossip does not know (status "unknown").
 func (s *statusServer) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.MembersResponse, error) {
 	r := s.n.store.Raft()
 	f := r.GetConfiguration()
@@ -60,20 +61,30 @@ func (s *statusServer) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.M
 		return nil, raftstore.RaftError(err)
 	}
 	_, leaderID := r.LeaderWithID()
-	resp := &pb.MembersResponse{Header: s.n.header(s.n.store.FSM().Revision())}
-	for _, srv := range f.Configuration().Servers {
-		m := &pb.Member{Name: string(srv.ID), RaftAddress: string(srv.Address), Status: "alive", Role: suffrage(srv.Suffrage)}
-		if srv.ID == leaderID {
-			m.Role = "leader"
-		}
-		if node := s.n.store.FSM().Node(string(srv.ID)); node != nil {
-			m.GrpcAddress, m.Build, m.Zone = node.GrpcAddress, node.Build, node.Zone
-			m.Address = node.GrpcAddress
-			if node.Health == pb.Health_CRITICAL {
-				m.Status = "failed"
+	role := func(name string) string {
+		for _, srv := range f.Configuration().Servers {
+			if string(srv.ID) == name {
+				if srv.ID == leaderID {
+					return "leader"
+				}
+				return suffrage(srv.Suffrage)
 			}
 		}
-		resp.Members = append(resp.Members, m)
+		return "none"
+	}
+	resp := &pb.MembersResponse{Header: s.n.header(s.n.store.FSM().Revision())}
+	known := map[string]bool{}
+	for _, m := range s.n.gossip.Members() {
+		known[m.Name] = true
+		resp.Members = append(resp.Members, &pb.Member{
+			Name: m.Name, Address: m.Addr, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr,
+			Status: m.Status, Role: role(m.Name), Build: m.Meta.Build, Zone: m.Meta.Zone,
+		})
+	}
+	for _, srv := range f.Configuration().Servers {
+		if !known[string(srv.ID)] {
+			resp.Members = append(resp.Members, &pb.Member{Name: string(srv.ID), RaftAddress: string(srv.Address), Status: "unknown", Role: role(string(srv.ID))})
+		}
 	}
 	return resp, nil
 }
@@ -85,8 +96,9 @@ func suffrage(s raft.ServerSuffrage) string {
 	return "nonvoter"
 }
 
-// Peers lists the Raft configuration. LAST_INDEX is known for this agent
-// only; peers' indexes are reported by their own agents.
+// Peers lists the Raft configuration. Each peer's last log index comes
+// from that peer's own Status (asked in parallel, 500 ms each); it is 0
+// when the peer does not answer.
 func (s *statusServer) Peers(ctx context.Context, _ *pb.PeersRequest) (*pb.PeersResponse, error) {
 	r := s.n.store.Raft()
 	f := r.GetConfiguration()
@@ -95,14 +107,39 @@ func (s *statusServer) Peers(ctx context.Context, _ *pb.PeersRequest) (*pb.Peers
 	}
 	_, leaderID := r.LeaderWithID()
 	resp := &pb.PeersResponse{Header: s.n.header(s.n.store.FSM().Revision())}
+	var wg sync.WaitGroup
 	for _, srv := range f.Configuration().Servers {
 		p := &pb.Peer{Id: string(srv.ID), Address: string(srv.Address), Suffrage: suffrage(srv.Suffrage), Leader: srv.ID == leaderID}
-		if string(srv.ID) == s.n.cfg.Name {
-			p.LastIndex = r.LastIndex()
-		}
 		resp.Peers = append(resp.Peers, p)
+		if p.Id == s.n.cfg.Name {
+			p.LastIndex = r.LastIndex()
+			continue
+		}
+		node := s.n.store.FSM().Node(p.Id)
+		if node == nil || node.GrpcAddress == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if st, err := s.n.peerStatus(ctx, node.GrpcAddress); err == nil {
+				p.LastIndex = st.LastLogIndex
+			}
+		}()
 	}
+	wg.Wait()
 	return resp, nil
+}
+
+// Leave makes this agent leave the cluster for good; see Node.Leave.
+func (s *statusServer) Leave(ctx context.Context, _ *pb.LeaveRequest) (*pb.LeaveResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	removed, err := s.n.Leave(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.LeaveResponse{Removed: removed}, nil
 }
 
 func (s *statusServer) Version(context.Context, *pb.VersionRequest) (*pb.VersionResponse, error) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 var (
@@ -93,9 +94,9 @@ func OpenBoltStore(opts BoltOptions) (*BoltStore, error) {
 	db, err := bbolt.Open(path, 0o600, bopts)
 	if err != nil {
 		switch {
-		case errors.Is(err, bbolt.ErrTimeout):
+		case errors.Is(err, bolterrors.ErrTimeout):
 			return nil, fmt.Errorf("open raft log %s: file is locked after %v, another agent may be using the data dir: %w", path, bopts.Timeout, err)
-		case errors.Is(err, bbolt.ErrInvalid), errors.Is(err, bbolt.ErrVersionMismatch), errors.Is(err, bbolt.ErrChecksum):
+		case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrChecksum):
 			return nil, fmt.Errorf("open raft log %s: %w: not a zrpc raft log (not a bbolt file: %w)", path, ErrCorruptStore, err)
 		}
 		return nil, fmt.Errorf("open raft log %s: %w", path, err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Compile-time interface checks.
@@ -443,8 +444,8 @@ func TestBoltOpenLocked(t *testing.T) {
 	if msg := err.Error(); !strings.Contains(msg, path) || !strings.Contains(msg, "another agent") {
 		t.Errorf("err = %q, want it to name the path and mention another agent", msg)
 	}
-	if !errors.Is(err, bbolt.ErrTimeout) || errors.Is(err, ErrCorruptStore) {
-		t.Errorf("err = %v, want bbolt.ErrTimeout and not ErrCorruptStore", err)
+	if !errors.Is(err, bolterrors.ErrTimeout) || errors.Is(err, ErrCorruptStore) {
+		t.Errorf("err = %v, want bolterrors.ErrTimeout and not ErrCorruptStore", err)
 	}
 
 	if err := first.Close(); err != nil {

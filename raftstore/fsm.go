@@ -165,6 +165,13 @@ func (f *FSM) applyRegister(in *pb.Instance, now int64, rev uint64, evs []*pb.Ev
 func (f *FSM) applySetHealth(c *pb.SetHealth, now int64, rev uint64, evs []*pb.Event) []*pb.Event {
 	var targets []*pb.Instance
 	if c.Node != "" {
+		// A whole agent changes health (it died, or came back): the node
+		// and every instance it owns change in this one entry.
+		if n := f.nodes[c.Node]; n != nil && n.Health != c.Health {
+			n = proto.Clone(n).(*pb.Node)
+			n.Health = c.Health
+			f.nodes[c.Node] = n
+		}
 		targets = f.instancesWhere(func(i *pb.Instance) bool { return i.Node == c.Node })
 	} else {
 		for _, ref := range c.Instances {

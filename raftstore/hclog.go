@@ -57,12 +57,14 @@ func toSlog(level hclog.Level) slog.Level {
 	}
 }
 
-func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) { a.log(toSlog(level), msg, args...) }
-func (a *hclogAdapter) Trace(msg string, args ...any)                  { a.log(slog.LevelDebug-4, msg, args...) }
-func (a *hclogAdapter) Debug(msg string, args ...any)                  { a.log(slog.LevelDebug, msg, args...) }
-func (a *hclogAdapter) Info(msg string, args ...any)                   { a.log(slog.LevelInfo, msg, args...) }
-func (a *hclogAdapter) Warn(msg string, args ...any)                   { a.log(slog.LevelWarn, msg, args...) }
-func (a *hclogAdapter) Error(msg string, args ...any)                  { a.log(slog.LevelError, msg, args...) }
+func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
+	a.log(toSlog(level), msg, args...)
+}
+func (a *hclogAdapter) Trace(msg string, args ...any) { a.log(slog.LevelDebug-4, msg, args...) }
+func (a *hclogAdapter) Debug(msg string, args ...any) { a.log(slog.LevelDebug, msg, args...) }
+func (a *hclogAdapter) Info(msg string, args ...any)  { a.log(slog.LevelInfo, msg, args...) }
+func (a *hclogAdapter) Warn(msg string, args ...any)  { a.log(slog.LevelWarn, msg, args...) }
+func (a *hclogAdapter) Error(msg string, args ...any) { a.log(slog.LevelError, msg, args...) }
 
 func (a *hclogAdapter) enabled(l slog.Level) bool { return a.l.Enabled(context.Background(), l) }
 func (a *hclogAdapter) IsTrace() bool             { return a.enabled(slog.LevelDebug - 4) }

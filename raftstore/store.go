@@ -120,6 +120,8 @@ type Store struct {
 	transport *raft.NetworkTransport
 	notify    chan bool
 
+	hadState bool // raft state existed when Open ran
+
 	mu          sync.Mutex
 	leaderFuncs []LeaderFunc
 	leaderReady bool // this leader has applied everything committed before it
@@ -203,18 +205,16 @@ func (s *Store) Open() (err error) {
 	if err != nil {
 		return fmt.Errorf("read raft state in %s: %w", cfg.Dir, err)
 	}
+	s.hadState = existing
 	if s.raft, err = raft.NewRaft(rc, s.fsm, s.logs, s.logs, snaps, s.transport); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	if !existing && cfg.Bootstrap {
-		conf := raft.Configuration{Servers: []raft.Server{{
-			ID: rc.LocalID, Address: s.transport.LocalAddr(), Suffrage: raft.Voter,
-		}}}
-		if err := s.raft.BootstrapCluster(conf).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		self := raft.Server{ID: rc.LocalID, Address: s.transport.LocalAddr(), Suffrage: raft.Voter}
+		if err := s.BootstrapCluster([]raft.Server{self}); err != nil {
 			s.raft.Shutdown()
-			return fmt.Errorf("bootstrap raft: %w", err)
+			return err
 		}
-		s.log.Info("bootstrapped a new cluster", "node", cfg.NodeID)
 	}
 	s.wg.Add(1)
 	go s.watchLeadership()
@@ -264,6 +264,25 @@ func (t *tcpStreamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (n
 	return net.DialTimeout("tcp", string(addr), timeout)
 }
 
+// HadState reports whether Raft state (log or snapshots) existed when the
+// store was opened: such a store must never bootstrap.
+func (s *Store) HadState() bool { return s.hadState }
+
+// BootstrapCluster starts a new cluster with servers as its voters. Every
+// server bootstrapping with the same list is safe; a store that has state
+// returns nil without changing anything.
+func (s *Store) BootstrapCluster(servers []raft.Server) error {
+	err := s.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error()
+	if errors.Is(err, raft.ErrCantBootstrap) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("bootstrap raft: %w", err)
+	}
+	s.log.Info("bootstrapped a new cluster", "voters", len(servers))
+	return nil
+}
+
 // RaftAddr is the address peers use to reach this store's Raft transport.
 func (s *Store) RaftAddr() string { return string(s.transport.LocalAddr()) }
 
@@ -271,7 +290,7 @@ func (s *Store) RaftAddr() string { return string(s.transport.LocalAddr()) }
 func (s *Store) watchLeadership() {
 	defer s.wg.Done()
 	var (
-		cancel context.CancelFunc = func() {}
+		cancel  context.CancelFunc = func() {}
 		leaders sync.WaitGroup
 	)
 	stopLeading := func() {

@@ -2261,6 +2261,88 @@ func (x *VersionResponse) GetGoVersion() string {
 	return ""
 }
 
+type LeaveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveRequest) Reset() {
+	*x = LeaveRequest{}
+	mi := &file_registry_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveRequest) ProtoMessage() {}
+
+func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
+func (*LeaveRequest) Descriptor() ([]byte, []int) {
+	return file_registry_proto_rawDescGZIP(), []int{33}
+}
+
+type LeaveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// removed is true when the leader confirmed this agent left the Raft
+	// configuration before it shut down.
+	Removed       bool `protobuf:"varint,1,opt,name=removed,proto3" json:"removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveResponse) Reset() {
+	*x = LeaveResponse{}
+	mi := &file_registry_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveResponse) ProtoMessage() {}
+
+func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
+func (*LeaveResponse) Descriptor() ([]byte, []int) {
+	return file_registry_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *LeaveResponse) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
+}
+
 var File_registry_proto protoreflect.FileDescriptor
 
 const file_registry_proto_rawDesc = "" +
@@ -2418,7 +2500,10 @@ const file_registry_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06commit\x18\x02 \x01(\tR\x06commit\x12\x1d\n" +
 	"\n" +
-	"go_version\x18\x03 \x01(\tR\tgoVersion*H\n" +
+	"go_version\x18\x03 \x01(\tR\tgoVersion\"\x0e\n" +
+	"\fLeaveRequest\")\n" +
+	"\rLeaveResponse\x12\x18\n" +
+	"\aremoved\x18\x01 \x01(\bR\aremoved*H\n" +
 	"\x06Health\x12\x16\n" +
 	"\x12HEALTH_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aPASSING\x10\x01\x12\v\n" +
@@ -2437,12 +2522,13 @@ const file_registry_proto_rawDesc = "" +
 	"\x03Get\x12\x13.zrpc.v1.GetRequest\x1a\x14.zrpc.v1.GetResponse\x123\n" +
 	"\x04List\x12\x14.zrpc.v1.ListRequest\x1a\x15.zrpc.v1.ListResponse\x128\n" +
 	"\x05Watch\x12\x15.zrpc.v1.WatchRequest\x1a\x16.zrpc.v1.WatchResponse0\x01\x12@\n" +
-	"\aSession\x12\x17.zrpc.v1.SessionRequest\x1a\x18.zrpc.v1.SessionResponse(\x010\x012\xf7\x01\n" +
+	"\aSession\x12\x17.zrpc.v1.SessionRequest\x1a\x18.zrpc.v1.SessionResponse(\x010\x012\xaf\x02\n" +
 	"\x06Status\x129\n" +
 	"\x06Status\x12\x16.zrpc.v1.StatusRequest\x1a\x17.zrpc.v1.StatusResponse\x12<\n" +
 	"\aMembers\x12\x17.zrpc.v1.MembersRequest\x1a\x18.zrpc.v1.MembersResponse\x126\n" +
 	"\x05Peers\x12\x15.zrpc.v1.PeersRequest\x1a\x16.zrpc.v1.PeersResponse\x12<\n" +
-	"\aVersion\x12\x17.zrpc.v1.VersionRequest\x1a\x18.zrpc.v1.VersionResponseB#Z!github.com/zrpcio/zrpc/api/zrpcpbb\x06proto3"
+	"\aVersion\x12\x17.zrpc.v1.VersionRequest\x1a\x18.zrpc.v1.VersionResponse\x126\n" +
+	"\x05Leave\x12\x15.zrpc.v1.LeaveRequest\x1a\x16.zrpc.v1.LeaveResponseB#Z!github.com/zrpcio/zrpc/api/zrpcpbb\x06proto3"
 
 var (
 	file_registry_proto_rawDescOnce sync.Once
@@ -2457,7 +2543,7 @@ func file_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_registry_proto_goTypes = []any{
 	(Health)(0),                 // 0: zrpc.v1.Health
 	(Consistency)(0),            // 1: zrpc.v1.Consistency
@@ -2495,15 +2581,17 @@ var file_registry_proto_goTypes = []any{
 	(*PeersResponse)(nil),       // 33: zrpc.v1.PeersResponse
 	(*VersionRequest)(nil),      // 34: zrpc.v1.VersionRequest
 	(*VersionResponse)(nil),     // 35: zrpc.v1.VersionResponse
-	nil,                         // 36: zrpc.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil), // 37: google.protobuf.Duration
+	(*LeaveRequest)(nil),        // 36: zrpc.v1.LeaveRequest
+	(*LeaveResponse)(nil),       // 37: zrpc.v1.LeaveResponse
+	nil,                         // 38: zrpc.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil), // 39: google.protobuf.Duration
 }
 var file_registry_proto_depIdxs = []int32{
-	37, // 0: zrpc.v1.Check.ttl:type_name -> google.protobuf.Duration
-	37, // 1: zrpc.v1.Check.interval:type_name -> google.protobuf.Duration
-	37, // 2: zrpc.v1.Check.timeout:type_name -> google.protobuf.Duration
-	37, // 3: zrpc.v1.Check.deregister_critical_after:type_name -> google.protobuf.Duration
-	36, // 4: zrpc.v1.Instance.metadata:type_name -> zrpc.v1.Instance.MetadataEntry
+	39, // 0: zrpc.v1.Check.ttl:type_name -> google.protobuf.Duration
+	39, // 1: zrpc.v1.Check.interval:type_name -> google.protobuf.Duration
+	39, // 2: zrpc.v1.Check.timeout:type_name -> google.protobuf.Duration
+	39, // 3: zrpc.v1.Check.deregister_critical_after:type_name -> google.protobuf.Duration
+	38, // 4: zrpc.v1.Instance.metadata:type_name -> zrpc.v1.Instance.MetadataEntry
 	0,  // 5: zrpc.v1.Instance.health:type_name -> zrpc.v1.Health
 	3,  // 6: zrpc.v1.Instance.check:type_name -> zrpc.v1.Check
 	0,  // 7: zrpc.v1.Node.health:type_name -> zrpc.v1.Health
@@ -2530,7 +2618,7 @@ var file_registry_proto_depIdxs = []int32{
 	4,  // 28: zrpc.v1.SessionResponse.instance:type_name -> zrpc.v1.Instance
 	25, // 29: zrpc.v1.SessionResponse.error:type_name -> zrpc.v1.ErrorDetail
 	6,  // 30: zrpc.v1.StatusResponse.header:type_name -> zrpc.v1.ResponseHeader
-	37, // 31: zrpc.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
+	39, // 31: zrpc.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
 	6,  // 32: zrpc.v1.MembersResponse.header:type_name -> zrpc.v1.ResponseHeader
 	29, // 33: zrpc.v1.MembersResponse.members:type_name -> zrpc.v1.Member
 	6,  // 34: zrpc.v1.PeersResponse.header:type_name -> zrpc.v1.ResponseHeader
@@ -2546,19 +2634,21 @@ var file_registry_proto_depIdxs = []int32{
 	28, // 44: zrpc.v1.Status.Members:input_type -> zrpc.v1.MembersRequest
 	31, // 45: zrpc.v1.Status.Peers:input_type -> zrpc.v1.PeersRequest
 	34, // 46: zrpc.v1.Status.Version:input_type -> zrpc.v1.VersionRequest
-	8,  // 47: zrpc.v1.Registry.Register:output_type -> zrpc.v1.RegisterResponse
-	10, // 48: zrpc.v1.Registry.Deregister:output_type -> zrpc.v1.DeregisterResponse
-	12, // 49: zrpc.v1.Registry.RenewTTL:output_type -> zrpc.v1.RenewTTLResponse
-	14, // 50: zrpc.v1.Registry.Get:output_type -> zrpc.v1.GetResponse
-	17, // 51: zrpc.v1.Registry.List:output_type -> zrpc.v1.ListResponse
-	20, // 52: zrpc.v1.Registry.Watch:output_type -> zrpc.v1.WatchResponse
-	24, // 53: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
-	27, // 54: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
-	30, // 55: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
-	33, // 56: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
-	35, // 57: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
-	47, // [47:58] is the sub-list for method output_type
-	36, // [36:47] is the sub-list for method input_type
+	36, // 47: zrpc.v1.Status.Leave:input_type -> zrpc.v1.LeaveRequest
+	8,  // 48: zrpc.v1.Registry.Register:output_type -> zrpc.v1.RegisterResponse
+	10, // 49: zrpc.v1.Registry.Deregister:output_type -> zrpc.v1.DeregisterResponse
+	12, // 50: zrpc.v1.Registry.RenewTTL:output_type -> zrpc.v1.RenewTTLResponse
+	14, // 51: zrpc.v1.Registry.Get:output_type -> zrpc.v1.GetResponse
+	17, // 52: zrpc.v1.Registry.List:output_type -> zrpc.v1.ListResponse
+	20, // 53: zrpc.v1.Registry.Watch:output_type -> zrpc.v1.WatchResponse
+	24, // 54: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
+	27, // 55: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
+	30, // 56: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
+	33, // 57: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
+	35, // 58: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
+	37, // 59: zrpc.v1.Status.Leave:output_type -> zrpc.v1.LeaveResponse
+	48, // [48:60] is the sub-list for method output_type
+	36, // [36:48] is the sub-list for method input_type
 	36, // [36:36] is the sub-list for extension type_name
 	36, // [36:36] is the sub-list for extension extendee
 	0,  // [0:36] is the sub-list for field type_name
@@ -2581,7 +2671,7 @@ func file_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_proto_rawDesc), len(file_registry_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -363,6 +363,7 @@ const (
 	Status_Members_FullMethodName = "/zrpc.v1.Status/Members"
 	Status_Peers_FullMethodName   = "/zrpc.v1.Status/Peers"
 	Status_Version_FullMethodName = "/zrpc.v1.Status/Version"
+	Status_Leave_FullMethodName   = "/zrpc.v1.Status/Leave"
 )
 
 // StatusClient is the client API for Status service.
@@ -375,6 +376,10 @@ type StatusClient interface {
 	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
 	Peers(ctx context.Context, in *PeersRequest, opts ...grpc.CallOption) (*PeersResponse, error)
 	Version(ctx context.Context, in *VersionRequest, opts ...grpc.CallOption) (*VersionResponse, error)
+	// Leave makes the agent leave the cluster for good: it hands off
+	// leadership, announces its departure, waits to be removed from Raft (its
+	// instances go with it) and shuts down.
+	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
 }
 
 type statusClient struct {
@@ -425,6 +430,16 @@ func (c *statusClient) Version(ctx context.Context, in *VersionRequest, opts ...
 	return out, nil
 }
 
+func (c *statusClient) Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaveResponse)
+	err := c.cc.Invoke(ctx, Status_Leave_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StatusServer is the server API for Status service.
 // All implementations must embed UnimplementedStatusServer
 // for forward compatibility.
@@ -435,6 +450,10 @@ type StatusServer interface {
 	Members(context.Context, *MembersRequest) (*MembersResponse, error)
 	Peers(context.Context, *PeersRequest) (*PeersResponse, error)
 	Version(context.Context, *VersionRequest) (*VersionResponse, error)
+	// Leave makes the agent leave the cluster for good: it hands off
+	// leadership, announces its departure, waits to be removed from Raft (its
+	// instances go with it) and shuts down.
+	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
 	mustEmbedUnimplementedStatusServer()
 }
 
@@ -456,6 +475,9 @@ func (UnimplementedStatusServer) Peers(context.Context, *PeersRequest) (*PeersRe
 }
 func (UnimplementedStatusServer) Version(context.Context, *VersionRequest) (*VersionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Version not implemented")
+}
+func (UnimplementedStatusServer) Leave(context.Context, *LeaveRequest) (*LeaveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Leave not implemented")
 }
 func (UnimplementedStatusServer) mustEmbedUnimplementedStatusServer() {}
 func (UnimplementedStatusServer) testEmbeddedByValue()                {}
@@ -550,6 +572,24 @@ func _Status_Version_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Status_Leave_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StatusServer).Leave(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Status_Leave_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StatusServer).Leave(ctx, req.(*LeaveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Status_ServiceDesc is the grpc.ServiceDesc for Status service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -572,6 +612,10 @@ var Status_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Version",
 			Handler:    _Status_Version_Handler,
+		},
+		{
+			MethodName: "Leave",
+			Handler:    _Status_Leave_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,222 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client/clienttest"
+)
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr bool
+	}{
+		{"one endpoint", Config{Endpoints: []string{"127.0.0.1:8400"}}, false},
+		{"no endpoints", Config{}, true},
+		{"no port", Config{Endpoints: []string{"localhost"}}, true},
+		{"negative timeout", Config{Endpoints: []string{"a:1"}, DialTimeout: -1}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Validate() = %v, want error %v", err, tt.wantErr)
+			}
+			c, err := New(tt.cfg)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("New() error = %v, want error %v", err, tt.wantErr)
+			}
+			if c != nil {
+				c.Close()
+			}
+		})
+	}
+}
+
+// TestErrorsAcrossWire checks that an agent's apierr sentinel survives the
+// wire with its message, and that such answers are final (no failover).
+func TestErrorsAcrossWire(t *testing.T) {
+	tests := []struct {
+		name     string
+		sentinel error
+		call     func(context.Context, *Client) error
+	}{
+		{"deregister not found", apierr.ErrNotFound, func(ctx context.Context, c *Client) error {
+			_, err := c.Deregister(ctx, "user.rpc", "x")
+			return err
+		}},
+		{"get invalid", apierr.ErrInvalidArgument, func(ctx context.Context, c *Client) error {
+			_, _, err := c.Get(ctx, "Bad Name")
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			serverErr := fmt.Errorf("%w: instance x", tt.sentinel)
+			fail := &clienttest.Agent{
+				OnDeregister: func(context.Context, *zrpcpb.DeregisterRequest) (*zrpcpb.DeregisterResponse, error) {
+					return nil, apierr.ToStatus(serverErr)
+				},
+				OnGet: func(context.Context, *zrpcpb.GetRequest) (*zrpcpb.GetResponse, error) {
+					return nil, apierr.ToStatus(serverErr)
+				},
+			}
+			fail.Start(t)
+			other := (&clienttest.Agent{}).Start(t)
+			c := newTestClient(t, fail.Addr, other.Addr)
+
+			err := tt.call(testContext(t), c)
+			if !errors.Is(err, tt.sentinel) {
+				t.Fatalf("err = %v, want errors.Is %v", err, tt.sentinel)
+			}
+			if err.Error() != serverErr.Error() {
+				t.Errorf("message = %q, want %q", err.Error(), serverErr.Error())
+			}
+			if n := other.Calls(); n != 0 {
+				t.Errorf("second agent got %d calls, want 0: app errors must not fail over", n)
+			}
+		})
+	}
+}
+
+func TestFailover(t *testing.T) {
+	unavailable := &clienttest.Agent{
+		OnGet: func(context.Context, *zrpcpb.GetRequest) (*zrpcpb.GetResponse, error) {
+			return nil, apierr.ToStatus(apierr.ErrShuttingDown)
+		},
+	}
+	tests := []struct {
+		name  string
+		first func(t *testing.T) (addr string, calls func() int64)
+	}{
+		{"closed port", func(t *testing.T) (string, func() int64) {
+			return clienttest.ClosedAddr(t), func() int64 { return 0 }
+		}},
+		{"agent answers unavailable", func(t *testing.T) (string, func() int64) {
+			unavailable.Start(t)
+			return unavailable.Addr, unavailable.Calls
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			firstAddr, firstCalls := tt.first(t)
+			good := &clienttest.Agent{OnGet: func(_ context.Context, req *zrpcpb.GetRequest) (*zrpcpb.GetResponse, error) {
+				return &zrpcpb.GetResponse{
+					Header:    &zrpcpb.ResponseHeader{Revision: 42},
+					Instances: []*zrpcpb.Instance{{Id: "user-1", Service: req.GetService()}},
+				}, nil
+			}}
+			good.Start(t)
+			c := newTestClient(t, firstAddr, good.Addr)
+			ctx := testContext(t)
+
+			insts, rev, err := c.Get(ctx, "user.rpc")
+			if err != nil {
+				t.Fatalf("Get: %v", err)
+			}
+			if rev != 42 || len(insts) != 1 || insts[0].GetId() != "user-1" {
+				t.Fatalf("Get = %v at %d, want user-1 at 42", insts, rev)
+			}
+			// The client remembers the endpoint that answered.
+			before := firstCalls()
+			if _, _, err := c.Get(ctx, "user.rpc"); err != nil {
+				t.Fatalf("second Get: %v", err)
+			}
+			if n := firstCalls(); n != before {
+				t.Errorf("first endpoint called again (%d -> %d), want the remembered endpoint", before, n)
+			}
+			if n := good.Calls(); n != 2 {
+				t.Errorf("good endpoint got %d calls, want 2", n)
+			}
+		})
+	}
+}
+
+func TestAllEndpointsDown(t *testing.T) {
+	c := newTestClient(t, clienttest.ClosedAddr(t), clienttest.ClosedAddr(t))
+	_, err := c.Status(testContext(t))
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("err = %v, want code Unavailable", err)
+	}
+}
+
+func TestCallHonoursContext(t *testing.T) {
+	agent := &clienttest.Agent{OnGet: func(ctx context.Context, _ *zrpcpb.GetRequest) (*zrpcpb.GetResponse, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}}
+	agent.Start(t)
+	other := (&clienttest.Agent{}).Start(t)
+	c := newTestClient(t, agent.Addr, other.Addr)
+	ctx, cancel := context.WithCancel(testContext(t))
+	go func() {
+		waitFor(t, "call to reach the agent", func() bool { return agent.Calls() > 0 })
+		cancel()
+	}()
+	_, _, err := c.Get(ctx, "user.rpc")
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if n := other.Calls(); n != 0 {
+		t.Errorf("second agent got %d calls after ctx ended, want 0", n)
+	}
+}
+
+func TestClientCloseIdempotent(t *testing.T) {
+	agent := (&clienttest.Agent{}).Start(t)
+	c, err := New(Config{Endpoints: []string{agent.Addr}})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("first Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := c.Status(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Status after Close = %v, want ErrClosed", err)
+	}
+	if _, err := c.Watch(context.Background(), "", 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Watch after Close = %v, want ErrClosed", err)
+	}
+}
+
+func TestFromDetail(t *testing.T) {
+	tests := []struct {
+		code     codes.Code
+		sentinel error
+	}{
+		{codes.NotFound, apierr.ErrNotFound},
+		{codes.InvalidArgument, apierr.ErrInvalidArgument},
+		{codes.FailedPrecondition, apierr.ErrSessionRequired},
+		{codes.Unavailable, apierr.ErrNoLeader},
+		{codes.Internal, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.code.String(), func(t *testing.T) {
+			err := fromDetail(&zrpcpb.ErrorDetail{Code: int32(tt.code), Message: "boom"})
+			if tt.sentinel != nil && !errors.Is(err, tt.sentinel) {
+				t.Errorf("err = %v, want errors.Is %v", err, tt.sentinel)
+			}
+			if status.Code(err) != tt.code {
+				t.Errorf("code = %v, want %v", status.Code(err), tt.code)
+			}
+			if got := status.Convert(err).Message(); got != "boom" {
+				t.Errorf("message = %q, want boom", got)
+			}
+		})
+	}
+	if err := fromDetail(nil); err != nil {
+		t.Errorf("fromDetail(nil) = %v, want nil", err)
+	}
+}

@@ -1,0 +1,261 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// DefaultSessionKeepAlive is how often a Session sends a keepalive message.
+const DefaultSessionKeepAlive = 5 * time.Second
+
+// SessionOption tunes a Session.
+type SessionOption func(*sessionOptions)
+
+type sessionOptions struct {
+	keepAlive time.Duration
+}
+
+// WithKeepAliveInterval sets how often the session sends a keepalive message
+// so that proxies and load balancers keep the idle stream open; zero or less
+// sends none. The default is DefaultSessionKeepAlive.
+func WithKeepAliveInterval(d time.Duration) SessionOption {
+	return func(o *sessionOptions) { o.keepAlive = d }
+}
+
+// Session is an open Session stream to one agent. Instances registered through
+// it live as long as the stream: when it ends, for any reason (Close, the
+// agent or the connection failing), the agent removes them.
+//
+// A Session does not reconnect by itself: when Done is closed the caller
+// opens a new one and registers its instances again (package rpc does so).
+// Its methods are safe for concurrent use.
+type Session struct {
+	id     string
+	addr   string
+	log    *slog.Logger
+	stream zrpcpb.Registry_SessionClient
+	ctx    context.Context // the stream's
+	cancel context.CancelCauseFunc
+
+	sendMu sync.Mutex // one Send at a time, as gRPC requires
+
+	mu      sync.Mutex
+	seq     uint64
+	pending map[uint64]chan *zrpcpb.SessionResponse
+
+	done chan struct{}
+	err  error // why the stream ended; written before done is closed
+	wg   sync.WaitGroup
+}
+
+// Session opens a session stream on the first endpoint that accepts it.
+// owner names the process for operators ("user-svc pid 4242"). ctx bounds the
+// opening only; the session lives until Close, Client.Close or a failure.
+func (c *Client) Session(ctx context.Context, owner string, opts ...SessionOption) (*Session, error) {
+	o := sessionOptions{keepAlive: DefaultSessionKeepAlive}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var s *Session
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		s, err = c.openSession(ctx, ep, owner)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.wg.Add(1)
+	go s.readLoop()
+	if o.keepAlive > 0 {
+		s.wg.Add(1)
+		go s.keepAliveLoop(o.keepAlive)
+	}
+	c.log.Debug("session opened", "session", s.id, "endpoint", s.addr, "owner", owner)
+	return s, nil
+}
+
+// openSession opens the stream on ep and waits for the answer to open.
+func (c *Client) openSession(ctx context.Context, ep *endpoint, owner string) (*Session, error) {
+	sctx, cancel := context.WithCancelCause(c.closing)
+	stop := context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })
+	defer stop()
+	stream, err := ep.registry.Session(sctx)
+	if err != nil {
+		cancel(err)
+		return nil, err
+	}
+	open := &zrpcpb.SessionRequest{Seq: 1, Kind: &zrpcpb.SessionRequest_Open{Open: &zrpcpb.SessionOpen{Owner: owner}}}
+	// On io.EOF the stream is broken and Recv reports why.
+	if err := stream.Send(open); err != nil && !errors.Is(err, io.EOF) {
+		cancel(err)
+		return nil, err
+	}
+	resp, err := stream.Recv()
+	if err == nil && resp.GetError() != nil {
+		err = fromDetail(resp.GetError())
+	}
+	if err != nil {
+		cancel(err)
+		return nil, err
+	}
+	return &Session{
+		id:      resp.GetSession(),
+		addr:    ep.addr,
+		log:     c.log,
+		stream:  stream,
+		ctx:     sctx,
+		cancel:  cancel,
+		seq:     1,
+		pending: make(map[uint64]chan *zrpcpb.SessionResponse),
+		done:    make(chan struct{}),
+	}, nil
+}
+
+// ID returns the session id the agent assigned.
+func (s *Session) ID() string { return s.id }
+
+// Done is closed when the stream has ended.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err returns why the stream ended (ErrClosed after Close), or nil while it
+// is open.
+func (s *Session) Err() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+// Close ends the stream; the agent then removes the session's instances. It
+// waits for the session's goroutines and is safe to call more than once.
+func (s *Session) Close() error {
+	s.cancel(ErrClosed)
+	s.wg.Wait()
+	return nil
+}
+
+// Register registers inst bound to the session and returns it as stored. When
+// ctx ends first, the agent may still apply the registration.
+func (s *Session) Register(ctx context.Context, inst *zrpcpb.Instance) (*zrpcpb.Instance, error) {
+	resp, err := s.request(ctx, &zrpcpb.SessionRequest{
+		Kind: &zrpcpb.SessionRequest_Register{Register: &zrpcpb.RegisterRequest{Instance: inst}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetInstance(), nil
+}
+
+// Deregister removes an instance of the session.
+func (s *Session) Deregister(ctx context.Context, service, id string) error {
+	_, err := s.request(ctx, &zrpcpb.SessionRequest{
+		Kind: &zrpcpb.SessionRequest_Deregister{Deregister: &zrpcpb.DeregisterRequest{Service: service, Id: id}},
+	})
+	return err
+}
+
+// request sends req with a fresh seq and waits for the response with that seq.
+func (s *Session) request(ctx context.Context, req *zrpcpb.SessionRequest) (*zrpcpb.SessionResponse, error) {
+	if err := s.Err(); err != nil {
+		return nil, err
+	}
+	ch := make(chan *zrpcpb.SessionResponse, 1)
+	s.mu.Lock()
+	s.seq++
+	req.Seq = s.seq
+	s.pending[req.Seq] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.pending, req.Seq)
+		s.mu.Unlock()
+	}()
+	// A failed Send means the stream is broken: the reader reports why.
+	_ = s.send(req)
+	select {
+	case resp := <-ch:
+		return resp, fromDetail(resp.GetError())
+	case <-s.done:
+		select {
+		case resp := <-ch: // answered just before the stream ended
+			return resp, fromDetail(resp.GetError())
+		default:
+			return nil, s.err
+		}
+	case <-ctx.Done():
+		return nil, fmt.Errorf("session %s: %w", s.id, ctx.Err())
+	}
+}
+
+func (s *Session) send(req *zrpcpb.SessionRequest) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	return s.stream.Send(req)
+}
+
+// readLoop is the only reader of the stream: it hands each response to the
+// request waiting for its seq and ends the session when the stream fails.
+func (s *Session) readLoop() {
+	defer s.wg.Done()
+	for {
+		resp, err := s.stream.Recv()
+		if err != nil {
+			s.finish(err)
+			return
+		}
+		s.mu.Lock()
+		ch, ok := s.pending[resp.GetSeq()]
+		delete(s.pending, resp.GetSeq())
+		s.mu.Unlock()
+		if ok {
+			ch <- resp // buffered; each seq is answered once
+		}
+	}
+}
+
+// finish records why the stream ended and closes done.
+func (s *Session) finish(err error) {
+	switch {
+	case errors.Is(context.Cause(s.ctx), ErrClosed):
+		err = ErrClosed
+	case errors.Is(err, io.EOF):
+		err = fmt.Errorf("session %s: agent %s ended the stream", s.id, s.addr)
+	default:
+		err = fmt.Errorf("session %s on agent %s: %w", s.id, s.addr, mapErr(err))
+	}
+	if !errors.Is(err, ErrClosed) {
+		s.log.Info("session ended", "session", s.id, "endpoint", s.addr, "err", err)
+	}
+	s.err = err
+	s.cancel(err)
+	close(s.done)
+}
+
+// keepAliveLoop sends a keepalive every interval until the stream ends. A
+// failed send is left to readLoop, which sees the same broken stream.
+func (s *Session) keepAliveLoop(interval time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+			s.mu.Lock()
+			s.seq++
+			seq := s.seq
+			s.mu.Unlock()
+			_ = s.send(&zrpcpb.SessionRequest{Seq: seq, Kind: &zrpcpb.SessionRequest_Keepalive{Keepalive: &zrpcpb.SessionKeepAlive{}}})
+		}
+	}
+}

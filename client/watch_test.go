@@ -1,0 +1,176 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client/clienttest"
+)
+
+// watchRecorder records the from_revision of every Watch call it serves.
+type watchRecorder struct {
+	mu   sync.Mutex
+	from []uint64
+}
+
+func (r *watchRecorder) record(req *zrpcpb.WatchRequest) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.from = append(r.from, req.GetFromRevision())
+	return len(r.from)
+}
+
+func (r *watchRecorder) calls() []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]uint64(nil), r.from...)
+}
+
+func putResponse(rev uint64, snapshot bool) *zrpcpb.WatchResponse {
+	return &zrpcpb.WatchResponse{
+		Header:   &zrpcpb.ResponseHeader{Revision: rev},
+		Snapshot: snapshot,
+		Events: []*zrpcpb.Event{{
+			Type:     zrpcpb.Event_PUT,
+			Revision: rev,
+			Instance: &zrpcpb.Instance{Service: "user.rpc", Id: "user-1"},
+		}},
+	}
+}
+
+// TestWatchResume kills the watch stream after three responses and checks
+// that the client resumes from the last revision it delivered.
+func TestWatchResume(t *testing.T) {
+	first := []*zrpcpb.WatchResponse{putResponse(3, true), putResponse(5, false), putResponse(7, false)}
+	tests := []struct {
+		name string
+		// kill breaks the first stream once its responses were delivered.
+		kill func(first *clienttest.Agent, release chan struct{})
+	}{
+		{"stream ends unavailable", func(_ *clienttest.Agent, release chan struct{}) { close(release) }},
+		{"agent stops", func(first *clienttest.Agent, _ chan struct{}) { first.Server.Stop() }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &watchRecorder{}
+			release := make(chan struct{})
+			serve := func(req *zrpcpb.WatchRequest, stream zrpcpb.Registry_WatchServer) error {
+				if rec.record(req) == 1 {
+					for _, resp := range first {
+						if err := stream.Send(resp); err != nil {
+							return err
+						}
+					}
+					select {
+					case <-release:
+						return status.Error(codes.Unavailable, "stream killed")
+					case <-stream.Context().Done():
+						return stream.Context().Err()
+					}
+				}
+				if err := stream.Send(putResponse(req.GetFromRevision()+2, false)); err != nil {
+					return err
+				}
+				<-stream.Context().Done()
+				return nil
+			}
+			a := (&clienttest.Agent{OnWatch: serve}).Start(t)
+			b := (&clienttest.Agent{OnWatch: serve}).Start(t)
+			c := newTestClient(t, a.Addr, b.Addr)
+
+			w, err := c.Watch(testContext(t), "user.rpc", 0)
+			if err != nil {
+				t.Fatalf("Watch: %v", err)
+			}
+			defer w.Close()
+			for _, want := range first {
+				got, err := w.Recv()
+				if err != nil {
+					t.Fatalf("Recv: %v", err)
+				}
+				if got.GetHeader().GetRevision() != want.GetHeader().GetRevision() {
+					t.Fatalf("revision = %d, want %d", got.GetHeader().GetRevision(), want.GetHeader().GetRevision())
+				}
+			}
+			tt.kill(a, release)
+			got, err := w.Recv()
+			if err != nil {
+				t.Fatalf("Recv after kill: %v", err)
+			}
+			if calls := rec.calls(); len(calls) != 2 || calls[0] != 0 || calls[1] != 7 {
+				t.Fatalf("from_revision of Watch calls = %v, want [0 7]", calls)
+			}
+			if rev := got.GetHeader().GetRevision(); rev != 9 {
+				t.Fatalf("revision after resume = %d, want 9", rev)
+			}
+		})
+	}
+}
+
+func TestWatchStops(t *testing.T) {
+	blocking := func(_ *zrpcpb.WatchRequest, stream zrpcpb.Registry_WatchServer) error {
+		<-stream.Context().Done()
+		return nil
+	}
+	tests := []struct {
+		name    string
+		onWatch func(*zrpcpb.WatchRequest, zrpcpb.Registry_WatchServer) error
+		stop    func(cancel context.CancelFunc, w *WatchStream)
+		want    error
+	}{
+		{"ctx cancelled", blocking, func(cancel context.CancelFunc, _ *WatchStream) { cancel() }, context.Canceled},
+		{"closed", blocking, func(_ context.CancelFunc, w *WatchStream) { w.Close() }, ErrClosed},
+		{"agent refuses", func(*zrpcpb.WatchRequest, zrpcpb.Registry_WatchServer) error {
+			return apierr.ToStatus(apierr.Invalid("service", "bad name"))
+		}, func(context.CancelFunc, *WatchStream) {}, apierr.ErrInvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			agent := (&clienttest.Agent{OnWatch: tt.onWatch}).Start(t)
+			c := newTestClient(t, agent.Addr)
+			ctx, cancel := context.WithCancel(testContext(t))
+			defer cancel()
+			w, err := c.Watch(ctx, "", 0)
+			if err != nil {
+				t.Fatalf("Watch: %v", err)
+			}
+			errc := make(chan error, 1)
+			go func() {
+				_, err := w.Recv()
+				errc <- err
+			}()
+			tt.stop(cancel, w)
+			select {
+			case err := <-errc:
+				if !errors.Is(err, tt.want) {
+					t.Fatalf("Recv = %v, want %v", err, tt.want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Recv did not return")
+			}
+			if err := w.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+		})
+	}
+}
+
+func TestBackoffDelay(t *testing.T) {
+	for n := range 40 {
+		d := backoffDelay(n)
+		if d < watchBackoffMin/2 || d > watchBackoffMax {
+			t.Fatalf("backoffDelay(%d) = %s, want within [%s, %s]", n, d, watchBackoffMin/2, watchBackoffMax)
+		}
+	}
+	if d := backoffDelay(30); d < watchBackoffMax/2 {
+		t.Fatalf("backoffDelay(30) = %s, want capped near %s", d, watchBackoffMax)
+	}
+}

@@ -1,0 +1,400 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Errors callers may branch on.
+var (
+	// ErrNotStarted: the method needs Start first.
+	ErrNotStarted = errors.New("gossip not started")
+	// ErrClosed: Close was called.
+	ErrClosed = errors.New("gossip closed")
+	// ErrLeft: Leave was called; memberlist cannot rejoin or re-advertise
+	// after a leave, the agent has to restart.
+	ErrLeft = errors.New("gossip left the cluster")
+)
+
+const (
+	// eventBuffer is the capacity of the Events channel. The queue behind
+	// it is unbounded, so this only smooths the hand-off.
+	eventBuffer = 256
+	// joinInitialBackoff is JoinRetry's first wait.
+	joinInitialBackoff = 200 * time.Millisecond
+	// defaultJoinMaxBackoff caps JoinRetry's wait when the caller gives none.
+	defaultJoinMaxBackoff = 30 * time.Second
+	// updateTimeout bounds how long UpdateMeta waits for its broadcast.
+	updateTimeout = 5 * time.Second
+	// leaveSettleIntervals is how many gossip intervals Leave waits between
+	// the Leaving meta and the goodbye, so that peers relay the former
+	// before the latter overtakes it.
+	leaveSettleIntervals = 5
+)
+
+// Gossip is this agent's membership in the cluster: a memberlist instance,
+// its event stream and its member table. Its methods are safe for
+// concurrent use.
+type Gossip struct {
+	cfg         Config
+	log         *slog.Logger
+	mc          *memberlist.Config
+	forgetAfter time.Duration
+
+	metaMu      sync.Mutex
+	meta        Meta   // current meta
+	metaEncoded []byte // meta as sent, read by metaDelegate
+
+	table *memberTable
+	queue *eventQueue
+	out   chan Event
+
+	// updateMu serialises UpdateMeta and Leave, which both re-advertise.
+	updateMu sync.Mutex
+	left     atomic.Bool
+
+	// lifeMu guards the fields below. Leave holds it for reading while it
+	// runs, because memberlist panics on Leave after Shutdown.
+	lifeMu    sync.RWMutex
+	ml        *memberlist.Memberlist
+	closed    bool
+	localAddr string
+	stop      chan struct{}
+	pumpDone  chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New validates cfg and returns a Gossip that is not yet listening. It does
+// no I/O.
+func New(cfg Config) (*Gossip, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid gossip config: %w", err)
+	}
+	cfg.Meta = cfg.metaWithName()
+	meta, err := cfg.Meta.encode(false)
+	if err != nil {
+		return nil, err // Validate encoded it already
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("component", "gossip")
+	g := &Gossip{
+		cfg:         cfg,
+		log:         logger,
+		meta:        cfg.Meta,
+		metaEncoded: meta,
+		table: &memberTable{},
+		queue: newEventQueue(),
+		out:   make(chan Event, eventBuffer),
+	}
+	g.mc = g.memberlistConfig()
+	g.forgetAfter = g.mc.GossipToTheDeadTime
+	return g, nil
+}
+
+// memberlistConfig fills the profile's timers with this agent's identity,
+// addresses, delegates, logger and key.
+func (g *Gossip) memberlistConfig() *memberlist.Config {
+	c := g.cfg
+	mc := profileConfig(c.Profile)
+	mc.Name = c.Name
+	if c.BindAddr != "" {
+		mc.BindAddr = c.BindAddr
+	}
+	mc.BindPort = c.BindPort
+	mc.AdvertiseAddr = c.AdvertiseAddr
+	mc.AdvertisePort = c.AdvertisePort
+	if mc.AdvertisePort == 0 {
+		mc.AdvertisePort = c.BindPort // memberlist fixes it up when BindPort is 0 too
+	}
+	mc.Delegate = &metaDelegate{g: g}
+	mc.Events = &eventDelegate{log: g.log, table: g.table, queue: g.queue}
+	mc.Logger = newMemberlistLogger(g.log)
+	mc.Transport = c.Transport
+	if len(c.EncryptKey) > 0 {
+		mc.SecretKey = slices.Clone(c.EncryptKey)
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
+	}
+	return mc
+}
+
+// Start creates the memberlist, which starts listening, and the event pump.
+// The first event is this agent's own EventJoin. Start may be called once.
+func (g *Gossip) Start() error {
+	g.lifeMu.Lock()
+	defer g.lifeMu.Unlock()
+	switch {
+	case g.closed:
+		return ErrClosed
+	case g.ml != nil:
+		return errors.New("gossip already started")
+	}
+	ml, err := memberlist.Create(g.mc)
+	if err != nil {
+		return fmt.Errorf("create memberlist: %w", err)
+	}
+	g.ml = ml
+	if self, ok := g.table.get(g.cfg.Name); ok {
+		g.localAddr = self.Addr // recorded by NotifyJoin during Create
+	}
+	g.stop, g.pumpDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(g.pumpDone)
+		g.queue.run(g.out, g.stop)
+	}()
+	g.log.Info("gossip listening", "name", g.cfg.Name, "addr", g.localAddr, "profile", g.profile(), "encrypted", len(g.cfg.EncryptKey) > 0)
+	return nil
+}
+
+func (g *Gossip) profile() Profile {
+	if g.cfg.Profile == "" {
+		return ProfileLAN
+	}
+	return g.cfg.Profile
+}
+
+// running returns the memberlist if Start succeeded and neither Close nor
+// Leave were called.
+func (g *Gossip) running() (*memberlist.Memberlist, error) {
+	g.lifeMu.RLock()
+	defer g.lifeMu.RUnlock()
+	switch {
+	case g.closed:
+		return nil, ErrClosed
+	case g.ml == nil:
+		return nil, ErrNotStarted
+	case g.left.Load():
+		return nil, ErrLeft
+	}
+	return g.ml, nil
+}
+
+// errNothingToJoin: every address given was this agent's own.
+var errNothingToJoin = errors.New("no address to join besides this agent's own")
+
+// Join contacts each address (host:port; the port defaults to this agent's
+// bind port) once, in order, and returns how many answered. It succeeds if
+// any did; the error then is nil. This agent's own address is skipped, so
+// that a join list shared by all agents works. ctx is checked between
+// addresses; one address takes at most the profile's TCP timeout.
+func (g *Gossip) Join(ctx context.Context, addrs []string) (int, error) {
+	ml, err := g.running()
+	if err != nil {
+		return 0, err
+	}
+	self := g.LocalAddr()
+	var errs []error
+	joined, tried := 0, 0
+	for _, a := range addrs {
+		if a == self {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		tried++
+		n, err := ml.Join([]string{a})
+		joined += n
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	switch {
+	case joined > 0:
+		return joined, nil
+	case tried == 0 && ctx.Err() == nil:
+		return 0, errNothingToJoin
+	}
+	return 0, fmt.Errorf("join %v: %w", addrs, errors.Join(errs...))
+}
+
+// JoinRetry calls Join until at least one address answers or ctx ends,
+// waiting between attempts with capped exponential backoff: 200 ms,
+// doubling up to maxBackoff (30 s if maxBackoff <= 0), each wait drawn at
+// random from its upper half. Every failed attempt is logged at Info. It
+// returns nil once joined, an error wrapping ctx.Err() when ctx ends, and
+// at once if joining cannot work (ErrClosed, ErrLeft, ErrNotStarted, only
+// this agent's own address).
+func (g *Gossip) JoinRetry(ctx context.Context, addrs []string, maxBackoff time.Duration) error {
+	if len(addrs) == 0 {
+		return errors.New("join: no addresses")
+	}
+	if maxBackoff <= 0 {
+		maxBackoff = defaultJoinMaxBackoff
+	}
+	backoff := min(joinInitialBackoff, maxBackoff)
+	for attempt := 1; ; attempt++ {
+		_, err := g.Join(ctx, addrs)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, ErrClosed) || errors.Is(err, ErrLeft) || errors.Is(err, ErrNotStarted) || errors.Is(err, errNothingToJoin) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("join %v: gave up after %d attempts: %w", addrs, attempt, err)
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		g.log.Info("join attempt failed; retrying", "attempt", attempt, "addrs", addrs, "err", err, "next_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("join %v: gave up after %d attempts (last error: %v): %w", addrs, attempt, err, ctx.Err())
+		case <-t.C:
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// Events returns the membership events, in the order memberlist reported
+// them. The channel is buffered and backed by an unbounded queue, so a slow
+// reader delays its own view but never memberlist and loses nothing. It is
+// closed by Close; events not yet read then are dropped.
+func (g *Gossip) Events() <-chan Event {
+	return g.out
+}
+
+// Members returns every member this agent knows, itself included, sorted by
+// name: the alive ones and the failed or left ones memberlist still
+// remembers (for GossipToTheDeadTime: 30 s with the lan profile, 15 s with
+// local). Before Start it is empty.
+func (g *Gossip) Members() []Member {
+	return g.table.list(time.Now(), g.forgetAfter)
+}
+
+// LocalAddr returns the gossip address (host:port) peers use to reach this
+// agent; empty before Start.
+func (g *Gossip) LocalAddr() string {
+	g.lifeMu.RLock()
+	defer g.lifeMu.RUnlock()
+	return g.localAddr
+}
+
+func (g *Gossip) metaBytes() []byte {
+	g.metaMu.Lock()
+	defer g.metaMu.Unlock()
+	return g.metaEncoded
+}
+
+func (g *Gossip) currentMeta() Meta {
+	g.metaMu.Lock()
+	defer g.metaMu.Unlock()
+	return g.meta
+}
+
+func (g *Gossip) setMeta(m Meta, encoded []byte) {
+	g.metaMu.Lock()
+	defer g.metaMu.Unlock()
+	g.meta, g.metaEncoded = m, encoded
+}
+
+// UpdateMeta replaces this agent's meta and re-broadcasts it; peers report
+// EventUpdate. m.Name may be empty (it is this agent's name) but not
+// another name. It waits up to 5 s for the broadcast to go out; after a
+// timeout the new meta is in place and still spreads by push/pull. It fails
+// with ErrMetaTooLarge if m does not fit, and with ErrLeft after Leave.
+func (g *Gossip) UpdateMeta(m Meta) error {
+	if m.Name == "" {
+		m.Name = g.cfg.Name
+	}
+	if m.Name != g.cfg.Name {
+		return fmt.Errorf("update meta: name %q differs from this agent's %q", m.Name, g.cfg.Name)
+	}
+	b, err := m.encode(false)
+	if err != nil {
+		return fmt.Errorf("update meta: %w", err)
+	}
+	g.updateMu.Lock()
+	defer g.updateMu.Unlock()
+	ml, err := g.running()
+	if err != nil {
+		return fmt.Errorf("update meta: %w", err)
+	}
+	g.setMeta(m, b)
+	if err := ml.UpdateNode(updateTimeout); err != nil {
+		return fmt.Errorf("broadcast meta update: %w", err)
+	}
+	return nil
+}
+
+// Leave says goodbye: peers report EventLeave (not EventFailed) for this
+// agent. It first re-advertises the meta with a Leaving flag (the only way
+// peers can tell a leave from a failure with memberlist v0.7.0), gives it a
+// few gossip intervals to spread, then broadcasts memberlist's leave and
+// waits for it to go out. timeout (> 0) bounds the whole call. The agent
+// keeps answering probes until Close but cannot rejoin. Calling Leave again
+// does nothing.
+func (g *Gossip) Leave(timeout time.Duration) error {
+	if timeout <= 0 {
+		return fmt.Errorf("leave: timeout must be positive, got %s", timeout)
+	}
+	deadline := time.Now().Add(timeout)
+	g.updateMu.Lock()
+	defer g.updateMu.Unlock()
+	g.lifeMu.RLock() // keeps Close from shutting memberlist down under us
+	defer g.lifeMu.RUnlock()
+	switch {
+	case g.closed:
+		return ErrClosed
+	case g.ml == nil:
+		return ErrNotStarted
+	case g.left.Swap(true):
+		return nil
+	}
+	meta := g.currentMeta()
+	leaving, err := meta.encode(true)
+	if err == nil {
+		g.setMeta(meta, leaving)
+		err = g.ml.UpdateNode(time.Until(deadline))
+	}
+	if err != nil {
+		g.log.Warn("could not announce the leave; peers may report this agent failed", "err", err)
+	} else if g.ml.NumMembers() > 1 {
+		settle := min(leaveSettleIntervals*g.mc.GossipInterval, time.Until(deadline))
+		time.Sleep(max(settle, 0))
+	}
+	if err := g.ml.Leave(max(time.Until(deadline), time.Millisecond)); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	g.log.Info("left the gossip cluster")
+	return nil
+}
+
+// Close shuts memberlist down without a goodbye (peers will report
+// EventFailed unless Leave came first), stops the event pump and closes the
+// Events channel. It is safe to call more than once and before Start.
+func (g *Gossip) Close() error {
+	g.closeOnce.Do(func() {
+		g.lifeMu.Lock()
+		g.closed = true
+		ml, stop, pumpDone := g.ml, g.stop, g.pumpDone
+		g.lifeMu.Unlock()
+		if ml != nil {
+			if err := ml.Shutdown(); err != nil {
+				g.closeErr = fmt.Errorf("shut down memberlist: %w", err)
+			}
+		}
+		if stop != nil {
+			close(stop)
+			<-pumpDone
+		}
+		close(g.out)
+	})
+	return g.closeErr
+}

@@ -1,0 +1,119 @@
+package gossip
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Meta is what an agent tells its peers about itself. It travels in
+// memberlist's node meta, so its encoding must fit in
+// memberlist.MetaMaxSize (512) bytes.
+type Meta struct {
+	// Name is the agent's name, equal to its memberlist node name.
+	Name string
+	// GRPCAddr is the host:port of the agent's gRPC API.
+	GRPCAddr string
+	// RaftAddr is the host:port of the agent's Raft transport.
+	RaftAddr string
+	// Role is "server" for zrpcd agents.
+	Role string
+	// Build is the agent's build version.
+	Build string
+	// Zone is the failure domain (rack, availability zone) the agent runs in.
+	Zone string
+}
+
+// ErrMetaTooLarge is returned (wrapped) when a Meta does not fit in
+// memberlist's node meta.
+var ErrMetaTooLarge = errors.New("meta too large")
+
+// metaVersion is the version of the wire encoding below. A change that old
+// agents cannot read bumps it; adding a field does not (decoders ignore
+// unknown fields).
+const metaVersion = 1
+
+// wireMeta is Meta as sent: JSON with short keys. Leaving is set by Leave
+// just before the goodbye, so that peers can tell a graceful leave from a
+// failure (memberlist v0.7.0 does not tell them, see eventDelegate).
+type wireMeta struct {
+	V        int    `json:"v"`
+	Name     string `json:"name"`
+	GRPCAddr string `json:"grpc,omitempty"`
+	RaftAddr string `json:"raft,omitempty"`
+	Role     string `json:"role,omitempty"`
+	Build    string `json:"build,omitempty"`
+	Zone     string `json:"zone,omitempty"`
+	Leaving  bool   `json:"leaving,omitempty"`
+}
+
+// leavingOverhead is what the Leaving flag adds to an encoding.
+var leavingOverhead = len(`,"leaving":true`)
+
+// validate checks the fields both when encoding and after decoding.
+func (m Meta) validate() error {
+	if m.Name == "" {
+		return errors.New("name is empty")
+	}
+	for _, a := range []struct{ field, addr string }{{"grpc address", m.GRPCAddr}, {"raft address", m.RaftAddr}} {
+		if a.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return fmt.Errorf("%s %q is not host:port", a.field, a.addr)
+		}
+	}
+	return nil
+}
+
+// encode returns m's wire form. The size limit is checked with the Leaving
+// flag set, so that a Meta accepted once can always be sent by Leave.
+func (m Meta) encode(leaving bool) ([]byte, error) {
+	if err := m.validate(); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	w := wireMeta{V: metaVersion, Name: m.Name, GRPCAddr: m.GRPCAddr, RaftAddr: m.RaftAddr,
+		Role: m.Role, Build: m.Build, Zone: m.Zone, Leaving: leaving}
+	if err := enc.Encode(w); err != nil {
+		return nil, fmt.Errorf("encode meta: %w", err)
+	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	size := len(b)
+	if !leaving {
+		size += leavingOverhead
+	}
+	if size > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("meta encodes to %d bytes, over memberlist's limit of %d: %w", size, memberlist.MetaMaxSize, ErrMetaTooLarge)
+	}
+	return b, nil
+}
+
+// decodeMeta parses and validates a peer's node meta. It never panics:
+// anything it cannot read is an error.
+func decodeMeta(b []byte) (m Meta, leaving bool, err error) {
+	if len(b) == 0 {
+		return Meta{}, false, errors.New("decode meta: empty")
+	}
+	if len(b) > memberlist.MetaMaxSize {
+		return Meta{}, false, fmt.Errorf("decode meta: %d bytes, over the limit of %d", len(b), memberlist.MetaMaxSize)
+	}
+	var w wireMeta
+	if err := json.Unmarshal(b, &w); err != nil {
+		return Meta{}, false, fmt.Errorf("decode meta: %w", err)
+	}
+	if w.V != metaVersion {
+		return Meta{}, false, fmt.Errorf("decode meta: unsupported version %d (this build reads %d)", w.V, metaVersion)
+	}
+	m = Meta{Name: w.Name, GRPCAddr: w.GRPCAddr, RaftAddr: w.RaftAddr, Role: w.Role, Build: w.Build, Zone: w.Zone}
+	if err := m.validate(); err != nil {
+		return Meta{}, false, fmt.Errorf("decode meta: %w", err)
+	}
+	return m, w.Leaving, nil
+}

@@ -1,0 +1,332 @@
+// Package testcluster starts clusters of zrpc agents inside one test
+// process, on loopback with ephemeral ports and short timers, and injects
+// faults: Kill (a crash: no goodbye), Restart (same data dir and
+// addresses), Partition and Heal. Every connection between agents — Raft,
+// gossip, gRPC forwarding — goes through one fault network, so a partition
+// cuts all three. Agents log to t.Log, prefixed with their names, so a
+// failing test shows what the cluster did.
+//
+// testcluster is for tests of this repository and of programs built on it;
+// it is not a way to run production agents.
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/node"
+)
+
+// Option changes the agents' configuration.
+type Option func(*node.Config)
+
+// WithVoters sets how many Raft voters the cluster keeps.
+func WithVoters(n int) Option { return func(c *node.Config) { c.Voters = n } }
+
+// WithDeadNodeReap sets how long a failed agent stays before removal.
+func WithDeadNodeReap(d time.Duration) Option { return func(c *node.Config) { c.DeadNodeReap = d } }
+
+// WithConfig applies f to every agent's configuration.
+func WithConfig(f func(*node.Config)) Option { return Option(f) }
+
+// Cluster is a set of agents in this process.
+type Cluster struct {
+	t       testing.TB
+	net     *network
+	members []*member
+}
+
+// member is one agent slot; its addresses survive restarts.
+type member struct {
+	name                  string
+	cfg                   node.Config
+	grpcPort, gossipPort  int
+	raftPort              int
+	mu                    sync.Mutex
+	node                  *node.Node
+	conn                  *grpc.ClientConn
+}
+
+// New starts n agents: the first bootstraps, the others join it. It returns
+// once all n are Raft members and a leader is known.
+func New(t testing.TB, n int, opts ...Option) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, net: newNetwork()}
+	for i := 0; i < n; i++ {
+		c.members = append(c.members, c.newMember(i, opts))
+	}
+	t.Cleanup(c.close)
+	for i := range c.members {
+		if i > 0 {
+			c.members[i].cfg.Join = []string{c.gossipAddr(0)}
+		}
+		c.start(i)
+	}
+	c.WaitFor(30*time.Second, fmt.Sprintf("%d agents in Raft with a leader", n), func() bool {
+		l := c.Leader()
+		if l == nil {
+			return false
+		}
+		f := l.Store().Raft().GetConfiguration()
+		return f.Error() == nil && len(f.Configuration().Servers) == n
+	})
+	return c
+}
+
+func freePort(t testing.TB) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func (c *Cluster) newMember(i int, opts []Option) *member {
+	m := &member{name: fmt.Sprintf("n%d", i+1)}
+	cfg := node.Default()
+	cfg.Name = m.name
+	cfg.DataDir = c.t.TempDir()
+	cfg.BindAddr = "127.0.0.1"
+	cfg.HTTPPort = 0
+	cfg.GossipProfile = "local"
+	cfg.RaftHeartbeatTimeout = 200 * time.Millisecond
+	cfg.RaftElectionTimeout = 200 * time.Millisecond
+	cfg.RaftLeaderLease = 200 * time.Millisecond
+	cfg.HealthInterval = 20 * time.Millisecond
+	cfg.DeadNodeReap = 3 * time.Second
+	cfg.LeaderWait = 5 * time.Second
+	cfg.StaleReadBound = 2 * time.Second
+	cfg.JoinMaxBackoff = time.Second
+	for _, o := range opts {
+		o(&cfg)
+	}
+	m.grpcPort, m.raftPort, m.gossipPort = freePort(c.t), freePort(c.t), freePort(c.t)
+	cfg.GRPCPort, cfg.RaftPort, cfg.GossipPort = m.grpcPort, m.raftPort, m.gossipPort
+	m.cfg = cfg
+	c.net.register(m.name, addr(m.grpcPort), addr(m.raftPort), addr(m.gossipPort))
+	return m
+}
+
+func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+func (c *Cluster) gossipAddr(i int) string { return addr(c.members[i].gossipPort) }
+
+// start starts agent i on its fixed addresses.
+func (c *Cluster) start(i int) {
+	c.t.Helper()
+	m := c.members[i]
+	raftLn, err := net.Listen("tcp", addr(m.raftPort))
+	if err != nil {
+		c.t.Fatalf("%s: listen for raft: %v", m.name, err)
+	}
+	grpcLn, err := net.Listen("tcp", addr(m.grpcPort))
+	if err != nil {
+		raftLn.Close()
+		c.t.Fatalf("%s: listen for gRPC: %v", m.name, err)
+	}
+	gcfg := &memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, BindPort: m.gossipPort,
+		Logger: nil}
+	inner, err := memberlist.NewNetTransport(gcfg)
+	if err != nil {
+		raftLn.Close()
+		grpcLn.Close()
+		c.t.Fatalf("%s: gossip transport: %v", m.name, err)
+	}
+	dial := c.net.dialer(m.name)
+	n, err := node.New(m.cfg,
+		node.WithLogger(testlog.New(c.t, m.name)),
+		node.WithRaftStreamLayer(&raftLayer{Listener: raftLn, dial: dial}),
+		node.WithGRPCListener(grpcLn),
+		node.WithDialer(dial),
+		node.WithGossipTransport(newGossipTransport(c.net, m.name, inner)),
+	)
+	if err != nil {
+		c.t.Fatalf("%s: %v", m.name, err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		c.t.Fatalf("%s: start: %v", m.name, err)
+	}
+	m.mu.Lock()
+	m.node = n
+	m.mu.Unlock()
+}
+
+// Size is the number of agent slots.
+func (c *Cluster) Size() int { return len(c.members) }
+
+// Node returns agent i, or nil while it is killed.
+func (c *Cluster) Node(i int) *node.Node {
+	m := c.members[i]
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.node
+}
+
+// Name is agent i's name ("n1" for i = 0).
+func (c *Cluster) Name(i int) string { return c.members[i].name }
+
+// GRPCAddr is agent i's API address; it stays the same across restarts.
+func (c *Cluster) GRPCAddr(i int) string { return addr(c.members[i].grpcPort) }
+
+// GossipAddr is agent i's gossip address.
+func (c *Cluster) GossipAddr(i int) string { return c.gossipAddr(i) }
+
+// Registry returns a Registry client of agent i. Clients are not part of
+// the fault network: a partition cuts agents from each other, not a test
+// from an agent.
+func (c *Cluster) Registry(i int) pb.RegistryClient {
+	return pb.NewRegistryClient(c.conn(i))
+}
+
+// Status returns a Status client of agent i.
+func (c *Cluster) Status(i int) pb.StatusClient { return pb.NewStatusClient(c.conn(i)) }
+
+func (c *Cluster) conn(i int) *grpc.ClientConn {
+	m := c.members[i]
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conn == nil {
+		conn, err := grpc.NewClient(c.GRPCAddr(i), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			c.t.Fatalf("dial %s: %v", m.name, err)
+		}
+		m.conn = conn
+	}
+	return m.conn
+}
+
+// Kill stops agent i as a crash would: no leadership transfer, no gossip
+// goodbye, no session cleanup.
+func (c *Cluster) Kill(i int) {
+	m := c.members[i]
+	m.mu.Lock()
+	n := m.node
+	m.node = nil
+	m.mu.Unlock()
+	if n != nil {
+		n.Halt()
+	}
+}
+
+// Stop shuts agent i down cleanly (it stays a cluster member).
+func (c *Cluster) Stop(i int) {
+	m := c.members[i]
+	m.mu.Lock()
+	n := m.node
+	m.node = nil
+	m.mu.Unlock()
+	if n != nil {
+		n.Close()
+	}
+}
+
+// Restart starts a killed or stopped agent again on the same data dir and
+// addresses; it rejoins from what its data dir remembers.
+func (c *Cluster) Restart(i int) {
+	c.t.Helper()
+	if c.Node(i) != nil {
+		c.Kill(i)
+	}
+	c.members[i].cfg.Join = nil
+	c.start(i)
+}
+
+// Add starts one more agent that joins through agent 0 (or any alive one).
+func (c *Cluster) Add(opts ...Option) int {
+	c.t.Helper()
+	i := len(c.members)
+	m := c.newMember(i, opts)
+	c.members = append(c.members, m)
+	for j := 0; j < i; j++ {
+		if c.Node(j) != nil {
+			m.cfg.Join = append(m.cfg.Join, c.gossipAddr(j))
+		}
+	}
+	c.start(i)
+	return i
+}
+
+// Partition splits the agents into groups of indexes; agents in different
+// groups cannot reach each other. Agents in no group stay reachable from
+// all.
+func (c *Cluster) Partition(groups ...[]int) {
+	var named [][]string
+	for _, g := range groups {
+		var names []string
+		for _, i := range g {
+			names = append(names, c.members[i].name)
+		}
+		named = append(named, names)
+	}
+	c.t.Logf("testcluster: partition %v", named)
+	c.net.partition(named)
+}
+
+// Heal ends every partition.
+func (c *Cluster) Heal() {
+	c.t.Logf("testcluster: heal")
+	c.net.heal()
+}
+
+// Leader returns the agent that is Raft leader now, or nil.
+func (c *Cluster) Leader() *node.Node {
+	for i := range c.members {
+		if n := c.Node(i); n != nil && n.Store().IsLeader() {
+			return n
+		}
+	}
+	return nil
+}
+
+// LeaderIndex returns the index of the leader, or -1.
+func (c *Cluster) LeaderIndex() int {
+	for i := range c.members {
+		if n := c.Node(i); n != nil && n.Store().IsLeader() {
+			return i
+		}
+	}
+	return -1
+}
+
+// WaitFor polls cond every 20 ms until it holds, failing the test with what
+// after timeout.
+func (c *Cluster) WaitFor(timeout time.Duration, what string, cond func() bool) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("testcluster: timed out after %s waiting for: %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (c *Cluster) close() {
+	var wg sync.WaitGroup
+	for i, m := range c.members {
+		m.mu.Lock()
+		if m.conn != nil {
+			m.conn.Close()
+			m.conn = nil
+		}
+		m.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.Kill(i)
+		}()
+	}
+	wg.Wait()
+}
