@@ -82,8 +82,8 @@ func (c *Config) Validate() error {
 	if c.Meta.Name != "" && c.Meta.Name != c.Name {
 		bad("meta.name", "%q differs from name %q", c.Meta.Name, c.Name)
 	}
-	if _, err := c.metaWithName().encode(false); err != nil {
-		bad("meta", "%v", err)
+	if _, err := c.metaWithName().encode(); err != nil {
+		errs = append(errs, fmt.Errorf("meta: %w", err)) // keeps ErrMetaTooLarge
 	}
 	switch c.Profile {
 	case "", ProfileLAN, ProfileLocal:

@@ -17,6 +17,11 @@
 // Close shuts memberlist down and stops the event pump. Close is safe to
 // call twice and after a failed Start.
 //
+// Left or failed: memberlist v0.7.0 does not tell peers whether a node that
+// went away said goodbye. So Leave first sends every member a leave notice
+// (a memberlist user message over TCP), then memberlist's own goodbye; a
+// member that sent a notice is reported left, any other failed.
+//
 // Failure detection follows the timer Profile: "lan" declares a silent
 // agent dead after about 1.8 s on a quiet network, "local" is faster and
 // meant for tests on loopback.

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -36,9 +38,11 @@ const (
 	// updateTimeout bounds how long UpdateMeta waits for its broadcast.
 	updateTimeout = 5 * time.Second
 	// leaveSettleIntervals is how many gossip intervals Leave waits between
-	// the Leaving meta and the goodbye, so that peers relay the former
-	// before the latter overtakes it.
-	leaveSettleIntervals = 5
+	// its leave notices and memberlist's goodbye, so that peers have read
+	// the notice before the goodbye reaches them.
+	leaveSettleIntervals = 2
+	// leaveNoticeParallel bounds the leave notices in flight.
+	leaveNoticeParallel = 16
 )
 
 // Gossip is this agent's membership in the cluster: a memberlist instance,
@@ -51,14 +55,15 @@ type Gossip struct {
 	forgetAfter time.Duration
 
 	metaMu      sync.Mutex
-	meta        Meta   // current meta
-	metaEncoded []byte // meta as sent, read by metaDelegate
+	metaEncoded []byte // this agent's meta as sent, read by NodeMeta
 
-	table *memberTable
-	queue *eventQueue
-	out   chan Event
+	delegate *delegate // member table and memberlist's callbacks
+	queue    *eventQueue
+	out      chan Event
+	notices  sync.WaitGroup // leave notices in flight; Close waits for them
 
-	// updateMu serialises UpdateMeta and Leave, which both re-advertise.
+	// updateMu serialises UpdateMeta and Leave: no meta update races the
+	// goodbye.
 	updateMu sync.Mutex
 	left     atomic.Bool
 
@@ -82,7 +87,7 @@ func New(cfg Config) (*Gossip, error) {
 		return nil, fmt.Errorf("invalid gossip config: %w", err)
 	}
 	cfg.Meta = cfg.metaWithName()
-	meta, err := cfg.Meta.encode(false)
+	meta, err := cfg.Meta.encode()
 	if err != nil {
 		return nil, err // Validate encoded it already
 	}
@@ -94,12 +99,11 @@ func New(cfg Config) (*Gossip, error) {
 	g := &Gossip{
 		cfg:         cfg,
 		log:         logger,
-		meta:        cfg.Meta,
 		metaEncoded: meta,
-		table: &memberTable{},
-		queue: newEventQueue(),
-		out:   make(chan Event, eventBuffer),
+		queue:       newEventQueue(),
+		out:         make(chan Event, eventBuffer),
 	}
+	g.delegate = newDelegate(logger, g.metaBytes, g.queue)
 	g.mc = g.memberlistConfig()
 	g.forgetAfter = g.mc.GossipToTheDeadTime
 	return g, nil
@@ -120,8 +124,8 @@ func (g *Gossip) memberlistConfig() *memberlist.Config {
 	if mc.AdvertisePort == 0 {
 		mc.AdvertisePort = c.BindPort // memberlist fixes it up when BindPort is 0 too
 	}
-	mc.Delegate = &metaDelegate{g: g}
-	mc.Events = &eventDelegate{log: g.log, table: g.table, queue: g.queue}
+	mc.Delegate = g.delegate
+	mc.Events = g.delegate
 	mc.Logger = newMemberlistLogger(g.log)
 	mc.Transport = c.Transport
 	if len(c.EncryptKey) > 0 {
@@ -148,7 +152,7 @@ func (g *Gossip) Start() error {
 		return fmt.Errorf("create memberlist: %w", err)
 	}
 	g.ml = ml
-	if self, ok := g.table.get(g.cfg.Name); ok {
+	if self, ok := g.delegate.get(g.cfg.Name); ok {
 		g.localAddr = self.Addr // recorded by NotifyJoin during Create
 	}
 	g.stop, g.pumpDone = make(chan struct{}), make(chan struct{})
@@ -183,8 +187,8 @@ func (g *Gossip) running() (*memberlist.Memberlist, error) {
 	return g.ml, nil
 }
 
-// errNothingToJoin: every address given was this agent's own.
-var errNothingToJoin = errors.New("no address to join besides this agent's own")
+// errNothingToJoin: no address was given, or only this agent's own.
+var errNothingToJoin = errors.New("no address to join (this agent's own is skipped)")
 
 // Join contacts each address (host:port; the port defaults to this agent's
 // bind port) once, in order, and returns how many answered. It succeeds if
@@ -231,9 +235,6 @@ func (g *Gossip) Join(ctx context.Context, addrs []string) (int, error) {
 // at once if joining cannot work (ErrClosed, ErrLeft, ErrNotStarted, only
 // this agent's own address).
 func (g *Gossip) JoinRetry(ctx context.Context, addrs []string, maxBackoff time.Duration) error {
-	if len(addrs) == 0 {
-		return errors.New("join: no addresses")
-	}
 	if maxBackoff <= 0 {
 		maxBackoff = defaultJoinMaxBackoff
 	}
@@ -247,7 +248,7 @@ func (g *Gossip) JoinRetry(ctx context.Context, addrs []string, maxBackoff time.
 			return err
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("join %v: gave up after %d attempts: %w", addrs, attempt, err)
+			return giveUp(ctx, addrs, attempt, err)
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		g.log.Info("join attempt failed; retrying", "attempt", attempt, "addrs", addrs, "err", err, "next_in", wait)
@@ -255,11 +256,17 @@ func (g *Gossip) JoinRetry(ctx context.Context, addrs []string, maxBackoff time.
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("join %v: gave up after %d attempts (last error: %v): %w", addrs, attempt, err, ctx.Err())
+			return giveUp(ctx, addrs, attempt, err)
 		case <-t.C:
 		}
 		backoff = min(backoff*2, maxBackoff)
 	}
+}
+
+// giveUp is JoinRetry's error once ctx has ended: it wraps ctx.Err() and
+// says what the last attempt ran into.
+func giveUp(ctx context.Context, addrs []string, attempts int, last error) error {
+	return fmt.Errorf("join %v: gave up after %d attempts (last error: %v): %w", addrs, attempts, last, ctx.Err())
 }
 
 // Events returns the membership events, in the order memberlist reported
@@ -275,7 +282,7 @@ func (g *Gossip) Events() <-chan Event {
 // remembers (for GossipToTheDeadTime: 30 s with the lan profile, 15 s with
 // local). Before Start it is empty.
 func (g *Gossip) Members() []Member {
-	return g.table.list(time.Now(), g.forgetAfter)
+	return g.delegate.list(time.Now(), g.forgetAfter)
 }
 
 // LocalAddr returns the gossip address (host:port) peers use to reach this
@@ -292,16 +299,10 @@ func (g *Gossip) metaBytes() []byte {
 	return g.metaEncoded
 }
 
-func (g *Gossip) currentMeta() Meta {
+func (g *Gossip) setMetaBytes(b []byte) {
 	g.metaMu.Lock()
 	defer g.metaMu.Unlock()
-	return g.meta
-}
-
-func (g *Gossip) setMeta(m Meta, encoded []byte) {
-	g.metaMu.Lock()
-	defer g.metaMu.Unlock()
-	g.meta, g.metaEncoded = m, encoded
+	g.metaEncoded = b
 }
 
 // UpdateMeta replaces this agent's meta and re-broadcasts it; peers report
@@ -316,7 +317,7 @@ func (g *Gossip) UpdateMeta(m Meta) error {
 	if m.Name != g.cfg.Name {
 		return fmt.Errorf("update meta: name %q differs from this agent's %q", m.Name, g.cfg.Name)
 	}
-	b, err := m.encode(false)
+	b, err := m.encode()
 	if err != nil {
 		return fmt.Errorf("update meta: %w", err)
 	}
@@ -326,7 +327,7 @@ func (g *Gossip) UpdateMeta(m Meta) error {
 	if err != nil {
 		return fmt.Errorf("update meta: %w", err)
 	}
-	g.setMeta(m, b)
+	g.setMetaBytes(b)
 	if err := ml.UpdateNode(updateTimeout); err != nil {
 		return fmt.Errorf("broadcast meta update: %w", err)
 	}
@@ -334,12 +335,13 @@ func (g *Gossip) UpdateMeta(m Meta) error {
 }
 
 // Leave says goodbye: peers report EventLeave (not EventFailed) for this
-// agent. It first re-advertises the meta with a Leaving flag (the only way
-// peers can tell a leave from a failure with memberlist v0.7.0), gives it a
-// few gossip intervals to spread, then broadcasts memberlist's leave and
-// waits for it to go out. timeout (> 0) bounds the whole call. The agent
-// keeps answering probes until Close but cannot rejoin. Calling Leave again
-// does nothing.
+// agent. memberlist v0.7.0 does not tell its peers' delegates whether a
+// node left or failed (see delegate.NotifyLeave), so Leave first sends every
+// alive member a leave notice over TCP, waits two gossip intervals, then
+// broadcasts memberlist's leave and waits for it to go out. timeout (> 0)
+// bounds the whole call. The agent keeps answering probes until Close but
+// cannot rejoin or change its meta. Calling Leave again returns nil at
+// once, even if the first call timed out: memberlist's leave is one-shot.
 func (g *Gossip) Leave(timeout time.Duration) error {
 	if timeout <= 0 {
 		return fmt.Errorf("leave: timeout must be positive, got %s", timeout)
@@ -357,23 +359,67 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	case g.left.Swap(true):
 		return nil
 	}
-	meta := g.currentMeta()
-	leaving, err := meta.encode(true)
-	if err == nil {
-		g.setMeta(meta, leaving)
-		err = g.ml.UpdateNode(time.Until(deadline))
-	}
-	if err != nil {
-		g.log.Warn("could not announce the leave; peers may report this agent failed", "err", err)
-	} else if g.ml.NumMembers() > 1 {
-		settle := min(leaveSettleIntervals*g.mc.GossipInterval, time.Until(deadline))
-		time.Sleep(max(settle, 0))
+	if g.sendLeaveNotices(g.ml, deadline) > 0 {
+		time.Sleep(max(min(leaveSettleIntervals*g.mc.GossipInterval, time.Until(deadline)), 0))
 	}
 	if err := g.ml.Leave(max(time.Until(deadline), time.Millisecond)); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
 	g.log.Info("left the gossip cluster")
 	return nil
+}
+
+// sendLeaveNotices tells every other alive member, in parallel, that this
+// agent is leaving, and waits for the sends until deadline. Sends still in
+// flight then finish in the background (each is bounded by memberlist's
+// TCPTimeout); Close waits for them. It returns how many members it tried.
+func (g *Gossip) sendLeaveNotices(ml *memberlist.Memberlist, deadline time.Time) int {
+	var peers []*memberlist.Node
+	for _, m := range g.Members() {
+		if m.Name == g.cfg.Name || m.Status != StatusAlive {
+			continue
+		}
+		ap, err := netip.ParseAddrPort(m.Addr)
+		if err != nil {
+			g.log.Warn("cannot send a leave notice", "member", m.Name, "addr", m.Addr, "err", err)
+			continue
+		}
+		peers = append(peers, &memberlist.Node{Name: m.Name, Addr: net.IP(ap.Addr().AsSlice()), Port: ap.Port()})
+	}
+	if len(peers) == 0 {
+		return 0
+	}
+	msg := leaveNotice(g.cfg.Name)
+	var failed atomic.Int32
+	done := make(chan struct{})
+	g.notices.Add(1)
+	go func() {
+		defer g.notices.Done()
+		defer close(done)
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, leaveNoticeParallel)
+		for _, p := range peers {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				if err := ml.SendReliable(p, msg); err != nil {
+					failed.Add(1)
+					g.log.Debug("leave notice not delivered", "member", p.Name, "err", err)
+				}
+			})
+		}
+		wg.Wait()
+	}()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+	if n := int(failed.Load()); n > 0 {
+		g.log.Warn("some members did not get the leave notice and may report this agent failed", "failed", n, "members", len(peers))
+	}
+	return len(peers)
 }
 
 // Close shuts memberlist down without a goodbye (peers will report
@@ -390,6 +436,7 @@ func (g *Gossip) Close() error {
 				g.closeErr = fmt.Errorf("shut down memberlist: %w", err)
 			}
 		}
+		g.notices.Wait()
 		if stop != nil {
 			close(stop)
 			<-pumpDone

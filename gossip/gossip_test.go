@@ -22,12 +22,34 @@ const waitTimeout = 15 * time.Second
 // waitFor polls cond until it holds or waitTimeout passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
+	waitForOr(t, what, cond, func() string { return "" })
+}
+
+// waitForOr is waitFor that adds explain() to the failure message.
+func waitForOr(t *testing.T, what string, cond func() bool, explain func() string) {
+	t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", waitTimeout, what)
+			t.Fatalf("timed out after %s waiting for %s%s", waitTimeout, what, explain())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// about describes what a knows of member name, for failure messages.
+func (a *agent) about(name string) func() string {
+	return func() string {
+		m, ok := memberNamed(a.Gossip, name)
+		a.rec.mu.Lock()
+		defer a.rec.mu.Unlock()
+		var evs []string
+		for _, ev := range a.rec.events {
+			if ev.Member.Name == name {
+				evs = append(evs, ev.Type.String())
+			}
+		}
+		return fmt.Sprintf("\n%s lists %s: %+v (listed %v); its events about %s: %v", a.name, name, m, ok, name, evs)
 	}
 }
 
@@ -207,44 +229,42 @@ func TestThreeMembersJoin(t *testing.T) {
 	}
 }
 
-func TestClosedMemberIsReportedFailed(t *testing.T) {
-	agents := startCluster(t, 3)
-	gone := agents[2]
-	if err := gone.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
+// TestDepartures: Close alone is a crash (EventFailed), Leave then Close a
+// goodbye (EventLeave); neither is mistaken for the other.
+func TestDepartures(t *testing.T) {
+	tests := []struct {
+		name       string
+		leave      bool
+		want, not  EventType
+		wantStatus string
+	}{
+		{"close without leave", false, EventFailed, EventLeave, StatusFailed},
+		{"leave then close", true, EventLeave, EventFailed, StatusLeft},
 	}
-	for _, a := range agents[:2] {
-		waitFor(t, a.name+" to report "+gone.name+" failed", func() bool {
-			return a.rec.has(EventFailed, gone.name) && hasStatus(a.Gossip, gone.name, StatusFailed)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			agents := startCluster(t, 3)
+			gone := agents[2]
+			if tt.leave {
+				if err := gone.Leave(5 * time.Second); err != nil {
+					t.Fatalf("Leave: %v", err)
+				}
+			}
+			if err := gone.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			for _, a := range agents[:2] {
+				waitForOr(t, fmt.Sprintf("%s to report %s %s", a.name, gone.name, tt.wantStatus), func() bool {
+					return a.rec.has(tt.want, gone.name) && hasStatus(a.Gossip, gone.name, tt.wantStatus)
+				}, a.about(gone.name))
+				if a.rec.has(tt.not, gone.name) {
+					t.Errorf("%s also reported %s %v", a.name, gone.name, tt.not)
+				}
+			}
+			if err := gone.Leave(time.Second); !errors.Is(err, ErrClosed) {
+				t.Errorf("Leave after Close: got %v, want ErrClosed", err)
+			}
 		})
-		if a.rec.has(EventLeave, gone.name) {
-			t.Errorf("%s reported a crash as a graceful leave", a.name)
-		}
-	}
-}
-
-func TestLeftMemberIsReportedLeftNotFailed(t *testing.T) {
-	agents := startCluster(t, 3)
-	gone := agents[2]
-	if err := gone.Leave(5 * time.Second); err != nil {
-		t.Fatalf("Leave: %v", err)
-	}
-	if err := gone.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	for _, a := range agents[:2] {
-		waitFor(t, a.name+" to report "+gone.name+" left", func() bool {
-			return a.rec.has(EventLeave, gone.name) && hasStatus(a.Gossip, gone.name, StatusLeft)
-		})
-		if a.rec.has(EventFailed, gone.name) {
-			t.Errorf("%s reported a graceful leave as a failure", a.name)
-		}
-		if a.rec.has(EventUpdate, gone.name) {
-			t.Errorf("%s reported the leaving flag as a meta update", a.name)
-		}
-	}
-	if err := gone.Leave(time.Second); !errors.Is(err, ErrClosed) {
-		t.Errorf("Leave after Close: got %v, want ErrClosed", err)
 	}
 }
 
@@ -427,6 +447,9 @@ type recordingHandler struct {
 	slog.Handler
 	rec *logRecords
 }
+
+// Enabled records every level, whatever the inner handler keeps.
+func (h recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
 
 func (h recordingHandler) Handle(ctx context.Context, r slog.Record) error {
 	h.rec.mu.Lock()

@@ -37,9 +37,7 @@ var ErrMetaTooLarge = errors.New("meta too large")
 // unknown fields).
 const metaVersion = 1
 
-// wireMeta is Meta as sent: JSON with short keys. Leaving is set by Leave
-// just before the goodbye, so that peers can tell a graceful leave from a
-// failure (memberlist v0.7.0 does not tell them, see eventDelegate).
+// wireMeta is Meta as sent: JSON with short keys.
 type wireMeta struct {
 	V        int    `json:"v"`
 	Name     string `json:"name"`
@@ -48,11 +46,7 @@ type wireMeta struct {
 	Role     string `json:"role,omitempty"`
 	Build    string `json:"build,omitempty"`
 	Zone     string `json:"zone,omitempty"`
-	Leaving  bool   `json:"leaving,omitempty"`
 }
-
-// leavingOverhead is what the Leaving flag adds to an encoding.
-var leavingOverhead = len(`,"leaving":true`)
 
 // validate checks the fields both when encoding and after decoding.
 func (m Meta) validate() error {
@@ -70,9 +64,8 @@ func (m Meta) validate() error {
 	return nil
 }
 
-// encode returns m's wire form. The size limit is checked with the Leaving
-// flag set, so that a Meta accepted once can always be sent by Leave.
-func (m Meta) encode(leaving bool) ([]byte, error) {
+// encode returns m's wire form, checking memberlist's size limit.
+func (m Meta) encode() ([]byte, error) {
 	if err := m.validate(); err != nil {
 		return nil, err
 	}
@@ -80,40 +73,36 @@ func (m Meta) encode(leaving bool) ([]byte, error) {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	w := wireMeta{V: metaVersion, Name: m.Name, GRPCAddr: m.GRPCAddr, RaftAddr: m.RaftAddr,
-		Role: m.Role, Build: m.Build, Zone: m.Zone, Leaving: leaving}
+		Role: m.Role, Build: m.Build, Zone: m.Zone}
 	if err := enc.Encode(w); err != nil {
 		return nil, fmt.Errorf("encode meta: %w", err)
 	}
 	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-	size := len(b)
-	if !leaving {
-		size += leavingOverhead
-	}
-	if size > memberlist.MetaMaxSize {
-		return nil, fmt.Errorf("meta encodes to %d bytes, over memberlist's limit of %d: %w", size, memberlist.MetaMaxSize, ErrMetaTooLarge)
+	if len(b) > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("meta encodes to %d bytes, over memberlist's limit of %d: %w", len(b), memberlist.MetaMaxSize, ErrMetaTooLarge)
 	}
 	return b, nil
 }
 
 // decodeMeta parses and validates a peer's node meta. It never panics:
 // anything it cannot read is an error.
-func decodeMeta(b []byte) (m Meta, leaving bool, err error) {
+func decodeMeta(b []byte) (Meta, error) {
 	if len(b) == 0 {
-		return Meta{}, false, errors.New("decode meta: empty")
+		return Meta{}, errors.New("decode meta: empty")
 	}
 	if len(b) > memberlist.MetaMaxSize {
-		return Meta{}, false, fmt.Errorf("decode meta: %d bytes, over the limit of %d", len(b), memberlist.MetaMaxSize)
+		return Meta{}, fmt.Errorf("decode meta: %d bytes, over the limit of %d", len(b), memberlist.MetaMaxSize)
 	}
 	var w wireMeta
 	if err := json.Unmarshal(b, &w); err != nil {
-		return Meta{}, false, fmt.Errorf("decode meta: %w", err)
+		return Meta{}, fmt.Errorf("decode meta: %w", err)
 	}
 	if w.V != metaVersion {
-		return Meta{}, false, fmt.Errorf("decode meta: unsupported version %d (this build reads %d)", w.V, metaVersion)
+		return Meta{}, fmt.Errorf("decode meta: unsupported version %d (this build reads %d)", w.V, metaVersion)
 	}
-	m = Meta{Name: w.Name, GRPCAddr: w.GRPCAddr, RaftAddr: w.RaftAddr, Role: w.Role, Build: w.Build, Zone: w.Zone}
+	m := Meta{Name: w.Name, GRPCAddr: w.GRPCAddr, RaftAddr: w.RaftAddr, Role: w.Role, Build: w.Build, Zone: w.Zone}
 	if err := m.validate(); err != nil {
-		return Meta{}, false, fmt.Errorf("decode meta: %w", err)
+		return Meta{}, fmt.Errorf("decode meta: %w", err)
 	}
-	return m, w.Leaving, nil
+	return m, nil
 }

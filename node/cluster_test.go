@@ -6,7 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/node"
 	"github.com/zrpcio/zrpc/testcluster"
 )
 
@@ -63,4 +67,227 @@ func TestJoinThreeAndFiveAgents(t *testing.T) {
 			}
 		})
 	}
+}
+
+func register(t testing.TB, c *testcluster.Cluster, via int, service, id string) *pb.RegisterResponse {
+	t.Helper()
+	resp, err := c.Registry(via).Register(ctxT(t), &pb.RegisterRequest{Instance: &pb.Instance{Service: service, Id: id, Address: "127.0.0.1:9001"}})
+	if err != nil {
+		t.Fatalf("register %s/%s via agent %d: %v", service, id, via, err)
+	}
+	return resp
+}
+
+// instances returns agent i's view of service at consistency mode (nil on
+// error).
+func instances(t testing.TB, c *testcluster.Cluster, i int, service string, mode pb.Consistency) map[string]*pb.Instance {
+	resp, err := c.Registry(i).Get(ctxT(t), &pb.GetRequest{Service: service, Consistency: mode})
+	if err != nil {
+		return nil
+	}
+	out := map[string]*pb.Instance{}
+	for _, in := range resp.Instances {
+		out[in.Id] = in
+	}
+	return out
+}
+
+func TestLeaderKilledWritesResumeNothingLost(t *testing.T) {
+	c := testcluster.New(t, 3)
+	var acked []string
+	for i := 0; i < 20; i++ {
+		id := fmt.Sprint("before-", i)
+		register(t, c, i%3, "user.rpc", id)
+		acked = append(acked, id)
+	}
+	old := c.LeaderIndex()
+	c.Kill(old)
+	alive := (old + 1) % 3
+	// The write waits out the election instead of failing.
+	for i := 0; i < 20; i++ {
+		id := fmt.Sprint("after-", i)
+		register(t, c, alive, "user.rpc", id)
+		acked = append(acked, id)
+	}
+	if l := c.LeaderIndex(); l == old || l < 0 {
+		t.Fatalf("leader after kill = %d (killed %d)", l, old)
+	}
+	got := instances(t, c, alive, "user.rpc", pb.Consistency_CONSISTENT)
+	for _, id := range acked {
+		if got[id] == nil {
+			t.Fatalf("acknowledged registration %s lost (have %d)", id, len(got))
+		}
+	}
+	// The killed agent comes back and catches up.
+	c.Restart(old)
+	c.WaitFor(20*time.Second, "restarted agent has every registration", func() bool {
+		return len(instances(t, c, old, "user.rpc", pb.Consistency_STALE)) == len(acked)
+	})
+}
+
+func TestMinorityPartitionCannotWriteButReadsStaleThenConverges(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.WithConfig(func(cfg *node.Config) { cfg.LeaderWait = time.Second }))
+	register(t, c, 0, "user.rpc", "u0")
+	minority := (c.LeaderIndex() + 1) % 3
+	c.WaitFor(10*time.Second, "minority agent has u0", func() bool {
+		return len(instances(t, c, minority, "user.rpc", pb.Consistency_STALE)) == 1
+	})
+	var majority []int
+	for i := 0; i < 3; i++ {
+		if i != minority {
+			majority = append(majority, i)
+		}
+	}
+	c.Partition([]int{minority}, majority)
+
+	// The majority keeps writing.
+	c.WaitFor(20*time.Second, "majority accepts a write", func() bool {
+		_, err := c.Registry(majority[0]).Register(ctxT(t), &pb.RegisterRequest{Instance: &pb.Instance{Service: "user.rpc", Id: "u1", Address: "127.0.0.1:9001"}})
+		return err == nil
+	})
+	// The minority refuses writes with Unavailable, and says why.
+	_, err := c.Registry(minority).Register(ctxT(t), &pb.RegisterRequest{Instance: &pb.Instance{Service: "user.rpc", Id: "lost", Address: "127.0.0.1:9001"}})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("write on the minority: %v, want Unavailable", err)
+	}
+	// Its stale reads still answer (with the old state); default reads
+	// refuse once it has been cut off beyond the bound.
+	if got := instances(t, c, minority, "user.rpc", pb.Consistency_STALE); got == nil || got["u0"] == nil {
+		t.Fatalf("stale read on the minority = %v", got)
+	}
+	c.WaitFor(10*time.Second, "default read on the minority refuses", func() bool {
+		_, err := c.Registry(minority).Get(ctxT(t), &pb.GetRequest{Service: "user.rpc"})
+		return status.Code(err) == codes.Unavailable
+	})
+
+	c.Heal()
+	c.WaitFor(20*time.Second, "every replica converges to the leader's state", func() bool {
+		for i := 0; i < 3; i++ {
+			got := instances(t, c, i, "user.rpc", pb.Consistency_STALE)
+			if len(got) != 2 || got["u0"] == nil || got["u1"] == nil {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestDeadAgentInstancesTurnCriticalThenVanishFromWatchers(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.WithDeadNodeReap(2*time.Second))
+	victim := (c.LeaderIndex() + 1) % 3
+	watcher := (victim + 1) % 3
+	register(t, c, victim, "user.rpc", "on-victim")
+	register(t, c, watcher, "user.rpc", "on-watcher")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := c.Registry(watcher).Watch(ctx, &pb.WatchRequest{Service: "user.rpc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan *pb.Event, 100)
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				close(seen)
+				return
+			}
+			for _, e := range resp.Events {
+				seen <- e
+			}
+		}
+	}()
+	c.Kill(victim)
+	var critical, deleted bool
+	deadline := time.After(30 * time.Second)
+	for !deleted {
+		select {
+		case e, ok := <-seen:
+			if !ok {
+				t.Fatal("watch ended")
+			}
+			if e.Instance.Id == "on-watcher" && e.Type == pb.Event_DELETE {
+				t.Fatal("an instance of a live agent was removed")
+			}
+			if e.Instance.Id != "on-victim" {
+				continue
+			}
+			critical = critical || (e.Type == pb.Event_PUT && e.Instance.Health == pb.Health_CRITICAL)
+			deleted = e.Type == pb.Event_DELETE
+		case <-deadline:
+			t.Fatalf("watcher did not see the dead agent's instance go (critical seen: %v)", critical)
+		}
+	}
+	if !critical {
+		t.Fatal("the dead agent's instance was removed without turning critical first")
+	}
+	c.WaitFor(10*time.Second, "dead agent removed from Raft", func() bool {
+		f := c.Leader().Store().Raft().GetConfiguration()
+		return f.Error() == nil && len(f.Configuration().Servers) == 2
+	})
+}
+
+func TestVoterLostNonvoterPromoted(t *testing.T) {
+	c := testcluster.New(t, 4, testcluster.WithDeadNodeReap(2*time.Second))
+	c.WaitFor(20*time.Second, "3 voters + 1 nonvoter", func() bool {
+		v, nv := countRoles(roles(t, c, 0))
+		return v == 3 && nv == 1
+	})
+	// Kill a voter that is not the leader.
+	leader := c.LeaderIndex()
+	victim := -1
+	for name, r := range roles(t, c, leader) {
+		if r == "voter/alive" {
+			for i := 0; i < 4; i++ {
+				if c.Name(i) == name {
+					victim = i
+				}
+			}
+		}
+	}
+	if victim < 0 {
+		t.Fatal("no follower voter found")
+	}
+	c.Kill(victim)
+	c.WaitFor(30*time.Second, "the nonvoter is promoted and the cluster has 3 voters again", func() bool {
+		v, nv := countRoles(roles(t, c, c.LeaderIndex()))
+		return v == 3 && nv == 0
+	})
+	register(t, c, leader, "user.rpc", "after-promotion")
+}
+
+func TestGracefulLeave(t *testing.T) {
+	c := testcluster.New(t, 3)
+	leaver := c.LeaderIndex() // the hardest case: the leader leaves
+	register(t, c, (leaver+1)%3, "user.rpc", "u0")
+	// An instance owned by the leaving agent goes with it.
+	register(t, c, leaver, "owned.rpc", "o1")
+	resp, err := c.Status(leaver).Leave(ctxT(t), &pb.LeaveRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.Removed {
+		t.Fatal("leave was not confirmed")
+	}
+	select {
+	case <-c.Node(leaver).Left():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Left() not closed after Leave")
+	}
+	c.Stop(leaver)
+	other := (leaver + 1) % 3
+	c.WaitFor(20*time.Second, "two voters, leaver gone, its instances removed, writes work", func() bool {
+		l := c.Leader()
+		if l == nil {
+			return false
+		}
+		f := l.Store().Raft().GetConfiguration()
+		if f.Error() != nil || len(f.Configuration().Servers) != 2 {
+			return false
+		}
+		return len(instances(t, c, other, "owned.rpc", pb.Consistency_CONSISTENT)) == 0 &&
+			len(instances(t, c, other, "user.rpc", pb.Consistency_CONSISTENT)) == 1
+	})
+	register(t, c, other, "user.rpc", "after-leave")
 }

@@ -128,7 +128,13 @@ func retryOnLeader(err error) bool {
 }
 
 // propose commits cmd through the leader and returns its revision.
+//
+// The command gets a request id first: a retry after an ambiguous failure
+// (the leader died after replicating it) is then applied at most once.
 func (n *Node) propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	if cmd.RequestId == "" {
+		cmd.RequestId = n.cfg.Name + "-" + newSessionID()
+	}
 	var rev uint64
 	err := n.forward.onLeader(ctx,
 		func() error {

@@ -114,5 +114,3 @@ func (n *Node) Halt() {
 		n.log.Info("agent halted", "name", n.cfg.Name)
 	})
 }
-
-

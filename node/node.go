@@ -52,9 +52,9 @@ type Node struct {
 	// reconcileWake nudges the leader's reconcile loop after a gossip event.
 	reconcileWake chan struct{}
 	// left is closed when the agent has left the cluster for good (Leave).
-	left     chan struct{}
-	leaving  sync.Once
-	halting  atomic.Bool
+	left    chan struct{}
+	leaving sync.Once
+	halting atomic.Bool
 
 	// ctx ends when Close begins; long-lived streams (Watch, Session) and
 	// background loops stop on it.

@@ -191,4 +191,3 @@ func (s *registryServer) Watch(req *pb.WatchRequest, stream pb.Registry_WatchSer
 		}
 	}
 }
-

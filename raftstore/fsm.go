@@ -28,6 +28,9 @@ type FSM struct {
 	// checked indexes the instances that have a health check, so that
 	// health sweeps cost nothing for the rest.
 	checked map[checkedKey]*pb.Instance
+	// requests remembers the results of recent requests by id, so a write
+	// retried after an ambiguous failure is applied once.
+	requests *requestLog
 
 	events *eventLog
 }
@@ -35,7 +38,7 @@ type FSM struct {
 // NewFSM returns an empty state machine whose event ring keeps ringSize
 // events for resuming watchers.
 func NewFSM(ringSize int) *FSM {
-	f := &FSM{events: newEventLog(ringSize)}
+	f := &FSM{events: newEventLog(ringSize), requests: newRequestLog(requestLogSize)}
 	f.reset()
 	return f
 }
@@ -90,11 +93,16 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			out[i] = fmt.Errorf("%w: decode raft entry %d: %v", ErrInvalidArgument, l.Index, err)
 			continue
 		}
+		if first, ok := f.requests.get(cmd.RequestId); ok {
+			out[i] = first
+			continue
+		}
 		var err error
 		evs, err = f.apply(&cmd, l.Index, evs)
 		if err != nil {
 			out[i] = err
 		}
+		f.requests.put(cmd.RequestId, Duplicate{Revision: l.Index, Err: err})
 	}
 	rev := f.revision
 	f.events.append(evs, rev)
@@ -402,3 +410,46 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)
+
+// requestLogSize is how many recent request ids the FSM remembers: far more
+// than can be retried within a client's timeout.
+const requestLogSize = 1 << 14
+
+// Duplicate is what Apply returns for a request id it has applied before:
+// the first application's revision and result.
+type Duplicate struct {
+	Revision uint64
+	Err      error
+}
+
+// requestLog is a bounded FIFO of request ids. Every replica evicts in the
+// same order, so duplicate detection is deterministic.
+type requestLog struct {
+	results map[string]Duplicate
+	ring    []string
+	next    int
+}
+
+func newRequestLog(size int) *requestLog {
+	return &requestLog{results: make(map[string]Duplicate, size), ring: make([]string, size)}
+}
+
+func (r *requestLog) get(id string) (Duplicate, bool) {
+	if id == "" {
+		return Duplicate{}, false
+	}
+	d, ok := r.results[id]
+	return d, ok
+}
+
+func (r *requestLog) put(id string, d Duplicate) {
+	if id == "" {
+		return
+	}
+	if old := r.ring[r.next]; old != "" {
+		delete(r.results, old)
+	}
+	r.ring[r.next] = id
+	r.results[id] = d
+	r.next = (r.next + 1) % len(r.ring)
+}

@@ -260,7 +260,8 @@ func checkInvariants(t *testing.T, f *FSM) {
 // ---- events ----
 
 // drainWatcher returns every response w has ready now, without blocking:
-// Next with a cancelled context still returns what is ready.
+// Next with a cancelled context still returns what is ready. Nothing may
+// apply meanwhile, so a second snapshot means the watcher cannot catch up.
 func drainWatcher(tb testing.TB, w *Watcher) []*pb.WatchResponse {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -273,6 +274,13 @@ func drainWatcher(tb testing.TB, w *Watcher) []*pb.WatchResponse {
 				tb.Fatalf("Next: %v, want context.Canceled once drained", err)
 			}
 			return out
+		}
+		if !resp.Snapshot && len(resp.Events) == 0 {
+			tb.Fatalf("Next returned a response without events at revision %d", resp.Header.GetRevision())
+		}
+		if resp.Snapshot && len(out) > 0 && out[len(out)-1].Snapshot {
+			tb.Fatalf("two snapshots in a row at revisions %d and %d with no write in between",
+				out[len(out)-1].Header.GetRevision(), resp.Header.GetRevision())
 		}
 		out = append(out, resp)
 	}

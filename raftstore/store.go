@@ -327,7 +327,7 @@ func (s *Store) watchLeadership() {
 func (s *Store) lead(ctx context.Context, wg *sync.WaitGroup) {
 	s.log.Info("became leader", "node", s.cfg.NodeID)
 	for {
-		err := s.raft.Barrier(s.cfg.ApplyTimeout).Error()
+		err := s.wait(s.raft.Barrier(s.cfg.ApplyTimeout))
 		if err == nil {
 			break
 		}
@@ -369,14 +369,41 @@ func (s *Store) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 			return 0, context.DeadlineExceeded
 		}
 	}
+	select {
+	case <-s.stop:
+		return 0, ErrShuttingDown
+	default:
+	}
 	f := s.raft.Apply(b, timeout)
-	if err := f.Error(); err != nil {
+	if err := s.wait(f); err != nil {
 		return 0, RaftError(err)
 	}
-	if resp, ok := f.Response().(error); ok && resp != nil {
+	switch resp := f.Response().(type) {
+	case Duplicate:
+		return resp.Revision, resp.Err
+	case error:
 		return f.Index(), resp
 	}
 	return f.Index(), nil
+}
+
+// wait waits for f unless the store closes first. Raft can accept an entry
+// into its (buffered) apply channel while it shuts down and then never
+// resolve the future; without this a caller would wait forever.
+func (s *Store) wait(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-s.stop:
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(time.Second):
+			return ErrShuttingDown
+		}
+	}
 }
 
 // RaftError maps raft's errors to the API's.
@@ -419,7 +446,7 @@ func (s *Store) CheckRead(c pb.Consistency) error {
 		if s.raft.State() != raft.Leader {
 			return ErrNotLeader
 		}
-		if err := s.raft.VerifyLeader().Error(); err != nil {
+		if err := s.wait(s.raft.VerifyLeader()); err != nil {
 			return RaftError(err)
 		}
 		s.mu.Lock()

@@ -30,9 +30,10 @@ func eventually(tb testing.TB, timeout time.Duration, what string, cond func() b
 	}
 }
 
-// goroutinesIn counts goroutines whose stack has function fn and, when state
-// is not empty, whose status starts with state ("select", "chan receive").
-func goroutinesIn(fn, state string) int {
+// goroutinesIn counts goroutines whose stack has every one of funcs and,
+// when state is not empty, whose status starts with state ("select",
+// "chan receive").
+func goroutinesIn(state string, funcs ...string) int {
 	buf := make([]byte, 1<<16)
 	for {
 		n := runtime.Stack(buf, true)
@@ -45,7 +46,10 @@ func goroutinesIn(fn, state string) int {
 	count := 0
 	for _, g := range strings.Split(string(buf), "\n\n") {
 		header, _, _ := strings.Cut(g, "\n")
-		if strings.Contains(g, fn) && (state == "" || strings.Contains(header, "["+state)) {
+		if state != "" && !strings.Contains(header, "["+state) {
+			continue
+		}
+		if !slices.ContainsFunc(funcs, func(fn string) bool { return !strings.Contains(g, fn) }) {
 			count++
 		}
 	}
@@ -58,7 +62,7 @@ const watcherNext = "raftstore.(*Watcher).Next("
 func waitParkedInNext(tb testing.TB, n int) {
 	tb.Helper()
 	eventually(tb, 10*time.Second, fmt.Sprintf("%d goroutines blocked in Watcher.Next", n), func() bool {
-		return goroutinesIn(watcherNext, "select") >= n
+		return goroutinesIn("select", watcherNext) >= n
 	})
 }
 
@@ -382,7 +386,7 @@ func TestWatchNextHonoursContext(t *testing.T) {
 			if !errors.Is(r.err, tc.want) || r.resp != nil {
 				t.Fatalf("Next = %v, %v; want nil, %v", r.resp, r.err, tc.want)
 			}
-			if n := goroutinesIn(watcherNext, ""); n != 0 {
+			if n := goroutinesIn("", watcherNext); n != 0 {
 				t.Errorf("%d goroutines still in Watcher.Next after it returned", n)
 			}
 			// The watcher still works.

@@ -49,13 +49,13 @@ type Cluster struct {
 
 // member is one agent slot; its addresses survive restarts.
 type member struct {
-	name                  string
-	cfg                   node.Config
-	grpcPort, gossipPort  int
-	raftPort              int
-	mu                    sync.Mutex
-	node                  *node.Node
-	conn                  *grpc.ClientConn
+	name                 string
+	cfg                  node.Config
+	grpcPort, gossipPort int
+	raftPort             int
+	mu                   sync.Mutex
+	node                 *node.Node
+	conn                 *grpc.ClientConn
 }
 
 // New starts n agents: the first bootstraps, the others join it. It returns

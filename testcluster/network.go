@@ -187,8 +187,7 @@ func (t *gossipTransport) filterPackets() {
 			}
 			select {
 			case t.packets <- p:
-			case <-t.done:
-				return
+			default: // a full receive queue drops the packet, as UDP would
 			}
 		}
 	}
@@ -217,11 +216,15 @@ func (t *gossipTransport) DialAddressTimeout(a memberlist.Address, timeout time.
 	return t.DialTimeout(a.Addr, timeout)
 }
 
+// Shutdown stops the inner transport first: its UDP listener may be
+// blocked handing a packet to filterPackets, which must keep reading until
+// then.
 func (t *gossipTransport) Shutdown() error {
+	err := t.NetTransport.Shutdown()
 	select {
 	case <-t.done:
 	default:
 		close(t.done)
 	}
-	return t.NetTransport.Shutdown()
+	return err
 }

@@ -96,27 +96,27 @@ func FromStatus(err error) error {
 		}
 		for _, e := range table {
 			if e.err.Error() == info.GetReason() {
-				return &Error{sentinel: e.err, code: st.Code(), msg: st.Message()}
+				return &Error{sentinel: e.err, st: st}
 			}
 		}
 	}
 	return err
 }
 
-// Error is a sentinel carried across the wire with the server's message.
+// Error is a sentinel carried across the wire with the server's status.
 type Error struct {
 	sentinel error
-	code     codes.Code
-	msg      string
+	st       *status.Status
 }
 
-func (e *Error) Error() string { return e.msg }
+func (e *Error) Error() string { return e.st.Message() }
 
 // Unwrap returns the sentinel, for errors.Is.
 func (e *Error) Unwrap() error { return e.sentinel }
 
-// GRPCStatus lets status.FromError and status.Code see the original code.
-func (e *Error) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }
+// GRPCStatus returns the status as received, details included, so that an
+// agent forwarding it passes the sentinel on intact.
+func (e *Error) GRPCStatus() *status.Status { return e.st }
 
 // Invalid returns an InvalidArgument error naming the field.
 func Invalid(field, format string, args ...any) error {

@@ -36,6 +36,11 @@ type Command struct {
 	//	*Command_NodeUpsert
 	//	*Command_NodeRemove
 	Kind isCommand_Kind `protobuf_oneof:"kind"`
+	// request_id identifies one API request. A write retried after an
+	// ambiguous failure (the leader died after replicating it) carries the
+	// same id, and the state machine applies it once and answers the retry
+	// with the first result.
+	RequestId string `protobuf:"bytes,14,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// time is the leader's wall clock (unix nanoseconds) when the entry was
 	// proposed; state machines use it instead of their own clock.
 	Time          int64 `protobuf:"varint,15,opt,name=time,proto3" json:"time,omitempty"`
@@ -141,6 +146,13 @@ func (x *Command) GetNodeRemove() *NodeRemove {
 		}
 	}
 	return nil
+}
+
+func (x *Command) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 func (x *Command) GetTime() int64 {
@@ -644,7 +656,7 @@ var File_raft_proto protoreflect.FileDescriptor
 const file_raft_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"raft.proto\x12\azrpc.v1\x1a\x0eregistry.proto\"\xb2\x03\n" +
+	"raft.proto\x12\azrpc.v1\x1a\x0eregistry.proto\"\xd1\x03\n" +
 	"\aCommand\x12/\n" +
 	"\bregister\x18\x01 \x01(\v2\x11.zrpc.v1.InstanceH\x00R\bregister\x126\n" +
 	"\n" +
@@ -657,7 +669,9 @@ const file_raft_proto_rawDesc = "" +
 	"\vnode_upsert\x18\x06 \x01(\v2\r.zrpc.v1.NodeH\x00R\n" +
 	"nodeUpsert\x126\n" +
 	"\vnode_remove\x18\a \x01(\v2\x13.zrpc.v1.NodeRemoveH\x00R\n" +
-	"nodeRemove\x12\x12\n" +
+	"nodeRemove\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x0e \x01(\tR\trequestId\x12\x12\n" +
 	"\x04time\x18\x0f \x01(\x03R\x04timeB\x06\n" +
 	"\x04kind\"7\n" +
 	"\vInstanceRef\x12\x18\n" +

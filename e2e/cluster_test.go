@@ -1,0 +1,80 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestThreeProcessCluster starts three zrpcd processes, joins them with
+// `zrpcd agent join`, kills one with SIGKILL and checks what `zrpcctl
+// members` and `service list` say on the others.
+func TestThreeProcessCluster(t *testing.T) {
+	_, zrpcctl := binaries(t)
+	fast := []string{"--gossip-profile", "local", "--dead-node-reap", "3s"}
+	n1 := newAgent(t, "n1", fast...)
+	n2 := newAgent(t, "n2", fast...)
+	n3 := newAgent(t, "n3", fast...)
+	n1.start()
+	n2.start(n1.gossipAddr())
+	n3.start(n1.gossipAddr())
+
+	members := func(a *agent) map[string][]string {
+		out, err := ctl(zrpcctl, a.grpcAddr(), "members")
+		if err != nil {
+			return nil
+		}
+		m := map[string][]string{}
+		for _, r := range rows(out) {
+			m[r[0]] = r
+		}
+		return m
+	}
+	// NAME ADDRESS STATUS ROLE BUILD ZONE
+	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
+		m := members(n2)
+		roles := map[string]int{}
+		for _, r := range m {
+			if len(r) >= 4 && r[2] == "alive" {
+				roles[r[3]]++
+			}
+		}
+		return roles["leader"] == 1 && roles["voter"] == 2
+	})
+
+	if _, err := ctl(zrpcctl, n3.grpcAddr(), "service", "register", "user.rpc", "--id", "u1", "--address", "127.0.0.1:9001"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl(zrpcctl, n2.grpcAddr(), "service", "register", "order.rpc", "--id", "o1", "--address", "127.0.0.1:9101"); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []*agent{n1, n2, n3} {
+		waitFor(t, 10*time.Second, a.name+" lists both services", func() bool {
+			out, err := ctl(zrpcctl, a.grpcAddr(), "service", "list", "--consistency", "stale")
+			return err == nil && strings.Contains(out, "user.rpc") && strings.Contains(out, "order.rpc")
+		})
+	}
+
+	n3.kill()
+	waitFor(t, 20*time.Second, "n3 shown failed on n1", func() bool {
+		r := members(n1)["n3"]
+		return len(r) >= 3 && r[2] == "failed"
+	})
+	// n3's instance is removed once n3 is reaped; n2's stays.
+	waitFor(t, 20*time.Second, "only order.rpc listed on n1 and n2", func() bool {
+		for _, a := range []*agent{n1, n2} {
+			out, err := ctl(zrpcctl, a.grpcAddr(), "service", "list")
+			if err != nil || strings.Contains(out, "user.rpc") || !strings.Contains(out, "order.rpc") {
+				return false
+			}
+		}
+		return true
+	})
+	out, err := ctl(zrpcctl, n1.grpcAddr(), "raft", "peers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := rows(out); len(p) != 2 || strings.Contains(out, "n3") {
+		t.Fatalf("raft peers after reaping n3:\n%s", out)
+	}
+}

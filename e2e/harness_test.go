@@ -1,0 +1,197 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds zrpcd and zrpcctl once per test binary run.
+func binaries(t *testing.T) (zrpcd, zrpcctl string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "zrpc-e2e-bin-")
+		if buildErr != nil {
+			return
+		}
+		for _, name := range []string{"zrpcd", "zrpcctl"} {
+			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, name), "github.com/zrpcio/zrpc/cmd/"+name).CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", name, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, "zrpcd"), filepath.Join(binDir, "zrpcctl")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// agent is one zrpcd process.
+type agent struct {
+	t                              *testing.T
+	name, dataDir                  string
+	grpcPort, raftPort, gossipPort int
+	httpPort                       int
+	extra                          []string
+	cmd                            *exec.Cmd
+	log                            *bytes.Buffer
+	mu                             *sync.Mutex
+	cleanup                        bool
+}
+
+// waitLeader waits until the agent reports a leader.
+func (a *agent) waitLeader() {
+	a.t.Helper()
+	_, zrpcctl := binaries(a.t)
+	waitFor(a.t, 20*time.Second, a.name+" knows a leader", func() bool {
+		out, err := ctl(zrpcctl, a.grpcAddr(), "status", "-o", "json")
+		return err == nil && strings.Contains(out, `"leader"`)
+	})
+}
+
+func newAgent(t *testing.T, name string, extra ...string) *agent {
+	return &agent{
+		t: t, name: name, dataDir: filepath.Join(t.TempDir(), name),
+		grpcPort: freePort(t), raftPort: freePort(t), gossipPort: freePort(t), httpPort: freePort(t),
+		extra: extra, log: &bytes.Buffer{}, mu: &sync.Mutex{},
+	}
+}
+
+func (a *agent) grpcAddr() string   { return "127.0.0.1:" + strconv.Itoa(a.grpcPort) }
+func (a *agent) gossipAddr() string { return "127.0.0.1:" + strconv.Itoa(a.gossipPort) }
+
+// start runs `zrpcd agent [join ADDR...]` and waits until the agent answers.
+func (a *agent) start(join ...string) {
+	a.t.Helper()
+	zrpcd, zrpcctl := binaries(a.t)
+	args := []string{"agent"}
+	if len(join) > 0 {
+		args = append(append(args, "join"), join...)
+	}
+	args = append(args, "--name", a.name, "--data-dir", a.dataDir, "--bind", "127.0.0.1",
+		"--grpc-port", strconv.Itoa(a.grpcPort), "--raft-port", strconv.Itoa(a.raftPort),
+		"--gossip-port", strconv.Itoa(a.gossipPort), "--http-port", strconv.Itoa(a.httpPort))
+	args = append(args, a.extra...)
+	a.cmd = exec.Command(zrpcd, args...)
+	w := &lockedWriter{mu: a.mu, b: a.log}
+	a.cmd.Stdout, a.cmd.Stderr = w, w
+	if err := a.cmd.Start(); err != nil {
+		a.t.Fatal(err)
+	}
+	if !a.cleanup {
+		a.cleanup = true
+		a.t.Cleanup(func() {
+			a.kill()
+			if a.t.Failed() {
+				a.mu.Lock()
+				a.t.Logf("--- %s output ---\n%s", a.name, a.log.String())
+				a.mu.Unlock()
+			}
+		})
+	}
+	waitFor(a.t, 20*time.Second, a.name+" answers status", func() bool {
+		_, err := ctl(zrpcctl, a.grpcAddr(), "status")
+		return err == nil
+	})
+}
+
+// kill sends SIGKILL and reaps the process.
+func (a *agent) kill() {
+	if a.cmd == nil || a.cmd.Process == nil {
+		return
+	}
+	a.cmd.Process.Signal(syscall.SIGKILL)
+	a.cmd.Wait()
+	a.cmd = nil
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (a *agent) stop() error {
+	if a.cmd == nil {
+		return nil
+	}
+	a.cmd.Process.Signal(syscall.SIGTERM)
+	err := a.cmd.Wait()
+	a.cmd = nil
+	return err
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// ctl runs zrpcctl against addr and returns its stdout.
+func ctl(zrpcctl, addr string, args ...string) (string, error) {
+	cmd := exec.Command(zrpcctl, append([]string{"--addr", addr}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("zrpcctl %s: %v: %s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String(), nil
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for: %s", timeout, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// rows splits table output into rows of fields, without the header.
+func rows(out string) [][]string {
+	var r [][]string
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for i, l := range lines {
+		if i == 0 || strings.TrimSpace(l) == "" {
+			continue
+		}
+		r = append(r, strings.Fields(l))
+	}
+	return r
+}

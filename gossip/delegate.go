@@ -1,0 +1,208 @@
+package gossip
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// delegate is what memberlist calls back: it hands out this agent's meta,
+// keeps the member table and queues Events.
+//
+// Contract (memberlist v0.7.0), like memberlist's own delegate docs:
+//
+//   - NotifyJoin, NotifyLeave and NotifyUpdate (memberlist.EventDelegate)
+//     are called from memberlist's goroutines (packet handler, probe loop,
+//     suspicion timers, push/pull sync, and for the local node from inside
+//     Create, UpdateNode and Leave) while memberlist holds its node lock.
+//     They never overlap one another, so their order is the order of
+//     changes. They must not block, must not call into memberlist (that
+//     would deadlock on the node lock) and must not keep the *Node, which
+//     memberlist goes on mutating.
+//   - NotifyMsg is called from the goroutine serving a peer's stream or
+//     from the packet handler, without the node lock, so it may run at the
+//     same time as the three above; it must not block either.
+//   - NodeMeta is called from Create, UpdateNode and push/pull syncs.
+//
+// So every method copies what it needs, takes only the delegate's own
+// short mutex, and hands Events to the unbounded queue; nothing here waits
+// for the consumer of Events. The mutex covers both the table change and
+// the push, so the event order always matches the table's transitions.
+type delegate struct {
+	log   *slog.Logger
+	meta  func() []byte // this agent's encoded meta
+	queue *eventQueue
+
+	mu      sync.Mutex
+	members map[string]*memberEntry
+}
+
+var (
+	_ memberlist.Delegate      = (*delegate)(nil)
+	_ memberlist.EventDelegate = (*delegate)(nil)
+)
+
+// memberEntry is a Member with what the table needs to keep it.
+type memberEntry struct {
+	Member
+	leaving bool      // it sent a leave notice
+	since   time.Time // last status change
+}
+
+func newDelegate(log *slog.Logger, meta func() []byte, queue *eventQueue) *delegate {
+	return &delegate{log: log, meta: meta, queue: queue, members: make(map[string]*memberEntry)}
+}
+
+// set stores m and queues an event of type typ; the caller holds d.mu.
+func (d *delegate) set(m Member, leaving bool, since time.Time, typ EventType) {
+	d.members[m.Name] = &memberEntry{Member: m, leaving: leaving, since: since}
+	d.queue.push(Event{Type: typ, Member: m})
+}
+
+// NotifyJoin records a new (or returning) member as alive.
+func (d *delegate) NotifyJoin(n *memberlist.Node) {
+	m := d.member(n, StatusAlive)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.set(m, false, time.Now(), EventJoin)
+}
+
+// NotifyLeave records a member as left or failed.
+//
+// memberlist v0.7.0 does not say which: its internal nodeState.State
+// shadows the Node.State passed here, so n.State is always StateAlive
+// (hashicorp/memberlist#293, open). A member is therefore "left" if it sent
+// this agent a leave notice first (see Gossip.Leave). n.State == StateLeft
+// is honoured too, for when memberlist fixes the field.
+func (d *delegate) NotifyLeave(n *memberlist.Node) {
+	m := d.member(n, StatusFailed)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.members[m.Name]
+	leaving := e != nil && e.leaving
+	typ := EventFailed
+	if leaving || n.State == memberlist.StateLeft {
+		m.Status, typ = StatusLeft, EventLeave
+	}
+	d.set(m, leaving, time.Now(), typ)
+}
+
+// NotifyUpdate records a member's new meta.
+func (d *delegate) NotifyUpdate(n *memberlist.Node) {
+	m := d.member(n, StatusAlive)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	leaving, since := false, time.Now()
+	if e := d.members[m.Name]; e != nil {
+		m.Status, leaving, since = e.Status, e.leaving, e.since
+		if e.Member == m {
+			return // nothing this package reports changed
+		}
+	}
+	d.set(m, leaving, since, EventUpdate)
+}
+
+// member copies n into a Member with the given status and decodes its
+// meta; unreadable meta is logged and left empty.
+func (d *delegate) member(n *memberlist.Node, status string) Member {
+	m := Member{Name: n.Name, Addr: n.Address(), Status: status}
+	meta, err := decodeMeta(n.Meta)
+	if err == nil && meta.Name != n.Name {
+		err = fmt.Errorf("meta names %q but the node is %q", meta.Name, n.Name)
+	}
+	if err != nil {
+		d.log.Warn("ignoring a member's unreadable meta", "member", n.Name, "addr", m.Addr, "err", err)
+		return m
+	}
+	m.Meta = meta
+	return m
+}
+
+// Leave notices are this package's only message: one type byte, then the
+// name of the member that is leaving.
+const msgLeaveNotice byte = 1
+
+func leaveNotice(name string) []byte {
+	return append([]byte{msgLeaveNotice}, name...)
+}
+
+// NotifyMsg handles a leave notice: the member will be reported left, not
+// failed, when it goes. A notice that arrives after the member was already
+// declared failed turns it into left (EventLeave follows EventFailed).
+func (d *delegate) NotifyMsg(b []byte) {
+	if len(b) < 2 || b[0] != msgLeaveNotice {
+		d.log.Debug("ignoring an unknown gossip message", "size", len(b))
+		return
+	}
+	name := string(b[1:])
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.members[name]
+	switch {
+	case e == nil:
+		d.log.Debug("ignoring a leave notice from an unknown member", "member", name)
+	case e.Status == StatusFailed:
+		m := e.Member
+		m.Status = StatusLeft
+		d.set(m, true, time.Now(), EventLeave)
+	default:
+		e.leaving = true
+	}
+}
+
+// NodeMeta returns this agent's encoded meta (never over limit).
+func (d *delegate) NodeMeta(limit int) []byte {
+	b := d.meta()
+	if len(b) > limit {
+		// encode checked against MetaMaxSize, which is what memberlist
+		// passes; a smaller limit would be a memberlist change.
+		d.log.Error("meta over memberlist's limit; sending none", "size", len(b), "limit", limit)
+		return nil
+	}
+	return b
+}
+
+// GetBroadcasts has nothing to broadcast: leave notices go point to point.
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+
+// LocalState has no extra state for push/pull.
+func (d *delegate) LocalState(join bool) []byte { return nil }
+
+// MergeRemoteState ignores remote extra state (none is sent).
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {}
+
+// get returns the entry for name.
+func (d *delegate) get(name string) (memberEntry, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.members[name]
+	if !ok {
+		return memberEntry{}, false
+	}
+	return *e, true
+}
+
+// list returns the members sorted by name, first forgetting those that
+// have been failed or left for longer than forgetAfter (memberlist forgets
+// them after GossipToTheDeadTime too). memberlist's own Members lists only
+// live nodes and hands out pointers it keeps writing to, so this table is
+// the race-free source for Members.
+func (d *delegate) list(now time.Time, forgetAfter time.Duration) []Member {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]Member, 0, len(d.members))
+	for name, e := range d.members {
+		if e.Status != StatusAlive && now.Sub(e.since) > forgetAfter {
+			delete(d.members, name)
+			continue
+		}
+		out = append(out, e.Member)
+	}
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}

@@ -1,0 +1,230 @@
+package gossip
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+func fakeNode(t *testing.T, name string, port uint16, meta Meta) *memberlist.Node {
+	t.Helper()
+	b, err := meta.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &memberlist.Node{Name: name, Addr: net.IPv4(127, 0, 0, 1), Port: port, Meta: b}
+}
+
+// next reads one event, failing the test if none comes.
+func next(t *testing.T, ch <-chan Event) Event {
+	t.Helper()
+	select {
+	case ev, ok := <-ch:
+		if !ok {
+			t.Fatal("Events closed early")
+		}
+		return ev
+	case <-time.After(waitTimeout):
+		t.Fatal("no event")
+	}
+	return Event{}
+}
+
+func TestEventQueueNeverBlocksMemberlist(t *testing.T) {
+	const n = 10000
+	g, err := New(testConfig(t, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	d := g.delegate
+	nodes := make([]*memberlist.Node, n)
+	for i := range nodes {
+		name := fmt.Sprintf("peer-%05d", i)
+		nodes[i] = fakeNode(t, name, uint16(20000+i%1000), testMeta(name))
+	}
+
+	// Nobody reads Events while memberlist "calls" the delegate.
+	pushed := make(chan struct{})
+	go func() {
+		defer close(pushed)
+		for i, node := range nodes {
+			if i%2 == 0 {
+				d.NotifyJoin(node)
+			} else {
+				d.NotifyLeave(node)
+			}
+		}
+	}()
+	select {
+	case <-pushed:
+	case <-time.After(waitTimeout):
+		t.Fatalf("the delegate blocked with nobody reading Events (buffer %d, %d events)", eventBuffer, n)
+	}
+
+	if ev := next(t, g.Events()); ev.Type != EventJoin || ev.Member.Name != "a" {
+		t.Fatalf("first event %v %s, want the agent's own join", ev.Type, ev.Member.Name)
+	}
+	for i, node := range nodes {
+		want := EventJoin
+		if i%2 == 1 {
+			want = EventFailed
+		}
+		ev := next(t, g.Events())
+		if ev.Type != want || ev.Member.Name != node.Name || ev.Member.Meta.Name != node.Name {
+			t.Fatalf("event %d: %v %s, want %v %s", i, ev.Type, ev.Member.Name, want, node.Name)
+		}
+	}
+	select {
+	case ev := <-g.Events():
+		t.Fatalf("unexpected extra event %v %s", ev.Type, ev.Member.Name)
+	default:
+	}
+}
+
+func TestCloseStopsPumpWithUnreadEvents(t *testing.T) {
+	g, err := New(testConfig(t, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 * eventBuffer {
+		g.delegate.NotifyJoin(fakeNode(t, fmt.Sprintf("p%d", i), 1, testMeta(fmt.Sprintf("p%d", i))))
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	deadline := time.After(waitTimeout)
+	for {
+		select {
+		case _, ok := <-g.Events():
+			if !ok {
+				if got > eventBuffer+1 {
+					t.Errorf("read %d events after Close, more than the buffer of %d holds", got, eventBuffer)
+				}
+				return
+			}
+			got++
+		case <-deadline:
+			t.Fatal("Events not closed after Close")
+		}
+	}
+}
+
+// delegateForTest returns a delegate whose logs are recorded and a
+// channel of what it queued.
+func delegateForTest(t *testing.T) (*delegate, *logRecords, <-chan Event) {
+	logs := &logRecords{}
+	log := slog.New(recordingHandler{Handler: slog.DiscardHandler, rec: logs})
+	d := newDelegate(log, func() []byte { return nil }, newEventQueue())
+	out, stop, done := make(chan Event, 16), make(chan struct{}), make(chan struct{})
+	go func() { defer close(done); d.queue.run(out, stop) }()
+	t.Cleanup(func() { close(stop); <-done })
+	return d, logs, out
+}
+
+func TestDelegateTellsLeaveFromFailure(t *testing.T) {
+	d, _, events := delegateForTest(t)
+	meta := testMeta("x")
+	newer := meta
+	newer.Build = "v2"
+	node := func(m Meta) func() *memberlist.Node { return func() *memberlist.Node { return fakeNode(t, "x", 1, m) } }
+	join := func() { d.NotifyJoin(node(meta)()) }
+	dead := func() { d.NotifyLeave(node(newer)()) }
+	notice := func() { d.NotifyMsg(leaveNotice("x")) }
+
+	steps := []struct {
+		name       string
+		do         func()
+		wantEvent  EventType // 0: no event
+		wantStatus string
+	}{
+		{"join", join, EventJoin, StatusAlive},
+		{"dead without a notice", dead, EventFailed, StatusFailed},
+		{"back", join, EventJoin, StatusAlive},
+		{"meta changed", func() { d.NotifyUpdate(node(newer)()) }, EventUpdate, StatusAlive},
+		{"same meta again", func() { d.NotifyUpdate(node(newer)()) }, 0, StatusAlive},
+		{"unknown message", func() { d.NotifyMsg([]byte{42, 'x'}) }, 0, StatusAlive},
+		{"empty message", func() { d.NotifyMsg(nil) }, 0, StatusAlive},
+		{"leave notice", notice, 0, StatusAlive},
+		{"dead after a notice", dead, EventLeave, StatusLeft},
+		{"back again", join, EventJoin, StatusAlive},
+		{"dead: the old notice is forgotten", dead, EventFailed, StatusFailed},
+		{"late notice", notice, EventLeave, StatusLeft},
+		{"notice once left", notice, 0, StatusLeft},
+		{"back once more", join, EventJoin, StatusAlive},
+		{"dead with State left", func() {
+			n := node(meta)()
+			n.State = memberlist.StateLeft // as memberlist would pass it once #293 is fixed
+			d.NotifyLeave(n)
+		}, EventLeave, StatusLeft},
+	}
+	for _, s := range steps {
+		s.do()
+		if s.wantEvent != 0 {
+			ev := next(t, events)
+			if ev.Type != s.wantEvent || ev.Member.Status != s.wantStatus || ev.Member.Name != "x" {
+				t.Fatalf("%s: got %v (%s) for %s, want %v (%s)", s.name, ev.Type, ev.Member.Status, ev.Member.Name, s.wantEvent, s.wantStatus)
+			}
+		}
+		if e, _ := d.get("x"); e.Status != s.wantStatus {
+			t.Fatalf("%s: table says %s, want %s", s.name, e.Status, s.wantStatus)
+		}
+	}
+	select {
+	case ev := <-events:
+		t.Fatalf("unexpected event %v %+v", ev.Type, ev.Member)
+	default:
+	}
+	d.NotifyMsg(leaveNotice("stranger")) // must not invent a member
+	if _, ok := d.get("stranger"); ok {
+		t.Error("a notice from an unknown member added it")
+	}
+}
+
+func TestDelegateReportsUnreadableMetaEmpty(t *testing.T) {
+	tests := []struct {
+		name string
+		meta []byte
+	}{
+		{"garbage", []byte("\x00\xffnot meta")},
+		{"none", nil},
+		{"another node's", func() []byte { b, _ := testMeta("y").encode(); return b }()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, logs, events := delegateForTest(t)
+			d.NotifyJoin(&memberlist.Node{Name: "x", Addr: net.IPv4(127, 0, 0, 1), Port: 7, Meta: tt.meta})
+			ev := next(t, events)
+			if ev.Type != EventJoin || ev.Member.Name != "x" || ev.Member.Addr != "127.0.0.1:7" || ev.Member.Meta != (Meta{}) {
+				t.Errorf("got %v %+v, want a join of x at 127.0.0.1:7 with empty Meta", ev.Type, ev.Member)
+			}
+			warns := logs.matching("ignoring a member's unreadable meta")
+			if len(warns) != 1 || warns[0].Level != slog.LevelWarn {
+				t.Errorf("want one warning, got %d", len(warns))
+			}
+		})
+	}
+}
+
+func TestMembersForgetsLongGoneMembers(t *testing.T) {
+	now := time.Now()
+	d := newDelegate(slog.New(slog.DiscardHandler), nil, newEventQueue())
+	d.members["b"] = &memberEntry{Member: Member{Name: "b", Status: StatusFailed}, since: now.Add(-time.Minute)}
+	d.members["c"] = &memberEntry{Member: Member{Name: "c", Status: StatusLeft}, since: now.Add(-time.Second)}
+	d.members["a"] = &memberEntry{Member: Member{Name: "a", Status: StatusAlive}, since: now.Add(-time.Hour)}
+	got := d.list(now, 30*time.Second)
+	if len(got) != 2 || got[0].Name != "a" || got[1].Name != "c" {
+		t.Errorf("list = %+v, want a (alive) and c (left recently), sorted", got)
+	}
+}
