@@ -48,4 +48,3 @@ func (w *tbWriter) Write(p []byte) (int, error) {
 
 // Discard is a logger that drops everything (benchmarks).
 func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
