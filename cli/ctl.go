@@ -56,6 +56,7 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 		newCtlServiceCommand(o),
 		newCtlStatusCommand(o),
 		newCtlMembersCommand(o),
+		newCtlLeaveCommand(o),
 		newCtlRaftCommand(o),
 		newCtlVersionCommand(o),
 	)

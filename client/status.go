@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 )
@@ -44,4 +45,18 @@ func (c *Client) Version(ctx context.Context) (*zrpcpb.VersionResponse, error) {
 		return err
 	})
 	return resp, err
+}
+
+// Leave asks the first endpoint's agent (and only that one: it is never
+// retried on another agent) to leave the cluster for good. It reports
+// whether the leader confirmed the removal before the agent shut down.
+func (c *Client) Leave(ctx context.Context) (bool, error) {
+	if c.closing.Err() != nil {
+		return false, ErrClosed
+	}
+	resp, err := c.endpoints[0].status.Leave(ctx, &zrpcpb.LeaveRequest{})
+	if err != nil {
+		return false, fmt.Errorf("leave via %s: %w", c.endpoints[0].addr, mapErr(err))
+	}
+	return resp.Removed, nil
 }

@@ -77,4 +77,29 @@ func TestThreeProcessCluster(t *testing.T) {
 	if p := rows(out); len(p) != 2 || strings.Contains(out, "n3") {
 		t.Fatalf("raft peers after reaping n3:\n%s", out)
 	}
+
+	// n2 leaves for good: the process exits by itself and n1 carries on.
+	out, err = ctl(zrpcctl, n2.grpcAddr(), "leave")
+	if err != nil || !strings.Contains(out, "left the cluster") {
+		t.Fatalf("leave: %v\n%s", err, out)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- n2.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		n2.cmd = nil
+		if err != nil {
+			t.Fatalf("n2 exited with %v after leave", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("n2 still running 20s after leave")
+	}
+	waitFor(t, 20*time.Second, "n1 alone in Raft and writable", func() bool {
+		out, err := ctl(zrpcctl, n1.grpcAddr(), "raft", "peers")
+		if err != nil || len(rows(out)) != 1 {
+			return false
+		}
+		_, err = ctl(zrpcctl, n1.grpcAddr(), "service", "register", "after.rpc", "--id", "a1", "--address", "127.0.0.1:9201")
+		return err == nil
+	})
 }

@@ -86,7 +86,8 @@ func commandLog(tb testing.TB, index uint64, cmd *pb.Command) *raft.Log {
 	return &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}
 }
 
-// responseError converts an FSM response to the error it must be.
+// responseError converts an FSM response to the error it must be; a
+// retried request answers with its first result.
 func responseError(tb testing.TB, resp any) error {
 	tb.Helper()
 	switch r := resp.(type) {
@@ -94,6 +95,8 @@ func responseError(tb testing.TB, resp any) error {
 		return nil
 	case error:
 		return r
+	case Duplicate:
+		return r.Err
 	}
 	tb.Fatalf("FSM response is a %T (%v), want nil or an error", resp, resp)
 	return nil
@@ -874,6 +877,139 @@ type closeTracker struct {
 
 func (c *closeTracker) Close() error { c.closed = true; return nil }
 
+func withRequestID(cmd *pb.Command, id string) *pb.Command {
+	cmd.RequestId = id
+	return cmd
+}
+
+// TestFSMRequestIDs: an entry whose request id was applied before answers
+// with the first result (Duplicate) and changes nothing; the FSM remembers
+// the last requestLogSize ids.
+func TestFSMRequestIDs(t *testing.T) {
+	d := newFSMDriver(t, 64)
+	reg := withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1")
+	first := d.mustApply(reg)
+	if _, err := d.apply(withRequestID(deregisterCmd("api", "nope"), "r2")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("first deregister of an unknown instance: %v, want ErrNotFound", err)
+	}
+	notFound := d.next - 1
+	rec := recordEvents(t, d.fsm)
+
+	steps := []struct {
+		name    string
+		cmd     *pb.Command
+		wantRev uint64 // the first application's revision
+		wantErr error
+	}{
+		{"retried register", reg, first, nil},
+		{"other command, same id", withRequestID(deregisterCmd("api", "1"), "r1"), first, nil},
+		{"retried rejection", withRequestID(deregisterCmd("api", "nope"), "r2"), notFound, ErrNotFound},
+	}
+	for _, step := range steps {
+		before := stateOf(d.fsm)
+		l := d.nextLog(step.cmd)
+		resp := d.fsm.Apply(l)
+		dup, ok := resp.(Duplicate)
+		if !ok {
+			t.Errorf("%s: response %T %v, want a Duplicate", step.name, resp, resp)
+			continue
+		}
+		if dup.Revision != step.wantRev || !errors.Is(dup.Err, step.wantErr) || (step.wantErr == nil && dup.Err != nil) {
+			t.Errorf("%s: Duplicate{%d, %v}, want {%d, %v}", step.name, dup.Revision, dup.Err, step.wantRev, step.wantErr)
+		}
+		after := stateOf(d.fsm)
+		if after.revision != l.Index {
+			t.Errorf("%s: revision %d, want %d", step.name, after.revision, l.Index)
+		}
+		after.revision = before.revision
+		if diff := diffStates(before, after); diff != "" {
+			t.Errorf("%s: a duplicate changed the state:\n%s", step.name, diff)
+		}
+		if evs := rec.next(); len(evs) != 0 {
+			t.Errorf("%s: a duplicate published %v", step.name, evs)
+		}
+	}
+
+	// Without an id nothing is deduplicated.
+	plain := registerCmd(testInstance("api", "1", "n1"))
+	d.mustApply(plain)
+	again := d.mustApply(plain)
+	if got := d.fsm.Instance("api", "1").ModRevision; got != again {
+		t.Errorf("a command without request id applied twice: mod_revision %d, want %d", got, again)
+	}
+
+	// A duplicate inside one batch is caught too.
+	batch := []*raft.Log{
+		d.nextLog(withRequestID(registerCmd(testInstance("db", "1", "n1")), "r3")),
+		d.nextLog(withRequestID(registerCmd(testInstance("db", "1", "n1")), "r3")),
+	}
+	if resps := d.fsm.ApplyBatch(batch); resps[0] != nil || resps[1] != (Duplicate{Revision: batch[0].Index}) {
+		t.Errorf("batch with a repeated id answered %v", resps)
+	}
+
+	// The window: r1 and r2 are the oldest ids; after requestLogSize-3 more
+	// (r3 is one) all are remembered, one more forgets r1 but not r2.
+	fill := func(n int) {
+		cmds := make([]*pb.Command, n)
+		for i := range cmds {
+			cmds[i] = withRequestID(nodeUpsertCmd(&pb.Node{Name: "n1"}), fmt.Sprint("fill-", d.next, "-", i))
+		}
+		d.mustApplyBatch(cmds...)
+	}
+	fill(requestLogSize - 3)
+	if _, ok := d.fsm.Apply(d.nextLog(reg)).(Duplicate); !ok {
+		t.Fatalf("r1 forgotten with %d newer ids, the log keeps %d", requestLogSize-2, requestLogSize)
+	}
+	fill(1)
+	if _, ok := d.fsm.Apply(d.nextLog(withRequestID(deregisterCmd("api", "nope"), "r2"))).(Duplicate); !ok {
+		t.Errorf("r2 forgotten with %d newer ids, the log keeps %d", requestLogSize-1, requestLogSize)
+	}
+	rev, err := d.apply(reg)
+	if err != nil || d.fsm.Instance("api", "1").ModRevision != rev {
+		t.Errorf("r1 after %d newer ids: %v, mod_revision %d; want it applied anew at %d",
+			requestLogSize, err, d.fsm.Instance("api", "1").ModRevision, rev)
+	}
+}
+
+// TestFSMRequestIDsAcrossRestore: duplicate detection must not depend on
+// whether a replica was rebuilt from a snapshot, or two replicas would
+// answer one retried entry differently and diverge.
+func TestFSMRequestIDsAcrossRestore(t *testing.T) {
+	t.Skip("known bug: the FSM's request log is neither written to snapshots nor reset by Restore (fsm.go Snapshot/Restore, snapshot.go); " +
+		"remove this Skip with the fix")
+	a := newFSMDriver(t, 64)
+	reg := withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1")
+	a.mustApply(reg)
+	a.mustApply(registerCmd(testInstance("api", "2", "n1")))
+	snap := snapshotBytes(t, a.fsm)
+
+	// b restores a's snapshot; c has applied a request a never saw first.
+	b := NewFSM(64)
+	c := NewFSM(64)
+	c.Apply(commandLog(t, 1, withRequestID(registerCmd(testInstance("db", "9", "n1")), "r9")))
+	for _, f := range []*FSM{b, c} {
+		if err := f.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The same entries commit on every replica after the snapshot.
+	retry := commandLog(t, a.next, reg)
+	fresh := commandLog(t, a.next+1, withRequestID(registerCmd(testInstance("db", "9", "n1")), "r9"))
+	for _, l := range []*raft.Log{retry, fresh} {
+		want := describeResponse(t, a.fsm.Apply(l))
+		for name, f := range map[string]*FSM{"restored": b, "restored over other requests": c} {
+			if got := describeResponse(t, f.Apply(l)); got != want {
+				t.Errorf("entry %d on the %s replica: %s; the original answered %s", l.Index, name, got, want)
+			}
+		}
+	}
+	for name, f := range map[string]*FSM{"restored": b, "restored over other requests": c} {
+		if diff := diffStates(stateOf(a.fsm), stateOf(f)); diff != "" {
+			t.Errorf("the %s replica diverged:\n%s", name, diff)
+		}
+	}
+}
+
 // ---- random command sequences ----
 
 var (
@@ -939,7 +1075,8 @@ func randomCommand(rng *rand.Rand) *pb.Command {
 }
 
 // randomLogs returns n committed entries with increasing indexes, some gaps
-// (entries raft keeps to itself), configuration entries and garbage.
+// (entries raft keeps to itself), configuration entries, garbage, and
+// request ids that repeat.
 func randomLogs(tb testing.TB, rng *rand.Rand, n int) []*raft.Log {
 	logs := make([]*raft.Log, 0, n)
 	index := uint64(1)
@@ -956,6 +1093,9 @@ func randomLogs(tb testing.TB, rng *rand.Rand, n int) []*raft.Log {
 		default:
 			cmd := randomCommand(rng)
 			cmd.Time = int64(index) * 1000
+			if rng.IntN(3) == 0 { // retried requests, and ids reused by other commands
+				cmd.RequestId = fmt.Sprintf("req-%d", rng.IntN(40))
+			}
 			l = commandLog(tb, index, cmd)
 		}
 		logs = append(logs, l)
@@ -965,6 +1105,9 @@ func randomLogs(tb testing.TB, rng *rand.Rand, n int) []*raft.Log {
 }
 
 func describeResponse(tb testing.TB, resp any) string {
+	if d, ok := resp.(Duplicate); ok {
+		return fmt.Sprintf("duplicate of %d: %v", d.Revision, d.Err)
+	}
 	if err := responseError(tb, resp); err != nil {
 		return "error: " + err.Error()
 	}
