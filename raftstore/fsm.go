@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
@@ -381,6 +382,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	for _, n := range f.nodes {
 		s.nodes = append(s.nodes, n)
 	}
+	s.requests = f.requests.records()
 	return s, nil
 }
 
@@ -404,6 +406,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	for _, n := range st.nodes {
 		f.nodes[n.Name] = n
+	}
+	f.requests = newRequestLog(len(f.requests.ring))
+	for _, r := range st.requests {
+		f.requests.put(r.Id, Duplicate{Revision: r.Revision, Err: requestErr(r)})
 	}
 	f.events.compactTo(f.revision)
 	return nil
@@ -440,6 +446,31 @@ func (r *requestLog) get(id string) (Duplicate, bool) {
 	}
 	d, ok := r.results[id]
 	return d, ok
+}
+
+// records returns the remembered results oldest first, for a snapshot.
+func (r *requestLog) records() []*pb.RequestRecord {
+	var out []*pb.RequestRecord
+	for i := range r.ring {
+		id := r.ring[(r.next+i)%len(r.ring)]
+		if id == "" {
+			continue
+		}
+		d := r.results[id]
+		rec := &pb.RequestRecord{Id: id, Revision: d.Revision}
+		if d.Err != nil {
+			rec.ErrorReason, rec.ErrorMessage = apierr.Reason(d.Err), d.Err.Error()
+		}
+		out = append(out, rec)
+	}
+	return out
+}
+
+func requestErr(r *pb.RequestRecord) error {
+	if r.ErrorMessage == "" && r.ErrorReason == "" {
+		return nil
+	}
+	return apierr.FromReason(r.ErrorReason, r.ErrorMessage)
 }
 
 func (r *requestLog) put(id string, d Duplicate) {

@@ -975,8 +975,6 @@ func TestFSMRequestIDs(t *testing.T) {
 // whether a replica was rebuilt from a snapshot, or two replicas would
 // answer one retried entry differently and diverge.
 func TestFSMRequestIDsAcrossRestore(t *testing.T) {
-	t.Skip("known bug: the FSM's request log is neither written to snapshots nor reset by Restore (fsm.go Snapshot/Restore, snapshot.go); " +
-		"remove this Skip with the fix")
 	a := newFSMDriver(t, 64)
 	reg := withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1")
 	a.mustApply(reg)

@@ -15,7 +15,7 @@ import (
 
 // Snapshot file layout: a magic line, then length-delimited protobuf
 // messages: one SnapshotHeader with the counts, then that many Nodes,
-// Sessions and Instances, in that order.
+// Sessions, Instances and RequestRecords (oldest first), in that order.
 const (
 	snapshotMagic  = "zrpc-registry-snapshot\n"
 	snapshotFormat = 1
@@ -31,6 +31,7 @@ type fsmSnapshot struct {
 	instances []*pb.Instance
 	sessions  []*pb.Session
 	nodes     []*pb.Node
+	requests  []*pb.RequestRecord
 }
 
 // Persist writes the snapshot to sink; raft calls it off the FSM goroutine.
@@ -53,6 +54,7 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 		Nodes:     uint64(len(s.nodes)),
 		Sessions:  uint64(len(s.sessions)),
 		Instances: uint64(len(s.instances)),
+		Requests:  uint64(len(s.requests)),
 	}
 	msgs := []proto.Message{hdr}
 	for _, n := range s.nodes {
@@ -63,6 +65,9 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	}
 	for _, inst := range s.instances {
 		msgs = append(msgs, inst)
+	}
+	for _, r := range s.requests {
+		msgs = append(msgs, r)
 	}
 	for _, m := range msgs {
 		if _, err := protodelim.MarshalTo(bw, m); err != nil {
@@ -113,6 +118,13 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 			return nil, fmt.Errorf("instance %d of %d has no service or id", i+1, hdr.Instances)
 		}
 		s.instances = append(s.instances, inst)
+	}
+	for i := uint64(0); i < hdr.Requests; i++ {
+		r := &pb.RequestRecord{}
+		if err := opts.UnmarshalFrom(br, r); err != nil {
+			return nil, fmt.Errorf("read request record %d of %d: %w", i+1, hdr.Requests, err)
+		}
+		s.requests = append(s.requests, r)
 	}
 	return s, nil
 }

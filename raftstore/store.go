@@ -327,7 +327,7 @@ func (s *Store) watchLeadership() {
 func (s *Store) lead(ctx context.Context, wg *sync.WaitGroup) {
 	s.log.Info("became leader", "node", s.cfg.NodeID)
 	for {
-		err := s.wait(s.raft.Barrier(s.cfg.ApplyTimeout))
+		err := s.wait(ctx, s.raft.Barrier(s.cfg.ApplyTimeout))
 		if err == nil {
 			break
 		}
@@ -375,7 +375,7 @@ func (s *Store) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	default:
 	}
 	f := s.raft.Apply(b, timeout)
-	if err := s.wait(f); err != nil {
+	if err := s.wait(ctx, f); err != nil {
 		return 0, RaftError(err)
 	}
 	switch resp := f.Response().(type) {
@@ -387,15 +387,17 @@ func (s *Store) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	return f.Index(), nil
 }
 
-// wait waits for f unless the store closes first. Raft can accept an entry
+// wait waits for f unless ctx ends or the store closes first. Raft can accept an entry
 // into its (buffered) apply channel while it shuts down and then never
 // resolve the future; without this a caller would wait forever.
-func (s *Store) wait(f raft.Future) error {
+func (s *Store) wait(ctx context.Context, f raft.Future) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	select {
 	case err := <-done:
 		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w (the write may still be applied)", ctx.Err())
 	case <-s.stop:
 		select {
 		case err := <-done:
@@ -446,7 +448,7 @@ func (s *Store) CheckRead(c pb.Consistency) error {
 		if s.raft.State() != raft.Leader {
 			return ErrNotLeader
 		}
-		if err := s.wait(s.raft.VerifyLeader()); err != nil {
+		if err := s.wait(context.Background(), s.raft.VerifyLeader()); err != nil {
 			return RaftError(err)
 		}
 		s.mu.Lock()

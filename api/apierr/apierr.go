@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -121,4 +122,37 @@ func (e *Error) GRPCStatus() *status.Status { return e.st }
 // Invalid returns an InvalidArgument error naming the field.
 func Invalid(field, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrInvalidArgument, field, fmt.Sprintf(format, args...))
+}
+
+// Reason returns the name of the sentinel err wraps, or "" when none.
+func Reason(err error) string {
+	for _, e := range table {
+		if errors.Is(err, e.err) {
+			return e.err.Error()
+		}
+	}
+	return ""
+}
+
+// FromReason rebuilds an error with message msg wrapping the sentinel named
+// by reason (as returned by Reason); an unknown reason gives a plain error.
+func FromReason(reason, msg string) error {
+	for _, e := range table {
+		if e.err.Error() == reason {
+			st := status.New(e.code, msg)
+			if d, err := st.WithDetails(&errdetails.ErrorInfo{Domain: domain, Reason: reason}); err == nil {
+				st = d
+			}
+			return &Error{sentinel: e.err, st: st}
+		}
+	}
+	return errors.New(msg)
+}
+
+func withReason(st *status.Status, reason string) error {
+	d, err := st.WithDetails(&errdetails.ErrorInfo{Domain: domain, Reason: reason})
+	if err != nil {
+		return st.Err()
+	}
+	return d.Err()
 }

@@ -538,6 +538,7 @@ type SnapshotHeader struct {
 	Instances     uint64                 `protobuf:"varint,3,opt,name=instances,proto3" json:"instances,omitempty"`
 	Sessions      uint64                 `protobuf:"varint,4,opt,name=sessions,proto3" json:"sessions,omitempty"`
 	Nodes         uint64                 `protobuf:"varint,5,opt,name=nodes,proto3" json:"nodes,omitempty"`
+	Requests      uint64                 `protobuf:"varint,6,opt,name=requests,proto3" json:"requests,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -607,6 +608,85 @@ func (x *SnapshotHeader) GetNodes() uint64 {
 	return 0
 }
 
+func (x *SnapshotHeader) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+// RequestRecord is one remembered request result in a snapshot, so that a
+// replica restored from it deduplicates retries like the others.
+type RequestRecord struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Revision uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// error_reason names the API sentinel of the error ("" for success or an
+	// error without one); error_message is its text.
+	ErrorReason   string `protobuf:"bytes,3,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
+	ErrorMessage  string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestRecord) Reset() {
+	*x = RequestRecord{}
+	mi := &file_raft_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestRecord) ProtoMessage() {}
+
+func (x *RequestRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
+func (*RequestRecord) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RequestRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RequestRecord) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *RequestRecord) GetErrorReason() string {
+	if x != nil {
+		return x.ErrorReason
+	}
+	return ""
+}
+
+func (x *RequestRecord) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
 type ApplyResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
@@ -616,7 +696,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_raft_proto_msgTypes[8]
+	mi := &file_raft_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +708,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[8]
+	mi := &file_raft_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +721,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{8}
+	return file_raft_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -693,13 +773,19 @@ const file_raft_proto_rawDesc = "" +
 	"\x03ids\x18\x01 \x03(\tR\x03ids\" \n" +
 	"\n" +
 	"NodeRemove\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x94\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xb0\x01\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x1c\n" +
 	"\tinstances\x18\x03 \x01(\x04R\tinstances\x12\x1a\n" +
 	"\bsessions\x18\x04 \x01(\x04R\bsessions\x12\x14\n" +
-	"\x05nodes\x18\x05 \x01(\x04R\x05nodes\"+\n" +
+	"\x05nodes\x18\x05 \x01(\x04R\x05nodes\x12\x1a\n" +
+	"\brequests\x18\x06 \x01(\x04R\brequests\"\x83\x01\n" +
+	"\rRequestRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12!\n" +
+	"\ferror_reason\x18\x03 \x01(\tR\verrorReason\x12#\n" +
+	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\"+\n" +
 	"\rApplyResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision2=\n" +
 	"\bInternal\x121\n" +
@@ -717,7 +803,7 @@ func file_raft_proto_rawDescGZIP() []byte {
 	return file_raft_proto_rawDescData
 }
 
-var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_raft_proto_goTypes = []any{
 	(*Command)(nil),        // 0: zrpc.v1.Command
 	(*InstanceRef)(nil),    // 1: zrpc.v1.InstanceRef
@@ -727,24 +813,25 @@ var file_raft_proto_goTypes = []any{
 	(*SessionDestroy)(nil), // 5: zrpc.v1.SessionDestroy
 	(*NodeRemove)(nil),     // 6: zrpc.v1.NodeRemove
 	(*SnapshotHeader)(nil), // 7: zrpc.v1.SnapshotHeader
-	(*ApplyResponse)(nil),  // 8: zrpc.v1.ApplyResponse
-	(*Instance)(nil),       // 9: zrpc.v1.Instance
-	(*Node)(nil),           // 10: zrpc.v1.Node
-	(Health)(0),            // 11: zrpc.v1.Health
+	(*RequestRecord)(nil),  // 8: zrpc.v1.RequestRecord
+	(*ApplyResponse)(nil),  // 9: zrpc.v1.ApplyResponse
+	(*Instance)(nil),       // 10: zrpc.v1.Instance
+	(*Node)(nil),           // 11: zrpc.v1.Node
+	(Health)(0),            // 12: zrpc.v1.Health
 }
 var file_raft_proto_depIdxs = []int32{
-	9,  // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
+	10, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
 	1,  // 1: zrpc.v1.Command.deregister:type_name -> zrpc.v1.InstanceRef
 	2,  // 2: zrpc.v1.Command.set_health:type_name -> zrpc.v1.SetHealth
 	4,  // 3: zrpc.v1.Command.session_create:type_name -> zrpc.v1.SessionCreate
 	5,  // 4: zrpc.v1.Command.session_destroy:type_name -> zrpc.v1.SessionDestroy
-	10, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
+	11, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
 	6,  // 6: zrpc.v1.Command.node_remove:type_name -> zrpc.v1.NodeRemove
 	1,  // 7: zrpc.v1.SetHealth.instances:type_name -> zrpc.v1.InstanceRef
-	11, // 8: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
+	12, // 8: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
 	3,  // 9: zrpc.v1.SessionCreate.session:type_name -> zrpc.v1.Session
 	0,  // 10: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
-	8,  // 11: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
+	9,  // 11: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
 	11, // [11:12] is the sub-list for method output_type
 	10, // [10:11] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
@@ -773,7 +860,7 @@ func file_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_proto_rawDesc), len(file_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
