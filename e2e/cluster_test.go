@@ -103,3 +103,47 @@ func TestThreeProcessCluster(t *testing.T) {
 		return err == nil
 	})
 }
+
+// TestBootstrapExpect starts three agents together with
+// --bootstrap-expect 3, each told about the others: they form one cluster
+// with three voters, and a restarted member does not bootstrap again.
+func TestBootstrapExpect(t *testing.T) {
+	_, zrpcctl := binaries(t)
+	flags := []string{"--gossip-profile", "local", "--bootstrap-expect", "3"}
+	agents := []*agent{newAgent(t, "b1", flags...), newAgent(t, "b2", flags...), newAgent(t, "b3", flags...)}
+	for i, a := range agents {
+		var others []string
+		for j, o := range agents {
+			if j != i {
+				others = append(others, o.gossipAddr())
+			}
+		}
+		a.start(others...)
+	}
+	peers := func(a *agent) [][]string {
+		out, err := ctl(zrpcctl, a.grpcAddr(), "raft", "peers")
+		if err != nil {
+			return nil
+		}
+		return rows(out)
+	}
+	waitFor(t, 30*time.Second, "three voters with one leader", func() bool {
+		p := peers(agents[2])
+		leaders := 0
+		for _, r := range p {
+			if len(r) >= 4 && r[2] == "voter" && r[3] == "yes" {
+				leaders++
+			}
+		}
+		return len(p) == 3 && leaders == 1
+	})
+	agents[0].kill()
+	agents[0].start()
+	waitFor(t, 30*time.Second, "the restarted agent is back in the same cluster", func() bool {
+		p := peers(agents[0])
+		return len(p) == 3
+	})
+	if _, err := ctl(zrpcctl, agents[0].grpcAddr(), "service", "register", "x.rpc", "--id", "x1", "--address", "127.0.0.1:9301"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -210,24 +210,24 @@ func (c *Cluster) conn(i int) *grpc.ClientConn {
 // Kill stops agent i as a crash would: no leadership transfer, no gossip
 // goodbye, no session cleanup.
 func (c *Cluster) Kill(i int) {
-	m := c.members[i]
-	m.mu.Lock()
-	n := m.node
-	m.node = nil
-	m.mu.Unlock()
-	if n != nil {
+	if n := c.take(i); n != nil {
 		n.Halt()
 	}
 }
 
-// Stop shuts agent i down cleanly (it stays a cluster member).
-func (c *Cluster) Stop(i int) {
+// take removes agent i from its slot and returns it (nil if not running).
+func (c *Cluster) take(i int) *node.Node {
 	m := c.members[i]
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	n := m.node
 	m.node = nil
-	m.mu.Unlock()
-	if n != nil {
+	return n
+}
+
+// Stop shuts agent i down cleanly (it stays a cluster member).
+func (c *Cluster) Stop(i int) {
+	if n := c.take(i); n != nil {
 		n.Close()
 	}
 }
