@@ -13,7 +13,11 @@ import (
 // New returns a logger writing to t.Log at debug level and above; prefix
 // names the source (an agent name) on every line. Lines logged after the
 // test ends are dropped instead of panicking.
+// Benchmarks get a discarding logger: their output is the measurements.
 func New(t testing.TB, prefix string) *slog.Logger {
+	if _, ok := t.(*testing.B); ok {
+		return Discard()
+	}
 	w := &tbWriter{t: t, prefix: prefix}
 	t.Cleanup(w.stop)
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
