@@ -175,22 +175,66 @@ func TestMinorityPartitionCannotWriteButReadsStaleThenConverges(t *testing.T) {
 func TestDeadAgentInstancesTurnCriticalThenVanishFromWatchers(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.WithDeadNodeReap(2*time.Second))
 	victim := (c.LeaderIndex() + 1) % 3
-	watcher := (victim + 1) % 3
 	register(t, c, victim, "user.rpc", "on-victim")
-	register(t, c, watcher, "user.rpc", "on-watcher")
+	var others []int
+	for i := 0; i < 3; i++ {
+		if i != victim {
+			register(t, c, i, "user.rpc", fmt.Sprint("on-", c.Name(i)))
+			others = append(others, i)
+		}
+	}
+	// A watcher on every surviving agent (the leader and a follower).
+	var streams []<-chan *pb.Event
+	for _, i := range others {
+		streams = append(streams, watchEvents(t, c, i, "user.rpc"))
+	}
+	c.Kill(victim)
+	for k, seen := range streams {
+		var critical, deleted bool
+		deadline := time.After(30 * time.Second)
+		for !deleted {
+			select {
+			case e, ok := <-seen:
+				if !ok {
+					t.Fatalf("watch on agent %d ended", others[k])
+				}
+				if e.Instance.Id != "on-victim" {
+					if e.Type == pb.Event_DELETE {
+						t.Fatalf("instance %s of a live agent was removed", e.Instance.Id)
+					}
+					continue
+				}
+				critical = critical || (e.Type == pb.Event_PUT && e.Instance.Health == pb.Health_CRITICAL)
+				deleted = e.Type == pb.Event_DELETE
+			case <-deadline:
+				t.Fatalf("watcher on agent %d did not see the dead agent's instance go (critical seen: %v)", others[k], critical)
+			}
+		}
+		if !critical {
+			t.Fatalf("watcher on agent %d: the dead agent's instance was removed without turning critical first", others[k])
+		}
+	}
+	c.WaitFor(10*time.Second, "dead agent removed from Raft", func() bool {
+		f := c.Leader().Store().Raft().GetConfiguration()
+		return f.Error() == nil && len(f.Configuration().Servers) == 2
+	})
+}
 
+// watchEvents streams the events of service as agent i sees them; the
+// channel closes when the stream ends.
+func watchEvents(t *testing.T, c *testcluster.Cluster, i int, service string) <-chan *pb.Event {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stream, err := c.Registry(watcher).Watch(ctx, &pb.WatchRequest{Service: "user.rpc"})
+	t.Cleanup(cancel)
+	stream, err := c.Registry(i).Watch(ctx, &pb.WatchRequest{Service: service})
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen := make(chan *pb.Event, 100)
+	seen := make(chan *pb.Event, 1000)
 	go func() {
+		defer close(seen)
 		for {
 			resp, err := stream.Recv()
 			if err != nil {
-				close(seen)
 				return
 			}
 			for _, e := range resp.Events {
@@ -198,34 +242,7 @@ func TestDeadAgentInstancesTurnCriticalThenVanishFromWatchers(t *testing.T) {
 			}
 		}
 	}()
-	c.Kill(victim)
-	var critical, deleted bool
-	deadline := time.After(30 * time.Second)
-	for !deleted {
-		select {
-		case e, ok := <-seen:
-			if !ok {
-				t.Fatal("watch ended")
-			}
-			if e.Instance.Id == "on-watcher" && e.Type == pb.Event_DELETE {
-				t.Fatal("an instance of a live agent was removed")
-			}
-			if e.Instance.Id != "on-victim" {
-				continue
-			}
-			critical = critical || (e.Type == pb.Event_PUT && e.Instance.Health == pb.Health_CRITICAL)
-			deleted = e.Type == pb.Event_DELETE
-		case <-deadline:
-			t.Fatalf("watcher did not see the dead agent's instance go (critical seen: %v)", critical)
-		}
-	}
-	if !critical {
-		t.Fatal("the dead agent's instance was removed without turning critical first")
-	}
-	c.WaitFor(10*time.Second, "dead agent removed from Raft", func() bool {
-		f := c.Leader().Store().Raft().GetConfiguration()
-		return f.Error() == nil && len(f.Configuration().Servers) == 2
-	})
+	return seen
 }
 
 func TestVoterLostNonvoterPromoted(t *testing.T) {

@@ -151,6 +151,13 @@ func (n *Node) propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
 			}
 			return err
 		})
+	if err == nil && !n.store.IsLeader() {
+		// Answer a forwarded write once this replica has applied it too (up
+		// to a second), so the caller reads its own write from this agent.
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		n.store.FSM().WaitRevision(wctx, rev)
+		cancel()
+	}
 	return rev, err
 }
 

@@ -44,9 +44,10 @@ func (n *Node) register(ctx context.Context, in *pb.Instance, session string) (*
 	if err != nil {
 		return nil, 0, err
 	}
-	if stored := n.store.FSM().Instance(in.Service, in.Id); stored != nil && stored.ModRevision >= rev {
+	if stored := n.store.FSM().Instance(in.Service, in.Id); stored != nil && stored.ModRevision == rev {
 		return stored, rev, nil
 	}
+	in.ModRevision = rev // this replica lags (see propose); answer with what was sent
 	return in, rev, nil
 }
 

@@ -161,3 +161,21 @@ func (w *Watcher) takeSnapshot() *pb.WatchResponse {
 	}
 	return resp
 }
+
+// WaitRevision blocks until this replica has applied revision rev or ctx
+// ends. A follower uses it to read its own writes.
+func (f *FSM) WaitRevision(ctx context.Context, rev uint64) error {
+	for {
+		f.events.mu.RLock()
+		head, changed := f.events.head, f.events.changed
+		f.events.mu.RUnlock()
+		if head >= rev {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
+}
