@@ -69,6 +69,8 @@ func newMetrics(n *Node) *metrics {
 			"Registered instances in this replica, by health.", []string{"health"}, nil)},
 		&stateCollector{r: r, desc: prometheus.NewDesc("zrpc_raft_state",
 			"1 for this agent's current Raft state.", []string{"state"}, nil)},
+		&memberCollector{n: n, desc: prometheus.NewDesc("zrpc_gossip_members",
+			"Agents this agent's gossip knows, by status (alive, suspect, failed, left).", []string{"status"}, nil)},
 	)
 	return m
 }
@@ -137,6 +139,25 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	cur := c.r.State()
 	for _, s := range []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raft.Shutdown} {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, b2f(s == cur), s.String())
+	}
+}
+
+type memberCollector struct {
+	n    *Node
+	desc *prometheus.Desc
+}
+
+func (c *memberCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := map[string]int{"alive": 0, "suspect": 0, "failed": 0, "left": 0}
+	if c.n.gossip != nil {
+		for _, m := range c.n.gossip.Members() {
+			counts[m.Status]++
+		}
+	}
+	for status, v := range counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v), status)
 	}
 }
 

@@ -201,6 +201,7 @@ func TestHTTPEndpoints(t *testing.T) {
 		`zrpc_raft_state{state="Leader"} 1`,
 		`zrpc_grpc_server_handled_total{code="OK",method="/zrpc.v1.Registry/Register"} 1`,
 		`zrpc_raft_apply_duration_seconds_count{result="ok"}`,
+		`zrpc_gossip_members{status="alive"} 1`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
