@@ -83,16 +83,8 @@ func TestThreeProcessCluster(t *testing.T) {
 	if err != nil || !strings.Contains(out, "left the cluster") {
 		t.Fatalf("leave: %v\n%s", err, out)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- n2.cmd.Wait() }()
-	select {
-	case err := <-exited:
-		n2.cmd = nil
-		if err != nil {
-			t.Fatalf("n2 exited with %v after leave", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("n2 still running 20s after leave")
+	if err := n2.wait(20 * time.Second); err != nil {
+		t.Fatalf("n2 after leave: %v", err)
 	}
 	waitFor(t, 20*time.Second, "n1 alone in Raft and writable", func() bool {
 		out, err := ctl(zrpcctl, n1.grpcAddr(), "raft", "peers")

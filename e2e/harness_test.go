@@ -71,6 +71,9 @@ type agent struct {
 	log                            *bytes.Buffer
 	mu                             *sync.Mutex
 	cleanup                        bool
+	started                        bool // answered once: ports are fixed
+	exited                         chan struct{}
+	exitErr                        error
 }
 
 // waitLeader waits until the agent reports a leader.
@@ -94,24 +97,12 @@ func newAgent(t *testing.T, name string, extra ...string) *agent {
 func (a *agent) grpcAddr() string   { return "127.0.0.1:" + strconv.Itoa(a.grpcPort) }
 func (a *agent) gossipAddr() string { return "127.0.0.1:" + strconv.Itoa(a.gossipPort) }
 
-// start runs `zrpcd agent [join ADDR...]` and waits until the agent answers.
+// start runs `zrpcd agent [join ADDR...]` and waits until the agent
+// answers. Ports are picked free before the process binds them, so another
+// test can take one in between: a first start that fails with "address
+// already in use" is retried on new ports.
 func (a *agent) start(join ...string) {
 	a.t.Helper()
-	zrpcd, zrpcctl := binaries(a.t)
-	args := []string{"agent"}
-	if len(join) > 0 {
-		args = append(append(args, "join"), join...)
-	}
-	args = append(args, "--name", a.name, "--data-dir", a.dataDir, "--bind", "127.0.0.1",
-		"--grpc-port", strconv.Itoa(a.grpcPort), "--raft-port", strconv.Itoa(a.raftPort),
-		"--gossip-port", strconv.Itoa(a.gossipPort), "--http-port", strconv.Itoa(a.httpPort))
-	args = append(args, a.extra...)
-	a.cmd = exec.Command(zrpcd, args...)
-	w := &lockedWriter{mu: a.mu, b: a.log}
-	a.cmd.Stdout, a.cmd.Stderr = w, w
-	if err := a.cmd.Start(); err != nil {
-		a.t.Fatal(err)
-	}
 	if !a.cleanup {
 		a.cleanup = true
 		a.t.Cleanup(func() {
@@ -123,20 +114,82 @@ func (a *agent) start(join ...string) {
 			}
 		})
 	}
+	for attempt := 0; ; attempt++ {
+		if a.launch(join) {
+			a.started = true
+			return
+		}
+		a.mu.Lock()
+		inUse := strings.Contains(a.log.String(), "address already in use")
+		a.mu.Unlock()
+		if a.started || !inUse || attempt == 2 {
+			a.t.Fatalf("%s exited before answering", a.name)
+		}
+		a.grpcPort, a.raftPort, a.gossipPort, a.httpPort = freePort(a.t), freePort(a.t), freePort(a.t), freePort(a.t)
+	}
+}
+
+// launch starts the process and reports whether it answered; false means
+// it exited first.
+func (a *agent) launch(join []string) bool {
+	zrpcd, zrpcctl := binaries(a.t)
+	args := []string{"agent"}
+	if len(join) > 0 {
+		args = append(append(args, "join"), join...)
+	}
+	args = append(args, "--name", a.name, "--data-dir", a.dataDir, "--bind", "127.0.0.1",
+		"--grpc-port", strconv.Itoa(a.grpcPort), "--raft-port", strconv.Itoa(a.raftPort),
+		"--gossip-port", strconv.Itoa(a.gossipPort), "--http-port", strconv.Itoa(a.httpPort))
+	args = append(args, a.extra...)
+	cmd := exec.Command(zrpcd, args...)
+	w := &lockedWriter{mu: a.mu, b: a.log}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		a.t.Fatal(err)
+	}
+	a.cmd, a.exited = cmd, make(chan struct{})
+	go func(done chan struct{}) {
+		a.exitErr = cmd.Wait()
+		close(done)
+	}(a.exited)
+	answered := false
 	waitFor(a.t, 20*time.Second, a.name+" answers status", func() bool {
+		select {
+		case <-a.exited:
+			return true
+		default:
+		}
 		_, err := ctl(zrpcctl, a.grpcAddr(), "status")
-		return err == nil
+		answered = err == nil
+		return answered
 	})
+	if !answered {
+		a.cmd = nil
+	}
+	return answered
+}
+
+// wait waits up to timeout for the process to exit and returns its error.
+func (a *agent) wait(timeout time.Duration) error {
+	if a.cmd == nil {
+		return nil
+	}
+	select {
+	case <-a.exited:
+		a.cmd = nil
+		return a.exitErr
+	case <-time.After(timeout):
+		return fmt.Errorf("%s still running after %s", a.name, timeout)
+	}
 }
 
 // kill sends SIGKILL and reaps the process.
 func (a *agent) kill() {
-	if a.cmd == nil || a.cmd.Process == nil {
+	if a.cmd == nil {
 		return
 	}
 	a.cmd.Process.Signal(syscall.SIGKILL)
-	a.cmd.Wait()
-	a.cmd = nil
+	a.wait(10 * time.Second)
 }
 
 // stop sends SIGTERM and waits for a clean exit.
@@ -145,9 +198,7 @@ func (a *agent) stop() error {
 		return nil
 	}
 	a.cmd.Process.Signal(syscall.SIGTERM)
-	err := a.cmd.Wait()
-	a.cmd = nil
-	return err
+	return a.wait(20 * time.Second)
 }
 
 type lockedWriter struct {

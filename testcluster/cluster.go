@@ -84,15 +84,6 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 	return c
 }
 
-func freePort(t testing.TB) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func (c *Cluster) newMember(i int, opts []Option) *member {
 	m := &member{name: fmt.Sprintf("n%d", i+1)}
 	cfg := node.Default()
@@ -112,10 +103,9 @@ func (c *Cluster) newMember(i int, opts []Option) *member {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	m.grpcPort, m.raftPort, m.gossipPort = freePort(c.t), freePort(c.t), freePort(c.t)
-	cfg.GRPCPort, cfg.RaftPort, cfg.GossipPort = m.grpcPort, m.raftPort, m.gossipPort
+	// Ports are chosen by the kernel at the first start (listening on port
+	// 0, so no other test can take them in between) and kept for restarts.
 	m.cfg = cfg
-	c.net.register(m.name, addr(m.grpcPort), addr(m.raftPort), addr(m.gossipPort))
 	return m
 }
 
@@ -136,14 +126,17 @@ func (c *Cluster) start(i int) {
 		raftLn.Close()
 		c.t.Fatalf("%s: listen for gRPC: %v", m.name, err)
 	}
-	gcfg := &memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, BindPort: m.gossipPort,
-		Logger: nil}
-	inner, err := memberlist.NewNetTransport(gcfg)
+	inner, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, BindPort: m.gossipPort})
 	if err != nil {
 		raftLn.Close()
 		grpcLn.Close()
 		c.t.Fatalf("%s: gossip transport: %v", m.name, err)
 	}
+	m.raftPort = raftLn.Addr().(*net.TCPAddr).Port
+	m.grpcPort = grpcLn.Addr().(*net.TCPAddr).Port
+	m.gossipPort = inner.GetAutoBindPort()
+	m.cfg.GRPCPort, m.cfg.RaftPort, m.cfg.GossipPort = m.grpcPort, m.raftPort, m.gossipPort
+	c.net.register(m.name, addr(m.grpcPort), addr(m.raftPort), addr(m.gossipPort))
 	dial := c.net.dialer(m.name)
 	n, err := node.New(m.cfg,
 		node.WithLogger(testlog.New(c.t, m.name)),
