@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/benchutil"
 	"github.com/zrpcio/zrpc/internal/testlog"
 )
 
@@ -25,15 +25,6 @@ func benchNode(b *testing.B) *Node {
 	return startNode(b, cfg, opts...)
 }
 
-// benchInstance is a registration of about 200 bytes, like a typical one.
-func benchInstance(i int) *pb.Instance {
-	return &pb.Instance{
-		Service: "bench.rpc", Id: fmt.Sprintf("instance-%08d", i), Address: "10.1.2.3:9001",
-		Zone: "zone-a", Version: "v1.2.3", Tags: []string{"primary", "canary"},
-		Metadata: map[string]string{"region": "eu-west", "build": "2026-11-25T10:00:00Z", "owner": "team-users"},
-	}
-}
-
 // BenchmarkRegister measures registrations/s through the gRPC API, each
 // acknowledged only after it is committed (fsync) and applied, at 1, 16
 // and 64 concurrent clients, each with its own connection.
@@ -46,7 +37,7 @@ func BenchmarkRegister(b *testing.B) {
 				_, regs[i] = dial(b, n.GRPCAddr())
 			}
 			var next atomic.Int64
-			var lat latencies
+			var lat benchutil.Latencies
 			b.ResetTimer()
 			var wg sync.WaitGroup
 			for c := 0; c < clients; c++ {
@@ -59,18 +50,18 @@ func BenchmarkRegister(b *testing.B) {
 							return
 						}
 						start := time.Now()
-						if _, err := c.Register(context.Background(), &pb.RegisterRequest{Instance: benchInstance(int(i))}); err != nil {
+						if _, err := c.Register(context.Background(), &pb.RegisterRequest{Instance: benchutil.Instance(i)}); err != nil {
 							b.Error(err)
 							return
 						}
-						lat.add(time.Since(start))
+						lat.Add(time.Since(start))
 					}
 				}(regs[c])
 			}
 			wg.Wait()
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "regs/s")
-			lat.report(b)
+			lat.Report(b, "ms", 0.50, 0.99)
 		})
 	}
 }
@@ -89,11 +80,11 @@ func BenchmarkWatchLatency(b *testing.B) {
 	if _, err := stream.Recv(); err != nil { // the initial snapshot
 		b.Fatal(err)
 	}
-	var lat latencies
+	var lat benchutil.Latencies
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
-		if _, err := c.Register(ctx, &pb.RegisterRequest{Instance: benchInstance(i)}); err != nil {
+		if _, err := c.Register(ctx, &pb.RegisterRequest{Instance: benchutil.Instance(int64(i))}); err != nil {
 			b.Fatal(err)
 		}
 		for seen := false; !seen; {
@@ -102,32 +93,11 @@ func BenchmarkWatchLatency(b *testing.B) {
 				b.Fatal(err)
 			}
 			for _, e := range resp.Events {
-				seen = seen || e.Instance.Id == benchInstance(i).Id
+				seen = seen || e.Instance.Id == benchutil.Instance(int64(i)).Id
 			}
 		}
-		lat.add(time.Since(start))
+		lat.Add(time.Since(start))
 	}
 	b.StopTimer()
-	lat.report(b)
-}
-
-type latencies struct {
-	mu sync.Mutex
-	d  []time.Duration
-}
-
-func (l *latencies) add(d time.Duration) {
-	l.mu.Lock()
-	l.d = append(l.d, d)
-	l.mu.Unlock()
-}
-
-func (l *latencies) report(b *testing.B) {
-	if len(l.d) == 0 {
-		return
-	}
-	sort.Slice(l.d, func(i, j int) bool { return l.d[i] < l.d[j] })
-	q := func(p float64) float64 { return float64(l.d[int(p*float64(len(l.d)-1))].Microseconds()) / 1000 }
-	b.ReportMetric(q(0.50), "p50-ms")
-	b.ReportMetric(q(0.99), "p99-ms")
+	lat.Report(b, "ms", 0.50, 0.99)
 }

@@ -3,13 +3,13 @@ package node_test
 import (
 	"context"
 	"fmt"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/benchutil"
 	"github.com/zrpcio/zrpc/node"
 	"github.com/zrpcio/zrpc/testcluster"
 )
@@ -21,14 +21,6 @@ func lanTimers(cfg *node.Config) {
 	cfg.GossipProfile = "lan"
 	cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout, cfg.RaftLeaderLease = d.RaftHeartbeatTimeout, d.RaftElectionTimeout, d.RaftLeaderLease
 	cfg.HealthInterval = d.HealthInterval
-}
-
-func benchInstance(i int64) *pb.Instance {
-	return &pb.Instance{
-		Service: "bench.rpc", Id: fmt.Sprintf("instance-%08d", i), Address: "10.1.2.3:9001",
-		Zone: "zone-a", Version: "v1.2.3", Tags: []string{"primary", "canary"},
-		Metadata: map[string]string{"region": "eu-west", "build": "2026-11-25T10:00:00Z", "owner": "team-users"},
-	}
 }
 
 // BenchmarkClusterRegister: registrations/s on a 3-agent cluster, clients
@@ -49,7 +41,7 @@ func BenchmarkClusterRegister(b *testing.B) {
 						if i > int64(b.N) {
 							return
 						}
-						if _, err := reg.Register(context.Background(), &pb.RegisterRequest{Instance: benchInstance(i)}); err != nil {
+						if _, err := reg.Register(context.Background(), &pb.RegisterRequest{Instance: benchutil.Instance(i)}); err != nil {
 							b.Error(err)
 							return
 						}
@@ -67,7 +59,7 @@ func BenchmarkClusterRegister(b *testing.B) {
 // registration every 10 ms to a surviving agent; measure the time from the
 // kill to the first successful write. Each iteration is one kill.
 func BenchmarkFailover(b *testing.B) {
-	var samples []time.Duration
+	var samples benchutil.Latencies
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		c := testcluster.New(b, 3, testcluster.WithConfig(lanTimers))
@@ -78,7 +70,7 @@ func BenchmarkFailover(b *testing.B) {
 		c.Kill(leader)
 		for n := int64(0); ; n++ {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_, err := via.Register(ctx, &pb.RegisterRequest{Instance: benchInstance(n)})
+			_, err := via.Register(ctx, &pb.RegisterRequest{Instance: benchutil.Instance(n)})
 			cancel()
 			if err == nil {
 				break
@@ -88,22 +80,22 @@ func BenchmarkFailover(b *testing.B) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		samples = append(samples, time.Since(killed))
+		samples.Add(time.Since(killed))
 	}
-	reportMedian(b, samples, "kill-to-write-ms")
+	samples.Report(b, "kill-to-write-ms", 0.5, 1)
 }
 
 // BenchmarkDeadAgentDetection: kill an agent (no goodbye) that owns an
 // instance; measure the time until a watcher on another agent sees the
 // instance leave the routable (passing) set.
 func BenchmarkDeadAgentDetection(b *testing.B) {
-	var samples []time.Duration
+	var samples benchutil.Latencies
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		c := testcluster.New(b, 3, testcluster.WithConfig(lanTimers))
 		victim := (c.LeaderIndex() + 1) % 3
 		watcher := (victim + 1) % 3
-		if _, err := c.Registry(victim).Register(context.Background(), &pb.RegisterRequest{Instance: benchInstance(1)}); err != nil {
+		if _, err := c.Registry(victim).Register(context.Background(), &pb.RegisterRequest{Instance: benchutil.Instance(1)}); err != nil {
 			b.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
@@ -129,14 +121,8 @@ func BenchmarkDeadAgentDetection(b *testing.B) {
 				}
 			}
 		}
-		samples = append(samples, time.Since(killed))
+		samples.Add(time.Since(killed))
 		cancel()
 	}
-	reportMedian(b, samples, "kill-to-unroutable-ms")
-}
-
-func reportMedian(b *testing.B, d []time.Duration, unit string) {
-	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
-	b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, unit)
-	b.ReportMetric(float64(d[len(d)-1].Microseconds())/1000, "max-"+unit)
+	samples.Report(b, "kill-to-unroutable-ms", 0.5, 1)
 }
