@@ -343,7 +343,7 @@ func (n *Node) removeMember(ctx context.Context, name, why string, inRaft map[st
 		delete(inRaft, name)
 		n.log.Info("removed agent from Raft", "member", name, "why", why)
 	}
-	if n.store.FSM().Node(name) == nil && !n.ownsAnything(name) {
+	if n.store.FSM().Node(name) == nil && !n.store.FSM().NodeOwnsAnything(name) {
 		return nil
 	}
 	if _, err := n.store.Apply(ctx, &pb.Command{Kind: &pb.Command_NodeRemove{NodeRemove: &pb.NodeRemove{Name: name}}}); err != nil {
@@ -351,19 +351,4 @@ func (n *Node) removeMember(ctx context.Context, name, why string, inRaft map[st
 	}
 	n.log.Info("removed agent and its instances from the registry", "member", name, "why", why)
 	return nil
-}
-
-func (n *Node) ownsAnything(name string) bool {
-	for _, s := range n.store.FSM().Sessions() {
-		if s.Node == name {
-			return true
-		}
-	}
-	insts, _ := n.store.FSM().AllInstances()
-	for _, i := range insts {
-		if i.Node == name {
-			return true
-		}
-	}
-	return false
 }

@@ -320,6 +320,26 @@ func (f *FSM) CheckedInstances() []*pb.Instance {
 	return out
 }
 
+// NodeOwnsAnything reports whether any session or instance belongs to the
+// node called name.
+func (f *FSM) NodeOwnsAnything(name string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, s := range f.sessions {
+		if s.Node == name {
+			return true
+		}
+	}
+	for _, byID := range f.services {
+		for _, inst := range byID {
+			if inst.Node == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Services summarises every service, sorted by name.
 func (f *FSM) Services() ([]*pb.ServiceSummary, uint64) {
 	f.mu.RLock()
