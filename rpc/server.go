@@ -1,0 +1,263 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client"
+)
+
+// Server is a gRPC server that registers itself with a zrpc agent for as
+// long as it runs. It serves grpc.health.v1 and reflection, so grpcurl works
+// against it.
+//
+// Registration is session-bound: if the process dies, the agent removes the
+// instance at once. If the agent restarts or the session breaks, the server
+// opens a new session and registers again, with backoff.
+type Server struct {
+	cfg    ServerConfig
+	log    *slog.Logger
+	grpc   *grpc.Server
+	health *health.Server
+
+	ln     net.Listener
+	agents *client.Client
+	inst   *pb.Instance
+
+	ctx    context.Context // ends when Stop begins
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	session *client.Session
+	stopped bool
+}
+
+// ServerOption changes how NewServer builds a Server.
+type ServerOption func(*serverOptions)
+
+type serverOptions struct {
+	logger   *slog.Logger
+	grpcOpts []grpc.ServerOption
+}
+
+// WithServerLogger sets the logger (default: discard).
+func WithServerLogger(l *slog.Logger) ServerOption {
+	return func(o *serverOptions) { o.logger = l }
+}
+
+// WithGRPCOptions passes options to grpc.NewServer (interceptors, limits).
+func WithGRPCOptions(opts ...grpc.ServerOption) ServerOption {
+	return func(o *serverOptions) { o.grpcOpts = append(o.grpcOpts, opts...) }
+}
+
+// NewServer validates cfg and builds the server; it does no I/O. Register
+// services on GRPC() before Start.
+func NewServer(cfg ServerConfig, opts ...ServerOption) (*Server, error) {
+	d := DefaultServerConfig()
+	if cfg.Weight == 0 {
+		cfg.Weight = d.Weight
+	}
+	if cfg.DrainDelay == 0 {
+		cfg.DrainDelay = d.DrainDelay
+	}
+	if cfg.StopTimeout == 0 {
+		cfg.StopTimeout = d.StopTimeout
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid rpc server config:\n%w", err)
+	}
+	var o serverOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: o.logger, grpc: grpc.NewServer(o.grpcOpts...), health: health.NewServer()}
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// GRPC is the underlying server, for registering services.
+func (s *Server) GRPC() *grpc.Server { return s.grpc }
+
+// Addr is the address clients dial (valid after Start).
+func (s *Server) Addr() string {
+	if s.inst == nil {
+		return ""
+	}
+	return s.inst.Address
+}
+
+// Start listens, serves, and registers the instance through a session with
+// the agent. It returns once the instance is registered (or, with
+// NoRegister, once listening).
+func (s *Server) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.ListenOn)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.cfg.ListenOn, err)
+	}
+	s.ln = ln
+	s.inst = s.instance(ln.Addr().(*net.TCPAddr))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			s.log.Error("rpc server stopped", "err", err)
+		}
+	}()
+	if s.cfg.NoRegister {
+		return nil
+	}
+	s.agents, err = client.New(client.Config{Endpoints: s.cfg.agents(), Logger: s.log})
+	if err != nil {
+		s.grpc.Stop()
+		return err
+	}
+	if err := s.register(ctx); err != nil {
+		s.grpc.Stop()
+		s.agents.Close()
+		return fmt.Errorf("register %s/%s with agent %v: %w", s.inst.Service, s.inst.Id, s.cfg.agents(), err)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.keepRegistered()
+	}()
+	s.log.Info("rpc server started", "service", s.inst.Service, "id", s.inst.Id, "addr", s.inst.Address)
+	return nil
+}
+
+func (s *Server) instance(a *net.TCPAddr) *pb.Instance {
+	addr := s.cfg.Advertise
+	if addr == "" {
+		host := a.IP.String()
+		if a.IP.IsUnspecified() {
+			host = "127.0.0.1"
+		}
+		addr = net.JoinHostPort(host, strconv.Itoa(a.Port))
+	}
+	id := s.cfg.ID
+	if id == "" {
+		h, _ := os.Hostname()
+		id = fmt.Sprintf("%s-%d", h, a.Port)
+	}
+	return &pb.Instance{
+		Service: s.cfg.Name, Id: id, Address: addr, Weight: s.cfg.Weight,
+		Zone: s.cfg.Zone, Version: s.cfg.Version, Tags: s.cfg.Tags, Metadata: s.cfg.Meta,
+	}
+}
+
+// register opens a session and registers the instance on it.
+func (s *Server) register(ctx context.Context) error {
+	owner := fmt.Sprintf("%s pid %d", s.cfg.Name, os.Getpid())
+	sess, err := s.agents.Session(ctx, owner)
+	if err != nil {
+		return err
+	}
+	if _, err := sess.Register(ctx, s.inst); err != nil {
+		sess.Close()
+		return err
+	}
+	s.mu.Lock()
+	s.session = sess
+	s.mu.Unlock()
+	return nil
+}
+
+// keepRegistered re-registers whenever the session ends before Stop.
+func (s *Server) keepRegistered() {
+	for {
+		s.mu.Lock()
+		sess := s.session
+		s.mu.Unlock()
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-sess.Done():
+		}
+		if s.ctx.Err() != nil {
+			return // Stop closed the session
+		}
+		s.log.Warn("registry session ended; registering again", "err", sess.Err())
+		for attempt := 0; ; attempt++ {
+			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+			err := s.register(ctx)
+			cancel()
+			if err == nil {
+				s.log.Info("registered again", "service", s.inst.Service, "id", s.inst.Id)
+				break
+			}
+			wait := min(100*time.Millisecond<<min(attempt, 6), 5*time.Second)
+			wait = wait/2 + rand.N(wait/2+1)
+			s.log.Warn("register failed; retrying", "err", err, "next_in", wait)
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+	}
+}
+
+// Stop deregisters the instance, waits the drain delay so that clients
+// move to other instances, then stops gracefully: running calls finish,
+// until StopTimeout, after which they are cancelled. Safe to call twice.
+func (s *Server) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return nil
+	}
+	s.stopped = true
+	sess := s.session
+	s.mu.Unlock()
+	s.cancel()
+	s.health.Shutdown() // health checks now say NOT_SERVING
+	if sess != nil {
+		if err := sess.Deregister(ctx, s.inst.Service, s.inst.Id); err != nil {
+			s.log.Warn("deregister failed; closing the session removes the instance", "err", err)
+		}
+		sess.Close()
+		select {
+		case <-ctx.Done():
+		case <-time.After(s.cfg.DrainDelay):
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(s.cfg.StopTimeout):
+		s.grpc.Stop()
+		<-done
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-done
+	}
+	s.wg.Wait()
+	if s.agents != nil {
+		s.agents.Close()
+	}
+	return nil
+}

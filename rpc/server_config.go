@@ -1,0 +1,82 @@
+package rpc
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+)
+
+// ServerConfig configures a Server. Its YAML keys follow go-zero's
+// RpcServerConf where they mean the same thing, so a service's etc/*.yaml
+// can drive it.
+type ServerConfig struct {
+	// Name is the service name instances register under ("user.rpc").
+	Name string `yaml:"Name"`
+	// ListenOn is the listen address, ":9001" or "127.0.0.1:9001".
+	ListenOn string `yaml:"ListenOn"`
+	// Advertise is the address clients dial; empty means ListenOn, with an
+	// unspecified host replaced by 127.0.0.1.
+	Advertise string `yaml:"Advertise"`
+	// ID is the instance id; empty means "<hostname>-<port>".
+	ID string `yaml:"ID"`
+	// Agents are the gRPC addresses of agents to register with (the local
+	// one first). Empty means $ZRPC_ADDR or 127.0.0.1:8400.
+	Agents  []string          `yaml:"Agents"`
+	Weight  uint32            `yaml:"Weight"`
+	Zone    string            `yaml:"Zone"`
+	Version string            `yaml:"Version"`
+	Tags    []string          `yaml:"Tags"`
+	Meta    map[string]string `yaml:"Meta"`
+	// NoRegister serves without registering (tests, direct:/// clients).
+	NoRegister bool `yaml:"NoRegister"`
+	// DrainDelay is how long Stop waits after deregistering before it stops
+	// accepting calls, so clients move away first.
+	DrainDelay time.Duration `yaml:"DrainDelay"`
+	// StopTimeout bounds the graceful stop; calls still running then are
+	// cancelled.
+	StopTimeout time.Duration `yaml:"StopTimeout"`
+}
+
+// DefaultServerConfig returns the defaults: weight 100, a 1 s drain delay
+// and a 10 s stop timeout.
+func DefaultServerConfig() ServerConfig {
+	return ServerConfig{Weight: 100, DrainDelay: time.Second, StopTimeout: 10 * time.Second}
+}
+
+// Validate reports every invalid field at once.
+func (c ServerConfig) Validate() error {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("Name: required (the service name, e.g. user.rpc)"))
+	}
+	if _, port, err := net.SplitHostPort(c.ListenOn); err != nil {
+		errs = append(errs, fmt.Errorf("ListenOn: %q is not host:port", c.ListenOn))
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		errs = append(errs, fmt.Errorf("ListenOn: %q has no valid port", c.ListenOn))
+	}
+	if c.Advertise != "" {
+		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+			errs = append(errs, fmt.Errorf("Advertise: %q is not host:port", c.Advertise))
+		}
+	}
+	if c.Weight > 10000 {
+		errs = append(errs, fmt.Errorf("Weight: %d exceeds 10000", c.Weight))
+	}
+	if c.DrainDelay < 0 || c.StopTimeout < 0 {
+		errs = append(errs, errors.New("DrainDelay, StopTimeout: must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c ServerConfig) agents() []string {
+	if len(c.Agents) > 0 {
+		return c.Agents
+	}
+	if env := os.Getenv("ZRPC_ADDR"); env != "" {
+		return []string{env}
+	}
+	return []string{"127.0.0.1:8400"}
+}
