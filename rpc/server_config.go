@@ -50,23 +50,23 @@ func DefaultServerConfig() ServerConfig {
 func (c ServerConfig) Validate() error {
 	var errs []error
 	if c.Name == "" {
-		errs = append(errs, errors.New("Name: required (the service name, e.g. user.rpc)"))
+		errs = append(errs, errors.New("setting Name: required (the service name, e.g. user.rpc)"))
 	}
 	if _, port, err := net.SplitHostPort(c.ListenOn); err != nil {
-		errs = append(errs, fmt.Errorf("ListenOn: %q is not host:port", c.ListenOn))
+		errs = append(errs, fmt.Errorf("setting ListenOn: %q is not host:port", c.ListenOn))
 	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		errs = append(errs, fmt.Errorf("ListenOn: %q has no valid port", c.ListenOn))
+		errs = append(errs, fmt.Errorf("setting ListenOn: %q has no valid port", c.ListenOn))
 	}
 	if c.Advertise != "" {
 		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
-			errs = append(errs, fmt.Errorf("Advertise: %q is not host:port", c.Advertise))
+			errs = append(errs, fmt.Errorf("setting Advertise: %q is not host:port", c.Advertise))
 		}
 	}
 	if c.Weight > 10000 {
-		errs = append(errs, fmt.Errorf("Weight: %d exceeds 10000", c.Weight))
+		errs = append(errs, fmt.Errorf("setting Weight: %d exceeds 10000", c.Weight))
 	}
 	if c.DrainDelay < 0 || c.StopTimeout < 0 {
-		errs = append(errs, errors.New("DrainDelay, StopTimeout: must not be negative"))
+		errs = append(errs, errors.New("settings DrainDelay, StopTimeout: must not be negative"))
 	}
 	return errors.Join(errs...)
 }
