@@ -308,3 +308,16 @@ func TestGracefulLeave(t *testing.T) {
 	})
 	register(t, c, other, "user.rpc", "after-leave")
 }
+
+// TestCleanStopReleasesEverything: an agent stopped cleanly starts again on
+// the same addresses and data in the same process (no listener or gossip
+// transport left behind) with its registrations.
+func TestCleanStopReleasesEverything(t *testing.T) {
+	c := testcluster.New(t, 1)
+	register(t, c, 0, "user.rpc", "u1")
+	c.Stop(0)
+	c.Restart(0)
+	c.WaitFor(20*time.Second, "restarted agent serves its registration", func() bool {
+		return instances(t, c, 0, "user.rpc", pb.Consistency_DEFAULT)["u1"] != nil
+	})
+}

@@ -276,6 +276,13 @@ func (n *Node) Close() error {
 		}
 		if n.store != nil {
 			n.transferLeadership()
+		}
+		// Stop gossiping without a leave message: peers see this agent as
+		// failed until it is back, and it stays a cluster member.
+		if n.gossip != nil {
+			n.gossip.Close()
+		}
+		if n.store != nil {
 			if err := n.store.Close(); err != nil {
 				n.closeErr = err
 			}

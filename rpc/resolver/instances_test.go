@@ -3,6 +3,7 @@ package resolver
 import (
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/resolver"
@@ -249,7 +250,7 @@ func TestParseDirect(t *testing.T) {
 		t.Run(tt.list, func(t *testing.T) {
 			addrs, err := parseDirect(tt.list)
 			if tt.wantErr != "" {
-				if err == nil || !contains(err.Error(), tt.wantErr) {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("parseDirect(%q) error = %v, want one containing %s", tt.list, err, tt.wantErr)
 				}
 				return

@@ -1,0 +1,385 @@
+package resolver
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/serviceconfig"
+	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
+	_ "github.com/zrpcio/zrpc/rpc/balancer" // registers zrpc_round_robin
+	"github.com/zrpcio/zrpc/testcluster"
+)
+
+const roundRobinConfig = `{"loadBalancingConfig":[{"zrpc_round_robin":{}}]}`
+
+// testServer is a real gRPC server on loopback that serves grpc.health.v1
+// and counts the calls it answers.
+type testServer struct {
+	addr  string
+	calls atomic.Int64
+}
+
+func startTestServers(t *testing.T, n int) []*testServer {
+	t.Helper()
+	servers := make([]*testServer, n)
+	for i := range servers {
+		ts := &testServer{}
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("listen: %v", err)
+		}
+		ts.addr = lis.Addr().String()
+		count := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			ts.calls.Add(1)
+			return h(ctx, req)
+		}
+		s := grpc.NewServer(grpc.UnaryInterceptor(count))
+		healthpb.RegisterHealthServer(s, health.NewServer())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = s.Serve(lis)
+		}()
+		t.Cleanup(func() {
+			s.Stop()
+			<-done
+		})
+		servers[i] = ts
+	}
+	return servers
+}
+
+// dial creates a ClientConn to target with the given options plus insecure
+// credentials and the round-robin balancer.
+func dial(t *testing.T, target string, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	opts = append(opts,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(roundRobinConfig))
+	cc, err := grpc.NewClient(target, opts...)
+	if err != nil {
+		t.Fatalf("NewClient(%s): %v", target, err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// check makes one Health/Check call.
+func check(cc *grpc.ClientConn) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+	return err
+}
+
+// callN makes n calls, all of which must succeed, and returns how many each
+// server answered.
+func callN(t *testing.T, cc *grpc.ClientConn, servers []*testServer, n int) []int64 {
+	t.Helper()
+	before := counts(servers)
+	for i := range n {
+		if err := check(cc); err != nil {
+			t.Fatalf("call %d of %d: %v", i+1, n, err)
+		}
+	}
+	after := counts(servers)
+	for i := range after {
+		after[i] -= before[i]
+	}
+	return after
+}
+
+func counts(servers []*testServer) []int64 {
+	out := make([]int64, len(servers))
+	for i, s := range servers {
+		out[i] = s.calls.Load()
+	}
+	return out
+}
+
+// waitCalls makes rounds of calls until one round's per-server counts satisfy
+// cond, failing the test after a deadline.
+func waitCalls(t *testing.T, cc *grpc.ClientConn, servers []*testServer, what string, cond func(got []int64) bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := callN(t, cc, servers, 30)
+		if cond(got) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s (last round: %v)", what, got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func registerInstance(t *testing.T, c *testcluster.Cluster, id, addr string) {
+	t.Helper()
+	retry(t, "register "+id, func(ctx context.Context) error {
+		_, err := c.Registry(0).Register(ctx, &zrpcpb.RegisterRequest{Instance: &zrpcpb.Instance{
+			Id: id, Service: "echo.rpc", Address: addr, Zone: "z1", Version: "v1",
+		}})
+		return err
+	})
+}
+
+func deregisterInstance(t *testing.T, c *testcluster.Cluster, id string) {
+	t.Helper()
+	retry(t, "deregister "+id, func(ctx context.Context) error {
+		_, err := c.Registry(0).Deregister(ctx, &zrpcpb.DeregisterRequest{Service: "echo.rpc", Id: id})
+		return err
+	})
+}
+
+// retry calls f until it succeeds, failing the test after a deadline (an
+// agent that has just restarted may not have a leader yet).
+func retry(t *testing.T, what string, f func(ctx context.Context) error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := f(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestZRPCResolverFollowsRegistry(t *testing.T) {
+	c := testcluster.New(t, 1)
+	servers := startTestServers(t, 3)
+	registerInstance(t, c, "i0", servers[0].addr)
+	registerInstance(t, c, "i1", servers[1].addr)
+
+	b := NewBuilder(WithAgents([]string{c.GRPCAddr(0)}), WithLogger(testlog.New(t, "resolver")))
+	cc := dial(t, "zrpc:///echo.rpc", grpc.WithResolvers(b))
+
+	got := callN(t, cc, servers, 200)
+	if got[0] == 0 || got[1] == 0 || got[2] != 0 {
+		t.Fatalf("200 calls went %v to the servers, want some to each of the first two and none to the third", got)
+	}
+
+	registerInstance(t, c, "i2", servers[2].addr)
+	waitCalls(t, cc, servers, "the third instance gets calls", func(got []int64) bool { return got[2] > 0 })
+
+	deregisterInstance(t, c, "i0")
+	waitCalls(t, cc, servers, "the deregistered instance gets no calls", func(got []int64) bool { return got[0] == 0 })
+	if got := callN(t, cc, servers, 60); got[0] != 0 || got[1] == 0 || got[2] == 0 {
+		t.Fatalf("after deregistering i0, 60 calls went %v, want none to i0 and some to i1 and i2", got)
+	}
+
+	// With the only agent down the client keeps its cached instances. The
+	// agent is killed rather than stopped: node.Close does not close the
+	// gossip transport, so a cleanly stopped agent cannot be restarted on
+	// its port (Restart fails with "address already in use").
+	c.Kill(0)
+	if got := callN(t, cc, servers, 60); got[1] == 0 || got[2] == 0 {
+		t.Fatalf("with the agent down, 60 calls went %v, want some to i1 and i2", got)
+	}
+
+	// Once the agent is back the resolver resyncs.
+	c.Restart(0)
+	deregisterInstance(t, c, "i1")
+	waitCalls(t, cc, servers, "the instance deregistered after the agent restart gets no calls", func(got []int64) bool { return got[1] == 0 })
+	if got := callN(t, cc, servers, 30); got[1] != 0 || got[2] != 30 {
+		t.Fatalf("after the restart, 30 calls went %v, want all to i2", got)
+	}
+
+	// A service with no instances left fails calls with Unavailable.
+	deregisterInstance(t, c, "i2")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := check(cc)
+		if status.Code(err) == codes.Unavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with no instances registered, call error = %v, want Unavailable", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestZRPCResolverTargetAgentsAndRegister(t *testing.T) {
+	c := testcluster.New(t, 1)
+	servers := startTestServers(t, 2)
+	registerInstance(t, c, "i0", servers[0].addr)
+	registerInstance(t, c, "i1", servers[1].addr)
+
+	Register()
+	Register() // idempotent
+	// The global builder has default options; the target names the agent.
+	// An unreachable second agent is skipped.
+	cc := dial(t, fmt.Sprintf("zrpc://%s,127.0.0.1:1/echo.rpc", c.GRPCAddr(0)))
+	if got := callN(t, cc, servers, 100); got[0] == 0 || got[1] == 0 {
+		t.Fatalf("100 calls went %v, want some to each server", got)
+	}
+}
+
+func TestZRPCResolverFilterAndPreferZone(t *testing.T) {
+	c := testcluster.New(t, 1)
+	servers := startTestServers(t, 3)
+	for i, z := range []struct{ zone, version string }{{"a", "v1"}, {"b", "v1"}, {"b", "v2"}} {
+		retry(t, "register", func(ctx context.Context) error {
+			_, err := c.Registry(0).Register(ctx, &zrpcpb.RegisterRequest{Instance: &zrpcpb.Instance{
+				Id: fmt.Sprintf("i%d", i), Service: "echo.rpc", Address: servers[i].addr, Zone: z.zone, Version: z.version,
+			}})
+			return err
+		})
+	}
+	agents := WithAgents([]string{c.GRPCAddr(0)})
+	tests := []struct {
+		name string
+		opts []Option
+		want []bool // which servers get calls
+	}{
+		{"version filter", []Option{WithFilter(VersionFilter("v1"))}, []bool{true, true, false}},
+		{"prefer zone with instances", []Option{PreferZone("b")}, []bool{false, true, true}},
+		{"prefer zone without instances falls back", []Option{PreferZone("c")}, []bool{true, true, true}},
+		{"filter then zone", []Option{WithFilter(VersionFilter("v2")), PreferZone("a")}, []bool{false, false, true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := NewBuilder(append([]Option{agents}, tt.opts...)...)
+			cc := dial(t, "zrpc:///echo.rpc", grpc.WithResolvers(b))
+			got := callN(t, cc, servers, 90)
+			for i, want := range tt.want {
+				if (got[i] > 0) != want {
+					t.Fatalf("90 calls went %v, want calls to servers %v", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+// fakeClientConn records what a resolver reports.
+type fakeClientConn struct {
+	resolver.ClientConn // not called; panics if it is
+	mu                  sync.Mutex
+	states              []resolver.State
+	errs                []error
+}
+
+func (f *fakeClientConn) UpdateState(s resolver.State) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.states = append(f.states, s)
+	return nil
+}
+
+func (f *fakeClientConn) ReportError(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.errs = append(f.errs, err)
+}
+
+func (f *fakeClientConn) ParseServiceConfig(string) *serviceconfig.ParseResult {
+	return &serviceconfig.ParseResult{}
+}
+
+func (f *fakeClientConn) snapshot() ([]resolver.State, []error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]resolver.State(nil), f.states...), append([]error(nil), f.errs...)
+}
+
+func buildTarget(t *testing.T, b resolver.Builder, target string, cc resolver.ClientConn) (resolver.Resolver, error) {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatalf("parse %s: %v", target, err)
+	}
+	return b.Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
+}
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	return addr
+}
+
+func TestZRPCResolverReportsErrorBeforeFirstList(t *testing.T) {
+	fcc := &fakeClientConn{}
+	b := NewBuilder(WithAgents([]string{freeAddr(t)}), WithLogger(testlog.New(t, "resolver")))
+	r, err := buildTarget(t, b, "zrpc:///echo.rpc", fcc)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		states, errs := fcc.snapshot()
+		if len(states) != 0 {
+			t.Fatalf("resolver sent state %v without an agent", states)
+		}
+		if len(errs) > 0 {
+			if !strings.Contains(errs[0].Error(), "echo.rpc") {
+				t.Fatalf("reported error %q does not name the service", errs[0])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting for the resolver to report an error")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.Close()
+	r.Close() // safe twice
+}
+
+func TestZRPCResolverRejectsBadTargets(t *testing.T) {
+	b := NewBuilder()
+	for _, target := range []string{"zrpc:///", "zrpc:///a/b", "zrpc://not-an-addr/echo.rpc"} {
+		if r, err := buildTarget(t, b, target, &fakeClientConn{}); err == nil {
+			r.Close()
+			t.Errorf("Build(%s) succeeded, want an error", target)
+		}
+	}
+}
+
+func TestDirectResolver(t *testing.T) {
+	servers := startTestServers(t, 2)
+	cc := dial(t, fmt.Sprintf("direct:///%s,%s", servers[0].addr, servers[1].addr), grpc.WithResolvers(NewDirectBuilder()))
+	if got := callN(t, cc, servers, 100); got[0] == 0 || got[1] == 0 {
+		t.Fatalf("100 calls went %v, want some to each server", got)
+	}
+}
+
+func TestDirectResolverBadEntry(t *testing.T) {
+	servers := startTestServers(t, 1)
+	cc := dial(t, fmt.Sprintf("direct:///%s,bogus-entry", servers[0].addr), grpc.WithResolvers(NewDirectBuilder()))
+	err := check(cc)
+	if err == nil || !strings.Contains(err.Error(), "bogus-entry") {
+		t.Fatalf("call error = %v, want one naming bogus-entry", err)
+	}
+	if got := servers[0].calls.Load(); got != 0 {
+		t.Fatalf("server got %d calls through a target with a bad entry, want 0", got)
+	}
+}
