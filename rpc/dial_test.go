@@ -1,0 +1,158 @@
+package rpc_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/rpc"
+	"github.com/zrpcio/zrpc/rpc/balancer"
+	"github.com/zrpcio/zrpc/testcluster"
+)
+
+// echoService is a hand-written one-method service: /test.Echo/Call
+// answers after delay and counts its calls.
+type echoService struct {
+	calls atomic.Int64
+	delay time.Duration
+}
+
+func (e *echoService) register(s *grpc.Server) {
+	s.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "test.Echo",
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{MethodName: "Call", Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			in := new(emptypb.Empty)
+			if err := dec(in); err != nil {
+				return nil, err
+			}
+			e.calls.Add(1)
+			select {
+			case <-time.After(e.delay):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			return in, nil
+		}}},
+	}, e)
+}
+
+func call(ctx context.Context, conn *grpc.ClientConn) error {
+	return conn.Invoke(ctx, "/test.Echo/Call", &emptypb.Empty{}, &emptypb.Empty{})
+}
+
+// startEcho starts a registered echo server of service on agent addr.
+func startEcho(t *testing.T, agent, service, id string, weight uint32, delay time.Duration) (*rpc.Server, *echoService) {
+	t.Helper()
+	srv, err := rpc.NewServer(rpc.ServerConfig{Name: service, ListenOn: "127.0.0.1:0", ID: id, Weight: weight,
+		Agents: []string{agent}, DrainDelay: 200 * time.Millisecond}, rpc.WithServerLogger(testlog.New(t, id)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &echoService{delay: delay}
+	e.register(srv.GRPC())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop(context.Background()) })
+	return srv, e
+}
+
+func TestDialSpreadsWeightsAndFindsNewInstances(t *testing.T) {
+	c := testcluster.New(t, 1)
+	agent := c.GRPCAddr(0)
+	_, a := startEcho(t, agent, "echo.rpc", "a", 300, 0)
+	_, b := startEcho(t, agent, "echo.rpc", "b", 100, 0)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := rpc.Dial(ctx, "zrpc:///echo.rpc", rpc.WithAgents(agent), rpc.WithBalancer(balancer.WeightedRoundRobin), rpc.WithWaitReady())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c.WaitFor(10*time.Second, "both instances resolved", func() bool {
+		call(ctx, conn)
+		return a.calls.Load() > 0 && b.calls.Load() > 0
+	})
+	a0, b0 := a.calls.Load(), b.calls.Load()
+	for i := 0; i < 400; i++ {
+		if err := call(ctx, conn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	da, db := a.calls.Load()-a0, b.calls.Load()-b0
+	if da < 270 || da > 330 || da+db != 400 {
+		t.Fatalf("weights 3:1 gave %d:%d over 400 calls, want about 300:100", da, db)
+	}
+
+	// A new instance gets traffic.
+	_, n := startEcho(t, agent, "echo.rpc", "new", 100, 0)
+	c.WaitFor(10*time.Second, "the new instance gets calls", func() bool {
+		if err := call(ctx, conn); err != nil {
+			t.Fatal(err)
+		}
+		return n.calls.Load() > 0
+	})
+}
+
+func TestGracefulStopDropsNoCall(t *testing.T) {
+	c := testcluster.New(t, 1)
+	agent := c.GRPCAddr(0)
+	stopping, slow := startEcho(t, agent, "slow.rpc", "stopping", 100, 300*time.Millisecond)
+	_, other := startEcho(t, agent, "slow.rpc", "other", 100, 300*time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := rpc.Dial(ctx, "zrpc:///slow.rpc", rpc.WithAgents(agent), rpc.WithBalancer(balancer.RoundRobin), rpc.WithWaitReady())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c.WaitFor(10*time.Second, "both instances get calls", func() bool {
+		call(ctx, conn)
+		return slow.calls.Load() > 0 && other.calls.Load() > 0
+	})
+
+	// Keep 8 callers busy while one instance stops: every call must succeed.
+	before := slow.calls.Load()
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := call(ctx, conn); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprint(err))
+				}
+			}
+		}()
+	}
+	c.WaitFor(10*time.Second, "calls in flight on the stopping instance", func() bool { return slow.calls.Load() >= before+4 })
+	if err := stopping.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d calls failed during a graceful stop; first: %v", n, firstErr.Load())
+	}
+}
