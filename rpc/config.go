@@ -1,0 +1,58 @@
+package rpc
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ClientConfig configures a client connection from YAML, like go-zero's
+// RpcClientConf.
+type ClientConfig struct {
+	// Target is "zrpc:///<service>" or "direct:///host:port,...".
+	Target string `yaml:"Target"`
+	// Agents resolve zrpc:/// targets (default $ZRPC_ADDR or 127.0.0.1:8400).
+	Agents []string `yaml:"Agents"`
+	// Balancer names the load balancer (default zrpc_p2c_ewma).
+	Balancer string `yaml:"Balancer"`
+	// Timeout is the default per-call timeout (default 2s).
+	Timeout time.Duration `yaml:"Timeout"`
+}
+
+// DefaultClientConfig returns the defaults: p2c_ewma and a 2 s timeout.
+func DefaultClientConfig() ClientConfig {
+	return ClientConfig{Balancer: "zrpc_p2c_ewma", Timeout: 2 * time.Second}
+}
+
+// Validate reports every invalid field at once.
+func (c ClientConfig) Validate() error {
+	var errs []error
+	if !strings.HasPrefix(c.Target, "zrpc:///") && !strings.HasPrefix(c.Target, "direct:///") {
+		errs = append(errs, fmt.Errorf("setting Target: %q must be zrpc:///<service> or direct:///host:port,...", c.Target))
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("setting Timeout: %s must not be negative", c.Timeout))
+	}
+	return errors.Join(errs...)
+}
+
+// LoadConfig fills v (a *ServerConfig, *ClientConfig or a service's own
+// config struct embedding them) from the YAML file at path. Unknown keys
+// are an error, so a typo does not pass silently.
+func LoadConfig(path string, v any) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("parse config %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,52 @@
+package rpc_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zrpcio/zrpc/rpc"
+)
+
+// A service's config embeds the rpc configs, as a generated etc/*.yaml does.
+type serviceConfig struct {
+	rpc.ServerConfig `yaml:",inline"`
+	Orders           rpc.ClientConfig `yaml:"Orders"`
+}
+
+func TestLoadConfigFromYAML(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "user.yaml")
+	os.WriteFile(path, []byte(`Name: user.rpc
+ListenOn: 0.0.0.0:9001
+Zone: a
+Weight: 50
+DrainDelay: 2s
+Orders:
+  Target: zrpc:///order.rpc
+  Timeout: 500ms
+`), 0o600)
+	cfg := serviceConfig{ServerConfig: rpc.DefaultServerConfig(), Orders: rpc.DefaultClientConfig()}
+	if err := rpc.LoadConfig(path, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Name != "user.rpc" || cfg.ListenOn != "0.0.0.0:9001" || cfg.Weight != 50 || cfg.DrainDelay != 2*time.Second ||
+		cfg.StopTimeout != 10*time.Second || cfg.Orders.Target != "zrpc:///order.rpc" || cfg.Orders.Timeout != 500*time.Millisecond ||
+		cfg.Orders.Balancer != "zrpc_p2c_ewma" {
+		t.Fatalf("loaded %+v", cfg)
+	}
+	if err := cfg.ServerConfig.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Orders.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(path, []byte("Nmae: typo\n"), 0o600)
+	if err := rpc.LoadConfig(path, &cfg); err == nil || !strings.Contains(err.Error(), "Nmae") {
+		t.Fatalf("unknown key: %v", err)
+	}
+	if err := (rpc.ClientConfig{Target: "http://x"}).Validate(); err == nil || !strings.Contains(err.Error(), "Target") {
+		t.Fatalf("bad target: %v", err)
+	}
+}
