@@ -8,7 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/zrpcio/zrpc/internal/testlog"
@@ -28,18 +32,25 @@ func (e *echoService) register(s *grpc.Server) {
 	s.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "test.Echo",
 		HandlerType: (*any)(nil),
-		Methods: []grpc.MethodDesc{{MethodName: "Call", Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+		Methods: []grpc.MethodDesc{{MethodName: "Call", Handler: func(_ any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
 			in := new(emptypb.Empty)
 			if err := dec(in); err != nil {
 				return nil, err
 			}
-			e.calls.Add(1)
-			select {
-			case <-time.After(e.delay):
-			case <-ctx.Done():
-				return nil, ctx.Err()
+			h := func(ctx context.Context, req any) (any, error) {
+				e.calls.Add(1)
+				select {
+				case <-time.After(e.delay):
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				return req, nil
 			}
-			return in, nil
+			if ic == nil {
+				return h(ctx, in)
+			}
+			// As generated code does: the server's interceptors wrap the handler.
+			return ic(ctx, in, &grpc.UnaryServerInfo{FullMethod: "/test.Echo/Call"}, h)
 		}}},
 	}, e)
 }
@@ -154,5 +165,34 @@ func TestGracefulStopDropsNoCall(t *testing.T) {
 	wg.Wait()
 	if n := failed.Load(); n > 0 {
 		t.Fatalf("%d calls failed during a graceful stop; first: %v", n, firstErr.Load())
+	}
+}
+
+func TestServerDefaultChainAuthAndTimeout(t *testing.T) {
+	srv, err := rpc.NewServer(rpc.ServerConfig{Name: "auth.rpc", ListenOn: "127.0.0.1:0", NoRegister: true,
+		Tokens: []string{"s3cret"}, Timeout: 50 * time.Millisecond}, rpc.WithRegisterer(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &echoService{delay: 2 * time.Second}
+	e.register(srv.GRPC())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(ctx)
+	conn, err := rpc.Dial(ctx, "direct:///"+srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := call(ctx, conn); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("call without a token: %v, want Unauthenticated", err)
+	}
+	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer s3cret")
+	// The handler takes 2s; the server's 50ms timeout ends it.
+	if err := call(authed, conn); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("slow call with a token: %v, want DeadlineExceeded from the server timeout", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -19,6 +20,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/rpc/serverchain"
 )
 
 // Server is a gRPC server that registers itself with a zrpc agent for as
@@ -51,8 +53,22 @@ type Server struct {
 type ServerOption func(*serverOptions)
 
 type serverOptions struct {
-	logger   *slog.Logger
-	grpcOpts []grpc.ServerOption
+	logger     *slog.Logger
+	grpcOpts   []grpc.ServerOption
+	registerer prometheus.Registerer
+	verifier   func(ctx context.Context, token string) error
+}
+
+// WithRegisterer sets where the server's metrics are registered (default
+// prometheus.DefaultRegisterer).
+func WithRegisterer(r prometheus.Registerer) ServerOption {
+	return func(o *serverOptions) { o.registerer = r }
+}
+
+// WithTokenVerifier checks bearer tokens with verify instead of the
+// static Tokens of the config.
+func WithTokenVerifier(verify func(ctx context.Context, token string) error) ServerOption {
+	return func(o *serverOptions) { o.verifier = verify }
 }
 
 // WithServerLogger sets the logger (default: discard).
@@ -88,11 +104,37 @@ func NewServer(cfg ServerConfig, opts ...ServerOption) (*Server, error) {
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: o.logger, grpc: grpc.NewServer(o.grpcOpts...), health: health.NewServer()}
+	gopts := o.grpcOpts
+	if !cfg.NoChain {
+		unary, stream := serverchain.Chain(chainConfig(cfg, o))
+		gopts = append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream)}, gopts...)
+	}
+	s := &Server{cfg: cfg, log: o.logger, grpc: grpc.NewServer(gopts...), health: health.NewServer()}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
+}
+
+func chainConfig(cfg ServerConfig, o serverOptions) serverchain.Config {
+	c := serverchain.DefaultConfig()
+	c.Logger = o.logger
+	if o.registerer != nil {
+		c.Registerer = o.registerer
+	}
+	if cfg.SlowThreshold != 0 {
+		c.SlowThreshold = cfg.SlowThreshold
+	}
+	switch {
+	case cfg.Timeout > 0:
+		c.Timeout = cfg.Timeout
+	case cfg.Timeout < 0:
+		c.Timeout = 0
+	}
+	c.Tokens, c.Verifier = cfg.Tokens, o.verifier
+	c.RateLimit, c.RateBurst = cfg.RateLimit, cfg.RateBurst
+	c.Shedding, c.MaxInFlight = !cfg.NoShedding, cfg.MaxInFlight
+	return c
 }
 
 // GRPC is the underlying server, for registering services.

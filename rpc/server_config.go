@@ -38,6 +38,27 @@ type ServerConfig struct {
 	// StopTimeout bounds the graceful stop; calls still running then are
 	// cancelled.
 	StopTimeout time.Duration `yaml:"StopTimeout"`
+
+	// The default interceptor chain (rpc/serverchain): recover → metrics and
+	// slow-call log → auth → rate limit → load shedding → timeout.
+
+	// Timeout bounds each unary call (default 2s; never extends the
+	// caller's deadline). Negative turns it off.
+	Timeout time.Duration `yaml:"Timeout"`
+	// SlowThreshold: calls at least this slow are logged (default 500ms).
+	SlowThreshold time.Duration `yaml:"SlowThreshold"`
+	// Tokens, when set, are the accepted bearer tokens; calls without one
+	// get Unauthenticated (health and reflection excepted).
+	Tokens []string `yaml:"Tokens"`
+	// RateLimit is calls per second per method (0: off); RateBurst its burst.
+	RateLimit float64 `yaml:"RateLimit"`
+	RateBurst int     `yaml:"RateBurst"`
+	// NoShedding turns adaptive load shedding off; MaxInFlight is its hard
+	// cap on concurrent calls (0: adaptive limit only).
+	NoShedding  bool `yaml:"NoShedding"`
+	MaxInFlight int  `yaml:"MaxInFlight"`
+	// NoChain serves without the default interceptor chain.
+	NoChain bool `yaml:"NoChain"`
 }
 
 // DefaultServerConfig returns the defaults: weight 100, a 1 s drain delay
@@ -64,6 +85,9 @@ func (c ServerConfig) Validate() error {
 	}
 	if c.Weight > 10000 {
 		errs = append(errs, fmt.Errorf("setting Weight: %d exceeds 10000", c.Weight))
+	}
+	if c.RateLimit < 0 || c.RateBurst < 0 || c.MaxInFlight < 0 {
+		errs = append(errs, errors.New("settings RateLimit, RateBurst, MaxInFlight: must not be negative"))
 	}
 	if c.DrainDelay < 0 || c.StopTimeout < 0 {
 		errs = append(errs, errors.New("settings DrainDelay, StopTimeout: must not be negative"))

@@ -1,0 +1,247 @@
+package serverchain
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+)
+
+func testConfig(t *testing.T) (Config, *prometheus.Registry, *logBuffer) {
+	log, buf := testLogger(t)
+	reg := prometheus.NewRegistry()
+	cfg := DefaultConfig()
+	cfg.Logger = log
+	cfg.Registerer = reg
+	return cfg, reg, buf
+}
+
+func withToken(tok string) context.Context {
+	return metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+tok))
+}
+
+func TestChainUnary(t *testing.T) {
+	cfg, reg, buf := testConfig(t)
+	cfg.Tokens = []string{"good"}
+	cfg.RateLimit, cfg.RateBurst = 1e-6, 2 // two calls per method, ever
+	unary, _ := Chain(cfg)
+
+	// A good call: the handler sees the 2s timeout.
+	var deadline time.Time
+	var hasDeadline bool
+	_, err := unary(withToken("good"), nil, unaryInfo("/svc/A"), func(ctx context.Context, _ any) (any, error) {
+		deadline, hasDeadline = ctx.Deadline()
+		return nil, nil
+	})
+	wantCode(t, err, codes.OK)
+	if !hasDeadline || time.Until(deadline) > 2*time.Second {
+		t.Fatalf("handler deadline %v (set %v), want within 2s", deadline, hasDeadline)
+	}
+
+	// Auth runs before the rate limiter: bad tokens do not spend tokens.
+	for range 3 {
+		_, err = unary(withToken("bad"), nil, unaryInfo("/svc/A"), okHandler)
+		wantCode(t, err, codes.Unauthenticated)
+	}
+	// A panic is recovered after auth and counted as Internal.
+	_, err = unary(withToken("good"), nil, unaryInfo("/svc/A"), func(context.Context, any) (any, error) { panic("boom") })
+	wantCode(t, err, codes.Internal)
+	// The burst of two is spent.
+	_, err = unary(withToken("good"), nil, unaryInfo("/svc/A"), okHandler)
+	wantCode(t, err, codes.ResourceExhausted)
+
+	for code, want := range map[string]float64{"OK": 1, "Unauthenticated": 3, "Internal": 1, "ResourceExhausted": 1} {
+		if got := sample(t, reg, "zrpc_server_requests_total", map[string]string{"method": "/svc/A", "code": code}); got != want {
+			t.Errorf("requests{%s} = %v, want %v", code, got, want)
+		}
+	}
+	if got := sample(t, reg, "zrpc_server_in_flight", nil); got != 0 {
+		t.Errorf("in flight %v, want 0", got)
+	}
+	var errors int
+	for _, l := range buf.Lines() {
+		if strings.Contains(l, "level=ERROR") {
+			errors++
+		}
+	}
+	if errors != 1 {
+		t.Errorf("%d Error lines, want 1 (the panic)", errors)
+	}
+}
+
+func TestChainStream(t *testing.T) {
+	cfg, reg, _ := testConfig(t)
+	cfg.Tokens = []string{"good"}
+	_, stream := Chain(cfg)
+	var hasDeadline bool
+	err := stream(nil, &fakeStream{ctx: withToken("good")}, streamInfo("/svc/W"), func(_ any, ss grpc.ServerStream) error {
+		_, hasDeadline = ss.Context().Deadline()
+		return nil
+	})
+	wantCode(t, err, codes.OK)
+	if hasDeadline {
+		t.Error("streams must not get the unary timeout")
+	}
+	err = stream(nil, &fakeStream{ctx: context.Background()}, streamInfo("/svc/W"), func(any, grpc.ServerStream) error { return nil })
+	wantCode(t, err, codes.Unauthenticated)
+	err = stream(nil, &fakeStream{ctx: withToken("good")}, streamInfo("/svc/W"), func(any, grpc.ServerStream) error { panic("boom") })
+	wantCode(t, err, codes.Internal)
+	if got := sample(t, reg, "zrpc_server_requests_total", map[string]string{"method": "/svc/W", "code": "Internal"}); got != 1 {
+		t.Errorf("Internal count %v, want 1", got)
+	}
+}
+
+func TestChainDefaultsOmitAuthAndRate(t *testing.T) {
+	cfg, _, _ := testConfig(t)
+	unary, _ := Chain(cfg)
+	for range 100 {
+		_, err := unary(context.Background(), nil, unaryInfo("/svc/M"), okHandler)
+		wantCode(t, err, codes.OK)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for name, mut := range map[string]func(*Config){
+		"rate":      func(c *Config) { c.RateLimit = -1 },
+		"burst":     func(c *Config) { c.RateBurst = -1 },
+		"in flight": func(c *Config) { c.MaxInFlight = -1 },
+		"timeout":   func(c *Config) { c.Timeout = -time.Second },
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			mut(&cfg)
+			if cfg.Validate() == nil {
+				t.Fatal("Validate accepted an invalid config")
+			}
+			defer func() {
+				if recover() == nil {
+					t.Fatal("Chain accepted an invalid config")
+				}
+			}()
+			Chain(cfg)
+		})
+	}
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// probeDesc is a service outside the auth skip list that reuses the health
+// messages, so the end-to-end test needs no generated code of its own.
+var probeDesc = grpc.ServiceDesc{
+	ServiceName: "zrpc.test.Probe",
+	HandlerType: (*any)(nil),
+	Methods: []grpc.MethodDesc{{
+		MethodName: "Check",
+		Handler: func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
+			in := new(healthpb.HealthCheckRequest)
+			if err := dec(in); err != nil {
+				return nil, err
+			}
+			h := func(context.Context, any) (any, error) {
+				return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+			}
+			if ic == nil {
+				return h(ctx, in)
+			}
+			return ic(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: "/zrpc.test.Probe/Check"}, h)
+		},
+	}},
+}
+
+func TestEndToEnd(t *testing.T) {
+	cfg, _, _ := testConfig(t)
+	cfg.Tokens = []string{"good"}
+	unary, stream := Chain(cfg)
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	srv.RegisterService(&probeDesc, struct{}{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		srv.Stop()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out := func(tok string) context.Context {
+		if tok == "" {
+			return ctx
+		}
+		return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+	}
+	tests := []struct {
+		name, method, token string
+		want                codes.Code
+	}{
+		{"health without token", "/grpc.health.v1.Health/Check", "", codes.OK},
+		{"health with bad token", "/grpc.health.v1.Health/Check", "bad", codes.OK},
+		{"probe with bad token", "/zrpc.test.Probe/Check", "bad", codes.Unauthenticated},
+		{"probe without token", "/zrpc.test.Probe/Check", "", codes.Unauthenticated},
+		{"probe with good token", "/zrpc.test.Probe/Check", "good", codes.OK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := new(healthpb.HealthCheckResponse)
+			err := conn.Invoke(out(tt.token), tt.method, &healthpb.HealthCheckRequest{}, resp)
+			wantCode(t, err, tt.want)
+			if tt.want == codes.OK && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				t.Fatalf("status %v", resp.GetStatus())
+			}
+		})
+	}
+}
+
+func BenchmarkChainUnary(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.Registerer = prometheus.NewRegistry()
+	unary, _ := Chain(cfg)
+	info := unaryInfo("/bench.Service/Noop")
+	ctx := context.Background()
+	handler := func(context.Context, any) (any, error) { return nil, nil }
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := unary(ctx, nil, info, handler); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkChainUnaryParallel(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.Registerer = prometheus.NewRegistry()
+	unary, _ := Chain(cfg)
+	info := unaryInfo("/bench.Service/Noop")
+	handler := func(context.Context, any) (any, error) { return nil, nil }
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := unary(context.Background(), nil, info, handler); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

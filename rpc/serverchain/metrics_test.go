@@ -1,0 +1,130 @@
+package serverchain
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func TestMetrics(t *testing.T) {
+	clock := newFakeClock()
+	log, buf := testLogger(t)
+	reg := prometheus.NewRegistry()
+	m := newMetrics(reg, log, 100*time.Millisecond, clock.Now)
+
+	calls := []struct {
+		method string
+		took   time.Duration
+		err    error
+		logged bool
+	}{
+		{"/svc/Fast", time.Millisecond, nil, false},
+		{"/svc/Fast", 99 * time.Millisecond, nil, false},
+		{"/svc/Slow", 150 * time.Millisecond, nil, true},
+		{"/svc/Fast", time.Millisecond, status.Error(codes.NotFound, "no"), false},
+		{"/svc/Fast", time.Millisecond, status.Error(codes.Internal, "bad"), true},
+		{"/svc/Fast", time.Millisecond, errors.New("plain"), true}, // Unknown
+		{"/svc/Fast", time.Millisecond, status.Error(codes.DataLoss, "lost"), true},
+		{"/svc/Fast", time.Millisecond, context.DeadlineExceeded, false},
+	}
+	var wantLogged []string
+	for i, c := range calls {
+		start := m.begin()
+		if got := sample(t, reg, "zrpc_server_in_flight", nil); got != 1 {
+			t.Fatalf("call %d: in flight %v, want 1", i, got)
+		}
+		clock.Advance(c.took)
+		m.end(context.Background(), c.method, start, c.err)
+		if c.logged {
+			wantLogged = append(wantLogged, c.method+" "+codeOf(c.err).String())
+		}
+	}
+	for _, tc := range []struct {
+		method, code string
+		want         float64
+	}{
+		{"/svc/Fast", "OK", 2},
+		{"/svc/Slow", "OK", 1},
+		{"/svc/Fast", "NotFound", 1},
+		{"/svc/Fast", "Internal", 1},
+		{"/svc/Fast", "Unknown", 1},
+		{"/svc/Fast", "DataLoss", 1},
+		{"/svc/Fast", "DeadlineExceeded", 1},
+	} {
+		if got := sample(t, reg, "zrpc_server_requests_total", map[string]string{"method": tc.method, "code": tc.code}); got != tc.want {
+			t.Errorf("requests{%s,%s} = %v, want %v", tc.method, tc.code, got, tc.want)
+		}
+	}
+	if got := sample(t, reg, "zrpc_server_in_flight", nil); got != 0 {
+		t.Errorf("in flight %v after calls, want 0", got)
+	}
+	if n := sample(t, reg, "zrpc_server_request_duration_seconds", map[string]string{"method": "/svc/Fast"}); n != 7 {
+		t.Errorf("%v /svc/Fast durations observed, want 7", n)
+	}
+	lines := buf.Lines()
+	if len(lines) != len(wantLogged) {
+		t.Fatalf("logged %d lines, want %d (%v)", len(lines), len(wantLogged), wantLogged)
+	}
+	for i, w := range wantLogged {
+		method, code, _ := strings.Cut(w, " ")
+		if !strings.Contains(lines[i], "level=WARN") || !strings.Contains(lines[i], "method="+method) || !strings.Contains(lines[i], "code="+code) {
+			t.Errorf("line %d = %q, want WARN %s", i, lines[i], w)
+		}
+	}
+}
+
+func TestMetricsInterceptorReusesRegistration(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	a := Metrics(reg, nil, 0)
+	b := Metrics(reg, nil, 0) // must not panic: collectors are shared
+	for _, ic := range []Interceptor{a, b} {
+		_, _ = callBoth(context.Background(), ic, "/svc/M", nil)
+	}
+	got := sample(t, reg, "zrpc_server_requests_total", map[string]string{"method": "/svc/M", "code": "OK"})
+	if got != 4 {
+		t.Fatalf("requests = %v, want 4 (two interceptors x unary+stream)", got)
+	}
+}
+
+// sample returns the value of the series of metric name whose labels
+// include want: a counter's or gauge's value, a histogram's sample count.
+// (prometheus/testutil would do, but it pulls in a module go.mod lacks.)
+func sample(t *testing.T, g prometheus.Gatherer, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range want {
+				if have[k] != v {
+					continue series
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return 0
+}
