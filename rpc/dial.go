@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/zrpcio/zrpc/rpc/balancer"
+	"github.com/zrpcio/zrpc/rpc/clientchain"
 	"github.com/zrpcio/zrpc/rpc/resolver"
 )
 
@@ -17,6 +19,8 @@ import (
 type DialOption func(*dialOptions)
 
 type dialOptions struct {
+	chain     clientchain.Config
+	noChain   bool
 	balancer  string
 	resolver  []resolver.Option
 	grpcOpts  []grpc.DialOption
@@ -26,6 +30,18 @@ type dialOptions struct {
 // WithBalancer picks the load balancer by name (balancer.RoundRobin, ...);
 // the default is balancer.P2CEWMA.
 func WithBalancer(name string) DialOption { return func(o *dialOptions) { o.balancer = name } }
+
+// WithChain replaces the default client chain's configuration (see
+// clientchain.DefaultConfig: propagation, metrics, breaker, retry, 2 s
+// timeout).
+func WithChain(cfg clientchain.Config) DialOption { return func(o *dialOptions) { o.chain = cfg } }
+
+// WithoutChain dials without the default client interceptor chain.
+func WithoutChain() DialOption { return func(o *dialOptions) { o.noChain = true } }
+
+// WithTimeout sets the default per-call timeout (0 turns it off); it never
+// extends a deadline the caller set.
+func WithTimeout(d time.Duration) DialOption { return func(o *dialOptions) { o.chain.Timeout = d } }
 
 // WithAgents sets the agents a zrpc:/// target is resolved through
 // (default: $ZRPC_ADDR or 127.0.0.1:8400).
@@ -51,10 +67,13 @@ func WithWaitReady() DialOption { return func(o *dialOptions) { o.waitReady = tr
 
 // Dial returns a client connection to target: "zrpc:///<service>"
 // (discovered through the registry and balanced over its passing
-// instances) or "direct:///host:port,host:port". Calls fail with
-// Unavailable while the service has no passing instance.
+// instances) or "direct:///host:port,host:port". Calls go through the
+// default client chain: metadata propagation → metrics → breaker → retry
+// (Unavailable, with backoff, a budget, never the same instance twice) →
+// timeout (2 s). Calls fail with Unavailable while the service has no
+// passing instance.
 func Dial(ctx context.Context, target string, opts ...DialOption) (*grpc.ClientConn, error) {
-	o := dialOptions{balancer: balancer.P2CEWMA}
+	o := dialOptions{balancer: balancer.P2CEWMA, chain: clientchain.DefaultConfig()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -66,6 +85,13 @@ func Dial(ctx context.Context, target string, opts ...DialOption) (*grpc.ClientC
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, o.balancer)),
 		grpc.WithResolvers(resolver.NewBuilder(o.resolver...), resolver.NewDirectBuilder()),
+	}
+	if !o.noChain {
+		unary, stream, err := clientchain.NewChain(o.chain)
+		if err != nil {
+			return nil, fmt.Errorf("dial %q: %w", target, err)
+		}
+		dopts = append(dopts, grpc.WithChainUnaryInterceptor(unary), grpc.WithChainStreamInterceptor(stream))
 	}
 	dopts = append(dopts, o.grpcOpts...)
 	conn, err := grpc.NewClient(target, dopts...)

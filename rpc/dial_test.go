@@ -3,6 +3,7 @@ package rpc_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +16,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client"
 	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/rpc"
 	"github.com/zrpcio/zrpc/rpc/balancer"
@@ -195,4 +198,71 @@ func TestServerDefaultChainAuthAndTimeout(t *testing.T) {
 	if err := call(authed, conn); status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("slow call with a token: %v, want DeadlineExceeded from the server timeout", err)
 	}
+}
+
+// A server that dies without deregistering costs no failed call: the
+// client's retry goes to another instance, and the instance leaves the
+// registry when its session dies with it.
+func TestKilledServerCausesNoFailedCalls(t *testing.T) {
+	c := testcluster.New(t, 1)
+	agent := c.GRPCAddr(0)
+	_, a := startEcho(t, agent, "kill.rpc", "a", 100, 0)
+	_, b := startEcho(t, agent, "kill.rpc", "b", 100, 0)
+
+	// The victim: a plain gRPC server registered through its own session,
+	// so that killing it can drop both at once, as a process death does.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	victimSrv := grpc.NewServer()
+	victim := &echoService{}
+	victim.register(victimSrv)
+	go victimSrv.Serve(ln)
+	agents, err := client.New(client.Config{Endpoints: []string{agent}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agents.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sess, err := agents.Session(ctx, "victim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sess.Register(ctx, &pb.Instance{Service: "kill.rpc", Id: "victim", Address: ln.Addr().String()}); err != nil {
+		t.Fatal(err)
+	}
+
+	conn, err := rpc.Dial(ctx, "zrpc:///kill.rpc", rpc.WithAgents(agent), rpc.WithBalancer(balancer.RoundRobin), rpc.WithWaitReady())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c.WaitFor(10*time.Second, "all three instances get calls", func() bool {
+		call(ctx, conn)
+		return a.calls.Load() > 0 && b.calls.Load() > 0 && victim.calls.Load() > 0
+	})
+
+	victimSrv.Stop() // the process dies: its server first...
+	var failed int
+	for i := 0; i < 100; i++ {
+		if err := call(ctx, conn); err != nil {
+			failed++
+		}
+		if i == 10 {
+			sess.Close() // ...and its session with it
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of 100 calls failed after an instance died", failed)
+	}
+	c.WaitFor(10*time.Second, "the dead instance left the registry", func() bool {
+		for _, in := range instances(t, c, "kill.rpc") {
+			if in.Id == "victim" {
+				return false
+			}
+		}
+		return true
+	})
 }

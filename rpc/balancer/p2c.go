@@ -3,11 +3,14 @@ package balancer
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/balancer"
+
+	"github.com/zrpcio/zrpc/rpc/clientchain"
 	"google.golang.org/grpc/balancer/base"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -87,6 +90,7 @@ func (b *p2cPickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 // p2cConn is the state of one SubConn, shared by successive pickers.
 type p2cConn struct {
 	sc       balancer.SubConn
+	addr     string
 	inflight atomic.Int64
 	latency  atomic.Uint64 // math.Float64bits of the average in ns; 0 until a call ends
 	success  atomic.Uint64 // math.Float64bits of the average in [0, 1]
@@ -95,7 +99,7 @@ type p2cConn struct {
 }
 
 func newP2CConn(ep endpoint) *p2cConn {
-	c := &p2cConn{sc: ep.sc}
+	c := &p2cConn{sc: ep.sc, addr: ep.addr}
 	c.success.Store(math.Float64bits(1))
 	c.lastPick.Store(p2cNever)
 	return c
@@ -151,15 +155,19 @@ type p2cPicker struct {
 	now   func() int64
 }
 
-func (p *p2cPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
+func (p *p2cPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	now := p.now()
-	chosen := p.conns[0]
-	if n := len(p.conns); n > 1 {
+	conns := p.conns
+	if ex := clientchain.ExcludedFrom(info.Ctx); len(ex) > 0 {
+		conns = without(conns, ex) // a retry: never the same instance twice
+	}
+	chosen := conns[0]
+	if n := len(conns); n > 1 {
 		i, j := rand.IntN(n), rand.IntN(n-1)
 		if j >= i {
 			j++
 		}
-		a, b := p.conns[i], p.conns[j]
+		a, b := conns[i], conns[j]
 		if b.score() < a.score() {
 			a, b = b, a
 		}
@@ -175,6 +183,21 @@ func (p *p2cPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
 	call := p2cCallPool.Get().(*p2cCall)
 	call.conn, call.start, call.now = chosen, now, p.now
 	return balancer.PickResult{SubConn: chosen.sc, Done: call.done}, nil
+}
+
+// without returns conns minus those whose address is in excluded; all of
+// them when every one is excluded (a call must go somewhere).
+func without(conns []*p2cConn, excluded []string) []*p2cConn {
+	out := make([]*p2cConn, 0, len(conns))
+	for _, c := range conns {
+		if !slices.Contains(excluded, c.addr) {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return conns
+	}
+	return out
 }
 
 // p2cCall carries a pick's start time to its Done. Calls are pooled, with

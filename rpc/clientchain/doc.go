@@ -1,0 +1,33 @@
+// Package clientchain holds zrpc's client-side gRPC interceptors and the
+// default chain that rpc.Dial installs:
+//
+//		Propagate → Metrics → Breaker → Retry → Timeout → (balancer, transport)
+//
+//	  - [Propagate] copies trace context (traceparent, tracestate, baggage) and
+//	    every x-zrpc-* key from the incoming metadata of a server handler's
+//	    context to the outgoing metadata, so they cross hops without code in
+//	    every handler.
+//	  - [Metrics] counts calls by method and status code and observes their
+//	    duration, once per logical call (retries are not counted separately).
+//	  - [Breaker] is per-method client-side adaptive throttling (Google SRE
+//	    book, "Handling Overload"): when the backend accepts too few requests
+//	    the client rejects a growing share locally. Per-instance breaking is
+//	    not done here: the p2c_ewma balancer in rpc/balancer scores instances
+//	    by recent errors and latency and steers calls away from bad ones.
+//	  - [Retry] retries failed attempts with exponential backoff and full
+//	    jitter, within the caller's deadline and a retry budget, and records the
+//	    address of each failed attempt in the context ([ExcludedFrom]) so that a
+//	    balancer can avoid picking the same instance twice; rpc/balancer honours
+//	    it.
+//	  - [Timeout] bounds each attempt (default 2 s) using only the context: no
+//	    goroutine per call, and never a later deadline than the caller's.
+//
+// The hot path takes no locks, starts no goroutines and logs nothing; see
+// notes/rpc-overhead.md. Breaker and Retry are unary only: a stream cannot be
+// replayed once messages have been sent, and its outcome is known only when
+// it ends. Streams get propagation, metrics and (opt-in) a lifetime timeout.
+//
+// What it is not: no tracing spans (the trace stage lives with the tracing
+// package and is off when nothing is exported), no load balancing, no
+// server-side interceptors (see rpc/serverchain).
+package clientchain

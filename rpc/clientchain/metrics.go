@@ -1,0 +1,163 @@
+package clientchain
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// numCodes is the number of gRPC status codes (OK through Unauthenticated).
+const numCodes = int(codes.Unauthenticated) + 1
+
+// clientMetrics holds the collectors and, per method, the curried series, so a
+// call does one sync.Map lookup and no label hashing or allocation.
+type clientMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	methods  sync.Map // method string → *methodMetrics
+}
+
+type methodMetrics struct {
+	duration prometheus.Observer
+	// byCode is filled on first use of each code, so only codes that occur
+	// appear as series.
+	byCode [numCodes]atomic.Pointer[prometheus.Counter]
+}
+
+// newClientMetrics registers zrpc_client_requests_total{method,code} and
+// zrpc_client_request_duration_seconds{method} with reg. If they are already
+// registered (a second ClientConn on the same registry), the existing
+// collectors are shared.
+func newClientMetrics(reg prometheus.Registerer) (*clientMetrics, error) {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "zrpc_client_requests_total",
+		Help: "Client calls by full method and gRPC status code, counted once per call (not per retry).",
+	}, []string{"method", "code"})
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "zrpc_client_request_duration_seconds",
+		Help:    "Duration of client calls by full method, retries and backoff included.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"method"})
+	var err error
+	if requests, err = register(reg, requests); err != nil {
+		return nil, err
+	}
+	if duration, err = register(reg, duration); err != nil {
+		return nil, err
+	}
+	return &clientMetrics{requests: requests, duration: duration}, nil
+}
+
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
+}
+
+func (m *clientMetrics) method(method string) *methodMetrics {
+	if v, ok := m.methods.Load(method); ok {
+		return v.(*methodMetrics)
+	}
+	mm := &methodMetrics{duration: m.duration.WithLabelValues(method)}
+	v, _ := m.methods.LoadOrStore(method, mm)
+	return v.(*methodMetrics)
+}
+
+func (m *clientMetrics) observe(method string, start time.Time, err error) {
+	mm := m.method(method)
+	mm.duration.Observe(time.Since(start).Seconds())
+	code := status.Code(err)
+	if int(code) >= numCodes {
+		code = codes.Unknown
+	}
+	slot := &mm.byCode[code]
+	c := slot.Load()
+	if c == nil {
+		counter := m.requests.WithLabelValues(method, code.String())
+		slot.CompareAndSwap(nil, &counter)
+		c = slot.Load()
+	}
+	(*c).Inc()
+}
+
+// Metrics returns an interceptor that counts calls in
+// zrpc_client_requests_total{method,code} and observes
+// zrpc_client_request_duration_seconds{method}, registered with reg. It
+// panics if reg refuses the collectors for a reason other than their being
+// registered already (then the registered ones are shared).
+func Metrics(reg prometheus.Registerer) grpc.UnaryClientInterceptor {
+	return interceptor(&metricsStage{m: mustMetrics(reg), next: invokerStage{}})
+}
+
+// MetricsStream is [Metrics] for streams: a stream is counted when it ends
+// (RecvMsg returns an error; io.EOF counts as OK) or fails to start.
+func MetricsStream(reg prometheus.Registerer) grpc.StreamClientInterceptor {
+	return metricsStream(mustMetrics(reg))
+}
+
+func mustMetrics(reg prometheus.Registerer) *clientMetrics {
+	m, err := newClientMetrics(reg)
+	if err != nil {
+		panic("clientchain: register metrics: " + err.Error())
+	}
+	return m
+}
+
+type metricsStage struct {
+	m    *clientMetrics
+	next unaryStage
+}
+
+func (s *metricsStage) invoke(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts []grpc.CallOption) error {
+	start := time.Now()
+	err := s.next.invoke(ctx, method, req, reply, cc, inv, opts)
+	s.m.observe(method, start, err)
+	return err
+}
+
+func metricsStream(m *clientMetrics) grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		start := time.Now()
+		cs, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil {
+			m.observe(method, start, err)
+			return nil, err
+		}
+		return &endWatchStream{ClientStream: cs, onEnd: func(err error) { m.observe(method, start, err) }}, nil
+	}
+}
+
+// endWatchStream calls onEnd once, when RecvMsg first returns an error
+// (io.EOF is reported as nil: the stream ended cleanly).
+type endWatchStream struct {
+	grpc.ClientStream
+	onEnd func(error)
+	done  atomic.Bool
+}
+
+func (s *endWatchStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil && s.done.CompareAndSwap(false, true) {
+		if err == io.EOF {
+			s.onEnd(nil)
+		} else {
+			s.onEnd(err)
+		}
+	}
+	return err
+}
