@@ -32,7 +32,7 @@ func DefaultClientConfig() ClientConfig {
 func (c ClientConfig) Validate() error {
 	var errs []error
 	if !strings.HasPrefix(c.Target, "zrpc:///") && !strings.HasPrefix(c.Target, "direct:///") {
-		errs = append(errs, fmt.Errorf("setting Target: %q must be zrpc:///<service> or direct:///host:port,...", c.Target))
+		errs = append(errs, fmt.Errorf("setting Target: %q must be zrpc:///<service> or direct:///host:port[,host:port]", c.Target))
 	}
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("setting Timeout: %s must not be negative", c.Timeout))

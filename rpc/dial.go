@@ -79,7 +79,7 @@ func Dial(ctx context.Context, target string, opts ...DialOption) (*grpc.ClientC
 	}
 	scheme, _, ok := strings.Cut(target, "://")
 	if !ok || (scheme != resolver.Scheme && scheme != resolver.DirectScheme) {
-		return nil, fmt.Errorf("dial %q: target must be zrpc:///<service> or direct:///host:port,...", target)
+		return nil, fmt.Errorf("dial %q: target must be zrpc:///<service> or direct:///host:port[,host:port]", target)
 	}
 	dopts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
