@@ -16,6 +16,13 @@ import (
 // BreakerConfig configures [Breaker]. Zero fields take the defaults of
 // [DefaultBreakerConfig].
 type BreakerConfig struct {
+	// Mode is BreakerSRE (default: adaptive throttling) or BreakerClassic
+	// (closed → open after Failures consecutive failures → half-open after
+	// OpenFor, when one probe decides).
+	Mode BreakerMode
+	// Failures and OpenFor configure BreakerClassic. Defaults 5 and 5 s.
+	Failures int
+	OpenFor  time.Duration
 	// K is the SRE multiplier: the client starts rejecting once requests
 	// exceed K times the accepted ones. Lower is more aggressive. Default 1.5.
 	K float64
@@ -34,15 +41,29 @@ type BreakerConfig struct {
 	Rand func() float64
 }
 
+// BreakerMode selects the breaker's algorithm.
+type BreakerMode int
+
+const (
+	// BreakerSRE is Google SRE client-side adaptive throttling.
+	BreakerSRE BreakerMode = iota
+	// BreakerClassic is the closed/open/half-open circuit breaker.
+	BreakerClassic
+)
+
 // DefaultBreakerConfig returns K 1.5, a 10 s window in 10 buckets, no
 // fallback.
 func DefaultBreakerConfig() BreakerConfig {
-	return BreakerConfig{K: 1.5, Window: 10 * time.Second, Buckets: 10}
+	return BreakerConfig{K: 1.5, Window: 10 * time.Second, Buckets: 10, Failures: 5, OpenFor: 5 * time.Second}
 }
 
 // Validate reports a configuration that cannot work.
 func (c BreakerConfig) Validate() error {
 	switch {
+	case c.Mode != BreakerSRE && c.Mode != BreakerClassic:
+		return errors.New("breaker: unknown Mode")
+	case c.Failures < 0 || c.OpenFor < 0:
+		return errors.New("breaker: Failures and OpenFor must not be negative")
 	case c.K < 0:
 		return errors.New("breaker: K must not be negative")
 	case c.Window < 0:
@@ -65,6 +86,12 @@ func (c BreakerConfig) withDefaults() BreakerConfig {
 	}
 	if c.Buckets == 0 {
 		c.Buckets = d.Buckets
+	}
+	if c.Failures == 0 {
+		c.Failures = d.Failures
+	}
+	if c.OpenFor == 0 {
+		c.OpenFor = d.OpenFor
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -99,23 +126,35 @@ func newBreakerStage(cfg BreakerConfig, next unaryStage) *breakerStage {
 }
 
 type breakerStage struct {
-	cfg     BreakerConfig
-	bucket  time.Duration
-	methods sync.Map // method string → *window
-	next    unaryStage
+	cfg      BreakerConfig
+	bucket   time.Duration
+	methods  sync.Map // method string → *window
+	classic  sync.Map // method string → *classicState
+	next     unaryStage
+	onReject func(method string) // metrics hook; nil when metrics are off
+}
+
+func (s *breakerStage) reject(ctx context.Context, method string) error {
+	if s.onReject != nil {
+		s.onReject(method)
+	}
+	err := status.Error(codes.Unavailable, "circuit breaker open for "+method)
+	if s.cfg.Fallback != nil {
+		return s.cfg.Fallback(ctx, method, err)
+	}
+	return err
 }
 
 func (s *breakerStage) invoke(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts []grpc.CallOption) error {
+	if s.cfg.Mode == BreakerClassic {
+		return s.invokeClassic(ctx, method, req, reply, cc, inv, opts)
+	}
 	w := s.window(method)
 	epoch := s.cfg.Now().UnixNano() / int64(s.bucket)
 	requests, accepts := w.sum(epoch)
 	if p := (float64(requests) - s.cfg.K*float64(accepts)) / float64(requests+1); p > 0 && s.cfg.Rand() < p {
 		w.add(epoch, false)
-		err := status.Error(codes.Unavailable, "circuit breaker open for "+method)
-		if s.cfg.Fallback != nil {
-			return s.cfg.Fallback(ctx, method, err)
-		}
-		return err
+		return s.reject(ctx, method)
 	}
 	err := s.next.invoke(ctx, method, req, reply, cc, inv, opts)
 	w.add(s.cfg.Now().UnixNano()/int64(s.bucket), !breakerFailure(err))
@@ -192,4 +231,40 @@ func (w *window) sum(epoch int64) (requests, accepts uint64) {
 		}
 	}
 	return requests, accepts
+}
+
+// classicState is one method's classic breaker: closed while failures <
+// Failures; open until openUntil; then half-open, when the one call that
+// wins the probe flag decides between closed and open again.
+type classicState struct {
+	failures  atomic.Int64
+	openUntil atomic.Int64 // unix nanos; 0 when closed
+	probing   atomic.Bool
+}
+
+func (s *breakerStage) invokeClassic(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts []grpc.CallOption) error {
+	v, ok := s.classic.Load(method)
+	if !ok {
+		v, _ = s.classic.LoadOrStore(method, &classicState{})
+	}
+	st := v.(*classicState)
+	probe := false
+	if until := st.openUntil.Load(); until != 0 {
+		if s.cfg.Now().UnixNano() < until || !st.probing.CompareAndSwap(false, true) {
+			return s.reject(ctx, method) // open, or half-open with a probe in flight
+		}
+		probe = true
+	}
+	err := s.next.invoke(ctx, method, req, reply, cc, inv, opts)
+	switch {
+	case !breakerFailure(err):
+		st.failures.Store(0)
+		st.openUntil.Store(0)
+	case probe || st.failures.Add(1) >= int64(s.cfg.Failures):
+		st.openUntil.Store(s.cfg.Now().Add(s.cfg.OpenFor).UnixNano())
+	}
+	if probe {
+		st.probing.Store(false)
+	}
+	return err
 }

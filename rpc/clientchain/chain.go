@@ -101,10 +101,18 @@ func NewChain(cfg Config) (grpc.UnaryClientInterceptor, grpc.StreamClientInterce
 		head = newTimeoutStage(cfg.Timeout, cfg.MethodTimeouts, head)
 	}
 	if !cfg.NoRetry {
-		head = newRetryStage(cfg.Retry, head)
+		r := newRetryStage(cfg.Retry, head)
+		if metrics != nil {
+			r.onRetry = func(method string) { metrics.retries.WithLabelValues(method).Inc() }
+		}
+		head = r
 	}
 	if !cfg.NoBreaker {
-		head = newBreakerStage(cfg.Breaker, head)
+		b := newBreakerStage(cfg.Breaker, head)
+		if metrics != nil {
+			b.onReject = func(method string) { metrics.rejected.WithLabelValues(method).Inc() }
+		}
+		head = b
 	}
 	if metrics != nil {
 		head = &metricsStage{m: metrics, next: head}

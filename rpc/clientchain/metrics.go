@@ -22,6 +22,9 @@ const numCodes = int(codes.Unauthenticated) + 1
 type clientMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	inFlight prometheus.Gauge
+	retries  *prometheus.CounterVec
+	rejected *prometheus.CounterVec
 	methods  sync.Map // method string → *methodMetrics
 }
 
@@ -46,6 +49,15 @@ func newClientMetrics(reg prometheus.Registerer) (*clientMetrics, error) {
 		Help:    "Duration of client calls by full method, retries and backoff included.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"method"})
+	inFlight := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "zrpc_client_in_flight", Help: "Client calls in flight.",
+	})
+	retries := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "zrpc_client_retries_total", Help: "Client call attempts after the first, by full method.",
+	}, []string{"method"})
+	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "zrpc_client_breaker_rejections_total", Help: "Client calls the circuit breaker refused, by full method.",
+	}, []string{"method"})
 	var err error
 	if requests, err = register(reg, requests); err != nil {
 		return nil, err
@@ -53,7 +65,16 @@ func newClientMetrics(reg prometheus.Registerer) (*clientMetrics, error) {
 	if duration, err = register(reg, duration); err != nil {
 		return nil, err
 	}
-	return &clientMetrics{requests: requests, duration: duration}, nil
+	if inFlight, err = register(reg, inFlight); err != nil {
+		return nil, err
+	}
+	if retries, err = register(reg, retries); err != nil {
+		return nil, err
+	}
+	if rejected, err = register(reg, rejected); err != nil {
+		return nil, err
+	}
+	return &clientMetrics{requests: requests, duration: duration, inFlight: inFlight, retries: retries, rejected: rejected}, nil
 }
 
 func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
@@ -125,7 +146,9 @@ type metricsStage struct {
 
 func (s *metricsStage) invoke(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts []grpc.CallOption) error {
 	start := time.Now()
+	s.m.inFlight.Inc()
 	err := s.next.invoke(ctx, method, req, reply, cc, inv, opts)
+	s.m.inFlight.Dec()
 	s.m.observe(method, start, err)
 	return err
 }

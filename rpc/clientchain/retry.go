@@ -117,6 +117,7 @@ type retryStage struct {
 	idempotent map[string]bool
 	budget     retryBudget
 	next       unaryStage
+	onRetry    func(method string) // metrics hook; nil when metrics are off
 }
 
 // attempt carries the per-call state that would otherwise be allocated on
@@ -160,6 +161,9 @@ func (s *retryStage) invoke(ctx context.Context, method string, req, reply any, 
 		}
 		if a.peer.Addr != nil {
 			ctx = WithExcluded(ctx, a.peer.Addr.String())
+		}
+		if s.onRetry != nil {
+			s.onRetry(method)
 		}
 		if sleep(ctx, wait) != nil {
 			return err
