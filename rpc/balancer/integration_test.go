@@ -3,61 +3,23 @@ package balancer
 import (
 	"context"
 	"fmt"
-	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+
+	"github.com/zrpcio/zrpc/internal/grpctest"
 )
 
-// testServer is a real gRPC server on loopback that serves grpc.health.v1
-// and counts the calls it answers.
-type testServer struct {
-	addr  string
-	calls atomic.Int64
-}
-
-func startTestServers(t *testing.T, n int) []*testServer {
-	t.Helper()
-	servers := make([]*testServer, n)
-	for i := range servers {
-		ts := &testServer{}
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("listen: %v", err)
-		}
-		ts.addr = lis.Addr().String()
-		count := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			ts.calls.Add(1)
-			return h(ctx, req)
-		}
-		s := grpc.NewServer(grpc.UnaryInterceptor(count))
-		healthpb.RegisterHealthServer(s, health.NewServer())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = s.Serve(lis)
-		}()
-		t.Cleanup(func() {
-			s.Stop()
-			<-done
-		})
-		servers[i] = ts
-	}
-	return servers
-}
-
 // addresses returns the servers' addresses with the given weights.
-func addresses(servers []*testServer, weights ...uint32) []resolver.Address {
+func addresses(servers []*grpctest.Server, weights ...uint32) []resolver.Address {
 	addrs := make([]resolver.Address, len(servers))
 	for i, s := range servers {
-		addrs[i] = WithAttributes(resolver.Address{Addr: s.addr}, Attributes{Weight: weights[i]})
+		addrs[i] = WithAttributes(resolver.Address{Addr: s.Addr}, Attributes{Weight: weights[i]})
 	}
 	return addrs
 }
@@ -81,11 +43,11 @@ func dial(t *testing.T, name string, addrs []resolver.Address) (*grpc.ClientConn
 
 // callN makes n health checks on cc with ctx and returns the calls each
 // server answered.
-func callN(t *testing.T, ctx context.Context, cc *grpc.ClientConn, servers []*testServer, n int) []int64 {
+func callN(t *testing.T, ctx context.Context, cc *grpc.ClientConn, servers []*grpctest.Server, n int) []int64 {
 	t.Helper()
 	before := make([]int64, len(servers))
 	for i, s := range servers {
-		before[i] = s.calls.Load()
+		before[i] = s.Calls.Load()
 	}
 	client := healthpb.NewHealthClient(cc)
 	for range n {
@@ -95,19 +57,19 @@ func callN(t *testing.T, ctx context.Context, cc *grpc.ClientConn, servers []*te
 	}
 	got := make([]int64, len(servers))
 	for i, s := range servers {
-		got[i] = s.calls.Load() - before[i]
+		got[i] = s.Calls.Load() - before[i]
 	}
 	return got
 }
 
 // warmUp calls until every server has answered, so that all SubConns are
 // ready and the picker is built over all of them.
-func warmUp(t *testing.T, ctx context.Context, cc *grpc.ClientConn, servers []*testServer) {
+func warmUp(t *testing.T, ctx context.Context, cc *grpc.ClientConn, servers []*grpctest.Server) {
 	t.Helper()
 	for {
 		all := true
 		for _, s := range servers {
-			all = all && s.calls.Load() > 0
+			all = all && s.Calls.Load() > 0
 		}
 		if all {
 			return
@@ -122,7 +84,7 @@ func warmUp(t *testing.T, ctx context.Context, cc *grpc.ClientConn, servers []*t
 func TestIntegrationWeightedRoundRobin(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	servers := startTestServers(t, 3)
+	servers := grpctest.StartHealthServers(t, 3)
 	cc, r := dial(t, WeightedRoundRobin, addresses(servers, 30, 10, 1))
 	warmUp(t, ctx, cc, servers)
 
@@ -147,7 +109,7 @@ func TestIntegrationWeightedRoundRobin(t *testing.T) {
 func TestIntegrationRoundRobin(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	servers := startTestServers(t, 3)
+	servers := grpctest.StartHealthServers(t, 3)
 	cc, _ := dial(t, RoundRobin, addresses(servers, 0, 0, 0))
 	warmUp(t, ctx, cc, servers)
 	got := callN(t, ctx, cc, servers, 300)
@@ -163,7 +125,7 @@ func TestIntegrationAllBalancers(t *testing.T) {
 	defer cancel()
 	for name := range pickerBuilders() {
 		t.Run(name, func(t *testing.T) {
-			servers := startTestServers(t, 3)
+			servers := grpctest.StartHealthServers(t, 3)
 			cc, _ := dial(t, name, addresses(servers, 0, 0, 0))
 			warmUp(t, ctx, cc, servers)
 			if got := callN(t, ctx, cc, servers, 90); got[0]+got[1]+got[2] != 90 {

@@ -7,19 +7,18 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 	"google.golang.org/grpc/status"
 
+	"github.com/zrpcio/zrpc/internal/grpctest"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/testlog"
 	_ "github.com/zrpcio/zrpc/rpc/balancer" // registers zrpc_round_robin
@@ -27,43 +26,6 @@ import (
 )
 
 const roundRobinConfig = `{"loadBalancingConfig":[{"zrpc_round_robin":{}}]}`
-
-// testServer is a real gRPC server on loopback that serves grpc.health.v1
-// and counts the calls it answers.
-type testServer struct {
-	addr  string
-	calls atomic.Int64
-}
-
-func startTestServers(t *testing.T, n int) []*testServer {
-	t.Helper()
-	servers := make([]*testServer, n)
-	for i := range servers {
-		ts := &testServer{}
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("listen: %v", err)
-		}
-		ts.addr = lis.Addr().String()
-		count := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			ts.calls.Add(1)
-			return h(ctx, req)
-		}
-		s := grpc.NewServer(grpc.UnaryInterceptor(count))
-		healthpb.RegisterHealthServer(s, health.NewServer())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = s.Serve(lis)
-		}()
-		t.Cleanup(func() {
-			s.Stop()
-			<-done
-		})
-		servers[i] = ts
-	}
-	return servers
-}
 
 // dial creates a ClientConn to target with the given options plus insecure
 // credentials and the round-robin balancer.
@@ -90,7 +52,7 @@ func check(cc *grpc.ClientConn) error {
 
 // callN makes n calls, all of which must succeed, and returns how many each
 // server answered.
-func callN(t *testing.T, cc *grpc.ClientConn, servers []*testServer, n int) []int64 {
+func callN(t *testing.T, cc *grpc.ClientConn, servers []*grpctest.Server, n int) []int64 {
 	t.Helper()
 	before := counts(servers)
 	for i := range n {
@@ -105,17 +67,17 @@ func callN(t *testing.T, cc *grpc.ClientConn, servers []*testServer, n int) []in
 	return after
 }
 
-func counts(servers []*testServer) []int64 {
+func counts(servers []*grpctest.Server) []int64 {
 	out := make([]int64, len(servers))
 	for i, s := range servers {
-		out[i] = s.calls.Load()
+		out[i] = s.Calls.Load()
 	}
 	return out
 }
 
 // waitCalls makes rounds of calls until one round's per-server counts satisfy
 // cond, failing the test after a deadline.
-func waitCalls(t *testing.T, cc *grpc.ClientConn, servers []*testServer, what string, cond func(got []int64) bool) {
+func waitCalls(t *testing.T, cc *grpc.ClientConn, servers []*grpctest.Server, what string, cond func(got []int64) bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -169,9 +131,9 @@ func retry(t *testing.T, what string, f func(ctx context.Context) error) {
 
 func TestZRPCResolverFollowsRegistry(t *testing.T) {
 	c := testcluster.New(t, 1)
-	servers := startTestServers(t, 3)
-	registerInstance(t, c, "i0", servers[0].addr)
-	registerInstance(t, c, "i1", servers[1].addr)
+	servers := grpctest.StartHealthServers(t, 3)
+	registerInstance(t, c, "i0", servers[0].Addr)
+	registerInstance(t, c, "i1", servers[1].Addr)
 
 	b := NewBuilder(WithAgents([]string{c.GRPCAddr(0)}), WithLogger(testlog.New(t, "resolver")))
 	cc := dial(t, "zrpc:///echo.rpc", grpc.WithResolvers(b))
@@ -181,7 +143,7 @@ func TestZRPCResolverFollowsRegistry(t *testing.T) {
 		t.Fatalf("200 calls went %v to the servers, want some to each of the first two and none to the third", got)
 	}
 
-	registerInstance(t, c, "i2", servers[2].addr)
+	registerInstance(t, c, "i2", servers[2].Addr)
 	waitCalls(t, cc, servers, "the third instance gets calls", func(got []int64) bool { return got[2] > 0 })
 
 	deregisterInstance(t, c, "i0")
@@ -224,9 +186,9 @@ func TestZRPCResolverFollowsRegistry(t *testing.T) {
 
 func TestZRPCResolverTargetAgentsAndRegister(t *testing.T) {
 	c := testcluster.New(t, 1)
-	servers := startTestServers(t, 2)
-	registerInstance(t, c, "i0", servers[0].addr)
-	registerInstance(t, c, "i1", servers[1].addr)
+	servers := grpctest.StartHealthServers(t, 2)
+	registerInstance(t, c, "i0", servers[0].Addr)
+	registerInstance(t, c, "i1", servers[1].Addr)
 
 	Register()
 	Register() // idempotent
@@ -240,11 +202,11 @@ func TestZRPCResolverTargetAgentsAndRegister(t *testing.T) {
 
 func TestZRPCResolverFilterAndPreferZone(t *testing.T) {
 	c := testcluster.New(t, 1)
-	servers := startTestServers(t, 3)
+	servers := grpctest.StartHealthServers(t, 3)
 	for i, z := range []struct{ zone, version string }{{"a", "v1"}, {"b", "v1"}, {"b", "v2"}} {
 		retry(t, "register", func(ctx context.Context) error {
 			_, err := c.Registry(0).Register(ctx, &zrpcpb.RegisterRequest{Instance: &zrpcpb.Instance{
-				Id: fmt.Sprintf("i%d", i), Service: "echo.rpc", Address: servers[i].addr, Zone: z.zone, Version: z.version,
+				Id: fmt.Sprintf("i%d", i), Service: "echo.rpc", Address: servers[i].Addr, Zone: z.zone, Version: z.version,
 			}})
 			return err
 		})
@@ -365,21 +327,21 @@ func TestZRPCResolverRejectsBadTargets(t *testing.T) {
 }
 
 func TestDirectResolver(t *testing.T) {
-	servers := startTestServers(t, 2)
-	cc := dial(t, fmt.Sprintf("direct:///%s,%s", servers[0].addr, servers[1].addr), grpc.WithResolvers(NewDirectBuilder()))
+	servers := grpctest.StartHealthServers(t, 2)
+	cc := dial(t, fmt.Sprintf("direct:///%s,%s", servers[0].Addr, servers[1].Addr), grpc.WithResolvers(NewDirectBuilder()))
 	if got := callN(t, cc, servers, 100); got[0] == 0 || got[1] == 0 {
 		t.Fatalf("100 calls went %v, want some to each server", got)
 	}
 }
 
 func TestDirectResolverBadEntry(t *testing.T) {
-	servers := startTestServers(t, 1)
-	cc := dial(t, fmt.Sprintf("direct:///%s,bogus-entry", servers[0].addr), grpc.WithResolvers(NewDirectBuilder()))
+	servers := grpctest.StartHealthServers(t, 1)
+	cc := dial(t, fmt.Sprintf("direct:///%s,bogus-entry", servers[0].Addr), grpc.WithResolvers(NewDirectBuilder()))
 	err := check(cc)
 	if err == nil || !strings.Contains(err.Error(), "bogus-entry") {
 		t.Fatalf("call error = %v, want one naming bogus-entry", err)
 	}
-	if got := servers[0].calls.Load(); got != 0 {
+	if got := servers[0].Calls.Load(); got != 0 {
 		t.Fatalf("server got %d calls through a target with a bad entry, want 0", got)
 	}
 }

@@ -1,0 +1,53 @@
+// Package grpctest starts real gRPC servers on loopback for tests: each
+// serves grpc.health.v1 and counts the unary calls it handles, so a test
+// can see where a client's calls went.
+package grpctest
+
+import (
+	"context"
+	"net"
+	"sync/atomic"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// Server is one running test server.
+type Server struct {
+	Addr  string
+	Calls atomic.Int64
+}
+
+// StartHealthServers starts n servers on 127.0.0.1; they stop when the test
+// ends.
+func StartHealthServers(t testing.TB, n int) []*Server {
+	t.Helper()
+	servers := make([]*Server, n)
+	for i := range servers {
+		ts := &Server{}
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("listen: %v", err)
+		}
+		ts.Addr = lis.Addr().String()
+		count := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			ts.Calls.Add(1)
+			return h(ctx, req)
+		}
+		s := grpc.NewServer(grpc.UnaryInterceptor(count))
+		healthpb.RegisterHealthServer(s, health.NewServer())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = s.Serve(lis)
+		}()
+		t.Cleanup(func() {
+			s.Stop()
+			<-done
+		})
+		servers[i] = ts
+	}
+	return servers
+}
