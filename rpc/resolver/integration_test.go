@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 	"google.golang.org/grpc/status"
 
-	"github.com/zrpcio/zrpc/internal/grpctest"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/grpctest"
 	"github.com/zrpcio/zrpc/internal/testlog"
 	_ "github.com/zrpcio/zrpc/rpc/balancer" // registers zrpc_round_robin
 	"github.com/zrpcio/zrpc/testcluster"
