@@ -25,9 +25,9 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-## bench: the registry benchmarks (results: docs/benchmarks.md)
+## bench: registry, cluster and rpc benchmarks (results: docs/benchmarks.md)
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 3s ./raftstore/ ./node/
+	$(GO) test -run '^$$' -bench . -benchtime 3s ./raftstore/ ./node/ ./rpc/...
 
 ## proto: regenerate api/zrpcpb from api/*.proto (installs protoc and plugins)
 proto:
