@@ -87,8 +87,15 @@ func TestTraceAndDeadlineSpanTwoHops(t *testing.T) {
 		t.Fatalf("deadline at the second hop = %v, want the caller's %v", got, want)
 	}
 
-	spans := rec.Ended()
-	if len(spans) != 4 { // client+server span per hop
+	// A server span ends after its response is sent, so possibly after the
+	// client has it: wait for all four (client and server for each hop).
+	var spans []sdktrace.ReadOnlySpan
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if spans = rec.Ended(); len(spans) >= 4 || time.Now().After(end) {
+			break
+		}
+	}
+	if len(spans) != 4 {
 		t.Fatalf("%d spans ended, want 4 (client and server for each of 2 hops)", len(spans))
 	}
 	traceID := spans[0].SpanContext().TraceID()
