@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,31 +34,8 @@ func BenchmarkRegister(b *testing.B) {
 			for i := range regs {
 				_, regs[i] = dial(b, n.GRPCAddr())
 			}
-			var next atomic.Int64
 			var lat benchutil.Latencies
-			b.ResetTimer()
-			var wg sync.WaitGroup
-			for c := 0; c < clients; c++ {
-				wg.Add(1)
-				go func(c pb.RegistryClient) {
-					defer wg.Done()
-					for {
-						i := next.Add(1)
-						if i > int64(b.N) {
-							return
-						}
-						start := time.Now()
-						if _, err := c.Register(context.Background(), &pb.RegisterRequest{Instance: benchutil.Instance(i)}); err != nil {
-							b.Error(err)
-							return
-						}
-						lat.Add(time.Since(start))
-					}
-				}(regs[c])
-			}
-			wg.Wait()
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "regs/s")
+			benchutil.RegisterLoad(b, regs, &lat)
 			lat.Report(b, "ms", 0.50, 0.99)
 		})
 	}

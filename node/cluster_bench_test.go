@@ -3,8 +3,6 @@ package node_test
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,28 +27,11 @@ func BenchmarkClusterRegister(b *testing.B) {
 	for _, clients := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			c := testcluster.New(b, 3, testcluster.WithConfig(lanTimers))
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			for w := 0; w < clients; w++ {
-				wg.Add(1)
-				go func(reg pb.RegistryClient) {
-					defer wg.Done()
-					for {
-						i := next.Add(1)
-						if i > int64(b.N) {
-							return
-						}
-						if _, err := reg.Register(context.Background(), &pb.RegisterRequest{Instance: benchutil.Instance(i)}); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}(c.Registry(w % 3))
+			regs := make([]pb.RegistryClient, clients)
+			for w := range regs {
+				regs[w] = c.Registry(w % 3)
 			}
-			wg.Wait()
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "regs/s")
+			benchutil.RegisterLoad(b, regs, nil)
 		})
 	}
 }

@@ -3,9 +3,11 @@
 package benchutil
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,4 +49,32 @@ func (l *Latencies) Report(b *testing.B, unit string, quantiles ...float64) {
 		v := l.d[int(q*float64(len(l.d)-1))]
 		b.ReportMetric(float64(v.Microseconds())/1000, fmt.Sprintf("p%g-%s", q*100, unit))
 	}
+}
+
+// RegisterLoad runs one worker per client, each registering Instance(i)
+// until b.N registrations are done in all, then reports regs/s; lat, when
+// not nil, records each call's latency. It resets and stops b's timer.
+func RegisterLoad(b *testing.B, clients []pb.RegistryClient, lat *Latencies) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for _, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
+				start := time.Now()
+				if _, err := c.Register(context.Background(), &pb.RegisterRequest{Instance: Instance(i)}); err != nil {
+					b.Error(err)
+					return
+				}
+				if lat != nil {
+					lat.Add(time.Since(start))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "regs/s")
 }
