@@ -106,12 +106,9 @@ type instanceCollector struct {
 func (c *instanceCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *instanceCollector) Collect(ch chan<- prometheus.Metric) {
-	counts := map[pb.Health]int{pb.Health_PASSING: 0, pb.Health_WARNING: 0, pb.Health_CRITICAL: 0}
-	insts, _ := c.n.store.FSM().AllInstances()
-	for _, inst := range insts {
-		counts[inst.Health]++
-	}
-	for h, v := range counts {
+	counts := c.n.store.FSM().HealthCounts()
+	for _, h := range []pb.Health{pb.Health_PASSING, pb.Health_WARNING, pb.Health_CRITICAL} {
+		v := counts[h]
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v), healthName(h))
 	}
 }

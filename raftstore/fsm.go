@@ -320,6 +320,19 @@ func (f *FSM) CheckedInstances() []*pb.Instance {
 	return out
 }
 
+// HealthCounts returns how many instances have each health.
+func (f *FSM) HealthCounts() map[pb.Health]int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	counts := make(map[pb.Health]int, 4)
+	for _, byID := range f.services {
+		for _, inst := range byID {
+			counts[inst.Health]++
+		}
+	}
+	return counts
+}
+
 // NodeOwnsAnything reports whether any session or instance belongs to the
 // node called name.
 func (f *FSM) NodeOwnsAnything(name string) bool {
