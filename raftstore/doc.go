@@ -25,4 +25,5 @@ var (
 	ErrInvalidArgument = apierr.ErrInvalidArgument
 	ErrSessionRequired = apierr.ErrSessionRequired
 	ErrShuttingDown    = apierr.ErrShuttingDown
+	ErrAlreadyExists   = apierr.ErrAlreadyExists
 )

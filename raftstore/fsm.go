@@ -32,6 +32,7 @@ type FSM struct {
 	// requests remembers the results of recent requests by id, so a write
 	// retried after an ambiguous failure is applied once.
 	requests *requestLog
+	blobs    blobState
 
 	events *eventLog
 }
@@ -49,6 +50,7 @@ func (f *FSM) reset() {
 	f.sessions = make(map[string]*pb.Session)
 	f.nodes = make(map[string]*pb.Node)
 	f.checked = make(map[checkedKey]*pb.Instance)
+	f.blobs.reset()
 }
 
 type checkedKey struct{ service, id string }
@@ -143,6 +145,17 @@ func (f *FSM) apply(cmd *pb.Command, rev uint64, evs []*pb.Event) ([]*pb.Event, 
 		return evs, nil
 	case *pb.Command_NodeRemove:
 		return f.applyNodeRemove(k.NodeRemove.Name, rev, evs), nil
+	case *pb.Command_BlobPending:
+		return evs, f.applyBlobPending(k.BlobPending)
+	case *pb.Command_BlobCommit:
+		return evs, f.applyBlobCommit(k.BlobCommit, cmd.Time, rev)
+	case *pb.Command_BlobAbort:
+		f.applyBlobAbort(k.BlobAbort.Ids)
+		return evs, nil
+	case *pb.Command_BlobDelete:
+		return evs, f.applyBlobDelete(k.BlobDelete.Name)
+	case *pb.Command_BlobShards:
+		return evs, f.applyBlobShards(k.BlobShards, rev)
 	default:
 		return evs, fmt.Errorf("%w: unknown raft command %T", ErrInvalidArgument, cmd.Kind)
 	}
@@ -416,6 +429,12 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		s.nodes = append(s.nodes, n)
 	}
 	s.requests = f.requests.records()
+	for _, b := range f.blobs.byName {
+		s.blobs = append(s.blobs, b)
+	}
+	for _, p := range f.blobs.pending {
+		s.pending = append(s.pending, p)
+	}
 	return s, nil
 }
 
@@ -439,6 +458,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	for _, n := range st.nodes {
 		f.nodes[n.Name] = n
+	}
+	for _, b := range st.blobs {
+		f.blobs.put(b)
+	}
+	for _, p := range st.pending {
+		f.blobs.pending[p.Id] = p
 	}
 	f.requests = newRequestLog(len(f.requests.ring))
 	for _, r := range st.requests {

@@ -15,7 +15,9 @@ import (
 
 // Snapshot file layout: a magic line, then length-delimited protobuf
 // messages: one SnapshotHeader with the counts, then that many Nodes,
-// Sessions, Instances and RequestRecords (oldest first), in that order.
+// Sessions, Instances, RequestRecords (oldest first), Blobs and
+// BlobPendings, in that order. Snapshots written before blobs existed have
+// zero blob counts and read the same.
 const (
 	snapshotMagic  = "zrpc-registry-snapshot\n"
 	snapshotFormat = 1
@@ -32,6 +34,8 @@ type fsmSnapshot struct {
 	sessions  []*pb.Session
 	nodes     []*pb.Node
 	requests  []*pb.RequestRecord
+	blobs     []*pb.Blob
+	pending   []*pb.BlobPending
 }
 
 // Persist writes the snapshot to sink; raft calls it off the FSM goroutine.
@@ -49,12 +53,14 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 		return err
 	}
 	hdr := &pb.SnapshotHeader{
-		Format:    snapshotFormat,
-		Revision:  s.revision,
-		Nodes:     uint64(len(s.nodes)),
-		Sessions:  uint64(len(s.sessions)),
-		Instances: uint64(len(s.instances)),
-		Requests:  uint64(len(s.requests)),
+		Format:       snapshotFormat,
+		Revision:     s.revision,
+		Nodes:        uint64(len(s.nodes)),
+		Sessions:     uint64(len(s.sessions)),
+		Instances:    uint64(len(s.instances)),
+		Requests:     uint64(len(s.requests)),
+		Blobs:        uint64(len(s.blobs)),
+		PendingBlobs: uint64(len(s.pending)),
 	}
 	msgs := []proto.Message{hdr}
 	for _, n := range s.nodes {
@@ -68,6 +74,12 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	}
 	for _, r := range s.requests {
 		msgs = append(msgs, r)
+	}
+	for _, b := range s.blobs {
+		msgs = append(msgs, b)
+	}
+	for _, p := range s.pending {
+		msgs = append(msgs, p)
 	}
 	for _, m := range msgs {
 		if _, err := protodelim.MarshalTo(bw, m); err != nil {
@@ -125,6 +137,26 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 			return nil, fmt.Errorf("read request record %d of %d: %w", i+1, hdr.Requests, err)
 		}
 		s.requests = append(s.requests, r)
+	}
+	for i := uint64(0); i < hdr.Blobs; i++ {
+		b := &pb.Blob{}
+		if err := opts.UnmarshalFrom(br, b); err != nil {
+			return nil, fmt.Errorf("read blob %d of %d: %w", i+1, hdr.Blobs, err)
+		}
+		if b.Name == "" || b.Id == "" {
+			return nil, fmt.Errorf("blob %d of %d has no name or id", i+1, hdr.Blobs)
+		}
+		if err := checkBlobShape(b); err != nil {
+			return nil, fmt.Errorf("blob %d of %d: %w", i+1, hdr.Blobs, err)
+		}
+		s.blobs = append(s.blobs, b)
+	}
+	for i := uint64(0); i < hdr.PendingBlobs; i++ {
+		p := &pb.BlobPending{}
+		if err := opts.UnmarshalFrom(br, p); err != nil {
+			return nil, fmt.Errorf("read pending blob %d of %d: %w", i+1, hdr.PendingBlobs, err)
+		}
+		s.pending = append(s.pending, p)
 	}
 	return s, nil
 }

@@ -26,6 +26,13 @@ var (
 	ErrSessionRequired = errors.New("session not open")
 	ErrAlreadyExists   = errors.New("already exists")
 	ErrTooLarge        = errors.New("request too large")
+	// ErrNotEnoughShards: too few agents are alive, or too few shards of a
+	// block could be stored or read.
+	ErrNotEnoughShards = errors.New("not enough shards")
+	// ErrCorrupt: stored bytes failed their checksum.
+	ErrCorrupt = errors.New("data corrupt")
+	// ErrNoSpace: an agent's shard store is full.
+	ErrNoSpace = errors.New("no space for shards")
 )
 
 // entry ties one sentinel to its code and to the text prefix written on the
@@ -45,6 +52,9 @@ var table = []entry{
 	{ErrSessionRequired, codes.FailedPrecondition},
 	{ErrAlreadyExists, codes.AlreadyExists},
 	{ErrTooLarge, codes.ResourceExhausted},
+	{ErrNotEnoughShards, codes.FailedPrecondition},
+	{ErrCorrupt, codes.DataLoss},
+	{ErrNoSpace, codes.ResourceExhausted},
 }
 
 // reasonKey is the metadata key of the ErrorInfo detail carrying the sentinel.

@@ -35,6 +35,11 @@ type Command struct {
 	//	*Command_SessionDestroy
 	//	*Command_NodeUpsert
 	//	*Command_NodeRemove
+	//	*Command_BlobPending
+	//	*Command_BlobCommit
+	//	*Command_BlobAbort
+	//	*Command_BlobDelete
+	//	*Command_BlobShards
 	Kind isCommand_Kind `protobuf_oneof:"kind"`
 	// request_id identifies one API request. A write retried after an
 	// ambiguous failure (the leader died after replicating it) carries the
@@ -148,6 +153,51 @@ func (x *Command) GetNodeRemove() *NodeRemove {
 	return nil
 }
 
+func (x *Command) GetBlobPending() *BlobPending {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_BlobPending); ok {
+			return x.BlobPending
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetBlobCommit() *BlobCommit {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_BlobCommit); ok {
+			return x.BlobCommit
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetBlobAbort() *BlobAbort {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_BlobAbort); ok {
+			return x.BlobAbort
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetBlobDelete() *BlobDelete {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_BlobDelete); ok {
+			return x.BlobDelete
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetBlobShards() *BlobShards {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_BlobShards); ok {
+			return x.BlobShards
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
@@ -194,6 +244,26 @@ type Command_NodeRemove struct {
 	NodeRemove *NodeRemove `protobuf:"bytes,7,opt,name=node_remove,json=nodeRemove,proto3,oneof"`
 }
 
+type Command_BlobPending struct {
+	BlobPending *BlobPending `protobuf:"bytes,8,opt,name=blob_pending,json=blobPending,proto3,oneof"`
+}
+
+type Command_BlobCommit struct {
+	BlobCommit *BlobCommit `protobuf:"bytes,9,opt,name=blob_commit,json=blobCommit,proto3,oneof"`
+}
+
+type Command_BlobAbort struct {
+	BlobAbort *BlobAbort `protobuf:"bytes,10,opt,name=blob_abort,json=blobAbort,proto3,oneof"`
+}
+
+type Command_BlobDelete struct {
+	BlobDelete *BlobDelete `protobuf:"bytes,11,opt,name=blob_delete,json=blobDelete,proto3,oneof"`
+}
+
+type Command_BlobShards struct {
+	BlobShards *BlobShards `protobuf:"bytes,12,opt,name=blob_shards,json=blobShards,proto3,oneof"`
+}
+
 func (*Command_Register) isCommand_Kind() {}
 
 func (*Command_Deregister) isCommand_Kind() {}
@@ -207,6 +277,16 @@ func (*Command_SessionDestroy) isCommand_Kind() {}
 func (*Command_NodeUpsert) isCommand_Kind() {}
 
 func (*Command_NodeRemove) isCommand_Kind() {}
+
+func (*Command_BlobPending) isCommand_Kind() {}
+
+func (*Command_BlobCommit) isCommand_Kind() {}
+
+func (*Command_BlobAbort) isCommand_Kind() {}
+
+func (*Command_BlobDelete) isCommand_Kind() {}
+
+func (*Command_BlobShards) isCommand_Kind() {}
 
 type InstanceRef struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -530,6 +610,340 @@ func (x *NodeRemove) GetName() string {
 	return ""
 }
 
+// BlobPending announces a put in progress: its shards are being written and
+// must not be collected as orphans while it lasts.
+type BlobPending struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// node is the agent coordinating the put; if it dies, the put is aborted.
+	Node          string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	Started       int64  `protobuf:"varint,4,opt,name=started,proto3" json:"started,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlobPending) Reset() {
+	*x = BlobPending{}
+	mi := &file_raft_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlobPending) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlobPending) ProtoMessage() {}
+
+func (x *BlobPending) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlobPending.ProtoReflect.Descriptor instead.
+func (*BlobPending) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *BlobPending) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BlobPending) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BlobPending) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *BlobPending) GetStarted() int64 {
+	if x != nil {
+		return x.Started
+	}
+	return 0
+}
+
+// BlobCommit makes a blob visible under its name, ending its pending put.
+type BlobCommit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Blob          *Blob                  `protobuf:"bytes,1,opt,name=blob,proto3" json:"blob,omitempty"`
+	Overwrite     bool                   `protobuf:"varint,2,opt,name=overwrite,proto3" json:"overwrite,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlobCommit) Reset() {
+	*x = BlobCommit{}
+	mi := &file_raft_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlobCommit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlobCommit) ProtoMessage() {}
+
+func (x *BlobCommit) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlobCommit.ProtoReflect.Descriptor instead.
+func (*BlobCommit) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *BlobCommit) GetBlob() *Blob {
+	if x != nil {
+		return x.Blob
+	}
+	return nil
+}
+
+func (x *BlobCommit) GetOverwrite() bool {
+	if x != nil {
+		return x.Overwrite
+	}
+	return false
+}
+
+// BlobAbort ends pending puts without a blob; their shards become orphans.
+type BlobAbort struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           []string               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlobAbort) Reset() {
+	*x = BlobAbort{}
+	mi := &file_raft_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlobAbort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlobAbort) ProtoMessage() {}
+
+func (x *BlobAbort) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlobAbort.ProtoReflect.Descriptor instead.
+func (*BlobAbort) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *BlobAbort) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+type BlobDelete struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlobDelete) Reset() {
+	*x = BlobDelete{}
+	mi := &file_raft_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlobDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlobDelete) ProtoMessage() {}
+
+func (x *BlobDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlobDelete.ProtoReflect.Descriptor instead.
+func (*BlobDelete) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *BlobDelete) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// BlobShards records shards that repair stored (or moved) for blob id.
+type BlobShards struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Shards        []*ShardPlacement      `protobuf:"bytes,2,rep,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlobShards) Reset() {
+	*x = BlobShards{}
+	mi := &file_raft_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlobShards) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlobShards) ProtoMessage() {}
+
+func (x *BlobShards) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlobShards.ProtoReflect.Descriptor instead.
+func (*BlobShards) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *BlobShards) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BlobShards) GetShards() []*ShardPlacement {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+type ShardPlacement struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Block         uint32                 `protobuf:"varint,1,opt,name=block,proto3" json:"block,omitempty"`
+	Index         uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Node          string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	Sum           uint32                 `protobuf:"fixed32,4,opt,name=sum,proto3" json:"sum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardPlacement) Reset() {
+	*x = ShardPlacement{}
+	mi := &file_raft_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardPlacement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardPlacement) ProtoMessage() {}
+
+func (x *ShardPlacement) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardPlacement.ProtoReflect.Descriptor instead.
+func (*ShardPlacement) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ShardPlacement) GetBlock() uint32 {
+	if x != nil {
+		return x.Block
+	}
+	return 0
+}
+
+func (x *ShardPlacement) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ShardPlacement) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ShardPlacement) GetSum() uint32 {
+	if x != nil {
+		return x.Sum
+	}
+	return 0
+}
+
 // Snapshot is the FSM's state, written to a Raft snapshot.
 type SnapshotHeader struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -539,13 +953,15 @@ type SnapshotHeader struct {
 	Sessions      uint64                 `protobuf:"varint,4,opt,name=sessions,proto3" json:"sessions,omitempty"`
 	Nodes         uint64                 `protobuf:"varint,5,opt,name=nodes,proto3" json:"nodes,omitempty"`
 	Requests      uint64                 `protobuf:"varint,6,opt,name=requests,proto3" json:"requests,omitempty"`
+	Blobs         uint64                 `protobuf:"varint,7,opt,name=blobs,proto3" json:"blobs,omitempty"`
+	PendingBlobs  uint64                 `protobuf:"varint,8,opt,name=pending_blobs,json=pendingBlobs,proto3" json:"pending_blobs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_raft_proto_msgTypes[7]
+	mi := &file_raft_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +973,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[7]
+	mi := &file_raft_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +986,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{7}
+	return file_raft_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -615,6 +1031,20 @@ func (x *SnapshotHeader) GetRequests() uint64 {
 	return 0
 }
 
+func (x *SnapshotHeader) GetBlobs() uint64 {
+	if x != nil {
+		return x.Blobs
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetPendingBlobs() uint64 {
+	if x != nil {
+		return x.PendingBlobs
+	}
+	return 0
+}
+
 // RequestRecord is one remembered request result in a snapshot, so that a
 // replica restored from it deduplicates retries like the others.
 type RequestRecord struct {
@@ -631,7 +1061,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_raft_proto_msgTypes[8]
+	mi := &file_raft_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +1073,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[8]
+	mi := &file_raft_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +1086,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{8}
+	return file_raft_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RequestRecord) GetId() string {
@@ -696,7 +1126,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_raft_proto_msgTypes[9]
+	mi := &file_raft_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +1138,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[9]
+	mi := &file_raft_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +1151,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{9}
+	return file_raft_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -736,7 +1166,8 @@ var File_raft_proto protoreflect.FileDescriptor
 const file_raft_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"raft.proto\x12\azrpc.v1\x1a\x0eregistry.proto\"\xd1\x03\n" +
+	"raft.proto\x12\azrpc.v1\x1a\n" +
+	"blob.proto\x1a\x0eregistry.proto\"\xe9\x05\n" +
 	"\aCommand\x12/\n" +
 	"\bregister\x18\x01 \x01(\v2\x11.zrpc.v1.InstanceH\x00R\bregister\x126\n" +
 	"\n" +
@@ -749,7 +1180,17 @@ const file_raft_proto_rawDesc = "" +
 	"\vnode_upsert\x18\x06 \x01(\v2\r.zrpc.v1.NodeH\x00R\n" +
 	"nodeUpsert\x126\n" +
 	"\vnode_remove\x18\a \x01(\v2\x13.zrpc.v1.NodeRemoveH\x00R\n" +
-	"nodeRemove\x12\x1d\n" +
+	"nodeRemove\x129\n" +
+	"\fblob_pending\x18\b \x01(\v2\x14.zrpc.v1.BlobPendingH\x00R\vblobPending\x126\n" +
+	"\vblob_commit\x18\t \x01(\v2\x13.zrpc.v1.BlobCommitH\x00R\n" +
+	"blobCommit\x123\n" +
+	"\n" +
+	"blob_abort\x18\n" +
+	" \x01(\v2\x12.zrpc.v1.BlobAbortH\x00R\tblobAbort\x126\n" +
+	"\vblob_delete\x18\v \x01(\v2\x13.zrpc.v1.BlobDeleteH\x00R\n" +
+	"blobDelete\x126\n" +
+	"\vblob_shards\x18\f \x01(\v2\x13.zrpc.v1.BlobShardsH\x00R\n" +
+	"blobShards\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x0e \x01(\tR\trequestId\x12\x12\n" +
 	"\x04time\x18\x0f \x01(\x03R\x04timeB\x06\n" +
@@ -773,14 +1214,39 @@ const file_raft_proto_rawDesc = "" +
 	"\x03ids\x18\x01 \x03(\tR\x03ids\" \n" +
 	"\n" +
 	"NodeRemove\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xb0\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"_\n" +
+	"\vBlobPending\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x18\n" +
+	"\astarted\x18\x04 \x01(\x03R\astarted\"M\n" +
+	"\n" +
+	"BlobCommit\x12!\n" +
+	"\x04blob\x18\x01 \x01(\v2\r.zrpc.v1.BlobR\x04blob\x12\x1c\n" +
+	"\toverwrite\x18\x02 \x01(\bR\toverwrite\"\x1d\n" +
+	"\tBlobAbort\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\" \n" +
+	"\n" +
+	"BlobDelete\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"M\n" +
+	"\n" +
+	"BlobShards\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
+	"\x06shards\x18\x02 \x03(\v2\x17.zrpc.v1.ShardPlacementR\x06shards\"b\n" +
+	"\x0eShardPlacement\x12\x14\n" +
+	"\x05block\x18\x01 \x01(\rR\x05block\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x10\n" +
+	"\x03sum\x18\x04 \x01(\aR\x03sum\"\xeb\x01\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x1c\n" +
 	"\tinstances\x18\x03 \x01(\x04R\tinstances\x12\x1a\n" +
 	"\bsessions\x18\x04 \x01(\x04R\bsessions\x12\x14\n" +
 	"\x05nodes\x18\x05 \x01(\x04R\x05nodes\x12\x1a\n" +
-	"\brequests\x18\x06 \x01(\x04R\brequests\"\x83\x01\n" +
+	"\brequests\x18\x06 \x01(\x04R\brequests\x12\x14\n" +
+	"\x05blobs\x18\a \x01(\x04R\x05blobs\x12#\n" +
+	"\rpending_blobs\x18\b \x01(\x04R\fpendingBlobs\"\x83\x01\n" +
 	"\rRequestRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12!\n" +
@@ -803,7 +1269,7 @@ func file_raft_proto_rawDescGZIP() []byte {
 	return file_raft_proto_rawDescData
 }
 
-var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_raft_proto_goTypes = []any{
 	(*Command)(nil),        // 0: zrpc.v1.Command
 	(*InstanceRef)(nil),    // 1: zrpc.v1.InstanceRef
@@ -812,31 +1278,45 @@ var file_raft_proto_goTypes = []any{
 	(*SessionCreate)(nil),  // 4: zrpc.v1.SessionCreate
 	(*SessionDestroy)(nil), // 5: zrpc.v1.SessionDestroy
 	(*NodeRemove)(nil),     // 6: zrpc.v1.NodeRemove
-	(*SnapshotHeader)(nil), // 7: zrpc.v1.SnapshotHeader
-	(*RequestRecord)(nil),  // 8: zrpc.v1.RequestRecord
-	(*ApplyResponse)(nil),  // 9: zrpc.v1.ApplyResponse
-	(*Instance)(nil),       // 10: zrpc.v1.Instance
-	(*Node)(nil),           // 11: zrpc.v1.Node
-	(Health)(0),            // 12: zrpc.v1.Health
+	(*BlobPending)(nil),    // 7: zrpc.v1.BlobPending
+	(*BlobCommit)(nil),     // 8: zrpc.v1.BlobCommit
+	(*BlobAbort)(nil),      // 9: zrpc.v1.BlobAbort
+	(*BlobDelete)(nil),     // 10: zrpc.v1.BlobDelete
+	(*BlobShards)(nil),     // 11: zrpc.v1.BlobShards
+	(*ShardPlacement)(nil), // 12: zrpc.v1.ShardPlacement
+	(*SnapshotHeader)(nil), // 13: zrpc.v1.SnapshotHeader
+	(*RequestRecord)(nil),  // 14: zrpc.v1.RequestRecord
+	(*ApplyResponse)(nil),  // 15: zrpc.v1.ApplyResponse
+	(*Instance)(nil),       // 16: zrpc.v1.Instance
+	(*Node)(nil),           // 17: zrpc.v1.Node
+	(Health)(0),            // 18: zrpc.v1.Health
+	(*Blob)(nil),           // 19: zrpc.v1.Blob
 }
 var file_raft_proto_depIdxs = []int32{
-	10, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
+	16, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
 	1,  // 1: zrpc.v1.Command.deregister:type_name -> zrpc.v1.InstanceRef
 	2,  // 2: zrpc.v1.Command.set_health:type_name -> zrpc.v1.SetHealth
 	4,  // 3: zrpc.v1.Command.session_create:type_name -> zrpc.v1.SessionCreate
 	5,  // 4: zrpc.v1.Command.session_destroy:type_name -> zrpc.v1.SessionDestroy
-	11, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
+	17, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
 	6,  // 6: zrpc.v1.Command.node_remove:type_name -> zrpc.v1.NodeRemove
-	1,  // 7: zrpc.v1.SetHealth.instances:type_name -> zrpc.v1.InstanceRef
-	12, // 8: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
-	3,  // 9: zrpc.v1.SessionCreate.session:type_name -> zrpc.v1.Session
-	0,  // 10: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
-	9,  // 11: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
-	11, // [11:12] is the sub-list for method output_type
-	10, // [10:11] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	7,  // 7: zrpc.v1.Command.blob_pending:type_name -> zrpc.v1.BlobPending
+	8,  // 8: zrpc.v1.Command.blob_commit:type_name -> zrpc.v1.BlobCommit
+	9,  // 9: zrpc.v1.Command.blob_abort:type_name -> zrpc.v1.BlobAbort
+	10, // 10: zrpc.v1.Command.blob_delete:type_name -> zrpc.v1.BlobDelete
+	11, // 11: zrpc.v1.Command.blob_shards:type_name -> zrpc.v1.BlobShards
+	1,  // 12: zrpc.v1.SetHealth.instances:type_name -> zrpc.v1.InstanceRef
+	18, // 13: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
+	3,  // 14: zrpc.v1.SessionCreate.session:type_name -> zrpc.v1.Session
+	19, // 15: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
+	12, // 16: zrpc.v1.BlobShards.shards:type_name -> zrpc.v1.ShardPlacement
+	0,  // 17: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
+	15, // 18: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
+	18, // [18:19] is the sub-list for method output_type
+	17, // [17:18] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_raft_proto_init() }
@@ -844,6 +1324,7 @@ func file_raft_proto_init() {
 	if File_raft_proto != nil {
 		return
 	}
+	file_blob_proto_init()
 	file_registry_proto_init()
 	file_raft_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_Register)(nil),
@@ -853,6 +1334,11 @@ func file_raft_proto_init() {
 		(*Command_SessionDestroy)(nil),
 		(*Command_NodeUpsert)(nil),
 		(*Command_NodeRemove)(nil),
+		(*Command_BlobPending)(nil),
+		(*Command_BlobCommit)(nil),
+		(*Command_BlobAbort)(nil),
+		(*Command_BlobDelete)(nil),
+		(*Command_BlobShards)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -860,7 +1346,7 @@ func file_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_proto_rawDesc), len(file_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

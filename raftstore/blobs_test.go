@@ -1,0 +1,156 @@
+package raftstore
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+func blobPendingCmd(id, node string) *pb.Command {
+	return &pb.Command{Kind: &pb.Command_BlobPending{BlobPending: &pb.BlobPending{Id: id, Name: "n-" + id, Node: node}}}
+}
+
+func blobCommitCmd(b *pb.Blob, overwrite bool) *pb.Command {
+	return &pb.Command{Kind: &pb.Command_BlobCommit{BlobCommit: &pb.BlobCommit{Blob: b, Overwrite: overwrite}}}
+}
+
+// testBlob is a 2+1 blob of two blocks on agents a, b and c.
+func testBlob(name, id string) *pb.Blob {
+	return &pb.Blob{
+		Name: name, Id: id, Size: 150, DataShards: 2, ParityShards: 1, BlockSize: 100,
+		Sha256: []byte{1, 2, 3}, Nodes: []string{"a", "b", "c"},
+		Blocks: []*pb.BlobBlock{
+			{Len: 100, Holders: []uint32{1, 2, 3}, Sums: []uint32{11, 12, 13}},
+			{Len: 50, Holders: []uint32{2, 0, 1}, Sums: []uint32{21, 22, 23}},
+		},
+	}
+}
+
+func TestFSMBlobLifecycle(t *testing.T) {
+	d := newFSMDriver(t, 64)
+	d.mustApply(blobPendingCmd("aa01", "a"))
+	if p := d.fsm.PendingBlob("aa01"); p == nil || p.Node != "a" {
+		t.Fatalf("PendingBlob(aa01) = %v", p)
+	}
+	rev := d.mustApply(blobCommitCmd(testBlob("models/v1", "aa01"), false))
+	b := d.fsm.Blob("models/v1")
+	if b == nil || b.CreateRevision != rev || b.ModRevision != rev || b.Created == 0 {
+		t.Fatalf("Blob after commit = %v, want revisions %d and a creation time", b, rev)
+	}
+	if d.fsm.PendingBlob("aa01") != nil {
+		t.Error("commit left the put pending")
+	}
+	if d.fsm.BlobByID("aa01") != b {
+		t.Error("BlobByID does not find the committed blob")
+	}
+
+	// A second put under the same name needs overwrite.
+	if _, err := d.apply(blobCommitCmd(testBlob("models/v1", "bb02"), false)); !errors.Is(err, ErrAlreadyExists) {
+		t.Fatalf("commit over an existing name: %v, want ErrAlreadyExists", err)
+	}
+	if d.fsm.Blob("models/v1").Id != "aa01" {
+		t.Fatal("rejected overwrite changed the blob")
+	}
+	d.mustApply(blobCommitCmd(testBlob("models/v1", "bb02"), true))
+	if d.fsm.Blob("models/v1").Id != "bb02" || d.fsm.BlobByID("aa01") != nil {
+		t.Fatal("overwrite did not replace the old version")
+	}
+
+	// Repair records a shard on a new agent d.
+	srev := d.mustApply(&pb.Command{Kind: &pb.Command_BlobShards{BlobShards: &pb.BlobShards{
+		Id: "bb02", Shards: []*pb.ShardPlacement{{Block: 1, Index: 1, Node: "d", Sum: 99}},
+	}}})
+	b = d.fsm.Blob("models/v1")
+	if got := b.Blocks[1].Holders[1]; got == 0 || b.Nodes[got-1] != "d" || b.Blocks[1].Sums[1] != 99 || b.ModRevision != srev {
+		t.Fatalf("after BlobShards: block 1 = %v, nodes %v", b.Blocks[1], b.Nodes)
+	}
+	if _, err := d.apply(&pb.Command{Kind: &pb.Command_BlobShards{BlobShards: &pb.BlobShards{
+		Id: "bb02", Shards: []*pb.ShardPlacement{{Block: 7, Index: 0, Node: "d"}},
+	}}}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("BlobShards for a block that does not exist: %v, want ErrInvalidArgument", err)
+	}
+	if _, err := d.apply(&pb.Command{Kind: &pb.Command_BlobShards{BlobShards: &pb.BlobShards{
+		Id: "aa01", Shards: []*pb.ShardPlacement{{Block: 0, Index: 0, Node: "d"}},
+	}}}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("BlobShards for an overwritten version: %v, want ErrNotFound", err)
+	}
+
+	d.mustApply(&pb.Command{Kind: &pb.Command_BlobDelete{BlobDelete: &pb.BlobDelete{Name: "models/v1"}}})
+	if d.fsm.Blob("models/v1") != nil || d.fsm.BlobByID("bb02") != nil {
+		t.Fatal("delete left the blob")
+	}
+	if _, err := d.apply(&pb.Command{Kind: &pb.Command_BlobDelete{BlobDelete: &pb.BlobDelete{Name: "models/v1"}}}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second delete: %v, want ErrNotFound", err)
+	}
+}
+
+func TestFSMBlobRejectsBadShape(t *testing.T) {
+	for name, mutate := range map[string]func(b *pb.Blob){
+		"holders short":   func(b *pb.Blob) { b.Blocks[0].Holders = b.Blocks[0].Holders[:2] },
+		"sums long":       func(b *pb.Blob) { b.Blocks[1].Sums = append(b.Blocks[1].Sums, 1) },
+		"unknown node":    func(b *pb.Blob) { b.Blocks[0].Holders[0] = 9 },
+		"size mismatch":   func(b *pb.Blob) { b.Size = 151 },
+		"no data shards":  func(b *pb.Blob) { b.DataShards = 0 },
+		"inline mismatch": func(b *pb.Blob) { b.Blocks = nil; b.Inline = []byte("abc") },
+		"no id":           func(b *pb.Blob) { b.Id = "" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			d := newFSMDriver(t, 16)
+			b := testBlob("x", "cc03")
+			mutate(b)
+			if _, err := d.apply(blobCommitCmd(b, false)); !errors.Is(err, ErrInvalidArgument) {
+				t.Fatalf("commit: %v, want ErrInvalidArgument", err)
+			}
+			if d.fsm.Blob("x") != nil {
+				t.Fatal("a rejected commit stored the blob")
+			}
+		})
+	}
+}
+
+func TestFSMBlobListAndAbort(t *testing.T) {
+	d := newFSMDriver(t, 16)
+	for _, n := range []string{"b/2", "a/1", "b/1", "c"} {
+		blob := &pb.Blob{Name: n, Id: "id" + n, Size: 1, Inline: []byte{'x'}}
+		d.mustApply(blobCommitCmd(blob, false))
+	}
+	got, _ := d.fsm.Blobs("b/")
+	if len(got) != 2 || got[0].Name != "b/1" || got[1].Name != "b/2" {
+		t.Fatalf("Blobs(b/) = %v", got)
+	}
+	d.mustApply(blobPendingCmd("p1", "a"))
+	d.mustApply(blobPendingCmd("p2", "b"))
+	d.mustApply(&pb.Command{Kind: &pb.Command_BlobAbort{BlobAbort: &pb.BlobAbort{Ids: []string{"p1", "nope"}}}})
+	if ps := d.fsm.PendingBlobs(); len(ps) != 1 || ps[0].Id != "p2" {
+		t.Fatalf("PendingBlobs after abort = %v", ps)
+	}
+}
+
+func TestFSMBlobSnapshotRoundTrip(t *testing.T) {
+	d := populatedFSM(t)
+	d.mustApply(blobCommitCmd(testBlob("big", "aa01"), false))
+	d.mustApply(blobCommitCmd(&pb.Blob{Name: "small", Id: "bb02", Size: 3, Inline: []byte("abc")}, false))
+	d.mustApply(blobPendingCmd("cc03", "n1"))
+	data := snapshotBytes(t, d.fsm)
+
+	f := NewFSM(16)
+	if err := f.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	for _, name := range []string{"big", "small"} {
+		if !proto.Equal(f.Blob(name), d.fsm.Blob(name)) {
+			t.Errorf("restored %s = %v, want %v", name, f.Blob(name), d.fsm.Blob(name))
+		}
+	}
+	if f.BlobByID("aa01") == nil || f.PendingBlob("cc03") == nil {
+		t.Error("restore lost the id index or the pending put")
+	}
+	if got, want := stateOf(f), stateOf(d.fsm); diffStates(want, got) != "" {
+		t.Errorf("registry state differs after restore: %s", diffStates(want, got))
+	}
+}
