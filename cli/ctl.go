@@ -60,6 +60,7 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 		newCtlRaftCommand(o),
 		newCtlVersionCommand(o),
 	)
+	root.AddCommand(newCtlGenCommand())
 	return root
 }
 

@@ -41,7 +41,7 @@ func GenerateCode(p *Parsed, opts CodeOptions) ([]CodeFile, error) {
 		if !f.Generate {
 			continue
 		}
-		gengo.GenerateFile(plugin, f)
+		generateMessages(plugin, f)
 		generateStubs(plugin, f)
 	}
 	resp := plugin.Response()
@@ -53,6 +53,11 @@ func GenerateCode(p *Parsed, opts CodeOptions) ([]CodeFile, error) {
 		out = append(out, CodeFile{Name: f.GetName(), Content: []byte(f.GetContent())})
 	}
 	return out, nil
+}
+
+// generateMessages writes f's .pb.go with protoc-gen-go's generator.
+func generateMessages(plugin *protogen.Plugin, f *protogen.File) {
+	gengo.GenerateFile(plugin, f)
 }
 
 // newPlugin builds the protogen plugin protoc would start for p.

@@ -1,0 +1,52 @@
+package gen
+
+import (
+	"bytes"
+	"strings"
+	"unicode"
+)
+
+// StarterProto returns a starter .proto file for a service called name
+// ("user"): one unary RPC, a go_package inside the service directory.
+func StarterProto(name string) ([]byte, error) {
+	if !starterName(name) {
+		return nil, badInput("service name %q: use lowercase letters, digits and underscores, starting with a letter (e.g. user)", name)
+	}
+	t, err := templates.Clone()
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	err = t.ExecuteTemplate(&buf, "starter.proto.tmpl", struct{ Name, Service string }{name, camel(name)})
+	return buf.Bytes(), err
+}
+
+func starterName(s string) bool {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// camel turns user_profile into UserProfile.
+func camel(s string) string {
+	var b strings.Builder
+	up := true
+	for _, r := range s {
+		if r == '_' {
+			up = true
+			continue
+		}
+		if up {
+			r = unicode.ToUpper(r)
+			up = false
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
