@@ -64,10 +64,10 @@ func (e *SourceError) Unwrap() error { return e.Err }
 func Parse(ctx context.Context, cfg ParseConfig) (*Parsed, error) {
 	st, err := os.Stat(cfg.File)
 	if err != nil {
-		return nil, fmt.Errorf("read proto file: %w", err)
+		return nil, &inputError{fmt.Errorf("read proto file: %w", err)}
 	}
 	if st.IsDir() {
-		return nil, fmt.Errorf("read proto file: %s is a directory", cfg.File)
+		return nil, badInput("read proto file: %s is a directory", cfg.File)
 	}
 	name, paths, err := importName(cfg)
 	if err != nil {
@@ -85,8 +85,13 @@ func Parse(ctx context.Context, cfg ParseConfig) (*Parsed, error) {
 		}, nil),
 	}
 	files, err := comp.Compile(ctx, name)
+	var ewp reporter.ErrorWithPos
+	if len(errs) == 0 && errors.As(err, &ewp) {
+		pos := ewp.GetPosition()
+		errs = append(errs, &SourceError{File: res.display(pos.Filename), Line: pos.Line, Column: pos.Col, Err: ewp.Unwrap()})
+	}
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("compile %s:\n%w", cfg.File, errors.Join(errs...))
+		return nil, &inputError{fmt.Errorf("compile %s:\n%w", cfg.File, errors.Join(errs...))}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("compile %s: %w", cfg.File, err)
@@ -110,7 +115,7 @@ func importName(cfg ParseConfig) (string, []string, error) {
 			return "", nil, fmt.Errorf("resolve import path %s: %w", ip, err)
 		}
 		if st, err := os.Stat(ipAbs); err != nil || !st.IsDir() {
-			return "", nil, fmt.Errorf("import path %s is not a directory", ip)
+			return "", nil, badInput("import path %s is not a directory", ip)
 		}
 		if rel, err := filepath.Rel(ipAbs, abs); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
 			return filepath.ToSlash(rel), paths, nil

@@ -37,8 +37,16 @@ type ServiceConfig struct {
 // output directory), as opposed to I/O failures.
 var ErrBadInput = errors.New("bad input")
 
+// inputError is an error about the input; errors.Is(err, ErrBadInput)
+// holds for it, and its message is only the problem.
+type inputError struct{ err error }
+
+func (e *inputError) Error() string        { return e.err.Error() }
+func (e *inputError) Unwrap() error        { return e.err }
+func (e *inputError) Is(target error) bool { return target == ErrBadInput }
+
 func badInput(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrBadInput}, args...)...)
+	return &inputError{fmt.Errorf(format, args...)}
 }
 
 // GenerateService generates the service of cfg.Proto in memory: its Go
@@ -114,7 +122,7 @@ func resolveModule(cfg ServiceConfig) (moduleInfo, error) {
 			return moduleInfo{}, badInput("%s is not inside a Go module: give the new module's path with --module (e.g. example.com/user)", cfg.Out)
 		}
 		if err := CheckModulePath(cfg.Module); err != nil {
-			return moduleInfo{}, fmt.Errorf("%w: --module: %w", ErrBadInput, err)
+			return moduleInfo{}, badInput("--module: %w", err)
 		}
 		return moduleInfo{pkgPath: cfg.Module, newModule: true}, nil
 	}
@@ -131,7 +139,7 @@ func resolveModule(cfg ServiceConfig) (moduleInfo, error) {
 		pkgPath += "/" + filepath.ToSlash(rel)
 	}
 	if err := CheckModulePath(pkgPath); err != nil {
-		return moduleInfo{}, fmt.Errorf("%w: %s inside module %s: %w", ErrBadInput, cfg.Out, modPath, err)
+		return moduleInfo{}, badInput("%s inside module %s: %w", cfg.Out, modPath, err)
 	}
 	if cfg.Module != "" && cfg.Module != pkgPath {
 		return moduleInfo{}, badInput("%s is inside module %s (go.mod in %s), so its package path is %s, not --module %s; drop --module or pick a directory outside that module",

@@ -288,7 +288,7 @@ func newModuleFiles(cfg ServiceConfig, module string) (PlannedFile, *PlannedFile
 		}
 		gomod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
 		if err != nil {
-			return PlannedFile{}, nil, fmt.Errorf("%w: zrpc checkout %s: %w", ErrBadInput, cfg.ZRPCReplace, err)
+			return PlannedFile{}, nil, badInput("zrpc checkout %s: %w", cfg.ZRPCReplace, err)
 		}
 		if p, _ := modulePath(gomod); p != ZRPCModule {
 			return PlannedFile{}, nil, badInput("%s is not a zrpc checkout: its go.mod declares module %q, not %s", cfg.ZRPCReplace, p, ZRPCModule)
