@@ -5,7 +5,7 @@ VERSION     ?= 0.1.0-dev
 LDFLAGS     := -X github.com/zrpcio/zrpc/cli.Version=$(VERSION)
 BIN         := bin
 
-.PHONY: all build test lint bench proto run clean
+.PHONY: all build test lint bench proto run clean demo
 
 all: build
 
@@ -42,6 +42,10 @@ proto:
 ## run: a development agent (one node, temp data dir)
 run:
 	$(GO) run ./cmd/zrpcd agent --dev
+
+## demo: the examples/user walk-through end to end (agent, service, registry, call)
+demo:
+	GO=$(GO) ./examples/user/demo.sh
 
 clean:
 	rm -rf $(BIN)
