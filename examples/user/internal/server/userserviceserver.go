@@ -10,6 +10,7 @@ import (
 
 	"github.com/zrpcio/zrpc/examples/user/internal/logic"
 	"github.com/zrpcio/zrpc/examples/user/internal/svc"
+
 	"github.com/zrpcio/zrpc/examples/user/user"
 )
 
