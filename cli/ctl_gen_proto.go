@@ -48,7 +48,8 @@ never overwritten.`,
 				os.Remove(path)
 				return fmt.Errorf("write %s: %w", path, err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "created  %s\nnext: zrpcctl gen rpc %s --out ./%s --module example.com/%s\n", path, path, args[0], args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "created  %s\nnext: zrpcctl gen rpc %s --out %s --module example.com/%s\n",
+				path, path, filepath.Join(dir, args[0]), args[0])
 			return nil
 		},
 	}
