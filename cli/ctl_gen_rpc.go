@@ -37,6 +37,8 @@ func newCtlGenRPCCommand() *cobra.Command {
 <name> is the last element of the proto package ("shop.v1" → shop). The
 messages' Go package goes in the directory go_package names when it is
 relative ("./user") or inside the module, else in DIR/<package name>.
+Imported .proto files are generated too, unless their go_package is
+outside the module: such packages must exist already (go get them).
 
 Running gen again regenerates the .pb.go files, internal/server and the
 client package, and keeps every file you own (main.go, etc, config, svc,

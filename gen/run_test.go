@@ -66,17 +66,19 @@ func TestGeneratedServiceRuns(t *testing.T) {
 		return len(got) == 1 && got[0].Health == pb.Health_PASSING
 	})
 
-	// Unary, through the generated example command and client package.
-	reply := strings.Join(strings.Fields(runBin(t, filepath.Join(bin, "echoclient"), "-agents", agent, "-wait", "30s")), "")
-	if !strings.Contains(reply, `"text":"hellofromecho.rpc"`) || !strings.Contains(reply, `"count":1`) {
-		t.Errorf("echoclient printed %q, want the reply of the edited Say logic", reply)
-	}
-	// Server, client and bidi streaming through the client package.
-	got := runBin(t, filepath.Join(bin, "streamcheck"), agent)
-	want := "repeat hi 1\nrepeat hi 2\nrepeat hi 3\ncollect a+b+c 3\nchat X 1\nchat Y 2\nchat done\n"
-	if got != want {
-		t.Errorf("streamcheck printed\n%s\nwant\n%s", got, want)
-	}
+	t.Run("unary through the generated example command", func(t *testing.T) {
+		reply := strings.Join(strings.Fields(runBin(t, filepath.Join(bin, "echoclient"), "-agents", agent, "-wait", "30s")), "")
+		if !strings.Contains(reply, `"text":"hellofromecho.rpc"`) || !strings.Contains(reply, `"count":1`) {
+			t.Errorf("echoclient printed %q, want the reply of the edited Say logic", reply)
+		}
+	})
+	t.Run("server, client and bidi streaming through the client package", func(t *testing.T) {
+		got := runBin(t, filepath.Join(bin, "streamcheck"), agent)
+		want := "repeat hi 1\nrepeat hi 2\nrepeat hi 3\ncollect a+b+c 3\nchat X 1\nchat Y 2\nchat done\n"
+		if got != want {
+			t.Errorf("streamcheck printed\n%s\nwant\n%s", got, want)
+		}
+	})
 
 	// SIGTERM: the service deregisters and exits cleanly.
 	if err := svc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
