@@ -36,6 +36,10 @@ func TestGeneratedServiceRuns(t *testing.T) {
 	if err := generate(t, "testdata/run/echo.proto", out).Write(); err != nil {
 		t.Fatal(err)
 	}
+	// As generated, with the starting logic of every RPC kind: it builds
+	// and passes go vet.
+	goRun(t, goBin, out, "vet", "./...")
+
 	edits := map[string]string{
 		"saylogic.go.txt":     "internal/logic/saylogic.go",
 		"repeatlogic.go.txt":  "internal/logic/repeatlogic.go",
