@@ -59,6 +59,7 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 		newCtlLeaveCommand(o),
 		newCtlRaftCommand(o),
 		newCtlVersionCommand(o),
+		newCtlBlobCommand(o),
 	)
 	root.AddCommand(newCtlGenCommand())
 	return root

@@ -1,0 +1,182 @@
+package cli
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client"
+)
+
+// ctlMaxShards bounds --data and --parity (the agent allows 256 in all).
+const ctlMaxShards = 256
+
+// ctlBlobPutFlags are the flags of `blob put`.
+type ctlBlobPutFlags struct {
+	name                  string
+	data, parity          int
+	overwrite, bestEffort bool
+}
+
+// Remedies `blob put` suggests.
+var ctlBlobPutHints = []ctlBlobHint{
+	{apierr.ErrAlreadyExists, "choose another --name, or pass --overwrite to replace the stored blob"},
+	{apierr.ErrNotEnoughShards, "too few agents are alive for this k+m (see `zrpcctl members`); lower --data/--parity, or pass --best-effort to let repair store the missing shards later"},
+	{apierr.ErrTooLarge, "the agents' --blob-max-size bounds one blob; split the file or raise the limit"},
+	{apierr.ErrNoSpace, "an agent's shard store is full (--shard-max-bytes); delete blobs with `zrpcctl blob rm` or add agents"},
+}
+
+func newCtlBlobPutCommand(o *ctlOptions) *cobra.Command {
+	var f ctlBlobPutFlags
+	cmd := &cobra.Command{
+		Use:   "put FILE|- [--name NAME]",
+		Short: "Store a file, or stdin, as a blob",
+		Long: `Store FILE as the blob NAME (--name, default: FILE's base name); "-" reads
+stdin, which needs --name. The agent that takes the put cuts it into blocks,
+encodes each into k data and m parity shards and spreads them over k+m
+agents; the blob becomes visible once all of it is stored. It prints the
+blob's size, k+m, SHA-256 digest and the registry revision of the put.
+
+--data and --parity choose k and m (default: the cluster's, from its size).
+A put needs k+m alive agents, unless --best-effort: then shards that find no
+agent are stored later by repair. A put refuses to replace a blob unless
+--overwrite.
+
+On a terminal a progress bar shows on stderr. --timeout bounds only the wait
+for an agent to take the put; Ctrl-C aborts it, and the agent then deletes
+the shards it stored.`,
+		Example: `  zrpcctl blob put ./model.bin --name models/v3.bin
+  zrpcctl blob put ./big.iso --data 4 --parity 2
+  zrpcctl blob put ./model.bin --name models/v3.bin --overwrite -o json
+  tar c ./logs | zrpcctl blob put - --name backups/logs.tar`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			src := args[0]
+			name, opts, err := f.check(src)
+			if err != nil {
+				return err
+			}
+			defer ctlTransferContext(cmd)()
+			return o.run(cmd, true, func(ctx context.Context, c *client.Client, p *printer) error {
+				r, size, err := ctlOpenSource(cmd, src)
+				if err != nil {
+					return err
+				}
+				defer r.Close()
+				opts.Size = max(size, 0)
+				resp, err := ctlBlobPut(ctx, o, c, cmd.ErrOrStderr(), name, r, size, opts)
+				if err != nil {
+					return ctlBlobExplain(err, ctlBlobPutHints...)
+				}
+				return ctlPrintPut(p, resp)
+			})
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.name, "name", "", "name of the blob (default: FILE's base name; required with -)")
+	fs.IntVar(&f.data, "data", 0, "data shards per block, k (0: the cluster's default)")
+	fs.IntVar(&f.parity, "parity", 0, "parity shards per block, m: how many lost agents a blob survives (needs --data)")
+	fs.BoolVar(&f.overwrite, "overwrite", false, "replace a blob of the same name")
+	fs.BoolVar(&f.bestEffort, "best-effort", false, "store even when fewer than k+m agents are alive; repair stores the missing shards later")
+	return cmd
+}
+
+// check checks the flags' shapes and returns the blob's name and the put's
+// options. The agent checks the name and the scheme against the cluster.
+func (f *ctlBlobPutFlags) check(src string) (string, client.PutOptions, error) {
+	name := f.name
+	if name == "" {
+		if src == "-" {
+			return "", client.PutOptions{}, errors.New("reading stdin (-) needs --name")
+		}
+		name = filepath.Base(src)
+	}
+	for _, n := range []struct {
+		flag string
+		v    int
+	}{{"data", f.data}, {"parity", f.parity}} {
+		if n.v < 0 || n.v > ctlMaxShards {
+			return "", client.PutOptions{}, fmt.Errorf("invalid --%s %d: want 0 to %d", n.flag, n.v, ctlMaxShards)
+		}
+	}
+	if f.parity > 0 && f.data == 0 {
+		return "", client.PutOptions{}, errors.New("--parity needs --data: give both, or neither for the cluster's default")
+	}
+	return name, client.PutOptions{Data: f.data, Parity: f.parity, Overwrite: f.overwrite, BestEffort: f.bestEffort}, nil
+}
+
+// ctlOpenSource opens what `blob put` stores: stdin for "-", else a file.
+// size is the file's size, or -1 when unknown (stdin, a pipe).
+func ctlOpenSource(cmd *cobra.Command, src string) (io.ReadCloser, int64, error) {
+	if src == "-" {
+		return io.NopCloser(cmd.InOrStdin()), -1, nil
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return nil, 0, fmt.Errorf("open source: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("open source: %w", err)
+	}
+	switch {
+	case fi.IsDir():
+		f.Close()
+		return nil, 0, fmt.Errorf("%s is a directory: put stores one file; store an archive of it, e.g. tar c %s | zrpcctl blob put - --name NAME", src, src)
+	case fi.Mode().IsRegular():
+		return f, fi.Size(), nil
+	}
+	return f, -1, nil
+}
+
+// ctlBlobPut uploads r (size bytes, < 0 when unknown) with a progress bar.
+func ctlBlobPut(ctx context.Context, o *ctlOptions, c *client.Client, errOut io.Writer, name string, r io.Reader, size int64, opts client.PutOptions) (*zrpcpb.BlobPutResponse, error) {
+	fa := o.firstAnswer(ctx)
+	defer fa.close()
+	bar := newProgressBar(errOut, "put "+name, size)
+	opts.Progress = bar.set
+	// The client reads the source once the agent has opened the put stream.
+	r = &ctlFirstRead{r: r, first: fa.answered}
+	resp, err := c.PutBlob(fa.ctx, name, r, opts)
+	bar.finish()
+	return resp, fa.wrap("put "+name, err)
+}
+
+// ctlFirstRead calls first before the first Read of r.
+type ctlFirstRead struct {
+	r     io.Reader
+	first func()
+}
+
+func (f *ctlFirstRead) Read(p []byte) (int, error) {
+	if f.first != nil {
+		f.first()
+		f.first = nil
+	}
+	return f.r.Read(p)
+}
+
+func ctlPrintPut(p *printer, resp *zrpcpb.BlobPutResponse) error {
+	b := resp.GetBlob()
+	fs := []field{
+		{"Name", b.GetName()},
+		{"Size", ctlSizeExact(b.GetSize())},
+		{"K+M", ctlScheme(b.GetDataShards(), b.GetParityShards(), false)},
+		{"SHA-256", hex.EncodeToString(b.GetSha256())},
+		{"Revision", strconv.FormatUint(resp.GetHeader().GetRevision(), 10)},
+	}
+	if n := resp.GetMissingShards(); n > 0 {
+		fs = append(fs, field{"Missing shards", fmt.Sprintf("%d (repair will store them; see `zrpcctl blob repair status`)", n)})
+	}
+	return p.fields(resp, fs)
+}
