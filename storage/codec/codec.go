@@ -28,11 +28,11 @@ const MaxShards = 256
 
 // ErrTooFewShards is returned (wrapped) by Decode and Reconstruct when fewer
 // than k shards are present.
-var ErrTooFewShards = errors.New("codec: too few shards")
+var ErrTooFewShards = errors.New("too few shards")
 
 // ErrShardSize is returned (wrapped, with the shard index) when a shard
 // given to Decode or Reconstruct is not ShardLen(blockLen, k) bytes long.
-var ErrShardSize = errors.New("codec: wrong shard size")
+var ErrShardSize = errors.New("wrong shard size")
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
