@@ -191,10 +191,18 @@ func TestCorruptShardsAreNeverReturned(t *testing.T) {
 		})
 	}
 	// Every single bit of the header matters.
+	put(t, s, id, 5000, 1)
+	good, err := os.ReadFile(s.Path(id))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range HeaderSize * 8 {
-		put(t, s, id, 5000, 1)
 		corrupt(t, s, id, func(path string) {
-			rewrite(t, path, func(b []byte) []byte { b[i/8] ^= 1 << (i % 8); return b })
+			rewrite(t, path, func([]byte) []byte {
+				b := bytes.Clone(good)
+				b[i/8] ^= 1 << (i % 8)
+				return b
+			})
 		})
 	}
 }
