@@ -27,12 +27,19 @@ type ctlBlobPutFlags struct {
 	overwrite, bestEffort bool
 }
 
-// Remedies `blob put` suggests.
-var ctlBlobPutHints = []ctlBlobHint{
-	{apierr.ErrAlreadyExists, "choose another --name, or pass --overwrite to replace the stored blob"},
-	{apierr.ErrNotEnoughShards, "too few agents are alive for this k+m (see `zrpcctl members`); lower --data/--parity, or pass --best-effort to let repair store the missing shards later"},
-	{apierr.ErrTooLarge, "the agents' --blob-max-size bounds one blob; split the file or raise the limit"},
-	{apierr.ErrNoSpace, "an agent's shard store is full (--shard-max-bytes); delete blobs with `zrpcctl blob rm` or add agents"},
+// hints are the remedies `blob put` suggests for its errors.
+func (f *ctlBlobPutFlags) hints() []ctlBlobHint {
+	tooFew := "too few agents are alive for this k+m (see `zrpcctl members`); lower --data/--parity, or pass --best-effort to let repair store the missing shards later"
+	if f.bestEffort {
+		// Even a best-effort put must store k+1 shards of each block.
+		tooFew = "too few agents are alive even for --best-effort, which needs k+1 of them (see `zrpcctl members`); lower --data, or retry when agents are back"
+	}
+	return []ctlBlobHint{
+		{apierr.ErrAlreadyExists, "choose another --name, or pass --overwrite to replace the stored blob"},
+		{apierr.ErrNotEnoughShards, tooFew},
+		{apierr.ErrTooLarge, "the agents' --blob-max-size bounds one blob; split the file or raise the limit"},
+		{apierr.ErrNoSpace, "an agent's shard store is full (--shard-max-bytes); delete blobs with `zrpcctl blob rm` or add agents"},
+	}
 }
 
 func newCtlBlobPutCommand(o *ctlOptions) *cobra.Command {
@@ -75,7 +82,7 @@ the shards it stored.`,
 				opts.Size = max(size, 0)
 				resp, err := ctlBlobPut(ctx, o, c, cmd.ErrOrStderr(), name, r, size, opts)
 				if err != nil {
-					return ctlBlobExplain(err, ctlBlobPutHints...)
+					return ctlBlobExplain(err, f.hints()...)
 				}
 				return ctlPrintPut(p, resp)
 			})
