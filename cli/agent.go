@@ -52,6 +52,11 @@ func bindAgentFlags(fs *pflag.FlagSet, c *node.Config) {
 	fs.DurationVar(&c.DeadNodeReap, "dead-node-reap", c.DeadNodeReap, "how long a failed agent's instances stay critical before the agent and its instances are removed")
 	fs.StringVar(&c.EncryptKey, "encrypt", c.EncryptKey, "base64 gossip encryption key shared by all agents (zrpcd keygen prints one)")
 	fs.StringVar(&c.GossipProfile, "gossip-profile", c.GossipProfile, "gossip timers: lan, or local for agents on one machine")
+	fs.IntVar(&c.BlobBlockSize, "blob-block-size", c.BlobBlockSize, "bytes per erasure-coded block of a blob (4096 to 8 MiB)")
+	fs.Int64Var(&c.BlobMaxSize, "blob-max-size", c.BlobMaxSize, "largest blob a put may store, in bytes")
+	fs.Int64Var(&c.ShardMaxBytes, "shard-max-bytes", c.ShardMaxBytes, "disk space this agent gives to blob shards, in bytes (0: no limit)")
+	fs.DurationVar(&c.BlobRepairDelay, "blob-repair-delay", c.BlobRepairDelay, "how long an agent must be failed before its shards are rebuilt on others")
+	fs.Int64Var(&c.BlobScrubRate, "blob-scrub-rate", c.BlobScrubRate, "bytes per second the scrubber re-reads to find bit rot (0: off)")
 }
 
 func newAgentCommand() *cobra.Command {

@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/storage"
 )
 
 // Config is an agent's configuration. Default gives a working agent; flags,
@@ -78,6 +79,17 @@ type Config struct {
 	// HealthInterval is how often TTL deadlines and critical instances are
 	// checked on the leader.
 	HealthInterval time.Duration `yaml:"health_interval"`
+
+	// Blob storage (see storage.Config for what each does).
+	BlobBlockSize      int           `yaml:"blob_block_size"`
+	BlobMaxSize        int64         `yaml:"blob_max_size"`
+	ShardMaxBytes      int64         `yaml:"shard_max_bytes"`
+	BlobRepairDelay    time.Duration `yaml:"blob_repair_delay"`
+	BlobRepairInterval time.Duration `yaml:"blob_repair_interval"`
+	BlobOrphanGrace    time.Duration `yaml:"blob_orphan_grace"`
+	BlobGCInterval     time.Duration `yaml:"blob_gc_interval"`
+	BlobScrubRate      int64         `yaml:"blob_scrub_rate"`
+	BlobScrubInterval  time.Duration `yaml:"blob_scrub_interval"`
 }
 
 // Default returns the configuration of a production agent on this machine.
@@ -86,6 +98,7 @@ func Default() Config {
 	if name == "" {
 		name = "zrpc"
 	}
+	bd := storage.DefaultConfig()
 	return Config{
 		Name:                 name,
 		DataDir:              "zrpc-data",
@@ -108,7 +121,29 @@ func Default() Config {
 		StaleReadBound:       5 * time.Second,
 		LeaderWait:           5 * time.Second,
 		HealthInterval:       100 * time.Millisecond,
+		BlobBlockSize:        bd.BlockSize,
+		BlobMaxSize:          bd.MaxBlobSize,
+		BlobRepairDelay:      bd.RepairDelay,
+		BlobRepairInterval:   bd.RepairInterval,
+		BlobOrphanGrace:      bd.OrphanGrace,
+		BlobGCInterval:       bd.GCInterval,
+		BlobScrubRate:        bd.ScrubRate,
+		BlobScrubInterval:    bd.ScrubInterval,
 	}
+}
+
+// blobConfig is the blob store's part of the configuration.
+func (c *Config) blobConfig() storage.Config {
+	bc := storage.DefaultConfig()
+	bc.BlockSize = c.BlobBlockSize
+	bc.MaxBlobSize = c.BlobMaxSize
+	bc.RepairDelay = c.BlobRepairDelay
+	bc.RepairInterval = c.BlobRepairInterval
+	bc.OrphanGrace = c.BlobOrphanGrace
+	bc.GCInterval = c.BlobGCInterval
+	bc.ScrubRate = c.BlobScrubRate
+	bc.ScrubInterval = c.BlobScrubInterval
+	return bc
 }
 
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
@@ -172,6 +207,11 @@ func (c *Config) Validate() error {
 		{"stale_read_bound", c.StaleReadBound},
 		{"leader_wait", c.LeaderWait},
 		{"health_interval", c.HealthInterval},
+		{"blob_repair_delay", c.BlobRepairDelay},
+		{"blob_repair_interval", c.BlobRepairInterval},
+		{"blob_orphan_grace", c.BlobOrphanGrace},
+		{"blob_gc_interval", c.BlobGCInterval},
+		{"blob_scrub_interval", c.BlobScrubInterval},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {
@@ -207,6 +247,18 @@ func (c *Config) Validate() error {
 	}
 	if c.JoinMaxBackoff <= 0 {
 		bad("join_max_backoff", "must be positive, got %s", c.JoinMaxBackoff)
+	}
+	if c.BlobBlockSize < 4096 || c.BlobBlockSize > storage.MaxBlockSize {
+		bad("blob_block_size", "%d must be between 4096 and %d bytes", c.BlobBlockSize, storage.MaxBlockSize)
+	}
+	if c.BlobMaxSize <= 0 {
+		bad("blob_max_size", "%d must be positive", c.BlobMaxSize)
+	}
+	if c.ShardMaxBytes < 0 {
+		bad("shard_max_bytes", "%d must not be negative (0 means no limit)", c.ShardMaxBytes)
+	}
+	if c.BlobScrubRate < 0 {
+		bad("blob_scrub_rate", "%d must not be negative (0 turns scrubbing off)", c.BlobScrubRate)
 	}
 	if c.SnapshotThreshold < 16 {
 		bad("snapshot_threshold", "%d is too small (minimum 16)", c.SnapshotThreshold)
@@ -278,6 +330,12 @@ func setField(f reflect.Value, s string) error {
 			return errors.New("not an integer")
 		}
 		f.SetInt(int64(n))
+	case int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return errors.New("not an integer")
+		}
+		f.SetInt(n)
 	case uint64:
 		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {

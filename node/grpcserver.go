@@ -13,17 +13,22 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage"
 )
 
 // maxMessage bounds gRPC messages; a watch snapshot of a large registry is
 // the biggest.
 const maxMessage = 64 << 20
 
+// maxRecvMessage bounds requests; a shard of the largest block is the
+// biggest.
+const maxRecvMessage = storage.MaxBlockSize + 1<<20
+
 func newGRPCServer(n *Node) *grpc.Server {
 	s := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(n.unaryInterceptor),
 		grpc.ChainStreamInterceptor(n.streamInterceptor),
-		grpc.MaxRecvMsgSize(4<<20),
+		grpc.MaxRecvMsgSize(maxRecvMessage),
 		grpc.MaxSendMsgSize(maxMessage),
 		// Notice dead session holders behind a silent network within ~15 s;
 		// a crashed process closes its socket and is noticed at once.
@@ -33,6 +38,8 @@ func newGRPCServer(n *Node) *grpc.Server {
 	pb.RegisterRegistryServer(s, &registryServer{n: n})
 	pb.RegisterStatusServer(s, &statusServer{n: n})
 	pb.RegisterInternalServer(s, &internalServer{n: n})
+	pb.RegisterBlobsServer(s, &blobsServer{n: n})
+	pb.RegisterShardsServer(s, n.blobs.ShardServer())
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(s, hs)
 	reflection.Register(s)

@@ -71,7 +71,20 @@ func newMetrics(n *Node) *metrics {
 			"1 for this agent's current Raft state.", []string{"state"}, nil)},
 		&memberCollector{n: n, desc: prometheus.NewDesc("zrpc_gossip_members",
 			"Agents this agent's gossip knows, by status (alive, suspect, failed, left).", []string{"status"}, nil)},
+		gauge("zrpc_blob_shard_store_bytes", "Bytes of shard files on this agent.", func() float64 {
+			b, _ := n.blobs.Shards().Usage()
+			return float64(b)
+		}),
+		gauge("zrpc_blob_shard_store_shards", "Shard files on this agent.", func() float64 {
+			_, c := n.blobs.Shards().Usage()
+			return float64(c)
+		}),
+		gauge("zrpc_blob_blobs", "Blobs in this replica's metadata.", func() float64 {
+			b, _ := n.store.FSM().Blobs("")
+			return float64(len(b))
+		}),
 	)
+	m.reg.MustRegister(n.blobs.Metrics().Collectors()...)
 	return m
 }
 

@@ -26,6 +26,7 @@ import (
 
 	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/raftstore"
+	"github.com/zrpcio/zrpc/storage"
 )
 
 // Build is the agent's version string, set by cli from the linker flags.
@@ -48,6 +49,7 @@ type Node struct {
 	sessions *liveSessions
 	ttl      *ttlTracker
 	gossip   *gossip.Gossip
+	blobs    *storage.Store
 
 	// reconcileWake nudges the leader's reconcile loop after a gossip event.
 	reconcileWake chan struct{}
@@ -143,6 +145,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.dir, err = openDataDir(n.cfg.DataDir, n.cfg.Name); err != nil {
 		return err
 	}
+	if err := n.openBlobs(); err != nil {
+		return err
+	}
 	if err := n.startRaft(); err != nil {
 		return err
 	}
@@ -159,6 +164,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.goLoop(n.runChecks)
 	n.goLoop(n.cleanupOrphanSessions)
+	n.blobs.Start()
 	n.log.Info("agent started", "name", n.cfg.Name, "grpc", n.GRPCAddr(), "raft", n.store.RaftAddr(),
 		"http", n.HTTPAddr(), "data_dir", n.cfg.DataDir)
 	return nil
@@ -191,6 +197,7 @@ func (n *Node) startRaft() error {
 	n.store.OnLeader(n.announceSelf)
 	n.store.OnLeader(n.runTTLChecks)
 	n.store.OnLeader(n.runReconcile)
+	n.store.OnLeader(n.blobs.RunRepair)
 	return n.store.Open()
 }
 
@@ -271,6 +278,9 @@ func (n *Node) Close() error {
 			stopGRPC(n.grpc, 5*time.Second)
 		}
 		n.wg.Wait()
+		if n.blobs != nil {
+			n.blobs.Close()
+		}
 		if n.forward != nil {
 			n.forward.close()
 		}

@@ -55,6 +55,12 @@ func (f *FSM) applyBlobCommit(c *pb.BlobCommit, now int64, rev uint64) error {
 	if _, ok := f.blobs.byID[in.Id]; ok {
 		return fmt.Errorf("%w: blob id %s is already committed", ErrAlreadyExists, in.Id)
 	}
+	// A blob with shards commits only while its put is pending: once the
+	// put is aborted, agents may already be collecting its shards.
+	if len(in.Blocks) > 0 && f.blobs.pending[in.Id] == nil {
+		return fmt.Errorf("%w: put %s of blob %q was aborted (its agent was thought failed, or it ran too long); retry the put",
+			ErrNotFound, in.Id, in.Name)
+	}
 	blob := proto.Clone(in).(*pb.Blob)
 	blob.Created = now
 	blob.CreateRevision = rev

@@ -50,6 +50,7 @@ func TestFSMBlobLifecycle(t *testing.T) {
 	}
 
 	// A second put under the same name needs overwrite.
+	d.mustApply(blobPendingCmd("bb02", "b"))
 	if _, err := d.apply(blobCommitCmd(testBlob("models/v1", "bb02"), false)); !errors.Is(err, ErrAlreadyExists) {
 		t.Fatalf("commit over an existing name: %v, want ErrAlreadyExists", err)
 	}
@@ -89,6 +90,20 @@ func TestFSMBlobLifecycle(t *testing.T) {
 	}
 }
 
+func TestFSMBlobCommitNeedsPendingPut(t *testing.T) {
+	d := newFSMDriver(t, 16)
+	d.mustApply(blobPendingCmd("aa01", "a"))
+	d.mustApply(&pb.Command{Kind: &pb.Command_BlobAbort{BlobAbort: &pb.BlobAbort{Ids: []string{"aa01"}}}})
+	if _, err := d.apply(blobCommitCmd(testBlob("late", "aa01"), false)); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("commit of an aborted put: %v, want ErrNotFound", err)
+	}
+	if d.fsm.Blob("late") != nil {
+		t.Fatal("aborted put became visible")
+	}
+	// Inline blobs have no shards and no pending put.
+	d.mustApply(blobCommitCmd(&pb.Blob{Name: "tiny", Id: "bb02", Size: 1, Inline: []byte{1}}, false))
+}
+
 func TestFSMBlobRejectsBadShape(t *testing.T) {
 	for name, mutate := range map[string]func(b *pb.Blob){
 		"holders short":   func(b *pb.Blob) { b.Blocks[0].Holders = b.Blocks[0].Holders[:2] },
@@ -101,6 +116,7 @@ func TestFSMBlobRejectsBadShape(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			d := newFSMDriver(t, 16)
+			d.mustApply(blobPendingCmd("cc03", "a"))
 			b := testBlob("x", "cc03")
 			mutate(b)
 			if _, err := d.apply(blobCommitCmd(b, false)); !errors.Is(err, ErrInvalidArgument) {
@@ -133,6 +149,7 @@ func TestFSMBlobListAndAbort(t *testing.T) {
 
 func TestFSMBlobSnapshotRoundTrip(t *testing.T) {
 	d := populatedFSM(t)
+	d.mustApply(blobPendingCmd("aa01", "n1"))
 	d.mustApply(blobCommitCmd(testBlob("big", "aa01"), false))
 	d.mustApply(blobCommitCmd(&pb.Blob{Name: "small", Id: "bb02", Size: 3, Inline: []byte("abc")}, false))
 	d.mustApply(blobPendingCmd("cc03", "n1"))

@@ -1112,8 +1112,8 @@ type RepairStatusResponse struct {
 	RebuiltBytes  uint64 `protobuf:"varint,5,opt,name=rebuilt_bytes,json=rebuiltBytes,proto3" json:"rebuilt_bytes,omitempty"`
 	Failed        uint64 `protobuf:"varint,6,opt,name=failed,proto3" json:"failed,omitempty"`
 	LastError     string `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
-	// waiting counts shards on failed agents whose repair delay has not
-	// passed yet.
+	// waiting counts lost shards that cannot be rebuilt yet: their agent's
+	// repair delay has not passed, or no alive agent is free to take them.
 	Waiting       uint64 `protobuf:"varint,8,opt,name=waiting,proto3" json:"waiting,omitempty"`
 	LastScan      int64  `protobuf:"varint,9,opt,name=last_scan,json=lastScan,proto3" json:"last_scan,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1491,8 +1491,12 @@ func (x *GetShardResponse) GetPayload() []byte {
 }
 
 type DeleteShardsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BlobIds       []string               `protobuf:"bytes,1,rep,name=blob_ids,json=blobIds,proto3" json:"blob_ids,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	BlobIds []string               `protobuf:"bytes,1,rep,name=blob_ids,json=blobIds,proto3" json:"blob_ids,omitempty"`
+	// revision is the registry revision at which the blobs stopped being
+	// referenced (deleted, overwritten or aborted); the agent waits for it
+	// and deletes only shards that no blob or pending put refers to.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1532,6 +1536,13 @@ func (x *DeleteShardsRequest) GetBlobIds() []string {
 		return x.BlobIds
 	}
 	return nil
+}
+
+func (x *DeleteShardsRequest) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 type DeleteShardsResponse struct {
@@ -1781,9 +1792,10 @@ const file_blob_proto_rawDesc = "" +
 	"\x03ref\x18\x01 \x01(\v2\x11.zrpc.v1.ShardRefR\x03ref\">\n" +
 	"\x10GetShardResponse\x12\x10\n" +
 	"\x03sum\x18\x01 \x01(\aR\x03sum\x12\x18\n" +
-	"\apayload\x18\x02 \x01(\fR\apayload\"0\n" +
+	"\apayload\x18\x02 \x01(\fR\apayload\"L\n" +
 	"\x13DeleteShardsRequest\x12\x19\n" +
-	"\bblob_ids\x18\x01 \x03(\tR\ablobIds\"0\n" +
+	"\bblob_ids\x18\x01 \x03(\tR\ablobIds\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"0\n" +
 	"\x14DeleteShardsResponse\x12\x18\n" +
 	"\adeleted\x18\x01 \x01(\rR\adeleted\"^\n" +
 	"\x13ReportShardsRequest\x12+\n" +

@@ -1,0 +1,248 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// putChunk is how many bytes one Put message carries.
+const putChunk = 512 << 10
+
+// PutOptions tune PutBlob. The zero value stores with the cluster's default
+// erasure coding and refuses to replace an existing blob.
+type PutOptions struct {
+	// Data and Parity shards per block; both 0 pick the cluster's default.
+	Data, Parity int
+	// Overwrite replaces an existing blob of the same name.
+	Overwrite bool
+	// BestEffort accepts Data+Parity larger than the alive agents; missing
+	// shards are stored by repair later.
+	BestEffort bool
+	// Size, when known (> 0), lets the agent refuse a blob that is too large
+	// before any byte is sent, and check that exactly Size bytes arrive.
+	Size int64
+	// Progress, when set, is called with the total bytes sent so far.
+	Progress func(sent int64)
+}
+
+// PutBlob stores the bytes of r under name. The put goes to one agent,
+// which encodes and spreads the shards; it is retried on another agent only
+// if the first could not be reached before any byte was read from r.
+func (c *Client) PutBlob(ctx context.Context, name string, r io.Reader, opts PutOptions) (*zrpcpb.BlobPutResponse, error) {
+	if c.closing.Err() != nil {
+		return nil, ErrClosed
+	}
+	hdr := &zrpcpb.BlobPutHeader{
+		Name: name, Size: opts.Size, DataShards: uint32(opts.Data), ParityShards: uint32(opts.Parity),
+		Overwrite: opts.Overwrite, BestEffort: opts.BestEffort,
+	}
+	var resp *zrpcpb.BlobPutResponse
+	read := false
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) error {
+		if read {
+			return errPutStarted
+		}
+		var err error
+		resp, err = putBlob(ctx, ep, hdr, r, opts.Progress, &read)
+		return err
+	})
+	if errors.Is(err, errPutStarted) {
+		err = fmt.Errorf("put %q: the agent failed after the upload began: retry the put", name)
+	}
+	return resp, err
+}
+
+var errPutStarted = errors.New("put already started")
+
+func putBlob(ctx context.Context, ep *endpoint, hdr *zrpcpb.BlobPutHeader, r io.Reader, progress func(int64), read *bool) (*zrpcpb.BlobPutResponse, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := zrpcpb.NewBlobsClient(ep.conn).Put(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := stream.Send(&zrpcpb.BlobPutRequest{Msg: &zrpcpb.BlobPutRequest_Header{Header: hdr}}); err != nil {
+		_, err = stream.CloseAndRecv()
+		return nil, err
+	}
+	buf := make([]byte, putChunk)
+	var sent int64
+	for {
+		n, rerr := io.ReadFull(r, buf)
+		*read = true
+		if n > 0 {
+			if err := stream.Send(&zrpcpb.BlobPutRequest{Msg: &zrpcpb.BlobPutRequest_Chunk{Chunk: buf[:n]}}); err != nil {
+				// The agent ended the stream; its status says why.
+				_, err = stream.CloseAndRecv()
+				return nil, err
+			}
+			sent += int64(n)
+			if progress != nil {
+				progress(sent)
+			}
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return nil, fmt.Errorf("read blob %q: %w", hdr.Name, rerr)
+		}
+	}
+	return stream.CloseAndRecv()
+}
+
+// GetOptions select what GetBlob reads.
+type GetOptions struct {
+	// Offset and Length select a range; Length 0 reads to the end.
+	Offset, Length uint64
+	// MinRevision makes the agent wait until it has applied this revision
+	// (e.g. the revision PutBlob returned), to read one's own write.
+	MinRevision uint64
+}
+
+// BlobReader streams a blob's bytes. A whole-blob read checks the blob's
+// SHA-256 at the end: a mismatch is returned by Read instead of io.EOF.
+type BlobReader struct {
+	blob   *zrpcpb.Blob
+	recv   func() (*zrpcpb.BlobGetResponse, error)
+	cancel context.CancelFunc
+	buf    []byte
+	sha    hash.Hash // nil for ranged reads
+	read   uint64
+	want   uint64
+	err    error
+}
+
+// Blob is the blob's metadata (name, size, scheme, digest).
+func (b *BlobReader) Blob() *zrpcpb.Blob { return b.blob }
+
+// Size is how many bytes this reader yields.
+func (b *BlobReader) Size() uint64 { return b.want }
+
+func (b *BlobReader) Read(p []byte) (int, error) {
+	for len(b.buf) == 0 {
+		if b.err != nil {
+			return 0, b.err
+		}
+		msg, err := b.recv()
+		if err == io.EOF {
+			b.err = b.finish()
+			continue
+		}
+		if err != nil {
+			b.err = fmt.Errorf("read blob %q: %w", b.blob.Name, mapErr(err))
+			continue
+		}
+		b.buf = msg.Chunk
+		b.read += uint64(len(msg.Chunk))
+		if b.sha != nil {
+			b.sha.Write(msg.Chunk)
+		}
+	}
+	n := copy(p, b.buf)
+	b.buf = b.buf[n:]
+	return n, nil
+}
+
+func (b *BlobReader) finish() error {
+	if b.read != b.want {
+		return fmt.Errorf("read blob %q: got %d bytes, want %d: %w", b.blob.Name, b.read, b.want, io.ErrUnexpectedEOF)
+	}
+	if b.sha != nil && !bytes.Equal(b.sha.Sum(nil), b.blob.Sha256) {
+		return fmt.Errorf("%w: blob %q: SHA-256 of the bytes read is %x, stored digest is %x",
+			apierr.ErrCorrupt, b.blob.Name, b.sha.Sum(nil), b.blob.Sha256)
+	}
+	return io.EOF
+}
+
+// Close ends the stream.
+func (b *BlobReader) Close() error {
+	b.cancel()
+	return nil
+}
+
+// GetBlob opens the blob called name for reading. The caller must Close
+// the reader.
+func (c *Client) GetBlob(ctx context.Context, name string, opts GetOptions) (*BlobReader, error) {
+	var out *BlobReader
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) error {
+		sctx, cancel := context.WithCancel(ctx)
+		stream, err := zrpcpb.NewBlobsClient(ep.conn).Get(sctx, &zrpcpb.BlobGetRequest{
+			Name: name, Offset: opts.Offset, Length: opts.Length, MinRevision: opts.MinRevision,
+		})
+		if err == nil {
+			var first *zrpcpb.BlobGetResponse
+			if first, err = stream.Recv(); err == nil && first.Blob == nil {
+				err = fmt.Errorf("get blob %q: the agent sent no metadata first", name)
+			}
+			if err == nil {
+				out = newBlobReader(first.Blob, opts, stream.Recv, cancel)
+				return nil
+			}
+		}
+		cancel()
+		return err
+	})
+	return out, err
+}
+
+func newBlobReader(b *zrpcpb.Blob, opts GetOptions, recv func() (*zrpcpb.BlobGetResponse, error), cancel context.CancelFunc) *BlobReader {
+	r := &BlobReader{blob: b, recv: recv, cancel: cancel}
+	start := min(opts.Offset, b.Size)
+	end := b.Size
+	if opts.Length > 0 && start+opts.Length < end {
+		end = start + opts.Length
+	}
+	r.want = end - start
+	if start == 0 && end == b.Size {
+		r.sha = sha256.New()
+	}
+	return r
+}
+
+// StatBlob returns a blob's metadata, shard locations and health.
+func (c *Client) StatBlob(ctx context.Context, name string) (*zrpcpb.BlobStatResponse, error) {
+	var resp *zrpcpb.BlobStatResponse
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = zrpcpb.NewBlobsClient(ep.conn).Stat(ctx, &zrpcpb.BlobStatRequest{Name: name})
+		return err
+	})
+	return resp, err
+}
+
+// ListBlobs lists the blobs whose names start with prefix, sorted by name.
+func (c *Client) ListBlobs(ctx context.Context, prefix string) ([]*zrpcpb.BlobSummary, error) {
+	var resp *zrpcpb.BlobListResponse
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = zrpcpb.NewBlobsClient(ep.conn).List(ctx, &zrpcpb.BlobListRequest{Prefix: prefix})
+		return err
+	})
+	return resp.GetBlobs(), err
+}
+
+// DeleteBlob removes a blob; its shards are deleted in the background.
+func (c *Client) DeleteBlob(ctx context.Context, name string) error {
+	return c.call(ctx, func(ctx context.Context, ep *endpoint) error {
+		_, err := zrpcpb.NewBlobsClient(ep.conn).Delete(ctx, &zrpcpb.BlobDeleteRequest{Name: name})
+		return err
+	})
+}
+
+// RepairStatus reports the leader's shard repair: queued, in progress,
+// rebuilt.
+func (c *Client) RepairStatus(ctx context.Context) (*zrpcpb.RepairStatusResponse, error) {
+	var resp *zrpcpb.RepairStatusResponse
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = zrpcpb.NewBlobsClient(ep.conn).RepairStatus(ctx, &zrpcpb.RepairStatusRequest{})
+		return err
+	})
+	return resp, err
+}

@@ -1,0 +1,143 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+
+	"google.golang.org/grpc"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage"
+	"github.com/zrpcio/zrpc/storage/shardstore"
+)
+
+// openBlobs opens the shard files under the data dir and builds the blob
+// store; its repair loop is registered as a leader hook, so this runs
+// before Raft starts.
+func (n *Node) openBlobs() error {
+	shards, err := shardstore.Open(filepath.Join(n.dir.path, "shards"), shardstore.Options{
+		Logger: n.log, MaxBytes: n.cfg.ShardMaxBytes,
+	})
+	if err != nil {
+		return fmt.Errorf("open shard store: %w", err)
+	}
+	n.blobs = storage.New(n.cfg.blobConfig(), blobCluster{n}, shards, storage.NewMetrics(), n.log.With("component", "blobs"))
+	return nil
+}
+
+// Blobs is the agent's part of the blob store.
+func (n *Node) Blobs() *storage.Store { return n.blobs }
+
+// blobCluster is the agent as the blob store sees it.
+type blobCluster struct{ n *Node }
+
+func (c blobCluster) Self() string        { return c.n.cfg.Name }
+func (c blobCluster) Meta() storage.Meta  { return c.n.store.FSM() }
+func (c blobCluster) IsLeader() bool      { return c.n.store.IsLeader() }
+func (c blobCluster) CommitIndex() uint64 { return c.n.store.Raft().CommitIndex() }
+func (c blobCluster) Propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	return c.n.propose(ctx, cmd)
+}
+
+func (c blobCluster) Conn(node string) (*grpc.ClientConn, error) {
+	peer := c.n.store.FSM().Node(node)
+	if peer == nil || peer.GrpcAddress == "" {
+		return nil, fmt.Errorf("%w: agent %s is not in the cluster", apierr.ErrNotFound, node)
+	}
+	return c.n.forward.conn(peer.GrpcAddress)
+}
+
+func (c blobCluster) OnLeader(ctx context.Context, local func() error, remote func(*grpc.ClientConn) error) error {
+	return c.n.forward.onLeader(ctx, local, remote)
+}
+
+// blobsServer serves the Blobs API.
+type blobsServer struct {
+	pb.UnimplementedBlobsServer
+	n *Node
+}
+
+func (s *blobsServer) Put(stream grpc.ClientStreamingServer[pb.BlobPutRequest, pb.BlobPutResponse]) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return fmt.Errorf("%w: put stream ended before its header", apierr.ErrInvalidArgument)
+	}
+	h := first.GetHeader()
+	if h == nil {
+		return fmt.Errorf("%w: the first message of a put must be its header", apierr.ErrInvalidArgument)
+	}
+	res, err := s.n.blobs.Put(stream.Context(), h, &putReader{stream: stream})
+	if err != nil {
+		return err
+	}
+	return stream.SendAndClose(&pb.BlobPutResponse{
+		Header: &pb.ResponseHeader{Revision: res.Revision}, Blob: storage.Summary(res.Blob), MissingShards: uint32(res.Missing),
+	})
+}
+
+// putReader reads the chunks of a Put stream.
+type putReader struct {
+	stream grpc.ClientStreamingServer[pb.BlobPutRequest, pb.BlobPutResponse]
+	buf    []byte
+}
+
+func (r *putReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		msg, err := r.stream.Recv()
+		if err == io.EOF {
+			return 0, io.EOF
+		}
+		if err != nil {
+			return 0, err
+		}
+		if msg.GetHeader() != nil {
+			return 0, fmt.Errorf("%w: a put carries one header, then chunks", apierr.ErrInvalidArgument)
+		}
+		r.buf = msg.GetChunk()
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+func (s *blobsServer) Get(req *pb.BlobGetRequest, stream grpc.ServerStreamingServer[pb.BlobGetResponse]) error {
+	return s.n.blobs.Get(stream.Context(), req, stream.Send)
+}
+
+func (s *blobsServer) Stat(ctx context.Context, req *pb.BlobStatRequest) (*pb.BlobStatResponse, error) {
+	resp, err := s.n.blobs.Stat(ctx, req.Name, req.MinRevision)
+	if err != nil {
+		return nil, err
+	}
+	resp.Header = &pb.ResponseHeader{Revision: s.n.store.FSM().Revision()}
+	return resp, nil
+}
+
+func (s *blobsServer) List(ctx context.Context, req *pb.BlobListRequest) (*pb.BlobListResponse, error) {
+	blobs, rev := s.n.blobs.List(req.Prefix)
+	return &pb.BlobListResponse{Header: &pb.ResponseHeader{Revision: rev}, Blobs: blobs}, nil
+}
+
+func (s *blobsServer) Delete(ctx context.Context, req *pb.BlobDeleteRequest) (*pb.BlobDeleteResponse, error) {
+	rev, err := s.n.blobs.Delete(ctx, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.BlobDeleteResponse{Header: &pb.ResponseHeader{Revision: rev}}, nil
+}
+
+// RepairStatus answers from the leader, which runs repair.
+func (s *blobsServer) RepairStatus(ctx context.Context, req *pb.RepairStatusRequest) (*pb.RepairStatusResponse, error) {
+	var out *pb.RepairStatusResponse
+	err := s.n.forward.onLeader(ctx,
+		func() error { out = s.n.blobs.RepairStatus(); return nil },
+		func(c *grpc.ClientConn) error {
+			var err error
+			out, err = pb.NewBlobsClient(c).RepairStatus(ctx, req)
+			return err
+		})
+	return out, err
+}

@@ -1,0 +1,536 @@
+package storage_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/node"
+	"github.com/zrpcio/zrpc/storage/shardstore"
+	"github.com/zrpcio/zrpc/testcluster"
+)
+
+// fastBlobs shortens the blob store's timers for tests.
+func fastBlobs(c *node.Config) {
+	c.BlobRepairInterval = 200 * time.Millisecond
+	c.BlobRepairDelay = 500 * time.Millisecond
+	c.BlobOrphanGrace = 500 * time.Millisecond
+	c.BlobGCInterval = 200 * time.Millisecond
+	c.BlobScrubRate = 0
+}
+
+// newBlobCluster starts n agents and waits until every agent's replica
+// knows all n as alive, so that puts see the whole cluster.
+func newBlobCluster(t testing.TB, n int, opts ...testcluster.Option) *testcluster.Cluster {
+	t.Helper()
+	c := testcluster.New(t, n, append([]testcluster.Option{testcluster.WithConfig(fastBlobs)}, opts...)...)
+	waitAlive(t, c, n)
+	return c
+}
+
+// waitAlive waits until every running agent's replica has want passing nodes.
+func waitAlive(t testing.TB, c *testcluster.Cluster, want int) {
+	t.Helper()
+	for i := range c.Size() {
+		nd := c.Node(i)
+		if nd == nil {
+			continue
+		}
+		c.WaitFor(20*time.Second, fmt.Sprintf("agent %d sees %d alive agents", i, want), func() bool {
+			alive := 0
+			for _, n := range nd.Store().FSM().Nodes() {
+				if n.Health == pb.Health_PASSING {
+					alive++
+				}
+			}
+			return alive == want
+		})
+	}
+}
+
+func agentClient(t testing.TB, c *testcluster.Cluster, i int) *client.Client {
+	t.Helper()
+	cl, err := client.New(client.Config{Endpoints: []string{c.GRPCAddr(i)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+func ctxFor(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	b := make([]byte, n)
+	for i := 0; i+8 <= n; i += 8 {
+		v := r.Uint64()
+		for j := range 8 {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	for i := n - n%8; i < n; i++ {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func put(t testing.TB, cl *client.Client, name string, data []byte, opts client.PutOptions) *pb.BlobPutResponse {
+	t.Helper()
+	resp, err := cl.PutBlob(ctxFor(t, 2*time.Minute), name, bytes.NewReader(data), opts)
+	if err != nil {
+		t.Fatalf("put %s (%d bytes): %v", name, len(data), err)
+	}
+	return resp
+}
+
+func get(t testing.TB, cl *client.Client, name string, opts client.GetOptions) []byte {
+	t.Helper()
+	data, err := tryGet(t, cl, name, opts)
+	if err != nil {
+		t.Fatalf("get %s: %v", name, err)
+	}
+	return data
+}
+
+func tryGet(t testing.TB, cl *client.Client, name string, opts client.GetOptions) ([]byte, error) {
+	r, err := cl.GetBlob(ctxFor(t, 2*time.Minute), name, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+func TestBlobRoundTripSizes(t *testing.T) {
+	c := newBlobCluster(t, 3)
+	cl := agentClient(t, c, 1)
+	sizes := []int{0, 1, 64<<10 - 1, 64 << 10, 64<<10 + 1, 1<<20 - 1, 1 << 20, 1<<20 + 1, 100 << 20}
+	if testing.Short() {
+		sizes = sizes[:len(sizes)-1]
+	}
+	for i, size := range sizes {
+		name := fmt.Sprintf("sizes/%d", size)
+		data := randomBytes(size, uint64(i))
+		resp := put(t, cl, name, data, client.PutOptions{Size: int64(size)})
+		b := resp.Blob
+		if b.Size != uint64(size) {
+			t.Errorf("%s: stored size %d", name, b.Size)
+		}
+		sum := sha256.Sum256(data)
+		if !bytes.Equal(b.Sha256, sum[:]) {
+			t.Errorf("%s: digest %x, want %x", name, b.Sha256, sum)
+		}
+		inline := size <= 64<<10
+		if inline != (b.DataShards == 0) {
+			t.Errorf("%s: %d+%d shards; want inline=%v", name, b.DataShards, b.ParityShards, inline)
+		}
+		if !inline && (b.DataShards != 2 || b.ParityShards != 1) {
+			t.Errorf("%s: %d+%d on 3 agents, want the default 2+1", name, b.DataShards, b.ParityShards)
+		}
+		// Read it back through another agent, at the revision of the put.
+		got := get(t, agentClient(t, c, 2), name, client.GetOptions{MinRevision: resp.Header.Revision})
+		if !bytes.Equal(got, data) {
+			t.Fatalf("%s: read %d bytes that differ from the %d written", name, len(got), size)
+		}
+	}
+}
+
+func TestBlobRangedRead(t *testing.T) {
+	c := newBlobCluster(t, 3, testcluster.WithConfig(func(c *node.Config) { c.BlobBlockSize = 64 << 10 }))
+	cl := agentClient(t, c, 0)
+	data := randomBytes(300<<10+17, 7)
+	put(t, cl, "ranged", data, client.PutOptions{})
+	for _, r := range []struct{ off, n uint64 }{{0, 1}, {1, 0}, {64 << 10, 64 << 10}, {100, 200 << 10}, {uint64(len(data)) - 5, 100}, {uint64(len(data)), 0}} {
+		got := get(t, cl, "ranged", client.GetOptions{Offset: r.off, Length: r.n})
+		end := uint64(len(data))
+		if r.n > 0 && r.off+r.n < end {
+			end = r.off + r.n
+		}
+		if !bytes.Equal(got, data[r.off:end]) {
+			t.Errorf("range [%d, +%d): got %d bytes that differ from the %d expected", r.off, r.n, len(got), end-r.off)
+		}
+	}
+	if _, err := tryGet(t, cl, "ranged", client.GetOptions{Offset: uint64(len(data)) + 1}); !errors.Is(err, apierr.ErrInvalidArgument) {
+		t.Errorf("offset past the end: %v, want ErrInvalidArgument", err)
+	}
+}
+
+// shardFiles returns how many shard files of blob id agent i holds.
+func shardFiles(t testing.TB, c *testcluster.Cluster, i int, id string) int {
+	n := 0
+	c.Node(i).Blobs().Shards().Walk(func(s shardstore.ID, _ int64, _ time.Time) error {
+		if id == "" || s.Blob == id {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+func TestBlobPlacementOnDistinctAgents(t *testing.T) {
+	c := newBlobCluster(t, 5)
+	cl := agentClient(t, c, 0)
+	resp := put(t, cl, "placed", randomBytes(5<<20+3, 1), client.PutOptions{})
+	b := c.Node(0).Store().FSM().Blob("placed")
+	if b.DataShards != 3 || b.ParityShards != 2 {
+		t.Fatalf("5 agents: %d+%d, want the default 3+2", b.DataShards, b.ParityShards)
+	}
+	if resp.MissingShards != 0 {
+		t.Fatalf("%d shards missing with every agent up", resp.MissingShards)
+	}
+	perAgent := map[string]int{}
+	for bi, blk := range b.Blocks {
+		seen := map[uint32]bool{}
+		for _, h := range blk.Holders {
+			if h == 0 || seen[h] {
+				t.Fatalf("block %d holders %v: want 5 distinct agents", bi, blk.Holders)
+			}
+			seen[h] = true
+			perAgent[b.Nodes[h-1]]++
+		}
+	}
+	for i := range c.Size() {
+		if got, want := shardFiles(t, c, i, b.Id), perAgent[c.Name(i)]; got != want {
+			t.Errorf("agent %s holds %d shard files, metadata says %d", c.Name(i), got, want)
+		}
+	}
+}
+
+func TestBlobReadWithParityAgentsKilled(t *testing.T) {
+	c := newBlobCluster(t, 5)
+	data := randomBytes(4<<20+11, 2)
+	rev := put(t, agentClient(t, c, 0), "survivor", data, client.PutOptions{}).Header.Revision
+	c.Node(1).Store().FSM().WaitRevision(ctxFor(t, 10*time.Second), rev)
+	// Kill m = 2 agents, never the one we read from.
+	c.Kill(3)
+	c.Kill(4)
+	got := get(t, agentClient(t, c, 1), "survivor", client.GetOptions{})
+	if !bytes.Equal(got, data) {
+		t.Fatal("read with 2 of 5 agents down returned different bytes")
+	}
+}
+
+func TestBlobCorruptShardIsRepaired(t *testing.T) {
+	c := newBlobCluster(t, 3)
+	cl := agentClient(t, c, 0)
+	data := randomBytes(3<<20, 3)
+	rev := put(t, cl, "rot", data, client.PutOptions{}).Header.Revision
+	b := c.Node(0).Store().FSM().Blob("rot")
+	// Flip a bit in data shard 0 of block 1, on whichever agent holds it.
+	holder := b.Nodes[b.Blocks[1].Holders[0]-1]
+	idx := agentIndex(t, c, holder)
+	id := shardstore.ID{Blob: b.Id, Block: 1, Index: 0}
+	flipBit(t, c.Node(idx).Blobs().Shards().Path(id), 300)
+	if err := c.Node(idx).Blobs().Shards().Verify(id); err == nil {
+		t.Fatal("flipped shard still verifies")
+	}
+	if got := get(t, agentClient(t, c, 2), "rot", client.GetOptions{MinRevision: rev}); !bytes.Equal(got, data) {
+		t.Fatal("read with a corrupt shard returned different bytes")
+	}
+	c.WaitFor(20*time.Second, "repair rewrites the corrupt shard", func() bool {
+		return c.Node(idx).Blobs().Shards().Verify(id) == nil
+	})
+	st, err := cl.RepairStatus(ctxFor(t, 5*time.Second))
+	if err != nil || st.RebuiltShards == 0 {
+		t.Fatalf("repair status %v, %v: want at least one rebuilt shard", st, err)
+	}
+}
+
+// TestBlobScrubberFindsBitRot: a corrupt shard nobody reads is found by the
+// scrubber and rewritten.
+func TestBlobScrubberFindsBitRot(t *testing.T) {
+	c := newBlobCluster(t, 3)
+	put(t, agentClient(t, c, 0), "cold", randomBytes(2<<20, 4), client.PutOptions{})
+	b := c.Node(0).Store().FSM().Blob("cold")
+	holder := b.Nodes[b.Blocks[0].Holders[2]-1]
+	idx := agentIndex(t, c, holder)
+	id := shardstore.ID{Blob: b.Id, Block: 0, Index: 2}
+	flipBit(t, c.Node(idx).Blobs().Shards().Path(id), 40)
+	if bad := c.Node(idx).Blobs().ScrubOnce(ctxFor(t, 10*time.Second), 0); bad != 1 {
+		t.Fatalf("scrub found %d corrupt shards, want 1", bad)
+	}
+	c.WaitFor(20*time.Second, "repair rewrites the shard the scrubber found", func() bool {
+		return c.Node(idx).Blobs().Shards().Verify(id) == nil
+	})
+}
+
+func agentIndex(t testing.TB, c *testcluster.Cluster, name string) int {
+	for i := range c.Size() {
+		if c.Name(i) == name {
+			return i
+		}
+	}
+	t.Fatalf("no agent %s", name)
+	return -1
+}
+
+func flipBit(t testing.TB, path string, offset int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var b [1]byte
+	if _, err := f.ReadAt(b[:], offset); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x10
+	if _, err := f.WriteAt(b[:], offset); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBlobPutWhileAgentDownIsRepaired(t *testing.T) {
+	c := newBlobCluster(t, 5)
+	victim := (c.LeaderIndex() + 1) % 5
+	c.Kill(victim)
+	waitAlive(t, c, 4)
+	via := (victim + 1) % 5
+	cl := agentClient(t, c, via)
+	data := randomBytes(3<<20+5, 5)
+	resp := put(t, cl, "degraded", data, client.PutOptions{})
+	if resp.MissingShards == 0 {
+		t.Fatalf("put of 3+2 with 4 agents alive reports no missing shards")
+	}
+	st, err := cl.StatBlob(ctxFor(t, 5*time.Second), "degraded")
+	if err != nil || st.Health != "degraded" {
+		t.Fatalf("stat: health %q, %v; want degraded", st.GetHealth(), err)
+	}
+	if got := get(t, cl, "degraded", client.GetOptions{}); !bytes.Equal(got, data) {
+		t.Fatal("degraded blob reads back different bytes")
+	}
+	c.Restart(victim)
+	waitAlive(t, c, 5)
+	c.WaitFor(30*time.Second, "repair stores the missing shards on the returning agent", func() bool {
+		st, err := cl.StatBlob(ctxFor(t, 5*time.Second), "degraded")
+		return err == nil && st.Health == "healthy"
+	})
+	b := c.Node(via).Store().FSM().Blob("degraded")
+	if got, want := shardFiles(t, c, victim, b.Id), len(b.Blocks); got != want {
+		t.Errorf("returning agent holds %d shards, want one per block (%d)", got, want)
+	}
+}
+
+// slowReader yields n bytes in small pieces, calling at after the first
+// half has been read.
+type slowReader struct {
+	data []byte
+	pos  int
+	mid  func()
+	once atomic.Bool
+}
+
+func (r *slowReader) Read(p []byte) (int, error) {
+	if r.pos >= len(r.data) {
+		return 0, io.EOF
+	}
+	if r.pos >= len(r.data)/2 && r.once.CompareAndSwap(false, true) {
+		r.mid()
+	}
+	n := copy(p[:min(len(p), 256<<10)], r.data[r.pos:])
+	r.pos += n
+	return n, nil
+}
+
+func TestBlobAgentKilledMidPut(t *testing.T) {
+	c := newBlobCluster(t, 3)
+	coordinator := (c.LeaderIndex() + 1) % 3
+	cl := agentClient(t, c, coordinator)
+	r := &slowReader{data: randomBytes(8<<20, 6)}
+	r.mid = func() {
+		// Wait until some shards have landed on the other agents, then
+		// crash the agent coordinating the put.
+		c.WaitFor(20*time.Second, "shards reach the other agents", func() bool {
+			for i := range 3 {
+				if i != coordinator && shardFiles(t, c, i, "") > 0 {
+					return true
+				}
+			}
+			return false
+		})
+		c.Kill(coordinator)
+	}
+	_, err := cl.PutBlob(ctxFor(t, time.Minute), "interrupted", r, client.PutOptions{})
+	if err == nil {
+		t.Fatal("put succeeded although its agent was killed")
+	}
+	other := (coordinator + 1) % 3
+	c.WaitFor(20*time.Second, "the leader aborts the dead agent's put", func() bool {
+		return len(c.Node(other).Store().FSM().PendingBlobs()) == 0
+	})
+	if b := c.Node(other).Store().FSM().Blob("interrupted"); b != nil {
+		t.Fatalf("interrupted put is visible: %v", b)
+	}
+	for i := range 3 {
+		if i == coordinator {
+			continue
+		}
+		c.WaitFor(20*time.Second, fmt.Sprintf("agent %d collects the orphan shards", i), func() bool {
+			return shardFiles(t, c, i, "") == 0
+		})
+	}
+}
+
+func TestBlobDeleteRemovesEveryShard(t *testing.T) {
+	c := newBlobCluster(t, 3)
+	cl := agentClient(t, c, 0)
+	put(t, cl, "doomed", randomBytes(3<<20, 8), client.PutOptions{})
+	if err := cl.DeleteBlob(ctxFor(t, 5*time.Second), "doomed"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		c.WaitFor(10*time.Second, fmt.Sprintf("agent %d deletes its shards", i), func() bool {
+			return shardFiles(t, c, i, "") == 0
+		})
+	}
+	if _, err := tryGet(t, cl, "doomed", client.GetOptions{}); !errors.Is(err, apierr.ErrNotFound) {
+		t.Fatalf("get after delete: %v, want ErrNotFound", err)
+	}
+	if err := cl.DeleteBlob(ctxFor(t, 5*time.Second), "doomed"); !errors.Is(err, apierr.ErrNotFound) {
+		t.Fatalf("second delete: %v, want ErrNotFound", err)
+	}
+}
+
+func TestBlobOverwriteAndBadInput(t *testing.T) {
+	c := newBlobCluster(t, 3)
+	cl := agentClient(t, c, 0)
+	ctx := ctxFor(t, time.Minute)
+	put(t, cl, "cfg/app.yaml", randomBytes(2<<20, 9), client.PutOptions{})
+	old := c.Node(0).Store().FSM().Blob("cfg/app.yaml")
+	_, err := cl.PutBlob(ctx, "cfg/app.yaml", bytes.NewReader([]byte("x")), client.PutOptions{})
+	if !errors.Is(err, apierr.ErrAlreadyExists) {
+		t.Fatalf("put over an existing name: %v, want ErrAlreadyExists", err)
+	}
+	data := randomBytes(1<<20+1, 10)
+	put(t, cl, "cfg/app.yaml", data, client.PutOptions{Overwrite: true})
+	if got := get(t, cl, "cfg/app.yaml", client.GetOptions{}); !bytes.Equal(got, data) {
+		t.Fatal("overwritten blob reads back the old bytes")
+	}
+	for i := range 3 {
+		c.WaitFor(10*time.Second, "old version's shards collected", func() bool { return shardFiles(t, c, i, old.Id) == 0 })
+	}
+
+	for _, name := range []string{"", "../etc/passwd", "a//b", "/abs", "trailing/", "sp ace", "a/./b", string(make([]byte, 1025))} {
+		if _, err := cl.PutBlob(ctx, name, bytes.NewReader([]byte("x")), client.PutOptions{}); !errors.Is(err, apierr.ErrInvalidArgument) {
+			t.Errorf("put %q: %v, want ErrInvalidArgument", name, err)
+		}
+	}
+	big := randomBytes(200<<10, 11)
+	if _, err := cl.PutBlob(ctx, "wide", bytes.NewReader(big), client.PutOptions{Data: 3, Parity: 2}); !errors.Is(err, apierr.ErrNotEnoughShards) {
+		t.Errorf("3+2 on 3 agents: %v, want ErrNotEnoughShards", err)
+	}
+	if _, err := cl.PutBlob(ctx, "zero", bytes.NewReader(big), client.PutOptions{Data: 0, Parity: 1}); !errors.Is(err, apierr.ErrInvalidArgument) {
+		t.Errorf("0+1: %v, want ErrInvalidArgument", err)
+	}
+	resp, err := cl.PutBlob(ctx, "wide", bytes.NewReader(big), client.PutOptions{Data: 2, Parity: 2, BestEffort: true})
+	if err != nil || resp.MissingShards == 0 {
+		t.Errorf("2+2 best effort on 3 agents: %v, missing %d; want success with missing shards", err, resp.GetMissingShards())
+	}
+	if _, err := cl.PutBlob(ctx, "short", bytes.NewReader(big), client.PutOptions{Size: int64(len(big)) + 1}); !errors.Is(err, apierr.ErrInvalidArgument) {
+		t.Errorf("stream shorter than its declared size: %v, want ErrInvalidArgument", err)
+	}
+	if b := c.Node(0).Store().FSM().Blob("short"); b != nil {
+		t.Error("a put with the wrong size is visible")
+	}
+}
+
+// TestBlobLargeRoundTripBoundedMemory streams 256 MiB in and out and checks
+// the heap never grows by more than a fraction of that.
+func TestBlobLargeRoundTripBoundedMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("256 MiB round trip")
+	}
+	c := newBlobCluster(t, 3)
+	cl := agentClient(t, c, 1)
+	const size = 256 << 20
+	// Collect often, and sample the live heap the collector marked, so
+	// that garbage awaiting collection does not count as memory in use.
+	defer debug.SetGCPercent(debug.SetGCPercent(20))
+	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	runtime.GC()
+	metrics.Read(live)
+	base := live[0].Value.Uint64()
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			metrics.Read(sample)
+			if v := sample[0].Value.Uint64(); v > peak.Load() {
+				peak.Store(v)
+			}
+		}
+	}()
+	src := io.LimitReader(newPattern(42), size)
+	want := sha256.New()
+	if _, err := cl.PutBlob(ctxFor(t, 5*time.Minute), "big", io.TeeReader(src, want), client.PutOptions{Size: size}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := cl.GetBlob(ctxFor(t, 5*time.Minute), "big", client.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := sha256.New()
+	n, err := io.Copy(got, r)
+	r.Close()
+	close(stop)
+	<-done
+	if err != nil || n != size {
+		t.Fatalf("read %d bytes, %v", n, err)
+	}
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		t.Fatal("256 MiB blob reads back different bytes")
+	}
+	growth := int64(peak.Load()) - int64(base)
+	t.Logf("live heap: %d MiB before, peak %d MiB (growth %d MiB for a %d MiB blob)",
+		base>>20, peak.Load()>>20, growth>>20, size>>20)
+	if growth > size/4 {
+		t.Fatalf("heap grew by %d MiB moving a %d MiB blob: memory is not bounded", growth>>20, size>>20)
+	}
+}
+
+// pattern is an endless deterministic byte stream: a random cycle whose
+// length is not a multiple of the block size, so no two blocks are alike.
+type pattern struct {
+	cycle []byte
+	pos   int
+}
+
+func newPattern(seed uint64) *pattern { return &pattern{cycle: randomBytes(1<<20+7, seed)} }
+
+func (p *pattern) Read(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		c := copy(b[n:], p.cycle[p.pos:])
+		n += c
+		p.pos = (p.pos + c) % len(p.cycle)
+	}
+	return n, nil
+}

@@ -1,0 +1,380 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage/codec"
+)
+
+// chunkSize is the most bytes one Get response message carries.
+const chunkSize = 256 << 10
+
+// lookup returns the blob called name once this replica has applied
+// minRev (waiting up to two seconds for it).
+func (s *Store) lookup(ctx context.Context, name string, minRev uint64) (*pb.Blob, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	meta := s.cluster.Meta()
+	wait := func(rev uint64) {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		meta.WaitRevision(wctx, rev)
+		cancel()
+	}
+	if minRev > 0 {
+		wait(minRev)
+	}
+	b := meta.Blob(name)
+	if b == nil {
+		// Perhaps just written through another agent: catch up with what
+		// this agent knows is committed before saying it is not there.
+		if ci := s.cluster.CommitIndex(); ci > meta.Revision() {
+			wait(ci)
+			b = meta.Blob(name)
+		}
+	}
+	if b == nil {
+		return nil, fmt.Errorf("%w: blob %q", ErrNotFound, name)
+	}
+	return b, nil
+}
+
+// Summary returns b without its inline bytes and block table: what a
+// reader needs to know before the bytes.
+func Summary(b *pb.Blob) *pb.Blob {
+	return &pb.Blob{
+		Name: b.Name, Id: b.Id, Size: b.Size, DataShards: b.DataShards, ParityShards: b.ParityShards,
+		BlockSize: b.BlockSize, Sha256: b.Sha256, Created: b.Created,
+		CreateRevision: b.CreateRevision, ModRevision: b.ModRevision,
+	}
+}
+
+// Get streams bytes [offset, offset+length) of the blob called name to
+// send, in order. The first message carries the blob's Summary. Only the
+// blocks the range touches are read; each block reads its data shards
+// first and decodes from parity only when some are missing or corrupt. At
+// most two blocks are held in memory whatever the blob's size.
+func (s *Store) Get(ctx context.Context, req *pb.BlobGetRequest, send func(*pb.BlobGetResponse) error) error {
+	b, err := s.lookup(ctx, req.GetName(), req.GetMinRevision())
+	if err != nil {
+		return err
+	}
+	if req.Offset > b.Size {
+		return fmt.Errorf("%w: offset %d is past the end of blob %q (%d bytes)", ErrInvalidArgument, req.Offset, b.Name, b.Size)
+	}
+	end := b.Size
+	if req.Length > 0 && req.Offset+req.Length < end {
+		end = req.Offset + req.Length
+	}
+	if err := send(&pb.BlobGetResponse{Blob: Summary(b)}); err != nil {
+		return err
+	}
+	if len(b.Blocks) == 0 {
+		return sendChunks(b.Inline[req.Offset:end], send)
+	}
+	if req.Offset == end {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	bs := uint64(b.BlockSize)
+	first, last := int(req.Offset/bs), int((end-1)/bs)
+	blocks := s.prefetch(ctx, b, first, last)
+	for i := first; i <= last; i++ {
+		r, ok := <-blocks
+		if !ok {
+			return ctx.Err()
+		}
+		if r.err != nil {
+			return r.err
+		}
+		start := uint64(i) * bs
+		lo, hi := max(req.Offset, start)-start, min(end, start+uint64(r.n))-start
+		err := sendChunks(r.buf[lo:hi], send)
+		s.metrics.getBytes.Add(float64(hi - lo))
+		r.release()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sendChunks(data []byte, send func(*pb.BlobGetResponse) error) error {
+	for len(data) > 0 {
+		n := min(len(data), chunkSize)
+		if err := send(&pb.BlobGetResponse{Chunk: data[:n]}); err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return nil
+}
+
+type readBlock struct {
+	buf []byte
+	n   int
+	err error
+}
+
+func (r readBlock) release() { putBlockBuf(r.buf) }
+
+var blockBufs sync.Pool
+
+func getBlockBuf(n int) []byte {
+	if b, ok := blockBufs.Get().(*[]byte); ok && cap(*b) >= n {
+		return (*b)[:n]
+	}
+	return make([]byte, n)
+}
+
+func putBlockBuf(b []byte) {
+	if b != nil {
+		blockBufs.Put(&b)
+	}
+}
+
+// prefetch reads blocks first..last in order into a channel that holds one
+// block ahead of the reader, so the next block is fetched while this one
+// is sent.
+func (s *Store) prefetch(ctx context.Context, b *pb.Blob, first, last int) <-chan readBlock {
+	out := make(chan readBlock, 1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(out)
+		c, err := codec.New(int(b.DataShards), int(b.ParityShards))
+		alive := s.aliveSet()
+		for i := first; i <= last; i++ {
+			r := readBlock{err: err}
+			if err == nil {
+				r.buf, r.n, r.err = s.readBlock(ctx, b, c, i, alive)
+			}
+			select {
+			case out <- r:
+			case <-ctx.Done():
+				r.release()
+				return
+			}
+			if r.err != nil {
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// readBlock reads and decodes block i of b.
+func (s *Store) readBlock(ctx context.Context, b *pb.Blob, c *codec.Codec, i int, alive map[string]bool) ([]byte, int, error) {
+	shards, err := s.fetchShards(ctx, b, i, -1, alive)
+	if err != nil {
+		return nil, 0, err
+	}
+	blk := b.Blocks[i]
+	buf := getBlockBuf(int(b.BlockSize))
+	release, err := s.encodeSlot(ctx)
+	if err != nil {
+		putBlockBuf(buf)
+		return nil, 0, err
+	}
+	reconstructed, err := c.Decode(shards, int(blk.Len), buf)
+	release()
+	if err != nil {
+		putBlockBuf(buf)
+		return nil, 0, fmt.Errorf("decode block %d of %q: %w", i, b.Name, err)
+	}
+	if reconstructed {
+		s.metrics.degradedReads.Inc()
+	}
+	return buf, int(blk.Len), nil
+}
+
+// fetchShards reads enough shards of block i to decode it: the k data
+// shards first, then parity shards for each one that is missing or corrupt.
+// Shards on agents that are not alive are tried last. skip names a shard
+// index not to read (-1 for none): repair rebuilds it.
+func (s *Store) fetchShards(ctx context.Context, b *pb.Blob, i, skip int, alive map[string]bool) ([][]byte, error) {
+	blk := b.Blocks[i]
+	k := int(b.DataShards)
+	n := k + int(b.ParityShards)
+	shards := make([][]byte, n)
+	var errs []error
+	var mu sync.Mutex
+	fetch := func(idxs []int) {
+		var wg sync.WaitGroup
+		for _, idx := range idxs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				node := holderName(b, blk, idx)
+				ref := &pb.ShardRef{BlobId: b.Id, Block: uint32(i), Index: uint32(idx)}
+				p, err := s.getShard(ctx, node, ref, blk.Sums[idx])
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, err)
+					return
+				}
+				shards[idx] = p
+			}()
+		}
+		wg.Wait()
+	}
+	// First the data shards (and, when some have no holder, as many parity
+	// shards as it takes to make up k).
+	var want, rest, down []int
+	for idx := range n {
+		node := holderName(b, blk, idx)
+		switch {
+		case idx == skip || node == "":
+		case !alive[node]:
+			down = append(down, idx)
+		case len(want) < k:
+			want = append(want, idx)
+		default:
+			rest = append(rest, idx)
+		}
+	}
+	rest = append(rest, down...)
+	fetch(want)
+	for got := count(shards); got < k && len(rest) > 0 && ctx.Err() == nil; got = count(shards) {
+		more := min(k-got, len(rest))
+		fetch(rest[:more])
+		rest = rest[more:]
+	}
+	if got := count(shards); got < k {
+		return nil, fmt.Errorf("%w: block %d of %q: %d of %d shards readable, need %d (%v)",
+			ErrNotEnoughShards, i, b.Name, got, n, k, errors.Join(errs...))
+	}
+	return shards, nil
+}
+
+func count(shards [][]byte) int {
+	c := 0
+	for _, s := range shards {
+		if s != nil {
+			c++
+		}
+	}
+	return c
+}
+
+func holderName(b *pb.Blob, blk *pb.BlobBlock, idx int) string {
+	h := blk.Holders[idx]
+	if h == 0 || int(h) > len(b.Nodes) {
+		return ""
+	}
+	return b.Nodes[h-1]
+}
+
+// Shard states reported by Stat.
+const (
+	ShardOK         = "ok"
+	ShardMissing    = "missing"
+	ShardNodeFailed = "node-failed"
+	ShardNodeGone   = "node-gone"
+)
+
+// Blob health reported by Stat and List.
+const (
+	HealthHealthy    = "healthy"
+	HealthDegraded   = "degraded"
+	HealthUnreadable = "unreadable"
+)
+
+// Stat returns a blob's metadata, where each shard is, and whether the
+// blob is healthy, degraded or unreadable, judged from the metadata and
+// the agents' state (not by reading shards).
+func (s *Store) Stat(ctx context.Context, name string, minRev uint64) (*pb.BlobStatResponse, error) {
+	b, err := s.lookup(ctx, name, minRev)
+	if err != nil {
+		return nil, err
+	}
+	health, states := s.assess(b, s.aliveSet(), true)
+	out := proto.Clone(b).(*pb.Blob)
+	out.Inline = nil
+	return &pb.BlobStatResponse{Blob: out, Health: health, Shards: states}, nil
+}
+
+// aliveSet maps every agent in the cluster to whether it is alive.
+func (s *Store) aliveSet() map[string]bool {
+	alive := make(map[string]bool)
+	for _, m := range s.members() {
+		alive[m.Name] = m.Alive
+	}
+	return alive
+}
+
+// assess judges a blob's health from where its shards are; alive is
+// aliveSet's map.
+func (s *Store) assess(b *pb.Blob, alive map[string]bool, detail bool) (string, []*pb.ShardState) {
+	health := HealthHealthy
+	var states []*pb.ShardState
+	for i, blk := range b.Blocks {
+		ok := 0
+		for idx := range blk.Holders {
+			node := holderName(b, blk, idx)
+			st := ShardOK
+			up, known := alive[node]
+			switch {
+			case node == "":
+				st = ShardMissing
+			case !known:
+				st = ShardNodeGone
+			case !up:
+				st = ShardNodeFailed
+			default:
+				ok++
+			}
+			if detail {
+				states = append(states, &pb.ShardState{Block: uint32(i), Index: uint32(idx), Node: node, State: st})
+			}
+		}
+		switch {
+		case ok < int(b.DataShards):
+			health = HealthUnreadable
+		case ok < len(blk.Holders) && health == HealthHealthy:
+			health = HealthDegraded
+		}
+	}
+	return health, states
+}
+
+// List summarises the blobs whose names start with prefix.
+func (s *Store) List(prefix string) ([]*pb.BlobSummary, uint64) {
+	blobs, rev := s.cluster.Meta().Blobs(prefix)
+	out := make([]*pb.BlobSummary, 0, len(blobs))
+	alive := s.aliveSet()
+	for _, b := range blobs {
+		health, _ := s.assess(b, alive, false)
+		out = append(out, &pb.BlobSummary{
+			Name: b.Name, Size: b.Size, DataShards: b.DataShards, ParityShards: b.ParityShards,
+			Health: health, Created: b.Created, Inline: len(b.Blocks) == 0,
+		})
+	}
+	return out, rev
+}
+
+// Delete removes the blob called name; its shards are deleted in the
+// background (and collected as orphans by agents that miss the request).
+func (s *Store) Delete(ctx context.Context, name string) (uint64, error) {
+	if err := ValidateName(name); err != nil {
+		return 0, err
+	}
+	old := s.cluster.Meta().Blob(name)
+	rev, err := s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobDelete{BlobDelete: &pb.BlobDelete{Name: name}}})
+	if err != nil {
+		return 0, err
+	}
+	if old != nil {
+		s.dropShards(old, rev)
+	}
+	return rev, nil
+}

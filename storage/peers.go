@@ -1,0 +1,241 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage/codec"
+	"github.com/zrpcio/zrpc/storage/shardstore"
+)
+
+func shardID(ref *pb.ShardRef) shardstore.ID {
+	return shardstore.ID{Blob: ref.GetBlobId(), Block: ref.GetBlock(), Index: uint16(ref.GetIndex())}
+}
+
+// putShard stores one shard on node: in the local files when node is this
+// agent, over the peer's Shards API otherwise.
+func (s *Store) putShard(ctx context.Context, node string, ref *pb.ShardRef, sc Scheme, blockLen int, sum uint32, payload []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
+	defer cancel()
+	if node == s.cluster.Self() {
+		return s.storeLocal(&pb.PutShardRequest{Ref: ref, DataShards: uint32(sc.K), ParityShards: uint32(sc.M),
+			BlockLen: uint32(blockLen), Sum: sum, Payload: payload})
+	}
+	conn, err := s.cluster.Conn(node)
+	if err != nil {
+		return err
+	}
+	_, err = pb.NewShardsClient(conn).PutShard(ctx, &pb.PutShardRequest{Ref: ref, DataShards: uint32(sc.K),
+		ParityShards: uint32(sc.M), BlockLen: uint32(blockLen), Sum: sum, Payload: payload})
+	if err != nil {
+		return fmt.Errorf("put shard %s/%d/%d on %s: %w", ref.BlobId, ref.Block, ref.Index, node, apierr.FromStatus(err))
+	}
+	return nil
+}
+
+func (s *Store) storeLocal(req *pb.PutShardRequest) error {
+	if err := checkShardRef(req.GetRef()); err != nil {
+		return err
+	}
+	if req.DataShards == 0 || req.DataShards+req.ParityShards > 256 {
+		return fmt.Errorf("%w: shard scheme %d+%d", ErrInvalidArgument, req.DataShards, req.ParityShards)
+	}
+	h := shardstore.Header{
+		ID: shardID(req.Ref), K: uint8(req.DataShards), M: uint8(req.ParityShards),
+		BlockLen: req.BlockLen, ShardLen: uint32(len(req.Payload)), Sum: req.Sum,
+	}
+	if err := s.shards.Put(h, req.Payload); err != nil {
+		return mapShardErr(err)
+	}
+	s.metrics.shardWrites.Inc()
+	return nil
+}
+
+// getShard reads one shard from node and checks it against the checksum
+// recorded in the blob's metadata. A shard that fails the check is reported
+// for repair and returned as ErrCorrupt, never as data.
+func (s *Store) getShard(ctx context.Context, node string, ref *pb.ShardRef, want uint32) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
+	defer cancel()
+	var payload []byte
+	if node == s.cluster.Self() {
+		_, p, err := s.shards.Get(shardID(ref), nil)
+		if err != nil {
+			err = mapShardErr(err)
+			if errors.Is(err, ErrCorrupt) {
+				s.reportCorrupt(ref)
+			}
+			return nil, err
+		}
+		payload = p
+	} else {
+		conn, err := s.cluster.Conn(node)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := pb.NewShardsClient(conn).GetShard(ctx, &pb.GetShardRequest{Ref: ref})
+		if err != nil {
+			err = apierr.FromStatus(err)
+			if errors.Is(err, ErrCorrupt) {
+				s.reportCorrupt(ref)
+			}
+			return nil, fmt.Errorf("get shard %s/%d/%d from %s: %w", ref.BlobId, ref.Block, ref.Index, node, err)
+		}
+		payload = resp.Payload
+	}
+	if got := codec.Checksum(payload); got != want {
+		s.reportCorrupt(ref)
+		return nil, fmt.Errorf("%w: shard %s/%d/%d on %s: checksum %08x, metadata says %08x",
+			ErrCorrupt, ref.BlobId, ref.Block, ref.Index, node, got, want)
+	}
+	return payload, nil
+}
+
+// reportCorrupt tells the leader's repair about a corrupt shard, in the
+// background.
+func (s *Store) reportCorrupt(ref *pb.ShardRef) {
+	s.metrics.corruptShards.Inc()
+	s.log.Warn("corrupt shard found; reporting it for repair", "blob_id", ref.BlobId, "block", ref.Block, "shard", ref.Index)
+	req := &pb.ReportShardsRequest{Corrupt: []*pb.ShardRef{ref}, Reporter: s.cluster.Self()}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+		defer cancel()
+		err := s.cluster.OnLeader(ctx,
+			func() error { s.repair.report(req.Corrupt); return nil },
+			func(c *grpc.ClientConn) error {
+				_, err := pb.NewShardsClient(c).ReportShards(ctx, req)
+				return err
+			})
+		if err != nil {
+			s.log.Warn("could not report corrupt shard; the scrubber will find it again", "err", err)
+		}
+	}()
+}
+
+// deleteShardsOn asks each node to delete the shards of blob ids that no
+// blob refers to as of revision rev.
+func (s *Store) deleteShardsOn(ctx context.Context, nodes, ids []string, rev uint64) {
+	for _, node := range nodes {
+		if node == s.cluster.Self() {
+			s.deleteUnreferenced(ctx, ids, rev)
+			continue
+		}
+		conn, err := s.cluster.Conn(node)
+		if err == nil {
+			_, err = pb.NewShardsClient(conn).DeleteShards(ctx, &pb.DeleteShardsRequest{BlobIds: ids, Revision: rev})
+		}
+		if err != nil {
+			s.log.Info("shard delete not delivered; the agent collects them itself later", "agent", node, "err", err)
+		}
+	}
+}
+
+// deleteUnreferenced deletes the local shards of blob ids once this replica
+// has applied rev, unless a blob or a pending put still refers to them.
+func (s *Store) deleteUnreferenced(ctx context.Context, ids []string, rev uint64) int {
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err := s.cluster.Meta().WaitRevision(wctx, rev)
+	cancel()
+	if err != nil {
+		return 0
+	}
+	meta := s.cluster.Meta()
+	deleted := 0
+	for _, id := range ids {
+		if !validBlobID(id) || meta.BlobByID(id) != nil || meta.PendingBlob(id) != nil {
+			continue
+		}
+		n, err := s.shards.DeleteBlob(id)
+		if err != nil {
+			s.log.Warn("delete shards", "blob_id", id, "err", err)
+		}
+		deleted += n
+	}
+	if deleted > 0 {
+		s.metrics.shardsCollected.Add(float64(deleted))
+	}
+	return deleted
+}
+
+var blobIDPattern = regexp.MustCompile(`^[0-9a-f]{16,64}$`)
+
+func validBlobID(id string) bool { return blobIDPattern.MatchString(id) }
+
+func checkShardRef(ref *pb.ShardRef) error {
+	if ref == nil || !validBlobID(ref.BlobId) || ref.Index > 255 {
+		return fmt.Errorf("%w: shard reference %v", ErrInvalidArgument, ref)
+	}
+	return nil
+}
+
+// mapShardErr turns shard store errors into API sentinels.
+func mapShardErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, shardstore.ErrNotFound):
+		return fmt.Errorf("%w: %v", ErrNotFound, err)
+	case errors.Is(err, shardstore.ErrCorrupt):
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	case errors.Is(err, shardstore.ErrNoSpace):
+		return fmt.Errorf("%w: %v", apierr.ErrNoSpace, err)
+	case errors.Is(err, shardstore.ErrInvalidID):
+		return fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+	return err
+}
+
+// ShardServer serves the Shards API to peers.
+type ShardServer struct {
+	pb.UnimplementedShardsServer
+	s *Store
+}
+
+// ShardServer returns the gRPC server of this agent's shards.
+func (s *Store) ShardServer() *ShardServer { return &ShardServer{s: s} }
+
+func (ss *ShardServer) PutShard(ctx context.Context, req *pb.PutShardRequest) (*pb.PutShardResponse, error) {
+	if err := ss.s.storeLocal(req); err != nil {
+		return nil, err
+	}
+	return &pb.PutShardResponse{}, nil
+}
+
+func (ss *ShardServer) GetShard(ctx context.Context, req *pb.GetShardRequest) (*pb.GetShardResponse, error) {
+	if err := checkShardRef(req.GetRef()); err != nil {
+		return nil, err
+	}
+	h, payload, err := ss.s.shards.Get(shardID(req.Ref), nil)
+	if err != nil {
+		return nil, mapShardErr(err)
+	}
+	ss.s.metrics.shardReads.Inc()
+	return &pb.GetShardResponse{Sum: h.Sum, Payload: payload}, nil
+}
+
+func (ss *ShardServer) DeleteShards(ctx context.Context, req *pb.DeleteShardsRequest) (*pb.DeleteShardsResponse, error) {
+	n := ss.s.deleteUnreferenced(ctx, req.BlobIds, req.Revision)
+	return &pb.DeleteShardsResponse{Deleted: uint32(n)}, nil
+}
+
+func (ss *ShardServer) ReportShards(ctx context.Context, req *pb.ReportShardsRequest) (*pb.ReportShardsResponse, error) {
+	if !ss.s.cluster.IsLeader() {
+		return nil, apierr.ErrNotLeader
+	}
+	for _, ref := range req.Corrupt {
+		if err := checkShardRef(ref); err != nil {
+			return nil, err
+		}
+	}
+	ss.s.repair.report(req.Corrupt)
+	return &pb.ReportShardsResponse{}, nil
+}

@@ -1,0 +1,471 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage/codec"
+	"github.com/zrpcio/zrpc/storage/placement"
+)
+
+// MaxNameLen bounds a blob name.
+const MaxNameLen = 1024
+
+// ValidateName checks a blob name: 1-1024 bytes of letters, digits and
+// . _ - / +, no empty or "." or ".." path segment, no leading or trailing
+// slash.
+func ValidateName(name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: blob name is empty", ErrInvalidArgument)
+	}
+	if len(name) > MaxNameLen {
+		return fmt.Errorf("%w: blob name is %d bytes, at most %d", ErrInvalidArgument, len(name), MaxNameLen)
+	}
+	for i, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-/+", r)
+		if !ok {
+			return fmt.Errorf("%w: blob name %q: character %q at %d is not allowed (letters, digits and . _ - / + are)",
+				ErrInvalidArgument, name, r, i)
+		}
+	}
+	for _, seg := range strings.Split(name, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("%w: blob name %q: empty, \".\" or \"..\" path segment", ErrInvalidArgument, name)
+		}
+	}
+	return nil
+}
+
+// Scheme is a blob's erasure coding: K data and M parity shards per block.
+type Scheme struct{ K, M int }
+
+func (sc Scheme) String() string { return strconv.Itoa(sc.K) + "+" + strconv.Itoa(sc.M) }
+
+// need is how many shards of a block a put must store: k+1, so that one
+// more failure still leaves the block readable (k when there is no parity).
+func (sc Scheme) need() int {
+	if sc.M == 0 {
+		return sc.K
+	}
+	return sc.K + 1
+}
+
+// chooseScheme picks k+m for a put and checks it against the agents alive.
+// The default comes from the cluster's size, alive or not, so that a blob
+// written while an agent is down keeps the cluster's durability: its missing
+// shards are stored by repair. An explicit k+m larger than the alive agents
+// is refused unless the caller asked for best effort.
+func chooseScheme(h *pb.BlobPutHeader, members []Member) (Scheme, error) {
+	alive := 0
+	for _, m := range members {
+		if m.Alive {
+			alive++
+		}
+	}
+	var sc Scheme
+	explicit := h.DataShards != 0 || h.ParityShards != 0
+	if explicit {
+		sc = Scheme{K: int(h.DataShards), M: int(h.ParityShards)}
+		if sc.K < 1 || sc.K+sc.M > 256 {
+			return sc, fmt.Errorf("%w: data shards %d, parity shards %d: need at least 1 data shard and at most 256 in all",
+				ErrInvalidArgument, sc.K, sc.M)
+		}
+		if sc.K+sc.M > alive && !h.BestEffort {
+			return sc, fmt.Errorf("%w: %s shards need %d distinct agents, %d of %d are alive; lower --data/--parity or pass --best-effort",
+				ErrNotEnoughShards, sc, sc.K+sc.M, alive, len(members))
+		}
+	} else {
+		k, m := placement.DefaultScheme(len(members))
+		sc = Scheme{K: k, M: m}
+	}
+	if alive < sc.need() {
+		return sc, fmt.Errorf("%w: a %s blob needs at least %d shards stored per block, only %d of %d agents are alive; retry when agents are back or choose fewer shards",
+			ErrNotEnoughShards, sc, sc.need(), alive, len(members))
+	}
+	return sc, nil
+}
+
+func newBlobID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// PutResult is what a successful put stored.
+type PutResult struct {
+	Blob     *pb.Blob
+	Revision uint64
+	// Missing counts shards that could not be stored and wait for repair.
+	Missing int
+}
+
+// Put stores the bytes read from src under h.Name. Small blobs go inline
+// into the metadata. Larger ones are encoded block by block; a block's
+// shards travel to their agents while the next block is read and encoded.
+// The blob becomes visible only when its metadata commits; on any failure
+// or cancellation the put is aborted and its shards are deleted.
+func (s *Store) Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*PutResult, error) {
+	if err := ValidateName(h.GetName()); err != nil {
+		return nil, err
+	}
+	if h.Size < 0 || h.Size > s.cfg.MaxBlobSize {
+		return nil, fmt.Errorf("%w: blob size %d: at most %d bytes (max blob size)", ErrTooLarge, h.Size, s.cfg.MaxBlobSize)
+	}
+	old := s.cluster.Meta().Blob(h.Name)
+	if old != nil && !h.Overwrite {
+		return nil, fmt.Errorf("%w: blob %q; pass --overwrite to replace it", ErrAlreadyExists, h.Name)
+	}
+	// Read one byte past the inline limit to learn whether the blob fits.
+	head := make([]byte, s.cfg.InlineMax+1)
+	n, err := io.ReadFull(src, head)
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return s.putInline(ctx, h, head[:n], old)
+	case err != nil:
+		return nil, fmt.Errorf("read blob %q: %w", h.Name, err)
+	}
+	sc, err := chooseScheme(h, s.members())
+	if err != nil {
+		return nil, err
+	}
+	p := &put{s: s, h: h, sc: sc, id: newBlobID(), sha: sha256.New()}
+	if p.codec, err = codec.New(sc.K, sc.M); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+	if _, err := s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobPending{BlobPending: &pb.BlobPending{
+		Id: p.id, Name: h.Name, Node: s.cluster.Self(), Started: time.Now().UnixNano(),
+	}}}); err != nil {
+		return nil, fmt.Errorf("announce put of %q: %w", h.Name, err)
+	}
+	res, err := p.run(ctx, io.MultiReader(bytes.NewReader(head), src))
+	if err != nil {
+		s.abort(p.id, p.usedNodes())
+		s.metrics.putsFailed.Inc()
+		return nil, err
+	}
+	if old != nil && old.Id != res.Blob.Id {
+		s.dropShards(old, res.Revision)
+	}
+	if res.Missing > 0 {
+		s.log.Warn("blob stored with missing shards; repair will store them",
+			"blob", h.Name, "missing", res.Missing, "scheme", sc.String())
+		s.repair.nudge()
+	}
+	return res, nil
+}
+
+func (s *Store) putInline(ctx context.Context, h *pb.BlobPutHeader, data []byte, old *pb.Blob) (*PutResult, error) {
+	if h.Size > 0 && int64(len(data)) != h.Size {
+		return nil, fmt.Errorf("%w: blob %q: header says %d bytes, stream carried %d", ErrInvalidArgument, h.Name, h.Size, len(data))
+	}
+	sum := sha256.Sum256(data)
+	blob := &pb.Blob{Name: h.Name, Id: newBlobID(), Size: uint64(len(data)), Sha256: sum[:], Inline: data}
+	rev, err := s.commit(ctx, blob, h.Overwrite)
+	if err != nil {
+		return nil, err
+	}
+	if old != nil {
+		s.dropShards(old, rev)
+	}
+	s.metrics.putBytes.Add(float64(len(data)))
+	return &PutResult{Blob: s.cluster.Meta().BlobByID(blob.Id), Revision: rev}, nil
+}
+
+func (s *Store) commit(ctx context.Context, blob *pb.Blob, overwrite bool) (uint64, error) {
+	rev, err := s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobCommit{BlobCommit: &pb.BlobCommit{Blob: blob, Overwrite: overwrite}}})
+	if err != nil {
+		return 0, fmt.Errorf("commit blob %q: %w", blob.Name, err)
+	}
+	return rev, nil
+}
+
+// put is one put in progress.
+type put struct {
+	s     *Store
+	h     *pb.BlobPutHeader
+	sc    Scheme
+	id    string
+	codec *codec.Codec
+	sha   hash.Hash
+	size  uint64
+
+	mu     sync.Mutex
+	blocks []*pb.BlobBlock
+	holder [][]string // per block, per shard: agent name ("" = missing)
+	used   map[string]bool
+	err    error
+}
+
+func (p *put) fail(err error) {
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = err
+	}
+	p.mu.Unlock()
+}
+
+func (p *put) failed() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+func (p *put) usedNodes() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.used))
+	for n := range p.used {
+		out = append(out, n)
+	}
+	return out
+}
+
+// run reads, encodes and sends every block, then commits the metadata.
+func (p *put) run(ctx context.Context, src io.Reader) (*PutResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	members := p.s.members()
+	var alive []placement.Node
+	for _, m := range members {
+		if m.Alive {
+			alive = append(alive, placement.Node{ID: m.Name, Zone: m.Zone})
+		}
+	}
+	p.used = make(map[string]bool)
+	inflight := make(chan struct{}, p.s.cfg.PutInflight)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel() // on an early return, stop the shards in flight
+		wg.Wait()
+	}()
+	for idx := 0; ; idx++ {
+		if err := p.failed(); err != nil {
+			return nil, err
+		}
+		select {
+		case inflight <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("put %q: %w", p.h.Name, ctx.Err())
+		}
+		blk := p.codec.NewBlock(p.s.cfg.BlockSize)
+		n, err := io.ReadFull(src, blk.Data()[:p.s.cfg.BlockSize])
+		last := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+		if err != nil && !last {
+			blk.Release()
+			<-inflight
+			return nil, fmt.Errorf("read blob %q: %w", p.h.Name, err)
+		}
+		if n == 0 {
+			blk.Release()
+			<-inflight
+			break
+		}
+		p.size += uint64(n)
+		if p.size > uint64(p.s.cfg.MaxBlobSize) {
+			blk.Release()
+			<-inflight
+			return nil, fmt.Errorf("%w: blob %q is larger than the max blob size %d", ErrTooLarge, p.h.Name, p.s.cfg.MaxBlobSize)
+		}
+		p.sha.Write(blk.Data()[:n])
+		if err := p.encode(ctx, blk, n); err != nil {
+			blk.Release()
+			<-inflight
+			return nil, err
+		}
+		targets := p.place(idx, alive)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-inflight }()
+			defer blk.Release()
+			p.send(ctx, idx, n, blk, targets, alive)
+		}()
+		if last {
+			break
+		}
+	}
+	wg.Wait()
+	if err := p.failed(); err != nil {
+		return nil, err
+	}
+	if p.h.Size > 0 && p.size != uint64(p.h.Size) {
+		return nil, fmt.Errorf("%w: blob %q: header says %d bytes, stream carried %d", ErrInvalidArgument, p.h.Name, p.h.Size, p.size)
+	}
+	return p.commit(ctx)
+}
+
+func (p *put) encode(ctx context.Context, blk *codec.Block, n int) error {
+	release, err := p.s.encodeSlot(ctx)
+	if err != nil {
+		return fmt.Errorf("put %q: %w", p.h.Name, err)
+	}
+	defer release()
+	if err := p.codec.Encode(blk, n); err != nil {
+		return fmt.Errorf("encode block of %q: %w", p.h.Name, err)
+	}
+	return nil
+}
+
+func blockKey(id string, block int) string { return id + "/" + strconv.Itoa(block) }
+
+// place picks the agents for block idx's shards: rendezvous order over the
+// alive agents, at most m shards in one zone when zones allow it. With fewer
+// agents than shards, the last shards get no agent (missing).
+func (p *put) place(idx int, alive []placement.Node) []string {
+	n := p.sc.K + p.sc.M
+	picked := placement.Place(blockKey(p.id, idx), alive, n, max(p.sc.M, 1))
+	out := make([]string, n)
+	for i, node := range picked {
+		out[i] = node.ID
+	}
+	return out
+}
+
+// send stores one block's shards on their agents. A shard whose agent
+// fails is tried once on the next agent in rendezvous order that holds no
+// shard of this block.
+func (p *put) send(ctx context.Context, idx, blockLen int, blk *codec.Block, targets []string, alive []placement.Node) {
+	shards, sums := blk.Shards(), blk.Sums()
+	got := make([]string, len(shards))
+	var mu sync.Mutex
+	taken := make(map[string]bool, len(targets))
+	for _, t := range targets {
+		if t != "" {
+			taken[t] = true
+		}
+	}
+	spare := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, n := range placement.Rank(blockKey(p.id, idx), alive) {
+			if !taken[n.ID] {
+				taken[n.ID] = true
+				return n.ID
+			}
+		}
+		return ""
+	}
+	var wg sync.WaitGroup
+	for i, target := range targets {
+		if target == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ref := &pb.ShardRef{BlobId: p.id, Block: uint32(idx), Index: uint32(i)}
+			for try := 0; try < 2 && target != "" && ctx.Err() == nil; try++ {
+				p.markUsed(target)
+				err := p.s.putShard(ctx, target, ref, p.sc, blockLen, sums[i], shards[i])
+				if err == nil {
+					got[i] = target
+					return
+				}
+				p.s.log.Warn("shard put failed", "blob", p.h.Name, "block", idx, "shard", i, "agent", target, "err", err)
+				target = spare()
+			}
+		}()
+	}
+	wg.Wait()
+	stored := 0
+	for _, g := range got {
+		if g != "" {
+			stored++
+		}
+	}
+	if stored < p.sc.need() {
+		p.fail(fmt.Errorf("%w: block %d of %q: stored %d of %d shards, need %d; are agents failing? see `zrpcctl members`",
+			ErrNotEnoughShards, idx, p.h.Name, stored, len(shards), p.sc.need()))
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.blocks) <= idx {
+		p.blocks = append(p.blocks, nil)
+		p.holder = append(p.holder, nil)
+	}
+	p.blocks[idx] = &pb.BlobBlock{Len: uint32(blockLen), Sums: append([]uint32(nil), sums...)}
+	p.holder[idx] = got
+	p.s.metrics.putBytes.Add(float64(blockLen))
+}
+
+func (p *put) markUsed(node string) {
+	p.mu.Lock()
+	p.used[node] = true
+	p.mu.Unlock()
+}
+
+func (p *put) commit(ctx context.Context) (*PutResult, error) {
+	blob := &pb.Blob{
+		Name: p.h.Name, Id: p.id, Size: p.size, DataShards: uint32(p.sc.K), ParityShards: uint32(p.sc.M),
+		BlockSize: uint32(p.s.cfg.BlockSize), Sha256: p.sha.Sum(nil), Blocks: p.blocks,
+	}
+	missing := 0
+	for b, holders := range p.holder {
+		blob.Blocks[b].Holders = make([]uint32, len(holders))
+		for i, node := range holders {
+			if node == "" {
+				missing++
+				continue
+			}
+			blob.Blocks[b].Holders[i] = holderRef(blob, node)
+		}
+	}
+	rev, err := p.s.commit(ctx, blob, p.h.Overwrite)
+	if err != nil {
+		return nil, err
+	}
+	return &PutResult{Blob: p.s.cluster.Meta().BlobByID(p.id), Revision: rev, Missing: missing}, nil
+}
+
+// holderRef returns 1 + the index of node in b.Nodes, adding it if new.
+func holderRef(b *pb.Blob, node string) uint32 {
+	for i, n := range b.Nodes {
+		if n == node {
+			return uint32(i + 1)
+		}
+	}
+	b.Nodes = append(b.Nodes, node)
+	return uint32(len(b.Nodes))
+}
+
+// abort ends a failed put: it withdraws the pending entry and deletes the
+// shards already sent. Both are best effort: the leader aborts puts of a
+// dead coordinator, and every agent collects orphan shards on its own.
+func (s *Store) abort(id string, nodes []string) {
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	rev, err := s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobAbort{BlobAbort: &pb.BlobAbort{Ids: []string{id}}}})
+	if err != nil {
+		s.log.Warn("abort of failed put not committed; the leader will abort it", "id", id, "err", err)
+		return
+	}
+	s.deleteShardsOn(ctx, nodes, []string{id}, rev)
+}
+
+// dropShards deletes, in the background, the shards of a blob that is no
+// longer referenced since revision rev (deleted or overwritten).
+func (s *Store) dropShards(b *pb.Blob, rev uint64) {
+	if len(b.Blocks) == 0 {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+		defer cancel()
+		s.deleteShardsOn(ctx, b.Nodes, []string{b.Id}, rev)
+	}()
+}

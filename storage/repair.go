@@ -1,0 +1,499 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage/codec"
+	"github.com/zrpcio/zrpc/storage/placement"
+	"github.com/zrpcio/zrpc/storage/shardstore"
+)
+
+// Why a shard is queued for repair.
+const (
+	reasonMissing = "missing"     // the put could not store it
+	reasonFailed  = "node-failed" // its agent has been failed past the repair delay
+	reasonGone    = "node-gone"   // its agent left the cluster
+	reasonCorrupt = "corrupt"     // a read or the scrubber found it corrupt
+)
+
+type shardKey struct {
+	blob  string
+	block uint32
+	index uint32
+}
+
+type task struct {
+	key    shardKey
+	reason string
+}
+
+// repairer rebuilds lost shards. It runs on the leader only: Run is started
+// by the leader hook and returns when leadership ends. Corrupt shard reports
+// reach it from any agent through the leader.
+type repairer struct {
+	s     *Store
+	wake  chan struct{}
+	queue chan task
+
+	mu         sync.Mutex
+	queued     map[shardKey]bool // queued or in progress
+	corrupt    map[shardKey]bool
+	failedAt   map[string]time.Time // agent -> when this leader first saw it failed
+	inProgress int
+	waiting    int
+	rebuilt    uint64
+	rebuiltB   uint64
+	failures   uint64
+	lastErr    string
+	lastScan   time.Time
+	leading    bool
+}
+
+func newRepairer(s *Store) *repairer {
+	return &repairer{
+		s: s, wake: make(chan struct{}, 1), queue: make(chan task, 4096),
+		queued: make(map[shardKey]bool), corrupt: make(map[shardKey]bool), failedAt: make(map[string]time.Time),
+	}
+}
+
+func (r *repairer) nudge() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// report records corrupt shards and wakes the scan.
+func (r *repairer) report(refs []*pb.ShardRef) {
+	r.mu.Lock()
+	for _, ref := range refs {
+		r.corrupt[shardKey{ref.BlobId, ref.Block, ref.Index}] = true
+	}
+	r.mu.Unlock()
+	r.nudge()
+}
+
+// RunRepair runs the repair loop until ctx ends (leadership is lost or the
+// agent stops): every RepairInterval, or sooner when nudged, it scans all
+// blobs for shards to rebuild, aborts puts whose coordinator died, and
+// feeds the workers.
+func (s *Store) RunRepair(ctx context.Context) {
+	r := s.repair
+	r.mu.Lock()
+	r.leading = true
+	r.failedAt = make(map[string]time.Time)
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.leading = false
+		r.mu.Unlock()
+	}()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for range s.cfg.RepairWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.work(ctx)
+		}()
+	}
+	t := time.NewTicker(s.cfg.RepairInterval)
+	defer t.Stop()
+	for {
+		r.scan(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		case <-r.wake:
+		}
+	}
+}
+
+// scan finds shards to repair and pending puts to abort.
+func (r *repairer) scan(ctx context.Context) {
+	s := r.s
+	now := time.Now()
+	state := make(map[string]string) // agent -> "" alive, reasonFailed (past delay), "waiting", reasonGone
+	r.mu.Lock()
+	for _, m := range s.members() {
+		if m.Alive {
+			delete(r.failedAt, m.Name)
+			state[m.Name] = ""
+			continue
+		}
+		since, ok := r.failedAt[m.Name]
+		if !ok {
+			since = now
+			r.failedAt[m.Name] = now
+		}
+		if now.Sub(since) >= s.cfg.RepairDelay {
+			state[m.Name] = reasonFailed
+		} else {
+			state[m.Name] = "waiting"
+		}
+	}
+	r.lastScan = now
+	r.mu.Unlock()
+
+	r.abortStalePuts(ctx, state, now)
+
+	aliveCount := 0
+	for _, st := range state {
+		if st == "" {
+			aliveCount++
+		}
+	}
+	blobs, _ := s.cluster.Meta().Blobs("")
+	var tasks []task
+	waiting := 0
+	r.mu.Lock()
+	for _, b := range blobs {
+		for bi, blk := range b.Blocks {
+			// Agents alive that hold no shard of this block: where a lost
+			// shard can go. With none, lost shards wait for an agent.
+			free := aliveCount
+			for idx := range blk.Holders {
+				if st, ok := state[holderName(b, blk, idx)]; ok && st == "" {
+					free--
+				}
+			}
+			for idx := range blk.Holders {
+				key := shardKey{b.Id, uint32(bi), uint32(idx)}
+				node := holderName(b, blk, idx)
+				st, known := state[node]
+				reason := ""
+				switch {
+				case node == "":
+					reason = reasonMissing
+				case !known:
+					reason = reasonGone
+				case st == reasonFailed:
+					reason = reasonFailed
+				case st == "waiting":
+					waiting++
+				case r.corrupt[key]:
+					reason = reasonCorrupt
+				}
+				if reason != "" && reason != reasonCorrupt && free <= 0 {
+					waiting++
+					continue
+				}
+				if reason != "" && !r.queued[key] {
+					tasks = append(tasks, task{key: key, reason: reason})
+				}
+			}
+		}
+	}
+	r.waiting = waiting
+	// Forget corrupt reports for shards that no longer exist.
+	for key := range r.corrupt {
+		if b := s.cluster.Meta().BlobByID(key.blob); b == nil {
+			delete(r.corrupt, key)
+		}
+	}
+	r.mu.Unlock()
+	for _, t := range tasks {
+		r.mu.Lock()
+		if r.queued[t.key] {
+			r.mu.Unlock()
+			continue
+		}
+		select {
+		case r.queue <- t:
+			r.queued[t.key] = true
+		default: // queue full: the next scan finds the rest
+		}
+		r.mu.Unlock()
+	}
+	s.metrics.repairQueued.Set(float64(len(r.queue)))
+}
+
+// abortStalePuts aborts puts whose coordinating agent is gone or failed, or
+// that have been pending longer than PutTimeout.
+func (r *repairer) abortStalePuts(ctx context.Context, state map[string]string, now time.Time) {
+	var ids []string
+	for _, p := range r.s.cluster.Meta().PendingBlobs() {
+		st, known := state[p.Node]
+		if !known || st != "" || now.Sub(time.Unix(0, p.Started)) > r.s.cfg.PutTimeout {
+			ids = append(ids, p.Id)
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	if _, err := r.s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobAbort{BlobAbort: &pb.BlobAbort{Ids: ids}}}); err != nil {
+		r.s.log.Warn("abort stale puts", "ids", ids, "err", err)
+		return
+	}
+	r.s.log.Info("aborted puts whose coordinator failed or that timed out; their shards will be collected", "ids", ids)
+}
+
+func (r *repairer) work(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case t := <-r.queue:
+			r.mu.Lock()
+			r.inProgress++
+			r.mu.Unlock()
+			r.s.metrics.repairInProgress.Inc()
+			n, err := r.rebuild(ctx, t)
+			r.s.metrics.repairInProgress.Dec()
+			r.mu.Lock()
+			r.inProgress--
+			delete(r.queued, t.key)
+			if err != nil {
+				r.failures++
+				r.lastErr = err.Error()
+			} else {
+				r.rebuilt++
+				r.rebuiltB += uint64(n)
+				delete(r.corrupt, t.key)
+			}
+			r.mu.Unlock()
+			if err != nil {
+				r.s.metrics.repairFailed.Inc()
+				r.s.log.Warn("shard repair failed; will retry on the next scan", "blob_id", t.key.blob,
+					"block", t.key.block, "shard", t.key.index, "reason", t.reason, "err", err)
+			} else {
+				r.s.metrics.repairShards.Inc()
+				r.s.metrics.repairBytes.Add(float64(n))
+			}
+		}
+	}
+}
+
+var errNoTarget = errors.New("no alive agent without a shard of this block")
+
+// rebuild reconstructs one shard from the others and stores it on a
+// healthy agent: its own agent again when that agent is alive (a corrupt
+// shard is rewritten in place), else the best-ranked alive agent that holds
+// no shard of the block.
+func (r *repairer) rebuild(ctx context.Context, t task) (int, error) {
+	s := r.s
+	b := s.cluster.Meta().BlobByID(t.key.blob)
+	if b == nil || int(t.key.block) >= len(b.Blocks) {
+		return 0, nil // deleted or overwritten meanwhile
+	}
+	blk := b.Blocks[t.key.block]
+	idx := int(t.key.index)
+	target, err := r.target(b, int(t.key.block), idx, t.reason)
+	if err != nil {
+		return 0, err
+	}
+	shards, err := s.fetchShards(ctx, b, int(t.key.block), idx, s.aliveSet())
+	if err != nil {
+		return 0, err
+	}
+	c, err := codec.New(int(b.DataShards), int(b.ParityShards))
+	if err != nil {
+		return 0, err
+	}
+	release, err := s.encodeSlot(ctx)
+	if err != nil {
+		return 0, err
+	}
+	err = c.Reconstruct(shards, int(blk.Len), []int{idx})
+	release()
+	if err != nil {
+		return 0, fmt.Errorf("reconstruct: %w", err)
+	}
+	payload := shards[idx]
+	sum := codec.Checksum(payload)
+	if sum != blk.Sums[idx] {
+		return 0, fmt.Errorf("%w: rebuilt shard has checksum %08x, metadata says %08x", ErrCorrupt, sum, blk.Sums[idx])
+	}
+	ref := &pb.ShardRef{BlobId: b.Id, Block: t.key.block, Index: t.key.index}
+	sc := Scheme{K: int(b.DataShards), M: int(b.ParityShards)}
+	if err := s.putShard(ctx, target, ref, sc, int(blk.Len), sum, payload); err != nil {
+		return 0, err
+	}
+	if target != holderName(b, blk, idx) {
+		_, err := s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobShards{BlobShards: &pb.BlobShards{
+			Id: b.Id, Shards: []*pb.ShardPlacement{{Block: t.key.block, Index: t.key.index, Node: target, Sum: sum}},
+		}}})
+		if err != nil {
+			return 0, fmt.Errorf("record repaired shard on %s: %w", target, err)
+		}
+	}
+	s.log.Info("shard repaired", "blob", b.Name, "block", t.key.block, "shard", idx, "reason", t.reason,
+		"agent", target, "bytes", len(payload))
+	return len(payload), nil
+}
+
+func (r *repairer) target(b *pb.Blob, block, idx int, reason string) (string, error) {
+	blk := b.Blocks[block]
+	members := r.s.members()
+	current := holderName(b, blk, idx)
+	var alive []placement.Node
+	for _, m := range members {
+		if m.Alive {
+			if reason == reasonCorrupt && m.Name == current {
+				return current, nil
+			}
+			alive = append(alive, placement.Node{ID: m.Name, Zone: m.Zone})
+		}
+	}
+	holds := make(map[string]bool)
+	zones := make(map[string]int)
+	zoneOf := make(map[string]string)
+	for _, m := range members {
+		zoneOf[m.Name] = m.Zone
+	}
+	for i := range blk.Holders {
+		if n := holderName(b, blk, i); n != "" && i != idx {
+			holds[n] = true
+			zones[zoneOf[n]]++
+		}
+	}
+	var fallback string
+	for _, n := range placement.Rank(blockKey(b.Id, block), alive) {
+		if holds[n.ID] || n.ID == current {
+			continue
+		}
+		if zones[n.Zone] < max(int(b.ParityShards), 1) {
+			return n.ID, nil
+		}
+		if fallback == "" {
+			fallback = n.ID
+		}
+	}
+	if fallback == "" {
+		return "", errNoTarget
+	}
+	return fallback, nil
+}
+
+// RepairStatus is the state of the leader's repair.
+func (s *Store) RepairStatus() *pb.RepairStatusResponse {
+	r := s.repair
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := &pb.RepairStatusResponse{
+		Leader: s.cluster.Self(), Queued: uint64(len(r.queue)), InProgress: uint64(r.inProgress),
+		RebuiltShards: r.rebuilt, RebuiltBytes: r.rebuiltB, Failed: r.failures, LastError: r.lastErr,
+		Waiting: uint64(r.waiting),
+	}
+	if !r.lastScan.IsZero() {
+		out.LastScan = r.lastScan.UnixNano()
+	}
+	return out
+}
+
+// collectOrphans periodically deletes local shard files that no blob and
+// no pending put refers to, or that a blob's metadata places on another
+// agent, once they are older than OrphanGrace.
+func (s *Store) collectOrphans(ctx context.Context) {
+	t := time.NewTicker(s.cfg.GCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n := s.CollectOrphans(time.Now()); n > 0 {
+			s.log.Info("collected orphan shards", "shards", n)
+		}
+	}
+}
+
+// CollectOrphans runs one orphan collection pass and returns how many
+// shard files it deleted.
+func (s *Store) CollectOrphans(now time.Time) int {
+	meta := s.cluster.Meta()
+	self := s.cluster.Self()
+	var doomed []shardKey
+	err := s.shards.Walk(func(id shardstore.ID, size int64, mod time.Time) error {
+		if now.Sub(mod) < s.cfg.OrphanGrace {
+			return nil
+		}
+		b := meta.BlobByID(id.Blob)
+		if b == nil {
+			if meta.PendingBlob(id.Blob) == nil {
+				doomed = append(doomed, shardKey{id.Blob, id.Block, uint32(id.Index)})
+			}
+			return nil
+		}
+		if int(id.Block) >= len(b.Blocks) || int(id.Index) >= len(b.Blocks[id.Block].Holders) ||
+			holderName(b, b.Blocks[id.Block], int(id.Index)) != self {
+			doomed = append(doomed, shardKey{id.Blob, id.Block, uint32(id.Index)})
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("walk shards for orphans", "err", err)
+	}
+	sort.Slice(doomed, func(i, j int) bool { return doomed[i].blob < doomed[j].blob })
+	n := 0
+	for _, k := range doomed {
+		if err := s.shards.Delete(shardstore.ID{Blob: k.blob, Block: k.block, Index: uint16(k.index)}); err != nil {
+			s.log.Warn("delete orphan shard", "blob_id", k.blob, "err", err)
+			continue
+		}
+		n++
+	}
+	s.metrics.shardsCollected.Add(float64(n))
+	return n
+}
+
+// scrub re-reads every local shard at ScrubRate bytes per second, reports
+// corrupt ones for repair, then rests ScrubInterval before the next pass.
+func (s *Store) scrub(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(s.cfg.ScrubInterval):
+		}
+		s.ScrubOnce(ctx, s.cfg.ScrubRate)
+	}
+}
+
+// ScrubOnce verifies every local shard, at most rate bytes per second (0:
+// as fast as the disk goes), and returns how many were corrupt.
+func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
+	var ids []shardstore.ID
+	var sizes []int64
+	s.shards.Walk(func(id shardstore.ID, size int64, _ time.Time) error {
+		ids = append(ids, id)
+		sizes = append(sizes, size)
+		return nil
+	})
+	bad := 0
+	start := time.Now()
+	var done int64
+	for i, id := range ids {
+		if ctx.Err() != nil {
+			return bad
+		}
+		err := s.shards.Verify(id)
+		if errors.Is(mapShardErr(err), ErrCorrupt) {
+			bad++
+			s.reportCorrupt(&pb.ShardRef{BlobId: id.Blob, Block: id.Block, Index: uint32(id.Index)})
+		}
+		done += sizes[i]
+		s.metrics.scrubbedBytes.Add(float64(sizes[i]))
+		if rate > 0 {
+			ahead := time.Duration(float64(done)/float64(rate)*float64(time.Second)) - time.Since(start)
+			if ahead > 0 {
+				select {
+				case <-ctx.Done():
+					return bad
+				case <-time.After(ahead):
+				}
+			}
+		}
+	}
+	return bad
+}

@@ -1,0 +1,274 @@
+// Package storage is the agent's erasure-coded blob store: it cuts a blob
+// into blocks, encodes each block into k data and m parity shards
+// (storage/codec), places the shards on k+m distinct agents
+// (storage/placement), keeps them in each agent's shard files
+// (storage/shardstore) and commits the blob's metadata through Raft. It
+// reads blobs back (reconstructing from parity when shards are missing or
+// corrupt), repairs lost shards in the background on the leader, scrubs
+// local shards for bit rot and collects shards no blob refers to.
+//
+// storage is not the API layer: node registers its gRPC servers and maps its
+// errors; storage sees the cluster only through the Cluster interface.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage/shardstore"
+)
+
+// Errors returned by the blob store; they are the API's sentinels.
+var (
+	ErrNotFound        = apierr.ErrNotFound
+	ErrInvalidArgument = apierr.ErrInvalidArgument
+	ErrAlreadyExists   = apierr.ErrAlreadyExists
+	ErrNotEnoughShards = apierr.ErrNotEnoughShards
+	ErrCorrupt         = apierr.ErrCorrupt
+	ErrTooLarge        = apierr.ErrTooLarge
+)
+
+// Config tunes the blob store. Zero fields take the defaults of
+// DefaultConfig.
+type Config struct {
+	// BlockSize is the size of the blocks a blob is cut into.
+	BlockSize int
+	// InlineMax: blobs up to this size are stored in the metadata itself.
+	InlineMax int
+	// MaxBlobSize bounds one blob.
+	MaxBlobSize int64
+	// PutInflight is how many blocks of one put may be in flight to agents
+	// at once (memory per put ≈ PutInflight × BlockSize × (k+m)/k).
+	PutInflight int
+	// ShardTimeout bounds one shard transfer to or from an agent.
+	ShardTimeout time.Duration
+	// RepairInterval is how often the leader scans for shards to repair.
+	RepairInterval time.Duration
+	// RepairDelay is how long an agent must have been failed before its
+	// shards are rebuilt elsewhere (it may just be restarting).
+	RepairDelay time.Duration
+	// RepairWorkers rebuild shards concurrently.
+	RepairWorkers int
+	// PutTimeout: a put pending longer than this is aborted by the leader.
+	PutTimeout time.Duration
+	// OrphanGrace: a shard file no blob or pending put refers to is deleted
+	// once it is this old (it may belong to a put this replica has not seen).
+	OrphanGrace time.Duration
+	// GCInterval is how often an agent looks for orphan shards.
+	GCInterval time.Duration
+	// ScrubRate is how many bytes per second the scrubber re-reads to find
+	// bit rot; 0 turns scrubbing off.
+	ScrubRate int64
+	// ScrubInterval is the pause between two full scrub passes.
+	ScrubInterval time.Duration
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		BlockSize:      1 << 20,
+		InlineMax:      64 << 10,
+		MaxBlobSize:    64 << 30,
+		PutInflight:    4,
+		ShardTimeout:   30 * time.Second,
+		RepairInterval: 10 * time.Second,
+		RepairDelay:    2 * time.Minute,
+		RepairWorkers:  2,
+		PutTimeout:     time.Hour,
+		OrphanGrace:    10 * time.Minute,
+		GCInterval:     time.Minute,
+		ScrubRate:      8 << 20,
+		ScrubInterval:  time.Hour,
+	}
+}
+
+// MaxBlockSize bounds Config.BlockSize: a shard travels in one gRPC message.
+const MaxBlockSize = 8 << 20
+
+// withDefaults fills zero fields.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	fill := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	if c.BlockSize == 0 {
+		c.BlockSize = d.BlockSize
+	}
+	if c.InlineMax == 0 {
+		c.InlineMax = d.InlineMax
+	}
+	if c.MaxBlobSize == 0 {
+		c.MaxBlobSize = d.MaxBlobSize
+	}
+	if c.PutInflight == 0 {
+		c.PutInflight = d.PutInflight
+	}
+	if c.RepairWorkers == 0 {
+		c.RepairWorkers = d.RepairWorkers
+	}
+	fill(&c.ShardTimeout, d.ShardTimeout)
+	fill(&c.RepairInterval, d.RepairInterval)
+	fill(&c.RepairDelay, d.RepairDelay)
+	fill(&c.PutTimeout, d.PutTimeout)
+	fill(&c.OrphanGrace, d.OrphanGrace)
+	fill(&c.GCInterval, d.GCInterval)
+	fill(&c.ScrubInterval, d.ScrubInterval)
+	return c
+}
+
+// Validate reports every bad field at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.BlockSize < 0 || c.BlockSize > MaxBlockSize {
+		errs = append(errs, fmt.Errorf("blob block size %d: must be between 1 and %d bytes", c.BlockSize, MaxBlockSize))
+	}
+	if c.InlineMax < 0 || c.InlineMax > 1<<20 {
+		errs = append(errs, fmt.Errorf("blob inline max %d: must be between 0 and 1 MiB", c.InlineMax))
+	}
+	if c.MaxBlobSize < 0 {
+		errs = append(errs, fmt.Errorf("max blob size %d: must not be negative", c.MaxBlobSize))
+	}
+	if c.PutInflight < 0 || c.RepairWorkers < 0 {
+		errs = append(errs, fmt.Errorf("blob put inflight %d / repair workers %d: must not be negative", c.PutInflight, c.RepairWorkers))
+	}
+	if c.ScrubRate < 0 {
+		errs = append(errs, fmt.Errorf("scrub rate %d: must not be negative (0 turns scrubbing off)", c.ScrubRate))
+	}
+	return errors.Join(errs...)
+}
+
+// Member is one agent that can hold shards.
+type Member struct {
+	Name  string
+	Zone  string
+	Alive bool
+}
+
+// Meta is the replicated blob metadata (the Raft state machine).
+type Meta interface {
+	Blob(name string) *pb.Blob
+	BlobByID(id string) *pb.Blob
+	Blobs(prefix string) ([]*pb.Blob, uint64)
+	PendingBlob(id string) *pb.BlobPending
+	PendingBlobs() []*pb.BlobPending
+	Nodes() []*pb.Node
+	Revision() uint64
+	WaitRevision(ctx context.Context, rev uint64) error
+}
+
+// Cluster is what the blob store needs from its agent. Methods may be
+// called from any goroutine.
+type Cluster interface {
+	// Self is this agent's name.
+	Self() string
+	// Meta is the local replica of the registry.
+	Meta() Meta
+	// Propose commits a command through the leader and returns its revision.
+	Propose(ctx context.Context, cmd *pb.Command) (uint64, error)
+	// Conn returns a connection to the named agent's gRPC API.
+	Conn(node string) (*grpc.ClientConn, error)
+	// OnLeader runs local on the leader, or remote against it.
+	OnLeader(ctx context.Context, local func() error, remote func(*grpc.ClientConn) error) error
+	// IsLeader reports whether this agent leads.
+	IsLeader() bool
+	// CommitIndex is the latest revision this agent knows to be committed
+	// (its replica may not have applied it yet).
+	CommitIndex() uint64
+}
+
+// Store is one agent's part of the blob store.
+type Store struct {
+	cfg     Config
+	cluster Cluster
+	shards  *shardstore.Store
+	log     *slog.Logger
+	metrics *Metrics
+	repair  *repairer
+
+	// work bounds concurrent encoding and decoding, so that blob traffic
+	// cannot starve the agent's Raft and gossip goroutines of CPU.
+	work chan struct{}
+
+	wg     sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// New returns a blob store over the local shard files; Start runs its
+// background loops.
+func New(cfg Config, cluster Cluster, shards *shardstore.Store, metrics *Metrics, log *slog.Logger) *Store {
+	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if metrics == nil {
+		metrics = NewMetrics()
+	}
+	s := &Store{
+		cfg: cfg, cluster: cluster, shards: shards, log: log, metrics: metrics,
+		work: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.repair = newRepairer(s)
+	return s
+}
+
+// Start runs the orphan collector and the scrubber on every agent. The
+// repair loop runs on the leader only: call RunRepair from the leader hook.
+func (s *Store) Start() {
+	s.goLoop(s.collectOrphans)
+	if s.cfg.ScrubRate > 0 {
+		s.goLoop(s.scrub)
+	}
+}
+
+// Close stops the background loops and waits for them.
+func (s *Store) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+func (s *Store) goLoop(f func(ctx context.Context)) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f(s.ctx)
+	}()
+}
+
+// Metrics are the blob store's metrics.
+func (s *Store) Metrics() *Metrics { return s.metrics }
+
+// Shards is the agent's local shard files.
+func (s *Store) Shards() *shardstore.Store { return s.shards }
+
+// encodeSlot takes one of the bounded CPU slots for coding work.
+func (s *Store) encodeSlot(ctx context.Context) (release func(), err error) {
+	select {
+	case s.work <- struct{}{}:
+		return func() { <-s.work }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// members returns the agents that can hold shards, sorted by name.
+func (s *Store) members() []Member {
+	nodes := s.cluster.Meta().Nodes()
+	out := make([]Member, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, Member{Name: n.Name, Zone: n.Zone, Alive: n.Health == pb.Health_PASSING})
+	}
+	return out
+}
