@@ -88,6 +88,18 @@ func ctlTransferContext(cmd *cobra.Command) (stop func()) {
 	return stop
 }
 
+// errCtlInterrupted ends a transfer that Ctrl-C (or SIGTERM) cancelled.
+var errCtlInterrupted = errors.New("interrupted")
+
+// ctlInterrupted reports a transfer whose ctx ended as interrupted: the
+// error the cancellation caused on the way (a canceled stream) says no more.
+func ctlInterrupted(ctx context.Context, what string, err error) error {
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	return fmt.Errorf("%s: %w", what, errCtlInterrupted)
+}
+
 // ctlFirstAnswer bounds by --timeout the wait until an agent takes up a
 // transfer (connecting, and its first answer); once answered is called the
 // transfer runs without a deadline, until done or cancelled.

@@ -317,3 +317,33 @@ func runCtlStdin(ctx context.Context, t *testing.T, addr string, stdin io.Reader
 	err := cmd.ExecuteContext(ctx)
 	return ctlResult{stdout: out.String(), stderr: errOut.String(), err: err}
 }
+
+// TestCtlBlobGetInterrupted cancels a get mid-stream, as Ctrl-C does: it
+// reports the interruption and leaves no file behind.
+func TestCtlBlobGetInterrupted(t *testing.T) {
+	t.Setenv(ctlAddrEnv, "")
+	sent := make(chan struct{})
+	f := (&ctlBlobFake{onGet: func(_ *zrpcpb.BlobGetRequest, stream zrpcpb.Blobs_GetServer) error {
+		for _, msg := range []*zrpcpb.BlobGetResponse{{Blob: &zrpcpb.Blob{Name: "a", Size: 10}}, {Chunk: []byte("half!")}} {
+			if err := stream.Send(msg); err != nil {
+				return err
+			}
+		}
+		close(sent)
+		<-stream.Context().Done()
+		return stream.Context().Err()
+	}}).start(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(ctlContext(t))
+	defer cancel()
+	go func() {
+		<-sent
+		cancel()
+	}()
+	dest := filepath.Join(dir, "a")
+	res := runCtl(ctx, t, f.addr, "blob", "get", "a", dest)
+	if res.err == nil || !strings.Contains(res.stderr, "Error: get a: interrupted\nHint: nothing was written to "+dest) {
+		t.Fatalf("err = %v, want an interruption:\n%s", res.err, res.stderr)
+	}
+	ctlCheckDirHolds(t, dir)
+}

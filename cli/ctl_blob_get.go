@@ -64,7 +64,7 @@ for an agent to start sending.`,
 			return o.run(cmd, true, func(ctx context.Context, c *client.Client, p *printer) error {
 				g := &ctlBlobGet{o: o, c: c, errOut: cmd.ErrOrStderr(), name: name,
 					opts: client.GetOptions{Offset: f.offset, Length: f.length}}
-				err := g.run(ctx, p, cmd.OutOrStdout(), dest, f.force)
+				err := ctlInterrupted(ctx, "get "+name, g.run(ctx, p, cmd.OutOrStdout(), dest, f.force))
 				written := "nothing was written to " + dest
 				if dest == ctlStdout {
 					written = "the bytes before the error were written to stdout"
@@ -93,6 +93,7 @@ type ctlBlobGet struct {
 // the bytes.
 func (g *ctlBlobGet) hints(written string) []ctlBlobHint {
 	return []ctlBlobHint{
+		{errCtlInterrupted, written},
 		ctlHintBlobNotFound,
 		ctlHintBlobUnreadable,
 		{apierr.ErrCorrupt, "the bytes read do not match the blob's SHA-256 digest; " + written +

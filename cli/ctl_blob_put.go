@@ -54,9 +54,9 @@ agents; the blob becomes visible once all of it is stored. It prints the
 blob's size, k+m, SHA-256 digest and the registry revision of the put.
 
 --data and --parity choose k and m (default: the cluster's, from its size).
-A put needs k+m alive agents, unless --best-effort: then shards that find no
-agent are stored later by repair. A put refuses to replace a blob unless
---overwrite.
+A put needs k+m alive agents, or only k+1 with --best-effort: the shards
+that find no agent are then stored later by repair. A put refuses to replace
+a blob unless --overwrite.
 
 On a terminal a progress bar shows on stderr. --timeout bounds only the wait
 for an agent to take the put; Ctrl-C aborts it, and the agent then deletes
@@ -82,7 +82,7 @@ the shards it stored.`,
 				opts.Size = max(size, 0)
 				resp, err := ctlBlobPut(ctx, o, c, cmd.ErrOrStderr(), name, r, size, opts)
 				if err != nil {
-					return ctlBlobExplain(err, f.hints()...)
+					return ctlBlobExplain(ctlInterrupted(ctx, "put "+name, err), f.hints()...)
 				}
 				return ctlPrintPut(p, resp)
 			})
