@@ -40,6 +40,10 @@ func (c *Client) PutBlob(ctx context.Context, name string, r io.Reader, opts Put
 	if c.closing.Err() != nil {
 		return nil, ErrClosed
 	}
+	if opts.Data < 0 || opts.Parity < 0 || opts.Data+opts.Parity > 256 {
+		return nil, fmt.Errorf("%w: data %d and parity %d shards: each 0 or more, at most 256 in all",
+			apierr.ErrInvalidArgument, opts.Data, opts.Parity)
+	}
 	hdr := &zrpcpb.BlobPutHeader{
 		Name: name, Size: opts.Size, DataShards: uint32(opts.Data), ParityShards: uint32(opts.Parity),
 		Overwrite: opts.Overwrite, BestEffort: opts.BestEffort,

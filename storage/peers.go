@@ -239,3 +239,10 @@ func (ss *ShardServer) ReportShards(ctx context.Context, req *pb.ReportShardsReq
 	ss.s.repair.report(req.Corrupt)
 	return &pb.ReportShardsResponse{}, nil
 }
+
+func (ss *ShardServer) Referenced(ctx context.Context, req *pb.ReferencedRequest) (*pb.ReferencedResponse, error) {
+	if !ss.s.cluster.IsLeader() {
+		return nil, apierr.ErrNotLeader
+	}
+	return &pb.ReferencedResponse{Referenced: ss.s.referenced(req)}, nil
+}

@@ -83,7 +83,7 @@ func chooseScheme(h *pb.BlobPutHeader, members []Member) (Scheme, error) {
 				ErrInvalidArgument, sc.K, sc.M)
 		}
 		if sc.K+sc.M > alive && !h.BestEffort {
-			return sc, fmt.Errorf("%w: %s shards need %d distinct agents, %d of %d are alive; lower --data/--parity or pass --best-effort",
+			return sc, fmt.Errorf("%w: %s shards need %d distinct agents, %d of %d are alive; use fewer shards, or best effort to let repair store the rest later",
 				ErrNotEnoughShards, sc, sc.K+sc.M, alive, len(members))
 		}
 	} else {
@@ -125,7 +125,7 @@ func (s *Store) Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*P
 	}
 	old := s.cluster.Meta().Blob(h.Name)
 	if old != nil && !h.Overwrite {
-		return nil, fmt.Errorf("%w: blob %q; pass --overwrite to replace it", ErrAlreadyExists, h.Name)
+		return nil, fmt.Errorf("%w: blob %q; put with overwrite to replace it", ErrAlreadyExists, h.Name)
 	}
 	// Read one byte past the inline limit to learn whether the blob fits.
 	head := make([]byte, s.cfg.InlineMax+1)

@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/storage/codec"
@@ -402,49 +403,84 @@ func (s *Store) collectOrphans(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if n := s.CollectOrphans(time.Now()); n > 0 {
+		if n := s.CollectOrphans(ctx, time.Now()); n > 0 {
 			s.log.Info("collected orphan shards", "shards", n)
 		}
 	}
 }
 
 // CollectOrphans runs one orphan collection pass and returns how many
-// shard files it deleted.
-func (s *Store) CollectOrphans(now time.Time) int {
+// shard files it deleted. Candidates are the shards older than OrphanGrace
+// that this agent's replica does not place here; the leader, whose
+// metadata is current, confirms them before they are deleted.
+func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 	meta := s.cluster.Meta()
 	self := s.cluster.Self()
-	var doomed []shardKey
+	var refs []*pb.ShardRef
 	err := s.shards.Walk(func(id shardstore.ID, size int64, mod time.Time) error {
 		if now.Sub(mod) < s.cfg.OrphanGrace {
 			return nil
 		}
-		b := meta.BlobByID(id.Blob)
-		if b == nil {
-			if meta.PendingBlob(id.Blob) == nil {
-				doomed = append(doomed, shardKey{id.Blob, id.Block, uint32(id.Index)})
-			}
-			return nil
-		}
-		if int(id.Block) >= len(b.Blocks) || int(id.Index) >= len(b.Blocks[id.Block].Holders) ||
-			holderName(b, b.Blocks[id.Block], int(id.Index)) != self {
-			doomed = append(doomed, shardKey{id.Blob, id.Block, uint32(id.Index)})
+		if !referencedBy(meta, self, id.Blob, id.Block, uint32(id.Index)) {
+			refs = append(refs, &pb.ShardRef{BlobId: id.Blob, Block: id.Block, Index: uint32(id.Index)})
 		}
 		return nil
 	})
 	if err != nil {
 		s.log.Warn("walk shards for orphans", "err", err)
 	}
-	sort.Slice(doomed, func(i, j int) bool { return doomed[i].blob < doomed[j].blob })
+	if len(refs) == 0 {
+		return 0
+	}
+	req := &pb.ReferencedRequest{Node: self, Shards: refs}
+	var referenced []bool
+	err = s.cluster.OnLeader(ctx,
+		func() error { referenced = s.referenced(req); return nil },
+		func(c *grpc.ClientConn) error {
+			resp, err := pb.NewShardsClient(c).Referenced(ctx, req)
+			referenced = resp.GetReferenced()
+			return err
+		})
+	if err != nil || len(referenced) != len(refs) {
+		s.log.Info("orphan shards not confirmed by the leader; keeping them for now", "shards", len(refs), "err", err)
+		return 0
+	}
 	n := 0
-	for _, k := range doomed {
-		if err := s.shards.Delete(shardstore.ID{Blob: k.blob, Block: k.block, Index: uint16(k.index)}); err != nil {
-			s.log.Warn("delete orphan shard", "blob_id", k.blob, "err", err)
+	for i, ref := range refs {
+		if referenced[i] {
+			continue
+		}
+		if err := s.shards.Delete(shardID(ref)); err != nil {
+			s.log.Warn("delete orphan shard", "blob_id", ref.BlobId, "err", err)
 			continue
 		}
 		n++
 	}
 	s.metrics.shardsCollected.Add(float64(n))
 	return n
+}
+
+// referencedBy reports whether shard (blob, block, index) on node belongs
+// to a pending put, or to a blob whose metadata places it on node.
+func referencedBy(meta Meta, node, blob string, block, index uint32) bool {
+	if meta.PendingBlob(blob) != nil {
+		return true
+	}
+	b := meta.BlobByID(blob)
+	if b == nil || int(block) >= len(b.Blocks) || int(index) >= len(b.Blocks[block].Holders) {
+		return false
+	}
+	return holderName(b, b.Blocks[block], int(index)) == node
+}
+
+// referenced answers Referenced from this (the leader's) replica.
+func (s *Store) referenced(req *pb.ReferencedRequest) []bool {
+	meta := s.cluster.Meta()
+	out := make([]bool, len(req.Shards))
+	for i, ref := range req.Shards {
+		out[i] = referencedBy(meta, req.Node, ref.GetBlobId(), ref.GetBlock(), ref.GetIndex())
+	}
+	return out
 }
 
 // scrub re-reads every local shard at ScrubRate bytes per second, reports

@@ -250,7 +250,8 @@ type BlobPutHeader struct {
 	ParityShards uint32 `protobuf:"varint,4,opt,name=parity_shards,json=parityShards,proto3" json:"parity_shards,omitempty"`
 	Overwrite    bool   `protobuf:"varint,5,opt,name=overwrite,proto3" json:"overwrite,omitempty"`
 	// best_effort allows data_shards+parity_shards to exceed the alive
-	// agents: missing shards are stored later by repair.
+	// agents: missing shards are stored later by repair. Every block still
+	// needs data_shards+1 shards stored (data_shards when there is no parity).
 	BestEffort    bool `protobuf:"varint,6,opt,name=best_effort,json=bestEffort,proto3" json:"best_effort,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -655,8 +656,9 @@ type ShardState struct {
 	Block uint32                 `protobuf:"varint,1,opt,name=block,proto3" json:"block,omitempty"`
 	Index uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
 	Node  string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
-	// state: "ok", "missing" (never stored), "node-failed", "node-gone",
-	// "corrupt" (reported by a read or the scrubber).
+	// state: "ok", "missing" (not stored), "node-failed" (its agent is
+	// failed) or "node-gone" (its agent left the cluster). Corrupt shards are
+	// found by reads and the scrubber and show in RepairStatus.
 	State         string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1678,6 +1680,105 @@ func (*ReportShardsResponse) Descriptor() ([]byte, []int) {
 	return file_blob_proto_rawDescGZIP(), []int{25}
 }
 
+type ReferencedRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node holds the shards and asks whether they are still referenced.
+	Node          string      `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Shards        []*ShardRef `protobuf:"bytes,2,rep,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReferencedRequest) Reset() {
+	*x = ReferencedRequest{}
+	mi := &file_blob_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReferencedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReferencedRequest) ProtoMessage() {}
+
+func (x *ReferencedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReferencedRequest.ProtoReflect.Descriptor instead.
+func (*ReferencedRequest) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ReferencedRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ReferencedRequest) GetShards() []*ShardRef {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+type ReferencedResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// referenced[i] says whether shards[i] belongs to a pending put, or to a
+	// blob whose metadata places it on node.
+	Referenced    []bool `protobuf:"varint,1,rep,packed,name=referenced,proto3" json:"referenced,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReferencedResponse) Reset() {
+	*x = ReferencedResponse{}
+	mi := &file_blob_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReferencedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReferencedResponse) ProtoMessage() {}
+
+func (x *ReferencedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReferencedResponse.ProtoReflect.Descriptor instead.
+func (*ReferencedResponse) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ReferencedResponse) GetReferenced() []bool {
+	if x != nil {
+		return x.Referenced
+	}
+	return nil
+}
+
 var File_blob_proto protoreflect.FileDescriptor
 
 const file_blob_proto_rawDesc = "" +
@@ -1801,19 +1902,28 @@ const file_blob_proto_rawDesc = "" +
 	"\x13ReportShardsRequest\x12+\n" +
 	"\acorrupt\x18\x01 \x03(\v2\x11.zrpc.v1.ShardRefR\acorrupt\x12\x1a\n" +
 	"\breporter\x18\x02 \x01(\tR\breporter\"\x16\n" +
-	"\x14ReportShardsResponse2\x89\x03\n" +
+	"\x14ReportShardsResponse\"R\n" +
+	"\x11ReferencedRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12)\n" +
+	"\x06shards\x18\x02 \x03(\v2\x11.zrpc.v1.ShardRefR\x06shards\"4\n" +
+	"\x12ReferencedResponse\x12\x1e\n" +
+	"\n" +
+	"referenced\x18\x01 \x03(\bR\n" +
+	"referenced2\x89\x03\n" +
 	"\x05Blobs\x12:\n" +
 	"\x03Put\x12\x17.zrpc.v1.BlobPutRequest\x1a\x18.zrpc.v1.BlobPutResponse(\x01\x12:\n" +
 	"\x03Get\x12\x17.zrpc.v1.BlobGetRequest\x1a\x18.zrpc.v1.BlobGetResponse0\x01\x12;\n" +
 	"\x04Stat\x12\x18.zrpc.v1.BlobStatRequest\x1a\x19.zrpc.v1.BlobStatResponse\x12;\n" +
 	"\x04List\x12\x18.zrpc.v1.BlobListRequest\x1a\x19.zrpc.v1.BlobListResponse\x12A\n" +
 	"\x06Delete\x12\x1a.zrpc.v1.BlobDeleteRequest\x1a\x1b.zrpc.v1.BlobDeleteResponse\x12K\n" +
-	"\fRepairStatus\x12\x1c.zrpc.v1.RepairStatusRequest\x1a\x1d.zrpc.v1.RepairStatusResponse2\xa4\x02\n" +
+	"\fRepairStatus\x12\x1c.zrpc.v1.RepairStatusRequest\x1a\x1d.zrpc.v1.RepairStatusResponse2\xeb\x02\n" +
 	"\x06Shards\x12?\n" +
 	"\bPutShard\x12\x18.zrpc.v1.PutShardRequest\x1a\x19.zrpc.v1.PutShardResponse\x12?\n" +
 	"\bGetShard\x12\x18.zrpc.v1.GetShardRequest\x1a\x19.zrpc.v1.GetShardResponse\x12K\n" +
 	"\fDeleteShards\x12\x1c.zrpc.v1.DeleteShardsRequest\x1a\x1d.zrpc.v1.DeleteShardsResponse\x12K\n" +
-	"\fReportShards\x12\x1c.zrpc.v1.ReportShardsRequest\x1a\x1d.zrpc.v1.ReportShardsResponseB#Z!github.com/zrpcio/zrpc/api/zrpcpbb\x06proto3"
+	"\fReportShards\x12\x1c.zrpc.v1.ReportShardsRequest\x1a\x1d.zrpc.v1.ReportShardsResponse\x12E\n" +
+	"\n" +
+	"Referenced\x12\x1a.zrpc.v1.ReferencedRequest\x1a\x1b.zrpc.v1.ReferencedResponseB#Z!github.com/zrpcio/zrpc/api/zrpcpbb\x06proto3"
 
 var (
 	file_blob_proto_rawDescOnce sync.Once
@@ -1827,7 +1937,7 @@ func file_blob_proto_rawDescGZIP() []byte {
 	return file_blob_proto_rawDescData
 }
 
-var file_blob_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_blob_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_blob_proto_goTypes = []any{
 	(*Blob)(nil),                 // 0: zrpc.v1.Blob
 	(*BlobBlock)(nil),            // 1: zrpc.v1.BlobBlock
@@ -1855,48 +1965,53 @@ var file_blob_proto_goTypes = []any{
 	(*DeleteShardsResponse)(nil), // 23: zrpc.v1.DeleteShardsResponse
 	(*ReportShardsRequest)(nil),  // 24: zrpc.v1.ReportShardsRequest
 	(*ReportShardsResponse)(nil), // 25: zrpc.v1.ReportShardsResponse
-	(*ResponseHeader)(nil),       // 26: zrpc.v1.ResponseHeader
+	(*ReferencedRequest)(nil),    // 26: zrpc.v1.ReferencedRequest
+	(*ReferencedResponse)(nil),   // 27: zrpc.v1.ReferencedResponse
+	(*ResponseHeader)(nil),       // 28: zrpc.v1.ResponseHeader
 }
 var file_blob_proto_depIdxs = []int32{
 	1,  // 0: zrpc.v1.Blob.blocks:type_name -> zrpc.v1.BlobBlock
 	2,  // 1: zrpc.v1.BlobPutRequest.header:type_name -> zrpc.v1.BlobPutHeader
-	26, // 2: zrpc.v1.BlobPutResponse.header:type_name -> zrpc.v1.ResponseHeader
+	28, // 2: zrpc.v1.BlobPutResponse.header:type_name -> zrpc.v1.ResponseHeader
 	0,  // 3: zrpc.v1.BlobPutResponse.blob:type_name -> zrpc.v1.Blob
 	0,  // 4: zrpc.v1.BlobGetResponse.blob:type_name -> zrpc.v1.Blob
-	26, // 5: zrpc.v1.BlobStatResponse.header:type_name -> zrpc.v1.ResponseHeader
+	28, // 5: zrpc.v1.BlobStatResponse.header:type_name -> zrpc.v1.ResponseHeader
 	0,  // 6: zrpc.v1.BlobStatResponse.blob:type_name -> zrpc.v1.Blob
 	8,  // 7: zrpc.v1.BlobStatResponse.shards:type_name -> zrpc.v1.ShardState
-	26, // 8: zrpc.v1.BlobListResponse.header:type_name -> zrpc.v1.ResponseHeader
+	28, // 8: zrpc.v1.BlobListResponse.header:type_name -> zrpc.v1.ResponseHeader
 	11, // 9: zrpc.v1.BlobListResponse.blobs:type_name -> zrpc.v1.BlobSummary
-	26, // 10: zrpc.v1.BlobDeleteResponse.header:type_name -> zrpc.v1.ResponseHeader
+	28, // 10: zrpc.v1.BlobDeleteResponse.header:type_name -> zrpc.v1.ResponseHeader
 	17, // 11: zrpc.v1.PutShardRequest.ref:type_name -> zrpc.v1.ShardRef
 	17, // 12: zrpc.v1.GetShardRequest.ref:type_name -> zrpc.v1.ShardRef
 	17, // 13: zrpc.v1.ReportShardsRequest.corrupt:type_name -> zrpc.v1.ShardRef
-	3,  // 14: zrpc.v1.Blobs.Put:input_type -> zrpc.v1.BlobPutRequest
-	5,  // 15: zrpc.v1.Blobs.Get:input_type -> zrpc.v1.BlobGetRequest
-	7,  // 16: zrpc.v1.Blobs.Stat:input_type -> zrpc.v1.BlobStatRequest
-	10, // 17: zrpc.v1.Blobs.List:input_type -> zrpc.v1.BlobListRequest
-	13, // 18: zrpc.v1.Blobs.Delete:input_type -> zrpc.v1.BlobDeleteRequest
-	15, // 19: zrpc.v1.Blobs.RepairStatus:input_type -> zrpc.v1.RepairStatusRequest
-	18, // 20: zrpc.v1.Shards.PutShard:input_type -> zrpc.v1.PutShardRequest
-	20, // 21: zrpc.v1.Shards.GetShard:input_type -> zrpc.v1.GetShardRequest
-	22, // 22: zrpc.v1.Shards.DeleteShards:input_type -> zrpc.v1.DeleteShardsRequest
-	24, // 23: zrpc.v1.Shards.ReportShards:input_type -> zrpc.v1.ReportShardsRequest
-	4,  // 24: zrpc.v1.Blobs.Put:output_type -> zrpc.v1.BlobPutResponse
-	6,  // 25: zrpc.v1.Blobs.Get:output_type -> zrpc.v1.BlobGetResponse
-	9,  // 26: zrpc.v1.Blobs.Stat:output_type -> zrpc.v1.BlobStatResponse
-	12, // 27: zrpc.v1.Blobs.List:output_type -> zrpc.v1.BlobListResponse
-	14, // 28: zrpc.v1.Blobs.Delete:output_type -> zrpc.v1.BlobDeleteResponse
-	16, // 29: zrpc.v1.Blobs.RepairStatus:output_type -> zrpc.v1.RepairStatusResponse
-	19, // 30: zrpc.v1.Shards.PutShard:output_type -> zrpc.v1.PutShardResponse
-	21, // 31: zrpc.v1.Shards.GetShard:output_type -> zrpc.v1.GetShardResponse
-	23, // 32: zrpc.v1.Shards.DeleteShards:output_type -> zrpc.v1.DeleteShardsResponse
-	25, // 33: zrpc.v1.Shards.ReportShards:output_type -> zrpc.v1.ReportShardsResponse
-	24, // [24:34] is the sub-list for method output_type
-	14, // [14:24] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	17, // 14: zrpc.v1.ReferencedRequest.shards:type_name -> zrpc.v1.ShardRef
+	3,  // 15: zrpc.v1.Blobs.Put:input_type -> zrpc.v1.BlobPutRequest
+	5,  // 16: zrpc.v1.Blobs.Get:input_type -> zrpc.v1.BlobGetRequest
+	7,  // 17: zrpc.v1.Blobs.Stat:input_type -> zrpc.v1.BlobStatRequest
+	10, // 18: zrpc.v1.Blobs.List:input_type -> zrpc.v1.BlobListRequest
+	13, // 19: zrpc.v1.Blobs.Delete:input_type -> zrpc.v1.BlobDeleteRequest
+	15, // 20: zrpc.v1.Blobs.RepairStatus:input_type -> zrpc.v1.RepairStatusRequest
+	18, // 21: zrpc.v1.Shards.PutShard:input_type -> zrpc.v1.PutShardRequest
+	20, // 22: zrpc.v1.Shards.GetShard:input_type -> zrpc.v1.GetShardRequest
+	22, // 23: zrpc.v1.Shards.DeleteShards:input_type -> zrpc.v1.DeleteShardsRequest
+	24, // 24: zrpc.v1.Shards.ReportShards:input_type -> zrpc.v1.ReportShardsRequest
+	26, // 25: zrpc.v1.Shards.Referenced:input_type -> zrpc.v1.ReferencedRequest
+	4,  // 26: zrpc.v1.Blobs.Put:output_type -> zrpc.v1.BlobPutResponse
+	6,  // 27: zrpc.v1.Blobs.Get:output_type -> zrpc.v1.BlobGetResponse
+	9,  // 28: zrpc.v1.Blobs.Stat:output_type -> zrpc.v1.BlobStatResponse
+	12, // 29: zrpc.v1.Blobs.List:output_type -> zrpc.v1.BlobListResponse
+	14, // 30: zrpc.v1.Blobs.Delete:output_type -> zrpc.v1.BlobDeleteResponse
+	16, // 31: zrpc.v1.Blobs.RepairStatus:output_type -> zrpc.v1.RepairStatusResponse
+	19, // 32: zrpc.v1.Shards.PutShard:output_type -> zrpc.v1.PutShardResponse
+	21, // 33: zrpc.v1.Shards.GetShard:output_type -> zrpc.v1.GetShardResponse
+	23, // 34: zrpc.v1.Shards.DeleteShards:output_type -> zrpc.v1.DeleteShardsResponse
+	25, // 35: zrpc.v1.Shards.ReportShards:output_type -> zrpc.v1.ReportShardsResponse
+	27, // 36: zrpc.v1.Shards.Referenced:output_type -> zrpc.v1.ReferencedResponse
+	26, // [26:37] is the sub-list for method output_type
+	15, // [15:26] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_blob_proto_init() }
@@ -1915,7 +2030,7 @@ func file_blob_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_blob_proto_rawDesc), len(file_blob_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

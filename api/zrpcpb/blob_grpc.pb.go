@@ -321,6 +321,7 @@ const (
 	Shards_GetShard_FullMethodName     = "/zrpc.v1.Shards/GetShard"
 	Shards_DeleteShards_FullMethodName = "/zrpc.v1.Shards/DeleteShards"
 	Shards_ReportShards_FullMethodName = "/zrpc.v1.Shards/ReportShards"
+	Shards_Referenced_FullMethodName   = "/zrpc.v1.Shards/Referenced"
 )
 
 // ShardsClient is the client API for Shards service.
@@ -335,6 +336,10 @@ type ShardsClient interface {
 	DeleteShards(ctx context.Context, in *DeleteShardsRequest, opts ...grpc.CallOption) (*DeleteShardsResponse, error)
 	// ReportShards goes to the leader.
 	ReportShards(ctx context.Context, in *ReportShardsRequest, opts ...grpc.CallOption) (*ReportShardsResponse, error)
+	// Referenced goes to the leader, whose metadata is current: an agent asks
+	// it before deleting shards its own replica no longer refers to (the
+	// replica may lag behind a repair that just placed them there).
+	Referenced(ctx context.Context, in *ReferencedRequest, opts ...grpc.CallOption) (*ReferencedResponse, error)
 }
 
 type shardsClient struct {
@@ -385,6 +390,16 @@ func (c *shardsClient) ReportShards(ctx context.Context, in *ReportShardsRequest
 	return out, nil
 }
 
+func (c *shardsClient) Referenced(ctx context.Context, in *ReferencedRequest, opts ...grpc.CallOption) (*ReferencedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReferencedResponse)
+	err := c.cc.Invoke(ctx, Shards_Referenced_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ShardsServer is the server API for Shards service.
 // All implementations must embed UnimplementedShardsServer
 // for forward compatibility.
@@ -397,6 +412,10 @@ type ShardsServer interface {
 	DeleteShards(context.Context, *DeleteShardsRequest) (*DeleteShardsResponse, error)
 	// ReportShards goes to the leader.
 	ReportShards(context.Context, *ReportShardsRequest) (*ReportShardsResponse, error)
+	// Referenced goes to the leader, whose metadata is current: an agent asks
+	// it before deleting shards its own replica no longer refers to (the
+	// replica may lag behind a repair that just placed them there).
+	Referenced(context.Context, *ReferencedRequest) (*ReferencedResponse, error)
 	mustEmbedUnimplementedShardsServer()
 }
 
@@ -418,6 +437,9 @@ func (UnimplementedShardsServer) DeleteShards(context.Context, *DeleteShardsRequ
 }
 func (UnimplementedShardsServer) ReportShards(context.Context, *ReportShardsRequest) (*ReportShardsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportShards not implemented")
+}
+func (UnimplementedShardsServer) Referenced(context.Context, *ReferencedRequest) (*ReferencedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Referenced not implemented")
 }
 func (UnimplementedShardsServer) mustEmbedUnimplementedShardsServer() {}
 func (UnimplementedShardsServer) testEmbeddedByValue()                {}
@@ -512,6 +534,24 @@ func _Shards_ReportShards_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Shards_Referenced_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReferencedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ShardsServer).Referenced(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Shards_Referenced_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ShardsServer).Referenced(ctx, req.(*ReferencedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Shards_ServiceDesc is the grpc.ServiceDesc for Shards service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -534,6 +574,10 @@ var Shards_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportShards",
 			Handler:    _Shards_ReportShards_Handler,
+		},
+		{
+			MethodName: "Referenced",
+			Handler:    _Shards_Referenced_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
