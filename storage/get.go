@@ -60,7 +60,7 @@ func Summary(b *pb.Blob) *pb.Blob {
 // send, in order. The first message carries the blob's Summary. Only the
 // blocks the range touches are read; each block reads its data shards
 // first and decodes from parity only when some are missing or corrupt. At
-// most two blocks are held in memory whatever the blob's size.
+// most readAhead+1 blocks are held in memory whatever the blob's size.
 func (s *Store) Get(ctx context.Context, req *pb.BlobGetRequest, send func(*pb.BlobGetResponse) error) error {
 	b, err := s.lookup(ctx, req.GetName(), req.GetMinRevision())
 	if err != nil {
@@ -88,10 +88,11 @@ func (s *Store) Get(ctx context.Context, req *pb.BlobGetRequest, send func(*pb.B
 	first, last := int(req.Offset/bs), int((end-1)/bs)
 	blocks := s.prefetch(ctx, b, first, last)
 	for i := first; i <= last; i++ {
-		r, ok := <-blocks
+		ch, ok := <-blocks
 		if !ok {
 			return ctx.Err()
 		}
+		r := <-ch
 		if r.err != nil {
 			return r.err
 		}
@@ -141,34 +142,41 @@ func putBlockBuf(b []byte) {
 	}
 }
 
-// prefetch reads blocks first..last in order into a channel that holds one
-// block ahead of the reader, so the next block is fetched while this one
-// is sent.
-func (s *Store) prefetch(ctx context.Context, b *pb.Blob, first, last int) <-chan readBlock {
-	out := make(chan readBlock, 1)
+// readAhead is how many blocks a get fetches ahead of the one it sends.
+const readAhead = 4
+
+// prefetch fetches blocks first..last, up to readAhead at once, and hands
+// them over in order: the reader takes the next channel from the queue
+// and waits on it.
+func (s *Store) prefetch(ctx context.Context, b *pb.Blob, first, last int) <-chan chan readBlock {
+	queue := make(chan chan readBlock, readAhead-1)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer close(out)
+		defer close(queue)
 		c, err := codec.New(int(b.DataShards), int(b.ParityShards))
 		alive := s.aliveSet()
 		for i := first; i <= last; i++ {
-			r := readBlock{err: err}
-			if err == nil {
-				r.buf, r.n, r.err = s.readBlock(ctx, b, c, i, alive)
-			}
+			ch := make(chan readBlock, 1)
 			select {
-			case out <- r:
+			case queue <- ch:
 			case <-ctx.Done():
-				r.release()
 				return
 			}
-			if r.err != nil {
+			if err != nil {
+				ch <- readBlock{err: err}
 				return
 			}
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				var r readBlock
+				r.buf, r.n, r.err = s.readBlock(ctx, b, c, i, alive)
+				ch <- r
+			}()
 		}
 	}()
-	return out
+	return queue
 }
 
 // readBlock reads and decodes block i of b.
