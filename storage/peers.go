@@ -21,19 +21,22 @@ func shardID(ref *pb.ShardRef) shardstore.ID {
 
 // putShard stores one shard on node: in the local files when node is this
 // agent, over the peer's Shards API otherwise.
-func (s *Store) putShard(ctx context.Context, node string, ref *pb.ShardRef, sc Scheme, blockLen int, sum uint32, payload []byte) error {
+//
+// A staged shard (a put's) is written without fsync and becomes durable
+// and readable at syncShards; otherwise (repair) it is durable on return.
+func (s *Store) putShard(ctx context.Context, node string, ref *pb.ShardRef, sc Scheme, blockLen int, sum uint32, payload []byte, staged bool) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
 	defer cancel()
+	req := &pb.PutShardRequest{Ref: ref, DataShards: uint32(sc.K), ParityShards: uint32(sc.M),
+		BlockLen: uint32(blockLen), Sum: sum, Payload: payload, Staged: staged}
 	if node == s.cluster.Self() {
-		return s.storeLocal(&pb.PutShardRequest{Ref: ref, DataShards: uint32(sc.K), ParityShards: uint32(sc.M),
-			BlockLen: uint32(blockLen), Sum: sum, Payload: payload})
+		return s.storeLocal(req)
 	}
 	conn, err := s.cluster.Conn(node)
 	if err != nil {
 		return err
 	}
-	_, err = pb.NewShardsClient(conn).PutShard(ctx, &pb.PutShardRequest{Ref: ref, DataShards: uint32(sc.K),
-		ParityShards: uint32(sc.M), BlockLen: uint32(blockLen), Sum: sum, Payload: payload})
+	_, err = pb.NewShardsClient(conn).PutShard(ctx, req)
 	if err != nil {
 		return fmt.Errorf("put shard %s/%d/%d on %s: %w", ref.BlobId, ref.Block, ref.Index, node, apierr.FromStatus(err))
 	}
@@ -51,11 +54,33 @@ func (s *Store) storeLocal(req *pb.PutShardRequest) error {
 		ID: shardID(req.Ref), K: uint8(req.DataShards), M: uint8(req.ParityShards),
 		BlockLen: req.BlockLen, ShardLen: uint32(len(req.Payload)), Sum: req.Sum,
 	}
-	if err := s.shards.Put(h, req.Payload); err != nil {
+	put := s.shards.Put
+	if req.Staged {
+		put = s.shards.Stage
+	}
+	if err := put(h, req.Payload); err != nil {
 		return mapShardErr(err)
 	}
 	s.metrics.shardWrites.Inc()
 	return nil
+}
+
+// syncShards makes the shards of blob id staged on node durable and
+// readable, and returns how many there were.
+func (s *Store) syncShards(ctx context.Context, node, id string) (int, error) {
+	if node == s.cluster.Self() {
+		n, err := s.shards.CommitStaged(id)
+		return n, mapShardErr(err)
+	}
+	conn, err := s.cluster.Conn(node)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := pb.NewShardsClient(conn).SyncShards(ctx, &pb.SyncShardsRequest{BlobId: id})
+	if err != nil {
+		return 0, fmt.Errorf("sync shards of %s on %s: %w", id, node, apierr.FromStatus(err))
+	}
+	return int(resp.Shards), nil
 }
 
 // getShard reads one shard from node and checks it against the checksum
@@ -208,6 +233,17 @@ func (ss *ShardServer) PutShard(ctx context.Context, req *pb.PutShardRequest) (*
 		return nil, err
 	}
 	return &pb.PutShardResponse{}, nil
+}
+
+func (ss *ShardServer) SyncShards(ctx context.Context, req *pb.SyncShardsRequest) (*pb.SyncShardsResponse, error) {
+	if !validBlobID(req.BlobId) {
+		return nil, fmt.Errorf("%w: blob id %q", ErrInvalidArgument, req.BlobId)
+	}
+	n, err := ss.s.shards.CommitStaged(req.BlobId)
+	if err != nil {
+		return nil, mapShardErr(err)
+	}
+	return &pb.SyncShardsResponse{Shards: uint32(n)}, nil
 }
 
 func (ss *ShardServer) GetShard(ctx context.Context, req *pb.GetShardRequest) (*pb.GetShardResponse, error) {

@@ -303,7 +303,62 @@ func (p *put) run(ctx context.Context, src io.Reader) (*PutResult, error) {
 	if p.h.Size > 0 && p.size != uint64(p.h.Size) {
 		return nil, fmt.Errorf("%w: blob %q: header says %d bytes, stream carried %d", ErrInvalidArgument, p.h.Name, p.h.Size, p.size)
 	}
+	if err := p.sync(ctx); err != nil {
+		return nil, err
+	}
 	return p.commit(ctx)
+}
+
+// sync makes the staged shards durable on every agent that took some, all
+// agents at once. An agent that fails, or that no longer has all the
+// shards it took (it restarted), loses its shards of this put, which may
+// leave a block short of k+1.
+func (p *put) sync(ctx context.Context) error {
+	want := make(map[string]int)
+	for _, holders := range p.holder {
+		for _, n := range holders {
+			if n != "" {
+				want[n]++
+			}
+		}
+	}
+	var mu sync.Mutex
+	lost := make(map[string]bool)
+	var wg sync.WaitGroup
+	for node, count := range want {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, err := p.s.syncShards(ctx, node, p.id)
+			if err == nil && n != count {
+				err = fmt.Errorf("%d of its %d shards were still staged (did it restart?)", n, count)
+			}
+			if err != nil {
+				p.s.log.Warn("agent could not make its shards of a put durable", "blob", p.h.Name, "agent", node, "err", err)
+				mu.Lock()
+				lost[node] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(lost) == 0 {
+		return nil
+	}
+	for b, holders := range p.holder {
+		stored := 0
+		for i, n := range holders {
+			if lost[n] {
+				holders[i] = ""
+			} else if n != "" {
+				stored++
+			}
+		}
+		if stored < p.sc.need() {
+			return fmt.Errorf("%w: block %d of %q: %d of %d shards durable, need %d", ErrNotEnoughShards, b, p.h.Name, stored, len(holders), p.sc.need())
+		}
+	}
+	return nil
 }
 
 func (p *put) encode(ctx context.Context, blk *codec.Block, n int) error {
@@ -368,7 +423,7 @@ func (p *put) send(ctx context.Context, idx, blockLen int, blk *codec.Block, tar
 			ref := &pb.ShardRef{BlobId: p.id, Block: uint32(idx), Index: uint32(i)}
 			for try := 0; try < 2 && target != "" && ctx.Err() == nil; try++ {
 				p.markUsed(target)
-				err := p.s.putShard(ctx, target, ref, p.sc, blockLen, sums[i], shards[i])
+				err := p.s.putShard(ctx, target, ref, p.sc, blockLen, sums[i], shards[i], true)
 				if err == nil {
 					got[i] = target
 					return

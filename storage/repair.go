@@ -316,7 +316,7 @@ func (r *repairer) rebuild(ctx context.Context, t task) (int, error) {
 	}
 	ref := &pb.ShardRef{BlobId: b.Id, Block: t.key.block, Index: t.key.index}
 	sc := Scheme{K: int(b.DataShards), M: int(b.ParityShards)}
-	if err := s.putShard(ctx, target, ref, sc, int(blk.Len), sum, payload); err != nil {
+	if err := s.putShard(ctx, target, ref, sc, int(blk.Len), sum, payload, false); err != nil {
 		return 0, err
 	}
 	if target != holderName(b, blk, idx) {
@@ -429,6 +429,13 @@ func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 	if err != nil {
 		s.log.Warn("walk shards for orphans", "err", err)
 	}
+	staged := make(map[shardstore.ID]bool)
+	for _, st := range s.shards.Staged() {
+		if now.Sub(st.At) >= s.cfg.OrphanGrace && !referencedBy(meta, self, st.ID.Blob, st.ID.Block, uint32(st.ID.Index)) {
+			staged[st.ID] = true
+			refs = append(refs, &pb.ShardRef{BlobId: st.ID.Blob, Block: st.ID.Block, Index: uint32(st.ID.Index)})
+		}
+	}
 	if len(refs) == 0 {
 		return 0
 	}
@@ -448,6 +455,11 @@ func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 	n := 0
 	for i, ref := range refs {
 		if referenced[i] {
+			continue
+		}
+		if staged[shardID(ref)] {
+			s.shards.Discard(shardID(ref))
+			n++
 			continue
 		}
 		if err := s.shards.Delete(shardID(ref)); err != nil {

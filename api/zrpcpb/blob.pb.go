@@ -1277,13 +1277,16 @@ func (x *ShardRef) GetIndex() uint32 {
 }
 
 type PutShardRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ref           *ShardRef              `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
-	DataShards    uint32                 `protobuf:"varint,2,opt,name=data_shards,json=dataShards,proto3" json:"data_shards,omitempty"`
-	ParityShards  uint32                 `protobuf:"varint,3,opt,name=parity_shards,json=parityShards,proto3" json:"parity_shards,omitempty"`
-	BlockLen      uint32                 `protobuf:"varint,4,opt,name=block_len,json=blockLen,proto3" json:"block_len,omitempty"`
-	Sum           uint32                 `protobuf:"fixed32,5,opt,name=sum,proto3" json:"sum,omitempty"`
-	Payload       []byte                 `protobuf:"bytes,6,opt,name=payload,proto3" json:"payload,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Ref          *ShardRef              `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	DataShards   uint32                 `protobuf:"varint,2,opt,name=data_shards,json=dataShards,proto3" json:"data_shards,omitempty"`
+	ParityShards uint32                 `protobuf:"varint,3,opt,name=parity_shards,json=parityShards,proto3" json:"parity_shards,omitempty"`
+	BlockLen     uint32                 `protobuf:"varint,4,opt,name=block_len,json=blockLen,proto3" json:"block_len,omitempty"`
+	Sum          uint32                 `protobuf:"fixed32,5,opt,name=sum,proto3" json:"sum,omitempty"`
+	Payload      []byte                 `protobuf:"bytes,6,opt,name=payload,proto3" json:"payload,omitempty"`
+	// staged shards of a put are written without fsync and become durable
+	// and readable together, at SyncShards, before the put commits.
+	Staged        bool `protobuf:"varint,7,opt,name=staged,proto3" json:"staged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1360,6 +1363,13 @@ func (x *PutShardRequest) GetPayload() []byte {
 	return nil
 }
 
+func (x *PutShardRequest) GetStaged() bool {
+	if x != nil {
+		return x.Staged
+	}
+	return false
+}
+
 type PutShardResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1396,6 +1406,95 @@ func (*PutShardResponse) Descriptor() ([]byte, []int) {
 	return file_blob_proto_rawDescGZIP(), []int{19}
 }
 
+type SyncShardsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BlobId        string                 `protobuf:"bytes,1,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncShardsRequest) Reset() {
+	*x = SyncShardsRequest{}
+	mi := &file_blob_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncShardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncShardsRequest) ProtoMessage() {}
+
+func (x *SyncShardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncShardsRequest.ProtoReflect.Descriptor instead.
+func (*SyncShardsRequest) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SyncShardsRequest) GetBlobId() string {
+	if x != nil {
+		return x.BlobId
+	}
+	return ""
+}
+
+type SyncShardsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// shards made durable.
+	Shards        uint32 `protobuf:"varint,1,opt,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncShardsResponse) Reset() {
+	*x = SyncShardsResponse{}
+	mi := &file_blob_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncShardsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncShardsResponse) ProtoMessage() {}
+
+func (x *SyncShardsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncShardsResponse.ProtoReflect.Descriptor instead.
+func (*SyncShardsResponse) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SyncShardsResponse) GetShards() uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
 type GetShardRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ref           *ShardRef              `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
@@ -1405,7 +1504,7 @@ type GetShardRequest struct {
 
 func (x *GetShardRequest) Reset() {
 	*x = GetShardRequest{}
-	mi := &file_blob_proto_msgTypes[20]
+	mi := &file_blob_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1516,7 @@ func (x *GetShardRequest) String() string {
 func (*GetShardRequest) ProtoMessage() {}
 
 func (x *GetShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[20]
+	mi := &file_blob_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1529,7 @@ func (x *GetShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardRequest.ProtoReflect.Descriptor instead.
 func (*GetShardRequest) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{20}
+	return file_blob_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetShardRequest) GetRef() *ShardRef {
@@ -1450,7 +1549,7 @@ type GetShardResponse struct {
 
 func (x *GetShardResponse) Reset() {
 	*x = GetShardResponse{}
-	mi := &file_blob_proto_msgTypes[21]
+	mi := &file_blob_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1561,7 @@ func (x *GetShardResponse) String() string {
 func (*GetShardResponse) ProtoMessage() {}
 
 func (x *GetShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[21]
+	mi := &file_blob_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1574,7 @@ func (x *GetShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardResponse.ProtoReflect.Descriptor instead.
 func (*GetShardResponse) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{21}
+	return file_blob_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetShardResponse) GetSum() uint32 {
@@ -1505,7 +1604,7 @@ type DeleteShardsRequest struct {
 
 func (x *DeleteShardsRequest) Reset() {
 	*x = DeleteShardsRequest{}
-	mi := &file_blob_proto_msgTypes[22]
+	mi := &file_blob_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +1616,7 @@ func (x *DeleteShardsRequest) String() string {
 func (*DeleteShardsRequest) ProtoMessage() {}
 
 func (x *DeleteShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[22]
+	mi := &file_blob_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +1629,7 @@ func (x *DeleteShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteShardsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteShardsRequest) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{22}
+	return file_blob_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteShardsRequest) GetBlobIds() []string {
@@ -1556,7 +1655,7 @@ type DeleteShardsResponse struct {
 
 func (x *DeleteShardsResponse) Reset() {
 	*x = DeleteShardsResponse{}
-	mi := &file_blob_proto_msgTypes[23]
+	mi := &file_blob_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1667,7 @@ func (x *DeleteShardsResponse) String() string {
 func (*DeleteShardsResponse) ProtoMessage() {}
 
 func (x *DeleteShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[23]
+	mi := &file_blob_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1680,7 @@ func (x *DeleteShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteShardsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteShardsResponse) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{23}
+	return file_blob_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteShardsResponse) GetDeleted() uint32 {
@@ -1602,7 +1701,7 @@ type ReportShardsRequest struct {
 
 func (x *ReportShardsRequest) Reset() {
 	*x = ReportShardsRequest{}
-	mi := &file_blob_proto_msgTypes[24]
+	mi := &file_blob_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1614,7 +1713,7 @@ func (x *ReportShardsRequest) String() string {
 func (*ReportShardsRequest) ProtoMessage() {}
 
 func (x *ReportShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[24]
+	mi := &file_blob_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1627,7 +1726,7 @@ func (x *ReportShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportShardsRequest.ProtoReflect.Descriptor instead.
 func (*ReportShardsRequest) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{24}
+	return file_blob_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReportShardsRequest) GetCorrupt() []*ShardRef {
@@ -1652,7 +1751,7 @@ type ReportShardsResponse struct {
 
 func (x *ReportShardsResponse) Reset() {
 	*x = ReportShardsResponse{}
-	mi := &file_blob_proto_msgTypes[25]
+	mi := &file_blob_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1763,7 @@ func (x *ReportShardsResponse) String() string {
 func (*ReportShardsResponse) ProtoMessage() {}
 
 func (x *ReportShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[25]
+	mi := &file_blob_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1776,7 @@ func (x *ReportShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportShardsResponse.ProtoReflect.Descriptor instead.
 func (*ReportShardsResponse) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{25}
+	return file_blob_proto_rawDescGZIP(), []int{27}
 }
 
 type ReferencedRequest struct {
@@ -1691,7 +1790,7 @@ type ReferencedRequest struct {
 
 func (x *ReferencedRequest) Reset() {
 	*x = ReferencedRequest{}
-	mi := &file_blob_proto_msgTypes[26]
+	mi := &file_blob_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +1802,7 @@ func (x *ReferencedRequest) String() string {
 func (*ReferencedRequest) ProtoMessage() {}
 
 func (x *ReferencedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[26]
+	mi := &file_blob_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +1815,7 @@ func (x *ReferencedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReferencedRequest.ProtoReflect.Descriptor instead.
 func (*ReferencedRequest) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{26}
+	return file_blob_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReferencedRequest) GetNode() string {
@@ -1744,7 +1843,7 @@ type ReferencedResponse struct {
 
 func (x *ReferencedResponse) Reset() {
 	*x = ReferencedResponse{}
-	mi := &file_blob_proto_msgTypes[27]
+	mi := &file_blob_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +1855,7 @@ func (x *ReferencedResponse) String() string {
 func (*ReferencedResponse) ProtoMessage() {}
 
 func (x *ReferencedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[27]
+	mi := &file_blob_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +1868,7 @@ func (x *ReferencedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReferencedResponse.ProtoReflect.Descriptor instead.
 func (*ReferencedResponse) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{27}
+	return file_blob_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReferencedResponse) GetReferenced() []bool {
@@ -1879,7 +1978,7 @@ const file_blob_proto_rawDesc = "" +
 	"\bShardRef\x12\x17\n" +
 	"\ablob_id\x18\x01 \x01(\tR\x06blobId\x12\x14\n" +
 	"\x05block\x18\x02 \x01(\rR\x05block\x12\x14\n" +
-	"\x05index\x18\x03 \x01(\rR\x05index\"\xc5\x01\n" +
+	"\x05index\x18\x03 \x01(\rR\x05index\"\xdd\x01\n" +
 	"\x0fPutShardRequest\x12#\n" +
 	"\x03ref\x18\x01 \x01(\v2\x11.zrpc.v1.ShardRefR\x03ref\x12\x1f\n" +
 	"\vdata_shards\x18\x02 \x01(\rR\n" +
@@ -1887,8 +1986,13 @@ const file_blob_proto_rawDesc = "" +
 	"\rparity_shards\x18\x03 \x01(\rR\fparityShards\x12\x1b\n" +
 	"\tblock_len\x18\x04 \x01(\rR\bblockLen\x12\x10\n" +
 	"\x03sum\x18\x05 \x01(\aR\x03sum\x12\x18\n" +
-	"\apayload\x18\x06 \x01(\fR\apayload\"\x12\n" +
-	"\x10PutShardResponse\"6\n" +
+	"\apayload\x18\x06 \x01(\fR\apayload\x12\x16\n" +
+	"\x06staged\x18\a \x01(\bR\x06staged\"\x12\n" +
+	"\x10PutShardResponse\",\n" +
+	"\x11SyncShardsRequest\x12\x17\n" +
+	"\ablob_id\x18\x01 \x01(\tR\x06blobId\",\n" +
+	"\x12SyncShardsResponse\x12\x16\n" +
+	"\x06shards\x18\x01 \x01(\rR\x06shards\"6\n" +
 	"\x0fGetShardRequest\x12#\n" +
 	"\x03ref\x18\x01 \x01(\v2\x11.zrpc.v1.ShardRefR\x03ref\">\n" +
 	"\x10GetShardResponse\x12\x10\n" +
@@ -1916,9 +2020,11 @@ const file_blob_proto_rawDesc = "" +
 	"\x04Stat\x12\x18.zrpc.v1.BlobStatRequest\x1a\x19.zrpc.v1.BlobStatResponse\x12;\n" +
 	"\x04List\x12\x18.zrpc.v1.BlobListRequest\x1a\x19.zrpc.v1.BlobListResponse\x12A\n" +
 	"\x06Delete\x12\x1a.zrpc.v1.BlobDeleteRequest\x1a\x1b.zrpc.v1.BlobDeleteResponse\x12K\n" +
-	"\fRepairStatus\x12\x1c.zrpc.v1.RepairStatusRequest\x1a\x1d.zrpc.v1.RepairStatusResponse2\xeb\x02\n" +
+	"\fRepairStatus\x12\x1c.zrpc.v1.RepairStatusRequest\x1a\x1d.zrpc.v1.RepairStatusResponse2\xb2\x03\n" +
 	"\x06Shards\x12?\n" +
-	"\bPutShard\x12\x18.zrpc.v1.PutShardRequest\x1a\x19.zrpc.v1.PutShardResponse\x12?\n" +
+	"\bPutShard\x12\x18.zrpc.v1.PutShardRequest\x1a\x19.zrpc.v1.PutShardResponse\x12E\n" +
+	"\n" +
+	"SyncShards\x12\x1a.zrpc.v1.SyncShardsRequest\x1a\x1b.zrpc.v1.SyncShardsResponse\x12?\n" +
 	"\bGetShard\x12\x18.zrpc.v1.GetShardRequest\x1a\x19.zrpc.v1.GetShardResponse\x12K\n" +
 	"\fDeleteShards\x12\x1c.zrpc.v1.DeleteShardsRequest\x1a\x1d.zrpc.v1.DeleteShardsResponse\x12K\n" +
 	"\fReportShards\x12\x1c.zrpc.v1.ReportShardsRequest\x1a\x1d.zrpc.v1.ReportShardsResponse\x12E\n" +
@@ -1937,7 +2043,7 @@ func file_blob_proto_rawDescGZIP() []byte {
 	return file_blob_proto_rawDescData
 }
 
-var file_blob_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_blob_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_blob_proto_goTypes = []any{
 	(*Blob)(nil),                 // 0: zrpc.v1.Blob
 	(*BlobBlock)(nil),            // 1: zrpc.v1.BlobBlock
@@ -1959,28 +2065,30 @@ var file_blob_proto_goTypes = []any{
 	(*ShardRef)(nil),             // 17: zrpc.v1.ShardRef
 	(*PutShardRequest)(nil),      // 18: zrpc.v1.PutShardRequest
 	(*PutShardResponse)(nil),     // 19: zrpc.v1.PutShardResponse
-	(*GetShardRequest)(nil),      // 20: zrpc.v1.GetShardRequest
-	(*GetShardResponse)(nil),     // 21: zrpc.v1.GetShardResponse
-	(*DeleteShardsRequest)(nil),  // 22: zrpc.v1.DeleteShardsRequest
-	(*DeleteShardsResponse)(nil), // 23: zrpc.v1.DeleteShardsResponse
-	(*ReportShardsRequest)(nil),  // 24: zrpc.v1.ReportShardsRequest
-	(*ReportShardsResponse)(nil), // 25: zrpc.v1.ReportShardsResponse
-	(*ReferencedRequest)(nil),    // 26: zrpc.v1.ReferencedRequest
-	(*ReferencedResponse)(nil),   // 27: zrpc.v1.ReferencedResponse
-	(*ResponseHeader)(nil),       // 28: zrpc.v1.ResponseHeader
+	(*SyncShardsRequest)(nil),    // 20: zrpc.v1.SyncShardsRequest
+	(*SyncShardsResponse)(nil),   // 21: zrpc.v1.SyncShardsResponse
+	(*GetShardRequest)(nil),      // 22: zrpc.v1.GetShardRequest
+	(*GetShardResponse)(nil),     // 23: zrpc.v1.GetShardResponse
+	(*DeleteShardsRequest)(nil),  // 24: zrpc.v1.DeleteShardsRequest
+	(*DeleteShardsResponse)(nil), // 25: zrpc.v1.DeleteShardsResponse
+	(*ReportShardsRequest)(nil),  // 26: zrpc.v1.ReportShardsRequest
+	(*ReportShardsResponse)(nil), // 27: zrpc.v1.ReportShardsResponse
+	(*ReferencedRequest)(nil),    // 28: zrpc.v1.ReferencedRequest
+	(*ReferencedResponse)(nil),   // 29: zrpc.v1.ReferencedResponse
+	(*ResponseHeader)(nil),       // 30: zrpc.v1.ResponseHeader
 }
 var file_blob_proto_depIdxs = []int32{
 	1,  // 0: zrpc.v1.Blob.blocks:type_name -> zrpc.v1.BlobBlock
 	2,  // 1: zrpc.v1.BlobPutRequest.header:type_name -> zrpc.v1.BlobPutHeader
-	28, // 2: zrpc.v1.BlobPutResponse.header:type_name -> zrpc.v1.ResponseHeader
+	30, // 2: zrpc.v1.BlobPutResponse.header:type_name -> zrpc.v1.ResponseHeader
 	0,  // 3: zrpc.v1.BlobPutResponse.blob:type_name -> zrpc.v1.Blob
 	0,  // 4: zrpc.v1.BlobGetResponse.blob:type_name -> zrpc.v1.Blob
-	28, // 5: zrpc.v1.BlobStatResponse.header:type_name -> zrpc.v1.ResponseHeader
+	30, // 5: zrpc.v1.BlobStatResponse.header:type_name -> zrpc.v1.ResponseHeader
 	0,  // 6: zrpc.v1.BlobStatResponse.blob:type_name -> zrpc.v1.Blob
 	8,  // 7: zrpc.v1.BlobStatResponse.shards:type_name -> zrpc.v1.ShardState
-	28, // 8: zrpc.v1.BlobListResponse.header:type_name -> zrpc.v1.ResponseHeader
+	30, // 8: zrpc.v1.BlobListResponse.header:type_name -> zrpc.v1.ResponseHeader
 	11, // 9: zrpc.v1.BlobListResponse.blobs:type_name -> zrpc.v1.BlobSummary
-	28, // 10: zrpc.v1.BlobDeleteResponse.header:type_name -> zrpc.v1.ResponseHeader
+	30, // 10: zrpc.v1.BlobDeleteResponse.header:type_name -> zrpc.v1.ResponseHeader
 	17, // 11: zrpc.v1.PutShardRequest.ref:type_name -> zrpc.v1.ShardRef
 	17, // 12: zrpc.v1.GetShardRequest.ref:type_name -> zrpc.v1.ShardRef
 	17, // 13: zrpc.v1.ReportShardsRequest.corrupt:type_name -> zrpc.v1.ShardRef
@@ -1992,23 +2100,25 @@ var file_blob_proto_depIdxs = []int32{
 	13, // 19: zrpc.v1.Blobs.Delete:input_type -> zrpc.v1.BlobDeleteRequest
 	15, // 20: zrpc.v1.Blobs.RepairStatus:input_type -> zrpc.v1.RepairStatusRequest
 	18, // 21: zrpc.v1.Shards.PutShard:input_type -> zrpc.v1.PutShardRequest
-	20, // 22: zrpc.v1.Shards.GetShard:input_type -> zrpc.v1.GetShardRequest
-	22, // 23: zrpc.v1.Shards.DeleteShards:input_type -> zrpc.v1.DeleteShardsRequest
-	24, // 24: zrpc.v1.Shards.ReportShards:input_type -> zrpc.v1.ReportShardsRequest
-	26, // 25: zrpc.v1.Shards.Referenced:input_type -> zrpc.v1.ReferencedRequest
-	4,  // 26: zrpc.v1.Blobs.Put:output_type -> zrpc.v1.BlobPutResponse
-	6,  // 27: zrpc.v1.Blobs.Get:output_type -> zrpc.v1.BlobGetResponse
-	9,  // 28: zrpc.v1.Blobs.Stat:output_type -> zrpc.v1.BlobStatResponse
-	12, // 29: zrpc.v1.Blobs.List:output_type -> zrpc.v1.BlobListResponse
-	14, // 30: zrpc.v1.Blobs.Delete:output_type -> zrpc.v1.BlobDeleteResponse
-	16, // 31: zrpc.v1.Blobs.RepairStatus:output_type -> zrpc.v1.RepairStatusResponse
-	19, // 32: zrpc.v1.Shards.PutShard:output_type -> zrpc.v1.PutShardResponse
-	21, // 33: zrpc.v1.Shards.GetShard:output_type -> zrpc.v1.GetShardResponse
-	23, // 34: zrpc.v1.Shards.DeleteShards:output_type -> zrpc.v1.DeleteShardsResponse
-	25, // 35: zrpc.v1.Shards.ReportShards:output_type -> zrpc.v1.ReportShardsResponse
-	27, // 36: zrpc.v1.Shards.Referenced:output_type -> zrpc.v1.ReferencedResponse
-	26, // [26:37] is the sub-list for method output_type
-	15, // [15:26] is the sub-list for method input_type
+	20, // 22: zrpc.v1.Shards.SyncShards:input_type -> zrpc.v1.SyncShardsRequest
+	22, // 23: zrpc.v1.Shards.GetShard:input_type -> zrpc.v1.GetShardRequest
+	24, // 24: zrpc.v1.Shards.DeleteShards:input_type -> zrpc.v1.DeleteShardsRequest
+	26, // 25: zrpc.v1.Shards.ReportShards:input_type -> zrpc.v1.ReportShardsRequest
+	28, // 26: zrpc.v1.Shards.Referenced:input_type -> zrpc.v1.ReferencedRequest
+	4,  // 27: zrpc.v1.Blobs.Put:output_type -> zrpc.v1.BlobPutResponse
+	6,  // 28: zrpc.v1.Blobs.Get:output_type -> zrpc.v1.BlobGetResponse
+	9,  // 29: zrpc.v1.Blobs.Stat:output_type -> zrpc.v1.BlobStatResponse
+	12, // 30: zrpc.v1.Blobs.List:output_type -> zrpc.v1.BlobListResponse
+	14, // 31: zrpc.v1.Blobs.Delete:output_type -> zrpc.v1.BlobDeleteResponse
+	16, // 32: zrpc.v1.Blobs.RepairStatus:output_type -> zrpc.v1.RepairStatusResponse
+	19, // 33: zrpc.v1.Shards.PutShard:output_type -> zrpc.v1.PutShardResponse
+	21, // 34: zrpc.v1.Shards.SyncShards:output_type -> zrpc.v1.SyncShardsResponse
+	23, // 35: zrpc.v1.Shards.GetShard:output_type -> zrpc.v1.GetShardResponse
+	25, // 36: zrpc.v1.Shards.DeleteShards:output_type -> zrpc.v1.DeleteShardsResponse
+	27, // 37: zrpc.v1.Shards.ReportShards:output_type -> zrpc.v1.ReportShardsResponse
+	29, // 38: zrpc.v1.Shards.Referenced:output_type -> zrpc.v1.ReferencedResponse
+	27, // [27:39] is the sub-list for method output_type
+	15, // [15:27] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
 	15, // [15:15] is the sub-list for extension extendee
 	0,  // [0:15] is the sub-list for field type_name
@@ -2030,7 +2140,7 @@ func file_blob_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_blob_proto_rawDesc), len(file_blob_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

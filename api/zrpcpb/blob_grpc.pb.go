@@ -318,6 +318,7 @@ var Blobs_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	Shards_PutShard_FullMethodName     = "/zrpc.v1.Shards/PutShard"
+	Shards_SyncShards_FullMethodName   = "/zrpc.v1.Shards/SyncShards"
 	Shards_GetShard_FullMethodName     = "/zrpc.v1.Shards/GetShard"
 	Shards_DeleteShards_FullMethodName = "/zrpc.v1.Shards/DeleteShards"
 	Shards_ReportShards_FullMethodName = "/zrpc.v1.Shards/ReportShards"
@@ -332,6 +333,8 @@ const (
 // Not a client API.
 type ShardsClient interface {
 	PutShard(ctx context.Context, in *PutShardRequest, opts ...grpc.CallOption) (*PutShardResponse, error)
+	// SyncShards makes the staged shards of a put durable and readable.
+	SyncShards(ctx context.Context, in *SyncShardsRequest, opts ...grpc.CallOption) (*SyncShardsResponse, error)
 	GetShard(ctx context.Context, in *GetShardRequest, opts ...grpc.CallOption) (*GetShardResponse, error)
 	DeleteShards(ctx context.Context, in *DeleteShardsRequest, opts ...grpc.CallOption) (*DeleteShardsResponse, error)
 	// ReportShards goes to the leader.
@@ -354,6 +357,16 @@ func (c *shardsClient) PutShard(ctx context.Context, in *PutShardRequest, opts .
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PutShardResponse)
 	err := c.cc.Invoke(ctx, Shards_PutShard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *shardsClient) SyncShards(ctx context.Context, in *SyncShardsRequest, opts ...grpc.CallOption) (*SyncShardsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SyncShardsResponse)
+	err := c.cc.Invoke(ctx, Shards_SyncShards_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -408,6 +421,8 @@ func (c *shardsClient) Referenced(ctx context.Context, in *ReferencedRequest, op
 // Not a client API.
 type ShardsServer interface {
 	PutShard(context.Context, *PutShardRequest) (*PutShardResponse, error)
+	// SyncShards makes the staged shards of a put durable and readable.
+	SyncShards(context.Context, *SyncShardsRequest) (*SyncShardsResponse, error)
 	GetShard(context.Context, *GetShardRequest) (*GetShardResponse, error)
 	DeleteShards(context.Context, *DeleteShardsRequest) (*DeleteShardsResponse, error)
 	// ReportShards goes to the leader.
@@ -428,6 +443,9 @@ type UnimplementedShardsServer struct{}
 
 func (UnimplementedShardsServer) PutShard(context.Context, *PutShardRequest) (*PutShardResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PutShard not implemented")
+}
+func (UnimplementedShardsServer) SyncShards(context.Context, *SyncShardsRequest) (*SyncShardsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SyncShards not implemented")
 }
 func (UnimplementedShardsServer) GetShard(context.Context, *GetShardRequest) (*GetShardResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetShard not implemented")
@@ -476,6 +494,24 @@ func _Shards_PutShard_Handler(srv interface{}, ctx context.Context, dec func(int
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ShardsServer).PutShard(ctx, req.(*PutShardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Shards_SyncShards_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SyncShardsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ShardsServer).SyncShards(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Shards_SyncShards_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ShardsServer).SyncShards(ctx, req.(*SyncShardsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -562,6 +598,10 @@ var Shards_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PutShard",
 			Handler:    _Shards_PutShard_Handler,
+		},
+		{
+			MethodName: "SyncShards",
+			Handler:    _Shards_SyncShards_Handler,
 		},
 		{
 			MethodName: "GetShard",

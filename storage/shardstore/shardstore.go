@@ -8,7 +8,10 @@
 // the payload. A write goes to a temporary file in the same directory, is
 // fsynced and renamed over the final name, and the directory is fsynced, so
 // a crash never leaves a partial shard under a real name; temporary files
-// left by a crash are removed by Open. Every read checks the header and the
+// left by a crash are removed by Open. A put of many shards may Stage them
+// instead (temporary files, not synced) and CommitStaged them together:
+// concurrent fsyncs, then the renames, then one directory fsync; staged
+// shards are never readable before that. Every read checks the header and the
 // payload checksum, and a file that fails is reported as ErrCorrupt, never
 // returned as data.
 //
@@ -70,6 +73,10 @@ type Store struct {
 
 	blobLocks  [64]sync.RWMutex // by blob: Put shares, Delete/DeleteBlob own
 	shardLocks [256]sync.Mutex  // by shard: one writer per file
+
+	stagedMu sync.Mutex
+	staged   map[string]map[ID]stagedFile // by blob: shards written by Stage, not yet committed
+	syncSem  chan struct{}                // bounds background fsyncs of staged shards
 }
 
 // Open opens (creating it if needed) the shard directory dir: it removes
@@ -91,7 +98,8 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("shardstore: open %s: %w", dir, err)
 	}
-	s := &Store{dir: dir, opts: opts, log: log}
+	s := &Store{dir: dir, opts: opts, log: log, staged: make(map[string]map[ID]stagedFile),
+		syncSem: make(chan struct{}, syncParallel)}
 	if err := s.scan(); err != nil {
 		return nil, err
 	}
@@ -208,6 +216,20 @@ func (s *Store) release(delta int64, dShards int) {
 	s.mu.Unlock()
 }
 
+// checkPut checks a shard given to Put or Stage.
+func checkPut(h *Header, payload []byte) error {
+	if err := h.check(); err != nil {
+		return err
+	}
+	if int64(h.ShardLen) != int64(len(payload)) {
+		return fmt.Errorf("shardstore: put %s: header says %d bytes, payload has %d: %w", h.ID, h.ShardLen, len(payload), ErrInvalidHeader)
+	}
+	if sum := codec.Checksum(payload); sum != h.Sum {
+		return fmt.Errorf("shardstore: put %s: payload checksum %08x, header says %08x: %w", h.ID, sum, h.Sum, ErrCorrupt)
+	}
+	return nil
+}
+
 // fileSize is the size of the file at path, and whether it exists.
 func fileSize(path string) (int64, bool, error) {
 	info, err := os.Lstat(path)
@@ -226,14 +248,8 @@ func fileSize(path string) (int64, bool, error) {
 // (ErrCorrupt otherwise). When it returns nil the shard is on disk and
 // survives a crash; when it fails nothing has changed.
 func (s *Store) Put(h Header, payload []byte) error {
-	if err := h.check(); err != nil {
+	if err := checkPut(&h, payload); err != nil {
 		return err
-	}
-	if int64(h.ShardLen) != int64(len(payload)) {
-		return fmt.Errorf("shardstore: put %s: header says %d bytes, payload has %d: %w", h.ID, h.ShardLen, len(payload), ErrInvalidHeader)
-	}
-	if sum := codec.Checksum(payload); sum != h.Sum {
-		return fmt.Errorf("shardstore: put %s: payload checksum %08x, header says %08x: %w", h.ID, sum, h.Sum, ErrCorrupt)
 	}
 	bl := s.blobLock(h.ID.Blob)
 	bl.RLock()
@@ -266,16 +282,30 @@ func (s *Store) Put(h Header, payload []byte) error {
 
 // write writes the shard file atomically: temporary file, fsync, rename,
 // fsync of the directory.
-func (s *Store) write(path string, h *Header, payload []byte) (err error) {
-	dir := filepath.Dir(path)
-	if err := s.ensureDir(dir); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*"+tmpSuffix)
+func (s *Store) write(path string, h *Header, payload []byte) error {
+	tmp, err := s.writeTemp(path, h, payload, true)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// writeTemp writes header and payload to a new temporary file next to
+// path, fsynced when sync is set, and returns its name.
+func (s *Store) writeTemp(path string, h *Header, payload []byte, sync bool) (tmp string, err error) {
+	dir := filepath.Dir(path)
+	if err := s.ensureDir(dir); err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*"+tmpSuffix)
+	if err != nil {
+		return "", err
+	}
+	tmp = f.Name()
 	defer func() {
 		if err != nil {
 			f.Close()
@@ -285,21 +315,17 @@ func (s *Store) write(path string, h *Header, payload []byte) (err error) {
 	var hdr [HeaderSize]byte
 	h.marshal(hdr[:])
 	if _, err := f.Write(hdr[:]); err != nil {
-		return err
+		return "", err
 	}
 	if _, err := f.Write(payload); err != nil {
-		return err
+		return "", err
 	}
-	if err := f.Sync(); err != nil {
-		return err
+	if sync {
+		if err := f.Sync(); err != nil {
+			return "", err
+		}
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
+	return tmp, f.Close()
 }
 
 // ensureDir creates a blob directory and makes its entry durable.
@@ -476,6 +502,7 @@ func (s *Store) DeleteBlob(blob string) (int, error) {
 	if err := checkBlob(blob); err != nil {
 		return 0, err
 	}
+	s.discardStaged(blob)
 	bl := s.blobLock(blob)
 	bl.Lock()
 	defer bl.Unlock()
