@@ -25,9 +25,11 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-## bench: registry, cluster and rpc benchmarks (results: docs/benchmarks.md)
+## bench: registry, cluster, rpc and blob benchmarks (results: docs/benchmarks.md)
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./raftstore/ ./node/ ./rpc/...
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./storage/codec/ ./storage/shardstore/
+	$(GO) test -run '^$$' -bench 'BenchmarkBlob|BenchmarkRepair' -benchtime 4x ./storage/
 
 ## proto: regenerate api/zrpcpb from api/*.proto (installs protoc and plugins)
 proto:

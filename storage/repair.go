@@ -238,40 +238,178 @@ func (r *repairer) abortStalePuts(ctx context.Context, state map[string]string, 
 	r.s.log.Info("aborted puts whose coordinator failed or that timed out; their shards will be collected", "ids", ids)
 }
 
+// repairBatch is how many shards a worker rebuilds before it records
+// their new places, in one Raft entry per blob.
+const repairBatch = 32
+
 func (r *repairer) work(ctx context.Context) {
+	var next []task // tasks held back from the last batch
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case t := <-r.queue:
-			r.mu.Lock()
-			r.inProgress++
-			r.mu.Unlock()
-			r.s.metrics.repairInProgress.Inc()
-			n, err := r.rebuild(ctx, t)
-			r.s.metrics.repairInProgress.Dec()
-			r.mu.Lock()
-			r.inProgress--
-			delete(r.queued, t.key)
-			if err != nil {
-				r.failures++
-				r.lastErr = err.Error()
-			} else {
-				r.rebuilt++
-				r.rebuiltB += uint64(n)
-				delete(r.corrupt, t.key)
+		var batch []task
+		if len(next) > 0 {
+			batch, next = next[:1], next[1:]
+		} else {
+			select {
+			case <-ctx.Done():
+				return
+			case t := <-r.queue:
+				batch = []task{t}
 			}
-			r.mu.Unlock()
-			if err != nil {
-				r.s.metrics.repairFailed.Inc()
-				r.s.log.Warn("shard repair failed; will retry on the next scan", "blob_id", t.key.blob,
-					"block", t.key.block, "shard", t.key.index, "reason", t.reason, "err", err)
+		}
+		// Take more without waiting, at most one shard per block: two
+		// shards of a block rebuilt at once could pick the same agent.
+		type blockRef struct {
+			blob  string
+			block uint32
+		}
+		blocks := map[blockRef]bool{{batch[0].key.blob, batch[0].key.block}: true}
+	fill:
+		for len(batch) < repairBatch {
+			var t task
+			if len(next) > 0 {
+				t, next = next[0], next[1:]
 			} else {
-				r.s.metrics.repairShards.Inc()
-				r.s.metrics.repairBytes.Add(float64(n))
+				select {
+				case t = <-r.queue:
+				default:
+					break fill
+				}
+			}
+			bk := blockRef{t.key.blob, t.key.block}
+			if blocks[bk] {
+				next = append(next, t)
+				if len(next) > repairBatch {
+					break
+				}
+				continue
+			}
+			blocks[bk] = true
+			batch = append(batch, t)
+		}
+		r.runBatch(ctx, batch)
+	}
+}
+
+// rebuilt is one shard a worker rebuilt.
+type rebuilt struct {
+	t      task
+	bytes  int
+	placed *pb.ShardPlacement // where the rebuilt shard is staged
+	err    error
+}
+
+// runBatch rebuilds a batch of shards, a few at once, staging them on
+// their agents; then makes them durable with one SyncShards per agent and
+// blob, and records the moved ones with one BlobShards entry per blob.
+func (r *repairer) runBatch(ctx context.Context, batch []task) {
+	r.mu.Lock()
+	r.inProgress += len(batch)
+	r.mu.Unlock()
+	r.s.metrics.repairInProgress.Add(float64(len(batch)))
+	results := make([]rebuilt, len(batch))
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for i, t := range batch {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			results[i] = r.rebuild(ctx, t)
+		}()
+	}
+	wg.Wait()
+	r.syncRebuilt(ctx, results)
+	byBlob := make(map[string][]int)
+	for i, res := range results {
+		if res.err == nil && res.placed != nil && res.placed.Node != r.currentHolder(res.t) {
+			byBlob[res.t.key.blob] = append(byBlob[res.t.key.blob], i)
+		}
+	}
+	for id, idxs := range byBlob {
+		cmd := &pb.BlobShards{Id: id}
+		for _, i := range idxs {
+			cmd.Shards = append(cmd.Shards, results[i].placed)
+		}
+		if _, err := r.s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobShards{BlobShards: cmd}}); err != nil {
+			for _, i := range idxs {
+				results[i].err = fmt.Errorf("record repaired shard on %s: %w", results[i].placed.Node, err)
 			}
 		}
 	}
+	r.s.metrics.repairInProgress.Sub(float64(len(batch)))
+	done, bytes := 0, 0
+	for _, res := range results {
+		r.finish(res)
+		if res.err == nil {
+			done++
+			bytes += res.bytes
+		}
+	}
+	if done > 0 {
+		r.s.log.Info("shards repaired", "shards", done, "bytes", bytes, "failed", len(batch)-done)
+	}
+}
+
+// syncRebuilt makes the staged rebuilt shards durable, one SyncShards per
+// agent and blob; the shards of a failed sync are failed.
+func (r *repairer) syncRebuilt(ctx context.Context, results []rebuilt) {
+	type target struct{ node, blob string }
+	groups := make(map[target][]int)
+	for i, res := range results {
+		if res.err == nil && res.placed != nil {
+			k := target{res.placed.Node, res.t.key.blob}
+			groups[k] = append(groups[k], i)
+		}
+	}
+	var wg sync.WaitGroup
+	for k, idxs := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := r.s.syncShards(ctx, k.node, k.blob); err != nil {
+				for _, i := range idxs {
+					results[i].err = err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// currentHolder is the agent the metadata names for the task's shard now.
+func (r *repairer) currentHolder(t task) string {
+	b := r.s.cluster.Meta().BlobByID(t.key.blob)
+	if b == nil || int(t.key.block) >= len(b.Blocks) {
+		return ""
+	}
+	return holderName(b, b.Blocks[t.key.block], int(t.key.index))
+}
+
+func (r *repairer) finish(res rebuilt) {
+	t := res.t
+	r.mu.Lock()
+	r.inProgress--
+	delete(r.queued, t.key)
+	if res.err != nil {
+		r.failures++
+		r.lastErr = res.err.Error()
+	} else {
+		r.rebuilt++
+		r.rebuiltB += uint64(res.bytes)
+		delete(r.corrupt, t.key)
+	}
+	r.mu.Unlock()
+	if res.err != nil {
+		r.s.metrics.repairFailed.Inc()
+		r.s.log.Warn("shard repair failed; will retry on the next scan", "blob_id", t.key.blob,
+			"block", t.key.block, "shard", t.key.index, "reason", t.reason, "err", res.err)
+		return
+	}
+	r.s.metrics.repairShards.Inc()
+	r.s.metrics.repairBytes.Add(float64(res.bytes))
+	r.s.log.Debug("shard repaired", "blob_id", t.key.blob, "block", t.key.block, "shard", t.key.index,
+		"reason", t.reason, "bytes", res.bytes)
 }
 
 var errNoTarget = errors.New("no alive agent without a shard of this block")
@@ -280,56 +418,52 @@ var errNoTarget = errors.New("no alive agent without a shard of this block")
 // healthy agent: its own agent again when that agent is alive (a corrupt
 // shard is rewritten in place), else the best-ranked alive agent that holds
 // no shard of the block.
-func (r *repairer) rebuild(ctx context.Context, t task) (int, error) {
+func (r *repairer) rebuild(ctx context.Context, t task) rebuilt {
+	res := rebuilt{t: t}
+	res.bytes, res.placed, res.err = r.rebuildShard(ctx, t)
+	return res
+}
+
+func (r *repairer) rebuildShard(ctx context.Context, t task) (int, *pb.ShardPlacement, error) {
 	s := r.s
 	b := s.cluster.Meta().BlobByID(t.key.blob)
 	if b == nil || int(t.key.block) >= len(b.Blocks) {
-		return 0, nil // deleted or overwritten meanwhile
+		return 0, nil, nil // deleted or overwritten meanwhile
 	}
 	blk := b.Blocks[t.key.block]
 	idx := int(t.key.index)
 	target, err := r.target(b, int(t.key.block), idx, t.reason)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	shards, err := s.fetchShards(ctx, b, int(t.key.block), idx, s.aliveSet())
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	c, err := codec.New(int(b.DataShards), int(b.ParityShards))
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	release, err := s.encodeSlot(ctx)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	err = c.Reconstruct(shards, int(blk.Len), []int{idx})
 	release()
 	if err != nil {
-		return 0, fmt.Errorf("reconstruct: %w", err)
+		return 0, nil, fmt.Errorf("reconstruct: %w", err)
 	}
 	payload := shards[idx]
 	sum := codec.Checksum(payload)
 	if sum != blk.Sums[idx] {
-		return 0, fmt.Errorf("%w: rebuilt shard has checksum %08x, metadata says %08x", ErrCorrupt, sum, blk.Sums[idx])
+		return 0, nil, fmt.Errorf("%w: rebuilt shard has checksum %08x, metadata says %08x", ErrCorrupt, sum, blk.Sums[idx])
 	}
 	ref := &pb.ShardRef{BlobId: b.Id, Block: t.key.block, Index: t.key.index}
 	sc := Scheme{K: int(b.DataShards), M: int(b.ParityShards)}
-	if err := s.putShard(ctx, target, ref, sc, int(blk.Len), sum, payload, false); err != nil {
-		return 0, err
+	if err := s.putShard(ctx, target, ref, sc, int(blk.Len), sum, payload, true); err != nil {
+		return 0, nil, err
 	}
-	if target != holderName(b, blk, idx) {
-		_, err := s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobShards{BlobShards: &pb.BlobShards{
-			Id: b.Id, Shards: []*pb.ShardPlacement{{Block: t.key.block, Index: t.key.index, Node: target, Sum: sum}},
-		}}})
-		if err != nil {
-			return 0, fmt.Errorf("record repaired shard on %s: %w", target, err)
-		}
-	}
-	s.log.Info("shard repaired", "blob", b.Name, "block", t.key.block, "shard", idx, "reason", t.reason,
-		"agent", target, "bytes", len(payload))
-	return len(payload), nil
+	return len(payload), &pb.ShardPlacement{Block: t.key.block, Index: t.key.index, Node: target, Sum: sum}, nil
 }
 
 func (r *repairer) target(b *pb.Blob, block, idx int, reason string) (string, error) {
