@@ -34,12 +34,24 @@ func (n *Node) Blobs() *storage.Store { return n.blobs }
 // blobCluster is the agent as the blob store sees it.
 type blobCluster struct{ n *Node }
 
-func (c blobCluster) Self() string        { return c.n.cfg.Name }
-func (c blobCluster) Meta() storage.Meta  { return c.n.store.FSM() }
-func (c blobCluster) IsLeader() bool      { return c.n.store.IsLeader() }
-func (c blobCluster) CommitIndex() uint64 { return c.n.store.Raft().CommitIndex() }
+func (c blobCluster) Self() string       { return c.n.cfg.Name }
+func (c blobCluster) Meta() storage.Meta { return c.n.store.FSM() }
+func (c blobCluster) IsLeader() bool     { return c.n.store.IsLeader() }
+
 func (c blobCluster) Propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	return c.n.propose(ctx, cmd)
+}
+
+func (c blobCluster) LeaderRevision(ctx context.Context) (uint64, error) {
+	var rev uint64
+	err := c.n.forward.onLeader(ctx,
+		func() error { rev = c.n.store.FSM().Revision(); return nil },
+		func(conn *grpc.ClientConn) error {
+			resp, err := pb.NewStatusClient(conn).Status(ctx, &pb.StatusRequest{})
+			rev = resp.GetCommitIndex()
+			return err
+		})
+	return rev, err
 }
 
 func (c blobCluster) Conn(node string) (*grpc.ClientConn, error) {
@@ -117,7 +129,7 @@ func (s *blobsServer) Stat(ctx context.Context, req *pb.BlobStatRequest) (*pb.Bl
 }
 
 func (s *blobsServer) List(ctx context.Context, req *pb.BlobListRequest) (*pb.BlobListResponse, error) {
-	blobs, rev := s.n.blobs.List(req.Prefix)
+	blobs, rev := s.n.blobs.List(ctx, req.Prefix)
 	return &pb.BlobListResponse{Header: &pb.ResponseHeader{Revision: rev}, Blobs: blobs}, nil
 }
 

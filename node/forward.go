@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -66,6 +67,12 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMessage), grpc.MaxCallSendMsgSize(maxRecvMessage)),
+		// Peers restart: reconnect within a second, not after gRPC's
+		// default backoff of up to two minutes.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}),
 	}
 	if d := f.n.opts.dialer; d != nil {
 		opts = append(opts, grpc.WithContextDialer(d))
@@ -76,6 +83,17 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 	}
 	f.conns[addr] = c
 	return c, nil
+}
+
+// resetBackoff makes the connection to addr, if there is one, try to
+// reconnect now: gossip has just seen that peer (re)join.
+func (f *forwarder) resetBackoff(addr string) {
+	f.mu.Lock()
+	c := f.conns[addr]
+	f.mu.Unlock()
+	if c != nil {
+		c.ResetConnectBackoff()
+	}
 }
 
 // onLeader runs local when this agent leads, remote with a connection to the

@@ -33,12 +33,15 @@ func (s *Store) lookup(ctx context.Context, name string, minRev uint64) (*pb.Blo
 	}
 	b := meta.Blob(name)
 	if b == nil {
-		// Perhaps just written through another agent: catch up with what
-		// this agent knows is committed before saying it is not there.
-		if ci := s.cluster.CommitIndex(); ci > meta.Revision() {
-			wait(ci)
-			b = meta.Blob(name)
+		// Perhaps just written through another agent, or this agent has
+		// just restarted: catch up with the leader's revision before
+		// saying it is not there.
+		if rev, err := s.cluster.LeaderRevision(ctx); err == nil && rev > meta.Revision() {
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			meta.WaitRevision(wctx, rev)
+			cancel()
 		}
+		b = meta.Blob(name)
 	}
 	if b == nil {
 		return nil, fmt.Errorf("%w: blob %q", ErrNotFound, name)
@@ -355,8 +358,15 @@ func (s *Store) assess(b *pb.Blob, alive map[string]bool, detail bool) (string, 
 	return health, states
 }
 
-// List summarises the blobs whose names start with prefix.
-func (s *Store) List(prefix string) ([]*pb.BlobSummary, uint64) {
+// List summarises the blobs whose names start with prefix, from this
+// replica once it has caught up with the leader's revision (a restarted
+// agent's replica starts behind).
+func (s *Store) List(ctx context.Context, prefix string) ([]*pb.BlobSummary, uint64) {
+	if rev, err := s.cluster.LeaderRevision(ctx); err == nil && rev > s.cluster.Meta().Revision() {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s.cluster.Meta().WaitRevision(wctx, rev)
+		cancel()
+	}
 	blobs, rev := s.cluster.Meta().Blobs(prefix)
 	out := make([]*pb.BlobSummary, 0, len(blobs))
 	alive := s.aliveSet()

@@ -182,9 +182,8 @@ type Cluster interface {
 	OnLeader(ctx context.Context, local func() error, remote func(*grpc.ClientConn) error) error
 	// IsLeader reports whether this agent leads.
 	IsLeader() bool
-	// CommitIndex is the latest revision this agent knows to be committed
-	// (its replica may not have applied it yet).
-	CommitIndex() uint64
+	// LeaderRevision asks the leader for the latest committed revision.
+	LeaderRevision(ctx context.Context) (uint64, error)
 }
 
 // Store is one agent's part of the blob store.
