@@ -550,3 +550,26 @@ func TestBlobReadThroughRestartedAgent(t *testing.T) {
 		t.Fatal("restarted agent reads back different bytes")
 	}
 }
+
+// TestBlobPlacementSpreadsZones: 6 agents in 3 zones, 4+2: no zone may
+// hold more than m = 2 shards of a block, so a whole zone can be lost.
+func TestBlobPlacementSpreadsZones(t *testing.T) {
+	zoneOf := map[string]string{"n1": "z1", "n2": "z1", "n3": "z2", "n4": "z2", "n5": "z3", "n6": "z3"}
+	c := newBlobCluster(t, 6, testcluster.WithConfig(func(c *node.Config) { c.Zone = zoneOf[c.Name] }))
+	resp := put(t, agentClient(t, c, 0), "zoned", randomBytes(8<<20, 13), client.PutOptions{})
+	b := c.Node(0).Store().FSM().Blob("zoned")
+	if b.DataShards != 4 || b.ParityShards != 2 || resp.MissingShards != 0 {
+		t.Fatalf("6 agents: %d+%d with %d missing, want 4+2 and none", b.DataShards, b.ParityShards, resp.MissingShards)
+	}
+	for bi, blk := range b.Blocks {
+		perZone := map[string]int{}
+		for _, h := range blk.Holders {
+			perZone[zoneOf[b.Nodes[h-1]]]++
+		}
+		for z, n := range perZone {
+			if n > 2 {
+				t.Errorf("block %d puts %d shards in zone %s, at most 2 allowed: %v", bi, n, z, perZone)
+			}
+		}
+	}
+}
