@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"sync"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
@@ -123,6 +124,12 @@ type BlobReader struct {
 	read   uint64
 	want   uint64
 	err    error
+
+	// A whole read hashes in its own goroutine, so that checking the
+	// digest overlaps receiving the next chunk.
+	hashCh    chan []byte
+	hashDone  chan struct{}
+	hashClose sync.Once
 }
 
 // Blob is the blob's metadata (name, size, scheme, digest).
@@ -148,7 +155,7 @@ func (b *BlobReader) Read(p []byte) (int, error) {
 		b.buf = msg.Chunk
 		b.read += uint64(len(msg.Chunk))
 		if b.sha != nil {
-			b.sha.Write(msg.Chunk)
+			b.hashCh <- msg.Chunk
 		}
 	}
 	n := copy(p, b.buf)
@@ -160,16 +167,28 @@ func (b *BlobReader) finish() error {
 	if b.read != b.want {
 		return fmt.Errorf("read blob %q: got %d bytes, want %d: %w", b.blob.Name, b.read, b.want, io.ErrUnexpectedEOF)
 	}
-	if b.sha != nil && !bytes.Equal(b.sha.Sum(nil), b.blob.Sha256) {
+	if b.sha == nil {
+		return io.EOF
+	}
+	b.stopHashing()
+	<-b.hashDone
+	if !bytes.Equal(b.sha.Sum(nil), b.blob.Sha256) {
 		return fmt.Errorf("%w: blob %q: SHA-256 of the bytes read is %x, stored digest is %x",
 			apierr.ErrCorrupt, b.blob.Name, b.sha.Sum(nil), b.blob.Sha256)
 	}
 	return io.EOF
 }
 
+func (b *BlobReader) stopHashing() {
+	if b.hashCh != nil {
+		b.hashClose.Do(func() { close(b.hashCh) })
+	}
+}
+
 // Close ends the stream.
 func (b *BlobReader) Close() error {
 	b.cancel()
+	b.stopHashing()
 	return nil
 }
 
@@ -208,6 +227,14 @@ func newBlobReader(b *zrpcpb.Blob, opts GetOptions, recv func() (*zrpcpb.BlobGet
 	r.want = end - start
 	if start == 0 && end == b.Size {
 		r.sha = sha256.New()
+		r.hashCh = make(chan []byte, 8)
+		r.hashDone = make(chan struct{})
+		go func() {
+			defer close(r.hashDone)
+			for chunk := range r.hashCh {
+				r.sha.Write(chunk)
+			}
+		}()
 	}
 	return r
 }
