@@ -76,9 +76,6 @@ func (n *Node) consumeGossip(ctx context.Context) {
 				return
 			}
 			n.log.Info("membership event", "event", ev.Type.String(), "member", ev.Member.Name, "addr", ev.Member.Addr)
-			if ev.Type == gossip.EventJoin && n.forward != nil {
-				n.forward.resetBackoff(ev.Member.Meta.GRPCAddr)
-			}
 			n.savePeers()
 			select {
 			case n.reconcileWake <- struct{}{}:
