@@ -79,10 +79,7 @@ func newMetrics(n *Node) *metrics {
 			_, c := n.blobs.Shards().Usage()
 			return float64(c)
 		}),
-		gauge("zrpc_blob_blobs", "Blobs in this replica's metadata.", func() float64 {
-			b, _ := n.store.FSM().Blobs("")
-			return float64(len(b))
-		}),
+		gauge("zrpc_blob_blobs", "Blobs in this replica's metadata.", func() float64 { return float64(n.store.FSM().BlobCount()) }),
 	)
 	m.reg.MustRegister(n.blobs.Metrics().Collectors()...)
 	return m

@@ -178,6 +178,13 @@ func (f *FSM) Blobs(prefix string) ([]*pb.Blob, uint64) {
 	return out, f.revision
 }
 
+// BlobCount returns how many blobs are committed.
+func (f *FSM) BlobCount() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.blobs.byName)
+}
+
 // PendingBlob returns the put in progress with this id, or nil.
 func (f *FSM) PendingBlob(id string) *pb.BlobPending {
 	f.mu.RLock()

@@ -135,6 +135,9 @@ func TestFSMBlobListAndAbort(t *testing.T) {
 		blob := &pb.Blob{Name: n, Id: "id" + n, Size: 1, Inline: []byte{'x'}}
 		d.mustApply(blobCommitCmd(blob, false))
 	}
+	if n := d.fsm.BlobCount(); n != 4 {
+		t.Fatalf("BlobCount = %d, want 4", n)
+	}
 	got, _ := d.fsm.Blobs("b/")
 	if len(got) != 2 || got[0].Name != "b/1" || got[1].Name != "b/2" {
 		t.Fatalf("Blobs(b/) = %v", got)
