@@ -145,7 +145,7 @@ func (s *blobsServer) Delete(ctx context.Context, req *pb.BlobDeleteRequest) (*p
 func (s *blobsServer) RepairStatus(ctx context.Context, req *pb.RepairStatusRequest) (*pb.RepairStatusResponse, error) {
 	var out *pb.RepairStatusResponse
 	err := s.n.forward.onLeader(ctx,
-		func() error { out = s.n.blobs.RepairStatus(); return nil },
+		func() error { out = s.n.blobs.RepairStatus(req.BlobId); return nil },
 		func(c *grpc.ClientConn) error {
 			var err error
 			out, err = pb.NewBlobsClient(c).RepairStatus(ctx, req)

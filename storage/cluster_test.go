@@ -573,3 +573,30 @@ func TestBlobPlacementSpreadsZones(t *testing.T) {
 		}
 	}
 }
+
+// TestBlobCorruptWithoutParity: a 1+0 blob with a rotten shard cannot be
+// read or repaired; the get fails (never returns the bad bytes) and stat
+// shows the shard corrupt and the blob unreadable.
+func TestBlobCorruptWithoutParity(t *testing.T) {
+	c := newBlobCluster(t, 3)
+	cl := agentClient(t, c, 0)
+	rev := put(t, cl, "fragile", randomBytes(1<<20+100, 14), client.PutOptions{Data: 1}).Header.Revision
+	b := c.Node(0).Store().FSM().Blob("fragile")
+	idx := agentIndex(t, c, b.Nodes[b.Blocks[0].Holders[0]-1])
+	flipBit(t, c.Node(idx).Blobs().Shards().Path(shardstore.ID{Blob: b.Id, Block: 0, Index: 0}), 300)
+	if _, err := tryGet(t, cl, "fragile", client.GetOptions{MinRevision: rev}); !errors.Is(err, apierr.ErrNotEnoughShards) {
+		t.Fatalf("get of a 1+0 blob with a corrupt shard: %v, want ErrNotEnoughShards", err)
+	}
+	c.WaitFor(10*time.Second, "stat shows the shard corrupt", func() bool {
+		st, err := cl.StatBlob(ctxFor(t, 5*time.Second), "fragile")
+		if err != nil || st.Health != "unreadable" {
+			return false
+		}
+		for _, s := range st.Shards {
+			if s.Block == 0 && s.Index == 0 {
+				return s.State == "corrupt"
+			}
+		}
+		return false
+	})
+}

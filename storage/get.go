@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -291,6 +292,7 @@ const (
 	ShardMissing    = "missing"
 	ShardNodeFailed = "node-failed"
 	ShardNodeGone   = "node-gone"
+	ShardCorrupt    = "corrupt"
 )
 
 // Blob health reported by Stat and List.
@@ -301,14 +303,15 @@ const (
 )
 
 // Stat returns a blob's metadata, where each shard is, and whether the
-// blob is healthy, degraded or unreadable, judged from the metadata and
-// the agents' state (not by reading shards).
+// blob is healthy, degraded or unreadable, judged from the metadata, the
+// agents' state and the corrupt shards reported to the leader (it reads
+// no shard).
 func (s *Store) Stat(ctx context.Context, name string, minRev uint64) (*pb.BlobStatResponse, error) {
 	b, err := s.lookup(ctx, name, minRev)
 	if err != nil {
 		return nil, err
 	}
-	health, states := s.assess(b, s.aliveSet(), true)
+	health, states := s.assess(b, s.aliveSet(), s.corruptShards(ctx, b.Id), true)
 	out := proto.Clone(b).(*pb.Blob)
 	out.Inline = nil
 	return &pb.BlobStatResponse{Blob: out, Health: health, Shards: states}, nil
@@ -323,9 +326,31 @@ func (s *Store) aliveSet() map[string]bool {
 	return alive
 }
 
+// corruptShards asks the leader which shards of blob id were reported
+// corrupt and not yet rewritten; nil when it cannot tell.
+func (s *Store) corruptShards(ctx context.Context, id string) map[shardKey]bool {
+	var refs []*pb.ShardRef
+	err := s.cluster.OnLeader(ctx,
+		func() error { refs = s.RepairStatus(id).Corrupt; return nil },
+		func(c *grpc.ClientConn) error {
+			resp, err := pb.NewBlobsClient(c).RepairStatus(ctx, &pb.RepairStatusRequest{BlobId: id})
+			refs = resp.GetCorrupt()
+			return err
+		})
+	if err != nil {
+		s.log.Debug("corrupt shards unknown: no answer from the leader", "err", err)
+		return nil
+	}
+	out := make(map[shardKey]bool, len(refs))
+	for _, r := range refs {
+		out[shardKey{r.BlobId, r.Block, r.Index}] = true
+	}
+	return out
+}
+
 // assess judges a blob's health from where its shards are; alive is
-// aliveSet's map.
-func (s *Store) assess(b *pb.Blob, alive map[string]bool, detail bool) (string, []*pb.ShardState) {
+// aliveSet's map, corrupt the shards known to be corrupt (may be nil).
+func (s *Store) assess(b *pb.Blob, alive map[string]bool, corrupt map[shardKey]bool, detail bool) (string, []*pb.ShardState) {
 	health := HealthHealthy
 	var states []*pb.ShardState
 	for i, blk := range b.Blocks {
@@ -341,6 +366,8 @@ func (s *Store) assess(b *pb.Blob, alive map[string]bool, detail bool) (string, 
 				st = ShardNodeGone
 			case !up:
 				st = ShardNodeFailed
+			case corrupt[shardKey{b.Id, uint32(i), uint32(idx)}]:
+				st = ShardCorrupt
 			default:
 				ok++
 			}
@@ -371,7 +398,7 @@ func (s *Store) List(ctx context.Context, prefix string) ([]*pb.BlobSummary, uin
 	out := make([]*pb.BlobSummary, 0, len(blobs))
 	alive := s.aliveSet()
 	for _, b := range blobs {
-		health, _ := s.assess(b, alive, false)
+		health, _ := s.assess(b, alive, nil, false)
 		out = append(out, &pb.BlobSummary{
 			Name: b.Name, Size: b.Size, DataShards: b.DataShards, ParityShards: b.ParityShards,
 			Health: health, Created: b.Created, Inline: len(b.Blocks) == 0,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
@@ -158,6 +159,9 @@ func (r *repairer) scan(ctx context.Context) {
 	waiting := 0
 	r.mu.Lock()
 	for _, b := range blobs {
+		if b.ParityShards == 0 {
+			continue // nothing to rebuild a lost shard from: stat shows it
+		}
 		for bi, blk := range b.Blocks {
 			// Agents alive that hold no shard of this block: where a lost
 			// shard can go. With none, lost shards wait for an agent.
@@ -509,8 +513,9 @@ func (r *repairer) target(b *pb.Blob, block, idx int, reason string) (string, er
 	return fallback, nil
 }
 
-// RepairStatus is the state of the leader's repair.
-func (s *Store) RepairStatus() *pb.RepairStatusResponse {
+// RepairStatus is the state of the leader's repair; with a blob id, it
+// lists that blob's shards reported corrupt and not yet rewritten.
+func (s *Store) RepairStatus(blobID string) *pb.RepairStatusResponse {
 	r := s.repair
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -521,6 +526,17 @@ func (s *Store) RepairStatus() *pb.RepairStatusResponse {
 	}
 	if !r.lastScan.IsZero() {
 		out.LastScan = r.lastScan.UnixNano()
+	}
+	if blobID != "" {
+		for k := range r.corrupt {
+			if k.blob == blobID {
+				out.Corrupt = append(out.Corrupt, &pb.ShardRef{BlobId: k.blob, Block: k.block, Index: k.index})
+			}
+		}
+		sort.Slice(out.Corrupt, func(i, j int) bool {
+			a, b := out.Corrupt[i], out.Corrupt[j]
+			return a.Block < b.Block || a.Block == b.Block && a.Index < b.Index
+		})
 	}
 	return out
 }

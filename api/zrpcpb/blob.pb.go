@@ -657,8 +657,8 @@ type ShardState struct {
 	Index uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
 	Node  string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
 	// state: "ok", "missing" (not stored), "node-failed" (its agent is
-	// failed) or "node-gone" (its agent left the cluster). Corrupt shards are
-	// found by reads and the scrubber and show in RepairStatus.
+	// failed), "node-gone" (its agent left the cluster) or "corrupt" (a read
+	// or the scrubber found it corrupt; repair has not rewritten it yet).
 	State         string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1069,7 +1069,9 @@ func (x *BlobDeleteResponse) GetHeader() *ResponseHeader {
 }
 
 type RepairStatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// blob_id, when set, asks for the shards of that blob known to be corrupt.
+	BlobId        string `protobuf:"bytes,1,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1104,6 +1106,13 @@ func (*RepairStatusRequest) Descriptor() ([]byte, []int) {
 	return file_blob_proto_rawDescGZIP(), []int{15}
 }
 
+func (x *RepairStatusRequest) GetBlobId() string {
+	if x != nil {
+		return x.BlobId
+	}
+	return ""
+}
+
 type RepairStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// leader is the agent that runs repair.
@@ -1116,8 +1125,11 @@ type RepairStatusResponse struct {
 	LastError     string `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	// waiting counts lost shards that cannot be rebuilt yet: their agent's
 	// repair delay has not passed, or no alive agent is free to take them.
-	Waiting       uint64 `protobuf:"varint,8,opt,name=waiting,proto3" json:"waiting,omitempty"`
-	LastScan      int64  `protobuf:"varint,9,opt,name=last_scan,json=lastScan,proto3" json:"last_scan,omitempty"`
+	Waiting  uint64 `protobuf:"varint,8,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	LastScan int64  `protobuf:"varint,9,opt,name=last_scan,json=lastScan,proto3" json:"last_scan,omitempty"`
+	// corrupt: the shards of the requested blob reported corrupt and not yet
+	// rewritten.
+	Corrupt       []*ShardRef `protobuf:"bytes,10,rep,name=corrupt,proto3" json:"corrupt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1213,6 +1225,13 @@ func (x *RepairStatusResponse) GetLastScan() int64 {
 		return x.LastScan
 	}
 	return 0
+}
+
+func (x *RepairStatusResponse) GetCorrupt() []*ShardRef {
+	if x != nil {
+		return x.Corrupt
+	}
+	return nil
 }
 
 // ShardRef names one shard.
@@ -1961,8 +1980,9 @@ const file_blob_proto_rawDesc = "" +
 	"\x11BlobDeleteRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"E\n" +
 	"\x12BlobDeleteResponse\x12/\n" +
-	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\"\x15\n" +
-	"\x13RepairStatusRequest\"\xa1\x02\n" +
+	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\".\n" +
+	"\x13RepairStatusRequest\x12\x17\n" +
+	"\ablob_id\x18\x01 \x01(\tR\x06blobId\"\xce\x02\n" +
 	"\x14RepairStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x12\x16\n" +
 	"\x06queued\x18\x02 \x01(\x04R\x06queued\x12\x1f\n" +
@@ -1974,7 +1994,9 @@ const file_blob_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\a \x01(\tR\tlastError\x12\x18\n" +
 	"\awaiting\x18\b \x01(\x04R\awaiting\x12\x1b\n" +
-	"\tlast_scan\x18\t \x01(\x03R\blastScan\"O\n" +
+	"\tlast_scan\x18\t \x01(\x03R\blastScan\x12+\n" +
+	"\acorrupt\x18\n" +
+	" \x03(\v2\x11.zrpc.v1.ShardRefR\acorrupt\"O\n" +
 	"\bShardRef\x12\x17\n" +
 	"\ablob_id\x18\x01 \x01(\tR\x06blobId\x12\x14\n" +
 	"\x05block\x18\x02 \x01(\rR\x05block\x12\x14\n" +
@@ -2089,39 +2111,40 @@ var file_blob_proto_depIdxs = []int32{
 	30, // 8: zrpc.v1.BlobListResponse.header:type_name -> zrpc.v1.ResponseHeader
 	11, // 9: zrpc.v1.BlobListResponse.blobs:type_name -> zrpc.v1.BlobSummary
 	30, // 10: zrpc.v1.BlobDeleteResponse.header:type_name -> zrpc.v1.ResponseHeader
-	17, // 11: zrpc.v1.PutShardRequest.ref:type_name -> zrpc.v1.ShardRef
-	17, // 12: zrpc.v1.GetShardRequest.ref:type_name -> zrpc.v1.ShardRef
-	17, // 13: zrpc.v1.ReportShardsRequest.corrupt:type_name -> zrpc.v1.ShardRef
-	17, // 14: zrpc.v1.ReferencedRequest.shards:type_name -> zrpc.v1.ShardRef
-	3,  // 15: zrpc.v1.Blobs.Put:input_type -> zrpc.v1.BlobPutRequest
-	5,  // 16: zrpc.v1.Blobs.Get:input_type -> zrpc.v1.BlobGetRequest
-	7,  // 17: zrpc.v1.Blobs.Stat:input_type -> zrpc.v1.BlobStatRequest
-	10, // 18: zrpc.v1.Blobs.List:input_type -> zrpc.v1.BlobListRequest
-	13, // 19: zrpc.v1.Blobs.Delete:input_type -> zrpc.v1.BlobDeleteRequest
-	15, // 20: zrpc.v1.Blobs.RepairStatus:input_type -> zrpc.v1.RepairStatusRequest
-	18, // 21: zrpc.v1.Shards.PutShard:input_type -> zrpc.v1.PutShardRequest
-	20, // 22: zrpc.v1.Shards.SyncShards:input_type -> zrpc.v1.SyncShardsRequest
-	22, // 23: zrpc.v1.Shards.GetShard:input_type -> zrpc.v1.GetShardRequest
-	24, // 24: zrpc.v1.Shards.DeleteShards:input_type -> zrpc.v1.DeleteShardsRequest
-	26, // 25: zrpc.v1.Shards.ReportShards:input_type -> zrpc.v1.ReportShardsRequest
-	28, // 26: zrpc.v1.Shards.Referenced:input_type -> zrpc.v1.ReferencedRequest
-	4,  // 27: zrpc.v1.Blobs.Put:output_type -> zrpc.v1.BlobPutResponse
-	6,  // 28: zrpc.v1.Blobs.Get:output_type -> zrpc.v1.BlobGetResponse
-	9,  // 29: zrpc.v1.Blobs.Stat:output_type -> zrpc.v1.BlobStatResponse
-	12, // 30: zrpc.v1.Blobs.List:output_type -> zrpc.v1.BlobListResponse
-	14, // 31: zrpc.v1.Blobs.Delete:output_type -> zrpc.v1.BlobDeleteResponse
-	16, // 32: zrpc.v1.Blobs.RepairStatus:output_type -> zrpc.v1.RepairStatusResponse
-	19, // 33: zrpc.v1.Shards.PutShard:output_type -> zrpc.v1.PutShardResponse
-	21, // 34: zrpc.v1.Shards.SyncShards:output_type -> zrpc.v1.SyncShardsResponse
-	23, // 35: zrpc.v1.Shards.GetShard:output_type -> zrpc.v1.GetShardResponse
-	25, // 36: zrpc.v1.Shards.DeleteShards:output_type -> zrpc.v1.DeleteShardsResponse
-	27, // 37: zrpc.v1.Shards.ReportShards:output_type -> zrpc.v1.ReportShardsResponse
-	29, // 38: zrpc.v1.Shards.Referenced:output_type -> zrpc.v1.ReferencedResponse
-	27, // [27:39] is the sub-list for method output_type
-	15, // [15:27] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	17, // 11: zrpc.v1.RepairStatusResponse.corrupt:type_name -> zrpc.v1.ShardRef
+	17, // 12: zrpc.v1.PutShardRequest.ref:type_name -> zrpc.v1.ShardRef
+	17, // 13: zrpc.v1.GetShardRequest.ref:type_name -> zrpc.v1.ShardRef
+	17, // 14: zrpc.v1.ReportShardsRequest.corrupt:type_name -> zrpc.v1.ShardRef
+	17, // 15: zrpc.v1.ReferencedRequest.shards:type_name -> zrpc.v1.ShardRef
+	3,  // 16: zrpc.v1.Blobs.Put:input_type -> zrpc.v1.BlobPutRequest
+	5,  // 17: zrpc.v1.Blobs.Get:input_type -> zrpc.v1.BlobGetRequest
+	7,  // 18: zrpc.v1.Blobs.Stat:input_type -> zrpc.v1.BlobStatRequest
+	10, // 19: zrpc.v1.Blobs.List:input_type -> zrpc.v1.BlobListRequest
+	13, // 20: zrpc.v1.Blobs.Delete:input_type -> zrpc.v1.BlobDeleteRequest
+	15, // 21: zrpc.v1.Blobs.RepairStatus:input_type -> zrpc.v1.RepairStatusRequest
+	18, // 22: zrpc.v1.Shards.PutShard:input_type -> zrpc.v1.PutShardRequest
+	20, // 23: zrpc.v1.Shards.SyncShards:input_type -> zrpc.v1.SyncShardsRequest
+	22, // 24: zrpc.v1.Shards.GetShard:input_type -> zrpc.v1.GetShardRequest
+	24, // 25: zrpc.v1.Shards.DeleteShards:input_type -> zrpc.v1.DeleteShardsRequest
+	26, // 26: zrpc.v1.Shards.ReportShards:input_type -> zrpc.v1.ReportShardsRequest
+	28, // 27: zrpc.v1.Shards.Referenced:input_type -> zrpc.v1.ReferencedRequest
+	4,  // 28: zrpc.v1.Blobs.Put:output_type -> zrpc.v1.BlobPutResponse
+	6,  // 29: zrpc.v1.Blobs.Get:output_type -> zrpc.v1.BlobGetResponse
+	9,  // 30: zrpc.v1.Blobs.Stat:output_type -> zrpc.v1.BlobStatResponse
+	12, // 31: zrpc.v1.Blobs.List:output_type -> zrpc.v1.BlobListResponse
+	14, // 32: zrpc.v1.Blobs.Delete:output_type -> zrpc.v1.BlobDeleteResponse
+	16, // 33: zrpc.v1.Blobs.RepairStatus:output_type -> zrpc.v1.RepairStatusResponse
+	19, // 34: zrpc.v1.Shards.PutShard:output_type -> zrpc.v1.PutShardResponse
+	21, // 35: zrpc.v1.Shards.SyncShards:output_type -> zrpc.v1.SyncShardsResponse
+	23, // 36: zrpc.v1.Shards.GetShard:output_type -> zrpc.v1.GetShardResponse
+	25, // 37: zrpc.v1.Shards.DeleteShards:output_type -> zrpc.v1.DeleteShardsResponse
+	27, // 38: zrpc.v1.Shards.ReportShards:output_type -> zrpc.v1.ReportShardsResponse
+	29, // 39: zrpc.v1.Shards.Referenced:output_type -> zrpc.v1.ReferencedResponse
+	28, // [28:40] is the sub-list for method output_type
+	16, // [16:28] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_blob_proto_init() }
