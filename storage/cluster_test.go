@@ -600,3 +600,42 @@ func TestBlobCorruptWithoutParity(t *testing.T) {
 		return false
 	})
 }
+
+// TestBlobShardsOfFailedAgentRebuiltElsewhere: 4 agents, 2+1; an agent
+// holding shards dies and stays dead past the repair delay; its shards are
+// rebuilt on the agent that held none of their block, and the blob is
+// healthy again with the agent still down.
+func TestBlobShardsOfFailedAgentRebuiltElsewhere(t *testing.T) {
+	c := newBlobCluster(t, 4)
+	leader := c.LeaderIndex()
+	via := (leader + 1) % 4
+	cl := agentClient(t, c, via)
+	data := randomBytes(6<<20+9, 15)
+	put(t, cl, "moved", data, client.PutOptions{})
+	victim := -1
+	for i := range 4 {
+		if i != leader && i != via && shardFiles(t, c, i, "") > 0 {
+			victim = i
+			break
+		}
+	}
+	if victim < 0 {
+		t.Fatal("no agent other than the leader and the client's holds shards")
+	}
+	c.Kill(victim)
+	c.WaitFor(30*time.Second, "blob healthy again without the dead agent", func() bool {
+		st, err := cl.StatBlob(ctxFor(t, 5*time.Second), "moved")
+		if err != nil || st.Health != "healthy" {
+			return false
+		}
+		for _, s := range st.Shards {
+			if s.Node == c.Name(victim) {
+				return false
+			}
+		}
+		return true
+	})
+	if got := get(t, cl, "moved", client.GetOptions{}); !bytes.Equal(got, data) {
+		t.Fatal("blob reads back different bytes after repair")
+	}
+}
