@@ -222,13 +222,16 @@ func (r *repairer) scan(ctx context.Context) {
 	s.metrics.repairQueued.Set(float64(len(r.queue)))
 }
 
-// abortStalePuts aborts puts whose coordinating agent is gone or failed, or
-// that have been pending longer than PutTimeout.
+// abortStalePuts aborts puts whose coordinating agent is gone or has been
+// failed for the repair delay, or that have been pending longer than
+// PutTimeout.
 func (r *repairer) abortStalePuts(ctx context.Context, state map[string]string, now time.Time) {
 	var ids []string
 	for _, p := range r.s.cluster.Meta().PendingBlobs() {
+		// A coordinator merely suspected (failed for less than the repair
+		// delay) keeps its put: a busy agent can miss gossip probes.
 		st, known := state[p.Node]
-		if !known || st != "" || now.Sub(time.Unix(0, p.Started)) > r.s.cfg.PutTimeout {
+		if !known || st == reasonFailed || now.Sub(time.Unix(0, p.Started)) > r.s.cfg.PutTimeout {
 			ids = append(ids, p.Id)
 		}
 	}
