@@ -120,8 +120,13 @@ func tryGet(t testing.TB, cl *client.Client, name string, opts client.GetOptions
 	return io.ReadAll(r)
 }
 
+// slowFailover keeps repair (and the abort of a put whose agent seems
+// failed) out of tests that move big blobs on a loaded machine, where an
+// agent can miss gossip probes for a while.
+var slowFailover = testcluster.WithConfig(func(c *node.Config) { c.BlobRepairDelay = time.Minute })
+
 func TestBlobRoundTripSizes(t *testing.T) {
-	c := newBlobCluster(t, 3)
+	c := newBlobCluster(t, 3, slowFailover)
 	cl := agentClient(t, c, 1)
 	sizes := []int{0, 1, 64<<10 - 1, 64 << 10, 64<<10 + 1, 1<<20 - 1, 1 << 20, 1<<20 + 1, 100 << 20}
 	if testing.Short() {
@@ -461,7 +466,7 @@ func TestBlobLargeRoundTripBoundedMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("256 MiB round trip")
 	}
-	c := newBlobCluster(t, 3)
+	c := newBlobCluster(t, 3, slowFailover)
 	cl := agentClient(t, c, 1)
 	const size = 256 << 20
 	// Collect often, and sample the live heap the collector marked, so

@@ -345,6 +345,10 @@ func (p *put) sync(ctx context.Context) error {
 	if len(lost) == 0 {
 		return nil
 	}
+	if p.s.cluster.Meta().PendingBlob(p.id) == nil {
+		return fmt.Errorf("%w: put of %q was aborted by the leader (this agent was thought failed, or the put ran past the put timeout) and its shards collected; retry the put",
+			ErrNotFound, p.h.Name)
+	}
 	for b, holders := range p.holder {
 		stored := 0
 		for i, n := range holders {
