@@ -1,0 +1,167 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage/shardstore"
+)
+
+// collectOrphans periodically deletes local shard files that no blob and
+// no pending put refers to, or that a blob's metadata places on another
+// agent, once they are older than OrphanGrace.
+func (s *Store) collectOrphans(ctx context.Context) {
+	t := time.NewTicker(s.cfg.GCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n := s.CollectOrphans(ctx, time.Now()); n > 0 {
+			s.log.Info("collected orphan shards", "shards", n)
+		}
+	}
+}
+
+// CollectOrphans runs one orphan collection pass and returns how many
+// shard files it deleted. Candidates are the shards older than OrphanGrace
+// that this agent's replica does not place here; the leader, whose
+// metadata is current, confirms them before they are deleted.
+func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
+	meta := s.cluster.Meta()
+	self := s.cluster.Self()
+	var refs []*pb.ShardRef
+	err := s.shards.Walk(func(id shardstore.ID, size int64, mod time.Time) error {
+		if now.Sub(mod) < s.cfg.OrphanGrace {
+			return nil
+		}
+		if !referencedBy(meta, self, id.Blob, id.Block, uint32(id.Index)) {
+			refs = append(refs, &pb.ShardRef{BlobId: id.Blob, Block: id.Block, Index: uint32(id.Index)})
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("walk shards for orphans", "err", err)
+	}
+	staged := make(map[shardstore.ID]bool)
+	for _, st := range s.shards.Staged() {
+		if now.Sub(st.At) >= s.cfg.OrphanGrace && !referencedBy(meta, self, st.ID.Blob, st.ID.Block, uint32(st.ID.Index)) {
+			staged[st.ID] = true
+			refs = append(refs, &pb.ShardRef{BlobId: st.ID.Blob, Block: st.ID.Block, Index: uint32(st.ID.Index)})
+		}
+	}
+	if len(refs) == 0 {
+		return 0
+	}
+	req := &pb.ReferencedRequest{Node: self, Shards: refs}
+	var referenced []bool
+	err = s.cluster.OnLeader(ctx,
+		func() error { referenced = s.referenced(req); return nil },
+		func(c *grpc.ClientConn) error {
+			resp, err := pb.NewShardsClient(c).Referenced(ctx, req)
+			referenced = resp.GetReferenced()
+			return err
+		})
+	if err != nil || len(referenced) != len(refs) {
+		s.log.Info("orphan shards not confirmed by the leader; keeping them for now", "shards", len(refs), "err", err)
+		return 0
+	}
+	n := 0
+	for i, ref := range refs {
+		if referenced[i] {
+			continue
+		}
+		if staged[shardID(ref)] {
+			s.shards.Discard(shardID(ref))
+			n++
+			continue
+		}
+		if err := s.shards.Delete(shardID(ref)); err != nil {
+			s.log.Warn("delete orphan shard", "blob_id", ref.BlobId, "err", err)
+			continue
+		}
+		n++
+	}
+	s.metrics.shardsCollected.Add(float64(n))
+	return n
+}
+
+// referencedBy reports whether shard (blob, block, index) on node belongs
+// to a pending put, or to a blob whose metadata places it on node.
+func referencedBy(meta Meta, node, blob string, block, index uint32) bool {
+	if meta.PendingBlob(blob) != nil {
+		return true
+	}
+	b := meta.BlobByID(blob)
+	if b == nil || int(block) >= len(b.Blocks) || int(index) >= len(b.Blocks[block].Holders) {
+		return false
+	}
+	return holderName(b, b.Blocks[block], int(index)) == node
+}
+
+// referenced answers Referenced from this (the leader's) replica.
+func (s *Store) referenced(req *pb.ReferencedRequest) []bool {
+	meta := s.cluster.Meta()
+	out := make([]bool, len(req.Shards))
+	for i, ref := range req.Shards {
+		out[i] = referencedBy(meta, req.Node, ref.GetBlobId(), ref.GetBlock(), ref.GetIndex())
+	}
+	return out
+}
+
+// scrub re-reads every local shard at ScrubRate bytes per second, reports
+// corrupt ones for repair, then rests ScrubInterval before the next pass.
+func (s *Store) scrub(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(s.cfg.ScrubInterval):
+		}
+		s.ScrubOnce(ctx, s.cfg.ScrubRate)
+	}
+}
+
+// ScrubOnce verifies every local shard, at most rate bytes per second (0:
+// as fast as the disk goes), and returns how many were corrupt.
+func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
+	var ids []shardstore.ID
+	var sizes []int64
+	s.shards.Walk(func(id shardstore.ID, size int64, _ time.Time) error {
+		ids = append(ids, id)
+		sizes = append(sizes, size)
+		return nil
+	})
+	bad := 0
+	start := time.Now()
+	var done int64
+	for i, id := range ids {
+		if ctx.Err() != nil {
+			return bad
+		}
+		err := s.shards.Verify(id)
+		if errors.Is(mapShardErr(err), ErrCorrupt) {
+			bad++
+			s.reportCorrupt(&pb.ShardRef{BlobId: id.Blob, Block: id.Block, Index: uint32(id.Index)})
+		}
+		done += sizes[i]
+		s.metrics.scrubbedBytes.Add(float64(sizes[i]))
+		if rate > 0 {
+			ahead := time.Duration(float64(done)/float64(rate)*float64(time.Second)) - time.Since(start)
+			if ahead > 0 {
+				select {
+				case <-ctx.Done():
+					return bad
+				case <-time.After(ahead):
+				}
+			}
+		}
+	}
+	return bad
+}
