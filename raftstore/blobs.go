@@ -129,24 +129,12 @@ func (f *FSM) applyBlobShards(c *pb.BlobShards, rev uint64) error {
 	blob := proto.Clone(old).(*pb.Blob)
 	for _, s := range c.Shards {
 		blk := blob.Blocks[s.Block]
-		blk.Holders[s.Index] = nodeRef(blob, s.Node)
+		blk.Holders[s.Index] = blob.HolderRef(s.Node)
 		blk.Sums[s.Index] = s.Sum
 	}
 	blob.ModRevision = rev
 	f.blobs.put(blob)
 	return nil
-}
-
-// nodeRef returns the holder value (1 + index in b.Nodes) for node, adding
-// it to b.Nodes when it is new.
-func nodeRef(b *pb.Blob, node string) uint32 {
-	for i, name := range b.Nodes {
-		if name == node {
-			return uint32(i + 1)
-		}
-	}
-	b.Nodes = append(b.Nodes, node)
-	return uint32(len(b.Nodes))
 }
 
 // Blob returns the committed blob called name, or nil.

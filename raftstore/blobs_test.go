@@ -174,3 +174,22 @@ func TestFSMBlobSnapshotRoundTrip(t *testing.T) {
 		t.Errorf("registry state differs after restore: %s", diffStates(want, got))
 	}
 }
+
+func TestBlobHolders(t *testing.T) {
+	b := testBlob("h", "dd04")
+	if got := b.Holder(b.Blocks[1], 1); got != "" {
+		t.Errorf("missing shard: Holder = %q, want \"\"", got)
+	}
+	if got := b.Holder(b.Blocks[0], 2); got != "c" {
+		t.Errorf("Holder(block 0, 2) = %q, want c", got)
+	}
+	if got := b.Holder(b.Blocks[0], 7); got != "" {
+		t.Errorf("index out of range: Holder = %q, want \"\"", got)
+	}
+	if ref := b.HolderRef("b"); ref != 2 {
+		t.Errorf("HolderRef(b) = %d, want 2", ref)
+	}
+	if ref := b.HolderRef("z"); ref != 4 || b.Nodes[3] != "z" {
+		t.Errorf("HolderRef(z) = %d with nodes %v, want 4 and z appended", ref, b.Nodes)
+	}
+}

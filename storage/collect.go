@@ -102,7 +102,7 @@ func referencedBy(meta Meta, node, blob string, block, index uint32) bool {
 	if b == nil || int(block) >= len(b.Blocks) || int(index) >= len(b.Blocks[block].Holders) {
 		return false
 	}
-	return holderName(b, b.Blocks[block], int(index)) == node
+	return b.Holder(b.Blocks[block], int(index)) == node
 }
 
 // referenced answers Referenced from this (the leader's) replica.

@@ -225,7 +225,7 @@ func (s *Store) fetchShards(ctx context.Context, b *pb.Blob, i, skip int, alive 
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				node := holderName(b, blk, idx)
+				node := b.Holder(blk, idx)
 				ref := &pb.ShardRef{BlobId: b.Id, Block: uint32(i), Index: uint32(idx)}
 				p, err := s.getShard(ctx, node, ref, blk.Sums[idx])
 				mu.Lock()
@@ -243,7 +243,7 @@ func (s *Store) fetchShards(ctx context.Context, b *pb.Blob, i, skip int, alive 
 	// shards as it takes to make up k).
 	var want, rest, down []int
 	for idx := range n {
-		node := holderName(b, blk, idx)
+		node := b.Holder(blk, idx)
 		switch {
 		case idx == skip || node == "":
 		case !alive[node]:
@@ -276,14 +276,6 @@ func count(shards [][]byte) int {
 		}
 	}
 	return c
-}
-
-func holderName(b *pb.Blob, blk *pb.BlobBlock, idx int) string {
-	h := blk.Holders[idx]
-	if h == 0 || int(h) > len(b.Nodes) {
-		return ""
-	}
-	return b.Nodes[h-1]
 }
 
 // Shard states reported by Stat.
@@ -356,7 +348,7 @@ func (s *Store) assess(b *pb.Blob, alive map[string]bool, corrupt map[shardKey]b
 	for i, blk := range b.Blocks {
 		ok := 0
 		for idx := range blk.Holders {
-			node := holderName(b, blk, idx)
+			node := b.Holder(blk, idx)
 			st := ShardOK
 			up, known := alive[node]
 			switch {

@@ -479,7 +479,7 @@ func (p *put) commit(ctx context.Context) (*PutResult, error) {
 				missing++
 				continue
 			}
-			blob.Blocks[b].Holders[i] = holderRef(blob, node)
+			blob.Blocks[b].Holders[i] = blob.HolderRef(node)
 		}
 	}
 	rev, err := p.s.commit(ctx, blob, p.h.Overwrite)
@@ -487,17 +487,6 @@ func (p *put) commit(ctx context.Context) (*PutResult, error) {
 		return nil, err
 	}
 	return &PutResult{Blob: p.s.cluster.Meta().BlobByID(p.id), Revision: rev, Missing: missing}, nil
-}
-
-// holderRef returns 1 + the index of node in b.Nodes, adding it if new.
-func holderRef(b *pb.Blob, node string) uint32 {
-	for i, n := range b.Nodes {
-		if n == node {
-			return uint32(i + 1)
-		}
-	}
-	b.Nodes = append(b.Nodes, node)
-	return uint32(len(b.Nodes))
 }
 
 // abort ends a failed put: it withdraws the pending entry and deletes the

@@ -164,13 +164,13 @@ func (r *repairer) scan(ctx context.Context) {
 			// shard can go. With none, lost shards wait for an agent.
 			free := aliveCount
 			for idx := range blk.Holders {
-				if st, ok := state[holderName(b, blk, idx)]; ok && st == "" {
+				if st, ok := state[b.Holder(blk, idx)]; ok && st == "" {
 					free--
 				}
 			}
 			for idx := range blk.Holders {
 				key := shardKey{b.Id, uint32(bi), uint32(idx)}
-				node := holderName(b, blk, idx)
+				node := b.Holder(blk, idx)
 				st, known := state[node]
 				reason := ""
 				switch {
@@ -387,7 +387,7 @@ func (r *repairer) currentHolder(t task) string {
 	if b == nil || int(t.key.block) >= len(b.Blocks) {
 		return ""
 	}
-	return holderName(b, b.Blocks[t.key.block], int(t.key.index))
+	return b.Holder(b.Blocks[t.key.block], int(t.key.index))
 }
 
 func (r *repairer) finish(res rebuilt) {
@@ -473,7 +473,7 @@ func (r *repairer) rebuildShard(ctx context.Context, t task) (int, *pb.ShardPlac
 func (r *repairer) target(b *pb.Blob, block, idx int, reason string) (string, error) {
 	blk := b.Blocks[block]
 	members := r.s.members()
-	current := holderName(b, blk, idx)
+	current := b.Holder(blk, idx)
 	var alive []placement.Node
 	for _, m := range members {
 		if m.Alive {
@@ -490,7 +490,7 @@ func (r *repairer) target(b *pb.Blob, block, idx int, reason string) (string, er
 		zoneOf[m.Name] = m.Zone
 	}
 	for i := range blk.Holders {
-		if n := holderName(b, blk, i); n != "" && i != idx {
+		if n := b.Holder(blk, i); n != "" && i != idx {
 			holds[n] = true
 			zones[zoneOf[n]]++
 		}
