@@ -151,6 +151,7 @@ func ctlBlobPut(ctx context.Context, o *ctlOptions, c *client.Client, errOut io.
 	fa := o.firstAnswer(ctx)
 	defer fa.close()
 	bar := newProgressBar(errOut, "put "+name, size)
+	bar.sentNote = "(sent; the agents are storing it)"
 	opts.Progress = bar.set
 	// The client reads the source once the agent has opened the put stream.
 	r = &ctlFirstRead{r: r, first: fa.answered}

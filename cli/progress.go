@@ -30,6 +30,9 @@ type progressBar struct {
 	lastDraw time.Time
 	done     int64
 	width    int // the longest line drawn, to blank what a shorter one leaves
+	// sentNote, when set, follows the bar once every byte is sent and the
+	// transfer is not finished (a put's agents are storing the blob).
+	sentNote string
 }
 
 // newProgressBar returns a bar for a transfer of total bytes (< 0: unknown)
@@ -71,7 +74,8 @@ func (b *progressBar) set(done int64) {
 		return
 	}
 	now := b.now()
-	if !b.lastDraw.IsZero() && now.Sub(b.lastDraw) < progressInterval {
+	last := b.total >= 0 && done >= b.total
+	if !last && !b.lastDraw.IsZero() && now.Sub(b.lastDraw) < progressInterval {
 		return
 	}
 	b.lastDraw = now
@@ -87,6 +91,7 @@ func (b *progressBar) finish() {
 	if b.w == nil {
 		return
 	}
+	b.sentNote = ""
 	b.draw(b.now())
 	fmt.Fprintln(b.w)
 	b.w = nil
@@ -117,6 +122,9 @@ func (b *progressBar) line(elapsed time.Duration) string {
 	}
 	if secs := elapsed.Seconds(); secs > 0 {
 		fmt.Fprintf(&s, "  %s/s", ctlSize(uint64(float64(done)/secs)))
+	}
+	if b.sentNote != "" && b.total >= 0 && b.done >= b.total {
+		s.WriteString("  " + b.sentNote)
 	}
 	return s.String()
 }

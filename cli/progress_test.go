@@ -108,3 +108,25 @@ func TestCtlSize(t *testing.T) {
 		}
 	}
 }
+
+// TestProgressBarSentNote: a put's bar says the agents are storing the
+// blob once every byte is sent, and not after it finished.
+func TestProgressBarSentNote(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	var out strings.Builder
+	b := newProgressBarTo(&out, "put a", 1000, clock.now)
+	b.sentNote = "(sent; storing)"
+	b.set(500)
+	if strings.Contains(b.line(time.Second), "storing") {
+		t.Errorf("half sent: line %q has the note", b.line(time.Second))
+	}
+	b.set(1000) // drawn at once, although within the redraw interval
+	if !strings.HasSuffix(strings.TrimRight(out.String(), " "), "(sent; storing)") {
+		t.Errorf("all sent: drawing %q does not end with the note", out.String())
+	}
+	b.finish()
+	last := out.String()[strings.LastIndex(out.String(), "\r")+1:]
+	if strings.Contains(last, "storing") {
+		t.Errorf("finished: last drawing %q still has the note", last)
+	}
+}
