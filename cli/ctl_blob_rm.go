@@ -6,7 +6,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
 )
 
@@ -23,10 +22,11 @@ delete its shards in the background. There is no undo.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			return o.run(cmd, false, func(ctx context.Context, c *client.Client, p *printer) error {
-				if err := c.DeleteBlob(ctx, name); err != nil {
+				resp, err := c.DeleteBlob(ctx, name)
+				if err != nil {
 					return ctlBlobExplain(fmt.Errorf("delete %s: %w", name, err), ctlHintBlobNotFound)
 				}
-				return p.sentence(&zrpcpb.BlobDeleteResponse{}, "deleted "+name)
+				return p.sentence(resp, "deleted "+name)
 			})
 		},
 	}

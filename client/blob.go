@@ -259,12 +259,15 @@ func (c *Client) ListBlobs(ctx context.Context, prefix string) ([]*zrpcpb.BlobSu
 	return resp.GetBlobs(), err
 }
 
-// DeleteBlob removes a blob; its shards are deleted in the background.
-func (c *Client) DeleteBlob(ctx context.Context, name string) error {
-	return c.call(ctx, func(ctx context.Context, ep *endpoint) error {
-		_, err := zrpcpb.NewBlobsClient(ep.conn).Delete(ctx, &zrpcpb.BlobDeleteRequest{Name: name})
+// DeleteBlob removes a blob; its shards are deleted in the background. The
+// answer carries the revision of the delete.
+func (c *Client) DeleteBlob(ctx context.Context, name string) (*zrpcpb.BlobDeleteResponse, error) {
+	var resp *zrpcpb.BlobDeleteResponse
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = zrpcpb.NewBlobsClient(ep.conn).Delete(ctx, &zrpcpb.BlobDeleteRequest{Name: name})
 		return err
 	})
+	return resp, err
 }
 
 // RepairStatus reports the leader's shard repair: queued, in progress,

@@ -401,8 +401,8 @@ func TestBlobDeleteRemovesEveryShard(t *testing.T) {
 	c := newBlobCluster(t, 3)
 	cl := agentClient(t, c, 0)
 	put(t, cl, "doomed", randomBytes(3<<20, 8), client.PutOptions{})
-	if err := cl.DeleteBlob(ctxFor(t, 5*time.Second), "doomed"); err != nil {
-		t.Fatal(err)
+	if resp, err := cl.DeleteBlob(ctxFor(t, 5*time.Second), "doomed"); err != nil || resp.Header.GetRevision() == 0 {
+		t.Fatalf("delete: %v, revision %d", err, resp.GetHeader().GetRevision())
 	}
 	for i := range 3 {
 		c.WaitFor(10*time.Second, fmt.Sprintf("agent %d deletes its shards", i), func() bool {
@@ -412,7 +412,7 @@ func TestBlobDeleteRemovesEveryShard(t *testing.T) {
 	if _, err := tryGet(t, cl, "doomed", client.GetOptions{}); !errors.Is(err, apierr.ErrNotFound) {
 		t.Fatalf("get after delete: %v, want ErrNotFound", err)
 	}
-	if err := cl.DeleteBlob(ctxFor(t, 5*time.Second), "doomed"); !errors.Is(err, apierr.ErrNotFound) {
+	if _, err := cl.DeleteBlob(ctxFor(t, 5*time.Second), "doomed"); !errors.Is(err, apierr.ErrNotFound) {
 		t.Fatalf("second delete: %v, want ErrNotFound", err)
 	}
 }
