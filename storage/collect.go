@@ -42,7 +42,7 @@ func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 			return nil
 		}
 		if !referencedBy(meta, self, id.Blob, id.Block, uint32(id.Index)) {
-			refs = append(refs, &pb.ShardRef{BlobId: id.Blob, Block: id.Block, Index: uint32(id.Index)})
+			refs = append(refs, shardRef(id))
 		}
 		return nil
 	})
@@ -53,7 +53,7 @@ func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 	for _, st := range s.shards.Staged() {
 		if now.Sub(st.At) >= s.cfg.OrphanGrace && !referencedBy(meta, self, st.ID.Blob, st.ID.Block, uint32(st.ID.Index)) {
 			staged[st.ID] = true
-			refs = append(refs, &pb.ShardRef{BlobId: st.ID.Blob, Block: st.ID.Block, Index: uint32(st.ID.Index)})
+			refs = append(refs, shardRef(st.ID))
 		}
 	}
 	if len(refs) == 0 {
@@ -148,7 +148,7 @@ func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
 		err := s.shards.Verify(id)
 		if errors.Is(mapShardErr(err), ErrCorrupt) {
 			bad++
-			s.reportCorrupt(&pb.ShardRef{BlobId: id.Blob, Block: id.Block, Index: uint32(id.Index)})
+			s.reportCorrupt(shardRef(id))
 		}
 		done += sizes[i]
 		s.metrics.scrubbedBytes.Add(float64(sizes[i]))

@@ -24,24 +24,14 @@ func (s *Store) lookup(ctx context.Context, name string, minRev uint64) (*pb.Blo
 		return nil, err
 	}
 	meta := s.cluster.Meta()
-	wait := func(rev uint64) {
-		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		meta.WaitRevision(wctx, rev)
-		cancel()
-	}
 	if minRev > 0 {
-		wait(minRev)
+		s.waitRevision(ctx, minRev, 2*time.Second)
 	}
 	b := meta.Blob(name)
 	if b == nil {
 		// Perhaps just written through another agent, or this agent has
-		// just restarted: catch up with the leader's revision before
-		// saying it is not there.
-		if rev, err := s.cluster.LeaderRevision(ctx); err == nil && rev > meta.Revision() {
-			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			meta.WaitRevision(wctx, rev)
-			cancel()
-		}
+		// just restarted: catch up before saying it is not there.
+		s.catchUp(ctx)
 		b = meta.Blob(name)
 	}
 	if b == nil {
@@ -191,13 +181,11 @@ func (s *Store) readBlock(ctx context.Context, b *pb.Blob, c *codec.Codec, i int
 	}
 	blk := b.Blocks[i]
 	buf := getBlockBuf(int(b.BlockSize))
-	release, err := s.encodeSlot(ctx)
-	if err != nil {
-		putBlockBuf(buf)
-		return nil, 0, err
-	}
-	reconstructed, err := c.Decode(shards, int(blk.Len), buf)
-	release()
+	var reconstructed bool
+	err = s.coding(ctx, func() (err error) {
+		reconstructed, err = c.Decode(shards, int(blk.Len), buf)
+		return err
+	})
 	if err != nil {
 		putBlockBuf(buf)
 		return nil, 0, fmt.Errorf("decode block %d of %q: %w", i, b.Name, err)
@@ -381,11 +369,7 @@ func (s *Store) assess(b *pb.Blob, alive map[string]bool, corrupt map[shardKey]b
 // replica once it has caught up with the leader's revision (a restarted
 // agent's replica starts behind).
 func (s *Store) List(ctx context.Context, prefix string) ([]*pb.BlobSummary, uint64) {
-	if rev, err := s.cluster.LeaderRevision(ctx); err == nil && rev > s.cluster.Meta().Revision() {
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		s.cluster.Meta().WaitRevision(wctx, rev)
-		cancel()
-	}
+	s.catchUp(ctx)
 	blobs, rev := s.cluster.Meta().Blobs(prefix)
 	out := make([]*pb.BlobSummary, 0, len(blobs))
 	alive := s.aliveSet()

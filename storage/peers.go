@@ -19,6 +19,10 @@ func shardID(ref *pb.ShardRef) shardstore.ID {
 	return shardstore.ID{Blob: ref.GetBlobId(), Block: ref.GetBlock(), Index: uint16(ref.GetIndex())}
 }
 
+func shardRef(id shardstore.ID) *pb.ShardRef {
+	return &pb.ShardRef{BlobId: id.Blob, Block: id.Block, Index: uint32(id.Index)}
+}
+
 // putShard stores one shard on node: in the local files when node is this
 // agent, over the peer's Shards API otherwise.
 //
@@ -90,32 +94,32 @@ func (s *Store) getShard(ctx context.Context, node string, ref *pb.ShardRef, wan
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
 	defer cancel()
 	var payload []byte
+	var got uint32 // the payload's checksum
+	var err error
 	if node == s.cluster.Self() {
-		_, p, err := s.shards.Get(shardID(ref), nil)
-		if err != nil {
-			err = mapShardErr(err)
-			if errors.Is(err, ErrCorrupt) {
-				s.reportCorrupt(ref)
-			}
-			return nil, err
-		}
-		payload = p
+		var h shardstore.Header
+		h, payload, err = s.shards.Get(shardID(ref), nil)
+		err = mapShardErr(err)
+		got = h.Sum // Get checked the payload against its header
 	} else {
-		conn, err := s.cluster.Conn(node)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := pb.NewShardsClient(conn).GetShard(ctx, &pb.GetShardRequest{Ref: ref})
-		if err != nil {
+		var conn *grpc.ClientConn
+		var resp *pb.GetShardResponse
+		if conn, err = s.cluster.Conn(node); err == nil {
+			resp, err = pb.NewShardsClient(conn).GetShard(ctx, &pb.GetShardRequest{Ref: ref})
 			err = apierr.FromStatus(err)
-			if errors.Is(err, ErrCorrupt) {
-				s.reportCorrupt(ref)
-			}
-			return nil, fmt.Errorf("get shard %s/%d/%d from %s: %w", ref.BlobId, ref.Block, ref.Index, node, err)
 		}
-		payload = resp.Payload
+		if err == nil {
+			payload = resp.Payload
+			got = codec.Checksum(payload) // a peer's bytes are checked here
+		}
 	}
-	if got := codec.Checksum(payload); got != want {
+	if err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			s.reportCorrupt(ref)
+		}
+		return nil, fmt.Errorf("get shard %s/%d/%d from %s: %w", ref.BlobId, ref.Block, ref.Index, node, err)
+	}
+	if got != want {
 		s.reportCorrupt(ref)
 		return nil, fmt.Errorf("%w: shard %s/%d/%d on %s: checksum %08x, metadata says %08x",
 			ErrCorrupt, ref.BlobId, ref.Block, ref.Index, node, got, want)
@@ -167,10 +171,7 @@ func (s *Store) deleteShardsOn(ctx context.Context, nodes, ids []string, rev uin
 // deleteUnreferenced deletes the local shards of blob ids once this replica
 // has applied rev, unless a blob or a pending put still refers to them.
 func (s *Store) deleteUnreferenced(ctx context.Context, ids []string, rev uint64) int {
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	err := s.cluster.Meta().WaitRevision(wctx, rev)
-	cancel()
-	if err != nil {
+	if err := s.waitRevision(ctx, rev, 2*time.Second); err != nil {
 		return 0
 	}
 	meta := s.cluster.Meta()

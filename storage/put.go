@@ -236,13 +236,7 @@ func (p *put) usedNodes() []string {
 func (p *put) run(ctx context.Context, src io.Reader) (*PutResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	members := p.s.members()
-	var alive []placement.Node
-	for _, m := range members {
-		if m.Alive {
-			alive = append(alive, placement.Node{ID: m.Name, Zone: m.Zone})
-		}
-	}
+	alive := alivePlacement(p.s.members())
 	p.used = make(map[string]bool)
 	inflight := make(chan struct{}, p.s.cfg.PutInflight)
 	var wg sync.WaitGroup
@@ -260,28 +254,28 @@ func (p *put) run(ctx context.Context, src io.Reader) (*PutResult, error) {
 			return nil, fmt.Errorf("put %q: %w", p.h.Name, ctx.Err())
 		}
 		blk := p.codec.NewBlock(p.s.cfg.BlockSize)
+		drop := func() { // the block goes nowhere: free it and its slot
+			blk.Release()
+			<-inflight
+		}
 		n, err := io.ReadFull(src, blk.Data()[:p.s.cfg.BlockSize])
 		last := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 		if err != nil && !last {
-			blk.Release()
-			<-inflight
+			drop()
 			return nil, fmt.Errorf("read blob %q: %w", p.h.Name, err)
 		}
 		if n == 0 {
-			blk.Release()
-			<-inflight
+			drop()
 			break
 		}
 		p.size += uint64(n)
 		if p.size > uint64(p.s.cfg.MaxBlobSize) {
-			blk.Release()
-			<-inflight
+			drop()
 			return nil, fmt.Errorf("%w: blob %q is larger than the max blob size %d", ErrTooLarge, p.h.Name, p.s.cfg.MaxBlobSize)
 		}
 		p.sha.Write(blk.Data()[:n])
 		if err := p.encode(ctx, blk, n); err != nil {
-			blk.Release()
-			<-inflight
+			drop()
 			return nil, err
 		}
 		targets := p.place(idx, alive)
@@ -366,12 +360,7 @@ func (p *put) sync(ctx context.Context) error {
 }
 
 func (p *put) encode(ctx context.Context, blk *codec.Block, n int) error {
-	release, err := p.s.encodeSlot(ctx)
-	if err != nil {
-		return fmt.Errorf("put %q: %w", p.h.Name, err)
-	}
-	defer release()
-	if err := p.codec.Encode(blk, n); err != nil {
+	if err := p.s.coding(ctx, func() error { return p.codec.Encode(blk, n) }); err != nil {
 		return fmt.Errorf("encode block of %q: %w", p.h.Name, err)
 	}
 	return nil

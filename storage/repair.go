@@ -448,13 +448,7 @@ func (r *repairer) rebuildShard(ctx context.Context, t task) (int, *pb.ShardPlac
 	if err != nil {
 		return 0, nil, err
 	}
-	release, err := s.encodeSlot(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	err = c.Reconstruct(shards, int(blk.Len), []int{idx})
-	release()
-	if err != nil {
+	if err := s.coding(ctx, func() error { return c.Reconstruct(shards, int(blk.Len), []int{idx}) }); err != nil {
 		return 0, nil, fmt.Errorf("reconstruct: %w", err)
 	}
 	payload := shards[idx]
@@ -474,21 +468,16 @@ func (r *repairer) target(b *pb.Blob, block, idx int, reason string) (string, er
 	blk := b.Blocks[block]
 	members := r.s.members()
 	current := b.Holder(blk, idx)
-	var alive []placement.Node
-	for _, m := range members {
-		if m.Alive {
-			if reason == reasonCorrupt && m.Name == current {
-				return current, nil
-			}
-			alive = append(alive, placement.Node{ID: m.Name, Zone: m.Zone})
-		}
-	}
 	holds := make(map[string]bool)
 	zones := make(map[string]int)
 	zoneOf := make(map[string]string)
 	for _, m := range members {
 		zoneOf[m.Name] = m.Zone
+		if reason == reasonCorrupt && m.Alive && m.Name == current {
+			return current, nil
+		}
 	}
+	alive := alivePlacement(members)
 	for i := range blk.Holders {
 		if n := b.Holder(blk, i); n != "" && i != idx {
 			holds[n] = true

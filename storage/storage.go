@@ -24,6 +24,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage/placement"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 )
 
@@ -252,14 +253,42 @@ func (s *Store) Metrics() *Metrics { return s.metrics }
 // Shards is the agent's local shard files.
 func (s *Store) Shards() *shardstore.Store { return s.shards }
 
-// encodeSlot takes one of the bounded CPU slots for coding work.
-func (s *Store) encodeSlot(ctx context.Context) (release func(), err error) {
+// coding runs f, erasure coding work, in one of the bounded CPU slots.
+func (s *Store) coding(ctx context.Context, f func() error) error {
 	select {
 	case s.work <- struct{}{}:
-		return func() { <-s.work }, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
+	defer func() { <-s.work }()
+	return f()
+}
+
+// waitRevision waits, at most d, until this replica has applied rev.
+func (s *Store) waitRevision(ctx context.Context, rev uint64, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return s.cluster.Meta().WaitRevision(ctx, rev)
+}
+
+// catchUp waits (at most 5 s) until this replica has applied what the
+// leader has committed: a just-restarted agent's replica starts behind and
+// would miss blobs that exist.
+func (s *Store) catchUp(ctx context.Context) {
+	if rev, err := s.cluster.LeaderRevision(ctx); err == nil && rev > s.cluster.Meta().Revision() {
+		s.waitRevision(ctx, rev, 5*time.Second)
+	}
+}
+
+// alivePlacement returns the alive members as placement candidates.
+func alivePlacement(members []Member) []placement.Node {
+	var out []placement.Node
+	for _, m := range members {
+		if m.Alive {
+			out = append(out, placement.Node{ID: m.Name, Zone: m.Zone})
+		}
+	}
+	return out
 }
 
 // members returns the agents that can hold shards, sorted by name.

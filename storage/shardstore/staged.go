@@ -73,8 +73,7 @@ func (s *Store) Stage(h Header, payload []byte) error {
 	byID[h.ID] = stagedFile{tmp: tmp, size: size, at: time.Now(), synced: res}
 	s.stagedMu.Unlock()
 	if had {
-		os.Remove(old.tmp)
-		s.release(old.size, 1)
+		s.dropStaged(old)
 	}
 	return nil
 }
@@ -121,8 +120,7 @@ func (s *Store) CommitStaged(blob string) (int, error) {
 			err = s.rename(id, f)
 		}
 		if err != nil || first != nil {
-			os.Remove(f.tmp)
-			s.release(f.size, 1)
+			s.dropStaged(f)
 			if first == nil {
 				first = fmt.Errorf("shardstore: commit staged %s: %w", id, err)
 			}
@@ -192,8 +190,7 @@ func (s *Store) Discard(id ID) {
 	}
 	s.stagedMu.Unlock()
 	if ok {
-		os.Remove(f.tmp)
-		s.release(f.size, 1)
+		s.dropStaged(f)
 		_ = os.Remove(filepath.Dir(f.tmp)) // only when empty
 	}
 }
@@ -205,7 +202,12 @@ func (s *Store) discardStaged(blob string) {
 	delete(s.staged, blob)
 	s.stagedMu.Unlock()
 	for _, f := range files {
-		os.Remove(f.tmp)
-		s.release(f.size, 1)
+		s.dropStaged(f)
 	}
+}
+
+// dropStaged removes a staged file and gives back its space.
+func (s *Store) dropStaged(f stagedFile) {
+	os.Remove(f.tmp)
+	s.release(f.size, 1)
 }
