@@ -143,13 +143,5 @@ func (s *blobsServer) Delete(ctx context.Context, req *pb.BlobDeleteRequest) (*p
 
 // RepairStatus answers from the leader, which runs repair.
 func (s *blobsServer) RepairStatus(ctx context.Context, req *pb.RepairStatusRequest) (*pb.RepairStatusResponse, error) {
-	var out *pb.RepairStatusResponse
-	err := s.n.forward.onLeader(ctx,
-		func() error { out = s.n.blobs.RepairStatus(req.BlobId); return nil },
-		func(c *grpc.ClientConn) error {
-			var err error
-			out, err = pb.NewBlobsClient(c).RepairStatus(ctx, req)
-			return err
-		})
-	return out, err
+	return s.n.blobs.LeaderRepairStatus(ctx, req.BlobId)
 }

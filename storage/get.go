@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -309,20 +308,13 @@ func (s *Store) aliveSet() map[string]bool {
 // corruptShards asks the leader which shards of blob id were reported
 // corrupt and not yet rewritten; nil when it cannot tell.
 func (s *Store) corruptShards(ctx context.Context, id string) map[shardKey]bool {
-	var refs []*pb.ShardRef
-	err := s.cluster.OnLeader(ctx,
-		func() error { refs = s.RepairStatus(id).Corrupt; return nil },
-		func(c *grpc.ClientConn) error {
-			resp, err := pb.NewBlobsClient(c).RepairStatus(ctx, &pb.RepairStatusRequest{BlobId: id})
-			refs = resp.GetCorrupt()
-			return err
-		})
+	st, err := s.LeaderRepairStatus(ctx, id)
 	if err != nil {
 		s.log.Debug("corrupt shards unknown: no answer from the leader", "err", err)
 		return nil
 	}
-	out := make(map[shardKey]bool, len(refs))
-	for _, r := range refs {
+	out := make(map[shardKey]bool, len(st.Corrupt))
+	for _, r := range st.Corrupt {
 		out[shardKey{r.BlobId, r.Block, r.Index}] = true
 	}
 	return out
