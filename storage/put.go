@@ -136,7 +136,8 @@ func (s *Store) Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*P
 	case err != nil:
 		return nil, fmt.Errorf("read blob %q: %w", h.Name, err)
 	}
-	sc, err := chooseScheme(h, s.members())
+	members := s.members()
+	sc, err := chooseScheme(h, members)
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +150,7 @@ func (s *Store) Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*P
 	}}}); err != nil {
 		return nil, fmt.Errorf("announce put of %q: %w", h.Name, err)
 	}
-	res, err := p.run(ctx, io.MultiReader(bytes.NewReader(head), src))
+	res, err := p.run(ctx, io.MultiReader(bytes.NewReader(head), src), alivePlacement(members))
 	if err != nil {
 		s.abort(p.id, p.usedNodes())
 		s.metrics.putsFailed.Inc()
@@ -232,11 +233,11 @@ func (p *put) usedNodes() []string {
 	return out
 }
 
-// run reads, encodes and sends every block, then commits the metadata.
-func (p *put) run(ctx context.Context, src io.Reader) (*PutResult, error) {
+// run reads, encodes and sends every block to the alive agents (those the
+// scheme was chosen for), then commits the metadata.
+func (p *put) run(ctx context.Context, src io.Reader, alive []placement.Node) (*PutResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	alive := alivePlacement(p.s.members())
 	p.used = make(map[string]bool)
 	inflight := make(chan struct{}, p.s.cfg.PutInflight)
 	var wg sync.WaitGroup
