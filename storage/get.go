@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -206,6 +208,11 @@ func (s *Store) fetchShards(ctx context.Context, b *pb.Blob, i, skip int, alive 
 	shards := make([][]byte, n)
 	var errs []error
 	var mu sync.Mutex
+	// unreachable holds shards whose agent gossip sees alive but whose
+	// connection failed at once: tried again, waiting for the connection,
+	// when the others are not enough.
+	var unreachable []int
+	waitReady := false
 	fetch := func(idxs []int) {
 		var wg sync.WaitGroup
 		for _, idx := range idxs {
@@ -214,11 +221,14 @@ func (s *Store) fetchShards(ctx context.Context, b *pb.Blob, i, skip int, alive 
 				defer wg.Done()
 				node := b.Holder(blk, idx)
 				ref := &pb.ShardRef{BlobId: b.Id, Block: uint32(i), Index: uint32(idx)}
-				p, err := s.getShard(ctx, node, ref, blk.Sums[idx])
+				p, err := s.getShard(ctx, node, ref, blk.Sums[idx], waitReady)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
 					errs = append(errs, err)
+					if !waitReady && alive[node] && status.Code(err) == codes.Unavailable {
+						unreachable = append(unreachable, idx)
+					}
 					return
 				}
 				shards[idx] = p
@@ -247,6 +257,10 @@ func (s *Store) fetchShards(ctx context.Context, b *pb.Blob, i, skip int, alive 
 		more := min(k-got, len(rest))
 		fetch(rest[:more])
 		rest = rest[more:]
+	}
+	if count(shards) < k && len(unreachable) > 0 && ctx.Err() == nil {
+		waitReady = true
+		fetch(unreachable)
 	}
 	if got := count(shards); got < k {
 		return nil, fmt.Errorf("%w: block %d of %q: %d of %d shards readable, need %d (%v)",

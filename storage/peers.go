@@ -15,6 +15,10 @@ import (
 	"github.com/zrpcio/zrpc/storage/shardstore"
 )
 
+// reconnectWait bounds how long a read waits for the connection to an agent
+// that gossip sees alive: peer connections retry at least once a second.
+const reconnectWait = 2 * time.Second
+
 func shardID(ref *pb.ShardRef) shardstore.ID {
 	return shardstore.ID{Blob: ref.GetBlobId(), Block: ref.GetBlock(), Index: uint16(ref.GetIndex())}
 }
@@ -89,9 +93,15 @@ func (s *Store) syncShards(ctx context.Context, node, id string) (int, error) {
 
 // getShard reads one shard from node and checks it against the checksum
 // recorded in the blob's metadata. A shard that fails the check is reported
-// for repair and returned as ErrCorrupt, never as data.
-func (s *Store) getShard(ctx context.Context, node string, ref *pb.ShardRef, want uint32) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
+// for repair and returned as ErrCorrupt, never as data. With waitReady, a
+// connection still in reconnect backoff (the agent just restarted) is
+// waited for, up to reconnectWait, instead of failing at once.
+func (s *Store) getShard(ctx context.Context, node string, ref *pb.ShardRef, want uint32, waitReady bool) ([]byte, error) {
+	timeout := s.cfg.ShardTimeout
+	if waitReady {
+		timeout = min(timeout, reconnectWait)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var payload []byte
 	var got uint32 // the payload's checksum
@@ -105,7 +115,7 @@ func (s *Store) getShard(ctx context.Context, node string, ref *pb.ShardRef, wan
 		var conn *grpc.ClientConn
 		var resp *pb.GetShardResponse
 		if conn, err = s.cluster.Conn(node); err == nil {
-			resp, err = pb.NewShardsClient(conn).GetShard(ctx, &pb.GetShardRequest{Ref: ref})
+			resp, err = pb.NewShardsClient(conn).GetShard(ctx, &pb.GetShardRequest{Ref: ref}, grpc.WaitForReady(waitReady))
 			err = apierr.FromStatus(err)
 		}
 		if err == nil {
