@@ -83,7 +83,7 @@ func TestChainMetricsCountRetriesAndRejections(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Two Unavailable then OK: 2 retries, success.
-	if err := call(t, unary, context.Background(), "/s/M", script(unavailable(), unavailable()).invoke); err != nil {
+	if err := call(t, unary, context.Background(), "/s/M", unsent(unavailable(), unavailable()).invoke); err != nil {
 		t.Fatal(err)
 	}
 	if got := gathered(t, reg, "zrpc_client_retries_total")["method=/s/M"]; got != 2 {
@@ -91,7 +91,7 @@ func TestChainMetricsCountRetriesAndRejections(t *testing.T) {
 	}
 	// Three failures exhaust the attempts and open the breaker; the next
 	// call is rejected.
-	call(t, unary, context.Background(), "/s/N", script(unavailable(), unavailable(), unavailable()).invoke)
+	call(t, unary, context.Background(), "/s/N", unsent(unavailable(), unavailable(), unavailable()).invoke)
 	err = call(t, unary, context.Background(), "/s/N", script().invoke)
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("call after opening: %v", err)

@@ -16,15 +16,21 @@ import (
 
 // fakeInvoker returns the scripted errors in order (nil once they run out),
 // records each attempt's context, and fills any grpc.Peer option with a
-// distinct address per attempt (10.0.0.<attempt>:1).
+// distinct address per attempt (10.0.0.<attempt>:1), as grpc-go does for an
+// attempt that got a transport stream.
 type fakeInvoker struct {
-	mu    sync.Mutex
-	errs  []error
-	calls int
-	ctxs  []context.Context
+	mu     sync.Mutex
+	errs   []error
+	calls  int
+	ctxs   []context.Context
+	unsent bool // no attempt gets a stream: the peer stays empty
 }
 
 func script(errs ...error) *fakeInvoker { return &fakeInvoker{errs: errs} }
+
+// unsent is script for attempts that never reach a server (no instance
+// could be picked or connected to), so grpc-go reports no peer.
+func unsent(errs ...error) *fakeInvoker { return &fakeInvoker{errs: errs, unsent: true} }
 
 func (f *fakeInvoker) invoke(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, opts ...grpc.CallOption) error {
 	f.mu.Lock()
@@ -32,7 +38,7 @@ func (f *fakeInvoker) invoke(ctx context.Context, method string, req, reply any,
 	f.calls++
 	f.ctxs = append(f.ctxs, ctx)
 	for _, o := range opts {
-		if p, ok := o.(grpc.PeerCallOption); ok {
+		if p, ok := o.(grpc.PeerCallOption); ok && !f.unsent {
 			*p.PeerAddr = peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, byte(f.calls)), Port: 1}}
 		}
 	}

@@ -26,10 +26,16 @@ type RetryConfig struct {
 	// 25 ms and 1 s.
 	BaseBackoff, MaxBackoff time.Duration
 	// Idempotent lists full method names ("/pkg.Service/Method") that are
-	// safe to run twice. They are also retried on ResourceExhausted, Aborted,
-	// Internal and, while the caller's context is live, DeadlineExceeded
-	// (a per-attempt timeout from [Timeout] expired). Other methods are
-	// retried only on Unavailable.
+	// safe to run twice. They are retried on Unavailable, ResourceExhausted,
+	// Aborted, Internal and, while the caller's context is live,
+	// DeadlineExceeded (a per-attempt timeout from [Timeout] expired).
+	// Other methods are retried only on Unavailable and only when the
+	// attempt provably never reached a server: it got no transport stream
+	// (no instance could be picked, or the connection could not be made).
+	// grpc-go also answers Unavailable when a connection drops mid-call,
+	// after the server may have run the call; that is not retried.
+	// `zrpcctl gen` lists the methods a .proto marks with
+	// `option idempotency_level = IDEMPOTENT` (or NO_SIDE_EFFECTS).
 	Idempotent []string
 	// BudgetMax and BudgetRatio size the retry budget shared by all calls
 	// through one interceptor: a token bucket holding at most BudgetMax
@@ -149,7 +155,7 @@ func (s *retryStage) invoke(ctx context.Context, method string, req, reply any, 
 			s.budget.success()
 			return nil
 		}
-		if n >= s.cfg.MaxAttempts || !s.retryable(ctx, method, err) {
+		if n >= s.cfg.MaxAttempts || !s.retryable(ctx, method, err, a.peer.Addr != nil) {
 			return err
 		}
 		wait := s.backoff(n)
@@ -171,10 +177,12 @@ func (s *retryStage) invoke(ctx context.Context, method string, req, reply any, 
 	}
 }
 
-func (s *retryStage) retryable(ctx context.Context, method string, err error) bool {
+// retryable says whether a failed attempt may be sent again; reached says
+// the attempt had a transport stream, so a server may have run it.
+func (s *retryStage) retryable(ctx context.Context, method string, err error, reached bool) bool {
 	switch status.Code(err) {
 	case codes.Unavailable:
-		return ctx.Err() == nil
+		return ctx.Err() == nil && (!reached || s.idempotent[method])
 	case codes.ResourceExhausted, codes.Aborted, codes.Internal, codes.DeadlineExceeded:
 		return s.idempotent[method] && ctx.Err() == nil
 	}

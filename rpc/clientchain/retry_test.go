@@ -22,24 +22,28 @@ func TestRetryCodes(t *testing.T) {
 	cases := []struct {
 		name         string
 		method       string
+		unsent       bool // the attempts never reach a server
 		errs         []error
 		wantAttempts int
 		wantCode     codes.Code
 	}{
-		{"unavailable twice then ok", "/s/Put", []error{unavailable(), unavailable()}, 3, codes.OK},
-		{"unavailable thrice gives up", "/s/Put", []error{unavailable(), unavailable(), unavailable(), unavailable()}, 3, codes.Unavailable},
-		{"invalid argument not retried", idem, []error{status.Error(codes.InvalidArgument, "bad")}, 1, codes.InvalidArgument},
-		{"internal not retried for non-idempotent", "/s/Put", []error{status.Error(codes.Internal, "x")}, 1, codes.Internal},
-		{"internal retried for idempotent", idem, []error{status.Error(codes.Internal, "x")}, 2, codes.OK},
-		{"resource exhausted retried for idempotent", idem, []error{status.Error(codes.ResourceExhausted, "x")}, 2, codes.OK},
-		{"deadline retried for idempotent with live caller", idem, []error{status.Error(codes.DeadlineExceeded, "x")}, 2, codes.OK},
-		{"deadline not retried for non-idempotent", "/s/Put", []error{status.Error(codes.DeadlineExceeded, "x")}, 1, codes.DeadlineExceeded},
+		{"unavailable before reaching a server twice then ok", "/s/Put", true, []error{unavailable(), unavailable()}, 3, codes.OK},
+		{"unavailable before reaching a server thrice gives up", "/s/Put", true, []error{unavailable(), unavailable(), unavailable(), unavailable()}, 3, codes.Unavailable},
+		{"unavailable after reaching a server not retried for non-idempotent", "/s/Put", false, []error{unavailable()}, 1, codes.Unavailable},
+		{"unavailable after reaching a server retried for idempotent", idem, false, []error{unavailable(), unavailable()}, 3, codes.OK},
+		{"invalid argument not retried", idem, false, []error{status.Error(codes.InvalidArgument, "bad")}, 1, codes.InvalidArgument},
+		{"internal not retried for non-idempotent", "/s/Put", false, []error{status.Error(codes.Internal, "x")}, 1, codes.Internal},
+		{"internal retried for idempotent", idem, false, []error{status.Error(codes.Internal, "x")}, 2, codes.OK},
+		{"resource exhausted retried for idempotent", idem, false, []error{status.Error(codes.ResourceExhausted, "x")}, 2, codes.OK},
+		{"deadline retried for idempotent with live caller", idem, false, []error{status.Error(codes.DeadlineExceeded, "x")}, 2, codes.OK},
+		{"deadline not retried for non-idempotent", "/s/Put", false, []error{status.Error(codes.DeadlineExceeded, "x")}, 1, codes.DeadlineExceeded},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := noSleepRetry()
 			cfg.Idempotent = []string{idem}
 			f := script(tc.errs...)
+			f.unsent = tc.unsent
 			err := call(t, Retry(cfg), context.Background(), tc.method, f.invoke)
 			if got := status.Code(err); got != tc.wantCode {
 				t.Errorf("code = %v, want %v (err %v)", got, tc.wantCode, err)
@@ -68,7 +72,7 @@ func TestRetryBudgetExhausted(t *testing.T) {
 	cfg.BudgetRatio = 0.5
 	ic := Retry(cfg)
 	down := func() *fakeInvoker {
-		return script(unavailable(), unavailable(), unavailable(), unavailable(), unavailable(), unavailable(), unavailable(), unavailable(), unavailable(), unavailable())
+		return unsent(unavailable(), unavailable(), unavailable(), unavailable(), unavailable(), unavailable(), unavailable(), unavailable(), unavailable(), unavailable())
 	}
 
 	f := down()
@@ -112,8 +116,10 @@ func TestRetryNeverSleepsPastCallerDeadline(t *testing.T) {
 }
 
 func TestRetryExcludesFailedPeers(t *testing.T) {
+	cfg := noSleepRetry()
+	cfg.Idempotent = []string{"/s/M"}
 	f := script(unavailable(), unavailable())
-	if err := call(t, Retry(noSleepRetry()), context.Background(), "/s/M", f.invoke); err != nil {
+	if err := call(t, Retry(cfg), context.Background(), "/s/M", f.invoke); err != nil {
 		t.Fatal(err)
 	}
 	want := [][]string{nil, {"10.0.0.1:1"}, {"10.0.0.1:1", "10.0.0.2:1"}}
