@@ -290,3 +290,42 @@ func TestStarterProtoGeneratesAService(t *testing.T) {
 		}
 	}
 }
+
+func TestClientListsMethodsMarkedIdempotent(t *testing.T) {
+	dir := t.TempDir()
+	proto := filepath.Join(dir, "kv.proto")
+	src := `syntax = "proto3";
+package kv.v1;
+option go_package = "example.com/kv/kv";
+message Key { string key = 1; }
+message Value { bytes value = 1; }
+service Store {
+  rpc Get(Key) returns (Value) { option idempotency_level = NO_SIDE_EFFECTS; }
+  rpc Put(Value) returns (Value) { option idempotency_level = IDEMPOTENT; }
+  rpc Append(Value) returns (Value);
+}
+`
+	if err := os.WriteFile(proto, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := GenerateService(context.Background(), ServiceConfig{Proto: proto, Out: filepath.Join(dir, "svc"), Module: "example.com/kv"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var client string
+	for _, f := range plan.Files {
+		if strings.HasSuffix(f.Path, "kvclient/store.go") {
+			client = string(f.Content)
+		}
+	}
+	if client == "" {
+		t.Fatalf("no kvclient/store.go in the plan")
+	}
+	want := "var IdempotentMethods = []string{\n\t\"/kv.v1.Store/Get\",\n\t\"/kv.v1.Store/Put\",\n}"
+	if !strings.Contains(client, want) {
+		t.Errorf("client does not declare\n%s\ngot:\n%s", want, client)
+	}
+	if !strings.Contains(client, "rpc.WithIdempotent(IdempotentMethods...)") {
+		t.Error("Dial does not pass IdempotentMethods to the retry stage")
+	}
+}

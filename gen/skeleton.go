@@ -13,6 +13,8 @@ import (
 	"text/template"
 
 	"google.golang.org/protobuf/compiler/protogen"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
 )
 
 //go:embed templates/*.tmpl
@@ -36,6 +38,11 @@ type skeleton struct {
 	Methods    []method
 	PB         goPackage // the service's Go package
 	Aliases    []string  // message types the client package re-exports
+	// Idempotent lists the full names ("/pkg.Service/Method") of the
+	// methods the .proto marks idempotent (idempotency_level IDEMPOTENT or
+	// NO_SIDE_EFFECTS): the client's retry may resend them after they
+	// reached a server.
+	Idempotent []string
 }
 
 // method is one RPC as the templates see it.
@@ -122,8 +129,11 @@ func newSkeleton(plugin *protogen.Plugin, p *Parsed, lay *layout, pkgPath string
 			Name: m.GoName, File: file, Comment: comment(m.Comments.Leading), In: ref(m.Input), Out: ref(m.Output),
 			ClientStreaming: m.Desc.IsStreamingClient(), ServerStreaming: m.Desc.IsStreamingServer(),
 		})
+		if idempotent(m.Desc) {
+			sk.Idempotent = append(sk.Idempotent, fmt.Sprintf("/%s/%s", s.Desc.FullName(), m.Desc.Name()))
+		}
 	}
-	taken := map[string]bool{"Target": true, "Dial": true, "DialConfig": true, s.GoName: true, "New" + s.GoName: true}
+	taken := map[string]bool{"Target": true, "Dial": true, "DialConfig": true, "IdempotentMethods": true, s.GoName: true, "New" + s.GoName: true}
 	var walk func([]*protogen.Message)
 	walk = func(ms []*protogen.Message) {
 		for _, m := range ms {
@@ -135,6 +145,19 @@ func newSkeleton(plugin *protogen.Plugin, p *Parsed, lay *layout, pkgPath string
 	}
 	walk(f.Messages)
 	return sk, nil
+}
+
+// idempotent reports whether a method's options mark it safe to run twice.
+func idempotent(m protoreflect.MethodDescriptor) bool {
+	opts, ok := m.Options().(*descriptorpb.MethodOptions)
+	if !ok {
+		return false
+	}
+	switch opts.GetIdempotencyLevel() {
+	case descriptorpb.MethodOptions_IDEMPOTENT, descriptorpb.MethodOptions_NO_SIDE_EFFECTS:
+		return true
+	}
+	return false
 }
 
 // comment renders protogen comments as // lines, without a final newline.

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,6 +36,16 @@ func WithBalancer(name string) DialOption { return func(o *dialOptions) { o.bala
 // clientchain.DefaultConfig: propagation, metrics, breaker, retry, 2 s
 // timeout).
 func WithChain(cfg clientchain.Config) DialOption { return func(o *dialOptions) { o.chain = cfg } }
+
+// WithIdempotent adds full method names ("/pkg.Service/Method") that are
+// safe to run twice to the retry stage's (clientchain.RetryConfig
+// Idempotent): they are also resent after failing on an instance that may
+// have run them. A later WithChain replaces them.
+func WithIdempotent(methods ...string) DialOption {
+	return func(o *dialOptions) {
+		o.chain.Retry.Idempotent = append(slices.Clip(o.chain.Retry.Idempotent), methods...)
+	}
+}
 
 // WithoutChain dials without the default client interceptor chain.
 func WithoutChain() DialOption { return func(o *dialOptions) { o.noChain = true } }

@@ -141,9 +141,9 @@ const file_user_proto_rawDesc = "" +
 	"\fUserResponse\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\x03R\x06userId\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x14\n" +
-	"\x05email\x18\x03 \x01(\tR\x05email2C\n" +
-	"\vUserService\x124\n" +
-	"\vGetUserInfo\x12\x11.user.UserRequest\x1a\x12.user.UserResponseB\bZ\x06./userb\x06proto3"
+	"\x05email\x18\x03 \x01(\tR\x05email2H\n" +
+	"\vUserService\x129\n" +
+	"\vGetUserInfo\x12\x11.user.UserRequest\x1a\x12.user.UserResponse\"\x03\x90\x02\x01B\bZ\x06./userb\x06proto3"
 
 var (
 	file_user_proto_rawDescOnce sync.Once

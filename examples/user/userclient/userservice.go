@@ -44,11 +44,20 @@ func NewUserService(conn grpc.ClientConnInterface) UserService {
 	return &defaultUserService{cli: user.NewUserServiceClient(conn)}
 }
 
+// IdempotentMethods are the methods user.proto marks safe to run twice
+// (option idempotency_level = IDEMPOTENT or NO_SIDE_EFFECTS). Dial and
+// DialConfig let the client's retry resend them after a failure on an
+// instance that may have run them; other methods are resent only when
+// they never reached an instance.
+var IdempotentMethods = []string{
+	"/user.UserService/GetUserInfo",
+}
+
 // Dial connects to user.rpc through the zrpc registry: agents from
 // rpc.WithAgents, else $ZRPC_ADDR, else 127.0.0.1:8400; zrpc's default
 // balancer, retries, breaker and 2 s call timeout unless opts say otherwise.
 func Dial(ctx context.Context, opts ...rpc.DialOption) (*grpc.ClientConn, error) {
-	return rpc.Dial(ctx, Target, opts...)
+	return rpc.Dial(ctx, Target, append([]rpc.DialOption{rpc.WithIdempotent(IdempotentMethods...)}, opts...)...)
 }
 
 // DialConfig connects as c says (an empty Target means [Target]); opts
@@ -60,7 +69,7 @@ func DialConfig(ctx context.Context, c rpc.ClientConfig, opts ...rpc.DialOption)
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	var o []rpc.DialOption
+	o := []rpc.DialOption{rpc.WithIdempotent(IdempotentMethods...)}
 	if len(c.Agents) > 0 {
 		o = append(o, rpc.WithAgents(c.Agents...))
 	}
