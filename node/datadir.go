@@ -15,20 +15,32 @@ import (
 //
 //	LOCK          flock'd; holds the owner's pid
 //	node-id       the agent name the directory belongs to
+//	cluster-id    the id of the cluster the agent belongs to
 //	raft/         raft.db (log + stable store), snapshots/
+//	peers.json    gossip addresses of the last known peers
+//	shards/       blob shard files
 type dataDir struct {
 	path string
 	lock *os.File
+	// clusterID is what cluster-id held when the directory was opened
+	// ("" if there was none); it is not changed afterwards.
+	clusterID string
 }
 
 const (
-	lockFile   = "LOCK"
-	nodeIDFile = "node-id"
+	lockFile      = "LOCK"
+	nodeIDFile    = "node-id"
+	clusterIDFile = "cluster-id"
+	raftDirName   = "raft"
+	raftDBFile    = "raft.db"
+	shardsDirName = "shards"
 )
 
 // openDataDir creates or opens dir for the agent called name. It refuses a
-// directory another agent holds, one that belongs to another name, and a
-// non-empty directory that zrpc did not create, and writes nothing in them.
+// directory another agent holds, one that belongs to another name, a
+// non-empty directory that zrpc did not create, and one that shows the
+// agent belonged to a cluster but has lost its Raft state, and writes
+// nothing in them.
 func openDataDir(dir, name string) (*dataDir, error) {
 	if err := ensureDir(dir); err != nil {
 		return nil, err
@@ -54,7 +66,86 @@ func openDataDir(dir, name string) (*dataDir, error) {
 		d.close()
 		return nil, err
 	}
+	if err := d.readClusterID(); err != nil {
+		d.close()
+		return nil, err
+	}
+	if err := d.checkRaftState(name); err != nil {
+		d.close()
+		return nil, err
+	}
 	return d, nil
+}
+
+func (d *dataDir) readClusterID() error {
+	p := filepath.Join(d.path, clusterIDFile)
+	b, err := os.ReadFile(p)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read %s: %w", p, err)
+	}
+	d.clusterID = strings.TrimSpace(string(b))
+	return nil
+}
+
+// writeClusterID records the cluster the agent belongs to (fsync'd, through
+// a temporary file and a rename).
+func (d *dataDir) writeClusterID(id string) error {
+	return writeFileSync(filepath.Join(d.path, clusterIDFile), []byte(id+"\n"))
+}
+
+// checkRaftState refuses a directory whose Raft log is gone while the rest
+// of it shows that the agent belonged to a cluster: a cluster id, peers it
+// gossiped with, shards it held or Raft snapshots. Starting would let the
+// agent bootstrap a cluster of its own (or vote again in terms it already
+// voted in) and then collect its shards as orphans. Raft state cannot be
+// rebuilt locally; the agent has to rejoin as a new member.
+func (d *dataDir) checkRaftState(name string) error {
+	raftDB := filepath.Join(d.path, raftDirName, raftDBFile)
+	if _, err := os.Stat(raftDB); err == nil {
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("stat %s: %w", raftDB, err)
+	}
+	var evidence []string
+	if d.clusterID != "" {
+		evidence = append(evidence, clusterIDFile)
+	}
+	if _, err := os.Stat(filepath.Join(d.path, peersFile)); err == nil {
+		evidence = append(evidence, peersFile)
+	}
+	if n := countFiles(filepath.Join(d.path, shardsDirName)); n > 0 {
+		evidence = append(evidence, fmt.Sprintf("%d files under %s/", n, shardsDirName))
+	}
+	if n := countFiles(filepath.Join(d.path, raftDirName, "snapshots")); n > 0 {
+		evidence = append(evidence, "Raft snapshots")
+	}
+	if len(evidence) == 0 {
+		return nil
+	}
+	cluster := "a cluster"
+	if d.clusterID != "" {
+		cluster = "cluster " + d.clusterID
+	}
+	return fmt.Errorf("data dir %s shows agent %q belonged to %s (%s) but its Raft log %s is missing; "+
+		"it will not start a cluster of its own and has changed nothing. "+
+		"To rejoin as a new member: run `zrpcctl raft remove-peer %s` against a running agent of the cluster, "+
+		"move %s aside (repair rebuilds its shards elsewhere), and start this agent with an empty --data-dir and `zrpcd agent join ADDR`",
+		d.path, name, cluster, strings.Join(evidence, ", "), raftDB, name, d.path)
+}
+
+// countFiles counts the regular files under dir (0 if it does not exist).
+func countFiles(dir string) int {
+	n := 0
+	filepath.WalkDir(dir, func(_ string, e os.DirEntry, err error) error {
+		if err == nil && e.Type().IsRegular() {
+			n++
+		}
+		return nil
+	})
+	return n
 }
 
 func (d *dataDir) acquire() error {
@@ -127,6 +218,19 @@ func writeFileSync(path string, data []byte) error {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("rename %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }

@@ -159,6 +159,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startGossip(); err != nil {
 		return err
 	}
+	n.goLoop(n.recordClusterID)
 	if err := n.startHTTP(); err != nil {
 		return err
 	}
@@ -171,7 +172,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 }
 
 func (n *Node) startRaft() error {
-	raftDir := filepath.Join(n.dir.path, "raft")
+	raftDir := filepath.Join(n.dir.path, raftDirName)
 	if err := ensureDir(raftDir); err != nil {
 		return err
 	}
@@ -194,6 +195,7 @@ func (n *Node) startRaft() error {
 	}
 	n.store = raftstore.New(rc)
 	n.ttl = newTTLTracker()
+	n.store.OnLeader(n.initCluster)
 	n.store.OnLeader(n.announceSelf)
 	n.store.OnLeader(n.runTTLChecks)
 	n.store.OnLeader(n.runReconcile)

@@ -1,0 +1,121 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/internal/testlog"
+)
+
+// startErr starts an agent on cfg and returns Start's error.
+func startErr(t *testing.T, cfg Config) error {
+	t.Helper()
+	n, err := New(cfg, WithLogger(testlog.New(t, cfg.Name)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = n.Start(context.Background())
+	n.Close()
+	return err
+}
+
+// wantRefusedUntouched starts an agent on cfg and checks that Start
+// refuses with the rejoin advice and changes no file of the data dir.
+func wantRefusedUntouched(t *testing.T, cfg Config, evidence string) {
+	t.Helper()
+	before := snapshotDir(t, cfg.DataDir)
+	err := startErr(t, cfg)
+	if err == nil {
+		t.Fatal("Start succeeded on a data dir that lost its Raft log")
+	}
+	for _, want := range []string{"raft.db", "zrpcctl raft remove-peer " + cfg.Name, "empty --data-dir", evidence} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Start error does not say %q:\n%v", want, err)
+		}
+	}
+	after := snapshotDir(t, cfg.DataDir)
+	if len(after) != len(before) {
+		t.Errorf("data dir had %d files, now %d", len(before), len(after))
+	}
+	for name, content := range before {
+		if after[name] != content {
+			t.Errorf("%s was changed or removed", name)
+		}
+	}
+}
+
+func TestLostRaftLogIsRefusedAndShardsUntouched(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.BlobOrphanGrace = 10 * time.Millisecond
+	n := startNode(t, cfg)
+	waitFor(t, 10*time.Second, "the cluster id recorded in the data dir", func() bool {
+		b, err := os.ReadFile(filepath.Join(cfg.DataDir, clusterIDFile))
+		return err == nil && strings.TrimSpace(string(b)) == n.Store().FSM().ClusterID() && len(b) > 1
+	})
+	cl, err := client.New(client.Config{Endpoints: []string{n.GRPCAddr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	data := bytes.Repeat([]byte("zrpc"), 64<<10) // over the inline limit: stored as shards
+	if _, err := cl.PutBlob(ctxT(t), "model.bin", bytes.NewReader(data), client.PutOptions{}); err != nil {
+		t.Fatalf("PutBlob: %v", err)
+	}
+	clusterID := n.Store().FSM().ClusterID()
+	n.Close()
+	if countFiles(filepath.Join(cfg.DataDir, shardsDirName)) == 0 {
+		t.Fatal("the blob left no shard files")
+	}
+	if err := os.Remove(filepath.Join(cfg.DataDir, raftDirName, raftDBFile)); err != nil {
+		t.Fatal(err)
+	}
+	wantRefusedUntouched(t, cfg, clusterID)
+}
+
+func TestDataDirOfAClusterMemberNeedsItsRaftLog(t *testing.T) {
+	const id = "0123456789abcdef0123456789abcdef"
+	cases := []struct {
+		name     string
+		file     string
+		content  string
+		evidence string
+	}{
+		{"cluster id", clusterIDFile, id + "\n", id},
+		{"peers", peersFile, `["127.0.0.1:8402"]`, peersFile},
+		{"shards", filepath.Join(shardsDirName, "ab", "abcdef", "0.0.shard"), "shard", "1 files under shards/"},
+		{"snapshots", filepath.Join(raftDirName, "snapshots", "2-10-1", "state.bin"), "snap", "Raft snapshots"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			os.WriteFile(filepath.Join(cfg.DataDir, nodeIDFile), []byte(cfg.Name+"\n"), 0o600)
+			p := filepath.Join(cfg.DataDir, tc.file)
+			os.MkdirAll(filepath.Dir(p), 0o700)
+			if err := os.WriteFile(p, []byte(tc.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			wantRefusedUntouched(t, cfg, tc.evidence)
+		})
+	}
+}
+
+func TestAgentRestartsWithItsClusterID(t *testing.T) {
+	cfg := testConfig(t)
+	n := startNode(t, cfg)
+	waitFor(t, 10*time.Second, "the cluster id recorded", func() bool {
+		_, err := os.Stat(filepath.Join(cfg.DataDir, clusterIDFile))
+		return err == nil
+	})
+	id := n.Store().FSM().ClusterID()
+	n.Close()
+	again := startNode(t, cfg)
+	if got := again.clusterID(); got != id {
+		t.Fatalf("restarted agent's cluster id %q, want %q", got, id)
+	}
+}
