@@ -119,3 +119,54 @@ func TestAgentRestartsWithItsClusterID(t *testing.T) {
 		t.Fatalf("restarted agent's cluster id %q, want %q", got, id)
 	}
 }
+
+func TestAgentsOfAnotherClusterCannotJoin(t *testing.T) {
+	cfgA, cfgB := testConfig(t), testConfig(t)
+	cfgA.Name, cfgB.Name = "a1", "b1"
+	a, b := startNode(t, cfgA), startNode(t, cfgB)
+	for _, n := range []*Node{a, b} {
+		waitFor(t, 10*time.Second, n.Name()+" announces its cluster id by gossip", func() bool {
+			for _, m := range n.gossip.Members() {
+				if m.Name == n.Name() {
+					return m.Meta.ClusterID != "" && m.Meta.ClusterID == n.Store().FSM().ClusterID()
+				}
+			}
+			return false
+		})
+	}
+	idA, idB := a.clusterID(), b.clusterID()
+	if idA == idB {
+		t.Fatalf("two separate clusters have the same id %s", idA)
+	}
+	revA, revB := a.Store().FSM().Revision(), b.Store().FSM().Revision()
+
+	_, err := b.gossip.Join(ctxT(t), []string{a.gossip.LocalAddr()})
+	if err == nil || !strings.Contains(err.Error(), idA) || !strings.Contains(err.Error(), idB) {
+		t.Fatalf("b1 joins a1's cluster: %v, want a refusal naming both clusters", err)
+	}
+	_, err = a.gossip.Join(ctxT(t), []string{b.gossip.LocalAddr()})
+	if err == nil {
+		t.Fatal("a1 joined b1's cluster")
+	}
+	for _, n := range []*Node{a, b} {
+		if ms := n.gossip.Members(); len(ms) != 1 {
+			t.Errorf("%s's gossip lists %+v, want only itself", n.Name(), ms)
+		}
+		if nodes := n.Store().FSM().Nodes(); len(nodes) != 1 || nodes[0].Name != n.Name() {
+			t.Errorf("%s's registry lists nodes %v, want only itself", n.Name(), nodes)
+		}
+		servers := n.Store().Raft().GetConfiguration().Configuration().Servers
+		if len(servers) != 1 {
+			t.Errorf("%s's Raft configuration is %v, want only itself", n.Name(), servers)
+		}
+	}
+	// A reconcile pass on each leader changes nothing either.
+	for _, n := range []*Node{a, b} {
+		if err := n.reconcile(ctxT(t), map[string]time.Time{}, time.Now()); err != nil {
+			t.Errorf("%s reconcile: %v", n.Name(), err)
+		}
+	}
+	if a.Store().FSM().Revision() != revA || b.Store().FSM().Revision() != revB {
+		t.Errorf("registries changed: a1 %d -> %d, b1 %d -> %d", revA, a.Store().FSM().Revision(), revB, b.Store().FSM().Revision())
+	}
+}
