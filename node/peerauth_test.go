@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"hash/crc32"
 	"path/filepath"
@@ -8,10 +9,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
 )
 
 func TestAgentToAgentAPIRefusesCallersWithoutTheClusterSecret(t *testing.T) {
@@ -63,5 +66,42 @@ func TestAgentToAgentAPIRefusesCallersWithoutTheClusterSecret(t *testing.T) {
 	}
 	if c := countFiles(shardsDir); c == 0 {
 		t.Fatal("PutShard with the cluster's proof stored nothing")
+	}
+}
+
+func TestAgentWithoutClusterIdentityServesNoAgentAPI(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Bootstrap = false // a new agent waiting to be added to a cluster
+	n, err := New(cfg, WithLogger(testlog.New(t, cfg.Name)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	conn, _ := dial(t, n.GRPCAddr())
+	someSecret := bytes.Repeat([]byte{7}, 32)
+	ctx := metadata.AppendToOutgoingContext(ctxT(t), clusterAuthKey, clusterAuth(someSecret, "/zrpc.v1.Internal/Apply"))
+	_, err = pb.NewInternalClient(conn).Apply(ctx, &pb.Command{Kind: &pb.Command_ClusterInit{ClusterInit: &pb.ClusterInit{}}})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("Internal.Apply on an agent without a cluster identity: %v, want PermissionDenied", err)
+	}
+	// Its public API answers (bootstrap_expect asks peers for their Status).
+	if _, err := pb.NewStatusClient(conn).Status(ctxT(t), &pb.StatusRequest{}); err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+
+	// As a caller it has no proof yet: its calls of the agent-to-agent API
+	// fail Unavailable, which a forwarded write retries, and its other
+	// calls carry nothing.
+	creds := peerCredentials{n}
+	md, err := creds.GetRequestMetadata(credentials.NewContextWithRequestInfo(ctxT(t), credentials.RequestInfo{Method: "/zrpc.v1.Internal/Apply"}))
+	if status.Code(err) != codes.Unavailable || !retryOnLeader(err) || md != nil {
+		t.Fatalf("credentials without a secret: %v, %v; want Unavailable (retried)", md, err)
+	}
+	md, err = creds.GetRequestMetadata(credentials.NewContextWithRequestInfo(ctxT(t), credentials.RequestInfo{Method: "/zrpc.v1.Status/Status"}))
+	if err != nil || len(md) != 0 {
+		t.Fatalf("credentials of a public call: %v, %v; want none", md, err)
 	}
 }
