@@ -62,7 +62,8 @@ func openDataDir(dir, name string) (*dataDir, error) {
 	if err := d.acquire(); err != nil {
 		return nil, err
 	}
-	if err := d.checkOwner(name); err != nil {
+	claimed, err := d.checkOwner(name)
+	if err != nil {
 		d.close()
 		return nil, err
 	}
@@ -70,7 +71,7 @@ func openDataDir(dir, name string) (*dataDir, error) {
 		d.close()
 		return nil, err
 	}
-	if err := d.checkRaftState(name); err != nil {
+	if err := d.checkRaftState(name, !claimed); err != nil {
 		d.close()
 		return nil, err
 	}
@@ -97,12 +98,13 @@ func (d *dataDir) writeClusterID(id string) error {
 }
 
 // checkRaftState refuses a directory whose Raft log is gone while the rest
-// of it shows that the agent belonged to a cluster: a cluster id, peers it
-// gossiped with, shards it held or Raft snapshots. Starting would let the
-// agent bootstrap a cluster of its own (or vote again in terms it already
-// voted in) and then collect its shards as orphans. Raft state cannot be
-// rebuilt locally; the agent has to rejoin as a new member.
-func (d *dataDir) checkRaftState(name string) error {
+// of it shows that the agent belonged to a cluster: a node id from an
+// earlier start (which created raft.db right after writing it), a cluster
+// id, peers it gossiped with, shards it held or Raft snapshots. Starting
+// would let the agent bootstrap a cluster of its own (or vote again in
+// terms it already voted in) and then collect its shards as orphans. Raft
+// state cannot be rebuilt locally; the agent has to rejoin as a new member.
+func (d *dataDir) checkRaftState(name string, startedBefore bool) error {
 	raftDB := filepath.Join(d.path, raftDirName, raftDBFile)
 	if _, err := os.Stat(raftDB); err == nil {
 		return nil
@@ -110,6 +112,9 @@ func (d *dataDir) checkRaftState(name string) error {
 		return fmt.Errorf("stat %s: %w", raftDB, err)
 	}
 	var evidence []string
+	if startedBefore {
+		evidence = append(evidence, nodeIDFile)
+	}
 	if d.clusterID != "" {
 		evidence = append(evidence, clusterIDFile)
 	}
@@ -170,22 +175,23 @@ func (d *dataDir) acquire() error {
 	return nil
 }
 
-// checkOwner makes sure the directory belongs to name, claiming it if new.
-func (d *dataDir) checkOwner(name string) error {
+// checkOwner makes sure the directory belongs to name, claiming it if new;
+// claimed reports whether it did.
+func (d *dataDir) checkOwner(name string) (claimed bool, err error) {
 	p := filepath.Join(d.path, nodeIDFile)
 	b, err := os.ReadFile(p)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return writeFileSync(p, []byte(name+"\n"))
+		return true, writeFileSync(p, []byte(name+"\n"))
 	case err != nil:
-		return fmt.Errorf("read %s: %w", p, err)
+		return false, fmt.Errorf("read %s: %w", p, err)
 	}
 	owner := strings.TrimSpace(string(b))
 	if owner != name {
-		return fmt.Errorf("data dir %s belongs to agent %q, not %q; start with --name %s or choose another --data-dir",
+		return false, fmt.Errorf("data dir %s belongs to agent %q, not %q; start with --name %s or choose another --data-dir",
 			d.path, owner, name, owner)
 	}
-	return nil
+	return false, nil
 }
 
 func (d *dataDir) close() error {

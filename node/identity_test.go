@@ -86,6 +86,7 @@ func TestDataDirOfAClusterMemberNeedsItsRaftLog(t *testing.T) {
 		content  string
 		evidence string
 	}{
+		{"node id only", nodeIDFile, "n1\n", nodeIDFile},
 		{"cluster id", clusterIDFile, id + "\n", id},
 		{"peers", peersFile, `["127.0.0.1:8402"]`, peersFile},
 		{"shards", filepath.Join(shardsDirName, "ab", "abcdef", "0.0.shard"), "shard", "1 files under shards/"},
