@@ -3,12 +3,15 @@ package node
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
 	"github.com/zrpcio/zrpc/internal/testlog"
 )
@@ -170,4 +173,91 @@ func TestAgentsOfAnotherClusterCannotJoin(t *testing.T) {
 	if a.Store().FSM().Revision() != revA || b.Store().FSM().Revision() != revB {
 		t.Errorf("registries changed: a1 %d -> %d, b1 %d -> %d", revA, a.Store().FSM().Revision(), revB, b.Store().FSM().Revision())
 	}
+}
+
+// startJoined starts an agent that joins through the gossip address join.
+func startJoined(t *testing.T, cfg Config, join string) *Node {
+	t.Helper()
+	cfg.Join = []string{join}
+	n, err := New(cfg, WithLogger(testlog.New(t, cfg.Name)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatalf("Start %s: %v", cfg.Name, err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func raftServers(n *Node) []string {
+	f := n.Store().Raft().GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	var out []string
+	for _, s := range f.Configuration().Servers {
+		out = append(out, string(s.ID))
+	}
+	return out
+}
+
+func TestAgentThatLostItsRaftLogRejoinsAsANewMember(t *testing.T) {
+	cfg1 := testConfig(t)
+	n1 := startNode(t, cfg1)
+	cfg2, cfg3 := testConfig(t), testConfig(t)
+	cfg2.Name, cfg3.Name = "n2", "n3"
+	n2 := startJoined(t, cfg2, n1.gossip.LocalAddr())
+	n3 := startJoined(t, cfg3, n1.gossip.LocalAddr())
+	waitFor(t, 20*time.Second, "three Raft servers and n3 in the cluster", func() bool {
+		return len(raftServers(n1)) == 3 && n3.Store().FSM().ClusterID() != ""
+	})
+	id := n1.Store().FSM().ClusterID()
+	conn, reg := dial(t, n1.GRPCAddr())
+	if _, err := reg.Register(ctxT(t), &pb.RegisterRequest{Instance: inst("user.rpc", "u1", "127.0.0.1:9001")}); err != nil {
+		t.Fatal(err)
+	}
+
+	// n3's disk is replaced: its Raft log is gone, the rest is not.
+	waitFor(t, 10*time.Second, "n3 recorded the cluster id", func() bool {
+		_, err := os.Stat(filepath.Join(cfg3.DataDir, clusterIDFile))
+		return err == nil
+	})
+	// It keeps its addresses, as an agent on a repaired machine does.
+	cfg3.GRPCPort, cfg3.RaftPort, cfg3.GossipPort = portOf(t, n3.GRPCAddr()), portOf(t, n3.Store().RaftAddr()), portOf(t, n3.gossip.LocalAddr())
+	n3.Close()
+	os.Remove(filepath.Join(cfg3.DataDir, raftDirName, raftDBFile))
+	wantRefusedUntouched(t, cfg3, id)
+
+	// The operator removes it, as the refusal says, through any agent.
+	status := pb.NewStatusClient(conn)
+	waitFor(t, 20*time.Second, "n3 removed", func() bool {
+		_, err := status.RemovePeer(ctxT(t), &pb.RemovePeerRequest{Name: "n3"})
+		return err == nil
+	})
+	if got := raftServers(n1); len(got) != 2 {
+		t.Fatalf("Raft servers after remove-peer: %v", got)
+	}
+
+	// It comes back as a new member with an empty data dir.
+	fresh := cfg3
+	fresh.DataDir = t.TempDir()
+	back := startJoined(t, fresh, n2.gossip.LocalAddr())
+	waitFor(t, 20*time.Second, "n3 back in Raft with the cluster's id and registry", func() bool {
+		return len(raftServers(n1)) == 3 && back.Store().FSM().ClusterID() == id &&
+			back.Store().FSM().Instance("user.rpc", "u1") != nil
+	})
+}
+
+func portOf(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
 }
