@@ -130,15 +130,22 @@ func (d *dataDir) checkRaftState(name string, startedBefore bool) error {
 	if len(evidence) == 0 {
 		return nil
 	}
+	return d.lostRaftLog(name, "is missing", evidence)
+}
+
+// lostRaftLog is the error of an agent that belonged to a cluster and has
+// lost its Raft log (how says what happened to raft.db): it says how to
+// rejoin.
+func (d *dataDir) lostRaftLog(name, how string, evidence []string) error {
 	cluster := "a cluster"
 	if d.clusterID != "" {
 		cluster = "cluster " + d.clusterID
 	}
-	return fmt.Errorf("data dir %s shows agent %q belonged to %s (%s) but its Raft log %s is missing; "+
+	return fmt.Errorf("data dir %s shows agent %q belonged to %s (%s) but its Raft log %s %s; "+
 		"it will not start a cluster of its own and has changed nothing. "+
 		"To rejoin as a new member: run `zrpcctl raft remove-peer %s` against a running agent of the cluster, "+
 		"move %s aside (repair rebuilds its shards elsewhere), and start this agent with an empty --data-dir and `zrpcd agent join ADDR`",
-		d.path, name, cluster, strings.Join(evidence, ", "), raftDB, name, d.path)
+		d.path, name, cluster, strings.Join(evidence, ", "), filepath.Join(d.path, raftDirName, raftDBFile), how, name, d.path)
 }
 
 // countFiles counts the regular files under dir (0 if it does not exist).

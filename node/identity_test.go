@@ -14,6 +14,7 @@ import (
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // startErr starts an agent on cfg and returns Start's error.
@@ -260,4 +261,33 @@ func portOf(t *testing.T, addr string) int {
 		t.Fatal(err)
 	}
 	return port
+}
+
+func TestEmptyRaftLogOfAClusterMemberIsRefused(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Bootstrap = false // creates raft.db, joins nothing
+	n, err := New(cfg, WithLogger(testlog.New(t, cfg.Name)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	// raft.db replaced by an empty one in a data dir of a cluster member.
+	const id = "0123456789abcdef0123456789abcdef"
+	os.WriteFile(filepath.Join(cfg.DataDir, clusterIDFile), []byte(id+"\n"), 0o600)
+	cfg.Bootstrap = true
+	err = startErr(t, cfg)
+	if err == nil || !strings.Contains(err.Error(), "has no Raft state") || !strings.Contains(err.Error(), "remove-peer n1") {
+		t.Fatalf("Start: %v, want the lost Raft log refusal", err)
+	}
+	logs, err := raftstore.OpenBoltStore(raftstore.BoltOptions{Path: filepath.Join(cfg.DataDir, raftDirName, raftDBFile)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
+	if last, err := logs.LastIndex(); err != nil || last != 0 {
+		t.Fatalf("raft.db last index %d (%v): the refused agent bootstrapped", last, err)
+	}
 }
