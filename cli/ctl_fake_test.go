@@ -60,7 +60,7 @@ func startCtlFake(t *testing.T) *ctlFake {
 	a.OnStatus = func(context.Context, *zrpcpb.StatusRequest) (*zrpcpb.StatusResponse, error) {
 		return &zrpcpb.StatusResponse{
 			Header: header, Node: "node-1", Leader: "node-2", LeaderAddress: "10.0.0.2:8401",
-			Term: 3, RaftState: "Follower", CommitIndex: 42, AppliedIndex: 41, LastLogIndex: 42,
+			Term: 3, RaftState: "Follower", ClusterId: "5f0c2a9e41d7b3c8a6e19f2d4b7c0e83", CommitIndex: 42, AppliedIndex: 41, LastLogIndex: 42,
 			Build: "0.1.0", LastContact: durationpb.New(12 * time.Millisecond),
 		}, nil
 	}

@@ -32,6 +32,7 @@ or whose last contact keeps growing, is falling behind.`,
 				}
 				return p.fields(st, []field{
 					{"Node", st.GetNode()},
+					{"Cluster ID", st.GetClusterId()},
 					{"Leader", st.GetLeader()},
 					{"Leader address", st.GetLeaderAddress()},
 					{"Term", strconv.FormatUint(st.GetTerm(), 10)},

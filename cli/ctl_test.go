@@ -31,6 +31,7 @@ user-2  10.0.0.6:9000  critical  100     -      -        -
 `},
 		{"status", []string{"status"}, `
 Node:           node-1
+Cluster ID:     5f0c2a9e41d7b3c8a6e19f2d4b7c0e83
 Leader:         node-2
 Leader address: 10.0.0.2:8401
 Term:           3

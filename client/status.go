@@ -60,3 +60,16 @@ func (c *Client) Leave(ctx context.Context) (bool, error) {
 	}
 	return resp.Removed, nil
 }
+
+// RemovePeer removes agent name from the cluster for good: from Raft and,
+// with its instances and sessions, from the registry. The leader does it
+// (any agent forwards the call); it refuses to remove itself or an agent
+// that is alive. It returns the registry revision after the removal.
+func (c *Client) RemovePeer(ctx context.Context, name string) (uint64, error) {
+	var resp *zrpcpb.RemovePeerResponse
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = ep.status.RemovePeer(ctx, &zrpcpb.RemovePeerRequest{Name: name})
+		return err
+	})
+	return resp.GetHeader().GetRevision(), err
+}

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -28,15 +29,22 @@ import (
 //     from the packet handler, without the node lock, so it may run at the
 //     same time as the three above; it must not block either.
 //   - NodeMeta is called from Create, UpdateNode and push/pull syncs.
+//   - NotifyMerge (memberlist.MergeDelegate) is called from the goroutine
+//     of a join's push/pull, on both the joining agent and the one it
+//     contacts, without the node lock; NotifyAlive
+//     (memberlist.AliveDelegate) from whichever goroutine handles an alive
+//     message, with the node lock held. Both only decode and compare
+//     cluster ids; they must not block.
 //
 // So every method copies what it needs, takes only the delegate's own
 // short mutex, and hands Events to the unbounded queue; nothing here waits
 // for the consumer of Events. The mutex covers both the table change and
 // the push, so the event order always matches the table's transitions.
 type delegate struct {
-	log   *slog.Logger
-	meta  func() []byte // this agent's encoded meta
-	queue *eventQueue
+	log       *slog.Logger
+	meta      func() []byte // this agent's encoded meta
+	clusterID func() string // this agent's cluster id ("" if none yet)
+	queue     *eventQueue
 
 	mu      sync.Mutex
 	members map[string]*memberEntry
@@ -45,6 +53,8 @@ type delegate struct {
 var (
 	_ memberlist.Delegate      = (*delegate)(nil)
 	_ memberlist.EventDelegate = (*delegate)(nil)
+	_ memberlist.MergeDelegate = (*delegate)(nil)
+	_ memberlist.AliveDelegate = (*delegate)(nil)
 )
 
 // memberEntry is a Member with what the table needs to keep it.
@@ -54,8 +64,46 @@ type memberEntry struct {
 	since   time.Time // last status change
 }
 
-func newDelegate(log *slog.Logger, meta func() []byte, queue *eventQueue) *delegate {
-	return &delegate{log: log, meta: meta, queue: queue, members: make(map[string]*memberEntry)}
+func newDelegate(log *slog.Logger, meta func() []byte, clusterID func() string, queue *eventQueue) *delegate {
+	return &delegate{log: log, meta: meta, clusterID: clusterID, queue: queue, members: make(map[string]*memberEntry)}
+}
+
+// ErrOtherCluster is returned (wrapped) when a member belongs to another
+// cluster than this agent.
+var ErrOtherCluster = errors.New("member belongs to another cluster")
+
+// NotifyMerge refuses a join (either way) with a cluster one of whose
+// members has a cluster id other than this agent's. Members and agents
+// without an id (not in a cluster yet) are accepted.
+func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
+	for _, p := range peers {
+		if err := d.sameCluster(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NotifyAlive ignores alive messages of members of another cluster, so
+// that they never become members here even without a join.
+func (d *delegate) NotifyAlive(p *memberlist.Node) error {
+	return d.sameCluster(p)
+}
+
+// sameCluster returns ErrOtherCluster (and logs it) if p carries a
+// cluster id that is not empty and not this agent's.
+func (d *delegate) sameCluster(p *memberlist.Node) error {
+	own := d.clusterID()
+	if own == "" {
+		return nil
+	}
+	meta, err := decodeMeta(p.Meta)
+	if err != nil || meta.ClusterID == "" || meta.ClusterID == own {
+		return nil
+	}
+	d.log.Warn("refusing a member of another cluster", "member", p.Name, "addr", p.Address(),
+		"member_cluster", meta.ClusterID, "cluster", own)
+	return fmt.Errorf("%w: %s (%s) is in cluster %s, this agent in cluster %s", ErrOtherCluster, p.Name, p.Address(), meta.ClusterID, own)
 }
 
 // set stores m and queues an event of type typ; the caller holds d.mu.

@@ -56,6 +56,7 @@ type Gossip struct {
 
 	metaMu      sync.Mutex
 	metaEncoded []byte // this agent's meta as sent, read by NodeMeta
+	clusterID   string // this agent's cluster id, as in metaEncoded
 
 	delegate *delegate // member table and memberlist's callbacks
 	queue    *eventQueue
@@ -100,10 +101,11 @@ func New(cfg Config) (*Gossip, error) {
 		cfg:         cfg,
 		log:         logger,
 		metaEncoded: meta,
+		clusterID:   cfg.Meta.ClusterID,
 		queue:       newEventQueue(),
 		out:         make(chan Event, eventBuffer),
 	}
-	g.delegate = newDelegate(logger, g.metaBytes, g.queue)
+	g.delegate = newDelegate(logger, g.metaBytes, g.clusterIDOf, g.queue)
 	g.mc = g.memberlistConfig()
 	g.forgetAfter = g.mc.GossipToTheDeadTime
 	return g, nil
@@ -126,6 +128,8 @@ func (g *Gossip) memberlistConfig() *memberlist.Config {
 	}
 	mc.Delegate = g.delegate
 	mc.Events = g.delegate
+	mc.Merge = g.delegate
+	mc.Alive = g.delegate
 	mc.Logger = newMemberlistLogger(g.log)
 	mc.Transport = c.Transport
 	if len(c.EncryptKey) > 0 {
@@ -299,10 +303,17 @@ func (g *Gossip) metaBytes() []byte {
 	return g.metaEncoded
 }
 
-func (g *Gossip) setMetaBytes(b []byte) {
+func (g *Gossip) clusterIDOf() string {
+	g.metaMu.Lock()
+	defer g.metaMu.Unlock()
+	return g.clusterID
+}
+
+func (g *Gossip) setMeta(b []byte, clusterID string) {
 	g.metaMu.Lock()
 	defer g.metaMu.Unlock()
 	g.metaEncoded = b
+	g.clusterID = clusterID
 }
 
 // UpdateMeta replaces this agent's meta and re-broadcasts it; peers report
@@ -327,7 +338,7 @@ func (g *Gossip) UpdateMeta(m Meta) error {
 	if err != nil {
 		return fmt.Errorf("update meta: %w", err)
 	}
-	g.setMetaBytes(b)
+	g.setMeta(b, m.ClusterID)
 	if err := ml.UpdateNode(updateTimeout); err != nil {
 		return fmt.Errorf("broadcast meta update: %w", err)
 	}

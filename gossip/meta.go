@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +27,10 @@ type Meta struct {
 	Build string
 	// Zone is the failure domain (rack, availability zone) the agent runs in.
 	Zone string
+	// ClusterID names the cluster the agent belongs to; empty for an agent
+	// that has not joined one yet. Members with different non-empty ids
+	// refuse each other.
+	ClusterID string
 }
 
 // ErrMetaTooLarge is returned (wrapped) when a Meta does not fit in
@@ -46,6 +51,7 @@ type wireMeta struct {
 	Role     string `json:"role,omitempty"`
 	Build    string `json:"build,omitempty"`
 	Zone     string `json:"zone,omitempty"`
+	Cluster  string `json:"cluster,omitempty"`
 }
 
 // validate checks the fields both when encoding and after decoding.
@@ -61,8 +67,17 @@ func (m Meta) validate() error {
 			return fmt.Errorf("%s %q is not host:port", a.field, a.addr)
 		}
 	}
+	if len(m.ClusterID) > maxClusterID {
+		return fmt.Errorf("cluster id is %d bytes, over %d", len(m.ClusterID), maxClusterID)
+	}
+	if _, err := hex.DecodeString(m.ClusterID); err != nil {
+		return fmt.Errorf("cluster id %q is not hex", m.ClusterID)
+	}
 	return nil
 }
+
+// maxClusterID bounds a cluster id in meta (zrpc's are 32 hex digits).
+const maxClusterID = 64
 
 // encode returns m's wire form, checking memberlist's size limit.
 func (m Meta) encode() ([]byte, error) {
@@ -73,7 +88,7 @@ func (m Meta) encode() ([]byte, error) {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	w := wireMeta{V: metaVersion, Name: m.Name, GRPCAddr: m.GRPCAddr, RaftAddr: m.RaftAddr,
-		Role: m.Role, Build: m.Build, Zone: m.Zone}
+		Role: m.Role, Build: m.Build, Zone: m.Zone, Cluster: m.ClusterID}
 	if err := enc.Encode(w); err != nil {
 		return nil, fmt.Errorf("encode meta: %w", err)
 	}
@@ -100,7 +115,7 @@ func decodeMeta(b []byte) (Meta, error) {
 	if w.V != metaVersion {
 		return Meta{}, fmt.Errorf("decode meta: unsupported version %d (this build reads %d)", w.V, metaVersion)
 	}
-	m := Meta{Name: w.Name, GRPCAddr: w.GRPCAddr, RaftAddr: w.RaftAddr, Role: w.Role, Build: w.Build, Zone: w.Zone}
+	m := Meta{Name: w.Name, GRPCAddr: w.GRPCAddr, RaftAddr: w.RaftAddr, Role: w.Role, Build: w.Build, Zone: w.Zone, ClusterID: w.Cluster}
 	if err := m.validate(); err != nil {
 		return Meta{}, fmt.Errorf("decode meta: %w", err)
 	}

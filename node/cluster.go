@@ -60,7 +60,7 @@ func (n *Node) startGossip() error {
 func (n *Node) selfMeta() gossip.Meta {
 	return gossip.Meta{
 		Name: n.cfg.Name, GRPCAddr: n.GRPCAddr(), RaftAddr: n.store.RaftAddr(),
-		Role: "server", Build: Build, Zone: n.cfg.Zone,
+		Role: "server", Build: Build, Zone: n.cfg.Zone, ClusterID: n.clusterID(),
 	}
 }
 

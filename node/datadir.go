@@ -15,20 +15,32 @@ import (
 //
 //	LOCK          flock'd; holds the owner's pid
 //	node-id       the agent name the directory belongs to
+//	cluster-id    the id of the cluster the agent belongs to
 //	raft/         raft.db (log + stable store), snapshots/
+//	peers.json    gossip addresses of the last known peers
+//	shards/       blob shard files
 type dataDir struct {
 	path string
 	lock *os.File
+	// clusterID is what cluster-id held when the directory was opened
+	// ("" if there was none); it is not changed afterwards.
+	clusterID string
 }
 
 const (
-	lockFile   = "LOCK"
-	nodeIDFile = "node-id"
+	lockFile      = "LOCK"
+	nodeIDFile    = "node-id"
+	clusterIDFile = "cluster-id"
+	raftDirName   = "raft"
+	raftDBFile    = "raft.db"
+	shardsDirName = "shards"
 )
 
 // openDataDir creates or opens dir for the agent called name. It refuses a
-// directory another agent holds, one that belongs to another name, and a
-// non-empty directory that zrpc did not create, and writes nothing in them.
+// directory another agent holds, one that belongs to another name, a
+// non-empty directory that zrpc did not create, and one that shows the
+// agent belonged to a cluster but has lost its Raft state, and writes
+// nothing in them.
 func openDataDir(dir, name string) (*dataDir, error) {
 	if err := ensureDir(dir); err != nil {
 		return nil, err
@@ -50,11 +62,102 @@ func openDataDir(dir, name string) (*dataDir, error) {
 	if err := d.acquire(); err != nil {
 		return nil, err
 	}
-	if err := d.checkOwner(name); err != nil {
+	claimed, err := d.checkOwner(name)
+	if err != nil {
+		d.close()
+		return nil, err
+	}
+	if err := d.readClusterID(); err != nil {
+		d.close()
+		return nil, err
+	}
+	if err := d.checkRaftState(name, !claimed); err != nil {
 		d.close()
 		return nil, err
 	}
 	return d, nil
+}
+
+func (d *dataDir) readClusterID() error {
+	p := filepath.Join(d.path, clusterIDFile)
+	b, err := os.ReadFile(p)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read %s: %w", p, err)
+	}
+	d.clusterID = strings.TrimSpace(string(b))
+	return nil
+}
+
+// writeClusterID records the cluster the agent belongs to (fsync'd, through
+// a temporary file and a rename).
+func (d *dataDir) writeClusterID(id string) error {
+	return writeFileSync(filepath.Join(d.path, clusterIDFile), []byte(id+"\n"))
+}
+
+// checkRaftState refuses a directory whose Raft log is gone while the rest
+// of it shows that the agent belonged to a cluster: a node id from an
+// earlier start (which created raft.db right after writing it), a cluster
+// id, peers it gossiped with, shards it held or Raft snapshots. Starting
+// would let the agent bootstrap a cluster of its own (or vote again in
+// terms it already voted in) and then collect its shards as orphans. Raft
+// state cannot be rebuilt locally; the agent has to rejoin as a new member.
+func (d *dataDir) checkRaftState(name string, startedBefore bool) error {
+	raftDB := filepath.Join(d.path, raftDirName, raftDBFile)
+	if _, err := os.Stat(raftDB); err == nil {
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("stat %s: %w", raftDB, err)
+	}
+	var evidence []string
+	if startedBefore {
+		evidence = append(evidence, nodeIDFile)
+	}
+	if d.clusterID != "" {
+		evidence = append(evidence, clusterIDFile)
+	}
+	if _, err := os.Stat(filepath.Join(d.path, peersFile)); err == nil {
+		evidence = append(evidence, peersFile)
+	}
+	if n := countFiles(filepath.Join(d.path, shardsDirName)); n > 0 {
+		evidence = append(evidence, fmt.Sprintf("%d files under %s/", n, shardsDirName))
+	}
+	if n := countFiles(filepath.Join(d.path, raftDirName, "snapshots")); n > 0 {
+		evidence = append(evidence, "Raft snapshots")
+	}
+	if len(evidence) == 0 {
+		return nil
+	}
+	return d.lostRaftLog(name, "is missing", evidence)
+}
+
+// lostRaftLog is the error of an agent that belonged to a cluster and has
+// lost its Raft log (how says what happened to raft.db): it says how to
+// rejoin.
+func (d *dataDir) lostRaftLog(name, how string, evidence []string) error {
+	cluster := "a cluster"
+	if d.clusterID != "" {
+		cluster = "cluster " + d.clusterID
+	}
+	return fmt.Errorf("data dir %s shows agent %q belonged to %s (%s) but its Raft log %s %s; "+
+		"it will not start a cluster of its own and has changed nothing. "+
+		"To rejoin as a new member: run `zrpcctl raft remove-peer %s` against a running agent of the cluster, "+
+		"move %s aside (repair rebuilds its shards elsewhere), and start this agent with an empty --data-dir and `zrpcd agent join ADDR`",
+		d.path, name, cluster, strings.Join(evidence, ", "), filepath.Join(d.path, raftDirName, raftDBFile), how, name, d.path)
+}
+
+// countFiles counts the regular files under dir (0 if it does not exist).
+func countFiles(dir string) int {
+	n := 0
+	filepath.WalkDir(dir, func(_ string, e os.DirEntry, err error) error {
+		if err == nil && e.Type().IsRegular() {
+			n++
+		}
+		return nil
+	})
+	return n
 }
 
 func (d *dataDir) acquire() error {
@@ -79,22 +182,23 @@ func (d *dataDir) acquire() error {
 	return nil
 }
 
-// checkOwner makes sure the directory belongs to name, claiming it if new.
-func (d *dataDir) checkOwner(name string) error {
+// checkOwner makes sure the directory belongs to name, claiming it if new;
+// claimed reports whether it did.
+func (d *dataDir) checkOwner(name string) (claimed bool, err error) {
 	p := filepath.Join(d.path, nodeIDFile)
 	b, err := os.ReadFile(p)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return writeFileSync(p, []byte(name+"\n"))
+		return true, writeFileSync(p, []byte(name+"\n"))
 	case err != nil:
-		return fmt.Errorf("read %s: %w", p, err)
+		return false, fmt.Errorf("read %s: %w", p, err)
 	}
 	owner := strings.TrimSpace(string(b))
 	if owner != name {
-		return fmt.Errorf("data dir %s belongs to agent %q, not %q; start with --name %s or choose another --data-dir",
+		return false, fmt.Errorf("data dir %s belongs to agent %q, not %q; start with --name %s or choose another --data-dir",
 			d.path, owner, name, owner)
 	}
-	return nil
+	return false, nil
 }
 
 func (d *dataDir) close() error {
@@ -127,6 +231,19 @@ func writeFileSync(path string, data []byte) error {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("rename %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }

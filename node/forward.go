@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -66,6 +67,7 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 	}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(peerCredentials{f.n}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMessage), grpc.MaxCallSendMsgSize(maxRecvMessage)),
 		// Peers restart: reconnect within a second, not after gRPC's
 		// default backoff of up to two minutes. (ClientConn's
@@ -87,6 +89,29 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 	f.conns[addr] = c
 	return c, nil
 }
+
+// peerCredentials proves to a peer that a call of its agent-to-agent API
+// comes from an agent of the cluster (see checkPeer); other calls carry
+// nothing.
+type peerCredentials struct{ n *Node }
+
+// GetRequestMetadata is called by gRPC for every call on a peer connection.
+func (c peerCredentials) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
+	ri, ok := credentials.RequestInfoFromContext(ctx)
+	if !ok || !peerOnly(ri.Method) {
+		return nil, nil
+	}
+	secret := c.n.store.FSM().ClusterSecret()
+	if secret == nil {
+		// A new agent that has not applied the cluster's identity yet:
+		// Unavailable, so that a forwarded write waits for it.
+		return nil, status.Error(codes.Unavailable, "this agent has not received its cluster's identity yet")
+	}
+	return map[string]string{clusterAuthKey: clusterAuth(secret, ri.Method)}, nil
+}
+
+// RequireTransportSecurity is false: peers talk plaintext gRPC until mTLS.
+func (peerCredentials) RequireTransportSecurity() bool { return false }
 
 // onLeader runs local when this agent leads, remote with a connection to the
 // leader otherwise. It retries while there is no leader or the leader moves,

@@ -2,12 +2,18 @@ package node
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -26,8 +32,8 @@ const maxRecvMessage = storage.MaxBlockSize + 1<<20
 
 func newGRPCServer(n *Node) *grpc.Server {
 	s := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(n.unaryInterceptor),
-		grpc.ChainStreamInterceptor(n.streamInterceptor),
+		grpc.ChainUnaryInterceptor(n.unaryInterceptor, n.unaryPeerAuth),
+		grpc.ChainStreamInterceptor(n.streamInterceptor, n.streamPeerAuth),
 		grpc.MaxRecvMsgSize(maxRecvMessage),
 		grpc.MaxSendMsgSize(maxMessage),
 		// Notice dead session holders behind a silent network within ~15 s;
@@ -61,4 +67,69 @@ func (n *Node) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Strea
 	err := apierr.ToStatus(h(srv, ss))
 	n.metrics.observeRPC(info.FullMethod, status.Code(err), start)
 	return err
+}
+
+// Agent-to-agent API: the services below are served only to agents of this
+// cluster. A caller proves it is one with the x-zrpc-cluster-auth metadata:
+// HMAC-SHA256 of the full method name keyed with the cluster's secret
+// (raftstore ClusterInit), sent by every peer connection (forward.go). An
+// agent that has not applied the cluster's ClusterInit yet serves them to
+// no one; joining needs none of them (it runs over gossip and the Raft
+// transport).
+
+// peerOnlyServices are the services that only agents may call.
+var peerOnlyServices = map[string]bool{
+	pb.Internal_ServiceDesc.ServiceName: true,
+	pb.Shards_ServiceDesc.ServiceName:   true,
+}
+
+const clusterAuthKey = "x-zrpc-cluster-auth"
+
+// errNotAnAgent answers a call of the agent-to-agent API that does not
+// carry this cluster's proof.
+var errNotAnAgent = status.Error(codes.PermissionDenied, "agent-to-agent API: caller is not an agent of this cluster")
+
+// peerOnly reports whether fullMethod ("/zrpc.v1.Shards/PutShard") belongs
+// to an agent-to-agent service.
+func peerOnly(fullMethod string) bool {
+	svc, _, ok := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	return ok && peerOnlyServices[svc]
+}
+
+// clusterAuth is the proof an agent sends with a call of fullMethod.
+func clusterAuth(secret []byte, fullMethod string) string {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(fullMethod))
+	return hex.EncodeToString(mac.Sum(nil))
+}
+
+// checkPeer lets a call of the agent-to-agent API through only with this
+// cluster's proof for that method, compared in constant time.
+func (n *Node) checkPeer(ctx context.Context, fullMethod string) error {
+	if !peerOnly(fullMethod) {
+		return nil
+	}
+	secret := n.store.FSM().ClusterSecret()
+	if secret == nil {
+		return errNotAnAgent
+	}
+	got := metadata.ValueFromIncomingContext(ctx, clusterAuthKey)
+	if len(got) != 1 || !hmac.Equal([]byte(got[0]), []byte(clusterAuth(secret, fullMethod))) {
+		return errNotAnAgent
+	}
+	return nil
+}
+
+func (n *Node) unaryPeerAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := n.checkPeer(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+func (n *Node) streamPeerAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := n.checkPeer(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return h(srv, ss)
 }

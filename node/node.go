@@ -159,6 +159,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startGossip(); err != nil {
 		return err
 	}
+	n.goLoop(n.recordClusterID)
 	if err := n.startHTTP(); err != nil {
 		return err
 	}
@@ -171,16 +172,18 @@ func (n *Node) Start(ctx context.Context) (err error) {
 }
 
 func (n *Node) startRaft() error {
-	raftDir := filepath.Join(n.dir.path, "raft")
+	raftDir := filepath.Join(n.dir.path, raftDirName)
 	if err := ensureDir(raftDir); err != nil {
 		return err
 	}
+	// An agent that knows its cluster's id never bootstraps another.
+	bootstrap := n.cfg.Bootstrap && len(n.cfg.Join) == 0 && n.cfg.BootstrapExpect == 0 && n.dir.clusterID == ""
 	rc := raftstore.Config{
 		NodeID:             n.cfg.Name,
 		Dir:                raftDir,
 		BindAddr:           n.addr(n.cfg.RaftPort),
 		StreamLayer:        n.opts.raftStream,
-		Bootstrap:          n.cfg.Bootstrap && len(n.cfg.Join) == 0 && n.cfg.BootstrapExpect == 0,
+		Bootstrap:          bootstrap,
 		HeartbeatTimeout:   n.cfg.RaftHeartbeatTimeout,
 		ElectionTimeout:    n.cfg.RaftElectionTimeout,
 		LeaderLeaseTimeout: n.cfg.RaftLeaderLease,
@@ -194,11 +197,18 @@ func (n *Node) startRaft() error {
 	}
 	n.store = raftstore.New(rc)
 	n.ttl = newTTLTracker()
+	n.store.OnLeader(n.initCluster)
 	n.store.OnLeader(n.announceSelf)
 	n.store.OnLeader(n.runTTLChecks)
 	n.store.OnLeader(n.runReconcile)
 	n.store.OnLeader(n.blobs.RunRepair)
-	return n.store.Open()
+	if err := n.store.Open(); err != nil {
+		return err
+	}
+	if !n.store.HadState() && n.dir.clusterID != "" {
+		return n.dir.lostRaftLog(n.cfg.Name, "has no Raft state", []string{clusterIDFile})
+	}
+	return nil
 }
 
 func (n *Node) startGRPC() error {

@@ -36,6 +36,7 @@ func (s *statusServer) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.Sta
 		AppliedIndex: r.AppliedIndex(),
 		LastLogIndex: r.LastIndex(),
 		Build:        Build,
+		ClusterId:    s.n.clusterID(),
 	}
 	if leaderID != "" {
 		if node := s.n.store.FSM().Node(string(leaderID)); node != nil {

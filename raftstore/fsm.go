@@ -33,6 +33,8 @@ type FSM struct {
 	// retried after an ambiguous failure is applied once.
 	requests *requestLog
 	blobs    blobState
+	// cluster is the cluster's identity (cluster.go).
+	cluster *clusterState
 
 	events *eventLog
 }
@@ -40,7 +42,7 @@ type FSM struct {
 // NewFSM returns an empty state machine whose event ring keeps ringSize
 // events for resuming watchers.
 func NewFSM(ringSize int) *FSM {
-	f := &FSM{events: newEventLog(ringSize), requests: newRequestLog(requestLogSize)}
+	f := &FSM{events: newEventLog(ringSize), requests: newRequestLog(requestLogSize), cluster: newClusterState()}
 	f.reset()
 	return f
 }
@@ -156,6 +158,8 @@ func (f *FSM) apply(cmd *pb.Command, rev uint64, evs []*pb.Event) ([]*pb.Event, 
 		return evs, f.applyBlobDelete(k.BlobDelete.Name)
 	case *pb.Command_BlobShards:
 		return evs, f.applyBlobShards(k.BlobShards, rev)
+	case *pb.Command_ClusterInit:
+		return evs, f.applyClusterInit(k.ClusterInit)
 	default:
 		return evs, fmt.Errorf("%w: unknown raft command %T", ErrInvalidArgument, cmd.Kind)
 	}
@@ -429,6 +433,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		s.nodes = append(s.nodes, n)
 	}
 	s.requests = f.requests.records()
+	s.cluster = f.cluster.get()
 	for _, b := range f.blobs.byName {
 		s.blobs = append(s.blobs, b)
 	}
@@ -450,6 +455,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer f.mu.Unlock()
 	f.reset()
 	f.revision = st.revision
+	f.cluster.set(st.cluster)
 	for _, inst := range st.instances {
 		f.put(inst)
 	}

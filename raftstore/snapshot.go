@@ -36,6 +36,7 @@ type fsmSnapshot struct {
 	requests  []*pb.RequestRecord
 	blobs     []*pb.Blob
 	pending   []*pb.BlobPending
+	cluster   *pb.ClusterInit
 }
 
 // Persist writes the snapshot to sink; raft calls it off the FSM goroutine.
@@ -61,6 +62,7 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 		Requests:     uint64(len(s.requests)),
 		Blobs:        uint64(len(s.blobs)),
 		PendingBlobs: uint64(len(s.pending)),
+		Cluster:      s.cluster,
 	}
 	msgs := []proto.Message{hdr}
 	for _, n := range s.nodes {
@@ -106,7 +108,12 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 	if hdr.Format != snapshotFormat {
 		return nil, fmt.Errorf("%w: format %d, want %d", errSnapshotFormat, hdr.Format, snapshotFormat)
 	}
-	s := &fsmSnapshot{revision: hdr.Revision}
+	s := &fsmSnapshot{revision: hdr.Revision, cluster: hdr.Cluster}
+	if s.cluster != nil {
+		if err := checkClusterInit(s.cluster); err != nil {
+			return nil, fmt.Errorf("read header: %w", err)
+		}
+	}
 	for i := uint64(0); i < hdr.Nodes; i++ {
 		n := &pb.Node{}
 		if err := opts.UnmarshalFrom(br, n); err != nil {

@@ -40,6 +40,7 @@ type Command struct {
 	//	*Command_BlobAbort
 	//	*Command_BlobDelete
 	//	*Command_BlobShards
+	//	*Command_ClusterInit
 	Kind isCommand_Kind `protobuf_oneof:"kind"`
 	// request_id identifies one API request. A write retried after an
 	// ambiguous failure (the leader died after replicating it) carries the
@@ -198,6 +199,15 @@ func (x *Command) GetBlobShards() *BlobShards {
 	return nil
 }
 
+func (x *Command) GetClusterInit() *ClusterInit {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_ClusterInit); ok {
+			return x.ClusterInit
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
@@ -264,6 +274,10 @@ type Command_BlobShards struct {
 	BlobShards *BlobShards `protobuf:"bytes,12,opt,name=blob_shards,json=blobShards,proto3,oneof"`
 }
 
+type Command_ClusterInit struct {
+	ClusterInit *ClusterInit `protobuf:"bytes,13,opt,name=cluster_init,json=clusterInit,proto3,oneof"`
+}
+
 func (*Command_Register) isCommand_Kind() {}
 
 func (*Command_Deregister) isCommand_Kind() {}
@@ -287,6 +301,8 @@ func (*Command_BlobAbort) isCommand_Kind() {}
 func (*Command_BlobDelete) isCommand_Kind() {}
 
 func (*Command_BlobShards) isCommand_Kind() {}
+
+func (*Command_ClusterInit) isCommand_Kind() {}
 
 type InstanceRef struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -876,6 +892,64 @@ func (x *BlobShards) GetShards() []*ShardPlacement {
 	return nil
 }
 
+// ClusterInit is written once, by the first leader of a new cluster: the
+// cluster's identity. A second one is refused.
+type ClusterInit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cluster_id names the cluster: 128 random bits, hex. Every agent keeps
+	// it in <data-dir>/cluster-id and in its gossip meta.
+	ClusterId string `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// secret (256 random bits) authenticates agents to each other's
+	// agent-to-agent API. It is never served by any API nor logged.
+	Secret        []byte `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterInit) Reset() {
+	*x = ClusterInit{}
+	mi := &file_raft_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterInit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterInit) ProtoMessage() {}
+
+func (x *ClusterInit) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterInit.ProtoReflect.Descriptor instead.
+func (*ClusterInit) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ClusterInit) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *ClusterInit) GetSecret() []byte {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
 type ShardPlacement struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Block         uint32                 `protobuf:"varint,1,opt,name=block,proto3" json:"block,omitempty"`
@@ -888,7 +962,7 @@ type ShardPlacement struct {
 
 func (x *ShardPlacement) Reset() {
 	*x = ShardPlacement{}
-	mi := &file_raft_proto_msgTypes[12]
+	mi := &file_raft_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +974,7 @@ func (x *ShardPlacement) String() string {
 func (*ShardPlacement) ProtoMessage() {}
 
 func (x *ShardPlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[12]
+	mi := &file_raft_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +987,7 @@ func (x *ShardPlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardPlacement.ProtoReflect.Descriptor instead.
 func (*ShardPlacement) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{12}
+	return file_raft_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ShardPlacement) GetBlock() uint32 {
@@ -946,22 +1020,24 @@ func (x *ShardPlacement) GetSum() uint32 {
 
 // Snapshot is the FSM's state, written to a Raft snapshot.
 type SnapshotHeader struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Format        uint32                 `protobuf:"varint,1,opt,name=format,proto3" json:"format,omitempty"`
-	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	Instances     uint64                 `protobuf:"varint,3,opt,name=instances,proto3" json:"instances,omitempty"`
-	Sessions      uint64                 `protobuf:"varint,4,opt,name=sessions,proto3" json:"sessions,omitempty"`
-	Nodes         uint64                 `protobuf:"varint,5,opt,name=nodes,proto3" json:"nodes,omitempty"`
-	Requests      uint64                 `protobuf:"varint,6,opt,name=requests,proto3" json:"requests,omitempty"`
-	Blobs         uint64                 `protobuf:"varint,7,opt,name=blobs,proto3" json:"blobs,omitempty"`
-	PendingBlobs  uint64                 `protobuf:"varint,8,opt,name=pending_blobs,json=pendingBlobs,proto3" json:"pending_blobs,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Format       uint32                 `protobuf:"varint,1,opt,name=format,proto3" json:"format,omitempty"`
+	Revision     uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Instances    uint64                 `protobuf:"varint,3,opt,name=instances,proto3" json:"instances,omitempty"`
+	Sessions     uint64                 `protobuf:"varint,4,opt,name=sessions,proto3" json:"sessions,omitempty"`
+	Nodes        uint64                 `protobuf:"varint,5,opt,name=nodes,proto3" json:"nodes,omitempty"`
+	Requests     uint64                 `protobuf:"varint,6,opt,name=requests,proto3" json:"requests,omitempty"`
+	Blobs        uint64                 `protobuf:"varint,7,opt,name=blobs,proto3" json:"blobs,omitempty"`
+	PendingBlobs uint64                 `protobuf:"varint,8,opt,name=pending_blobs,json=pendingBlobs,proto3" json:"pending_blobs,omitempty"`
+	// cluster is the cluster's ClusterInit, if one was applied.
+	Cluster       *ClusterInit `protobuf:"bytes,9,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_raft_proto_msgTypes[13]
+	mi := &file_raft_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1049,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[13]
+	mi := &file_raft_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1062,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{13}
+	return file_raft_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1045,6 +1121,13 @@ func (x *SnapshotHeader) GetPendingBlobs() uint64 {
 	return 0
 }
 
+func (x *SnapshotHeader) GetCluster() *ClusterInit {
+	if x != nil {
+		return x.Cluster
+	}
+	return nil
+}
+
 // RequestRecord is one remembered request result in a snapshot, so that a
 // replica restored from it deduplicates retries like the others.
 type RequestRecord struct {
@@ -1061,7 +1144,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_raft_proto_msgTypes[14]
+	mi := &file_raft_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1156,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[14]
+	mi := &file_raft_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1169,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{14}
+	return file_raft_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RequestRecord) GetId() string {
@@ -1126,7 +1209,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_raft_proto_msgTypes[15]
+	mi := &file_raft_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1221,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[15]
+	mi := &file_raft_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1234,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{15}
+	return file_raft_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -1167,7 +1250,7 @@ const file_raft_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"raft.proto\x12\azrpc.v1\x1a\n" +
-	"blob.proto\x1a\x0eregistry.proto\"\xe9\x05\n" +
+	"blob.proto\x1a\x0eregistry.proto\"\xa4\x06\n" +
 	"\aCommand\x12/\n" +
 	"\bregister\x18\x01 \x01(\v2\x11.zrpc.v1.InstanceH\x00R\bregister\x126\n" +
 	"\n" +
@@ -1190,7 +1273,8 @@ const file_raft_proto_rawDesc = "" +
 	"\vblob_delete\x18\v \x01(\v2\x13.zrpc.v1.BlobDeleteH\x00R\n" +
 	"blobDelete\x126\n" +
 	"\vblob_shards\x18\f \x01(\v2\x13.zrpc.v1.BlobShardsH\x00R\n" +
-	"blobShards\x12\x1d\n" +
+	"blobShards\x129\n" +
+	"\fcluster_init\x18\r \x01(\v2\x14.zrpc.v1.ClusterInitH\x00R\vclusterInit\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x0e \x01(\tR\trequestId\x12\x12\n" +
 	"\x04time\x18\x0f \x01(\x03R\x04timeB\x06\n" +
@@ -1232,12 +1316,16 @@ const file_raft_proto_rawDesc = "" +
 	"\n" +
 	"BlobShards\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
-	"\x06shards\x18\x02 \x03(\v2\x17.zrpc.v1.ShardPlacementR\x06shards\"b\n" +
+	"\x06shards\x18\x02 \x03(\v2\x17.zrpc.v1.ShardPlacementR\x06shards\"D\n" +
+	"\vClusterInit\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\fR\x06secret\"b\n" +
 	"\x0eShardPlacement\x12\x14\n" +
 	"\x05block\x18\x01 \x01(\rR\x05block\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x10\n" +
-	"\x03sum\x18\x04 \x01(\aR\x03sum\"\xeb\x01\n" +
+	"\x03sum\x18\x04 \x01(\aR\x03sum\"\x9b\x02\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x1c\n" +
@@ -1246,7 +1334,8 @@ const file_raft_proto_rawDesc = "" +
 	"\x05nodes\x18\x05 \x01(\x04R\x05nodes\x12\x1a\n" +
 	"\brequests\x18\x06 \x01(\x04R\brequests\x12\x14\n" +
 	"\x05blobs\x18\a \x01(\x04R\x05blobs\x12#\n" +
-	"\rpending_blobs\x18\b \x01(\x04R\fpendingBlobs\"\x83\x01\n" +
+	"\rpending_blobs\x18\b \x01(\x04R\fpendingBlobs\x12.\n" +
+	"\acluster\x18\t \x01(\v2\x14.zrpc.v1.ClusterInitR\acluster\"\x83\x01\n" +
 	"\rRequestRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12!\n" +
@@ -1269,7 +1358,7 @@ func file_raft_proto_rawDescGZIP() []byte {
 	return file_raft_proto_rawDescData
 }
 
-var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_raft_proto_goTypes = []any{
 	(*Command)(nil),        // 0: zrpc.v1.Command
 	(*InstanceRef)(nil),    // 1: zrpc.v1.InstanceRef
@@ -1283,40 +1372,43 @@ var file_raft_proto_goTypes = []any{
 	(*BlobAbort)(nil),      // 9: zrpc.v1.BlobAbort
 	(*BlobDelete)(nil),     // 10: zrpc.v1.BlobDelete
 	(*BlobShards)(nil),     // 11: zrpc.v1.BlobShards
-	(*ShardPlacement)(nil), // 12: zrpc.v1.ShardPlacement
-	(*SnapshotHeader)(nil), // 13: zrpc.v1.SnapshotHeader
-	(*RequestRecord)(nil),  // 14: zrpc.v1.RequestRecord
-	(*ApplyResponse)(nil),  // 15: zrpc.v1.ApplyResponse
-	(*Instance)(nil),       // 16: zrpc.v1.Instance
-	(*Node)(nil),           // 17: zrpc.v1.Node
-	(Health)(0),            // 18: zrpc.v1.Health
-	(*Blob)(nil),           // 19: zrpc.v1.Blob
+	(*ClusterInit)(nil),    // 12: zrpc.v1.ClusterInit
+	(*ShardPlacement)(nil), // 13: zrpc.v1.ShardPlacement
+	(*SnapshotHeader)(nil), // 14: zrpc.v1.SnapshotHeader
+	(*RequestRecord)(nil),  // 15: zrpc.v1.RequestRecord
+	(*ApplyResponse)(nil),  // 16: zrpc.v1.ApplyResponse
+	(*Instance)(nil),       // 17: zrpc.v1.Instance
+	(*Node)(nil),           // 18: zrpc.v1.Node
+	(Health)(0),            // 19: zrpc.v1.Health
+	(*Blob)(nil),           // 20: zrpc.v1.Blob
 }
 var file_raft_proto_depIdxs = []int32{
-	16, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
+	17, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
 	1,  // 1: zrpc.v1.Command.deregister:type_name -> zrpc.v1.InstanceRef
 	2,  // 2: zrpc.v1.Command.set_health:type_name -> zrpc.v1.SetHealth
 	4,  // 3: zrpc.v1.Command.session_create:type_name -> zrpc.v1.SessionCreate
 	5,  // 4: zrpc.v1.Command.session_destroy:type_name -> zrpc.v1.SessionDestroy
-	17, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
+	18, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
 	6,  // 6: zrpc.v1.Command.node_remove:type_name -> zrpc.v1.NodeRemove
 	7,  // 7: zrpc.v1.Command.blob_pending:type_name -> zrpc.v1.BlobPending
 	8,  // 8: zrpc.v1.Command.blob_commit:type_name -> zrpc.v1.BlobCommit
 	9,  // 9: zrpc.v1.Command.blob_abort:type_name -> zrpc.v1.BlobAbort
 	10, // 10: zrpc.v1.Command.blob_delete:type_name -> zrpc.v1.BlobDelete
 	11, // 11: zrpc.v1.Command.blob_shards:type_name -> zrpc.v1.BlobShards
-	1,  // 12: zrpc.v1.SetHealth.instances:type_name -> zrpc.v1.InstanceRef
-	18, // 13: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
-	3,  // 14: zrpc.v1.SessionCreate.session:type_name -> zrpc.v1.Session
-	19, // 15: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
-	12, // 16: zrpc.v1.BlobShards.shards:type_name -> zrpc.v1.ShardPlacement
-	0,  // 17: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
-	15, // 18: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
-	18, // [18:19] is the sub-list for method output_type
-	17, // [17:18] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	12, // 12: zrpc.v1.Command.cluster_init:type_name -> zrpc.v1.ClusterInit
+	1,  // 13: zrpc.v1.SetHealth.instances:type_name -> zrpc.v1.InstanceRef
+	19, // 14: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
+	3,  // 15: zrpc.v1.SessionCreate.session:type_name -> zrpc.v1.Session
+	20, // 16: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
+	13, // 17: zrpc.v1.BlobShards.shards:type_name -> zrpc.v1.ShardPlacement
+	12, // 18: zrpc.v1.SnapshotHeader.cluster:type_name -> zrpc.v1.ClusterInit
+	0,  // 19: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
+	16, // 20: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
+	20, // [20:21] is the sub-list for method output_type
+	19, // [19:20] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_raft_proto_init() }
@@ -1339,6 +1431,7 @@ func file_raft_proto_init() {
 		(*Command_BlobAbort)(nil),
 		(*Command_BlobDelete)(nil),
 		(*Command_BlobShards)(nil),
+		(*Command_ClusterInit)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1346,7 +1439,7 @@ func file_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_proto_rawDesc), len(file_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

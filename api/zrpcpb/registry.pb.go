@@ -1702,6 +1702,9 @@ type StatusResponse struct {
 	LastLogIndex  uint64                 `protobuf:"varint,9,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
 	Build         string                 `protobuf:"bytes,10,opt,name=build,proto3" json:"build,omitempty"`
 	LastContact   *durationpb.Duration   `protobuf:"bytes,11,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
+	// cluster_id names the cluster the agent belongs to; empty until the
+	// agent has applied the cluster's first entry.
+	ClusterId     string `protobuf:"bytes,12,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1811,6 +1814,13 @@ func (x *StatusResponse) GetLastContact() *durationpb.Duration {
 		return x.LastContact
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 type MembersRequest struct {
@@ -2261,6 +2271,95 @@ func (x *VersionResponse) GetGoVersion() string {
 	return ""
 }
 
+type RemovePeerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name of the agent to remove.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePeerRequest) Reset() {
+	*x = RemovePeerRequest{}
+	mi := &file_registry_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePeerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePeerRequest) ProtoMessage() {}
+
+func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
+func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
+	return file_registry_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RemovePeerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemovePeerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePeerResponse) Reset() {
+	*x = RemovePeerResponse{}
+	mi := &file_registry_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePeerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePeerResponse) ProtoMessage() {}
+
+func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
+func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
+	return file_registry_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RemovePeerResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
 type LeaveRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2269,7 +2368,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_registry_proto_msgTypes[33]
+	mi := &file_registry_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2281,7 +2380,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[33]
+	mi := &file_registry_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2294,7 +2393,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{33}
+	return file_registry_proto_rawDescGZIP(), []int{35}
 }
 
 type LeaveResponse struct {
@@ -2308,7 +2407,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_registry_proto_msgTypes[34]
+	mi := &file_registry_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2320,7 +2419,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[34]
+	mi := &file_registry_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2333,7 +2432,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{34}
+	return file_registry_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *LeaveResponse) GetRemoved() bool {
@@ -2456,7 +2555,7 @@ const file_registry_proto_rawDesc = "" +
 	"\vErrorDetail\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\x0f\n" +
-	"\rStatusRequest\"\x89\x03\n" +
+	"\rStatusRequest\"\xa8\x03\n" +
 	"\x0eStatusResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
@@ -2470,7 +2569,9 @@ const file_registry_proto_rawDesc = "" +
 	"\x0elast_log_index\x18\t \x01(\x04R\flastLogIndex\x12\x14\n" +
 	"\x05build\x18\n" +
 	" \x01(\tR\x05build\x12<\n" +
-	"\flast_contact\x18\v \x01(\v2\x19.google.protobuf.DurationR\vlastContact\"\x10\n" +
+	"\flast_contact\x18\v \x01(\v2\x19.google.protobuf.DurationR\vlastContact\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\f \x01(\tR\tclusterId\"\x10\n" +
 	"\x0eMembersRequest\"\xd2\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -2500,7 +2601,11 @@ const file_registry_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06commit\x18\x02 \x01(\tR\x06commit\x12\x1d\n" +
 	"\n" +
-	"go_version\x18\x03 \x01(\tR\tgoVersion\"\x0e\n" +
+	"go_version\x18\x03 \x01(\tR\tgoVersion\"'\n" +
+	"\x11RemovePeerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"E\n" +
+	"\x12RemovePeerResponse\x12/\n" +
+	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\"\x0e\n" +
 	"\fLeaveRequest\")\n" +
 	"\rLeaveResponse\x12\x18\n" +
 	"\aremoved\x18\x01 \x01(\bR\aremoved*H\n" +
@@ -2522,13 +2627,15 @@ const file_registry_proto_rawDesc = "" +
 	"\x03Get\x12\x13.zrpc.v1.GetRequest\x1a\x14.zrpc.v1.GetResponse\x123\n" +
 	"\x04List\x12\x14.zrpc.v1.ListRequest\x1a\x15.zrpc.v1.ListResponse\x128\n" +
 	"\x05Watch\x12\x15.zrpc.v1.WatchRequest\x1a\x16.zrpc.v1.WatchResponse0\x01\x12@\n" +
-	"\aSession\x12\x17.zrpc.v1.SessionRequest\x1a\x18.zrpc.v1.SessionResponse(\x010\x012\xaf\x02\n" +
+	"\aSession\x12\x17.zrpc.v1.SessionRequest\x1a\x18.zrpc.v1.SessionResponse(\x010\x012\xf6\x02\n" +
 	"\x06Status\x129\n" +
 	"\x06Status\x12\x16.zrpc.v1.StatusRequest\x1a\x17.zrpc.v1.StatusResponse\x12<\n" +
 	"\aMembers\x12\x17.zrpc.v1.MembersRequest\x1a\x18.zrpc.v1.MembersResponse\x126\n" +
 	"\x05Peers\x12\x15.zrpc.v1.PeersRequest\x1a\x16.zrpc.v1.PeersResponse\x12<\n" +
 	"\aVersion\x12\x17.zrpc.v1.VersionRequest\x1a\x18.zrpc.v1.VersionResponse\x126\n" +
-	"\x05Leave\x12\x15.zrpc.v1.LeaveRequest\x1a\x16.zrpc.v1.LeaveResponseB#Z!github.com/zrpcio/zrpc/api/zrpcpbb\x06proto3"
+	"\x05Leave\x12\x15.zrpc.v1.LeaveRequest\x1a\x16.zrpc.v1.LeaveResponse\x12E\n" +
+	"\n" +
+	"RemovePeer\x12\x1a.zrpc.v1.RemovePeerRequest\x1a\x1b.zrpc.v1.RemovePeerResponseB#Z!github.com/zrpcio/zrpc/api/zrpcpbb\x06proto3"
 
 var (
 	file_registry_proto_rawDescOnce sync.Once
@@ -2543,7 +2650,7 @@ func file_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_registry_proto_goTypes = []any{
 	(Health)(0),                 // 0: zrpc.v1.Health
 	(Consistency)(0),            // 1: zrpc.v1.Consistency
@@ -2581,17 +2688,19 @@ var file_registry_proto_goTypes = []any{
 	(*PeersResponse)(nil),       // 33: zrpc.v1.PeersResponse
 	(*VersionRequest)(nil),      // 34: zrpc.v1.VersionRequest
 	(*VersionResponse)(nil),     // 35: zrpc.v1.VersionResponse
-	(*LeaveRequest)(nil),        // 36: zrpc.v1.LeaveRequest
-	(*LeaveResponse)(nil),       // 37: zrpc.v1.LeaveResponse
-	nil,                         // 38: zrpc.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil), // 39: google.protobuf.Duration
+	(*RemovePeerRequest)(nil),   // 36: zrpc.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),  // 37: zrpc.v1.RemovePeerResponse
+	(*LeaveRequest)(nil),        // 38: zrpc.v1.LeaveRequest
+	(*LeaveResponse)(nil),       // 39: zrpc.v1.LeaveResponse
+	nil,                         // 40: zrpc.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil), // 41: google.protobuf.Duration
 }
 var file_registry_proto_depIdxs = []int32{
-	39, // 0: zrpc.v1.Check.ttl:type_name -> google.protobuf.Duration
-	39, // 1: zrpc.v1.Check.interval:type_name -> google.protobuf.Duration
-	39, // 2: zrpc.v1.Check.timeout:type_name -> google.protobuf.Duration
-	39, // 3: zrpc.v1.Check.deregister_critical_after:type_name -> google.protobuf.Duration
-	38, // 4: zrpc.v1.Instance.metadata:type_name -> zrpc.v1.Instance.MetadataEntry
+	41, // 0: zrpc.v1.Check.ttl:type_name -> google.protobuf.Duration
+	41, // 1: zrpc.v1.Check.interval:type_name -> google.protobuf.Duration
+	41, // 2: zrpc.v1.Check.timeout:type_name -> google.protobuf.Duration
+	41, // 3: zrpc.v1.Check.deregister_critical_after:type_name -> google.protobuf.Duration
+	40, // 4: zrpc.v1.Instance.metadata:type_name -> zrpc.v1.Instance.MetadataEntry
 	0,  // 5: zrpc.v1.Instance.health:type_name -> zrpc.v1.Health
 	3,  // 6: zrpc.v1.Instance.check:type_name -> zrpc.v1.Check
 	0,  // 7: zrpc.v1.Node.health:type_name -> zrpc.v1.Health
@@ -2618,40 +2727,43 @@ var file_registry_proto_depIdxs = []int32{
 	4,  // 28: zrpc.v1.SessionResponse.instance:type_name -> zrpc.v1.Instance
 	25, // 29: zrpc.v1.SessionResponse.error:type_name -> zrpc.v1.ErrorDetail
 	6,  // 30: zrpc.v1.StatusResponse.header:type_name -> zrpc.v1.ResponseHeader
-	39, // 31: zrpc.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
+	41, // 31: zrpc.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
 	6,  // 32: zrpc.v1.MembersResponse.header:type_name -> zrpc.v1.ResponseHeader
 	29, // 33: zrpc.v1.MembersResponse.members:type_name -> zrpc.v1.Member
 	6,  // 34: zrpc.v1.PeersResponse.header:type_name -> zrpc.v1.ResponseHeader
 	32, // 35: zrpc.v1.PeersResponse.peers:type_name -> zrpc.v1.Peer
-	7,  // 36: zrpc.v1.Registry.Register:input_type -> zrpc.v1.RegisterRequest
-	9,  // 37: zrpc.v1.Registry.Deregister:input_type -> zrpc.v1.DeregisterRequest
-	11, // 38: zrpc.v1.Registry.RenewTTL:input_type -> zrpc.v1.RenewTTLRequest
-	13, // 39: zrpc.v1.Registry.Get:input_type -> zrpc.v1.GetRequest
-	15, // 40: zrpc.v1.Registry.List:input_type -> zrpc.v1.ListRequest
-	18, // 41: zrpc.v1.Registry.Watch:input_type -> zrpc.v1.WatchRequest
-	21, // 42: zrpc.v1.Registry.Session:input_type -> zrpc.v1.SessionRequest
-	26, // 43: zrpc.v1.Status.Status:input_type -> zrpc.v1.StatusRequest
-	28, // 44: zrpc.v1.Status.Members:input_type -> zrpc.v1.MembersRequest
-	31, // 45: zrpc.v1.Status.Peers:input_type -> zrpc.v1.PeersRequest
-	34, // 46: zrpc.v1.Status.Version:input_type -> zrpc.v1.VersionRequest
-	36, // 47: zrpc.v1.Status.Leave:input_type -> zrpc.v1.LeaveRequest
-	8,  // 48: zrpc.v1.Registry.Register:output_type -> zrpc.v1.RegisterResponse
-	10, // 49: zrpc.v1.Registry.Deregister:output_type -> zrpc.v1.DeregisterResponse
-	12, // 50: zrpc.v1.Registry.RenewTTL:output_type -> zrpc.v1.RenewTTLResponse
-	14, // 51: zrpc.v1.Registry.Get:output_type -> zrpc.v1.GetResponse
-	17, // 52: zrpc.v1.Registry.List:output_type -> zrpc.v1.ListResponse
-	20, // 53: zrpc.v1.Registry.Watch:output_type -> zrpc.v1.WatchResponse
-	24, // 54: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
-	27, // 55: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
-	30, // 56: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
-	33, // 57: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
-	35, // 58: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
-	37, // 59: zrpc.v1.Status.Leave:output_type -> zrpc.v1.LeaveResponse
-	48, // [48:60] is the sub-list for method output_type
-	36, // [36:48] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	6,  // 36: zrpc.v1.RemovePeerResponse.header:type_name -> zrpc.v1.ResponseHeader
+	7,  // 37: zrpc.v1.Registry.Register:input_type -> zrpc.v1.RegisterRequest
+	9,  // 38: zrpc.v1.Registry.Deregister:input_type -> zrpc.v1.DeregisterRequest
+	11, // 39: zrpc.v1.Registry.RenewTTL:input_type -> zrpc.v1.RenewTTLRequest
+	13, // 40: zrpc.v1.Registry.Get:input_type -> zrpc.v1.GetRequest
+	15, // 41: zrpc.v1.Registry.List:input_type -> zrpc.v1.ListRequest
+	18, // 42: zrpc.v1.Registry.Watch:input_type -> zrpc.v1.WatchRequest
+	21, // 43: zrpc.v1.Registry.Session:input_type -> zrpc.v1.SessionRequest
+	26, // 44: zrpc.v1.Status.Status:input_type -> zrpc.v1.StatusRequest
+	28, // 45: zrpc.v1.Status.Members:input_type -> zrpc.v1.MembersRequest
+	31, // 46: zrpc.v1.Status.Peers:input_type -> zrpc.v1.PeersRequest
+	34, // 47: zrpc.v1.Status.Version:input_type -> zrpc.v1.VersionRequest
+	38, // 48: zrpc.v1.Status.Leave:input_type -> zrpc.v1.LeaveRequest
+	36, // 49: zrpc.v1.Status.RemovePeer:input_type -> zrpc.v1.RemovePeerRequest
+	8,  // 50: zrpc.v1.Registry.Register:output_type -> zrpc.v1.RegisterResponse
+	10, // 51: zrpc.v1.Registry.Deregister:output_type -> zrpc.v1.DeregisterResponse
+	12, // 52: zrpc.v1.Registry.RenewTTL:output_type -> zrpc.v1.RenewTTLResponse
+	14, // 53: zrpc.v1.Registry.Get:output_type -> zrpc.v1.GetResponse
+	17, // 54: zrpc.v1.Registry.List:output_type -> zrpc.v1.ListResponse
+	20, // 55: zrpc.v1.Registry.Watch:output_type -> zrpc.v1.WatchResponse
+	24, // 56: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
+	27, // 57: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
+	30, // 58: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
+	33, // 59: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
+	35, // 60: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
+	39, // 61: zrpc.v1.Status.Leave:output_type -> zrpc.v1.LeaveResponse
+	37, // 62: zrpc.v1.Status.RemovePeer:output_type -> zrpc.v1.RemovePeerResponse
+	50, // [50:63] is the sub-list for method output_type
+	37, // [37:50] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_registry_proto_init() }
@@ -2671,7 +2783,7 @@ func file_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_proto_rawDesc), len(file_registry_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -359,11 +359,12 @@ var Registry_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Status_Status_FullMethodName  = "/zrpc.v1.Status/Status"
-	Status_Members_FullMethodName = "/zrpc.v1.Status/Members"
-	Status_Peers_FullMethodName   = "/zrpc.v1.Status/Peers"
-	Status_Version_FullMethodName = "/zrpc.v1.Status/Version"
-	Status_Leave_FullMethodName   = "/zrpc.v1.Status/Leave"
+	Status_Status_FullMethodName     = "/zrpc.v1.Status/Status"
+	Status_Members_FullMethodName    = "/zrpc.v1.Status/Members"
+	Status_Peers_FullMethodName      = "/zrpc.v1.Status/Peers"
+	Status_Version_FullMethodName    = "/zrpc.v1.Status/Version"
+	Status_Leave_FullMethodName      = "/zrpc.v1.Status/Leave"
+	Status_RemovePeer_FullMethodName = "/zrpc.v1.Status/RemovePeer"
 )
 
 // StatusClient is the client API for Status service.
@@ -380,6 +381,12 @@ type StatusClient interface {
 	// leadership, announces its departure, waits to be removed from Raft (its
 	// instances go with it) and shuts down.
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
+	// RemovePeer removes another agent from the cluster for good: from Raft
+	// and, with its instances and sessions, from the registry. It is served
+	// by the leader (any agent forwards it) and refuses to remove the leader
+	// itself or an agent gossip sees alive. For an agent that lost its Raft
+	// state: it can then rejoin as a new member with an empty data dir.
+	RemovePeer(ctx context.Context, in *RemovePeerRequest, opts ...grpc.CallOption) (*RemovePeerResponse, error)
 }
 
 type statusClient struct {
@@ -440,6 +447,16 @@ func (c *statusClient) Leave(ctx context.Context, in *LeaveRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *statusClient) RemovePeer(ctx context.Context, in *RemovePeerRequest, opts ...grpc.CallOption) (*RemovePeerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemovePeerResponse)
+	err := c.cc.Invoke(ctx, Status_RemovePeer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StatusServer is the server API for Status service.
 // All implementations must embed UnimplementedStatusServer
 // for forward compatibility.
@@ -454,6 +471,12 @@ type StatusServer interface {
 	// leadership, announces its departure, waits to be removed from Raft (its
 	// instances go with it) and shuts down.
 	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
+	// RemovePeer removes another agent from the cluster for good: from Raft
+	// and, with its instances and sessions, from the registry. It is served
+	// by the leader (any agent forwards it) and refuses to remove the leader
+	// itself or an agent gossip sees alive. For an agent that lost its Raft
+	// state: it can then rejoin as a new member with an empty data dir.
+	RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error)
 	mustEmbedUnimplementedStatusServer()
 }
 
@@ -478,6 +501,9 @@ func (UnimplementedStatusServer) Version(context.Context, *VersionRequest) (*Ver
 }
 func (UnimplementedStatusServer) Leave(context.Context, *LeaveRequest) (*LeaveResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Leave not implemented")
+}
+func (UnimplementedStatusServer) RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemovePeer not implemented")
 }
 func (UnimplementedStatusServer) mustEmbedUnimplementedStatusServer() {}
 func (UnimplementedStatusServer) testEmbeddedByValue()                {}
@@ -590,6 +616,24 @@ func _Status_Leave_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Status_RemovePeer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemovePeerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StatusServer).RemovePeer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Status_RemovePeer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StatusServer).RemovePeer(ctx, req.(*RemovePeerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Status_ServiceDesc is the grpc.ServiceDesc for Status service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -616,6 +660,10 @@ var Status_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Leave",
 			Handler:    _Status_Leave_Handler,
+		},
+		{
+			MethodName: "RemovePeer",
+			Handler:    _Status_RemovePeer_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

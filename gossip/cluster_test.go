@@ -1,0 +1,84 @@
+package gossip
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+const (
+	clusterX = "0123456789abcdef0123456789abcdef"
+	clusterY = "fedcba9876543210fedcba9876543210"
+)
+
+func inCluster(id string) func(*Config) {
+	return func(c *Config) { c.Meta.ClusterID = id }
+}
+
+func TestMembersOfAnotherClusterAreRefused(t *testing.T) {
+	a := startAgent(t, "a", inCluster(clusterX))
+	b := startAgent(t, "b", inCluster(clusterX))
+	if n, err := b.Join(context.Background(), []string{a.LocalAddr()}); err != nil || n != 1 {
+		t.Fatalf("b joins a in the same cluster: joined %d, err %v", n, err)
+	}
+	// An agent not in any cluster yet is welcome.
+	d := startAgent(t, "d", nil)
+	if n, err := d.Join(context.Background(), []string{a.LocalAddr()}); err != nil || n != 1 {
+		t.Fatalf("d (no cluster yet) joins a: joined %d, err %v", n, err)
+	}
+
+	c := startAgent(t, "c", inCluster(clusterY))
+	for _, peer := range []*agent{a, b} {
+		_, err := c.Join(context.Background(), []string{peer.LocalAddr()})
+		if err == nil || !strings.Contains(err.Error(), clusterX) || !strings.Contains(err.Error(), clusterY) {
+			t.Fatalf("c of cluster Y joins %s of cluster X: %v, want an error naming both clusters", peer.name, err)
+		}
+	}
+
+	// d goes over to cluster Y: its new meta is refused by a and b, which
+	// never see it in Y.
+	dm := d.meta
+	dm.ClusterID = clusterY
+	if err := d.UpdateMeta(dm); err != nil {
+		t.Fatalf("UpdateMeta: %v", err)
+	}
+	// Let gossip run: a meta update of a reaching b takes several rounds,
+	// during which c, or d's new meta, would have shown up.
+	am := a.meta
+	am.Build = "v2"
+	if err := a.UpdateMeta(am); err != nil {
+		t.Fatalf("UpdateMeta: %v", err)
+	}
+	waitFor(t, "b to see a's new meta", func() bool {
+		m, _ := memberNamed(b.Gossip, "a")
+		return m.Meta == am
+	})
+	for _, peer := range []*agent{a, b} {
+		if _, ok := memberNamed(peer.Gossip, "c"); ok || peer.rec.mentions("c") {
+			t.Errorf("%s knows c, a member of another cluster", peer.name)
+		}
+		if m, ok := memberNamed(peer.Gossip, "d"); ok && m.Meta.ClusterID == clusterY {
+			t.Errorf("%s accepted d's meta of another cluster: %+v", peer.name, m.Meta)
+		}
+	}
+	if ms := c.Members(); len(ms) != 1 {
+		t.Errorf("c lists %+v, want only itself", ms)
+	}
+}
+
+func TestMetaClusterIDMustBeHex(t *testing.T) {
+	m := testMeta("a")
+	m.ClusterID = "not hex!"
+	if _, err := m.encode(); err == nil || !strings.Contains(err.Error(), "cluster id") {
+		t.Fatalf("encode with a non-hex cluster id: %v, want an error naming the cluster id", err)
+	}
+	m.ClusterID = clusterX
+	b, err := m.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeMeta(b)
+	if err != nil || got != m {
+		t.Fatalf("round trip: %+v, %v; want %+v", got, err, m)
+	}
+}

@@ -1,0 +1,107 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"hash/crc32"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
+)
+
+func TestAgentToAgentAPIRefusesCallersWithoutTheClusterSecret(t *testing.T) {
+	cfg := testConfig(t)
+	n := startNode(t, cfg)
+	waitFor(t, 10*time.Second, "the cluster's identity applied", func() bool { return n.Store().FSM().ClusterSecret() != nil })
+	conn, reg := dial(t, n.GRPCAddr())
+	internal, shards := pb.NewInternalClient(conn), pb.NewShardsClient(conn)
+	ref := &pb.ShardRef{BlobId: "0123456789abcdef0123456789abcdef", Block: 0, Index: 0}
+	shardsDir := filepath.Join(cfg.DataDir, shardsDirName)
+
+	callers := map[string]func() context.Context{
+		"no proof": func() context.Context { return ctxT(t) },
+		"wrong proof": func() context.Context {
+			return metadata.AppendToOutgoingContext(ctxT(t), clusterAuthKey, clusterAuth([]byte("not the secret"), "/zrpc.v1.Internal/Apply"))
+		},
+		"another method's proof": func() context.Context {
+			return metadata.AppendToOutgoingContext(ctxT(t), clusterAuthKey, clusterAuth(n.Store().FSM().ClusterSecret(), "/zrpc.v1.Shards/GetShard"))
+		},
+	}
+	for name, ctx := range callers {
+		t.Run(name, func(t *testing.T) {
+			rev := n.Store().FSM().Revision()
+			calls := map[string]error{}
+			_, calls["Internal.Apply"] = internal.Apply(ctx(), &pb.Command{Kind: &pb.Command_Register{Register: inst("evil.rpc", "e1", "10.0.0.66:1")}})
+			_, calls["Shards.PutShard"] = shards.PutShard(ctx(), &pb.PutShardRequest{Ref: ref, DataShards: 1, BlockLen: 5, Sum: crc32.Checksum([]byte("evil!"), crc32.MakeTable(crc32.Castagnoli)), Payload: []byte("evil!")})
+			_, calls["Shards.DeleteShards"] = shards.DeleteShards(ctx(), &pb.DeleteShardsRequest{BlobIds: []string{ref.BlobId}})
+			for call, err := range calls {
+				if status.Code(err) != codes.PermissionDenied || status.Convert(err).Message() != "agent-to-agent API: caller is not an agent of this cluster" {
+					t.Errorf("%s: %v, want PermissionDenied", call, err)
+				}
+			}
+			if got := n.Store().FSM().Revision(); got != rev {
+				t.Errorf("registry revision moved from %d to %d", rev, got)
+			}
+			if len(getInstances(t, reg, "evil.rpc")) != 0 {
+				t.Error("the refused Apply registered an instance")
+			}
+			if c := countFiles(shardsDir); c != 0 {
+				t.Errorf("the refused PutShard left %d files under shards/", c)
+			}
+		})
+	}
+
+	// The gate opens for an agent's proof: the same calls get through.
+	ctx := metadata.AppendToOutgoingContext(ctxT(t), clusterAuthKey, clusterAuth(n.Store().FSM().ClusterSecret(), "/zrpc.v1.Shards/PutShard"))
+	if _, err := shards.PutShard(ctx, &pb.PutShardRequest{Ref: ref, DataShards: 1, BlockLen: 5, Sum: crc32.Checksum([]byte("shard"), crc32.MakeTable(crc32.Castagnoli)), Payload: []byte("shard")}); err != nil {
+		t.Fatalf("PutShard with the cluster's proof: %v", err)
+	}
+	if c := countFiles(shardsDir); c == 0 {
+		t.Fatal("PutShard with the cluster's proof stored nothing")
+	}
+}
+
+func TestAgentWithoutClusterIdentityServesNoAgentAPI(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Bootstrap = false // a new agent waiting to be added to a cluster
+	n, err := New(cfg, WithLogger(testlog.New(t, cfg.Name)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	conn, _ := dial(t, n.GRPCAddr())
+	someSecret := bytes.Repeat([]byte{7}, 32)
+	ctx := metadata.AppendToOutgoingContext(ctxT(t), clusterAuthKey, clusterAuth(someSecret, "/zrpc.v1.Internal/Apply"))
+	_, err = pb.NewInternalClient(conn).Apply(ctx, &pb.Command{Kind: &pb.Command_ClusterInit{ClusterInit: &pb.ClusterInit{}}})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("Internal.Apply on an agent without a cluster identity: %v, want PermissionDenied", err)
+	}
+	// Its public API answers (bootstrap_expect asks peers for their Status).
+	if _, err := pb.NewStatusClient(conn).Status(ctxT(t), &pb.StatusRequest{}); err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+
+	// As a caller it has no proof yet: its calls of the agent-to-agent API
+	// fail Unavailable, which a forwarded write retries, and its other
+	// calls carry nothing.
+	creds := peerCredentials{n}
+	md, err := creds.GetRequestMetadata(credentials.NewContextWithRequestInfo(ctxT(t), credentials.RequestInfo{Method: "/zrpc.v1.Internal/Apply"}))
+	if status.Code(err) != codes.Unavailable || !retryOnLeader(err) || md != nil {
+		t.Fatalf("credentials without a secret: %v, %v; want Unavailable (retried)", md, err)
+	}
+	md, err = creds.GetRequestMetadata(credentials.NewContextWithRequestInfo(ctxT(t), credentials.RequestInfo{Method: "/zrpc.v1.Status/Status"}))
+	if err != nil || len(md) != 0 {
+		t.Fatalf("credentials of a public call: %v, %v; want none", md, err)
+	}
+}

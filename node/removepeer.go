@@ -1,0 +1,73 @@
+package node
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// RemovePeer removes another agent from the cluster for good (`zrpcctl
+// raft remove-peer NAME`): from Raft, and with its instances and sessions
+// from the registry. Any agent takes the call and forwards it to the
+// leader, which does the work.
+func (s *statusServer) RemovePeer(ctx context.Context, req *pb.RemovePeerRequest) (*pb.RemovePeerResponse, error) {
+	name := req.GetName()
+	if name == "" {
+		return nil, fmt.Errorf("%w: name is empty: name the agent to remove", apierr.ErrInvalidArgument)
+	}
+	var rev uint64
+	err := s.n.forward.onLeader(ctx,
+		func() error {
+			var err error
+			rev, err = s.n.removePeer(ctx, name)
+			return err
+		},
+		func(c *grpc.ClientConn) error {
+			resp, err := pb.NewStatusClient(c).RemovePeer(ctx, req)
+			rev = resp.GetHeader().GetRevision()
+			return err
+		})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.RemovePeerResponse{Header: s.n.header(rev)}, nil
+}
+
+// removePeer runs on the leader. It refuses to remove the leader itself
+// and an agent that gossip sees alive (reconcile would add it right back;
+// such an agent should leave instead).
+func (n *Node) removePeer(ctx context.Context, name string) (uint64, error) {
+	if name == n.cfg.Name {
+		return 0, status.Errorf(codes.FailedPrecondition,
+			"agent %s is the Raft leader and cannot remove itself: stop it or make it leave (`zrpcctl --addr ITS_ADDR leave`) so that another agent leads, then remove it", name)
+	}
+	for _, m := range n.gossip.Members() {
+		if m.Name == name && (m.Status == "alive" || m.Status == "suspect") {
+			return 0, status.Errorf(codes.FailedPrecondition,
+				"agent %s is alive (gossip address %s): make it leave with `zrpcctl --addr %s leave`, or stop it, before removing it", name, m.Addr, m.Meta.GRPCAddr)
+		}
+	}
+	f := n.store.Raft().GetConfiguration()
+	if err := f.Error(); err != nil {
+		return 0, fmt.Errorf("read raft configuration: %w", err)
+	}
+	inRaft := make(map[string]raft.Server)
+	for _, s := range f.Configuration().Servers {
+		inRaft[string(s.ID)] = s
+	}
+	fsm := n.store.FSM()
+	if _, ok := inRaft[name]; !ok && fsm.Node(name) == nil && !fsm.NodeOwnsAnything(name) {
+		return 0, fmt.Errorf("%w: agent %s is neither a Raft peer nor a node of the registry", apierr.ErrNotFound, name)
+	}
+	if err := n.removeMember(ctx, name, "removed by an operator (raft remove-peer)", inRaft); err != nil {
+		return 0, err
+	}
+	return fsm.Revision(), nil
+}

@@ -1,0 +1,101 @@
+package raftstore
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+func clusterInitCmd(c *pb.ClusterInit) *pb.Command {
+	return &pb.Command{Kind: &pb.Command_ClusterInit{ClusterInit: c}}
+}
+
+func mustClusterInit(t *testing.T) *pb.ClusterInit {
+	t.Helper()
+	c, err := NewClusterInit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestFSMClusterInitIsWrittenOnce(t *testing.T) {
+	d := newFSMDriver(t, 16)
+	if d.fsm.ClusterID() != "" || d.fsm.ClusterSecret() != nil {
+		t.Fatal("a new FSM has a cluster identity")
+	}
+	select {
+	case <-d.fsm.ClusterIDKnown():
+		t.Fatal("ClusterIDKnown is closed before any ClusterInit")
+	default:
+	}
+	first := mustClusterInit(t)
+	d.mustApply(clusterInitCmd(first))
+	if d.fsm.ClusterID() != first.ClusterId || !bytes.Equal(d.fsm.ClusterSecret(), first.Secret) {
+		t.Fatalf("after ClusterInit: id %q, want %q (secret equal: %v)", d.fsm.ClusterID(), first.ClusterId, bytes.Equal(d.fsm.ClusterSecret(), first.Secret))
+	}
+	select {
+	case <-d.fsm.ClusterIDKnown():
+	default:
+		t.Fatal("ClusterIDKnown is not closed after ClusterInit")
+	}
+	if _, err := d.apply(clusterInitCmd(mustClusterInit(t))); !errors.Is(err, ErrAlreadyExists) {
+		t.Fatalf("second ClusterInit: %v, want ErrAlreadyExists", err)
+	}
+	if d.fsm.ClusterID() != first.ClusterId || !bytes.Equal(d.fsm.ClusterSecret(), first.Secret) {
+		t.Fatal("a refused second ClusterInit changed the cluster identity")
+	}
+}
+
+func TestFSMClusterInitRejectsBadFields(t *testing.T) {
+	good := mustClusterInit(t)
+	for _, tc := range []struct {
+		name  string
+		init  *pb.ClusterInit
+		field string
+	}{
+		{"empty", &pb.ClusterInit{}, "cluster_id"},
+		{"id not hex", &pb.ClusterInit{ClusterId: "not-hex-not-hex-not-hex-not-hex!", Secret: good.Secret}, "cluster_id"},
+		{"short id", &pb.ClusterInit{ClusterId: "abcd", Secret: good.Secret}, "cluster_id"},
+		{"short secret", &pb.ClusterInit{ClusterId: good.ClusterId, Secret: []byte("short")}, "secret"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newFSMDriver(t, 16)
+			_, err := d.apply(clusterInitCmd(tc.init))
+			if !errors.Is(err, ErrInvalidArgument) || !bytes.Contains([]byte(err.Error()), []byte(tc.field)) {
+				t.Fatalf("apply: %v, want InvalidArgument naming %s", err, tc.field)
+			}
+			if d.fsm.ClusterID() != "" {
+				t.Fatal("a rejected ClusterInit was stored")
+			}
+		})
+	}
+}
+
+func TestFSMClusterInitSurvivesSnapshot(t *testing.T) {
+	d := newFSMDriver(t, 16)
+	init := mustClusterInit(t)
+	d.mustApply(clusterInitCmd(init))
+	data := snapshotBytes(t, d.fsm)
+
+	restored := NewFSM(16)
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if restored.ClusterID() != init.ClusterId || !bytes.Equal(restored.ClusterSecret(), init.Secret) {
+		t.Fatalf("restored id %q, want %q (secret equal: %v)", restored.ClusterID(), init.ClusterId, bytes.Equal(restored.ClusterSecret(), init.Secret))
+	}
+	select {
+	case <-restored.ClusterIDKnown():
+	default:
+		t.Fatal("ClusterIDKnown is not closed after restoring a snapshot with a cluster identity")
+	}
+	// The restored replica refuses a second identity like the original.
+	l := commandLog(t, d.next, clusterInitCmd(mustClusterInit(t)))
+	if err := responseError(t, restored.Apply(l)); !errors.Is(err, ErrAlreadyExists) {
+		t.Fatalf("ClusterInit after restore: %v, want ErrAlreadyExists", err)
+	}
+}
