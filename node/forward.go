@@ -180,10 +180,17 @@ type internalServer struct {
 	n *Node
 }
 
+// Apply proposes a command a peer forwarded, once it has passed the checks
+// the public API would have made (validateForwarded). The entry is stamped
+// with the leader's clock, not the peer's.
 func (s *internalServer) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyResponse, error) {
 	if !s.n.store.IsLeader() {
 		return nil, raftstore.ErrNotLeader
 	}
+	if err := s.n.validateForwarded(cmd); err != nil {
+		return nil, err
+	}
+	cmd.Time = 0
 	start := time.Now()
 	rev, err := s.n.store.Apply(ctx, cmd)
 	s.n.metrics.observeApply(start, err)
