@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"reflect"
@@ -13,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/storage"
 )
@@ -95,6 +97,15 @@ type Config struct {
 	BlobGCInterval     time.Duration `yaml:"blob_gc_interval" help:"how often this agent looks for orphan shard files"`
 	BlobScrubRate      int64         `yaml:"blob_scrub_rate" help:"bytes per second the scrubber re-reads to find bit rot (0: off)"`
 	BlobScrubInterval  time.Duration `yaml:"blob_scrub_interval" help:"pause between two scrubs of this agent's shards"`
+
+	// Registry limits, enforced when a registration is applied, with the
+	// limits of the leader that proposed it (so every replica agrees).
+	// 0 turns a limit off. A registration past one fails with
+	// ResourceExhausted naming the limit.
+	MaxInstancesPerService   int   `yaml:"max_instances_per_service" help:"instances one service may have (0: no limit)"`
+	MaxInstancesPerSession   int   `yaml:"max_instances_per_session" help:"instances one session (one registering process) may hold (0: no limit)"`
+	MaxInstanceMetadataBytes int   `yaml:"max_instance_metadata_bytes" help:"bytes of version, tags and metadata keys and values one instance may carry (0: no limit)"`
+	MaxRegistryBytes         int64 `yaml:"max_registry_bytes" help:"encoded bytes of all instances together (0: no limit)"`
 }
 
 // Default returns the configuration of a production agent on this machine.
@@ -134,6 +145,21 @@ func Default() Config {
 		BlobGCInterval:       bd.GCInterval,
 		BlobScrubRate:        bd.ScrubRate,
 		BlobScrubInterval:    bd.ScrubInterval,
+
+		MaxInstancesPerService:   10000,
+		MaxInstancesPerSession:   1000,
+		MaxInstanceMetadataBytes: 16 << 10,
+		MaxRegistryBytes:         512 << 20,
+	}
+}
+
+// quota is the registry limits the leader stamps on a registration.
+func (c *Config) quota() *pb.Quota {
+	return &pb.Quota{
+		MaxInstancesPerService:   uint32(c.MaxInstancesPerService),
+		MaxInstancesPerSession:   uint32(c.MaxInstancesPerSession),
+		MaxInstanceMetadataBytes: uint32(c.MaxInstanceMetadataBytes),
+		MaxRegistryBytes:         uint64(c.MaxRegistryBytes),
 	}
 }
 
@@ -264,6 +290,20 @@ func (c *Config) Validate() error {
 	}
 	if c.BlobScrubRate < 0 {
 		bad("blob_scrub_rate", "%d must not be negative (0 turns scrubbing off)", c.BlobScrubRate)
+	}
+	limits := []struct {
+		field  string
+		v, max int64
+	}{
+		{"max_instances_per_service", int64(c.MaxInstancesPerService), math.MaxUint32},
+		{"max_instances_per_session", int64(c.MaxInstancesPerSession), math.MaxUint32},
+		{"max_instance_metadata_bytes", int64(c.MaxInstanceMetadataBytes), math.MaxUint32},
+		{"max_registry_bytes", c.MaxRegistryBytes, math.MaxInt64},
+	}
+	for _, l := range limits {
+		if l.v < 0 || l.v > l.max {
+			bad(l.field, "%d must be between 0 (no limit) and %d", l.v, l.max)
+		}
 	}
 	if c.SnapshotThreshold < 16 {
 		bad("snapshot_threshold", "%d is too small (minimum 16)", c.SnapshotThreshold)

@@ -150,11 +150,8 @@ func (n *Node) propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	}
 	var rev uint64
 	err := n.forward.onLeader(ctx,
-		func() error {
-			start := time.Now()
-			r, err := n.store.Apply(ctx, cmd)
-			n.metrics.observeApply(start, err)
-			rev = r
+		func() (err error) {
+			rev, err = n.applyAsLeader(ctx, cmd)
 			return err
 		},
 		func(c *grpc.ClientConn) error {
@@ -171,6 +168,20 @@ func (n *Node) propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
 		n.store.FSM().WaitRevision(wctx, rev)
 		cancel()
 	}
+	return rev, err
+}
+
+// applyAsLeader proposes cmd on this agent, the leader. A registration
+// carries this leader's registry limits, which every replica then applies.
+func (n *Node) applyAsLeader(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	if _, ok := cmd.Kind.(*pb.Command_Register); ok {
+		cmd.Quota = n.cfg.quota()
+	} else {
+		cmd.Quota = nil
+	}
+	start := time.Now()
+	rev, err := n.store.Apply(ctx, cmd)
+	n.metrics.observeApply(start, err)
 	return rev, err
 }
 
@@ -191,9 +202,7 @@ func (s *internalServer) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyR
 		return nil, err
 	}
 	cmd.Time = 0
-	start := time.Now()
-	rev, err := s.n.store.Apply(ctx, cmd)
-	s.n.metrics.observeApply(start, err)
+	rev, err := s.n.applyAsLeader(ctx, cmd)
 	if err != nil {
 		return nil, err
 	}

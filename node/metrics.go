@@ -69,6 +69,8 @@ func newMetrics(n *Node) *metrics {
 			}
 			return time.Since(r.LastContact()).Seconds()
 		}),
+		gauge("zrpc_registry_bytes", "Encoded bytes of all instances in this replica (limited by max_registry_bytes).",
+			func() float64 { return float64(n.store.FSM().RegistryBytes()) }),
 		gauge("zrpc_registry_revision", "Registry revision of this replica.", func() float64 { return float64(n.store.FSM().Revision()) }),
 		&instanceCollector{n: n, desc: prometheus.NewDesc("zrpc_registry_instances",
 			"Registered instances in this replica, by health.", []string{"health"}, nil)},
