@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -88,11 +89,17 @@ func (n *Node) recovered(ctx context.Context, method string, r any) error {
 	return errInternal
 }
 
-// unaryInterceptor maps errors through the API's one code table and counts
-// requests by method and code.
-func (n *Node) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+// unaryInterceptor refuses a request holding a malformed Duration or
+// Timestamp (checkTimes), maps errors through the API's one code table and
+// counts requests by method and code.
+func (n *Node) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 	start := time.Now()
-	resp, err := h(ctx, req)
+	if m, ok := req.(proto.Message); ok {
+		err = checkTimes(m.ProtoReflect(), "")
+	}
+	if err == nil {
+		resp, err = h(ctx, req)
+	}
 	err = apierr.ToStatus(err)
 	n.metrics.observeRPC(info.FullMethod, status.Code(err), start)
 	return resp, err

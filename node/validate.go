@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -126,6 +129,11 @@ func validateCheck(in *pb.Instance) error {
 	c := in.Check
 	if c == nil {
 		return nil
+	}
+	// A malformed Duration (nanos out of range, ...) would be stored and
+	// then break every JSON encoding of the instance.
+	if err := checkTimes(c.ProtoReflect(), "instance.check"); err != nil {
+		return err
 	}
 	hasTTL := c.Ttl != nil
 	if hasTTL && c.Grpc {
@@ -377,6 +385,59 @@ func validIDs(field string, ids []string, valid func(field, id string) error) er
 		if err := valid(field, id); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// checkTimes reports the first google.protobuf.Duration or Timestamp in m
+// that is not well-formed (CheckValid: nanos out of range, sign mismatch,
+// out of the representable range), naming its field path under path. The
+// agent's interceptors run it on every request.
+func checkTimes(m protoreflect.Message, path string) error {
+	switch m.Descriptor().FullName() {
+	case "google.protobuf.Duration", "google.protobuf.Timestamp":
+		return checkTime(m, path)
+	}
+	var err error
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Message() == nil || (fd.IsMap() && fd.MapValue().Message() == nil) {
+			return true
+		}
+		name := string(fd.Name())
+		if path != "" {
+			name = path + "." + name
+		}
+		switch {
+		case fd.IsList():
+			l := v.List()
+			for i := 0; i < l.Len() && err == nil; i++ {
+				err = checkTimes(l.Get(i).Message(), fmt.Sprintf("%s[%d]", name, i))
+			}
+		case fd.IsMap():
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				err = checkTimes(mv.Message(), fmt.Sprintf("%s[%v]", name, k.Interface()))
+				return err == nil
+			})
+		default:
+			err = checkTimes(v.Message(), name)
+		}
+		return err == nil
+	})
+	return err
+}
+
+// checkTime checks one Duration or Timestamp message.
+func checkTime(m protoreflect.Message, path string) error {
+	fields := m.Descriptor().Fields()
+	secs, nanos := m.Get(fields.ByName("seconds")).Int(), int32(m.Get(fields.ByName("nanos")).Int())
+	var err error
+	if m.Descriptor().FullName() == "google.protobuf.Duration" {
+		err = (&durationpb.Duration{Seconds: secs, Nanos: nanos}).CheckValid()
+	} else {
+		err = (&timestamppb.Timestamp{Seconds: secs, Nanos: nanos}).CheckValid()
+	}
+	if err != nil {
+		return apierr.Invalid(path, "%v", err)
 	}
 	return nil
 }
