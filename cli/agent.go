@@ -71,6 +71,23 @@ func bindAgentFlags(fs *pflag.FlagSet) {
 	}
 }
 
+// warnSecretFlags warns about each secret given as a flag: every user of
+// the machine can read it in the process list.
+func warnSecretFlags(fs *pflag.FlagSet, w io.Writer) {
+	fs.Visit(func(f *pflag.Flag) {
+		sf, ok := f.Value.(*settingFlag)
+		if !ok || !sf.setting.Secret {
+			return
+		}
+		instead := sf.setting.Env + " or the config file"
+		if file, ok := node.SettingByKey(sf.setting.Key + "_file"); ok {
+			instead = "--" + file.Flag + ", " + instead
+		}
+		fmt.Fprintf(w, "warning: --%s on the command line is visible to every user of this machine (ps, /proc); give it with %s instead\n",
+			f.Name, instead)
+	})
+}
+
 func newAgentCommand() *cobra.Command {
 	var (
 		cfgFile string
@@ -86,6 +103,9 @@ with existing state it resumes. Configuration comes from, lowest first:
 defaults, the YAML file given by --config, ZRPC_* environment variables
 (ZRPC_NAME, ZRPC_DATA_DIR, ZRPC_GRPC_PORT, ... named after the YAML keys),
 and flags. A bad value stops the agent before it touches the data dir.
+Give the gossip key with --encrypt-file or ZRPC_ENCRYPT: a key passed as
+--encrypt is visible in the process list (the agent warns, and redacts it
+in /debug/pprof/cmdline).
 
 A first signal shuts down in order (stop serving, close sessions, hand off
 leadership, stop Raft, close stores); a second one exits at once.`,
@@ -108,6 +128,7 @@ leadership, stop Raft, close stores); a second one exits at once.`,
 		if err != nil {
 			return err
 		}
+		warnSecretFlags(fs, cmd.ErrOrStderr())
 		defer cleanup()
 		return runAgent(cmd.Context(), final, cmd.OutOrStdout(), cmd.ErrOrStderr())
 	}
@@ -140,6 +161,7 @@ restart without being told where.`,
 		if err != nil {
 			return err
 		}
+		warnSecretFlags(fs, cmd.ErrOrStderr())
 		defer cleanup()
 		for _, a := range args {
 			if _, _, err := net.SplitHostPort(a); err != nil {

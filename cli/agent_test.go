@@ -162,3 +162,25 @@ func TestAgentHelpListsEverySetting(t *testing.T) {
 		}
 	}
 }
+
+func TestAgentWarnsAboutAKeyOnTheCommandLine(t *testing.T) {
+	cmd := newAgentCommand()
+	if err := cmd.Flags().Parse([]string{"--encrypt=k", "--encrypt-file=/etc/zrpc/gossip.key", "--name=n1"}); err != nil {
+		t.Fatal(err)
+	}
+	var w bytes.Buffer
+	warnSecretFlags(cmd.Flags(), &w)
+	if got := w.String(); strings.Count(got, "warning:") != 1 || !strings.Contains(got, "--encrypt on the command line") ||
+		!strings.Contains(got, "--encrypt-file") || !strings.Contains(got, "ZRPC_ENCRYPT") || strings.Contains(got, "=k") {
+		t.Fatalf("warning = %q, want one warning about --encrypt naming --encrypt-file and ZRPC_ENCRYPT", got)
+	}
+	cmd = newAgentCommand()
+	if err := cmd.Flags().Parse([]string{"--encrypt-file=/etc/zrpc/gossip.key"}); err != nil {
+		t.Fatal(err)
+	}
+	w.Reset()
+	warnSecretFlags(cmd.Flags(), &w)
+	if w.Len() != 0 {
+		t.Fatalf("warning without --encrypt: %q", w.String())
+	}
+}

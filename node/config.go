@@ -63,7 +63,12 @@ type Config struct {
 	GossipProfile string `yaml:"gossip_profile" help:"gossip timers: lan, or local for agents on one machine"`
 	// EncryptKey is a base64 AES key (16, 24 or 32 bytes) shared by all
 	// agents to encrypt gossip; `zrpcd keygen` prints one.
-	EncryptKey string `yaml:"encrypt" help:"base64 gossip encryption key shared by all agents (zrpcd keygen prints one); prefer --encrypt-file or ZRPC_ENCRYPT: a flag shows in the process list" secret:"true"`
+	// It is a secret: kept out of /debug/pprof/cmdline, and better given
+	// by EncryptKeyFile or ZRPC_ENCRYPT than by a flag, which every local
+	// user sees in the process list.
+	EncryptKey string `yaml:"encrypt" help:"base64 gossip encryption key shared by all agents (zrpcd keygen prints one); prefer --encrypt-file or ZRPC_ENCRYPT, as a flag shows in the process list" secret:"true"`
+	// EncryptKeyFile names a file holding EncryptKey; Start reads it.
+	EncryptKeyFile string `yaml:"encrypt_file" help:"file holding the base64 gossip encryption key (instead of --encrypt)"`
 	// JoinMaxBackoff caps the wait between join attempts.
 	JoinMaxBackoff time.Duration `yaml:"join_max_backoff" help:"longest wait between two join attempts"`
 	// LogLevel is debug, info, warn or error.
@@ -272,6 +277,9 @@ func (c *Config) Validate() error {
 		if _, err := gossip.ParseKey(c.EncryptKey); err != nil {
 			bad("encrypt", "%v", err)
 		}
+		if c.EncryptKeyFile != "" {
+			bad("encrypt_file", "set either encrypt or encrypt_file, not both")
+		}
 	}
 	if c.DeadNodeReap < time.Second {
 		bad("dead_node_reap", "%s is too short (minimum 1s)", c.DeadNodeReap)
@@ -309,6 +317,33 @@ func (c *Config) Validate() error {
 		bad("snapshot_threshold", "%d is too small (minimum 16)", c.SnapshotThreshold)
 	}
 	return errors.Join(errs...)
+}
+
+// gossipKey returns the gossip encryption key (nil: gossip is not
+// encrypted), reading it from encrypt_file when that is set.
+func (c *Config) gossipKey() ([]byte, error) {
+	key := c.EncryptKey
+	if c.EncryptKeyFile != "" {
+		b, err := os.ReadFile(c.EncryptKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("encrypt_file: %w", err)
+		}
+		key = strings.TrimSpace(string(b))
+		if key == "" {
+			return nil, fmt.Errorf("encrypt_file: %s is empty", c.EncryptKeyFile)
+		}
+	}
+	if key == "" {
+		return nil, nil
+	}
+	k, err := gossip.ParseKey(key)
+	if err != nil {
+		if c.EncryptKeyFile != "" {
+			return nil, fmt.Errorf("encrypt_file: key in %s: %w", c.EncryptKeyFile, err)
+		}
+		return nil, fmt.Errorf("encrypt: %w", err)
+	}
+	return k, nil
 }
 
 // advertiseIP is the IP peers and clients use.
