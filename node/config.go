@@ -8,8 +8,10 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -394,7 +396,10 @@ type Setting struct {
 }
 
 // Settings returns every setting of Config, in declaration order.
-func Settings() []Setting {
+func Settings() []Setting { return slices.Clone(settings()) }
+
+// settings reads the declaration once.
+var settings = sync.OnceValue(func() []Setting {
 	t := reflect.TypeFor[Config]()
 	out := make([]Setting, 0, t.NumField())
 	for i := 0; i < t.NumField(); i++ {
@@ -411,11 +416,11 @@ func Settings() []Setting {
 		})
 	}
 	return out
-}
+})
 
 // SettingByKey returns the setting with the YAML key, or false.
 func SettingByKey(key string) (Setting, bool) {
-	for _, s := range Settings() {
+	for _, s := range settings() {
 		if s.Key == key {
 			return s, true
 		}

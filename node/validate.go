@@ -199,13 +199,6 @@ func (n *Node) validateForwarded(cmd *pb.Command) error {
 	if len(cmd.RequestId) > maxRequestIDLen {
 		return apierr.Invalid("command.request_id", "is %d bytes, the limit is %d", len(cmd.RequestId), maxRequestIDLen)
 	}
-	fsm := n.store.FSM()
-	knownNode := func(field, name string) error {
-		if fsm.Node(name) == nil {
-			return apierr.Invalid(field, "%q is not an agent of this cluster", name)
-		}
-		return nil
-	}
 	switch k := cmd.Kind.(type) {
 	case *pb.Command_Register:
 		return n.validateForwardedRegister(k.Register)
@@ -217,24 +210,52 @@ func (n *Node) validateForwarded(cmd *pb.Command) error {
 	case *pb.Command_SetHealth:
 		return validateForwardedHealth(k.SetHealth)
 	case *pb.Command_SessionCreate:
-		s := k.SessionCreate.GetSession()
-		if err := validID("session_create.session.id", s.GetId()); err != nil {
-			return err
-		}
-		if len(s.Owner) > maxMetaValLen {
-			return apierr.Invalid("session_create.session.owner", "is %d bytes, the limit is %d", len(s.Owner), maxMetaValLen)
-		}
-		if err := knownNode("session_create.session.node", s.Node); err != nil {
-			return err
-		}
-		if old := fsm.Session(s.Id); old != nil && !proto.Equal(old, s) {
-			return apierr.Invalid("session_create.session.id", "session %s already exists on agent %s", s.Id, old.Node)
-		}
-		return nil
+		return n.validateForwardedSession(k.SessionCreate.GetSession())
 	case *pb.Command_SessionDestroy:
 		return validIDs("session_destroy.ids", k.SessionDestroy.Ids, validID)
 	case *pb.Command_NodeRemove:
 		return n.validateForwardedNodeRemove(k.NodeRemove.GetName())
+	case *pb.Command_BlobPending, *pb.Command_BlobCommit, *pb.Command_BlobAbort, *pb.Command_BlobDelete, *pb.Command_BlobShards:
+		return n.validateForwardedBlob(cmd)
+	case *pb.Command_NodeUpsert:
+		return apierr.Invalid("command.node_upsert", "agent records are written by the leader from gossip; a peer may not forward them")
+	case nil:
+		return apierr.Invalid("command", "is empty")
+	default:
+		return apierr.Invalid("command", "a peer may not forward %T", k)
+	}
+}
+
+// knownNode checks that name is an agent in the registry.
+func (n *Node) knownNode(field, name string) error {
+	if n.store.FSM().Node(name) == nil {
+		return apierr.Invalid(field, "%q is not an agent of this cluster", name)
+	}
+	return nil
+}
+
+// validateForwardedSession checks a new session: its id, its owner's
+// length, its agent, and that it does not take over another session.
+func (n *Node) validateForwardedSession(s *pb.Session) error {
+	if err := validID("session_create.session.id", s.GetId()); err != nil {
+		return err
+	}
+	if len(s.Owner) > maxMetaValLen {
+		return apierr.Invalid("session_create.session.owner", "is %d bytes, the limit is %d", len(s.Owner), maxMetaValLen)
+	}
+	if err := n.knownNode("session_create.session.node", s.Node); err != nil {
+		return err
+	}
+	if old := n.store.FSM().Session(s.Id); old != nil && !proto.Equal(old, s) {
+		return apierr.Invalid("session_create.session.id", "session %s already exists on agent %s", s.Id, old.Node)
+	}
+	return nil
+}
+
+// validateForwardedBlob checks the blob metadata commands a put, a delete
+// or repair forwards: blob names and ids, and the agents they name.
+func (n *Node) validateForwardedBlob(cmd *pb.Command) error {
+	switch k := cmd.Kind.(type) {
 	case *pb.Command_BlobPending:
 		p := k.BlobPending
 		if err := validBlobID("blob_pending.id", p.Id); err != nil {
@@ -243,7 +264,7 @@ func (n *Node) validateForwarded(cmd *pb.Command) error {
 		if err := validBlobName("blob_pending.name", p.Name); err != nil {
 			return err
 		}
-		return knownNode("blob_pending.node", p.Node)
+		return n.knownNode("blob_pending.node", p.Node)
 	case *pb.Command_BlobCommit:
 		b := k.BlobCommit.GetBlob()
 		if b == nil {
@@ -264,18 +285,12 @@ func (n *Node) validateForwarded(cmd *pb.Command) error {
 			return err
 		}
 		for _, s := range k.BlobShards.Shards {
-			if err := knownNode("blob_shards.shards.node", s.Node); err != nil {
+			if err := n.knownNode("blob_shards.shards.node", s.Node); err != nil {
 				return err
 			}
 		}
-		return nil
-	case *pb.Command_NodeUpsert:
-		return apierr.Invalid("command.node_upsert", "agent records are written by the leader from gossip; a peer may not forward them")
-	case nil:
-		return apierr.Invalid("command", "is empty")
-	default:
-		return apierr.Invalid("command", "a peer may not forward %T", k)
 	}
+	return nil
 }
 
 // validateForwardedRegister checks an instance as Register does, and that
@@ -284,14 +299,13 @@ func (n *Node) validateForwardedRegister(in *pb.Instance) error {
 	if err := validateInstance(in); err != nil {
 		return err
 	}
-	fsm := n.store.FSM()
-	if fsm.Node(in.Node) == nil {
-		return apierr.Invalid("instance.node", "%q is not an agent of this cluster", in.Node)
+	if err := n.knownNode("instance.node", in.Node); err != nil {
+		return err
 	}
 	if in.Session == "" {
 		return nil
 	}
-	s := fsm.Session(in.Session)
+	s := n.store.FSM().Session(in.Session)
 	if s == nil {
 		return fmt.Errorf("%w: instance.session %s does not exist (expired or closed)", apierr.ErrSessionRequired, in.Session)
 	}
