@@ -33,30 +33,59 @@ instances they own and serve the gRPC API that zrpcctl and the rpc package use.`
 	return root
 }
 
-// agentFlags are the flags of `zrpcd agent`; each maps to a node.Config field
-// and wins over the config file and the environment.
-func bindAgentFlags(fs *pflag.FlagSet, c *node.Config) {
-	fs.StringVar(&c.Name, "name", c.Name, "agent name, unique in the cluster (default: host name)")
-	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the Raft log, snapshots and blobs")
-	fs.StringVar(&c.BindAddr, "bind", c.BindAddr, "IP address every listener binds to")
-	fs.StringVar(&c.AdvertiseAddr, "advertise", c.AdvertiseAddr, "IP address peers and clients use (default: --bind)")
-	fs.IntVar(&c.GRPCPort, "grpc-port", c.GRPCPort, "gRPC API port (0 picks a free port)")
-	fs.IntVar(&c.RaftPort, "raft-port", c.RaftPort, "Raft transport port")
-	fs.IntVar(&c.GossipPort, "gossip-port", c.GossipPort, "gossip port (tcp+udp)")
-	fs.IntVar(&c.HTTPPort, "http-port", c.HTTPPort, "HTTP port for /metrics, /healthz, /readyz, /debug/pprof")
-	fs.StringVar(&c.Zone, "zone", c.Zone, "zone or rack of this machine, used for placement and routing")
-	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
-	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
-	fs.IntVar(&c.BootstrapExpect, "bootstrap-expect", c.BootstrapExpect, "wait for this many agents to see each other, then bootstrap them together (0: off)")
-	fs.IntVar(&c.Voters, "voters", c.Voters, "Raft voters the cluster keeps (1-5); further agents join as nonvoters")
-	fs.DurationVar(&c.DeadNodeReap, "dead-node-reap", c.DeadNodeReap, "how long a failed agent's instances stay critical before the agent and its instances are removed")
-	fs.StringVar(&c.EncryptKey, "encrypt", c.EncryptKey, "base64 gossip encryption key shared by all agents (zrpcd keygen prints one)")
-	fs.StringVar(&c.GossipProfile, "gossip-profile", c.GossipProfile, "gossip timers: lan, or local for agents on one machine")
-	fs.IntVar(&c.BlobBlockSize, "blob-block-size", c.BlobBlockSize, "bytes per erasure-coded block of a blob (4096 to 8 MiB)")
-	fs.Int64Var(&c.BlobMaxSize, "blob-max-size", c.BlobMaxSize, "largest blob a put may store, in bytes")
-	fs.Int64Var(&c.ShardMaxBytes, "shard-max-bytes", c.ShardMaxBytes, "disk space this agent gives to blob shards, in bytes (0: no limit)")
-	fs.DurationVar(&c.BlobRepairDelay, "blob-repair-delay", c.BlobRepairDelay, "how long an agent must be failed before its shards are rebuilt on others")
-	fs.Int64Var(&c.BlobScrubRate, "blob-scrub-rate", c.BlobScrubRate, "bytes per second the scrubber re-reads to find bit rot (0: off)")
+// settingFlag is the flag of one node.Config setting. It keeps what was
+// given on the command line; resolveAgentConfig applies it over the file and
+// the environment.
+type settingFlag struct {
+	setting node.Setting
+	value   string
+	set     bool
+}
+
+func (f *settingFlag) String() string { return f.value }
+func (f *settingFlag) Type() string   { return f.setting.Type }
+
+// Set checks v by parsing it into a scratch Config, so a bad value is
+// reported with its flag's name. A list flag given twice collects both.
+func (f *settingFlag) Set(v string) error {
+	if f.set && f.setting.Type == "strings" {
+		v = f.value + "," + v
+	}
+	var probe node.Config
+	if err := probe.Set(f.setting.Key, v); err != nil {
+		return err
+	}
+	f.value, f.set = v, true
+	return nil
+}
+
+// bindAgentFlags declares one flag for every node.Config setting (see
+// node.Settings), with the setting's help text and default.
+func bindAgentFlags(fs *pflag.FlagSet) {
+	def := node.Default()
+	for _, s := range node.Settings() {
+		f := fs.VarPF(&settingFlag{setting: s, value: def.Get(s.Key)}, s.Flag, "", s.Help)
+		if s.Type == "bool" {
+			f.NoOptDefVal = "true"
+		}
+	}
+}
+
+// warnSecretFlags warns about each secret given as a flag: every user of
+// the machine can read it in the process list.
+func warnSecretFlags(fs *pflag.FlagSet, w io.Writer) {
+	fs.Visit(func(f *pflag.Flag) {
+		sf, ok := f.Value.(*settingFlag)
+		if !ok || !sf.setting.Secret {
+			return
+		}
+		instead := sf.setting.Env + " or the config file"
+		if file, ok := node.SettingByKey(sf.setting.Key + "_file"); ok {
+			instead = "--" + file.Flag + ", " + instead
+		}
+		fmt.Fprintf(w, "warning: --%s on the command line is visible to every user of this machine (ps, /proc); give it with %s instead\n",
+			f.Name, instead)
+	})
 }
 
 func newAgentCommand() *cobra.Command {
@@ -74,6 +103,9 @@ with existing state it resumes. Configuration comes from, lowest first:
 defaults, the YAML file given by --config, ZRPC_* environment variables
 (ZRPC_NAME, ZRPC_DATA_DIR, ZRPC_GRPC_PORT, ... named after the YAML keys),
 and flags. A bad value stops the agent before it touches the data dir.
+Give the gossip key with --encrypt-file or ZRPC_ENCRYPT: a key passed as
+--encrypt is visible in the process list (the agent warns, and redacts it
+in /debug/pprof/cmdline).
 
 A first signal shuts down in order (stop serving, close sessions, hand off
 leadership, stop Raft, close stores); a second one exits at once.`,
@@ -87,16 +119,16 @@ leadership, stop Raft, close stores); a second one exits at once.`,
   zrpcd agent --name n2 --data-dir d2 --grpc-port 8410 --raft-port 8411 --gossip-port 8412 --http-port 8490`,
 		Args: cobra.NoArgs,
 	}
-	flags := node.Default()
 	fs := cmd.Flags()
-	bindAgentFlags(fs, &flags)
+	bindAgentFlags(fs)
 	fs.StringVar(&cfgFile, "config", "", "YAML config file (keys as in node.Config: name, data_dir, grpc_port, ...)")
 	fs.BoolVar(&dev, "dev", false, "development mode: one node named dev, data in a temp dir removed on exit")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		final, cleanup, err := resolveAgentConfig(fs, &flags, cfgFile, dev)
+		final, cleanup, err := resolveAgentConfig(fs, cfgFile, dev, os.LookupEnv)
 		if err != nil {
 			return err
 		}
+		warnSecretFlags(fs, cmd.ErrOrStderr())
 		defer cleanup()
 		return runAgent(cmd.Context(), final, cmd.OutOrStdout(), cmd.ErrOrStderr())
 	}
@@ -121,15 +153,15 @@ restart without being told where.`,
   zrpcd agent join 127.0.0.1:8402 --name n3 --data-dir d3 --bind 127.0.0.3`,
 		Args: cobra.MinimumNArgs(1),
 	}
-	flags := node.Default()
 	fs := cmd.Flags()
-	bindAgentFlags(fs, &flags)
+	bindAgentFlags(fs)
 	fs.StringVar(&cfgFile, "config", "", "YAML config file")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		final, cleanup, err := resolveAgentConfig(fs, &flags, cfgFile, false)
+		final, cleanup, err := resolveAgentConfig(fs, cfgFile, false, os.LookupEnv)
 		if err != nil {
 			return err
 		}
+		warnSecretFlags(fs, cmd.ErrOrStderr())
 		defer cleanup()
 		for _, a := range args {
 			if _, _, err := net.SplitHostPort(a); err != nil {
@@ -145,9 +177,10 @@ restart without being told where.`,
 	return cmd
 }
 
-// resolveAgentConfig layers defaults, --dev, the file, the environment and
-// then the flags that were set explicitly.
-func resolveAgentConfig(fs *pflag.FlagSet, flags *node.Config, file string, dev bool) (node.Config, func(), error) {
+// resolveAgentConfig layers defaults, --dev, the file, the environment (read
+// through lookup) and then the flags that were set explicitly, and
+// validates the result.
+func resolveAgentConfig(fs *pflag.FlagSet, file string, dev bool, lookup func(string) (string, bool)) (node.Config, func(), error) {
 	cfg := node.Default()
 	cleanup := func() {}
 	if dev {
@@ -160,18 +193,10 @@ func resolveAgentConfig(fs *pflag.FlagSet, flags *node.Config, file string, dev 
 		cfg.Name = "dev"
 		cfg.LogLevel = "info"
 	}
-	if file != "" {
-		if err := cfg.LoadFile(file); err != nil {
-			cleanup()
-			return cfg, func() {}, err
-		}
-	}
-	if err := cfg.LoadEnv(os.LookupEnv); err != nil {
+	if err := layerAgentConfig(&cfg, fs, file, lookup); err != nil {
 		cleanup()
-		return cfg, func() {}, fmt.Errorf("environment: %w", err)
+		return cfg, func() {}, err
 	}
-	// Flags the user set win over the file and the environment.
-	fs.Visit(func(f *pflag.Flag) { applyFlag(&cfg, flags, f.Name) })
 	if err := cfg.Validate(); err != nil {
 		cleanup()
 		return cfg, func() {}, fmt.Errorf("invalid agent configuration:\n%w", err)
@@ -179,42 +204,26 @@ func resolveAgentConfig(fs *pflag.FlagSet, flags *node.Config, file string, dev 
 	return cfg, cleanup, nil
 }
 
-// applyFlag copies the field behind flag name from src to dst.
-func applyFlag(dst, src *node.Config, name string) {
-	switch name {
-	case "name":
-		dst.Name = src.Name
-	case "data-dir":
-		dst.DataDir = src.DataDir
-	case "bind":
-		dst.BindAddr = src.BindAddr
-	case "advertise":
-		dst.AdvertiseAddr = src.AdvertiseAddr
-	case "grpc-port":
-		dst.GRPCPort = src.GRPCPort
-	case "raft-port":
-		dst.RaftPort = src.RaftPort
-	case "gossip-port":
-		dst.GossipPort = src.GossipPort
-	case "http-port":
-		dst.HTTPPort = src.HTTPPort
-	case "zone":
-		dst.Zone = src.Zone
-	case "log-level":
-		dst.LogLevel = src.LogLevel
-	case "log-format":
-		dst.LogFormat = src.LogFormat
-	case "bootstrap-expect":
-		dst.BootstrapExpect = src.BootstrapExpect
-	case "voters":
-		dst.Voters = src.Voters
-	case "dead-node-reap":
-		dst.DeadNodeReap = src.DeadNodeReap
-	case "encrypt":
-		dst.EncryptKey = src.EncryptKey
-	case "gossip-profile":
-		dst.GossipProfile = src.GossipProfile
+// layerAgentConfig overrides cfg with the file, then the environment, then
+// the flags set on the command line: flag > env > file > default.
+func layerAgentConfig(cfg *node.Config, fs *pflag.FlagSet, file string, lookup func(string) (string, bool)) error {
+	if file != "" {
+		if err := cfg.LoadFile(file); err != nil {
+			return err
+		}
 	}
+	if err := cfg.LoadEnv(lookup); err != nil {
+		return fmt.Errorf("environment: %w", err)
+	}
+	var errs []error
+	fs.Visit(func(f *pflag.Flag) {
+		if sf, ok := f.Value.(*settingFlag); ok {
+			if err := cfg.Set(sf.setting.Key, sf.value); err != nil {
+				errs = append(errs, fmt.Errorf("--%s: %w", f.Name, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
 }
 
 func newLogger(cfg node.Config, w io.Writer) *slog.Logger {

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -86,7 +89,7 @@ func (p *printer) sentence(msg proto.Message, text string) error {
 	if p.json {
 		return p.printJSON(msg)
 	}
-	_, err := fmt.Fprintln(p.w, text)
+	_, err := fmt.Fprintln(p.w, escapeControl(text))
 	return err
 }
 
@@ -127,7 +130,7 @@ func (p *printer) streamNote(text string) error {
 	if p.json {
 		return nil
 	}
-	_, err := fmt.Fprintln(p.w, text)
+	_, err := fmt.Fprintln(p.w, escapeControl(text))
 	return err
 }
 
@@ -215,10 +218,45 @@ func cells(row []string) []string {
 	return out
 }
 
-// cell shows an empty value as "-", so columns never look shifted.
+// cell shows an empty value as "-", so columns never look shifted, and
+// escapes what a terminal would act on (see escapeControl).
 func cell(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return s
+	return escapeControl(s)
+}
+
+// escapeControl writes control and other non-printing characters (escape
+// sequences, tabs, newlines, bidi overrides) and invalid UTF-8 the way a Go
+// string literal does (\x1b, \t, \n, \u202e, \xff). Versions, tags,
+// metadata and health output come from any registering process: printed
+// raw, one could clear the operator's screen or fake table rows. JSON
+// output escapes them already.
+func escapeControl(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for len(s) > 0 {
+		r, size := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[0])
+		case unicode.IsPrint(r):
+			b.WriteString(s[:size])
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		s = s[size:]
+	}
+	return b.String()
 }

@@ -27,9 +27,9 @@ const peersFile = "peers.json"
 // meta, then (in the background) joins the configured or remembered peers
 // and, with bootstrap_expect, bootstraps once enough servers are seen.
 func (n *Node) startGossip() error {
-	var key []byte
-	if n.cfg.EncryptKey != "" {
-		key, _ = gossip.ParseKey(n.cfg.EncryptKey) // validated in Config.Validate
+	key, err := n.cfg.gossipKey()
+	if err != nil {
+		return err
 	}
 	g, err := gossip.New(gossip.Config{
 		Name:          n.cfg.Name,

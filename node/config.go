@@ -3,93 +3,116 @@ package node
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/storage"
 )
 
 // Config is an agent's configuration. Default gives a working agent; flags,
 // a YAML file and ZRPC_* environment variables override it (see cli).
+//
+// Each field is one setting, declared here once: its yaml tag is the key in
+// the config file, ZRPC_<KEY> its environment variable and --<key> (with
+// '-' for '_') its flag on `zrpcd agent`; its help tag is the flag's help
+// text; its default is in Default. Settings lists them.
 type Config struct {
 	// Name identifies the agent in the cluster; it is its Raft server ID.
-	Name string `yaml:"name"`
+	Name string `yaml:"name" help:"agent name, unique in the cluster (default: host name)"`
 	// DataDir holds the Raft log, snapshots and blob shards.
-	DataDir string `yaml:"data_dir"`
+	DataDir string `yaml:"data_dir" help:"directory for the Raft log, snapshots and blobs"`
 	// BindAddr is the IP every listener binds to.
-	BindAddr string `yaml:"bind"`
+	BindAddr string `yaml:"bind" help:"IP address every listener binds to"`
 	// AdvertiseAddr is the IP peers and clients are told; empty means
 	// BindAddr (which then must not be 0.0.0.0).
-	AdvertiseAddr string `yaml:"advertise"`
-	GRPCPort      int    `yaml:"grpc_port"`
-	RaftPort      int    `yaml:"raft_port"`
-	GossipPort    int    `yaml:"gossip_port"`
-	HTTPPort      int    `yaml:"http_port"`
-	Zone          string `yaml:"zone"`
+	AdvertiseAddr string `yaml:"advertise" help:"IP address peers and clients use (default: --bind)"`
+	GRPCPort      int    `yaml:"grpc_port" help:"gRPC API port (0 picks a free port)"`
+	RaftPort      int    `yaml:"raft_port" help:"Raft transport port"`
+	GossipPort    int    `yaml:"gossip_port" help:"gossip port (tcp+udp)"`
+	HTTPPort      int    `yaml:"http_port" help:"HTTP port for /metrics, /healthz, /readyz, /debug/pprof"`
+	Zone          string `yaml:"zone" help:"zone or rack of this machine, used for placement and routing"`
 	// Bootstrap lets an agent with an empty data dir, nothing to join and no
 	// bootstrap_expect start a new one-node cluster of itself.
-	Bootstrap bool `yaml:"bootstrap"`
+	Bootstrap bool `yaml:"bootstrap" help:"with an empty data dir and nothing to join, start a new one-node cluster"`
 	// Join lists gossip addresses (host:port) of agents to join; the agent
 	// retries with capped exponential backoff until one answers.
-	Join []string `yaml:"join"`
+	Join []string `yaml:"join" help:"gossip addresses (host:port) of agents to join, comma-separated or repeated"`
 	// BootstrapExpect makes agents started together wait until this many
 	// servers see each other, then bootstrap the cluster with all of them as
 	// voters. Never bootstraps an agent that has Raft state.
-	BootstrapExpect int `yaml:"bootstrap_expect"`
+	BootstrapExpect int `yaml:"bootstrap_expect" help:"wait for this many agents to see each other, then bootstrap them together (0: off)"`
 	// Voters is the number of Raft voters the leader keeps (3 or 5 is
 	// usual); further agents join as nonvoters and are promoted when a voter
 	// is gone.
-	Voters int `yaml:"voters"`
+	Voters int `yaml:"voters" help:"Raft voters the cluster keeps (1-5); further agents join as nonvoters"`
 	// DeadNodeReap is how long a failed agent stays in the cluster (its
 	// instances critical) before it is removed with its instances.
-	DeadNodeReap time.Duration `yaml:"dead_node_reap"`
+	DeadNodeReap time.Duration `yaml:"dead_node_reap" help:"how long a failed agent's instances stay critical before the agent and its instances are removed"`
 	// GossipProfile selects gossip timers: lan (default) or local (fast,
 	// for tests on one machine).
-	GossipProfile string `yaml:"gossip_profile"`
+	GossipProfile string `yaml:"gossip_profile" help:"gossip timers: lan, or local for agents on one machine"`
 	// EncryptKey is a base64 AES key (16, 24 or 32 bytes) shared by all
 	// agents to encrypt gossip; `zrpcd keygen` prints one.
-	EncryptKey string `yaml:"encrypt"`
+	// It is a secret: kept out of /debug/pprof/cmdline, and better given
+	// by EncryptKeyFile or ZRPC_ENCRYPT than by a flag, which every local
+	// user sees in the process list.
+	EncryptKey string `yaml:"encrypt" help:"base64 gossip encryption key shared by all agents (zrpcd keygen prints one); prefer --encrypt-file or ZRPC_ENCRYPT, as a flag shows in the process list" secret:"true"`
+	// EncryptKeyFile names a file holding EncryptKey; Start reads it.
+	EncryptKeyFile string `yaml:"encrypt_file" help:"file holding the base64 gossip encryption key (instead of --encrypt)"`
 	// JoinMaxBackoff caps the wait between join attempts.
-	JoinMaxBackoff time.Duration `yaml:"join_max_backoff"`
+	JoinMaxBackoff time.Duration `yaml:"join_max_backoff" help:"longest wait between two join attempts"`
 	// LogLevel is debug, info, warn or error.
-	LogLevel string `yaml:"log_level"`
+	LogLevel string `yaml:"log_level" help:"log level: debug, info, warn or error"`
 	// LogFormat is text or json.
-	LogFormat string `yaml:"log_format"`
+	LogFormat string `yaml:"log_format" help:"log format: text or json"`
 
 	// Raft timers; see DESIGN.md "Membership" for how they were chosen.
-	RaftHeartbeatTimeout time.Duration `yaml:"raft_heartbeat_timeout"`
-	RaftElectionTimeout  time.Duration `yaml:"raft_election_timeout"`
-	RaftLeaderLease      time.Duration `yaml:"raft_leader_lease_timeout"`
+	RaftHeartbeatTimeout time.Duration `yaml:"raft_heartbeat_timeout" help:"Raft heartbeat timeout"`
+	RaftElectionTimeout  time.Duration `yaml:"raft_election_timeout" help:"Raft election timeout"`
+	RaftLeaderLease      time.Duration `yaml:"raft_leader_lease_timeout" help:"Raft leader lease; at most the heartbeat timeout"`
 	// SnapshotThreshold is how many log entries trigger a snapshot.
-	SnapshotThreshold uint64 `yaml:"snapshot_threshold"`
+	SnapshotThreshold uint64 `yaml:"snapshot_threshold" help:"Raft log entries that trigger a snapshot"`
 	// StaleReadBound: a follower that has not heard from a leader for longer
 	// refuses DEFAULT reads.
-	StaleReadBound time.Duration `yaml:"stale_read_bound"`
+	StaleReadBound time.Duration `yaml:"stale_read_bound" help:"a follower that has not heard from a leader for this long refuses default-consistency reads"`
 	// LeaderWait bounds how long a write waits for a leader during an
 	// election before it fails with Unavailable.
-	LeaderWait time.Duration `yaml:"leader_wait"`
+	LeaderWait time.Duration `yaml:"leader_wait" help:"how long a write waits for a leader before it fails with Unavailable"`
 	// HealthInterval is how often TTL deadlines and critical instances are
 	// checked on the leader.
-	HealthInterval time.Duration `yaml:"health_interval"`
+	HealthInterval time.Duration `yaml:"health_interval" help:"how often the leader checks TTL deadlines and critical instances"`
 
 	// Blob storage (see storage.Config for what each does).
-	BlobBlockSize      int           `yaml:"blob_block_size"`
-	BlobMaxSize        int64         `yaml:"blob_max_size"`
-	ShardMaxBytes      int64         `yaml:"shard_max_bytes"`
-	BlobRepairDelay    time.Duration `yaml:"blob_repair_delay"`
-	BlobRepairInterval time.Duration `yaml:"blob_repair_interval"`
-	BlobOrphanGrace    time.Duration `yaml:"blob_orphan_grace"`
-	BlobGCInterval     time.Duration `yaml:"blob_gc_interval"`
-	BlobScrubRate      int64         `yaml:"blob_scrub_rate"`
-	BlobScrubInterval  time.Duration `yaml:"blob_scrub_interval"`
+	BlobBlockSize      int           `yaml:"blob_block_size" help:"bytes per erasure-coded block of a blob (4096 to 8 MiB)"`
+	BlobMaxSize        int64         `yaml:"blob_max_size" help:"largest blob a put may store, in bytes"`
+	ShardMaxBytes      int64         `yaml:"shard_max_bytes" help:"disk space this agent gives to blob shards, in bytes (0: no limit)"`
+	BlobRepairDelay    time.Duration `yaml:"blob_repair_delay" help:"how long an agent must be failed before its shards are rebuilt on others"`
+	BlobRepairInterval time.Duration `yaml:"blob_repair_interval" help:"how often the leader scans blob metadata for shards to repair"`
+	BlobOrphanGrace    time.Duration `yaml:"blob_orphan_grace" help:"how old a shard file no blob refers to must be before it is deleted"`
+	BlobGCInterval     time.Duration `yaml:"blob_gc_interval" help:"how often this agent looks for orphan shard files"`
+	BlobScrubRate      int64         `yaml:"blob_scrub_rate" help:"bytes per second the scrubber re-reads to find bit rot (0: off)"`
+	BlobScrubInterval  time.Duration `yaml:"blob_scrub_interval" help:"pause between two scrubs of this agent's shards"`
+
+	// Registry limits, enforced when a registration is applied, with the
+	// limits of the leader that proposed it (so every replica agrees).
+	// 0 turns a limit off. A registration past one fails with
+	// ResourceExhausted naming the limit.
+	MaxInstancesPerService   int   `yaml:"max_instances_per_service" help:"instances one service may have (0: no limit)"`
+	MaxInstancesPerSession   int   `yaml:"max_instances_per_session" help:"instances one session (one registering process) may hold (0: no limit)"`
+	MaxInstanceMetadataBytes int   `yaml:"max_instance_metadata_bytes" help:"bytes of version, tags and metadata keys and values one instance may carry (0: no limit)"`
+	MaxRegistryBytes         int64 `yaml:"max_registry_bytes" help:"encoded bytes of all instances together (0: no limit)"`
 }
 
 // Default returns the configuration of a production agent on this machine.
@@ -129,6 +152,21 @@ func Default() Config {
 		BlobGCInterval:       bd.GCInterval,
 		BlobScrubRate:        bd.ScrubRate,
 		BlobScrubInterval:    bd.ScrubInterval,
+
+		MaxInstancesPerService:   10000,
+		MaxInstancesPerSession:   1000,
+		MaxInstanceMetadataBytes: 16 << 10,
+		MaxRegistryBytes:         512 << 20,
+	}
+}
+
+// quota is the registry limits the leader stamps on a registration.
+func (c *Config) quota() *pb.Quota {
+	return &pb.Quota{
+		MaxInstancesPerService:   uint32(c.MaxInstancesPerService),
+		MaxInstancesPerSession:   uint32(c.MaxInstancesPerSession),
+		MaxInstanceMetadataBytes: uint32(c.MaxInstanceMetadataBytes),
+		MaxRegistryBytes:         uint64(c.MaxRegistryBytes),
 	}
 }
 
@@ -241,6 +279,9 @@ func (c *Config) Validate() error {
 		if _, err := gossip.ParseKey(c.EncryptKey); err != nil {
 			bad("encrypt", "%v", err)
 		}
+		if c.EncryptKeyFile != "" {
+			bad("encrypt_file", "set either encrypt or encrypt_file, not both")
+		}
 	}
 	if c.DeadNodeReap < time.Second {
 		bad("dead_node_reap", "%s is too short (minimum 1s)", c.DeadNodeReap)
@@ -260,10 +301,51 @@ func (c *Config) Validate() error {
 	if c.BlobScrubRate < 0 {
 		bad("blob_scrub_rate", "%d must not be negative (0 turns scrubbing off)", c.BlobScrubRate)
 	}
+	limits := []struct {
+		field  string
+		v, max int64
+	}{
+		{"max_instances_per_service", int64(c.MaxInstancesPerService), math.MaxUint32},
+		{"max_instances_per_session", int64(c.MaxInstancesPerSession), math.MaxUint32},
+		{"max_instance_metadata_bytes", int64(c.MaxInstanceMetadataBytes), math.MaxUint32},
+		{"max_registry_bytes", c.MaxRegistryBytes, math.MaxInt64},
+	}
+	for _, l := range limits {
+		if l.v < 0 || l.v > l.max {
+			bad(l.field, "%d must be between 0 (no limit) and %d", l.v, l.max)
+		}
+	}
 	if c.SnapshotThreshold < 16 {
 		bad("snapshot_threshold", "%d is too small (minimum 16)", c.SnapshotThreshold)
 	}
 	return errors.Join(errs...)
+}
+
+// gossipKey returns the gossip encryption key (nil: gossip is not
+// encrypted), reading it from encrypt_file when that is set.
+func (c *Config) gossipKey() ([]byte, error) {
+	key := c.EncryptKey
+	if c.EncryptKeyFile != "" {
+		b, err := os.ReadFile(c.EncryptKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("encrypt_file: %w", err)
+		}
+		key = strings.TrimSpace(string(b))
+		if key == "" {
+			return nil, fmt.Errorf("encrypt_file: %s is empty", c.EncryptKeyFile)
+		}
+	}
+	if key == "" {
+		return nil, nil
+	}
+	k, err := gossip.ParseKey(key)
+	if err != nil {
+		if c.EncryptKeyFile != "" {
+			return nil, fmt.Errorf("encrypt_file: key in %s: %w", c.EncryptKeyFile, err)
+		}
+		return nil, fmt.Errorf("encrypt: %w", err)
+	}
+	return k, nil
 }
 
 // advertiseIP is the IP peers and clients use.
@@ -294,20 +376,106 @@ func (c *Config) LoadFile(path string) error {
 // ZRPC_DATA_DIR, ZRPC_GRPC_PORT, ... (the YAML key, upper-cased).
 const EnvPrefix = "ZRPC_"
 
+// Setting is one configuration setting, as declared by a Config field.
+type Setting struct {
+	// Key is the YAML key: data_dir.
+	Key string
+	// Flag is the flag name: data-dir.
+	Flag string
+	// Env is the environment variable: ZRPC_DATA_DIR.
+	Env string
+	// Help is the flag's help text.
+	Help string
+	// Type names the value's kind: string, bool, int, int64, uint64,
+	// duration or strings (a comma-separated list).
+	Type string
+	// Secret settings are kept out of logs and /debug/pprof/cmdline.
+	Secret bool
+
+	index int
+}
+
+// Settings returns every setting of Config, in declaration order.
+func Settings() []Setting { return slices.Clone(settings()) }
+
+// settings reads the declaration once.
+var settings = sync.OnceValue(func() []Setting {
+	t := reflect.TypeFor[Config]()
+	out := make([]Setting, 0, t.NumField())
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		key := f.Tag.Get("yaml")
+		out = append(out, Setting{
+			Key:    key,
+			Flag:   strings.ReplaceAll(key, "_", "-"),
+			Env:    EnvPrefix + strings.ToUpper(key),
+			Help:   f.Tag.Get("help"),
+			Type:   typeName(f.Type),
+			Secret: f.Tag.Get("secret") == "true",
+			index:  i,
+		})
+	}
+	return out
+})
+
+// SettingByKey returns the setting with the YAML key, or false.
+func SettingByKey(key string) (Setting, bool) {
+	for _, s := range settings() {
+		if s.Key == key {
+			return s, true
+		}
+	}
+	return Setting{}, false
+}
+
+func typeName(t reflect.Type) string {
+	switch t {
+	case reflect.TypeFor[time.Duration]():
+		return "duration"
+	case reflect.TypeFor[[]string]():
+		return "strings"
+	}
+	return t.Kind().String()
+}
+
+// Set parses value into the setting with the YAML key; a list setting takes
+// comma-separated values.
+func (c *Config) Set(key, value string) error {
+	s, ok := SettingByKey(key)
+	if !ok {
+		return fmt.Errorf("unknown setting %q", key)
+	}
+	return setField(reflect.ValueOf(c).Elem().Field(s.index), value)
+}
+
+// Get formats the setting with the YAML key as Set parses it.
+func (c *Config) Get(key string) string {
+	s, ok := SettingByKey(key)
+	if !ok {
+		return ""
+	}
+	switch v := reflect.ValueOf(c).Elem().Field(s.index).Interface().(type) {
+	case []string:
+		return strings.Join(v, ",")
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
 // LoadEnv overrides c with ZRPC_<YAML KEY> variables found by lookup.
 func (c *Config) LoadEnv(lookup func(string) (string, bool)) error {
 	var errs []error
-	v := reflect.ValueOf(c).Elem()
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		key := t.Field(i).Tag.Get("yaml")
-		env := EnvPrefix + strings.ToUpper(key)
-		s, ok := lookup(env)
+	for _, s := range Settings() {
+		v, ok := lookup(s.Env)
 		if !ok {
 			continue
 		}
-		if err := setField(v.Field(i), s); err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: %w", env, s, err))
+		if err := c.Set(s.Key, v); err != nil {
+			shown := v
+			if s.Secret {
+				shown = "REDACTED"
+			}
+			errs = append(errs, fmt.Errorf("%s=%q: %w", s.Env, shown, err))
 		}
 	}
 	return errors.Join(errs...)

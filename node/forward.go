@@ -175,11 +175,8 @@ func (n *Node) propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	}
 	var rev uint64
 	err := n.forward.onLeader(ctx,
-		func() error {
-			start := time.Now()
-			r, err := n.store.Apply(ctx, cmd)
-			n.metrics.observeApply(start, err)
-			rev = r
+		func() (err error) {
+			rev, err = n.applyAsLeader(ctx, cmd)
 			return err
 		},
 		func(c *grpc.ClientConn) error {
@@ -199,19 +196,38 @@ func (n *Node) propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	return rev, err
 }
 
+// applyAsLeader proposes cmd on this agent, the leader. A registration
+// carries this leader's registry limits, which every replica then applies.
+func (n *Node) applyAsLeader(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	if _, ok := cmd.Kind.(*pb.Command_Register); ok {
+		cmd.Quota = n.cfg.quota()
+	} else {
+		cmd.Quota = nil
+	}
+	start := time.Now()
+	rev, err := n.store.Apply(ctx, cmd)
+	n.metrics.observeApply(start, err)
+	return rev, err
+}
+
 // internalServer serves peers' forwarded writes.
 type internalServer struct {
 	pb.UnimplementedInternalServer
 	n *Node
 }
 
+// Apply proposes a command a peer forwarded, once it has passed the checks
+// the public API would have made (validateForwarded). The entry is stamped
+// with the leader's clock, not the peer's.
 func (s *internalServer) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyResponse, error) {
 	if !s.n.store.IsLeader() {
 		return nil, raftstore.ErrNotLeader
 	}
-	start := time.Now()
-	rev, err := s.n.store.Apply(ctx, cmd)
-	s.n.metrics.observeApply(start, err)
+	if err := s.n.validateForwarded(cmd); err != nil {
+		return nil, err
+	}
+	cmd.Time = 0
+	rev, err := s.n.applyAsLeader(ctx, cmd)
 	if err != nil {
 		return nil, err
 	}

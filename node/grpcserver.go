@@ -5,6 +5,8 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"log/slog"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -31,16 +34,14 @@ const maxMessage = 64 << 20
 const maxRecvMessage = storage.MaxBlockSize + 1<<20
 
 func newGRPCServer(n *Node) *grpc.Server {
-	s := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(n.unaryInterceptor, n.unaryPeerAuth),
-		grpc.ChainStreamInterceptor(n.streamInterceptor, n.streamPeerAuth),
+	s := grpc.NewServer(append(n.interceptors(),
 		grpc.MaxRecvMsgSize(maxRecvMessage),
 		grpc.MaxSendMsgSize(maxMessage),
 		// Notice dead session holders behind a silent network within ~15 s;
 		// a crashed process closes its socket and is noticed at once.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	)...)
 	pb.RegisterRegistryServer(s, &registryServer{n: n})
 	pb.RegisterStatusServer(s, &statusServer{n: n})
 	pb.RegisterInternalServer(s, &internalServer{n: n})
@@ -52,11 +53,58 @@ func newGRPCServer(n *Node) *grpc.Server {
 	return s
 }
 
-// unaryInterceptor maps errors through the API's one code table and counts
-// requests by method and code.
-func (n *Node) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+// interceptors is the agent's server chain. Panic recovery comes first, so
+// that a panic anywhere below it (a handler or a later interceptor) fails
+// one call instead of the agent.
+func (n *Node) interceptors() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(n.recoverUnary, n.unaryInterceptor, n.unaryPeerAuth),
+		grpc.ChainStreamInterceptor(n.recoverStream, n.streamInterceptor, n.streamPeerAuth),
+	}
+}
+
+// errInternal is what a caller sees when a handler panics; the panic value
+// and the stack stay in the agent's log.
+var errInternal = status.Error(codes.Internal, "internal error")
+
+func (n *Node) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			resp, err = nil, n.recovered(ctx, info.FullMethod, r)
+		}
+	}()
+	return h(ctx, req)
+}
+
+func (n *Node) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = n.recovered(ss.Context(), info.FullMethod, r)
+		}
+	}()
+	return h(srv, ss)
+}
+
+// recovered logs a handler's panic with its stack, counts it and returns
+// the error sent to the caller.
+func (n *Node) recovered(ctx context.Context, method string, r any) error {
+	n.log.LogAttrs(ctx, slog.LevelError, "panic in gRPC handler",
+		slog.String("method", method), slog.Any("panic", r), slog.String("stack", string(debug.Stack())))
+	n.metrics.observePanic(method)
+	return errInternal
+}
+
+// unaryInterceptor refuses a request holding a malformed Duration or
+// Timestamp (checkTimes), maps errors through the API's one code table and
+// counts requests by method and code.
+func (n *Node) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 	start := time.Now()
-	resp, err := h(ctx, req)
+	if m, ok := req.(proto.Message); ok {
+		err = checkTimes(m.ProtoReflect(), "")
+	}
+	if err == nil {
+		resp, err = h(ctx, req)
+	}
 	err = apierr.ToStatus(err)
 	n.metrics.observeRPC(info.FullMethod, status.Code(err), start)
 	return resp, err

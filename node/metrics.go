@@ -25,6 +25,7 @@ type metrics struct {
 	rpcs     *prometheus.CounterVec
 	rpcTime  *prometheus.HistogramVec
 	watchers prometheus.Gauge
+	panics   *prometheus.CounterVec
 }
 
 func newMetrics(n *Node) *metrics {
@@ -47,12 +48,16 @@ func newMetrics(n *Node) *metrics {
 		watchers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "zrpc_registry_watchers", Help: "Open Watch streams served by this agent.",
 		}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "zrpc_grpc_panics_total",
+			Help: "Agent API calls whose handler panicked (answered Internal; the stack is in the log), by method.",
+		}, []string{"method"}),
 	}
 	r := n.store.Raft()
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.reg.MustRegister(m.apply, m.rpcs, m.rpcTime, m.watchers,
+	m.reg.MustRegister(m.apply, m.rpcs, m.rpcTime, m.watchers, m.panics,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("zrpc_raft_leader", "1 if this agent is the Raft leader.", func() float64 { return b2f(r.State() == raft.Leader) }),
 		gauge("zrpc_raft_has_leader", "1 if this agent knows a Raft leader.", func() float64 { a, _ := r.LeaderWithID(); return b2f(a != "") }),
@@ -64,6 +69,8 @@ func newMetrics(n *Node) *metrics {
 			}
 			return time.Since(r.LastContact()).Seconds()
 		}),
+		gauge("zrpc_registry_bytes", "Encoded bytes of all instances in this replica (limited by max_registry_bytes).",
+			func() float64 { return float64(n.store.FSM().RegistryBytes()) }),
 		gauge("zrpc_registry_revision", "Registry revision of this replica.", func() float64 { return float64(n.store.FSM().Revision()) }),
 		&instanceCollector{n: n, desc: prometheus.NewDesc("zrpc_registry_instances",
 			"Registered instances in this replica, by health.", []string{"health"}, nil)},
@@ -106,6 +113,10 @@ func (m *metrics) observeApply(start time.Time, err error) {
 func (m *metrics) observeRPC(method string, code codes.Code, start time.Time) {
 	m.rpcs.WithLabelValues(method, code.String()).Inc()
 	m.rpcTime.WithLabelValues(method).Observe(time.Since(start).Seconds())
+}
+
+func (m *metrics) observePanic(method string) {
+	m.panics.WithLabelValues(method).Inc()
 }
 
 type instanceCollector struct {
@@ -169,7 +180,8 @@ func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // startHTTP serves /metrics, /healthz (the process is up), /readyz (this
-// agent knows a leader, so writes can succeed) and /debug/pprof.
+// agent knows a leader, so writes can succeed) and /debug/pprof (its
+// cmdline with secret flags redacted).
 func (n *Node) startHTTP() error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
@@ -182,7 +194,7 @@ func (n *Node) startHTTP() error {
 		http.Error(w, "not ready: no Raft leader known", http.StatusServiceUnavailable)
 	})
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/cmdline", serveCmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)

@@ -1,13 +1,21 @@
 package node
 
 import (
+	"fmt"
 	"net"
 	"regexp"
 	"strconv"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/storage"
 )
 
 // Limits on what one registration may carry. They keep a single request
@@ -122,6 +130,11 @@ func validateCheck(in *pb.Instance) error {
 	if c == nil {
 		return nil
 	}
+	// A malformed Duration (nanos out of range, ...) would be stored and
+	// then break every JSON encoding of the instance.
+	if err := checkTimes(c.ProtoReflect(), "instance.check"); err != nil {
+		return err
+	}
 	hasTTL := c.Ttl != nil
 	if hasTTL && c.Grpc {
 		return apierr.Invalid("instance.check", "set either ttl or grpc, not both")
@@ -163,6 +176,282 @@ func validateCheck(in *pb.Instance) error {
 func durationIn(field string, d, lo, hi time.Duration) error {
 	if d < lo || d > hi {
 		return apierr.Invalid(field, "%s is outside %s..%s", d, lo, hi)
+	}
+	return nil
+}
+
+// Limits on forwarded commands beyond what the public API checks.
+const (
+	maxRequestIDLen = 256
+	maxHealthOutput = 4096
+)
+
+var blobIDRE = regexp.MustCompile(`^[0-9a-f]{16,64}$`)
+
+// validateForwarded checks a command a peer forwarded through
+// Internal.Apply before the leader proposes it. A peer may forward only
+// what agents propose through the leader (registrations, health results,
+// sessions, blob metadata, removal of a failed agent), each checked as the
+// public API checks it; what the leader writes on its own from gossip
+// (node records, a whole agent's health) is refused. It returns
+// InvalidArgument or FailedPrecondition naming the problem.
+func (n *Node) validateForwarded(cmd *pb.Command) error {
+	if len(cmd.RequestId) > maxRequestIDLen {
+		return apierr.Invalid("command.request_id", "is %d bytes, the limit is %d", len(cmd.RequestId), maxRequestIDLen)
+	}
+	switch k := cmd.Kind.(type) {
+	case *pb.Command_Register:
+		return n.validateForwardedRegister(k.Register)
+	case *pb.Command_Deregister:
+		if err := validName("deregister.service", k.Deregister.GetService()); err != nil {
+			return err
+		}
+		return validName("deregister.id", k.Deregister.GetId())
+	case *pb.Command_SetHealth:
+		return validateForwardedHealth(k.SetHealth)
+	case *pb.Command_SessionCreate:
+		return n.validateForwardedSession(k.SessionCreate.GetSession())
+	case *pb.Command_SessionDestroy:
+		return validIDs("session_destroy.ids", k.SessionDestroy.Ids, validID)
+	case *pb.Command_NodeRemove:
+		return n.validateForwardedNodeRemove(k.NodeRemove.GetName())
+	case *pb.Command_BlobPending, *pb.Command_BlobCommit, *pb.Command_BlobAbort, *pb.Command_BlobDelete, *pb.Command_BlobShards:
+		return n.validateForwardedBlob(cmd)
+	case *pb.Command_NodeUpsert:
+		return apierr.Invalid("command.node_upsert", "agent records are written by the leader from gossip; a peer may not forward them")
+	case nil:
+		return apierr.Invalid("command", "is empty")
+	default:
+		return apierr.Invalid("command", "a peer may not forward %T", k)
+	}
+}
+
+// knownNode checks that name is an agent in the registry.
+func (n *Node) knownNode(field, name string) error {
+	if n.store.FSM().Node(name) == nil {
+		return apierr.Invalid(field, "%q is not an agent of this cluster", name)
+	}
+	return nil
+}
+
+// validateForwardedSession checks a new session: its id, its owner's
+// length, its agent, and that it does not take over another session.
+func (n *Node) validateForwardedSession(s *pb.Session) error {
+	if err := validID("session_create.session.id", s.GetId()); err != nil {
+		return err
+	}
+	if len(s.Owner) > maxMetaValLen {
+		return apierr.Invalid("session_create.session.owner", "is %d bytes, the limit is %d", len(s.Owner), maxMetaValLen)
+	}
+	if err := n.knownNode("session_create.session.node", s.Node); err != nil {
+		return err
+	}
+	if old := n.store.FSM().Session(s.Id); old != nil && !proto.Equal(old, s) {
+		return apierr.Invalid("session_create.session.id", "session %s already exists on agent %s", s.Id, old.Node)
+	}
+	return nil
+}
+
+// validateForwardedBlob checks the blob metadata commands a put, a delete
+// or repair forwards: blob names and ids, and the agents they name.
+func (n *Node) validateForwardedBlob(cmd *pb.Command) error {
+	switch k := cmd.Kind.(type) {
+	case *pb.Command_BlobPending:
+		p := k.BlobPending
+		if err := validBlobID("blob_pending.id", p.Id); err != nil {
+			return err
+		}
+		if err := validBlobName("blob_pending.name", p.Name); err != nil {
+			return err
+		}
+		return n.knownNode("blob_pending.node", p.Node)
+	case *pb.Command_BlobCommit:
+		b := k.BlobCommit.GetBlob()
+		if b == nil {
+			return apierr.Invalid("blob_commit.blob", "is required")
+		}
+		if err := validBlobID("blob_commit.blob.id", b.Id); err != nil {
+			return err
+		}
+		// Its holders are not checked: one may have been reaped during a
+		// long put, and repair rebuilds what it held.
+		return validBlobName("blob_commit.blob.name", b.Name)
+	case *pb.Command_BlobAbort:
+		return validIDs("blob_abort.ids", k.BlobAbort.Ids, validBlobID)
+	case *pb.Command_BlobDelete:
+		return validBlobName("blob_delete.name", k.BlobDelete.GetName())
+	case *pb.Command_BlobShards:
+		if err := validBlobID("blob_shards.id", k.BlobShards.Id); err != nil {
+			return err
+		}
+		for _, s := range k.BlobShards.Shards {
+			if err := n.knownNode("blob_shards.shards.node", s.Node); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// validateForwardedRegister checks an instance as Register does, and that
+// its owner and session exist and belong together.
+func (n *Node) validateForwardedRegister(in *pb.Instance) error {
+	if err := validateInstance(in); err != nil {
+		return err
+	}
+	if err := n.knownNode("instance.node", in.Node); err != nil {
+		return err
+	}
+	if in.Session == "" {
+		return nil
+	}
+	s := n.store.FSM().Session(in.Session)
+	if s == nil {
+		return fmt.Errorf("%w: instance.session %s does not exist (expired or closed)", apierr.ErrSessionRequired, in.Session)
+	}
+	if s.Node != in.Node {
+		return apierr.Invalid("instance.session", "session %s belongs to agent %s, not to the instance's agent %s", in.Session, s.Node, in.Node)
+	}
+	return nil
+}
+
+// validateForwardedHealth checks a health result of single instances; a
+// whole agent's health is the leader's to change, from gossip.
+func validateForwardedHealth(c *pb.SetHealth) error {
+	if c.Node != "" {
+		return apierr.Invalid("set_health.node", "an agent's health is set by the leader from gossip; a peer may not forward it")
+	}
+	if len(c.Instances) == 0 {
+		return apierr.Invalid("set_health.instances", "is empty")
+	}
+	for _, ref := range c.Instances {
+		if err := validName("set_health.instances.service", ref.GetService()); err != nil {
+			return err
+		}
+		if err := validName("set_health.instances.id", ref.GetId()); err != nil {
+			return err
+		}
+	}
+	switch c.Health {
+	case pb.Health_PASSING, pb.Health_WARNING, pb.Health_CRITICAL:
+	default:
+		return apierr.Invalid("set_health.health", "must be passing, warning or critical, got %d", c.Health)
+	}
+	if len(c.Output) > maxHealthOutput {
+		return apierr.Invalid("set_health.output", "is %d bytes, the limit is %d", len(c.Output), maxHealthOutput)
+	}
+	return nil
+}
+
+// validateForwardedNodeRemove allows removing an agent only when gossip
+// reports it failed or left, and never the leader itself: followers find
+// the leader through its node record.
+func (n *Node) validateForwardedNodeRemove(name string) error {
+	if name == "" {
+		return apierr.Invalid("node_remove.name", "is required")
+	}
+	if name == n.cfg.Name {
+		return fmt.Errorf("%w: node_remove.name: %s is the leader; it cannot be removed while it leads", apierr.ErrFailedPrecondition, name)
+	}
+	status := "unknown"
+	if n.gossip != nil {
+		for _, m := range n.gossip.Members() {
+			if m.Name == name {
+				status = m.Status
+			}
+		}
+	}
+	if status != gossip.StatusFailed && status != gossip.StatusLeft {
+		return fmt.Errorf("%w: node_remove.name: agent %s is %s to gossip; only a failed or departed agent may be removed",
+			apierr.ErrFailedPrecondition, name, status)
+	}
+	return nil
+}
+
+// validID checks an agent-generated id (session ids are hex).
+func validID(field, id string) error {
+	if id == "" || len(id) > maxNameLen || !serviceRE.MatchString(id) {
+		return apierr.Invalid(field, "%q is not an id (1-%d letters, digits, '.', '_' or '-')", id, maxNameLen)
+	}
+	return nil
+}
+
+func validBlobID(field, id string) error {
+	if !blobIDRE.MatchString(id) {
+		return apierr.Invalid(field, "%q is not a blob id (16-64 lowercase hex digits)", id)
+	}
+	return nil
+}
+
+func validBlobName(field, name string) error {
+	if err := storage.ValidateName(name); err != nil {
+		return fmt.Errorf("%s: %w", field, err)
+	}
+	return nil
+}
+
+// validIDs checks a non-empty list of ids with valid.
+func validIDs(field string, ids []string, valid func(field, id string) error) error {
+	if len(ids) == 0 {
+		return apierr.Invalid(field, "is empty")
+	}
+	for _, id := range ids {
+		if err := valid(field, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkTimes reports the first google.protobuf.Duration or Timestamp in m
+// that is not well-formed (CheckValid: nanos out of range, sign mismatch,
+// out of the representable range), naming its field path under path. The
+// agent's interceptors run it on every request.
+func checkTimes(m protoreflect.Message, path string) error {
+	switch m.Descriptor().FullName() {
+	case "google.protobuf.Duration", "google.protobuf.Timestamp":
+		return checkTime(m, path)
+	}
+	var err error
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Message() == nil || (fd.IsMap() && fd.MapValue().Message() == nil) {
+			return true
+		}
+		name := string(fd.Name())
+		if path != "" {
+			name = path + "." + name
+		}
+		switch {
+		case fd.IsList():
+			l := v.List()
+			for i := 0; i < l.Len() && err == nil; i++ {
+				err = checkTimes(l.Get(i).Message(), fmt.Sprintf("%s[%d]", name, i))
+			}
+		case fd.IsMap():
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				err = checkTimes(mv.Message(), fmt.Sprintf("%s[%v]", name, k.Interface()))
+				return err == nil
+			})
+		default:
+			err = checkTimes(v.Message(), name)
+		}
+		return err == nil
+	})
+	return err
+}
+
+// checkTime checks one Duration or Timestamp message.
+func checkTime(m protoreflect.Message, path string) error {
+	fields := m.Descriptor().Fields()
+	secs, nanos := m.Get(fields.ByName("seconds")).Int(), int32(m.Get(fields.ByName("nanos")).Int())
+	var err error
+	if m.Descriptor().FullName() == "google.protobuf.Duration" {
+		err = (&durationpb.Duration{Seconds: secs, Nanos: nanos}).CheckValid()
+	} else {
+		err = (&timestamppb.Timestamp{Seconds: secs, Nanos: nanos}).CheckValid()
+	}
+	if err != nil {
+		return apierr.Invalid(path, "%v", err)
 	}
 	return nil
 }

@@ -33,6 +33,7 @@ type FSM struct {
 	// retried after an ambiguous failure is applied once.
 	requests *requestLog
 	blobs    blobState
+	quota    quotaCounts
 	// cluster is the cluster's identity (cluster.go).
 	cluster *clusterState
 
@@ -53,6 +54,7 @@ func (f *FSM) reset() {
 	f.nodes = make(map[string]*pb.Node)
 	f.checked = make(map[checkedKey]*pb.Instance)
 	f.blobs.reset()
+	f.quota.reset()
 }
 
 type checkedKey struct{ service, id string }
@@ -64,6 +66,7 @@ func (f *FSM) put(inst *pb.Instance) {
 		byID = make(map[string]*pb.Instance)
 		f.services[inst.Service] = byID
 	}
+	f.quota.replace(byID[inst.Id], inst)
 	byID[inst.Id] = inst
 	k := checkedKey{inst.Service, inst.Id}
 	if inst.Check != nil {
@@ -120,6 +123,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 func (f *FSM) apply(cmd *pb.Command, rev uint64, evs []*pb.Event) ([]*pb.Event, error) {
 	switch k := cmd.Kind.(type) {
 	case *pb.Command_Register:
+		if err := f.checkQuota(cmd.Quota, k.Register); err != nil {
+			return evs, err
+		}
 		return f.applyRegister(k.Register, cmd.Time, rev, evs)
 	case *pb.Command_Deregister:
 		old := f.instance(k.Deregister.Service, k.Deregister.Id)
@@ -255,6 +261,7 @@ func (f *FSM) applyNodeRemove(name string, rev uint64, evs []*pb.Event) []*pb.Ev
 
 func (f *FSM) remove(inst *pb.Instance, rev uint64, evs []*pb.Event) []*pb.Event {
 	byID := f.services[inst.Service]
+	f.quota.replace(inst, nil)
 	delete(byID, inst.Id)
 	delete(f.checked, checkedKey{inst.Service, inst.Id})
 	if len(byID) == 0 {

@@ -33,6 +33,12 @@ var (
 	ErrCorrupt = errors.New("data corrupt")
 	// ErrNoSpace: an agent's shard store is full.
 	ErrNoSpace = errors.New("no space for shards")
+	// ErrQuotaExceeded: a write would pass one of the registry's limits;
+	// the message names the limit and the flag that sets it.
+	ErrQuotaExceeded = errors.New("quota exceeded")
+	// ErrFailedPrecondition: the request is well-formed but the cluster's
+	// state does not allow it (the message says which state).
+	ErrFailedPrecondition = errors.New("failed precondition")
 )
 
 // entry ties one sentinel to its code and to the text prefix written on the
@@ -55,6 +61,8 @@ var table = []entry{
 	{ErrNotEnoughShards, codes.FailedPrecondition},
 	{ErrCorrupt, codes.DataLoss},
 	{ErrNoSpace, codes.ResourceExhausted},
+	{ErrQuotaExceeded, codes.ResourceExhausted},
+	{ErrFailedPrecondition, codes.FailedPrecondition},
 }
 
 // reasonKey is the metadata key of the ErrorInfo detail carrying the sentinel.

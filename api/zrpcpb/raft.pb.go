@@ -49,7 +49,10 @@ type Command struct {
 	RequestId string `protobuf:"bytes,14,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// time is the leader's wall clock (unix nanoseconds) when the entry was
 	// proposed; state machines use it instead of their own clock.
-	Time          int64 `protobuf:"varint,15,opt,name=time,proto3" json:"time,omitempty"`
+	Time int64 `protobuf:"varint,15,opt,name=time,proto3" json:"time,omitempty"`
+	// quota is the leader's registry limits, stamped on a register entry so
+	// that every replica enforces the same limits when it applies it.
+	Quota         *Quota `protobuf:"bytes,16,opt,name=quota,proto3" json:"quota,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -222,6 +225,13 @@ func (x *Command) GetTime() int64 {
 	return 0
 }
 
+func (x *Command) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -304,6 +314,78 @@ func (*Command_BlobShards) isCommand_Kind() {}
 
 func (*Command_ClusterInit) isCommand_Kind() {}
 
+// Quota is the registry's limits; 0 means no limit.
+type Quota struct {
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	MaxInstancesPerService uint32                 `protobuf:"varint,1,opt,name=max_instances_per_service,json=maxInstancesPerService,proto3" json:"max_instances_per_service,omitempty"`
+	MaxInstancesPerSession uint32                 `protobuf:"varint,2,opt,name=max_instances_per_session,json=maxInstancesPerSession,proto3" json:"max_instances_per_session,omitempty"`
+	// max_instance_metadata_bytes bounds the bytes of an instance's version,
+	// tags and metadata keys and values together.
+	MaxInstanceMetadataBytes uint32 `protobuf:"varint,3,opt,name=max_instance_metadata_bytes,json=maxInstanceMetadataBytes,proto3" json:"max_instance_metadata_bytes,omitempty"`
+	// max_registry_bytes bounds the encoded size of all instances.
+	MaxRegistryBytes uint64 `protobuf:"varint,4,opt,name=max_registry_bytes,json=maxRegistryBytes,proto3" json:"max_registry_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Quota) Reset() {
+	*x = Quota{}
+	mi := &file_raft_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quota) ProtoMessage() {}
+
+func (x *Quota) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quota.ProtoReflect.Descriptor instead.
+func (*Quota) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Quota) GetMaxInstancesPerService() uint32 {
+	if x != nil {
+		return x.MaxInstancesPerService
+	}
+	return 0
+}
+
+func (x *Quota) GetMaxInstancesPerSession() uint32 {
+	if x != nil {
+		return x.MaxInstancesPerSession
+	}
+	return 0
+}
+
+func (x *Quota) GetMaxInstanceMetadataBytes() uint32 {
+	if x != nil {
+		return x.MaxInstanceMetadataBytes
+	}
+	return 0
+}
+
+func (x *Quota) GetMaxRegistryBytes() uint64 {
+	if x != nil {
+		return x.MaxRegistryBytes
+	}
+	return 0
+}
+
 type InstanceRef struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
@@ -314,7 +396,7 @@ type InstanceRef struct {
 
 func (x *InstanceRef) Reset() {
 	*x = InstanceRef{}
-	mi := &file_raft_proto_msgTypes[1]
+	mi := &file_raft_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -326,7 +408,7 @@ func (x *InstanceRef) String() string {
 func (*InstanceRef) ProtoMessage() {}
 
 func (x *InstanceRef) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[1]
+	mi := &file_raft_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -339,7 +421,7 @@ func (x *InstanceRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceRef.ProtoReflect.Descriptor instead.
 func (*InstanceRef) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{1}
+	return file_raft_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *InstanceRef) GetService() string {
@@ -370,7 +452,7 @@ type SetHealth struct {
 
 func (x *SetHealth) Reset() {
 	*x = SetHealth{}
-	mi := &file_raft_proto_msgTypes[2]
+	mi := &file_raft_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -382,7 +464,7 @@ func (x *SetHealth) String() string {
 func (*SetHealth) ProtoMessage() {}
 
 func (x *SetHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[2]
+	mi := &file_raft_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -395,7 +477,7 @@ func (x *SetHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetHealth.ProtoReflect.Descriptor instead.
 func (*SetHealth) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{2}
+	return file_raft_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SetHealth) GetInstances() []*InstanceRef {
@@ -438,7 +520,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_raft_proto_msgTypes[3]
+	mi := &file_raft_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -450,7 +532,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[3]
+	mi := &file_raft_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -463,7 +545,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{3}
+	return file_raft_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Session) GetId() string {
@@ -503,7 +585,7 @@ type SessionCreate struct {
 
 func (x *SessionCreate) Reset() {
 	*x = SessionCreate{}
-	mi := &file_raft_proto_msgTypes[4]
+	mi := &file_raft_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -515,7 +597,7 @@ func (x *SessionCreate) String() string {
 func (*SessionCreate) ProtoMessage() {}
 
 func (x *SessionCreate) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[4]
+	mi := &file_raft_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -528,7 +610,7 @@ func (x *SessionCreate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionCreate.ProtoReflect.Descriptor instead.
 func (*SessionCreate) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{4}
+	return file_raft_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SessionCreate) GetSession() *Session {
@@ -547,7 +629,7 @@ type SessionDestroy struct {
 
 func (x *SessionDestroy) Reset() {
 	*x = SessionDestroy{}
-	mi := &file_raft_proto_msgTypes[5]
+	mi := &file_raft_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +641,7 @@ func (x *SessionDestroy) String() string {
 func (*SessionDestroy) ProtoMessage() {}
 
 func (x *SessionDestroy) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[5]
+	mi := &file_raft_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +654,7 @@ func (x *SessionDestroy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionDestroy.ProtoReflect.Descriptor instead.
 func (*SessionDestroy) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{5}
+	return file_raft_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SessionDestroy) GetIds() []string {
@@ -591,7 +673,7 @@ type NodeRemove struct {
 
 func (x *NodeRemove) Reset() {
 	*x = NodeRemove{}
-	mi := &file_raft_proto_msgTypes[6]
+	mi := &file_raft_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -603,7 +685,7 @@ func (x *NodeRemove) String() string {
 func (*NodeRemove) ProtoMessage() {}
 
 func (x *NodeRemove) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[6]
+	mi := &file_raft_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -616,7 +698,7 @@ func (x *NodeRemove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRemove.ProtoReflect.Descriptor instead.
 func (*NodeRemove) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{6}
+	return file_raft_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NodeRemove) GetName() string {
@@ -641,7 +723,7 @@ type BlobPending struct {
 
 func (x *BlobPending) Reset() {
 	*x = BlobPending{}
-	mi := &file_raft_proto_msgTypes[7]
+	mi := &file_raft_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +735,7 @@ func (x *BlobPending) String() string {
 func (*BlobPending) ProtoMessage() {}
 
 func (x *BlobPending) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[7]
+	mi := &file_raft_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +748,7 @@ func (x *BlobPending) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobPending.ProtoReflect.Descriptor instead.
 func (*BlobPending) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{7}
+	return file_raft_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BlobPending) GetId() string {
@@ -708,7 +790,7 @@ type BlobCommit struct {
 
 func (x *BlobCommit) Reset() {
 	*x = BlobCommit{}
-	mi := &file_raft_proto_msgTypes[8]
+	mi := &file_raft_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +802,7 @@ func (x *BlobCommit) String() string {
 func (*BlobCommit) ProtoMessage() {}
 
 func (x *BlobCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[8]
+	mi := &file_raft_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +815,7 @@ func (x *BlobCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobCommit.ProtoReflect.Descriptor instead.
 func (*BlobCommit) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{8}
+	return file_raft_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BlobCommit) GetBlob() *Blob {
@@ -760,7 +842,7 @@ type BlobAbort struct {
 
 func (x *BlobAbort) Reset() {
 	*x = BlobAbort{}
-	mi := &file_raft_proto_msgTypes[9]
+	mi := &file_raft_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +854,7 @@ func (x *BlobAbort) String() string {
 func (*BlobAbort) ProtoMessage() {}
 
 func (x *BlobAbort) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[9]
+	mi := &file_raft_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +867,7 @@ func (x *BlobAbort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobAbort.ProtoReflect.Descriptor instead.
 func (*BlobAbort) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{9}
+	return file_raft_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BlobAbort) GetIds() []string {
@@ -804,7 +886,7 @@ type BlobDelete struct {
 
 func (x *BlobDelete) Reset() {
 	*x = BlobDelete{}
-	mi := &file_raft_proto_msgTypes[10]
+	mi := &file_raft_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +898,7 @@ func (x *BlobDelete) String() string {
 func (*BlobDelete) ProtoMessage() {}
 
 func (x *BlobDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[10]
+	mi := &file_raft_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +911,7 @@ func (x *BlobDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobDelete.ProtoReflect.Descriptor instead.
 func (*BlobDelete) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{10}
+	return file_raft_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BlobDelete) GetName() string {
@@ -850,7 +932,7 @@ type BlobShards struct {
 
 func (x *BlobShards) Reset() {
 	*x = BlobShards{}
-	mi := &file_raft_proto_msgTypes[11]
+	mi := &file_raft_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +944,7 @@ func (x *BlobShards) String() string {
 func (*BlobShards) ProtoMessage() {}
 
 func (x *BlobShards) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[11]
+	mi := &file_raft_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +957,7 @@ func (x *BlobShards) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobShards.ProtoReflect.Descriptor instead.
 func (*BlobShards) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{11}
+	return file_raft_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BlobShards) GetId() string {
@@ -908,7 +990,7 @@ type ClusterInit struct {
 
 func (x *ClusterInit) Reset() {
 	*x = ClusterInit{}
-	mi := &file_raft_proto_msgTypes[12]
+	mi := &file_raft_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +1002,7 @@ func (x *ClusterInit) String() string {
 func (*ClusterInit) ProtoMessage() {}
 
 func (x *ClusterInit) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[12]
+	mi := &file_raft_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +1015,7 @@ func (x *ClusterInit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInit.ProtoReflect.Descriptor instead.
 func (*ClusterInit) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{12}
+	return file_raft_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ClusterInit) GetClusterId() string {
@@ -962,7 +1044,7 @@ type ShardPlacement struct {
 
 func (x *ShardPlacement) Reset() {
 	*x = ShardPlacement{}
-	mi := &file_raft_proto_msgTypes[13]
+	mi := &file_raft_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1056,7 @@ func (x *ShardPlacement) String() string {
 func (*ShardPlacement) ProtoMessage() {}
 
 func (x *ShardPlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[13]
+	mi := &file_raft_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1069,7 @@ func (x *ShardPlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardPlacement.ProtoReflect.Descriptor instead.
 func (*ShardPlacement) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{13}
+	return file_raft_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ShardPlacement) GetBlock() uint32 {
@@ -1037,7 +1119,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_raft_proto_msgTypes[14]
+	mi := &file_raft_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1131,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[14]
+	mi := &file_raft_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1144,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{14}
+	return file_raft_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1144,7 +1226,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_raft_proto_msgTypes[15]
+	mi := &file_raft_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1238,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[15]
+	mi := &file_raft_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1251,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{15}
+	return file_raft_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RequestRecord) GetId() string {
@@ -1209,7 +1291,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_raft_proto_msgTypes[16]
+	mi := &file_raft_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1303,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[16]
+	mi := &file_raft_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1316,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{16}
+	return file_raft_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -1250,7 +1332,7 @@ const file_raft_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"raft.proto\x12\azrpc.v1\x1a\n" +
-	"blob.proto\x1a\x0eregistry.proto\"\xa4\x06\n" +
+	"blob.proto\x1a\x0eregistry.proto\"\xca\x06\n" +
 	"\aCommand\x12/\n" +
 	"\bregister\x18\x01 \x01(\v2\x11.zrpc.v1.InstanceH\x00R\bregister\x126\n" +
 	"\n" +
@@ -1277,8 +1359,14 @@ const file_raft_proto_rawDesc = "" +
 	"\fcluster_init\x18\r \x01(\v2\x14.zrpc.v1.ClusterInitH\x00R\vclusterInit\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x0e \x01(\tR\trequestId\x12\x12\n" +
-	"\x04time\x18\x0f \x01(\x03R\x04timeB\x06\n" +
-	"\x04kind\"7\n" +
+	"\x04time\x18\x0f \x01(\x03R\x04time\x12$\n" +
+	"\x05quota\x18\x10 \x01(\v2\x0e.zrpc.v1.QuotaR\x05quotaB\x06\n" +
+	"\x04kind\"\xea\x01\n" +
+	"\x05Quota\x129\n" +
+	"\x19max_instances_per_service\x18\x01 \x01(\rR\x16maxInstancesPerService\x129\n" +
+	"\x19max_instances_per_session\x18\x02 \x01(\rR\x16maxInstancesPerSession\x12=\n" +
+	"\x1bmax_instance_metadata_bytes\x18\x03 \x01(\rR\x18maxInstanceMetadataBytes\x12,\n" +
+	"\x12max_registry_bytes\x18\x04 \x01(\x04R\x10maxRegistryBytes\"7\n" +
 	"\vInstanceRef\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"\x94\x01\n" +
@@ -1358,57 +1446,59 @@ func file_raft_proto_rawDescGZIP() []byte {
 	return file_raft_proto_rawDescData
 }
 
-var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_raft_proto_goTypes = []any{
 	(*Command)(nil),        // 0: zrpc.v1.Command
-	(*InstanceRef)(nil),    // 1: zrpc.v1.InstanceRef
-	(*SetHealth)(nil),      // 2: zrpc.v1.SetHealth
-	(*Session)(nil),        // 3: zrpc.v1.Session
-	(*SessionCreate)(nil),  // 4: zrpc.v1.SessionCreate
-	(*SessionDestroy)(nil), // 5: zrpc.v1.SessionDestroy
-	(*NodeRemove)(nil),     // 6: zrpc.v1.NodeRemove
-	(*BlobPending)(nil),    // 7: zrpc.v1.BlobPending
-	(*BlobCommit)(nil),     // 8: zrpc.v1.BlobCommit
-	(*BlobAbort)(nil),      // 9: zrpc.v1.BlobAbort
-	(*BlobDelete)(nil),     // 10: zrpc.v1.BlobDelete
-	(*BlobShards)(nil),     // 11: zrpc.v1.BlobShards
-	(*ClusterInit)(nil),    // 12: zrpc.v1.ClusterInit
-	(*ShardPlacement)(nil), // 13: zrpc.v1.ShardPlacement
-	(*SnapshotHeader)(nil), // 14: zrpc.v1.SnapshotHeader
-	(*RequestRecord)(nil),  // 15: zrpc.v1.RequestRecord
-	(*ApplyResponse)(nil),  // 16: zrpc.v1.ApplyResponse
-	(*Instance)(nil),       // 17: zrpc.v1.Instance
-	(*Node)(nil),           // 18: zrpc.v1.Node
-	(Health)(0),            // 19: zrpc.v1.Health
-	(*Blob)(nil),           // 20: zrpc.v1.Blob
+	(*Quota)(nil),          // 1: zrpc.v1.Quota
+	(*InstanceRef)(nil),    // 2: zrpc.v1.InstanceRef
+	(*SetHealth)(nil),      // 3: zrpc.v1.SetHealth
+	(*Session)(nil),        // 4: zrpc.v1.Session
+	(*SessionCreate)(nil),  // 5: zrpc.v1.SessionCreate
+	(*SessionDestroy)(nil), // 6: zrpc.v1.SessionDestroy
+	(*NodeRemove)(nil),     // 7: zrpc.v1.NodeRemove
+	(*BlobPending)(nil),    // 8: zrpc.v1.BlobPending
+	(*BlobCommit)(nil),     // 9: zrpc.v1.BlobCommit
+	(*BlobAbort)(nil),      // 10: zrpc.v1.BlobAbort
+	(*BlobDelete)(nil),     // 11: zrpc.v1.BlobDelete
+	(*BlobShards)(nil),     // 12: zrpc.v1.BlobShards
+	(*ClusterInit)(nil),    // 13: zrpc.v1.ClusterInit
+	(*ShardPlacement)(nil), // 14: zrpc.v1.ShardPlacement
+	(*SnapshotHeader)(nil), // 15: zrpc.v1.SnapshotHeader
+	(*RequestRecord)(nil),  // 16: zrpc.v1.RequestRecord
+	(*ApplyResponse)(nil),  // 17: zrpc.v1.ApplyResponse
+	(*Instance)(nil),       // 18: zrpc.v1.Instance
+	(*Node)(nil),           // 19: zrpc.v1.Node
+	(Health)(0),            // 20: zrpc.v1.Health
+	(*Blob)(nil),           // 21: zrpc.v1.Blob
 }
 var file_raft_proto_depIdxs = []int32{
-	17, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
-	1,  // 1: zrpc.v1.Command.deregister:type_name -> zrpc.v1.InstanceRef
-	2,  // 2: zrpc.v1.Command.set_health:type_name -> zrpc.v1.SetHealth
-	4,  // 3: zrpc.v1.Command.session_create:type_name -> zrpc.v1.SessionCreate
-	5,  // 4: zrpc.v1.Command.session_destroy:type_name -> zrpc.v1.SessionDestroy
-	18, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
-	6,  // 6: zrpc.v1.Command.node_remove:type_name -> zrpc.v1.NodeRemove
-	7,  // 7: zrpc.v1.Command.blob_pending:type_name -> zrpc.v1.BlobPending
-	8,  // 8: zrpc.v1.Command.blob_commit:type_name -> zrpc.v1.BlobCommit
-	9,  // 9: zrpc.v1.Command.blob_abort:type_name -> zrpc.v1.BlobAbort
-	10, // 10: zrpc.v1.Command.blob_delete:type_name -> zrpc.v1.BlobDelete
-	11, // 11: zrpc.v1.Command.blob_shards:type_name -> zrpc.v1.BlobShards
-	12, // 12: zrpc.v1.Command.cluster_init:type_name -> zrpc.v1.ClusterInit
-	1,  // 13: zrpc.v1.SetHealth.instances:type_name -> zrpc.v1.InstanceRef
-	19, // 14: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
-	3,  // 15: zrpc.v1.SessionCreate.session:type_name -> zrpc.v1.Session
-	20, // 16: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
-	13, // 17: zrpc.v1.BlobShards.shards:type_name -> zrpc.v1.ShardPlacement
-	12, // 18: zrpc.v1.SnapshotHeader.cluster:type_name -> zrpc.v1.ClusterInit
-	0,  // 19: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
-	16, // 20: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
-	20, // [20:21] is the sub-list for method output_type
-	19, // [19:20] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	18, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
+	2,  // 1: zrpc.v1.Command.deregister:type_name -> zrpc.v1.InstanceRef
+	3,  // 2: zrpc.v1.Command.set_health:type_name -> zrpc.v1.SetHealth
+	5,  // 3: zrpc.v1.Command.session_create:type_name -> zrpc.v1.SessionCreate
+	6,  // 4: zrpc.v1.Command.session_destroy:type_name -> zrpc.v1.SessionDestroy
+	19, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
+	7,  // 6: zrpc.v1.Command.node_remove:type_name -> zrpc.v1.NodeRemove
+	8,  // 7: zrpc.v1.Command.blob_pending:type_name -> zrpc.v1.BlobPending
+	9,  // 8: zrpc.v1.Command.blob_commit:type_name -> zrpc.v1.BlobCommit
+	10, // 9: zrpc.v1.Command.blob_abort:type_name -> zrpc.v1.BlobAbort
+	11, // 10: zrpc.v1.Command.blob_delete:type_name -> zrpc.v1.BlobDelete
+	12, // 11: zrpc.v1.Command.blob_shards:type_name -> zrpc.v1.BlobShards
+	13, // 12: zrpc.v1.Command.cluster_init:type_name -> zrpc.v1.ClusterInit
+	1,  // 13: zrpc.v1.Command.quota:type_name -> zrpc.v1.Quota
+	2,  // 14: zrpc.v1.SetHealth.instances:type_name -> zrpc.v1.InstanceRef
+	20, // 15: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
+	4,  // 16: zrpc.v1.SessionCreate.session:type_name -> zrpc.v1.Session
+	21, // 17: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
+	14, // 18: zrpc.v1.BlobShards.shards:type_name -> zrpc.v1.ShardPlacement
+	13, // 19: zrpc.v1.SnapshotHeader.cluster:type_name -> zrpc.v1.ClusterInit
+	0,  // 20: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
+	17, // 21: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
+	21, // [21:22] is the sub-list for method output_type
+	20, // [20:21] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_raft_proto_init() }
@@ -1439,7 +1529,7 @@ func file_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_proto_rawDesc), len(file_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

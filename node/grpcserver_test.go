@@ -1,0 +1,147 @@
+package node
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// panicService is a gRPC service whose unary and stream methods panic.
+var panicService = grpc.ServiceDesc{
+	ServiceName: "zrpc.test.Panic",
+	HandlerType: (*any)(nil),
+	Methods: []grpc.MethodDesc{{
+		MethodName: "Unary",
+		Handler: func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+			var in emptypb.Empty
+			if err := dec(&in); err != nil {
+				return nil, err
+			}
+			h := func(context.Context, any) (any, error) {
+				var m map[string]int
+				m["boom"]++ // assignment to entry in nil map
+				return &in, nil
+			}
+			return interceptor(ctx, &in, &grpc.UnaryServerInfo{Server: srv, FullMethod: "/zrpc.test.Panic/Unary"}, h)
+		},
+	}},
+	Streams: []grpc.StreamDesc{{
+		StreamName:    "Stream",
+		ServerStreams: true,
+		Handler: func(any, grpc.ServerStream) error {
+			var s []int
+			_ = s[3] // index out of range
+			return nil
+		},
+	}},
+}
+
+func TestHandlerPanicAnswersInternalAndAgentKeepsServing(t *testing.T) {
+	var logs syncBuffer
+	n := startNode(t, testConfig(t), WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelError}))))
+
+	// A server built with the agent's interceptors, serving handlers that
+	// panic. Without recovery, the first call would end the test process.
+	s := grpc.NewServer(n.interceptors()...)
+	s.RegisterService(&panicService, struct{}{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	t.Cleanup(s.Stop)
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx := ctxT(t)
+
+	const unary, stream = "/zrpc.test.Panic/Unary", "/zrpc.test.Panic/Stream"
+	for range 2 {
+		err := conn.Invoke(ctx, unary, &emptypb.Empty{}, &emptypb.Empty{})
+		if st := status.Convert(err); st.Code() != codes.Internal || st.Message() != "internal error" {
+			t.Fatalf("unary call to a panicking handler: %v, want Internal \"internal error\"", err)
+		}
+	}
+	cs, err := conn.NewStream(ctx, &panicService.Streams[0], stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.SendMsg(&emptypb.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	cs.CloseSend()
+	err = cs.RecvMsg(&emptypb.Empty{})
+	if st := status.Convert(err); st.Code() != codes.Internal || st.Message() != "internal error" {
+		t.Fatalf("stream call to a panicking handler: %v, want Internal \"internal error\"", err)
+	}
+
+	metrics := httpGet(t, n, "/metrics")
+	for _, want := range []string{
+		`zrpc_grpc_panics_total{method="` + unary + `"} 2`,
+		`zrpc_grpc_panics_total{method="` + stream + `"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	// The agent itself still answers.
+	_, c := dial(t, n.GRPCAddr())
+	if _, err := c.Register(ctx, &pb.RegisterRequest{Instance: inst("user.rpc", "u1", "127.0.0.1:9001")}); err != nil {
+		t.Fatalf("Register after panics: %v", err)
+	}
+	logged := logs.String()
+	for _, want := range []string{"panic in gRPC handler", "method=" + unary, "method=" + stream, "assignment to entry in nil map", "goroutine "} {
+		if !strings.Contains(logged, want) {
+			t.Errorf("agent log lacks %q:\n%s", want, logged)
+		}
+	}
+}
+
+// httpGet returns the body of the agent's HTTP endpoint path, failing the
+// test unless it answers 200.
+func httpGet(t testing.TB, n *Node, path string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + n.HTTPAddr() + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
+	}
+	return string(b)
+}
+
+// syncBuffer is a strings.Builder safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
