@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -16,7 +17,9 @@ func TestForwardedCommandsAreValidatedAndChangeNothing(t *testing.T) {
 	n := startNode(t, testConfig(t))
 	conn, c := dial(t, n.GRPCAddr())
 	internal := pb.NewInternalClient(conn)
-	ctx := ctxT(t)
+	// Calls carry an agent's proof: what is checked here is the content.
+	waitFor(t, 10*time.Second, "the cluster's identity applied", func() bool { return n.Store().FSM().ClusterSecret() != nil })
+	ctx := metadata.AppendToOutgoingContext(ctxT(t), clusterAuthKey, clusterAuth(n.Store().FSM().ClusterSecret(), "/zrpc.v1.Internal/Apply"))
 	if _, err := c.Register(ctx, &pb.RegisterRequest{Instance: inst("user.rpc", "u1", "127.0.0.1:9001")}); err != nil {
 		t.Fatal(err)
 	}
