@@ -391,3 +391,37 @@ func TestHealedPartitionKeepsTheAgent(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardedWriteToASilentLeaderFailsWithinLeaderWait: a leader that
+// stops answering without closing its connections (a pulled cable) does
+// not hold a follower's forwarded write past leader_wait: the write fails
+// with Unavailable instead of hanging until the caller gives up.
+func TestForwardedWriteToASilentLeaderFailsWithinLeaderWait(t *testing.T) {
+	const leaderWait = time.Second
+	c := testcluster.New(t, 3, testcluster.WithConfig(func(cfg *node.Config) {
+		cfg.LeaderWait = leaderWait
+		// The follower keeps believing in the silent leader for a while,
+		// so the write is forwarded to it rather than waiting for an
+		// election.
+		cfg.RaftHeartbeatTimeout = 5 * time.Second
+		cfg.RaftElectionTimeout = 5 * time.Second
+	}))
+	leader := c.LeaderIndex()
+	follower := (leader + 1) % 3
+	register(t, c, follower, "user.rpc", "u0") // the follower's connection to the leader is open
+	var rest []int
+	for i := 0; i < 3; i++ {
+		if i != leader {
+			rest = append(rest, i)
+		}
+	}
+	c.PartitionSilently([]int{leader}, rest)
+	t.Cleanup(c.Heal)
+
+	ctx, cancel := context.WithTimeout(context.Background(), leaderWait+10*time.Second)
+	defer cancel()
+	_, err := c.Registry(follower).Register(ctx, &pb.RegisterRequest{Instance: &pb.Instance{Service: "user.rpc", Id: "u1", Address: "127.0.0.1:9001"}})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("write forwarded to a silent leader: %v, want Unavailable after leader_wait", err)
+	}
+}

@@ -255,6 +255,24 @@ func (c *Cluster) Add(opts ...Option) int {
 // groups cannot reach each other. Agents in no group stay reachable from
 // all.
 func (c *Cluster) Partition(groups ...[]int) {
+	named := c.names(groups)
+	c.t.Logf("testcluster: partition %v", named)
+	c.net.partition(named, false)
+}
+
+// PartitionSilently splits the agents like Partition, but as a pulled
+// cable or a dropping firewall would: no connection is closed or refused.
+// Traffic across groups just stops: gossip packets are lost, dials and
+// writes hang, bytes in flight are held, until Heal (when held traffic
+// flows again), a connection's deadline, or its owner's timeout. Agents
+// notice only by their own timeouts and keepalives.
+func (c *Cluster) PartitionSilently(groups ...[]int) {
+	named := c.names(groups)
+	c.t.Logf("testcluster: silent partition %v", named)
+	c.net.partition(named, true)
+}
+
+func (c *Cluster) names(groups [][]int) [][]string {
 	var named [][]string
 	for _, g := range groups {
 		var names []string
@@ -263,8 +281,7 @@ func (c *Cluster) Partition(groups ...[]int) {
 		}
 		named = append(named, names)
 	}
-	c.t.Logf("testcluster: partition %v", named)
-	c.net.partition(named)
+	return named
 }
 
 // Heal ends every partition.
