@@ -240,3 +240,48 @@ func TestTTLRenewedWhileTheSweepJudgesStaysPassing(t *testing.T) {
 		t.Fatalf("health after the TTL ran out = %v, want critical", h)
 	}
 }
+
+// TestTTLTrackerOrdersSweepsAndRenewals: a renewal before the sweep's
+// claim voids the sweep's verdict; a renewal after it is told to wait for
+// the sweep's write, and is released when the write is done.
+func TestTTLTrackerOrdersSweepsAndRenewals(t *testing.T) {
+	tr := newTTLTracker()
+	a := &pb.Instance{Service: "ttl.rpc", Id: "a", ModRevision: 7, Health: pb.Health_PASSING, Check: &pb.Check{Ttl: durationpb.New(time.Second)}}
+	b := &pb.Instance{Service: "ttl.rpc", Id: "b", ModRevision: 8, Health: pb.Health_PASSING, Check: &pb.Check{Ttl: durationpb.New(time.Second)}}
+	t0 := time.Unix(1000, 0)
+	var verdicts []verdict
+	for _, in := range []*pb.Instance{a, b} {
+		tr.expired(in, t0) // starts the TTL
+		ok, gen := tr.expired(in, t0.Add(2*time.Second))
+		if !ok {
+			t.Fatalf("%s not expired two TTLs on", in.Id)
+		}
+		verdicts = append(verdicts, verdict{in, gen})
+	}
+	if wait := tr.renew(a, t0.Add(2*time.Second)); wait != nil {
+		t.Fatal("a renewal with no sweep in flight was told to wait")
+	}
+	done := make(chan struct{})
+	claimed := tr.claim(verdicts, done)
+	if len(claimed) != 1 || claimed[0].Id != "b" {
+		t.Fatalf("claimed %v, want only b (a was renewed after the verdict)", claimed)
+	}
+	wait := tr.renew(b, t0.Add(2*time.Second))
+	if wait == nil {
+		t.Fatal("a renewal during the sweep's write was not told to wait")
+	}
+	select {
+	case <-wait:
+		t.Fatal("released before the sweep's write was done")
+	default:
+	}
+	tr.release(done)
+	select {
+	case <-wait:
+	default:
+		t.Fatal("not released after the sweep's write")
+	}
+	if wait := tr.renew(b, t0.Add(3*time.Second)); wait != nil {
+		t.Fatal("told to wait after the sweep was done")
+	}
+}
