@@ -98,9 +98,14 @@ func (s *registryServer) Session(stream pb.Registry_SessionServer) error {
 		return err
 	}
 	live.created.Store(rev)
+	removedByCluster := false
+	defer func() {
+		if !removedByCluster {
+			s.n.destroySessions(id)
+		}
+	}()
 	s.n.log.Debug("session opened", "session", id, "owner", open.Owner)
 	if err := stream.Send(&pb.SessionResponse{Seq: first.Seq, Header: s.n.header(rev), Session: id}); err != nil {
-		s.n.destroySessions(id)
 		return err
 	}
 	// The reader ends with the stream, which returning from this handler
@@ -124,14 +129,13 @@ func (s *registryServer) Session(stream pb.Registry_SessionServer) error {
 		select {
 		case req := <-reqs:
 			if err := stream.Send(s.handleSessionRequest(ctx, id, req)); err != nil {
-				s.n.destroySessions(id)
 				return err
 			}
 		case err := <-ended:
 			s.n.log.Debug("session stream ended", "session", id, "err", err)
-			s.n.destroySessions(id)
 			return nil
 		case <-live.removed:
+			removedByCluster = true
 			s.n.log.Warn("session removed by the cluster; ending its stream so that its process registers again", "session", id, "owner", open.Owner)
 			return fmt.Errorf("%w: session %s was removed by the cluster (agent %s was taken out of it while unreachable); open a new session and register again",
 				apierr.ErrSessionRequired, id, s.n.cfg.Name)
