@@ -1,7 +1,8 @@
 // Package testcluster starts clusters of zrpc agents inside one test
 // process, on loopback with ephemeral ports and short timers, and injects
 // faults: Kill (a crash: no goodbye), Restart (same data dir and
-// addresses), Partition and Heal. Every connection between agents — Raft,
+// addresses), Partition, PartitionSilently (traffic stops but no
+// connection is closed) and Heal. Every connection between agents — Raft,
 // gossip, gRPC forwarding — goes through one fault network, so a partition
 // cuts all three. Agents log to t.Log, prefixed with their names, so a
 // failing test shows what the cluster did.
