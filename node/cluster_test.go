@@ -377,12 +377,13 @@ func TestHealedPartitionKeepsTheAgent(t *testing.T) {
 		return in != nil && in.Health == pb.Health_CRITICAL && time.Since(cutAt) > 3*time.Second
 	})
 	c.Heal()
+	healedAt := time.Now()
 	c.WaitFor(20*time.Second, "the agent's instance passing again", func() bool {
 		in := instances(t, c, leader, "user.rpc", pb.Consistency_STALE)["on-cut"]
 		return in != nil && in.Health == pb.Health_PASSING
 	})
-	// Past the moment the leader would have reaped it.
-	holdsFor(t, time.Until(cutAt.Add(reap+2*time.Second)), "the agent stays in Raft with its instance", func() bool {
+	// Well past the moment the leader would have reaped it.
+	holdsFor(t, time.Until(healedAt.Add(12*time.Second)), "the agent stays in Raft with its instance", func() bool {
 		return inRaft(c, c.Name(cut)) && instances(t, c, leader, "user.rpc", pb.Consistency_STALE)["on-cut"] != nil
 	})
 	for len(seen) > 0 {
