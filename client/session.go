@@ -35,6 +35,9 @@ func WithKeepAliveInterval(d time.Duration) SessionOption {
 //
 // A Session does not reconnect by itself: when Done is closed the caller
 // opens a new one and registers its instances again (package rpc does so).
+// That includes a session the cluster removed while its agent was
+// unreachable (the leader reaped the agent): the agent then ends the
+// stream, and Err wraps apierr.ErrSessionRequired.
 // Its methods are safe for concurrent use.
 type Session struct {
 	id     string

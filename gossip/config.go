@@ -56,6 +56,17 @@ type Config struct {
 	Transport memberlist.Transport
 	// Logger receives this package's and memberlist's logs. nil discards.
 	Logger *slog.Logger
+	// StillMember reports whether a member this agent saw fail still
+	// belongs to the cluster (the agent answers: it is in the Raft
+	// configuration or the registry). Gossip keeps trying to rejoin such a
+	// member, with backoff, even after memberlist has forgotten it; see
+	// Start. nil means: for as long as Members lists it. It is called from
+	// the rejoin goroutine and must not block or call into Gossip.
+	StillMember func(name string) bool
+	// Seeds returns gossip addresses (host:port) to rejoin through while
+	// no other member is alive (the agent passes the peers it remembers).
+	// nil means none. Called like StillMember.
+	Seeds func() []string
 }
 
 // Validate reports every problem with c at once.
@@ -105,6 +116,23 @@ func (c *Config) metaWithName() Meta {
 		m.Name = c.Name
 	}
 	return m
+}
+
+// rejoinTimers are how often gossip tries to rejoin members it saw fail:
+// a member is first tried one interval after it failed, then with its own
+// backoff doubling up to maxBackoff after every attempt that found nobody.
+type rejoinTimers struct {
+	interval, maxBackoff time.Duration
+}
+
+// profileRejoin returns the rejoin timers of p. They are short next to
+// dead_node_reap (30 s by default), so that a partition shorter than it
+// heals before the leader removes anyone.
+func profileRejoin(p Profile) rejoinTimers {
+	if p == ProfileLocal {
+		return rejoinTimers{interval: 200 * time.Millisecond, maxBackoff: time.Second}
+	}
+	return rejoinTimers{interval: time.Second, maxBackoff: 8 * time.Second}
 }
 
 // profileConfig returns memberlist's configuration for p: the one place the

@@ -53,6 +53,7 @@ type Gossip struct {
 	log         *slog.Logger
 	mc          *memberlist.Config
 	forgetAfter time.Duration
+	rejoin      rejoinTimers
 
 	metaMu      sync.Mutex
 	metaEncoded []byte // this agent's meta as sent, read by NodeMeta
@@ -76,6 +77,10 @@ type Gossip struct {
 	localAddr string
 	stop      chan struct{}
 	pumpDone  chan struct{}
+	// rejoinStop ends runRejoin, which closes rejoinDone; Close stops it
+	// before shutting memberlist down.
+	rejoinStop chan struct{}
+	rejoinDone chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -108,6 +113,7 @@ func New(cfg Config) (*Gossip, error) {
 	g.delegate = newDelegate(logger, g.metaBytes, g.clusterIDOf, g.queue)
 	g.mc = g.memberlistConfig()
 	g.forgetAfter = g.mc.GossipToTheDeadTime
+	g.rejoin = profileRejoin(cfg.Profile)
 	return g, nil
 }
 
@@ -140,7 +146,11 @@ func (g *Gossip) memberlistConfig() *memberlist.Config {
 	return mc
 }
 
-// Start creates the memberlist, which starts listening, and the event pump.
+// Start creates the memberlist, which starts listening, the event pump, and
+// the rejoin loop: from then on gossip keeps trying to Join members it saw
+// fail (and Config.Seeds while no other member is alive), one at a time
+// with backoff, for as long as Config.StillMember says they belong to the
+// cluster, so that both sides of a healed partition find each other again.
 // The first event is this agent's own EventJoin. Start may be called once.
 func (g *Gossip) Start() error {
 	g.lifeMu.Lock()
@@ -163,6 +173,11 @@ func (g *Gossip) Start() error {
 	go func() {
 		defer close(g.pumpDone)
 		g.queue.run(g.out, g.stop)
+	}()
+	g.rejoinStop, g.rejoinDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(g.rejoinDone)
+		g.runRejoin(g.rejoinStop)
 	}()
 	g.log.Info("gossip listening", "name", g.cfg.Name, "addr", g.localAddr, "profile", g.profile(), "encrypted", len(g.cfg.EncryptKey) > 0)
 	return nil
@@ -441,7 +456,12 @@ func (g *Gossip) Close() error {
 		g.lifeMu.Lock()
 		g.closed = true
 		ml, stop, pumpDone := g.ml, g.stop, g.pumpDone
+		rejoinStop, rejoinDone := g.rejoinStop, g.rejoinDone
 		g.lifeMu.Unlock()
+		if rejoinStop != nil {
+			close(rejoinStop)
+			<-rejoinDone // a join in flight takes at most memberlist's TCPTimeout
+		}
 		if ml != nil {
 			if err := ml.Shutdown(); err != nil {
 				g.closeErr = fmt.Errorf("shut down memberlist: %w", err)

@@ -41,6 +41,8 @@ func (n *Node) startGossip() error {
 		EncryptKey:    key,
 		Transport:     n.opts.gossipTransport,
 		Logger:        n.log,
+		StillMember:   n.stillMember,
+		Seeds:         n.savedPeers,
 	})
 	if err != nil {
 		return fmt.Errorf("gossip: %w", err)
@@ -55,6 +57,21 @@ func (n *Node) startGossip() error {
 		n.goLoop(n.bootstrapExpected)
 	}
 	return nil
+}
+
+// stillMember reports whether agent name belongs to the cluster as this
+// replica knows it: it is in the Raft configuration or the node table (it
+// has not been reaped). Gossip keeps trying to rejoin such agents after it
+// saw them fail, so that a healed partition merges again.
+func (n *Node) stillMember(name string) bool {
+	if f := n.store.Raft().GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			if string(s.ID) == name {
+				return true
+			}
+		}
+	}
+	return n.store.FSM().Node(name) != nil
 }
 
 func (n *Node) selfMeta() gossip.Meta {

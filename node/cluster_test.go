@@ -321,3 +321,105 @@ func TestCleanStopReleasesEverything(t *testing.T) {
 		return instances(t, c, 0, "user.rpc", pb.Consistency_DEFAULT)["u1"] != nil
 	})
 }
+
+// holdsFor fails the test if cond stops holding before d has passed.
+func holdsFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if !cond() {
+			t.Fatalf("no longer holds: %s", what)
+		}
+	}
+}
+
+// inRaft reports whether agent name is in the Raft configuration of
+// leader l.
+func inRaft(l *node.Node, name string) bool {
+	f := l.Store().Raft().GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == name {
+			return true
+		}
+	}
+	return false
+}
+
+// TestHealedPartitionKeepsTheAgent: an agent cut off for less than
+// dead_node_reap and then reachable again rejoins gossip by itself: its
+// instances turn passing again and the leader never reaps it.
+func TestHealedPartitionKeepsTheAgent(t *testing.T) {
+	const reap = 8 * time.Second
+	c := testcluster.New(t, 3, testcluster.WithDeadNodeReap(reap))
+	leader := c.LeaderIndex()
+	cut := (leader + 1) % 3
+	register(t, c, cut, "user.rpc", "on-cut")
+	var rest []int
+	for i := 0; i < 3; i++ {
+		if i != cut {
+			rest = append(rest, i)
+		}
+	}
+	seen := watchEvents(t, c, leader, "user.rpc")
+
+	c.Partition([]int{cut}, rest)
+	cutAt := time.Now()
+	// The partition lasts long enough for both sides' gossip to stop
+	// trying: 3 s, and at least until the leader has seen the agent fail.
+	c.WaitFor(20*time.Second, "the leader marks the cut-off agent's instance critical, 3 s into the partition", func() bool {
+		in := instances(t, c, leader, "user.rpc", pb.Consistency_STALE)["on-cut"]
+		return in != nil && in.Health == pb.Health_CRITICAL && time.Since(cutAt) > 3*time.Second
+	})
+	c.Heal()
+	healedAt := time.Now()
+	c.WaitFor(20*time.Second, "the agent's instance passing again", func() bool {
+		in := instances(t, c, leader, "user.rpc", pb.Consistency_STALE)["on-cut"]
+		return in != nil && in.Health == pb.Health_PASSING
+	})
+	// Well past the moment the leader would have reaped it.
+	holdsFor(t, time.Until(healedAt.Add(12*time.Second)), "the agent stays in Raft with its instance", func() bool {
+		l := c.Leader() // nil during an election: nobody can reap then
+		return (l == nil || inRaft(l, c.Name(cut))) && instances(t, c, leader, "user.rpc", pb.Consistency_STALE)["on-cut"] != nil
+	})
+	for len(seen) > 0 {
+		if e := <-seen; e.Type == pb.Event_DELETE {
+			t.Fatalf("instance %s of a running agent was deleted", e.Instance.Id)
+		}
+	}
+}
+
+// TestForwardedWriteToASilentLeaderFailsWithinLeaderWait: a leader that
+// stops answering without closing its connections (a pulled cable) does
+// not hold a follower's forwarded write past leader_wait: the write fails
+// with Unavailable instead of hanging until the caller gives up.
+func TestForwardedWriteToASilentLeaderFailsWithinLeaderWait(t *testing.T) {
+	const leaderWait = time.Second
+	c := testcluster.New(t, 3, testcluster.WithConfig(func(cfg *node.Config) {
+		cfg.LeaderWait = leaderWait
+		// The follower keeps believing in the silent leader for a while,
+		// so the write is forwarded to it rather than waiting for an
+		// election.
+		cfg.RaftHeartbeatTimeout = 5 * time.Second
+		cfg.RaftElectionTimeout = 5 * time.Second
+	}))
+	leader := c.LeaderIndex()
+	follower := (leader + 1) % 3
+	register(t, c, follower, "user.rpc", "u0") // the follower's connection to the leader is open
+	var rest []int
+	for i := 0; i < 3; i++ {
+		if i != leader {
+			rest = append(rest, i)
+		}
+	}
+	c.PartitionSilently([]int{leader}, rest)
+	t.Cleanup(c.Heal)
+
+	ctx, cancel := context.WithTimeout(context.Background(), leaderWait+10*time.Second)
+	defer cancel()
+	_, err := c.Registry(follower).Register(ctx, &pb.RegisterRequest{Instance: &pb.Instance{Service: "user.rpc", Id: "u1", Address: "127.0.0.1:9001"}})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("write forwarded to a silent leader: %v, want Unavailable after leader_wait", err)
+	}
+}

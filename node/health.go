@@ -18,9 +18,21 @@ import (
 // ttlTracker holds the TTL deadlines. It lives on the leader: renewals are
 // forwarded there and cost no Raft write unless health changes. A new
 // leader starts every deadline afresh (one full TTL of grace).
+//
+// A sweep's verdict and a renewal are atomic with respect to each other: a
+// sweep writes an instance critical (or removes it) only if no renewal
+// came between its judgement and its claim (the renewal generation is
+// unchanged), and a renewal that comes while a claimed write is being
+// committed waits for it and then makes the instance passing again.
 type ttlTracker struct {
 	mu        sync.Mutex
 	deadlines map[instanceKey]ttlState
+	// inFlight holds the instances a sweep has claimed; the channel is
+	// closed once the sweep's writes are done.
+	inFlight map[instanceKey]chan struct{}
+	// judged, if set, runs between a sweep's judgement and its claim
+	// (tests use it to renew at exactly that moment).
+	judged func()
 }
 
 type instanceKey struct{ service, id string }
@@ -28,10 +40,18 @@ type instanceKey struct{ service, id string }
 type ttlState struct {
 	deadline time.Time
 	modRev   uint64 // the registration the deadline belongs to
+	gen      uint64 // renewals so far; a sweep's verdict names the one it judged
+}
+
+// verdict is a sweep's judgement of one instance: expire it, or remove it
+// (critical past deregister_critical_after), as of renewal generation gen.
+type verdict struct {
+	inst *pb.Instance
+	gen  uint64
 }
 
 func newTTLTracker() *ttlTracker {
-	return &ttlTracker{deadlines: make(map[instanceKey]ttlState)}
+	return &ttlTracker{deadlines: make(map[instanceKey]ttlState), inFlight: make(map[instanceKey]chan struct{})}
 }
 
 func (t *ttlTracker) reset() {
@@ -40,25 +60,66 @@ func (t *ttlTracker) reset() {
 	t.mu.Unlock()
 }
 
-func (t *ttlTracker) renew(inst *pb.Instance, now time.Time) {
+// renew extends inst's TTL from now. If a sweep's write about inst is
+// being committed, it returns a channel closed when that write is done;
+// the caller waits for it before it looks at inst's health.
+func (t *ttlTracker) renew(inst *pb.Instance, now time.Time) <-chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.deadlines[instanceKey{inst.Service, inst.Id}] = ttlState{deadline: now.Add(inst.Check.Ttl.AsDuration()), modRev: inst.ModRevision}
+	k := instanceKey{inst.Service, inst.Id}
+	t.deadlines[k] = ttlState{deadline: now.Add(inst.Check.Ttl.AsDuration()), modRev: inst.ModRevision, gen: t.deadlines[k].gen + 1}
+	return t.inFlight[k]
 }
 
-// expired returns whether inst's TTL has run out. An instance not seen
-// before, or changed and passing since (registered again, renewed), starts a
-// fresh TTL.
-func (t *ttlTracker) expired(inst *pb.Instance, now time.Time) bool {
+// expired returns whether inst's TTL has run out, and the renewal
+// generation it judged. An instance not seen before, or changed and
+// passing since (registered again, renewed), starts a fresh TTL.
+func (t *ttlTracker) expired(inst *pb.Instance, now time.Time) (bool, uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	k := instanceKey{inst.Service, inst.Id}
 	st, ok := t.deadlines[k]
 	if !ok || (st.modRev != inst.ModRevision && inst.Health == pb.Health_PASSING) {
-		t.deadlines[k] = ttlState{deadline: now.Add(inst.Check.Ttl.AsDuration()), modRev: inst.ModRevision}
-		return false
+		t.deadlines[k] = ttlState{deadline: now.Add(inst.Check.Ttl.AsDuration()), modRev: inst.ModRevision, gen: st.gen}
+		return false, st.gen
 	}
-	return now.After(st.deadline)
+	return now.After(st.deadline), st.gen
+}
+
+// generation returns inst's renewal generation.
+func (t *ttlTracker) generation(inst *pb.Instance) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.deadlines[instanceKey{inst.Service, inst.Id}].gen
+}
+
+// claim keeps the verdicts that no renewal has overtaken and marks their
+// instances in flight until release(done) is called.
+func (t *ttlTracker) claim(vs []verdict, done chan struct{}) []*pb.Instance {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []*pb.Instance
+	for _, v := range vs {
+		k := instanceKey{v.inst.Service, v.inst.Id}
+		if t.deadlines[k].gen != v.gen {
+			continue // renewed after the sweep judged it
+		}
+		t.inFlight[k] = done
+		out = append(out, v.inst)
+	}
+	return out
+}
+
+// release ends the claims made with done and wakes the renewals waiting.
+func (t *ttlTracker) release(done chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, ch := range t.inFlight {
+		if ch == done {
+			delete(t.inFlight, k)
+		}
+	}
+	close(done)
 }
 
 // forget drops deadlines of instances that no longer exist.
@@ -73,7 +134,8 @@ func (t *ttlTracker) forget(exists func(instanceKey) bool) {
 }
 
 // renewTTL runs on the leader: it extends the instance's TTL and, if the
-// instance had turned critical, makes it passing again.
+// instance is critical (also by a sweep committed during the renewal),
+// makes it passing again.
 func (n *Node) renewTTL(ctx context.Context, service, id string) (uint64, error) {
 	inst := n.store.FSM().Instance(service, id)
 	if inst == nil {
@@ -82,7 +144,18 @@ func (n *Node) renewTTL(ctx context.Context, service, id string) (uint64, error)
 	if inst.Check.GetTtl() == nil {
 		return 0, apierr.Invalid("id", "instance %s/%s has no TTL check to renew", service, id)
 	}
-	n.ttl.renew(inst, time.Now())
+	if sweep := n.ttl.renew(inst, time.Now()); sweep != nil {
+		select {
+		case <-sweep:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	// Health as of now: a sweep that claimed inst before the renewal has
+	// committed its write by now.
+	if inst = n.store.FSM().Instance(service, id); inst == nil {
+		return 0, fmt.Errorf("%w: instance %s/%s (removed while critical)", apierr.ErrNotFound, service, id)
+	}
 	if inst.Health == pb.Health_PASSING {
 		return n.store.FSM().Revision(), nil
 	}
@@ -137,27 +210,49 @@ func (n *Node) runTTLChecks(ctx context.Context) {
 
 func (n *Node) sweepHealth(ctx context.Context, now time.Time) {
 	insts := n.store.FSM().CheckedInstances()
-	var expired, reap []*pb.Instance
+	var expired, reap []verdict
 	live := make(map[instanceKey]bool, len(insts))
 	for _, inst := range insts {
 		live[instanceKey{inst.Service, inst.Id}] = true
-		if inst.Check.GetTtl() != nil && n.ttl.expired(inst, now) && inst.Health != pb.Health_CRITICAL {
-			expired = append(expired, inst)
+		if inst.Check.GetTtl() != nil && inst.Health != pb.Health_CRITICAL {
+			if ok, gen := n.ttl.expired(inst, now); ok {
+				expired = append(expired, verdict{inst, gen})
+			}
 		}
 		if dca := inst.Check.GetDeregisterCriticalAfter(); dca != nil && inst.Health == pb.Health_CRITICAL &&
 			now.Sub(time.Unix(0, inst.HealthSince)) > dca.AsDuration() {
-			reap = append(reap, inst)
+			reap = append(reap, verdict{inst, n.ttl.generation(inst)})
 		}
 	}
 	n.ttl.forget(func(k instanceKey) bool { return live[k] })
-	if len(expired) > 0 {
-		out := fmt.Sprintf("TTL expired: not renewed in time (checked at %s)", now.UTC().Format(time.RFC3339))
-		if _, err := n.store.Apply(ctx, setHealth(pb.Health_CRITICAL, out, expired...)); err != nil {
-			n.log.Warn("could not mark expired TTL instances critical", "count", len(expired), "err", err)
-		} else {
-			n.log.Info("TTL expired; instances now critical", "count", len(expired), "first", expired[0].Service+"/"+expired[0].Id)
-		}
+	if len(expired) == 0 && len(reap) == 0 {
+		return
 	}
+	if n.ttl.judged != nil {
+		n.ttl.judged()
+	}
+	done := make(chan struct{})
+	defer n.ttl.release(done)
+	n.expireTTLs(ctx, now, n.ttl.claim(expired, done))
+	n.removeLongCritical(ctx, n.ttl.claim(reap, done))
+}
+
+// expireTTLs marks instances whose TTL ran out critical, in one entry.
+func (n *Node) expireTTLs(ctx context.Context, now time.Time, expired []*pb.Instance) {
+	if len(expired) == 0 {
+		return
+	}
+	out := fmt.Sprintf("TTL expired: not renewed in time (checked at %s)", now.UTC().Format(time.RFC3339))
+	if _, err := n.store.Apply(ctx, setHealth(pb.Health_CRITICAL, out, expired...)); err != nil {
+		n.log.Warn("could not mark expired TTL instances critical", "count", len(expired), "err", err)
+		return
+	}
+	n.log.Info("TTL expired; instances now critical", "count", len(expired), "first", expired[0].Service+"/"+expired[0].Id)
+}
+
+// removeLongCritical removes instances critical for longer than their
+// deregister_critical_after.
+func (n *Node) removeLongCritical(ctx context.Context, reap []*pb.Instance) {
 	for _, inst := range reap {
 		cmd := &pb.Command{Kind: &pb.Command_Deregister{Deregister: &pb.InstanceRef{Service: inst.Service, Id: inst.Id}}}
 		if _, err := n.store.Apply(ctx, cmd); err != nil {

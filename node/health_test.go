@@ -192,3 +192,96 @@ func TestGRPCHealthCheckFlipsHealth(t *testing.T) {
 		t.Fatalf("passing-only Get = %v, %v; want none", resp.GetInstances(), err)
 	}
 }
+
+// TestTTLRenewedWhileTheSweepJudgesStaysPassing: a renewal that reaches the
+// leader after a sweep has judged the instance's TTL expired, but before
+// the sweep writes, wins: the instance is never marked critical. The sweep
+// runs by hand on a fake clock; the renewal runs at the exact moment
+// between the sweep's judgement and its write.
+func TestTTLRenewedWhileTheSweepJudgesStaysPassing(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.HealthInterval = time.Hour // no sweeps but the test's own
+	n := startNode(t, cfg)
+	_, c := dial(t, n.GRPCAddr())
+	ctx := ctxT(t)
+	const ttl = time.Minute
+	in := inst("ttl.rpc", "t1", "127.0.0.1:9001")
+	in.Check = &pb.Check{Ttl: durationpb.New(ttl)}
+	if _, err := c.Register(ctx, &pb.RegisterRequest{Instance: in}); err != nil {
+		t.Fatal(err)
+	}
+	renewed := false
+	n.ttl.judged = func() {
+		if renewed {
+			return
+		}
+		renewed = true
+		if _, err := c.RenewTTL(ctx, &pb.RenewTTLRequest{Service: "ttl.rpc", Id: "t1"}); err != nil {
+			t.Errorf("renew: %v", err)
+		}
+	}
+	// The first sweep starts the TTL; each later one is two TTLs on, so it
+	// judges the TTL expired (a leadership start may reset the deadlines
+	// once, hence the loop).
+	now := time.Now()
+	for i := 0; i < 4 && !renewed; i++ {
+		n.sweepHealth(ctx, now)
+		now = now.Add(2 * ttl)
+	}
+	if !renewed {
+		t.Fatal("no sweep judged the TTL expired")
+	}
+	if h := healthOf(t, c, "ttl.rpc", "t1"); h != pb.Health_PASSING {
+		t.Fatalf("health after a renewal that beat the sweep's write = %v, want passing", h)
+	}
+	// Not renewed again: the next sweep past the deadline does expire it.
+	n.sweepHealth(ctx, time.Now().Add(2*ttl))
+	if h := healthOf(t, c, "ttl.rpc", "t1"); h != pb.Health_CRITICAL {
+		t.Fatalf("health after the TTL ran out = %v, want critical", h)
+	}
+}
+
+// TestTTLTrackerOrdersSweepsAndRenewals: a renewal before the sweep's
+// claim voids the sweep's verdict; a renewal after it is told to wait for
+// the sweep's write, and is released when the write is done.
+func TestTTLTrackerOrdersSweepsAndRenewals(t *testing.T) {
+	tr := newTTLTracker()
+	a := &pb.Instance{Service: "ttl.rpc", Id: "a", ModRevision: 7, Health: pb.Health_PASSING, Check: &pb.Check{Ttl: durationpb.New(time.Second)}}
+	b := &pb.Instance{Service: "ttl.rpc", Id: "b", ModRevision: 8, Health: pb.Health_PASSING, Check: &pb.Check{Ttl: durationpb.New(time.Second)}}
+	t0 := time.Unix(1000, 0)
+	var verdicts []verdict
+	for _, in := range []*pb.Instance{a, b} {
+		tr.expired(in, t0) // starts the TTL
+		ok, gen := tr.expired(in, t0.Add(2*time.Second))
+		if !ok {
+			t.Fatalf("%s not expired two TTLs on", in.Id)
+		}
+		verdicts = append(verdicts, verdict{in, gen})
+	}
+	if wait := tr.renew(a, t0.Add(2*time.Second)); wait != nil {
+		t.Fatal("a renewal with no sweep in flight was told to wait")
+	}
+	done := make(chan struct{})
+	claimed := tr.claim(verdicts, done)
+	if len(claimed) != 1 || claimed[0].Id != "b" {
+		t.Fatalf("claimed %v, want only b (a was renewed after the verdict)", claimed)
+	}
+	wait := tr.renew(b, t0.Add(2*time.Second))
+	if wait == nil {
+		t.Fatal("a renewal during the sweep's write was not told to wait")
+	}
+	select {
+	case <-wait:
+		t.Fatal("released before the sweep's write was done")
+	default:
+	}
+	tr.release(done)
+	select {
+	case <-wait:
+	default:
+		t.Fatal("not released after the sweep's write")
+	}
+	if wait := tr.renew(b, t0.Add(3*time.Second)); wait != nil {
+		t.Fatal("told to wait after the sweep was done")
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/status"
@@ -17,17 +19,47 @@ import (
 // liveSessions are the sessions whose streams this agent is serving now.
 type liveSessions struct {
 	mu  sync.Mutex
-	ids map[string]bool
+	ids map[string]*liveSession
 }
 
-func newLiveSessions() *liveSessions { return &liveSessions{ids: make(map[string]bool)} }
+// liveSession is one served session. created is the revision of its
+// SessionCreate entry (0 until it is known); removed is closed when the
+// session has disappeared from this replica after it was created: the
+// cluster removed it (its agent was reaped while unreachable).
+type liveSession struct {
+	created atomic.Uint64
+	removed chan struct{}
+	once    sync.Once
+}
 
-func (l *liveSessions) add(id string)    { l.mu.Lock(); l.ids[id] = true; l.mu.Unlock() }
+func newLiveSessions() *liveSessions { return &liveSessions{ids: make(map[string]*liveSession)} }
+
+func (l *liveSessions) add(id string) *liveSession {
+	s := &liveSession{removed: make(chan struct{})}
+	l.mu.Lock()
+	l.ids[id] = s
+	l.mu.Unlock()
+	return s
+}
+
 func (l *liveSessions) remove(id string) { l.mu.Lock(); delete(l.ids, id); l.mu.Unlock() }
+
 func (l *liveSessions) has(id string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.ids[id]
+	return l.ids[id] != nil
+}
+
+// markRemoved closes removed for every served session that was created at
+// or before rev and is not in exists.
+func (l *liveSessions) markRemoved(rev uint64, exists map[string]bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id, s := range l.ids {
+		if c := s.created.Load(); c != 0 && c <= rev && !exists[id] {
+			s.once.Do(func() { close(s.removed) })
+		}
+	}
 }
 
 func newSessionID() string {
@@ -39,7 +71,10 @@ func newSessionID() string {
 // Session serves one process's session: the registrations made on the
 // stream live as long as the stream. When it ends, for any reason (clean
 // close, crash, kill -9, network failure noticed by keepalive), the session
-// and its instances are removed in one Raft entry.
+// and its instances are removed in one Raft entry. If the cluster removes
+// the session first (the leader reaped this agent while it was
+// unreachable), the stream ends with FailedPrecondition, so that the
+// process opens a new session and registers again.
 func (s *registryServer) Session(stream pb.Registry_SessionServer) error {
 	ctx := stream.Context()
 	first, err := stream.Recv()
@@ -54,7 +89,7 @@ func (s *registryServer) Session(stream pb.Registry_SessionServer) error {
 		return apierr.Invalid("session.owner", "is longer than %d bytes", maxMetaValLen)
 	}
 	id := newSessionID()
-	s.n.sessions.add(id)
+	live := s.n.sessions.add(id)
 	defer s.n.sessions.remove(id)
 	rev, err := s.n.propose(ctx, &pb.Command{Kind: &pb.Command_SessionCreate{SessionCreate: &pb.SessionCreate{
 		Session: &pb.Session{Id: id, Node: s.n.cfg.Name, Owner: open.Owner, Created: time.Now().UnixNano()},
@@ -62,19 +97,48 @@ func (s *registryServer) Session(stream pb.Registry_SessionServer) error {
 	if err != nil {
 		return err
 	}
-	defer s.n.destroySessions(id)
+	live.created.Store(rev)
+	removedByCluster := false
+	defer func() {
+		if !removedByCluster {
+			s.n.destroySessions(id)
+		}
+	}()
 	s.n.log.Debug("session opened", "session", id, "owner", open.Owner)
 	if err := stream.Send(&pb.SessionResponse{Seq: first.Seq, Header: s.n.header(rev), Session: id}); err != nil {
 		return err
 	}
+	// The reader ends with the stream, which returning from this handler
+	// ends.
+	reqs, ended := make(chan *pb.SessionRequest), make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				ended <- err
+				return
+			}
+			select {
+			case reqs <- req:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	for {
-		req, err := stream.Recv()
-		if err != nil {
+		select {
+		case req := <-reqs:
+			if err := stream.Send(s.handleSessionRequest(ctx, id, req)); err != nil {
+				return err
+			}
+		case err := <-ended:
 			s.n.log.Debug("session stream ended", "session", id, "err", err)
 			return nil
-		}
-		if err := stream.Send(s.handleSessionRequest(ctx, id, req)); err != nil {
-			return err
+		case <-live.removed:
+			removedByCluster = true
+			s.n.log.Warn("session removed by the cluster; ending its stream so that its process registers again", "session", id, "owner", open.Owner)
+			return fmt.Errorf("%w: session %s was removed by the cluster (agent %s was taken out of it while unreachable); open a new session and register again",
+				apierr.ErrSessionRequired, id, s.n.cfg.Name)
 		}
 	}
 }
@@ -134,7 +198,8 @@ func (n *Node) destroySessions(ids ...string) {
 
 // cleanupOrphanSessions removes, every few seconds, sessions this agent
 // owns but does not serve: their streams died with an earlier process of
-// this agent (crash, kill -9, restart).
+// this agent (crash, kill -9, restart). It also ends the streams of served
+// sessions that the cluster removed.
 func (n *Node) cleanupOrphanSessions(ctx context.Context) {
 	t := time.NewTicker(orphanSessionScan)
 	defer t.Stop()
@@ -144,6 +209,7 @@ func (n *Node) cleanupOrphanSessions(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		n.endRemovedSessions()
 		if n.store.CheckRead(pb.Consistency_DEFAULT) != nil {
 			continue
 		}
@@ -158,6 +224,19 @@ func (n *Node) cleanupOrphanSessions(ctx context.Context) {
 			n.destroySessions(orphans...)
 		}
 	}
+}
+
+// endRemovedSessions ends the streams of served sessions that this replica
+// no longer has although it applied their creation. A removal is a
+// committed fact, so a replica that lags the leader may act on it.
+func (n *Node) endRemovedSessions() {
+	fsm := n.store.FSM()
+	rev := fsm.Revision() // read first: a session created later is not judged
+	exists := make(map[string]bool)
+	for _, s := range fsm.Sessions() {
+		exists[s.Id] = true
+	}
+	n.sessions.markRemoved(rev, exists)
 }
 
 // orphanSessionScan is how often cleanupOrphanSessions looks.

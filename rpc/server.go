@@ -28,7 +28,9 @@ import (
 // against it.
 //
 // Registration is session-bound: if the process dies, the agent removes the
-// instance at once. If the agent restarts or the session breaks, the server
+// instance at once. If the agent restarts, the session breaks, or the
+// cluster removes the session (the leader reaped the agent while it was
+// unreachable, and the agent ends the stream once it is back), the server
 // opens a new session and registers again, with backoff.
 type Server struct {
 	cfg    ServerConfig

@@ -17,9 +17,14 @@ import (
 )
 
 func instances(t *testing.T, c *testcluster.Cluster, service string) []*pb.Instance {
+	return instancesOn(t, c, 0, service)
+}
+
+// instancesOn is agent i's view of service (nil on error).
+func instancesOn(t *testing.T, c *testcluster.Cluster, i int, service string) []*pb.Instance {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := c.Registry(0).Get(ctx, &pb.GetRequest{Service: service, Consistency: pb.Consistency_STALE})
+	resp, err := c.Registry(i).Get(ctx, &pb.GetRequest{Service: service, Consistency: pb.Consistency_STALE})
 	if err != nil {
 		return nil
 	}
@@ -74,6 +79,59 @@ func TestServerRegistersReRegistersAndLeaves(t *testing.T) {
 	if err := srv.Stop(ctx); err != nil {
 		t.Fatalf("second Stop: %v", err)
 	}
+}
+
+// TestServerRegistersAgainAfterItsAgentWasReaped: an agent cut off past
+// dead_node_reap is reaped (its sessions and instances deleted) though it
+// runs on; once the partition heals it rejoins the cluster, and a server
+// registered through it is registered again, visible through the others.
+func TestServerRegistersAgainAfterItsAgentWasReaped(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.WithDeadNodeReap(time.Second))
+	cut := (c.LeaderIndex() + 1) % 3
+	other := (cut + 1) % 3
+	var rest []int
+	for i := 0; i < 3; i++ {
+		if i != cut {
+			rest = append(rest, i)
+		}
+	}
+	srv, err := rpc.NewServer(rpc.ServerConfig{
+		Name: "user.rpc", ListenOn: "127.0.0.1:0", ID: "u1",
+		Agents: []string{c.GRPCAddr(cut)}, DrainDelay: 50 * time.Millisecond,
+	}, rpc.WithServerLogger(testlog.New(t, "server")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop(context.Background()) })
+	c.WaitFor(20*time.Second, "u1 visible through another agent", func() bool {
+		return len(instancesOn(t, c, other, "user.rpc")) == 1
+	})
+
+	c.Partition([]int{cut}, rest)
+	c.WaitFor(30*time.Second, "the cut-off agent reaped: out of Raft, u1 deleted", func() bool {
+		l := c.Leader()
+		if l == nil || l.Name() == c.Name(cut) {
+			return false
+		}
+		f := l.Store().Raft().GetConfiguration()
+		return f.Error() == nil && len(f.Configuration().Servers) == 2 && len(instancesOn(t, c, other, "user.rpc")) == 0
+	})
+	c.Heal()
+	c.WaitFor(30*time.Second, "the agent back in Raft and u1 registered again, passing, through another agent", func() bool {
+		l := c.Leader()
+		if l == nil {
+			return false
+		}
+		f := l.Store().Raft().GetConfiguration()
+		got := instancesOn(t, c, other, "user.rpc")
+		return f.Error() == nil && len(f.Configuration().Servers) == 3 &&
+			len(got) == 1 && got[0].Id == "u1" && got[0].Node == c.Name(cut) && got[0].Health == pb.Health_PASSING
+	})
 }
 
 func TestServerConfigValidation(t *testing.T) {

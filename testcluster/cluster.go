@@ -1,7 +1,8 @@
 // Package testcluster starts clusters of zrpc agents inside one test
 // process, on loopback with ephemeral ports and short timers, and injects
 // faults: Kill (a crash: no goodbye), Restart (same data dir and
-// addresses), Partition and Heal. Every connection between agents — Raft,
+// addresses), Partition, PartitionSilently (traffic stops but no
+// connection is closed) and Heal. Every connection between agents — Raft,
 // gossip, gRPC forwarding — goes through one fault network, so a partition
 // cuts all three. Agents log to t.Log, prefixed with their names, so a
 // failing test shows what the cluster did.
@@ -255,6 +256,24 @@ func (c *Cluster) Add(opts ...Option) int {
 // groups cannot reach each other. Agents in no group stay reachable from
 // all.
 func (c *Cluster) Partition(groups ...[]int) {
+	named := c.names(groups)
+	c.t.Logf("testcluster: partition %v", named)
+	c.net.partition(named, false)
+}
+
+// PartitionSilently splits the agents like Partition, but as a pulled
+// cable or a dropping firewall would: no connection is closed or refused.
+// Traffic across groups just stops: gossip packets are lost, dials and
+// writes hang, bytes in flight are held, until Heal (when held traffic
+// flows again), a connection's deadline, or its owner's timeout. Agents
+// notice only by their own timeouts and keepalives.
+func (c *Cluster) PartitionSilently(groups ...[]int) {
+	named := c.names(groups)
+	c.t.Logf("testcluster: silent partition %v", named)
+	c.net.partition(named, true)
+}
+
+func (c *Cluster) names(groups [][]int) [][]string {
 	var named [][]string
 	for _, g := range groups {
 		var names []string
@@ -263,8 +282,7 @@ func (c *Cluster) Partition(groups ...[]int) {
 		}
 		named = append(named, names)
 	}
-	c.t.Logf("testcluster: partition %v", named)
-	c.net.partition(named)
+	return named
 }
 
 // Heal ends every partition.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -19,17 +20,51 @@ var errPartitioned = errors.New("testcluster: network partitioned")
 // through it and wrapped, and every gossip packet passes its check, so one
 // Partition cuts all three. The dialling side enforces the cut: it refuses
 // new connections and closes existing ones, which the other side then sees
-// as a dropped connection.
+// as a dropped connection. A silent partition closes nothing: traffic
+// across it stops as if the cable were pulled (dials and writes hang,
+// bytes already sent are held) until the partition heals, the
+// connection's deadline passes, or it is closed.
 type network struct {
-	mu     sync.Mutex
-	group  map[string]int    // agent -> partition group; empty when healed
-	owner  map[string]string // listen address -> agent
-	conns  map[*faultConn]struct{}
-	killed map[string]bool
+	mu      sync.Mutex
+	group   map[string]int    // agent -> partition group; empty when healed
+	silent  bool              // the partition drops traffic without closing anything
+	changed chan struct{}     // closed and replaced on every partition and heal
+	owner   map[string]string // listen address -> agent
+	conns   map[*faultConn]struct{}
+	killed  map[string]bool
 }
 
 func newNetwork() *network {
-	return &network{owner: map[string]string{}, conns: map[*faultConn]struct{}{}, killed: map[string]bool{}}
+	return &network{owner: map[string]string{}, conns: map[*faultConn]struct{}{}, killed: map[string]bool{}, changed: make(chan struct{})}
+}
+
+// linkState is what a partition does to traffic between two agents.
+type linkState int
+
+const (
+	linkUp     linkState = iota
+	linkCut              // refused and closed
+	linkSilent           // held: nothing passes, nothing is closed
+)
+
+// link returns the state of from → to, and a channel closed at the next
+// change of the network.
+func (nw *network) link(from, to string) (linkState, <-chan struct{}) {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	switch {
+	case nw.linkedLocked(from, to):
+		return linkUp, nw.changed
+	case nw.silent:
+		return linkSilent, nw.changed
+	}
+	return linkCut, nw.changed
+}
+
+// notifyLocked wakes everything waiting on a silent link; nw.mu is held.
+func (nw *network) notifyLocked() {
+	close(nw.changed)
+	nw.changed = make(chan struct{})
 }
 
 func (nw *network) register(agent string, addrs ...string) {
@@ -63,9 +98,10 @@ func (nw *network) ownerOf(addr string) string {
 	return nw.owner[addr]
 }
 
-// partition puts each agent in the group whose index it is listed in and
-// closes every connection that now crosses groups.
-func (nw *network) partition(groups [][]string) {
+// partition puts each agent in the group whose index it is listed in. A
+// partition that is not silent closes every connection that now crosses
+// groups.
+func (nw *network) partition(groups [][]string, silent bool) {
 	nw.mu.Lock()
 	nw.group = map[string]int{}
 	for i, g := range groups {
@@ -73,9 +109,11 @@ func (nw *network) partition(groups [][]string) {
 			nw.group[a] = i
 		}
 	}
+	nw.silent = silent
+	nw.notifyLocked()
 	var cut []*faultConn
 	for c := range nw.conns {
-		if !nw.linkedLocked(c.from, c.to) {
+		if !silent && !nw.linkedLocked(c.from, c.to) {
 			cut = append(cut, c)
 		}
 	}
@@ -88,15 +126,61 @@ func (nw *network) partition(groups [][]string) {
 func (nw *network) heal() {
 	nw.mu.Lock()
 	nw.group = nil
+	nw.silent = false
+	nw.notifyLocked()
 	nw.mu.Unlock()
+}
+
+// await blocks while from → to is silent, until it changes, closed is
+// closed or deadline (if set) passes. It returns nil once the link is up.
+func (nw *network) await(from, to string, closed <-chan struct{}, deadline time.Time) error {
+	for {
+		st, changed := nw.link(from, to)
+		switch st {
+		case linkUp:
+			return nil
+		case linkCut:
+			return errPartitioned
+		}
+		var timeout <-chan time.Time
+		var timer *time.Timer
+		if !deadline.IsZero() {
+			d := time.Until(deadline)
+			if d <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+			timer = time.NewTimer(d)
+			timeout = timer.C
+		}
+		select {
+		case <-changed:
+		case <-closed:
+		case <-timeout:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		select {
+		case <-closed:
+			return net.ErrClosed
+		default:
+		}
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			return os.ErrDeadlineExceeded
+		}
+	}
 }
 
 // dialer returns the dial function of agent from.
 func (nw *network) dialer(from string) func(ctx context.Context, addr string) (net.Conn, error) {
 	return func(ctx context.Context, addr string) (net.Conn, error) {
 		to := nw.ownerOf(addr)
-		if !nw.linked(from, to) {
-			return nil, errPartitioned
+		deadline, _ := ctx.Deadline()
+		if err := nw.await(from, to, ctx.Done(), deadline); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err() // a silent partition: the dial timed out
+			}
+			return nil, err
 		}
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", addr)
@@ -108,39 +192,119 @@ func (nw *network) dialer(from string) func(ctx context.Context, addr string) (n
 }
 
 func (nw *network) wrap(c net.Conn, from, to string) net.Conn {
-	fc := &faultConn{Conn: c, nw: nw, from: from, to: to}
+	fc := &faultConn{Conn: c, nw: nw, from: from, to: to, closed: make(chan struct{})}
 	nw.mu.Lock()
 	nw.conns[fc] = struct{}{}
 	nw.mu.Unlock()
 	return fc
 }
 
-// faultConn fails once its link is cut.
+// faultConn fails once its link is cut, and holds traffic while its link
+// is silent.
 type faultConn struct {
 	net.Conn
 	nw       *network
 	from, to string
 	once     sync.Once
+	closed   chan struct{}
+
+	mu                          sync.Mutex
+	readDeadline, writeDeadline time.Time
+	held                        []byte // read while the link was silent, not yet returned
+}
+
+// pass waits until traffic may pass; on a cut it closes the connection.
+func (c *faultConn) pass(deadline time.Time) error {
+	err := c.nw.await(c.from, c.to, c.closed, deadline)
+	if errors.Is(err, errPartitioned) {
+		c.Close()
+	}
+	return err
+}
+
+func (c *faultConn) deadlines() (read, write time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readDeadline, c.writeDeadline
 }
 
 func (c *faultConn) Read(p []byte) (int, error) {
-	if !c.nw.linked(c.from, c.to) {
+	read, _ := c.deadlines()
+	if n, ok, err := c.readHeld(p, read); ok {
+		return n, err
+	}
+	if st, _ := c.nw.link(c.from, c.to); st == linkCut {
 		c.Close()
 		return 0, errPartitioned
 	}
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	if n == 0 {
+		return n, err
+	}
+	// Bytes that arrived while the link went silent are held until it
+	// heals, as the network would have held them.
+	if perr := c.pass(read); perr != nil {
+		if errors.Is(perr, os.ErrDeadlineExceeded) {
+			c.mu.Lock()
+			c.held = append(c.held, p[:n]...)
+			c.mu.Unlock()
+		}
+		return 0, perr
+	}
+	return n, err
+}
+
+// readHeld returns bytes held from an earlier Read once the link lets
+// them through; ok is false when nothing is held.
+func (c *faultConn) readHeld(p []byte, deadline time.Time) (n int, ok bool, err error) {
+	c.mu.Lock()
+	held := len(c.held) > 0
+	c.mu.Unlock()
+	if !held {
+		return 0, false, nil
+	}
+	if err := c.pass(deadline); err != nil {
+		return 0, true, err
+	}
+	c.mu.Lock()
+	n = copy(p, c.held)
+	c.held = c.held[n:]
+	c.mu.Unlock()
+	return n, true, nil
 }
 
 func (c *faultConn) Write(p []byte) (int, error) {
-	if !c.nw.linked(c.from, c.to) {
-		c.Close()
-		return 0, errPartitioned
+	_, write := c.deadlines()
+	if err := c.pass(write); err != nil {
+		return 0, err
 	}
 	return c.Conn.Write(p)
 }
 
+func (c *faultConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.readDeadline, c.writeDeadline = t, t
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *faultConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.readDeadline = t
+	c.mu.Unlock()
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *faultConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.writeDeadline = t
+	c.mu.Unlock()
+	return c.Conn.SetWriteDeadline(t)
+}
+
 func (c *faultConn) Close() error {
 	c.once.Do(func() {
+		close(c.closed)
 		c.nw.mu.Lock()
 		delete(c.nw.conns, c)
 		c.nw.mu.Unlock()
