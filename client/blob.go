@@ -221,7 +221,7 @@ func newBlobReader(b *zrpcpb.Blob, opts GetOptions, recv func() (*zrpcpb.BlobGet
 	r := &BlobReader{blob: b, recv: recv, cancel: cancel}
 	start := min(opts.Offset, b.Size)
 	end := b.Size
-	if opts.Length > 0 && start+opts.Length < end {
+	if opts.Length > 0 && opts.Length < end-start {
 		end = start + opts.Length
 	}
 	r.want = end - start

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -59,12 +60,9 @@ func (s *Store) Get(ctx context.Context, req *pb.BlobGetRequest, send func(*pb.B
 	if err != nil {
 		return err
 	}
-	if req.Offset > b.Size {
-		return fmt.Errorf("%w: offset %d is past the end of blob %q (%d bytes)", ErrInvalidArgument, req.Offset, b.Name, b.Size)
-	}
-	end := b.Size
-	if req.Length > 0 && req.Offset+req.Length < end {
-		end = req.Offset + req.Length
+	end, err := readRange(b, req.Offset, req.Length)
+	if err != nil {
+		return err
 	}
 	if err := send(&pb.BlobGetResponse{Blob: Summary(b)}); err != nil {
 		return err
@@ -99,6 +97,25 @@ func (s *Store) Get(ctx context.Context, req *pb.BlobGetRequest, send func(*pb.B
 		}
 	}
 	return nil
+}
+
+// readRange checks the range [offset, offset+length) asked of b (length 0:
+// to the end) and returns where it ends, capped at b's size. The range is
+// checked before any arithmetic on it: an offset past the end, or a length
+// that would wrap around or go negative as a signed size, is
+// InvalidArgument naming the field.
+func readRange(b *pb.Blob, offset, length uint64) (end uint64, err error) {
+	switch {
+	case offset > b.Size:
+		return 0, fmt.Errorf("%w: offset %d is past the end of blob %q (%d bytes)", ErrInvalidArgument, offset, b.Name, b.Size)
+	case length > math.MaxInt64:
+		return 0, fmt.Errorf("%w: length %d is larger than any blob (at most %d bytes; 0 reads to the end)",
+			ErrInvalidArgument, length, uint64(math.MaxInt64))
+	}
+	if length == 0 || length >= b.Size-offset {
+		return b.Size, nil
+	}
+	return offset + length, nil
 }
 
 func sendChunks(data []byte, send func(*pb.BlobGetResponse) error) error {
