@@ -97,6 +97,57 @@ func chooseScheme(h *pb.BlobPutHeader, members []Member) (Scheme, error) {
 	return sc, nil
 }
 
+// MaxMetadataBytes bounds the metadata of one blob. It is committed in one
+// Raft entry (BlobCommit), which reaches the leader in one gRPC message
+// (agents accept at most MaxBlockSize + 1 MiB), and is kept in every
+// snapshot; the bound leaves room for the entry's framing.
+const MaxMetadataBytes = 8 << 20
+
+// metadataBytes bounds from above the encoded metadata of a blob of size
+// bytes cut into blockSize-byte blocks of n shards each: per block, n
+// holders (at most 2 bytes each), n 4-byte checksums and 16 bytes of length
+// and framing; per blob, 32 KiB for its name, digest and agent list.
+func metadataBytes(size uint64, blockSize, n int) uint64 {
+	blocks := (size + uint64(blockSize) - 1) / uint64(blockSize)
+	return blocks*uint64(6*n+16) + 32<<10
+}
+
+// checkMetadata refuses a blob whose metadata would not fit in one Raft
+// entry; n is its shards per block.
+func (s *Store) checkMetadata(name string, size uint64, n int) error {
+	need := metadataBytes(size, s.cfg.BlockSize, n)
+	if need <= uint64(s.cfg.MaxMetadataBytes) {
+		return nil
+	}
+	return fmt.Errorf("%w: blob %q: %s with %d-byte blocks of %d shards needs %s of metadata; the limit is %s (one Raft entry): "+
+		"use a larger block size (the agents' --blob-block-size), fewer shards, or split the blob",
+		ErrInvalidArgument, name, sizeString(size), s.cfg.BlockSize, n, sizeString(need), sizeString(uint64(s.cfg.MaxMetadataBytes)))
+}
+
+// sizeString writes n bytes in binary units: "64 GiB", "2.1 GiB", "512 B".
+func sizeString(n uint64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return strconv.FormatUint(n, 10) + " B"
+	}
+	v, u := float64(n)/1024, 0
+	for v >= 1024 && u < len(units)-1 {
+		v /= 1024
+		u++
+	}
+	return strings.TrimSuffix(strconv.FormatFloat(v, 'f', 1, 64), ".0") + " " + units[u:u+1] + "iB"
+}
+
+// shardsPerBlock is k+m a put would use, for the metadata bound before any
+// agent is asked: the explicit scheme, or the cluster size's default.
+func shardsPerBlock(h *pb.BlobPutHeader, members []Member) int {
+	if h.DataShards != 0 || h.ParityShards != 0 {
+		return int(h.DataShards + h.ParityShards)
+	}
+	k, m := placement.DefaultScheme(len(members))
+	return k + m
+}
+
 func newBlobID() string {
 	var b [16]byte
 	rand.Read(b[:])
@@ -123,6 +174,12 @@ func (s *Store) Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*P
 	if h.Size < 0 || h.Size > s.cfg.MaxBlobSize {
 		return nil, fmt.Errorf("%w: blob size %d: at most %d bytes (max blob size)", ErrTooLarge, h.Size, s.cfg.MaxBlobSize)
 	}
+	members := s.members()
+	if h.Size > 0 {
+		if err := s.checkMetadata(h.Name, uint64(h.Size), shardsPerBlock(h, members)); err != nil {
+			return nil, err
+		}
+	}
 	old := s.cluster.Meta().Blob(h.Name)
 	if old != nil && !h.Overwrite {
 		return nil, fmt.Errorf("%w: blob %q; put with overwrite to replace it", ErrAlreadyExists, h.Name)
@@ -136,7 +193,6 @@ func (s *Store) Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*P
 	case err != nil:
 		return nil, fmt.Errorf("read blob %q: %w", h.Name, err)
 	}
-	members := s.members()
 	sc, err := chooseScheme(h, members)
 	if err != nil {
 		return nil, err
@@ -273,6 +329,10 @@ func (p *put) run(ctx context.Context, src io.Reader, alive []placement.Node) (*
 		if p.size > uint64(p.s.cfg.MaxBlobSize) {
 			drop()
 			return nil, fmt.Errorf("%w: blob %q is larger than the max blob size %d", ErrTooLarge, p.h.Name, p.s.cfg.MaxBlobSize)
+		}
+		if err := p.s.checkMetadata(p.h.Name, p.size, p.sc.K+p.sc.M); err != nil {
+			drop() // a stream of unknown size outgrew what one entry carries
+			return nil, err
 		}
 		p.sha.Write(blk.Data()[:n])
 		if err := p.encode(ctx, blk, n); err != nil {

@@ -47,6 +47,9 @@ type Config struct {
 	InlineMax int
 	// MaxBlobSize bounds one blob.
 	MaxBlobSize int64
+	// MaxMetadataBytes bounds one blob's metadata (one Raft entry); a put
+	// that would need more is refused before it starts.
+	MaxMetadataBytes int
 	// PutInflight is how many blocks of one put may be in flight to agents
 	// at once (memory per put ≈ PutInflight × BlockSize × (k+m)/k).
 	PutInflight int
@@ -76,19 +79,20 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		BlockSize:      1 << 20,
-		InlineMax:      64 << 10,
-		MaxBlobSize:    64 << 30,
-		PutInflight:    4,
-		ShardTimeout:   30 * time.Second,
-		RepairInterval: 10 * time.Second,
-		RepairDelay:    2 * time.Minute,
-		RepairWorkers:  2,
-		PutTimeout:     time.Hour,
-		OrphanGrace:    10 * time.Minute,
-		GCInterval:     time.Minute,
-		ScrubRate:      8 << 20,
-		ScrubInterval:  time.Hour,
+		BlockSize:        1 << 20,
+		InlineMax:        64 << 10,
+		MaxBlobSize:      64 << 30,
+		MaxMetadataBytes: MaxMetadataBytes,
+		PutInflight:      4,
+		ShardTimeout:     30 * time.Second,
+		RepairInterval:   10 * time.Second,
+		RepairDelay:      2 * time.Minute,
+		RepairWorkers:    2,
+		PutTimeout:       time.Hour,
+		OrphanGrace:      10 * time.Minute,
+		GCInterval:       time.Minute,
+		ScrubRate:        8 << 20,
+		ScrubInterval:    time.Hour,
 	}
 }
 
@@ -111,6 +115,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBlobSize == 0 {
 		c.MaxBlobSize = d.MaxBlobSize
+	}
+	if c.MaxMetadataBytes == 0 {
+		c.MaxMetadataBytes = d.MaxMetadataBytes
 	}
 	if c.PutInflight == 0 {
 		c.PutInflight = d.PutInflight
@@ -136,6 +143,9 @@ func (c Config) Validate() error {
 	}
 	if c.InlineMax < 0 || c.InlineMax > 1<<20 {
 		errs = append(errs, fmt.Errorf("blob inline max %d: must be between 0 and 1 MiB", c.InlineMax))
+	}
+	if c.MaxMetadataBytes < 0 || c.MaxMetadataBytes > MaxMetadataBytes {
+		errs = append(errs, fmt.Errorf("blob max metadata bytes %d: must be between 1 and %d", c.MaxMetadataBytes, MaxMetadataBytes))
 	}
 	if c.MaxBlobSize < 0 {
 		errs = append(errs, fmt.Errorf("max blob size %d: must not be negative", c.MaxBlobSize))
