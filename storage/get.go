@@ -307,7 +307,7 @@ func (s *Store) Stat(ctx context.Context, name string, minRev uint64) (*pb.BlobS
 	if err != nil {
 		return nil, err
 	}
-	health, states := s.assess(b, s.aliveSet(), s.corruptShards(ctx, b.Id), true)
+	health, states := s.assess(b, s.aliveSet(), s.corruptShards(ctx, b), true)
 	out := proto.Clone(b).(*pb.Blob)
 	out.Inline = nil
 	return &pb.BlobStatResponse{Blob: out, Health: health, Shards: states}, nil
@@ -322,24 +322,30 @@ func (s *Store) aliveSet() map[string]bool {
 	return alive
 }
 
-// corruptShards asks the leader which shards of blob id were reported
-// corrupt and not yet rewritten; nil when it cannot tell.
-func (s *Store) corruptShards(ctx context.Context, id string) map[shardKey]bool {
-	st, err := s.LeaderRepairStatus(ctx, id)
+// corruptShards asks the leader which copies of b's shards were reported
+// corrupt or lost and not yet rewritten, by the agent holding them; nil
+// when it cannot tell. A report that names no agent is about the holder.
+func (s *Store) corruptShards(ctx context.Context, b *pb.Blob) map[copyKey]bool {
+	st, err := s.LeaderRepairStatus(ctx, b.Id)
 	if err != nil {
 		s.log.Debug("corrupt shards unknown: no answer from the leader", "err", err)
 		return nil
 	}
-	out := make(map[shardKey]bool, len(st.Corrupt))
+	out := make(map[copyKey]bool, len(st.Corrupt))
 	for _, r := range st.Corrupt {
-		out[shardKey{r.BlobId, r.Block, r.Index}] = true
+		node := r.Node
+		if node == "" {
+			node = holderOf(b, r.Block, r.Index)
+		}
+		out[copyKey{shardKey{r.BlobId, r.Block, r.Index}, node}] = true
 	}
 	return out
 }
 
 // assess judges a blob's health from where its shards are; alive is
-// aliveSet's map, corrupt the shards known to be corrupt (may be nil).
-func (s *Store) assess(b *pb.Blob, alive map[string]bool, corrupt map[shardKey]bool, detail bool) (string, []*pb.ShardState) {
+// aliveSet's map, corrupt the copies known to be corrupt or lost (may be
+// nil): only the holder's own copy counts.
+func (s *Store) assess(b *pb.Blob, alive map[string]bool, corrupt map[copyKey]bool, detail bool) (string, []*pb.ShardState) {
 	health := HealthHealthy
 	var states []*pb.ShardState
 	for i, blk := range b.Blocks {
@@ -355,7 +361,7 @@ func (s *Store) assess(b *pb.Blob, alive map[string]bool, corrupt map[shardKey]b
 				st = ShardNodeGone
 			case !up:
 				st = ShardNodeFailed
-			case corrupt[shardKey{b.Id, uint32(i), uint32(idx)}]:
+			case corrupt[copyKey{shardKey{b.Id, uint32(i), uint32(idx)}, node}]:
 				st = ShardCorrupt
 			default:
 				ok++

@@ -24,13 +24,22 @@ import (
 // requests reach the agent exactly as sent (the client package checks
 // nothing on their way).
 func rawBlobs(t testing.TB, c *testcluster.Cluster, i int) pb.BlobsClient {
+	return pb.NewBlobsClient(rawConn(t, c, i))
+}
+
+func rawConn(t testing.TB, c *testcluster.Cluster, i int) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(c.GRPCAddr(i), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return pb.NewBlobsClient(conn)
+	return conn
+}
+
+// rawShards is a Shards client of agent i, as a peer agent would use it.
+func rawShards(t testing.TB, c *testcluster.Cluster, i int) pb.ShardsClient {
+	return pb.NewShardsClient(rawConn(t, c, i))
 }
 
 // rawGet reads a range through the Get handler and returns its bytes.
