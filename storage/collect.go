@@ -36,24 +36,24 @@ func (s *Store) collectOrphans(ctx context.Context) {
 func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 	meta := s.cluster.Meta()
 	self := s.cluster.Self()
+	// Each candidate keeps what it was when judged: only that file (or
+	// staged shard) is deleted, never one stored under its name since.
 	var refs []*pb.ShardRef
-	err := s.shards.Walk(func(id shardstore.ID, size int64, mod time.Time) error {
-		if now.Sub(mod) < s.cfg.OrphanGrace {
-			return nil
-		}
-		if !referencedBy(meta, self, id.Blob, id.Block, uint32(id.Index)) {
+	var cands []orphan
+	err := s.shards.WalkStamped(func(id shardstore.ID, st shardstore.Stamp) error {
+		if now.Sub(st.Mod()) >= s.cfg.OrphanGrace && !referencedBy(meta, self, id.Blob, id.Block, uint32(id.Index)) {
 			refs = append(refs, shardRef(id))
+			cands = append(cands, orphan{id: id, file: st})
 		}
 		return nil
 	})
 	if err != nil {
 		s.log.Warn("walk shards for orphans", "err", err)
 	}
-	staged := make(map[shardstore.ID]bool)
 	for _, st := range s.shards.Staged() {
 		if now.Sub(st.At) >= s.cfg.OrphanGrace && !referencedBy(meta, self, st.ID.Blob, st.ID.Block, uint32(st.ID.Index)) {
-			staged[st.ID] = true
 			refs = append(refs, shardRef(st.ID))
+			cands = append(cands, orphan{id: st.ID, staged: st.At})
 		}
 	}
 	if len(refs) == 0 {
@@ -73,23 +73,35 @@ func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 		return 0
 	}
 	n := 0
-	for i, ref := range refs {
+	for i, c := range cands {
 		if referenced[i] {
 			continue
 		}
-		if staged[shardID(ref)] {
-			s.shards.Discard(shardID(ref))
+		if !c.staged.IsZero() {
+			if s.shards.DiscardIfSame(c.id, c.staged) {
+				n++
+			}
+			continue
+		}
+		deleted, err := s.shards.DeleteIfSame(c.id, c.file)
+		if err != nil {
+			s.log.Warn("delete orphan shard", "blob_id", c.id.Blob, "err", err)
+			continue
+		}
+		if deleted {
 			n++
-			continue
 		}
-		if err := s.shards.Delete(shardID(ref)); err != nil {
-			s.log.Warn("delete orphan shard", "blob_id", ref.BlobId, "err", err)
-			continue
-		}
-		n++
 	}
 	s.metrics.shardsCollected.Add(float64(n))
 	return n
+}
+
+// orphan is a shard file, or a staged shard (staged is when), judged an
+// orphan by this agent's replica.
+type orphan struct {
+	id     shardstore.ID
+	file   shardstore.Stamp
+	staged time.Time
 }
 
 // referencedBy reports whether shard (blob, block, index) on node belongs

@@ -27,8 +27,11 @@ type fakeCluster struct {
 	mu   sync.Mutex
 	next uint64
 	// intercept, when set, sees each command before it is applied and may
-	// change what Propose does: see applyThen.
+	// change what Propose does.
 	intercept func(ctx context.Context, cmd *pb.Command, apply func() (uint64, error)) (uint64, error)
+	// afterLeader, when set, runs after each OnLeader call: what happens on
+	// the leader between its answer and the caller acting on it.
+	afterLeader func()
 }
 
 func newFakeCluster(self string) *fakeCluster {
@@ -46,7 +49,11 @@ func (f *fakeCluster) Conn(node string) (*grpc.ClientConn, error) {
 }
 
 func (f *fakeCluster) OnLeader(_ context.Context, local func() error, _ func(*grpc.ClientConn) error) error {
-	return local()
+	err := local()
+	if f.afterLeader != nil {
+		f.afterLeader()
+	}
+	return err
 }
 
 func (f *fakeCluster) Propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
