@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -26,6 +27,10 @@ type fakeCluster struct {
 
 	mu   sync.Mutex
 	next uint64
+	// gossipAlive is what GossipAlive answers; 0 when unset.
+	gossipAlive atomic.Int32
+	// onGossip, when set, runs at each GossipAlive call.
+	onGossip func()
 	// intercept, when set, sees each command before it is applied and may
 	// change what Propose does.
 	intercept func(ctx context.Context, cmd *pb.Command, apply func() (uint64, error)) (uint64, error)
@@ -41,6 +46,12 @@ func newFakeCluster(self string) *fakeCluster {
 func (f *fakeCluster) Self() string   { return f.self }
 func (f *fakeCluster) Meta() Meta     { return f.fsm }
 func (f *fakeCluster) IsLeader() bool { return true }
+func (f *fakeCluster) GossipAlive() int {
+	if f.onGossip != nil {
+		f.onGossip()
+	}
+	return int(f.gossipAlive.Load())
+}
 
 func (f *fakeCluster) LeaderRevision(context.Context) (uint64, error) { return f.fsm.Revision(), nil }
 

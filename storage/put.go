@@ -193,8 +193,14 @@ func (s *Store) Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*P
 	case err != nil:
 		return nil, fmt.Errorf("read blob %q: %w", h.Name, err)
 	}
+	members, forming := s.awaitMembers(ctx)
 	sc, err := chooseScheme(h, members)
 	if err != nil {
+		if forming {
+			alive := len(alivePlacement(members))
+			return nil, fmt.Errorf("%w: the cluster is still forming: gossip sees %d agents alive, the registry has recorded %d of them so far; retry in a moment (%v)",
+				ErrNotEnoughShards, s.cluster.GossipAlive(), alive, err)
+		}
 		return nil, err
 	}
 	p := &put{s: s, h: h, sc: sc, id: newBlobID(), sha: sha256.New()}

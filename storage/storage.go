@@ -195,6 +195,11 @@ type Cluster interface {
 	IsLeader() bool
 	// LeaderRevision asks the leader for the latest committed revision.
 	LeaderRevision(ctx context.Context) (uint64, error)
+	// GossipAlive is how many agents, this one included, gossip sees
+	// alive. The registry records agents a moment after gossip finds them
+	// (the leader's reconcile writes them): while it knows fewer alive, the
+	// cluster is still forming.
+	GossipAlive() int
 }
 
 // Store is one agent's part of the blob store.
@@ -209,6 +214,9 @@ type Store struct {
 	// work bounds concurrent encoding and decoding, so that blob traffic
 	// cannot starve the agent's Raft and gossip goroutines of CPU.
 	work chan struct{}
+	// formingWait bounds how long a put waits for the registry to record
+	// the agents gossip sees alive.
+	formingWait time.Duration
 
 	wg     sync.WaitGroup
 	ctx    context.Context
@@ -227,7 +235,8 @@ func New(cfg Config, cluster Cluster, shards *shardstore.Store, metrics *Metrics
 	}
 	s := &Store{
 		cfg: cfg, cluster: cluster, shards: shards, log: log, metrics: metrics,
-		work: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
+		work:        make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
+		formingWait: formingWait,
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.repair = newRepairer(s)
@@ -299,6 +308,43 @@ func alivePlacement(members []Member) []placement.Node {
 		}
 	}
 	return out
+}
+
+// formingWait is how long a put waits at most for the registry to record
+// the agents gossip sees alive: a cluster that has just formed records
+// them within a second or so.
+const formingWait = 5 * time.Second
+
+// awaitMembers returns the members once the registry knows at least as
+// many agents alive as gossip does, waiting at most s.formingWait for it:
+// right after a cluster forms, gossip (and so `zrpcctl members`) sees
+// agents the registry has not recorded yet, and a put would find too few
+// agents, or choose its default k+m from too small a cluster. forming
+// reports that the wait ran out with the registry still behind.
+func (s *Store) awaitMembers(ctx context.Context) (members []Member, forming bool) {
+	deadline := time.Now().Add(s.formingWait)
+	meta := s.cluster.Meta()
+	for {
+		members = s.members()
+		alive := 0
+		for _, m := range members {
+			if m.Alive {
+				alive++
+			}
+		}
+		if alive >= s.cluster.GossipAlive() {
+			return members, false
+		}
+		left := time.Until(deadline)
+		if left <= 0 || ctx.Err() != nil {
+			return members, true
+		}
+		// Wake at the next registry change, or poll: gossip changes
+		// do not show in the registry's revision.
+		wctx, cancel := context.WithTimeout(ctx, min(left, 100*time.Millisecond))
+		meta.WaitRevision(wctx, meta.Revision()+1)
+		cancel()
+	}
 }
 
 // members returns the agents that can hold shards, sorted by name.
