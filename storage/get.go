@@ -304,6 +304,14 @@ const (
 // no shard).
 func (s *Store) Stat(ctx context.Context, name string, minRev uint64) (*pb.BlobStatResponse, error) {
 	b, err := s.lookup(ctx, name, minRev)
+	if errors.Is(err, ErrNotFound) {
+		for _, p := range s.cluster.Meta().PendingBlobs() {
+			if p.Name == name {
+				return nil, fmt.Errorf("%w: blob %q is not stored yet: a put of it (id %s, coordinated by %s) has not finished; stat again in a moment",
+					ErrNotFound, name, p.Id, p.Node)
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

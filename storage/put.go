@@ -214,9 +214,9 @@ func (s *Store) Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*P
 	}
 	res, err := p.run(ctx, io.MultiReader(bytes.NewReader(head), src), alivePlacement(members))
 	if err != nil {
-		s.abort(p.id, p.usedNodes())
-		s.metrics.putsFailed.Inc()
-		return nil, err
+		if res, err = s.failPut(p, err); err != nil {
+			return nil, err
+		}
 	}
 	if old != nil && old.Id != res.Blob.Id {
 		s.dropShards(old, res.Revision)
@@ -246,12 +246,77 @@ func (s *Store) putInline(ctx context.Context, h *pb.BlobPutHeader, data []byte,
 	return &PutResult{Blob: s.cluster.Meta().BlobByID(blob.Id), Revision: rev}, nil
 }
 
+// commitWait bounds how long a put waits for its commit's outcome once it
+// has proposed it, whatever its caller does meanwhile.
+const commitWait = 15 * time.Second
+
+// commit proposes the blob's metadata and waits for the outcome, at most
+// commitWait, even when ctx ends meanwhile: once proposed, the commit may
+// be applied whether or not anyone waits, and the put must report what
+// happened. A failure that does not say whether the entry was applied (no
+// answer, a leader change) is retried with the same request id, which the
+// registry applies at most once, so the answer that comes is the commit's.
+// When none comes in time the error wraps ErrOutcomeUnknown.
 func (s *Store) commit(ctx context.Context, blob *pb.Blob, overwrite bool) (uint64, error) {
-	rev, err := s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobCommit{BlobCommit: &pb.BlobCommit{Blob: blob, Overwrite: overwrite}}})
-	if err != nil {
-		return 0, fmt.Errorf("commit blob %q: %w", blob.Name, err)
+	cmd := &pb.Command{
+		RequestId: s.cluster.Self() + "-commit-" + blob.Id,
+		Kind:      &pb.Command_BlobCommit{BlobCommit: &pb.BlobCommit{Blob: blob, Overwrite: overwrite}},
 	}
-	return rev, nil
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.commitWait)
+	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel) // the agent is shutting down
+	defer stop()
+	for {
+		rev, err := s.cluster.Propose(cctx, cmd)
+		switch {
+		case err == nil:
+			return rev, nil
+		case answered(err):
+			return 0, fmt.Errorf("commit blob %q: %w", blob.Name, err)
+		}
+		select {
+		case <-cctx.Done():
+			return 0, fmt.Errorf("%w: commit of blob %q (id %s) was proposed, but no answer came within %s (%v): "+
+				"`zrpcctl blob stat %s` shows whether it was stored", ErrOutcomeUnknown, blob.Name, blob.Id, s.commitWait, err, blob.Name)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// answered reports whether err is the registry's answer to a proposal
+// (it was applied and refused), as opposed to a failure that leaves it
+// unknown whether the proposal was applied.
+func answered(err error) bool {
+	for _, e := range []error{ErrInvalidArgument, ErrAlreadyExists, ErrNotFound, ErrTooLarge} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// failPut ends a put that failed: it aborts the put and deletes its
+// shards. When the put's commit had an unknown outcome, the abort settles
+// it: once the abort is applied, the commit cannot be any more (a blob
+// with shards commits only while its put is pending), so the blob is
+// either committed already, and the put succeeded after all, or never
+// will be. Only when the abort has no answer either is the outcome still
+// unknown.
+func (s *Store) failPut(p *put, err error) (*PutResult, error) {
+	rev, aerr := s.abort(p.id, p.usedNodes())
+	if errors.Is(err, ErrOutcomeUnknown) && aerr == nil {
+		meta := s.cluster.Meta()
+		s.waitRevision(s.ctx, rev, 5*time.Second)
+		if b := meta.BlobByID(p.id); b != nil {
+			s.log.Info("put's commit was applied although its answer was lost", "blob", p.h.Name, "id", p.id)
+			return &PutResult{Blob: b, Revision: b.ModRevision, Missing: p.missing}, nil
+		}
+		if meta.Revision() >= rev {
+			err = fmt.Errorf("put of %q failed: its commit was not applied (%v) and the put is aborted; put it again", p.h.Name, err)
+		}
+	}
+	s.metrics.putsFailed.Inc()
+	return nil, err
 }
 
 // put is one put in progress.
@@ -269,6 +334,8 @@ type put struct {
 	holder [][]string // per block, per shard: agent name ("" = missing)
 	used   map[string]bool
 	err    error
+	// missing counts the shards the commit leaves to repair.
+	missing int
 }
 
 func (p *put) fail(err error) {
@@ -538,6 +605,7 @@ func (p *put) commit(ctx context.Context) (*PutResult, error) {
 			blob.Blocks[b].Holders[i] = blob.HolderRef(node)
 		}
 	}
+	p.missing = missing
 	rev, err := p.s.commit(ctx, blob, p.h.Overwrite)
 	if err != nil {
 		return nil, err
@@ -546,17 +614,20 @@ func (p *put) commit(ctx context.Context) (*PutResult, error) {
 }
 
 // abort ends a failed put: it withdraws the pending entry and deletes the
-// shards already sent. Both are best effort: the leader aborts puts of a
-// dead coordinator, and every agent collects orphan shards on its own.
-func (s *Store) abort(id string, nodes []string) {
+// shards already sent (unless the put's commit was applied after all), and
+// returns the abort's revision. Both are best effort: the leader aborts
+// puts of a dead coordinator, and every agent collects orphan shards on
+// its own.
+func (s *Store) abort(id string, nodes []string) (uint64, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
 	rev, err := s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobAbort{BlobAbort: &pb.BlobAbort{Ids: []string{id}}}})
 	if err != nil {
 		s.log.Warn("abort of failed put not committed; the leader will abort it", "id", id, "err", err)
-		return
+		return 0, err
 	}
 	s.deleteShardsOn(ctx, nodes, []string{id}, rev)
+	return rev, nil
 }
 
 // dropShards deletes, in the background, the shards of a blob that is no

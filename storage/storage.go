@@ -36,6 +36,9 @@ var (
 	ErrNotEnoughShards = apierr.ErrNotEnoughShards
 	ErrCorrupt         = apierr.ErrCorrupt
 	ErrTooLarge        = apierr.ErrTooLarge
+	// ErrOutcomeUnknown: a put's commit was proposed but its outcome could
+	// not be learned; Stat tells whether the blob was stored.
+	ErrOutcomeUnknown = apierr.ErrOutcomeUnknown
 )
 
 // Config tunes the blob store. Zero fields take the defaults of
@@ -217,6 +220,8 @@ type Store struct {
 	// formingWait bounds how long a put waits for the registry to record
 	// the agents gossip sees alive.
 	formingWait time.Duration
+	// commitWait bounds how long a put waits for its commit's outcome.
+	commitWait time.Duration
 
 	wg     sync.WaitGroup
 	ctx    context.Context
@@ -237,6 +242,7 @@ func New(cfg Config, cluster Cluster, shards *shardstore.Store, metrics *Metrics
 		cfg: cfg, cluster: cluster, shards: shards, log: log, metrics: metrics,
 		work:        make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
 		formingWait: formingWait,
+		commitWait:  commitWait,
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.repair = newRepairer(s)

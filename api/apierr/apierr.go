@@ -33,6 +33,11 @@ var (
 	ErrCorrupt = errors.New("data corrupt")
 	// ErrNoSpace: an agent's shard store is full.
 	ErrNoSpace = errors.New("no space for shards")
+	// ErrOutcomeUnknown: a write was proposed but whether it was applied
+	// could not be learned (no answer from the leader in time, or the
+	// caller went away after sending everything); reading the state back
+	// (e.g. `zrpcctl blob stat`) tells.
+	ErrOutcomeUnknown = errors.New("outcome unknown")
 )
 
 // entry ties one sentinel to its code and to the text prefix written on the
@@ -55,6 +60,7 @@ var table = []entry{
 	{ErrNotEnoughShards, codes.FailedPrecondition},
 	{ErrCorrupt, codes.DataLoss},
 	{ErrNoSpace, codes.ResourceExhausted},
+	{ErrOutcomeUnknown, codes.Unknown},
 }
 
 // reasonKey is the metadata key of the ErrorInfo detail carrying the sentinel.
