@@ -146,9 +146,9 @@ func (s *Store) reportShards(refs []*pb.ShardRef, lost bool) {
 	} else {
 		s.metrics.corruptShards.Add(float64(len(refs)))
 	}
-	for _, ref := range refs {
-		s.log.Warn(what+" shard found; reporting it for repair", "blob_id", ref.BlobId, "block", ref.Block, "shard", ref.Index, "agent", ref.Node)
-	}
+	first := refs[0]
+	s.log.Warn(what+" shards found; reporting them for repair", "shards", len(refs),
+		"blob_id", first.BlobId, "block", first.Block, "shard", first.Index, "agent", first.Node)
 	req := &pb.ReportShardsRequest{Corrupt: refs, Reporter: s.cluster.Self()}
 	s.wg.Add(1)
 	go func() {
