@@ -148,6 +148,18 @@ func shardsPerBlock(h *pb.BlobPutHeader, members []Member) int {
 	return k + m
 }
 
+// scheme returns the members a put places its shards on and its k+m, once
+// the registry knows the agents gossip sees (awaitMembers).
+func (s *Store) scheme(ctx context.Context, h *pb.BlobPutHeader) ([]Member, Scheme, error) {
+	members, forming := s.awaitMembers(ctx)
+	sc, err := chooseScheme(h, members)
+	if err != nil && forming {
+		err = fmt.Errorf("%w: the cluster is still forming: gossip sees %d agents alive, the registry has recorded %d of them so far; retry in a moment (%v)",
+			ErrNotEnoughShards, s.cluster.GossipAlive(), len(alivePlacement(members)), err)
+	}
+	return members, sc, err
+}
+
 func newBlobID() string {
 	var b [16]byte
 	rand.Read(b[:])
@@ -193,14 +205,8 @@ func (s *Store) Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*P
 	case err != nil:
 		return nil, fmt.Errorf("read blob %q: %w", h.Name, err)
 	}
-	members, forming := s.awaitMembers(ctx)
-	sc, err := chooseScheme(h, members)
+	members, sc, err := s.scheme(ctx, h)
 	if err != nil {
-		if forming {
-			alive := len(alivePlacement(members))
-			return nil, fmt.Errorf("%w: the cluster is still forming: gossip sees %d agents alive, the registry has recorded %d of them so far; retry in a moment (%v)",
-				ErrNotEnoughShards, s.cluster.GossipAlive(), alive, err)
-		}
 		return nil, err
 	}
 	p := &put{s: s, h: h, sc: sc, id: newBlobID(), sha: sha256.New()}
@@ -210,6 +216,7 @@ func (s *Store) Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*P
 	if _, err := s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobPending{BlobPending: &pb.BlobPending{
 		Id: p.id, Name: h.Name, Node: s.cluster.Self(), Started: time.Now().UnixNano(),
 	}}}); err != nil {
+		s.abort(p.id, nil) // in case it was applied after all
 		return nil, fmt.Errorf("announce put of %q: %w", h.Name, err)
 	}
 	res, err := p.run(ctx, io.MultiReader(bytes.NewReader(head), src), alivePlacement(members))

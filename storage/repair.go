@@ -420,11 +420,7 @@ func (r *repairer) syncRebuilt(ctx context.Context, results []rebuilt) {
 
 // currentHolder is the agent the metadata names for the task's shard now.
 func (r *repairer) currentHolder(t task) string {
-	b := r.s.cluster.Meta().BlobByID(t.key.blob)
-	if b == nil || int(t.key.block) >= len(b.Blocks) {
-		return ""
-	}
-	return b.Holder(b.Blocks[t.key.block], int(t.key.index))
+	return holderOf(r.s.cluster.Meta().BlobByID(t.key.blob), t.key.block, t.key.index)
 }
 
 func (r *repairer) finish(res rebuilt) {
