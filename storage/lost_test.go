@@ -52,10 +52,11 @@ func TestBlobLostShardOnAliveAgentIsRebuilt(t *testing.T) {
 	scrubHolder, _ := holderIndex(t, c, "lost", 1, 2)
 	readID := shardstore.ID{Blob: b.Id, Block: 0, Index: 0}
 	scrubID := shardstore.ID{Blob: b.Id, Block: 1, Index: 2}
-	for _, l := range []struct {
+	lost := []struct {
 		agent int
 		id    shardstore.ID
-	}{{readHolder, readID}, {scrubHolder, scrubID}} {
+	}{{readHolder, readID}, {scrubHolder, scrubID}}
+	for _, l := range lost {
 		if err := os.Remove(c.Node(l.agent).Blobs().Shards().Path(l.id)); err != nil {
 			t.Fatal(err)
 		}
@@ -66,10 +67,7 @@ func TestBlobLostShardOnAliveAgentIsRebuilt(t *testing.T) {
 	if n := c.Node(scrubHolder).Blobs().ScrubOnce(ctxFor(t, 10*time.Second), 0); n < 1 {
 		t.Fatalf("scrub of agent %d reported %d bad shards; its shard %v is missing", scrubHolder, n, scrubID)
 	}
-	for _, l := range []struct {
-		agent int
-		id    shardstore.ID
-	}{{readHolder, readID}, {scrubHolder, scrubID}} {
+	for _, l := range lost {
 		c.WaitFor(30*time.Second, fmt.Sprintf("repair rewrites shard %v on agent %d", l.id, l.agent), func() bool {
 			return c.Node(l.agent).Blobs().Shards().Verify(l.id) == nil
 		})
