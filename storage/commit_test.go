@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
@@ -151,5 +153,31 @@ func TestInlinePutAsksAgainWhenItsCommitsAnswerIsLost(t *testing.T) {
 	res, err := s.Put(context.Background(), &pb.BlobPutHeader{Name: "small"}, strings.NewReader("tiny"))
 	if err != nil || fc.fsm.Blob("small") == nil || res.Blob.GetId() != fc.fsm.Blob("small").Id {
 		t.Fatalf("put: %v, stored %v; want success", err, fc.fsm.Blob("small"))
+	}
+}
+
+// TestPutCommitRetryNotRecognisedStillSucceeds: when the registry no longer
+// recognises a retried commit by its request id, the retry is refused as
+// already committed; the put sees its own blob and succeeds.
+func TestPutCommitRetryNotRecognisedStillSucceeds(t *testing.T) {
+	s, fc := newTestStore(t, Config{}, "n1", "n1")
+	calls := 0
+	fc.intercept = func(_ context.Context, cmd *pb.Command, apply func() (uint64, error)) (uint64, error) {
+		if cmd.GetBlobCommit() == nil {
+			return apply()
+		}
+		calls++
+		if calls == 1 {
+			apply()
+			return 0, errNoAnswer
+		}
+		retry := proto.Clone(cmd).(*pb.Command)
+		retry.RequestId = "forgotten"
+		return fc.apply(retry)
+	}
+	res, err := s.Put(context.Background(), &pb.BlobPutHeader{Name: "twice"}, bytes.NewReader(bytes.Repeat([]byte{1}, 100<<10)))
+	b := fc.fsm.Blob("twice")
+	if err != nil || b == nil || res.Revision != b.CreateRevision {
+		t.Fatalf("put: %v, stored %v; want success at the commit's revision", err, b)
 	}
 }

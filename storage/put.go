@@ -278,6 +278,10 @@ func (s *Store) commit(ctx context.Context, blob *pb.Blob, overwrite bool) (uint
 		switch {
 		case err == nil:
 			return rev, nil
+		case errors.Is(err, ErrAlreadyExists) && s.cluster.Meta().BlobByID(blob.Id) != nil:
+			// Our own earlier attempt, applied, and no longer
+			// recognised by its request id.
+			return s.cluster.Meta().BlobByID(blob.Id).CreateRevision, nil
 		case answered(err):
 			return 0, fmt.Errorf("commit blob %q: %w", blob.Name, err)
 		}
