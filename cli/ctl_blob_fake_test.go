@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -17,6 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
@@ -27,6 +29,7 @@ type ctlBlobFake struct {
 	zrpcpb.UnimplementedBlobsServer
 	onGet    func(*zrpcpb.BlobGetRequest, zrpcpb.Blobs_GetServer) error
 	afterPut func(ctx context.Context) // runs before a put answers
+	putErr   error                     // a put's answer, when set
 
 	addr    string
 	calls   atomic.Int64
@@ -88,6 +91,9 @@ func (f *ctlBlobFake) Put(stream zrpcpb.Blobs_PutServer) error {
 	f.mu.Unlock()
 	if f.afterPut != nil {
 		f.afterPut(stream.Context())
+	}
+	if f.putErr != nil {
+		return f.putErr
 	}
 	sum := sha256.Sum256(data)
 	return stream.SendAndClose(&zrpcpb.BlobPutResponse{
@@ -346,4 +352,34 @@ func TestCtlBlobGetInterrupted(t *testing.T) {
 		t.Fatalf("err = %v, want an interruption:\n%s", res.err, res.stderr)
 	}
 	ctlCheckDirHolds(t, dir)
+}
+
+// TestCtlBlobPutOutcomeUnknown: a put whose outcome is unknown, because the
+// agent says so or because zrpcctl was stopped after sending every byte,
+// is reported as such with what to do, never as plainly failed or
+// interrupted (a retry could then find the blob stored).
+func TestCtlBlobPutOutcomeUnknown(t *testing.T) {
+	t.Setenv(ctlAddrEnv, "")
+	src := filepath.Join(t.TempDir(), "model.bin")
+	if err := os.WriteFile(src, bytes.Repeat([]byte{7}, 3000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hint := "Hint: the put may or may not have been stored: run `zrpcctl blob stat model.bin`"
+
+	f := (&ctlBlobFake{putErr: apierr.ToStatus(fmt.Errorf("%w: commit of blob \"model.bin\" was proposed, but no answer came", apierr.ErrOutcomeUnknown))}).start(t)
+	res := runCtl(ctlContext(t), t, f.addr, "blob", "put", src)
+	if res.err == nil || !strings.Contains(res.stderr, "outcome unknown") || !strings.Contains(res.stderr, hint) {
+		t.Fatalf("agent answers outcome unknown: err %v; want the outcome reported unknown with a hint:\n%s", res.err, res.stderr)
+	}
+
+	ctx, cancel := context.WithCancel(ctlContext(t))
+	defer cancel()
+	f = (&ctlBlobFake{afterPut: func(sctx context.Context) {
+		cancel() // Ctrl-C once every byte has arrived
+		<-sctx.Done()
+	}}).start(t)
+	res = runCtl(ctx, t, f.addr, "blob", "put", src)
+	if res.err == nil || strings.Contains(res.stderr, "interrupted") || !strings.Contains(res.stderr, hint) {
+		t.Fatalf("put stopped after every byte was sent: err %v; want the outcome reported unknown with a hint:\n%s", res.err, res.stderr)
+	}
 }

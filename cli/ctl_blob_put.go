@@ -27,14 +27,20 @@ type ctlBlobPutFlags struct {
 	overwrite, bestEffort bool
 }
 
-// hints are the remedies `blob put` suggests for its errors.
-func (f *ctlBlobPutFlags) hints() []ctlBlobHint {
+// hints are the remedies `blob put` suggests for its errors; name is the
+// blob's.
+func (f *ctlBlobPutFlags) hints(name string) []ctlBlobHint {
 	tooFew := "too few agents are alive for this k+m (see `zrpcctl members`); lower --data/--parity, or pass --best-effort to let repair store the missing shards later"
 	if f.bestEffort {
 		// Even a best-effort put must store k+1 shards of each block.
 		tooFew = "too few agents are alive even for --best-effort, which needs k+1 of them (see `zrpcctl members`); lower --data, or retry when agents are back"
 	}
 	return []ctlBlobHint{
+		// Before AlreadyExists: a put whose outcome is unknown must not be
+		// retried blindly.
+		{apierr.ErrOutcomeUnknown, "the put may or may not have been stored: run `zrpcctl blob stat " + name + "`: " +
+			"if it shows the blob with this file's size and SHA-256, the put succeeded; if it says a put of it has not finished, " +
+			"stat again in a moment; if it says not found, put again"},
 		{apierr.ErrAlreadyExists, "choose another --name, or pass --overwrite to replace the stored blob"},
 		{apierr.ErrNotEnoughShards, tooFew},
 		{apierr.ErrTooLarge, "the agents' --blob-max-size bounds one blob; split the file or raise the limit"},
@@ -60,7 +66,9 @@ a blob unless --overwrite.
 
 On a terminal a progress bar shows on stderr. --timeout bounds only the wait
 for an agent to take the put; Ctrl-C aborts it, and the agent then deletes
-the shards it stored.`,
+the shards it stored. Once every byte is sent, the agents may commit the
+blob although zrpcctl is stopped or hears no answer: it then says the
+outcome is unknown, and ` + "`zrpcctl blob stat NAME`" + ` tells whether it was stored.`,
 		Example: `  zrpcctl blob put ./model.bin --name models/v3.bin
   zrpcctl blob put ./big.iso --data 4 --parity 2
   zrpcctl blob put ./model.bin --name models/v3.bin --overwrite -o json
@@ -81,8 +89,11 @@ the shards it stored.`,
 				defer r.Close()
 				opts.Size = max(size, 0)
 				resp, err := ctlBlobPut(ctx, o, c, cmd.ErrOrStderr(), name, r, size, opts)
+				if err != nil && !errors.Is(err, apierr.ErrOutcomeUnknown) {
+					err = ctlInterrupted(ctx, "put "+name, err)
+				}
 				if err != nil {
-					return ctlBlobExplain(ctlInterrupted(ctx, "put "+name, err), f.hints()...)
+					return ctlBlobExplain(err, f.hints(name)...)
 				}
 				return ctlPrintPut(p, resp)
 			})

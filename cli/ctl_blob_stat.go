@@ -29,8 +29,11 @@ repair will rebuild them) or unreadable (a block has fewer than k readable
 shards). A table then lists every shard that is not ok: its block, its index
 in the block (0 to k+m-1), the agent named as its holder and its state
 (missing: never stored; node-failed: its agent is down; node-gone: its
-agent left the cluster). Health is judged from the
-registry and the agents' liveness, not by reading the shards.`,
+agent left the cluster; corrupt: a read or the scrubber found its agent's
+copy corrupt or gone, and repair has not rewritten it yet). Health is judged
+from the registry, the agents' liveness and those reports, not by reading
+the shards. A blob whose put has not finished is reported as not found,
+saying so.`,
 		Example: `  zrpcctl blob stat models/v3.bin
   zrpcctl blob stat models/v3.bin -o json | jq '.shards[] | select(.state != "ok")'`,
 		Args: cobra.ExactArgs(1),

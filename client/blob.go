@@ -50,24 +50,32 @@ func (c *Client) PutBlob(ctx context.Context, name string, r io.Reader, opts Put
 		Overwrite: opts.Overwrite, BestEffort: opts.BestEffort,
 	}
 	var resp *zrpcpb.BlobPutResponse
-	read := false
+	var read, sent bool
 	err := c.call(ctx, func(ctx context.Context, ep *endpoint) error {
 		if read {
 			return errPutStarted
 		}
 		var err error
-		resp, err = putBlob(ctx, ep, hdr, r, opts.Progress, &read)
+		resp, err = putBlob(ctx, ep, hdr, r, opts.Progress, &read, &sent)
 		return err
 	})
-	if errors.Is(err, errPutStarted) {
+	switch {
+	case errors.Is(err, errPutStarted):
 		err = fmt.Errorf("put %q: the agent failed after the upload began: retry the put", name)
+	case err != nil && sent && ctx.Err() != nil:
+		// Every byte went out: the agents may be committing the blob
+		// now, and no answer will say whether they did.
+		err = fmt.Errorf("put %q: %w: the call ended (%w) after the whole blob was sent, while the agents were storing it; "+
+			"`zrpcctl blob stat %s` shows whether it was stored", name, apierr.ErrOutcomeUnknown, context.Cause(ctx), name)
 	}
 	return resp, err
 }
 
 var errPutStarted = errors.New("put already started")
 
-func putBlob(ctx context.Context, ep *endpoint, hdr *zrpcpb.BlobPutHeader, r io.Reader, progress func(int64), read *bool) (*zrpcpb.BlobPutResponse, error) {
+// putBlob streams one put to ep; *read is set once r has been read from,
+// *all once all of it has been sent.
+func putBlob(ctx context.Context, ep *endpoint, hdr *zrpcpb.BlobPutHeader, r io.Reader, progress func(int64), read, all *bool) (*zrpcpb.BlobPutResponse, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := zrpcpb.NewBlobsClient(ep.conn).Put(ctx)
@@ -101,6 +109,7 @@ func putBlob(ctx context.Context, ep *endpoint, hdr *zrpcpb.BlobPutHeader, r io.
 			return nil, fmt.Errorf("read blob %q: %w", hdr.Name, rerr)
 		}
 	}
+	*all = true
 	return stream.CloseAndRecv()
 }
 
@@ -221,7 +230,7 @@ func newBlobReader(b *zrpcpb.Blob, opts GetOptions, recv func() (*zrpcpb.BlobGet
 	r := &BlobReader{blob: b, recv: recv, cancel: cancel}
 	start := min(opts.Offset, b.Size)
 	end := b.Size
-	if opts.Length > 0 && start+opts.Length < end {
+	if opts.Length > 0 && opts.Length < end-start {
 		end = start + opts.Length
 	}
 	r.want = end - start

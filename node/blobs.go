@@ -10,6 +10,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/storage"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 )
@@ -52,6 +53,18 @@ func (c blobCluster) LeaderRevision(ctx context.Context) (uint64, error) {
 			return err
 		})
 	return rev, err
+}
+
+func (c blobCluster) GossipAlive() int {
+	alive := 0
+	if c.n.gossip != nil {
+		for _, m := range c.n.gossip.Members() {
+			if m.Status == gossip.StatusAlive {
+				alive++
+			}
+		}
+	}
+	return alive
 }
 
 func (c blobCluster) Conn(node string) (*grpc.ClientConn, error) {

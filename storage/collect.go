@@ -36,24 +36,24 @@ func (s *Store) collectOrphans(ctx context.Context) {
 func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 	meta := s.cluster.Meta()
 	self := s.cluster.Self()
+	// Each candidate keeps what it was when judged: only that file (or
+	// staged shard) is deleted, never one stored under its name since.
 	var refs []*pb.ShardRef
-	err := s.shards.Walk(func(id shardstore.ID, size int64, mod time.Time) error {
-		if now.Sub(mod) < s.cfg.OrphanGrace {
-			return nil
-		}
-		if !referencedBy(meta, self, id.Blob, id.Block, uint32(id.Index)) {
+	var cands []orphan
+	err := s.shards.WalkStamped(func(id shardstore.ID, st shardstore.Stamp) error {
+		if now.Sub(st.Mod()) >= s.cfg.OrphanGrace && !referencedBy(meta, self, id.Blob, id.Block, uint32(id.Index)) {
 			refs = append(refs, shardRef(id))
+			cands = append(cands, orphan{id: id, file: st})
 		}
 		return nil
 	})
 	if err != nil {
 		s.log.Warn("walk shards for orphans", "err", err)
 	}
-	staged := make(map[shardstore.ID]bool)
 	for _, st := range s.shards.Staged() {
 		if now.Sub(st.At) >= s.cfg.OrphanGrace && !referencedBy(meta, self, st.ID.Blob, st.ID.Block, uint32(st.ID.Index)) {
-			staged[st.ID] = true
 			refs = append(refs, shardRef(st.ID))
+			cands = append(cands, orphan{id: st.ID, staged: st.At})
 		}
 	}
 	if len(refs) == 0 {
@@ -73,23 +73,35 @@ func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 		return 0
 	}
 	n := 0
-	for i, ref := range refs {
+	for i, c := range cands {
 		if referenced[i] {
 			continue
 		}
-		if staged[shardID(ref)] {
-			s.shards.Discard(shardID(ref))
+		if !c.staged.IsZero() {
+			if s.shards.DiscardIfSame(c.id, c.staged) {
+				n++
+			}
+			continue
+		}
+		deleted, err := s.shards.DeleteIfSame(c.id, c.file)
+		if err != nil {
+			s.log.Warn("delete orphan shard", "blob_id", c.id.Blob, "err", err)
+			continue
+		}
+		if deleted {
 			n++
-			continue
 		}
-		if err := s.shards.Delete(shardID(ref)); err != nil {
-			s.log.Warn("delete orphan shard", "blob_id", ref.BlobId, "err", err)
-			continue
-		}
-		n++
 	}
 	s.metrics.shardsCollected.Add(float64(n))
 	return n
+}
+
+// orphan is a shard file, or a staged shard (staged is when), judged an
+// orphan by this agent's replica.
+type orphan struct {
+	id     shardstore.ID
+	file   shardstore.Stamp
+	staged time.Time
 }
 
 // referencedBy reports whether shard (blob, block, index) on node belongs
@@ -128,40 +140,87 @@ func (s *Store) scrub(ctx context.Context) {
 	}
 }
 
-// ScrubOnce verifies every local shard, at most rate bytes per second (0:
-// as fast as the disk goes), and returns how many were corrupt.
+// ScrubOnce verifies every shard this agent's replica of the metadata
+// places here, at most rate bytes per second (0: as fast as the disk goes),
+// reports those that are corrupt or missing (a deleted file, a replaced
+// disk) for repair, and returns how many it reported. Shard files the
+// metadata does not place here are orphan collection's business, not the
+// scrubber's.
 func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
-	var ids []shardstore.ID
-	var sizes []int64
-	s.shards.Walk(func(id shardstore.ID, size int64, _ time.Time) error {
-		ids = append(ids, id)
-		sizes = append(sizes, size)
-		return nil
-	})
+	s.catchUp(ctx)
+	meta := s.cluster.Meta()
+	self := s.cluster.Self()
+	blobs, _ := meta.Blobs("")
+	var corrupt, lost []*pb.ShardRef
+	flush := func() {
+		if len(corrupt) > 0 {
+			s.reportShards(corrupt, false)
+		}
+		if len(lost) > 0 {
+			s.reportShards(lost, true)
+		}
+		corrupt, lost = nil, nil
+	}
+	defer flush()
 	bad := 0
 	start := time.Now()
 	var done int64
-	for i, id := range ids {
-		if ctx.Err() != nil {
-			return bad
-		}
-		err := s.shards.Verify(id)
-		if errors.Is(mapShardErr(err), ErrCorrupt) {
-			bad++
-			s.reportCorrupt(shardRef(id))
-		}
-		done += sizes[i]
-		s.metrics.scrubbedBytes.Add(float64(sizes[i]))
-		if rate > 0 {
-			ahead := time.Duration(float64(done)/float64(rate)*float64(time.Second)) - time.Since(start)
-			if ahead > 0 {
-				select {
-				case <-ctx.Done():
-					return bad
-				case <-time.After(ahead):
+	for _, b := range blobs {
+		for bi, blk := range b.Blocks {
+			for idx := range blk.Holders {
+				if b.Holder(blk, idx) != self {
+					continue
 				}
+				if ctx.Err() != nil {
+					return bad
+				}
+				id := shardstore.ID{Blob: b.Id, Block: uint32(bi), Index: uint16(idx)}
+				err := mapShardErr(s.shards.Verify(id))
+				ref := &pb.ShardRef{BlobId: b.Id, Block: uint32(bi), Index: uint32(idx), Node: self}
+				switch {
+				case errors.Is(err, ErrCorrupt):
+					corrupt = append(corrupt, ref)
+				case errors.Is(err, ErrNotFound) && referencedBy(meta, self, b.Id, uint32(bi), uint32(idx)):
+					lost = append(lost, ref) // still ours: not deleted or moved meanwhile
+				case err != nil:
+					s.log.Warn("scrub shard", "blob_id", b.Id, "block", bi, "shard", idx, "err", err)
+					continue
+				default:
+					size := int64(shardstore.HeaderSize) + int64(blk.Len)/int64(b.DataShards)
+					done += size
+					s.metrics.scrubbedBytes.Add(float64(size))
+					continue
+				}
+				bad++
+				if len(corrupt)+len(lost) >= scrubReportBatch {
+					flush()
+				}
+			}
+			if !s.scrubPace(ctx, rate, start, done) {
+				return bad
 			}
 		}
 	}
 	return bad
+}
+
+// scrubReportBatch is how many bad shards the scrubber reports at once.
+const scrubReportBatch = 256
+
+// scrubPace sleeps until done bytes verified since start are within rate
+// bytes per second; false when ctx ended meanwhile.
+func (s *Store) scrubPace(ctx context.Context, rate int64, start time.Time, done int64) bool {
+	if rate <= 0 {
+		return true
+	}
+	ahead := time.Duration(float64(done)/float64(rate)*float64(time.Second)) - time.Since(start)
+	if ahead <= 0 {
+		return true
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(ahead):
+		return true
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -61,12 +62,9 @@ func (s *Store) Get(ctx context.Context, req *pb.BlobGetRequest, send func(*pb.B
 	if err != nil {
 		return err
 	}
-	if req.Offset > b.Size {
-		return fmt.Errorf("%w: offset %d is past the end of blob %q (%d bytes)", ErrInvalidArgument, req.Offset, b.Name, b.Size)
-	}
-	end := b.Size
-	if req.Length > 0 && req.Offset+req.Length < end {
-		end = req.Offset + req.Length
+	end, err := readRange(b, req.Offset, req.Length)
+	if err != nil {
+		return err
 	}
 	if err := send(&pb.BlobGetResponse{Blob: Summary(b)}); err != nil {
 		return err
@@ -101,6 +99,25 @@ func (s *Store) Get(ctx context.Context, req *pb.BlobGetRequest, send func(*pb.B
 		}
 	}
 	return nil
+}
+
+// readRange checks the range [offset, offset+length) asked of b (length 0:
+// to the end) and returns where it ends, capped at b's size. The range is
+// checked before any arithmetic on it: an offset past the end, or a length
+// that would wrap around or go negative as a signed size, is
+// InvalidArgument naming the field.
+func readRange(b *pb.Blob, offset, length uint64) (end uint64, err error) {
+	switch {
+	case offset > b.Size:
+		return 0, fmt.Errorf("%w: offset %d is past the end of blob %q (%d bytes)", ErrInvalidArgument, offset, b.Name, b.Size)
+	case length > math.MaxInt64:
+		return 0, fmt.Errorf("%w: length %d is larger than any blob (at most %d bytes; 0 reads to the end)",
+			ErrInvalidArgument, length, uint64(math.MaxInt64))
+	}
+	if length == 0 || length >= b.Size-offset {
+		return b.Size, nil
+	}
+	return offset + length, nil
 }
 
 func sendChunks(data []byte, send func(*pb.BlobGetResponse) error) error {
@@ -301,10 +318,18 @@ const (
 // no shard).
 func (s *Store) Stat(ctx context.Context, name string, minRev uint64) (*pb.BlobStatResponse, error) {
 	b, err := s.lookup(ctx, name, minRev)
+	if errors.Is(err, ErrNotFound) {
+		for _, p := range s.cluster.Meta().PendingBlobs() {
+			if p.Name == name {
+				return nil, fmt.Errorf("%w: blob %q is not stored yet: a put of it (id %s, coordinated by %s) has not finished; stat again in a moment",
+					ErrNotFound, name, p.Id, p.Node)
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	health, states := s.assess(b, s.aliveSet(), s.corruptShards(ctx, b.Id), true)
+	health, states := s.assess(b, s.aliveSet(), s.corruptShards(ctx, b), true)
 	out := proto.Clone(b).(*pb.Blob)
 	out.Inline = nil
 	return &pb.BlobStatResponse{Blob: out, Health: health, Shards: states}, nil
@@ -319,24 +344,30 @@ func (s *Store) aliveSet() map[string]bool {
 	return alive
 }
 
-// corruptShards asks the leader which shards of blob id were reported
-// corrupt and not yet rewritten; nil when it cannot tell.
-func (s *Store) corruptShards(ctx context.Context, id string) map[shardKey]bool {
-	st, err := s.LeaderRepairStatus(ctx, id)
+// corruptShards asks the leader which copies of b's shards were reported
+// corrupt or lost and not yet rewritten, by the agent holding them; nil
+// when it cannot tell. A report that names no agent is about the holder.
+func (s *Store) corruptShards(ctx context.Context, b *pb.Blob) map[copyKey]bool {
+	st, err := s.LeaderRepairStatus(ctx, b.Id)
 	if err != nil {
 		s.log.Debug("corrupt shards unknown: no answer from the leader", "err", err)
 		return nil
 	}
-	out := make(map[shardKey]bool, len(st.Corrupt))
+	out := make(map[copyKey]bool, len(st.Corrupt))
 	for _, r := range st.Corrupt {
-		out[shardKey{r.BlobId, r.Block, r.Index}] = true
+		node := r.Node
+		if node == "" {
+			node = holderOf(b, r.Block, r.Index)
+		}
+		out[copyKey{shardKey{r.BlobId, r.Block, r.Index}, node}] = true
 	}
 	return out
 }
 
 // assess judges a blob's health from where its shards are; alive is
-// aliveSet's map, corrupt the shards known to be corrupt (may be nil).
-func (s *Store) assess(b *pb.Blob, alive map[string]bool, corrupt map[shardKey]bool, detail bool) (string, []*pb.ShardState) {
+// aliveSet's map, corrupt the copies known to be corrupt or lost (may be
+// nil): only the holder's own copy counts.
+func (s *Store) assess(b *pb.Blob, alive map[string]bool, corrupt map[copyKey]bool, detail bool) (string, []*pb.ShardState) {
 	health := HealthHealthy
 	var states []*pb.ShardState
 	for i, blk := range b.Blocks {
@@ -352,7 +383,7 @@ func (s *Store) assess(b *pb.Blob, alive map[string]bool, corrupt map[shardKey]b
 				st = ShardNodeGone
 			case !up:
 				st = ShardNodeFailed
-			case corrupt[shardKey{b.Id, uint32(i), uint32(idx)}]:
+			case corrupt[copyKey{shardKey{b.Id, uint32(i), uint32(idx)}, node}]:
 				st = ShardCorrupt
 			default:
 				ok++

@@ -11,6 +11,7 @@ type Metrics struct {
 	shardWrites      prometheus.Counter
 	shardReads       prometheus.Counter
 	corruptShards    prometheus.Counter
+	lostShards       prometheus.Counter
 	shardsCollected  prometheus.Counter
 	scrubbedBytes    prometheus.Counter
 	repairQueued     prometheus.Gauge
@@ -36,6 +37,7 @@ func NewMetrics() *Metrics {
 		shardWrites:      counter("shard_writes_total", "Shards written to this agent's shard store."),
 		shardReads:       counter("shard_reads_total", "Shards read from this agent's shard store for peers."),
 		corruptShards:    counter("corrupt_shards_total", "Corrupt shards found by reads or the scrubber."),
+		lostShards:       counter("lost_shards_total", "Shards whose holder has no file for them, found by reads or the scrubber."),
 		shardsCollected:  counter("shards_collected_total", "Shard files deleted because no blob refers to them."),
 		scrubbedBytes:    counter("scrubbed_bytes_total", "Shard bytes re-read by the scrubber."),
 		repairQueued:     gauge("repair_queued", "Shards waiting to be rebuilt (leader only)."),
@@ -50,6 +52,6 @@ func NewMetrics() *Metrics {
 // Collectors returns every metric, for registering.
 func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.putBytes, m.getBytes, m.putsFailed, m.degradedReads, m.shardWrites, m.shardReads,
-		m.corruptShards, m.shardsCollected, m.scrubbedBytes, m.repairQueued, m.repairInProgress,
+		m.corruptShards, m.lostShards, m.shardsCollected, m.scrubbedBytes, m.repairQueued, m.repairInProgress,
 		m.repairShards, m.repairBytes, m.repairFailed}
 }

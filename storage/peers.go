@@ -91,11 +91,13 @@ func (s *Store) syncShards(ctx context.Context, node, id string) (int, error) {
 	return int(resp.Shards), nil
 }
 
-// getShard reads one shard from node and checks it against the checksum
-// recorded in the blob's metadata. A shard that fails the check is reported
-// for repair and returned as ErrCorrupt, never as data. With waitReady, a
-// connection still in reconnect backoff (the agent just restarted) is
-// waited for, up to reconnectWait, instead of failing at once.
+// getShard reads one shard from node, which the blob's metadata names as
+// its holder, and checks it against the checksum recorded in the metadata.
+// A shard that fails the check, or that its holder does not have, is
+// reported for repair and returned as ErrCorrupt or ErrNotFound, never as
+// data. With waitReady, a connection still in reconnect backoff (the agent
+// just restarted) is waited for, up to reconnectWait, instead of failing at
+// once.
 func (s *Store) getShard(ctx context.Context, node string, ref *pb.ShardRef, want uint32, waitReady bool) ([]byte, error) {
 	timeout := s.cfg.ShardTimeout
 	if waitReady {
@@ -112,50 +114,65 @@ func (s *Store) getShard(ctx context.Context, node string, ref *pb.ShardRef, wan
 		err = mapShardErr(err)
 		got = h.Sum // Get checked the payload against its header
 	} else {
-		var conn *grpc.ClientConn
-		var resp *pb.GetShardResponse
-		if conn, err = s.cluster.Conn(node); err == nil {
-			resp, err = pb.NewShardsClient(conn).GetShard(ctx, &pb.GetShardRequest{Ref: ref}, grpc.WaitForReady(waitReady))
-			err = apierr.FromStatus(err)
+		conn, cerr := s.cluster.Conn(node)
+		if cerr != nil { // no answer from the holder: nothing to report
+			return nil, fmt.Errorf("get shard %s/%d/%d from %s: %w", ref.BlobId, ref.Block, ref.Index, node, cerr)
 		}
+		var resp *pb.GetShardResponse
+		resp, err = pb.NewShardsClient(conn).GetShard(ctx, &pb.GetShardRequest{Ref: ref}, grpc.WaitForReady(waitReady))
+		err = apierr.FromStatus(err)
 		if err == nil {
 			payload = resp.Payload
 			got = codec.Checksum(payload) // a peer's bytes are checked here
 		}
 	}
+	held := &pb.ShardRef{BlobId: ref.BlobId, Block: ref.Block, Index: ref.Index, Node: node}
 	if err != nil {
-		if errors.Is(err, ErrCorrupt) {
-			s.reportCorrupt(ref)
+		switch {
+		case errors.Is(err, ErrCorrupt):
+			s.reportShards([]*pb.ShardRef{held}, false)
+		case errors.Is(err, ErrNotFound):
+			s.reportShards([]*pb.ShardRef{held}, true)
 		}
 		return nil, fmt.Errorf("get shard %s/%d/%d from %s: %w", ref.BlobId, ref.Block, ref.Index, node, err)
 	}
 	if got != want {
-		s.reportCorrupt(ref)
+		s.reportShards([]*pb.ShardRef{held}, false)
 		return nil, fmt.Errorf("%w: shard %s/%d/%d on %s: checksum %08x, metadata says %08x",
 			ErrCorrupt, ref.BlobId, ref.Block, ref.Index, node, got, want)
 	}
 	return payload, nil
 }
 
-// reportCorrupt tells the leader's repair about a corrupt shard, in the
-// background.
-func (s *Store) reportCorrupt(ref *pb.ShardRef) {
-	s.metrics.corruptShards.Inc()
-	s.log.Warn("corrupt shard found; reporting it for repair", "blob_id", ref.BlobId, "block", ref.Block, "shard", ref.Index)
-	req := &pb.ReportShardsRequest{Corrupt: []*pb.ShardRef{ref}, Reporter: s.cluster.Self()}
+// reportShards tells the leader's repair, in the background, about copies
+// of shards that are corrupt, or lost (their holder has no file for them).
+// Each ref names the agent holding the copy: repair rewrites a copy only
+// while the metadata still names that agent as the shard's holder.
+func (s *Store) reportShards(refs []*pb.ShardRef, lost bool) {
+	what := "corrupt"
+	if lost {
+		what = "lost"
+		s.metrics.lostShards.Add(float64(len(refs)))
+	} else {
+		s.metrics.corruptShards.Add(float64(len(refs)))
+	}
+	first := refs[0]
+	s.log.Warn(what+" shards found; reporting them for repair", "shards", len(refs),
+		"blob_id", first.BlobId, "block", first.Block, "shard", first.Index, "agent", first.Node)
+	req := &pb.ReportShardsRequest{Corrupt: refs, Reporter: s.cluster.Self()}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 		defer cancel()
 		err := s.cluster.OnLeader(ctx,
-			func() error { s.repair.report(req.Corrupt); return nil },
+			func() error { s.repair.report(req.Corrupt, req.Reporter); return nil },
 			func(c *grpc.ClientConn) error {
 				_, err := pb.NewShardsClient(c).ReportShards(ctx, req)
 				return err
 			})
 		if err != nil {
-			s.log.Warn("could not report corrupt shard; the scrubber will find it again", "err", err)
+			s.log.Warn("could not report "+what+" shards; the scrubber will find them again", "shards", len(refs), "err", err)
 		}
 	}()
 }
@@ -283,7 +300,7 @@ func (ss *ShardServer) ReportShards(ctx context.Context, req *pb.ReportShardsReq
 			return nil, err
 		}
 	}
-	ss.s.repair.report(req.Corrupt)
+	ss.s.repair.report(req.Corrupt, req.Reporter)
 	return &pb.ReportShardsResponse{}, nil
 }
 

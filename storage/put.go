@@ -97,6 +97,69 @@ func chooseScheme(h *pb.BlobPutHeader, members []Member) (Scheme, error) {
 	return sc, nil
 }
 
+// MaxMetadataBytes bounds the metadata of one blob. It is committed in one
+// Raft entry (BlobCommit), which reaches the leader in one gRPC message
+// (agents accept at most MaxBlockSize + 1 MiB), and is kept in every
+// snapshot; the bound leaves room for the entry's framing.
+const MaxMetadataBytes = 8 << 20
+
+// metadataBytes bounds from above the encoded metadata of a blob of size
+// bytes cut into blockSize-byte blocks of n shards each: per block, n
+// holders (at most 2 bytes each), n 4-byte checksums and 16 bytes of length
+// and framing; per blob, 32 KiB for its name, digest and agent list.
+func metadataBytes(size uint64, blockSize, n int) uint64 {
+	blocks := (size + uint64(blockSize) - 1) / uint64(blockSize)
+	return blocks*uint64(6*n+16) + 32<<10
+}
+
+// checkMetadata refuses a blob whose metadata would not fit in one Raft
+// entry; n is its shards per block.
+func (s *Store) checkMetadata(name string, size uint64, n int) error {
+	need := metadataBytes(size, s.cfg.BlockSize, n)
+	if need <= uint64(s.cfg.MaxMetadataBytes) {
+		return nil
+	}
+	return fmt.Errorf("%w: blob %q: %s with %d-byte blocks of %d shards needs %s of metadata; the limit is %s (one Raft entry): "+
+		"use a larger block size (the agents' --blob-block-size), fewer shards, or split the blob",
+		ErrInvalidArgument, name, sizeString(size), s.cfg.BlockSize, n, sizeString(need), sizeString(uint64(s.cfg.MaxMetadataBytes)))
+}
+
+// sizeString writes n bytes in binary units: "64 GiB", "2.1 GiB", "512 B".
+func sizeString(n uint64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return strconv.FormatUint(n, 10) + " B"
+	}
+	v, u := float64(n)/1024, 0
+	for v >= 1024 && u < len(units)-1 {
+		v /= 1024
+		u++
+	}
+	return strings.TrimSuffix(strconv.FormatFloat(v, 'f', 1, 64), ".0") + " " + units[u:u+1] + "iB"
+}
+
+// shardsPerBlock is k+m a put would use, for the metadata bound before any
+// agent is asked: the explicit scheme, or the cluster size's default.
+func shardsPerBlock(h *pb.BlobPutHeader, members []Member) int {
+	if h.DataShards != 0 || h.ParityShards != 0 {
+		return int(h.DataShards + h.ParityShards)
+	}
+	k, m := placement.DefaultScheme(len(members))
+	return k + m
+}
+
+// scheme returns the members a put places its shards on and its k+m, once
+// the registry knows the agents gossip sees (awaitMembers).
+func (s *Store) scheme(ctx context.Context, h *pb.BlobPutHeader) ([]Member, Scheme, error) {
+	members, forming := s.awaitMembers(ctx)
+	sc, err := chooseScheme(h, members)
+	if err != nil && forming {
+		err = fmt.Errorf("%w: the cluster is still forming: gossip sees %d agents alive, the registry has recorded %d of them so far; retry in a moment (%v)",
+			ErrNotEnoughShards, s.cluster.GossipAlive(), len(alivePlacement(members)), err)
+	}
+	return members, sc, err
+}
+
 func newBlobID() string {
 	var b [16]byte
 	rand.Read(b[:])
@@ -123,6 +186,12 @@ func (s *Store) Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*P
 	if h.Size < 0 || h.Size > s.cfg.MaxBlobSize {
 		return nil, fmt.Errorf("%w: blob size %d: at most %d bytes (max blob size)", ErrTooLarge, h.Size, s.cfg.MaxBlobSize)
 	}
+	members := s.members()
+	if h.Size > 0 {
+		if err := s.checkMetadata(h.Name, uint64(h.Size), shardsPerBlock(h, members)); err != nil {
+			return nil, err
+		}
+	}
 	old := s.cluster.Meta().Blob(h.Name)
 	if old != nil && !h.Overwrite {
 		return nil, fmt.Errorf("%w: blob %q; put with overwrite to replace it", ErrAlreadyExists, h.Name)
@@ -136,8 +205,7 @@ func (s *Store) Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*P
 	case err != nil:
 		return nil, fmt.Errorf("read blob %q: %w", h.Name, err)
 	}
-	members := s.members()
-	sc, err := chooseScheme(h, members)
+	members, sc, err := s.scheme(ctx, h)
 	if err != nil {
 		return nil, err
 	}
@@ -148,13 +216,14 @@ func (s *Store) Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*P
 	if _, err := s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobPending{BlobPending: &pb.BlobPending{
 		Id: p.id, Name: h.Name, Node: s.cluster.Self(), Started: time.Now().UnixNano(),
 	}}}); err != nil {
+		s.abort(p.id, nil) // in case it was applied after all
 		return nil, fmt.Errorf("announce put of %q: %w", h.Name, err)
 	}
 	res, err := p.run(ctx, io.MultiReader(bytes.NewReader(head), src), alivePlacement(members))
 	if err != nil {
-		s.abort(p.id, p.usedNodes())
-		s.metrics.putsFailed.Inc()
-		return nil, err
+		if res, err = s.failPut(p, err); err != nil {
+			return nil, err
+		}
 	}
 	if old != nil && old.Id != res.Blob.Id {
 		s.dropShards(old, res.Revision)
@@ -184,12 +253,81 @@ func (s *Store) putInline(ctx context.Context, h *pb.BlobPutHeader, data []byte,
 	return &PutResult{Blob: s.cluster.Meta().BlobByID(blob.Id), Revision: rev}, nil
 }
 
+// commitWait bounds how long a put waits for its commit's outcome once it
+// has proposed it, whatever its caller does meanwhile.
+const commitWait = 15 * time.Second
+
+// commit proposes the blob's metadata and waits for the outcome, at most
+// commitWait, even when ctx ends meanwhile: once proposed, the commit may
+// be applied whether or not anyone waits, and the put must report what
+// happened. A failure that does not say whether the entry was applied (no
+// answer, a leader change) is retried with the same request id, which the
+// registry applies at most once, so the answer that comes is the commit's.
+// When none comes in time the error wraps ErrOutcomeUnknown.
 func (s *Store) commit(ctx context.Context, blob *pb.Blob, overwrite bool) (uint64, error) {
-	rev, err := s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobCommit{BlobCommit: &pb.BlobCommit{Blob: blob, Overwrite: overwrite}}})
-	if err != nil {
-		return 0, fmt.Errorf("commit blob %q: %w", blob.Name, err)
+	cmd := &pb.Command{
+		RequestId: s.cluster.Self() + "-commit-" + blob.Id,
+		Kind:      &pb.Command_BlobCommit{BlobCommit: &pb.BlobCommit{Blob: blob, Overwrite: overwrite}},
 	}
-	return rev, nil
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.commitWait)
+	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel) // the agent is shutting down
+	defer stop()
+	for {
+		rev, err := s.cluster.Propose(cctx, cmd)
+		switch {
+		case err == nil:
+			return rev, nil
+		case errors.Is(err, ErrAlreadyExists) && s.cluster.Meta().BlobByID(blob.Id) != nil:
+			// Our own earlier attempt, applied, and no longer
+			// recognised by its request id.
+			return s.cluster.Meta().BlobByID(blob.Id).CreateRevision, nil
+		case answered(err):
+			return 0, fmt.Errorf("commit blob %q: %w", blob.Name, err)
+		}
+		select {
+		case <-cctx.Done():
+			return 0, fmt.Errorf("%w: commit of blob %q (id %s) was proposed, but no answer came within %s (%v): "+
+				"`zrpcctl blob stat %s` shows whether it was stored", ErrOutcomeUnknown, blob.Name, blob.Id, s.commitWait, err, blob.Name)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// answered reports whether err is the registry's answer to a proposal
+// (it was applied and refused), as opposed to a failure that leaves it
+// unknown whether the proposal was applied.
+func answered(err error) bool {
+	for _, e := range []error{ErrInvalidArgument, ErrAlreadyExists, ErrNotFound, ErrTooLarge} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// failPut ends a put that failed: it aborts the put and deletes its
+// shards. When the put's commit had an unknown outcome, the abort settles
+// it: once the abort is applied, the commit cannot be any more (a blob
+// with shards commits only while its put is pending), so the blob is
+// either committed already, and the put succeeded after all, or never
+// will be. Only when the abort has no answer either is the outcome still
+// unknown.
+func (s *Store) failPut(p *put, err error) (*PutResult, error) {
+	rev, aerr := s.abort(p.id, p.usedNodes())
+	if errors.Is(err, ErrOutcomeUnknown) && aerr == nil {
+		meta := s.cluster.Meta()
+		s.waitRevision(s.ctx, rev, 5*time.Second)
+		if b := meta.BlobByID(p.id); b != nil {
+			s.log.Info("put's commit was applied although its answer was lost", "blob", p.h.Name, "id", p.id)
+			return &PutResult{Blob: b, Revision: b.ModRevision, Missing: p.missing}, nil
+		}
+		if meta.Revision() >= rev {
+			err = fmt.Errorf("put of %q failed: its commit was not applied (%v) and the put is aborted; put it again", p.h.Name, err)
+		}
+	}
+	s.metrics.putsFailed.Inc()
+	return nil, err
 }
 
 // put is one put in progress.
@@ -207,6 +345,8 @@ type put struct {
 	holder [][]string // per block, per shard: agent name ("" = missing)
 	used   map[string]bool
 	err    error
+	// missing counts the shards the commit leaves to repair.
+	missing int
 }
 
 func (p *put) fail(err error) {
@@ -273,6 +413,10 @@ func (p *put) run(ctx context.Context, src io.Reader, alive []placement.Node) (*
 		if p.size > uint64(p.s.cfg.MaxBlobSize) {
 			drop()
 			return nil, fmt.Errorf("%w: blob %q is larger than the max blob size %d", ErrTooLarge, p.h.Name, p.s.cfg.MaxBlobSize)
+		}
+		if err := p.s.checkMetadata(p.h.Name, p.size, p.sc.K+p.sc.M); err != nil {
+			drop() // a stream of unknown size outgrew what one entry carries
+			return nil, err
 		}
 		p.sha.Write(blk.Data()[:n])
 		if err := p.encode(ctx, blk, n); err != nil {
@@ -472,6 +616,7 @@ func (p *put) commit(ctx context.Context) (*PutResult, error) {
 			blob.Blocks[b].Holders[i] = blob.HolderRef(node)
 		}
 	}
+	p.missing = missing
 	rev, err := p.s.commit(ctx, blob, p.h.Overwrite)
 	if err != nil {
 		return nil, err
@@ -480,17 +625,20 @@ func (p *put) commit(ctx context.Context) (*PutResult, error) {
 }
 
 // abort ends a failed put: it withdraws the pending entry and deletes the
-// shards already sent. Both are best effort: the leader aborts puts of a
-// dead coordinator, and every agent collects orphan shards on its own.
-func (s *Store) abort(id string, nodes []string) {
+// shards already sent (unless the put's commit was applied after all), and
+// returns the abort's revision. Both are best effort: the leader aborts
+// puts of a dead coordinator, and every agent collects orphan shards on
+// its own.
+func (s *Store) abort(id string, nodes []string) (uint64, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
 	rev, err := s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobAbort{BlobAbort: &pb.BlobAbort{Ids: []string{id}}}})
 	if err != nil {
 		s.log.Warn("abort of failed put not committed; the leader will abort it", "id", id, "err", err)
-		return
+		return 0, err
 	}
 	s.deleteShardsOn(ctx, nodes, []string{id}, rev)
+	return rev, nil
 }
 
 // dropShards deletes, in the background, the shards of a blob that is no

@@ -1,9 +1,13 @@
 package storage
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
@@ -58,5 +62,35 @@ func TestChooseScheme(t *testing.T) {
 				t.Fatalf("chooseScheme = %s, want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestPutWaitsForTheRegistryToRecordTheAgentsGossipSees: right after a
+// cluster forms, gossip sees agents the registry has not recorded yet; a
+// put then waits for them instead of failing with "0 of 0 agents alive",
+// and says the cluster is still forming when they do not come.
+func TestPutWaitsForTheRegistryToRecordTheAgentsGossipSees(t *testing.T) {
+	ctx := context.Background()
+	data := make([]byte, 100<<10)
+	s, fc := newTestStore(t, Config{}, "n1") // the registry knows no agent yet
+	fc.gossipAlive.Store(1)
+	var once sync.Once
+	fc.onGossip = func() { // gossip has found n1; the leader records it a moment later
+		once.Do(func() { fc.setNodes(t, true, "n1") })
+	}
+	res, err := s.Put(ctx, &pb.BlobPutHeader{Name: "early"}, bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("put while the registry records the agents: %v", err)
+	}
+	if res.Blob.DataShards != 1 {
+		t.Fatalf("stored %d+%d", res.Blob.DataShards, res.Blob.ParityShards)
+	}
+
+	s, fc = newTestStore(t, Config{}, "n1")
+	s.formingWait = 200 * time.Millisecond
+	fc.gossipAlive.Store(3)
+	_, err = s.Put(ctx, &pb.BlobPutHeader{Name: "never"}, bytes.NewReader(data))
+	if !errors.Is(err, ErrNotEnoughShards) || !strings.Contains(err.Error(), "still forming") {
+		t.Fatalf("put while the registry never records the agents: %v; want ErrNotEnoughShards saying the cluster is still forming", err)
 	}
 }

@@ -20,7 +20,7 @@ const (
 	reasonMissing = "missing"     // the put could not store it
 	reasonFailed  = "node-failed" // its agent has been failed past the repair delay
 	reasonGone    = "node-gone"   // its agent left the cluster
-	reasonCorrupt = "corrupt"     // a read or the scrubber found it corrupt
+	reasonCorrupt = "corrupt"     // a read or the scrubber found its holder's copy corrupt or lost
 )
 
 type shardKey struct {
@@ -29,8 +29,21 @@ type shardKey struct {
 	index uint32
 }
 
+// copyKey names one agent's copy of a shard.
+type copyKey struct {
+	shardKey
+	node string
+}
+
+// blockRef names one block of a blob.
+type blockRef struct {
+	blob  string
+	block uint32
+}
+
 type task struct {
 	key    shardKey
+	node   string // the shard's holder when it was queued ("" for none)
 	reason string
 }
 
@@ -42,9 +55,16 @@ type repairer struct {
 	wake  chan struct{}
 	queue chan task
 
-	mu         sync.Mutex
-	queued     map[shardKey]bool // queued or in progress
-	corrupt    map[shardKey]bool
+	mu     sync.Mutex
+	queued map[shardKey]bool // queued or in progress
+	// corrupt holds the copies reported corrupt or lost, by agent: only the
+	// copy on the shard's holder matters (another agent's copy is an
+	// orphan, which orphan collection deletes).
+	corrupt map[copyKey]bool
+	// placing holds, per block, the agents a worker is storing a rebuilt
+	// shard of it on and whose holder is not recorded yet, so that two
+	// workers never place two shards of one block on one agent.
+	placing    map[blockRef]map[string]bool
 	failedAt   map[string]time.Time // agent -> when this leader first saw it failed
 	inProgress int
 	waiting    int
@@ -59,7 +79,8 @@ type repairer struct {
 func newRepairer(s *Store) *repairer {
 	return &repairer{
 		s: s, wake: make(chan struct{}, 1), queue: make(chan task, 4096),
-		queued: make(map[shardKey]bool), corrupt: make(map[shardKey]bool), failedAt: make(map[string]time.Time),
+		queued: make(map[shardKey]bool), corrupt: make(map[copyKey]bool), failedAt: make(map[string]time.Time),
+		placing: make(map[blockRef]map[string]bool),
 	}
 }
 
@@ -70,11 +91,19 @@ func (r *repairer) nudge() {
 	}
 }
 
-// report records corrupt shards and wakes the scan.
-func (r *repairer) report(refs []*pb.ShardRef) {
+// report records copies of shards found corrupt or lost and wakes the
+// scan. A ref without a node is the reporter's own copy (a scrubber's
+// report from an agent that does not name holders).
+func (r *repairer) report(refs []*pb.ShardRef, reporter string) {
 	r.mu.Lock()
 	for _, ref := range refs {
-		r.corrupt[shardKey{ref.BlobId, ref.Block, ref.Index}] = true
+		node := ref.GetNode()
+		if node == "" {
+			node = reporter
+		}
+		if node != "" {
+			r.corrupt[copyKey{shardKey{ref.BlobId, ref.Block, ref.Index}, node}] = true
+		}
 	}
 	r.mu.Unlock()
 	r.nudge()
@@ -184,7 +213,7 @@ func (r *repairer) scan(ctx context.Context) {
 					reason = reasonFailed
 				case st == "waiting":
 					waiting++
-				case r.corrupt[key]:
+				case r.corrupt[copyKey{key, node}]:
 					reason = reasonCorrupt
 				}
 				if reason != "" && reason != reasonCorrupt && free <= 0 {
@@ -192,15 +221,16 @@ func (r *repairer) scan(ctx context.Context) {
 					continue
 				}
 				if reason != "" && !r.queued[key] {
-					tasks = append(tasks, task{key: key, reason: reason})
+					tasks = append(tasks, task{key: key, node: node, reason: reason})
 				}
 			}
 		}
 	}
 	r.waiting = waiting
-	// Forget corrupt reports for shards that no longer exist.
+	// Forget reports of copies the metadata no longer places on their
+	// agent: the blob is gone, or the shard moved.
 	for key := range r.corrupt {
-		if b := s.cluster.Meta().BlobByID(key.blob); b == nil {
+		if holderOf(s.cluster.Meta().BlobByID(key.blob), key.block, key.index) != key.node {
 			delete(r.corrupt, key)
 		}
 	}
@@ -262,12 +292,8 @@ func (r *repairer) work(ctx context.Context) {
 				batch = []task{t}
 			}
 		}
-		// Take more without waiting, at most one shard per block: two
-		// shards of a block rebuilt at once could pick the same agent.
-		type blockRef struct {
-			blob  string
-			block uint32
-		}
+		// Take more without waiting, at most one shard per block (the
+		// placing reservations keep workers apart).
 		blocks := map[blockRef]bool{{batch[0].key.blob, batch[0].key.block}: true}
 	fill:
 		for len(batch) < repairBatch {
@@ -298,10 +324,11 @@ func (r *repairer) work(ctx context.Context) {
 
 // rebuilt is one shard a worker rebuilt.
 type rebuilt struct {
-	t      task
-	bytes  int
-	placed *pb.ShardPlacement // where the rebuilt shard is staged
-	err    error
+	t        task
+	bytes    int
+	reserved string             // the agent reserved for it in placing ("" for none)
+	placed   *pb.ShardPlacement // where the rebuilt shard is staged
+	err      error
 }
 
 // runBatch rebuilds a batch of shards, a few at once, staging them on
@@ -343,6 +370,7 @@ func (r *repairer) runBatch(ctx context.Context, batch []task) {
 			}
 		}
 	}
+	r.release(results)
 	r.s.metrics.repairInProgress.Sub(float64(len(batch)))
 	done, bytes := 0, 0
 	for _, res := range results {
@@ -358,7 +386,9 @@ func (r *repairer) runBatch(ctx context.Context, batch []task) {
 }
 
 // syncRebuilt makes the staged rebuilt shards durable, one SyncShards per
-// agent and blob; the shards of a failed sync are failed.
+// agent and blob. The shards of a sync that fails, or that makes fewer
+// shards durable than were staged there (the agent restarted and lost
+// them), are failed: their agent must not be recorded as their holder.
 func (r *repairer) syncRebuilt(ctx context.Context, results []rebuilt) {
 	type target struct{ node, blob string }
 	groups := make(map[target][]int)
@@ -373,7 +403,12 @@ func (r *repairer) syncRebuilt(ctx context.Context, results []rebuilt) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := r.s.syncShards(ctx, k.node, k.blob); err != nil {
+			n, err := r.s.syncShards(ctx, k.node, k.blob)
+			if err == nil && n < len(idxs) {
+				err = fmt.Errorf("agent %s made %d of the %d rebuilt shards of %s staged there durable (did it restart?)",
+					k.node, n, len(idxs), k.blob)
+			}
+			if err != nil {
 				for _, i := range idxs {
 					results[i].err = err
 				}
@@ -385,11 +420,7 @@ func (r *repairer) syncRebuilt(ctx context.Context, results []rebuilt) {
 
 // currentHolder is the agent the metadata names for the task's shard now.
 func (r *repairer) currentHolder(t task) string {
-	b := r.s.cluster.Meta().BlobByID(t.key.blob)
-	if b == nil || int(t.key.block) >= len(b.Blocks) {
-		return ""
-	}
-	return b.Holder(b.Blocks[t.key.block], int(t.key.index))
+	return holderOf(r.s.cluster.Meta().BlobByID(t.key.blob), t.key.block, t.key.index)
 }
 
 func (r *repairer) finish(res rebuilt) {
@@ -403,7 +434,7 @@ func (r *repairer) finish(res rebuilt) {
 	} else {
 		r.rebuilt++
 		r.rebuiltB += uint64(res.bytes)
-		delete(r.corrupt, t.key)
+		delete(r.corrupt, copyKey{t.key, t.node})
 	}
 	r.mu.Unlock()
 	if res.err != nil {
@@ -426,11 +457,13 @@ var errNoTarget = errors.New("no alive agent without a shard of this block")
 // no shard of the block.
 func (r *repairer) rebuild(ctx context.Context, t task) rebuilt {
 	res := rebuilt{t: t}
-	res.bytes, res.placed, res.err = r.rebuildShard(ctx, t)
+	res.bytes, res.placed, res.err = r.rebuildShard(ctx, t, &res.reserved)
 	return res
 }
 
-func (r *repairer) rebuildShard(ctx context.Context, t task) (int, *pb.ShardPlacement, error) {
+// rebuildShard rebuilds t's shard and stages it on its target, whose
+// reservation it records in *reserved.
+func (r *repairer) rebuildShard(ctx context.Context, t task, reserved *string) (int, *pb.ShardPlacement, error) {
 	s := r.s
 	b := s.cluster.Meta().BlobByID(t.key.blob)
 	if b == nil || int(t.key.block) >= len(b.Blocks) {
@@ -442,6 +475,7 @@ func (r *repairer) rebuildShard(ctx context.Context, t task) (int, *pb.ShardPlac
 	if err != nil {
 		return 0, nil, err
 	}
+	*reserved = target
 	shards, err := s.fetchShards(ctx, b, int(t.key.block), idx, s.aliveSet())
 	if err != nil {
 		return 0, nil, err
@@ -466,11 +500,52 @@ func (r *repairer) rebuildShard(ctx context.Context, t task) (int, *pb.ShardPlac
 	return len(payload), &pb.ShardPlacement{Block: t.key.block, Index: t.key.index, Node: target, Sum: sum}, nil
 }
 
+// target picks the agent for a rebuilt shard and reserves it for the
+// block until release: a corrupt or lost copy is rewritten on its holder
+// when that agent is alive, else the shard goes to the best-ranked alive
+// agent that holds no shard of the block and is not taking another
+// rebuilt shard of it.
 func (r *repairer) target(b *pb.Blob, block, idx int, reason string) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	node, err := r.pick(b, block, idx, reason)
+	if err != nil {
+		return "", err
+	}
+	br := blockRef{b.Id, uint32(block)}
+	if r.placing[br] == nil {
+		r.placing[br] = make(map[string]bool)
+	}
+	r.placing[br][node] = true
+	return node, nil
+}
+
+// release drops the reservations of a batch's shards, once their holders
+// are recorded (or they failed).
+func (r *repairer) release(results []rebuilt) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, res := range results {
+		br := blockRef{res.t.key.blob, res.t.key.block}
+		if res.reserved == "" || r.placing[br] == nil {
+			continue
+		}
+		delete(r.placing[br], res.reserved)
+		if len(r.placing[br]) == 0 {
+			delete(r.placing, br)
+		}
+	}
+}
+
+// pick is target's choice; r.mu is held.
+func (r *repairer) pick(b *pb.Blob, block, idx int, reason string) (string, error) {
 	blk := b.Blocks[block]
 	members := r.s.members()
 	current := b.Holder(blk, idx)
 	holds := make(map[string]bool)
+	for n := range r.placing[blockRef{b.Id, uint32(block)}] {
+		holds[n] = true
+	}
 	zones := make(map[string]int)
 	zoneOf := make(map[string]string)
 	for _, m := range members {
@@ -532,10 +607,10 @@ func (s *Store) RepairStatus(blobID string) *pb.RepairStatusResponse {
 	if !r.lastScan.IsZero() {
 		out.LastScan = r.lastScan.UnixNano()
 	}
-	if blobID != "" {
+	if b := s.cluster.Meta().BlobByID(blobID); b != nil {
 		for k := range r.corrupt {
-			if k.blob == blobID {
-				out.Corrupt = append(out.Corrupt, &pb.ShardRef{BlobId: k.blob, Block: k.block, Index: k.index})
+			if k.blob == blobID && holderOf(b, k.block, k.index) == k.node {
+				out.Corrupt = append(out.Corrupt, &pb.ShardRef{BlobId: k.blob, Block: k.block, Index: k.index, Node: k.node})
 			}
 		}
 		sort.Slice(out.Corrupt, func(i, j int) bool {
@@ -544,4 +619,13 @@ func (s *Store) RepairStatus(blobID string) *pb.RepairStatusResponse {
 		})
 	}
 	return out
+}
+
+// holderOf is the agent b's metadata names for shard (block, index), or ""
+// when b is nil or has no such shard.
+func holderOf(b *pb.Blob, block, index uint32) string {
+	if b == nil || int(block) >= len(b.Blocks) {
+		return ""
+	}
+	return b.Holder(b.Blocks[block], int(index))
 }

@@ -36,6 +36,9 @@ var (
 	ErrNotEnoughShards = apierr.ErrNotEnoughShards
 	ErrCorrupt         = apierr.ErrCorrupt
 	ErrTooLarge        = apierr.ErrTooLarge
+	// ErrOutcomeUnknown: a put's commit was proposed but its outcome could
+	// not be learned; Stat tells whether the blob was stored.
+	ErrOutcomeUnknown = apierr.ErrOutcomeUnknown
 )
 
 // Config tunes the blob store. Zero fields take the defaults of
@@ -47,6 +50,9 @@ type Config struct {
 	InlineMax int
 	// MaxBlobSize bounds one blob.
 	MaxBlobSize int64
+	// MaxMetadataBytes bounds one blob's metadata (one Raft entry); a put
+	// that would need more is refused before it starts.
+	MaxMetadataBytes int
 	// PutInflight is how many blocks of one put may be in flight to agents
 	// at once (memory per put ≈ PutInflight × BlockSize × (k+m)/k).
 	PutInflight int
@@ -76,19 +82,20 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		BlockSize:      1 << 20,
-		InlineMax:      64 << 10,
-		MaxBlobSize:    64 << 30,
-		PutInflight:    4,
-		ShardTimeout:   30 * time.Second,
-		RepairInterval: 10 * time.Second,
-		RepairDelay:    2 * time.Minute,
-		RepairWorkers:  2,
-		PutTimeout:     time.Hour,
-		OrphanGrace:    10 * time.Minute,
-		GCInterval:     time.Minute,
-		ScrubRate:      8 << 20,
-		ScrubInterval:  time.Hour,
+		BlockSize:        1 << 20,
+		InlineMax:        64 << 10,
+		MaxBlobSize:      64 << 30,
+		MaxMetadataBytes: MaxMetadataBytes,
+		PutInflight:      4,
+		ShardTimeout:     30 * time.Second,
+		RepairInterval:   10 * time.Second,
+		RepairDelay:      2 * time.Minute,
+		RepairWorkers:    2,
+		PutTimeout:       time.Hour,
+		OrphanGrace:      10 * time.Minute,
+		GCInterval:       time.Minute,
+		ScrubRate:        8 << 20,
+		ScrubInterval:    time.Hour,
 	}
 }
 
@@ -111,6 +118,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBlobSize == 0 {
 		c.MaxBlobSize = d.MaxBlobSize
+	}
+	if c.MaxMetadataBytes == 0 {
+		c.MaxMetadataBytes = d.MaxMetadataBytes
 	}
 	if c.PutInflight == 0 {
 		c.PutInflight = d.PutInflight
@@ -136,6 +146,9 @@ func (c Config) Validate() error {
 	}
 	if c.InlineMax < 0 || c.InlineMax > 1<<20 {
 		errs = append(errs, fmt.Errorf("blob inline max %d: must be between 0 and 1 MiB", c.InlineMax))
+	}
+	if c.MaxMetadataBytes < 0 || c.MaxMetadataBytes > MaxMetadataBytes {
+		errs = append(errs, fmt.Errorf("blob max metadata bytes %d: must be between 1 and %d", c.MaxMetadataBytes, MaxMetadataBytes))
 	}
 	if c.MaxBlobSize < 0 {
 		errs = append(errs, fmt.Errorf("max blob size %d: must not be negative", c.MaxBlobSize))
@@ -185,6 +198,11 @@ type Cluster interface {
 	IsLeader() bool
 	// LeaderRevision asks the leader for the latest committed revision.
 	LeaderRevision(ctx context.Context) (uint64, error)
+	// GossipAlive is how many agents, this one included, gossip sees
+	// alive. The registry records agents a moment after gossip finds them
+	// (the leader's reconcile writes them): while it knows fewer alive, the
+	// cluster is still forming.
+	GossipAlive() int
 }
 
 // Store is one agent's part of the blob store.
@@ -199,6 +217,11 @@ type Store struct {
 	// work bounds concurrent encoding and decoding, so that blob traffic
 	// cannot starve the agent's Raft and gossip goroutines of CPU.
 	work chan struct{}
+	// formingWait bounds how long a put waits for the registry to record
+	// the agents gossip sees alive.
+	formingWait time.Duration
+	// commitWait bounds how long a put waits for its commit's outcome.
+	commitWait time.Duration
 
 	wg     sync.WaitGroup
 	ctx    context.Context
@@ -217,7 +240,9 @@ func New(cfg Config, cluster Cluster, shards *shardstore.Store, metrics *Metrics
 	}
 	s := &Store{
 		cfg: cfg, cluster: cluster, shards: shards, log: log, metrics: metrics,
-		work: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
+		work:        make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
+		formingWait: formingWait,
+		commitWait:  commitWait,
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.repair = newRepairer(s)
@@ -289,6 +314,43 @@ func alivePlacement(members []Member) []placement.Node {
 		}
 	}
 	return out
+}
+
+// formingWait is how long a put waits at most for the registry to record
+// the agents gossip sees alive: a cluster that has just formed records
+// them within a second or so.
+const formingWait = 5 * time.Second
+
+// awaitMembers returns the members once the registry knows at least as
+// many agents alive as gossip does, waiting at most s.formingWait for it:
+// right after a cluster forms, gossip (and so `zrpcctl members`) sees
+// agents the registry has not recorded yet, and a put would find too few
+// agents, or choose its default k+m from too small a cluster. forming
+// reports that the wait ran out with the registry still behind.
+func (s *Store) awaitMembers(ctx context.Context) (members []Member, forming bool) {
+	deadline := time.Now().Add(s.formingWait)
+	meta := s.cluster.Meta()
+	for {
+		members = s.members()
+		alive := 0
+		for _, m := range members {
+			if m.Alive {
+				alive++
+			}
+		}
+		if alive >= s.cluster.GossipAlive() {
+			return members, false
+		}
+		left := time.Until(deadline)
+		if left <= 0 || ctx.Err() != nil {
+			return members, true
+		}
+		// Wake at the next registry change, or poll: gossip changes
+		// do not show in the registry's revision.
+		wctx, cancel := context.WithTimeout(ctx, min(left, 100*time.Millisecond))
+		meta.WaitRevision(wctx, meta.Revision()+1)
+		cancel()
+	}
 }
 
 // members returns the agents that can hold shards, sorted by name.

@@ -39,6 +39,11 @@ var (
 	// ErrFailedPrecondition: the request is well-formed but the cluster's
 	// state does not allow it (the message says which state).
 	ErrFailedPrecondition = errors.New("failed precondition")
+	// ErrOutcomeUnknown: a write was proposed but whether it was applied
+	// could not be learned (no answer from the leader in time, or the
+	// caller went away after sending everything); reading the state back
+	// (e.g. `zrpcctl blob stat`) tells.
+	ErrOutcomeUnknown = errors.New("outcome unknown")
 )
 
 // entry ties one sentinel to its code and to the text prefix written on the
@@ -63,6 +68,7 @@ var table = []entry{
 	{ErrNoSpace, codes.ResourceExhausted},
 	{ErrQuotaExceeded, codes.ResourceExhausted},
 	{ErrFailedPrecondition, codes.FailedPrecondition},
+	{ErrOutcomeUnknown, codes.Unknown},
 }
 
 // reasonKey is the metadata key of the ErrorInfo detail carrying the sentinel.

@@ -1236,10 +1236,15 @@ func (x *RepairStatusResponse) GetCorrupt() []*ShardRef {
 
 // ShardRef names one shard.
 type ShardRef struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BlobId        string                 `protobuf:"bytes,1,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
-	Block         uint32                 `protobuf:"varint,2,opt,name=block,proto3" json:"block,omitempty"`
-	Index         uint32                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	BlobId string                 `protobuf:"bytes,1,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
+	Block  uint32                 `protobuf:"varint,2,opt,name=block,proto3" json:"block,omitempty"`
+	Index  uint32                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	// node is the agent holding this copy of the shard, where it matters:
+	// in reports of corrupt or lost shards and in RepairStatus.corrupt (a
+	// copy on another agent than the metadata's holder says nothing about
+	// the shard).
+	Node          string `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1293,6 +1298,13 @@ func (x *ShardRef) GetIndex() uint32 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *ShardRef) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
 }
 
 type PutShardRequest struct {
@@ -1996,11 +2008,12 @@ const file_blob_proto_rawDesc = "" +
 	"\awaiting\x18\b \x01(\x04R\awaiting\x12\x1b\n" +
 	"\tlast_scan\x18\t \x01(\x03R\blastScan\x12+\n" +
 	"\acorrupt\x18\n" +
-	" \x03(\v2\x11.zrpc.v1.ShardRefR\acorrupt\"O\n" +
+	" \x03(\v2\x11.zrpc.v1.ShardRefR\acorrupt\"c\n" +
 	"\bShardRef\x12\x17\n" +
 	"\ablob_id\x18\x01 \x01(\tR\x06blobId\x12\x14\n" +
 	"\x05block\x18\x02 \x01(\rR\x05block\x12\x14\n" +
-	"\x05index\x18\x03 \x01(\rR\x05index\"\xdd\x01\n" +
+	"\x05index\x18\x03 \x01(\rR\x05index\x12\x12\n" +
+	"\x04node\x18\x04 \x01(\tR\x04node\"\xdd\x01\n" +
 	"\x0fPutShardRequest\x12#\n" +
 	"\x03ref\x18\x01 \x01(\v2\x11.zrpc.v1.ShardRefR\x03ref\x12\x1f\n" +
 	"\vdata_shards\x18\x02 \x01(\rR\n" +

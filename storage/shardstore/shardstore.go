@@ -496,6 +496,36 @@ func (s *Store) Delete(id ID) error {
 	return nil
 }
 
+// DeleteIfSame removes shard id only if its file is still the one st was
+// taken of (by WalkStamped), and reports whether it did. A shard written
+// since, such as one repair has just stored under the same name, is kept:
+// deciding a file is an orphan and deleting it are not one step.
+func (s *Store) DeleteIfSame(id ID, st Stamp) (bool, error) {
+	path, err := s.path(id)
+	if err != nil {
+		return false, err
+	}
+	bl := s.blobLock(id.Blob) // excludes Put and CommitStaged renames
+	bl.Lock()
+	defer bl.Unlock()
+	info, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("shardstore: delete %s: %w", id, err)
+	}
+	if !st.same(info) {
+		return false, nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("shardstore: delete %s: %w", id, err)
+	}
+	s.release(info.Size(), 1)
+	_ = os.Remove(filepath.Dir(path)) // only when it was the blob's last shard
+	return true, nil
+}
+
 // DeleteBlob removes every shard of blob and its directory, and returns
 // how many shards it removed.
 func (s *Store) DeleteBlob(blob string) (int, error) {

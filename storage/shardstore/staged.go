@@ -179,9 +179,19 @@ func (s *Store) Staged() []StagedShard {
 }
 
 // Discard removes a staged shard; it is a no-op when id is not staged.
-func (s *Store) Discard(id ID) {
+func (s *Store) Discard(id ID) { s.discard(id, time.Time{}) }
+
+// DiscardIfSame removes a staged shard only if it is the one staged at at
+// (as Staged listed it), not one staged again since, and reports whether
+// it did.
+func (s *Store) DiscardIfSame(id ID, at time.Time) bool { return s.discard(id, at) }
+
+// discard removes staged shard id; a non-zero at must match its staging
+// time.
+func (s *Store) discard(id ID, at time.Time) bool {
 	s.stagedMu.Lock()
 	f, ok := s.staged[id.Blob][id]
+	ok = ok && (at.IsZero() || f.at.Equal(at))
 	if ok {
 		delete(s.staged[id.Blob], id)
 		if len(s.staged[id.Blob]) == 0 {
@@ -193,6 +203,7 @@ func (s *Store) Discard(id ID) {
 		s.dropStaged(f)
 		_ = os.Remove(filepath.Dir(f.tmp)) // only when empty
 	}
+	return ok
 }
 
 // discardStaged removes every staged shard of blob.

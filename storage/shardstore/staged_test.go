@@ -129,3 +129,73 @@ func TestStageChecksLikePut(t *testing.T) {
 	}
 	wantUsage(t, s, 2*one, 2)
 }
+
+// stampOf returns the Stamp WalkStamped gives shard id.
+func stampOf(t testing.TB, s *Store, id ID) Stamp {
+	t.Helper()
+	var out Stamp
+	found := false
+	err := s.WalkStamped(func(got ID, st Stamp) error {
+		if got == id {
+			out, found = st, true
+		}
+		return nil
+	})
+	if err != nil || !found {
+		t.Fatalf("WalkStamped: %v, found %s: %v", err, id, found)
+	}
+	return out
+}
+
+// TestDeleteIfSameKeepsARewrittenShard: a shard judged from one file is
+// not deleted once another file took its name (a Put, or a commit of a
+// staged shard); the file it was judged from is.
+func TestDeleteIfSameKeepsARewrittenShard(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	id := ID{blobA, 0, 1}
+	h, _ := put(t, s, id, 4096, 1)
+	size := int64(HeaderSize) + int64(h.ShardLen)
+	for _, rewrite := range []func(){
+		func() { put(t, s, id, 4096, 2) },
+		func() {
+			stage(t, s, id, 4096, 3)
+			if _, err := s.CommitStaged(blobA); err != nil {
+				t.Fatal(err)
+			}
+		},
+	} {
+		judged := stampOf(t, s, id)
+		rewrite()
+		if deleted, err := s.DeleteIfSame(id, judged); err != nil || deleted {
+			t.Fatalf("DeleteIfSame of a rewritten shard: deleted %v, %v; want kept", deleted, err)
+		}
+		if _, _, err := s.Get(id, nil); err != nil {
+			t.Fatalf("rewritten shard after DeleteIfSame: %v", err)
+		}
+		wantUsage(t, s, size, 1)
+	}
+	if deleted, err := s.DeleteIfSame(id, stampOf(t, s, id)); err != nil || !deleted {
+		t.Fatalf("DeleteIfSame of the file as judged: deleted %v, %v; want deleted", deleted, err)
+	}
+	wantUsage(t, s, 0, 0)
+	if deleted, err := s.DeleteIfSame(id, Stamp{}); err != nil || deleted {
+		t.Fatalf("DeleteIfSame of a missing shard: deleted %v, %v", deleted, err)
+	}
+}
+
+// TestDiscardIfSameKeepsAShardStagedAgain: a staged shard is discarded
+// only if it is the one listed by Staged, not one staged again since.
+func TestDiscardIfSameKeepsAShardStagedAgain(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	id := ID{blobA, 0, 0}
+	stage(t, s, id, 4096, 1)
+	judged := s.Staged()[0].At
+	s.Discard(id)
+	stage(t, s, id, 4096, 2)
+	if s.DiscardIfSame(id, judged) {
+		t.Fatal("DiscardIfSame removed a shard staged after the one judged")
+	}
+	if n, err := s.CommitStaged(blobA); err != nil || n != 1 {
+		t.Fatalf("CommitStaged after DiscardIfSame: %d, %v; want the shard staged again", n, err)
+	}
+}

@@ -23,6 +23,29 @@ func (s *Store) Walk(fn func(id ID, size int64, mod time.Time) error) error {
 	}, nil, nil)
 }
 
+// Stamp identifies one version of a shard file, as Walk saw it: a file
+// written over it since (a rewrite renames a new file over the name) has
+// another Stamp.
+type Stamp struct{ info fs.FileInfo }
+
+// Size is the file's size, header included.
+func (st Stamp) Size() int64 { return st.info.Size() }
+
+// Mod is the file's modification time.
+func (st Stamp) Mod() time.Time { return st.info.ModTime() }
+
+// same reports whether info is the file st was taken of, unchanged.
+func (st Stamp) same(info fs.FileInfo) bool {
+	return st.info != nil && os.SameFile(st.info, info) && info.ModTime().Equal(st.info.ModTime()) && info.Size() == st.info.Size()
+}
+
+// WalkStamped is Walk with each file's Stamp, for DeleteIfSame.
+func (s *Store) WalkStamped(fn func(id ID, st Stamp) error) error {
+	return s.walk(func(_ string, id ID, info fs.FileInfo) error {
+		return fn(id, Stamp{info})
+	}, nil, nil)
+}
+
 // isTemp reports whether name is a temporary file of write.
 func isTemp(name string) bool {
 	return strings.HasPrefix(name, ".") && strings.HasSuffix(name, tmpSuffix)

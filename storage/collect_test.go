@@ -1,0 +1,53 @@
+package storage
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage/codec"
+	"github.com/zrpcio/zrpc/storage/shardstore"
+)
+
+// TestOrphanCollectionKeepsAShardRepairedUnderTheOrphansName: a shard file
+// judged an orphan (the leader confirmed no blob places it here) is not
+// deleted when, before the delete, repair stores a fresh shard under the
+// same name and records this agent as its holder.
+func TestOrphanCollectionKeepsAShardRepairedUnderTheOrphansName(t *testing.T) {
+	s, fc := newTestStore(t, Config{OrphanGrace: time.Minute}, "n1", "n1", "n2", "n3", "n4")
+	b := commitBlob(t, fc, "moved-back", 2, 1, "n2", "n3", "n4")
+	payload := make([]byte, 50)
+	h := shardstore.Header{ID: shardstore.ID{Blob: b.Id, Block: 0, Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50, Sum: codec.Checksum(payload)}
+	if err := s.shards.Put(h, payload); err != nil { // the orphan: the metadata places shard 2 on n4
+		t.Fatal(err)
+	}
+	repaired := false
+	fc.afterLeader = func() {
+		if repaired {
+			return
+		}
+		repaired = true
+		// Repair rebuilds shard 2 here and records n1 as its holder.
+		if err := s.shards.Put(h, payload); err != nil {
+			t.Error(err)
+		}
+		if _, err := fc.apply(&pb.Command{Kind: &pb.Command_BlobShards{BlobShards: &pb.BlobShards{Id: b.Id,
+			Shards: []*pb.ShardPlacement{{Block: 0, Index: 2, Node: "n1", Sum: h.Sum}}}}}); err != nil {
+			t.Error(err)
+		}
+	}
+	if n := s.CollectOrphans(context.Background(), time.Now().Add(time.Hour)); n != 0 {
+		t.Errorf("orphan collection deleted %d shards", n)
+	}
+	if !repaired {
+		t.Fatal("the leader was never asked about the orphan")
+	}
+	if _, _, err := s.shards.Get(h.ID, nil); err != nil {
+		t.Fatalf("the repaired shard is gone: %v", err)
+	}
+	// The next pass sees it referenced and keeps it too.
+	if n := s.CollectOrphans(context.Background(), time.Now().Add(time.Hour)); n != 0 {
+		t.Errorf("second pass deleted %d shards", n)
+	}
+}

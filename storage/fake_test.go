@@ -1,0 +1,144 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/raftstore"
+	"github.com/zrpcio/zrpc/storage/shardstore"
+)
+
+// fakeCluster is one agent's view of a cluster for unit tests: a real
+// registry state machine fed in order by Propose (no Raft), this agent as
+// the leader, and no peers to connect to.
+type fakeCluster struct {
+	self string
+	fsm  *raftstore.FSM
+
+	mu   sync.Mutex
+	next uint64
+	// gossipAlive is what GossipAlive answers; 0 when unset.
+	gossipAlive atomic.Int32
+	// onGossip, when set, runs at each GossipAlive call.
+	onGossip func()
+	// intercept, when set, sees each command before it is applied and may
+	// change what Propose does.
+	intercept func(ctx context.Context, cmd *pb.Command, apply func() (uint64, error)) (uint64, error)
+	// afterLeader, when set, runs after each OnLeader call: what happens on
+	// the leader between its answer and the caller acting on it.
+	afterLeader func()
+}
+
+func newFakeCluster(self string) *fakeCluster {
+	return &fakeCluster{self: self, fsm: raftstore.NewFSM(64), next: 1}
+}
+
+func (f *fakeCluster) Self() string   { return f.self }
+func (f *fakeCluster) Meta() Meta     { return f.fsm }
+func (f *fakeCluster) IsLeader() bool { return true }
+func (f *fakeCluster) GossipAlive() int {
+	if f.onGossip != nil {
+		f.onGossip()
+	}
+	return int(f.gossipAlive.Load())
+}
+
+func (f *fakeCluster) LeaderRevision(context.Context) (uint64, error) { return f.fsm.Revision(), nil }
+
+func (f *fakeCluster) Conn(node string) (*grpc.ClientConn, error) {
+	return nil, fmt.Errorf("agent %s: this test has no peers", node)
+}
+
+func (f *fakeCluster) OnLeader(_ context.Context, local func() error, _ func(*grpc.ClientConn) error) error {
+	err := local()
+	if f.afterLeader != nil {
+		f.afterLeader()
+	}
+	return err
+}
+
+func (f *fakeCluster) Propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	f.mu.Lock()
+	icpt := f.intercept
+	f.mu.Unlock()
+	apply := func() (uint64, error) { return f.apply(cmd) }
+	if icpt != nil {
+		return icpt(ctx, cmd, apply)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	return apply()
+}
+
+// apply applies cmd as the next committed entry.
+func (f *fakeCluster) apply(cmd *pb.Command) (uint64, error) {
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return 0, err
+	}
+	f.mu.Lock()
+	idx := f.next
+	f.next++
+	resp := f.fsm.Apply(&raft.Log{Index: idx, Term: 1, Type: raft.LogCommand, Data: data})
+	f.mu.Unlock()
+	switch r := resp.(type) {
+	case nil:
+		return idx, nil
+	case error:
+		return idx, r
+	case raftstore.Duplicate:
+		return r.Revision, r.Err
+	}
+	return idx, fmt.Errorf("unexpected FSM response %T", resp)
+}
+
+// setNodes records agents in the registry, alive or failed.
+func (f *fakeCluster) setNodes(t testing.TB, alive bool, names ...string) {
+	t.Helper()
+	health := pb.Health_PASSING
+	if !alive {
+		health = pb.Health_CRITICAL
+	}
+	for _, n := range names {
+		if _, err := f.apply(&pb.Command{Kind: &pb.Command_NodeUpsert{NodeUpsert: &pb.Node{Name: n, Health: health}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// newTestStore returns a blob store over a fresh shard directory, as agent
+// self of a fake cluster whose alive agents are nodes (self among them).
+func newTestStore(t testing.TB, cfg Config, self string, nodes ...string) (*Store, *fakeCluster) {
+	t.Helper()
+	fc := newFakeCluster(self)
+	fc.setNodes(t, true, nodes...)
+	shards, err := shardstore.Open(t.TempDir(), shardstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(cfg, fc, shards, nil, testlog.New(t, self))
+	t.Cleanup(s.Close)
+	return s, fc
+}
+
+// errNoRead is what noRead returns: a put read its body although it should
+// have been refused from its header alone.
+var errNoRead = errors.New("the body was read")
+
+type noRead struct{ t testing.TB }
+
+func (r noRead) Read([]byte) (int, error) {
+	r.t.Error("put read its body; it should have been refused from its header")
+	return 0, errNoRead
+}

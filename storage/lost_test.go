@@ -1,0 +1,173 @@
+package storage_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/storage/shardstore"
+	"github.com/zrpcio/zrpc/testcluster"
+)
+
+// holderIndex returns the index of the agent holding shard (block, idx) of
+// the blob called name, as agent 0's replica sees it.
+func holderIndex(t testing.TB, c *testcluster.Cluster, name string, block, idx int) (int, *pb.Blob) {
+	t.Helper()
+	b := c.Node(0).Store().FSM().Blob(name)
+	if b == nil {
+		t.Fatalf("no blob %s", name)
+	}
+	return agentIndex(t, c, b.Holder(b.Blocks[block], idx)), b
+}
+
+func statHealth(t testing.TB, cl *client.Client, name string) (string, map[[2]uint32]string) {
+	st, err := cl.StatBlob(ctxFor(t, 5*time.Second), name)
+	if err != nil {
+		return "", nil
+	}
+	states := make(map[[2]uint32]string)
+	for _, s := range st.Shards {
+		states[[2]uint32{s.Block, s.Index}] = s.State
+	}
+	return st.Health, states
+}
+
+// TestBlobLostShardOnAliveAgentIsRebuilt: shard files deleted on running
+// agents are found (one by a read, one by the scrubber), rebuilt on their
+// agents by repair, and the blob is healthy again.
+func TestBlobLostShardOnAliveAgentIsRebuilt(t *testing.T) {
+	c := newBlobCluster(t, 3)
+	cl := agentClient(t, c, 0)
+	data := randomBytes(2<<20+5, 31)
+	rev := put(t, cl, "lost", data, client.PutOptions{}).Header.Revision
+	c.Node(0).Store().FSM().WaitRevision(ctxFor(t, 10*time.Second), rev)
+	// Data shard 0 of block 0: a full read touches it. Parity shard 2 of
+	// block 1: no read does, only the scrubber.
+	readHolder, b := holderIndex(t, c, "lost", 0, 0)
+	scrubHolder, _ := holderIndex(t, c, "lost", 1, 2)
+	readID := shardstore.ID{Blob: b.Id, Block: 0, Index: 0}
+	scrubID := shardstore.ID{Blob: b.Id, Block: 1, Index: 2}
+	lost := []struct {
+		agent int
+		id    shardstore.ID
+	}{{readHolder, readID}, {scrubHolder, scrubID}}
+	for _, l := range lost {
+		if err := os.Remove(c.Node(l.agent).Blobs().Shards().Path(l.id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := get(t, cl, "lost", client.GetOptions{}); !bytes.Equal(got, data) {
+		t.Fatal("read with a lost shard returned different bytes")
+	}
+	if n := c.Node(scrubHolder).Blobs().ScrubOnce(ctxFor(t, 10*time.Second), 0); n < 1 {
+		t.Fatalf("scrub of agent %d reported %d bad shards; its shard %v is missing", scrubHolder, n, scrubID)
+	}
+	for _, l := range lost {
+		c.WaitFor(30*time.Second, fmt.Sprintf("repair rewrites shard %v on agent %d", l.id, l.agent), func() bool {
+			return c.Node(l.agent).Blobs().Shards().Verify(l.id) == nil
+		})
+	}
+	c.WaitFor(10*time.Second, "stat says healthy", func() bool {
+		h, _ := statHealth(t, cl, "lost")
+		return h == "healthy"
+	})
+}
+
+// TestBlobLostShardWithoutParityShowsInStat: a 1+0 blob whose only shard
+// file is gone cannot be read or rebuilt; stat must say so rather than
+// call it healthy.
+func TestBlobLostShardWithoutParityShowsInStat(t *testing.T) {
+	c := newBlobCluster(t, 3)
+	cl := agentClient(t, c, 0)
+	put(t, cl, "gone", randomBytes(1<<20+100, 32), client.PutOptions{Data: 1})
+	holder, b := holderIndex(t, c, "gone", 0, 0)
+	id := shardstore.ID{Blob: b.Id, Block: 0, Index: 0}
+	if err := os.Remove(c.Node(holder).Blobs().Shards().Path(id)); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Node(holder).Blobs().ScrubOnce(ctxFor(t, 10*time.Second), 0); n != 1 {
+		t.Fatalf("scrub reported %d bad shards, want the 1 lost", n)
+	}
+	c.WaitFor(10*time.Second, "stat shows the lost shard and the blob unreadable", func() bool {
+		h, states := statHealth(t, cl, "gone")
+		return h == "unreadable" && states[[2]uint32{0, 0}] == "corrupt"
+	})
+}
+
+// TestBlobReplacedDiskIsRefilled: an agent restarted on an empty shard
+// directory (its disk was replaced) gets every shard the metadata places on
+// it back once its scrubber runs.
+func TestBlobReplacedDiskIsRefilled(t *testing.T) {
+	c := newBlobCluster(t, 3, slowFailover)
+	cl := agentClient(t, c, 0)
+	rev := put(t, cl, "refill", randomBytes(3<<20, 33), client.PutOptions{}).Header.Revision
+	victim := (c.LeaderIndex() + 1) % 3
+	c.Node(victim).Store().FSM().WaitRevision(ctxFor(t, 10*time.Second), rev)
+	b := c.Node(victim).Store().FSM().Blob("refill")
+	want := shardFiles(t, c, victim, b.Id)
+	if want == 0 {
+		t.Fatal("the victim holds no shard")
+	}
+	dir := filepath.Dir(filepath.Dir(filepath.Dir(c.Node(victim).Blobs().Shards().Path(shardstore.ID{Blob: b.Id}))))
+	c.Stop(victim)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	c.Restart(victim)
+	waitAlive(t, c, 3)
+	if n := c.Node(victim).Blobs().ScrubOnce(ctxFor(t, 10*time.Second), 0); n != want {
+		t.Fatalf("scrub of the empty disk reported %d lost shards, want %d", n, want)
+	}
+	c.WaitFor(30*time.Second, "repair refills the replaced disk", func() bool {
+		return shardFiles(t, c, victim, b.Id) == want
+	})
+	c.WaitFor(10*time.Second, "stat says healthy", func() bool {
+		h, _ := statHealth(t, cl, "refill")
+		return h == "healthy"
+	})
+}
+
+// TestBlobOrphanCopyIsNotTheShard: a corrupt copy of a shard on an agent
+// the metadata does not place it on (an orphan, e.g. left behind when
+// repair moved the shard) is not the shard: the scrubber does not report
+// it, and a report naming that agent does not make stat call the holder's
+// good copy corrupt.
+func TestBlobOrphanCopyIsNotTheShard(t *testing.T) {
+	c := newBlobCluster(t, 3, slowFailover)
+	cl := agentClient(t, c, 0)
+	rev := put(t, cl, "copies", randomBytes(1<<20+10, 34), client.PutOptions{}).Header.Revision
+	c.Node(0).Store().FSM().WaitRevision(ctxFor(t, 10*time.Second), rev)
+	holder, b := holderIndex(t, c, "copies", 0, 0)
+	other := (holder + 1) % 3
+	for i := range 3 {
+		c.Node(i).Store().FSM().WaitRevision(ctxFor(t, 10*time.Second), rev)
+	}
+	id := shardstore.ID{Blob: b.Id, Block: 0, Index: 0}
+	raw, err := os.ReadFile(c.Node(holder).Blobs().Shards().Path(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan := c.Node(other).Blobs().Shards().Path(id)
+	if err := os.WriteFile(orphan, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	flipBit(t, orphan, 300)
+	if n := c.Node(other).Blobs().ScrubOnce(ctxFor(t, 10*time.Second), 0); n != 0 {
+		t.Fatalf("scrub reported %d bad shards; the only bad file is an orphan copy", n)
+	}
+	leader := c.LeaderIndex()
+	ref := &pb.ShardRef{BlobId: b.Id, Block: 0, Index: 0, Node: c.Name(other)}
+	if _, err := rawShards(t, c, leader).ReportShards(ctxFor(t, 5*time.Second),
+		&pb.ReportShardsRequest{Corrupt: []*pb.ShardRef{ref}, Reporter: c.Name(other)}); err != nil {
+		t.Fatal(err)
+	}
+	h, states := statHealth(t, cl, "copies")
+	if h != "healthy" || states[[2]uint32{0, 0}] != "ok" {
+		t.Fatalf("stat after a report about the orphan copy: %s, shard 0/0 %s; want healthy and ok", h, states[[2]uint32{0, 0}])
+	}
+}
