@@ -67,12 +67,18 @@ func (c blobCluster) GossipAlive() int {
 	return alive
 }
 
-func (c blobCluster) Conn(node string) (*grpc.ClientConn, error) {
-	peer := c.n.store.FSM().Node(node)
+func (c blobCluster) Conn(node string) (*grpc.ClientConn, error) { return c.n.PeerConn(node) }
+
+// PeerConn returns this agent's shared connection to the named agent's
+// gRPC API, the one its own agent-to-agent calls use: calls of the
+// agent-only services on it carry this agent's proof of membership. The
+// connection belongs to the agent; callers must not close it.
+func (n *Node) PeerConn(name string) (*grpc.ClientConn, error) {
+	peer := n.store.FSM().Node(name)
 	if peer == nil || peer.GrpcAddress == "" {
-		return nil, fmt.Errorf("%w: agent %s is not in the cluster", apierr.ErrNotFound, node)
+		return nil, fmt.Errorf("%w: agent %s is not in the cluster", apierr.ErrNotFound, name)
 	}
-	return c.n.forward.conn(peer.GrpcAddress)
+	return n.forward.conn(peer.GrpcAddress)
 }
 
 func (c blobCluster) OnLeader(ctx context.Context, local func() error, remote func(*grpc.ClientConn) error) error {

@@ -162,7 +162,7 @@ func TestBlobOrphanCopyIsNotTheShard(t *testing.T) {
 	}
 	leader := c.LeaderIndex()
 	ref := &pb.ShardRef{BlobId: b.Id, Block: 0, Index: 0, Node: c.Name(other)}
-	if _, err := rawShards(t, c, leader).ReportShards(ctxFor(t, 5*time.Second),
+	if _, err := agentShards(c, other, leader).ReportShards(ctxFor(t, 5*time.Second),
 		&pb.ReportShardsRequest{Corrupt: []*pb.ShardRef{ref}, Reporter: c.Name(other)}); err != nil {
 		t.Fatal(err)
 	}

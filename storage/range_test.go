@@ -38,8 +38,9 @@ func rawConn(t testing.TB, c *testcluster.Cluster, i int) *grpc.ClientConn {
 }
 
 // rawShards is a Shards client of agent i, as a peer agent would use it.
-func rawShards(t testing.TB, c *testcluster.Cluster, i int) pb.ShardsClient {
-	return pb.NewShardsClient(rawConn(t, c, i))
+// agentShards calls agent to's agent-only Shards API as agent from does.
+func agentShards(c *testcluster.Cluster, from, to int) pb.ShardsClient {
+	return pb.NewShardsClient(c.AgentConn(from, to))
 }
 
 // rawGet reads a range through the Get handler and returns its bytes.

@@ -201,6 +201,18 @@ func (c *Cluster) conn(i int) *grpc.ClientConn {
 	return m.conn
 }
 
+// AgentConn returns agent from's connection to agent to's gRPC API: calls
+// of the agent-only services (Internal, Shards) on it are made as agent
+// from, with its proof of membership. Owned by the agent: do not close it.
+func (c *Cluster) AgentConn(from, to int) *grpc.ClientConn {
+	c.t.Helper()
+	conn, err := c.Node(from).PeerConn(c.Name(to))
+	if err != nil {
+		c.t.Fatalf("connection of %s to %s: %v", c.Name(from), c.Name(to), err)
+	}
+	return conn
+}
+
 // Kill stops agent i as a crash would: no leadership transfer, no gossip
 // goodbye, no session cleanup.
 func (c *Cluster) Kill(i int) {
