@@ -125,6 +125,9 @@ type Store struct {
 	mu          sync.Mutex
 	leaderFuncs []LeaderFunc
 	leaderReady bool // this leader has applied everything committed before it
+	// barrier proposes the new leader's barrier; nil means raft's. Tests
+	// replace it to hold a barrier.
+	barrier func(timeout time.Duration) raft.Future
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -294,11 +297,15 @@ func (s *Store) watchLeadership() {
 		leaders sync.WaitGroup
 	)
 	stopLeading := func() {
-		cancel()
-		leaders.Wait()
+		// Close the read gate before anything else: the leader functions
+		// may take a while to return, and meanwhile this node may already
+		// lead again without having run its new barrier. Cancelling under
+		// the lock makes lead's check-and-set see the cancellation.
 		s.mu.Lock()
 		s.leaderReady = false
+		cancel()
 		s.mu.Unlock()
+		leaders.Wait()
 	}
 	defer stopLeading()
 	for {
@@ -326,8 +333,12 @@ func (s *Store) watchLeadership() {
 // (a barrier), then starts the leader functions.
 func (s *Store) lead(ctx context.Context, wg *sync.WaitGroup) {
 	s.log.Info("became leader", "node", s.cfg.NodeID)
+	barrier := s.barrier
+	if barrier == nil {
+		barrier = s.raft.Barrier
+	}
 	for {
-		err := s.wait(ctx, s.raft.Barrier(s.cfg.ApplyTimeout))
+		err := s.wait(ctx, barrier(s.cfg.ApplyTimeout))
 		if err == nil {
 			break
 		}
@@ -339,6 +350,10 @@ func (s *Store) lead(ctx context.Context, wg *sync.WaitGroup) {
 		}
 	}
 	s.mu.Lock()
+	if ctx.Err() != nil { // leadership ended while the barrier ran
+		s.mu.Unlock()
+		return
+	}
 	s.leaderReady = true
 	funcs := append([]LeaderFunc(nil), s.leaderFuncs...)
 	s.mu.Unlock()
