@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -192,4 +193,62 @@ func TestBlobHolders(t *testing.T) {
 	if ref := b.HolderRef("z"); ref != 4 || b.Nodes[3] != "z" {
 		t.Errorf("HolderRef(z) = %d with nodes %v, want 4 and z appended", ref, b.Nodes)
 	}
+}
+
+func blobShardsCmd(id string, shards ...*pb.ShardPlacement) *pb.Command {
+	return &pb.Command{Kind: &pb.Command_BlobShards{BlobShards: &pb.BlobShards{Id: id, Shards: shards}}}
+}
+
+// TestFSMBlobRefusesTwoShardsOfABlockOnOneAgent: a commit or a repair that
+// would put two shards of one block on the same agent is refused with an
+// error naming the block, and the state does not change.
+func TestFSMBlobRefusesTwoShardsOfABlockOnOneAgent(t *testing.T) {
+	t.Run("commit", func(t *testing.T) {
+		for name, mutate := range map[string]func(b *pb.Blob){
+			"same holder twice":             func(b *pb.Blob) { b.Blocks[1].Holders = []uint32{2, 0, 2} },
+			"one agent under two refs":      func(b *pb.Blob) { b.Nodes = append(b.Nodes, "a"); b.Blocks[1].Holders = []uint32{4, 0, 1} },
+			"missing shards are not agents": nil,
+		} {
+			t.Run(name, func(t *testing.T) {
+				d := newFSMDriver(t, 16)
+				d.mustApply(blobPendingCmd("cc03", "a"))
+				b := testBlob("x", "cc03")
+				b.Blocks[0].Holders = []uint32{1, 0, 0}
+				if mutate == nil {
+					d.mustApply(blobCommitCmd(b, false))
+					return
+				}
+				mutate(b)
+				_, err := d.apply(blobCommitCmd(b, false))
+				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "block 1") {
+					t.Fatalf("commit: %v, want ErrInvalidArgument naming block 1", err)
+				}
+				if d.fsm.Blob("x") != nil || d.fsm.PendingBlob("cc03") == nil {
+					t.Fatal("a rejected commit stored the blob or ended its put")
+				}
+			})
+		}
+	})
+
+	t.Run("repair", func(t *testing.T) {
+		d := newFSMDriver(t, 16)
+		d.mustApply(blobPendingCmd("cc03", "a"))
+		d.mustApply(blobCommitCmd(testBlob("x", "cc03"), false)) // block 1: b, -, a
+		for name, shards := range map[string][]*pb.ShardPlacement{
+			"onto an agent holding another shard": {{Block: 1, Index: 1, Node: "a"}},
+			"two workers, one agent":              {{Block: 1, Index: 1, Node: "d"}, {Block: 0, Index: 0, Node: "d"}, {Block: 1, Index: 2, Node: "d"}},
+		} {
+			stored := d.fsm.Blob("x")
+			want := proto.Clone(stored)
+			_, err := d.apply(blobShardsCmd("cc03", shards...))
+			if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "block 1") {
+				t.Errorf("%s: %v, want ErrInvalidArgument naming block 1", name, err)
+			}
+			if got := d.fsm.Blob("x"); got != stored || !proto.Equal(got, want) {
+				t.Errorf("%s: a rejected repair changed the blob to %v", name, got)
+			}
+		}
+		// An agent that holds no shard of the block may take one.
+		d.mustApply(blobShardsCmd("cc03", &pb.ShardPlacement{Block: 1, Index: 1, Node: "d"}))
+	})
 }
