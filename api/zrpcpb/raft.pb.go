@@ -1045,6 +1045,61 @@ func (x *SnapshotHeader) GetPendingBlobs() uint64 {
 	return 0
 }
 
+// SnapshotBlob is one blob in a snapshot of format 2: its metadata without
+// blocks, followed by that many BlobBlock records, so that no record grows
+// with the blob's size.
+type SnapshotBlob struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Blob          *Blob                  `protobuf:"bytes,1,opt,name=blob,proto3" json:"blob,omitempty"`
+	Blocks        uint64                 `protobuf:"varint,2,opt,name=blocks,proto3" json:"blocks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotBlob) Reset() {
+	*x = SnapshotBlob{}
+	mi := &file_raft_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotBlob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotBlob) ProtoMessage() {}
+
+func (x *SnapshotBlob) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotBlob.ProtoReflect.Descriptor instead.
+func (*SnapshotBlob) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SnapshotBlob) GetBlob() *Blob {
+	if x != nil {
+		return x.Blob
+	}
+	return nil
+}
+
+func (x *SnapshotBlob) GetBlocks() uint64 {
+	if x != nil {
+		return x.Blocks
+	}
+	return 0
+}
+
 // RequestRecord is one remembered request result in a snapshot, so that a
 // replica restored from it deduplicates retries like the others.
 type RequestRecord struct {
@@ -1061,7 +1116,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_raft_proto_msgTypes[14]
+	mi := &file_raft_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1128,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[14]
+	mi := &file_raft_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1141,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{14}
+	return file_raft_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RequestRecord) GetId() string {
@@ -1126,7 +1181,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_raft_proto_msgTypes[15]
+	mi := &file_raft_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1193,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[15]
+	mi := &file_raft_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1206,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{15}
+	return file_raft_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -1246,7 +1301,10 @@ const file_raft_proto_rawDesc = "" +
 	"\x05nodes\x18\x05 \x01(\x04R\x05nodes\x12\x1a\n" +
 	"\brequests\x18\x06 \x01(\x04R\brequests\x12\x14\n" +
 	"\x05blobs\x18\a \x01(\x04R\x05blobs\x12#\n" +
-	"\rpending_blobs\x18\b \x01(\x04R\fpendingBlobs\"\x83\x01\n" +
+	"\rpending_blobs\x18\b \x01(\x04R\fpendingBlobs\"I\n" +
+	"\fSnapshotBlob\x12!\n" +
+	"\x04blob\x18\x01 \x01(\v2\r.zrpc.v1.BlobR\x04blob\x12\x16\n" +
+	"\x06blocks\x18\x02 \x01(\x04R\x06blocks\"\x83\x01\n" +
 	"\rRequestRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12!\n" +
@@ -1269,7 +1327,7 @@ func file_raft_proto_rawDescGZIP() []byte {
 	return file_raft_proto_rawDescData
 }
 
-var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_raft_proto_goTypes = []any{
 	(*Command)(nil),        // 0: zrpc.v1.Command
 	(*InstanceRef)(nil),    // 1: zrpc.v1.InstanceRef
@@ -1285,20 +1343,21 @@ var file_raft_proto_goTypes = []any{
 	(*BlobShards)(nil),     // 11: zrpc.v1.BlobShards
 	(*ShardPlacement)(nil), // 12: zrpc.v1.ShardPlacement
 	(*SnapshotHeader)(nil), // 13: zrpc.v1.SnapshotHeader
-	(*RequestRecord)(nil),  // 14: zrpc.v1.RequestRecord
-	(*ApplyResponse)(nil),  // 15: zrpc.v1.ApplyResponse
-	(*Instance)(nil),       // 16: zrpc.v1.Instance
-	(*Node)(nil),           // 17: zrpc.v1.Node
-	(Health)(0),            // 18: zrpc.v1.Health
-	(*Blob)(nil),           // 19: zrpc.v1.Blob
+	(*SnapshotBlob)(nil),   // 14: zrpc.v1.SnapshotBlob
+	(*RequestRecord)(nil),  // 15: zrpc.v1.RequestRecord
+	(*ApplyResponse)(nil),  // 16: zrpc.v1.ApplyResponse
+	(*Instance)(nil),       // 17: zrpc.v1.Instance
+	(*Node)(nil),           // 18: zrpc.v1.Node
+	(Health)(0),            // 19: zrpc.v1.Health
+	(*Blob)(nil),           // 20: zrpc.v1.Blob
 }
 var file_raft_proto_depIdxs = []int32{
-	16, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
+	17, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
 	1,  // 1: zrpc.v1.Command.deregister:type_name -> zrpc.v1.InstanceRef
 	2,  // 2: zrpc.v1.Command.set_health:type_name -> zrpc.v1.SetHealth
 	4,  // 3: zrpc.v1.Command.session_create:type_name -> zrpc.v1.SessionCreate
 	5,  // 4: zrpc.v1.Command.session_destroy:type_name -> zrpc.v1.SessionDestroy
-	17, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
+	18, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
 	6,  // 6: zrpc.v1.Command.node_remove:type_name -> zrpc.v1.NodeRemove
 	7,  // 7: zrpc.v1.Command.blob_pending:type_name -> zrpc.v1.BlobPending
 	8,  // 8: zrpc.v1.Command.blob_commit:type_name -> zrpc.v1.BlobCommit
@@ -1306,17 +1365,18 @@ var file_raft_proto_depIdxs = []int32{
 	10, // 10: zrpc.v1.Command.blob_delete:type_name -> zrpc.v1.BlobDelete
 	11, // 11: zrpc.v1.Command.blob_shards:type_name -> zrpc.v1.BlobShards
 	1,  // 12: zrpc.v1.SetHealth.instances:type_name -> zrpc.v1.InstanceRef
-	18, // 13: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
+	19, // 13: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
 	3,  // 14: zrpc.v1.SessionCreate.session:type_name -> zrpc.v1.Session
-	19, // 15: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
+	20, // 15: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
 	12, // 16: zrpc.v1.BlobShards.shards:type_name -> zrpc.v1.ShardPlacement
-	0,  // 17: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
-	15, // 18: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
-	18, // [18:19] is the sub-list for method output_type
-	17, // [17:18] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	20, // 17: zrpc.v1.SnapshotBlob.blob:type_name -> zrpc.v1.Blob
+	0,  // 18: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
+	16, // 19: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
+	19, // [19:20] is the sub-list for method output_type
+	18, // [18:19] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_raft_proto_init() }
@@ -1346,7 +1406,7 @@ func file_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_proto_rawDesc), len(file_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
