@@ -47,8 +47,11 @@ type fsmSnapshot struct {
 	sessions  []*pb.Session
 	nodes     []*pb.Node
 	requests  []*pb.RequestRecord
-	blobs     []*pb.Blob
-	pending   []*pb.BlobPending
+	// requestClock is the request log's clock (RequestRecord times age
+	// against it).
+	requestClock int64
+	blobs        []*pb.Blob
+	pending      []*pb.BlobPending
 }
 
 // Persist writes the snapshot to sink; raft calls it off the FSM goroutine.
@@ -74,6 +77,7 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 		Requests:     uint64(len(s.requests)),
 		Blobs:        uint64(len(s.blobs)),
 		PendingBlobs: uint64(len(s.pending)),
+		RequestClock: s.requestClock,
 	}
 	rw := recordWriter{w: bw}
 	rw.write(hdr)
@@ -162,7 +166,7 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 	if hdr.Format != snapshotFormat && hdr.Format != 1 {
 		return nil, fmt.Errorf("%w: format %d, want 1 or %d", errSnapshotFormat, hdr.Format, snapshotFormat)
 	}
-	s := &fsmSnapshot{revision: hdr.Revision}
+	s := &fsmSnapshot{revision: hdr.Revision, requestClock: hdr.RequestClock}
 	for i := uint64(0); i < hdr.Nodes; i++ {
 		n := &pb.Node{}
 		if err := opts.UnmarshalFrom(br, n); err != nil {

@@ -946,15 +946,18 @@ func (x *ShardPlacement) GetSum() uint32 {
 
 // Snapshot is the FSM's state, written to a Raft snapshot.
 type SnapshotHeader struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Format        uint32                 `protobuf:"varint,1,opt,name=format,proto3" json:"format,omitempty"`
-	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	Instances     uint64                 `protobuf:"varint,3,opt,name=instances,proto3" json:"instances,omitempty"`
-	Sessions      uint64                 `protobuf:"varint,4,opt,name=sessions,proto3" json:"sessions,omitempty"`
-	Nodes         uint64                 `protobuf:"varint,5,opt,name=nodes,proto3" json:"nodes,omitempty"`
-	Requests      uint64                 `protobuf:"varint,6,opt,name=requests,proto3" json:"requests,omitempty"`
-	Blobs         uint64                 `protobuf:"varint,7,opt,name=blobs,proto3" json:"blobs,omitempty"`
-	PendingBlobs  uint64                 `protobuf:"varint,8,opt,name=pending_blobs,json=pendingBlobs,proto3" json:"pending_blobs,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Format       uint32                 `protobuf:"varint,1,opt,name=format,proto3" json:"format,omitempty"`
+	Revision     uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Instances    uint64                 `protobuf:"varint,3,opt,name=instances,proto3" json:"instances,omitempty"`
+	Sessions     uint64                 `protobuf:"varint,4,opt,name=sessions,proto3" json:"sessions,omitempty"`
+	Nodes        uint64                 `protobuf:"varint,5,opt,name=nodes,proto3" json:"nodes,omitempty"`
+	Requests     uint64                 `protobuf:"varint,6,opt,name=requests,proto3" json:"requests,omitempty"`
+	Blobs        uint64                 `protobuf:"varint,7,opt,name=blobs,proto3" json:"blobs,omitempty"`
+	PendingBlobs uint64                 `protobuf:"varint,8,opt,name=pending_blobs,json=pendingBlobs,proto3" json:"pending_blobs,omitempty"`
+	// request_clock is the state machine's leader clock (the latest
+	// Command.time applied, unix ns), which ages remembered request ids.
+	RequestClock  int64 `protobuf:"varint,9,opt,name=request_clock,json=requestClock,proto3" json:"request_clock,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1045,6 +1048,13 @@ func (x *SnapshotHeader) GetPendingBlobs() uint64 {
 	return 0
 }
 
+func (x *SnapshotHeader) GetRequestClock() int64 {
+	if x != nil {
+		return x.RequestClock
+	}
+	return 0
+}
+
 // SnapshotBlob is one blob in a snapshot of format 2: its metadata without
 // blocks, followed by that many BlobBlock records, so that no record grows
 // with the blob's size.
@@ -1108,8 +1118,12 @@ type RequestRecord struct {
 	Revision uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	// error_reason names the API sentinel of the error ("" for success or an
 	// error without one); error_message is its text.
-	ErrorReason   string `protobuf:"bytes,3,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
-	ErrorMessage  string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	ErrorReason  string `protobuf:"bytes,3,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
+	ErrorMessage string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	// time is the leader clock (Command.time, unix ns) when the request was
+	// first applied; the state machine forgets an id once its dedup window
+	// has passed on that clock. 0 in snapshots written before it existed.
+	Time          int64 `protobuf:"varint,5,opt,name=time,proto3" json:"time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1170,6 +1184,13 @@ func (x *RequestRecord) GetErrorMessage() string {
 		return x.ErrorMessage
 	}
 	return ""
+}
+
+func (x *RequestRecord) GetTime() int64 {
+	if x != nil {
+		return x.Time
+	}
+	return 0
 }
 
 type ApplyResponse struct {
@@ -1292,7 +1313,7 @@ const file_raft_proto_rawDesc = "" +
 	"\x05block\x18\x01 \x01(\rR\x05block\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x10\n" +
-	"\x03sum\x18\x04 \x01(\aR\x03sum\"\xeb\x01\n" +
+	"\x03sum\x18\x04 \x01(\aR\x03sum\"\x90\x02\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x1c\n" +
@@ -1301,15 +1322,17 @@ const file_raft_proto_rawDesc = "" +
 	"\x05nodes\x18\x05 \x01(\x04R\x05nodes\x12\x1a\n" +
 	"\brequests\x18\x06 \x01(\x04R\brequests\x12\x14\n" +
 	"\x05blobs\x18\a \x01(\x04R\x05blobs\x12#\n" +
-	"\rpending_blobs\x18\b \x01(\x04R\fpendingBlobs\"I\n" +
+	"\rpending_blobs\x18\b \x01(\x04R\fpendingBlobs\x12#\n" +
+	"\rrequest_clock\x18\t \x01(\x03R\frequestClock\"I\n" +
 	"\fSnapshotBlob\x12!\n" +
 	"\x04blob\x18\x01 \x01(\v2\r.zrpc.v1.BlobR\x04blob\x12\x16\n" +
-	"\x06blocks\x18\x02 \x01(\x04R\x06blocks\"\x83\x01\n" +
+	"\x06blocks\x18\x02 \x01(\x04R\x06blocks\"\x97\x01\n" +
 	"\rRequestRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12!\n" +
 	"\ferror_reason\x18\x03 \x01(\tR\verrorReason\x12#\n" +
-	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\"+\n" +
+	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\x12\x12\n" +
+	"\x04time\x18\x05 \x01(\x03R\x04time\"+\n" +
 	"\rApplyResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision2=\n" +
 	"\bInternal\x121\n" +
