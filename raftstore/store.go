@@ -219,8 +219,9 @@ func (s *Store) Open() (err error) {
 			return err
 		}
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.watchLeadership()
+	go s.trackApplied()
 	return nil
 }
 
