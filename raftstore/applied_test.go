@@ -2,8 +2,10 @@ package raftstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -143,4 +145,59 @@ func TestSkippableStopsAtEntriesTheFSMApplies(t *testing.T) {
 	if err := f.WaitRevision(t.Context(), 14); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestStoreDefaultReadAfterRestartSeesTheReplayedLog: right after a
+// restart, a DEFAULT read is either refused (still replaying) or sees
+// every write acknowledged before the restart, never fewer. STALE reads
+// may see fewer.
+func TestStoreDefaultReadAfterRestartSeesTheReplayedLog(t *testing.T) {
+	const n = 3000
+	cfg := testStoreConfig(t, t.TempDir(), slog.LevelWarn)
+	cfg.NoSync = true
+	cfg.SnapshotThreshold = 1 << 20 // replay everything from the log
+	s := openStore(t, New(cfg))
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 8 {
+				mustStoreApply(t, s, registerCmd(testInstance("api", fmt.Sprint(i), "n1")))
+			}
+		}()
+	}
+	wg.Wait()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := New(cfg)
+	if err := s2.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s2.Close() })
+	reads, refused := 0, 0
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := s2.CheckRead(pb.Consistency_DEFAULT)
+		if err != nil {
+			if !errors.Is(err, ErrStaleRead) {
+				t.Fatalf("DEFAULT read refused with %v, want ErrStaleRead", err)
+			}
+			refused++
+		} else {
+			reads++
+			if insts, rev := s2.FSM().Instances("api"); len(insts) < n {
+				t.Fatalf("DEFAULT read %d after restart saw %d instances at revision %d, want %d", reads, len(insts), rev, n)
+			}
+		}
+		if reads >= 20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d DEFAULT reads allowed within 20s of the restart (%d refused)", reads, refused)
+		}
+	}
+	t.Logf("%d reads refused while replaying", refused)
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -121,6 +122,11 @@ type Store struct {
 	notify    chan bool
 
 	hadState bool // raft state existed when Open ran
+	// replayTo is the last log index stored when Open ran: DEFAULT reads
+	// wait until the replica has applied it, so a restarted agent does not
+	// answer from a replica that has not replayed its log yet.
+	replayTo uint64
+	replayed atomic.Bool
 
 	mu          sync.Mutex
 	leaderFuncs []LeaderFunc
@@ -209,6 +215,9 @@ func (s *Store) Open() (err error) {
 		return fmt.Errorf("read raft state in %s: %w", cfg.Dir, err)
 	}
 	s.hadState = existing
+	if s.replayTo, err = s.logs.LastIndex(); err != nil {
+		return fmt.Errorf("read raft state in %s: %w", cfg.Dir, err)
+	}
 	if s.raft, err = raft.NewRaft(rc, s.fsm, s.logs, s.logs, snaps, s.transport); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -439,14 +448,31 @@ func RaftError(err error) error {
 	return err
 }
 
-// CheckRead reports whether this replica may serve a read of consistency c.
-// For CONSISTENT it must be the leader (else ErrNotLeader: forward) and
-// confirms its leadership with a quorum first.
+// replayWait bounds how long a DEFAULT read waits for a restarted
+// replica to replay its log before it is refused.
+const replayWait = time.Second
+
+// CheckRead is CheckReadContext without a caller's context: its waits are
+// bounded by the store's own limits.
 func (s *Store) CheckRead(c pb.Consistency) error {
+	return s.CheckReadContext(context.Background(), c)
+}
+
+// CheckReadContext reports whether this replica may serve a read of
+// consistency c. STALE reads always may, even from a replica that has not
+// replayed its log after a restart. DEFAULT reads wait (up to replayWait
+// or until ctx ends) until the replica has applied the log it had on disk
+// when the store opened, and need a leader heard from within
+// StaleReadBound. For CONSISTENT it must be the leader (else ErrNotLeader:
+// forward) and confirms its leadership with a quorum first.
+func (s *Store) CheckReadContext(ctx context.Context, c pb.Consistency) error {
 	switch c {
 	case pb.Consistency_STALE:
 		return nil
 	case pb.Consistency_DEFAULT:
+		if err := s.waitReplayed(ctx); err != nil {
+			return err
+		}
 		if s.raft.State() == raft.Leader {
 			return nil
 		}
@@ -464,7 +490,7 @@ func (s *Store) CheckRead(c pb.Consistency) error {
 		if s.raft.State() != raft.Leader {
 			return ErrNotLeader
 		}
-		if err := s.wait(context.Background(), s.raft.VerifyLeader()); err != nil {
+		if err := s.wait(ctx, s.raft.VerifyLeader()); err != nil {
 			return RaftError(err)
 		}
 		s.mu.Lock()
@@ -476,6 +502,28 @@ func (s *Store) CheckRead(c pb.Consistency) error {
 		return nil
 	}
 	return fmt.Errorf("%w: consistency %v", ErrInvalidArgument, c)
+}
+
+// waitReplayed waits, bounded, until the replica has applied everything
+// the log held when the store opened.
+func (s *Store) waitReplayed(ctx context.Context) error {
+	if s.replayed.Load() {
+		return nil
+	}
+	// Entries past the leader's log were never committed: a leader
+	// truncates them, and they are not waited for.
+	target := s.replayTo
+	if last, err := s.logs.LastIndex(); err == nil && last < target {
+		target = last
+	}
+	ctx, cancel := context.WithTimeout(ctx, replayWait)
+	defer cancel()
+	if err := s.fsm.WaitRevision(ctx, target); err != nil {
+		return fmt.Errorf("%w: this agent is still replaying its Raft log after a restart (applied %d of %d); read with consistency=stale to use its replica anyway",
+			ErrStaleRead, s.fsm.Revision(), target)
+	}
+	s.replayed.Store(true)
+	return nil
 }
 
 // IsLeader reports whether this store is the Raft leader.
