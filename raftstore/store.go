@@ -171,7 +171,7 @@ func (s *Store) Open() (err error) {
 	if cfg.NodeID == "" {
 		return fmt.Errorf("%w: raft node id is empty", ErrInvalidArgument)
 	}
-	s.logs, err = OpenBoltStore(BoltOptions{Path: filepath.Join(cfg.Dir, "raft.db"), NoSync: cfg.NoSync})
+	s.logs, err = OpenBoltStore(BoltOptions{Path: filepath.Join(cfg.Dir, "raft.db"), NoSync: cfg.NoSync, Member: cfg.NodeID})
 	if err != nil {
 		return err
 	}
