@@ -48,6 +48,11 @@ func (f *FSM) applyBlobCommit(c *pb.BlobCommit, now int64, rev uint64) error {
 	if err := checkBlobShape(in); err != nil {
 		return err
 	}
+	for i := range in.Blocks {
+		if err := checkDistinctHolders(in, i, nil); err != nil {
+			return err
+		}
+	}
 	if old := f.blobs.byName[in.Name]; old != nil && !c.Overwrite {
 		return fmt.Errorf("%w: blob %q (stored at revision %d); overwrite it explicitly or choose another name",
 			ErrAlreadyExists, in.Name, old.CreateRevision)
@@ -99,6 +104,27 @@ func checkBlobShape(b *pb.Blob) error {
 	return nil
 }
 
+// checkDistinctHolders rejects a block of b that has two shards on one agent:
+// losing that agent would lose both. With only non-nil, just the agents in
+// only are checked, so that a repair is judged by what it places and not
+// refused over an older block it does not touch.
+func checkDistinctHolders(b *pb.Blob, block int, only map[string]bool) error {
+	blk := b.Blocks[block]
+	seen := make(map[string]int, len(blk.Holders))
+	for i := range blk.Holders {
+		node := b.Holder(blk, i)
+		if node == "" || (only != nil && !only[node]) {
+			continue
+		}
+		if first, ok := seen[node]; ok {
+			return fmt.Errorf("%w: blob %q block %d would hold shards %d and %d on the same agent %s",
+				ErrInvalidArgument, b.Name, block, first, i, node)
+		}
+		seen[node] = i
+	}
+	return nil
+}
+
 func (f *FSM) applyBlobAbort(ids []string) {
 	for _, id := range ids {
 		delete(f.blobs.pending, id)
@@ -127,10 +153,23 @@ func (f *FSM) applyBlobShards(c *pb.BlobShards, rev uint64) error {
 		}
 	}
 	blob := proto.Clone(old).(*pb.Blob)
+	placed := make(map[uint32]map[string]bool) // block -> agents placed there
+	var blocks []uint32                        // in command order, for a deterministic error
 	for _, s := range c.Shards {
 		blk := blob.Blocks[s.Block]
 		blk.Holders[s.Index] = blob.HolderRef(s.Node)
 		blk.Sums[s.Index] = s.Sum
+		if placed[s.Block] == nil {
+			placed[s.Block] = make(map[string]bool)
+			blocks = append(blocks, s.Block)
+		}
+		placed[s.Block][s.Node] = true
+	}
+	// Checked on the copy: a rejected command leaves the stored blob as it was.
+	for _, block := range blocks {
+		if err := checkDistinctHolders(blob, int(block), placed[block]); err != nil {
+			return err
+		}
 	}
 	blob.ModRevision = rev
 	f.blobs.put(blob)

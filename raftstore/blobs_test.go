@@ -3,9 +3,12 @@ package raftstore
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -191,5 +194,185 @@ func TestBlobHolders(t *testing.T) {
 	}
 	if ref := b.HolderRef("z"); ref != 4 || b.Nodes[3] != "z" {
 		t.Errorf("HolderRef(z) = %d with nodes %v, want 4 and z appended", ref, b.Nodes)
+	}
+}
+
+func blobShardsCmd(id string, shards ...*pb.ShardPlacement) *pb.Command {
+	return &pb.Command{Kind: &pb.Command_BlobShards{BlobShards: &pb.BlobShards{Id: id, Shards: shards}}}
+}
+
+// TestFSMBlobRefusesTwoShardsOfABlockOnOneAgent: a commit or a repair that
+// would put two shards of one block on the same agent is refused with an
+// error naming the block, and the state does not change.
+func TestFSMBlobRefusesTwoShardsOfABlockOnOneAgent(t *testing.T) {
+	t.Run("commit", func(t *testing.T) {
+		for name, mutate := range map[string]func(b *pb.Blob){
+			"same holder twice":             func(b *pb.Blob) { b.Blocks[1].Holders = []uint32{2, 0, 2} },
+			"one agent under two refs":      func(b *pb.Blob) { b.Nodes = append(b.Nodes, "a"); b.Blocks[1].Holders = []uint32{4, 0, 1} },
+			"missing shards are not agents": nil,
+		} {
+			t.Run(name, func(t *testing.T) {
+				d := newFSMDriver(t, 16)
+				d.mustApply(blobPendingCmd("cc03", "a"))
+				b := testBlob("x", "cc03")
+				b.Blocks[0].Holders = []uint32{1, 0, 0}
+				if mutate == nil {
+					d.mustApply(blobCommitCmd(b, false))
+					return
+				}
+				mutate(b)
+				_, err := d.apply(blobCommitCmd(b, false))
+				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "block 1") {
+					t.Fatalf("commit: %v, want ErrInvalidArgument naming block 1", err)
+				}
+				if d.fsm.Blob("x") != nil || d.fsm.PendingBlob("cc03") == nil {
+					t.Fatal("a rejected commit stored the blob or ended its put")
+				}
+			})
+		}
+	})
+
+	t.Run("repair", func(t *testing.T) {
+		d := newFSMDriver(t, 16)
+		d.mustApply(blobPendingCmd("cc03", "a"))
+		d.mustApply(blobCommitCmd(testBlob("x", "cc03"), false)) // block 1: b, -, a
+		for name, shards := range map[string][]*pb.ShardPlacement{
+			"onto an agent holding another shard": {{Block: 1, Index: 1, Node: "a"}},
+			"two workers, one agent":              {{Block: 1, Index: 1, Node: "d"}, {Block: 0, Index: 0, Node: "d"}, {Block: 1, Index: 2, Node: "d"}},
+		} {
+			stored := d.fsm.Blob("x")
+			want := proto.Clone(stored)
+			_, err := d.apply(blobShardsCmd("cc03", shards...))
+			if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "block 1") {
+				t.Errorf("%s: %v, want ErrInvalidArgument naming block 1", name, err)
+			}
+			if got := d.fsm.Blob("x"); got != stored || !proto.Equal(got, want) {
+				t.Errorf("%s: a rejected repair changed the blob to %v", name, got)
+			}
+		}
+		// An agent that holds no shard of the block may take one.
+		d.mustApply(blobShardsCmd("cc03", &pb.ShardPlacement{Block: 1, Index: 1, Node: "d"}))
+	})
+}
+
+// hugeBlob is the metadata of a 64 GiB blob of 1 MiB blocks at 8+4 shards
+// per block: 65,536 blocks, about 4.6 MB encoded.
+func hugeBlob(name, id string) *pb.Blob {
+	const k, m, blocks = 8, 4, 1 << 16
+	b := &pb.Blob{Name: name, Id: id, DataShards: k, ParityShards: m, BlockSize: 1 << 20, Sha256: bytes.Repeat([]byte{7}, 32)}
+	for i := range 16 {
+		b.Nodes = append(b.Nodes, fmt.Sprintf("agent-%02d", i))
+	}
+	for i := range blocks {
+		blk := &pb.BlobBlock{Len: 1 << 20}
+		for j := range k + m {
+			blk.Holders = append(blk.Holders, uint32(1+(i+j)%len(b.Nodes)))
+			blk.Sums = append(blk.Sums, uint32(i*31+j)|0x80000000)
+		}
+		b.Blocks = append(b.Blocks, blk)
+		b.Size += uint64(blk.Len)
+	}
+	return b
+}
+
+// TestFSMSnapshotOfAHugeBlobRestores: a blob whose metadata is larger than
+// a snapshot record may be survives Snapshot and Restore into a fresh FSM.
+func TestFSMSnapshotOfAHugeBlobRestores(t *testing.T) {
+	d := populatedFSM(t)
+	d.mustApply(blobPendingCmd("ee05", "n1"))
+	big := hugeBlob("models/huge", "ee05")
+	if size := proto.Size(big); size <= maxSnapshotRecord {
+		t.Fatalf("test blob has %d bytes of metadata, want more than a record's %d", size, maxSnapshotRecord)
+	}
+	d.mustApply(blobCommitCmd(big, false))
+	d.mustApply(blobCommitCmd(&pb.Blob{Name: "small", Id: "bb02", Size: 3, Inline: []byte("abc")}, false))
+	d.mustApply(blobPendingCmd("ff06", "n2"))
+	data := snapshotBytes(t, d.fsm)
+
+	f := NewFSM(16)
+	if err := f.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	for _, name := range []string{"models/huge", "small"} {
+		if !proto.Equal(f.Blob(name), d.fsm.Blob(name)) {
+			t.Errorf("restored blob %s differs from the snapshotted one", name)
+		}
+	}
+	if f.BlobByID("ee05") == nil || f.PendingBlob("ff06") == nil {
+		t.Error("restore lost the id index or the pending put")
+	}
+	if diff := diffStates(stateOf(d.fsm), stateOf(f)); diff != "" {
+		t.Errorf("registry state differs after restore:\n%s", diff)
+	}
+	// The stored blob is untouched by writing it out in pieces.
+	if got := d.fsm.Blob("models/huge"); len(got.Blocks) != len(big.Blocks) {
+		t.Errorf("snapshot changed the stored blob: %d blocks, want %d", len(got.Blocks), len(big.Blocks))
+	}
+}
+
+// TestFSMRestoresFormat1Snapshot: snapshots written before blobs were
+// split into block records (one record per blob, even above the record
+// bound) still restore.
+func TestFSMRestoresFormat1Snapshot(t *testing.T) {
+	d := newFSMDriver(t, 16)
+	d.mustApply(nodeUpsertCmd(&pb.Node{Name: "n1"}))
+	d.mustApply(blobPendingCmd("ee05", "n1"))
+	d.mustApply(blobCommitCmd(hugeBlob("models/huge", "ee05"), false))
+	d.mustApply(blobPendingCmd("aa01", "n1"))
+	d.mustApply(blobCommitCmd(testBlob("small", "aa01"), false))
+	d.mustApply(blobPendingCmd("ff06", "n1"))
+
+	blobs, _ := d.fsm.Blobs("")
+	pending := d.fsm.PendingBlobs()
+	var b bytes.Buffer
+	b.WriteString(snapshotMagic)
+	msgs := []proto.Message{&pb.SnapshotHeader{
+		Format: 1, Revision: d.fsm.Revision(), Nodes: 1, Blobs: uint64(len(blobs)), PendingBlobs: uint64(len(pending)),
+	}}
+	msgs = append(msgs, d.fsm.Node("n1"))
+	for _, bl := range blobs {
+		msgs = append(msgs, bl)
+	}
+	for _, p := range pending {
+		msgs = append(msgs, p)
+	}
+	for _, m := range msgs {
+		if _, err := protodelim.MarshalTo(&b, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	f := NewFSM(16)
+	if err := f.Restore(io.NopCloser(&b)); err != nil {
+		t.Fatalf("Restore of a format 1 snapshot: %v", err)
+	}
+	for _, name := range []string{"models/huge", "small"} {
+		if !proto.Equal(f.Blob(name), d.fsm.Blob(name)) {
+			t.Errorf("restored blob %s differs", name)
+		}
+	}
+	if f.PendingBlob("ff06") == nil || f.Node("n1") == nil || f.Revision() != d.fsm.Revision() {
+		t.Error("format 1 restore lost the pending put, the node or the revision")
+	}
+}
+
+// TestFSMSnapshotRefusesOversizedRecord: a record the reader would refuse
+// is not written; Persist fails and cancels the sink instead.
+func TestFSMSnapshotRefusesOversizedRecord(t *testing.T) {
+	d := newFSMDriver(t, 16)
+	inst := testInstance("api", "1", "n1")
+	inst.Metadata = map[string]string{"blob": strings.Repeat("x", maxSnapshotRecord)}
+	d.mustApply(registerCmd(inst))
+	snap, err := d.fsm.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	sink := &memSink{}
+	if err := snap.Persist(sink); err == nil || !strings.Contains(err.Error(), "Instance") {
+		t.Fatalf("Persist: %v, want an error naming the oversized Instance record", err)
+	}
+	if !sink.cancelled {
+		t.Error("Persist did not cancel the sink")
 	}
 }

@@ -58,6 +58,9 @@ type BoltOptions struct {
 	Path    string        // file path, created if missing (mode 0600)
 	NoSync  bool          // for tests/benchmarks only; default false: every StoreLogs/Set is fsynced
 	Timeout time.Duration // how long Open waits for the file lock; 0 (or negative) means 1s
+	// Member is the agent's name, used in the advice of an error about a
+	// damaged file ("NAME" when empty).
+	Member string
 }
 
 // OpenBoltStore opens the store at opts.Path, creating it if missing. An
@@ -89,23 +92,37 @@ func OpenBoltStore(opts BoltOptions) (*BoltStore, error) {
 		return nil, fmt.Errorf("open raft log %s: %w: not a regular file", path, ErrCorruptStore)
 	case fi.Size() == 0:
 		// bbolt would silently initialise an empty file; we never create one.
-		return nil, fmt.Errorf("open raft log %s: %w: not a zrpc raft log (file is empty)", path, ErrCorruptStore)
-	}
-	db, err := bbolt.Open(path, 0o600, bopts)
-	if err != nil {
-		switch {
-		case errors.Is(err, bolterrors.ErrTimeout):
-			return nil, fmt.Errorf("open raft log %s: file is locked after %v, another agent may be using the data dir: %w", path, bopts.Timeout, err)
-		case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrChecksum):
-			return nil, fmt.Errorf("open raft log %s: %w: not a zrpc raft log (not a bbolt file: %w)", path, ErrCorruptStore, err)
+		return nil, corruptErr(path, opts.Member, "not a zrpc raft log: the file is empty")
+	default:
+		if err := checkBoltFile(path, *bopts); err != nil {
+			return nil, openError(path, opts.Member, bopts.Timeout, err)
 		}
-		return nil, fmt.Errorf("open raft log %s: %w", path, err)
+	}
+	db, err := guardBolt(func() (*bbolt.DB, error) { return bbolt.Open(path, 0o600, bopts) })
+	if err != nil {
+		return nil, openError(path, opts.Member, bopts.Timeout, err)
 	}
 	if err := db.View(checkFormat); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open raft log %s: %w", path, err)
 	}
 	return &BoltStore{db: db, path: path}, nil
+}
+
+// openError explains why an existing file could not be opened.
+func openError(path, member string, timeout time.Duration, err error) error {
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return fmt.Errorf("open raft log %s: file is locked after %v, another agent may be using the data dir: %w", path, timeout, err)
+	}
+	var pathErr *fs.PathError
+	if errors.As(err, &pathErr) {
+		return fmt.Errorf("open raft log %s: %w", path, err)
+	}
+	detail := err.Error()
+	if errors.Is(err, bolterrors.ErrInvalid) {
+		detail = "not a bbolt file: " + detail
+	}
+	return corruptErr(path, member, detail)
 }
 
 // createStore builds a fresh store under a temporary name next to path and

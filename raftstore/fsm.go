@@ -9,7 +9,6 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
@@ -29,8 +28,9 @@ type FSM struct {
 	// checked indexes the instances that have a health check, so that
 	// health sweeps cost nothing for the rest.
 	checked map[checkedKey]*pb.Instance
-	// requests remembers the results of recent requests by id, so a write
-	// retried after an ambiguous failure is applied once.
+	// requests remembers the results of recent requests by id for
+	// DedupWindow, so a write retried after an ambiguous failure is
+	// applied once.
 	requests *requestLog
 	blobs    blobState
 	quota    quotaCounts
@@ -43,7 +43,7 @@ type FSM struct {
 // NewFSM returns an empty state machine whose event ring keeps ringSize
 // events for resuming watchers.
 func NewFSM(ringSize int) *FSM {
-	f := &FSM{events: newEventLog(ringSize), requests: newRequestLog(requestLogSize), cluster: newClusterState()}
+	f := &FSM{events: newEventLog(ringSize), requests: newRequestLog(DedupWindow, maxRequestIDs), cluster: newClusterState()}
 	f.reset()
 	return f
 }
@@ -101,6 +101,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			out[i] = fmt.Errorf("%w: decode raft entry %d: %v", ErrInvalidArgument, l.Index, err)
 			continue
 		}
+		f.requests.advance(cmd.Time)
 		if first, ok := f.requests.get(cmd.RequestId); ok {
 			out[i] = first
 			continue
@@ -439,7 +440,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	for _, n := range f.nodes {
 		s.nodes = append(s.nodes, n)
 	}
-	s.requests = f.requests.records()
+	s.requests, s.requestClock = f.requests.records(), f.requests.clock
 	s.cluster = f.cluster.get()
 	for _, b := range f.blobs.byName {
 		s.blobs = append(s.blobs, b)
@@ -478,80 +479,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	for _, p := range st.pending {
 		f.blobs.pending[p.Id] = p
 	}
-	f.requests = newRequestLog(len(f.requests.ring))
-	for _, r := range st.requests {
-		f.requests.put(r.Id, Duplicate{Revision: r.Revision, Err: requestErr(r)})
-	}
+	f.requests = f.requests.restored(st.requests, st.requestClock)
 	f.events.compactTo(f.revision)
 	return nil
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)
-
-// requestLogSize is how many recent request ids the FSM remembers: far more
-// than can be retried within a client's timeout.
-const requestLogSize = 1 << 14
-
-// Duplicate is what Apply returns for a request id it has applied before:
-// the first application's revision and result.
-type Duplicate struct {
-	Revision uint64
-	Err      error
-}
-
-// requestLog is a bounded FIFO of request ids. Every replica evicts in the
-// same order, so duplicate detection is deterministic.
-type requestLog struct {
-	results map[string]Duplicate
-	ring    []string
-	next    int
-}
-
-func newRequestLog(size int) *requestLog {
-	return &requestLog{results: make(map[string]Duplicate, size), ring: make([]string, size)}
-}
-
-func (r *requestLog) get(id string) (Duplicate, bool) {
-	if id == "" {
-		return Duplicate{}, false
-	}
-	d, ok := r.results[id]
-	return d, ok
-}
-
-// records returns the remembered results oldest first, for a snapshot.
-func (r *requestLog) records() []*pb.RequestRecord {
-	var out []*pb.RequestRecord
-	for i := range r.ring {
-		id := r.ring[(r.next+i)%len(r.ring)]
-		if id == "" {
-			continue
-		}
-		d := r.results[id]
-		rec := &pb.RequestRecord{Id: id, Revision: d.Revision}
-		if d.Err != nil {
-			rec.ErrorReason, rec.ErrorMessage = apierr.Reason(d.Err), d.Err.Error()
-		}
-		out = append(out, rec)
-	}
-	return out
-}
-
-func requestErr(r *pb.RequestRecord) error {
-	if r.ErrorMessage == "" && r.ErrorReason == "" {
-		return nil
-	}
-	return apierr.FromReason(r.ErrorReason, r.ErrorMessage)
-}
-
-func (r *requestLog) put(id string, d Duplicate) {
-	if id == "" {
-		return
-	}
-	if old := r.ring[r.next]; old != "" {
-		delete(r.results, old)
-	}
-	r.ring[r.next] = id
-	r.results[id] = d
-	r.next = (r.next + 1) % len(r.ring)
-}

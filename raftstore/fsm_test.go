@@ -883,8 +883,7 @@ func withRequestID(cmd *pb.Command, id string) *pb.Command {
 }
 
 // TestFSMRequestIDs: an entry whose request id was applied before answers
-// with the first result (Duplicate) and changes nothing; the FSM remembers
-// the last requestLogSize ids.
+// with the first result (Duplicate) and changes nothing.
 func TestFSMRequestIDs(t *testing.T) {
 	d := newFSMDriver(t, 64)
 	reg := withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1")
@@ -947,28 +946,6 @@ func TestFSMRequestIDs(t *testing.T) {
 		t.Errorf("batch with a repeated id answered %v", resps)
 	}
 
-	// The window: r1 and r2 are the oldest ids; after requestLogSize-3 more
-	// (r3 is one) all are remembered, one more forgets r1 but not r2.
-	fill := func(n int) {
-		cmds := make([]*pb.Command, n)
-		for i := range cmds {
-			cmds[i] = withRequestID(nodeUpsertCmd(&pb.Node{Name: "n1"}), fmt.Sprint("fill-", d.next, "-", i))
-		}
-		d.mustApplyBatch(cmds...)
-	}
-	fill(requestLogSize - 3)
-	if _, ok := d.fsm.Apply(d.nextLog(reg)).(Duplicate); !ok {
-		t.Fatalf("r1 forgotten with %d newer ids, the log keeps %d", requestLogSize-2, requestLogSize)
-	}
-	fill(1)
-	if _, ok := d.fsm.Apply(d.nextLog(withRequestID(deregisterCmd("api", "nope"), "r2"))).(Duplicate); !ok {
-		t.Errorf("r2 forgotten with %d newer ids, the log keeps %d", requestLogSize-1, requestLogSize)
-	}
-	rev, err := d.apply(reg)
-	if err != nil || d.fsm.Instance("api", "1").ModRevision != rev {
-		t.Errorf("r1 after %d newer ids: %v, mod_revision %d; want it applied anew at %d",
-			requestLogSize, err, d.fsm.Instance("api", "1").ModRevision, rev)
-	}
 }
 
 // TestFSMRequestIDsAcrossRestore: duplicate detection must not depend on

@@ -9,21 +9,34 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
 // Snapshot file layout: a magic line, then length-delimited protobuf
 // messages: one SnapshotHeader with the counts, then that many Nodes,
-// Sessions, Instances, RequestRecords (oldest first), Blobs and
-// BlobPendings, in that order. Snapshots written before blobs existed have
-// zero blob counts and read the same.
+// Sessions, Instances, RequestRecords (oldest first), blobs and
+// BlobPendings, in that order. A blob is a SnapshotBlob (its metadata
+// without blocks) followed by its BlobBlock records, so a record's size
+// does not grow with a blob's: a 64 GiB blob of 1 MiB blocks has 65,536
+// small block records.
+//
+// Format 1, still read, stored each blob as one Blob record with all its
+// blocks, which for a large blob exceeded the bound readers put on a
+// record; its blob records are read with a larger bound. Snapshots written
+// before blobs existed have zero blob counts and read the same.
 const (
 	snapshotMagic  = "zrpc-registry-snapshot\n"
-	snapshotFormat = 1
+	snapshotFormat = 2
 	// maxSnapshotRecord bounds one record so a corrupt length cannot make
-	// Restore allocate without limit.
+	// Restore allocate without limit. The writer refuses to write a larger
+	// one, so whatever it writes can be read back.
 	maxSnapshotRecord = 4 << 20
+	// maxLegacyBlobRecord bounds a whole-blob record of format 1: large
+	// enough for the biggest blob an agent accepts (64 GiB of 1 MiB blocks
+	// at 16+16 shards).
+	maxLegacyBlobRecord = 256 << 20
 )
 
 var errSnapshotFormat = errors.New("not a registry snapshot")
@@ -34,9 +47,12 @@ type fsmSnapshot struct {
 	sessions  []*pb.Session
 	nodes     []*pb.Node
 	requests  []*pb.RequestRecord
-	blobs     []*pb.Blob
-	pending   []*pb.BlobPending
-	cluster   *pb.ClusterInit
+	// requestClock is the request log's clock (RequestRecord times age
+	// against it).
+	requestClock int64
+	blobs        []*pb.Blob
+	pending      []*pb.BlobPending
+	cluster      *pb.ClusterInit
 }
 
 // Persist writes the snapshot to sink; raft calls it off the FSM goroutine.
@@ -63,32 +79,76 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 		Blobs:        uint64(len(s.blobs)),
 		PendingBlobs: uint64(len(s.pending)),
 		Cluster:      s.cluster,
+		RequestClock: s.requestClock,
 	}
-	msgs := []proto.Message{hdr}
+	rw := recordWriter{w: bw}
+	rw.write(hdr)
 	for _, n := range s.nodes {
-		msgs = append(msgs, n)
+		rw.write(n)
 	}
 	for _, ss := range s.sessions {
-		msgs = append(msgs, ss)
+		rw.write(ss)
 	}
 	for _, inst := range s.instances {
-		msgs = append(msgs, inst)
+		rw.write(inst)
 	}
 	for _, r := range s.requests {
-		msgs = append(msgs, r)
+		rw.write(r)
 	}
 	for _, b := range s.blobs {
-		msgs = append(msgs, b)
-	}
-	for _, p := range s.pending {
-		msgs = append(msgs, p)
-	}
-	for _, m := range msgs {
-		if _, err := protodelim.MarshalTo(bw, m); err != nil {
-			return err
+		rw.write(&pb.SnapshotBlob{Blob: withoutBlocks(b), Blocks: uint64(len(b.Blocks))})
+		for _, blk := range b.Blocks {
+			rw.write(blk)
 		}
 	}
+	for _, p := range s.pending {
+		rw.write(p)
+	}
+	if rw.err != nil {
+		return rw.err
+	}
 	return bw.Flush()
+}
+
+// recordWriter writes length-delimited records and keeps the first error.
+type recordWriter struct {
+	w   io.Writer
+	n   int // records written
+	err error
+}
+
+func (rw *recordWriter) write(m proto.Message) {
+	if rw.err != nil {
+		return
+	}
+	if size := proto.Size(m); size > maxSnapshotRecord {
+		rw.err = fmt.Errorf("record %d (%s) has %d bytes, more than the %d a snapshot record may hold",
+			rw.n+1, m.ProtoReflect().Descriptor().Name(), size, maxSnapshotRecord)
+		return
+	}
+	if _, err := protodelim.MarshalTo(rw.w, m); err != nil {
+		rw.err = err
+		return
+	}
+	rw.n++
+}
+
+// withoutBlocks returns a copy of b's fields except its blocks, sharing
+// their values (stored blobs are immutable).
+func withoutBlocks(b *pb.Blob) *pb.Blob {
+	if len(b.Blocks) == 0 {
+		return b
+	}
+	out := &pb.Blob{}
+	dst := out.ProtoReflect()
+	blocks := dst.Descriptor().Fields().ByName("blocks")
+	b.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd != blocks {
+			dst.Set(fd, v)
+		}
+		return true
+	})
+	return out
 }
 
 // Release is a no-op: the snapshot holds only immutable pointers.
@@ -105,10 +165,10 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 	if err := opts.UnmarshalFrom(br, &hdr); err != nil {
 		return nil, fmt.Errorf("read header: %w", err)
 	}
-	if hdr.Format != snapshotFormat {
-		return nil, fmt.Errorf("%w: format %d, want %d", errSnapshotFormat, hdr.Format, snapshotFormat)
+	if hdr.Format != snapshotFormat && hdr.Format != 1 {
+		return nil, fmt.Errorf("%w: format %d, want 1 or %d", errSnapshotFormat, hdr.Format, snapshotFormat)
 	}
-	s := &fsmSnapshot{revision: hdr.Revision, cluster: hdr.Cluster}
+	s := &fsmSnapshot{revision: hdr.Revision, cluster: hdr.Cluster, requestClock: hdr.RequestClock}
 	if s.cluster != nil {
 		if err := checkClusterInit(s.cluster); err != nil {
 			return nil, fmt.Errorf("read header: %w", err)
@@ -146,8 +206,12 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 		s.requests = append(s.requests, r)
 	}
 	for i := uint64(0); i < hdr.Blobs; i++ {
-		b := &pb.Blob{}
-		if err := opts.UnmarshalFrom(br, b); err != nil {
+		read := readBlob
+		if hdr.Format == 1 {
+			read = readLegacyBlob
+		}
+		b, err := read(br, opts)
+		if err != nil {
 			return nil, fmt.Errorf("read blob %d of %d: %w", i+1, hdr.Blobs, err)
 		}
 		if b.Name == "" || b.Id == "" {
@@ -166,4 +230,40 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 		s.pending = append(s.pending, p)
 	}
 	return s, nil
+}
+
+// readBlob reads a blob of format 2: a SnapshotBlob and its blocks.
+func readBlob(br *bufio.Reader, opts protodelim.UnmarshalOptions) (*pb.Blob, error) {
+	var sb pb.SnapshotBlob
+	if err := opts.UnmarshalFrom(br, &sb); err != nil {
+		return nil, err
+	}
+	b := sb.Blob
+	if b == nil {
+		return nil, errors.New("blob record without metadata")
+	}
+	if len(b.Blocks) > 0 {
+		return nil, fmt.Errorf("blob %q has blocks inside its metadata record", b.Name)
+	}
+	// The count comes from the file: grow as records arrive rather than
+	// trusting it for one allocation.
+	b.Blocks = make([]*pb.BlobBlock, 0, min(sb.Blocks, 1<<16))
+	for j := uint64(0); j < sb.Blocks; j++ {
+		blk := &pb.BlobBlock{}
+		if err := opts.UnmarshalFrom(br, blk); err != nil {
+			return nil, fmt.Errorf("blob %q block %d of %d: %w", b.Name, j, sb.Blocks, err)
+		}
+		b.Blocks = append(b.Blocks, blk)
+	}
+	return b, nil
+}
+
+// readLegacyBlob reads a blob of format 1: one record with all its blocks.
+func readLegacyBlob(br *bufio.Reader, opts protodelim.UnmarshalOptions) (*pb.Blob, error) {
+	opts.MaxSize = maxLegacyBlobRecord
+	b := &pb.Blob{}
+	if err := opts.UnmarshalFrom(br, b); err != nil {
+		return nil, err
+	}
+	return b, nil
 }

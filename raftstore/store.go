@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -121,10 +122,18 @@ type Store struct {
 	notify    chan bool
 
 	hadState bool // raft state existed when Open ran
+	// replayTo is the last log index stored when Open ran: DEFAULT reads
+	// wait until the replica has applied it, so a restarted agent does not
+	// answer from a replica that has not replayed its log yet.
+	replayTo uint64
+	replayed atomic.Bool
 
 	mu          sync.Mutex
 	leaderFuncs []LeaderFunc
 	leaderReady bool // this leader has applied everything committed before it
+	// barrier proposes the new leader's barrier; nil means raft's. Tests
+	// replace it to hold a barrier.
+	barrier func(timeout time.Duration) raft.Future
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -162,7 +171,7 @@ func (s *Store) Open() (err error) {
 	if cfg.NodeID == "" {
 		return fmt.Errorf("%w: raft node id is empty", ErrInvalidArgument)
 	}
-	s.logs, err = OpenBoltStore(BoltOptions{Path: filepath.Join(cfg.Dir, "raft.db"), NoSync: cfg.NoSync})
+	s.logs, err = OpenBoltStore(BoltOptions{Path: filepath.Join(cfg.Dir, "raft.db"), NoSync: cfg.NoSync, Member: cfg.NodeID})
 	if err != nil {
 		return err
 	}
@@ -206,6 +215,9 @@ func (s *Store) Open() (err error) {
 		return fmt.Errorf("read raft state in %s: %w", cfg.Dir, err)
 	}
 	s.hadState = existing
+	if s.replayTo, err = s.logs.LastIndex(); err != nil {
+		return fmt.Errorf("read raft state in %s: %w", cfg.Dir, err)
+	}
 	if s.raft, err = raft.NewRaft(rc, s.fsm, s.logs, s.logs, snaps, s.transport); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -216,8 +228,9 @@ func (s *Store) Open() (err error) {
 			return err
 		}
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.watchLeadership()
+	go s.trackApplied()
 	return nil
 }
 
@@ -294,11 +307,15 @@ func (s *Store) watchLeadership() {
 		leaders sync.WaitGroup
 	)
 	stopLeading := func() {
-		cancel()
-		leaders.Wait()
+		// Close the read gate before anything else: the leader functions
+		// may take a while to return, and meanwhile this node may already
+		// lead again without having run its new barrier. Cancelling under
+		// the lock makes lead's check-and-set see the cancellation.
 		s.mu.Lock()
 		s.leaderReady = false
+		cancel()
 		s.mu.Unlock()
+		leaders.Wait()
 	}
 	defer stopLeading()
 	for {
@@ -326,8 +343,12 @@ func (s *Store) watchLeadership() {
 // (a barrier), then starts the leader functions.
 func (s *Store) lead(ctx context.Context, wg *sync.WaitGroup) {
 	s.log.Info("became leader", "node", s.cfg.NodeID)
+	barrier := s.barrier
+	if barrier == nil {
+		barrier = s.raft.Barrier
+	}
 	for {
-		err := s.wait(ctx, s.raft.Barrier(s.cfg.ApplyTimeout))
+		err := s.wait(ctx, barrier(s.cfg.ApplyTimeout))
 		if err == nil {
 			break
 		}
@@ -339,6 +360,10 @@ func (s *Store) lead(ctx context.Context, wg *sync.WaitGroup) {
 		}
 	}
 	s.mu.Lock()
+	if ctx.Err() != nil { // leadership ended while the barrier ran
+		s.mu.Unlock()
+		return
+	}
 	s.leaderReady = true
 	funcs := append([]LeaderFunc(nil), s.leaderFuncs...)
 	s.mu.Unlock()
@@ -423,14 +448,31 @@ func RaftError(err error) error {
 	return err
 }
 
-// CheckRead reports whether this replica may serve a read of consistency c.
-// For CONSISTENT it must be the leader (else ErrNotLeader: forward) and
-// confirms its leadership with a quorum first.
+// replayWait bounds how long a DEFAULT read waits for a restarted
+// replica to replay its log before it is refused.
+const replayWait = time.Second
+
+// CheckRead is CheckReadContext without a caller's context: its waits are
+// bounded by the store's own limits.
 func (s *Store) CheckRead(c pb.Consistency) error {
+	return s.CheckReadContext(context.Background(), c)
+}
+
+// CheckReadContext reports whether this replica may serve a read of
+// consistency c. STALE reads always may, even from a replica that has not
+// replayed its log after a restart. DEFAULT reads wait (up to replayWait
+// or until ctx ends) until the replica has applied the log it had on disk
+// when the store opened, and need a leader heard from within
+// StaleReadBound. For CONSISTENT it must be the leader (else ErrNotLeader:
+// forward) and confirms its leadership with a quorum first.
+func (s *Store) CheckReadContext(ctx context.Context, c pb.Consistency) error {
 	switch c {
 	case pb.Consistency_STALE:
 		return nil
 	case pb.Consistency_DEFAULT:
+		if err := s.waitReplayed(ctx); err != nil {
+			return err
+		}
 		if s.raft.State() == raft.Leader {
 			return nil
 		}
@@ -448,7 +490,7 @@ func (s *Store) CheckRead(c pb.Consistency) error {
 		if s.raft.State() != raft.Leader {
 			return ErrNotLeader
 		}
-		if err := s.wait(context.Background(), s.raft.VerifyLeader()); err != nil {
+		if err := s.wait(ctx, s.raft.VerifyLeader()); err != nil {
 			return RaftError(err)
 		}
 		s.mu.Lock()
@@ -460,6 +502,28 @@ func (s *Store) CheckRead(c pb.Consistency) error {
 		return nil
 	}
 	return fmt.Errorf("%w: consistency %v", ErrInvalidArgument, c)
+}
+
+// waitReplayed waits, bounded, until the replica has applied everything
+// the log held when the store opened.
+func (s *Store) waitReplayed(ctx context.Context) error {
+	if s.replayed.Load() {
+		return nil
+	}
+	// Entries past the leader's log were never committed: a leader
+	// truncates them, and they are not waited for.
+	target := s.replayTo
+	if last, err := s.logs.LastIndex(); err == nil && last < target {
+		target = last
+	}
+	ctx, cancel := context.WithTimeout(ctx, replayWait)
+	defer cancel()
+	if err := s.fsm.WaitRevision(ctx, target); err != nil {
+		return fmt.Errorf("%w: this agent is still replaying its Raft log after a restart (applied %d of %d); read with consistency=stale to use its replica anyway",
+			ErrStaleRead, s.fsm.Revision(), target)
+	}
+	s.replayed.Store(true)
+	return nil
 }
 
 // IsLeader reports whether this store is the Raft leader.

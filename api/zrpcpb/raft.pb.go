@@ -1112,7 +1112,10 @@ type SnapshotHeader struct {
 	Blobs        uint64                 `protobuf:"varint,7,opt,name=blobs,proto3" json:"blobs,omitempty"`
 	PendingBlobs uint64                 `protobuf:"varint,8,opt,name=pending_blobs,json=pendingBlobs,proto3" json:"pending_blobs,omitempty"`
 	// cluster is the cluster's ClusterInit, if one was applied.
-	Cluster       *ClusterInit `protobuf:"bytes,9,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Cluster *ClusterInit `protobuf:"bytes,9,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// request_clock is the state machine's leader clock (the latest
+	// Command.time applied, unix ns), which ages remembered request ids.
+	RequestClock  int64 `protobuf:"varint,10,opt,name=request_clock,json=requestClock,proto3" json:"request_clock,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1210,6 +1213,68 @@ func (x *SnapshotHeader) GetCluster() *ClusterInit {
 	return nil
 }
 
+func (x *SnapshotHeader) GetRequestClock() int64 {
+	if x != nil {
+		return x.RequestClock
+	}
+	return 0
+}
+
+// SnapshotBlob is one blob in a snapshot of format 2: its metadata without
+// blocks, followed by that many BlobBlock records, so that no record grows
+// with the blob's size.
+type SnapshotBlob struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Blob          *Blob                  `protobuf:"bytes,1,opt,name=blob,proto3" json:"blob,omitempty"`
+	Blocks        uint64                 `protobuf:"varint,2,opt,name=blocks,proto3" json:"blocks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotBlob) Reset() {
+	*x = SnapshotBlob{}
+	mi := &file_raft_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotBlob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotBlob) ProtoMessage() {}
+
+func (x *SnapshotBlob) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotBlob.ProtoReflect.Descriptor instead.
+func (*SnapshotBlob) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SnapshotBlob) GetBlob() *Blob {
+	if x != nil {
+		return x.Blob
+	}
+	return nil
+}
+
+func (x *SnapshotBlob) GetBlocks() uint64 {
+	if x != nil {
+		return x.Blocks
+	}
+	return 0
+}
+
 // RequestRecord is one remembered request result in a snapshot, so that a
 // replica restored from it deduplicates retries like the others.
 type RequestRecord struct {
@@ -1218,15 +1283,19 @@ type RequestRecord struct {
 	Revision uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	// error_reason names the API sentinel of the error ("" for success or an
 	// error without one); error_message is its text.
-	ErrorReason   string `protobuf:"bytes,3,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
-	ErrorMessage  string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	ErrorReason  string `protobuf:"bytes,3,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
+	ErrorMessage string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	// time is the leader clock (Command.time, unix ns) when the request was
+	// first applied; the state machine forgets an id once its dedup window
+	// has passed on that clock. 0 in snapshots written before it existed.
+	Time          int64 `protobuf:"varint,5,opt,name=time,proto3" json:"time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_raft_proto_msgTypes[16]
+	mi := &file_raft_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1307,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[16]
+	mi := &file_raft_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1320,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{16}
+	return file_raft_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RequestRecord) GetId() string {
@@ -1282,6 +1351,13 @@ func (x *RequestRecord) GetErrorMessage() string {
 	return ""
 }
 
+func (x *RequestRecord) GetTime() int64 {
+	if x != nil {
+		return x.Time
+	}
+	return 0
+}
+
 type ApplyResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
@@ -1291,7 +1367,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_raft_proto_msgTypes[17]
+	mi := &file_raft_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1379,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[17]
+	mi := &file_raft_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1392,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{17}
+	return file_raft_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -1413,7 +1489,7 @@ const file_raft_proto_rawDesc = "" +
 	"\x05block\x18\x01 \x01(\rR\x05block\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x10\n" +
-	"\x03sum\x18\x04 \x01(\aR\x03sum\"\x9b\x02\n" +
+	"\x03sum\x18\x04 \x01(\aR\x03sum\"\xc0\x02\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x1c\n" +
@@ -1423,12 +1499,18 @@ const file_raft_proto_rawDesc = "" +
 	"\brequests\x18\x06 \x01(\x04R\brequests\x12\x14\n" +
 	"\x05blobs\x18\a \x01(\x04R\x05blobs\x12#\n" +
 	"\rpending_blobs\x18\b \x01(\x04R\fpendingBlobs\x12.\n" +
-	"\acluster\x18\t \x01(\v2\x14.zrpc.v1.ClusterInitR\acluster\"\x83\x01\n" +
+	"\acluster\x18\t \x01(\v2\x14.zrpc.v1.ClusterInitR\acluster\x12#\n" +
+	"\rrequest_clock\x18\n" +
+	" \x01(\x03R\frequestClock\"I\n" +
+	"\fSnapshotBlob\x12!\n" +
+	"\x04blob\x18\x01 \x01(\v2\r.zrpc.v1.BlobR\x04blob\x12\x16\n" +
+	"\x06blocks\x18\x02 \x01(\x04R\x06blocks\"\x97\x01\n" +
 	"\rRequestRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12!\n" +
 	"\ferror_reason\x18\x03 \x01(\tR\verrorReason\x12#\n" +
-	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\"+\n" +
+	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\x12\x12\n" +
+	"\x04time\x18\x05 \x01(\x03R\x04time\"+\n" +
 	"\rApplyResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision2=\n" +
 	"\bInternal\x121\n" +
@@ -1446,7 +1528,7 @@ func file_raft_proto_rawDescGZIP() []byte {
 	return file_raft_proto_rawDescData
 }
 
-var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_raft_proto_goTypes = []any{
 	(*Command)(nil),        // 0: zrpc.v1.Command
 	(*Quota)(nil),          // 1: zrpc.v1.Quota
@@ -1464,20 +1546,21 @@ var file_raft_proto_goTypes = []any{
 	(*ClusterInit)(nil),    // 13: zrpc.v1.ClusterInit
 	(*ShardPlacement)(nil), // 14: zrpc.v1.ShardPlacement
 	(*SnapshotHeader)(nil), // 15: zrpc.v1.SnapshotHeader
-	(*RequestRecord)(nil),  // 16: zrpc.v1.RequestRecord
-	(*ApplyResponse)(nil),  // 17: zrpc.v1.ApplyResponse
-	(*Instance)(nil),       // 18: zrpc.v1.Instance
-	(*Node)(nil),           // 19: zrpc.v1.Node
-	(Health)(0),            // 20: zrpc.v1.Health
-	(*Blob)(nil),           // 21: zrpc.v1.Blob
+	(*SnapshotBlob)(nil),   // 16: zrpc.v1.SnapshotBlob
+	(*RequestRecord)(nil),  // 17: zrpc.v1.RequestRecord
+	(*ApplyResponse)(nil),  // 18: zrpc.v1.ApplyResponse
+	(*Instance)(nil),       // 19: zrpc.v1.Instance
+	(*Node)(nil),           // 20: zrpc.v1.Node
+	(Health)(0),            // 21: zrpc.v1.Health
+	(*Blob)(nil),           // 22: zrpc.v1.Blob
 }
 var file_raft_proto_depIdxs = []int32{
-	18, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
+	19, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
 	2,  // 1: zrpc.v1.Command.deregister:type_name -> zrpc.v1.InstanceRef
 	3,  // 2: zrpc.v1.Command.set_health:type_name -> zrpc.v1.SetHealth
 	5,  // 3: zrpc.v1.Command.session_create:type_name -> zrpc.v1.SessionCreate
 	6,  // 4: zrpc.v1.Command.session_destroy:type_name -> zrpc.v1.SessionDestroy
-	19, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
+	20, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
 	7,  // 6: zrpc.v1.Command.node_remove:type_name -> zrpc.v1.NodeRemove
 	8,  // 7: zrpc.v1.Command.blob_pending:type_name -> zrpc.v1.BlobPending
 	9,  // 8: zrpc.v1.Command.blob_commit:type_name -> zrpc.v1.BlobCommit
@@ -1487,18 +1570,19 @@ var file_raft_proto_depIdxs = []int32{
 	13, // 12: zrpc.v1.Command.cluster_init:type_name -> zrpc.v1.ClusterInit
 	1,  // 13: zrpc.v1.Command.quota:type_name -> zrpc.v1.Quota
 	2,  // 14: zrpc.v1.SetHealth.instances:type_name -> zrpc.v1.InstanceRef
-	20, // 15: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
+	21, // 15: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
 	4,  // 16: zrpc.v1.SessionCreate.session:type_name -> zrpc.v1.Session
-	21, // 17: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
+	22, // 17: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
 	14, // 18: zrpc.v1.BlobShards.shards:type_name -> zrpc.v1.ShardPlacement
 	13, // 19: zrpc.v1.SnapshotHeader.cluster:type_name -> zrpc.v1.ClusterInit
-	0,  // 20: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
-	17, // 21: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
-	21, // [21:22] is the sub-list for method output_type
-	20, // [20:21] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	22, // 20: zrpc.v1.SnapshotBlob.blob:type_name -> zrpc.v1.Blob
+	0,  // 21: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
+	18, // 22: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
+	22, // [22:23] is the sub-list for method output_type
+	21, // [21:22] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_raft_proto_init() }
@@ -1529,7 +1613,7 @@ func file_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_proto_rawDesc), len(file_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,203 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// openCluster starts n stores on loopback, n1 bootstrapping and adding
+// the others as voters, and returns them once every one has a leader.
+func openCluster(t *testing.T, n int) []*Store {
+	t.Helper()
+	log := testLogger(t, slog.LevelWarn)
+	stores := make([]*Store, n)
+	for i := range stores {
+		cfg := testStoreConfig(t, t.TempDir(), slog.LevelWarn)
+		cfg.NodeID = fmt.Sprintf("n%d", i+1)
+		cfg.Bootstrap = i == 0
+		cfg.Logger = log
+		s := New(cfg)
+		if err := s.Open(); err != nil {
+			t.Fatalf("open %s: %v", cfg.NodeID, err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores[i] = s
+	}
+	eventually(t, 10*time.Second, "n1 leads", stores[0].IsLeader)
+	for _, s := range stores[1:] {
+		if err := stores[0].raft.AddVoter(raft.ServerID(s.cfg.NodeID), raft.ServerAddress(s.RaftAddr()), 0, 10*time.Second).Error(); err != nil {
+			t.Fatalf("add voter %s: %v", s.cfg.NodeID, err)
+		}
+	}
+	for _, s := range stores {
+		if err := s.WaitLeader(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return stores
+}
+
+func leaderOf(t *testing.T, stores []*Store) *Store {
+	t.Helper()
+	var leader *Store
+	eventually(t, 10*time.Second, "a leader", func() bool {
+		for _, s := range stores {
+			if s.IsLeader() {
+				leader = s
+				return true
+			}
+		}
+		return false
+	})
+	return leader
+}
+
+// TestFollowerWaitForLeaderCommitAfterLeaderChange: after a leader change
+// and no command since, the new leader's commit index holds only its no-op
+// and barrier; a follower waiting until it has applied that index must not
+// wait for a command that may never come.
+func TestFollowerWaitForLeaderCommitAfterLeaderChange(t *testing.T) {
+	stores := openCluster(t, 3)
+	old := leaderOf(t, stores)
+	for i := range 5 {
+		mustStoreApply(t, old, registerCmd(testInstance("api", fmt.Sprint(i), "n1")))
+	}
+	if err := old.raft.LeadershipTransfer().Error(); err != nil {
+		t.Fatalf("leadership transfer: %v", err)
+	}
+	var leader *Store
+	eventually(t, 10*time.Second, "a new leader past its barrier", func() bool {
+		for _, s := range stores {
+			if s != old && s.CheckRead(pb.Consistency_CONSISTENT) == nil {
+				leader = s
+				return true
+			}
+		}
+		return false
+	})
+	commit := leader.raft.AppliedIndex()
+	for _, s := range stores {
+		if s == leader {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		err := s.FSM().WaitRevision(ctx, commit)
+		cancel()
+		if err != nil {
+			t.Errorf("%s waiting for the leader's commit index %d: %v (its revision is %d)",
+				s.cfg.NodeID, commit, err, s.FSM().Revision())
+		}
+	}
+	// The state did not change: only the revision moved.
+	for _, s := range stores {
+		if insts, _ := s.FSM().AllInstances(); len(insts) != 5 {
+			t.Errorf("%s has %d instances, want 5", s.cfg.NodeID, len(insts))
+		}
+	}
+}
+
+// TestSkippableStopsAtEntriesTheFSMApplies: the revision moves only over
+// entries the FSM never sees, never over a command or configuration raft
+// has handed to the FSM but the FSM may not have applied yet.
+func TestSkippableStopsAtEntriesTheFSMApplies(t *testing.T) {
+	logs := raft.NewInmemStore()
+	types := []raft.LogType{raft.LogNoop, raft.LogBarrier, raft.LogCommand, raft.LogNoop, raft.LogBarrier, raft.LogConfiguration, raft.LogBarrier}
+	for i, typ := range types {
+		if err := logs.StoreLog(&raft.Log{Index: uint64(10 + i), Type: typ}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Indexes: 10 noop, 11 barrier, 12 command, 13 noop, 14 barrier, 15 configuration, 16 barrier.
+	for _, tc := range []struct{ from, applied, want uint64 }{
+		{9, 16, 11},  // stops before the command at 12
+		{9, 10, 10},  // not past what raft applied
+		{12, 16, 14}, // stops before the configuration at 15
+		{15, 16, 16},
+		{16, 16, 16},
+		{16, 20, 16}, // entries not in the log (yet, or compacted)
+		{5, 16, 5},   // 6 is compacted away: nothing known
+	} {
+		if got := skippableTo(logs, tc.from, tc.applied); got != tc.want {
+			t.Errorf("skippableTo(from %d, applied %d) = %d, want %d", tc.from, tc.applied, got, tc.want)
+		}
+	}
+
+	// The FSM moves only from the revision the caller checked.
+	f := NewFSM(16)
+	f.Apply(commandLog(t, 12, registerCmd(testInstance("api", "1", "n1"))))
+	f.skipTo(11, 14)
+	if got := f.Revision(); got != 12 {
+		t.Fatalf("skipTo from a stale revision moved it to %d", got)
+	}
+	f.skipTo(12, 14)
+	if got := f.Revision(); got != 14 {
+		t.Fatalf("skipTo(12, 14): revision %d, want 14", got)
+	}
+	if err := f.WaitRevision(t.Context(), 14); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStoreDefaultReadAfterRestartSeesTheReplayedLog: right after a
+// restart, a DEFAULT read is either refused (still replaying) or sees
+// every write acknowledged before the restart, never fewer. STALE reads
+// may see fewer.
+func TestStoreDefaultReadAfterRestartSeesTheReplayedLog(t *testing.T) {
+	const n = 3000
+	cfg := testStoreConfig(t, t.TempDir(), slog.LevelWarn)
+	cfg.NoSync = true
+	cfg.SnapshotThreshold = 1 << 20 // replay everything from the log
+	s := openStore(t, New(cfg))
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 8 {
+				mustStoreApply(t, s, registerCmd(testInstance("api", fmt.Sprint(i), "n1")))
+			}
+		}()
+	}
+	wg.Wait()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := New(cfg)
+	if err := s2.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s2.Close() })
+	reads, refused := 0, 0
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := s2.CheckRead(pb.Consistency_DEFAULT)
+		if err != nil {
+			if !errors.Is(err, ErrStaleRead) {
+				t.Fatalf("DEFAULT read refused with %v, want ErrStaleRead", err)
+			}
+			refused++
+		} else {
+			reads++
+			if insts, rev := s2.FSM().Instances("api"); len(insts) < n {
+				t.Fatalf("DEFAULT read %d after restart saw %d instances at revision %d, want %d", reads, len(insts), rev, n)
+			}
+		}
+		if reads >= 20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d DEFAULT reads allowed within 20s of the restart (%d refused)", reads, refused)
+		}
+	}
+	t.Logf("%d reads refused while replaying", refused)
+}

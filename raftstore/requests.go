@@ -1,0 +1,141 @@
+package raftstore
+
+import (
+	"time"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// DedupWindow is how long, on the leader clock carried in every command,
+// the state machine remembers a request id and answers a retry of it with
+// the first result. A retry arriving later is applied again. It must cover
+// a client's retries across a leader change (leader_wait plus an
+// election); it is a constant because every replica must forget an id at
+// the same entry, or they would answer one retried entry differently.
+const DedupWindow = 2 * time.Minute
+
+// maxRequestIDs bounds the remembered ids, so memory stays bounded
+// whatever the write rate; past it the oldest are forgotten first, even
+// inside the window.
+const maxRequestIDs = 1 << 20
+
+// Duplicate is what Apply returns for a request id it has applied before:
+// the first application's revision and result.
+type Duplicate struct {
+	Revision uint64
+	Err      error
+}
+
+// requestLog remembers request ids in the order they were applied, each
+// with the leader clock at that time. It depends only on the applied
+// entries (never on the replica's own clock), so every replica forgets
+// the same ids at the same entry.
+type requestLog struct {
+	results map[string]Duplicate
+	queue   []requestEntry // oldest first, from head on
+	head    int
+	// clock is the latest Command.time applied: the leader clock never
+	// goes back here even when a new leader's clock is behind.
+	clock  int64
+	window int64 // nanoseconds
+	max    int
+}
+
+type requestEntry struct {
+	id string
+	at int64 // clock when applied; 0 for an entry restored without a time
+}
+
+func newRequestLog(window time.Duration, max int) *requestLog {
+	return &requestLog{results: make(map[string]Duplicate), window: int64(window), max: max}
+}
+
+// advance moves the clock to now (a command's time) if that is later and
+// forgets the ids whose window has passed. Call it for every command
+// before looking its id up.
+func (r *requestLog) advance(now int64) {
+	if now > r.clock {
+		r.clock = now
+	}
+	if r.clock == 0 {
+		return
+	}
+	// Entries restored from a snapshot that kept no times start their
+	// window at the first clock seen after the restore.
+	for i := r.head; i < len(r.queue) && r.queue[i].at == 0; i++ {
+		r.queue[i].at = r.clock
+	}
+	for r.len() > 0 && r.clock-r.queue[r.head].at > r.window {
+		r.evictOldest()
+	}
+}
+
+func (r *requestLog) len() int { return len(r.queue) - r.head }
+
+func (r *requestLog) evictOldest() {
+	delete(r.results, r.queue[r.head].id)
+	r.queue[r.head] = requestEntry{}
+	r.head++
+	if r.head > len(r.queue)/2 && r.head > 1024 {
+		r.queue = append(r.queue[:0], r.queue[r.head:]...)
+		r.head = 0
+	}
+}
+
+func (r *requestLog) get(id string) (Duplicate, bool) {
+	if id == "" {
+		return Duplicate{}, false
+	}
+	d, ok := r.results[id]
+	return d, ok
+}
+
+// put remembers the result of id, applied at the current clock.
+func (r *requestLog) put(id string, d Duplicate) { r.putAt(id, d, r.clock) }
+
+func (r *requestLog) putAt(id string, d Duplicate, at int64) {
+	if id == "" {
+		return
+	}
+	if _, ok := r.results[id]; ok {
+		return // a duplicate is answered, never stored again
+	}
+	for r.len() >= r.max {
+		r.evictOldest()
+	}
+	r.queue = append(r.queue, requestEntry{id: id, at: at})
+	r.results[id] = d
+}
+
+// records returns the remembered results oldest first, for a snapshot.
+func (r *requestLog) records() []*pb.RequestRecord {
+	out := make([]*pb.RequestRecord, 0, r.len())
+	for _, e := range r.queue[r.head:] {
+		d := r.results[e.id]
+		rec := &pb.RequestRecord{Id: e.id, Revision: d.Revision, Time: e.at}
+		if d.Err != nil {
+			rec.ErrorReason, rec.ErrorMessage = apierr.Reason(d.Err), d.Err.Error()
+		}
+		out = append(out, rec)
+	}
+	return out
+}
+
+// restored returns an empty log with r's window and bound, holding recs
+// (oldest first) and the clock of a snapshot.
+func (r *requestLog) restored(recs []*pb.RequestRecord, clock int64) *requestLog {
+	out := newRequestLog(time.Duration(r.window), r.max)
+	out.clock = clock
+	for _, rec := range recs {
+		out.putAt(rec.Id, Duplicate{Revision: rec.Revision, Err: requestErr(rec)}, rec.Time)
+	}
+	return out
+}
+
+func requestErr(r *pb.RequestRecord) error {
+	if r.ErrorMessage == "" && r.ErrorReason == "" {
+		return nil
+	}
+	return apierr.FromReason(r.ErrorReason, r.ErrorMessage)
+}

@@ -1,0 +1,176 @@
+package raftstore
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// fillRequests applies n distinct requests (node upserts) in batches.
+func fillRequests(d *fsmDriver, n int) {
+	for n > 0 {
+		cmds := make([]*pb.Command, min(n, 1000))
+		for i := range cmds {
+			cmds[i] = withRequestID(nodeUpsertCmd(&pb.Node{Name: "n1"}), fmt.Sprint("fill-", d.next+uint64(i)))
+		}
+		d.mustApplyBatch(cmds...)
+		n -= len(cmds)
+	}
+}
+
+// TestFSMRequestIDsLastForTheDedupWindow: an id is remembered for
+// DedupWindow of leader clock however many requests follow it, and a
+// retry arriving after the window is applied again.
+func TestFSMRequestIDsLastForTheDedupWindow(t *testing.T) {
+	d := newFSMDriver(t, 64)
+	reg := withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1")
+	first := d.mustApply(reg)
+	start := reg.Time
+	fillRequests(d, 20000)
+
+	retry := withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1")
+	retry.Time = start + int64(DedupWindow) // the last moment of the window
+	l := d.nextLog(retry)
+	if dup, ok := d.fsm.Apply(l).(Duplicate); !ok || dup.Revision != first {
+		t.Fatalf("retry within the window after 20000 other requests: %v, want Duplicate at %d", dup, first)
+	}
+	if got := d.fsm.Instance("api", "1").ModRevision; got != first {
+		t.Fatalf("retry within the window applied again: mod_revision %d, want %d", got, first)
+	}
+
+	late := withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1")
+	late.Time = start + int64(DedupWindow) + 1
+	rev, err := d.apply(late)
+	if err != nil || d.fsm.Instance("api", "1").ModRevision != rev {
+		t.Fatalf("retry after the window: %v, mod_revision %d; want it applied anew at %d",
+			err, d.fsm.Instance("api", "1").ModRevision, rev)
+	}
+}
+
+// TestFSMRequestIDsClockNeverGoesBack: a leader whose clock is behind the
+// previous one's does not extend the window of older ids.
+func TestFSMRequestIDsClockNeverGoesBack(t *testing.T) {
+	d := newFSMDriver(t, 64)
+	reg := withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1")
+	d.mustApply(reg)
+	ahead := withRequestID(nodeUpsertCmd(&pb.Node{Name: "n1"}), "r2")
+	ahead.Time = reg.Time + int64(DedupWindow) + 1 // forgets r1
+	d.mustApply(ahead)
+	behind := withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1")
+	behind.Time = reg.Time + 1 // a new leader's clock, behind
+	rev, err := d.apply(behind)
+	if err != nil || d.fsm.Instance("api", "1").ModRevision != rev {
+		t.Fatalf("r1 after the clock passed its window: %v; want it applied anew at %d", err, rev)
+	}
+}
+
+// TestFSMRequestIDsAreBounded: past the bound the oldest ids are forgotten
+// first, even within the window.
+func TestFSMRequestIDsAreBounded(t *testing.T) {
+	d := newFSMDriver(t, 64)
+	d.fsm.requests.max = 100
+	reg := withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1")
+	d.mustApply(reg)
+	r2 := withRequestID(nodeUpsertCmd(&pb.Node{Name: "n2"}), "r2")
+	d.mustApply(r2)
+	fillRequests(d, 98)
+	if _, ok := d.fsm.Apply(d.nextLog(reg)).(Duplicate); !ok {
+		t.Fatal("r1 forgotten with 100 ids remembered")
+	}
+	fillRequests(d, 1)
+	if _, ok := d.fsm.Apply(d.nextLog(r2)).(Duplicate); !ok {
+		t.Fatal("r2 forgotten while r1 was the oldest")
+	}
+	if got := d.fsm.requests.len(); got != 100 {
+		t.Errorf("%d ids remembered, want the bound 100", got)
+	}
+	rev, err := d.apply(reg)
+	if err != nil || d.fsm.Instance("api", "1").ModRevision != rev {
+		t.Fatalf("r1 past the bound: %v; want it applied anew at %d", err, rev)
+	}
+}
+
+// TestFSMRequestWindowSurvivesRestore: a replica rebuilt from a snapshot
+// forgets each id at the same entry as the replica that wrote it.
+func TestFSMRequestWindowSurvivesRestore(t *testing.T) {
+	a := newFSMDriver(t, 64)
+	reg := withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1")
+	a.mustApply(reg)
+	// The clock moves on without a request id to remember.
+	plain := registerCmd(testInstance("api", "2", "n1"))
+	plain.Time = reg.Time + int64(DedupWindow)/2
+	a.mustApply(plain)
+	b := NewFSM(64)
+	restoreBytes(t, b, snapshotBytes(t, a.fsm))
+
+	// A new leader whose clock is behind applies r3; r3's window starts at
+	// the FSM clock, which only the snapshot's stored clock tells b.
+	r3 := withRequestID(registerCmd(testInstance("api", "3", "n1")), "r3")
+	r3.Time = reg.Time + 1000
+	retry := withRequestID(registerCmd(testInstance("api", "3", "n1")), "r3")
+	retry.Time = r3.Time + int64(DedupWindow) + 1
+	for _, cmd := range []*pb.Command{r3, retry} {
+		l := a.nextLog(cmd)
+		want := describeResponse(t, a.fsm.Apply(l))
+		if got := describeResponse(t, b.Apply(l)); got != want {
+			t.Errorf("entry %d (%s at %d) on the restored replica: %s, the original answered %s",
+				l.Index, cmd.RequestId, cmd.Time, got, want)
+		}
+	}
+	if diff := diffStates(stateOf(a.fsm), stateOf(b)); diff != "" {
+		t.Errorf("the restored replica diverged:\n%s", diff)
+	}
+	if got, want := b.requests.records(), a.fsm.requests.records(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("restored request log %v, want %v", got, want)
+	}
+}
+
+func restoreBytes(tb testing.TB, f *FSM, data []byte) {
+	tb.Helper()
+	if err := f.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+		tb.Fatalf("Restore: %v", err)
+	}
+}
+
+// TestFSMRequestIDsFromUntimedSnapshot: ids restored from a snapshot that
+// kept no times (format 1) are remembered for a window starting at the
+// first command after the restore.
+func TestFSMRequestIDsFromUntimedSnapshot(t *testing.T) {
+	var b bytes.Buffer
+	b.WriteString(snapshotMagic)
+	for _, m := range []proto.Message{
+		&pb.SnapshotHeader{Format: 1, Revision: 10, Requests: 1},
+		&pb.RequestRecord{Id: "r1", Revision: 7},
+	} {
+		if _, err := protodelim.MarshalTo(&b, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := newFSMDriver(t, 64)
+	restoreBytes(t, d.fsm, b.Bytes())
+	d.next = 11
+	start := d.mustApply(nodeUpsertCmd(&pb.Node{Name: "n1"})) * 1000 // the driver's clock
+	for _, tc := range []struct {
+		at   int64
+		want string
+	}{
+		{int64(start) + int64(DedupWindow), "duplicate of 7: <nil>"},
+		{int64(start) + int64(DedupWindow) + 1, "applied"},
+	} {
+		cmd := withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1")
+		cmd.Time = tc.at
+		got := "applied"
+		if dup, ok := d.fsm.Apply(d.nextLog(cmd)).(Duplicate); ok {
+			got = fmt.Sprintf("duplicate of %d: %v", dup.Revision, dup.Err)
+		}
+		if got != tc.want {
+			t.Errorf("retry at %d: %s, want %s", tc.at, got, tc.want)
+		}
+	}
+}
