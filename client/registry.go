@@ -37,14 +37,17 @@ func collectReadOptions(opts []ReadOption) readOptions {
 }
 
 // Register creates or replaces (by service and id) an instance and returns it
-// as stored, with the registry revision of the write. Retrying it is safe.
+// as stored, with the registry revision of the write. Every attempt of one
+// call carries the same request id, so a retry on another agent after a lost
+// answer is applied once and answered like the first attempt.
 func (c *Client) Register(ctx context.Context, inst *zrpcpb.Instance) (*zrpcpb.Instance, uint64, error) {
 	if inst == nil {
 		return nil, 0, fmt.Errorf("register: %w: instance is nil", apierr.ErrInvalidArgument)
 	}
+	req := &zrpcpb.RegisterRequest{Instance: inst, RequestId: newRequestID()}
 	var resp *zrpcpb.RegisterResponse
 	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
-		resp, err = ep.registry.Register(ctx, &zrpcpb.RegisterRequest{Instance: inst})
+		resp, err = ep.registry.Register(ctx, req)
 		return err
 	})
 	if err != nil {
@@ -54,13 +57,15 @@ func (c *Client) Register(ctx context.Context, inst *zrpcpb.Instance) (*zrpcpb.I
 }
 
 // Deregister removes an instance and returns the revision of the write. It
-// fails with apierr.ErrNotFound when the instance does not exist, which can
-// also happen when an earlier attempt of the same call removed it but its
-// answer was lost and the call failed over to another agent.
+// fails with apierr.ErrNotFound when the instance does not exist. Every
+// attempt of one call carries the same request id, so when an attempt
+// removed the instance but its answer was lost, the retry on another agent
+// gets the first attempt's answer, not NotFound.
 func (c *Client) Deregister(ctx context.Context, service, id string) (uint64, error) {
+	req := &zrpcpb.DeregisterRequest{Service: service, Id: id, RequestId: newRequestID()}
 	var resp *zrpcpb.DeregisterResponse
 	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
-		resp, err = ep.registry.Deregister(ctx, &zrpcpb.DeregisterRequest{Service: service, Id: id})
+		resp, err = ep.registry.Deregister(ctx, req)
 		return err
 	})
 	if err != nil {

@@ -142,9 +142,14 @@ func retryOnLeader(err error) bool {
 
 // propose commits cmd through the leader and returns its revision.
 //
-// The command gets a request id first: a retry after an ambiguous failure
-// (the leader died after replicating it) is then applied at most once.
+// The command gets a request id first, the client's when ctx carries one
+// (withRequestID): a retry after an ambiguous failure (the leader died after
+// replicating it, or the client lost the answer and asked another agent) is
+// then applied at most once.
 func (n *Node) propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	if cmd.RequestId == "" {
+		cmd.RequestId = requestIDFrom(ctx)
+	}
 	if cmd.RequestId == "" {
 		cmd.RequestId = n.cfg.Name + "-" + newSessionID()
 	}

@@ -62,6 +62,10 @@ func (n *Node) deregister(ctx context.Context, service, id string) (uint64, erro
 }
 
 func (s *registryServer) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
+	ctx, err := withRequestID(ctx, "register", req.RequestId)
+	if err != nil {
+		return nil, err
+	}
 	inst, rev, err := s.n.register(ctx, req.Instance, "")
 	if err != nil {
 		return nil, err
@@ -70,6 +74,10 @@ func (s *registryServer) Register(ctx context.Context, req *pb.RegisterRequest) 
 }
 
 func (s *registryServer) Deregister(ctx context.Context, req *pb.DeregisterRequest) (*pb.DeregisterResponse, error) {
+	ctx, err := withRequestID(ctx, "deregister", req.RequestId)
+	if err != nil {
+		return nil, err
+	}
 	rev, err := s.n.deregister(ctx, req.Service, req.Id)
 	if err != nil {
 		return nil, err
