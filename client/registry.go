@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/zrpcio/zrpc/api/apierr"
@@ -82,19 +83,52 @@ func (c *Client) RenewTTL(ctx context.Context, service, id string) error {
 	})
 }
 
-// Get returns the instances of a service and the revision they reflect.
+// getAttempts bounds how often Get starts over because the service changed
+// between its pages.
+const getAttempts = 5
+
+// Get returns the instances of a service and the revision they reflect. A
+// service too large for one answer comes in pages, which Get follows; when
+// the service changes between two pages, Get starts over, so the instances
+// returned are always one state of the service.
 func (c *Client) Get(ctx context.Context, service string, opts ...ReadOption) ([]*zrpcpb.Instance, uint64, error) {
 	o := collectReadOptions(opts)
-	req := &zrpcpb.GetRequest{Service: service, Consistency: o.consistency, PassingOnly: o.passingOnly}
-	var resp *zrpcpb.GetResponse
-	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
-		resp, err = ep.registry.Get(ctx, req)
-		return err
-	})
-	if err != nil {
-		return nil, 0, err
+	var err error
+	for range getAttempts {
+		var insts []*zrpcpb.Instance
+		var rev uint64
+		insts, rev, err = c.getPages(ctx, &zrpcpb.GetRequest{Service: service, Consistency: o.consistency, PassingOnly: o.passingOnly})
+		if !errors.Is(err, apierr.ErrPageExpired) {
+			return insts, rev, err
+		}
+		c.log.Debug("service changed while reading its pages, starting over", "service", service, "err", err)
 	}
-	return resp.GetInstances(), resp.GetHeader().GetRevision(), nil
+	return nil, 0, fmt.Errorf("get %s: changed during each of %d attempts: %w", service, getAttempts, err)
+}
+
+// getPages reads every page of a Get.
+func (c *Client) getPages(ctx context.Context, req *zrpcpb.GetRequest) ([]*zrpcpb.Instance, uint64, error) {
+	var insts []*zrpcpb.Instance
+	var rev uint64
+	for {
+		var resp *zrpcpb.GetResponse
+		err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+			resp, err = ep.registry.Get(ctx, req)
+			return err
+		})
+		if err != nil {
+			return nil, 0, err
+		}
+		if insts == nil {
+			insts, rev = resp.GetInstances(), resp.GetHeader().GetRevision()
+		} else {
+			insts = append(insts, resp.GetInstances()...)
+		}
+		if resp.GetNextPageToken() == "" {
+			return insts, rev, nil
+		}
+		req.PageToken = resp.GetNextPageToken()
+	}
 }
 
 // List returns a summary of every service and the revision it reflects.

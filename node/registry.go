@@ -125,19 +125,21 @@ func (s *registryServer) read(ctx context.Context, c pb.Consistency, local func(
 		func(conn *grpc.ClientConn) error { return remote(pb.NewRegistryClient(conn)) })
 }
 
+// Get answers one page of a service's instances (see getPage): a service too
+// large for one message takes several.
 func (s *registryServer) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
 	if err := validName("service", req.Service); err != nil {
 		return nil, err
 	}
 	var resp *pb.GetResponse
 	err := s.read(ctx, req.Consistency,
-		func() error {
+		func() (err error) {
 			insts, rev := s.n.store.FSM().Instances(req.Service)
-			if req.PassingOnly {
-				insts = passing(insts)
+			resp, err = getPage(req, insts, rev)
+			if err == nil {
+				resp.Header.ServedBy = s.n.cfg.Name
 			}
-			resp = &pb.GetResponse{Header: s.n.header(rev), Instances: insts}
-			return nil
+			return err
 		},
 		func(c pb.RegistryClient) (err error) {
 			resp, err = c.Get(ctx, req)
@@ -195,8 +197,10 @@ func (s *registryServer) Watch(req *pb.WatchRequest, stream pb.Registry_WatchSer
 			return err
 		}
 		resp.Header.ServedBy = s.n.cfg.Name
-		if err := stream.Send(resp); err != nil {
-			return err
+		for _, part := range watchParts(resp) {
+			if err := stream.Send(part); err != nil {
+				return err
+			}
 		}
 	}
 }

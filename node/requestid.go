@@ -7,10 +7,10 @@ import (
 	"github.com/zrpcio/zrpc/api/apierr"
 )
 
-// maxRequestIDLen bounds a client's request id.
-const maxRequestIDLen = 64
+// maxClientRequestIDLen bounds a client's request id.
+const maxClientRequestIDLen = 64
 
-var requestIDRE = regexp.MustCompile(`^[A-Za-z0-9._:-]+$`)
+var clientRequestIDRE = regexp.MustCompile(`^[A-Za-z0-9._:-]+$`)
 
 // clientRequestID turns the request_id a client sent with a write into the
 // Command.request_id the agent proposes. The id is prefixed with "client/"
@@ -23,10 +23,10 @@ func clientRequestID(kind, id string) (string, error) {
 	if id == "" {
 		return "", nil
 	}
-	if len(id) > maxRequestIDLen {
-		return "", apierr.Invalid("request_id", "is %d bytes, the limit is %d", len(id), maxRequestIDLen)
+	if len(id) > maxClientRequestIDLen {
+		return "", apierr.Invalid("request_id", "is %d bytes, the limit is %d", len(id), maxClientRequestIDLen)
 	}
-	if !requestIDRE.MatchString(id) {
+	if !clientRequestIDRE.MatchString(id) {
 		return "", apierr.Invalid("request_id", "%q may contain only letters, digits, '.', '_', ':' and '-'", id)
 	}
 	return "client/" + kind + "/" + id, nil

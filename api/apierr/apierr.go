@@ -33,6 +33,12 @@ var (
 	ErrCorrupt = errors.New("data corrupt")
 	// ErrNoSpace: an agent's shard store is full.
 	ErrNoSpace = errors.New("no space for shards")
+	// ErrPageExpired: the service changed between two pages of a Get; the
+	// Get must start over from the first page.
+	ErrPageExpired = errors.New("page token expired")
+	// ErrWatchTooSlow: a watcher fell too far behind and its stream was
+	// ended; a new watch resumes from the revision the status names.
+	ErrWatchTooSlow = errors.New("watch too slow")
 )
 
 // entry ties one sentinel to its code and to the text prefix written on the
@@ -55,6 +61,8 @@ var table = []entry{
 	{ErrNotEnoughShards, codes.FailedPrecondition},
 	{ErrCorrupt, codes.DataLoss},
 	{ErrNoSpace, codes.ResourceExhausted},
+	{ErrPageExpired, codes.Aborted},
+	{ErrWatchTooSlow, codes.Aborted},
 }
 
 // reasonKey is the metadata key of the ErrorInfo detail carrying the sentinel.
