@@ -1,7 +1,9 @@
 package client
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client/clienttest"
@@ -17,7 +19,9 @@ const largeService = 1300
 // parts) whole.
 func TestGetAndWatchOfServiceLargerThanOneMessage(t *testing.T) {
 	cl := testcluster.New(t, 1)
-	ctx := testContext(t)
+	// Writing 70 MB through Raft takes a while under -race on a busy machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	if err := clienttest.RegisterLarge(ctx, cl.Registry(0), "big.rpc", largeService); err != nil {
 		t.Fatal(err)
 	}

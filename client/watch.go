@@ -19,7 +19,9 @@ const (
 // service) is delivered whole, once its last part has arrived. When the agent serving it fails, it reopens the watch on the
 // next endpoint from the last revision it delivered, so the caller sees no
 // gap; the agent may then answer with a snapshot (WatchResponse.Snapshot),
-// which replaces what the caller had.
+// which replaces what the caller had. An agent ends the watch of a caller
+// that reads too slowly (apierr.ErrWatchTooSlow); the stream resumes it the
+// same way.
 //
 // Recv must be called from one goroutine at a time; Close may be called from
 // any goroutine.
@@ -94,6 +96,14 @@ func (w *WatchStream) Recv() (*zrpcpb.WatchResponse, error) {
 		}
 		if !resumable(err) {
 			return nil, mapErr(err)
+		}
+		if watchTooSlow(err) {
+			// The agent is fine; this reader fell behind. Everything up to
+			// the revision it names was sent before the error, so w.rev
+			// has reached it.
+			w.c.log.Info("watch too slow, resuming",
+				"endpoint", w.c.endpoints[w.idx].addr, "service", w.service, "from_revision", w.rev, "err", err)
+			continue
 		}
 		w.c.log.Info("watch stream broke, reconnecting",
 			"endpoint", w.c.endpoints[w.idx].addr, "service", w.service, "from_revision", w.rev, "err", err)

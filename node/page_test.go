@@ -65,13 +65,13 @@ func TestGetPages(t *testing.T) {
 func TestWatchPartsBoundBytes(t *testing.T) {
 	big := strings.Repeat("x", 1000)
 	var evs []*pb.Event
-	for i := range 10000 { // about 10 MB
+	for i := range 3000 { // about 3 MB
 		evs = append(evs, &pb.Event{Revision: 7, Instance: &pb.Instance{Service: "s", Id: fmt.Sprintf("i%d", i), Address: big}})
 	}
 	resp := &pb.WatchResponse{Header: &pb.ResponseHeader{Revision: 7}, Snapshot: true, Events: evs}
-	parts := watchParts(resp)
+	parts, _ := watchParts(resp)
 	if len(parts) < 3 {
-		t.Fatalf("10 MB of events went in %d parts, want at least 3 of at most %d bytes", len(parts), maxAnswerBytes)
+		t.Fatalf("10 MB of events went in %d parts, want at least 3 of at most %d bytes", len(parts), maxWatchPartBytes)
 	}
 	total := 0
 	for i, p := range parts {
@@ -79,7 +79,7 @@ func TestWatchPartsBoundBytes(t *testing.T) {
 		for _, ev := range p.Events {
 			size += proto.Size(ev)
 		}
-		if size > maxAnswerBytes || len(p.Events) == 0 {
+		if size > maxWatchPartBytes || len(p.Events) == 0 {
 			t.Fatalf("part %d holds %d events of %d bytes", i, len(p.Events), size)
 		}
 		if p.More != (i < len(parts)-1) || !p.Snapshot || p.Header.Revision != 7 {
@@ -90,7 +90,7 @@ func TestWatchPartsBoundBytes(t *testing.T) {
 	if total != len(evs) {
 		t.Fatalf("parts hold %d events, want %d", total, len(evs))
 	}
-	if small := watchParts(&pb.WatchResponse{Events: evs[:3]}); len(small) != 1 || small[0].More {
+	if small, _ := watchParts(&pb.WatchResponse{Events: evs[:3]}); len(small) != 1 || small[0].More {
 		t.Fatalf("a small response went in %d parts", len(small))
 	}
 }

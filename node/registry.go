@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 
 	"google.golang.org/grpc"
 
@@ -173,7 +174,7 @@ func (s *registryServer) List(ctx context.Context, req *pb.ListRequest) (*pb.Lis
 	return resp, err
 }
 
-// Watch streams registry changes from the local replica.
+// Watch streams registry changes from the local replica (see serveWatch).
 func (s *registryServer) Watch(req *pb.WatchRequest, stream pb.Registry_WatchServer) error {
 	if req.Service != "" {
 		if err := validName("service", req.Service); err != nil {
@@ -188,19 +189,9 @@ func (s *registryServer) Watch(req *pb.WatchRequest, stream pb.Registry_WatchSer
 	defer s.n.metrics.watchers.Dec()
 
 	w := s.n.store.FSM().Watch(req.Service, req.FromRevision)
-	for {
-		resp, err := w.Next(ctx)
-		if err != nil {
-			if s.n.ctx.Err() != nil {
-				return apierr.ErrShuttingDown
-			}
-			return err
-		}
-		resp.Header.ServedBy = s.n.cfg.Name
-		for _, part := range watchParts(resp) {
-			if err := stream.Send(part); err != nil {
-				return err
-			}
-		}
+	err := s.n.serveWatch(ctx, w, req.FromRevision, stream)
+	if s.n.ctx.Err() != nil && !errors.Is(err, apierr.ErrWatchTooSlow) {
+		return apierr.ErrShuttingDown
 	}
+	return err
 }

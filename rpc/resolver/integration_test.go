@@ -353,7 +353,7 @@ func TestDirectResolverBadEntry(t *testing.T) {
 func TestZRPCResolverStartsOnServiceLargerThanOneMessage(t *testing.T) {
 	const n = 1300 // clienttest.LargeInstance: about 54 KB each
 	c := testcluster.New(t, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if err := clienttest.RegisterLarge(ctx, c.Registry(0), "big.rpc", n); err != nil {
 		t.Fatal(err)
@@ -365,7 +365,7 @@ func TestZRPCResolverStartsOnServiceLargerThanOneMessage(t *testing.T) {
 		t.Fatalf("Build: %v", err)
 	}
 	defer r.Close()
-	c.WaitFor(30*time.Second, fmt.Sprintf("the resolver reports %d addresses", n), func() bool {
+	c.WaitFor(time.Minute, fmt.Sprintf("the resolver reports %d addresses", n), func() bool {
 		states, _ := fcc.snapshot()
 		return len(states) > 0 && len(states[len(states)-1].Addresses) == n
 	})
