@@ -21,10 +21,13 @@ const maxWatchPartBytes = 1 << 20
 
 // Default bounds of a watch stream's backlog: what the agent has read from
 // the registry for it but could not send yet, behind the response being
-// sent. A watcher further behind is ended with ErrWatchTooSlow.
+// sent. A watcher further behind is ended with ErrWatchTooSlow. The events
+// are the ring's own (shared by every watcher), so the bounds cost little
+// memory per stream; they are wide enough that a reader keeping up is not
+// cut by a burst of writes read faster than it can be sent.
 const (
-	defaultWatchBacklogEvents = 4096
-	defaultWatchBacklogBytes  = 8 << 20
+	defaultWatchBacklogEvents = 16384
+	defaultWatchBacklogBytes  = 16 << 20
 )
 
 // watchLimits bounds a watch stream's backlog.

@@ -78,7 +78,7 @@ func TestWatchOverGRPCSnapshotThenEventsThenResume(t *testing.T) {
 // ErrWatchTooSlow naming the revision up to which it was sent everything.
 func TestSlowWatchersEndedTooSlowWhileWritesGoOn(t *testing.T) {
 	const (
-		watchers = 50
+		watchers = 200
 		writes   = 400
 	)
 	n := startNode(t, testConfig(t), WithWatchBacklog(64, 1<<20))
