@@ -17,16 +17,18 @@ import (
 // a part of a watch response), far below the 64 MiB message cap.
 const maxAnswerBytes = 4 << 20
 
-// pageToken says where a paged Get goes on: after instance id after, in the
-// state of the service at revision rev, which held count instances.
+// pageToken says where a paged Get of service goes on: after instance id
+// after, in the state of the service at revision rev, which held count
+// instances. Neither names nor ids contain '/'.
 type pageToken struct {
-	rev   uint64
-	count int
-	after string
+	rev     uint64
+	count   int
+	service string
+	after   string
 }
 
 func (t pageToken) encode() string {
-	raw := fmt.Sprintf("%d.%d.%s", t.rev, t.count, t.after)
+	raw := fmt.Sprintf("%d.%d.%s/%s", t.rev, t.count, t.service, t.after)
 	return base64.RawURLEncoding.EncodeToString([]byte(raw))
 }
 
@@ -37,15 +39,16 @@ func decodePageToken(s string) (pageToken, error) {
 		return pageToken{}, bad
 	}
 	parts := strings.SplitN(string(raw), ".", 3)
-	if len(parts) != 3 || parts[2] == "" {
+	if len(parts) != 3 {
 		return pageToken{}, bad
 	}
+	service, after, ok := strings.Cut(parts[2], "/")
 	rev, err1 := strconv.ParseUint(parts[0], 10, 64)
 	count, err2 := strconv.Atoi(parts[1])
-	if err1 != nil || err2 != nil || count < 0 {
+	if !ok || after == "" || err1 != nil || err2 != nil || count < 0 {
 		return pageToken{}, bad
 	}
-	return pageToken{rev: rev, count: count, after: parts[2]}, nil
+	return pageToken{rev: rev, count: count, service: service, after: after}, nil
 }
 
 // unchangedSince reports whether insts (a service's instances at this
@@ -68,11 +71,14 @@ func unchangedSince(insts []*pb.Instance, cur, rev uint64, count int) bool {
 // sorted by id at revision rev: at most pageSize instances (0: no count
 // bound) and maxAnswerBytes, after the token's position.
 func getPage(req *pb.GetRequest, all []*pb.Instance, rev uint64) (*pb.GetResponse, error) {
-	tok := pageToken{rev: rev, count: len(all)}
+	tok := pageToken{rev: rev, count: len(all), service: req.Service}
 	if req.PageToken != "" {
 		t, err := decodePageToken(req.PageToken)
 		if err != nil {
 			return nil, err
+		}
+		if t.service != req.Service {
+			return nil, apierr.Invalid("page_token", "continues a Get of service %s, not %s", t.service, req.Service)
 		}
 		if !unchangedSince(all, rev, t.rev, t.count) {
 			return nil, fmt.Errorf("%w: service %s changed since revision %d of the first page; start the Get over",

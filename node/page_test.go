@@ -54,8 +54,12 @@ func TestGetPages(t *testing.T) {
 		t.Fatalf("next page after a change = %v, want ErrPageExpired", err)
 	}
 
-	for _, tok := range []string{"!!", "bm90LWEtdG9rZW4"} {
-		_, err := c.Get(ctx, &pb.GetRequest{Service: "user.rpc", PageToken: tok})
+	other, err := c.Get(ctx, &pb.GetRequest{Service: "user.rpc", PageSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []string{"!!", "bm90LWEtdG9rZW4", other.NextPageToken} {
+		_, err := c.Get(ctx, &pb.GetRequest{Service: "order.rpc", PageToken: tok})
 		if !errors.Is(apierr.FromStatus(err), apierr.ErrInvalidArgument) || !strings.Contains(err.Error(), "page_token") {
 			t.Fatalf("Get with page_token %q = %v, want InvalidArgument naming page_token", tok, err)
 		}

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 
 	"google.golang.org/grpc"
 
@@ -190,7 +189,7 @@ func (s *registryServer) Watch(req *pb.WatchRequest, stream pb.Registry_WatchSer
 
 	w := s.n.store.FSM().Watch(req.Service, req.FromRevision)
 	err := s.n.serveWatch(ctx, w, req.FromRevision, stream)
-	if s.n.ctx.Err() != nil && !errors.Is(err, apierr.ErrWatchTooSlow) {
+	if s.n.ctx.Err() != nil {
 		return apierr.ErrShuttingDown
 	}
 	return err

@@ -68,13 +68,12 @@ type queuedWatch struct {
 type watchQueue struct {
 	limits watchLimits
 
-	mu       sync.Mutex
-	items    []*queuedWatch
-	events   int    // backlog behind the head
-	bytes    int    // backlog behind the head
-	sent     uint64 // revision of the last response sent whole
-	wake     chan struct{}
-	overflow bool
+	mu     sync.Mutex
+	items  []*queuedWatch
+	events int    // backlog behind the head
+	bytes  int    // backlog behind the head
+	sent   uint64 // revision of the last response sent whole
+	wake   chan struct{}
 }
 
 func newWatchQueue(limits watchLimits, from uint64) *watchQueue {
@@ -82,16 +81,20 @@ func newWatchQueue(limits watchLimits, from uint64) *watchQueue {
 }
 
 // push queues q and reports whether it fit in the backlog. It never waits.
+// Small responses waiting behind the head are sent as one message: the
+// busier the agent, the fewer messages a watcher costs it.
 func (w *watchQueue) push(q *queuedWatch) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.items) > 0 {
 		if w.events+q.events > w.limits.events || w.bytes+q.bytes > w.limits.bytes {
-			w.overflow = true
 			return false
 		}
 		w.events += q.events
 		w.bytes += q.bytes
+	}
+	if n := len(w.items); n > 1 && w.items[n-1].absorb(q) {
+		return true
 	}
 	w.items = append(w.items, q)
 	select {
@@ -185,6 +188,20 @@ func (n *Node) sendWatch(ctx context.Context, q *watchQueue, stream pb.Registry_
 		}
 		q.pop()
 	}
+}
+
+// absorb appends next's events to q when both are single messages of
+// events (no snapshot) that fit in one together.
+func (q *queuedWatch) absorb(next *queuedWatch) bool {
+	if len(q.parts) != 1 || len(next.parts) != 1 || q.parts[0].Snapshot || next.parts[0].Snapshot ||
+		q.bytes+next.bytes > maxWatchPartBytes {
+		return false
+	}
+	merged := q.parts[0]
+	merged.Header = next.parts[0].Header
+	merged.Events = append(merged.Events, next.parts[0].Events...)
+	q.rev, q.events, q.bytes = next.rev, q.events+next.events, q.bytes+next.bytes
+	return true
 }
 
 func newQueuedWatch(resp *pb.WatchResponse) *queuedWatch {

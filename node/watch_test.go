@@ -1,10 +1,12 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -93,7 +95,10 @@ func TestSlowWatchersEndedTooSlowWhileWritesGoOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer slowConn.Close()
-	ctx := ctxT(t)
+	// The writes compete for CPU with sending them to every watcher until
+	// the watchers are cut: give them time on a loaded machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	var streams []pb.Registry_WatchClient
 	for range watchers {
 		s, err := pb.NewRegistryClient(slowConn).Watch(ctx, &pb.WatchRequest{Service: "slow.rpc"})
@@ -140,5 +145,37 @@ func TestSlowWatchersEndedTooSlowWhileWritesGoOn(t *testing.T) {
 			t.Fatalf("watcher %d: received up to revision %d of %d, ended with %q (resume detail %v); want it to name revision %d",
 				i, got, last, st.Message(), resume, got)
 		}
+	}
+}
+
+func TestWatchQueueBoundsTheBacklogBehindTheHead(t *testing.T) {
+	resp := func(rev uint64, n int, snapshot bool) *queuedWatch {
+		r := &pb.WatchResponse{Header: &pb.ResponseHeader{Revision: rev}, Snapshot: snapshot}
+		for range n {
+			r.Events = append(r.Events, &pb.Event{Revision: rev, Instance: &pb.Instance{Id: "x"}})
+		}
+		return newQueuedWatch(r)
+	}
+	q := newWatchQueue(watchLimits{events: 10, bytes: 1 << 20}, 0)
+	if !q.push(resp(5, 100, true)) { // the head: taken whatever its size
+		t.Fatal("an empty queue refused a response")
+	}
+	for rev := uint64(6); rev <= 10; rev++ { // small responses merge behind the head
+		if !q.push(resp(rev, 2, false)) {
+			t.Fatalf("push of revision %d refused with a backlog of %d events", rev, q.events)
+		}
+	}
+	if len(q.items) != 2 || q.items[1].rev != 10 || len(q.items[1].parts[0].Events) != 10 {
+		t.Fatalf("queue holds %d items, want the head and one merged response of 10 events up to revision 10", len(q.items))
+	}
+	if q.push(resp(11, 1, false)) {
+		t.Fatal("a push past the backlog's 10 events was taken")
+	}
+	q.pop()
+	if sent, events, _ := q.backlog(); sent != 5 || events != 0 {
+		t.Fatalf("after sending the head: sent %d, backlog %d events; want 5 and 0", sent, events)
+	}
+	if !q.push(resp(11, 1, false)) {
+		t.Fatal("a push refused behind a new head with an empty backlog")
 	}
 }
