@@ -13,8 +13,8 @@ import (
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
-// maxAnswerBytes bounds the instances or events of one answer (a Get page,
-// a part of a watch response), far below the 64 MiB message cap.
+// maxAnswerBytes bounds the instances of one Get page, far below the 64 MiB
+// message cap.
 const maxAnswerBytes = 4 << 20
 
 // pageToken says where a paged Get of service goes on: after instance id

@@ -14,10 +14,15 @@ import (
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
-// maxWatchPartBytes bounds the events of one watch message. gRPC holds a
-// stream's message in memory until its reader takes it, so this is also
-// about what a reader that stopped reading costs beyond its backlog.
-const maxWatchPartBytes = 1 << 20
+// maxWatchPartBytes bounds the events of one watch message, and
+// maxWatchMergeBytes those of small responses merged into one. gRPC holds
+// a stream's message being sent (plus up to 64 KiB of frames) until its
+// reader takes it, so these also bound what a reader that stopped reading
+// costs beyond its backlog, which holds the ring's shared events.
+const (
+	maxWatchPartBytes  = 256 << 10
+	maxWatchMergeBytes = 32 << 10
+)
 
 // Default bounds of a watch stream's backlog: what the agent has read from
 // the registry for it but could not send yet, behind the response being
@@ -194,7 +199,7 @@ func (n *Node) sendWatch(ctx context.Context, q *watchQueue, stream pb.Registry_
 // events (no snapshot) that fit in one together.
 func (q *queuedWatch) absorb(next *queuedWatch) bool {
 	if len(q.parts) != 1 || len(next.parts) != 1 || q.parts[0].Snapshot || next.parts[0].Snapshot ||
-		q.bytes+next.bytes > maxWatchPartBytes {
+		q.bytes+next.bytes > maxWatchMergeBytes {
 		return false
 	}
 	merged := q.parts[0]

@@ -156,8 +156,8 @@ func TestWatchQueueBoundsTheBacklogBehindTheHead(t *testing.T) {
 		}
 		return newQueuedWatch(r)
 	}
-	q := newWatchQueue(watchLimits{events: 10, bytes: 1 << 20}, 0)
-	if !q.push(resp(5, 100, true)) { // the head: taken whatever its size
+	q := newWatchQueue(watchLimits{events: 10, bytes: 1 << 20}, 0) // 10 events of a few bytes merge
+	if !q.push(resp(5, 100, true)) {                               // the head: taken whatever its size
 		t.Fatal("an empty queue refused a response")
 	}
 	for rev := uint64(6); rev <= 10; rev++ { // small responses merge behind the head

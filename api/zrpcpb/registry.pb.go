@@ -1319,7 +1319,7 @@ type WatchResponse struct {
 	Events   []*Event `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
 	// more is true when the next message continues this response: a snapshot
 	// or a revision too large for one message is sent in parts of at most
-	// about 4 MiB, all but the last with more set. A watcher acts on the parts
+	// about 256 KiB, all but the last with more set. A watcher acts on the parts
 	// together, once the last has arrived.
 	More          bool `protobuf:"varint,4,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
