@@ -156,8 +156,10 @@ func TestWatchQueueBoundsTheBacklogBehindTheHead(t *testing.T) {
 		}
 		return newQueuedWatch(r)
 	}
-	q := newWatchQueue(watchLimits{events: 10, bytes: 1 << 20}, 0) // 10 events of a few bytes merge
-	if !q.push(resp(5, 100, true)) {                               // the head: taken whatever its size
+	// Ten events of a few bytes each merge into one message.
+	q := newWatchQueue(watchLimits{events: 10, bytes: 1 << 20}, 0)
+	// The head is taken whatever its size.
+	if !q.push(resp(5, 100, true)) {
 		t.Fatal("an empty queue refused a response")
 	}
 	for rev := uint64(6); rev <= 10; rev++ { // small responses merge behind the head
