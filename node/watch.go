@@ -174,7 +174,7 @@ func (n *Node) serveWatch(ctx context.Context, w *raftstore.Watcher, from uint64
 		}
 		resp.Header.ServedBy = n.cfg.Name
 		if !q.push(newQueuedWatch(resp)) {
-			return n.watchTooSlow(q, stream)
+			return n.watchTooSlow(q)
 		}
 	}
 }
@@ -218,7 +218,7 @@ func newQueuedWatch(resp *pb.WatchResponse) *queuedWatch {
 // watchTooSlow returns the status that ends a watcher behind its backlog
 // bounds: Aborted, ErrWatchTooSlow's reason and a WatchResume detail
 // naming the revision a new watch continues from without a gap.
-func (n *Node) watchTooSlow(q *watchQueue, stream pb.Registry_WatchServer) error {
+func (n *Node) watchTooSlow(q *watchQueue) error {
 	sent, events, bytes := q.backlog()
 	n.log.Warn("watch too slow, ending it", "sent_revision", sent, "backlog_events", events, "backlog_bytes", bytes)
 	err := apierr.ToStatus(fmt.Errorf("%w, resume from revision %d: %d events (%d bytes) were waiting for the reader, the limit is %d events or %d bytes",
