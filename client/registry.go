@@ -84,8 +84,12 @@ func (c *Client) RenewTTL(ctx context.Context, service, id string) error {
 }
 
 // getAttempts bounds how often Get starts over because the service changed
-// between its pages.
-const getAttempts = 5
+// between its pages; getPageSize is the instances Get asks for per page (an
+// agent also bounds a page to about 4 MiB).
+const (
+	getAttempts = 5
+	getPageSize = 1000
+)
 
 // Get returns the instances of a service and the revision they reflect. A
 // service too large for one answer comes in pages, which Get follows; when
@@ -97,7 +101,9 @@ func (c *Client) Get(ctx context.Context, service string, opts ...ReadOption) ([
 	for range getAttempts {
 		var insts []*zrpcpb.Instance
 		var rev uint64
-		insts, rev, err = c.getPages(ctx, &zrpcpb.GetRequest{Service: service, Consistency: o.consistency, PassingOnly: o.passingOnly})
+		insts, rev, err = c.getPages(ctx, &zrpcpb.GetRequest{
+			Service: service, Consistency: o.consistency, PassingOnly: o.passingOnly, PageSize: getPageSize,
+		})
 		if !errors.Is(err, apierr.ErrPageExpired) {
 			return insts, rev, err
 		}

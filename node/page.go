@@ -14,8 +14,12 @@ import (
 )
 
 // maxAnswerBytes bounds the instances of one Get page, far below the 64 MiB
-// message cap.
-const maxAnswerBytes = 4 << 20
+// message cap; maxUnpagedBytes those of a Get that asks for no pages (a
+// client from before paging), which must fit in one message.
+const (
+	maxAnswerBytes  = 4 << 20
+	maxUnpagedBytes = maxMessage - 1<<20
+)
 
 // pageToken says where a paged Get of service goes on: after instance id
 // after, in the state of the service at revision rev, which held count
@@ -69,8 +73,12 @@ func unchangedSince(insts []*pb.Instance, cur, rev uint64, count int) bool {
 
 // getPage answers one page of a Get from all, the service's instances
 // sorted by id at revision rev: at most pageSize instances (0: no count
-// bound) and maxAnswerBytes, after the token's position.
+// bound) and maxAnswerBytes, after the token's position. A Get with neither
+// page_size nor page_token is answered whole, as before paging, or refused
+// (ErrTooLarge) when the service does not fit in one message: a client
+// that does not page must not take a first page for the whole.
 func getPage(req *pb.GetRequest, all []*pb.Instance, rev uint64) (*pb.GetResponse, error) {
+	paged := req.PageSize > 0 || req.PageToken != ""
 	tok := pageToken{rev: rev, count: len(all), service: req.Service}
 	if req.PageToken != "" {
 		t, err := decodePageToken(req.PageToken)
@@ -98,6 +106,13 @@ func getPage(req *pb.GetRequest, all []*pb.Instance, rev uint64) (*pb.GetRespons
 	size := 0
 	for i := first; i < len(insts); i++ {
 		sz := proto.Size(insts[i])
+		if !paged {
+			if size += sz; size > maxUnpagedBytes {
+				return nil, fmt.Errorf("%w: the %d instances of service %s do not fit in one message; ask for pages (page_size)",
+					apierr.ErrTooLarge, len(insts), req.Service)
+			}
+			continue
+		}
 		full := req.PageSize > 0 && len(resp.Instances) >= int(req.PageSize)
 		if full || (len(resp.Instances) > 0 && size+sz > maxAnswerBytes) {
 			tok.after = resp.Instances[len(resp.Instances)-1].Id
@@ -106,6 +121,9 @@ func getPage(req *pb.GetRequest, all []*pb.Instance, rev uint64) (*pb.GetRespons
 		}
 		resp.Instances = append(resp.Instances, insts[i])
 		size += sz
+	}
+	if !paged {
+		resp.Instances = insts
 	}
 	return resp, nil
 }

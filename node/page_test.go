@@ -98,3 +98,25 @@ func TestWatchPartsBoundBytes(t *testing.T) {
 		t.Fatalf("a small response went in %d parts", len(small))
 	}
 }
+
+// TestGetUnpagedWholeOrTooLarge: a Get that asks for no pages (a client
+// from before paging) gets the whole service, or ErrTooLarge when it does
+// not fit in one message, never a first page taken for the whole.
+func TestGetUnpagedWholeOrTooLarge(t *testing.T) {
+	big := strings.Repeat("x", 1<<20)
+	var insts []*pb.Instance
+	for i := range 70 { // 70 MiB
+		insts = append(insts, &pb.Instance{Service: "big.rpc", Id: fmt.Sprintf("i%02d", i), Address: big})
+	}
+	if _, err := getPage(&pb.GetRequest{Service: "big.rpc"}, insts, 9); !errors.Is(err, apierr.ErrTooLarge) || !strings.Contains(err.Error(), "page_size") {
+		t.Fatalf("unpaged Get of 70 MiB = %v, want ErrTooLarge pointing to page_size", err)
+	}
+	resp, err := getPage(&pb.GetRequest{Service: "big.rpc"}, insts[:10], 9)
+	if err != nil || len(resp.Instances) != 10 || resp.NextPageToken != "" {
+		t.Fatalf("unpaged Get of 10 MiB = %d instances, token %q, %v; want all 10 and no token", len(resp.GetInstances()), resp.GetNextPageToken(), err)
+	}
+	resp, err = getPage(&pb.GetRequest{Service: "big.rpc", PageSize: 100}, insts, 9)
+	if err != nil || len(resp.Instances) != 3 || resp.NextPageToken == "" {
+		t.Fatalf("paged Get of 70 MiB = %d instances, token %q, %v; want a first page of 3 (4 MiB) and a token", len(resp.GetInstances()), resp.GetNextPageToken(), err)
+	}
+}

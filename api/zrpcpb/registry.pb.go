@@ -897,9 +897,10 @@ type GetRequest struct {
 	Service     string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
 	Consistency Consistency            `protobuf:"varint,2,opt,name=consistency,proto3,enum=zrpc.v1.Consistency" json:"consistency,omitempty"`
 	PassingOnly bool                   `protobuf:"varint,3,opt,name=passing_only,json=passingOnly,proto3" json:"passing_only,omitempty"`
-	// page_size bounds the instances of one answer; zero means no count
-	// bound. An answer is also bounded in bytes (about 4 MiB), so a large
-	// service always takes several pages.
+	// page_size bounds the instances of one answer, which is also bounded in
+	// bytes (about 4 MiB), so a large service takes several pages. Zero
+	// with no page_token asks for the whole service in one answer, which
+	// fails with RESOURCE_EXHAUSTED when it does not fit in one message.
 	PageSize uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// page_token continues a paged Get: the next_page_token of the previous
 	// answer. Empty starts at the first page.
