@@ -182,7 +182,7 @@ func TestBackoffDelay(t *testing.T) {
 func TestWatchAssemblesParts(t *testing.T) {
 	part := func(rev uint64, id string, more bool) *zrpcpb.WatchResponse {
 		return &zrpcpb.WatchResponse{
-			Header: &zrpcpb.ResponseHeader{Revision: rev}, Snapshot: true, More: more,
+			Header: &zrpcpb.ResponseHeader{Revision: rev}, Snapshot: id == "a", More: more,
 			Events: []*zrpcpb.Event{{Type: zrpcpb.Event_PUT, Revision: rev, Instance: &zrpcpb.Instance{Service: "user.rpc", Id: id}}},
 		}
 	}
@@ -225,7 +225,7 @@ func TestWatchAssemblesParts(t *testing.T) {
 		for _, ev := range got.Events {
 			ids = append(ids, ev.Instance.Id)
 		}
-		if got.More || got.Header.Revision != want.rev || strings.Join(ids, ",") != want.ids {
+		if got.More || got.Snapshot != (want.rev == 5) || got.Header.Revision != want.rev || strings.Join(ids, ",") != want.ids {
 			t.Fatalf("Recv = revision %d, more %v, ids %v; want revision %d with %s", got.Header.Revision, got.More, ids, want.rev, want.ids)
 		}
 	}

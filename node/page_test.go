@@ -86,7 +86,7 @@ func TestWatchPartsBoundBytes(t *testing.T) {
 		if size > maxWatchPartBytes || len(p.Events) == 0 {
 			t.Fatalf("part %d holds %d events of %d bytes", i, len(p.Events), size)
 		}
-		if p.More != (i < len(parts)-1) || !p.Snapshot || p.Header.Revision != 7 {
+		if p.More != (i < len(parts)-1) || p.Snapshot != (i == 0) || p.Header.Revision != 7 {
 			t.Fatalf("part %d of %d: more %v, snapshot %v, revision %d", i, len(parts), p.More, p.Snapshot, p.Header.Revision)
 		}
 		total += len(p.Events)

@@ -241,7 +241,7 @@ func watchParts(resp *pb.WatchResponse) ([]*pb.WatchResponse, int) {
 	for i, ev := range resp.Events {
 		sz := proto.Size(ev)
 		if i > start && size+sz > maxWatchPartBytes {
-			parts = append(parts, watchPart(resp, resp.Events[start:i], true))
+			parts = append(parts, watchPart(resp, resp.Events[start:i], parts == nil, true))
 			start, size = i, 0
 		}
 		size += sz
@@ -250,9 +250,12 @@ func watchParts(resp *pb.WatchResponse) ([]*pb.WatchResponse, int) {
 	if parts == nil {
 		return []*pb.WatchResponse{resp}, total
 	}
-	return append(parts, watchPart(resp, resp.Events[start:], false)), total
+	return append(parts, watchPart(resp, resp.Events[start:], false, false)), total
 }
 
-func watchPart(resp *pb.WatchResponse, evs []*pb.Event, more bool) *pb.WatchResponse {
-	return &pb.WatchResponse{Header: resp.Header, Snapshot: resp.Snapshot, Events: evs, More: more}
+// watchPart is one part of resp. Only the first part of a snapshot is
+// marked snapshot: a reader that does not know more (a client from before
+// parts) then applies the later parts as events and ends with the whole.
+func watchPart(resp *pb.WatchResponse, evs []*pb.Event, first, more bool) *pb.WatchResponse {
+	return &pb.WatchResponse{Header: resp.Header, Snapshot: resp.Snapshot && first, Events: evs, More: more}
 }

@@ -1321,7 +1321,9 @@ type WatchResponse struct {
 	// more is true when the next message continues this response: a snapshot
 	// or a revision too large for one message is sent in parts of at most
 	// about 256 KiB, all but the last with more set. A watcher acts on the parts
-	// together, once the last has arrived.
+	// together, once the last has arrived. Only the first part of a snapshot
+	// has snapshot set, so a reader that does not know more applies the
+	// later parts as events.
 	More          bool `protobuf:"varint,4,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
