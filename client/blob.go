@@ -271,9 +271,10 @@ func (c *Client) ListBlobs(ctx context.Context, prefix string) ([]*zrpcpb.BlobSu
 // DeleteBlob removes a blob; its shards are deleted in the background. The
 // answer carries the revision of the delete.
 func (c *Client) DeleteBlob(ctx context.Context, name string) (*zrpcpb.BlobDeleteResponse, error) {
+	req := &zrpcpb.BlobDeleteRequest{Name: name, RequestId: newRequestID()}
 	var resp *zrpcpb.BlobDeleteResponse
 	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
-		resp, err = zrpcpb.NewBlobsClient(ep.conn).Delete(ctx, &zrpcpb.BlobDeleteRequest{Name: name})
+		resp, err = zrpcpb.NewBlobsClient(ep.conn).Delete(ctx, req)
 		return err
 	})
 	return resp, err

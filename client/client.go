@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,7 +75,7 @@ func New(cfg Config) (*Client, error) {
 }
 
 func dialOptions(cfg Config) []grpc.DialOption {
-	return []grpc.DialOption{
+	return append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                10 * time.Second,
@@ -90,7 +92,7 @@ func dialOptions(cfg Config) []grpc.DialOption {
 			},
 			MinConnectTimeout: cfg.DialTimeout,
 		}),
-	}
+	}, cfg.dialOptions...)
 }
 
 // Endpoints returns the agent addresses the client was configured with.
@@ -124,10 +126,10 @@ func (c *Client) Close() error {
 // endpoint that answers becomes the current one. Errors are mapped with
 // mapErr so that errors.Is works with the apierr sentinels.
 //
-// Every unary call is retried on Unavailable, writes included: Register is an
-// idempotent upsert and RenewTTL is harmless to repeat, but a Deregister that
-// reached an agent whose answer was lost may be retried and then fail with
-// apierr.ErrNotFound although the instance is gone as asked.
+// Every unary call is retried on Unavailable, writes included: each write
+// request carries a request id minted once per call (newRequestID), so an
+// agent applies a retried write once and answers it like the first attempt;
+// RenewTTL is harmless to repeat.
 func (c *Client) call(ctx context.Context, fn func(context.Context, *endpoint) error) error {
 	if c.closing.Err() != nil {
 		return ErrClosed
@@ -155,6 +157,15 @@ func (c *Client) call(ctx context.Context, fn func(context.Context, *endpoint) e
 		lastErr = err
 	}
 	return fmt.Errorf("no agent answered at %s: %w", strings.Join(c.cfg.Endpoints, ","), mapErr(lastErr))
+}
+
+// newRequestID returns the request id of one write call: 128 random bits,
+// so that no two calls of any clients share one. Every attempt of the call
+// sends it.
+func newRequestID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // cancelOnClose calls cancel(ErrClosed) when c is closed, and stops watching c

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -218,5 +220,42 @@ func TestFromDetail(t *testing.T) {
 	}
 	if err := fromDetail(nil); err != nil {
 		t.Errorf("fromDetail(nil) = %v, want nil", err)
+	}
+}
+
+// TestGetFollowsPagesAndStartsOverWhenExpired: Get reads every page, and
+// reads them again from the first when the service changed between two.
+func TestGetFollowsPagesAndStartsOverWhenExpired(t *testing.T) {
+	var mu sync.Mutex
+	var tokens []string
+	agent := (&clienttest.Agent{OnGet: func(_ context.Context, req *zrpcpb.GetRequest) (*zrpcpb.GetResponse, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		tokens = append(tokens, req.PageToken)
+		page := func(rev uint64, id, next string) *zrpcpb.GetResponse {
+			return &zrpcpb.GetResponse{Header: &zrpcpb.ResponseHeader{Revision: rev}, Instances: []*zrpcpb.Instance{{Id: id}}, NextPageToken: next}
+		}
+		switch {
+		case len(tokens) == 2: // the service changed after the first page
+			return nil, apierr.ToStatus(fmt.Errorf("%w: changed", apierr.ErrPageExpired))
+		case req.PageToken == "":
+			return page(uint64(len(tokens)), "a", "t1"), nil
+		case req.PageToken == "t1":
+			return page(0, "b", "t2"), nil
+		default:
+			return page(0, "c", ""), nil
+		}
+	}}).Start(t)
+	c := newTestClient(t, agent.Addr)
+	insts, rev, err := c.Get(testContext(t), "user.rpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, in := range insts {
+		ids = append(ids, in.Id)
+	}
+	if got := strings.Join(ids, ","); got != "a,b,c" || fmt.Sprint(tokens) != "[ t1  t1 t2]" {
+		t.Fatalf("Get = %s at %d after requests with tokens %q; want a,b,c after [\"\" t1 \"\" t1 t2]", got, rev, tokens)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"google.golang.org/grpc"
 )
 
 // DefaultDialTimeout bounds one connection attempt to an agent.
@@ -21,6 +23,10 @@ type Config struct {
 	// Logger receives failover (Debug) and watch reconnect (Info) records;
 	// nil discards them.
 	Logger *slog.Logger
+
+	// dialOptions are added to every connection's; tests inject faults
+	// with them.
+	dialOptions []grpc.DialOption
 }
 
 // Validate reports whether c can build a Client. It checks shapes only: it
@@ -49,5 +55,6 @@ func (c Config) withDefaults() Config {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	c.Endpoints = append([]string(nil), c.Endpoints...)
+	c.dialOptions = append([]grpc.DialOption(nil), c.dialOptions...)
 	return c
 }

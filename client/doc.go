@@ -4,8 +4,12 @@
 //
 // A Client holds one lazily dialled gRPC connection per agent endpoint. Unary
 // calls fail over to the next endpoint when an agent is unreachable or answers
-// codes.Unavailable; a WatchStream resumes across agent failures without gaps;
-// a Session does not reconnect (the rpc package above it re-registers).
+// codes.Unavailable; a write keeps its request id across those attempts, so
+// it is applied once. Get follows an agent's pages and a WatchStream
+// assembles responses sent in parts, so a service of any size reads whole. A
+// WatchStream resumes without gaps across agent failures and when an agent
+// ends it for reading too slowly; a Session does not reconnect (the rpc
+// package above it re-registers).
 // Errors from the agent wrap the sentinels of api/apierr, so callers branch
 // with errors.Is(err, apierr.ErrNotFound).
 //

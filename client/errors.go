@@ -20,9 +20,16 @@ func retryable(err error) bool {
 }
 
 // resumable reports whether a broken watch stream should be reopened: the
-// agent went away (Unavailable) or ended the stream without an error (EOF).
+// agent went away (Unavailable), ended the stream without an error (EOF), or
+// ended it because the reader fell too far behind (ErrWatchTooSlow).
 func resumable(err error) bool {
-	return errors.Is(err, io.EOF) || status.Code(err) == codes.Unavailable
+	return errors.Is(err, io.EOF) || status.Code(err) == codes.Unavailable || watchTooSlow(err)
+}
+
+// watchTooSlow reports whether err is an agent ending a watch whose reader
+// fell behind; the stream's last revision received is where to resume.
+func watchTooSlow(err error) bool {
+	return errors.Is(mapErr(err), apierr.ErrWatchTooSlow)
 }
 
 // mapErr turns an error from an RPC into one that wraps its apierr sentinel.

@@ -15,10 +15,13 @@ const (
 )
 
 // WatchStream delivers the registry events of one service (or of all) in
-// revision order. When the agent serving it fails, it reopens the watch on the
+// revision order. A response the agent sent in parts (a snapshot of a large
+// service) is delivered whole, once its last part has arrived. When the agent serving it fails, it reopens the watch on the
 // next endpoint from the last revision it delivered, so the caller sees no
 // gap; the agent may then answer with a snapshot (WatchResponse.Snapshot),
-// which replaces what the caller had.
+// which replaces what the caller had. An agent ends the watch of a caller
+// that reads too slowly (apierr.ErrWatchTooSlow); the stream resumes it the
+// same way.
 //
 // Recv must be called from one goroutine at a time; Close may be called from
 // any goroutine.
@@ -33,8 +36,9 @@ type WatchStream struct {
 	rev      uint64 // last revision delivered; the next open resumes after it
 	idx      int    // endpoint of the current stream
 	stream   zrpcpb.Registry_WatchClient
-	sctx     context.CancelFunc // cancels the current stream
-	failures int                // consecutive failed opens, for backoff
+	sctx     context.CancelFunc    // cancels the current stream
+	failures int                   // consecutive failed opens, for backoff
+	parts    *zrpcpb.WatchResponse // parts received of a response sent in several
 }
 
 // Watch opens a watch of service (empty: every service) for events after
@@ -79,6 +83,9 @@ func (w *WatchStream) Recv() (*zrpcpb.WatchResponse, error) {
 		}
 		resp, err := w.stream.Recv()
 		if err == nil {
+			if resp = w.assemble(resp); resp == nil {
+				continue
+			}
 			w.advance(resp)
 			w.failures = 0
 			return resp, nil
@@ -89,6 +96,14 @@ func (w *WatchStream) Recv() (*zrpcpb.WatchResponse, error) {
 		}
 		if !resumable(err) {
 			return nil, mapErr(err)
+		}
+		if watchTooSlow(err) {
+			// The agent is fine; this reader fell behind. Everything up to
+			// the revision it names was sent before the error, so w.rev
+			// has reached it.
+			w.c.log.Info("watch too slow, resuming",
+				"endpoint", w.c.endpoints[w.idx].addr, "service", w.service, "from_revision", w.rev, "err", err)
+			continue
 		}
 		w.c.log.Info("watch stream broke, reconnecting",
 			"endpoint", w.c.endpoints[w.idx].addr, "service", w.service, "from_revision", w.rev, "err", err)
@@ -105,6 +120,29 @@ func (w *WatchStream) Close() error {
 // Revision returns the last revision delivered (or the starting revision).
 // Like Recv, it must not be called concurrently with Recv.
 func (w *WatchStream) Revision() uint64 { return w.rev }
+
+// assemble collects the parts of a response the agent sent in several
+// messages (WatchResponse.More): it returns nil until the last part has
+// arrived, then the whole response (More unset). A stream that breaks
+// between parts drops them (dropStream) and resumes before the response.
+func (w *WatchStream) assemble(part *zrpcpb.WatchResponse) *zrpcpb.WatchResponse {
+	if part.GetMore() {
+		if w.parts == nil {
+			w.parts = part
+		} else {
+			w.parts.Events = append(w.parts.Events, part.GetEvents()...)
+		}
+		return nil
+	}
+	if w.parts == nil {
+		return part
+	}
+	whole := w.parts
+	w.parts = nil
+	whole.Header, whole.More = part.GetHeader(), false
+	whole.Events = append(whole.Events, part.GetEvents()...)
+	return whole
+}
 
 // advance records the revision a response reflects: its header revision, or
 // its last event's when the header is older.
@@ -190,7 +228,7 @@ func (w *WatchStream) dropStream() {
 	if w.sctx != nil {
 		w.sctx()
 	}
-	w.stream, w.sctx = nil, nil
+	w.stream, w.sctx, w.parts = nil, nil, nil
 }
 
 // sleep waits d or until the watch stops.

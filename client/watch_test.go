@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -172,5 +173,63 @@ func TestBackoffDelay(t *testing.T) {
 	}
 	if d := backoffDelay(30); d < watchBackoffMax/2 {
 		t.Fatalf("backoffDelay(30) = %s, want capped near %s", d, watchBackoffMax)
+	}
+}
+
+// TestWatchAssemblesParts: a response sent in parts is delivered once,
+// whole; parts of a response cut off by a broken stream are dropped and the
+// watch resumes before that response.
+func TestWatchAssemblesParts(t *testing.T) {
+	part := func(rev uint64, id string, more bool) *zrpcpb.WatchResponse {
+		return &zrpcpb.WatchResponse{
+			Header: &zrpcpb.ResponseHeader{Revision: rev}, Snapshot: id == "a", More: more,
+			Events: []*zrpcpb.Event{{Type: zrpcpb.Event_PUT, Revision: rev, Instance: &zrpcpb.Instance{Service: "user.rpc", Id: id}}},
+		}
+	}
+	rec := &watchRecorder{}
+	serve := func(req *zrpcpb.WatchRequest, stream zrpcpb.Registry_WatchServer) error {
+		var sends []*zrpcpb.WatchResponse
+		switch rec.record(req) {
+		case 1: // a whole snapshot in three parts, then half of the next one
+			sends = []*zrpcpb.WatchResponse{part(5, "a", true), part(5, "b", true), part(5, "c", false), part(8, "d", true)}
+		default:
+			sends = []*zrpcpb.WatchResponse{part(9, "d", true), part(9, "e", false)}
+		}
+		for _, r := range sends {
+			if err := stream.Send(r); err != nil {
+				return err
+			}
+		}
+		if len(rec.calls()) == 1 {
+			return status.Error(codes.Unavailable, "stream killed")
+		}
+		<-stream.Context().Done()
+		return nil
+	}
+	agent := (&clienttest.Agent{OnWatch: serve}).Start(t)
+	c := newTestClient(t, agent.Addr)
+	w, err := c.Watch(testContext(t), "user.rpc", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for _, want := range []struct {
+		rev uint64
+		ids string
+	}{{5, "a,b,c"}, {9, "d,e"}} {
+		got, err := w.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, ev := range got.Events {
+			ids = append(ids, ev.Instance.Id)
+		}
+		if got.More || got.Snapshot != (want.rev == 5) || got.Header.Revision != want.rev || strings.Join(ids, ",") != want.ids {
+			t.Fatalf("Recv = revision %d, more %v, ids %v; want revision %d with %s", got.Header.Revision, got.More, ids, want.rev, want.ids)
+		}
+	}
+	if calls := rec.calls(); len(calls) != 2 || calls[1] != 5 {
+		t.Fatalf("from_revision of Watch calls = %v, want [0 5]", calls)
 	}
 }

@@ -153,6 +153,10 @@ func (s *blobsServer) List(ctx context.Context, req *pb.BlobListRequest) (*pb.Bl
 }
 
 func (s *blobsServer) Delete(ctx context.Context, req *pb.BlobDeleteRequest) (*pb.BlobDeleteResponse, error) {
+	ctx, err := withRequestID(ctx, "blob-delete", req.RequestId)
+	if err != nil {
+		return nil, err
+	}
 	rev, err := s.n.blobs.Delete(ctx, req.Name)
 	if err != nil {
 		return nil, err

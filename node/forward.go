@@ -173,13 +173,17 @@ func retryOnLeader(err error) bool {
 
 // propose commits cmd through the leader and returns its revision.
 //
-// The command gets a request id first: a retry after an ambiguous failure
-// (the leader died after replicating it) is then applied at most once. A
-// forwarded attempt is bounded by what is left of leader_wait (at least a
-// second): a leader that went silent without closing its connection fails
-// the write with Unavailable then, not when the caller's deadline (if any)
-// or keepalive ends it.
+// The command gets a request id first, the client's when ctx carries one
+// (withRequestID): a retry after an ambiguous failure (the leader died after
+// replicating it, or the client lost the answer and asked another agent) is
+// then applied at most once. A forwarded attempt is bounded by what is left
+// of leader_wait (at least a second): a leader that went silent without
+// closing its connection fails the write with Unavailable then, not when
+// the caller's deadline (if any) or keepalive ends it.
 func (n *Node) propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	if cmd.RequestId == "" {
+		cmd.RequestId = requestIDFrom(ctx)
+	}
 	if cmd.RequestId == "" {
 		cmd.RequestId = n.cfg.Name + "-" + newSessionID()
 	}

@@ -79,6 +79,7 @@ type options struct {
 	raftNoSync      bool
 	dialer          func(ctx context.Context, addr string) (net.Conn, error)
 	gossipTransport memberlist.Transport
+	watchBacklog    watchLimits
 }
 
 // WithLogger sets the agent's logger (default: discard).

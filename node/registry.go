@@ -62,6 +62,10 @@ func (n *Node) deregister(ctx context.Context, service, id string) (uint64, erro
 }
 
 func (s *registryServer) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
+	ctx, err := withRequestID(ctx, "register", req.RequestId)
+	if err != nil {
+		return nil, err
+	}
 	inst, rev, err := s.n.register(ctx, req.Instance, "")
 	if err != nil {
 		return nil, err
@@ -70,6 +74,10 @@ func (s *registryServer) Register(ctx context.Context, req *pb.RegisterRequest) 
 }
 
 func (s *registryServer) Deregister(ctx context.Context, req *pb.DeregisterRequest) (*pb.DeregisterResponse, error) {
+	ctx, err := withRequestID(ctx, "deregister", req.RequestId)
+	if err != nil {
+		return nil, err
+	}
 	rev, err := s.n.deregister(ctx, req.Service, req.Id)
 	if err != nil {
 		return nil, err
@@ -117,19 +125,21 @@ func (s *registryServer) read(ctx context.Context, c pb.Consistency, local func(
 		func(conn *grpc.ClientConn) error { return remote(pb.NewRegistryClient(conn)) })
 }
 
+// Get answers one page of a service's instances (see getPage): a service too
+// large for one message takes several.
 func (s *registryServer) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
 	if err := validName("service", req.Service); err != nil {
 		return nil, err
 	}
 	var resp *pb.GetResponse
 	err := s.read(ctx, req.Consistency,
-		func() error {
+		func() (err error) {
 			insts, rev := s.n.store.FSM().Instances(req.Service)
-			if req.PassingOnly {
-				insts = passing(insts)
+			resp, err = getPage(req, insts, rev)
+			if err == nil {
+				resp.Header.ServedBy = s.n.cfg.Name
 			}
-			resp = &pb.GetResponse{Header: s.n.header(rev), Instances: insts}
-			return nil
+			return err
 		},
 		func(c pb.RegistryClient) (err error) {
 			resp, err = c.Get(ctx, req)
@@ -163,7 +173,7 @@ func (s *registryServer) List(ctx context.Context, req *pb.ListRequest) (*pb.Lis
 	return resp, err
 }
 
-// Watch streams registry changes from the local replica.
+// Watch streams registry changes from the local replica (see serveWatch).
 func (s *registryServer) Watch(req *pb.WatchRequest, stream pb.Registry_WatchServer) error {
 	if req.Service != "" {
 		if err := validName("service", req.Service); err != nil {
@@ -178,17 +188,9 @@ func (s *registryServer) Watch(req *pb.WatchRequest, stream pb.Registry_WatchSer
 	defer s.n.metrics.watchers.Dec()
 
 	w := s.n.store.FSM().Watch(req.Service, req.FromRevision)
-	for {
-		resp, err := w.Next(ctx)
-		if err != nil {
-			if s.n.ctx.Err() != nil {
-				return apierr.ErrShuttingDown
-			}
-			return err
-		}
-		resp.Header.ServedBy = s.n.cfg.Name
-		if err := stream.Send(resp); err != nil {
-			return err
-		}
+	err := s.n.serveWatch(ctx, w, req.FromRevision, stream)
+	if s.n.ctx.Err() != nil {
+		return apierr.ErrShuttingDown
 	}
+	return err
 }

@@ -1,8 +1,19 @@
 package node
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
@@ -61,5 +72,112 @@ func TestWatchOverGRPCSnapshotThenEventsThenResume(t *testing.T) {
 		if again[i].Revision != got[i].Revision || again[i].Type != got[i].Type {
 			t.Fatalf("resumed event %d = %v, want %v", i, again[i], got[i])
 		}
+	}
+}
+
+// TestSlowWatchersEndedTooSlowWhileWritesGoOn: watch streams that never read
+// while writes go on do not hold the writes up; each is ended with
+// ErrWatchTooSlow naming the revision up to which it was sent everything.
+func TestSlowWatchersEndedTooSlowWhileWritesGoOn(t *testing.T) {
+	const (
+		watchers = 200
+		writes   = 400
+	)
+	n := startNode(t, testConfig(t), WithWatchBacklog(64, 1<<20))
+	_, c := dial(t, n.GRPCAddr())
+	// The watchers' connection gives each stream a 64 KiB window (no BDP
+	// growth) and the connection room for all of them, so a stream that is
+	// not read stalls alone.
+	slowConn, err := grpc.NewClient(n.GRPCAddr(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slowConn.Close()
+	// The writes compete for CPU with sending them to every watcher until
+	// the watchers are cut: give them time on a loaded machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var streams []pb.Registry_WatchClient
+	for range watchers {
+		s, err := pb.NewRegistryClient(slowConn).Watch(ctx, &pb.WatchRequest{Service: "slow.rpc"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, s)
+	}
+
+	meta := map[string]string{"pad": strings.Repeat("x", 1000)}
+	var last uint64
+	for i := range writes {
+		in := inst("slow.rpc", fmt.Sprintf("i%d", i%20), fmt.Sprintf("127.0.0.1:%d", 9000+i%20))
+		in.Metadata = meta
+		r, err := c.Register(ctx, &pb.RegisterRequest{Instance: in})
+		if err != nil {
+			t.Fatalf("write %d of %d: %v", i+1, writes, err)
+		}
+		last = r.Header.Revision
+	}
+
+	for i, s := range streams {
+		var got uint64
+		var err error
+		for {
+			var resp *pb.WatchResponse
+			if resp, err = s.Recv(); err != nil {
+				break
+			}
+			got = max(got, resp.Header.Revision)
+		}
+		st := status.Convert(err)
+		if !errors.Is(apierr.FromStatus(err), apierr.ErrWatchTooSlow) || st.Code() != codes.Aborted {
+			t.Fatalf("watcher %d ended with %v, want Aborted ErrWatchTooSlow", i, err)
+		}
+		var resume *pb.WatchResume
+		for _, d := range st.Details() {
+			if r, ok := d.(*pb.WatchResume); ok {
+				resume = r
+			}
+		}
+		if resume == nil || resume.Revision != got || got >= last ||
+			!strings.Contains(st.Message(), fmt.Sprintf("resume from revision %d", got)) {
+			t.Fatalf("watcher %d: received up to revision %d of %d, ended with %q (resume detail %v); want it to name revision %d",
+				i, got, last, st.Message(), resume, got)
+		}
+	}
+}
+
+func TestWatchQueueBoundsTheBacklogBehindTheHead(t *testing.T) {
+	resp := func(rev uint64, n int, snapshot bool) *queuedWatch {
+		r := &pb.WatchResponse{Header: &pb.ResponseHeader{Revision: rev}, Snapshot: snapshot}
+		for range n {
+			r.Events = append(r.Events, &pb.Event{Revision: rev, Instance: &pb.Instance{Id: "x"}})
+		}
+		return newQueuedWatch(r)
+	}
+	// Ten events of a few bytes each merge into one message.
+	q := newWatchQueue(watchLimits{events: 10, bytes: 1 << 20}, 0)
+	// The head is taken whatever its size.
+	if !q.push(resp(5, 100, true)) {
+		t.Fatal("an empty queue refused a response")
+	}
+	for rev := uint64(6); rev <= 10; rev++ { // small responses merge behind the head
+		if !q.push(resp(rev, 2, false)) {
+			t.Fatalf("push of revision %d refused with a backlog of %d events", rev, q.events)
+		}
+	}
+	if len(q.items) != 2 || q.items[1].rev != 10 || len(q.items[1].parts[0].Events) != 10 {
+		t.Fatalf("queue holds %d items, want the head and one merged response of 10 events up to revision 10", len(q.items))
+	}
+	if q.push(resp(11, 1, false)) {
+		t.Fatal("a push past the backlog's 10 events was taken")
+	}
+	q.pop()
+	if sent, events, _ := q.backlog(); sent != 5 || events != 0 {
+		t.Fatalf("after sending the head: sent %d, backlog %d events; want 5 and 0", sent, events)
+	}
+	if !q.push(resp(11, 1, false)) {
+		t.Fatal("a push refused behind a new head with an empty backlog")
 	}
 }

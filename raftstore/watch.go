@@ -67,13 +67,16 @@ func (l *eventLog) compactTo(rev uint64) {
 
 // since returns up to max events of service (all when empty) with revision >
 // from, never splitting one revision across two answers, and the revision the
-// watcher has then seen. ok is false when from has been compacted away.
-// changed is closed on the next append.
-func (l *eventLog) since(from uint64, service string, max int) (evs []*pb.Event, seen uint64, ok bool, changed <-chan struct{}) {
+// watcher has then seen. It looks at no more than maxWatchScan events of the
+// ring (more only to finish a revision), so that the FSM's append never waits
+// long on a watcher's read lock; more is true when it stopped before the
+// head. ok is false when from has been compacted away. changed is closed on
+// the next append.
+func (l *eventLog) since(from uint64, service string, max int) (evs []*pb.Event, seen uint64, more, ok bool, changed <-chan struct{}) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if from < l.compacted {
-		return nil, 0, false, l.changed
+		return nil, 0, false, false, l.changed
 	}
 	seen = l.head
 	if from > seen {
@@ -82,19 +85,23 @@ func (l *eventLog) since(from uint64, service string, max int) (evs []*pb.Event,
 	first := sort.Search(l.n, func(i int) bool { return l.at(i).Revision > from })
 	for i := first; i < l.n; i++ {
 		e := l.at(i)
-		if len(evs) >= max && e.Revision != evs[len(evs)-1].Revision {
-			seen = evs[len(evs)-1].Revision
-			break
+		if i > first && (len(evs) >= max || i-first >= maxWatchScan) {
+			if prev := l.at(i - 1).Revision; e.Revision != prev {
+				return evs, prev, true, true, l.changed
+			}
 		}
 		if service == "" || e.Instance.GetService() == service {
 			evs = append(evs, e)
 		}
 	}
-	return evs, seen, true, l.changed
+	return evs, seen, false, true, l.changed
 }
 
 // maxWatchBatch bounds the events in one WatchResponse.
 const maxWatchBatch = 1000
+
+// maxWatchScan bounds the ring entries one read of a watcher looks at.
+const maxWatchScan = 4 * maxWatchBatch
 
 // Watcher follows the registry from a revision. It is not safe for
 // concurrent use.
@@ -121,7 +128,7 @@ func (w *Watcher) Next(ctx context.Context) (*pb.WatchResponse, error) {
 			w.snapshot = false
 			return w.takeSnapshot(), nil
 		}
-		evs, seen, ok, changed := w.fsm.events.since(w.rev, w.service, maxWatchBatch)
+		evs, seen, more, ok, changed := w.fsm.events.since(w.rev, w.service, maxWatchBatch)
 		if !ok {
 			w.snapshot = true
 			continue
@@ -129,6 +136,9 @@ func (w *Watcher) Next(ctx context.Context) (*pb.WatchResponse, error) {
 		w.rev = seen
 		if len(evs) > 0 {
 			return &pb.WatchResponse{Header: &pb.ResponseHeader{Revision: seen}, Events: evs}, nil
+		}
+		if more {
+			continue // the scan stopped among other services' events
 		}
 		select {
 		case <-ctx.Done():

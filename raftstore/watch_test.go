@@ -625,3 +625,27 @@ func TestWatchConcurrent(t *testing.T) {
 		t.Logf("watcher %q: %d snapshots", res.service, res.snapshots)
 	}
 }
+
+// TestWatchReadsBoundedSlicesOfTheRing: a watcher of one service behind
+// many events of others reads the ring maxWatchScan events at a time (the
+// FSM's append waits on no long read lock), and still gets its events.
+func TestWatchReadsBoundedSlicesOfTheRing(t *testing.T) {
+	d := newFSMDriver(t, 4*maxWatchScan)
+	for i := range 3 * maxWatchScan {
+		d.mustApply(registerCmd(testInstance("other", fmt.Sprintf("o%d", i), "n1")))
+	}
+	rev := d.mustApply(registerCmd(testInstance("mine", "m", "n1")))
+
+	evs, seen, more, ok, _ := d.fsm.events.since(1, "mine", maxWatchBatch)
+	if !ok || !more || len(evs) != 0 || seen != 1+maxWatchScan {
+		t.Fatalf("since = %d events, seen %d, more %v, ok %v; want none, seen %d, more", len(evs), seen, more, ok, 1+maxWatchScan)
+	}
+	w := d.fsm.Watch("mine", 1)
+	resp := receive(t, nextAsync(context.Background(), w))
+	if resp.err != nil {
+		t.Fatal(resp.err)
+	}
+	if got := describeEvents(resp.resp.Events); !slices.Equal(got, []string{fmt.Sprintf("PUT mine/m@%d", rev)}) {
+		t.Fatalf("events = %v, want PUT mine/m@%d", got, rev)
+	}
+}

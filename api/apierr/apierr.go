@@ -44,6 +44,12 @@ var (
 	// caller went away after sending everything); reading the state back
 	// (e.g. `zrpcctl blob stat`) tells.
 	ErrOutcomeUnknown = errors.New("outcome unknown")
+	// ErrPageExpired: the service changed between two pages of a Get; the
+	// Get must start over from the first page.
+	ErrPageExpired = errors.New("page token expired")
+	// ErrWatchTooSlow: a watcher fell too far behind and its stream was
+	// ended; a new watch resumes from the revision the status names.
+	ErrWatchTooSlow = errors.New("watch too slow")
 )
 
 // entry ties one sentinel to its code and to the text prefix written on the
@@ -69,6 +75,8 @@ var table = []entry{
 	{ErrQuotaExceeded, codes.ResourceExhausted},
 	{ErrFailedPrecondition, codes.FailedPrecondition},
 	{ErrOutcomeUnknown, codes.Unknown},
+	{ErrPageExpired, codes.Aborted},
+	{ErrWatchTooSlow, codes.Aborted},
 }
 
 // reasonKey is the metadata key of the ErrorInfo detail carrying the sentinel.

@@ -981,8 +981,12 @@ func (x *BlobListResponse) GetBlobs() []*BlobSummary {
 }
 
 type BlobDeleteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// request_id, when set, identifies this delete across retries: an agent
+	// applies a request id once and answers a repeat with the first answer.
+	// 1-64 characters of [A-Za-z0-9._:-]; package client sets it.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1020,6 +1024,13 @@ func (*BlobDeleteRequest) Descriptor() ([]byte, []int) {
 func (x *BlobDeleteRequest) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *BlobDeleteRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -1988,9 +1999,11 @@ const file_blob_proto_rawDesc = "" +
 	"\x06inline\x18\a \x01(\bR\x06inline\"o\n" +
 	"\x10BlobListResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12*\n" +
-	"\x05blobs\x18\x02 \x03(\v2\x14.zrpc.v1.BlobSummaryR\x05blobs\"'\n" +
+	"\x05blobs\x18\x02 \x03(\v2\x14.zrpc.v1.BlobSummaryR\x05blobs\"F\n" +
 	"\x11BlobDeleteRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"E\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"E\n" +
 	"\x12BlobDeleteResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\".\n" +
 	"\x13RepairStatusRequest\x12\x17\n" +

@@ -583,8 +583,12 @@ func (x *ResponseHeader) GetServedBy() string {
 }
 
 type RegisterRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Instance      *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance *Instance              `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// request_id, when set, identifies this write across retries: an agent
+	// applies a request id once and answers a repeat with the first answer.
+	// 1-64 characters of [A-Za-z0-9._:-]; package client sets it.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -624,6 +628,13 @@ func (x *RegisterRequest) GetInstance() *Instance {
 		return x.Instance
 	}
 	return nil
+}
+
+func (x *RegisterRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type RegisterResponse struct {
@@ -679,9 +690,13 @@ func (x *RegisterResponse) GetInstance() *Instance {
 }
 
 type DeregisterRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
-	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Id      string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// request_id, when set, identifies this write across retries: an agent
+	// applies a request id once and answers a repeat with the first answer.
+	// 1-64 characters of [A-Za-z0-9._:-]; package client sets it.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -726,6 +741,13 @@ func (x *DeregisterRequest) GetService() string {
 func (x *DeregisterRequest) GetId() string {
 	if x != nil {
 		return x.Id
+	}
+	return ""
+}
+
+func (x *DeregisterRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -871,10 +893,18 @@ func (x *RenewTTLResponse) GetHeader() *ResponseHeader {
 }
 
 type GetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
-	Consistency   Consistency            `protobuf:"varint,2,opt,name=consistency,proto3,enum=zrpc.v1.Consistency" json:"consistency,omitempty"`
-	PassingOnly   bool                   `protobuf:"varint,3,opt,name=passing_only,json=passingOnly,proto3" json:"passing_only,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Service     string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Consistency Consistency            `protobuf:"varint,2,opt,name=consistency,proto3,enum=zrpc.v1.Consistency" json:"consistency,omitempty"`
+	PassingOnly bool                   `protobuf:"varint,3,opt,name=passing_only,json=passingOnly,proto3" json:"passing_only,omitempty"`
+	// page_size bounds the instances of one answer, which is also bounded in
+	// bytes (about 4 MiB), so a large service takes several pages. Zero
+	// with no page_token asks for the whole service in one answer, which
+	// fails with RESOURCE_EXHAUSTED when it does not fit in one message.
+	PageSize uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token continues a paged Get: the next_page_token of the previous
+	// answer. Empty starts at the first page.
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -930,10 +960,29 @@ func (x *GetRequest) GetPassingOnly() bool {
 	return false
 }
 
+func (x *GetRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type GetResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Instances     []*Instance            `protobuf:"bytes,2,rep,name=instances,proto3" json:"instances,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Header    *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Instances []*Instance            `protobuf:"bytes,2,rep,name=instances,proto3" json:"instances,omitempty"`
+	// next_page_token is set when more instances follow: pass it as
+	// page_token. The pages of one Get reflect one state of the service
+	// (header.revision of the first page); when the service changes between
+	// pages, the next page fails with ABORTED and the Get must start over.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -980,6 +1029,13 @@ func (x *GetResponse) GetInstances() []*Instance {
 		return x.Instances
 	}
 	return nil
+}
+
+func (x *GetResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type ListRequest struct {
@@ -1260,8 +1316,15 @@ type WatchResponse struct {
 	// snapshot is true when events hold the complete current state of the
 	// watched services (at header.revision) and replace what the watcher had:
 	// sent first, and again when from_revision was compacted away.
-	Snapshot      bool     `protobuf:"varint,2,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
-	Events        []*Event `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	Snapshot bool     `protobuf:"varint,2,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	Events   []*Event `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	// more is true when the next message continues this response: a snapshot
+	// or a revision too large for one message is sent in parts of at most
+	// about 256 KiB, all but the last with more set. A watcher acts on the parts
+	// together, once the last has arrived. Only the first part of a snapshot
+	// has snapshot set, so a reader that does not know more applies the
+	// later parts as events.
+	More          bool `protobuf:"varint,4,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1317,6 +1380,61 @@ func (x *WatchResponse) GetEvents() []*Event {
 	return nil
 }
 
+func (x *WatchResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+// WatchResume is a detail of the ABORTED status that ends a watch whose
+// reader fell too far behind ("watch too slow"): the events up to
+// revision were sent, and a new watch from revision continues without a
+// gap.
+type WatchResume struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchResume) Reset() {
+	*x = WatchResume{}
+	mi := &file_registry_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchResume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchResume) ProtoMessage() {}
+
+func (x *WatchResume) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchResume.ProtoReflect.Descriptor instead.
+func (*WatchResume) Descriptor() ([]byte, []int) {
+	return file_registry_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *WatchResume) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // SessionRequest is one message on a Session stream. The first one must be
 // open; then register, deregister and keepalive in any order.
 type SessionRequest struct {
@@ -1336,7 +1454,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_registry_proto_msgTypes[18]
+	mi := &file_registry_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1466,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[18]
+	mi := &file_registry_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1479,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{18}
+	return file_registry_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SessionRequest) GetKind() isSessionRequest_Kind {
@@ -1452,7 +1570,7 @@ type SessionOpen struct {
 
 func (x *SessionOpen) Reset() {
 	*x = SessionOpen{}
-	mi := &file_registry_proto_msgTypes[19]
+	mi := &file_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1582,7 @@ func (x *SessionOpen) String() string {
 func (*SessionOpen) ProtoMessage() {}
 
 func (x *SessionOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[19]
+	mi := &file_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1595,7 @@ func (x *SessionOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpen.ProtoReflect.Descriptor instead.
 func (*SessionOpen) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{19}
+	return file_registry_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SessionOpen) GetOwner() string {
@@ -1495,7 +1613,7 @@ type SessionKeepAlive struct {
 
 func (x *SessionKeepAlive) Reset() {
 	*x = SessionKeepAlive{}
-	mi := &file_registry_proto_msgTypes[20]
+	mi := &file_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1507,7 +1625,7 @@ func (x *SessionKeepAlive) String() string {
 func (*SessionKeepAlive) ProtoMessage() {}
 
 func (x *SessionKeepAlive) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[20]
+	mi := &file_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1520,7 +1638,7 @@ func (x *SessionKeepAlive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionKeepAlive.ProtoReflect.Descriptor instead.
 func (*SessionKeepAlive) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{20}
+	return file_registry_proto_rawDescGZIP(), []int{21}
 }
 
 type SessionResponse struct {
@@ -1538,7 +1656,7 @@ type SessionResponse struct {
 
 func (x *SessionResponse) Reset() {
 	*x = SessionResponse{}
-	mi := &file_registry_proto_msgTypes[21]
+	mi := &file_registry_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1668,7 @@ func (x *SessionResponse) String() string {
 func (*SessionResponse) ProtoMessage() {}
 
 func (x *SessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[21]
+	mi := &file_registry_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1681,7 @@ func (x *SessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResponse.ProtoReflect.Descriptor instead.
 func (*SessionResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{21}
+	return file_registry_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SessionResponse) GetSeq() uint64 {
@@ -1611,7 +1729,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_registry_proto_msgTypes[22]
+	mi := &file_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1741,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[22]
+	mi := &file_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1754,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{22}
+	return file_registry_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ErrorDetail) GetCode() int32 {
@@ -1661,7 +1779,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_registry_proto_msgTypes[23]
+	mi := &file_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +1791,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[23]
+	mi := &file_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +1804,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{23}
+	return file_registry_proto_rawDescGZIP(), []int{24}
 }
 
 type StatusResponse struct {
@@ -1711,7 +1829,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_registry_proto_msgTypes[24]
+	mi := &file_registry_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1841,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[24]
+	mi := &file_registry_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1854,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{24}
+	return file_registry_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StatusResponse) GetHeader() *ResponseHeader {
@@ -1831,7 +1949,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_registry_proto_msgTypes[25]
+	mi := &file_registry_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +1961,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[25]
+	mi := &file_registry_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +1974,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{25}
+	return file_registry_proto_rawDescGZIP(), []int{26}
 }
 
 type Member struct {
@@ -1875,7 +1993,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_registry_proto_msgTypes[26]
+	mi := &file_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1887,7 +2005,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[26]
+	mi := &file_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1900,7 +2018,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{26}
+	return file_registry_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Member) GetName() string {
@@ -1969,7 +2087,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_registry_proto_msgTypes[27]
+	mi := &file_registry_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1981,7 +2099,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[27]
+	mi := &file_registry_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1994,7 +2112,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{27}
+	return file_registry_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *MembersResponse) GetHeader() *ResponseHeader {
@@ -2019,7 +2137,7 @@ type PeersRequest struct {
 
 func (x *PeersRequest) Reset() {
 	*x = PeersRequest{}
-	mi := &file_registry_proto_msgTypes[28]
+	mi := &file_registry_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2031,7 +2149,7 @@ func (x *PeersRequest) String() string {
 func (*PeersRequest) ProtoMessage() {}
 
 func (x *PeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[28]
+	mi := &file_registry_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2044,7 +2162,7 @@ func (x *PeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeersRequest.ProtoReflect.Descriptor instead.
 func (*PeersRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{28}
+	return file_registry_proto_rawDescGZIP(), []int{29}
 }
 
 type Peer struct {
@@ -2060,7 +2178,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_registry_proto_msgTypes[29]
+	mi := &file_registry_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2190,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[29]
+	mi := &file_registry_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2203,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{29}
+	return file_registry_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Peer) GetId() string {
@@ -2133,7 +2251,7 @@ type PeersResponse struct {
 
 func (x *PeersResponse) Reset() {
 	*x = PeersResponse{}
-	mi := &file_registry_proto_msgTypes[30]
+	mi := &file_registry_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2145,7 +2263,7 @@ func (x *PeersResponse) String() string {
 func (*PeersResponse) ProtoMessage() {}
 
 func (x *PeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[30]
+	mi := &file_registry_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2158,7 +2276,7 @@ func (x *PeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeersResponse.ProtoReflect.Descriptor instead.
 func (*PeersResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{30}
+	return file_registry_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PeersResponse) GetHeader() *ResponseHeader {
@@ -2183,7 +2301,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_registry_proto_msgTypes[31]
+	mi := &file_registry_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2313,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[31]
+	mi := &file_registry_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2326,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{31}
+	return file_registry_proto_rawDescGZIP(), []int{32}
 }
 
 type VersionResponse struct {
@@ -2222,7 +2340,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_registry_proto_msgTypes[32]
+	mi := &file_registry_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2352,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[32]
+	mi := &file_registry_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2365,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{32}
+	return file_registry_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -2281,7 +2399,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_registry_proto_msgTypes[33]
+	mi := &file_registry_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2293,7 +2411,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[33]
+	mi := &file_registry_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2306,7 +2424,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{33}
+	return file_registry_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RemovePeerRequest) GetName() string {
@@ -2325,7 +2443,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_registry_proto_msgTypes[34]
+	mi := &file_registry_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2337,7 +2455,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[34]
+	mi := &file_registry_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2350,7 +2468,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{34}
+	return file_registry_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RemovePeerResponse) GetHeader() *ResponseHeader {
@@ -2368,7 +2486,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_registry_proto_msgTypes[35]
+	mi := &file_registry_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2380,7 +2498,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[35]
+	mi := &file_registry_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2393,7 +2511,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{35}
+	return file_registry_proto_rawDescGZIP(), []int{36}
 }
 
 type LeaveResponse struct {
@@ -2407,7 +2525,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_registry_proto_msgTypes[36]
+	mi := &file_registry_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2419,7 +2537,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[36]
+	mi := &file_registry_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2432,7 +2550,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{36}
+	return file_registry_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *LeaveResponse) GetRemoved() bool {
@@ -2485,30 +2603,38 @@ const file_registry_proto_rawDesc = "" +
 	"\x06health\x18\x06 \x01(\x0e2\x0f.zrpc.v1.HealthR\x06health\"I\n" +
 	"\x0eResponseHeader\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x1b\n" +
-	"\tserved_by\x18\x02 \x01(\tR\bservedBy\"@\n" +
+	"\tserved_by\x18\x02 \x01(\tR\bservedBy\"_\n" +
 	"\x0fRegisterRequest\x12-\n" +
-	"\binstance\x18\x01 \x01(\v2\x11.zrpc.v1.InstanceR\binstance\"r\n" +
+	"\binstance\x18\x01 \x01(\v2\x11.zrpc.v1.InstanceR\binstance\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"r\n" +
 	"\x10RegisterResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12-\n" +
-	"\binstance\x18\x02 \x01(\v2\x11.zrpc.v1.InstanceR\binstance\"=\n" +
+	"\binstance\x18\x02 \x01(\v2\x11.zrpc.v1.InstanceR\binstance\"\\\n" +
 	"\x11DeregisterRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\tR\x02id\"E\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"E\n" +
 	"\x12DeregisterResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\";\n" +
 	"\x0fRenewTTLRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"C\n" +
 	"\x10RenewTTLResponse\x12/\n" +
-	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\"\x81\x01\n" +
+	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\"\xbd\x01\n" +
 	"\n" +
 	"GetRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x126\n" +
 	"\vconsistency\x18\x02 \x01(\x0e2\x14.zrpc.v1.ConsistencyR\vconsistency\x12!\n" +
-	"\fpassing_only\x18\x03 \x01(\bR\vpassingOnly\"o\n" +
+	"\fpassing_only\x18\x03 \x01(\bR\vpassingOnly\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"\x97\x01\n" +
 	"\vGetResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12/\n" +
-	"\tinstances\x18\x02 \x03(\v2\x11.zrpc.v1.InstanceR\tinstances\"E\n" +
+	"\tinstances\x18\x02 \x03(\v2\x11.zrpc.v1.InstanceR\tinstances\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"E\n" +
 	"\vListRequest\x126\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2\x14.zrpc.v1.ConsistencyR\vconsistency\"\\\n" +
 	"\x0eServiceSummary\x12\x12\n" +
@@ -2528,11 +2654,14 @@ const file_registry_proto_rawDesc = "" +
 	"\x04Type\x12\a\n" +
 	"\x03PUT\x10\x00\x12\n" +
 	"\n" +
-	"\x06DELETE\x10\x01\"\x84\x01\n" +
+	"\x06DELETE\x10\x01\"\x98\x01\n" +
 	"\rWatchResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x1a\n" +
 	"\bsnapshot\x18\x02 \x01(\bR\bsnapshot\x12&\n" +
-	"\x06events\x18\x03 \x03(\v2\x0e.zrpc.v1.EventR\x06events\"\x87\x02\n" +
+	"\x06events\x18\x03 \x03(\v2\x0e.zrpc.v1.EventR\x06events\x12\x12\n" +
+	"\x04more\x18\x04 \x01(\bR\x04more\")\n" +
+	"\vWatchResume\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\x87\x02\n" +
 	"\x0eSessionRequest\x12*\n" +
 	"\x04open\x18\x01 \x01(\v2\x14.zrpc.v1.SessionOpenH\x00R\x04open\x126\n" +
 	"\bregister\x18\x02 \x01(\v2\x18.zrpc.v1.RegisterRequestH\x00R\bregister\x12<\n" +
@@ -2650,7 +2779,7 @@ func file_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_registry_proto_goTypes = []any{
 	(Health)(0),                 // 0: zrpc.v1.Health
 	(Consistency)(0),            // 1: zrpc.v1.Consistency
@@ -2673,34 +2802,35 @@ var file_registry_proto_goTypes = []any{
 	(*WatchRequest)(nil),        // 18: zrpc.v1.WatchRequest
 	(*Event)(nil),               // 19: zrpc.v1.Event
 	(*WatchResponse)(nil),       // 20: zrpc.v1.WatchResponse
-	(*SessionRequest)(nil),      // 21: zrpc.v1.SessionRequest
-	(*SessionOpen)(nil),         // 22: zrpc.v1.SessionOpen
-	(*SessionKeepAlive)(nil),    // 23: zrpc.v1.SessionKeepAlive
-	(*SessionResponse)(nil),     // 24: zrpc.v1.SessionResponse
-	(*ErrorDetail)(nil),         // 25: zrpc.v1.ErrorDetail
-	(*StatusRequest)(nil),       // 26: zrpc.v1.StatusRequest
-	(*StatusResponse)(nil),      // 27: zrpc.v1.StatusResponse
-	(*MembersRequest)(nil),      // 28: zrpc.v1.MembersRequest
-	(*Member)(nil),              // 29: zrpc.v1.Member
-	(*MembersResponse)(nil),     // 30: zrpc.v1.MembersResponse
-	(*PeersRequest)(nil),        // 31: zrpc.v1.PeersRequest
-	(*Peer)(nil),                // 32: zrpc.v1.Peer
-	(*PeersResponse)(nil),       // 33: zrpc.v1.PeersResponse
-	(*VersionRequest)(nil),      // 34: zrpc.v1.VersionRequest
-	(*VersionResponse)(nil),     // 35: zrpc.v1.VersionResponse
-	(*RemovePeerRequest)(nil),   // 36: zrpc.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),  // 37: zrpc.v1.RemovePeerResponse
-	(*LeaveRequest)(nil),        // 38: zrpc.v1.LeaveRequest
-	(*LeaveResponse)(nil),       // 39: zrpc.v1.LeaveResponse
-	nil,                         // 40: zrpc.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil), // 41: google.protobuf.Duration
+	(*WatchResume)(nil),         // 21: zrpc.v1.WatchResume
+	(*SessionRequest)(nil),      // 22: zrpc.v1.SessionRequest
+	(*SessionOpen)(nil),         // 23: zrpc.v1.SessionOpen
+	(*SessionKeepAlive)(nil),    // 24: zrpc.v1.SessionKeepAlive
+	(*SessionResponse)(nil),     // 25: zrpc.v1.SessionResponse
+	(*ErrorDetail)(nil),         // 26: zrpc.v1.ErrorDetail
+	(*StatusRequest)(nil),       // 27: zrpc.v1.StatusRequest
+	(*StatusResponse)(nil),      // 28: zrpc.v1.StatusResponse
+	(*MembersRequest)(nil),      // 29: zrpc.v1.MembersRequest
+	(*Member)(nil),              // 30: zrpc.v1.Member
+	(*MembersResponse)(nil),     // 31: zrpc.v1.MembersResponse
+	(*PeersRequest)(nil),        // 32: zrpc.v1.PeersRequest
+	(*Peer)(nil),                // 33: zrpc.v1.Peer
+	(*PeersResponse)(nil),       // 34: zrpc.v1.PeersResponse
+	(*VersionRequest)(nil),      // 35: zrpc.v1.VersionRequest
+	(*VersionResponse)(nil),     // 36: zrpc.v1.VersionResponse
+	(*RemovePeerRequest)(nil),   // 37: zrpc.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),  // 38: zrpc.v1.RemovePeerResponse
+	(*LeaveRequest)(nil),        // 39: zrpc.v1.LeaveRequest
+	(*LeaveResponse)(nil),       // 40: zrpc.v1.LeaveResponse
+	nil,                         // 41: zrpc.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil), // 42: google.protobuf.Duration
 }
 var file_registry_proto_depIdxs = []int32{
-	41, // 0: zrpc.v1.Check.ttl:type_name -> google.protobuf.Duration
-	41, // 1: zrpc.v1.Check.interval:type_name -> google.protobuf.Duration
-	41, // 2: zrpc.v1.Check.timeout:type_name -> google.protobuf.Duration
-	41, // 3: zrpc.v1.Check.deregister_critical_after:type_name -> google.protobuf.Duration
-	40, // 4: zrpc.v1.Instance.metadata:type_name -> zrpc.v1.Instance.MetadataEntry
+	42, // 0: zrpc.v1.Check.ttl:type_name -> google.protobuf.Duration
+	42, // 1: zrpc.v1.Check.interval:type_name -> google.protobuf.Duration
+	42, // 2: zrpc.v1.Check.timeout:type_name -> google.protobuf.Duration
+	42, // 3: zrpc.v1.Check.deregister_critical_after:type_name -> google.protobuf.Duration
+	41, // 4: zrpc.v1.Instance.metadata:type_name -> zrpc.v1.Instance.MetadataEntry
 	0,  // 5: zrpc.v1.Instance.health:type_name -> zrpc.v1.Health
 	3,  // 6: zrpc.v1.Instance.check:type_name -> zrpc.v1.Check
 	0,  // 7: zrpc.v1.Node.health:type_name -> zrpc.v1.Health
@@ -2719,19 +2849,19 @@ var file_registry_proto_depIdxs = []int32{
 	4,  // 20: zrpc.v1.Event.instance:type_name -> zrpc.v1.Instance
 	6,  // 21: zrpc.v1.WatchResponse.header:type_name -> zrpc.v1.ResponseHeader
 	19, // 22: zrpc.v1.WatchResponse.events:type_name -> zrpc.v1.Event
-	22, // 23: zrpc.v1.SessionRequest.open:type_name -> zrpc.v1.SessionOpen
+	23, // 23: zrpc.v1.SessionRequest.open:type_name -> zrpc.v1.SessionOpen
 	7,  // 24: zrpc.v1.SessionRequest.register:type_name -> zrpc.v1.RegisterRequest
 	9,  // 25: zrpc.v1.SessionRequest.deregister:type_name -> zrpc.v1.DeregisterRequest
-	23, // 26: zrpc.v1.SessionRequest.keepalive:type_name -> zrpc.v1.SessionKeepAlive
+	24, // 26: zrpc.v1.SessionRequest.keepalive:type_name -> zrpc.v1.SessionKeepAlive
 	6,  // 27: zrpc.v1.SessionResponse.header:type_name -> zrpc.v1.ResponseHeader
 	4,  // 28: zrpc.v1.SessionResponse.instance:type_name -> zrpc.v1.Instance
-	25, // 29: zrpc.v1.SessionResponse.error:type_name -> zrpc.v1.ErrorDetail
+	26, // 29: zrpc.v1.SessionResponse.error:type_name -> zrpc.v1.ErrorDetail
 	6,  // 30: zrpc.v1.StatusResponse.header:type_name -> zrpc.v1.ResponseHeader
-	41, // 31: zrpc.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
+	42, // 31: zrpc.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
 	6,  // 32: zrpc.v1.MembersResponse.header:type_name -> zrpc.v1.ResponseHeader
-	29, // 33: zrpc.v1.MembersResponse.members:type_name -> zrpc.v1.Member
+	30, // 33: zrpc.v1.MembersResponse.members:type_name -> zrpc.v1.Member
 	6,  // 34: zrpc.v1.PeersResponse.header:type_name -> zrpc.v1.ResponseHeader
-	32, // 35: zrpc.v1.PeersResponse.peers:type_name -> zrpc.v1.Peer
+	33, // 35: zrpc.v1.PeersResponse.peers:type_name -> zrpc.v1.Peer
 	6,  // 36: zrpc.v1.RemovePeerResponse.header:type_name -> zrpc.v1.ResponseHeader
 	7,  // 37: zrpc.v1.Registry.Register:input_type -> zrpc.v1.RegisterRequest
 	9,  // 38: zrpc.v1.Registry.Deregister:input_type -> zrpc.v1.DeregisterRequest
@@ -2739,26 +2869,26 @@ var file_registry_proto_depIdxs = []int32{
 	13, // 40: zrpc.v1.Registry.Get:input_type -> zrpc.v1.GetRequest
 	15, // 41: zrpc.v1.Registry.List:input_type -> zrpc.v1.ListRequest
 	18, // 42: zrpc.v1.Registry.Watch:input_type -> zrpc.v1.WatchRequest
-	21, // 43: zrpc.v1.Registry.Session:input_type -> zrpc.v1.SessionRequest
-	26, // 44: zrpc.v1.Status.Status:input_type -> zrpc.v1.StatusRequest
-	28, // 45: zrpc.v1.Status.Members:input_type -> zrpc.v1.MembersRequest
-	31, // 46: zrpc.v1.Status.Peers:input_type -> zrpc.v1.PeersRequest
-	34, // 47: zrpc.v1.Status.Version:input_type -> zrpc.v1.VersionRequest
-	38, // 48: zrpc.v1.Status.Leave:input_type -> zrpc.v1.LeaveRequest
-	36, // 49: zrpc.v1.Status.RemovePeer:input_type -> zrpc.v1.RemovePeerRequest
+	22, // 43: zrpc.v1.Registry.Session:input_type -> zrpc.v1.SessionRequest
+	27, // 44: zrpc.v1.Status.Status:input_type -> zrpc.v1.StatusRequest
+	29, // 45: zrpc.v1.Status.Members:input_type -> zrpc.v1.MembersRequest
+	32, // 46: zrpc.v1.Status.Peers:input_type -> zrpc.v1.PeersRequest
+	35, // 47: zrpc.v1.Status.Version:input_type -> zrpc.v1.VersionRequest
+	39, // 48: zrpc.v1.Status.Leave:input_type -> zrpc.v1.LeaveRequest
+	37, // 49: zrpc.v1.Status.RemovePeer:input_type -> zrpc.v1.RemovePeerRequest
 	8,  // 50: zrpc.v1.Registry.Register:output_type -> zrpc.v1.RegisterResponse
 	10, // 51: zrpc.v1.Registry.Deregister:output_type -> zrpc.v1.DeregisterResponse
 	12, // 52: zrpc.v1.Registry.RenewTTL:output_type -> zrpc.v1.RenewTTLResponse
 	14, // 53: zrpc.v1.Registry.Get:output_type -> zrpc.v1.GetResponse
 	17, // 54: zrpc.v1.Registry.List:output_type -> zrpc.v1.ListResponse
 	20, // 55: zrpc.v1.Registry.Watch:output_type -> zrpc.v1.WatchResponse
-	24, // 56: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
-	27, // 57: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
-	30, // 58: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
-	33, // 59: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
-	35, // 60: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
-	39, // 61: zrpc.v1.Status.Leave:output_type -> zrpc.v1.LeaveResponse
-	37, // 62: zrpc.v1.Status.RemovePeer:output_type -> zrpc.v1.RemovePeerResponse
+	25, // 56: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
+	28, // 57: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
+	31, // 58: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
+	34, // 59: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
+	36, // 60: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
+	40, // 61: zrpc.v1.Status.Leave:output_type -> zrpc.v1.LeaveResponse
+	38, // 62: zrpc.v1.Status.RemovePeer:output_type -> zrpc.v1.RemovePeerResponse
 	50, // [50:63] is the sub-list for method output_type
 	37, // [37:50] is the sub-list for method input_type
 	37, // [37:37] is the sub-list for extension type_name
@@ -2771,7 +2901,7 @@ func file_registry_proto_init() {
 	if File_registry_proto != nil {
 		return
 	}
-	file_registry_proto_msgTypes[18].OneofWrappers = []any{
+	file_registry_proto_msgTypes[19].OneofWrappers = []any{
 		(*SessionRequest_Open)(nil),
 		(*SessionRequest_Register)(nil),
 		(*SessionRequest_Deregister)(nil),
@@ -2783,7 +2913,7 @@ func file_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_proto_rawDesc), len(file_registry_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   38,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client/clienttest"
 	"github.com/zrpcio/zrpc/internal/grpctest"
 	"github.com/zrpcio/zrpc/internal/testlog"
 	_ "github.com/zrpcio/zrpc/rpc/balancer" // registers zrpc_round_robin
@@ -343,5 +344,32 @@ func TestDirectResolverBadEntry(t *testing.T) {
 	}
 	if got := servers[0].Calls.Load(); got != 0 {
 		t.Fatalf("server got %d calls through a target with a bad entry, want 0", got)
+	}
+}
+
+// TestZRPCResolverStartsOnServiceLargerThanOneMessage: the resolver of a
+// service whose instances total more than 64 MiB (the gRPC message cap)
+// gets its whole address list from the watch's snapshot in parts.
+func TestZRPCResolverStartsOnServiceLargerThanOneMessage(t *testing.T) {
+	const n = 1300 // clienttest.LargeInstance: about 54 KB each
+	c := testcluster.New(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := clienttest.RegisterLarge(ctx, c.Registry(0), "big.rpc", n); err != nil {
+		t.Fatal(err)
+	}
+	fcc := &fakeClientConn{}
+	b := NewBuilder(WithAgents([]string{c.GRPCAddr(0)}), WithLogger(testlog.New(t, "resolver")))
+	r, err := buildTarget(t, b, "zrpc:///big.rpc", fcc)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	defer r.Close()
+	c.WaitFor(time.Minute, fmt.Sprintf("the resolver reports %d addresses", n), func() bool {
+		states, _ := fcc.snapshot()
+		return len(states) > 0 && len(states[len(states)-1].Addresses) == n
+	})
+	if _, errs := fcc.snapshot(); len(errs) != 0 {
+		t.Fatalf("the resolver reported errors: %v", errs)
 	}
 }

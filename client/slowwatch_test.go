@@ -1,0 +1,90 @@
+package client
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client/clienttest"
+	"github.com/zrpcio/zrpc/testcluster"
+)
+
+// TestWatchResumesAfterTooSlowAndConverges: a WatchStream whose caller
+// stops reading while about 22 MB of changes are written is ended by the
+// agent as too slow (its backlog bound is 16 MiB); it resumes by itself and
+// converges to the registry's state.
+func TestWatchResumesAfterTooSlowAndConverges(t *testing.T) {
+	const n = 400 // clienttest.LargeInstance: about 54 KB each
+	cl := testcluster.New(t, 1)
+	var opens atomic.Int32
+	countOpens := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		if method == "/zrpc.v1.Registry/Watch" {
+			opens.Add(1)
+		}
+		return streamer(ctx, desc, cc, method, opts...)
+	}
+	c, err := New(Config{
+		Endpoints:   []string{cl.GRPCAddr(0)},
+		DialTimeout: time.Second,
+		Logger:      testLogger(t),
+		// A fixed 64 KiB stream window: the agent's sends stall as soon as
+		// the caller stops reading.
+		dialOptions: []grpc.DialOption{grpc.WithInitialWindowSize(64 << 10), grpc.WithInitialConnWindowSize(64 << 20),
+			grpc.WithChainStreamInterceptor(countOpens)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	w, err := c.Watch(ctx, "big.rpc", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.Recv(); err != nil { // the empty snapshot
+		t.Fatal(err)
+	}
+	if err := clienttest.RegisterLarge(ctx, cl.Registry(0), "big.rpc", n); err != nil {
+		t.Fatal(err)
+	}
+	want, rev, err := c.Get(ctx, "big.rpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	state := map[string]uint64{}
+	for w.Revision() < rev {
+		resp, err := w.Recv()
+		if err != nil {
+			t.Fatalf("Recv at revision %d: %v", w.Revision(), err)
+		}
+		if resp.Snapshot {
+			clear(state)
+		}
+		for _, ev := range resp.Events {
+			if ev.Type == zrpcpb.Event_DELETE {
+				delete(state, ev.Instance.Id)
+			} else {
+				state[ev.Instance.Id] = ev.Instance.ModRevision
+			}
+		}
+	}
+	if len(state) != len(want) {
+		t.Fatalf("watch state holds %d instances, the registry %d", len(state), len(want))
+	}
+	for _, in := range want {
+		if state[in.Id] != in.ModRevision {
+			t.Fatalf("watch state has %s at revision %d, the registry at %d", in.Id, state[in.Id], in.ModRevision)
+		}
+	}
+	if opens.Load() < 2 {
+		t.Fatalf("the watch was opened %d times; want it ended as too slow and resumed", opens.Load())
+	}
+}

@@ -1,0 +1,52 @@
+package node
+
+import (
+	"context"
+	"regexp"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+)
+
+// maxClientRequestIDLen bounds a client's request id.
+const maxClientRequestIDLen = 64
+
+var clientRequestIDRE = regexp.MustCompile(`^[A-Za-z0-9._:-]+$`)
+
+// clientRequestID turns the request_id a client sent with a write into the
+// Command.request_id the agent proposes. The id is prefixed with "client/"
+// and the write's kind: agents mint "<agent>-<hex>" ids and agent names
+// contain no '/', so a client's id never matches an agent's, nor one it
+// sent with a write of another kind. Clients mint 128 random bits per call,
+// so two clients' ids do not meet either. An empty id gives "" (the agent
+// mints one).
+func clientRequestID(kind, id string) (string, error) {
+	if id == "" {
+		return "", nil
+	}
+	if len(id) > maxClientRequestIDLen {
+		return "", apierr.Invalid("request_id", "is %d bytes, the limit is %d", len(id), maxClientRequestIDLen)
+	}
+	if !clientRequestIDRE.MatchString(id) {
+		return "", apierr.Invalid("request_id", "%q may contain only letters, digits, '.', '_', ':' and '-'", id)
+	}
+	return "client/" + kind + "/" + id, nil
+}
+
+type requestIDKey struct{}
+
+// withRequestID returns ctx carrying the request id that the write served
+// under it proposes (see propose): a handler whose write is proposed by
+// another package (the blob store's delete) passes the client's id this
+// way. Only handlers that propose exactly one command may use it.
+func withRequestID(ctx context.Context, kind, id string) (context.Context, error) {
+	rid, err := clientRequestID(kind, id)
+	if err != nil || rid == "" {
+		return ctx, err
+	}
+	return context.WithValue(ctx, requestIDKey{}, rid), nil
+}
+
+func requestIDFrom(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}

@@ -1,0 +1,261 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/raftstore"
+)
+
+// maxWatchPartBytes bounds the events of one watch message, and
+// maxWatchMergeBytes those of small responses merged into one. gRPC holds
+// a stream's message being sent (plus up to 64 KiB of frames) until its
+// reader takes it, so these also bound what a reader that stopped reading
+// costs beyond its backlog, which holds the ring's shared events.
+const (
+	maxWatchPartBytes  = 256 << 10
+	maxWatchMergeBytes = 32 << 10
+)
+
+// Default bounds of a watch stream's backlog: what the agent has read from
+// the registry for it but could not send yet, behind the response being
+// sent. A watcher further behind is ended with ErrWatchTooSlow. The events
+// are the ring's own (shared by every watcher), so the bounds cost little
+// memory per stream; they are wide enough that a reader keeping up is not
+// cut by a burst of writes read faster than it can be sent.
+const (
+	defaultWatchBacklogEvents = 16384
+	defaultWatchBacklogBytes  = 16 << 20
+)
+
+// watchLimits bounds a watch stream's backlog.
+type watchLimits struct {
+	events int
+	bytes  int
+}
+
+// WithWatchBacklog bounds the backlog of each watch stream to events events
+// and bytes bytes (encoded size); zero keeps a default. A watcher that falls
+// further behind is ended with "watch too slow, resume from revision N".
+func WithWatchBacklog(events, bytes int) Option {
+	return func(o *options) { o.watchBacklog = watchLimits{events: events, bytes: bytes} }
+}
+
+func (l watchLimits) withDefaults() watchLimits {
+	if l.events <= 0 {
+		l.events = defaultWatchBacklogEvents
+	}
+	if l.bytes <= 0 {
+		l.bytes = defaultWatchBacklogBytes
+	}
+	return l
+}
+
+// queuedWatch is one registry response on its way to a watcher, in parts.
+type queuedWatch struct {
+	parts  []*pb.WatchResponse
+	rev    uint64 // the revision the watcher has seen once it has all parts
+	events int
+	bytes  int
+}
+
+// watchQueue is a watch stream's backlog between the goroutine that reads
+// the registry (push) and the one that sends (front, pop). Its head is the
+// response being sent; the limits bound what waits behind it, so one large
+// snapshot is always taken and a reader that keeps up is never cut.
+type watchQueue struct {
+	limits watchLimits
+
+	mu     sync.Mutex
+	items  []*queuedWatch
+	events int    // backlog behind the head
+	bytes  int    // backlog behind the head
+	sent   uint64 // revision of the last response sent whole
+	wake   chan struct{}
+}
+
+func newWatchQueue(limits watchLimits, from uint64) *watchQueue {
+	return &watchQueue{limits: limits, sent: from, wake: make(chan struct{}, 1)}
+}
+
+// push queues q and reports whether it fit in the backlog. It never waits.
+// Small responses waiting behind the head are sent as one message: the
+// busier the agent, the fewer messages a watcher costs it.
+func (w *watchQueue) push(q *queuedWatch) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.items) > 0 {
+		if w.events+q.events > w.limits.events || w.bytes+q.bytes > w.limits.bytes {
+			return false
+		}
+		w.events += q.events
+		w.bytes += q.bytes
+	}
+	if n := len(w.items); n > 1 && w.items[n-1].absorb(q) {
+		return true
+	}
+	w.items = append(w.items, q)
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// front returns the response to send next, waiting for one until ctx ends.
+func (w *watchQueue) front(ctx context.Context) (*queuedWatch, error) {
+	for {
+		w.mu.Lock()
+		if len(w.items) > 0 {
+			q := w.items[0]
+			w.mu.Unlock()
+			return q, nil
+		}
+		w.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-w.wake:
+		}
+	}
+}
+
+// pop removes the head once all its parts are sent; the next response
+// leaves the backlog to become the head.
+func (w *watchQueue) pop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.sent = max(w.sent, w.items[0].rev)
+	w.items[0] = nil
+	w.items = w.items[1:]
+	if len(w.items) > 0 {
+		w.events -= w.items[0].events
+		w.bytes -= w.items[0].bytes
+	}
+}
+
+// backlog returns the revision sent whole and the backlog's size.
+func (w *watchQueue) backlog() (sent uint64, events, bytes int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.sent, w.events, w.bytes
+}
+
+// serveWatch streams the registry changes w yields to stream until ctx
+// ends, a send fails, or the watcher falls behind the backlog bounds. The
+// registry is read on the calling goroutine and sent on another (owned by
+// the agent's wait group), so a reader that stops reading never holds the
+// registry's readers up and is noticed while gRPC's Send waits on it. When
+// serveWatch returns ErrWatchTooSlow that sender may still be blocked in
+// Send: gRPC cancels the stream once the handler returns, which ends it.
+func (n *Node) serveWatch(ctx context.Context, w *raftstore.Watcher, from uint64, stream pb.Registry_WatchServer) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	q := newWatchQueue(n.opts.watchBacklog.withDefaults(), from)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		cancel(n.sendWatch(ctx, q, stream))
+	}()
+	for {
+		resp, err := w.Next(ctx)
+		if err != nil {
+			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+				return cause // the send failed
+			}
+			return err
+		}
+		resp.Header.ServedBy = n.cfg.Name
+		if !q.push(newQueuedWatch(resp)) {
+			return n.watchTooSlow(q)
+		}
+	}
+}
+
+// sendWatch sends the queue's responses until ctx ends or Send fails.
+func (n *Node) sendWatch(ctx context.Context, q *watchQueue, stream pb.Registry_WatchServer) error {
+	for {
+		item, err := q.front(ctx)
+		if err != nil {
+			return err
+		}
+		for _, part := range item.parts {
+			if err := stream.Send(part); err != nil {
+				return fmt.Errorf("send watch response: %w", err)
+			}
+		}
+		q.pop()
+	}
+}
+
+// absorb appends next's events to q when both are single messages of
+// events (no snapshot) that fit in one together.
+func (q *queuedWatch) absorb(next *queuedWatch) bool {
+	if len(q.parts) != 1 || len(next.parts) != 1 || q.parts[0].Snapshot || next.parts[0].Snapshot ||
+		q.bytes+next.bytes > maxWatchMergeBytes {
+		return false
+	}
+	merged := q.parts[0]
+	merged.Header = next.parts[0].Header
+	merged.Events = append(merged.Events, next.parts[0].Events...)
+	q.rev, q.events, q.bytes = next.rev, q.events+next.events, q.bytes+next.bytes
+	return true
+}
+
+func newQueuedWatch(resp *pb.WatchResponse) *queuedWatch {
+	q := &queuedWatch{rev: resp.Header.GetRevision(), events: len(resp.Events)}
+	q.parts, q.bytes = watchParts(resp)
+	return q
+}
+
+// watchTooSlow returns the status that ends a watcher behind its backlog
+// bounds: Aborted, ErrWatchTooSlow's reason and a WatchResume detail
+// naming the revision a new watch continues from without a gap.
+func (n *Node) watchTooSlow(q *watchQueue) error {
+	sent, events, bytes := q.backlog()
+	n.log.Warn("watch too slow, ending it", "sent_revision", sent, "backlog_events", events, "backlog_bytes", bytes)
+	err := apierr.ToStatus(fmt.Errorf("%w, resume from revision %d: %d events (%d bytes) were waiting for the reader, the limit is %d events or %d bytes",
+		apierr.ErrWatchTooSlow, sent, events, bytes, q.limits.events, q.limits.bytes))
+	st := status.Convert(err)
+	if d, derr := st.WithDetails(&pb.WatchResume{Revision: sent}); derr == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// watchParts splits a watch response into messages of at most
+// maxWatchPartBytes of events each (at least one event, however large), all
+// but the last marked more: a snapshot of a large service, or a revision that
+// removed many large instances, would not fit in one gRPC message. A small
+// response is its own one part. It returns the parts and the events' size.
+func watchParts(resp *pb.WatchResponse) ([]*pb.WatchResponse, int) {
+	var parts []*pb.WatchResponse
+	start, size, total := 0, 0, 0
+	for i, ev := range resp.Events {
+		sz := proto.Size(ev)
+		if i > start && size+sz > maxWatchPartBytes {
+			parts = append(parts, watchPart(resp, resp.Events[start:i], parts == nil, true))
+			start, size = i, 0
+		}
+		size += sz
+		total += sz
+	}
+	if parts == nil {
+		return []*pb.WatchResponse{resp}, total
+	}
+	return append(parts, watchPart(resp, resp.Events[start:], false, false)), total
+}
+
+// watchPart is one part of resp. Only the first part of a snapshot is
+// marked snapshot: a reader that does not know more (a client from before
+// parts) then applies the later parts as events and ends with the whole.
+func watchPart(resp *pb.WatchResponse, evs []*pb.Event, first, more bool) *pb.WatchResponse {
+	return &pb.WatchResponse{Header: resp.Header, Snapshot: resp.Snapshot && first, Events: evs, More: more}
+}
