@@ -103,21 +103,16 @@ func startHealthServer(t *testing.T, down bool) string {
 	return lis.Addr().String()
 }
 
-func TestEndToEndRetryAroundDownInstance(t *testing.T) {
-	good := startHealthServer(t, false)
-	bad := startHealthServer(t, true)
-
+// dialRoundRobin connects to addrs, round robin, through the chain cfg
+// configures; the connection closes when the test ends.
+func dialRoundRobin(t *testing.T, cfg Config, addrs ...string) *grpc.ClientConn {
+	t.Helper()
 	r := manual.NewBuilderWithScheme("clientchaintest")
-	r.InitialState(resolver.State{Addresses: []resolver.Address{{Addr: good}, {Addr: bad}}})
-	cfg := DefaultConfig()
-	cfg.Registerer = prometheus.NewRegistry()
-	cfg.Retry.MaxAttempts = 4
-	cfg.Retry.NoBudget = true // round robin sends every other attempt to the bad one
-	cfg.NoBreaker = true      // the breaker sees only successes, but keep the test about retry
-	// The down instance answers Unavailable itself, so the call reached it:
-	// only an idempotent method may be sent again.
-	cfg.Retry.Idempotent = []string{"/grpc.health.v1.Health/Check"}
-	cfg.Timeout = 5 * time.Second
+	var state resolver.State
+	for _, a := range addrs {
+		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
+	}
+	r.InitialState(state)
 	unary, stream := Chain(cfg)
 	cc, err := grpc.NewClient(r.Scheme()+":///svc",
 		grpc.WithResolvers(r),
@@ -130,6 +125,23 @@ func TestEndToEndRetryAroundDownInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
+
+func TestEndToEndRetryAroundDownInstance(t *testing.T) {
+	good := startHealthServer(t, false)
+	bad := startHealthServer(t, true)
+
+	cfg := DefaultConfig()
+	cfg.Registerer = prometheus.NewRegistry()
+	cfg.Retry.MaxAttempts = 4
+	cfg.Retry.NoBudget = true // round robin sends every other attempt to the bad one
+	cfg.NoBreaker = true      // the breaker sees only successes, but keep the test about retry
+	// The down instance answers Unavailable itself, so the call reached it:
+	// only an idempotent method may be sent again.
+	cfg.Retry.Idempotent = []string{"/grpc.health.v1.Health/Check"}
+	cfg.Timeout = 5 * time.Second
+	cc := dialRoundRobin(t, cfg, good, bad)
 
 	client := healthpb.NewHealthClient(cc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -11,11 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 )
 
@@ -64,26 +61,13 @@ func startHardStopPair(t *testing.T) *hardStopPair {
 // first attempt while it runs.
 func (p *hardStopPair) call(t *testing.T, idempotent []string) error {
 	t.Helper()
-	r := manual.NewBuilderWithScheme("hardstop")
-	r.InitialState(resolver.State{Addresses: []resolver.Address{{Addr: p.addrs[0]}, {Addr: p.addrs[1]}}})
 	cfg := DefaultConfig()
 	cfg.Registerer = prometheus.NewRegistry()
 	cfg.Retry.Rand = func() float64 { return 0 }
 	cfg.Retry.Idempotent = idempotent
 	cfg.NoBreaker = true
 	cfg.Timeout = 10 * time.Second
-	unary, stream := Chain(cfg)
-	cc, err := grpc.NewClient(r.Scheme()+":///svc",
-		grpc.WithResolvers(r),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
-		grpc.WithUnaryInterceptor(unary),
-		grpc.WithStreamInterceptor(stream),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := dialRoundRobin(t, cfg, p.addrs...)
 	go func() {
 		select {
 		case i := <-p.first:
@@ -93,7 +77,7 @@ func (p *hardStopPair) call(t *testing.T, idempotent []string) error {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+	_, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
 	return err
 }
 
