@@ -18,7 +18,7 @@ const largeService = 1300
 // total more than 64 MiB is read by Get (pages) and Watch (a snapshot in
 // parts) whole.
 func TestGetAndWatchOfServiceLargerThanOneMessage(t *testing.T) {
-	cl := testcluster.New(t, 1)
+	cl := testcluster.New(t, 1, testcluster.WithInstanceMetadataLimit(clienttest.LargeInstanceLimit))
 	// Writing 70 MB through Raft takes a while under -race on a busy machine.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

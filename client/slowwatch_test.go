@@ -19,7 +19,7 @@ import (
 // converges to the registry's state.
 func TestWatchResumesAfterTooSlowAndConverges(t *testing.T) {
 	const n = 400 // clienttest.LargeInstance: about 54 KB each
-	cl := testcluster.New(t, 1)
+	cl := testcluster.New(t, 1, testcluster.WithInstanceMetadataLimit(clienttest.LargeInstanceLimit))
 	var opens atomic.Int32
 	countOpens := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		if method == "/zrpc.v1.Registry/Watch" {

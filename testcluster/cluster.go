@@ -38,6 +38,12 @@ func WithVoters(n int) Option { return func(c *node.Config) { c.Voters = n } }
 // WithDeadNodeReap sets how long a failed agent stays before removal.
 func WithDeadNodeReap(d time.Duration) Option { return func(c *node.Config) { c.DeadNodeReap = d } }
 
+// WithInstanceMetadataLimit sets max_instance_metadata_bytes, the most
+// bytes of version, tags and metadata one instance may carry.
+func WithInstanceMetadataLimit(n int) Option {
+	return func(c *node.Config) { c.MaxInstanceMetadataBytes = n }
+}
+
 // WithConfig applies f to every agent's configuration.
 func WithConfig(f func(*node.Config)) Option { return Option(f) }
 

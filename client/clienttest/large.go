@@ -9,10 +9,17 @@ import (
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
+// LargeInstanceLimit is the max_instance_metadata_bytes an agent needs to
+// accept LargeInstance (the default, 16 KiB, is less). The default limits
+// allow services of 160 MiB (10,000 instances of 16 KiB); larger instances
+// let a test pass the 64 MiB message cap with fewer registrations.
+const LargeInstanceLimit = 64 << 10
+
 // LargeInstance returns instance i of service with 48 metadata values of
 // 1 KiB and 32 tags of 128 bytes: about 54 KB, within the registry's limits
-// on each field. 1,300 of them make a service of more than 64 MiB, too large
-// for one gRPC message.
+// on each field but above its default limit per instance (see
+// LargeInstanceLimit). 1,300 of them make a service of more than 64 MiB,
+// too large for one gRPC message.
 func LargeInstance(service string, i int) *zrpcpb.Instance {
 	inst := &zrpcpb.Instance{
 		Service:  service,

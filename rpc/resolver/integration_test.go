@@ -352,7 +352,7 @@ func TestDirectResolverBadEntry(t *testing.T) {
 // gets its whole address list from the watch's snapshot in parts.
 func TestZRPCResolverStartsOnServiceLargerThanOneMessage(t *testing.T) {
 	const n = 1300 // clienttest.LargeInstance: about 54 KB each
-	c := testcluster.New(t, 1)
+	c := testcluster.New(t, 1, testcluster.WithInstanceMetadataLimit(clienttest.LargeInstanceLimit))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if err := clienttest.RegisterLarge(ctx, c.Registry(0), "big.rpc", n); err != nil {
