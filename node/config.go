@@ -18,6 +18,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/raftstore"
 	"github.com/zrpcio/zrpc/storage"
 )
 
@@ -255,6 +256,13 @@ func (c *Config) Validate() error {
 		if p.v <= 0 {
 			bad(p.field, "must be positive, got %s", p.v)
 		}
+	}
+	// A write retried after an ambiguous failure is applied once only while
+	// the FSM remembers its request id: the retry must come within that
+	// window, after at most leader_wait and an election.
+	if c.LeaderWait+c.RaftElectionTimeout >= raftstore.DedupWindow/2 {
+		bad("leader_wait", "%s plus raft_election_timeout %s must stay under %s (half the window in which retried writes are recognised)",
+			c.LeaderWait, c.RaftElectionTimeout, raftstore.DedupWindow/2)
 	}
 	if c.RaftLeaderLease > c.RaftHeartbeatTimeout && c.RaftHeartbeatTimeout > 0 {
 		bad("raft_leader_lease_timeout", "%s must not exceed raft_heartbeat_timeout %s", c.RaftLeaderLease, c.RaftHeartbeatTimeout)

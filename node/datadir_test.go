@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 func TestDataDirIsLocked(t *testing.T) {
@@ -136,5 +138,18 @@ func TestConfigFileAndEnv(t *testing.T) {
 	os.WriteFile(path, []byte("nmae: typo\n"), 0o600)
 	if err := c.LoadFile(path); err == nil || !strings.Contains(err.Error(), "nmae") {
 		t.Fatalf("LoadFile with unknown key: %v", err)
+	}
+}
+
+func TestConfigRefusesLeaderWaitBeyondTheDedupWindow(t *testing.T) {
+	c := Default()
+	c.LeaderWait = raftstore.DedupWindow
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "leader_wait:") {
+		t.Fatalf("Validate with leader_wait %s = %v, want an error naming leader_wait", c.LeaderWait, err)
+	}
+	c.LeaderWait = 30 * time.Second
+	if err := c.Validate(); err != nil {
+		t.Fatalf("leader_wait 30s: %v", err)
 	}
 }
