@@ -26,6 +26,8 @@ type metrics struct {
 	rpcTime  *prometheus.HistogramVec
 	watchers prometheus.Gauge
 	panics   *prometheus.CounterVec
+	// slowWatchers counts Watch streams ended as too slow.
+	slowWatchers prometheus.Counter
 }
 
 func newMetrics(n *Node) *metrics {
@@ -52,12 +54,16 @@ func newMetrics(n *Node) *metrics {
 			Name: "zrpc_grpc_panics_total",
 			Help: "Agent API calls whose handler panicked (answered Internal; the stack is in the log), by method.",
 		}, []string{"method"}),
+		slowWatchers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "zrpc_registry_watchers_too_slow_total",
+			Help: "Watch streams ended because their reader fell behind the backlog bound (the client resumes from the revision named).",
+		}),
 	}
 	r := n.store.Raft()
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.reg.MustRegister(m.apply, m.rpcs, m.rpcTime, m.watchers, m.panics,
+	m.reg.MustRegister(m.apply, m.rpcs, m.rpcTime, m.watchers, m.panics, m.slowWatchers,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("zrpc_raft_leader", "1 if this agent is the Raft leader.", func() float64 { return b2f(r.State() == raft.Leader) }),
 		gauge("zrpc_raft_has_leader", "1 if this agent knows a Raft leader.", func() float64 { a, _ := r.LeaderWithID(); return b2f(a != "") }),

@@ -221,6 +221,7 @@ func newQueuedWatch(resp *pb.WatchResponse) *queuedWatch {
 func (n *Node) watchTooSlow(q *watchQueue) error {
 	sent, events, bytes := q.backlog()
 	n.log.Warn("watch too slow, ending it", "sent_revision", sent, "backlog_events", events, "backlog_bytes", bytes)
+	n.metrics.slowWatchers.Inc()
 	err := apierr.ToStatus(fmt.Errorf("%w, resume from revision %d: %d events (%d bytes) were waiting for the reader, the limit is %d events or %d bytes",
 		apierr.ErrWatchTooSlow, sent, events, bytes, q.limits.events, q.limits.bytes))
 	st := status.Convert(err)

@@ -146,6 +146,9 @@ func TestSlowWatchersEndedTooSlowWhileWritesGoOn(t *testing.T) {
 				i, got, last, st.Message(), resume, got)
 		}
 	}
+	if want := fmt.Sprintf("zrpc_registry_watchers_too_slow_total %d\n", watchers); !strings.Contains(httpGet(t, n, "/metrics"), want) {
+		t.Errorf("/metrics lacks %q", want)
+	}
 }
 
 func TestWatchQueueBoundsTheBacklogBehindTheHead(t *testing.T) {
