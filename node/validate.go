@@ -186,8 +186,6 @@ const (
 	maxHealthOutput = 4096
 )
 
-var blobIDRE = regexp.MustCompile(`^[0-9a-f]{16,64}$`)
-
 // validateForwarded checks a command a peer forwarded through
 // Internal.Apply before the leader proposes it. A peer may forward only
 // what agents propose through the leader (registrations, health results,
@@ -377,7 +375,7 @@ func validID(field, id string) error {
 }
 
 func validBlobID(field, id string) error {
-	if !blobIDRE.MatchString(id) {
+	if !storage.ValidBlobID(id) {
 		return apierr.Invalid(field, "%q is not a blob id (16-64 lowercase hex digits)", id)
 	}
 	return nil

@@ -204,7 +204,7 @@ func (s *Store) deleteUnreferenced(ctx context.Context, ids []string, rev uint64
 	meta := s.cluster.Meta()
 	deleted := 0
 	for _, id := range ids {
-		if !validBlobID(id) || meta.BlobByID(id) != nil || meta.PendingBlob(id) != nil {
+		if !ValidBlobID(id) || meta.BlobByID(id) != nil || meta.PendingBlob(id) != nil {
 			continue
 		}
 		n, err := s.shards.DeleteBlob(id)
@@ -221,10 +221,12 @@ func (s *Store) deleteUnreferenced(ctx context.Context, ids []string, rev uint64
 
 var blobIDPattern = regexp.MustCompile(`^[0-9a-f]{16,64}$`)
 
-func validBlobID(id string) bool { return blobIDPattern.MatchString(id) }
+// ValidBlobID reports whether id has the form of a blob id (16 to 64
+// lowercase hex digits), as agents check ids that peers send.
+func ValidBlobID(id string) bool { return blobIDPattern.MatchString(id) }
 
 func checkShardRef(ref *pb.ShardRef) error {
-	if ref == nil || !validBlobID(ref.BlobId) || ref.Index > 255 {
+	if ref == nil || !ValidBlobID(ref.BlobId) || ref.Index > 255 {
 		return fmt.Errorf("%w: shard reference %v", ErrInvalidArgument, ref)
 	}
 	return nil
@@ -264,7 +266,7 @@ func (ss *ShardServer) PutShard(ctx context.Context, req *pb.PutShardRequest) (*
 }
 
 func (ss *ShardServer) SyncShards(ctx context.Context, req *pb.SyncShardsRequest) (*pb.SyncShardsResponse, error) {
-	if !validBlobID(req.BlobId) {
+	if !ValidBlobID(req.BlobId) {
 		return nil, fmt.Errorf("%w: blob id %q", ErrInvalidArgument, req.BlobId)
 	}
 	n, err := ss.s.shards.CommitStaged(req.BlobId)
