@@ -181,3 +181,24 @@ func TestPutCommitRetryNotRecognisedStillSucceeds(t *testing.T) {
 		t.Fatalf("put: %v, stored %v; want success at the commit's revision", err, b)
 	}
 }
+
+// TestPutAnswersWhenItsReplicaHasNotAppliedTheCommit: the leader applied
+// the commit but this agent's replica has not (a slow disk, a lagging
+// follower): the put succeeds and describes the blob it committed.
+func TestPutAnswersWhenItsReplicaHasNotAppliedTheCommit(t *testing.T) {
+	s, fc := newTestStore(t, Config{}, "n1", "n1")
+	const leaderRev = 1000
+	fc.intercept = func(_ context.Context, cmd *pb.Command, apply func() (uint64, error)) (uint64, error) {
+		if cmd.GetBlobCommit() != nil {
+			return leaderRev, nil // committed elsewhere; not here yet
+		}
+		return apply()
+	}
+	res, err := s.Put(context.Background(), &pb.BlobPutHeader{Name: "lagging"}, strings.NewReader("tiny"))
+	if err != nil {
+		t.Fatalf("put: %v", err)
+	}
+	if res.Blob == nil || res.Blob.Name != "lagging" || res.Blob.CreateRevision != leaderRev || res.Revision != leaderRev {
+		t.Fatalf("put answered blob %v at revision %d; want blob lagging created at %d", res.Blob, res.Revision, leaderRev)
+	}
+}

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/storage/codec"
 	"github.com/zrpcio/zrpc/storage/placement"
@@ -250,7 +252,26 @@ func (s *Store) putInline(ctx context.Context, h *pb.BlobPutHeader, data []byte,
 		s.dropShards(old, rev)
 	}
 	s.metrics.putBytes.Add(float64(len(data)))
-	return &PutResult{Blob: s.cluster.Meta().BlobByID(blob.Id), Revision: rev}, nil
+	return &PutResult{Blob: s.committed(ctx, blob, rev), Revision: rev}, nil
+}
+
+// replicaWait bounds how long a put waits for this agent's replica to apply
+// its commit before it answers from the metadata it proposed.
+const replicaWait = 2 * time.Second
+
+// committed returns the blob a put committed at rev as this replica holds
+// it, waiting (at most replicaWait) for the replica to apply the commit.
+// A replica further behind (a slow disk, a follower catching up) gives the
+// proposed metadata with the commit's revision instead: the put succeeded
+// either way.
+func (s *Store) committed(ctx context.Context, proposed *pb.Blob, rev uint64) *pb.Blob {
+	_ = s.waitRevision(context.WithoutCancel(ctx), rev, replicaWait)
+	if b := s.cluster.Meta().BlobByID(proposed.Id); b != nil {
+		return b
+	}
+	b := proto.Clone(proposed).(*pb.Blob)
+	b.CreateRevision, b.ModRevision = rev, rev
+	return b
 }
 
 // commitWait bounds how long a put waits for its commit's outcome once it
@@ -621,7 +642,7 @@ func (p *put) commit(ctx context.Context) (*PutResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &PutResult{Blob: p.s.cluster.Meta().BlobByID(p.id), Revision: rev, Missing: missing}, nil
+	return &PutResult{Blob: p.s.committed(ctx, blob, rev), Revision: rev, Missing: missing}, nil
 }
 
 // abort ends a failed put: it withdraws the pending entry and deletes the
