@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"os"
@@ -374,10 +375,20 @@ func (c *Config) LoadFile(path string) error {
 	defer f.Close()
 	dec := yaml.NewDecoder(f)
 	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
+	next := c.clone()
+	if err := dec.Decode(&next); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("parse config %s: %w", path, err)
 	}
+	*c = next
 	return nil
+}
+
+// clone returns a copy of c that shares no slice with it, so that a load
+// that fails part way can leave c as it was.
+func (c *Config) clone() Config {
+	next := *c
+	next.Join = slices.Clone(c.Join)
+	return next
 }
 
 // EnvPrefix prefixes the environment variables LoadEnv reads: ZRPC_NAME,
@@ -473,12 +484,13 @@ func (c *Config) Get(key string) string {
 // LoadEnv overrides c with ZRPC_<YAML KEY> variables found by lookup.
 func (c *Config) LoadEnv(lookup func(string) (string, bool)) error {
 	var errs []error
+	next := c.clone()
 	for _, s := range Settings() {
 		v, ok := lookup(s.Env)
 		if !ok {
 			continue
 		}
-		if err := c.Set(s.Key, v); err != nil {
+		if err := next.Set(s.Key, v); err != nil {
 			shown := v
 			if s.Secret {
 				shown = "REDACTED"
@@ -486,7 +498,11 @@ func (c *Config) LoadEnv(lookup func(string) (string, bool)) error {
 			errs = append(errs, fmt.Errorf("%s=%q: %w", s.Env, shown, err))
 		}
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	*c = next
+	return nil
 }
 
 // setField parses s into one Config field.

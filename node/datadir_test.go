@@ -153,3 +153,29 @@ func TestConfigRefusesLeaderWaitBeyondTheDedupWindow(t *testing.T) {
 		t.Fatalf("leader_wait 30s: %v", err)
 	}
 }
+
+func TestConfigLoadThatFailsChangesNothing(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "agent.yaml")
+	os.WriteFile(path, []byte("name: n7\njoin: [127.0.0.1:8402]\nno_such_setting: 1\n"), 0o600)
+	c := Default()
+	want := Default()
+	if err := c.LoadFile(path); err == nil {
+		t.Fatal("LoadFile accepted an unknown key")
+	}
+	if c.Name != want.Name || len(c.Join) != 0 {
+		t.Fatalf("a rejected file changed the config: name %q, join %v", c.Name, c.Join)
+	}
+	env := map[string]string{"ZRPC_NAME": "n8", "ZRPC_GRPC_PORT": "not-a-port"}
+	if err := c.LoadEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err == nil {
+		t.Fatal("LoadEnv accepted a bad port")
+	}
+	if c.Name != want.Name || c.GRPCPort != want.GRPCPort {
+		t.Fatalf("rejected environment changed the config: name %q, grpc_port %d", c.Name, c.GRPCPort)
+	}
+	empty := filepath.Join(dir, "empty.yaml")
+	os.WriteFile(empty, nil, 0o600)
+	if err := c.LoadFile(empty); err != nil {
+		t.Fatalf("an empty file: %v", err)
+	}
+}
