@@ -27,11 +27,11 @@ import (
 type blobState int
 
 const (
-	blobPutting blobState = iota // put sent, no answer yet
-	blobUnknown                  // put failed: it may or may not exist
-	blobAcked                    // put acknowledged
-	blobDeleted                  // delete acknowledged
-	blobDeleting                 // delete failed: it may or may not exist
+	blobPutting  blobState = iota // put sent, no answer yet
+	blobUnknown                   // put failed: it may or may not exist
+	blobAcked                     // put acknowledged
+	blobDeleted                   // delete acknowledged
+	blobDeleting                  // delete failed: it may or may not exist
 )
 
 type blobEntry struct {

@@ -46,7 +46,9 @@ func (r *run) injectFaults() {
 	}
 }
 
-func (r *run) randDuration(d time.Duration) time.Duration { return time.Duration(r.rng.Int64N(int64(d))) }
+func (r *run) randDuration(d time.Duration) time.Duration {
+	return time.Duration(r.rng.Int64N(int64(d)))
+}
 
 // hold keeps a fault for lo + up to spread, never more than maxHold.
 func (r *run) hold(lo, spread time.Duration) { time.Sleep(min(lo+r.randDuration(spread), maxHold)) }
