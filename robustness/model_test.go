@@ -274,16 +274,53 @@ func (h *history) checkMonotonic(errorf func(string, ...any)) {
 	}
 }
 
+// checkLinearizable runs porcupine twice: on the writes and consistent
+// reads over the whole service (a consistent read sees one atomic state),
+// then, per instance id, on the writes of that id and every read's view of
+// it (default and stale reads' long windows make the whole-service search
+// blow up; per id, each read's value pins it down).
 func (h *history) checkLinearizable(errorf func(string, ...any), logf func(string, ...any)) {
+	var strict []porcupine.Operation
+	perID := make([][]porcupine.Operation, linIDs)
+	for _, op := range h.ops {
+		in, out := op.Input.(linInput), op.Output.(linOutput)
+		if in.kind != opGet || in.mode == pb.Consistency_CONSISTENT {
+			strict = append(strict, op)
+		}
+		for id := range linIDs {
+			if in.kind != opGet && in.id != id {
+				continue
+			}
+			one := op
+			if in.kind == opGet {
+				var seen linState
+				seen[id] = out.seen[id]
+				one.Output = linOutput{seen: seen}
+			}
+			perID[id] = append(perID[id], one)
+		}
+	}
+	if !h.porcupine("writes and consistent reads", strict, errorf, logf) {
+		return
+	}
+	for id, ops := range perID {
+		if !h.porcupine(linID(id)+"'s writes and every read of it", ops, errorf, logf) {
+			return
+		}
+	}
+}
+
+// porcupine checks one history and explains a failure.
+func (h *history) porcupine(what string, ops []porcupine.Operation, errorf func(string, ...any), logf func(string, ...any)) bool {
 	begin := time.Now()
-	res, info := porcupine.CheckOperationsVerbose(linModel, h.ops, 90*time.Second)
-	logf("registry: porcupine says %s after %s", res, time.Since(begin).Round(time.Millisecond))
+	res, info := porcupine.CheckOperationsVerbose(linModel, ops, 60*time.Second)
+	logf("registry: porcupine says %s for %s (%d operations) after %s", res, what, len(ops), time.Since(begin).Round(time.Millisecond))
 	switch res {
 	case porcupine.Ok:
-		return
+		return true
 	case porcupine.Unknown:
-		errorf("registry: porcupine timed out checking %d operations", len(h.ops))
-		return
+		errorf("registry: porcupine timed out checking %s (%d operations)", what, len(ops))
+		return false
 	}
 	path := ""
 	if f, err := os.CreateTemp("", "zrpc-robustness-registry-*.html"); err == nil {
@@ -292,13 +329,14 @@ func (h *history) checkLinearizable(errorf func(string, ...any), logf func(strin
 			path = f.Name()
 		}
 	}
-	h.explain(logf, info)
-	errorf("registry: history of %d operations does not fit the model (consistent reads linearizable, default and stale reads within their windows); visualization: %s",
-		len(h.ops), path)
+	explain(ops, logf, info)
+	errorf("registry: %s (%d operations) do not fit the model (consistent reads linearizable, default and stale reads within their windows); visualization: %s",
+		what, len(ops), path)
+	return false
 }
 
 // explain logs the operations around the first one porcupine could not place.
-func (h *history) explain(logf func(string, ...any), info porcupine.LinearizationInfo) {
+func explain(ops []porcupine.Operation, logf func(string, ...any), info porcupine.LinearizationInfo) {
 	var longest []int
 	for _, l := range info.PartialLinearizations()[0] {
 		if len(l) > len(longest) {
@@ -309,11 +347,11 @@ func (h *history) explain(logf func(string, ...any), info porcupine.Linearizatio
 	state := linModel.Init()
 	for _, id := range longest {
 		placed[id] = true
-		_, state = linModel.Step(state, h.ops[id].Input, h.ops[id].Output)
+		_, state = linModel.Step(state, ops[id].Input, ops[id].Output)
 	}
 	stuck := -1
-	for id, op := range h.ops {
-		if !placed[id] && (stuck < 0 || op.Return < h.ops[stuck].Return) {
+	for id, op := range ops {
+		if !placed[id] && (stuck < 0 || op.Return < ops[stuck].Return) {
 			stuck = id
 		}
 	}
@@ -322,14 +360,14 @@ func (h *history) explain(logf func(string, ...any), info porcupine.Linearizatio
 	}
 	logf("registry: porcupine placed %d operations reaching %s; >> marks the earliest-returning one it could not place:", len(longest), state)
 	var near []int
-	for id, op := range h.ops {
-		if op.Call <= h.ops[stuck].Return && op.Return >= h.ops[stuck].Call {
+	for id, op := range ops {
+		if op.Call <= ops[stuck].Return && op.Return >= ops[stuck].Call {
 			near = append(near, id)
 		}
 	}
-	slices.SortFunc(near, func(a, b int) int { return int(h.ops[a].Call - h.ops[b].Call) })
+	slices.SortFunc(near, func(a, b int) int { return int(ops[a].Call - ops[b].Call) })
 	for _, id := range near {
-		op, mark, ret := h.ops[id], "  ", "pending"
+		op, mark, ret := ops[id], "  ", "pending"
 		if id == stuck {
 			mark = ">>"
 		}
