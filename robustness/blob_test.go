@@ -224,7 +224,7 @@ func (r *run) deleteBlob(rng *rand.Rand) {
 // to finish, loses every shard file of one more agent, and reads everything
 // again: a cluster that rebuilt what it lost tolerates that.
 func (r *run) checkBlobs() {
-	var acked, gone []int
+	var acked, gone, unknown []int
 	r.blobs.count(func(b *blobBook) {
 		for n, e := range b.all {
 			switch e.state {
@@ -232,6 +232,8 @@ func (r *run) checkBlobs() {
 				acked = append(acked, n)
 			case blobDeleted:
 				gone = append(gone, n)
+			default:
+				unknown = append(unknown, n)
 			}
 		}
 		r.t.Logf("blobs: %d puts (%d acknowledged), %d gets (%d ranged), %d deletes, %d failed calls",
@@ -245,6 +247,12 @@ func (r *run) checkBlobs() {
 		e := r.blobs.all[n]
 		if _, err := readBlob(r.all, e.name, client.GetOptions{}); !errors.Is(err, apierr.ErrNotFound) {
 			r.t.Errorf("blobs: %s was deleted (acknowledged) but a get says %v", e.name, err)
+		}
+	}
+	for _, n := range unknown { // may exist or not; if they do, with their bytes
+		e := r.blobs.all[n]
+		if got, err := readBlob(r.all, e.name, client.GetOptions{}); err == nil {
+			r.checkBlobBytes(e, n, client.GetOptions{}, got, "any agent")
 		}
 	}
 	if r.t.Failed() {

@@ -132,20 +132,25 @@ func (r *run) registryOp(worker, agent int, failover bool, in linInput) {
 			failure = "write"
 			op.Output, op.Return = linOutput{result: resUnknown}, math.MaxInt64
 		}
-		r.hist.add(op, nil, failure)
+		r.hist.add(op, nil, nil, failure)
 		return
 	}
 	op.Output = out
-	var rd *read
-	if in.kind == opGet {
-		op.Call = readWindowStart(in.mode, op.Call, staleBound)
+	var (
+		rd *read
+		wr *write
+	)
+	switch {
+	case in.kind == opGet:
 		if r.incarnation(agent) != inc {
 			inc = -1 // the agent restarted during the read
 		}
 		rd = &read{client: worker, agent: agent, incarnation: inc, mode: in.mode, rev: rev, seen: out.seen,
-			at: time.Duration(op.Return)}
+			call: time.Duration(op.Call), at: time.Duration(op.Return)}
+	case out.result == resOK:
+		wr = &write{in: in, rev: rev, returned: time.Duration(op.Return)}
 	}
-	r.hist.add(op, rd, "")
+	r.hist.add(op, rd, wr, "")
 }
 
 // sessionBook records the session churn.

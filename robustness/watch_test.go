@@ -217,9 +217,10 @@ func (r *run) checkWatches() {
 // leaderState is linService's state on the leader, once every running agent
 // has converged (checkConverged ran before).
 func (r *run) leaderState() linState {
+	r.c.WaitFor(settleFor, "a leader to read the final state from", func() bool { return r.c.Leader() != nil })
 	l := r.c.Leader()
 	if l == nil {
-		r.t.Fatalf("no leader to read the final state from")
+		r.t.Fatalf("the leader went away")
 	}
 	insts, _ := l.Store().FSM().Instances(linService)
 	s, _ := stateOf(insts)
@@ -249,30 +250,60 @@ func (r *run) compareWatches(covs [][]*coverage) {
 	}
 }
 
+// stateAt returns the state a watch stretch had built at revision rev.
+func (c *coverage) stateAt(rev uint64) (checkpoint, bool) {
+	if rev < c.lo || rev > c.hi || len(c.states) == 0 {
+		return checkpoint{}, false
+	}
+	n, found := slices.BinarySearchFunc(c.states, rev, func(cp checkpoint, rev uint64) int { return cmpUint(cp.rev, rev) })
+	if !found {
+		n--
+	}
+	if n < 0 {
+		return checkpoint{}, false
+	}
+	return c.states[n], true
+}
+
 // compareReads: a read answered at revision R saw the state a watch had
-// built at R.
+// built at R (so a stale or default read returned a state that existed),
+// and every acknowledged write is in the state the watches built at its
+// revision (so the watches' history is the registry's).
 func (r *run) compareReads(covs [][]*coverage) {
 	r.hist.mu.Lock()
-	reads := slices.Clone(r.hist.reads)
+	reads, writes := slices.Clone(r.hist.reads), slices.Clone(r.hist.writes)
 	r.hist.mu.Unlock()
+	uncovered := map[pb.Consistency]int{}
 	for _, rd := range reads {
+		covered := false
 		for i, wc := range covs {
 			for _, c := range wc {
-				if rd.rev < c.lo || rd.rev > c.hi || len(c.states) == 0 {
+				cp, ok := c.stateAt(rd.rev)
+				if !ok {
 					continue
 				}
-				n, found := slices.BinarySearchFunc(c.states, rd.rev, func(cp checkpoint, rev uint64) int {
-					return cmpUint(cp.rev, rev)
-				})
-				if !found {
-					n--
-				}
-				if n < 0 {
-					continue
-				}
-				if c.states[n].state != rd.seen {
+				covered = true
+				if cp.state != rd.seen {
 					r.t.Errorf("a %s read via n%d at revision %d saw %s; %s had built %s at revision %d",
-						rd.mode, rd.agent+1, rd.rev, rd.seen, r.watches[i].name, c.states[n].state, c.states[n].rev)
+						rd.mode, rd.agent+1, rd.rev, rd.seen, r.watches[i].name, cp.state, cp.rev)
+				}
+			}
+		}
+		if !covered {
+			uncovered[rd.mode]++
+		}
+	}
+	r.t.Logf("registry: reads at a revision no watch covered (not compared): %v", uncovered)
+	for _, w := range writes {
+		want := w.in.value // register; "" for deregister
+		for i, wc := range covs {
+			for _, c := range wc {
+				if cp, ok := c.stateAt(w.rev); ok && cp.rev == w.rev && cp.state[w.in.id] != want {
+					r.t.Errorf("acknowledged %s at revision %d, but %s built %s at that revision",
+						linModel.DescribeOperation(w.in, linOutput{}), w.rev, r.watches[i].name, cp.state)
+				} else if ok && cp.rev != w.rev && w.rev > c.lo {
+					r.t.Errorf("acknowledged %s at revision %d, but %s got no event at that revision",
+						linModel.DescribeOperation(w.in, linOutput{}), w.rev, r.watches[i].name)
 				}
 			}
 		}
