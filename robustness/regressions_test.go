@@ -13,7 +13,10 @@ import (
 var regressions = []struct {
 	seed  uint64
 	found string
-}{}
+}{
+	{1, "a deleted shard file was never rebuilt; losing a second agent's shards then lost a block"},
+	{2, "an agent healed from a partition was reaped; default reads after a restart saw revision 0 and after a heal a replica seconds behind"},
+}
 
 func TestRegressions(t *testing.T) {
 	skipUnlessEnabled(t)
