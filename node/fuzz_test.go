@@ -45,6 +45,9 @@ func FuzzValidateInstance(f *testing.F) {
 		case grpc:
 			in.Check = &pb.Check{Grpc: true, Interval: durationpb.New(time.Duration(interval))}
 		}
+		if _, err := proto.Marshal(in); err != nil {
+			return // not valid protobuf (a string that is not UTF-8): gRPC refuses it before the validator
+		}
 		err := validateInstance(in)
 		if err != nil {
 			if !errors.Is(err, apierr.ErrInvalidArgument) || !strings.Contains(err.Error(), "instance") {
