@@ -39,7 +39,9 @@ func (r *run) startTraffic() {
 	}
 	r.goTraffic(r.ttlWorker)
 	for n := range blobWorkers {
-		r.goTraffic(func() { r.blobWorker(n) })
+		if !skipped("blobs") {
+			r.goTraffic(func() { r.blobWorker(n) })
+		}
 	}
 	r.startWatches()
 }
