@@ -63,11 +63,14 @@ func (r *run) randDuration(d time.Duration) time.Duration {
 func (r *run) hold(lo, spread time.Duration) { time.Sleep(min(lo+r.randDuration(spread), maxHold)) }
 
 // leaderOr returns the leader, or a random core agent when there is none
-// (or when the coin says so and leaderFirst is false).
+// (or when the coin says so and leaderFirst is false). It draws the same
+// random numbers whatever the cluster's state, so that the rest of the
+// schedule does not depend on who leads.
 func (r *run) leaderOr(leaderFirst bool) int {
+	coin, any := r.rng.IntN(2), r.rng.IntN(r.core)
 	l := r.c.LeaderIndex()
-	if l < 0 || l >= r.core || (!leaderFirst && r.rng.IntN(2) == 0) {
-		return r.rng.IntN(r.core)
+	if l < 0 || l >= r.core || (!leaderFirst && coin == 0) {
+		return any
 	}
 	return l
 }
