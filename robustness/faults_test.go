@@ -67,10 +67,10 @@ func (r *run) hold(lo, spread time.Duration) { time.Sleep(min(lo+r.randDuration(
 // random numbers whatever the cluster's state, so that the rest of the
 // schedule does not depend on who leads.
 func (r *run) leaderOr(leaderFirst bool) int {
-	coin, any := r.rng.IntN(2), r.rng.IntN(r.core)
+	coin, random := r.rng.IntN(2), r.rng.IntN(r.core)
 	l := r.c.LeaderIndex()
 	if l < 0 || l >= r.core || (!leaderFirst && coin == 0) {
-		return any
+		return random
 	}
 	return l
 }
