@@ -16,6 +16,8 @@ var regressions = []struct {
 }{
 	{1, "a deleted shard file was never rebuilt; losing a second agent's shards then lost a block"},
 	{2, "an agent healed from a partition was reaped; default reads after a restart saw revision 0 and after a heal a replica seconds behind"},
+	{885059786, "the first leader, partitioned away and healed, was reaped while running"},
+	{106595178, "default reads after one-way packet loss ended answered from a replica seconds behind, and after restarts revision 0"},
 }
 
 func TestRegressions(t *testing.T) {
