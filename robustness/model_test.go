@@ -174,11 +174,14 @@ type history struct {
 	ops     []porcupine.Operation
 	reads   []read
 	writes  []write
+	vizDir  string // where a failed check writes porcupine's visualization; "" for none
 	failed  map[string]int
 	errs    []string
 }
 
-func newHistory(start time.Time) *history { return &history{start: start, failed: map[string]int{}} }
+func newHistory(start time.Time) *history {
+	return &history{start: start, failed: map[string]int{}, vizDir: os.TempDir()}
+}
 
 func (h *history) now() int64 { return int64(time.Since(h.start)) }
 
@@ -325,11 +328,13 @@ func (h *history) porcupine(what string, ops []porcupine.Operation, errorf func(
 		errorf("registry: porcupine timed out checking %s (%d operations)", what, len(ops))
 		return false
 	}
-	path := ""
-	if f, err := os.CreateTemp("", "zrpc-robustness-registry-*.html"); err == nil {
-		f.Close()
-		if porcupine.VisualizePath(linModel, info, f.Name()) == nil {
-			path = f.Name()
+	path := "none written"
+	if h.vizDir != "" {
+		if f, err := os.CreateTemp(h.vizDir, "zrpc-robustness-registry-*.html"); err == nil {
+			f.Close()
+			if porcupine.VisualizePath(linModel, info, f.Name()) == nil {
+				path = f.Name()
+			}
 		}
 	}
 	explain(ops, logf, info)

@@ -210,8 +210,15 @@ func (r *run) checkWatches() {
 		}
 		r.t.Logf("%s: %d responses, %d stretches without a snapshot", w.name, len(resps), len(covs[i]))
 	}
-	r.compareWatches(covs)
-	r.compareReads(covs)
+	names := make([]string, len(r.watches))
+	for i, w := range r.watches {
+		names[i] = w.name
+	}
+	compareWatches(names, covs, r.t.Errorf)
+	r.hist.mu.Lock()
+	reads, writes := slices.Clone(r.hist.reads), slices.Clone(r.hist.writes)
+	r.hist.mu.Unlock()
+	compareReads(names, covs, reads, writes, r.t.Errorf, r.t.Logf)
 }
 
 // leaderState is linService's state on the leader, once every running agent
@@ -228,7 +235,7 @@ func (r *run) leaderState() linState {
 }
 
 // compareWatches: watches that both covered a revision got the same events.
-func (r *run) compareWatches(covs [][]*coverage) {
+func compareWatches(names []string, covs [][]*coverage, errorf func(string, ...any)) {
 	for a := range covs {
 		for b := a + 1; b < len(covs); b++ {
 			for _, ca := range covs[a] {
@@ -240,8 +247,8 @@ func (r *run) compareWatches(covs [][]*coverage) {
 					for rev := lo + 1; rev <= hi; rev++ {
 						ea, eb := slices.Sorted(slices.Values(ca.events[rev])), slices.Sorted(slices.Values(cb.events[rev]))
 						if !slices.Equal(ea, eb) {
-							r.t.Errorf("watches disagree at revision %d, which both covered: %s got %q, %s got %q",
-								rev, r.watches[a].name, ea, r.watches[b].name, eb)
+							errorf("watches disagree at revision %d, which both covered: %s got %q, %s got %q",
+								rev, names[a], ea, names[b], eb)
 						}
 					}
 				}
@@ -269,10 +276,7 @@ func (c *coverage) stateAt(rev uint64) (checkpoint, bool) {
 // built at R (so a stale or default read returned a state that existed),
 // and every acknowledged write is in the state the watches built at its
 // revision (so the watches' history is the registry's).
-func (r *run) compareReads(covs [][]*coverage) {
-	r.hist.mu.Lock()
-	reads, writes := slices.Clone(r.hist.reads), slices.Clone(r.hist.writes)
-	r.hist.mu.Unlock()
+func compareReads(names []string, covs [][]*coverage, reads []read, writes []write, errorf, logf func(string, ...any)) {
 	uncovered := map[pb.Consistency]int{}
 	for _, rd := range reads {
 		covered := false
@@ -284,8 +288,8 @@ func (r *run) compareReads(covs [][]*coverage) {
 				}
 				covered = true
 				if cp.state != rd.seen {
-					r.t.Errorf("a %s read via n%d at revision %d saw %s; %s had built %s at revision %d",
-						rd.mode, rd.agent+1, rd.rev, rd.seen, r.watches[i].name, cp.state, cp.rev)
+					errorf("a %s read via n%d at revision %d saw %s; %s had built %s at revision %d",
+						rd.mode, rd.agent+1, rd.rev, rd.seen, names[i], cp.state, cp.rev)
 				}
 			}
 		}
@@ -293,17 +297,17 @@ func (r *run) compareReads(covs [][]*coverage) {
 			uncovered[rd.mode]++
 		}
 	}
-	r.t.Logf("registry: reads at a revision no watch covered (not compared): %v", uncovered)
+	logf("registry: reads at a revision no watch covered (not compared): %v", uncovered)
 	for _, w := range writes {
 		want := w.in.value // register; "" for deregister
 		for i, wc := range covs {
 			for _, c := range wc {
 				if cp, ok := c.stateAt(w.rev); ok && cp.rev == w.rev && cp.state[w.in.id] != want {
-					r.t.Errorf("acknowledged %s at revision %d, but %s built %s at that revision",
-						linModel.DescribeOperation(w.in, linOutput{}), w.rev, r.watches[i].name, cp.state)
+					errorf("acknowledged %s at revision %d, but %s built %s at that revision",
+						linModel.DescribeOperation(w.in, linOutput{}), w.rev, names[i], cp.state)
 				} else if ok && cp.rev != w.rev && w.rev > c.lo {
-					r.t.Errorf("acknowledged %s at revision %d, but %s got no event at that revision",
-						linModel.DescribeOperation(w.in, linOutput{}), w.rev, r.watches[i].name)
+					errorf("acknowledged %s at revision %d, but %s got no event at that revision",
+						linModel.DescribeOperation(w.in, linOutput{}), w.rev, names[i])
 				}
 			}
 		}
