@@ -15,7 +15,8 @@
 // reads back byte-exact or fails loudly; after healing, all agents converge
 // and no live agent has been reaped.
 //
-// The package holds only tests. They skip unless ROBUSTNESS=1 (set by
-// `make robustness`); docs/robustness.md says how to run them and lists the
-// defects they found.
+// The package holds only tests. The cluster runs skip unless ROBUSTNESS=1
+// (set by `make robustness`); the tests of the checks themselves, on
+// made-up histories, always run. docs/robustness.md says how to run them
+// and lists the defects they found.
 package robustness
