@@ -5,7 +5,7 @@ VERSION     ?= 0.1.0-dev
 LDFLAGS     := -X github.com/zrpcio/zrpc/cli.Version=$(VERSION)
 BIN         := bin
 
-.PHONY: all build test lint bench proto run clean demo
+.PHONY: all build test lint bench proto run clean demo robustness fuzz
 
 all: build
 
@@ -17,6 +17,33 @@ build:
 ## test: every test, with the race detector
 test:
 	$(GO) test -race -count=1 -timeout 12m ./...
+
+## robustness: random traffic under random faults, SEEDS runs (default 3)
+## plus the regression seeds; ROBUSTNESS_SEED=N replays one run, SEEDS=200
+## makes a long one. Failing seeds are appended to robustness/failed-seeds.
+SEEDS              ?= 3
+ROBUSTNESS_TIMEOUT ?= 30m
+robustness:
+	ROBUSTNESS=1 SEEDS=$(SEEDS) ROBUSTNESS_FAILED=$(CURDIR)/robustness/failed-seeds \
+		$(GO) test -count=1 -timeout $(ROBUSTNESS_TIMEOUT) -run 'TestRobustness|TestRegressions' ./robustness/
+
+## fuzz: every fuzz target for FUZZTIME each (default 10s); all run, then
+## the failing ones are listed. Inputs that fail are kept under the
+## package's testdata/fuzz, as go test does.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := \
+	raftstore:FuzzFSMRestore raftstore:FuzzFSMApply raftstore:FuzzDecodeLog \
+	gossip:FuzzDecodeMeta \
+	storage/shardstore:FuzzHeader storage/shardstore:FuzzGet \
+	storage/codec:FuzzDecodeCorrupt storage/codec:FuzzRoundTrip \
+	storage:FuzzGetRange \
+	node:FuzzValidateInstance node:FuzzConfigLoadFile node:FuzzConfigLoadEnv
+fuzz:
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; echo "== fuzz $$name (./$$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) ./$$pkg/ || failed="$$failed $$pkg:$$name"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz targets that failed:$$failed"; exit 1; fi
 
 ## lint: gofmt, go vet, staticcheck
 lint:

@@ -80,6 +80,7 @@ type options struct {
 	dialer          func(ctx context.Context, addr string) (net.Conn, error)
 	gossipTransport memberlist.Transport
 	watchBacklog    watchLimits
+	wrapRaftLog     func(raft.LogStore) raft.LogStore
 }
 
 // WithLogger sets the agent's logger (default: discard).
@@ -105,6 +106,11 @@ func WithGossipTransport(t memberlist.Transport) Option {
 // WithRaftNoSync turns off fsync of the Raft log. Benchmarks only: a crash
 // can lose acknowledged writes.
 func WithRaftNoSync() Option { return func(o *options) { o.raftNoSync = true } }
+
+// WithRaftLogStore wraps the Raft log store (tests slow its writes down).
+func WithRaftLogStore(wrap func(raft.LogStore) raft.LogStore) Option {
+	return func(o *options) { o.wrapRaftLog = wrap }
+}
 
 // New checks cfg and returns an agent that has not started. It does no I/O.
 func New(cfg Config, opts ...Option) (*Node, error) {
@@ -191,6 +197,7 @@ func (n *Node) startRaft() error {
 		SnapshotThreshold:  n.cfg.SnapshotThreshold,
 		StaleReadBound:     n.cfg.StaleReadBound,
 		NoSync:             n.opts.raftNoSync,
+		WrapLogStore:       n.opts.wrapRaftLog,
 		Logger:             n.log,
 	}
 	if n.cfg.AdvertiseAddr != "" && n.opts.raftStream == nil {

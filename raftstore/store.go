@@ -53,6 +53,8 @@ type Config struct {
 	WatchRing int
 	// NoSync skips fsync of the Raft log (benchmarks only).
 	NoSync bool
+	// WrapLogStore, when set, wraps the Raft log store (tests slow it down).
+	WrapLogStore func(raft.LogStore) raft.LogStore
 
 	Logger *slog.Logger
 }
@@ -218,7 +220,11 @@ func (s *Store) Open() (err error) {
 	if s.replayTo, err = s.logs.LastIndex(); err != nil {
 		return fmt.Errorf("read raft state in %s: %w", cfg.Dir, err)
 	}
-	if s.raft, err = raft.NewRaft(rc, s.fsm, s.logs, s.logs, snaps, s.transport); err != nil {
+	var logs raft.LogStore = s.logs
+	if cfg.WrapLogStore != nil {
+		logs = cfg.WrapLogStore(logs)
+	}
+	if s.raft, err = raft.NewRaft(rc, s.fsm, logs, s.logs, snaps, s.transport); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	if !existing && cfg.Bootstrap {

@@ -51,6 +51,7 @@ func WithConfig(f func(*node.Config)) Option { return Option(f) }
 type Cluster struct {
 	t       testing.TB
 	net     *network
+	disk    diskDelays // SlowDisk (faults.go)
 	members []*member
 }
 
@@ -151,6 +152,7 @@ func (c *Cluster) start(i int) {
 		node.WithGRPCListener(grpcLn),
 		node.WithDialer(dial),
 		node.WithGossipTransport(newGossipTransport(c.net, m.name, inner)),
+		node.WithRaftLogStore(c.disk.wrapLog(m.name)),
 	)
 	if err != nil {
 		c.t.Fatalf("%s: %v", m.name, err)

@@ -32,6 +32,7 @@ type network struct {
 	owner   map[string]string // listen address -> agent
 	conns   map[*faultConn]struct{}
 	killed  map[string]bool
+	loss    map[link]float64 // one-way packet loss (faults.go)
 }
 
 func newNetwork() *network {
@@ -84,6 +85,14 @@ func (nw *network) linked(from, to string) bool {
 }
 
 func (nw *network) linkedLocked(from, to string) bool {
+	if nw.lostLocked(from, to) || nw.lostLocked(to, from) {
+		return false // a connection needs packets in both directions
+	}
+	return nw.groupedLocked(from, to)
+}
+
+// groupedLocked reports whether from and to are in the same partition group.
+func (nw *network) groupedLocked(from, to string) bool {
 	if to == "" || from == to || nw.group == nil {
 		return true
 	}
@@ -346,7 +355,7 @@ func (t *gossipTransport) filterPackets() {
 		case <-t.done:
 			return
 		case p := <-t.NetTransport.PacketCh():
-			if p == nil || !t.nw.linked(t.self, t.nw.ownerOf(p.From.String())) {
+			if p == nil || !t.nw.grouped(t.nw.ownerOf(p.From.String()), t.self) {
 				continue
 			}
 			select {
@@ -360,7 +369,7 @@ func (t *gossipTransport) filterPackets() {
 func (t *gossipTransport) PacketCh() <-chan *memberlist.Packet { return t.packets }
 
 func (t *gossipTransport) WriteTo(b []byte, addr string) (time.Time, error) {
-	if !t.nw.linked(t.self, t.nw.ownerOf(addr)) {
+	if !t.nw.packetPasses(t.self, t.nw.ownerOf(addr)) {
 		return time.Now(), nil // dropped on the wire
 	}
 	return t.NetTransport.WriteTo(b, addr)

@@ -1,0 +1,198 @@
+package robustness
+
+import (
+	"context"
+	"time"
+
+	"github.com/zrpcio/zrpc/testcluster"
+)
+
+// The fault schedule: one fault at a time, chosen, aimed and timed by the
+// run's seed, with a short quiet spell between faults.
+
+type fault struct {
+	key    string // for ROBUSTNESS_SKIP
+	name   string
+	weight int
+	inject func(r *run)
+}
+
+var faults = []fault{
+	{"kill", "kill and restart an agent", 3, (*run).killRestart},
+	{"kill-leader", "kill and restart the leader", 2, (*run).killLeader},
+	{"partition", "partition one agent away", 3, (*run).partitionOne},
+	{"split", "split the cluster", 1, (*run).partitionSplit},
+	{"packet-loss", "one-way packet loss", 2, (*run).oneWayLoss},
+	{"slow-disk", "slow Raft disk", 2, (*run).slowDisk},
+	{"transfer", "leadership transfer", 2, (*run).transferLeader},
+	{"join-leave", "agent joins or leaves", 1, (*run).joinOrLeave},
+	{"damage-shards", "damage shard files", 2, (*run).damageShards},
+}
+
+// injectFaults runs the schedule. A fault named in ROBUSTNESS_SKIP keeps
+// its place in the schedule (so the other faults stay where the seed puts
+// them) but is not injected.
+func (r *run) injectFaults() {
+	total := 0
+	for _, f := range faults {
+		total += f.weight
+	}
+	for n := 0; time.Since(r.start) < faultsFor; n++ {
+		time.Sleep(300*time.Millisecond + r.randDuration(500*time.Millisecond))
+		x := r.rng.IntN(total)
+		for _, f := range faults {
+			if x -= f.weight; x >= 0 {
+				continue
+			}
+			if skipped(f.key) {
+				r.t.Logf("robustness: fault %d at %s: %s skipped (ROBUSTNESS_SKIP)", n, time.Since(r.start).Round(time.Millisecond), f.name)
+				break
+			}
+			r.t.Logf("robustness: fault %d at %s: %s", n, time.Since(r.start).Round(time.Millisecond), f.name)
+			f.inject(r)
+			break
+		}
+	}
+}
+
+func (r *run) randDuration(d time.Duration) time.Duration {
+	return time.Duration(r.rng.Int64N(int64(d)))
+}
+
+// hold keeps a fault for lo + up to spread, never more than maxHold.
+func (r *run) hold(lo, spread time.Duration) { time.Sleep(min(lo+r.randDuration(spread), maxHold)) }
+
+// leaderOr returns the leader, or a random core agent when there is none
+// (or when the coin says so and leaderFirst is false). It draws the same
+// random numbers whatever the cluster's state, so that the rest of the
+// schedule does not depend on who leads.
+func (r *run) leaderOr(leaderFirst bool) int {
+	coin, random := r.rng.IntN(2), r.rng.IntN(r.core)
+	l := r.c.LeaderIndex()
+	if l < 0 || l >= r.core || (!leaderFirst && coin == 0) {
+		return random
+	}
+	return l
+}
+
+func (r *run) killRestart() {
+	a := r.rng.IntN(r.core)
+	r.t.Logf("robustness: kill %s", r.c.Name(a))
+	r.kill(a)
+	r.hold(500*time.Millisecond, 2500*time.Millisecond)
+	r.restart(a)
+}
+
+func (r *run) killLeader() {
+	a := r.leaderOr(true)
+	r.t.Logf("robustness: kill %s", r.c.Name(a))
+	r.kill(a)
+	r.hold(500*time.Millisecond, 2*time.Second)
+	r.restart(a)
+}
+
+// others lists the running agents other than the given ones.
+func (r *run) others(not ...int) []int {
+	var out []int
+	for _, i := range r.running() {
+		skip := false
+		for _, n := range not {
+			skip = skip || i == n
+		}
+		if !skip {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// partitionOne cuts one agent (the leader half of the time) off for longer
+// than failure detection takes, then heals.
+func (r *run) partitionOne() {
+	a := r.leaderOr(false)
+	r.c.Partition([]int{a}, r.others(a))
+	r.hold(2*time.Second, 3*time.Second)
+	r.c.Heal()
+}
+
+// partitionSplit cuts the cluster in two: a minority (with the leader half
+// of the time) and a majority.
+func (r *run) partitionSplit() {
+	running := r.running()
+	r.rng.Shuffle(len(running), func(a, b int) { running[a], running[b] = running[b], running[a] })
+	minority := running[:len(running)/2]
+	r.c.Partition(minority, running[len(running)/2:])
+	r.hold(2*time.Second, 3*time.Second)
+	r.c.Heal()
+}
+
+// oneWayLoss loses the packets of one direction between two agents: all of
+// them (then connections between the two fail too) or half.
+func (r *run) oneWayLoss() {
+	a := r.leaderOr(false)
+	others := r.others(a)
+	if len(others) == 0 {
+		return
+	}
+	b := others[r.rng.IntN(len(others))]
+	from, to := a, b
+	if r.rng.IntN(2) == 0 {
+		from, to = b, a
+	}
+	rate := 1.0
+	if r.rng.IntN(3) == 0 {
+		rate = 0.5
+	}
+	r.c.DropPackets(from, to, rate)
+	r.hold(2*time.Second, 3*time.Second)
+	r.c.RestoreLinks()
+}
+
+// slowDisk delays the Raft log writes of one agent (the leader half of the
+// time) by 20-200 ms each.
+func (r *run) slowDisk() {
+	a := r.leaderOr(false)
+	r.c.SlowDisk(a, 20*time.Millisecond+r.randDuration(180*time.Millisecond))
+	r.hold(time.Second, 3*time.Second)
+	r.c.SlowDisk(a, 0)
+}
+
+func (r *run) transferLeader() {
+	if err := r.c.TransferLeadership(); err != nil {
+		r.t.Logf("robustness: leadership transfer: %v", err)
+	}
+}
+
+// joinOrLeave adds an agent when none has been added, else makes the added
+// one leave for good. Added agents carry no registry writes.
+func (r *run) joinOrLeave() {
+	r.mu.Lock()
+	joined := r.joined
+	r.mu.Unlock()
+	if len(joined) == 0 {
+		i := r.c.Add(clusterOptions()...)
+		r.mu.Lock()
+		r.joined = append(r.joined, i)
+		r.mu.Unlock()
+		return
+	}
+	i := joined[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	removed, err := r.c.Leave(ctx, i)
+	r.t.Logf("robustness: %s left: removal confirmed %v, err %v", r.c.Name(i), removed, err)
+	r.mu.Lock()
+	r.joined = r.joined[1:]
+	r.left = append(r.left, i)
+	r.mu.Unlock()
+}
+
+// damageShards deletes, truncates or flips shard files of one agent; a run
+// damages only one agent, so that every block keeps enough shards.
+func (r *run) damageShards() {
+	if r.damaged < 0 {
+		r.damaged = r.rng.IntN(r.core)
+	}
+	how := testcluster.ShardDamage(r.rng.IntN(3))
+	r.c.DamageShards(r.damaged, r.rng, 1+r.rng.IntN(4), how)
+}

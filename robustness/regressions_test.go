@@ -1,0 +1,34 @@
+package robustness
+
+import (
+	"fmt"
+	"testing"
+)
+
+// regressions are seeds that once failed, kept so that every `make
+// robustness` replays them. A seed replays its fault schedule and its
+// clients' choices, not its exact timing, so a seed that found a defect may
+// pass before the defect is fixed: it stays here all the same.
+// docs/robustness.md tells what each one found.
+var regressions = []struct {
+	seed  uint64
+	found string
+}{
+	{1, "a deleted shard file was never rebuilt; losing a second agent's shards then lost a block"},
+	{2, "an agent healed from a partition was reaped; default reads after a restart saw revision 0 and after a heal a replica seconds behind"},
+	{885059786, "the first leader, partitioned away and healed, was reaped while running"},
+	{106595178, "default reads after one-way packet loss ended answered from a replica seconds behind, and after restarts revision 0"},
+}
+
+func TestRegressions(t *testing.T) {
+	skipUnlessEnabled(t)
+	if len(regressions) == 0 {
+		t.Skip("no regression seeds recorded")
+	}
+	for _, reg := range regressions {
+		t.Run(fmt.Sprintf("seed=%d", reg.seed), func(t *testing.T) {
+			t.Logf("robustness: regression: %s", reg.found)
+			runSeed(t, reg.seed)
+		})
+	}
+}

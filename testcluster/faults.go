@@ -1,0 +1,254 @@
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Faults beyond Kill, Partition and Heal: one-way packet loss, a slow Raft
+// disk, leadership transfer and damaged shard files. Each is undone by its
+// own call (Heal undoes partitions only; RestoreLinks undoes packet loss).
+
+// link is a direction between two agents.
+type link struct{ from, to string }
+
+// lostLocked reports whether every packet from -> to is lost.
+func (nw *network) lostLocked(from, to string) bool {
+	return nw.loss[link{from, to}] >= 1
+}
+
+// grouped reports whether from and to are in the same partition group.
+func (nw *network) grouped(from, to string) bool {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	return nw.groupedLocked(from, to)
+}
+
+// packetPasses decides the fate of one gossip packet from -> to: it is
+// dropped across a partition and, on a lossy link, at the link's loss rate.
+func (nw *network) packetPasses(from, to string) bool {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	if !nw.groupedLocked(from, to) {
+		return false
+	}
+	rate := nw.loss[link{from, to}]
+	return rate <= 0 || rand.Float64() >= rate
+}
+
+// setLoss sets the loss rate of from -> to and closes the connections a full
+// loss cuts.
+func (nw *network) setLoss(from, to string, rate float64) {
+	nw.mu.Lock()
+	if nw.loss == nil {
+		nw.loss = map[link]float64{}
+	}
+	if rate <= 0 {
+		delete(nw.loss, link{from, to})
+	} else {
+		nw.loss[link{from, to}] = rate
+	}
+	var cut []*faultConn
+	for c := range nw.conns {
+		if !nw.linkedLocked(c.from, c.to) {
+			cut = append(cut, c)
+		}
+	}
+	nw.mu.Unlock()
+	for _, c := range cut {
+		c.Close()
+	}
+}
+
+func (nw *network) clearLoss() {
+	nw.mu.Lock()
+	nw.loss = nil
+	nw.mu.Unlock()
+}
+
+// DropPackets makes gossip packets from agent from to agent to get lost at
+// rate (0..1); the other direction is untouched. Rate 1 loses every packet
+// of the direction, and then no connection (Raft, gRPC, gossip streams)
+// between the two agents works either, as TCP needs both directions: only
+// gossip's UDP probes see the asymmetry, and indirect probes through a third
+// agent still reach. A lower rate leaves connections alone (TCP
+// retransmits).
+func (c *Cluster) DropPackets(from, to int, rate float64) {
+	c.t.Logf("testcluster: lose %.0f%% of packets %s -> %s", rate*100, c.Name(from), c.Name(to))
+	c.net.setLoss(c.Name(from), c.Name(to), rate)
+}
+
+// RestoreLinks ends every packet loss set by DropPackets.
+func (c *Cluster) RestoreLinks() {
+	c.t.Logf("testcluster: restore links")
+	c.net.clearLoss()
+}
+
+// TransferLeadership asks the leader to hand leadership to another voter and
+// waits for the handover to finish or fail.
+func (c *Cluster) TransferLeadership() error {
+	l := c.Leader()
+	if l == nil {
+		return fmt.Errorf("testcluster: transfer leadership: no leader")
+	}
+	c.t.Logf("testcluster: transfer leadership away from %s", l.Name())
+	return l.Store().Raft().LeadershipTransfer().Error()
+}
+
+// Leave makes agent i leave the cluster for good (node.Node.Leave) and
+// empties its slot; it reports whether the leader confirmed the removal.
+func (c *Cluster) Leave(ctx context.Context, i int) (bool, error) {
+	n := c.Node(i)
+	if n == nil {
+		return false, fmt.Errorf("testcluster: leave: %s is not running", c.Name(i))
+	}
+	c.t.Logf("testcluster: %s leaves", c.Name(i))
+	removed, err := n.Leave(ctx)
+	c.Stop(i)
+	return removed, err
+}
+
+// SlowDisk delays every write of agent i's Raft log by d (zero: back to
+// normal), as a disk with slow fsyncs would. It takes effect at once and
+// survives restarts of the agent.
+func (c *Cluster) SlowDisk(i int, d time.Duration) {
+	c.t.Logf("testcluster: %s's Raft log writes take %s longer", c.Name(i), d)
+	c.disk.set(c.Name(i), d)
+}
+
+// diskDelays holds SlowDisk's delays by agent name.
+type diskDelays struct {
+	mu    sync.Mutex
+	delay map[string]time.Duration
+}
+
+func (d *diskDelays) set(agent string, delay time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.delay == nil {
+		d.delay = map[string]time.Duration{}
+	}
+	d.delay[agent] = delay
+}
+
+func (d *diskDelays) get(agent string) time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.delay[agent]
+}
+
+// wrapLog returns agent's Raft log store wrapper.
+func (d *diskDelays) wrapLog(agent string) func(raft.LogStore) raft.LogStore {
+	return func(s raft.LogStore) raft.LogStore { return &slowLog{LogStore: s, agent: agent, disk: d} }
+}
+
+// slowLog delays appends to a Raft log store.
+type slowLog struct {
+	raft.LogStore
+	agent string
+	disk  *diskDelays
+}
+
+func (l *slowLog) StoreLog(log *raft.Log) error {
+	l.pause()
+	return l.LogStore.StoreLog(log)
+}
+
+func (l *slowLog) StoreLogs(logs []*raft.Log) error {
+	l.pause()
+	return l.LogStore.StoreLogs(logs)
+}
+
+func (l *slowLog) pause() {
+	if d := l.disk.get(l.agent); d > 0 {
+		time.Sleep(d)
+	}
+}
+
+// ShardDamage is what DamageShards does to a shard file.
+type ShardDamage int
+
+const (
+	ShardDelete   ShardDamage = iota // remove the file
+	ShardTruncate                    // cut it to a random shorter length
+	ShardFlip                        // flip one bit of one byte
+)
+
+func (d ShardDamage) String() string {
+	return [...]string{"delete", "truncate", "flip"}[d]
+}
+
+// ShardFiles lists the shard files in agent i's data dir (running or not),
+// sorted.
+func (c *Cluster) ShardFiles(i int) []string {
+	var files []string
+	root := filepath.Join(c.members[i].cfg.DataDir, "shards")
+	filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".shard") {
+			files = append(files, path)
+		}
+		return nil
+	})
+	slices.Sort(files)
+	return files
+}
+
+// DamageShards damages up to n of agent i's shard files, chosen with rng,
+// the way how says, and returns the files it damaged. Damage on a running
+// agent is what a failing disk does under it; the agent is expected to
+// notice (checksums, the scrubber) and have the shards rebuilt.
+func (c *Cluster) DamageShards(i int, rng *rand.Rand, n int, how ShardDamage) []string {
+	c.t.Helper()
+	files := c.ShardFiles(i)
+	rng.Shuffle(len(files), func(a, b int) { files[a], files[b] = files[b], files[a] })
+	files = files[:min(n, len(files))]
+	for _, f := range files {
+		if err := damageFile(f, rng, how); err != nil {
+			c.t.Fatalf("testcluster: %s shard file %s: %v", how, f, err)
+		}
+	}
+	c.t.Logf("testcluster: %s %d shard files of %s", how, len(files), c.Name(i))
+	return files
+}
+
+func damageFile(path string, rng *rand.Rand, how ShardDamage) error {
+	switch how {
+	case ShardDelete:
+		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+		return nil
+	case ShardTruncate:
+		info, err := os.Stat(path)
+		if err != nil {
+			return ignoreGone(err)
+		}
+		return ignoreGone(os.Truncate(path, rng.Int64N(max(info.Size(), 1))))
+	default:
+		b, err := os.ReadFile(path)
+		if err != nil || len(b) == 0 {
+			return ignoreGone(err)
+		}
+		b[rng.IntN(len(b))] ^= 1 << rng.IntN(8)
+		return ignoreGone(os.WriteFile(path, b, 0o600))
+	}
+}
+
+// ignoreGone treats a file that vanished (deleted by its agent meanwhile)
+// as nothing to damage.
+func ignoreGone(err error) error {
+	if os.IsNotExist(err) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,85 @@
+package testcluster
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestFullOneWayLossCutsConnectionsButOnlyOneDirectionOfPackets(t *testing.T) {
+	nw := newNetwork()
+	nw.setLoss("n1", "n2", 1)
+	if nw.linked("n1", "n2") || nw.linked("n2", "n1") {
+		t.Errorf("connections between n1 and n2 still work with every packet n1 -> n2 lost")
+	}
+	if !nw.linked("n1", "n3") || !nw.linked("n3", "n2") {
+		t.Errorf("connections through n3 are cut")
+	}
+	if nw.packetPasses("n1", "n2") {
+		t.Errorf("a packet n1 -> n2 passed")
+	}
+	if !nw.packetPasses("n2", "n1") {
+		t.Errorf("a packet n2 -> n1 was lost")
+	}
+	nw.clearLoss()
+	if !nw.linked("n1", "n2") || !nw.packetPasses("n1", "n2") {
+		t.Errorf("n1 -> n2 still cut after clearLoss")
+	}
+}
+
+func TestPartialLossDropsSomePacketsAndNoConnection(t *testing.T) {
+	nw := newNetwork()
+	nw.setLoss("n1", "n2", 0.5)
+	if !nw.linked("n1", "n2") {
+		t.Errorf("a partial loss cut the connection")
+	}
+	passed := 0
+	for range 1000 {
+		if nw.packetPasses("n1", "n2") {
+			passed++
+		}
+	}
+	if passed == 0 || passed == 1000 {
+		t.Errorf("%d of 1000 packets passed at a loss rate of 0.5", passed)
+	}
+}
+
+func TestDamageFile(t *testing.T) {
+	orig := bytes.Repeat([]byte("shard"), 100)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, how := range []ShardDamage{ShardDelete, ShardTruncate, ShardFlip} {
+		path := filepath.Join(t.TempDir(), "0.1.shard")
+		if err := os.WriteFile(path, orig, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := damageFile(path, rng, how); err != nil {
+			t.Fatalf("%s: %v", how, err)
+		}
+		got, err := os.ReadFile(path)
+		switch how {
+		case ShardDelete:
+			if !os.IsNotExist(err) {
+				t.Errorf("delete: the file is still there (%v)", err)
+			}
+		case ShardTruncate:
+			if err != nil || len(got) >= len(orig) || !bytes.Equal(got, orig[:len(got)]) {
+				t.Errorf("truncate: %d bytes left of %d (%v)", len(got), len(orig), err)
+			}
+		case ShardFlip:
+			diff := 0
+			for i := range got {
+				if got[i] != orig[i] {
+					diff++
+				}
+			}
+			if err != nil || len(got) != len(orig) || diff != 1 {
+				t.Errorf("flip: %d bytes differ, length %d of %d (%v)", diff, len(got), len(orig), err)
+			}
+		}
+	}
+	if err := damageFile(filepath.Join(t.TempDir(), "gone.shard"), rng, ShardFlip); err != nil {
+		t.Errorf("damaging a file that vanished: %v", err)
+	}
+}
