@@ -234,7 +234,11 @@ func TestKilledServerCausesNoFailedCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	conn, err := rpc.Dial(ctx, "zrpc:///kill.rpc", rpc.WithAgents(agent), rpc.WithBalancer(balancer.RoundRobin), rpc.WithWaitReady())
+	// Echo is idempotent: a call the dying server may have taken is sent
+	// again to another instance (a non-idempotent one would fail instead;
+	// clientchain's retry tests cover that).
+	conn, err := rpc.Dial(ctx, "zrpc:///kill.rpc", rpc.WithAgents(agent), rpc.WithBalancer(balancer.RoundRobin), rpc.WithWaitReady(),
+		rpc.WithIdempotent("/test.Echo/Call"))
 	if err != nil {
 		t.Fatal(err)
 	}
