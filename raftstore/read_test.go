@@ -1,9 +1,11 @@
 package raftstore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -144,4 +146,71 @@ func TestFollowerDefaultReadAfterPartitionHealsSeesTheLeaderCommit(t *testing.T)
 		return true
 	})
 	t.Logf("%d DEFAULT reads refused after the heal", refused)
+}
+
+// TestFollowerDefaultReadWaitsForTheLeaderCommitItWasSent: a DEFAULT read
+// on a follower that has been sent a commit index it has not applied yet
+// waits until it has, and is refused saying how far behind it is when it
+// has not applied it in time.
+func TestFollowerDefaultReadWaitsForTheLeaderCommitItWasSent(t *testing.T) {
+	stores := openCluster(t, 3)
+	leader := leaderOf(t, stores)
+	var follower *Store
+	for _, s := range stores {
+		if s != leader {
+			follower = s
+			break
+		}
+	}
+	mustStoreApply(t, leader, registerCmd(testInstance("api", "0", "n1")))
+	eventually(t, 10*time.Second, "DEFAULT reads on the follower", func() bool {
+		return follower.CheckRead(pb.Consistency_DEFAULT) == nil
+	})
+	// As if the leader had sent a commit index ahead of its replication.
+	sendCommit := func(commit uint64) {
+		follower.transport.commits.observe(&raft.AppendEntriesRequest{Term: follower.raft.CurrentTerm(), LeaderCommitIndex: commit}, time.Now())
+	}
+	checkRefusal := func(err error) {
+		t.Helper()
+		if !errors.Is(err, ErrStaleRead) || !strings.Contains(err.Error(), "entries behind the leader's commit index") {
+			t.Fatalf("DEFAULT read on a follower behind the commit index it was sent: %v, want ErrStaleRead saying it is entries behind", err)
+		}
+	}
+
+	// A commit index the leader reaches with the next writes.
+	target := leader.raft.CommitIndex() + 5
+	sendCommit(target)
+	// read reports the check's answer and the revision right after it.
+	type read struct {
+		err error
+		rev uint64
+	}
+	readNow := func() read {
+		err := follower.CheckRead(pb.Consistency_DEFAULT)
+		return read{err, follower.FSM().Revision()}
+	}
+	reads := make(chan read, 1)
+	go func() { reads <- readNow() }()
+	for i := 1; i <= 5; i++ {
+		mustStoreApply(t, leader, registerCmd(testInstance("api", fmt.Sprint(i), "n1")))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r := <-reads; ; r = readNow() {
+		if r.err == nil {
+			if r.rev < target {
+				t.Fatalf("DEFAULT read allowed at revision %d, below the commit index %d the follower was sent", r.rev, target)
+			}
+			break
+		}
+		checkRefusal(r.err) // applying took longer than the read waits: retry
+		if time.Now().After(deadline) {
+			t.Fatalf("no DEFAULT read allowed on the follower within 10s: %v", r.err)
+		}
+	}
+
+	// A commit index this replica does not reach before the caller gives up.
+	sendCommit(target + 1_000_000)
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	checkRefusal(follower.CheckReadContext(ctx, pb.Consistency_DEFAULT))
 }
