@@ -73,6 +73,13 @@ type transport struct {
 	closeErr  error
 }
 
+// raft uses pre-vote and closes the transport on Shutdown only when the
+// transport offers them.
+var (
+	_ raft.WithClose   = (*transport)(nil)
+	_ raft.WithPreVote = (*transport)(nil)
+)
+
 // newObservingTransport wraps inner and starts the goroutine that hands
 // its RPCs on; Close stops it.
 func newObservingTransport(inner *raft.NetworkTransport) *transport {
