@@ -110,14 +110,14 @@ func (s *registryServer) RenewTTL(ctx context.Context, req *pb.RenewTTLRequest) 
 // requested consistency; CONSISTENT reads are forwarded to the leader.
 func (s *registryServer) read(ctx context.Context, c pb.Consistency, local func() error, remote func(pb.RegistryClient) error) error {
 	if c != pb.Consistency_CONSISTENT {
-		if err := s.n.store.CheckRead(c); err != nil {
+		if err := s.n.store.CheckReadContext(ctx, c); err != nil {
 			return err
 		}
 		return local()
 	}
 	return s.n.forward.onLeader(ctx,
 		func() error {
-			if err := s.n.store.CheckRead(c); err != nil {
+			if err := s.n.store.CheckReadContext(ctx, c); err != nil {
 				return err
 			}
 			return local()

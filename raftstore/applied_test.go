@@ -16,7 +16,8 @@ import (
 
 // openCluster starts n stores on loopback, n1 bootstrapping and adding
 // the others as voters, and returns them once every one has a leader.
-func openCluster(t *testing.T, n int) []*Store {
+// configure, when given, adjusts each store's configuration (i from 0).
+func openCluster(t *testing.T, n int, configure ...func(i int, cfg *Config)) []*Store {
 	t.Helper()
 	log := testLogger(t, slog.LevelWarn)
 	stores := make([]*Store, n)
@@ -25,6 +26,9 @@ func openCluster(t *testing.T, n int) []*Store {
 		cfg.NodeID = fmt.Sprintf("n%d", i+1)
 		cfg.Bootstrap = i == 0
 		cfg.Logger = log
+		for _, f := range configure {
+			f(i, &cfg)
+		}
 		s := New(cfg)
 		if err := s.Open(); err != nil {
 			t.Fatalf("open %s: %v", cfg.NodeID, err)

@@ -46,8 +46,10 @@ type Config struct {
 	RetainSnapshots int
 	// ApplyTimeout bounds one write when the caller's context has no deadline.
 	ApplyTimeout time.Duration
-	// StaleReadBound is how long a follower may go without hearing from a
-	// leader before DEFAULT reads are refused.
+	// StaleReadBound is how old the leader's commit index a follower
+	// knows may be before DEFAULT reads are refused: a follower serves them
+	// once it has applied the commit index the leader sent it last, and
+	// only when that arrived within the bound.
 	StaleReadBound time.Duration
 	// WatchRing is how many recent events watchers can resume from.
 	WatchRing int
@@ -120,7 +122,7 @@ type Store struct {
 	fsm       *FSM
 	raft      *raft.Raft
 	logs      *BoltStore
-	transport *raft.NetworkTransport
+	transport *transport
 	notify    chan bool
 
 	hadState bool // raft state existed when Open ran
@@ -240,7 +242,7 @@ func (s *Store) Open() (err error) {
 	return nil
 }
 
-func (s *Store) newTransport() (*raft.NetworkTransport, error) {
+func (s *Store) newTransport() (*transport, error) {
 	cfg := s.cfg
 	tc := &raft.NetworkTransportConfig{
 		MaxPool: 4, Timeout: 5 * time.Second, Logger: NewHCLog(s.cfg.Logger, "raft-net"),
@@ -268,7 +270,7 @@ func (s *Store) newTransport() (*raft.NetworkTransport, error) {
 		}
 		tc.Stream = &tcpStreamLayer{Listener: l, advertise: adv}
 	}
-	return raft.NewNetworkTransportWithConfig(tc), nil
+	return newObservingTransport(raft.NewNetworkTransportWithConfig(tc)), nil
 }
 
 // tcpStreamLayer is raft's StreamLayer over plain TCP.
@@ -454,9 +456,10 @@ func RaftError(err error) error {
 	return err
 }
 
-// replayWait bounds how long a DEFAULT read waits for a restarted
-// replica to replay its log before it is refused.
-const replayWait = time.Second
+// defaultReadWait bounds how long a DEFAULT read waits for this replica
+// to replay its log after a restart and to apply the leader's commit index
+// before it is refused.
+const defaultReadWait = time.Second
 
 // CheckRead is CheckReadContext without a caller's context: its waits are
 // bounded by the store's own limits.
@@ -466,32 +469,26 @@ func (s *Store) CheckRead(c pb.Consistency) error {
 
 // CheckReadContext reports whether this replica may serve a read of
 // consistency c. STALE reads always may, even from a replica that has not
-// replayed its log after a restart. DEFAULT reads wait (up to replayWait
-// or until ctx ends) until the replica has applied the log it had on disk
-// when the store opened, and need a leader heard from within
-// StaleReadBound. For CONSISTENT it must be the leader (else ErrNotLeader:
-// forward) and confirms its leadership with a quorum first.
+// replayed its log after a restart. DEFAULT reads wait (up to
+// defaultReadWait or until ctx ends) until the replica has applied the log
+// it had on disk when the store opened; on a follower they also wait until
+// it has applied the commit index the leader last sent it, which must have
+// arrived within StaleReadBound. For CONSISTENT it must be the leader (else
+// ErrNotLeader: forward) and confirms its leadership with a quorum first.
 func (s *Store) CheckReadContext(ctx context.Context, c pb.Consistency) error {
 	switch c {
 	case pb.Consistency_STALE:
 		return nil
 	case pb.Consistency_DEFAULT:
+		ctx, cancel := context.WithTimeout(ctx, defaultReadWait)
+		defer cancel()
 		if err := s.waitReplayed(ctx); err != nil {
 			return err
 		}
 		if s.raft.State() == raft.Leader {
 			return nil
 		}
-		addr, _ := s.raft.LeaderWithID()
-		last := s.raft.LastContact()
-		if addr == "" {
-			return fmt.Errorf("%w: this agent knows no leader; read with consistency=stale to use its replica anyway", ErrStaleRead)
-		}
-		if age := time.Since(last); last.IsZero() || age > s.cfg.StaleReadBound {
-			return fmt.Errorf("%w: last contact with the leader %s ago (bound %s); read with consistency=stale to use this replica anyway",
-				ErrStaleRead, age.Round(time.Millisecond), s.cfg.StaleReadBound)
-		}
-		return nil
+		return s.waitLeaderCommit(ctx)
 	case pb.Consistency_CONSISTENT:
 		if s.raft.State() != raft.Leader {
 			return ErrNotLeader
@@ -510,8 +507,8 @@ func (s *Store) CheckReadContext(ctx context.Context, c pb.Consistency) error {
 	return fmt.Errorf("%w: consistency %v", ErrInvalidArgument, c)
 }
 
-// waitReplayed waits, bounded, until the replica has applied everything
-// the log held when the store opened.
+// waitReplayed waits, until ctx ends, until the replica has applied
+// everything the log held when the store opened.
 func (s *Store) waitReplayed(ctx context.Context) error {
 	if s.replayed.Load() {
 		return nil
@@ -522,13 +519,36 @@ func (s *Store) waitReplayed(ctx context.Context) error {
 	if last, err := s.logs.LastIndex(); err == nil && last < target {
 		target = last
 	}
-	ctx, cancel := context.WithTimeout(ctx, replayWait)
-	defer cancel()
 	if err := s.fsm.WaitRevision(ctx, target); err != nil {
 		return fmt.Errorf("%w: this agent is still replaying its Raft log after a restart (applied %d of %d); read with consistency=stale to use its replica anyway",
 			ErrStaleRead, s.fsm.Revision(), target)
 	}
 	s.replayed.Store(true)
+	return nil
+}
+
+// waitLeaderCommit waits, until ctx ends, until this follower has applied
+// the commit index the leader last sent it. Heartbeats alone do not do:
+// they carry no commit index, and after a partition heals they resume
+// while replication to this agent may still be backing off, so the
+// replica can be far behind a leader it hears from.
+func (s *Store) waitLeaderCommit(ctx context.Context) error {
+	if addr, _ := s.raft.LeaderWithID(); addr == "" {
+		return fmt.Errorf("%w: this agent knows no leader; read with consistency=stale to use its replica anyway", ErrStaleRead)
+	}
+	commit, at := s.transport.LeaderCommit()
+	if at.IsZero() {
+		return fmt.Errorf("%w: no leader has replicated its log to this agent since it started; read with consistency=stale to use its replica anyway", ErrStaleRead)
+	}
+	if age := time.Since(at); age > s.cfg.StaleReadBound {
+		return fmt.Errorf("%w: the leader last replicated its log to this agent %s ago (bound %s); read with consistency=stale to use its replica anyway",
+			ErrStaleRead, age.Round(time.Millisecond), s.cfg.StaleReadBound)
+	}
+	if err := s.fsm.WaitRevision(ctx, commit); err != nil {
+		behind := commit - min(commit, s.fsm.Revision())
+		return fmt.Errorf("%w: replica %d entries behind the leader's commit index %d; retry, or read with consistency=consistent",
+			ErrStaleRead, behind, commit)
+	}
 	return nil
 }
 
