@@ -1,16 +1,12 @@
 package node_test
 
 import (
-	"cmp"
 	"context"
 	"fmt"
-	"hash/fnv"
 	"math"
 	"math/rand/v2"
 	"os"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/regmodel"
 	"github.com/zrpcio/zrpc/node"
 	"github.com/zrpcio/zrpc/testcluster"
 )
@@ -30,7 +27,6 @@ import (
 // checks the recorded history against a sequential model of the registry.
 const (
 	linService = "lin.rpc"
-	linIDs     = 4
 	linClients = 6
 	linMaxOps  = 300 // per client
 	linRunFor  = 8 * time.Second
@@ -42,105 +38,6 @@ const (
 	linFaultsFor   = 6 * time.Second // no new fault starts after this
 	linCallTimeout = 3 * time.Second
 )
-
-func linID(i int) string { return "i" + strconv.Itoa(i) }
-
-// linState is the model's registry: the metadata value "v" of each instance
-// id, "" when the id is not registered. It is an array, so copying it (as
-// Step does on every call) never shares storage with the caller's state.
-type linState [linIDs]string
-
-func (s linState) String() string {
-	var parts []string
-	for id, v := range s {
-		if v != "" {
-			parts = append(parts, linID(id)+"="+v)
-		}
-	}
-	return "{" + strings.Join(parts, " ") + "}"
-}
-
-type linKind int
-
-const (
-	linRegister linKind = iota
-	linDeregister
-	linGet
-)
-
-func (k linKind) String() string { return [...]string{"register", "deregister", "get"}[k] }
-
-type linInput struct {
-	kind  linKind
-	id    int    // register, deregister
-	value string // register: the unique metadata value
-}
-
-type linResult int
-
-const (
-	linOK       linResult = iota
-	linNotFound           // deregister: the instance was not registered
-	linUnknown            // a write that failed: it may or may not have been applied
-)
-
-type linOutput struct {
-	result linResult
-	seen   linState // get: what it returned
-}
-
-// linModel is the registry's sequential specification. A write of unknown
-// outcome is recorded with Return = MaxInt64, so the checker may place it
-// anywhere after its call (including after every other operation, which is
-// the same as "never applied"); wherever it is placed it has its effect.
-var linModel = porcupine.Model{
-	Init: func() any { return linState{} },
-	Step: func(state, input, output any) (bool, any) {
-		s, in, out := state.(linState), input.(linInput), output.(linOutput) // s is a copy
-		switch in.kind {
-		case linRegister:
-			s[in.id] = in.value
-			return true, s
-		case linDeregister:
-			present := s[in.id] != ""
-			s[in.id] = ""
-			switch out.result {
-			case linOK:
-				return present, s
-			case linNotFound:
-				return !present, s
-			default:
-				return true, s
-			}
-		default:
-			return out.seen == s, s
-		}
-	},
-	Equal: func(a, b any) bool { return a.(linState) == b.(linState) },
-	Hash: func(state any) uint64 {
-		h := fnv.New64a()
-		for _, v := range state.(linState) {
-			h.Write([]byte(v))
-			h.Write([]byte{0})
-		}
-		return h.Sum64()
-	},
-	DescribeOperation: func(input, output any) string {
-		in, out := input.(linInput), output.(linOutput)
-		var call string
-		switch in.kind {
-		case linRegister:
-			call = fmt.Sprintf("register(%s, v=%s)", linID(in.id), in.value)
-		case linDeregister:
-			call = fmt.Sprintf("deregister(%s)", linID(in.id))
-		default:
-			return "get() -> " + out.seen.String()
-		}
-		return call + " -> " + [...]string{"ok", "not found", "unknown"}[out.result]
-	},
-	DescribeState:             func(state any) string { return state.(linState).String() },
-	DescribeOperationMetadata: func(info any) string { return fmt.Sprint(info) },
-}
 
 // TestRegistryIsLinearizable records a history of registrations,
 // deregistrations and consistent reads sent to random agents while the
@@ -220,8 +117,8 @@ type linHistory struct {
 	counter atomic.Int64 // makes each registered value unique
 	mu      sync.Mutex
 	ops     []porcupine.Operation
-	failed  map[linKind]int // failed calls, including dropped gets
-	errs    []string        // the first few errors, for the log
+	failed  map[regmodel.Kind]int // failed calls, including dropped gets
+	errs    []string              // the first few errors, for the log
 }
 
 // now is a monotonic timestamp: time.Since uses the monotonic clock.
@@ -232,9 +129,9 @@ func (h *linHistory) add(op porcupine.Operation, failed bool) {
 	defer h.mu.Unlock()
 	if failed {
 		if h.failed == nil {
-			h.failed = map[linKind]int{}
+			h.failed = map[regmodel.Kind]int{}
 		}
-		h.failed[op.Input.(linInput).kind]++
+		h.failed[op.Input.(regmodel.Input).Kind]++
 		if len(h.errs) < 8 {
 			h.errs = append(h.errs, fmt.Sprint(op.Metadata))
 		}
@@ -255,14 +152,14 @@ func (h *linHistory) runClient(ctx context.Context, t *testing.T, c *testcluster
 		for try := 0; try < c.Size() && c.Node(agent) == nil; try++ {
 			agent = (agent + 1) % c.Size()
 		}
-		var in linInput
+		var in regmodel.Input
 		switch r := rng.IntN(20); {
 		case r < 7:
-			in = linInput{kind: linRegister, id: rng.IntN(linIDs), value: strconv.FormatInt(h.counter.Add(1), 10)}
+			in = regmodel.Input{Kind: regmodel.Register, ID: rng.IntN(regmodel.IDs), Value: strconv.FormatInt(h.counter.Add(1), 10)}
 		case r < 12:
-			in = linInput{kind: linDeregister, id: rng.IntN(linIDs)}
+			in = regmodel.Input{Kind: regmodel.Deregister, ID: rng.IntN(regmodel.IDs)}
 		default:
-			in = linInput{kind: linGet}
+			in = regmodel.Input{Kind: regmodel.Get, Mode: pb.Consistency_CONSISTENT}
 		}
 		h.add(h.do(t, c.Registry(agent), client, c.Name(agent), in))
 		time.Sleep(time.Duration(rng.Int64N(int64(10 * time.Millisecond)))) // a modest rate, for -race on small machines
@@ -272,31 +169,32 @@ func (h *linHistory) runClient(ctx context.Context, t *testing.T, c *testcluster
 // do performs one operation and describes it for the history. The operation
 // has no Output when it must be left out (a failed read), and Return is
 // MaxInt64 when it is a write of unknown outcome.
-func (h *linHistory) do(t *testing.T, reg pb.RegistryClient, client int, agent string, in linInput) (porcupine.Operation, bool) {
+func (h *linHistory) do(t *testing.T, reg pb.RegistryClient, client int, agent string, in regmodel.Input) (porcupine.Operation, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), linCallTimeout)
 	defer cancel()
 	op := porcupine.Operation{ClientId: client, Input: in, Call: h.now()}
 	var (
-		out linOutput
+		out regmodel.Output
 		hdr interface{ GetHeader() *pb.ResponseHeader }
 		err error
 	)
-	switch in.kind {
-	case linRegister:
-		hdr, err = reg.Register(ctx, &pb.RegisterRequest{Instance: &pb.Instance{
-			Service: linService, Id: linID(in.id), Address: fmt.Sprintf("127.0.0.1:%d", 9000+in.id),
-			Metadata: map[string]string{"v": in.value},
-		}})
-	case linDeregister:
-		hdr, err = reg.Deregister(ctx, &pb.DeregisterRequest{Service: linService, Id: linID(in.id)})
+	switch in.Kind {
+	case regmodel.Register:
+		hdr, err = reg.Register(ctx, &pb.RegisterRequest{Instance: in.Instance(linService)})
+	case regmodel.Deregister:
+		hdr, err = reg.Deregister(ctx, &pb.DeregisterRequest{Service: linService, Id: regmodel.ID(in.ID)})
 		// By code: a sentinel's ErrorInfo does not survive forwarding.
 		if status.Code(err) == codes.NotFound {
-			out.result, err = linNotFound, nil
+			out.Result, err = regmodel.NotFound, nil
 		}
-	case linGet:
+	case regmodel.Get:
 		var resp *pb.GetResponse
-		resp, err = reg.Get(ctx, &pb.GetRequest{Service: linService, Consistency: pb.Consistency_CONSISTENT})
-		hdr, out.seen = resp, linSeen(t, resp.GetInstances())
+		resp, err = reg.Get(ctx, &pb.GetRequest{Service: linService, Consistency: in.Mode})
+		hdr = resp
+		var stranger error
+		if out.Seen, stranger = regmodel.StateOf(resp.GetInstances()); stranger != nil {
+			t.Errorf("get returned an %v", stranger)
+		}
 	}
 	op.Return = h.now()
 	// The revision ties an answer to the Raft log when reading a failure.
@@ -306,27 +204,13 @@ func (h *linHistory) do(t *testing.T, reg pb.RegistryClient, client int, agent s
 		return op, false
 	}
 	if status.Code(err) == codes.InvalidArgument {
-		t.Errorf("%s via %s: %v", linModel.DescribeOperation(in, out), agent, err)
+		t.Errorf("%s via %s: %v", regmodel.Model.DescribeOperation(in, out), agent, err)
 	}
-	op.Metadata = fmt.Sprintf("%s via %s: %v", in.kind, agent, err)
-	if in.kind != linGet {
-		op.Output, op.Return = linOutput{result: linUnknown}, math.MaxInt64
+	op.Metadata = fmt.Sprintf("%s via %s: %v", in.Kind, agent, err)
+	if in.Kind != regmodel.Get {
+		op.Output, op.Return = regmodel.Output{Result: regmodel.Unknown}, math.MaxInt64
 	}
 	return op, true
-}
-
-// linSeen turns a Get answer into the model's state.
-func linSeen(t *testing.T, insts []*pb.Instance) linState {
-	var s linState
-	for _, inst := range insts {
-		id, err := strconv.Atoi(strings.TrimPrefix(inst.Id, "i"))
-		if err != nil || id < 0 || id >= linIDs || linID(id) != inst.Id || inst.Metadata["v"] == "" {
-			t.Errorf("get returned an instance the test never registered: %v", inst)
-			continue
-		}
-		s[id] = inst.Metadata["v"]
-	}
-	return s
 }
 
 // checkEnough fails the test when too few operations completed for the check
@@ -335,15 +219,15 @@ func (h *linHistory) checkEnough(t *testing.T) {
 	done := map[string]int{}
 	unknown := 0
 	for _, op := range h.ops {
-		in, out := op.Input.(linInput), op.Output.(linOutput)
+		in, out := op.Input.(regmodel.Input), op.Output.(regmodel.Output)
 		switch {
-		case out.result == linUnknown:
+		case out.Result == regmodel.Unknown:
 			unknown++
-		case in.kind == linRegister:
+		case in.Kind == regmodel.Register:
 			done["register"]++
-		case in.kind == linDeregister && out.result == linOK:
+		case in.Kind == regmodel.Deregister && out.Result == regmodel.OK:
 			done["deregister"]++
-		case in.kind == linDeregister:
+		case in.Kind == regmodel.Deregister:
 			done["deregister not found"]++
 		default:
 			done["get"]++
@@ -370,7 +254,7 @@ func (h *linHistory) checkEnough(t *testing.T) {
 // writes a visualization that outlives the test.
 func (h *linHistory) check(t *testing.T) {
 	begin := time.Now()
-	res, info := porcupine.CheckOperationsVerbose(linModel, h.ops, 60*time.Second)
+	res, info := porcupine.CheckOperationsVerbose(regmodel.Model, h.ops, 60*time.Second)
 	t.Logf("linearizability: porcupine says %s after %s", res, time.Since(begin).Round(time.Millisecond))
 	switch res {
 	case porcupine.Ok:
@@ -383,59 +267,11 @@ func (h *linHistory) check(t *testing.T) {
 		t.Fatalf("history is not linearizable; could not create a visualization: %v", err)
 	}
 	f.Close()
-	if err := porcupine.VisualizePath(linModel, info, f.Name()); err != nil {
+	if err := porcupine.VisualizePath(regmodel.Model, info, f.Name()); err != nil {
 		t.Fatalf("history is not linearizable; could not write a visualization: %v", err)
 	}
-	h.explain(t, info)
+	for _, line := range regmodel.Explain(h.ops, info) {
+		t.Log("linearizability: " + line)
+	}
 	t.Fatalf("history of %d operations is not linearizable; visualization: %s", len(h.ops), f.Name())
-}
-
-// explain logs where the longest linearization porcupine found gets stuck:
-// the state it reached and every operation overlapping the earliest-returning
-// one it could not place.
-func (h *linHistory) explain(t *testing.T, info porcupine.LinearizationInfo) {
-	var longest []int
-	for _, l := range info.PartialLinearizations()[0] { // ids index h.ops: there is one partition
-		if len(l) > len(longest) {
-			longest = l
-		}
-	}
-	placedAt := make(map[int]int, len(longest))
-	state := linModel.Init()
-	for n, id := range longest {
-		placedAt[id] = n
-		_, state = linModel.Step(state, h.ops[id].Input, h.ops[id].Output)
-	}
-	stuck := -1
-	for id, op := range h.ops {
-		if _, ok := placedAt[id]; !ok && (stuck < 0 || op.Return < h.ops[stuck].Return) {
-			stuck = id
-		}
-	}
-	if stuck < 0 {
-		return
-	}
-	t.Logf("linearizability: porcupine placed %d operations (#n: n-th), reaching %v; >> marks the earliest-returning operation left over:",
-		len(longest), state)
-	var near []int
-	for id, op := range h.ops {
-		if op.Call <= h.ops[stuck].Return && op.Return >= h.ops[stuck].Call {
-			near = append(near, id)
-		}
-	}
-	slices.SortFunc(near, func(a, b int) int { return cmp.Compare(h.ops[a].Call, h.ops[b].Call) })
-	for _, id := range near {
-		op, mark, ret, place := h.ops[id], "  ", "pending", "not placed"
-		if id == stuck {
-			mark = ">>"
-		}
-		if op.Return != math.MaxInt64 {
-			ret = time.Duration(op.Return).String()
-		}
-		if n, ok := placedAt[id]; ok {
-			place = fmt.Sprintf("#%d", n)
-		}
-		t.Logf("%s client %d  %-12v %-12s %-40s %-10s (%v)", mark, op.ClientId, time.Duration(op.Call), ret,
-			linModel.DescribeOperation(op.Input, op.Output), place, op.Metadata)
-	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/regmodel"
 )
 
 // Tests of the checks themselves, on made-up histories: each must pass a
@@ -43,7 +44,7 @@ func (c complaints) want(t *testing.T, substr string) {
 
 func event(typ pb.Event_Type, rev uint64, id int, v string) *pb.Event {
 	return &pb.Event{Type: typ, Revision: rev, Instance: &pb.Instance{
-		Service: linService, Id: linID(id), Metadata: map[string]string{"v": v}, ModRevision: rev}}
+		Service: linService, Id: regmodel.ID(id), Metadata: map[string]string{"v": v}, ModRevision: rev}}
 }
 
 func put(rev uint64, id int, v string) *pb.Event { return event(pb.Event_PUT, rev, id, v) }
@@ -69,13 +70,13 @@ func TestReplayOfAWatchThatKeepsItsPromises(t *testing.T) {
 		events(13, del(12, 0, "a"), put(13, 2, "c"), put(13, 3, "d")),
 	), c.errorf)
 	c.want(t, "")
-	if want := (linState{"", "b", "c", "d"}); final != want {
+	if want := (regmodel.State{"", "b", "c", "d"}); final != want {
 		t.Errorf("final state %s, want %s", final, want)
 	}
 	if len(cov) != 1 || cov[0].lo != 10 || cov[0].hi != 13 {
 		t.Fatalf("coverage %+v, want one stretch 10-13", cov)
 	}
-	if cp, ok := cov[0].stateAt(12); !ok || cp.state != (linState{"", "b"}) {
+	if cp, ok := cov[0].stateAt(12); !ok || cp.state != (regmodel.State{"", "b"}) {
 		t.Errorf("state at revision 12: %s (%v), want {i1=b}", cp.state, ok)
 	}
 }
@@ -130,27 +131,27 @@ func TestCompareReadsAgainstWatches(t *testing.T) {
 	covs := [][]*coverage{cov}
 	good := []read{
 		{mode: pb.Consistency_STALE, rev: 10},
-		{mode: pb.Consistency_STALE, rev: 11, seen: linState{"x"}},
-		{mode: pb.Consistency_DEFAULT, rev: 13, seen: linState{"x", "y"}},
-		{mode: pb.Consistency_STALE, rev: 99, seen: linState{"z"}}, // no watch saw 99: not compared
+		{mode: pb.Consistency_STALE, rev: 11, seen: regmodel.State{"x"}},
+		{mode: pb.Consistency_DEFAULT, rev: 13, seen: regmodel.State{"x", "y"}},
+		{mode: pb.Consistency_STALE, rev: 99, seen: regmodel.State{"z"}}, // no watch saw 99: not compared
 	}
 	writes := []write{
-		{in: linInput{kind: opRegister, id: 0, value: "x"}, rev: 11},
-		{in: linInput{kind: opDeregister, id: 0}, rev: 14},
+		{in: regmodel.Input{Kind: regmodel.Register, ID: 0, Value: "x"}, rev: 11},
+		{in: regmodel.Input{Kind: regmodel.Deregister, ID: 0}, rev: 14},
 	}
 	compareReads([]string{"w"}, covs, good, writes, c.errorf, c.logf)
 	c.want(t, "")
 
-	compareReads([]string{"w"}, covs, []read{{mode: pb.Consistency_STALE, rev: 12, seen: linState{"x"}}}, nil, c.errorf, c.logf)
+	compareReads([]string{"w"}, covs, []read{{mode: pb.Consistency_STALE, rev: 12, seen: regmodel.State{"x"}}}, nil, c.errorf, c.logf)
 	c.want(t, "had built {i0=x i1=y}")
-	compareReads([]string{"w"}, covs, nil, []write{{in: linInput{kind: opRegister, id: 2, value: "q"}, rev: 11}}, c.errorf, c.logf)
+	compareReads([]string{"w"}, covs, nil, []write{{in: regmodel.Input{Kind: regmodel.Register, ID: 2, Value: "q"}, rev: 11}}, c.errorf, c.logf)
 	c.want(t, "but w built")
-	compareReads([]string{"w"}, covs, nil, []write{{in: linInput{kind: opRegister, id: 2, value: "q"}, rev: 13}}, c.errorf, c.logf)
+	compareReads([]string{"w"}, covs, nil, []write{{in: regmodel.Input{Kind: regmodel.Register, ID: 2, Value: "q"}, rev: 13}}, c.errorf, c.logf)
 	c.want(t, "got no event at that revision")
 }
 
 func TestHistoryChecksOfReads(t *testing.T) {
-	s := func(v string) linState { return linState{v} }
+	s := func(v string) regmodel.State { return regmodel.State{v} }
 	for _, tc := range []struct {
 		name   string
 		reads  []read
@@ -171,11 +172,11 @@ func TestHistoryChecksOfReads(t *testing.T) {
 			"went back to revision 0"},
 		{"a default read older than the bound",
 			[]read{{mode: pb.Consistency_DEFAULT, rev: 5, seen: s("a"), call: 10 * time.Second}},
-			[]write{{in: linInput{kind: opRegister, value: "b"}, rev: 8, returned: time.Second}},
+			[]write{{in: regmodel.Input{Kind: regmodel.Register, Value: "b"}, rev: 8, returned: time.Second}},
 			"older than register(i0, v=b)"},
 		{"a default read within the bound",
 			[]read{{mode: pb.Consistency_DEFAULT, rev: 5, seen: s("a"), call: 10 * time.Second}},
-			[]write{{in: linInput{kind: opRegister, value: "b"}, rev: 8, returned: 7 * time.Second}},
+			[]write{{in: regmodel.Input{Kind: regmodel.Register, Value: "b"}, rev: 8, returned: 7 * time.Second}},
 			""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -190,32 +191,32 @@ func TestHistoryChecksOfReads(t *testing.T) {
 }
 
 func TestLinearizabilityCheck(t *testing.T) {
-	op := func(client int, call, ret int64, in linInput, out linOutput) porcupine.Operation {
+	op := func(client int, call, ret int64, in regmodel.Input, out regmodel.Output) porcupine.Operation {
 		return porcupine.Operation{ClientId: client, Call: call, Return: ret, Input: in, Output: out}
 	}
-	register := linInput{kind: opRegister, id: 0, value: "a"}
-	get := linInput{kind: opGet, mode: pb.Consistency_CONSISTENT}
+	register := regmodel.Input{Kind: regmodel.Register, ID: 0, Value: "a"}
+	get := regmodel.Input{Kind: regmodel.Get, Mode: pb.Consistency_CONSISTENT}
 	for _, tc := range []struct {
 		name string
 		ops  []porcupine.Operation
 		want string
 	}{
 		{"a read after a write sees it", []porcupine.Operation{
-			op(0, 0, 10, register, linOutput{}),
-			op(1, 20, 30, get, linOutput{seen: linState{"a"}}),
+			op(0, 0, 10, register, regmodel.Output{}),
+			op(1, 20, 30, get, regmodel.Output{Seen: regmodel.State{"a"}}),
 		}, ""},
 		{"a read after a write misses it", []porcupine.Operation{
-			op(0, 0, 10, register, linOutput{}),
-			op(1, 20, 30, get, linOutput{seen: linState{}}),
+			op(0, 0, 10, register, regmodel.Output{}),
+			op(1, 20, 30, get, regmodel.Output{Seen: regmodel.State{}}),
 		}, "do not fit the model"},
 		{"a write of unknown outcome may have happened", []porcupine.Operation{
-			op(0, 0, math.MaxInt64, register, linOutput{result: resUnknown}),
-			op(1, 20, 30, get, linOutput{seen: linState{"a"}}),
-			op(1, 40, 50, get, linOutput{seen: linState{"a"}}),
+			op(0, 0, math.MaxInt64, register, regmodel.Output{Result: regmodel.Unknown}),
+			op(1, 20, 30, get, regmodel.Output{Seen: regmodel.State{"a"}}),
+			op(1, 40, 50, get, regmodel.Output{Seen: regmodel.State{"a"}}),
 		}, ""},
 		{"a deregister that found nothing after a register", []porcupine.Operation{
-			op(0, 0, 10, register, linOutput{}),
-			op(1, 20, 30, linInput{kind: opDeregister, id: 0}, linOutput{result: resNotFound}),
+			op(0, 0, 10, register, regmodel.Output{}),
+			op(1, 20, 30, regmodel.Input{Kind: regmodel.Deregister, ID: 0}, regmodel.Output{Result: regmodel.NotFound}),
 		}, "do not fit the model"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

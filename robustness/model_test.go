@@ -2,18 +2,16 @@ package robustness
 
 import (
 	"fmt"
-	"hash/fnv"
-	"math"
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/anishathalye/porcupine"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/regmodel"
 )
 
 // The registry model. Clients register and deregister instances i0..i3 of
@@ -22,7 +20,7 @@ import (
 // how it is checked:
 //
 //   - consistent: linearizable. porcupine checks the writes and the
-//     consistent reads against a sequential registry.
+//     consistent reads against the sequential registry regmodel.Model.
 //   - stale: the state the read returns existed: it is the state the
 //     registry had at the revision the answer carries. Watches rebuild the
 //     registry's state at every revision (and are themselves checked
@@ -38,119 +36,12 @@ import (
 // default read does not go back across a restart of the agent either.
 const (
 	linService   = "rb.lin"
-	linIDs       = 4
 	defaultSlack = 2 * time.Second
 )
 
-func linID(i int) string { return "i" + strconv.Itoa(i) }
-
-// linState is the value "v" of each instance id, "" when not registered.
-type linState [linIDs]string
-
-func (s linState) String() string {
-	var parts []string
-	for id, v := range s {
-		if v != "" {
-			parts = append(parts, linID(id)+"="+v)
-		}
-	}
-	return "{" + strings.Join(parts, " ") + "}"
-}
-
-// stateOf turns instances of linService into the model's state; ok is false
-// when one of them is not something a client registered.
-func stateOf(insts []*pb.Instance) (s linState, ok bool) {
-	ok = true
-	for _, inst := range insts {
-		id, err := strconv.Atoi(strings.TrimPrefix(inst.Id, "i"))
-		if err != nil || id < 0 || id >= linIDs || linID(id) != inst.Id || inst.Metadata["v"] == "" {
-			ok = false
-			continue
-		}
-		s[id] = inst.Metadata["v"]
-	}
-	return s, ok
-}
-
-type opKind int
-
-const (
-	opRegister opKind = iota
-	opDeregister
-	opGet
-)
-
-type linInput struct {
-	kind  opKind
-	id    int
-	value string
-	mode  pb.Consistency // opGet
-}
-
-type linResult int
-
-const (
-	resOK linResult = iota
-	resNotFound
-	resUnknown // a write that failed: it may or may not have taken effect
-)
-
-type linOutput struct {
-	result linResult
-	seen   linState
-}
-
-var linModel = porcupine.Model{
-	Init: func() any { return linState{} },
-	Step: func(state, input, output any) (bool, any) {
-		s, in, out := state.(linState), input.(linInput), output.(linOutput)
-		switch in.kind {
-		case opRegister:
-			s[in.id] = in.value
-			return true, s
-		case opDeregister:
-			present := s[in.id] != ""
-			s[in.id] = ""
-			switch out.result {
-			case resOK:
-				return present, s
-			case resNotFound:
-				return !present, s
-			default:
-				return true, s
-			}
-		default:
-			return out.seen == s, s
-		}
-	},
-	Equal: func(a, b any) bool { return a.(linState) == b.(linState) },
-	Hash: func(state any) uint64 {
-		h := fnv.New64a()
-		for _, v := range state.(linState) {
-			h.Write([]byte(v))
-			h.Write([]byte{0})
-		}
-		return h.Sum64()
-	},
-	DescribeOperation: func(input, output any) string {
-		in, out := input.(linInput), output.(linOutput)
-		switch in.kind {
-		case opRegister:
-			return fmt.Sprintf("register(%s, v=%s) -> %s", linID(in.id), in.value, out.result)
-		case opDeregister:
-			return fmt.Sprintf("deregister(%s) -> %s", linID(in.id), out.result)
-		}
-		return fmt.Sprintf("get(%s) -> %s", in.mode, out.seen)
-	},
-	DescribeState:             func(state any) string { return state.(linState).String() },
-	DescribeOperationMetadata: func(info any) string { return fmt.Sprint(info) },
-}
-
-func (r linResult) String() string { return [...]string{"ok", "not found", "unknown"}[r] }
-
 // write is one acknowledged write that changed the registry.
 type write struct {
-	in       linInput
+	in       regmodel.Input
 	rev      uint64
 	returned time.Duration
 }
@@ -162,7 +53,7 @@ type read struct {
 	incarnation int // of the agent when the read was sent and answered
 	mode        pb.Consistency
 	rev         uint64
-	seen        linState
+	seen        regmodel.State
 	call, at    time.Duration
 }
 
@@ -219,16 +110,16 @@ func (h *history) checkRegistry(errorf func(string, ...any), logf func(string, .
 	defer h.mu.Unlock()
 	done := map[string]int{}
 	for _, op := range h.ops {
-		in, out := op.Input.(linInput), op.Output.(linOutput)
+		in, out := op.Input.(regmodel.Input), op.Output.(regmodel.Output)
 		switch {
-		case out.result == resUnknown:
+		case out.Result == regmodel.Unknown:
 			done["unknown writes"]++
-		case in.kind == opGet:
-			done["get "+in.mode.String()]++
-		case in.kind == opRegister:
+		case in.Kind == regmodel.Get:
+			done["get "+in.Mode.String()]++
+		case in.Kind == regmodel.Register:
 			done["register"]++
 		default:
-			done["deregister "+out.result.String()]++
+			done["deregister "+out.Result.String()]++
 		}
 	}
 	logf("registry: %d operations: %v; failed calls %v", len(h.ops), done, h.failed)
@@ -265,7 +156,7 @@ func (h *history) checkFreshness(errorf func(string, ...any)) {
 		}
 		if newest != nil && r.rev < newest.rev {
 			errorf("registry: default read via n%d sent at %s answered at revision %d (%s), older than %s acknowledged at revision %d at %s, more than %s before",
-				r.agent+1, r.call, r.rev, r.seen, linModel.DescribeOperation(newest.in, linOutput{}), newest.rev, newest.returned, staleBound+defaultSlack)
+				r.agent+1, r.call, r.rev, r.seen, regmodel.Model.DescribeOperation(newest.in, regmodel.Output{}), newest.rev, newest.returned, staleBound+defaultSlack)
 		}
 	}
 }
@@ -309,7 +200,7 @@ func (h *history) checkMonotonic(errorf func(string, ...any)) {
 func (h *history) checkLinearizable(errorf func(string, ...any), logf func(string, ...any)) {
 	var ops []porcupine.Operation
 	for _, op := range h.ops {
-		if in := op.Input.(linInput); in.kind != opGet || in.mode == pb.Consistency_CONSISTENT {
+		if in := op.Input.(regmodel.Input); in.Kind != regmodel.Get || in.Mode == pb.Consistency_CONSISTENT {
 			ops = append(ops, op)
 		}
 	}
@@ -319,7 +210,7 @@ func (h *history) checkLinearizable(errorf func(string, ...any), logf func(strin
 // porcupine checks one history and explains a failure.
 func (h *history) porcupine(what string, ops []porcupine.Operation, errorf func(string, ...any), logf func(string, ...any)) bool {
 	begin := time.Now()
-	res, info := porcupine.CheckOperationsVerbose(linModel, ops, 60*time.Second)
+	res, info := porcupine.CheckOperationsVerbose(regmodel.Model, ops, 60*time.Second)
 	logf("registry: porcupine says %s for %s (%d operations) after %s", res, what, len(ops), time.Since(begin).Round(time.Millisecond))
 	switch res {
 	case porcupine.Ok:
@@ -332,57 +223,15 @@ func (h *history) porcupine(what string, ops []porcupine.Operation, errorf func(
 	if h.vizDir != "" {
 		if f, err := os.CreateTemp(h.vizDir, "zrpc-robustness-registry-*.html"); err == nil {
 			f.Close()
-			if porcupine.VisualizePath(linModel, info, f.Name()) == nil {
+			if porcupine.VisualizePath(regmodel.Model, info, f.Name()) == nil {
 				path = f.Name()
 			}
 		}
 	}
-	explain(ops, logf, info)
+	for _, line := range regmodel.Explain(ops, info) {
+		logf("registry: %s", line)
+	}
 	errorf("registry: %s (%d operations) do not fit the model (writes and consistent reads linearizable); visualization: %s",
 		what, len(ops), path)
 	return false
-}
-
-// explain logs the operations around the first one porcupine could not place.
-func explain(ops []porcupine.Operation, logf func(string, ...any), info porcupine.LinearizationInfo) {
-	var longest []int
-	for _, l := range info.PartialLinearizations()[0] {
-		if len(l) > len(longest) {
-			longest = l
-		}
-	}
-	placed := map[int]bool{}
-	state := linModel.Init()
-	for _, id := range longest {
-		placed[id] = true
-		_, state = linModel.Step(state, ops[id].Input, ops[id].Output)
-	}
-	stuck := -1
-	for id, op := range ops {
-		if !placed[id] && (stuck < 0 || op.Return < ops[stuck].Return) {
-			stuck = id
-		}
-	}
-	if stuck < 0 {
-		return
-	}
-	logf("registry: porcupine placed %d operations reaching %s; >> marks the earliest-returning one it could not place:", len(longest), state)
-	var near []int
-	for id, op := range ops {
-		if op.Call <= ops[stuck].Return && op.Return >= ops[stuck].Call {
-			near = append(near, id)
-		}
-	}
-	slices.SortFunc(near, func(a, b int) int { return int(ops[a].Call - ops[b].Call) })
-	for _, id := range near {
-		op, mark, ret := ops[id], "  ", "pending"
-		if id == stuck {
-			mark = ">>"
-		}
-		if op.Return != math.MaxInt64 {
-			ret = time.Duration(op.Return).String()
-		}
-		logf("%s client %d %-12v %-12s %-45s placed=%v (%v)", mark, op.ClientId, time.Duration(op.Call), ret,
-			linModel.DescribeOperation(op.Input, op.Output), placed[id], op.Metadata)
-	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/internal/regmodel"
 )
 
 // Traffic: registry clients (the model's history), session churn, TTL
@@ -69,28 +70,23 @@ func (r *run) registryWorker(n int) {
 	rng := r.workerRand(uint64(100 + n))
 	modes := []pb.Consistency{pb.Consistency_CONSISTENT, pb.Consistency_DEFAULT, pb.Consistency_STALE}
 	for r.ctx.Err() == nil {
-		var in linInput
+		var in regmodel.Input
 		switch x := rng.IntN(20); {
 		case x < 7:
-			in = linInput{kind: opRegister, id: rng.IntN(linIDs), value: r.hist.nextValue()}
+			in = regmodel.Input{Kind: regmodel.Register, ID: rng.IntN(regmodel.IDs), Value: r.hist.nextValue()}
 		case x < 11:
-			in = linInput{kind: opDeregister, id: rng.IntN(linIDs)}
+			in = regmodel.Input{Kind: regmodel.Deregister, ID: rng.IntN(regmodel.IDs)}
 		default:
-			in = linInput{kind: opGet, mode: modes[rng.IntN(len(modes))]}
+			in = regmodel.Input{Kind: regmodel.Get, Mode: modes[rng.IntN(len(modes))]}
 		}
 		agent := r.pickAgent(rng)
-		r.registryOp(n, agent, n == 0 && in.kind != opGet, in)
+		r.registryOp(n, agent, n == 0 && in.Kind != regmodel.Get, in)
 		r.pause(rng, 10*time.Millisecond)
 	}
 }
 
-func linInstance(id int, value string) *pb.Instance {
-	return &pb.Instance{Service: linService, Id: linID(id), Address: fmt.Sprintf("127.0.0.1:%d", 9000+id),
-		Metadata: map[string]string{"v": value}}
-}
-
 // registryOp performs one operation and adds it to the history.
-func (r *run) registryOp(worker, agent int, failover bool, in linInput) {
+func (r *run) registryOp(worker, agent int, failover bool, in regmodel.Input) {
 	cl, via := r.agentClients[agent], r.c.Name(agent)
 	if failover {
 		cl, via = r.all, "any agent"
@@ -100,39 +96,39 @@ func (r *run) registryOp(worker, agent int, failover bool, in linInput) {
 	inc := r.incarnation(agent)
 	op := porcupine.Operation{ClientId: worker, Input: in, Call: r.hist.now()}
 	var (
-		out linOutput
+		out regmodel.Output
 		rev uint64
 		err error
 	)
-	switch in.kind {
-	case opRegister:
-		_, rev, err = cl.Register(ctx, linInstance(in.id, in.value))
-	case opDeregister:
-		rev, err = cl.Deregister(ctx, linService, linID(in.id))
+	switch in.Kind {
+	case regmodel.Register:
+		_, rev, err = cl.Register(ctx, in.Instance(linService))
+	case regmodel.Deregister:
+		rev, err = cl.Deregister(ctx, linService, regmodel.ID(in.ID))
 		if errors.Is(err, apierr.ErrNotFound) {
-			out.result, err = resNotFound, nil
+			out.Result, err = regmodel.NotFound, nil
 		}
-	case opGet:
+	case regmodel.Get:
 		var insts []*pb.Instance
-		insts, rev, err = cl.Get(ctx, linService, client.WithConsistency(in.mode))
+		insts, rev, err = cl.Get(ctx, linService, client.WithConsistency(in.Mode))
 		if err == nil {
-			var ok bool
-			if out.seen, ok = stateOf(insts); !ok {
-				r.t.Errorf("registry: %s read via %s returned an instance no client registered: %v", in.mode, via, insts)
+			var stranger error
+			if out.Seen, stranger = regmodel.StateOf(insts); stranger != nil {
+				r.t.Errorf("registry: %s read via %s returned an %v", in.Mode, via, stranger)
 			}
 		}
 	}
 	op.Return = r.hist.now()
 	op.Metadata = fmt.Sprintf("via %s, revision %d", via, rev)
 	if errors.Is(err, apierr.ErrInvalidArgument) {
-		r.t.Errorf("registry: %s via %s: %v", linModel.DescribeOperation(in, out), via, err)
+		r.t.Errorf("registry: %s via %s: %v", regmodel.Model.DescribeOperation(in, out), via, err)
 	}
 	if err != nil {
-		op.Metadata = fmt.Sprintf("%s via %s: %v", linModel.DescribeOperation(in, out), via, err)
-		failure := "get " + in.mode.String()
-		if in.kind != opGet {
+		op.Metadata = fmt.Sprintf("%s via %s: %v", regmodel.Model.DescribeOperation(in, out), via, err)
+		failure := "get " + in.Mode.String()
+		if in.Kind != regmodel.Get {
 			failure = "write"
-			op.Output, op.Return = linOutput{result: resUnknown}, math.MaxInt64
+			op.Output, op.Return = regmodel.Output{Result: regmodel.Unknown}, math.MaxInt64
 		}
 		r.hist.add(op, nil, nil, failure)
 		return
@@ -143,13 +139,13 @@ func (r *run) registryOp(worker, agent int, failover bool, in linInput) {
 		wr *write
 	)
 	switch {
-	case in.kind == opGet:
+	case in.Kind == regmodel.Get:
 		if r.incarnation(agent) != inc {
 			inc = -1 // the agent restarted during the read
 		}
-		rd = &read{client: worker, agent: agent, incarnation: inc, mode: in.mode, rev: rev, seen: out.seen,
+		rd = &read{client: worker, agent: agent, incarnation: inc, mode: in.Mode, rev: rev, seen: out.Seen,
 			call: time.Duration(op.Call), at: time.Duration(op.Return)}
-	case out.result == resOK:
+	case out.Result == regmodel.OK:
 		wr = &write{in: in, rev: rev, returned: time.Duration(op.Return)}
 	}
 	r.hist.add(op, rd, wr, "")

@@ -9,6 +9,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/internal/regmodel"
 )
 
 // Watches: one watch of linService on every core agent, one through the
@@ -77,7 +78,7 @@ func (r *run) startWatch(name string, cl *client.Client, service string) {
 // checkpoint is the state a watch had built at a revision.
 type checkpoint struct {
 	rev   uint64
-	state linState
+	state regmodel.State
 }
 
 // coverage is a stretch of revisions a watch saw without a snapshot in
@@ -96,12 +97,12 @@ func eventKey(ev *pb.Event) string {
 
 // replay rebuilds a watch's view and reports broken promises with errorf.
 // It returns its coverage stretches and its final state.
-func replay(w *watchRecord, errorf func(string, ...any)) ([]*coverage, linState) {
+func replay(w *watchRecord, errorf func(string, ...any)) ([]*coverage, regmodel.State) {
 	resps, _ := w.responses()
 	var (
 		cov     []*coverage
 		cur     *coverage
-		state   linState
+		state   regmodel.State
 		last    uint64
 		started bool
 	)
@@ -109,12 +110,12 @@ func replay(w *watchRecord, errorf func(string, ...any)) ([]*coverage, linState)
 		if ev.GetInstance().GetService() != linService {
 			return
 		}
-		s, ok := stateOf([]*pb.Instance{ev.GetInstance()})
-		if !ok {
-			errorf("%s: event for an instance no client registered: %v", w.name, ev)
+		s, err := regmodel.StateOf([]*pb.Instance{ev.GetInstance()})
+		if err != nil {
+			errorf("%s: event for an %v: %v", w.name, err, ev)
 			return
 		}
-		for id := range linIDs {
+		for id := range regmodel.IDs {
 			if s[id] == "" {
 				continue
 			}
@@ -132,7 +133,7 @@ func replay(w *watchRecord, errorf func(string, ...any)) ([]*coverage, linState)
 				errorf("%s: response %d is a snapshot at revision %d, before revision %d already delivered", w.name, n, rev, last)
 			}
 			started = true
-			state = linState{}
+			state = regmodel.State{}
 			for _, ev := range resp.GetEvents() {
 				apply(ev)
 			}
@@ -223,14 +224,14 @@ func (r *run) checkWatches() {
 
 // leaderState is linService's state on the leader, once every running agent
 // has converged (checkConverged ran before).
-func (r *run) leaderState() linState {
+func (r *run) leaderState() regmodel.State {
 	r.c.WaitFor(settleFor, "a leader to read the final state from", func() bool { return r.c.Leader() != nil })
 	l := r.c.Leader()
 	if l == nil {
 		r.t.Fatalf("the leader went away")
 	}
 	insts, _ := l.Store().FSM().Instances(linService)
-	s, _ := stateOf(insts)
+	s, _ := regmodel.StateOf(insts)
 	return s
 }
 
@@ -299,15 +300,15 @@ func compareReads(names []string, covs [][]*coverage, reads []read, writes []wri
 	}
 	logf("registry: reads at a revision no watch covered (not compared): %v", uncovered)
 	for _, w := range writes {
-		want := w.in.value // register; "" for deregister
+		want := w.in.Value // register; "" for deregister
 		for i, wc := range covs {
 			for _, c := range wc {
-				if cp, ok := c.stateAt(w.rev); ok && cp.rev == w.rev && cp.state[w.in.id] != want {
+				if cp, ok := c.stateAt(w.rev); ok && cp.rev == w.rev && cp.state[w.in.ID] != want {
 					errorf("acknowledged %s at revision %d, but %s built %s at that revision",
-						linModel.DescribeOperation(w.in, linOutput{}), w.rev, names[i], cp.state)
+						regmodel.Model.DescribeOperation(w.in, regmodel.Output{}), w.rev, names[i], cp.state)
 				} else if ok && cp.rev != w.rev && w.rev > c.lo {
 					errorf("acknowledged %s at revision %d, but %s got no event at that revision",
-						linModel.DescribeOperation(w.in, linOutput{}), w.rev, names[i])
+						regmodel.Model.DescribeOperation(w.in, regmodel.Output{}), w.rev, names[i])
 				}
 			}
 		}
