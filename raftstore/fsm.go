@@ -249,12 +249,16 @@ func (f *FSM) applySessionDestroy(ids []string, rev uint64, evs []*pb.Event) []*
 
 func (f *FSM) applyNodeRemove(name string, rev uint64, evs []*pb.Event) []*pb.Event {
 	delete(f.nodes, name)
+	gone := make(map[string]bool)
 	for id, s := range f.sessions {
 		if s.Node == name {
 			delete(f.sessions, id)
+			gone[id] = true
 		}
 	}
-	for _, inst := range f.instancesWhere(func(i *pb.Instance) bool { return i.Node == name }) {
+	// The node's instances, and any instance bound to one of its sessions:
+	// an instance never outlives its session.
+	for _, inst := range f.instancesWhere(func(i *pb.Instance) bool { return i.Node == name || gone[i.Session] }) {
 		evs = f.remove(inst, rev, evs)
 	}
 	return evs

@@ -1244,3 +1244,21 @@ func FuzzFSMApply(f *testing.F) {
 		checkInvariants(t, d.fsm)
 	})
 }
+
+// TestFSMNodeRemoveTakesInstancesBoundToItsSessions: an instance bound to a
+// session of a removed agent goes with the session, whichever agent owns it
+// (it would otherwise stay forever, and snapshots would hold an instance
+// whose session does not exist).
+func TestFSMNodeRemoveTakesInstancesBoundToItsSessions(t *testing.T) {
+	d := populatedFSM(t)
+	d.mustApply(registerCmd(withSession(testInstance("api", "0", "n1"), "s2"))) // owned by n1, bound to n2's session
+	d.mustApply(nodeRemoveCmd("n2"))
+	if inst := d.fsm.Instance("api", "0"); inst != nil {
+		t.Fatalf("api/0, bound to removed agent n2's session s2, is still there: %v", inst)
+	}
+	checkInvariants(t, d.fsm)
+	g := NewFSM(16)
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, d.fsm)))); err != nil {
+		t.Fatalf("restore the snapshot: %v", err)
+	}
+}

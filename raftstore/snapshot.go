@@ -181,12 +181,14 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 		}
 		s.nodes = append(s.nodes, n)
 	}
+	sessions := make(map[string]bool, min(hdr.Sessions, 1<<16))
 	for i := uint64(0); i < hdr.Sessions; i++ {
 		ss := &pb.Session{}
 		if err := opts.UnmarshalFrom(br, ss); err != nil {
 			return nil, fmt.Errorf("read session %d of %d: %w", i+1, hdr.Sessions, err)
 		}
 		s.sessions = append(s.sessions, ss)
+		sessions[ss.Id] = true
 	}
 	for i := uint64(0); i < hdr.Instances; i++ {
 		inst := &pb.Instance{}
@@ -195,6 +197,17 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 		}
 		if inst.Service == "" || inst.Id == "" {
 			return nil, fmt.Errorf("instance %d of %d has no service or id", i+1, hdr.Instances)
+		}
+		// An instance never outlives its session (the state machine removes
+		// them together).
+		if inst.Session != "" && !sessions[inst.Session] {
+			return nil, fmt.Errorf("instance %s/%s is bound to session %q, which the snapshot does not have",
+				inst.Service, inst.Id, inst.Session)
+		}
+		// Every instance was written at a revision the snapshot covers.
+		if inst.CreateRevision == 0 || inst.CreateRevision > inst.ModRevision || inst.ModRevision > hdr.Revision {
+			return nil, fmt.Errorf("instance %s/%s: create_revision %d and mod_revision %d do not fit a snapshot at revision %d",
+				inst.Service, inst.Id, inst.CreateRevision, inst.ModRevision, hdr.Revision)
 		}
 		s.instances = append(s.instances, inst)
 	}
