@@ -88,9 +88,10 @@ type processRun struct {
 	mu           sync.Mutex
 	incarnations []int // changes at every kill, SIGTERM and restart of an agent
 
-	hist    *history
-	watches []*watchRecord
-	blobs   *blobBook
+	hist     *history
+	watches  []*watchRecord
+	blobs    *blobBook
+	blobErrs []string // the first failed blob calls, for the log; guarded by mu
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -421,6 +422,7 @@ func (p *processRun) putBlob(rng *rand.Rand) {
 	resp, err := p.all.PutBlob(ctx, e.name, bytes.NewReader(blobBytes(p.seed, n, e.size)), client.PutOptions{Size: int64(e.size)})
 	p.blobs.count(func(b *blobBook) { b.puts++ })
 	if err != nil {
+		p.noteBlobError(fmt.Sprintf("put %s (size %d) via any agent: %v", e.name, e.size, err))
 		p.blobs.set(e, blobUnknown, 0)
 		p.blobs.count(func(b *blobBook) { b.failed++ })
 		return
@@ -448,8 +450,18 @@ func (p *processRun) getBlob(rng *rand.Rand) {
 	switch {
 	case errors.Is(err, apierr.ErrInvalidArgument):
 		p.t.Errorf("blobs: get %s via %s: %v", e.name, p.agents[agent].name, err)
-	case err == nil:
+	case err != nil:
+		p.noteBlobError(fmt.Sprintf("get %s via %s: %v", e.name, p.agents[agent].name, err))
+	default:
 		p.checkBlobBytes(e, n, got, p.agents[agent].name)
+	}
+}
+
+func (p *processRun) noteBlobError(s string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.blobErrs) < 10 {
+		p.blobErrs = append(p.blobErrs, s)
 	}
 }
 
@@ -720,6 +732,11 @@ func (p *processRun) checkBlobs() {
 		}
 		p.t.Logf("blobs: %d puts (%d acknowledged), %d gets, %d failed calls", b.puts, len(acked), b.gets, b.failed)
 	})
+	p.mu.Lock()
+	for _, e := range p.blobErrs {
+		p.t.Logf("blobs: a failed call: %s", e)
+	}
+	p.mu.Unlock()
 	if len(acked) < 2 {
 		p.t.Errorf("blobs: only %d puts acknowledged; the check would mean nothing", len(acked))
 	}
