@@ -675,11 +675,19 @@ func (p *processRun) replica(i int) (uint64, string, error) {
 // watches against each other, and the reads and acknowledged writes against
 // the states the watches built.
 func (p *processRun) checkWatches() {
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	insts, rev, err := p.all.Get(ctx, linService, client.WithConsistency(pb.Consistency_CONSISTENT))
-	cancel()
-	if err != nil {
-		p.t.Errorf("watches: read the final state: %v", err)
+	var (
+		insts []*pb.Instance
+		rev   uint64
+	)
+	if !p.waitFor(settleFor, "a consistent read of the final state", func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		defer cancel()
+		var err error
+		if insts, rev, err = p.all.Get(ctx, linService, client.WithConsistency(pb.Consistency_CONSISTENT)); err != nil {
+			return err.Error()
+		}
+		return ""
+	}) {
 		return
 	}
 	final, _ := regmodel.StateOf(insts)
