@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -183,6 +184,7 @@ func (r *run) checkSessions() {
 		}
 		if time.Now().After(deadline) {
 			r.t.Errorf("sessions: every session was closed, yet the registry still holds %s", left)
+			r.t.Logf("sessions: the agents' session handlers still running:\n%s", goroutinesIn("(*registryServer).Session"))
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -242,4 +244,18 @@ func (r *run) checkTTL() {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// goroutinesIn returns the stacks of this process's goroutines that are
+// in function fn (the agents run in the test process).
+func goroutinesIn(fn string) string {
+	buf := make([]byte, 16<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }
