@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -20,13 +21,19 @@ import (
 // before Raft starts.
 func (n *Node) openBlobs() error {
 	shards, err := shardstore.Open(filepath.Join(n.dir.path, "shards"), shardstore.Options{
-		Logger: n.log, MaxBytes: n.cfg.ShardMaxBytes,
+		Logger: n.log, MaxBytes: n.cfg.ShardMaxBytes, SyncDelay: n.opts.shardSyncDelay,
 	})
 	if err != nil {
 		return fmt.Errorf("open shard store: %w", err)
 	}
 	n.blobs = storage.New(n.cfg.blobConfig(), blobCluster{n}, shards, storage.NewMetrics(), n.log.With("component", "blobs"))
 	return nil
+}
+
+// WithShardSyncDelay delays every fsync of a shard file by what delay
+// returns (tests make a slow shard disk with it).
+func WithShardSyncDelay(delay func() time.Duration) Option {
+	return func(o *options) { o.shardSyncDelay = delay }
 }
 
 // Blobs is the agent's part of the blob store.

@@ -81,6 +81,7 @@ type options struct {
 	gossipTransport memberlist.Transport
 	watchBacklog    watchLimits
 	wrapRaftLog     func(raft.LogStore) raft.LogStore
+	shardSyncDelay  func() time.Duration
 }
 
 // WithLogger sets the agent's logger (default: discard).

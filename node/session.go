@@ -134,6 +134,11 @@ func (s *registryServer) Session(stream pb.Registry_SessionServer) error {
 		case err := <-ended:
 			s.n.log.Debug("session stream ended", "session", id, "err", err)
 			return nil
+		case <-ctx.Done():
+			// The reader may stop here without a word to ended: it held a
+			// request when the client went away.
+			s.n.log.Debug("session stream ended", "session", id, "err", ctx.Err())
+			return nil
 		case <-live.removed:
 			removedByCluster = true
 			s.n.log.Warn("session removed by the cluster; ending its stream so that its process registers again", "session", id, "owner", open.Owner)

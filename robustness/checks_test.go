@@ -3,6 +3,8 @@ package robustness
 import (
 	"context"
 	"fmt"
+	"maps"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -83,9 +85,9 @@ func (r *run) checkConverged() {
 }
 
 // checkMembership: every running agent is in the Raft configuration and in
-// the registry as a passing node, and an agent that left is in neither.
-// Faults never last as long as the dead node reap delay, so no agent may
-// have been reaped.
+// the registry as a passing node, and an agent that left is in neither. An
+// agent reaped by the reap fault has come back; checkRemovals checks that
+// no other agent was reaped.
 func (r *run) checkMembership() {
 	r.mu.Lock()
 	left := slices.Clone(r.left)
@@ -103,6 +105,20 @@ func (r *run) checkMembership() {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// inRaft reports whether agent name is in n's Raft configuration.
+func inRaft(n *node.Node, name string) bool {
+	f := n.Store().Raft().GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == name {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *run) membershipProblem(left []int) string {
@@ -143,8 +159,8 @@ func (r *run) membershipProblem(left []int) string {
 	return ""
 }
 
-// checkSessions: every session was closed, so no session and none of their
-// instances may remain.
+// checkSessions: every session was closed (the residents' too), so no
+// session and none of their instances may remain.
 func (r *run) checkSessions() {
 	b := r.sessions
 	r.t.Logf("sessions: %d opened, %d instances registered, %d failed calls", b.opened, b.registered, b.failed)
@@ -158,14 +174,17 @@ func (r *run) checkSessions() {
 		left = "no leader"
 		if l != nil {
 			insts, _ := l.Store().FSM().Instances(sessionService)
+			resident, _ := l.Store().FSM().Instances(residentService)
 			sessions := l.Store().FSM().Sessions()
-			if len(insts) == 0 && len(sessions) == 0 {
+			if len(insts) == 0 && len(resident) == 0 && len(sessions) == 0 {
 				return
 			}
-			left = fmt.Sprintf("%d instances of %s and %d sessions: %v", len(insts), sessionService, len(sessions), sessions)
+			left = fmt.Sprintf("%d instances of %s, %d of %s and %d sessions: %v",
+				len(insts), sessionService, len(resident), residentService, len(sessions), sessions)
 		}
 		if time.Now().After(deadline) {
 			r.t.Errorf("sessions: every session was closed, yet the registry still holds %s", left)
+			r.t.Logf("sessions: the agents' session handlers still running:\n%s", goroutinesIn("(*registryServer).Session"))
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -176,7 +195,8 @@ func (r *run) checkSessions() {
 // registered is back to passing.
 func (r *run) checkTTL() {
 	b := r.ttl
-	r.t.Logf("ttl: %d instances registered, %d renewals, %d failed calls", len(b.registered), b.renewals, b.failed)
+	r.t.Logf("ttl: %d instances registered, %d renewals, %d registered again after the registry lost them, %d failed calls",
+		len(b.registered), b.renewals, b.again, b.failed)
 	if len(b.registered) == 0 {
 		r.t.Errorf("ttl: no instance registered; the check would mean nothing")
 		return
@@ -200,7 +220,10 @@ func (r *run) checkTTL() {
 	for {
 		state = ""
 		if l := r.c.Leader(); l != nil {
-			for id := range b.registered {
+			b.mu.Lock()
+			registered := maps.Clone(b.registered)
+			b.mu.Unlock()
+			for id := range registered {
 				inst := l.Store().FSM().Instance(ttlService, id)
 				switch {
 				case inst == nil:
@@ -221,4 +244,18 @@ func (r *run) checkTTL() {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// goroutinesIn returns the stacks of this process's goroutines that are
+// in function fn (the agents run in the test process).
+func goroutinesIn(fn string) string {
+	buf := make([]byte, 16<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }

@@ -29,6 +29,20 @@ var faults = []fault{
 	{"damage-shards", "damage shard files", 2, (*run).damageShards},
 }
 
+// Faults added to the schedule after seeds were recorded draw from their
+// own random source (run.extra), so that the faults above stay where an
+// older seed put them: at its slot, one of these may come first.
+var (
+	// reapFault takes one slot of a quarter of the runs, which run with a
+	// dead_node_reap of reapFaultReap instead of deadNodeReap.
+	reapFault = fault{"reap", "partition an agent until it is reaped", 0, (*run).reapOne}
+	// slowShardDiskFault comes before the slot's fault with odds 1 in
+	// slowShardDiskOdds.
+	slowShardDiskFault = fault{"slow-shard-disk", "slow shard disk", 0, (*run).slowShardDisk}
+)
+
+const slowShardDiskOdds = 6
+
 // injectFaults runs the schedule. A fault named in ROBUSTNESS_SKIP keeps
 // its place in the schedule (so the other faults stay where the seed puts
 // them) but is not injected.
@@ -39,20 +53,44 @@ func (r *run) injectFaults() {
 	}
 	for n := 0; time.Since(r.start) < faultsFor; n++ {
 		time.Sleep(300*time.Millisecond + r.randDuration(500*time.Millisecond))
+		if f, ok := r.laterFault(n); ok {
+			r.inject(n, f)
+			if time.Since(r.start) >= faultsFor {
+				break
+			}
+			time.Sleep(300*time.Millisecond + time.Duration(r.extra.Int64N(int64(500*time.Millisecond))))
+		}
 		x := r.rng.IntN(total)
 		for _, f := range faults {
 			if x -= f.weight; x >= 0 {
 				continue
 			}
-			if skipped(f.key) {
-				r.t.Logf("robustness: fault %d at %s: %s skipped (ROBUSTNESS_SKIP)", n, time.Since(r.start).Round(time.Millisecond), f.name)
-				break
-			}
-			r.t.Logf("robustness: fault %d at %s: %s", n, time.Since(r.start).Round(time.Millisecond), f.name)
-			f.inject(r)
+			r.inject(n, f)
 			break
 		}
 	}
+}
+
+// laterFault returns the fault added later that comes first in slot n, if
+// any.
+func (r *run) laterFault(n int) (fault, bool) {
+	switch {
+	case n == r.reapSlot:
+		return reapFault, true
+	case r.extra.IntN(slowShardDiskOdds) == 0:
+		return slowShardDiskFault, true
+	}
+	return fault{}, false
+}
+
+// inject injects fault f in slot n, unless ROBUSTNESS_SKIP names it.
+func (r *run) inject(n int, f fault) {
+	if skipped(f.key) {
+		r.t.Logf("robustness: fault %d at %s: %s skipped (ROBUSTNESS_SKIP)", n, time.Since(r.start).Round(time.Millisecond), f.name)
+		return
+	}
+	r.t.Logf("robustness: fault %d at %s: %s", n, time.Since(r.start).Round(time.Millisecond), f.name)
+	f.inject(r)
 }
 
 func (r *run) randDuration(d time.Duration) time.Duration {
@@ -157,6 +195,15 @@ func (r *run) slowDisk() {
 	r.c.SlowDisk(a, 0)
 }
 
+// slowShardDisk delays every shard fsync of one agent (puts' staged shards,
+// repair's rewrites) by 20-200 ms, for 1-4 s.
+func (r *run) slowShardDisk() {
+	a := r.extra.IntN(r.core)
+	r.c.SlowShardDisk(a, 20*time.Millisecond+time.Duration(r.extra.Int64N(int64(180*time.Millisecond))))
+	time.Sleep(time.Second + time.Duration(r.extra.Int64N(int64(3*time.Second))))
+	r.c.SlowShardDisk(a, 0)
+}
+
 func (r *run) transferLeader() {
 	if err := r.c.TransferLeadership(); err != nil {
 		r.t.Logf("robustness: leadership transfer: %v", err)
@@ -170,7 +217,7 @@ func (r *run) joinOrLeave() {
 	joined := r.joined
 	r.mu.Unlock()
 	if len(joined) == 0 {
-		i := r.c.Add(clusterOptions()...)
+		i := r.c.Add(clusterOptions(r.reap)...)
 		r.mu.Lock()
 		r.joined = append(r.joined, i)
 		r.mu.Unlock()

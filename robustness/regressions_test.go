@@ -18,6 +18,8 @@ var regressions = []struct {
 	{2, "an agent healed from a partition was reaped; default reads after a restart saw revision 0 and after a heal a replica seconds behind"},
 	{885059786, "the first leader, partitioned away and healed, was reaped while running"},
 	{106595178, "default reads after one-way packet loss ended answered from a replica seconds behind, and after restarts revision 0"},
+	{6, "writes through an agent reaped and healed, before it was back in the registry, were refused as InvalidArgument (instance.node is not an agent of this cluster)"},
+	{135428438, "a session closed by its client under one-way packet loss stayed in the registry with its instances: the agent's handler waited forever"},
 }
 
 func TestRegressions(t *testing.T) {

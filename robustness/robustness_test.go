@@ -18,8 +18,9 @@ import (
 )
 
 // Timing of one run. Faults hold for at most maxHold, well under the dead
-// node reap delay, so that no agent is ever legitimately reaped: a reaped
-// agent (or its instances vanishing) is a failure.
+// node reap delay, so that no agent is legitimately reaped but by the reap
+// fault (reap_test.go), which runs with its own shorter reap: any other
+// reaped agent (or its instances vanishing) is a failure.
 const (
 	trafficFor   = 12 * time.Second // clients run this long
 	faultsFor    = 10 * time.Second // no fault starts after this
@@ -87,6 +88,8 @@ func runSeed(t *testing.T, seed uint64) {
 		}
 	})
 	r := newRun(t, seed)
+	r.startMonitor()
+	r.startResidents()
 	r.startTraffic()
 	r.injectFaults()
 	time.Sleep(time.Until(r.start.Add(trafficFor)))
@@ -94,6 +97,8 @@ func runSeed(t *testing.T, seed uint64) {
 	r.healAll()
 	r.checkConverged()
 	r.checkMembership()
+	r.checkRemovals()
+	r.checkResidents()
 	r.hist.checkRegistry(t.Errorf, t.Logf)
 	r.checkWatches()
 	r.checkSessions()
@@ -118,6 +123,12 @@ type run struct {
 	seed uint64
 	rng  *rand.Rand // the fault schedule's; used on the test goroutine only
 	c    *testcluster.Cluster
+	// extra is the random source of the faults added to the schedule
+	// later (faults_test.go), so that older seeds keep their schedule;
+	// used on the test goroutine only.
+	extra    *rand.Rand
+	reap     time.Duration // dead_node_reap of this run
+	reapSlot int           // the slot of the schedule the reap fault takes, or -1
 	// core agents 0..core-1 take registry writes and are never removed; an
 	// agent added by a fault may leave again.
 	core  int
@@ -131,6 +142,11 @@ type run struct {
 	damaged      int   // the agent whose shard files were damaged, or -1
 	joined       []int // agents added and still running
 	left         []int // agents added that left again
+	reaped       []reapWindow
+
+	monitor       *membershipMonitor
+	residents     []*resident
+	stopResidents func()
 
 	hist     *history
 	watches  []*watchRecord
@@ -149,10 +165,17 @@ func newRun(t *testing.T, seed uint64) *run {
 	if rng.IntN(4) == 0 {
 		core = 5
 	}
-	t.Logf("robustness: %d agents", core)
-	c := testcluster.New(t, core, clusterOptions()...)
-	r := &run{t: t, seed: seed, rng: rng, c: c, core: core, incarnations: make([]int, core), damaged: -1,
-		blobs: newBlobBook(seed), sessions: &sessionBook{}, ttl: &ttlBook{}}
+	extra, reapSlot, reap := rand.New(rand.NewPCG(seed, 0xfa17)), -1, deadNodeReap
+	if extra.IntN(4) == 0 {
+		reapSlot = extra.IntN(3)
+		if !skipped("reap") {
+			reap = reapFaultReap
+		}
+	}
+	t.Logf("robustness: %d agents, dead_node_reap %s", core, reap)
+	c := testcluster.New(t, core, clusterOptions(reap)...)
+	r := &run{t: t, seed: seed, rng: rng, extra: extra, reap: reap, reapSlot: reapSlot, c: c, core: core,
+		incarnations: make([]int, core), damaged: -1, blobs: newBlobBook(seed), sessions: &sessionBook{}, ttl: &ttlBook{}}
 	for i := range core {
 		r.agentClients = append(r.agentClients, r.newClient(c.GRPCAddr(i)))
 	}
@@ -169,9 +192,9 @@ func newRun(t *testing.T, seed uint64) *run {
 }
 
 // clusterOptions configure every agent of a run, added ones too.
-func clusterOptions() []testcluster.Option {
+func clusterOptions(reap time.Duration) []testcluster.Option {
 	return []testcluster.Option{
-		testcluster.WithDeadNodeReap(deadNodeReap),
+		testcluster.WithDeadNodeReap(reap),
 		testcluster.WithConfig(func(cfg *node.Config) {
 			cfg.LeaderWait = 2 * time.Second
 			cfg.StaleReadBound = staleBound
@@ -224,6 +247,7 @@ func (r *run) healAll() {
 	r.c.RestoreLinks()
 	for i := range r.c.Size() {
 		r.c.SlowDisk(i, 0)
+		r.c.SlowShardDisk(i, 0)
 	}
 	for i := range r.core {
 		if r.c.Node(i) == nil {

@@ -168,41 +168,68 @@ func (b *sessionBook) note(opened, registered, failed int) {
 }
 
 // sessionWorker opens a session on a random agent, registers a few
-// instances on it, holds it for a while and closes it, over and over. Every
-// instance it registered must be gone at the end.
+// instances on it, holds it for a while and closes it, over and over. When
+// the session ends before it is closed (its agent crashed, or the cluster
+// removed it), the worker registers its instances again through a new one,
+// as rpc.Server does. Every instance it registered must be gone at the end.
 func (r *run) sessionWorker(n int) {
 	rng := r.workerRand(uint64(200 + n))
+	owner := fmt.Sprintf("robustness session worker %d", n)
 	for k := 0; r.ctx.Err() == nil; k++ {
 		agent := r.pickAgent(rng)
-		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-		s, err := r.agentClients[agent].Session(ctx, fmt.Sprintf("robustness session worker %d", n))
+		var insts []*pb.Instance
+		for j := range 1 + rng.IntN(3) {
+			insts = append(insts, &pb.Instance{Service: sessionService, Id: fmt.Sprintf("w%d-%d-%d", n, k, j), Address: "127.0.0.1:9100"})
+		}
+		s, registered, failed, err := r.openSession(context.Background(), agent, owner, insts)
 		if err != nil {
-			cancel()
 			r.sessions.note(0, 0, 1)
 			r.pause(rng, 200*time.Millisecond)
 			continue
 		}
-		registered, failed := 0, 0
-		for j := range 1 + rng.IntN(3) {
-			inst := &pb.Instance{Service: sessionService, Id: fmt.Sprintf("w%d-%d-%d", n, k, j), Address: "127.0.0.1:9100"}
-			if _, err := s.Register(ctx, inst); err != nil {
-				failed++
-			} else {
-				registered++
-			}
-		}
-		cancel()
 		r.sessions.note(1, registered, failed)
-		r.pause(rng, 800*time.Millisecond)
-		s.Close()
+		hold := time.After(time.Duration(rng.Int64N(int64(800*time.Millisecond)) + 1))
+		for s != nil {
+			select {
+			case <-r.ctx.Done():
+			case <-hold:
+			case <-s.Done():
+				s.Close()
+				s = r.sessionAgain(rng, owner, insts)
+				continue
+			}
+			s.Close()
+			s = nil
+		}
 	}
 }
 
-// ttlBook records which TTL instances were registered.
+// sessionAgain registers insts again through a new session on a random
+// agent, retrying until it succeeds or the traffic stops (then nil).
+func (r *run) sessionAgain(rng *rand.Rand, owner string, insts []*pb.Instance) *client.Session {
+	for r.ctx.Err() == nil {
+		s, registered, failed, err := r.openSession(context.Background(), r.pickAgent(rng), owner, insts)
+		if err == nil && failed == 0 {
+			r.sessions.note(1, registered, 0)
+			return s
+		}
+		if s != nil {
+			s.Close()
+		}
+		r.sessions.note(0, registered, max(failed, 1))
+		r.pause(rng, 200*time.Millisecond)
+	}
+	return nil
+}
+
+// ttlBook records which TTL instances were registered, and through which
+// agent (their owner, which the registry removes them with).
 type ttlBook struct {
 	mu         sync.Mutex
 	registered map[string]bool
+	owner      map[string]string
 	renewals   int
+	again      int // registrations after a renewal found the instance gone
 	failed     int
 }
 
@@ -219,6 +246,21 @@ func (b *ttlBook) add(id string, renewals, failed int) {
 	b.failed += failed
 }
 
+func (b *ttlBook) setOwner(id, owner string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.owner == nil {
+		b.owner = map[string]string{}
+	}
+	b.owner[id] = owner
+}
+
+func (b *ttlBook) ownerOf(id string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.owner[id]
+}
+
 func ttlInstance(id string) *pb.Instance {
 	return &pb.Instance{Service: ttlService, Id: id, Address: "127.0.0.1:9200",
 		Check: &pb.Check{Ttl: durationpb.New(ttlTTL)}}
@@ -229,14 +271,7 @@ func ttlInstance(id string) *pb.Instance {
 func (r *run) ttlWorker() {
 	rng := r.workerRand(300)
 	for k := range ttlInstances {
-		id := fmt.Sprintf("t%d", k)
-		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-		if _, _, err := r.agentClients[r.pickAgent(rng)].Register(ctx, ttlInstance(id)); err == nil {
-			r.ttl.add(id, 0, 0)
-		} else {
-			r.ttl.add("", 0, 1)
-		}
-		cancel()
+		r.registerTTL(r.pickAgent(rng), fmt.Sprintf("t%d", k))
 	}
 	for r.ctx.Err() == nil {
 		r.renewTTLs(rng)
@@ -244,15 +279,41 @@ func (r *run) ttlWorker() {
 	}
 }
 
+func (r *run) registerTTL(agent int, id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	inst, _, err := r.agentClients[agent].Register(ctx, ttlInstance(id))
+	if err != nil {
+		r.ttl.add("", 0, 1)
+		return
+	}
+	r.ttl.add(id, 0, 0)
+	r.ttl.setOwner(id, inst.GetNode())
+}
+
+// renewTTLs renews every TTL instance through a random agent. An instance
+// the registry no longer has is registered again, as its owner would; it
+// may be gone only if it was never registered or its agent was reaped.
 func (r *run) renewTTLs(rng *rand.Rand) {
 	for k := range ttlInstances {
+		id := fmt.Sprintf("t%d", k)
+		agent := r.pickAgent(rng)
 		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-		err := r.agentClients[r.pickAgent(rng)].RenewTTL(ctx, ttlService, fmt.Sprintf("t%d", k))
+		err := r.agentClients[agent].RenewTTL(ctx, ttlService, id)
 		cancel()
-		if err != nil {
-			r.ttl.add("", 0, 1)
-		} else {
+		switch {
+		case err == nil:
 			r.ttl.add("", 1, 0)
+		case errors.Is(err, apierr.ErrNotFound):
+			if owner := r.ttl.ownerOf(id); owner != "" && !r.wasReaped(owner) {
+				r.t.Errorf("ttl: renewing %s via %s: %v; its agent %s was not reaped", id, r.c.Name(agent), err, owner)
+			}
+			r.ttl.mu.Lock()
+			r.ttl.again++
+			r.ttl.mu.Unlock()
+			r.registerTTL(agent, id)
+		default:
+			r.ttl.add("", 0, 1)
 		}
 	}
 }

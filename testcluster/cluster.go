@@ -51,7 +51,7 @@ func WithConfig(f func(*node.Config)) Option { return Option(f) }
 type Cluster struct {
 	t       testing.TB
 	net     *network
-	disk    diskDelays // SlowDisk (faults.go)
+	disk    diskDelays // SlowDisk, SlowShardDisk (faults.go)
 	members []*member
 }
 
@@ -153,6 +153,7 @@ func (c *Cluster) start(i int) {
 		node.WithDialer(dial),
 		node.WithGossipTransport(newGossipTransport(c.net, m.name, inner)),
 		node.WithRaftLogStore(c.disk.wrapLog(m.name)),
+		node.WithShardSyncDelay(c.disk.shardSyncDelay(m.name)),
 	)
 	if err != nil {
 		c.t.Fatalf("%s: %v", m.name, err)

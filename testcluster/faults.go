@@ -16,7 +16,7 @@ import (
 )
 
 // Faults beyond Kill, Partition and Heal: one-way packet loss, a slow Raft
-// disk, leadership transfer and damaged shard files. Each is undone by its
+// disk, a slow shard disk, leadership transfer and damaged shard files. Each is undone by its
 // own call (Heal undoes partitions only; RestoreLinks undoes packet loss).
 
 // link is a direction between two agents.
@@ -126,10 +126,19 @@ func (c *Cluster) SlowDisk(i int, d time.Duration) {
 	c.disk.set(c.Name(i), d)
 }
 
-// diskDelays holds SlowDisk's delays by agent name.
+// SlowShardDisk delays every fsync of agent i's shard files (a put's
+// shards, repair's rewrites) by d (zero: back to normal). It takes effect
+// at once and survives restarts of the agent.
+func (c *Cluster) SlowShardDisk(i int, d time.Duration) {
+	c.t.Logf("testcluster: %s's shard fsyncs take %s longer", c.Name(i), d)
+	c.disk.setShards(c.Name(i), d)
+}
+
+// diskDelays holds SlowDisk's and SlowShardDisk's delays by agent name.
 type diskDelays struct {
-	mu    sync.Mutex
-	delay map[string]time.Duration
+	mu     sync.Mutex
+	delay  map[string]time.Duration // Raft log writes
+	shards map[string]time.Duration // shard file fsyncs
 }
 
 func (d *diskDelays) set(agent string, delay time.Duration) {
@@ -145,6 +154,24 @@ func (d *diskDelays) get(agent string) time.Duration {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.delay[agent]
+}
+
+func (d *diskDelays) setShards(agent string, delay time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.shards == nil {
+		d.shards = map[string]time.Duration{}
+	}
+	d.shards[agent] = delay
+}
+
+// shardSyncDelay returns agent's shard fsync delay (node.WithShardSyncDelay).
+func (d *diskDelays) shardSyncDelay(agent string) func() time.Duration {
+	return func() time.Duration {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.shards[agent]
+	}
 }
 
 // wrapLog returns agent's Raft log store wrapper.

@@ -31,6 +31,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/zrpcio/zrpc/storage/codec"
 )
@@ -55,6 +56,11 @@ var (
 type Options struct {
 	Logger   *slog.Logger // nil: discard
 	MaxBytes int64        // bytes of shard files (headers included) to hold at most; 0: unlimited
+	// SyncDelay, when set, is called before every fsync of a shard file
+	// (a Put's, a staged shard's) and the fsync waits as long as it
+	// returns: tests make a slow disk with it. It may be called from
+	// several goroutines at once.
+	SyncDelay func() time.Duration
 }
 
 // Store is the shard directory of one agent. Its methods are safe for
@@ -321,11 +327,21 @@ func (s *Store) writeTemp(path string, h *Header, payload []byte, sync bool) (tm
 		return "", err
 	}
 	if sync {
-		if err := f.Sync(); err != nil {
+		if err := s.fsync(f); err != nil {
 			return "", err
 		}
 	}
 	return tmp, f.Close()
+}
+
+// fsync flushes a shard file to disk, after Options.SyncDelay.
+func (s *Store) fsync(f *os.File) error {
+	if s.opts.SyncDelay != nil {
+		if d := s.opts.SyncDelay(); d > 0 {
+			time.Sleep(d)
+		}
+	}
+	return f.Sync()
 }
 
 // ensureDir creates a blob directory and makes its entry durable.

@@ -59,7 +59,7 @@ func (s *Store) Stage(h Header, payload []byte) error {
 	res := &syncResult{done: make(chan struct{})}
 	go func() {
 		s.syncSem <- struct{}{}
-		res.err = syncFile(tmp)
+		res.err = s.syncFile(tmp)
 		<-s.syncSem
 		close(res.done)
 	}()
@@ -156,13 +156,13 @@ func (s *Store) rename(id ID, f stagedFile) error {
 	return nil
 }
 
-func syncFile(path string) error {
+func (s *Store) syncFile(path string) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	return f.Sync()
+	return s.fsync(f)
 }
 
 // Staged lists the shards staged and not committed, for orphan collection.

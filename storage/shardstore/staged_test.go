@@ -3,6 +3,7 @@ package shardstore
 import (
 	"bytes"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -197,5 +198,25 @@ func TestDiscardIfSameKeepsAShardStagedAgain(t *testing.T) {
 	}
 	if n, err := s.CommitStaged(blobA); err != nil || n != 1 {
 		t.Fatalf("CommitStaged after DiscardIfSame: %d, %v; want the shard staged again", n, err)
+	}
+}
+
+func TestSyncDelayPrecedesEveryShardFsync(t *testing.T) {
+	var calls atomic.Int32
+	s := open(t, t.TempDir(), Options{SyncDelay: func() time.Duration {
+		calls.Add(1)
+		return time.Millisecond
+	}})
+	put(t, s, ID{blobA, 0, 0}, 4096, 1)
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("a Put called SyncDelay %d times, want once (its shard file's fsync)", n)
+	}
+	stage(t, s, ID{blobB, 0, 0}, 4096, 2)
+	stage(t, s, ID{blobB, 0, 1}, 4096, 3)
+	if n, err := s.CommitStaged(blobB); n != 2 || err != nil {
+		t.Fatalf("CommitStaged = %d, %v; want 2, nil", n, err)
+	}
+	if n := calls.Load(); n != 3 {
+		t.Fatalf("a Put and two staged shards called SyncDelay %d times, want 3 (one per shard file's fsync)", n)
 	}
 }
