@@ -16,6 +16,7 @@ import (
 func benchNode(b *testing.B) *Node {
 	cfg := testConfig(b)
 	cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout, cfg.RaftLeaderLease = 400*time.Millisecond, 400*time.Millisecond, 400*time.Millisecond
+	cfg.MaxInstancesPerService = 0 // the load registers more than the default limit of one service
 	opts := []Option{WithLogger(testlog.Discard())}
 	if os.Getenv("ZRPC_BENCH_NOSYNC") != "" {
 		opts = append(opts, WithRaftNoSync())
