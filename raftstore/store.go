@@ -247,6 +247,12 @@ func (s *Store) newTransport() (*transport, error) {
 	tc := &raft.NetworkTransportConfig{
 		MaxPool: 4, Timeout: 5 * time.Second, Logger: NewHCLog(s.cfg.Logger, "raft-net"),
 		Stream: cfg.StreamLayer,
+		// No pipelined replication: with raft's default of two RPCs in
+		// flight its pipeline channels are unbuffered, and a follower's
+		// rejected AppendEntries can deadlock the leader's replication to
+		// it (heartbeats go on, entries never come, Shutdown hangs); seen
+		// in the robustness suite. One RPC in flight turns it off.
+		MaxRPCsInFlight: 1,
 	}
 	if tc.Stream == nil {
 		var adv net.Addr
