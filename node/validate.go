@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -226,10 +228,29 @@ func (n *Node) validateForwarded(cmd *pb.Command) error {
 
 // knownNode checks that name is an agent in the registry.
 func (n *Node) knownNode(field, name string) error {
-	if n.store.FSM().Node(name) == nil {
-		return apierr.Invalid(field, "%q is not an agent of this cluster", name)
+	if n.store.FSM().Node(name) != nil {
+		return nil
 	}
-	return nil
+	if n.gossipStatus(name) == gossip.StatusAlive {
+		// A running agent the registry does not list yet: it was reaped
+		// (a long partition) or just joined, and the leader's reconcile
+		// adds it back within moments. Unavailable, so the write is retried.
+		return status.Errorf(codes.Unavailable, "%s: agent %s is rejoining the cluster (gossip sees it, the registry does not list it yet); retry", field, name)
+	}
+	return apierr.Invalid(field, "%q is not an agent of this cluster", name)
+}
+
+// gossipStatus is name's state in this agent's gossip view ("unknown" when
+// gossip has never seen it).
+func (n *Node) gossipStatus(name string) string {
+	if n.gossip != nil {
+		for _, m := range n.gossip.Members() {
+			if m.Name == name {
+				return m.Status
+			}
+		}
+	}
+	return "unknown"
 }
 
 // validateForwardedSession checks a new session: its id, its owner's
@@ -351,17 +372,9 @@ func (n *Node) validateForwardedNodeRemove(name string) error {
 	if name == n.cfg.Name {
 		return fmt.Errorf("%w: node_remove.name: %s is the leader; it cannot be removed while it leads", apierr.ErrFailedPrecondition, name)
 	}
-	status := "unknown"
-	if n.gossip != nil {
-		for _, m := range n.gossip.Members() {
-			if m.Name == name {
-				status = m.Status
-			}
-		}
-	}
-	if status != gossip.StatusFailed && status != gossip.StatusLeft {
+	if st := n.gossipStatus(name); st != gossip.StatusFailed && st != gossip.StatusLeft {
 		return fmt.Errorf("%w: node_remove.name: agent %s is %s to gossip; only a failed or departed agent may be removed",
-			apierr.ErrFailedPrecondition, name, status)
+			apierr.ErrFailedPrecondition, name, st)
 	}
 	return nil
 }
