@@ -20,6 +20,7 @@ var regressions = []struct {
 	{106595178, "default reads after one-way packet loss ended answered from a replica seconds behind, and after restarts revision 0"},
 	{6, "writes through an agent reaped and healed, before it was back in the registry, were refused as InvalidArgument (instance.node is not an agent of this cluster)"},
 	{135428438, "a session closed by its client under one-way packet loss stayed in the registry with its instances: the agent's handler waited forever"},
+	{12, "closing the cluster hung: the leader's pipelined replication to a follower that rejected an entry deadlocked in hashicorp/raft's netPipeline"},
 }
 
 func TestRegressions(t *testing.T) {
