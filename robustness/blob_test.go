@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/zrpcio/zrpc/api/apierr"
@@ -93,6 +94,24 @@ func (b *blobBook) set(e *blobEntry, s blobState, rev uint64) {
 	e.state, e.rev = s, rev
 }
 
+// byState returns the numbers of the blobs whose put was acknowledged, of
+// those whose delete was, and of the others, which may exist or not.
+func (b *blobBook) byState() (acked, gone, unknown []int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for n, e := range b.all {
+		switch e.state {
+		case blobAcked:
+			acked = append(acked, n)
+		case blobDeleted:
+			gone = append(gone, n)
+		default:
+			unknown = append(unknown, n)
+		}
+	}
+	return acked, gone, unknown
+}
+
 func (b *blobBook) count(f func(*blobBook)) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -101,12 +120,13 @@ func (b *blobBook) count(f func(*blobBook)) {
 
 func (r *run) blobWorker(n int) {
 	rng := r.workerRand(uint64(400 + n))
+	bt := r.blobTraffic()
 	for r.ctx.Err() == nil {
 		switch x := rng.IntN(10); {
 		case x < 4:
-			r.putBlob(rng)
+			_ = bt.put(rng) // a failed put is booked unknown
 		case x < 9:
-			r.getBlob(rng)
+			_ = bt.get(rng, true) // a failed get is counted
 		default:
 			r.deleteBlob(rng)
 		}
@@ -114,29 +134,54 @@ func (r *run) blobWorker(n int) {
 	}
 }
 
-func (r *run) putBlob(rng *rand.Rand) {
-	e, n := r.blobs.newEntry(rng)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := r.all.PutBlob(ctx, e.name, bytes.NewReader(blobBytes(r.seed, n, e.size)), client.PutOptions{Size: int64(e.size)})
-	r.blobs.count(func(b *blobBook) { b.puts++ })
-	if err != nil {
-		r.blobs.set(e, blobUnknown, 0)
-		r.blobs.count(func(b *blobBook) { b.failed++ })
-		return
-	}
-	r.blobs.set(e, blobAcked, resp.GetHeader().GetRevision())
+func (r *run) blobTraffic() blobTraffic {
+	return blobTraffic{t: r.t, seed: r.seed, book: r.blobs, all: r.all,
+		agent: func(rng *rand.Rand) (*client.Client, string) {
+			a := r.pickAgent(rng)
+			return r.agentClients[a], r.c.Name(a)
+		}}
 }
 
-// getBlob reads a random blob through a random agent, whole or a range.
-func (r *run) getBlob(rng *rand.Rand) {
-	e, n, state := r.blobs.pick(rng)
+// blobTraffic is what the blob operations need of a run: its test, the
+// seed the blobs' bytes derive from, its book, the failover client, and a
+// random agent's client with the agent's name.
+type blobTraffic struct {
+	t     *testing.T
+	seed  uint64
+	book  *blobBook
+	all   *client.Client
+	agent func(*rand.Rand) (*client.Client, string)
+}
+
+// put puts a new blob through the failover client and books it
+// acknowledged at its revision, or unknown and returns why.
+func (bt blobTraffic) put(rng *rand.Rand) error {
+	e, n := bt.book.newEntry(rng)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := bt.all.PutBlob(ctx, e.name, bytes.NewReader(blobBytes(bt.seed, n, e.size)), client.PutOptions{Size: int64(e.size)})
+	bt.book.count(func(b *blobBook) { b.puts++ })
+	if err != nil {
+		bt.book.set(e, blobUnknown, 0)
+		bt.book.count(func(b *blobBook) { b.failed++ })
+		return fmt.Errorf("put %s (size %d) via any agent: %w", e.name, e.size, err)
+	}
+	bt.book.set(e, blobAcked, resp.GetHeader().GetRevision())
+	return nil
+}
+
+// get reads a random blob through a random agent: whole, or when ranged,
+// one time in three a range (some of whose offset+length overflows, which
+// may be refused). Other bytes than the blob's, or an InvalidArgument for
+// a request that was valid, fail the test; any other error is returned.
+func (bt blobTraffic) get(rng *rand.Rand, ranged bool) error {
+	e, n, state := bt.book.pick(rng)
 	if e == nil {
-		return
+		return nil
 	}
 	var opts client.GetOptions
 	overflow := false
-	if rng.IntN(3) == 0 {
+	if ranged && rng.IntN(3) == 0 {
 		opts.Offset = uint64(rng.IntN(e.size))
 		opts.Length = uint64(rng.IntN(e.size-int(opts.Offset)) + 1)
 		if rng.IntN(4) == 0 && !skipped("range-overflow") {
@@ -147,9 +192,9 @@ func (r *run) getBlob(rng *rand.Rand) {
 	if state == blobAcked {
 		opts.MinRevision = e.rev
 	}
-	agent := r.pickAgent(rng)
-	got, err := readBlob(r.agentClients[agent], e.name, opts)
-	r.blobs.count(func(b *blobBook) {
+	cl, via := bt.agent(rng)
+	got, err := readBlob(cl, e.name, opts)
+	bt.book.count(func(b *blobBook) {
 		b.gets++
 		if opts.Offset != 0 || opts.Length != 0 {
 			b.ranged++
@@ -158,34 +203,78 @@ func (r *run) getBlob(rng *rand.Rand) {
 			b.failed++
 		}
 	})
-	if err != nil {
-		if errors.Is(err, apierr.ErrInvalidArgument) && !overflow {
-			r.t.Errorf("blobs: get %s offset %d length %d via %s: %v", e.name, opts.Offset, opts.Length, r.c.Name(agent), err)
-		}
-		return
+	if errors.Is(err, apierr.ErrInvalidArgument) && !overflow {
+		bt.t.Errorf("blobs: get %s offset %d length %d via %s: %v", e.name, opts.Offset, opts.Length, via, err)
+		return nil
 	}
-	r.checkBlobBytes(e, n, opts, got, r.c.Name(agent))
+	if err != nil {
+		return fmt.Errorf("get %s offset %d length %d via %s: %w", e.name, opts.Offset, opts.Length, via, err)
+	}
+	bt.checkBytes(e, n, opts, got, via)
+	return nil
 }
 
-// checkBlobBytes fails the test when a read returned other bytes than the
+// checkBytes fails the test when a read returned other bytes than the
 // blob's.
-func (r *run) checkBlobBytes(e *blobEntry, n int, opts client.GetOptions, got []byte, via string) bool {
-	want := blobBytes(r.seed, n, e.size)
+func (bt blobTraffic) checkBytes(e *blobEntry, n int, opts client.GetOptions, got []byte, via string) {
+	want := blobBytes(bt.seed, n, e.size)
 	start := min(int(opts.Offset), e.size)
 	end := e.size
 	if opts.Length > 0 && opts.Length < uint64(e.size-start) {
 		end = start + int(opts.Length)
 	}
 	if bytes.Equal(got, want[start:end]) {
-		return true
+		return
 	}
 	at := 0
 	for at < min(len(got), end-start) && got[at] == want[start+at] {
 		at++
 	}
-	r.t.Errorf("blobs: get %s (size %d) offset %d length %d via %s returned %d wrong bytes: first difference at byte %d of %d wanted",
+	bt.t.Errorf("blobs: get %s (size %d) offset %d length %d via %s returned %d wrong bytes: first difference at byte %d of %d wanted",
 		e.name, e.size, opts.Offset, opts.Length, via, len(got), start+at, end-start)
-	return false
+}
+
+// namedClient is one agent's client and the agent's name.
+type namedClient struct {
+	cl   *client.Client
+	name string
+}
+
+// readBackAll reads each blob of nums whole through each of agents,
+// retrying a failed read until settleFor has passed (repair may be
+// rebuilding), and fails the test on wrong bytes and on every read that
+// still fails then. when says at what point of the run it reads.
+func (bt blobTraffic) readBackAll(nums []int, agents []namedClient, when string) {
+	deadline := time.Now().Add(settleFor)
+	for _, n := range nums {
+		e := bt.book.all[n]
+		for _, a := range agents {
+			for {
+				got, err := readBlob(a.cl, e.name, client.GetOptions{MinRevision: e.rev})
+				if err == nil {
+					bt.checkBytes(e, n, client.GetOptions{}, got, a.name)
+					break
+				}
+				if time.Now().After(deadline) {
+					bt.t.Errorf("blobs: %s: acknowledged blob %s (size %d, revision %d) unreadable via %s: %v",
+						when, e.name, e.size, e.rev, a.name, err)
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+	}
+}
+
+// checkIfReadable reads each blob of nums, which may exist or not, once
+// through the failover client: if it does, it has its own bytes.
+func (bt blobTraffic) checkIfReadable(nums []int) {
+	for _, n := range nums {
+		e := bt.book.all[n]
+		if got, err := readBlob(bt.all, e.name, client.GetOptions{}); err == nil {
+			bt.checkBytes(e, n, client.GetOptions{}, got, "any agent")
+		}
+	}
 }
 
 func readBlob(cl *client.Client, name string, opts client.GetOptions) ([]byte, error) {
@@ -224,18 +313,8 @@ func (r *run) deleteBlob(rng *rand.Rand) {
 // to finish, loses every shard file of one more agent, and reads everything
 // again: a cluster that rebuilt what it lost tolerates that.
 func (r *run) checkBlobs() {
-	var acked, gone, unknown []int
+	acked, gone, unknown := r.blobs.byState()
 	r.blobs.count(func(b *blobBook) {
-		for n, e := range b.all {
-			switch e.state {
-			case blobAcked:
-				acked = append(acked, n)
-			case blobDeleted:
-				gone = append(gone, n)
-			default:
-				unknown = append(unknown, n)
-			}
-		}
 		r.t.Logf("blobs: %d puts (%d acknowledged), %d gets (%d ranged), %d deletes, %d failed calls",
 			b.puts, len(acked), b.gets, b.ranged, b.deletes, b.failed)
 	})
@@ -249,12 +328,7 @@ func (r *run) checkBlobs() {
 			r.t.Errorf("blobs: %s was deleted (acknowledged) but a get says %v", e.name, err)
 		}
 	}
-	for _, n := range unknown { // may exist or not; if they do, with their bytes
-		e := r.blobs.all[n]
-		if got, err := readBlob(r.all, e.name, client.GetOptions{}); err == nil {
-			r.checkBlobBytes(e, n, client.GetOptions{}, got, "any agent")
-		}
-	}
+	r.blobTraffic().checkIfReadable(unknown)
 	if r.t.Failed() {
 		return
 	}
@@ -264,29 +338,14 @@ func (r *run) checkBlobs() {
 	r.readBackAll(acked, fmt.Sprintf("after losing every shard file of %s", r.c.Name(victim)))
 }
 
-// readBackAll reads each blob through each core agent, retrying failed
-// reads for a while (repair may be rebuilding), and fails on wrong bytes or
-// on a blob that stays unreadable.
+// readBackAll reads the acknowledged blobs nums back through every core
+// agent.
 func (r *run) readBackAll(nums []int, when string) {
-	deadline := time.Now().Add(settleFor)
-	for _, n := range nums {
-		e := r.blobs.all[n]
-		for agent := range r.core {
-			for {
-				got, err := readBlob(r.agentClients[agent], e.name, client.GetOptions{MinRevision: e.rev})
-				if err == nil {
-					r.checkBlobBytes(e, n, client.GetOptions{}, got, r.c.Name(agent))
-					break
-				}
-				if time.Now().After(deadline) {
-					r.t.Errorf("blobs: %s: acknowledged blob %s (size %d, revision %d) unreadable via %s: %v",
-						when, e.name, e.size, e.rev, r.c.Name(agent), err)
-					return
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
-		}
+	var agents []namedClient
+	for agent := range r.core {
+		agents = append(agents, namedClient{r.agentClients[agent], r.c.Name(agent)})
 	}
+	r.blobTraffic().readBackAll(nums, agents, when)
 }
 
 // waitRepairIdle waits until the leader's repair has nothing queued, in

@@ -3,11 +3,8 @@
 package robustness
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -18,10 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anishathalye/porcupine"
 	"google.golang.org/protobuf/encoding/prototext"
 
-	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
 	"github.com/zrpcio/zrpc/internal/regmodel"
@@ -255,7 +250,7 @@ func (p *processRun) startTraffic() {
 		p.goTraffic(p.blobWorker)
 	}
 	for i, a := range p.agents {
-		p.startWatch(fmt.Sprintf("watch %s via %s", linService, a.name), p.clients[i])
+		p.watches = append(p.watches, watch(p.t, fmt.Sprintf("watch %s via %s", linService, a.name), p.clients[i], linService))
 	}
 }
 
@@ -289,172 +284,44 @@ func (p *processRun) registryWorker(n int) {
 	rng := rand.New(rand.NewPCG(p.seed, uint64(100+n)))
 	modes := []pb.Consistency{pb.Consistency_CONSISTENT, pb.Consistency_CONSISTENT, pb.Consistency_DEFAULT, pb.Consistency_STALE}
 	for k := 0; k < processOpsPerWorker && p.ctx.Err() == nil; k++ {
-		var in regmodel.Input
-		switch x := rng.IntN(20); {
-		case x < 7:
-			in = regmodel.Input{Kind: regmodel.Register, ID: rng.IntN(regmodel.IDs), Value: p.hist.nextValue()}
-		case x < 11:
-			in = regmodel.Input{Kind: regmodel.Deregister, ID: rng.IntN(regmodel.IDs)}
-		default:
-			in = regmodel.Input{Kind: regmodel.Get, Mode: modes[rng.IntN(len(modes))]}
-		}
+		in := randomRegistryInput(rng, p.hist, modes)
 		agent := p.pickAgent(rng)
 		cl, via := p.clients[agent], p.agents[agent].name
 		if n == 0 && in.Kind != regmodel.Get {
 			cl, via = p.all, "any agent"
 		}
-		p.registryOp(n, agent, cl, via, in)
+		recordRegistryOp(p.t, p.hist, p.incarnation, registryCall{worker: n, agent: agent, cl: cl, via: via, in: in})
 		p.pause(rng, 20*time.Millisecond)
 	}
 }
 
-// registryOp performs one operation and adds it to the history: a write
-// that failed may or may not have happened, a read that failed is left out.
-func (p *processRun) registryOp(worker, agent int, cl *client.Client, via string, in regmodel.Input) {
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	inc := p.incarnation(agent)
-	op := porcupine.Operation{ClientId: worker, Input: in, Call: p.hist.now()}
-	var (
-		out regmodel.Output
-		rev uint64
-		err error
-	)
-	switch in.Kind {
-	case regmodel.Register:
-		_, rev, err = cl.Register(ctx, in.Instance(linService))
-	case regmodel.Deregister:
-		rev, err = cl.Deregister(ctx, linService, regmodel.ID(in.ID))
-		if errors.Is(err, apierr.ErrNotFound) {
-			out.Result, err = regmodel.NotFound, nil
-		}
-	case regmodel.Get:
-		var insts []*pb.Instance
-		insts, rev, err = cl.Get(ctx, linService, client.WithConsistency(in.Mode))
-		if err == nil {
-			var stranger error
-			if out.Seen, stranger = regmodel.StateOf(insts); stranger != nil {
-				p.t.Errorf("registry: %s read via %s returned an %v", in.Mode, via, stranger)
-			}
-		}
-	}
-	op.Return = p.hist.now()
-	if err != nil {
-		if errors.Is(err, apierr.ErrInvalidArgument) {
-			p.t.Errorf("registry: %s via %s: %v", regmodel.Model.DescribeOperation(in, out), via, err)
-		}
-		op.Metadata = fmt.Sprintf("%s via %s: %v", regmodel.Model.DescribeOperation(in, out), via, err)
-		failure := "get " + in.Mode.String()
-		if in.Kind != regmodel.Get {
-			failure = "write"
-			op.Output, op.Return = regmodel.Output{Result: regmodel.Unknown}, math.MaxInt64
-		}
-		p.hist.add(op, nil, nil, failure)
-		return
-	}
-	op.Output, op.Metadata = out, fmt.Sprintf("via %s, revision %d", via, rev)
-	var (
-		rd *read
-		wr *write
-	)
-	switch {
-	case in.Kind == regmodel.Get:
-		if p.incarnation(agent) != inc {
-			inc = -1 // the agent was killed or restarted during the read
-		}
-		rd = &read{client: worker, agent: agent, incarnation: inc, mode: in.Mode, rev: rev, seen: out.Seen,
-			call: time.Duration(op.Call), at: time.Duration(op.Return)}
-	case out.Result == regmodel.OK:
-		wr = &write{in: in, rev: rev, returned: time.Duration(op.Return)}
-	}
-	p.hist.add(op, rd, wr, "")
-}
-
-// startWatch watches linService from revision 0 through cl until the
-// checks stop it.
-func (p *processRun) startWatch(name string, cl *client.Client) {
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &watchRecord{name: name, service: linService, cancel: cancel, done: make(chan struct{})}
-	stream, err := cl.Watch(ctx, linService, 0)
-	if err != nil {
-		cancel()
-		p.t.Fatalf("%s: %v", name, err)
-	}
-	p.watches = append(p.watches, w)
-	p.t.Cleanup(func() { cancel(); <-w.done })
-	go func() {
-		defer close(w.done)
-		for {
-			resp, err := stream.Recv()
-			w.mu.Lock()
-			if err != nil {
-				if ctx.Err() == nil {
-					w.err = err
-				}
-				w.mu.Unlock()
-				return
-			}
-			w.resps = append(w.resps, resp)
-			w.mu.Unlock()
-		}
-	}()
-}
-
 // blobWorker puts up to processBlobPuts blobs through the failover client
-// and reads random ones back whole through random agents.
+// and reads random ones back whole through random agents. Failed calls go
+// to the log.
 func (p *processRun) blobWorker() {
 	rng := rand.New(rand.NewPCG(p.seed, 400))
+	bt := p.blobTraffic()
 	for puts := 0; p.ctx.Err() == nil; {
+		var err error
 		if puts < processBlobPuts && rng.IntN(2) == 0 {
-			p.putBlob(rng)
+			err = bt.put(rng)
 			puts++
 		} else {
-			p.getBlob(rng)
+			err = bt.get(rng, false)
+		}
+		if err != nil {
+			p.noteBlobError(err.Error())
 		}
 		p.pause(rng, 300*time.Millisecond)
 	}
 }
 
-func (p *processRun) putBlob(rng *rand.Rand) {
-	e, n := p.blobs.newEntry(rng)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := p.all.PutBlob(ctx, e.name, bytes.NewReader(blobBytes(p.seed, n, e.size)), client.PutOptions{Size: int64(e.size)})
-	p.blobs.count(func(b *blobBook) { b.puts++ })
-	if err != nil {
-		p.noteBlobError(fmt.Sprintf("put %s (size %d) via any agent: %v", e.name, e.size, err))
-		p.blobs.set(e, blobUnknown, 0)
-		p.blobs.count(func(b *blobBook) { b.failed++ })
-		return
-	}
-	p.blobs.set(e, blobAcked, resp.GetHeader().GetRevision())
-}
-
-func (p *processRun) getBlob(rng *rand.Rand) {
-	e, n, state := p.blobs.pick(rng)
-	if e == nil {
-		return
-	}
-	var opts client.GetOptions
-	if state == blobAcked {
-		opts.MinRevision = e.rev
-	}
-	agent := p.pickAgent(rng)
-	got, err := readBlob(p.clients[agent], e.name, opts)
-	p.blobs.count(func(b *blobBook) {
-		b.gets++
-		if err != nil {
-			b.failed++
-		}
-	})
-	switch {
-	case errors.Is(err, apierr.ErrInvalidArgument):
-		p.t.Errorf("blobs: get %s via %s: %v", e.name, p.agents[agent].name, err)
-	case err != nil:
-		p.noteBlobError(fmt.Sprintf("get %s via %s: %v", e.name, p.agents[agent].name, err))
-	default:
-		p.checkBlobBytes(e, n, got, p.agents[agent].name)
-	}
+func (p *processRun) blobTraffic() blobTraffic {
+	return blobTraffic{t: p.t, seed: p.seed, book: p.blobs, all: p.all,
+		agent: func(rng *rand.Rand) (*client.Client, string) {
+			a := p.pickAgent(rng)
+			return p.clients[a], p.agents[a].name
+		}}
 }
 
 func (p *processRun) noteBlobError(s string) {
@@ -463,21 +330,6 @@ func (p *processRun) noteBlobError(s string) {
 	if len(p.blobErrs) < 10 {
 		p.blobErrs = append(p.blobErrs, s)
 	}
-}
-
-// checkBlobBytes fails the test when a whole read returned other bytes
-// than the blob's.
-func (p *processRun) checkBlobBytes(e *blobEntry, n int, got []byte, via string) {
-	want := blobBytes(p.seed, n, e.size)
-	if bytes.Equal(got, want) {
-		return
-	}
-	at := 0
-	for at < min(len(got), len(want)) && got[at] == want[at] {
-		at++
-	}
-	p.t.Errorf("blobs: get %s (size %d) via %s returned %d bytes, not the blob's: first difference at byte %d",
-		e.name, e.size, via, len(got), at)
 }
 
 // Faults.
@@ -722,22 +574,14 @@ func (p *processRun) checkWatches() {
 }
 
 // checkBlobs reads every acknowledged blob back whole through every agent
-// (byte-exact, waiting while a read fails), and every blob whose put failed
-// once: if it exists, it has its own bytes.
+// (byte-exact, waiting while a read fails), and every other blob (its put
+// failed) once: if it exists, it has its own bytes.
 func (p *processRun) checkBlobs() {
 	if skipped("blobs") {
 		return
 	}
-	var acked, unknown []int
+	acked, _, unknown := p.blobs.byState() // the process run deletes none
 	p.blobs.count(func(b *blobBook) {
-		for n, e := range b.all {
-			switch e.state {
-			case blobAcked:
-				acked = append(acked, n)
-			case blobUnknown:
-				unknown = append(unknown, n)
-			}
-		}
 		p.t.Logf("blobs: %d puts (%d acknowledged), %d gets, %d failed calls", b.puts, len(acked), b.gets, b.failed)
 	})
 	p.mu.Lock()
@@ -748,30 +592,13 @@ func (p *processRun) checkBlobs() {
 	if len(acked) < 2 {
 		p.t.Errorf("blobs: only %d puts acknowledged; the check would mean nothing", len(acked))
 	}
-	deadline := time.Now().Add(settleFor)
-	for _, n := range acked {
-		e := p.blobs.all[n]
-		for i, a := range p.agents {
-			for {
-				got, err := readBlob(p.clients[i], e.name, client.GetOptions{MinRevision: e.rev})
-				if err == nil {
-					p.checkBlobBytes(e, n, got, a.name)
-					break
-				}
-				if time.Now().After(deadline) {
-					p.t.Errorf("blobs: acknowledged blob %s (size %d, revision %d) unreadable via %s: %v", e.name, e.size, e.rev, a.name, err)
-					break
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
-		}
+	var agents []namedClient
+	for i, a := range p.agents {
+		agents = append(agents, namedClient{p.clients[i], a.name})
 	}
-	for _, n := range unknown {
-		e := p.blobs.all[n]
-		if got, err := readBlob(p.all, e.name, client.GetOptions{}); err == nil {
-			p.checkBlobBytes(e, n, got, "any agent")
-		}
-	}
+	bt := p.blobTraffic()
+	bt.readBackAll(acked, agents, "after the faults")
+	bt.checkIfReadable(unknown)
 }
 
 // checkNoPanics: no agent's output shows a panic (fatal or recovered) or a

@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -70,31 +71,50 @@ func (r *run) registryWorker(n int) {
 	rng := r.workerRand(uint64(100 + n))
 	modes := []pb.Consistency{pb.Consistency_CONSISTENT, pb.Consistency_DEFAULT, pb.Consistency_STALE}
 	for r.ctx.Err() == nil {
-		var in regmodel.Input
-		switch x := rng.IntN(20); {
-		case x < 7:
-			in = regmodel.Input{Kind: regmodel.Register, ID: rng.IntN(regmodel.IDs), Value: r.hist.nextValue()}
-		case x < 11:
-			in = regmodel.Input{Kind: regmodel.Deregister, ID: rng.IntN(regmodel.IDs)}
-		default:
-			in = regmodel.Input{Kind: regmodel.Get, Mode: modes[rng.IntN(len(modes))]}
-		}
+		in := randomRegistryInput(rng, r.hist, modes)
 		agent := r.pickAgent(rng)
-		r.registryOp(n, agent, n == 0 && in.Kind != regmodel.Get, in)
+		cl, via := r.agentClients[agent], r.c.Name(agent)
+		if n == 0 && in.Kind != regmodel.Get {
+			cl, via = r.all, "any agent"
+		}
+		recordRegistryOp(r.t, r.hist, r.incarnation, registryCall{worker: n, agent: agent, cl: cl, via: via, in: in})
 		r.pause(rng, 10*time.Millisecond)
 	}
 }
 
-// registryOp performs one operation and adds it to the history.
-func (r *run) registryOp(worker, agent int, failover bool, in regmodel.Input) {
-	cl, via := r.agentClients[agent], r.c.Name(agent)
-	if failover {
-		cl, via = r.all, "any agent"
+// randomRegistryInput draws a worker's next operation: a register (with
+// the history's next value), a deregister, or a read in one of modes.
+func randomRegistryInput(rng *rand.Rand, h *history, modes []pb.Consistency) regmodel.Input {
+	switch x := rng.IntN(20); {
+	case x < 7:
+		return regmodel.Input{Kind: regmodel.Register, ID: rng.IntN(regmodel.IDs), Value: h.nextValue()}
+	case x < 11:
+		return regmodel.Input{Kind: regmodel.Deregister, ID: rng.IntN(regmodel.IDs)}
+	default:
+		return regmodel.Input{Kind: regmodel.Get, Mode: modes[rng.IntN(len(modes))]}
 	}
+}
+
+// registryCall is one registry operation of a worker: in, sent through cl
+// to agent (or to any agent, for the failover client) and reported as via.
+type registryCall struct {
+	worker, agent int
+	cl            *client.Client
+	via           string
+	in            regmodel.Input
+}
+
+// recordRegistryOp performs one operation and adds it to h: a write that
+// failed may or may not have happened, a read that failed is left out. An
+// InvalidArgument, or a read that returns an instance the model does not
+// know, fails t. incarnation tells an agent's incarnation: a read during
+// which its agent restarted is recorded with incarnation -1.
+func recordRegistryOp(t *testing.T, h *history, incarnation func(agent int) int, c registryCall) {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	inc := r.incarnation(agent)
-	op := porcupine.Operation{ClientId: worker, Input: in, Call: r.hist.now()}
+	in, via := c.in, c.via
+	inc := incarnation(c.agent)
+	op := porcupine.Operation{ClientId: c.worker, Input: in, Call: h.now()}
 	var (
 		out regmodel.Output
 		rev uint64
@@ -102,53 +122,52 @@ func (r *run) registryOp(worker, agent int, failover bool, in regmodel.Input) {
 	)
 	switch in.Kind {
 	case regmodel.Register:
-		_, rev, err = cl.Register(ctx, in.Instance(linService))
+		_, rev, err = c.cl.Register(ctx, in.Instance(linService))
 	case regmodel.Deregister:
-		rev, err = cl.Deregister(ctx, linService, regmodel.ID(in.ID))
+		rev, err = c.cl.Deregister(ctx, linService, regmodel.ID(in.ID))
 		if errors.Is(err, apierr.ErrNotFound) {
 			out.Result, err = regmodel.NotFound, nil
 		}
 	case regmodel.Get:
 		var insts []*pb.Instance
-		insts, rev, err = cl.Get(ctx, linService, client.WithConsistency(in.Mode))
+		insts, rev, err = c.cl.Get(ctx, linService, client.WithConsistency(in.Mode))
 		if err == nil {
 			var stranger error
 			if out.Seen, stranger = regmodel.StateOf(insts); stranger != nil {
-				r.t.Errorf("registry: %s read via %s returned an %v", in.Mode, via, stranger)
+				t.Errorf("registry: %s read via %s returned an %v", in.Mode, via, stranger)
 			}
 		}
 	}
-	op.Return = r.hist.now()
-	op.Metadata = fmt.Sprintf("via %s, revision %d", via, rev)
-	if errors.Is(err, apierr.ErrInvalidArgument) {
-		r.t.Errorf("registry: %s via %s: %v", regmodel.Model.DescribeOperation(in, out), via, err)
-	}
+	op.Return = h.now()
 	if err != nil {
+		if errors.Is(err, apierr.ErrInvalidArgument) {
+			t.Errorf("registry: %s via %s: %v", regmodel.Model.DescribeOperation(in, out), via, err)
+		}
 		op.Metadata = fmt.Sprintf("%s via %s: %v", regmodel.Model.DescribeOperation(in, out), via, err)
 		failure := "get " + in.Mode.String()
 		if in.Kind != regmodel.Get {
 			failure = "write"
 			op.Output, op.Return = regmodel.Output{Result: regmodel.Unknown}, math.MaxInt64
 		}
-		r.hist.add(op, nil, nil, failure)
+		h.add(op, nil, nil, failure)
 		return
 	}
-	op.Output = out
+	op.Output, op.Metadata = out, fmt.Sprintf("via %s, revision %d", via, rev)
 	var (
 		rd *read
 		wr *write
 	)
 	switch {
 	case in.Kind == regmodel.Get:
-		if r.incarnation(agent) != inc {
-			inc = -1 // the agent restarted during the read
+		if incarnation(c.agent) != inc {
+			inc = -1 // the agent was killed or restarted during the read
 		}
-		rd = &read{client: worker, agent: agent, incarnation: inc, mode: in.Mode, rev: rev, seen: out.Seen,
+		rd = &read{client: c.worker, agent: c.agent, incarnation: inc, mode: in.Mode, rev: rev, seen: out.Seen,
 			call: time.Duration(op.Call), at: time.Duration(op.Return)}
 	case out.Result == regmodel.OK:
 		wr = &write{in: in, rev: rev, returned: time.Duration(op.Return)}
 	}
-	r.hist.add(op, rd, wr, "")
+	h.add(op, rd, wr, "")
 }
 
 // sessionBook records the session churn.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"testing"
 	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -42,21 +43,25 @@ func (w *watchRecord) responses() ([]*pb.WatchResponse, error) {
 
 func (r *run) startWatches() {
 	for i := range r.core {
-		r.startWatch(fmt.Sprintf("watch %s via %s", linService, r.c.Name(i)), r.agentClients[i], linService)
+		r.watches = append(r.watches, watch(r.t, fmt.Sprintf("watch %s via %s", linService, r.c.Name(i)), r.agentClients[i], linService))
 	}
-	r.startWatch(fmt.Sprintf("watch %s via any agent", linService), r.all, linService)
-	r.startWatch(fmt.Sprintf("watch everything via %s", r.c.Name(0)), r.agentClients[0], "")
+	r.watches = append(r.watches, watch(r.t, fmt.Sprintf("watch %s via any agent", linService), r.all, linService))
+	r.watches = append(r.watches, watch(r.t, fmt.Sprintf("watch everything via %s", r.c.Name(0)), r.agentClients[0], ""))
 }
 
-func (r *run) startWatch(name string, cl *client.Client, service string) {
+// watch watches service ("" for every service) from revision 0 through cl
+// and records every response until t's cleanup stops it; why the stream
+// ended, if it ended before, is the record's err. A watch that cannot
+// start fails t now.
+func watch(t *testing.T, name string, cl *client.Client, service string) *watchRecord {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &watchRecord{name: name, service: service, cancel: cancel, done: make(chan struct{})}
-	r.watches = append(r.watches, w)
 	stream, err := cl.Watch(ctx, service, 0)
 	if err != nil {
-		r.t.Fatalf("%s: %v", name, err)
+		cancel()
+		t.Fatalf("%s: %v", name, err)
 	}
-	r.t.Cleanup(func() { cancel(); <-w.done })
+	t.Cleanup(func() { cancel(); <-w.done })
 	go func() {
 		defer close(w.done)
 		for {
@@ -73,6 +78,7 @@ func (r *run) startWatch(name string, cl *client.Client, service string) {
 			w.mu.Unlock()
 		}
 	}()
+	return w
 }
 
 // checkpoint is the state a watch had built at a revision.
