@@ -63,3 +63,27 @@ func TestExplainShowsWhereTheLinearizationStops(t *testing.T) {
 		t.Errorf("Explain of a linearizable history = %q, want nothing", lines)
 	}
 }
+
+func TestByInstanceGivesEachIDItsWritesAndItsViewOfEveryRead(t *testing.T) {
+	ops := []porcupine.Operation{
+		{ClientId: 0, Input: Input{Kind: Register, ID: 1, Value: "a"}, Output: Output{}, Call: 0, Return: 10},
+		{ClientId: 1, Input: Input{Kind: Get}, Output: Output{Seen: State{"x", "a"}}, Call: 20, Return: 30},
+	}
+	parts := ByInstance(ops)
+	if len(parts) != IDs {
+		t.Fatalf("%d parts, want %d", len(parts), IDs)
+	}
+	if len(parts[1]) != 2 || parts[1][1].Output.(Output).Seen != (State{1: "a"}) {
+		t.Errorf("part of i1 = %v, want the register and the read seeing only i1=a", parts[1])
+	}
+	if len(parts[0]) != 1 || parts[0][0].Output.(Output).Seen != (State{0: "x"}) {
+		t.Errorf("part of i0 = %v, want only the read seeing only i0=x", parts[0])
+	}
+	// i0's part has a read of a value nobody wrote: not linearizable.
+	if porcupine.CheckOperations(Model, parts[0]) {
+		t.Error("a read of a value never written passed")
+	}
+	if !porcupine.CheckOperations(Model, parts[1]) {
+		t.Error("i1's register then read failed")
+	}
+}
