@@ -5,7 +5,7 @@ VERSION     ?= 0.1.0-dev
 LDFLAGS     := -X github.com/zrpcio/zrpc/cli.Version=$(VERSION)
 BIN         := bin
 
-.PHONY: all build test lint bench proto run clean demo robustness fuzz
+.PHONY: all build test lint bench proto run clean demo robustness fuzz docs
 
 all: build
 
@@ -67,6 +67,10 @@ proto:
 		--go_out=zrpcpb --go_opt=paths=source_relative \
 		--go-grpc_out=zrpcpb --go-grpc_opt=paths=source_relative \
 		registry.proto raft.proto blob.proto
+
+## docs: regenerate docs/configuration.md from node.Config's settings
+docs:
+	ZRPC_UPDATE_DOCS=1 $(GO) test -count=1 -run TestConfigurationReferenceIsUpToDate ./node/
 
 ## run: a development agent (one node, temp data dir)
 run:
