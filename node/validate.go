@@ -5,6 +5,7 @@ import (
 	"net"
 	"regexp"
 	"strconv"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -417,42 +418,126 @@ func validIDs(field string, ids []string, valid func(field, id string) error) er
 // checkTimes reports the first google.protobuf.Duration or Timestamp in m
 // that is not well-formed (CheckValid: nanos out of range, sign mismatch,
 // out of the representable range), naming its field path under path. The
-// agent's interceptors run it on every request.
+// agent's interceptors run it on every request, so it skips fields whose
+// type holds no Duration or Timestamp (a blob commit's block table) and
+// builds the field path only for the bad one.
 func checkTimes(m protoreflect.Message, path string) error {
-	switch m.Descriptor().FullName() {
-	case "google.protobuf.Duration", "google.protobuf.Timestamp":
-		return checkTime(m, path)
+	rel, err := badTime(m)
+	if err == nil {
+		return nil
 	}
-	var err error
+	switch {
+	case path == "":
+		path = rel
+	case rel != "" && rel[0] != '[':
+		path += "." + rel
+	default:
+		path += rel
+	}
+	return apierr.Invalid(path, "%v", err)
+}
+
+// badTime finds the first malformed Duration or Timestamp in m and returns
+// its field path relative to m.
+func badTime(m protoreflect.Message) (string, error) {
+	if isTime(m.Descriptor()) {
+		return "", timeValid(m)
+	}
+	var (
+		at  string
+		err error
+	)
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.Message() == nil || (fd.IsMap() && fd.MapValue().Message() == nil) {
+		if !holdsTimes(fd) {
 			return true
 		}
-		name := string(fd.Name())
-		if path != "" {
-			name = path + "." + name
-		}
+		var sub string
 		switch {
 		case fd.IsList():
 			l := v.List()
 			for i := 0; i < l.Len() && err == nil; i++ {
-				err = checkTimes(l.Get(i).Message(), fmt.Sprintf("%s[%d]", name, i))
+				if sub, err = badTime(l.Get(i).Message()); err != nil {
+					sub = fmt.Sprintf("[%d]", i) + dotted(sub)
+				}
 			}
 		case fd.IsMap():
 			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-				err = checkTimes(mv.Message(), fmt.Sprintf("%s[%v]", name, k.Interface()))
+				if sub, err = badTime(mv.Message()); err != nil {
+					sub = fmt.Sprintf("[%v]", k.Interface()) + dotted(sub)
+				}
 				return err == nil
 			})
 		default:
-			err = checkTimes(v.Message(), name)
+			sub, err = badTime(v.Message())
+			sub = dotted(sub)
+		}
+		if err != nil {
+			at = string(fd.Name()) + sub
 		}
 		return err == nil
 	})
-	return err
+	return at, err
 }
 
-// checkTime checks one Duration or Timestamp message.
-func checkTime(m protoreflect.Message, path string) error {
+// dotted joins a relative field path below a field: ".x", "[i]" or "".
+func dotted(sub string) string {
+	if sub == "" || sub[0] == '[' {
+		return sub
+	}
+	return "." + sub
+}
+
+func isTime(d protoreflect.MessageDescriptor) bool {
+	n := d.FullName()
+	return n == "google.protobuf.Duration" || n == "google.protobuf.Timestamp"
+}
+
+// holdsTimes reports whether a field's values can contain a Duration or
+// Timestamp, at any depth.
+func holdsTimes(fd protoreflect.FieldDescriptor) bool {
+	md := fd.Message()
+	if fd.IsMap() {
+		md = fd.MapValue().Message()
+	}
+	return md != nil && typeHoldsTimes(md)
+}
+
+// timeTypes caches typeHoldsTimes by message type.
+var timeTypes sync.Map // protoreflect.FullName -> bool
+
+func typeHoldsTimes(md protoreflect.MessageDescriptor) bool {
+	if v, ok := timeTypes.Load(md.FullName()); ok {
+		return v.(bool)
+	}
+	holds := searchTimes(md, map[protoreflect.FullName]bool{})
+	timeTypes.Store(md.FullName(), holds)
+	return holds
+}
+
+func searchTimes(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName]bool) bool {
+	if isTime(md) {
+		return true
+	}
+	if seen[md.FullName()] {
+		return false // a recursive type: its other fields decide
+	}
+	seen[md.FullName()] = true
+	fields := md.Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		sub := fd.Message()
+		if fd.IsMap() {
+			sub = fd.MapValue().Message()
+		}
+		if sub != nil && searchTimes(sub, seen) {
+			return true
+		}
+	}
+	return false
+}
+
+// timeValid checks one Duration or Timestamp message.
+func timeValid(m protoreflect.Message) error {
 	fields := m.Descriptor().Fields()
 	secs, nanos := m.Get(fields.ByName("seconds")).Int(), int32(m.Get(fields.ByName("nanos")).Int())
 	var err error
@@ -461,8 +546,5 @@ func checkTime(m protoreflect.Message, path string) error {
 	} else {
 		err = (&timestamppb.Timestamp{Seconds: secs, Nanos: nanos}).CheckValid()
 	}
-	if err != nil {
-		return apierr.Invalid(path, "%v", err)
-	}
-	return nil
+	return err
 }
