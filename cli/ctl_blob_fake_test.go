@@ -20,6 +20,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
 )
 
 // ctlBlobFake is a fake agent serving the Blobs API from hooks, for what a
@@ -314,7 +315,7 @@ func TestCtlBlobInputErrors(t *testing.T) {
 // standard input.
 func runCtlStdin(ctx context.Context, t *testing.T, addr string, stdin io.Reader, args ...string) ctlResult {
 	t.Helper()
-	var out, errOut syncBuffer
+	var out, errOut testlog.Buffer
 	cmd := NewCtlCommand()
 	cmd.SetIn(stdin)
 	cmd.SetOut(&out)

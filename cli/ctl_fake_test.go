@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client/clienttest"
+	"github.com/zrpcio/zrpc/internal/testlog"
 )
 
 // ctlFake is a fake agent with a small canned cluster, and the requests it
@@ -116,11 +116,11 @@ type ctlResult struct {
 // runCtl runs zrpcctl with args (and --addr addr, when addr is set).
 func runCtl(ctx context.Context, t *testing.T, addr string, args ...string) ctlResult {
 	t.Helper()
-	var out, errOut syncBuffer
+	var out, errOut testlog.Buffer
 	return runCtlTo(ctx, t, &out, &errOut, addr, args...)
 }
 
-func runCtlTo(ctx context.Context, t *testing.T, out, errOut *syncBuffer, addr string, args ...string) ctlResult {
+func runCtlTo(ctx context.Context, t *testing.T, out, errOut *testlog.Buffer, addr string, args ...string) ctlResult {
 	t.Helper()
 	cmd := NewCtlCommand()
 	cmd.SetOut(out)
@@ -131,25 +131,6 @@ func runCtlTo(ctx context.Context, t *testing.T, out, errOut *syncBuffer, addr s
 	cmd.SetArgs(args)
 	err := cmd.ExecuteContext(ctx)
 	return ctlResult{stdout: out.String(), stderr: errOut.String(), err: err}
-}
-
-// syncBuffer is a bytes.Buffer that a running command writes to while the
-// test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // ctlContext returns a context that ends with the test or after 30s.

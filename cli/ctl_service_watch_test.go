@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
 )
 
 func TestCtlWatch(t *testing.T) {
@@ -43,7 +44,7 @@ func TestCtlWatch(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(ctlContext(t))
 			defer cancel()
-			var out, errOut syncBuffer
+			var out, errOut testlog.Buffer
 			done := make(chan ctlResult, 1)
 			go func() {
 				done <- runCtlTo(ctx, t, &out, &errOut, f.Addr, "service", "watch", "user.rpc", "-o", tt.output)

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
 )
 
 // panicService is a gRPC service whose unary and stream methods panic.
@@ -48,7 +48,7 @@ var panicService = grpc.ServiceDesc{
 }
 
 func TestHandlerPanicAnswersInternalAndAgentKeepsServing(t *testing.T) {
-	var logs syncBuffer
+	var logs testlog.Buffer
 	n := startNode(t, testConfig(t), WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelError}))))
 
 	// A server built with the agent's interceptors, serving handlers that
@@ -124,22 +124,4 @@ func httpGet(t testing.TB, n *Node, path string) string {
 		t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
 	}
 	return string(b)
-}
-
-// syncBuffer is a strings.Builder safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -52,3 +52,23 @@ func (w *tbWriter) Write(p []byte) (int, error) {
 
 // Discard is a logger that drops everything (benchmarks).
 func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// Buffer collects output that one goroutine (a logger, a running command or
+// process) writes while the test reads it. The zero Buffer is ready to use.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
