@@ -58,16 +58,7 @@ func (nw *network) setLoss(from, to string, rate float64) {
 	} else {
 		nw.loss[link{from, to}] = rate
 	}
-	var cut []*faultConn
-	for c := range nw.conns {
-		if !nw.linkedLocked(c.from, c.to) {
-			cut = append(cut, c)
-		}
-	}
-	nw.mu.Unlock()
-	for _, c := range cut {
-		c.Close()
-	}
+	nw.cutUnlinkedAndUnlock()
 }
 
 func (nw *network) clearLoss() {

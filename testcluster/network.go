@@ -120,9 +120,20 @@ func (nw *network) partition(groups [][]string, silent bool) {
 	}
 	nw.silent = silent
 	nw.notifyLocked()
+	if silent {
+		nw.mu.Unlock()
+		return
+	}
+	nw.cutUnlinkedAndUnlock()
+}
+
+// cutUnlinkedAndUnlock closes every connection whose two agents the
+// network no longer links. nw.mu is held on entry and released before the
+// connections close (Close takes it too).
+func (nw *network) cutUnlinkedAndUnlock() {
 	var cut []*faultConn
 	for c := range nw.conns {
-		if !silent && !nw.linkedLocked(c.from, c.to) {
+		if !nw.linkedLocked(c.from, c.to) {
 			cut = append(cut, c)
 		}
 	}
