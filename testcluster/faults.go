@@ -114,7 +114,7 @@ func (c *Cluster) Leave(ctx context.Context, i int) (bool, error) {
 // survives restarts of the agent.
 func (c *Cluster) SlowDisk(i int, d time.Duration) {
 	c.t.Logf("testcluster: %s's Raft log writes take %s longer", c.Name(i), d)
-	c.disk.set(c.Name(i), d)
+	c.disk.set(c.Name(i), raftLog, d)
 }
 
 // SlowShardDisk delays every fsync of agent i's shard files (a put's
@@ -122,47 +122,46 @@ func (c *Cluster) SlowDisk(i int, d time.Duration) {
 // at once and survives restarts of the agent.
 func (c *Cluster) SlowShardDisk(i int, d time.Duration) {
 	c.t.Logf("testcluster: %s's shard fsyncs take %s longer", c.Name(i), d)
-	c.disk.setShards(c.Name(i), d)
+	c.disk.set(c.Name(i), shardFsync, d)
 }
+
+// disk names what a slow-disk fault slows.
+type disk int
+
+const (
+	raftLog    disk = iota // Raft log writes (SlowDisk)
+	shardFsync             // shard file fsyncs (SlowShardDisk)
+)
 
 // diskDelays holds SlowDisk's and SlowShardDisk's delays by agent name.
 type diskDelays struct {
-	mu     sync.Mutex
-	delay  map[string]time.Duration // Raft log writes
-	shards map[string]time.Duration // shard file fsyncs
+	mu    sync.Mutex
+	delay map[diskOf]time.Duration
 }
 
-func (d *diskDelays) set(agent string, delay time.Duration) {
+type diskOf struct {
+	agent string
+	disk  disk
+}
+
+func (d *diskDelays) set(agent string, which disk, delay time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.delay == nil {
-		d.delay = map[string]time.Duration{}
+		d.delay = map[diskOf]time.Duration{}
 	}
-	d.delay[agent] = delay
+	d.delay[diskOf{agent, which}] = delay
 }
 
-func (d *diskDelays) get(agent string) time.Duration {
+func (d *diskDelays) get(agent string, which disk) time.Duration {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.delay[agent]
-}
-
-func (d *diskDelays) setShards(agent string, delay time.Duration) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.shards == nil {
-		d.shards = map[string]time.Duration{}
-	}
-	d.shards[agent] = delay
+	return d.delay[diskOf{agent, which}]
 }
 
 // shardSyncDelay returns agent's shard fsync delay (node.WithShardSyncDelay).
 func (d *diskDelays) shardSyncDelay(agent string) func() time.Duration {
-	return func() time.Duration {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		return d.shards[agent]
-	}
+	return func() time.Duration { return d.get(agent, shardFsync) }
 }
 
 // wrapLog returns agent's Raft log store wrapper.
@@ -188,7 +187,7 @@ func (l *slowLog) StoreLogs(logs []*raft.Log) error {
 }
 
 func (l *slowLog) pause() {
-	if d := l.disk.get(l.agent); d > 0 {
+	if d := l.disk.get(l.agent, raftLog); d > 0 {
 		time.Sleep(d)
 	}
 }

@@ -88,17 +88,17 @@ func TestDamageFile(t *testing.T) {
 func TestSlowShardDiskDelaysOnlyItsAgentsShardFsyncs(t *testing.T) {
 	var d diskDelays
 	n1, n2 := d.shardSyncDelay("n1"), d.shardSyncDelay("n2")
-	d.setShards("n1", 50*time.Millisecond)
+	d.set("n1", shardFsync, 50*time.Millisecond)
 	if got := n1(); got != 50*time.Millisecond {
 		t.Errorf("n1's shard fsync delay is %s, want 50ms", got)
 	}
 	if got := n2(); got != 0 {
 		t.Errorf("n2's shard fsync delay is %s, want none", got)
 	}
-	if got := d.get("n1"); got != 0 {
+	if got := d.get("n1", raftLog); got != 0 {
 		t.Errorf("n1's Raft log delay is %s; a slow shard disk must not slow the Raft log", got)
 	}
-	d.setShards("n1", 0)
+	d.set("n1", shardFsync, 0)
 	if got := n1(); got != 0 {
 		t.Errorf("n1's shard fsync delay is %s after it was set back to zero", got)
 	}
