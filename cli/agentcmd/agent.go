@@ -1,4 +1,4 @@
-package cli
+package agentcmd
 
 import (
 	"context"
@@ -15,11 +15,12 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/zrpcio/zrpc/cli"
 	"github.com/zrpcio/zrpc/node"
 )
 
-// NewAgentdCommand returns the zrpcd root command.
-func NewAgentdCommand() *cobra.Command {
+// NewCommand returns the zrpcd root command.
+func NewCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "zrpcd",
 		Short: "zrpcd runs a zrpc agent: service registry, health checks and API on one machine",
@@ -239,7 +240,7 @@ func newLogger(cfg node.Config, w io.Writer) *slog.Logger {
 // runAgent starts a node and runs it until a signal or ctx ends.
 func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
 	log := newLogger(cfg, errw)
-	node.Build = buildString()
+	node.Build = cli.VersionString()
 	n, err := node.New(cfg, node.WithLogger(log))
 	if err != nil {
 		return err
@@ -254,7 +255,7 @@ func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
 		return fmt.Errorf("start agent: %w", err)
 	}
 	fmt.Fprintf(out, "zrpcd %s agent %q running\n  gRPC API:  %s   (zrpcctl --addr %s)\n  HTTP:      http://%s/metrics\n  data dir:  %s\n",
-		buildString(), cfg.Name, n.GRPCAddr(), n.GRPCAddr(), n.HTTPAddr(), cfg.DataDir)
+		cli.VersionString(), cfg.Name, n.GRPCAddr(), n.GRPCAddr(), n.HTTPAddr(), cfg.DataDir)
 
 	select {
 	case <-ctx.Done():

@@ -1,4 +1,4 @@
-package cli
+package agentcmd
 
 import (
 	"bytes"
@@ -146,7 +146,7 @@ func TestAgentFlagsMatchConfigFields(t *testing.T) {
 
 func TestAgentHelpListsEverySetting(t *testing.T) {
 	for _, args := range [][]string{{"agent", "--help"}, {"agent", "join", "--help"}} {
-		root := NewAgentdCommand()
+		root := NewCommand()
 		var out bytes.Buffer
 		root.SetOut(&out)
 		root.SetErr(&out)

@@ -1,4 +1,4 @@
-package cli
+package ctlcmd
 
 import (
 	"bytes"
@@ -316,7 +316,7 @@ func TestCtlBlobInputErrors(t *testing.T) {
 func runCtlStdin(ctx context.Context, t *testing.T, addr string, stdin io.Reader, args ...string) ctlResult {
 	t.Helper()
 	var out, errOut testlog.Buffer
-	cmd := NewCtlCommand()
+	cmd := NewCommand()
 	cmd.SetIn(stdin)
 	cmd.SetOut(&out)
 	cmd.SetErr(&errOut)

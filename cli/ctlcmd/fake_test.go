@@ -1,4 +1,4 @@
-package cli
+package ctlcmd
 
 import (
 	"context"
@@ -122,7 +122,7 @@ func runCtl(ctx context.Context, t *testing.T, addr string, args ...string) ctlR
 
 func runCtlTo(ctx context.Context, t *testing.T, out, errOut *testlog.Buffer, addr string, args ...string) ctlResult {
 	t.Helper()
-	cmd := NewCtlCommand()
+	cmd := NewCommand()
 	cmd.SetOut(out)
 	cmd.SetErr(errOut)
 	if addr != "" {

@@ -1,4 +1,4 @@
-package cli
+package ctlcmd
 
 import (
 	"context"
@@ -31,9 +31,9 @@ type ctlOptions struct {
 	timeout time.Duration
 }
 
-// NewCtlCommand returns the zrpcctl root command: the operator's tool, which
+// NewCommand returns the zrpcctl root command: the operator's tool, which
 // talks to agents through package client.
-func NewCtlCommand() *cobra.Command {
+func NewCommand() *cobra.Command {
 	o := &ctlOptions{}
 	root := &cobra.Command{
 		Use:   "zrpcctl",

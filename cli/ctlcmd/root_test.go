@@ -1,4 +1,4 @@
-package cli
+package ctlcmd
 
 import (
 	"encoding/json"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/zrpcio/zrpc/cli"
 	"github.com/zrpcio/zrpc/client/clienttest"
 )
 
@@ -214,14 +215,14 @@ func TestCtlVersion(t *testing.T) {
 	if res.err != nil {
 		t.Fatalf("version: %v", res.err)
 	}
-	for _, want := range []string{"Client version: " + Version, "Agent version:  9.9.9 (abc123) go1.26"} {
+	for _, want := range []string{"Client version: " + cli.Version, "Agent version:  9.9.9 (abc123) go1.26"} {
 		if !strings.Contains(res.stdout, want) {
 			t.Errorf("output does not contain %q:\n%s", want, res.stdout)
 		}
 	}
 	// Without an agent it still prints the client's version.
 	res = runCtl(ctlContext(t), t, clienttest.ClosedAddr(t), "version")
-	if res.err != nil || !strings.Contains(res.stdout, "Client version: "+Version) || strings.Contains(res.stdout, "Agent") {
+	if res.err != nil || !strings.Contains(res.stdout, "Client version: "+cli.Version) || strings.Contains(res.stdout, "Agent") {
 		t.Fatalf("version without agent = %v:\n%s", res.err, res.stdout)
 	}
 }
@@ -246,7 +247,7 @@ func TestCtlCommandsDocumented(t *testing.T) {
 			}
 		}
 	}
-	walk(NewCtlCommand())
+	walk(NewCommand())
 }
 
 // ctlWaitFor polls cond until it holds or the deadline passes.

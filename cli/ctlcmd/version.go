@@ -1,4 +1,4 @@
-package cli
+package ctlcmd
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/cli"
 	"github.com/zrpcio/zrpc/client"
 )
 
@@ -24,7 +25,7 @@ version is printed then.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.run(cmd, false, func(ctx context.Context, c *client.Client, p *printer) error {
-				own := &zrpcpb.VersionResponse{Version: Version, Commit: Commit, GoVersion: runtime.Version()}
+				own := &zrpcpb.VersionResponse{Version: cli.Version, Commit: cli.Commit, GoVersion: runtime.Version()}
 				fields := []field{{"Client version", ctlVersionString(own)}}
 				agent, err := c.Version(ctx)
 				if err == nil {
