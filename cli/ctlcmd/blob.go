@@ -15,7 +15,7 @@ import (
 	"github.com/zrpcio/zrpc/api/apierr"
 )
 
-func newCtlBlobCommand(o *ctlOptions) *cobra.Command {
+func newBlobCommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "blob",
 		Short: "Store, read, list and delete erasure-coded blobs",
@@ -40,91 +40,91 @@ them up; after that they run as long as they need, or until Ctrl-C.`,
 		Args: cobra.NoArgs,
 	}
 	cmd.AddCommand(
-		newCtlBlobPutCommand(o),
-		newCtlBlobGetCommand(o),
-		newCtlBlobLsCommand(o),
-		newCtlBlobStatCommand(o),
-		newCtlBlobRmCommand(o),
-		newCtlBlobRepairCommand(o),
+		newBlobPutCommand(o),
+		newBlobGetCommand(o),
+		newBlobLsCommand(o),
+		newBlobStatCommand(o),
+		newBlobRmCommand(o),
+		newBlobRepairCommand(o),
 	)
 	return cmd
 }
 
-// ctlBlobHint is the remedy a blob command suggests for one of the blob
+// blobHint is the remedy a blob command suggests for one of the blob
 // API's errors.
-type ctlBlobHint struct {
+type blobHint struct {
 	err  error
 	hint string
 }
 
 // Hints shared by several blob commands.
 var (
-	ctlHintBlobNotFound   = ctlBlobHint{apierr.ErrNotFound, "`zrpcctl blob ls [PREFIX]` lists the stored blobs"}
-	ctlHintBlobUnreadable = ctlBlobHint{apierr.ErrNotEnoughShards,
+	hintBlobNotFound   = blobHint{apierr.ErrNotFound, "`zrpcctl blob ls [PREFIX]` lists the stored blobs"}
+	hintBlobUnreadable = blobHint{apierr.ErrNotEnoughShards,
 		"too few shards of a block can be read; `zrpcctl blob stat NAME` shows which are missing, `zrpcctl blob repair status` the repair"}
 )
 
-// ctlBlobExplain adds to err the hint of the first sentinel it wraps.
+// blobExplain adds to err the hint of the first sentinel it wraps.
 // Hints that any command may need (no leader, no agent, timeout) are added
-// by ctlOptions.explain.
-func ctlBlobExplain(err error, hints ...ctlBlobHint) error {
+// by options.explain.
+func blobExplain(err error, hints ...blobHint) error {
 	if err == nil {
 		return nil
 	}
 	for _, h := range hints {
 		if errors.Is(err, h.err) {
-			return &ctlHintError{err: err, hint: h.hint}
+			return &hintError{err: err, hint: h.hint}
 		}
 	}
 	return err
 }
 
-// ctlTransferContext makes Ctrl-C (or SIGTERM) cancel cmd's context instead
+// transferContext makes Ctrl-C (or SIGTERM) cancel cmd's context instead
 // of killing the process, so that a transfer cleans up (a get removes its
 // temporary file) before zrpcctl exits. Call the returned stop when done.
-func ctlTransferContext(cmd *cobra.Command) (stop func()) {
+func transferContext(cmd *cobra.Command) (stop func()) {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	cmd.SetContext(ctx)
 	return stop
 }
 
-// errCtlInterrupted ends a transfer that Ctrl-C (or SIGTERM) cancelled.
-var errCtlInterrupted = errors.New("interrupted")
+// errInterrupted ends a transfer that Ctrl-C (or SIGTERM) cancelled.
+var errInterrupted = errors.New("interrupted")
 
-// ctlInterrupted reports a transfer whose ctx ended as interrupted: the
+// asInterrupted reports a transfer whose ctx ended as interrupted: the
 // error the cancellation caused on the way (a canceled stream) says no more.
-func ctlInterrupted(ctx context.Context, what string, err error) error {
+func asInterrupted(ctx context.Context, what string, err error) error {
 	if err == nil || ctx.Err() == nil {
 		return err
 	}
-	return fmt.Errorf("%s: %w", what, errCtlInterrupted)
+	return fmt.Errorf("%s: %w", what, errInterrupted)
 }
 
-// ctlFirstAnswer bounds by --timeout the wait until an agent takes up a
+// firstAnswerDeadline bounds by --timeout the wait until an agent takes up a
 // transfer (connecting, and its first answer); once answered is called the
 // transfer runs without a deadline, until done or cancelled.
-type ctlFirstAnswer struct {
+type firstAnswerDeadline struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	timer  *time.Timer
 }
 
-var errCtlNoFirstAnswer = errors.New("no first answer within --timeout")
+var errNoFirstAnswer = errors.New("no first answer within --timeout")
 
-func (o *ctlOptions) firstAnswer(ctx context.Context) *ctlFirstAnswer {
+func (o *options) firstAnswer(ctx context.Context) *firstAnswerDeadline {
 	ctx, cancel := context.WithCancelCause(ctx)
-	return &ctlFirstAnswer{
+	return &firstAnswerDeadline{
 		ctx:    ctx,
 		cancel: cancel,
-		timer:  time.AfterFunc(o.timeout, func() { cancel(errCtlNoFirstAnswer) }),
+		timer:  time.AfterFunc(o.timeout, func() { cancel(errNoFirstAnswer) }),
 	}
 }
 
 // answered lifts the timeout.
-func (a *ctlFirstAnswer) answered() { a.timer.Stop() }
+func (a *firstAnswerDeadline) answered() { a.timer.Stop() }
 
 // close ends the transfer's context.
-func (a *ctlFirstAnswer) close() {
+func (a *firstAnswerDeadline) close() {
 	a.timer.Stop()
 	a.cancel(nil)
 }
@@ -132,18 +132,18 @@ func (a *ctlFirstAnswer) close() {
 // wrap prefixes err with what; when the timeout ended the transfer, the
 // error wraps context.DeadlineExceeded, which explain turns into a hint at
 // --timeout.
-func (a *ctlFirstAnswer) wrap(what string, err error) error {
+func (a *firstAnswerDeadline) wrap(what string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(context.Cause(a.ctx), errCtlNoFirstAnswer) {
+	if errors.Is(context.Cause(a.ctx), errNoFirstAnswer) {
 		return fmt.Errorf("%s: %w", what, context.DeadlineExceeded)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// ctlSize shows a byte count for people: 512 B, 1.5 KiB, 300.0 MiB.
-func ctlSize(n uint64) string {
+// formatSize shows a byte count for people: 512 B, 1.5 KiB, 300.0 MiB.
+func formatSize(n uint64) string {
 	const unit = 1024
 	if n < unit {
 		return strconv.FormatUint(n, 10) + " B"
@@ -156,25 +156,25 @@ func ctlSize(n uint64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// ctlSizeExact shows a byte count readably and exactly: 1.5 KiB (1536 bytes).
-func ctlSizeExact(n uint64) string {
+// formatSizeExact shows a byte count readably and exactly: 1.5 KiB (1536 bytes).
+func formatSizeExact(n uint64) string {
 	if n < 1024 {
-		return ctlSize(n)
+		return formatSize(n)
 	}
-	return fmt.Sprintf("%s (%d bytes)", ctlSize(n), n)
+	return fmt.Sprintf("%s (%d bytes)", formatSize(n), n)
 }
 
-// ctlScheme shows a blob's erasure coding as k+m, or "inline" for a blob
+// formatScheme shows a blob's erasure coding as k+m, or "inline" for a blob
 // kept in the registry (which has no shards).
-func ctlScheme(k, m uint32, inline bool) string {
+func formatScheme(k, m uint32, inline bool) string {
 	if inline || k == 0 {
 		return "inline"
 	}
 	return fmt.Sprintf("%d+%d", k, m)
 }
 
-// ctlTime shows a unix time in nanoseconds in the local zone ("" for 0).
-func ctlTime(ns int64) string {
+// formatTime shows a unix time in nanoseconds in the local zone ("" for 0).
+func formatTime(ns int64) string {
 	if ns == 0 {
 		return ""
 	}

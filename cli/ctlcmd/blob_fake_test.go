@@ -23,10 +23,10 @@ import (
 	"github.com/zrpcio/zrpc/internal/testlog"
 )
 
-// ctlBlobFake is a fake agent serving the Blobs API from hooks, for what a
+// blobFake is a fake agent serving the Blobs API from hooks, for what a
 // real agent does not do on demand: send corrupt bytes, stall, fail mid
 // stream. It counts its calls and records the puts it received.
-type ctlBlobFake struct {
+type blobFake struct {
 	zrpcpb.UnimplementedBlobsServer
 	onGet    func(*zrpcpb.BlobGetRequest, zrpcpb.Blobs_GetServer) error
 	afterPut func(ctx context.Context) // runs before a put answers
@@ -40,7 +40,7 @@ type ctlBlobFake struct {
 }
 
 // start serves f on 127.0.0.1 until the test ends.
-func (f *ctlBlobFake) start(t *testing.T) *ctlBlobFake {
+func (f *blobFake) start(t *testing.T) *blobFake {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -61,7 +61,7 @@ func (f *ctlBlobFake) start(t *testing.T) *ctlBlobFake {
 	return f
 }
 
-func (f *ctlBlobFake) Get(req *zrpcpb.BlobGetRequest, stream zrpcpb.Blobs_GetServer) error {
+func (f *blobFake) Get(req *zrpcpb.BlobGetRequest, stream zrpcpb.Blobs_GetServer) error {
 	f.calls.Add(1)
 	if f.onGet == nil {
 		return f.UnimplementedBlobsServer.Get(req, stream)
@@ -69,7 +69,7 @@ func (f *ctlBlobFake) Get(req *zrpcpb.BlobGetRequest, stream zrpcpb.Blobs_GetSer
 	return f.onGet(req, stream)
 }
 
-func (f *ctlBlobFake) Put(stream zrpcpb.Blobs_PutServer) error {
+func (f *blobFake) Put(stream zrpcpb.Blobs_PutServer) error {
 	f.calls.Add(1)
 	var hdr *zrpcpb.BlobPutHeader
 	var data []byte
@@ -104,9 +104,9 @@ func (f *ctlBlobFake) Put(stream zrpcpb.Blobs_PutServer) error {
 	})
 }
 
-// ctlFakeGet answers a get with blob's metadata, then data in two chunks,
+// fakeGet answers a get with blob's metadata, then data in two chunks,
 // then end (nil: the stream ends cleanly).
-func ctlFakeGet(blob *zrpcpb.Blob, data []byte, end error) func(*zrpcpb.BlobGetRequest, zrpcpb.Blobs_GetServer) error {
+func fakeGet(blob *zrpcpb.Blob, data []byte, end error) func(*zrpcpb.BlobGetRequest, zrpcpb.Blobs_GetServer) error {
 	return func(_ *zrpcpb.BlobGetRequest, stream zrpcpb.Blobs_GetServer) error {
 		if err := stream.Send(&zrpcpb.BlobGetResponse{Blob: blob}); err != nil {
 			return err
@@ -121,10 +121,10 @@ func ctlFakeGet(blob *zrpcpb.Blob, data []byte, end error) func(*zrpcpb.BlobGetR
 	}
 }
 
-// TestCtlBlobGetLeavesNoPartialFile checks that a download that fails after
+// TestBlobGetLeavesNoPartialFile checks that a download that fails after
 // bytes arrived leaves neither the destination nor a temporary file.
-func TestCtlBlobGetLeavesNoPartialFile(t *testing.T) {
-	t.Setenv(ctlAddrEnv, "")
+func TestBlobGetLeavesNoPartialFile(t *testing.T) {
+	t.Setenv(addrEnv, "")
 	data := bytes.Repeat([]byte("zrpc"), 1000)
 	sum := sha256.Sum256(data)
 	wrong := sha256.Sum256([]byte("something else"))
@@ -133,19 +133,19 @@ func TestCtlBlobGetLeavesNoPartialFile(t *testing.T) {
 		get   func(*zrpcpb.BlobGetRequest, zrpcpb.Blobs_GetServer) error
 		wants []string
 	}{
-		{"digest mismatch", ctlFakeGet(&zrpcpb.Blob{Name: "a", Size: uint64(len(data)), Sha256: wrong[:]}, data, nil),
+		{"digest mismatch", fakeGet(&zrpcpb.Blob{Name: "a", Size: uint64(len(data)), Sha256: wrong[:]}, data, nil),
 			[]string{"data corrupt", "Hint: the bytes read do not match the blob's SHA-256 digest; nothing was written to "}},
-		{"stream cut", ctlFakeGet(&zrpcpb.Blob{Name: "a", Size: uint64(len(data) * 2), Sha256: sum[:]}, data, errors.New("agent crashed")),
+		{"stream cut", fakeGet(&zrpcpb.Blob{Name: "a", Size: uint64(len(data) * 2), Sha256: sum[:]}, data, errors.New("agent crashed")),
 			[]string{"Error: get a: read blob \"a\": ", "agent crashed"}},
-		{"fewer bytes than announced", ctlFakeGet(&zrpcpb.Blob{Name: "a", Size: uint64(len(data) + 1), Sha256: sum[:]}, data, nil),
+		{"fewer bytes than announced", fakeGet(&zrpcpb.Blob{Name: "a", Size: uint64(len(data) + 1), Sha256: sum[:]}, data, nil),
 			[]string{"got 4000 bytes, want 4001"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := (&ctlBlobFake{onGet: tt.get}).start(t)
+			f := (&blobFake{onGet: tt.get}).start(t)
 			dir := t.TempDir()
 			dest := filepath.Join(dir, "a.bin")
-			res := runCtl(ctlContext(t), t, f.addr, "blob", "get", "a", dest)
+			res := runZrpcctl(testContext(t), t, f.addr, "blob", "get", "a", dest)
 			if res.err == nil {
 				t.Fatal("get succeeded, want an error")
 			}
@@ -154,13 +154,13 @@ func TestCtlBlobGetLeavesNoPartialFile(t *testing.T) {
 					t.Errorf("stderr does not contain %q:\n%s", want, res.stderr)
 				}
 			}
-			ctlCheckDirHolds(t, dir)
+			checkDirHolds(t, dir)
 		})
 	}
 }
 
-// ctlCheckDirHolds fails unless dir holds exactly the files names.
-func ctlCheckDirHolds(t *testing.T, dir string, names ...string) {
+// checkDirHolds fails unless dir holds exactly the files names.
+func checkDirHolds(t *testing.T, dir string, names ...string) {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -175,11 +175,11 @@ func ctlCheckDirHolds(t *testing.T, dir string, names ...string) {
 	}
 }
 
-// TestCtlBlobTimeoutBoundsFirstAnswerOnly checks that --timeout ends a get
+// TestBlobTimeoutBoundsFirstAnswerOnly checks that --timeout ends a get
 // whose agent does not answer, and does not end transfers that take longer
 // than --timeout once the agent has answered.
-func TestCtlBlobTimeoutBoundsFirstAnswerOnly(t *testing.T) {
-	t.Setenv(ctlAddrEnv, "")
+func TestBlobTimeoutBoundsFirstAnswerOnly(t *testing.T) {
+	t.Setenv(addrEnv, "")
 	const timeout = 100 * time.Millisecond
 	data := []byte("slow but steady")
 	sum := sha256.Sum256(data)
@@ -193,54 +193,54 @@ func TestCtlBlobTimeoutBoundsFirstAnswerOnly(t *testing.T) {
 	}
 
 	t.Run("get without an answer", func(t *testing.T) {
-		f := (&ctlBlobFake{onGet: func(_ *zrpcpb.BlobGetRequest, stream zrpcpb.Blobs_GetServer) error {
+		f := (&blobFake{onGet: func(_ *zrpcpb.BlobGetRequest, stream zrpcpb.Blobs_GetServer) error {
 			<-stream.Context().Done()
 			return stream.Context().Err()
 		}}).start(t)
 		dir := t.TempDir()
-		res := runCtl(ctlContext(t), t, f.addr, "blob", "get", "a", filepath.Join(dir, "a"), "--timeout", timeout.String())
+		res := runZrpcctl(testContext(t), t, f.addr, "blob", "get", "a", filepath.Join(dir, "a"), "--timeout", timeout.String())
 		if res.err == nil || !strings.Contains(res.stderr, "Hint: no answer within --timeout "+timeout.String()) {
 			t.Fatalf("err = %v, want a timeout with a hint:\n%s", res.err, res.stderr)
 		}
-		ctlCheckDirHolds(t, dir)
+		checkDirHolds(t, dir)
 	})
 	t.Run("slow get", func(t *testing.T) {
-		f := (&ctlBlobFake{onGet: func(req *zrpcpb.BlobGetRequest, stream zrpcpb.Blobs_GetServer) error {
+		f := (&blobFake{onGet: func(req *zrpcpb.BlobGetRequest, stream zrpcpb.Blobs_GetServer) error {
 			if err := stream.Send(&zrpcpb.BlobGetResponse{Blob: blob}); err != nil {
 				return err
 			}
 			stall(stream.Context())
 			return stream.Send(&zrpcpb.BlobGetResponse{Chunk: data})
 		}}).start(t)
-		res := runCtl(ctlContext(t), t, f.addr, "blob", "get", "a", "-", "--timeout", timeout.String())
+		res := runZrpcctl(testContext(t), t, f.addr, "blob", "get", "a", "-", "--timeout", timeout.String())
 		if res.err != nil || res.stdout != string(data) {
 			t.Fatalf("get = %v, stdout %q, want %q\n%s", res.err, res.stdout, data, res.stderr)
 		}
 	})
 	t.Run("slow put", func(t *testing.T) {
-		f := (&ctlBlobFake{afterPut: stall}).start(t)
+		f := (&blobFake{afterPut: stall}).start(t)
 		src := filepath.Join(t.TempDir(), "a")
 		if err := os.WriteFile(src, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		res := runCtl(ctlContext(t), t, f.addr, "blob", "put", src, "--timeout", timeout.String())
+		res := runZrpcctl(testContext(t), t, f.addr, "blob", "put", src, "--timeout", timeout.String())
 		if res.err != nil {
 			t.Fatalf("put: %v\n%s", res.err, res.stderr)
 		}
 	})
 }
 
-// TestCtlBlobPutSendsFlags checks the put header the agent receives: the
+// TestBlobPutSendsFlags checks the put header the agent receives: the
 // file's size, the flags, and the name from the file or --name.
-func TestCtlBlobPutSendsFlags(t *testing.T) {
-	t.Setenv(ctlAddrEnv, "")
-	f := (&ctlBlobFake{}).start(t)
+func TestBlobPutSendsFlags(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := (&blobFake{}).start(t)
 	data := bytes.Repeat([]byte{7}, 3000)
 	src := filepath.Join(t.TempDir(), "model.bin")
 	if err := os.WriteFile(src, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	res := runCtl(ctlContext(t), t, f.addr, "blob", "put", src, "--data", "4", "--parity", "2", "--overwrite", "--best-effort")
+	res := runZrpcctl(testContext(t), t, f.addr, "blob", "put", src, "--data", "4", "--parity", "2", "--overwrite", "--best-effort")
 	if res.err != nil {
 		t.Fatalf("put: %v\n%s", res.err, res.stderr)
 	}
@@ -249,7 +249,7 @@ func TestCtlBlobPutSendsFlags(t *testing.T) {
 			t.Errorf("output does not contain %q:\n%s", want, res.stdout)
 		}
 	}
-	res = runCtlStdin(ctlContext(t), t, f.addr, bytes.NewReader(data), "blob", "put", "-", "--name", "from/stdin")
+	res = runZrpcctlStdin(testContext(t), t, f.addr, bytes.NewReader(data), "blob", "put", "-", "--name", "from/stdin")
 	if res.err != nil {
 		t.Fatalf("put from stdin: %v\n%s", res.err, res.stderr)
 	}
@@ -274,11 +274,11 @@ func TestCtlBlobPutSendsFlags(t *testing.T) {
 	}
 }
 
-// TestCtlBlobInputErrors checks that malformed arguments fail with a clear
+// TestBlobInputErrors checks that malformed arguments fail with a clear
 // message before any request reaches an agent.
-func TestCtlBlobInputErrors(t *testing.T) {
-	t.Setenv(ctlAddrEnv, "")
-	f := (&ctlBlobFake{}).start(t)
+func TestBlobInputErrors(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := (&blobFake{}).start(t)
 	src := filepath.Join(t.TempDir(), "a")
 	if err := os.WriteFile(src, []byte("a"), 0o600); err != nil {
 		t.Fatal(err)
@@ -300,7 +300,7 @@ func TestCtlBlobInputErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := runCtl(ctlContext(t), t, f.addr, tt.args...)
+			res := runZrpcctl(testContext(t), t, f.addr, tt.args...)
 			if res.err == nil || !strings.Contains(res.err.Error(), tt.want) {
 				t.Fatalf("err = %v, want it to contain %q", res.err, tt.want)
 			}
@@ -311,9 +311,9 @@ func TestCtlBlobInputErrors(t *testing.T) {
 	}
 }
 
-// runCtlStdin runs zrpcctl against the agent at addr with stdin as its
+// runZrpcctlStdin runs zrpcctl against the agent at addr with stdin as its
 // standard input.
-func runCtlStdin(ctx context.Context, t *testing.T, addr string, stdin io.Reader, args ...string) ctlResult {
+func runZrpcctlStdin(ctx context.Context, t *testing.T, addr string, stdin io.Reader, args ...string) runResult {
 	t.Helper()
 	var out, errOut testlog.Buffer
 	cmd := NewCommand()
@@ -322,15 +322,15 @@ func runCtlStdin(ctx context.Context, t *testing.T, addr string, stdin io.Reader
 	cmd.SetErr(&errOut)
 	cmd.SetArgs(append([]string{"--addr", addr}, args...))
 	err := cmd.ExecuteContext(ctx)
-	return ctlResult{stdout: out.String(), stderr: errOut.String(), err: err}
+	return runResult{stdout: out.String(), stderr: errOut.String(), err: err}
 }
 
-// TestCtlBlobGetInterrupted cancels a get mid-stream, as Ctrl-C does: it
+// TestBlobGetInterrupted cancels a get mid-stream, as Ctrl-C does: it
 // reports the interruption and leaves no file behind.
-func TestCtlBlobGetInterrupted(t *testing.T) {
-	t.Setenv(ctlAddrEnv, "")
+func TestBlobGetInterrupted(t *testing.T) {
+	t.Setenv(addrEnv, "")
 	sent := make(chan struct{})
-	f := (&ctlBlobFake{onGet: func(_ *zrpcpb.BlobGetRequest, stream zrpcpb.Blobs_GetServer) error {
+	f := (&blobFake{onGet: func(_ *zrpcpb.BlobGetRequest, stream zrpcpb.Blobs_GetServer) error {
 		for _, msg := range []*zrpcpb.BlobGetResponse{{Blob: &zrpcpb.Blob{Name: "a", Size: 10}}, {Chunk: []byte("half!")}} {
 			if err := stream.Send(msg); err != nil {
 				return err
@@ -341,45 +341,45 @@ func TestCtlBlobGetInterrupted(t *testing.T) {
 		return stream.Context().Err()
 	}}).start(t)
 	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(ctlContext(t))
+	ctx, cancel := context.WithCancel(testContext(t))
 	defer cancel()
 	go func() {
 		<-sent
 		cancel()
 	}()
 	dest := filepath.Join(dir, "a")
-	res := runCtl(ctx, t, f.addr, "blob", "get", "a", dest)
+	res := runZrpcctl(ctx, t, f.addr, "blob", "get", "a", dest)
 	if res.err == nil || !strings.Contains(res.stderr, "Error: get a: interrupted\nHint: nothing was written to "+dest) {
 		t.Fatalf("err = %v, want an interruption:\n%s", res.err, res.stderr)
 	}
-	ctlCheckDirHolds(t, dir)
+	checkDirHolds(t, dir)
 }
 
-// TestCtlBlobPutOutcomeUnknown: a put whose outcome is unknown, because the
+// TestBlobPutOutcomeUnknown: a put whose outcome is unknown, because the
 // agent says so or because zrpcctl was stopped after sending every byte,
 // is reported as such with what to do, never as plainly failed or
 // interrupted (a retry could then find the blob stored).
-func TestCtlBlobPutOutcomeUnknown(t *testing.T) {
-	t.Setenv(ctlAddrEnv, "")
+func TestBlobPutOutcomeUnknown(t *testing.T) {
+	t.Setenv(addrEnv, "")
 	src := filepath.Join(t.TempDir(), "model.bin")
 	if err := os.WriteFile(src, bytes.Repeat([]byte{7}, 3000), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	hint := "Hint: the put may or may not have been stored: run `zrpcctl blob stat model.bin`"
 
-	f := (&ctlBlobFake{putErr: apierr.ToStatus(fmt.Errorf("%w: commit of blob \"model.bin\" was proposed, but no answer came", apierr.ErrOutcomeUnknown))}).start(t)
-	res := runCtl(ctlContext(t), t, f.addr, "blob", "put", src)
+	f := (&blobFake{putErr: apierr.ToStatus(fmt.Errorf("%w: commit of blob \"model.bin\" was proposed, but no answer came", apierr.ErrOutcomeUnknown))}).start(t)
+	res := runZrpcctl(testContext(t), t, f.addr, "blob", "put", src)
 	if res.err == nil || !strings.Contains(res.stderr, "outcome unknown") || !strings.Contains(res.stderr, hint) {
 		t.Fatalf("agent answers outcome unknown: err %v; want the outcome reported unknown with a hint:\n%s", res.err, res.stderr)
 	}
 
-	ctx, cancel := context.WithCancel(ctlContext(t))
+	ctx, cancel := context.WithCancel(testContext(t))
 	defer cancel()
-	f = (&ctlBlobFake{afterPut: func(sctx context.Context) {
+	f = (&blobFake{afterPut: func(sctx context.Context) {
 		cancel() // Ctrl-C once every byte has arrived
 		<-sctx.Done()
 	}}).start(t)
-	res = runCtl(ctx, t, f.addr, "blob", "put", src)
+	res = runZrpcctl(ctx, t, f.addr, "blob", "put", src)
 	if res.err == nil || strings.Contains(res.stderr, "interrupted") || !strings.Contains(res.stderr, hint) {
 		t.Fatalf("put stopped after every byte was sent: err %v; want the outcome reported unknown with a hint:\n%s", res.err, res.stderr)
 	}

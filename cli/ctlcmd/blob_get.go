@@ -17,17 +17,17 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-// ctlStdout is the DEST of `blob get` that means standard output.
-const ctlStdout = "-"
+// stdoutDest is the DEST of `blob get` that means standard output.
+const stdoutDest = "-"
 
-// ctlBlobGetFlags are the flags of `blob get`.
-type ctlBlobGetFlags struct {
+// blobGetFlags are the flags of `blob get`.
+type blobGetFlags struct {
 	offset, length uint64
 	force          bool
 }
 
-func newCtlBlobGetCommand(o *ctlOptions) *cobra.Command {
-	var f ctlBlobGetFlags
+func newBlobGetCommand(o *options) *cobra.Command {
+	var f blobGetFlags
 	cmd := &cobra.Command{
 		Use:   "get NAME [DEST]",
 		Short: "Read a blob into a file or stdout",
@@ -60,16 +60,16 @@ for an agent to start sending.`,
 			if len(args) == 2 {
 				dest = args[1]
 			}
-			defer ctlTransferContext(cmd)()
+			defer transferContext(cmd)()
 			return o.run(cmd, true, func(ctx context.Context, c *client.Client, p *printer) error {
-				g := &ctlBlobGet{o: o, c: c, errOut: cmd.ErrOrStderr(), name: name,
+				g := &blobGet{o: o, c: c, errOut: cmd.ErrOrStderr(), name: name,
 					opts: client.GetOptions{Offset: f.offset, Length: f.length}}
-				err := ctlInterrupted(ctx, "get "+name, g.run(ctx, p, cmd.OutOrStdout(), dest, f.force))
+				err := asInterrupted(ctx, "get "+name, g.run(ctx, p, cmd.OutOrStdout(), dest, f.force))
 				written := "nothing was written to " + dest
-				if dest == ctlStdout {
+				if dest == stdoutDest {
 					written = "the bytes before the error were written to stdout"
 				}
-				return ctlBlobExplain(err, g.hints(written)...)
+				return blobExplain(err, g.hints(written)...)
 			})
 		},
 	}
@@ -80,9 +80,9 @@ for an agent to start sending.`,
 	return cmd
 }
 
-// ctlBlobGet is one `blob get`.
-type ctlBlobGet struct {
-	o      *ctlOptions
+// blobGet is one `blob get`.
+type blobGet struct {
+	o      *options
 	c      *client.Client
 	errOut io.Writer // the progress bar's
 	name   string
@@ -91,11 +91,11 @@ type ctlBlobGet struct {
 
 // hints are the remedies for a failed get; written says what became of
 // the bytes.
-func (g *ctlBlobGet) hints(written string) []ctlBlobHint {
-	return []ctlBlobHint{
-		{errCtlInterrupted, written},
-		ctlHintBlobNotFound,
-		ctlHintBlobUnreadable,
+func (g *blobGet) hints(written string) []blobHint {
+	return []blobHint{
+		{errInterrupted, written},
+		hintBlobNotFound,
+		hintBlobUnreadable,
 		{apierr.ErrCorrupt, "the bytes read do not match the blob's SHA-256 digest; " + written +
 			"; retry, and see `zrpcctl blob stat " + g.name + "`"},
 	}
@@ -104,7 +104,7 @@ func (g *ctlBlobGet) hints(written string) []ctlBlobHint {
 // run reads the blob into dest, or to out for "-". The agent is asked
 // first, so that a bad or unknown name is reported before anything about
 // the destination.
-func (g *ctlBlobGet) run(ctx context.Context, p *printer, out io.Writer, dest string, force bool) error {
+func (g *blobGet) run(ctx context.Context, p *printer, out io.Writer, dest string, force bool) error {
 	fa := g.o.firstAnswer(ctx)
 	defer fa.close()
 	r, err := g.c.GetBlob(fa.ctx, g.name, g.opts)
@@ -113,7 +113,7 @@ func (g *ctlBlobGet) run(ctx context.Context, p *printer, out io.Writer, dest st
 		return fa.wrap("get "+g.name, err)
 	}
 	defer r.Close()
-	if dest == ctlStdout {
+	if dest == stdoutDest {
 		_, err := g.copy(out, r)
 		return err
 	}
@@ -122,12 +122,12 @@ func (g *ctlBlobGet) run(ctx context.Context, p *printer, out io.Writer, dest st
 
 // toFile reads r into a temporary file next to dest and gives it dest's
 // name once the read is complete and verified.
-func (g *ctlBlobGet) toFile(p *printer, r *client.BlobReader, dest string, force bool) error {
-	target, err := ctlGetTarget(dest, g.name, force)
+func (g *blobGet) toFile(p *printer, r *client.BlobReader, dest string, force bool) error {
+	target, err := getTarget(dest, g.name, force)
 	if err != nil {
 		return err
 	}
-	tmp, err := ctlCreateTemp(target)
+	tmp, err := createTemp(target)
 	if err != nil {
 		return err
 	}
@@ -143,23 +143,23 @@ func (g *ctlBlobGet) toFile(p *printer, r *client.BlobReader, dest string, force
 	if err != nil {
 		return err
 	}
-	if err := ctlPlaceFile(tmp.Name(), target, force); err != nil {
+	if err := placeFile(tmp.Name(), target, force); err != nil {
 		return err
 	}
-	what := fmt.Sprintf("wrote %s to %s: %s, SHA-256 verified", g.name, target, ctlSizeExact(n))
+	what := fmt.Sprintf("wrote %s to %s: %s, SHA-256 verified", g.name, target, formatSizeExact(n))
 	// The client checks the digest when the range is the whole blob.
 	if g.opts.Offset != 0 || n != r.Blob().GetSize() {
 		what = fmt.Sprintf("wrote %s from offset %d of %s to %s (a range is not checked against the digest)",
-			ctlSizeExact(n), g.opts.Offset, g.name, target)
+			formatSizeExact(n), g.opts.Offset, g.name, target)
 	}
 	return p.sentence(r.Blob(), what)
 }
 
 // copy streams r to w with a progress bar. A whole-blob read fails at its
 // end if the bytes do not match the blob's digest.
-func (g *ctlBlobGet) copy(w io.Writer, r *client.BlobReader) (uint64, error) {
+func (g *blobGet) copy(w io.Writer, r *client.BlobReader) (uint64, error) {
 	bar := newProgressBar(g.errOut, "get "+g.name, int64(r.Size()))
-	n, err := io.Copy(w, &ctlProgressReader{r: r, bar: bar})
+	n, err := io.Copy(w, &progressReader{r: r, bar: bar})
 	bar.finish()
 	if err != nil {
 		return uint64(n), fmt.Errorf("get %s: %w", g.name, err)
@@ -167,21 +167,21 @@ func (g *ctlBlobGet) copy(w io.Writer, r *client.BlobReader) (uint64, error) {
 	return uint64(n), nil
 }
 
-// ctlProgressReader reports the bytes read from r to bar.
-type ctlProgressReader struct {
+// progressReader reports the bytes read from r to bar.
+type progressReader struct {
 	r   io.Reader
 	bar *progressBar
 }
 
-func (pr *ctlProgressReader) Read(p []byte) (int, error) {
+func (pr *progressReader) Read(p []byte) (int, error) {
 	n, err := pr.r.Read(p)
 	pr.bar.add(n)
 	return n, err
 }
 
-// ctlGetTarget returns the file a get writes: dest, or dest/base of name
+// getTarget returns the file a get writes: dest, or dest/base of name
 // when dest is a directory. Without force it must not exist yet.
-func ctlGetTarget(dest, name string, force bool) (string, error) {
+func getTarget(dest, name string, force bool) (string, error) {
 	if fi, err := os.Stat(dest); err == nil && fi.IsDir() {
 		dest = filepath.Join(dest, path.Base(name))
 	}
@@ -190,20 +190,20 @@ func ctlGetTarget(dest, name string, force bool) (string, error) {
 	}
 	switch _, err := os.Lstat(dest); {
 	case err == nil:
-		return "", ctlDestExists(dest)
+		return "", destExists(dest)
 	case !errors.Is(err, fs.ErrNotExist):
 		return "", fmt.Errorf("check destination: %w", err)
 	}
 	return dest, nil
 }
 
-func ctlDestExists(target string) error {
+func destExists(target string) error {
 	return fmt.Errorf("destination %s: %w; pass --force to replace it", target, fs.ErrExist)
 }
 
-// ctlCreateTemp creates an empty, hidden file next to target, with the
+// createTemp creates an empty, hidden file next to target, with the
 // permissions a new file gets (0666 less the umask).
-func ctlCreateTemp(target string) (*os.File, error) {
+func createTemp(target string) (*os.File, error) {
 	dir, base := filepath.Split(target)
 	base = base[:min(len(base), 200)] // file names have at most 255 bytes
 	for range 100 {
@@ -220,21 +220,21 @@ func ctlCreateTemp(target string) (*os.File, error) {
 	return nil, fmt.Errorf("create temporary file next to %s: every name tried exists", target)
 }
 
-// ctlPlaceFile gives the complete file tmp its name target. Without force
+// placeFile gives the complete file tmp its name target. Without force
 // it never replaces a file: a hard link fails if target exists, even one
 // created during the download. Where the file system has no hard links it
 // checks, then renames.
-func ctlPlaceFile(tmp, target string, force bool) error {
+func placeFile(tmp, target string, force bool) error {
 	if !force {
 		err := os.Link(tmp, target)
 		switch {
 		case err == nil:
 			return nil
 		case errors.Is(err, fs.ErrExist):
-			return ctlDestExists(target)
+			return destExists(target)
 		}
 		if _, err := os.Lstat(target); err == nil {
-			return ctlDestExists(target)
+			return destExists(target)
 		}
 	}
 	if err := os.Rename(tmp, target); err != nil {

@@ -8,7 +8,7 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-func newCtlBlobLsCommand(o *ctlOptions) *cobra.Command {
+func newBlobLsCommand(o *options) *cobra.Command {
 	return &cobra.Command{
 		Use:     "ls [PREFIX]",
 		Aliases: []string{"list"},
@@ -36,9 +36,9 @@ With -o json sizes are exact and created is in unix nanoseconds.`,
 				}
 				rows := make([][]string, 0, len(blobs))
 				for _, b := range blobs {
-					rows = append(rows, []string{b.GetName(), ctlSize(b.GetSize()),
-						ctlScheme(b.GetDataShards(), b.GetParityShards(), b.GetInline()),
-						b.GetHealth(), ctlTime(b.GetCreated())})
+					rows = append(rows, []string{b.GetName(), formatSize(b.GetSize()),
+						formatScheme(b.GetDataShards(), b.GetParityShards(), b.GetInline()),
+						b.GetHealth(), formatTime(b.GetCreated())})
 				}
 				return p.table(protoMessages(blobs), []string{"name", "size", "k+m", "health", "created"}, rows)
 			})

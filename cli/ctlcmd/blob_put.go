@@ -17,11 +17,11 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-// ctlMaxShards bounds --data and --parity (the agent allows 256 in all).
-const ctlMaxShards = 256
+// maxShards bounds --data and --parity (the agent allows 256 in all).
+const maxShards = 256
 
-// ctlBlobPutFlags are the flags of `blob put`.
-type ctlBlobPutFlags struct {
+// blobPutFlags are the flags of `blob put`.
+type blobPutFlags struct {
 	name                  string
 	data, parity          int
 	overwrite, bestEffort bool
@@ -29,13 +29,13 @@ type ctlBlobPutFlags struct {
 
 // hints are the remedies `blob put` suggests for its errors; name is the
 // blob's.
-func (f *ctlBlobPutFlags) hints(name string) []ctlBlobHint {
+func (f *blobPutFlags) hints(name string) []blobHint {
 	tooFew := "too few agents are alive for this k+m (see `zrpcctl members`); lower --data/--parity, or pass --best-effort to let repair store the missing shards later"
 	if f.bestEffort {
 		// Even a best-effort put must store k+1 shards of each block.
 		tooFew = "too few agents are alive even for --best-effort, which needs k+1 of them (see `zrpcctl members`); lower --data, or retry when agents are back"
 	}
-	return []ctlBlobHint{
+	return []blobHint{
 		// Before AlreadyExists: a put whose outcome is unknown must not be
 		// retried blindly.
 		{apierr.ErrOutcomeUnknown, "the put may or may not have been stored: run `zrpcctl blob stat " + name + "`: " +
@@ -48,8 +48,8 @@ func (f *ctlBlobPutFlags) hints(name string) []ctlBlobHint {
 	}
 }
 
-func newCtlBlobPutCommand(o *ctlOptions) *cobra.Command {
-	var f ctlBlobPutFlags
+func newBlobPutCommand(o *options) *cobra.Command {
+	var f blobPutFlags
 	cmd := &cobra.Command{
 		Use:   "put FILE|- [--name NAME]",
 		Short: "Store a file, or stdin, as a blob",
@@ -80,22 +80,22 @@ outcome is unknown, and ` + "`zrpcctl blob stat NAME`" + ` tells whether it was 
 			if err != nil {
 				return err
 			}
-			defer ctlTransferContext(cmd)()
+			defer transferContext(cmd)()
 			return o.run(cmd, true, func(ctx context.Context, c *client.Client, p *printer) error {
-				r, size, err := ctlOpenSource(cmd, src)
+				r, size, err := openSource(cmd, src)
 				if err != nil {
 					return err
 				}
 				defer r.Close()
 				opts.Size = max(size, 0)
-				resp, err := ctlBlobPut(ctx, o, c, cmd.ErrOrStderr(), name, r, size, opts)
+				resp, err := blobPut(ctx, o, c, cmd.ErrOrStderr(), name, r, size, opts)
 				if err != nil && !errors.Is(err, apierr.ErrOutcomeUnknown) {
-					err = ctlInterrupted(ctx, "put "+name, err)
+					err = asInterrupted(ctx, "put "+name, err)
 				}
 				if err != nil {
-					return ctlBlobExplain(err, f.hints(name)...)
+					return blobExplain(err, f.hints(name)...)
 				}
-				return ctlPrintPut(p, resp)
+				return printPut(p, resp)
 			})
 		},
 	}
@@ -110,7 +110,7 @@ outcome is unknown, and ` + "`zrpcctl blob stat NAME`" + ` tells whether it was 
 
 // check checks the flags' shapes and returns the blob's name and the put's
 // options. The agent checks the name and the scheme against the cluster.
-func (f *ctlBlobPutFlags) check(src string) (string, client.PutOptions, error) {
+func (f *blobPutFlags) check(src string) (string, client.PutOptions, error) {
 	name := f.name
 	if name == "" {
 		if src == "-" {
@@ -122,8 +122,8 @@ func (f *ctlBlobPutFlags) check(src string) (string, client.PutOptions, error) {
 		flag string
 		v    int
 	}{{"data", f.data}, {"parity", f.parity}} {
-		if n.v < 0 || n.v > ctlMaxShards {
-			return "", client.PutOptions{}, fmt.Errorf("invalid --%s %d: want 0 to %d", n.flag, n.v, ctlMaxShards)
+		if n.v < 0 || n.v > maxShards {
+			return "", client.PutOptions{}, fmt.Errorf("invalid --%s %d: want 0 to %d", n.flag, n.v, maxShards)
 		}
 	}
 	if f.parity > 0 && f.data == 0 {
@@ -132,9 +132,9 @@ func (f *ctlBlobPutFlags) check(src string) (string, client.PutOptions, error) {
 	return name, client.PutOptions{Data: f.data, Parity: f.parity, Overwrite: f.overwrite, BestEffort: f.bestEffort}, nil
 }
 
-// ctlOpenSource opens what `blob put` stores: stdin for "-", else a file.
+// openSource opens what `blob put` stores: stdin for "-", else a file.
 // size is the file's size, or -1 when unknown (stdin, a pipe).
-func ctlOpenSource(cmd *cobra.Command, src string) (io.ReadCloser, int64, error) {
+func openSource(cmd *cobra.Command, src string) (io.ReadCloser, int64, error) {
 	if src == "-" {
 		return io.NopCloser(cmd.InOrStdin()), -1, nil
 	}
@@ -157,27 +157,27 @@ func ctlOpenSource(cmd *cobra.Command, src string) (io.ReadCloser, int64, error)
 	return f, -1, nil
 }
 
-// ctlBlobPut uploads r (size bytes, < 0 when unknown) with a progress bar.
-func ctlBlobPut(ctx context.Context, o *ctlOptions, c *client.Client, errOut io.Writer, name string, r io.Reader, size int64, opts client.PutOptions) (*zrpcpb.BlobPutResponse, error) {
+// blobPut uploads r (size bytes, < 0 when unknown) with a progress bar.
+func blobPut(ctx context.Context, o *options, c *client.Client, errOut io.Writer, name string, r io.Reader, size int64, opts client.PutOptions) (*zrpcpb.BlobPutResponse, error) {
 	fa := o.firstAnswer(ctx)
 	defer fa.close()
 	bar := newProgressBar(errOut, "put "+name, size)
 	bar.sentNote = "(sent; the agents are storing it)"
 	opts.Progress = bar.set
 	// The client reads the source once the agent has opened the put stream.
-	r = &ctlFirstRead{r: r, first: fa.answered}
+	r = &firstRead{r: r, first: fa.answered}
 	resp, err := c.PutBlob(fa.ctx, name, r, opts)
 	bar.finish()
 	return resp, fa.wrap("put "+name, err)
 }
 
-// ctlFirstRead calls first before the first Read of r.
-type ctlFirstRead struct {
+// firstRead calls first before the first Read of r.
+type firstRead struct {
 	r     io.Reader
 	first func()
 }
 
-func (f *ctlFirstRead) Read(p []byte) (int, error) {
+func (f *firstRead) Read(p []byte) (int, error) {
 	if f.first != nil {
 		f.first()
 		f.first = nil
@@ -185,12 +185,12 @@ func (f *ctlFirstRead) Read(p []byte) (int, error) {
 	return f.r.Read(p)
 }
 
-func ctlPrintPut(p *printer, resp *zrpcpb.BlobPutResponse) error {
+func printPut(p *printer, resp *zrpcpb.BlobPutResponse) error {
 	b := resp.GetBlob()
 	fs := []field{
 		{"Name", b.GetName()},
-		{"Size", ctlSizeExact(b.GetSize())},
-		{"K+M", ctlScheme(b.GetDataShards(), b.GetParityShards(), false)},
+		{"Size", formatSizeExact(b.GetSize())},
+		{"K+M", formatScheme(b.GetDataShards(), b.GetParityShards(), false)},
 		{"SHA-256", hex.EncodeToString(b.GetSha256())},
 		{"Revision", strconv.FormatUint(resp.GetHeader().GetRevision(), 10)},
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-func newCtlBlobRepairCommand(o *ctlOptions) *cobra.Command {
+func newBlobRepairCommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "repair",
 		Short: "Inspect the leader's shard repair",
@@ -20,11 +20,11 @@ other agents.`,
 		Example: `  zrpcctl blob repair status`,
 		Args:    cobra.NoArgs,
 	}
-	cmd.AddCommand(newCtlBlobRepairStatusCommand(o))
+	cmd.AddCommand(newBlobRepairStatusCommand(o))
 	return cmd
 }
 
-func newCtlBlobRepairStatusCommand(o *ctlOptions) *cobra.Command {
+func newBlobRepairStatusCommand(o *options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
 		Short: "Show what shard repair has queued, in progress and done",
@@ -43,7 +43,7 @@ answers, asking the leader.`,
 					return err
 				}
 				count := func(n uint64) string { return strconv.FormatUint(n, 10) }
-				lastScan := ctlTime(st.GetLastScan())
+				lastScan := formatTime(st.GetLastScan())
 				if lastScan == "" {
 					lastScan = "never"
 				}
@@ -53,7 +53,7 @@ answers, asking the leader.`,
 					{"In progress", count(st.GetInProgress())},
 					{"Waiting", count(st.GetWaiting())},
 					{"Rebuilt shards", count(st.GetRebuiltShards())},
-					{"Rebuilt bytes", ctlSizeExact(st.GetRebuiltBytes())},
+					{"Rebuilt bytes", formatSizeExact(st.GetRebuiltBytes())},
 					{"Failed", count(st.GetFailed())},
 					{"Last error", st.GetLastError()},
 					{"Last scan", lastScan},

@@ -9,7 +9,7 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-func newCtlBlobRmCommand(o *ctlOptions) *cobra.Command {
+func newBlobRmCommand(o *options) *cobra.Command {
 	return &cobra.Command{
 		Use:     "rm NAME",
 		Aliases: []string{"delete"},
@@ -24,7 +24,7 @@ delete its shards in the background. There is no undo.`,
 			return o.run(cmd, false, func(ctx context.Context, c *client.Client, p *printer) error {
 				resp, err := c.DeleteBlob(ctx, name)
 				if err != nil {
-					return ctlBlobExplain(fmt.Errorf("delete %s: %w", name, err), ctlHintBlobNotFound)
+					return blobExplain(fmt.Errorf("delete %s: %w", name, err), hintBlobNotFound)
 				}
 				return p.sentence(resp, "deleted "+name)
 			})

@@ -15,10 +15,10 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-// ctlShardOK is the state of a readable shard in a BlobStatResponse.
-const ctlShardOK = "ok"
+// shardOK is the state of a readable shard in a BlobStatResponse.
+const shardOK = "ok"
 
-func newCtlBlobStatCommand(o *ctlOptions) *cobra.Command {
+func newBlobStatCommand(o *options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "stat NAME",
 		Short: "Show a blob's metadata, health and where its shards are",
@@ -42,40 +42,40 @@ saying so.`,
 			return o.run(cmd, false, func(ctx context.Context, c *client.Client, p *printer) error {
 				st, err := c.StatBlob(ctx, name)
 				if err != nil {
-					return ctlBlobExplain(fmt.Errorf("stat %s: %w", name, err), ctlHintBlobNotFound)
+					return blobExplain(fmt.Errorf("stat %s: %w", name, err), hintBlobNotFound)
 				}
-				return ctlPrintStat(p, st)
+				return printStat(p, st)
 			})
 		},
 	}
 }
 
-// ctlPrintStat prints the blob's fields, then the shards that are not ok.
-func ctlPrintStat(p *printer, st *zrpcpb.BlobStatResponse) error {
+// printStat prints the blob's fields, then the shards that are not ok.
+func printStat(p *printer, st *zrpcpb.BlobStatResponse) error {
 	b := st.GetBlob()
 	inline := len(b.GetBlocks()) == 0
 	blocks := strconv.Itoa(len(b.GetBlocks()))
 	if !inline {
-		blocks += " of " + ctlSize(uint64(b.GetBlockSize()))
+		blocks += " of " + formatSize(uint64(b.GetBlockSize()))
 	}
 	err := p.fields(st, []field{
 		{"Name", b.GetName()},
 		{"ID", b.GetId()},
-		{"Size", ctlSizeExact(b.GetSize())},
-		{"K+M", ctlScheme(b.GetDataShards(), b.GetParityShards(), inline)},
+		{"Size", formatSizeExact(b.GetSize())},
+		{"K+M", formatScheme(b.GetDataShards(), b.GetParityShards(), inline)},
 		{"Blocks", blocks},
 		{"SHA-256", hex.EncodeToString(b.GetSha256())},
-		{"Created", ctlTime(b.GetCreated())},
+		{"Created", formatTime(b.GetCreated())},
 		{"Revision", fmt.Sprintf("%d (created at %d)", b.GetModRevision(), b.GetCreateRevision())},
 		{"Health", st.GetHealth()},
-		{"Shards per agent", ctlShardsPerAgent(st.GetShards())},
+		{"Shards per agent", shardsPerAgent(st.GetShards())},
 	})
 	if err != nil || p.json {
 		return err
 	}
 	var rows [][]string
 	for _, s := range st.GetShards() {
-		if s.GetState() != ctlShardOK {
+		if s.GetState() != shardOK {
 			rows = append(rows, []string{strconv.FormatUint(uint64(s.GetBlock()), 10),
 				strconv.FormatUint(uint64(s.GetIndex()), 10), s.GetNode(), s.GetState()})
 		}
@@ -89,9 +89,9 @@ func ctlPrintStat(p *printer, st *zrpcpb.BlobStatResponse) error {
 	return p.table(nil, []string{"block", "shard", "agent", "state"}, rows)
 }
 
-// ctlShardsPerAgent counts the shards each agent is named for, "n1 3, n2 3"
+// shardsPerAgent counts the shards each agent is named for, "n1 3, n2 3"
 // sorted by agent; shards with no agent (missing) are not counted.
-func ctlShardsPerAgent(shards []*zrpcpb.ShardState) string {
+func shardsPerAgent(shards []*zrpcpb.ShardState) string {
 	count := make(map[string]int)
 	for _, s := range shards {
 		if s.GetNode() != "" {

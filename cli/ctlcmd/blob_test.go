@@ -18,28 +18,28 @@ import (
 	"github.com/zrpcio/zrpc/testcluster"
 )
 
-// ctlBlobEnv is a real three-agent cluster and a scratch directory for the
+// blobEnv is a real three-agent cluster and a scratch directory for the
 // blob commands.
-type ctlBlobEnv struct {
+type blobEnv struct {
 	addr string
 	dir  string
 }
 
-func newCtlBlobEnv(t *testing.T) *ctlBlobEnv {
-	t.Setenv(ctlAddrEnv, "")
+func newBlobEnv(t *testing.T) *blobEnv {
+	t.Setenv(addrEnv, "")
 	// Small blocks, so that a few hundred KiB make several blocks.
 	c := testcluster.New(t, 3, testcluster.WithConfig(func(cfg *node.Config) { cfg.BlobBlockSize = 64 << 10 }))
-	return &ctlBlobEnv{addr: c.GRPCAddr(0), dir: t.TempDir()}
+	return &blobEnv{addr: c.GRPCAddr(0), dir: t.TempDir()}
 }
 
 // run runs zrpcctl against the cluster.
-func (e *ctlBlobEnv) run(t *testing.T, args ...string) ctlResult {
+func (e *blobEnv) run(t *testing.T, args ...string) runResult {
 	t.Helper()
-	return runCtl(ctlContext(t), t, e.addr, args...)
+	return runZrpcctl(testContext(t), t, e.addr, args...)
 }
 
 // ok runs zrpcctl and fails the test unless it succeeds.
-func (e *ctlBlobEnv) ok(t *testing.T, args ...string) ctlResult {
+func (e *blobEnv) ok(t *testing.T, args ...string) runResult {
 	t.Helper()
 	res := e.run(t, args...)
 	if res.err != nil {
@@ -50,7 +50,7 @@ func (e *ctlBlobEnv) ok(t *testing.T, args ...string) ctlResult {
 
 // fails runs zrpcctl and fails the test unless it fails and its stderr
 // contains every one of wants.
-func (e *ctlBlobEnv) fails(t *testing.T, args []string, wants ...string) {
+func (e *blobEnv) fails(t *testing.T, args []string, wants ...string) {
 	t.Helper()
 	res := e.run(t, args...)
 	if res.err == nil {
@@ -65,7 +65,7 @@ func (e *ctlBlobEnv) fails(t *testing.T, args []string, wants ...string) {
 
 // file writes n pseudo-random bytes (from seed) to name in the scratch
 // directory and returns its path and bytes.
-func (e *ctlBlobEnv) file(t *testing.T, name string, n int, seed uint64) (string, []byte) {
+func (e *blobEnv) file(t *testing.T, name string, n int, seed uint64) (string, []byte) {
 	t.Helper()
 	data := make([]byte, n)
 	r := rand.New(rand.NewPCG(seed, seed))
@@ -80,7 +80,7 @@ func (e *ctlBlobEnv) file(t *testing.T, name string, n int, seed uint64) (string
 }
 
 // read returns the bytes of a file, failing the test if it cannot.
-func (e *ctlBlobEnv) read(t *testing.T, path string) []byte {
+func (e *blobEnv) read(t *testing.T, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -89,8 +89,8 @@ func (e *ctlBlobEnv) read(t *testing.T, path string) []byte {
 	return b
 }
 
-// ctlContains fails the test unless out contains every one of wants.
-func ctlContains(t *testing.T, what, out string, wants ...string) {
+// checkContains fails the test unless out contains every one of wants.
+func checkContains(t *testing.T, what, out string, wants ...string) {
 	t.Helper()
 	for _, want := range wants {
 		if !strings.Contains(out, want) {
@@ -99,11 +99,11 @@ func ctlContains(t *testing.T, what, out string, wants ...string) {
 	}
 }
 
-// TestCtlBlobAgainstCluster runs the blob commands against real agents:
+// TestBlobAgainstCluster runs the blob commands against real agents:
 // put, ls, stat, get (whole, range, stdout, into a directory), rm and
 // repair status, put from stdin, and their errors.
-func TestCtlBlobAgainstCluster(t *testing.T) {
-	e := newCtlBlobEnv(t)
+func TestBlobAgainstCluster(t *testing.T) {
+	e := newBlobEnv(t)
 	const name = "models/v3.bin"
 	src, data := e.file(t, "model.bin", 300<<10, 1)
 	sum := sha256.Sum256(data)
@@ -122,7 +122,7 @@ func TestCtlBlobAgainstCluster(t *testing.T) {
 
 	// put, table: the name defaults to the file's base name.
 	res = e.ok(t, "blob", "put", src)
-	ctlContains(t, "put output", res.stdout, "Name:     model.bin\n", "Size:     300.0 KiB (307200 bytes)\n",
+	checkContains(t, "put output", res.stdout, "Name:     model.bin\n", "Size:     300.0 KiB (307200 bytes)\n",
 		"K+M:      "+scheme+"\n", fmt.Sprintf("SHA-256:  %x\n", sum))
 
 	t.Run("ls", func(t *testing.T) {
@@ -135,7 +135,7 @@ func TestCtlBlobAgainstCluster(t *testing.T) {
 			t.Errorf("ls row = %q, want %s  300.0 KiB  %s  healthy  CREATED", lines[1], name, scheme)
 		}
 		for _, h := range []string{"NAME", "SIZE", "K+M", "HEALTH", "CREATED"} {
-			ctlContains(t, "ls header", lines[0], h)
+			checkContains(t, "ls header", lines[0], h)
 		}
 		var list []map[string]any
 		res = e.ok(t, "blob", "ls", "-o", "json")
@@ -149,7 +149,7 @@ func TestCtlBlobAgainstCluster(t *testing.T) {
 
 	t.Run("stat", func(t *testing.T) {
 		res := e.ok(t, "blob", "stat", name)
-		ctlContains(t, "stat output", res.stdout, "Health:           healthy\n", "K+M:              "+scheme+"\n",
+		checkContains(t, "stat output", res.stdout, "Health:           healthy\n", "K+M:              "+scheme+"\n",
 			"Blocks:           5 of 64.0 KiB\n", "Shards per agent: n1 ", "n2 ", "n3 ")
 		if strings.Contains(res.stdout, "not ok") {
 			t.Errorf("a healthy blob lists shards not ok:\n%s", res.stdout)
@@ -171,7 +171,7 @@ func TestCtlBlobAgainstCluster(t *testing.T) {
 		if !bytes.Equal(e.read(t, dest), data) {
 			t.Fatal("the downloaded file differs from the one put")
 		}
-		ctlContains(t, "get output", res.stdout, "SHA-256 verified")
+		checkContains(t, "get output", res.stdout, "SHA-256 verified")
 
 		// An existing destination is kept unless --force.
 		e.fails(t, []string{"blob", "get", "model.bin", dest}, "destination "+dest+": file already exists; pass --force")
@@ -186,7 +186,7 @@ func TestCtlBlobAgainstCluster(t *testing.T) {
 		if !bytes.Equal(e.read(t, part), data[70000:170000]) {
 			t.Error("the range read differs from the bytes put")
 		}
-		ctlContains(t, "ranged get output", res.stdout, "not checked against the digest")
+		checkContains(t, "ranged get output", res.stdout, "not checked against the digest")
 		res = e.ok(t, "blob", "get", name, "-")
 		if res.stdout != string(data) {
 			t.Errorf("get to stdout wrote %d bytes, not the %d put", len(res.stdout), len(data))
@@ -208,7 +208,7 @@ func TestCtlBlobAgainstCluster(t *testing.T) {
 		if !bytes.Equal(e.read(t, filepath.Join(sub, "v3.bin")), data) {
 			t.Error("get without DEST did not write ./v3.bin")
 		}
-		ctlCheckDirHolds(t, e.dir, "model.bin", "part.bin", "sub", "v3.bin")
+		checkDirHolds(t, e.dir, "model.bin", "part.bin", "sub", "v3.bin")
 	})
 
 	t.Run("errors", func(t *testing.T) {
@@ -222,7 +222,7 @@ func TestCtlBlobAgainstCluster(t *testing.T) {
 		e.fails(t, []string{"blob", "get", "../x", filepath.Join(e.dir, "x")}, "invalid argument")
 		e.fails(t, []string{"blob", "get", "models/none", filepath.Join(e.dir, "none")}, "not found", "Hint: `zrpcctl blob ls [PREFIX]`")
 		e.fails(t, []string{"blob", "stat", "models/none"}, "not found")
-		ctlCheckDirHolds(t, e.dir, "model.bin", "part.bin", "sub", "v3.bin")
+		checkDirHolds(t, e.dir, "model.bin", "part.bin", "sub", "v3.bin")
 	})
 
 	t.Run("overwrite", func(t *testing.T) {
@@ -235,7 +235,7 @@ func TestCtlBlobAgainstCluster(t *testing.T) {
 
 	t.Run("repair status", func(t *testing.T) {
 		res := e.ok(t, "blob", "repair", "status")
-		ctlContains(t, "repair status", res.stdout, "Leader:", "Queued:", "In progress:", "Waiting:",
+		checkContains(t, "repair status", res.stdout, "Leader:", "Queued:", "In progress:", "Waiting:",
 			"Rebuilt shards:", "Rebuilt bytes:", "Failed:", "Last error:", "Last scan:")
 		var st zrpcpb.RepairStatusResponse
 		res = e.ok(t, "blob", "repair", "status", "-o", "json")
@@ -246,7 +246,7 @@ func TestCtlBlobAgainstCluster(t *testing.T) {
 
 	t.Run("rm", func(t *testing.T) {
 		res := e.ok(t, "blob", "rm", name)
-		ctlContains(t, "rm output", res.stdout, "deleted "+name)
+		checkContains(t, "rm output", res.stdout, "deleted "+name)
 		e.ok(t, "blob", "rm", "model.bin")
 		if res := e.ok(t, "blob", "ls"); strings.TrimSpace(res.stdout) != "NAME  SIZE  K+M  HEALTH  CREATED" {
 			t.Errorf("ls after rm:\n%s", res.stdout)
@@ -256,7 +256,7 @@ func TestCtlBlobAgainstCluster(t *testing.T) {
 
 	t.Run("put from stdin", func(t *testing.T) {
 		_, data := e.file(t, "in", 150<<10, 3)
-		res := runCtlStdin(ctlContext(t), t, e.addr, bytes.NewReader(data), "blob", "put", "-", "--name", "logs/in.tar")
+		res := runZrpcctlStdin(testContext(t), t, e.addr, bytes.NewReader(data), "blob", "put", "-", "--name", "logs/in.tar")
 		if res.err != nil {
 			t.Fatalf("put from stdin: %v\n%s", res.err, res.stderr)
 		}

@@ -15,9 +15,9 @@ import (
 	"github.com/zrpcio/zrpc/internal/testlog"
 )
 
-// ctlFake is a fake agent with a small canned cluster, and the requests it
+// fakeAgent is a fake agent with a small canned cluster, and the requests it
 // received, for the zrpcctl tests.
-type ctlFake struct {
+type fakeAgent struct {
 	*clienttest.Agent
 
 	mu         sync.Mutex
@@ -25,9 +25,9 @@ type ctlFake struct {
 	gets       []*zrpcpb.GetRequest
 }
 
-func startCtlFake(t *testing.T) *ctlFake {
+func startFake(t *testing.T) *fakeAgent {
 	t.Helper()
-	f := &ctlFake{Agent: &clienttest.Agent{}}
+	f := &fakeAgent{Agent: &clienttest.Agent{}}
 	a := f.Agent
 	header := &zrpcpb.ResponseHeader{Revision: 42, ServedBy: "node-1"}
 	a.OnList = func(context.Context, *zrpcpb.ListRequest) (*zrpcpb.ListResponse, error) {
@@ -43,7 +43,7 @@ func startCtlFake(t *testing.T) *ctlFake {
 		if req.GetService() != "user.rpc" {
 			return nil, apierr.ToStatus(fmt.Errorf("%w: service %s", apierr.ErrNotFound, req.GetService()))
 		}
-		return &zrpcpb.GetResponse{Header: header, Instances: ctlFakeInstances()}, nil
+		return &zrpcpb.GetResponse{Header: header, Instances: fakeInstances()}, nil
 	}
 	a.OnRegister = func(_ context.Context, req *zrpcpb.RegisterRequest) (*zrpcpb.RegisterResponse, error) {
 		f.mu.Lock()
@@ -79,7 +79,7 @@ func startCtlFake(t *testing.T) *ctlFake {
 		return &zrpcpb.VersionResponse{Version: "9.9.9", Commit: "abc123", GoVersion: "go1.26"}, nil
 	}
 	a.OnWatch = func(_ *zrpcpb.WatchRequest, stream zrpcpb.Registry_WatchServer) error {
-		insts := ctlFakeInstances()
+		insts := fakeInstances()
 		snapshot := &zrpcpb.WatchResponse{Header: &zrpcpb.ResponseHeader{Revision: 10}, Snapshot: true}
 		for _, in := range insts {
 			snapshot.Events = append(snapshot.Events, &zrpcpb.Event{Type: zrpcpb.Event_PUT, Instance: in, Revision: 10})
@@ -99,7 +99,7 @@ func startCtlFake(t *testing.T) *ctlFake {
 	return f
 }
 
-func ctlFakeInstances() []*zrpcpb.Instance {
+func fakeInstances() []*zrpcpb.Instance {
 	return []*zrpcpb.Instance{
 		{Id: "user-1", Service: "user.rpc", Address: "10.0.0.5:9000", Health: zrpcpb.Health_PASSING,
 			Weight: 100, Zone: "eu-1a", Version: "1.2.0", Tags: []string{"canary", "v1"}},
@@ -107,20 +107,20 @@ func ctlFakeInstances() []*zrpcpb.Instance {
 	}
 }
 
-// ctlResult is what one zrpcctl run printed and returned.
-type ctlResult struct {
+// runResult is what one zrpcctl run printed and returned.
+type runResult struct {
 	stdout, stderr string
 	err            error
 }
 
-// runCtl runs zrpcctl with args (and --addr addr, when addr is set).
-func runCtl(ctx context.Context, t *testing.T, addr string, args ...string) ctlResult {
+// runZrpcctl runs zrpcctl with args (and --addr addr, when addr is set).
+func runZrpcctl(ctx context.Context, t *testing.T, addr string, args ...string) runResult {
 	t.Helper()
 	var out, errOut testlog.Buffer
-	return runCtlTo(ctx, t, &out, &errOut, addr, args...)
+	return runZrpcctlTo(ctx, t, &out, &errOut, addr, args...)
 }
 
-func runCtlTo(ctx context.Context, t *testing.T, out, errOut *testlog.Buffer, addr string, args ...string) ctlResult {
+func runZrpcctlTo(ctx context.Context, t *testing.T, out, errOut *testlog.Buffer, addr string, args ...string) runResult {
 	t.Helper()
 	cmd := NewCommand()
 	cmd.SetOut(out)
@@ -130,11 +130,11 @@ func runCtlTo(ctx context.Context, t *testing.T, out, errOut *testlog.Buffer, ad
 	}
 	cmd.SetArgs(args)
 	err := cmd.ExecuteContext(ctx)
-	return ctlResult{stdout: out.String(), stderr: errOut.String(), err: err}
+	return runResult{stdout: out.String(), stderr: errOut.String(), err: err}
 }
 
-// ctlContext returns a context that ends with the test or after 30s.
-func ctlContext(t *testing.T) context.Context {
+// testContext returns a context that ends with the test or after 30s.
+func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx

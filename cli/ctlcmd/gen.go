@@ -4,9 +4,9 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// newCtlGenCommand is `zrpcctl gen`: code generation from .proto files,
+// newGenCommand is `zrpcctl gen`: code generation from .proto files,
 // without protoc. It needs no agent.
-func newCtlGenCommand() *cobra.Command {
+func newGenCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "gen",
 		Short: "Generate a zrpc service from a .proto file (no protoc needed)",
@@ -17,6 +17,6 @@ Message code is protoc-gen-go's, gRPC stubs have protoc-gen-go-grpc's API.`,
   zrpcctl gen rpc user.proto --out ./user --module example.com/user
   cd user && go run . -f etc/user.yaml`,
 	}
-	cmd.AddCommand(newCtlGenProtoCommand(), newCtlGenRPCCommand())
+	cmd.AddCommand(newGenProtoCommand(), newGenRPCCommand())
 	return cmd
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/zrpcio/zrpc/gen"
 )
 
-func newCtlGenProtoCommand() *cobra.Command {
+func newGenProtoCommand() *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
 		Use:   "proto NAME",

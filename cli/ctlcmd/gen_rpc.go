@@ -11,14 +11,14 @@ import (
 	"github.com/zrpcio/zrpc/gen"
 )
 
-type ctlGenRPCOptions struct {
+type genRPCOptions struct {
 	out, module, zrpcReplace string
 	importPaths              []string
 	dryRun                   bool
 }
 
-func newCtlGenRPCCommand() *cobra.Command {
-	o := &ctlGenRPCOptions{}
+func newGenRPCCommand() *cobra.Command {
+	o := &genRPCOptions{}
 	cmd := &cobra.Command{
 		Use:   "rpc FILE.proto --out DIR",
 		Short: "Generate a runnable zrpc service from the service in a .proto file",
@@ -69,7 +69,7 @@ module, no go.mod is written.`,
 	return cmd
 }
 
-func (o *ctlGenRPCOptions) run(cmd *cobra.Command, file string) error {
+func (o *genRPCOptions) run(cmd *cobra.Command, file string) error {
 	cfg := gen.ServiceConfig{Proto: file, ImportPaths: o.importPaths, Out: o.out, Module: o.module, ZRPCReplace: o.zrpcReplace}
 	w := cmd.OutOrStdout()
 	if cfg.ZRPCReplace == "" {

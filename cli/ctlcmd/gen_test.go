@@ -8,23 +8,23 @@ import (
 	"testing"
 )
 
-// TestCtlGen runs the flow through the command line: a starter
+// TestGen runs the flow through the command line: a starter
 // proto, a service from it, a re-run that keeps the user's files, and a
 // dry run that writes nothing.
-func TestCtlGen(t *testing.T) {
+func TestGen(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	res := runCtl(ctx, t, "", "gen", "proto", "user", "--dir", dir)
+	res := runZrpcctl(ctx, t, "", "gen", "proto", "user", "--dir", dir)
 	proto := filepath.Join(dir, "user.proto")
 	if res.err != nil || !strings.Contains(res.stdout, "created  "+proto) {
 		t.Fatalf("gen proto: %v\n%s", res.err, res.stdout)
 	}
-	if res := runCtl(ctx, t, "", "gen", "proto", "user", "--dir", dir); res.err == nil || !strings.Contains(res.err.Error(), "exists; not overwritten") {
+	if res := runZrpcctl(ctx, t, "", "gen", "proto", "user", "--dir", dir); res.err == nil || !strings.Contains(res.err.Error(), "exists; not overwritten") {
 		t.Errorf("gen proto over an existing file: %v", res.err)
 	}
 
 	out := filepath.Join(dir, "user")
-	res = runCtl(ctx, t, "", "gen", "rpc", proto, "--out", out, "--module", "example.com/user")
+	res = runZrpcctl(ctx, t, "", "gen", "rpc", proto, "--out", out, "--module", "example.com/user")
 	if res.err != nil {
 		t.Fatalf("gen rpc: %v\n%s", res.err, res.stderr)
 	}
@@ -44,7 +44,7 @@ func TestCtlGen(t *testing.T) {
 	if err := os.WriteFile(logic, []byte("package logic\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	res = runCtl(ctx, t, "", "gen", "rpc", proto, "--out", out)
+	res = runZrpcctl(ctx, t, "", "gen", "rpc", proto, "--out", out)
 	if res.err != nil {
 		t.Fatalf("gen rpc again: %v", res.err)
 	}
@@ -62,7 +62,7 @@ func TestCtlGen(t *testing.T) {
 	}
 
 	dry := filepath.Join(dir, "dry")
-	res = runCtl(ctx, t, "", "gen", "rpc", proto, "--out", dry, "--module", "example.com/dry", "--dry-run")
+	res = runZrpcctl(ctx, t, "", "gen", "rpc", proto, "--out", dry, "--module", "example.com/dry", "--dry-run")
 	if res.err != nil || !strings.Contains(res.stdout, "would be created "+filepath.Join(dry, "main.go")) {
 		t.Errorf("dry run: %v\n%s", res.err, res.stdout)
 	}
@@ -71,7 +71,7 @@ func TestCtlGen(t *testing.T) {
 	}
 }
 
-func TestCtlGenInputErrors(t *testing.T) {
+func TestGenInputErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.proto")
 	if err := os.WriteFile(bad, []byte("syntax = \"proto3\";\nmessage {\n"), 0o644); err != nil {
@@ -88,7 +88,7 @@ func TestCtlGenInputErrors(t *testing.T) {
 		{"no name", []string{"gen", "proto"}, "accepts 1 arg(s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			res := runCtl(context.Background(), t, "", tc.args...)
+			res := runZrpcctl(context.Background(), t, "", tc.args...)
 			if res.err == nil || !strings.Contains(res.err.Error(), tc.want) {
 				t.Fatalf("err = %v, want it to contain %q", res.err, tc.want)
 			}

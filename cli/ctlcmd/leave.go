@@ -10,7 +10,7 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-func newCtlLeaveCommand(o *ctlOptions) *cobra.Command {
+func newLeaveCommand(o *options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "leave",
 		Short: "Make an agent leave the cluster for good",

@@ -8,7 +8,7 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-func newCtlMembersCommand(o *ctlOptions) *cobra.Command {
+func newMembersCommand(o *options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "members",
 		Short: "List the agents of the cluster",

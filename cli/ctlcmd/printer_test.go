@@ -82,7 +82,7 @@ func TestServiceTableEscapesInstanceFields(t *testing.T) {
 		Version: "1.0\x1b]0;pwned\x07", Tags: []string{"a\x1b[31m", "b"}}
 	var out bytes.Buffer
 	p, _ := newPrinter(&out, outputTable)
-	if err := p.table(nil, []string{"id", "address", "health", "weight", "zone", "version", "tags"}, [][]string{ctlInstanceRow(in)}); err != nil {
+	if err := p.table(nil, []string{"id", "address", "health", "weight", "zone", "version", "tags"}, [][]string{instanceRow(in)}); err != nil {
 		t.Fatal(err)
 	}
 	checkTerminalSafe(t, "service get", out.String())

@@ -116,12 +116,12 @@ func (b *progressBar) line(elapsed time.Duration) string {
 		}
 		filled := int(frac * progressBarWidth)
 		fmt.Fprintf(&s, " [%s%s] %3.0f%%  %s / %s", strings.Repeat("=", filled),
-			strings.Repeat(" ", progressBarWidth-filled), frac*100, ctlSize(done), ctlSize(uint64(b.total)))
+			strings.Repeat(" ", progressBarWidth-filled), frac*100, formatSize(done), formatSize(uint64(b.total)))
 	} else {
-		fmt.Fprintf(&s, "  %s", ctlSize(done))
+		fmt.Fprintf(&s, "  %s", formatSize(done))
 	}
 	if secs := elapsed.Seconds(); secs > 0 {
-		fmt.Fprintf(&s, "  %s/s", ctlSize(uint64(float64(done)/secs)))
+		fmt.Fprintf(&s, "  %s/s", formatSize(uint64(float64(done)/secs)))
 	}
 	if b.sentNote != "" && b.total >= 0 && b.done >= b.total {
 		s.WriteString("  " + b.sentNote)

@@ -87,7 +87,7 @@ func TestProgressBarQuietWithoutTerminal(t *testing.T) {
 	}
 }
 
-func TestCtlSize(t *testing.T) {
+func TestFormatSize(t *testing.T) {
 	tests := []struct {
 		n    uint64
 		want string
@@ -103,8 +103,8 @@ func TestCtlSize(t *testing.T) {
 		{1<<64 - 1, "16.0 EiB"},
 	}
 	for _, tt := range tests {
-		if got := ctlSize(tt.n); got != tt.want {
-			t.Errorf("ctlSize(%d) = %q, want %q", tt.n, got, tt.want)
+		if got := formatSize(tt.n); got != tt.want {
+			t.Errorf("formatSize(%d) = %q, want %q", tt.n, got, tt.want)
 		}
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func newCtlRaftCommand(o *ctlOptions) *cobra.Command {
+func newRaftCommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "raft",
 		Short: "Inspect the Raft cluster that replicates the registry",
@@ -14,7 +14,7 @@ replicate the service registry.`,
   zrpcctl raft remove-peer n3`,
 		Args: cobra.NoArgs,
 	}
-	cmd.AddCommand(newCtlRaftPeersCommand(o))
-	cmd.AddCommand(newCtlRaftRemovePeerCommand(o))
+	cmd.AddCommand(newRaftPeersCommand(o))
+	cmd.AddCommand(newRaftRemovePeerCommand(o))
 	return cmd
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-func newCtlRaftPeersCommand(o *ctlOptions) *cobra.Command {
+func newRaftPeersCommand(o *options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "peers",
 		Short: "List the Raft peers and the leader",

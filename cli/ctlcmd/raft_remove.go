@@ -10,7 +10,7 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-func newCtlRaftRemovePeerCommand(o *ctlOptions) *cobra.Command {
+func newRaftRemovePeerCommand(o *options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "remove-peer NAME",
 		Short: "Remove an agent that is gone from the cluster for good",

@@ -9,8 +9,8 @@ import (
 	"github.com/zrpcio/zrpc/testcluster"
 )
 
-func TestCtlRaftRemovePeer(t *testing.T) {
-	t.Setenv(ctlAddrEnv, "")
+func TestRaftRemovePeer(t *testing.T) {
+	t.Setenv(addrEnv, "")
 	// The leader would reap a dead agent by itself after dead_node_reap;
 	// make that long, so that only the command removes it.
 	c := testcluster.New(t, 3, testcluster.WithDeadNodeReap(10*time.Minute))
@@ -24,7 +24,7 @@ func TestCtlRaftRemovePeer(t *testing.T) {
 	via, gone := others[0], others[1]
 	c.Kill(gone)
 	c.WaitFor(20*time.Second, fmt.Sprintf("the leader sees %s failed", c.Name(gone)), func() bool {
-		resp, err := c.Status(leader).Members(ctlContext(t), &zrpcpb.MembersRequest{})
+		resp, err := c.Status(leader).Members(testContext(t), &zrpcpb.MembersRequest{})
 		if err != nil {
 			return false
 		}
@@ -35,14 +35,14 @@ func TestCtlRaftRemovePeer(t *testing.T) {
 		}
 		return false
 	})
-	run := func(args ...string) ctlResult { return runCtl(ctlContext(t), t, c.GRPCAddr(via), args...) }
+	run := func(args ...string) runResult { return runZrpcctl(testContext(t), t, c.GRPCAddr(via), args...) }
 	fails := func(name string, wants ...string) {
 		t.Helper()
 		res := run("raft", "remove-peer", name)
 		if res.err == nil {
 			t.Fatalf("remove-peer %s succeeded, want an error", name)
 		}
-		ctlContains(t, "remove-peer "+name+" stderr", res.stderr+res.err.Error(), wants...)
+		checkContains(t, "remove-peer "+name+" stderr", res.stderr+res.err.Error(), wants...)
 	}
 	fails(c.Name(leader), "is the Raft leader and cannot remove itself")
 	fails(c.Name(via), "is alive", "leave")
@@ -52,7 +52,7 @@ func TestCtlRaftRemovePeer(t *testing.T) {
 	if res.err != nil {
 		t.Fatalf("remove-peer %s: %v\n%s", c.Name(gone), res.err, res.stderr)
 	}
-	ctlContains(t, "remove-peer stdout", res.stdout, "removed agent "+c.Name(gone))
+	checkContains(t, "remove-peer stdout", res.stdout, "removed agent "+c.Name(gone))
 	l := c.Node(leader)
 	for _, s := range l.Store().Raft().GetConfiguration().Configuration().Servers {
 		if string(s.ID) == c.Name(gone) {

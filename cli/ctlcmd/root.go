@@ -19,13 +19,13 @@ import (
 
 // Defaults of zrpcctl's global flags.
 const (
-	ctlDefaultAddr    = "127.0.0.1:8400"
-	ctlAddrEnv        = "ZRPC_ADDR"
-	ctlDefaultTimeout = 5 * time.Second
+	defaultAddr    = "127.0.0.1:8400"
+	addrEnv        = "ZRPC_ADDR"
+	defaultTimeout = 5 * time.Second
 )
 
-// ctlOptions are zrpcctl's global flags, shared by every command.
-type ctlOptions struct {
+// options are zrpcctl's global flags, shared by every command.
+type options struct {
 	addr    string
 	output  string
 	timeout time.Duration
@@ -34,7 +34,7 @@ type ctlOptions struct {
 // NewCommand returns the zrpcctl root command: the operator's tool, which
 // talks to agents through package client.
 func NewCommand() *cobra.Command {
-	o := &ctlOptions{}
+	o := &options{}
 	root := &cobra.Command{
 		Use:   "zrpcctl",
 		Short: "zrpcctl inspects and changes a zrpc cluster through its agents",
@@ -49,25 +49,25 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 		},
 	}
 	fs := root.PersistentFlags()
-	fs.StringVar(&o.addr, "addr", ctlDefaultAddr, "comma-separated agent gRPC addresses host:port (env "+ctlAddrEnv+")")
+	fs.StringVar(&o.addr, "addr", defaultAddr, "comma-separated agent gRPC addresses host:port (env "+addrEnv+")")
 	fs.StringVarP(&o.output, "output", "o", outputTable, "output format: table or json")
-	fs.DurationVar(&o.timeout, "timeout", ctlDefaultTimeout, "how long to wait for each answer from the agents")
+	fs.DurationVar(&o.timeout, "timeout", defaultTimeout, "how long to wait for each answer from the agents")
 	root.AddCommand(
-		newCtlServiceCommand(o),
-		newCtlStatusCommand(o),
-		newCtlMembersCommand(o),
-		newCtlLeaveCommand(o),
-		newCtlRaftCommand(o),
-		newCtlVersionCommand(o),
-		newCtlBlobCommand(o),
+		newServiceCommand(o),
+		newStatusCommand(o),
+		newMembersCommand(o),
+		newLeaveCommand(o),
+		newRaftCommand(o),
+		newVersionCommand(o),
+		newBlobCommand(o),
 	)
-	root.AddCommand(newCtlGenCommand())
+	root.AddCommand(newGenCommand())
 	return root
 }
 
 // complete applies $ZRPC_ADDR and checks the global flags' shapes.
-func (o *ctlOptions) complete(cmd *cobra.Command) error {
-	if env := os.Getenv(ctlAddrEnv); env != "" && !cmd.Flags().Changed("addr") {
+func (o *options) complete(cmd *cobra.Command) error {
+	if env := os.Getenv(addrEnv); env != "" && !cmd.Flags().Changed("addr") {
 		o.addr = env
 	}
 	if err := (client.Config{Endpoints: o.endpoints()}).Validate(); err != nil {
@@ -82,7 +82,7 @@ func (o *ctlOptions) complete(cmd *cobra.Command) error {
 	return nil
 }
 
-func (o *ctlOptions) endpoints() []string {
+func (o *options) endpoints() []string {
 	var eps []string
 	for ep := range strings.SplitSeq(o.addr, ",") {
 		if ep = strings.TrimSpace(ep); ep != "" {
@@ -92,13 +92,13 @@ func (o *ctlOptions) endpoints() []string {
 	return eps
 }
 
-// ctlRun is the runtime part of a command, after its flags were checked.
-type ctlRun func(ctx context.Context, c *client.Client, p *printer) error
+// runFunc is the runtime part of a command, after its flags were checked.
+type runFunc func(ctx context.Context, c *client.Client, p *printer) error
 
 // run connects to the agents and runs fn. From here on errors are not usage
 // errors: cobra does not print the usage, and errors from the agents get a
 // hint where one helps. ctx bounds fn by --timeout unless stream is set.
-func (o *ctlOptions) run(cmd *cobra.Command, stream bool, fn ctlRun) error {
+func (o *options) run(cmd *cobra.Command, stream bool, fn runFunc) error {
 	cmd.SilenceUsage = true
 	p, err := newPrinter(cmd.OutOrStdout(), o.output)
 	if err != nil {
@@ -120,7 +120,7 @@ func (o *ctlOptions) run(cmd *cobra.Command, stream bool, fn ctlRun) error {
 }
 
 // explain adds a hint to an error from the agents when the remedy is likely.
-func (o *ctlOptions) explain(err error) error {
+func (o *options) explain(err error) error {
 	if err == nil {
 		return nil
 	}
@@ -140,15 +140,15 @@ func (o *ctlOptions) explain(err error) error {
 	if hint == "" {
 		return err
 	}
-	return &ctlHintError{err: err, hint: hint}
+	return &hintError{err: err, hint: hint}
 }
 
-// ctlHintError prints as the error, then the hint on its own line.
-type ctlHintError struct {
+// hintError prints as the error, then the hint on its own line.
+type hintError struct {
 	err  error
 	hint string
 }
 
-func (e *ctlHintError) Error() string { return e.err.Error() + "\nHint: " + e.hint }
+func (e *hintError) Error() string { return e.err.Error() + "\nHint: " + e.hint }
 
-func (e *ctlHintError) Unwrap() error { return e.err }
+func (e *hintError) Unwrap() error { return e.err }

@@ -12,9 +12,9 @@ import (
 	"github.com/zrpcio/zrpc/client/clienttest"
 )
 
-func TestCtlTableOutput(t *testing.T) {
-	t.Setenv(ctlAddrEnv, "")
-	f := startCtlFake(t)
+func TestTableOutput(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
 	tests := []struct {
 		name string
 		args []string
@@ -59,7 +59,7 @@ node-1  10.0.0.1:8402  alive   voter  0.1.0  eu-1a
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := runCtl(ctlContext(t), t, f.Addr, tt.args...)
+			res := runZrpcctl(testContext(t), t, f.Addr, tt.args...)
 			if res.err != nil {
 				t.Fatalf("zrpcctl %s: %v\nstderr: %s", strings.Join(tt.args, " "), res.err, res.stderr)
 			}
@@ -70,9 +70,9 @@ node-1  10.0.0.1:8402  alive   voter  0.1.0  eu-1a
 	}
 }
 
-func TestCtlJSONOutput(t *testing.T) {
-	t.Setenv(ctlAddrEnv, "")
-	f := startCtlFake(t)
+func TestJSONOutput(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
 	tests := []struct {
 		name string
 		args []string
@@ -87,7 +87,7 @@ func TestCtlJSONOutput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := runCtl(ctlContext(t), t, f.Addr, append(tt.args, "-o", "json")...)
+			res := runZrpcctl(testContext(t), t, f.Addr, append(tt.args, "-o", "json")...)
 			if res.err != nil {
 				t.Fatalf("zrpcctl: %v", res.err)
 			}
@@ -110,11 +110,11 @@ func TestCtlJSONOutput(t *testing.T) {
 	}
 }
 
-// TestCtlInputErrors checks that malformed flags fail with a clear message
+// TestInputErrors checks that malformed flags fail with a clear message
 // before any request reaches the agent.
-func TestCtlInputErrors(t *testing.T) {
-	t.Setenv(ctlAddrEnv, "")
-	f := startCtlFake(t)
+func TestInputErrors(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
 	register := []string{"service", "register", "user.rpc", "--id", "user-1", "--address", "10.0.0.5:9000"}
 	tests := []struct {
 		name string
@@ -134,7 +134,7 @@ func TestCtlInputErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := runCtl(ctlContext(t), t, f.Addr, tt.args...)
+			res := runZrpcctl(testContext(t), t, f.Addr, tt.args...)
 			if res.err == nil || !strings.Contains(res.err.Error(), tt.want) {
 				t.Fatalf("err = %v, want it to contain %q", res.err, tt.want)
 			}
@@ -148,10 +148,10 @@ func TestCtlInputErrors(t *testing.T) {
 	}
 }
 
-func TestCtlRegisterSendsFlags(t *testing.T) {
-	t.Setenv(ctlAddrEnv, "")
-	f := startCtlFake(t)
-	res := runCtl(ctlContext(t), t, f.Addr, "service", "register", "user.rpc", "--id", "user-3",
+func TestRegisterSendsFlags(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
+	res := runZrpcctl(testContext(t), t, f.Addr, "service", "register", "user.rpc", "--id", "user-3",
 		"--address", "10.0.0.7:9000", "--weight", "50", "--tag", "a", "--tag", "b",
 		"--meta", "owner=team=users", "--grpc-check", "--interval", "5s", "--deregister-critical-after", "10m")
 	if res.err != nil {
@@ -175,9 +175,9 @@ func TestCtlRegisterSendsFlags(t *testing.T) {
 	}
 }
 
-func TestCtlAgentErrors(t *testing.T) {
-	t.Setenv(ctlAddrEnv, "")
-	f := startCtlFake(t)
+func TestAgentErrors(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
 	down := clienttest.ClosedAddr(t)
 	tests := []struct {
 		name  string
@@ -192,7 +192,7 @@ func TestCtlAgentErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := runCtl(ctlContext(t), t, tt.addr, tt.args...)
+			res := runZrpcctl(testContext(t), t, tt.addr, tt.args...)
 			if res.err == nil {
 				t.Fatal("command succeeded, want an error")
 			}
@@ -208,10 +208,10 @@ func TestCtlAgentErrors(t *testing.T) {
 	}
 }
 
-func TestCtlVersion(t *testing.T) {
-	t.Setenv(ctlAddrEnv, "")
-	f := startCtlFake(t)
-	res := runCtl(ctlContext(t), t, f.Addr, "version")
+func TestVersion(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
+	res := runZrpcctl(testContext(t), t, f.Addr, "version")
 	if res.err != nil {
 		t.Fatalf("version: %v", res.err)
 	}
@@ -221,21 +221,21 @@ func TestCtlVersion(t *testing.T) {
 		}
 	}
 	// Without an agent it still prints the client's version.
-	res = runCtl(ctlContext(t), t, clienttest.ClosedAddr(t), "version")
+	res = runZrpcctl(testContext(t), t, clienttest.ClosedAddr(t), "version")
 	if res.err != nil || !strings.Contains(res.stdout, "Client version: "+cli.Version) || strings.Contains(res.stdout, "Agent") {
 		t.Fatalf("version without agent = %v:\n%s", res.err, res.stdout)
 	}
 }
 
-func TestCtlAddrFromEnv(t *testing.T) {
-	f := startCtlFake(t)
-	t.Setenv(ctlAddrEnv, clienttest.ClosedAddr(t)+","+f.Addr)
-	if res := runCtl(ctlContext(t), t, "", "status"); res.err != nil {
-		t.Fatalf("status with %s set: %v", ctlAddrEnv, res.err)
+func TestAddrFromEnv(t *testing.T) {
+	f := startFake(t)
+	t.Setenv(addrEnv, clienttest.ClosedAddr(t)+","+f.Addr)
+	if res := runZrpcctl(testContext(t), t, "", "status"); res.err != nil {
+		t.Fatalf("status with %s set: %v", addrEnv, res.err)
 	}
 }
 
-func TestCtlCommandsDocumented(t *testing.T) {
+func TestCommandsDocumented(t *testing.T) {
 	var walk func(*cobra.Command)
 	walk = func(c *cobra.Command) {
 		if c.Short == "" || c.Long == "" || c.Example == "" {
@@ -250,8 +250,8 @@ func TestCtlCommandsDocumented(t *testing.T) {
 	walk(NewCommand())
 }
 
-// ctlWaitFor polls cond until it holds or the deadline passes.
-func ctlWaitFor(t *testing.T, what string, cond func() bool) {
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {

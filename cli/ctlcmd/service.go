@@ -10,7 +10,7 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-func newCtlServiceCommand(o *ctlOptions) *cobra.Command {
+func newServiceCommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "service",
 		Short: "List, inspect, register and watch services",
@@ -24,21 +24,21 @@ themselves through the rpc package).`,
 		Args: cobra.NoArgs,
 	}
 	cmd.AddCommand(
-		newCtlServiceListCommand(o),
-		newCtlServiceGetCommand(o),
-		newCtlServiceRegisterCommand(o),
-		newCtlServiceDeregisterCommand(o),
-		newCtlServiceRenewCommand(o),
-		newCtlServiceWatchCommand(o),
+		newServiceListCommand(o),
+		newServiceGetCommand(o),
+		newServiceRegisterCommand(o),
+		newServiceDeregisterCommand(o),
+		newServiceRenewCommand(o),
+		newServiceWatchCommand(o),
 	)
 	return cmd
 }
 
-// ctlConsistencyFlag is --consistency of the read commands.
-const ctlConsistencyUsage = "read consistency: default (local copy, refused when the agent lost the leader), stale (local copy, any age) or consistent (on the leader)"
+// consistencyFlag is --consistency of the read commands.
+const consistencyUsage = "read consistency: default (local copy, refused when the agent lost the leader), stale (local copy, any age) or consistent (on the leader)"
 
-// ctlReadOptions turns --consistency into a read option.
-func ctlReadOptions(consistency string) ([]client.ReadOption, error) {
+// readOptions turns --consistency into a read option.
+func readOptions(consistency string) ([]client.ReadOption, error) {
 	c, ok := zrpcpb.Consistency_value[strings.ToUpper(consistency)]
 	if !ok {
 		return nil, fmt.Errorf("invalid --consistency %q: want default, stale or consistent", consistency)
@@ -46,15 +46,15 @@ func ctlReadOptions(consistency string) ([]client.ReadOption, error) {
 	return []client.ReadOption{client.WithConsistency(zrpcpb.Consistency(c))}, nil
 }
 
-// ctlHealth shows a health as passing, warning or critical ("" when unknown).
-func ctlHealth(h zrpcpb.Health) string {
+// formatHealth shows a health as passing, warning or critical ("" when unknown).
+func formatHealth(h zrpcpb.Health) string {
 	if h == zrpcpb.Health_HEALTH_UNSPECIFIED {
 		return ""
 	}
 	return strings.ToLower(h.String())
 }
 
-// ctlInstanceName is how commands name one instance: service/id.
-func ctlInstanceName(service, id string) string {
+// instanceName is how commands name one instance: service/id.
+func instanceName(service, id string) string {
 	return service + "/" + id
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-func newCtlServiceDeregisterCommand(o *ctlOptions) *cobra.Command {
+func newServiceDeregisterCommand(o *options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "deregister SERVICE ID",
 		Short: "Remove an instance from the registry",
@@ -25,10 +25,10 @@ again.`,
 			return o.run(cmd, false, func(ctx context.Context, c *client.Client, p *printer) error {
 				rev, err := c.Deregister(ctx, service, id)
 				if err != nil {
-					return fmt.Errorf("deregister %s: %w", ctlInstanceName(service, id), err)
+					return fmt.Errorf("deregister %s: %w", instanceName(service, id), err)
 				}
 				resp := &zrpcpb.DeregisterResponse{Header: &zrpcpb.ResponseHeader{Revision: rev}}
-				return p.sentence(resp, fmt.Sprintf("deregistered %s at revision %d", ctlInstanceName(service, id), rev))
+				return p.sentence(resp, fmt.Sprintf("deregistered %s at revision %d", instanceName(service, id), rev))
 			})
 		},
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-func newCtlServiceGetCommand(o *ctlOptions) *cobra.Command {
+func newServiceGetCommand(o *options) *cobra.Command {
 	var (
 		consistency string
 		passing     bool
@@ -26,7 +26,7 @@ clients route to).`,
   zrpcctl service get user.rpc --passing -o json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts, err := ctlReadOptions(consistency)
+			opts, err := readOptions(consistency)
 			if err != nil {
 				return err
 			}
@@ -40,23 +40,23 @@ clients route to).`,
 				}
 				rows := make([][]string, 0, len(instances))
 				for _, in := range instances {
-					rows = append(rows, ctlInstanceRow(in))
+					rows = append(rows, instanceRow(in))
 				}
 				return p.table(protoMessages(instances),
 					[]string{"id", "address", "health", "weight", "zone", "version", "tags"}, rows)
 			})
 		},
 	}
-	cmd.Flags().StringVar(&consistency, "consistency", "default", ctlConsistencyUsage)
+	cmd.Flags().StringVar(&consistency, "consistency", "default", consistencyUsage)
 	cmd.Flags().BoolVar(&passing, "passing", false, "only instances whose health is passing")
 	return cmd
 }
 
-func ctlInstanceRow(in *zrpcpb.Instance) []string {
+func instanceRow(in *zrpcpb.Instance) []string {
 	return []string{
 		in.GetId(),
 		in.GetAddress(),
-		ctlHealth(in.GetHealth()),
+		formatHealth(in.GetHealth()),
 		strconv.FormatUint(uint64(in.GetWeight()), 10),
 		in.GetZone(),
 		in.GetVersion(),

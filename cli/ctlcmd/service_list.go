@@ -9,7 +9,7 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-func newCtlServiceListCommand(o *ctlOptions) *cobra.Command {
+func newServiceListCommand(o *options) *cobra.Command {
 	var consistency string
 	cmd := &cobra.Command{
 		Use:   "list",
@@ -20,7 +20,7 @@ them are passing (routable).`,
   zrpcctl service list --consistency consistent -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			opts, err := ctlReadOptions(consistency)
+			opts, err := readOptions(consistency)
 			if err != nil {
 				return err
 			}
@@ -39,6 +39,6 @@ them are passing (routable).`,
 			})
 		},
 	}
-	cmd.Flags().StringVar(&consistency, "consistency", "default", ctlConsistencyUsage)
+	cmd.Flags().StringVar(&consistency, "consistency", "default", consistencyUsage)
 	return cmd
 }

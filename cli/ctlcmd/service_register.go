@@ -14,8 +14,8 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-// ctlRegisterFlags are the flags of `service register`.
-type ctlRegisterFlags struct {
+// registerFlags are the flags of `service register`.
+type registerFlags struct {
 	id, address, zone, version string
 	weight                     uint32
 	tags, meta                 []string
@@ -26,8 +26,8 @@ type ctlRegisterFlags struct {
 	deregisterCriticalAfter    time.Duration
 }
 
-func newCtlServiceRegisterCommand(o *ctlOptions) *cobra.Command {
-	var f ctlRegisterFlags
+func newServiceRegisterCommand(o *options) *cobra.Command {
+	var f registerFlags
 	cmd := &cobra.Command{
 		Use:   "register SERVICE --id ID --address HOST:PORT",
 		Short: "Register an instance of a service by hand",
@@ -59,7 +59,7 @@ Processes that use the rpc package register themselves and need none of this.`,
 				}
 				resp := &zrpcpb.RegisterResponse{Header: &zrpcpb.ResponseHeader{Revision: rev}, Instance: stored}
 				return p.sentence(resp, fmt.Sprintf("registered %s at revision %d",
-					ctlInstanceName(stored.GetService(), stored.GetId()), rev))
+					instanceName(stored.GetService(), stored.GetId()), rev))
 			})
 		},
 	}
@@ -84,7 +84,7 @@ Processes that use the rpc package register themselves and need none of this.`,
 
 // instance checks the flags' shapes and builds the instance to register. The
 // agent checks the content (names, address, ranges).
-func (f *ctlRegisterFlags) instance(cmd *cobra.Command, service string) (*zrpcpb.Instance, error) {
+func (f *registerFlags) instance(cmd *cobra.Command, service string) (*zrpcpb.Instance, error) {
 	changed := cmd.Flags().Changed
 	if f.ttl != 0 && f.grpcCheck {
 		return nil, errors.New("--ttl and --grpc-check exclude each other: an instance has one health check")
@@ -99,7 +99,7 @@ func (f *ctlRegisterFlags) instance(cmd *cobra.Command, service string) (*zrpcpb
 	if f.deregisterCriticalAfter != 0 && f.ttl == 0 && !f.grpcCheck {
 		return nil, errors.New("--deregister-critical-after needs a check: --ttl or --grpc-check")
 	}
-	meta, err := ctlParseMeta(f.meta)
+	meta, err := parseMeta(f.meta)
 	if err != nil {
 		return nil, err
 	}
@@ -130,8 +130,8 @@ func (f *ctlRegisterFlags) instance(cmd *cobra.Command, service string) (*zrpcpb
 	return inst, nil
 }
 
-// ctlParseMeta parses repeated --meta key=value flags.
-func ctlParseMeta(pairs []string) (map[string]string, error) {
+// parseMeta parses repeated --meta key=value flags.
+func parseMeta(pairs []string) (map[string]string, error) {
 	if len(pairs) == 0 {
 		return nil, nil
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-func newCtlServiceRenewCommand(o *ctlOptions) *cobra.Command {
+func newServiceRenewCommand(o *options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "renew SERVICE ID",
 		Short: "Renew the TTL check of an instance",
@@ -24,9 +24,9 @@ from cron or a supervisor script, to keep the instance passing.`,
 			service, id := args[0], args[1]
 			return o.run(cmd, false, func(ctx context.Context, c *client.Client, p *printer) error {
 				if err := c.RenewTTL(ctx, service, id); err != nil {
-					return fmt.Errorf("renew %s: %w", ctlInstanceName(service, id), err)
+					return fmt.Errorf("renew %s: %w", instanceName(service, id), err)
 				}
-				return p.sentence(&zrpcpb.RenewTTLResponse{}, "renewed "+ctlInstanceName(service, id))
+				return p.sentence(&zrpcpb.RenewTTLResponse{}, "renewed "+instanceName(service, id))
 			})
 		},
 	}

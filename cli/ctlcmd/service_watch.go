@@ -17,11 +17,11 @@ import (
 
 // Columns of `service watch`; rows print as they come, so widths are fixed.
 var (
-	ctlWatchHeaders = []string{"rev", "type", "service", "id", "address", "health"}
-	ctlWatchWidths  = []int{8, 6, 20, 20, 21}
+	watchHeaders = []string{"rev", "type", "service", "id", "address", "health"}
+	watchWidths  = []int{8, 6, 20, 20, 21}
 )
 
-func newCtlServiceWatchCommand(o *ctlOptions) *cobra.Command {
+func newServiceWatchCommand(o *options) *cobra.Command {
 	var rev uint64
 	cmd := &cobra.Command{
 		Use:   "watch [SERVICE]",
@@ -45,7 +45,7 @@ It runs until Ctrl-C. With -o json it prints one WatchResponse per line.`,
 			defer stop()
 			cmd.SetContext(ctx)
 			return o.run(cmd, true, func(ctx context.Context, c *client.Client, p *printer) error {
-				return ctlWatch(ctx, c, p, service, rev)
+				return runWatch(ctx, c, p, service, rev)
 			})
 		},
 	}
@@ -53,28 +53,28 @@ It runs until Ctrl-C. With -o json it prints one WatchResponse per line.`,
 	return cmd
 }
 
-// ctlWatch prints the watch until ctx ends (a clean exit) or it fails.
-func ctlWatch(ctx context.Context, c *client.Client, p *printer, service string, rev uint64) error {
+// runWatch prints the watch until ctx ends (a clean exit) or it fails.
+func runWatch(ctx context.Context, c *client.Client, p *printer, service string, rev uint64) error {
 	w, err := c.Watch(ctx, service, rev)
 	if err != nil {
-		return ctlWatchEnded(ctx, err)
+		return watchEnded(ctx, err)
 	}
 	defer w.Close()
-	if err := p.streamHeader(ctlWatchWidths, ctlWatchHeaders); err != nil {
+	if err := p.streamHeader(watchWidths, watchHeaders); err != nil {
 		return err
 	}
 	for {
 		resp, err := w.Recv()
 		if err != nil {
-			return ctlWatchEnded(ctx, err)
+			return watchEnded(ctx, err)
 		}
-		if err := ctlPrintWatchResponse(p, resp); err != nil {
+		if err := printWatchResponse(p, resp); err != nil {
 			return err
 		}
 	}
 }
 
-func ctlPrintWatchResponse(p *printer, resp *zrpcpb.WatchResponse) error {
+func printWatchResponse(p *printer, resp *zrpcpb.WatchResponse) error {
 	if resp.GetSnapshot() {
 		note := fmt.Sprintf("-- snapshot at revision %d: %d instances --", resp.GetHeader().GetRevision(), len(resp.GetEvents()))
 		if err := p.streamNote(note); err != nil {
@@ -87,17 +87,17 @@ func ctlPrintWatchResponse(p *printer, resp *zrpcpb.WatchResponse) error {
 	for _, ev := range resp.GetEvents() {
 		in := ev.GetInstance()
 		row := []string{strconv.FormatUint(ev.GetRevision(), 10), ev.GetType().String(),
-			in.GetService(), in.GetId(), in.GetAddress(), ctlHealth(in.GetHealth())}
-		if err := p.streamRow(ev, ctlWatchWidths, row); err != nil {
+			in.GetService(), in.GetId(), in.GetAddress(), formatHealth(in.GetHealth())}
+		if err := p.streamRow(ev, watchWidths, row); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// ctlWatchEnded turns the end of a watch into the command's result: Ctrl-C
+// watchEnded turns the end of a watch into the command's result: Ctrl-C
 // is a clean exit.
-func ctlWatchEnded(ctx context.Context, err error) error {
+func watchEnded(ctx context.Context, err error) error {
 	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		return nil
 	}

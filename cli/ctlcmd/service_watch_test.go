@@ -11,9 +11,9 @@ import (
 	"github.com/zrpcio/zrpc/internal/testlog"
 )
 
-func TestCtlWatch(t *testing.T) {
-	t.Setenv(ctlAddrEnv, "")
-	f := startCtlFake(t)
+func TestWatch(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
 	tests := []struct {
 		name   string
 		output string
@@ -42,14 +42,14 @@ func TestCtlWatch(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(ctlContext(t))
+			ctx, cancel := context.WithCancel(testContext(t))
 			defer cancel()
 			var out, errOut testlog.Buffer
-			done := make(chan ctlResult, 1)
+			done := make(chan runResult, 1)
 			go func() {
-				done <- runCtlTo(ctx, t, &out, &errOut, f.Addr, "service", "watch", "user.rpc", "-o", tt.output)
+				done <- runZrpcctlTo(ctx, t, &out, &errOut, f.Addr, "service", "watch", "user.rpc", "-o", tt.output)
 			}()
-			ctlWaitFor(t, "the watch output", func() bool { return tt.done(out.String()) })
+			waitFor(t, "the watch output", func() bool { return tt.done(out.String()) })
 			cancel() // as Ctrl-C does
 			res := <-done
 			if res.err != nil {

@@ -9,7 +9,7 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-func newCtlStatusCommand(o *ctlOptions) *cobra.Command {
+func newStatusCommand(o *options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
 		Short: "Show the answering agent and its view of the Raft cluster",

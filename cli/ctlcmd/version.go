@@ -13,7 +13,7 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
-func newCtlVersionCommand(o *ctlOptions) *cobra.Command {
+func newVersionCommand(o *options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print the version of zrpcctl and of the agent",
@@ -26,10 +26,10 @@ version is printed then.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.run(cmd, false, func(ctx context.Context, c *client.Client, p *printer) error {
 				own := &zrpcpb.VersionResponse{Version: cli.Version, Commit: cli.Commit, GoVersion: runtime.Version()}
-				fields := []field{{"Client version", ctlVersionString(own)}}
+				fields := []field{{"Client version", versionString(own)}}
 				agent, err := c.Version(ctx)
 				if err == nil {
-					fields = append(fields, field{"Agent version", ctlVersionString(agent)})
+					fields = append(fields, field{"Agent version", versionString(agent)})
 				} else {
 					fmt.Fprintf(cmd.ErrOrStderr(), "agent version unknown: %v\n", err)
 				}
@@ -39,7 +39,7 @@ version is printed then.`,
 	}
 }
 
-func ctlVersionString(v *zrpcpb.VersionResponse) string {
+func versionString(v *zrpcpb.VersionResponse) string {
 	s := v.GetVersion()
 	if v.GetCommit() != "" {
 		s += " (" + v.GetCommit() + ")"
