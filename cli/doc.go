@@ -1,5 +1,6 @@
-// Package cli holds the cobra commands of zrpcd (the agent) and zrpcctl
-// (the operator's tool), one file per command, and the printer that writes
-// their output as a table or JSON. zrpcctl talks to agents only through
-// package client; zrpcd builds a node.Config and runs a node.
+// Package cli holds what the commands of zrpcd and zrpcctl share: the
+// build's version (set at link time). The commands themselves live in
+// cli/agentcmd (zrpcd: agent, keygen, version) and cli/ctlcmd (zrpcctl), so
+// that each binary links only its own: zrpcctl, which talks to agents
+// through package client, links none of the agent's storage or consensus.
 package cli

@@ -7,7 +7,9 @@ var (
 	Commit  = ""
 )
 
-func buildString() string {
+// VersionString is Version, followed by the commit in parentheses when it
+// is set: what `zrpcd version` and the agent's start-up line print.
+func VersionString() string {
 	if Commit == "" {
 		return Version
 	}

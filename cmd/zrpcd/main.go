@@ -1,4 +1,5 @@
-// Command zrpcd is the zrpc agent. See `zrpcd agent --help`.
+// Command zrpcd is the zrpc agent. See `zrpcd agent --help`. The commands
+// live in package cli/agentcmd.
 package main
 
 import (
@@ -6,11 +7,11 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/zrpcio/zrpc/cli"
+	"github.com/zrpcio/zrpc/cli/agentcmd"
 )
 
 func main() {
-	if err := cli.NewAgentdCommand().ExecuteContext(context.Background()); err != nil {
+	if err := agentcmd.NewCommand().ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)
 		os.Exit(1)
 	}

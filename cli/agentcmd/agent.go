@@ -1,0 +1,276 @@
+package agentcmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/zrpcio/zrpc/cli"
+	"github.com/zrpcio/zrpc/node"
+)
+
+// NewCommand returns the zrpcd root command.
+func NewCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "zrpcd",
+		Short: "zrpcd runs a zrpc agent: service registry, health checks and API on one machine",
+		Long: `zrpcd is the zrpc agent. Run one per machine: agents keep the service
+registry in a Raft-replicated state machine, check the health of the
+instances they own and serve the gRPC API that zrpcctl and the rpc package use.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newAgentCommand(), newKeygenCommand(), newVersionCommand("zrpcd"))
+	return root
+}
+
+// settingFlag is the flag of one node.Config setting. It keeps what was
+// given on the command line; resolveAgentConfig applies it over the file and
+// the environment.
+type settingFlag struct {
+	setting node.Setting
+	value   string
+	set     bool
+}
+
+func (f *settingFlag) String() string { return f.value }
+func (f *settingFlag) Type() string   { return f.setting.Type }
+
+// Set checks v by parsing it into a scratch Config, so a bad value is
+// reported with its flag's name. A list flag given twice collects both.
+func (f *settingFlag) Set(v string) error {
+	if f.set && f.setting.Type == "strings" {
+		v = f.value + "," + v
+	}
+	var probe node.Config
+	if err := probe.Set(f.setting.Key, v); err != nil {
+		return err
+	}
+	f.value, f.set = v, true
+	return nil
+}
+
+// bindAgentFlags declares one flag for every node.Config setting (see
+// node.Settings), with the setting's help text and default.
+func bindAgentFlags(fs *pflag.FlagSet) {
+	def := node.Default()
+	for _, s := range node.Settings() {
+		f := fs.VarPF(&settingFlag{setting: s, value: def.Get(s.Key)}, s.Flag, "", s.Help)
+		if s.Type == "bool" {
+			f.NoOptDefVal = "true"
+		}
+	}
+}
+
+// warnSecretFlags warns about each secret given as a flag: every user of
+// the machine can read it in the process list.
+func warnSecretFlags(fs *pflag.FlagSet, w io.Writer) {
+	fs.Visit(func(f *pflag.Flag) {
+		sf, ok := f.Value.(*settingFlag)
+		if !ok || !sf.setting.Secret {
+			return
+		}
+		instead := sf.setting.Env + " or the config file"
+		if file, ok := node.SettingByKey(sf.setting.Key + "_file"); ok {
+			instead = "--" + file.Flag + ", " + instead
+		}
+		fmt.Fprintf(w, "warning: --%s on the command line is visible to every user of this machine (ps, /proc); give it with %s instead\n",
+			f.Name, instead)
+	})
+}
+
+func newAgentCommand() *cobra.Command {
+	var (
+		cfgFile string
+		dev     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run an agent",
+		Long: `Run an agent in the foreground until SIGINT or SIGTERM.
+
+With an empty data dir the agent bootstraps a one-node cluster and leads it;
+with existing state it resumes. Configuration comes from, lowest first:
+defaults, the YAML file given by --config, ZRPC_* environment variables
+(ZRPC_NAME, ZRPC_DATA_DIR, ZRPC_GRPC_PORT, ... named after the YAML keys),
+and flags. A bad value stops the agent before it touches the data dir.
+Give the gossip key with --encrypt-file or ZRPC_ENCRYPT: a key passed as
+--encrypt is visible in the process list (the agent warns, and redacts it
+in /debug/pprof/cmdline).
+
+A first signal shuts down in order (stop serving, close sessions, hand off
+leadership, stop Raft, close stores); a second one exits at once.`,
+		Example: `  # try it out: one node, data in a temp dir
+  zrpcd agent --dev
+
+  # a persistent agent
+  zrpcd agent --name n1 --data-dir /var/lib/zrpc
+
+  # several agents on one machine: distinct ports (or --bind 127.0.0.x)
+  zrpcd agent --name n2 --data-dir d2 --grpc-port 8410 --raft-port 8411 --gossip-port 8412 --http-port 8490`,
+		Args: cobra.NoArgs,
+	}
+	fs := cmd.Flags()
+	bindAgentFlags(fs)
+	fs.StringVar(&cfgFile, "config", "", "YAML config file (keys as in node.Config: name, data_dir, grpc_port, ...)")
+	fs.BoolVar(&dev, "dev", false, "development mode: one node named dev, data in a temp dir removed on exit")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		final, cleanup, err := resolveAgentConfig(fs, cfgFile, dev, os.LookupEnv)
+		if err != nil {
+			return err
+		}
+		warnSecretFlags(fs, cmd.ErrOrStderr())
+		defer cleanup()
+		return runAgent(cmd.Context(), final, cmd.OutOrStdout(), cmd.ErrOrStderr())
+	}
+	cmd.AddCommand(newAgentJoinCommand())
+	return cmd
+}
+
+func newAgentJoinCommand() *cobra.Command {
+	var cfgFile string
+	cmd := &cobra.Command{
+		Use:   "join ADDR...",
+		Short: "Run an agent that joins an existing cluster",
+		Long: `Run an agent that joins the cluster through any of the given gossip
+addresses (host:port, default port 8402). It retries with capped exponential
+backoff, logging each attempt, until one answers. The leader then adds the
+agent to Raft: as a voter while the cluster has fewer than --voters, as a
+nonvoter beyond. An agent that joined once rejoins from its data dir after a
+restart without being told where.`,
+		Example: `  zrpcd agent join 10.0.0.1:8402 --name n2 --data-dir /var/lib/zrpc
+  # on one machine: a second and third agent on other loopback addresses
+  zrpcd agent join 127.0.0.1:8402 --name n2 --data-dir d2 --bind 127.0.0.2
+  zrpcd agent join 127.0.0.1:8402 --name n3 --data-dir d3 --bind 127.0.0.3`,
+		Args: cobra.MinimumNArgs(1),
+	}
+	fs := cmd.Flags()
+	bindAgentFlags(fs)
+	fs.StringVar(&cfgFile, "config", "", "YAML config file")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		final, cleanup, err := resolveAgentConfig(fs, cfgFile, false, os.LookupEnv)
+		if err != nil {
+			return err
+		}
+		warnSecretFlags(fs, cmd.ErrOrStderr())
+		defer cleanup()
+		for _, a := range args {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				a = net.JoinHostPort(a, "8402")
+			}
+			final.Join = append(final.Join, a)
+		}
+		if err := final.Validate(); err != nil {
+			return fmt.Errorf("invalid agent configuration:\n%w", err)
+		}
+		return runAgent(cmd.Context(), final, cmd.OutOrStdout(), cmd.ErrOrStderr())
+	}
+	return cmd
+}
+
+// resolveAgentConfig layers defaults, --dev, the file, the environment (read
+// through lookup) and then the flags that were set explicitly, and
+// validates the result.
+func resolveAgentConfig(fs *pflag.FlagSet, file string, dev bool, lookup func(string) (string, bool)) (node.Config, func(), error) {
+	cfg := node.Default()
+	cleanup := func() {}
+	if dev {
+		dir, err := os.MkdirTemp("", "zrpc-dev-")
+		if err != nil {
+			return cfg, cleanup, fmt.Errorf("create dev data dir: %w", err)
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+		cfg.DataDir = dir
+		cfg.Name = "dev"
+		cfg.LogLevel = "info"
+	}
+	if err := layerAgentConfig(&cfg, fs, file, lookup); err != nil {
+		cleanup()
+		return cfg, func() {}, err
+	}
+	if err := cfg.Validate(); err != nil {
+		cleanup()
+		return cfg, func() {}, fmt.Errorf("invalid agent configuration:\n%w", err)
+	}
+	return cfg, cleanup, nil
+}
+
+// layerAgentConfig overrides cfg with the file, then the environment, then
+// the flags set on the command line: flag > env > file > default.
+func layerAgentConfig(cfg *node.Config, fs *pflag.FlagSet, file string, lookup func(string) (string, bool)) error {
+	if file != "" {
+		if err := cfg.LoadFile(file); err != nil {
+			return err
+		}
+	}
+	if err := cfg.LoadEnv(lookup); err != nil {
+		return fmt.Errorf("environment: %w", err)
+	}
+	var errs []error
+	fs.Visit(func(f *pflag.Flag) {
+		if sf, ok := f.Value.(*settingFlag); ok {
+			if err := cfg.Set(sf.setting.Key, sf.value); err != nil {
+				errs = append(errs, fmt.Errorf("--%s: %w", f.Name, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func newLogger(cfg node.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// runAgent starts a node and runs it until a signal or ctx ends.
+func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
+	log := newLogger(cfg, errw)
+	node.Build = cli.VersionString()
+	n, err := node.New(cfg, node.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := n.Start(startCtx); err != nil {
+		return fmt.Errorf("start agent: %w", err)
+	}
+	fmt.Fprintf(out, "zrpcd %s agent %q running\n  gRPC API:  %s   (zrpcctl --addr %s)\n  HTTP:      http://%s/metrics\n  data dir:  %s\n",
+		cli.VersionString(), cfg.Name, n.GRPCAddr(), n.GRPCAddr(), n.HTTPAddr(), cfg.DataDir)
+
+	select {
+	case <-ctx.Done():
+	case <-n.Left():
+		log.Info("left the cluster; shutting down")
+	case s := <-sigs:
+		log.Info("signal received; shutting down (send it again to exit now)", "signal", s.String())
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case s := <-sigs:
+		log.Warn("second signal; exiting without a clean shutdown", "signal", s.String())
+		return errors.New("forced exit")
+	}
+}

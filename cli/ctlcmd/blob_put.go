@@ -1,0 +1,201 @@
+package ctlcmd
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client"
+)
+
+// maxShards bounds --data and --parity (the agent allows 256 in all).
+const maxShards = 256
+
+// blobPutFlags are the flags of `blob put`.
+type blobPutFlags struct {
+	name                  string
+	data, parity          int
+	overwrite, bestEffort bool
+}
+
+// hints are the remedies `blob put` suggests for its errors; name is the
+// blob's.
+func (f *blobPutFlags) hints(name string) []blobHint {
+	tooFew := "too few agents are alive for this k+m (see `zrpcctl members`); lower --data/--parity, or pass --best-effort to let repair store the missing shards later"
+	if f.bestEffort {
+		// Even a best-effort put must store k+1 shards of each block.
+		tooFew = "too few agents are alive even for --best-effort, which needs k+1 of them (see `zrpcctl members`); lower --data, or retry when agents are back"
+	}
+	return []blobHint{
+		// Before AlreadyExists: a put whose outcome is unknown must not be
+		// retried blindly.
+		{apierr.ErrOutcomeUnknown, "the put may or may not have been stored: run `zrpcctl blob stat " + name + "`: " +
+			"if it shows the blob with this file's size and SHA-256, the put succeeded; if it says a put of it has not finished, " +
+			"stat again in a moment; if it says not found, put again"},
+		{apierr.ErrAlreadyExists, "choose another --name, or pass --overwrite to replace the stored blob"},
+		{apierr.ErrNotEnoughShards, tooFew},
+		{apierr.ErrTooLarge, "the agents' --blob-max-size bounds one blob; split the file or raise the limit"},
+		{apierr.ErrNoSpace, "an agent's shard store is full (--shard-max-bytes); delete blobs with `zrpcctl blob rm` or add agents"},
+	}
+}
+
+func newBlobPutCommand(o *options) *cobra.Command {
+	var f blobPutFlags
+	cmd := &cobra.Command{
+		Use:   "put FILE|- [--name NAME]",
+		Short: "Store a file, or stdin, as a blob",
+		Long: `Store FILE as the blob NAME (--name, default: FILE's base name); "-" reads
+stdin, which needs --name. The agent that takes the put cuts it into blocks,
+encodes each into k data and m parity shards and spreads them over k+m
+agents; the blob becomes visible once all of it is stored. It prints the
+blob's size, k+m, SHA-256 digest and the registry revision of the put.
+
+--data and --parity choose k and m (default: the cluster's, from its size).
+A put needs k+m alive agents, or only k+1 with --best-effort: the shards
+that find no agent are then stored later by repair. A put refuses to replace
+a blob unless --overwrite.
+
+On a terminal a progress bar shows on stderr. --timeout bounds only the wait
+for an agent to take the put; Ctrl-C aborts it, and the agent then deletes
+the shards it stored. Once every byte is sent, the agents may commit the
+blob although zrpcctl is stopped or hears no answer: it then says the
+outcome is unknown, and ` + "`zrpcctl blob stat NAME`" + ` tells whether it was stored.`,
+		Example: `  zrpcctl blob put ./model.bin --name models/v3.bin
+  zrpcctl blob put ./big.iso --data 4 --parity 2
+  zrpcctl blob put ./model.bin --name models/v3.bin --overwrite -o json
+  tar c ./logs | zrpcctl blob put - --name backups/logs.tar`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			src := args[0]
+			name, opts, err := f.check(src)
+			if err != nil {
+				return err
+			}
+			defer transferContext(cmd)()
+			return o.run(cmd, true, func(ctx context.Context, c *client.Client, p *printer) error {
+				r, size, err := openSource(cmd, src)
+				if err != nil {
+					return err
+				}
+				defer r.Close()
+				opts.Size = max(size, 0)
+				resp, err := blobPut(ctx, o, c, cmd.ErrOrStderr(), name, r, size, opts)
+				if err != nil && !errors.Is(err, apierr.ErrOutcomeUnknown) {
+					err = asInterrupted(ctx, "put "+name, err)
+				}
+				if err != nil {
+					return blobExplain(err, f.hints(name)...)
+				}
+				return printPut(p, resp)
+			})
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.name, "name", "", "name of the blob (default: FILE's base name; required with -)")
+	fs.IntVar(&f.data, "data", 0, "data shards per block, k (0: the cluster's default)")
+	fs.IntVar(&f.parity, "parity", 0, "parity shards per block, m: how many lost agents a blob survives (needs --data)")
+	fs.BoolVar(&f.overwrite, "overwrite", false, "replace a blob of the same name")
+	fs.BoolVar(&f.bestEffort, "best-effort", false, "store even when fewer than k+m agents are alive; repair stores the missing shards later")
+	return cmd
+}
+
+// check checks the flags' shapes and returns the blob's name and the put's
+// options. The agent checks the name and the scheme against the cluster.
+func (f *blobPutFlags) check(src string) (string, client.PutOptions, error) {
+	name := f.name
+	if name == "" {
+		if src == "-" {
+			return "", client.PutOptions{}, errors.New("reading stdin (-) needs --name")
+		}
+		name = filepath.Base(src)
+	}
+	for _, n := range []struct {
+		flag string
+		v    int
+	}{{"data", f.data}, {"parity", f.parity}} {
+		if n.v < 0 || n.v > maxShards {
+			return "", client.PutOptions{}, fmt.Errorf("invalid --%s %d: want 0 to %d", n.flag, n.v, maxShards)
+		}
+	}
+	if f.parity > 0 && f.data == 0 {
+		return "", client.PutOptions{}, errors.New("--parity needs --data: give both, or neither for the cluster's default")
+	}
+	return name, client.PutOptions{Data: f.data, Parity: f.parity, Overwrite: f.overwrite, BestEffort: f.bestEffort}, nil
+}
+
+// openSource opens what `blob put` stores: stdin for "-", else a file.
+// size is the file's size, or -1 when unknown (stdin, a pipe).
+func openSource(cmd *cobra.Command, src string) (io.ReadCloser, int64, error) {
+	if src == "-" {
+		return io.NopCloser(cmd.InOrStdin()), -1, nil
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return nil, 0, fmt.Errorf("open source: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("open source: %w", err)
+	}
+	switch {
+	case fi.IsDir():
+		f.Close()
+		return nil, 0, fmt.Errorf("%s is a directory: put stores one file; store an archive of it, e.g. tar c %s | zrpcctl blob put - --name NAME", src, src)
+	case fi.Mode().IsRegular():
+		return f, fi.Size(), nil
+	}
+	return f, -1, nil
+}
+
+// blobPut uploads r (size bytes, < 0 when unknown) with a progress bar.
+func blobPut(ctx context.Context, o *options, c *client.Client, errOut io.Writer, name string, r io.Reader, size int64, opts client.PutOptions) (*zrpcpb.BlobPutResponse, error) {
+	fa := o.firstAnswer(ctx)
+	defer fa.close()
+	bar := newProgressBar(errOut, "put "+name, size)
+	bar.sentNote = "(sent; the agents are storing it)"
+	opts.Progress = bar.set
+	// The client reads the source once the agent has opened the put stream.
+	r = &firstRead{r: r, first: fa.answered}
+	resp, err := c.PutBlob(fa.ctx, name, r, opts)
+	bar.finish()
+	return resp, fa.wrap("put "+name, err)
+}
+
+// firstRead calls first before the first Read of r.
+type firstRead struct {
+	r     io.Reader
+	first func()
+}
+
+func (f *firstRead) Read(p []byte) (int, error) {
+	if f.first != nil {
+		f.first()
+		f.first = nil
+	}
+	return f.r.Read(p)
+}
+
+func printPut(p *printer, resp *zrpcpb.BlobPutResponse) error {
+	b := resp.GetBlob()
+	fs := []field{
+		{"Name", b.GetName()},
+		{"Size", formatSizeExact(b.GetSize())},
+		{"K+M", formatScheme(b.GetDataShards(), b.GetParityShards(), false)},
+		{"SHA-256", hex.EncodeToString(b.GetSha256())},
+		{"Revision", strconv.FormatUint(resp.GetHeader().GetRevision(), 10)},
+	}
+	if n := resp.GetMissingShards(); n > 0 {
+		fs = append(fs, field{"Missing shards", fmt.Sprintf("%d (repair will store them; see `zrpcctl blob repair status`)", n)})
+	}
+	return p.fields(resp, fs)
+}

@@ -1,0 +1,111 @@
+package ctlcmd
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client"
+)
+
+// shardOK is the state of a readable shard in a BlobStatResponse.
+const shardOK = "ok"
+
+func newBlobStatCommand(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stat NAME",
+		Short: "Show a blob's metadata, health and where its shards are",
+		Long: `Show the blob NAME: size, erasure coding (k+m), block size and count, SHA-256
+digest, when it was stored, its health, and how many of its shards each
+agent holds. Health is healthy, degraded (readable, some shards missing:
+repair will rebuild them) or unreadable (a block has fewer than k readable
+shards). A table then lists every shard that is not ok: its block, its index
+in the block (0 to k+m-1), the agent named as its holder and its state
+(missing: never stored; node-failed: its agent is down; node-gone: its
+agent left the cluster; corrupt: a read or the scrubber found its agent's
+copy corrupt or gone, and repair has not rewritten it yet). Health is judged
+from the registry, the agents' liveness and those reports, not by reading
+the shards. A blob whose put has not finished is reported as not found,
+saying so.`,
+		Example: `  zrpcctl blob stat models/v3.bin
+  zrpcctl blob stat models/v3.bin -o json | jq '.shards[] | select(.state != "ok")'`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			return o.run(cmd, false, func(ctx context.Context, c *client.Client, p *printer) error {
+				st, err := c.StatBlob(ctx, name)
+				if err != nil {
+					return blobExplain(fmt.Errorf("stat %s: %w", name, err), hintBlobNotFound)
+				}
+				return printStat(p, st)
+			})
+		},
+	}
+}
+
+// printStat prints the blob's fields, then the shards that are not ok.
+func printStat(p *printer, st *zrpcpb.BlobStatResponse) error {
+	b := st.GetBlob()
+	inline := len(b.GetBlocks()) == 0
+	blocks := strconv.Itoa(len(b.GetBlocks()))
+	if !inline {
+		blocks += " of " + formatSize(uint64(b.GetBlockSize()))
+	}
+	err := p.fields(st, []field{
+		{"Name", b.GetName()},
+		{"ID", b.GetId()},
+		{"Size", formatSizeExact(b.GetSize())},
+		{"K+M", formatScheme(b.GetDataShards(), b.GetParityShards(), inline)},
+		{"Blocks", blocks},
+		{"SHA-256", hex.EncodeToString(b.GetSha256())},
+		{"Created", formatTime(b.GetCreated())},
+		{"Revision", fmt.Sprintf("%d (created at %d)", b.GetModRevision(), b.GetCreateRevision())},
+		{"Health", st.GetHealth()},
+		{"Shards per agent", shardsPerAgent(st.GetShards())},
+	})
+	if err != nil || p.json {
+		return err
+	}
+	var rows [][]string
+	for _, s := range st.GetShards() {
+		if s.GetState() != shardOK {
+			rows = append(rows, []string{strconv.FormatUint(uint64(s.GetBlock()), 10),
+				strconv.FormatUint(uint64(s.GetIndex()), 10), s.GetNode(), s.GetState()})
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	if _, err := io.WriteString(p.w, "\nShards not ok:\n"); err != nil {
+		return err
+	}
+	return p.table(nil, []string{"block", "shard", "agent", "state"}, rows)
+}
+
+// shardsPerAgent counts the shards each agent is named for, "n1 3, n2 3"
+// sorted by agent; shards with no agent (missing) are not counted.
+func shardsPerAgent(shards []*zrpcpb.ShardState) string {
+	count := make(map[string]int)
+	for _, s := range shards {
+		if s.GetNode() != "" {
+			count[s.GetNode()]++
+		}
+	}
+	agents := make([]string, 0, len(count))
+	for a := range count {
+		agents = append(agents, a)
+	}
+	slices.Sort(agents)
+	parts := make([]string, len(agents))
+	for i, a := range agents {
+		parts[i] = a + " " + strconv.Itoa(count[a])
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,100 @@
+package ctlcmd
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestGen runs the issue's flow through the command line: a starter
+// proto, a service from it, a re-run that keeps the user's files, and a
+// dry run that writes nothing.
+func TestGen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	res := runZrpcctl(ctx, t, "", "gen", "proto", "user", "--dir", dir)
+	proto := filepath.Join(dir, "user.proto")
+	if res.err != nil || !strings.Contains(res.stdout, "created  "+proto) {
+		t.Fatalf("gen proto: %v\n%s", res.err, res.stdout)
+	}
+	if res := runZrpcctl(ctx, t, "", "gen", "proto", "user", "--dir", dir); res.err == nil || !strings.Contains(res.err.Error(), "exists; not overwritten") {
+		t.Errorf("gen proto over an existing file: %v", res.err)
+	}
+
+	out := filepath.Join(dir, "user")
+	res = runZrpcctl(ctx, t, "", "gen", "rpc", proto, "--out", out, "--module", "example.com/user")
+	if res.err != nil {
+		t.Fatalf("gen rpc: %v\n%s", res.err, res.stderr)
+	}
+	for _, want := range []string{
+		"created    " + filepath.Join(out, "user/user.pb.go"),
+		"created    " + filepath.Join(out, "internal/logic/pinglogic.go"),
+		"created    " + filepath.Join(out, "go.mod"),
+		"go.mod replaces github.com/zrpcio/zrpc with ", // found from the working directory, this checkout
+		"registers as user.rpc",
+	} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("gen rpc output lacks %q:\n%s", want, res.stdout)
+		}
+	}
+
+	logic := filepath.Join(out, "internal/logic/pinglogic.go")
+	if err := os.WriteFile(logic, []byte("package logic\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res = runZrpcctl(ctx, t, "", "gen", "rpc", proto, "--out", out)
+	if res.err != nil {
+		t.Fatalf("gen rpc again: %v", res.err)
+	}
+	for _, want := range []string{
+		"kept       " + logic + " (yours: gen never overwrites it)",
+		"unchanged  " + filepath.Join(out, "user/user_grpc.pb.go"),
+		"file(s) kept as they were",
+	} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("second gen rpc output lacks %q:\n%s", want, res.stdout)
+		}
+	}
+	if got, _ := os.ReadFile(logic); string(got) != "package logic\n" {
+		t.Errorf("the edited logic file was overwritten")
+	}
+
+	dry := filepath.Join(dir, "dry")
+	res = runZrpcctl(ctx, t, "", "gen", "rpc", proto, "--out", dry, "--module", "example.com/dry", "--dry-run")
+	if res.err != nil || !strings.Contains(res.stdout, "would be created "+filepath.Join(dry, "main.go")) {
+		t.Errorf("dry run: %v\n%s", res.err, res.stdout)
+	}
+	if _, err := os.Stat(dry); !os.IsNotExist(err) {
+		t.Errorf("the dry run created %s", dry)
+	}
+}
+
+func TestGenInputErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.proto")
+	if err := os.WriteFile(bad, []byte("syntax = \"proto3\";\nmessage {\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no out", []string{"gen", "rpc", bad}, `required flag(s) "out" not set`},
+		{"syntax error", []string{"gen", "rpc", bad, "--out", filepath.Join(dir, "o"), "--module", "example.com/o"}, bad + ":2:9: syntax error"},
+		{"bad starter name", []string{"gen", "proto", "User-Service", "--dir", dir}, `service name "User-Service"`},
+		{"no name", []string{"gen", "proto"}, "accepts 1 arg(s)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := runZrpcctl(context.Background(), t, "", tc.args...)
+			if res.err == nil || !strings.Contains(res.err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", res.err, tc.want)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(dir, "o")); !os.IsNotExist(err) {
+		t.Error("a failed gen rpc created its output directory")
+	}
+}

@@ -1,0 +1,35 @@
+package ctlcmd
+
+import (
+	"context"
+
+	"github.com/spf13/cobra"
+
+	"github.com/zrpcio/zrpc/client"
+)
+
+func newMembersCommand(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "members",
+		Short: "List the agents of the cluster",
+		Long: `List the agents of the cluster as the answering agent's gossip sees them:
+name, gossip address, status (alive, suspect, failed, left), Raft role, build
+and zone.`,
+		Example: `  zrpcctl members
+  zrpcctl members -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.run(cmd, false, func(ctx context.Context, c *client.Client, p *printer) error {
+				members, err := c.Members(ctx)
+				if err != nil {
+					return err
+				}
+				rows := make([][]string, 0, len(members))
+				for _, m := range members {
+					rows = append(rows, []string{m.GetName(), m.GetAddress(), m.GetStatus(), m.GetRole(), m.GetBuild(), m.GetZone()})
+				}
+				return p.table(protoMessages(members), []string{"name", "address", "status", "role", "build", "zone"}, rows)
+			})
+		},
+	}
+}

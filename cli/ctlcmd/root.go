@@ -1,0 +1,154 @@
+package ctlcmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	"github.com/zrpcio/zrpc/client"
+)
+
+// Defaults of zrpcctl's global flags.
+const (
+	defaultAddr    = "127.0.0.1:8400"
+	addrEnv        = "ZRPC_ADDR"
+	defaultTimeout = 5 * time.Second
+)
+
+// options are zrpcctl's global flags, shared by every command.
+type options struct {
+	addr    string
+	output  string
+	timeout time.Duration
+}
+
+// NewCommand returns the zrpcctl root command: the operator's tool, which
+// talks to agents through package client.
+func NewCommand() *cobra.Command {
+	o := &options{}
+	root := &cobra.Command{
+		Use:   "zrpcctl",
+		Short: "zrpcctl inspects and changes a zrpc cluster through its agents",
+		Long: `zrpcctl is the operator's tool for a zrpc cluster. It talks to the gRPC API of
+one or more agents (--addr, or $ZRPC_ADDR); when an agent does not answer it
+tries the next one. Results print as a table, or as JSON with -o json.`,
+		Example: `  zrpcctl service list
+  zrpcctl --addr 10.0.0.1:8400,10.0.0.2:8400 service get user.rpc --passing
+  ZRPC_ADDR=10.0.0.1:8400 zrpcctl status -o json`,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return o.complete(cmd)
+		},
+	}
+	fs := root.PersistentFlags()
+	fs.StringVar(&o.addr, "addr", defaultAddr, "comma-separated agent gRPC addresses host:port (env "+addrEnv+")")
+	fs.StringVarP(&o.output, "output", "o", outputTable, "output format: table or json")
+	fs.DurationVar(&o.timeout, "timeout", defaultTimeout, "how long to wait for each answer from the agents")
+	root.AddCommand(
+		newServiceCommand(o),
+		newStatusCommand(o),
+		newMembersCommand(o),
+		newLeaveCommand(o),
+		newRaftCommand(o),
+		newVersionCommand(o),
+		newBlobCommand(o),
+	)
+	root.AddCommand(newGenCommand())
+	return root
+}
+
+// complete applies $ZRPC_ADDR and checks the global flags' shapes.
+func (o *options) complete(cmd *cobra.Command) error {
+	if env := os.Getenv(addrEnv); env != "" && !cmd.Flags().Changed("addr") {
+		o.addr = env
+	}
+	if err := (client.Config{Endpoints: o.endpoints()}).Validate(); err != nil {
+		return fmt.Errorf("invalid --addr %q: %w", o.addr, err)
+	}
+	if _, err := newPrinter(nil, o.output); err != nil {
+		return err
+	}
+	if o.timeout <= 0 {
+		return fmt.Errorf("invalid --timeout %s: want a positive duration", o.timeout)
+	}
+	return nil
+}
+
+func (o *options) endpoints() []string {
+	var eps []string
+	for ep := range strings.SplitSeq(o.addr, ",") {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			eps = append(eps, ep)
+		}
+	}
+	return eps
+}
+
+// runFunc is the runtime part of a command, after its flags were checked.
+type runFunc func(ctx context.Context, c *client.Client, p *printer) error
+
+// run connects to the agents and runs fn. From here on errors are not usage
+// errors: cobra does not print the usage, and errors from the agents get a
+// hint where one helps. ctx bounds fn by --timeout unless stream is set.
+func (o *options) run(cmd *cobra.Command, stream bool, fn runFunc) error {
+	cmd.SilenceUsage = true
+	p, err := newPrinter(cmd.OutOrStdout(), o.output)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	c, err := client.New(client.Config{Endpoints: o.endpoints(), DialTimeout: o.timeout, Logger: log})
+	if err != nil {
+		return fmt.Errorf("create client: %w", err)
+	}
+	defer c.Close()
+	ctx := cmd.Context()
+	if !stream {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
+	return o.explain(fn(ctx, c, p))
+}
+
+// explain adds a hint to an error from the agents when the remedy is likely.
+func (o *options) explain(err error) error {
+	if err == nil {
+		return nil
+	}
+	var hint string
+	switch {
+	case errors.Is(err, apierr.ErrStaleRead):
+		hint = "the agent has lost contact with the leader; --consistency stale reads its copy anyway"
+	case errors.Is(err, apierr.ErrNoLeader), errors.Is(err, apierr.ErrNotLeader):
+		hint = "the cluster has no leader now; see `zrpcctl raft peers` and `zrpcctl members`"
+	case errors.Is(err, context.DeadlineExceeded), status.Code(err) == codes.DeadlineExceeded:
+		hint = fmt.Sprintf("no answer within --timeout %s; is the agent at %s overloaded or partitioned?", o.timeout, o.addr)
+	case status.Code(err) == codes.Unavailable:
+		hint = fmt.Sprintf("is an agent running at %s? start one with `zrpcd agent --dev`", o.addr)
+	case status.Code(err) == codes.Unimplemented:
+		hint = fmt.Sprintf("is %s a zrpc agent of a compatible version? compare `zrpcctl version`", o.addr)
+	}
+	if hint == "" {
+		return err
+	}
+	return &hintError{err: err, hint: hint}
+}
+
+// hintError prints as the error, then the hint on its own line.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e *hintError) Error() string { return e.err.Error() + "\nHint: " + e.hint }
+
+func (e *hintError) Unwrap() error { return e.err }

@@ -1,0 +1,263 @@
+package ctlcmd
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/zrpcio/zrpc/cli"
+	"github.com/zrpcio/zrpc/client/clienttest"
+)
+
+func TestTableOutput(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"service list", []string{"service", "list"}, `
+SERVICE    INSTANCES  PASSING
+order.rpc  1          1
+user.rpc   2          1
+`},
+		{"service get", []string{"service", "get", "user.rpc"}, `
+ID      ADDRESS        HEALTH    WEIGHT  ZONE   VERSION  TAGS
+user-1  10.0.0.5:9000  passing   100     eu-1a  1.2.0    canary,v1
+user-2  10.0.0.6:9000  critical  100     -      -        -
+`},
+		{"status", []string{"status"}, `
+Node:           node-1
+Cluster ID:     5f0c2a9e41d7b3c8a6e19f2d4b7c0e83
+Leader:         node-2
+Leader address: 10.0.0.2:8401
+Term:           3
+Raft state:     Follower
+Commit index:   42
+Applied index:  41
+Last log index: 42
+Last contact:   12ms
+Build:          0.1.0
+`},
+		{"raft peers", []string{"raft", "peers"}, `
+ID      ADDRESS        SUFFRAGE  LEADER  LAST_INDEX
+node-1  10.0.0.1:8401  voter     no      41
+node-2  10.0.0.2:8401  voter     yes     42
+`},
+		{"members", []string{"members"}, `
+NAME    ADDRESS        STATUS  ROLE   BUILD  ZONE
+node-1  10.0.0.1:8402  alive   voter  0.1.0  eu-1a
+`},
+		{"service register", []string{"service", "register", "user.rpc", "--id", "user-1", "--address", "10.0.0.5:9000"},
+			"\nregistered user.rpc/user-1 at revision 42\n"},
+		{"service deregister", []string{"service", "deregister", "user.rpc", "user-1"},
+			"\nderegistered user.rpc/user-1 at revision 43\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := runZrpcctl(testContext(t), t, f.Addr, tt.args...)
+			if res.err != nil {
+				t.Fatalf("zrpcctl %s: %v\nstderr: %s", strings.Join(tt.args, " "), res.err, res.stderr)
+			}
+			if want := strings.TrimPrefix(tt.want, "\n"); res.stdout != want {
+				t.Errorf("output:\n%s\nwant:\n%s", res.stdout, want)
+			}
+		})
+	}
+}
+
+func TestJSONOutput(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
+	tests := []struct {
+		name string
+		args []string
+		// want holds keys and values expected in the (first) object.
+		want  map[string]any
+		array bool
+	}{
+		{"service list", []string{"service", "list"}, map[string]any{"name": "order.rpc", "instances": 1.0}, true},
+		{"service get", []string{"service", "get", "user.rpc"}, map[string]any{"id": "user-1", "health": "PASSING"}, true},
+		{"status", []string{"status"}, map[string]any{"node": "node-1", "raft_state": "Follower", "last_contact": "0.012s"}, false},
+		{"raft peers", []string{"raft", "peers"}, map[string]any{"id": "node-1", "last_index": "41"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := runZrpcctl(testContext(t), t, f.Addr, append(tt.args, "-o", "json")...)
+			if res.err != nil {
+				t.Fatalf("zrpcctl: %v", res.err)
+			}
+			var obj map[string]any
+			if tt.array {
+				var list []map[string]any
+				if err := json.Unmarshal([]byte(res.stdout), &list); err != nil || len(list) == 0 {
+					t.Fatalf("output is not a non-empty JSON array (%v):\n%s", err, res.stdout)
+				}
+				obj = list[0]
+			} else if err := json.Unmarshal([]byte(res.stdout), &obj); err != nil {
+				t.Fatalf("output is not a JSON object (%v):\n%s", err, res.stdout)
+			}
+			for k, v := range tt.want {
+				if obj[k] != v {
+					t.Errorf("%s = %#v, want %#v in\n%s", k, obj[k], v, res.stdout)
+				}
+			}
+		})
+	}
+}
+
+// TestInputErrors checks that malformed flags fail with a clear message
+// before any request reaches the agent.
+func TestInputErrors(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
+	register := []string{"service", "register", "user.rpc", "--id", "user-1", "--address", "10.0.0.5:9000"}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"bad output", []string{"status", "-o", "yaml"}, `invalid --output "yaml"`},
+		{"bad consistency", []string{"service", "list", "--consistency", "strong"}, `invalid --consistency "strong"`},
+		{"ttl with grpc check", append(register, "--ttl", "10s", "--grpc-check"), "--ttl and --grpc-check exclude each other"},
+		{"meta without =", append(register, "--meta", "owner"), `invalid --meta "owner": want key=value`},
+		{"missing id", []string{"service", "register", "user.rpc", "--address", "10.0.0.5:9000"}, `required flag(s) "id" not set`},
+		{"bad duration", append(register, "--ttl", "10x"), `invalid argument "10x" for "--ttl"`},
+		{"check flag without check", append(register, "--interval", "5s"), "--interval needs --grpc-check"},
+		{"bad timeout", []string{"status", "--timeout", "0s"}, "invalid --timeout"},
+		{"addr without port", []string{"status", "--addr", "localhost"}, `invalid --addr "localhost"`},
+		{"extra argument", []string{"service", "get", "a", "b"}, "accepts 1 arg(s)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := runZrpcctl(testContext(t), t, f.Addr, tt.args...)
+			if res.err == nil || !strings.Contains(res.err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", res.err, tt.want)
+			}
+			if !strings.Contains(res.stderr, "Error: ") {
+				t.Errorf("stderr does not show the error:\n%s", res.stderr)
+			}
+		})
+	}
+	if n := f.Calls(); n != 0 {
+		t.Fatalf("the agent got %d calls, want 0", n)
+	}
+}
+
+func TestRegisterSendsFlags(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
+	res := runZrpcctl(testContext(t), t, f.Addr, "service", "register", "user.rpc", "--id", "user-3",
+		"--address", "10.0.0.7:9000", "--weight", "50", "--tag", "a", "--tag", "b",
+		"--meta", "owner=team=users", "--grpc-check", "--interval", "5s", "--deregister-critical-after", "10m")
+	if res.err != nil {
+		t.Fatalf("register: %v", res.err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.registered) != 1 {
+		t.Fatalf("agent got %d registrations, want 1", len(f.registered))
+	}
+	in := f.registered[0]
+	check := in.GetCheck()
+	switch {
+	case in.GetService() != "user.rpc" || in.GetId() != "user-3" || in.GetAddress() != "10.0.0.7:9000" || in.GetWeight() != 50:
+		t.Errorf("instance = %v", in)
+	case strings.Join(in.GetTags(), ",") != "a,b" || in.GetMetadata()["owner"] != "team=users":
+		t.Errorf("tags/metadata = %v %v", in.GetTags(), in.GetMetadata())
+	case !check.GetGrpc() || check.GetTtl() != nil || check.GetInterval().AsDuration() != 5*time.Second ||
+		check.GetTimeout().AsDuration() != 2*time.Second || check.GetDeregisterCriticalAfter().AsDuration() != 10*time.Minute:
+		t.Errorf("check = %v", check)
+	}
+}
+
+func TestAgentErrors(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
+	down := clienttest.ClosedAddr(t)
+	tests := []struct {
+		name  string
+		addr  string
+		args  []string
+		wants []string
+	}{
+		{"deregister not found", f.Addr, []string{"service", "deregister", "user.rpc", "user-9"},
+			[]string{"Error: deregister user.rpc/user-9: not found: instance user.rpc/user-9"}},
+		{"no agent", down, []string{"status"},
+			[]string{"Error: ", "Hint: is an agent running at " + down + "? start one with `zrpcd agent --dev`"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := runZrpcctl(testContext(t), t, tt.addr, tt.args...)
+			if res.err == nil {
+				t.Fatal("command succeeded, want an error")
+			}
+			for _, want := range tt.wants {
+				if !strings.Contains(res.stderr, want) {
+					t.Errorf("stderr does not contain %q:\n%s", want, res.stderr)
+				}
+			}
+			if strings.Contains(res.stderr, "Usage:") {
+				t.Errorf("runtime error printed the usage:\n%s", res.stderr)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
+	res := runZrpcctl(testContext(t), t, f.Addr, "version")
+	if res.err != nil {
+		t.Fatalf("version: %v", res.err)
+	}
+	for _, want := range []string{"Client version: " + cli.Version, "Agent version:  9.9.9 (abc123) go1.26"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("output does not contain %q:\n%s", want, res.stdout)
+		}
+	}
+	// Without an agent it still prints the client's version.
+	res = runZrpcctl(testContext(t), t, clienttest.ClosedAddr(t), "version")
+	if res.err != nil || !strings.Contains(res.stdout, "Client version: "+cli.Version) || strings.Contains(res.stdout, "Agent") {
+		t.Fatalf("version without agent = %v:\n%s", res.err, res.stdout)
+	}
+}
+
+func TestAddrFromEnv(t *testing.T) {
+	f := startFake(t)
+	t.Setenv(addrEnv, clienttest.ClosedAddr(t)+","+f.Addr)
+	if res := runZrpcctl(testContext(t), t, "", "status"); res.err != nil {
+		t.Fatalf("status with %s set: %v", addrEnv, res.err)
+	}
+}
+
+func TestCommandsDocumented(t *testing.T) {
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Short == "" || c.Long == "" || c.Example == "" {
+			t.Errorf("%q lacks Short, Long or Example", c.CommandPath())
+		}
+		for _, sub := range c.Commands() {
+			if sub.Name() != "help" && sub.Name() != "completion" {
+				walk(sub)
+			}
+		}
+	}
+	walk(NewCommand())
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
