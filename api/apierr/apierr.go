@@ -203,19 +203,6 @@ func FromCode(code, msg string) error {
 	return &Error{sentinel: e.err, st: st}
 }
 
-// Reason returns the text of the sentinel err wraps, or "" when none.
-func Reason(err error) string {
-	for _, e := range table {
-		if errors.Is(err, e.err) {
-			return e.err.Error()
-		}
-	}
-	return ""
-}
-
-// FromReason is FromCode under its earlier name.
-func FromReason(reason, msg string) error { return FromCode(reason, msg) }
-
 func withReason(st *status.Status, reason string) error {
 	d, err := st.WithDetails(&errdetails.ErrorInfo{Domain: domain, Reason: reason})
 	if err != nil {
