@@ -103,9 +103,9 @@ var byReason = func() map[string]entry {
 const domain = "zrpc.io"
 
 // ToStatus converts err to a gRPC status error. Known sentinels (possibly
-// wrapped) get their status code and an ErrorInfo carrying their reason code; context errors
-// become Canceled/DeadlineExceeded; status errors pass through; anything else is
-// Internal.
+// wrapped) get their status code and an ErrorInfo carrying their reason
+// code; context errors become Canceled/DeadlineExceeded; status errors pass
+// through; anything else is Internal.
 func ToStatus(err error) error {
 	if err == nil {
 		return nil
@@ -115,8 +115,7 @@ func ToStatus(err error) error {
 	}
 	for _, e := range table {
 		if errors.Is(err, e.err) {
-			st := status.New(e.status, err.Error())
-			return withReason(st, e.reason)
+			return e.statusWith(err.Error()).Err()
 		}
 	}
 	switch {
@@ -196,17 +195,16 @@ func FromCode(code, msg string) error {
 	if !ok {
 		return errors.New(msg)
 	}
-	st := status.New(e.status, msg)
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Domain: domain, Reason: e.reason}); err == nil {
-		st = d
-	}
-	return &Error{sentinel: e.err, st: st}
+	return &Error{sentinel: e.err, st: e.statusWith(msg)}
 }
 
-func withReason(st *status.Status, reason string) error {
-	d, err := st.WithDetails(&errdetails.ErrorInfo{Domain: domain, Reason: reason})
+// statusWith returns the status of e's sentinel with message msg: its
+// status code and an ErrorInfo carrying its reason code.
+func (e entry) statusWith(msg string) *status.Status {
+	st := status.New(e.status, msg)
+	d, err := st.WithDetails(&errdetails.ErrorInfo{Domain: domain, Reason: e.reason})
 	if err != nil {
-		return st.Err()
+		return st
 	}
-	return d.Err()
+	return d
 }
