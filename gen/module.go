@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Versions a generated go.mod requires: the same as zrpc's own go.mod
@@ -54,10 +55,9 @@ func enclosingModule(dir string) (root, path string, found bool, err error) {
 	}
 }
 
-// isNotDir reports whether err says a path element is a file (ENOTDIR).
+// isNotDir reports whether err is ENOTDIR: a path element is a file.
 func isNotDir(err error) bool {
-	var pe *fs.PathError
-	return errors.As(err, &pe) && strings.Contains(pe.Err.Error(), "not a directory")
+	return errors.Is(err, syscall.ENOTDIR)
 }
 
 // modulePath reads the module directive of a go.mod file.

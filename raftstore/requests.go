@@ -115,7 +115,7 @@ func (r *requestLog) records() []*pb.RequestRecord {
 		d := r.results[e.id]
 		rec := &pb.RequestRecord{Id: e.id, Revision: d.Revision, Time: e.at}
 		if d.Err != nil {
-			rec.ErrorReason, rec.ErrorMessage = apierr.Reason(d.Err), d.Err.Error()
+			rec.ErrorReason, rec.ErrorMessage = apierr.Code(d.Err), d.Err.Error()
 		}
 		out = append(out, rec)
 	}
@@ -133,9 +133,12 @@ func (r *requestLog) restored(recs []*pb.RequestRecord, clock int64) *requestLog
 	return out
 }
 
+// requestErr rebuilds the error of a remembered result. Its ErrorReason is
+// an apierr reason code, or, in snapshots written before reason codes, the
+// sentinel's text; apierr.FromCode reads both.
 func requestErr(r *pb.RequestRecord) error {
 	if r.ErrorMessage == "" && r.ErrorReason == "" {
 		return nil
 	}
-	return apierr.FromReason(r.ErrorReason, r.ErrorMessage)
+	return apierr.FromCode(r.ErrorReason, r.ErrorMessage)
 }

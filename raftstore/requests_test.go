@@ -2,13 +2,16 @@ package raftstore
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
@@ -172,5 +175,80 @@ func TestFSMRequestIDsFromUntimedSnapshot(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("retry at %d: %s, want %s", tc.at, got, tc.want)
 		}
+	}
+}
+
+// TestFSMRequestRecordsStoreReasonCodes: a snapshot remembers a failed
+// request's error by its apierr reason code, not by the sentinel's text,
+// and a replica restored from it answers a retry with the same sentinel.
+func TestFSMRequestRecordsStoreReasonCodes(t *testing.T) {
+	a := newFSMDriver(t, 64)
+	if _, err := a.apply(withRequestID(deregisterCmd("api", "nope"), "r1")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deregister of an unknown instance: %v, want ErrNotFound", err)
+	}
+	recs := a.fsm.requests.records()
+	if len(recs) != 1 || recs[0].ErrorReason != "NOT_FOUND" || recs[0].ErrorMessage != "not found: instance api/nope" {
+		t.Fatalf("request records %v, want r1 with reason code NOT_FOUND and the error's message", recs)
+	}
+
+	b := NewFSM(64)
+	restoreBytes(t, b, snapshotBytes(t, a.fsm))
+	l := a.nextLog(withRequestID(deregisterCmd("api", "nope"), "r1"))
+	dup, ok := b.Apply(l).(Duplicate)
+	if !ok || !errors.Is(dup.Err, ErrNotFound) || dup.Err.Error() != "not found: instance api/nope" {
+		t.Fatalf("retry on the restored replica: %#v, want a Duplicate of ErrNotFound with the first message", dup)
+	}
+}
+
+// TestFSMRequestRecordWithTextReasonRestores: snapshots written before
+// reason codes hold the sentinel's text as the reason; restoring one
+// rebuilds the same sentinel as its code does.
+func TestFSMRequestRecordWithTextReasonRestores(t *testing.T) {
+	for _, sentinel := range []error{ErrNotFound, ErrAlreadyExists, ErrInvalidArgument, ErrQuotaExceeded, apierr.ErrFailedPrecondition} {
+		msg := sentinel.Error() + ": detail"
+		for _, reason := range []string{sentinel.Error(), apierr.Code(sentinel)} {
+			err := requestErr(&pb.RequestRecord{Id: "r1", Revision: 3, ErrorReason: reason, ErrorMessage: msg})
+			if !errors.Is(err, sentinel) || err.Error() != msg {
+				t.Errorf("record with reason %q: %v, want %v with message %q", reason, err, sentinel, msg)
+			}
+		}
+	}
+	if err := requestErr(&pb.RequestRecord{Id: "r1", Revision: 3}); err != nil {
+		t.Errorf("record of a success: %v, want nil", err)
+	}
+}
+
+// TestFSMRestoresSnapshotWithTextReasons restores a snapshot written
+// before reason codes (testdata/snapshot-text-reasons.snap: r1 registered
+// api/1 at revision 1, r2 failed to deregister api/nope with "not found"
+// as its reason): a retry of r2 is answered with ErrNotFound, and the next
+// snapshot stores the reason code.
+func TestFSMRestoresSnapshotWithTextReasons(t *testing.T) {
+	data, err := os.ReadFile("testdata/snapshot-text-reasons.snap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newFSMDriver(t, 64)
+	restoreBytes(t, d.fsm, data)
+	d.next = d.fsm.Revision() + 1
+
+	for _, tc := range []struct {
+		cmd  *pb.Command
+		want string
+	}{
+		{withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1"), "duplicate of 1: <nil>"},
+		{withRequestID(deregisterCmd("api", "nope"), "r2"), "duplicate of 2: not found: instance api/nope"},
+	} {
+		resp := d.fsm.Apply(d.nextLog(tc.cmd))
+		if got := describeResponse(t, resp); got != tc.want {
+			t.Errorf("retry of %s: %s, want %s", tc.cmd.RequestId, got, tc.want)
+		}
+		if dup, ok := resp.(Duplicate); ok && dup.Err != nil && !errors.Is(dup.Err, ErrNotFound) {
+			t.Errorf("retry of %s: %v does not wrap ErrNotFound", tc.cmd.RequestId, dup.Err)
+		}
+	}
+	recs := d.fsm.requests.records()
+	if len(recs) != 2 || recs[1].Id != "r2" || recs[1].ErrorReason != "NOT_FOUND" {
+		t.Errorf("request records after restore %v, want r2 stored with reason code NOT_FOUND", recs)
 	}
 }

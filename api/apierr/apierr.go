@@ -3,6 +3,14 @@
 // on both sides of the wire. Server packages re-export these sentinels
 // (raftstore.ErrNotLeader is apierr.ErrNotLeader); clients compare against
 // them directly.
+//
+// Each sentinel has a reason code (NOT_FOUND, NOT_LEADER, ...) declared once
+// in the table. The code is what identifies the sentinel wherever it leaves
+// the process: the Reason of the status's ErrorInfo detail, and the request
+// results kept in the registry's snapshots. Codes are stable API; the
+// sentinels' texts and the messages wrapping them are for people and may
+// change. Releases before codes wrote the sentinel's text in their place, so
+// FromStatus and FromCode also accept those texts.
 package apierr
 
 import (
@@ -52,40 +60,52 @@ var (
 	ErrWatchTooSlow = errors.New("watch too slow")
 )
 
-// entry ties one sentinel to its code and to the text prefix written on the
-// wire, which lets the client recover the sentinel.
+// entry ties one sentinel to its gRPC status code and to its reason code,
+// which the client reads to recover the sentinel.
 type entry struct {
-	err  error
-	code codes.Code
+	err    error
+	status codes.Code
+	reason string
 }
 
 var table = []entry{
-	{ErrInvalidArgument, codes.InvalidArgument},
-	{ErrNotFound, codes.NotFound},
-	{ErrNoLeader, codes.Unavailable},
-	{ErrNotLeader, codes.Unavailable},
-	{ErrStaleRead, codes.Unavailable},
-	{ErrShuttingDown, codes.Unavailable},
-	{ErrSessionRequired, codes.FailedPrecondition},
-	{ErrAlreadyExists, codes.AlreadyExists},
-	{ErrTooLarge, codes.ResourceExhausted},
-	{ErrNotEnoughShards, codes.FailedPrecondition},
-	{ErrCorrupt, codes.DataLoss},
-	{ErrNoSpace, codes.ResourceExhausted},
-	{ErrQuotaExceeded, codes.ResourceExhausted},
-	{ErrFailedPrecondition, codes.FailedPrecondition},
-	{ErrOutcomeUnknown, codes.Unknown},
-	{ErrPageExpired, codes.Aborted},
-	{ErrWatchTooSlow, codes.Aborted},
+	{ErrInvalidArgument, codes.InvalidArgument, "INVALID_ARGUMENT"},
+	{ErrNotFound, codes.NotFound, "NOT_FOUND"},
+	{ErrNoLeader, codes.Unavailable, "NO_LEADER"},
+	{ErrNotLeader, codes.Unavailable, "NOT_LEADER"},
+	{ErrStaleRead, codes.Unavailable, "STALE_READ"},
+	{ErrShuttingDown, codes.Unavailable, "SHUTTING_DOWN"},
+	{ErrSessionRequired, codes.FailedPrecondition, "SESSION_REQUIRED"},
+	{ErrAlreadyExists, codes.AlreadyExists, "ALREADY_EXISTS"},
+	{ErrTooLarge, codes.ResourceExhausted, "TOO_LARGE"},
+	{ErrNotEnoughShards, codes.FailedPrecondition, "NOT_ENOUGH_SHARDS"},
+	{ErrCorrupt, codes.DataLoss, "CORRUPT"},
+	{ErrNoSpace, codes.ResourceExhausted, "NO_SPACE"},
+	{ErrQuotaExceeded, codes.ResourceExhausted, "QUOTA_EXCEEDED"},
+	{ErrFailedPrecondition, codes.FailedPrecondition, "FAILED_PRECONDITION"},
+	{ErrOutcomeUnknown, codes.Unknown, "OUTCOME_UNKNOWN"},
+	{ErrPageExpired, codes.Aborted, "PAGE_EXPIRED"},
+	{ErrWatchTooSlow, codes.Aborted, "WATCH_TOO_SLOW"},
 }
 
-// reasonKey is the metadata key of the ErrorInfo detail carrying the sentinel.
+// byReason finds an entry by its reason code or, for what earlier releases
+// wrote, by its sentinel's text.
+var byReason = func() map[string]entry {
+	m := make(map[string]entry, 2*len(table))
+	for _, e := range table {
+		m[e.reason] = e
+		m[e.err.Error()] = e
+	}
+	return m
+}()
+
+// domain is the Domain of the ErrorInfo detail carrying the reason code.
 const domain = "zrpc.io"
 
 // ToStatus converts err to a gRPC status error. Known sentinels (possibly
-// wrapped) get their code and an ErrorInfo naming the sentinel; context errors
-// become Canceled/DeadlineExceeded; status errors pass through; anything else is
-// Internal.
+// wrapped) get their status code and an ErrorInfo carrying their reason
+// code; context errors become Canceled/DeadlineExceeded; status errors pass
+// through; anything else is Internal.
 func ToStatus(err error) error {
 	if err == nil {
 		return nil
@@ -95,8 +115,7 @@ func ToStatus(err error) error {
 	}
 	for _, e := range table {
 		if errors.Is(err, e.err) {
-			st := status.New(e.code, err.Error())
-			return withReason(st, e.err.Error())
+			return e.statusWith(err.Error()).Err()
 		}
 	}
 	switch {
@@ -109,8 +128,10 @@ func ToStatus(err error) error {
 }
 
 // FromStatus converts a gRPC error back into an error that wraps the matching
-// sentinel (errors.Is works) and keeps the server's message. Errors without a
-// known reason are returned unchanged.
+// sentinel (errors.Is works) and keeps the server's message. The sentinel is
+// found by the reason code of the status's ErrorInfo, or by the sentinel's
+// text that agents before reason codes put there. Errors without a known
+// reason are returned unchanged.
 func FromStatus(err error) error {
 	if err == nil {
 		return nil
@@ -127,10 +148,8 @@ func FromStatus(err error) error {
 		if !ok || info.GetDomain() != domain {
 			continue
 		}
-		for _, e := range table {
-			if e.err.Error() == info.GetReason() {
-				return &Error{sentinel: e.err, st: st}
-			}
+		if e, ok := byReason[info.GetReason()]; ok {
+			return &Error{sentinel: e.err, st: st}
 		}
 	}
 	return err
@@ -156,35 +175,36 @@ func Invalid(field, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrInvalidArgument, field, fmt.Sprintf(format, args...))
 }
 
-// Reason returns the name of the sentinel err wraps, or "" when none.
-func Reason(err error) string {
+// Code returns the reason code of the sentinel err wraps (e.g. "NOT_FOUND"),
+// or "" when none.
+func Code(err error) string {
 	for _, e := range table {
 		if errors.Is(err, e.err) {
-			return e.err.Error()
+			return e.reason
 		}
 	}
 	return ""
 }
 
-// FromReason rebuilds an error with message msg wrapping the sentinel named
-// by reason (as returned by Reason); an unknown reason gives a plain error.
-func FromReason(reason, msg string) error {
-	for _, e := range table {
-		if e.err.Error() == reason {
-			st := status.New(e.code, msg)
-			if d, err := st.WithDetails(&errdetails.ErrorInfo{Domain: domain, Reason: reason}); err == nil {
-				st = d
-			}
-			return &Error{sentinel: e.err, st: st}
-		}
+// FromCode rebuilds an error with message msg wrapping the sentinel whose
+// reason code is code (as returned by Code); code may also be the sentinel's
+// text, which releases before reason codes stored in its place. An unknown
+// code gives a plain error.
+func FromCode(code, msg string) error {
+	e, ok := byReason[code]
+	if !ok {
+		return errors.New(msg)
 	}
-	return errors.New(msg)
+	return &Error{sentinel: e.err, st: e.statusWith(msg)}
 }
 
-func withReason(st *status.Status, reason string) error {
-	d, err := st.WithDetails(&errdetails.ErrorInfo{Domain: domain, Reason: reason})
+// statusWith returns the status of e's sentinel with message msg: its
+// status code and an ErrorInfo carrying its reason code.
+func (e entry) statusWith(msg string) *status.Status {
+	st := status.New(e.status, msg)
+	d, err := st.WithDetails(&errdetails.ErrorInfo{Domain: domain, Reason: e.reason})
 	if err != nil {
-		return st.Err()
+		return st
 	}
-	return d.Err()
+	return d
 }

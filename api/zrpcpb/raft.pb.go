@@ -1281,8 +1281,10 @@ type RequestRecord struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Revision uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	// error_reason names the API sentinel of the error ("" for success or an
-	// error without one); error_message is its text.
+	// error_reason is the apierr reason code of the error's sentinel, e.g.
+	// NOT_FOUND ("" for success or an error without one; snapshots written
+	// before reason codes hold the sentinel's text); error_message is the
+	// error's text.
 	ErrorReason  string `protobuf:"bytes,3,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
 	ErrorMessage string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
 	// time is the leader clock (Command.time, unix ns) when the request was
