@@ -23,6 +23,14 @@ const (
 	ProfileLocal Profile = "local"
 )
 
+// Defaults of an agent that sets none.
+const (
+	// DefaultProfile is the timer profile of a Config whose Profile is empty.
+	DefaultProfile = ProfileLAN
+	// DefaultJoinMaxBackoff caps JoinRetry's wait when the caller gives none.
+	DefaultJoinMaxBackoff = 30 * time.Second
+)
+
 // Config is what New needs to build a Gossip. The zero value of every
 // optional field means "use the default".
 type Config struct {
@@ -44,7 +52,7 @@ type Config struct {
 	// then set to Name; if set it must equal Name. Its encoding must fit in
 	// memberlist.MetaMaxSize (512) bytes.
 	Meta Meta
-	// Profile selects the timers; empty means ProfileLAN.
+	// Profile selects the timers; empty means DefaultProfile.
 	Profile Profile
 	// EncryptKey, if set, encrypts and authenticates all gossip with AES
 	// (16, 24 or 32 bytes, see ParseKey). Every agent must use the same key;

@@ -118,48 +118,40 @@ type Config struct {
 }
 
 // Default returns the configuration of a production agent on this machine.
+// Each subsystem's settings take the defaults of the package that uses
+// them (raftstore.DefaultConfig, storage.DefaultConfig, gossip's
+// defaults); only the agent's own are set here.
 func Default() Config {
 	name, _ := os.Hostname()
 	if name == "" {
 		name = "zrpc"
 	}
-	bd := storage.DefaultConfig()
-	return Config{
-		Name:                 name,
-		DataDir:              "zrpc-data",
-		BindAddr:             "127.0.0.1",
-		GRPCPort:             8400,
-		RaftPort:             8401,
-		GossipPort:           8402,
-		HTTPPort:             8480,
-		Bootstrap:            true,
-		Voters:               3,
-		DeadNodeReap:         30 * time.Second,
-		GossipProfile:        "lan",
-		JoinMaxBackoff:       30 * time.Second,
-		LogLevel:             "info",
-		LogFormat:            "text",
-		RaftHeartbeatTimeout: 400 * time.Millisecond,
-		RaftElectionTimeout:  400 * time.Millisecond,
-		RaftLeaderLease:      400 * time.Millisecond,
-		SnapshotThreshold:    8192,
-		StaleReadBound:       5 * time.Second,
-		LeaderWait:           5 * time.Second,
-		HealthInterval:       100 * time.Millisecond,
-		BlobBlockSize:        bd.BlockSize,
-		BlobMaxSize:          bd.MaxBlobSize,
-		BlobRepairDelay:      bd.RepairDelay,
-		BlobRepairInterval:   bd.RepairInterval,
-		BlobOrphanGrace:      bd.OrphanGrace,
-		BlobGCInterval:       bd.GCInterval,
-		BlobScrubRate:        bd.ScrubRate,
-		BlobScrubInterval:    bd.ScrubInterval,
+	c := Config{
+		Name:           name,
+		DataDir:        "zrpc-data",
+		BindAddr:       "127.0.0.1",
+		GRPCPort:       8400,
+		RaftPort:       8401,
+		GossipPort:     8402,
+		HTTPPort:       8480,
+		Bootstrap:      true,
+		Voters:         3,
+		DeadNodeReap:   30 * time.Second,
+		LogLevel:       "info",
+		LogFormat:      "text",
+		LeaderWait:     5 * time.Second,
+		HealthInterval: 100 * time.Millisecond,
 
 		MaxInstancesPerService:   10000,
 		MaxInstancesPerSession:   1000,
 		MaxInstanceMetadataBytes: 16 << 10,
 		MaxRegistryBytes:         512 << 20,
 	}
+	c.setRaftConfig(raftstore.DefaultConfig())
+	c.setBlobConfig(storage.DefaultConfig())
+	c.GossipProfile = string(gossip.DefaultProfile)
+	c.JoinMaxBackoff = gossip.DefaultJoinMaxBackoff
+	return c
 }
 
 // quota is the registry limits the leader stamps on a registration.
@@ -170,20 +162,6 @@ func (c *Config) quota() *pb.Quota {
 		MaxInstanceMetadataBytes: uint32(c.MaxInstanceMetadataBytes),
 		MaxRegistryBytes:         uint64(c.MaxRegistryBytes),
 	}
-}
-
-// blobConfig is the blob store's part of the configuration.
-func (c *Config) blobConfig() storage.Config {
-	bc := storage.DefaultConfig()
-	bc.BlockSize = c.BlobBlockSize
-	bc.MaxBlobSize = c.BlobMaxSize
-	bc.RepairDelay = c.BlobRepairDelay
-	bc.RepairInterval = c.BlobRepairInterval
-	bc.OrphanGrace = c.BlobOrphanGrace
-	bc.GCInterval = c.BlobGCInterval
-	bc.ScrubRate = c.BlobScrubRate
-	bc.ScrubInterval = c.BlobScrubInterval
-	return bc
 }
 
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
