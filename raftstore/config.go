@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/zrpcio/zrpc/internal/fielderr"
 )
 
 // Config configures a Store. Zero durations take the defaults of
@@ -67,6 +69,47 @@ func DefaultConfig() Config {
 		StaleReadBound:     5 * time.Second,
 		WatchRing:          1 << 16,
 	}
+}
+
+// MinSnapshotThreshold is the smallest Config.SnapshotThreshold: fewer
+// entries would snapshot all the time.
+const MinSnapshotThreshold = 16
+
+// Validate reports every field of c out of bounds, all at once, each a
+// *fielderr.Error naming the field. It checks c as given, so check a
+// configuration built from DefaultConfig: New fills zero fields with
+// defaults, Validate refuses zero timers.
+func (c *Config) Validate() error {
+	var l fielderr.List
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"HeartbeatTimeout", c.HeartbeatTimeout},
+		{"ElectionTimeout", c.ElectionTimeout},
+		{"LeaderLeaseTimeout", c.LeaderLeaseTimeout},
+		{"CommitTimeout", c.CommitTimeout},
+		{"SnapshotInterval", c.SnapshotInterval},
+		{"ApplyTimeout", c.ApplyTimeout},
+		{"StaleReadBound", c.StaleReadBound},
+	} {
+		if d.v <= 0 {
+			l.Addf(d.field, "must be positive, got %s", d.v)
+		}
+	}
+	if c.LeaderLeaseTimeout > c.HeartbeatTimeout && c.HeartbeatTimeout > 0 {
+		l.Addf("LeaderLeaseTimeout", "%s must not exceed the heartbeat timeout %s", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	}
+	if c.SnapshotThreshold < MinSnapshotThreshold {
+		l.Addf("SnapshotThreshold", "%d is too small (minimum %d)", c.SnapshotThreshold, MinSnapshotThreshold)
+	}
+	if c.RetainSnapshots < 1 {
+		l.Addf("RetainSnapshots", "%d must be at least 1", c.RetainSnapshots)
+	}
+	if c.WatchRing < 1 {
+		l.Addf("WatchRing", "%d must be at least 1", c.WatchRing)
+	}
+	return l.Err()
 }
 
 func (c *Config) fill() {

@@ -1,9 +1,9 @@
 package storage
 
 import (
-	"errors"
-	"fmt"
 	"time"
+
+	"github.com/zrpcio/zrpc/internal/fielderr"
 )
 
 // Config tunes the blob store. Zero fields take the defaults of
@@ -64,8 +64,14 @@ func DefaultConfig() Config {
 	}
 }
 
-// MaxBlockSize bounds Config.BlockSize: a shard travels in one gRPC message.
-const MaxBlockSize = 8 << 20
+// Bounds of Config.BlockSize.
+const (
+	// MinBlockSize keeps a blob's metadata (16 bytes per block) and its
+	// per-block work small next to the data.
+	MinBlockSize = 4096
+	// MaxBlockSize: a shard travels in one gRPC message.
+	MaxBlockSize = 8 << 20
+)
 
 // withDefaults fills zero fields.
 func (c Config) withDefaults() Config {
@@ -103,26 +109,48 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports every bad field at once.
+// Validate reports every field of c out of bounds, all at once, each a
+// *fielderr.Error naming the field. It checks c as given, so check a
+// configuration built from DefaultConfig: New fills zero fields with
+// defaults, Validate refuses the zero sizes and durations.
 func (c Config) Validate() error {
-	var errs []error
-	if c.BlockSize < 0 || c.BlockSize > MaxBlockSize {
-		errs = append(errs, fmt.Errorf("blob block size %d: must be between 1 and %d bytes", c.BlockSize, MaxBlockSize))
+	var l fielderr.List
+	if c.BlockSize < MinBlockSize || c.BlockSize > MaxBlockSize {
+		l.Addf("BlockSize", "%d must be between %d and %d bytes", c.BlockSize, MinBlockSize, MaxBlockSize)
 	}
 	if c.InlineMax < 0 || c.InlineMax > 1<<20 {
-		errs = append(errs, fmt.Errorf("blob inline max %d: must be between 0 and 1 MiB", c.InlineMax))
+		l.Addf("InlineMax", "%d must be between 0 and 1 MiB", c.InlineMax)
 	}
-	if c.MaxMetadataBytes < 0 || c.MaxMetadataBytes > MaxMetadataBytes {
-		errs = append(errs, fmt.Errorf("blob max metadata bytes %d: must be between 1 and %d", c.MaxMetadataBytes, MaxMetadataBytes))
+	if c.MaxMetadataBytes < 1 || c.MaxMetadataBytes > MaxMetadataBytes {
+		l.Addf("MaxMetadataBytes", "%d must be between 1 and %d", c.MaxMetadataBytes, MaxMetadataBytes)
 	}
-	if c.MaxBlobSize < 0 {
-		errs = append(errs, fmt.Errorf("max blob size %d: must not be negative", c.MaxBlobSize))
+	if c.MaxBlobSize <= 0 {
+		l.Addf("MaxBlobSize", "%d must be positive", c.MaxBlobSize)
 	}
-	if c.PutInflight < 0 || c.RepairWorkers < 0 {
-		errs = append(errs, fmt.Errorf("blob put inflight %d / repair workers %d: must not be negative", c.PutInflight, c.RepairWorkers))
+	if c.PutInflight < 1 {
+		l.Addf("PutInflight", "%d must be at least 1", c.PutInflight)
+	}
+	if c.RepairWorkers < 1 {
+		l.Addf("RepairWorkers", "%d must be at least 1", c.RepairWorkers)
 	}
 	if c.ScrubRate < 0 {
-		errs = append(errs, fmt.Errorf("scrub rate %d: must not be negative (0 turns scrubbing off)", c.ScrubRate))
+		l.Addf("ScrubRate", "%d must not be negative (0 turns scrubbing off)", c.ScrubRate)
 	}
-	return errors.Join(errs...)
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"ShardTimeout", c.ShardTimeout},
+		{"RepairInterval", c.RepairInterval},
+		{"RepairDelay", c.RepairDelay},
+		{"PutTimeout", c.PutTimeout},
+		{"OrphanGrace", c.OrphanGrace},
+		{"GCInterval", c.GCInterval},
+		{"ScrubInterval", c.ScrubInterval},
+	} {
+		if d.v <= 0 {
+			l.Addf(d.field, "must be positive, got %s", d.v)
+		}
+	}
+	return l.Err()
 }
