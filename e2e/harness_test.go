@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
 var (
@@ -223,16 +225,9 @@ func ctl(zrpcctl, addr string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
+// waitFor polls cond (which may run a process: polls are spaced by
+// what it takes) until it holds or the deadline passes.
+var waitFor = testwait.For
 
 // rows splits table output into rows of fields, without the header.
 func rows(out string) [][]string {
