@@ -14,9 +14,14 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/zrpcd ./cmd/zrpcd
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/zrpcctl ./cmd/zrpcctl
 
-## test: every test, with the race detector
+## test: every test, with the race detector; then the allocation tests,
+## which the race detector would skip (it allocates and drops sync.Pool
+## items), without it. Name an allocation test ...Allocate... to have it run.
+ALLOC_TESTS    := Allocate
+ALLOC_PACKAGES := ./rpc/balancer/ ./storage/codec/
 test:
 	$(GO) test -race -count=1 -timeout 12m ./...
+	$(GO) test -count=1 -run '$(ALLOC_TESTS)' $(ALLOC_PACKAGES)
 
 ## robustness: random traffic under random faults, SEEDS runs (default 3)
 ## plus the regression seeds; ROBUSTNESS_SEED=N replays one run, SEEDS=200

@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
 var (
@@ -68,8 +71,7 @@ type agent struct {
 	httpPort                       int
 	extra                          []string
 	cmd                            *exec.Cmd
-	log                            *bytes.Buffer
-	mu                             *sync.Mutex
+	log                            *testlog.Buffer // the process's output
 	cleanup                        bool
 	started                        bool // answered once: ports are fixed
 	exited                         chan struct{}
@@ -90,7 +92,7 @@ func newAgent(t *testing.T, name string, extra ...string) *agent {
 	return &agent{
 		t: t, name: name, dataDir: filepath.Join(t.TempDir(), name),
 		grpcPort: freePort(t), raftPort: freePort(t), gossipPort: freePort(t), httpPort: freePort(t),
-		extra: extra, log: &bytes.Buffer{}, mu: &sync.Mutex{},
+		extra: extra, log: &testlog.Buffer{},
 	}
 }
 
@@ -108,9 +110,7 @@ func (a *agent) start(join ...string) {
 		a.t.Cleanup(func() {
 			a.kill()
 			if a.t.Failed() {
-				a.mu.Lock()
 				a.t.Logf("--- %s output ---\n%s", a.name, a.log.String())
-				a.mu.Unlock()
 			}
 		})
 	}
@@ -119,9 +119,7 @@ func (a *agent) start(join ...string) {
 			a.started = true
 			return
 		}
-		a.mu.Lock()
 		inUse := strings.Contains(a.log.String(), "address already in use")
-		a.mu.Unlock()
 		if a.started || !inUse || attempt == 2 {
 			a.t.Fatalf("%s exited before answering", a.name)
 		}
@@ -142,8 +140,7 @@ func (a *agent) launch(join []string) bool {
 		"--gossip-port", strconv.Itoa(a.gossipPort), "--http-port", strconv.Itoa(a.httpPort))
 	args = append(args, a.extra...)
 	cmd := exec.Command(zrpcd, args...)
-	w := &lockedWriter{mu: a.mu, b: a.log}
-	cmd.Stdout, cmd.Stderr = w, w
+	cmd.Stdout, cmd.Stderr = a.log, a.log
 	if err := cmd.Start(); err != nil {
 		a.t.Fatal(err)
 	}
@@ -201,17 +198,6 @@ func (a *agent) stop() error {
 	return a.wait(20 * time.Second)
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
 // ctl runs zrpcctl against addr and returns its stdout.
 func ctl(zrpcctl, addr string, args ...string) (string, error) {
 	cmd := exec.Command(zrpcctl, append([]string{"--addr", addr}, args...)...)
@@ -223,16 +209,9 @@ func ctl(zrpcctl, addr string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
+// waitFor polls cond (which may run a process: polls are spaced by
+// what it takes) until it holds or the deadline passes.
+var waitFor = testwait.For
 
 // rows splits table output into rows of fields, without the header.
 func rows(out string) [][]string {

@@ -1,13 +1,14 @@
 package gossip
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/zrpcio/zrpc/internal/fielderr"
 )
 
 // Profile names a set of memberlist timers.
@@ -21,6 +22,14 @@ const (
 	// ProfileLocal has fast timers for tests on loopback. It declares
 	// agents dead quickly and will flap on a busy or real network.
 	ProfileLocal Profile = "local"
+)
+
+// Defaults of an agent that sets none.
+const (
+	// DefaultProfile is the timer profile of a Config whose Profile is empty.
+	DefaultProfile = ProfileLAN
+	// DefaultJoinMaxBackoff caps JoinRetry's wait when the caller gives none.
+	DefaultJoinMaxBackoff = 30 * time.Second
 )
 
 // Config is what New needs to build a Gossip. The zero value of every
@@ -44,7 +53,7 @@ type Config struct {
 	// then set to Name; if set it must equal Name. Its encoding must fit in
 	// memberlist.MetaMaxSize (512) bytes.
 	Meta Meta
-	// Profile selects the timers; empty means ProfileLAN.
+	// Profile selects the timers; empty means DefaultProfile.
 	Profile Profile
 	// EncryptKey, if set, encrypts and authenticates all gossip with AES
 	// (16, 24 or 32 bytes, see ParseKey). Every agent must use the same key;
@@ -69,44 +78,51 @@ type Config struct {
 	Seeds func() []string
 }
 
-// Validate reports every problem with c at once.
+// Validate reports every problem with c at once, each a *fielderr.Error
+// naming the field.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
-	}
+	var l fielderr.List
 	if c.Name == "" {
-		bad("name", "required")
+		l.Addf("name", "required")
 	}
 	if c.BindAddr != "" && net.ParseIP(c.BindAddr) == nil {
-		bad("bind_addr", "%q is not an IP address", c.BindAddr)
+		l.Addf("bind_addr", "%q is not an IP address", c.BindAddr)
 	}
 	if c.BindPort < 0 || c.BindPort > 65535 {
-		bad("bind_port", "%d is out of range 0-65535", c.BindPort)
+		l.Addf("bind_port", "%d is out of range 0-65535", c.BindPort)
 	}
 	if c.AdvertiseAddr != "" && net.ParseIP(c.AdvertiseAddr) == nil {
-		bad("advertise_addr", "%q is not an IP address", c.AdvertiseAddr)
+		l.Addf("advertise_addr", "%q is not an IP address", c.AdvertiseAddr)
 	}
 	if c.AdvertisePort < 0 || c.AdvertisePort > 65535 {
-		bad("advertise_port", "%d is out of range 0-65535", c.AdvertisePort)
+		l.Addf("advertise_port", "%d is out of range 0-65535", c.AdvertisePort)
 	}
 	if c.Meta.Name != "" && c.Meta.Name != c.Name {
-		bad("meta.name", "%q differs from name %q", c.Meta.Name, c.Name)
+		l.Addf("meta.name", "%q differs from name %q", c.Meta.Name, c.Name)
 	}
 	if _, err := c.metaWithName().encode(); err != nil {
-		errs = append(errs, fmt.Errorf("meta: %w", err)) // keeps ErrMetaTooLarge
+		l.Add("meta", err) // keeps ErrMetaTooLarge
 	}
-	switch c.Profile {
-	case "", ProfileLAN, ProfileLocal:
-	default:
-		bad("profile", "%q must be %q or %q", c.Profile, ProfileLAN, ProfileLocal)
+	if c.Profile != "" {
+		if _, err := ParseProfile(string(c.Profile)); err != nil {
+			l.Add("profile", err)
+		}
 	}
 	if len(c.EncryptKey) > 0 {
 		if err := checkKeyLen(len(c.EncryptKey)); err != nil {
-			bad("encrypt_key", "%v", err)
+			l.Add("encrypt_key", err)
 		}
 	}
-	return errors.Join(errs...)
+	return l.Err()
+}
+
+// ParseProfile returns the profile named s: lan or local.
+func ParseProfile(s string) (Profile, error) {
+	switch p := Profile(s); p {
+	case ProfileLAN, ProfileLocal:
+		return p, nil
+	}
+	return "", fmt.Errorf("%q must be %q or %q", s, ProfileLAN, ProfileLocal)
 }
 
 // metaWithName returns c.Meta with its Name defaulted to c.Name.

@@ -33,8 +33,6 @@ const (
 	eventBuffer = 256
 	// joinInitialBackoff is JoinRetry's first wait.
 	joinInitialBackoff = 200 * time.Millisecond
-	// defaultJoinMaxBackoff caps JoinRetry's wait when the caller gives none.
-	defaultJoinMaxBackoff = 30 * time.Second
 	// updateTimeout bounds how long UpdateMeta waits for its broadcast.
 	updateTimeout = 5 * time.Second
 	// leaveSettleIntervals is how many gossip intervals Leave waits between
@@ -185,7 +183,7 @@ func (g *Gossip) Start() error {
 
 func (g *Gossip) profile() Profile {
 	if g.cfg.Profile == "" {
-		return ProfileLAN
+		return DefaultProfile
 	}
 	return g.cfg.Profile
 }
@@ -255,7 +253,7 @@ func (g *Gossip) Join(ctx context.Context, addrs []string) (int, error) {
 // this agent's own address).
 func (g *Gossip) JoinRetry(ctx context.Context, addrs []string, maxBackoff time.Duration) error {
 	if maxBackoff <= 0 {
-		maxBackoff = defaultJoinMaxBackoff
+		maxBackoff = DefaultJoinMaxBackoff
 	}
 	backoff := min(joinInitialBackoff, maxBackoff)
 	for attempt := 1; ; attempt++ {

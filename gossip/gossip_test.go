@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
 // waitTimeout bounds every wait for the cluster to converge. Convergence
@@ -22,19 +23,13 @@ const waitTimeout = 15 * time.Second
 // waitFor polls cond until it holds or waitTimeout passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	waitForOr(t, what, cond, func() string { return "" })
+	testwait.For(t, waitTimeout, what, cond)
 }
 
 // waitForOr is waitFor that adds explain() to the failure message.
 func waitForOr(t *testing.T, what string, cond func() bool, explain func() string) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s%s", waitTimeout, what, explain())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.ForExplained(t, waitTimeout, what, cond, explain)
 }
 
 // about describes what a knows of member name, for failure messages.

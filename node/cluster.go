@@ -31,19 +31,14 @@ func (n *Node) startGossip() error {
 	if err != nil {
 		return err
 	}
-	g, err := gossip.New(gossip.Config{
-		Name:          n.cfg.Name,
-		BindAddr:      n.cfg.BindAddr,
-		BindPort:      n.cfg.GossipPort,
-		AdvertiseAddr: n.cfg.AdvertiseAddr,
-		Meta:          n.selfMeta(),
-		Profile:       gossip.Profile(n.cfg.GossipProfile),
-		EncryptKey:    key,
-		Transport:     n.opts.gossipTransport,
-		Logger:        n.log,
-		StillMember:   n.stillMember,
-		Seeds:         n.savedPeers,
-	})
+	gc := n.cfg.gossipConfig()
+	gc.Meta = n.selfMeta()
+	gc.EncryptKey = key
+	gc.Transport = n.opts.gossipTransport
+	gc.Logger = n.log
+	gc.StillMember = n.stillMember
+	gc.Seeds = n.savedPeers
+	g, err := gossip.New(gc)
 	if err != nil {
 		return fmt.Errorf("gossip: %w", err)
 	}

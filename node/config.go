@@ -19,6 +19,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/internal/fielderr"
 	"github.com/zrpcio/zrpc/raftstore"
 	"github.com/zrpcio/zrpc/storage"
 )
@@ -118,48 +119,41 @@ type Config struct {
 }
 
 // Default returns the configuration of a production agent on this machine.
+// Each subsystem's settings take the defaults of the package that uses
+// them (raftstore.DefaultConfig, storage.DefaultConfig, gossip's
+// defaults); only the agent's own are set here.
 func Default() Config {
 	name, _ := os.Hostname()
 	if name == "" {
 		name = "zrpc"
 	}
-	bd := storage.DefaultConfig()
-	return Config{
-		Name:                 name,
-		DataDir:              "zrpc-data",
-		BindAddr:             "127.0.0.1",
-		GRPCPort:             8400,
-		RaftPort:             8401,
-		GossipPort:           8402,
-		HTTPPort:             8480,
-		Bootstrap:            true,
-		Voters:               3,
-		DeadNodeReap:         30 * time.Second,
-		GossipProfile:        "lan",
-		JoinMaxBackoff:       30 * time.Second,
-		LogLevel:             "info",
-		LogFormat:            "text",
-		RaftHeartbeatTimeout: 400 * time.Millisecond,
-		RaftElectionTimeout:  400 * time.Millisecond,
-		RaftLeaderLease:      400 * time.Millisecond,
-		SnapshotThreshold:    8192,
-		StaleReadBound:       5 * time.Second,
-		LeaderWait:           5 * time.Second,
-		HealthInterval:       100 * time.Millisecond,
-		BlobBlockSize:        bd.BlockSize,
-		BlobMaxSize:          bd.MaxBlobSize,
-		BlobRepairDelay:      bd.RepairDelay,
-		BlobRepairInterval:   bd.RepairInterval,
-		BlobOrphanGrace:      bd.OrphanGrace,
-		BlobGCInterval:       bd.GCInterval,
-		BlobScrubRate:        bd.ScrubRate,
-		BlobScrubInterval:    bd.ScrubInterval,
+	c := Config{
+		Name:           name,
+		DataDir:        "zrpc-data",
+		BindAddr:       "127.0.0.1",
+		GRPCPort:       8400,
+		RaftPort:       8401,
+		GossipPort:     8402,
+		HTTPPort:       8480,
+		Bootstrap:      true,
+		Voters:         3,
+		DeadNodeReap:   30 * time.Second,
+		LogLevel:       "info",
+		LogFormat:      "text",
+		LeaderWait:     5 * time.Second,
+		HealthInterval: 100 * time.Millisecond,
 
 		MaxInstancesPerService:   10000,
 		MaxInstancesPerSession:   1000,
 		MaxInstanceMetadataBytes: 16 << 10,
 		MaxRegistryBytes:         512 << 20,
 	}
+	rd, bd := raftstore.DefaultConfig(), storage.DefaultConfig()
+	c.fromSubsystem(&rd, raftSettings)
+	c.fromSubsystem(&bd, blobSettings)
+	c.GossipProfile = string(gossip.DefaultProfile)
+	c.JoinMaxBackoff = gossip.DefaultJoinMaxBackoff
+	return c
 }
 
 // quota is the registry limits the leader stamps on a registration.
@@ -172,29 +166,44 @@ func (c *Config) quota() *pb.Quota {
 	}
 }
 
-// blobConfig is the blob store's part of the configuration.
-func (c *Config) blobConfig() storage.Config {
-	bc := storage.DefaultConfig()
-	bc.BlockSize = c.BlobBlockSize
-	bc.MaxBlobSize = c.BlobMaxSize
-	bc.RepairDelay = c.BlobRepairDelay
-	bc.RepairInterval = c.BlobRepairInterval
-	bc.OrphanGrace = c.BlobOrphanGrace
-	bc.GCInterval = c.BlobGCInterval
-	bc.ScrubRate = c.BlobScrubRate
-	bc.ScrubInterval = c.BlobScrubInterval
-	return bc
-}
-
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
 
 // Validate reports every invalid field at once, joined, each naming the
-// field.
+// setting (its YAML key). The bounds of a subsystem's settings are that
+// subsystem's (raftstore.Config.Validate, storage.Config.Validate,
+// gossip.Config.Validate); Validate checks the agent's own settings and
+// reports at most one problem per setting.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	var l fielderr.List
+	c.validateAgent(&l)
+	rc, gc := c.raftConfig(), c.gossipConfig()
+	adoptProblems(&l, "raft", rc.Validate(), settingKeys(raftSettings))
+	adoptProblems(&l, "blob store", c.blobConfig().Validate(), settingKeys(blobSettings))
+	adoptProblems(&l, "gossip", gc.Validate(), gossipErrorKeys)
+	return l.Err()
+}
+
+// adoptProblems adds the problems a subsystem's Validate found to l, each
+// under the setting key its field maps to in keys; a field no setting sets
+// (a subsystem default the agent does not change) is named after the
+// subsystem. A setting that already has a problem keeps the first one.
+func adoptProblems(l *fielderr.List, subsystem string, err error, keys map[string]string) {
+	for _, fe := range fielderr.Split(err) {
+		key, ok := keys[fe.Field]
+		if !ok {
+			key = subsystem + " " + fe.Field
+		}
+		if !l.Has(key) {
+			l.Add(key, fe.Err)
+		}
 	}
+}
+
+// validateAgent checks the settings no subsystem checks: the agent's own,
+// and those whose bounds hold for the whole agent (the name, addresses and
+// ports every listener uses).
+func (c *Config) validateAgent(l *fielderr.List) {
+	bad := l.Addf
 	if !nameRE.MatchString(c.Name) {
 		bad("name", "%q must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", c.Name)
 	}
@@ -237,23 +246,14 @@ func (c *Config) Validate() error {
 	default:
 		bad("log_format", "%q must be text or json", c.LogFormat)
 	}
-	positive := []struct {
+	for _, p := range []struct {
 		field string
 		v     time.Duration
 	}{
-		{"raft_heartbeat_timeout", c.RaftHeartbeatTimeout},
-		{"raft_election_timeout", c.RaftElectionTimeout},
-		{"raft_leader_lease_timeout", c.RaftLeaderLease},
-		{"stale_read_bound", c.StaleReadBound},
 		{"leader_wait", c.LeaderWait},
 		{"health_interval", c.HealthInterval},
-		{"blob_repair_delay", c.BlobRepairDelay},
-		{"blob_repair_interval", c.BlobRepairInterval},
-		{"blob_orphan_grace", c.BlobOrphanGrace},
-		{"blob_gc_interval", c.BlobGCInterval},
-		{"blob_scrub_interval", c.BlobScrubInterval},
-	}
-	for _, p := range positive {
+		{"join_max_backoff", c.JoinMaxBackoff},
+	} {
 		if p.v <= 0 {
 			bad(p.field, "must be positive, got %s", p.v)
 		}
@@ -264,9 +264,6 @@ func (c *Config) Validate() error {
 	if c.LeaderWait+c.RaftElectionTimeout >= raftstore.DedupWindow/2 {
 		bad("leader_wait", "%s plus raft_election_timeout %s must stay under %s (half the window in which retried writes are recognised)",
 			c.LeaderWait, c.RaftElectionTimeout, raftstore.DedupWindow/2)
-	}
-	if c.RaftLeaderLease > c.RaftHeartbeatTimeout && c.RaftHeartbeatTimeout > 0 {
-		bad("raft_leader_lease_timeout", "%s must not exceed raft_heartbeat_timeout %s", c.RaftLeaderLease, c.RaftHeartbeatTimeout)
 	}
 	if c.Voters < 1 || c.Voters > 5 {
 		bad("voters", "%d must be 1 to 5", c.Voters)
@@ -279,14 +276,13 @@ func (c *Config) Validate() error {
 			bad("join", "%q is not host:port", a)
 		}
 	}
-	switch c.GossipProfile {
-	case "lan", "local":
-	default:
-		bad("gossip_profile", "%q must be lan or local", c.GossipProfile)
+	// An agent names its profile; gossip.Config also takes none (lan).
+	if _, err := gossip.ParseProfile(c.GossipProfile); err != nil {
+		l.Add("gossip_profile", err)
 	}
 	if c.EncryptKey != "" {
 		if _, err := gossip.ParseKey(c.EncryptKey); err != nil {
-			bad("encrypt", "%v", err)
+			l.Add("encrypt", err)
 		}
 		if c.EncryptKeyFile != "" {
 			bad("encrypt_file", "set either encrypt or encrypt_file, not both")
@@ -295,20 +291,8 @@ func (c *Config) Validate() error {
 	if c.DeadNodeReap < time.Second {
 		bad("dead_node_reap", "%s is too short (minimum 1s)", c.DeadNodeReap)
 	}
-	if c.JoinMaxBackoff <= 0 {
-		bad("join_max_backoff", "must be positive, got %s", c.JoinMaxBackoff)
-	}
-	if c.BlobBlockSize < 4096 || c.BlobBlockSize > storage.MaxBlockSize {
-		bad("blob_block_size", "%d must be between 4096 and %d bytes", c.BlobBlockSize, storage.MaxBlockSize)
-	}
-	if c.BlobMaxSize <= 0 {
-		bad("blob_max_size", "%d must be positive", c.BlobMaxSize)
-	}
 	if c.ShardMaxBytes < 0 {
 		bad("shard_max_bytes", "%d must not be negative (0 means no limit)", c.ShardMaxBytes)
-	}
-	if c.BlobScrubRate < 0 {
-		bad("blob_scrub_rate", "%d must not be negative (0 turns scrubbing off)", c.BlobScrubRate)
 	}
 	limits := []struct {
 		field  string
@@ -319,15 +303,11 @@ func (c *Config) Validate() error {
 		{"max_instance_metadata_bytes", int64(c.MaxInstanceMetadataBytes), math.MaxUint32},
 		{"max_registry_bytes", c.MaxRegistryBytes, math.MaxInt64},
 	}
-	for _, l := range limits {
-		if l.v < 0 || l.v > l.max {
-			bad(l.field, "%d must be between 0 (no limit) and %d", l.v, l.max)
+	for _, lim := range limits {
+		if lim.v < 0 || lim.v > lim.max {
+			bad(lim.field, "%d must be between 0 (no limit) and %d", lim.v, lim.max)
 		}
 	}
-	if c.SnapshotThreshold < 16 {
-		bad("snapshot_threshold", "%d is too small (minimum 16)", c.SnapshotThreshold)
-	}
-	return errors.Join(errs...)
 }
 
 // gossipKey returns the gossip encryption key (nil: gossip is not

@@ -186,21 +186,14 @@ func (n *Node) startRaft() error {
 	}
 	// An agent that knows its cluster's id never bootstraps another.
 	bootstrap := n.cfg.Bootstrap && len(n.cfg.Join) == 0 && n.cfg.BootstrapExpect == 0 && n.dir.clusterID == ""
-	rc := raftstore.Config{
-		NodeID:             n.cfg.Name,
-		Dir:                raftDir,
-		BindAddr:           n.addr(n.cfg.RaftPort),
-		StreamLayer:        n.opts.raftStream,
-		Bootstrap:          bootstrap,
-		HeartbeatTimeout:   n.cfg.RaftHeartbeatTimeout,
-		ElectionTimeout:    n.cfg.RaftElectionTimeout,
-		LeaderLeaseTimeout: n.cfg.RaftLeaderLease,
-		SnapshotThreshold:  n.cfg.SnapshotThreshold,
-		StaleReadBound:     n.cfg.StaleReadBound,
-		NoSync:             n.opts.raftNoSync,
-		WrapLogStore:       n.opts.wrapRaftLog,
-		Logger:             n.log,
-	}
+	rc := n.cfg.raftConfig()
+	rc.Dir = raftDir
+	rc.BindAddr = n.addr(n.cfg.RaftPort)
+	rc.StreamLayer = n.opts.raftStream
+	rc.Bootstrap = bootstrap
+	rc.NoSync = n.opts.raftNoSync
+	rc.WrapLogStore = n.opts.wrapRaftLog
+	rc.Logger = n.log
 	if n.cfg.AdvertiseAddr != "" && n.opts.raftStream == nil {
 		rc.AdvertiseAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, strconv.Itoa(n.cfg.RaftPort))
 	}

@@ -638,17 +638,6 @@ func (c countingSnapshot) Persist(sink raft.SnapshotSink) error {
 
 func (countingSnapshot) Release() {}
 
-func boltWaitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestBoltUnderRaft(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "raft.db")
 	snaps := raft.NewInmemSnapshotStore()
@@ -687,7 +676,7 @@ func TestBoltUnderRaft(t *testing.T) {
 	if err := r.BootstrapCluster(boot).Error(); err != nil {
 		t.Fatalf("bootstrap: %v", err)
 	}
-	boltWaitFor(t, 10*time.Second, "leadership", func() bool { return r.State() == raft.Leader })
+	eventually(t, 10*time.Second, "leadership", func() bool { return r.State() == raft.Leader })
 	const n = 100
 	for i := range n {
 		if err := r.Apply([]byte{byte(i)}, 5*time.Second).Error(); err != nil {
@@ -718,7 +707,7 @@ func TestBoltUnderRaft(t *testing.T) {
 	if term, err := store.GetUint64([]byte("CurrentTerm")); err != nil || term == 0 {
 		t.Errorf("CurrentTerm = %d, %v; want > 0", term, err)
 	}
-	boltWaitFor(t, 10*time.Second, "FSM replay", func() bool { return fsm.count() >= n })
+	eventually(t, 10*time.Second, "FSM replay", func() bool { return fsm.count() >= n })
 	if got := fsm.count(); got != n {
 		t.Errorf("replayed FSM count = %d, want %d", got, n)
 	}

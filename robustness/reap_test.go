@@ -11,6 +11,7 @@ import (
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
 // The reap fault and what it needs: a dead node reap short enough for a
@@ -45,7 +46,7 @@ func (r *run) reapOne() {
 	r.mu.Unlock()
 	r.c.Partition([]int{a}, r.others(a))
 	partitioned := time.Now()
-	gone := r.waitUntil(r.reap+15*time.Second, func() bool {
+	gone := testwait.Until(r.reap+15*time.Second, func() bool {
 		l := r.c.Leader()
 		return l != nil && l != r.c.Node(a) && !inRaft(l, name) && l.Store().FSM().Node(name) == nil
 	})
@@ -60,23 +61,11 @@ func (r *run) reapOne() {
 	r.mu.Lock()
 	left := slices.Clone(r.left)
 	r.mu.Unlock()
-	back := r.waitUntil(20*time.Second, func() bool { return r.membershipProblem(left) == "" })
+	back := testwait.Until(20*time.Second, func() bool { return r.membershipProblem(left) == "" })
 	r.t.Logf("robustness: reap: %s back in the cluster %v, %s after the heal", name, back, time.Since(healed).Round(time.Millisecond))
 	r.mu.Lock()
 	r.reaped[len(r.reaped)-1].to = time.Since(r.start)
 	r.mu.Unlock()
-}
-
-// waitUntil polls cond every 50 ms for up to d and reports whether it held.
-func (r *run) waitUntil(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return true
 }
 
 // wasReaped reports whether the reap fault has held agent away.
@@ -275,7 +264,7 @@ func (r *run) openSession(ctx context.Context, agent int, owner string, insts []
 // earlier ones; then the residents close their sessions.
 func (r *run) checkResidents() {
 	var problem string
-	ok := r.waitUntil(settleFor, func() bool {
+	ok := testwait.Until(settleFor, func() bool {
 		problem = r.residentProblem()
 		return problem == ""
 	})

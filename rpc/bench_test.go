@@ -12,26 +12,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/zrpcio/zrpc/internal/grpctest"
 	"github.com/zrpcio/zrpc/rpc"
 )
 
-// echoBytes registers /bench.Echo/Call, which returns its ~100-byte input.
-func echoBytes(s *grpc.Server) {
-	s.RegisterService(&grpc.ServiceDesc{
-		ServiceName: "bench.Echo",
-		HandlerType: (*any)(nil),
-		Methods: []grpc.MethodDesc{{MethodName: "Call", Handler: func(_ any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
-			in := new(wrapperspb.BytesValue)
-			if err := dec(in); err != nil {
-				return nil, err
-			}
-			if ic == nil {
-				return in, nil
-			}
-			return ic(ctx, in, &grpc.UnaryServerInfo{FullMethod: "/bench.Echo/Call"}, func(ctx context.Context, req any) (any, error) { return req, nil })
-		}}},
-	}, struct{}{})
-}
+// echoBytes registers the echo service, which returns its ~100-byte input.
+func echoBytes(s *grpc.Server) { grpctest.RegisterEcho(s, nil) }
 
 // runEcho drives conn with callers goroutines until b.N calls are done.
 func runEcho(b *testing.B, conn *grpc.ClientConn, callers int) {
@@ -46,7 +32,7 @@ func runEcho(b *testing.B, conn *grpc.ClientConn, callers int) {
 			defer wg.Done()
 			out := new(wrapperspb.BytesValue)
 			for next.Add(1) <= int64(b.N) {
-				if err := conn.Invoke(context.Background(), "/bench.Echo/Call", payload, out); err != nil {
+				if err := conn.Invoke(context.Background(), grpctest.EchoMethod, payload, out); err != nil {
 					b.Error(err)
 					return
 				}

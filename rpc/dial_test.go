@@ -15,51 +15,38 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/internal/grpctest"
 	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/rpc"
 	"github.com/zrpcio/zrpc/rpc/balancer"
 	"github.com/zrpcio/zrpc/testcluster"
 )
 
-// echoService is a hand-written one-method service: /test.Echo/Call
-// answers after delay and counts its calls.
+// echoService answers the echo service's calls after delay and counts
+// them.
 type echoService struct {
 	calls atomic.Int64
 	delay time.Duration
 }
 
 func (e *echoService) register(s *grpc.Server) {
-	s.RegisterService(&grpc.ServiceDesc{
-		ServiceName: "test.Echo",
-		HandlerType: (*any)(nil),
-		Methods: []grpc.MethodDesc{{MethodName: "Call", Handler: func(_ any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
-			in := new(emptypb.Empty)
-			if err := dec(in); err != nil {
-				return nil, err
-			}
-			h := func(ctx context.Context, req any) (any, error) {
-				e.calls.Add(1)
-				select {
-				case <-time.After(e.delay):
-				case <-ctx.Done():
-					return nil, ctx.Err()
-				}
-				return req, nil
-			}
-			if ic == nil {
-				return h(ctx, in)
-			}
-			// As generated code does: the server's interceptors wrap the handler.
-			return ic(ctx, in, &grpc.UnaryServerInfo{FullMethod: "/test.Echo/Call"}, h)
-		}}},
-	}, e)
+	grpctest.RegisterEcho(s, func(ctx context.Context, in *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) {
+		e.calls.Add(1)
+		select {
+		case <-time.After(e.delay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return in, nil
+	})
 }
 
 func call(ctx context.Context, conn *grpc.ClientConn) error {
-	return conn.Invoke(ctx, "/test.Echo/Call", &emptypb.Empty{}, &emptypb.Empty{})
+	return conn.Invoke(ctx, grpctest.EchoMethod, &emptypb.Empty{}, &emptypb.Empty{})
 }
 
 // startEcho starts a registered echo server of service on agent addr.
@@ -238,7 +225,7 @@ func TestKilledServerCausesNoFailedCalls(t *testing.T) {
 	// again to another instance (a non-idempotent one would fail instead;
 	// clientchain's retry tests cover that).
 	conn, err := rpc.Dial(ctx, "zrpc:///kill.rpc", rpc.WithAgents(agent), rpc.WithBalancer(balancer.RoundRobin), rpc.WithWaitReady(),
-		rpc.WithIdempotent("/test.Echo/Call"))
+		rpc.WithIdempotent(grpctest.EchoMethod))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,33 +9,23 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/zrpcio/zrpc/internal/grpctest"
 	"github.com/zrpcio/zrpc/rpc"
 )
 
-// relay registers /test.Echo/Call as a handler that calls next (a second
-// hop) with the incoming context, and reports the deadline it saw.
+// relay registers the echo service with a handler that calls next (a
+// second hop) with the incoming context, and reports the deadline it saw.
 func relay(s *grpc.Server, next *grpc.ClientConn, deadline chan<- time.Time) {
-	s.RegisterService(&grpc.ServiceDesc{
-		ServiceName: "test.Echo",
-		HandlerType: (*any)(nil),
-		Methods: []grpc.MethodDesc{{MethodName: "Call", Handler: func(_ any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
-			in := new(emptypb.Empty)
-			if err := dec(in); err != nil {
-				return nil, err
-			}
-			h := func(ctx context.Context, req any) (any, error) {
-				if next == nil {
-					d, _ := ctx.Deadline()
-					deadline <- d
-					return req, nil
-				}
-				return req, call(ctx, next)
-			}
-			return ic(ctx, in, &grpc.UnaryServerInfo{FullMethod: "/test.Echo/Call"}, h)
-		}}},
-	}, struct{}{})
+	grpctest.RegisterEcho(s, func(ctx context.Context, in *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) {
+		if next == nil {
+			d, _ := ctx.Deadline()
+			deadline <- d
+			return in, nil
+		}
+		return in, call(ctx, next)
+	})
 }
 
 func startTraced(t *testing.T, tp *sdktrace.TracerProvider, next *grpc.ClientConn, deadline chan<- time.Time) *rpc.Server {

@@ -26,6 +26,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/node"
 )
 
@@ -332,17 +333,11 @@ func (c *Cluster) LeaderIndex() int {
 	return -1
 }
 
-// WaitFor polls cond every 20 ms until it holds, failing the test with what
-// after timeout.
+// WaitFor polls cond until it holds, failing the test with what after
+// timeout (testwait.For).
 func (c *Cluster) WaitFor(timeout time.Duration, what string, cond func() bool) {
 	c.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			c.t.Fatalf("testcluster: timed out after %s waiting for: %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(c.t, timeout, what, cond)
 }
 
 func (c *Cluster) close() {

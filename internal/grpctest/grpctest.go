@@ -1,6 +1,7 @@
 // Package grpctest starts real gRPC servers on loopback for tests: each
 // serves grpc.health.v1 and counts the unary calls it handles, so a test
-// can see where a client's calls went.
+// can see where a client's calls went. RegisterEcho adds the one test
+// service (test.Echo) that tests call through their own servers.
 package grpctest
 
 import (

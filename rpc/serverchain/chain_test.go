@@ -14,6 +14,9 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/zrpcio/zrpc/internal/grpctest"
 )
 
 func testConfig(t *testing.T) (Config, *prometheus.Registry, *logBuffer) {
@@ -135,36 +138,13 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// probeDesc is a service outside the auth skip list that reuses the health
-// messages, so the end-to-end test needs no generated code of its own.
-var probeDesc = grpc.ServiceDesc{
-	ServiceName: "zrpc.test.Probe",
-	HandlerType: (*any)(nil),
-	Methods: []grpc.MethodDesc{{
-		MethodName: "Check",
-		Handler: func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
-			in := new(healthpb.HealthCheckRequest)
-			if err := dec(in); err != nil {
-				return nil, err
-			}
-			h := func(context.Context, any) (any, error) {
-				return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
-			}
-			if ic == nil {
-				return h(ctx, in)
-			}
-			return ic(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: "/zrpc.test.Probe/Check"}, h)
-		},
-	}},
-}
-
 func TestEndToEnd(t *testing.T) {
 	cfg, _, _ := testConfig(t)
 	cfg.Tokens = []string{"good"}
 	unary, stream := Chain(cfg)
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))
 	healthpb.RegisterHealthServer(srv, health.NewServer())
-	srv.RegisterService(&probeDesc, struct{}{})
+	grpctest.RegisterEcho(srv, nil) // outside the auth skip list
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -197,12 +177,21 @@ func TestEndToEnd(t *testing.T) {
 	}{
 		{"health without token", "/grpc.health.v1.Health/Check", "", codes.OK},
 		{"health with bad token", "/grpc.health.v1.Health/Check", "bad", codes.OK},
-		{"probe with bad token", "/zrpc.test.Probe/Check", "bad", codes.Unauthenticated},
-		{"probe without token", "/zrpc.test.Probe/Check", "", codes.Unauthenticated},
-		{"probe with good token", "/zrpc.test.Probe/Check", "good", codes.OK},
+		{"echo with bad token", grpctest.EchoMethod, "bad", codes.Unauthenticated},
+		{"echo without token", grpctest.EchoMethod, "", codes.Unauthenticated},
+		{"echo with good token", grpctest.EchoMethod, "good", codes.OK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.method == grpctest.EchoMethod {
+				resp := new(wrapperspb.BytesValue)
+				err := conn.Invoke(out(tt.token), tt.method, wrapperspb.Bytes([]byte("ping")), resp)
+				wantCode(t, err, tt.want)
+				if tt.want == codes.OK && string(resp.GetValue()) != "ping" {
+					t.Fatalf("echo answered %q", resp.GetValue())
+				}
+				return
+			}
 			resp := new(healthpb.HealthCheckResponse)
 			err := conn.Invoke(out(tt.token), tt.method, &healthpb.HealthCheckRequest{}, resp)
 			wantCode(t, err, tt.want)

@@ -1,7 +1,6 @@
 package serverchain
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
@@ -12,6 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/internal/testlog"
 )
 
 // fakeClock is a manually advanced clock.
@@ -36,22 +37,17 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 // logBuffer captures slog output and mirrors it to t.Log.
 type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	t   *testing.T
+	testlog.Buffer
+	t *testing.T
 }
 
 func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.t.Log(strings.TrimSpace(string(p)))
-	return b.buf.Write(p)
+	return b.Buffer.Write(p)
 }
 
 func (b *logBuffer) Lines() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := strings.TrimSpace(b.buf.String())
+	s := strings.TrimSpace(b.String())
 	if s == "" {
 		return nil
 	}

@@ -414,7 +414,7 @@ func TestSizeClasses(t *testing.T) {
 // Encode allocates nothing of its own: as often as reedsolomon's Encode on
 // the same shards (once on AVX2, for a []byte put in its sync.Pool) and
 // never without parity.
-func TestEncodeAllocs(t *testing.T) {
+func TestEncodeAllocatesNoMoreThanReedSolomon(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}

@@ -1,0 +1,223 @@
+package node
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/internal/fielderr"
+	"github.com/zrpcio/zrpc/raftstore"
+	"github.com/zrpcio/zrpc/storage"
+)
+
+// TestDefaultTakesEachSubsystemsDefaults: every setting of a subsystem
+// defaults to what that subsystem's package declares, so a default changed
+// there is the agent's default too.
+func TestDefaultTakesEachSubsystemsDefaults(t *testing.T) {
+	d := Default()
+	rd := raftstore.DefaultConfig()
+	bd := storage.DefaultConfig()
+	for _, tc := range []struct {
+		key       string
+		got, want any
+	}{
+		{"raft_heartbeat_timeout", d.RaftHeartbeatTimeout, rd.HeartbeatTimeout},
+		{"raft_election_timeout", d.RaftElectionTimeout, rd.ElectionTimeout},
+		{"raft_leader_lease_timeout", d.RaftLeaderLease, rd.LeaderLeaseTimeout},
+		{"snapshot_threshold", d.SnapshotThreshold, rd.SnapshotThreshold},
+		{"stale_read_bound", d.StaleReadBound, rd.StaleReadBound},
+		{"blob_block_size", d.BlobBlockSize, bd.BlockSize},
+		{"blob_max_size", d.BlobMaxSize, bd.MaxBlobSize},
+		{"blob_repair_delay", d.BlobRepairDelay, bd.RepairDelay},
+		{"blob_repair_interval", d.BlobRepairInterval, bd.RepairInterval},
+		{"blob_orphan_grace", d.BlobOrphanGrace, bd.OrphanGrace},
+		{"blob_gc_interval", d.BlobGCInterval, bd.GCInterval},
+		{"blob_scrub_rate", d.BlobScrubRate, bd.ScrubRate},
+		{"blob_scrub_interval", d.BlobScrubInterval, bd.ScrubInterval},
+		{"gossip_profile", d.GossipProfile, string(gossip.DefaultProfile)},
+		{"join_max_backoff", d.JoinMaxBackoff, gossip.DefaultJoinMaxBackoff},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("Default() %s = %v, its package's default is %v", tc.key, tc.got, tc.want)
+		}
+	}
+}
+
+// TestSubsystemConfigsCarryTheSettings: the configuration the agent hands
+// each subsystem holds the settings as given, and the subsystem's own
+// defaults for what the agent does not set.
+func TestSubsystemConfigsCarryTheSettings(t *testing.T) {
+	c := Default()
+	c.Name = "a1"
+	c.RaftHeartbeatTimeout, c.RaftElectionTimeout, c.RaftLeaderLease = 301*time.Millisecond, 302*time.Millisecond, 303*time.Millisecond
+	c.SnapshotThreshold, c.StaleReadBound = 304, 305*time.Millisecond
+	c.BlobBlockSize, c.BlobMaxSize, c.BlobScrubRate = 8192, 1<<30, 307
+	c.BlobRepairDelay, c.BlobRepairInterval, c.BlobOrphanGrace = 308*time.Second, 309*time.Second, 310*time.Second
+	c.BlobGCInterval, c.BlobScrubInterval = 311*time.Second, 312*time.Second
+	want := raftstore.DefaultConfig()
+	want.NodeID = c.Name
+	want.HeartbeatTimeout = c.RaftHeartbeatTimeout
+	want.ElectionTimeout = c.RaftElectionTimeout
+	want.LeaderLeaseTimeout = c.RaftLeaderLease
+	want.SnapshotThreshold = c.SnapshotThreshold
+	want.StaleReadBound = c.StaleReadBound
+	if got := c.raftConfig(); got.NodeID != want.NodeID || got.HeartbeatTimeout != want.HeartbeatTimeout ||
+		got.ElectionTimeout != want.ElectionTimeout || got.LeaderLeaseTimeout != want.LeaderLeaseTimeout ||
+		got.SnapshotThreshold != want.SnapshotThreshold || got.StaleReadBound != want.StaleReadBound ||
+		got.CommitTimeout != want.CommitTimeout || got.ApplyTimeout != want.ApplyTimeout || got.WatchRing != want.WatchRing {
+		t.Errorf("raftConfig() = %+v, want %+v", got, want)
+	}
+	wantBlob := storage.DefaultConfig()
+	wantBlob.BlockSize = c.BlobBlockSize
+	wantBlob.MaxBlobSize = c.BlobMaxSize
+	wantBlob.RepairDelay = c.BlobRepairDelay
+	wantBlob.RepairInterval = c.BlobRepairInterval
+	wantBlob.OrphanGrace = c.BlobOrphanGrace
+	wantBlob.GCInterval = c.BlobGCInterval
+	wantBlob.ScrubRate = c.BlobScrubRate
+	wantBlob.ScrubInterval = c.BlobScrubInterval
+	if got := c.blobConfig(); got != wantBlob {
+		t.Errorf("blobConfig() = %+v, want %+v", got, wantBlob)
+	}
+}
+
+// TestSubsystemTablesNameSettingsAndFields: every row of the subsystem
+// tables ties a declared setting to a field of the subsystem's Config of a
+// type it converts to and from.
+func TestSubsystemTablesNameSettingsAndFields(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		sub   reflect.Type
+		table []subsystemSetting
+	}{
+		{"raftstore", reflect.TypeFor[raftstore.Config](), raftSettings},
+		{"storage", reflect.TypeFor[storage.Config](), blobSettings},
+	} {
+		for _, s := range tc.table {
+			set, ok := SettingByKey(s.key)
+			if !ok {
+				t.Errorf("%s table: %s is not a setting", tc.name, s.key)
+				continue
+			}
+			f, ok := tc.sub.FieldByName(s.field)
+			if !ok {
+				t.Errorf("%s table: %s.Config has no field %s", tc.name, tc.name, s.field)
+				continue
+			}
+			own := reflect.TypeFor[Config]().Field(set.index).Type
+			if !own.ConvertibleTo(f.Type) || !f.Type.ConvertibleTo(own) {
+				t.Errorf("%s table: %s (%s) and %s (%s) do not convert", tc.name, s.key, own, s.field, f.Type)
+			}
+		}
+	}
+	for field, key := range gossipErrorKeys {
+		if _, ok := SettingByKey(key); !ok {
+			t.Errorf("gossip field %s maps to %s, which is not a setting", field, key)
+		}
+	}
+}
+
+// TestConfigValidateNamesTheSetting: each bad value is refused with the
+// setting's YAML key in the message, whether the agent or a subsystem
+// holds the bound.
+func TestConfigValidateNamesTheSetting(t *testing.T) {
+	for _, tc := range []struct {
+		key string
+		set func(*Config)
+	}{
+		{"name", func(c *Config) { c.Name = "" }},
+		{"data_dir", func(c *Config) { c.DataDir = " " }},
+		{"bind", func(c *Config) { c.BindAddr = "nowhere" }},
+		{"advertise", func(c *Config) { c.AdvertiseAddr = "nowhere" }},
+		{"grpc_port", func(c *Config) { c.GRPCPort = 70000 }},
+		{"gossip_port", func(c *Config) { c.GossipPort = -1 }},
+		{"zone", func(c *Config) { c.Zone = "a zone" }},
+		{"log_level", func(c *Config) { c.LogLevel = "loud" }},
+		{"log_format", func(c *Config) { c.LogFormat = "xml" }},
+		{"voters", func(c *Config) { c.Voters = 6 }},
+		{"bootstrap_expect", func(c *Config) { c.BootstrapExpect = 4 }},
+		{"join", func(c *Config) { c.Join = []string{"no-port"} }},
+		{"gossip_profile", func(c *Config) { c.GossipProfile = "wan" }},
+		{"gossip_profile", func(c *Config) { c.GossipProfile = "" }},
+		{"encrypt", func(c *Config) { c.EncryptKey = "short" }},
+		{"dead_node_reap", func(c *Config) { c.DeadNodeReap = time.Millisecond }},
+		{"join_max_backoff", func(c *Config) { c.JoinMaxBackoff = 0 }},
+		{"leader_wait", func(c *Config) { c.LeaderWait = 0 }},
+		{"health_interval", func(c *Config) { c.HealthInterval = -time.Second }},
+		{"raft_heartbeat_timeout", func(c *Config) { c.RaftHeartbeatTimeout = 0 }},
+		{"raft_election_timeout", func(c *Config) { c.RaftElectionTimeout = 0 }},
+		{"raft_leader_lease_timeout", func(c *Config) { c.RaftLeaderLease = c.RaftHeartbeatTimeout + 1 }},
+		{"snapshot_threshold", func(c *Config) { c.SnapshotThreshold = 15 }},
+		{"stale_read_bound", func(c *Config) { c.StaleReadBound = 0 }},
+		{"blob_block_size", func(c *Config) { c.BlobBlockSize = 4095 }},
+		{"blob_block_size", func(c *Config) { c.BlobBlockSize = storage.MaxBlockSize + 1 }},
+		{"blob_max_size", func(c *Config) { c.BlobMaxSize = 0 }},
+		{"shard_max_bytes", func(c *Config) { c.ShardMaxBytes = -1 }},
+		{"blob_repair_delay", func(c *Config) { c.BlobRepairDelay = 0 }},
+		{"blob_repair_interval", func(c *Config) { c.BlobRepairInterval = 0 }},
+		{"blob_orphan_grace", func(c *Config) { c.BlobOrphanGrace = 0 }},
+		{"blob_gc_interval", func(c *Config) { c.BlobGCInterval = 0 }},
+		{"blob_scrub_rate", func(c *Config) { c.BlobScrubRate = -1 }},
+		{"blob_scrub_interval", func(c *Config) { c.BlobScrubInterval = 0 }},
+		{"max_instances_per_service", func(c *Config) { c.MaxInstancesPerService = -1 }},
+		{"max_registry_bytes", func(c *Config) { c.MaxRegistryBytes = -1 }},
+	} {
+		c := Default()
+		tc.set(&c)
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.key+":") {
+			t.Errorf("bad %s: Validate = %v, want an error naming %s", tc.key, err, tc.key)
+			continue
+		}
+		if n := len(fielderr.Split(err)); n != 1 {
+			t.Errorf("bad %s: Validate reported %d problems, want 1:\n%v", tc.key, n, err)
+		}
+	}
+}
+
+// TestConfigValidateTakesTheSubsystemsBounds: a subsystem setting is
+// refused by the agent exactly when the subsystem's own Validate refuses
+// it, under the setting's key.
+func TestConfigValidateTakesTheSubsystemsBounds(t *testing.T) {
+	for _, size := range []int{-1, 0, 1, storage.MinBlockSize - 1, storage.MinBlockSize, 1 << 20, storage.MaxBlockSize, storage.MaxBlockSize + 1} {
+		bc := storage.DefaultConfig()
+		bc.BlockSize = size
+		c := Default()
+		c.BlobBlockSize = size
+		checkSameVerdict(t, "blob_block_size", size, bc.Validate(), c.Validate())
+	}
+	for _, n := range []uint64{0, raftstore.MinSnapshotThreshold - 1, raftstore.MinSnapshotThreshold, 8192} {
+		rc := raftstore.DefaultConfig()
+		rc.SnapshotThreshold = n
+		c := Default()
+		c.SnapshotThreshold = n
+		checkSameVerdict(t, "snapshot_threshold", n, rc.Validate(), c.Validate())
+	}
+	for _, lease := range []time.Duration{-1, 0, time.Millisecond, 400 * time.Millisecond, 401 * time.Millisecond} {
+		rc := raftstore.DefaultConfig()
+		rc.LeaderLeaseTimeout = lease
+		c := Default()
+		c.RaftLeaderLease = lease
+		checkSameVerdict(t, "raft_leader_lease_timeout", lease, rc.Validate(), c.Validate())
+	}
+	for _, p := range []string{"lan", "local", "wan", "LAN"} {
+		gc := gossip.Config{Name: "a", Profile: gossip.Profile(p)}
+		c := Default()
+		c.GossipProfile = p
+		checkSameVerdict(t, "gossip_profile", p, gc.Validate(), c.Validate())
+	}
+}
+
+func checkSameVerdict(t *testing.T, key string, v any, sub, agent error) {
+	t.Helper()
+	switch {
+	case sub == nil && agent != nil:
+		t.Errorf("%s %v: its subsystem accepts it, the agent refuses it: %v", key, v, agent)
+	case sub != nil && agent == nil:
+		t.Errorf("%s %v: its subsystem refuses it (%v), the agent accepts it", key, v, sub)
+	case sub != nil && !strings.Contains(agent.Error(), key+":"):
+		t.Errorf("%s %v: the agent's error does not name %s: %v", key, v, key, agent)
+	}
+}

@@ -1,0 +1,144 @@
+package raftstore
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/zrpcio/zrpc/internal/fielderr"
+)
+
+// Config configures a Store. Zero durations take the defaults of
+// DefaultConfig.
+type Config struct {
+	// NodeID is this agent's name; it is also its Raft server ID.
+	NodeID string
+	// Dir holds raft.db and snapshots/. It must exist.
+	Dir string
+	// BindAddr is the Raft transport's listen address ("127.0.0.1:8401").
+	// Ignored when StreamLayer is set.
+	BindAddr string
+	// AdvertiseAddr is the address peers dial; empty means the listener's.
+	AdvertiseAddr string
+	// StreamLayer replaces the TCP transport (tests wrap connections).
+	StreamLayer raft.StreamLayer
+	// Bootstrap makes a store without Raft state bootstrap a one-voter
+	// cluster of itself. A store with state never bootstraps again.
+	Bootstrap bool
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	TrailingLogs       uint64
+	// RetainSnapshots is how many snapshots are kept on disk.
+	RetainSnapshots int
+	// ApplyTimeout bounds one write when the caller's context has no deadline.
+	ApplyTimeout time.Duration
+	// StaleReadBound is how old the leader's commit index a follower
+	// knows may be before DEFAULT reads are refused: a follower serves them
+	// once it has applied the commit index the leader sent it last, and
+	// only when that arrived within the bound.
+	StaleReadBound time.Duration
+	// WatchRing is how many recent events watchers can resume from.
+	WatchRing int
+	// NoSync skips fsync of the Raft log (benchmarks only).
+	NoSync bool
+	// WrapLogStore, when set, wraps the Raft log store (tests slow it down).
+	WrapLogStore func(raft.LogStore) raft.LogStore
+
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults: timers measured for a LAN (see
+// DESIGN.md "Membership"), 2 snapshots, 64Ki watch events.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:   400 * time.Millisecond,
+		ElectionTimeout:    400 * time.Millisecond,
+		LeaderLeaseTimeout: 400 * time.Millisecond,
+		CommitTimeout:      5 * time.Millisecond,
+		SnapshotThreshold:  8192,
+		SnapshotInterval:   60 * time.Second,
+		TrailingLogs:       10240,
+		RetainSnapshots:    2,
+		ApplyTimeout:       5 * time.Second,
+		StaleReadBound:     5 * time.Second,
+		WatchRing:          1 << 16,
+	}
+}
+
+// MinSnapshotThreshold is the smallest Config.SnapshotThreshold: fewer
+// entries would snapshot all the time.
+const MinSnapshotThreshold = 16
+
+// Validate reports every field of c out of bounds, all at once, each a
+// *fielderr.Error naming the field. It checks c as given, so check a
+// configuration built from DefaultConfig: New fills zero fields with
+// defaults, Validate refuses zero timers.
+func (c *Config) Validate() error {
+	var l fielderr.List
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"HeartbeatTimeout", c.HeartbeatTimeout},
+		{"ElectionTimeout", c.ElectionTimeout},
+		{"LeaderLeaseTimeout", c.LeaderLeaseTimeout},
+		{"CommitTimeout", c.CommitTimeout},
+		{"SnapshotInterval", c.SnapshotInterval},
+		{"ApplyTimeout", c.ApplyTimeout},
+		{"StaleReadBound", c.StaleReadBound},
+	} {
+		if d.v <= 0 {
+			l.Addf(d.field, "must be positive, got %s", d.v)
+		}
+	}
+	if c.LeaderLeaseTimeout > c.HeartbeatTimeout && c.HeartbeatTimeout > 0 {
+		l.Addf("LeaderLeaseTimeout", "%s must not exceed the heartbeat timeout %s", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	}
+	if c.SnapshotThreshold < MinSnapshotThreshold {
+		l.Addf("SnapshotThreshold", "%d is too small (minimum %d)", c.SnapshotThreshold, MinSnapshotThreshold)
+	}
+	if c.RetainSnapshots < 1 {
+		l.Addf("RetainSnapshots", "%d must be at least 1", c.RetainSnapshots)
+	}
+	if c.WatchRing < 1 {
+		l.Addf("WatchRing", "%d must be at least 1", c.WatchRing)
+	}
+	return l.Err()
+}
+
+func (c *Config) fill() {
+	d := DefaultConfig()
+	setDur := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setDur(&c.HeartbeatTimeout, d.HeartbeatTimeout)
+	setDur(&c.ElectionTimeout, d.ElectionTimeout)
+	setDur(&c.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
+	setDur(&c.CommitTimeout, d.CommitTimeout)
+	setDur(&c.SnapshotInterval, d.SnapshotInterval)
+	setDur(&c.ApplyTimeout, d.ApplyTimeout)
+	setDur(&c.StaleReadBound, d.StaleReadBound)
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = d.SnapshotThreshold
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = d.TrailingLogs
+	}
+	if c.RetainSnapshots == 0 {
+		c.RetainSnapshots = d.RetainSnapshots
+	}
+	if c.WatchRing == 0 {
+		c.WatchRing = d.WatchRing
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}

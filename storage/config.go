@@ -1,0 +1,156 @@
+package storage
+
+import (
+	"time"
+
+	"github.com/zrpcio/zrpc/internal/fielderr"
+)
+
+// Config tunes the blob store. Zero fields take the defaults of
+// DefaultConfig.
+type Config struct {
+	// BlockSize is the size of the blocks a blob is cut into.
+	BlockSize int
+	// InlineMax: blobs up to this size are stored in the metadata itself.
+	InlineMax int
+	// MaxBlobSize bounds one blob.
+	MaxBlobSize int64
+	// MaxMetadataBytes bounds one blob's metadata (one Raft entry); a put
+	// that would need more is refused before it starts.
+	MaxMetadataBytes int
+	// PutInflight is how many blocks of one put may be in flight to agents
+	// at once (memory per put ≈ PutInflight × BlockSize × (k+m)/k).
+	PutInflight int
+	// ShardTimeout bounds one shard transfer to or from an agent.
+	ShardTimeout time.Duration
+	// RepairInterval is how often the leader scans for shards to repair.
+	RepairInterval time.Duration
+	// RepairDelay is how long an agent must have been failed before its
+	// shards are rebuilt elsewhere (it may just be restarting).
+	RepairDelay time.Duration
+	// RepairWorkers rebuild shards concurrently.
+	RepairWorkers int
+	// PutTimeout: a put pending longer than this is aborted by the leader.
+	PutTimeout time.Duration
+	// OrphanGrace: a shard file no blob or pending put refers to is deleted
+	// once it is this old (it may belong to a put this replica has not seen).
+	OrphanGrace time.Duration
+	// GCInterval is how often an agent looks for orphan shards.
+	GCInterval time.Duration
+	// ScrubRate is how many bytes per second the scrubber re-reads to find
+	// bit rot; 0 turns scrubbing off.
+	ScrubRate int64
+	// ScrubInterval is the pause between two full scrub passes.
+	ScrubInterval time.Duration
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		BlockSize:        1 << 20,
+		InlineMax:        64 << 10,
+		MaxBlobSize:      64 << 30,
+		MaxMetadataBytes: MaxMetadataBytes,
+		PutInflight:      4,
+		ShardTimeout:     30 * time.Second,
+		RepairInterval:   10 * time.Second,
+		RepairDelay:      2 * time.Minute,
+		RepairWorkers:    2,
+		PutTimeout:       time.Hour,
+		OrphanGrace:      10 * time.Minute,
+		GCInterval:       time.Minute,
+		ScrubRate:        8 << 20,
+		ScrubInterval:    time.Hour,
+	}
+}
+
+// Bounds of Config.BlockSize.
+const (
+	// MinBlockSize keeps a blob's metadata (16 bytes per block) and its
+	// per-block work small next to the data.
+	MinBlockSize = 4096
+	// MaxBlockSize: a shard travels in one gRPC message.
+	MaxBlockSize = 8 << 20
+)
+
+// withDefaults fills zero fields.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	fill := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	if c.BlockSize == 0 {
+		c.BlockSize = d.BlockSize
+	}
+	if c.InlineMax == 0 {
+		c.InlineMax = d.InlineMax
+	}
+	if c.MaxBlobSize == 0 {
+		c.MaxBlobSize = d.MaxBlobSize
+	}
+	if c.MaxMetadataBytes == 0 {
+		c.MaxMetadataBytes = d.MaxMetadataBytes
+	}
+	if c.PutInflight == 0 {
+		c.PutInflight = d.PutInflight
+	}
+	if c.RepairWorkers == 0 {
+		c.RepairWorkers = d.RepairWorkers
+	}
+	fill(&c.ShardTimeout, d.ShardTimeout)
+	fill(&c.RepairInterval, d.RepairInterval)
+	fill(&c.RepairDelay, d.RepairDelay)
+	fill(&c.PutTimeout, d.PutTimeout)
+	fill(&c.OrphanGrace, d.OrphanGrace)
+	fill(&c.GCInterval, d.GCInterval)
+	fill(&c.ScrubInterval, d.ScrubInterval)
+	return c
+}
+
+// Validate reports every field of c out of bounds, all at once, each a
+// *fielderr.Error naming the field. It checks c as given, so check a
+// configuration built from DefaultConfig: New fills zero fields with
+// defaults, Validate refuses the zero sizes and durations.
+func (c Config) Validate() error {
+	var l fielderr.List
+	if c.BlockSize < MinBlockSize || c.BlockSize > MaxBlockSize {
+		l.Addf("BlockSize", "%d must be between %d and %d bytes", c.BlockSize, MinBlockSize, MaxBlockSize)
+	}
+	if c.InlineMax < 0 || c.InlineMax > 1<<20 {
+		l.Addf("InlineMax", "%d must be between 0 and 1 MiB", c.InlineMax)
+	}
+	if c.MaxMetadataBytes < 1 || c.MaxMetadataBytes > MaxMetadataBytes {
+		l.Addf("MaxMetadataBytes", "%d must be between 1 and %d", c.MaxMetadataBytes, MaxMetadataBytes)
+	}
+	if c.MaxBlobSize <= 0 {
+		l.Addf("MaxBlobSize", "%d must be positive", c.MaxBlobSize)
+	}
+	if c.PutInflight < 1 {
+		l.Addf("PutInflight", "%d must be at least 1", c.PutInflight)
+	}
+	if c.RepairWorkers < 1 {
+		l.Addf("RepairWorkers", "%d must be at least 1", c.RepairWorkers)
+	}
+	if c.ScrubRate < 0 {
+		l.Addf("ScrubRate", "%d must not be negative (0 turns scrubbing off)", c.ScrubRate)
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"ShardTimeout", c.ShardTimeout},
+		{"RepairInterval", c.RepairInterval},
+		{"RepairDelay", c.RepairDelay},
+		{"PutTimeout", c.PutTimeout},
+		{"OrphanGrace", c.OrphanGrace},
+		{"GCInterval", c.GCInterval},
+		{"ScrubInterval", c.ScrubInterval},
+	} {
+		if d.v <= 0 {
+			l.Addf(d.field, "must be positive, got %s", d.v)
+		}
+	}
+	return l.Err()
+}
