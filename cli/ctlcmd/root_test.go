@@ -10,6 +10,7 @@ import (
 
 	"github.com/zrpcio/zrpc/cli"
 	"github.com/zrpcio/zrpc/client/clienttest"
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
 func TestTableOutput(t *testing.T) {
@@ -250,14 +251,8 @@ func TestCommandsDocumented(t *testing.T) {
 	walk(NewCommand())
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond until it holds, for at most 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, 10*time.Second, what, cond)
 }
