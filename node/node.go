@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/node/health"
 	"github.com/zrpcio/zrpc/raftstore"
 	"github.com/zrpcio/zrpc/storage"
 )
@@ -38,18 +39,17 @@ type Node struct {
 	opts options
 	log  *slog.Logger
 
-	dir      *dataDir
-	store    *raftstore.Store
-	grpc     *grpc.Server
-	grpcLn   net.Listener
-	http     *http.Server
-	httpLn   net.Listener
-	metrics  *metrics
-	forward  *forwarder
-	sessions *liveSessions
-	ttl      *ttlTracker
-	gossip   *gossip.Gossip
-	blobs    *storage.Store
+	dir     *dataDir
+	store   *raftstore.Store
+	grpc    *grpc.Server
+	grpcLn  net.Listener
+	http    *http.Server
+	httpLn  net.Listener
+	metrics *metrics
+	forward *forwarder
+	health  *health.Keeper
+	gossip  *gossip.Gossip
+	blobs   *storage.Store
 
 	// reconcileWake nudges the leader's reconcile loop after a gossip event.
 	reconcileWake chan struct{}
@@ -127,7 +127,6 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 		n.log = slog.New(slog.DiscardHandler)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.sessions = newLiveSessions()
 	n.reconcileWake = make(chan struct{}, 1)
 	n.left = make(chan struct{})
 	return n, nil
@@ -171,8 +170,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startHTTP(); err != nil {
 		return err
 	}
-	n.goLoop(n.runChecks)
-	n.goLoop(n.cleanupOrphanSessions)
+	n.goLoop(n.health.RunChecks)
+	n.goLoop(n.health.RunSessionScan)
 	n.blobs.Start()
 	n.log.Info("agent started", "name", n.cfg.Name, "grpc", n.GRPCAddr(), "raft", n.store.RaftAddr(),
 		"http", n.HTTPAddr(), "data_dir", n.cfg.DataDir)
@@ -205,10 +204,10 @@ func (n *Node) startRaft() error {
 		rc.AdvertiseAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, strconv.Itoa(n.cfg.RaftPort))
 	}
 	n.store = raftstore.New(rc)
-	n.ttl = newTTLTracker()
+	n.health = n.newHealth()
 	n.store.OnLeader(n.initCluster)
 	n.store.OnLeader(n.announceSelf)
-	n.store.OnLeader(n.runTTLChecks)
+	n.store.OnLeader(n.health.RunTTLChecks)
 	n.store.OnLeader(n.runReconcile)
 	n.store.OnLeader(n.blobs.RunRepair)
 	if err := n.store.Open(); err != nil {

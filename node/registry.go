@@ -95,7 +95,7 @@ func (s *registryServer) RenewTTL(ctx context.Context, req *pb.RenewTTLRequest) 
 	var resp *pb.RenewTTLResponse
 	err := s.n.forward.onLeader(ctx,
 		func() error {
-			rev, err := s.n.renewTTL(ctx, req.Service, req.Id)
+			rev, err := s.n.health.RenewTTL(ctx, req.Service, req.Id)
 			resp = &pb.RenewTTLResponse{Header: s.n.header(rev)}
 			return err
 		},

@@ -24,20 +24,19 @@ import (
 // Limits on what one registration may carry. They keep a single request
 // from bloating every replica and every watcher.
 const (
-	maxNameLen     = 128
-	maxAddressLen  = 256
-	maxTags        = 32
-	maxTagLen      = 128
-	maxMetadata    = 64
-	maxMetaKeyLen  = 128
-	maxMetaValLen  = 1024
-	maxWeight      = 10000
-	defaultWeight  = 100
-	minTTL         = time.Second
-	maxTTL         = 24 * time.Hour
-	minInterval    = 100 * time.Millisecond
-	maxInterval    = time.Hour
-	defaultTimeout = 2 * time.Second
+	maxNameLen    = 128
+	maxAddressLen = 256
+	maxTags       = 32
+	maxTagLen     = 128
+	maxMetadata   = 64
+	maxMetaKeyLen = 128
+	maxMetaValLen = 1024
+	maxWeight     = 10000
+	defaultWeight = 100
+	minTTL        = time.Second
+	maxTTL        = 24 * time.Hour
+	minInterval   = 100 * time.Millisecond
+	maxInterval   = time.Hour
 )
 
 var (
