@@ -239,7 +239,7 @@ func newLogger(cfg node.Config, w io.Writer) *slog.Logger {
 // runAgent starts a node and runs it until a signal or ctx ends.
 func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
 	log := newLogger(cfg, errw)
-	node.Build = buildString()
+	cfg.Build = buildString()
 	n, err := node.New(cfg, node.WithLogger(log))
 	if err != nil {
 		return err

@@ -15,7 +15,7 @@ import (
 func (n *Node) announceSelf(ctx context.Context) {
 	self := &pb.Node{
 		Name: n.cfg.Name, GrpcAddress: n.GRPCAddr(), RaftAddress: n.store.RaftAddr(),
-		Zone: n.cfg.Zone, Build: Build, Health: pb.Health_PASSING,
+		Zone: n.cfg.Zone, Build: n.cfg.Build, Health: pb.Health_PASSING,
 	}
 	for ctx.Err() == nil {
 		if cur := n.store.FSM().Node(n.cfg.Name); cur != nil && proto.Equal(cur, self) {

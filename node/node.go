@@ -30,8 +30,8 @@ import (
 	"github.com/zrpcio/zrpc/storage"
 )
 
-// Build is the agent's version string, set by cli from the linker flags.
-var Build = "dev"
+// devBuild is the version string of an agent whose Config.Build is empty.
+const devBuild = "dev"
 
 // Node is one running agent.
 type Node struct {
@@ -118,6 +118,9 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid config:\n%w", err)
 	}
+	if cfg.Build == "" {
+		cfg.Build = devBuild
+	}
 	n := &Node{cfg: cfg}
 	for _, o := range opts {
 		o(&n.opts)
@@ -138,7 +141,9 @@ func (n *Node) addr(port int) string {
 
 // Start opens the data dir (locking it), starts Raft, then serves gRPC and
 // HTTP, then starts the health checkers. On error everything it started is
-// stopped again.
+// stopped again. If ctx ends before Start is done, Start stops at its next
+// step and returns an error wrapping ctx.Err(), with nothing left running
+// and the data dir unlocked.
 func (n *Node) Start(ctx context.Context) (err error) {
 	if n.started {
 		return errors.New("node already started")
@@ -149,26 +154,34 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			n.Close()
 		}
 	}()
-	if n.dir, err = openDataDir(n.cfg.DataDir, n.cfg.Name); err != nil {
-		return err
+	steps := []struct {
+		what string
+		run  func() error
+	}{
+		{"open the data dir", func() (err error) { n.dir, err = openDataDir(n.cfg.DataDir, n.cfg.Name); return err }},
+		{"open the blob store", n.openBlobs},
+		{"start Raft", n.startRaft},
+		{"serve gRPC", func() error {
+			n.metrics = newMetrics(n)
+			n.forward = newForwarder(n)
+			return n.startGRPC()
+		}},
+		{"start gossip", n.startGossip},
+		{"serve HTTP", func() error {
+			n.goLoop(n.recordClusterID)
+			return n.startHTTP()
+		}},
 	}
-	if err := n.openBlobs(); err != nil {
-		return err
+	for _, s := range steps {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("start agent %s: stopped before it could %s: %w", n.cfg.Name, s.what, err)
+		}
+		if err := s.run(); err != nil {
+			return err
+		}
 	}
-	if err := n.startRaft(); err != nil {
-		return err
-	}
-	n.metrics = newMetrics(n)
-	n.forward = newForwarder(n)
-	if err := n.startGRPC(); err != nil {
-		return err
-	}
-	if err := n.startGossip(); err != nil {
-		return err
-	}
-	n.goLoop(n.recordClusterID)
-	if err := n.startHTTP(); err != nil {
-		return err
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("start agent %s: stopped before its checks ran: %w", n.cfg.Name, err)
 	}
 	n.goLoop(n.health.RunChecks)
 	n.goLoop(n.health.RunSessionScan)

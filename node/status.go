@@ -35,7 +35,7 @@ func (s *statusServer) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.Sta
 		CommitIndex:  num("commit_index"),
 		AppliedIndex: r.AppliedIndex(),
 		LastLogIndex: r.LastIndex(),
-		Build:        Build,
+		Build:        s.n.cfg.Build,
 		ClusterId:    s.n.clusterID(),
 	}
 	if leaderID != "" {
@@ -144,5 +144,5 @@ func (s *statusServer) Leave(ctx context.Context, _ *pb.LeaveRequest) (*pb.Leave
 }
 
 func (s *statusServer) Version(context.Context, *pb.VersionRequest) (*pb.VersionResponse, error) {
-	return &pb.VersionResponse{Version: Build, GoVersion: runtime.Version()}, nil
+	return &pb.VersionResponse{Version: s.n.cfg.Build, GoVersion: runtime.Version()}, nil
 }
