@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/node/grpcapi"
 	"github.com/zrpcio/zrpc/node/health"
 	"github.com/zrpcio/zrpc/raftstore"
 	"github.com/zrpcio/zrpc/storage"
@@ -79,7 +80,7 @@ type options struct {
 	raftNoSync      bool
 	dialer          func(ctx context.Context, addr string) (net.Conn, error)
 	gossipTransport memberlist.Transport
-	watchBacklog    watchLimits
+	watchBacklog    grpcapi.WatchLimits
 	wrapRaftLog     func(raft.LogStore) raft.LogStore
 	shardSyncDelay  func() time.Duration
 }

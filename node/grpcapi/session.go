@@ -1,4 +1,4 @@
-package node
+package grpcapi
 
 import (
 	"context"
@@ -13,7 +13,9 @@ import (
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
-func newSessionID() string {
+// NewSessionID returns a new random id (128 bits, hex): a session's, or
+// the tail of a request id the agent mints.
+func NewSessionID() string {
 	var b [16]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
@@ -26,7 +28,7 @@ func newSessionID() string {
 // the session first (the leader reaped this agent while it was
 // unreachable), the stream ends with FailedPrecondition, so that the
 // process opens a new session and registers again.
-func (s *registryServer) Session(stream pb.Registry_SessionServer) error {
+func (s *Registry) Session(stream pb.Registry_SessionServer) error {
 	ctx := stream.Context()
 	first, err := stream.Recv()
 	if err != nil {
@@ -39,11 +41,11 @@ func (s *registryServer) Session(stream pb.Registry_SessionServer) error {
 	if len(open.Owner) > maxMetaValLen {
 		return apierr.Invalid("session.owner", "is longer than %d bytes", maxMetaValLen)
 	}
-	id := newSessionID()
-	live := s.n.health.ServeSession(id)
+	id := NewSessionID()
+	live := s.cfg.Health.ServeSession(id)
 	defer live.End()
-	rev, err := s.n.propose(ctx, &pb.Command{Kind: &pb.Command_SessionCreate{SessionCreate: &pb.SessionCreate{
-		Session: &pb.Session{Id: id, Node: s.n.cfg.Name, Owner: open.Owner, Created: time.Now().UnixNano()},
+	rev, err := s.cfg.Cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_SessionCreate{SessionCreate: &pb.SessionCreate{
+		Session: &pb.Session{Id: id, Node: s.cfg.Agent, Owner: open.Owner, Created: time.Now().UnixNano()},
 	}}})
 	if err != nil {
 		return err
@@ -52,11 +54,11 @@ func (s *registryServer) Session(stream pb.Registry_SessionServer) error {
 	removedByCluster := false
 	defer func() {
 		if !removedByCluster {
-			s.n.health.DestroySessions(id)
+			s.cfg.Health.DestroySessions(id)
 		}
 	}()
-	s.n.log.Debug("session opened", "session", id, "owner", open.Owner)
-	if err := stream.Send(&pb.SessionResponse{Seq: first.Seq, Header: s.n.header(rev), Session: id}); err != nil {
+	s.log.Debug("session opened", "session", id, "owner", open.Owner)
+	if err := stream.Send(&pb.SessionResponse{Seq: first.Seq, Header: s.header(rev), Session: id}); err != nil {
 		return err
 	}
 	// The reader ends with the stream, which returning from this handler
@@ -83,37 +85,37 @@ func (s *registryServer) Session(stream pb.Registry_SessionServer) error {
 				return err
 			}
 		case err := <-ended:
-			s.n.log.Debug("session stream ended", "session", id, "err", err)
+			s.log.Debug("session stream ended", "session", id, "err", err)
 			return nil
 		case <-ctx.Done():
 			// The reader may stop here without a word to ended: it held a
 			// request when the client went away.
-			s.n.log.Debug("session stream ended", "session", id, "err", ctx.Err())
+			s.log.Debug("session stream ended", "session", id, "err", ctx.Err())
 			return nil
 		case <-live.Removed():
 			removedByCluster = true
-			s.n.log.Warn("session removed by the cluster; ending its stream so that its process registers again", "session", id, "owner", open.Owner)
+			s.log.Warn("session removed by the cluster; ending its stream so that its process registers again", "session", id, "owner", open.Owner)
 			return fmt.Errorf("%w: session %s was removed by the cluster (agent %s was taken out of it while unreachable); open a new session and register again",
-				apierr.ErrSessionRequired, id, s.n.cfg.Name)
+				apierr.ErrSessionRequired, id, s.cfg.Agent)
 		}
 	}
 }
 
-func (s *registryServer) handleSessionRequest(ctx context.Context, id string, req *pb.SessionRequest) *pb.SessionResponse {
+func (s *Registry) handleSessionRequest(ctx context.Context, id string, req *pb.SessionRequest) *pb.SessionResponse {
 	resp := &pb.SessionResponse{Seq: req.Seq}
 	var err error
 	switch k := req.Kind.(type) {
 	case *pb.SessionRequest_Register:
 		var inst *pb.Instance
 		var rev uint64
-		inst, rev, err = s.n.register(ctx, k.Register.GetInstance(), id)
-		resp.Instance, resp.Header = inst, s.n.header(rev)
+		inst, rev, err = s.register(ctx, k.Register.GetInstance(), id)
+		resp.Instance, resp.Header = inst, s.header(rev)
 	case *pb.SessionRequest_Deregister:
 		var rev uint64
-		rev, err = s.n.deregister(ctx, k.Deregister.Service, k.Deregister.Id)
-		resp.Header = s.n.header(rev)
+		rev, err = s.deregister(ctx, k.Deregister.Service, k.Deregister.Id)
+		resp.Header = s.header(rev)
 	case *pb.SessionRequest_Keepalive:
-		resp.Header = s.n.header(s.n.store.FSM().Revision())
+		resp.Header = s.header(s.cfg.Replica.Revision())
 	case *pb.SessionRequest_Open:
 		err = apierr.Invalid("session", "already open")
 	default:
