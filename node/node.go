@@ -1,10 +1,30 @@
-// Package node is the zrpc agent: it wires the Raft registry (raftstore), the
-// gRPC API, health checking and the HTTP endpoints into one process.
+// Package node is the zrpc agent: the wiring that starts, in this order,
+// and stops everything one agent runs:
+//
+//   - its data dir (datadir.go): the lock, the cluster id, peers.json;
+//   - its part of the blob store (package storage; blobs.go is the agent
+//     as the blob store sees it);
+//   - Raft and the registry replica (package raftstore), with the loops
+//     that run while this agent leads: the cluster's identity
+//     (identity.go), its own node record (announce.go), TTL sweeps
+//     (package health), membership reconcile (cluster.go) and blob
+//     repair;
+//   - the gRPC API: Registry and Blobs (package grpcapi, adapted to the
+//     agent in api.go), Status (status.go, removepeer.go) and Internal,
+//     the peers' forwarded writes (forward.go, which also forwards this
+//     agent's writes to the leader);
+//   - gossip membership (package gossip, cluster.go);
+//   - HTTP: /metrics, /healthz, /readyz, pprof (metrics.go);
+//   - the health loops of package health: gRPC checkers of the instances
+//     this agent owns, and the scan for orphan and removed sessions.
 //
 // New validates the configuration and does no I/O; Start opens the data
-// dir, starts Raft and the listeners; Close undoes Start in a documented
-// order and is safe to call twice. node is not the CLI: cli builds a Config
-// from flags, a file and the environment and calls New.
+// dir, starts Raft and the listeners and honours its context; Close undoes
+// Start in a documented order and is safe to call twice; Leave and Halt
+// end the agent for good or as a crash would. node is not the CLI: cli
+// builds a Config from flags, a file and the environment and calls New. It
+// is not the API either: the handlers live in grpcapi and the health logic
+// in health, which see the agent only through small interfaces.
 package node
 
 import (
