@@ -4,16 +4,17 @@ import (
 	"context"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/node/grpcapi"
 )
 
 // The agent's gRPC API lives in package grpcapi; it sees the agent through
-// the adapters in this file. The Status and Internal services are still
-// the agent's own (status.go, removepeer.go, forward.go).
+// the adapters in this file.
 
 // Names of grpcapi that the agent's forwarder uses.
 var (
@@ -42,8 +43,10 @@ func newGRPCServer(n *Node) *grpc.Server {
 		n.apiServerConfig(),
 		grpcapi.Services{
 			Registry: n.newRegistry(),
-			Status:   &statusServer{n: n},
-			Internal: &internalServer{n: n},
+			Status: grpcapi.NewStatus(grpcapi.StatusConfig{
+				Agent: n.cfg.Name, Build: n.cfg.Build, Replica: n.store.FSM(), Cluster: apiCluster{n}, Status: apiStatus{n},
+			}),
+			Internal: grpcapi.NewInternal(apiLeader{n}, apiMembership{n}),
 			Blobs:    grpcapi.NewBlobs(n.blobs, n.store.FSM()),
 			Shards:   n.blobs.ShardServer(),
 		})
@@ -76,13 +79,6 @@ func (n *Node) newRegistry() *grpcapi.Registry {
 	})
 }
 
-func (n *Node) header(rev uint64) *pb.ResponseHeader { return grpcapi.Header(n.cfg.Name, rev) }
-
-// validateForwarded checks a command a peer forwarded (grpcapi.ValidateForwarded).
-func (n *Node) validateForwarded(cmd *pb.Command) error {
-	return grpcapi.ValidateForwarded(cmd, apiMembership{n})
-}
-
 // apiCluster is the agent's Raft cluster as the API uses it.
 type apiCluster struct{ n *Node }
 
@@ -96,6 +92,38 @@ func (c apiCluster) OnLeader(ctx context.Context, local func() error, remote fun
 
 func (c apiCluster) CheckRead(ctx context.Context, consistency pb.Consistency) error {
 	return c.n.store.CheckReadContext(ctx, consistency)
+}
+
+// apiLeader is this agent as the leader peers forward their writes to.
+type apiLeader struct{ n *Node }
+
+func (l apiLeader) IsLeader() bool { return l.n.store.IsLeader() }
+
+func (l apiLeader) ApplyAsLeader(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	return l.n.applyAsLeader(ctx, cmd)
+}
+
+// apiStatus is what the Status service reads of this agent and asks of it.
+type apiStatus struct{ n *Node }
+
+func (a apiStatus) Raft() *raft.Raft  { return a.n.store.Raft() }
+func (a apiStatus) ClusterID() string { return a.n.clusterID() }
+
+func (a apiStatus) Members() []gossip.Member {
+	if a.n.gossip == nil {
+		return nil // gossip starts after the gRPC API
+	}
+	return a.n.gossip.Members()
+}
+
+func (a apiStatus) PeerStatus(ctx context.Context, grpcAddr string) (*pb.StatusResponse, error) {
+	return a.n.peerStatus(ctx, grpcAddr)
+}
+
+func (a apiStatus) Leave(ctx context.Context) (bool, error) { return a.n.Leave(ctx) }
+
+func (a apiStatus) RemovePeer(ctx context.Context, name string) (uint64, error) {
+	return a.n.removePeer(ctx, name)
 }
 
 // apiMetrics counts the API's calls in the agent's metrics.

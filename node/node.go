@@ -9,10 +9,9 @@
 //     (identity.go), its own node record (announce.go), TTL sweeps
 //     (package health), membership reconcile (cluster.go) and blob
 //     repair;
-//   - the gRPC API: Registry and Blobs (package grpcapi, adapted to the
-//     agent in api.go), Status (status.go, removepeer.go) and Internal,
-//     the peers' forwarded writes (forward.go, which also forwards this
-//     agent's writes to the leader);
+//   - the gRPC API (package grpcapi: Registry, Blobs, Status and the
+//     Internal service of peers' forwarded writes), adapted to the agent
+//     in api.go; forward.go sends this agent's writes to the leader;
 //   - gossip membership (package gossip, cluster.go);
 //   - HTTP: /metrics, /healthz, /readyz, pprof (metrics.go);
 //   - the health loops of package health: gRPC checkers of the instances

@@ -1,15 +1,15 @@
 // Package grpcapi is a zrpc agent's gRPC API: the Registry service (Get,
 // List, Watch, Register, Deregister, RenewTTL and the Session stream), the
-// Blobs service, request validation, and the server's interceptor chain
-// (panic recovery, the error code table, per-method metrics and the proof
-// that a caller of the agent-to-agent services is an agent of the
-// cluster).
+// Blobs service, the Status service, the Internal service that takes the
+// writes peers forward to the leader, request validation, and the
+// server's interceptor chain (panic recovery, the error code table,
+// per-method metrics and the proof that a caller of the agent-to-agent
+// services is an agent of the cluster).
 //
-// It is not the agent: each server reads the registry replica and asks the
-// agent for writes, leader forwarding and health through the small
-// interfaces below, which package node implements. The Status and Internal
-// services stay in node, which also builds the server (NewServer) and owns
-// its lifecycle.
+// It is not the agent: each service reads the registry replica and asks
+// the agent for writes, leader forwarding, health and its Raft and gossip
+// view through the small interfaces of this package, which package node
+// implements. node builds the server (NewServer), serves and stops it.
 package grpcapi
 
 import (
@@ -107,9 +107,9 @@ func NewRegistry(ctx context.Context, cfg RegistryConfig) *Registry {
 	return &Registry{cfg: cfg, log: log, ctx: ctx}
 }
 
-// Header is the header of an answer served by agent at revision rev.
-func Header(agent string, rev uint64) *pb.ResponseHeader {
+// header is the header of an answer served by agent at revision rev.
+func header(agent string, rev uint64) *pb.ResponseHeader {
 	return &pb.ResponseHeader{Revision: rev, ServedBy: agent}
 }
 
-func (s *Registry) header(rev uint64) *pb.ResponseHeader { return Header(s.cfg.Agent, rev) }
+func (s *Registry) header(rev uint64) *pb.ResponseHeader { return header(s.cfg.Agent, rev) }

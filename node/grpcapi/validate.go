@@ -200,14 +200,14 @@ const (
 	maxHealthOutput = 4096
 )
 
-// ValidateForwarded checks a command a peer forwarded through
+// validateForwarded checks a command a peer forwarded through
 // Internal.Apply before the leader proposes it. A peer may forward only
 // what agents propose through the leader (registrations, health results,
 // sessions, blob metadata, removal of a failed agent), each checked as the
 // public API checks it; what the leader writes on its own from gossip
 // (node records, a whole agent's health) is refused. It returns
 // InvalidArgument or FailedPrecondition naming the problem.
-func ValidateForwarded(cmd *pb.Command, m Membership) error {
+func validateForwarded(cmd *pb.Command, m Membership) error {
 	if len(cmd.RequestId) > maxRequestIDLen {
 		return apierr.Invalid("command.request_id", "is %d bytes, the limit is %d", len(cmd.RequestId), maxRequestIDLen)
 	}

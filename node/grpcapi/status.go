@@ -1,0 +1,219 @@
+package grpcapi
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/raftstore"
+)
+
+// StatusAgent is what the Status service reads of its agent and asks of
+// it.
+type StatusAgent interface {
+	// Raft is the agent's Raft node.
+	Raft() *raft.Raft
+	// ClusterID is the id of the agent's cluster ("" until it is known).
+	ClusterID() string
+	// Members are the agents gossip knows.
+	Members() []gossip.Member
+	// PeerStatus asks the agent serving gRPC at grpcAddr for its Status,
+	// waiting a bounded time.
+	PeerStatus(ctx context.Context, grpcAddr string) (*pb.StatusResponse, error)
+	// Leave takes this agent out of the cluster for good and reports
+	// whether its removal was confirmed.
+	Leave(ctx context.Context) (bool, error)
+	// RemovePeer removes agent name from the cluster for good; it runs on
+	// the leader.
+	RemovePeer(ctx context.Context, name string) (uint64, error)
+}
+
+// StatusConfig is what the Status service needs of its agent.
+type StatusConfig struct {
+	// Agent is this agent's name and Build its version string.
+	Agent string
+	Build string
+	// Replica is the agent's registry replica.
+	Replica interface {
+		Revision() uint64
+		Node(name string) *pb.Node
+	}
+	// Cluster forwards RemovePeer to the leader.
+	Cluster Cluster
+	Status  StatusAgent
+}
+
+// Status serves the Status API: the agent's Raft and gossip view, leave
+// and remove-peer.
+type Status struct {
+	pb.UnimplementedStatusServer
+	cfg StatusConfig
+}
+
+// NewStatus returns the Status service of an agent.
+func NewStatus(cfg StatusConfig) *Status { return &Status{cfg: cfg} }
+
+func (s *Status) header(rev uint64) *pb.ResponseHeader { return header(s.cfg.Agent, rev) }
+
+func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+	r := s.cfg.Status.Raft()
+	stats := r.Stats()
+	num := func(k string) uint64 { v, _ := strconv.ParseUint(stats[k], 10, 64); return v }
+	leaderAddr, leaderID := r.LeaderWithID()
+	resp := &pb.StatusResponse{
+		Header:       s.header(s.cfg.Replica.Revision()),
+		Node:         s.cfg.Agent,
+		Leader:       string(leaderID),
+		Term:         num("term"),
+		RaftState:    r.State().String(),
+		CommitIndex:  num("commit_index"),
+		AppliedIndex: r.AppliedIndex(),
+		LastLogIndex: r.LastIndex(),
+		Build:        s.cfg.Build,
+		ClusterId:    s.cfg.Status.ClusterID(),
+	}
+	if leaderID != "" {
+		if node := s.cfg.Replica.Node(string(leaderID)); node != nil {
+			resp.LeaderAddress = node.GrpcAddress
+		} else {
+			resp.LeaderAddress = string(leaderAddr)
+		}
+	}
+	if r.State() == raft.Leader {
+		resp.LastContact = durationpb.New(0)
+	} else if lc := r.LastContact(); !lc.IsZero() {
+		resp.LastContact = durationpb.New(time.Since(lc))
+	}
+	return resp, nil
+}
+
+// Members lists the agents gossip knows, with their Raft role, plus Raft
+// servers gossip does not know (status "unknown").
+func (s *Status) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.MembersResponse, error) {
+	r := s.cfg.Status.Raft()
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, raftstore.RaftError(err)
+	}
+	_, leaderID := r.LeaderWithID()
+	role := func(name string) string {
+		for _, srv := range f.Configuration().Servers {
+			if string(srv.ID) == name {
+				if srv.ID == leaderID {
+					return "leader"
+				}
+				return suffrage(srv.Suffrage)
+			}
+		}
+		return "none"
+	}
+	resp := &pb.MembersResponse{Header: s.header(s.cfg.Replica.Revision())}
+	known := map[string]bool{}
+	for _, m := range s.cfg.Status.Members() {
+		known[m.Name] = true
+		resp.Members = append(resp.Members, &pb.Member{
+			Name: m.Name, Address: m.Addr, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr,
+			Status: m.Status, Role: role(m.Name), Build: m.Meta.Build, Zone: m.Meta.Zone,
+		})
+	}
+	for _, srv := range f.Configuration().Servers {
+		if !known[string(srv.ID)] {
+			resp.Members = append(resp.Members, &pb.Member{Name: string(srv.ID), RaftAddress: string(srv.Address), Status: "unknown", Role: role(string(srv.ID))})
+		}
+	}
+	return resp, nil
+}
+
+func suffrage(s raft.ServerSuffrage) string {
+	if s == raft.Voter {
+		return "voter"
+	}
+	return "nonvoter"
+}
+
+// Peers lists the Raft configuration. Each peer's last log index comes
+// from that peer's own Status (asked in parallel, 500 ms each); it is 0
+// when the peer does not answer.
+func (s *Status) Peers(ctx context.Context, _ *pb.PeersRequest) (*pb.PeersResponse, error) {
+	r := s.cfg.Status.Raft()
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, raftstore.RaftError(err)
+	}
+	_, leaderID := r.LeaderWithID()
+	resp := &pb.PeersResponse{Header: s.header(s.cfg.Replica.Revision())}
+	var wg sync.WaitGroup
+	for _, srv := range f.Configuration().Servers {
+		p := &pb.Peer{Id: string(srv.ID), Address: string(srv.Address), Suffrage: suffrage(srv.Suffrage), Leader: srv.ID == leaderID}
+		resp.Peers = append(resp.Peers, p)
+		if p.Id == s.cfg.Agent {
+			p.LastIndex = r.LastIndex()
+			continue
+		}
+		node := s.cfg.Replica.Node(p.Id)
+		if node == nil || node.GrpcAddress == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if st, err := s.cfg.Status.PeerStatus(ctx, node.GrpcAddress); err == nil {
+				p.LastIndex = st.LastLogIndex
+			}
+		}()
+	}
+	wg.Wait()
+	return resp, nil
+}
+
+// Leave makes this agent leave the cluster for good (StatusAgent.Leave).
+func (s *Status) Leave(ctx context.Context, _ *pb.LeaveRequest) (*pb.LeaveResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	removed, err := s.cfg.Status.Leave(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.LeaveResponse{Removed: removed}, nil
+}
+
+func (s *Status) Version(context.Context, *pb.VersionRequest) (*pb.VersionResponse, error) {
+	return &pb.VersionResponse{Version: s.cfg.Build, GoVersion: runtime.Version()}, nil
+}
+
+// RemovePeer removes another agent from the cluster for good (`zrpcctl
+// raft remove-peer NAME`): from Raft, and with its instances and sessions
+// from the registry. Any agent takes the call and forwards it to the
+// leader, which does the work.
+func (s *Status) RemovePeer(ctx context.Context, req *pb.RemovePeerRequest) (*pb.RemovePeerResponse, error) {
+	name := req.GetName()
+	if name == "" {
+		return nil, fmt.Errorf("%w: name is empty: name the agent to remove", apierr.ErrInvalidArgument)
+	}
+	var rev uint64
+	err := s.cfg.Cluster.OnLeader(ctx,
+		func() error {
+			var err error
+			rev, err = s.cfg.Status.RemovePeer(ctx, name)
+			return err
+		},
+		func(c *grpc.ClientConn) error {
+			resp, err := pb.NewStatusClient(c).RemovePeer(ctx, req)
+			rev = resp.GetHeader().GetRevision()
+			return err
+		})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.RemovePeerResponse{Header: s.header(rev)}, nil
+}
