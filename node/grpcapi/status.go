@@ -14,54 +14,8 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
-	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/raftstore"
 )
-
-// StatusAgent is what the Status service reads of its agent and asks of
-// it.
-type StatusAgent interface {
-	// Raft is the agent's Raft node.
-	Raft() *raft.Raft
-	// ClusterID is the id of the agent's cluster ("" until it is known).
-	ClusterID() string
-	// Members are the agents gossip knows.
-	Members() []gossip.Member
-	// PeerStatus asks the agent serving gRPC at grpcAddr for its Status,
-	// waiting a bounded time.
-	PeerStatus(ctx context.Context, grpcAddr string) (*pb.StatusResponse, error)
-	// Leave takes this agent out of the cluster for good and reports
-	// whether its removal was confirmed.
-	Leave(ctx context.Context) (bool, error)
-	// RemovePeer removes agent name from the cluster for good; it runs on
-	// the leader.
-	RemovePeer(ctx context.Context, name string) (uint64, error)
-}
-
-// StatusConfig is what the Status service needs of its agent.
-type StatusConfig struct {
-	// Agent is this agent's name and Build its version string.
-	Agent string
-	Build string
-	// Replica is the agent's registry replica.
-	Replica interface {
-		Revision() uint64
-		Node(name string) *pb.Node
-	}
-	// Cluster forwards RemovePeer to the leader.
-	Cluster Cluster
-	Status  StatusAgent
-}
-
-// Status serves the Status API: the agent's Raft and gossip view, leave
-// and remove-peer.
-type Status struct {
-	pb.UnimplementedStatusServer
-	cfg StatusConfig
-}
-
-// NewStatus returns the Status service of an agent.
-func NewStatus(cfg StatusConfig) *Status { return &Status{cfg: cfg} }
 
 func (s *Status) header(rev uint64) *pb.ResponseHeader { return header(s.cfg.Agent, rev) }
 
