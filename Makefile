@@ -42,7 +42,7 @@ FUZZ_TARGETS := \
 	storage/shardstore:FuzzHeader storage/shardstore:FuzzGet \
 	storage/codec:FuzzDecodeCorrupt storage/codec:FuzzRoundTrip \
 	storage:FuzzGetRange \
-	node:FuzzValidateInstance node:FuzzConfigLoadFile node:FuzzConfigLoadEnv
+	node/grpcapi:FuzzValidateInstance node:FuzzConfigLoadFile node:FuzzConfigLoadEnv
 fuzz:
 	@failed=""; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; echo "== fuzz $$name (./$$pkg) for $(FUZZTIME)"; \

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"io"
 	"path/filepath"
 	"time"
 
@@ -90,88 +89,4 @@ func (n *Node) PeerConn(name string) (*grpc.ClientConn, error) {
 
 func (c blobCluster) OnLeader(ctx context.Context, local func() error, remote func(*grpc.ClientConn) error) error {
 	return c.n.forward.onLeader(ctx, local, remote)
-}
-
-// blobsServer serves the Blobs API.
-type blobsServer struct {
-	pb.UnimplementedBlobsServer
-	n *Node
-}
-
-func (s *blobsServer) Put(stream grpc.ClientStreamingServer[pb.BlobPutRequest, pb.BlobPutResponse]) error {
-	first, err := stream.Recv()
-	if err != nil {
-		return fmt.Errorf("%w: put stream ended before its header", apierr.ErrInvalidArgument)
-	}
-	h := first.GetHeader()
-	if h == nil {
-		return fmt.Errorf("%w: the first message of a put must be its header", apierr.ErrInvalidArgument)
-	}
-	res, err := s.n.blobs.Put(stream.Context(), h, &putReader{stream: stream})
-	if err != nil {
-		return err
-	}
-	return stream.SendAndClose(&pb.BlobPutResponse{
-		Header: &pb.ResponseHeader{Revision: res.Revision}, Blob: storage.Summary(res.Blob), MissingShards: uint32(res.Missing),
-	})
-}
-
-// putReader reads the chunks of a Put stream.
-type putReader struct {
-	stream grpc.ClientStreamingServer[pb.BlobPutRequest, pb.BlobPutResponse]
-	buf    []byte
-}
-
-func (r *putReader) Read(p []byte) (int, error) {
-	for len(r.buf) == 0 {
-		msg, err := r.stream.Recv()
-		if err == io.EOF {
-			return 0, io.EOF
-		}
-		if err != nil {
-			return 0, err
-		}
-		if msg.GetHeader() != nil {
-			return 0, fmt.Errorf("%w: a put carries one header, then chunks", apierr.ErrInvalidArgument)
-		}
-		r.buf = msg.GetChunk()
-	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
-	return n, nil
-}
-
-func (s *blobsServer) Get(req *pb.BlobGetRequest, stream grpc.ServerStreamingServer[pb.BlobGetResponse]) error {
-	return s.n.blobs.Get(stream.Context(), req, stream.Send)
-}
-
-func (s *blobsServer) Stat(ctx context.Context, req *pb.BlobStatRequest) (*pb.BlobStatResponse, error) {
-	resp, err := s.n.blobs.Stat(ctx, req.Name, req.MinRevision)
-	if err != nil {
-		return nil, err
-	}
-	resp.Header = &pb.ResponseHeader{Revision: s.n.store.FSM().Revision()}
-	return resp, nil
-}
-
-func (s *blobsServer) List(ctx context.Context, req *pb.BlobListRequest) (*pb.BlobListResponse, error) {
-	blobs, rev := s.n.blobs.List(ctx, req.Prefix)
-	return &pb.BlobListResponse{Header: &pb.ResponseHeader{Revision: rev}, Blobs: blobs}, nil
-}
-
-func (s *blobsServer) Delete(ctx context.Context, req *pb.BlobDeleteRequest) (*pb.BlobDeleteResponse, error) {
-	ctx, err := withRequestID(ctx, "blob-delete", req.RequestId)
-	if err != nil {
-		return nil, err
-	}
-	rev, err := s.n.blobs.Delete(ctx, req.Name)
-	if err != nil {
-		return nil, err
-	}
-	return &pb.BlobDeleteResponse{Header: &pb.ResponseHeader{Revision: rev}}, nil
-}
-
-// RepairStatus answers from the leader, which runs repair.
-func (s *blobsServer) RepairStatus(ctx context.Context, req *pb.RepairStatusRequest) (*pb.RepairStatusResponse, error) {
-	return s.n.blobs.LeaderRepairStatus(ctx, req.BlobId)
 }

@@ -116,6 +116,11 @@ type Config struct {
 	MaxInstancesPerSession   int   `yaml:"max_instances_per_session" help:"instances one session (one registering process) may hold (0: no limit)"`
 	MaxInstanceMetadataBytes int   `yaml:"max_instance_metadata_bytes" help:"bytes of version, tags and metadata keys and values one instance may carry (0: no limit)"`
 	MaxRegistryBytes         int64 `yaml:"max_registry_bytes" help:"encoded bytes of all instances together (0: no limit)"`
+
+	// Build is the agent's version string, set by cli from the linker
+	// flags ("dev" when empty). It is not a setting: no file key, flag or
+	// environment variable sets it.
+	Build string `yaml:"-"`
 }
 
 // Default returns the configuration of a production agent on this machine.
@@ -404,6 +409,9 @@ var settings = sync.OnceValue(func() []Setting {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		key := f.Tag.Get("yaml")
+		if key == "-" {
+			continue // not a setting (Build)
+		}
 		out = append(out, Setting{
 			Key:    key,
 			Flag:   strings.ReplaceAll(key, "_", "-"),

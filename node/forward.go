@@ -17,7 +17,6 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
-	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // forwarder sends what must run on the leader (writes, consistent reads, TTL
@@ -235,28 +234,4 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
-}
-
-// internalServer serves peers' forwarded writes.
-type internalServer struct {
-	pb.UnimplementedInternalServer
-	n *Node
-}
-
-// Apply proposes a command a peer forwarded, once it has passed the checks
-// the public API would have made (validateForwarded). The entry is stamped
-// with the leader's clock, not the peer's.
-func (s *internalServer) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyResponse, error) {
-	if !s.n.store.IsLeader() {
-		return nil, raftstore.ErrNotLeader
-	}
-	if err := s.n.validateForwarded(cmd); err != nil {
-		return nil, err
-	}
-	cmd.Time = 0
-	rev, err := s.n.applyAsLeader(ctx, cmd)
-	if err != nil {
-		return nil, err
-	}
-	return &pb.ApplyResponse{Revision: rev}, nil
 }

@@ -17,6 +17,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/node/grpcapi"
 )
 
 // panicService is a gRPC service whose unary and stream methods panic.
@@ -53,7 +54,7 @@ func TestHandlerPanicAnswersInternalAndAgentKeepsServing(t *testing.T) {
 
 	// A server built with the agent's interceptors, serving handlers that
 	// panic. Without recovery, the first call would end the test process.
-	s := grpc.NewServer(n.interceptors()...)
+	s := grpc.NewServer(grpcapi.Interceptors(n.apiServerConfig())...)
 	s.RegisterService(&panicService, struct{}{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,10 +1,29 @@
-// Package node is the zrpc agent: it wires the Raft registry (raftstore), the
-// gRPC API, health checking and the HTTP endpoints into one process.
+// Package node is the zrpc agent: the wiring that starts, in this order,
+// and stops everything one agent runs:
+//
+//   - its data dir (datadir.go): the lock, the cluster id, peers.json;
+//   - its part of the blob store (package storage; blobs.go is the agent
+//     as the blob store sees it);
+//   - Raft and the registry replica (package raftstore), with the loops
+//     that run while this agent leads: the cluster's identity
+//     (identity.go), its own node record (announce.go), TTL sweeps
+//     (package health), membership reconcile (cluster.go) and blob
+//     repair;
+//   - the gRPC API (package grpcapi: Registry, Blobs, Status and the
+//     Internal service of peers' forwarded writes), adapted to the agent
+//     in api.go; forward.go sends this agent's writes to the leader;
+//   - gossip membership (package gossip, cluster.go);
+//   - HTTP: /metrics, /healthz, /readyz, pprof (metrics.go);
+//   - the health loops of package health: gRPC checkers of the instances
+//     this agent owns, and the scan for orphan and removed sessions.
 //
 // New validates the configuration and does no I/O; Start opens the data
-// dir, starts Raft and the listeners; Close undoes Start in a documented
-// order and is safe to call twice. node is not the CLI: cli builds a Config
-// from flags, a file and the environment and calls New.
+// dir, starts Raft and the listeners and honours its context; Close undoes
+// Start in a documented order and is safe to call twice; Leave and Halt
+// end the agent for good or as a crash would. node is not the CLI: cli
+// builds a Config from flags, a file and the environment and calls New. It
+// is not the API either: the handlers live in grpcapi and the health logic
+// in health, which see the agent only through small interfaces.
 package node
 
 import (
@@ -25,12 +44,14 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/node/grpcapi"
+	"github.com/zrpcio/zrpc/node/health"
 	"github.com/zrpcio/zrpc/raftstore"
 	"github.com/zrpcio/zrpc/storage"
 )
 
-// Build is the agent's version string, set by cli from the linker flags.
-var Build = "dev"
+// devBuild is the version string of an agent whose Config.Build is empty.
+const devBuild = "dev"
 
 // Node is one running agent.
 type Node struct {
@@ -38,18 +59,17 @@ type Node struct {
 	opts options
 	log  *slog.Logger
 
-	dir      *dataDir
-	store    *raftstore.Store
-	grpc     *grpc.Server
-	grpcLn   net.Listener
-	http     *http.Server
-	httpLn   net.Listener
-	metrics  *metrics
-	forward  *forwarder
-	sessions *liveSessions
-	ttl      *ttlTracker
-	gossip   *gossip.Gossip
-	blobs    *storage.Store
+	dir     *dataDir
+	store   *raftstore.Store
+	grpc    *grpc.Server
+	grpcLn  net.Listener
+	http    *http.Server
+	httpLn  net.Listener
+	metrics *metrics
+	forward *forwarder
+	health  *health.Keeper
+	gossip  *gossip.Gossip
+	blobs   *storage.Store
 
 	// reconcileWake nudges the leader's reconcile loop after a gossip event.
 	reconcileWake chan struct{}
@@ -79,7 +99,7 @@ type options struct {
 	raftNoSync      bool
 	dialer          func(ctx context.Context, addr string) (net.Conn, error)
 	gossipTransport memberlist.Transport
-	watchBacklog    watchLimits
+	watchBacklog    grpcapi.WatchLimits
 	wrapRaftLog     func(raft.LogStore) raft.LogStore
 	shardSyncDelay  func() time.Duration
 }
@@ -118,6 +138,9 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid config:\n%w", err)
 	}
+	if cfg.Build == "" {
+		cfg.Build = devBuild
+	}
 	n := &Node{cfg: cfg}
 	for _, o := range opts {
 		o(&n.opts)
@@ -127,7 +150,6 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 		n.log = slog.New(slog.DiscardHandler)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.sessions = newLiveSessions()
 	n.reconcileWake = make(chan struct{}, 1)
 	n.left = make(chan struct{})
 	return n, nil
@@ -139,7 +161,9 @@ func (n *Node) addr(port int) string {
 
 // Start opens the data dir (locking it), starts Raft, then serves gRPC and
 // HTTP, then starts the health checkers. On error everything it started is
-// stopped again.
+// stopped again. If ctx ends before Start is done, Start stops at its next
+// step and returns an error wrapping ctx.Err(), with nothing left running
+// and the data dir unlocked.
 func (n *Node) Start(ctx context.Context) (err error) {
 	if n.started {
 		return errors.New("node already started")
@@ -150,29 +174,37 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			n.Close()
 		}
 	}()
-	if n.dir, err = openDataDir(n.cfg.DataDir, n.cfg.Name); err != nil {
-		return err
+	steps := []struct {
+		what string
+		run  func() error
+	}{
+		{"open the data dir", func() (err error) { n.dir, err = openDataDir(n.cfg.DataDir, n.cfg.Name); return err }},
+		{"open the blob store", n.openBlobs},
+		{"start Raft", n.startRaft},
+		{"serve gRPC", func() error {
+			n.metrics = newMetrics(n)
+			n.forward = newForwarder(n)
+			return n.startGRPC()
+		}},
+		{"start gossip", n.startGossip},
+		{"serve HTTP", func() error {
+			n.goLoop(n.recordClusterID)
+			return n.startHTTP()
+		}},
 	}
-	if err := n.openBlobs(); err != nil {
-		return err
+	for _, s := range steps {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("start agent %s: stopped before it could %s: %w", n.cfg.Name, s.what, err)
+		}
+		if err := s.run(); err != nil {
+			return err
+		}
 	}
-	if err := n.startRaft(); err != nil {
-		return err
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("start agent %s: stopped before its checks ran: %w", n.cfg.Name, err)
 	}
-	n.metrics = newMetrics(n)
-	n.forward = newForwarder(n)
-	if err := n.startGRPC(); err != nil {
-		return err
-	}
-	if err := n.startGossip(); err != nil {
-		return err
-	}
-	n.goLoop(n.recordClusterID)
-	if err := n.startHTTP(); err != nil {
-		return err
-	}
-	n.goLoop(n.runChecks)
-	n.goLoop(n.cleanupOrphanSessions)
+	n.goLoop(n.health.RunChecks)
+	n.goLoop(n.health.RunSessionScan)
 	n.blobs.Start()
 	n.log.Info("agent started", "name", n.cfg.Name, "grpc", n.GRPCAddr(), "raft", n.store.RaftAddr(),
 		"http", n.HTTPAddr(), "data_dir", n.cfg.DataDir)
@@ -198,10 +230,10 @@ func (n *Node) startRaft() error {
 		rc.AdvertiseAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, strconv.Itoa(n.cfg.RaftPort))
 	}
 	n.store = raftstore.New(rc)
-	n.ttl = newTTLTracker()
+	n.health = n.newHealth()
 	n.store.OnLeader(n.initCluster)
 	n.store.OnLeader(n.announceSelf)
-	n.store.OnLeader(n.runTTLChecks)
+	n.store.OnLeader(n.health.RunTTLChecks)
 	n.store.OnLeader(n.runReconcile)
 	n.store.OnLeader(n.blobs.RunRepair)
 	if err := n.store.Open(); err != nil {

@@ -5,40 +5,11 @@ import (
 	"fmt"
 
 	"github.com/hashicorp/raft"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/zrpcio/zrpc/api/apierr"
-	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
-
-// RemovePeer removes another agent from the cluster for good (`zrpcctl
-// raft remove-peer NAME`): from Raft, and with its instances and sessions
-// from the registry. Any agent takes the call and forwards it to the
-// leader, which does the work.
-func (s *statusServer) RemovePeer(ctx context.Context, req *pb.RemovePeerRequest) (*pb.RemovePeerResponse, error) {
-	name := req.GetName()
-	if name == "" {
-		return nil, fmt.Errorf("%w: name is empty: name the agent to remove", apierr.ErrInvalidArgument)
-	}
-	var rev uint64
-	err := s.n.forward.onLeader(ctx,
-		func() error {
-			var err error
-			rev, err = s.n.removePeer(ctx, name)
-			return err
-		},
-		func(c *grpc.ClientConn) error {
-			resp, err := pb.NewStatusClient(c).RemovePeer(ctx, req)
-			rev = resp.GetHeader().GetRevision()
-			return err
-		})
-	if err != nil {
-		return nil, err
-	}
-	return &pb.RemovePeerResponse{Header: s.n.header(rev)}, nil
-}
 
 // removePeer runs on the leader. It refuses to remove the leader itself
 // and an agent that gossip sees alive (reconcile would add it right back;

@@ -48,7 +48,7 @@ func (s *cancelledStream) Recv() (*pb.SessionRequest, error) {
 // the session is destroyed.
 func TestSessionHandlerEndsWhenItsClientGoesAwayMidRequest(t *testing.T) {
 	n := startNode(t, testConfig(t))
-	srv := &registryServer{n: n}
+	srv := n.newRegistry()
 	for i := range 30 {
 		ctx, cancel := context.WithCancel(context.Background())
 		s := &cancelledStream{ctx: ctx, cancel: cancel, msgs: []*pb.SessionRequest{

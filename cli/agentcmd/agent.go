@@ -240,7 +240,7 @@ func newLogger(cfg node.Config, w io.Writer) *slog.Logger {
 // runAgent starts a node and runs it until a signal or ctx ends.
 func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
 	log := newLogger(cfg, errw)
-	node.Build = cli.VersionString()
+	cfg.Build = cli.VersionString()
 	n, err := node.New(cfg, node.WithLogger(log))
 	if err != nil {
 		return err

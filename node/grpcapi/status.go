@@ -1,45 +1,43 @@
-package node
+package grpcapi
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/zrpcio/zrpc/raftstore"
-
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
-// statusServer implements the Status API.
-type statusServer struct {
-	pb.UnimplementedStatusServer
-	n *Node
-}
+func (s *Status) header(rev uint64) *pb.ResponseHeader { return header(s.cfg.Agent, rev) }
 
-func (s *statusServer) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
-	r := s.n.store.Raft()
+func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+	r := s.cfg.Status.Raft()
 	stats := r.Stats()
 	num := func(k string) uint64 { v, _ := strconv.ParseUint(stats[k], 10, 64); return v }
 	leaderAddr, leaderID := r.LeaderWithID()
 	resp := &pb.StatusResponse{
-		Header:       s.n.header(s.n.store.FSM().Revision()),
-		Node:         s.n.cfg.Name,
+		Header:       s.header(s.cfg.Replica.Revision()),
+		Node:         s.cfg.Agent,
 		Leader:       string(leaderID),
 		Term:         num("term"),
 		RaftState:    r.State().String(),
 		CommitIndex:  num("commit_index"),
 		AppliedIndex: r.AppliedIndex(),
 		LastLogIndex: r.LastIndex(),
-		Build:        Build,
-		ClusterId:    s.n.clusterID(),
+		Build:        s.cfg.Build,
+		ClusterId:    s.cfg.Status.ClusterID(),
 	}
 	if leaderID != "" {
-		if node := s.n.store.FSM().Node(string(leaderID)); node != nil {
+		if node := s.cfg.Replica.Node(string(leaderID)); node != nil {
 			resp.LeaderAddress = node.GrpcAddress
 		} else {
 			resp.LeaderAddress = string(leaderAddr)
@@ -55,8 +53,8 @@ func (s *statusServer) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.Sta
 
 // Members lists the agents gossip knows, with their Raft role, plus Raft
 // servers gossip does not know (status "unknown").
-func (s *statusServer) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.MembersResponse, error) {
-	r := s.n.store.Raft()
+func (s *Status) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.MembersResponse, error) {
+	r := s.cfg.Status.Raft()
 	f := r.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return nil, raftstore.RaftError(err)
@@ -73,9 +71,9 @@ func (s *statusServer) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.M
 		}
 		return "none"
 	}
-	resp := &pb.MembersResponse{Header: s.n.header(s.n.store.FSM().Revision())}
+	resp := &pb.MembersResponse{Header: s.header(s.cfg.Replica.Revision())}
 	known := map[string]bool{}
-	for _, m := range s.n.gossip.Members() {
+	for _, m := range s.cfg.Status.Members() {
 		known[m.Name] = true
 		resp.Members = append(resp.Members, &pb.Member{
 			Name: m.Name, Address: m.Addr, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr,
@@ -100,30 +98,30 @@ func suffrage(s raft.ServerSuffrage) string {
 // Peers lists the Raft configuration. Each peer's last log index comes
 // from that peer's own Status (asked in parallel, 500 ms each); it is 0
 // when the peer does not answer.
-func (s *statusServer) Peers(ctx context.Context, _ *pb.PeersRequest) (*pb.PeersResponse, error) {
-	r := s.n.store.Raft()
+func (s *Status) Peers(ctx context.Context, _ *pb.PeersRequest) (*pb.PeersResponse, error) {
+	r := s.cfg.Status.Raft()
 	f := r.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return nil, raftstore.RaftError(err)
 	}
 	_, leaderID := r.LeaderWithID()
-	resp := &pb.PeersResponse{Header: s.n.header(s.n.store.FSM().Revision())}
+	resp := &pb.PeersResponse{Header: s.header(s.cfg.Replica.Revision())}
 	var wg sync.WaitGroup
 	for _, srv := range f.Configuration().Servers {
 		p := &pb.Peer{Id: string(srv.ID), Address: string(srv.Address), Suffrage: suffrage(srv.Suffrage), Leader: srv.ID == leaderID}
 		resp.Peers = append(resp.Peers, p)
-		if p.Id == s.n.cfg.Name {
+		if p.Id == s.cfg.Agent {
 			p.LastIndex = r.LastIndex()
 			continue
 		}
-		node := s.n.store.FSM().Node(p.Id)
+		node := s.cfg.Replica.Node(p.Id)
 		if node == nil || node.GrpcAddress == "" {
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if st, err := s.n.peerStatus(ctx, node.GrpcAddress); err == nil {
+			if st, err := s.cfg.Status.PeerStatus(ctx, node.GrpcAddress); err == nil {
 				p.LastIndex = st.LastLogIndex
 			}
 		}()
@@ -132,17 +130,44 @@ func (s *statusServer) Peers(ctx context.Context, _ *pb.PeersRequest) (*pb.Peers
 	return resp, nil
 }
 
-// Leave makes this agent leave the cluster for good; see Node.Leave.
-func (s *statusServer) Leave(ctx context.Context, _ *pb.LeaveRequest) (*pb.LeaveResponse, error) {
+// Leave makes this agent leave the cluster for good (StatusAgent.Leave).
+func (s *Status) Leave(ctx context.Context, _ *pb.LeaveRequest) (*pb.LeaveResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	removed, err := s.n.Leave(ctx)
+	removed, err := s.cfg.Status.Leave(ctx)
 	if err != nil {
 		return nil, err
 	}
 	return &pb.LeaveResponse{Removed: removed}, nil
 }
 
-func (s *statusServer) Version(context.Context, *pb.VersionRequest) (*pb.VersionResponse, error) {
-	return &pb.VersionResponse{Version: Build, GoVersion: runtime.Version()}, nil
+func (s *Status) Version(context.Context, *pb.VersionRequest) (*pb.VersionResponse, error) {
+	return &pb.VersionResponse{Version: s.cfg.Build, GoVersion: runtime.Version()}, nil
+}
+
+// RemovePeer removes another agent from the cluster for good (`zrpcctl
+// raft remove-peer NAME`): from Raft, and with its instances and sessions
+// from the registry. Any agent takes the call and forwards it to the
+// leader, which does the work.
+func (s *Status) RemovePeer(ctx context.Context, req *pb.RemovePeerRequest) (*pb.RemovePeerResponse, error) {
+	name := req.GetName()
+	if name == "" {
+		return nil, fmt.Errorf("%w: name is empty: name the agent to remove", apierr.ErrInvalidArgument)
+	}
+	var rev uint64
+	err := s.cfg.Cluster.OnLeader(ctx,
+		func() error {
+			var err error
+			rev, err = s.cfg.Status.RemovePeer(ctx, name)
+			return err
+		},
+		func(c *grpc.ClientConn) error {
+			resp, err := pb.NewStatusClient(c).RemovePeer(ctx, req)
+			rev = resp.GetHeader().GetRevision()
+			return err
+		})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.RemovePeerResponse{Header: s.header(rev)}, nil
 }

@@ -1,4 +1,4 @@
-package node
+package grpcapi
 
 import (
 	"encoding/base64"

@@ -1,4 +1,4 @@
-package node
+package grpcapi
 
 import (
 	"context"
@@ -34,11 +34,11 @@ func clientRequestID(kind, id string) (string, error) {
 
 type requestIDKey struct{}
 
-// withRequestID returns ctx carrying the request id that the write served
-// under it proposes (see propose): a handler whose write is proposed by
+// WithRequestID returns ctx carrying the request id that the write served
+// under it proposes (Cluster.Propose takes it with RequestIDFrom): a handler whose write is proposed by
 // another package (the blob store's delete) passes the client's id this
 // way. Only handlers that propose exactly one command may use it.
-func withRequestID(ctx context.Context, kind, id string) (context.Context, error) {
+func WithRequestID(ctx context.Context, kind, id string) (context.Context, error) {
 	rid, err := clientRequestID(kind, id)
 	if err != nil || rid == "" {
 		return ctx, err
@@ -46,7 +46,8 @@ func withRequestID(ctx context.Context, kind, id string) (context.Context, error
 	return context.WithValue(ctx, requestIDKey{}, rid), nil
 }
 
-func requestIDFrom(ctx context.Context) string {
+// RequestIDFrom returns the request id ctx carries (WithRequestID), or "".
+func RequestIDFrom(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey{}).(string)
 	return id
 }

@@ -1,4 +1,4 @@
-package node
+package grpcapi
 
 import (
 	"context"
@@ -9,23 +9,13 @@ import (
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
-// registryServer implements the Registry API on one agent.
-type registryServer struct {
-	pb.UnimplementedRegistryServer
-	n *Node
-}
-
-func (n *Node) header(rev uint64) *pb.ResponseHeader {
-	return &pb.ResponseHeader{Revision: rev, ServedBy: n.cfg.Name}
-}
-
 // prepareInstance validates a registration and sets what the agent owns:
 // the owning node and the initial health.
-func (n *Node) prepareInstance(in *pb.Instance, session string) error {
+func (s *Registry) prepareInstance(in *pb.Instance, session string) error {
 	if err := validateInstance(in); err != nil {
 		return err
 	}
-	in.Node = n.cfg.Name
+	in.Node = s.cfg.Agent
 	in.Session = session
 	in.CreateRevision, in.ModRevision, in.HealthSince = 0, 0, 0
 	if in.Check.GetGrpc() {
@@ -36,56 +26,56 @@ func (n *Node) prepareInstance(in *pb.Instance, session string) error {
 	return nil
 }
 
-func (n *Node) register(ctx context.Context, in *pb.Instance, session string) (*pb.Instance, uint64, error) {
-	if err := n.prepareInstance(in, session); err != nil {
+func (s *Registry) register(ctx context.Context, in *pb.Instance, session string) (*pb.Instance, uint64, error) {
+	if err := s.prepareInstance(in, session); err != nil {
 		return nil, 0, err
 	}
-	rev, err := n.propose(ctx, &pb.Command{Kind: &pb.Command_Register{Register: in}})
+	rev, err := s.cfg.Cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_Register{Register: in}})
 	if err != nil {
 		return nil, 0, err
 	}
-	if stored := n.store.FSM().Instance(in.Service, in.Id); stored != nil && stored.ModRevision == rev {
+	if stored := s.cfg.Replica.Instance(in.Service, in.Id); stored != nil && stored.ModRevision == rev {
 		return stored, rev, nil
 	}
-	in.ModRevision = rev // this replica lags (see propose); answer with what was sent
+	in.ModRevision = rev // this replica lags (Cluster.Propose); answer with what was sent
 	return in, rev, nil
 }
 
-func (n *Node) deregister(ctx context.Context, service, id string) (uint64, error) {
+func (s *Registry) deregister(ctx context.Context, service, id string) (uint64, error) {
 	if err := validName("service", service); err != nil {
 		return 0, err
 	}
 	if err := validName("id", id); err != nil {
 		return 0, err
 	}
-	return n.propose(ctx, &pb.Command{Kind: &pb.Command_Deregister{Deregister: &pb.InstanceRef{Service: service, Id: id}}})
+	return s.cfg.Cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_Deregister{Deregister: &pb.InstanceRef{Service: service, Id: id}}})
 }
 
-func (s *registryServer) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
-	ctx, err := withRequestID(ctx, "register", req.RequestId)
+func (s *Registry) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
+	ctx, err := WithRequestID(ctx, "register", req.RequestId)
 	if err != nil {
 		return nil, err
 	}
-	inst, rev, err := s.n.register(ctx, req.Instance, "")
+	inst, rev, err := s.register(ctx, req.Instance, "")
 	if err != nil {
 		return nil, err
 	}
-	return &pb.RegisterResponse{Header: s.n.header(rev), Instance: inst}, nil
+	return &pb.RegisterResponse{Header: s.header(rev), Instance: inst}, nil
 }
 
-func (s *registryServer) Deregister(ctx context.Context, req *pb.DeregisterRequest) (*pb.DeregisterResponse, error) {
-	ctx, err := withRequestID(ctx, "deregister", req.RequestId)
+func (s *Registry) Deregister(ctx context.Context, req *pb.DeregisterRequest) (*pb.DeregisterResponse, error) {
+	ctx, err := WithRequestID(ctx, "deregister", req.RequestId)
 	if err != nil {
 		return nil, err
 	}
-	rev, err := s.n.deregister(ctx, req.Service, req.Id)
+	rev, err := s.deregister(ctx, req.Service, req.Id)
 	if err != nil {
 		return nil, err
 	}
-	return &pb.DeregisterResponse{Header: s.n.header(rev)}, nil
+	return &pb.DeregisterResponse{Header: s.header(rev)}, nil
 }
 
-func (s *registryServer) RenewTTL(ctx context.Context, req *pb.RenewTTLRequest) (*pb.RenewTTLResponse, error) {
+func (s *Registry) RenewTTL(ctx context.Context, req *pb.RenewTTLRequest) (*pb.RenewTTLResponse, error) {
 	if err := validName("service", req.Service); err != nil {
 		return nil, err
 	}
@@ -93,10 +83,10 @@ func (s *registryServer) RenewTTL(ctx context.Context, req *pb.RenewTTLRequest) 
 		return nil, err
 	}
 	var resp *pb.RenewTTLResponse
-	err := s.n.forward.onLeader(ctx,
+	err := s.cfg.Cluster.OnLeader(ctx,
 		func() error {
-			rev, err := s.n.renewTTL(ctx, req.Service, req.Id)
-			resp = &pb.RenewTTLResponse{Header: s.n.header(rev)}
+			rev, err := s.cfg.Health.RenewTTL(ctx, req.Service, req.Id)
+			resp = &pb.RenewTTLResponse{Header: s.header(rev)}
 			return err
 		},
 		func(c *grpc.ClientConn) (err error) {
@@ -108,16 +98,16 @@ func (s *registryServer) RenewTTL(ctx context.Context, req *pb.RenewTTLRequest) 
 
 // read runs a query after checking that this agent may answer with the
 // requested consistency; CONSISTENT reads are forwarded to the leader.
-func (s *registryServer) read(ctx context.Context, c pb.Consistency, local func() error, remote func(pb.RegistryClient) error) error {
+func (s *Registry) read(ctx context.Context, c pb.Consistency, local func() error, remote func(pb.RegistryClient) error) error {
 	if c != pb.Consistency_CONSISTENT {
-		if err := s.n.store.CheckReadContext(ctx, c); err != nil {
+		if err := s.cfg.Cluster.CheckRead(ctx, c); err != nil {
 			return err
 		}
 		return local()
 	}
-	return s.n.forward.onLeader(ctx,
+	return s.cfg.Cluster.OnLeader(ctx,
 		func() error {
-			if err := s.n.store.CheckReadContext(ctx, c); err != nil {
+			if err := s.cfg.Cluster.CheckRead(ctx, c); err != nil {
 				return err
 			}
 			return local()
@@ -127,17 +117,17 @@ func (s *registryServer) read(ctx context.Context, c pb.Consistency, local func(
 
 // Get answers one page of a service's instances (see getPage): a service too
 // large for one message takes several.
-func (s *registryServer) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
+func (s *Registry) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
 	if err := validName("service", req.Service); err != nil {
 		return nil, err
 	}
 	var resp *pb.GetResponse
 	err := s.read(ctx, req.Consistency,
 		func() (err error) {
-			insts, rev := s.n.store.FSM().Instances(req.Service)
+			insts, rev := s.cfg.Replica.Instances(req.Service)
 			resp, err = getPage(req, insts, rev)
 			if err == nil {
-				resp.Header.ServedBy = s.n.cfg.Name
+				resp.Header.ServedBy = s.cfg.Agent
 			}
 			return err
 		},
@@ -158,12 +148,12 @@ func passing(in []*pb.Instance) []*pb.Instance {
 	return out
 }
 
-func (s *registryServer) List(ctx context.Context, req *pb.ListRequest) (*pb.ListResponse, error) {
+func (s *Registry) List(ctx context.Context, req *pb.ListRequest) (*pb.ListResponse, error) {
 	var resp *pb.ListResponse
 	err := s.read(ctx, req.Consistency,
 		func() error {
-			svcs, rev := s.n.store.FSM().Services()
-			resp = &pb.ListResponse{Header: s.n.header(rev), Services: svcs}
+			svcs, rev := s.cfg.Replica.Services()
+			resp = &pb.ListResponse{Header: s.header(rev), Services: svcs}
 			return nil
 		},
 		func(c pb.RegistryClient) (err error) {
@@ -174,7 +164,7 @@ func (s *registryServer) List(ctx context.Context, req *pb.ListRequest) (*pb.Lis
 }
 
 // Watch streams registry changes from the local replica (see serveWatch).
-func (s *registryServer) Watch(req *pb.WatchRequest, stream pb.Registry_WatchServer) error {
+func (s *Registry) Watch(req *pb.WatchRequest, stream pb.Registry_WatchServer) error {
 	if req.Service != "" {
 		if err := validName("service", req.Service); err != nil {
 			return err
@@ -182,14 +172,14 @@ func (s *registryServer) Watch(req *pb.WatchRequest, stream pb.Registry_WatchSer
 	}
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	stop := context.AfterFunc(s.n.ctx, cancel)
+	stop := context.AfterFunc(s.ctx, cancel)
 	defer stop()
-	s.n.metrics.watchers.Inc()
-	defer s.n.metrics.watchers.Dec()
+	s.cfg.Metrics.WatchStarted()
+	defer s.cfg.Metrics.WatchEnded()
 
-	w := s.n.store.FSM().Watch(req.Service, req.FromRevision)
-	err := s.n.serveWatch(ctx, w, req.FromRevision, stream)
-	if s.n.ctx.Err() != nil {
+	w := s.cfg.Replica.Watch(req.Service, req.FromRevision)
+	err := s.serveWatch(ctx, w, req.FromRevision, stream)
+	if s.ctx.Err() != nil {
 		return apierr.ErrShuttingDown
 	}
 	return err

@@ -1,4 +1,4 @@
-package node
+package grpcapi
 
 import (
 	"context"
@@ -35,25 +35,20 @@ const (
 	defaultWatchBacklogBytes  = 16 << 20
 )
 
-// watchLimits bounds a watch stream's backlog.
-type watchLimits struct {
-	events int
-	bytes  int
+// WatchLimits bounds a watch stream's backlog: Events events and Bytes
+// bytes (encoded size); zero keeps a default. A watcher that falls further
+// behind is ended with "watch too slow, resume from revision N".
+type WatchLimits struct {
+	Events int
+	Bytes  int
 }
 
-// WithWatchBacklog bounds the backlog of each watch stream to events events
-// and bytes bytes (encoded size); zero keeps a default. A watcher that falls
-// further behind is ended with "watch too slow, resume from revision N".
-func WithWatchBacklog(events, bytes int) Option {
-	return func(o *options) { o.watchBacklog = watchLimits{events: events, bytes: bytes} }
-}
-
-func (l watchLimits) withDefaults() watchLimits {
-	if l.events <= 0 {
-		l.events = defaultWatchBacklogEvents
+func (l WatchLimits) withDefaults() WatchLimits {
+	if l.Events <= 0 {
+		l.Events = defaultWatchBacklogEvents
 	}
-	if l.bytes <= 0 {
-		l.bytes = defaultWatchBacklogBytes
+	if l.Bytes <= 0 {
+		l.Bytes = defaultWatchBacklogBytes
 	}
 	return l
 }
@@ -71,7 +66,7 @@ type queuedWatch struct {
 // response being sent; the limits bound what waits behind it, so one large
 // snapshot is always taken and a reader that keeps up is never cut.
 type watchQueue struct {
-	limits watchLimits
+	limits WatchLimits
 
 	mu     sync.Mutex
 	items  []*queuedWatch
@@ -81,7 +76,7 @@ type watchQueue struct {
 	wake   chan struct{}
 }
 
-func newWatchQueue(limits watchLimits, from uint64) *watchQueue {
+func newWatchQueue(limits WatchLimits, from uint64) *watchQueue {
 	return &watchQueue{limits: limits, sent: from, wake: make(chan struct{}, 1)}
 }
 
@@ -92,7 +87,7 @@ func (w *watchQueue) push(q *queuedWatch) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.items) > 0 {
-		if w.events+q.events > w.limits.events || w.bytes+q.bytes > w.limits.bytes {
+		if w.events+q.events > w.limits.Events || w.bytes+q.bytes > w.limits.Bytes {
 			return false
 		}
 		w.events += q.events
@@ -151,19 +146,15 @@ func (w *watchQueue) backlog() (sent uint64, events, bytes int) {
 // serveWatch streams the registry changes w yields to stream until ctx
 // ends, a send fails, or the watcher falls behind the backlog bounds. The
 // registry is read on the calling goroutine and sent on another (owned by
-// the agent's wait group), so a reader that stops reading never holds the
+// the agent, see RegistryConfig.Go), so a reader that stops reading never holds the
 // registry's readers up and is noticed while gRPC's Send waits on it. When
 // serveWatch returns ErrWatchTooSlow that sender may still be blocked in
 // Send: gRPC cancels the stream once the handler returns, which ends it.
-func (n *Node) serveWatch(ctx context.Context, w *raftstore.Watcher, from uint64, stream pb.Registry_WatchServer) error {
+func (s *Registry) serveWatch(ctx context.Context, w *raftstore.Watcher, from uint64, stream pb.Registry_WatchServer) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	q := newWatchQueue(n.opts.watchBacklog.withDefaults(), from)
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		cancel(n.sendWatch(ctx, q, stream))
-	}()
+	q := newWatchQueue(s.cfg.WatchBacklog, from)
+	s.cfg.Go(func() { cancel(sendWatch(ctx, q, stream)) })
 	for {
 		resp, err := w.Next(ctx)
 		if err != nil {
@@ -172,15 +163,15 @@ func (n *Node) serveWatch(ctx context.Context, w *raftstore.Watcher, from uint64
 			}
 			return err
 		}
-		resp.Header.ServedBy = n.cfg.Name
+		resp.Header.ServedBy = s.cfg.Agent
 		if !q.push(newQueuedWatch(resp)) {
-			return n.watchTooSlow(q)
+			return s.watchTooSlow(q)
 		}
 	}
 }
 
 // sendWatch sends the queue's responses until ctx ends or Send fails.
-func (n *Node) sendWatch(ctx context.Context, q *watchQueue, stream pb.Registry_WatchServer) error {
+func sendWatch(ctx context.Context, q *watchQueue, stream pb.Registry_WatchServer) error {
 	for {
 		item, err := q.front(ctx)
 		if err != nil {
@@ -218,12 +209,12 @@ func newQueuedWatch(resp *pb.WatchResponse) *queuedWatch {
 // watchTooSlow returns the status that ends a watcher behind its backlog
 // bounds: Aborted, ErrWatchTooSlow's reason and a WatchResume detail
 // naming the revision a new watch continues from without a gap.
-func (n *Node) watchTooSlow(q *watchQueue) error {
+func (s *Registry) watchTooSlow(q *watchQueue) error {
 	sent, events, bytes := q.backlog()
-	n.log.Warn("watch too slow, ending it", "sent_revision", sent, "backlog_events", events, "backlog_bytes", bytes)
-	n.metrics.slowWatchers.Inc()
+	s.log.Warn("watch too slow, ending it", "sent_revision", sent, "backlog_events", events, "backlog_bytes", bytes)
+	s.cfg.Metrics.WatchTooSlow()
 	err := apierr.ToStatus(fmt.Errorf("%w, resume from revision %d: %d events (%d bytes) were waiting for the reader, the limit is %d events or %d bytes",
-		apierr.ErrWatchTooSlow, sent, events, bytes, q.limits.events, q.limits.bytes))
+		apierr.ErrWatchTooSlow, sent, events, bytes, q.limits.Events, q.limits.Bytes))
 	st := status.Convert(err)
 	if d, derr := st.WithDetails(&pb.WatchResume{Revision: sent}); derr == nil {
 		st = d

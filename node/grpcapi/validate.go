@@ -1,4 +1,4 @@
-package node
+package grpcapi
 
 import (
 	"fmt"
@@ -24,20 +24,19 @@ import (
 // Limits on what one registration may carry. They keep a single request
 // from bloating every replica and every watcher.
 const (
-	maxNameLen     = 128
-	maxAddressLen  = 256
-	maxTags        = 32
-	maxTagLen      = 128
-	maxMetadata    = 64
-	maxMetaKeyLen  = 128
-	maxMetaValLen  = 1024
-	maxWeight      = 10000
-	defaultWeight  = 100
-	minTTL         = time.Second
-	maxTTL         = 24 * time.Hour
-	minInterval    = 100 * time.Millisecond
-	maxInterval    = time.Hour
-	defaultTimeout = 2 * time.Second
+	maxNameLen    = 128
+	maxAddressLen = 256
+	maxTags       = 32
+	maxTagLen     = 128
+	maxMetadata   = 64
+	maxMetaKeyLen = 128
+	maxMetaValLen = 1024
+	maxWeight     = 10000
+	defaultWeight = 100
+	minTTL        = time.Second
+	maxTTL        = 24 * time.Hour
+	minInterval   = 100 * time.Millisecond
+	maxInterval   = time.Hour
 )
 
 var (
@@ -183,6 +182,18 @@ func durationIn(field string, d, lo, hi time.Duration) error {
 	return nil
 }
 
+// Membership is what the leader knows of the cluster's agents and
+// sessions, to check a command a peer forwarded.
+type Membership interface {
+	// Self is the leader's own name.
+	Self() string
+	Node(name string) *pb.Node
+	Session(id string) *pb.Session
+	// GossipStatus is the agent's state in this agent's gossip view
+	// ("unknown" when gossip has never seen it).
+	GossipStatus(name string) string
+}
+
 // Limits on forwarded commands beyond what the public API checks.
 const (
 	maxRequestIDLen = 256
@@ -196,13 +207,13 @@ const (
 // public API checks it; what the leader writes on its own from gossip
 // (node records, a whole agent's health) is refused. It returns
 // InvalidArgument or FailedPrecondition naming the problem.
-func (n *Node) validateForwarded(cmd *pb.Command) error {
+func validateForwarded(cmd *pb.Command, m Membership) error {
 	if len(cmd.RequestId) > maxRequestIDLen {
 		return apierr.Invalid("command.request_id", "is %d bytes, the limit is %d", len(cmd.RequestId), maxRequestIDLen)
 	}
 	switch k := cmd.Kind.(type) {
 	case *pb.Command_Register:
-		return n.validateForwardedRegister(k.Register)
+		return validateForwardedRegister(m, k.Register)
 	case *pb.Command_Deregister:
 		if err := validName("deregister.service", k.Deregister.GetService()); err != nil {
 			return err
@@ -211,13 +222,13 @@ func (n *Node) validateForwarded(cmd *pb.Command) error {
 	case *pb.Command_SetHealth:
 		return validateForwardedHealth(k.SetHealth)
 	case *pb.Command_SessionCreate:
-		return n.validateForwardedSession(k.SessionCreate.GetSession())
+		return validateForwardedSession(m, k.SessionCreate.GetSession())
 	case *pb.Command_SessionDestroy:
 		return validIDs("session_destroy.ids", k.SessionDestroy.Ids, validID)
 	case *pb.Command_NodeRemove:
-		return n.validateForwardedNodeRemove(k.NodeRemove.GetName())
+		return validateForwardedNodeRemove(m, k.NodeRemove.GetName())
 	case *pb.Command_BlobPending, *pb.Command_BlobCommit, *pb.Command_BlobAbort, *pb.Command_BlobDelete, *pb.Command_BlobShards:
-		return n.validateForwardedBlob(cmd)
+		return validateForwardedBlob(m, cmd)
 	case *pb.Command_NodeUpsert:
 		return apierr.Invalid("command.node_upsert", "agent records are written by the leader from gossip; a peer may not forward them")
 	case nil:
@@ -228,11 +239,11 @@ func (n *Node) validateForwarded(cmd *pb.Command) error {
 }
 
 // knownNode checks that name is an agent in the registry.
-func (n *Node) knownNode(field, name string) error {
-	if n.store.FSM().Node(name) != nil {
+func knownNode(m Membership, field, name string) error {
+	if m.Node(name) != nil {
 		return nil
 	}
-	if n.gossipStatus(name) == gossip.StatusAlive {
+	if m.GossipStatus(name) == gossip.StatusAlive {
 		// A running agent the registry does not list yet: it was reaped
 		// (a long partition) or just joined, and the leader's reconcile
 		// adds it back within moments. Unavailable, so the write is retried.
@@ -241,32 +252,19 @@ func (n *Node) knownNode(field, name string) error {
 	return apierr.Invalid(field, "%q is not an agent of this cluster", name)
 }
 
-// gossipStatus is name's state in this agent's gossip view ("unknown" when
-// gossip has never seen it).
-func (n *Node) gossipStatus(name string) string {
-	if n.gossip != nil {
-		for _, m := range n.gossip.Members() {
-			if m.Name == name {
-				return m.Status
-			}
-		}
-	}
-	return "unknown"
-}
-
 // validateForwardedSession checks a new session: its id, its owner's
 // length, its agent, and that it does not take over another session.
-func (n *Node) validateForwardedSession(s *pb.Session) error {
+func validateForwardedSession(m Membership, s *pb.Session) error {
 	if err := validID("session_create.session.id", s.GetId()); err != nil {
 		return err
 	}
 	if len(s.Owner) > maxMetaValLen {
 		return apierr.Invalid("session_create.session.owner", "is %d bytes, the limit is %d", len(s.Owner), maxMetaValLen)
 	}
-	if err := n.knownNode("session_create.session.node", s.Node); err != nil {
+	if err := knownNode(m, "session_create.session.node", s.Node); err != nil {
 		return err
 	}
-	if old := n.store.FSM().Session(s.Id); old != nil && !proto.Equal(old, s) {
+	if old := m.Session(s.Id); old != nil && !proto.Equal(old, s) {
 		return apierr.Invalid("session_create.session.id", "session %s already exists on agent %s", s.Id, old.Node)
 	}
 	return nil
@@ -274,7 +272,7 @@ func (n *Node) validateForwardedSession(s *pb.Session) error {
 
 // validateForwardedBlob checks the blob metadata commands a put, a delete
 // or repair forwards: blob names and ids, and the agents they name.
-func (n *Node) validateForwardedBlob(cmd *pb.Command) error {
+func validateForwardedBlob(m Membership, cmd *pb.Command) error {
 	switch k := cmd.Kind.(type) {
 	case *pb.Command_BlobPending:
 		p := k.BlobPending
@@ -284,7 +282,7 @@ func (n *Node) validateForwardedBlob(cmd *pb.Command) error {
 		if err := validBlobName("blob_pending.name", p.Name); err != nil {
 			return err
 		}
-		return n.knownNode("blob_pending.node", p.Node)
+		return knownNode(m, "blob_pending.node", p.Node)
 	case *pb.Command_BlobCommit:
 		b := k.BlobCommit.GetBlob()
 		if b == nil {
@@ -305,7 +303,7 @@ func (n *Node) validateForwardedBlob(cmd *pb.Command) error {
 			return err
 		}
 		for _, s := range k.BlobShards.Shards {
-			if err := n.knownNode("blob_shards.shards.node", s.Node); err != nil {
+			if err := knownNode(m, "blob_shards.shards.node", s.Node); err != nil {
 				return err
 			}
 		}
@@ -315,17 +313,17 @@ func (n *Node) validateForwardedBlob(cmd *pb.Command) error {
 
 // validateForwardedRegister checks an instance as Register does, and that
 // its owner and session exist and belong together.
-func (n *Node) validateForwardedRegister(in *pb.Instance) error {
+func validateForwardedRegister(m Membership, in *pb.Instance) error {
 	if err := validateInstance(in); err != nil {
 		return err
 	}
-	if err := n.knownNode("instance.node", in.Node); err != nil {
+	if err := knownNode(m, "instance.node", in.Node); err != nil {
 		return err
 	}
 	if in.Session == "" {
 		return nil
 	}
-	s := n.store.FSM().Session(in.Session)
+	s := m.Session(in.Session)
 	if s == nil {
 		return fmt.Errorf("%w: instance.session %s does not exist (expired or closed)", apierr.ErrSessionRequired, in.Session)
 	}
@@ -366,14 +364,14 @@ func validateForwardedHealth(c *pb.SetHealth) error {
 // validateForwardedNodeRemove allows removing an agent only when gossip
 // reports it failed or left, and never the leader itself: followers find
 // the leader through its node record.
-func (n *Node) validateForwardedNodeRemove(name string) error {
+func validateForwardedNodeRemove(m Membership, name string) error {
 	if name == "" {
 		return apierr.Invalid("node_remove.name", "is required")
 	}
-	if name == n.cfg.Name {
+	if name == m.Self() {
 		return fmt.Errorf("%w: node_remove.name: %s is the leader; it cannot be removed while it leads", apierr.ErrFailedPrecondition, name)
 	}
-	if st := n.gossipStatus(name); st != gossip.StatusFailed && st != gossip.StatusLeft {
+	if st := m.GossipStatus(name); st != gossip.StatusFailed && st != gossip.StatusLeft {
 		return fmt.Errorf("%w: node_remove.name: agent %s is %s to gossip; only a failed or departed agent may be removed",
 			apierr.ErrFailedPrecondition, name, st)
 	}

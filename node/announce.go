@@ -1,0 +1,58 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/node/health"
+)
+
+// announceSelf records the leader's own addresses in the node table, so
+// followers can forward to it.
+func (n *Node) announceSelf(ctx context.Context) {
+	self := &pb.Node{
+		Name: n.cfg.Name, GrpcAddress: n.GRPCAddr(), RaftAddress: n.store.RaftAddr(),
+		Zone: n.cfg.Zone, Build: n.cfg.Build, Health: pb.Health_PASSING,
+	}
+	for ctx.Err() == nil {
+		if cur := n.store.FSM().Node(n.cfg.Name); cur != nil && proto.Equal(cur, self) {
+			return
+		}
+		if _, err := n.store.Apply(ctx, &pb.Command{Kind: &pb.Command_NodeUpsert{NodeUpsert: self}}); err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// newHealth builds the agent's health keeper on its replica and its Raft
+// writes; node runs its loops (Start) and stops them (Close).
+func (n *Node) newHealth() *health.Keeper {
+	return health.New(health.Config{
+		Agent:     n.cfg.Name,
+		Replica:   n.store.FSM(),
+		Writer:    healthWriter{n},
+		ReadReady: func() error { return n.store.CheckRead(pb.Consistency_DEFAULT) },
+		Silenced:  n.halting.Load,
+		Interval:  n.cfg.HealthInterval,
+		Logger:    n.log,
+	})
+}
+
+// healthWriter commits health's writes: through the leader (propose), or on
+// this leader only (the TTL sweeps).
+type healthWriter struct{ n *Node }
+
+func (w healthWriter) Propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	return w.n.propose(ctx, cmd)
+}
+
+func (w healthWriter) ApplyLocal(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	return w.n.store.Apply(ctx, cmd)
+}

@@ -1,0 +1,157 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/node/grpcapi"
+)
+
+// The agent's gRPC API lives in package grpcapi; it sees the agent through
+// the adapters in this file.
+
+// Names of grpcapi that the agent's forwarder uses.
+var (
+	peerOnly      = grpcapi.PeerOnly
+	clusterAuth   = grpcapi.ClusterAuth
+	requestIDFrom = grpcapi.RequestIDFrom
+	newSessionID  = grpcapi.NewSessionID
+)
+
+const (
+	clusterAuthKey = grpcapi.ClusterAuthKey
+	maxRecvMessage = grpcapi.MaxRecvMessage
+)
+
+// WithWatchBacklog bounds the backlog of each watch stream to events events
+// and bytes bytes (encoded size); zero keeps a default. A watcher that falls
+// further behind is ended with "watch too slow, resume from revision N".
+func WithWatchBacklog(events, bytes int) Option {
+	return func(o *options) { o.watchBacklog = grpcapi.WatchLimits{Events: events, Bytes: bytes} }
+}
+
+// newGRPCServer builds the agent's gRPC server; startGRPC serves it and
+// Close stops it.
+func newGRPCServer(n *Node) *grpc.Server {
+	return grpcapi.NewServer(
+		n.apiServerConfig(),
+		grpcapi.Services{
+			Registry: n.newRegistry(),
+			Status: grpcapi.NewStatus(grpcapi.StatusConfig{
+				Agent: n.cfg.Name, Build: n.cfg.Build, Replica: n.store.FSM(), Cluster: apiCluster{n}, Status: apiStatus{n},
+			}),
+			Internal: grpcapi.NewInternal(apiLeader{n}, apiMembership{n}),
+			Blobs:    grpcapi.NewBlobs(n.blobs, n.store.FSM()),
+			Shards:   n.blobs.ShardServer(),
+		})
+}
+
+// apiServerConfig is what the agent's gRPC server chain needs of it.
+func (n *Node) apiServerConfig() grpcapi.ServerConfig {
+	return grpcapi.ServerConfig{Metrics: apiMetrics{n.metrics}, ClusterSecret: n.store.FSM().ClusterSecret, Logger: n.log}
+}
+
+// newRegistry builds the Registry service on this agent. Its Watch
+// streams end when the agent begins to close, and their goroutines are
+// the agent's.
+func (n *Node) newRegistry() *grpcapi.Registry {
+	return grpcapi.NewRegistry(n.ctx, grpcapi.RegistryConfig{
+		Agent:        n.cfg.Name,
+		Replica:      n.store.FSM(),
+		Cluster:      apiCluster{n},
+		Health:       n.health,
+		Metrics:      apiMetrics{n.metrics},
+		WatchBacklog: n.opts.watchBacklog,
+		Go: func(f func()) {
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				f()
+			}()
+		},
+		Logger: n.log,
+	})
+}
+
+// apiCluster is the agent's Raft cluster as the API uses it.
+type apiCluster struct{ n *Node }
+
+func (c apiCluster) Propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	return c.n.propose(ctx, cmd)
+}
+
+func (c apiCluster) OnLeader(ctx context.Context, local func() error, remote func(*grpc.ClientConn) error) error {
+	return c.n.forward.onLeader(ctx, local, remote)
+}
+
+func (c apiCluster) CheckRead(ctx context.Context, consistency pb.Consistency) error {
+	return c.n.store.CheckReadContext(ctx, consistency)
+}
+
+// apiLeader is this agent as the leader peers forward their writes to.
+type apiLeader struct{ n *Node }
+
+func (l apiLeader) IsLeader() bool { return l.n.store.IsLeader() }
+
+func (l apiLeader) ApplyAsLeader(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	return l.n.applyAsLeader(ctx, cmd)
+}
+
+// apiStatus is what the Status service reads of this agent and asks of it.
+type apiStatus struct{ n *Node }
+
+func (a apiStatus) Raft() *raft.Raft  { return a.n.store.Raft() }
+func (a apiStatus) ClusterID() string { return a.n.clusterID() }
+
+func (a apiStatus) Members() []gossip.Member {
+	if a.n.gossip == nil {
+		return nil // gossip starts after the gRPC API
+	}
+	return a.n.gossip.Members()
+}
+
+func (a apiStatus) PeerStatus(ctx context.Context, grpcAddr string) (*pb.StatusResponse, error) {
+	return a.n.peerStatus(ctx, grpcAddr)
+}
+
+func (a apiStatus) Leave(ctx context.Context) (bool, error) { return a.n.Leave(ctx) }
+
+func (a apiStatus) RemovePeer(ctx context.Context, name string) (uint64, error) {
+	return a.n.removePeer(ctx, name)
+}
+
+// apiMetrics counts the API's calls in the agent's metrics.
+type apiMetrics struct{ m *metrics }
+
+func (a apiMetrics) ObserveRPC(method string, code codes.Code, start time.Time) {
+	a.m.observeRPC(method, code, start)
+}
+func (a apiMetrics) ObservePanic(method string) { a.m.observePanic(method) }
+func (a apiMetrics) WatchStarted()              { a.m.watchers.Inc() }
+func (a apiMetrics) WatchEnded()                { a.m.watchers.Dec() }
+func (a apiMetrics) WatchTooSlow()              { a.m.slowWatchers.Inc() }
+
+// apiMembership is what this agent knows of the cluster's agents and
+// sessions: its replica and its gossip view.
+type apiMembership struct{ n *Node }
+
+func (m apiMembership) Self() string                  { return m.n.cfg.Name }
+func (m apiMembership) Node(name string) *pb.Node     { return m.n.store.FSM().Node(name) }
+func (m apiMembership) Session(id string) *pb.Session { return m.n.store.FSM().Session(id) }
+
+func (m apiMembership) GossipStatus(name string) string {
+	if m.n.gossip != nil {
+		for _, member := range m.n.gossip.Members() {
+			if member.Name == name {
+				return member.Status
+			}
+		}
+	}
+	return "unknown"
+}

@@ -1,0 +1,162 @@
+// Package grpcapi is a zrpc agent's gRPC API: the Registry service (Get,
+// List, Watch, Register, Deregister, RenewTTL and the Session stream), the
+// Blobs service, the Status service, the Internal service that takes the
+// writes peers forward to the leader, request validation, and the
+// server's interceptor chain (panic recovery, the error code table,
+// per-method metrics and the proof that a caller of the agent-to-agent
+// services is an agent of the cluster).
+//
+// It is not the agent: each service reads the registry replica and asks
+// the agent for writes, leader forwarding, health and its Raft and gossip
+// view through the small interfaces of this package, which package node
+// implements. node builds the server (NewServer), serves and stops it.
+package grpcapi
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/node/health"
+	"github.com/zrpcio/zrpc/raftstore"
+)
+
+// Replica is what the API reads of the agent's registry replica
+// (raftstore's FSM). Its methods are called from handlers, concurrently.
+type Replica interface {
+	Revision() uint64
+	Instance(service, id string) *pb.Instance
+	Instances(service string) ([]*pb.Instance, uint64)
+	Services() ([]*pb.ServiceSummary, uint64)
+	Watch(service string, from uint64) *raftstore.Watcher
+}
+
+// Cluster is what the API asks of the agent's Raft cluster.
+type Cluster interface {
+	// Propose commits cmd through the leader and returns its revision; a
+	// request id carried by ctx (WithRequestID) becomes the command's.
+	Propose(ctx context.Context, cmd *pb.Command) (uint64, error)
+	// OnLeader runs local when this agent leads, remote with a connection
+	// to the leader otherwise, waiting a bounded time while there is none.
+	OnLeader(ctx context.Context, local func() error, remote func(*grpc.ClientConn) error) error
+	// CheckRead returns nil when this agent may answer a read with
+	// consistency c, waiting within ctx for its replica to catch up.
+	CheckRead(ctx context.Context, c pb.Consistency) error
+}
+
+// Health is the agent's health keeper as the API uses it.
+type Health interface {
+	// RenewTTL runs on the leader (the API forwards it there).
+	RenewTTL(ctx context.Context, service, id string) (uint64, error)
+	ServeSession(id string) *health.ServedSession
+	DestroySessions(ids ...string)
+}
+
+// Metrics counts what the API serves.
+type Metrics interface {
+	ObserveRPC(method string, code codes.Code, start time.Time)
+	ObservePanic(method string)
+	// WatchStarted and WatchEnded bracket every Watch stream.
+	WatchStarted()
+	WatchEnded()
+	// WatchTooSlow counts a watcher ended for falling behind.
+	WatchTooSlow()
+}
+
+// RegistryConfig is what the Registry service needs of its agent.
+type RegistryConfig struct {
+	// Agent is this agent's name: it owns what is registered through it,
+	// and its answers say they were served by it.
+	Agent   string
+	Replica Replica
+	Cluster Cluster
+	Health  Health
+	Metrics Metrics
+	// WatchBacklog bounds each watch stream's backlog (zero fields keep a
+	// default).
+	WatchBacklog WatchLimits
+	// Go runs f on a goroutine the agent owns: the agent's Close waits
+	// for it.
+	Go     func(f func())
+	Logger *slog.Logger
+}
+
+// Registry serves the Registry API on one agent.
+type Registry struct {
+	pb.UnimplementedRegistryServer
+	cfg RegistryConfig
+	log *slog.Logger
+	// ctx ends when the agent begins to close: Watch streams end on it.
+	ctx context.Context
+}
+
+// NewRegistry returns the Registry service of an agent whose life is ctx.
+func NewRegistry(ctx context.Context, cfg RegistryConfig) *Registry {
+	cfg.WatchBacklog = cfg.WatchBacklog.withDefaults()
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Go == nil {
+		cfg.Go = func(f func()) { go f() }
+	}
+	return &Registry{cfg: cfg, log: log, ctx: ctx}
+}
+
+// header is the header of an answer served by agent at revision rev.
+func header(agent string, rev uint64) *pb.ResponseHeader {
+	return &pb.ResponseHeader{Revision: rev, ServedBy: agent}
+}
+
+func (s *Registry) header(rev uint64) *pb.ResponseHeader { return header(s.cfg.Agent, rev) }
+
+// StatusAgent is what the Status service reads of its agent and asks of
+// it.
+type StatusAgent interface {
+	// Raft is the agent's Raft node.
+	Raft() *raft.Raft
+	// ClusterID is the id of the agent's cluster ("" until it is known).
+	ClusterID() string
+	// Members are the agents gossip knows.
+	Members() []gossip.Member
+	// PeerStatus asks the agent serving gRPC at grpcAddr for its Status,
+	// waiting a bounded time.
+	PeerStatus(ctx context.Context, grpcAddr string) (*pb.StatusResponse, error)
+	// Leave takes this agent out of the cluster for good and reports
+	// whether its removal was confirmed.
+	Leave(ctx context.Context) (bool, error)
+	// RemovePeer removes agent name from the cluster for good; it runs on
+	// the leader.
+	RemovePeer(ctx context.Context, name string) (uint64, error)
+}
+
+// StatusConfig is what the Status service needs of its agent.
+type StatusConfig struct {
+	// Agent is this agent's name and Build its version string.
+	Agent string
+	Build string
+	// Replica is the agent's registry replica.
+	Replica interface {
+		Revision() uint64
+		Node(name string) *pb.Node
+	}
+	// Cluster forwards RemovePeer to the leader.
+	Cluster Cluster
+	Status  StatusAgent
+}
+
+// Status serves the Status API: the agent's Raft and gossip view, leave
+// and remove-peer.
+type Status struct {
+	pb.UnimplementedStatusServer
+	cfg StatusConfig
+}
+
+// NewStatus returns the Status service of an agent.
+func NewStatus(cfg StatusConfig) *Status { return &Status{cfg: cfg} }

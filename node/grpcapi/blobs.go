@@ -1,0 +1,115 @@
+package grpcapi
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"google.golang.org/grpc"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage"
+)
+
+// BlobStore is the agent's blob store (package storage) as the Blobs API
+// uses it.
+type BlobStore interface {
+	Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*storage.PutResult, error)
+	Get(ctx context.Context, req *pb.BlobGetRequest, send func(*pb.BlobGetResponse) error) error
+	Stat(ctx context.Context, name string, minRev uint64) (*pb.BlobStatResponse, error)
+	List(ctx context.Context, prefix string) ([]*pb.BlobSummary, uint64)
+	Delete(ctx context.Context, name string) (uint64, error)
+	LeaderRepairStatus(ctx context.Context, blobID string) (*pb.RepairStatusResponse, error)
+}
+
+// Blobs serves the Blobs API from the agent's blob store.
+type Blobs struct {
+	pb.UnimplementedBlobsServer
+	store   BlobStore
+	replica interface{ Revision() uint64 }
+}
+
+// NewBlobs returns the Blobs service of store; answers carry the revision
+// of replica, the agent's registry replica.
+func NewBlobs(store BlobStore, replica interface{ Revision() uint64 }) *Blobs {
+	return &Blobs{store: store, replica: replica}
+}
+
+func (s *Blobs) Put(stream grpc.ClientStreamingServer[pb.BlobPutRequest, pb.BlobPutResponse]) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return fmt.Errorf("%w: put stream ended before its header", apierr.ErrInvalidArgument)
+	}
+	h := first.GetHeader()
+	if h == nil {
+		return fmt.Errorf("%w: the first message of a put must be its header", apierr.ErrInvalidArgument)
+	}
+	res, err := s.store.Put(stream.Context(), h, &putReader{stream: stream})
+	if err != nil {
+		return err
+	}
+	return stream.SendAndClose(&pb.BlobPutResponse{
+		Header: &pb.ResponseHeader{Revision: res.Revision}, Blob: storage.Summary(res.Blob), MissingShards: uint32(res.Missing),
+	})
+}
+
+// putReader reads the chunks of a Put stream.
+type putReader struct {
+	stream grpc.ClientStreamingServer[pb.BlobPutRequest, pb.BlobPutResponse]
+	buf    []byte
+}
+
+func (r *putReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		msg, err := r.stream.Recv()
+		if err == io.EOF {
+			return 0, io.EOF
+		}
+		if err != nil {
+			return 0, err
+		}
+		if msg.GetHeader() != nil {
+			return 0, fmt.Errorf("%w: a put carries one header, then chunks", apierr.ErrInvalidArgument)
+		}
+		r.buf = msg.GetChunk()
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+func (s *Blobs) Get(req *pb.BlobGetRequest, stream grpc.ServerStreamingServer[pb.BlobGetResponse]) error {
+	return s.store.Get(stream.Context(), req, stream.Send)
+}
+
+func (s *Blobs) Stat(ctx context.Context, req *pb.BlobStatRequest) (*pb.BlobStatResponse, error) {
+	resp, err := s.store.Stat(ctx, req.Name, req.MinRevision)
+	if err != nil {
+		return nil, err
+	}
+	resp.Header = &pb.ResponseHeader{Revision: s.replica.Revision()}
+	return resp, nil
+}
+
+func (s *Blobs) List(ctx context.Context, req *pb.BlobListRequest) (*pb.BlobListResponse, error) {
+	blobs, rev := s.store.List(ctx, req.Prefix)
+	return &pb.BlobListResponse{Header: &pb.ResponseHeader{Revision: rev}, Blobs: blobs}, nil
+}
+
+func (s *Blobs) Delete(ctx context.Context, req *pb.BlobDeleteRequest) (*pb.BlobDeleteResponse, error) {
+	ctx, err := WithRequestID(ctx, "blob-delete", req.RequestId)
+	if err != nil {
+		return nil, err
+	}
+	rev, err := s.store.Delete(ctx, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.BlobDeleteResponse{Header: &pb.ResponseHeader{Revision: rev}}, nil
+}
+
+// RepairStatus answers from the leader, which runs repair.
+func (s *Blobs) RepairStatus(ctx context.Context, req *pb.RepairStatusRequest) (*pb.RepairStatusResponse, error) {
+	return s.store.LeaderRepairStatus(ctx, req.BlobId)
+}

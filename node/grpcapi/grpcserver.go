@@ -1,0 +1,212 @@
+package grpcapi
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage"
+)
+
+// maxMessage bounds gRPC messages; a watch snapshot of a large registry is
+// the biggest.
+const maxMessage = 64 << 20
+
+// MaxRecvMessage bounds requests; a shard of the largest block is the
+// biggest. Agents' connections to each other send up to it too.
+const MaxRecvMessage = storage.MaxBlockSize + 1<<20
+
+// ServerConfig is what the agent's gRPC server needs of its agent.
+type ServerConfig struct {
+	Metrics Metrics
+	// ClusterSecret returns the cluster's secret (raftstore ClusterInit),
+	// or nil while this agent has not applied it.
+	ClusterSecret func() []byte
+	Logger        *slog.Logger
+}
+
+// Services are the gRPC services an agent serves.
+type Services struct {
+	Registry pb.RegistryServer
+	Status   pb.StatusServer
+	Internal pb.InternalServer
+	Blobs    pb.BlobsServer
+	Shards   pb.ShardsServer
+}
+
+// NewServer returns the agent's gRPC server with its interceptor chain,
+// message bounds and keepalive policy, serving svcs, grpc.health.v1 and
+// reflection. The agent serves and stops it.
+func NewServer(cfg ServerConfig, svcs Services) *grpc.Server {
+	s := grpc.NewServer(append(Interceptors(cfg),
+		grpc.MaxRecvMsgSize(MaxRecvMessage),
+		grpc.MaxSendMsgSize(maxMessage),
+		// Notice dead session holders behind a silent network within ~15 s;
+		// a crashed process closes its socket and is noticed at once.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)...)
+	pb.RegisterRegistryServer(s, svcs.Registry)
+	pb.RegisterStatusServer(s, svcs.Status)
+	pb.RegisterInternalServer(s, svcs.Internal)
+	pb.RegisterBlobsServer(s, svcs.Blobs)
+	pb.RegisterShardsServer(s, svcs.Shards)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(s, hs)
+	reflection.Register(s)
+	return s
+}
+
+// Interceptors is the agent's server chain. Panic recovery comes first, so
+// that a panic anywhere below it (a handler or a later interceptor) fails
+// one call instead of the agent.
+func Interceptors(cfg ServerConfig) []grpc.ServerOption {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &chain{cfg}
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(c.recoverUnary, c.unaryInterceptor, c.unaryPeerAuth),
+		grpc.ChainStreamInterceptor(c.recoverStream, c.streamInterceptor, c.streamPeerAuth),
+	}
+}
+
+// chain holds what the interceptors use.
+type chain struct{ cfg ServerConfig }
+
+// errInternal is what a caller sees when a handler panics; the panic value
+// and the stack stay in the agent's log.
+var errInternal = status.Error(codes.Internal, "internal error")
+
+func (c *chain) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			resp, err = nil, c.recovered(ctx, info.FullMethod, r)
+		}
+	}()
+	return h(ctx, req)
+}
+
+func (c *chain) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = c.recovered(ss.Context(), info.FullMethod, r)
+		}
+	}()
+	return h(srv, ss)
+}
+
+// recovered logs a handler's panic with its stack, counts it and returns
+// the error sent to the caller.
+func (c *chain) recovered(ctx context.Context, method string, r any) error {
+	c.cfg.Logger.LogAttrs(ctx, slog.LevelError, "panic in gRPC handler",
+		slog.String("method", method), slog.Any("panic", r), slog.String("stack", string(debug.Stack())))
+	c.cfg.Metrics.ObservePanic(method)
+	return errInternal
+}
+
+// unaryInterceptor refuses a request holding a malformed Duration or
+// Timestamp (checkTimes), maps errors through the API's one code table and
+// counts requests by method and code.
+func (c *chain) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+	start := time.Now()
+	if m, ok := req.(proto.Message); ok {
+		err = checkTimes(m.ProtoReflect(), "")
+	}
+	if err == nil {
+		resp, err = h(ctx, req)
+	}
+	err = apierr.ToStatus(err)
+	c.cfg.Metrics.ObserveRPC(info.FullMethod, status.Code(err), start)
+	return resp, err
+}
+
+func (c *chain) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	start := time.Now()
+	err := apierr.ToStatus(h(srv, ss))
+	c.cfg.Metrics.ObserveRPC(info.FullMethod, status.Code(err), start)
+	return err
+}
+
+// Agent-to-agent API: the services below are served only to agents of this
+// cluster. A caller proves it is one with the x-zrpc-cluster-auth metadata:
+// HMAC-SHA256 of the full method name keyed with the cluster's secret
+// (raftstore ClusterInit), sent by every peer connection (node's forwarder). An
+// agent that has not applied the cluster's ClusterInit yet serves them to
+// no one; joining needs none of them (it runs over gossip and the Raft
+// transport).
+
+// peerOnlyServices are the services that only agents may call.
+var peerOnlyServices = map[string]bool{
+	pb.Internal_ServiceDesc.ServiceName: true,
+	pb.Shards_ServiceDesc.ServiceName:   true,
+}
+
+// ClusterAuthKey is the metadata key of an agent's proof.
+const ClusterAuthKey = "x-zrpc-cluster-auth"
+
+// errNotAnAgent answers a call of the agent-to-agent API that does not
+// carry this cluster's proof.
+var errNotAnAgent = status.Error(codes.PermissionDenied, "agent-to-agent API: caller is not an agent of this cluster")
+
+// PeerOnly reports whether fullMethod ("/zrpc.v1.Shards/PutShard") belongs
+// to an agent-to-agent service.
+func PeerOnly(fullMethod string) bool {
+	svc, _, ok := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	return ok && peerOnlyServices[svc]
+}
+
+// ClusterAuth is the proof an agent sends with a call of fullMethod.
+func ClusterAuth(secret []byte, fullMethod string) string {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(fullMethod))
+	return hex.EncodeToString(mac.Sum(nil))
+}
+
+// checkPeer lets a call of the agent-to-agent API through only with this
+// cluster's proof for that method, compared in constant time.
+func (c *chain) checkPeer(ctx context.Context, fullMethod string) error {
+	if !PeerOnly(fullMethod) {
+		return nil
+	}
+	secret := c.cfg.ClusterSecret()
+	if secret == nil {
+		return errNotAnAgent
+	}
+	got := metadata.ValueFromIncomingContext(ctx, ClusterAuthKey)
+	if len(got) != 1 || !hmac.Equal([]byte(got[0]), []byte(ClusterAuth(secret, fullMethod))) {
+		return errNotAnAgent
+	}
+	return nil
+}
+
+func (c *chain) unaryPeerAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := c.checkPeer(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+func (c *chain) streamPeerAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := c.checkPeer(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return h(srv, ss)
+}

@@ -1,0 +1,48 @@
+package grpcapi
+
+import (
+	"context"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/raftstore"
+)
+
+// Leader is the agent as the Internal service uses it: it proposes what
+// peers forward, while it leads.
+type Leader interface {
+	IsLeader() bool
+	// ApplyAsLeader proposes cmd on this agent, the leader, and returns
+	// its revision.
+	ApplyAsLeader(ctx context.Context, cmd *pb.Command) (uint64, error)
+}
+
+// Internal serves peers' forwarded writes.
+type Internal struct {
+	pb.UnimplementedInternalServer
+	leader     Leader
+	membership Membership
+}
+
+// NewInternal returns the Internal service of leader, which checks
+// forwarded commands against what membership knows.
+func NewInternal(leader Leader, membership Membership) *Internal {
+	return &Internal{leader: leader, membership: membership}
+}
+
+// Apply proposes a command a peer forwarded, once it has passed the checks
+// the public API would have made (validateForwarded). The entry is stamped
+// with the leader's clock, not the peer's.
+func (s *Internal) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyResponse, error) {
+	if !s.leader.IsLeader() {
+		return nil, raftstore.ErrNotLeader
+	}
+	if err := validateForwarded(cmd, s.membership); err != nil {
+		return nil, err
+	}
+	cmd.Time = 0
+	rev, err := s.leader.ApplyAsLeader(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.ApplyResponse{Revision: rev}, nil
+}

@@ -1,0 +1,130 @@
+package health
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// RunChecks keeps one gRPC health checker running per instance this agent
+// owns that asked for a gRPC check, until ctx ends; it returns once every
+// checker has stopped.
+func (k *Keeper) RunChecks(ctx context.Context) {
+	running := make(map[instanceKey]*checker)
+	defer func() {
+		for _, c := range running {
+			c.stop()
+		}
+	}()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		want := make(map[instanceKey]*pb.Instance)
+		for _, inst := range k.cfg.Replica.CheckedInstances() {
+			if inst.Node == k.cfg.Agent && inst.Check.GetGrpc() {
+				want[instanceKey{inst.Service, inst.Id}] = inst
+			}
+		}
+		for key, c := range running {
+			if inst, ok := want[key]; !ok || !proto.Equal(inst.Check, c.check) || inst.Address != c.address {
+				c.stop()
+				delete(running, key)
+			}
+		}
+		for key, inst := range want {
+			if _, ok := running[key]; !ok {
+				running[key] = k.startChecker(ctx, inst)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// checker calls grpc.health.v1 on one instance every interval.
+type checker struct {
+	check   *pb.Check
+	address string
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+func (c *checker) stop() {
+	c.cancel()
+	<-c.done
+}
+
+func (k *Keeper) startChecker(parent context.Context, inst *pb.Instance) *checker {
+	ctx, cancel := context.WithCancel(parent)
+	c := &checker{check: inst.Check, address: inst.Address, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		k.runChecker(ctx, inst)
+	}()
+	return c
+}
+
+func (k *Keeper) runChecker(ctx context.Context, inst *pb.Instance) {
+	chk := inst.Check
+	addr := chk.GrpcAddress
+	if addr == "" {
+		addr = inst.Address
+	}
+	timeout := DefaultCheckTimeout
+	if chk.Timeout != nil {
+		timeout = chk.Timeout.AsDuration()
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		k.reportHealth(ctx, inst, pb.Health_CRITICAL, fmt.Sprintf("bad check address %s: %v", addr, err))
+		return
+	}
+	defer conn.Close()
+	client := healthpb.NewHealthClient(conn)
+	t := time.NewTicker(chk.Interval.AsDuration())
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		resp, err := client.Check(cctx, &healthpb.HealthCheckRequest{Service: chk.GrpcService})
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case err != nil:
+			k.reportHealth(ctx, inst, pb.Health_CRITICAL, fmt.Sprintf("gRPC health check of %s failed: %v", addr, err))
+		case resp.Status != healthpb.HealthCheckResponse_SERVING:
+			k.reportHealth(ctx, inst, pb.Health_CRITICAL, fmt.Sprintf("gRPC health check of %s: %s", addr, resp.Status))
+		default:
+			k.reportHealth(ctx, inst, pb.Health_PASSING, "gRPC health check: SERVING")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// reportHealth writes a check result when it changes the instance's health.
+func (k *Keeper) reportHealth(ctx context.Context, inst *pb.Instance, h pb.Health, output string) {
+	cur := k.cfg.Replica.Instance(inst.Service, inst.Id)
+	if cur == nil || cur.Health == h {
+		return
+	}
+	if _, err := k.cfg.Writer.Propose(ctx, setHealth(h, output, cur)); err != nil && ctx.Err() == nil {
+		k.log.Warn("could not record health check result", "instance", inst.Service+"/"+inst.Id, "health", h, "err", err)
+		return
+	}
+	k.log.Info("instance health changed", "instance", inst.Service+"/"+inst.Id, "health", h, "output", output)
+}

@@ -1,0 +1,167 @@
+package health
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
+)
+
+// fakeRegistry is a registry replica and its Raft writes in one: every
+// write is applied at once, as on a one-agent cluster, and recorded.
+type fakeRegistry struct {
+	mu       sync.Mutex
+	rev      uint64
+	insts    map[instanceKey]*pb.Instance
+	sessions map[string]*pb.Session
+	writes   []*pb.Command
+}
+
+func newFakeRegistry() *fakeRegistry {
+	return &fakeRegistry{insts: make(map[instanceKey]*pb.Instance), sessions: make(map[string]*pb.Session)}
+}
+
+func (f *fakeRegistry) Revision() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.rev
+}
+
+func (f *fakeRegistry) Instance(service, id string) *pb.Instance {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.insts[instanceKey{service, id}]
+}
+
+func (f *fakeRegistry) CheckedInstances() []*pb.Instance {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*pb.Instance
+	for _, inst := range f.insts {
+		if inst.Check != nil {
+			out = append(out, inst)
+		}
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Id < out[b].Id })
+	return out
+}
+
+func (f *fakeRegistry) Sessions() []*pb.Session {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*pb.Session
+	for _, s := range f.sessions {
+		out = append(out, s)
+	}
+	return out
+}
+
+// register stores inst (passing) at a new revision.
+func (f *fakeRegistry) register(inst *pb.Instance) *pb.Instance {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rev++
+	inst = proto.Clone(inst).(*pb.Instance)
+	inst.ModRevision, inst.Health = f.rev, pb.Health_PASSING
+	f.insts[instanceKey{inst.Service, inst.Id}] = inst
+	return inst
+}
+
+// addSession stores a session at a new revision and returns the revision.
+func (f *fakeRegistry) addSession(id, agent string) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rev++
+	f.sessions[id] = &pb.Session{Id: id, Node: agent}
+	return f.rev
+}
+
+func (f *fakeRegistry) Propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	return f.apply(cmd)
+}
+
+func (f *fakeRegistry) ApplyLocal(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	return f.apply(cmd)
+}
+
+func (f *fakeRegistry) apply(cmd *pb.Command) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rev++
+	f.writes = append(f.writes, cmd)
+	switch k := cmd.Kind.(type) {
+	case *pb.Command_SetHealth:
+		for _, ref := range k.SetHealth.Instances {
+			key := instanceKey{ref.Service, ref.Id}
+			if cur := f.insts[key]; cur != nil {
+				next := proto.Clone(cur).(*pb.Instance)
+				next.Health, next.HealthOutput, next.ModRevision = k.SetHealth.Health, k.SetHealth.Output, f.rev
+				f.insts[key] = next
+			}
+		}
+	case *pb.Command_Deregister:
+		key := instanceKey{k.Deregister.Service, k.Deregister.Id}
+		if f.insts[key] == nil {
+			return 0, apierr.ErrNotFound
+		}
+		delete(f.insts, key)
+	case *pb.Command_SessionDestroy:
+		for _, id := range k.SessionDestroy.Ids {
+			delete(f.sessions, id)
+		}
+	}
+	return f.rev, nil
+}
+
+// written returns the commands written so far and forgets them.
+func (f *fakeRegistry) written() []*pb.Command {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w := f.writes
+	f.writes = nil
+	return w
+}
+
+func (f *fakeRegistry) health(service, id string) pb.Health {
+	if inst := f.Instance(service, id); inst != nil {
+		return inst.Health
+	}
+	return pb.Health_HEALTH_UNSPECIFIED
+}
+
+// fakeClock is a settable clock.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) set(t time.Time) {
+	c.mu.Lock()
+	c.now = t
+	c.mu.Unlock()
+}
+
+// newTestKeeper is a Keeper of agent "a1" on reg, on clock.
+func newTestKeeper(t *testing.T, reg *fakeRegistry, clock *fakeClock) *Keeper {
+	return New(Config{
+		Agent:    "a1",
+		Replica:  reg,
+		Writer:   reg,
+		Interval: time.Hour,
+		Now:      clock.Now,
+		Logger:   testlog.New(t, "a1"),
+	})
+}

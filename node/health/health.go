@@ -1,0 +1,117 @@
+// Package health keeps the health of the instances registered with one
+// zrpc agent, in the three ways an instance can ask for:
+//
+//   - TTL: on the leader, deadlines kept in memory; a sweep every interval
+//     writes instances whose TTL ran out critical, and removes instances
+//     critical for longer than their deregister_critical_after
+//     (RunTTLChecks, RenewTTL);
+//   - gRPC check: the owning agent calls grpc.health.v1 on each of its
+//     instances that asked for it and writes a change of result
+//     (RunChecks);
+//   - session: the sessions whose streams this agent serves (ServeSession);
+//     a scan destroys sessions this agent owns but no longer serves, and
+//     ends the served sessions the cluster removed (RunSessionScan).
+//
+// health reads the agent's registry replica and writes through Raft only
+// through the small interfaces in Config; it is not the gRPC API (the
+// Session stream handler and RenewTTL's forwarding live in the agent's API
+// server) and it does not start its loops itself: the agent runs them with
+// its own lifecycle.
+package health
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// DefaultCheckTimeout bounds one gRPC health check whose instance sets no
+// timeout.
+const DefaultCheckTimeout = 2 * time.Second
+
+// defaultSessionScan is how often RunSessionScan looks.
+const defaultSessionScan = 500 * time.Millisecond
+
+// Replica is what health reads of this agent's registry replica
+// (raftstore's FSM). Its methods are called from health's loops and from
+// RenewTTL's caller, concurrently.
+type Replica interface {
+	Revision() uint64
+	Instance(service, id string) *pb.Instance
+	// CheckedInstances are the instances that have a TTL or gRPC check.
+	CheckedInstances() []*pb.Instance
+	Sessions() []*pb.Session
+}
+
+// Writer commits registry commands.
+type Writer interface {
+	// Propose commits cmd through the leader, wherever it is, and returns
+	// its revision.
+	Propose(ctx context.Context, cmd *pb.Command) (uint64, error)
+	// ApplyLocal commits cmd on this agent, which must be the leader
+	// (TTL sweeps run there and must not write once leadership is lost).
+	ApplyLocal(ctx context.Context, cmd *pb.Command) (uint64, error)
+}
+
+// Config is what a Keeper needs of its agent.
+type Config struct {
+	// Agent is this agent's name: the owner of the instances it checks and
+	// the sessions it serves.
+	Agent   string
+	Replica Replica
+	Writer  Writer
+	// ReadReady returns nil when the replica may answer a default read
+	// (it has replayed its log and hears from a leader); orphan sessions
+	// are judged only then.
+	ReadReady func() error
+	// Silenced reports whether the agent is halting as a crash would: it
+	// then writes nothing for the sessions it served.
+	Silenced func() bool
+	// Interval is the TTL sweep interval (health_interval).
+	Interval time.Duration
+	// SessionScan is how often orphan and removed sessions are looked for
+	// (default 500 ms).
+	SessionScan time.Duration
+	// Now is the clock of TTL deadlines (default time.Now).
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Keeper keeps instances' health on one agent (see the package comment).
+type Keeper struct {
+	cfg      Config
+	log      *slog.Logger
+	ttl      *ttlTracker
+	sessions *liveSessions
+}
+
+// New returns a Keeper whose loops have not started.
+func New(cfg Config) *Keeper {
+	if cfg.SessionScan <= 0 {
+		cfg.SessionScan = defaultSessionScan
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.ReadReady == nil {
+		cfg.ReadReady = func() error { return nil }
+	}
+	if cfg.Silenced == nil {
+		cfg.Silenced = func() bool { return false }
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Keeper{cfg: cfg, log: log, ttl: newTTLTracker(), sessions: newLiveSessions()}
+}
+
+func setHealth(h pb.Health, output string, insts ...*pb.Instance) *pb.Command {
+	c := &pb.SetHealth{Health: h, Output: output}
+	for _, inst := range insts {
+		c.Instances = append(c.Instances, &pb.InstanceRef{Service: inst.Service, Id: inst.Id})
+	}
+	return &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: c}}
+}
