@@ -52,6 +52,10 @@ const (
 	// Client certificates only dial: DNS name <name>.client.zrpc, client
 	// auth only.
 	Client
+	// Service certificates are a service's (package rpc's servers and
+	// clients): DNS name <name> (the service, "user.rpc"), server and
+	// client auth, never agent.zrpc.
+	Service
 )
 
 func (k Kind) String() string {
@@ -60,6 +64,8 @@ func (k Kind) String() string {
 		return "agent"
 	case Client:
 		return "client"
+	case Service:
+		return "service"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -133,8 +139,9 @@ func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
 type CertRequest struct {
 	// Kind is Agent or Client.
 	Kind Kind
-	// Name is the agent's name (a DNS name of its certificate) or the
-	// client's (its common name, and <name>.client.zrpc). Letters, digits,
+	// Name is the agent's name (a DNS name of its certificate), the
+	// client's (its common name, and <name>.client.zrpc) or the service's
+	// (a DNS name, which clients of the service verify). Letters, digits,
 	// '-', '_' and '.', at most 63 characters.
 	Name string
 	// IPs are IP addresses the certificate is valid for (agents: the
@@ -156,8 +163,11 @@ type CertRequest struct {
 
 // Validate reports the first invalid field of r, by name.
 func (r CertRequest) Validate() error {
-	if r.Kind != Agent && r.Kind != Client {
-		return fmt.Errorf("kind: %v is neither agent nor client", r.Kind)
+	if r.Kind != Agent && r.Kind != Client && r.Kind != Service {
+		return fmt.Errorf("kind: %v is not agent, client or service", r.Kind)
+	}
+	if r.Kind != Agent && strings.EqualFold(r.Name, AgentDNSName) {
+		return fmt.Errorf("name %q: only an agent certificate may carry the agent name", r.Name)
 	}
 	if err := validName(r.Name); err != nil {
 		return err
@@ -169,8 +179,8 @@ func (r CertRequest) Validate() error {
 		if err := validDNSName(d); err != nil {
 			return fmt.Errorf("dns name %q: %w", d, err)
 		}
-		if r.Kind == Client && strings.EqualFold(d, AgentDNSName) {
-			return fmt.Errorf("dns name %q: a client certificate cannot carry the agent name %s", d, AgentDNSName)
+		if r.Kind != Agent && strings.EqualFold(d, AgentDNSName) {
+			return fmt.Errorf("dns name %q: a %s certificate cannot carry the agent name %s", d, r.Kind, AgentDNSName)
 		}
 	}
 	if _, err := lifetime(r.Days, DefaultCertDays); err != nil {
@@ -238,6 +248,9 @@ func (r CertRequest) template(notBefore, notAfter time.Time) (*x509.Certificate,
 	case Client:
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 		dns = append(dns, r.Name+ClientDNSSuffix)
+	case Service:
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+		dns = append(dns, r.Name)
 	}
 	dns = append(dns, r.DNSNames...)
 	tmpl.DNSNames = dedup(dns, strings.EqualFold)

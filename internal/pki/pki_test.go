@@ -91,8 +91,24 @@ func TestClientCertificateCannotActAsAgent(t *testing.T) {
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err == nil {
 		t.Error("client certificate verifies for server auth")
 	}
-	if _, _, err := ca.Sign(CertRequest{Kind: Client, Name: "ops", DNSNames: []string{"agent.zrpc"}}); err == nil || !strings.Contains(err.Error(), "agent name") {
-		t.Errorf("client certificate with DNS agent.zrpc: err %v, want a refusal naming the agent name", err)
+	for _, req := range []CertRequest{
+		{Kind: Client, Name: "ops", DNSNames: []string{"agent.zrpc"}},
+		{Kind: Client, Name: "agent.zrpc"},
+		{Kind: Service, Name: "user.rpc", DNSNames: []string{"AGENT.zrpc"}},
+	} {
+		if _, _, err := ca.Sign(req); err == nil || !strings.Contains(err.Error(), "agent name") {
+			t.Errorf("%s certificate %+v: err %v, want a refusal naming the agent name", req.Kind, req, err)
+		}
+	}
+	svc, _, err := ca.Sign(CertRequest{Kind: Service, Name: "user.rpc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if IsAgent(svc) {
+		t.Errorf("service certificate carries %s: %v", AgentDNSName, svc.DNSNames)
+	}
+	if _, err := svc.Verify(x509.VerifyOptions{Roots: roots, DNSName: "user.rpc", KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		t.Errorf("service certificate for user.rpc: %v", err)
 	}
 }
 
