@@ -46,7 +46,9 @@ func New(t testing.TB) *Kit {
 func (k *Kit) Agent(name string) Files { return k.Issue(pki.CertRequest{Kind: pki.Agent, Name: name}) }
 
 // Client issues a client certificate for name.
-func (k *Kit) Client(name string) Files { return k.Issue(pki.CertRequest{Kind: pki.Client, Name: name}) }
+func (k *Kit) Client(name string) Files {
+	return k.Issue(pki.CertRequest{Kind: pki.Client, Name: name})
+}
 
 // Service issues a service certificate for name ("user.rpc").
 func (k *Kit) Service(name string) Files {
