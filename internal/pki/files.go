@@ -135,7 +135,7 @@ func checkAbsent(overwrite bool, paths ...string) error {
 		_, err := os.Lstat(p)
 		switch {
 		case err == nil:
-			return fmt.Errorf("%s: %w (remove it or ask to overwrite)", p, ErrExists)
+			return fmt.Errorf("%s: %w", p, ErrExists)
 		case !errors.Is(err, fs.ErrNotExist):
 			return fmt.Errorf("check %s: %w", p, err)
 		}
