@@ -281,6 +281,19 @@ func requireAgent(role string, cs tls.ConnectionState) error {
 	return nil
 }
 
+// Explain rewrites a server's handshake error about a client's
+// certificate (a *tls.CertificateVerificationError) in the words of this
+// package: client certificate "ops" expired at ..., is signed by an
+// unknown CA, ... Other errors come back as they are. Servers log the
+// result.
+func Explain(err error) error {
+	var cv *tls.CertificateVerificationError
+	if !errors.As(err, &cv) || len(cv.UnverifiedCertificates) == 0 {
+		return err
+	}
+	return fmt.Errorf("tls: %w", explain(cv.Err, "client", cv.UnverifiedCertificates[0], time.Now()))
+}
+
 // explain turns x509's verification errors into what a person should
 // read: which certificate, and what was wrong with it.
 func explain(err error, role string, leaf *x509.Certificate, now time.Time) error {
