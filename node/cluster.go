@@ -11,10 +11,9 @@ import (
 	"sort"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // Membership: gossip finds agents and notices failures; the Raft leader
@@ -64,9 +63,9 @@ func (n *Node) startGossip() error {
 // has not been reaped). Gossip keeps trying to rejoin such agents after it
 // saw them fail, so that a healed partition merges again.
 func (n *Node) stillMember(name string) bool {
-	if f := n.store.Raft().GetConfiguration(); f.Error() == nil {
-		for _, s := range f.Configuration().Servers {
-			if string(s.ID) == name {
+	if servers, err := n.store.Servers(); err == nil {
+		for _, s := range servers {
+			if s.ID == name {
 				return true
 			}
 		}
@@ -166,10 +165,10 @@ func (n *Node) bootstrapExpected(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		var servers []raft.Server
+		var servers []raftstore.Server
 		for _, m := range n.gossip.Members() {
 			if m.Status == "alive" && m.Meta.Role == "server" && m.Meta.RaftAddr != "" {
-				servers = append(servers, raft.Server{ID: raft.ServerID(m.Name), Address: raft.ServerAddress(m.Meta.RaftAddr), Suffrage: raft.Voter})
+				servers = append(servers, raftstore.Server{ID: m.Name, Address: m.Meta.RaftAddr, Suffrage: raftstore.Voter})
 			}
 		}
 		if len(servers) < n.cfg.BootstrapExpect {
@@ -242,16 +241,15 @@ func (n *Node) reconcile(ctx context.Context, failedSince map[string]time.Time, 
 	if n.gossip == nil {
 		return nil
 	}
-	r := n.store.Raft()
-	f := r.GetConfiguration()
-	if err := f.Error(); err != nil {
+	servers, err := n.store.Servers()
+	if err != nil {
 		return err
 	}
-	inRaft := make(map[string]raft.Server)
+	inRaft := make(map[string]raftstore.Server)
 	voters := 0
-	for _, s := range f.Configuration().Servers {
-		inRaft[string(s.ID)] = s
-		if s.Suffrage == raft.Voter {
+	for _, s := range servers {
+		inRaft[s.ID] = s
+		if s.Suffrage == raftstore.Voter {
 			voters++
 		}
 	}
@@ -293,7 +291,7 @@ func (n *Node) reconcile(ctx context.Context, failedSince map[string]time.Time, 
 
 // reconcileAlive makes an alive server a Raft member with up-to-date node
 // information, promoting nonvoters while voters are missing.
-func (n *Node) reconcileAlive(ctx context.Context, m gossip.Member, inRaft map[string]raft.Server, voters *int) error {
+func (n *Node) reconcileAlive(ctx context.Context, m gossip.Member, inRaft map[string]raftstore.Server, voters *int) error {
 	fsm := n.store.FSM()
 	want := &pb.Node{Name: m.Name, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr, Zone: m.Meta.Zone, Build: m.Meta.Build, Health: pb.Health_PASSING}
 	cur := fsm.Node(m.Name)
@@ -310,23 +308,22 @@ func (n *Node) reconcileAlive(ctx context.Context, m gossip.Member, inRaft map[s
 			return fmt.Errorf("record node %s: %w", m.Name, err)
 		}
 	}
-	r := n.store.Raft()
-	id, addr := raft.ServerID(m.Name), raft.ServerAddress(m.Meta.RaftAddr)
+	addr := m.Meta.RaftAddr
 	srv, member := inRaft[m.Name]
 	switch {
-	case member && srv.Suffrage == raft.Voter && srv.Address == addr:
+	case member && srv.Suffrage == raftstore.Voter && srv.Address == addr:
 		return nil
-	case *voters < n.cfg.Voters || (member && srv.Suffrage == raft.Voter):
-		if err := r.AddVoter(id, addr, 0, 5*time.Second).Error(); err != nil {
-			return fmt.Errorf("add voter %s: %w", m.Name, err)
+	case *voters < n.cfg.Voters || (member && srv.Suffrage == raftstore.Voter):
+		if err := n.store.AddVoter(ctx, m.Name, addr); err != nil {
+			return err
 		}
-		if !member || srv.Suffrage != raft.Voter {
+		if !member || srv.Suffrage != raftstore.Voter {
 			*voters++
 		}
 		n.log.Info("added Raft voter", "member", m.Name, "addr", addr, "promoted", member)
 	case !member || srv.Address != addr:
-		if err := r.AddNonvoter(id, addr, 0, 5*time.Second).Error(); err != nil {
-			return fmt.Errorf("add nonvoter %s: %w", m.Name, err)
+		if err := n.store.AddNonvoter(ctx, m.Name, addr); err != nil {
+			return err
 		}
 		n.log.Info("added Raft nonvoter", "member", m.Name, "addr", addr)
 	}
@@ -335,7 +332,7 @@ func (n *Node) reconcileAlive(ctx context.Context, m gossip.Member, inRaft map[s
 
 // reconcileFailed marks a failed agent and everything it owns critical at
 // once, and removes it after dead_node_reap.
-func (n *Node) reconcileFailed(ctx context.Context, name string, down time.Duration, inRaft map[string]raft.Server) error {
+func (n *Node) reconcileFailed(ctx context.Context, name string, down time.Duration, inRaft map[string]raftstore.Server) error {
 	if down > n.cfg.DeadNodeReap {
 		return n.removeMember(ctx, name, fmt.Sprintf("failed for %s (dead_node_reap %s)", down.Round(time.Second), n.cfg.DeadNodeReap), inRaft)
 	}
@@ -352,10 +349,10 @@ func (n *Node) reconcileFailed(ctx context.Context, name string, down time.Durat
 
 // removeMember takes an agent out of Raft and the registry, with every
 // instance and session it owned.
-func (n *Node) removeMember(ctx context.Context, name, why string, inRaft map[string]raft.Server) error {
+func (n *Node) removeMember(ctx context.Context, name, why string, inRaft map[string]raftstore.Server) error {
 	if _, ok := inRaft[name]; ok {
-		if err := n.store.Raft().RemoveServer(raft.ServerID(name), 0, 5*time.Second).Error(); err != nil {
-			return fmt.Errorf("remove %s from raft: %w", name, err)
+		if err := n.store.RemoveServer(ctx, name); err != nil {
+			return err
 		}
 		delete(inRaft, name)
 		n.log.Info("removed agent from Raft", "member", name, "why", why)

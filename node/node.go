@@ -344,24 +344,23 @@ func stopGRPC(s *grpc.Server, timeout time.Duration) {
 // transferLeadership hands leadership to another voter before this leader
 // stops, so the cluster does not wait an election timeout.
 func (n *Node) transferLeadership() {
-	r := n.store.Raft()
-	if r == nil || r.State() != raft.Leader {
+	if n.store.Status().State != raftstore.Leader {
 		return
 	}
-	cfg := r.GetConfiguration()
-	if cfg.Error() != nil {
+	servers, err := n.store.Servers()
+	if err != nil {
 		return
 	}
 	voters := 0
-	for _, s := range cfg.Configuration().Servers {
-		if s.Suffrage == raft.Voter {
+	for _, s := range servers {
+		if s.Suffrage == raftstore.Voter {
 			voters++
 		}
 	}
 	if voters < 2 {
 		return
 	}
-	if err := r.LeadershipTransfer().Error(); err != nil {
+	if err := n.store.TransferLeadership(context.Background()); err != nil {
 		n.log.Warn("leadership transfer failed", "err", err)
 		return
 	}

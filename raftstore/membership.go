@@ -43,6 +43,9 @@ type Server struct {
 // Servers returns the latest Raft configuration (committed or not), in
 // the configuration's order.
 func (s *Store) Servers() ([]Server, error) {
+	if s.raft == nil {
+		return nil, fmt.Errorf("%w: raft is not running", ErrShuttingDown)
+	}
 	f := s.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return nil, fmt.Errorf("read raft configuration: %w", RaftError(err))
@@ -109,6 +112,9 @@ func (s *Store) RemoveServer(ctx context.Context, id string) error {
 // and waits until the handover has finished or failed. Only the leader
 // may; with no other voter it fails.
 func (s *Store) TransferLeadership(ctx context.Context) error {
+	if s.raft == nil {
+		return fmt.Errorf("%w: raft is not running", ErrShuttingDown)
+	}
 	if err := s.wait(ctx, s.raft.LeadershipTransfer()); err != nil {
 		return fmt.Errorf("transfer leadership: %w", RaftError(err))
 	}
@@ -139,6 +145,9 @@ func (s *Store) waitChange(ctx context.Context, change func(timeout time.Duratio
 	case <-s.stop:
 		return ErrShuttingDown
 	default:
+	}
+	if s.raft == nil {
+		return fmt.Errorf("%w: raft is not running", ErrShuttingDown)
 	}
 	return RaftError(s.wait(ctx, change(timeout)))
 }
@@ -203,8 +212,11 @@ type Status struct {
 	LastContact time.Time
 }
 
-// Status returns this node's Raft status.
+// Status returns this node's Raft status; before Open it is Shutdown.
 func (s *Store) Status() Status {
+	if s.raft == nil {
+		return Status{State: Shutdown}
+	}
 	addr, id := s.raft.LeaderWithID()
 	st := Status{
 		State:        stateFrom(s.raft.State()),
