@@ -52,9 +52,9 @@ func (c blobCluster) Propose(ctx context.Context, cmd *pb.Command) (uint64, erro
 
 func (c blobCluster) LeaderRevision(ctx context.Context) (uint64, error) {
 	var rev uint64
-	err := c.n.forward.onLeader(ctx,
+	err := c.n.forward.OnLeader(ctx,
 		func() error { rev = c.n.store.FSM().Revision(); return nil },
-		func(conn *grpc.ClientConn) error {
+		func(conn grpc.ClientConnInterface) error {
 			resp, err := pb.NewStatusClient(conn).Status(ctx, &pb.StatusRequest{})
 			rev = resp.GetCommitIndex()
 			return err
@@ -85,11 +85,11 @@ func (n *Node) PeerConn(name string) (*grpc.ClientConn, error) {
 	if peer == nil || peer.GrpcAddress == "" {
 		return nil, fmt.Errorf("%w: agent %s is not in the cluster", apierr.ErrNotFound, name)
 	}
-	return n.forward.conn(peer.GrpcAddress)
+	return n.peers.conn(peer.GrpcAddress)
 }
 
 func (c blobCluster) OnLeader(ctx context.Context, local func() error, remote func(*grpc.ClientConn) error) error {
-	return c.n.forward.onLeader(ctx, local, remote)
+	return c.n.forward.OnLeader(ctx, local, func(conn grpc.ClientConnInterface) error { return remote(conn.(*grpc.ClientConn)) })
 }
 
 // blobsServer serves the Blobs API.

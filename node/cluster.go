@@ -205,7 +205,7 @@ func (n *Node) anyPeerInCluster(ctx context.Context) bool {
 }
 
 func (n *Node) peerStatus(ctx context.Context, grpcAddr string) (*pb.StatusResponse, error) {
-	conn, err := n.forward.conn(grpcAddr)
+	conn, err := n.peers.conn(grpcAddr)
 	if err != nil {
 		return nil, err
 	}

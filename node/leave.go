@@ -101,8 +101,8 @@ func (n *Node) Halt() {
 			n.gossip.Close()
 		}
 		n.wg.Wait()
-		if n.forward != nil {
-			n.forward.close()
+		if n.peers != nil {
+			n.peers.close()
 		}
 		if n.store != nil {
 			n.store.Close()

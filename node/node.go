@@ -45,7 +45,8 @@ type Node struct {
 	http     *http.Server
 	httpLn   net.Listener
 	metrics  *metrics
-	forward  *forwarder
+	peers    *peerConns
+	forward  *raftstore.Forwarder
 	sessions *liveSessions
 	ttl      *ttlTracker
 	gossip   *gossip.Gossip
@@ -160,7 +161,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.metrics = newMetrics(n)
-	n.forward = newForwarder(n)
+	n.peers = newPeerConns(n)
+	n.forward = raftstore.NewForwarder(n.store, raftstore.ForwardConfig{
+		LeaderWait: n.cfg.LeaderWait, Dial: n.peers.dial, LocalApply: n.applyAsLeader, Done: n.ctx.Done(),
+	})
 	if err := n.startGRPC(); err != nil {
 		return err
 	}
@@ -300,8 +304,8 @@ func (n *Node) Close() error {
 		if n.blobs != nil {
 			n.blobs.Close()
 		}
-		if n.forward != nil {
-			n.forward.close()
+		if n.peers != nil {
+			n.peers.close()
 		}
 		if n.store != nil {
 			n.transferLeadership()

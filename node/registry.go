@@ -93,13 +93,13 @@ func (s *registryServer) RenewTTL(ctx context.Context, req *pb.RenewTTLRequest) 
 		return nil, err
 	}
 	var resp *pb.RenewTTLResponse
-	err := s.n.forward.onLeader(ctx,
+	err := s.n.forward.OnLeader(ctx,
 		func() error {
 			rev, err := s.n.renewTTL(ctx, req.Service, req.Id)
 			resp = &pb.RenewTTLResponse{Header: s.n.header(rev)}
 			return err
 		},
-		func(c *grpc.ClientConn) (err error) {
+		func(c grpc.ClientConnInterface) (err error) {
 			resp, err = pb.NewRegistryClient(c).RenewTTL(ctx, req)
 			return err
 		})
@@ -115,14 +115,14 @@ func (s *registryServer) read(ctx context.Context, c pb.Consistency, local func(
 		}
 		return local()
 	}
-	return s.n.forward.onLeader(ctx,
+	return s.n.forward.OnLeader(ctx,
 		func() error {
 			if err := s.n.store.CheckReadContext(ctx, c); err != nil {
 				return err
 			}
 			return local()
 		},
-		func(conn *grpc.ClientConn) error { return remote(pb.NewRegistryClient(conn)) })
+		func(conn grpc.ClientConnInterface) error { return remote(pb.NewRegistryClient(conn)) })
 }
 
 // Get answers one page of a service's instances (see getPage): a service too

@@ -23,13 +23,13 @@ func (s *statusServer) RemovePeer(ctx context.Context, req *pb.RemovePeerRequest
 		return nil, fmt.Errorf("%w: name is empty: name the agent to remove", apierr.ErrInvalidArgument)
 	}
 	var rev uint64
-	err := s.n.forward.onLeader(ctx,
+	err := s.n.forward.OnLeader(ctx,
 		func() error {
 			var err error
 			rev, err = s.n.removePeer(ctx, name)
 			return err
 		},
-		func(c *grpc.ClientConn) error {
+		func(c grpc.ClientConnInterface) error {
 			resp, err := pb.NewStatusClient(c).RemovePeer(ctx, req)
 			rev = resp.GetHeader().GetRevision()
 			return err
