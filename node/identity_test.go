@@ -167,7 +167,7 @@ func TestAgentsOfAnotherClusterCannotJoin(t *testing.T) {
 	}
 	// A reconcile pass on each leader changes nothing either.
 	for _, n := range []*Node{a, b} {
-		if err := n.reconcile(ctxT(t), map[string]time.Time{}, time.Now()); err != nil {
+		if err := n.newReconciler().reconcile(ctxT(t), time.Now()); err != nil {
 			t.Errorf("%s reconcile: %v", n.Name(), err)
 		}
 	}
