@@ -294,7 +294,9 @@ func (ss *ShardServer) ReportShards(ctx context.Context, req *pb.ReportShardsReq
 			return nil, err
 		}
 	}
-	ss.s.repair.report(req.Corrupt, req.Reporter)
+	if err := ss.s.LocalLeader().ReportShards(ctx, req); err != nil {
+		return nil, err
+	}
 	return &pb.ReportShardsResponse{}, nil
 }
 
@@ -302,5 +304,9 @@ func (ss *ShardServer) Referenced(ctx context.Context, req *pb.ReferencedRequest
 	if !ss.s.cluster.IsLeader() {
 		return nil, apierr.ErrNotLeader
 	}
-	return &pb.ReferencedResponse{Referenced: ss.s.referenced(req)}, nil
+	referenced, err := ss.s.LocalLeader().Referenced(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.ReferencedResponse{Referenced: referenced}, nil
 }
