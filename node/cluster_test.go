@@ -215,8 +215,8 @@ func TestDeadAgentInstancesTurnCriticalThenVanishFromWatchers(t *testing.T) {
 		}
 	}
 	c.WaitFor(10*time.Second, "dead agent removed from Raft", func() bool {
-		f := c.Leader().Store().Raft().GetConfiguration()
-		return f.Error() == nil && len(f.Configuration().Servers) == 2
+		servers, err := c.Leader().Store().Servers()
+		return err == nil && len(servers) == 2
 	})
 }
 
@@ -299,8 +299,7 @@ func TestGracefulLeave(t *testing.T) {
 		if l == nil {
 			return false
 		}
-		f := l.Store().Raft().GetConfiguration()
-		if f.Error() != nil || len(f.Configuration().Servers) != 2 {
+		if servers, err := l.Store().Servers(); err != nil || len(servers) != 2 {
 			return false
 		}
 		return len(instances(t, c, other, "owned.rpc", pb.Consistency_CONSISTENT)) == 0 &&
@@ -335,12 +334,12 @@ func holdsFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // inRaft reports whether agent name is in the Raft configuration of
 // leader l.
 func inRaft(l *node.Node, name string) bool {
-	f := l.Store().Raft().GetConfiguration()
-	if f.Error() != nil {
+	servers, err := l.Store().Servers()
+	if err != nil {
 		return false
 	}
-	for _, s := range f.Configuration().Servers {
-		if string(s.ID) == name {
+	for _, s := range servers {
+		if s.ID == name {
 			return true
 		}
 	}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/hashicorp/raft"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // Leave takes the agent out of the cluster for good: it hands leadership to
@@ -41,12 +41,12 @@ func (n *Node) leave(ctx context.Context) (bool, error) {
 
 // alone reports whether this agent is the only Raft server.
 func (n *Node) alone() bool {
-	f := n.store.Raft().GetConfiguration()
-	if f.Error() != nil {
+	servers, err := n.store.Servers()
+	if err != nil {
 		return false
 	}
-	for _, s := range f.Configuration().Servers {
-		if string(s.ID) != n.cfg.Name {
+	for _, s := range servers {
+		if s.ID != n.cfg.Name {
 			return false
 		}
 	}
@@ -59,11 +59,10 @@ func (n *Node) waitRemoved(ctx context.Context) bool {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
-		f := n.store.Raft().GetConfiguration()
-		if f.Error() == nil {
+		if servers, err := n.store.Servers(); err == nil {
 			in := false
-			for _, s := range f.Configuration().Servers {
-				in = in || string(s.ID) == n.cfg.Name
+			for _, s := range servers {
+				in = in || s.ID == n.cfg.Name
 			}
 			if !in {
 				return true
@@ -71,7 +70,7 @@ func (n *Node) waitRemoved(ctx context.Context) bool {
 		}
 		// Once removed, this agent stops receiving log entries; a follower
 		// that no longer hears from any leader has been cut off too.
-		if n.store.Raft().State() == raft.Shutdown {
+		if n.store.Status().State == raftstore.Shutdown {
 			return false
 		}
 		select {
@@ -102,8 +101,8 @@ func (n *Node) Halt() {
 			n.gossip.Close()
 		}
 		n.wg.Wait()
-		if n.forward != nil {
-			n.forward.close()
+		if n.peers != nil {
+			n.peers.close()
 		}
 		if n.store != nil {
 			n.store.Close()
