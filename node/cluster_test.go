@@ -268,7 +268,11 @@ func TestVoterLostNonvoterPromoted(t *testing.T) {
 	}
 	c.Kill(victim)
 	c.WaitFor(30*time.Second, "the nonvoter is promoted and the cluster has 3 voters again", func() bool {
-		v, nv := countRoles(roles(t, c, c.LeaderIndex()))
+		l := c.LeaderIndex()
+		if l < 0 {
+			return false // between leaders
+		}
+		v, nv := countRoles(roles(t, c, l))
 		return v == 3 && nv == 0
 	})
 	register(t, c, leader, "user.rpc", "after-promotion")
@@ -421,4 +425,26 @@ func TestForwardedWriteToASilentLeaderFailsWithinLeaderWait(t *testing.T) {
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("write forwarded to a silent leader: %v, want Unavailable after leader_wait", err)
 	}
+}
+
+// TestLeaveConfirmedByAPeerWhenTheLeaderCannotReachTheLeaver: the leader
+// stops replicating to an agent once it has appended the configuration
+// that removes it, so the leaving agent may never learn of its removal
+// from its own log; another agent's view confirms it.
+func TestLeaveConfirmedByAPeerWhenTheLeaderCannotReachTheLeaver(t *testing.T) {
+	c := testcluster.New(t, 3)
+	leader := c.LeaderIndex()
+	leaver := (leader + 1) % 3
+	c.DropPackets(leader, leaver, 1) // no connection between the two works
+	removed, err := c.Leave(ctxT(t), leaver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !removed {
+		t.Fatal("leave was not confirmed although the other agents removed the leaver")
+	}
+	c.WaitFor(20*time.Second, "the leader's configuration without the leaver", func() bool {
+		servers, err := c.Node(leader).Store().Servers()
+		return err == nil && len(servers) == 2
+	})
 }
