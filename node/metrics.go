@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -202,9 +203,10 @@ func (n *Node) startHTTP() error {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	ln, err := net.Listen("tcp", n.addr(n.cfg.HTTPPort))
+	addr := net.JoinHostPort(n.cfg.HTTPBind, strconv.Itoa(n.cfg.HTTPPort))
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listen for HTTP on %s: %w", n.addr(n.cfg.HTTPPort), err)
+		return fmt.Errorf("listen for HTTP on %s (http_bind, http_port): %w", addr, err)
 	}
 	n.httpLn = ln
 	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
