@@ -246,7 +246,7 @@ func TestTLSReloadServesNewCertificateToNewConnections(t *testing.T) {
 	kit := pkitest.New(t)
 	first, second := kit.Agent("n1"), kit.Agent("n1")
 	live := pkitest.Files{CA: kit.CAPEM, Cert: kit.Dir + "/live.pem", Key: kit.Dir + "/live-key.pem"}
-	copyFiles(t, first, live)
+	pkitest.Copy(t, first, live)
 	server := load(t, live)
 	srv := serveTLS(t, server.ServerConfig())
 	client := load(t, kit.Agent("n2")).ClientConfig(AgentServerName)
@@ -256,12 +256,12 @@ func TestTLSReloadServesNewCertificateToNewConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.handshake(t)
-	want := serial(t, first)
+	want := pkitest.Serial(t, first)
 	if got := old.ConnectionState().PeerCertificates[0].SerialNumber.String(); got != want {
 		t.Fatalf("first connection saw serial %s, want %s", got, want)
 	}
 
-	copyFiles(t, second, live)
+	pkitest.Copy(t, second, live)
 	if err := server.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +270,7 @@ func TestTLSReloadServesNewCertificateToNewConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.handshake(t)
-	if got, want := fresh.ConnectionState().PeerCertificates[0].SerialNumber.String(), serial(t, second); got != want {
+	if got, want := fresh.ConnectionState().PeerCertificates[0].SerialNumber.String(), pkitest.Serial(t, second); got != want {
 		t.Errorf("connection after Reload saw serial %s, want the new %s", got, want)
 	}
 	if err := ping(old); err != nil {
@@ -290,7 +290,7 @@ func TestTLSReloadServesNewCertificateToNewConnections(t *testing.T) {
 		t.Fatalf("connection after a failed Reload: %v", err)
 	}
 	srv.handshake(t)
-	if got, want := after.ConnectionState().PeerCertificates[0].SerialNumber.String(), serial(t, second); got != want {
+	if got, want := after.ConnectionState().PeerCertificates[0].SerialNumber.String(), pkitest.Serial(t, second); got != want {
 		t.Errorf("after a failed Reload the server sent serial %s, want the kept %s", got, want)
 	}
 }
@@ -323,26 +323,4 @@ func TestTLSGRPCAgentOnlyService(t *testing.T) {
 	if err := check(kit.Client("ops")); status.Code(err) != codes.Unavailable {
 		t.Fatalf("client certificate: err %v, want Unavailable", err)
 	}
-}
-
-func copyFiles(t *testing.T, from, to pkitest.Files) {
-	t.Helper()
-	for _, p := range [][2]string{{from.Cert, to.Cert}, {from.Key, to.Key}} {
-		data, err := os.ReadFile(p[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p[1], data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func serial(t *testing.T, f pkitest.Files) string {
-	t.Helper()
-	pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pair.Leaf.SerialNumber.String()
 }

@@ -81,3 +81,33 @@ func (k *Kit) Issue(req pki.CertRequest) Files {
 	}
 	return f
 }
+
+// Copy overwrites to's certificate and key files with from's: a
+// certificate renewed in place, for reload tests.
+func Copy(t testing.TB, from, to Files) {
+	t.Helper()
+	for _, p := range [][2]string{{from.Cert, to.Cert}, {from.Key, to.Key}} {
+		data, err := os.ReadFile(p[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p[1], data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Serial returns the serial number of f's certificate, to tell which
+// certificate a server sent.
+func Serial(t testing.TB, f Files) string {
+	t.Helper()
+	data, err := os.ReadFile(f.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := pki.ParseCertificate(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert.SerialNumber.String()
+}
