@@ -16,8 +16,6 @@ import (
 
 	"github.com/zrpcio/zrpc/internal/pki/pkitest"
 	"github.com/zrpcio/zrpc/internal/testlog"
-	"github.com/zrpcio/zrpc/internal/tlsconf"
-	"github.com/zrpcio/zrpc/internal/tlsconf/tlstest"
 	"github.com/zrpcio/zrpc/rpc"
 	"github.com/zrpcio/zrpc/testcluster"
 )
@@ -26,18 +24,17 @@ func tlsSettings(f pkitest.Files) rpc.TLSConfig {
 	return rpc.TLSConfig{CA: f.CA, Cert: f.Cert, Key: f.Key}
 }
 
-// TestTLSServiceOverMutualTLS: a service with TLS registers through an
-// agent that serves TLS, and is called over mutual TLS by a client that
+// TestTLSServiceOverMutualTLS: a service with TLS registers through a
+// TLS agent, and is called over mutual TLS by a client that
 // resolves it through the same agent; plaintext callers and callers
 // expecting another service are refused.
 func TestTLSServiceOverMutualTLS(t *testing.T) {
-	c := testcluster.New(t, 1)
 	kit := pkitest.New(t)
-	agentTLS, err := tlsconf.Server(tlsconf.Files(kit.Agent("n1")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent := tlstest.Front(t, c.GRPCAddr(0), agentTLS, nil)
+	c := testcluster.New(t, 1, testcluster.WithTLS(func(agent string) (string, string, string) {
+		f := kit.Agent(agent)
+		return f.CA, f.Cert, f.Key
+	}))
+	agent := c.GRPCAddr(0)
 
 	srv, err := rpc.NewServer(rpc.ServerConfig{
 		Name: "user.rpc", ListenOn: "127.0.0.1:0", ID: "u1", Agents: []string{agent},
