@@ -107,7 +107,7 @@ func NewServer(cfg ServerConfig, opts ...ServerOption) (*Server, error) {
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
 	}
-	tlsState, tlsOpts, err := newServerTLS(cfg.TLS)
+	tlsState, tlsOpts, err := newServerTLS(cfg.TLS, o.logger)
 	if err != nil {
 		return nil, fmt.Errorf("invalid rpc server config: %w", err)
 	}

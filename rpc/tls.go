@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -63,7 +64,7 @@ type serverTLS struct {
 
 // newServerTLS prepares cfg's TLS without reading the files (Start reads
 // them) and returns the grpc option that serves it.
-func newServerTLS(cfg TLSConfig) (*serverTLS, []grpc.ServerOption, error) {
+func newServerTLS(cfg TLSConfig, log *slog.Logger) (*serverTLS, []grpc.ServerOption, error) {
 	if !cfg.Enabled() {
 		return nil, nil, nil
 	}
@@ -71,7 +72,7 @@ func newServerTLS(cfg TLSConfig) (*serverTLS, []grpc.ServerOption, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return &serverTLS{certs: r}, []grpc.ServerOption{grpc.Creds(credentials.NewTLS(r.ServerConfig()))}, nil
+	return &serverTLS{certs: r}, []grpc.ServerOption{grpc.Creds(tlsconf.ServerCredentials(r.ServerConfig(), log))}, nil
 }
 
 // load reads the files; nothing to do without TLS.

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -20,6 +21,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/zrpcio/zrpc/internal/pki/pkitest"
+	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
 // tlsServer is a loopback TLS echo server that reports each handshake's
@@ -322,5 +325,43 @@ func TestTLSGRPCAgentOnlyService(t *testing.T) {
 	}
 	if err := check(kit.Client("ops")); status.Code(err) != codes.Unavailable {
 		t.Fatalf("client certificate: err %v, want Unavailable", err)
+	}
+}
+
+func TestTLSServerCredentialsLogRefusalsExplained(t *testing.T) {
+	kit := pkitest.New(t)
+	var logged testlog.Buffer
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(grpc.Creds(ServerCredentials(load(t, kit.Agent("n1")).ServerConfig(), log)))
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+
+	old := kit.Expired("old")
+	pair, err := tls.LoadX509KeyPair(old.Cert, old.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := load(t, kit.Agent("n2")).ClientConfig(AgentServerName)
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("expired client certificate: err %v, want Unavailable", err)
+	}
+	testwait.For(t, 10*time.Second, "the refusal logged", func() bool {
+		return strings.Contains(logged.String(), `client certificate \"old\" expired at`)
+	})
+	if !strings.Contains(logged.String(), "level=WARN") {
+		t.Errorf("refusal not logged at WARN:\n%s", logged.String())
 	}
 }

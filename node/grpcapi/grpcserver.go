@@ -26,6 +26,7 @@ import (
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/pki"
+	"github.com/zrpcio/zrpc/internal/tlsconf"
 	"github.com/zrpcio/zrpc/storage"
 )
 
@@ -64,7 +65,11 @@ type Services struct {
 func NewServer(cfg ServerConfig, svcs Services) *grpc.Server {
 	opts := Interceptors(cfg)
 	if cfg.TLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+		log := cfg.Logger
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		opts = append(opts, grpc.Creds(tlsconf.ServerCredentials(cfg.TLS, log)))
 	}
 	s := grpc.NewServer(append(opts,
 		grpc.MaxRecvMsgSize(MaxRecvMessage),
