@@ -248,6 +248,9 @@ func (n *Node) startRaft() error {
 	n.store.OnLeader(n.runReconcile)
 	n.store.OnLeader(n.blobs.RunRepair)
 	if err := n.store.Open(); err != nil {
+		if stream != n.opts.raftStream {
+			stream.Close() // the TLS layer this agent made; raft may have closed it already
+		}
 		return err
 	}
 	if !n.store.HadState() && n.dir.clusterID != "" {
