@@ -12,7 +12,10 @@ func newTLSCACommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ca",
 		Short: "Create the cluster's certificate authority",
-		Args:  cobra.NoArgs,
+		Long: `The cluster CA signs every certificate of the cluster; agents, clients and
+services trust what it signed and nothing else.`,
+		Example: `  zrpcctl tls ca create --dir /etc/zrpc/tls`,
+		Args:    cobra.NoArgs,
 	}
 	cmd.AddCommand(newTLSCACreateCommand())
 	return cmd

@@ -18,7 +18,10 @@ func newTLSCertCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cert",
 		Short: "Create certificates signed by the cluster CA",
-		Args:  cobra.NoArgs,
+		Long: `Certificates for agents (--agent), clients such as zrpcctl (--client) and
+services (--service), signed by the CA that ` + "`zrpcctl tls ca create`" + ` made.`,
+		Example: `  zrpcctl tls cert create --agent --name n1 --ip 10.0.0.1`,
+		Args:    cobra.NoArgs,
 	}
 	cmd.AddCommand(newTLSCertCreateCommand())
 	return cmd
