@@ -39,7 +39,7 @@ func (c ClientConfig) Validate() error {
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("setting Timeout: %s must not be negative", c.Timeout))
 	}
-	if err := c.TLS.validate(); err != nil {
+	if err := c.TLS.validateFor(c.Target); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

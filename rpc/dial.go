@@ -92,7 +92,7 @@ func Dial(ctx context.Context, target string, opts ...DialOption) (*grpc.ClientC
 	if !ok || (scheme != resolver.Scheme && scheme != resolver.DirectScheme) {
 		return nil, fmt.Errorf("dial %q: target must be zrpc:///<service> or direct:///host:port[,host:port]", target)
 	}
-	creds, err := o.dialTLS()
+	creds, err := o.dialTLS(target)
 	if err != nil {
 		return nil, fmt.Errorf("dial %q: %w", target, err)
 	}

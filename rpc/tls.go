@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -45,6 +46,18 @@ func (c TLSConfig) validate() error {
 	}
 	if err := c.files().Validate(); err != nil {
 		return fmt.Errorf("setting TLS: %w (keys CA, Cert, Key)", err)
+	}
+	return nil
+}
+
+// validateFor is validate for a client of target: a direct:/// target of
+// several addresses has no one name to verify the servers by.
+func (c TLSConfig) validateFor(target string) error {
+	if err := c.validate(); err != nil {
+		return err
+	}
+	if c.Enabled() && c.ServerName == "" && strings.HasPrefix(target, "direct:///") && strings.Contains(target, ",") {
+		return fmt.Errorf("setting TLS.ServerName: required with %q, a direct:/// target of several addresses (the name the servers' certificates carry)", target)
 	}
 	return nil
 }
@@ -111,11 +124,11 @@ func WithTLS(c TLSConfig) DialOption { return func(o *dialOptions) { o.tls = &c 
 
 // dialTLS returns the transport credentials of o's TLS (plaintext without
 // it) and adds the agents' TLS to the resolver's options.
-func (o *dialOptions) dialTLS() (grpc.DialOption, error) {
+func (o *dialOptions) dialTLS(target string) (grpc.DialOption, error) {
 	if o.tls == nil || !o.tls.Enabled() {
 		return grpc.WithTransportCredentials(insecure.NewCredentials()), nil
 	}
-	if err := o.tls.validate(); err != nil {
+	if err := o.tls.validateFor(target); err != nil {
 		return nil, err
 	}
 	r, err := tlsconf.Load(o.tls.files())

@@ -14,6 +14,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/zrpcio/zrpc/internal/pki"
 	"github.com/zrpcio/zrpc/internal/pki/pkitest"
 	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/rpc"
@@ -38,7 +39,10 @@ func TestTLSServiceOverMutualTLS(t *testing.T) {
 
 	srv, err := rpc.NewServer(rpc.ServerConfig{
 		Name: "user.rpc", ListenOn: "127.0.0.1:0", ID: "u1", Agents: []string{agent},
-		DrainDelay: 50 * time.Millisecond, TLS: tlsSettings(kit.Service("user.rpc")),
+		DrainDelay: 50 * time.Millisecond,
+		// Valid for the name user.rpc only, not for its address: callers
+		// verify the service they asked for.
+		TLS: tlsSettings(kit.Issue(pki.CertRequest{Kind: pki.Service, Name: "user.rpc"})),
 	}, rpc.WithServerLogger(testlog.New(t, "server")))
 	if err != nil {
 		t.Fatal(err)
@@ -119,6 +123,14 @@ func TestTLSSettingsFromYAML(t *testing.T) {
 	client := rpc.ClientConfig{Target: "zrpc:///user.rpc", TLS: rpc.TLSConfig{Key: f.Key}}
 	if err := client.Validate(); err == nil || !strings.Contains(err.Error(), "ca, cert not set") {
 		t.Errorf("client TLS with only Key: err %v, want one naming ca and cert", err)
+	}
+	several := rpc.ClientConfig{Target: "direct:///127.0.0.1:1,127.0.0.1:2", TLS: tlsSettings(f)}
+	if err := several.Validate(); err == nil || !strings.Contains(err.Error(), "setting TLS.ServerName: required") {
+		t.Errorf("TLS to several direct addresses without ServerName: err %v, want one asking for TLS.ServerName", err)
+	}
+	several.TLS.ServerName = "user.rpc"
+	if err := several.Validate(); err != nil {
+		t.Errorf("TLS to several direct addresses with ServerName: %v", err)
 	}
 	if _, err := rpc.Dial(context.Background(), "zrpc:///user.rpc", rpc.WithTLS(rpc.TLSConfig{CA: f.CA, Cert: f.Cert, Key: f.Cert})); err == nil {
 		t.Error("Dial with a certificate as key succeeded")
