@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/zrpcio/zrpc/internal/pki/pkitest"
 	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/internal/testwait"
+	"github.com/zrpcio/zrpc/internal/tlsconf/tlstest"
 )
 
 // tlsServer is a loopback TLS echo server that reports each handshake's
@@ -34,49 +34,8 @@ type tlsServer struct {
 
 func serveTLS(t *testing.T, cfg *tls.Config) *tlsServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &tlsServer{addr: ln.Addr().String(), handshakes: make(chan error, 64)}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			raw, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c := tls.Server(raw, cfg)
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				err := c.Handshake()
-				s.handshakes <- err
-				if err == nil {
-					io.Copy(c, c)
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	s := &tlsServer{handshakes: make(chan error, 64)}
+	s.addr = tlstest.Serve(t, cfg, s.handshakes, func(c *tls.Conn) { io.Copy(c, c) })
 	return s
 }
 
