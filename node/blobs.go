@@ -108,7 +108,7 @@ func (n *Node) PeerConn(name string) (*grpc.ClientConn, error) {
 	return n.peers.conn(peer.GrpcAddress)
 }
 
-func (c blobCluster) Leader() storage.LeaderAPI { return forwardedLeader{c.n} }
+func (c blobCluster) Leader() storage.LeaderAPI { return forwardedLeader(c) }
 
 // forwardedLeader runs each call of the blob store's leader-only API on the
 // leader: on this agent's own blob store when it leads, through the
