@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,9 @@ type Config struct {
 	// Logger receives failover (Debug) and watch reconnect (Info) records;
 	// nil discards them.
 	Logger *slog.Logger
+	// TLS, when set, secures every agent connection (see tls.go); nil
+	// means plaintext.
+	TLS *tls.Config
 
 	// dialOptions are added to every connection's; tests inject faults
 	// with them.

@@ -54,7 +54,7 @@ func newGRPCServer(n *Node) *grpc.Server {
 
 // apiServerConfig is what the agent's gRPC server chain needs of it.
 func (n *Node) apiServerConfig() grpcapi.ServerConfig {
-	return grpcapi.ServerConfig{Metrics: apiMetrics{n.metrics}, ClusterSecret: n.store.FSM().ClusterSecret, Logger: n.log}
+	return grpcapi.ServerConfig{Metrics: apiMetrics{n.metrics}, ClusterSecret: n.store.FSM().ClusterSecret, Logger: n.log, TLS: n.serverTLS()}
 }
 
 // newRegistry builds the Registry service on this agent. Its Watch

@@ -78,6 +78,12 @@ type Config struct {
 	EncryptKey string `yaml:"encrypt" help:"base64 gossip encryption key shared by all agents (zrpcd keygen prints one); prefer --encrypt-file or ZRPC_ENCRYPT, as a flag shows in the process list" secret:"true"`
 	// EncryptKeyFile names a file holding EncryptKey; Start reads it.
 	EncryptKeyFile string `yaml:"encrypt_file" help:"file holding the base64 gossip encryption key (instead of --encrypt)"`
+	// TLS: the cluster CA, this agent's certificate (zrpcctl tls cert
+	// create --agent) and its key. Set, the gRPC API and the Raft
+	// transport are mutual TLS only (node/tls.go).
+	TLSCA   string `yaml:"tls_ca" help:"cluster CA certificate (ca.pem); with tls_cert and tls_key, gRPC and Raft accept only mutual TLS with this CA"`
+	TLSCert string `yaml:"tls_cert" help:"this agent's certificate (zrpcctl tls cert create --agent); reloaded on SIGHUP"`
+	TLSKey  string `yaml:"tls_key" help:"the key of tls_cert (keep it mode 0600); reloaded on SIGHUP"`
 	// JoinMaxBackoff caps the wait between join attempts.
 	JoinMaxBackoff time.Duration `yaml:"join_max_backoff" help:"longest wait between two join attempts"`
 	// LogLevel is debug, info, warn or error.
@@ -301,6 +307,7 @@ func (c *Config) validateAgent(l *fielderr.List) {
 			bad("encrypt_file", "set either encrypt or encrypt_file, not both")
 		}
 	}
+	c.validateTLS(l)
 	if c.DeadNodeReap < time.Second {
 		bad("dead_node_reap", "%s is too short (minimum 1s)", c.DeadNodeReap)
 	}

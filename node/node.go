@@ -44,6 +44,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/internal/tlsconf"
 	"github.com/zrpcio/zrpc/node/grpcapi"
 	"github.com/zrpcio/zrpc/node/health"
 	"github.com/zrpcio/zrpc/raftstore"
@@ -71,6 +72,7 @@ type Node struct {
 	health  *health.Keeper
 	gossip  *gossip.Gossip
 	blobs   *storage.Store
+	tls     *tlsconf.Reloader // nil without TLS (tls.go)
 
 	// reconcileWake nudges the leader's reconcile loop after a gossip event.
 	reconcileWake chan struct{}
@@ -180,6 +182,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		run  func() error
 	}{
 		{"open the data dir", func() (err error) { n.dir, err = openDataDir(n.cfg.DataDir, n.cfg.Name); return err }},
+		{"load TLS certificates", n.loadTLS},
 		{"open the blob store", n.openBlobs},
 		{"start Raft", n.startRaft},
 		{"serve gRPC", func() error {
@@ -225,7 +228,11 @@ func (n *Node) startRaft() error {
 	rc := n.cfg.raftConfig()
 	rc.Dir = raftDir
 	rc.BindAddr = n.addr(n.cfg.RaftPort)
-	rc.StreamLayer = n.opts.raftStream
+	stream, err := n.raftStreamLayer(n.opts.raftStream)
+	if err != nil {
+		return err
+	}
+	rc.StreamLayer = stream
 	rc.Bootstrap = bootstrap
 	rc.NoSync = n.opts.raftNoSync
 	rc.WrapLogStore = n.opts.wrapRaftLog
@@ -241,6 +248,9 @@ func (n *Node) startRaft() error {
 	n.store.OnLeader(n.runReconcile)
 	n.store.OnLeader(n.blobs.RunRepair)
 	if err := n.store.Open(); err != nil {
+		if stream != n.opts.raftStream {
+			stream.Close() // the TLS layer this agent made; raft may have closed it already
+		}
 		return err
 	}
 	if !n.store.HadState() && n.dir.clusterID != "" {

@@ -21,6 +21,8 @@ type ClientConfig struct {
 	Balancer string `yaml:"Balancer"`
 	// Timeout is the default per-call timeout (default 2s).
 	Timeout time.Duration `yaml:"Timeout"`
+	// TLS, when set, is mutual TLS to the service and its agents (tls.go).
+	TLS TLSConfig `yaml:"TLS"`
 }
 
 // DefaultClientConfig returns the defaults: p2c_ewma and a 2 s timeout.
@@ -36,6 +38,9 @@ func (c ClientConfig) Validate() error {
 	}
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("setting Timeout: %s must not be negative", c.Timeout))
+	}
+	if err := c.TLS.validateFor(c.Target); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -9,7 +9,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/zrpcio/zrpc/rpc/balancer"
 	"github.com/zrpcio/zrpc/rpc/clientchain"
@@ -26,6 +25,7 @@ type dialOptions struct {
 	resolver  []resolver.Option
 	grpcOpts  []grpc.DialOption
 	waitReady bool
+	tls       *TLSConfig
 }
 
 // WithBalancer picks the load balancer by name (balancer.RoundRobin, ...);
@@ -92,8 +92,12 @@ func Dial(ctx context.Context, target string, opts ...DialOption) (*grpc.ClientC
 	if !ok || (scheme != resolver.Scheme && scheme != resolver.DirectScheme) {
 		return nil, fmt.Errorf("dial %q: target must be zrpc:///<service> or direct:///host:port[,host:port]", target)
 	}
+	creds, err := o.dialTLS(target)
+	if err != nil {
+		return nil, fmt.Errorf("dial %q: %w", target, err)
+	}
 	dopts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		creds,
 		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, o.balancer)),
 		grpc.WithResolvers(resolver.NewBuilder(o.resolver...), resolver.NewDirectBuilder()),
 	}

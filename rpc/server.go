@@ -37,6 +37,7 @@ type Server struct {
 	log    *slog.Logger
 	grpc   *grpc.Server
 	health *health.Server
+	tls    *serverTLS // nil without TLS
 
 	ln     net.Listener
 	agents *client.Client
@@ -106,12 +107,16 @@ func NewServer(cfg ServerConfig, opts ...ServerOption) (*Server, error) {
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
 	}
-	gopts := o.grpcOpts
+	tlsState, tlsOpts, err := newServerTLS(cfg.TLS, o.logger)
+	if err != nil {
+		return nil, fmt.Errorf("invalid rpc server config: %w", err)
+	}
+	gopts := append(tlsOpts, o.grpcOpts...)
 	if !cfg.NoChain {
 		unary, stream := serverchain.Chain(chainConfig(cfg, o))
 		gopts = append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream)}, gopts...)
 	}
-	s := &Server{cfg: cfg, log: o.logger, grpc: grpc.NewServer(gopts...), health: health.NewServer()}
+	s := &Server{cfg: cfg, log: o.logger, grpc: grpc.NewServer(gopts...), health: health.NewServer(), tls: tlsState}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -154,6 +159,9 @@ func (s *Server) Addr() string {
 // the agent. It returns once the instance is registered (or, with
 // NoRegister, once listening).
 func (s *Server) Start(ctx context.Context) error {
+	if err := s.tls.load(); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", s.cfg.ListenOn)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.cfg.ListenOn, err)
@@ -170,7 +178,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.cfg.NoRegister {
 		return nil
 	}
-	s.agents, err = client.New(client.Config{Endpoints: s.cfg.agents(), Logger: s.log})
+	s.agents, err = client.New(client.Config{Endpoints: s.cfg.agents(), Logger: s.log, TLS: s.tls.agents()})
 	if err != nil {
 		s.grpc.Stop()
 		return err

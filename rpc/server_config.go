@@ -59,6 +59,8 @@ type ServerConfig struct {
 	MaxInFlight int  `yaml:"MaxInFlight"`
 	// NoChain serves without the default interceptor chain.
 	NoChain bool `yaml:"NoChain"`
+	// TLS, when set, is mutual TLS for the server and its agents (tls.go).
+	TLS TLSConfig `yaml:"TLS"`
 }
 
 // DefaultServerConfig returns the defaults: weight 100, a 1 s drain delay
@@ -91,6 +93,9 @@ func (c ServerConfig) Validate() error {
 	}
 	if c.DrainDelay < 0 || c.StopTimeout < 0 {
 		errs = append(errs, errors.New("settings DrainDelay, StopTimeout: must not be negative"))
+	}
+	if err := c.TLS.validateServer(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

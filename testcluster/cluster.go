@@ -22,7 +22,6 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/testlog"
@@ -202,7 +201,7 @@ func (c *Cluster) conn(i int) *grpc.ClientConn {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.conn == nil {
-		conn, err := grpc.NewClient(c.GRPCAddr(i), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(c.GRPCAddr(i), c.transport(m))
 		if err != nil {
 			c.t.Fatalf("dial %s: %v", m.name, err)
 		}

@@ -108,6 +108,9 @@ Give the gossip key with --encrypt-file or ZRPC_ENCRYPT: a key passed as
 --encrypt is visible in the process list (the agent warns, and redacts it
 in /debug/pprof/cmdline).
 
+With --tls-ca, --tls-cert and --tls-key (zrpcctl tls makes them) the gRPC
+API and Raft are mutual TLS only; SIGHUP reloads the certificate files.
+
 A first signal shuts down in order (stop serving, close sessions, hand off
 leadership, stop Raft, close stores); a second one exits at once.`,
 		Example: `  # try it out: one node, data in a temp dir
@@ -237,6 +240,27 @@ func newLogger(cfg node.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// waitForEnd returns when ctx ends, the agent has left or a signal of sigs
+// arrives; on SIGHUP (hup) it reloads the TLS certificates and waits on.
+func waitForEnd(ctx context.Context, n *node.Node, sigs, hup <-chan os.Signal, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.Left():
+			log.Info("left the cluster; shutting down")
+			return
+		case s := <-sigs:
+			log.Info("signal received; shutting down (send it again to exit now)", "signal", s.String())
+			return
+		case <-hup:
+			if err := n.ReloadTLS(); err != nil {
+				log.Error("SIGHUP: TLS certificates not reloaded; the old ones stay in use", "err", err)
+			}
+		}
+	}
+}
+
 // runAgent starts a node and runs it until a signal or ctx ends.
 func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
 	log := newLogger(cfg, errw)
@@ -257,13 +281,10 @@ func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
 	fmt.Fprintf(out, "zrpcd %s agent %q running\n  gRPC API:  %s   (zrpcctl --addr %s)\n  HTTP:      http://%s/metrics\n  data dir:  %s\n",
 		cli.VersionString(), cfg.Name, n.GRPCAddr(), n.GRPCAddr(), n.HTTPAddr(), cfg.DataDir)
 
-	select {
-	case <-ctx.Done():
-	case <-n.Left():
-		log.Info("left the cluster; shutting down")
-	case s := <-sigs:
-		log.Info("signal received; shutting down (send it again to exit now)", "signal", s.String())
-	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	waitForEnd(ctx, n, sigs, hup, log)
 	done := make(chan error, 1)
 	go func() { done <- n.Close() }()
 	select {

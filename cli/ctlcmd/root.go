@@ -29,6 +29,7 @@ type options struct {
 	addr    string
 	output  string
 	timeout time.Duration
+	tls     tlsFlags
 }
 
 // NewCommand returns the zrpcctl root command: the operator's tool, which
@@ -52,6 +53,7 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 	fs.StringVar(&o.addr, "addr", defaultAddr, "comma-separated agent gRPC addresses host:port (env "+addrEnv+")")
 	fs.StringVarP(&o.output, "output", "o", outputTable, "output format: table or json")
 	fs.DurationVar(&o.timeout, "timeout", defaultTimeout, "how long to wait for each answer from the agents")
+	o.tls.register(fs)
 	root.AddCommand(
 		newServiceCommand(o),
 		newStatusCommand(o),
@@ -62,6 +64,7 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 		newBlobCommand(o),
 	)
 	root.AddCommand(newGenCommand())
+	root.AddCommand(newTLSCommand())
 	return root
 }
 
@@ -79,7 +82,7 @@ func (o *options) complete(cmd *cobra.Command) error {
 	if o.timeout <= 0 {
 		return fmt.Errorf("invalid --timeout %s: want a positive duration", o.timeout)
 	}
-	return nil
+	return o.tls.complete(cmd)
 }
 
 func (o *options) endpoints() []string {
@@ -105,7 +108,11 @@ func (o *options) run(cmd *cobra.Command, stream bool, fn runFunc) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
-	c, err := client.New(client.Config{Endpoints: o.endpoints(), DialTimeout: o.timeout, Logger: log})
+	tc, err := o.tls.config()
+	if err != nil {
+		return err
+	}
+	c, err := client.New(client.Config{Endpoints: o.endpoints(), DialTimeout: o.timeout, Logger: log, TLS: tc})
 	if err != nil {
 		return fmt.Errorf("create client: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"log/slog"
 	"runtime/debug"
@@ -12,16 +13,20 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/pki"
+	"github.com/zrpcio/zrpc/internal/tlsconf"
 	"github.com/zrpcio/zrpc/storage"
 )
 
@@ -40,6 +45,9 @@ type ServerConfig struct {
 	// or nil while this agent has not applied it.
 	ClusterSecret func() []byte
 	Logger        *slog.Logger
+	// TLS, when set, makes the server mutual TLS only, and the
+	// agent-to-agent services take only callers with agent certificates.
+	TLS *tls.Config
 }
 
 // Services are the gRPC services an agent serves.
@@ -55,7 +63,15 @@ type Services struct {
 // message bounds and keepalive policy, serving svcs, grpc.health.v1 and
 // reflection. The agent serves and stops it.
 func NewServer(cfg ServerConfig, svcs Services) *grpc.Server {
-	s := grpc.NewServer(append(Interceptors(cfg),
+	opts := Interceptors(cfg)
+	if cfg.TLS != nil {
+		log := cfg.Logger
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		opts = append(opts, grpc.Creds(tlsconf.ServerCredentials(cfg.TLS, log)))
+	}
+	s := grpc.NewServer(append(opts,
 		grpc.MaxRecvMsgSize(MaxRecvMessage),
 		grpc.MaxSendMsgSize(maxMessage),
 		// Notice dead session holders behind a silent network within ~15 s;
@@ -166,6 +182,22 @@ const ClusterAuthKey = "x-zrpc-cluster-auth"
 // carry this cluster's proof.
 var errNotAnAgent = status.Error(codes.PermissionDenied, "agent-to-agent API: caller is not an agent of this cluster")
 
+// errNotAnAgentCertificate answers, on a TLS agent, a call of the
+// agent-to-agent API over a connection without an agent certificate.
+var errNotAnAgentCertificate = status.Error(codes.PermissionDenied,
+	"agent-to-agent API: caller's certificate is not an agent certificate (it lacks the DNS name "+pki.AgentDNSName+")")
+
+// agentCertificate reports whether ctx's call came over TLS with an agent
+// certificate.
+func agentCertificate(ctx context.Context) bool {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	return ok && len(info.State.PeerCertificates) > 0 && pki.IsAgent(info.State.PeerCertificates[0])
+}
+
 // PeerOnly reports whether fullMethod ("/zrpc.v1.Shards/PutShard") belongs
 // to an agent-to-agent service.
 func PeerOnly(fullMethod string) bool {
@@ -185,6 +217,9 @@ func ClusterAuth(secret []byte, fullMethod string) string {
 func (c *chain) checkPeer(ctx context.Context, fullMethod string) error {
 	if !PeerOnly(fullMethod) {
 		return nil
+	}
+	if c.cfg.TLS != nil && !agentCertificate(ctx) {
+		return errNotAnAgentCertificate
 	}
 	secret := c.cfg.ClusterSecret()
 	if secret == nil {

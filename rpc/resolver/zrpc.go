@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -40,6 +41,7 @@ type options struct {
 	filter     Filter
 	preferZone string
 	logger     *slog.Logger
+	tls        *tls.Config
 }
 
 // WithAgents sets the agents (host:port) of targets that name none. Without
@@ -54,6 +56,12 @@ func WithAgents(agents []string) Option {
 // opens (and closes) its own client.
 func WithClient(c *client.Client) Option {
 	return func(o *options) { o.client = c }
+}
+
+// WithTLS secures the connections of the clients the resolvers open to
+// the agents (see client.Config.TLS); without it they are plaintext.
+func WithTLS(c *tls.Config) Option {
+	return func(o *options) { o.tls = c }
 }
 
 // WithFilter keeps only the instances f accepts. Several filters must all
@@ -140,7 +148,7 @@ func (b *zrpcBuilder) client(authority string) (*client.Client, bool, error) {
 	default:
 		agents = []string{DefaultAgent}
 	}
-	c, err := client.New(client.Config{Endpoints: agents, Logger: b.opts.logger})
+	c, err := client.New(client.Config{Endpoints: agents, Logger: b.opts.logger, TLS: b.opts.tls})
 	if err != nil {
 		return nil, false, err
 	}

@@ -79,6 +79,9 @@ func DialConfig(ctx context.Context, c rpc.ClientConfig, opts ...rpc.DialOption)
 	if c.Timeout > 0 {
 		o = append(o, rpc.WithTimeout(c.Timeout))
 	}
+	if c.TLS.Enabled() {
+		o = append(o, rpc.WithTLS(c.TLS))
+	}
 	return rpc.Dial(ctx, c.Target, append(o, opts...)...)
 }
 

@@ -1,0 +1,203 @@
+package pki
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// File names of the CA in its directory.
+const (
+	CACertFile = "ca.pem"
+	CAKeyFile  = "ca-key.pem"
+)
+
+// ErrExists is returned when a file to write exists and overwriting was
+// not asked for.
+var ErrExists = errors.New("file exists")
+
+// Written names the files a Create call wrote.
+type Written struct {
+	Cert string
+	Key  string
+}
+
+// CAOptions says where and how to create a CA.
+type CAOptions struct {
+	// Dir is the directory of ca.pem and ca-key.pem ("" is the current
+	// one); it is created if missing.
+	Dir string
+	// Days is the CA's lifetime; 0 means DefaultCADays.
+	Days int
+	// Overwrite replaces existing files; without it they are an error and
+	// nothing is written.
+	Overwrite bool
+}
+
+// CreateCA makes a CA and writes it to Dir/ca.pem and Dir/ca-key.pem (the
+// key with mode 0600).
+func CreateCA(o CAOptions) (Written, error) {
+	w := Written{Cert: filepath.Join(o.Dir, CACertFile), Key: filepath.Join(o.Dir, CAKeyFile)}
+	if _, err := lifetime(o.Days, DefaultCADays); err != nil {
+		return Written{}, err
+	}
+	if err := checkAbsent(o.Overwrite, w.Cert, w.Key); err != nil {
+		return Written{}, err
+	}
+	ca, err := NewCA(o.Days)
+	if err != nil {
+		return Written{}, err
+	}
+	keyPEM, err := EncodeKey(ca.Key)
+	if err != nil {
+		return Written{}, err
+	}
+	if err := writePair(o.Dir, w, EncodeCertificate(ca.Cert), keyPEM); err != nil {
+		return Written{}, err
+	}
+	return w, nil
+}
+
+// CertOptions says where to find the CA and where to write a certificate.
+type CertOptions struct {
+	CertRequest
+	// Dir is where <name>.pem and <name>-key.pem are written ("" is the
+	// current one); it is created if missing.
+	Dir string
+	// CACert and CAKey are the CA's files; empty means Dir/ca.pem and
+	// Dir/ca-key.pem.
+	CACert, CAKey string
+	// Overwrite replaces existing files; without it they are an error and
+	// nothing is written.
+	Overwrite bool
+}
+
+// CreateCert signs a certificate with the CA's files and writes it to
+// Dir/<name>.pem and its key to Dir/<name>-key.pem (mode 0600).
+func CreateCert(o CertOptions) (Written, error) {
+	if err := o.Validate(); err != nil {
+		return Written{}, err
+	}
+	if o.CACert == "" {
+		o.CACert = filepath.Join(o.Dir, CACertFile)
+	}
+	if o.CAKey == "" {
+		o.CAKey = filepath.Join(o.Dir, CAKeyFile)
+	}
+	w := Written{Cert: filepath.Join(o.Dir, o.Name+".pem"), Key: filepath.Join(o.Dir, o.Name+"-key.pem")}
+	if err := checkAbsent(o.Overwrite, w.Cert, w.Key); err != nil {
+		return Written{}, err
+	}
+	ca, err := LoadCA(o.CACert, o.CAKey)
+	if err != nil {
+		return Written{}, err
+	}
+	cert, key, err := ca.Sign(o.CertRequest)
+	if err != nil {
+		return Written{}, err
+	}
+	keyPEM, err := EncodeKey(key)
+	if err != nil {
+		return Written{}, err
+	}
+	if err := writePair(o.Dir, w, EncodeCertificate(cert), keyPEM); err != nil {
+		return Written{}, err
+	}
+	return w, nil
+}
+
+// LoadCA reads a CA from its certificate and key files.
+func LoadCA(certFile, keyFile string) (*CA, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("read CA certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("read CA key: %w", err)
+	}
+	ca, err := ParseCA(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("CA %s, %s: %w", certFile, keyFile, err)
+	}
+	return ca, nil
+}
+
+// checkAbsent fails, naming the first, when one of paths exists and
+// overwrite is false.
+func checkAbsent(overwrite bool, paths ...string) error {
+	if overwrite {
+		return nil
+	}
+	for _, p := range paths {
+		_, err := os.Lstat(p)
+		switch {
+		case err == nil:
+			return fmt.Errorf("%s: %w", p, ErrExists)
+		case !errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("check %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// writePair writes a certificate (0644) and its key (0600) through
+// temporary files renamed into place, so a failure leaves neither file
+// half-written; if the key cannot be put in place the certificate is
+// removed again.
+func writePair(dir string, w Written, certPEM, keyPEM []byte) error {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create directory: %w", err)
+		}
+	}
+	certTmp, err := writeTemp(w.Cert, certPEM, 0o644)
+	if err != nil {
+		return err
+	}
+	keyTmp, err := writeTemp(w.Key, keyPEM, 0o600)
+	if err != nil {
+		os.Remove(certTmp)
+		return err
+	}
+	if err := os.Rename(keyTmp, w.Key); err != nil {
+		os.Remove(certTmp)
+		os.Remove(keyTmp)
+		return fmt.Errorf("write %s: %w", w.Key, err)
+	}
+	if err := os.Rename(certTmp, w.Cert); err != nil {
+		os.Remove(certTmp)
+		os.Remove(w.Key)
+		return fmt.Errorf("write %s: %w", w.Cert, err)
+	}
+	return nil
+}
+
+func writeTemp(path string, data []byte, mode os.FileMode) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	fail := func(err error) (string, error) {
+		f.Close()
+		os.Remove(tmp)
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Chmod(mode); err != nil {
+		return fail(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return tmp, nil
+}

@@ -1,0 +1,168 @@
+package node
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/zrpcio/zrpc/internal/fielderr"
+	"github.com/zrpcio/zrpc/internal/tlsconf"
+)
+
+// TLS: with tls_ca, tls_cert and tls_key set, every listener of the agent
+// but gossip's is mutual TLS 1.3 with the cluster CA (configured means
+// enforced): the gRPC API takes any certificate of the CA, its
+// agent-to-agent services (grpcapi's PeerOnly) and the Raft transport only
+// agent certificates (agent.zrpc), and the agent dials its peers with its
+// own. Start reads the files; ReloadTLS (SIGHUP) reads them again for new
+// connections.
+
+func (c *Config) tlsFiles() tlsconf.Files {
+	return tlsconf.Files{CA: c.TLSCA, Cert: c.TLSCert, Key: c.TLSKey}
+}
+
+// validateTLS reports a TLS configuration missing one of its files.
+func (c *Config) validateTLS(l *fielderr.List) {
+	f := c.tlsFiles()
+	if !f.Enabled() {
+		return
+	}
+	for _, s := range []struct{ key, path string }{{"tls_ca", f.CA}, {"tls_cert", f.Cert}, {"tls_key", f.Key}} {
+		if s.path == "" {
+			l.Addf(s.key, "must be set with the other tls_ settings: mutual TLS needs the CA, a certificate and its key")
+		}
+	}
+}
+
+// loadTLS reads the TLS files when they are configured.
+func (n *Node) loadTLS() error {
+	if !n.cfg.tlsFiles().Enabled() {
+		return nil
+	}
+	r, err := tlsconf.Load(n.cfg.tlsFiles())
+	if err != nil {
+		return fmt.Errorf("load TLS certificates: %w", err)
+	}
+	n.tls = r
+	n.log.Info("TLS on: gRPC and Raft are mutual TLS", "ca", n.cfg.TLSCA, "cert", n.cfg.TLSCert,
+		"cert_expires", r.NotAfter().UTC().Format(time.RFC3339))
+	return nil
+}
+
+// ReloadTLS reads the TLS files again (zrpcd does on SIGHUP): new
+// connections, served and dialed, use what it read; open ones keep what
+// they have. A bad file keeps the old certificates, and the error names
+// it. Without TLS it does nothing.
+func (n *Node) ReloadTLS() error {
+	if n.tls == nil {
+		return nil
+	}
+	if err := n.tls.Reload(); err != nil {
+		return fmt.Errorf("reload TLS certificates: %w", err)
+	}
+	n.log.Info("TLS certificates reloaded", "cert", n.cfg.TLSCert, "cert_expires", n.tls.NotAfter().UTC().Format(time.RFC3339))
+	return nil
+}
+
+// serverTLS is the gRPC API's TLS config (nil without TLS): any
+// certificate of the CA, so clients and services may call; grpcapi lets
+// only agent certificates through to the agent-to-agent services.
+func (n *Node) serverTLS() *tls.Config {
+	if n.tls == nil {
+		return nil
+	}
+	return n.tls.ServerConfig()
+}
+
+// peerTransport returns the transport credentials of connections to
+// peers: this agent's certificate, and the peer must hold an agent's.
+func (n *Node) peerTransport() grpc.DialOption {
+	if n.tls == nil {
+		return grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	return grpc.WithTransportCredentials(credentials.NewTLS(n.tls.ClientConfig(tlsconf.AgentServerName, tlsconf.RequireAgent())))
+}
+
+// raftStreamLayer returns the Raft transport's stream layer: inner (nil
+// means raftstore's own TCP one) without TLS; with TLS, inner (or a TCP
+// listener on the Raft address) with every connection mutual TLS between
+// agent certificates.
+func (n *Node) raftStreamLayer(inner raft.StreamLayer) (raft.StreamLayer, error) {
+	if n.tls == nil {
+		return inner, nil
+	}
+	if inner == nil {
+		bind := n.addr(n.cfg.RaftPort)
+		ln, err := net.Listen("tcp", bind)
+		if err != nil {
+			return nil, fmt.Errorf("listen for raft on %s: %w", bind, err)
+		}
+		adv := ln.Addr().(*net.TCPAddr)
+		if n.cfg.AdvertiseAddr != "" {
+			adv = &net.TCPAddr{IP: net.ParseIP(n.cfg.AdvertiseAddr), Port: adv.Port}
+		}
+		inner = &tcpRaftLayer{Listener: ln, advertise: adv}
+	}
+	return &tlsRaftLayer{
+		inner:  inner,
+		server: n.tls.ServerConfig(tlsconf.RequireAgent()),
+		client: n.tls.ClientConfig(tlsconf.AgentServerName, tlsconf.RequireAgent()),
+	}, nil
+}
+
+// tcpRaftLayer is Raft's stream layer over plain TCP, under tlsRaftLayer.
+type tcpRaftLayer struct {
+	net.Listener
+	advertise net.Addr
+}
+
+func (t *tcpRaftLayer) Addr() net.Addr { return t.advertise }
+
+func (t *tcpRaftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return net.DialTimeout("tcp", string(addr), timeout)
+}
+
+// tlsRaftLayer makes every Raft connection of inner mutual TLS that only
+// agent certificates pass. An accepted connection's handshake runs on its
+// first read, on the transport's goroutine for that connection, so a slow
+// or refused peer never holds Accept up; a refused one is closed there.
+type tlsRaftLayer struct {
+	inner  raft.StreamLayer
+	server *tls.Config
+	client *tls.Config
+}
+
+func (l *tlsRaftLayer) Accept() (net.Conn, error) {
+	c, err := l.inner.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return tls.Server(c, l.server), nil
+}
+
+func (l *tlsRaftLayer) Close() error   { return l.inner.Close() }
+func (l *tlsRaftLayer) Addr() net.Addr { return l.inner.Addr() }
+
+// Dial connects and completes the handshake within timeout, so a peer
+// that is not an agent fails the dial with the reason.
+func (l *tlsRaftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	deadline := time.Now().Add(timeout)
+	c, err := l.inner.Dial(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Client(c, l.client)
+	tc.SetDeadline(deadline)
+	if err := tc.Handshake(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("raft TLS handshake with %s: %w", addr, err)
+	}
+	tc.SetDeadline(time.Time{})
+	return tc, nil
+}

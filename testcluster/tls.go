@@ -1,0 +1,32 @@
+package testcluster
+
+import (
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/zrpcio/zrpc/internal/tlsconf"
+	"github.com/zrpcio/zrpc/node"
+)
+
+// WithTLS turns TLS on for every agent, with the CA, certificate and key
+// files certs returns for the agent's name (internal/pki/pkitest makes
+// them). The cluster's own clients (Registry, Status) then dial with the
+// agent's certificate.
+func WithTLS(certs func(agent string) (ca, cert, key string)) Option {
+	return func(c *node.Config) { c.TLSCA, c.TLSCert, c.TLSKey = certs(c.Name) }
+}
+
+// transport is how the cluster's clients dial agent m: with its own
+// certificate when it has TLS.
+func (c *Cluster) transport(m *member) grpc.DialOption {
+	files := tlsconf.Files{CA: m.cfg.TLSCA, Cert: m.cfg.TLSCert, Key: m.cfg.TLSKey}
+	if !files.Enabled() {
+		return grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	tc, err := tlsconf.Client(files, tlsconf.AgentServerName, tlsconf.RequireAgent())
+	if err != nil {
+		c.t.Fatalf("%s: TLS of the test's client: %v", m.name, err)
+	}
+	return grpc.WithTransportCredentials(credentials.NewTLS(tc))
+}
