@@ -41,7 +41,7 @@ FUZZ_TARGETS := \
 	gossip:FuzzDecodeMeta \
 	storage/shardstore:FuzzHeader storage/shardstore:FuzzGet \
 	storage/codec:FuzzDecodeCorrupt storage/codec:FuzzRoundTrip \
-	storage:FuzzGetRange \
+	storage:FuzzGetRange acl:FuzzParseRules \
 	node/grpcapi:FuzzValidateInstance node:FuzzConfigLoadFile node:FuzzConfigLoadEnv
 fuzz:
 	@failed=""; for t in $(FUZZ_TARGETS); do \
