@@ -13,7 +13,7 @@ type fakeStore struct {
 }
 
 func (s fakeStore) ACLTokenByHash(h []byte) *pb.ACLToken { return s.tokens[string(h)] }
-func (s fakeStore) ACLPolicy(name string) *pb.ACLPolicy   { return s.policies[name] }
+func (s fakeStore) ACLPolicy(name string) *pb.ACLPolicy  { return s.policies[name] }
 
 func TestReplicaResolverAuthorizesByTheTokensPolicies(t *testing.T) {
 	user, mgmt := HashSecret("u"), HashSecret("m")
