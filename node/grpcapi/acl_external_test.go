@@ -146,4 +146,3 @@ func TestACLServiceValidatesRequests(t *testing.T) {
 		t.Fatal("a refused request was proposed")
 	}
 }
-
