@@ -29,6 +29,9 @@ type options struct {
 	addr    string
 	output  string
 	timeout time.Duration
+	// tokens are the token flags; token is the ACL token they give.
+	tokens tokenFlags
+	token  string
 }
 
 // NewCommand returns the zrpcctl root command: the operator's tool, which
@@ -52,6 +55,7 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 	fs.StringVar(&o.addr, "addr", defaultAddr, "comma-separated agent gRPC addresses host:port (env "+addrEnv+")")
 	fs.StringVarP(&o.output, "output", "o", outputTable, "output format: table or json")
 	fs.DurationVar(&o.timeout, "timeout", defaultTimeout, "how long to wait for each answer from the agents")
+	o.tokens.register(fs)
 	root.AddCommand(
 		newServiceCommand(o),
 		newStatusCommand(o),
@@ -60,6 +64,7 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 		newRaftCommand(o),
 		newVersionCommand(o),
 		newBlobCommand(o),
+		newACLCommand(o),
 	)
 	root.AddCommand(newGenCommand())
 	return root
@@ -79,7 +84,9 @@ func (o *options) complete(cmd *cobra.Command) error {
 	if o.timeout <= 0 {
 		return fmt.Errorf("invalid --timeout %s: want a positive duration", o.timeout)
 	}
-	return nil
+	var err error
+	o.token, err = o.tokens.resolve(cmd)
+	return err
 }
 
 func (o *options) endpoints() []string {
@@ -105,7 +112,7 @@ func (o *options) run(cmd *cobra.Command, stream bool, fn runFunc) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
-	c, err := client.New(client.Config{Endpoints: o.endpoints(), DialTimeout: o.timeout, Logger: log})
+	c, err := client.New(client.Config{Endpoints: o.endpoints(), DialTimeout: o.timeout, Logger: log, Token: o.token})
 	if err != nil {
 		return fmt.Errorf("create client: %w", err)
 	}
@@ -134,6 +141,8 @@ func (o *options) explain(err error) error {
 		hint = fmt.Sprintf("no answer within --timeout %s; is the agent at %s overloaded or partitioned?", o.timeout, o.addr)
 	case status.Code(err) == codes.Unavailable:
 		hint = fmt.Sprintf("is an agent running at %s? start one with `zrpcd agent --dev`", o.addr)
+	case errors.Is(err, apierr.ErrUnauthenticated):
+		hint = "the agent has ACLs on: give a token with --token-file or $" + tokenEnv
 	case status.Code(err) == codes.Unimplemented:
 		hint = fmt.Sprintf("is %s a zrpc agent of a compatible version? compare `zrpcctl version`", o.addr)
 	}
