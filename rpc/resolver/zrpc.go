@@ -40,6 +40,7 @@ type options struct {
 	filter     Filter
 	preferZone string
 	logger     *slog.Logger
+	token      string
 }
 
 // WithAgents sets the agents (host:port) of targets that name none. Without
@@ -79,6 +80,12 @@ func PreferZone(zone string) Option {
 // nil (the default) discards.
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
+}
+
+// WithToken sets the ACL token the clients the resolvers open send to the
+// agents. Without it they send $ZRPC_TOKEN, if set.
+func WithToken(token string) Option {
+	return func(o *options) { o.token = token }
 }
 
 // zrpcBuilder builds resolvers of scheme "zrpc".
@@ -140,7 +147,11 @@ func (b *zrpcBuilder) client(authority string) (*client.Client, bool, error) {
 	default:
 		agents = []string{DefaultAgent}
 	}
-	c, err := client.New(client.Config{Endpoints: agents, Logger: b.opts.logger})
+	token := b.opts.token
+	if token == "" {
+		token = strings.TrimSpace(os.Getenv("ZRPC_TOKEN"))
+	}
+	c, err := client.New(client.Config{Endpoints: agents, Logger: b.opts.logger, Token: token})
 	if err != nil {
 		return nil, false, err
 	}
