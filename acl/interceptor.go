@@ -38,8 +38,10 @@ type Resolver interface {
 type InterceptorConfig struct {
 	Resolver Resolver
 	// AgentProof, when set, reports whether a call carries a valid proof
-	// that its caller is an agent of the cluster; such a call is granted
-	// agent:write, whatever token it carries.
+	// that its caller is an agent of the cluster (the cluster HMAC); such
+	// a call is granted agent:write, and whatever the token it also
+	// carries grants (an agent forwarding a client's call passes the
+	// client's token on).
 	AgentProof func(ctx context.Context, fullMethod string) bool
 	// OnRefused, when set, counts each refused call (code Unauthenticated
 	// or PermissionDenied). It is called on the call's goroutine and must
@@ -190,7 +192,8 @@ func (i *Interceptors) authenticate(ctx context.Context, method string) (perm Pe
 	if perm.Public {
 		return perm, nil, "", nil
 	}
-	if i.cfg.AgentProof != nil && i.cfg.AgentProof(ctx, method) {
+	agent := i.cfg.AgentProof != nil && i.cfg.AgentProof(ctx, method)
+	if agent && len(metadata.ValueFromIncomingContext(ctx, AuthorizationKey)) == 0 {
 		return perm, AgentAuthorizer(), "agent", nil
 	}
 	secret, err := bearer(ctx)
@@ -205,6 +208,9 @@ func (i *Interceptors) authenticate(ctx context.Context, method string) (perm Pe
 			fmt.Errorf("%w: ACL token not found", apierr.ErrUnauthenticated)
 	case err != nil:
 		return perm, nil, "", fmt.Errorf("resolve ACL token: %w", err)
+	}
+	if agent {
+		return perm, anyOf{AgentAuthorizer(), a}, "agent for token " + accessor, nil
 	}
 	return perm, a, "token " + accessor, nil
 }

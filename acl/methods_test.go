@@ -280,6 +280,19 @@ func TestAgentProofGrantsOnlyAgentWrite(t *testing.T) {
 	if _, _, err := call(ic, md[m], m, samples[m], withToken("")); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("Register with only an agent's proof: %v, want PermissionDenied", err)
 	}
+	// An agent forwarding a client's call passes the client's token on:
+	// the call gets what the token grants, besides agent:write.
+	ic.cfg.Resolver = fakeResolver{HashSecret("client"): Compile(mustPolicy(t, "p", `service "order." { write }`))}
+	if _, _, err := call(ic, md[m], m, samples[m], withToken("client")); err != nil {
+		t.Errorf("forwarded Register with the client's token: %v", err)
+	}
+	a := pb.Internal_Apply_FullMethodName
+	if _, _, err := call(ic, md[a], a, samples[a], withToken("client")); err != nil {
+		t.Errorf("Apply with an agent's proof and a client's token: %v", err)
+	}
+	if _, _, err := call(ic, md[a], a, samples[a], withToken("unknown")); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("agent's proof with an unknown token: %v, want Unauthenticated", err)
+	}
 }
 
 func TestUnknownTokenAndUnlistedMethodAreRefused(t *testing.T) {
