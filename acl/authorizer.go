@@ -120,19 +120,22 @@ func Denied(kind Resource, name string, need Access) error {
 	return fmt.Errorf("%w: token lacks %s:%s", apierr.ErrPermissionDenied, kind, need)
 }
 
-// agentOnly grants agent:write and nothing else: what a peer's proof of
-// cluster membership stands for.
+// agentOnly is what a peer's proof of cluster membership stands for:
+// agent:write (the agent-to-agent API) and operator:read (agents ask each
+// other for their status and Raft peers, and for the leader's repair
+// status), and nothing else. A call an agent forwards for a client carries
+// the client's token for the rest.
 type agentOnly struct{}
 
 func (agentOnly) Allow(kind Resource, name string, need Access) error {
-	if kind == Agent {
+	if kind == Agent || kind == Operator && need == Read {
 		return nil
 	}
 	return Denied(kind, name, need)
 }
 
 // AgentAuthorizer returns the authorizer of a caller proven to be an agent
-// of the cluster: it has agent:write and nothing else.
+// of the cluster: agent:write and operator:read.
 func AgentAuthorizer() Authorizer { return agentOnly{} }
 
 // anyOf allows what any of its authorizers allows; it refuses with the

@@ -85,13 +85,18 @@ func TestManagementAllowsEverything(t *testing.T) {
 	}
 }
 
-func TestAgentAuthorizerGrantsOnlyAgentWrite(t *testing.T) {
+func TestAgentAuthorizerGrantsAgentWriteAndOperatorRead(t *testing.T) {
 	a := AgentAuthorizer()
 	if err := a.Allow(Agent, "", Write); err != nil {
 		t.Errorf("agent:write refused: %v", err)
 	}
-	if err := a.Allow(Service, "user.rpc", Read); err == nil {
-		t.Error("agent proof granted service:read")
+	if err := a.Allow(Operator, "", Read); err != nil {
+		t.Errorf("operator:read refused: %v", err)
+	}
+	for _, r := range []Rule{{Service, "user.rpc", Read}, {Blob, "b", Read}, {Operator, "", Write}, {ACL, "", Read}} {
+		if a.Allow(r.Resource, r.Prefix, r.Access) == nil {
+			t.Errorf("agent proof granted %s", r)
+		}
 	}
 }
 

@@ -39,8 +39,8 @@ type InterceptorConfig struct {
 	Resolver Resolver
 	// AgentProof, when set, reports whether a call carries a valid proof
 	// that its caller is an agent of the cluster (the cluster HMAC); such
-	// a call is granted agent:write, and whatever the token it also
-	// carries grants (an agent forwarding a client's call passes the
+	// a call is granted what AgentAuthorizer grants, and whatever the
+	// token it also carries grants (an agent forwarding a client's call passes the
 	// client's token on).
 	AgentProof func(ctx context.Context, fullMethod string) bool
 	// OnRefused, when set, counts each refused call (code Unauthenticated
@@ -203,6 +203,10 @@ func (i *Interceptors) authenticate(ctx context.Context, method string) (perm Pe
 	hash := HashSecret(secret)
 	a, accessor, err := i.cfg.Resolver.Resolve(hash)
 	switch {
+	case agent && errors.Is(err, ErrTokenNotFound):
+		// An agent forwarding a call whose token this replica does not
+		// know (a public call's, or one deleted meanwhile) acts as itself.
+		return perm, AgentAuthorizer(), "agent", nil
 	case errors.Is(err, ErrTokenNotFound):
 		return perm, nil, "unknown token " + hex.EncodeToString(hash[:4]),
 			fmt.Errorf("%w: ACL token not found", apierr.ErrUnauthenticated)

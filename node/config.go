@@ -78,6 +78,10 @@ type Config struct {
 	EncryptKey string `yaml:"encrypt" help:"base64 gossip encryption key shared by all agents (zrpcd keygen prints one); prefer --encrypt-file or ZRPC_ENCRYPT, as a flag shows in the process list" secret:"true"`
 	// EncryptKeyFile names a file holding EncryptKey; Start reads it.
 	EncryptKeyFile string `yaml:"encrypt_file" help:"file holding the base64 gossip encryption key (instead of --encrypt)"`
+	// ACL turns access control on: every API call must carry a token
+	// (`zrpcctl acl bootstrap` makes the first), and what no policy of
+	// the token grants is denied.
+	ACL bool `yaml:"acl" help:"require an ACL token on every API call and deny what its policies do not grant (zrpcctl acl bootstrap makes the first token)"`
 	// JoinMaxBackoff caps the wait between join attempts.
 	JoinMaxBackoff time.Duration `yaml:"join_max_backoff" help:"longest wait between two join attempts"`
 	// LogLevel is debug, info, warn or error.
