@@ -41,7 +41,7 @@ FUZZ_TARGETS := \
 	gossip:FuzzDecodeMeta \
 	storage/shardstore:FuzzHeader storage/shardstore:FuzzGet \
 	storage/codec:FuzzDecodeCorrupt storage/codec:FuzzRoundTrip \
-	storage:FuzzGetRange \
+	storage:FuzzGetRange acl:FuzzParseRules \
 	node/grpcapi:FuzzValidateInstance node:FuzzConfigLoadFile node:FuzzConfigLoadEnv
 fuzz:
 	@failed=""; for t in $(FUZZ_TARGETS); do \
@@ -71,7 +71,7 @@ proto:
 	cd api && PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I. -I/usr/include \
 		--go_out=zrpcpb --go_opt=paths=source_relative \
 		--go-grpc_out=zrpcpb --go-grpc_opt=paths=source_relative \
-		registry.proto raft.proto blob.proto
+		registry.proto raft.proto blob.proto acl.proto
 
 ## docs: regenerate docs/configuration.md from node.Config's settings
 docs:

@@ -21,6 +21,10 @@ type Config struct {
 	// DialTimeout bounds one connection attempt to one endpoint; zero means
 	// DefaultDialTimeout. Connections are made lazily, on the first call.
 	DialTimeout time.Duration
+	// Token is the ACL token's secret, sent with every call as
+	// "authorization: Bearer <token>"; empty sends none (agents without
+	// ACLs need none).
+	Token string
 	// Logger receives failover (Debug) and watch reconnect (Info) records;
 	// nil discards them.
 	Logger *slog.Logger
@@ -47,7 +51,7 @@ func (c Config) Validate() error {
 	if c.DialTimeout < 0 {
 		return fmt.Errorf("dial timeout %s is negative", c.DialTimeout)
 	}
-	return nil
+	return validateToken(c.Token)
 }
 
 // withDefaults returns c with zero fields set to their defaults.
@@ -59,6 +63,6 @@ func (c Config) withDefaults() Config {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	c.Endpoints = append([]string(nil), c.Endpoints...)
-	c.dialOptions = append([]grpc.DialOption(nil), c.dialOptions...)
+	c.dialOptions = append(tokenDialOptions(c.Token), c.dialOptions...)
 	return c
 }

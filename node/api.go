@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/zrpcio/zrpc/acl"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/node/grpcapi"
@@ -49,12 +50,35 @@ func newGRPCServer(n *Node) *grpc.Server {
 			Internal: grpcapi.NewInternal(apiLeader{n}, apiMembership{n}),
 			Blobs:    grpcapi.NewBlobs(n.blobs, n.store.FSM()),
 			Shards:   n.blobs.ShardServer(),
+			ACL:      n.newACL(),
 		})
 }
 
 // apiServerConfig is what the agent's gRPC server chain needs of it.
 func (n *Node) apiServerConfig() grpcapi.ServerConfig {
-	return grpcapi.ServerConfig{Metrics: apiMetrics{n.metrics}, ClusterSecret: n.store.FSM().ClusterSecret, Logger: n.log, TLS: n.serverTLS()}
+	cfg := grpcapi.ServerConfig{Metrics: apiMetrics{n.metrics}, ClusterSecret: n.store.FSM().ClusterSecret, Logger: n.log, TLS: n.serverTLS()}
+	if n.cfg.ACL {
+		fsm := n.store.FSM()
+		cfg.ACL = acl.NewInterceptors(acl.InterceptorConfig{
+			Resolver: acl.NewReplicaResolver(fsm),
+			// With TLS, an agent's call also comes with an agent
+			// certificate, as checkPeer requires of the peer API.
+			AgentProof: func(ctx context.Context, method string) bool {
+				return (n.tls == nil || grpcapi.AgentCertificate(ctx)) && grpcapi.HasClusterAuth(ctx, fsm.ClusterSecret(), method)
+			},
+			OnRefused: n.metrics.observeACLRefusal,
+			Logger:    n.log,
+		})
+	}
+	return cfg
+}
+
+// newACL builds the ACL service, served with ACLs on.
+func (n *Node) newACL() pb.ACLServer {
+	if !n.cfg.ACL {
+		return nil
+	}
+	return grpcapi.NewACL(grpcapi.ACLConfig{Agent: n.cfg.Name, Replica: n.store.FSM(), Cluster: apiCluster{n}})
 }
 
 // newRegistry builds the Registry service on this agent. Its Watch

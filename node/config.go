@@ -84,6 +84,10 @@ type Config struct {
 	TLSCA   string `yaml:"tls_ca" help:"cluster CA certificate (ca.pem); with tls_cert and tls_key, gRPC and Raft accept only mutual TLS with this CA"`
 	TLSCert string `yaml:"tls_cert" help:"this agent's certificate (zrpcctl tls cert create --agent); reloaded on SIGHUP"`
 	TLSKey  string `yaml:"tls_key" help:"the key of tls_cert (keep it mode 0600); reloaded on SIGHUP"`
+	// ACL turns access control on: every API call must carry a token
+	// (`zrpcctl acl bootstrap` makes the first), and what no policy of
+	// the token grants is denied.
+	ACL bool `yaml:"acl" help:"require an ACL token on every API call and deny what its policies do not grant (zrpcctl acl bootstrap makes the first token)"`
 	// JoinMaxBackoff caps the wait between join attempts.
 	JoinMaxBackoff time.Duration `yaml:"join_max_backoff" help:"longest wait between two join attempts"`
 	// LogLevel is debug, info, warn or error.

@@ -11,8 +11,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/zrpcio/zrpc/acl"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
@@ -81,24 +83,34 @@ func (f *peerConns) conn(addr string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
-// peerCredentials proves to a peer that a call of its agent-to-agent API
-// comes from an agent of the cluster (see checkPeer); other calls carry
-// nothing.
+// peerCredentials proves to a peer that a call comes from an agent of the
+// cluster (see checkPeer; with ACLs on it also grants the caller
+// acl.AgentAuthorizer's permissions), and passes on the ACL token of the
+// client a call is made for (a forwarded read or remove-peer), so that
+// the peer authorizes the client, not this agent.
 type peerCredentials struct{ n *Node }
 
 // GetRequestMetadata is called by gRPC for every call on a peer connection.
 func (c peerCredentials) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
 	ri, ok := credentials.RequestInfoFromContext(ctx)
-	if !ok || !peerOnly(ri.Method) {
+	if !ok {
 		return nil, nil
+	}
+	md := make(map[string]string, 2)
+	if tok := metadata.ValueFromIncomingContext(ctx, acl.AuthorizationKey); len(tok) == 1 {
+		md[acl.AuthorizationKey] = tok[0]
 	}
 	secret := c.n.store.FSM().ClusterSecret()
 	if secret == nil {
-		// A new agent that has not applied the cluster's identity yet:
-		// Unavailable, so that a forwarded write waits for it.
-		return nil, status.Error(codes.Unavailable, "this agent has not received its cluster's identity yet")
+		if peerOnly(ri.Method) {
+			// A new agent that has not applied the cluster's identity yet:
+			// Unavailable, so that a forwarded write waits for it.
+			return nil, status.Error(codes.Unavailable, "this agent has not received its cluster's identity yet")
+		}
+		return md, nil
 	}
-	return map[string]string{clusterAuthKey: clusterAuth(secret, ri.Method)}, nil
+	md[clusterAuthKey] = clusterAuth(secret, ri.Method)
+	return md, nil
 }
 
 // RequireTransportSecurity is false: peers talk plaintext gRPC until mTLS.

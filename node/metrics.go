@@ -29,6 +29,8 @@ type metrics struct {
 	panics   *prometheus.CounterVec
 	// slowWatchers counts Watch streams ended as too slow.
 	slowWatchers prometheus.Counter
+	// aclRefused counts calls the ACLs refused.
+	aclRefused *prometheus.CounterVec
 }
 
 func newMetrics(n *Node) *metrics {
@@ -55,6 +57,10 @@ func newMetrics(n *Node) *metrics {
 			Name: "zrpc_grpc_panics_total",
 			Help: "Agent API calls whose handler panicked (answered Internal; the stack is in the log), by method.",
 		}, []string{"method"}),
+		aclRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "zrpc_acl_refused_total",
+			Help: "Agent API calls the ACLs refused (no known token, or a missing permission), by method and gRPC code.",
+		}, []string{"method", "code"}),
 		slowWatchers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "zrpc_registry_watchers_too_slow_total",
 			Help: "Watch streams ended because their reader fell behind the backlog bound (the client resumes from the revision named).",
@@ -64,7 +70,7 @@ func newMetrics(n *Node) *metrics {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.reg.MustRegister(m.apply, m.rpcs, m.rpcTime, m.watchers, m.panics, m.slowWatchers,
+	m.reg.MustRegister(m.apply, m.rpcs, m.rpcTime, m.watchers, m.panics, m.slowWatchers, m.aclRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("zrpc_raft_leader", "1 if this agent is the Raft leader.", func() float64 { return b2f(store.Status().State == raftstore.Leader) }),
 		gauge("zrpc_raft_has_leader", "1 if this agent knows a Raft leader.", func() float64 { return b2f(store.Status().LeaderAddr != "") }),
@@ -122,6 +128,10 @@ func (m *metrics) observeRPC(method string, code codes.Code, start time.Time) {
 
 func (m *metrics) observePanic(method string) {
 	m.panics.WithLabelValues(method).Inc()
+}
+
+func (m *metrics) observeACLRefusal(method string, code codes.Code) {
+	m.aclRefused.WithLabelValues(method, code.String()).Inc()
 }
 
 type instanceCollector struct {

@@ -36,6 +36,8 @@ type FSM struct {
 	quota    quotaCounts
 	// cluster is the cluster's identity (cluster.go).
 	cluster *clusterState
+	// acl is the cluster's ACL policies and tokens (acl.go).
+	acl aclState
 
 	events *eventLog
 }
@@ -55,6 +57,7 @@ func (f *FSM) reset() {
 	f.checked = make(map[checkedKey]*pb.Instance)
 	f.blobs.reset()
 	f.quota.reset()
+	f.acl.reset()
 }
 
 type checkedKey struct{ service, id string }
@@ -167,6 +170,9 @@ func (f *FSM) apply(cmd *pb.Command, rev uint64, evs []*pb.Event) ([]*pb.Event, 
 		return evs, f.applyBlobShards(k.BlobShards, rev)
 	case *pb.Command_ClusterInit:
 		return evs, f.applyClusterInit(k.ClusterInit)
+	case *pb.Command_AclBootstrap, *pb.Command_AclPolicySet, *pb.Command_AclPolicyDelete,
+		*pb.Command_AclTokenSet, *pb.Command_AclTokenDelete:
+		return evs, f.applyACL(cmd, rev)
 	default:
 		return evs, fmt.Errorf("%w: unknown raft command %T", ErrInvalidArgument, cmd.Kind)
 	}
@@ -446,6 +452,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	}
 	s.requests, s.requestClock = f.requests.records(), f.requests.clock
 	s.cluster = f.cluster.get()
+	s.aclBootstrapped, s.aclPolicies, s.aclTokens = f.acl.snapshot()
 	for _, b := range f.blobs.byName {
 		s.blobs = append(s.blobs, b)
 	}
@@ -483,6 +490,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	for _, p := range st.pending {
 		f.blobs.pending[p.Id] = p
 	}
+	f.acl.restore(st.aclBootstrapped, st.aclPolicies, st.aclTokens)
 	f.requests = f.requests.restored(st.requests, st.requestClock)
 	f.events.compactTo(f.revision)
 	return nil

@@ -22,6 +22,13 @@ import (
 // does not grow with a blob's: a 64 GiB blob of 1 MiB blocks has 65,536
 // small block records.
 //
+// Format 3 adds the ACL state after the pending blobs: that many
+// ACLPolicy and then ACLToken records (tokens with their secrets' hashes
+// only). It is written only when there is ACL state, so agents of a
+// release before ACLs keep reading the snapshots of a cluster that does
+// not use them, and refuse (rather than silently drop) one that does.
+// Snapshots of format 1 and 2 restore with no ACL state.
+//
 // Format 1, still read, stored each blob as one Blob record with all its
 // blocks, which for a large blob exceeded the bound readers put on a
 // record; its blob records are read with a larger bound. Snapshots written
@@ -29,6 +36,8 @@ import (
 const (
 	snapshotMagic  = "zrpc-registry-snapshot\n"
 	snapshotFormat = 2
+	// snapshotFormatACL is the format of a snapshot holding ACL state.
+	snapshotFormatACL = 3
 	// maxSnapshotRecord bounds one record so a corrupt length cannot make
 	// Restore allocate without limit. The writer refuses to write a larger
 	// one, so whatever it writes can be read back.
@@ -53,6 +62,15 @@ type fsmSnapshot struct {
 	blobs        []*pb.Blob
 	pending      []*pb.BlobPending
 	cluster      *pb.ClusterInit
+
+	aclBootstrapped bool
+	aclPolicies     []*pb.ACLPolicy
+	aclTokens       []*pb.ACLToken
+}
+
+// hasACL reports whether the snapshot holds ACL state.
+func (s *fsmSnapshot) hasACL() bool {
+	return s.aclBootstrapped || len(s.aclPolicies) > 0 || len(s.aclTokens) > 0
 }
 
 // Persist writes the snapshot to sink; raft calls it off the FSM goroutine.
@@ -81,6 +99,12 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 		Cluster:      s.cluster,
 		RequestClock: s.requestClock,
 	}
+	if s.hasACL() {
+		hdr.Format = snapshotFormatACL
+		hdr.AclBootstrapped = s.aclBootstrapped
+		hdr.AclPolicies = uint64(len(s.aclPolicies))
+		hdr.AclTokens = uint64(len(s.aclTokens))
+	}
 	rw := recordWriter{w: bw}
 	rw.write(hdr)
 	for _, n := range s.nodes {
@@ -103,6 +127,12 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	}
 	for _, p := range s.pending {
 		rw.write(p)
+	}
+	for _, p := range s.aclPolicies {
+		rw.write(p)
+	}
+	for _, t := range s.aclTokens {
+		rw.write(t)
 	}
 	if rw.err != nil {
 		return rw.err
@@ -165,8 +195,11 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 	if err := opts.UnmarshalFrom(br, &hdr); err != nil {
 		return nil, fmt.Errorf("read header: %w", err)
 	}
-	if hdr.Format != snapshotFormat && hdr.Format != 1 {
-		return nil, fmt.Errorf("%w: format %d, want 1 or %d", errSnapshotFormat, hdr.Format, snapshotFormat)
+	if hdr.Format < 1 || hdr.Format > snapshotFormatACL {
+		return nil, fmt.Errorf("%w: format %d, want 1 to %d", errSnapshotFormat, hdr.Format, snapshotFormatACL)
+	}
+	if hdr.Format < snapshotFormatACL && (hdr.AclBootstrapped || hdr.AclPolicies > 0 || hdr.AclTokens > 0) {
+		return nil, fmt.Errorf("%w: format %d holds no ACL state, but the header counts some", errSnapshotFormat, hdr.Format)
 	}
 	s := &fsmSnapshot{revision: hdr.Revision, cluster: hdr.Cluster, requestClock: hdr.RequestClock}
 	if s.cluster != nil {
@@ -242,7 +275,44 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 		}
 		s.pending = append(s.pending, p)
 	}
+	if err := s.readACL(br, opts, &hdr); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// readACL reads the ACL records of a snapshot of format 3.
+func (s *fsmSnapshot) readACL(br *bufio.Reader, opts protodelim.UnmarshalOptions, hdr *pb.SnapshotHeader) error {
+	s.aclBootstrapped = hdr.AclBootstrapped
+	policies := make(map[string]bool, min(hdr.AclPolicies, 1<<16))
+	for i := uint64(0); i < hdr.AclPolicies; i++ {
+		p := &pb.ACLPolicy{}
+		if err := opts.UnmarshalFrom(br, p); err != nil {
+			return fmt.Errorf("read ACL policy %d of %d: %w", i+1, hdr.AclPolicies, err)
+		}
+		if p.Name == "" || policies[p.Name] {
+			return fmt.Errorf("ACL policy %d of %d: name %q is empty or repeated", i+1, hdr.AclPolicies, p.Name)
+		}
+		policies[p.Name] = true
+		s.aclPolicies = append(s.aclPolicies, p)
+	}
+	accessors := make(map[string]bool, min(hdr.AclTokens, 1<<16))
+	hashes := make(map[string]bool, min(hdr.AclTokens, 1<<16))
+	for i := uint64(0); i < hdr.AclTokens; i++ {
+		t := &pb.ACLToken{}
+		if err := opts.UnmarshalFrom(br, t); err != nil {
+			return fmt.Errorf("read ACL token %d of %d: %w", i+1, hdr.AclTokens, err)
+		}
+		if err := checkToken("token", t); err != nil {
+			return fmt.Errorf("ACL token %d of %d: %w", i+1, hdr.AclTokens, err)
+		}
+		if accessors[t.AccessorId] || hashes[string(t.SecretHash)] {
+			return fmt.Errorf("ACL token %d of %d: accessor id or secret repeated", i+1, hdr.AclTokens)
+		}
+		accessors[t.AccessorId], hashes[string(t.SecretHash)] = true, true
+		s.aclTokens = append(s.aclTokens, t)
+	}
+	return nil
 }
 
 // readBlob reads a blob of format 2: a SnapshotBlob and its blocks.

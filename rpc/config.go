@@ -17,6 +17,9 @@ type ClientConfig struct {
 	Target string `yaml:"Target"`
 	// Agents resolve zrpc:/// targets (default $ZRPC_ADDR or 127.0.0.1:8400).
 	Agents []string `yaml:"Agents"`
+	// AgentToken is the ACL token to watch the registry with (YAML token
+	// or token_file; default $ZRPC_TOKEN); pass it with WithAgentToken.
+	AgentToken `yaml:",inline"`
 	// Balancer names the load balancer (default zrpc_p2c_ewma).
 	Balancer string `yaml:"Balancer"`
 	// Timeout is the default per-call timeout (default 2s).

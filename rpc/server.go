@@ -178,7 +178,10 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.cfg.NoRegister {
 		return nil
 	}
-	s.agents, err = client.New(client.Config{Endpoints: s.cfg.agents(), Logger: s.log, TLS: s.tls.agents()})
+	token, err := s.cfg.AgentToken.Resolve()
+	if err == nil {
+		s.agents, err = client.New(client.Config{Endpoints: s.cfg.agents(), Logger: s.log, Token: token, TLS: s.tls.agents()})
+	}
 	if err != nil {
 		s.grpc.Stop()
 		return err

@@ -30,6 +30,9 @@ type ServerConfig struct {
 	Version string            `yaml:"Version"`
 	Tags    []string          `yaml:"Tags"`
 	Meta    map[string]string `yaml:"Meta"`
+	// AgentToken is the ACL token to register with (YAML token or
+	// token_file; default $ZRPC_TOKEN).
+	AgentToken `yaml:",inline"`
 	// NoRegister serves without registering (tests, direct:/// clients).
 	NoRegister bool `yaml:"NoRegister"`
 	// DrainDelay is how long Stop waits after deregistering before it stops

@@ -58,6 +58,12 @@ var (
 	// ErrWatchTooSlow: a watcher fell too far behind and its stream was
 	// ended; a new watch resumes from the revision the status names.
 	ErrWatchTooSlow = errors.New("watch too slow")
+	// ErrUnauthenticated: ACLs are on and the call carries no token, or
+	// one the cluster does not know.
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrPermissionDenied: the call's token lacks a permission the call
+	// needs; the message names it.
+	ErrPermissionDenied = errors.New("permission denied")
 )
 
 // entry ties one sentinel to its gRPC status code and to its reason code,
@@ -86,6 +92,8 @@ var table = []entry{
 	{ErrOutcomeUnknown, codes.Unknown, "OUTCOME_UNKNOWN"},
 	{ErrPageExpired, codes.Aborted, "PAGE_EXPIRED"},
 	{ErrWatchTooSlow, codes.Aborted, "WATCH_TOO_SLOW"},
+	{ErrUnauthenticated, codes.Unauthenticated, "UNAUTHENTICATED"},
+	{ErrPermissionDenied, codes.PermissionDenied, "PERMISSION_DENIED"},
 }
 
 // byReason finds an entry by its reason code or, for what earlier releases

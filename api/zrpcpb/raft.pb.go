@@ -41,6 +41,11 @@ type Command struct {
 	//	*Command_BlobDelete
 	//	*Command_BlobShards
 	//	*Command_ClusterInit
+	//	*Command_AclBootstrap
+	//	*Command_AclPolicySet
+	//	*Command_AclPolicyDelete
+	//	*Command_AclTokenSet
+	//	*Command_AclTokenDelete
 	Kind isCommand_Kind `protobuf_oneof:"kind"`
 	// request_id identifies one API request. A write retried after an
 	// ambiguous failure (the leader died after replicating it) carries the
@@ -211,6 +216,51 @@ func (x *Command) GetClusterInit() *ClusterInit {
 	return nil
 }
 
+func (x *Command) GetAclBootstrap() *ACLBootstrap {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_AclBootstrap); ok {
+			return x.AclBootstrap
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAclPolicySet() *ACLPolicySet {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_AclPolicySet); ok {
+			return x.AclPolicySet
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAclPolicyDelete() *ACLPolicyDelete {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_AclPolicyDelete); ok {
+			return x.AclPolicyDelete
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAclTokenSet() *ACLTokenSet {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_AclTokenSet); ok {
+			return x.AclTokenSet
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAclTokenDelete() *ACLTokenDelete {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_AclTokenDelete); ok {
+			return x.AclTokenDelete
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
@@ -288,6 +338,28 @@ type Command_ClusterInit struct {
 	ClusterInit *ClusterInit `protobuf:"bytes,13,opt,name=cluster_init,json=clusterInit,proto3,oneof"`
 }
 
+type Command_AclBootstrap struct {
+	// ACL state (package acl). Numbers from 30 on leave room for other
+	// kinds.
+	AclBootstrap *ACLBootstrap `protobuf:"bytes,30,opt,name=acl_bootstrap,json=aclBootstrap,proto3,oneof"`
+}
+
+type Command_AclPolicySet struct {
+	AclPolicySet *ACLPolicySet `protobuf:"bytes,31,opt,name=acl_policy_set,json=aclPolicySet,proto3,oneof"`
+}
+
+type Command_AclPolicyDelete struct {
+	AclPolicyDelete *ACLPolicyDelete `protobuf:"bytes,32,opt,name=acl_policy_delete,json=aclPolicyDelete,proto3,oneof"`
+}
+
+type Command_AclTokenSet struct {
+	AclTokenSet *ACLTokenSet `protobuf:"bytes,33,opt,name=acl_token_set,json=aclTokenSet,proto3,oneof"`
+}
+
+type Command_AclTokenDelete struct {
+	AclTokenDelete *ACLTokenDelete `protobuf:"bytes,34,opt,name=acl_token_delete,json=aclTokenDelete,proto3,oneof"`
+}
+
 func (*Command_Register) isCommand_Kind() {}
 
 func (*Command_Deregister) isCommand_Kind() {}
@@ -313,6 +385,16 @@ func (*Command_BlobDelete) isCommand_Kind() {}
 func (*Command_BlobShards) isCommand_Kind() {}
 
 func (*Command_ClusterInit) isCommand_Kind() {}
+
+func (*Command_AclBootstrap) isCommand_Kind() {}
+
+func (*Command_AclPolicySet) isCommand_Kind() {}
+
+func (*Command_AclPolicyDelete) isCommand_Kind() {}
+
+func (*Command_AclTokenSet) isCommand_Kind() {}
+
+func (*Command_AclTokenDelete) isCommand_Kind() {}
 
 // Quota is the registry's limits; 0 means no limit.
 type Quota struct {
@@ -1032,6 +1114,231 @@ func (x *ClusterInit) GetSecret() []byte {
 	return nil
 }
 
+// ACLBootstrap turns ACLs on for the cluster with its management token;
+// applied once, a second is refused.
+type ACLBootstrap struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *ACLToken              `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLBootstrap) Reset() {
+	*x = ACLBootstrap{}
+	mi := &file_raft_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLBootstrap) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLBootstrap) ProtoMessage() {}
+
+func (x *ACLBootstrap) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLBootstrap.ProtoReflect.Descriptor instead.
+func (*ACLBootstrap) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ACLBootstrap) GetToken() *ACLToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+// ACLPolicySet creates a policy; an existing name is refused.
+type ACLPolicySet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policy        *ACLPolicy             `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLPolicySet) Reset() {
+	*x = ACLPolicySet{}
+	mi := &file_raft_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLPolicySet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLPolicySet) ProtoMessage() {}
+
+func (x *ACLPolicySet) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLPolicySet.ProtoReflect.Descriptor instead.
+func (*ACLPolicySet) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ACLPolicySet) GetPolicy() *ACLPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+// ACLPolicyDelete deletes a policy no token names.
+type ACLPolicyDelete struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLPolicyDelete) Reset() {
+	*x = ACLPolicyDelete{}
+	mi := &file_raft_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLPolicyDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLPolicyDelete) ProtoMessage() {}
+
+func (x *ACLPolicyDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLPolicyDelete.ProtoReflect.Descriptor instead.
+func (*ACLPolicyDelete) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ACLPolicyDelete) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ACLTokenSet creates a token (its secret's hash only).
+type ACLTokenSet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *ACLToken              `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLTokenSet) Reset() {
+	*x = ACLTokenSet{}
+	mi := &file_raft_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLTokenSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLTokenSet) ProtoMessage() {}
+
+func (x *ACLTokenSet) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLTokenSet.ProtoReflect.Descriptor instead.
+func (*ACLTokenSet) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ACLTokenSet) GetToken() *ACLToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+type ACLTokenDelete struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AccessorId    string                 `protobuf:"bytes,1,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLTokenDelete) Reset() {
+	*x = ACLTokenDelete{}
+	mi := &file_raft_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLTokenDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLTokenDelete) ProtoMessage() {}
+
+func (x *ACLTokenDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLTokenDelete.ProtoReflect.Descriptor instead.
+func (*ACLTokenDelete) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ACLTokenDelete) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
+}
+
 type ShardPlacement struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Block         uint32                 `protobuf:"varint,1,opt,name=block,proto3" json:"block,omitempty"`
@@ -1044,7 +1351,7 @@ type ShardPlacement struct {
 
 func (x *ShardPlacement) Reset() {
 	*x = ShardPlacement{}
-	mi := &file_raft_proto_msgTypes[14]
+	mi := &file_raft_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1056,7 +1363,7 @@ func (x *ShardPlacement) String() string {
 func (*ShardPlacement) ProtoMessage() {}
 
 func (x *ShardPlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[14]
+	mi := &file_raft_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1069,7 +1376,7 @@ func (x *ShardPlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardPlacement.ProtoReflect.Descriptor instead.
 func (*ShardPlacement) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{14}
+	return file_raft_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ShardPlacement) GetBlock() uint32 {
@@ -1115,14 +1422,19 @@ type SnapshotHeader struct {
 	Cluster *ClusterInit `protobuf:"bytes,9,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	// request_clock is the state machine's leader clock (the latest
 	// Command.time applied, unix ns), which ages remembered request ids.
-	RequestClock  int64 `protobuf:"varint,10,opt,name=request_clock,json=requestClock,proto3" json:"request_clock,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RequestClock int64 `protobuf:"varint,10,opt,name=request_clock,json=requestClock,proto3" json:"request_clock,omitempty"`
+	// ACL state: after the counted records above come that many ACLPolicy
+	// and then ACLToken records. Snapshots from before ACLs have none.
+	AclBootstrapped bool   `protobuf:"varint,20,opt,name=acl_bootstrapped,json=aclBootstrapped,proto3" json:"acl_bootstrapped,omitempty"`
+	AclPolicies     uint64 `protobuf:"varint,21,opt,name=acl_policies,json=aclPolicies,proto3" json:"acl_policies,omitempty"`
+	AclTokens       uint64 `protobuf:"varint,22,opt,name=acl_tokens,json=aclTokens,proto3" json:"acl_tokens,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_raft_proto_msgTypes[15]
+	mi := &file_raft_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1446,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[15]
+	mi := &file_raft_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1459,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{15}
+	return file_raft_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1220,6 +1532,27 @@ func (x *SnapshotHeader) GetRequestClock() int64 {
 	return 0
 }
 
+func (x *SnapshotHeader) GetAclBootstrapped() bool {
+	if x != nil {
+		return x.AclBootstrapped
+	}
+	return false
+}
+
+func (x *SnapshotHeader) GetAclPolicies() uint64 {
+	if x != nil {
+		return x.AclPolicies
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetAclTokens() uint64 {
+	if x != nil {
+		return x.AclTokens
+	}
+	return 0
+}
+
 // SnapshotBlob is one blob in a snapshot of format 2: its metadata without
 // blocks, followed by that many BlobBlock records, so that no record grows
 // with the blob's size.
@@ -1233,7 +1566,7 @@ type SnapshotBlob struct {
 
 func (x *SnapshotBlob) Reset() {
 	*x = SnapshotBlob{}
-	mi := &file_raft_proto_msgTypes[16]
+	mi := &file_raft_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1578,7 @@ func (x *SnapshotBlob) String() string {
 func (*SnapshotBlob) ProtoMessage() {}
 
 func (x *SnapshotBlob) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[16]
+	mi := &file_raft_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1591,7 @@ func (x *SnapshotBlob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotBlob.ProtoReflect.Descriptor instead.
 func (*SnapshotBlob) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{16}
+	return file_raft_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SnapshotBlob) GetBlob() *Blob {
@@ -1297,7 +1630,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_raft_proto_msgTypes[17]
+	mi := &file_raft_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1309,7 +1642,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[17]
+	mi := &file_raft_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1322,7 +1655,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{17}
+	return file_raft_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RequestRecord) GetId() string {
@@ -1369,7 +1702,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_raft_proto_msgTypes[18]
+	mi := &file_raft_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1714,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[18]
+	mi := &file_raft_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1727,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{18}
+	return file_raft_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -1409,8 +1742,8 @@ var File_raft_proto protoreflect.FileDescriptor
 const file_raft_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"raft.proto\x12\azrpc.v1\x1a\n" +
-	"blob.proto\x1a\x0eregistry.proto\"\xca\x06\n" +
+	"raft.proto\x12\azrpc.v1\x1a\tacl.proto\x1a\n" +
+	"blob.proto\x1a\x0eregistry.proto\"\x90\t\n" +
 	"\aCommand\x12/\n" +
 	"\bregister\x18\x01 \x01(\v2\x11.zrpc.v1.InstanceH\x00R\bregister\x126\n" +
 	"\n" +
@@ -1434,7 +1767,12 @@ const file_raft_proto_rawDesc = "" +
 	"blobDelete\x126\n" +
 	"\vblob_shards\x18\f \x01(\v2\x13.zrpc.v1.BlobShardsH\x00R\n" +
 	"blobShards\x129\n" +
-	"\fcluster_init\x18\r \x01(\v2\x14.zrpc.v1.ClusterInitH\x00R\vclusterInit\x12\x1d\n" +
+	"\fcluster_init\x18\r \x01(\v2\x14.zrpc.v1.ClusterInitH\x00R\vclusterInit\x12<\n" +
+	"\racl_bootstrap\x18\x1e \x01(\v2\x15.zrpc.v1.ACLBootstrapH\x00R\faclBootstrap\x12=\n" +
+	"\x0eacl_policy_set\x18\x1f \x01(\v2\x15.zrpc.v1.ACLPolicySetH\x00R\faclPolicySet\x12F\n" +
+	"\x11acl_policy_delete\x18  \x01(\v2\x18.zrpc.v1.ACLPolicyDeleteH\x00R\x0faclPolicyDelete\x12:\n" +
+	"\racl_token_set\x18! \x01(\v2\x14.zrpc.v1.ACLTokenSetH\x00R\vaclTokenSet\x12C\n" +
+	"\x10acl_token_delete\x18\" \x01(\v2\x17.zrpc.v1.ACLTokenDeleteH\x00R\x0eaclTokenDelete\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x0e \x01(\tR\trequestId\x12\x12\n" +
 	"\x04time\x18\x0f \x01(\x03R\x04time\x12$\n" +
@@ -1486,12 +1824,23 @@ const file_raft_proto_rawDesc = "" +
 	"\vClusterInit\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
-	"\x06secret\x18\x02 \x01(\fR\x06secret\"b\n" +
+	"\x06secret\x18\x02 \x01(\fR\x06secret\"7\n" +
+	"\fACLBootstrap\x12'\n" +
+	"\x05token\x18\x01 \x01(\v2\x11.zrpc.v1.ACLTokenR\x05token\":\n" +
+	"\fACLPolicySet\x12*\n" +
+	"\x06policy\x18\x01 \x01(\v2\x12.zrpc.v1.ACLPolicyR\x06policy\"%\n" +
+	"\x0fACLPolicyDelete\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"6\n" +
+	"\vACLTokenSet\x12'\n" +
+	"\x05token\x18\x01 \x01(\v2\x11.zrpc.v1.ACLTokenR\x05token\"1\n" +
+	"\x0eACLTokenDelete\x12\x1f\n" +
+	"\vaccessor_id\x18\x01 \x01(\tR\n" +
+	"accessorId\"b\n" +
 	"\x0eShardPlacement\x12\x14\n" +
 	"\x05block\x18\x01 \x01(\rR\x05block\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x10\n" +
-	"\x03sum\x18\x04 \x01(\aR\x03sum\"\xc0\x02\n" +
+	"\x03sum\x18\x04 \x01(\aR\x03sum\"\xad\x03\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x1c\n" +
@@ -1503,7 +1852,11 @@ const file_raft_proto_rawDesc = "" +
 	"\rpending_blobs\x18\b \x01(\x04R\fpendingBlobs\x12.\n" +
 	"\acluster\x18\t \x01(\v2\x14.zrpc.v1.ClusterInitR\acluster\x12#\n" +
 	"\rrequest_clock\x18\n" +
-	" \x01(\x03R\frequestClock\"I\n" +
+	" \x01(\x03R\frequestClock\x12)\n" +
+	"\x10acl_bootstrapped\x18\x14 \x01(\bR\x0faclBootstrapped\x12!\n" +
+	"\facl_policies\x18\x15 \x01(\x04R\vaclPolicies\x12\x1d\n" +
+	"\n" +
+	"acl_tokens\x18\x16 \x01(\x04R\taclTokens\"I\n" +
 	"\fSnapshotBlob\x12!\n" +
 	"\x04blob\x18\x01 \x01(\v2\r.zrpc.v1.BlobR\x04blob\x12\x16\n" +
 	"\x06blocks\x18\x02 \x01(\x04R\x06blocks\"\x97\x01\n" +
@@ -1530,39 +1883,46 @@ func file_raft_proto_rawDescGZIP() []byte {
 	return file_raft_proto_rawDescData
 }
 
-var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_raft_proto_goTypes = []any{
-	(*Command)(nil),        // 0: zrpc.v1.Command
-	(*Quota)(nil),          // 1: zrpc.v1.Quota
-	(*InstanceRef)(nil),    // 2: zrpc.v1.InstanceRef
-	(*SetHealth)(nil),      // 3: zrpc.v1.SetHealth
-	(*Session)(nil),        // 4: zrpc.v1.Session
-	(*SessionCreate)(nil),  // 5: zrpc.v1.SessionCreate
-	(*SessionDestroy)(nil), // 6: zrpc.v1.SessionDestroy
-	(*NodeRemove)(nil),     // 7: zrpc.v1.NodeRemove
-	(*BlobPending)(nil),    // 8: zrpc.v1.BlobPending
-	(*BlobCommit)(nil),     // 9: zrpc.v1.BlobCommit
-	(*BlobAbort)(nil),      // 10: zrpc.v1.BlobAbort
-	(*BlobDelete)(nil),     // 11: zrpc.v1.BlobDelete
-	(*BlobShards)(nil),     // 12: zrpc.v1.BlobShards
-	(*ClusterInit)(nil),    // 13: zrpc.v1.ClusterInit
-	(*ShardPlacement)(nil), // 14: zrpc.v1.ShardPlacement
-	(*SnapshotHeader)(nil), // 15: zrpc.v1.SnapshotHeader
-	(*SnapshotBlob)(nil),   // 16: zrpc.v1.SnapshotBlob
-	(*RequestRecord)(nil),  // 17: zrpc.v1.RequestRecord
-	(*ApplyResponse)(nil),  // 18: zrpc.v1.ApplyResponse
-	(*Instance)(nil),       // 19: zrpc.v1.Instance
-	(*Node)(nil),           // 20: zrpc.v1.Node
-	(Health)(0),            // 21: zrpc.v1.Health
-	(*Blob)(nil),           // 22: zrpc.v1.Blob
+	(*Command)(nil),         // 0: zrpc.v1.Command
+	(*Quota)(nil),           // 1: zrpc.v1.Quota
+	(*InstanceRef)(nil),     // 2: zrpc.v1.InstanceRef
+	(*SetHealth)(nil),       // 3: zrpc.v1.SetHealth
+	(*Session)(nil),         // 4: zrpc.v1.Session
+	(*SessionCreate)(nil),   // 5: zrpc.v1.SessionCreate
+	(*SessionDestroy)(nil),  // 6: zrpc.v1.SessionDestroy
+	(*NodeRemove)(nil),      // 7: zrpc.v1.NodeRemove
+	(*BlobPending)(nil),     // 8: zrpc.v1.BlobPending
+	(*BlobCommit)(nil),      // 9: zrpc.v1.BlobCommit
+	(*BlobAbort)(nil),       // 10: zrpc.v1.BlobAbort
+	(*BlobDelete)(nil),      // 11: zrpc.v1.BlobDelete
+	(*BlobShards)(nil),      // 12: zrpc.v1.BlobShards
+	(*ClusterInit)(nil),     // 13: zrpc.v1.ClusterInit
+	(*ACLBootstrap)(nil),    // 14: zrpc.v1.ACLBootstrap
+	(*ACLPolicySet)(nil),    // 15: zrpc.v1.ACLPolicySet
+	(*ACLPolicyDelete)(nil), // 16: zrpc.v1.ACLPolicyDelete
+	(*ACLTokenSet)(nil),     // 17: zrpc.v1.ACLTokenSet
+	(*ACLTokenDelete)(nil),  // 18: zrpc.v1.ACLTokenDelete
+	(*ShardPlacement)(nil),  // 19: zrpc.v1.ShardPlacement
+	(*SnapshotHeader)(nil),  // 20: zrpc.v1.SnapshotHeader
+	(*SnapshotBlob)(nil),    // 21: zrpc.v1.SnapshotBlob
+	(*RequestRecord)(nil),   // 22: zrpc.v1.RequestRecord
+	(*ApplyResponse)(nil),   // 23: zrpc.v1.ApplyResponse
+	(*Instance)(nil),        // 24: zrpc.v1.Instance
+	(*Node)(nil),            // 25: zrpc.v1.Node
+	(Health)(0),             // 26: zrpc.v1.Health
+	(*Blob)(nil),            // 27: zrpc.v1.Blob
+	(*ACLToken)(nil),        // 28: zrpc.v1.ACLToken
+	(*ACLPolicy)(nil),       // 29: zrpc.v1.ACLPolicy
 }
 var file_raft_proto_depIdxs = []int32{
-	19, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
+	24, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
 	2,  // 1: zrpc.v1.Command.deregister:type_name -> zrpc.v1.InstanceRef
 	3,  // 2: zrpc.v1.Command.set_health:type_name -> zrpc.v1.SetHealth
 	5,  // 3: zrpc.v1.Command.session_create:type_name -> zrpc.v1.SessionCreate
 	6,  // 4: zrpc.v1.Command.session_destroy:type_name -> zrpc.v1.SessionDestroy
-	20, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
+	25, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
 	7,  // 6: zrpc.v1.Command.node_remove:type_name -> zrpc.v1.NodeRemove
 	8,  // 7: zrpc.v1.Command.blob_pending:type_name -> zrpc.v1.BlobPending
 	9,  // 8: zrpc.v1.Command.blob_commit:type_name -> zrpc.v1.BlobCommit
@@ -1570,21 +1930,29 @@ var file_raft_proto_depIdxs = []int32{
 	11, // 10: zrpc.v1.Command.blob_delete:type_name -> zrpc.v1.BlobDelete
 	12, // 11: zrpc.v1.Command.blob_shards:type_name -> zrpc.v1.BlobShards
 	13, // 12: zrpc.v1.Command.cluster_init:type_name -> zrpc.v1.ClusterInit
-	1,  // 13: zrpc.v1.Command.quota:type_name -> zrpc.v1.Quota
-	2,  // 14: zrpc.v1.SetHealth.instances:type_name -> zrpc.v1.InstanceRef
-	21, // 15: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
-	4,  // 16: zrpc.v1.SessionCreate.session:type_name -> zrpc.v1.Session
-	22, // 17: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
-	14, // 18: zrpc.v1.BlobShards.shards:type_name -> zrpc.v1.ShardPlacement
-	13, // 19: zrpc.v1.SnapshotHeader.cluster:type_name -> zrpc.v1.ClusterInit
-	22, // 20: zrpc.v1.SnapshotBlob.blob:type_name -> zrpc.v1.Blob
-	0,  // 21: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
-	18, // 22: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
-	22, // [22:23] is the sub-list for method output_type
-	21, // [21:22] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	14, // 13: zrpc.v1.Command.acl_bootstrap:type_name -> zrpc.v1.ACLBootstrap
+	15, // 14: zrpc.v1.Command.acl_policy_set:type_name -> zrpc.v1.ACLPolicySet
+	16, // 15: zrpc.v1.Command.acl_policy_delete:type_name -> zrpc.v1.ACLPolicyDelete
+	17, // 16: zrpc.v1.Command.acl_token_set:type_name -> zrpc.v1.ACLTokenSet
+	18, // 17: zrpc.v1.Command.acl_token_delete:type_name -> zrpc.v1.ACLTokenDelete
+	1,  // 18: zrpc.v1.Command.quota:type_name -> zrpc.v1.Quota
+	2,  // 19: zrpc.v1.SetHealth.instances:type_name -> zrpc.v1.InstanceRef
+	26, // 20: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
+	4,  // 21: zrpc.v1.SessionCreate.session:type_name -> zrpc.v1.Session
+	27, // 22: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
+	19, // 23: zrpc.v1.BlobShards.shards:type_name -> zrpc.v1.ShardPlacement
+	28, // 24: zrpc.v1.ACLBootstrap.token:type_name -> zrpc.v1.ACLToken
+	29, // 25: zrpc.v1.ACLPolicySet.policy:type_name -> zrpc.v1.ACLPolicy
+	28, // 26: zrpc.v1.ACLTokenSet.token:type_name -> zrpc.v1.ACLToken
+	13, // 27: zrpc.v1.SnapshotHeader.cluster:type_name -> zrpc.v1.ClusterInit
+	27, // 28: zrpc.v1.SnapshotBlob.blob:type_name -> zrpc.v1.Blob
+	0,  // 29: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
+	23, // 30: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
+	30, // [30:31] is the sub-list for method output_type
+	29, // [29:30] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_raft_proto_init() }
@@ -1592,6 +1960,7 @@ func file_raft_proto_init() {
 	if File_raft_proto != nil {
 		return
 	}
+	file_acl_proto_init()
 	file_blob_proto_init()
 	file_registry_proto_init()
 	file_raft_proto_msgTypes[0].OneofWrappers = []any{
@@ -1608,6 +1977,11 @@ func file_raft_proto_init() {
 		(*Command_BlobDelete)(nil),
 		(*Command_BlobShards)(nil),
 		(*Command_ClusterInit)(nil),
+		(*Command_AclBootstrap)(nil),
+		(*Command_AclPolicySet)(nil),
+		(*Command_AclPolicyDelete)(nil),
+		(*Command_AclTokenSet)(nil),
+		(*Command_AclTokenDelete)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1615,7 +1989,7 @@ func file_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_proto_rawDesc), len(file_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

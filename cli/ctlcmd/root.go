@@ -30,6 +30,9 @@ type options struct {
 	output  string
 	timeout time.Duration
 	tls     tlsFlags
+	// tokens are the token flags; token is the ACL token they give.
+	tokens tokenFlags
+	token  string
 }
 
 // NewCommand returns the zrpcctl root command: the operator's tool, which
@@ -54,6 +57,7 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 	fs.StringVarP(&o.output, "output", "o", outputTable, "output format: table or json")
 	fs.DurationVar(&o.timeout, "timeout", defaultTimeout, "how long to wait for each answer from the agents")
 	o.tls.register(fs)
+	o.tokens.register(fs)
 	root.AddCommand(
 		newServiceCommand(o),
 		newStatusCommand(o),
@@ -62,6 +66,7 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 		newRaftCommand(o),
 		newVersionCommand(o),
 		newBlobCommand(o),
+		newACLCommand(o),
 	)
 	root.AddCommand(newGenCommand())
 	root.AddCommand(newTLSCommand())
@@ -82,7 +87,12 @@ func (o *options) complete(cmd *cobra.Command) error {
 	if o.timeout <= 0 {
 		return fmt.Errorf("invalid --timeout %s: want a positive duration", o.timeout)
 	}
-	return o.tls.complete(cmd)
+	if err := o.tls.complete(cmd); err != nil {
+		return err
+	}
+	var err error
+	o.token, err = o.tokens.resolve(cmd)
+	return err
 }
 
 func (o *options) endpoints() []string {
@@ -112,7 +122,7 @@ func (o *options) run(cmd *cobra.Command, stream bool, fn runFunc) error {
 	if err != nil {
 		return err
 	}
-	c, err := client.New(client.Config{Endpoints: o.endpoints(), DialTimeout: o.timeout, Logger: log, TLS: tc})
+	c, err := client.New(client.Config{Endpoints: o.endpoints(), DialTimeout: o.timeout, Logger: log, TLS: tc, Token: o.token})
 	if err != nil {
 		return fmt.Errorf("create client: %w", err)
 	}
@@ -141,6 +151,8 @@ func (o *options) explain(err error) error {
 		hint = fmt.Sprintf("no answer within --timeout %s; is the agent at %s overloaded or partitioned?", o.timeout, o.addr)
 	case status.Code(err) == codes.Unavailable:
 		hint = fmt.Sprintf("is an agent running at %s? start one with `zrpcd agent --dev`", o.addr)
+	case errors.Is(err, apierr.ErrUnauthenticated):
+		hint = "the agent has ACLs on: give a token with --token-file or $" + tokenEnv
 	case status.Code(err) == codes.Unimplemented:
 		hint = fmt.Sprintf("is %s a zrpc agent of a compatible version? compare `zrpcctl version`", o.addr)
 	}

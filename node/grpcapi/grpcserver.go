@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/zrpcio/zrpc/acl"
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/pki"
@@ -44,10 +45,13 @@ type ServerConfig struct {
 	// ClusterSecret returns the cluster's secret (raftstore ClusterInit),
 	// or nil while this agent has not applied it.
 	ClusterSecret func() []byte
-	Logger        *slog.Logger
 	// TLS, when set, makes the server mutual TLS only, and the
 	// agent-to-agent services take only callers with agent certificates.
 	TLS *tls.Config
+	// ACL, when set (ACLs on), enforces every call's token (package acl),
+	// after panic recovery and before the handlers.
+	ACL    *acl.Interceptors
+	Logger *slog.Logger
 }
 
 // Services are the gRPC services an agent serves.
@@ -57,6 +61,8 @@ type Services struct {
 	Internal pb.InternalServer
 	Blobs    pb.BlobsServer
 	Shards   pb.ShardsServer
+	// ACL is served when set (ACLs on).
+	ACL pb.ACLServer
 }
 
 // NewServer returns the agent's gRPC server with its interceptor chain,
@@ -84,6 +90,9 @@ func NewServer(cfg ServerConfig, svcs Services) *grpc.Server {
 	pb.RegisterInternalServer(s, svcs.Internal)
 	pb.RegisterBlobsServer(s, svcs.Blobs)
 	pb.RegisterShardsServer(s, svcs.Shards)
+	if svcs.ACL != nil {
+		pb.RegisterACLServer(s, svcs.ACL)
+	}
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(s, hs)
 	reflection.Register(s)
@@ -98,10 +107,13 @@ func Interceptors(cfg ServerConfig) []grpc.ServerOption {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &chain{cfg}
-	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(c.recoverUnary, c.unaryInterceptor, c.unaryPeerAuth),
-		grpc.ChainStreamInterceptor(c.recoverStream, c.streamInterceptor, c.streamPeerAuth),
+	unary := []grpc.UnaryServerInterceptor{c.recoverUnary, c.unaryInterceptor, c.unaryPeerAuth}
+	stream := []grpc.StreamServerInterceptor{c.recoverStream, c.streamInterceptor, c.streamPeerAuth}
+	if cfg.ACL != nil {
+		unary = append(unary, cfg.ACL.Unary)
+		stream = append(stream, cfg.ACL.Stream)
 	}
+	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...)}
 }
 
 // chain holds what the interceptors use.
@@ -187,9 +199,9 @@ var errNotAnAgent = status.Error(codes.PermissionDenied, "agent-to-agent API: ca
 var errNotAnAgentCertificate = status.Error(codes.PermissionDenied,
 	"agent-to-agent API: caller's certificate is not an agent certificate (it lacks the DNS name "+pki.AgentDNSName+")")
 
-// agentCertificate reports whether ctx's call came over TLS with an agent
-// certificate.
-func agentCertificate(ctx context.Context) bool {
+// AgentCertificate reports whether the call came over TLS from a peer
+// holding an agent certificate.
+func AgentCertificate(ctx context.Context) bool {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return false
@@ -218,18 +230,25 @@ func (c *chain) checkPeer(ctx context.Context, fullMethod string) error {
 	if !PeerOnly(fullMethod) {
 		return nil
 	}
-	if c.cfg.TLS != nil && !agentCertificate(ctx) {
+	if c.cfg.TLS != nil && !AgentCertificate(ctx) {
 		return errNotAnAgentCertificate
 	}
-	secret := c.cfg.ClusterSecret()
-	if secret == nil {
-		return errNotAnAgent
-	}
-	got := metadata.ValueFromIncomingContext(ctx, ClusterAuthKey)
-	if len(got) != 1 || !hmac.Equal([]byte(got[0]), []byte(ClusterAuth(secret, fullMethod))) {
+	if !HasClusterAuth(ctx, c.cfg.ClusterSecret(), fullMethod) {
 		return errNotAnAgent
 	}
 	return nil
+}
+
+// HasClusterAuth reports whether a call of fullMethod carries this
+// cluster's proof that its caller is an agent (compared in constant
+// time); never without a secret. With ACLs on, such a call has the
+// permissions of acl.AgentAuthorizer.
+func HasClusterAuth(ctx context.Context, secret []byte, fullMethod string) bool {
+	if secret == nil {
+		return false
+	}
+	got := metadata.ValueFromIncomingContext(ctx, ClusterAuthKey)
+	return len(got) == 1 && hmac.Equal([]byte(got[0]), []byte(ClusterAuth(secret, fullMethod)))
 }
 
 func (c *chain) unaryPeerAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

@@ -229,6 +229,8 @@ func validateForwarded(cmd *pb.Command, m Membership) error {
 		return validateForwardedNodeRemove(m, k.NodeRemove.GetName())
 	case *pb.Command_BlobPending, *pb.Command_BlobCommit, *pb.Command_BlobAbort, *pb.Command_BlobDelete, *pb.Command_BlobShards:
 		return validateForwardedBlob(m, cmd)
+	case *pb.Command_AclBootstrap, *pb.Command_AclPolicySet, *pb.Command_AclPolicyDelete, *pb.Command_AclTokenSet, *pb.Command_AclTokenDelete:
+		return validateForwardedACL(cmd)
 	case *pb.Command_NodeUpsert:
 		return apierr.Invalid("command.node_upsert", "agent records are written by the leader from gossip; a peer may not forward them")
 	case nil:

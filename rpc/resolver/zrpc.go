@@ -42,6 +42,7 @@ type options struct {
 	preferZone string
 	logger     *slog.Logger
 	tls        *tls.Config
+	token      string
 }
 
 // WithAgents sets the agents (host:port) of targets that name none. Without
@@ -87,6 +88,12 @@ func PreferZone(zone string) Option {
 // nil (the default) discards.
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
+}
+
+// WithToken sets the ACL token the clients the resolvers open send to the
+// agents. Without it they send $ZRPC_TOKEN, if set.
+func WithToken(token string) Option {
+	return func(o *options) { o.token = token }
 }
 
 // zrpcBuilder builds resolvers of scheme "zrpc".
@@ -148,7 +155,11 @@ func (b *zrpcBuilder) client(authority string) (*client.Client, bool, error) {
 	default:
 		agents = []string{DefaultAgent}
 	}
-	c, err := client.New(client.Config{Endpoints: agents, Logger: b.opts.logger, TLS: b.opts.tls})
+	token := b.opts.token
+	if token == "" {
+		token = strings.TrimSpace(os.Getenv("ZRPC_TOKEN"))
+	}
+	c, err := client.New(client.Config{Endpoints: agents, Logger: b.opts.logger, Token: token, TLS: b.opts.tls})
 	if err != nil {
 		return nil, false, err
 	}

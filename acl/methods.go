@@ -1,0 +1,190 @@
+package acl
+
+import (
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// Permission is what one RPC needs.
+type Permission struct {
+	// Public RPCs need no token (ACL bootstrap, gRPC health).
+	Public bool
+	// Resource and Access are the permission the call needs.
+	Resource Resource
+	Access   Access
+	// Name takes the resource's name from a request message; check false
+	// means the message needs no check of its own (a Session keepalive, a
+	// List that is filtered instead). Nil: the resource has no name and
+	// the call is checked once, before the handler runs. For a streaming
+	// RPC it is applied to every message the client sends.
+	Name func(msg any) (name string, check bool)
+	// Filter, for List-type RPCs, removes from a response (or, on a
+	// stream, from each message sent) what the token may not read,
+	// returning the message to send instead of refusing the call.
+	Filter func(a Authorizer, resp any) any
+}
+
+// Methods is the permission of every RPC an agent serves, by full method
+// name. A method that is not here is refused to every token (and a test
+// fails for any RPC of api/zrpcpb left out).
+var Methods = map[string]Permission{
+	// Registry.
+	pb.Registry_Register_FullMethodName:   {Resource: Service, Access: Write, Name: registerService},
+	pb.Registry_Deregister_FullMethodName: {Resource: Service, Access: Write, Name: deregisterService},
+	pb.Registry_RenewTTL_FullMethodName:   {Resource: Service, Access: Write, Name: renewService},
+	pb.Registry_Get_FullMethodName:        {Resource: Service, Access: Read, Name: getService},
+	pb.Registry_List_FullMethodName:       {Resource: Service, Access: Read, Name: unchecked, Filter: filterServices},
+	pb.Registry_Watch_FullMethodName:      {Resource: Service, Access: Read, Name: watchService, Filter: filterEvents},
+	pb.Registry_Session_FullMethodName:    {Resource: Service, Access: Write, Name: sessionService},
+
+	// Status.
+	pb.Status_Status_FullMethodName:     {Resource: Operator, Access: Read},
+	pb.Status_Members_FullMethodName:    {Resource: Operator, Access: Read},
+	pb.Status_Peers_FullMethodName:      {Resource: Operator, Access: Read},
+	pb.Status_Version_FullMethodName:    {Resource: Operator, Access: Read},
+	pb.Status_Leave_FullMethodName:      {Resource: Operator, Access: Write},
+	pb.Status_RemovePeer_FullMethodName: {Resource: Operator, Access: Write},
+
+	// Blobs.
+	pb.Blobs_Put_FullMethodName:          {Resource: Blob, Access: Write, Name: putBlob},
+	pb.Blobs_Get_FullMethodName:          {Resource: Blob, Access: Read, Name: getBlob},
+	pb.Blobs_Stat_FullMethodName:         {Resource: Blob, Access: Read, Name: statBlob},
+	pb.Blobs_List_FullMethodName:         {Resource: Blob, Access: Read, Name: unchecked, Filter: filterBlobs},
+	pb.Blobs_Delete_FullMethodName:       {Resource: Blob, Access: Write, Name: deleteBlob},
+	pb.Blobs_RepairStatus_FullMethodName: {Resource: Operator, Access: Read},
+
+	// The agent-to-agent API.
+	pb.Internal_Apply_FullMethodName:      {Resource: Agent, Access: Write},
+	pb.Shards_PutShard_FullMethodName:     {Resource: Agent, Access: Write},
+	pb.Shards_SyncShards_FullMethodName:   {Resource: Agent, Access: Write},
+	pb.Shards_GetShard_FullMethodName:     {Resource: Agent, Access: Write},
+	pb.Shards_DeleteShards_FullMethodName: {Resource: Agent, Access: Write},
+	pb.Shards_ReportShards_FullMethodName: {Resource: Agent, Access: Write},
+	pb.Shards_Referenced_FullMethodName:   {Resource: Agent, Access: Write},
+
+	// ACL.
+	pb.ACL_Bootstrap_FullMethodName:    {Public: true},
+	pb.ACL_PolicyCreate_FullMethodName: {Resource: ACL, Access: Write},
+	pb.ACL_PolicyGet_FullMethodName:    {Resource: ACL, Access: Read},
+	pb.ACL_PolicyList_FullMethodName:   {Resource: ACL, Access: Read},
+	pb.ACL_PolicyDelete_FullMethodName: {Resource: ACL, Access: Write},
+	pb.ACL_TokenCreate_FullMethodName:  {Resource: ACL, Access: Write},
+	pb.ACL_TokenRead_FullMethodName:    {Resource: ACL, Access: Read},
+	pb.ACL_TokenList_FullMethodName:    {Resource: ACL, Access: Read},
+	pb.ACL_TokenDelete_FullMethodName:  {Resource: ACL, Access: Write},
+
+	// Served beside the API: health checks need no token; reflection
+	// shows the API's shape, an operator's read.
+	"/grpc.health.v1.Health/Check":                                   {Public: true},
+	"/grpc.health.v1.Health/List":                                    {Public: true},
+	"/grpc.health.v1.Health/Watch":                                   {Public: true},
+	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      {Resource: Operator, Access: Read},
+	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": {Resource: Operator, Access: Read},
+}
+
+func unchecked(any) (string, bool) { return "", false }
+
+// named wraps a getter of one request type; another type is checked with
+// name "" (a request of a wrong type never reaches a handler anyway).
+func named[T any](get func(T) string) func(any) (string, bool) {
+	return func(msg any) (string, bool) {
+		m, ok := msg.(T)
+		if !ok {
+			return "", true
+		}
+		return get(m), true
+	}
+}
+
+var (
+	registerService   = named(func(r *pb.RegisterRequest) string { return r.GetInstance().GetService() })
+	deregisterService = named(func(r *pb.DeregisterRequest) string { return r.GetService() })
+	renewService      = named(func(r *pb.RenewTTLRequest) string { return r.GetService() })
+	getService        = named(func(r *pb.GetRequest) string { return r.GetService() })
+	getBlob           = named(func(r *pb.BlobGetRequest) string { return r.GetName() })
+	statBlob          = named(func(r *pb.BlobStatRequest) string { return r.GetName() })
+	deleteBlob        = named(func(r *pb.BlobDeleteRequest) string { return r.GetName() })
+)
+
+// watchService checks a watch of one service; a watch of every service
+// (empty name) is filtered instead.
+func watchService(msg any) (string, bool) {
+	r, ok := msg.(*pb.WatchRequest)
+	if !ok {
+		return "", true
+	}
+	return r.GetService(), r.GetService() != ""
+}
+
+// sessionService checks each registration and deregistration on a Session
+// stream against its service; opening and keepalives need only a token.
+func sessionService(msg any) (string, bool) {
+	r, ok := msg.(*pb.SessionRequest)
+	if !ok {
+		return "", true
+	}
+	switch k := r.Kind.(type) {
+	case *pb.SessionRequest_Register:
+		return k.Register.GetInstance().GetService(), true
+	case *pb.SessionRequest_Deregister:
+		return k.Deregister.GetService(), true
+	default:
+		return "", false
+	}
+}
+
+// putBlob checks a put's header; its chunks need no check of their own.
+func putBlob(msg any) (string, bool) {
+	r, ok := msg.(*pb.BlobPutRequest)
+	if !ok {
+		return "", true
+	}
+	if h := r.GetHeader(); h != nil {
+		return h.GetName(), true
+	}
+	return "", false
+}
+
+func filterServices(a Authorizer, resp any) any {
+	r, ok := resp.(*pb.ListResponse)
+	if !ok {
+		return resp
+	}
+	out := &pb.ListResponse{Header: r.Header}
+	for _, s := range r.Services {
+		if a.Allow(Service, s.GetName(), Read) == nil {
+			out.Services = append(out.Services, s)
+		}
+	}
+	return out
+}
+
+func filterBlobs(a Authorizer, resp any) any {
+	r, ok := resp.(*pb.BlobListResponse)
+	if !ok {
+		return resp
+	}
+	out := &pb.BlobListResponse{Header: r.Header}
+	for _, b := range r.Blobs {
+		if a.Allow(Blob, b.GetName(), Read) == nil {
+			out.Blobs = append(out.Blobs, b)
+		}
+	}
+	return out
+}
+
+// filterEvents keeps the events of services the token may read. The
+// response's other fields are kept, so snapshots and parts still frame
+// the same way.
+func filterEvents(a Authorizer, resp any) any {
+	r, ok := resp.(*pb.WatchResponse)
+	if !ok {
+		return resp
+	}
+	out := &pb.WatchResponse{Header: r.Header, Snapshot: r.Snapshot, More: r.More}
+	for _, ev := range r.Events {
+		if a.Allow(Service, ev.GetInstance().GetService(), Read) == nil {
+			out.Events = append(out.Events, ev)
+		}
+	}
+	return out
+}

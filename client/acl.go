@@ -1,0 +1,101 @@
+package client
+
+import (
+	"context"
+
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// ACLBootstrap creates the cluster's management token and returns it with
+// its secret, which no agent can show again. It works once per cluster;
+// later calls fail with apierr.ErrFailedPrecondition.
+func (c *Client) ACLBootstrap(ctx context.Context) (*zrpcpb.ACLToken, string, error) {
+	var resp *zrpcpb.ACLBootstrapResponse
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = zrpcpb.NewACLClient(ep.conn).Bootstrap(ctx, &zrpcpb.ACLBootstrapRequest{})
+		return err
+	})
+	return resp.GetToken(), resp.GetSecret(), err
+}
+
+// ACLPolicyCreate stores a new policy; rules that do not parse fail with
+// apierr.ErrInvalidArgument naming their line and column.
+func (c *Client) ACLPolicyCreate(ctx context.Context, name, description, rules string) (*zrpcpb.ACLPolicy, error) {
+	var resp *zrpcpb.ACLPolicyCreateResponse
+	req := &zrpcpb.ACLPolicyCreateRequest{Policy: &zrpcpb.ACLPolicy{Name: name, Description: description, Rules: rules}}
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = zrpcpb.NewACLClient(ep.conn).PolicyCreate(ctx, req)
+		return err
+	})
+	return resp.GetPolicy(), err
+}
+
+// ACLPolicy returns the policy called name.
+func (c *Client) ACLPolicy(ctx context.Context, name string) (*zrpcpb.ACLPolicy, error) {
+	var resp *zrpcpb.ACLPolicyGetResponse
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = zrpcpb.NewACLClient(ep.conn).PolicyGet(ctx, &zrpcpb.ACLPolicyGetRequest{Name: name})
+		return err
+	})
+	return resp.GetPolicy(), err
+}
+
+// ACLPolicies returns every policy sorted by name.
+func (c *Client) ACLPolicies(ctx context.Context) ([]*zrpcpb.ACLPolicy, error) {
+	var resp *zrpcpb.ACLPolicyListResponse
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = zrpcpb.NewACLClient(ep.conn).PolicyList(ctx, &zrpcpb.ACLPolicyListRequest{})
+		return err
+	})
+	return resp.GetPolicies(), err
+}
+
+// ACLPolicyDelete deletes a policy; one a token still names is refused
+// with apierr.ErrFailedPrecondition.
+func (c *Client) ACLPolicyDelete(ctx context.Context, name string) error {
+	return c.call(ctx, func(ctx context.Context, ep *endpoint) error {
+		_, err := zrpcpb.NewACLClient(ep.conn).PolicyDelete(ctx, &zrpcpb.ACLPolicyDeleteRequest{Name: name})
+		return err
+	})
+}
+
+// ACLTokenCreate makes a token carrying policies and returns it with its
+// secret, which no agent can show again.
+func (c *Client) ACLTokenCreate(ctx context.Context, description string, policies ...string) (*zrpcpb.ACLToken, string, error) {
+	var resp *zrpcpb.ACLTokenCreateResponse
+	req := &zrpcpb.ACLTokenCreateRequest{Description: description, Policies: policies}
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = zrpcpb.NewACLClient(ep.conn).TokenCreate(ctx, req)
+		return err
+	})
+	return resp.GetToken(), resp.GetSecret(), err
+}
+
+// ACLToken returns the token with accessor id (never its secret).
+func (c *Client) ACLToken(ctx context.Context, accessorID string) (*zrpcpb.ACLToken, error) {
+	var resp *zrpcpb.ACLTokenReadResponse
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = zrpcpb.NewACLClient(ep.conn).TokenRead(ctx, &zrpcpb.ACLTokenReadRequest{AccessorId: accessorID})
+		return err
+	})
+	return resp.GetToken(), err
+}
+
+// ACLTokens returns every token sorted by accessor id.
+func (c *Client) ACLTokens(ctx context.Context) ([]*zrpcpb.ACLToken, error) {
+	var resp *zrpcpb.ACLTokenListResponse
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = zrpcpb.NewACLClient(ep.conn).TokenList(ctx, &zrpcpb.ACLTokenListRequest{})
+		return err
+	})
+	return resp.GetTokens(), err
+}
+
+// ACLTokenDelete deletes the token with accessor id; its secret stops
+// working.
+func (c *Client) ACLTokenDelete(ctx context.Context, accessorID string) error {
+	return c.call(ctx, func(ctx context.Context, ep *endpoint) error {
+		_, err := zrpcpb.NewACLClient(ep.conn).TokenDelete(ctx, &zrpcpb.ACLTokenDeleteRequest{AccessorId: accessorID})
+		return err
+	})
+}

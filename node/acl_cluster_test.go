@@ -1,0 +1,86 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/node"
+	"github.com/zrpcio/zrpc/testcluster"
+)
+
+// aclClient is a client of agent i's API sending token ("" for none).
+func aclClient(t *testing.T, c *testcluster.Cluster, i int, token string) *client.Client {
+	t.Helper()
+	cl, err := client.New(client.Config{Endpoints: []string{c.GRPCAddr(i)}, Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+func aclRegister(ctx context.Context, cl *client.Client, service string) error {
+	_, _, err := cl.Register(ctx, &pb.Instance{Service: service, Id: "i1", Address: "127.0.0.1:9000"})
+	return err
+}
+
+// With ACLs on, every call needs a token: after bootstrap the management
+// token creates a policy and a token, which may register user.rpc but not
+// order.rpc, also through a follower (whose writes and consistent reads
+// go to the leader); tokens survive an agent's restart.
+func TestACLsOnAClusterOfAgents(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.WithConfig(func(cfg *node.Config) { cfg.ACL = true }))
+	ctx := ctxT(t)
+	follower := (c.LeaderIndex() + 1) % c.Size()
+
+	anon := aclClient(t, c, follower, "")
+	if err := aclRegister(ctx, anon, "user.rpc"); !errors.Is(err, apierr.ErrUnauthenticated) {
+		t.Fatalf("register without a token: %v, want Unauthenticated", err)
+	}
+	_, mgmtSecret, err := anon.ACLBootstrap(ctx)
+	if err != nil {
+		t.Fatalf("bootstrap through a follower: %v", err)
+	}
+	if _, _, err := anon.ACLBootstrap(ctx); !errors.Is(err, apierr.ErrFailedPrecondition) {
+		t.Fatalf("second bootstrap: %v, want FailedPrecondition", err)
+	}
+	admin := aclClient(t, c, follower, mgmtSecret)
+	if _, err := admin.ACLPolicyCreate(ctx, "svc-user", "", `service "user." { write }`); err != nil {
+		t.Fatalf("policy create: %v", err)
+	}
+	_, userSecret, err := admin.ACLTokenCreate(ctx, "user service", "svc-user")
+	if err != nil {
+		t.Fatalf("token create: %v", err)
+	}
+
+	user := aclClient(t, c, follower, userSecret)
+	if err := aclRegister(ctx, user, "user.rpc"); err != nil {
+		t.Fatalf("user token registering user.rpc: %v", err)
+	}
+	if err := aclRegister(ctx, user, "order.rpc"); !errors.Is(err, apierr.ErrPermissionDenied) {
+		t.Fatalf("user token registering order.rpc: %v, want PermissionDenied", err)
+	}
+	if insts, _, err := user.Get(ctx, "user.rpc", client.WithConsistency(pb.Consistency_CONSISTENT)); err != nil || len(insts) != 1 {
+		t.Fatalf("consistent read through a follower: %d instances, %v", len(insts), err)
+	}
+	if _, err := user.Status(ctx); !errors.Is(err, apierr.ErrPermissionDenied) {
+		t.Fatalf("user token reading the agent's status: %v, want PermissionDenied", err)
+	}
+	if _, err := admin.Status(ctx); err != nil {
+		t.Fatalf("management token reading the agent's status: %v", err)
+	}
+
+	c.Restart(follower)
+	restarted := aclClient(t, c, follower, userSecret)
+	c.WaitFor(30*time.Second, "the restarted agent accepts the user token", func() bool {
+		return aclRegister(ctx, restarted, "user.rpc") == nil
+	})
+	if err := aclRegister(ctx, restarted, "order.rpc"); !errors.Is(err, apierr.ErrPermissionDenied) {
+		t.Fatalf("after restart, order.rpc: %v, want PermissionDenied", err)
+	}
+}
