@@ -155,8 +155,9 @@ func (c *chain) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Stre
 
 // peerOnlyServices are the services that only agents may call.
 var peerOnlyServices = map[string]bool{
-	pb.Internal_ServiceDesc.ServiceName: true,
-	pb.Shards_ServiceDesc.ServiceName:   true,
+	pb.Internal_ServiceDesc.ServiceName:    true,
+	pb.Shards_ServiceDesc.ServiceName:      true,
+	pb.KeyringPeer_ServiceDesc.ServiceName: true,
 }
 
 // ClusterAuthKey is the metadata key of an agent's proof.
