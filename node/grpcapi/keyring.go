@@ -56,7 +56,8 @@ type KeyringConfig struct {
 	Local   LocalKeyring
 	Cluster KeyringCluster
 	// PeerTimeout bounds each peer's answer; zero means
-	// DefaultKeyringPeerTimeout.
+	// DefaultKeyringPeerTimeout. A caller's deadline shortens it (see
+	// peerTimeout).
 	PeerTimeout time.Duration
 	Logger      *slog.Logger
 }
@@ -120,13 +121,25 @@ func (s *Keyring) applyLocal(op keyringOp, key string) *pb.KeyringAgentResult {
 	return res
 }
 
-// callPeer runs op on the agent m through its KeyringPeer service.
-func (s *Keyring) callPeer(ctx context.Context, op keyringOp, key string, m gossip.Member) *pb.KeyringAgentResult {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.PeerTimeout)
+// peerTimeout is how long each peer may take: PeerTimeout, but at most
+// three quarters of the time left before the caller's deadline, so that
+// the answer still reaches the caller and says which agent did not answer.
+func (s *Keyring) peerTimeout(ctx context.Context) time.Duration {
+	t := s.cfg.PeerTimeout
+	if d, ok := ctx.Deadline(); ok {
+		t = min(t, time.Until(d)*3/4)
+	}
+	return t
+}
+
+// callPeer runs op on the agent m through its KeyringPeer service, waiting
+// up to timeout.
+func (s *Keyring) callPeer(ctx context.Context, op keyringOp, key string, m gossip.Member, timeout time.Duration) *pb.KeyringAgentResult {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	failed := func(err error) *pb.KeyringAgentResult {
 		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
-			err = fmt.Errorf("no answer within %s: %w", s.cfg.PeerTimeout, err)
+			err = fmt.Errorf("no answer within %s: %w", timeout.Round(time.Millisecond), err)
 		}
 		s.log.Warn("keyring call of a peer failed", "op", string(op), "agent", m.Name, "err", err)
 		return &pb.KeyringAgentResult{Agent: m.Name, Error: err.Error()}
@@ -164,9 +177,10 @@ func (s *Keyring) fanOut(ctx context.Context, op keyringOp, key string) *pb.Keyr
 		}
 	}
 	results := make([]*pb.KeyringAgentResult, len(peers)+1)
+	timeout := s.peerTimeout(ctx)
 	var wg sync.WaitGroup
 	for i, m := range peers {
-		wg.Go(func() { results[i] = s.callPeer(ctx, op, key, m) })
+		wg.Go(func() { results[i] = s.callPeer(ctx, op, key, m, timeout) })
 	}
 	results[len(peers)] = s.applyLocal(op, key)
 	wg.Wait()

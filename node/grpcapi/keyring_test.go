@@ -247,6 +247,22 @@ func TestKeyringReportsAgentsThatFailOrDoNotAnswer(t *testing.T) {
 	}
 }
 
+func TestKeyringAnswersBeforeTheCallersDeadlineWhenAPeerHangs(t *testing.T) {
+	key := genKey(t)
+	tc := newKeyringTestCluster(t, key, "a", "b")
+	tc.svc.cfg.PeerTimeout = time.Hour
+	tc.peers["b"].hung = true
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	resp, err := tc.svc.Install(ctx, &pb.KeyringKeyRequest{Key: genKey(t)})
+	if err != nil || ctx.Err() != nil {
+		t.Fatalf("Install with a hung peer: %v (caller's context: %v); want an answer in time", err, ctx.Err())
+	}
+	if r := agentResults(resp)["b"]; r.Ok || !strings.Contains(r.Error, "no answer within") {
+		t.Fatalf("hung agent b: ok %v, error %q", r.Ok, r.Error)
+	}
+}
+
 func TestKeyringListCountsAgentsPerKey(t *testing.T) {
 	k1, k2 := genKey(t), genKey(t)
 	tc := newKeyringTestCluster(t, k1, "a", "b", "c")
