@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client/clienttest"
+	"github.com/zrpcio/zrpc/internal/grpctest"
 )
 
 // keyringAgent is a fake agent's Keyring service: it answers for agents
@@ -55,30 +55,10 @@ func (k *keyringAgent) Remove(_ context.Context, req *zrpcpb.KeyringKeyRequest) 
 	return k.answer(req.Key)
 }
 
-func startKeyringAgent(t *testing.T, k *keyringAgent) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := grpc.NewServer()
-	zrpcpb.RegisterKeyringServer(s, k)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		s.Stop()
-		<-done
-	})
-	return lis.Addr().String()
-}
-
 func TestKeyringCallsFailWhenAnAgentFailed(t *testing.T) {
 	k := &keyringAgent{}
 	// The first endpoint is down: the call goes to the next.
-	c := newTestClient(t, clienttest.ClosedAddr(t), startKeyringAgent(t, k))
+	c := newTestClient(t, clienttest.ClosedAddr(t), grpctest.Serve(t, func(s *grpc.Server) { zrpcpb.RegisterKeyringServer(s, k) }))
 	ctx := testContext(t)
 
 	calls := map[string]func(context.Context, string) (*zrpcpb.KeyringResponse, error){

@@ -60,6 +60,7 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 		newRaftCommand(o),
 		newVersionCommand(o),
 		newBlobCommand(o),
+		newKeyringCommand(o),
 	)
 	root.AddCommand(newGenCommand())
 	return root

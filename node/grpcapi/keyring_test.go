@@ -3,7 +3,6 @@ package grpcapi
 import (
 	"context"
 	"errors"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/internal/grpctest"
 )
 
 // keyringFake is an agent's keyring with gossip's rules: use needs an
@@ -313,15 +313,9 @@ func TestKeyringPeerServesOnlyAgentsOfTheCluster(t *testing.T) {
 	local := &keyringFake{primary: key, keys: []string{key}}
 	svc := NewKeyring(KeyringConfig{Agent: "a", Local: local, Cluster: &keyringClusterFake{}})
 
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := grpc.NewServer(Interceptors(ServerConfig{Metrics: keyringNoMetrics{}, ClusterSecret: func() []byte { return secret }})...)
-	pb.RegisterKeyringPeerServer(s, svc.Peer())
-	go s.Serve(lis)
-	t.Cleanup(s.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	addr := grpctest.Serve(t, func(s *grpc.Server) { pb.RegisterKeyringPeerServer(s, svc.Peer()) },
+		Interceptors(ServerConfig{Metrics: keyringNoMetrics{}, ClusterSecret: func() []byte { return secret }})...)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
