@@ -223,6 +223,26 @@ func TestFromDetail(t *testing.T) {
 	}
 }
 
+// TestFromDetailUsesTheReasonCode: a session error carries its reason code,
+// so the sentinel survives even where the status code is shared (quota vs.
+// too large, stale read vs. no leader).
+func TestFromDetailUsesTheReasonCode(t *testing.T) {
+	for _, sentinel := range []error{apierr.ErrQuotaExceeded, apierr.ErrStaleRead, apierr.ErrNotEnoughShards, apierr.ErrNotFound} {
+		st := status.Convert(apierr.ToStatus(fmt.Errorf("%w: boom", sentinel)))
+		err := fromDetail(&zrpcpb.ErrorDetail{Code: int32(st.Code()), Message: st.Message(), Reason: apierr.Code(sentinel)})
+		if !errors.Is(err, sentinel) {
+			t.Errorf("reason %s: err = %v, want errors.Is %v", apierr.Code(sentinel), err, sentinel)
+		}
+		if status.Code(err) != st.Code() || status.Convert(err).Message() != st.Message() {
+			t.Errorf("reason %s: status %v %q, want %v %q", apierr.Code(sentinel), status.Code(err), status.Convert(err).Message(), st.Code(), st.Message())
+		}
+	}
+	// An unknown reason falls back to the status code.
+	if err := fromDetail(&zrpcpb.ErrorDetail{Code: int32(codes.NotFound), Message: "x", Reason: "NO_SUCH_REASON"}); !errors.Is(err, apierr.ErrNotFound) {
+		t.Errorf("unknown reason: err = %v, want ErrNotFound by its code", err)
+	}
+}
+
 // TestGetFollowsPagesAndStartsOverWhenExpired: Get reads every page, and
 // reads them again from the first when the service changed between two.
 func TestGetFollowsPagesAndStartsOverWhenExpired(t *testing.T) {

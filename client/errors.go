@@ -37,8 +37,9 @@ func mapErr(err error) error {
 	return apierr.FromStatus(err)
 }
 
-// codeSentinels maps a bare status code (one without apierr's ErrorInfo
-// detail, as in a SessionResponse) to the sentinel it most likely carries.
+// codeSentinels maps a bare status code to the sentinel it most likely
+// carries: the guess for a SessionResponse error from an agent that does
+// not send reason codes yet.
 var codeSentinels = map[codes.Code]error{
 	codes.NotFound:           apierr.ErrNotFound,
 	codes.InvalidArgument:    apierr.ErrInvalidArgument,
@@ -48,12 +49,17 @@ var codeSentinels = map[codes.Code]error{
 	codes.ResourceExhausted:  apierr.ErrTooLarge,
 }
 
-// fromDetail converts the error of a SessionResponse. The detail carries only
-// a code and a message, so the sentinel is chosen by code; the message is
-// kept as the error text. Codes without a sentinel become status errors.
+// fromDetail converts the error of a SessionResponse: by its reason code
+// when it has one (apierr's table), else by its status code; the message
+// is kept as the error text. Codes without a sentinel become status errors.
 func fromDetail(d *zrpcpb.ErrorDetail) error {
 	if d == nil {
 		return nil
+	}
+	if d.GetReason() != "" {
+		if err := apierr.FromCode(d.GetReason(), d.GetMessage()); apierr.Code(err) != "" {
+			return err
+		}
 	}
 	st := status.New(codes.Code(d.GetCode()), d.GetMessage())
 	sentinel, ok := codeSentinels[st.Code()]

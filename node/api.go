@@ -4,13 +4,13 @@ import (
 	"context"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/node/grpcapi"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // The agent's gRPC API lives in package grpcapi; it sees the agent through
@@ -86,8 +86,8 @@ func (c apiCluster) Propose(ctx context.Context, cmd *pb.Command) (uint64, error
 	return c.n.propose(ctx, cmd)
 }
 
-func (c apiCluster) OnLeader(ctx context.Context, local func() error, remote func(*grpc.ClientConn) error) error {
-	return c.n.forward.onLeader(ctx, local, remote)
+func (c apiCluster) OnLeader(ctx context.Context, local func() error, remote func(grpc.ClientConnInterface) error) error {
+	return c.n.forward.OnLeader(ctx, local, remote)
 }
 
 func (c apiCluster) CheckRead(ctx context.Context, consistency pb.Consistency) error {
@@ -106,8 +106,9 @@ func (l apiLeader) ApplyAsLeader(ctx context.Context, cmd *pb.Command) (uint64, 
 // apiStatus is what the Status service reads of this agent and asks of it.
 type apiStatus struct{ n *Node }
 
-func (a apiStatus) Raft() *raft.Raft  { return a.n.store.Raft() }
-func (a apiStatus) ClusterID() string { return a.n.clusterID() }
+func (a apiStatus) RaftStatus() raftstore.Status         { return a.n.store.Status() }
+func (a apiStatus) Servers() ([]raftstore.Server, error) { return a.n.store.Servers() }
+func (a apiStatus) ClusterID() string                    { return a.n.clusterID() }
 
 func (a apiStatus) Members() []gossip.Member {
 	if a.n.gossip == nil {

@@ -51,9 +51,9 @@ func (c blobCluster) Propose(ctx context.Context, cmd *pb.Command) (uint64, erro
 
 func (c blobCluster) LeaderRevision(ctx context.Context) (uint64, error) {
 	var rev uint64
-	err := c.n.forward.onLeader(ctx,
+	err := c.n.forward.OnLeader(ctx,
 		func() error { rev = c.n.store.FSM().Revision(); return nil },
-		func(conn *grpc.ClientConn) error {
+		func(conn grpc.ClientConnInterface) error {
 			resp, err := pb.NewStatusClient(conn).Status(ctx, &pb.StatusRequest{})
 			rev = resp.GetCommitIndex()
 			return err
@@ -73,7 +73,28 @@ func (c blobCluster) GossipAlive() int {
 	return alive
 }
 
-func (c blobCluster) Conn(node string) (*grpc.ClientConn, error) { return c.n.PeerConn(node) }
+func (c blobCluster) Shards(node string, waitReady bool) (pb.ShardsClient, error) {
+	conn, err := c.n.PeerConn(node)
+	if err != nil {
+		return nil, err
+	}
+	if waitReady {
+		return pb.NewShardsClient(waitReadyConn{conn}), nil
+	}
+	return pb.NewShardsClient(conn), nil
+}
+
+// waitReadyConn makes every call on its connection wait while the
+// connection is not ready yet (grpc.WaitForReady).
+type waitReadyConn struct{ *grpc.ClientConn }
+
+func (c waitReadyConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	return c.ClientConn.Invoke(ctx, method, args, reply, append(opts, grpc.WaitForReady(true))...)
+}
+
+func (c waitReadyConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return c.ClientConn.NewStream(ctx, desc, method, append(opts, grpc.WaitForReady(true))...)
+}
 
 // PeerConn returns this agent's shared connection to the named agent's
 // gRPC API, the one its own agent-to-agent calls use: calls of the
@@ -84,9 +105,40 @@ func (n *Node) PeerConn(name string) (*grpc.ClientConn, error) {
 	if peer == nil || peer.GrpcAddress == "" {
 		return nil, fmt.Errorf("%w: agent %s is not in the cluster", apierr.ErrNotFound, name)
 	}
-	return n.forward.conn(peer.GrpcAddress)
+	return n.peers.conn(peer.GrpcAddress)
 }
 
-func (c blobCluster) OnLeader(ctx context.Context, local func() error, remote func(*grpc.ClientConn) error) error {
-	return c.n.forward.onLeader(ctx, local, remote)
+func (c blobCluster) Leader() storage.LeaderAPI { return forwardedLeader(c) }
+
+// forwardedLeader runs each call of the blob store's leader-only API on the
+// leader: on this agent's own blob store when it leads, through the
+// leader's Blobs and Shards APIs otherwise (raftstore.Forwarder).
+type forwardedLeader struct{ n *Node }
+
+func (l forwardedLeader) call(ctx context.Context, f func(storage.LeaderAPI) error) error {
+	return l.n.forward.OnLeader(ctx,
+		func() error { return f(l.n.blobs.LocalLeader()) },
+		func(c grpc.ClientConnInterface) error {
+			return f(storage.NewLeaderClient(pb.NewBlobsClient(c), pb.NewShardsClient(c)))
+		})
+}
+
+func (l forwardedLeader) RepairStatus(ctx context.Context, req *pb.RepairStatusRequest) (out *pb.RepairStatusResponse, err error) {
+	err = l.call(ctx, func(api storage.LeaderAPI) (err error) {
+		out, err = api.RepairStatus(ctx, req)
+		return err
+	})
+	return out, err
+}
+
+func (l forwardedLeader) ReportShards(ctx context.Context, req *pb.ReportShardsRequest) error {
+	return l.call(ctx, func(api storage.LeaderAPI) error { return api.ReportShards(ctx, req) })
+}
+
+func (l forwardedLeader) Referenced(ctx context.Context, req *pb.ReferencedRequest) (out []bool, err error) {
+	err = l.call(ctx, func(api storage.LeaderAPI) (err error) {
+		out, err = api.Referenced(ctx, req)
+		return err
+	})
+	return out, err
 }

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,10 +10,9 @@ import (
 	"sort"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // Membership: gossip finds agents and notices failures; the Raft leader
@@ -59,9 +57,9 @@ func (n *Node) startGossip() error {
 // has not been reaped). Gossip keeps trying to rejoin such agents after it
 // saw them fail, so that a healed partition merges again.
 func (n *Node) stillMember(name string) bool {
-	if f := n.store.Raft().GetConfiguration(); f.Error() == nil {
-		for _, s := range f.Configuration().Servers {
-			if string(s.ID) == name {
+	if servers, err := n.store.Servers(); err == nil {
+		for _, s := range servers {
+			if s.ID == name {
 				return true
 			}
 		}
@@ -161,10 +159,10 @@ func (n *Node) bootstrapExpected(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		var servers []raft.Server
+		var servers []raftstore.Server
 		for _, m := range n.gossip.Members() {
 			if m.Status == "alive" && m.Meta.Role == "server" && m.Meta.RaftAddr != "" {
-				servers = append(servers, raft.Server{ID: raft.ServerID(m.Name), Address: raft.ServerAddress(m.Meta.RaftAddr), Suffrage: raft.Voter})
+				servers = append(servers, raftstore.Server{ID: m.Name, Address: m.Meta.RaftAddr, Suffrage: raftstore.Voter})
 			}
 		}
 		if len(servers) < n.cfg.BootstrapExpect {
@@ -201,166 +199,11 @@ func (n *Node) anyPeerInCluster(ctx context.Context) bool {
 }
 
 func (n *Node) peerStatus(ctx context.Context, grpcAddr string) (*pb.StatusResponse, error) {
-	conn, err := n.forward.conn(grpcAddr)
+	conn, err := n.peers.conn(grpcAddr)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
 	return pb.NewStatusClient(conn).Status(ctx, &pb.StatusRequest{})
-}
-
-// reconcileInterval is how often the leader re-checks membership in full,
-// on top of the passes gossip events trigger.
-const reconcileInterval = time.Second
-
-// runReconcile runs on the leader. Every pass is idempotent and complete,
-// so a new leader repairs whatever the previous one left undone.
-func (n *Node) runReconcile(ctx context.Context) {
-	failedSince := make(map[string]time.Time)
-	t := time.NewTicker(reconcileInterval)
-	defer t.Stop()
-	for {
-		if err := n.reconcile(ctx, failedSince, time.Now()); err != nil && ctx.Err() == nil {
-			n.log.Warn("reconcile pass failed; retrying", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-n.reconcileWake:
-		}
-	}
-}
-
-func (n *Node) reconcile(ctx context.Context, failedSince map[string]time.Time, now time.Time) error {
-	if n.gossip == nil {
-		return nil
-	}
-	r := n.store.Raft()
-	f := r.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return err
-	}
-	inRaft := make(map[string]raft.Server)
-	voters := 0
-	for _, s := range f.Configuration().Servers {
-		inRaft[string(s.ID)] = s
-		if s.Suffrage == raft.Voter {
-			voters++
-		}
-	}
-	var errs []error
-	seen := map[string]bool{n.cfg.Name: true}
-	for _, m := range n.gossip.Members() {
-		if m.Meta.Role != "server" || m.Name == n.cfg.Name {
-			continue
-		}
-		seen[m.Name] = true
-		switch m.Status {
-		case "alive", "suspect":
-			delete(failedSince, m.Name)
-			errs = append(errs, n.reconcileAlive(ctx, m, inRaft, &voters))
-		case "failed":
-			if _, ok := failedSince[m.Name]; !ok {
-				failedSince[m.Name] = now
-			}
-			errs = append(errs, n.reconcileFailed(ctx, m.Name, now.Sub(failedSince[m.Name]), inRaft))
-		case "left":
-			errs = append(errs, n.removeMember(ctx, m.Name, "left the cluster", inRaft))
-		}
-	}
-	// Raft servers gossip does not know (forgotten, or never seen by this
-	// leader) are removed after the reap delay, like failed ones.
-	for id := range inRaft {
-		if seen[id] {
-			continue
-		}
-		if _, ok := failedSince[id]; !ok {
-			failedSince[id] = now
-		}
-		if now.Sub(failedSince[id]) > n.cfg.DeadNodeReap {
-			errs = append(errs, n.removeMember(ctx, id, "unknown to gossip past dead_node_reap", inRaft))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// reconcileAlive makes an alive server a Raft member with up-to-date node
-// information, promoting nonvoters while voters are missing.
-func (n *Node) reconcileAlive(ctx context.Context, m gossip.Member, inRaft map[string]raft.Server, voters *int) error {
-	fsm := n.store.FSM()
-	want := &pb.Node{Name: m.Name, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr, Zone: m.Meta.Zone, Build: m.Meta.Build, Health: pb.Health_PASSING}
-	cur := fsm.Node(m.Name)
-	if cur != nil && cur.Health == pb.Health_CRITICAL {
-		cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Node: m.Name, Health: pb.Health_PASSING, Output: "agent alive again"}}}
-		if _, err := n.store.Apply(ctx, cmd); err != nil {
-			return fmt.Errorf("mark %s alive: %w", m.Name, err)
-		}
-		n.log.Info("agent alive again; its instances are passing", "member", m.Name)
-		cur = fsm.Node(m.Name)
-	}
-	if cur == nil || cur.GrpcAddress != want.GrpcAddress || cur.RaftAddress != want.RaftAddress || cur.Zone != want.Zone || cur.Build != want.Build {
-		if _, err := n.store.Apply(ctx, &pb.Command{Kind: &pb.Command_NodeUpsert{NodeUpsert: want}}); err != nil {
-			return fmt.Errorf("record node %s: %w", m.Name, err)
-		}
-	}
-	r := n.store.Raft()
-	id, addr := raft.ServerID(m.Name), raft.ServerAddress(m.Meta.RaftAddr)
-	srv, member := inRaft[m.Name]
-	switch {
-	case member && srv.Suffrage == raft.Voter && srv.Address == addr:
-		return nil
-	case *voters < n.cfg.Voters || (member && srv.Suffrage == raft.Voter):
-		if err := r.AddVoter(id, addr, 0, 5*time.Second).Error(); err != nil {
-			return fmt.Errorf("add voter %s: %w", m.Name, err)
-		}
-		if !member || srv.Suffrage != raft.Voter {
-			*voters++
-		}
-		n.log.Info("added Raft voter", "member", m.Name, "addr", addr, "promoted", member)
-	case !member || srv.Address != addr:
-		if err := r.AddNonvoter(id, addr, 0, 5*time.Second).Error(); err != nil {
-			return fmt.Errorf("add nonvoter %s: %w", m.Name, err)
-		}
-		n.log.Info("added Raft nonvoter", "member", m.Name, "addr", addr)
-	}
-	return nil
-}
-
-// reconcileFailed marks a failed agent and everything it owns critical at
-// once, and removes it after dead_node_reap.
-func (n *Node) reconcileFailed(ctx context.Context, name string, down time.Duration, inRaft map[string]raft.Server) error {
-	if down > n.cfg.DeadNodeReap {
-		return n.removeMember(ctx, name, fmt.Sprintf("failed for %s (dead_node_reap %s)", down.Round(time.Second), n.cfg.DeadNodeReap), inRaft)
-	}
-	if node := n.store.FSM().Node(name); node == nil || node.Health == pb.Health_CRITICAL {
-		return nil
-	}
-	cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Node: name, Health: pb.Health_CRITICAL, Output: "agent failed: no gossip contact"}}}
-	if _, err := n.store.Apply(ctx, cmd); err != nil {
-		return fmt.Errorf("mark %s failed: %w", name, err)
-	}
-	n.log.Warn("agent failed; its instances are critical", "member", name, "reap_after", n.cfg.DeadNodeReap)
-	return nil
-}
-
-// removeMember takes an agent out of Raft and the registry, with every
-// instance and session it owned.
-func (n *Node) removeMember(ctx context.Context, name, why string, inRaft map[string]raft.Server) error {
-	if _, ok := inRaft[name]; ok {
-		if err := n.store.Raft().RemoveServer(raft.ServerID(name), 0, 5*time.Second).Error(); err != nil {
-			return fmt.Errorf("remove %s from raft: %w", name, err)
-		}
-		delete(inRaft, name)
-		n.log.Info("removed agent from Raft", "member", name, "why", why)
-	}
-	if n.store.FSM().Node(name) == nil && !n.store.FSM().NodeOwnsAnything(name) {
-		return nil
-	}
-	if _, err := n.store.Apply(ctx, &pb.Command{Kind: &pb.Command_NodeRemove{NodeRemove: &pb.NodeRemove{Name: name}}}); err != nil {
-		return fmt.Errorf("remove node %s: %w", name, err)
-	}
-	n.log.Info("removed agent and its instances from the registry", "member", name, "why", why)
-	return nil
 }

@@ -45,7 +45,11 @@ type Config struct {
 	RaftPort      int    `yaml:"raft_port" help:"Raft transport port"`
 	GossipPort    int    `yaml:"gossip_port" help:"gossip port (tcp+udp)"`
 	HTTPPort      int    `yaml:"http_port" help:"HTTP port for /metrics, /healthz, /readyz, /debug/pprof"`
-	Zone          string `yaml:"zone" help:"zone or rack of this machine, used for placement and routing"`
+	// HTTPBind is the IP the HTTP endpoint binds to. It is loopback unless
+	// set, whatever BindAddr is: /debug/pprof shows the agent's memory and
+	// goroutines, so opening it to the network is a separate decision.
+	HTTPBind string `yaml:"http_bind" help:"IP address the HTTP endpoint (/metrics, /healthz, /readyz, /debug/pprof) binds to; loopback unless set, as pprof shows the agent's memory"`
+	Zone     string `yaml:"zone" help:"zone or rack of this machine, used for placement and routing"`
 	// Bootstrap lets an agent with an empty data dir, nothing to join and no
 	// bootstrap_expect start a new one-node cluster of itself.
 	Bootstrap bool `yaml:"bootstrap" help:"with an empty data dir and nothing to join, start a new one-node cluster"`
@@ -140,6 +144,7 @@ func Default() Config {
 		RaftPort:       8401,
 		GossipPort:     8402,
 		HTTPPort:       8480,
+		HTTPBind:       "127.0.0.1",
 		Bootstrap:      true,
 		Voters:         3,
 		DeadNodeReap:   30 * time.Second,
@@ -218,6 +223,9 @@ func (c *Config) validateAgent(l *fielderr.List) {
 	bind := net.ParseIP(c.BindAddr)
 	if bind == nil {
 		bad("bind", "%q is not an IP address", c.BindAddr)
+	}
+	if net.ParseIP(c.HTTPBind) == nil {
+		bad("http_bind", "%q is not an IP address (127.0.0.1 keeps /metrics and /debug/pprof on this machine)", c.HTTPBind)
 	}
 	if c.AdvertiseAddr != "" && net.ParseIP(c.AdvertiseAddr) == nil {
 		bad("advertise", "%q is not an IP address", c.AdvertiseAddr)

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -15,23 +14,24 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
-	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
-// forwarder sends what must run on the leader (writes, consistent reads, TTL
-// renewals) to it, waiting a bounded time while there is none.
-type forwarder struct {
+// peerConns are this agent's shared connections to its peers' gRPC APIs,
+// by address; calls of the agent-to-agent API on them carry this agent's
+// proof of membership (peerCredentials). Leader forwarding
+// (raftstore.Forwarder) dials through them.
+type peerConns struct {
 	n     *Node
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // by gRPC address
 }
 
-func newForwarder(n *Node) *forwarder {
-	return &forwarder{n: n, conns: make(map[string]*grpc.ClientConn)}
+func newPeerConns(n *Node) *peerConns {
+	return &peerConns{n: n, conns: make(map[string]*grpc.ClientConn)}
 }
 
-func (f *forwarder) close() {
+func (f *peerConns) close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for addr, c := range f.conns {
@@ -40,26 +40,13 @@ func (f *forwarder) close() {
 	}
 }
 
-// leaderConn returns a connection to the current leader's gRPC API, or
-// ErrNoLeader when the leader or its address is not known yet.
-func (f *forwarder) leaderConn() (*grpc.ClientConn, error) {
-	_, id := f.n.store.Leader()
-	if id == "" {
-		return nil, apierr.ErrNoLeader
-	}
-	node := f.n.store.FSM().Node(id)
-	if node == nil || node.GrpcAddress == "" {
-		return nil, fmt.Errorf("%w: gRPC address of leader %s not known yet", apierr.ErrNoLeader, id)
-	}
-	c, err := f.conn(node.GrpcAddress)
-	if err != nil {
-		return nil, fmt.Errorf("dial leader %s: %w", id, err)
-	}
-	return c, nil
+// dial is conn as raftstore.Forwarder's Dialer.
+func (f *peerConns) dial(_ context.Context, addr string) (grpc.ClientConnInterface, error) {
+	return f.conn(addr)
 }
 
 // conn returns the shared connection to a peer's gRPC API.
-func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
+func (f *peerConns) conn(addr string) (*grpc.ClientConn, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if c, ok := f.conns[addr]; ok {
@@ -118,67 +105,13 @@ func (c peerCredentials) GetRequestMetadata(ctx context.Context, _ ...string) (m
 // RequireTransportSecurity is false: peers talk plaintext gRPC until mTLS.
 func (peerCredentials) RequireTransportSecurity() bool { return false }
 
-// onLeader runs local when this agent leads, remote with a connection to the
-// leader otherwise. It retries while there is no leader or the leader moves,
-// until leader_wait has passed or ctx ends, then returns Unavailable.
-func (f *forwarder) onLeader(ctx context.Context, local func() error, remote func(*grpc.ClientConn) error) error {
-	wait := f.n.cfg.LeaderWait
-	deadline := time.Now().Add(wait)
-	var last error
-	for attempt := 0; ; attempt++ {
-		var err error
-		if f.n.store.IsLeader() {
-			err = local()
-		} else if conn, cerr := f.leaderConn(); cerr != nil {
-			err = cerr
-		} else {
-			err = apierr.FromStatus(remote(conn))
-		}
-		if !retryOnLeader(err) {
-			return err
-		}
-		last = err
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: no leader answered within %s (last error: %v); is a majority of voters up? check `zrpcctl raft peers`",
-				apierr.ErrNoLeader, wait, last)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for a leader: %w (last error: %v)", ctx.Err(), last)
-		case <-f.n.ctx.Done():
-			return apierr.ErrShuttingDown
-		case <-time.After(backoff(attempt)):
-		}
-	}
-}
-
-func backoff(attempt int) time.Duration {
-	d := 10 * time.Millisecond << min(attempt, 5)
-	return min(d, 200*time.Millisecond)
-}
-
-// retryOnLeader reports whether err means "ask the (new) leader again".
-func retryOnLeader(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, apierr.ErrNotLeader) || errors.Is(err, apierr.ErrNoLeader) {
-		return true
-	}
-	// The leader's gRPC endpoint is unreachable (it may have just died).
-	st, ok := status.FromError(err)
-	return ok && st.Code() == codes.Unavailable && !errors.Is(err, apierr.ErrShuttingDown) && !errors.Is(err, apierr.ErrStaleRead)
-}
-
-// propose commits cmd through the leader and returns its revision.
+// propose commits cmd through the leader (raftstore.Forwarder.Apply) and
+// returns its revision.
 //
 // The command gets a request id first, the client's when ctx carries one
 // (withRequestID): a retry after an ambiguous failure (the leader died after
 // replicating it, or the client lost the answer and asked another agent) is
-// then applied at most once. A forwarded attempt is bounded by what is left
-// of leader_wait (at least a second): a leader that went silent without
-// closing its connection fails the write with Unavailable then, not when
-// the caller's deadline (if any) or keepalive ends it.
+// then applied at most once.
 func (n *Node) propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	if cmd.RequestId == "" {
 		cmd.RequestId = requestIDFrom(ctx)
@@ -186,33 +119,7 @@ func (n *Node) propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	if cmd.RequestId == "" {
 		cmd.RequestId = n.cfg.Name + "-" + newSessionID()
 	}
-	var rev uint64
-	deadline := time.Now().Add(n.cfg.LeaderWait)
-	err := n.forward.onLeader(ctx,
-		func() (err error) {
-			rev, err = n.applyAsLeader(ctx, cmd)
-			return err
-		},
-		func(c *grpc.ClientConn) error {
-			// The last attempt gets at least a second, whatever is left.
-			actx, cancel := context.WithDeadline(ctx, later(deadline, time.Now().Add(time.Second)))
-			defer cancel()
-			resp, err := pb.NewInternalClient(c).Apply(actx, cmd)
-			if err == nil {
-				rev = resp.Revision
-			} else if actx.Err() != nil && ctx.Err() == nil {
-				err = fmt.Errorf("%w: the leader did not answer within leader_wait (%s)", apierr.ErrNoLeader, n.cfg.LeaderWait)
-			}
-			return err
-		})
-	if err == nil && !n.store.IsLeader() {
-		// Answer a forwarded write once this replica has applied it too (up
-		// to a second), so the caller reads its own write from this agent.
-		wctx, cancel := context.WithTimeout(ctx, time.Second)
-		n.store.FSM().WaitRevision(wctx, rev)
-		cancel()
-	}
-	return rev, err
+	return n.forward.Apply(ctx, cmd)
 }
 
 // applyAsLeader proposes cmd on this agent, the leader. A registration
@@ -227,11 +134,4 @@ func (n *Node) applyAsLeader(ctx context.Context, cmd *pb.Command) (uint64, erro
 	rev, err := n.store.Apply(ctx, cmd)
 	n.metrics.observeApply(start, err)
 	return rev, err
-}
-
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }

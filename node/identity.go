@@ -77,3 +77,8 @@ func (n *Node) recordClusterID(ctx context.Context) {
 		n.log.Warn("could not announce the cluster id by gossip", "err", err)
 	}
 }
+
+func backoff(attempt int) time.Duration {
+	d := 10 * time.Millisecond << min(attempt, 5)
+	return min(d, 200*time.Millisecond)
+}

@@ -160,14 +160,14 @@ func TestAgentsOfAnotherClusterCannotJoin(t *testing.T) {
 		if nodes := n.Store().FSM().Nodes(); len(nodes) != 1 || nodes[0].Name != n.Name() {
 			t.Errorf("%s's registry lists nodes %v, want only itself", n.Name(), nodes)
 		}
-		servers := n.Store().Raft().GetConfiguration().Configuration().Servers
+		servers, _ := n.Store().Servers()
 		if len(servers) != 1 {
 			t.Errorf("%s's Raft configuration is %v, want only itself", n.Name(), servers)
 		}
 	}
 	// A reconcile pass on each leader changes nothing either.
 	for _, n := range []*Node{a, b} {
-		if err := n.reconcile(ctxT(t), map[string]time.Time{}, time.Now()); err != nil {
+		if err := n.newReconciler().reconcile(ctxT(t), time.Now()); err != nil {
 			t.Errorf("%s reconcile: %v", n.Name(), err)
 		}
 	}
@@ -192,13 +192,13 @@ func startJoined(t *testing.T, cfg Config, join string) *Node {
 }
 
 func raftServers(n *Node) []string {
-	f := n.Store().Raft().GetConfiguration()
-	if f.Error() != nil {
+	servers, err := n.Store().Servers()
+	if err != nil {
 		return nil
 	}
 	var out []string
-	for _, s := range f.Configuration().Servers {
-		out = append(out, string(s.ID))
+	for _, s := range servers {
+		out = append(out, s.ID)
 	}
 	return out
 }

@@ -2,9 +2,11 @@ package node
 
 import (
 	"context"
+	"slices"
 	"time"
 
-	"github.com/hashicorp/raft"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // Leave takes the agent out of the cluster for good: it hands leadership to
@@ -41,12 +43,12 @@ func (n *Node) leave(ctx context.Context) (bool, error) {
 
 // alone reports whether this agent is the only Raft server.
 func (n *Node) alone() bool {
-	f := n.store.Raft().GetConfiguration()
-	if f.Error() != nil {
+	servers, err := n.store.Servers()
+	if err != nil {
 		return false
 	}
-	for _, s := range f.Configuration().Servers {
-		if string(s.ID) != n.cfg.Name {
+	for _, s := range servers {
+		if s.ID != n.cfg.Name {
 			return false
 		}
 	}
@@ -54,24 +56,31 @@ func (n *Node) alone() bool {
 }
 
 // waitRemoved polls the replicated Raft configuration until this agent is
-// no longer in it.
+// no longer in it. The leader stops replicating to a server as soon as it
+// appends the configuration that removes it, so the entry that tells this
+// agent may never arrive (a timed-out last append under load); from the
+// second second on, the agent therefore also asks its peers, and a peer
+// whose configuration no longer lists it confirms the removal (the leader
+// itself may be the one it cannot reach). Were that configuration lost to a
+// leader change, gossip's "left" makes the next leader remove the agent at
+// once.
 func (n *Node) waitRemoved(ctx context.Context) bool {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
+	askFrom := time.Now().Add(time.Second)
+	var lastAsked time.Time
 	for {
-		f := n.store.Raft().GetConfiguration()
-		if f.Error() == nil {
-			in := false
-			for _, s := range f.Configuration().Servers {
-				in = in || string(s.ID) == n.cfg.Name
-			}
-			if !in {
+		servers, err := n.store.Servers()
+		if err == nil && !slices.ContainsFunc(servers, func(s raftstore.Server) bool { return s.ID == n.cfg.Name }) {
+			return true
+		}
+		if now := time.Now(); err == nil && now.After(askFrom) && now.Sub(lastAsked) >= 500*time.Millisecond {
+			lastAsked = now
+			if n.peerDropped(ctx, servers) {
 				return true
 			}
 		}
-		// Once removed, this agent stops receiving log entries; a follower
-		// that no longer hears from any leader has been cut off too.
-		if n.store.Raft().State() == raft.Shutdown {
+		if n.store.Status().State == raftstore.Shutdown {
 			return false
 		}
 		select {
@@ -80,6 +89,38 @@ func (n *Node) waitRemoved(ctx context.Context) bool {
 		case <-t.C:
 		}
 	}
+}
+
+// peerDropped asks the other servers of this agent's last known
+// configuration, in parallel (500 ms each), for their view of the Raft
+// configuration, and reports whether one no longer lists this agent.
+func (n *Node) peerDropped(ctx context.Context, servers []raftstore.Server) bool {
+	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	dropped := make(chan bool, len(servers))
+	asked := 0
+	for _, s := range servers {
+		node := n.store.FSM().Node(s.ID)
+		if s.ID == n.cfg.Name || node == nil || node.GrpcAddress == "" {
+			continue
+		}
+		conn, err := n.peers.conn(node.GrpcAddress)
+		if err != nil {
+			continue
+		}
+		asked++
+		go func() {
+			resp, err := pb.NewStatusClient(conn).Peers(ctx, &pb.PeersRequest{})
+			dropped <- err == nil && len(resp.Peers) > 0 &&
+				!slices.ContainsFunc(resp.Peers, func(p *pb.Peer) bool { return p.Id == n.cfg.Name })
+		}()
+	}
+	for range asked {
+		if <-dropped {
+			return true
+		}
+	}
+	return false
 }
 
 // Left is closed when the agent has left the cluster through Leave; the
@@ -102,8 +143,8 @@ func (n *Node) Halt() {
 			n.gossip.Close()
 		}
 		n.wg.Wait()
-		if n.forward != nil {
-			n.forward.close()
+		if n.peers != nil {
+			n.peers.close()
 		}
 		if n.store != nil {
 			n.store.Close()

@@ -6,15 +6,16 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc/codes"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // metrics are one agent's Prometheus metrics, in a registry of its own so
@@ -59,28 +60,26 @@ func newMetrics(n *Node) *metrics {
 			Help: "Watch streams ended because their reader fell behind the backlog bound (the client resumes from the revision named).",
 		}),
 	}
-	r := n.store.Raft()
+	store := n.store
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	m.reg.MustRegister(m.apply, m.rpcs, m.rpcTime, m.watchers, m.panics, m.slowWatchers,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		gauge("zrpc_raft_leader", "1 if this agent is the Raft leader.", func() float64 { return b2f(r.State() == raft.Leader) }),
-		gauge("zrpc_raft_has_leader", "1 if this agent knows a Raft leader.", func() float64 { a, _ := r.LeaderWithID(); return b2f(a != "") }),
-		gauge("zrpc_raft_applied_index", "Last Raft index applied to this replica.", func() float64 { return float64(r.AppliedIndex()) }),
-		gauge("zrpc_raft_last_index", "Last Raft index in this agent's log.", func() float64 { return float64(r.LastIndex()) }),
+		gauge("zrpc_raft_leader", "1 if this agent is the Raft leader.", func() float64 { return b2f(store.Status().State == raftstore.Leader) }),
+		gauge("zrpc_raft_has_leader", "1 if this agent knows a Raft leader.", func() float64 { return b2f(store.Status().LeaderAddr != "") }),
+		gauge("zrpc_raft_applied_index", "Last Raft index applied to this replica.", func() float64 { return float64(store.Status().AppliedIndex) }),
+		gauge("zrpc_raft_last_index", "Last Raft index in this agent's log.", func() float64 { return float64(store.Status().LastLogIndex) }),
 		gauge("zrpc_raft_last_contact_seconds", "Seconds since this follower heard from the leader (0 on the leader).", func() float64 {
-			if r.State() == raft.Leader || r.LastContact().IsZero() {
-				return 0
-			}
-			return time.Since(r.LastContact()).Seconds()
+			age, _ := store.Status().LastContactAge(time.Now())
+			return age.Seconds()
 		}),
 		gauge("zrpc_registry_bytes", "Encoded bytes of all instances in this replica (limited by max_registry_bytes).",
 			func() float64 { return float64(n.store.FSM().RegistryBytes()) }),
 		gauge("zrpc_registry_revision", "Registry revision of this replica.", func() float64 { return float64(n.store.FSM().Revision()) }),
 		&instanceCollector{n: n, desc: prometheus.NewDesc("zrpc_registry_instances",
 			"Registered instances in this replica, by health.", []string{"health"}, nil)},
-		&stateCollector{r: r, desc: prometheus.NewDesc("zrpc_raft_state",
+		&stateCollector{store: store, desc: prometheus.NewDesc("zrpc_raft_state",
 			"1 for this agent's current Raft state.", []string{"state"}, nil)},
 		&memberCollector{n: n, desc: prometheus.NewDesc("zrpc_gossip_members",
 			"Agents this agent's gossip knows, by status (alive, suspect, failed, left).", []string{"status"}, nil)},
@@ -153,15 +152,15 @@ func healthName(h pb.Health) string {
 }
 
 type stateCollector struct {
-	r    *raft.Raft
-	desc *prometheus.Desc
+	store *raftstore.Store
+	desc  *prometheus.Desc
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	cur := c.r.State()
-	for _, s := range []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raft.Shutdown} {
+	cur := c.store.Status().State
+	for _, s := range raftstore.States {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, b2f(s == cur), s.String())
 	}
 }
@@ -204,9 +203,10 @@ func (n *Node) startHTTP() error {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	ln, err := net.Listen("tcp", n.addr(n.cfg.HTTPPort))
+	addr := net.JoinHostPort(n.cfg.HTTPBind, strconv.Itoa(n.cfg.HTTPPort))
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listen for HTTP on %s: %w", n.addr(n.cfg.HTTPPort), err)
+		return fmt.Errorf("listen for HTTP on %s (http_bind, http_port): %w", addr, err)
 	}
 	n.httpLn = ln
 	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}

@@ -66,7 +66,8 @@ type Node struct {
 	http    *http.Server
 	httpLn  net.Listener
 	metrics *metrics
-	forward *forwarder
+	peers   *peerConns
+	forward *raftstore.Forwarder
 	health  *health.Keeper
 	gossip  *gossip.Gossip
 	blobs   *storage.Store
@@ -183,7 +184,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		{"start Raft", n.startRaft},
 		{"serve gRPC", func() error {
 			n.metrics = newMetrics(n)
-			n.forward = newForwarder(n)
+			n.peers = newPeerConns(n)
+			n.forward = raftstore.NewForwarder(n.store, raftstore.ForwardConfig{
+				LeaderWait: n.cfg.LeaderWait, Dial: n.peers.dial, LocalApply: n.applyAsLeader, Done: n.ctx.Done(),
+			})
 			return n.startGRPC()
 		}},
 		{"start gossip", n.startGossip},
@@ -325,8 +329,8 @@ func (n *Node) Close() error {
 		if n.blobs != nil {
 			n.blobs.Close()
 		}
-		if n.forward != nil {
-			n.forward.close()
+		if n.peers != nil {
+			n.peers.close()
 		}
 		if n.store != nil {
 			n.transferLeadership()
@@ -369,24 +373,23 @@ func stopGRPC(s *grpc.Server, timeout time.Duration) {
 // transferLeadership hands leadership to another voter before this leader
 // stops, so the cluster does not wait an election timeout.
 func (n *Node) transferLeadership() {
-	r := n.store.Raft()
-	if r == nil || r.State() != raft.Leader {
+	if n.store.Status().State != raftstore.Leader {
 		return
 	}
-	cfg := r.GetConfiguration()
-	if cfg.Error() != nil {
+	servers, err := n.store.Servers()
+	if err != nil {
 		return
 	}
 	voters := 0
-	for _, s := range cfg.Configuration().Servers {
-		if s.Suffrage == raft.Voter {
+	for _, s := range servers {
+		if s.Suffrage == raftstore.Voter {
 			voters++
 		}
 	}
 	if voters < 2 {
 		return
 	}
-	if err := r.LeadershipTransfer().Error(); err != nil {
+	if err := n.store.TransferLeadership(context.Background()); err != nil {
 		n.log.Warn("leadership transfer failed", "err", err)
 		return
 	}

@@ -15,6 +15,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 func TestAgentToAgentAPIRefusesCallersWithoutTheClusterSecret(t *testing.T) {
@@ -97,7 +98,7 @@ func TestAgentWithoutClusterIdentityServesNoAgentAPI(t *testing.T) {
 	// calls carry nothing.
 	creds := peerCredentials{n}
 	md, err := creds.GetRequestMetadata(credentials.NewContextWithRequestInfo(ctxT(t), credentials.RequestInfo{Method: "/zrpc.v1.Internal/Apply"}))
-	if status.Code(err) != codes.Unavailable || !retryOnLeader(err) || md != nil {
+	if status.Code(err) != codes.Unavailable || !raftstore.RetryOnLeader(err) || md != nil {
 		t.Fatalf("credentials without a secret: %v, %v; want Unavailable (retried)", md, err)
 	}
 	md, err = creds.GetRequestMetadata(credentials.NewContextWithRequestInfo(ctxT(t), credentials.RequestInfo{Method: "/zrpc.v1.Status/Status"}))

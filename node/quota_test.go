@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
@@ -91,6 +92,9 @@ func TestQuotaInstancesPerSession(t *testing.T) {
 	if r.Error == nil || codes.Code(r.Error.Code) != codes.ResourceExhausted ||
 		!strings.Contains(r.Error.Message, "max_instances_per_session") || !strings.Contains(r.Error.Message, "--max-instances-per-session") {
 		t.Fatalf("third instance of the session: %v, want ResourceExhausted naming max_instances_per_session", r.Error)
+	}
+	if r.Error.Reason != apierr.Code(apierr.ErrQuotaExceeded) {
+		t.Errorf("session error reason %q, want %q", r.Error.Reason, apierr.Code(apierr.ErrQuotaExceeded))
 	}
 	// Outside the session, the service takes more.
 	if _, err := c.Register(ctxT(t), &pb.RegisterRequest{Instance: inst("user.rpc", "free", "127.0.0.1:9001")}); err != nil {

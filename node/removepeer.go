@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/zrpcio/zrpc/api/apierr"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // removePeer runs on the leader. It refuses to remove the leader itself
@@ -25,19 +25,19 @@ func (n *Node) removePeer(ctx context.Context, name string) (uint64, error) {
 				"agent %s is alive (gossip address %s): make it leave with `zrpcctl --addr %s leave`, or stop it, before removing it", name, m.Addr, m.Meta.GRPCAddr)
 		}
 	}
-	f := n.store.Raft().GetConfiguration()
-	if err := f.Error(); err != nil {
-		return 0, fmt.Errorf("read raft configuration: %w", err)
+	servers, err := n.store.Servers()
+	if err != nil {
+		return 0, err
 	}
-	inRaft := make(map[string]raft.Server)
-	for _, s := range f.Configuration().Servers {
-		inRaft[string(s.ID)] = s
+	inRaft := make(map[string]raftstore.Server)
+	for _, s := range servers {
+		inRaft[s.ID] = s
 	}
 	fsm := n.store.FSM()
 	if _, ok := inRaft[name]; !ok && fsm.Node(name) == nil && !fsm.NodeOwnsAnything(name) {
 		return 0, fmt.Errorf("%w: agent %s is neither a Raft peer nor a node of the registry", apierr.ErrNotFound, name)
 	}
-	if err := n.removeMember(ctx, name, "removed by an operator (raft remove-peer)", inRaft); err != nil {
+	if err := n.newReconciler().removeMember(ctx, name, "removed by an operator (raft remove-peer)", inRaft); err != nil {
 		return 0, err
 	}
 	return fsm.Revision(), nil

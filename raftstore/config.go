@@ -81,22 +81,13 @@ const MinSnapshotThreshold = 16
 // defaults, Validate refuses zero timers.
 func (c *Config) Validate() error {
 	var l fielderr.List
-	for _, d := range []struct {
-		field string
-		v     time.Duration
-	}{
-		{"HeartbeatTimeout", c.HeartbeatTimeout},
-		{"ElectionTimeout", c.ElectionTimeout},
-		{"LeaderLeaseTimeout", c.LeaderLeaseTimeout},
-		{"CommitTimeout", c.CommitTimeout},
-		{"SnapshotInterval", c.SnapshotInterval},
-		{"ApplyTimeout", c.ApplyTimeout},
-		{"StaleReadBound", c.StaleReadBound},
-	} {
-		if d.v <= 0 {
-			l.Addf(d.field, "must be positive, got %s", d.v)
-		}
-	}
+	l.Positive("HeartbeatTimeout", c.HeartbeatTimeout)
+	l.Positive("ElectionTimeout", c.ElectionTimeout)
+	l.Positive("LeaderLeaseTimeout", c.LeaderLeaseTimeout)
+	l.Positive("CommitTimeout", c.CommitTimeout)
+	l.Positive("SnapshotInterval", c.SnapshotInterval)
+	l.Positive("ApplyTimeout", c.ApplyTimeout)
+	l.Positive("StaleReadBound", c.StaleReadBound)
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout && c.HeartbeatTimeout > 0 {
 		l.Addf("LeaderLeaseTimeout", "%s must not exceed the heartbeat timeout %s", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
 	}

@@ -8,9 +8,14 @@
 // resumable; a watcher whose revision has left the ring gets a snapshot of
 // the current state first.
 //
-// raftstore knows nothing of gRPC, gossip or health checking: node wires
-// those to it. Writes must be proposed on the leader; Store.Apply returns
-// ErrNotLeader elsewhere and the caller forwards.
+// The cluster API (Servers, AddVoter, RemoveServer, TransferLeadership,
+// Status) is the only way to the Raft engine: callers never see it.
+//
+// Writes must be proposed on the leader; Store.Apply returns ErrNotLeader
+// elsewhere. A Forwarder runs them on the leader: locally when this store
+// leads, through the leader's Internal.Apply otherwise. raftstore knows
+// gRPC only as the client of that call (the agent supplies the dialer and
+// its credentials); it knows nothing of gossip or health checking.
 package raftstore
 
 import "github.com/zrpcio/zrpc/api/apierr"

@@ -137,8 +137,8 @@ func (s *Store) Open() (err error) {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	if !existing && cfg.Bootstrap {
-		self := raft.Server{ID: rc.LocalID, Address: s.transport.LocalAddr(), Suffrage: raft.Voter}
-		if err := s.BootstrapCluster([]raft.Server{self}); err != nil {
+		self := Server{ID: cfg.NodeID, Address: string(s.transport.LocalAddr()), Suffrage: Voter}
+		if err := s.BootstrapCluster([]Server{self}); err != nil {
 			s.raft.Shutdown()
 			return err
 		}
@@ -205,8 +205,16 @@ func (s *Store) HadState() bool { return s.hadState }
 // BootstrapCluster starts a new cluster with servers as its voters. Every
 // server bootstrapping with the same list is safe; a store that has state
 // returns nil without changing anything.
-func (s *Store) BootstrapCluster(servers []raft.Server) error {
-	err := s.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error()
+func (s *Store) BootstrapCluster(servers []Server) error {
+	var cfg raft.Configuration
+	for _, srv := range servers {
+		sf := raft.Voter
+		if srv.Suffrage == Nonvoter {
+			sf = raft.Nonvoter
+		}
+		cfg.Servers = append(cfg.Servers, raft.Server{ID: raft.ServerID(srv.ID), Address: raft.ServerAddress(srv.Address), Suffrage: sf})
+	}
+	err := s.raft.BootstrapCluster(cfg).Error()
 	if errors.Is(err, raft.ErrCantBootstrap) {
 		return nil
 	}
@@ -489,9 +497,6 @@ func (s *Store) WaitLeader(ctx context.Context) error {
 		}
 	}
 }
-
-// Raft exposes the raft node for status and membership changes.
-func (s *Store) Raft() *raft.Raft { return s.raft }
 
 // Close stops Raft and closes the log. It is safe to call more than once.
 func (s *Store) Close() error {

@@ -225,7 +225,7 @@ func TestStoreRestartKeepsWrites(t *testing.T) {
 	if n := countConfigEntries(t, s2.logs); n != configs {
 		t.Errorf("%d configuration entries after restart, %d before: the store bootstrapped again", n, configs)
 	}
-	if srv := s2.Raft().GetConfiguration(); srv.Error() != nil || len(srv.Configuration().Servers) != 1 {
+	if srv := s2.raft.GetConfiguration(); srv.Error() != nil || len(srv.Configuration().Servers) != 1 {
 		t.Errorf("configuration after restart: %v, %v", srv.Configuration(), srv.Error())
 	}
 	// And it takes writes again.
@@ -258,7 +258,7 @@ func TestStoreSnapshotRestore(t *testing.T) {
 		mustStoreApply(t, s, cmd)
 	}
 	snapRev := s.FSM().Revision()
-	if err := s.Raft().Snapshot().Error(); err != nil {
+	if err := s.raft.Snapshot().Error(); err != nil {
 		t.Fatalf("snapshot: %v", err)
 	}
 	// Entries after the snapshot are replayed from the log.

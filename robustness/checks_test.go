@@ -9,12 +9,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/node"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // Checks of the cluster itself once the faults are healed and the traffic
@@ -109,12 +109,12 @@ func (r *run) checkMembership() {
 
 // inRaft reports whether agent name is in n's Raft configuration.
 func inRaft(n *node.Node, name string) bool {
-	f := n.Store().Raft().GetConfiguration()
-	if f.Error() != nil {
+	servers, err := n.Store().Servers()
+	if err != nil {
 		return false
 	}
-	for _, s := range f.Configuration().Servers {
-		if string(s.ID) == name {
+	for _, s := range servers {
+		if s.ID == name {
 			return true
 		}
 	}
@@ -126,13 +126,13 @@ func (r *run) membershipProblem(left []int) string {
 	if l == nil {
 		return "no leader"
 	}
-	f := l.Store().Raft().GetConfiguration()
-	if f.Error() != nil {
-		return f.Error().Error()
+	servers, err := l.Store().Servers()
+	if err != nil {
+		return err.Error()
 	}
-	inRaft := map[string]raft.ServerSuffrage{}
-	for _, s := range f.Configuration().Servers {
-		inRaft[string(s.ID)] = s.Suffrage
+	inRaft := map[string]raftstore.Suffrage{}
+	for _, s := range servers {
+		inRaft[s.ID] = s.Suffrage
 	}
 	for _, i := range r.running() {
 		name := r.c.Name(i)

@@ -112,10 +112,10 @@ func (r *run) startMonitor() {
 		members := map[string]bool{}
 		for ctx.Err() == nil {
 			if l := r.c.Leader(); l != nil {
-				if f := l.Store().Raft().GetConfiguration(); f.Error() == nil {
+				if servers, err := l.Store().Servers(); err == nil {
 					now := map[string]bool{}
-					for _, s := range f.Configuration().Servers {
-						now[string(s.ID)] = true
+					for _, s := range servers {
+						now[s.ID] = true
 					}
 					for name := range members {
 						if !now[name] {

@@ -118,8 +118,8 @@ func TestServerRegistersAgainAfterItsAgentWasReaped(t *testing.T) {
 		if l == nil || l.Name() == c.Name(cut) {
 			return false
 		}
-		f := l.Store().Raft().GetConfiguration()
-		return f.Error() == nil && len(f.Configuration().Servers) == 2 && len(instancesOn(t, c, other, "user.rpc")) == 0
+		servers, err := l.Store().Servers()
+		return err == nil && len(servers) == 2 && len(instancesOn(t, c, other, "user.rpc")) == 0
 	})
 	c.Heal()
 	c.WaitFor(30*time.Second, "the agent back in Raft and u1 registered again, passing, through another agent", func() bool {
@@ -127,9 +127,9 @@ func TestServerRegistersAgainAfterItsAgentWasReaped(t *testing.T) {
 		if l == nil {
 			return false
 		}
-		f := l.Store().Raft().GetConfiguration()
+		servers, err := l.Store().Servers()
 		got := instancesOn(t, c, other, "user.rpc")
-		return f.Error() == nil && len(f.Configuration().Servers) == 3 &&
+		return err == nil && len(servers) == 3 &&
 			len(got) == 1 && got[0].Id == "u1" && got[0].Node == c.Name(cut) && got[0].Health == pb.Health_PASSING
 	})
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"google.golang.org/grpc"
-
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 )
@@ -60,14 +58,7 @@ func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 		return 0
 	}
 	req := &pb.ReferencedRequest{Node: self, Shards: refs}
-	var referenced []bool
-	err = s.cluster.OnLeader(ctx,
-		func() error { referenced = s.referenced(req); return nil },
-		func(c *grpc.ClientConn) error {
-			resp, err := pb.NewShardsClient(c).Referenced(ctx, req)
-			referenced = resp.GetReferenced()
-			return err
-		})
+	referenced, err := s.cluster.Leader().Referenced(ctx, req)
 	if err != nil || len(referenced) != len(refs) {
 		s.log.Info("orphan shards not confirmed by the leader; keeping them for now", "shards", len(refs), "err", err)
 		return 0

@@ -136,21 +136,12 @@ func (c Config) Validate() error {
 	if c.ScrubRate < 0 {
 		l.Addf("ScrubRate", "%d must not be negative (0 turns scrubbing off)", c.ScrubRate)
 	}
-	for _, d := range []struct {
-		field string
-		v     time.Duration
-	}{
-		{"ShardTimeout", c.ShardTimeout},
-		{"RepairInterval", c.RepairInterval},
-		{"RepairDelay", c.RepairDelay},
-		{"PutTimeout", c.PutTimeout},
-		{"OrphanGrace", c.OrphanGrace},
-		{"GCInterval", c.GCInterval},
-		{"ScrubInterval", c.ScrubInterval},
-	} {
-		if d.v <= 0 {
-			l.Addf(d.field, "must be positive, got %s", d.v)
-		}
-	}
+	l.Positive("ShardTimeout", c.ShardTimeout)
+	l.Positive("RepairInterval", c.RepairInterval)
+	l.Positive("RepairDelay", c.RepairDelay)
+	l.Positive("PutTimeout", c.PutTimeout)
+	l.Positive("OrphanGrace", c.OrphanGrace)
+	l.Positive("GCInterval", c.GCInterval)
+	l.Positive("ScrubInterval", c.ScrubInterval)
 	return l.Err()
 }

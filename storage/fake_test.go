@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/hashicorp/raft"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -24,6 +23,8 @@ import (
 type fakeCluster struct {
 	self string
 	fsm  *raftstore.FSM
+	// store is the blob store over this cluster: the leader's API is its.
+	store *Store
 
 	mu   sync.Mutex
 	next uint64
@@ -34,8 +35,8 @@ type fakeCluster struct {
 	// intercept, when set, sees each command before it is applied and may
 	// change what Propose does.
 	intercept func(ctx context.Context, cmd *pb.Command, apply func() (uint64, error)) (uint64, error)
-	// afterLeader, when set, runs after each OnLeader call: what happens on
-	// the leader between its answer and the caller acting on it.
+	// afterLeader, when set, runs after each call of the leader's API: what
+	// happens on the leader between its answer and the caller acting on it.
 	afterLeader func()
 }
 
@@ -55,16 +56,35 @@ func (f *fakeCluster) GossipAlive() int {
 
 func (f *fakeCluster) LeaderRevision(context.Context) (uint64, error) { return f.fsm.Revision(), nil }
 
-func (f *fakeCluster) Conn(node string) (*grpc.ClientConn, error) {
+func (f *fakeCluster) Shards(node string, _ bool) (pb.ShardsClient, error) {
 	return nil, fmt.Errorf("agent %s: this test has no peers", node)
 }
 
-func (f *fakeCluster) OnLeader(_ context.Context, local func() error, _ func(*grpc.ClientConn) error) error {
-	err := local()
-	if f.afterLeader != nil {
-		f.afterLeader()
+// Leader is this agent's own store, as the leader.
+func (f *fakeCluster) Leader() LeaderAPI { return fakeLeader{f} }
+
+// fakeLeader is the store's LocalLeader, followed by afterLeader.
+type fakeLeader struct{ f *fakeCluster }
+
+func (l fakeLeader) after() {
+	if l.f.afterLeader != nil {
+		l.f.afterLeader()
 	}
-	return err
+}
+
+func (l fakeLeader) RepairStatus(ctx context.Context, req *pb.RepairStatusRequest) (*pb.RepairStatusResponse, error) {
+	defer l.after()
+	return l.f.store.LocalLeader().RepairStatus(ctx, req)
+}
+
+func (l fakeLeader) ReportShards(ctx context.Context, req *pb.ReportShardsRequest) error {
+	defer l.after()
+	return l.f.store.LocalLeader().ReportShards(ctx, req)
+}
+
+func (l fakeLeader) Referenced(ctx context.Context, req *pb.ReferencedRequest) ([]bool, error) {
+	defer l.after()
+	return l.f.store.LocalLeader().Referenced(ctx, req)
 }
 
 func (f *fakeCluster) Propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
@@ -128,6 +148,7 @@ func newTestStore(t testing.TB, cfg Config, self string, nodes ...string) (*Stor
 		t.Fatal(err)
 	}
 	s := New(cfg, fc, shards, nil, testlog.New(t, self))
+	fc.store = s
 	t.Cleanup(s.Close)
 	return s, fc
 }

@@ -7,8 +7,6 @@ import (
 	"regexp"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/storage/codec"
@@ -40,11 +38,11 @@ func (s *Store) putShard(ctx context.Context, node string, ref *pb.ShardRef, sc 
 	if node == s.cluster.Self() {
 		return s.storeLocal(req)
 	}
-	conn, err := s.cluster.Conn(node)
+	peer, err := s.cluster.Shards(node, false)
 	if err != nil {
 		return err
 	}
-	_, err = pb.NewShardsClient(conn).PutShard(ctx, req)
+	_, err = peer.PutShard(ctx, req)
 	if err != nil {
 		return fmt.Errorf("put shard %s/%d/%d on %s: %w", ref.BlobId, ref.Block, ref.Index, node, apierr.FromStatus(err))
 	}
@@ -80,11 +78,11 @@ func (s *Store) syncShards(ctx context.Context, node, id string) (int, error) {
 		n, err := s.shards.CommitStaged(id)
 		return n, mapShardErr(err)
 	}
-	conn, err := s.cluster.Conn(node)
+	peer, err := s.cluster.Shards(node, false)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := pb.NewShardsClient(conn).SyncShards(ctx, &pb.SyncShardsRequest{BlobId: id})
+	resp, err := peer.SyncShards(ctx, &pb.SyncShardsRequest{BlobId: id})
 	if err != nil {
 		return 0, fmt.Errorf("sync shards of %s on %s: %w", id, node, apierr.FromStatus(err))
 	}
@@ -114,12 +112,12 @@ func (s *Store) getShard(ctx context.Context, node string, ref *pb.ShardRef, wan
 		err = mapShardErr(err)
 		got = h.Sum // Get checked the payload against its header
 	} else {
-		conn, cerr := s.cluster.Conn(node)
+		peer, cerr := s.cluster.Shards(node, waitReady)
 		if cerr != nil { // no answer from the holder: nothing to report
 			return nil, fmt.Errorf("get shard %s/%d/%d from %s: %w", ref.BlobId, ref.Block, ref.Index, node, cerr)
 		}
 		var resp *pb.GetShardResponse
-		resp, err = pb.NewShardsClient(conn).GetShard(ctx, &pb.GetShardRequest{Ref: ref}, grpc.WaitForReady(waitReady))
+		resp, err = peer.GetShard(ctx, &pb.GetShardRequest{Ref: ref})
 		err = apierr.FromStatus(err)
 		if err == nil {
 			payload = resp.Payload
@@ -165,13 +163,7 @@ func (s *Store) reportShards(refs []*pb.ShardRef, lost bool) {
 		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 		defer cancel()
-		err := s.cluster.OnLeader(ctx,
-			func() error { s.repair.report(req.Corrupt, req.Reporter); return nil },
-			func(c *grpc.ClientConn) error {
-				_, err := pb.NewShardsClient(c).ReportShards(ctx, req)
-				return err
-			})
-		if err != nil {
+		if err := s.cluster.Leader().ReportShards(ctx, req); err != nil {
 			s.log.Warn("could not report "+what+" shards; the scrubber will find them again", "shards", len(refs), "err", err)
 		}
 	}()
@@ -185,9 +177,9 @@ func (s *Store) deleteShardsOn(ctx context.Context, nodes, ids []string, rev uin
 			s.deleteUnreferenced(ctx, ids, rev)
 			continue
 		}
-		conn, err := s.cluster.Conn(node)
+		peer, err := s.cluster.Shards(node, false)
 		if err == nil {
-			_, err = pb.NewShardsClient(conn).DeleteShards(ctx, &pb.DeleteShardsRequest{BlobIds: ids, Revision: rev})
+			_, err = peer.DeleteShards(ctx, &pb.DeleteShardsRequest{BlobIds: ids, Revision: rev})
 		}
 		if err != nil {
 			s.log.Info("shard delete not delivered; the agent collects them itself later", "agent", node, "err", err)
@@ -302,7 +294,9 @@ func (ss *ShardServer) ReportShards(ctx context.Context, req *pb.ReportShardsReq
 			return nil, err
 		}
 	}
-	ss.s.repair.report(req.Corrupt, req.Reporter)
+	if err := ss.s.LocalLeader().ReportShards(ctx, req); err != nil {
+		return nil, err
+	}
 	return &pb.ReportShardsResponse{}, nil
 }
 
@@ -310,5 +304,9 @@ func (ss *ShardServer) Referenced(ctx context.Context, req *pb.ReferencedRequest
 	if !ss.s.cluster.IsLeader() {
 		return nil, apierr.ErrNotLeader
 	}
-	return &pb.ReferencedResponse{Referenced: ss.s.referenced(req)}, nil
+	referenced, err := ss.s.LocalLeader().Referenced(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.ReferencedResponse{Referenced: referenced}, nil
 }

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/storage/codec"
 	"github.com/zrpcio/zrpc/storage/placement"
@@ -582,15 +580,7 @@ func (r *repairer) pick(b *pb.Blob, block, idx int, reason string) (string, erro
 // LeaderRepairStatus is RepairStatus as the leader, which runs repair,
 // answers it.
 func (s *Store) LeaderRepairStatus(ctx context.Context, blobID string) (*pb.RepairStatusResponse, error) {
-	var out *pb.RepairStatusResponse
-	err := s.cluster.OnLeader(ctx,
-		func() error { out = s.RepairStatus(blobID); return nil },
-		func(c *grpc.ClientConn) error {
-			var err error
-			out, err = pb.NewBlobsClient(c).RepairStatus(ctx, &pb.RepairStatusRequest{BlobId: blobID})
-			return err
-		})
-	return out, err
+	return s.cluster.Leader().RepairStatus(ctx, &pb.RepairStatusRequest{BlobId: blobID})
 }
 
 // RepairStatus is the state of the leader's repair; with a blob id, it

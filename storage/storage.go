@@ -18,8 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/storage/placement"
@@ -67,10 +65,15 @@ type Cluster interface {
 	Meta() Meta
 	// Propose commits a command through the leader and returns its revision.
 	Propose(ctx context.Context, cmd *pb.Command) (uint64, error)
-	// Conn returns a connection to the named agent's gRPC API.
-	Conn(node string) (*grpc.ClientConn, error)
-	// OnLeader runs local on the leader, or remote against it.
-	OnLeader(ctx context.Context, local func() error, remote func(*grpc.ClientConn) error) error
+	// Shards returns the named agent's Shards API. With waitReady, its
+	// calls wait for a connection still in reconnect backoff (the agent
+	// just restarted) until their context ends, instead of failing at once.
+	Shards(node string, waitReady bool) (pb.ShardsClient, error)
+	// Leader returns the blob store's leader-only API as the current
+	// leader serves it: each call runs on the leader (this agent's own
+	// Store, through LocalLeader, when it leads), waiting for one and
+	// following it when it moves, as writes do.
+	Leader() LeaderAPI
 	// IsLeader reports whether this agent leads.
 	IsLeader() bool
 	// LeaderRevision asks the leader for the latest committed revision.
@@ -80,6 +83,63 @@ type Cluster interface {
 	// (the leader's reconcile writes them): while it knows fewer alive, the
 	// cluster is still forming.
 	GossipAlive() int
+}
+
+// LeaderAPI is what only the leader answers, because repair runs there.
+// Store.LocalLeader serves it on the leader; NewLeaderClient calls a remote
+// leader through its Blobs and Shards APIs.
+type LeaderAPI interface {
+	// RepairStatus is the state of the leader's repair (see
+	// Store.RepairStatus).
+	RepairStatus(ctx context.Context, req *pb.RepairStatusRequest) (*pb.RepairStatusResponse, error)
+	// ReportShards hands copies of shards found corrupt or lost to repair.
+	ReportShards(ctx context.Context, req *pb.ReportShardsRequest) error
+	// Referenced tells, for each shard, whether a blob or a pending put
+	// refers to it in the leader's replica.
+	Referenced(ctx context.Context, req *pb.ReferencedRequest) ([]bool, error)
+}
+
+// LocalLeader is this Store's LeaderAPI, for when its agent leads.
+func (s *Store) LocalLeader() LeaderAPI { return localLeader{s} }
+
+type localLeader struct{ s *Store }
+
+func (l localLeader) RepairStatus(_ context.Context, req *pb.RepairStatusRequest) (*pb.RepairStatusResponse, error) {
+	return l.s.RepairStatus(req.GetBlobId()), nil
+}
+
+func (l localLeader) ReportShards(_ context.Context, req *pb.ReportShardsRequest) error {
+	l.s.repair.report(req.Corrupt, req.Reporter)
+	return nil
+}
+
+func (l localLeader) Referenced(_ context.Context, req *pb.ReferencedRequest) ([]bool, error) {
+	return l.s.referenced(req), nil
+}
+
+// NewLeaderClient is the LeaderAPI of a remote leader, called through its
+// Blobs and Shards APIs.
+func NewLeaderClient(blobs pb.BlobsClient, shards pb.ShardsClient) LeaderAPI {
+	return leaderClient{blobs: blobs, shards: shards}
+}
+
+type leaderClient struct {
+	blobs  pb.BlobsClient
+	shards pb.ShardsClient
+}
+
+func (c leaderClient) RepairStatus(ctx context.Context, req *pb.RepairStatusRequest) (*pb.RepairStatusResponse, error) {
+	return c.blobs.RepairStatus(ctx, req)
+}
+
+func (c leaderClient) ReportShards(ctx context.Context, req *pb.ReportShardsRequest) error {
+	_, err := c.shards.ReportShards(ctx, req)
+	return err
+}
+
+func (c leaderClient) Referenced(ctx context.Context, req *pb.ReferencedRequest) ([]bool, error) {
+	resp, err := c.shards.Referenced(ctx, req)
+	return resp.GetReferenced(), err
 }
 
 // Store is one agent's part of the blob store.

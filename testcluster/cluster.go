@@ -87,8 +87,8 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 		if l == nil {
 			return false
 		}
-		f := l.Store().Raft().GetConfiguration()
-		return f.Error() == nil && len(f.Configuration().Servers) == n
+		servers, err := l.Store().Servers()
+		return err == nil && len(servers) == n
 	})
 	return c
 }

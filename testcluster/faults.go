@@ -93,7 +93,7 @@ func (c *Cluster) TransferLeadership() error {
 		return fmt.Errorf("testcluster: transfer leadership: no leader")
 	}
 	c.t.Logf("testcluster: transfer leadership away from %s", l.Name())
-	return l.Store().Raft().LeadershipTransfer().Error()
+	return l.Store().TransferLeadership(context.Background())
 }
 
 // Leave makes agent i leave the cluster for good (node.Node.Leave) and

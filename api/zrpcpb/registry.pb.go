@@ -1720,9 +1720,12 @@ func (x *SessionResponse) GetError() *ErrorDetail {
 }
 
 type ErrorDetail struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
-	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Code    int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// reason is the error's stable reason code (api/apierr, e.g. NOT_FOUND),
+	// empty when it has none; agents before reason codes leave it empty.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1767,6 +1770,13 @@ func (x *ErrorDetail) GetCode() int32 {
 func (x *ErrorDetail) GetMessage() string {
 	if x != nil {
 		return x.Message
+	}
+	return ""
+}
+
+func (x *ErrorDetail) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
@@ -2680,10 +2690,11 @@ const file_registry_proto_rawDesc = "" +
 	"\x06header\x18\x02 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x18\n" +
 	"\asession\x18\x03 \x01(\tR\asession\x12-\n" +
 	"\binstance\x18\x04 \x01(\v2\x11.zrpc.v1.InstanceR\binstance\x12*\n" +
-	"\x05error\x18\x05 \x01(\v2\x14.zrpc.v1.ErrorDetailR\x05error\";\n" +
+	"\x05error\x18\x05 \x01(\v2\x14.zrpc.v1.ErrorDetailR\x05error\"S\n" +
 	"\vErrorDetail\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\x0f\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x0f\n" +
 	"\rStatusRequest\"\xa8\x03\n" +
 	"\x0eStatusResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x12\n" +

@@ -54,8 +54,12 @@ func TestRaftRemovePeer(t *testing.T) {
 	}
 	checkContains(t, "remove-peer stdout", res.stdout, "removed agent "+c.Name(gone))
 	l := c.Node(leader)
-	for _, s := range l.Store().Raft().GetConfiguration().Configuration().Servers {
-		if string(s.ID) == c.Name(gone) {
+	servers, err := l.Store().Servers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range servers {
+		if s.ID == c.Name(gone) {
 			t.Errorf("%s is still a Raft server", c.Name(gone))
 		}
 	}

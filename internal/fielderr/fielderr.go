@@ -11,6 +11,7 @@ package fielderr
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Error is one field's problem.
@@ -35,6 +36,13 @@ type List struct {
 // Addf records a problem of field, formatted as by fmt.Errorf (%w wraps).
 func (l *List) Addf(field, format string, args ...any) {
 	l.Add(field, fmt.Errorf(format, args...))
+}
+
+// Positive records a problem of field unless the duration d is above zero.
+func (l *List) Positive(field string, d time.Duration) {
+	if d <= 0 {
+		l.Addf(field, "must be positive, got %s", d)
+	}
 }
 
 // Add records err as a problem of field.

@@ -107,18 +107,6 @@ func (g graph) chain(from, to string) []string {
 	return nil
 }
 
-func split(s string) []string {
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, ",")
-}
-
-func rel(path string) string {
-	r, _ := ours(path)
-	return r
-}
-
 func ours(path string) (string, bool) {
 	if path == module {
 		return "", true

@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
@@ -44,7 +43,7 @@ type Cluster interface {
 	Propose(ctx context.Context, cmd *pb.Command) (uint64, error)
 	// OnLeader runs local when this agent leads, remote with a connection
 	// to the leader otherwise, waiting a bounded time while there is none.
-	OnLeader(ctx context.Context, local func() error, remote func(*grpc.ClientConn) error) error
+	OnLeader(ctx context.Context, local func() error, remote func(grpc.ClientConnInterface) error) error
 	// CheckRead returns nil when this agent may answer a read with
 	// consistency c, waiting within ctx for its replica to catch up.
 	CheckRead(ctx context.Context, c pb.Consistency) error
@@ -119,8 +118,10 @@ func (s *Registry) header(rev uint64) *pb.ResponseHeader { return header(s.cfg.A
 // StatusAgent is what the Status service reads of its agent and asks of
 // it.
 type StatusAgent interface {
-	// Raft is the agent's Raft node.
-	Raft() *raft.Raft
+	// RaftStatus is the agent's Raft state.
+	RaftStatus() raftstore.Status
+	// Servers is the Raft configuration.
+	Servers() ([]raftstore.Server, error)
 	// ClusterID is the id of the agent's cluster ("" until it is known).
 	ClusterID() string
 	// Members are the agents gossip knows.

@@ -89,7 +89,7 @@ func (s *Registry) RenewTTL(ctx context.Context, req *pb.RenewTTLRequest) (*pb.R
 			resp = &pb.RenewTTLResponse{Header: s.header(rev)}
 			return err
 		},
-		func(c *grpc.ClientConn) (err error) {
+		func(c grpc.ClientConnInterface) (err error) {
 			resp, err = pb.NewRegistryClient(c).RenewTTL(ctx, req)
 			return err
 		})
@@ -112,7 +112,7 @@ func (s *Registry) read(ctx context.Context, c pb.Consistency, local func() erro
 			}
 			return local()
 		},
-		func(conn *grpc.ClientConn) error { return remote(pb.NewRegistryClient(conn)) })
+		func(conn grpc.ClientConnInterface) error { return remote(pb.NewRegistryClient(conn)) })
 }
 
 // Get answers one page of a service's instances (see getPage): a service too

@@ -123,7 +123,7 @@ func (s *Registry) handleSessionRequest(ctx context.Context, id string, req *pb.
 	}
 	if err != nil {
 		st, _ := status.FromError(apierr.ToStatus(err))
-		resp.Error = &pb.ErrorDetail{Code: int32(st.Code()), Message: st.Message()}
+		resp.Error = &pb.ErrorDetail{Code: int32(st.Code()), Message: st.Message(), Reason: apierr.Code(err)}
 	}
 	return resp
 }

@@ -4,49 +4,41 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"strconv"
 	"sync"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
-	"github.com/zrpcio/zrpc/raftstore"
 )
 
 func (s *Status) header(rev uint64) *pb.ResponseHeader { return header(s.cfg.Agent, rev) }
 
 func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
-	r := s.cfg.Status.Raft()
-	stats := r.Stats()
-	num := func(k string) uint64 { v, _ := strconv.ParseUint(stats[k], 10, 64); return v }
-	leaderAddr, leaderID := r.LeaderWithID()
+	st := s.cfg.Status.RaftStatus()
 	resp := &pb.StatusResponse{
 		Header:       s.header(s.cfg.Replica.Revision()),
 		Node:         s.cfg.Agent,
-		Leader:       string(leaderID),
-		Term:         num("term"),
-		RaftState:    r.State().String(),
-		CommitIndex:  num("commit_index"),
-		AppliedIndex: r.AppliedIndex(),
-		LastLogIndex: r.LastIndex(),
+		Leader:       st.LeaderID,
+		Term:         st.Term,
+		RaftState:    st.State.String(),
+		CommitIndex:  st.CommitIndex,
+		AppliedIndex: st.AppliedIndex,
+		LastLogIndex: st.LastLogIndex,
 		Build:        s.cfg.Build,
 		ClusterId:    s.cfg.Status.ClusterID(),
 	}
-	if leaderID != "" {
-		if node := s.cfg.Replica.Node(string(leaderID)); node != nil {
+	if st.LeaderID != "" {
+		if node := s.cfg.Replica.Node(st.LeaderID); node != nil {
 			resp.LeaderAddress = node.GrpcAddress
 		} else {
-			resp.LeaderAddress = string(leaderAddr)
+			resp.LeaderAddress = st.LeaderAddr
 		}
 	}
-	if r.State() == raft.Leader {
-		resp.LastContact = durationpb.New(0)
-	} else if lc := r.LastContact(); !lc.IsZero() {
-		resp.LastContact = durationpb.New(time.Since(lc))
+	if age, ok := st.LastContactAge(time.Now()); ok {
+		resp.LastContact = durationpb.New(age)
 	}
 	return resp, nil
 }
@@ -54,19 +46,18 @@ func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 // Members lists the agents gossip knows, with their Raft role, plus Raft
 // servers gossip does not know (status "unknown").
 func (s *Status) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.MembersResponse, error) {
-	r := s.cfg.Status.Raft()
-	f := r.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return nil, raftstore.RaftError(err)
+	servers, err := s.cfg.Status.Servers()
+	if err != nil {
+		return nil, err
 	}
-	_, leaderID := r.LeaderWithID()
+	leaderID := s.cfg.Status.RaftStatus().LeaderID
 	role := func(name string) string {
-		for _, srv := range f.Configuration().Servers {
-			if string(srv.ID) == name {
+		for _, srv := range servers {
+			if srv.ID == name {
 				if srv.ID == leaderID {
 					return "leader"
 				}
-				return suffrage(srv.Suffrage)
+				return srv.Suffrage.String()
 			}
 		}
 		return "none"
@@ -80,38 +71,30 @@ func (s *Status) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.Members
 			Status: m.Status, Role: role(m.Name), Build: m.Meta.Build, Zone: m.Meta.Zone,
 		})
 	}
-	for _, srv := range f.Configuration().Servers {
-		if !known[string(srv.ID)] {
-			resp.Members = append(resp.Members, &pb.Member{Name: string(srv.ID), RaftAddress: string(srv.Address), Status: "unknown", Role: role(string(srv.ID))})
+	for _, srv := range servers {
+		if !known[srv.ID] {
+			resp.Members = append(resp.Members, &pb.Member{Name: srv.ID, RaftAddress: srv.Address, Status: "unknown", Role: role(srv.ID)})
 		}
 	}
 	return resp, nil
-}
-
-func suffrage(s raft.ServerSuffrage) string {
-	if s == raft.Voter {
-		return "voter"
-	}
-	return "nonvoter"
 }
 
 // Peers lists the Raft configuration. Each peer's last log index comes
 // from that peer's own Status (asked in parallel, 500 ms each); it is 0
 // when the peer does not answer.
 func (s *Status) Peers(ctx context.Context, _ *pb.PeersRequest) (*pb.PeersResponse, error) {
-	r := s.cfg.Status.Raft()
-	f := r.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return nil, raftstore.RaftError(err)
+	servers, err := s.cfg.Status.Servers()
+	if err != nil {
+		return nil, err
 	}
-	_, leaderID := r.LeaderWithID()
+	st := s.cfg.Status.RaftStatus()
 	resp := &pb.PeersResponse{Header: s.header(s.cfg.Replica.Revision())}
 	var wg sync.WaitGroup
-	for _, srv := range f.Configuration().Servers {
-		p := &pb.Peer{Id: string(srv.ID), Address: string(srv.Address), Suffrage: suffrage(srv.Suffrage), Leader: srv.ID == leaderID}
+	for _, srv := range servers {
+		p := &pb.Peer{Id: srv.ID, Address: srv.Address, Suffrage: srv.Suffrage.String(), Leader: srv.ID == st.LeaderID}
 		resp.Peers = append(resp.Peers, p)
 		if p.Id == s.cfg.Agent {
-			p.LastIndex = r.LastIndex()
+			p.LastIndex = st.LastLogIndex
 			continue
 		}
 		node := s.cfg.Replica.Node(p.Id)
@@ -161,7 +144,7 @@ func (s *Status) RemovePeer(ctx context.Context, req *pb.RemovePeerRequest) (*pb
 			rev, err = s.cfg.Status.RemovePeer(ctx, name)
 			return err
 		},
-		func(c *grpc.ClientConn) error {
+		func(c grpc.ClientConnInterface) error {
 			resp, err := pb.NewStatusClient(c).RemovePeer(ctx, req)
 			rev = resp.GetHeader().GetRevision()
 			return err

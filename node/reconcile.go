@@ -1,0 +1,222 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/raftstore"
+)
+
+// reconcileInterval is how often the leader re-checks membership in full,
+// on top of the passes gossip events trigger.
+const reconcileInterval = time.Second
+
+// raftMembership is the Raft configuration as reconcile reads and changes
+// it (raftstore.Store's cluster API). Changes need the leader.
+type raftMembership interface {
+	Servers() ([]raftstore.Server, error)
+	AddVoter(ctx context.Context, id, addr string) error
+	AddNonvoter(ctx context.Context, id, addr string) error
+	RemoveServer(ctx context.Context, id string) error
+}
+
+// nodeTable is the registry's agents as reconcile reads them (the local
+// replica, raftstore.FSM).
+type nodeTable interface {
+	Node(name string) *pb.Node
+	NodeOwnsAnything(name string) bool
+}
+
+// reconciler turns what gossip says into Raft configuration changes and
+// registry writes. It runs on the leader, in one goroutine; every pass is
+// idempotent and complete, so a new leader repairs whatever the previous
+// one left undone.
+type reconciler struct {
+	self string
+	// voters is how many voters the cluster should have (cfg.Voters).
+	voters int
+	// reap is how long a failed agent, or a Raft server gossip does not
+	// know, stays before it is removed (cfg.DeadNodeReap).
+	reap time.Duration
+	// members lists what gossip knows, this agent included; nil while
+	// gossip has not started (the pass then does nothing).
+	members func() []gossip.Member
+	raft    raftMembership
+	nodes   nodeTable
+	// apply commits a registry command (on the leader).
+	apply func(ctx context.Context, cmd *pb.Command) (uint64, error)
+	log   *slog.Logger
+	// failedSince is when each failed or unknown server was first seen so.
+	failedSince map[string]time.Time
+}
+
+// newReconciler is the agent's reconciler, over its gossip, Raft store and
+// replica.
+func (n *Node) newReconciler() *reconciler {
+	return &reconciler{
+		self: n.cfg.Name, voters: n.cfg.Voters, reap: n.cfg.DeadNodeReap,
+		members: func() []gossip.Member {
+			if n.gossip == nil {
+				return nil
+			}
+			return n.gossip.Members()
+		},
+		raft: n.store, nodes: n.store.FSM(), apply: n.store.Apply, log: n.log,
+		failedSince: make(map[string]time.Time),
+	}
+}
+
+// runReconcile runs on the leader: a full pass every reconcileInterval and
+// after each gossip event, until leadership ends.
+func (n *Node) runReconcile(ctx context.Context) {
+	r := n.newReconciler()
+	t := time.NewTicker(reconcileInterval)
+	defer t.Stop()
+	for {
+		if err := r.reconcile(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			n.log.Warn("reconcile pass failed; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-n.reconcileWake:
+		}
+	}
+}
+
+// reconcile makes one full pass at time now.
+func (r *reconciler) reconcile(ctx context.Context, now time.Time) error {
+	members := r.members()
+	if members == nil {
+		return nil
+	}
+	servers, err := r.raft.Servers()
+	if err != nil {
+		return err
+	}
+	inRaft := make(map[string]raftstore.Server)
+	voters := 0
+	for _, s := range servers {
+		inRaft[s.ID] = s
+		if s.Suffrage == raftstore.Voter {
+			voters++
+		}
+	}
+	var errs []error
+	seen := map[string]bool{r.self: true}
+	for _, m := range members {
+		if m.Meta.Role != "server" || m.Name == r.self {
+			continue
+		}
+		seen[m.Name] = true
+		switch m.Status {
+		case gossip.StatusAlive, gossip.StatusSuspect:
+			delete(r.failedSince, m.Name)
+			errs = append(errs, r.reconcileAlive(ctx, m, inRaft, &voters))
+		case gossip.StatusFailed:
+			if _, ok := r.failedSince[m.Name]; !ok {
+				r.failedSince[m.Name] = now
+			}
+			errs = append(errs, r.reconcileFailed(ctx, m.Name, now.Sub(r.failedSince[m.Name]), inRaft))
+		case gossip.StatusLeft:
+			errs = append(errs, r.removeMember(ctx, m.Name, "left the cluster", inRaft))
+		}
+	}
+	// Raft servers gossip does not know (forgotten, or never seen by this
+	// leader) are removed after the reap delay, like failed ones.
+	for id := range inRaft {
+		if seen[id] {
+			continue
+		}
+		if _, ok := r.failedSince[id]; !ok {
+			r.failedSince[id] = now
+		}
+		if now.Sub(r.failedSince[id]) > r.reap {
+			errs = append(errs, r.removeMember(ctx, id, "unknown to gossip past dead_node_reap", inRaft))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// reconcileAlive makes an alive server a Raft member with up-to-date node
+// information, promoting nonvoters while voters are missing.
+func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft map[string]raftstore.Server, voters *int) error {
+	want := &pb.Node{Name: m.Name, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr, Zone: m.Meta.Zone, Build: m.Meta.Build, Health: pb.Health_PASSING}
+	cur := r.nodes.Node(m.Name)
+	if cur != nil && cur.Health == pb.Health_CRITICAL {
+		cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Node: m.Name, Health: pb.Health_PASSING, Output: "agent alive again"}}}
+		if _, err := r.apply(ctx, cmd); err != nil {
+			return fmt.Errorf("mark %s alive: %w", m.Name, err)
+		}
+		r.log.Info("agent alive again; its instances are passing", "member", m.Name)
+		cur = r.nodes.Node(m.Name)
+	}
+	if cur == nil || cur.GrpcAddress != want.GrpcAddress || cur.RaftAddress != want.RaftAddress || cur.Zone != want.Zone || cur.Build != want.Build {
+		if _, err := r.apply(ctx, &pb.Command{Kind: &pb.Command_NodeUpsert{NodeUpsert: want}}); err != nil {
+			return fmt.Errorf("record node %s: %w", m.Name, err)
+		}
+	}
+	addr := m.Meta.RaftAddr
+	srv, member := inRaft[m.Name]
+	switch {
+	case member && srv.Suffrage == raftstore.Voter && srv.Address == addr:
+		return nil
+	case *voters < r.voters || (member && srv.Suffrage == raftstore.Voter):
+		if err := r.raft.AddVoter(ctx, m.Name, addr); err != nil {
+			return err
+		}
+		if !member || srv.Suffrage != raftstore.Voter {
+			*voters++
+		}
+		r.log.Info("added Raft voter", "member", m.Name, "addr", addr, "promoted", member)
+	case !member || srv.Address != addr:
+		if err := r.raft.AddNonvoter(ctx, m.Name, addr); err != nil {
+			return err
+		}
+		r.log.Info("added Raft nonvoter", "member", m.Name, "addr", addr)
+	}
+	return nil
+}
+
+// reconcileFailed marks a failed agent and everything it owns critical at
+// once, and removes it after dead_node_reap.
+func (r *reconciler) reconcileFailed(ctx context.Context, name string, down time.Duration, inRaft map[string]raftstore.Server) error {
+	if down > r.reap {
+		return r.removeMember(ctx, name, fmt.Sprintf("failed for %s (dead_node_reap %s)", down.Round(time.Second), r.reap), inRaft)
+	}
+	if node := r.nodes.Node(name); node == nil || node.Health == pb.Health_CRITICAL {
+		return nil
+	}
+	cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Node: name, Health: pb.Health_CRITICAL, Output: "agent failed: no gossip contact"}}}
+	if _, err := r.apply(ctx, cmd); err != nil {
+		return fmt.Errorf("mark %s failed: %w", name, err)
+	}
+	r.log.Warn("agent failed; its instances are critical", "member", name, "reap_after", r.reap)
+	return nil
+}
+
+// removeMember takes an agent out of Raft and the registry, with every
+// instance and session it owned.
+func (r *reconciler) removeMember(ctx context.Context, name, why string, inRaft map[string]raftstore.Server) error {
+	if _, ok := inRaft[name]; ok {
+		if err := r.raft.RemoveServer(ctx, name); err != nil {
+			return err
+		}
+		delete(inRaft, name)
+		r.log.Info("removed agent from Raft", "member", name, "why", why)
+	}
+	if r.nodes.Node(name) == nil && !r.nodes.NodeOwnsAnything(name) {
+		return nil
+	}
+	if _, err := r.apply(ctx, &pb.Command{Kind: &pb.Command_NodeRemove{NodeRemove: &pb.NodeRemove{Name: name}}}); err != nil {
+		return fmt.Errorf("remove node %s: %w", name, err)
+	}
+	r.log.Info("removed agent and its instances from the registry", "member", name, "why", why)
+	return nil
+}

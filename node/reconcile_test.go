@@ -1,0 +1,309 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/raftstore"
+)
+
+// fakeMembership is a Raft configuration without Raft: changes apply at
+// once, as on a leader whose followers all answer.
+type fakeMembership struct {
+	servers []raftstore.Server
+}
+
+func (f *fakeMembership) Servers() ([]raftstore.Server, error) { return slices.Clone(f.servers), nil }
+
+func (f *fakeMembership) AddVoter(_ context.Context, id, addr string) error {
+	return f.add(id, addr, raftstore.Voter)
+}
+
+// AddNonvoter leaves a voter a voter, as raft does.
+func (f *fakeMembership) AddNonvoter(_ context.Context, id, addr string) error {
+	return f.add(id, addr, raftstore.Nonvoter)
+}
+
+func (f *fakeMembership) add(id, addr string, sf raftstore.Suffrage) error {
+	for i, s := range f.servers {
+		if s.ID == id {
+			f.servers[i].Address = addr
+			if sf == raftstore.Voter {
+				f.servers[i].Suffrage = sf
+			}
+			return nil
+		}
+	}
+	f.servers = append(f.servers, raftstore.Server{ID: id, Address: addr, Suffrage: sf})
+	return nil
+}
+
+func (f *fakeMembership) RemoveServer(_ context.Context, id string) error {
+	f.servers = slices.DeleteFunc(f.servers, func(s raftstore.Server) bool { return s.ID == id })
+	return nil
+}
+
+// suffrage returns id's suffrage, and false when it is not a server.
+func (f *fakeMembership) suffrage(id string) (raftstore.Suffrage, bool) {
+	for _, s := range f.servers {
+		if s.ID == id {
+			return s.Suffrage, true
+		}
+	}
+	return 0, false
+}
+
+// reconcileFixture is a leader "self" reconciling against fakes: gossip
+// members set by the test, a fake Raft configuration, and a real registry
+// state machine fed in order by its apply.
+type reconcileFixture struct {
+	t       *testing.T
+	r       *reconciler
+	raft    *fakeMembership
+	fsm     *raftstore.FSM
+	members []gossip.Member
+	next    uint64
+	start   time.Time
+}
+
+const testReap = 30 * time.Second
+
+func newReconcileFixture(t *testing.T, voters int, servers ...raftstore.Server) *reconcileFixture {
+	f := &reconcileFixture{t: t, raft: &fakeMembership{servers: servers}, fsm: raftstore.NewFSM(64), next: 1,
+		start: time.Unix(1_700_000_000, 0)}
+	f.r = &reconciler{
+		self: "self", voters: voters, reap: testReap,
+		members: func() []gossip.Member {
+			return append([]gossip.Member{member("self", gossip.StatusAlive)}, f.members...)
+		},
+		raft: f.raft, nodes: f.fsm, apply: f.apply, log: testlog.New(t, "self"),
+		failedSince: map[string]time.Time{},
+	}
+	return f
+}
+
+func (f *reconcileFixture) apply(_ context.Context, cmd *pb.Command) (uint64, error) {
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return 0, err
+	}
+	idx := f.next
+	f.next++
+	if err, ok := f.fsm.Apply(&raft.Log{Index: idx, Term: 1, Type: raft.LogCommand, Data: data}).(error); ok {
+		return idx, err
+	}
+	return idx, nil
+}
+
+func member(name, status string) gossip.Member {
+	return gossip.Member{Name: name, Addr: name + ":8402", Status: status,
+		Meta: gossip.Meta{Name: name, Role: "server", GRPCAddr: name + ":8400", RaftAddr: name + ":8401"}}
+}
+
+func voter(name string) raftstore.Server {
+	return raftstore.Server{ID: name, Address: name + ":8401", Suffrage: raftstore.Voter}
+}
+
+func nonvoter(name string) raftstore.Server {
+	return raftstore.Server{ID: name, Address: name + ":8401", Suffrage: raftstore.Nonvoter}
+}
+
+// gossip sets what gossip reports, besides self: name=status pairs.
+func (f *reconcileFixture) gossip(statuses ...string) {
+	f.members = nil
+	for i := 0; i < len(statuses); i += 2 {
+		f.members = append(f.members, member(statuses[i], statuses[i+1]))
+	}
+}
+
+// pass runs a reconcile pass at start+at.
+func (f *reconcileFixture) pass(at time.Duration) {
+	f.t.Helper()
+	if err := f.r.reconcile(f.t.Context(), f.start.Add(at)); err != nil {
+		f.t.Fatalf("reconcile at +%s: %v", at, err)
+	}
+}
+
+// record puts agents in the registry, each owning one instance.
+func (f *reconcileFixture) record(names ...string) {
+	f.t.Helper()
+	for _, n := range names {
+		cmds := []*pb.Command{
+			{Kind: &pb.Command_NodeUpsert{NodeUpsert: &pb.Node{Name: n, GrpcAddress: n + ":8400", RaftAddress: n + ":8401", Health: pb.Health_PASSING}}},
+			{Kind: &pb.Command_Register{Register: &pb.Instance{Service: "api", Id: n, Node: n, Address: "127.0.0.1:9000", Health: pb.Health_PASSING}}},
+		}
+		for _, c := range cmds {
+			if _, err := f.apply(f.t.Context(), c); err != nil {
+				f.t.Fatal(err)
+			}
+		}
+	}
+}
+
+func (f *reconcileFixture) wantSuffrage(id string, want raftstore.Suffrage) {
+	f.t.Helper()
+	if got, ok := f.raft.suffrage(id); !ok || got != want {
+		f.t.Errorf("%s: suffrage %v (in Raft: %v), want %v; servers %+v", id, got, ok, want, f.raft.servers)
+	}
+}
+
+func (f *reconcileFixture) wantGone(id string) {
+	f.t.Helper()
+	if _, ok := f.raft.suffrage(id); ok {
+		f.t.Errorf("%s is still a Raft server: %+v", id, f.raft.servers)
+	}
+	if f.fsm.Node(id) != nil || f.fsm.NodeOwnsAnything(id) {
+		f.t.Errorf("%s is still in the registry (node %v)", id, f.fsm.Node(id))
+	}
+}
+
+// wantHealth checks agent id's node record and its instance.
+func (f *reconcileFixture) wantHealth(id string, want pb.Health) {
+	f.t.Helper()
+	if _, ok := f.raft.suffrage(id); !ok {
+		f.t.Errorf("%s is not a Raft server", id)
+	}
+	n := f.fsm.Node(id)
+	if n == nil || n.Health != want {
+		f.t.Errorf("node %s: %v, want health %v", id, n, want)
+	}
+	insts, _ := f.fsm.Instances("api")
+	for _, in := range insts {
+		if in.Id == id && in.Health != want {
+			f.t.Errorf("instance of %s: health %v, want %v", id, in.Health, want)
+		}
+	}
+}
+
+func TestReconcileAddsAliveServersAsVotersUpToTheTargetThenAsNonvoters(t *testing.T) {
+	f := newReconcileFixture(t, 3, voter("self"))
+	f.gossip("a", gossip.StatusAlive, "b", gossip.StatusSuspect, "c", gossip.StatusAlive)
+	f.pass(0)
+	f.wantSuffrage("a", raftstore.Voter)
+	f.wantSuffrage("b", raftstore.Voter)
+	f.wantSuffrage("c", raftstore.Nonvoter)
+	for _, name := range []string{"a", "b", "c"} {
+		n := f.fsm.Node(name)
+		if n == nil || n.GrpcAddress != name+":8400" || n.RaftAddress != name+":8401" || n.Health != pb.Health_PASSING {
+			t.Errorf("registry node %s = %v, want it recorded passing with its addresses", name, n)
+		}
+	}
+	// A second pass changes nothing.
+	rev := f.next
+	f.pass(time.Second)
+	if f.next != rev || len(f.raft.servers) != 4 {
+		t.Errorf("a second pass wrote %d entries; servers %+v", f.next-rev, f.raft.servers)
+	}
+}
+
+func TestReconcileFollowsAServersNewAddress(t *testing.T) {
+	f := newReconcileFixture(t, 3, voter("self"), voter("a"), nonvoter("b"))
+	f.record("a", "b")
+	f.gossip("a", gossip.StatusAlive, "b", gossip.StatusAlive)
+	for i := range f.members {
+		f.members[i].Meta.RaftAddr = f.members[i].Name + ":9401"
+	}
+	f.pass(0)
+	for _, s := range f.raft.servers[1:] {
+		if s.Address != s.ID+":9401" {
+			t.Errorf("server %s at %s, want its new address", s.ID, s.Address)
+		}
+	}
+	f.wantSuffrage("a", raftstore.Voter)
+	if n := f.fsm.Node("a"); n.GetRaftAddress() != "a:9401" {
+		t.Errorf("registry keeps a's old address: %v", n)
+	}
+}
+
+func TestReconcilePromotesANonvoterOnceAVoterIsGone(t *testing.T) {
+	f := newReconcileFixture(t, 3, voter("self"), voter("a"), voter("b"), nonvoter("c"))
+	f.record("a", "b", "c")
+	f.gossip("a", gossip.StatusAlive, "b", gossip.StatusFailed, "c", gossip.StatusAlive)
+	f.pass(0)
+	f.wantSuffrage("c", raftstore.Nonvoter) // b may come back
+	f.pass(testReap + time.Second)
+	f.pass(testReap + 2*time.Second)
+	f.wantGone("b")
+	f.wantSuffrage("c", raftstore.Voter)
+	f.wantSuffrage("a", raftstore.Voter)
+}
+
+func TestReconcileMarksAFailedMemberCriticalAndReapsItAfterTheDelay(t *testing.T) {
+	f := newReconcileFixture(t, 3, voter("self"), voter("a"), voter("b"))
+	f.record("a", "b")
+	f.gossip("a", gossip.StatusAlive, "b", gossip.StatusFailed)
+	f.pass(0)
+	f.wantHealth("b", pb.Health_CRITICAL)
+	f.wantHealth("a", pb.Health_PASSING)
+	f.pass(testReap) // not past the delay yet
+	f.wantHealth("b", pb.Health_CRITICAL)
+	f.pass(testReap + time.Second)
+	f.wantGone("b")
+	f.wantHealth("a", pb.Health_PASSING)
+}
+
+func TestReconcileRemovesARaftServerUnknownToGossipAfterTheDelay(t *testing.T) {
+	f := newReconcileFixture(t, 3, voter("self"), voter("a"), voter("ghost"))
+	f.record("a", "ghost")
+	f.gossip("a", gossip.StatusAlive)
+	f.pass(0)
+	f.pass(testReap)
+	f.wantSuffrage("ghost", raftstore.Voter)
+	f.pass(testReap + time.Second)
+	f.wantGone("ghost")
+}
+
+func TestReconcileRemovesALeftMemberAtOnce(t *testing.T) {
+	f := newReconcileFixture(t, 3, voter("self"), voter("a"), nonvoter("b"))
+	f.record("a", "b")
+	f.gossip("a", gossip.StatusLeft, "b", gossip.StatusLeft)
+	f.pass(0)
+	f.wantGone("a")
+	f.wantGone("b")
+}
+
+func TestReconcileKeepsAMemberThatComesBackBeforeTheReap(t *testing.T) {
+	f := newReconcileFixture(t, 3, voter("self"), voter("a"), voter("b"))
+	f.record("a", "b")
+	f.gossip("a", gossip.StatusAlive, "b", gossip.StatusFailed)
+	f.pass(0)
+	f.wantHealth("b", pb.Health_CRITICAL)
+	f.gossip("a", gossip.StatusAlive, "b", gossip.StatusAlive)
+	f.pass(testReap / 2)
+	f.wantHealth("b", pb.Health_PASSING)
+	f.wantSuffrage("b", raftstore.Voter)
+	// Failing again starts a new delay: the first failure does not count.
+	f.gossip("a", gossip.StatusAlive, "b", gossip.StatusFailed)
+	f.pass(testReap + time.Second)
+	f.wantHealth("b", pb.Health_CRITICAL)
+	f.wantSuffrage("b", raftstore.Voter)
+	f.pass(2*testReap + 2*time.Second)
+	f.wantGone("b")
+}
+
+func TestReconcileIgnoresClientsAndWaitsForGossip(t *testing.T) {
+	f := newReconcileFixture(t, 3, voter("self"))
+	client := member("cli", gossip.StatusAlive)
+	client.Meta.Role = "client"
+	f.members = []gossip.Member{client}
+	f.pass(0)
+	if len(f.raft.servers) != 1 || f.fsm.Node("cli") != nil {
+		t.Errorf("a client agent was made a member: servers %+v, node %v", f.raft.servers, f.fsm.Node("cli"))
+	}
+	f.r.members = func() []gossip.Member { return nil } // gossip not started
+	f.raft.servers = append(f.raft.servers, voter("x"))
+	f.pass(testReap * 2)
+	f.wantSuffrage("x", raftstore.Voter)
+	if got := fmt.Sprint(f.r.failedSince); got != "map[]" {
+		t.Errorf("a pass without gossip recorded failures: %s", got)
+	}
+}

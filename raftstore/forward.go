@@ -1,0 +1,172 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// Leader forwarding: what must run on the leader (writes, consistent
+// reads, TTL renewals) runs locally when this store leads, and otherwise
+// through the leader's gRPC API, whose address the registry's node table
+// holds. While there is no leader, or the leader moves, a call is retried
+// with a short backoff until LeaderWait has passed; then it fails with
+// ErrNoLeader (Unavailable).
+
+// Dialer returns a connection to the gRPC API of the agent at addr. The
+// connection belongs to the dialer: the forwarder never closes it.
+type Dialer func(ctx context.Context, addr string) (grpc.ClientConnInterface, error)
+
+// ForwardConfig configures a Forwarder.
+type ForwardConfig struct {
+	// LeaderWait bounds how long a call waits for a leader to answer.
+	LeaderWait time.Duration
+	// Dial connects to a peer's gRPC API (with the agent's credentials).
+	Dial Dialer
+	// LocalApply, when set, replaces Store.Apply for the commands this
+	// store applies as the leader (the agent stamps registrations with its
+	// registry limits and counts them).
+	LocalApply func(ctx context.Context, cmd *pb.Command) (uint64, error)
+	// Done, when closed, makes waiting calls fail with ErrShuttingDown.
+	Done <-chan struct{}
+}
+
+// Forwarder runs calls on the leader. It is safe for concurrent use and
+// owns no goroutines.
+type Forwarder struct {
+	store *Store
+	cfg   ForwardConfig
+}
+
+// NewForwarder returns a Forwarder for s.
+func NewForwarder(s *Store, cfg ForwardConfig) *Forwarder {
+	if cfg.LocalApply == nil {
+		cfg.LocalApply = s.Apply
+	}
+	return &Forwarder{store: s, cfg: cfg}
+}
+
+// leaderConn returns a connection to the current leader's gRPC API, or
+// ErrNoLeader when the leader or its address is not known yet.
+func (f *Forwarder) leaderConn(ctx context.Context) (grpc.ClientConnInterface, error) {
+	_, id := f.store.Leader()
+	if id == "" {
+		return nil, ErrNoLeader
+	}
+	node := f.store.FSM().Node(id)
+	if node == nil || node.GrpcAddress == "" {
+		return nil, fmt.Errorf("%w: gRPC address of leader %s not known yet", ErrNoLeader, id)
+	}
+	c, err := f.cfg.Dial(ctx, node.GrpcAddress)
+	if err != nil {
+		return nil, fmt.Errorf("dial leader %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// OnLeader runs local when this store leads, remote with a connection to
+// the leader otherwise. It retries while there is no leader or the leader
+// moves, until LeaderWait has passed or ctx ends, then returns ErrNoLeader.
+// remote's gRPC errors are mapped back to the API's sentinels.
+func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote func(grpc.ClientConnInterface) error) error {
+	wait := f.cfg.LeaderWait
+	deadline := time.Now().Add(wait)
+	var last error
+	for attempt := 0; ; attempt++ {
+		var err error
+		if f.store.IsLeader() {
+			err = local()
+		} else if conn, cerr := f.leaderConn(ctx); cerr != nil {
+			err = cerr
+		} else {
+			err = apierr.FromStatus(remote(conn))
+		}
+		if !RetryOnLeader(err) {
+			return err
+		}
+		last = err
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: no leader answered within %s (last error: %v); is a majority of voters up? check `zrpcctl raft peers`",
+				ErrNoLeader, wait, last)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for a leader: %w (last error: %v)", ctx.Err(), last)
+		case <-f.cfg.Done:
+			return ErrShuttingDown
+		case <-f.store.stop:
+			return ErrShuttingDown
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}
+
+// Apply commits cmd through the leader and returns its revision: with
+// LocalApply on the leader, through the leader's Internal.Apply elsewhere.
+// A forwarded attempt is bounded by what is left of LeaderWait (at least a
+// second): a leader that went silent without closing its connection fails
+// the write with ErrNoLeader then, not when the caller's deadline (if any)
+// or keepalive ends it. A forwarded write is answered once this replica
+// has applied it too (waiting up to a second), so that the caller reads
+// its own write from this agent.
+func (f *Forwarder) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	var rev uint64
+	deadline := time.Now().Add(f.cfg.LeaderWait)
+	err := f.OnLeader(ctx,
+		func() (err error) {
+			rev, err = f.cfg.LocalApply(ctx, cmd)
+			return err
+		},
+		func(c grpc.ClientConnInterface) error {
+			// The last attempt gets at least a second, whatever is left.
+			actx, cancel := context.WithDeadline(ctx, later(deadline, time.Now().Add(time.Second)))
+			defer cancel()
+			resp, err := pb.NewInternalClient(c).Apply(actx, cmd)
+			if err == nil {
+				rev = resp.Revision
+			} else if actx.Err() != nil && ctx.Err() == nil {
+				err = fmt.Errorf("%w: the leader did not answer within leader_wait (%s)", ErrNoLeader, f.cfg.LeaderWait)
+			}
+			return err
+		})
+	if err == nil && !f.store.IsLeader() {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		f.store.FSM().WaitRevision(wctx, rev)
+		cancel()
+	}
+	return rev, err
+}
+
+func backoff(attempt int) time.Duration {
+	d := 10 * time.Millisecond << min(attempt, 5)
+	return min(d, 200*time.Millisecond)
+}
+
+// RetryOnLeader reports whether err means "ask the (new) leader again":
+// there is none, it moved, or its gRPC endpoint is unreachable.
+func RetryOnLeader(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrNotLeader) || errors.Is(err, ErrNoLeader) {
+		return true
+	}
+	// The leader's gRPC endpoint is unreachable (it may have just died).
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.Unavailable && !errors.Is(err, ErrShuttingDown) && !errors.Is(err, ErrStaleRead)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,224 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// internalAPI serves a store's Internal.Apply as an agent does: only the
+// leader applies.
+type internalAPI struct {
+	pb.UnimplementedInternalServer
+	s     *Store
+	calls atomic.Int32
+}
+
+func (a *internalAPI) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyResponse, error) {
+	a.calls.Add(1)
+	if !a.s.IsLeader() {
+		return nil, apierr.ToStatus(ErrNotLeader)
+	}
+	rev, err := a.s.Apply(ctx, cmd)
+	if err != nil {
+		return nil, apierr.ToStatus(err)
+	}
+	return &pb.ApplyResponse{Revision: rev}, nil
+}
+
+// serveInternal serves s's Internal API on a loopback port.
+func serveInternal(t *testing.T, s *Store) (*internalAPI, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := &internalAPI{s: s}
+	srv := grpc.NewServer()
+	pb.RegisterInternalServer(srv, api)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return api, ln.Addr().String()
+}
+
+// testDialer dials peers on loopback, one shared connection per address.
+type testDialer struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newTestDialer(t *testing.T) *testDialer {
+	d := &testDialer{conns: map[string]*grpc.ClientConn{}}
+	t.Cleanup(func() {
+		for _, c := range d.conns {
+			c.Close()
+		}
+	})
+	return d
+}
+
+func (d *testDialer) dial(_ context.Context, addr string) (grpc.ClientConnInterface, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c, ok := d.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	d.conns[addr] = c
+	return c, nil
+}
+
+// forwardingCluster is a 3-store cluster whose stores serve Internal.Apply
+// and whose node table names their gRPC addresses.
+func forwardingCluster(t *testing.T) (stores []*Store, apis []*internalAPI) {
+	stores = openCluster(t, 3)
+	apis = make([]*internalAPI, len(stores))
+	leader := leaderOf(t, stores)
+	for i, s := range stores {
+		var addr string
+		apis[i], addr = serveInternal(t, s)
+		mustStoreApply(t, leader, &pb.Command{Kind: &pb.Command_NodeUpsert{NodeUpsert: &pb.Node{Name: s.cfg.NodeID, GrpcAddress: addr}}})
+	}
+	return stores, apis
+}
+
+func TestForwarderAppliesOnTheLeaderFromEveryStore(t *testing.T) {
+	stores, apis := forwardingCluster(t)
+	dialer := newTestDialer(t)
+	leader := leaderOf(t, stores)
+	for i, s := range stores {
+		var local atomic.Int32
+		f := NewForwarder(s, ForwardConfig{LeaderWait: 5 * time.Second, Dial: dialer.dial,
+			LocalApply: func(ctx context.Context, cmd *pb.Command) (uint64, error) {
+				local.Add(1)
+				return s.Apply(ctx, cmd)
+			}})
+		before := apis[i].calls.Load()
+		leaderCalls := apis[indexOf(stores, leader)].calls.Load()
+		rev, err := f.Apply(t.Context(), registerCmd(testInstance("api", s.cfg.NodeID, "n1")))
+		if err != nil {
+			t.Fatalf("Apply from %s: %v", s.cfg.NodeID, err)
+		}
+		if got := s.FSM().Revision(); got < rev {
+			t.Errorf("Apply from %s answered revision %d before its replica applied it (at %d)", s.cfg.NodeID, rev, got)
+		}
+		if s == leader {
+			if local.Load() != 1 || apis[i].calls.Load() != before {
+				t.Errorf("the leader applied through LocalApply %d times and its own API %d times, want 1 and 0", local.Load(), apis[i].calls.Load()-before)
+			}
+			continue
+		}
+		if local.Load() != 0 || apis[indexOf(stores, leader)].calls.Load() != leaderCalls+1 {
+			t.Errorf("follower %s: LocalApply %d times, leader's Internal.Apply %d times; want 0 and 1",
+				s.cfg.NodeID, local.Load(), apis[indexOf(stores, leader)].calls.Load()-leaderCalls)
+		}
+	}
+	if insts, _ := leader.FSM().Instances("api"); len(insts) != 3 {
+		t.Errorf("leader has %d instances, want one written through each store", len(insts))
+	}
+}
+
+func indexOf(stores []*Store, s *Store) int {
+	for i, x := range stores {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestForwarderRetriesWhileTheLeaderMoves(t *testing.T) {
+	stores, _ := forwardingCluster(t)
+	leader := leaderOf(t, stores)
+	follower := stores[(indexOf(stores, leader)+1)%len(stores)]
+	f := NewForwarder(follower, ForwardConfig{LeaderWait: 10 * time.Second, Dial: newTestDialer(t).dial})
+	calls := 0
+	err := f.OnLeader(t.Context(),
+		func() error { t.Fatal("a follower ran the leader's local function"); return nil },
+		func(c grpc.ClientConnInterface) error {
+			calls++
+			if calls < 3 {
+				return apierr.ToStatus(ErrNotLeader) // a leader that just stepped down
+			}
+			return nil
+		})
+	if err != nil || calls != 3 {
+		t.Fatalf("OnLeader = %v after %d calls, want nil after 3", err, calls)
+	}
+	// An error that is the leader's answer is not retried, and keeps its
+	// meaning across the wire.
+	calls = 0
+	err = f.OnLeader(t.Context(), func() error { return nil }, func(grpc.ClientConnInterface) error {
+		calls++
+		return apierr.ToStatus(ErrNotFound)
+	})
+	if !errors.Is(err, ErrNotFound) || calls != 1 {
+		t.Fatalf("OnLeader = %v after %d calls, want ErrNotFound after 1", err, calls)
+	}
+}
+
+func TestForwarderWithoutALeader(t *testing.T) {
+	cfg := testStoreConfig(t, t.TempDir(), slog.LevelWarn)
+	cfg.Bootstrap = false // never elects a leader
+	s := New(cfg)
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	dialed := false
+	dial := func(context.Context, string) (grpc.ClientConnInterface, error) {
+		dialed = true
+		return nil, errors.New("no peers")
+	}
+	remote := func(grpc.ClientConnInterface) error { t.Fatal("remote ran without a leader"); return nil }
+	local := func() error { t.Fatal("local ran without leading"); return nil }
+
+	f := NewForwarder(s, ForwardConfig{LeaderWait: 200 * time.Millisecond, Dial: dial})
+	err := f.OnLeader(t.Context(), local, remote)
+	if !errors.Is(err, ErrNoLeader) || !strings.Contains(err.Error(), "no leader answered within 200ms") {
+		t.Fatalf("OnLeader without a leader = %v, want ErrNoLeader after leader_wait", err)
+	}
+	if dialed {
+		t.Errorf("dialed although no leader is known")
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	f = NewForwarder(s, ForwardConfig{LeaderWait: time.Minute, Dial: dial})
+	if err := f.OnLeader(ctx, local, remote); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("OnLeader until the caller's deadline = %v, want DeadlineExceeded", err)
+	}
+
+	done := make(chan struct{})
+	close(done)
+	f = NewForwarder(s, ForwardConfig{LeaderWait: time.Minute, Dial: dial, Done: done})
+	if err := f.OnLeader(t.Context(), local, remote); !errors.Is(err, ErrShuttingDown) {
+		t.Fatalf("OnLeader once the agent stops = %v, want ErrShuttingDown", err)
+	}
+}
+
+func TestForwarderNeedsTheLeadersAddress(t *testing.T) {
+	stores := openCluster(t, 3) // no node table: leader addresses unknown
+	leader := leaderOf(t, stores)
+	follower := stores[(indexOf(stores, leader)+1)%len(stores)]
+	f := NewForwarder(follower, ForwardConfig{LeaderWait: 100 * time.Millisecond, Dial: newTestDialer(t).dial})
+	_, err := f.Apply(t.Context(), registerCmd(testInstance("api", "0", "n1")))
+	if !errors.Is(err, ErrNoLeader) || !strings.Contains(err.Error(), "gRPC address of leader "+leader.cfg.NodeID+" not known") {
+		t.Fatalf("Apply with the leader's address unknown = %v, want ErrNoLeader naming it", err)
+	}
+}
