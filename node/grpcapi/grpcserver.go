@@ -49,6 +49,10 @@ type Services struct {
 	Internal pb.InternalServer
 	Blobs    pb.BlobsServer
 	Shards   pb.ShardsServer
+	// Keyring and KeyringPeer (NewKeyring, Keyring.Peer) rotate the gossip
+	// key; nil leaves them out.
+	Keyring     pb.KeyringServer
+	KeyringPeer pb.KeyringPeerServer
 }
 
 // NewServer returns the agent's gRPC server with its interceptor chain,
@@ -68,6 +72,12 @@ func NewServer(cfg ServerConfig, svcs Services) *grpc.Server {
 	pb.RegisterInternalServer(s, svcs.Internal)
 	pb.RegisterBlobsServer(s, svcs.Blobs)
 	pb.RegisterShardsServer(s, svcs.Shards)
+	if svcs.Keyring != nil {
+		pb.RegisterKeyringServer(s, svcs.Keyring)
+	}
+	if svcs.KeyringPeer != nil {
+		pb.RegisterKeyringPeerServer(s, svcs.KeyringPeer)
+	}
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(s, hs)
 	reflection.Register(s)
