@@ -61,6 +61,17 @@ var Methods = map[string]Permission{
 	pb.Shards_ReportShards_FullMethodName: {Resource: Agent, Access: Write},
 	pb.Shards_Referenced_FullMethodName:   {Resource: Agent, Access: Write},
 
+	// The gossip keyring: listing is an operator's read, changing it an
+	// operator's write; the per-agent half is agent-to-agent.
+	pb.Keyring_List_FullMethodName:        {Resource: Operator, Access: Read},
+	pb.Keyring_Install_FullMethodName:     {Resource: Operator, Access: Write},
+	pb.Keyring_Use_FullMethodName:         {Resource: Operator, Access: Write},
+	pb.Keyring_Remove_FullMethodName:      {Resource: Operator, Access: Write},
+	pb.KeyringPeer_List_FullMethodName:    {Resource: Agent, Access: Write},
+	pb.KeyringPeer_Install_FullMethodName: {Resource: Agent, Access: Write},
+	pb.KeyringPeer_Use_FullMethodName:     {Resource: Agent, Access: Write},
+	pb.KeyringPeer_Remove_FullMethodName:  {Resource: Agent, Access: Write},
+
 	// ACL.
 	pb.ACL_Bootstrap_FullMethodName:    {Public: true},
 	pb.ACL_PolicyCreate_FullMethodName: {Resource: ACL, Access: Write},

@@ -107,6 +107,15 @@ var samples = map[string]sample{
 	pb.Shards_ReportShards_FullMethodName: {req: &pb.ReportShardsRequest{}, kind: Agent, access: Write},
 	pb.Shards_Referenced_FullMethodName:   {req: &pb.ReferencedRequest{}, kind: Agent, access: Write},
 
+	pb.Keyring_List_FullMethodName:        {req: &pb.KeyringListRequest{}, kind: Operator, access: Read},
+	pb.Keyring_Install_FullMethodName:     {req: &pb.KeyringKeyRequest{}, kind: Operator, access: Write},
+	pb.Keyring_Use_FullMethodName:         {req: &pb.KeyringKeyRequest{}, kind: Operator, access: Write},
+	pb.Keyring_Remove_FullMethodName:      {req: &pb.KeyringKeyRequest{}, kind: Operator, access: Write},
+	pb.KeyringPeer_List_FullMethodName:    {req: &pb.KeyringListRequest{}, kind: Agent, access: Write},
+	pb.KeyringPeer_Install_FullMethodName: {req: &pb.KeyringKeyRequest{}, kind: Agent, access: Write},
+	pb.KeyringPeer_Use_FullMethodName:     {req: &pb.KeyringKeyRequest{}, kind: Agent, access: Write},
+	pb.KeyringPeer_Remove_FullMethodName:  {req: &pb.KeyringKeyRequest{}, kind: Agent, access: Write},
+
 	pb.ACL_Bootstrap_FullMethodName:    {req: &pb.ACLBootstrapRequest{}},
 	pb.ACL_PolicyCreate_FullMethodName: {req: &pb.ACLPolicyCreateRequest{}, kind: ACL, access: Write},
 	pb.ACL_PolicyGet_FullMethodName:    {req: &pb.ACLPolicyGetRequest{}, kind: ACL, access: Read},

@@ -57,8 +57,16 @@ type Config struct {
 	Profile Profile
 	// EncryptKey, if set, encrypts and authenticates all gossip with AES
 	// (16, 24 or 32 bytes, see ParseKey). Every agent must use the same key;
-	// agents without it cannot join.
+	// agents without it cannot join. A keyring file (KeyringFile) wins over
+	// it.
 	EncryptKey []byte
+	// KeyringFile, if set, keeps the gossip keyring across restarts (the
+	// agent passes <data_dir>/gossip-keyring): Start reads it, and when it
+	// exists its keys are used instead of EncryptKey; without it Start
+	// writes EncryptKey there. Every keyring change rewrites it (mode 0600,
+	// temp file, fsync, rename). A file that is not a valid keyring fails
+	// Start with an error naming it.
+	KeyringFile string
 	// Transport replaces memberlist's NetTransport (tests wrap connections
 	// to inject faults). nil means memberlist's own, bound to
 	// BindAddr:BindPort.

@@ -22,6 +22,13 @@
 // (a memberlist user message over TCP), then memberlist's own goodbye; a
 // member that sent a notice is reported left, any other failed.
 //
+// Encryption: with a key, memberlist encrypts and authenticates all
+// gossip. Its keyring holds several keys: it encrypts with the primary and
+// accepts any installed one, so a key is rotated with no downtime by
+// InstallKey on every agent, then UseKey, then RemoveKey of the old key.
+// The keyring is kept in Config.KeyringFile across restarts. Gossip started
+// without a key cannot be encrypted later.
+//
 // Failure detection follows the timer Profile: "lan" declares a silent
 // agent dead after about 1.8 s on a quiet network, "local" is faster and
 // meant for tests on loopback.

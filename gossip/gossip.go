@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +66,10 @@ type Gossip struct {
 	updateMu sync.Mutex
 	left     atomic.Bool
 
+	// keyMu serialises the keyring operations and guards mc.Keyring, which
+	// Start sets (nil: gossip is not encrypted).
+	keyMu sync.Mutex
+
 	// lifeMu guards the fields below. Leave holds it for reading while it
 	// runs, because memberlist panics on Leave after Shutdown.
 	lifeMu    sync.RWMutex
@@ -116,7 +119,7 @@ func New(cfg Config) (*Gossip, error) {
 }
 
 // memberlistConfig fills the profile's timers with this agent's identity,
-// addresses, delegates, logger and key.
+// addresses, delegates and logger. Start adds the keyring.
 func (g *Gossip) memberlistConfig() *memberlist.Config {
 	c := g.cfg
 	mc := profileConfig(c.Profile)
@@ -136,11 +139,6 @@ func (g *Gossip) memberlistConfig() *memberlist.Config {
 	mc.Alive = g.delegate
 	mc.Logger = newMemberlistLogger(g.log)
 	mc.Transport = c.Transport
-	if len(c.EncryptKey) > 0 {
-		mc.SecretKey = slices.Clone(c.EncryptKey)
-		mc.GossipVerifyIncoming = true
-		mc.GossipVerifyOutgoing = true
-	}
 	return mc
 }
 
@@ -158,6 +156,9 @@ func (g *Gossip) Start() error {
 		return ErrClosed
 	case g.ml != nil:
 		return errors.New("gossip already started")
+	}
+	if err := g.startKeyring(); err != nil {
+		return err
 	}
 	ml, err := memberlist.Create(g.mc)
 	if err != nil {
@@ -177,7 +178,25 @@ func (g *Gossip) Start() error {
 		defer close(g.rejoinDone)
 		g.runRejoin(g.rejoinStop)
 	}()
-	g.log.Info("gossip listening", "name", g.cfg.Name, "addr", g.localAddr, "profile", g.profile(), "encrypted", len(g.cfg.EncryptKey) > 0)
+	g.log.Info("gossip listening", "name", g.cfg.Name, "addr", g.localAddr, "profile", g.profile(), "encrypted", g.mc.Keyring != nil)
+	return nil
+}
+
+// startKeyring gives memberlist the keyring of openKeyring; with one, all
+// gossip is encrypted and authenticated.
+func (g *Gossip) startKeyring() error {
+	kr, err := g.openKeyring()
+	if err != nil {
+		return err
+	}
+	if kr == nil {
+		return nil
+	}
+	g.keyMu.Lock()
+	defer g.keyMu.Unlock()
+	g.mc.Keyring = kr
+	g.mc.GossipVerifyIncoming = true
+	g.mc.GossipVerifyOutgoing = true
 	return nil
 }
 

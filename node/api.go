@@ -40,6 +40,9 @@ func WithWatchBacklog(events, bytes int) Option {
 // newGRPCServer builds the agent's gRPC server; startGRPC serves it and
 // Close stops it.
 func newGRPCServer(n *Node) *grpc.Server {
+	keyring := grpcapi.NewKeyring(grpcapi.KeyringConfig{
+		Agent: n.cfg.Name, Local: apiKeyring{n}, Cluster: apiKeyringCluster{n}, Logger: n.log,
+	})
 	return grpcapi.NewServer(
 		n.apiServerConfig(),
 		grpcapi.Services{
@@ -47,11 +50,49 @@ func newGRPCServer(n *Node) *grpc.Server {
 			Status: grpcapi.NewStatus(grpcapi.StatusConfig{
 				Agent: n.cfg.Name, Build: n.cfg.Build, Replica: n.store.FSM(), Cluster: apiCluster{n}, Status: apiStatus{n},
 			}),
-			Internal: grpcapi.NewInternal(apiLeader{n}, apiMembership{n}),
-			Blobs:    grpcapi.NewBlobs(n.blobs, n.store.FSM()),
-			Shards:   n.blobs.ShardServer(),
-			ACL:      n.newACL(),
+			Internal:    grpcapi.NewInternal(apiLeader{n}, apiMembership{n}),
+			Blobs:       grpcapi.NewBlobs(n.blobs, n.store.FSM()),
+			Shards:      n.blobs.ShardServer(),
+			Keyring:     keyring,
+			KeyringPeer: keyring.Peer(),
+			ACL:         n.newACL(),
 		})
+}
+
+// apiKeyring is this agent's gossip keyring as the Keyring service uses it.
+type apiKeyring struct{ n *Node }
+
+func (k apiKeyring) Keys() (string, []string) {
+	if k.n.gossip == nil {
+		return "", nil // gossip starts after the gRPC API
+	}
+	return k.n.gossip.Keys()
+}
+
+func (k apiKeyring) InstallKey(key string) error { return k.change((*gossip.Gossip).InstallKey, key) }
+func (k apiKeyring) UseKey(key string) error     { return k.change((*gossip.Gossip).UseKey, key) }
+func (k apiKeyring) RemoveKey(key string) error  { return k.change((*gossip.Gossip).RemoveKey, key) }
+
+func (k apiKeyring) change(op func(*gossip.Gossip, string) error, key string) error {
+	if k.n.gossip == nil {
+		return gossip.ErrNotStarted
+	}
+	return op(k.n.gossip, key)
+}
+
+// apiKeyringCluster is the cluster as the Keyring service fans out over
+// it: gossip's members, reached over the agent's peer connections (which
+// carry the cluster's proof that KeyringPeer requires).
+type apiKeyringCluster struct{ n *Node }
+
+func (c apiKeyringCluster) Members() []gossip.Member { return apiStatus(c).Members() }
+
+func (c apiKeyringCluster) KeyringPeer(grpcAddr string) (pb.KeyringPeerClient, error) {
+	conn, err := c.n.peers.conn(grpcAddr)
+	if err != nil {
+		return nil, err
+	}
+	return pb.NewKeyringPeerClient(conn), nil
 }
 
 // apiServerConfig is what the agent's gRPC server chain needs of it.

@@ -32,6 +32,7 @@ func (n *Node) startGossip() error {
 	gc := n.cfg.gossipConfig()
 	gc.Meta = n.selfMeta()
 	gc.EncryptKey = key
+	gc.KeyringFile = filepath.Join(n.cfg.DataDir, gossip.KeyringFileName)
 	gc.Transport = n.opts.gossipTransport
 	gc.Logger = n.log
 	gc.StillMember = n.stillMember

@@ -18,6 +18,7 @@ import (
 //	cluster-id    the id of the cluster the agent belongs to
 //	raft/         raft.db (log + stable store), snapshots/
 //	peers.json    gossip addresses of the last known peers
+//	gossip-keyring the gossip encryption keys (package gossip keeps it)
 //	shards/       blob shard files
 type dataDir struct {
 	path string

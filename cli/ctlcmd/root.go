@@ -67,6 +67,7 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 		newVersionCommand(o),
 		newBlobCommand(o),
 		newACLCommand(o),
+		newKeyringCommand(o),
 	)
 	root.AddCommand(newGenCommand())
 	root.AddCommand(newTLSCommand())

@@ -63,6 +63,10 @@ type Services struct {
 	Shards   pb.ShardsServer
 	// ACL is served when set (ACLs on).
 	ACL pb.ACLServer
+	// Keyring and KeyringPeer (NewKeyring, Keyring.Peer) rotate the gossip
+	// key; nil leaves them out.
+	Keyring     pb.KeyringServer
+	KeyringPeer pb.KeyringPeerServer
 }
 
 // NewServer returns the agent's gRPC server with its interceptor chain,
@@ -92,6 +96,12 @@ func NewServer(cfg ServerConfig, svcs Services) *grpc.Server {
 	pb.RegisterShardsServer(s, svcs.Shards)
 	if svcs.ACL != nil {
 		pb.RegisterACLServer(s, svcs.ACL)
+	}
+	if svcs.Keyring != nil {
+		pb.RegisterKeyringServer(s, svcs.Keyring)
+	}
+	if svcs.KeyringPeer != nil {
+		pb.RegisterKeyringPeerServer(s, svcs.KeyringPeer)
 	}
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(s, hs)
@@ -183,8 +193,9 @@ func (c *chain) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Stre
 
 // peerOnlyServices are the services that only agents may call.
 var peerOnlyServices = map[string]bool{
-	pb.Internal_ServiceDesc.ServiceName: true,
-	pb.Shards_ServiceDesc.ServiceName:   true,
+	pb.Internal_ServiceDesc.ServiceName:    true,
+	pb.Shards_ServiceDesc.ServiceName:      true,
+	pb.KeyringPeer_ServiceDesc.ServiceName: true,
 }
 
 // ClusterAuthKey is the metadata key of an agent's proof.

@@ -1,0 +1,289 @@
+package grpcapi
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/gossip"
+)
+
+// The Keyring service rotates the cluster's gossip encryption key: each
+// call is applied on this agent and, through the agent-to-agent
+// KeyringPeer service, on every alive member, in parallel, and answered
+// with one result per agent. KeyringPeer applies a call on its own agent
+// only.
+
+// DefaultKeyringPeerTimeout bounds a peer's answer when
+// KeyringConfig.PeerTimeout is zero.
+const DefaultKeyringPeerTimeout = 5 * time.Second
+
+// LocalKeyring is this agent's gossip keyring (*gossip.Gossip implements
+// it). Keys are base64. Its methods are called from handlers, concurrently.
+type LocalKeyring interface {
+	// Keys returns the primary key and all installed keys (primary
+	// first); both are empty when gossip is not encrypted.
+	Keys() (primary string, all []string)
+	InstallKey(key string) error
+	UseKey(key string) error
+	RemoveKey(key string) error
+}
+
+// KeyringCluster is the cluster as the Keyring service fans a call out
+// over it.
+type KeyringCluster interface {
+	// Members are the agents gossip knows, this one included; the call
+	// goes to the alive ones.
+	Members() []gossip.Member
+	// KeyringPeer returns a client of the KeyringPeer service of the agent
+	// serving gRPC at grpcAddr, over a connection that proves the caller is
+	// an agent of this cluster.
+	KeyringPeer(grpcAddr string) (pb.KeyringPeerClient, error)
+}
+
+// KeyringConfig is what the Keyring and KeyringPeer services need of
+// their agent.
+type KeyringConfig struct {
+	// Agent is this agent's name.
+	Agent   string
+	Local   LocalKeyring
+	Cluster KeyringCluster
+	// PeerTimeout bounds each peer's answer; zero means
+	// DefaultKeyringPeerTimeout. A caller's deadline shortens it (see
+	// peerTimeout).
+	PeerTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// Keyring serves the Keyring API on one agent.
+type Keyring struct {
+	pb.UnimplementedKeyringServer
+	cfg KeyringConfig
+	log *slog.Logger
+}
+
+// NewKeyring returns the Keyring service of an agent. Peer returns the
+// KeyringPeer service the agent serves beside it.
+func NewKeyring(cfg KeyringConfig) *Keyring {
+	if cfg.PeerTimeout <= 0 {
+		cfg.PeerTimeout = DefaultKeyringPeerTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Keyring{cfg: cfg, log: log.With("component", "keyring")}
+}
+
+// keyringOp is one of the four keyring operations.
+type keyringOp string
+
+const (
+	opList    keyringOp = "list"
+	opInstall keyringOp = "install"
+	opUse     keyringOp = "use"
+	opRemove  keyringOp = "remove"
+)
+
+// errKeyringNotEncrypted is List's answer on an agent whose gossip is not
+// encrypted.
+var errKeyringNotEncrypted = errors.New("gossip is not encrypted on this agent")
+
+// applyLocal runs op on this agent's keyring.
+func (s *Keyring) applyLocal(op keyringOp, key string) *pb.KeyringAgentResult {
+	res := &pb.KeyringAgentResult{Agent: s.cfg.Agent}
+	var err error
+	switch op {
+	case opList:
+		res.PrimaryKey, res.Keys = s.cfg.Local.Keys()
+		if res.PrimaryKey == "" {
+			err = errKeyringNotEncrypted
+		}
+	case opInstall:
+		err = s.cfg.Local.InstallKey(key)
+	case opUse:
+		err = s.cfg.Local.UseKey(key)
+	case opRemove:
+		err = s.cfg.Local.RemoveKey(key)
+	}
+	if err != nil {
+		res.Error = err.Error()
+	} else {
+		res.Ok = true
+	}
+	return res
+}
+
+// peerTimeout is how long each peer may take: PeerTimeout, but at most
+// three quarters of the time left before the caller's deadline, so that
+// the answer still reaches the caller and says which agent did not answer.
+func (s *Keyring) peerTimeout(ctx context.Context) time.Duration {
+	t := s.cfg.PeerTimeout
+	if d, ok := ctx.Deadline(); ok {
+		t = min(t, time.Until(d)*3/4)
+	}
+	return t
+}
+
+// callPeer runs op on the agent m through its KeyringPeer service, waiting
+// up to timeout.
+func (s *Keyring) callPeer(ctx context.Context, op keyringOp, key string, m gossip.Member, timeout time.Duration) *pb.KeyringAgentResult {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	failed := func(err error) *pb.KeyringAgentResult {
+		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+			err = fmt.Errorf("no answer within %s: %w", timeout.Round(time.Millisecond), err)
+		}
+		s.log.Warn("keyring call of a peer failed", "op", string(op), "agent", m.Name, "err", err)
+		return &pb.KeyringAgentResult{Agent: m.Name, Error: err.Error()}
+	}
+	c, err := s.cfg.Cluster.KeyringPeer(m.Meta.GRPCAddr)
+	if err != nil {
+		return failed(err)
+	}
+	req := &pb.KeyringKeyRequest{Key: key}
+	var res *pb.KeyringAgentResult
+	switch op {
+	case opList:
+		res, err = c.List(ctx, &pb.KeyringListRequest{})
+	case opInstall:
+		res, err = c.Install(ctx, req)
+	case opUse:
+		res, err = c.Use(ctx, req)
+	case opRemove:
+		res, err = c.Remove(ctx, req)
+	}
+	if err != nil {
+		return failed(err)
+	}
+	res.Agent = m.Name
+	return res
+}
+
+// fanOut runs op on this agent and every other alive member in parallel
+// and returns their results sorted by agent name.
+func (s *Keyring) fanOut(ctx context.Context, op keyringOp, key string) *pb.KeyringResponse {
+	var peers []gossip.Member
+	for _, m := range s.cfg.Cluster.Members() {
+		if m.Name != s.cfg.Agent && m.Status == gossip.StatusAlive {
+			peers = append(peers, m)
+		}
+	}
+	results := make([]*pb.KeyringAgentResult, len(peers)+1)
+	timeout := s.peerTimeout(ctx)
+	var wg sync.WaitGroup
+	for i, m := range peers {
+		wg.Go(func() { results[i] = s.callPeer(ctx, op, key, m, timeout) })
+	}
+	results[len(peers)] = s.applyLocal(op, key)
+	wg.Wait()
+	slices.SortFunc(results, func(a, b *pb.KeyringAgentResult) int { return cmp.Compare(a.Agent, b.Agent) })
+	resp := &pb.KeyringResponse{Agents: results}
+	if op == opList {
+		resp.Keys = countKeys(results)
+	}
+	return resp
+}
+
+// countKeys counts, for every key the agents listed, how many hold it and
+// how many encrypt with it.
+func countKeys(results []*pb.KeyringAgentResult) []*pb.KeyringKeyCount {
+	counts := map[string]*pb.KeyringKeyCount{}
+	for _, r := range results {
+		for _, k := range r.Keys {
+			c := counts[k]
+			if c == nil {
+				c = &pb.KeyringKeyCount{Key: k}
+				counts[k] = c
+			}
+			c.Agents++
+			if k == r.PrimaryKey {
+				c.Primary++
+			}
+		}
+	}
+	out := make([]*pb.KeyringKeyCount, 0, len(counts))
+	for _, c := range counts {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b *pb.KeyringKeyCount) int { return cmp.Compare(a.Key, b.Key) })
+	return out
+}
+
+// validKey checks a request's key before any agent is asked.
+func validKey(key string) error {
+	if _, err := gossip.ParseKey(key); err != nil {
+		return apierr.Invalid("key", "%v", err)
+	}
+	return nil
+}
+
+// List returns every alive agent's keys and the number of agents holding
+// each key.
+func (s *Keyring) List(ctx context.Context, _ *pb.KeyringListRequest) (*pb.KeyringResponse, error) {
+	return s.fanOut(ctx, opList, ""), nil
+}
+
+// Install installs req.Key on every alive agent.
+func (s *Keyring) Install(ctx context.Context, req *pb.KeyringKeyRequest) (*pb.KeyringResponse, error) {
+	return s.keyCall(ctx, opInstall, req)
+}
+
+// Use makes req.Key the primary key on every alive agent.
+func (s *Keyring) Use(ctx context.Context, req *pb.KeyringKeyRequest) (*pb.KeyringResponse, error) {
+	return s.keyCall(ctx, opUse, req)
+}
+
+// Remove removes req.Key from every alive agent.
+func (s *Keyring) Remove(ctx context.Context, req *pb.KeyringKeyRequest) (*pb.KeyringResponse, error) {
+	return s.keyCall(ctx, opRemove, req)
+}
+
+func (s *Keyring) keyCall(ctx context.Context, op keyringOp, req *pb.KeyringKeyRequest) (*pb.KeyringResponse, error) {
+	if err := validKey(req.GetKey()); err != nil {
+		return nil, err
+	}
+	resp := s.fanOut(ctx, op, req.Key)
+	failed := 0
+	for _, r := range resp.Agents {
+		if !r.Ok {
+			failed++
+		}
+	}
+	s.log.Info("keyring call done", "op", string(op), "key", gossip.KeyFingerprint(req.Key),
+		"agents", len(resp.Agents), "failed", failed)
+	return resp, nil
+}
+
+// Peer returns the KeyringPeer service: s's operations on this agent only.
+func (s *Keyring) Peer() pb.KeyringPeerServer { return &keyringPeer{s: s} }
+
+// keyringPeer serves KeyringPeer, which only agents of the cluster may
+// call (PeerOnly).
+type keyringPeer struct {
+	pb.UnimplementedKeyringPeerServer
+	s *Keyring
+}
+
+func (p *keyringPeer) List(context.Context, *pb.KeyringListRequest) (*pb.KeyringAgentResult, error) {
+	return p.s.applyLocal(opList, ""), nil
+}
+
+func (p *keyringPeer) Install(_ context.Context, req *pb.KeyringKeyRequest) (*pb.KeyringAgentResult, error) {
+	return p.s.applyLocal(opInstall, req.GetKey()), nil
+}
+
+func (p *keyringPeer) Use(_ context.Context, req *pb.KeyringKeyRequest) (*pb.KeyringAgentResult, error) {
+	return p.s.applyLocal(opUse, req.GetKey()), nil
+}
+
+func (p *keyringPeer) Remove(_ context.Context, req *pb.KeyringKeyRequest) (*pb.KeyringAgentResult, error) {
+	return p.s.applyLocal(opRemove, req.GetKey()), nil
+}
