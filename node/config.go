@@ -20,6 +20,7 @@ import (
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/internal/fielderr"
+	"github.com/zrpcio/zrpc/internal/pki"
 	"github.com/zrpcio/zrpc/raftstore"
 	"github.com/zrpcio/zrpc/storage"
 )
@@ -84,6 +85,15 @@ type Config struct {
 	TLSCA   string `yaml:"tls_ca" help:"cluster CA certificate (ca.pem); with tls_cert and tls_key, gRPC and Raft accept only mutual TLS with this CA"`
 	TLSCert string `yaml:"tls_cert" help:"this agent's certificate (zrpcctl tls cert create --agent); reloaded on SIGHUP"`
 	TLSKey  string `yaml:"tls_key" help:"the key of tls_cert (keep it mode 0600); reloaded on SIGHUP"`
+	// ClusterToken secures a cluster with one shared secret instead of
+	// certificate files: every agent derives the cluster CA from it, signs
+	// its own agent certificate into <data_dir>/tls, and (unless encrypt
+	// or encrypt_file is set) derives the gossip key from it (node/tls.go).
+	// It is a secret: better given by ClusterTokenFile or
+	// ZRPC_CLUSTER_TOKEN than by a flag.
+	ClusterToken string `yaml:"cluster_token" help:"one secret (at least 32 random characters, e.g. zrpcd keygen) shared by all agents: mutual TLS and gossip encryption with no certificate files; prefer --cluster-token-file or ZRPC_CLUSTER_TOKEN, as a flag shows in the process list" secret:"true"`
+	// ClusterTokenFile names a file holding ClusterToken; Start reads it.
+	ClusterTokenFile string `yaml:"cluster_token_file" help:"file holding the cluster token (instead of --cluster-token)"`
 	// ACL turns access control on: every API call must carry a token
 	// (`zrpcctl acl bootstrap` makes the first), and what no policy of
 	// the token grants is denied.
@@ -349,7 +359,13 @@ func (c *Config) gossipKey() ([]byte, error) {
 		}
 	}
 	if key == "" {
-		return nil, nil
+		token, err := c.clusterToken()
+		if err != nil || token == "" {
+			return nil, err
+		}
+		if key, err = pki.TokenGossipKey(token); err != nil {
+			return nil, err
+		}
 	}
 	k, err := gossip.ParseKey(key)
 	if err != nil {

@@ -142,6 +142,13 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 		{"gossip_profile", func(c *Config) { c.GossipProfile = "wan" }},
 		{"gossip_profile", func(c *Config) { c.GossipProfile = "" }},
 		{"encrypt", func(c *Config) { c.EncryptKey = "short" }},
+		{"cluster_token", func(c *Config) { c.ClusterToken = "too-short" }},
+		{"cluster_token_file", func(c *Config) {
+			c.ClusterToken, c.ClusterTokenFile = strings.Repeat("t", 40), "/etc/zrpc/token"
+		}},
+		{"cluster_token", func(c *Config) {
+			c.ClusterToken, c.TLSCA, c.TLSCert, c.TLSKey = strings.Repeat("t", 40), "ca.pem", "n1.pem", "n1-key.pem"
+		}},
 		{"dead_node_reap", func(c *Config) { c.DeadNodeReap = time.Millisecond }},
 		{"join_max_backoff", func(c *Config) { c.JoinMaxBackoff = 0 }},
 		{"leader_wait", func(c *Config) { c.LeaderWait = 0 }},

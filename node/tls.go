@@ -4,6 +4,9 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -12,10 +15,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/zrpcio/zrpc/internal/fielderr"
+	"github.com/zrpcio/zrpc/internal/pki"
 	"github.com/zrpcio/zrpc/internal/tlsconf"
 )
 
-// TLS: with tls_ca, tls_cert and tls_key set, every listener of the agent
+// TLS: with tls_ca, tls_cert and tls_key set (or a cluster token, from
+// which the agent makes them: issueTokenCertificates), every listener of the agent
 // but gossip's is mutual TLS 1.3 with the cluster CA (configured means
 // enforced): the gRPC API takes any certificate of the CA, its
 // agent-to-agent services (grpcapi's PeerOnly) and the Raft transport only
@@ -27,9 +32,21 @@ func (c *Config) tlsFiles() tlsconf.Files {
 	return tlsconf.Files{CA: c.TLSCA, Cert: c.TLSCert, Key: c.TLSKey}
 }
 
-// validateTLS reports a TLS configuration missing one of its files.
+// validateTLS reports a TLS configuration missing one of its files, and
+// a cluster token that is too short or given twice or beside the files.
 func (c *Config) validateTLS(l *fielderr.List) {
 	f := c.tlsFiles()
+	switch {
+	case c.ClusterToken != "" && c.ClusterTokenFile != "":
+		l.Addf("cluster_token_file", "set either cluster_token or cluster_token_file, not both")
+	case c.ClusterToken != "":
+		if err := pki.CheckToken(c.ClusterToken); err != nil {
+			l.Add("cluster_token", err)
+		}
+	}
+	if (c.ClusterToken != "" || c.ClusterTokenFile != "") && f.Enabled() {
+		l.Addf("cluster_token", "set either a cluster token or tls_ca, tls_cert and tls_key: the token makes the agent's certificates itself")
+	}
 	if !f.Enabled() {
 		return
 	}
@@ -40,8 +57,80 @@ func (c *Config) validateTLS(l *fielderr.List) {
 	}
 }
 
-// loadTLS reads the TLS files when they are configured.
+// clusterToken returns the cluster token, read from cluster_token_file
+// when that is set; "" when there is none.
+func (c *Config) clusterToken() (string, error) {
+	token := c.ClusterToken
+	if c.ClusterTokenFile != "" {
+		b, err := os.ReadFile(c.ClusterTokenFile)
+		if err != nil {
+			return "", fmt.Errorf("cluster_token_file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+		if err := pki.CheckToken(token); err != nil {
+			return "", fmt.Errorf("cluster_token_file: %s: %w", c.ClusterTokenFile, err)
+		}
+	}
+	return token, nil
+}
+
+// issueTokenCertificates signs this agent's certificate with the CA the
+// cluster token derives and writes it, its key and the CA certificate to
+// <data_dir>/tls (a new key and certificate on every start, for the
+// agent's current name and addresses); the TLS settings then name them.
+func (n *Node) issueTokenCertificates() error {
+	token, err := n.cfg.clusterToken()
+	if err != nil || token == "" {
+		return err
+	}
+	ca, err := pki.TokenCA(token)
+	if err != nil {
+		return fmt.Errorf("cluster token: %w", err)
+	}
+	ips := []string{n.cfg.advertiseIP()}
+	if bind := net.ParseIP(n.cfg.BindAddr); bind != nil && !bind.IsUnspecified() {
+		ips = append(ips, n.cfg.BindAddr)
+	}
+	cert, key, err := ca.Sign(pki.CertRequest{Kind: pki.Agent, Name: n.cfg.Name, IPs: ips})
+	if err != nil {
+		return fmt.Errorf("cluster token: sign this agent's certificate: %w", err)
+	}
+	keyPEM, err := pki.EncodeKey(key)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(n.cfg.DataDir, "tls")
+	if err := ensureDir(dir); err != nil {
+		return err
+	}
+	var files tlsconf.Files
+	files.CA, files.Cert, files.Key = n.cfg.TokenCertificateFiles()
+	for _, w := range []struct {
+		path string
+		data []byte
+	}{{files.CA, pki.EncodeCertificate(ca.Cert)}, {files.Key, keyPEM}, {files.Cert, pki.EncodeCertificate(cert)}} {
+		if err := writeFileSync(w.path, w.data); err != nil {
+			return fmt.Errorf("cluster token: write %s: %w", w.path, err)
+		}
+	}
+	n.cfg.TLSCA, n.cfg.TLSCert, n.cfg.TLSKey = files.CA, files.Cert, files.Key
+	n.log.Info("cluster token: signed this agent's certificate with the token's CA", "dir", dir)
+	return nil
+}
+
+// TokenCertificateFiles are where an agent with a cluster token keeps the
+// token CA's certificate, its own certificate and its key.
+func (c Config) TokenCertificateFiles() (ca, cert, key string) {
+	dir := filepath.Join(c.DataDir, "tls")
+	return filepath.Join(dir, "ca.pem"), filepath.Join(dir, "agent.pem"), filepath.Join(dir, "agent-key.pem")
+}
+
+// loadTLS reads the TLS files when they are configured, after making them
+// from the cluster token when there is one.
 func (n *Node) loadTLS() error {
+	if err := n.issueTokenCertificates(); err != nil {
+		return err
+	}
 	if !n.cfg.tlsFiles().Enabled() {
 		return nil
 	}

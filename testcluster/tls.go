@@ -17,10 +17,20 @@ func WithTLS(certs func(agent string) (ca, cert, key string)) Option {
 	return func(c *node.Config) { c.TLSCA, c.TLSCert, c.TLSKey = certs(c.Name) }
 }
 
+// WithClusterToken gives every agent the cluster token token (node's
+// cluster_token): the agents make their certificates and gossip key from
+// it.
+func WithClusterToken(token string) Option {
+	return func(c *node.Config) { c.ClusterToken = token }
+}
+
 // transport is how the cluster's clients dial agent m: with its own
 // certificate when it has TLS.
 func (c *Cluster) transport(m *member) grpc.DialOption {
 	files := tlsconf.Files{CA: m.cfg.TLSCA, Cert: m.cfg.TLSCert, Key: m.cfg.TLSKey}
+	if m.cfg.ClusterToken != "" {
+		files.CA, files.Cert, files.Key = m.cfg.TokenCertificateFiles()
+	}
 	if !files.Enabled() {
 		return grpc.WithTransportCredentials(insecure.NewCredentials())
 	}

@@ -3,7 +3,9 @@ package testcluster
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/pki"
 	"github.com/zrpcio/zrpc/internal/pki/pkitest"
 	"github.com/zrpcio/zrpc/internal/tlsconf"
 )
@@ -136,5 +139,71 @@ func TestTLSAgentReloadsCertificates(t *testing.T) {
 	}
 	if got, want := servedSerial(), pkitest.Serial(t, second); got != want {
 		t.Fatalf("after a failed ReloadTLS the agent serves serial %s, want the kept %s", got, want)
+	}
+}
+
+// TestClusterTokenAloneSecuresTheCluster: agents given only a cluster
+// token make their certificates and gossip key from it, form a cluster
+// over mutual TLS and serve it; plaintext is refused, and so is an agent
+// certificate made from another token.
+func TestClusterTokenAloneSecuresTheCluster(t *testing.T) {
+	const token = "test-cluster-token-0123456789abcdef"
+	c := New(t, 3, WithClusterToken(token))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	in := &pb.Instance{Service: "user.rpc", Id: "u1", Address: "127.0.0.1:9000"}
+	follower := (c.LeaderIndex() + 1) % 3
+	if _, err := c.Registry(follower).Register(ctx, &pb.RegisterRequest{Instance: in}); err != nil {
+		t.Fatalf("register through follower %s: %v", c.Name(follower), err)
+	}
+	c.WaitFor(20*time.Second, "user.rpc/u1 on every agent", func() bool {
+		for i := range 3 {
+			resp, err := c.Registry(i).Get(ctx, &pb.GetRequest{Service: "user.rpc", Consistency: pb.Consistency_STALE})
+			if err != nil || len(resp.Instances) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	_, _, keyFile := c.members[0].cfg.TokenCertificateFiles()
+	if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("agent key %s: %v, mode %v; want it written with mode 0600", keyFile, err, fi.Mode().Perm())
+	}
+
+	plain, err := grpc.NewClient(c.GRPCAddr(0), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if _, err := pb.NewStatusClient(plain).Status(ctx, &pb.StatusRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("plaintext Status: err %v, want Unavailable", err)
+	}
+
+	otherCA, err := pki.TokenCA(token + "-other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := otherCA.Sign(pki.CertRequest{Kind: pki.Agent, Name: "intruder"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The intruder does not check the server, so only the agent's check of
+	// the intruder's certificate decides.
+	intruder := &tls.Config{
+		Certificates:       []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key}},
+		InsecureSkipVerify: true, MinVersion: tls.VersionTLS13,
+	}
+	conn, err := tls.Dial("tcp", c.Node(0).Store().RaftAddr(), intruder)
+	if err == nil {
+		// TLS 1.3 reports the server's refusal of the client certificate
+		// on the first read; an accepted connection would just wait.
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+	}
+	var ne net.Error
+	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+		t.Fatalf("Raft accepted an agent certificate of another token: err %v", err)
 	}
 }

@@ -3,6 +3,8 @@ package ctlcmd
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -12,6 +14,7 @@ import (
 type tlsCertOptions struct {
 	pki.CertOptions
 	agent, client, service bool
+	tokenFile              string
 }
 
 func newTLSCertCommand() *cobra.Command {
@@ -42,10 +45,16 @@ func newTLSCertCreateCommand() *cobra.Command {
   --service  valid for NAME (the service, e.g. user.rpc) and every --ip and
              --dns; for a service's server and its clients
 
+With --cluster-token-file (or $ZRPC_CLUSTER_TOKEN), the CA is the one the
+agents of a cluster run with a cluster token derive from it, and its
+certificate is written to DIR/ca.pem: a way to give zrpcctl and services
+certificates of such a cluster.
+
 Existing files are never replaced unless --force is given.`,
 		Example: `  zrpcctl tls cert create --agent --name n1 --ip 10.0.0.1
   zrpcctl tls cert create --client --name ops --days 30
-  zrpcctl tls cert create --service --name user.rpc --dir /etc/user/tls --ca ca.pem --ca-key ca-key.pem`,
+  zrpcctl tls cert create --service --name user.rpc --dir /etc/user/tls --ca ca.pem --ca-key ca-key.pem
+  zrpcctl tls cert create --client --name ops --cluster-token-file /etc/zrpc/token`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kind, err := o.kind()
@@ -58,6 +67,12 @@ Existing files are never replaced unless --force is given.`,
 			}
 			if err := o.Validate(); err != nil {
 				return err
+			}
+			if o.Token, err = clusterToken(o.tokenFile); err != nil {
+				return err
+			}
+			if o.Token != "" && (o.CACert != "" || o.CAKey != "") {
+				return errors.New("give either a cluster token or --ca and --ca-key, not both")
 			}
 			cmd.SilenceUsage = true
 			w, err := pki.CreateCert(o.CertOptions)
@@ -81,7 +96,31 @@ Existing files are never replaced unless --force is given.`,
 	fs.StringVar(&o.CACert, "ca", "", "the CA certificate (default: DIR/ca.pem)")
 	fs.StringVar(&o.CAKey, "ca-key", "", "the CA key (default: DIR/ca-key.pem)")
 	fs.BoolVar(&o.Overwrite, "force", false, "replace existing NAME.pem and NAME-key.pem")
+	fs.StringVar(&o.tokenFile, "cluster-token-file", "", "sign with the CA of the cluster token in this file (default: $"+clusterTokenEnv+" when set)")
 	return cmd
+}
+
+// clusterTokenEnv holds a cluster token, as it does for zrpcd.
+const clusterTokenEnv = "ZRPC_CLUSTER_TOKEN"
+
+// clusterToken reads the cluster token from file, else from
+// $ZRPC_CLUSTER_TOKEN; "" when neither is given.
+func clusterToken(file string) (string, error) {
+	token := strings.TrimSpace(os.Getenv(clusterTokenEnv))
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("--cluster-token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	if token == "" {
+		return "", nil
+	}
+	if err := pki.CheckToken(token); err != nil {
+		return "", err
+	}
+	return token, nil
 }
 
 // kind is the one of --agent, --client, --service that was given.

@@ -156,3 +156,56 @@ func dirNames(t *testing.T, dir string) []string {
 	}
 	return names
 }
+
+// TestTLSCertFromClusterToken: a certificate signed with a cluster token's
+// CA, with that CA written beside it, is trusted by the agents of the
+// token (they derive the same CA) and not by another token's.
+func TestTLSCertFromClusterToken(t *testing.T) {
+	clearTLSEnv(t)
+	t.Setenv(clusterTokenEnv, "")
+	dir := t.TempDir()
+	const token = "zrpcctl-test-cluster-token-0123456789"
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testContext(t)
+	r := runZrpcctl(ctx, t, "", "tls", "cert", "create", "--client", "--name", "ops", "--dir", dir, "--cluster-token-file", tokenFile)
+	if r.err != nil {
+		t.Fatalf("tls cert create --cluster-token-file: %v\n%s", r.err, r.stderr)
+	}
+	ca, err := pki.TokenCA(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	written := readCertificate(t, filepath.Join(dir, "ca.pem"))
+	if !ca.Key.PublicKey.Equal(written.PublicKey) {
+		t.Fatal("ca.pem is not the token's CA")
+	}
+	verify := func(ca *pki.CA) error {
+		roots := x509.NewCertPool()
+		roots.AddCert(ca.Cert)
+		_, err := readCertificate(t, filepath.Join(dir, "ops.pem")).Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		return err
+	}
+	if err := verify(ca); err != nil {
+		t.Fatalf("the client certificate does not verify with the token's CA: %v", err)
+	}
+	other, _ := pki.TokenCA(token + "-other")
+	if verify(other) == nil {
+		t.Fatal("another token's CA trusts the client certificate")
+	}
+
+	// A second certificate reuses ca.pem; one of another token refuses it.
+	if r := runZrpcctl(ctx, t, "", "tls", "cert", "create", "--service", "--name", "user.rpc", "--dir", dir, "--cluster-token-file", tokenFile); r.err != nil {
+		t.Fatalf("second certificate: %v", r.err)
+	}
+	t.Setenv(clusterTokenEnv, token+"-other")
+	r = runZrpcctl(ctx, t, "", "tls", "cert", "create", "--client", "--name", "dev", "--dir", dir)
+	if r.err == nil || !strings.Contains(r.err.Error(), "not the cluster token's CA") {
+		t.Fatalf("certificate of another token into the same dir: err %v, want a refusal naming ca.pem", r.err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "dev.pem")); err == nil {
+		t.Fatal("the refused certificate was written")
+	}
+}

@@ -34,6 +34,10 @@ type CAOptions struct {
 	// Overwrite replaces existing files; without it they are an error and
 	// nothing is written.
 	Overwrite bool
+	// Token, when set, is the cluster token whose CA signs (TokenCA)
+	// instead of the CA files; the CA's certificate is written to
+	// Dir/ca.pem when that file does not exist yet.
+	Token string
 }
 
 // CreateCA makes a CA and writes it to Dir/ca.pem and Dir/ca-key.pem (the
@@ -72,6 +76,10 @@ type CertOptions struct {
 	// Overwrite replaces existing files; without it they are an error and
 	// nothing is written.
 	Overwrite bool
+	// Token, when set, is the cluster token whose CA signs (TokenCA)
+	// instead of the CA files; the CA's certificate is written to
+	// Dir/ca.pem when that file does not exist yet.
+	Token string
 }
 
 // CreateCert signs a certificate with the CA's files and writes it to
@@ -90,7 +98,7 @@ func CreateCert(o CertOptions) (Written, error) {
 	if err := checkAbsent(o.Overwrite, w.Cert, w.Key); err != nil {
 		return Written{}, err
 	}
-	ca, err := LoadCA(o.CACert, o.CAKey)
+	ca, err := o.ca()
 	if err != nil {
 		return Written{}, err
 	}
@@ -106,6 +114,41 @@ func CreateCert(o CertOptions) (Written, error) {
 		return Written{}, err
 	}
 	return w, nil
+}
+
+// ca is the signing CA: the token's, whose certificate is then written
+// to Dir/ca.pem unless there is one (which must be the token's), or the
+// CA of the files.
+func (o CertOptions) ca() (*CA, error) {
+	if o.Token == "" {
+		return LoadCA(o.CACert, o.CAKey)
+	}
+	ca, err := TokenCA(o.Token)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(o.Dir, CACertFile)
+	if old, err := os.ReadFile(path); err == nil {
+		cert, err := ParseCertificate(old)
+		if err != nil || !ca.Key.PublicKey.Equal(cert.PublicKey) {
+			return nil, fmt.Errorf("%s is not the cluster token's CA certificate: move it away or use another --dir", path)
+		}
+		return ca, nil
+	}
+	if o.Dir != "" {
+		if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create directory: %w", err)
+		}
+	}
+	tmp, err := writeTemp(path, EncodeCertificate(ca.Cert), 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return ca, nil
 }
 
 // LoadCA reads a CA from its certificate and key files.
