@@ -2,8 +2,12 @@ package node
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -11,13 +15,15 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/internal/fielderr"
 	"github.com/zrpcio/zrpc/internal/tlsconf"
 )
 
 // TLS: with tls_ca, tls_cert and tls_key set, every listener of the agent
 // but gossip's is mutual TLS 1.3 with the cluster CA (configured means
-// enforced): the gRPC API takes any certificate of the CA, its
+// enforced), and gossip must be encrypted by its keyring (Start refuses
+// plaintext gossip): the gRPC API takes any certificate of the CA, its
 // agent-to-agent services (grpcapi's PeerOnly) and the Raft transport only
 // agent certificates (agent.zrpc), and the agent dials its peers with its
 // own. Start reads the files; ReloadTLS (SIGHUP) reads them again for new
@@ -45,6 +51,9 @@ func (n *Node) loadTLS() error {
 	if !n.cfg.tlsFiles().Enabled() {
 		return nil
 	}
+	if err := n.requireGossipEncryption(); err != nil {
+		return err
+	}
 	r, err := tlsconf.Load(n.cfg.tlsFiles())
 	if err != nil {
 		return fmt.Errorf("load TLS certificates: %w", err)
@@ -53,6 +62,26 @@ func (n *Node) loadTLS() error {
 	n.log.Info("TLS on: gRPC and Raft are mutual TLS", "ca", n.cfg.TLSCA, "cert", n.cfg.TLSCert,
 		"cert_expires", r.NotAfter().UTC().Format(time.RFC3339))
 	return nil
+}
+
+// requireGossipEncryption refuses TLS with plaintext gossip: gossip would
+// be the one port that carries members' addresses and leave notices in
+// the clear, and where anyone could announce a member. A key counts when
+// encrypt or encrypt_file is set or the data dir keeps a gossip keyring.
+func (n *Node) requireGossipEncryption() error {
+	if n.cfg.EncryptKey != "" || n.cfg.EncryptKeyFile != "" {
+		return nil
+	}
+	keyring := filepath.Join(n.cfg.DataDir, gossip.KeyringFileName)
+	if _, err := os.Stat(keyring); err == nil {
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("TLS is on: check for the gossip keyring %s: %w", keyring, err)
+	}
+	return fmt.Errorf("TLS is on (tls_ca, tls_cert, tls_key) but gossip would be plaintext: "+
+		"gossip carries the members' addresses and their leave notices, so with TLS it must be encrypted; "+
+		"make a key once with `zrpcd keygen > gossip.key` and give every agent --encrypt-file gossip.key "+
+		"(or ZRPC_ENCRYPT); no encrypt, encrypt_file or %s was found", keyring)
 }
 
 // ReloadTLS reads the TLS files again (zrpcd does on SIGHUP): new
