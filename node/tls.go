@@ -109,6 +109,16 @@ func (n *Node) serverTLS() *tls.Config {
 	return n.tls.ServerConfig()
 }
 
+// checkTLS is the TLS config of gRPC health checks of TLS instances of
+// service: this agent's certificate, the instance's verified for the
+// service's name. Nil without TLS.
+func (n *Node) checkTLS(service string) *tls.Config {
+	if n.tls == nil {
+		return nil
+	}
+	return n.tls.ClientConfig(service)
+}
+
 // peerTransport returns the transport credentials of connections to
 // peers: this agent's certificate, and the peer must hold an agent's.
 func (n *Node) peerTransport() grpc.DialOption {
