@@ -2,20 +2,41 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
 // ACLBootstrap creates the cluster's management token and returns it with
 // its secret, which no agent can show again. It works once per cluster;
-// later calls fail with apierr.ErrFailedPrecondition.
+// later calls fail with apierr.ErrFailedPrecondition. The client makes the
+// secret and every attempt sends the same one, so an attempt whose answer
+// was lost after the agent applied it is answered by the next.
 func (c *Client) ACLBootstrap(ctx context.Context) (*zrpcpb.ACLToken, string, error) {
+	secret, err := newTokenSecret()
+	if err != nil {
+		return nil, "", err
+	}
 	var resp *zrpcpb.ACLBootstrapResponse
-	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
-		resp, err = zrpcpb.NewACLClient(ep.conn).Bootstrap(ctx, &zrpcpb.ACLBootstrapRequest{})
+	req := &zrpcpb.ACLBootstrapRequest{Secret: secret}
+	err = c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		resp, err = zrpcpb.NewACLClient(ep.conn).Bootstrap(ctx, req)
 		return err
 	})
 	return resp.GetToken(), resp.GetSecret(), err
+}
+
+// newTokenSecret returns a new token secret in the form agents check (and
+// package acl makes): "zrpc_" and 64 lowercase hex digits, 256 random
+// bits.
+func newTokenSecret() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("generate token secret: %w", err)
+	}
+	return "zrpc_" + hex.EncodeToString(b[:]), nil
 }
 
 // ACLPolicyCreate stores a new policy; rules that do not parse fail with
@@ -60,11 +81,17 @@ func (c *Client) ACLPolicyDelete(ctx context.Context, name string) error {
 }
 
 // ACLTokenCreate makes a token carrying policies and returns it with its
-// secret, which no agent can show again.
+// secret, which no agent can show again. As with ACLBootstrap, the client
+// makes the secret, so that a retry after a lost answer makes no second
+// token.
 func (c *Client) ACLTokenCreate(ctx context.Context, description string, policies ...string) (*zrpcpb.ACLToken, string, error) {
+	secret, err := newTokenSecret()
+	if err != nil {
+		return nil, "", err
+	}
 	var resp *zrpcpb.ACLTokenCreateResponse
-	req := &zrpcpb.ACLTokenCreateRequest{Description: description, Policies: policies}
-	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+	req := &zrpcpb.ACLTokenCreateRequest{Description: description, Policies: policies, Secret: secret}
+	err = c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
 		resp, err = zrpcpb.NewACLClient(ep.conn).TokenCreate(ctx, req)
 		return err
 	})

@@ -41,6 +41,7 @@ func (n *Node) newHealth() *health.Keeper {
 		ReadReady: func() error { return n.store.CheckRead(pb.Consistency_DEFAULT) },
 		Silenced:  n.halting.Load,
 		Interval:  n.cfg.HealthInterval,
+		CheckTLS:  n.checkTLS,
 		Logger:    n.log,
 	})
 }

@@ -101,7 +101,7 @@ func (n *Node) apiServerConfig() grpcapi.ServerConfig {
 	if n.cfg.ACL {
 		fsm := n.store.FSM()
 		cfg.ACL = acl.NewInterceptors(acl.InterceptorConfig{
-			Resolver: acl.NewReplicaResolver(fsm),
+			Resolver: n.aclResolver,
 			// With TLS, an agent's call also comes with an agent
 			// certificate, as checkPeer requires of the peer API.
 			AgentProof: func(ctx context.Context, method string) bool {

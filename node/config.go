@@ -82,7 +82,7 @@ type Config struct {
 	// TLS: the cluster CA, this agent's certificate (zrpcctl tls cert
 	// create --agent) and its key. Set, the gRPC API and the Raft
 	// transport are mutual TLS only (node/tls.go).
-	TLSCA   string `yaml:"tls_ca" help:"cluster CA certificate (ca.pem); with tls_cert and tls_key, gRPC and Raft accept only mutual TLS with this CA"`
+	TLSCA   string `yaml:"tls_ca" help:"cluster CA certificate (ca.pem); with tls_cert and tls_key, gRPC and Raft accept only mutual TLS with this CA, and gossip must be encrypted (encrypt_file)"`
 	TLSCert string `yaml:"tls_cert" help:"this agent's certificate (zrpcctl tls cert create --agent); reloaded on SIGHUP"`
 	TLSKey  string `yaml:"tls_key" help:"the key of tls_cert (keep it mode 0600); reloaded on SIGHUP"`
 	// ClusterToken secures a cluster with one shared secret instead of

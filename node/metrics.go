@@ -196,7 +196,8 @@ func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 
 // startHTTP serves /metrics, /healthz (the process is up), /readyz (this
 // agent knows a leader, so writes can succeed) and /debug/pprof (its
-// cmdline with secret flags redacted).
+// cmdline with secret flags redacted; with ACLs on, only to tokens with
+// operator:read, httpauth.go).
 func (n *Node) startHTTP() error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
@@ -208,11 +209,12 @@ func (n *Node) startHTTP() error {
 		}
 		http.Error(w, "not ready: no Raft leader known", http.StatusServiceUnavailable)
 	})
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", serveCmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	debug := func(path string, h http.HandlerFunc) { mux.Handle(path, n.requireOperatorRead(h)) }
+	debug("/debug/pprof/", pprof.Index)
+	debug("/debug/pprof/cmdline", serveCmdline)
+	debug("/debug/pprof/profile", pprof.Profile)
+	debug("/debug/pprof/symbol", pprof.Symbol)
+	debug("/debug/pprof/trace", pprof.Trace)
 	addr := net.JoinHostPort(n.cfg.HTTPBind, strconv.Itoa(n.cfg.HTTPPort))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

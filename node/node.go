@@ -43,6 +43,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 
+	"github.com/zrpcio/zrpc/acl"
 	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/internal/tlsconf"
 	"github.com/zrpcio/zrpc/node/grpcapi"
@@ -73,6 +74,9 @@ type Node struct {
 	gossip  *gossip.Gossip
 	blobs   *storage.Store
 	tls     *tlsconf.Reloader // nil without TLS (tls.go)
+	// aclResolver finds tokens for the gRPC interceptors and the HTTP
+	// endpoint's pprof; nil with ACLs off.
+	aclResolver acl.Resolver
 
 	// reconcileWake nudges the leader's reconcile loop after a gossip event.
 	reconcileWake chan struct{}
@@ -187,6 +191,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		{"start Raft", n.startRaft},
 		{"serve gRPC", func() error {
 			n.metrics = newMetrics(n)
+			if n.cfg.ACL {
+				n.aclResolver = acl.NewReplicaResolver(n.store.FSM())
+			}
 			n.peers = newPeerConns(n)
 			n.forward = raftstore.NewForwarder(n.store, raftstore.ForwardConfig{
 				LeaderWait: n.cfg.LeaderWait, Dial: n.peers.dial, LocalApply: n.applyAsLeader, Done: n.ctx.Done(),

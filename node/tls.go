@@ -2,7 +2,9 @@ package node
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/internal/fielderr"
 	"github.com/zrpcio/zrpc/internal/pki"
 	"github.com/zrpcio/zrpc/internal/tlsconf"
@@ -22,7 +25,8 @@ import (
 // TLS: with tls_ca, tls_cert and tls_key set (or a cluster token, from
 // which the agent makes them: issueTokenCertificates), every listener of the agent
 // but gossip's is mutual TLS 1.3 with the cluster CA (configured means
-// enforced): the gRPC API takes any certificate of the CA, its
+// enforced), and gossip must be encrypted by its keyring (Start refuses
+// plaintext gossip): the gRPC API takes any certificate of the CA, its
 // agent-to-agent services (grpcapi's PeerOnly) and the Raft transport only
 // agent certificates (agent.zrpc), and the agent dials its peers with its
 // own. Start reads the files; ReloadTLS (SIGHUP) reads them again for new
@@ -134,6 +138,9 @@ func (n *Node) loadTLS() error {
 	if !n.cfg.tlsFiles().Enabled() {
 		return nil
 	}
+	if err := n.requireGossipEncryption(); err != nil {
+		return err
+	}
 	r, err := tlsconf.Load(n.cfg.tlsFiles())
 	if err != nil {
 		return fmt.Errorf("load TLS certificates: %w", err)
@@ -142,6 +149,27 @@ func (n *Node) loadTLS() error {
 	n.log.Info("TLS on: gRPC and Raft are mutual TLS", "ca", n.cfg.TLSCA, "cert", n.cfg.TLSCert,
 		"cert_expires", r.NotAfter().UTC().Format(time.RFC3339))
 	return nil
+}
+
+// requireGossipEncryption refuses TLS with plaintext gossip: gossip would
+// be the one port that carries members' addresses and leave notices in
+// the clear, and where anyone could announce a member. A key counts when
+// encrypt or encrypt_file is set, a cluster token gives one, or the data
+// dir keeps a gossip keyring.
+func (n *Node) requireGossipEncryption() error {
+	if n.cfg.EncryptKey != "" || n.cfg.EncryptKeyFile != "" || n.cfg.ClusterToken != "" || n.cfg.ClusterTokenFile != "" {
+		return nil
+	}
+	keyring := filepath.Join(n.cfg.DataDir, gossip.KeyringFileName)
+	if _, err := os.Stat(keyring); err == nil {
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("TLS is on: check for the gossip keyring %s: %w", keyring, err)
+	}
+	return fmt.Errorf("TLS is on (tls_ca, tls_cert, tls_key) but gossip would be plaintext: "+
+		"gossip carries the members' addresses and their leave notices, so with TLS it must be encrypted; "+
+		"make a key once with `zrpcd keygen > gossip.key` and give every agent --encrypt-file gossip.key "+
+		"(or ZRPC_ENCRYPT); no encrypt, encrypt_file or %s was found", keyring)
 }
 
 // ReloadTLS reads the TLS files again (zrpcd does on SIGHUP): new
@@ -167,6 +195,16 @@ func (n *Node) serverTLS() *tls.Config {
 		return nil
 	}
 	return n.tls.ServerConfig()
+}
+
+// checkTLS is the TLS config of gRPC health checks of TLS instances of
+// service: this agent's certificate, the instance's verified for the
+// service's name. Nil without TLS.
+func (n *Node) checkTLS(service string) *tls.Config {
+	if n.tls == nil {
+		return nil
+	}
+	return n.tls.ClientConfig(service)
 }
 
 // peerTransport returns the transport credentials of connections to

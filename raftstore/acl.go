@@ -3,6 +3,7 @@ package raftstore
 import (
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -19,6 +20,11 @@ import (
 // are checked by the API before they are proposed (package acl); the
 // state machine checks only what keeps the state consistent: names and
 // hashes present and unique, a token's policies existing, one bootstrap.
+//
+// A bootstrap or token create repeated with the secret of a stored token
+// and its policies is the same write again and changes nothing (the
+// client chose the secret and retried after a lost answer); with other
+// policies, or a bootstrap with another secret, it is refused.
 //
 // A policy still named by a token is not deleted: the delete is refused
 // with FailedPrecondition naming the tokens, so that a token never
@@ -79,10 +85,13 @@ func (f *FSM) applyACL(cmd *pb.Command, rev uint64) error {
 	defer a.mu.Unlock()
 	switch k := cmd.Kind.(type) {
 	case *pb.Command_AclBootstrap:
+		t := k.AclBootstrap.GetToken()
 		if a.bootstrapped {
+			if t != nil && a.repeated(t) {
+				return nil
+			}
 			return fmt.Errorf("%w: ACLs already bootstrapped", ErrFailedPrecondition)
 		}
-		t := k.AclBootstrap.GetToken()
 		if err := checkToken("acl_bootstrap.token", t); err != nil {
 			return err
 		}
@@ -123,6 +132,9 @@ func (f *FSM) applyACL(cmd *pb.Command, rev uint64) error {
 		if err := checkToken("acl_token_set.token", t); err != nil {
 			return err
 		}
+		if a.repeated(t) {
+			return nil
+		}
 		for _, p := range t.Policies {
 			if p != ManagementPolicy && a.policies[p] == nil {
 				return fmt.Errorf("%w: acl_token_set.token.policies: policy %q", ErrNotFound, p)
@@ -144,6 +156,14 @@ func (f *FSM) applyACL(cmd *pb.Command, rev uint64) error {
 		return nil
 	}
 	return fmt.Errorf("%w: not an ACL command: %T", ErrInvalidArgument, cmd.Kind)
+}
+
+// repeated reports whether t is a create already applied: a token with
+// its secret and policies is stored (clients choose secrets, and send a
+// create again when its answer was lost). The caller holds a.mu.
+func (a *aclState) repeated(t *pb.ACLToken) bool {
+	stored := a.byHash[string(t.SecretHash)]
+	return stored != nil && slices.Equal(stored.Policies, t.Policies)
 }
 
 // newToken refuses a token whose accessor id or secret is taken.

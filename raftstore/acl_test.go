@@ -67,6 +67,32 @@ func TestFSMACLBootstrapAppliesOnce(t *testing.T) {
 	}
 }
 
+// A bootstrap or token create applied again with the same secret and
+// policies (a client's retry after a lost answer) changes nothing and
+// succeeds; a bootstrap with another secret is still refused.
+func TestFSMACLRepeatedCreateWithTheSameSecretIsTheSameWrite(t *testing.T) {
+	d := newFSMDriver(t, 16)
+	d.mustApply(aclBootstrapCmd(aclToken("a1", "root", ManagementPolicy)))
+	if _, err := d.apply(aclBootstrapCmd(aclToken("a1", "root", ManagementPolicy))); err != nil {
+		t.Fatalf("bootstrap repeated with its secret: %v, want success", err)
+	}
+	if _, err := d.apply(aclBootstrapCmd(aclToken("a2", "other", ManagementPolicy))); !errors.Is(err, ErrFailedPrecondition) {
+		t.Fatalf("bootstrap with another secret: %v, want FailedPrecondition", err)
+	}
+	d.mustApply(aclPolicyCmd("svc-user", `service "user." { write }`))
+	rev := d.mustApply(aclTokenCmd(aclToken("t1", "s1", "svc-user")))
+	if _, err := d.apply(aclTokenCmd(aclToken("t1", "s1", "svc-user"))); err != nil {
+		t.Fatalf("token create repeated with its secret: %v, want success", err)
+	}
+	if _, err := d.apply(aclTokenCmd(aclToken("t2", "s1", "svc-user"))); err != nil {
+		t.Fatalf("token create repeated with its secret by an agent naming another accessor: %v, want success", err)
+	}
+	toks := d.fsm.ACLTokens()
+	if len(toks) != 2 || d.fsm.ACLToken("t1").GetCreateRevision() != rev || d.fsm.ACLToken("t2") != nil {
+		t.Fatalf("tokens after repeated creates = %v, want the bootstrap token and t1 of revision %d", toks, rev)
+	}
+}
+
 func TestFSMACLRefusesMalformedCommands(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -105,8 +131,8 @@ func TestFSMACLTokensNeedExistingPoliciesAndUniqueSecrets(t *testing.T) {
 		t.Fatalf("policy named %s: %v, want AlreadyExists", ManagementPolicy, err)
 	}
 	d.mustApply(aclTokenCmd(aclToken("a1", "s1", "svc-user")))
-	if _, err := d.apply(aclTokenCmd(aclToken("a2", "s1", "svc-user"))); !errors.Is(err, ErrAlreadyExists) {
-		t.Fatalf("token with a taken secret: %v, want AlreadyExists", err)
+	if _, err := d.apply(aclTokenCmd(aclToken("a2", "s1", ManagementPolicy))); !errors.Is(err, ErrAlreadyExists) {
+		t.Fatalf("token with a taken secret and other policies: %v, want AlreadyExists", err)
 	}
 	if _, err := d.apply(aclTokenCmd(aclToken("a1", "s2"))); !errors.Is(err, ErrAlreadyExists) {
 		t.Fatalf("token with a taken accessor id: %v, want AlreadyExists", err)

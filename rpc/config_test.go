@@ -50,3 +50,17 @@ Orders:
 		t.Fatalf("bad target: %v", err)
 	}
 }
+
+func TestServerConfigCheckIntervalBounds(t *testing.T) {
+	for _, tc := range []struct {
+		interval time.Duration
+		ok       bool
+	}{{0, true}, {100 * time.Millisecond, true}, {time.Hour, true}, {-time.Second, false}, {time.Millisecond, false}, {2 * time.Hour, false}} {
+		cfg := rpc.DefaultServerConfig()
+		cfg.Name, cfg.ListenOn, cfg.CheckInterval = "user.rpc", "127.0.0.1:0", tc.interval
+		err := cfg.Validate()
+		if tc.ok != (err == nil) || err != nil && !strings.Contains(err.Error(), "setting CheckInterval") {
+			t.Errorf("CheckInterval %v: Validate() = %v, want ok=%v (naming CheckInterval)", tc.interval, err, tc.ok)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
@@ -214,11 +215,22 @@ func (s *Server) instance(a *net.TCPAddr) *pb.Instance {
 		h, _ := os.Hostname()
 		id = fmt.Sprintf("%s-%d", h, a.Port)
 	}
-	return &pb.Instance{
+	inst := &pb.Instance{
 		Service: s.cfg.Name, Id: id, Address: addr, Weight: s.cfg.Weight,
 		Zone: s.cfg.Zone, Version: s.cfg.Version, Tags: s.cfg.Tags, Metadata: s.cfg.Meta,
 	}
+	if s.cfg.CheckInterval > 0 {
+		// The agent checks this server's health endpoint, over mutual TLS
+		// when the server serves TLS.
+		inst.Check = &pb.Check{Grpc: true, Interval: durationpb.New(s.cfg.CheckInterval), GrpcTls: s.tls != nil}
+	}
+	return inst
 }
+
+// Health is the server's grpc.health.v1 service: set a status on it
+// (NOT_SERVING when the service cannot serve) and, with CheckInterval,
+// the agent's check marks the instance critical or passing accordingly.
+func (s *Server) Health() *health.Server { return s.health }
 
 // register opens a session and registers the instance on it.
 func (s *Server) register(ctx context.Context) error {

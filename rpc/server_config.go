@@ -33,6 +33,12 @@ type ServerConfig struct {
 	// AgentToken is the ACL token to register with (YAML token or
 	// token_file; default $ZRPC_TOKEN).
 	AgentToken `yaml:",inline"`
+	// CheckInterval, when set (100ms to 1h), asks the agent that owns the
+	// instance to call the server's grpc.health.v1 this often, on top of
+	// the session: a server that says NOT_SERVING (Server.Health), or
+	// stops answering, turns critical. With TLS the agent checks over
+	// mutual TLS with its agent certificate.
+	CheckInterval time.Duration `yaml:"CheckInterval"`
 	// NoRegister serves without registering (tests, direct:/// clients).
 	NoRegister bool `yaml:"NoRegister"`
 	// DrainDelay is how long Stop waits after deregistering before it stops
@@ -66,6 +72,12 @@ type ServerConfig struct {
 	TLS TLSConfig `yaml:"TLS"`
 }
 
+// The bounds of CheckInterval, the agent's for a gRPC check's interval.
+const (
+	minCheckInterval = 100 * time.Millisecond
+	maxCheckInterval = time.Hour
+)
+
 // DefaultServerConfig returns the defaults: weight 100, a 1 s drain delay
 // and a 10 s stop timeout.
 func DefaultServerConfig() ServerConfig {
@@ -96,6 +108,9 @@ func (c ServerConfig) Validate() error {
 	}
 	if c.DrainDelay < 0 || c.StopTimeout < 0 {
 		errs = append(errs, errors.New("settings DrainDelay, StopTimeout: must not be negative"))
+	}
+	if c.CheckInterval != 0 && (c.CheckInterval < minCheckInterval || c.CheckInterval > maxCheckInterval) {
+		errs = append(errs, fmt.Errorf("setting CheckInterval: %v must be 0 (no gRPC check) or between %v and %v", c.CheckInterval, minCheckInterval, maxCheckInterval))
 	}
 	if err := c.TLS.validateServer(); err != nil {
 		errs = append(errs, err)

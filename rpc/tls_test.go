@@ -14,6 +14,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/pki"
 	"github.com/zrpcio/zrpc/internal/pki/pkitest"
 	"github.com/zrpcio/zrpc/internal/testlog"
@@ -135,4 +136,56 @@ func TestTLSSettingsFromYAML(t *testing.T) {
 	if _, err := rpc.Dial(context.Background(), "zrpc:///user.rpc", rpc.WithTLS(rpc.TLSConfig{CA: f.CA, Cert: f.Cert, Key: f.Cert})); err == nil {
 		t.Error("Dial with a certificate as key succeeded")
 	}
+}
+
+// TestTLSServerWithGRPCCheck: a TLS server with CheckInterval registers a
+// grpc_tls check through a TLS agent, which checks it over mutual TLS with
+// its agent certificate: the instance turns passing, NOT_SERVING turns it
+// critical (the instance's own answer, not a failed handshake), SERVING
+// passing again.
+func TestTLSServerWithGRPCCheck(t *testing.T) {
+	kit := pkitest.New(t)
+	c := testcluster.New(t, 1, testcluster.WithTLS(func(agent string) (string, string, string) {
+		f := kit.Agent(agent)
+		return f.CA, f.Cert, f.Key
+	}))
+	srv, err := rpc.NewServer(rpc.ServerConfig{
+		Name: "user.rpc", ListenOn: "127.0.0.1:0", ID: "u1", Agents: []string{c.GRPCAddr(0)},
+		DrainDelay: 50 * time.Millisecond, CheckInterval: 100 * time.Millisecond,
+		TLS: tlsSettings(kit.Service("user.rpc")),
+	}, rpc.WithServerLogger(testlog.New(t, "server")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop(context.Background()) })
+	if got := instances(t, c, "user.rpc"); len(got) != 1 || !got[0].GetCheck().GetGrpc() || !got[0].GetCheck().GetGrpcTls() {
+		t.Fatalf("registered %v, want u1 with a grpc_tls check", got)
+	}
+	health := func() (pb.Health, string) {
+		got := instances(t, c, "user.rpc")
+		if len(got) != 1 {
+			return pb.Health_HEALTH_UNSPECIFIED, ""
+		}
+		return got[0].Health, got[0].HealthOutput
+	}
+
+	c.WaitFor(20*time.Second, "u1 passing its first check", func() bool {
+		h, _ := health()
+		return h == pb.Health_PASSING
+	})
+	srv.Health().SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	c.WaitFor(20*time.Second, "u1 critical with NOT_SERVING", func() bool {
+		h, out := health()
+		return h == pb.Health_CRITICAL && strings.Contains(out, "NOT_SERVING")
+	})
+	srv.Health().SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	c.WaitFor(20*time.Second, "u1 passing", func() bool {
+		h, out := health()
+		return h == pb.Health_PASSING && strings.Contains(out, "SERVING")
+	})
 }

@@ -1,6 +1,9 @@
 package testcluster
 
 import (
+	"crypto/rand"
+	"encoding/base64"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -11,10 +14,20 @@ import (
 
 // WithTLS turns TLS on for every agent, with the CA, certificate and key
 // files certs returns for the agent's name (internal/pki/pkitest makes
-// them). The cluster's own clients (Registry, Status) then dial with the
-// agent's certificate.
+// them), and encrypts gossip with a key of the cluster's unless an
+// earlier option gave one (an agent with TLS refuses plaintext gossip).
+// The cluster's own clients (Registry, Status) then dial with the agent's
+// certificate.
 func WithTLS(certs func(agent string) (ca, cert, key string)) Option {
-	return func(c *node.Config) { c.TLSCA, c.TLSCert, c.TLSKey = certs(c.Name) }
+	raw := make([]byte, 32) // AES-256, as zrpcd keygen makes
+	rand.Read(raw)          // never fails: crypto/rand crashes instead
+	key := base64.StdEncoding.EncodeToString(raw)
+	return func(c *node.Config) {
+		c.TLSCA, c.TLSCert, c.TLSKey = certs(c.Name)
+		if c.EncryptKey == "" && c.EncryptKeyFile == "" {
+			c.EncryptKey = key
+		}
+	}
 }
 
 // WithClusterToken gives every agent the cluster token token (node's

@@ -198,7 +198,12 @@ func (x *ACLToken) GetCreated() int64 {
 }
 
 type ACLBootstrapRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// secret, when set, is the management token's secret, made by the
+	// client ("zrpc_" and 64 lowercase hex digits, 256 random bits); the
+	// agent makes one when it is empty. A bootstrap sent again with the
+	// same secret (its answer was lost) answers the same token.
+	Secret        string `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -231,6 +236,13 @@ func (x *ACLBootstrapRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ACLBootstrapRequest.ProtoReflect.Descriptor instead.
 func (*ACLBootstrapRequest) Descriptor() ([]byte, []int) {
 	return file_acl_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ACLBootstrapRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
 }
 
 type ACLBootstrapResponse struct {
@@ -663,9 +675,14 @@ func (x *ACLPolicyDeleteResponse) GetHeader() *ResponseHeader {
 }
 
 type ACLTokenCreateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Description   string                 `protobuf:"bytes,1,opt,name=description,proto3" json:"description,omitempty"`
-	Policies      []string               `protobuf:"bytes,2,rep,name=policies,proto3" json:"policies,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Description string                 `protobuf:"bytes,1,opt,name=description,proto3" json:"description,omitempty"`
+	Policies    []string               `protobuf:"bytes,2,rep,name=policies,proto3" json:"policies,omitempty"`
+	// secret, when set, is the new token's secret, made by the client (as
+	// ACLBootstrapRequest's); the agent makes one when it is empty. A
+	// create sent again with the same secret and policies answers the token
+	// the first made, and makes no second.
+	Secret        string `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -712,6 +729,13 @@ func (x *ACLTokenCreateRequest) GetPolicies() []string {
 		return x.Policies
 	}
 	return nil
+}
+
+func (x *ACLTokenCreateRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
 }
 
 type ACLTokenCreateResponse struct {
@@ -1066,8 +1090,9 @@ const file_acl_proto_rawDesc = "" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x1a\n" +
 	"\bpolicies\x18\x04 \x03(\tR\bpolicies\x12'\n" +
 	"\x0fcreate_revision\x18\x05 \x01(\x04R\x0ecreateRevision\x12\x18\n" +
-	"\acreated\x18\x06 \x01(\x03R\acreated\"\x15\n" +
-	"\x13ACLBootstrapRequest\"\x88\x01\n" +
+	"\acreated\x18\x06 \x01(\x03R\acreated\"-\n" +
+	"\x13ACLBootstrapRequest\x12\x16\n" +
+	"\x06secret\x18\x01 \x01(\tR\x06secret\"\x88\x01\n" +
 	"\x14ACLBootstrapResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12'\n" +
 	"\x05token\x18\x02 \x01(\v2\x11.zrpc.v1.ACLTokenR\x05token\x12\x16\n" +
@@ -1089,10 +1114,11 @@ const file_acl_proto_rawDesc = "" +
 	"\x16ACLPolicyDeleteRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"J\n" +
 	"\x17ACLPolicyDeleteResponse\x12/\n" +
-	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\"U\n" +
+	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\"m\n" +
 	"\x15ACLTokenCreateRequest\x12 \n" +
 	"\vdescription\x18\x01 \x01(\tR\vdescription\x12\x1a\n" +
-	"\bpolicies\x18\x02 \x03(\tR\bpolicies\"\x8a\x01\n" +
+	"\bpolicies\x18\x02 \x03(\tR\bpolicies\x12\x16\n" +
+	"\x06secret\x18\x03 \x01(\tR\x06secret\"\x8a\x01\n" +
 	"\x16ACLTokenCreateResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12'\n" +
 	"\x05token\x18\x02 \x01(\v2\x11.zrpc.v1.ACLTokenR\x05token\x12\x16\n" +

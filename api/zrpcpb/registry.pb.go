@@ -193,8 +193,13 @@ type Check struct {
 	// deregister_critical_after removes an instance that has been critical this
 	// long. Zero keeps it.
 	DeregisterCriticalAfter *durationpb.Duration `protobuf:"bytes,7,opt,name=deregister_critical_after,json=deregisterCriticalAfter,proto3" json:"deregister_critical_after,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// grpc_tls: the health endpoint is mutual TLS (package rpc's servers
+	// with TLS set it). The agent dials it with its own agent certificate
+	// and verifies the instance's certificate for the service's name; an
+	// agent without TLS reports such an instance critical.
+	GrpcTls       bool `protobuf:"varint,8,opt,name=grpc_tls,json=grpcTls,proto3" json:"grpc_tls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Check) Reset() {
@@ -274,6 +279,13 @@ func (x *Check) GetDeregisterCriticalAfter() *durationpb.Duration {
 		return x.DeregisterCriticalAfter
 	}
 	return nil
+}
+
+func (x *Check) GetGrpcTls() bool {
+	if x != nil {
+		return x.GrpcTls
+	}
+	return false
 }
 
 type Instance struct {
@@ -2574,7 +2586,7 @@ var File_registry_proto protoreflect.FileDescriptor
 
 const file_registry_proto_rawDesc = "" +
 	"\n" +
-	"\x0eregistry.proto\x12\azrpc.v1\x1a\x1egoogle/protobuf/duration.proto\"\xd1\x02\n" +
+	"\x0eregistry.proto\x12\azrpc.v1\x1a\x1egoogle/protobuf/duration.proto\"\xec\x02\n" +
 	"\x05Check\x12+\n" +
 	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x12\n" +
 	"\x04grpc\x18\x02 \x01(\bR\x04grpc\x12!\n" +
@@ -2582,7 +2594,8 @@ const file_registry_proto_rawDesc = "" +
 	"\fgrpc_service\x18\x04 \x01(\tR\vgrpcService\x125\n" +
 	"\binterval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
 	"\atimeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12U\n" +
-	"\x19deregister_critical_after\x18\a \x01(\v2\x19.google.protobuf.DurationR\x17deregisterCriticalAfter\"\xb3\x04\n" +
+	"\x19deregister_critical_after\x18\a \x01(\v2\x19.google.protobuf.DurationR\x17deregisterCriticalAfter\x12\x19\n" +
+	"\bgrpc_tls\x18\b \x01(\bR\agrpcTls\"\xb3\x04\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x12\n" +

@@ -19,6 +19,7 @@ type ACLReplica interface {
 	ACLPolicy(name string) *pb.ACLPolicy
 	ACLPolicies() []*pb.ACLPolicy
 	ACLToken(accessorID string) *pb.ACLToken
+	ACLTokenByHash(hash []byte) *pb.ACLToken
 	ACLTokens() []*pb.ACLToken
 }
 
@@ -32,10 +33,12 @@ type ACLConfig struct {
 	Cluster Cluster
 }
 
-// ACL serves the ACL API: bootstrap, policies and tokens. Secrets are
-// made here, returned once and proposed only as their hashes. Which
-// caller may call what is the acl interceptors' business, not this
-// service's.
+// ACL serves the ACL API: bootstrap, policies and tokens. Secrets come
+// with the request (clients make them, so that a create whose answer was
+// lost can be sent again and answers the same token) or, from clients
+// that send none, are made here; they are returned once and proposed only
+// as their hashes. Which caller may call what is the acl interceptors'
+// business, not this service's.
 type ACL struct {
 	pb.UnimplementedACLServer
 	cfg ACLConfig
@@ -46,14 +49,15 @@ func NewACL(cfg ACLConfig) *ACL { return &ACL{cfg: cfg} }
 
 func (s *ACL) header(rev uint64) *pb.ResponseHeader { return header(s.cfg.Agent, rev) }
 
-// Bootstrap creates the management token, once per cluster.
-func (s *ACL) Bootstrap(ctx context.Context, _ *pb.ACLBootstrapRequest) (*pb.ACLBootstrapResponse, error) {
-	if s.cfg.Replica.ACLBootstrapped() {
-		return nil, fmt.Errorf("%w: ACLs already bootstrapped", apierr.ErrFailedPrecondition)
-	}
-	tok, secret, err := acl.NewToken(acl.ManagementPolicyName)
+// Bootstrap creates the management token, once per cluster. Sent again
+// with the secret of the first, it answers the first's token.
+func (s *ACL) Bootstrap(ctx context.Context, req *pb.ACLBootstrapRequest) (*pb.ACLBootstrapResponse, error) {
+	tok, secret, err := requestToken("secret", req.Secret, acl.ManagementPolicyName)
 	if err != nil {
 		return nil, err
+	}
+	if s.cfg.Replica.ACLBootstrapped() && s.cfg.Replica.ACLTokenByHash(tok.SecretHash[:]) == nil {
+		return nil, fmt.Errorf("%w: ACLs already bootstrapped", apierr.ErrFailedPrecondition)
 	}
 	t := tokenProto(tok, "bootstrap management token")
 	rev, err := s.cfg.Cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_AclBootstrap{AclBootstrap: &pb.ACLBootstrap{Token: t}}})
@@ -61,6 +65,19 @@ func (s *ACL) Bootstrap(ctx context.Context, _ *pb.ACLBootstrapRequest) (*pb.ACL
 		return nil, err
 	}
 	return &pb.ACLBootstrapResponse{Header: s.header(rev), Token: s.stored(t), Secret: secret}, nil
+}
+
+// requestToken returns the token of a request's secret carrying policies,
+// or of a new secret when the request has none (clients from before
+// clients made secrets).
+func requestToken(field, secret string, policies ...string) (acl.Token, string, error) {
+	if secret == "" {
+		return acl.NewToken(policies...)
+	}
+	if err := acl.ValidateSecret(field, secret); err != nil {
+		return acl.Token{}, "", err
+	}
+	return acl.TokenFor(secret, policies...), secret, nil
 }
 
 // PolicyCreate stores a new policy once its name and rules are valid.
@@ -121,7 +138,8 @@ func (s *ACL) PolicyDelete(ctx context.Context, req *pb.ACLPolicyDeleteRequest) 
 }
 
 // TokenCreate makes a token carrying existing policies and returns its
-// secret, the only time it is shown.
+// secret, the only time it is shown. Sent again with the same secret and
+// policies, it answers the token the first made and makes no second.
 func (s *ACL) TokenCreate(ctx context.Context, req *pb.ACLTokenCreateRequest) (*pb.ACLTokenCreateResponse, error) {
 	if err := validateTokenPolicies("policies", req.Policies); err != nil {
 		return nil, err
@@ -129,7 +147,7 @@ func (s *ACL) TokenCreate(ctx context.Context, req *pb.ACLTokenCreateRequest) (*
 	if err := acl.ValidateDescription("description", req.Description); err != nil {
 		return nil, err
 	}
-	tok, secret, err := acl.NewToken(req.Policies...)
+	tok, secret, err := requestToken("secret", req.Secret, req.Policies...)
 	if err != nil {
 		return nil, err
 	}
@@ -186,10 +204,10 @@ func (s *ACL) TokenDelete(ctx context.Context, req *pb.ACLTokenDeleteRequest) (*
 }
 
 // stored returns the replica's copy of a token just proposed (with its
-// revision and time), without the hash; t when the replica has not
-// applied it yet.
+// revision and time; the first's when the create was a repeat), without
+// the hash; t when the replica has not applied it yet.
 func (s *ACL) stored(t *pb.ACLToken) *pb.ACLToken {
-	if st := s.cfg.Replica.ACLToken(t.AccessorId); st != nil {
+	if st := s.cfg.Replica.ACLTokenByHash(t.SecretHash); st != nil {
 		t = st
 	}
 	return withoutHash(t)

@@ -146,3 +146,71 @@ func TestACLServiceValidatesRequests(t *testing.T) {
 		t.Fatal("a refused request was proposed")
 	}
 }
+
+// Bootstrap and token create sent again with the same client-made secret
+// (their answer was lost) answer the token the first made: one bootstrap,
+// one token. Another secret after bootstrap is refused, and a secret not
+// of the secret form is InvalidArgument.
+func TestACLServiceRepeatedCreatesWithTheSameSecret(t *testing.T) {
+	fsm := raftstore.NewFSM(16)
+	s := grpcapi.NewACL(grpcapi.ACLConfig{Agent: "n1", Replica: fsm, Cluster: &acltest.Cluster{FSM: fsm}})
+	ctx := context.Background()
+	secret := func() string {
+		sec, err := acl.NewSecret()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sec
+	}
+
+	if _, err := s.Bootstrap(ctx, &pb.ACLBootstrapRequest{Secret: "zrpc_short"}); !errors.Is(err, apierr.ErrInvalidArgument) || !strings.Contains(err.Error(), "secret") {
+		t.Fatalf("bootstrap with a malformed secret: %v, want InvalidArgument naming secret", err)
+	}
+	root := secret()
+	first, err := s.Bootstrap(ctx, &pb.ACLBootstrapRequest{Secret: root})
+	if err != nil {
+		t.Fatalf("bootstrap: %v", err)
+	}
+	if first.Secret != root || first.Token.GetAccessorId() == "" {
+		t.Fatalf("bootstrap answered %v, want the secret sent", first)
+	}
+	again, err := s.Bootstrap(ctx, &pb.ACLBootstrapRequest{Secret: root})
+	if err != nil {
+		t.Fatalf("bootstrap sent again with its secret: %v, want success", err)
+	}
+	if again.Token.GetAccessorId() != first.Token.GetAccessorId() || again.Secret != root ||
+		again.Token.GetCreateRevision() != first.Token.GetCreateRevision() {
+		t.Fatalf("repeated bootstrap answered %v, want the first's token %v", again.Token, first.Token)
+	}
+	if _, err := s.Bootstrap(ctx, &pb.ACLBootstrapRequest{Secret: secret()}); !errors.Is(err, apierr.ErrFailedPrecondition) {
+		t.Fatalf("bootstrap with another secret: %v, want FailedPrecondition", err)
+	}
+	if _, err := s.Bootstrap(ctx, &pb.ACLBootstrapRequest{}); !errors.Is(err, apierr.ErrFailedPrecondition) {
+		t.Fatalf("bootstrap without a secret: %v, want FailedPrecondition", err)
+	}
+
+	if _, err := s.PolicyCreate(ctx, &pb.ACLPolicyCreateRequest{Policy: &pb.ACLPolicy{Name: "svc-user", Rules: `service "user." { write }`}}); err != nil {
+		t.Fatal(err)
+	}
+	userSecret := secret()
+	req := &pb.ACLTokenCreateRequest{Description: "user service", Policies: []string{"svc-user"}, Secret: userSecret}
+	tok1, err := s.TokenCreate(ctx, req)
+	if err != nil {
+		t.Fatalf("token create: %v", err)
+	}
+	tok2, err := s.TokenCreate(ctx, req)
+	if err != nil {
+		t.Fatalf("token create sent again: %v, want success", err)
+	}
+	if tok2.Token.GetAccessorId() != tok1.Token.GetAccessorId() || tok2.Secret != userSecret {
+		t.Fatalf("repeated token create answered %v, want the first's %v", tok2.Token, tok1.Token)
+	}
+	if n := len(fsm.ACLTokens()); n != 2 {
+		t.Fatalf("%d tokens after bootstrap and a repeated token create, want 2", n)
+	}
+	// A client that sends no secret gets one made by the agent.
+	old, err := s.TokenCreate(ctx, &pb.ACLTokenCreateRequest{Policies: []string{"svc-user"}})
+	if err != nil || acl.ValidateSecret("secret", old.Secret) != nil || old.Token.GetAccessorId() == tok1.Token.GetAccessorId() {
+		t.Fatalf("token create without a secret: %v, %v", old, err)
+	}
+}

@@ -2,10 +2,12 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/proto"
@@ -84,7 +86,12 @@ func (k *Keeper) runChecker(ctx context.Context, inst *pb.Instance) {
 	if chk.Timeout != nil {
 		timeout = chk.Timeout.AsDuration()
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := k.checkCredentials(inst)
+	if err != nil {
+		k.reportHealth(ctx, inst, pb.Health_CRITICAL, err.Error())
+		return
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		k.reportHealth(ctx, inst, pb.Health_CRITICAL, fmt.Sprintf("bad check address %s: %v", addr, err))
 		return
@@ -114,6 +121,24 @@ func (k *Keeper) runChecker(ctx context.Context, inst *pb.Instance) {
 		case <-t.C:
 		}
 	}
+}
+
+// checkCredentials returns how to dial inst's health endpoint: plaintext,
+// or for a grpc_tls check mutual TLS with this agent's certificate,
+// verifying the instance's for its service's name (what service
+// certificates carry).
+func (k *Keeper) checkCredentials(inst *pb.Instance) (credentials.TransportCredentials, error) {
+	if !inst.Check.GetGrpcTls() {
+		return insecure.NewCredentials(), nil
+	}
+	var cfg *tls.Config
+	if k.cfg.CheckTLS != nil {
+		cfg = k.cfg.CheckTLS(inst.Service)
+	}
+	if cfg == nil {
+		return nil, fmt.Errorf("gRPC health check over TLS: agent %s has no certificate to check a TLS service with (set tls_ca, tls_cert and tls_key)", k.cfg.Agent)
+	}
+	return credentials.NewTLS(cfg), nil
 }
 
 // reportHealth writes a check result when it changes the instance's health.

@@ -21,6 +21,7 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"time"
 
@@ -74,6 +75,12 @@ type Config struct {
 	// SessionScan is how often orphan and removed sessions are looked for
 	// (default 500 ms).
 	SessionScan time.Duration
+	// CheckTLS returns the TLS config to dial the health endpoint of an
+	// instance of service whose check is grpc_tls: this agent's
+	// certificate offered, the instance's verified for service. Nil (or a
+	// nil answer) means the agent has no TLS, and such instances are
+	// critical. Called from checker goroutines; it must not block.
+	CheckTLS func(service string) *tls.Config
 	// Now is the clock of TTL deadlines (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger

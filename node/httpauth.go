@@ -1,0 +1,66 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/zrpcio/zrpc/acl"
+)
+
+// With ACLs on, the HTTP endpoint's /debug/pprof needs a token granting
+// operator:read, sent as "Authorization: Bearer <secret>" and resolved by
+// the resolver the gRPC interceptors use: profiles and the command line
+// tell a caller much about the agent. /metrics, /healthz and /readyz stay
+// open for scrapers and load balancers.
+
+// requireOperatorRead wraps h so that, with ACLs on, only a caller whose
+// token grants operator:read reaches it: no or an unknown token gets 401,
+// a token without the permission 403 naming it.
+func (n *Node) requireOperatorRead(h http.Handler) http.Handler {
+	if n.aclResolver == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		secret, err := bearerHeader(r)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="zrpc"`)
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		a, accessor, err := n.aclResolver.Resolve(acl.HashSecret(secret))
+		switch {
+		case errors.Is(err, acl.ErrTokenNotFound):
+			w.Header().Set("WWW-Authenticate", `Bearer realm="zrpc", error="invalid_token"`)
+			http.Error(w, "ACL token not found: "+r.URL.Path+" needs a token with operator:read", http.StatusUnauthorized)
+			return
+		case err != nil:
+			n.log.Error("resolve ACL token for HTTP", "path", r.URL.Path, "err", err)
+			http.Error(w, "resolve ACL token: internal error", http.StatusInternalServerError)
+			return
+		}
+		if err := a.Allow(acl.Operator, "", acl.Read); err != nil {
+			n.log.Warn("ACL refused an HTTP request", "caller", "token "+accessor, "path", r.URL.Path)
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// bearerHeader returns the secret of the request's Authorization header.
+func bearerHeader(r *http.Request) (string, error) {
+	vals := r.Header.Values("Authorization")
+	if len(vals) == 0 {
+		return "", fmt.Errorf("ACLs are on: %s needs a token with operator:read (header \"Authorization: Bearer <secret>\")", r.URL.Path)
+	}
+	if len(vals) > 1 {
+		return "", fmt.Errorf("the request carries %d Authorization headers, want one", len(vals))
+	}
+	scheme, secret, ok := strings.Cut(vals[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(secret) == "" {
+		return "", errors.New(`header Authorization is not "Bearer <secret>"`)
+	}
+	return strings.TrimSpace(secret), nil
+}
