@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"io"
 	"net"
 	"os"
@@ -35,7 +37,13 @@ import (
 func TestTLSAgentListenersRefuseAllButMutualTLS(t *testing.T) {
 	kit, other := pkitest.New(t), pkitest.New(t)
 	n1 := kit.Agent("n1")
-	a := newAgent(t, "n1", "--tls-ca", n1.CA, "--tls-cert", n1.Cert, "--tls-key", n1.Key)
+	gossipKey := filepath.Join(t.TempDir(), "gossip.key")
+	key := make([]byte, 32)
+	rand.Read(key)
+	if err := os.WriteFile(gossipKey, []byte(base64.StdEncoding.EncodeToString(key)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := newAgent(t, "n1", "--tls-ca", n1.CA, "--tls-cert", n1.Cert, "--tls-key", n1.Key, "--encrypt-file", gossipKey)
 	a.ctlArgs = []string{"--tls-ca", n1.CA, "--tls-cert", n1.Cert, "--tls-key", n1.Key}
 	a.start()
 
