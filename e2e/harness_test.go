@@ -70,6 +70,7 @@ type agent struct {
 	grpcPort, raftPort, gossipPort int
 	httpPort                       int
 	extra                          []string
+	ctlArgs                        []string // zrpcctl flags to ask it whether it answers (--tls-*)
 	cmd                            *exec.Cmd
 	log                            *testlog.Buffer // the process's output
 	cleanup                        bool
@@ -156,8 +157,9 @@ func (a *agent) launch(join []string) bool {
 			return true
 		default:
 		}
-		_, err := ctl(zrpcctl, a.grpcAddr(), "status")
-		answered = err == nil
+		_, err := ctl(zrpcctl, a.grpcAddr(), append(a.ctlArgs, "status")...)
+		// With ACLs on and no token yet, Unauthenticated is an answer.
+		answered = err == nil || strings.Contains(err.Error(), "unauthenticated:")
 		return answered
 	})
 	if !answered {
