@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"crypto/rand"
+	"encoding/base64"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -28,7 +31,16 @@ func TestTLSThroughCLI(t *testing.T) {
 	t.Setenv("ZRPC_TLS_CERT", path("ops.pem"))
 	t.Setenv("ZRPC_TLS_KEY", path("ops-key.pem"))
 
-	a := newAgent(t, "n1", "--tls-ca", path("ca.pem"), "--tls-cert", path("n1.pem"), "--tls-key", path("n1-key.pem"))
+	// TLS needs encrypted gossip beside it.
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path("gossip.key"), []byte(base64.StdEncoding.EncodeToString(key)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := newAgent(t, "n1", "--tls-ca", path("ca.pem"), "--tls-cert", path("n1.pem"), "--tls-key", path("n1-key.pem"),
+		"--encrypt-file", path("gossip.key"))
 	a.start()
 	a.waitLeader()
 	if _, err := ctl(zrpcctl, a.grpcAddr(), "service", "register", "user.rpc", "--id", "u1", "--address", "127.0.0.1:9001"); err != nil {
