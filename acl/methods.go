@@ -61,9 +61,10 @@ var Methods = map[string]Permission{
 	pb.Shards_ReportShards_FullMethodName: {Resource: Agent, Access: Write},
 	pb.Shards_Referenced_FullMethodName:   {Resource: Agent, Access: Write},
 
-	// The gossip keyring: listing is an operator's read, changing it an
-	// operator's write; the per-agent half is agent-to-agent.
-	pb.Keyring_List_FullMethodName:        {Resource: Operator, Access: Read},
+	// The gossip keyring: listing shows the keys themselves, so it needs
+	// an operator's write like changing them; the per-agent half is
+	// agent-to-agent.
+	pb.Keyring_List_FullMethodName:        {Resource: Operator, Access: Write}, // it shows the keys themselves
 	pb.Keyring_Install_FullMethodName:     {Resource: Operator, Access: Write},
 	pb.Keyring_Use_FullMethodName:         {Resource: Operator, Access: Write},
 	pb.Keyring_Remove_FullMethodName:      {Resource: Operator, Access: Write},

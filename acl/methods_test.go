@@ -107,7 +107,7 @@ var samples = map[string]sample{
 	pb.Shards_ReportShards_FullMethodName: {req: &pb.ReportShardsRequest{}, kind: Agent, access: Write},
 	pb.Shards_Referenced_FullMethodName:   {req: &pb.ReferencedRequest{}, kind: Agent, access: Write},
 
-	pb.Keyring_List_FullMethodName:        {req: &pb.KeyringListRequest{}, kind: Operator, access: Read},
+	pb.Keyring_List_FullMethodName:        {req: &pb.KeyringListRequest{}, kind: Operator, access: Write},
 	pb.Keyring_Install_FullMethodName:     {req: &pb.KeyringKeyRequest{}, kind: Operator, access: Write},
 	pb.Keyring_Use_FullMethodName:         {req: &pb.KeyringKeyRequest{}, kind: Operator, access: Write},
 	pb.Keyring_Remove_FullMethodName:      {req: &pb.KeyringKeyRequest{}, kind: Operator, access: Write},
