@@ -82,6 +82,13 @@ func DialConfig(ctx context.Context, c rpc.ClientConfig, opts ...rpc.DialOption)
 	if c.TLS.Enabled() {
 		o = append(o, rpc.WithTLS(c.TLS))
 	}
+	token, err := c.AgentToken.Resolve()
+	if err != nil {
+		return nil, err
+	}
+	if token != "" {
+		o = append(o, rpc.WithAgentToken(token))
+	}
 	return rpc.Dial(ctx, c.Target, append(o, opts...)...)
 }
 
