@@ -46,7 +46,7 @@ FUZZ_TARGETS := \
 fuzz:
 	@failed=""; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; echo "== fuzz $$name (./$$pkg) for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) ./$$pkg/ || failed="$$failed $$pkg:$$name"; \
+		scripts/fuzz-one.sh "$(GO)" $$pkg $$name $(FUZZTIME) || failed="$$failed $$pkg:$$name"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "fuzz targets that failed:$$failed"; exit 1; fi
 
