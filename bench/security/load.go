@@ -141,9 +141,10 @@ func (p *pki) clientTLS() (*tls.Config, error) {
 	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, Certificates: []tls.Certificate{cert}, ServerName: client.AgentServerName}, nil
 }
 
-// registerLoad registers ever new instances through writers clients, one
-// connection each, as zrpcd's in-process benchmark does.
-func registerLoad(ctx context.Context, addr string, creds credentials, writers int, d time.Duration, maxOps int) (step, error) {
+// registerLoad registers ever new instances (ids prefixed with name)
+// through writers clients, one connection each, as zrpcd's in-process
+// benchmark does.
+func registerLoad(ctx context.Context, name, addr string, creds credentials, writers int, d time.Duration, maxOps int) (step, error) {
 	clients := make([]*client.Client, writers)
 	defer func() {
 		for _, c := range clients {
@@ -160,16 +161,16 @@ func registerLoad(ctx context.Context, addr string, creds credentials, writers i
 		clients[w] = c
 	}
 	return drive(ctx, writers, d, maxOps, func(ctx context.Context, w, i int) error {
-		_, _, err := clients[w].Register(ctx, instance(writers, w, i))
+		_, _, err := clients[w].Register(ctx, instance(name, w, i))
 		return err
 	})
 }
 
 // instance is a ~200-byte instance (tags, zone, version, three metadata
 // keys), unique per step, worker and call.
-func instance(writers, w, i int) *zrpcpb.Instance {
+func instance(step string, w, i int) *zrpcpb.Instance {
 	return &zrpcpb.Instance{
-		Service: regService, Id: fmt.Sprintf("c%02d-w%02d-%08d", writers, w, i+1), Address: "10.1.2.3:9001",
+		Service: regService, Id: fmt.Sprintf("%s-w%02d-%08d", step, w, i+1), Address: "10.1.2.3:9001",
 		Zone: "zone-a", Version: "v1.2.3", Tags: []string{"primary", "canary"},
 		Metadata: map[string]string{"region": "eu-west", "build": "2026-11-25T10:00:00Z", "owner": "team-users"},
 	}
@@ -177,8 +178,8 @@ func instance(writers, w, i int) *zrpcpb.Instance {
 
 // echoLoad calls the echo service, found through the agent at addr, from
 // callers goroutines over one shared connection of rpc.Dial (default
-// client chain and balancer).
-func echoLoad(ctx context.Context, addr string, creds credentials, callers int, d time.Duration, maxOps int) (step, error) {
+// client chain and balancer), for warmup unmeasured and then for d.
+func echoLoad(ctx context.Context, addr string, creds credentials, callers int, warmup, d time.Duration, maxOps int) (step, error) {
 	opts := []rpc.DialOption{rpc.WithAgents(addr), rpc.WithWaitReady()}
 	if creds.pki != nil {
 		token, err := os.ReadFile(creds.tokenFile)
@@ -196,7 +197,13 @@ func echoLoad(ctx context.Context, addr string, creds credentials, callers int, 
 	}
 	defer conn.Close()
 	payload := &wrapperspb.BytesValue{Value: make([]byte, 100)}
-	return drive(ctx, callers, d, maxOps, func(ctx context.Context, _, _ int) error {
+	call := func(ctx context.Context, _, _ int) error {
 		return conn.Invoke(ctx, echo.Method, payload, new(wrapperspb.BytesValue))
-	})
+	}
+	if warmup > 0 {
+		if _, err := drive(ctx, callers, warmup, maxOps, call); err != nil {
+			return step{}, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	return drive(ctx, callers, d, maxOps, call)
 }

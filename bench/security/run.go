@@ -51,6 +51,10 @@ type Config struct {
 	// Duration bounds each load step; MaxOps bounds its calls.
 	Duration time.Duration
 	MaxOps   int
+	// Warmup is unmeasured load that every agent gets before its first
+	// registration step (at the most writers) and the echo server before
+	// its step; zero skips it.
+	Warmup time.Duration
 	// Writers are the concurrent registration writers, one step each;
 	// Callers the concurrent echo callers.
 	Writers []int
@@ -70,6 +74,9 @@ func (c Config) Validate() error {
 	}
 	if c.Duration <= 0 {
 		errs = append(errs, fmt.Errorf("duration %s: want a positive duration", c.Duration))
+	}
+	if c.Warmup < 0 {
+		errs = append(errs, fmt.Errorf("warmup %s: must not be negative", c.Warmup))
 	}
 	if c.MaxOps < 1 {
 		errs = append(errs, fmt.Errorf("max ops %d: want at least 1", c.MaxOps))
@@ -167,13 +174,25 @@ func (c Config) runOne(ctx context.Context, dir string, sec *pki, log *slog.Logg
 	defer a.proc.stop()
 	creds := credentials{pki: sec}
 	if sec != nil {
+		if err := checkEnforced(ctx, a.grpcAddr, sec); err != nil {
+			return nil, err
+		}
 		if creds.tokenFile, err = sec.bootstrapACL(ctx, c.Bins, a.grpcAddr, dir); err != nil {
 			return nil, err
 		}
 	}
+	// Both modes settle the same way before the clock starts: the agent's
+	// first seconds (its own registration, the first Raft log segments)
+	// are not what is measured.
+	if c.Warmup > 0 {
+		w := slices.Max(c.Writers)
+		if _, err := registerLoad(ctx, "warmup", a.grpcAddr, creds, w, c.Warmup, c.MaxOps); err != nil {
+			return nil, fmt.Errorf("warm-up: %w", err)
+		}
+	}
 	sample := Sample{}
 	for _, w := range c.Writers {
-		st, err := registerLoad(ctx, a.grpcAddr, creds, w, c.Duration, c.MaxOps)
+		st, err := registerLoad(ctx, fmt.Sprintf("w%d", w), a.grpcAddr, creds, w, c.Duration, c.MaxOps)
 		if err != nil {
 			return nil, fmt.Errorf("register, %d writers: %w", w, err)
 		}
@@ -185,7 +204,7 @@ func (c Config) runOne(ctx context.Context, dir string, sec *pki, log *slog.Logg
 		return nil, err
 	}
 	defer e.stop()
-	st, err := echoLoad(ctx, a.grpcAddr, creds, c.Callers, c.Duration, c.MaxOps)
+	st, err := echoLoad(ctx, a.grpcAddr, creds, c.Callers, c.Warmup, c.Duration, c.MaxOps)
 	if err != nil {
 		return nil, fmt.Errorf("echo, %d callers: %w", c.Callers, err)
 	}

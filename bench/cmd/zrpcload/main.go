@@ -42,6 +42,7 @@ func run() error {
 	flag.StringVar(&bin, "bin", "bin", "directory holding zrpcd, zrpcctl and zrpcecho")
 	flag.IntVar(&cfg.Reps, "reps", 3, "repetitions of plaintext then TLS+ACL")
 	flag.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each load step")
+	flag.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "unmeasured load before the first registration step and before the echo step")
 	flag.IntVar(&cfg.MaxOps, "max-ops", 200_000, "most calls of each load step")
 	flag.StringVar(&writers, "writers", "1,16,64", "concurrent registration writers, one step each")
 	flag.IntVar(&cfg.Callers, "callers", 64, "concurrent echo callers")
