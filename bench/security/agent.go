@@ -19,6 +19,7 @@ const readyTimeout = 60 * time.Second
 type agent struct {
 	proc     *process
 	grpcAddr string
+	httpAddr string
 }
 
 // startAgent starts a one-node agent with its data in dir and waits until
@@ -69,7 +70,8 @@ func startAgentOnce(ctx context.Context, bins Binaries, dir string, sec *pki, at
 		p.stop()
 		return nil, fmt.Errorf("agent: %w\n%s", err, p.tail())
 	}
-	return &agent{proc: p, grpcAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(grpcPort))}, nil
+	return &agent{proc: p, grpcAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(grpcPort)),
+		httpAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort))}, nil
 }
 
 // waitReady polls url until it answers 200, p exits, or readyTimeout.

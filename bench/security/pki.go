@@ -65,30 +65,31 @@ func newPKI(ctx context.Context, bins Binaries, dir string) (*pki, error) {
 
 // bootstrapACL makes the management token of the agent at addr, a policy
 // that may write the bench services, and a token of that policy, with
-// zrpcctl; it returns the file holding that token's secret.
-func (p *pki) bootstrapACL(ctx context.Context, bins Binaries, addr, dir string) (string, error) {
+// zrpcctl; it returns the files holding the bench token's secret and the
+// management token's.
+func (p *pki) bootstrapACL(ctx context.Context, bins Binaries, addr, dir string) (bench, management string, err error) {
 	ctl := []string{"--addr", addr, "--tls-ca", p.ca, "--tls-cert", p.loadCert, "--tls-key", p.loadKey, "-o", "json"}
 	out, err := runCLI(ctx, bins.Zrpcctl, append(ctl, "acl", "bootstrap")...)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	mgmt, err := writeSecret(out, filepath.Join(dir, "management.token"))
 	if err != nil {
-		return "", fmt.Errorf("acl bootstrap: %w", err)
+		return "", "", fmt.Errorf("acl bootstrap: %w", err)
 	}
 	ctl = append(ctl, "--token-file", mgmt)
 	if _, err := runCLI(ctx, bins.Zrpcctl, append(ctl, "acl", "policy", "create", "bench", "--rules", benchPolicy)...); err != nil {
-		return "", err
+		return "", "", err
 	}
 	out, err = runCLI(ctx, bins.Zrpcctl, append(ctl, "acl", "token", "create", "--policy", "bench")...)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	tok, err := writeSecret(out, filepath.Join(dir, "bench.token"))
 	if err != nil {
-		return "", fmt.Errorf("acl token create: %w", err)
+		return "", "", fmt.Errorf("acl token create: %w", err)
 	}
-	return tok, nil
+	return tok, mgmt, nil
 }
 
 // writeSecret writes the "secret" of zrpcctl's JSON answer out to path

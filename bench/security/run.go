@@ -59,6 +59,9 @@ type Config struct {
 	// Callers the concurrent echo callers.
 	Writers []int
 	Callers int
+	// ProfileDir, when set, receives a CPU profile of the agent during each
+	// run's step at the most writers (<rep>-<mode>-agent.pprof).
+	ProfileDir string
 	// Dir holds the runs' data dirs, certificates and process logs; empty
 	// means a temporary directory, removed at the end.
 	Dir string
@@ -138,9 +141,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			if mode == Secured {
 				s = sec
 			}
-			runDir := filepath.Join(dir, fmt.Sprintf("rep%d-%s", r, strings.ReplaceAll(mode, "+", "-")))
-			log.Info("run", "rep", r, "mode", mode, "dir", runDir)
-			sample, err := cfg.runOne(ctx, runDir, s, log.With("rep", r, "mode", mode))
+			log.Info("run", "rep", r, "mode", mode)
+			name := fmt.Sprintf("rep%d-%s", r, strings.ReplaceAll(mode, "+", "-"))
+			sample, err := cfg.runOne(ctx, filepath.Join(dir, name), name, s, log.With("rep", r, "mode", mode))
 			if err != nil {
 				return rep, fmt.Errorf("repetition %d, %s: %w", r, mode, err)
 			}
@@ -163,7 +166,7 @@ func (c Config) metrics() []string {
 
 // runOne starts a fresh agent (secured when sec is set) and the echo
 // server in dir, runs every step against them and stops them.
-func (c Config) runOne(ctx context.Context, dir string, sec *pki, log *slog.Logger) (Sample, error) {
+func (c Config) runOne(ctx context.Context, dir, name string, sec *pki, log *slog.Logger) (Sample, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -173,11 +176,12 @@ func (c Config) runOne(ctx context.Context, dir string, sec *pki, log *slog.Logg
 	}
 	defer a.proc.stop()
 	creds := credentials{pki: sec}
+	var mgmtToken string
 	if sec != nil {
 		if err := checkEnforced(ctx, a.grpcAddr, sec); err != nil {
 			return nil, err
 		}
-		if creds.tokenFile, err = sec.bootstrapACL(ctx, c.Bins, a.grpcAddr, dir); err != nil {
+		if creds.tokenFile, mgmtToken, err = sec.bootstrapACL(ctx, c.Bins, a.grpcAddr, dir); err != nil {
 			return nil, err
 		}
 	}
@@ -192,7 +196,18 @@ func (c Config) runOne(ctx context.Context, dir string, sec *pki, log *slog.Logg
 	}
 	sample := Sample{}
 	for _, w := range c.Writers {
+		var profiled chan error
+		if c.ProfileDir != "" && w == slices.Max(c.Writers) {
+			profiled = make(chan error, 1)
+			path := filepath.Join(c.ProfileDir, name+"-agent.pprof")
+			go func() { profiled <- cpuProfile(ctx, a.httpAddr, mgmtToken, path, max(1, int(c.Duration.Seconds())-1)) }()
+		}
 		st, err := registerLoad(ctx, fmt.Sprintf("w%d", w), a.grpcAddr, creds, w, c.Duration, c.MaxOps)
+		if profiled != nil {
+			if perr := <-profiled; perr != nil && err == nil {
+				err = perr
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("register, %d writers: %w", w, err)
 		}

@@ -46,6 +46,7 @@ func run() error {
 	flag.IntVar(&cfg.MaxOps, "max-ops", 200_000, "most calls of each load step")
 	flag.StringVar(&writers, "writers", "1,16,64", "concurrent registration writers, one step each")
 	flag.IntVar(&cfg.Callers, "callers", 64, "concurrent echo callers")
+	flag.StringVar(&cfg.ProfileDir, "profile-dir", "", "write a CPU profile of the agent at the most writers of each run here")
 	flag.StringVar(&cfg.Dir, "dir", "", "keep data dirs, certificates and process logs here (default: a temporary directory, removed)")
 	flag.Parse()
 	for f := range strings.SplitSeq(writers, ",") {
