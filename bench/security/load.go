@@ -33,6 +33,8 @@ type step struct {
 	errors  int
 	elapsed time.Duration
 	lat     []time.Duration // sorted
+	// cpuPerOp is each measured process's CPU microseconds per call.
+	cpuPerOp map[string]float64
 }
 
 func (s step) perSecond() float64 { return float64(s.ops) / s.elapsed.Seconds() }
@@ -51,8 +53,9 @@ type workerFunc func(ctx context.Context, w, i int) error
 
 // drive runs workers goroutines calling fn until d has passed or maxOps
 // calls were started, after one unmeasured call per worker (connections
-// and handshakes are made before the clock starts).
-func drive(ctx context.Context, workers int, d time.Duration, maxOps int, fn workerFunc) (step, error) {
+// and handshakes are made before the clock starts), and reads the CPU
+// time of cpu's processes around it.
+func drive(ctx context.Context, workers int, d time.Duration, maxOps int, cpu cpuMeter, fn workerFunc) (step, error) {
 	for w := range workers {
 		if err := callOnce(ctx, fn, w, -1); err != nil {
 			return step{}, fmt.Errorf("warm-up: %w", err)
@@ -65,6 +68,7 @@ func drive(ctx context.Context, workers int, d time.Duration, maxOps int, fn wor
 		wg       sync.WaitGroup
 		lats     = make([][]time.Duration, workers)
 	)
+	cpuBefore := cpu.read()
 	start := time.Now()
 	deadline := start.Add(d)
 	for w := range workers {
@@ -83,6 +87,7 @@ func drive(ctx context.Context, workers int, d time.Duration, maxOps int, fn wor
 	wg.Wait()
 	s := step{elapsed: time.Since(start), errors: int(failed.Load()), lat: slices.Concat(lats...)}
 	s.ops = len(s.lat)
+	s.cpuPerOp = perOp(cpuBefore, cpu.read(), s.ops)
 	slices.Sort(s.lat)
 	if err := ctx.Err(); err != nil {
 		return s, err
@@ -144,7 +149,7 @@ func (p *pki) clientTLS() (*tls.Config, error) {
 // registerLoad registers ever new instances (ids prefixed with name)
 // through writers clients, one connection each, as zrpcd's in-process
 // benchmark does.
-func registerLoad(ctx context.Context, name, addr string, creds credentials, writers int, d time.Duration, maxOps int) (step, error) {
+func registerLoad(ctx context.Context, name, addr string, creds credentials, writers int, d time.Duration, maxOps int, cpu cpuMeter) (step, error) {
 	clients := make([]*client.Client, writers)
 	defer func() {
 		for _, c := range clients {
@@ -160,7 +165,7 @@ func registerLoad(ctx context.Context, name, addr string, creds credentials, wri
 		}
 		clients[w] = c
 	}
-	return drive(ctx, writers, d, maxOps, func(ctx context.Context, w, i int) error {
+	return drive(ctx, writers, d, maxOps, cpu, func(ctx context.Context, w, i int) error {
 		_, _, err := clients[w].Register(ctx, instance(name, w, i))
 		return err
 	})
@@ -179,7 +184,7 @@ func instance(step string, w, i int) *zrpcpb.Instance {
 // echoLoad calls the echo service, found through the agent at addr, from
 // callers goroutines over one shared connection of rpc.Dial (default
 // client chain and balancer), for warmup unmeasured and then for d.
-func echoLoad(ctx context.Context, addr string, creds credentials, callers int, warmup, d time.Duration, maxOps int) (step, error) {
+func echoLoad(ctx context.Context, addr string, creds credentials, callers int, warmup, d time.Duration, maxOps int, cpu cpuMeter) (step, error) {
 	opts := []rpc.DialOption{rpc.WithAgents(addr), rpc.WithWaitReady()}
 	if creds.pki != nil {
 		token, err := os.ReadFile(creds.tokenFile)
@@ -201,9 +206,9 @@ func echoLoad(ctx context.Context, addr string, creds credentials, callers int, 
 		return conn.Invoke(ctx, echo.Method, payload, new(wrapperspb.BytesValue))
 	}
 	if warmup > 0 {
-		if _, err := drive(ctx, callers, warmup, maxOps, call); err != nil {
+		if _, err := drive(ctx, callers, warmup, maxOps, nil, call); err != nil {
 			return step{}, fmt.Errorf("warm-up: %w", err)
 		}
 	}
-	return drive(ctx, callers, d, maxOps, call)
+	return drive(ctx, callers, d, maxOps, cpu, call)
 }

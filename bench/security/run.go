@@ -159,9 +159,11 @@ func echoMetric(c int, what string) string { return "echo " + strconv.Itoa(c) + 
 func (c Config) metrics() []string {
 	var ms []string
 	for _, w := range c.Writers {
-		ms = append(ms, regMetric(w, "regs/s"), regMetric(w, "p50 ms"), regMetric(w, "p99 ms"))
+		ms = append(ms, regMetric(w, "regs/s"), regMetric(w, "p50 ms"), regMetric(w, "p99 ms"),
+			regMetric(w, "agent us/op"), regMetric(w, "load us/op"))
 	}
-	return append(ms, echoMetric(c.Callers, "calls/s"), echoMetric(c.Callers, "p50 ms"), echoMetric(c.Callers, "p99 ms"))
+	return append(ms, echoMetric(c.Callers, "calls/s"), echoMetric(c.Callers, "p50 ms"), echoMetric(c.Callers, "p99 ms"),
+		echoMetric(c.Callers, "server us/op"), echoMetric(c.Callers, "load us/op"))
 }
 
 // runOne starts a fresh agent (secured when sec is set) and the echo
@@ -190,7 +192,7 @@ func (c Config) runOne(ctx context.Context, dir, name string, sec *pki, log *slo
 	// are not what is measured.
 	if c.Warmup > 0 {
 		w := slices.Max(c.Writers)
-		if _, err := registerLoad(ctx, "warmup", a.grpcAddr, creds, w, c.Warmup, c.MaxOps); err != nil {
+		if _, err := registerLoad(ctx, "warmup", a.grpcAddr, creds, w, c.Warmup, c.MaxOps, nil); err != nil {
 			return nil, fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -202,7 +204,7 @@ func (c Config) runOne(ctx context.Context, dir, name string, sec *pki, log *slo
 			path := filepath.Join(c.ProfileDir, name+"-agent.pprof")
 			go func() { profiled <- cpuProfile(ctx, a.httpAddr, mgmtToken, path, max(1, int(c.Duration.Seconds())-1)) }()
 		}
-		st, err := registerLoad(ctx, fmt.Sprintf("w%d", w), a.grpcAddr, creds, w, c.Duration, c.MaxOps)
+		st, err := registerLoad(ctx, fmt.Sprintf("w%d", w), a.grpcAddr, creds, w, c.Duration, c.MaxOps, cpuMeter{"agent": a.proc})
 		if profiled != nil {
 			if perr := <-profiled; perr != nil && err == nil {
 				err = perr
@@ -212,19 +214,21 @@ func (c Config) runOne(ctx context.Context, dir, name string, sec *pki, log *slo
 			return nil, fmt.Errorf("register, %d writers: %w", w, err)
 		}
 		sample[regMetric(w, "regs/s")], sample[regMetric(w, "p50 ms")], sample[regMetric(w, "p99 ms")] = st.perSecond(), st.quantile(0.50), st.quantile(0.99)
-		log.Info("register", "writers", w, "ops", st.ops, "errors", st.errors, "per_s", int(st.perSecond()), "p50_ms", st.quantile(0.5), "p99_ms", st.quantile(0.99))
+		sample[regMetric(w, "agent us/op")], sample[regMetric(w, "load us/op")] = st.cpuPerOp["agent"], st.cpuPerOp["load"]
+		log.Info("register", "writers", w, "ops", st.ops, "errors", st.errors, "per_s", int(st.perSecond()), "p50_ms", st.quantile(0.5), "p99_ms", st.quantile(0.99), "cpu_us_per_op", st.cpuPerOp)
 	}
 	e, err := startEcho(ctx, c.Bins, dir, a.grpcAddr, creds)
 	if err != nil {
 		return nil, err
 	}
 	defer e.stop()
-	st, err := echoLoad(ctx, a.grpcAddr, creds, c.Callers, c.Warmup, c.Duration, c.MaxOps)
+	st, err := echoLoad(ctx, a.grpcAddr, creds, c.Callers, c.Warmup, c.Duration, c.MaxOps, cpuMeter{"echo": e})
 	if err != nil {
 		return nil, fmt.Errorf("echo, %d callers: %w", c.Callers, err)
 	}
 	sample[echoMetric(c.Callers, "calls/s")], sample[echoMetric(c.Callers, "p50 ms")], sample[echoMetric(c.Callers, "p99 ms")] = st.perSecond(), st.quantile(0.50), st.quantile(0.99)
-	log.Info("echo", "callers", c.Callers, "ops", st.ops, "errors", st.errors, "per_s", int(st.perSecond()), "p50_ms", st.quantile(0.5), "p99_ms", st.quantile(0.99))
+	sample[echoMetric(c.Callers, "server us/op")], sample[echoMetric(c.Callers, "load us/op")] = st.cpuPerOp["echo"], st.cpuPerOp["load"]
+	log.Info("echo", "callers", c.Callers, "ops", st.ops, "errors", st.errors, "per_s", int(st.perSecond()), "p50_ms", st.quantile(0.5), "p99_ms", st.quantile(0.99), "cpu_us_per_op", st.cpuPerOp)
 	if err := e.stop(); err != nil {
 		return nil, err
 	}
@@ -267,7 +271,7 @@ func startEcho(ctx context.Context, bins Binaries, dir, addr string, creds crede
 // and the ratio of the medians (TLS+ACL / plaintext).
 func (r *Report) WriteTable(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-22s  %-28s  %-28s  %s\n", "metric", Plaintext+" median (min-max)", Secured+" median (min-max)", "ratio")
+	fmt.Fprintf(&b, "%-26s  %-28s  %-28s  %s\n", "metric", Plaintext+" median (min-max)", Secured+" median (min-max)", "ratio")
 	for _, m := range r.Metrics {
 		pm, pLo, pHi := summarize(r.Samples[Plaintext], m)
 		sm, sLo, sHi := summarize(r.Samples[Secured], m)
@@ -275,7 +279,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if pm > 0 {
 			ratio = fmt.Sprintf("%.2fx", sm/pm)
 		}
-		fmt.Fprintf(&b, "%-22s  %-28s  %-28s  %s\n", m, cell(m, pm, pLo, pHi), cell(m, sm, sLo, sHi), ratio)
+		fmt.Fprintf(&b, "%-26s  %-28s  %-28s  %s\n", m, cell(m, pm, pLo, pHi), cell(m, sm, sLo, sHi), ratio)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
