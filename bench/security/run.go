@@ -153,17 +153,43 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
-func regMetric(w int, what string) string  { return "register " + strconv.Itoa(w) + "w " + what }
-func echoMetric(c int, what string) string { return "echo " + strconv.Itoa(c) + "c " + what }
+// A registration step's metrics are named "register <n>w <what>", the
+// echo step's "echo <n>c <what>"; each step has a rate, p50, p99 and
+// the CPU per call of the loaded process and of the load tool.
+func regMetric(w int) func(string) string {
+	return func(what string) string { return "register " + strconv.Itoa(w) + "w " + what }
+}
+
+func echoMetric(c int) func(string) string {
+	return func(what string) string { return "echo " + strconv.Itoa(c) + "c " + what }
+}
+
+const (
+	regRate, regProc   = "regs/s", "agent"
+	echoRate, echoProc = "calls/s", "server"
+)
+
+func stepMetrics(metric func(string) string, rate, proc string) []string {
+	return []string{metric(rate), metric("p50 ms"), metric("p99 ms"), metric(proc + " us/op"), metric("load us/op")}
+}
 
 func (c Config) metrics() []string {
 	var ms []string
 	for _, w := range c.Writers {
-		ms = append(ms, regMetric(w, "regs/s"), regMetric(w, "p50 ms"), regMetric(w, "p99 ms"),
-			regMetric(w, "agent us/op"), regMetric(w, "load us/op"))
+		ms = append(ms, stepMetrics(regMetric(w), regRate, regProc)...)
 	}
-	return append(ms, echoMetric(c.Callers, "calls/s"), echoMetric(c.Callers, "p50 ms"), echoMetric(c.Callers, "p99 ms"),
-		echoMetric(c.Callers, "server us/op"), echoMetric(c.Callers, "load us/op"))
+	return append(ms, stepMetrics(echoMetric(c.Callers), echoRate, echoProc)...)
+}
+
+// record adds st's metrics to sample, in stepMetrics' order, and logs them.
+func (st step) record(sample Sample, metric func(string) string, rate, proc string, log *slog.Logger) {
+	names := stepMetrics(metric, rate, proc)
+	values := []float64{st.perSecond(), st.quantile(0.50), st.quantile(0.99), st.cpuPerOp[proc], st.cpuPerOp["load"]}
+	for i, n := range names {
+		sample[n] = values[i]
+	}
+	log.Info(metric("step"), "ops", st.ops, "errors", st.errors, "per_s", int(st.perSecond()),
+		"p50_ms", st.quantile(0.5), "p99_ms", st.quantile(0.99), "cpu_us_per_op", st.cpuPerOp)
 }
 
 // runOne starts a fresh agent (secured when sec is set) and the echo
@@ -204,7 +230,7 @@ func (c Config) runOne(ctx context.Context, dir, name string, sec *pki, log *slo
 			path := filepath.Join(c.ProfileDir, name+"-agent.pprof")
 			go func() { profiled <- cpuProfile(ctx, a.httpAddr, mgmtToken, path, max(1, int(c.Duration.Seconds())-1)) }()
 		}
-		st, err := registerLoad(ctx, fmt.Sprintf("w%d", w), a.grpcAddr, creds, w, c.Duration, c.MaxOps, cpuMeter{"agent": a.proc})
+		st, err := registerLoad(ctx, fmt.Sprintf("w%d", w), a.grpcAddr, creds, w, c.Duration, c.MaxOps, cpuMeter{regProc: a.proc})
 		if profiled != nil {
 			if perr := <-profiled; perr != nil && err == nil {
 				err = perr
@@ -213,22 +239,18 @@ func (c Config) runOne(ctx context.Context, dir, name string, sec *pki, log *slo
 		if err != nil {
 			return nil, fmt.Errorf("register, %d writers: %w", w, err)
 		}
-		sample[regMetric(w, "regs/s")], sample[regMetric(w, "p50 ms")], sample[regMetric(w, "p99 ms")] = st.perSecond(), st.quantile(0.50), st.quantile(0.99)
-		sample[regMetric(w, "agent us/op")], sample[regMetric(w, "load us/op")] = st.cpuPerOp["agent"], st.cpuPerOp["load"]
-		log.Info("register", "writers", w, "ops", st.ops, "errors", st.errors, "per_s", int(st.perSecond()), "p50_ms", st.quantile(0.5), "p99_ms", st.quantile(0.99), "cpu_us_per_op", st.cpuPerOp)
+		st.record(sample, regMetric(w), regRate, regProc, log)
 	}
 	e, err := startEcho(ctx, c.Bins, dir, a.grpcAddr, creds)
 	if err != nil {
 		return nil, err
 	}
 	defer e.stop()
-	st, err := echoLoad(ctx, a.grpcAddr, creds, c.Callers, c.Warmup, c.Duration, c.MaxOps, cpuMeter{"echo": e})
+	st, err := echoLoad(ctx, a.grpcAddr, creds, c.Callers, c.Warmup, c.Duration, c.MaxOps, cpuMeter{echoProc: e})
 	if err != nil {
 		return nil, fmt.Errorf("echo, %d callers: %w", c.Callers, err)
 	}
-	sample[echoMetric(c.Callers, "calls/s")], sample[echoMetric(c.Callers, "p50 ms")], sample[echoMetric(c.Callers, "p99 ms")] = st.perSecond(), st.quantile(0.50), st.quantile(0.99)
-	sample[echoMetric(c.Callers, "server us/op")], sample[echoMetric(c.Callers, "load us/op")] = st.cpuPerOp["echo"], st.cpuPerOp["load"]
-	log.Info("echo", "callers", c.Callers, "ops", st.ops, "errors", st.errors, "per_s", int(st.perSecond()), "p50_ms", st.quantile(0.5), "p99_ms", st.quantile(0.99), "cpu_us_per_op", st.cpuPerOp)
+	st.record(sample, echoMetric(c.Callers), echoRate, echoProc, log)
 	if err := e.stop(); err != nil {
 		return nil, err
 	}
