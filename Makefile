@@ -5,7 +5,7 @@ VERSION     ?= 0.1.0-dev
 LDFLAGS     := -X github.com/zrpcio/zrpc/cli.Version=$(VERSION)
 BIN         := bin
 
-.PHONY: all build test lint bench proto run clean demo robustness fuzz docs
+.PHONY: all build test lint bench bench-security proto run clean demo robustness fuzz docs
 
 all: build
 
@@ -62,6 +62,16 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./raftstore/ ./node/ ./rpc/...
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./storage/codec/ ./storage/shardstore/
 	$(GO) test -run '^$$' -bench 'BenchmarkBlob|BenchmarkRepair' -benchtime 4x ./storage/
+
+## bench-security: TLS + ACL vs plaintext, measured from outside: agents,
+## the echo service and the load tool in their own processes (bench/, its
+## own module; results: docs/benchmarks.md). REPS repetitions of
+## BENCH_DURATION per step.
+REPS           ?= 3
+BENCH_DURATION ?= 5s
+bench-security: build
+	cd bench && $(GO) build -o ../$(BIN)/zrpcecho ./cmd/zrpcecho && \
+		$(GO) run ./cmd/zrpcload --bin ../$(BIN) --reps $(REPS) --duration $(BENCH_DURATION)
 
 ## proto: regenerate api/zrpcpb from api/*.proto (installs protoc and plugins)
 proto:

@@ -1,0 +1,11 @@
+// Package bench holds zrpc's out-of-process benchmarks. It is its own
+// module (replace github.com/zrpcio/zrpc => ../) so that the load tools'
+// dependencies never become the main module's, and `go test ./...` of the
+// main module does not run them.
+//
+// Its tools measure the way an outsider would: the agents and services
+// run as their own processes (the zrpcd binary, cmd/zrpcecho), the load
+// comes from another (cmd/zrpcload), and each comparison runs its
+// baseline in the same run, interleaved. Package security is the TLS +
+// ACL vs plaintext comparison; results are in docs/benchmarks.md.
+package bench
