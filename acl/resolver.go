@@ -3,6 +3,7 @@ package acl
 import (
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"sync"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -19,15 +20,26 @@ type TokenStore interface {
 }
 
 // NewReplicaResolver returns a Resolver that looks tokens up in the
-// replica store. Parsed policies are cached by name and revision.
+// replica store. Parsed policies are cached by name and revision, and a
+// token's compiled Authorizer by its hash for as long as the token and
+// its policies are the revisions it was compiled from.
 func NewReplicaResolver(store TokenStore) Resolver {
-	return &replicaResolver{store: store, parsed: map[policyKey]*Policy{}}
+	return &replicaResolver{store: store, parsed: map[policyKey]*Policy{}, compiled: map[[sha256.Size]byte]compiledToken{}}
 }
 
 type replicaResolver struct {
-	store  TokenStore
-	mu     sync.Mutex
-	parsed map[policyKey]*Policy
+	store    TokenStore
+	mu       sync.Mutex
+	parsed   map[policyKey]*Policy
+	compiled map[[sha256.Size]byte]compiledToken
+}
+
+// compiledToken is a token's Authorizer and the revisions of the token
+// and of each of its policies (0: missing) it was compiled from.
+type compiledToken struct {
+	created  uint64
+	policies []uint64
+	auth     Authorizer
 }
 
 type policyKey struct {
@@ -35,32 +47,63 @@ type policyKey struct {
 	revision uint64
 }
 
-// maxParsedPolicies bounds the cache; past it, it starts over.
-const maxParsedPolicies = 1024
+// maxParsedPolicies and maxCompiledTokens bound the caches; past them,
+// a cache starts over.
+const (
+	maxParsedPolicies = 1024
+	maxCompiledTokens = 4096
+)
 
 func (r *replicaResolver) Resolve(hash [sha256.Size]byte) (Authorizer, string, error) {
 	tok := r.store.ACLTokenByHash(hash[:])
 	if tok == nil {
 		return nil, "", ErrTokenNotFound
 	}
-	policies := make([]*Policy, 0, len(tok.Policies))
-	for _, name := range tok.Policies {
+	stored := make([]*pb.ACLPolicy, len(tok.Policies))
+	revs := make([]uint64, len(tok.Policies))
+	for i, name := range tok.Policies {
 		if name == ManagementPolicyName {
 			return Management(), tok.AccessorId, nil
 		}
-		stored := r.store.ACLPolicy(name)
-		if stored == nil {
+		if stored[i] = r.store.ACLPolicy(name); stored[i] != nil {
+			revs[i] = stored[i].ModifyRevision
+		}
+	}
+	r.mu.Lock()
+	c, ok := r.compiled[hash]
+	r.mu.Unlock()
+	if ok && c.created == tok.CreateRevision && slices.Equal(c.policies, revs) {
+		return c.auth, tok.AccessorId, nil
+	}
+	auth, err := r.compile(stored)
+	if err != nil {
+		return nil, tok.AccessorId, err
+	}
+	r.mu.Lock()
+	if len(r.compiled) >= maxCompiledTokens {
+		clear(r.compiled)
+	}
+	r.compiled[hash] = compiledToken{created: tok.CreateRevision, policies: revs, auth: auth}
+	r.mu.Unlock()
+	return auth, tok.AccessorId, nil
+}
+
+// compile merges the token's stored policies (nil ones grant nothing).
+func (r *replicaResolver) compile(stored []*pb.ACLPolicy) (Authorizer, error) {
+	policies := make([]*Policy, 0, len(stored))
+	for _, sp := range stored {
+		if sp == nil {
 			// The state machine refuses to delete a policy a token names;
 			// a missing one grants nothing.
 			continue
 		}
-		p, err := r.policy(stored)
+		p, err := r.policy(sp)
 		if err != nil {
-			return nil, tok.AccessorId, err
+			return nil, err
 		}
 		policies = append(policies, p)
 	}
-	return Compile(policies...), tok.AccessorId, nil
+	return Compile(policies...), nil
 }
 
 func (r *replicaResolver) policy(stored *pb.ACLPolicy) (*Policy, error) {

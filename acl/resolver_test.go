@@ -40,3 +40,40 @@ func TestReplicaResolverAuthorizesByTheTokensPolicies(t *testing.T) {
 		t.Fatalf("unknown secret: %v", err)
 	}
 }
+
+// TestReplicaResolverFollowsPolicyChanges: a token's compiled rules are
+// reused while its policies are unchanged, and recompiled when one of
+// them changes, appears or goes.
+func TestReplicaResolverFollowsPolicyChanges(t *testing.T) {
+	user := HashSecret("u")
+	store := fakeStore{
+		tokens:   map[string]*pb.ACLToken{string(user[:]): {AccessorId: "a1", Policies: []string{"svc", "extra"}, CreateRevision: 2}},
+		policies: map[string]*pb.ACLPolicy{"svc": {Name: "svc", Rules: `service "user." { write }`, ModifyRevision: 3}},
+	}
+	r := NewReplicaResolver(store)
+	resolve := func() Authorizer {
+		t.Helper()
+		a, _, err := r.Resolve(user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	first := resolve()
+	if again := resolve(); again != first {
+		t.Error("an unchanged token was compiled again")
+	}
+	store.policies["svc"] = &pb.ACLPolicy{Name: "svc", Rules: `service "order." { write }`, ModifyRevision: 5}
+	a := resolve()
+	if a.Allow(Service, "order.rpc", Write) != nil || a.Allow(Service, "user.rpc", Write) == nil {
+		t.Fatal("after the policy changed: want order.* writable and user.* not")
+	}
+	store.policies["extra"] = &pb.ACLPolicy{Name: "extra", Rules: `blob "models/" { read }`, ModifyRevision: 6}
+	if resolve().Allow(Blob, "models/a", Read) != nil {
+		t.Fatal("a policy created after the token was resolved grants nothing")
+	}
+	delete(store.policies, "extra")
+	if resolve().Allow(Blob, "models/a", Read) == nil {
+		t.Fatal("a removed policy still grants")
+	}
+}
