@@ -306,7 +306,9 @@ func flipBit(t testing.TB, path string, offset int64) {
 }
 
 func TestBlobPutWhileAgentDownIsRepaired(t *testing.T) {
-	c := newBlobCluster(t, 5)
+	// The down agent must still count in the cluster's size when the put
+	// picks its k+m (3+2 for five agents): it is not reaped during the test.
+	c := newBlobCluster(t, 5, testcluster.WithDeadNodeReap(time.Minute))
 	victim := (c.LeaderIndex() + 1) % 5
 	c.Kill(victim)
 	waitAlive(t, c, 4)
