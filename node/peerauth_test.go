@@ -21,7 +21,13 @@ import (
 func TestAgentToAgentAPIRefusesCallersWithoutTheClusterSecret(t *testing.T) {
 	cfg := testConfig(t)
 	n := startNode(t, cfg)
-	waitFor(t, 10*time.Second, "the cluster's identity applied", func() bool { return n.Store().FSM().ClusterSecret() != nil })
+	// Wait for the agent's own first writes (the cluster's identity, its
+	// node record), so that the revision moves only if a refused call wrote.
+	waitFor(t, 10*time.Second, "the cluster's identity and the agent's node record applied", func() bool {
+		fsm := n.Store().FSM()
+		node := fsm.Node(cfg.Name)
+		return fsm.ClusterSecret() != nil && node != nil && node.Health == pb.Health_PASSING
+	})
 	conn, reg := dial(t, n.GRPCAddr())
 	internal, shards := pb.NewInternalClient(conn), pb.NewShardsClient(conn)
 	ref := &pb.ShardRef{BlobId: "0123456789abcdef0123456789abcdef", Block: 0, Index: 0}
