@@ -2,7 +2,6 @@ package grpctest
 
 import (
 	"context"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,16 +21,16 @@ func TestEchoAnswersThroughTheServersInterceptors(t *testing.T) {
 		seen.Store(info.FullMethod)
 		return h(ctx, req)
 	}
-	echo := grpc.NewServer(grpc.UnaryInterceptor(ic))
-	RegisterEcho(echo, nil)
-	upper := grpc.NewServer()
-	RegisterEcho(upper, func(_ context.Context, in *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) {
-		return wrapperspb.Bytes(append([]byte("re: "), in.Value...)), nil
+	echo := Serve(t, func(s *grpc.Server) { RegisterEcho(s, nil) }, grpc.UnaryInterceptor(ic))
+	upper := Serve(t, func(s *grpc.Server) {
+		RegisterEcho(s, func(_ context.Context, in *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) {
+			return wrapperspb.Bytes(append([]byte("re: "), in.Value...)), nil
+		})
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	conn := serve(t, echo)
+	conn := dial(t, echo)
 	out := new(wrapperspb.BytesValue)
 	if err := conn.Invoke(ctx, EchoMethod, wrapperspb.Bytes([]byte("ping")), out); err != nil || string(out.Value) != "ping" {
 		t.Fatalf("echo = %q, %v; want ping", out.Value, err)
@@ -42,28 +41,15 @@ func TestEchoAnswersThroughTheServersInterceptors(t *testing.T) {
 	if err := conn.Invoke(ctx, EchoMethod, &emptypb.Empty{}, &emptypb.Empty{}); err != nil {
 		t.Errorf("echo of an Empty: %v", err)
 	}
-	if err := serve(t, upper).Invoke(ctx, EchoMethod, wrapperspb.Bytes([]byte("ping")), out); err != nil || string(out.Value) != "re: ping" {
+	if err := dial(t, upper).Invoke(ctx, EchoMethod, wrapperspb.Bytes([]byte("ping")), out); err != nil || string(out.Value) != "re: ping" {
 		t.Fatalf("echo with a handler = %q, %v; want %q", out.Value, err, "re: ping")
 	}
 }
 
-// serve serves s on loopback until the test ends and returns a client.
-func serve(t *testing.T, s *grpc.Server) *grpc.ClientConn {
+// dial returns a client of the server at addr, closed when the test ends.
+func dial(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = s.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		s.Stop()
-		<-done
-	})
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}

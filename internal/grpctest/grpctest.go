@@ -6,7 +6,6 @@ package grpctest
 
 import (
 	"context"
-	"net"
 	"sync/atomic"
 	"testing"
 
@@ -28,26 +27,11 @@ func StartHealthServers(t testing.TB, n int) []*Server {
 	servers := make([]*Server, n)
 	for i := range servers {
 		ts := &Server{}
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("listen: %v", err)
-		}
-		ts.Addr = lis.Addr().String()
 		count := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			ts.Calls.Add(1)
 			return h(ctx, req)
 		}
-		s := grpc.NewServer(grpc.UnaryInterceptor(count))
-		healthpb.RegisterHealthServer(s, health.NewServer())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = s.Serve(lis)
-		}()
-		t.Cleanup(func() {
-			s.Stop()
-			<-done
-		})
+		ts.Addr = Serve(t, func(s *grpc.Server) { healthpb.RegisterHealthServer(s, health.NewServer()) }, grpc.UnaryInterceptor(count))
 		servers[i] = ts
 	}
 	return servers
