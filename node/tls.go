@@ -154,11 +154,11 @@ func (n *Node) loadTLS() error {
 // requireGossipEncryption refuses TLS with plaintext gossip: gossip would
 // be the one port that carries members' addresses and leave notices in
 // the clear, and where anyone could announce a member. A key counts when
-// encrypt or encrypt_file is set, a cluster token gives one, or the data
-// dir keeps a gossip keyring.
+// the settings give one (gossipKey: encrypt, encrypt_file or a cluster
+// token) or the data dir keeps a gossip keyring.
 func (n *Node) requireGossipEncryption() error {
-	if n.cfg.EncryptKey != "" || n.cfg.EncryptKeyFile != "" || n.cfg.ClusterToken != "" || n.cfg.ClusterTokenFile != "" {
-		return nil
+	if key, err := n.cfg.gossipKey(); err != nil || key != nil {
+		return err
 	}
 	keyring := filepath.Join(n.cfg.DataDir, gossip.KeyringFileName)
 	if _, err := os.Stat(keyring); err == nil {
