@@ -20,6 +20,7 @@ import (
 	"github.com/zrpcio/zrpc/internal/fielderr"
 	"github.com/zrpcio/zrpc/internal/pki"
 	"github.com/zrpcio/zrpc/internal/tlsconf"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // TLS: with tls_ca, tls_cert and tls_key set (or a cluster token, from
@@ -234,25 +235,13 @@ func (n *Node) raftStreamLayer(inner raft.StreamLayer) (raft.StreamLayer, error)
 		if n.cfg.AdvertiseAddr != "" {
 			adv = &net.TCPAddr{IP: net.ParseIP(n.cfg.AdvertiseAddr), Port: adv.Port}
 		}
-		inner = &tcpRaftLayer{Listener: ln, advertise: adv}
+		inner = raftstore.NewTCPStreamLayer(ln, adv)
 	}
 	return &tlsRaftLayer{
 		inner:  inner,
 		server: n.tls.ServerConfig(tlsconf.RequireAgent()),
 		client: n.tls.ClientConfig(tlsconf.AgentServerName, tlsconf.RequireAgent()),
 	}, nil
-}
-
-// tcpRaftLayer is Raft's stream layer over plain TCP, under tlsRaftLayer.
-type tcpRaftLayer struct {
-	net.Listener
-	advertise net.Addr
-}
-
-func (t *tcpRaftLayer) Addr() net.Addr { return t.advertise }
-
-func (t *tcpRaftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return net.DialTimeout("tcp", string(addr), timeout)
 }
 
 // tlsRaftLayer makes every Raft connection of inner mutual TLS that only

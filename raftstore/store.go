@@ -181,9 +181,16 @@ func (s *Store) newTransport() (*transport, error) {
 				return nil, fmt.Errorf("%w: raft binds %s: set an advertise address peers can reach", ErrInvalidArgument, cfg.BindAddr)
 			}
 		}
-		tc.Stream = &tcpStreamLayer{Listener: l, advertise: adv}
+		tc.Stream = NewTCPStreamLayer(l, adv)
 	}
 	return newObservingTransport(raft.NewNetworkTransportWithConfig(tc)), nil
+}
+
+// NewTCPStreamLayer is Raft's stream layer over plain TCP: it accepts on
+// ln, dials peers directly and tells them advertise. A Store without a
+// stream layer of its own makes one; node wraps one in TLS.
+func NewTCPStreamLayer(ln net.Listener, advertise net.Addr) raft.StreamLayer {
+	return &tcpStreamLayer{Listener: ln, advertise: advertise}
 }
 
 // tcpStreamLayer is raft's StreamLayer over plain TCP.
