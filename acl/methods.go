@@ -156,18 +156,23 @@ func putBlob(msg any) (string, bool) {
 	return "", false
 }
 
+// readable keeps the items whose name (of resource kind) a may read.
+func readable[T any](a Authorizer, kind Resource, items []T, name func(T) string) []T {
+	var out []T
+	for _, it := range items {
+		if a.Allow(kind, name(it), Read) == nil {
+			out = append(out, it)
+		}
+	}
+	return out
+}
+
 func filterServices(a Authorizer, resp any) any {
 	r, ok := resp.(*pb.ListResponse)
 	if !ok {
 		return resp
 	}
-	out := &pb.ListResponse{Header: r.Header}
-	for _, s := range r.Services {
-		if a.Allow(Service, s.GetName(), Read) == nil {
-			out.Services = append(out.Services, s)
-		}
-	}
-	return out
+	return &pb.ListResponse{Header: r.Header, Services: readable(a, Service, r.Services, (*pb.ServiceSummary).GetName)}
 }
 
 func filterBlobs(a Authorizer, resp any) any {
@@ -175,13 +180,7 @@ func filterBlobs(a Authorizer, resp any) any {
 	if !ok {
 		return resp
 	}
-	out := &pb.BlobListResponse{Header: r.Header}
-	for _, b := range r.Blobs {
-		if a.Allow(Blob, b.GetName(), Read) == nil {
-			out.Blobs = append(out.Blobs, b)
-		}
-	}
-	return out
+	return &pb.BlobListResponse{Header: r.Header, Blobs: readable(a, Blob, r.Blobs, (*pb.BlobSummary).GetName)}
 }
 
 // filterEvents keeps the events of services the token may read. The
@@ -192,11 +191,6 @@ func filterEvents(a Authorizer, resp any) any {
 	if !ok {
 		return resp
 	}
-	out := &pb.WatchResponse{Header: r.Header, Snapshot: r.Snapshot, More: r.More}
-	for _, ev := range r.Events {
-		if a.Allow(Service, ev.GetInstance().GetService(), Read) == nil {
-			out.Events = append(out.Events, ev)
-		}
-	}
-	return out
+	return &pb.WatchResponse{Header: r.Header, Snapshot: r.Snapshot, More: r.More,
+		Events: readable(a, Service, r.Events, func(ev *pb.Event) string { return ev.GetInstance().GetService() })}
 }
