@@ -49,14 +49,7 @@ func TestTLSClusterServesOnlyMutualTLS(t *testing.T) {
 	}
 
 	// Plaintext gets no answer.
-	plain, err := grpc.NewClient(c.GRPCAddr(0), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plain.Close()
-	if _, err := pb.NewStatusClient(plain).Status(ctx, &pb.StatusRequest{}); status.Code(err) != codes.Unavailable {
-		t.Fatalf("plaintext Status: err %v, want Unavailable", err)
-	}
+	refusesPlaintext(ctx, t, c.GRPCAddr(0))
 
 	// A client certificate may use the public API, not the agents' own.
 	ops := kit.Client("ops")
@@ -171,14 +164,7 @@ func TestClusterTokenAloneSecuresTheCluster(t *testing.T) {
 		t.Fatalf("agent key %s: %v, mode %v; want it written with mode 0600", keyFile, err, fi.Mode().Perm())
 	}
 
-	plain, err := grpc.NewClient(c.GRPCAddr(0), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plain.Close()
-	if _, err := pb.NewStatusClient(plain).Status(ctx, &pb.StatusRequest{}); status.Code(err) != codes.Unavailable {
-		t.Fatalf("plaintext Status: err %v, want Unavailable", err)
-	}
+	refusesPlaintext(ctx, t, c.GRPCAddr(0))
 
 	otherCA, err := pki.TokenCA(token + "-other")
 	if err != nil {
@@ -205,5 +191,19 @@ func TestClusterTokenAloneSecuresTheCluster(t *testing.T) {
 	var ne net.Error
 	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
 		t.Fatalf("Raft accepted an agent certificate of another token: err %v", err)
+	}
+}
+
+// refusesPlaintext fails the test unless the agent at addr gives a
+// plaintext client no answer.
+func refusesPlaintext(ctx context.Context, t *testing.T, addr string) {
+	t.Helper()
+	plain, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if _, err := pb.NewStatusClient(plain).Status(ctx, &pb.StatusRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("plaintext Status: err %v, want Unavailable", err)
 	}
 }
