@@ -38,13 +38,17 @@ type zrpcMember struct {
 	proc                                 *proc.Process
 }
 
-func (m *zrpcMember) grpcAddr() string   { return net.JoinHostPort("127.0.0.1", strconv.Itoa(m.grpcPort)) }
-func (m *zrpcMember) gossipAddr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(m.gossipPort)) }
+func (m *zrpcMember) grpcAddr() string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(m.grpcPort))
+}
+func (m *zrpcMember) gossipAddr() string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(m.gossipPort))
+}
 
 type zrpcCluster struct {
-	sys     zrpcSystem
-	dir     string
-	agents  []*zrpcMember
+	sys    zrpcSystem
+	dir    string
+	agents []*zrpcMember
 	starts int // process starts, to name each one's log
 }
 

@@ -18,6 +18,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -91,17 +92,16 @@ func run() error {
 	}
 	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 
-	var jsonl *os.File
+	var jsonl io.Writer // stays a nil interface without --out
 	if out != "" {
-		if jsonl, err = os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+		f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
 			return err
 		}
-		defer jsonl.Close()
+		defer f.Close()
+		jsonl = f
 	}
-	rep := registry.NewReport(cfg.Systems, nil)
-	if jsonl != nil {
-		rep = registry.NewReport(cfg.Systems, jsonl)
-	}
+	rep := registry.NewReport(cfg.Systems, jsonl)
 	// SIGINT or SIGTERM cancels the run; Run stops its processes first.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
