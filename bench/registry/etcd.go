@@ -155,7 +155,9 @@ func (c *etcdCluster) close() error {
 			errs = append(errs, m.proc.Stop())
 		}
 	}
-	errs = append(errs, os.RemoveAll(c.dir))
+	for _, m := range c.nodes {
+		errs = append(errs, os.RemoveAll(filepath.Join(m.dir, "data")))
+	}
 	return errors.Join(errs...)
 }
 

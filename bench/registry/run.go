@@ -71,7 +71,8 @@ type Config struct {
 	// idle CPU is measured.
 	Instances int
 	Idle      time.Duration
-	// Dir holds data dirs and process logs; empty means a temporary
+	// Dir holds the clusters' data dirs, each removed when its cluster
+	// stops, and the process logs, kept; empty means a temporary
 	// directory, removed at the end.
 	Dir string
 	// Log receives progress; nil discards it.
@@ -161,12 +162,11 @@ func (c Config) Validate() error {
 
 // runner runs one benchmark.
 type runner struct {
-	cfg     Config
-	dir     string
-	log     *slog.Logger
-	rep     *Report
-	systems map[string]system
-	rounds  int // clusters started, to name their dirs
+	cfg    Config
+	dir    string
+	log    *slog.Logger
+	rep    *Report
+	rounds int // clusters started, to name their dirs
 }
 
 // Run runs cfg's phases and adds their results to rep. Every process it

@@ -49,7 +49,8 @@ type cluster interface {
 	newWriter(ctx context.Context, members ...int) (writer, error)
 	// newWatchConn connects one client (one connection) to member i.
 	newWatchConn(ctx context.Context, member int) (watchConn, error)
-	// close stops every member and removes their data.
+	// close stops every member and removes their data dirs (their logs
+	// stay, in the run's directory).
 	close() error
 }
 

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/zrpcio/zrpc/bench/internal/proc"
 )
 
 // deliveryWait is how long a round waits, after its last write, for
@@ -206,6 +208,10 @@ func (r *runner) fanoutRound(ctx context.Context, c cluster) (Result, error) {
 		return Result{}, fmt.Errorf("warm-up write: %w", err)
 	}
 	d.since.Store(time.Now().UnixNano())
+	// The watchers live in this process: what they cost it is recorded
+	// too, as a check that the load tool did not fall behind.
+	self0, _ := proc.SelfCPUTime()
+	t0 := time.Now()
 	err = paced(ctx, cfg.FanoutWrites, cfg.Rate, func(i int) error {
 		return timed(ctx, func(ctx context.Context) error {
 			return w.put(ctx, group(i%cfg.FanoutServices), "k", time.Now().UnixNano())
@@ -224,5 +230,8 @@ func (r *runner) fanoutRound(ctx context.Context, c cluster) (Result, error) {
 		res.metric("server RSS MiB", float64(rss)/(1<<20))
 	}
 	res.Metrics["watch setup s"] = setupTime.Seconds()
+	if self1, err := proc.SelfCPUTime(); err == nil {
+		res.Metrics["load tool CPU %"] = 100 * (self1 - self0).Seconds() / time.Since(t0).Seconds()
+	}
 	return res, nil
 }

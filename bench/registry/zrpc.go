@@ -165,7 +165,9 @@ func (c *zrpcCluster) close() error {
 			errs = append(errs, m.proc.Stop())
 		}
 	}
-	errs = append(errs, os.RemoveAll(c.dir))
+	for _, m := range c.agents {
+		errs = append(errs, os.RemoveAll(filepath.Join(m.dir, "data")))
+	}
 	return errors.Join(errs...)
 }
 
