@@ -227,9 +227,15 @@ type etcdWatchConn struct {
 // it was created.
 func (w *etcdWatchConn) watch(ctx context.Context, group string, deliver func(int64)) error {
 	ch := w.c.Watch(ctx, etcdPrefix+group+"/", clientv3.WithPrefix(), clientv3.WithCreatedNotify())
-	first, ok := <-ch
-	if !ok || first.Err() != nil || !first.Created {
-		return fmt.Errorf("watch %s: not created (%v)", group, first.Err())
+	timer := time.NewTimer(readyTimeout)
+	defer timer.Stop()
+	select {
+	case first, ok := <-ch:
+		if !ok || first.Err() != nil || !first.Created {
+			return fmt.Errorf("watch %s: not created (%v)", group, first.Err())
+		}
+	case <-timer.C:
+		return fmt.Errorf("watch %s: not created within %s", group, readyTimeout)
 	}
 	w.wg.Go(func() {
 		for resp := range ch {

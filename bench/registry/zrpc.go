@@ -232,7 +232,10 @@ func (w *zrpcWatchConn) watch(ctx context.Context, group string, deliver func(in
 	if err != nil {
 		return err
 	}
+	// The first response (the snapshot) must come within readyTimeout.
+	timer := time.AfterFunc(readyTimeout, func() { ws.Close() })
 	first, err := ws.Recv()
+	timer.Stop()
 	if err != nil {
 		ws.Close()
 		return fmt.Errorf("watch %s: %w", group, err)
