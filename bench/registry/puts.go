@@ -112,23 +112,45 @@ func timed(ctx context.Context, fn func(context.Context) error) error {
 	return fn(ctx)
 }
 
-// paced calls fn(i) for i in [0, n) at rate calls per second, one after
-// the other: the i-th is due at start + i/rate and, when the previous one
-// ran late, starts at once.
-func paced(ctx context.Context, n, rate int, fn func(i int) error) error {
+// maxInFlight bounds the paced calls under way at once.
+const maxInFlight = 256
+
+// paced calls fn(i) for i in [0, n) at rate calls per second, open loop:
+// the i-th starts at start + i/rate in its own goroutine, whether or not
+// the earlier ones have returned (at most maxInFlight at once), so a slow
+// call does not lower the rate. It returns once every call has, with the
+// first error, and the rate achieved.
+func paced(ctx context.Context, n, rate int, fn func(i int) error) (float64, error) {
+	var (
+		wg    sync.WaitGroup
+		first atomic.Pointer[error]
+		slots = make(chan struct{}, maxInFlight)
+	)
 	start := time.Now()
 	interval := time.Second / time.Duration(rate)
 	for i := range n {
 		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
 			if err := sleep(ctx, wait); err != nil {
-				return err
+				break
 			}
 		}
-		if err := fn(i); err != nil {
-			return err
-		}
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if err := fn(i); err != nil {
+				first.CompareAndSwap(nil, &err)
+			}
+		})
 	}
-	return nil
+	wg.Wait()
+	achieved := float64(n) / time.Since(start).Seconds()
+	if err := ctx.Err(); err != nil {
+		return achieved, err
+	}
+	if err := first.Load(); err != nil {
+		return achieved, *err
+	}
+	return achieved, nil
 }
 
 func plural(n int, what string) string {

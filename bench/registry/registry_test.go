@@ -2,10 +2,13 @@ package registry
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -179,5 +182,40 @@ func TestDefaultAndQuickConfigsAreValidButForTheBinaries(t *testing.T) {
 				t.Errorf("%s: %s", name, line)
 			}
 		}
+	}
+}
+
+// A paced call that has not returned does not hold the next one back:
+// each of these calls returns only once all of them have started.
+func TestPacedStartsCallsWithoutWaitingForEarlierOnes(t *testing.T) {
+	const n = 5
+	var started sync.WaitGroup
+	started.Add(n)
+	all := make(chan struct{})
+	go func() { started.Wait(); close(all) }()
+	_, err := paced(context.Background(), n, 1000, func(int) error {
+		started.Done()
+		select {
+		case <-all:
+			return nil
+		case <-time.After(10 * time.Second):
+			return errors.New("the other calls did not start while this one ran")
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPacedReturnsTheFirstError(t *testing.T) {
+	boom := errors.New("boom")
+	_, err := paced(context.Background(), 3, 1000, func(i int) error {
+		if i == 1 {
+			return boom
+		}
+		return nil
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("paced = %v, want %v", err, boom)
 	}
 }

@@ -245,7 +245,10 @@ func (r *runner) eachRound(ctx context.Context, reps, nodes int, zrpcExtra, etcd
 		if err == nil {
 			err = fn(ctx, s, c)
 		}
-		if cerr := c.close(); err == nil && cerr != nil {
+		stopping := time.Now()
+		cerr := c.close()
+		log.Info("cluster stopped", "took", time.Since(stopping).Round(time.Millisecond))
+		if err == nil && cerr != nil {
 			err = cerr
 		}
 		if err != nil {

@@ -124,7 +124,7 @@ func (r *runner) watchRound(ctx context.Context, c cluster, write, watch int) (R
 		return Result{}, fmt.Errorf("warm-up write: %w", err)
 	}
 	d.since.Store(time.Now().UnixNano())
-	err = paced(ctx, r.cfg.WatchEvents, r.cfg.Rate, func(i int) error {
+	rate, err := paced(ctx, r.cfg.WatchEvents, r.cfg.Rate, func(i int) error {
 		return timed(ctx, func(ctx context.Context) error {
 			return w.put(ctx, group, fmt.Sprintf("k%03d", i%100), time.Now().UnixNano())
 		})
@@ -137,6 +137,7 @@ func (r *runner) watchRound(ctx context.Context, c cluster, write, watch int) (R
 	}
 	var res Result
 	d.latencyMetrics(&res, r.cfg.WatchEvents)
+	res.Metrics["writes/s"] = rate
 	return res, nil
 }
 
@@ -212,7 +213,7 @@ func (r *runner) fanoutRound(ctx context.Context, c cluster) (Result, error) {
 	// too, as a check that the load tool did not fall behind.
 	self0, _ := proc.SelfCPUTime()
 	t0 := time.Now()
-	err = paced(ctx, cfg.FanoutWrites, cfg.Rate, func(i int) error {
+	rate, err := paced(ctx, cfg.FanoutWrites, cfg.Rate, func(i int) error {
 		return timed(ctx, func(ctx context.Context) error {
 			return w.put(ctx, group(i%cfg.FanoutServices), "k", time.Now().UnixNano())
 		})
@@ -230,6 +231,7 @@ func (r *runner) fanoutRound(ctx context.Context, c cluster) (Result, error) {
 		res.metric("server RSS MiB", float64(rss)/(1<<20))
 	}
 	res.Metrics["watch setup s"] = setupTime.Seconds()
+	res.Metrics["writes/s"] = rate
 	if self1, err := proc.SelfCPUTime(); err == nil {
 		res.Metrics["load tool CPU %"] = 100 * (self1 - self0).Seconds() / time.Since(t0).Seconds()
 	}
