@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,14 +40,12 @@ func main() {
 }
 
 func run() error {
-	quick := false
-	for _, a := range os.Args[1:] {
-		if a == "--quick" || a == "-quick" || a == "--quick=true" {
-			quick = true
-		}
-	}
+	// --quick changes the defaults of the other flags, so it is looked
+	// for before they are declared; flags given with it still win.
 	cfg := registry.Default()
-	if quick {
+	if slices.ContainsFunc(os.Args[1:], func(a string) bool {
+		return a == "--quick" || a == "-quick" || a == "--quick=true" || a == "-quick=true"
+	}) {
 		cfg = registry.Quick()
 	}
 	var bin, etcd, out, systems, phases, nodes, writers string
