@@ -12,8 +12,11 @@ import (
 const callTimeout = 10 * time.Second
 
 // puts measures registrations: zrpc TTL instances through package client
-// against etcd lease-attached puts, one client and connection per writer,
-// writer i connected to member i mod nodes.
+// against etcd lease-attached puts, one client and connection per writer.
+// On several nodes the writers are spread over them by role, the same way
+// on both systems, starting with a follower: writer i talks to node
+// (leader + 1 + i) mod nodes, so one writer's writes are all forwarded to
+// the leader and more writers' are two thirds forwarded.
 func (r *runner) puts(ctx context.Context) error {
 	for _, nodes := range r.cfg.Nodes {
 		err := r.eachRound(ctx, r.cfg.Reps, nodes, nil, nil, func(ctx context.Context, s slot, c cluster) error {
@@ -48,8 +51,16 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, tag strin
 		}
 	}()
 	group := func(w, i int) string { return fmt.Sprintf("bench-%s-%d-w%02d-%d.rpc", tag, writers, w, i/4096) }
+	firstNode := 0
+	if c.members() > 1 {
+		l, err := c.leader(ctx)
+		if err != nil {
+			return Result{}, err
+		}
+		firstNode = l + 1
+	}
 	for i := range ws {
-		w, err := c.newWriter(ctx, i%c.members())
+		w, err := c.newWriter(ctx, (firstNode+i)%c.members())
 		if err != nil {
 			return Result{}, err
 		}
