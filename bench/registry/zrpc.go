@@ -19,8 +19,10 @@ import (
 )
 
 // registrationTTL is the TTL of every registration (zrpc instance, etcd
-// lease): long enough that none expires while it is measured.
-const registrationTTL = 10 * time.Minute
+// lease): long enough that none expires while it is measured, also while
+// a million are loaded. Nothing renews them: an etcd lease that expired
+// would take all of its writer's keys with it.
+const registrationTTL = time.Hour
 
 // zrpcSystem runs zrpcd agents with default settings, except extra flags
 // (the scale phase's raised quotas).
