@@ -111,7 +111,7 @@ func TestMarkdownTableShowsMediansRangesAndRatioOfMedians(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
 	want := []string{
-		"| scenario | topology | case | metric | zrpc median (min-max) | etcd median (min-max) | zrpc/etcd |",
+		"| scenario | topology | case | metric | zrpc median (min-max) | etcd median (min-max) | zrpc/etcd (ratio of medians) |",
 		"|---|---|---|---|---|---|---|",
 		"| puts | 1 node | 16 writers | writes/s | 6500 (6000-7000) | 4500 (4000-5000) | 1.44x |",
 		"| puts | 1 node | 16 writers | p99 ms | 4.50 (4.00-5.00) | 7.00 (6.00-8.00) | 0.64x |",

@@ -115,7 +115,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	sep := "|---|---|---|---|" + strings.Repeat("---|", len(r.Systems))
 	if len(r.Systems) == 2 {
-		fmt.Fprintf(&b, " %s/%s |", r.Systems[0], r.Systems[1])
+		fmt.Fprintf(&b, " %s/%s (ratio of medians) |", r.Systems[0], r.Systems[1])
 		sep += "---|"
 	}
 	b.WriteString("\n" + sep + "\n")
