@@ -172,17 +172,25 @@ func walkBucket(b *bbolt.Bucket, depth int) error {
 	})
 }
 
-// guardBolt runs f on this goroutine with memory faults turned into panics,
-// and turns a panic into an error.
-func guardBolt(f func() (*bbolt.DB, error)) (db *bbolt.DB, err error) {
+// errPanic is wrapped by guard's error for a recovered panic.
+var errPanic = errors.New("panic")
+
+// guard runs f on this goroutine with memory faults turned into panics,
+// and turns a panic into an error wrapping errPanic: bbolt and raft-wal
+// trust the files they read.
+func guard[T any](f func() (T, error)) (v T, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			db, err = nil, fmt.Errorf("bbolt failed reading it: %v", r)
+			var zero T
+			v, err = zero, fmt.Errorf("%w reading it: %v", errPanic, r)
 		}
 	}()
 	return f()
 }
+
+// guardBolt is guard for bbolt calls.
+func guardBolt(f func() (*bbolt.DB, error)) (*bbolt.DB, error) { return guard(f) }
 
 func closeBolt(db *bbolt.DB) error {
 	_, err := guardBolt(func() (*bbolt.DB, error) { return nil, db.Close() })
