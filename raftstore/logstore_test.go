@@ -441,3 +441,33 @@ func TestLogUnderRaft(t *testing.T) {
 		t.Fatalf("Apply after restart: %v", err)
 	}
 }
+
+// BenchmarkLogStoreLogs measures appends with fsync on, one batch each.
+func BenchmarkLogStoreLogs(b *testing.B) {
+	for _, batch := range []int{1, 64} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			w, err := openLog(logOptions{Dir: b.TempDir()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer w.Close()
+			data := bytes.Repeat([]byte("d"), 256)
+			logs := make([]*raft.Log, batch)
+			for i := range logs {
+				logs[i] = &raft.Log{Term: 1, Type: raft.LogCommand, Data: data, AppendedAt: time.Now()}
+			}
+			b.SetBytes(int64(batch * len(data)))
+			b.ResetTimer()
+			next := uint64(1)
+			for range b.N {
+				for _, l := range logs {
+					l.Index = next
+					next++
+				}
+				if err := w.StoreLogs(logs); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
