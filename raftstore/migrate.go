@@ -58,7 +58,11 @@ func migrateLegacyLog(dir, member string, log *slog.Logger) error {
 				"otherwise restore the data dir from a backup, or remove it and rejoin as a new member (zrpcctl raft remove-peer %s on the cluster first)",
 				ErrCorruptStore, legacy, walDir, legacyLogFile, walDirName, legacy, memberName(member))
 		}
-		return retireLegacy(dir, log)
+		if err := retireLegacy(dir); err != nil {
+			return err
+		}
+		log.Info("finished the migration of raft.db to raft-wal that a crash interrupted", "kept_until_next_snapshot", filepath.Join(dir, migratedLogFile))
+		return nil
 	}
 
 	old, err := openLegacyLog(legacy, member)
@@ -85,9 +89,12 @@ func migrateLegacyLog(dir, member string, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("migrate raft log %s to %s: %w", legacy, walDir, err)
 	}
+	if err := retireLegacy(dir); err != nil {
+		return err
+	}
 	log.Info("migrated the Raft log from raft.db to raft-wal", "entries", r.entries, "first_index", r.first, "last_index", r.last,
-		"stable_values", stable, "from", legacy, "to", walDir)
-	return retireLegacy(dir, log)
+		"stable_values", stable, "from", legacy, "to", walDir, "kept_until_next_snapshot", filepath.Join(dir, migratedLogFile))
+	return nil
 }
 
 func memberName(member string) string {
@@ -147,11 +154,10 @@ func checkCopied(w *logStore, r legacyRange) error {
 }
 
 // retireLegacy renames raft.db to raft.db.migrated.
-func retireLegacy(dir string, log *slog.Logger) error {
+func retireLegacy(dir string) error {
 	if err := renameSynced(filepath.Join(dir, legacyLogFile), filepath.Join(dir, migratedLogFile)); err != nil {
 		return fmt.Errorf("migrate raft log: %w", err)
 	}
-	log.Info("kept the Raft log from before raft-wal until the next snapshot", "path", filepath.Join(dir, migratedLogFile))
 	return nil
 }
 

@@ -94,8 +94,9 @@ func TestMigrationKeepsEveryEntryTermAndVote(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log(logs.String())
-	if !strings.Contains(logs.String(), "entries=301 first_index=1 last_index=301") {
-		t.Errorf("the migration's log does not say what it migrated:\n%s", logs.String())
+	if lines := strings.Split(strings.TrimSpace(logs.String()), "\n"); len(lines) != 1 ||
+		!strings.Contains(lines[0], "level=INFO") || !strings.Contains(lines[0], "entries=301 first_index=1 last_index=301") {
+		t.Errorf("the migration's log is not one INFO line saying what it migrated:\n%s", logs.String())
 	}
 	if fileExists(filepath.Join(dir, legacyLogFile)) || !fileExists(filepath.Join(dir, migratedLogFile)) {
 		t.Errorf("raft.db not renamed to %s", migratedLogFile)
