@@ -55,14 +55,16 @@ func checkSegment(path string, seg waltypes.SegmentInfo) (segmentWalk, error) {
 		return segmentWalk{}, err
 	}
 	size := fi.Size()
-	// raft-wal preallocates every segment to its size limit before the
-	// first write, so a shorter file was cut after it was written.
-	if seg.SizeLimit > 0 && size < int64(seg.SizeLimit) {
-		return segmentWalk{}, fmt.Errorf("truncated: %d bytes, segments are preallocated to %d", size, seg.SizeLimit)
-	}
 	walk, err := walkSegment(f, size)
 	if err != nil {
 		return walk, err
+	}
+	// raft-wal preallocates a segment to its size limit when it creates
+	// it, so a shorter file was cut after it was written, unless a crash
+	// came between the two: then raft-wal appends to the file as it is,
+	// and it ends exactly after its last batch.
+	if seg.SizeLimit > 0 && size < int64(seg.SizeLimit) && size != walk.committed {
+		return walk, fmt.Errorf("truncated: %d bytes, segments are preallocated to %d", size, seg.SizeLimit)
 	}
 	if walk.committed == 0 {
 		if !seg.SealTime.IsZero() {

@@ -325,6 +325,36 @@ func TestLogOpenRecoversTornTail(t *testing.T) {
 	}
 }
 
+// TestLogOpenAcceptsASegmentNeverPreallocated: a crash between creating
+// a segment and preallocating it leaves a short file, which raft-wal
+// appends to as it is; it ends exactly after its last batch and is not
+// taken for a truncated one.
+func TestLogOpenAcceptsASegmentNeverPreallocated(t *testing.T) {
+	dir := t.TempDir()
+	w := mustOpenTestLog(t, dir)
+	storeTestLogs(t, w, 1, 100, 10)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p := segmentFiles(t, dir)[0]
+	editFile(t, p, func(b []byte) []byte {
+		walk, err := walkSegment(bytes.NewReader(b), int64(len(b)))
+		if err != nil || walk.committed == 0 {
+			t.Fatalf("walk: %+v, %v", walk, err)
+		}
+		return b[:walk.committed]
+	})
+
+	w = mustOpenTestLog(t, dir)
+	checkTestLogs(t, w, 1, 100)
+	storeTestLogs(t, w, 101, 120, 10)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w = mustOpenTestLog(t, dir)
+	checkTestLogs(t, w, 1, 120)
+}
+
 func TestLogOpenOfALockedLogFails(t *testing.T) {
 	dir := t.TempDir()
 	w := mustOpenTestLog(t, dir)
