@@ -87,6 +87,7 @@ func migrateLegacyLog(dir, member string, log *slog.Logger) error {
 		err = renameSynced(tmp, walDir)
 	}
 	if err != nil {
+		_ = os.RemoveAll(tmp) // the next start would
 		return fmt.Errorf("migrate raft log %s to %s: %w", legacy, walDir, err)
 	}
 	if err := retireLegacy(dir); err != nil {
