@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -88,6 +89,9 @@ func migrateLegacyLog(dir, member string, log *slog.Logger) error {
 	}
 	if err != nil {
 		_ = os.RemoveAll(tmp) // the next start would
+		if errors.Is(err, ErrCorruptStore) {
+			return corruptErr(legacy, member, strings.ReplaceAll(err.Error(), ErrCorruptStore.Error()+": ", ""))
+		}
 		return fmt.Errorf("migrate raft log %s to %s: %w", legacy, walDir, err)
 	}
 	if err := retireLegacy(dir); err != nil {

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"go.etcd.io/bbolt"
 )
 
 // legacyContents reads every entry and stable value of a raft.db.
@@ -229,5 +231,59 @@ func TestMigratedRaftDBIsDeletedAfterASnapshot(t *testing.T) {
 	}
 	if list, err := snaps.List(); err != nil || len(list) == 0 {
 		t.Errorf("snapshots %v, %v; want one taken before raft.db.migrated was deleted", list, err)
+	}
+}
+
+// TestMigrationOfAnUndecodableRaftDBIsRefused: a raft.db whose pages are
+// sound but whose entries do not decode (or leave a gap) is refused with
+// the rejoin advice; raft.db is left as it was and no wal/ is made.
+func TestMigrationOfAnUndecodableRaftDBIsRefused(t *testing.T) {
+	key := func(i uint64) string { return string(binary.BigEndian.AppendUint64(nil, i)) }
+	good := func(i uint64) string { return string(encodeLog(nil, testLogEntry(i))) }
+	tests := []struct {
+		name    string
+		entries map[string]string
+		want    string
+	}{
+		{"garbage entry", map[string]string{key(1): good(1), key(2): "garbage"}, "entry 2"},
+		{"entry under another index", map[string]string{key(1): good(1), key(2): good(3)}, "has index 3"},
+		{"gap", map[string]string{key(1): good(1), key(3): good(3)}, "not contiguous"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			legacy := filepath.Join(dir, legacyLogFile)
+			writeBoltFile(t, legacy, func(tx *bbolt.Tx) error {
+				if err := putBolt(tx, "meta", "format", formatMarker); err != nil {
+					return err
+				}
+				if err := putBolt(tx, "conf", "CurrentTerm", key(2)); err != nil {
+					return err
+				}
+				for k, v := range tc.entries {
+					if err := putBolt(tx, "logs", k, v); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			before := snapshotDir(t, dir)
+			err := migrateLegacyLog(dir, "agent-7", slog.New(slog.DiscardHandler))
+			if err == nil {
+				t.Fatal("migrated an undecodable raft.db")
+			}
+			t.Log(err)
+			for _, want := range []string{"raft log " + legacy + " is corrupt", tc.want, "zrpcctl raft remove-peer agent-7"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("err = %q, want it to say %q", err, want)
+				}
+			}
+			if !errors.Is(err, ErrCorruptStore) {
+				t.Errorf("err = %v, want ErrCorruptStore", err)
+			}
+			if after := snapshotDir(t, dir); !mapsEqual(before, after) || fileExists(filepath.Join(dir, walDirName)) || fileExists(filepath.Join(dir, migratingDirName)) {
+				t.Error("the refused migration changed the data dir")
+			}
+		})
 	}
 }
