@@ -16,7 +16,10 @@ import (
 //	LOCK          flock'd; holds the owner's pid
 //	node-id       the agent name the directory belongs to
 //	cluster-id    the id of the cluster the agent belongs to
-//	raft/         raft.db (log + stable store), snapshots/
+//	raft/         wal/ (the Raft log and stable store: raft-wal segments
+//	              and wal-meta.db), snapshots/; raft.db is the log of
+//	              agents from before raft-wal, migrated to wal/ at start
+//	              and kept as raft.db.migrated until the next snapshot
 //	peers.json    gossip addresses of the last known peers
 //	gossip-keyring the gossip encryption keys (package gossip keeps it)
 //	shards/       blob shard files
@@ -33,7 +36,8 @@ const (
 	nodeIDFile    = "node-id"
 	clusterIDFile = "cluster-id"
 	raftDirName   = "raft"
-	raftDBFile    = "raft.db"
+	raftDBFile    = "raft.db" // the Raft log before raft-wal
+	raftWALDir    = "wal"
 	shardsDirName = "shards"
 )
 
@@ -100,17 +104,21 @@ func (d *dataDir) writeClusterID(id string) error {
 
 // checkRaftState refuses a directory whose Raft log is gone while the rest
 // of it shows that the agent belonged to a cluster: a node id from an
-// earlier start (which created raft.db right after writing it), a cluster
+// earlier start (which created the log right after writing it), a cluster
 // id, peers it gossiped with, shards it held or Raft snapshots. Starting
 // would let the agent bootstrap a cluster of its own (or vote again in
 // terms it already voted in) and then collect its shards as orphans. Raft
 // state cannot be rebuilt locally; the agent has to rejoin as a new member.
+// The log is raft/wal/, or raft/raft.db of an agent from before raft-wal
+// (which raftstore migrates).
 func (d *dataDir) checkRaftState(name string, startedBefore bool) error {
-	raftDB := filepath.Join(d.path, raftDirName, raftDBFile)
-	if _, err := os.Stat(raftDB); err == nil {
-		return nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("stat %s: %w", raftDB, err)
+	for _, log := range []string{raftWALDir, raftDBFile} {
+		p := filepath.Join(d.path, raftDirName, log)
+		if _, err := os.Stat(p); err == nil {
+			return nil
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("stat %s: %w", p, err)
+		}
 	}
 	var evidence []string
 	if startedBefore {
@@ -135,18 +143,18 @@ func (d *dataDir) checkRaftState(name string, startedBefore bool) error {
 }
 
 // lostRaftLog is the error of an agent that belonged to a cluster and has
-// lost its Raft log (how says what happened to raft.db): it says how to
-// rejoin.
+// lost its Raft log (how says what happened to it): it says how to rejoin.
 func (d *dataDir) lostRaftLog(name, how string, evidence []string) error {
 	cluster := "a cluster"
 	if d.clusterID != "" {
 		cluster = "cluster " + d.clusterID
 	}
-	return fmt.Errorf("data dir %s shows agent %q belonged to %s (%s) but its Raft log %s %s; "+
+	return fmt.Errorf("data dir %s shows agent %q belonged to %s (%s) but its Raft log (%s, or %s before raft-wal) %s; "+
 		"it will not start a cluster of its own and has changed nothing. "+
 		"To rejoin as a new member: run `zrpcctl raft remove-peer %s` against a running agent of the cluster, "+
 		"move %s aside (repair rebuilds its shards elsewhere), and start this agent with an empty --data-dir and `zrpcd agent join ADDR`",
-		d.path, name, cluster, strings.Join(evidence, ", "), filepath.Join(d.path, raftDirName, raftDBFile), how, name, d.path)
+		d.path, name, cluster, strings.Join(evidence, ", "), filepath.Join(d.path, raftDirName, raftWALDir),
+		filepath.Join(d.path, raftDirName, raftDBFile), how, name, d.path)
 }
 
 // countFiles counts the regular files under dir (0 if it does not exist).

@@ -179,3 +179,43 @@ func TestConfigLoadThatFailsChangesNothing(t *testing.T) {
 		t.Fatalf("an empty file: %v", err)
 	}
 }
+
+// TestDataDirCountsEitherRaftLogFormat: raft/wal/ (raft-wal) and
+// raft/raft.db (an agent from before raft-wal, migrated at start) each
+// count as the Raft log of a cluster member's data dir; with neither, the
+// log is lost and the data dir is refused.
+func TestDataDirCountsEitherRaftLogFormat(t *testing.T) {
+	cases := []struct {
+		name string
+		log  func(raftDir string) error
+		ok   bool
+	}{
+		{"raft-wal", func(d string) error { return os.MkdirAll(filepath.Join(d, raftWALDir), 0o700) }, true},
+		{"raft.db", func(d string) error { return os.WriteFile(filepath.Join(d, raftDBFile), []byte("log"), 0o600) }, true},
+		{"neither", func(string) error { return nil }, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			os.WriteFile(filepath.Join(dir, nodeIDFile), []byte("n1\n"), 0o600)
+			os.WriteFile(filepath.Join(dir, clusterIDFile), []byte("c0ffee\n"), 0o600)
+			raftDir := filepath.Join(dir, raftDirName)
+			if err := os.MkdirAll(raftDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.log(raftDir); err != nil {
+				t.Fatal(err)
+			}
+			d, err := openDataDir(dir, "n1")
+			if d != nil {
+				d.close()
+			}
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("openDataDir: %v", err)
+			case !tc.ok && (err == nil || !strings.Contains(err.Error(), "its Raft log")):
+				t.Fatalf("openDataDir = %v, want the lost Raft log refusal", err)
+			}
+		})
+	}
+}

@@ -11,10 +11,11 @@ import (
 	"testing"
 	"time"
 
+	wal "github.com/hashicorp/raft-wal"
+
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
 	"github.com/zrpcio/zrpc/internal/testlog"
-	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // startErr starts an agent on cfg and returns Start's error.
@@ -76,7 +77,7 @@ func TestLostRaftLogIsRefusedAndShardsUntouched(t *testing.T) {
 	if countFiles(filepath.Join(cfg.DataDir, shardsDirName)) == 0 {
 		t.Fatal("the blob left no shard files")
 	}
-	if err := os.Remove(filepath.Join(cfg.DataDir, raftDirName, raftDBFile)); err != nil {
+	if err := os.RemoveAll(filepath.Join(cfg.DataDir, raftDirName, raftWALDir)); err != nil {
 		t.Fatal(err)
 	}
 	wantRefusedUntouched(t, cfg, clusterID)
@@ -227,7 +228,7 @@ func TestAgentThatLostItsRaftLogRejoinsAsANewMember(t *testing.T) {
 	// It keeps its addresses, as an agent on a repaired machine does.
 	cfg3.GRPCPort, cfg3.RaftPort, cfg3.GossipPort = portOf(t, n3.GRPCAddr()), portOf(t, n3.Store().RaftAddr()), portOf(t, n3.gossip.LocalAddr())
 	n3.Close()
-	os.Remove(filepath.Join(cfg3.DataDir, raftDirName, raftDBFile))
+	os.RemoveAll(filepath.Join(cfg3.DataDir, raftDirName, raftWALDir))
 	wantRefusedUntouched(t, cfg3, id)
 
 	// The operator removes it, as the refusal says, through any agent.
@@ -265,7 +266,7 @@ func portOf(t *testing.T, addr string) int {
 
 func TestEmptyRaftLogOfAClusterMemberIsRefused(t *testing.T) {
 	cfg := testConfig(t)
-	cfg.Bootstrap = false // creates raft.db, joins nothing
+	cfg.Bootstrap = false // creates the Raft log, joins nothing
 	n, err := New(cfg, WithLogger(testlog.New(t, cfg.Name)))
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +275,7 @@ func TestEmptyRaftLogOfAClusterMemberIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.Close()
-	// raft.db replaced by an empty one in a data dir of a cluster member.
+	// An empty Raft log in a data dir of a cluster member.
 	const id = "0123456789abcdef0123456789abcdef"
 	os.WriteFile(filepath.Join(cfg.DataDir, clusterIDFile), []byte(id+"\n"), 0o600)
 	cfg.Bootstrap = true
@@ -282,12 +283,12 @@ func TestEmptyRaftLogOfAClusterMemberIsRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "has no Raft state") || !strings.Contains(err.Error(), "remove-peer n1") {
 		t.Fatalf("Start: %v, want the lost Raft log refusal", err)
 	}
-	logs, err := raftstore.OpenBoltStore(raftstore.BoltOptions{Path: filepath.Join(cfg.DataDir, raftDirName, raftDBFile)})
+	logs, err := wal.Open(filepath.Join(cfg.DataDir, raftDirName, raftWALDir))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logs.Close()
 	if last, err := logs.LastIndex(); err != nil || last != 0 {
-		t.Fatalf("raft.db last index %d (%v): the refused agent bootstrapped", last, err)
+		t.Fatalf("raft log last index %d (%v): the refused agent bootstrapped", last, err)
 	}
 }

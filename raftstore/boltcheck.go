@@ -12,11 +12,12 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// A damaged raft.db must stop the agent with an error, not a crash: bbolt
-// maps the file and trusts it, so a truncated file faults (SIGBUS) and a
-// corrupt page panics, some of it in goroutines bbolt starts while it
-// opens a file for writing. OpenBoltStore therefore checks an existing
-// file in three steps before it opens it for writing:
+// A damaged bbolt file (raft-wal's wal-meta.db, or the raft.db of an
+// agent from before raft-wal) must stop the agent with an error, not a
+// crash: bbolt maps the file and trusts it, so a truncated file faults
+// (SIGBUS) and a corrupt page panics, some of it in goroutines bbolt
+// starts while it opens a file for writing. openLog and openLegacyLog
+// therefore check an existing file in three steps before it is opened:
 //
 //  1. both meta pages, read with plain file reads: bbolt's magic, version
 //     and checksum, and that the file is as long as they say. bbolt would
@@ -28,7 +29,7 @@ import (
 //  2. every page reachable from the root, by reading every key and value
 //     through a read-only bbolt handle, on this goroutine, with faults
 //     turned into panics and recovered;
-//  3. the open for writing itself, with panics recovered.
+//  3. the open itself, with panics recovered.
 
 // bbolt's file format (go.etcd.io/bbolt/internal/common), in the host's
 // byte order: a page header of id (8), flags (2), count (2), overflow (4),
@@ -172,17 +173,25 @@ func walkBucket(b *bbolt.Bucket, depth int) error {
 	})
 }
 
-// guardBolt runs f on this goroutine with memory faults turned into panics,
-// and turns a panic into an error.
-func guardBolt(f func() (*bbolt.DB, error)) (db *bbolt.DB, err error) {
+// errPanic is wrapped by guard's error for a recovered panic.
+var errPanic = errors.New("panic")
+
+// guard runs f on this goroutine with memory faults turned into panics,
+// and turns a panic into an error wrapping errPanic: bbolt and raft-wal
+// trust the files they read.
+func guard[T any](f func() (T, error)) (v T, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			db, err = nil, fmt.Errorf("bbolt failed reading it: %v", r)
+			var zero T
+			v, err = zero, fmt.Errorf("%w reading it: %v", errPanic, r)
 		}
 	}()
 	return f()
 }
+
+// guardBolt is guard for bbolt calls.
+func guardBolt(f func() (*bbolt.DB, error)) (*bbolt.DB, error) { return guard(f) }
 
 func closeBolt(db *bbolt.DB) error {
 	_, err := guardBolt(func() (*bbolt.DB, error) { return nil, db.Close() })

@@ -9,31 +9,18 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
-// damagedBoltFile writes a raft log with entries spanning many pages and
-// returns its bytes and page size.
-func damagedBoltFile(t *testing.T, path string) ([]byte, int) {
+// fixtureBytes returns the bytes of the raft.db fixture and its page size.
+func fixtureBytes(t *testing.T) ([]byte, int) {
 	t.Helper()
-	s, err := OpenBoltStore(BoltOptions{Path: path, NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	storeBoltRange(t, s, 1, 2000)
-	if err := s.SetUint64([]byte("CurrentTerm"), 3); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(path)
+	b, err := os.ReadFile(legacyFixture(t, t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	pageSize := int(binary.NativeEndian.Uint32(b[boltPageHeaderSize+8:]))
 	if len(b) < 8*pageSize {
-		t.Fatalf("test log has only %d bytes", len(b))
+		t.Fatalf("fixture has only %d bytes", len(b))
 	}
 	return b, pageSize
 }
@@ -94,15 +81,15 @@ func TestBoltOpenRefusesDamagedFile(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "raft.db")
-			good, pageSize := damagedBoltFile(t, path)
+			good, pageSize := fixtureBytes(t)
 			bad := tc.damage(bytes.Clone(good), pageSize)
 			if err := os.WriteFile(path, bad, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			s, err := OpenBoltStore(BoltOptions{Path: path, Timeout: 200 * time.Millisecond, Member: "agent-7"})
+			l, err := openLegacyLog(path, "agent-7")
 			if err == nil {
-				s.Close()
-				t.Fatal("OpenBoltStore accepted a damaged file")
+				l.Close()
+				t.Fatal("openLegacyLog accepted a damaged file")
 			}
 			if !errors.Is(err, ErrCorruptStore) {
 				t.Errorf("err = %v, want ErrCorruptStore", err)

@@ -14,7 +14,7 @@ import (
 type Config struct {
 	// NodeID is this agent's name; it is also its Raft server ID.
 	NodeID string
-	// Dir holds raft.db and snapshots/. It must exist.
+	// Dir holds the Raft log (wal/) and snapshots/. It must exist.
 	Dir string
 	// BindAddr is the Raft transport's listen address ("127.0.0.1:8401").
 	// Ignored when StreamLayer is set.
@@ -45,7 +45,8 @@ type Config struct {
 	StaleReadBound time.Duration
 	// WatchRing is how many recent events watchers can resume from.
 	WatchRing int
-	// NoSync skips fsync of the Raft log (benchmarks only).
+	// NoSync skips fsync of the Raft log's segment files (benchmarks
+	// only); raft-wal's wal-meta.db is still fsynced.
 	NoSync bool
 	// WrapLogStore, when set, wraps the Raft log store (tests slow it down).
 	WrapLogStore func(raft.LogStore) raft.LogStore

@@ -1,7 +1,8 @@
 // Package raftstore is the agent's replicated registry: a hashicorp/raft node
 // whose state machine (FSM) holds nodes, service instances and sessions, with
-// the Raft log and stable store kept in bbolt (BoltStore) and snapshots in
-// raft's FileSnapshotStore.
+// the Raft log and stable store kept in hashicorp/raft-wal (logstore.go;
+// an agent's raft.db from before it is migrated at start, migrate.go) and
+// snapshots in raft's FileSnapshotStore.
 //
 // Every committed entry's Raft index is the registry revision. Watchers are
 // served from an in-memory ring of recent events, ordered by revision and

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -28,7 +30,7 @@ type Store struct {
 	log       *slog.Logger
 	fsm       *FSM
 	raft      *raft.Raft
-	logs      *BoltStore
+	logs      *logStore
 	transport *transport
 	notify    chan bool
 
@@ -82,7 +84,14 @@ func (s *Store) Open() (err error) {
 	if cfg.NodeID == "" {
 		return fmt.Errorf("%w: raft node id is empty", ErrInvalidArgument)
 	}
-	s.logs, err = OpenBoltStore(BoltOptions{Path: filepath.Join(cfg.Dir, "raft.db"), NoSync: cfg.NoSync, Member: cfg.NodeID})
+	if err := migrateLegacyLog(cfg.Dir, cfg.NodeID, s.log); err != nil {
+		return err
+	}
+	walDir := filepath.Join(cfg.Dir, walDirName)
+	if err := os.Mkdir(walDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("open raft log: %w", err)
+	}
+	s.logs, err = openLog(logOptions{Dir: walDir, NoSync: cfg.NoSync, Member: cfg.NodeID, Logger: s.cfg.Logger})
 	if err != nil {
 		return err
 	}
@@ -91,9 +100,13 @@ func (s *Store) Open() (err error) {
 			s.logs.Close()
 		}
 	}()
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.RetainSnapshots, NewHCLog(s.cfg.Logger, "snapshot"))
+	var snaps raft.SnapshotStore
+	snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.RetainSnapshots, NewHCLog(s.cfg.Logger, "snapshot"))
 	if err != nil {
 		return fmt.Errorf("open snapshot store in %s: %w", cfg.Dir, err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Dir, migratedLogFile)); err == nil {
+		snaps = newRetiringSnapshots(snaps, cfg.Dir, s.log)
 	}
 	if s.transport, err = s.newTransport(); err != nil {
 		return err
@@ -131,7 +144,7 @@ func (s *Store) Open() (err error) {
 	}
 	var logs raft.LogStore = s.logs
 	if cfg.WrapLogStore != nil {
-		logs = cfg.WrapLogStore(logs)
+		logs = monotonicLog{cfg.WrapLogStore(logs)}
 	}
 	if s.raft, err = raft.NewRaft(rc, s.fsm, logs, s.logs, snaps, s.transport); err != nil {
 		return fmt.Errorf("start raft: %w", err)

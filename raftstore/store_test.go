@@ -175,7 +175,7 @@ func TestStoreApplyAndRead(t *testing.T) {
 }
 
 // countConfigEntries counts the configuration entries in a store's log.
-func countConfigEntries(t *testing.T, logs *BoltStore) int {
+func countConfigEntries(t *testing.T, logs raft.LogStore) int {
 	t.Helper()
 	first, err := logs.FirstIndex()
 	if err != nil {

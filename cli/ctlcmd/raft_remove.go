@@ -19,7 +19,7 @@ session it owned, from the registry. The leader does it; any agent forwards
 the request. Repair rebuilds the blob shards the agent held on others.
 
 Use it for an agent that is not coming back as it was, e.g. one that lost
-its Raft log (raft.db): such an agent refuses to start, and rejoins as a new
+its Raft log (raft/wal in its data dir): such an agent refuses to start, and rejoins as a new
 member with an empty data dir once it has been removed. The leader cannot
 remove itself, and an agent that is alive should leave instead
 (` + "`zrpcctl --addr ITS_ADDR leave`" + `).`,
