@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"hash/fnv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -17,7 +18,8 @@ import (
 
 // RunChecks keeps one gRPC health checker running per instance this agent
 // owns that asked for a gRPC check, until ctx ends; it returns once every
-// checker has stopped.
+// checker has stopped. It learns of such instances from the replica's
+// instance watch, so it does nothing while the registry does not change.
 func (k *Keeper) RunChecks(ctx context.Context) {
 	running := make(map[instanceKey]*checker)
 	defer func() {
@@ -25,31 +27,54 @@ func (k *Keeper) RunChecks(ctx context.Context) {
 			c.stop()
 		}
 	}()
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		want := make(map[instanceKey]*pb.Instance)
-		for _, inst := range k.cfg.Replica.CheckedInstances() {
-			if inst.Node == k.cfg.Agent && inst.Check.GetGrpc() {
-				want[instanceKey{inst.Service, inst.Id}] = inst
-			}
-		}
-		for key, c := range running {
-			if inst, ok := want[key]; !ok || !proto.Equal(inst.Check, c.check) || inst.Address != c.address {
+	watch := k.cfg.Replica.WatchInstances(k.cfg.Replica.Revision())
+	for _, inst := range k.cfg.Replica.CheckedInstances() {
+		k.keepChecker(ctx, running, inst)
+	}
+	k.followInstances(ctx, watch, func(resp *pb.WatchResponse) {
+		for _, ev := range resp.Events {
+			if ev.Type != pb.Event_DELETE {
+				k.keepChecker(ctx, running, ev.Instance)
+			} else if c := running[keyOf(ev.Instance)]; c != nil && c.modRev <= ev.Revision {
 				c.stop()
-				delete(running, key)
+				delete(running, keyOf(ev.Instance))
 			}
 		}
-		for key, inst := range want {
-			if _, ok := running[key]; !ok {
-				running[key] = k.startChecker(ctx, inst)
+		if resp.Snapshot {
+			// A listing, not changes: the checkers of instances it no
+			// longer has stop here.
+			for key, c := range running {
+				if k.cfg.Replica.Instance(key.service, key.id) == nil {
+					c.stop()
+					delete(running, key)
+				}
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	})
+}
+
+func keyOf(inst *pb.Instance) instanceKey { return instanceKey{inst.Service, inst.Id} }
+
+// keepChecker makes running agree with inst, a version of an instance:
+// a checker when this agent owns it and it asks for a gRPC check, with
+// its current check and address.
+func (k *Keeper) keepChecker(ctx context.Context, running map[instanceKey]*checker, inst *pb.Instance) {
+	key := keyOf(inst)
+	c := running[key]
+	if c != nil && inst.ModRevision < c.modRev {
+		return // older than the version being checked
+	}
+	want := inst.Node == k.cfg.Agent && inst.Check.GetGrpc()
+	if c != nil && want && proto.Equal(inst.Check, c.check) && inst.Address == c.address {
+		c.modRev = inst.ModRevision
+		return
+	}
+	if c != nil {
+		c.stop()
+		delete(running, key)
+	}
+	if want {
+		running[key] = k.startChecker(ctx, inst)
 	}
 }
 
@@ -57,6 +82,7 @@ func (k *Keeper) RunChecks(ctx context.Context) {
 type checker struct {
 	check   *pb.Check
 	address string
+	modRev  uint64 // the instance's last version seen
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
@@ -68,12 +94,27 @@ func (c *checker) stop() {
 
 func (k *Keeper) startChecker(parent context.Context, inst *pb.Instance) *checker {
 	ctx, cancel := context.WithCancel(parent)
-	c := &checker{check: inst.Check, address: inst.Address, cancel: cancel, done: make(chan struct{})}
+	c := &checker{check: inst.Check, address: inst.Address, modRev: inst.ModRevision, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(c.done)
 		k.runChecker(ctx, inst)
 	}()
 	return c
+}
+
+// checkOffset is where in its interval an instance's checks run: a hash
+// of its service and id, so that the checks of many instances spread over
+// the interval instead of running together, and keep their places when
+// the agent restarts.
+func checkOffset(key instanceKey, interval time.Duration) time.Duration {
+	if interval <= 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	h.Write([]byte(key.service))
+	h.Write([]byte{0})
+	h.Write([]byte(key.id))
+	return time.Duration(h.Sum64() % uint64(interval))
 }
 
 func (k *Keeper) runChecker(ctx context.Context, inst *pb.Instance) {
@@ -98,7 +139,15 @@ func (k *Keeper) runChecker(ctx context.Context, inst *pb.Instance) {
 	}
 	defer conn.Close()
 	client := healthpb.NewHealthClient(conn)
-	t := time.NewTicker(chk.Interval.AsDuration())
+	interval := chk.Interval.AsDuration()
+	first := time.NewTimer(checkOffset(keyOf(inst), interval))
+	select {
+	case <-ctx.Done():
+		first.Stop()
+		return
+	case <-first.C:
+	}
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, timeout)

@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/grpctest"
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
 // TestChecksFollowTheInstancesGRPCHealth: the owning agent's checker writes
@@ -60,5 +63,62 @@ func TestChecksFollowTheInstancesGRPCHealth(t *testing.T) {
 	waitHealth(pb.Health_PASSING)
 	if h := reg.health("checked.rpc", "a2"); h != pb.Health_CRITICAL {
 		t.Fatalf("another agent's instance was checked from here: %v", h)
+	}
+}
+
+// TestChecksSpreadOverTheInterval: the checks of 100 instances with an
+// interval of 1 s run at places spread over the second, not together.
+func TestChecksSpreadOverTheInterval(t *testing.T) {
+	const interval = time.Second
+	buckets := make(map[time.Duration]int) // 10 ms windows
+	lo, hi := interval, time.Duration(0)
+	for i := range 100 {
+		off := checkOffset(instanceKey{"checked.rpc", fmt.Sprintf("instance-%d", i)}, interval)
+		if off < 0 || off >= interval {
+			t.Fatalf("offset %v is outside the interval", off)
+		}
+		buckets[off/(10*time.Millisecond)]++
+		lo, hi = min(lo, off), max(hi, off)
+	}
+	for b, n := range buckets {
+		if n > 10 {
+			t.Fatalf("%d of 100 checks run in the 10 ms from %v", n, b*10*time.Millisecond)
+		}
+	}
+	if hi-lo < interval/2 {
+		t.Fatalf("100 checks run within %v of each other, want them spread over the 1 s interval", hi-lo)
+	}
+	if a, b := checkOffset(instanceKey{"s", "a"}, interval), checkOffset(instanceKey{"s", "a"}, interval); a != b {
+		t.Fatalf("an instance's place in the interval moved: %v then %v", a, b)
+	}
+}
+
+// TestChecksFollowRegistrationsAndRemovals: an instance registered while
+// the checks run is checked, and its checks stop when it is removed.
+func TestChecksFollowRegistrationsAndRemovals(t *testing.T) {
+	srv := grpctest.StartHealthServers(t, 2)
+	reg := newFakeRegistry()
+	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		k.RunChecks(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	testwait.For(t, 10*time.Second, "the checks to watch the registry", func() bool { return reg.watches.Load() > 0 })
+
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(20 * time.Millisecond), Timeout: durationpb.New(time.Second)}
+	reg.register(&pb.Instance{Service: "checked.rpc", Id: "gone", Node: "a1", Address: srv[0].Addr, Check: check})
+	testwait.For(t, 10*time.Second, "the new instance to be checked", func() bool { return srv[0].Calls.Load() > 0 })
+	if _, err := reg.apply(&pb.Command{Kind: &pb.Command_Deregister{Deregister: &pb.InstanceRef{Service: "checked.rpc", Id: "gone"}}}); err != nil {
+		t.Fatal(err)
+	}
+	reg.register(&pb.Instance{Service: "checked.rpc", Id: "next", Node: "a1", Address: srv[1].Addr, Check: check})
+	testwait.For(t, 10*time.Second, "the next instance to be checked once", func() bool { return srv[1].Calls.Load() > 0 })
+	before := srv[0].Calls.Load()
+	testwait.For(t, 10*time.Second, "the next instance to be checked three more times", func() bool { return srv[1].Calls.Load() > 3 })
+	if after := srv[0].Calls.Load(); after != before {
+		t.Fatalf("the removed instance was checked %d more times", after-before)
 	}
 }
