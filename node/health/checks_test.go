@@ -66,31 +66,54 @@ func TestChecksFollowTheInstancesGRPCHealth(t *testing.T) {
 	}
 }
 
-// TestChecksSpreadOverTheInterval: the checks of 100 instances with an
-// interval of 1 s run at places spread over the second, not together.
-func TestChecksSpreadOverTheInterval(t *testing.T) {
-	const interval = time.Second
+// spreadOK fails the test when the 100 times in at are not spread over
+// span: more than 10 of them within one 10 ms, or all within half of span.
+func spreadOK(t *testing.T, what string, at []time.Duration, span time.Duration) {
+	t.Helper()
 	buckets := make(map[time.Duration]int) // 10 ms windows
-	lo, hi := interval, time.Duration(0)
-	for i := range 100 {
-		off := checkOffset(instanceKey{"checked.rpc", fmt.Sprintf("instance-%d", i)}, interval)
-		if off < 0 || off >= interval {
-			t.Fatalf("offset %v is outside the interval", off)
+	lo, hi := span, time.Duration(0)
+	for _, d := range at {
+		if d < 0 || d >= span {
+			t.Fatalf("%s: a check runs %v on, outside the %v", what, d, span)
 		}
-		buckets[off/(10*time.Millisecond)]++
-		lo, hi = min(lo, off), max(hi, off)
+		buckets[d/(10*time.Millisecond)]++
+		lo, hi = min(lo, d), max(hi, d)
 	}
 	for b, n := range buckets {
 		if n > 10 {
-			t.Fatalf("%d of 100 checks run in the 10 ms from %v", n, b*10*time.Millisecond)
+			t.Fatalf("%s: %d of %d checks run in the 10 ms from %v", what, n, len(at), b*10*time.Millisecond)
 		}
 	}
-	if hi-lo < interval/2 {
-		t.Fatalf("100 checks run within %v of each other, want them spread over the 1 s interval", hi-lo)
+	if hi-lo < span/2 {
+		t.Fatalf("%s: %d checks run within %v of each other, want them spread over %v", what, len(at), hi-lo, span)
 	}
-	if a, b := checkOffset(instanceKey{"s", "a"}, interval), checkOffset(instanceKey{"s", "a"}, interval); a != b {
-		t.Fatalf("an instance's place in the interval moved: %v then %v", a, b)
+}
+
+// TestChecksSpreadOverTheInterval: 100 gRPC checks with an interval of
+// 1 s that start together (an agent starting) are scheduled at places
+// spread over the second, for their first run and for the runs after.
+func TestChecksSpreadOverTheInterval(t *testing.T) {
+	s := newCheckSchedule()
+	t0 := time.Unix(1000, 0)
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(time.Second)}
+	for i := range 100 {
+		s.add(context.Background(), &pb.Instance{Service: "checked.rpc", Id: fmt.Sprintf("instance-%d", i), Node: "a1", Check: check}, t0)
 	}
+	var first, later []time.Duration
+	for _, c := range s.checks {
+		first = append(first, c.next.Sub(t0))
+	}
+	spreadOK(t, "first runs", first, time.Second)
+	// Every check ran at once at t1 (a stall); their next runs spread again.
+	t1 := t0.Add(5 * time.Second)
+	for range 100 {
+		c, _ := s.popDue(t1)
+		s.finished(c, t1)
+	}
+	for _, c := range s.checks {
+		later = append(later, c.next.Sub(t1))
+	}
+	spreadOK(t, "runs after", later, time.Second)
 }
 
 // TestChecksFollowRegistrationsAndRemovals: an instance registered while
