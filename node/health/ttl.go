@@ -330,6 +330,7 @@ func (k *Keeper) RunTTLChecks(ctx context.Context) {
 	defer func() {
 		cancel()
 		wg.Wait()
+		k.ttl.reset() // a follower keeps no deadlines
 	}()
 	watch := k.cfg.Replica.WatchInstances(k.cfg.Replica.Revision())
 	k.loadTTLs(k.cfg.Now())
