@@ -120,6 +120,11 @@ func TestPeerRepliesAgainEndsItsFailures(t *testing.T) {
 	if len(lines) != 3 || !strings.Contains(lines[1], "stopped after 10 times") {
 		t.Fatalf("lines = %q, want the first failure, the end after 10, and the next failure", lines)
 	}
+	// A warning that came once needs no line saying it stopped.
+	a.Info("pipelining replication", "peer", "n2")
+	if lines := rec.matching("stopped after"); len(lines) != 1 {
+		t.Fatalf("lines saying a run stopped: %q, want only the one after 10 failures", lines)
+	}
 }
 
 // TestTransportHangUpIsNotAnError: a peer that drops its Raft connection

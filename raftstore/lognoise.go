@@ -23,9 +23,9 @@ var peerArgs = map[string]bool{"peer": true, "server-id": true, "target": true, 
 // appendEntries to" several times a second): the first line passes;
 // while the same message about the same peer goes on, one summary line at
 // most every noiseWindow says how often it came; and one line says when
-// it stopped: when a line below warning names the peer again (raft
-// replicates to it), or when it has not recurred for noiseQuiet. Lines
-// that name no peer pass unchanged.
+// it stopped, if it came more than once: when a line below warning names
+// the peer again (raft replicates to it), or when it has not recurred for
+// noiseQuiet. Lines that name no peer pass unchanged.
 type peerNoise struct {
 	mu       sync.Mutex
 	now      func() time.Time
@@ -64,7 +64,9 @@ func (n *peerNoise) filter(level slog.Level, component, msg string, args []any) 
 	now := n.now()
 	for k, ep := range n.episodes {
 		if now.Sub(ep.last) >= noiseQuiet || (peer != "" && k.peer == peer && level < slog.LevelWarn) {
-			extra = append(extra, ep.ended(k, now))
+			if ep.total > 1 { // a line that came once was written in full
+				extra = append(extra, ep.ended(k))
+			}
 			delete(n.episodes, k)
 		}
 	}
@@ -90,7 +92,7 @@ func (n *peerNoise) filter(level slog.Level, component, msg string, args []any) 
 }
 
 // ended is the line that says the episode of k is over.
-func (ep *noiseEpisode) ended(k noiseKey, now time.Time) noiseLine {
+func (ep *noiseEpisode) ended(k noiseKey) noiseLine {
 	msg := fmt.Sprintf("%s: stopped after %d times in %s", k.msg, ep.total, ep.last.Sub(ep.start).Round(time.Second))
 	args := []any{ep.peerKey, k.peer}
 	if k.component != "" {
