@@ -51,14 +51,10 @@ func (k *Keeper) RunChecks(ctx context.Context) {
 			}
 		}()
 	}
-	watch := k.cfg.Replica.WatchInstances(k.cfg.Replica.Revision())
-	for _, inst := range k.cfg.Replica.CheckedInstances() {
-		k.keepCheck(ctx, s, inst)
-	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		k.followInstances(ctx, watch, func(resp *pb.WatchResponse) { k.followChecks(ctx, s, resp) })
+		k.followInstances(ctx, func(resp *pb.WatchResponse) { k.followChecks(ctx, s, resp) })
 	}()
 	s.dispatch(ctx, work)
 }

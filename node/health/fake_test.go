@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -27,8 +28,10 @@ type fakeRegistry struct {
 	// the next one.
 	events  []*pb.Event
 	changed chan struct{}
-	// watches counts WatchInstances calls.
-	watches atomic.Int32
+	// watches counts WatchInstances calls; failWatch makes the next Next
+	// of a watch fail.
+	watches   atomic.Int32
+	failWatch atomic.Bool
 	// clock, if set, stamps health changes (HealthSince).
 	clock *fakeClock
 }
@@ -57,6 +60,9 @@ type fakeWatch struct {
 
 func (w *fakeWatch) Next(ctx context.Context) (*pb.WatchResponse, error) {
 	for {
+		if w.f.failWatch.CompareAndSwap(true, false) {
+			return nil, errors.New("watch failed")
+		}
 		w.f.mu.Lock()
 		var evs []*pb.Event
 		for _, e := range w.f.events {

@@ -131,24 +131,41 @@ func New(cfg Config) *Keeper {
 	return &Keeper{cfg: cfg, log: log, ttl: newTTLTracker(), sessions: newLiveSessions()}
 }
 
-// followInstances hands every answer of watch to apply until ctx ends.
-func (k *Keeper) followInstances(ctx context.Context, watch InstanceWatch, apply func(*pb.WatchResponse)) {
-	for {
-		resp, err := watch.Next(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			k.log.Warn("registry watch of health failed; retrying", "err", err)
-			select {
-			case <-ctx.Done():
+// followInstances hands apply the replica's checked instances (as a
+// snapshot), then every answer of an instance watch started just before
+// that listing, until ctx ends. A watch that fails is started again the
+// same way.
+func (k *Keeper) followInstances(ctx context.Context, apply func(*pb.WatchResponse)) {
+	for ctx.Err() == nil {
+		watch := k.cfg.Replica.WatchInstances(k.cfg.Replica.Revision())
+		apply(k.checkedListing())
+		for {
+			resp, err := watch.Next(ctx)
+			if ctx.Err() != nil {
 				return
-			case <-time.After(time.Second):
 			}
-			continue
+			if err != nil {
+				k.log.Warn("registry watch of health failed; starting again", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+				break
+			}
+			apply(resp)
 		}
-		apply(resp)
 	}
+}
+
+// checkedListing is the replica's checked instances as a snapshot answer
+// of an instance watch.
+func (k *Keeper) checkedListing() *pb.WatchResponse {
+	insts := k.cfg.Replica.CheckedInstances()
+	resp := &pb.WatchResponse{Snapshot: true, Events: make([]*pb.Event, len(insts))}
+	for i, inst := range insts {
+		resp.Events[i] = &pb.Event{Type: pb.Event_PUT, Instance: inst, Revision: inst.ModRevision}
+	}
+	return resp
 }
 
 func setHealth(h pb.Health, output string, insts ...*pb.Instance) *pb.Command {

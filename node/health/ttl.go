@@ -332,12 +332,10 @@ func (k *Keeper) RunTTLChecks(ctx context.Context) {
 		wg.Wait()
 		k.ttl.reset() // a follower keeps no deadlines
 	}()
-	watch := k.cfg.Replica.WatchInstances(k.cfg.Replica.Revision())
-	k.loadTTLs(k.cfg.Now())
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		k.followInstances(ctx, watch, k.observeTTL)
+		k.followInstances(ctx, k.observeTTL)
 	}()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -366,13 +364,6 @@ func (k *Keeper) armTTLTimer(timer *time.Timer, last time.Time) {
 		wait = max(d.Sub(now)+time.Millisecond, last.Add(k.cfg.Interval).Sub(now), 0)
 	}
 	timer.Reset(wait)
-}
-
-// loadTTLs takes in every checked instance of the replica.
-func (k *Keeper) loadTTLs(now time.Time) {
-	for _, inst := range k.cfg.Replica.CheckedInstances() {
-		k.ttl.observe(inst, now)
-	}
 }
 
 // observeTTL takes in one answer of the instance watch. A snapshot's

@@ -13,6 +13,14 @@ import (
 	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
+// startTTLs hands k's TTL tracker the replica's checked instances at now,
+// as the leader's TTL loop does when it starts.
+func startTTLs(k *Keeper, now time.Time) {
+	for _, ev := range k.checkedListing().Events {
+		k.ttl.observe(ev.Instance, now)
+	}
+}
+
 func ttlInstance(id string, ttl time.Duration) *pb.Instance {
 	return &pb.Instance{Service: "ttl.rpc", Id: id, Node: "a1", Address: "127.0.0.1:9001", Check: &pb.Check{Ttl: durationpb.New(ttl)}}
 }
@@ -29,7 +37,7 @@ func TestSweepWritesCriticalForExpiredTTLOnly(t *testing.T) {
 	reg.register(ttlInstance("renewed", 10*time.Second))
 	ctx := context.Background()
 
-	k.loadTTLs(t0) // starts both TTLs
+	startTTLs(k, t0) // starts both TTLs
 	clock.set(t0.Add(8 * time.Second))
 	if _, err := k.RenewTTL(ctx, "ttl.rpc", "renewed"); err != nil {
 		t.Fatal(err)
@@ -68,7 +76,7 @@ func TestSweepRemovesInstanceCriticalPastDeregisterAfter(t *testing.T) {
 	reg.insts[instanceKey{"ttl.rpc", "short"}].Health = pb.Health_CRITICAL
 	reg.insts[instanceKey{"ttl.rpc", "short"}].HealthSince = t0.Add(-30 * time.Second).UnixNano()
 
-	k.loadTTLs(t0)
+	startTTLs(k, t0)
 	k.sweep(context.Background(), t0)
 	w := reg.written()
 	if len(w) != 1 || w[0].GetDeregister().GetId() != "long" {
@@ -102,7 +110,7 @@ func TestTTLRenewedWhileTheSweepJudgesStaysPassing(t *testing.T) {
 			t.Errorf("renew: %v", err)
 		}
 	}
-	k.loadTTLs(t0) // starts the TTL
+	startTTLs(k, t0) // starts the TTL
 	clock.set(t0.Add(2 * ttl))
 	k.sweep(ctx, t0.Add(2*ttl))
 	if !renewed {
@@ -178,7 +186,7 @@ func manyTTLInstances(t *testing.T, k *Keeper, reg *fakeRegistry, n int, ttl tim
 	for i := range n {
 		reg.register(ttlInstance(fmt.Sprintf("i%06d", i), ttl))
 	}
-	k.loadTTLs(t0)
+	startTTLs(k, t0)
 }
 
 // drainEvents hands the tracker every registry change after *rev, as the
@@ -288,7 +296,7 @@ func TestRenewalMovesTheDeadline(t *testing.T) {
 	reg.register(ttlInstance("renewed", 10*time.Second))
 	reg.register(ttlInstance("again", 10*time.Second))
 	rev := reg.Revision()
-	k.loadTTLs(t0)
+	startTTLs(k, t0)
 	clock.set(t0.Add(8 * time.Second))
 	if _, err := k.RenewTTL(ctx, "ttl.rpc", "renewed"); err != nil {
 		t.Fatal(err)
@@ -346,5 +354,38 @@ func TestTTLLoopExpiresInstancesRegisteredWhileItRuns(t *testing.T) {
 	<-renewing
 	if h := reg.health("ttl.rpc", "renewed"); h != pb.Health_PASSING {
 		t.Fatalf("an instance renewed every 20 ms with a TTL of 5 s is %v", h)
+	}
+}
+
+// TestHealthWatchStartsAgainAfterAFailure: when the registry watch fails,
+// health starts a new one and lists the checked instances again, so a
+// change made meanwhile is not missed.
+func TestHealthWatchStartsAgainAfterAFailure(t *testing.T) {
+	reg := newFakeRegistry()
+	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
+	got := make(chan *pb.WatchResponse, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		k.followInstances(ctx, func(resp *pb.WatchResponse) { got <- resp })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	if first := <-got; !first.Snapshot || len(first.Events) != 0 {
+		t.Fatalf("first answer %v, want the empty listing", first)
+	}
+	reg.failWatch.Store(true) // the watch fails instead of delivering this
+	reg.register(ttlInstance("meanwhile", time.Minute))
+	select {
+	case again := <-got:
+		if !again.Snapshot || len(again.Events) != 1 || again.Events[0].Instance.Id != "meanwhile" {
+			t.Fatalf("after the failure: %v, want a listing with ttl.rpc/meanwhile", again)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no new listing after the watch failed")
+	}
+	if n := reg.watches.Load(); n != 2 {
+		t.Fatalf("%d watches started, want 2", n)
 	}
 }
