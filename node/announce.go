@@ -8,6 +8,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/node/health"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // announceSelf records the leader's own addresses in the node table, so
@@ -36,7 +37,7 @@ func (n *Node) announceSelf(ctx context.Context) {
 func (n *Node) newHealth() *health.Keeper {
 	return health.New(health.Config{
 		Agent:     n.cfg.Name,
-		Replica:   n.store.FSM(),
+		Replica:   healthReplica{n.store.FSM()},
 		Writer:    healthWriter{n},
 		ReadReady: func() error { return n.store.CheckRead(pb.Consistency_DEFAULT) },
 		Silenced:  n.halting.Load,
@@ -45,6 +46,12 @@ func (n *Node) newHealth() *health.Keeper {
 		Logger:    n.log,
 	})
 }
+
+// healthReplica is the replica as health reads it.
+type healthReplica struct{ *raftstore.FSM }
+
+// WatchInstances follows every service from revision from.
+func (r healthReplica) WatchInstances(from uint64) health.InstanceWatch { return r.Watch("", from) }
 
 // healthWriter commits health's writes: through the leader (propose), or on
 // this leader only (the TTL sweeps).

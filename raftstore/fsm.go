@@ -34,6 +34,7 @@ type FSM struct {
 	requests *requestLog
 	blobs    blobState
 	quota    quotaCounts
+	health   healthCounts // instances by health, for metrics
 	// cluster is the cluster's identity (cluster.go).
 	cluster *clusterState
 	// acl is the cluster's ACL policies and tokens (acl.go).
@@ -57,6 +58,7 @@ func (f *FSM) reset() {
 	f.checked = make(map[checkedKey]*pb.Instance)
 	f.blobs.reset()
 	f.quota.reset()
+	f.health.reset()
 	f.acl.reset()
 }
 
@@ -70,6 +72,7 @@ func (f *FSM) put(inst *pb.Instance) {
 		f.services[inst.Service] = byID
 	}
 	f.quota.replace(byID[inst.Id], inst)
+	f.health.replace(byID[inst.Id], inst)
 	byID[inst.Id] = inst
 	k := checkedKey{inst.Service, inst.Id}
 	if inst.Check != nil {
@@ -273,6 +276,7 @@ func (f *FSM) applyNodeRemove(name string, rev uint64, evs []*pb.Event) []*pb.Ev
 func (f *FSM) remove(inst *pb.Instance, rev uint64, evs []*pb.Event) []*pb.Event {
 	byID := f.services[inst.Service]
 	f.quota.replace(inst, nil)
+	f.health.replace(inst, nil)
 	delete(byID, inst.Id)
 	delete(f.checked, checkedKey{inst.Service, inst.Id})
 	if len(byID) == 0 {
@@ -353,19 +357,6 @@ func (f *FSM) CheckedInstances() []*pb.Instance {
 		out = append(out, inst)
 	}
 	return out
-}
-
-// HealthCounts returns how many instances have each health.
-func (f *FSM) HealthCounts() map[pb.Health]int {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	counts := make(map[pb.Health]int, 4)
-	for _, byID := range f.services {
-		for _, inst := range byID {
-			counts[inst.Health]++
-		}
-	}
-	return counts
 }
 
 // NodeOwnsAnything reports whether any session or instance belongs to the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -220,7 +221,9 @@ func checkInvariants(t *testing.T, f *FSM) {
 	}
 	counts := make(map[string][2]uint32)
 	wantChecked := make(map[string]*pb.Instance)
+	byHealth := make(map[pb.Health]int)
 	for _, inst := range st.instances {
+		byHealth[inst.Health]++
 		key := inst.Service + "/" + inst.Id
 		if inst.Session != "" && !sessions[inst.Session] {
 			t.Errorf("instance %s is bound to session %q, which does not exist", key, inst.Session)
@@ -244,6 +247,9 @@ func checkInvariants(t *testing.T, f *FSM) {
 	}
 	if rev != st.revision {
 		t.Errorf("Services revision %d, AllInstances revision %d", rev, st.revision)
+	}
+	if got := f.HealthCounts(); !maps.Equal(got, byHealth) {
+		t.Errorf("HealthCounts() = %v, the instances have %v", got, byHealth)
 	}
 	if len(services) != len(counts) {
 		t.Errorf("Services() lists %d services, instances belong to %d", len(services), len(counts))

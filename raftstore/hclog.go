@@ -3,28 +3,43 @@ package raftstore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
+	"net"
+	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
 
 // hclogAdapter sends raft's hclog output to a slog.Logger, so the agent has
-// one log stream with one format and one level setting.
+// one log stream with one format and one level setting. Repeated warnings
+// and errors about one peer are collapsed (peerNoise), and a peer hanging
+// up in the middle of a message is not an error.
 type hclogAdapter struct {
-	l    *slog.Logger
-	name string
-	args []any
+	l     *slog.Logger
+	name  string
+	args  []any
+	noise *peerNoise // shared by the loggers made from one NewHCLog
 }
 
 // NewHCLog returns an hclog.Logger that writes to l.
 func NewHCLog(l *slog.Logger, name string) hclog.Logger {
-	return &hclogAdapter{l: l, name: name}
+	return &hclogAdapter{l: l, name: name, noise: newPeerNoise(time.Now)}
 }
 
+// decodeFailed is what raft's transport logs when it cannot read a
+// command from a connection.
+const decodeFailed = "failed to decode incoming command"
+
 func (a *hclogAdapter) log(level slog.Level, msg string, args ...any) {
+	if level > slog.LevelInfo && msg == decodeFailed && hungUp(args) {
+		// A peer that died or closed its connection mid-message.
+		level = slog.LevelDebug
+	}
 	if !a.l.Enabled(context.Background(), level) {
 		return
 	}
@@ -41,7 +56,36 @@ func (a *hclogAdapter) log(level slog.Level, msg string, args ...any) {
 			}
 		}
 	}
-	a.l.Log(context.Background(), level, msg, all...)
+	pass, extra := a.noise.filter(level, a.name, msg, all)
+	for _, l := range extra {
+		a.l.Log(context.Background(), l.level, l.msg, l.args...)
+	}
+	if pass {
+		a.l.Log(context.Background(), level, msg, all...)
+	}
+}
+
+// hungUp reports whether args carry an error that says the other end went
+// away: the connection ended or was reset, not a malformed message. Raft's
+// msgpack decoder wraps the read error with Cause, not Unwrap.
+func hungUp(args []any) bool {
+	for _, v := range args {
+		if err, ok := v.(error); ok {
+			for range 8 { // a bounded walk down the causes
+				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+					errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+					return true
+				}
+				var c interface{ Cause() error }
+				if !errors.As(err, &c) || c.Cause() == nil || c.Cause() == err {
+					return false
+				}
+				err = c.Cause()
+			}
+			return false
+		}
+	}
+	return false
 }
 
 func toSlog(level hclog.Level) slog.Level {

@@ -1,9 +1,13 @@
 package health
 
 import (
+	"container/heap"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"hash/fnv"
+	"math"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -15,111 +19,376 @@ import (
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
-// RunChecks keeps one gRPC health checker running per instance this agent
-// owns that asked for a gRPC check, until ctx ends; it returns once every
-// checker has stopped.
+// checkWorkers bounds the gRPC checks that run at once on one agent.
+const checkWorkers = 16
+
+// RunChecks runs the gRPC health checks of the instances this agent owns
+// that asked for one, until ctx ends; it returns once every check has
+// stopped. It learns of such instances from the replica's instance watch,
+// so it does nothing while the registry does not change. The checks wait
+// in a heap by next run; one timer waits for the earliest, and a bounded
+// set of workers runs those due. Each instance's checks run at its own
+// place in its interval (checkOffset), so checks with the same interval
+// spread over it instead of running together.
 func (k *Keeper) RunChecks(ctx context.Context) {
-	running := make(map[instanceKey]*checker)
+	ctx, cancel := context.WithCancel(ctx)
+	s := newCheckSchedule()
+	work := make(chan *scheduledCheck)
+	var wg sync.WaitGroup
 	defer func() {
-		for _, c := range running {
-			c.stop()
-		}
+		cancel()
+		close(work)
+		wg.Wait()
+		s.closeAll()
 	}()
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		want := make(map[instanceKey]*pb.Instance)
-		for _, inst := range k.cfg.Replica.CheckedInstances() {
-			if inst.Node == k.cfg.Agent && inst.Check.GetGrpc() {
-				want[instanceKey{inst.Service, inst.Id}] = inst
+	for range checkWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range work {
+				k.runCheck(c)
+				s.finished(c, time.Now())
 			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		k.followInstances(ctx, func(resp *pb.WatchResponse) { k.followChecks(ctx, s, resp) })
+	}()
+	s.dispatch(ctx, work)
+}
+
+// followChecks makes the schedule agree with one answer of the instance
+// watch.
+func (k *Keeper) followChecks(ctx context.Context, s *checkSchedule, resp *pb.WatchResponse) {
+	for _, ev := range resp.Events {
+		if ev.Type != pb.Event_DELETE {
+			k.keepCheck(ctx, s, ev.Instance)
+		} else {
+			s.remove(keyOf(ev.Instance), ev.Revision)
 		}
-		for key, c := range running {
-			if inst, ok := want[key]; !ok || !proto.Equal(inst.Check, c.check) || inst.Address != c.address {
-				c.stop()
-				delete(running, key)
+	}
+	if resp.Snapshot {
+		// A listing, not changes: the checks of instances it no longer
+		// has stop here.
+		for _, key := range s.keys() {
+			if k.cfg.Replica.Instance(key.service, key.id) == nil {
+				s.remove(key, math.MaxUint64)
 			}
-		}
-		for key, inst := range want {
-			if _, ok := running[key]; !ok {
-				running[key] = k.startChecker(ctx, inst)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
 		}
 	}
 }
 
-// checker calls grpc.health.v1 on one instance every interval.
-type checker struct {
-	check   *pb.Check
-	address string
-	cancel  context.CancelFunc
-	done    chan struct{}
+func keyOf(inst *pb.Instance) instanceKey { return instanceKey{inst.Service, inst.Id} }
+
+// keepCheck makes the schedule agree with inst, a version of an instance:
+// a check when this agent owns it and it asks for a gRPC check, with its
+// current check and address.
+func (k *Keeper) keepCheck(ctx context.Context, s *checkSchedule, inst *pb.Instance) {
+	want := inst.Node == k.cfg.Agent && inst.Check.GetGrpc()
+	switch s.compare(inst) {
+	case checkNewer:
+		return
+	case checkSame:
+		if want {
+			return
+		}
+	}
+	s.remove(keyOf(inst), inst.ModRevision)
+	if want {
+		s.add(ctx, inst, time.Now())
+	}
 }
 
-func (c *checker) stop() {
-	c.cancel()
-	<-c.done
+// scheduledCheck is the gRPC check of one instance.
+type scheduledCheck struct {
+	key    instanceKey
+	inst   *pb.Instance // the version whose check and address it runs
+	modRev uint64       // the instance's last version seen
+	next   time.Time
+	index  int // in the heap; -1 while it runs or once removed
+	ctx    context.Context
+	cancel context.CancelFunc
+	// running is closed when the worker running it is done; nil when it
+	// is not running.
+	running chan struct{}
+	removed bool
+	// conn is dialled on the first run; only the worker running the
+	// check touches it, and it is closed once the check is removed and
+	// not running.
+	conn   *grpc.ClientConn
+	health healthpb.HealthClient
 }
 
-func (k *Keeper) startChecker(parent context.Context, inst *pb.Instance) *checker {
-	ctx, cancel := context.WithCancel(parent)
-	c := &checker{check: inst.Check, address: inst.Address, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		k.runChecker(ctx, inst)
-	}()
+// checkSchedule holds the gRPC checks this agent runs.
+type checkSchedule struct {
+	mu     sync.Mutex
+	checks map[instanceKey]*scheduledCheck
+	due    checkHeap
+	// earlier has a value when the earliest run may have moved earlier
+	// than the dispatcher's timer.
+	earlier chan struct{}
+}
+
+// checkHeap orders checks by next run (container/heap).
+type checkHeap []*scheduledCheck
+
+func (h checkHeap) Len() int           { return len(h) }
+func (h checkHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
+func (h checkHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *checkHeap) Push(x any) {
+	c := x.(*scheduledCheck)
+	c.index = len(*h)
+	*h = append(*h, c)
+}
+func (h *checkHeap) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	c.index = -1
 	return c
 }
 
-func (k *Keeper) runChecker(ctx context.Context, inst *pb.Instance) {
-	chk := inst.Check
+func newCheckSchedule() *checkSchedule {
+	return &checkSchedule{checks: make(map[instanceKey]*scheduledCheck), earlier: make(chan struct{}, 1)}
+}
+
+// How a version of an instance compares with the one being checked.
+const (
+	checkChanged = iota // not checked, or its check or address changed
+	checkSame           // the same check and address
+	checkNewer          // the version checked is newer than this one
+)
+
+func (s *checkSchedule) compare(inst *pb.Instance) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.checks[keyOf(inst)]
+	switch {
+	case c == nil:
+		return checkChanged
+	case inst.ModRevision < c.modRev:
+		return checkNewer
+	case proto.Equal(inst.Check, c.inst.Check) && inst.Address == c.inst.Address:
+		c.modRev = inst.ModRevision
+		return checkSame
+	}
+	return checkChanged
+}
+
+// maxFirstCheckDelay bounds the wait for an instance's first check (it is
+// critical until then): new checks spread over this, or over their
+// interval when it is shorter.
+const maxFirstCheckDelay = time.Second
+
+// add schedules inst's first check at its offset into the next
+// maxFirstCheckDelay (or interval, if shorter) after now.
+func (s *checkSchedule) add(parent context.Context, inst *pb.Instance, now time.Time) {
+	ctx, cancel := context.WithCancel(parent)
+	c := &scheduledCheck{key: keyOf(inst), inst: inst, modRev: inst.ModRevision, ctx: ctx, cancel: cancel}
+	c.next = now.Add(checkOffset(c.key, min(inst.Check.Interval.AsDuration(), maxFirstCheckDelay)))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks[c.key] = c
+	s.push(c)
+}
+
+// push puts c in the heap and wakes the dispatcher if it is now the
+// earliest; s.mu is held.
+func (s *checkSchedule) push(c *scheduledCheck) {
+	heap.Push(&s.due, c)
+	if c.index == 0 {
+		select {
+		case s.earlier <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// remove stops the check of key, unless the version checked is newer than
+// rev, and waits for a run in progress to end.
+func (s *checkSchedule) remove(key instanceKey, rev uint64) {
+	s.mu.Lock()
+	c := s.checks[key]
+	if c == nil || c.modRev > rev {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.checks, key)
+	c.cancel()
+	c.removed = true
+	running := c.running
+	if c.index >= 0 {
+		heap.Remove(&s.due, c.index)
+	}
+	s.mu.Unlock()
+	if running != nil {
+		<-running // the worker closes its connection
+		return
+	}
+	c.closeConn()
+}
+
+func (c *scheduledCheck) closeConn() {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
+	}
+}
+
+// keys returns the instances checked.
+func (s *checkSchedule) keys() []instanceKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]instanceKey, 0, len(s.checks))
+	for k := range s.checks {
+		out = append(out, k)
+	}
+	return out
+}
+
+// dispatch hands checks to the workers as they come due, until ctx ends.
+func (s *checkSchedule) dispatch(ctx context.Context, work chan<- *scheduledCheck) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		c, wait := s.popDue(time.Now())
+		if c == nil {
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.earlier:
+			case <-timer.C:
+			}
+			continue
+		}
+		select {
+		case work <- c:
+		case <-ctx.Done():
+			s.finished(c, time.Now())
+			return
+		}
+	}
+}
+
+// popDue takes the earliest check out of the heap if it is due, marked
+// running; otherwise it returns how long until one is (an hour when there
+// is none).
+func (s *checkSchedule) popDue(now time.Time) (*scheduledCheck, time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.due) == 0 {
+		return nil, time.Hour
+	}
+	if wait := s.due[0].next.Sub(now); wait > 0 {
+		return nil, wait
+	}
+	c := heap.Pop(&s.due).(*scheduledCheck)
+	c.running = make(chan struct{})
+	return c, 0
+}
+
+// finished records that a run of c ended at now: c waits for its next
+// place, or, removed meanwhile, closes its connection.
+func (s *checkSchedule) finished(c *scheduledCheck, now time.Time) {
+	s.mu.Lock()
+	removed := c.removed
+	if !removed {
+		interval := c.inst.Check.Interval.AsDuration()
+		c.next = nextPlace(now, interval, checkOffset(c.key, interval))
+		s.push(c)
+	}
+	running := c.running
+	c.running = nil
+	s.mu.Unlock()
+	if removed {
+		c.closeConn()
+	}
+	close(running)
+}
+
+// closeAll closes the connections of every check; nothing runs any more.
+func (s *checkSchedule) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.checks {
+		c.cancel()
+		c.closeConn()
+	}
+}
+
+// checkOffset is where in its interval an instance's checks run: a hash
+// of its service and id, so that the checks of many instances spread over
+// the interval instead of running together, and keep their places when
+// the agent restarts.
+func checkOffset(key instanceKey, interval time.Duration) time.Duration {
+	if interval <= 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	h.Write([]byte(key.service))
+	h.Write([]byte{0})
+	h.Write([]byte(key.id))
+	return time.Duration(h.Sum64() % uint64(interval))
+}
+
+// nextPlace is the first time after now that is offset into an interval
+// (intervals counted from the Unix epoch).
+func nextPlace(now time.Time, interval, offset time.Duration) time.Time {
+	if interval <= 0 {
+		return now
+	}
+	t := now.Truncate(interval).Add(offset)
+	for !t.After(now) {
+		t = t.Add(interval)
+	}
+	return t
+}
+
+// runCheck calls grpc.health.v1 on c's instance once and writes a change
+// of result. Only the worker running c calls it.
+func (k *Keeper) runCheck(c *scheduledCheck) {
+	inst, chk := c.inst, c.inst.Check
 	addr := chk.GrpcAddress
 	if addr == "" {
 		addr = inst.Address
+	}
+	if c.health == nil {
+		creds, err := k.checkCredentials(inst)
+		if err != nil {
+			k.reportHealth(c.ctx, inst, pb.Health_CRITICAL, err.Error())
+			return
+		}
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+		if err != nil {
+			k.reportHealth(c.ctx, inst, pb.Health_CRITICAL, fmt.Sprintf("bad check address %s: %v", addr, err))
+			return
+		}
+		c.conn, c.health = conn, healthpb.NewHealthClient(conn)
 	}
 	timeout := DefaultCheckTimeout
 	if chk.Timeout != nil {
 		timeout = chk.Timeout.AsDuration()
 	}
-	creds, err := k.checkCredentials(inst)
-	if err != nil {
-		k.reportHealth(ctx, inst, pb.Health_CRITICAL, err.Error())
+	cctx, cancel := context.WithTimeout(c.ctx, timeout)
+	resp, err := c.health.Check(cctx, &healthpb.HealthCheckRequest{Service: chk.GrpcService})
+	cancel()
+	if c.ctx.Err() != nil {
 		return
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
-	if err != nil {
-		k.reportHealth(ctx, inst, pb.Health_CRITICAL, fmt.Sprintf("bad check address %s: %v", addr, err))
-		return
-	}
-	defer conn.Close()
-	client := healthpb.NewHealthClient(conn)
-	t := time.NewTicker(chk.Interval.AsDuration())
-	defer t.Stop()
-	for {
-		cctx, cancel := context.WithTimeout(ctx, timeout)
-		resp, err := client.Check(cctx, &healthpb.HealthCheckRequest{Service: chk.GrpcService})
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		switch {
-		case err != nil:
-			k.reportHealth(ctx, inst, pb.Health_CRITICAL, fmt.Sprintf("gRPC health check of %s failed: %v", addr, err))
-		case resp.Status != healthpb.HealthCheckResponse_SERVING:
-			k.reportHealth(ctx, inst, pb.Health_CRITICAL, fmt.Sprintf("gRPC health check of %s: %s", addr, resp.Status))
-		default:
-			k.reportHealth(ctx, inst, pb.Health_PASSING, "gRPC health check: SERVING")
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	switch {
+	case err != nil:
+		k.reportHealth(c.ctx, inst, pb.Health_CRITICAL, fmt.Sprintf("gRPC health check of %s failed: %v", addr, err))
+	case resp.Status != healthpb.HealthCheckResponse_SERVING:
+		k.reportHealth(c.ctx, inst, pb.Health_CRITICAL, fmt.Sprintf("gRPC health check of %s: %s", addr, resp.Status))
+	default:
+		k.reportHealth(c.ctx, inst, pb.Health_PASSING, "gRPC health check: SERVING")
 	}
 }
 

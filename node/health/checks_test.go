@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/grpctest"
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
 // TestChecksFollowTheInstancesGRPCHealth: the owning agent's checker writes
@@ -60,5 +63,85 @@ func TestChecksFollowTheInstancesGRPCHealth(t *testing.T) {
 	waitHealth(pb.Health_PASSING)
 	if h := reg.health("checked.rpc", "a2"); h != pb.Health_CRITICAL {
 		t.Fatalf("another agent's instance was checked from here: %v", h)
+	}
+}
+
+// spreadOK fails the test when the 100 times in at are not spread over
+// span: more than 10 of them within one 10 ms, or all within half of span.
+func spreadOK(t *testing.T, what string, at []time.Duration, span time.Duration) {
+	t.Helper()
+	buckets := make(map[time.Duration]int) // 10 ms windows
+	lo, hi := span, time.Duration(0)
+	for _, d := range at {
+		if d < 0 || d >= span {
+			t.Fatalf("%s: a check runs %v on, outside the %v", what, d, span)
+		}
+		buckets[d/(10*time.Millisecond)]++
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	for b, n := range buckets {
+		if n > 10 {
+			t.Fatalf("%s: %d of %d checks run in the 10 ms from %v", what, n, len(at), b*10*time.Millisecond)
+		}
+	}
+	if hi-lo < span/2 {
+		t.Fatalf("%s: %d checks run within %v of each other, want them spread over %v", what, len(at), hi-lo, span)
+	}
+}
+
+// TestChecksSpreadOverTheInterval: 100 gRPC checks with an interval of
+// 1 s that start together (an agent starting) are scheduled at places
+// spread over the second, for their first run and for the runs after.
+func TestChecksSpreadOverTheInterval(t *testing.T) {
+	s := newCheckSchedule()
+	t0 := time.Unix(1000, 0)
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(time.Second)}
+	for i := range 100 {
+		s.add(context.Background(), &pb.Instance{Service: "checked.rpc", Id: fmt.Sprintf("instance-%d", i), Node: "a1", Check: check}, t0)
+	}
+	var first, later []time.Duration
+	for _, c := range s.checks {
+		first = append(first, c.next.Sub(t0))
+	}
+	spreadOK(t, "first runs", first, time.Second)
+	// Every check ran at once at t1 (a stall); their next runs spread again.
+	t1 := t0.Add(5 * time.Second)
+	for range 100 {
+		c, _ := s.popDue(t1)
+		s.finished(c, t1)
+	}
+	for _, c := range s.checks {
+		later = append(later, c.next.Sub(t1))
+	}
+	spreadOK(t, "runs after", later, time.Second)
+}
+
+// TestChecksFollowRegistrationsAndRemovals: an instance registered while
+// the checks run is checked, and its checks stop when it is removed.
+func TestChecksFollowRegistrationsAndRemovals(t *testing.T) {
+	srv := grpctest.StartHealthServers(t, 2)
+	reg := newFakeRegistry()
+	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		k.RunChecks(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	testwait.For(t, 10*time.Second, "the checks to watch the registry", func() bool { return reg.watches.Load() > 0 })
+
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(20 * time.Millisecond), Timeout: durationpb.New(time.Second)}
+	reg.register(&pb.Instance{Service: "checked.rpc", Id: "gone", Node: "a1", Address: srv[0].Addr, Check: check})
+	testwait.For(t, 10*time.Second, "the new instance to be checked", func() bool { return srv[0].Calls.Load() > 0 })
+	if _, err := reg.apply(&pb.Command{Kind: &pb.Command_Deregister{Deregister: &pb.InstanceRef{Service: "checked.rpc", Id: "gone"}}}); err != nil {
+		t.Fatal(err)
+	}
+	reg.register(&pb.Instance{Service: "checked.rpc", Id: "next", Node: "a1", Address: srv[1].Addr, Check: check})
+	testwait.For(t, 10*time.Second, "the next instance to be checked once", func() bool { return srv[1].Calls.Load() > 0 })
+	before := srv[0].Calls.Load()
+	testwait.For(t, 10*time.Second, "the next instance to be checked three more times", func() bool { return srv[1].Calls.Load() > 3 })
+	if after := srv[0].Calls.Load(); after != before {
+		t.Fatalf("the removed instance was checked %d more times", after-before)
 	}
 }

@@ -2,8 +2,10 @@ package health
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,10 +24,64 @@ type fakeRegistry struct {
 	insts    map[instanceKey]*pb.Instance
 	sessions map[string]*pb.Session
 	writes   []*pb.Command
+	// events are every instance change, in order; changed is closed at
+	// the next one.
+	events  []*pb.Event
+	changed chan struct{}
+	// watches counts WatchInstances calls; failWatch makes the next Next
+	// of a watch fail.
+	watches   atomic.Int32
+	failWatch atomic.Bool
+	// clock, if set, stamps health changes (HealthSince).
+	clock *fakeClock
 }
 
 func newFakeRegistry() *fakeRegistry {
-	return &fakeRegistry{insts: make(map[instanceKey]*pb.Instance), sessions: make(map[string]*pb.Session)}
+	return &fakeRegistry{insts: make(map[instanceKey]*pb.Instance), sessions: make(map[string]*pb.Session), changed: make(chan struct{})}
+}
+
+// publish records an instance change; f.mu is held.
+func (f *fakeRegistry) publish(typ pb.Event_Type, inst *pb.Instance) {
+	f.events = append(f.events, &pb.Event{Type: typ, Instance: inst, Revision: f.rev})
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+func (f *fakeRegistry) WatchInstances(from uint64) InstanceWatch {
+	f.watches.Add(1)
+	return &fakeWatch{f: f, rev: from}
+}
+
+// fakeWatch follows a fakeRegistry's events after rev.
+type fakeWatch struct {
+	f   *fakeRegistry
+	rev uint64
+}
+
+func (w *fakeWatch) Next(ctx context.Context) (*pb.WatchResponse, error) {
+	for {
+		if w.f.failWatch.CompareAndSwap(true, false) {
+			return nil, errors.New("watch failed")
+		}
+		w.f.mu.Lock()
+		var evs []*pb.Event
+		for _, e := range w.f.events {
+			if e.Revision > w.rev {
+				evs = append(evs, e)
+			}
+		}
+		changed := w.f.changed
+		w.f.mu.Unlock()
+		if len(evs) > 0 {
+			w.rev = evs[len(evs)-1].Revision
+			return &pb.WatchResponse{Header: &pb.ResponseHeader{Revision: w.rev}, Events: evs}, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-changed:
+		}
+	}
 }
 
 func (f *fakeRegistry) Revision() uint64 {
@@ -71,6 +127,7 @@ func (f *fakeRegistry) register(inst *pb.Instance) *pb.Instance {
 	inst = proto.Clone(inst).(*pb.Instance)
 	inst.ModRevision, inst.Health = f.rev, pb.Health_PASSING
 	f.insts[instanceKey{inst.Service, inst.Id}] = inst
+	f.publish(pb.Event_PUT, inst)
 	return inst
 }
 
@@ -103,15 +160,21 @@ func (f *fakeRegistry) apply(cmd *pb.Command) (uint64, error) {
 			if cur := f.insts[key]; cur != nil {
 				next := proto.Clone(cur).(*pb.Instance)
 				next.Health, next.HealthOutput, next.ModRevision = k.SetHealth.Health, k.SetHealth.Output, f.rev
+				if f.clock != nil && cur.Health != next.Health {
+					next.HealthSince = f.clock.Now().UnixNano()
+				}
 				f.insts[key] = next
+				f.publish(pb.Event_PUT, next)
 			}
 		}
 	case *pb.Command_Deregister:
 		key := instanceKey{k.Deregister.Service, k.Deregister.Id}
-		if f.insts[key] == nil {
+		old := f.insts[key]
+		if old == nil {
 			return 0, apierr.ErrNotFound
 		}
 		delete(f.insts, key)
+		f.publish(pb.Event_DELETE, old)
 	case *pb.Command_SessionDestroy:
 		for _, id := range k.SessionDestroy.Ids {
 			delete(f.sessions, id)

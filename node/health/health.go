@@ -1,18 +1,20 @@
 // Package health keeps the health of the instances registered with one
 // zrpc agent, in the three ways an instance can ask for:
 //
-//   - TTL: on the leader, deadlines kept in memory; a sweep every interval
-//     writes instances whose TTL ran out critical, and removes instances
-//     critical for longer than their deregister_critical_after
-//     (RunTTLChecks, RenewTTL);
+//   - TTL: on the leader, deadlines kept in memory in a min-heap; a timer
+//     set for the earliest writes instances whose TTL ran out critical, and
+//     removes instances critical for longer than their
+//     deregister_critical_after (RunTTLChecks, RenewTTL);
 //   - gRPC check: the owning agent calls grpc.health.v1 on each of its
-//     instances that asked for it and writes a change of result
-//     (RunChecks);
+//     instances that asked for it, each at its own offset within the
+//     interval, and writes a change of result (RunChecks);
 //   - session: the sessions whose streams this agent serves (ServeSession);
 //     a scan destroys sessions this agent owns but no longer serves, and
 //     ends the served sessions the cluster removed (RunSessionScan).
 //
-// health reads the agent's registry replica and writes through Raft only
+// health learns of registrations, changes and removals from the replica's
+// instance watch, so an agent whose registry does not change does no work
+// for it between deadlines. It reads the agent's registry replica and writes through Raft only
 // through the small interfaces in Config; it is not the gRPC API (the
 // Session stream handler and RenewTTL's forwarding live in the agent's API
 // server) and it does not start its loops itself: the agent runs them with
@@ -44,6 +46,19 @@ type Replica interface {
 	// CheckedInstances are the instances that have a TTL or gRPC check.
 	CheckedInstances() []*pb.Instance
 	Sessions() []*pb.Session
+	// WatchInstances follows the registry's instances after revision
+	// from: every service, in revision order.
+	WatchInstances(from uint64) InstanceWatch
+}
+
+// InstanceWatch yields the registry's instance changes, as raftstore's
+// Watcher does.
+type InstanceWatch interface {
+	// Next blocks until there are changes after the last ones it returned
+	// and returns them, or a snapshot (a complete listing, possibly in
+	// several parts) when the watch fell behind what the registry keeps.
+	// It returns ctx's error when ctx ends.
+	Next(ctx context.Context) (*pb.WatchResponse, error)
 }
 
 // Writer commits registry commands.
@@ -70,7 +85,8 @@ type Config struct {
 	// Silenced reports whether the agent is halting as a crash would: it
 	// then writes nothing for the sessions it served.
 	Silenced func() bool
-	// Interval is the TTL sweep interval (health_interval).
+	// Interval is the shortest time between two TTL ticks
+	// (health_interval): expiries closer together share one Raft entry.
 	Interval time.Duration
 	// SessionScan is how often orphan and removed sessions are looked for
 	// (default 500 ms).
@@ -113,6 +129,43 @@ func New(cfg Config) *Keeper {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Keeper{cfg: cfg, log: log, ttl: newTTLTracker(), sessions: newLiveSessions()}
+}
+
+// followInstances hands apply the replica's checked instances (as a
+// snapshot), then every answer of an instance watch started just before
+// that listing, until ctx ends. A watch that fails is started again the
+// same way.
+func (k *Keeper) followInstances(ctx context.Context, apply func(*pb.WatchResponse)) {
+	for ctx.Err() == nil {
+		watch := k.cfg.Replica.WatchInstances(k.cfg.Replica.Revision())
+		apply(k.checkedListing())
+		for {
+			resp, err := watch.Next(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				k.log.Warn("registry watch of health failed; starting again", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+				break
+			}
+			apply(resp)
+		}
+	}
+}
+
+// checkedListing is the replica's checked instances as a snapshot answer
+// of an instance watch.
+func (k *Keeper) checkedListing() *pb.WatchResponse {
+	insts := k.cfg.Replica.CheckedInstances()
+	resp := &pb.WatchResponse{Snapshot: true, Events: make([]*pb.Event, len(insts))}
+	for i, inst := range insts {
+		resp.Events[i] = &pb.Event{Type: pb.Event_PUT, Instance: inst, Revision: inst.ModRevision}
+	}
+	return resp
 }
 
 func setHealth(h pb.Health, output string, insts ...*pb.Instance) *pb.Command {

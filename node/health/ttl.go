@@ -1,6 +1,7 @@
 package health
 
 import (
+	"container/heap"
 	"context"
 	"fmt"
 	"sync"
@@ -10,82 +11,249 @@ import (
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
-// ttlTracker holds the TTL deadlines. It lives on the leader: renewals are
-// forwarded there and cost no Raft write unless health changes. A new
-// leader starts every deadline afresh (one full TTL of grace).
+// ttlTracker holds the deadlines of the checked instances. It lives on the
+// leader: renewals are forwarded there and cost no Raft write unless
+// health changes. A new leader starts every deadline afresh (one full TTL
+// of grace).
 //
-// A sweep's verdict and a renewal are atomic with respect to each other: a
-// sweep writes an instance critical (or removes it) only if no renewal
-// came between its judgement and its claim (the renewal generation is
+// Each checked instance has at most one deadline: when its TTL runs out
+// (a TTL instance that is not critical), or when it has been critical for
+// its deregister_critical_after. The deadlines sit in a min-heap, so a
+// tick looks only at the instances that are due, and a renewal or a
+// registry change moves one entry. The tracker learns of registry changes
+// from the replica's instance watch (observe), never by rescanning it.
+//
+// A tick's verdict and a renewal are atomic with respect to each other: a
+// tick writes an instance critical (or removes it) only if no renewal came
+// between its judgement and its claim (the instance's generation is
 // unchanged), and a renewal that comes while a claimed write is being
 // committed waits for it and then makes the instance passing again.
 type ttlTracker struct {
-	mu        sync.Mutex
-	deadlines map[instanceKey]ttlState
-	// inFlight holds the instances a sweep has claimed; the channel is
-	// closed once the sweep's writes are done.
+	mu      sync.Mutex
+	entries map[instanceKey]*ttlEntry
+	due     dueHeap
+	// gens numbers deadline changes; an entry's gen is the number of its
+	// last one, so a verdict on an older deadline is recognised.
+	gens uint64
+	// inFlight holds the instances a tick has claimed; the channel is
+	// closed once the tick's writes are done.
 	inFlight map[instanceKey]chan struct{}
-	// judged, if set, runs between a sweep's judgement and its claim
+	// earlier has a value when the earliest deadline moved earlier than
+	// the one the tick loop waits for.
+	earlier chan struct{}
+	// examined counts the entries ticks have judged.
+	examined uint64
+	// judged, if set, runs between a tick's judgement and its claim
 	// (tests use it to renew at exactly that moment).
 	judged func()
 }
 
 type instanceKey struct{ service, id string }
 
-type ttlState struct {
+// ttlEntry is one instance's deadline.
+type ttlEntry struct {
+	key      instanceKey
 	deadline time.Time
-	modRev   uint64 // the registration the deadline belongs to
-	gen      uint64 // renewals so far; a sweep's verdict names the one it judged
+	// reap: the deadline is that of deregister_critical_after (the
+	// instance is critical), not that of its TTL.
+	reap   bool
+	modRev uint64 // the instance's version the deadline belongs to
+	gen    uint64
+	index  int // in the heap
 }
 
-// verdict is a sweep's judgement of one instance: expire it, or remove it
-// (critical past deregister_critical_after), as of renewal generation gen.
+// dueHeap orders entries by deadline (container/heap).
+type dueHeap []*ttlEntry
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
+func (h dueHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *dueHeap) Push(x any) {
+	e := x.(*ttlEntry)
+	e.index = len(*h)
+	*h = append(*h, e)
+}
+func (h *dueHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	e.index = -1
+	return e
+}
+
+// verdict is a tick's judgement of one instance: expire it, or remove it
+// (critical past deregister_critical_after), as of generation gen.
 type verdict struct {
 	inst *pb.Instance
 	gen  uint64
 }
 
 func newTTLTracker() *ttlTracker {
-	return &ttlTracker{deadlines: make(map[instanceKey]ttlState), inFlight: make(map[instanceKey]chan struct{})}
+	return &ttlTracker{
+		entries:  make(map[instanceKey]*ttlEntry),
+		inFlight: make(map[instanceKey]chan struct{}),
+		earlier:  make(chan struct{}, 1),
+	}
 }
 
+// reset forgets every deadline (a new term of leadership).
 func (t *ttlTracker) reset() {
 	t.mu.Lock()
-	t.deadlines = make(map[instanceKey]ttlState)
-	t.mu.Unlock()
+	defer t.mu.Unlock()
+	t.entries = make(map[instanceKey]*ttlEntry)
+	t.due = nil
 }
 
-// renew extends inst's TTL from now. If a sweep's write about inst is
+// set gives k the deadline d, as of inst's version modRev, and a new
+// generation.
+func (t *ttlTracker) set(k instanceKey, d time.Time, reap bool, modRev uint64) {
+	t.gens++
+	e := t.entries[k]
+	if e == nil {
+		e = &ttlEntry{key: k}
+		t.entries[k] = e
+		e.deadline, e.reap, e.modRev, e.gen = d, reap, modRev, t.gens
+		heap.Push(&t.due, e)
+	} else {
+		e.deadline, e.reap, e.modRev, e.gen = d, reap, modRev, t.gens
+		heap.Fix(&t.due, e.index)
+	}
+	if e.index == 0 {
+		select {
+		case t.earlier <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// drop forgets k's deadline.
+func (t *ttlTracker) drop(k instanceKey) {
+	if e := t.entries[k]; e != nil {
+		heap.Remove(&t.due, e.index)
+		delete(t.entries, k)
+	}
+}
+
+// observe takes in a version of an instance from the registry (its
+// listing when leadership starts, or a change). An instance not seen
+// before, or changed and passing since (registered again, renewed),
+// starts a fresh TTL; a critical one with deregister_critical_after is
+// due for removal that long after it turned critical; any other has no
+// deadline.
+func (t *ttlTracker) observe(inst *pb.Instance, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.observeLocked(inst, now)
+}
+
+func (t *ttlTracker) observeLocked(inst *pb.Instance, now time.Time) {
+	k := instanceKey{inst.Service, inst.Id}
+	e := t.entries[k]
+	if e != nil && inst.ModRevision < e.modRev {
+		return // older than the version the deadline belongs to
+	}
+	switch chk := inst.Check; {
+	case chk.GetTtl() != nil && inst.Health != pb.Health_CRITICAL:
+		if e != nil && !e.reap && (e.modRev == inst.ModRevision || inst.Health != pb.Health_PASSING) {
+			return // the same registration: its deadline stands
+		}
+		t.set(k, now.Add(chk.Ttl.AsDuration()), false, inst.ModRevision)
+	case chk.GetDeregisterCriticalAfter() != nil && inst.Health == pb.Health_CRITICAL:
+		d := time.Unix(0, inst.HealthSince).Add(chk.DeregisterCriticalAfter.AsDuration())
+		if e != nil && e.reap && e.deadline.Equal(d) {
+			return
+		}
+		t.set(k, d, true, inst.ModRevision)
+	default:
+		t.drop(k)
+	}
+}
+
+// removed takes in an instance's removal at revision rev.
+func (t *ttlTracker) removed(inst *pb.Instance, rev uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := instanceKey{inst.Service, inst.Id}
+	if e := t.entries[k]; e != nil && e.modRev <= rev {
+		t.drop(k)
+	}
+}
+
+// renew extends inst's TTL from now. If a tick's write about inst is
 // being committed, it returns a channel closed when that write is done;
 // the caller waits for it before it looks at inst's health.
 func (t *ttlTracker) renew(inst *pb.Instance, now time.Time) <-chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	k := instanceKey{inst.Service, inst.Id}
-	t.deadlines[k] = ttlState{deadline: now.Add(inst.Check.Ttl.AsDuration()), modRev: inst.ModRevision, gen: t.deadlines[k].gen + 1}
+	t.set(k, now.Add(inst.Check.Ttl.AsDuration()), false, inst.ModRevision)
 	return t.inFlight[k]
 }
 
-// expired returns whether inst's TTL has run out, and the renewal
-// generation it judged. An instance not seen before, or changed and
-// passing since (registered again, renewed), starts a fresh TTL.
-func (t *ttlTracker) expired(inst *pb.Instance, now time.Time) (bool, uint64) {
+// next returns the earliest deadline, if there is one.
+func (t *ttlTracker) next() (time.Time, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	k := instanceKey{inst.Service, inst.Id}
-	st, ok := t.deadlines[k]
-	if !ok || (st.modRev != inst.ModRevision && inst.Health == pb.Health_PASSING) {
-		t.deadlines[k] = ttlState{deadline: now.Add(inst.Check.Ttl.AsDuration()), modRev: inst.ModRevision, gen: st.gen}
-		return false, st.gen
+	if len(t.due) == 0 {
+		return time.Time{}, false
 	}
-	return now.After(st.deadline), st.gen
+	return t.due[0].deadline, true
 }
 
-// generation returns inst's renewal generation.
-func (t *ttlTracker) generation(inst *pb.Instance) uint64 {
+// judge looks at the instances whose deadline is before now, and only at
+// them, as the replica has them now: it returns those whose TTL ran out
+// and those critical past deregister_critical_after, and gives each of
+// them a new deadline retry later, in case the write fails. The others get
+// the deadline their current version calls for.
+func (t *ttlTracker) judge(now time.Time, replica Replica, retry time.Duration) (expired, reap []verdict) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.deadlines[instanceKey{inst.Service, inst.Id}].gen
+	var due []*ttlEntry
+	for len(t.due) > 0 && t.due[0].deadline.Before(now) {
+		due = append(due, heap.Pop(&t.due).(*ttlEntry))
+	}
+	t.examined += uint64(len(due))
+	for _, e := range due {
+		// Back in the heap before any set or drop below looks it up.
+		heap.Push(&t.due, e)
+		inst := replica.Instance(e.key.service, e.key.id)
+		switch {
+		case inst == nil:
+			t.drop(e.key)
+		case e.reap && isReapable(inst, now):
+			reap = append(reap, verdict{inst, e.gen})
+			t.retryAt(e, now.Add(retry))
+		case !e.reap && inst.Check.GetTtl() != nil && inst.Health != pb.Health_CRITICAL &&
+			(inst.ModRevision == e.modRev || inst.Health != pb.Health_PASSING):
+			expired = append(expired, verdict{inst, e.gen})
+			t.retryAt(e, now.Add(retry))
+		default:
+			// Changed since the deadline was set, and the change has not
+			// been observed yet: as observe would.
+			t.observeLocked(inst, now)
+			if t.entries[e.key] == e && e.deadline.Before(now) {
+				t.retryAt(e, now.Add(retry))
+			}
+		}
+	}
+	return expired, reap
+}
+
+// retryAt moves e's deadline to d, keeping its generation.
+func (t *ttlTracker) retryAt(e *ttlEntry, d time.Time) {
+	e.deadline = d
+	heap.Fix(&t.due, e.index)
+}
+
+// isReapable reports whether inst has been critical for longer than its
+// deregister_critical_after as of now.
+func isReapable(inst *pb.Instance, now time.Time) bool {
+	dca := inst.Check.GetDeregisterCriticalAfter()
+	return dca != nil && inst.Health == pb.Health_CRITICAL && now.Sub(time.Unix(0, inst.HealthSince)) > dca.AsDuration()
 }
 
 // claim keeps the verdicts that no renewal has overtaken and marks their
@@ -96,8 +264,8 @@ func (t *ttlTracker) claim(vs []verdict, done chan struct{}) []*pb.Instance {
 	var out []*pb.Instance
 	for _, v := range vs {
 		k := instanceKey{v.inst.Service, v.inst.Id}
-		if t.deadlines[k].gen != v.gen {
-			continue // renewed after the sweep judged it
+		if e := t.entries[k]; e == nil || e.gen != v.gen {
+			continue // renewed (or changed) after the tick judged it
 		}
 		t.inFlight[k] = done
 		out = append(out, v.inst)
@@ -117,19 +285,8 @@ func (t *ttlTracker) release(done chan struct{}) {
 	close(done)
 }
 
-// forget drops deadlines of instances that no longer exist.
-func (t *ttlTracker) forget(exists func(instanceKey) bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for k := range t.deadlines {
-		if !exists(k) {
-			delete(t.deadlines, k)
-		}
-	}
-}
-
 // RenewTTL runs on the leader: it extends the instance's TTL and, if the
-// instance is critical (also by a sweep committed during the renewal),
+// instance is critical (also by a tick committed during the renewal),
 // makes it passing again. It returns the revision the instance's health is
 // current at.
 func (k *Keeper) RenewTTL(ctx context.Context, service, id string) (uint64, error) {
@@ -147,7 +304,7 @@ func (k *Keeper) RenewTTL(ctx context.Context, service, id string) (uint64, erro
 			return 0, ctx.Err()
 		}
 	}
-	// Health as of now: a sweep that claimed inst before the renewal has
+	// Health as of now: a tick that claimed inst before the renewal has
 	// committed its write by now.
 	if inst = k.cfg.Replica.Instance(service, id); inst == nil {
 		return 0, fmt.Errorf("%w: instance %s/%s (removed while critical)", apierr.ErrNotFound, service, id)
@@ -159,42 +316,74 @@ func (k *Keeper) RenewTTL(ctx context.Context, service, id string) (uint64, erro
 }
 
 // RunTTLChecks runs on the leader, while it leads (ctx ends when
-// leadership does): every interval it turns instances whose TTL ran out
-// critical, and removes instances critical for longer than their
-// deregister_critical_after, each sweep in at most two Raft entries.
+// leadership does): it turns instances whose TTL ran out critical, and
+// removes instances critical for longer than their
+// deregister_critical_after, each tick in at most two kinds of Raft entry.
+// One timer waits for the earliest deadline, and ticks come at most once
+// an interval, so that expiries close together share one entry; between
+// deadlines it does nothing at all. It learns of registrations, changes
+// and removals from the replica's instance watch.
 func (k *Keeper) RunTTLChecks(ctx context.Context) {
 	k.ttl.reset()
-	t := time.NewTicker(k.cfg.Interval)
-	defer t.Stop()
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+		k.ttl.reset() // a follower keeps no deadlines
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		k.followInstances(ctx, k.observeTTL)
+	}()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var last time.Time
 	for {
+		k.armTTLTimer(timer, last)
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-k.ttl.earlier:
+			continue
+		case <-timer.C:
 		}
-		k.sweep(ctx, k.cfg.Now())
+		last = k.cfg.Now()
+		k.sweep(ctx, last)
 	}
 }
 
-// sweep judges every TTL-checked instance as of now and writes the
-// verdicts no renewal has overtaken.
-func (k *Keeper) sweep(ctx context.Context, now time.Time) {
-	insts := k.cfg.Replica.CheckedInstances()
-	var expired, reap []verdict
-	live := make(map[instanceKey]bool, len(insts))
-	for _, inst := range insts {
-		live[instanceKey{inst.Service, inst.Id}] = true
-		if inst.Check.GetTtl() != nil && inst.Health != pb.Health_CRITICAL {
-			if ok, gen := k.ttl.expired(inst, now); ok {
-				expired = append(expired, verdict{inst, gen})
-			}
-		}
-		if dca := inst.Check.GetDeregisterCriticalAfter(); dca != nil && inst.Health == pb.Health_CRITICAL &&
-			now.Sub(time.Unix(0, inst.HealthSince)) > dca.AsDuration() {
-			reap = append(reap, verdict{inst, k.ttl.generation(inst)})
+// armTTLTimer sets timer for just after the earliest deadline, but no
+// sooner than an interval after the last tick; with no deadline, for an
+// hour (the loop wakes earlier when a deadline is set).
+func (k *Keeper) armTTLTimer(timer *time.Timer, last time.Time) {
+	wait := time.Hour
+	if d, ok := k.ttl.next(); ok {
+		now := k.cfg.Now()
+		wait = max(d.Sub(now)+time.Millisecond, last.Add(k.cfg.Interval).Sub(now), 0)
+	}
+	timer.Reset(wait)
+}
+
+// observeTTL takes in one answer of the instance watch. A snapshot's
+// instances are taken in like changes; the deadlines of instances it no
+// longer lists are dropped when they come due.
+func (k *Keeper) observeTTL(resp *pb.WatchResponse) {
+	now := k.cfg.Now()
+	for _, ev := range resp.Events {
+		if ev.Type == pb.Event_DELETE {
+			k.ttl.removed(ev.Instance, ev.Revision)
+		} else {
+			k.ttl.observe(ev.Instance, now)
 		}
 	}
-	k.ttl.forget(func(k instanceKey) bool { return live[k] })
+}
+
+// sweep judges the instances due as of now and writes the verdicts no
+// renewal has overtaken.
+func (k *Keeper) sweep(ctx context.Context, now time.Time) {
+	expired, reap := k.ttl.judge(now, k.cfg.Replica, k.cfg.Interval)
 	if len(expired) == 0 && len(reap) == 0 {
 		return
 	}

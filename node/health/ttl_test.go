@@ -2,13 +2,24 @@ package health
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
+
+// startTTLs hands k's TTL tracker the replica's checked instances at now,
+// as the leader's TTL loop does when it starts.
+func startTTLs(k *Keeper, now time.Time) {
+	for _, ev := range k.checkedListing().Events {
+		k.ttl.observe(ev.Instance, now)
+	}
+}
 
 func ttlInstance(id string, ttl time.Duration) *pb.Instance {
 	return &pb.Instance{Service: "ttl.rpc", Id: id, Node: "a1", Address: "127.0.0.1:9001", Check: &pb.Check{Ttl: durationpb.New(ttl)}}
@@ -26,7 +37,7 @@ func TestSweepWritesCriticalForExpiredTTLOnly(t *testing.T) {
 	reg.register(ttlInstance("renewed", 10*time.Second))
 	ctx := context.Background()
 
-	k.sweep(ctx, t0) // starts both TTLs
+	startTTLs(k, t0) // starts both TTLs
 	clock.set(t0.Add(8 * time.Second))
 	if _, err := k.RenewTTL(ctx, "ttl.rpc", "renewed"); err != nil {
 		t.Fatal(err)
@@ -65,6 +76,7 @@ func TestSweepRemovesInstanceCriticalPastDeregisterAfter(t *testing.T) {
 	reg.insts[instanceKey{"ttl.rpc", "short"}].Health = pb.Health_CRITICAL
 	reg.insts[instanceKey{"ttl.rpc", "short"}].HealthSince = t0.Add(-30 * time.Second).UnixNano()
 
+	startTTLs(k, t0)
 	k.sweep(context.Background(), t0)
 	w := reg.written()
 	if len(w) != 1 || w[0].GetDeregister().GetId() != "long" {
@@ -98,7 +110,7 @@ func TestTTLRenewedWhileTheSweepJudgesStaysPassing(t *testing.T) {
 			t.Errorf("renew: %v", err)
 		}
 	}
-	k.sweep(ctx, t0) // starts the TTL
+	startTTLs(k, t0) // starts the TTL
 	clock.set(t0.Add(2 * ttl))
 	k.sweep(ctx, t0.Add(2*ttl))
 	if !renewed {
@@ -124,25 +136,23 @@ func TestTTLRenewedWhileTheSweepJudgesStaysPassing(t *testing.T) {
 	}
 }
 
-// TestTTLTrackerOrdersSweepsAndRenewals: a renewal before the sweep's
-// claim voids the sweep's verdict; a renewal after it is told to wait for
-// the sweep's write, and is released when the write is done.
+// TestTTLTrackerOrdersSweepsAndRenewals: a renewal before the tick's
+// claim voids the tick's verdict; a renewal after it is told to wait for
+// the tick's write, and is released when the write is done.
 func TestTTLTrackerOrdersSweepsAndRenewals(t *testing.T) {
+	reg := newFakeRegistry()
+	a := reg.register(ttlInstance("a", time.Second))
+	b := reg.register(ttlInstance("b", time.Second))
 	tr := newTTLTracker()
-	a := &pb.Instance{Service: "ttl.rpc", Id: "a", ModRevision: 7, Health: pb.Health_PASSING, Check: &pb.Check{Ttl: durationpb.New(time.Second)}}
-	b := &pb.Instance{Service: "ttl.rpc", Id: "b", ModRevision: 8, Health: pb.Health_PASSING, Check: &pb.Check{Ttl: durationpb.New(time.Second)}}
 	t0 := time.Unix(1000, 0)
-	var verdicts []verdict
-	for _, in := range []*pb.Instance{a, b} {
-		tr.expired(in, t0) // starts the TTL
-		ok, gen := tr.expired(in, t0.Add(2*time.Second))
-		if !ok {
-			t.Fatalf("%s not expired two TTLs on", in.Id)
-		}
-		verdicts = append(verdicts, verdict{in, gen})
+	tr.observe(a, t0) // starts the TTLs
+	tr.observe(b, t0)
+	verdicts, reap := tr.judge(t0.Add(2*time.Second), reg, time.Second)
+	if len(verdicts) != 2 || len(reap) != 0 {
+		t.Fatalf("judged %v expired and %v for removal, want a and b expired", verdicts, reap)
 	}
 	if wait := tr.renew(a, t0.Add(2*time.Second)); wait != nil {
-		t.Fatal("a renewal with no sweep in flight was told to wait")
+		t.Fatal("a renewal with no tick in flight was told to wait")
 	}
 	done := make(chan struct{})
 	claimed := tr.claim(verdicts, done)
@@ -151,20 +161,231 @@ func TestTTLTrackerOrdersSweepsAndRenewals(t *testing.T) {
 	}
 	wait := tr.renew(b, t0.Add(2*time.Second))
 	if wait == nil {
-		t.Fatal("a renewal during the sweep's write was not told to wait")
+		t.Fatal("a renewal during the tick's write was not told to wait")
 	}
 	select {
 	case <-wait:
-		t.Fatal("released before the sweep's write was done")
+		t.Fatal("released before the tick's write was done")
 	default:
 	}
 	tr.release(done)
 	select {
 	case <-wait:
 	default:
-		t.Fatal("not released after the sweep's write")
+		t.Fatal("not released after the tick's write")
 	}
 	if wait := tr.renew(b, t0.Add(3*time.Second)); wait != nil {
-		t.Fatal("told to wait after the sweep was done")
+		t.Fatal("told to wait after the tick was done")
+	}
+}
+
+// manyTTLInstances registers n TTL instances of ttl and starts their TTLs
+// at t0.
+func manyTTLInstances(t *testing.T, k *Keeper, reg *fakeRegistry, n int, ttl time.Duration, t0 time.Time) {
+	t.Helper()
+	for i := range n {
+		reg.register(ttlInstance(fmt.Sprintf("i%06d", i), ttl))
+	}
+	startTTLs(k, t0)
+}
+
+// drainEvents hands the tracker every registry change after *rev, as the
+// instance watch does on the leader.
+func drainEvents(t *testing.T, k *Keeper, reg *fakeRegistry, rev *uint64) {
+	t.Helper()
+	w := reg.WatchInstances(*rev)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	for {
+		resp, err := w.Next(ctx)
+		if err != nil {
+			*rev = reg.Revision()
+			return
+		}
+		k.observeTTL(resp)
+	}
+}
+
+// TestTTLTickLooksOnlyAtInstancesDue: with 100,000 TTL instances none of
+// which is due, a tick examines none of them and writes nothing; when one
+// instance's TTL runs out, the tick examines that one alone, marks it
+// critical, and it is removed once critical past its
+// deregister_critical_after, while the 100,000 others are left alone.
+func TestTTLTickLooksOnlyAtInstancesDue(t *testing.T) {
+	reg := newFakeRegistry()
+	t0 := time.Unix(1000, 0)
+	clock := &fakeClock{now: t0}
+	reg.clock = clock
+	k := newTestKeeper(t, reg, clock)
+	ctx := context.Background()
+	manyTTLInstances(t, k, reg, 100_000, time.Hour, t0)
+	short := ttlInstance("short", 10*time.Second)
+	short.Check.DeregisterCriticalAfter = durationpb.New(time.Minute)
+	k.ttl.observe(reg.register(short), t0)
+	rev := reg.Revision()
+
+	k.sweep(ctx, t0.Add(5*time.Second))
+	if n := k.ttl.examined; n != 0 {
+		t.Fatalf("a tick with nothing due examined %d instances", n)
+	}
+	if w := reg.written(); len(w) != 0 {
+		t.Fatalf("a tick with nothing due wrote %v", w)
+	}
+
+	clock.set(t0.Add(11 * time.Second))
+	k.sweep(ctx, clock.Now())
+	if n := k.ttl.examined; n != 1 {
+		t.Fatalf("a tick with one instance due examined %d instances, want 1", n)
+	}
+	w := reg.written()
+	if len(w) != 1 || len(w[0].GetSetHealth().GetInstances()) != 1 || w[0].GetSetHealth().Instances[0].Id != "short" ||
+		w[0].GetSetHealth().Health != pb.Health_CRITICAL {
+		t.Fatalf("the tick wrote %v, want SetHealth critical of ttl.rpc/short alone", w)
+	}
+	drainEvents(t, k, reg, &rev) // the leader sees its write
+
+	clock.set(t0.Add(11*time.Second + 30*time.Second))
+	k.sweep(ctx, clock.Now())
+	if w := reg.written(); len(w) != 0 {
+		t.Fatalf("critical for less than deregister_critical_after, the tick wrote %v", w)
+	}
+	clock.set(t0.Add(11*time.Second + 61*time.Second))
+	k.sweep(ctx, clock.Now())
+	if w := reg.written(); len(w) != 1 || w[0].GetDeregister().GetId() != "short" {
+		t.Fatalf("critical past deregister_critical_after, the tick wrote %v, want the removal of ttl.rpc/short", w)
+	}
+	drainEvents(t, k, reg, &rev)
+	if n := k.ttl.examined; n != 2 {
+		t.Fatalf("ticks examined %d instances in all, want 2 (the one instance, when its TTL ran out and when its removal was due)", n)
+	}
+	if n := len(k.ttl.entries); n != 100_000 {
+		t.Fatalf("the tracker holds %d deadlines, want the 100000 untouched ones", n)
+	}
+	for _, in := range reg.CheckedInstances() {
+		if in.Health != pb.Health_PASSING {
+			t.Fatalf("%s/%s is %v, want passing", in.Service, in.Id, in.Health)
+		}
+	}
+}
+
+// TestIdleTTLTickDoesNotAllocate: a tick with nothing due allocates
+// nothing, however many instances have a TTL.
+func TestIdleTTLTickDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	reg := newFakeRegistry()
+	t0 := time.Unix(1000, 0)
+	k := newTestKeeper(t, reg, &fakeClock{now: t0})
+	manyTTLInstances(t, k, reg, 100_000, time.Hour, t0)
+	ctx := context.Background()
+	if n := testing.AllocsPerRun(100, func() { k.sweep(ctx, t0.Add(time.Minute)) }); n != 0 {
+		t.Fatalf("an idle tick allocated %v times", n)
+	}
+}
+
+// TestRenewalMovesTheDeadline: an instance renewed before its TTL runs out
+// is not due at its first deadline, only at the renewed one; a
+// re-registration of an instance starts its TTL afresh.
+func TestRenewalMovesTheDeadline(t *testing.T) {
+	reg := newFakeRegistry()
+	t0 := time.Unix(1000, 0)
+	clock := &fakeClock{now: t0}
+	k := newTestKeeper(t, reg, clock)
+	ctx := context.Background()
+	reg.register(ttlInstance("renewed", 10*time.Second))
+	reg.register(ttlInstance("again", 10*time.Second))
+	rev := reg.Revision()
+	startTTLs(k, t0)
+	clock.set(t0.Add(8 * time.Second))
+	if _, err := k.RenewTTL(ctx, "ttl.rpc", "renewed"); err != nil {
+		t.Fatal(err)
+	}
+	reg.register(ttlInstance("again", 10*time.Second))
+	drainEvents(t, k, reg, &rev)
+	k.sweep(ctx, t0.Add(12*time.Second))
+	if w := reg.written(); len(w) != 0 {
+		t.Fatalf("tick between the first and the renewed deadline wrote %v", w)
+	}
+	k.sweep(ctx, t0.Add(19*time.Second))
+	w := reg.written()
+	if len(w) != 1 || len(w[0].GetSetHealth().GetInstances()) != 2 {
+		t.Fatalf("tick past both renewed deadlines wrote %v, want one SetHealth of both", w)
+	}
+}
+
+// TestTTLLoopExpiresInstancesRegisteredWhileItRuns: instances registered
+// after the leader's TTL loop has started watching the registry get a
+// deadline, and one is written critical when its TTL runs out; a renewed
+// one stays passing.
+func TestTTLLoopExpiresInstancesRegisteredWhileItRuns(t *testing.T) {
+	reg := newFakeRegistry()
+	k := New(Config{Agent: "a1", Replica: reg, Writer: reg, Interval: 10 * time.Millisecond, Logger: testlog.New(t, "a1")})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		k.RunTTLChecks(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	testwait.For(t, 10*time.Second, "the TTL loop to watch the registry", func() bool { return reg.watches.Load() > 0 })
+
+	reg.register(ttlInstance("lapses", 200*time.Millisecond))
+	reg.register(ttlInstance("renewed", 5*time.Second))
+	stop := make(chan struct{})
+	renewing := make(chan struct{})
+	go func() {
+		defer close(renewing)
+		for {
+			if _, err := k.RenewTTL(ctx, "ttl.rpc", "renewed"); err != nil && ctx.Err() == nil {
+				t.Errorf("renew: %v", err)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	testwait.For(t, 10*time.Second, "the lapsed instance to turn critical", func() bool {
+		return reg.health("ttl.rpc", "lapses") == pb.Health_CRITICAL
+	})
+	close(stop)
+	<-renewing
+	if h := reg.health("ttl.rpc", "renewed"); h != pb.Health_PASSING {
+		t.Fatalf("an instance renewed every 20 ms with a TTL of 5 s is %v", h)
+	}
+}
+
+// TestHealthWatchStartsAgainAfterAFailure: when the registry watch fails,
+// health starts a new one and lists the checked instances again, so a
+// change made meanwhile is not missed.
+func TestHealthWatchStartsAgainAfterAFailure(t *testing.T) {
+	reg := newFakeRegistry()
+	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
+	got := make(chan *pb.WatchResponse, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		k.followInstances(ctx, func(resp *pb.WatchResponse) { got <- resp })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	if first := <-got; !first.Snapshot || len(first.Events) != 0 {
+		t.Fatalf("first answer %v, want the empty listing", first)
+	}
+	reg.failWatch.Store(true) // the watch fails instead of delivering this
+	reg.register(ttlInstance("meanwhile", time.Minute))
+	select {
+	case again := <-got:
+		if !again.Snapshot || len(again.Events) != 1 || again.Events[0].Instance.Id != "meanwhile" {
+			t.Fatalf("after the failure: %v, want a listing with ttl.rpc/meanwhile", again)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no new listing after the watch failed")
+	}
+	if n := reg.watches.Load(); n != 2 {
+		t.Fatalf("%d watches started, want 2", n)
 	}
 }
