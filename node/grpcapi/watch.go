@@ -55,8 +55,11 @@ func (l WatchLimits) withDefaults() WatchLimits {
 
 // queuedWatch is one registry response on its way to a watcher, in parts.
 type queuedWatch struct {
-	parts  []*pb.WatchResponse
-	rev    uint64 // the revision the watcher has seen once it has all parts
+	parts []*pb.WatchResponse
+	// rev is the revision the watcher has seen once it has all parts; 0
+	// for a snapshot page other than the last, after which the watcher
+	// has no whole state to resume from.
+	rev    uint64
 	events int
 	bytes  int
 }
@@ -74,6 +77,8 @@ type watchQueue struct {
 	bytes  int    // backlog behind the head
 	sent   uint64 // revision of the last response sent whole
 	wake   chan struct{}
+	// drained, when not nil, is closed once the queue is empty.
+	drained chan struct{}
 }
 
 func newWatchQueue(limits WatchLimits, from uint64) *watchQueue {
@@ -102,6 +107,30 @@ func (w *watchQueue) push(q *queuedWatch) bool {
 	default:
 	}
 	return true
+}
+
+// waitEmpty waits until everything queued has been sent or ctx ends. A
+// snapshot's pages are queued one at a time, each as the head, so a
+// watcher that reads slowly holds one page and the next being built, not
+// the whole snapshot.
+func (w *watchQueue) waitEmpty(ctx context.Context) error {
+	for {
+		w.mu.Lock()
+		empty := len(w.items) == 0
+		if !empty && w.drained == nil {
+			w.drained = make(chan struct{})
+		}
+		drained := w.drained
+		w.mu.Unlock()
+		if empty {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-drained:
+		}
+	}
 }
 
 // front returns the response to send next, waiting for one until ctx ends.
@@ -133,6 +162,9 @@ func (w *watchQueue) pop() {
 	if len(w.items) > 0 {
 		w.events -= w.items[0].events
 		w.bytes -= w.items[0].bytes
+	} else if w.drained != nil {
+		close(w.drained)
+		w.drained = nil
 	}
 }
 
@@ -151,18 +183,24 @@ func (w *watchQueue) backlog() (sent uint64, events, bytes int) {
 // serveWatch returns ErrWatchTooSlow that sender may still be blocked in
 // Send: gRPC cancels the stream once the handler returns, which ends it.
 func (s *Registry) serveWatch(ctx context.Context, w *raftstore.Watcher, from uint64, stream pb.Registry_WatchServer) error {
+	defer w.Close()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	q := newWatchQueue(s.cfg.WatchBacklog, from)
 	s.cfg.Go(func() { cancel(sendWatch(ctx, q, stream)) })
+	inSnapshot := false // the last response was a snapshot page with more to come
 	for {
 		resp, err := w.Next(ctx)
+		if err == nil && (resp.Snapshot || inSnapshot) {
+			err = q.waitEmpty(ctx)
+		}
 		if err != nil {
 			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 				return cause // the send failed
 			}
 			return err
 		}
+		inSnapshot = resp.More
 		resp.Header.ServedBy = s.cfg.Agent
 		if !q.push(newQueuedWatch(resp)) {
 			return s.watchTooSlow(q)
@@ -186,11 +224,11 @@ func sendWatch(ctx context.Context, q *watchQueue, stream pb.Registry_WatchServe
 	}
 }
 
-// absorb appends next's events to q when both are single messages of
-// events (no snapshot) that fit in one together.
+// absorb appends next's events to q when both are single whole messages
+// of events (no snapshot page) that fit in one together.
 func (q *queuedWatch) absorb(next *queuedWatch) bool {
-	if len(q.parts) != 1 || len(next.parts) != 1 || q.parts[0].Snapshot || next.parts[0].Snapshot ||
-		q.bytes+next.bytes > maxWatchMergeBytes {
+	if len(q.parts) != 1 || len(next.parts) != 1 || q.rev == 0 || next.rev == 0 ||
+		q.parts[0].Snapshot || next.parts[0].Snapshot || q.bytes+next.bytes > maxWatchMergeBytes {
 		return false
 	}
 	merged := q.parts[0]
@@ -202,6 +240,9 @@ func (q *queuedWatch) absorb(next *queuedWatch) bool {
 
 func newQueuedWatch(resp *pb.WatchResponse) *queuedWatch {
 	q := &queuedWatch{rev: resp.Header.GetRevision(), events: len(resp.Events)}
+	if resp.More {
+		q.rev = 0
+	}
 	q.parts, q.bytes = watchParts(resp)
 	return q
 }
@@ -224,14 +265,16 @@ func (s *Registry) watchTooSlow(q *watchQueue) error {
 
 // watchParts splits a watch response into messages of at most
 // maxWatchPartBytes of events each (at least one event, however large), all
-// but the last marked more: a snapshot of a large service, or a revision that
-// removed many large instances, would not fit in one gRPC message. A small
-// response is its own one part. It returns the parts and the events' size.
+// but the last marked more (the last too when resp is): a snapshot page of
+// large instances, or a revision that removed many large instances, would
+// not fit in one gRPC message. A small response is its own one part. It
+// returns the parts and the events' size. The events' sizes are cached in
+// them, so an event sent to many watchers is sized once.
 func watchParts(resp *pb.WatchResponse) ([]*pb.WatchResponse, int) {
 	var parts []*pb.WatchResponse
 	start, size, total := 0, 0, 0
 	for i, ev := range resp.Events {
-		sz := proto.Size(ev)
+		sz := cachedSize.Size(ev)
 		if i > start && size+sz > maxWatchPartBytes {
 			parts = append(parts, watchPart(resp, resp.Events[start:i], parts == nil, true))
 			start, size = i, 0
@@ -242,8 +285,12 @@ func watchParts(resp *pb.WatchResponse) ([]*pb.WatchResponse, int) {
 	if parts == nil {
 		return []*pb.WatchResponse{resp}, total
 	}
-	return append(parts, watchPart(resp, resp.Events[start:], false, false)), total
+	return append(parts, watchPart(resp, resp.Events[start:], false, resp.More)), total
 }
+
+// cachedSize sizes a message once: registry events are never changed after
+// they are made, so the size stored in them stays right.
+var cachedSize = proto.MarshalOptions{UseCachedSize: true}
 
 // watchPart is one part of resp. Only the first part of a snapshot is
 // marked snapshot: a reader that does not know more (a client from before
