@@ -121,6 +121,15 @@ func (m *metrics) observeApply(start time.Time, err error) {
 	m.apply.WithLabelValues(result).Observe(time.Since(start).Seconds())
 }
 
+// watchQueued reports, as a gauge, what queued returns: the bytes held
+// for all watch streams.
+func (m *metrics) watchQueued(queued func() int64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "zrpc_registry_watch_queued_bytes",
+		Help: "Encoded bytes of events queued for all Watch streams and not sent yet (limited by watch_queue_bytes).",
+	}, func() float64 { return float64(queued()) }))
+}
+
 func (m *metrics) observeRPC(method string, code codes.Code, start time.Time) {
 	m.rpcs.WithLabelValues(method, code.String()).Inc()
 	m.rpcTime.WithLabelValues(method).Observe(time.Since(start).Seconds())

@@ -79,6 +79,13 @@ type watchQueue struct {
 	wake   chan struct{}
 	// drained, when not nil, is closed once the queue is empty.
 	drained chan struct{}
+
+	// budget, when not nil, is the agent's budget for all watch queues;
+	// charged is what this queue holds of it (every queued response, the
+	// head too), and overBudget says the budget ended this queue.
+	budget     *watchBudget
+	charged    int64
+	overBudget bool
 }
 
 func newWatchQueue(limits WatchLimits, from uint64) *watchQueue {
@@ -88,13 +95,18 @@ func newWatchQueue(limits WatchLimits, from uint64) *watchQueue {
 // push queues q and reports whether it fit in the backlog. It never waits.
 // Small responses waiting behind the head are sent as one message: the
 // busier the agent, the fewer messages a watcher costs it.
+// A push past the agent's budget for all watch queues may end other
+// streams, or this one.
 func (w *watchQueue) push(q *queuedWatch) bool {
 	w.mu.Lock()
+	full := len(w.items) > 0 && (w.events+q.events > w.limits.Events || w.bytes+q.bytes > w.limits.Bytes)
+	w.mu.Unlock()
+	if full || (w.budget != nil && !w.budget.charge(w, int64(q.bytes))) {
+		return false
+	}
+	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.items) > 0 {
-		if w.events+q.events > w.limits.Events || w.bytes+q.bytes > w.limits.Bytes {
-			return false
-		}
+	if len(w.items) > 0 { // the head may have been sent meanwhile
 		w.events += q.events
 		w.bytes += q.bytes
 	}
@@ -157,6 +169,11 @@ func (w *watchQueue) pop() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.sent = max(w.sent, w.items[0].rev)
+	if w.budget != nil && !w.overBudget {
+		n := int64(w.items[0].bytes)
+		w.charged -= n
+		w.budget.total.Add(-n)
+	}
 	w.items[0] = nil
 	w.items = w.items[1:]
 	if len(w.items) > 0 {
@@ -168,12 +185,17 @@ func (w *watchQueue) pop() {
 	}
 }
 
-// backlog returns the revision sent whole and the backlog's size.
-func (w *watchQueue) backlog() (sent uint64, events, bytes int) {
+// backlog returns the revision sent whole and the backlog's size, and
+// whether the agent's budget for all watch queues ended the stream.
+func (w *watchQueue) backlog() (sent uint64, events, bytes int, overBudget bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.sent, w.events, w.bytes
+	return w.sent, w.events, w.bytes, w.overBudget
 }
+
+// errOverWatchBudget ends a stream whose queue the agent's budget for all
+// watch queues took back.
+var errOverWatchBudget = errors.New("over the agent's watch budget")
 
 // serveWatch streams the registry changes w yields to stream until ctx
 // ends, a send fails, or the watcher falls behind the backlog bounds. The
@@ -187,6 +209,8 @@ func (s *Registry) serveWatch(ctx context.Context, w *raftstore.Watcher, from ui
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	q := newWatchQueue(s.cfg.WatchBacklog, from)
+	s.budget.join(q, func() { cancel(errOverWatchBudget) })
+	defer s.budget.leave(q)
 	s.cfg.Go(func() { cancel(sendWatch(ctx, q, stream)) })
 	inSnapshot := false // the last response was a snapshot page with more to come
 	for {
@@ -195,7 +219,11 @@ func (s *Registry) serveWatch(ctx context.Context, w *raftstore.Watcher, from ui
 			err = q.waitEmpty(ctx)
 		}
 		if err != nil {
-			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			cause := context.Cause(ctx)
+			switch {
+			case errors.Is(cause, errOverWatchBudget):
+				return s.watchTooSlow(q)
+			case cause != nil && !errors.Is(cause, context.Canceled):
 				return cause // the send failed
 			}
 			return err
@@ -251,11 +279,17 @@ func newQueuedWatch(resp *pb.WatchResponse) *queuedWatch {
 // bounds: Aborted, ErrWatchTooSlow's reason and a WatchResume detail
 // naming the revision a new watch continues from without a gap.
 func (s *Registry) watchTooSlow(q *watchQueue) error {
-	sent, events, bytes := q.backlog()
-	s.log.Warn("watch too slow, ending it", "sent_revision", sent, "backlog_events", events, "backlog_bytes", bytes)
+	sent, events, bytes, overBudget := q.backlog()
+	s.log.Warn("watch too slow, ending it", "sent_revision", sent, "backlog_events", events, "backlog_bytes", bytes,
+		"over_agent_budget", overBudget)
 	s.cfg.Metrics.WatchTooSlow()
-	err := apierr.ToStatus(fmt.Errorf("%w, resume from revision %d: %d events (%d bytes) were waiting for the reader, the limit is %d events or %d bytes",
-		apierr.ErrWatchTooSlow, sent, events, bytes, q.limits.Events, q.limits.Bytes))
+	err := fmt.Errorf("%w, resume from revision %d: %d events (%d bytes) were waiting for the reader, the limit is %d events or %d bytes",
+		apierr.ErrWatchTooSlow, sent, events, bytes, q.limits.Events, q.limits.Bytes)
+	if overBudget {
+		err = fmt.Errorf("%w, resume from revision %d: its %d queued events (%d bytes) were the most of the agent's watch streams when together they reached the agent's limit of %d bytes (watch_queue_bytes)",
+			apierr.ErrWatchTooSlow, sent, events, bytes, s.budget.limit)
+	}
+	err = apierr.ToStatus(err)
 	st := status.Convert(err)
 	if d, derr := st.WithDetails(&pb.WatchResume{Revision: sent}); derr == nil {
 		st = d
