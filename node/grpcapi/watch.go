@@ -104,6 +104,26 @@ func (w *watchQueue) push(q *queuedWatch) bool {
 	if full || (w.budget != nil && !w.budget.charge(w, int64(q.bytes))) {
 		return false
 	}
+	w.enqueue(q)
+	return true
+}
+
+// pushPage queues a snapshot page on the queue, which holds nothing (see
+// waitEmpty), waiting for room in the agent's budget for all watch queues
+// (watchBudget.chargeWait). It fails with errWatchBehind when the
+// budget ended the stream, or with ctx's error.
+func (w *watchQueue) pushPage(ctx context.Context, q *queuedWatch) error {
+	if w.budget != nil {
+		if err := w.budget.chargeWait(ctx, w, int64(q.bytes)); err != nil {
+			return err
+		}
+	}
+	w.enqueue(q)
+	return nil
+}
+
+// enqueue adds q, charged already, behind what is queued.
+func (w *watchQueue) enqueue(q *queuedWatch) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.items) > 0 { // the head may have been sent meanwhile
@@ -111,20 +131,19 @@ func (w *watchQueue) push(q *queuedWatch) bool {
 		w.bytes += q.bytes
 	}
 	if n := len(w.items); n > 1 && w.items[n-1].absorb(q) {
-		return true
+		return
 	}
 	w.items = append(w.items, q)
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
-	return true
 }
 
 // waitEmpty waits until everything queued has been sent or ctx ends. A
-// snapshot's pages are queued one at a time, each as the head, so a
-// watcher that reads slowly holds one page and the next being built, not
-// the whole snapshot.
+// snapshot's pages are built and queued one at a time, each once the one
+// before has been sent, so a watcher that reads slowly holds one page,
+// not the whole snapshot.
 func (w *watchQueue) waitEmpty(ctx context.Context) error {
 	for {
 		w.mu.Lock()
@@ -172,7 +191,7 @@ func (w *watchQueue) pop() {
 	if w.budget != nil && !w.overBudget {
 		n := int64(w.items[0].bytes)
 		w.charged -= n
-		w.budget.total.Add(-n)
+		w.budget.release(n)
 	}
 	w.items[0] = nil
 	w.items = w.items[1:]
@@ -193,9 +212,9 @@ func (w *watchQueue) backlog() (sent uint64, events, bytes int, overBudget bool)
 	return w.sent, w.events, w.bytes, w.overBudget
 }
 
-// errOverWatchBudget ends a stream whose queue the agent's budget for all
-// watch queues took back.
-var errOverWatchBudget = errors.New("over the agent's watch budget")
+// errWatchBehind ends a stream whose queue is past its bounds or was
+// taken back by the agent's budget for all watch queues.
+var errWatchBehind = errors.New("watch queue behind its bounds")
 
 // serveWatch streams the registry changes w yields to stream until ctx
 // ends, a send fails, or the watcher falls behind the backlog bounds. The
@@ -209,31 +228,57 @@ func (s *Registry) serveWatch(ctx context.Context, w *raftstore.Watcher, from ui
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	q := newWatchQueue(s.cfg.WatchBacklog, from)
-	s.budget.join(q, func() { cancel(errOverWatchBudget) })
+	s.budget.join(q, func() { cancel(errWatchBehind) })
 	defer s.budget.leave(q)
 	s.cfg.Go(func() { cancel(sendWatch(ctx, q, stream)) })
 	inSnapshot := false // the last response was a snapshot page with more to come
 	for {
-		resp, err := w.Next(ctx)
-		if err == nil && (resp.Snapshot || inSnapshot) {
-			err = q.waitEmpty(ctx)
+		resp, err := s.nextWatch(ctx, w, q, inSnapshot)
+		if err == nil {
+			page := resp.Snapshot || inSnapshot
+			inSnapshot = resp.More
+			resp.Header.ServedBy = s.cfg.Agent
+			item := newQueuedWatch(resp)
+			switch {
+			case page:
+				err = q.pushPage(ctx, item)
+			case !q.push(item):
+				err = errWatchBehind
+			}
 		}
 		if err != nil {
-			cause := context.Cause(ctx)
-			switch {
-			case errors.Is(cause, errOverWatchBudget):
-				return s.watchTooSlow(q)
-			case cause != nil && !errors.Is(cause, context.Canceled):
-				return cause // the send failed
-			}
-			return err
-		}
-		inSnapshot = resp.More
-		resp.Header.ServedBy = s.cfg.Agent
-		if !q.push(newQueuedWatch(resp)) {
-			return s.watchTooSlow(q)
+			return s.watchEnded(ctx, q, err)
 		}
 	}
+}
+
+// nextWatch returns w's next response to queue on q. A snapshot's pages
+// are built one at a time, each once q has sent everything before it.
+func (s *Registry) nextWatch(ctx context.Context, w *raftstore.Watcher, q *watchQueue, inSnapshot bool) (*pb.WatchResponse, error) {
+	if inSnapshot {
+		if err := q.waitEmpty(ctx); err != nil {
+			return nil, err
+		}
+	}
+	resp, err := w.Next(ctx)
+	if err == nil && resp.Snapshot {
+		err = q.waitEmpty(ctx)
+	}
+	return resp, err
+}
+
+// watchEnded returns the status that ends a Watch stream after err: too
+// slow when its queue is past its bounds or the agent's budget, the
+// sender's error when a send failed, else err (ctx ended).
+func (s *Registry) watchEnded(ctx context.Context, q *watchQueue, err error) error {
+	cause := context.Cause(ctx)
+	switch {
+	case errors.Is(err, errWatchBehind), errors.Is(cause, errWatchBehind):
+		return s.watchTooSlow(q)
+	case cause != nil && !errors.Is(cause, context.Canceled):
+		return cause // the send failed
+	}
+	return err
 }
 
 // sendWatch sends the queue's responses until ctx ends or Send fails.

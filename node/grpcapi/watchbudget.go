@@ -1,10 +1,17 @@
 package grpcapi
 
 import (
+	"context"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
+
+// watchPagePatience is how long a snapshot page waits for room in the
+// budget before it ends the streams with the most queued, as events do.
+const watchPagePatience = time.Second
 
 // watchBudget bounds the bytes queued for all the watch streams of an
 // agent together (encoded size of the events read for them and not sent
@@ -13,11 +20,16 @@ import (
 // would take the total past the budget ends the stream with the most
 // queued instead, with the usual "watch too slow, resume from revision N",
 // until the push fits (the pushing stream itself when it has the most). A
-// push never waits, so neither does the registry. The total passes the
-// budget by at most the one response an empty queue always takes.
+// push of events never waits, so neither does the registry. A snapshot
+// page (sent to a stream with nothing else queued) waits instead, first
+// come first served, up to patience for room: when many watchers start
+// at once (an agent restarted), their snapshots go out as the budget
+// allows instead of ending each other. The total passes the budget by at
+// most the one response an empty queue always takes.
 type watchBudget struct {
-	limit int64
-	total atomic.Int64 // bytes charged by all queues
+	limit    int64
+	patience time.Duration
+	total    atomic.Int64 // bytes charged by all queues
 	// largestCharge is the largest response charged so far.
 	largestCharge atomic.Int64
 
@@ -25,13 +37,104 @@ type watchBudget struct {
 	// a queue's mu, never after.
 	mu     sync.Mutex
 	queues map[*watchQueue]func()
+
+	// roomMu guards waiters, the snapshot pages waiting for room in
+	// order; no other lock is taken while it is held.
+	roomMu  sync.Mutex
+	waiters []*budgetWaiter
+	waiting atomic.Int32 // len(waiters), read by releases without roomMu
+}
+
+// budgetWaiter is a snapshot page waiting for n bytes of room.
+type budgetWaiter struct {
+	n       int64
+	granted chan struct{} // closed once n is reserved for it
 }
 
 func newWatchBudget(limit int64) *watchBudget {
 	if limit <= 0 {
 		limit = math.MaxInt64
 	}
-	return &watchBudget{limit: limit, queues: make(map[*watchQueue]func())}
+	return &watchBudget{limit: limit, patience: watchPagePatience, queues: make(map[*watchQueue]func())}
+}
+
+// release gives n bytes back and lets waiting pages that now fit in.
+func (b *watchBudget) release(n int64) {
+	b.total.Add(-n)
+	if b.waiting.Load() > 0 {
+		b.grant()
+	}
+}
+
+// grant reserves room for the waiting pages, oldest first, while they fit
+// (the first one also when nothing at all is charged).
+func (b *watchBudget) grant() {
+	b.roomMu.Lock()
+	defer b.roomMu.Unlock()
+	for len(b.waiters) > 0 {
+		w := b.waiters[0]
+		if !b.reserve(w.n) {
+			if b.total.Load() != 0 {
+				return
+			}
+			b.total.Add(w.n)
+		}
+		close(w.granted)
+		b.waiters[0] = nil
+		b.waiters = b.waiters[1:]
+		b.waiting.Add(-1)
+	}
+}
+
+// chargeWait charges q, which has nothing queued, with a snapshot page of
+// n bytes: at once when it fits, otherwise once room is given back, in
+// turn with other waiting pages. After the budget's patience it charges
+// as events do, ending the streams with the most queued.
+func (b *watchBudget) chargeWait(ctx context.Context, q *watchQueue, n int64) error {
+	b.noteCharge(n)
+	if b.reserve(n) {
+		return b.charged(q, n)
+	}
+	w := &budgetWaiter{n: n, granted: make(chan struct{})}
+	b.roomMu.Lock()
+	b.waiters = append(b.waiters, w)
+	b.waiting.Add(1)
+	b.roomMu.Unlock()
+	b.grant() // room given back before this page was in line
+	timer := time.NewTimer(b.patience)
+	defer timer.Stop()
+	select {
+	case <-w.granted:
+		return b.charged(q, n)
+	case <-ctx.Done():
+	case <-timer.C:
+	}
+	b.roomMu.Lock()
+	i := slices.Index(b.waiters, w)
+	if i >= 0 {
+		b.waiters = slices.Delete(b.waiters, i, i+1)
+		b.waiting.Add(-1)
+	}
+	b.roomMu.Unlock()
+	if i < 0 { // granted meanwhile
+		return b.charged(q, n)
+	}
+	b.grant() // pages behind this one may fit
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !b.charge(q, n) {
+		return errWatchBehind
+	}
+	return nil
+}
+
+// charged adds n, already reserved, to what q is charged.
+func (b *watchBudget) charged(q *watchQueue, n int64) error {
+	if !q.addCharge(n) {
+		return errWatchBehind
+	}
+	return nil
 }
 
 // join starts charging q; end is how the budget ends q's stream.
@@ -55,7 +158,7 @@ func (b *watchBudget) leave(q *watchQueue) {
 // dropLocked gives back everything q was charged and refuses it further
 // charges. The caller holds q.mu.
 func (b *watchBudget) dropLocked(q *watchQueue) {
-	b.total.Add(-q.charged)
+	b.release(q.charged)
 	q.charged = 0
 	q.overBudget = true
 }
@@ -136,7 +239,7 @@ func (q *watchQueue) addCharge(n int64) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.overBudget {
-		q.budget.total.Add(-n)
+		q.budget.release(n)
 		return false
 	}
 	q.charged += n

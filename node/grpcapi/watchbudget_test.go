@@ -290,3 +290,90 @@ func TestWatchOfEverythingSendsItsSnapshotPageByPage(t *testing.T) {
 	}
 	t.Logf("%d instances in %d parts", len(got), parts)
 }
+
+// stackHas reports whether some goroutine's stack has fn.
+func stackHas(fn string) bool {
+	buf := make([]byte, 1<<20)
+	return strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn)
+}
+
+// TestWatchBudgetSnapshotPagesWaitForRoom: a snapshot whose first page
+// does not fit in what the budget has left waits for room instead of
+// ending the stream that holds it; once that stream's reader reads, the
+// snapshot goes out and no stream was ended. A page that has waited its
+// patience ends the stream with the most queued, as events do.
+func TestWatchBudgetSnapshotPagesWaitForRoom(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		patience  time.Duration
+		holderEnd bool // the stream holding the budget is ended
+	}{
+		{"reader reads on", time.Hour, false},
+		{"reader never reads", 10 * time.Millisecond, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const budget = 256 << 10
+			fsm := raftstore.NewFSM(1 << 12)
+			w := &fsmWriter{tb: t, fsm: fsm}
+			var big []*pb.Instance
+			for i := range 3000 {
+				big = append(big, &pb.Instance{Service: "big.rpc", Id: fmt.Sprintf("%04d", i), Address: "127.0.0.1:9000",
+					Metadata: map[string]string{"pad": strings.Repeat("x", 100)}})
+			}
+			w.register(big...)
+			reg := NewRegistry(context.Background(), RegistryConfig{Agent: "a1", Replica: fsm, Metrics: &watchMetrics{}, WatchQueueBytes: budget})
+			reg.budget.patience = tc.patience
+
+			holderDone := make(chan watchResult, 1)
+			holder := startWatch(t, reg, &pb.WatchRequest{Service: "small.rpc"}, 1, holderDone)
+			<-holder.sent
+			pad := map[string]string{"pad": strings.Repeat("x", 8<<10)}
+			for i := range 20 {
+				w.register(&pb.Instance{Service: "small.rpc", Id: fmt.Sprint(i), Address: "127.0.0.1:9000", Metadata: pad})
+			}
+			testwait.For(t, 10*time.Second, "the holder's queue filled", func() bool { return reg.WatchQueuedBytes() > 160<<10 })
+
+			pagerDone := make(chan watchResult, 1)
+			pager := startWatch(t, reg, &pb.WatchRequest{Service: "big.rpc"}, 1<<20, pagerDone)
+			if !tc.holderEnd {
+				testwait.For(t, 10*time.Second, "the first page waiting for room", func() bool { return stackHas("(*watchBudget).chargeWait(") })
+				if n := len(pager.received()); n != 0 {
+					t.Fatalf("%d messages sent while the budget had no room", n)
+				}
+				holder.setReads(1 << 20)
+			}
+			testwait.For(t, 30*time.Second, "the snapshot sent whole", func() bool {
+				got := pager.received()
+				return len(got) > 0 && !got[len(got)-1].More
+			})
+			n := 0
+			for _, resp := range pager.received() {
+				n += len(resp.Events)
+			}
+			if n != len(big) {
+				t.Errorf("snapshot of %d instances, want %d", n, len(big))
+			}
+			if tc.holderEnd {
+				select {
+				case r := <-holderDone:
+					if !errors.Is(apierr.FromStatus(r.err), apierr.ErrWatchTooSlow) {
+						t.Fatalf("the stream holding the budget ended with %v, want too slow", r.err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("the stream holding the budget was not ended once the page had waited its patience")
+				}
+			} else {
+				select {
+				case r := <-holderDone:
+					t.Fatalf("the stream holding the budget ended: %v", r.err)
+				default:
+				}
+			}
+			select {
+			case r := <-pagerDone:
+				t.Fatalf("the snapshot's stream ended: %v", r.err)
+			default:
+			}
+		})
+	}
+}
