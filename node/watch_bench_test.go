@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,7 +20,9 @@ import (
 // connections), and b.N registrations at 200 writes/s, each to the next
 // service in turn. Every watcher of the service written records the time
 // from the write's start to the event's arrival; p50 and p99 are over all
-// of them.
+// of them. mem-KiB/watcher is the process's heap and stacks per watcher
+// once every stream is open (client and agent together, as both run in
+// this process).
 func BenchmarkWatchFanout(b *testing.B) {
 	for _, tc := range []struct{ services, watchers int }{{1000, 10}, {1, 10000}} {
 		b.Run(fmt.Sprintf("services=%d/watchers=%d", tc.services, tc.watchers), func(b *testing.B) {
@@ -44,6 +47,7 @@ func benchWatchFanout(b *testing.B, services, watchers, rate int) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	before := memInUse()
 	for i := range services * watchers {
 		c := pb.NewRegistryClient(conns[i%len(conns)])
 		stream, err := c.Watch(ctx, &pb.WatchRequest{Service: service(i)})
@@ -72,6 +76,7 @@ func benchWatchFanout(b *testing.B, services, watchers, rate int) {
 		}()
 	}
 
+	perWatcher := float64(memInUse()-before) / float64(services*watchers) / 1024
 	_, writer := dial(b, n.GRPCAddr())
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	defer tick.Stop()
@@ -108,4 +113,13 @@ func benchWatchFanout(b *testing.B, services, watchers, rate int) {
 		b.Fatalf("watchers received %d of %d events within a minute", got, want)
 	}
 	lat.Report(b, "ms", 0.50, 0.99)
+	b.ReportMetric(perWatcher, "mem-KiB/watcher")
+}
+
+// memInUse is the heap and stack memory in use after a collection.
+func memInUse() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse + m.StackInuse)
 }
