@@ -143,7 +143,7 @@ func (n *Node) newRegistry() *grpcapi.Registry {
 		},
 		Logger: n.log,
 	})
-	n.metrics.watchQueued(r.WatchQueuedBytes)
+	n.metrics.registry.Store(r)
 	return r
 }
 
