@@ -16,9 +16,11 @@ import (
 // watchEventsField is the field number of WatchResponse.events.
 const watchEventsField protowire.Number = 3
 
-// maxEncodedEvents bounds the events whose encoding is kept: as many as
-// the default watch ring holds.
-const maxEncodedEvents = 1 << 16
+// maxEncodedEvents bounds the events whose encoding is kept (each keeps
+// its event, and so its instance, alive): the latest ones, which are
+// those watchers that keep up are sent; a watcher far behind has its
+// events encoded for it, as any other message.
+const maxEncodedEvents = 8192
 
 // watchCodec is the agent's gRPC codec: protobuf, except that the events
 // of a watch response are encoded once for every watcher they go to. A
