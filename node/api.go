@@ -126,13 +126,14 @@ func (n *Node) newACL() pb.ACLServer {
 // streams end when the agent begins to close, and their goroutines are
 // the agent's.
 func (n *Node) newRegistry() *grpcapi.Registry {
-	return grpcapi.NewRegistry(n.ctx, grpcapi.RegistryConfig{
-		Agent:        n.cfg.Name,
-		Replica:      n.store.FSM(),
-		Cluster:      apiCluster{n},
-		Health:       n.health,
-		Metrics:      apiMetrics{n.metrics},
-		WatchBacklog: n.opts.watchBacklog,
+	r := grpcapi.NewRegistry(n.ctx, grpcapi.RegistryConfig{
+		Agent:           n.cfg.Name,
+		Replica:         n.store.FSM(),
+		Cluster:         apiCluster{n},
+		Health:          n.health,
+		Metrics:         apiMetrics{n.metrics},
+		WatchBacklog:    n.opts.watchBacklog,
+		WatchQueueBytes: n.cfg.WatchQueueBytes,
 		Go: func(f func()) {
 			n.wg.Add(1)
 			go func() {
@@ -142,6 +143,8 @@ func (n *Node) newRegistry() *grpcapi.Registry {
 		},
 		Logger: n.log,
 	})
+	n.metrics.registry.Store(r)
+	return r
 }
 
 // apiCluster is the agent's Raft cluster as the API uses it.

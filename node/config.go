@@ -141,6 +141,10 @@ type Config struct {
 	MaxInstanceMetadataBytes int   `yaml:"max_instance_metadata_bytes" help:"bytes of version, tags and metadata keys and values one instance may carry (0: no limit)"`
 	MaxRegistryBytes         int64 `yaml:"max_registry_bytes" help:"encoded bytes of all instances together (0: no limit)"`
 
+	// WatchQueueBytes bounds the events this agent holds for all its
+	// watch streams together, read but not sent yet.
+	WatchQueueBytes int64 `yaml:"watch_queue_bytes" help:"encoded bytes of events queued for all watch streams of this agent together; past it the stream with the most queued is ended as too slow and its client resumes (0: no limit)"`
+
 	// Build is the agent's version string, set by cli from the linker
 	// flags ("dev" when empty). It is not a setting: no file key, flag or
 	// environment variable sets it.
@@ -177,6 +181,8 @@ func Default() Config {
 		MaxInstancesPerSession:   1000,
 		MaxInstanceMetadataBytes: 16 << 10,
 		MaxRegistryBytes:         512 << 20,
+
+		WatchQueueBytes: 256 << 20,
 	}
 	rd, bd := raftstore.DefaultConfig(), storage.DefaultConfig()
 	c.fromSubsystem(&rd, raftSettings)
@@ -336,6 +342,7 @@ func (c *Config) validateAgent(l *fielderr.List) {
 		{"max_instances_per_session", int64(c.MaxInstancesPerSession), math.MaxUint32},
 		{"max_instance_metadata_bytes", int64(c.MaxInstanceMetadataBytes), math.MaxUint32},
 		{"max_registry_bytes", c.MaxRegistryBytes, math.MaxInt64},
+		{"watch_queue_bytes", c.WatchQueueBytes, math.MaxInt64},
 	}
 	for _, lim := range limits {
 		if lim.v < 0 || lim.v > lim.max {

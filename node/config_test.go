@@ -170,6 +170,7 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 		{"blob_scrub_interval", func(c *Config) { c.BlobScrubInterval = 0 }},
 		{"max_instances_per_service", func(c *Config) { c.MaxInstancesPerService = -1 }},
 		{"max_registry_bytes", func(c *Config) { c.MaxRegistryBytes = -1 }},
+		{"watch_queue_bytes", func(c *Config) { c.WatchQueueBytes = -1 }},
 		{"tls_key", func(c *Config) { c.TLSCA, c.TLSCert = "ca.pem", "n1.pem" }},
 		{"tls_ca", func(c *Config) { c.TLSCert, c.TLSKey = "n1.pem", "n1-key.pem" }},
 	} {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/node/grpcapi"
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
@@ -31,6 +33,9 @@ type metrics struct {
 	slowWatchers prometheus.Counter
 	// aclRefused counts calls the ACLs refused.
 	aclRefused *prometheus.CounterVec
+	// registry is the Registry service, whose watch streams' queued
+	// bytes are reported; nil until it is built.
+	registry atomic.Pointer[grpcapi.Registry]
 }
 
 func newMetrics(n *Node) *metrics {
@@ -83,6 +88,13 @@ func newMetrics(n *Node) *metrics {
 		gauge("zrpc_registry_bytes", "Encoded bytes of all instances in this replica (limited by max_registry_bytes).",
 			func() float64 { return float64(n.store.FSM().RegistryBytes()) }),
 		gauge("zrpc_registry_revision", "Registry revision of this replica.", func() float64 { return float64(n.store.FSM().Revision()) }),
+		gauge("zrpc_registry_watch_queued_bytes", "Encoded bytes of events queued for all Watch streams and not sent yet (limited by watch_queue_bytes).",
+			func() float64 {
+				if r := m.registry.Load(); r != nil {
+					return float64(r.WatchQueuedBytes())
+				}
+				return 0
+			}),
 		&instanceCollector{n: n, desc: prometheus.NewDesc("zrpc_registry_instances",
 			"Registered instances in this replica, by health.", []string{"health"}, nil)},
 		&stateCollector{store: store, desc: prometheus.NewDesc("zrpc_raft_state",

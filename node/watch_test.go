@@ -146,7 +146,13 @@ func TestSlowWatchersEndedTooSlowWhileWritesGoOn(t *testing.T) {
 				i, got, last, st.Message(), resume, got)
 		}
 	}
-	if want := fmt.Sprintf("zrpc_registry_watchers_too_slow_total %d\n", watchers); !strings.Contains(httpGet(t, n, "/metrics"), want) {
-		t.Errorf("/metrics lacks %q", want)
+	metrics := httpGet(t, n, "/metrics")
+	for _, want := range []string{
+		fmt.Sprintf("zrpc_registry_watchers_too_slow_total %d\n", watchers),
+		"zrpc_registry_watch_queued_bytes 0\n", // every ended stream gave its queue back
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }

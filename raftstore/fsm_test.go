@@ -279,6 +279,7 @@ func checkInvariants(t *testing.T, f *FSM) {
 // drainWatcher returns every response w has ready now, without blocking:
 // Next with a cancelled context still returns what is ready. Nothing may
 // apply meanwhile, so a second snapshot means the watcher cannot catch up.
+// The pages of a snapshot come back as one response.
 func drainWatcher(tb testing.TB, w *Watcher) []*pb.WatchResponse {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -298,6 +299,17 @@ func drainWatcher(tb testing.TB, w *Watcher) []*pb.WatchResponse {
 		if resp.Snapshot && len(out) > 0 && out[len(out)-1].Snapshot {
 			tb.Fatalf("two snapshots in a row at revisions %d and %d with no write in between",
 				out[len(out)-1].Header.GetRevision(), resp.Header.GetRevision())
+		}
+		if n := len(out); n > 0 && out[n-1].More {
+			// The next page of a snapshot: assemble it, as clients do.
+			prev := out[n-1]
+			if resp.Snapshot || resp.Header.GetRevision() != prev.Header.GetRevision() {
+				tb.Fatalf("snapshot page at revision %d (snapshot=%v) continues a snapshot at %d",
+					resp.Header.GetRevision(), resp.Snapshot, prev.Header.GetRevision())
+			}
+			prev.Events = append(prev.Events, resp.Events...)
+			prev.More = resp.More
+			continue
 		}
 		out = append(out, resp)
 	}

@@ -2,133 +2,300 @@ package raftstore
 
 import (
 	"context"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
-// eventLog is a bounded ring of recent registry events in revision order.
-// The FSM appends to it; watchers read from it without ever blocking the
-// FSM: a watcher that falls further behind than the ring holds is told so
-// and resynchronises from a snapshot.
+// eventLog is a bounded ring of recent registry events in revision order,
+// with the ring's events of each service alongside, and the watchers to
+// tell of new events, by the service they watch. The FSM appends to it;
+// watchers read from it without ever blocking the FSM: a watcher that falls
+// further behind than the ring holds is told so and resynchronises from a
+// snapshot.
+//
+// An append wakes only the watchers its events concern (those of the
+// events' services and those of every service), and a watcher of one
+// service reads only that service's events: a registry with many watchers
+// costs each event the watchers that want it, not all of them.
 type eventLog struct {
 	mu        sync.RWMutex
 	buf       []*pb.Event // ring storage
 	start, n  int
-	compacted uint64        // events with revision <= compacted may be missing
-	head      uint64        // revision of the last append
-	changed   chan struct{} // closed on every append, then replaced
+	byService map[string][]*pb.Event // the ring's events of each service, in ring order
+	compacted uint64                 // events with revision <= compacted may be missing
+	head      uint64                 // revision of the last append
+	changed   chan struct{}          // closed on every append, then replaced
+
+	// subMu guards the subscriptions; it is taken after mu is released.
+	subMu sync.Mutex
+	subs  map[string][]*subscription // watchers of one service
+	all   []*subscription            // watchers of every service
+}
+
+// subscription is how the event log wakes one watcher.
+type subscription struct {
+	service string
+	// notify holds one token when there may be events to read: appends
+	// never wait on a watcher, and wake-ups a watcher has not taken yet
+	// merge into one.
+	notify chan struct{}
+	index  int // in eventLog.subs[service] or eventLog.all
+	// signals counts the wake-ups sent (guarded by eventLog.subMu).
+	signals uint64
 }
 
 func newEventLog(size int) *eventLog {
 	if size < 1 {
 		size = 1
 	}
-	return &eventLog{buf: make([]*pb.Event, size), changed: make(chan struct{})}
+	return &eventLog{
+		buf:       make([]*pb.Event, size),
+		byService: make(map[string][]*pb.Event),
+		changed:   make(chan struct{}),
+		subs:      make(map[string][]*subscription),
+	}
 }
 
 func (l *eventLog) at(i int) *pb.Event { return l.buf[(l.start+i)%len(l.buf)] }
 
-// append adds events (all with revisions <= rev) and moves head to rev.
+// append adds events (all with revisions <= rev), moves head to rev and
+// wakes the watchers the events concern.
 func (l *eventLog) append(evs []*pb.Event, rev uint64) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	for _, e := range evs {
 		if l.n == len(l.buf) {
-			l.compacted = l.buf[l.start].Revision
+			old := l.buf[l.start]
+			l.compacted = old.Revision
 			l.buf[l.start] = nil
 			l.start = (l.start + 1) % len(l.buf)
 			l.n--
+			l.dropOldest(old.Instance.GetService())
 		}
 		l.buf[(l.start+l.n)%len(l.buf)] = e
 		l.n++
+		svc := e.Instance.GetService()
+		l.byService[svc] = append(l.byService[svc], e)
 	}
 	if rev > l.head {
 		l.head = rev
 	}
 	close(l.changed)
 	l.changed = make(chan struct{})
+	l.mu.Unlock()
+	l.wake(evs)
+}
+
+// dropOldest forgets the oldest event of service, which has just left the
+// ring.
+func (l *eventLog) dropOldest(service string) {
+	evs := l.byService[service]
+	if len(evs) <= 1 {
+		delete(l.byService, service)
+		return
+	}
+	evs[0] = nil
+	l.byService[service] = evs[1:]
+}
+
+// wake signals the watchers of every service and those of each service
+// evs touch, once each.
+func (l *eventLog) wake(evs []*pb.Event) {
+	if len(evs) == 0 {
+		return
+	}
+	l.subMu.Lock()
+	defer l.subMu.Unlock()
+	for _, s := range l.all {
+		s.signal()
+	}
+	var done map[string]bool // services woken, once evs touch a second one
+	first := evs[0].Instance.GetService()
+	for _, s := range l.subs[first] {
+		s.signal()
+	}
+	for _, e := range evs[1:] {
+		svc := e.Instance.GetService()
+		if svc == first || done[svc] {
+			continue
+		}
+		if done == nil {
+			done = make(map[string]bool)
+		}
+		done[svc] = true
+		for _, s := range l.subs[svc] {
+			s.signal()
+		}
+	}
+}
+
+func (s *subscription) signal() {
+	s.signals++
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// wakeAll signals every watcher: the state was replaced.
+func (l *eventLog) wakeAll() {
+	l.subMu.Lock()
+	defer l.subMu.Unlock()
+	for _, s := range l.all {
+		s.signal()
+	}
+	for _, subs := range l.subs {
+		for _, s := range subs {
+			s.signal()
+		}
+	}
+}
+
+// subscribe registers a watcher of service (every service when empty).
+func (l *eventLog) subscribe(service string) *subscription {
+	s := &subscription{service: service, notify: make(chan struct{}, 1)}
+	l.subMu.Lock()
+	defer l.subMu.Unlock()
+	if service == "" {
+		s.index = len(l.all)
+		l.all = append(l.all, s)
+	} else {
+		s.index = len(l.subs[service])
+		l.subs[service] = append(l.subs[service], s)
+	}
+	return s
+}
+
+// unsubscribe removes s; it is not woken again.
+func (l *eventLog) unsubscribe(s *subscription) {
+	l.subMu.Lock()
+	defer l.subMu.Unlock()
+	list := l.all
+	if s.service != "" {
+		list = l.subs[s.service]
+	}
+	if s.index < 0 || s.index >= len(list) || list[s.index] != s {
+		return // already removed
+	}
+	last := len(list) - 1
+	list[s.index] = list[last]
+	list[s.index].index = s.index
+	list[last] = nil
+	list = list[:last]
+	switch {
+	case s.service == "":
+		l.all = list
+	case len(list) == 0:
+		delete(l.subs, s.service)
+	default:
+		l.subs[s.service] = list
+	}
+	s.index = -1
 }
 
 // compactTo forgets every event: used when the state is replaced by a
-// snapshot, after which only revisions >= rev can be resumed.
+// snapshot, after which only revisions >= rev can be resumed. Every
+// watcher wakes to resynchronise.
 func (l *eventLog) compactTo(rev uint64) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	for i := range l.buf {
 		l.buf[i] = nil
 	}
 	l.start, l.n = 0, 0
+	clear(l.byService)
 	l.compacted, l.head = rev, rev
 	close(l.changed)
 	l.changed = make(chan struct{})
+	l.mu.Unlock()
+	l.wakeAll()
 }
 
 // since returns up to max events of service (all when empty) with revision >
 // from, never splitting one revision across two answers, and the revision the
-// watcher has then seen. It looks at no more than maxWatchScan events of the
-// ring (more only to finish a revision), so that the FSM's append never waits
-// long on a watcher's read lock; more is true when it stopped before the
-// head. ok is false when from has been compacted away. changed is closed on
-// the next append.
-func (l *eventLog) since(from uint64, service string, max int) (evs []*pb.Event, seen uint64, more, ok bool, changed <-chan struct{}) {
+// watcher has then seen; more is true when it stopped before the head. It
+// reads only the events of service, so a watcher's read costs what it
+// receives. ok is false when from has been compacted away.
+func (l *eventLog) since(from uint64, service string, max int) (evs []*pb.Event, seen uint64, more, ok bool) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if from < l.compacted {
-		return nil, 0, false, false, l.changed
+		return nil, 0, false, false
 	}
 	seen = l.head
 	if from > seen {
 		seen = from
 	}
-	first := sort.Search(l.n, func(i int) bool { return l.at(i).Revision > from })
-	for i := first; i < l.n; i++ {
-		e := l.at(i)
-		if i > first && (len(evs) >= max || i-first >= maxWatchScan) {
-			if prev := l.at(i - 1).Revision; e.Revision != prev {
-				return evs, prev, true, true, l.changed
+	n, at := l.n, l.at
+	if service != "" {
+		list := l.byService[service]
+		n, at = len(list), func(i int) *pb.Event { return list[i] }
+	}
+	first := sort.Search(n, func(i int) bool { return at(i).Revision > from })
+	for i := first; i < n; i++ {
+		e := at(i)
+		if i-first >= max {
+			if prev := at(i - 1).Revision; e.Revision != prev {
+				return evs, prev, true, true
 			}
 		}
-		if service == "" || e.Instance.GetService() == service {
-			evs = append(evs, e)
-		}
+		evs = append(evs, e)
 	}
-	return evs, seen, false, true, l.changed
+	return evs, seen, false, true
 }
 
-// maxWatchBatch bounds the events in one WatchResponse.
+// maxWatchBatch bounds the events in one WatchResponse (more only to
+// finish a revision) and in one page of a snapshot.
 const maxWatchBatch = 1000
 
-// maxWatchScan bounds the ring entries one read of a watcher looks at.
-const maxWatchScan = 4 * maxWatchBatch
-
 // Watcher follows the registry from a revision. It is not safe for
-// concurrent use.
+// concurrent use; Close releases it.
 type Watcher struct {
 	fsm      *FSM
 	service  string
 	rev      uint64
 	snapshot bool
+	pages    *snapshotPages // the rest of a snapshot being handed out
+	sub      *subscription
 }
 
 // Watch returns a watcher of service (every service when empty) that yields
-// events after revision from; from == 0 starts with a snapshot.
+// events after revision from; from == 0 starts with a snapshot. The caller
+// must Close it.
 func (f *FSM) Watch(service string, from uint64) *Watcher {
-	return &Watcher{fsm: f, service: service, rev: from, snapshot: from == 0}
+	return &Watcher{fsm: f, service: service, rev: from, snapshot: from == 0, sub: f.events.subscribe(service)}
+}
+
+// Close stops the watcher's wake-ups. It is safe to call twice.
+func (w *Watcher) Close() {
+	w.fsm.events.unsubscribe(w.sub)
+	w.pages = nil
 }
 
 // Next blocks until there is something to send and returns it: a snapshot
 // (the complete state of the watched services) when the watcher starts at 0
 // or has fallen behind the event ring, otherwise the next events in revision
-// order. It returns ctx's error when ctx ends.
+// order. A snapshot comes in pages of at most maxWatchBatch instances, each
+// built when it is asked for: only the first is marked Snapshot, all but the
+// last More, and together they are the state at the first one's revision.
+// Next returns ctx's error when ctx ends, once nothing is ready.
 func (w *Watcher) Next(ctx context.Context) (*pb.WatchResponse, error) {
 	for {
+		if w.pages != nil {
+			resp := w.pages.next()
+			if !resp.More {
+				w.pages = nil
+			}
+			return resp, nil
+		}
 		if w.snapshot {
 			w.snapshot = false
-			return w.takeSnapshot(), nil
+			w.pages = w.takeSnapshot()
+			continue
 		}
-		evs, seen, more, ok, changed := w.fsm.events.since(w.rev, w.service, maxWatchBatch)
+		evs, seen, _, ok := w.fsm.events.since(w.rev, w.service, maxWatchBatch)
 		if !ok {
 			w.snapshot = true
 			continue
@@ -137,13 +304,10 @@ func (w *Watcher) Next(ctx context.Context) (*pb.WatchResponse, error) {
 		if len(evs) > 0 {
 			return &pb.WatchResponse{Header: &pb.ResponseHeader{Revision: seen}, Events: evs}, nil
 		}
-		if more {
-			continue // the scan stopped among other services' events
-		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-changed:
+		case <-w.sub.notify:
 		}
 	}
 }
@@ -151,24 +315,80 @@ func (w *Watcher) Next(ctx context.Context) (*pb.WatchResponse, error) {
 // Revision is the last revision the watcher has seen.
 func (w *Watcher) Revision() uint64 { return w.rev }
 
-func (w *Watcher) takeSnapshot() *pb.WatchResponse {
+// wakeups returns how many times the event log has signalled w.
+func (w *Watcher) wakeups() uint64 {
+	w.fsm.events.subMu.Lock()
+	defer w.fsm.events.subMu.Unlock()
+	return w.sub.signals
+}
+
+// snapshotPages is a snapshot being handed out page by page: the watched
+// services' instances at one revision, copied as pointers under the FSM's
+// read lock (stored instances are immutable), sorted and wrapped in events
+// only as each page is built.
+type snapshotPages struct {
+	rev      uint64
+	services []serviceInstances // sorted by name
+	sorted   bool               // services[0]'s instances are sorted by id
+	started  bool
+}
+
+type serviceInstances struct {
+	name      string
+	instances []*pb.Instance
+}
+
+func (w *Watcher) takeSnapshot() *snapshotPages {
 	f := w.fsm
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	var insts []*pb.Instance
-	if w.service == "" {
-		insts = f.instancesWhere(func(*pb.Instance) bool { return true })
-	} else {
-		for _, inst := range f.services[w.service] {
-			insts = append(insts, inst)
+	p := &snapshotPages{rev: f.revision}
+	if w.service != "" {
+		if byID := f.services[w.service]; len(byID) > 0 {
+			p.services = []serviceInstances{{w.service, mapValues(byID)}}
 		}
-		sortInstances(insts)
+	} else {
+		p.services = make([]serviceInstances, 0, len(f.services))
+		for name, byID := range f.services {
+			p.services = append(p.services, serviceInstances{name, mapValues(byID)})
+		}
+		slices.SortFunc(p.services, func(a, b serviceInstances) int { return strings.Compare(a.name, b.name) })
 	}
 	w.rev = f.revision
-	resp := &pb.WatchResponse{Header: &pb.ResponseHeader{Revision: f.revision}, Snapshot: true}
-	for _, inst := range insts {
-		resp.Events = append(resp.Events, &pb.Event{Type: pb.Event_PUT, Instance: inst, Revision: inst.ModRevision})
+	return p
+}
+
+func mapValues(byID map[string]*pb.Instance) []*pb.Instance {
+	out := make([]*pb.Instance, 0, len(byID))
+	for _, inst := range byID {
+		out = append(out, inst)
 	}
+	return out
+}
+
+// next builds the next page: up to maxWatchBatch instances, in the order
+// of service and id.
+func (p *snapshotPages) next() *pb.WatchResponse {
+	resp := &pb.WatchResponse{Header: &pb.ResponseHeader{Revision: p.rev}, Snapshot: !p.started}
+	p.started = true
+	for len(p.services) > 0 && len(resp.Events) < maxWatchBatch {
+		s := &p.services[0]
+		if !p.sorted {
+			slices.SortFunc(s.instances, func(a, b *pb.Instance) int { return strings.Compare(a.Id, b.Id) })
+			p.sorted = true
+		}
+		take := min(len(s.instances), maxWatchBatch-len(resp.Events))
+		for _, inst := range s.instances[:take] {
+			resp.Events = append(resp.Events, &pb.Event{Type: pb.Event_PUT, Instance: inst, Revision: inst.ModRevision})
+		}
+		s.instances = s.instances[take:]
+		if len(s.instances) == 0 {
+			p.services[0] = serviceInstances{}
+			p.services = p.services[1:]
+			p.sorted = false
+		}
+	}
+	resp.More = len(p.services) > 0
 	return resp
 }
 

@@ -618,26 +618,147 @@ func TestWatchConcurrent(t *testing.T) {
 	}
 }
 
-// TestWatchReadsBoundedSlicesOfTheRing: a watcher of one service behind
-// many events of others reads the ring maxWatchScan events at a time (the
-// FSM's append waits on no long read lock), and still gets its events.
-func TestWatchReadsBoundedSlicesOfTheRing(t *testing.T) {
-	d := newFSMDriver(t, 4*maxWatchScan)
-	for i := range 3 * maxWatchScan {
+// TestWatchReadsOnlyItsService: a watcher of one service behind many
+// events of others reads its own events at once, without looking at the
+// others'.
+func TestWatchReadsOnlyItsService(t *testing.T) {
+	d := newFSMDriver(t, 4*maxWatchBatch)
+	for i := range 3 * maxWatchBatch {
 		d.mustApply(registerCmd(testInstance("other", fmt.Sprintf("o%d", i), "n1")))
 	}
 	rev := d.mustApply(registerCmd(testInstance("mine", "m", "n1")))
 
-	evs, seen, more, ok, _ := d.fsm.events.since(1, "mine", maxWatchBatch)
-	if !ok || !more || len(evs) != 0 || seen != 1+maxWatchScan {
-		t.Fatalf("since = %d events, seen %d, more %v, ok %v; want none, seen %d, more", len(evs), seen, more, ok, 1+maxWatchScan)
+	evs, seen, more, ok := d.fsm.events.since(1, "mine", maxWatchBatch)
+	if !ok || more || seen != rev || describeEvents(evs)[0] != fmt.Sprintf("PUT mine/m@%d", rev) || len(evs) != 1 {
+		t.Fatalf("since = %v, seen %d, more %v, ok %v; want PUT mine/m@%d, seen %d", describeEvents(evs), seen, more, ok, rev, rev)
 	}
 	w := d.fsm.Watch("mine", 1)
+	t.Cleanup(w.Close)
 	resp := receive(t, nextAsync(context.Background(), w))
 	if resp.err != nil {
 		t.Fatal(resp.err)
 	}
 	if got := describeEvents(resp.resp.Events); !slices.Equal(got, []string{fmt.Sprintf("PUT mine/m@%d", rev)}) {
 		t.Fatalf("events = %v, want PUT mine/m@%d", got, rev)
+	}
+}
+
+// TestWatchWakesOnlyWatchersOfTheEventsService: with 1,000 watchers of
+// other services, one of service S and one of everything, a write to S
+// wakes the watcher of S and the watcher of everything only, and a write
+// to T wakes no watcher of S.
+func TestWatchWakesOnlyWatchersOfTheEventsService(t *testing.T) {
+	d := newFSMDriver(t, 1024)
+	var others []*Watcher
+	for i := range 1000 {
+		w := d.fsm.Watch(fmt.Sprintf("other%d", i%100), 0)
+		t.Cleanup(w.Close)
+		others = append(others, w)
+	}
+	s, all := d.fsm.Watch("S", 0), d.fsm.Watch("", 0)
+	t.Cleanup(s.Close)
+	t.Cleanup(all.Close)
+	total := func() (n uint64) {
+		for _, w := range others {
+			n += w.wakeups()
+		}
+		return n + s.wakeups()
+	}
+	drainWatcher(t, s)
+
+	rev := d.mustApply(registerCmd(testInstance("S", "1", "n1")))
+	if got := total(); got != 1 {
+		t.Errorf("a write to S sent %d wake-ups to watchers of one service, want 1", got)
+	}
+	if s.wakeups() != 1 || all.wakeups() != 1 {
+		t.Errorf("watcher of S woken %d times, of everything %d times; want 1 each", s.wakeups(), all.wakeups())
+	}
+	if got := describeEvents(flattenEvents(drainWatcher(t, s))); !slices.Equal(got, []string{fmt.Sprintf("PUT S/1@%d", rev)}) {
+		t.Errorf("watcher of S got %v", got)
+	}
+
+	d.mustApply(registerCmd(testInstance("T", "1", "n1")))
+	d.mustApplyBatch(registerCmd(testInstance("T", "2", "n1")), registerCmd(testInstance("U", "1", "n1")))
+	if got := total(); got != 1 {
+		t.Errorf("writes to T and U sent %d more wake-ups to watchers of other services", got-1)
+	}
+	if all.wakeups() != 3 {
+		t.Errorf("watcher of everything woken %d times by three writes, want 3", all.wakeups())
+	}
+
+	// A batch touching S, T and S again wakes the watcher of S once.
+	d.mustApplyBatch(registerCmd(testInstance("S", "2", "n1")), registerCmd(testInstance("T", "3", "n1")),
+		registerCmd(testInstance("S", "3", "n1")))
+	if s.wakeups() != 2 {
+		t.Errorf("watcher of S woken %d times in all, want 2", s.wakeups())
+	}
+	// A closed watcher is not woken again.
+	s.Close()
+	s.Close()
+	d.mustApply(registerCmd(testInstance("S", "4", "n1")))
+	if s.wakeups() != 2 {
+		t.Errorf("a closed watcher was woken")
+	}
+}
+
+// TestWatchSnapshotComesInPagesBuiltOnDemand: a watch of everything on
+// 100,000 instances gets a first page of at most maxWatchBatch instances
+// before any other page is built, and the pages together are the registry
+// at the first page's revision, even while writes go on.
+func TestWatchSnapshotComesInPagesBuiltOnDemand(t *testing.T) {
+	d := newFSMDriver(t, 1024)
+	const services, per = 100, 1000
+	for s := range services {
+		var cmds []*pb.Command
+		for i := range per {
+			cmds = append(cmds, registerCmd(testInstance(fmt.Sprintf("svc%03d", s), fmt.Sprintf("%04d", i), "n1")))
+		}
+		d.mustApplyBatch(cmds...)
+	}
+	want, rev := d.fsm.AllInstances()
+	w := d.fsm.Watch("", 0)
+	t.Cleanup(w.Close)
+	first, err := w.Next(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !first.Snapshot || !first.More || len(first.Events) != maxWatchBatch || first.Header.GetRevision() != rev {
+		t.Fatalf("first page: snapshot %v, more %v, %d events at revision %d; want a snapshot page of %d events with more, at %d",
+			first.Snapshot, first.More, len(first.Events), first.Header.GetRevision(), maxWatchBatch, rev)
+	}
+	if got := len(w.pages.services); got != services-1 {
+		t.Errorf("after the first page %d services are left to page, want %d (pages are built one at a time)", got, services-1)
+	}
+	// Writes after the snapshot's revision do not show in its pages.
+	d.mustApply(deregisterCmd("svc050", "0001"))
+	d.mustApply(registerCmd(testInstance("svc099", "new", "n1")))
+	got := first.Events
+	pages := 1
+	for {
+		resp, err := w.Next(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Snapshot || resp.Header.GetRevision() != rev {
+			t.Fatalf("page %d: snapshot %v at revision %d, want a continuation at %d", pages, resp.Snapshot, resp.Header.GetRevision(), rev)
+		}
+		pages++
+		got = append(got, resp.Events...)
+		if !resp.More {
+			break
+		}
+	}
+	if pages != services*per/maxWatchBatch || len(got) != len(want) {
+		t.Fatalf("%d pages of %d events in all, want %d pages of %d", pages, len(got), services*per/maxWatchBatch, len(want))
+	}
+	for i, e := range got {
+		if e.Type != pb.Event_PUT || e.Instance != want[i] || e.Revision != want[i].ModRevision {
+			t.Fatalf("snapshot event %d = %v, want PUT of %v", i, compactText(e), compactText(want[i]))
+		}
+	}
+	// Then the writes made meanwhile, as events.
+	evs := describeEvents(flattenEvents(drainWatcher(t, w)))
+	if wantEvs := []string{fmt.Sprintf("DELETE svc050/0001@%d", rev+1), fmt.Sprintf("PUT svc099/new@%d", rev+2)}; !slices.Equal(evs, wantEvs) {
+		t.Errorf("events after the snapshot: %v, want %v", evs, wantEvs)
 	}
 }

@@ -80,6 +80,10 @@ type RegistryConfig struct {
 	// WatchBacklog bounds each watch stream's backlog (zero fields keep a
 	// default).
 	WatchBacklog WatchLimits
+	// WatchQueueBytes bounds the bytes queued for all watch streams
+	// together (0: no bound): past it the stream with the most queued is
+	// ended as too slow.
+	WatchQueueBytes int64
 	// Go runs f on a goroutine the agent owns: the agent's Close waits
 	// for it.
 	Go     func(f func())
@@ -93,6 +97,8 @@ type Registry struct {
 	log *slog.Logger
 	// ctx ends when the agent begins to close: Watch streams end on it.
 	ctx context.Context
+	// budget bounds what all Watch streams hold queued together.
+	budget *watchBudget
 }
 
 // NewRegistry returns the Registry service of an agent whose life is ctx.
@@ -105,8 +111,12 @@ func NewRegistry(ctx context.Context, cfg RegistryConfig) *Registry {
 	if cfg.Go == nil {
 		cfg.Go = func(f func()) { go f() }
 	}
-	return &Registry{cfg: cfg, log: log, ctx: ctx}
+	return &Registry{cfg: cfg, log: log, ctx: ctx, budget: newWatchBudget(cfg.WatchQueueBytes)}
 }
+
+// WatchQueuedBytes is the encoded size of the events queued for all Watch
+// streams and not sent yet.
+func (s *Registry) WatchQueuedBytes() int64 { return s.budget.total.Load() }
 
 // header is the header of an answer served by agent at revision rev.
 func header(agent string, rev uint64) *pb.ResponseHeader {

@@ -84,6 +84,7 @@ func NewServer(cfg ServerConfig, svcs Services) *grpc.Server {
 	s := grpc.NewServer(append(opts,
 		grpc.MaxRecvMsgSize(MaxRecvMessage),
 		grpc.MaxSendMsgSize(maxMessage),
+		grpc.ForceServerCodecV2(newWatchCodec()),
 		// Notice dead session holders behind a silent network within ~15 s;
 		// a crashed process closes its socket and is noticed at once.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),

@@ -32,7 +32,7 @@ func TestWatchQueueBoundsTheBacklogBehindTheHead(t *testing.T) {
 		t.Fatal("a push past the backlog's 10 events was taken")
 	}
 	q.pop()
-	if sent, events, _ := q.backlog(); sent != 5 || events != 0 {
+	if sent, events, _, _ := q.backlog(); sent != 5 || events != 0 {
 		t.Fatalf("after sending the head: sent %d, backlog %d events; want 5 and 0", sent, events)
 	}
 	if !q.push(resp(11, 1, false)) {

@@ -1,0 +1,98 @@
+package grpcapi
+
+import (
+	"slices"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+func codecEvent(id string, rev uint64) *pb.Event {
+	return &pb.Event{Type: pb.Event_PUT, Revision: rev, Instance: &pb.Instance{
+		Service: "api", Id: id, Address: "127.0.0.1:9000", ModRevision: rev, Tags: []string{"a", "b"},
+		Metadata: map[string]string{"region": "eu", "build": "1", "owner": "team"},
+	}}
+}
+
+func kept(c watchCodec) int {
+	n := 0
+	c.events.bytes.Range(func(any, any) bool { n++; return true })
+	return n
+}
+
+// TestWatchCodecEncodesEachEventOnce: a response of events encodes as
+// protobuf would (it decodes to the same message), an event sent in two
+// responses is encoded once, and snapshot pages and parts with more to
+// come are encoded as usual without keeping their events.
+func TestWatchCodecEncodesEachEventOnce(t *testing.T) {
+	c := watchCodec{base: newWatchCodec().base, events: newEncodedEvents(2)}
+	e1, e2, e3 := codecEvent("1", 5), codecEvent("2", 6), codecEvent("3", 7)
+	header := &pb.ResponseHeader{Revision: 7, ServedBy: "a1"}
+	roundTrip := func(r *pb.WatchResponse) {
+		t.Helper()
+		data, err := c.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got pb.WatchResponse
+		if err := c.Unmarshal(data, &got); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(&got, r) {
+			t.Fatalf("decoded %v, want %v", &got, r)
+		}
+	}
+
+	roundTrip(&pb.WatchResponse{Header: header, Events: []*pb.Event{e1, e2}})
+	first, _ := c.events.bytes.Load(e1)
+	roundTrip(&pb.WatchResponse{Header: header, Events: []*pb.Event{e1}})
+	again, _ := c.events.bytes.Load(e1)
+	if first == nil || &first.([]byte)[0] != &again.([]byte)[0] {
+		t.Error("an event sent twice was encoded twice")
+	}
+	if n := kept(c); n != 2 {
+		t.Errorf("%d events kept, want 2", n)
+	}
+	// The oldest is forgotten past the bound.
+	roundTrip(&pb.WatchResponse{Header: header, Events: []*pb.Event{e3}})
+	if _, ok := c.events.bytes.Load(e1); ok || kept(c) != 2 {
+		t.Errorf("past the bound of 2: %d kept, the oldest still kept: %v", kept(c), ok)
+	}
+
+	// Snapshot pages and parts with more to come: encoded as usual.
+	c = watchCodec{base: c.base, events: newEncodedEvents(16)}
+	roundTrip(&pb.WatchResponse{Header: header, Snapshot: true, More: true, Events: []*pb.Event{e1}})
+	roundTrip(&pb.WatchResponse{Header: header, More: true, Events: []*pb.Event{e2}})
+	roundTrip(&pb.WatchResponse{Header: header, Snapshot: true})
+	roundTrip(&pb.WatchResponse{Header: header})
+	if n := kept(c); n != 0 {
+		t.Errorf("%d events kept from snapshots and parts, want none", n)
+	}
+	// Other messages: protobuf's own encoding.
+	data, err := c.Marshal(&pb.ResponseHeader{Revision: 3})
+	var h pb.ResponseHeader
+	if err != nil || c.Unmarshal(data, &h) != nil || h.Revision != 3 {
+		t.Errorf("a header round trip gave %v, %v", &h, err)
+	}
+}
+
+// TestWatchCodecKnowsEveryWatchResponseField: the codec writes a response
+// of events as its header and events; a field added to WatchResponse
+// must be written by it too.
+func TestWatchCodecKnowsEveryWatchResponseField(t *testing.T) {
+	var names []string
+	fields := (&pb.WatchResponse{}).ProtoReflect().Descriptor().Fields()
+	for i := range fields.Len() {
+		names = append(names, string(fields.Get(i).Name()))
+	}
+	slices.Sort(names)
+	if want := []string{"events", "header", "more", "snapshot"}; !slices.Equal(names, want) {
+		t.Fatalf("WatchResponse has fields %v; watchCodec.marshalEvents writes %v: teach it the new ones", names, want)
+	}
+	if n := fields.ByName("events").Number(); n != protoreflect.FieldNumber(watchEventsField) {
+		t.Fatalf("WatchResponse.events is field %d, the codec writes %d", n, watchEventsField)
+	}
+}
