@@ -32,6 +32,8 @@ type fakeRegistry struct {
 	// of a watch fail.
 	watches   atomic.Int32
 	failWatch atomic.Bool
+	// openWatches counts watches started and not yet closed.
+	openWatches atomic.Int32
 	// clock, if set, stamps health changes (HealthSince).
 	clock *fakeClock
 }
@@ -49,13 +51,21 @@ func (f *fakeRegistry) publish(typ pb.Event_Type, inst *pb.Instance) {
 
 func (f *fakeRegistry) WatchInstances(from uint64) InstanceWatch {
 	f.watches.Add(1)
+	f.openWatches.Add(1)
 	return &fakeWatch{f: f, rev: from}
 }
 
 // fakeWatch follows a fakeRegistry's events after rev.
 type fakeWatch struct {
-	f   *fakeRegistry
-	rev uint64
+	f      *fakeRegistry
+	rev    uint64
+	closed atomic.Bool
+}
+
+func (w *fakeWatch) Close() {
+	if w.closed.CompareAndSwap(false, true) {
+		w.f.openWatches.Add(-1)
+	}
 }
 
 func (w *fakeWatch) Next(ctx context.Context) (*pb.WatchResponse, error) {

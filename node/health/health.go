@@ -59,6 +59,8 @@ type InstanceWatch interface {
 	// several parts) when the watch fell behind what the registry keeps.
 	// It returns ctx's error when ctx ends.
 	Next(ctx context.Context) (*pb.WatchResponse, error)
+	// Close ends the watch: the registry stops waking it.
+	Close()
 }
 
 // Writer commits registry commands.
@@ -137,23 +139,28 @@ func New(cfg Config) *Keeper {
 // same way.
 func (k *Keeper) followInstances(ctx context.Context, apply func(*pb.WatchResponse)) {
 	for ctx.Err() == nil {
-		watch := k.cfg.Replica.WatchInstances(k.cfg.Replica.Revision())
-		apply(k.checkedListing())
-		for {
-			resp, err := watch.Next(ctx)
-			if ctx.Err() != nil {
-				return
+		if err := k.followOnce(ctx, apply); err != nil && ctx.Err() == nil {
+			k.log.Warn("registry watch of health failed; starting again", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
 			}
-			if err != nil {
-				k.log.Warn("registry watch of health failed; starting again", "err", err)
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Second):
-				}
-				break
-			}
-			apply(resp)
 		}
+	}
+}
+
+// followOnce is one watch of followInstances: it returns when ctx ends or
+// the watch fails, and closes the watch either way.
+func (k *Keeper) followOnce(ctx context.Context, apply func(*pb.WatchResponse)) error {
+	watch := k.cfg.Replica.WatchInstances(k.cfg.Replica.Revision())
+	defer watch.Close()
+	apply(k.checkedListing())
+	for {
+		resp, err := watch.Next(ctx)
+		if err != nil {
+			return err
+		}
+		apply(resp)
 	}
 }
 

@@ -370,7 +370,8 @@ func TestHealthWatchStartsAgainAfterAFailure(t *testing.T) {
 		defer close(done)
 		k.followInstances(ctx, func(resp *pb.WatchResponse) { got <- resp })
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	stop := func() { cancel(); <-done }
+	t.Cleanup(stop)
 
 	if first := <-got; !first.Snapshot || len(first.Events) != 0 {
 		t.Fatalf("first answer %v, want the empty listing", first)
@@ -387,5 +388,12 @@ func TestHealthWatchStartsAgainAfterAFailure(t *testing.T) {
 	}
 	if n := reg.watches.Load(); n != 2 {
 		t.Fatalf("%d watches started, want 2", n)
+	}
+	if n := reg.openWatches.Load(); n != 1 {
+		t.Fatalf("%d watches open after the restart, want 1 (the failed one closed)", n)
+	}
+	stop()
+	if n := reg.openWatches.Load(); n != 0 {
+		t.Fatalf("%d watches open after the keeper stopped, want 0", n)
 	}
 }
