@@ -5,8 +5,12 @@ import (
 	"errors"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
@@ -35,6 +39,41 @@ func (fakeMembership) Node(name string) *pb.Node {
 }
 func (fakeMembership) Session(string) *pb.Session { return nil }
 func (fakeMembership) GossipStatus(string) string { return "unknown" }
+
+// gossipMembership knows agent n1 in the registry and what gossip says of
+// the others.
+type gossipMembership struct {
+	fakeMembership
+	status map[string]string
+}
+
+func (m gossipMembership) GossipStatus(name string) string {
+	if s, ok := m.status[name]; ok {
+		return s
+	}
+	return "unknown"
+}
+
+// TestKnownNodeRetriesAgentsGossipMayStillSeeComingBack: an agent the
+// registry does not list is refused for good only when gossip does not
+// know it or saw it leave; one gossip sees alive, or still marks failed
+// after a partition (it may be back before gossip hears it), gets
+// Unavailable, which clients retry.
+func TestKnownNodeRetriesAgentsGossipMayStillSeeComingBack(t *testing.T) {
+	m := gossipMembership{status: map[string]string{
+		"alive": gossip.StatusAlive, "failed": gossip.StatusFailed,
+		"suspect": gossip.StatusSuspect, "left": gossip.StatusLeft,
+	}}
+	for name, want := range map[string]codes.Code{
+		"n1": codes.OK, "alive": codes.Unavailable, "failed": codes.Unavailable,
+		"suspect": codes.Unavailable, "left": codes.InvalidArgument, "stranger": codes.InvalidArgument,
+	} {
+		err := knownNode(m, "instance.node", name)
+		if got := status.Code(apierr.ToStatus(err)); got != want {
+			t.Errorf("knownNode(%s) = %v (%v), want %v", name, got, err, want)
+		}
+	}
+}
 
 // TestInternalApplyProposesOnlyValidCommandsWhileLeading: a forwarded
 // command is refused with ErrNotLeader by a follower and with

@@ -245,11 +245,19 @@ func knownNode(m Membership, field, name string) error {
 	if m.Node(name) != nil {
 		return nil
 	}
-	if m.GossipStatus(name) == gossip.StatusAlive {
+	switch m.GossipStatus(name) {
+	case gossip.StatusAlive:
 		// A running agent the registry does not list yet: it was reaped
 		// (a long partition) or just joined, and the leader's reconcile
 		// adds it back within moments. Unavailable, so the write is retried.
 		return status.Errorf(codes.Unavailable, "%s: agent %s is rejoining the cluster (gossip sees it, the registry does not list it yet); retry", field, name)
+	case gossip.StatusSuspect, gossip.StatusFailed:
+		// Reaped after a long partition, and this agent's gossip has not
+		// yet heard that it is back, though a write naming it (usually
+		// forwarded by that agent itself) says it may be. Whether it is
+		// back is known within a gossip round or two: Unavailable, so the
+		// write is retried rather than refused for good.
+		return status.Errorf(codes.Unavailable, "%s: agent %s is not reachable (gossip marks it failed) and the registry does not list it; retry when it is back", field, name)
 	}
 	return apierr.Invalid(field, "%q is not an agent of this cluster", name)
 }
