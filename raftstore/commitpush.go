@@ -224,14 +224,19 @@ func (p *commitPusher) pushOnce(f *pushFollower) bool {
 		p.log.Debug("commit push failed", "peer", id, "index", n, "err", err)
 		return false
 	}
-	if !resp.Success {
-		return false
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if f.term == req.Term {
-		f.told = max(f.told, n)
+	if f.term != req.Term {
+		return false
 	}
+	if !resp.Success {
+		// It no longer holds entry N as acknowledged (it restarted
+		// without it, or compacted it): push nothing more until raft's
+		// replication finds the match again.
+		f.match = 0
+		return false
+	}
+	f.told = max(f.told, n)
 	return true
 }
 

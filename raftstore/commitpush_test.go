@@ -133,15 +133,15 @@ func TestCommitPushTellsOnlyFollowersThatHoldTheEntry(t *testing.T) {
 	p.committed(12, 2)
 	replicate(p, "a", 3, 12, 13, 13, 13)
 	p.committed(13, 3)
+	p.committed(14, 3)
 	replicate(p, "a", 3, 13, 14, 14, 13)
 	replicate(p, "b", 3, 12, 13, 14, 12)
-	p.committed(14, 3)
 	checkPushed(t, f, 4, map[raft.ServerID][]uint64{"a": {12, 14}, "b": {12, 14}})
 }
 
 // TestCommitPushForgetsWhatAnotherTermOrARefusalSaid: a follower's
 // acknowledgements count only in the term they were given in and until it
-// refuses an append; a node that does not lead, or leads in another term
+// refuses an append or a push; a node that does not lead, or leads in another term
 // than its record of the follower, pushes nothing.
 func TestCommitPushForgetsWhatAnotherTermOrARefusalSaid(t *testing.T) {
 	f := &fakeFollowers{}
@@ -165,11 +165,38 @@ func TestCommitPushForgetsWhatAnotherTermOrARefusalSaid(t *testing.T) {
 	// it, and nothing before: a refused, b has no entry 16 in term 3, and
 	// the node did not lead when it applied 17.
 	term.Store(4)
+	p.committed(18, 4)
 	for _, id := range []raft.ServerID{"a", "b", "c"} {
 		replicate(p, id, 4, 9, 10, 18, 9)
 	}
-	p.committed(18, 4)
 	checkPushed(t, f, 3, map[raft.ServerID][]uint64{"a": {18}, "b": {18}, "c": {18}})
+
+	// A refused push counts as a refusal: no more pushes until raft's
+	// replication acknowledges again.
+	f.mu.Lock()
+	f.refuse = true
+	f.mu.Unlock()
+	for _, id := range []raft.ServerID{"a", "b", "c"} {
+		replicate(p, id, 4, 18, 19, 20, 18)
+	}
+	p.committed(19, 4)
+	eventually(t, 5*time.Second, "the refusals taken in", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, fl := range p.followers {
+			if fl.match != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	p.committed(20, 4)
+	p.committed(21, 4)
+	f.mu.Lock()
+	f.refuse = false
+	f.mu.Unlock()
+	replicate(p, "a", 4, 20, 21, 21, 18)
+	checkPushed(t, f, 7, map[raft.ServerID][]uint64{"a": {18, 19, 21}, "b": {18, 19}, "c": {18, 19}})
 }
 
 // TestCommitPushSendsOneAtATimePerFollower: while a push to a follower is
@@ -180,6 +207,8 @@ func TestCommitPushSendsOneAtATimePerFollower(t *testing.T) {
 	var term atomic.Uint64
 	term.Store(3)
 	p := newTestPusher(t, f, &term)
+	var release sync.Once
+	t.Cleanup(func() { release.Do(func() { close(f.release) }) }) // before p.Close
 	replicate(p, "a", 3, 0, 1, 100, 0)
 	p.committed(1, 3)
 	waitPushes(t, f, 1)
@@ -189,13 +218,13 @@ func TestCommitPushSendsOneAtATimePerFollower(t *testing.T) {
 	f.mu.Lock()
 	f.hold = false
 	f.mu.Unlock()
-	replicate(p, "b", 3, 0, 1, 100, 0)
 	p.committed(51, 3)
+	replicate(p, "b", 3, 0, 1, 100, 0)
 	to, reqs := waitPushes(t, f, 2)
 	if to[1] != "b" || reqs[1].LeaderCommitIndex != 51 {
 		t.Fatalf("second push %+v to %s, want 51 to b while a's push hangs", *reqs[1], to[1])
 	}
-	close(f.release)
+	release.Do(func() { close(f.release) })
 	to, reqs = waitPushes(t, f, 3)
 	if to[2] != "a" || reqs[2].LeaderCommitIndex != 51 {
 		t.Fatalf("third push %+v to %s, want 51 to a once its first push returned", *reqs[2], to[2])
