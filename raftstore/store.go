@@ -101,6 +101,7 @@ func (s *Store) Open() (err error) {
 	}
 	s.pusher = newCommitPusher(s.transport.NetworkTransport.AppendEntries, s.leaderTerm, s.log)
 	s.transport.onAppend = s.pusher.observe
+	fsm := pushingFSM{FSM: s.fsm, pusher: s.pusher} // raft's view of the FSM
 	defer func() {
 		if err != nil {
 			s.transport.Close()
@@ -137,7 +138,6 @@ func (s *Store) Open() (err error) {
 	if cfg.WrapLogStore != nil {
 		logs = cfg.WrapLogStore(logs)
 	}
-	fsm := pushingFSM{FSM: s.fsm, pusher: s.pusher}
 	if s.raft, err = raft.NewRaft(rc, fsm, logs, s.logs, snaps, s.transport); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
