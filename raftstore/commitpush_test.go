@@ -407,3 +407,38 @@ func TestCommitPushOfADeposedLeaderIsIgnored(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleLeaderSendsFollowersItsCommitIndexRarely: with the default
+// commit timeout, an idle leader sends a follower its commit index a few
+// times a second (every 1-2x CommitTimeout), not a hundred: new commits
+// reach followers by the push. It polls what the follower received, so
+// it can only miss arrivals, never count too many.
+func TestIdleLeaderSendsFollowersItsCommitIndexRarely(t *testing.T) {
+	stores := openCluster(t, 3)
+	leader := leaderOf(t, stores)
+	rev := mustStoreApply(t, leader, registerCmd(testInstance("api", "0", "n1")))
+	var follower *Store
+	for _, s := range stores {
+		if s != leader {
+			follower = s
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := follower.FSM().WaitRevision(ctx, rev); err != nil {
+		t.Fatalf("%s did not apply revision %d", follower.cfg.NodeID, rev)
+	}
+	arrivals := 0
+	_, last := follower.transport.LeaderCommit()
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		if _, at := follower.transport.LeaderCommit(); !at.Equal(last) {
+			arrivals++
+			last = at
+		}
+	}
+	if limit := 20; arrivals > limit {
+		t.Fatalf("an idle leader sent %s its commit index %d times in a second, want at most %d (commit timeout %s)",
+			follower.cfg.NodeID, arrivals, limit, follower.cfg.CommitTimeout)
+	}
+	t.Logf("%d commit index arrivals in a second while idle", arrivals)
+}
