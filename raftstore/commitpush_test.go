@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
 // fakeFollowers answers pushes for commitPusher unit tests: each push is
@@ -441,4 +443,39 @@ func TestIdleLeaderSendsFollowersItsCommitIndexRarely(t *testing.T) {
 			follower.cfg.NodeID, arrivals, limit, follower.cfg.CommitTimeout)
 	}
 	t.Logf("%d commit index arrivals in a second while idle", arrivals)
+}
+
+// TestFollowersLearnANewLeadersNoOpWithoutTheCommitTimeout: after a
+// leadership change and no write since, the followers reach the new
+// leader's applied index (its no-op and barrier, which never reach the
+// FSM) by the push, with raft's commit timeout at 10 s.
+func TestFollowersLearnANewLeadersNoOpWithoutTheCommitTimeout(t *testing.T) {
+	stores := openCluster(t, 3, longCommitTimeout)
+	old := leaderOf(t, stores)
+	mustStoreApply(t, old, registerCmd(testInstance("api", "0", "n1")))
+	if err := old.raft.LeadershipTransfer().Error(); err != nil {
+		t.Fatalf("leadership transfer: %v", err)
+	}
+	var leader *Store
+	eventually(t, 10*time.Second, "a new leader past its barrier", func() bool {
+		for _, s := range stores {
+			if s != old && s.CheckRead(pb.Consistency_CONSISTENT) == nil {
+				leader = s
+				return true
+			}
+		}
+		return false
+	})
+	eventually(t, 3*time.Second, "the new leader's revision to cover its barrier", func() bool {
+		return leader.FSM().Revision() >= leader.raft.AppliedIndex()
+	})
+	applied := leader.FSM().Revision()
+	for _, s := range stores {
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+		err := s.FSM().WaitRevision(ctx, applied)
+		cancel()
+		if err != nil {
+			t.Errorf("%s is at revision %d, not the new leader's %d, after 3s (commit timeout 10s)", s.cfg.NodeID, s.FSM().Revision(), applied)
+		}
+	}
 }
