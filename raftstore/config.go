@@ -62,10 +62,10 @@ func DefaultConfig() Config {
 		LeaderLeaseTimeout: 400 * time.Millisecond,
 		// raft sends idle followers its commit index every 1-2x
 		// CommitTimeout; new commits reach them by the commit push
-		// (commitpush.go), so this only bounds how soon they learn of
-		// commits no write carries (a new leader's no-op). Keep it well
-		// below StaleReadBound: idle followers serve DEFAULT reads only
-		// while the commit index keeps arriving.
+		// (commitpush.go), so this only bounds how soon a follower
+		// whose push was lost learns the commit. Keep it well below
+		// StaleReadBound: idle followers serve DEFAULT reads only while
+		// the commit index keeps arriving.
 		CommitTimeout:     200 * time.Millisecond,
 		SnapshotThreshold: 8192,
 		SnapshotInterval:  60 * time.Second,
