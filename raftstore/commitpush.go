@@ -85,8 +85,7 @@ type commitPusher struct {
 type pushFollower struct {
 	id     raft.ServerID
 	addr   raft.ServerAddress
-	header raft.RPCHeader
-	leader []byte // the request's deprecated Leader field, for old peers
+	header raft.RPCHeader // names the leader (ID, Addr)
 	term   uint64
 	match  uint64 // highest index acknowledged as matching the leader's log
 	told   uint64 // highest commit index the follower accepted
@@ -124,7 +123,7 @@ func (p *commitPusher) observe(id raft.ServerID, target raft.ServerAddress, req 
 	if req.Term > f.term {
 		f.term, f.match, f.told = req.Term, 0, 0
 	}
-	f.addr, f.header, f.leader = target, req.RPCHeader, req.Leader
+	f.addr, f.header = target, req.RPCHeader
 	if !resp.Success || resp.Term > req.Term {
 		// Its log does not hold what was acknowledged (it lost entries,
 		// or a newer leader replaced them): trust nothing until raft's
@@ -208,7 +207,6 @@ func (p *commitPusher) pushOnce(f *pushFollower) bool {
 	req := &raft.AppendEntriesRequest{
 		RPCHeader:         f.header,
 		Term:              f.term,
-		Leader:            f.leader,
 		PrevLogEntry:      n,
 		PrevLogTerm:       nTerm,
 		LeaderCommitIndex: n,

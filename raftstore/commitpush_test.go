@@ -51,7 +51,6 @@ func replicate(p *commitPusher, id raft.ServerID, term, prev, first, last, commi
 	req := &raft.AppendEntriesRequest{
 		RPCHeader:         raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("leader"), Addr: []byte("leader:1")},
 		Term:              term,
-		Leader:            []byte("leader:1"),
 		PrevLogEntry:      prev,
 		PrevLogTerm:       term,
 		LeaderCommitIndex: commit,
@@ -118,7 +117,7 @@ func TestCommitPushTellsOnlyFollowersThatHoldTheEntry(t *testing.T) {
 	to, reqs := waitPushes(t, f, 1)
 	want := raft.AppendEntriesRequest{
 		RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("leader"), Addr: []byte("leader:1")},
-		Term:      3, Leader: []byte("leader:1"), PrevLogEntry: 12, PrevLogTerm: 2, LeaderCommitIndex: 12,
+		Term:      3, PrevLogEntry: 12, PrevLogTerm: 2, LeaderCommitIndex: 12,
 	}
 	if to[0] != "a" || fmt.Sprint(*reqs[0]) != fmt.Sprint(want) {
 		t.Fatalf("pushed %+v to %s, want %+v to a", *reqs[0], to[0], want)
