@@ -139,7 +139,7 @@ func (f *Forwarder) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) 
 			}
 			return err
 		})
-	if err == nil && !f.store.IsLeader() {
+	if err == nil && !f.store.IsLeader() && f.store.FSM().Revision() < rev {
 		wctx, cancel := context.WithTimeout(ctx, time.Second)
 		f.store.FSM().WaitRevision(wctx, rev)
 		cancel()
