@@ -41,11 +41,17 @@ func (s *Store) trackApplied() {
 }
 
 // skipNonFSMEntries moves the FSM's revision over the applied entries that
-// follow it and never reach the FSM.
+// follow it and never reach the FSM, and has the commit pusher tell
+// followers (a new leader's no-op and barrier are committed without any
+// write to carry them).
 func (s *Store) skipNonFSMEntries() {
 	from := s.fsm.Revision()
 	if to := skippableTo(s.logs, from, s.raft.AppliedIndex()); to > from {
 		s.fsm.skipTo(from, to)
+		var l raft.Log
+		if err := s.logs.GetLog(to, &l); err == nil {
+			s.pusher.committed(to, l.Term)
+		}
 	}
 }
 

@@ -61,14 +61,20 @@ func DefaultConfig() Config {
 		HeartbeatTimeout:   400 * time.Millisecond,
 		ElectionTimeout:    400 * time.Millisecond,
 		LeaderLeaseTimeout: 400 * time.Millisecond,
-		CommitTimeout:      5 * time.Millisecond,
-		SnapshotThreshold:  8192,
-		SnapshotInterval:   60 * time.Second,
-		TrailingLogs:       10240,
-		RetainSnapshots:    2,
-		ApplyTimeout:       5 * time.Second,
-		StaleReadBound:     5 * time.Second,
-		WatchRing:          1 << 16,
+		// raft sends idle followers its commit index every 1-2x
+		// CommitTimeout; new commits reach them by the commit push
+		// (commitpush.go), so this only bounds how soon a follower
+		// whose push was lost learns the commit. Keep it well below
+		// StaleReadBound: idle followers serve DEFAULT reads only while
+		// the commit index keeps arriving.
+		CommitTimeout:     200 * time.Millisecond,
+		SnapshotThreshold: 8192,
+		SnapshotInterval:  60 * time.Second,
+		TrailingLogs:      10240,
+		RetainSnapshots:   2,
+		ApplyTimeout:      5 * time.Second,
+		StaleReadBound:    5 * time.Second,
+		WatchRing:         1 << 16,
 	}
 }
 

@@ -115,8 +115,10 @@ func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote fun
 // second): a leader that went silent without closing its connection fails
 // the write with ErrNoLeader then, not when the caller's deadline (if any)
 // or keepalive ends it. A forwarded write is answered once this replica
-// has applied it too (waiting up to a second), so that the caller reads
-// its own write from this agent.
+// has applied it too (waiting up to a second, woken by the FSM's apply),
+// so that the caller reads its own write from this agent. The leader
+// pushes its commit index to followers as soon as it has applied
+// (commitpush.go), so the wait is about one round trip.
 func (f *Forwarder) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	var rev uint64
 	deadline := time.Now().Add(f.cfg.LeaderWait)
@@ -137,7 +139,7 @@ func (f *Forwarder) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) 
 			}
 			return err
 		})
-	if err == nil && !f.store.IsLeader() {
+	if err == nil && !f.store.IsLeader() && f.store.FSM().Revision() < rev {
 		wctx, cancel := context.WithTimeout(ctx, time.Second)
 		f.store.FSM().WaitRevision(wctx, rev)
 		cancel()

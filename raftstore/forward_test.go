@@ -3,6 +3,7 @@ package raftstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -85,8 +86,8 @@ func (d *testDialer) dial(_ context.Context, addr string) (grpc.ClientConnInterf
 
 // forwardingCluster is a 3-store cluster whose stores serve Internal.Apply
 // and whose node table names their gRPC addresses.
-func forwardingCluster(t *testing.T) (stores []*Store, apis []*internalAPI) {
-	stores = openCluster(t, 3)
+func forwardingCluster(t *testing.T, configure ...func(i int, cfg *Config)) (stores []*Store, apis []*internalAPI) {
+	stores = openCluster(t, 3, configure...)
 	apis = make([]*internalAPI, len(stores))
 	leader := leaderOf(t, stores)
 	for i, s := range stores {
@@ -130,6 +131,32 @@ func TestForwarderAppliesOnTheLeaderFromEveryStore(t *testing.T) {
 	}
 	if insts, _ := leader.FSM().Instances("api"); len(insts) != 3 {
 		t.Errorf("leader has %d instances, want one written through each store", len(insts))
+	}
+}
+
+// TestForwardedWriteIsAnsweredOnceTheFollowerAppliedIt: a write through a
+// follower is answered once the follower's own replica has applied it,
+// with raft's commit timeout at 10 s: the follower learns the commit from
+// the leader's push, not from the timeout (the forwarder gives up waiting
+// after a second and would answer before its replica had the write).
+func TestForwardedWriteIsAnsweredOnceTheFollowerAppliedIt(t *testing.T) {
+	stores, _ := forwardingCluster(t, longCommitTimeout)
+	dialer := newTestDialer(t)
+	leader := leaderOf(t, stores)
+	for _, s := range stores {
+		if s == leader {
+			continue
+		}
+		f := NewForwarder(s, ForwardConfig{LeaderWait: 5 * time.Second, Dial: dialer.dial})
+		for i := range 3 {
+			rev, err := f.Apply(t.Context(), registerCmd(testInstance("api", fmt.Sprint(s.cfg.NodeID, i), "n1")))
+			if err != nil {
+				t.Fatalf("Apply from %s: %v", s.cfg.NodeID, err)
+			}
+			if got := s.FSM().Revision(); got < rev {
+				t.Fatalf("Apply from %s answered revision %d before its replica applied it (at %d)", s.cfg.NodeID, rev, got)
+			}
+		}
 	}
 }
 

@@ -181,6 +181,9 @@ func (f *FSM) apply(cmd *pb.Command, rev uint64, evs []*pb.Event) ([]*pb.Event, 
 	}
 }
 
+// applyRegister stores in, which it takes over: the command it belongs to
+// was decoded from the entry for this apply alone (ApplyBatch), so it is
+// stored without a copy.
 func (f *FSM) applyRegister(in *pb.Instance, now int64, rev uint64, evs []*pb.Event) ([]*pb.Event, error) {
 	if in.GetService() == "" || in.GetId() == "" {
 		return evs, fmt.Errorf("%w: instance needs a service and an id", ErrInvalidArgument)
@@ -190,7 +193,7 @@ func (f *FSM) applyRegister(in *pb.Instance, now int64, rev uint64, evs []*pb.Ev
 			return evs, fmt.Errorf("%w: session %s does not exist (expired or closed)", ErrSessionRequired, in.Session)
 		}
 	}
-	inst := proto.Clone(in).(*pb.Instance)
+	inst := in
 	inst.CreateRevision = rev
 	inst.ModRevision = rev
 	inst.HealthSince = now

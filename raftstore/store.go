@@ -32,6 +32,7 @@ type Store struct {
 	raft      *raft.Raft
 	logs      *logStore
 	transport *transport
+	pusher    *commitPusher // tells followers the leader's commits at once
 	notify    chan bool
 
 	hadState bool // raft state existed when Open ran
@@ -111,9 +112,13 @@ func (s *Store) Open() (err error) {
 	if s.transport, err = s.newTransport(); err != nil {
 		return err
 	}
+	s.pusher = newCommitPusher(s.transport.NetworkTransport.AppendEntries, s.leaderTerm, s.log)
+	s.transport.onAppend = s.pusher.observe
+	fsm := pushingFSM{FSM: s.fsm, pusher: s.pusher} // raft's view of the FSM
 	defer func() {
 		if err != nil {
 			s.transport.Close()
+			s.pusher.Close()
 		}
 	}()
 
@@ -146,7 +151,7 @@ func (s *Store) Open() (err error) {
 	if cfg.WrapLogStore != nil {
 		logs = monotonicLog{cfg.WrapLogStore(logs)}
 	}
-	if s.raft, err = raft.NewRaft(rc, s.fsm, logs, s.logs, snaps, s.transport); err != nil {
+	if s.raft, err = raft.NewRaft(rc, fsm, logs, s.logs, snaps, s.transport); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	if !existing && cfg.Bootstrap {
@@ -216,6 +221,11 @@ func (t *tcpStreamLayer) Addr() net.Addr { return t.advertise }
 
 func (t *tcpStreamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	return net.DialTimeout("tcp", string(addr), timeout)
+}
+
+// leaderTerm returns raft's current term and whether this store leads.
+func (s *Store) leaderTerm() (uint64, bool) {
+	return s.raft.CurrentTerm(), s.raft.State() == raft.Leader
 }
 
 // HadState reports whether Raft state (log or snapshots) existed when the
@@ -530,6 +540,9 @@ func (s *Store) Close() error {
 		s.wg.Wait()
 		if s.transport != nil {
 			s.transport.Close()
+		}
+		if s.pusher != nil {
+			s.pusher.Close()
 		}
 		if s.logs != nil {
 			if err := s.logs.Close(); err != nil && s.closeErr == nil {

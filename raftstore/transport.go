@@ -59,12 +59,17 @@ func (c *leaderCommits) last() (commit uint64, at time.Time) {
 }
 
 // transport is raft's NetworkTransport, which also records the leader's
-// commit index from the AppendEntries requests it receives. Embedding
-// keeps the optional interfaces raft looks for (WithClose, WithPreVote).
-// Requests reach raft unchanged and in the order they arrived.
+// commit index from the AppendEntries requests it receives and, on the
+// leader, hands every AppendEntries request it sends and its outcome to
+// onAppend (commit push, commitpush.go). Embedding keeps the optional
+// interfaces raft looks for (WithClose, WithPreVote). Requests reach raft
+// unchanged and in the order they arrived.
 type transport struct {
 	*raft.NetworkTransport
 	commits leaderCommits
+	// onAppend, when set (before raft starts), sees each AppendEntries
+	// request sent and its outcome; it must not block.
+	onAppend func(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, err error)
 
 	rpcs      chan raft.RPC // what Consumer returns
 	stop      chan struct{}
@@ -128,6 +133,90 @@ func (t *transport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
 		t.commits.observe(rpc.Command, time.Now())
 		cb(rpc)
 	})
+}
+
+// AppendEntries implements raft.Transport: it sends as the network
+// transport does and shows the request and its outcome to onAppend.
+func (t *transport) AppendEntries(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	err := t.NetworkTransport.AppendEntries(id, target, req, resp)
+	if t.onAppend != nil {
+		t.onAppend(id, target, req, resp, err)
+	}
+	return err
+}
+
+// AppendEntriesPipeline implements raft.Transport: the pipeline's
+// finished requests are shown to onAppend as raft consumes them.
+func (t *transport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+	p, err := t.NetworkTransport.AppendEntriesPipeline(id, target)
+	if err != nil || t.onAppend == nil {
+		return p, err
+	}
+	return newObservedPipeline(p, id, target, t.onAppend), nil
+}
+
+// observedPipeline passes a pipeline's finished requests to raft through
+// its own Consumer channel, showing each to observe first. Its goroutine
+// ends when the pipeline is closed.
+type observedPipeline struct {
+	raft.AppendPipeline
+	id      raft.ServerID
+	target  raft.ServerAddress
+	observe func(raft.ServerID, raft.ServerAddress, *raft.AppendEntriesRequest, *raft.AppendEntriesResponse, error)
+
+	done      chan raft.AppendFuture
+	stop      chan struct{}
+	stopped   chan struct{}
+	closeOnce sync.Once
+}
+
+func newObservedPipeline(inner raft.AppendPipeline, id raft.ServerID, target raft.ServerAddress,
+	observe func(raft.ServerID, raft.ServerAddress, *raft.AppendEntriesRequest, *raft.AppendEntriesResponse, error)) *observedPipeline {
+	p := &observedPipeline{
+		AppendPipeline: inner, id: id, target: target, observe: observe,
+		done: make(chan raft.AppendFuture), stop: make(chan struct{}), stopped: make(chan struct{}),
+	}
+	go p.relay()
+	return p
+}
+
+// relay hands on the inner pipeline's futures, which arrive finished.
+func (p *observedPipeline) relay() {
+	defer close(p.stopped)
+	in := p.AppendPipeline.Consumer()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case f := <-in:
+			err := f.Error()
+			var resp *raft.AppendEntriesResponse
+			if err == nil {
+				resp = f.Response()
+			}
+			p.observe(p.id, p.target, f.Request(), resp, err)
+			select {
+			case p.done <- f:
+			case <-p.stop:
+				return
+			}
+		}
+	}
+}
+
+// Consumer implements raft.AppendPipeline.
+func (p *observedPipeline) Consumer() <-chan raft.AppendFuture { return p.done }
+
+// Close implements raft.AppendPipeline: it stops the relay and closes the
+// inner pipeline.
+func (p *observedPipeline) Close() error {
+	var err error
+	p.closeOnce.Do(func() {
+		close(p.stop)
+		<-p.stopped
+		err = p.AppendPipeline.Close()
+	})
+	return err
 }
 
 // LeaderCommit returns the highest commit index a leader has sent this

@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -135,5 +136,70 @@ func TestTransportObservesAppendEntriesAndHeartbeats(t *testing.T) {
 	}
 	if !follower.IsShutdown() {
 		t.Fatal("the network transport is still open after Close")
+	}
+}
+
+// finishedAppend is a pipelined AppendEntries that has been answered.
+type finishedAppend struct {
+	req  *raft.AppendEntriesRequest
+	resp *raft.AppendEntriesResponse
+	err  error
+}
+
+func (f *finishedAppend) Error() error                          { return f.err }
+func (f *finishedAppend) Start() time.Time                      { return time.Time{} }
+func (f *finishedAppend) Request() *raft.AppendEntriesRequest   { return f.req }
+func (f *finishedAppend) Response() *raft.AppendEntriesResponse { return f.resp }
+
+// fakePipeline hands out the futures a test puts in done.
+type fakePipeline struct {
+	done   chan raft.AppendFuture
+	closed bool
+}
+
+func (p *fakePipeline) AppendEntries(*raft.AppendEntriesRequest, *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	return nil, nil
+}
+func (p *fakePipeline) Consumer() <-chan raft.AppendFuture { return p.done }
+func (p *fakePipeline) Close() error                       { p.closed = true; return nil }
+
+// TestObservedPipelineShowsEachFinishedAppend: raft receives a
+// pipeline's answered requests unchanged and in order, each shown to the
+// observer first (its response only when it succeeded); Close closes the
+// inner pipeline once and stops the relay.
+func TestObservedPipelineShowsEachFinishedAppend(t *testing.T) {
+	inner := &fakePipeline{done: make(chan raft.AppendFuture)}
+	type seen struct {
+		prev uint64
+		resp *raft.AppendEntriesResponse
+		err  error
+	}
+	var observed []seen
+	p := newObservedPipeline(inner, "n2", "n2:1", func(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, err error) {
+		if id != "n2" || target != "n2:1" {
+			t.Errorf("observed a request to %s at %s, want n2 at n2:1", id, target)
+		}
+		observed = append(observed, seen{req.PrevLogEntry, resp, err})
+	})
+	ok := &raft.AppendEntriesResponse{Success: true}
+	futures := []*finishedAppend{
+		{req: &raft.AppendEntriesRequest{PrevLogEntry: 1}, resp: ok},
+		{req: &raft.AppendEntriesRequest{PrevLogEntry: 2}, resp: ok, err: errCutOff},
+	}
+	for _, f := range futures {
+		inner.done <- f
+		if got := <-p.Consumer(); got != raft.AppendFuture(f) {
+			t.Fatalf("raft got %v, want the pipeline's future %v", got, f)
+		}
+	}
+	want := []seen{{1, ok, nil}, {2, nil, errCutOff}}
+	if fmt.Sprint(observed) != fmt.Sprint(want) {
+		t.Errorf("observed %v, want %v", observed, want)
+	}
+	if err := p.Close(); err != nil || !inner.closed {
+		t.Fatalf("Close = %v, inner closed %v; want nil and closed", err, inner.closed)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("second Close = %v", err)
 	}
 }
