@@ -131,28 +131,11 @@ type checkSchedule struct {
 	earlier chan struct{}
 }
 
-// checkHeap orders checks by next run (container/heap).
-type checkHeap []*scheduledCheck
+// checkHeap orders checks by next run.
+type checkHeap = timeHeap[*scheduledCheck]
 
-func (h checkHeap) Len() int           { return len(h) }
-func (h checkHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
-func (h checkHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
-}
-func (h *checkHeap) Push(x any) {
-	c := x.(*scheduledCheck)
-	c.index = len(*h)
-	*h = append(*h, c)
-}
-func (h *checkHeap) Pop() any {
-	old := *h
-	c := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	c.index = -1
-	return c
-}
+func (c *scheduledCheck) dueAt() time.Time { return c.next }
+func (c *scheduledCheck) setIndex(i int)   { c.index = i }
 
 func newCheckSchedule() *checkSchedule {
 	return &checkSchedule{checks: make(map[instanceKey]*scheduledCheck), earlier: make(chan struct{}, 1)}

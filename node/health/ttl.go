@@ -62,28 +62,11 @@ type ttlEntry struct {
 	index  int // in the heap
 }
 
-// dueHeap orders entries by deadline (container/heap).
-type dueHeap []*ttlEntry
+// dueHeap orders entries by deadline.
+type dueHeap = timeHeap[*ttlEntry]
 
-func (h dueHeap) Len() int           { return len(h) }
-func (h dueHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
-func (h dueHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
-}
-func (h *dueHeap) Push(x any) {
-	e := x.(*ttlEntry)
-	e.index = len(*h)
-	*h = append(*h, e)
-}
-func (h *dueHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	e.index = -1
-	return e
-}
+func (e *ttlEntry) dueAt() time.Time { return e.deadline }
+func (e *ttlEntry) setIndex(i int)   { e.index = i }
 
 // verdict is a tick's judgement of one instance: expire it, or remove it
 // (critical past deregister_critical_after), as of generation gen.
