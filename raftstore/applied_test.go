@@ -38,9 +38,7 @@ func openCluster(t *testing.T, n int, configure ...func(i int, cfg *Config)) []*
 	}
 	eventually(t, 10*time.Second, "n1 leads", stores[0].IsLeader)
 	for _, s := range stores[1:] {
-		if err := stores[0].raft.AddVoter(raft.ServerID(s.cfg.NodeID), raft.ServerAddress(s.RaftAddr()), 0, 10*time.Second).Error(); err != nil {
-			t.Fatalf("add voter %s: %v", s.cfg.NodeID, err)
-		}
+		addVoter(t, stores, s)
 	}
 	for _, s := range stores {
 		if err := s.WaitLeader(t.Context()); err != nil {
@@ -48,6 +46,31 @@ func openCluster(t *testing.T, n int, configure ...func(i int, cfg *Config)) []*
 		}
 	}
 	return stores
+}
+
+// addVoter adds s as a voter through whichever store leads. With the
+// tests' 100 ms lease a loaded machine can make the leader step down
+// while the change commits: the change is then asked of the next leader.
+func addVoter(t *testing.T, stores []*Store, s *Store) {
+	t.Helper()
+	eventually(t, 20*time.Second, "add voter "+s.cfg.NodeID, func() bool {
+		for _, l := range stores {
+			if !l.IsLeader() {
+				continue
+			}
+			err := l.raft.AddVoter(raft.ServerID(s.cfg.NodeID), raft.ServerAddress(s.RaftAddr()), 0, 10*time.Second).Error()
+			switch {
+			case err == nil:
+				return true
+			case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrNotLeader):
+				t.Logf("add voter %s through %s: %v; asking the next leader", s.cfg.NodeID, l.cfg.NodeID, err)
+				return false
+			default:
+				t.Fatalf("add voter %s: %v", s.cfg.NodeID, err)
+			}
+		}
+		return false
+	})
 }
 
 func leaderOf(t *testing.T, stores []*Store) *Store {

@@ -206,6 +206,12 @@ const ClusterAuthKey = "x-zrpc-cluster-auth"
 // carry this cluster's proof.
 var errNotAnAgent = status.Error(codes.PermissionDenied, "agent-to-agent API: caller is not an agent of this cluster")
 
+// errNoClusterSecretYet answers a call of the agent-to-agent API on an
+// agent that has not yet applied the cluster's ClusterInit (it is still
+// joining): it cannot tell an agent from a stranger yet, and will within
+// moments, so the caller retries.
+var errNoClusterSecretYet = status.Error(codes.Unavailable, "agent-to-agent API: this agent has not yet received the cluster's secret (it is still joining); retry")
+
 // errNotAnAgentCertificate answers, on a TLS agent, a call of the
 // agent-to-agent API over a connection without an agent certificate.
 var errNotAnAgentCertificate = status.Error(codes.PermissionDenied,
@@ -245,7 +251,11 @@ func (c *chain) checkPeer(ctx context.Context, fullMethod string) error {
 	if c.cfg.TLS != nil && !AgentCertificate(ctx) {
 		return errNotAnAgentCertificate
 	}
-	if !HasClusterAuth(ctx, c.cfg.ClusterSecret(), fullMethod) {
+	secret := c.cfg.ClusterSecret()
+	if secret == nil {
+		return errNoClusterSecretYet
+	}
+	if !HasClusterAuth(ctx, secret, fullMethod) {
 		return errNotAnAgent
 	}
 	return nil

@@ -10,6 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
@@ -149,22 +152,33 @@ func (s *Keyring) callPeer(ctx context.Context, op keyringOp, key string, m goss
 		return failed(err)
 	}
 	req := &pb.KeyringKeyRequest{Key: key}
-	var res *pb.KeyringAgentResult
-	switch op {
-	case opList:
-		res, err = c.List(ctx, &pb.KeyringListRequest{})
-	case opInstall:
-		res, err = c.Install(ctx, req)
-	case opUse:
-		res, err = c.Use(ctx, req)
-	case opRemove:
-		res, err = c.Remove(ctx, req)
+	// An agent that is still joining answers Unavailable until it has the
+	// cluster's secret; every op is idempotent, so it is asked again.
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		var res *pb.KeyringAgentResult
+		switch op {
+		case opList:
+			res, err = c.List(ctx, &pb.KeyringListRequest{})
+		case opInstall:
+			res, err = c.Install(ctx, req)
+		case opUse:
+			res, err = c.Use(ctx, req)
+		case opRemove:
+			res, err = c.Remove(ctx, req)
+		}
+		if err == nil {
+			res.Agent = m.Name
+			return res
+		}
+		if status.Code(err) != codes.Unavailable {
+			return failed(err)
+		}
+		select {
+		case <-ctx.Done():
+			return failed(err)
+		case <-time.After(wait):
+		}
 	}
-	if err != nil {
-		return failed(err)
-	}
-	res.Agent = m.Name
-	return res
 }
 
 // fanOut runs op on this agent and every other alive member in parallel

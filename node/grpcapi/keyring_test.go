@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -344,3 +345,58 @@ func (keyringNoMetrics) ObservePanic(string)                      {}
 func (keyringNoMetrics) WatchStarted()                            {}
 func (keyringNoMetrics) WatchEnded()                              {}
 func (keyringNoMetrics) WatchTooSlow()                            {}
+
+// TestKeyringWaitsForAnAgentStillJoining: an agent that has not yet
+// received the cluster's secret answers the agent-to-agent API with
+// Unavailable, not PermissionDenied, and a keyring rotation asks it again
+// until it can answer, within the call's time.
+func TestKeyringWaitsForAnAgentStillJoining(t *testing.T) {
+	key := genKey(t)
+	secret := []byte("cluster secret")
+	var joined atomic.Bool
+	joining := NewKeyring(KeyringConfig{Agent: "b", Local: &keyringFake{primary: key, keys: []string{key}}, Cluster: &keyringClusterFake{}})
+	addr := grpctest.Serve(t, func(s *grpc.Server) { pb.RegisterKeyringPeerServer(s, joining.Peer()) },
+		Interceptors(ServerConfig{Metrics: keyringNoMetrics{}, ClusterSecret: func() []byte {
+			if joined.Load() {
+				return secret
+			}
+			return nil
+		}})...)
+	withProof := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		ctx = metadata.AppendToOutgoingContext(ctx, ClusterAuthKey, ClusterAuth(secret, method))
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithUnaryInterceptor(withProof))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+
+	_, err = pb.NewKeyringPeerClient(conn).List(context.Background(), &pb.KeyringListRequest{})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("KeyringPeer.List on an agent without the secret: %v, want Unavailable", err)
+	}
+
+	cl := &keyringClusterFake{
+		members: []gossip.Member{{Name: "b", Status: gossip.StatusAlive, Meta: gossip.Meta{Name: "b", GRPCAddr: addr}}},
+		peers:   map[string]*keyringPeerFake{},
+	}
+	svc := NewKeyring(KeyringConfig{Agent: "a", Local: &keyringFake{primary: key, keys: []string{key}}, Cluster: keyringConn{cl, pb.NewKeyringPeerClient(conn)}, PeerTimeout: 10 * time.Second})
+	time.AfterFunc(300*time.Millisecond, func() { joined.Store(true) })
+	resp, err := svc.Install(context.Background(), &pb.KeyringKeyRequest{Key: genKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := agentResults(resp)["b"]; r == nil || !r.Ok {
+		t.Fatalf("install on the joining agent: %v, want ok once it has the secret", r)
+	}
+}
+
+// keyringConn is a cluster whose every agent is reached through one
+// connection.
+type keyringConn struct {
+	*keyringClusterFake
+	c pb.KeyringPeerClient
+}
+
+func (k keyringConn) KeyringPeer(string) (pb.KeyringPeerClient, error) { return k.c, nil }
