@@ -221,15 +221,26 @@ func (s *raftStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.C
 // listener must be added here and probed.
 func checkListeners(t *testing.T, a *agent, want map[int]string) {
 	t.Helper()
-	got, err := listeningTCPPorts(a.cmd.Process.Pid)
-	if err != nil {
-		t.Skipf("cannot list the agent's sockets: %v", err)
-	}
+	// The gRPC API answers before Start has opened every listener: wait
+	// (bounded) until the ones expected are there.
+	var got map[int]bool
 	var missing, unknown []string
-	for port, what := range want {
-		if !got[port] {
-			missing = append(missing, strconv.Itoa(port)+" "+what)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		if got, err = listeningTCPPorts(a.cmd.Process.Pid); err != nil {
+			t.Skipf("cannot list the agent's sockets: %v", err)
 		}
+		missing = missing[:0]
+		for port, what := range want {
+			if !got[port] {
+				missing = append(missing, strconv.Itoa(port)+" "+what)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	for port := range got {
 		if _, ok := want[port]; !ok {

@@ -89,6 +89,18 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 		servers, err := l.Store().Servers()
 		return err == nil && len(servers) == n
 	})
+	// Every agent has then applied what the leader had, the cluster's
+	// identity and secret included: it is a full member (it can call and
+	// serve the agent-to-agent API), not one still catching up.
+	rev := c.Leader().Store().FSM().Revision()
+	c.WaitFor(30*time.Second, fmt.Sprintf("every agent at revision %d or later", rev), func() bool {
+		for _, m := range c.members {
+			if m.node.Store().FSM().Revision() < rev {
+				return false
+			}
+		}
+		return true
+	})
 	return c
 }
 
