@@ -762,3 +762,44 @@ func TestWatchSnapshotComesInPagesBuiltOnDemand(t *testing.T) {
 		t.Errorf("events after the snapshot: %v, want %v", evs, wantEvs)
 	}
 }
+
+// TestWatcherBacklogCountsWhatIsLeftToSend: Backlog counts the watched
+// service's events after a revision and their encoded size, stops just
+// past its bounds, and says when events after the revision have left the
+// ring.
+func TestWatcherBacklogCountsWhatIsLeftToSend(t *testing.T) {
+	d := newFSMDriver(t, 8)
+	for i := range 6 { // revisions 1..6: api at odd revisions, db at even ones
+		d.mustApply(registerCmd(testInstance([]string{"api", "db"}[i%2], fmt.Sprint(i), "n1")))
+	}
+	api, all := d.fsm.Watch("api", 0), d.fsm.Watch("", 0)
+	defer api.Close()
+	defer all.Close()
+	size := func(evs []*pb.Event) int {
+		n := 0
+		for _, e := range evs {
+			n += proto.Size(e)
+		}
+		return n
+	}
+	ring := d.fsm.events
+	wantAPI := filterEvents(ring.buf[:ring.n], "api", 2)
+	if events, bytes, ok := api.Backlog(2, 100, 1<<20); !ok || events != len(wantAPI) || events != 2 || bytes != size(wantAPI) {
+		t.Errorf("api backlog after 2 = %d events, %d bytes, ok %v; want %d events, %d bytes", events, bytes, ok, len(wantAPI), size(wantAPI))
+	}
+	if events, _, ok := all.Backlog(2, 100, 1<<20); !ok || events != 4 {
+		t.Errorf("backlog of every service after 2 = %d events, ok %v; want 4", events, ok)
+	}
+	if events, _, ok := all.Backlog(2, 1, 1<<20); !ok || events != 2 {
+		t.Errorf("backlog bounded to 1 event = %d events, want it to stop at 2 (just past the bound)", events)
+	}
+	if events, _, ok := all.Backlog(6, 100, 1<<20); !ok || events != 0 {
+		t.Errorf("backlog at the head = %d events, ok %v; want none", events, ok)
+	}
+	for i := range 8 { // the ring of 8 now starts after revision 6
+		d.mustApply(registerCmd(testInstance("api", fmt.Sprint(10+i), "n1")))
+	}
+	if _, _, ok := api.Backlog(2, 100, 1<<20); ok {
+		t.Error("backlog after a revision that left the ring reported ok")
+	}
+}
