@@ -122,7 +122,7 @@ func (ws *watchStream) backlog() (sent uint64, events, bytes int, overBudget boo
 
 // serveWatch streams the registry changes w yields to stream until ctx
 // ends, a send fails, or the watcher falls behind its backlog bounds or
-// the agent's budget. The handler goroutine is the stream's only one
+// the agent's budget (which ends it through cancel, ctx's). The handler goroutine is the stream's only one
 // while it waits for the registry: it takes what is ready (in messages of
 // at most maxWatchPartBytes; a snapshot one page at a time) and sends it.
 // A send runs on a goroutine of its own (owned by the agent, see
@@ -134,10 +134,9 @@ func (ws *watchStream) backlog() (sent uint64, events, bytes int, overBudget boo
 // Writers never wait for a stream: the registry keeps its events in the
 // ring. When serveWatch returns ErrWatchTooSlow its send may still wait:
 // gRPC cancels the stream once the handler returns, which ends it.
-func (s *Registry) serveWatch(ctx context.Context, w *raftstore.Watcher, from uint64, stream pb.Registry_WatchServer) error {
+func (s *Registry) serveWatch(ctx context.Context, cancel context.CancelCauseFunc, w *raftstore.Watcher, from uint64,
+	stream pb.Registry_WatchServer) error {
 	defer w.Close()
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	ws := newWatchStream(s.cfg.WatchBacklog, from)
 	s.budget.join(ws, func() { cancel(errWatchBehind) })
 	defer s.budget.leave(ws)
