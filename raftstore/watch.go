@@ -255,21 +255,25 @@ func (l *eventLog) of(service string) (int, func(int) *pb.Event) {
 }
 
 // backlog counts the events of service (all when empty) with revision >
-// from and their encoded size, stopping once the count passes maxEvents
-// or the size maxBytes. ok is false when from has been compacted away.
-func (l *eventLog) backlog(from uint64, service string, maxEvents, maxBytes int) (events, bytes int, ok bool) {
+// after and their encoded size, stopping once the count passes maxEvents
+// or the size maxBytes; last is the revision of the last one counted
+// (after when none). ok is false when events after revision read have
+// been compacted away.
+func (l *eventLog) backlog(read, after uint64, service string, maxEvents, maxBytes int) (events, bytes int, last uint64, ok bool) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	if from < l.compacted {
-		return 0, 0, false
+	if read < l.compacted {
+		return 0, 0, after, false
 	}
 	n, at := l.of(service)
-	first := sort.Search(n, func(i int) bool { return at(i).Revision > from })
-	for i := first; i < n && events <= maxEvents && bytes <= maxBytes; i++ {
+	last = after
+	for i := sort.Search(n, func(i int) bool { return at(i).Revision > after }); i < n && events <= maxEvents && bytes <= maxBytes; i++ {
+		e := at(i)
 		events++
-		bytes += eventSize.Size(at(i))
+		bytes += eventSize.Size(e)
+		last = e.Revision
 	}
-	return events, bytes, true
+	return events, bytes, last, true
 }
 
 // eventSize sizes an event once: events are never changed after they are
@@ -353,14 +357,17 @@ func (w *Watcher) Revision() uint64 { return w.rev }
 // without missing anything: Next reads the ring before it waits.
 func (w *Watcher) Ready() <-chan struct{} { return w.sub.notify }
 
-// Backlog returns how many events of the watched services the ring holds
-// after revision rev, and their encoded size: what a watcher that has
-// sent everything up to rev has yet to send. It counts no further than
-// just past maxEvents events or maxBytes bytes. ok is false when events
-// after rev have left the ring (the watcher would need a snapshot). Unlike
-// Next it may be called from any goroutine, also while Next runs.
-func (w *Watcher) Backlog(rev uint64, maxEvents, maxBytes int) (events, bytes int, ok bool) {
-	return w.fsm.events.backlog(rev, w.service, maxEvents, maxBytes)
+// Backlog counts the events of the watched services the ring holds after
+// revision after, and their encoded size: what a watcher that has sent
+// everything up to revision read, and counted its backlog up to after
+// (>= read), has yet to send besides. It counts no further than just past
+// maxEvents events or maxBytes bytes; last is the revision of the last
+// event counted (after when none), from which the next count goes on. ok
+// is false when events after read have left the ring (the watcher would
+// need a snapshot). Unlike Next it may be called from any goroutine, also
+// while Next runs.
+func (w *Watcher) Backlog(read, after uint64, maxEvents, maxBytes int) (events, bytes int, last uint64, ok bool) {
+	return w.fsm.events.backlog(read, after, w.service, maxEvents, maxBytes)
 }
 
 // wakeups returns how many times the event log has signalled w.

@@ -764,9 +764,9 @@ func TestWatchSnapshotComesInPagesBuiltOnDemand(t *testing.T) {
 }
 
 // TestWatcherBacklogCountsWhatIsLeftToSend: Backlog counts the watched
-// service's events after a revision and their encoded size, stops just
-// past its bounds, and says when events after the revision have left the
-// ring.
+// service's events after a revision and their encoded size, goes on from
+// where it stopped, stops just past its bounds, and says when events
+// after the revision the watcher sent have left the ring.
 func TestWatcherBacklogCountsWhatIsLeftToSend(t *testing.T) {
 	d := newFSMDriver(t, 8)
 	for i := range 6 { // revisions 1..6: api at odd revisions, db at even ones
@@ -784,22 +784,26 @@ func TestWatcherBacklogCountsWhatIsLeftToSend(t *testing.T) {
 	}
 	ring := d.fsm.events
 	wantAPI := filterEvents(ring.buf[:ring.n], "api", 2)
-	if events, bytes, ok := api.Backlog(2, 100, 1<<20); !ok || events != len(wantAPI) || events != 2 || bytes != size(wantAPI) {
-		t.Errorf("api backlog after 2 = %d events, %d bytes, ok %v; want %d events, %d bytes", events, bytes, ok, len(wantAPI), size(wantAPI))
+	if events, bytes, last, ok := api.Backlog(2, 2, 100, 1<<20); !ok || events != 2 || bytes != size(wantAPI) || last != 5 {
+		t.Errorf("api backlog after 2 = %d events, %d bytes up to %d, ok %v; want 2 events (3, 5), %d bytes, up to 5",
+			events, bytes, last, ok, size(wantAPI))
 	}
-	if events, _, ok := all.Backlog(2, 100, 1<<20); !ok || events != 4 {
+	if events, _, last, ok := api.Backlog(2, 3, 100, 1<<20); !ok || events != 1 || last != 5 {
+		t.Errorf("api backlog counted on from 3 = %d events up to %d, ok %v; want 1 (5)", events, last, ok)
+	}
+	if events, _, _, ok := all.Backlog(2, 2, 100, 1<<20); !ok || events != 4 {
 		t.Errorf("backlog of every service after 2 = %d events, ok %v; want 4", events, ok)
 	}
-	if events, _, ok := all.Backlog(2, 1, 1<<20); !ok || events != 2 {
+	if events, _, _, ok := all.Backlog(2, 2, 1, 1<<20); !ok || events != 2 {
 		t.Errorf("backlog bounded to 1 event = %d events, want it to stop at 2 (just past the bound)", events)
 	}
-	if events, _, ok := all.Backlog(6, 100, 1<<20); !ok || events != 0 {
-		t.Errorf("backlog at the head = %d events, ok %v; want none", events, ok)
+	if events, _, last, ok := all.Backlog(6, 6, 100, 1<<20); !ok || events != 0 || last != 6 {
+		t.Errorf("backlog at the head = %d events up to %d, ok %v; want none, up to 6", events, last, ok)
 	}
 	for i := range 8 { // the ring of 8 now starts after revision 6
 		d.mustApply(registerCmd(testInstance("api", fmt.Sprint(10+i), "n1")))
 	}
-	if _, _, ok := api.Backlog(2, 100, 1<<20); ok {
-		t.Error("backlog after a revision that left the ring reported ok")
+	if _, _, _, ok := api.Backlog(2, 6, 100, 1<<20); ok {
+		t.Error("backlog of a watcher whose unsent events left the ring reported ok")
 	}
 }

@@ -75,14 +75,11 @@ func newWatchStream(limits WatchLimits, from uint64) *watchStream {
 // charge the agent's budget for all watch streams took back.
 var errWatchBehind = errors.New("watch backlog behind its bounds")
 
-// measured records the backlog behind the send in progress and returns
-// by how many bytes it grew since last measured.
-func (ws *watchStream) measured(events, bytes int) int64 {
+// measured records the backlog counted behind the send in progress.
+func (ws *watchStream) measured(events, bytes int) {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
-	grown := int64(bytes - ws.bytes)
 	ws.events, ws.bytes = events, bytes
-	return grown
 }
 
 // sentWhole notes that the send in progress ended, having sent a
@@ -98,18 +95,6 @@ func (ws *watchStream) sentWhole(rev uint64) {
 		ws.charged = 0
 		ws.budget.release(n)
 	}
-}
-
-// takeBack gives back up to n of what the stream is charged.
-func (ws *watchStream) takeBack(n int64) {
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	if ws.budget == nil || ws.overBudget {
-		return
-	}
-	n = min(n, ws.charged)
-	ws.charged -= n
-	ws.budget.release(n)
 }
 
 // backlog returns the revision sent whole and the backlog last measured,
@@ -171,7 +156,7 @@ func (s *Registry) sendWatch(ctx context.Context, ws *watchStream, w *raftstore.
 		return errWatchBehind
 	}
 	s.cfg.Go(func() { sent <- sendParts(stream, parts) })
-	read := w.Revision()
+	b := backlogCount{read: w.Revision(), upTo: w.Revision()}
 	for {
 		select {
 		case err := <-sent:
@@ -182,7 +167,7 @@ func (s *Registry) sendWatch(ctx context.Context, ws *watchStream, w *raftstore.
 			ws.sentWhole(rev)
 			return err
 		case <-w.Ready():
-			if err := s.measureBacklog(ws, w, read); err != nil {
+			if err := s.measureBacklog(ws, w, &b); err != nil {
 				return err
 			}
 		case <-ctx.Done():
@@ -201,20 +186,26 @@ func sendParts(stream pb.Registry_WatchServer, parts []*pb.WatchResponse) error 
 	return nil
 }
 
-// measureBacklog measures the events waiting behind a send, the watcher
-// having read up to revision read, and charges them to the agent's budget.
-// It fails with errWatchBehind when they are past the stream's bounds (or
-// have left the registry's ring) or the budget ends the stream.
-func (s *Registry) measureBacklog(ws *watchStream, w *raftstore.Watcher, read uint64) error {
-	events, bytes, ok := w.Backlog(read, ws.limits.Events, ws.limits.Bytes)
-	grown := ws.measured(events, bytes)
+// backlogCount is the backlog counted behind one send: the events after
+// revision read up to revision upTo.
+type backlogCount struct {
+	read, upTo    uint64
+	events, bytes int
+}
+
+// measureBacklog counts the events added behind a send since b was last
+// counted and charges them to the agent's budget. It fails with
+// errWatchBehind when the backlog is past the stream's bounds (or has
+// left the registry's ring) or the budget ends the stream.
+func (s *Registry) measureBacklog(ws *watchStream, w *raftstore.Watcher, b *backlogCount) error {
+	events, bytes, last, ok := w.Backlog(b.read, b.upTo, ws.limits.Events-b.events, ws.limits.Bytes-b.bytes)
+	b.events, b.bytes, b.upTo = b.events+events, b.bytes+bytes, last
+	ws.measured(b.events, b.bytes)
 	switch {
-	case !ok || events > ws.limits.Events || bytes > ws.limits.Bytes:
+	case !ok || b.events > ws.limits.Events || b.bytes > ws.limits.Bytes:
 		return errWatchBehind
-	case grown > 0 && !s.budget.charge(ws, grown):
+	case bytes > 0 && !s.budget.charge(ws, int64(bytes)):
 		return errWatchBehind
-	case grown < 0:
-		ws.takeBack(-grown)
 	}
 	return nil
 }
