@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
@@ -228,11 +230,7 @@ func (l *eventLog) since(from uint64, service string, max int) (evs []*pb.Event,
 	if from > seen {
 		seen = from
 	}
-	n, at := l.n, l.at
-	if service != "" {
-		list := l.byService[service]
-		n, at = len(list), func(i int) *pb.Event { return list[i] }
-	}
+	n, at := l.of(service)
 	first := sort.Search(n, func(i int) bool { return at(i).Revision > from })
 	for i := first; i < n; i++ {
 		e := at(i)
@@ -245,6 +243,43 @@ func (l *eventLog) since(from uint64, service string, max int) (evs []*pb.Event,
 	}
 	return evs, seen, false, true
 }
+
+// of returns the number of the ring's events of service (all when empty)
+// and how to get the i-th. The caller holds mu.
+func (l *eventLog) of(service string) (int, func(int) *pb.Event) {
+	if service == "" {
+		return l.n, l.at
+	}
+	list := l.byService[service]
+	return len(list), func(i int) *pb.Event { return list[i] }
+}
+
+// backlog counts the events of service (all when empty) with revision >
+// after and their encoded size, stopping once the count passes maxEvents
+// or the size maxBytes; last is the revision of the last one counted
+// (after when none). ok is false when events after revision read have
+// been compacted away.
+func (l *eventLog) backlog(read, after uint64, service string, maxEvents, maxBytes int) (events, bytes int, last uint64, ok bool) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if read < l.compacted {
+		return 0, 0, after, false
+	}
+	n, at := l.of(service)
+	last = after
+	for i := sort.Search(n, func(i int) bool { return at(i).Revision > after }); i < n && events <= maxEvents && bytes <= maxBytes; i++ {
+		e := at(i)
+		events++
+		bytes += eventSize.Size(e)
+		last = e.Revision
+	}
+	return events, bytes, last, true
+}
+
+// eventSize sizes an event once: events are never changed after they are
+// made, so the size protobuf stores in them stays right, and the agent's
+// gRPC layer, sizing the same events, finds it there.
+var eventSize = proto.MarshalOptions{UseCachedSize: true}
 
 // maxWatchBatch bounds the events in one WatchResponse (more only to
 // finish a revision) and in one page of a snapshot.
@@ -314,6 +349,26 @@ func (w *Watcher) Next(ctx context.Context) (*pb.WatchResponse, error) {
 
 // Revision is the last revision the watcher has seen.
 func (w *Watcher) Revision() uint64 { return w.rev }
+
+// Ready receives when the registry may have events for the watcher that
+// it has not read. Next takes the same signal, so a caller waiting on
+// Ready while it does not call Next (sending what Next returned) can
+// measure what piles up behind it (Backlog) and call Next afterwards
+// without missing anything: Next reads the ring before it waits.
+func (w *Watcher) Ready() <-chan struct{} { return w.sub.notify }
+
+// Backlog counts the events of the watched services the ring holds after
+// revision after, and their encoded size: what a watcher that has sent
+// everything up to revision read, and counted its backlog up to after
+// (>= read), has yet to send besides. It counts no further than just past
+// maxEvents events or maxBytes bytes; last is the revision of the last
+// event counted (after when none), from which the next count goes on. ok
+// is false when events after read have left the ring (the watcher would
+// need a snapshot). Unlike Next it may be called from any goroutine, also
+// while Next runs.
+func (w *Watcher) Backlog(read, after uint64, maxEvents, maxBytes int) (events, bytes int, last uint64, ok bool) {
+	return w.fsm.events.backlog(read, after, w.service, maxEvents, maxBytes)
+}
 
 // wakeups returns how many times the event log has signalled w.
 func (w *Watcher) wakeups() uint64 {

@@ -762,3 +762,48 @@ func TestWatchSnapshotComesInPagesBuiltOnDemand(t *testing.T) {
 		t.Errorf("events after the snapshot: %v, want %v", evs, wantEvs)
 	}
 }
+
+// TestWatcherBacklogCountsWhatIsLeftToSend: Backlog counts the watched
+// service's events after a revision and their encoded size, goes on from
+// where it stopped, stops just past its bounds, and says when events
+// after the revision the watcher sent have left the ring.
+func TestWatcherBacklogCountsWhatIsLeftToSend(t *testing.T) {
+	d := newFSMDriver(t, 8)
+	for i := range 6 { // revisions 1..6: api at odd revisions, db at even ones
+		d.mustApply(registerCmd(testInstance([]string{"api", "db"}[i%2], fmt.Sprint(i), "n1")))
+	}
+	api, all := d.fsm.Watch("api", 0), d.fsm.Watch("", 0)
+	defer api.Close()
+	defer all.Close()
+	size := func(evs []*pb.Event) int {
+		n := 0
+		for _, e := range evs {
+			n += proto.Size(e)
+		}
+		return n
+	}
+	ring := d.fsm.events
+	wantAPI := filterEvents(ring.buf[:ring.n], "api", 2)
+	if events, bytes, last, ok := api.Backlog(2, 2, 100, 1<<20); !ok || events != 2 || bytes != size(wantAPI) || last != 5 {
+		t.Errorf("api backlog after 2 = %d events, %d bytes up to %d, ok %v; want 2 events (3, 5), %d bytes, up to 5",
+			events, bytes, last, ok, size(wantAPI))
+	}
+	if events, _, last, ok := api.Backlog(2, 3, 100, 1<<20); !ok || events != 1 || last != 5 {
+		t.Errorf("api backlog counted on from 3 = %d events up to %d, ok %v; want 1 (5)", events, last, ok)
+	}
+	if events, _, _, ok := all.Backlog(2, 2, 100, 1<<20); !ok || events != 4 {
+		t.Errorf("backlog of every service after 2 = %d events, ok %v; want 4", events, ok)
+	}
+	if events, _, _, ok := all.Backlog(2, 2, 1, 1<<20); !ok || events != 2 {
+		t.Errorf("backlog bounded to 1 event = %d events, want it to stop at 2 (just past the bound)", events)
+	}
+	if events, _, last, ok := all.Backlog(6, 6, 100, 1<<20); !ok || events != 0 || last != 6 {
+		t.Errorf("backlog at the head = %d events up to %d, ok %v; want none, up to 6", events, last, ok)
+	}
+	for i := range 8 { // the ring of 8 now starts after revision 6
+		d.mustApply(registerCmd(testInstance("api", fmt.Sprint(10+i), "n1")))
+	}
+	if _, _, _, ok := api.Backlog(2, 6, 100, 1<<20); ok {
+		t.Error("backlog of a watcher whose unsent events left the ring reported ok")
+	}
+}

@@ -170,15 +170,15 @@ func (s *Registry) Watch(req *pb.WatchRequest, stream pb.Registry_WatchServer) e
 			return err
 		}
 	}
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
-	stop := context.AfterFunc(s.ctx, cancel)
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+	stop := context.AfterFunc(s.ctx, func() { cancel(nil) })
 	defer stop()
 	s.cfg.Metrics.WatchStarted()
 	defer s.cfg.Metrics.WatchEnded()
 
 	w := s.cfg.Replica.Watch(req.Service, req.FromRevision)
-	err := s.serveWatch(ctx, w, req.FromRevision, stream)
+	err := s.serveWatch(ctx, cancel, w, req.FromRevision, stream)
 	if s.ctx.Err() != nil {
 		return apierr.ErrShuttingDown
 	}

@@ -14,22 +14,17 @@ import (
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
-// maxWatchPartBytes bounds the events of one watch message, and
-// maxWatchMergeBytes those of small responses merged into one. gRPC holds
-// a stream's message being sent (plus up to 64 KiB of frames) until its
-// reader takes it, so these also bound what a reader that stopped reading
-// costs beyond its backlog, which holds the ring's shared events.
-const (
-	maxWatchPartBytes  = 256 << 10
-	maxWatchMergeBytes = 32 << 10
-)
+// maxWatchPartBytes bounds the events of one watch message. gRPC holds a
+// stream's message being sent (plus up to 64 KiB of frames) until its
+// reader takes it, so this also bounds what a reader that stopped reading
+// costs the agent: the events behind it are the ring's, shared by every
+// watcher.
+const maxWatchPartBytes = 256 << 10
 
-// Default bounds of a watch stream's backlog: what the agent has read from
-// the registry for it but could not send yet, behind the response being
-// sent. A watcher further behind is ended with ErrWatchTooSlow. The events
-// are the ring's own (shared by every watcher), so the bounds cost little
-// memory per stream; they are wide enough that a reader keeping up is not
-// cut by a burst of writes read faster than it can be sent.
+// Default bounds of a watch stream's backlog: the events of its services
+// the registry holds and it has not sent yet, behind the response being
+// sent. A watcher further behind is ended with ErrWatchTooSlow. They are
+// wide enough that a reader keeping up is not cut by a burst of writes.
 const (
 	defaultWatchBacklogEvents = 16384
 	defaultWatchBacklogBytes  = 16 << 20
@@ -53,283 +48,188 @@ func (l WatchLimits) withDefaults() WatchLimits {
 	return l
 }
 
-// queuedWatch is one registry response on its way to a watcher, in parts.
-type queuedWatch struct {
-	parts []*pb.WatchResponse
-	// rev is the revision the watcher has seen once it has all parts; 0
-	// for a snapshot page other than the last, after which the watcher
-	// has no whole state to resume from.
-	rev    uint64
-	events int
-	bytes  int
-}
-
-// watchQueue is a watch stream's backlog between the goroutine that reads
-// the registry (push) and the one that sends (front, pop). Its head is the
-// response being sent; the limits bound what waits behind it, so one large
-// snapshot is always taken and a reader that keeps up is never cut.
-type watchQueue struct {
+// watchStream is what the agent's budget for all watch streams and the
+// too-slow status know of one Watch stream: what it was sent, the backlog
+// last measured behind the send in progress, and its share of the budget.
+type watchStream struct {
 	limits WatchLimits
 
 	mu     sync.Mutex
-	items  []*queuedWatch
-	events int    // backlog behind the head
-	bytes  int    // backlog behind the head
 	sent   uint64 // revision of the last response sent whole
-	wake   chan struct{}
-	// drained, when not nil, is closed once the queue is empty.
-	drained chan struct{}
+	events int    // backlog behind the send in progress, as last measured
+	bytes  int
 
-	// budget, when not nil, is the agent's budget for all watch queues;
-	// charged is what this queue holds of it (every queued response, the
-	// head too), and overBudget says the budget ended this queue.
+	// budget is the agent's budget for all watch streams; charged is what
+	// this stream holds of it (the response being sent and the backlog
+	// measured behind it), and overBudget says the budget ended the stream.
 	budget     *watchBudget
 	charged    int64
 	overBudget bool
 }
 
-func newWatchQueue(limits WatchLimits, from uint64) *watchQueue {
-	return &watchQueue{limits: limits, sent: from, wake: make(chan struct{}, 1)}
+func newWatchStream(limits WatchLimits, from uint64) *watchStream {
+	return &watchStream{limits: limits, sent: from}
 }
 
-// push queues q and reports whether it fit in the backlog. It never waits.
-// Small responses waiting behind the head are sent as one message: the
-// busier the agent, the fewer messages a watcher costs it.
-// A push past the agent's budget for all watch queues may end other
-// streams, or this one.
-func (w *watchQueue) push(q *queuedWatch) bool {
-	w.mu.Lock()
-	full := len(w.items) > 0 && (w.events+q.events > w.limits.Events || w.bytes+q.bytes > w.limits.Bytes)
-	w.mu.Unlock()
-	if full || (w.budget != nil && !w.budget.charge(w, int64(q.bytes))) {
-		return false
-	}
-	w.enqueue(q)
-	return true
+// errWatchBehind ends a stream whose backlog is past its bounds or whose
+// charge the agent's budget for all watch streams took back.
+var errWatchBehind = errors.New("watch backlog behind its bounds")
+
+// measured records the backlog counted behind the send in progress.
+func (ws *watchStream) measured(events, bytes int) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	ws.events, ws.bytes = events, bytes
 }
 
-// pushPage queues a snapshot page on the queue, which holds nothing (see
-// waitEmpty), waiting for room in the agent's budget for all watch queues
-// (watchBudget.chargeWait). It fails with errWatchBehind when the
-// budget ended the stream, or with ctx's error.
-func (w *watchQueue) pushPage(ctx context.Context, q *queuedWatch) error {
-	if w.budget != nil {
-		if err := w.budget.chargeWait(ctx, w, int64(q.bytes)); err != nil {
-			return err
-		}
-	}
-	w.enqueue(q)
-	return nil
-}
-
-// enqueue adds q, charged already, behind what is queued.
-func (w *watchQueue) enqueue(q *queuedWatch) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.items) > 0 { // the head may have been sent meanwhile
-		w.events += q.events
-		w.bytes += q.bytes
-	}
-	if n := len(w.items); n > 1 && w.items[n-1].absorb(q) {
-		return
-	}
-	w.items = append(w.items, q)
-	select {
-	case w.wake <- struct{}{}:
-	default:
+// sentWhole notes that the send in progress ended, having sent a
+// response whole up to rev when rev is not 0, and gives back what the
+// stream was charged.
+func (ws *watchStream) sentWhole(rev uint64) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	ws.sent = max(ws.sent, rev)
+	ws.events, ws.bytes = 0, 0
+	if ws.budget != nil && !ws.overBudget && ws.charged != 0 {
+		n := ws.charged
+		ws.charged = 0
+		ws.budget.release(n)
 	}
 }
 
-// waitEmpty waits until everything queued has been sent or ctx ends. A
-// snapshot's pages are built and queued one at a time, each once the one
-// before has been sent, so a watcher that reads slowly holds one page,
-// not the whole snapshot.
-func (w *watchQueue) waitEmpty(ctx context.Context) error {
-	for {
-		w.mu.Lock()
-		empty := len(w.items) == 0
-		if !empty && w.drained == nil {
-			w.drained = make(chan struct{})
-		}
-		drained := w.drained
-		w.mu.Unlock()
-		if empty {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-drained:
-		}
-	}
+// backlog returns the revision sent whole and the backlog last measured,
+// and whether the agent's budget for all watch streams ended the stream.
+func (ws *watchStream) backlog() (sent uint64, events, bytes int, overBudget bool) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.sent, ws.events, ws.bytes, ws.overBudget
 }
-
-// front returns the response to send next, waiting for one until ctx ends.
-func (w *watchQueue) front(ctx context.Context) (*queuedWatch, error) {
-	for {
-		w.mu.Lock()
-		if len(w.items) > 0 {
-			q := w.items[0]
-			w.mu.Unlock()
-			return q, nil
-		}
-		w.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-w.wake:
-		}
-	}
-}
-
-// pop removes the head once all its parts are sent; the next response
-// leaves the backlog to become the head.
-func (w *watchQueue) pop() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.sent = max(w.sent, w.items[0].rev)
-	if w.budget != nil && !w.overBudget {
-		n := int64(w.items[0].bytes)
-		w.charged -= n
-		w.budget.release(n)
-	}
-	w.items[0] = nil
-	w.items = w.items[1:]
-	if len(w.items) > 0 {
-		w.events -= w.items[0].events
-		w.bytes -= w.items[0].bytes
-	} else if w.drained != nil {
-		close(w.drained)
-		w.drained = nil
-	}
-}
-
-// backlog returns the revision sent whole and the backlog's size, and
-// whether the agent's budget for all watch queues ended the stream.
-func (w *watchQueue) backlog() (sent uint64, events, bytes int, overBudget bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.sent, w.events, w.bytes, w.overBudget
-}
-
-// errWatchBehind ends a stream whose queue is past its bounds or was
-// taken back by the agent's budget for all watch queues.
-var errWatchBehind = errors.New("watch queue behind its bounds")
 
 // serveWatch streams the registry changes w yields to stream until ctx
-// ends, a send fails, or the watcher falls behind the backlog bounds. The
-// registry is read on the calling goroutine and sent on another (owned by
-// the agent, see RegistryConfig.Go), so a reader that stops reading never holds the
-// registry's readers up and is noticed while gRPC's Send waits on it. When
-// serveWatch returns ErrWatchTooSlow that sender may still be blocked in
-// Send: gRPC cancels the stream once the handler returns, which ends it.
-func (s *Registry) serveWatch(ctx context.Context, w *raftstore.Watcher, from uint64, stream pb.Registry_WatchServer) error {
+// ends, a send fails, or the watcher falls behind its backlog bounds or
+// the agent's budget (which ends it through cancel, ctx's). The handler goroutine is the stream's only one
+// while it waits for the registry: it takes what is ready (in messages of
+// at most maxWatchPartBytes; a snapshot one page at a time) and sends it.
+// A send runs on a goroutine of its own (owned by the agent, see
+// RegistryConfig.Go) that lives only while the send lasts, so that the
+// handler, woken meanwhile by the registry's writes, measures the backlog
+// behind a send waiting for a reader that does not read, and can end the
+// stream with the status saying where to resume (gRPC fails a send
+// waiting on a stream whose context ends, and ends the stream Canceled).
+// Writers never wait for a stream: the registry keeps its events in the
+// ring. When serveWatch returns ErrWatchTooSlow its send may still wait:
+// gRPC cancels the stream once the handler returns, which ends it.
+func (s *Registry) serveWatch(ctx context.Context, cancel context.CancelCauseFunc, w *raftstore.Watcher, from uint64,
+	stream pb.Registry_WatchServer) error {
 	defer w.Close()
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	q := newWatchQueue(s.cfg.WatchBacklog, from)
-	s.budget.join(q, func() { cancel(errWatchBehind) })
-	defer s.budget.leave(q)
-	s.cfg.Go(func() { cancel(sendWatch(ctx, q, stream)) })
-	inSnapshot := false // the last response was a snapshot page with more to come
+	ws := newWatchStream(s.cfg.WatchBacklog, from)
+	s.budget.join(ws, func() { cancel(errWatchBehind) })
+	defer s.budget.leave(ws)
+	sent := make(chan error, 1) // the result of the send in progress
+	inSnapshot := false         // the last response was a snapshot page with more to come
 	for {
-		resp, err := s.nextWatch(ctx, w, q, inSnapshot)
+		resp, err := w.Next(ctx)
 		if err == nil {
 			page := resp.Snapshot || inSnapshot
 			inSnapshot = resp.More
 			resp.Header.ServedBy = s.cfg.Agent
-			item := newQueuedWatch(resp)
-			switch {
-			case page:
-				err = q.pushPage(ctx, item)
-			case !q.push(item):
-				err = errWatchBehind
-			}
+			err = s.sendWatch(ctx, ws, w, resp, page, stream, sent)
 		}
 		if err != nil {
-			return s.watchEnded(ctx, q, err)
+			return s.watchEnded(ctx, ws, err)
 		}
 	}
 }
 
-// nextWatch returns w's next response to queue on q. A snapshot's pages
-// are built one at a time, each once q has sent everything before it.
-func (s *Registry) nextWatch(ctx context.Context, w *raftstore.Watcher, q *watchQueue, inSnapshot bool) (*pb.WatchResponse, error) {
-	if inSnapshot {
-		if err := q.waitEmpty(ctx); err != nil {
-			return nil, err
+// sendWatch charges resp to the agent's budget (a snapshot page waits for
+// room, events never wait), sends it in parts and waits until they are
+// sent, measuring the backlog behind them whenever the registry has new
+// events for the watcher meanwhile.
+func (s *Registry) sendWatch(ctx context.Context, ws *watchStream, w *raftstore.Watcher, resp *pb.WatchResponse,
+	page bool, stream pb.Registry_WatchServer, sent chan error) error {
+	parts, bytes := watchParts(resp)
+	if page {
+		if err := s.budget.chargeWait(ctx, ws, int64(bytes)); err != nil {
+			return err
+		}
+	} else if !s.budget.charge(ws, int64(bytes)) {
+		return errWatchBehind
+	}
+	s.cfg.Go(func() { sent <- sendParts(stream, parts) })
+	b := backlogCount{read: w.Revision(), upTo: w.Revision()}
+	for {
+		select {
+		case err := <-sent:
+			rev := resp.Header.GetRevision()
+			if err != nil || resp.More {
+				rev = 0 // nothing was sent whole
+			}
+			ws.sentWhole(rev)
+			return err
+		case <-w.Ready():
+			if err := s.measureBacklog(ws, w, &b); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
-	resp, err := w.Next(ctx)
-	if err == nil && resp.Snapshot {
-		err = q.waitEmpty(ctx)
+}
+
+// sendParts sends the parts of one response.
+func sendParts(stream pb.Registry_WatchServer, parts []*pb.WatchResponse) error {
+	for _, part := range parts {
+		if err := stream.Send(part); err != nil {
+			return fmt.Errorf("send watch response: %w", err)
+		}
 	}
-	return resp, err
+	return nil
+}
+
+// backlogCount is the backlog counted behind one send: the events after
+// revision read up to revision upTo.
+type backlogCount struct {
+	read, upTo    uint64
+	events, bytes int
+}
+
+// measureBacklog counts the events added behind a send since b was last
+// counted and charges them to the agent's budget. It fails with
+// errWatchBehind when the backlog is past the stream's bounds (or has
+// left the registry's ring) or the budget ends the stream.
+func (s *Registry) measureBacklog(ws *watchStream, w *raftstore.Watcher, b *backlogCount) error {
+	events, bytes, last, ok := w.Backlog(b.read, b.upTo, ws.limits.Events-b.events, ws.limits.Bytes-b.bytes)
+	b.events, b.bytes, b.upTo = b.events+events, b.bytes+bytes, last
+	ws.measured(b.events, b.bytes)
+	switch {
+	case !ok || b.events > ws.limits.Events || b.bytes > ws.limits.Bytes:
+		return errWatchBehind
+	case bytes > 0 && !s.budget.charge(ws, int64(bytes)):
+		return errWatchBehind
+	}
+	return nil
 }
 
 // watchEnded returns the status that ends a Watch stream after err: too
-// slow when its queue is past its bounds or the agent's budget, the
-// sender's error when a send failed, else err (ctx ended).
-func (s *Registry) watchEnded(ctx context.Context, q *watchQueue, err error) error {
-	cause := context.Cause(ctx)
-	switch {
-	case errors.Is(err, errWatchBehind), errors.Is(cause, errWatchBehind):
-		return s.watchTooSlow(q)
-	case cause != nil && !errors.Is(cause, context.Canceled):
-		return cause // the send failed
+// slow when its backlog passed its bounds or the agent's budget, else err
+// (the send failed or ctx ended).
+func (s *Registry) watchEnded(ctx context.Context, ws *watchStream, err error) error {
+	if errors.Is(err, errWatchBehind) || errors.Is(context.Cause(ctx), errWatchBehind) {
+		return s.watchTooSlow(ws)
 	}
 	return err
-}
-
-// sendWatch sends the queue's responses until ctx ends or Send fails.
-func sendWatch(ctx context.Context, q *watchQueue, stream pb.Registry_WatchServer) error {
-	for {
-		item, err := q.front(ctx)
-		if err != nil {
-			return err
-		}
-		for _, part := range item.parts {
-			if err := stream.Send(part); err != nil {
-				return fmt.Errorf("send watch response: %w", err)
-			}
-		}
-		q.pop()
-	}
-}
-
-// absorb appends next's events to q when both are single whole messages
-// of events (no snapshot page) that fit in one together.
-func (q *queuedWatch) absorb(next *queuedWatch) bool {
-	if len(q.parts) != 1 || len(next.parts) != 1 || q.rev == 0 || next.rev == 0 ||
-		q.parts[0].Snapshot || next.parts[0].Snapshot || q.bytes+next.bytes > maxWatchMergeBytes {
-		return false
-	}
-	merged := q.parts[0]
-	merged.Header = next.parts[0].Header
-	merged.Events = append(merged.Events, next.parts[0].Events...)
-	q.rev, q.events, q.bytes = next.rev, q.events+next.events, q.bytes+next.bytes
-	return true
-}
-
-func newQueuedWatch(resp *pb.WatchResponse) *queuedWatch {
-	q := &queuedWatch{rev: resp.Header.GetRevision(), events: len(resp.Events)}
-	if resp.More {
-		q.rev = 0
-	}
-	q.parts, q.bytes = watchParts(resp)
-	return q
 }
 
 // watchTooSlow returns the status that ends a watcher behind its backlog
 // bounds: Aborted, ErrWatchTooSlow's reason and a WatchResume detail
 // naming the revision a new watch continues from without a gap.
-func (s *Registry) watchTooSlow(q *watchQueue) error {
-	sent, events, bytes, overBudget := q.backlog()
+func (s *Registry) watchTooSlow(ws *watchStream) error {
+	sent, events, bytes, overBudget := ws.backlog()
 	s.log.Warn("watch too slow, ending it", "sent_revision", sent, "backlog_events", events, "backlog_bytes", bytes,
 		"over_agent_budget", overBudget)
 	s.cfg.Metrics.WatchTooSlow()
 	err := fmt.Errorf("%w, resume from revision %d: %d events (%d bytes) were waiting for the reader, the limit is %d events or %d bytes",
-		apierr.ErrWatchTooSlow, sent, events, bytes, q.limits.Events, q.limits.Bytes)
+		apierr.ErrWatchTooSlow, sent, events, bytes, ws.limits.Events, ws.limits.Bytes)
 	if overBudget {
 		err = fmt.Errorf("%w, resume from revision %d: its %d queued events (%d bytes) were the most of the agent's watch streams when together they reached the agent's limit of %d bytes (watch_queue_bytes)",
 			apierr.ErrWatchTooSlow, sent, events, bytes, s.budget.limit)

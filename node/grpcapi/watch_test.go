@@ -1,41 +1,148 @@
 package grpcapi
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testwait"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
-func TestWatchQueueBoundsTheBacklogBehindTheHead(t *testing.T) {
-	resp := func(rev uint64, n int, snapshot bool) *queuedWatch {
-		r := &pb.WatchResponse{Header: &pb.ResponseHeader{Revision: rev}, Snapshot: snapshot}
-		for range n {
-			r.Events = append(r.Events, &pb.Event{Revision: rev, Instance: &pb.Instance{Id: "x"}})
+// TestWatchStalledOnItsReaderEndedPastItsBacklog: a watch whose reader
+// takes two messages and then stops, while writes go on, is ended too
+// slow once more than its bound of events wait behind the send that waits
+// for the reader, naming the revision of the last message sent whole;
+// the writes never wait for it, and the stream gives back its share of
+// the agent's budget.
+func TestWatchStalledOnItsReaderEndedPastItsBacklog(t *testing.T) {
+	fsm := raftstore.NewFSM(1 << 12)
+	w := &fsmWriter{tb: t, fsm: fsm}
+	metrics := &watchMetrics{}
+	reg := NewRegistry(context.Background(), RegistryConfig{Agent: "a1", Replica: fsm, Metrics: metrics,
+		WatchBacklog: WatchLimits{Events: 5, Bytes: 1 << 20}})
+	done := make(chan watchResult, 1)
+	s := startWatch(t, reg, &pb.WatchRequest{Service: "slow.rpc"}, 2, done)
+	<-s.sent // the empty snapshot
+	w.register(&pb.Instance{Service: "slow.rpc", Id: "first", Address: "127.0.0.1:9000"})
+	sentRev := w.index
+	<-s.sent // the first event; the reader stops now
+	w.register(&pb.Instance{Service: "slow.rpc", Id: "second", Address: "127.0.0.1:9000"})
+	testwait.For(t, 10*time.Second, "the send of the second event waiting for the reader", func() bool { return stackHas("(*stalledStream).Send(") })
+	for i := range 20 {
+		w.register(&pb.Instance{Service: "slow.rpc", Id: fmt.Sprint(i), Address: "127.0.0.1:9000"})
+	}
+	var r watchResult
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stalled watch was not ended")
+	}
+	st := status.Convert(r.err)
+	if st.Code() != codes.Aborted || !errors.Is(apierr.FromStatus(r.err), apierr.ErrWatchTooSlow) {
+		t.Fatalf("the stalled watch ended with %v, want Aborted watch too slow", r.err)
+	}
+	var resume *pb.WatchResume
+	for _, d := range st.Details() {
+		if r, ok := d.(*pb.WatchResume); ok {
+			resume = r
 		}
-		return newQueuedWatch(r)
 	}
-	// Ten events of a few bytes each merge into one message.
-	q := newWatchQueue(WatchLimits{Events: 10, Bytes: 1 << 20}, 0)
-	// The head is taken whatever its size.
-	if !q.push(resp(5, 100, true)) {
-		t.Fatal("an empty queue refused a response")
+	if resume == nil || resume.Revision != sentRev || !strings.Contains(st.Message(), fmt.Sprintf("resume from revision %d", sentRev)) {
+		t.Fatalf("ended with %q (resume detail %v), want it to name revision %d, the last one sent", st.Message(), resume, sentRev)
 	}
-	for rev := uint64(6); rev <= 10; rev++ { // small responses merge behind the head
-		if !q.push(resp(rev, 2, false)) {
-			t.Fatalf("push of revision %d refused with a backlog of %d events", rev, q.events)
+	if q := reg.WatchQueuedBytes(); q != 0 {
+		t.Errorf("%d bytes still counted as queued after the stream ended", q)
+	}
+}
+
+// TestWatchStreamHasNoGoroutineOfItsOwn: an idle Watch stream costs the
+// agent no goroutine besides what any gRPC server stream costs (its
+// handler's): N idle Watch streams add as many goroutines to the process
+// (server and client) as N idle streams of grpc.health.v1's Watch, whose
+// handler is one goroutine waiting.
+func TestWatchStreamHasNoGoroutineOfItsOwn(t *testing.T) {
+	const streams = 200
+	fsm := raftstore.NewFSM(1 << 12)
+	reg := NewRegistry(context.Background(), RegistryConfig{Agent: "a1", Replica: fsm, Metrics: &watchMetrics{}})
+	srv := NewServer(ServerConfig{Metrics: &watchMetrics{}, ClusterSecret: func() []byte { return nil }}, Services{Registry: reg})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(lis)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-served
+	})
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+
+	// perStream opens streams idle streams with open (each answers once
+	// before it idles) and returns the goroutines they added.
+	perStream := func(open func() error) int {
+		before := settledGoroutines()
+		for range streams {
+			if err := open(); err != nil {
+				t.Fatal(err)
+			}
 		}
+		return settledGoroutines() - before
 	}
-	if len(q.items) != 2 || q.items[1].rev != 10 || len(q.items[1].parts[0].Events) != 10 {
-		t.Fatalf("queue holds %d items, want the head and one merged response of 10 events up to revision 10", len(q.items))
+	healthStreams := perStream(func() error {
+		s, err := healthpb.NewHealthClient(cc).Watch(ctx, &healthpb.HealthCheckRequest{})
+		if err == nil {
+			_, err = s.Recv()
+		}
+		return err
+	})
+	watchStreams := perStream(func() error {
+		s, err := pb.NewRegistryClient(cc).Watch(ctx, &pb.WatchRequest{Service: "idle.rpc"})
+		if err == nil {
+			_, err = s.Recv() // the empty snapshot
+		}
+		return err
+	})
+	t.Logf("goroutines per stream: health watch %.2f, registry watch %.2f", float64(healthStreams)/streams, float64(watchStreams)/streams)
+	if watchStreams > healthStreams+streams/4 {
+		t.Fatalf("%d idle Watch streams added %d goroutines, %d idle health streams %d: a Watch stream has goroutines of its own",
+			streams, watchStreams, streams, healthStreams)
 	}
-	if q.push(resp(11, 1, false)) {
-		t.Fatal("a push past the backlog's 10 events was taken")
+}
+
+// settledGoroutines returns the number of goroutines once it has stopped
+// changing for a moment.
+func settledGoroutines() int {
+	n := runtime.NumGoroutine()
+	for range 50 {
+		time.Sleep(20 * time.Millisecond)
+		m := runtime.NumGoroutine()
+		if m == n {
+			return n
+		}
+		n = m
 	}
-	q.pop()
-	if sent, events, _, _ := q.backlog(); sent != 5 || events != 0 {
-		t.Fatalf("after sending the head: sent %d, backlog %d events; want 5 and 0", sent, events)
-	}
-	if !q.push(resp(11, 1, false)) {
-		t.Fatal("a push refused behind a new head with an empty backlog")
-	}
+	return n
 }

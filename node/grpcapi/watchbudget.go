@@ -14,29 +14,30 @@ import (
 const watchPagePatience = time.Second
 
 // watchBudget bounds the bytes queued for all the watch streams of an
-// agent together (encoded size of the events read for them and not sent
-// yet). Each stream's own backlog is bounded too, but ten thousand slow
-// readers within their own bounds could still hold gigabytes: a push that
-// would take the total past the budget ends the stream with the most
-// queued instead, with the usual "watch too slow, resume from revision N",
-// until the push fits (the pushing stream itself when it has the most). A
-// push of events never waits, so neither does the registry. A snapshot
-// page (sent to a stream with nothing else queued) waits instead, first
-// come first served, up to patience for room: when many watchers start
-// at once (an agent restarted), their snapshots go out as the budget
-// allows instead of ending each other. The total passes the budget by at
-// most the one response an empty queue always takes.
+// agent together: the encoded size of the events each is sending, and of
+// those measured behind a send that waits for its reader. Each stream's
+// own backlog is bounded too, but ten thousand slow readers within their
+// own bounds could still hold gigabytes: a charge that would take the
+// total past the budget ends the stream with the most charged instead,
+// with the usual "watch too slow, resume from revision N", until the
+// charge fits (the charging stream itself when it has the most). A charge
+// of events never waits, so neither does the registry. A snapshot page
+// (sent by a stream with nothing else charged) waits instead, first come
+// first served, up to patience for room: when many watchers start at
+// once (an agent restarted), their snapshots go out as the budget allows
+// instead of ending each other. The total passes the budget by at most
+// the one response a stream with nothing charged always takes.
 type watchBudget struct {
 	limit    int64
 	patience time.Duration
-	total    atomic.Int64 // bytes charged by all queues
+	total    atomic.Int64 // bytes charged by all streams
 	// largestCharge is the largest response charged so far.
 	largestCharge atomic.Int64
 
-	// mu guards queues and serialises ending streams; it is taken before
-	// a queue's mu, never after.
-	mu     sync.Mutex
-	queues map[*watchQueue]func()
+	// mu guards streams and serialises ending them; it is taken before
+	// a stream's mu, never after.
+	mu      sync.Mutex
+	streams map[*watchStream]func()
 
 	// roomMu guards waiters, the snapshot pages waiting for room in
 	// order; no other lock is taken while it is held.
@@ -55,7 +56,7 @@ func newWatchBudget(limit int64) *watchBudget {
 	if limit <= 0 {
 		limit = math.MaxInt64
 	}
-	return &watchBudget{limit: limit, patience: watchPagePatience, queues: make(map[*watchQueue]func())}
+	return &watchBudget{limit: limit, patience: watchPagePatience, streams: make(map[*watchStream]func())}
 }
 
 // release gives n bytes back and lets waiting pages that now fit in.
@@ -86,11 +87,11 @@ func (b *watchBudget) grant() {
 	}
 }
 
-// chargeWait charges q, which has nothing queued, with a snapshot page of
+// chargeWait charges q, which has nothing charged, with a snapshot page of
 // n bytes: at once when it fits, otherwise once room is given back, in
 // turn with other waiting pages. After the budget's patience it charges
 // as events do, ending the streams with the most queued.
-func (b *watchBudget) chargeWait(ctx context.Context, q *watchQueue, n int64) error {
+func (b *watchBudget) chargeWait(ctx context.Context, q *watchStream, n int64) error {
 	b.noteCharge(n)
 	if b.reserve(n) {
 		return b.charged(q, n)
@@ -130,7 +131,7 @@ func (b *watchBudget) chargeWait(ctx context.Context, q *watchQueue, n int64) er
 }
 
 // charged adds n, already reserved, to what q is charged.
-func (b *watchBudget) charged(q *watchQueue, n int64) error {
+func (b *watchBudget) charged(q *watchStream, n int64) error {
 	if !q.addCharge(n) {
 		return errWatchBehind
 	}
@@ -138,18 +139,18 @@ func (b *watchBudget) charged(q *watchQueue, n int64) error {
 }
 
 // join starts charging q; end is how the budget ends q's stream.
-func (b *watchBudget) join(q *watchQueue, end func()) {
+func (b *watchBudget) join(q *watchStream, end func()) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	q.budget = b
-	b.queues[q] = end
+	b.streams[q] = end
 }
 
 // leave stops charging q and gives back what it held.
-func (b *watchBudget) leave(q *watchQueue) {
+func (b *watchBudget) leave(q *watchStream) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	delete(b.queues, q)
+	delete(b.streams, q)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	b.dropLocked(q)
@@ -157,7 +158,7 @@ func (b *watchBudget) leave(q *watchQueue) {
 
 // dropLocked gives back everything q was charged and refuses it further
 // charges. The caller holds q.mu.
-func (b *watchBudget) dropLocked(q *watchQueue) {
+func (b *watchBudget) dropLocked(q *watchStream) {
 	b.release(q.charged)
 	q.charged = 0
 	q.overBudget = true
@@ -166,7 +167,7 @@ func (b *watchBudget) dropLocked(q *watchQueue) {
 // charge charges q with n bytes, first ending the streams with the most
 // queued while the total would pass the budget. It reports false, marking
 // q over the budget, when q itself has the most or was ended.
-func (b *watchBudget) charge(q *watchQueue, n int64) bool {
+func (b *watchBudget) charge(q *watchStream, n int64) bool {
 	b.noteCharge(n)
 	if b.reserve(n) {
 		return q.addCharge(n)
@@ -186,8 +187,8 @@ func (b *watchBudget) charge(q *watchQueue, n int64) bool {
 		if victim == q {
 			return false
 		}
-		b.queues[victim]()
-		delete(b.queues, victim)
+		b.streams[victim]()
+		delete(b.streams, victim)
 	}
 	return q.addCharge(n)
 }
@@ -216,12 +217,12 @@ func (b *watchBudget) noteCharge(n int64) {
 	}
 }
 
-// largestLocked returns the queue charged the most and its charge. The
+// largestLocked returns the stream charged the most and its charge. The
 // caller holds b.mu.
-func (b *watchBudget) largestLocked() (*watchQueue, int64) {
-	var victim *watchQueue
+func (b *watchBudget) largestLocked() (*watchStream, int64) {
+	var victim *watchStream
 	var most int64
-	for q := range b.queues {
+	for q := range b.streams {
 		q.mu.Lock()
 		c := q.charged
 		q.mu.Unlock()
@@ -235,7 +236,7 @@ func (b *watchBudget) largestLocked() (*watchQueue, int64) {
 // addCharge adds n to what q is charged, which the budget's total already
 // counts. When q has been ended it takes n back off the total and reports
 // false.
-func (q *watchQueue) addCharge(n int64) bool {
+func (q *watchStream) addCharge(n int64) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.overBudget {
