@@ -208,6 +208,14 @@ func (w *etcdWriter) read(ctx context.Context, group string) (int, error) {
 	return len(resp.Kvs), nil
 }
 
+func (w *etcdWriter) readAll(ctx context.Context) (int, error) {
+	resp, err := w.c.Get(ctx, etcdPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	return len(resp.Kvs), nil
+}
+
 func (w *etcdWriter) close() error { return w.c.Close() }
 
 func (c *etcdCluster) newWatchConn(_ context.Context, member int) (watchConn, error) {

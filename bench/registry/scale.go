@@ -154,6 +154,20 @@ func (r *runner) scaleReads(ctx context.Context, c cluster, res *Result) error {
 	sorted := lat.sorted()
 	res.metric("read p50 ms", quantileMS(sorted, 0.50))
 	res.metric("read p99 ms", quantileMS(sorted, 0.99))
+
+	t := time.Now()
+	var n int
+	err = timed(ctx, func(ctx context.Context) (err error) {
+		n, err = w.readAll(ctx)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("read everything: %w", err)
+	}
+	if n < r.cfg.Instances { // the cluster's start-up write is there too
+		return fmt.Errorf("read everything: %d entries, want at least %d", n, r.cfg.Instances)
+	}
+	res.metric("list everything ms", float64(time.Since(t).Microseconds())/1000)
 	return nil
 }
 

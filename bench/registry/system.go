@@ -65,6 +65,10 @@ type writer interface {
 	// CONSISTENT Get, etcd's default Get) and returns how many entries it
 	// holds.
 	read(ctx context.Context, group string) (int, error)
+	// readAll lists every entry of the registry the way a client that
+	// follows all of it starts (zrpc: the snapshot of a watch of every
+	// service; etcd: a Get of the whole prefix) and returns how many.
+	readAll(ctx context.Context) (int, error)
 	close() error
 }
 

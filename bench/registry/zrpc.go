@@ -201,6 +201,22 @@ func (w zrpcWriter) read(ctx context.Context, group string) (int, error) {
 	return len(insts), err
 }
 
+func (w zrpcWriter) readAll(ctx context.Context) (int, error) {
+	ws, err := w.c.Watch(ctx, "", 0)
+	if err != nil {
+		return 0, err
+	}
+	defer ws.Close()
+	first, err := ws.Recv()
+	if err != nil {
+		return 0, err
+	}
+	if !first.GetSnapshot() {
+		return 0, fmt.Errorf("watch of every service began without a snapshot")
+	}
+	return len(first.GetEvents()), nil
+}
+
 func (w zrpcWriter) close() error { return w.c.Close() }
 
 // zrpcInstance is a ~200-byte TTL instance (address, zone, version, two
