@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -241,11 +242,41 @@ func PeerOnly(fullMethod string) bool {
 }
 
 // ClusterAuth is the proof an agent sends with a call of fullMethod.
+// Every call of the agent-to-agent API needs it twice (the caller sends
+// it, the callee checks it), so the proofs of the agent's one secret are
+// kept by method.
 func ClusterAuth(secret []byte, fullMethod string) string {
+	proofs.mu.RLock()
+	proof, ok := proofs.byMethod[fullMethod]
+	ok = ok && proofs.secret == string(secret)
+	proofs.mu.RUnlock()
+	if ok {
+		return proof
+	}
 	mac := hmac.New(sha256.New, secret)
 	mac.Write([]byte(fullMethod))
-	return hex.EncodeToString(mac.Sum(nil))
+	proof = hex.EncodeToString(mac.Sum(nil))
+	proofs.mu.Lock()
+	defer proofs.mu.Unlock()
+	if proofs.secret != string(secret) || proofs.byMethod == nil {
+		proofs.secret, proofs.byMethod = string(secret), make(map[string]string)
+	}
+	if len(proofs.byMethod) < maxKeptProofs {
+		proofs.byMethod[fullMethod] = proof
+	}
+	return proof
 }
+
+// proofs keeps ClusterAuth's proofs of the last secret it was given (an
+// agent has one; a test process running several clusters just computes
+// more often), at most maxKeptProofs of them: one per method of the API.
+var proofs struct {
+	mu       sync.RWMutex
+	secret   string
+	byMethod map[string]string
+}
+
+const maxKeptProofs = 256
 
 // checkPeer lets a call of the agent-to-agent API through only with this
 // cluster's proof for that method, compared in constant time.
