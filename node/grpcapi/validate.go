@@ -451,15 +451,15 @@ func badTime(m protoreflect.Message) (string, error) {
 	if isTime(m.Descriptor()) {
 		return "", timeValid(m)
 	}
-	var (
-		at  string
-		err error
-	)
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if !holdsTimes(fd) {
-			return true
+	for _, fd := range timeFields(m.Descriptor()) {
+		if !m.Has(fd) {
+			continue
 		}
-		var sub string
+		v := m.Get(fd)
+		var (
+			sub string
+			err error
+		)
 		switch {
 		case fd.IsList():
 			l := v.List()
@@ -469,22 +469,29 @@ func badTime(m protoreflect.Message) (string, error) {
 				}
 			}
 		case fd.IsMap():
-			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-				if sub, err = badTime(mv.Message()); err != nil {
-					sub = fmt.Sprintf("[%v]", k.Interface()) + dotted(sub)
-				}
-				return err == nil
-			})
+			sub, err = badTimeInMap(v.Map())
 		default:
 			sub, err = badTime(v.Message())
 			sub = dotted(sub)
 		}
 		if err != nil {
-			at = string(fd.Name()) + sub
+			return string(fd.Name()) + sub, err
+		}
+	}
+	return "", nil
+}
+
+// badTimeInMap is badTime for the message values of a map (on its own, so
+// that the variables its closure shares do not go to the heap for every
+// message badTime looks at).
+func badTimeInMap(mm protoreflect.Map) (sub string, err error) {
+	mm.Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+		if sub, err = badTime(mv.Message()); err != nil {
+			sub = fmt.Sprintf("[%v]", k.Interface()) + dotted(sub)
 		}
 		return err == nil
 	})
-	return at, err
+	return sub, err
 }
 
 // dotted joins a relative field path below a field: ".x", "[i]" or "".
@@ -509,6 +516,27 @@ func holdsTimes(fd protoreflect.FieldDescriptor) bool {
 	}
 	return md != nil && typeHoldsTimes(md)
 }
+
+// timeFields returns the fields of a message type whose values can
+// contain a Duration or Timestamp, so that a request is checked without
+// visiting its other fields (cached by type).
+func timeFields(md protoreflect.MessageDescriptor) []protoreflect.FieldDescriptor {
+	if v, ok := timeFieldsOf.Load(md); ok {
+		return v.([]protoreflect.FieldDescriptor)
+	}
+	var holding []protoreflect.FieldDescriptor
+	fields := md.Fields()
+	for i := range fields.Len() {
+		if fd := fields.Get(i); holdsTimes(fd) {
+			holding = append(holding, fd)
+		}
+	}
+	timeFieldsOf.Store(md, holding)
+	return holding
+}
+
+// timeFieldsOf caches timeFields by message descriptor.
+var timeFieldsOf sync.Map // protoreflect.MessageDescriptor -> []protoreflect.FieldDescriptor
 
 // timeTypes caches typeHoldsTimes by message type.
 var timeTypes sync.Map // protoreflect.FullName -> bool
@@ -548,11 +576,27 @@ func searchTimes(md protoreflect.MessageDescriptor, seen map[protoreflect.FullNa
 func timeValid(m protoreflect.Message) error {
 	fields := m.Descriptor().Fields()
 	secs, nanos := m.Get(fields.ByName("seconds")).Int(), int32(m.Get(fields.ByName("nanos")).Int())
-	var err error
-	if m.Descriptor().FullName() == "google.protobuf.Duration" {
-		err = (&durationpb.Duration{Seconds: secs, Nanos: nanos}).CheckValid()
-	} else {
-		err = (&timestamppb.Timestamp{Seconds: secs, Nanos: nanos}).CheckValid()
+	duration := m.Descriptor().FullName() == "google.protobuf.Duration"
+	// What requests carry (a TTL, an interval, a time since 1970 and
+	// before 10000) is well-formed without asking CheckValid, which would
+	// cost a message on the heap; anything else gets its verdict and words.
+	maxSecs := int64(maxTimestampSeconds)
+	if duration {
+		maxSecs = maxDurationSeconds
 	}
-	return err
+	if 0 <= secs && secs <= maxSecs && 0 <= nanos && nanos < 1e9 {
+		return nil
+	}
+	if duration {
+		return (&durationpb.Duration{Seconds: secs, Nanos: nanos}).CheckValid()
+	}
+	return (&timestamppb.Timestamp{Seconds: secs, Nanos: nanos}).CheckValid()
 }
+
+// The largest seconds of a well-formed Duration (10,000 years) and
+// Timestamp (9999-12-31T23:59:59Z), as durationpb and timestamppb check
+// them.
+const (
+	maxDurationSeconds  = 315576000000
+	maxTimestampSeconds = 253402300799
+)

@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -20,5 +21,47 @@ func TestCheckTimesNamesTheFieldPathThroughLists(t *testing.T) {
 	}
 	if err := checkTimes((&pb.WatchResponse{Events: []*pb.Event{{Instance: &pb.Instance{Id: "a"}}}}).ProtoReflect(), ""); err != nil {
 		t.Fatalf("well-formed: %v", err)
+	}
+}
+
+// TestCheckTimesOfARegistrationAllocatesNothing: the interceptors check
+// every request's times; for a well-formed registration the check visits
+// only the fields that can hold a Duration or Timestamp and allocates
+// nothing.
+func TestCheckTimesOfARegistrationAllocatesNothing(t *testing.T) {
+	req := (&pb.RegisterRequest{Instance: &pb.Instance{
+		Service: "user.rpc", Id: "u1", Address: "10.1.2.3:9001", Zone: "zone-a", Version: "v1",
+		Tags:     []string{"primary", "canary"},
+		Metadata: map[string]string{"region": "eu-west", "owner": "team-users"},
+		Check:    &pb.Check{Ttl: durationpb.New(30e9)},
+	}}).ProtoReflect()
+	if err := checkTimes(req, ""); err != nil {
+		t.Fatalf("well-formed registration: %v", err)
+	}
+	if allocs := testing.AllocsPerRun(100, func() { _ = checkTimes(req, "") }); allocs != 0 {
+		t.Errorf("checkTimes of a registration allocates %.0f times, want 0", allocs)
+	}
+}
+
+// TestTimeValidAgreesWithCheckValid: the shortcut for common values gives
+// CheckValid's verdict at and past the edges of the valid ranges.
+func TestTimeValidAgreesWithCheckValid(t *testing.T) {
+	type secsNanos struct {
+		secs  int64
+		nanos int32
+	}
+	for _, v := range []secsNanos{
+		{0, 0}, {1, 999_999_999}, {1, 1_000_000_000}, {1, -1}, {-1, -1}, {-1, 1}, {-1, 0},
+		{maxDurationSeconds, 0}, {maxDurationSeconds + 1, 0}, {-maxDurationSeconds, 0}, {-maxDurationSeconds - 1, 0},
+		{maxTimestampSeconds, 0}, {maxTimestampSeconds + 1, 0}, {-62135596800, 0}, {-62135596801, 0},
+	} {
+		d := &durationpb.Duration{Seconds: v.secs, Nanos: v.nanos}
+		if got, want := timeValid(d.ProtoReflect()), d.CheckValid(); (got == nil) != (want == nil) || (got != nil && got.Error() != want.Error()) {
+			t.Errorf("duration %v: timeValid %v, CheckValid %v", v, got, want)
+		}
+		ts := &timestamppb.Timestamp{Seconds: v.secs, Nanos: v.nanos}
+		if got, want := timeValid(ts.ProtoReflect()), ts.CheckValid(); (got == nil) != (want == nil) || (got != nil && got.Error() != want.Error()) {
+			t.Errorf("timestamp %v: timeValid %v, CheckValid %v", v, got, want)
+		}
 	}
 }
