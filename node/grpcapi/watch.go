@@ -65,6 +65,12 @@ type watchStream struct {
 	budget     *watchBudget
 	charged    int64
 	overBudget bool
+	// carried is the part of charged that is the backlog measured behind
+	// the last send: those events are still waiting in the registry when
+	// the send ends, and stay charged until the response that takes them
+	// is (giving them back in between would let other streams take room
+	// that this one then charges again).
+	carried int64
 }
 
 func newWatchStream(limits WatchLimits, from uint64) *watchStream {
@@ -89,12 +95,40 @@ func (ws *watchStream) sentWhole(rev uint64) {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	ws.sent = max(ws.sent, rev)
+	keep := min(int64(ws.bytes), ws.charged)
 	ws.events, ws.bytes = 0, 0
-	if ws.budget != nil && !ws.overBudget && ws.charged != 0 {
-		n := ws.charged
-		ws.charged = 0
+	if ws.budget == nil || ws.overBudget {
+		return
+	}
+	ws.carried = keep
+	if n := ws.charged - keep; n != 0 {
+		ws.charged = keep
 		ws.budget.release(n)
 	}
+}
+
+// takeCarried returns how much of a response of n bytes is still to be
+// charged, the backlog carried from the last send counting as charged for
+// it; what was carried beyond n is given back. With page set the carried
+// bytes are all given back: a snapshot page waits for room on its own.
+func (ws *watchStream) takeCarried(n int64, page bool) int64 {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	c := ws.carried
+	ws.carried = 0
+	if c == 0 || ws.budget == nil || ws.overBudget {
+		return n
+	}
+	if page || c > n {
+		back := c
+		if !page {
+			back = c - n
+		}
+		ws.charged -= back
+		ws.budget.release(back)
+		return n - (c - back)
+	}
+	return n - c
 }
 
 // backlog returns the revision sent whole and the backlog last measured,
@@ -148,11 +182,12 @@ func (s *Registry) serveWatch(ctx context.Context, cancel context.CancelCauseFun
 func (s *Registry) sendWatch(ctx context.Context, ws *watchStream, w *raftstore.Watcher, resp *pb.WatchResponse,
 	page bool, stream pb.Registry_WatchServer, sent chan error) error {
 	parts, bytes := watchParts(resp)
+	rest := ws.takeCarried(int64(bytes), page)
 	if page {
-		if err := s.budget.chargeWait(ctx, ws, int64(bytes)); err != nil {
+		if err := s.budget.chargeWait(ctx, ws, rest); err != nil {
 			return err
 		}
-	} else if !s.budget.charge(ws, int64(bytes)) {
+	} else if rest > 0 && !s.budget.charge(ws, rest) {
 		return errWatchBehind
 	}
 	s.cfg.Go(func() { sent <- sendParts(stream, parts) })

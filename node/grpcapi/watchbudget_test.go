@@ -374,3 +374,42 @@ func TestWatchBudgetSnapshotPagesWaitForRoom(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchStreamKeepsItsBacklogChargedAcrossSends: the backlog measured
+// behind a send stays charged when the send ends (its events still wait
+// in the registry), and counts as charged for the response that takes
+// them, so other streams never get room this one is about to take back.
+func TestWatchStreamKeepsItsBacklogChargedAcrossSends(t *testing.T) {
+	b := newWatchBudget(1000)
+	ws := newWatchStream(WatchLimits{}.withDefaults(), 0)
+	b.join(ws, func() {})
+	if !b.charge(ws, 100) || !b.charge(ws, 300) { // the response sent, the backlog behind it
+		t.Fatal("charges within the budget refused")
+	}
+	ws.measured(3, 300)
+	ws.sentWhole(5)
+	if got := b.total.Load(); got != 300 {
+		t.Fatalf("%d bytes charged after the send, want the backlog's 300", got)
+	}
+	if rest := ws.takeCarried(350, false); rest != 50 {
+		t.Fatalf("a 350-byte response after a 300-byte backlog charges %d more, want 50", rest)
+	}
+	if !b.charge(ws, 50) || b.total.Load() != 350 {
+		t.Fatalf("%d bytes charged for the response, want 350", b.total.Load())
+	}
+	ws.measured(0, 0)
+	ws.sentWhole(6)
+	if got := b.total.Load(); got != 0 {
+		t.Fatalf("%d bytes charged once everything was sent, want 0", got)
+	}
+
+	// A snapshot page waits for room on its own: a carried backlog is given back.
+	if !b.charge(ws, 200) {
+		t.Fatal("charge refused")
+	}
+	ws.measured(2, 200)
+	ws.sentWhole(7)
+	if rest := ws.takeCarried(500, true); rest != 500 || b.total.Load() != 0 {
+		t.Fatalf("page: charges %d with %d still charged, want 500 and 0", rest, b.total.Load())
+	}
+}
