@@ -5,7 +5,7 @@ VERSION     ?= 0.1.0-dev
 LDFLAGS     := -X github.com/zrpcio/zrpc/cli.Version=$(VERSION)
 BIN         := bin
 
-.PHONY: all build test lint bench bench-security proto run clean demo robustness fuzz docs
+.PHONY: all build test lint bench bench-security bench-registry proto run clean demo robustness fuzz docs
 
 all: build
 
@@ -72,6 +72,17 @@ BENCH_DURATION ?= 5s
 bench-security: build
 	cd bench && $(GO) build -o ../$(BIN)/zrpcecho ./cmd/zrpcecho && \
 		$(GO) run ./cmd/zrpcload --bin ../$(BIN) --reps $(REPS) --duration $(BENCH_DURATION)
+
+## bench-registry: zrpc's registry against etcd 3.4, measured from outside:
+## zrpcd agents and etcd members in their own processes, the load from
+## bench/cmd/zrpcregbench, rounds interleaved zrpc/etcd (about 12 minutes;
+## REGBENCH_FLAGS=--quick about 3). Installs etcd from Debian when missing.
+## Results: a markdown table on stdout, JSON lines in REGBENCH_OUT.
+REGBENCH_OUT   ?= $(CURDIR)/$(BIN)/bench-registry.jsonl
+REGBENCH_FLAGS ?=
+bench-registry: build
+	command -v etcd >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-server etcd-client)
+	cd bench && $(GO) run ./cmd/zrpcregbench --bin ../$(BIN) --out $(REGBENCH_OUT) $(REGBENCH_FLAGS)
 
 ## proto: regenerate api/zrpcpb from api/*.proto (installs protoc and plugins)
 proto:

@@ -6,6 +6,9 @@
 // Its tools measure the way an outsider would: the agents and services
 // run as their own processes (the zrpcd binary, cmd/zrpcecho), the load
 // comes from another (cmd/zrpcload), and each comparison runs its
-// baseline in the same run, interleaved. Package security is the TLS +
-// ACL vs plaintext comparison; results are in docs/benchmarks.md.
+// baseline in the same run, interleaved. Package registry compares zrpc's
+// registry with etcd 3.4 (cmd/zrpcregbench, `make bench-registry`);
+// package security is the TLS + ACL vs plaintext comparison (cmd/zrpcload);
+// internal/proc runs and measures their child processes. Results are in
+// docs/benchmarks.md.
 package bench

@@ -2,14 +2,14 @@ package security
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/zrpcio/zrpc/bench/internal/proc"
 )
 
 // readyTimeout bounds an agent's start until /readyz answers 200.
@@ -17,7 +17,7 @@ const readyTimeout = 60 * time.Second
 
 // agent is one zrpcd agent process on loopback.
 type agent struct {
-	proc     *process
+	proc     *proc.Process
 	grpcAddr string
 	httpAddr string
 }
@@ -42,7 +42,7 @@ func startAgent(ctx context.Context, bins Binaries, dir string, sec *pki) (*agen
 }
 
 func startAgentOnce(ctx context.Context, bins Binaries, dir string, sec *pki, attempt int) (*agent, error) {
-	ports, err := freePorts(4)
+	ports, err := proc.FreePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -61,74 +61,15 @@ func startAgentOnce(ctx context.Context, bins Binaries, dir string, sec *pki, at
 		args = append(args, "--tls-ca", sec.ca, "--tls-cert", sec.agentCert, "--tls-key", sec.agentKey,
 			"--encrypt-file", sec.gossipKey, "--acl")
 	}
-	p, err := startProcess(dir, "zrpcd-"+strconv.Itoa(attempt), bins.Zrpcd, args...)
+	p, err := proc.Start(dir, "zrpcd-"+strconv.Itoa(attempt), bins.Zrpcd, args...)
 	if err != nil {
 		return nil, err
 	}
 	readyURL := fmt.Sprintf("http://127.0.0.1:%d/readyz", httpPort)
-	if err := waitReady(ctx, p, readyURL); err != nil {
-		p.stop()
-		return nil, fmt.Errorf("agent: %w\n%s", err, p.tail())
+	if err := proc.WaitHTTP(ctx, p, readyURL, readyTimeout); err != nil {
+		p.Stop()
+		return nil, fmt.Errorf("agent: %w\n%s", err, p.Tail())
 	}
 	return &agent{proc: p, grpcAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(grpcPort)),
 		httpAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort))}, nil
-}
-
-// waitReady polls url until it answers 200, p exits, or readyTimeout.
-func waitReady(ctx context.Context, p *process, url string) error {
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	hc := &http.Client{Timeout: time.Second}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if done, err := p.exited(); done {
-			return fmt.Errorf("exited before it was ready (%v)", err)
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		if resp, err := hc.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not ready at %s: %w", url, ctx.Err())
-		case <-tick.C:
-		}
-	}
-}
-
-// freePorts returns n distinct loopback ports that were free for both TCP
-// and UDP a moment ago.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var hold []func() error
-	defer func() {
-		for _, c := range hold {
-			c()
-		}
-	}()
-	for tries := 0; len(ports) < n; tries++ {
-		if tries == 100 {
-			return nil, errors.New("find free ports: no port free for both TCP and UDP in 100 tries")
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		hold = append(hold, ln.Close)
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err != nil {
-			continue // taken for UDP: gossip needs both
-		}
-		hold = append(hold, pc.Close)
-		ports = append(ports, port)
-	}
-	return ports, nil
 }

@@ -1,20 +1,22 @@
 package security
 
+import "github.com/zrpcio/zrpc/bench/internal/proc"
+
 // cpuMeter reads the CPU time of the processes a step loads, named, and
 // of the load tool itself ("load"). CPU per call does not depend on how
 // busy the machine is the way calls per second do.
-type cpuMeter map[string]*process
+type cpuMeter map[string]*proc.Process
 
 // read returns each process's CPU time so far, in seconds; processes
 // whose time cannot be read are left out.
 func (m cpuMeter) read() map[string]float64 {
 	out := map[string]float64{}
 	for name, p := range m {
-		if d, err := p.cpuTime(); err == nil {
+		if d, err := p.CPUTime(); err == nil {
 			out[name] = d.Seconds()
 		}
 	}
-	if d, err := selfCPUTime(); err == nil {
+	if d, err := proc.SelfCPUTime(); err == nil {
 		out["load"] = d.Seconds()
 	}
 	return out

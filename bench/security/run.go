@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/zrpcio/zrpc/bench/internal/proc"
 )
 
 // Binaries are the programs the benchmark runs.
@@ -202,7 +204,7 @@ func (c Config) runOne(ctx context.Context, dir, name string, sec *pki, log *slo
 	if err != nil {
 		return nil, err
 	}
-	defer a.proc.stop()
+	defer a.proc.Stop()
 	creds := credentials{pki: sec}
 	var mgmtToken string
 	if sec != nil {
@@ -245,27 +247,27 @@ func (c Config) runOne(ctx context.Context, dir, name string, sec *pki, log *slo
 	if err != nil {
 		return nil, err
 	}
-	defer e.stop()
+	defer e.Stop()
 	st, err := echoLoad(ctx, a.grpcAddr, creds, c.Callers, c.Warmup, c.Duration, c.MaxOps, cpuMeter{echoProc: e})
 	if err != nil {
 		return nil, fmt.Errorf("echo, %d callers: %w", c.Callers, err)
 	}
 	st.record(sample, echoMetric(c.Callers), echoRate, echoProc, log)
-	if err := e.stop(); err != nil {
+	if err := e.Stop(); err != nil {
 		return nil, err
 	}
-	return sample, a.proc.stop()
+	return sample, a.proc.Stop()
 }
 
 // startEcho starts the echo server, registered through the agent at addr,
 // and waits until it says it is registered.
-func startEcho(ctx context.Context, bins Binaries, dir, addr string, creds credentials) (*process, error) {
+func startEcho(ctx context.Context, bins Binaries, dir, addr string, creds credentials) (*proc.Process, error) {
 	args := []string{"--agent", addr, "--name", echoService, "--listen", "127.0.0.1:0"}
 	if creds.pki != nil {
 		args = append(args, "--tls-ca", creds.pki.ca, "--tls-cert", creds.pki.echoCert, "--tls-key", creds.pki.echoKey,
 			"--token-file", creds.tokenFile)
 	}
-	p, err := startProcess(dir, "zrpcecho", bins.Echo, args...)
+	p, err := proc.Start(dir, "zrpcecho", bins.Echo, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -274,16 +276,16 @@ func startEcho(ctx context.Context, bins Binaries, dir, addr string, creds crede
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if strings.Contains(p.tail(), "listening ") {
+		if strings.Contains(p.Tail(), "listening ") {
 			return p, nil
 		}
-		if done, err := p.exited(); done {
-			return nil, fmt.Errorf("zrpcecho exited before it was registered (%v):\n%s", err, p.tail())
+		if done, err := p.Exited(); done {
+			return nil, fmt.Errorf("zrpcecho exited before it was registered (%v):\n%s", err, p.Tail())
 		}
 		select {
 		case <-ctx.Done():
-			p.stop()
-			return nil, fmt.Errorf("zrpcecho not registered: %w\n%s", ctx.Err(), p.tail())
+			p.Stop()
+			return nil, fmt.Errorf("zrpcecho not registered: %w\n%s", ctx.Err(), p.Tail())
 		case <-tick.C:
 		}
 	}

@@ -3,12 +3,10 @@ package security
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -16,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/zrpcio/zrpc/bench/internal/proc"
 )
 
 func TestReportTableShowsMedianRangeAndRatio(t *testing.T) {
@@ -140,7 +140,11 @@ func TestRunStopsItsProcessesOnError(t *testing.T) {
 // has answered a registration (its /metrics, at the --http-port of its
 // command line).
 func agentServedRegistrations(t *testing.T, dir string) bool {
-	for _, pid := range processesIn(t, dir) {
+	pids, err := proc.ProcessesUnder(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
 		b, err := os.ReadFile(filepath.Join("/proc", pid, "cmdline"))
 		if err != nil {
 			continue
@@ -185,7 +189,7 @@ func shortConfig(t *testing.T) Config {
 		for _, b := range []struct{ dir, name, pkg string }{
 			{"../..", "zrpcd", "./cmd/zrpcd"}, {"../..", "zrpcctl", "./cmd/zrpcctl"}, {"..", "zrpcecho", "./cmd/zrpcecho"},
 		} {
-			if binErr = build(b.dir, filepath.Join(binDir, b.name), b.pkg); binErr != nil {
+			if binErr = proc.GoBuild(b.dir, filepath.Join(binDir, b.name), b.pkg); binErr != nil {
 				return
 			}
 		}
@@ -214,44 +218,18 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// processesIn returns the pids of processes whose command line names a
-// path under dir: the agents and echo servers Run started there.
-func processesIn(t *testing.T, dir string) []string {
-	t.Helper()
-	cmdlines, err := filepath.Glob("/proc/[0-9]*/cmdline")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pids []string
-	for _, f := range cmdlines {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue // exited meanwhile
-		}
-		if strings.Contains(string(b), dir+string(filepath.Separator)) {
-			pids = append(pids, filepath.Base(filepath.Dir(f)))
-		}
-	}
-	return pids
-}
-
 func noProcessesIn(t *testing.T, dir string) {
 	t.Helper()
 	if runtime.GOOS != "linux" {
 		return
 	}
-	if pids := processesIn(t, dir); len(pids) > 0 {
+	pids, err := proc.ProcessesUnder(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pids) > 0 {
 		t.Errorf("processes started by Run still run: pids %v", pids)
 	}
-}
-
-func build(dir, out, pkg string) error {
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = dir
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
-	}
-	return nil
 }
 
 // testWriter sends the run's progress to t.Log.

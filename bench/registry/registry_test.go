@@ -1,0 +1,221 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestSummarizeGivesMedianMinAndMax(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []float64
+		want summary
+	}{
+		{"none", nil, summary{}},
+		{"one", []float64{7}, summary{median: 7, min: 7, max: 7, n: 1}},
+		{"odd count, unsorted", []float64{30, 10, 20}, summary{median: 20, min: 10, max: 30, n: 3}},
+		{"even count: mean of the middle two", []float64{4, 1, 3, 2}, summary{median: 2.5, min: 1, max: 4, n: 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := slices.Clone(tc.in)
+			if got := summarize(tc.in); got != tc.want {
+				t.Errorf("summarize(%v) = %+v, want %+v", tc.in, got, tc.want)
+			}
+			if !slices.Equal(in, tc.in) {
+				t.Errorf("summarize reordered its input: %v", tc.in)
+			}
+		})
+	}
+}
+
+func TestRatioIsUndefinedForAZeroBase(t *testing.T) {
+	if q, ok := ratio(3, 2); !ok || q != 1.5 {
+		t.Errorf("ratio(3, 2) = %v, %v; want 1.5, true", q, ok)
+	}
+	if _, ok := ratio(3, 0); ok {
+		t.Error("ratio(3, 0) gave a ratio")
+	}
+}
+
+func TestQuantileUsesNearestRank(t *testing.T) {
+	var d []time.Duration
+	for i := 1; i <= 100; i++ {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	if got := quantileMS(d, 0.50); got != 51 {
+		t.Errorf("p50 = %v ms, want 51", got)
+	}
+	if got := quantileMS(d, 0.99); got != 100 {
+		t.Errorf("p99 = %v ms, want 100", got)
+	}
+	if got := quantileMS(nil, 0.99); got != 0 {
+		t.Errorf("p99 of nothing = %v, want 0", got)
+	}
+}
+
+func TestInterleaveAlternatesSystemsWithinEachRepetition(t *testing.T) {
+	got := interleave(3, []string{Zrpc, Etcd})
+	want := []slot{{1, Zrpc}, {1, Etcd}, {2, Zrpc}, {2, Etcd}, {3, Zrpc}, {3, Etcd}}
+	if !slices.Equal(got, want) {
+		t.Errorf("interleave = %v, want %v", got, want)
+	}
+}
+
+func TestStampSurvivesTheValue(t *testing.T) {
+	v := instanceValue("i00000042", 1764700000123456789)
+	if len(v) < 200 {
+		t.Errorf("value is %d bytes, want at least 200", len(v))
+	}
+	if s, ok := stampOf([]byte(v)); !ok || s != 1764700000123456789 {
+		t.Errorf("stampOf = %d, %v", s, ok)
+	}
+	if _, ok := stampOf([]byte("probe")); ok {
+		t.Error("a value without a stamp gave one")
+	}
+}
+
+// results of two repetitions of one case, zrpc faster with lower latency.
+func sampleReport(jsonl io.Writer) *Report {
+	rep := NewReport([]string{Zrpc, Etcd}, jsonl)
+	add := func(system string, r int, rate, p99 float64) {
+		res := Result{Scenario: "puts", Topology: "1 node", Case: "16 writers", System: system, Rep: r}
+		res.metric("writes/s", rate)
+		res.metric("p99 ms", p99)
+		res.Metrics["failed"] = 0
+		if err := rep.add(res); err != nil {
+			panic(err)
+		}
+	}
+	add(Zrpc, 1, 6000, 4)
+	add(Etcd, 1, 4000, 6)
+	add(Zrpc, 2, 7000, 5)
+	add(Etcd, 2, 5000, 8)
+	add(Zrpc, 3, 6500, 4.5)
+	add(Etcd, 3, 4500, 7)
+	return rep
+}
+
+func TestMarkdownTableShowsMediansRangesAndRatioOfMedians(t *testing.T) {
+	rep := sampleReport(nil)
+	var b strings.Builder
+	if err := rep.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	want := []string{
+		"| scenario | topology | case | metric | zrpc median (min-max) | etcd median (min-max) | zrpc/etcd (ratio of medians) |",
+		"|---|---|---|---|---|---|---|",
+		"| puts | 1 node | 16 writers | writes/s | 6500 (6000-7000) | 4500 (4000-5000) | 1.44x |",
+		"| puts | 1 node | 16 writers | p99 ms | 4.50 (4.00-5.00) | 7.00 (6.00-8.00) | 0.64x |",
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("table:\n%s\nwant:\n%s", b.String(), strings.Join(want, "\n"))
+	}
+}
+
+func TestMarkdownTableMarksWhatOneSystemDidNotMeasure(t *testing.T) {
+	rep := NewReport([]string{Zrpc, Etcd}, nil)
+	res := Result{Scenario: "scale", Topology: "1 node", Case: "100000 instances", System: Zrpc, Rep: 1}
+	res.metric("RSS MiB", 250)
+	if err := rep.add(res); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := rep.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	if want := "| scale | 1 node | 100000 instances | RSS MiB | 250 | - | - |"; !strings.Contains(b.String(), want) {
+		t.Errorf("table lacks %q:\n%s", want, b.String())
+	}
+}
+
+func TestEveryResultIsOneJSONLine(t *testing.T) {
+	var buf bytes.Buffer
+	sampleReport(&buf)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 6 {
+		t.Fatalf("%d lines, want 6:\n%s", len(lines), buf.String())
+	}
+	var first Result
+	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
+		t.Fatal(err)
+	}
+	if first.System != Zrpc || first.Rep != 1 || first.Metrics["writes/s"] != 6000 || first.Scenario != "puts" {
+		t.Errorf("first line decodes to %+v", first)
+	}
+	if _, ok := first.Metrics["failed"]; !ok {
+		t.Error("a metric kept out of the table is missing from the JSON line")
+	}
+}
+
+func TestConfigValidateNamesEveryBadField(t *testing.T) {
+	c := Config{Systems: []string{Zrpc, "consul"}, Phases: []string{"puts", "soak"}, Nodes: []int{2}, Writers: []int{0}}
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("a bad config validated")
+	}
+	for _, want := range []string{"binary of zrpc: no path given", `unknown system "consul"`, `unknown phase "soak"`,
+		"nodes 2", "reps 0", "scale reps 0", "max ops 0", "rate 0", "watch events 0", "fanout services 0",
+		"fanout watchers 0", "fanout conns 0", "fanout writes 0", "failover kills 0", "instances 0", "duration 0s", "writers 0"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+}
+
+func TestDefaultAndQuickConfigsAreValidButForTheBinaries(t *testing.T) {
+	for name, c := range map[string]Config{"default": Default(), "quick": Quick()} {
+		err := c.Validate()
+		if err == nil {
+			t.Fatalf("%s: validated without binaries", name)
+		}
+		for _, line := range strings.Split(err.Error(), "\n") {
+			if !strings.HasPrefix(line, "binary of ") {
+				t.Errorf("%s: %s", name, line)
+			}
+		}
+	}
+}
+
+// A paced call that has not returned does not hold the next one back:
+// each of these calls returns only once all of them have started.
+func TestPacedStartsCallsWithoutWaitingForEarlierOnes(t *testing.T) {
+	const n = 5
+	var started sync.WaitGroup
+	started.Add(n)
+	all := make(chan struct{})
+	go func() { started.Wait(); close(all) }()
+	_, err := paced(context.Background(), n, 1000, func(int) error {
+		started.Done()
+		select {
+		case <-all:
+			return nil
+		case <-time.After(10 * time.Second):
+			return errors.New("the other calls did not start while this one ran")
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPacedReturnsTheFirstError(t *testing.T) {
+	boom := errors.New("boom")
+	_, err := paced(context.Background(), 3, 1000, func(i int) error {
+		if i == 1 {
+			return boom
+		}
+		return nil
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("paced = %v, want %v", err, boom)
+	}
+}

@@ -1,0 +1,153 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/zrpcio/zrpc/bench/internal/proc"
+	"github.com/zrpcio/zrpc/internal/testlog"
+)
+
+var (
+	zrpcdOnce sync.Once
+	zrpcdPath string
+	zrpcdErr  error
+)
+
+// tinyConfig runs every scenario for a moment: zrpcd built once per test
+// binary, etcd from PATH when there is one (else zrpc alone). It skips the
+// test without ZRPC_BENCH=1: it starts real processes for tens of seconds.
+func tinyConfig(t *testing.T) Config {
+	t.Helper()
+	if os.Getenv("ZRPC_BENCH") != "1" {
+		t.Skip("set ZRPC_BENCH=1 to run the out-of-process benchmark")
+	}
+	zrpcdOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "zrpc-bench-bin-")
+		if err != nil {
+			zrpcdErr = err
+			return
+		}
+		zrpcdPath = filepath.Join(dir, "zrpcd")
+		zrpcdErr = proc.GoBuild("../..", zrpcdPath, "./cmd/zrpcd")
+	})
+	if zrpcdErr != nil {
+		t.Fatal(zrpcdErr)
+	}
+	c := Default()
+	c.Zrpcd, c.Systems = zrpcdPath, []string{Zrpc}
+	if etcd, err := exec.LookPath("etcd"); err == nil {
+		c.Etcd, c.Systems = etcd, []string{Zrpc, Etcd}
+	} else {
+		t.Log("no etcd in PATH: zrpc alone")
+	}
+	c.Reps, c.Settle, c.Duration, c.Writers = 1, 100*time.Millisecond, 300*time.Millisecond, []int{1, 4}
+	c.WatchEvents = 50
+	c.FanoutServices, c.FanoutWatchers, c.FanoutConns, c.FanoutWrites = 10, 3, 4, 30
+	c.Instances, c.Idle = 500, time.Second
+	c.Dir = t.TempDir()
+	c.Log = testlog.New(t, "")
+	return c
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if zrpcdPath != "" {
+		os.RemoveAll(filepath.Dir(zrpcdPath))
+	}
+	os.Exit(code)
+}
+
+// TestRunEndToEnd runs every scenario against real processes: every
+// system measures every case, no event is lost, and nothing it started
+// still runs or keeps its data afterwards.
+func TestRunEndToEnd(t *testing.T) {
+	cfg := tinyConfig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rep := NewReport(cfg.Systems, nil)
+	if err := Run(ctx, cfg, rep); err != nil {
+		t.Fatal(err)
+	}
+	noneLeft(t, cfg.Dir)
+	cases := map[string][]string{} // by system: scenario/topology/case
+	for _, res := range rep.Results {
+		cases[res.System] = append(cases[res.System], res.Scenario+"/"+res.Topology+"/"+res.Case)
+		for _, m := range res.Order {
+			if v := res.Metrics[m]; v < 0 || (m == "events lost" && v != 0) {
+				t.Errorf("%s %s %s: %s = %v", res.System, res.Scenario, res.Case, m, v)
+			}
+		}
+		if res.Scenario == "puts" && res.Metrics["writes/s"] == 0 {
+			t.Errorf("%s %s %s: no writes", res.System, res.Topology, res.Case)
+		}
+	}
+	// puts 2 nodes × 2 writer counts, watch 1 + 2 cases, fanout, failover, scale
+	const want = 4 + 3 + 1 + 1 + 1
+	for _, s := range cfg.Systems {
+		if len(cases[s]) != want {
+			t.Errorf("%s measured %d cases, want %d: %v", s, len(cases[s]), want, cases[s])
+		}
+	}
+	var b strings.Builder
+	if err := rep.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + b.String())
+}
+
+// TestRunStopsEverythingWhenCancelled cancels a run in its first round:
+// Run returns the cancellation and leaves no process or data behind.
+func TestRunStopsEverythingWhenCancelled(t *testing.T) {
+	cfg := tinyConfig(t)
+	cfg.Phases, cfg.Duration = []string{"puts"}, time.Minute
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, NewReport(cfg.Systems, nil)) }()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		pids, err := proc.ProcessesUnder(cfg.Dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pids) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no process started within a minute")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run = %v, want context.Canceled", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Run did not return within a minute of its cancellation")
+	}
+	noneLeft(t, cfg.Dir)
+}
+
+// noneLeft fails when a process started under dir still runs or a data
+// dir is left there.
+func noneLeft(t *testing.T, dir string) {
+	t.Helper()
+	if pids, err := proc.ProcessesUnder(dir); err != nil || len(pids) > 0 {
+		t.Errorf("processes started by Run still run: pids %v (%v)", pids, err)
+	}
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() && d.Name() == "data" {
+			t.Errorf("data dir left: %s", path)
+		}
+		return nil
+	})
+}

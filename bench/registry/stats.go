@@ -1,0 +1,95 @@
+package registry
+
+import (
+	"slices"
+	"sync"
+	"time"
+)
+
+// latencies collects durations from many goroutines.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+// sorted returns a sorted copy of what was collected.
+func (l *latencies) sorted() []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := slices.Clone(l.d)
+	slices.Sort(s)
+	return s
+}
+
+func (l *latencies) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.d)
+}
+
+// quantileMS returns the q-quantile of sorted durations in milliseconds
+// (nearest rank); 0 for none.
+func quantileMS(sorted []time.Duration, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := min(int(q*float64(len(sorted))), len(sorted)-1)
+	return ms(sorted[i])
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// summary is the median and range of one metric over repetitions.
+type summary struct {
+	median, min, max float64
+	n                int
+}
+
+// summarize returns the median (the mean of the middle two for an even
+// count), min and max of v.
+func summarize(v []float64) summary {
+	if len(v) == 0 {
+		return summary{}
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	med := s[n/2]
+	if n%2 == 0 {
+		med = (s[n/2-1] + s[n/2]) / 2
+	}
+	return summary{median: med, min: s[0], max: s[n-1], n: n}
+}
+
+// ratio is a/b, and false when b is zero (no ratio to show).
+func ratio(a, b float64) (float64, bool) {
+	if b == 0 {
+		return 0, false
+	}
+	return a / b, true
+}
+
+// slot is one round of an interleaved run: which repetition, which system.
+type slot struct {
+	rep    int
+	system string
+}
+
+// interleave returns the order of the rounds: every repetition runs each
+// system once, in the order given, so systems alternate A, B, A, B, ...
+// and a drift of the machine over the run touches both alike.
+func interleave(reps int, systems []string) []slot {
+	var out []slot
+	for r := 1; r <= reps; r++ {
+		for _, s := range systems {
+			out = append(out, slot{rep: r, system: s})
+		}
+	}
+	return out
+}

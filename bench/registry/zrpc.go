@@ -1,0 +1,298 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/bench/internal/proc"
+	"github.com/zrpcio/zrpc/client"
+)
+
+// registrationTTL is the TTL of every registration (zrpc instance, etcd
+// lease): long enough that none expires while it is measured, also while
+// a million are loaded. Nothing renews them: an etcd lease that expired
+// would take all of its writer's keys with it.
+const registrationTTL = time.Hour
+
+// zrpcSystem runs zrpcd agents with default settings, except extra flags
+// (the scale phase's raised quotas).
+type zrpcSystem struct {
+	bin   string
+	extra []string
+}
+
+func (zrpcSystem) name() string { return Zrpc }
+
+type zrpcMember struct {
+	name                                 string
+	dir                                  string
+	grpcPort, raftPort, gossipPort, http int
+	proc                                 *proc.Process
+}
+
+func (m *zrpcMember) grpcAddr() string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(m.grpcPort))
+}
+func (m *zrpcMember) gossipAddr() string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(m.gossipPort))
+}
+
+type zrpcCluster struct {
+	sys    zrpcSystem
+	dir    string
+	agents []*zrpcMember
+	starts int // process starts, to name each one's log
+}
+
+func (s zrpcSystem) start(ctx context.Context, dir string, members int) (cluster, error) {
+	ports, err := proc.FreePorts(4 * members)
+	if err != nil {
+		return nil, err
+	}
+	c := &zrpcCluster{sys: s, dir: dir}
+	for i := range members {
+		m := &zrpcMember{name: "z" + strconv.Itoa(i+1), dir: filepath.Join(dir, "z"+strconv.Itoa(i+1))}
+		m.grpcPort, m.raftPort, m.gossipPort, m.http = ports[4*i], ports[4*i+1], ports[4*i+2], ports[4*i+3]
+		if err := os.MkdirAll(m.dir, 0o700); err != nil {
+			return nil, err
+		}
+		c.agents = append(c.agents, m)
+	}
+	for i := range c.agents {
+		if err := c.launch(i); err != nil {
+			c.close()
+			return nil, err
+		}
+	}
+	for i := range c.agents {
+		if err := c.waitServing(ctx, i); err != nil {
+			c.close()
+			return nil, err
+		}
+	}
+	if err := probeWrite(ctx, c); err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// launch starts agent i; with several agents each joins the others and
+// they bootstrap together.
+func (c *zrpcCluster) launch(i int) error {
+	m := c.agents[i]
+	args := []string{"agent"}
+	if len(c.agents) > 1 {
+		args = append(args, "join")
+		for j, o := range c.agents {
+			if j != i {
+				args = append(args, o.gossipAddr())
+			}
+		}
+		args = append(args, "--bootstrap-expect", strconv.Itoa(len(c.agents)))
+	}
+	args = append(args, "--name", m.name, "--data-dir", filepath.Join(m.dir, "data"),
+		"--bind", "127.0.0.1", "--http-bind", "127.0.0.1",
+		"--grpc-port", strconv.Itoa(m.grpcPort), "--raft-port", strconv.Itoa(m.raftPort),
+		"--gossip-port", strconv.Itoa(m.gossipPort), "--http-port", strconv.Itoa(m.http),
+		"--log-level", "warn")
+	args = append(args, c.sys.extra...)
+	c.starts++
+	p, err := proc.Start(m.dir, fmt.Sprintf("zrpcd-%d", c.starts), c.sys.bin, args...)
+	if err != nil {
+		return err
+	}
+	m.proc = p
+	return nil
+}
+
+// waitServing waits until agent i knows a leader (/readyz).
+func (c *zrpcCluster) waitServing(ctx context.Context, i int) error {
+	m := c.agents[i]
+	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", m.http)
+	if err := proc.WaitHTTP(ctx, m.proc, url, readyTimeout); err != nil {
+		return fmt.Errorf("zrpcd %s: %w\n%s", m.name, err, m.proc.Tail())
+	}
+	return nil
+}
+
+func (c *zrpcCluster) members() int                { return len(c.agents) }
+func (c *zrpcCluster) process(i int) *proc.Process { return c.agents[i].proc }
+
+func (c *zrpcCluster) leader(ctx context.Context) (int, error) {
+	for i, m := range c.agents {
+		if done, _ := m.proc.Exited(); done {
+			continue
+		}
+		cl, err := client.New(client.Config{Endpoints: []string{m.grpcAddr()}})
+		if err != nil {
+			return 0, err
+		}
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := cl.Status(sctx)
+		cancel()
+		cl.Close()
+		if err == nil && st.GetRaftState() == "Leader" {
+			return i, nil
+		}
+	}
+	return 0, errors.New("zrpc: no agent says it leads")
+}
+
+func (c *zrpcCluster) kill(i int) error { return c.agents[i].proc.Kill() }
+
+func (c *zrpcCluster) terminate(i int) error { return c.agents[i].proc.Stop() }
+
+func (c *zrpcCluster) restart(ctx context.Context, i int) error {
+	if err := c.launch(i); err != nil {
+		return err
+	}
+	return c.waitServing(ctx, i)
+}
+
+func (c *zrpcCluster) close() error {
+	var errs []error
+	for _, m := range c.agents {
+		if m.proc != nil {
+			errs = append(errs, m.proc.Stop())
+		}
+	}
+	for _, m := range c.agents {
+		errs = append(errs, os.RemoveAll(filepath.Join(m.dir, "data")))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *zrpcCluster) endpoints(members []int) []string {
+	var eps []string
+	for _, i := range members {
+		eps = append(eps, c.agents[i].grpcAddr())
+	}
+	return eps
+}
+
+func (c *zrpcCluster) newWriter(_ context.Context, members ...int) (writer, error) {
+	cl, err := client.New(client.Config{Endpoints: c.endpoints(members)})
+	if err != nil {
+		return nil, err
+	}
+	return zrpcWriter{cl}, nil
+}
+
+type zrpcWriter struct{ c *client.Client }
+
+func (w zrpcWriter) put(ctx context.Context, group, key string, stamp int64) error {
+	_, _, err := w.c.Register(ctx, zrpcInstance(group, key, stamp))
+	return err
+}
+
+func (w zrpcWriter) read(ctx context.Context, group string) (int, error) {
+	insts, _, err := w.c.Get(ctx, group, client.WithConsistency(zrpcpb.Consistency_CONSISTENT))
+	return len(insts), err
+}
+
+func (w zrpcWriter) close() error { return w.c.Close() }
+
+// zrpcInstance is a ~200-byte TTL instance (address, zone, version, two
+// tags, three metadata keys, the stamp among them).
+func zrpcInstance(service, id string, stamp int64) *zrpcpb.Instance {
+	return &zrpcpb.Instance{
+		Service: service, Id: id, Address: "10.1.2.3:9001",
+		Zone: "zone-a", Version: "v1.2.3", Tags: []string{"primary", "canary"},
+		Metadata: map[string]string{"region": "eu-west", "owner": "team-users", "stamp": strconv.FormatInt(stamp, 10)},
+		Check:    &zrpcpb.Check{Ttl: durationpb.New(registrationTTL)},
+	}
+}
+
+func (c *zrpcCluster) newWatchConn(_ context.Context, member int) (watchConn, error) {
+	cl, err := client.New(client.Config{Endpoints: c.endpoints([]int{member})})
+	if err != nil {
+		return nil, err
+	}
+	return &zrpcWatchConn{c: cl}, nil
+}
+
+type zrpcWatchConn struct {
+	c  *client.Client
+	wg sync.WaitGroup
+}
+
+// watch opens a watch from the current state: the agent sends a snapshot
+// first, which establishes the stream; events after it are delivered.
+func (w *zrpcWatchConn) watch(ctx context.Context, group string, deliver func(int64)) error {
+	ws, err := w.c.Watch(ctx, group, 0)
+	if err != nil {
+		return err
+	}
+	// The first response (the snapshot) must come within readyTimeout.
+	timer := time.AfterFunc(readyTimeout, func() { ws.Close() })
+	first, err := ws.Recv()
+	timer.Stop()
+	if err != nil {
+		ws.Close()
+		return fmt.Errorf("watch %s: %w", group, err)
+	}
+	w.wg.Go(func() {
+		defer ws.Close()
+		resp := first
+		for {
+			if !resp.GetSnapshot() {
+				for _, ev := range resp.GetEvents() {
+					if ev.GetType() != zrpcpb.Event_PUT {
+						continue
+					}
+					if s, err := strconv.ParseInt(ev.GetInstance().GetMetadata()["stamp"], 10, 64); err == nil {
+						deliver(s)
+					}
+				}
+			}
+			if resp, err = ws.Recv(); err != nil {
+				return
+			}
+		}
+	})
+	return nil
+}
+
+func (w *zrpcWatchConn) close() error {
+	err := w.c.Close()
+	w.wg.Wait()
+	return err
+}
+
+// probeWrite writes through member 0 until a write succeeds or
+// readyTimeout passes: the cluster has a leader that commits.
+func probeWrite(ctx context.Context, c cluster) error {
+	w, err := c.newWriter(ctx, 0)
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	for {
+		wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+		err := w.put(wctx, "probe.rpc", "probe", time.Now().UnixNano())
+		wcancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("first write: %w", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (c *zrpcCluster) addr(i int) string { return c.agents[i].grpcAddr() }
