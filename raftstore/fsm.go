@@ -281,6 +281,44 @@ func (f *FSM) remove(inst *pb.Instance, rev uint64, evs []*pb.Event) []*pb.Event
 	return append(evs, &pb.Event{Type: pb.Event_DELETE, Instance: inst, Revision: rev})
 }
 
+// putAll stores instances as put does, into maps made for them at their
+// size rather than grown: a snapshot lists the instances grouped by
+// service.
+func (f *FSM) putAll(instances []*pb.Instance) {
+	checked := 0
+	for _, inst := range instances {
+		if inst.Check != nil {
+			checked++
+		}
+	}
+	if len(f.checked) == 0 {
+		f.checked = make(map[checkedKey]*pb.Instance, checked)
+	}
+	for i := 0; i < len(instances); {
+		service := instances[i].Service
+		j := i + 1
+		for j < len(instances) && instances[j].Service == service {
+			j++
+		}
+		if f.services[service] == nil {
+			f.services[service] = make(map[string]*pb.Instance, j-i)
+		}
+		for _, inst := range instances[i:j] {
+			f.put(inst)
+		}
+		i = j
+	}
+}
+
+// instanceCount returns how many instances are stored.
+func (f *FSM) instanceCount() int {
+	n := 0
+	for _, byID := range f.services {
+		n += len(byID)
+	}
+	return n
+}
+
 func (f *FSM) instance(service, id string) *pb.Instance {
 	return f.services[service][id]
 }
@@ -443,7 +481,14 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	s := &fsmSnapshot{revision: f.revision}
-	s.instances = f.instancesWhere(func(*pb.Instance) bool { return true })
+	// Persist sorts them, off the lock: sorting a million instances here
+	// would hold every write back for a second.
+	s.instances = make([]*pb.Instance, 0, f.instanceCount())
+	for _, byID := range f.services {
+		for _, inst := range byID {
+			s.instances = append(s.instances, inst)
+		}
+	}
 	for _, ss := range f.sessions {
 		s.sessions = append(s.sessions, ss)
 	}
@@ -475,9 +520,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.reset()
 	f.revision = st.revision
 	f.cluster.set(st.cluster)
-	for _, inst := range st.instances {
-		f.put(inst)
-	}
+	f.putAll(st.instances)
 	for _, s := range st.sessions {
 		f.sessions[s.Id] = s
 	}
