@@ -28,6 +28,8 @@ type FSM struct {
 	// checked indexes the instances that have a health check, so that
 	// health sweeps cost nothing for the rest.
 	checked map[checkedKey]*pb.Instance
+	// shared holds what stored instances share (shared.go).
+	shared *sharedValues
 	// requests remembers the results of recent requests by id for
 	// DedupWindow, so a write retried after an ambiguous failure is
 	// applied once.
@@ -55,6 +57,7 @@ func (f *FSM) reset() {
 	f.sessions = make(map[string]*pb.Session)
 	f.nodes = make(map[string]*pb.Node)
 	f.checked = make(map[checkedKey]*pb.Instance)
+	f.shared = newSharedValues()
 	f.blobs.reset()
 	f.quota.reset()
 	f.acl.reset()
@@ -62,8 +65,10 @@ func (f *FSM) reset() {
 
 type checkedKey struct{ service, id string }
 
-// put stores inst, keeping the check index current.
+// put stores inst, keeping the check index current. inst must be new to
+// the FSM (put makes it share parts with the instances stored before).
 func (f *FSM) put(inst *pb.Instance) {
+	f.shared.share(inst)
 	byID := f.services[inst.Service]
 	if byID == nil {
 		byID = make(map[string]*pb.Instance)
