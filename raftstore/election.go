@@ -6,7 +6,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// standIfSoleVoter makes a store that is the only voter of its latest
+// StandIfSoleVoter makes a store that is the only voter of its latest
 // configuration stand for election at once, rather than after a heartbeat
 // timeout (HeartbeatTimeout to twice that) spent waiting for a leader that
 // cannot exist: no other server counts this one as a voter (a
@@ -15,7 +15,8 @@ import (
 // election starts, never what it takes to win one: Raft still elects with
 // a vote of the configuration's quorum, and reads still wait for the
 // leader's barrier. A restarted single-agent cluster, or a newly
-// bootstrapped one, thus leads as soon as its log is open.
+// bootstrapped one, thus leads as soon as it is ready to: call it after
+// Open, once whatever the leader functions (OnLeader) use is in place.
 //
 // hashicorp/raft has no call to stand now; a follower re-arms its
 // heartbeat timer to fire at once when ReloadConfig lowers the heartbeat
@@ -23,7 +24,7 @@ import (
 // within the timeout, which has never happened since Open. So the timeout
 // (and the election timeout with it when they are equal, as raft wants
 // it no shorter) is raised by a nanosecond and set back.
-func (s *Store) standIfSoleVoter() error {
+func (s *Store) StandIfSoleVoter() error {
 	f := s.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return fmt.Errorf("read raft configuration: %w", err)

@@ -143,10 +143,6 @@ func (s *Store) Open() (err error) {
 			return err
 		}
 	}
-	if err := s.standIfSoleVoter(); err != nil {
-		s.raft.Shutdown()
-		return err
-	}
 	s.wg.Add(2)
 	go s.watchLeadership()
 	go s.trackApplied()
