@@ -226,6 +226,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.store.StandIfSoleVoter(); err != nil {
 		return fmt.Errorf("start agent %s: %w", n.cfg.Name, err)
 	}
+	n.goLoop(n.store.PaceSnapshots)
 	n.log.Info("agent started", "name", n.cfg.Name, "grpc", n.GRPCAddr(), "raft", n.store.RaftAddr(),
 		"http", n.HTTPAddr(), "data_dir", n.cfg.DataDir)
 	return nil

@@ -38,13 +38,9 @@ func (s *Store) StandIfSoleVoter() error {
 	if len(voters) != 1 || voters[0] != raft.ServerID(s.cfg.NodeID) || s.raft.State() != raft.Follower {
 		return nil
 	}
-	rc := raft.ReloadableConfig{
-		TrailingLogs:      s.cfg.TrailingLogs,
-		SnapshotInterval:  s.cfg.SnapshotInterval,
-		SnapshotThreshold: s.cfg.SnapshotThreshold,
-		HeartbeatTimeout:  s.cfg.HeartbeatTimeout + 1,
-		ElectionTimeout:   max(s.cfg.ElectionTimeout, s.cfg.HeartbeatTimeout+1),
-	}
+	rc := s.raft.ReloadableConfig()
+	rc.HeartbeatTimeout = s.cfg.HeartbeatTimeout + 1
+	rc.ElectionTimeout = max(s.cfg.ElectionTimeout, s.cfg.HeartbeatTimeout+1)
 	if err := s.raft.ReloadConfig(rc); err != nil {
 		return fmt.Errorf("reload raft config: %w", err)
 	}

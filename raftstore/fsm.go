@@ -315,6 +315,13 @@ func (f *FSM) putAll(instances []*pb.Instance) {
 	}
 }
 
+// InstanceCount returns how many instances are stored.
+func (f *FSM) InstanceCount() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.instanceCount()
+}
+
 // instanceCount returns how many instances are stored.
 func (f *FSM) instanceCount() int {
 	n := 0
