@@ -7,18 +7,19 @@ import (
 )
 
 // snapshotShare is the share of the registry's instances that may pass
-// in the log before a snapshot: SnapshotThreshold entries, or an eighth
-// of the instances if that is more.
-const snapshotShare = 8
+// in the log before a snapshot: SnapshotThreshold entries, or a
+// sixteenth of the instances if that is more (from 131,072 instances on,
+// with the default threshold).
+const snapshotShare = 16
 
 // PaceSnapshots keeps raft's snapshot threshold in step with the
 // registry's size until ctx ends, checking every SnapshotInterval. A
 // snapshot writes every instance, so with a fixed threshold each entry
 // of a large registry costs a large share of one (a million instances
 // every 8,192 entries is 122 instances encoded per write, and a snapshot
-// always under way); with an eighth of the instances each entry costs
-// eight at most, and a restart replays at most an eighth of the registry
-// on top of restoring it. The threshold is a power of two, so that it
+// always under way); with a sixteenth of the instances each entry costs
+// sixteen at most, and a restart replays at most a sixteenth of the
+// registry on top of restoring it. The threshold is a power of two, so that it
 // changes rarely.
 func (s *Store) PaceSnapshots(ctx context.Context) {
 	t := time.NewTicker(s.cfg.SnapshotInterval)
@@ -41,8 +42,8 @@ func (s *Store) PaceSnapshots(ctx context.Context) {
 	}
 }
 
-// snapshotThreshold is floor, or the power of two at or above an eighth of
-// instances when that is more.
+// snapshotThreshold is floor, or the power of two at or above a
+// sixteenth of instances when that is more.
 func snapshotThreshold(floor uint64, instances int) uint64 {
 	share := uint64(instances) / snapshotShare
 	if share <= floor {

@@ -16,11 +16,12 @@ func TestSnapshotThresholdFollowsRegistrySize(t *testing.T) {
 		want      uint64
 	}{
 		{8192, 0, 8192},
-		{8192, 65536, 8192},
-		{8192, 100_000, 16384},
-		{8192, 1_000_000, 131072},
-		{16, 128, 16},
-		{16, 300, 64},
+		{8192, 100_000, 8192},
+		{8192, 131_072, 8192},
+		{8192, 200_000, 16384},
+		{8192, 1_000_000, 65536},
+		{16, 256, 16},
+		{16, 600, 64},
 	} {
 		if got := snapshotThreshold(tc.floor, tc.instances); got != tc.want {
 			t.Errorf("snapshotThreshold(%d, %d) = %d, want %d", tc.floor, tc.instances, got, tc.want)
@@ -42,10 +43,10 @@ func TestStorePacesSnapshotsToTheRegistrySize(t *testing.T) {
 		cancel()
 		wg.Wait()
 	})
-	for i := range 300 {
+	for i := range 600 {
 		mustStoreApply(t, s, registerCmd(testInstance("api", fmt.Sprint(i), "n1")))
 	}
-	eventually(t, 10*time.Second, "a snapshot threshold of 64 for 300 instances", func() bool {
+	eventually(t, 10*time.Second, "a snapshot threshold of 64 for 600 instances", func() bool {
 		return s.raft.ReloadableConfig().SnapshotThreshold == 64
 	})
 }
