@@ -220,6 +220,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.goLoop(n.health.RunChecks)
 	n.goLoop(n.health.RunSessionScan)
 	n.blobs.Start()
+	// Everything the leader functions use is in place now: an agent that
+	// is its cluster's only voter stands for election at once rather than
+	// after a heartbeat timeout.
+	if err := n.store.StandIfSoleVoter(); err != nil {
+		return fmt.Errorf("start agent %s: %w", n.cfg.Name, err)
+	}
+	n.goLoop(n.store.PaceSnapshots)
 	n.log.Info("agent started", "name", n.cfg.Name, "grpc", n.GRPCAddr(), "raft", n.store.RaftAddr(),
 		"http", n.HTTPAddr(), "data_dir", n.cfg.DataDir)
 	return nil

@@ -1,7 +1,10 @@
 package raftstore
 
 import (
+	"fmt"
+	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/zrpcio/zrpc/internal/fielderr"
 )
@@ -35,4 +38,20 @@ func TestConfigValidateNamesEachBadField(t *testing.T) {
 			t.Errorf("bad %s: Validate reported %v, want one problem of %s", tc.field, probs, tc.field)
 		}
 	}
+}
+
+// With the default snapshot interval, a burst of writes past the
+// threshold is snapshotted soon after it, with no further writes, so a
+// restart replays little of it: raft checks the threshold once per
+// SnapshotInterval to twice that.
+func TestStoreDefaultIntervalSnapshotsABurst(t *testing.T) {
+	cfg := testStoreConfig(t, t.TempDir(), slog.LevelInfo)
+	cfg.SnapshotThreshold = MinSnapshotThreshold
+	s := openStore(t, New(cfg))
+	for i := range 2 * MinSnapshotThreshold {
+		mustStoreApply(t, s, registerCmd(testInstance("api", fmt.Sprint(i), "n1")))
+	}
+	eventually(t, 30*time.Second, "a snapshot of the burst", func() bool {
+		return s.raft.Stats()["last_snapshot_index"] != "0"
+	})
 }

@@ -28,6 +28,8 @@ type FSM struct {
 	// checked indexes the instances that have a health check, so that
 	// health sweeps cost nothing for the rest.
 	checked map[checkedKey]*pb.Instance
+	// shared holds what stored instances share (shared.go).
+	shared *sharedValues
 	// requests remembers the results of recent requests by id for
 	// DedupWindow, so a write retried after an ambiguous failure is
 	// applied once.
@@ -56,6 +58,7 @@ func (f *FSM) reset() {
 	f.sessions = make(map[string]*pb.Session)
 	f.nodes = make(map[string]*pb.Node)
 	f.checked = make(map[checkedKey]*pb.Instance)
+	f.shared = newSharedValues()
 	f.blobs.reset()
 	f.quota.reset()
 	f.health.reset()
@@ -64,8 +67,10 @@ func (f *FSM) reset() {
 
 type checkedKey struct{ service, id string }
 
-// put stores inst, keeping the check index current.
+// put stores inst, keeping the check index current. inst must be new to
+// the FSM (put makes it share parts with the instances stored before).
 func (f *FSM) put(inst *pb.Instance) {
+	f.shared.share(inst)
 	byID := f.services[inst.Service]
 	if byID == nil {
 		byID = make(map[string]*pb.Instance)
@@ -288,6 +293,51 @@ func (f *FSM) remove(inst *pb.Instance, rev uint64, evs []*pb.Event) []*pb.Event
 	return append(evs, &pb.Event{Type: pb.Event_DELETE, Instance: inst, Revision: rev})
 }
 
+// putAll stores instances as put does, into maps made for them at their
+// size rather than grown: a snapshot lists the instances grouped by
+// service.
+func (f *FSM) putAll(instances []*pb.Instance) {
+	checked := 0
+	for _, inst := range instances {
+		if inst.Check != nil {
+			checked++
+		}
+	}
+	if len(f.checked) == 0 {
+		f.checked = make(map[checkedKey]*pb.Instance, checked)
+	}
+	for i := 0; i < len(instances); {
+		service := instances[i].Service
+		j := i + 1
+		for j < len(instances) && instances[j].Service == service {
+			j++
+		}
+		if f.services[service] == nil {
+			f.services[service] = make(map[string]*pb.Instance, j-i)
+		}
+		for _, inst := range instances[i:j] {
+			f.put(inst)
+		}
+		i = j
+	}
+}
+
+// InstanceCount returns how many instances are stored.
+func (f *FSM) InstanceCount() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.instanceCount()
+}
+
+// instanceCount returns how many instances are stored.
+func (f *FSM) instanceCount() int {
+	n := 0
+	for _, byID := range f.services {
+		n += len(byID)
+	}
+	return n
+}
+
 func (f *FSM) instance(service, id string) *pb.Instance {
 	return f.services[service][id]
 }
@@ -437,7 +487,14 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	s := &fsmSnapshot{revision: f.revision}
-	s.instances = f.instancesWhere(func(*pb.Instance) bool { return true })
+	// Persist sorts them, off the lock: sorting a million instances here
+	// would hold every write back for a second.
+	s.instances = make([]*pb.Instance, 0, f.instanceCount())
+	for _, byID := range f.services {
+		for _, inst := range byID {
+			s.instances = append(s.instances, inst)
+		}
+	}
 	for _, ss := range f.sessions {
 		s.sessions = append(s.sessions, ss)
 	}
@@ -469,9 +526,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.reset()
 	f.revision = st.revision
 	f.cluster.set(st.cluster)
-	for _, inst := range st.instances {
-		f.put(inst)
-	}
+	f.putAll(st.instances)
 	for _, s := range st.sessions {
 		f.sessions[s.Id] = s
 	}

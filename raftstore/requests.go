@@ -127,6 +127,9 @@ func (r *requestLog) records() []*pb.RequestRecord {
 func (r *requestLog) restored(recs []*pb.RequestRecord, clock int64) *requestLog {
 	out := newRequestLog(time.Duration(r.window), r.max)
 	out.clock = clock
+	n := min(len(recs), r.max)
+	out.results = make(map[string]Duplicate, n)
+	out.queue = make([]requestEntry, 0, n)
 	for _, rec := range recs {
 		out.putAt(rec.Id, Duplicate{Revision: rec.Revision, Err: requestErr(rec)}, rec.Time)
 	}

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -83,6 +84,9 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s *fsmSnapshot) write(w io.Writer) error {
+	// Sorted, the file is the same on every replica at a revision, and
+	// Restore finds each service's instances together.
+	sortInstances(s.instances)
 	bw := bufio.NewWriterSize(w, 64<<10)
 	if _, err := bw.WriteString(snapshotMagic); err != nil {
 		return err
@@ -190,9 +194,9 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != snapshotMagic {
 		return nil, errSnapshotFormat
 	}
-	opts := protodelim.UnmarshalOptions{MaxSize: maxSnapshotRecord}
+	rr := &recordReader{r: br, max: maxSnapshotRecord}
 	var hdr pb.SnapshotHeader
-	if err := opts.UnmarshalFrom(br, &hdr); err != nil {
+	if err := rr.read(&hdr); err != nil {
 		return nil, fmt.Errorf("read header: %w", err)
 	}
 	if hdr.Format < 1 || hdr.Format > snapshotFormatACL {
@@ -207,9 +211,15 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 			return nil, fmt.Errorf("read header: %w", err)
 		}
 	}
+	// Counts come from the file: they size nothing past a bound, and the
+	// slices grow as records arrive.
+	s.nodes = make([]*pb.Node, 0, min(hdr.Nodes, 1<<16))
+	s.sessions = make([]*pb.Session, 0, min(hdr.Sessions, 1<<20))
+	s.instances = make([]*pb.Instance, 0, min(hdr.Instances, 1<<20))
+	s.requests = make([]*pb.RequestRecord, 0, min(hdr.Requests, maxRequestIDs))
 	for i := uint64(0); i < hdr.Nodes; i++ {
 		n := &pb.Node{}
-		if err := opts.UnmarshalFrom(br, n); err != nil {
+		if err := rr.read(n); err != nil {
 			return nil, fmt.Errorf("read node %d of %d: %w", i+1, hdr.Nodes, err)
 		}
 		s.nodes = append(s.nodes, n)
@@ -217,7 +227,7 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 	sessions := make(map[string]bool, min(hdr.Sessions, 1<<16))
 	for i := uint64(0); i < hdr.Sessions; i++ {
 		ss := &pb.Session{}
-		if err := opts.UnmarshalFrom(br, ss); err != nil {
+		if err := rr.read(ss); err != nil {
 			return nil, fmt.Errorf("read session %d of %d: %w", i+1, hdr.Sessions, err)
 		}
 		s.sessions = append(s.sessions, ss)
@@ -225,7 +235,7 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 	}
 	for i := uint64(0); i < hdr.Instances; i++ {
 		inst := &pb.Instance{}
-		if err := opts.UnmarshalFrom(br, inst); err != nil {
+		if err := rr.read(inst); err != nil {
 			return nil, fmt.Errorf("read instance %d of %d: %w", i+1, hdr.Instances, err)
 		}
 		if inst.Service == "" || inst.Id == "" {
@@ -246,7 +256,7 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 	}
 	for i := uint64(0); i < hdr.Requests; i++ {
 		r := &pb.RequestRecord{}
-		if err := opts.UnmarshalFrom(br, r); err != nil {
+		if err := rr.read(r); err != nil {
 			return nil, fmt.Errorf("read request record %d of %d: %w", i+1, hdr.Requests, err)
 		}
 		s.requests = append(s.requests, r)
@@ -256,7 +266,7 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 		if hdr.Format == 1 {
 			read = readLegacyBlob
 		}
-		b, err := read(br, opts)
+		b, err := read(rr)
 		if err != nil {
 			return nil, fmt.Errorf("read blob %d of %d: %w", i+1, hdr.Blobs, err)
 		}
@@ -270,24 +280,24 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 	}
 	for i := uint64(0); i < hdr.PendingBlobs; i++ {
 		p := &pb.BlobPending{}
-		if err := opts.UnmarshalFrom(br, p); err != nil {
+		if err := rr.read(p); err != nil {
 			return nil, fmt.Errorf("read pending blob %d of %d: %w", i+1, hdr.PendingBlobs, err)
 		}
 		s.pending = append(s.pending, p)
 	}
-	if err := s.readACL(br, opts, &hdr); err != nil {
+	if err := s.readACL(rr, &hdr); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
 // readACL reads the ACL records of a snapshot of format 3.
-func (s *fsmSnapshot) readACL(br *bufio.Reader, opts protodelim.UnmarshalOptions, hdr *pb.SnapshotHeader) error {
+func (s *fsmSnapshot) readACL(rr *recordReader, hdr *pb.SnapshotHeader) error {
 	s.aclBootstrapped = hdr.AclBootstrapped
 	policies := make(map[string]bool, min(hdr.AclPolicies, 1<<16))
 	for i := uint64(0); i < hdr.AclPolicies; i++ {
 		p := &pb.ACLPolicy{}
-		if err := opts.UnmarshalFrom(br, p); err != nil {
+		if err := rr.read(p); err != nil {
 			return fmt.Errorf("read ACL policy %d of %d: %w", i+1, hdr.AclPolicies, err)
 		}
 		if p.Name == "" || policies[p.Name] {
@@ -300,7 +310,7 @@ func (s *fsmSnapshot) readACL(br *bufio.Reader, opts protodelim.UnmarshalOptions
 	hashes := make(map[string]bool, min(hdr.AclTokens, 1<<16))
 	for i := uint64(0); i < hdr.AclTokens; i++ {
 		t := &pb.ACLToken{}
-		if err := opts.UnmarshalFrom(br, t); err != nil {
+		if err := rr.read(t); err != nil {
 			return fmt.Errorf("read ACL token %d of %d: %w", i+1, hdr.AclTokens, err)
 		}
 		if err := checkToken("token", t); err != nil {
@@ -316,9 +326,9 @@ func (s *fsmSnapshot) readACL(br *bufio.Reader, opts protodelim.UnmarshalOptions
 }
 
 // readBlob reads a blob of format 2: a SnapshotBlob and its blocks.
-func readBlob(br *bufio.Reader, opts protodelim.UnmarshalOptions) (*pb.Blob, error) {
+func readBlob(rr *recordReader) (*pb.Blob, error) {
 	var sb pb.SnapshotBlob
-	if err := opts.UnmarshalFrom(br, &sb); err != nil {
+	if err := rr.read(&sb); err != nil {
 		return nil, err
 	}
 	b := sb.Blob
@@ -333,7 +343,7 @@ func readBlob(br *bufio.Reader, opts protodelim.UnmarshalOptions) (*pb.Blob, err
 	b.Blocks = make([]*pb.BlobBlock, 0, min(sb.Blocks, 1<<16))
 	for j := uint64(0); j < sb.Blocks; j++ {
 		blk := &pb.BlobBlock{}
-		if err := opts.UnmarshalFrom(br, blk); err != nil {
+		if err := rr.read(blk); err != nil {
 			return nil, fmt.Errorf("blob %q block %d of %d: %w", b.Name, j, sb.Blocks, err)
 		}
 		b.Blocks = append(b.Blocks, blk)
@@ -342,11 +352,44 @@ func readBlob(br *bufio.Reader, opts protodelim.UnmarshalOptions) (*pb.Blob, err
 }
 
 // readLegacyBlob reads a blob of format 1: one record with all its blocks.
-func readLegacyBlob(br *bufio.Reader, opts protodelim.UnmarshalOptions) (*pb.Blob, error) {
-	opts.MaxSize = maxLegacyBlobRecord
+func readLegacyBlob(rr *recordReader) (*pb.Blob, error) {
 	b := &pb.Blob{}
-	if err := opts.UnmarshalFrom(br, b); err != nil {
+	if err := rr.readMax(b, maxLegacyBlobRecord); err != nil {
 		return nil, err
 	}
 	return b, nil
+}
+
+// recordReader reads length-delimited records into one buffer that it
+// reuses: a restore decodes a record per instance, and a buffer each
+// would double what it allocates. Unmarshal copies what it keeps, so
+// nothing decoded refers to the buffer.
+type recordReader struct {
+	r   *bufio.Reader
+	max int // bytes a record may hold
+	buf []byte
+}
+
+func (rr *recordReader) read(m proto.Message) error { return rr.readMax(m, rr.max) }
+
+// readMax reads the next record into m; io.EOF means there was none.
+func (rr *recordReader) readMax(m proto.Message, max int) error {
+	size, err := binary.ReadUvarint(rr.r)
+	if err != nil {
+		return err
+	}
+	if size > uint64(max) {
+		return fmt.Errorf("record of %d bytes is larger than the %d a snapshot record may hold", size, max)
+	}
+	if uint64(cap(rr.buf)) < size {
+		rr.buf = make([]byte, size)
+	}
+	b := rr.buf[:size]
+	if _, err := io.ReadFull(rr.r, b); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	return proto.Unmarshal(b, m)
 }
