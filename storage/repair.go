@@ -290,34 +290,42 @@ func (r *repairer) work(ctx context.Context) {
 				batch = []task{t}
 			}
 		}
-		// Take more without waiting, at most one shard per block (the
-		// placing reservations keep workers apart).
-		blocks := map[blockRef]bool{{batch[0].key.blob, batch[0].key.block}: true}
-	fill:
-		for len(batch) < repairBatch {
-			var t task
-			if len(next) > 0 {
-				t, next = next[0], next[1:]
-			} else {
-				select {
-				case t = <-r.queue:
-				default:
-					break fill
-				}
-			}
-			bk := blockRef{t.key.blob, t.key.block}
-			if blocks[bk] {
-				next = append(next, t)
-				if len(next) > repairBatch {
-					break
-				}
-				continue
-			}
-			blocks[bk] = true
-			batch = append(batch, t)
-		}
+		batch, next = fillBatch(batch, next, r.queue)
 		r.runBatch(ctx, batch)
 	}
+}
+
+// fillBatch adds to batch, without waiting, the held-back tasks and then
+// queued ones, at most one shard per block (the placing reservations keep
+// workers apart) and repairBatch in all. It returns the batch and the
+// tasks held back for a later one: those of a block already in the batch,
+// and held-back ones it did not get to. Each held-back task is looked at
+// once per call, so a batch whose blocks hold every held-back task ends.
+func fillBatch(batch, held []task, queue <-chan task) (_, next []task) {
+	blocks := make(map[blockRef]bool, repairBatch)
+	for _, t := range batch {
+		blocks[blockRef{t.key.blob, t.key.block}] = true
+	}
+	for len(batch) < repairBatch && len(next) <= repairBatch {
+		var t task
+		if len(held) > 0 {
+			t, held = held[0], held[1:]
+		} else {
+			select {
+			case t = <-queue:
+			default:
+				return batch, append(next, held...)
+			}
+		}
+		bk := blockRef{t.key.blob, t.key.block}
+		if blocks[bk] {
+			next = append(next, t)
+			continue
+		}
+		blocks[bk] = true
+		batch = append(batch, t)
+	}
+	return batch, append(next, held...)
 }
 
 // rebuilt is one shard a worker rebuilt.
