@@ -102,6 +102,20 @@ func TestKeyringRotationWhileRegistrationsFlow(t *testing.T) {
 			}
 		}
 	}()
+	c.WaitFor(20*time.Second, "every agent's gossip sees every agent alive", func() bool {
+		for i := range c.Size() {
+			resp, err := c.Status(i).Members(ctxT(t), &pb.MembersRequest{})
+			if err != nil || len(resp.Members) != c.Size() {
+				return false
+			}
+			for _, m := range resp.Members {
+				if m.Status != gossip.StatusAlive {
+					return false
+				}
+			}
+		}
+		return true
+	})
 	watch := watchMembers(t, c)
 
 	steps := []struct {
