@@ -73,6 +73,26 @@ func addVoter(t *testing.T, stores []*Store, s *Store) {
 	})
 }
 
+// transferLeadership moves leadership away from old and returns the new
+// leader once it is past its barrier (it serves consistent reads).
+func transferLeadership(t *testing.T, stores []*Store, old *Store) *Store {
+	t.Helper()
+	if err := old.raft.LeadershipTransfer().Error(); err != nil {
+		t.Fatalf("leadership transfer: %v", err)
+	}
+	var leader *Store
+	eventually(t, 10*time.Second, "a new leader past its barrier", func() bool {
+		for _, s := range stores {
+			if s != old && s.CheckRead(pb.Consistency_CONSISTENT) == nil {
+				leader = s
+				return true
+			}
+		}
+		return false
+	})
+	return leader
+}
+
 func leaderOf(t *testing.T, stores []*Store) *Store {
 	t.Helper()
 	var leader *Store
@@ -98,19 +118,7 @@ func TestFollowerWaitForLeaderCommitAfterLeaderChange(t *testing.T) {
 	for i := range 5 {
 		mustStoreApply(t, old, registerCmd(testInstance("api", fmt.Sprint(i), "n1")))
 	}
-	if err := old.raft.LeadershipTransfer().Error(); err != nil {
-		t.Fatalf("leadership transfer: %v", err)
-	}
-	var leader *Store
-	eventually(t, 10*time.Second, "a new leader past its barrier", func() bool {
-		for _, s := range stores {
-			if s != old && s.CheckRead(pb.Consistency_CONSISTENT) == nil {
-				leader = s
-				return true
-			}
-		}
-		return false
-	})
+	leader := transferLeadership(t, stores, old)
 	commit := leader.raft.AppliedIndex()
 	for _, s := range stores {
 		if s == leader {

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-
-	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
 // fakeFollowers answers pushes for commitPusher unit tests: each push is
@@ -452,19 +450,7 @@ func TestFollowersLearnANewLeadersNoOpWithoutTheCommitTimeout(t *testing.T) {
 	stores := openCluster(t, 3, longCommitTimeout)
 	old := leaderOf(t, stores)
 	mustStoreApply(t, old, registerCmd(testInstance("api", "0", "n1")))
-	if err := old.raft.LeadershipTransfer().Error(); err != nil {
-		t.Fatalf("leadership transfer: %v", err)
-	}
-	var leader *Store
-	eventually(t, 10*time.Second, "a new leader past its barrier", func() bool {
-		for _, s := range stores {
-			if s != old && s.CheckRead(pb.Consistency_CONSISTENT) == nil {
-				leader = s
-				return true
-			}
-		}
-		return false
-	})
+	leader := transferLeadership(t, stores, old)
 	eventually(t, 3*time.Second, "the new leader's revision to cover its barrier", func() bool {
 		return leader.FSM().Revision() >= leader.raft.AppliedIndex()
 	})
