@@ -92,10 +92,18 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 	// Every agent has then applied what the leader had, the cluster's
 	// identity and secret included: it is a full member (it can call and
 	// serve the agent-to-agent API), not one still catching up.
-	rev := c.Leader().Store().FSM().Revision()
-	c.WaitFor(30*time.Second, fmt.Sprintf("every agent at revision %d or later", rev), func() bool {
+	var rev uint64
+	c.WaitFor(30*time.Second, "the leader to record the cluster's identity", func() bool {
+		l := c.Leader()
+		if l == nil || l.Store().FSM().ClusterSecret() == nil {
+			return false
+		}
+		rev = l.Store().FSM().Revision()
+		return true
+	})
+	c.WaitFor(30*time.Second, fmt.Sprintf("every agent at revision %d or later, with the cluster's secret", rev), func() bool {
 		for _, m := range c.members {
-			if m.node.Store().FSM().Revision() < rev {
+			if fsm := m.node.Store().FSM(); fsm.Revision() < rev || fsm.ClusterSecret() == nil {
 				return false
 			}
 		}
