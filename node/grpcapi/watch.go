@@ -102,8 +102,7 @@ func (ws *watchStream) sentWhole(rev uint64) {
 	}
 	ws.carried = keep
 	if n := ws.charged - keep; n != 0 {
-		ws.charged = keep
-		ws.budget.release(n)
+		ws.giveBack(n)
 	}
 }
 
@@ -119,16 +118,22 @@ func (ws *watchStream) takeCarried(n int64, page bool) int64 {
 	if c == 0 || ws.budget == nil || ws.overBudget {
 		return n
 	}
-	if page || c > n {
-		back := c
-		if !page {
-			back = c - n
-		}
-		ws.charged -= back
-		ws.budget.release(back)
-		return n - (c - back)
+	switch {
+	case page:
+		ws.giveBack(c)
+		return n
+	case c > n:
+		ws.giveBack(c - n)
+		return 0
 	}
 	return n - c
+}
+
+// giveBack returns n of what ws is charged to the budget. The caller
+// holds ws.mu.
+func (ws *watchStream) giveBack(n int64) {
+	ws.charged -= n
+	ws.budget.release(n)
 }
 
 // backlog returns the revision sent whole and the backlog last measured,
