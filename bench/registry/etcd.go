@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,10 +29,8 @@ type etcdSystem struct {
 func (etcdSystem) name() string { return Etcd }
 
 type etcdMember struct {
-	name                 string
-	dir                  string
+	memberProc
 	clientPort, peerPort int
-	proc                 *proc.Process
 }
 
 func (m *etcdMember) clientAddr() string {
@@ -41,11 +38,11 @@ func (m *etcdMember) clientAddr() string {
 }
 
 type etcdCluster struct {
+	memberProcs
 	sys     etcdSystem
 	dir     string
 	initial string // --initial-cluster
 	nodes   []*etcdMember
-	starts  int
 }
 
 func (s etcdSystem) start(ctx context.Context, dir string, members int) (cluster, error) {
@@ -54,31 +51,20 @@ func (s etcdSystem) start(ctx context.Context, dir string, members int) (cluster
 		return nil, err
 	}
 	c := &etcdCluster{sys: s, dir: dir}
+	c.launchMember, c.waitMember = c.launch, c.waitServing
 	var initial []string
 	for i := range members {
-		m := &etcdMember{name: "e" + strconv.Itoa(i+1), dir: filepath.Join(dir, "e"+strconv.Itoa(i+1)),
+		name := "e" + strconv.Itoa(i+1)
+		m := &etcdMember{memberProc: memberProc{name: name, dir: filepath.Join(dir, name)},
 			clientPort: ports[2*i], peerPort: ports[2*i+1]}
-		if err := os.MkdirAll(m.dir, 0o700); err != nil {
+		if err := c.add(&m.memberProc); err != nil {
 			return nil, err
 		}
 		c.nodes = append(c.nodes, m)
 		initial = append(initial, fmt.Sprintf("%s=http://127.0.0.1:%d", m.name, m.peerPort))
 	}
 	c.initial = strings.Join(initial, ",")
-	for i := range c.nodes {
-		if err := c.launch(i); err != nil {
-			c.close()
-			return nil, err
-		}
-	}
-	for i := range c.nodes {
-		if err := c.waitServing(ctx, i); err != nil {
-			c.close()
-			return nil, err
-		}
-	}
-	if err := probeWrite(ctx, c); err != nil {
-		c.close()
+	if err := c.startAll(ctx, c); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -94,13 +80,7 @@ func (c *etcdCluster) launch(i int) error {
 		"--initial-cluster", c.initial, "--initial-cluster-state", "new",
 		"--initial-cluster-token", "zrpc-bench", "--logger", "zap", "--log-level", "warn"}
 	args = append(args, c.sys.extra...)
-	c.starts++
-	p, err := proc.Start(m.dir, fmt.Sprintf("etcd-%d", c.starts), c.sys.bin, args...)
-	if err != nil {
-		return err
-	}
-	m.proc = p
-	return nil
+	return c.run(i, "etcd", c.sys.bin, args)
 }
 
 // waitServing waits until member i reports itself healthy (/health: it
@@ -114,51 +94,20 @@ func (c *etcdCluster) waitServing(ctx context.Context, i int) error {
 	return nil
 }
 
-func (c *etcdCluster) members() int                { return len(c.nodes) }
-func (c *etcdCluster) process(i int) *proc.Process { return c.nodes[i].proc }
-
 // leader asks each member's maintenance Status which member leads.
 func (c *etcdCluster) leader(ctx context.Context) (int, error) {
-	for i, m := range c.nodes {
-		if done, _ := m.proc.Exited(); done {
-			continue
-		}
+	return c.leaderBy(ctx, errors.New("etcd: no member says it leads"), func(ctx context.Context, i int) (bool, error) {
+		m := c.nodes[i]
 		cl, err := newEtcdClient(m.clientAddr())
 		if err != nil {
-			return 0, err
+			return false, err
 		}
+		defer cl.Close()
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
 		st, err := cl.Status(sctx, m.clientAddr())
-		cancel()
-		cl.Close()
-		if err == nil && st.Leader != 0 && st.Leader == st.Header.GetMemberId() {
-			return i, nil
-		}
-	}
-	return 0, errors.New("etcd: no member says it leads")
-}
-
-func (c *etcdCluster) kill(i int) error      { return c.nodes[i].proc.Kill() }
-func (c *etcdCluster) terminate(i int) error { return c.nodes[i].proc.Stop() }
-
-func (c *etcdCluster) restart(ctx context.Context, i int) error {
-	if err := c.launch(i); err != nil {
-		return err
-	}
-	return c.waitServing(ctx, i)
-}
-
-func (c *etcdCluster) close() error {
-	var errs []error
-	for _, m := range c.nodes {
-		if m.proc != nil {
-			errs = append(errs, m.proc.Stop())
-		}
-	}
-	for _, m := range c.nodes {
-		errs = append(errs, os.RemoveAll(filepath.Join(m.dir, "data")))
-	}
-	return errors.Join(errs...)
+		return err == nil && st.Leader != 0 && st.Leader == st.Header.GetMemberId(), nil
+	})
 }
 
 func newEtcdClient(endpoints ...string) (*clientv3.Client, error) {

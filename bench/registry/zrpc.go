@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -34,10 +33,8 @@ type zrpcSystem struct {
 func (zrpcSystem) name() string { return Zrpc }
 
 type zrpcMember struct {
-	name                                 string
-	dir                                  string
+	memberProc
 	grpcPort, raftPort, gossipPort, http int
-	proc                                 *proc.Process
 }
 
 func (m *zrpcMember) grpcAddr() string {
@@ -48,10 +45,10 @@ func (m *zrpcMember) gossipAddr() string {
 }
 
 type zrpcCluster struct {
+	memberProcs
 	sys    zrpcSystem
 	dir    string
 	agents []*zrpcMember
-	starts int // process starts, to name each one's log
 }
 
 func (s zrpcSystem) start(ctx context.Context, dir string, members int) (cluster, error) {
@@ -60,28 +57,17 @@ func (s zrpcSystem) start(ctx context.Context, dir string, members int) (cluster
 		return nil, err
 	}
 	c := &zrpcCluster{sys: s, dir: dir}
+	c.launchMember, c.waitMember = c.launch, c.waitServing
 	for i := range members {
-		m := &zrpcMember{name: "z" + strconv.Itoa(i+1), dir: filepath.Join(dir, "z"+strconv.Itoa(i+1))}
+		name := "z" + strconv.Itoa(i+1)
+		m := &zrpcMember{memberProc: memberProc{name: name, dir: filepath.Join(dir, name)}}
 		m.grpcPort, m.raftPort, m.gossipPort, m.http = ports[4*i], ports[4*i+1], ports[4*i+2], ports[4*i+3]
-		if err := os.MkdirAll(m.dir, 0o700); err != nil {
+		if err := c.add(&m.memberProc); err != nil {
 			return nil, err
 		}
 		c.agents = append(c.agents, m)
 	}
-	for i := range c.agents {
-		if err := c.launch(i); err != nil {
-			c.close()
-			return nil, err
-		}
-	}
-	for i := range c.agents {
-		if err := c.waitServing(ctx, i); err != nil {
-			c.close()
-			return nil, err
-		}
-	}
-	if err := probeWrite(ctx, c); err != nil {
-		c.close()
+	if err := c.startAll(ctx, c); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -107,13 +93,7 @@ func (c *zrpcCluster) launch(i int) error {
 		"--gossip-port", strconv.Itoa(m.gossipPort), "--http-port", strconv.Itoa(m.http),
 		"--log-level", "warn")
 	args = append(args, c.sys.extra...)
-	c.starts++
-	p, err := proc.Start(m.dir, fmt.Sprintf("zrpcd-%d", c.starts), c.sys.bin, args...)
-	if err != nil {
-		return err
-	}
-	m.proc = p
-	return nil
+	return c.run(i, "zrpcd", c.sys.bin, args)
 }
 
 // waitServing waits until agent i knows a leader (/readyz).
@@ -126,51 +106,18 @@ func (c *zrpcCluster) waitServing(ctx context.Context, i int) error {
 	return nil
 }
 
-func (c *zrpcCluster) members() int                { return len(c.agents) }
-func (c *zrpcCluster) process(i int) *proc.Process { return c.agents[i].proc }
-
 func (c *zrpcCluster) leader(ctx context.Context) (int, error) {
-	for i, m := range c.agents {
-		if done, _ := m.proc.Exited(); done {
-			continue
-		}
-		cl, err := client.New(client.Config{Endpoints: []string{m.grpcAddr()}})
+	return c.leaderBy(ctx, errors.New("zrpc: no agent says it leads"), func(ctx context.Context, i int) (bool, error) {
+		cl, err := client.New(client.Config{Endpoints: []string{c.agents[i].grpcAddr()}})
 		if err != nil {
-			return 0, err
+			return false, err
 		}
+		defer cl.Close()
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
 		st, err := cl.Status(sctx)
-		cancel()
-		cl.Close()
-		if err == nil && st.GetRaftState() == "Leader" {
-			return i, nil
-		}
-	}
-	return 0, errors.New("zrpc: no agent says it leads")
-}
-
-func (c *zrpcCluster) kill(i int) error { return c.agents[i].proc.Kill() }
-
-func (c *zrpcCluster) terminate(i int) error { return c.agents[i].proc.Stop() }
-
-func (c *zrpcCluster) restart(ctx context.Context, i int) error {
-	if err := c.launch(i); err != nil {
-		return err
-	}
-	return c.waitServing(ctx, i)
-}
-
-func (c *zrpcCluster) close() error {
-	var errs []error
-	for _, m := range c.agents {
-		if m.proc != nil {
-			errs = append(errs, m.proc.Stop())
-		}
-	}
-	for _, m := range c.agents {
-		errs = append(errs, os.RemoveAll(filepath.Join(m.dir, "data")))
-	}
-	return errors.Join(errs...)
+		return err == nil && st.GetRaftState() == "Leader", nil
+	})
 }
 
 func (c *zrpcCluster) endpoints(members []int) []string {
