@@ -25,6 +25,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/pki/pkitest"
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
 // TestTLSAgentListenersRefuseAllButMutualTLS scans the TCP ports a zrpcd
@@ -223,13 +224,14 @@ func checkListeners(t *testing.T, a *agent, want map[int]string) {
 	t.Helper()
 	// The gRPC API answers before Start has opened every listener: wait
 	// (bounded) until the ones expected are there.
-	var got map[int]bool
-	var missing, unknown []string
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var err error
-		if got, err = listeningTCPPorts(a.cmd.Process.Pid); err != nil {
-			t.Skipf("cannot list the agent's sockets: %v", err)
+	var (
+		got              map[int]bool
+		listErr          error
+		missing, unknown []string
+	)
+	testwait.Until(10*time.Second, func() bool {
+		if got, listErr = listeningTCPPorts(a.cmd.Process.Pid); listErr != nil {
+			return true
 		}
 		missing = missing[:0]
 		for port, what := range want {
@@ -237,10 +239,10 @@ func checkListeners(t *testing.T, a *agent, want map[int]string) {
 				missing = append(missing, strconv.Itoa(port)+" "+what)
 			}
 		}
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
+		return len(missing) == 0
+	})
+	if listErr != nil {
+		t.Skipf("cannot list the agent's sockets: %v", listErr)
 	}
 	for port := range got {
 		if _, ok := want[port]; !ok {
