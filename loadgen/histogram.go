@@ -148,3 +148,39 @@ func (h *Histogram) CountAtMost(d time.Duration) uint64 {
 	}
 	return n
 }
+
+// Bin is one row of a histogram drawn as text: the values above the
+// previous row's UpTo and at most this one's.
+type Bin struct {
+	UpTo  time.Duration
+	Count uint64
+}
+
+// Bins cuts [Min, Max] into at most n rows whose bounds grow by the same
+// factor (latencies spread over orders of magnitude) and counts the values
+// of each. The counts add up to Count. An empty histogram has no rows.
+func (h *Histogram) Bins(n int) []Bin {
+	if h.n == 0 || n < 1 {
+		return nil
+	}
+	lo, hi := float64(max(h.min, 1)), float64(h.max)
+	if n == 1 || hi <= lo {
+		return []Bin{{UpTo: h.max, Count: h.n}}
+	}
+	step := math.Pow(hi/lo, 1/float64(n-1))
+	var bins []Bin
+	var below uint64
+	for i := range n {
+		upTo := time.Duration(lo * math.Pow(step, float64(i)))
+		if i == n-1 {
+			upTo = h.max
+		}
+		if len(bins) > 0 && upTo <= bins[len(bins)-1].UpTo {
+			continue // finer than the buckets
+		}
+		at := h.CountAtMost(upTo)
+		bins = append(bins, Bin{UpTo: upTo, Count: at - below})
+		below = at
+	}
+	return bins
+}

@@ -81,3 +81,36 @@ func TestHistogramKeepsValuesBeyondItsRangeInMax(t *testing.T) {
 		t.Fatalf("CountAtMost(1s) = %d, want 2", got)
 	}
 }
+
+func TestHistogramBinsAddUpAndGrowGeometrically(t *testing.T) {
+	h := NewHistogram()
+	for i := 1; i <= 1000; i++ {
+		h.Record(time.Duration(i) * 100 * time.Microsecond) // 0.1 ms .. 100 ms
+	}
+	bins := h.Bins(4)
+	want := []time.Duration{100 * time.Microsecond, time.Millisecond, 10 * time.Millisecond, 100 * time.Millisecond}
+	if len(bins) != len(want) {
+		t.Fatalf("bins %v, want 4", bins)
+	}
+	var total uint64
+	for i, b := range bins {
+		if diff := float64(b.UpTo-want[i]) / float64(want[i]); diff < -0.001 || diff > 0.001 {
+			t.Errorf("bin %d ends at %s, want %s", i, b.UpTo, want[i])
+		}
+		total += b.Count
+	}
+	if total != 1000 {
+		t.Fatalf("bins count %d values, want 1000", total)
+	}
+	if bins[0].Count != 1 || bins[3].Count < 895 || bins[3].Count > 905 {
+		t.Fatalf("bins %v: want 1 value up to 0.1 ms and about 900 in (10 ms, 100 ms]", bins)
+	}
+	one := NewHistogram()
+	one.Record(time.Second)
+	if b := one.Bins(10); len(b) != 1 || b[0].Count != 1 || b[0].UpTo != time.Second {
+		t.Fatalf("one value: bins %v", b)
+	}
+	if b := NewHistogram().Bins(10); b != nil {
+		t.Fatalf("empty: bins %v", b)
+	}
+}
