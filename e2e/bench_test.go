@@ -1,0 +1,129 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/zrpcio/zrpc/internal/testlog"
+)
+
+var (
+	userOnce sync.Once
+	userBin  string
+	userErr  error
+)
+
+// userService builds examples/user once per test binary run, next to
+// zrpcd and zrpcctl.
+func userService(t *testing.T) string {
+	t.Helper()
+	binaries(t) // makes binDir
+	userOnce.Do(func() {
+		userBin = filepath.Join(binDir, "user")
+		out, err := exec.Command("go", "build", "-o", userBin, "github.com/zrpcio/zrpc/examples/user").CombinedOutput()
+		if err != nil {
+			userErr = fmt.Errorf("%v\n%s", err, out)
+		}
+	})
+	if userErr != nil {
+		t.Fatalf("go build examples/user: %v", userErr)
+	}
+	return userBin
+}
+
+// startUserService runs examples/user registering with agent a and
+// waits until the registry holds it as passing.
+func startUserService(t *testing.T, a *agent) {
+	t.Helper()
+	bin := userService(t)
+	_, zrpcctl := binaries(t)
+	dir := t.TempDir()
+	conf := "Name: user.rpc\nListenOn: 127.0.0.1:" + strconv.Itoa(freePort(t)) + "\nAgents:\n  - " + a.grpcAddr() + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "user.yaml"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-f", "user.yaml")
+	cmd.Dir = dir
+	log := &testlog.Buffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("--- user.rpc output ---\n%s", log.String())
+		}
+	})
+	waitFor(t, 20*time.Second, "user.rpc passing in the registry", func() bool {
+		out, err := ctl(zrpcctl, a.grpcAddr(), "service", "get", "user.rpc", "--passing")
+		return err == nil && strings.Contains(out, "passing")
+	})
+}
+
+// TestBenchLoadsTheExampleServiceThroughTheAgent runs `zrpcctl bench`
+// against examples/user found through the registry (zrpc:///user.rpc),
+// its types from the service's reflection.
+func TestBenchLoadsTheExampleServiceThroughTheAgent(t *testing.T) {
+	_, zrpcctl := binaries(t)
+	a := newAgent(t, "n1")
+	a.start()
+	a.waitLeader()
+	startUserService(t, a)
+
+	out, err := ctl(zrpcctl, a.grpcAddr(), "bench", "user.rpc/GetUserInfo", "--data", `{"user_id":1}`, "-n", "2000", "-c", "16", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		Target   string             `json:"target"`
+		Method   string             `json:"method"`
+		Requests int64              `json:"requests"`
+		Errors   int64              `json:"errors"`
+		QPS      float64            `json:"qps"`
+		Codes    map[string]int64   `json:"codes"`
+		Latency  map[string]float64 `json:"latency_ms"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("bench -o json: %v\n%s", err, out)
+	}
+	t.Logf("2000 calls at %.0f calls/s, p99 %.2f ms (measured on a shared machine)", r.QPS, r.Latency["p99"])
+	if r.Requests != 2000 || r.Errors != 0 || r.Codes["OK"] != 2000 {
+		t.Fatalf("requests %d, errors %d, codes %v: want 2000 OK\n%s", r.Requests, r.Errors, r.Codes, out)
+	}
+	if r.Target != "zrpc:///user.rpc" || r.Method != "user.UserService/GetUserInfo" {
+		t.Fatalf("target %q method %q", r.Target, r.Method)
+	}
+
+	// A user that does not exist: every call fails, counted by its code.
+	out, err = ctl(zrpcctl, a.grpcAddr(), "bench", "user.rpc/GetUserInfo", "--data", `{"user_id":999999}`, "-n", "50", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Codes["NotFound"] != 50 || r.Errors != 50 {
+		t.Fatalf("codes %v, want 50 NotFound", r.Codes)
+	}
+}
