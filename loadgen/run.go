@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,11 +139,25 @@ type run struct {
 	failed   atomic.Int64
 }
 
-// caller is one caller's tally, read once its goroutine has ended.
-type caller struct {
+// tally counts the calls of some callers. Callers share a few tallies
+// (tallies), so memory stays bounded however many callers there are and
+// their locks are rarely contended.
+type tally struct {
+	mu      sync.Mutex
 	latency *Histogram
 	codes   map[codes.Code]int64
 }
+
+func (t *tally) add(code codes.Code, took time.Duration) {
+	t.mu.Lock()
+	t.codes[code]++
+	t.latency.Record(took)
+	t.mu.Unlock()
+}
+
+// tallies returns the number of tallies for n callers: enough that the
+// processors rarely wait for each other's lock.
+func tallies(n int) int { return min(n, 4*runtime.GOMAXPROCS(0)) }
 
 // Run sends calls until Requests calls were started, Duration is over or
 // ctx ends, waits for the calls in flight, and returns what it measured.
@@ -171,11 +186,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		defer t.Stop()
 	}
 
-	callers := make([]*caller, cfg.Concurrency)
+	ts := make([]*tally, tallies(cfg.Concurrency))
+	for i := range ts {
+		ts[i] = &tally{latency: NewHistogram(), codes: map[codes.Code]int64{}}
+	}
 	var wg sync.WaitGroup
-	for i := range callers {
-		callers[i] = &caller{latency: NewHistogram(), codes: map[codes.Code]int64{}}
-		wg.Go(func() { r.call(ctx, cfg.Conns[i%len(cfg.Conns)], callers[i]) })
+	for i := range cfg.Concurrency {
+		wg.Go(func() { r.call(ctx, cfg.Conns[i%len(cfg.Conns)], ts[i%len(ts)]) })
 	}
 	progressDone := make(chan struct{})
 	var progressWG sync.WaitGroup
@@ -188,9 +205,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	progressWG.Wait()
 
 	res := &Result{Method: r.method, Elapsed: elapsed, Codes: map[codes.Code]int64{}, Latency: NewHistogram(), Interrupted: ctx.Err() != nil}
-	for _, c := range callers {
-		res.Latency.Merge(c.latency)
-		for code, n := range c.codes {
+	for _, t := range ts {
+		res.Latency.Merge(t.latency)
+		for code, n := range t.codes {
 			res.Codes[code] += n
 			res.Requests += n
 		}
@@ -200,7 +217,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 // call is one caller's loop: take a call from the budget, wait for its
 // slot, send it, count it.
-func (r *run) call(ctx context.Context, conn grpc.ClientConnInterface, c *caller) {
+func (r *run) call(ctx context.Context, conn grpc.ClientConnInterface, t *tally) {
 	reply := dynamicpb.NewMessage(r.cfg.Method.Output())
 	for {
 		select {
@@ -230,8 +247,7 @@ func (r *run) call(ctx context.Context, conn grpc.ClientConnInterface, c *caller
 			return // cut short by the interrupt: not the service's answer
 		}
 		code := status.Code(err)
-		c.codes[code]++
-		c.latency.Record(took)
+		t.add(code, took)
 		r.finished.Add(1)
 		if code != codes.OK {
 			r.failed.Add(1)

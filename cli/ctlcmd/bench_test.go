@@ -96,6 +96,10 @@ func TestBenchTakesTheTypesFromAProtoFile(t *testing.T) {
 	var tenant []string
 	addr := grpctest.Serve(t, func(s *grpc.Server) {
 		grpctest.RegisterEcho(s, func(ctx context.Context, in *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) {
+			if string(in.GetValue()) == "slow" {
+				<-ctx.Done() // answers only past the caller's deadline
+				return nil, ctx.Err()
+			}
 			md, _ := metadata.FromIncomingContext(ctx)
 			tenant = md.Get("tenant")
 			return in, nil
@@ -122,6 +126,27 @@ service Echo { rpc Call(google.protobuf.BytesValue) returns (google.protobuf.Byt
 	}
 	if len(tenant) != 1 || tenant[0] != "blue" {
 		t.Fatalf("server saw metadata tenant=%q, want blue", tenant)
+	}
+
+	// bench's own --timeout is each call's deadline.
+	r = benchJSON(t, "test.Echo/Call", "--target", addr, "--proto", file, "--data", `"c2xvdw=="`, "-n", "3", "--timeout", "20ms")
+	if r.Codes["DeadlineExceeded"] != 3 {
+		t.Fatalf("codes %v, want 3 DeadlineExceeded past --timeout 20ms", r.Codes)
+	}
+}
+
+func TestBenchReportsProgressWhenAsked(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	addr := serveHealth(t)
+	res := runZrpcctl(testContext(t), t, "", "bench", "Health/Check", "--target", addr, "-d", "1500ms", "-c", "2", "--progress")
+	if res.err != nil {
+		t.Fatalf("%v\n%s", res.err, res.stderr)
+	}
+	if !strings.Contains(res.stderr, " calls  0 errors  ") || !strings.Contains(res.stderr, "calls/s\n") {
+		t.Fatalf("stderr %q: want a progress line (1.5 s at one per second)", res.stderr)
+	}
+	if !strings.Contains(res.stdout, "Status codes:") {
+		t.Fatalf("no report after the progress:\n%s", res.stdout)
 	}
 }
 
