@@ -40,6 +40,7 @@ type benchOptions struct {
 	timeout        time.Duration
 	connectTimeout time.Duration
 	metadata       []string
+	metadataFile   string
 	proto          string
 	importPaths    []string
 	progress       bool
@@ -93,7 +94,8 @@ agents' connections are mutual TLS.`,
 	fs.IntVar(&b.connections, "connections", 1, "gRPC connections the callers share (caller i uses connection i mod N)")
 	fs.DurationVar(&b.timeout, "timeout", defaultBenchCallTimeout, "deadline of each call (0: none); a call past it counts as DeadlineExceeded")
 	fs.DurationVar(&b.connectTimeout, "connect-timeout", defaultBenchConnectTimeout, "how long to wait for the target to be ready and to answer reflection")
-	fs.StringArrayVar(&b.metadata, "metadata", nil, "gRPC metadata sent with every call, as key=value (repeatable)")
+	fs.StringArrayVar(&b.metadata, "metadata", nil, "gRPC metadata sent with every call, as key=value (repeatable); visible in the process list, so put secrets in --metadata-file")
+	fs.StringVar(&b.metadataFile, "metadata-file", "", "file of key=value lines sent as metadata with every call (# starts a comment), e.g. authorization=Bearer <token> for a service with Tokens")
 	fs.StringVar(&b.proto, "proto", "", "the .proto file declaring the method, instead of asking the server by reflection")
 	fs.StringArrayVarP(&b.importPaths, "proto_path", "I", nil, "directory to search --proto's imports in (repeatable)")
 	fs.BoolVar(&b.progress, "progress", false, "report progress once a second on stderr even when it is not a terminal")
@@ -130,21 +132,43 @@ func (b *benchOptions) check(cmd *cobra.Command) error {
 	if b.requests == 0 && b.duration == 0 {
 		return errors.New("-n 0 and -d 0: the load would never end; give -n, -d or both")
 	}
-	_, err := b.outgoingMetadata()
-	return err
+	return nil
 }
 
-// outgoingMetadata parses --metadata.
+// outgoingMetadata parses --metadata-file, then --metadata.
 func (b *benchOptions) outgoingMetadata() (metadata.MD, error) {
 	md := metadata.MD{}
-	for _, kv := range b.metadata {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || strings.TrimSpace(k) == "" {
-			return nil, fmt.Errorf("invalid --metadata %q: want key=value", kv)
+	if b.metadataFile != "" {
+		data, err := os.ReadFile(b.metadataFile)
+		if err != nil {
+			return nil, fmt.Errorf("read --metadata-file: %w", err)
 		}
-		md.Append(strings.ToLower(strings.TrimSpace(k)), v)
+		for i, line := range strings.Split(string(data), "\n") {
+			if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			// The line is not quoted back: it may hold a secret.
+			if err := appendMetadata(md, line); err != nil {
+				return nil, fmt.Errorf("invalid --metadata-file %s, line %d: %w", b.metadataFile, i+1, err)
+			}
+		}
+	}
+	for _, kv := range b.metadata {
+		if err := appendMetadata(md, kv); err != nil {
+			return nil, fmt.Errorf("invalid --metadata %q: %w", kv, err)
+		}
 	}
 	return md, nil
+}
+
+// appendMetadata adds one key=value pair to md.
+func appendMetadata(md metadata.MD, kv string) error {
+	k, v, ok := strings.Cut(kv, "=")
+	if k = strings.TrimSpace(k); !ok || k == "" {
+		return errors.New("want key=value")
+	}
+	md.Append(strings.ToLower(k), strings.TrimSpace(v))
+	return nil
 }
 
 // requestJSON returns the request's JSON from --data or --data-file.
@@ -198,7 +222,10 @@ func (b *benchOptions) run(cmd *cobra.Command, o *options, method string) error 
 	if err != nil {
 		return err
 	}
-	md, _ := b.outgoingMetadata()
+	md, err := b.outgoingMetadata()
+	if err != nil {
+		return err
+	}
 	cmd.SilenceUsage = true
 
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)

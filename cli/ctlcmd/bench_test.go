@@ -101,7 +101,7 @@ func TestBenchTakesTheTypesFromAProtoFile(t *testing.T) {
 				return nil, ctx.Err()
 			}
 			md, _ := metadata.FromIncomingContext(ctx)
-			tenant = md.Get("tenant")
+			tenant = append(md.Get("tenant"), md.Get("zone")...)
 			return in, nil
 		})
 	})
@@ -119,13 +119,18 @@ service Echo { rpc Call(google.protobuf.BytesValue) returns (google.protobuf.Byt
 	if err := os.WriteFile(data, []byte(`"aGk="`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	mdFile := filepath.Join(dir, "metadata")
+	if err := os.WriteFile(mdFile, []byte("# what every call carries\nTenant = blue\n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// The echo server serves no reflection: the types come from the file.
-	r := benchJSON(t, "test.Echo/Call", "--target", addr, "--proto", file, "--data-file", data, "-n", "25", "-c", "1", "--metadata", "tenant=blue")
+	r := benchJSON(t, "test.Echo/Call", "--target", addr, "--proto", file, "--data-file", data, "-n", "25", "-c", "1",
+		"--metadata-file", mdFile, "--metadata", "zone=a")
 	if r.Codes["OK"] != 25 {
 		t.Fatalf("codes %v, want 25 OK", r.Codes)
 	}
-	if len(tenant) != 1 || tenant[0] != "blue" {
-		t.Fatalf("server saw metadata tenant=%q, want blue", tenant)
+	if len(tenant) != 2 || tenant[0] != "blue" || tenant[1] != "a" {
+		t.Fatalf("server saw metadata tenant, zone = %q, want \"blue\" (the file's) and \"a\" (the flag's)", tenant)
 	}
 
 	// bench's own --timeout is each call's deadline.
@@ -154,6 +159,10 @@ func TestBenchRejectsBadInputClearly(t *testing.T) {
 	t.Setenv(addrEnv, "")
 	addr := serveHealth(t)
 	noReflection := grpctest.Serve(t, func(s *grpc.Server) { grpctest.RegisterEcho(s, nil) })
+	badMetadata := filepath.Join(t.TempDir(), "metadata")
+	if err := os.WriteFile(badMetadata, []byte("a=1\nsecret-without-key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -175,6 +184,7 @@ func TestBenchRejectsBadInputClearly(t *testing.T) {
 		{"data twice", []string{"Health/Check", "--data", "{}", "--data-file", "x.json"}, "--data and --data-file are both set"},
 		{"missing data file", []string{"Health/Check", "--target", addr, "--data-file", filepath.Join(t.TempDir(), "none.json")}, "read --data-file"},
 		{"bad metadata", []string{"Health/Check", "--metadata", "tenant"}, `invalid --metadata "tenant": want key=value`},
+		{"bad metadata file", []string{"Health/Check", "--metadata-file", badMetadata}, "invalid --metadata-file " + badMetadata + ", line 2: want key=value"},
 		{"import path alone", []string{"Health/Check", "-I", "."}, "-I is set without --proto"},
 		{"bad proto", []string{"Health/Check", "--target", addr, "--proto", filepath.Join(t.TempDir(), "none.proto")}, "invalid --proto"},
 	} {
