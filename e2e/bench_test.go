@@ -126,4 +126,37 @@ func TestBenchLoadsTheExampleServiceThroughTheAgent(t *testing.T) {
 	if r.Codes["NotFound"] != 50 || r.Errors != 50 {
 		t.Fatalf("codes %v, want 50 NotFound", r.Codes)
 	}
+
+	// Ctrl-C stops a long load and prints what it measured.
+	cmd := exec.Command(zrpcctl, "--addr", a.grpcAddr(), "bench", "user.rpc/GetUserInfo", "--data", `{"user_id":1}`,
+		"-d", "10m", "-c", "4", "--progress", "-o", "json")
+	stdout, stderr := &testlog.Buffer{}, &testlog.Buffer{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	waitFor(t, 20*time.Second, "a progress report on stderr", func() bool { return strings.Contains(stderr.String(), "calls/s") })
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-exited:
+		if err == nil || !strings.Contains(stderr.String(), "interrupted after") {
+			t.Fatalf("interrupted bench exited with %v, stderr %q: want a failure saying it was interrupted", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("bench still running 20 s after Ctrl-C")
+	}
+	var ir struct {
+		Requests    int64 `json:"requests"`
+		Errors      int64 `json:"errors"`
+		Interrupted bool  `json:"interrupted"`
+	}
+	if err := json.Unmarshal([]byte(stdout.String()), &ir); err != nil {
+		t.Fatalf("interrupted bench printed no JSON result: %v\n%s", err, stdout.String())
+	}
+	if !ir.Interrupted || ir.Requests == 0 || ir.Errors != 0 {
+		t.Fatalf("interrupted result %+v: want the calls made until then, none failed", ir)
+	}
 }
