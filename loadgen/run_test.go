@@ -124,7 +124,7 @@ func TestRunStopsStartingCallsWhenTheDurationIsOver(t *testing.T) {
 	cfg := echoConfig(t, conn, 4, 0)
 	cfg.Duration = 300 * time.Millisecond
 	var reports atomic.Int64
-	cfg.ProgressInterval = 50 * time.Millisecond
+	cfg.ProgressInterval = 10 * time.Millisecond
 	cfg.Progress = func(p Progress) {
 		if p.Requests < 0 || p.Errors != 0 {
 			t.Errorf("progress %+v", p)
@@ -142,7 +142,7 @@ func TestRunStopsStartingCallsWhenTheDurationIsOver(t *testing.T) {
 		t.Fatalf("elapsed %s, shorter than the duration %s", res.Elapsed, cfg.Duration)
 	}
 	if reports.Load() == 0 {
-		t.Fatal("no progress reported in 300 ms at 50 ms intervals")
+		t.Fatal("no progress reported in 300 ms at 10 ms intervals")
 	}
 }
 

@@ -143,12 +143,12 @@ service Echo { rpc Call(google.protobuf.BytesValue) returns (google.protobuf.Byt
 func TestBenchReportsProgressWhenAsked(t *testing.T) {
 	t.Setenv(addrEnv, "")
 	addr := serveHealth(t)
-	res := runZrpcctl(testContext(t), t, "", "bench", "Health/Check", "--target", addr, "-d", "1500ms", "-c", "2", "--progress")
+	res := runZrpcctl(testContext(t), t, "", "bench", "Health/Check", "--target", addr, "-d", "2500ms", "-c", "2", "--progress")
 	if res.err != nil {
 		t.Fatalf("%v\n%s", res.err, res.stderr)
 	}
 	if !strings.Contains(res.stderr, " calls  0 errors  ") || !strings.Contains(res.stderr, "calls/s\n") {
-		t.Fatalf("stderr %q: want a progress line (1.5 s at one per second)", res.stderr)
+		t.Fatalf("stderr %q: want a progress line (2.5 s at one per second)", res.stderr)
 	}
 	if !strings.Contains(res.stdout, "Status codes:") {
 		t.Fatalf("no report after the progress:\n%s", res.stdout)
