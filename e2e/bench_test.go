@@ -17,34 +17,34 @@ import (
 )
 
 var (
-	userOnce sync.Once
-	userBin  string
-	userErr  error
+	benchUserOnce sync.Once
+	benchUserBin  string
+	benchUserErr  error
 )
 
-// userService builds examples/user once per test binary run, next to
+// benchUserBinary builds examples/user once per test binary run, next to
 // zrpcd and zrpcctl.
-func userService(t *testing.T) string {
+func benchUserBinary(t *testing.T) string {
 	t.Helper()
 	binaries(t) // makes binDir
-	userOnce.Do(func() {
-		userBin = filepath.Join(binDir, "user")
-		out, err := exec.Command("go", "build", "-o", userBin, "github.com/zrpcio/zrpc/examples/user").CombinedOutput()
+	benchUserOnce.Do(func() {
+		benchUserBin = filepath.Join(binDir, "bench-user")
+		out, err := exec.Command("go", "build", "-o", benchUserBin, "github.com/zrpcio/zrpc/examples/user").CombinedOutput()
 		if err != nil {
-			userErr = fmt.Errorf("%v\n%s", err, out)
+			benchUserErr = fmt.Errorf("%v\n%s", err, out)
 		}
 	})
-	if userErr != nil {
-		t.Fatalf("go build examples/user: %v", userErr)
+	if benchUserErr != nil {
+		t.Fatalf("go build examples/user: %v", benchUserErr)
 	}
-	return userBin
+	return benchUserBin
 }
 
-// startUserService runs examples/user registering with agent a and
+// startBenchUserService runs examples/user registering with agent a and
 // waits until the registry holds it as passing.
-func startUserService(t *testing.T, a *agent) {
+func startBenchUserService(t *testing.T, a *agent) {
 	t.Helper()
-	bin := userService(t)
+	bin := benchUserBinary(t)
 	_, zrpcctl := binaries(t)
 	dir := t.TempDir()
 	conf := "Name: user.rpc\nListenOn: 127.0.0.1:" + strconv.Itoa(freePort(t)) + "\nAgents:\n  - " + a.grpcAddr() + "\n"
@@ -89,7 +89,7 @@ func TestBenchLoadsTheExampleServiceThroughTheAgent(t *testing.T) {
 	a := newAgent(t, "n1")
 	a.start()
 	a.waitLeader()
-	startUserService(t, a)
+	startBenchUserService(t, a)
 
 	out, err := ctl(zrpcctl, a.grpcAddr(), "bench", "user.rpc/GetUserInfo", "--data", `{"user_id":1}`, "-n", "2000", "-c", "16", "-o", "json")
 	if err != nil {
