@@ -92,8 +92,8 @@ func WithGRPCOptions(opts ...grpc.ServerOption) ServerOption {
 	return func(o *serverOptions) { o.grpcOpts = append(o.grpcOpts, opts...) }
 }
 
-// NewServer validates cfg and builds the server; it does no I/O. Register
-// services on GRPC() before Start.
+// NewServer validates cfg and builds the server; it does no I/O but open
+// the Log section's output file. Register services on GRPC() before Start.
 func NewServer(cfg ServerConfig, opts ...ServerOption) (*Server, error) {
 	d := DefaultServerConfig()
 	if cfg.Weight == 0 {
