@@ -141,14 +141,6 @@ func newServer(cfg ServerConfig, o serverOptions) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	var tel *telemetry
-	if cfg.Telemetry.Enabled() {
-		if o.traced {
-			return nil, errors.New("setting Telemetry: set together with WithServerTracing; use one of them")
-		}
-		tel = newTelemetry(cfg.Telemetry, cfg.Name, o.logger)
-		tlsOpts = append(tlsOpts, grpc.StatsHandler(newServerStatsHandler(tel.provider)))
-	}
 	var metrics *metricsServer
 	if cfg.Prometheus.Enabled() {
 		g, err := gathererOf(o.registerer)
@@ -156,6 +148,15 @@ func newServer(cfg ServerConfig, o serverOptions) (*Server, error) {
 			return nil, err
 		}
 		metrics = newMetricsServer(cfg.Prometheus, g, o.logger)
+	}
+	var tel *telemetry
+	if cfg.Telemetry.Enabled() {
+		if o.traced {
+			return nil, errors.New("setting Telemetry: set together with WithServerTracing; use one of them")
+		}
+		// Last to fail: the provider's batcher runs until Stop.
+		tel = newTelemetry(cfg.Telemetry, cfg.Name, o.logger)
+		tlsOpts = append(tlsOpts, grpc.StatsHandler(newServerStatsHandler(tel.provider)))
 	}
 	gopts := append(tlsOpts, o.grpcOpts...)
 	if !cfg.NoChain {
