@@ -26,6 +26,13 @@ type ClientConfig struct {
 	Timeout time.Duration `yaml:"Timeout"`
 	// TLS, when set, is mutual TLS to the service and its agents (tls.go).
 	TLS TLSConfig `yaml:"TLS"`
+	// Telemetry, when its Endpoint is set, exports the spans of the calls
+	// made over OTLP (telemetry.go).
+	Telemetry TelemetryConfig `yaml:"Telemetry"`
+	// Metrics counts the calls in the zrpc_client_* metrics of
+	// prometheus.DefaultRegisterer, which a Server's Prometheus section
+	// serves.
+	Metrics bool `yaml:"Metrics"`
 }
 
 // DefaultClientConfig returns the defaults: p2c_ewma and a 2 s timeout.
@@ -45,6 +52,7 @@ func (c ClientConfig) Validate() error {
 	if err := c.TLS.validateFor(c.Target); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.Telemetry.validate())
 	return errors.Join(errs...)
 }
 

@@ -3,10 +3,12 @@ package rpc
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 
@@ -26,6 +28,8 @@ type dialOptions struct {
 	grpcOpts  []grpc.DialOption
 	waitReady bool
 	tls       *TLSConfig
+	telemetry *TelemetryConfig // nil: no telemetry from configuration
+	logger    *slog.Logger
 }
 
 // WithBalancer picks the load balancer by name (balancer.RoundRobin, ...);
@@ -72,6 +76,17 @@ func WithDialOptions(opts ...grpc.DialOption) DialOption {
 	return func(o *dialOptions) { o.grpcOpts = append(o.grpcOpts, opts...) }
 }
 
+// WithDialLogger sets the logger of the connection's own work, such as
+// its telemetry's export errors (default: discard).
+func WithDialLogger(l *slog.Logger) DialOption { return func(o *dialOptions) { o.logger = l } }
+
+// WithMetrics counts the connection's calls, retries and breaker
+// rejections in the zrpc_client_* metrics, registered with reg (shared
+// with other connections on reg). A later WithChain replaces it.
+func WithMetrics(reg prometheus.Registerer) DialOption {
+	return func(o *dialOptions) { o.chain.Registerer = reg }
+}
+
 // WithWaitReady makes Dial wait, within its context, until the connection
 // has a ready instance.
 func WithWaitReady() DialOption { return func(o *dialOptions) { o.waitReady = true } }
@@ -84,7 +99,7 @@ func WithWaitReady() DialOption { return func(o *dialOptions) { o.waitReady = tr
 // timeout (2 s). Calls fail with Unavailable while the service has no
 // passing instance.
 func Dial(ctx context.Context, target string, opts ...DialOption) (*grpc.ClientConn, error) {
-	o := dialOptions{balancer: balancer.P2CEWMA, chain: clientchain.DefaultConfig()}
+	o := dialOptions{balancer: balancer.P2CEWMA, chain: clientchain.DefaultConfig(), logger: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -108,10 +123,24 @@ func Dial(ctx context.Context, target string, opts ...DialOption) (*grpc.ClientC
 		}
 		dopts = append(dopts, grpc.WithChainUnaryInterceptor(unary), grpc.WithChainStreamInterceptor(stream))
 	}
+	var tel *telemetry
+	if o.telemetry != nil {
+		var traced grpc.DialOption
+		if tel, traced, err = o.dialTelemetry(ctx, o.logger); err != nil {
+			return nil, fmt.Errorf("dial %q: %w", target, err)
+		}
+		dopts = append(dopts, traced)
+	}
 	dopts = append(dopts, o.grpcOpts...)
 	conn, err := grpc.NewClient(target, dopts...)
 	if err != nil {
+		if tel != nil {
+			tel.shutdown(ctx)
+		}
 		return nil, fmt.Errorf("dial %q: %w", target, err)
+	}
+	if tel != nil {
+		tel.flushOnClose(conn, o.logger)
 	}
 	if o.waitReady {
 		conn.Connect()

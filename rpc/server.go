@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -40,6 +41,10 @@ type Server struct {
 	health *health.Server
 	tls    *serverTLS // nil without TLS
 
+	tel     *telemetry     // nil without a Telemetry section
+	metrics *metricsServer // nil without a Prometheus section
+	logFile io.Closer      // the Log section's output; nil with WithServerLogger
+
 	ln     net.Listener
 	agents *client.Client
 	inst   *pb.Instance
@@ -61,6 +66,7 @@ type serverOptions struct {
 	grpcOpts   []grpc.ServerOption
 	registerer prometheus.Registerer
 	verifier   func(ctx context.Context, token string) error
+	traced     bool // WithServerTracing was given
 }
 
 // WithRegisterer sets where the server's metrics are registered (default
@@ -75,7 +81,8 @@ func WithTokenVerifier(verify func(ctx context.Context, token string) error) Ser
 	return func(o *serverOptions) { o.verifier = verify }
 }
 
-// WithServerLogger sets the logger (default: discard).
+// WithServerLogger sets the logger (default: the config's Log section,
+// else discard).
 func WithServerLogger(l *slog.Logger) ServerOption {
 	return func(o *serverOptions) { o.logger = l }
 }
@@ -85,8 +92,8 @@ func WithGRPCOptions(opts ...grpc.ServerOption) ServerOption {
 	return func(o *serverOptions) { o.grpcOpts = append(o.grpcOpts, opts...) }
 }
 
-// NewServer validates cfg and builds the server; it does no I/O. Register
-// services on GRPC() before Start.
+// NewServer validates cfg and builds the server; it does no I/O but open
+// the Log section's output file. Register services on GRPC() before Start.
 func NewServer(cfg ServerConfig, opts ...ServerOption) (*Server, error) {
 	d := DefaultServerConfig()
 	if cfg.Weight == 0 {
@@ -105,19 +112,58 @@ func NewServer(cfg ServerConfig, opts ...ServerOption) (*Server, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.logger == nil {
+	var logFile io.Closer
+	switch {
+	case o.logger != nil:
+	case cfg.Log.Enabled():
+		l, f, err := cfg.Log.NewLogger()
+		if err != nil {
+			return nil, fmt.Errorf("invalid rpc server config: %w", err)
+		}
+		o.logger, logFile = l, f
+	default:
 		o.logger = slog.New(slog.DiscardHandler)
 	}
+	s, err := newServer(cfg, o)
+	if err != nil {
+		if logFile != nil {
+			logFile.Close()
+		}
+		return nil, fmt.Errorf("invalid rpc server config: %w", err)
+	}
+	s.logFile = logFile
+	return s, nil
+}
+
+// newServer builds the Server of a valid cfg with o's logger.
+func newServer(cfg ServerConfig, o serverOptions) (*Server, error) {
 	tlsState, tlsOpts, err := newServerTLS(cfg.TLS, o.logger)
 	if err != nil {
-		return nil, fmt.Errorf("invalid rpc server config: %w", err)
+		return nil, err
+	}
+	var metrics *metricsServer
+	if cfg.Prometheus.Enabled() {
+		g, err := gathererOf(o.registerer)
+		if err != nil {
+			return nil, err
+		}
+		metrics = newMetricsServer(cfg.Prometheus, g, o.logger)
+	}
+	var tel *telemetry
+	if cfg.Telemetry.Enabled() {
+		if o.traced {
+			return nil, errors.New("setting Telemetry: set together with WithServerTracing; use one of them")
+		}
+		// Last to fail: the provider's batcher runs until Stop.
+		tel = newTelemetry(cfg.Telemetry, cfg.Name, o.logger)
+		tlsOpts = append(tlsOpts, grpc.StatsHandler(newServerStatsHandler(tel.provider)))
 	}
 	gopts := append(tlsOpts, o.grpcOpts...)
 	if !cfg.NoChain {
 		unary, stream := serverchain.Chain(chainConfig(cfg, o))
 		gopts = append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream)}, gopts...)
 	}
-	s := &Server{cfg: cfg, log: o.logger, grpc: grpc.NewServer(gopts...), health: health.NewServer(), tls: tlsState}
+	s := &Server{cfg: cfg, log: o.logger, grpc: grpc.NewServer(gopts...), health: health.NewServer(), tls: tlsState, tel: tel, metrics: metrics}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -156,6 +202,19 @@ func (s *Server) Addr() string {
 	return s.inst.Address
 }
 
+// Logger is the server's logger: WithServerLogger's, the Log section's,
+// or one that discards.
+func (s *Server) Logger() *slog.Logger { return s.log }
+
+// MetricsAddr is the address the Prometheus section serves metrics on
+// (valid after Start; empty without the section).
+func (s *Server) MetricsAddr() string {
+	if s.metrics == nil || s.metrics.ln == nil {
+		return ""
+	}
+	return s.metrics.ln.Addr().String()
+}
+
 // Start listens, serves, and registers the instance through a session with
 // the agent. It returns once the instance is registered (or, with
 // NoRegister, once listening).
@@ -163,9 +222,20 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.tls.load(); err != nil {
 		return err
 	}
+	if s.tel != nil {
+		if err := s.tel.open(ctx); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", s.cfg.ListenOn)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.cfg.ListenOn, err)
+	}
+	if s.metrics != nil {
+		if err := s.metrics.start(s.log); err != nil {
+			ln.Close()
+			return err
+		}
 	}
 	s.ln = ln
 	s.inst = s.instance(ln.Addr().(*net.TCPAddr))
@@ -185,10 +255,12 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	if err != nil {
 		s.grpc.Stop()
+		s.metrics.stop(ctx)
 		return err
 	}
 	if err := s.register(ctx); err != nil {
 		s.grpc.Stop()
+		s.metrics.stop(ctx)
 		s.agents.Close()
 		return fmt.Errorf("register %s/%s with agent %v: %w", s.inst.Service, s.inst.Id, s.cfg.agents(), err)
 	}
@@ -326,5 +398,20 @@ func (s *Server) Stop(ctx context.Context) error {
 	if s.agents != nil {
 		s.agents.Close()
 	}
+	s.closeObservability(ctx)
 	return nil
+}
+
+// closeObservability stops serving metrics, flushes the spans still
+// queued (within ctx and the export timeout) and closes the log file.
+func (s *Server) closeObservability(ctx context.Context) {
+	s.metrics.stop(ctx)
+	if s.tel != nil {
+		if err := s.tel.shutdown(ctx); err != nil {
+			s.log.Warn("spans lost at stop", "err", err)
+		}
+	}
+	if s.logFile != nil {
+		s.logFile.Close()
+	}
 }

@@ -70,6 +70,16 @@ type ServerConfig struct {
 	NoChain bool `yaml:"NoChain"`
 	// TLS, when set, is mutual TLS for the server and its agents (tls.go).
 	TLS TLSConfig `yaml:"TLS"`
+
+	// Telemetry, when its Endpoint is set, exports the spans of the calls
+	// the server handles over OTLP (telemetry.go).
+	Telemetry TelemetryConfig `yaml:"Telemetry"`
+	// Prometheus, when its Host is set, serves the server's metrics over
+	// HTTP from Start to Stop (promserver.go).
+	Prometheus PrometheusConfig `yaml:"Prometheus"`
+	// Log builds the server's logger when WithServerLogger passes none
+	// (logconf.go).
+	Log LogConfig `yaml:"Log"`
 }
 
 // The bounds of CheckInterval, the agent's for a gRPC check's interval.
@@ -115,6 +125,7 @@ func (c ServerConfig) Validate() error {
 	if err := c.TLS.validateServer(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.Telemetry.validate(), c.Prometheus.validate(), c.Log.validate())
 	return errors.Join(errs...)
 }
 

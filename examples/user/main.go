@@ -54,11 +54,15 @@ func run(log *slog.Logger) error {
 // serve registers the service with its agent and serves until ctx ends,
 // then deregisters, drains and stops.
 func serve(ctx context.Context, c config.Config, log *slog.Logger) error {
-	srv, err := rpc.NewServer(c.ServerConfig, rpc.WithServerLogger(log))
+	var opts []rpc.ServerOption
+	if !c.Log.Enabled() {
+		opts = append(opts, rpc.WithServerLogger(log)) // else the Log section builds it
+	}
+	srv, err := rpc.NewServer(c.ServerConfig, opts...)
 	if err != nil {
 		return err
 	}
-	svcCtx := svc.NewServiceContext(c, log)
+	svcCtx := svc.NewServiceContext(c, srv.Logger())
 	user.RegisterUserServiceServer(srv.GRPC(), server.NewUserServiceServer(svcCtx))
 
 	startCtx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +32,10 @@ func TestUserServiceThroughTheRegistry(t *testing.T) {
 		t.Fatalf("etc/user.yaml names the service %q, want user.rpc", cfg.Name)
 	}
 	cfg.ListenOn, cfg.Agents, cfg.DrainDelay = "127.0.0.1:0", []string{c.GRPCAddr(0)}, 50*time.Millisecond
+	// The Log section, when set, builds the server's logger in place of
+	// the one main passes.
+	logFile := filepath.Join(t.TempDir(), "user.log")
+	cfg.Log = rpc.LogConfig{Format: "json", Output: logFile}
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -71,6 +78,9 @@ func TestUserServiceThroughTheRegistry(t *testing.T) {
 	}
 	if got := registered(c); len(got) != 0 {
 		t.Errorf("after serve returned the registry still has %v", got)
+	}
+	if logs, err := os.ReadFile(logFile); err != nil || !strings.Contains(string(logs), `"msg":"rpc server started"`) {
+		t.Errorf("the Log section's file %s holds %q (%v), want the server's JSON log", logFile, logs, err)
 	}
 }
 

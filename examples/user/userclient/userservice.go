@@ -60,36 +60,13 @@ func Dial(ctx context.Context, opts ...rpc.DialOption) (*grpc.ClientConn, error)
 	return rpc.Dial(ctx, Target, append([]rpc.DialOption{rpc.WithIdempotent(IdempotentMethods...)}, opts...)...)
 }
 
-// DialConfig connects as c says (an empty Target means [Target]); opts
-// apply after c.
+// DialConfig connects as c says (an empty Target means [Target]), with
+// rpc.DialConfig; opts apply after c.
 func DialConfig(ctx context.Context, c rpc.ClientConfig, opts ...rpc.DialOption) (*grpc.ClientConn, error) {
 	if c.Target == "" {
 		c.Target = Target
 	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	o := []rpc.DialOption{rpc.WithIdempotent(IdempotentMethods...)}
-	if len(c.Agents) > 0 {
-		o = append(o, rpc.WithAgents(c.Agents...))
-	}
-	if c.Balancer != "" {
-		o = append(o, rpc.WithBalancer(c.Balancer))
-	}
-	if c.Timeout > 0 {
-		o = append(o, rpc.WithTimeout(c.Timeout))
-	}
-	if c.TLS.Enabled() {
-		o = append(o, rpc.WithTLS(c.TLS))
-	}
-	token, err := c.AgentToken.Resolve()
-	if err != nil {
-		return nil, err
-	}
-	if token != "" {
-		o = append(o, rpc.WithAgentToken(token))
-	}
-	return rpc.Dial(ctx, c.Target, append(o, opts...)...)
+	return rpc.DialConfig(ctx, c, append([]rpc.DialOption{rpc.WithIdempotent(IdempotentMethods...)}, opts...)...)
 }
 
 // GetUserInfo returns one user by id: NotFound when there is none.
