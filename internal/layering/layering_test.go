@@ -306,22 +306,3 @@ func TestRowAllows(t *testing.T) {
 		t.Errorf("allowedList(–) = %q, want nothing", got)
 	}
 }
-
-// otlpExporters are the OTLP trace exporters rpc's Telemetry section
-// links; zrpcctl traces nothing and must stay without them.
-var otlpExporters = []string{
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc",
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp",
-}
-
-func TestZrpcctlLinksNoOTLPExporter(t *testing.T) {
-	g := listGraph(t)
-	for _, exp := range otlpExporters {
-		if g.chain(module+"/rpc", exp) == nil {
-			t.Fatalf("rpc does not link %s: update otlpExporters", exp)
-		}
-		if c := g.chain(module+"/cmd/zrpcctl", exp); c != nil {
-			t.Errorf("cmd/zrpcctl links %s: %s (zrpcctl must not link rpc's telemetry exporters)", exp, strings.Join(c, " -> "))
-		}
-	}
-}
