@@ -328,4 +328,7 @@ service Store {
 	if !strings.Contains(client, "rpc.WithIdempotent(IdempotentMethods...)") {
 		t.Error("Dial does not pass IdempotentMethods to the retry stage")
 	}
+	if !strings.Contains(client, "rpc.WithHedging(c.Hedging)") {
+		t.Error("DialConfig does not pass the config's Hedging to the client chain")
+	}
 }
