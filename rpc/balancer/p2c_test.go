@@ -353,3 +353,17 @@ func TestP2CInflightSurvivesRebuild(t *testing.T) {
 		t.Fatalf("in-flight count %d after all calls ended, want 0", got)
 	}
 }
+
+// Calls in flight count: of two equal SubConns, the one with fewer
+// unfinished calls is picked.
+func TestP2CCountsCallsInFlight(t *testing.T) {
+	scs := newSubConns(2)
+	sim := newP2CSim(t, scs)
+	counts := make(map[balancer.SubConn]int)
+	for i := range 40 {
+		counts[pick(t, sim.p, nil).SubConn]++ // held: none ends
+		if d := counts[scs[0]] - counts[scs[1]]; d > 1 || d < -1 {
+			t.Fatalf("after %d unfinished calls: %v, want them alternating", i+1, counts)
+		}
+	}
+}

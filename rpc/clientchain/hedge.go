@@ -39,6 +39,12 @@ const DefaultHedgeMinDelay = 5 * time.Millisecond
 // together stay within it and hedging cannot double the load of an
 // overloaded service; without a retry stage, or with its budget off, the
 // hedge stage keeps a budget of its own of the default size.
+//
+// A call of a hedged method costs a timer, a cancellable context and a few
+// small allocations more than one of another method; the hedge, when sent,
+// also a reply of its own, copied into the caller's if it wins. A reply
+// that is not a protobuf message is never hedged.
+
 type HedgeConfig struct {
 	// Methods lists full method names ("/pkg.Service/Method") to hedge.
 	Methods []string `yaml:"Methods"`
@@ -238,15 +244,16 @@ func (s *hedgeStage) hedged(ctx context.Context, delay time.Duration, lat *laten
 	if !launched {
 		return first.err
 	}
-	switch c.winner {
-	case &first:
-		s.count(method, hedgeLost)
-		return first.err
-	case &c.hedge:
+	switch {
+	case c.winner == &c.hedge:
 		s.count(method, hedgeWon)
 		c.adoptHedge()
 		return c.hedge.err
+	case c.winner == &first && ctx.Err() == nil:
+		s.count(method, hedgeLost)
+		return first.err
 	}
+	// Both failed, or the caller gave up before either answered.
 	s.count(method, hedgeFailed)
 	return first.err
 }
