@@ -14,7 +14,7 @@
 // Which to choose:
 //
 //   - [P2CEWMA] (zrpc's default): power of two random choices scored by a
-//     peak-EWMA of latency that decays with time (300 ms) whether or not
+//     peak-EWMA of latency that decays with time (100 ms) whether or not
 //     the instance is picked, times its in-flight calls; failures count as
 //     slow calls. It adapts to slow or failing instances and to
 //     heterogeneous machines without configuration, and an instance that

@@ -21,12 +21,14 @@ const (
 	// p2cDecay is the time constant of a SubConn's cost: with no new call
 	// it falls to 1/e of its value in p2cDecay, whether or not the SubConn
 	// is picked. It bounds how long one slow call, a slow spell or an error
-	// keeps a SubConn from its share: a cost 10 times the others' is
-	// forgotten in about 2.3×p2cDecay. Finagle and Linkerd use 10 s, which
-	// holds an instance back for half a minute after one slow call; 300 ms
-	// lets equal instances share even a short burst of sequential calls
-	// and still keeps a 2× slower one well below its peers (see the tests).
-	p2cDecay = float64(300 * time.Millisecond)
+	// keeps a SubConn from its share: a cost R times the others' is
+	// forgotten in ln(R)×p2cDecay, 0.4 s for a 50× slower call. Finagle
+	// and Linkerd use 10 s, which holds an instance back for most of a
+	// minute after one slow call (a cold first call, a GC pause); 100 ms
+	// lets equal instances share even a short burst of sequential calls,
+	// and calls in flight (the other half of the load) still keep a slower
+	// instance well below its peers (see the tests).
+	p2cDecay = float64(100 * time.Millisecond)
 	// p2cFailCost is the least cost a call that failed through the
 	// instance's fault (see instanceFault) sets: an instance failing fast
 	// must not look fast.
@@ -48,11 +50,11 @@ func monotonicNow() int64 { return int64(time.Since(p2cEpoch)) }
 // Each SubConn has a cost in nanoseconds, a peak-EWMA of its call durations
 // (Finagle's PeakEwma):
 //
-//   - it decays toward zero with wall time, cost×exp(-Δt/300ms) after Δt
+//   - it decays toward zero with wall time, cost×exp(-Δt/100ms) after Δt
 //     without a new sample, computed on every read, so a SubConn that is
 //     not picked becomes cheaper until it is picked again and measured;
 //   - a call that took longer than the decayed cost sets it (the peak);
-//     a shorter one moves it toward the sample with weight 1-exp(-Δt/300ms),
+//     a shorter one moves it toward the sample with weight 1-exp(-Δt/100ms),
 //     Δt since the SubConn's previous sample;
 //   - a call that failed through the instance's fault (Unavailable,
 //     DeadlineExceeded, Internal, ResourceExhausted, DataLoss,
