@@ -194,12 +194,21 @@ type hedgeCall struct {
 	mu            sync.Mutex
 	firstDone     bool
 	launched      bool // a hedge was sent
-	winner        *hedgeAttempt
+	winner        hedgeWinner
 	cancelFirst   context.CancelFunc
 	hedge         hedgeAttempt
 	cancelHedgeFn context.CancelFunc
 	done          chan struct{} // closed when launch returns
 }
+
+// hedgeWinner says which attempt's result is the call's.
+type hedgeWinner int
+
+const (
+	winnerNone hedgeWinner = iota
+	winnerFirst
+	winnerHedge
+)
 
 // hedgeAttempt holds the hedge's own reply and the call options grpc-go
 // writes into, so that two attempts never write the same memory.
@@ -216,10 +225,10 @@ func (s *hedgeStage) hedged(ctx context.Context, delay time.Duration, lat *laten
 	firstCtx, cancelFirst := context.WithCancel(WithPickNote(ctx, &c.note))
 	defer cancelFirst()
 	c.cancelFirst = cancelFirst
-	first := hedgeAttempt{} // the first attempt writes the caller's reply and options
+	// The first attempt writes the caller's reply and options.
 	timer := time.AfterFunc(delay, c.launch)
 	start := time.Now()
-	first.err = s.next.invoke(firstCtx, method, req, reply, cc, inv, opts)
+	firstErr := s.next.invoke(firstCtx, method, req, reply, cc, inv, opts)
 	elapsed := time.Since(start)
 	timerStopped := timer.Stop()
 	if ctx.Err() == nil {
@@ -231,8 +240,8 @@ func (s *hedgeStage) hedged(ctx context.Context, delay time.Duration, lat *laten
 	c.mu.Lock()
 	c.firstDone = true
 	launched := c.launched
-	if launched && c.winner == nil && answered(first.err) {
-		c.winner = &first
+	if launched && c.winner == winnerNone && answered(firstErr) {
+		c.winner = winnerFirst
 		c.cancelHedgeFn()
 	}
 	c.mu.Unlock()
@@ -242,20 +251,20 @@ func (s *hedgeStage) hedged(ctx context.Context, delay time.Duration, lat *laten
 		<-c.done
 	}
 	if !launched {
-		return first.err
+		return firstErr
 	}
 	switch {
-	case c.winner == &c.hedge:
+	case c.winner == winnerHedge:
 		s.count(method, hedgeWon)
 		c.adoptHedge()
 		return c.hedge.err
-	case c.winner == &first && ctx.Err() == nil:
+	case c.winner == winnerFirst && ctx.Err() == nil:
 		s.count(method, hedgeLost)
-		return first.err
+		return firstErr
 	}
 	// Both failed, or the caller gave up before either answered.
 	s.count(method, hedgeFailed)
-	return first.err
+	return firstErr
 }
 
 // launch sends the hedge, on the timer's goroutine, unless the first
@@ -286,8 +295,8 @@ func (c *hedgeCall) launch() {
 	err := c.s.next.invoke(ctx, c.method, c.req, h.reply, c.cc, c.inv, h.ownOptions(c.opts))
 	c.mu.Lock()
 	h.err = err
-	if c.winner == nil && answered(err) {
-		c.winner = h
+	if c.winner == winnerNone && answered(err) {
+		c.winner = winnerHedge
 		c.cancelFirst()
 	}
 	c.mu.Unlock()
