@@ -27,7 +27,10 @@ const DefaultHedgeMinDelay = 5 * time.Millisecond
 // HedgeConfig configures the hedge stage: a call of a hedged method that
 // has not answered after the method's recent 95th-percentile latency (and
 // at least MinDelay) is sent a second time, to another instance; the first
-// answer wins and the other attempt is cancelled. Hedging is for the tail
+// answer wins and the other attempt is cancelled. "Another instance" needs
+// a balancer that notes its pick ([PickNote]) and honours [ExcludedFrom]:
+// rpc/balancer's p2c_ewma, zrpc's default; with other balancers the hedge
+// goes wherever the balancer sends it. Hedging is for the tail
 // of latency: a call stuck on a slow instance (a GC pause, a cold cache, a
 // busy neighbour) is answered by a healthy one. The zero value hedges
 // nothing.
