@@ -328,4 +328,7 @@ service Store {
 	if !strings.Contains(client, "rpc.WithIdempotent(IdempotentMethods...)") {
 		t.Error("Dial does not pass IdempotentMethods to the retry stage")
 	}
+	if !strings.Contains(client, "rpc.DialConfig(ctx, c, append([]rpc.DialOption{rpc.WithIdempotent(IdempotentMethods...)}, opts...)...)") {
+		t.Error("DialConfig does not hand the config (its Hedging included) and IdempotentMethods to rpc.DialConfig")
+	}
 }

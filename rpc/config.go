@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/zrpcio/zrpc/rpc/clientchain"
 )
 
 // ClientConfig configures a client connection from YAML, like go-zero's
@@ -33,6 +35,13 @@ type ClientConfig struct {
 	// prometheus.DefaultRegisterer, which a Server's Prometheus section
 	// serves.
 	Metrics bool `yaml:"Metrics"`
+	// Hedging sends a second attempt of a call of an idempotent method
+	// that has not answered after the method's recent 95th-percentile
+	// latency (at least MinDelay, default 5ms) to another instance; the
+	// first answer wins. List Methods, or set Idempotent to hedge every
+	// method the client knows to be idempotent (a generated client's
+	// IdempotentMethods). Off by default. See clientchain.HedgeConfig.
+	Hedging clientchain.HedgeConfig `yaml:"Hedging"`
 }
 
 // DefaultClientConfig returns the defaults: p2c_ewma and a 2 s timeout.
@@ -48,6 +57,9 @@ func (c ClientConfig) Validate() error {
 	}
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("setting Timeout: %s must not be negative", c.Timeout))
+	}
+	if c.Hedging.MinDelay < 0 {
+		errs = append(errs, fmt.Errorf("setting Hedging.MinDelay: %s must not be negative", c.Hedging.MinDelay))
 	}
 	if err := c.TLS.validateFor(c.Target); err != nil {
 		errs = append(errs, err)

@@ -51,6 +51,15 @@ func WithIdempotent(methods ...string) DialOption {
 	}
 }
 
+// WithHedging turns on hedged requests (clientchain.HedgeConfig): a call of
+// a hedged method still unanswered after the method's recent 95th-percentile
+// latency is sent to another instance as well, and the first answer wins.
+// Hedged methods must be idempotent (WithIdempotent, or the .proto's
+// idempotency_level); Dial refuses others. A later WithChain replaces it.
+func WithHedging(cfg clientchain.HedgeConfig) DialOption {
+	return func(o *dialOptions) { o.chain.Hedge = cfg }
+}
+
 // WithoutChain dials without the default client interceptor chain.
 func WithoutChain() DialOption { return func(o *dialOptions) { o.noChain = true } }
 

@@ -8,7 +8,7 @@ import (
 )
 
 // DialConfig connects as c says: its Target, agents, balancer, timeout,
-// TLS, agent token, telemetry and metrics; opts apply after c. The
+// hedging, TLS, agent token, telemetry and metrics; opts apply after c. The
 // generated clients' DialConfig calls it with the service's target and
 // idempotent methods.
 func DialConfig(ctx context.Context, c ClientConfig, opts ...DialOption) (*grpc.ClientConn, error) {
@@ -24,6 +24,9 @@ func DialConfig(ctx context.Context, c ClientConfig, opts ...DialOption) (*grpc.
 	}
 	if c.Timeout > 0 {
 		o = append(o, WithTimeout(c.Timeout))
+	}
+	if c.Hedging.Enabled() {
+		o = append(o, WithHedging(c.Hedging))
 	}
 	if c.TLS.Enabled() {
 		o = append(o, WithTLS(c.TLS))

@@ -2,11 +2,15 @@ package balancer
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/zrpcio/zrpc/internal/grpctest"
 )
 
 // keyedContexts returns n contexts with distinct hash keys.
@@ -75,4 +79,33 @@ func BenchmarkPickHashKeyFromMetadata(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkP2CSpreadSequential measures how p2c_ewma spreads sequential
+// calls over three identical loopback servers: each iteration starts fresh
+// servers and a fresh connection, makes 600 health checks 1 ms apart, and
+// notes the share of the server that got the fewest. It reports the lowest
+// and the median of those shares (an even spread is 33%):
+//
+//	go test -run '^$' -bench P2CSpreadSequential -benchtime 10x ./rpc/balancer/
+func BenchmarkP2CSpreadSequential(b *testing.B) {
+	ctx := context.Background()
+	var shares []float64
+	for range b.N {
+		servers := grpctest.StartHealthServers(b, 3)
+		cc, _ := dial(b, P2CEWMA, addresses(servers, 0, 0, 0))
+		warmUp(b, ctx, cc, servers)
+		got := make([]int64, len(servers))
+		for range 600 {
+			for i, n := range callN(b, ctx, cc, servers, 1) {
+				got[i] += n
+			}
+			time.Sleep(time.Millisecond)
+		}
+		shares = append(shares, 100*float64(slices.Min(got))/600)
+		cc.Close()
+	}
+	slices.Sort(shares)
+	b.ReportMetric(shares[0], "lowest-share-%")
+	b.ReportMetric(shares[len(shares)/2], "median-lowest-share-%")
 }

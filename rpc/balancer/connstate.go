@@ -34,3 +34,14 @@ func (c *connStates[T]) refresh(eps []endpoint, newState func(endpoint) *T) []*T
 	c.m = next
 	return out
 }
+
+// current returns the states kept now, in no particular order.
+func (c *connStates[T]) current() []*T {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*T, 0, len(c.m))
+	for _, st := range c.m {
+		out = append(out, st)
+	}
+	return out
+}

@@ -13,10 +13,13 @@
 //
 // Which to choose:
 //
-//   - [P2CEWMA] (zrpc's default): power of two random choices scored by
-//     decayed latency, in-flight calls and recent server-side errors. It
-//     adapts to slow or failing instances and to heterogeneous machines
-//     without configuration. Choose it unless one of the others fits better.
+//   - [P2CEWMA] (zrpc's default): power of two random choices scored by a
+//     peak-EWMA of latency that decays with time (100 ms) whether or not
+//     the instance is picked, times its in-flight calls; failures count as
+//     slow calls. It adapts to slow or failing instances and to
+//     heterogeneous machines without configuration, and an instance that
+//     was slow, failed or just joined gets its share back within seconds.
+//     Choose it unless one of the others fits better.
 //   - [RoundRobin]: equal instances, equal calls; the cheapest pick. Good when
 //     calls cost about the same and instances are alike.
 //   - [WeightedRoundRobin]: like round robin but in proportion to

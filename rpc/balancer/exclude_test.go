@@ -27,3 +27,19 @@ func TestP2CAvoidsExcludedInstances(t *testing.T) {
 	res := pick(t, p, all)
 	res.Done(balancer.DoneInfo{})
 }
+
+// The picker notes the instance it picked where a stage asked for it, so
+// that a hedge can be sent elsewhere while the first attempt runs.
+func TestP2CRecordsPickInNote(t *testing.T) {
+	scs := newSubConns(3)
+	p := newP2CPickerBuilder().Build(buildInfo(scs))
+	var note clientchain.PickNote
+	ctx := clientchain.WithPickNote(context.Background(), &note)
+	for range 20 {
+		res := pick(t, p, ctx)
+		if got, want := note.Addr(), res.SubConn.(*fakeSubConn).addr; got != want {
+			t.Fatalf("note says %q, picked %q", got, want)
+		}
+		res.Done(balancer.DoneInfo{})
+	}
+}

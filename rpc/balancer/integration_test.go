@@ -25,7 +25,7 @@ func addresses(servers []*grpctest.Server, weights ...uint32) []resolver.Address
 }
 
 // dial connects to servers through a manual resolver using balancer name.
-func dial(t *testing.T, name string, addrs []resolver.Address) (*grpc.ClientConn, *manual.Resolver) {
+func dial(t testing.TB, name string, addrs []resolver.Address) (*grpc.ClientConn, *manual.Resolver) {
 	t.Helper()
 	r := manual.NewBuilderWithScheme("zrpctest")
 	r.InitialState(resolver.State{Addresses: addrs})
@@ -43,7 +43,7 @@ func dial(t *testing.T, name string, addrs []resolver.Address) (*grpc.ClientConn
 
 // callN makes n health checks on cc with ctx and returns the calls each
 // server answered.
-func callN(t *testing.T, ctx context.Context, cc *grpc.ClientConn, servers []*grpctest.Server, n int) []int64 {
+func callN(t testing.TB, ctx context.Context, cc *grpc.ClientConn, servers []*grpctest.Server, n int) []int64 {
 	t.Helper()
 	before := make([]int64, len(servers))
 	for i, s := range servers {
@@ -64,7 +64,7 @@ func callN(t *testing.T, ctx context.Context, cc *grpc.ClientConn, servers []*gr
 
 // warmUp calls until every server has answered, so that all SubConns are
 // ready and the picker is built over all of them.
-func warmUp(t *testing.T, ctx context.Context, cc *grpc.ClientConn, servers []*grpctest.Server) {
+func warmUp(t testing.TB, ctx context.Context, cc *grpc.ClientConn, servers []*grpctest.Server) {
 	t.Helper()
 	for {
 		all := true

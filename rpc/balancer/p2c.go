@@ -9,37 +9,35 @@ import (
 	"time"
 
 	"google.golang.org/grpc/balancer"
-
-	"github.com/zrpcio/zrpc/rpc/clientchain"
 	"google.golang.org/grpc/balancer/base"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/rpc/clientchain"
 )
 
-// Tuning of [P2CEWMA]. The decay time and the penalty follow go-zero's p2c
-// (which follows Finagle).
+// Tuning of [P2CEWMA].
 const (
-	// p2cDecay is the time constant of the moving averages: a sample that
-	// is p2cDecay old weighs 1/e of a fresh one.
-	p2cDecay = float64(10 * time.Second)
-	// p2cPenalty is the latency assumed for a SubConn with no finished call
-	// yet, so that a new SubConn is not flooded before it has answered.
-	p2cPenalty = float64(math.MaxInt32) // ns, about 2.1 s
-	// p2cForcePick: a SubConn that loses a comparison but has not been
-	// picked for this long is picked anyway, so that new SubConns and ones
-	// that were slow or failing get probed and their scores refreshed.
-	p2cForcePick = int64(time.Second)
-	// p2cMinSampleWeight is the least weight a finished call has in the
-	// success ratio, so that a burst of errors counts even at high call
-	// rates where the time-based weight of one sample is tiny.
-	p2cMinSampleWeight = 1.0 / 8
-	// p2cMinSuccess bounds the error inflation of a score to 1/p2cMinSuccess.
-	p2cMinSuccess = 0.01
-	// p2cPickStamp: lastPick is rewritten at most this often, to keep picks
-	// from writing a shared cache line every time.
-	p2cPickStamp = int64(10 * time.Millisecond)
-	// p2cNever is lastPick of a SubConn never picked: long ago.
-	p2cNever = math.MinInt64 / 2
+	// p2cDecay is the time constant of a SubConn's cost: with no new call
+	// it falls to 1/e of its value in p2cDecay, whether or not the SubConn
+	// is picked. It bounds how long one slow call, a slow spell or an error
+	// keeps a SubConn from its share: a cost R times the others' is
+	// forgotten in ln(R)×p2cDecay, 0.4 s for a 50× slower call. Finagle
+	// and Linkerd use 10 s, which holds an instance back for most of a
+	// minute after one slow call (a cold first call, a GC pause); 100 ms
+	// lets equal instances share even a short burst of sequential calls,
+	// and calls in flight (the other half of the load) still keep a slower
+	// instance well below its peers (see the tests).
+	p2cDecay = float64(100 * time.Millisecond)
+	// p2cFailCost is the least cost a call that failed through the
+	// instance's fault (see instanceFault) sets: an instance failing fast
+	// must not look fast.
+	p2cFailCost = float64(time.Second)
+	// p2cMaxCost caps the cost errors drive up (each one doubles it), so
+	// that a recovered instance is tried again soon after its last failure
+	// even behind a run of errors: from the cap the cost falls to 10 ms in
+	// about 7×p2cDecay.
+	p2cMaxCost = float64(10 * time.Second)
 )
 
 // p2cEpoch anchors the default clock, which is monotonic.
@@ -49,42 +47,65 @@ func monotonicNow() int64 { return int64(time.Since(p2cEpoch)) }
 
 // p2cPickerBuilder builds [P2CEWMA] pickers; one per ClientConn.
 //
-// Each SubConn has a score; lower is better:
+// Each SubConn has a cost in nanoseconds, a peak-EWMA of its call durations
+// (Finagle's PeakEwma):
 //
-//	score = latency × (inflight + 1) / max(success, 0.01)
-//
-// latency is a moving average of call durations, weighted by time: when a
-// call ends after td since the SubConn's previous call ended, with
-// w = exp(-td / 10s), latency = w×latency + (1-w)×duration. Until its first
-// call ends a SubConn's latency is a 2.1 s penalty. inflight counts this
-// ClientConn's unfinished calls on the SubConn. success is a moving average
-// of 1 for each call that ended well and 0 for each that ended with a code
-// that points at the instance (Unavailable, DeadlineExceeded, Internal,
-// ResourceExhausted, DataLoss, Unimplemented); it weighs each call by
-// max(1-w, 1/8), so a few errors in a row quickly multiply the score.
-// Application errors (NotFound, InvalidArgument, Unknown, ...) and
-// cancellations count as success.
+//   - it decays toward zero with wall time, cost×exp(-Δt/100ms) after Δt
+//     without a new sample, computed on every read, so a SubConn that is
+//     not picked becomes cheaper until it is picked again and measured;
+//   - a call that took longer than the decayed cost sets it (the peak);
+//     a shorter one moves it toward the sample with weight 1-exp(-Δt/100ms),
+//     Δt since the SubConn's previous sample;
+//   - a call that failed through the instance's fault (Unavailable,
+//     DeadlineExceeded, Internal, ResourceExhausted, DataLoss,
+//     Unimplemented) counts as a sample of max(1 s, 2×max(duration,
+//     cost)), at most 10 s, so failures push a SubConn away at once and
+//     repeated ones push it further. Application errors (NotFound,
+//     InvalidArgument, Unknown, ...) and cancellations are plain samples;
+//   - a SubConn new to the picker (added, or reconnected) starts at the
+//     median cost of the SubConns already there, neither penalised nor
+//     favoured; the very first SubConns start at zero.
 //
 // A pick draws two distinct SubConns at random and takes the one with the
-// lower score; if the other has not been picked for a second, it takes that
-// one instead, once, to refresh its stale score. With one ready SubConn it
-// takes that one.
+// lower load, cost × (calls in flight from this ClientConn + 1); with one
+// ready SubConn it takes that one.
 //
-// Concurrent updates of one SubConn's averages may lose a sample; they are
-// estimates and picks stay lock-free.
+// A SubConn's cost and the time of its last sample are two words, written
+// under a per-SubConn lock when a call ends and read without one when
+// picking: a pick racing a sample may see one word new and the other old,
+// and misjudge that SubConn for that pick. Picks stay lock-free.
 type p2cPickerBuilder struct {
 	states connStates[p2cConn]
 	now    func() int64 // nanoseconds on a monotonic clock; tests set it
+	intN   func(n int) int
 }
 
-func newP2CPickerBuilder() *p2cPickerBuilder { return &p2cPickerBuilder{now: monotonicNow} }
+func newP2CPickerBuilder() *p2cPickerBuilder {
+	return &p2cPickerBuilder{now: monotonicNow, intN: rand.IntN}
+}
 
 func (b *p2cPickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 	eps := readyEndpoints(info)
 	if len(eps) == 0 {
 		return errPickerNoSubConn
 	}
-	return &p2cPicker{conns: b.states.refresh(eps, newP2CConn), now: b.now}
+	now := b.now()
+	seed := medianCost(b.states.current(), now)
+	conns := b.states.refresh(eps, func(ep endpoint) *p2cConn { return newP2CConn(ep, seed, now) })
+	return &p2cPicker{conns: conns, now: b.now, intN: b.intN}
+}
+
+// medianCost returns the median of the conns' costs at now; 0 for none.
+func medianCost(conns []*p2cConn, now int64) float64 {
+	if len(conns) == 0 {
+		return 0
+	}
+	costs := make([]float64, len(conns))
+	for i, c := range conns {
+		costs[i] = c.costAt(now)
+	}
+	slices.Sort(costs)
+	return costs[len(costs)/2]
 }
 
 // p2cConn is the state of one SubConn, shared by successive pickers.
@@ -92,47 +113,52 @@ type p2cConn struct {
 	sc       balancer.SubConn
 	addr     string
 	inflight atomic.Int64
-	latency  atomic.Uint64 // math.Float64bits of the average in ns; 0 until a call ends
-	success  atomic.Uint64 // math.Float64bits of the average in [0, 1]
-	lastDone atomic.Int64  // clock when a call last ended
-	lastPick atomic.Int64  // clock when last picked, within p2cPickStamp
+	mu       sync.Mutex    // serialises samples
+	cost     atomic.Uint64 // math.Float64bits of the cost in ns at stamp
+	stamp    atomic.Int64  // clock of the last sample
 }
 
-func newP2CConn(ep endpoint) *p2cConn {
+func newP2CConn(ep endpoint, cost float64, now int64) *p2cConn {
 	c := &p2cConn{sc: ep.sc, addr: ep.addr}
-	c.success.Store(math.Float64bits(1))
-	c.lastPick.Store(p2cNever)
+	c.cost.Store(math.Float64bits(cost))
+	c.stamp.Store(now)
 	return c
 }
 
-func (c *p2cConn) score() float64 {
-	lat := math.Float64frombits(c.latency.Load())
-	if lat == 0 {
-		lat = p2cPenalty
+// costAt returns the cost decayed to now.
+func (c *p2cConn) costAt(now int64) float64 {
+	cost := math.Float64frombits(c.cost.Load())
+	if dt := now - c.stamp.Load(); dt > 0 {
+		cost *= math.Exp(-float64(dt) / p2cDecay)
 	}
-	succ := max(math.Float64frombits(c.success.Load()), p2cMinSuccess)
-	return lat * float64(c.inflight.Load()+1) / succ
+	return cost
+}
+
+// load is what a pick compares: the cost (at least 1 ns, so that calls in
+// flight tell apart SubConns not measured yet) times the calls in flight
+// plus one.
+func (c *p2cConn) load(now int64) float64 {
+	return max(c.costAt(now), 1) * float64(c.inflight.Load()+1)
 }
 
 // observe records a call that ended at now after d nanoseconds with err.
 func (c *p2cConn) observe(now, d int64, err error) {
 	c.inflight.Add(-1)
-	last := c.lastDone.Swap(now)
-	prevLat := math.Float64frombits(c.latency.Load())
-	sample := float64(max(d, 1)) // 0 would read as "no sample"
-	lat, weight := sample, p2cMinSampleWeight
-	if prevLat != 0 {
-		w := math.Exp(-float64(max(now-last, 0)) / p2cDecay)
-		lat = w*prevLat + (1-w)*sample
-		weight = max(1-w, p2cMinSampleWeight)
-	}
-	c.latency.Store(math.Float64bits(lat))
-	ok := 1.0
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	last := c.stamp.Load()
+	decayed := c.costAt(now)
+	sample := float64(max(d, 1))
 	if instanceFault(err) {
-		ok = 0
+		sample = min(max(p2cFailCost, 2*max(sample, decayed)), p2cMaxCost)
 	}
-	succ := math.Float64frombits(c.success.Load())
-	c.success.Store(math.Float64bits((1-weight)*succ + weight*ok))
+	cost := sample
+	if sample < decayed {
+		w := math.Exp(-float64(max(now-last, 0)) / p2cDecay)
+		cost = w*decayed + (1-w)*sample
+	}
+	c.cost.Store(math.Float64bits(cost))
+	c.stamp.Store(max(now, last))
 }
 
 // instanceFault reports whether err says more about the instance than about
@@ -153,31 +179,28 @@ func instanceFault(err error) bool {
 type p2cPicker struct {
 	conns []*p2cConn
 	now   func() int64
+	intN  func(n int) int
 }
 
 func (p *p2cPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	now := p.now()
 	conns := p.conns
 	if ex := clientchain.ExcludedFrom(info.Ctx); len(ex) > 0 {
-		conns = without(conns, ex) // a retry: never the same instance twice
+		conns = without(conns, ex) // a retry or a hedge: another instance
 	}
 	chosen := conns[0]
 	if n := len(conns); n > 1 {
-		i, j := rand.IntN(n), rand.IntN(n-1)
+		i, j := p.intN(n), p.intN(n-1)
 		if j >= i {
 			j++
 		}
-		a, b := conns[i], conns[j]
-		if b.score() < a.score() {
-			a, b = b, a
-		}
-		chosen = a
-		if lp := b.lastPick.Load(); now-lp > p2cForcePick && b.lastPick.CompareAndSwap(lp, now) {
+		chosen = conns[i]
+		if b := conns[j]; b.load(now) < chosen.load(now) {
 			chosen = b
 		}
 	}
-	if now-chosen.lastPick.Load() > p2cPickStamp {
-		chosen.lastPick.Store(now)
+	if note := clientchain.PickNoteFrom(info.Ctx); note != nil {
+		note.Record(&chosen.addr)
 	}
 	chosen.inflight.Add(1)
 	call := p2cCallPool.Get().(*p2cCall)

@@ -31,6 +31,10 @@ type Config struct {
 	// StreamTimeout bounds the life of each stream ([TimeoutStream]); 0,
 	// the default, disables it, since streams are often long-lived.
 	StreamTimeout time.Duration
+	// Hedge sends a second attempt of a slow call of an idempotent method
+	// to another instance (see [HedgeConfig]); the zero value hedges
+	// nothing.
+	Hedge HedgeConfig
 }
 
 // DefaultConfig returns the chain rpc.Dial uses: propagation on, no metrics
@@ -59,6 +63,7 @@ func (c Config) Validate() error {
 	if !c.NoRetry {
 		errs = append(errs, c.Retry.Validate())
 	}
+	errs = append(errs, c.Hedge.validate(c.Retry.Idempotent))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("clientchain config: %w", err)
 	}
@@ -77,7 +82,8 @@ func Chain(cfg Config) (grpc.UnaryClientInterceptor, grpc.StreamClientIntercepto
 }
 
 // NewChain builds the default client chain, outermost first:
-// propagate → metrics → breaker → retry → timeout. The stream interceptor has
+// propagate → metrics → breaker → retry → hedge → timeout (hedge only when
+// cfg.Hedge names methods). The stream interceptor has
 // propagate → metrics → stream timeout (breaker and retry are unary only).
 // Stages are linked directly, so a unary call through the chain allocates
 // nothing beyond what the stages themselves need. It returns an error if cfg
@@ -100,8 +106,18 @@ func NewChain(cfg Config) (grpc.UnaryClientInterceptor, grpc.StreamClientInterce
 	if cfg.Timeout > 0 || len(cfg.MethodTimeouts) > 0 {
 		head = newTimeoutStage(cfg.Timeout, cfg.MethodTimeouts, head)
 	}
+	hedge, err := newChainHedge(cfg, head)
+	if err != nil {
+		return nil, nil, err
+	}
+	if hedge != nil {
+		head = hedge
+	}
 	if !cfg.NoRetry {
 		r := newRetryStage(cfg.Retry, head)
+		if hedge != nil && !cfg.Retry.NoBudget {
+			hedge.shareBudget(&r.budget)
+		}
 		if metrics != nil {
 			r.onRetry = func(method string) { metrics.retries.WithLabelValues(method).Inc() }
 		}

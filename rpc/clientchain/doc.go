@@ -1,7 +1,7 @@
 // Package clientchain holds zrpc's client-side gRPC interceptors and the
 // default chain that rpc.Dial installs:
 //
-//		Propagate → Metrics → Breaker → Retry → Timeout → (balancer, transport)
+//		Propagate → Metrics → Breaker → Retry → Hedge → Timeout → (balancer, transport)
 //
 //	  - [Propagate] copies trace context (traceparent, tracestate, baggage) and
 //	    every x-zrpc-* key from the incoming metadata of a server handler's
@@ -19,6 +19,12 @@
 //	    address of each failed attempt in the context ([ExcludedFrom]) so that a
 //	    balancer can avoid picking the same instance twice; rpc/balancer honours
 //	    it.
+//	  - Hedge (off unless [HedgeConfig] names methods, which must be
+//	    idempotent) sends a second attempt of a call still unanswered after
+//	    its method's recent 95th-percentile latency to another instance (the
+//	    first attempt's instance is noted through [PickNote] and excluded);
+//	    the first answer wins, the other attempt is cancelled, and each hedge
+//	    spends a retry-budget token.
 //	  - [Timeout] bounds each attempt (default 2 s) using only the context: no
 //	    goroutine per call, and never a later deadline than the caller's.
 //

@@ -61,7 +61,8 @@ func Dial(ctx context.Context, opts ...rpc.DialOption) (*grpc.ClientConn, error)
 }
 
 // DialConfig connects as c says (an empty Target means [Target]), with
-// rpc.DialConfig; opts apply after c.
+// rpc.DialConfig; opts apply after c. Hedging with Idempotent: true hedges
+// IdempotentMethods.
 func DialConfig(ctx context.Context, c rpc.ClientConfig, opts ...rpc.DialOption) (*grpc.ClientConn, error) {
 	if c.Target == "" {
 		c.Target = Target
