@@ -211,9 +211,10 @@ func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // startHTTP serves /metrics, /healthz (the process is up), /readyz (this
-// agent knows a leader, so writes can succeed) and /debug/pprof (its
-// cmdline with secret flags redacted; with ACLs on, only to tokens with
-// operator:read, httpauth.go).
+// agent knows a leader, so writes can succeed), /debug/pprof (its
+// cmdline with secret flags redacted), /debug/zrpc/config (the settings,
+// secrets redacted) and /debug/zrpc/logs (recent log lines); the /debug
+// paths, with ACLs on, only to tokens with operator:read (httpauth.go).
 func (n *Node) startHTTP() error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
@@ -231,6 +232,8 @@ func (n *Node) startHTTP() error {
 	debug("/debug/pprof/profile", pprof.Profile)
 	debug("/debug/pprof/symbol", pprof.Symbol)
 	debug("/debug/pprof/trace", pprof.Trace)
+	debug("/debug/zrpc/config", n.serveConfig)
+	debug("/debug/zrpc/logs", n.logs.serve)
 	addr := net.JoinHostPort(n.cfg.HTTPBind, strconv.Itoa(n.cfg.HTTPPort))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

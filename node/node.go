@@ -70,6 +70,7 @@ type Node struct {
 	http    *http.Server
 	httpLn  net.Listener
 	dns     *dns.Server // nil while dns_port is 0 (dns.go)
+	logs    *logRing    // recent log lines, for /debug/zrpc/logs
 	metrics *metrics
 	peers   *peerConns
 	forward *raftstore.Forwarder
@@ -155,10 +156,12 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 	for _, o := range opts {
 		o(&n.opts)
 	}
-	n.log = n.opts.logger
-	if n.log == nil {
-		n.log = slog.New(slog.DiscardHandler)
+	base := slog.Handler(slog.DiscardHandler)
+	if n.opts.logger != nil {
+		base = n.opts.logger.Handler()
 	}
+	n.logs = &logRing{}
+	n.log = slog.New(n.logs.handler(base))
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.reconcileWake = make(chan struct{}, 1)
 	n.left = make(chan struct{})
