@@ -235,7 +235,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.goLoop(n.store.PaceSnapshots)
 	n.log.Info("agent started", "name", n.cfg.Name, "grpc", n.GRPCAddr(), "raft", n.store.RaftAddr(),
-		"http", n.HTTPAddr(), "data_dir", n.cfg.DataDir)
+		"http", n.HTTPAddr(), "dns", n.DNSAddr(), "data_dir", n.cfg.DataDir)
 	return nil
 }
 
