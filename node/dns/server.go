@@ -64,6 +64,9 @@ type Server struct {
 	closing sync.Once
 }
 
+// udpReadBuffer is the size asked for the UDP socket's receive buffer.
+const udpReadBuffer = 4 << 20
+
 // ioTimeout bounds a TCP client's reads and writes; idleTimeout closes an
 // idle TCP connection.
 const (
@@ -142,6 +145,11 @@ func listen(addr string) (net.PacketConn, net.Listener, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("listen for DNS on %s/udp: %w", addr, err)
 		}
+		// Room for the queries of a burst, or of a moment the server is
+		// not scheduled (the kernel caps it at net.core.rmem_max); the
+		// default, ~200 queries, dropped queries at 10,000/s on a busy
+		// machine.
+		pc.(*net.UDPConn).SetReadBuffer(udpReadBuffer)
 		bound := net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
 		ln, err := net.Listen("tcp", bound)
 		if err == nil {
