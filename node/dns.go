@@ -20,6 +20,7 @@ func (n *Node) startDNS() error {
 		TTL:      n.cfg.DNSTTL,
 		Registry: n.store.FSM(),
 		CanRead:  n.dnsCanRead(),
+		Answered: func(rcode string) { n.metrics.dnsQueries.WithLabelValues(rcode).Inc() },
 		Logger:   n.log,
 	})
 	if err != nil {

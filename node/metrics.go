@@ -33,6 +33,8 @@ type metrics struct {
 	slowWatchers prometheus.Counter
 	// aclRefused counts calls the ACLs refused.
 	aclRefused *prometheus.CounterVec
+	// dnsQueries counts DNS answers by response code.
+	dnsQueries *prometheus.CounterVec
 	// registry is the Registry service, whose watch streams' queued
 	// bytes are reported; nil until it is built.
 	registry atomic.Pointer[grpcapi.Registry]
@@ -112,6 +114,11 @@ func newMetrics(n *Node) *metrics {
 		gauge("zrpc_blob_blobs", "Blobs in this replica's metadata.", func() float64 { return float64(n.store.FSM().BlobCount()) }),
 	)
 	m.reg.MustRegister(n.blobs.Metrics().Collectors()...)
+	m.dnsQueries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "zrpc_dns_queries_total",
+		Help: "DNS questions answered, by response code (NOERROR, NXDOMAIN, REFUSED, ...).",
+	}, []string{"rcode"})
+	m.reg.MustRegister(m.dnsQueries)
 	return m
 }
 

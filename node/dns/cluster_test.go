@@ -3,9 +3,12 @@ package dns_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -78,6 +81,20 @@ func register(t testing.TB, c *testcluster.Cluster, instances ...*pb.Instance) {
 		}
 		return true
 	})
+}
+
+func httpGet(t testing.TB, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // query asks server over net ("udp" or "tcp") for name of type qtype.
@@ -189,6 +206,13 @@ func TestDNSAnswersPassingInstancesOverUDPAndTCP(t *testing.T) {
 	slices.Sort(extra)
 	if want := []string{t6 + " AAAA", t2 + " A", t3 + " A"}; !slices.Equal(extra, want) {
 		t.Errorf("SRV additional section %q, want %q", extra, want)
+	}
+	// The agent counts the answers by response code.
+	metrics := httpGet(t, "http://"+c.Node(0).HTTPAddr()+"/metrics")
+	for rcode, n := range map[string]int{"NOERROR": 2*13 + 1, "NXDOMAIN": 2 * 3, "REFUSED": 2 * 2} {
+		if want := fmt.Sprintf("zrpc_dns_queries_total{rcode=%q} %d\n", rcode, n); !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", strings.TrimSpace(want))
+		}
 	}
 }
 

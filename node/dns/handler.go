@@ -40,11 +40,12 @@ const maxUDPSize = 1232
 // handler answers queries. It keeps no state between queries and is
 // safe for concurrent use.
 type handler struct {
-	domain  string // lower case, fully qualified
-	labels  int    // labels of domain
-	ttl     uint32
-	reg     Registry
-	canRead func(string) bool
+	domain   string // lower case, fully qualified
+	labels   int    // labels of domain
+	ttl      uint32
+	reg      Registry
+	canRead  func(string) bool
+	answered func(string)
 }
 
 func newHandler(cfg Config) (*handler, error) {
@@ -59,11 +60,12 @@ func newHandler(cfg Config) (*handler, error) {
 		return nil, fmt.Errorf("dns: TTL %s must be between 0 and 68 years", cfg.TTL)
 	}
 	return &handler{
-		domain:  domain,
-		labels:  dns.CountLabel(domain),
-		ttl:     uint32(cfg.TTL / time.Second),
-		reg:     cfg.Registry,
-		canRead: cfg.CanRead,
+		domain:   domain,
+		labels:   dns.CountLabel(domain),
+		ttl:      uint32(cfg.TTL / time.Second),
+		reg:      cfg.Registry,
+		canRead:  cfg.CanRead,
+		answered: cfg.Answered,
 	}, nil
 }
 
@@ -89,7 +91,11 @@ func CheckDomain(domain string) (string, error) {
 // answer may be.
 func (h *handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	_, udp := w.LocalAddr().(*net.UDPAddr)
-	w.WriteMsg(h.answer(req, udp))
+	resp := h.answer(req, udp)
+	if h.answered != nil {
+		h.answered(dns.RcodeToString[resp.Rcode]) // before it leaves: a client that has it finds it counted
+	}
+	w.WriteMsg(resp)
 }
 
 // answer builds the response to req. Over UDP an answer larger than the

@@ -49,6 +49,11 @@ type Config struct {
 	// name's existence does not leak. With ACLs on, the agent passes the
 	// rules of its DNS token here.
 	CanRead func(service string) bool
+	// Answered, when set, is called with the response code of every
+	// answer ("NOERROR", "NXDOMAIN", "REFUSED", ...), from the server's
+	// goroutines; it must not block. The agent counts them in
+	// zrpc_dns_queries_total.
+	Answered func(rcode string)
 	// Logger receives the server's errors (default: discard).
 	Logger *slog.Logger
 }
