@@ -137,6 +137,9 @@ func (d *debugRun) run(ctx context.Context) error {
 		return err
 	}
 	fmt.Fprintf(d.progress, "Wrote %s: %d files, %d captures failed\n", d.path, files, failed)
+	if index.Interrupted {
+		return fmt.Errorf("interrupted after %s: %s holds what was captured until then", index.Ended.Sub(index.Started).Round(time.Second), d.path)
+	}
 	if failed > 0 {
 		return fmt.Errorf("%d captures failed (index.json in %s lists them; the rest is there)", failed, d.path)
 	}

@@ -190,6 +190,9 @@ func TestDebugCapturesAnAgent(t *testing.T) {
 		t.Fatalf("interrupted debug (%v): index interrupted %v, files %v", res.err, idx.Interrupted, slices.Sorted(maps.Keys(files)))
 	}
 	checkContains(t, "progress", progress.String(), "Interrupted: writing what was captured")
+	if res.err == nil || !strings.Contains(res.err.Error(), "interrupted after") || !strings.Contains(res.err.Error(), out) {
+		t.Errorf("interrupted debug: %v, want an error saying it was interrupted and naming the archive", res.err)
+	}
 	if names, _ := filepath.Glob(filepath.Join(dir, ".zrpc-debug-*")); len(names) != 0 {
 		t.Errorf("temporary files left behind: %v", names)
 	}
