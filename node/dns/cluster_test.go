@@ -365,3 +365,24 @@ func listenAll(ips []string) ([]net.Listener, error) {
 	}
 	return lns, nil
 }
+
+// TestDNSFollowsHealthChanges: an instance whose TTL runs out leaves the
+// answers as soon as the replica has it critical, and comes back when it
+// is renewed (TTL 0: nothing to wait out).
+func TestDNSFollowsHealthChanges(t *testing.T) {
+	c, server := dnsCluster(t)
+	register(t, c,
+		&pb.Instance{Id: "steady", Service: "user.rpc", Address: "127.0.0.2:9000"},
+		&pb.Instance{Id: "ttl", Service: "user.rpc", Address: "127.0.0.3:9000", Check: &pb.Check{Ttl: durationpb.New(3 * time.Second)}},
+	)
+	a := func() []string { return answers(query(t, server, "udp", "user.rpc.service.zrpc.", dns.TypeA)) }
+	both, steady := []string{"A 127.0.0.2", "A 127.0.0.3"}, []string{"A 127.0.0.2"}
+	if got := a(); !slices.Equal(got, both) {
+		t.Fatalf("before the TTL runs out: %q, want %q", got, both)
+	}
+	c.WaitFor(20*time.Second, "the expired instance leaves the A records", func() bool { return slices.Equal(a(), steady) })
+	if _, err := c.Registry(0).RenewTTL(ctx(t), &pb.RenewTTLRequest{Service: "user.rpc", Id: "ttl"}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(20*time.Second, "the renewed instance is back", func() bool { return slices.Equal(a(), both) })
+}
