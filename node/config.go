@@ -62,7 +62,9 @@ type Config struct {
 	// DNSToken is the ACL token whose service read rules decide what DNS
 	// answers show when ACLs are on (queries carry no token); without it
 	// DNS shows nothing. A secret.
-	DNSToken string `yaml:"dns_token" help:"with ACLs on, the ACL token whose service:read rules DNS answers follow (without one DNS answers nothing); prefer ZRPC_DNS_TOKEN or the config file, as a flag shows in the process list" secret:"true"`
+	DNSToken string `yaml:"dns_token" help:"with ACLs on, the ACL token whose service:read rules DNS answers follow (without one DNS answers nothing); prefer --dns-token-file or ZRPC_DNS_TOKEN, as a flag shows in the process list" secret:"true"`
+	// DNSTokenFile names a file holding DNSToken; Start reads it.
+	DNSTokenFile string `yaml:"dns_token_file" help:"file holding the DNS token (instead of --dns-token)"`
 	// Bootstrap lets an agent with an empty data dir, nothing to join and no
 	// bootstrap_expect start a new one-node cluster of itself.
 	Bootstrap bool `yaml:"bootstrap" help:"with an empty data dir and nothing to join, start a new one-node cluster"`
@@ -381,6 +383,9 @@ func (c *Config) validateDNS(l *fielderr.List) {
 	if c.DNSToken != "" {
 		if acl.ValidateSecret("dns_token", c.DNSToken) != nil {
 			l.Addf("dns_token", "is not an ACL token secret (zrpcctl acl token create prints one)")
+		}
+		if c.DNSTokenFile != "" {
+			l.Addf("dns_token_file", "set either dns_token or dns_token_file, not both")
 		}
 	}
 }

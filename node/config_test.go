@@ -179,6 +179,7 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 		{"dns_domain", func(c *Config) { c.DNSDomain = "my zone" }},
 		{"dns_ttl", func(c *Config) { c.DNSTTL = -time.Second }},
 		{"dns_token", func(c *Config) { c.DNSToken = "not-a-secret" }},
+		{"dns_token_file", func(c *Config) { c.DNSToken, c.DNSTokenFile = testDNSToken, "dns.token" }},
 		{"tls_ca", func(c *Config) { c.TLSCert, c.TLSKey = "n1.pem", "n1-key.pem" }},
 	} {
 		c := Default()

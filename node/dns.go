@@ -1,8 +1,11 @@
 package node
 
 import (
+	"fmt"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 
 	"github.com/zrpcio/zrpc/acl"
 	"github.com/zrpcio/zrpc/node/dns"
@@ -15,11 +18,15 @@ func (n *Node) startDNS() error {
 	if n.cfg.DNSPort == 0 {
 		return nil
 	}
+	token, err := n.cfg.dnsToken()
+	if err != nil {
+		return err
+	}
 	s, err := dns.Start(net.JoinHostPort(n.cfg.DNSBind, strconv.Itoa(n.cfg.DNSPort)), dns.Config{
 		Domain:   n.cfg.DNSDomain,
 		TTL:      n.cfg.DNSTTL,
 		Registry: n.store.FSM(),
-		CanRead:  n.dnsCanRead(),
+		CanRead:  n.dnsCanRead(token),
 		Answered: func(rcode string) { n.metrics.dnsQueries.WithLabelValues(rcode).Inc() },
 		Logger:   n.log,
 	})
@@ -30,17 +37,17 @@ func (n *Node) startDNS() error {
 	return nil
 }
 
-// dnsCanRead is what DNS may show with ACLs on: the services dns_token
-// may read, none without a token (DNS queries carry none). With ACLs off
+// dnsCanRead is what DNS may show with ACLs on: the services token
+// (dns_token) may read, none without a token (DNS queries carry none). With ACLs off
 // it is nil: everything.
-func (n *Node) dnsCanRead() func(service string) bool {
+func (n *Node) dnsCanRead(token string) func(service string) bool {
 	if n.aclResolver == nil {
 		return nil
 	}
-	if n.cfg.DNSToken == "" {
+	if token == "" {
 		return func(string) bool { return false }
 	}
-	hash := acl.HashSecret(n.cfg.DNSToken)
+	hash := acl.HashSecret(token)
 	return func(service string) bool {
 		// The resolver keeps the token's compiled rules while it and its
 		// policies are unchanged, so this is a map lookup per query.
@@ -55,4 +62,21 @@ func (n *Node) DNSAddr() string {
 		return ""
 	}
 	return n.dns.Addr()
+}
+
+// dnsToken returns dns_token, reading it from dns_token_file when that is
+// set.
+func (c *Config) dnsToken() (string, error) {
+	if c.DNSTokenFile == "" {
+		return c.DNSToken, nil
+	}
+	b, err := os.ReadFile(c.DNSTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("dns_token_file: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if acl.ValidateSecret("dns_token_file", token) != nil {
+		return "", fmt.Errorf("dns_token_file: %s does not hold an ACL token secret (zrpcctl acl token create prints one)", c.DNSTokenFile)
+	}
+	return token, nil
 }
