@@ -386,3 +386,18 @@ func TestDNSFollowsHealthChanges(t *testing.T) {
 	}
 	c.WaitFor(20*time.Second, "the renewed instance is back", func() bool { return slices.Equal(a(), both) })
 }
+
+// TestDNSAnswersAgainAfterAKillAndRestart: a killed agent frees its DNS
+// port, and the restarted one answers there from its recovered replica.
+func TestDNSAnswersAgainAfterAKillAndRestart(t *testing.T) {
+	c, server := dnsCluster(t)
+	register(t, c, &pb.Instance{Id: "a", Service: "user.rpc", Address: "127.0.0.2:9000"})
+	c.Kill(0)
+	c.Restart(0)
+	if got := c.Node(0).DNSAddr(); got != server {
+		t.Fatalf("restarted agent answers DNS on %q, want %s", got, server)
+	}
+	c.WaitFor(20*time.Second, "the restarted agent answers from its replica", func() bool {
+		return slices.Equal(answers(query(t, server, "tcp", "user.rpc.service.zrpc.", dns.TypeA)), []string{"A 127.0.0.2"})
+	})
+}
