@@ -83,7 +83,8 @@ func runAgentOnce(t *testing.T, dataDir string) (string, error) {
 	go func() {
 		defer close(done)
 		out, err = execCombined(zrpcd, "agent", "--name", "n1", "--data-dir", dataDir,
-			"--grpc-port", itoa(x.grpcPort), "--raft-port", itoa(x.raftPort), "--gossip-port", itoa(x.gossipPort), "--http-port", itoa(x.httpPort))
+			"--grpc-port", itoa(x.grpcPort), "--raft-port", itoa(x.raftPort), "--gossip-port", itoa(x.gossipPort), "--http-port", itoa(x.httpPort),
+			"--dns-port", "0")
 	}()
 	select {
 	case <-done:

@@ -139,6 +139,7 @@ func (a *agent) launch(join []string) bool {
 	args = append(args, "--name", a.name, "--data-dir", a.dataDir, "--bind", "127.0.0.1",
 		"--grpc-port", strconv.Itoa(a.grpcPort), "--raft-port", strconv.Itoa(a.raftPort),
 		"--gossip-port", strconv.Itoa(a.gossipPort), "--http-port", strconv.Itoa(a.httpPort))
+	args = append(args, "--dns-port", "0") // many agents per test: none on DNS's default port
 	args = append(args, a.extra...)
 	cmd := exec.Command(zrpcd, args...)
 	cmd.Stdout, cmd.Stderr = a.log, a.log

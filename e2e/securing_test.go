@@ -315,9 +315,9 @@ func (w *walkthrough) export(line string) {
 }
 
 // startAgent runs `zrpcd agent [join ADDR...] FLAGS... 2> LOG &` under
-// the harness: its --data-dir becomes a temp dir, --bind and --http-bind
-// give way to 127.0.0.1 and free ports, and files of the walkthrough
-// become absolute paths. The harness keeps the agent's log.
+// the harness: its --data-dir becomes a temp dir, --bind, --http-bind and
+// --dns-bind give way to 127.0.0.1 and free ports (DNS off), and files of
+// the walkthrough become absolute paths. The harness keeps the agent's log.
 func (w *walkthrough) startAgent(line string) {
 	w.t.Helper()
 	words := strings.Fields(line)
@@ -350,7 +350,7 @@ func (w *walkthrough) startAgent(line string) {
 			name = value()
 		case "--bind":
 			bind = value()
-		case "--data-dir", "--http-bind":
+		case "--data-dir", "--http-bind", "--dns-bind":
 			value()
 		case "--tls-ca", "--tls-cert", "--tls-key":
 			f := []string{word, w.path(value())}

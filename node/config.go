@@ -17,10 +17,12 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/zrpcio/zrpc/acl"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/internal/fielderr"
 	"github.com/zrpcio/zrpc/internal/pki"
+	"github.com/zrpcio/zrpc/node/dns"
 	"github.com/zrpcio/zrpc/raftstore"
 	"github.com/zrpcio/zrpc/storage"
 )
@@ -51,6 +53,18 @@ type Config struct {
 	// goroutines, so opening it to the network is a separate decision.
 	HTTPBind string `yaml:"http_bind" help:"IP address the HTTP endpoint (/metrics, /healthz, /readyz, /debug/pprof) binds to; loopback unless set, as pprof shows the agent's memory"`
 	Zone     string `yaml:"zone" help:"zone or rack of this machine, used for placement and routing"`
+	// DNS answers <service>.service.<DNSDomain> from the local replica
+	// (package node/dns) on DNSBind:DNSPort, UDP and TCP.
+	DNSPort   int           `yaml:"dns_port" help:"DNS port (udp+tcp) answering <service>.service.zrpc with the passing instances (0: off)"`
+	DNSBind   string        `yaml:"dns_bind" help:"IP address the DNS interface binds to; loopback unless set"`
+	DNSDomain string        `yaml:"dns_domain" help:"domain the DNS interface answers for; names outside it are refused"`
+	DNSTTL    time.Duration `yaml:"dns_ttl" help:"TTL of DNS answers (0: resolvers do not cache, so clients see health changes at once)"`
+	// DNSToken is the ACL token whose service read rules decide what DNS
+	// answers show when ACLs are on (queries carry no token); without it
+	// DNS shows nothing. A secret.
+	DNSToken string `yaml:"dns_token" help:"with ACLs on, the ACL token whose service:read rules DNS answers follow (without one DNS answers nothing); prefer --dns-token-file or ZRPC_DNS_TOKEN, as a flag shows in the process list" secret:"true"`
+	// DNSTokenFile names a file holding DNSToken; Start reads it.
+	DNSTokenFile string `yaml:"dns_token_file" help:"file holding the DNS token (instead of --dns-token)"`
 	// Bootstrap lets an agent with an empty data dir, nothing to join and no
 	// bootstrap_expect start a new one-node cluster of itself.
 	Bootstrap bool `yaml:"bootstrap" help:"with an empty data dir and nothing to join, start a new one-node cluster"`
@@ -169,6 +183,9 @@ func Default() Config {
 		GossipPort:     8402,
 		HTTPPort:       8480,
 		HTTPBind:       "127.0.0.1",
+		DNSPort:        8600,
+		DNSBind:        "127.0.0.1",
+		DNSDomain:      "zrpc.",
 		Bootstrap:      true,
 		Voters:         3,
 		DeadNodeReap:   30 * time.Second,
@@ -253,15 +270,16 @@ func (c *Config) validateAgent(l *fielderr.List) {
 	if net.ParseIP(c.HTTPBind) == nil {
 		bad("http_bind", "%q is not an IP address (127.0.0.1 keeps /metrics and /debug/pprof on this machine)", c.HTTPBind)
 	}
+	c.validateDNS(l)
 	if c.AdvertiseAddr != "" && net.ParseIP(c.AdvertiseAddr) == nil {
 		bad("advertise", "%q is not an IP address", c.AdvertiseAddr)
 	}
 	if c.AdvertiseAddr == "" && bind != nil && bind.IsUnspecified() {
 		bad("advertise", "must be set when bind is %s, so peers know where to reach this agent", c.BindAddr)
 	}
-	ports := map[string]int{"grpc_port": c.GRPCPort, "raft_port": c.RaftPort, "gossip_port": c.GossipPort, "http_port": c.HTTPPort}
+	ports := map[string]int{"grpc_port": c.GRPCPort, "raft_port": c.RaftPort, "gossip_port": c.GossipPort, "http_port": c.HTTPPort, "dns_port": c.DNSPort}
 	seen := map[int]string{}
-	for _, f := range []string{"grpc_port", "raft_port", "gossip_port", "http_port"} {
+	for _, f := range []string{"grpc_port", "raft_port", "gossip_port", "http_port", "dns_port"} {
 		p := ports[f]
 		if p < 0 || p > 65535 {
 			bad(f, "%d is not a port (0-65535; 0 picks a free one)", p)
@@ -347,6 +365,27 @@ func (c *Config) validateAgent(l *fielderr.List) {
 	for _, lim := range limits {
 		if lim.v < 0 || lim.v > lim.max {
 			bad(lim.field, "%d must be between 0 (no limit) and %d", lim.v, lim.max)
+		}
+	}
+}
+
+// validateDNS checks the DNS interface's settings.
+func (c *Config) validateDNS(l *fielderr.List) {
+	if net.ParseIP(c.DNSBind) == nil {
+		l.Addf("dns_bind", "%q is not an IP address (127.0.0.1 keeps DNS on this machine)", c.DNSBind)
+	}
+	if _, err := dns.CheckDomain(c.DNSDomain); err != nil {
+		l.Add("dns_domain", err)
+	}
+	if c.DNSTTL < 0 || c.DNSTTL > 24*time.Hour {
+		l.Addf("dns_ttl", "%s must be between 0 and 24h", c.DNSTTL)
+	}
+	if c.DNSToken != "" {
+		if acl.ValidateSecret("dns_token", c.DNSToken) != nil {
+			l.Addf("dns_token", "is not an ACL token secret (zrpcctl acl token create prints one)")
+		}
+		if c.DNSTokenFile != "" {
+			l.Addf("dns_token_file", "set either dns_token or dns_token_file, not both")
 		}
 	}
 }

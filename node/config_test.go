@@ -172,6 +172,14 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 		{"max_registry_bytes", func(c *Config) { c.MaxRegistryBytes = -1 }},
 		{"watch_queue_bytes", func(c *Config) { c.WatchQueueBytes = -1 }},
 		{"tls_key", func(c *Config) { c.TLSCA, c.TLSCert = "ca.pem", "n1.pem" }},
+		{"dns_port", func(c *Config) { c.DNSPort = 65536 }},
+		{"dns_port", func(c *Config) { c.DNSPort = c.HTTPPort }},
+		{"dns_bind", func(c *Config) { c.DNSBind = "localhost" }},
+		{"dns_domain", func(c *Config) { c.DNSDomain = "." }},
+		{"dns_domain", func(c *Config) { c.DNSDomain = "my zone" }},
+		{"dns_ttl", func(c *Config) { c.DNSTTL = -time.Second }},
+		{"dns_token", func(c *Config) { c.DNSToken = "not-a-secret" }},
+		{"dns_token_file", func(c *Config) { c.DNSToken, c.DNSTokenFile = testDNSToken, "dns.token" }},
 		{"tls_ca", func(c *Config) { c.TLSCert, c.TLSKey = "n1.pem", "n1-key.pem" }},
 	} {
 		c := Default()

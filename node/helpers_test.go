@@ -19,6 +19,7 @@ func testConfig(t testing.TB) Config {
 	c.Name = "n1"
 	c.DataDir = t.TempDir()
 	c.GRPCPort, c.RaftPort, c.GossipPort, c.HTTPPort = 0, 0, 0, 0
+	c.DNSPort = 0
 	c.RaftHeartbeatTimeout = 100 * time.Millisecond
 	c.RaftElectionTimeout = 100 * time.Millisecond
 	c.RaftLeaderLease = 100 * time.Millisecond

@@ -136,6 +136,9 @@ func (n *Node) Halt() {
 		if n.http != nil {
 			n.http.Close()
 		}
+		if n.dns != nil {
+			n.dns.Close()
+		}
 		if n.grpc != nil {
 			n.grpc.Stop()
 		}

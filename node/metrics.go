@@ -33,6 +33,8 @@ type metrics struct {
 	slowWatchers prometheus.Counter
 	// aclRefused counts calls the ACLs refused.
 	aclRefused *prometheus.CounterVec
+	// dnsQueries counts DNS answers by response code.
+	dnsQueries *prometheus.CounterVec
 	// registry is the Registry service, whose watch streams' queued
 	// bytes are reported; nil until it is built.
 	registry atomic.Pointer[grpcapi.Registry]
@@ -112,6 +114,11 @@ func newMetrics(n *Node) *metrics {
 		gauge("zrpc_blob_blobs", "Blobs in this replica's metadata.", func() float64 { return float64(n.store.FSM().BlobCount()) }),
 	)
 	m.reg.MustRegister(n.blobs.Metrics().Collectors()...)
+	m.dnsQueries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "zrpc_dns_queries_total",
+		Help: "DNS questions answered, by response code (NOERROR, NXDOMAIN, REFUSED, ...).",
+	}, []string{"rcode"})
+	m.reg.MustRegister(m.dnsQueries)
 	return m
 }
 
@@ -211,9 +218,10 @@ func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // startHTTP serves /metrics, /healthz (the process is up), /readyz (this
-// agent knows a leader, so writes can succeed) and /debug/pprof (its
-// cmdline with secret flags redacted; with ACLs on, only to tokens with
-// operator:read, httpauth.go).
+// agent knows a leader, so writes can succeed), /debug/pprof (its
+// cmdline with secret flags redacted), /debug/zrpc/config (the settings,
+// secrets redacted) and /debug/zrpc/logs (recent log lines); the /debug
+// paths, with ACLs on, only to tokens with operator:read (httpauth.go).
 func (n *Node) startHTTP() error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
@@ -231,6 +239,8 @@ func (n *Node) startHTTP() error {
 	debug("/debug/pprof/profile", pprof.Profile)
 	debug("/debug/pprof/symbol", pprof.Symbol)
 	debug("/debug/pprof/trace", pprof.Trace)
+	debug("/debug/zrpc/config", n.serveConfig)
+	debug("/debug/zrpc/logs", n.logs.serve)
 	addr := net.JoinHostPort(n.cfg.HTTPBind, strconv.Itoa(n.cfg.HTTPPort))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

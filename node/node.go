@@ -14,6 +14,7 @@
 //     in api.go; forward.go sends this agent's writes to the leader;
 //   - gossip membership (package gossip, cluster.go);
 //   - HTTP: /metrics, /healthz, /readyz, pprof (metrics.go);
+//   - DNS: <service>.service.zrpc from the replica (package dns, dns.go);
 //   - the health loops of package health: gRPC checkers of the instances
 //     this agent owns, and the scan for orphan and removed sessions.
 //
@@ -46,6 +47,7 @@ import (
 	"github.com/zrpcio/zrpc/acl"
 	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/internal/tlsconf"
+	"github.com/zrpcio/zrpc/node/dns"
 	"github.com/zrpcio/zrpc/node/grpcapi"
 	"github.com/zrpcio/zrpc/node/health"
 	"github.com/zrpcio/zrpc/raftstore"
@@ -67,6 +69,8 @@ type Node struct {
 	grpcLn  net.Listener
 	http    *http.Server
 	httpLn  net.Listener
+	dns     *dns.Server // nil while dns_port is 0 (dns.go)
+	logs    *logRing    // recent log lines, for /debug/zrpc/logs
 	metrics *metrics
 	peers   *peerConns
 	forward *raftstore.Forwarder
@@ -152,10 +156,12 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 	for _, o := range opts {
 		o(&n.opts)
 	}
-	n.log = n.opts.logger
-	if n.log == nil {
-		n.log = slog.New(slog.DiscardHandler)
+	base := slog.Handler(slog.DiscardHandler)
+	if n.opts.logger != nil {
+		base = n.opts.logger.Handler()
 	}
+	n.logs = &logRing{}
+	n.log = slog.New(n.logs.handler(base))
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.reconcileWake = make(chan struct{}, 1)
 	n.left = make(chan struct{})
@@ -205,6 +211,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			n.goLoop(n.recordClusterID)
 			return n.startHTTP()
 		}},
+		{"serve DNS", n.startDNS},
 	}
 	for _, s := range steps {
 		if err := ctx.Err(); err != nil {
@@ -228,7 +235,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.goLoop(n.store.PaceSnapshots)
 	n.log.Info("agent started", "name", n.cfg.Name, "grpc", n.GRPCAddr(), "raft", n.store.RaftAddr(),
-		"http", n.HTTPAddr(), "data_dir", n.cfg.DataDir)
+		"http", n.HTTPAddr(), "dns", n.DNSAddr(), "data_dir", n.cfg.DataDir)
 	return nil
 }
 
@@ -344,6 +351,9 @@ func (n *Node) Close() error {
 			shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			n.http.Shutdown(shutdownCtx)
 			cancel()
+		}
+		if n.dns != nil {
+			n.dns.Close()
 		}
 		n.cancel()
 		if n.grpc != nil {

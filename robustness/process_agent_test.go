@@ -136,6 +136,7 @@ func (a *agentProcess) launch(join []string) (int, error) {
 	args = append(args, "--name", a.name, "--data-dir", a.dataDir, "--bind", a.ip,
 		"--grpc-port", strconv.Itoa(a.grpcPort), "--raft-port", strconv.Itoa(a.raftPort),
 		"--gossip-port", strconv.Itoa(a.gossipPort), "--http-port", strconv.Itoa(a.httpPort))
+	args = append(args, "--dns-port", "0") // many agents per test: none on DNS's default port
 	args = append(args, a.flags...)
 	cmd := exec.Command(a.zrpcd, args...)
 	// The agents die with the test process, even when it is killed.

@@ -119,6 +119,7 @@ func (c *Cluster) newMember(i int, opts []Option) *member {
 	cfg.DataDir = c.t.TempDir()
 	cfg.BindAddr = "127.0.0.1"
 	cfg.HTTPPort = 0
+	cfg.DNSPort = 0 // off: WithConfig turns it on (many agents share the machine)
 	cfg.GossipProfile = "local"
 	cfg.RaftHeartbeatTimeout = 200 * time.Millisecond
 	cfg.RaftElectionTimeout = 200 * time.Millisecond

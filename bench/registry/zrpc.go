@@ -91,6 +91,7 @@ func (c *zrpcCluster) launch(i int) error {
 		"--bind", "127.0.0.1", "--http-bind", "127.0.0.1",
 		"--grpc-port", strconv.Itoa(m.grpcPort), "--raft-port", strconv.Itoa(m.raftPort),
 		"--gossip-port", strconv.Itoa(m.gossipPort), "--http-port", strconv.Itoa(m.http),
+		"--dns-port", "0",
 		"--log-level", "warn")
 	args = append(args, c.sys.extra...)
 	return c.run(i, "zrpcd", c.sys.bin, args)

@@ -55,6 +55,7 @@ func startAgentOnce(ctx context.Context, bins Binaries, dir string, sec *pki, at
 		"--data-dir", dataDir, "--bind", "127.0.0.1", "--http-bind", "127.0.0.1",
 		"--grpc-port", strconv.Itoa(grpcPort), "--raft-port", strconv.Itoa(raftPort),
 		"--gossip-port", strconv.Itoa(gossipPort), "--http-port", strconv.Itoa(httpPort),
+		"--dns-port", "0",
 		// The load registers ever new instances of one service.
 		"--max-instances-per-service", "0", "--log-level", "warn"}
 	if sec != nil {

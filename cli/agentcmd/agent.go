@@ -119,8 +119,8 @@ leadership, stop Raft, close stores); a second one exits at once.`,
   # a persistent agent
   zrpcd agent --name n1 --data-dir /var/lib/zrpc
 
-  # several agents on one machine: distinct ports (or --bind 127.0.0.x --http-bind 127.0.0.x)
-  zrpcd agent --name n2 --data-dir d2 --grpc-port 8410 --raft-port 8411 --gossip-port 8412 --http-port 8490`,
+  # several agents on one machine: distinct ports (or --bind 127.0.0.x --http-bind 127.0.0.x --dns-bind 127.0.0.x)
+  zrpcd agent --name n2 --data-dir d2 --grpc-port 8410 --raft-port 8411 --gossip-port 8412 --http-port 8490 --dns-port 8610`,
 		Args: cobra.NoArgs,
 	}
 	fs := cmd.Flags()

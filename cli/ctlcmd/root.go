@@ -69,6 +69,7 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 		newACLCommand(o),
 		newKeyringCommand(o),
 		newBenchCommand(o),
+		newDebugCommand(o),
 	)
 	root.AddCommand(newGenCommand())
 	root.AddCommand(newTLSCommand())

@@ -1,0 +1,345 @@
+package dns
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// Names the server answers, below its domain (zrpc. by default):
+//
+//	[<tag>.]<service>.service[.<zone>].zrpc.   SRV, A, AAAA of passing instances
+//	<hex IP>.addr.zrpc.                        A or AAAA: the targets of SRV records
+//
+// A service name may contain dots (user.rpc.service.zrpc. is service
+// "user.rpc"). The rightmost "service" label separates the service from
+// the zone, so a zone whose name has a "service" label cannot be asked
+// for. When the labels before it name a service with instances, they are
+// that service; otherwise the first of them is a tag and the rest the
+// service (v2.user.rpc.service.zrpc.: tag "v2" of "user.rpc").
+const (
+	serviceLabel = "service"
+	addrLabel    = "addr"
+)
+
+// maxUDPSize is the largest UDP answer the server sends, whatever size a
+// client's EDNS0 record offers (the usual advice, to avoid fragments).
+const maxUDPSize = 1232
+
+// handler answers queries. It keeps no state between queries and is
+// safe for concurrent use.
+type handler struct {
+	domain   string // lower case, fully qualified
+	labels   int    // labels of domain
+	ttl      uint32
+	reg      Registry
+	canRead  func(string) bool
+	answered func(string)
+}
+
+func newHandler(cfg Config) (*handler, error) {
+	if cfg.Registry == nil {
+		return nil, errors.New("dns: Config.Registry is nil")
+	}
+	domain, err := CheckDomain(cfg.Domain)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.TTL < 0 || cfg.TTL.Seconds() > float64(^uint32(0)>>1) {
+		return nil, fmt.Errorf("dns: TTL %s must be between 0 and 68 years", cfg.TTL)
+	}
+	return &handler{
+		domain:   domain,
+		labels:   dns.CountLabel(domain),
+		ttl:      uint32(cfg.TTL / time.Second),
+		reg:      cfg.Registry,
+		canRead:  cfg.CanRead,
+		answered: cfg.Answered,
+	}, nil
+}
+
+// CheckDomain returns domain in the form the server uses (lower case,
+// fully qualified), or an error saying why it cannot serve it.
+func CheckDomain(domain string) (string, error) {
+	d := dns.Fqdn(strings.ToLower(strings.TrimSpace(domain)))
+	if d == "." {
+		return "", errors.New("must name a domain such as zrpc. (the root would make the agent answer for every name)")
+	}
+	if _, ok := dns.IsDomainName(d); !ok {
+		return "", fmt.Errorf("%q is not a domain name", domain)
+	}
+	for _, l := range dns.SplitDomainName(d) {
+		if l == "" || strings.ContainsAny(l, " \\\"()@;$") {
+			return "", fmt.Errorf("%q is not a domain name of letters, digits, '-' and '.'", domain)
+		}
+	}
+	return d, nil
+}
+
+// ServeDNS answers one query; the transport decides how large the
+// answer may be.
+func (h *handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	_, udp := w.LocalAddr().(*net.UDPAddr)
+	resp := h.answer(req, udp)
+	if h.answered != nil {
+		h.answered(dns.RcodeToString[resp.Rcode]) // before it leaves: a client that has it finds it counted
+	}
+	w.WriteMsg(resp)
+}
+
+// answer builds the response to req. Over UDP an answer larger than the
+// client accepts (512 bytes, or its EDNS0 size) is cut and marked
+// truncated (TC), so that the client asks again over TCP.
+func (h *handler) answer(req *dns.Msg, udp bool) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.Authoritative = true
+	m.RecursionAvailable = false
+	size := dns.MaxMsgSize
+	if udp {
+		size = dns.MinMsgSize
+	}
+	if opt := req.IsEdns0(); opt != nil {
+		if udp {
+			size = min(max(int(opt.UDPSize()), dns.MinMsgSize), maxUDPSize)
+		}
+		m.SetEdns0(uint16(min(size, maxUDPSize)), false)
+	}
+	switch {
+	case req.Opcode != dns.OpcodeQuery:
+		m.Rcode = dns.RcodeNotImplemented
+	case len(req.Question) != 1:
+		m.Rcode = dns.RcodeFormatError
+	case req.Question[0].Qclass != dns.ClassINET && req.Question[0].Qclass != dns.ClassANY:
+		m.Rcode = dns.RcodeNotImplemented
+	case !dns.IsSubDomain(h.domain, strings.ToLower(req.Question[0].Name)):
+		// Not ours, and the agent never recurses: no open resolver.
+		m.Rcode = dns.RcodeRefused
+	default:
+		h.lookup(m, req.Question[0])
+	}
+	m.Truncate(size)
+	return m
+}
+
+// lookup fills m with the answer to q, a name in the domain.
+func (h *handler) lookup(m *dns.Msg, q dns.Question) {
+	labels := dns.SplitDomainName(q.Name)
+	rel := labels[:len(labels)-h.labels]
+	switch {
+	case len(rel) == 0:
+		h.apex(m, q)
+	case len(rel) == 2 && strings.EqualFold(rel[1], addrLabel):
+		h.addr(m, q, rel[0])
+	default:
+		h.service(m, q, rel)
+	}
+}
+
+// apex answers the domain itself: its SOA, and NODATA for anything else.
+func (h *handler) apex(m *dns.Msg, q dns.Question) {
+	if q.Qtype == dns.TypeSOA || q.Qtype == dns.TypeANY {
+		m.Answer = append(m.Answer, h.soa(0))
+		return
+	}
+	h.noData(m, 0)
+}
+
+// addr answers <hex IP>.addr.<domain>.
+func (h *handler) addr(m *dns.Msg, q dns.Question, label string) {
+	b, err := hex.DecodeString(label)
+	ip, ok := netip.AddrFromSlice(b)
+	if err != nil || !ok {
+		h.nxDomain(m, 0)
+		return
+	}
+	if rr := h.ipRecord(q.Name, ip.Unmap()); rr != nil && (q.Qtype == rr.Header().Rrtype || q.Qtype == dns.TypeANY) {
+		m.Answer = append(m.Answer, rr)
+		return
+	}
+	h.noData(m, 0)
+}
+
+// service answers [<tag>.]<service>.service[.<zone>].<domain>.
+func (h *handler) service(m *dns.Msg, q dns.Question, rel []string) {
+	at := -1
+	for i := len(rel) - 1; i > 0; i-- {
+		if strings.EqualFold(rel[i], serviceLabel) {
+			at = i
+			break
+		}
+	}
+	if at < 0 {
+		h.nxDomain(m, 0)
+		return
+	}
+	zone := strings.Join(rel[at+1:], ".")
+	tag, instances, rev := h.instances(rel[:at])
+	if instances == nil {
+		h.nxDomain(m, rev)
+		return
+	}
+	var picked []*pb.Instance
+	for _, inst := range instances {
+		if inst.Health == pb.Health_PASSING && (tag == "" || slices.Contains(inst.Tags, tag)) && (zone == "" || inst.Zone == zone) {
+			picked = append(picked, inst)
+		}
+	}
+	// Clients mostly take the first record: spread them.
+	rand.Shuffle(len(picked), func(i, j int) { picked[i], picked[j] = picked[j], picked[i] })
+	switch q.Qtype {
+	case dns.TypeSRV:
+		h.srv(m, q.Name, picked)
+	case dns.TypeA, dns.TypeAAAA, dns.TypeANY:
+		h.ips(m, q, picked)
+	}
+	if len(m.Answer) == 0 {
+		h.noData(m, rev)
+	}
+}
+
+// instances finds the service the labels name, and the tag they ask for
+// ("" for none): all of them name the service when it has instances,
+// else the first is a tag of the service the others name. instances is
+// nil when neither exists, or the server may not show it.
+func (h *handler) instances(labels []string) (tag string, instances []*pb.Instance, rev uint64) {
+	if insts, rev := h.find(strings.Join(labels, ".")); insts != nil || len(labels) < 2 {
+		return "", insts, rev
+	}
+	insts, rev := h.find(strings.Join(labels[1:], "."))
+	return labels[0], insts, rev
+}
+
+// find returns the instances of service (asked as written, else in lower
+// case: DNS names are case-insensitive), nil when it has none or may not
+// be shown.
+func (h *handler) find(service string) ([]*pb.Instance, uint64) {
+	insts, rev := h.reg.Instances(service)
+	if len(insts) == 0 {
+		if lower := strings.ToLower(service); lower != service {
+			service = lower
+			insts, rev = h.reg.Instances(service)
+		}
+	}
+	if len(insts) == 0 || (h.canRead != nil && !h.canRead(service)) {
+		return nil, rev
+	}
+	return insts, rev
+}
+
+// srv adds an SRV record per instance, its target's address record in the
+// additional section.
+func (h *handler) srv(m *dns.Msg, name string, instances []*pb.Instance) {
+	seen := map[string]bool{}
+	for _, inst := range instances {
+		host, port, ok := splitAddress(inst.Address)
+		if !ok {
+			continue
+		}
+		target := dns.Fqdn(host)
+		ip, err := netip.ParseAddr(host)
+		if err == nil {
+			ip = ip.Unmap()
+			target = hex.EncodeToString(ip.AsSlice()) + "." + addrLabel + "." + h.domain
+		}
+		m.Answer = append(m.Answer, &dns.SRV{
+			Hdr:      h.header(name, dns.TypeSRV),
+			Priority: 1,
+			Weight:   uint16(min(max(inst.Weight, 1), 65535)),
+			Port:     port,
+			Target:   target,
+		})
+		if err == nil && !seen[target] {
+			seen[target] = true
+			m.Extra = append(m.Extra, h.ipRecord(target, ip))
+		}
+	}
+}
+
+// ips adds the A (or AAAA) records of the instances' addresses, each
+// address once.
+func (h *handler) ips(m *dns.Msg, q dns.Question, instances []*pb.Instance) {
+	seen := map[netip.Addr]bool{}
+	for _, inst := range instances {
+		host, _, ok := splitAddress(inst.Address)
+		if !ok {
+			continue
+		}
+		ip, err := netip.ParseAddr(host)
+		if err != nil || seen[ip.Unmap()] {
+			continue
+		}
+		ip = ip.Unmap()
+		seen[ip] = true
+		rr := h.ipRecord(q.Name, ip)
+		if q.Qtype == dns.TypeANY || rr.Header().Rrtype == q.Qtype {
+			m.Answer = append(m.Answer, rr)
+		}
+	}
+}
+
+// splitAddress splits an instance's "host:port"; ok is false for an
+// address DNS cannot give (no port, or a port out of range).
+func splitAddress(addr string) (host string, port uint16, ok bool) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return "", 0, false
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil {
+		return "", 0, false
+	}
+	if _, isName := dns.IsDomainName(host); !isName {
+		return "", 0, false
+	}
+	return host, uint16(n), true
+}
+
+func (h *handler) ipRecord(name string, ip netip.Addr) dns.RR {
+	if ip.Is4() {
+		return &dns.A{Hdr: h.header(name, dns.TypeA), A: net.IP(ip.AsSlice())}
+	}
+	return &dns.AAAA{Hdr: h.header(name, dns.TypeAAAA), AAAA: net.IP(ip.AsSlice())}
+}
+
+func (h *handler) header(name string, t uint16) dns.RR_Header {
+	return dns.RR_Header{Name: name, Rrtype: t, Class: dns.ClassINET, Ttl: h.ttl}
+}
+
+// nxDomain answers that the name does not exist; noData that it exists
+// but has no record of the type asked. Both carry the SOA, whose minimum
+// TTL tells resolvers how long to remember the answer (RFC 2308).
+func (h *handler) nxDomain(m *dns.Msg, rev uint64) {
+	m.Rcode = dns.RcodeNameError
+	m.Ns = append(m.Ns, h.soa(rev))
+}
+
+func (h *handler) noData(m *dns.Msg, rev uint64) {
+	m.Ns = append(m.Ns, h.soa(rev))
+}
+
+// soa is the domain's SOA record; its serial is the registry revision the
+// answer reflects (its low 32 bits).
+func (h *handler) soa(rev uint64) dns.RR {
+	return &dns.SOA{
+		Hdr:     h.header(h.domain, dns.TypeSOA),
+		Ns:      "ns." + h.domain,
+		Mbox:    "hostmaster." + h.domain,
+		Serial:  uint32(rev),
+		Refresh: 3600,
+		Retry:   600,
+		Expire:  86400,
+		Minttl:  h.ttl,
+	}
+}
