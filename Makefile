@@ -94,9 +94,10 @@ proto:
 		--go-grpc_out=zrpcpb --go-grpc_opt=paths=source_relative \
 		registry.proto raft.proto blob.proto acl.proto keyring.proto
 
-## docs: regenerate docs/configuration.md from node.Config's settings
+## docs: regenerate docs/configuration.md from node.Config's settings and
+## docs/metrics.md's table from the metrics an agent serves
 docs:
-	ZRPC_UPDATE_DOCS=1 $(GO) test -count=1 -run TestConfigurationReferenceIsUpToDate ./node/
+	ZRPC_UPDATE_DOCS=1 $(GO) test -count=1 -run 'TestConfigurationReferenceIsUpToDate|TestAgentMetricsFollowPrometheusNamingConventions' ./node/
 
 ## run: a development agent (one node, temp data dir)
 run:
