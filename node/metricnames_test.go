@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -140,4 +141,117 @@ func metricsTable(fams []*dto.MetricFamily) string {
 			strings.Join(labels, ", "), strings.ReplaceAll(mf.GetHelp(), "|", `\|`))
 	}
 	return b.String()
+}
+
+// grafanaDashboard is the part of a Grafana dashboard JSON that holds
+// queries: panels (nested in rows), their targets, and the templating
+// variables.
+type grafanaDashboard struct {
+	Title      string         `json:"title"`
+	Panels     []grafanaPanel `json:"panels"`
+	Templating struct {
+		List []struct {
+			Name  string          `json:"name"`
+			Type  string          `json:"type"`
+			Query json.RawMessage `json:"query"`
+		} `json:"list"`
+	} `json:"templating"`
+}
+
+type grafanaPanel struct {
+	Title   string         `json:"title"`
+	Type    string         `json:"type"`
+	Panels  []grafanaPanel `json:"panels"`
+	Targets []struct {
+		Expr string `json:"expr"`
+	} `json:"targets"`
+}
+
+// queries returns every PromQL expression of d, each with where it is.
+func (d grafanaDashboard) queries() map[string]string {
+	out := map[string]string{}
+	var walk func(ps []grafanaPanel)
+	walk = func(ps []grafanaPanel) {
+		for _, p := range ps {
+			for i, tg := range p.Targets {
+				if tg.Expr != "" {
+					out[fmt.Sprintf("panel %q, query %d", p.Title, i+1)] = tg.Expr
+				}
+			}
+			walk(p.Panels)
+		}
+	}
+	walk(d.Panels)
+	for _, v := range d.Templating.List {
+		if v.Type != "query" {
+			continue
+		}
+		var q string
+		if json.Unmarshal(v.Query, &q) != nil {
+			var obj struct {
+				Query string `json:"query"`
+			}
+			if json.Unmarshal(v.Query, &obj) == nil {
+				q = obj.Query
+			}
+		}
+		if q != "" {
+			out[fmt.Sprintf("variable %q", v.Name)] = q
+		}
+	}
+	return out
+}
+
+// TestAgentDashboardReadsOnlyMetricsAgentsServe: every metric named in
+// docs/grafana/zrpc-agent.json's queries is served by a real agent's
+// /metrics, so renaming or dropping a metric fails here rather than on an
+// operator's empty panel.
+func TestAgentDashboardReadsOnlyMetricsAgentsServe(t *testing.T) {
+	raw, err := os.ReadFile("../docs/grafana/zrpc-agent.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d grafanaDashboard
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatalf("docs/grafana/zrpc-agent.json: %v", err)
+	}
+	queries := d.queries()
+	if len(queries) < 15 {
+		t.Fatalf("found %d queries in the dashboard; the panels were not read", len(queries))
+	}
+	// up is written by Prometheus itself for every scrape target.
+	served := map[string]dto.MetricType{"up": dto.MetricType_GAUGE}
+	for name, mf := range scrapeAgent(t) {
+		served[name] = mf.GetType()
+	}
+	used := map[string]bool{}
+	for where, q := range queries {
+		names := promconv.PromQLMetricNames(q)
+		if len(names) == 0 {
+			t.Errorf("%s: no metric found in %q", where, q)
+		}
+		for _, name := range names {
+			fam, ok := promconv.Family(name, served)
+			if !ok {
+				t.Errorf("%s reads %s, which the agent does not serve (query: %s)", where, name, q)
+				continue
+			}
+			used[fam] = true
+		}
+	}
+	// The dashboard covers each area the agent reports on.
+	for _, prefix := range []string{"zrpc_registry_", "zrpc_raft_", "zrpc_gossip_", "zrpc_blob_", "zrpc_grpc_", "process_"} {
+		if !slices.ContainsFunc(sortedKeys(used), func(f string) bool { return strings.HasPrefix(f, prefix) }) {
+			t.Errorf("no panel reads a %s* metric", prefix)
+		}
+	}
+}
+
+func sortedKeys(m map[string]bool) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
