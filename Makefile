@@ -17,11 +17,14 @@ build:
 ## test: every test, with the race detector; then the allocation tests,
 ## which the race detector would skip (it allocates and drops sync.Pool
 ## items), without it. Name an allocation test ...Allocate... to have it run.
+## Then deploy/'s own module: the Dockerfile and the Kubernetes manifests,
+## decoded strictly with the k8s.io/api types.
 ALLOC_TESTS    := Allocate
 ALLOC_PACKAGES := ./rpc/balancer/ ./storage/codec/ ./node/health/ ./node/grpcapi/
 test:
 	$(GO) test -race -count=1 -timeout 12m ./...
 	$(GO) test -count=1 -run '$(ALLOC_TESTS)' $(ALLOC_PACKAGES)
+	cd deploy && $(GO) test -count=1 ./...
 
 ## robustness: random traffic under random faults, SEEDS runs (default 3)
 ## plus the regression seeds; ROBUSTNESS_SEED=N replays one run, SEEDS=200
@@ -56,6 +59,7 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	cd deploy && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...
 
 ## bench: registry, cluster, rpc and blob benchmarks (results: docs/benchmarks.md)
 bench:
