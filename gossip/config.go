@@ -186,5 +186,10 @@ func profileConfig(p Profile) *memberlist.Config {
 		mc.SuspicionMult = 3
 		mc.GossipInterval = 100 * time.Millisecond
 	}
+	// A member declared dead may come back under its name from another
+	// address at once (a Kubernetes pod restarted with a new IP): memberlist
+	// would otherwise refuse it as a conflicting address until every agent
+	// has forgotten the dead one. A live member's address is never taken.
+	mc.DeadNodeReclaimTime = time.Nanosecond
 	return mc
 }

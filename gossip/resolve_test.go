@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -221,4 +223,41 @@ func TestExpandJoinDefaultsThePortAndDropsRepeats(t *testing.T) {
 			t.Errorf("target %d = %s; want %s", i, got[i].addr, want[i])
 		}
 	}
+}
+
+// TestRestartedAgentRejoinsFromANewAddress: an agent that failed and comes
+// back under its name at another address (a Kubernetes pod restarted with
+// a new IP) is taken as alive at once, not refused as a conflicting
+// address until the others forget it.
+func TestRestartedAgentRejoinsFromANewAddress(t *testing.T) {
+	logs := &logRecords{}
+	a := startAgent(t, "a", func(c *Config) {
+		c.Logger = slog.New(recordingHandler{Handler: c.Logger.Handler(), rec: logs})
+	})
+	b := startAgent(t, "b", nil)
+	if _, err := b.Join(context.Background(), []string{a.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a to see b alive", func() bool { return hasStatus(a.Gossip, "b", StatusAlive) })
+	b.Close()
+	waitFor(t, "a to see b failed", func() bool { return hasStatus(a.Gossip, "b", StatusFailed) })
+
+	b2 := startAgent(t, "b", func(c *Config) { c.BindAddr = "127.0.0.2" })
+	if _, err := b2.Join(context.Background(), []string{a.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitForOr(t, "a to see b alive at its new address", func() bool {
+		m, ok := memberNamed(a.Gossip, "b")
+		return ok && m.Status == StatusAlive && m.Addr == b2.LocalAddr()
+	}, func() string {
+		conflicts := 0
+		logs.mu.Lock()
+		for _, r := range logs.recs {
+			if strings.HasPrefix(r.Message, "Conflicting address for b") {
+				conflicts++
+			}
+		}
+		logs.mu.Unlock()
+		return fmt.Sprintf("%s; a logged %d conflicting-address refusals", a.about("b")(), conflicts)
+	})
 }
