@@ -351,6 +351,14 @@ func (g *Gossip) Members() []Member {
 	return g.delegate.list(time.Now(), g.forgetAfter)
 }
 
+// Member returns what this agent knows of the member called name: as
+// Members lists it, without building the list (callers on hot paths, such
+// as Raft's transport, ask for one member at a time).
+func (g *Gossip) Member(name string) (Member, bool) {
+	e, ok := g.delegate.get(name)
+	return e.Member, ok
+}
+
 // LocalAddr returns the gossip address (host:port) peers use to reach this
 // agent; empty before Start.
 func (g *Gossip) LocalAddr() string {

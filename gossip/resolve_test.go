@@ -247,7 +247,7 @@ func TestRestartedAgentRejoinsFromANewAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitForOr(t, "a to see b alive at its new address", func() bool {
-		m, ok := memberNamed(a.Gossip, "b")
+		m, ok := a.Member("b")
 		return ok && m.Status == StatusAlive && m.Addr == b2.LocalAddr()
 	}, func() string {
 		conflicts := 0

@@ -45,12 +45,51 @@ func (n *Node) startGossip() error {
 		return fmt.Errorf("start gossip on %s: %w", n.addr(n.cfg.GossipPort), err)
 	}
 	n.gossip = g
+	n.gossipRunning.Store(g)
 	n.goLoop(n.consumeGossip)
 	n.goLoop(n.joinPeers)
 	if n.cfg.BootstrapExpect > 0 && !n.store.HadState() {
 		n.goLoop(n.bootstrapExpected)
 	}
 	return nil
+}
+
+// raftAddrOf is the Raft address gossip knows for agent name while it is
+// alive there, where Raft's transport dials it (raftstore.Config.ServerAddr):
+// an agent restarted at a new address (a Kubernetes pod's new IP) is
+// reached before the leader moves it in the Raft configuration, so a
+// cluster whose agents all moved can still elect a leader.
+func (n *Node) raftAddrOf(name string) (string, bool) {
+	g := n.gossipRunning.Load()
+	if g == nil {
+		return "", false
+	}
+	m, ok := g.Member(name)
+	if !ok || m.Status != gossip.StatusAlive || m.Meta.RaftAddr == "" {
+		return "", false
+	}
+	return m.Meta.RaftAddr, true
+}
+
+// moveSelfInRaft, on the leader, records the leader's own Raft address in
+// the Raft configuration when the agent came back at another address:
+// reconcile moves every other agent there, never the leader itself.
+func (n *Node) moveSelfInRaft(ctx context.Context) {
+	servers, err := n.store.Servers()
+	if err != nil {
+		return
+	}
+	addr := n.store.RaftAddr()
+	for _, s := range servers {
+		if s.ID != n.cfg.Name || s.Address == addr {
+			continue
+		}
+		if err := n.store.AddVoter(ctx, s.ID, addr); err != nil {
+			n.log.Warn("could not record this leader's new Raft address", "old", s.Address, "new", addr, "err", err)
+			return
+		}
+		n.log.Info("recorded this leader's new Raft address", "old", s.Address, "new", addr)
+	}
 }
 
 // stillMember reports whether agent name belongs to the cluster as this

@@ -78,6 +78,10 @@ type Node struct {
 	// endpoint's pprof; nil with ACLs off.
 	aclResolver acl.Resolver
 
+	// gossipRunning is gossip once started, for Raft's transport, which
+	// asks it for peers' addresses from before gossip starts (raftAddrOf).
+	gossipRunning atomic.Pointer[gossip.Gossip]
+
 	// reconcileWake nudges the leader's reconcile loop after a gossip event.
 	reconcileWake chan struct{}
 	// left is closed when the agent has left the cluster for good (Leave).
@@ -251,6 +255,7 @@ func (n *Node) startRaft() error {
 	rc.NoSync = n.opts.raftNoSync
 	rc.WrapLogStore = n.opts.wrapRaftLog
 	rc.Logger = n.log
+	rc.ServerAddr = n.raftAddrOf
 	if n.cfg.AdvertiseAddr != "" && n.opts.raftStream == nil {
 		rc.AdvertiseAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, strconv.Itoa(n.cfg.RaftPort))
 	}
