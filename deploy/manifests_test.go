@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -54,34 +55,45 @@ var kinds = map[string]func() any{
 
 // decodeManifests decodes every document of every manifest strictly: a
 // field the Kubernetes type does not have (a typo, a wrong nesting), a
-// duplicated field or a value of the wrong type fails.
+// duplicated field or a value of the wrong type fails. The files are read
+// once; each test that needs them fails on a bad one.
 func decodeManifests(t *testing.T) []object {
 	t.Helper()
+	objs, errs := manifests()
+	for _, err := range errs {
+		t.Error(err)
+	}
+	if len(errs) > 0 {
+		t.FailNow()
+	}
+	return objs
+}
+
+var manifests = sync.OnceValues(func() ([]object, []error) {
 	files, err := filepath.Glob(filepath.Join(manifestsDir, "*.yaml"))
 	if err != nil || len(files) == 0 {
-		t.Fatalf("no manifests in %s: %v", manifestsDir, err)
+		return nil, []error{fmt.Errorf("no manifests in %s: %v", manifestsDir, err)}
 	}
 	var objs []object
+	var errs []error
 	for _, f := range files {
 		docs, err := splitDocuments(f)
 		if err != nil {
-			t.Fatalf("%s: %v", f, err)
+			errs = append(errs, fmt.Errorf("%s: %w", f, err))
+			continue
 		}
 		for i, doc := range docs {
 			o, err := decodeDocument(doc)
 			if err != nil {
-				t.Errorf("%s, document %d: %v", f, i+1, err)
+				errs = append(errs, fmt.Errorf("%s, document %d: %w", f, i+1, err))
 				continue
 			}
 			o.file = filepath.Base(f)
 			objs = append(objs, o)
 		}
 	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	return objs
-}
+	return objs, errs
+})
 
 // splitDocuments returns the non-empty YAML documents of file.
 func splitDocuments(file string) ([][]byte, error) {
