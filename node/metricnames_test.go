@@ -204,8 +204,9 @@ func (d grafanaDashboard) queries() map[string]string {
 
 // TestAgentDashboardReadsOnlyMetricsAgentsServe: every metric named in
 // docs/grafana/zrpc-agent.json's queries is served by a real agent's
-// /metrics, so renaming or dropping a metric fails here rather than on an
-// operator's empty panel.
+// /metrics, and every label a query matches or groups on is one of those
+// metrics' labels, so renaming or dropping a metric or a label fails here
+// rather than on an operator's empty panel.
 func TestAgentDashboardReadsOnlyMetricsAgentsServe(t *testing.T) {
 	raw, err := os.ReadFile("../docs/grafana/zrpc-agent.json")
 	if err != nil {
@@ -221,8 +222,15 @@ func TestAgentDashboardReadsOnlyMetricsAgentsServe(t *testing.T) {
 	}
 	// up is written by Prometheus itself for every scrape target.
 	served := map[string]dto.MetricType{"up": dto.MetricType_GAUGE}
+	labels := map[string]map[string]bool{}
 	for name, mf := range scrapeAgent(t) {
 		served[name] = mf.GetType()
+		labels[name] = map[string]bool{}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				labels[name][l.GetName()] = true
+			}
+		}
 	}
 	used := map[string]bool{}
 	for where, q := range queries {
@@ -230,6 +238,9 @@ func TestAgentDashboardReadsOnlyMetricsAgentsServe(t *testing.T) {
 		if len(names) == 0 {
 			t.Errorf("%s: no metric found in %q", where, q)
 		}
+		// Labels every series has once scraped, and those of the
+		// families the query reads.
+		known := map[string]bool{"job": true, "instance": true}
 		for _, name := range names {
 			fam, ok := promconv.Family(name, served)
 			if !ok {
@@ -237,6 +248,20 @@ func TestAgentDashboardReadsOnlyMetricsAgentsServe(t *testing.T) {
 				continue
 			}
 			used[fam] = true
+			for l := range labels[fam] {
+				known[l] = true
+			}
+			switch served[fam] {
+			case dto.MetricType_HISTOGRAM:
+				known["le"] = true
+			case dto.MetricType_SUMMARY:
+				known["quantile"] = true
+			}
+		}
+		for _, l := range promconv.PromQLLabelNames(q) {
+			if !known[l] {
+				t.Errorf("%s matches or groups on label %q, which no metric it reads has (query: %s)", where, l, q)
+			}
 		}
 	}
 	// The dashboard covers each area the agent reports on.

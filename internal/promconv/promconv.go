@@ -133,7 +133,7 @@ var (
 // number or duration, or a Grafana variable ($x, ${x}). Grafana's
 // label_values(metric, label) counts as its metric.
 func PromQLMetricNames(expr string) []string {
-	expr = labelValues.ReplaceAllString(expr, "$1")
+	expr = labelValues.ReplaceAllString(expr, "$1$2")
 	expr = quoted.ReplaceAllString(expr, `""`)
 	expr = variables.ReplaceAllString(expr, " ")
 	expr = matchers.ReplaceAllString(expr, " ")
@@ -153,6 +153,34 @@ func PromQLMetricNames(expr string) []string {
 			continue // a function
 		}
 		names = append(names, id)
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
+var (
+	matcherLabel = regexp.MustCompile(`([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)`)
+	groupingList = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)`)
+)
+
+// PromQLLabelNames returns the label names expr matches on ({label="x"})
+// or groups by (by, without, on, ignoring, group_left, group_right),
+// sorted, without repeats.
+func PromQLLabelNames(expr string) []string {
+	expr = labelValues.ReplaceAllString(expr, "$1$2")
+	expr = quoted.ReplaceAllString(expr, `""`)
+	var names []string
+	for _, m := range matchers.FindAllString(expr, -1) {
+		for _, l := range matcherLabel.FindAllStringSubmatch(m, -1) {
+			names = append(names, l[1])
+		}
+	}
+	for _, g := range groupingList.FindAllStringSubmatch(expr, -1) {
+		for _, l := range strings.Split(g[1], ",") {
+			if l = strings.TrimSpace(l); l != "" {
+				names = append(names, l)
+			}
+		}
 	}
 	slices.Sort(names)
 	return slices.Compact(names)

@@ -96,3 +96,20 @@ func TestFamilyOfHistogramSeries(t *testing.T) {
 		}
 	}
 }
+
+func TestPromQLLabelNames(t *testing.T) {
+	for _, tc := range []struct {
+		expr string
+		want []string
+	}{
+		{`sum by (health) (zrpc_registry_instances{job="$job"})`, []string{"health", "job"}},
+		{`histogram_quantile(0.99, sum by (le, method) (rate(x_bucket{instance=~"$instance", code!="OK"}[5m])))`, []string{"code", "instance", "le", "method"}},
+		{`a / ignoring(code) b`, []string{"code"}},
+		{`label_values(zrpc_raft_state{job="$job"}, instance)`, []string{"job"}},
+		{`x{path="a=b,c"}`, []string{"path"}},
+	} {
+		if got := PromQLLabelNames(tc.expr); !slices.Equal(got, tc.want) {
+			t.Errorf("PromQLLabelNames(%s) = %v; want %v", tc.expr, got, tc.want)
+		}
+	}
+}
