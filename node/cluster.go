@@ -21,6 +21,11 @@ import (
 
 const peersFile = "peers.json"
 
+// WithJoinResolver makes the agent look up the DNS names among its join
+// addresses with r instead of the system's resolver (tests give one name
+// several loopback addresses, as a headless Kubernetes Service has).
+func WithJoinResolver(r gossip.Resolver) Option { return func(o *options) { o.joinResolver = r } }
+
 // startGossip joins the gossip layer with this agent's addresses in its
 // meta, then (in the background) joins the configured or remembered peers
 // and, with bootstrap_expect, bootstraps once enough servers are seen.
@@ -37,6 +42,7 @@ func (n *Node) startGossip() error {
 	gc.Logger = n.log
 	gc.StillMember = n.stillMember
 	gc.Seeds = n.savedPeers
+	gc.Resolver = n.opts.joinResolver
 	g, err := gossip.New(gc)
 	if err != nil {
 		return fmt.Errorf("gossip: %w", err)

@@ -113,6 +113,7 @@ type options struct {
 	watchBacklog    grpcapi.WatchLimits
 	wrapRaftLog     func(raft.LogStore) raft.LogStore
 	shardSyncDelay  func() time.Duration
+	joinResolver    gossip.Resolver
 }
 
 // WithLogger sets the agent's logger (default: discard).
