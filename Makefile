@@ -21,9 +21,14 @@ build:
 ## decoded strictly with the k8s.io/api types.
 ALLOC_TESTS    := Allocate
 ALLOC_PACKAGES := ./rpc/balancer/ ./storage/codec/ ./node/health/ ./node/grpcapi/
+## Tests in files built only without the race detector (//go:build !race,
+## for a race inside a dependency that the file explains) run without it.
+NORACE_TESTS    := TestAgentsAllRestartedAtNewAddressesElectALeader
+NORACE_PACKAGES := ./node/
 test:
 	$(GO) test -race -count=1 -timeout 12m ./...
 	$(GO) test -count=1 -run '$(ALLOC_TESTS)' $(ALLOC_PACKAGES)
+	$(GO) test -count=1 -run '$(NORACE_TESTS)' $(NORACE_PACKAGES)
 	cd deploy && $(GO) test -count=1 ./...
 
 ## robustness: random traffic under random faults, SEEDS runs (default 3)
