@@ -17,11 +17,19 @@ build:
 ## test: every test, with the race detector; then the allocation tests,
 ## which the race detector would skip (it allocates and drops sync.Pool
 ## items), without it. Name an allocation test ...Allocate... to have it run.
+## Then deploy/'s own module: the Dockerfile and the Kubernetes manifests,
+## decoded strictly with the k8s.io/api types.
 ALLOC_TESTS    := Allocate
 ALLOC_PACKAGES := ./rpc/balancer/ ./storage/codec/ ./node/health/ ./node/grpcapi/
+## Tests in files built only without the race detector (//go:build !race,
+## for a race inside a dependency that the file explains) run without it.
+NORACE_TESTS    := TestAgentsAllRestartedAtNewAddressesElectALeader
+NORACE_PACKAGES := ./node/
 test:
 	$(GO) test -race -count=1 -timeout 12m ./...
 	$(GO) test -count=1 -run '$(ALLOC_TESTS)' $(ALLOC_PACKAGES)
+	$(GO) test -count=1 -run '$(NORACE_TESTS)' $(NORACE_PACKAGES)
+	cd deploy && $(GO) test -count=1 ./...
 
 ## robustness: random traffic under random faults, SEEDS runs (default 3)
 ## plus the regression seeds; ROBUSTNESS_SEED=N replays one run, SEEDS=200
@@ -57,6 +65,7 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	cd deploy && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...
 
 ## bench: registry, cluster, rpc and blob benchmarks (results: docs/benchmarks.md)
 bench:
@@ -95,9 +104,10 @@ proto:
 		--go-grpc_out=zrpcpb --go-grpc_opt=paths=source_relative \
 		registry.proto raft.proto blob.proto acl.proto keyring.proto
 
-## docs: regenerate docs/configuration.md from node.Config's settings
+## docs: regenerate docs/configuration.md from node.Config's settings and
+## docs/metrics.md's table from the metrics an agent serves
 docs:
-	ZRPC_UPDATE_DOCS=1 $(GO) test -count=1 -run TestConfigurationReferenceIsUpToDate ./node/
+	ZRPC_UPDATE_DOCS=1 $(GO) test -count=1 -run 'TestConfigurationReferenceIsUpToDate|TestAgentMetricsFollowPrometheusNamingConventions' ./node/
 
 ## run: a development agent (one node, temp data dir)
 run:

@@ -80,6 +80,9 @@ type Config struct {
 	// Start. nil means: for as long as Members lists it. It is called from
 	// the rejoin goroutine and must not block or call into Gossip.
 	StillMember func(name string) bool
+	// Resolver looks up the DNS names given to Join. nil means the
+	// system's (net.DefaultResolver).
+	Resolver Resolver
 	// Seeds returns gossip addresses (host:port) to rejoin through while
 	// no other member is alive (the agent passes the peers it remembers).
 	// nil means none. Called like StillMember.
@@ -183,5 +186,10 @@ func profileConfig(p Profile) *memberlist.Config {
 		mc.SuspicionMult = 3
 		mc.GossipInterval = 100 * time.Millisecond
 	}
+	// A member declared dead may come back under its name from another
+	// address at once (a Kubernetes pod restarted with a new IP): memberlist
+	// would otherwise refuse it as a conflicting address until every agent
+	// has forgotten the dead one. A live member's address is never taken.
+	mc.DeadNodeReclaimTime = time.Nanosecond
 	return mc
 }

@@ -226,21 +226,25 @@ func (g *Gossip) running() (*memberlist.Memberlist, error) {
 // errNothingToJoin: no address was given, or only this agent's own.
 var errNothingToJoin = errors.New("no address to join (this agent's own is skipped)")
 
-// Join contacts each address (host:port; the port defaults to this agent's
-// bind port) once, in order, and returns how many answered. It succeeds if
-// any did; the error then is nil. This agent's own address is skipped, so
-// that a join list shared by all agents works. ctx is checked between
-// addresses; one address takes at most the profile's TCP timeout.
+// Join contacts each address once, in order, and returns how many
+// answered. An address is host or host:port (the port defaults to this
+// agent's bind port); host is an IP address or a DNS name, which is looked
+// up (A and AAAA) on every call and stands for every address it resolves
+// to, so one name of all agents (a headless Kubernetes Service) joins them
+// all. Join succeeds if any address answered; the error then is nil. This
+// agent's own address is skipped, so that a join list or name shared by all
+// agents works. ctx is checked between addresses; one address takes at most
+// the profile's TCP timeout.
 func (g *Gossip) Join(ctx context.Context, addrs []string) (int, error) {
 	ml, err := g.running()
 	if err != nil {
 		return 0, err
 	}
-	self := g.LocalAddr()
-	var errs []error
+	self, _ := netip.ParseAddrPort(g.LocalAddr())
+	targets, errs, named := expandJoin(ctx, g.resolver(), addrs, g.joinPort(self))
 	joined, tried := 0, 0
-	for _, a := range addrs {
-		if a == self {
+	for _, t := range targets {
+		if t.addr == self {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
@@ -248,19 +252,38 @@ func (g *Gossip) Join(ctx context.Context, addrs []string) (int, error) {
 			break
 		}
 		tried++
-		n, err := ml.Join([]string{a})
+		n, err := ml.Join([]string{t.addr.String()})
 		joined += n
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("%s: %w", t, err))
 		}
 	}
 	switch {
 	case joined > 0:
 		return joined, nil
-	case tried == 0 && ctx.Err() == nil:
+	case tried == 0 && len(errs) == 0 && named:
+		return 0, fmt.Errorf("join %v: %w", addrs, errNoOtherAddress)
+	case tried == 0 && len(errs) == 0:
 		return 0, errNothingToJoin
 	}
 	return 0, fmt.Errorf("join %v: %w", addrs, errors.Join(errs...))
+}
+
+// resolver is Config.Resolver, or the system's.
+func (g *Gossip) resolver() Resolver {
+	if g.cfg.Resolver != nil {
+		return g.cfg.Resolver
+	}
+	return net.DefaultResolver
+}
+
+// joinPort is the port of a join address that names none: the configured
+// bind port, or the one picked for this agent when that was 0.
+func (g *Gossip) joinPort(self netip.AddrPort) uint16 {
+	if g.cfg.BindPort != 0 {
+		return uint16(g.cfg.BindPort)
+	}
+	return self.Port()
 }
 
 // JoinRetry calls Join until at least one address answers or ctx ends,
@@ -268,9 +291,16 @@ func (g *Gossip) Join(ctx context.Context, addrs []string) (int, error) {
 // doubling up to maxBackoff (30 s if maxBackoff <= 0), each wait drawn at
 // random from its upper half. Every failed attempt is logged at Info. It
 // returns nil once joined, an error wrapping ctx.Err() when ctx ends, and
-// at once if joining cannot work (ErrClosed, ErrLeft, ErrNotStarted, only
-// this agent's own address).
+// at once if joining cannot work (ErrClosed, ErrLeft, ErrNotStarted, an
+// address that is not host[:port], only this agent's own address). A DNS
+// name is looked up again on every attempt, and one that resolves to no
+// other agent yet is retried.
 func (g *Gossip) JoinRetry(ctx context.Context, addrs []string, maxBackoff time.Duration) error {
+	for _, a := range addrs {
+		if err := ValidJoinAddr(a); err != nil {
+			return err
+		}
+	}
 	if maxBackoff <= 0 {
 		maxBackoff = DefaultJoinMaxBackoff
 	}
@@ -319,6 +349,14 @@ func (g *Gossip) Events() <-chan Event {
 // local). Before Start it is empty.
 func (g *Gossip) Members() []Member {
 	return g.delegate.list(time.Now(), g.forgetAfter)
+}
+
+// Member returns what this agent knows of the member called name: as
+// Members lists it, without building the list (callers on hot paths, such
+// as Raft's transport, ask for one member at a time).
+func (g *Gossip) Member(name string) (Member, bool) {
+	e, ok := g.delegate.get(name)
+	return e.Member, ok
 }
 
 // LocalAddr returns the gossip address (host:port) peers use to reach this

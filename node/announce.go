@@ -12,8 +12,10 @@ import (
 )
 
 // announceSelf records the leader's own addresses in the node table, so
-// followers can forward to it.
+// followers can forward to it, and its Raft address in the Raft
+// configuration if it moved (moveSelfInRaft).
 func (n *Node) announceSelf(ctx context.Context) {
+	n.moveSelfInRaft(ctx)
 	self := &pb.Node{
 		Name: n.cfg.Name, GrpcAddress: n.GRPCAddr(), RaftAddress: n.store.RaftAddr(),
 		Zone: n.cfg.Zone, Build: n.cfg.Build, Health: pb.Health_PASSING,

@@ -21,6 +21,11 @@ import (
 
 const peersFile = "peers.json"
 
+// WithJoinResolver makes the agent look up the DNS names among its join
+// addresses with r instead of the system's resolver (tests give one name
+// several loopback addresses, as a headless Kubernetes Service has).
+func WithJoinResolver(r gossip.Resolver) Option { return func(o *options) { o.joinResolver = r } }
+
 // startGossip joins the gossip layer with this agent's addresses in its
 // meta, then (in the background) joins the configured or remembered peers
 // and, with bootstrap_expect, bootstraps once enough servers are seen.
@@ -37,6 +42,7 @@ func (n *Node) startGossip() error {
 	gc.Logger = n.log
 	gc.StillMember = n.stillMember
 	gc.Seeds = n.savedPeers
+	gc.Resolver = n.opts.joinResolver
 	g, err := gossip.New(gc)
 	if err != nil {
 		return fmt.Errorf("gossip: %w", err)
@@ -45,12 +51,51 @@ func (n *Node) startGossip() error {
 		return fmt.Errorf("start gossip on %s: %w", n.addr(n.cfg.GossipPort), err)
 	}
 	n.gossip = g
+	n.gossipRunning.Store(g)
 	n.goLoop(n.consumeGossip)
 	n.goLoop(n.joinPeers)
 	if n.cfg.BootstrapExpect > 0 && !n.store.HadState() {
 		n.goLoop(n.bootstrapExpected)
 	}
 	return nil
+}
+
+// raftAddrOf is the Raft address gossip knows for agent name while it is
+// alive there, where Raft's transport dials it (raftstore.Config.ServerAddr):
+// an agent restarted at a new address (a Kubernetes pod's new IP) is
+// reached before the leader moves it in the Raft configuration, so a
+// cluster whose agents all moved can still elect a leader.
+func (n *Node) raftAddrOf(name string) (string, bool) {
+	g := n.gossipRunning.Load()
+	if g == nil {
+		return "", false
+	}
+	m, ok := g.Member(name)
+	if !ok || m.Status != gossip.StatusAlive || m.Meta.RaftAddr == "" {
+		return "", false
+	}
+	return m.Meta.RaftAddr, true
+}
+
+// moveSelfInRaft, on the leader, records the leader's own Raft address in
+// the Raft configuration when the agent came back at another address:
+// reconcile moves every other agent there, never the leader itself.
+func (n *Node) moveSelfInRaft(ctx context.Context) {
+	servers, err := n.store.Servers()
+	if err != nil {
+		return
+	}
+	addr := n.store.RaftAddr()
+	for _, s := range servers {
+		if s.ID != n.cfg.Name || s.Address == addr {
+			continue
+		}
+		if err := n.store.AddVoter(ctx, s.ID, addr); err != nil {
+			n.log.Warn("could not record this leader's new Raft address", "old", s.Address, "new", addr, "err", err)
+			return
+		}
+		n.log.Info("recorded this leader's new Raft address", "old", s.Address, "new", addr)
+	}
 }
 
 // stillMember reports whether agent name belongs to the cluster as this

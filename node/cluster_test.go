@@ -3,6 +3,9 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 
@@ -10,7 +13,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/node"
+	"github.com/zrpcio/zrpc/raftstore"
 	"github.com/zrpcio/zrpc/testcluster"
 )
 
@@ -446,5 +452,107 @@ func TestLeaveConfirmedByAPeerWhenTheLeaderCannotReachTheLeaver(t *testing.T) {
 	c.WaitFor(20*time.Second, "the leader's configuration without the leaver", func() bool {
 		servers, err := c.Node(leader).Store().Servers()
 		return err == nil && len(servers) == 2
+	})
+}
+
+// nameResolver resolves every name to the same addresses.
+type nameResolver []netip.Addr
+
+func (r nameResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	return r, nil
+}
+
+// freePortOn returns a port free for TCP and UDP on every one of ips.
+func freePortOn(t *testing.T, ips []string) int {
+	t.Helper()
+	for range 20 {
+		ln, err := net.Listen("tcp", ips[0]+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		free := true
+		for _, ip := range ips {
+			addr := net.JoinHostPort(ip, strconv.Itoa(port))
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				free = false
+				break
+			}
+			l.Close()
+			u, err := net.ListenPacket("udp", addr)
+			if err != nil {
+				free = false
+				break
+			}
+			u.Close()
+		}
+		if free {
+			return port
+		}
+	}
+	t.Fatalf("no port free on all of %v", ips)
+	return 0
+}
+
+// TestAgentsJoiningOneNameBootstrapTogether: three agents started at once,
+// each told to join one DNS name that resolves to all of them (a headless
+// Kubernetes Service's) and to expect 3 servers, form one cluster of
+// three voters.
+func TestAgentsJoiningOneNameBootstrapTogether(t *testing.T) {
+	ips := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
+	var resolver nameResolver
+	for _, ip := range ips {
+		resolver = append(resolver, netip.MustParseAddr(ip))
+	}
+	gossipPort := freePortOn(t, ips)
+	nodes := make([]*node.Node, len(ips))
+	for i, ip := range ips {
+		cfg := node.Default()
+		cfg.Name = fmt.Sprintf("zrpc-%d", i)
+		cfg.DataDir = t.TempDir()
+		cfg.BindAddr, cfg.HTTPBind = ip, ip
+		cfg.GRPCPort, cfg.RaftPort, cfg.HTTPPort, cfg.GossipPort = 0, 0, 0, gossipPort
+		cfg.GossipProfile = "local"
+		cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout, cfg.RaftLeaderLease = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
+		cfg.JoinMaxBackoff = 500 * time.Millisecond
+		cfg.Join = []string{"zrpc.zrpc.svc"}
+		cfg.BootstrapExpect = 3
+		n, err := node.New(cfg, node.WithLogger(testlog.New(t, cfg.Name)), node.WithJoinResolver(resolver))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Start(context.Background()); err != nil {
+			t.Fatalf("start %s: %v", cfg.Name, err)
+		}
+		t.Cleanup(func() { n.Close() })
+		nodes[i] = n
+	}
+	testwait.For(t, 60*time.Second, "one leader with three voters, known to every agent", func() bool {
+		var leader *node.Node
+		for _, n := range nodes {
+			if n.Store().IsLeader() {
+				leader = n
+			}
+		}
+		if leader == nil {
+			return false
+		}
+		servers, err := leader.Store().Servers()
+		if err != nil || len(servers) != 3 {
+			return false
+		}
+		for _, s := range servers {
+			if s.Suffrage != raftstore.Voter {
+				return false
+			}
+		}
+		for _, n := range nodes {
+			if addr, _ := n.Store().Leader(); addr == "" {
+				return false
+			}
+		}
+		return true
 	})
 }

@@ -68,9 +68,11 @@ type Config struct {
 	// Bootstrap lets an agent with an empty data dir, nothing to join and no
 	// bootstrap_expect start a new one-node cluster of itself.
 	Bootstrap bool `yaml:"bootstrap" help:"with an empty data dir and nothing to join, start a new one-node cluster"`
-	// Join lists gossip addresses (host:port) of agents to join; the agent
-	// retries with capped exponential backoff until one answers.
-	Join []string `yaml:"join" help:"gossip addresses (host:port) of agents to join, comma-separated or repeated"`
+	// Join lists gossip addresses (host[:port], the port defaulting to
+	// gossip_port) of agents to join; the agent retries with capped
+	// exponential backoff until one answers. A DNS name stands for every
+	// address it resolves to (A and AAAA), looked up again on each attempt.
+	Join []string `yaml:"join" help:"gossip addresses (host[:port]) of agents to join, comma-separated or repeated; a DNS name joins every address it resolves to, looked up again on each retry"`
 	// BootstrapExpect makes agents started together wait until this many
 	// servers see each other, then bootstrap the cluster with all of them as
 	// voters. Never bootstraps an agent that has Raft state.
@@ -329,8 +331,8 @@ func (c *Config) validateAgent(l *fielderr.List) {
 		bad("bootstrap_expect", "%d must be 0 (off) or 1 to voters (%d)", c.BootstrapExpect, c.Voters)
 	}
 	for _, a := range c.Join {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			bad("join", "%q is not host:port", a)
+		if err := gossip.ValidJoinAddr(a); err != nil {
+			l.Add("join", err)
 		}
 	}
 	// An agent names its profile; gossip.Config also takes none (lan).

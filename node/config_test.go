@@ -138,7 +138,8 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 		{"log_format", func(c *Config) { c.LogFormat = "xml" }},
 		{"voters", func(c *Config) { c.Voters = 6 }},
 		{"bootstrap_expect", func(c *Config) { c.BootstrapExpect = 4 }},
-		{"join", func(c *Config) { c.Join = []string{"no-port"} }},
+		{"join", func(c *Config) { c.Join = []string{"not a name:8402"} }},
+		{"join", func(c *Config) { c.Join = []string{"zrpc.default.svc:0"} }},
 		{"gossip_profile", func(c *Config) { c.GossipProfile = "wan" }},
 		{"gossip_profile", func(c *Config) { c.GossipProfile = "" }},
 		{"encrypt", func(c *Config) { c.EncryptKey = "short" }},
@@ -237,5 +238,15 @@ func checkSameVerdict(t *testing.T, key string, v any, sub, agent error) {
 		t.Errorf("%s %v: its subsystem refuses it (%v), the agent accepts it", key, v, sub)
 	case sub != nil && !strings.Contains(agent.Error(), key+":"):
 		t.Errorf("%s %v: the agent's error does not name %s: %v", key, v, key, agent)
+	}
+}
+
+// TestConfigJoinAcceptsDNSNames: join takes IP addresses and DNS names,
+// with or without a port (a headless Kubernetes Service's name).
+func TestConfigJoinAcceptsDNSNames(t *testing.T) {
+	c := Default()
+	c.Join = []string{"10.0.0.1:8402", "[fd00::1]:8402", "zrpc.zrpc.svc.cluster.local", "zrpc-0.zrpc:8402", "localhost"}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate(join %v): %v", c.Join, err)
 	}
 }

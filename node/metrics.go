@@ -73,6 +73,11 @@ func newMetrics(n *Node) *metrics {
 			Help: "Watch streams ended because their reader fell behind the backlog bound (the client resumes from the revision named).",
 		}),
 	}
+	// Known label values start at zero, so that rate() sees the first
+	// increase and a dashboard shows 0 rather than no data.
+	for _, result := range []string{"ok", "error"} {
+		m.apply.WithLabelValues(result)
+	}
 	store := n.store
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
@@ -83,6 +88,10 @@ func newMetrics(n *Node) *metrics {
 		gauge("zrpc_raft_has_leader", "1 if this agent knows a Raft leader.", func() float64 { return b2f(store.Status().LeaderAddr != "") }),
 		gauge("zrpc_raft_applied_index", "Last Raft index applied to this replica.", func() float64 { return float64(store.Status().AppliedIndex) }),
 		gauge("zrpc_raft_last_index", "Last Raft index in this agent's log.", func() float64 { return float64(store.Status().LastLogIndex) }),
+		gauge("zrpc_raft_commit_index", "Last Raft index this agent knows committed (the leader's, as far as it has heard).",
+			func() float64 { return float64(store.Status().CommitIndex) }),
+		gauge("zrpc_raft_term", "This agent's current Raft term; it grows by one or more with each election.",
+			func() float64 { return float64(store.Status().Term) }),
 		gauge("zrpc_raft_last_contact_seconds", "Seconds since this follower heard from the leader (0 on the leader).", func() float64 {
 			age, _ := store.Status().LastContactAge(time.Now())
 			return age.Seconds()

@@ -82,6 +82,10 @@ type Node struct {
 	// endpoint's pprof; nil with ACLs off.
 	aclResolver acl.Resolver
 
+	// gossipRunning is gossip once started, for Raft's transport, which
+	// asks it for peers' addresses from before gossip starts (raftAddrOf).
+	gossipRunning atomic.Pointer[gossip.Gossip]
+
 	// reconcileWake nudges the leader's reconcile loop after a gossip event.
 	reconcileWake chan struct{}
 	// left is closed when the agent has left the cluster for good (Leave).
@@ -113,6 +117,7 @@ type options struct {
 	watchBacklog    grpcapi.WatchLimits
 	wrapRaftLog     func(raft.LogStore) raft.LogStore
 	shardSyncDelay  func() time.Duration
+	joinResolver    gossip.Resolver
 }
 
 // WithLogger sets the agent's logger (default: discard).
@@ -258,6 +263,7 @@ func (n *Node) startRaft() error {
 	rc.NoSync = n.opts.raftNoSync
 	rc.WrapLogStore = n.opts.wrapRaftLog
 	rc.Logger = n.log
+	rc.ServerAddr = n.raftAddrOf
 	if n.cfg.AdvertiseAddr != "" && n.opts.raftStream == nil {
 		rc.AdvertiseAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, strconv.Itoa(n.cfg.RaftPort))
 	}

@@ -23,6 +23,15 @@ type Config struct {
 	AdvertiseAddr string
 	// StreamLayer replaces the TCP transport (tests wrap connections).
 	StreamLayer raft.StreamLayer
+	// ServerAddr, when set, gives the current Raft address of the server
+	// with this ID (the agent asks gossip), which the transport dials
+	// instead of the address in the Raft configuration: a server that came
+	// back at another address (a Kubernetes pod's new IP) is reached before
+	// the leader has moved it in the configuration, so a cluster whose
+	// servers all moved can still elect a leader. ok false means the
+	// configuration's address. Raft calls it before every RPC it sends: it
+	// must be quick and must not block.
+	ServerAddr func(id string) (addr string, ok bool)
 	// Bootstrap makes a store without Raft state bootstrap a one-voter
 	// cluster of itself. A store with state never bootstraps again.
 	Bootstrap bool

@@ -34,6 +34,9 @@ type Store struct {
 	transport *transport
 	pusher    *commitPusher // tells followers the leader's commits at once
 	notify    chan bool
+	// addrs is the transport's address provider; nil without
+	// Config.ServerAddr.
+	addrs *serverAddrs
 
 	hadState bool // raft state existed when Open ran
 	// replayTo is the last log index stored when Open ran: DEFAULT reads
@@ -162,6 +165,9 @@ func (s *Store) Open() (err error) {
 	if s.raft, err = raft.NewRaft(rc, fsm, logs, s.logs, snaps, s.transport); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
+	if s.addrs != nil {
+		s.addrs.raft.Store(s.raft)
+	}
 	if !existing && cfg.Bootstrap {
 		self := Server{ID: cfg.NodeID, Address: string(s.transport.LocalAddr()), Suffrage: Voter}
 		if err := s.BootstrapCluster([]Server{self}); err != nil {
@@ -186,6 +192,10 @@ func (s *Store) newTransport() (*transport, error) {
 		// it (heartbeats go on, entries never come, Shutdown hangs); seen
 		// in the robustness suite. One RPC in flight turns it off.
 		MaxRPCsInFlight: 1,
+	}
+	if cfg.ServerAddr != nil {
+		s.addrs = &serverAddrs{lookup: cfg.ServerAddr}
+		tc.ServerAddressProvider = s.addrs
 	}
 	if tc.Stream == nil {
 		var adv net.Addr

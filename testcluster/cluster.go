@@ -279,6 +279,31 @@ func (c *Cluster) Restart(i int) {
 	c.start(i)
 }
 
+// RestartMoved starts a killed or stopped agent again on the same data dir
+// but at new addresses, as a Kubernetes pod comes back with a new IP; it
+// joins through the gossip addresses of the agents running then.
+func (c *Cluster) RestartMoved(i int) {
+	c.t.Helper()
+	if c.Node(i) != nil {
+		c.Kill(i)
+	}
+	m := c.members[i]
+	m.mu.Lock()
+	if m.conn != nil {
+		m.conn.Close()
+		m.conn = nil
+	}
+	m.mu.Unlock()
+	m.grpcPort, m.raftPort, m.gossipPort = 0, 0, 0
+	m.cfg.Join = nil
+	for j := range c.members {
+		if j != i && c.Node(j) != nil {
+			m.cfg.Join = append(m.cfg.Join, c.gossipAddr(j))
+		}
+	}
+	c.start(i)
+}
+
 // Add starts one more agent that joins through agent 0 (or any alive one).
 func (c *Cluster) Add(opts ...Option) int {
 	c.t.Helper()

@@ -146,12 +146,15 @@ func newAgentJoinCommand() *cobra.Command {
 		Use:   "join ADDR...",
 		Short: "Run an agent that joins an existing cluster",
 		Long: `Run an agent that joins the cluster through any of the given gossip
-addresses (host:port, default port 8402). It retries with capped exponential
-backoff, logging each attempt, until one answers. The leader then adds the
+addresses (host:port, default port 8402). A DNS name stands for every address
+it resolves to (A and AAAA), so the name of a headless Kubernetes Service joins
+all its pods. It retries with capped exponential backoff, logging each attempt
+and looking names up again, until one answers. The leader then adds the
 agent to Raft: as a voter while the cluster has fewer than --voters, as a
 nonvoter beyond. An agent that joined once rejoins from its data dir after a
 restart without being told where.`,
 		Example: `  zrpcd agent join 10.0.0.1:8402 --name n2 --data-dir /var/lib/zrpc
+  zrpcd agent join zrpc.zrpc.svc.cluster.local --bootstrap-expect 3
   # on one machine: a second and third agent on other loopback addresses
   zrpcd agent join 127.0.0.1:8402 --name n2 --data-dir d2 --bind 127.0.0.2
   zrpcd agent join 127.0.0.1:8402 --name n3 --data-dir d3 --bind 127.0.0.3`,
