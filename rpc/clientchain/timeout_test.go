@@ -181,10 +181,11 @@ func TestSlotClockBoundsBetweenDAndDPlusOneSlot(t *testing.T) {
 	}
 	fresh := newSlotClock(d)
 	start := time.Unix(0, (time.Now().UnixNano()/fresh.width+1)*fresh.width)
-	if fresh.slot(start) != fresh.slot(start.Add(time.Duration(fresh.width-1))) {
-		t.Error("two calls in one slot got different contexts")
+	first, _ := fresh.slot(start).Deadline()
+	if dl, _ := fresh.slot(start.Add(time.Duration(fresh.width - 1))).Deadline(); !dl.Equal(first) {
+		t.Errorf("two calls in one slot bounded at %v and %v, want one deadline", first, dl)
 	}
-	if fresh.slot(start) == fresh.slot(start.Add(time.Duration(fresh.width))) {
-		t.Error("calls in consecutive slots share a context")
+	if dl, _ := fresh.slot(start.Add(time.Duration(fresh.width))).Deadline(); !dl.After(first) {
+		t.Errorf("a call one slot later bounded at %v, want after %v", dl, first)
 	}
 }
