@@ -18,7 +18,7 @@ build:
 ## which the race detector would skip (it allocates and drops sync.Pool
 ## items), without it. Name an allocation test ...Allocate... to have it run.
 ALLOC_TESTS    := Allocate
-ALLOC_PACKAGES := ./rpc/ ./rpc/balancer/ ./storage/codec/ ./node/health/ ./node/grpcapi/
+ALLOC_PACKAGES := ./rpc/ ./rpc/clientchain/ ./rpc/balancer/ ./storage/codec/ ./node/health/ ./node/grpcapi/
 test:
 	$(GO) test -race -count=1 -timeout 12m ./...
 	$(GO) test -count=1 -run '$(ALLOC_TESTS)' $(ALLOC_PACKAGES)

@@ -13,6 +13,9 @@ import (
 // timeout a call may be ended.
 const maxSlot = 10 * time.Millisecond
 
+// callsPerShard is how many calls of a slot bring another shard into use.
+const callsPerShard = 32
+
 // slotClock hands out shared deadline contexts for one timeout d. Time is
 // cut into slots of width min(d/128, maxSlot); every call that starts in
 // the same slot shares a context.WithDeadline ending d after the slot's
@@ -21,9 +24,11 @@ const maxSlot = 10 * time.Millisecond
 // bounded by at least d and by less than d plus one slot.
 //
 // Every context derived from a slot's context registers with it under its
-// lock, so a slot is split into shards (16 per P), each a context of its
-// own made on first use, and a call takes a random one: concurrent calls
-// rarely meet on one lock.
+// lock, so a busy slot is split into shards (up to 16 per P), each a
+// context of its own made on first use, and a call takes a random one:
+// concurrent calls rarely meet on one lock. A slot uses one more shard for
+// every callsPerShard calls it has had, so making shards costs a call a
+// fraction of an allocation however light the traffic.
 type slotClock struct {
 	d      time.Duration
 	width  int64 // nanoseconds
@@ -38,6 +43,7 @@ type slotClock struct {
 type timeSlot struct {
 	index  int64 // start / width
 	end    time.Time
+	calls  atomic.Int64
 	shards []atomic.Pointer[slotShard]
 }
 
@@ -63,7 +69,8 @@ func (c *slotClock) slot(now time.Time) context.Context {
 	if s == nil || s.index < index {
 		s = c.advance(index)
 	}
-	shard := &s.shards[rand.IntN(len(s.shards))]
+	inUse := min(len(s.shards), 1+int(s.calls.Add(1)/callsPerShard))
+	shard := &s.shards[rand.IntN(inUse)]
 	if sh := shard.Load(); sh != nil {
 		return sh.ctx
 	}
