@@ -114,7 +114,7 @@ func dial(ctx context.Context, cfg LoadConfig) (*grpc.ClientConn, func(), error)
 		}
 		return conn, func() { conn.Close() }, nil
 	case GoZero:
-		quietGoZero()
+		QuietGoZero()
 		var c gozero.RpcClientConf
 		if err := conf.FillDefault(&c); err != nil {
 			return nil, nil, err
@@ -129,9 +129,9 @@ func dial(ctx context.Context, cfg LoadConfig) (*grpc.ClientConn, func(), error)
 	return nil, nil, fmt.Errorf("unknown system %q (want %s, %s or %s)", cfg.System, Zrpc, GRPC, GoZero)
 }
 
-// quietGoZero keeps go-zero's logs to errors and turns off its stat
+// QuietGoZero keeps go-zero's logs to errors and turns off its stat
 // reports, which would otherwise print every minute.
-func quietGoZero() {
+func QuietGoZero() {
 	logx.SetLevel(logx.ErrorLevel)
 	logx.DisableStat()
 }

@@ -122,46 +122,57 @@ func rounds(reps int, callers []int) []Round {
 type Sample struct {
 	Round
 	Result
-	// ServerCPUSeconds is the CPU time of the system's server processes
-	// (for zrpc the echo server and the agent) in the measured window.
-	ServerCPUSeconds float64
+	// ServerCPUSeconds is the CPU time of the system's server process in
+	// the measured window, AgentCPUSeconds that of zrpc's agent (zero for
+	// the others, which have none).
+	ServerCPUSeconds, AgentCPUSeconds float64
 }
 
 // CallsPerSecond is the round's throughput.
 func (s Sample) CallsPerSecond() float64 { return float64(s.Calls) / s.Seconds }
 
-// CPUPerCall is the CPU microseconds per call of server and load process
-// together.
+// CPUPerCall is the CPU microseconds per call of server, agent and load
+// process together.
 func (s Sample) CPUPerCall() float64 {
-	return (s.ServerCPUSeconds + s.CPUSeconds) * 1e6 / float64(s.Calls)
+	return (s.ServerCPUSeconds + s.AgentCPUSeconds + s.CPUSeconds) * 1e6 / float64(s.Calls)
 }
+
+// perCall is seconds of CPU in microseconds per call.
+func (s Sample) perCall(seconds float64) float64 { return seconds * 1e6 / float64(s.Calls) }
 
 // AllocsPerCall is the load process's allocations per call.
 func (s Sample) AllocsPerCall() float64 { return float64(s.Allocs) / float64(s.Calls) }
 
-// system is one system's running server processes and the address its
-// load process is given.
+// system is one system's running server (and zrpc's agent) and the
+// address its load process is given.
 type system struct {
-	procs  []*proc.Process
-	target string
+	server, agent *proc.Process // agent nil but for zrpc
+	target        string
 }
 
-func (s *system) cpu() float64 {
-	var sum float64
-	for _, p := range s.procs {
-		if d, err := p.CPUTime(); err == nil {
-			sum += d.Seconds()
-		}
+// cpu returns the CPU time so far of the server and of the agent, in
+// seconds.
+func (s *system) cpu() (server, agent float64) {
+	return cpuSeconds(s.server), cpuSeconds(s.agent)
+}
+
+func cpuSeconds(p *proc.Process) float64 {
+	if p == nil {
+		return 0
 	}
-	return sum
+	d, err := p.CPUTime()
+	if err != nil {
+		return 0
+	}
+	return d.Seconds()
 }
 
 func (s *system) stop() error {
-	var errs []error
-	for i := len(s.procs) - 1; i >= 0; i-- {
-		errs = append(errs, s.procs[i].Stop())
+	err := s.server.Stop()
+	if s.agent != nil {
+		err = errors.Join(err, s.agent.Stop())
 	}
-	return errors.Join(errs...)
+	return err
 }
 
 // Run starts every system's server once, runs the rounds and stops the
@@ -206,6 +217,8 @@ func Run(ctx context.Context, cfg Config) ([]Sample, error) {
 		}
 		log.Info("round", "rep", r.Rep, "system", r.System, "callers", r.Callers,
 			"calls_per_s", int(s.CallsPerSecond()), "cpu_us_per_call", fmt.Sprintf("%.1f", s.CPUPerCall()),
+			"server_us", fmt.Sprintf("%.1f", s.perCall(s.ServerCPUSeconds)), "agent_us", fmt.Sprintf("%.1f", s.perCall(s.AgentCPUSeconds)),
+			"load_us", fmt.Sprintf("%.1f", s.perCall(s.CPUSeconds)),
 			"allocs_per_call", fmt.Sprintf("%.1f", s.AllocsPerCall()), "errors", s.Errors)
 		samples = append(samples, s)
 	}
@@ -230,7 +243,7 @@ func startSystem(ctx context.Context, bins Binaries, dir, name string) (*system,
 			a.Proc.Stop()
 			return nil, err
 		}
-		return &system{procs: []*proc.Process{a.Proc, e}, target: a.GRPCAddr}, nil
+		return &system{server: e, agent: a.Proc, target: a.GRPCAddr}, nil
 	default:
 		ports, err := proc.FreePorts(1)
 		if err != nil {
@@ -245,7 +258,7 @@ func startSystem(ctx context.Context, bins Binaries, dir, name string) (*system,
 			p.Stop()
 			return nil, err
 		}
-		return &system{procs: []*proc.Process{p}, target: addr}, nil
+		return &system{server: p, target: addr}, nil
 	}
 }
 
@@ -307,19 +320,20 @@ func readRound(stdout io.Reader, stdin io.Writer, s *system) (Sample, error) {
 	if !lines.Scan() || lines.Text() != Ready {
 		return Sample{}, fmt.Errorf("no %q line after the warm-up (got %q)", Ready, lines.Text())
 	}
-	before := s.cpu()
+	serverBefore, agentBefore := s.cpu()
 	if _, err := io.WriteString(stdin, "go\n"); err != nil {
 		return Sample{}, err
 	}
 	if !lines.Scan() {
 		return Sample{}, errors.New("no result line")
 	}
-	after := s.cpu()
+	serverAfter, agentAfter := s.cpu()
 	var sample Sample
 	if err := json.Unmarshal(lines.Bytes(), &sample.Result); err != nil {
 		return Sample{}, fmt.Errorf("result line %q: %w", lines.Text(), err)
 	}
-	sample.ServerCPUSeconds = after - before
+	sample.ServerCPUSeconds = serverAfter - serverBefore
+	sample.AgentCPUSeconds = agentAfter - agentBefore
 	return sample, nil
 }
 

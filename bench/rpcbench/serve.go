@@ -56,7 +56,7 @@ func serveGRPC(ctx context.Context, listen string, out io.Writer) error {
 // loading an empty config gets them) and no etcd: it only listens. Its
 // Start blocks without a way to stop it, so the process ends with ctx.
 func serveGoZero(ctx context.Context, listen string, out io.Writer) error {
-	quietGoZero()
+	QuietGoZero()
 	var c gozero.RpcServerConf
 	if err := conf.FillDefault(&c); err != nil {
 		return err

@@ -41,6 +41,9 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// go-zero, linked into every role of this binary, reports usage
+	// statistics once a minute from a package init unless told not to.
+	rpcbench.QuietGoZero()
 	var err error
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "run":
