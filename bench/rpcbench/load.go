@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime/metrics"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +50,9 @@ type LoadConfig struct {
 	Warmup  time.Duration
 	// Duration is how long the measured load runs.
 	Duration time.Duration
+	// CPUProfile, if set, is where a CPU profile of the measured window
+	// is written.
+	CPUProfile string
 }
 
 // Result is what a load process measured in its measured window, written
@@ -90,7 +95,14 @@ func Load(ctx context.Context, cfg LoadConfig, in io.Reader, out io.Writer) erro
 	if !bufio.NewScanner(in).Scan() {
 		return errors.New("no go-ahead on standard input")
 	}
+	stopProfile, err := startProfile(cfg.CPUProfile)
+	if err != nil {
+		return err
+	}
 	res, err := drive(conn, payload, cfg.Callers, cfg.Duration)
+	if perr := stopProfile(); err == nil {
+		err = perr
+	}
 	if err != nil {
 		return err
 	}
@@ -177,6 +189,26 @@ func drive(conn *grpc.ClientConn, payload *wrapperspb.BytesValue, callers int, d
 		return res, fmt.Errorf("no call succeeded: %s", res.FirstError)
 	}
 	return res, nil
+}
+
+// startProfile starts a CPU profile into path (nothing when path is
+// empty) and returns what stops it and closes the file.
+func startProfile(path string) (stop func() error, err error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 // heapAllocs is the number of heap objects this process has allocated.

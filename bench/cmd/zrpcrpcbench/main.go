@@ -116,6 +116,7 @@ func load(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Payload, "payload", 100, "request bytes")
 	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "unmeasured load before the measured window")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured load")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the measured window to this file")
 	fs.Parse(args)
 	if cfg.Target == "" || cfg.Callers < 1 || cfg.Duration <= 0 {
 		return fmt.Errorf("load: --target must be set, --callers at least 1 and --duration positive (got %q, %d, %v)", cfg.Target, cfg.Callers, cfg.Duration)
