@@ -103,14 +103,14 @@ func NewChain(cfg Config) (grpc.UnaryClientInterceptor, grpc.StreamClientInterce
 	if !cfg.NoRetry {
 		r := newRetryStage(cfg.Retry, head)
 		if metrics != nil {
-			r.onRetry = func(method string) { metrics.retries.WithLabelValues(method).Inc() }
+			r.onRetry = metrics.retried
 		}
 		head = r
 	}
 	if !cfg.NoBreaker {
 		b := newBreakerStage(cfg.Breaker, head)
 		if metrics != nil {
-			b.onReject = func(method string) { metrics.rejected.WithLabelValues(method).Inc() }
+			b.onReject = metrics.rejectedCall
 		}
 		head = b
 	}
