@@ -5,7 +5,7 @@ VERSION     ?= 0.1.0-dev
 LDFLAGS     := -X github.com/zrpcio/zrpc/cli.Version=$(VERSION)
 BIN         := bin
 
-.PHONY: all build test lint bench bench-security bench-registry proto run clean demo robustness fuzz docs
+.PHONY: all build test lint bench bench-security bench-registry bench-rpc proto run clean demo robustness fuzz docs
 
 all: build
 
@@ -20,7 +20,7 @@ build:
 ## Then deploy/'s own module: the Dockerfile and the Kubernetes manifests,
 ## decoded strictly with the k8s.io/api types.
 ALLOC_TESTS    := Allocate
-ALLOC_PACKAGES := ./rpc/balancer/ ./storage/codec/ ./node/health/ ./node/grpcapi/
+ALLOC_PACKAGES := ./rpc/ ./rpc/clientchain/ ./rpc/balancer/ ./storage/codec/ ./node/health/ ./node/grpcapi/
 ## Tests in files built only without the race detector (//go:build !race,
 ## for a race inside a dependency that the file explains) run without it.
 NORACE_TESTS    := TestAgentsAllRestartedAtNewAddressesElectALeader
@@ -93,6 +93,19 @@ REGBENCH_FLAGS ?=
 bench-registry: build
 	command -v etcd >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-server etcd-client)
 	cd bench && $(GO) run ./cmd/zrpcregbench --bin ../$(BIN) --out $(REGBENCH_OUT) $(REGBENCH_FLAGS)
+
+## bench-rpc: zrpc against plain grpc-go and go-zero zrpc, measured from
+## outside: each server and load generator in its own process (zrpc's
+## server registered in a zrpcd agent, its client dialling zrpc:///),
+## interleaved over RPC_REPS repetitions at RPC_CALLERS callers, RPC_DURATION
+## each (about 3 minutes with the defaults). Results: a markdown table.
+RPC_REPS     ?= 3
+RPC_CALLERS  ?= 1,16,64
+RPC_DURATION ?= 5s
+bench-rpc: build
+	cd bench && $(GO) build -o ../$(BIN)/zrpcecho ./cmd/zrpcecho && \
+		$(GO) build -o ../$(BIN)/zrpcrpcbench ./cmd/zrpcrpcbench
+	$(BIN)/zrpcrpcbench run --bin $(BIN) --reps $(RPC_REPS) --callers $(RPC_CALLERS) --duration $(RPC_DURATION)
 
 ## proto: regenerate api/zrpcpb from api/*.proto (installs protoc and plugins)
 proto:

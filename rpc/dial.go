@@ -64,7 +64,9 @@ func WithHedging(cfg clientchain.HedgeConfig) DialOption {
 func WithoutChain() DialOption { return func(o *dialOptions) { o.noChain = true } }
 
 // WithTimeout sets the default per-call timeout (0 turns it off); it never
-// extends a deadline the caller set.
+// extends a deadline the caller set. It ends a call without being sent to
+// the server as grpc-timeout (see clientchain.Timeout); a caller's own
+// deadline is sent.
 func WithTimeout(d time.Duration) DialOption { return func(o *dialOptions) { o.chain.Timeout = d } }
 
 // WithAgents sets the agents a zrpc:/// target is resolved through

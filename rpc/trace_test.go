@@ -95,3 +95,32 @@ func TestTraceAndDeadlineSpanTwoHops(t *testing.T) {
 		}
 	}
 }
+
+// The client's default timeout bounds a call without being a deadline the
+// server sees; a caller's own deadline is one.
+func TestDialDefaultTimeoutIsNotSentButCallerDeadlineIs(t *testing.T) {
+	deadline := make(chan time.Time, 1)
+	srv := startTraced(t, sdktrace.NewTracerProvider(), nil, deadline)
+	conn, err := rpc.Dial(context.Background(), "direct:///"+srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	if err := call(context.Background(), conn); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-deadline; !got.IsZero() {
+		t.Errorf("server saw deadline %v for a call with only the client's default timeout, want none", got)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 7*time.Second)
+	defer cancel()
+	want, _ := ctx.Deadline()
+	if err := call(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-deadline; got.IsZero() || got.Sub(want).Abs() > 500*time.Millisecond {
+		t.Errorf("server saw deadline %v, want the caller's %v", got, want)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/zrpcio/zrpc/bench/internal/proc"
+	"github.com/zrpcio/zrpc/bench/internal/zrpcd"
 )
 
 // Binaries are the programs the benchmark runs.
@@ -204,14 +205,14 @@ func (c Config) runOne(ctx context.Context, dir, name string, sec *pki, log *slo
 	if err != nil {
 		return nil, err
 	}
-	defer a.proc.Stop()
+	defer a.Proc.Stop()
 	creds := credentials{pki: sec}
 	var mgmtToken string
 	if sec != nil {
-		if err := checkEnforced(ctx, a.grpcAddr, sec); err != nil {
+		if err := checkEnforced(ctx, a.GRPCAddr, sec); err != nil {
 			return nil, err
 		}
-		if creds.tokenFile, mgmtToken, err = sec.bootstrapACL(ctx, c.Bins, a.grpcAddr, dir); err != nil {
+		if creds.tokenFile, mgmtToken, err = sec.bootstrapACL(ctx, c.Bins, a.GRPCAddr, dir); err != nil {
 			return nil, err
 		}
 	}
@@ -220,7 +221,7 @@ func (c Config) runOne(ctx context.Context, dir, name string, sec *pki, log *slo
 	// are not what is measured.
 	if c.Warmup > 0 {
 		w := slices.Max(c.Writers)
-		if _, err := registerLoad(ctx, "warmup", a.grpcAddr, creds, w, c.Warmup, c.MaxOps, nil); err != nil {
+		if _, err := registerLoad(ctx, "warmup", a.GRPCAddr, creds, w, c.Warmup, c.MaxOps, nil); err != nil {
 			return nil, fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -230,9 +231,9 @@ func (c Config) runOne(ctx context.Context, dir, name string, sec *pki, log *slo
 		if c.ProfileDir != "" && w == slices.Max(c.Writers) {
 			profiled = make(chan error, 1)
 			path := filepath.Join(c.ProfileDir, name+"-agent.pprof")
-			go func() { profiled <- cpuProfile(ctx, a.httpAddr, mgmtToken, path, max(1, int(c.Duration.Seconds())-1)) }()
+			go func() { profiled <- cpuProfile(ctx, a.HTTPAddr, mgmtToken, path, max(1, int(c.Duration.Seconds())-1)) }()
 		}
-		st, err := registerLoad(ctx, fmt.Sprintf("w%d", w), a.grpcAddr, creds, w, c.Duration, c.MaxOps, cpuMeter{regProc: a.proc})
+		st, err := registerLoad(ctx, fmt.Sprintf("w%d", w), a.GRPCAddr, creds, w, c.Duration, c.MaxOps, cpuMeter{regProc: a.Proc})
 		if profiled != nil {
 			if perr := <-profiled; perr != nil && err == nil {
 				err = perr
@@ -243,12 +244,12 @@ func (c Config) runOne(ctx context.Context, dir, name string, sec *pki, log *slo
 		}
 		st.record(sample, regMetric(w), regRate, regProc, log)
 	}
-	e, err := startEcho(ctx, c.Bins, dir, a.grpcAddr, creds)
+	e, err := startEcho(ctx, c.Bins, dir, a.GRPCAddr, creds)
 	if err != nil {
 		return nil, err
 	}
 	defer e.Stop()
-	st, err := echoLoad(ctx, a.grpcAddr, creds, c.Callers, c.Warmup, c.Duration, c.MaxOps, cpuMeter{echoProc: e})
+	st, err := echoLoad(ctx, a.GRPCAddr, creds, c.Callers, c.Warmup, c.Duration, c.MaxOps, cpuMeter{echoProc: e})
 	if err != nil {
 		return nil, fmt.Errorf("echo, %d callers: %w", c.Callers, err)
 	}
@@ -256,39 +257,18 @@ func (c Config) runOne(ctx context.Context, dir, name string, sec *pki, log *slo
 	if err := e.Stop(); err != nil {
 		return nil, err
 	}
-	return sample, a.proc.Stop()
+	return sample, a.Proc.Stop()
 }
 
 // startEcho starts the echo server, registered through the agent at addr,
 // and waits until it says it is registered.
 func startEcho(ctx context.Context, bins Binaries, dir, addr string, creds credentials) (*proc.Process, error) {
-	args := []string{"--agent", addr, "--name", echoService, "--listen", "127.0.0.1:0"}
+	var args []string
 	if creds.pki != nil {
 		args = append(args, "--tls-ca", creds.pki.ca, "--tls-cert", creds.pki.echoCert, "--tls-key", creds.pki.echoKey,
 			"--token-file", creds.tokenFile)
 	}
-	p, err := proc.Start(dir, "zrpcecho", bins.Echo, args...)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if strings.Contains(p.Tail(), "listening ") {
-			return p, nil
-		}
-		if done, err := p.Exited(); done {
-			return nil, fmt.Errorf("zrpcecho exited before it was registered (%v):\n%s", err, p.Tail())
-		}
-		select {
-		case <-ctx.Done():
-			p.Stop()
-			return nil, fmt.Errorf("zrpcecho not registered: %w\n%s", ctx.Err(), p.Tail())
-		case <-tick.C:
-		}
-	}
+	return zrpcd.StartEcho(ctx, bins.Echo, dir, addr, echoService, args...)
 }
 
 // WriteTable writes, for each metric, the median and min-max of each mode

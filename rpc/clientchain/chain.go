@@ -119,14 +119,14 @@ func NewChain(cfg Config) (grpc.UnaryClientInterceptor, grpc.StreamClientInterce
 			hedge.shareBudget(&r.budget)
 		}
 		if metrics != nil {
-			r.onRetry = func(method string) { metrics.retries.WithLabelValues(method).Inc() }
+			r.onRetry = metrics.retried
 		}
 		head = r
 	}
 	if !cfg.NoBreaker {
 		b := newBreakerStage(cfg.Breaker, head)
 		if metrics != nil {
-			b.onReject = func(method string) { metrics.rejected.WithLabelValues(method).Inc() }
+			b.onReject = metrics.rejectedCall
 		}
 		head = b
 	}

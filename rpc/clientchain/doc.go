@@ -25,13 +25,16 @@
 //	    first attempt's instance is noted through [PickNote] and excluded);
 //	    the first answer wins, the other attempt is cancelled, and each hedge
 //	    spends a retry-budget token.
-//	  - [Timeout] bounds each attempt (default 2 s) using only the context: no
-//	    goroutine per call, and never a later deadline than the caller's.
+//	  - [Timeout] bounds each attempt (default 2 s) through the context, with
+//	    no goroutine and no timer per call (calls of the same few
+//	    milliseconds share one deadline), never later than the caller's
+//	    deadline. The bound is not sent to the server as grpc-timeout; a
+//	    caller's own deadline is.
 //
-// The hot path takes no locks, starts no goroutines and logs nothing; see
-// notes/rpc-overhead.md. Breaker and Retry are unary only: a stream cannot be
-// replayed once messages have been sent, and its outcome is known only when
-// it ends. Streams get propagation, metrics and (opt-in) a lifetime timeout.
+// The hot path starts no goroutines and logs nothing; its only locks are
+// the context package's, spread over shards (see [Timeout]). Breaker and
+// Retry are unary only: a stream cannot be replayed once messages have been
+// sent, and its outcome is known only when it ends. Streams get propagation, metrics and (opt-in) a lifetime timeout.
 //
 // What it is not: no tracing spans (the trace stage lives with the tracing
 // package and is off when nothing is exported), no load balancing, no

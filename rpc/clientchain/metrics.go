@@ -30,6 +30,8 @@ type clientMetrics struct {
 
 type methodMetrics struct {
 	duration prometheus.Observer
+	retries  prometheus.Counter
+	rejected prometheus.Counter
 	// byCode is filled on first use of each code, so only codes that occur
 	// appear as series.
 	byCode [numCodes]atomic.Pointer[prometheus.Counter]
@@ -94,10 +96,20 @@ func (m *clientMetrics) method(method string) *methodMetrics {
 	if v, ok := m.methods.Load(method); ok {
 		return v.(*methodMetrics)
 	}
-	mm := &methodMetrics{duration: m.duration.WithLabelValues(method)}
+	mm := &methodMetrics{
+		duration: m.duration.WithLabelValues(method),
+		retries:  m.retries.WithLabelValues(method),
+		rejected: m.rejected.WithLabelValues(method),
+	}
 	v, _ := m.methods.LoadOrStore(method, mm)
 	return v.(*methodMetrics)
 }
+
+// retried counts an attempt after the first of a call of method.
+func (m *clientMetrics) retried(method string) { m.method(method).retries.Inc() }
+
+// rejectedCall counts a call of method the breaker refused.
+func (m *clientMetrics) rejectedCall(method string) { m.method(method).rejected.Inc() }
 
 func (m *clientMetrics) observe(method string, start time.Time, err error) {
 	mm := m.method(method)

@@ -211,3 +211,34 @@ func GoBuild(dir, out, pkg string) error {
 	}
 	return nil
 }
+
+// WaitLog polls p's log until it contains text, p exits, or timeout
+// passes.
+func WaitLog(ctx context.Context, p *Process, text string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if strings.Contains(p.Tail(), text) {
+			return nil
+		}
+		if done, err := p.Exited(); done {
+			return fmt.Errorf("%s exited before it logged %q (%v):\n%s", p.name, text, err, p.Tail())
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not log %q: %w\n%s", p.name, text, ctx.Err(), p.Tail())
+		case <-tick.C:
+		}
+	}
+}
+
+// Command is exec.Command for a child the benchmark talks to through its
+// standard input and output: it gets SIGKILL if the benchmark dies without
+// stopping it (where the platform allows), as Start's children do.
+func Command(bin string, args ...string) *exec.Cmd {
+	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = childAttr()
+	return cmd
+}

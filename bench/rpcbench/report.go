@@ -1,0 +1,110 @@
+package rpcbench
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+)
+
+// Summary is the median, min and max of one measure over repetitions.
+type Summary struct {
+	Median, Min, Max float64
+	N                int
+}
+
+// Summarize returns the median (the mean of the middle two for an even
+// count), min and max of v.
+func Summarize(v []float64) Summary {
+	if len(v) == 0 {
+		return Summary{}
+	}
+	s := slices.Sorted(slices.Values(v))
+	n := len(s)
+	med := s[n/2]
+	if n%2 == 0 {
+		med = (s[n/2-1] + s[n/2]) / 2
+	}
+	return Summary{Median: med, Min: s[0], Max: s[n-1], N: n}
+}
+
+func (s Summary) format(verb string) string {
+	if s.N == 0 {
+		return "–"
+	}
+	f := func(v float64) string { return fmt.Sprintf(verb, v) }
+	if s.N == 1 {
+		return f(s.Median)
+	}
+	return f(s.Median) + " (" + f(s.Min) + "–" + f(s.Max) + ")"
+}
+
+// measure picks one number out of a sample.
+type measure func(Sample) float64
+
+// values returns m of the samples of system at callers, by repetition.
+func values(samples []Sample, system string, callers int, m measure) map[int]float64 {
+	out := map[int]float64{}
+	for _, s := range samples {
+		if s.System == system && s.Callers == callers {
+			out[s.Rep] = m(s)
+		}
+	}
+	return out
+}
+
+// ratios returns, for every repetition that measured both, m of system
+// divided by m of base in that repetition.
+func ratios(samples []Sample, system, base string, callers int, m measure) []float64 {
+	b := values(samples, base, callers, m)
+	var out []float64
+	for rep, v := range values(samples, system, callers, m) {
+		if d, ok := b[rep]; ok && d != 0 {
+			out = append(out, v/d)
+		}
+	}
+	return out
+}
+
+func summarize(samples []Sample, system string, callers int, m measure) Summary {
+	var v []float64
+	for _, x := range values(samples, system, callers, m) {
+		v = append(v, x)
+	}
+	return Summarize(v)
+}
+
+// WriteTable writes a markdown table: for every caller count and system,
+// calls per second, its ratio to grpc-go and to go-zero within each
+// repetition, CPU microseconds per call (servers and load process) and
+// its ratio to grpc-go, and the load process's allocations per call; each
+// as median (min–max) over the repetitions.
+func WriteTable(w io.Writer, samples []Sample) error {
+	var callers []int
+	for _, s := range samples {
+		if !slices.Contains(callers, s.Callers) {
+			callers = append(callers, s.Callers)
+		}
+	}
+	slices.Sort(callers)
+	var b strings.Builder
+	b.WriteString("| callers | system | calls/s | × grpc-go | × go-zero | CPU µs/call | CPU × grpc-go | client allocs/call |\n")
+	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, c := range callers {
+		for _, sys := range Systems {
+			qps := summarize(samples, sys, c, Sample.CallsPerSecond)
+			if qps.N == 0 {
+				continue
+			}
+			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s |\n", c, sys,
+				qps.format("%.0f"),
+				Summarize(ratios(samples, sys, GRPC, c, Sample.CallsPerSecond)).format("%.2f"),
+				Summarize(ratios(samples, sys, GoZero, c, Sample.CallsPerSecond)).format("%.2f"),
+				summarize(samples, sys, c, Sample.CPUPerCall).format("%.1f"),
+				Summarize(ratios(samples, sys, GRPC, c, Sample.CPUPerCall)).format("%.2f"),
+				summarize(samples, sys, c, Sample.AllocsPerCall).format("%.1f"))
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
