@@ -17,6 +17,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/node/grpcapi"
+	"github.com/zrpcio/zrpc/node/ui"
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
@@ -211,9 +212,9 @@ func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // startHTTP serves /metrics, /healthz (the process is up), /readyz (this
-// agent knows a leader, so writes can succeed) and /debug/pprof (its
+// agent knows a leader, so writes can succeed), /debug/pprof (its
 // cmdline with secret flags redacted; with ACLs on, only to tokens with
-// operator:read, httpauth.go).
+// operator:read, httpauth.go) and the web UI at /ui/ (package ui).
 func (n *Node) startHTTP() error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
@@ -225,6 +226,8 @@ func (n *Node) startHTTP() error {
 		}
 		http.Error(w, "not ready: no Raft leader known", http.StatusServiceUnavailable)
 	})
+	n.ui = n.newUI()
+	mux.Handle(ui.Prefix, n.ui)
 	debug := func(path string, h http.HandlerFunc) { mux.Handle(path, n.requireOperatorRead(h)) }
 	debug("/debug/pprof/", pprof.Index)
 	debug("/debug/pprof/cmdline", serveCmdline)

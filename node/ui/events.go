@@ -1,0 +1,119 @@
+package ui
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// registryChange is the data of a "registry" event of the live stream:
+// the services whose instances changed up to revision, or reset when the
+// watch started over from a snapshot (every view may have changed).
+type registryChange struct {
+	Revision uint64   `json:"revision"`
+	Services []string `json:"services"`
+	Reset    bool     `json:"reset"`
+}
+
+// serveEvents is the live stream (Server-Sent Events, text/event-stream):
+// a "hello" event with the revision it starts after, then a "registry"
+// event whenever the registry changes, naming the services that changed
+// and that the token may read (a watch of every service, filtered as the
+// gRPC Watch is). It follows the local replica's watch, so it costs the
+// agent one watcher; it ends when the client goes or the UI closes.
+func (u *UI) serveEvents(w http.ResponseWriter, r *http.Request) {
+	a, ok := u.allow(w, r, pb.Registry_Watch_FullMethodName, &pb.WatchRequest{})
+	if !ok {
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, "this HTTP server cannot stream")
+		return
+	}
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		writeError(w, http.StatusServiceUnavailable, "the agent is shutting down")
+		return
+	}
+	u.streams.Add(1)
+	u.mu.Unlock()
+	defer u.streams.Done()
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(u.ctx, cancel)
+	defer stop()
+
+	rev := u.cfg.Replica.Revision()
+	watcher := u.cfg.Replica.Watch("", rev)
+	defer watcher.Close()
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	if err := writeEvent(w, "hello", registryChange{Revision: rev, Services: []string{}}); err != nil {
+		return
+	}
+	flusher.Flush()
+	// A snapshot (the watcher starts at revision 0, or fell behind the
+	// ring) is one reset; its further parts (More) add nothing to say.
+	inSnapshot := false
+	for {
+		resp, err := watcher.Next(ctx)
+		if err != nil {
+			return // the client went, or the UI closed
+		}
+		if inSnapshot || resp.Snapshot {
+			inSnapshot = resp.More
+			if !resp.Snapshot || resp.GetHeader().GetRevision() <= rev {
+				continue // the rest of a snapshot, or one of the state hello named
+			}
+		}
+		change, send := changeOf(filter(a, pb.Registry_Watch_FullMethodName, resp).(*pb.WatchResponse))
+		if !send {
+			continue
+		}
+		rev = max(rev, change.Revision)
+		if err := writeEvent(w, "registry", change); err != nil {
+			return
+		}
+		flusher.Flush()
+	}
+}
+
+// changeOf names the services a watch response changed; send is false
+// when there is nothing this reader may see (a snapshot always counts: it
+// replaces everything).
+func changeOf(resp *pb.WatchResponse) (change registryChange, send bool) {
+	change = registryChange{Revision: resp.GetHeader().GetRevision(), Reset: resp.Snapshot, Services: []string{}}
+	seen := map[string]bool{}
+	for _, ev := range resp.Events {
+		name := ev.GetInstance().GetService()
+		if !seen[name] {
+			seen[name] = true
+			change.Services = append(change.Services, name)
+		}
+		change.Revision = max(change.Revision, ev.Revision)
+	}
+	sort.Strings(change.Services)
+	return change, resp.Snapshot || len(change.Services) > 0
+}
+
+// writeEvent writes one Server-Sent Event whose data is v as JSON (one
+// line: encoding/json escapes newlines in strings).
+func writeEvent(w http.ResponseWriter, name string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, data)
+	return err
+}
