@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
+	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // registryChange is the data of a "registry" event of the live stream:
@@ -67,9 +70,16 @@ func (u *UI) serveEvents(w http.ResponseWriter, r *http.Request) {
 	// ring) is one reset; its further parts (More) add nothing to say.
 	inSnapshot := false
 	for {
-		resp, err := watcher.Next(ctx)
+		resp, err := u.next(ctx, watcher)
 		if err != nil {
 			return // the client went, or the UI closed
+		}
+		if resp == nil { // quiet for a while: a comment finds a dead connection
+			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil {
+				return
+			}
+			flusher.Flush()
+			continue
 		}
 		if inSnapshot || resp.Snapshot {
 			inSnapshot = resp.More
@@ -87,6 +97,21 @@ func (u *UI) serveEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		flusher.Flush()
 	}
+}
+
+// defaultKeepAlive is how long a live stream stays silent by default.
+const defaultKeepAlive = 25 * time.Second
+
+// next returns the watcher's next response, or nil once the keep-alive
+// interval has passed without one.
+func (u *UI) next(ctx context.Context, w *raftstore.Watcher) (*pb.WatchResponse, error) {
+	wait, cancel := context.WithTimeout(ctx, u.cfg.KeepAlive)
+	defer cancel()
+	resp, err := w.Next(wait)
+	if err != nil && ctx.Err() == nil && wait.Err() != nil {
+		return nil, nil
+	}
+	return resp, err
 }
 
 // changeOf names the services a watch response changed; send is false

@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -82,6 +83,10 @@ type Config struct {
 	Blobs   Blobs
 	// Authorize is nil with ACLs off: every request may read everything.
 	Authorize Authorize
+	// KeepAlive is how long a live stream may stay silent before a
+	// comment is sent (a connection that went away without closing, on
+	// a dropped network, is found when a write to it fails); 0: 25 s.
+	KeepAlive time.Duration
 	Logger    *slog.Logger
 }
 
@@ -106,6 +111,9 @@ func New(cfg Config) *UI {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = defaultKeepAlive
 	}
 	sub, err := fs.Sub(assets, "assets")
 	if err != nil {

@@ -111,8 +111,12 @@ func fakeAuthorize(t *testing.T) Authorize {
 }
 
 func newTestUI(t *testing.T, withACL bool) *testUI {
+	return newTestUIWith(t, withACL, 0)
+}
+
+func newTestUIWith(t *testing.T, withACL bool, keepAlive time.Duration) *testUI {
 	fsm := raftstore.NewFSM(1 << 12)
-	cfg := Config{Replica: fsm, Status: fakeStatus{}, Blobs: fakeBlobs{}}
+	cfg := Config{Replica: fsm, Status: fakeStatus{}, Blobs: fakeBlobs{}, KeepAlive: keepAlive}
 	if withACL {
 		cfg.Authorize = fakeAuthorize(t)
 	}
@@ -474,4 +478,22 @@ func TestCloseEndsLiveStreams(t *testing.T) {
 	if resp, body := u.get(t, "/ui/api/events", ""); resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("a stream after Close: %d %s, want 503", resp.StatusCode, body)
 	}
+}
+
+// A live stream with nothing to say sends a comment now and then, so that
+// a connection that went away without closing is found.
+func TestQuietLiveStreamSendsKeepAlives(t *testing.T) {
+	u := newTestUIWith(t, false, 20*time.Millisecond)
+	ev := u.openEvents(t, "")
+	if name, _, ok := ev.next(); !ok || name != "hello" {
+		t.Fatalf("first event %q, want hello", name)
+	}
+	stop := time.AfterFunc(10*time.Second, func() { ev.body.Close() })
+	defer stop.Stop()
+	for ev.sc.Scan() {
+		if ev.sc.Text() == ": keep-alive" {
+			return
+		}
+	}
+	t.Fatalf("the stream ended without a keep-alive comment: %v", ev.sc.Err())
 }

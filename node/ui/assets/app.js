@@ -263,10 +263,18 @@ function setLive(on, text) {
 // unlike EventSource, can send the ACL token; it reconnects when the
 // stream ends and refreshes the view on every registry event that
 // concerns it.
+//
+// The stream is aborted when the page is left: a browser may keep a left
+// page (back-forward cache) and with it its connection, and with HTTP/1.1
+// a few such connections take all a browser allows to one agent, so that
+// the next page's requests wait.
+let streamAbort = null;
+
 async function follow() {
   for (;;) {
     try {
-      const resp = await fetch("/ui/api/events", { headers: headers(), cache: "no-store" });
+      streamAbort = new AbortController();
+      const resp = await fetch("/ui/api/events", { headers: headers(), cache: "no-store", signal: streamAbort.signal });
       if (!resp.ok) throw new Error(await errorOf(resp));
       const reader = resp.body.getReader();
       const decoder = new TextDecoder();
@@ -324,6 +332,12 @@ function init() {
     setInterval(refresh, REFRESH_MS);
   }
   setInterval(showAgent, REFRESH_MS * 2);
+  window.addEventListener("pagehide", () => {
+    if (streamAbort) streamAbort.abort();
+  });
+  window.addEventListener("pageshow", (e) => {
+    if (e.persisted) refresh(); // back from the cache; follow reconnects
+  });
   follow();
 }
 
