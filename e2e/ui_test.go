@@ -127,7 +127,7 @@ func TestWebUIShowsWhatTheAPISays(t *testing.T) {
 		{"service", "services/user.rpc", nil},
 		{"members", "members", nil},
 		{"raft", "raft", []string{`<dd id="raft-leader">` + st.Leader + `</dd>`, ">voter<"}},
-		{"blobs", "blobs", []string{">models/model.bin<", ">healthy<", `id="repair"`}},
+		{"blobs", "blobs", []string{">models/model.bin<", ">healthy<", ">none needed<", `id="repair"`}},
 	}
 	for _, s := range services {
 		pages[0].want = append(pages[0].want, ">"+s.Name+"</a>")
@@ -191,4 +191,47 @@ func TestUITestFailsInCIWithoutChromium(t *testing.T) {
 			t.Errorf("CI=%q: fail %v (%q), want fail %v and how to install it", c.ci, fail, msg, c.fail)
 		}
 	}
+}
+
+// With ACLs on, the page says which token its data needs, and shows the
+// data once a token is typed into it; the token is sent by the page, never
+// put in a URL.
+func TestWebUIAsksForATokenWithACLs(t *testing.T) {
+	b := startBrowser(t)
+	_, zrpcctl := binaries(t)
+	shots := artifactDir(t)
+	a := newAgent(t, "uiacl", "--acl")
+	a.start()
+	var mgmt string
+	waitFor(t, 20*time.Second, "acl bootstrap", func() bool {
+		out, err := ctl(zrpcctl, a.grpcAddr(), "acl", "bootstrap")
+		for _, line := range strings.Split(out, "\n") {
+			if v, ok := strings.CutPrefix(line, "SecretID:"); ok {
+				mgmt = strings.TrimSpace(v)
+			}
+		}
+		return err == nil && strings.HasPrefix(mgmt, "zrpc_")
+	})
+	tokenFile := filepath.Join(t.TempDir(), "mgmt.token")
+	if err := os.WriteFile(tokenFile, []byte(mgmt), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl(zrpcctl, a.grpcAddr(), "--token-file", tokenFile, "service", "register", "user.rpc", "--id", "user-1", "--address", "127.0.0.1:19001"); err != nil {
+		t.Fatal(err)
+	}
+
+	ui := "http://127.0.0.1:" + itoa(a.httpPort) + "/ui/"
+	b.navigate(ui + "services")
+	b.waitDOM("the services page refusing without a token", "needs a token with service:read")
+	b.screenshot(filepath.Join(shots, "acl-no-token.png"))
+	set, err := json.Marshal(mgmt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.eval(`document.getElementById("token").value = ` + string(set) + `; document.getElementById("token-save").click(); true`)
+	html := b.waitDOM("the services page with the management token", ">user.rpc</a>", `class="live">live<`)
+	if strings.Contains(html, mgmt) {
+		t.Error("the token's secret is in the page's DOM")
+	}
+	b.screenshot(filepath.Join(shots, "acl-token.png"))
 }

@@ -77,8 +77,26 @@ func (fakeBlobs) List(context.Context, string) ([]*pb.BlobSummary, uint64) {
 	}, 5
 }
 
-func (fakeBlobs) LeaderRepairStatus(context.Context, string) (*pb.RepairStatusResponse, error) {
-	return &pb.RepairStatusResponse{Leader: "a1", Queued: 2, Waiting: 1}, nil
+func (fakeBlobs) LeaderRepairStatus(_ context.Context, blobID string) (*pb.RepairStatusResponse, error) {
+	r := &pb.RepairStatusResponse{Leader: "a1", Queued: 2, Waiting: 1}
+	if blobID == "id-b" {
+		r.Corrupt = []*pb.ShardRef{{BlobId: blobID, Block: 0, Index: 1, Node: "a2"}}
+	}
+	return r, nil
+}
+
+// blobReplica is a registry replica that also holds the fake blobs'
+// metadata.
+type blobReplica struct{ *raftstore.FSM }
+
+func (blobReplica) Blob(name string) *pb.Blob {
+	switch name {
+	case "models/a.bin":
+		return &pb.Blob{Name: name, Id: "id-a"}
+	case "secret/b.bin":
+		return &pb.Blob{Name: name, Id: "id-b"}
+	}
+	return nil
 }
 
 type testUI struct {
@@ -116,7 +134,7 @@ func newTestUI(t *testing.T, withACL bool) *testUI {
 
 func newTestUIWith(t *testing.T, withACL bool, keepAlive time.Duration) *testUI {
 	fsm := raftstore.NewFSM(1 << 12)
-	cfg := Config{Replica: fsm, Status: fakeStatus{}, Blobs: fakeBlobs{}, KeepAlive: keepAlive}
+	cfg := Config{Replica: blobReplica{fsm}, Status: fakeStatus{}, Blobs: fakeBlobs{}, KeepAlive: keepAlive}
 	if withACL {
 		cfg.Authorize = fakeAuthorize(t)
 	}
@@ -248,13 +266,21 @@ func TestClusterViewsComeFromStatusAndBlobs(t *testing.T) {
 	}
 	var blobs blobsView
 	u.getJSON(t, "/ui/api/blobs", "", &blobs)
-	if len(blobs.Blobs) != 2 || blobs.Blobs[1].Health != "degraded" || blobs.Blobs[0].Size != 1<<20 {
+	if len(blobs.Blobs) != 2 || blobs.Blobs[1].Health != "degraded" || blobs.Blobs[0].Size != 1<<20 || blobs.Blobs[1].ID != "id-b" {
 		t.Errorf("blobs %+v", blobs.Blobs)
 	}
 	var repair repairView
 	u.getJSON(t, "/ui/api/repair", "", &repair)
 	if repair.Leader != "a1" || repair.Queued != 2 || repair.Waiting != 1 {
 		t.Errorf("repair %+v", repair)
+	}
+	var one repairView
+	u.getJSON(t, "/ui/api/repair?blob=secret/b.bin", "", &one)
+	if one.Corrupt != 1 {
+		t.Errorf("repair of secret/b.bin %+v, want its 1 corrupt shard", one)
+	}
+	if resp, body := u.get(t, "/ui/api/repair?blob=nothing", ""); resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "no blob named nothing") {
+		t.Errorf("repair of an unknown blob: %d %s, want 404 naming it", resp.StatusCode, body)
 	}
 }
 

@@ -40,9 +40,17 @@ async function errorOf(resp) {
   return text.trim() || resp.status + " " + resp.statusText;
 }
 
+// refusal is the error of an answer that is not OK; a 401 says where
+// the token goes.
+async function refusal(resp) {
+  let msg = await errorOf(resp);
+  if (resp.status === 401) msg += ". Type a token into the ACL token field.";
+  return new Error(msg);
+}
+
 async function api(path) {
   const resp = await fetch("/ui/api/" + path, { headers: headers(), cache: "no-store" });
-  if (!resp.ok) throw new Error(await errorOf(resp));
+  if (!resp.ok) throw await refusal(resp);
   return resp.json();
 }
 
@@ -155,8 +163,36 @@ async function raftPage() {
   ];
 }
 
+// MAX_BLOB_REPAIRS bounds the blobs whose own repair state one refresh
+// asks for (each is a question to the leader).
+const MAX_BLOB_REPAIRS = 20;
+
+// blobRepairs asks the leader about each blob that is not healthy: how
+// many of its shards are reported corrupt and not yet rewritten.
+async function blobRepairs(blobs) {
+  const out = new Map();
+  const sick = blobs.filter((b) => b.health !== "healthy").slice(0, MAX_BLOB_REPAIRS);
+  await Promise.all(sick.map(async (b) => {
+    try {
+      out.set(b.name, await api("repair?blob=" + encodeURIComponent(b.name)));
+    } catch (err) {
+      out.set(b.name, { error: err.message });
+    }
+  }));
+  return out;
+}
+
+function blobRepair(b, repairs) {
+  if (b.health === "healthy") return "none needed";
+  const r = repairs.get(b.name);
+  if (!r) return "not asked (too many unhealthy blobs)";
+  if (r.error) return "unknown: " + r.error;
+  return "missing shards queued by " + r.leader + "; " + r.corrupt + " reported corrupt";
+}
+
 async function blobsPage() {
   const data = await api("blobs");
+  const repairs = await blobRepairs(data.blobs);
   const nodes = [
     el("h1", {}, "Blobs"),
     table([
@@ -165,6 +201,7 @@ async function blobsPage() {
       { title: "Size", num: true, cell: (b) => bytes(b.size) },
       { title: "Shards", cell: (b) => (b.inline ? "inline" : b.data_shards + "+" + b.parity_shards) },
       { title: "Health", cell: (b) => health(b.health) },
+      { title: "Repair", cell: (b) => blobRepair(b, repairs) },
       { title: "Created", cell: (b) => b.created },
     ], data.blobs, "No blobs are stored."),
     el("h2", {}, "Repair"),
@@ -208,6 +245,7 @@ function route() {
 
 const page = route();
 let rendering = false;
+let rendered = false;
 let again = false;
 
 // refresh renders the page again; calls while it runs coalesce into one
@@ -221,9 +259,11 @@ async function refresh() {
   try {
     const nodes = await page.render();
     document.getElementById("view").replaceChildren(...nodes);
+    rendered = true;
     showError(null);
   } catch (err) {
-    showError(err);
+    showError(err); // a view shown before stays, under the error
+    if (!rendered) document.getElementById("view").replaceChildren();
   } finally {
     rendering = false;
   }
@@ -253,10 +293,12 @@ async function showAgent() {
   }
 }
 
-function setLive(on, text) {
+function setLive(on, text, why) {
   const live = document.getElementById("live");
   live.textContent = text;
   live.className = on ? "live" : "live off";
+  if (why) live.setAttribute("title", why);
+  else live.removeAttribute("title");
 }
 
 // follow reads the live stream (Server-Sent Events) with fetch, which,
@@ -275,7 +317,7 @@ async function follow() {
     try {
       streamAbort = new AbortController();
       const resp = await fetch("/ui/api/events", { headers: headers(), cache: "no-store", signal: streamAbort.signal });
-      if (!resp.ok) throw new Error(await errorOf(resp));
+      if (!resp.ok) throw await refusal(resp);
       const reader = resp.body.getReader();
       const decoder = new TextDecoder();
       let buf = "";
@@ -291,7 +333,7 @@ async function follow() {
       }
       setLive(false, "reconnecting");
     } catch (err) {
-      setLive(false, "not live: " + err.message);
+      setLive(false, "not live", err.message);
     }
     await new Promise((r) => setTimeout(r, 2000));
   }
