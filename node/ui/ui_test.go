@@ -523,3 +523,24 @@ func TestQuietLiveStreamSendsKeepAlives(t *testing.T) {
 	}
 	t.Fatalf("the stream ended without a keep-alive comment: %v", ev.sc.Err())
 }
+
+// A HEAD of the live stream is answered at once, without a stream: the
+// connection is free for the next request.
+func TestHeadOfLiveStreamDoesNotStream(t *testing.T) {
+	u := newTestUI(t, false)
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}, Timeout: 10 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+	resp, err := client.Head(u.srv.URL + "/ui/api/events")
+	if err != nil {
+		t.Fatalf("HEAD /ui/api/events: %v", err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Errorf("HEAD /ui/api/events: Content-Type %q", resp.Header.Get("Content-Type"))
+	}
+	resp, err = client.Get(u.srv.URL + "/ui/api/services")
+	if err != nil {
+		t.Fatalf("GET after a HEAD of the stream, on the same connection: %v", err)
+	}
+	resp.Body.Close()
+}
