@@ -3,12 +3,14 @@ package ui
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"sort"
 	"time"
 
+	"github.com/zrpcio/zrpc/acl"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/raftstore"
 )
@@ -27,21 +29,20 @@ type registryChange struct {
 // event whenever the registry changes, naming the services that changed
 // and that the token may read (a watch of every service, filtered as the
 // gRPC Watch is). It follows the local replica's watch, so it costs the
-// agent one watcher; it ends when the client goes or the UI closes.
+// agent one watcher; it ends when the client goes, when a write to it
+// takes longer than the write timeout (a reader that stopped reading),
+// or when the UI closes.
 func (u *UI) serveEvents(w http.ResponseWriter, r *http.Request) {
 	a, ok := u.allow(w, r, pb.Registry_Watch_FullMethodName, &pb.WatchRequest{})
 	if !ok {
 		return
 	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
 	if r.Method == http.MethodHead {
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.Header().Set("Cache-Control", "no-store")
 		return // a HEAD has no body to stream
-	}
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		writeError(w, http.StatusInternalServerError, "this HTTP server cannot stream")
-		return
 	}
 	u.mu.Lock()
 	if u.closed {
@@ -61,16 +62,17 @@ func (u *UI) serveEvents(w http.ResponseWriter, r *http.Request) {
 	rev := u.cfg.Replica.Revision()
 	watcher := u.cfg.Replica.Watch("", rev)
 	defer watcher.Close()
-
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
+	s := &eventStream{w: w, rc: http.NewResponseController(w), timeout: u.cfg.WriteTimeout}
 	w.WriteHeader(http.StatusOK)
-	if err := writeEvent(w, "hello", registryChange{Revision: rev, Services: []string{}}); err != nil {
+	if err := s.event("hello", registryChange{Revision: rev, Services: []string{}}); err != nil {
 		return
 	}
-	flusher.Flush()
+	u.follow(ctx, s, watcher, rev, a)
+}
+
+// follow sends a "registry" event for every change watcher yields after
+// revision rev that a may read, until ctx ends or a write fails.
+func (u *UI) follow(ctx context.Context, s *eventStream, watcher *raftstore.Watcher, rev uint64, a acl.Authorizer) {
 	// A snapshot (the watcher starts at revision 0, or fell behind the
 	// ring) is one reset; its further parts (More) add nothing to say.
 	inSnapshot := false
@@ -80,10 +82,9 @@ func (u *UI) serveEvents(w http.ResponseWriter, r *http.Request) {
 			return // the client went, or the UI closed
 		}
 		if resp == nil { // quiet for a while: a comment finds a dead connection
-			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil {
+			if err := s.write(": keep-alive\n\n"); err != nil {
 				return
 			}
-			flusher.Flush()
 			continue
 		}
 		if inSnapshot || resp.Snapshot {
@@ -97,15 +98,46 @@ func (u *UI) serveEvents(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		rev = max(rev, change.Revision)
-		if err := writeEvent(w, "registry", change); err != nil {
+		if err := s.event("registry", change); err != nil {
 			return
 		}
-		flusher.Flush()
 	}
 }
 
-// defaultKeepAlive is how long a live stream stays silent by default.
-const defaultKeepAlive = 25 * time.Second
+// eventStream writes Server-Sent Events, each flushed at once and within
+// a deadline.
+type eventStream struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+// write sends text and flushes it, failing once the timeout passes.
+func (s *eventStream) write(text string) error {
+	if err := s.rc.SetWriteDeadline(time.Now().Add(s.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	if _, err := io.WriteString(s.w, text); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+// event sends one event whose data is v as JSON (one line:
+// encoding/json escapes newlines in strings).
+func (s *eventStream) event(name string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return s.write(fmt.Sprintf("event: %s\ndata: %s\n\n", name, data))
+}
+
+// Defaults of Config.KeepAlive and Config.WriteTimeout.
+const (
+	defaultKeepAlive    = 25 * time.Second
+	defaultWriteTimeout = 10 * time.Second
+)
 
 // next returns the watcher's next response, or nil once the keep-alive
 // interval has passed without one.
@@ -135,15 +167,4 @@ func changeOf(resp *pb.WatchResponse) (change registryChange, send bool) {
 	}
 	sort.Strings(change.Services)
 	return change, resp.Snapshot || len(change.Services) > 0
-}
-
-// writeEvent writes one Server-Sent Event whose data is v as JSON (one
-// line: encoding/json escapes newlines in strings).
-func writeEvent(w http.ResponseWriter, name string, v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, data)
-	return err
 }

@@ -89,6 +89,9 @@ type Config struct {
 	// comment is sent (a connection that went away without closing, on
 	// a dropped network, is found when a write to it fails); 0: 25 s.
 	KeepAlive time.Duration
+	// WriteTimeout bounds each write to a live stream: a reader that
+	// stopped reading has its stream ended; 0: 10 s.
+	WriteTimeout time.Duration
 	// LoopbackOnly answers only requests whose Host is localhost or a
 	// loopback IP: set it when the HTTP endpoint listens on loopback,
 	// where any other name can only come from DNS rebinding (a web page
@@ -122,6 +125,9 @@ func New(cfg Config) *UI {
 	}
 	if cfg.KeepAlive <= 0 {
 		cfg.KeepAlive = defaultKeepAlive
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = defaultWriteTimeout
 	}
 	sub, err := fs.Sub(assets, "assets")
 	if err != nil {

@@ -7,8 +7,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 
 	"github.com/zrpcio/zrpc/acl"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
@@ -582,4 +585,61 @@ func TestLoopbackUIRefusesOtherHostNames(t *testing.T) {
 		}
 		u.Close()
 	}
+}
+
+// stalledWriter is a live stream's response to a reader that stops
+// reading after the hello: later writes block until their deadline (for
+// ever without one).
+type stalledWriter struct {
+	header   http.Header
+	writes   atomic.Int32
+	deadline atomic.Pointer[time.Time]
+	never    chan struct{}
+}
+
+func (s *stalledWriter) Header() http.Header { return s.header }
+func (s *stalledWriter) WriteHeader(int)     {}
+func (s *stalledWriter) FlushError() error   { return nil }
+
+func (s *stalledWriter) SetWriteDeadline(t time.Time) error {
+	s.deadline.Store(&t)
+	return nil
+}
+
+func (s *stalledWriter) Write(p []byte) (int, error) {
+	if s.writes.Add(1) == 1 {
+		return len(p), nil // the hello
+	}
+	d := s.deadline.Load()
+	if d == nil || d.IsZero() {
+		<-s.never
+		return 0, io.ErrClosedPipe
+	}
+	time.Sleep(time.Until(*d))
+	return 0, os.ErrDeadlineExceeded
+}
+
+// A live stream whose reader stopped reading is ended once a write has
+// waited the write timeout, so it neither holds a goroutine for ever nor
+// keeps Close waiting.
+func TestLiveStreamOfAStalledReaderEnds(t *testing.T) {
+	fsm := raftstore.NewFSM(1 << 12)
+	u := New(Config{Replica: blobReplica{fsm}, Status: fakeStatus{}, Blobs: fakeBlobs{}, WriteTimeout: 50 * time.Millisecond})
+	sw := &stalledWriter{header: http.Header{}, never: make(chan struct{})}
+	t.Cleanup(func() { close(sw.never) })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	done := make(chan struct{})
+	go func() {
+		u.ServeHTTP(sw, httptest.NewRequest(http.MethodGet, "/ui/api/events", nil).WithContext(ctx))
+		close(done)
+	}()
+	testwait.For(t, 10*time.Second, "the hello", func() bool { return sw.writes.Load() >= 1 })
+	(&fsmWriter{tb: t, fsm: fsm}).register(&pb.Instance{Service: "user.rpc", Id: "u1", Address: "10.0.0.1:9000"})
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream of a reader that stopped reading was still open 10s later")
+	}
+	u.Close()
 }
