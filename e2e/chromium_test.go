@@ -131,6 +131,8 @@ func startBrowser(t *testing.T) *browser {
 	go b.read()
 	b.call("Page.enable", nil)
 	b.call("Runtime.enable", nil)
+	// Screenshots of 1280x900 whatever the headless window's decorations.
+	b.call("Emulation.setDeviceMetricsOverride", map[string]any{"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": false})
 	return b
 }
 
