@@ -185,6 +185,15 @@ func (b *browser) read() {
 // call sends a DevTools command and returns its result.
 func (b *browser) call(method string, params any) json.RawMessage {
 	b.t.Helper()
+	res, err := b.try(method, params)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return res
+}
+
+// try sends a DevTools command and returns its result or error.
+func (b *browser) try(method string, params any) (json.RawMessage, error) {
 	ch := make(chan cdpReply, 1)
 	b.mu.Lock()
 	b.nextID++
@@ -192,20 +201,19 @@ func (b *browser) call(method string, params any) json.RawMessage {
 	b.waiting[id] = ch
 	b.mu.Unlock()
 	if err := websocket.JSON.Send(b.ws, map[string]any{"id": id, "method": method, "params": params}); err != nil {
-		b.t.Fatalf("chromium %s: %v", method, err)
+		return nil, fmt.Errorf("chromium %s: %w", method, err)
 	}
 	select {
 	case r := <-ch:
 		if r.Error != nil {
-			b.t.Fatalf("chromium %s: %s", method, r.Error.Message)
+			return nil, fmt.Errorf("chromium %s: %s", method, r.Error.Message)
 		}
-		return r.Result
+		return r.Result, nil
 	case <-b.done:
-		b.t.Fatalf("chromium %s: the DevTools connection ended", method)
+		return nil, fmt.Errorf("chromium %s: the DevTools connection ended", method)
 	case <-time.After(60 * time.Second):
-		b.t.Fatalf("chromium %s: no answer within 60s", method)
+		return nil, fmt.Errorf("chromium %s: no answer within 60s", method)
 	}
-	return nil
 }
 
 // navigate loads url in the page.
@@ -218,7 +226,20 @@ func (b *browser) navigate(url string) {
 // value as JSON.
 func (b *browser) eval(expr string) json.RawMessage {
 	b.t.Helper()
-	res := b.call("Runtime.evaluate", map[string]any{"expression": expr, "returnByValue": true})
+	v, err := b.tryEval(expr)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return v
+}
+
+// tryEval is eval returning its error: an evaluation that meets a
+// navigation fails, and a poll tries again.
+func (b *browser) tryEval(expr string) (json.RawMessage, error) {
+	res, err := b.try("Runtime.evaluate", map[string]any{"expression": expr, "returnByValue": true})
+	if err != nil {
+		return nil, err
+	}
 	var out struct {
 		Result struct {
 			Value json.RawMessage `json:"value"`
@@ -228,20 +249,21 @@ func (b *browser) eval(expr string) json.RawMessage {
 		} `json:"exceptionDetails"`
 	}
 	if err := json.Unmarshal(res, &out); err != nil {
-		b.t.Fatalf("evaluate %s: %v", expr, err)
+		return nil, fmt.Errorf("evaluate %s: %w", expr, err)
 	}
 	if out.ExceptionDetails != nil {
-		b.t.Fatalf("evaluate %s: %s", expr, out.ExceptionDetails.Text)
+		return nil, fmt.Errorf("evaluate %s: %s", expr, out.ExceptionDetails.Text)
 	}
-	return out.Result.Value
+	return out.Result.Value, nil
 }
 
-// dom is the page's DOM as HTML, as the page's script left it.
+// dom is the page's DOM as HTML, as the page's script left it; "" while
+// the page is navigating.
 func (b *browser) dom() string {
-	b.t.Helper()
+	v, err := b.tryEval(`document.documentElement ? document.documentElement.outerHTML : ""`)
 	var html string
-	if err := json.Unmarshal(b.eval(`document.documentElement ? document.documentElement.outerHTML : ""`), &html); err != nil {
-		b.t.Fatal(err)
+	if err != nil || json.Unmarshal(v, &html) != nil {
+		return ""
 	}
 	return html
 }

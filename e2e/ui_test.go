@@ -228,7 +228,16 @@ func TestWebUIAsksForATokenWithACLs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.eval(`document.getElementById("token").value = ` + string(set) + `; document.getElementById("token-save").click(); true`)
+	// The click keeps the token in the tab's session storage and reloads
+	// the page, which may end the evaluation first: check, type again.
+	waitFor(t, 30*time.Second, "the token typed into the page", func() bool {
+		v, err := b.tryEval(`sessionStorage.getItem("zrpc-acl-token") === ` + string(set))
+		if err == nil && string(v) == "true" {
+			return true
+		}
+		b.tryEval(`document.getElementById("token").value = ` + string(set) + `; document.getElementById("token-save").click(); true`)
+		return false
+	})
 	html := b.waitDOM("the services page with the management token", ">user.rpc</a>", `class="live">live<`)
 	if strings.Contains(html, mgmt) {
 		t.Error("the token's secret is in the page's DOM")
