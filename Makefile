@@ -6,6 +6,7 @@ LDFLAGS     := -X github.com/zrpcio/zrpc/cli.Version=$(VERSION)
 BIN         := bin
 
 .PHONY: all build test lint bench bench-security bench-registry bench-rpc proto run clean demo robustness fuzz docs
+.PHONY: chromium
 
 all: build
 
@@ -30,6 +31,12 @@ test:
 	$(GO) test -count=1 -run '$(ALLOC_TESTS)' $(ALLOC_PACKAGES)
 	$(GO) test -count=1 -run '$(NORACE_TESTS)' $(NORACE_PACKAGES)
 	cd deploy && $(GO) test -count=1 ./...
+
+## chromium: the headless browser the web UI's e2e test drives (Debian
+## package); test installs it when missing
+chromium:
+	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+test: chromium
 
 ## robustness: random traffic under random faults, SEEDS runs (default 3)
 ## plus the regression seeds; ROBUSTNESS_SEED=N replays one run, SEEDS=200

@@ -46,10 +46,8 @@ func newGRPCServer(n *Node) *grpc.Server {
 	return grpcapi.NewServer(
 		n.apiServerConfig(),
 		grpcapi.Services{
-			Registry: n.newRegistry(),
-			Status: grpcapi.NewStatus(grpcapi.StatusConfig{
-				Agent: n.cfg.Name, Build: n.cfg.Build, Replica: n.store.FSM(), Cluster: apiCluster{n}, Status: apiStatus{n},
-			}),
+			Registry:    n.newRegistry(),
+			Status:      n.newStatus(),
 			Internal:    grpcapi.NewInternal(apiLeader{n}, apiMembership{n}),
 			Blobs:       grpcapi.NewBlobs(n.blobs, n.store.FSM()),
 			Shards:      n.blobs.ShardServer(),
@@ -57,6 +55,14 @@ func newGRPCServer(n *Node) *grpc.Server {
 			KeyringPeer: keyring.Peer(),
 			ACL:         n.newACL(),
 		})
+}
+
+// newStatus builds the Status service on this agent (served over gRPC,
+// and called in process by the web UI).
+func (n *Node) newStatus() *grpcapi.Status {
+	return grpcapi.NewStatus(grpcapi.StatusConfig{
+		Agent: n.cfg.Name, Build: n.cfg.Build, Replica: n.store.FSM(), Cluster: apiCluster{n}, Status: apiStatus{n},
+	})
 }
 
 // apiKeyring is this agent's gossip keyring as the Keyring service uses it.

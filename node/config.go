@@ -47,11 +47,11 @@ type Config struct {
 	GRPCPort      int    `yaml:"grpc_port" help:"gRPC API port (0 picks a free port)"`
 	RaftPort      int    `yaml:"raft_port" help:"Raft transport port"`
 	GossipPort    int    `yaml:"gossip_port" help:"gossip port (tcp+udp)"`
-	HTTPPort      int    `yaml:"http_port" help:"HTTP port for /metrics, /healthz, /readyz, /debug/pprof"`
+	HTTPPort      int    `yaml:"http_port" help:"HTTP port for /metrics, /healthz, /readyz, /debug/pprof and the web UI at /ui/"`
 	// HTTPBind is the IP the HTTP endpoint binds to. It is loopback unless
 	// set, whatever BindAddr is: /debug/pprof shows the agent's memory and
 	// goroutines, so opening it to the network is a separate decision.
-	HTTPBind string `yaml:"http_bind" help:"IP address the HTTP endpoint (/metrics, /healthz, /readyz, /debug/pprof) binds to; loopback unless set, as pprof shows the agent's memory"`
+	HTTPBind string `yaml:"http_bind" help:"IP address the HTTP endpoint (/metrics, /healthz, /readyz, /debug/pprof, /ui/) binds to; loopback unless set, as pprof shows the agent's memory"`
 	Zone     string `yaml:"zone" help:"zone or rack of this machine, used for placement and routing"`
 	// DNS answers <service>.service.<DNSDomain> from the local replica
 	// (package node/dns) on DNSBind:DNSPort, UDP and TCP.

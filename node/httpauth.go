@@ -12,8 +12,10 @@ import (
 // With ACLs on, the HTTP endpoint's /debug/pprof needs a token granting
 // operator:read, sent as "Authorization: Bearer <secret>" and resolved by
 // the resolver the gRPC interceptors use: profiles and the command line
-// tell a caller much about the agent. /metrics, /healthz and /readyz stay
-// open for scrapers and load balancers.
+// tell a caller much about the agent. The web UI's data (/ui/api/) needs
+// what the gRPC method serving the same data needs (package ui checks
+// it on the token authorizeHTTP resolves). /metrics, /healthz, /readyz
+// and the UI's page and script stay open.
 
 // requireOperatorRead wraps h so that, with ACLs on, only a caller whose
 // token grants operator:read reaches it: no or an unknown token gets 401,
@@ -23,21 +25,8 @@ func (n *Node) requireOperatorRead(h http.Handler) http.Handler {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		secret, err := bearerHeader(r)
-		if err != nil {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="zrpc"`)
-			http.Error(w, err.Error(), http.StatusUnauthorized)
-			return
-		}
-		a, accessor, err := n.aclResolver.Resolve(acl.HashSecret(secret))
-		switch {
-		case errors.Is(err, acl.ErrTokenNotFound):
-			w.Header().Set("WWW-Authenticate", `Bearer realm="zrpc", error="invalid_token"`)
-			http.Error(w, "ACL token not found: "+r.URL.Path+" needs a token with operator:read", http.StatusUnauthorized)
-			return
-		case err != nil:
-			n.log.Error("resolve ACL token for HTTP", "path", r.URL.Path, "err", err)
-			http.Error(w, "resolve ACL token: internal error", http.StatusInternalServerError)
+		a, accessor, ok := n.authorizeHTTP(w, r, "operator:read")
+		if !ok {
 			return
 		}
 		if err := a.Allow(acl.Operator, "", acl.Read); err != nil {
@@ -49,11 +38,38 @@ func (n *Node) requireOperatorRead(h http.Handler) http.Handler {
 	})
 }
 
-// bearerHeader returns the secret of the request's Authorization header.
-func bearerHeader(r *http.Request) (string, error) {
+// authorizeHTTP resolves the token of an HTTP request (ACLs on) with the
+// resolver the gRPC interceptors use. Without a token or with an unknown
+// one it answers 401, saying that r's path needs a token granting need
+// (e.g. "operator:read"), and returns false; else the token's authorizer
+// and accessor id.
+func (n *Node) authorizeHTTP(w http.ResponseWriter, r *http.Request, need string) (acl.Authorizer, string, bool) {
+	secret, err := bearerHeader(r, need)
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="zrpc"`)
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return nil, "", false
+	}
+	a, accessor, err := n.aclResolver.Resolve(acl.HashSecret(secret))
+	switch {
+	case errors.Is(err, acl.ErrTokenNotFound):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="zrpc", error="invalid_token"`)
+		http.Error(w, "ACL token not found: "+r.URL.Path+" needs a token with "+need, http.StatusUnauthorized)
+		return nil, "", false
+	case err != nil:
+		n.log.Error("resolve ACL token for HTTP", "path", r.URL.Path, "err", err)
+		http.Error(w, "resolve ACL token: internal error", http.StatusInternalServerError)
+		return nil, "", false
+	}
+	return a, accessor, true
+}
+
+// bearerHeader returns the secret of the request's Authorization header;
+// need names the permission the request needs, for the error.
+func bearerHeader(r *http.Request, need string) (string, error) {
 	vals := r.Header.Values("Authorization")
 	if len(vals) == 0 {
-		return "", fmt.Errorf("ACLs are on: %s needs a token with operator:read (header \"Authorization: Bearer <secret>\")", r.URL.Path)
+		return "", fmt.Errorf("ACLs are on: %s needs a token with %s (header \"Authorization: Bearer <secret>\")", r.URL.Path, need)
 	}
 	if len(vals) > 1 {
 		return "", fmt.Errorf("the request carries %d Authorization headers, want one", len(vals))

@@ -17,6 +17,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/node/grpcapi"
+	"github.com/zrpcio/zrpc/node/ui"
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
@@ -230,7 +231,8 @@ func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 // agent knows a leader, so writes can succeed), /debug/pprof (its
 // cmdline with secret flags redacted), /debug/zrpc/config (the settings,
 // secrets redacted) and /debug/zrpc/logs (recent log lines); the /debug
-// paths, with ACLs on, only to tokens with operator:read (httpauth.go).
+// paths, with ACLs on, only to tokens with operator:read (httpauth.go);
+// and the web UI at /ui/ (package ui).
 func (n *Node) startHTTP() error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
@@ -242,6 +244,8 @@ func (n *Node) startHTTP() error {
 		}
 		http.Error(w, "not ready: no Raft leader known", http.StatusServiceUnavailable)
 	})
+	n.ui = n.newUI()
+	mux.Handle(ui.Prefix, n.ui)
 	debug := func(path string, h http.HandlerFunc) { mux.Handle(path, n.requireOperatorRead(h)) }
 	debug("/debug/pprof/", pprof.Index)
 	debug("/debug/pprof/cmdline", serveCmdline)

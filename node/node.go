@@ -13,7 +13,8 @@
 //     Internal service of peers' forwarded writes), adapted to the agent
 //     in api.go; forward.go sends this agent's writes to the leader;
 //   - gossip membership (package gossip, cluster.go);
-//   - HTTP: /metrics, /healthz, /readyz, pprof (metrics.go);
+//   - HTTP: /metrics, /healthz, /readyz, pprof (metrics.go) and the web
+//     UI at /ui/ (package ui, ui.go);
 //   - DNS: <service>.service.zrpc from the replica (package dns, dns.go);
 //   - the health loops of package health: gRPC checkers of the instances
 //     this agent owns, and the scan for orphan and removed sessions.
@@ -50,6 +51,7 @@ import (
 	"github.com/zrpcio/zrpc/node/dns"
 	"github.com/zrpcio/zrpc/node/grpcapi"
 	"github.com/zrpcio/zrpc/node/health"
+	"github.com/zrpcio/zrpc/node/ui"
 	"github.com/zrpcio/zrpc/raftstore"
 	"github.com/zrpcio/zrpc/storage"
 )
@@ -71,6 +73,7 @@ type Node struct {
 	httpLn  net.Listener
 	dns     *dns.Server // nil while dns_port is 0 (dns.go)
 	logs    *logRing    // recent log lines, for /debug/zrpc/logs
+	ui      *ui.UI
 	metrics *metrics
 	peers   *peerConns
 	forward *raftstore.Forwarder
@@ -353,6 +356,9 @@ func (n *Node) Store() *raftstore.Store { return n.store }
 func (n *Node) Close() error {
 	n.closing.Do(func() {
 		n.log.Info("agent shutting down", "name", n.cfg.Name)
+		if n.ui != nil {
+			n.ui.Close() // its live streams would hold the HTTP shutdown
+		}
 		if n.http != nil {
 			shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			n.http.Shutdown(shutdownCtx)

@@ -1,0 +1,26 @@
+package node
+
+import (
+	"net"
+	"net/http"
+
+	"github.com/zrpcio/zrpc/acl"
+	"github.com/zrpcio/zrpc/node/ui"
+)
+
+// newUI builds the web UI on this agent: it reads the registry replica,
+// the Status service and the blob store in process, and with ACLs on
+// resolves tokens as the rest of the HTTP endpoint does (httpauth.go).
+func (n *Node) newUI() *ui.UI {
+	cfg := ui.Config{Replica: n.store.FSM(), Status: n.newStatus(), Blobs: n.blobs, Logger: n.log}
+	if ip := net.ParseIP(n.cfg.HTTPBind); ip != nil && ip.IsLoopback() {
+		cfg.LoopbackOnly = true
+	}
+	if n.aclResolver != nil {
+		cfg.Authorize = func(w http.ResponseWriter, r *http.Request, need string) (acl.Authorizer, bool) {
+			a, _, ok := n.authorizeHTTP(w, r, need)
+			return a, ok
+		}
+	}
+	return ui.New(cfg)
+}

@@ -1,0 +1,645 @@
+package ui
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/zrpcio/zrpc/acl"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testwait"
+	"github.com/zrpcio/zrpc/raftstore"
+)
+
+// fsmWriter applies registrations to a registry replica as Raft would.
+type fsmWriter struct {
+	tb    testing.TB
+	fsm   *raftstore.FSM
+	index uint64
+}
+
+func (w *fsmWriter) register(insts ...*pb.Instance) {
+	w.tb.Helper()
+	var logs []*raft.Log
+	for _, inst := range insts {
+		data, err := proto.Marshal(&pb.Command{Kind: &pb.Command_Register{Register: inst}})
+		if err != nil {
+			w.tb.Fatal(err)
+		}
+		w.index++
+		logs = append(logs, &raft.Log{Index: w.index, Type: raft.LogCommand, Data: data})
+	}
+	for i, r := range w.fsm.ApplyBatch(logs) {
+		if r != nil {
+			w.tb.Fatalf("apply %d: %v", i, r)
+		}
+	}
+}
+
+// fakeStatus answers as the Status service of a one-agent cluster.
+type fakeStatus struct{}
+
+func (fakeStatus) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse, error) {
+	return &pb.StatusResponse{Node: "a1", Leader: "a1", RaftState: "Leader", Term: 3, CommitIndex: 9}, nil
+}
+
+func (fakeStatus) Members(context.Context, *pb.MembersRequest) (*pb.MembersResponse, error) {
+	return &pb.MembersResponse{Members: []*pb.Member{
+		{Name: "a2", Address: "127.0.0.2:8402", Status: "failed", Role: "voter", Zone: "z2"},
+		{Name: "a1", Address: "127.0.0.1:8402", Status: "alive", Role: "leader", Zone: "z1"},
+	}}, nil
+}
+
+func (fakeStatus) Peers(context.Context, *pb.PeersRequest) (*pb.PeersResponse, error) {
+	return &pb.PeersResponse{Peers: []*pb.Peer{
+		{Id: "a1", Address: "127.0.0.1:8401", Suffrage: "voter", Leader: true, LastIndex: 9},
+		{Id: "a2", Address: "127.0.0.2:8401", Suffrage: "voter", LastIndex: 0},
+		{Id: "a3", Address: "127.0.0.3:8401", Suffrage: "nonvoter", LastIndex: 7},
+	}}, nil
+}
+
+// fakeBlobs holds two blobs, one degraded.
+type fakeBlobs struct{}
+
+func (fakeBlobs) List(context.Context, string) ([]*pb.BlobSummary, uint64) {
+	return []*pb.BlobSummary{
+		{Name: "models/a.bin", Size: 1 << 20, DataShards: 2, ParityShards: 1, Health: "healthy"},
+		{Name: "secret/b.bin", Size: 10, Health: "degraded"},
+	}, 5
+}
+
+func (fakeBlobs) LeaderRepairStatus(_ context.Context, blobID string) (*pb.RepairStatusResponse, error) {
+	r := &pb.RepairStatusResponse{Leader: "a1", Queued: 2, Waiting: 1}
+	if blobID == "id-b" {
+		r.Corrupt = []*pb.ShardRef{{BlobId: blobID, Block: 0, Index: 1, Node: "a2"}}
+	}
+	return r, nil
+}
+
+// blobReplica is a registry replica that also holds the fake blobs'
+// metadata.
+type blobReplica struct{ *raftstore.FSM }
+
+func (blobReplica) Blob(name string) *pb.Blob {
+	switch name {
+	case "models/a.bin":
+		return &pb.Blob{Name: name, Id: "id-a"}
+	case "secret/b.bin":
+		return &pb.Blob{Name: name, Id: "id-b"}
+	}
+	return nil
+}
+
+type testUI struct {
+	*UI
+	w   *fsmWriter
+	srv *httptest.Server
+}
+
+// tokens of the fake ACL: "admin" may do everything, "user" reads the
+// services under "user." only, anything else is unknown.
+var policies = map[string]string{
+	"admin": `service "" { write } blob "" { write } operator { write }`,
+	"user":  `service "user." { read }`,
+}
+
+func fakeAuthorize(t *testing.T) Authorize {
+	return func(w http.ResponseWriter, r *http.Request, need string) (acl.Authorizer, bool) {
+		secret := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		rules, ok := policies[secret]
+		if !ok {
+			http.Error(w, "needs a token with "+need, http.StatusUnauthorized)
+			return nil, false
+		}
+		p, err := acl.ParsePolicy(secret, rules)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return acl.Compile(p), true
+	}
+}
+
+func newTestUI(t *testing.T, withACL bool) *testUI {
+	return newTestUIWith(t, withACL, 0)
+}
+
+func newTestUIWith(t *testing.T, withACL bool, keepAlive time.Duration) *testUI {
+	fsm := raftstore.NewFSM(1 << 12)
+	cfg := Config{Replica: blobReplica{fsm}, Status: fakeStatus{}, Blobs: fakeBlobs{}, KeepAlive: keepAlive}
+	if withACL {
+		cfg.Authorize = fakeAuthorize(t)
+	}
+	u := &testUI{UI: New(cfg), w: &fsmWriter{tb: t, fsm: fsm}}
+	u.srv = httptest.NewServer(u)
+	t.Cleanup(func() {
+		u.Close()
+		u.srv.Close()
+	})
+	return u
+}
+
+// get GETs path with token ("" for none) and returns the response and its
+// body.
+func (u *testUI) get(t *testing.T, path, token string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, u.srv.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := u.srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	return resp, string(b)
+}
+
+func (u *testUI) getJSON(t *testing.T, path, token string, v any) {
+	t.Helper()
+	resp, body := u.get(t, path, token)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", path, resp.StatusCode, body)
+	}
+	if err := json.Unmarshal([]byte(body), v); err != nil {
+		t.Fatalf("GET %s: %v in %s", path, err, body)
+	}
+}
+
+func registerSample(u *testUI) {
+	u.w.register(
+		&pb.Instance{Service: "user.rpc", Id: "u1", Address: "10.0.0.1:9000", Node: "a1", Zone: "z1", Version: "1.4.2",
+			Weight: 100, Tags: []string{"canary", "v2"}, Health: pb.Health_PASSING},
+		&pb.Instance{Service: "user.rpc", Id: "u2", Address: "10.0.0.2:9000", Node: "a2", Weight: 50,
+			Health: pb.Health_CRITICAL, HealthOutput: "connection refused"},
+		&pb.Instance{Service: "user.rpc", Id: "u3", Address: "10.0.0.3:9000", Node: "a1", Health: pb.Health_WARNING},
+		&pb.Instance{Service: "order.rpc", Id: "o1", Address: "10.0.1.1:9000", Node: "a1", Health: pb.Health_PASSING},
+	)
+}
+
+// The services endpoint counts every service's instances by health as
+// the replica holds them, sorted by name.
+func TestServicesCountInstancesByHealth(t *testing.T) {
+	u := newTestUI(t, false)
+	registerSample(u)
+	var got servicesView
+	u.getJSON(t, "/ui/api/services", "", &got)
+	want := []serviceView{
+		{Name: "order.rpc", Instances: 1, Passing: 1},
+		{Name: "user.rpc", Instances: 3, Passing: 1, Warning: 1, Critical: 1},
+	}
+	if len(got.Services) != len(want) {
+		t.Fatalf("services %+v, want %+v", got.Services, want)
+	}
+	for i := range want {
+		if got.Services[i] != want[i] {
+			t.Errorf("service %d: %+v, want %+v", i, got.Services[i], want[i])
+		}
+	}
+	if got.Revision != u.w.index {
+		t.Errorf("revision %d, want the replica's %d", got.Revision, u.w.index)
+	}
+}
+
+// One service's endpoint shows each instance as registered: address,
+// zone, version, weight, tags, health and its output, owning agent.
+func TestServiceShowsItsInstancesAsRegistered(t *testing.T) {
+	u := newTestUI(t, false)
+	registerSample(u)
+	var got instancesView
+	u.getJSON(t, "/ui/api/services/user.rpc", "", &got)
+	if got.Service != "user.rpc" || len(got.Instances) != 3 {
+		t.Fatalf("got %+v, want the 3 instances of user.rpc", got)
+	}
+	byID := map[string]instanceView{}
+	for _, in := range got.Instances {
+		byID[in.ID] = in
+	}
+	u1, u2 := byID["u1"], byID["u2"]
+	if u1.Address != "10.0.0.1:9000" || u1.Zone != "z1" || u1.Version != "1.4.2" || u1.Weight != 100 ||
+		strings.Join(u1.Tags, ",") != "canary,v2" || u1.Health != "passing" || u1.Node != "a1" {
+		t.Errorf("u1 = %+v", u1)
+	}
+	if u2.Health != "critical" || u2.HealthOutput != "connection refused" || u2.Node != "a2" || u2.Weight != 50 {
+		t.Errorf("u2 = %+v", u2)
+	}
+	var none instancesView
+	u.getJSON(t, "/ui/api/services/gone.rpc", "", &none)
+	if none.Instances == nil || len(none.Instances) != 0 {
+		t.Errorf("a service without instances: %+v, want an empty list", none)
+	}
+}
+
+// Members, Raft peers with their lag behind the leader, blobs and the
+// repair state come from the agent's Status service and blob store.
+func TestClusterViewsComeFromStatusAndBlobs(t *testing.T) {
+	u := newTestUI(t, false)
+	var members membersView
+	u.getJSON(t, "/ui/api/members", "", &members)
+	if len(members.Members) != 2 || members.Members[0].Name != "a1" || members.Members[0].Role != "leader" ||
+		members.Members[1].Status != "failed" || members.Members[1].Zone != "z2" {
+		t.Errorf("members %+v", members.Members)
+	}
+	var rv raftView
+	u.getJSON(t, "/ui/api/raft", "", &rv)
+	lags := map[string]int64{}
+	for _, p := range rv.Peers {
+		lags[p.ID] = p.Lag
+	}
+	if rv.Leader != "a1" || lags["a1"] != 0 || lags["a2"] != -1 || lags["a3"] != 2 {
+		t.Errorf("raft %+v, want leader a1 and lags a1 0, a2 -1 (no answer), a3 2", rv)
+	}
+	var blobs blobsView
+	u.getJSON(t, "/ui/api/blobs", "", &blobs)
+	if len(blobs.Blobs) != 2 || blobs.Blobs[1].Health != "degraded" || blobs.Blobs[0].Size != 1<<20 || blobs.Blobs[1].ID != "id-b" {
+		t.Errorf("blobs %+v", blobs.Blobs)
+	}
+	var repair repairView
+	u.getJSON(t, "/ui/api/repair", "", &repair)
+	if repair.Leader != "a1" || repair.Queued != 2 || repair.Waiting != 1 {
+		t.Errorf("repair %+v", repair)
+	}
+	var one repairView
+	u.getJSON(t, "/ui/api/repair?blob=secret/b.bin", "", &one)
+	if one.Corrupt != 1 {
+		t.Errorf("repair of secret/b.bin %+v, want its 1 corrupt shard", one)
+	}
+	if resp, body := u.get(t, "/ui/api/repair?blob=nothing", ""); resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "no blob named nothing") {
+		t.Errorf("repair of an unknown blob: %d %s, want 404 naming it", resp.StatusCode, body)
+	}
+}
+
+// With ACLs on, each endpoint needs what the gRPC method serving the same
+// data needs: a token at all (401 without), service:read on the service
+// (Get), operator:read for members and Raft; lists are filtered as List
+// filters them. The page and its script need no token.
+func TestEndpointsNeedTheirGRPCMethodsPermission(t *testing.T) {
+	u := newTestUI(t, true)
+	registerSample(u)
+	for _, path := range []string{"/ui/api/services", "/ui/api/services/user.rpc", "/ui/api/members", "/ui/api/raft", "/ui/api/blobs", "/ui/api/events"} {
+		if resp, body := u.get(t, path, ""); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET %s without a token: %d %s, want 401", path, resp.StatusCode, body)
+		}
+		if resp, body := u.get(t, path, "stranger"); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET %s with an unknown token: %d %s, want 401", path, resp.StatusCode, body)
+		}
+	}
+	for _, path := range []string{"/ui/api/services/order.rpc", "/ui/api/members", "/ui/api/raft", "/ui/api/repair", "/ui/api/agent"} {
+		resp, body := u.get(t, path, "user")
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "permission denied") {
+			t.Errorf("GET %s with a token lacking the permission: %d %s, want 403 naming it", path, resp.StatusCode, body)
+		}
+	}
+	var svcs servicesView
+	u.getJSON(t, "/ui/api/services", "user", &svcs)
+	if len(svcs.Services) != 1 || svcs.Services[0].Name != "user.rpc" {
+		t.Errorf("services a user.* reader sees: %+v, want user.rpc only", svcs.Services)
+	}
+	var blobs blobsView
+	u.getJSON(t, "/ui/api/blobs", "user", &blobs)
+	if len(blobs.Blobs) != 0 {
+		t.Errorf("blobs a token without blob:read sees: %+v, want none", blobs.Blobs)
+	}
+	u.getJSON(t, "/ui/api/blobs", "admin", &blobs)
+	if len(blobs.Blobs) != 2 {
+		t.Errorf("blobs the admin sees: %+v, want both", blobs.Blobs)
+	}
+	var members membersView
+	u.getJSON(t, "/ui/api/members", "admin", &members)
+	for _, path := range []string{"/ui/", "/ui/services/user.rpc", "/ui/static/app.js", "/ui/static/app.css"} {
+		if resp, body := u.get(t, path, ""); resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s without a token: %d %s, want 200", path, resp.StatusCode, body)
+		}
+	}
+}
+
+// Registry text is data, never markup: the JSON writes < and > as \u
+// escapes, and the script puts every value in the page as text.
+func TestRegistryTextIsNeverMarkup(t *testing.T) {
+	u := newTestUI(t, false)
+	const tag = `<img src=x onerror=alert(1)>`
+	u.w.register(&pb.Instance{Service: "user.rpc", Id: "x", Address: "10.0.0.1:9000", Tags: []string{tag},
+		HealthOutput: "</script><script>alert(2)</script>", Health: pb.Health_PASSING})
+	_, body := u.get(t, "/ui/api/services/user.rpc", "")
+	if strings.Contains(body, "<") || !strings.Contains(body, `\u003cimg src=x onerror=alert(1)\u003e`) {
+		t.Errorf("JSON carries markup as is: %s", body)
+	}
+	var got instancesView
+	u.getJSON(t, "/ui/api/services/user.rpc", "", &got)
+	if got.Instances[0].Tags[0] != tag {
+		t.Errorf("tag %q came back as %q", tag, got.Instances[0].Tags[0])
+	}
+
+	_, script := u.get(t, "/ui/static/app.js", "")
+	for _, sink := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function", "DOMParser", "createContextualFragment"} {
+		if strings.Contains(script, sink) {
+			t.Errorf("app.js uses %s, which parses text as HTML or code: put values in with textContent", sink)
+		}
+	}
+	_, page := u.get(t, "/ui/", "")
+	if m := regexp.MustCompile(`<script(?:\s[^>]*)?>[^<]+</script>|<script(?:(?:\s+[a-z]+="[^"]*")*)>`).FindAllString(page, -1); len(m) > 0 {
+		for _, s := range m {
+			if !strings.Contains(s, "src=") {
+				t.Errorf("index.html has an inline script %q (the CSP forbids it)", s)
+			}
+		}
+	}
+	if regexp.MustCompile(`\son[a-z]+=|\sstyle=`).MatchString(page) {
+		t.Error("index.html has an inline event handler or style (the CSP forbids them)")
+	}
+}
+
+// Every answer carries a Content-Security-Policy allowing only the UI's
+// own files and nosniff; JSON is never cached; only GET is served.
+func TestAnswersCarrySecurityHeaders(t *testing.T) {
+	u := newTestUI(t, false)
+	for _, path := range []string{"/ui/", "/ui/members", "/ui/static/app.js", "/ui/api/services", "/ui/api/nothing", "/ui/static/missing.js"} {
+		resp, _ := u.get(t, path, "")
+		h := resp.Header
+		if !strings.HasPrefix(h.Get("Content-Security-Policy"), "default-src 'self'") {
+			t.Errorf("GET %s: Content-Security-Policy %q", path, h.Get("Content-Security-Policy"))
+		}
+		if h.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET %s: X-Content-Type-Options %q", path, h.Get("X-Content-Type-Options"))
+		}
+		if strings.HasPrefix(h.Get("Content-Type"), "application/json") && h.Get("Cache-Control") != "no-store" {
+			t.Errorf("GET %s: JSON with Cache-Control %q, want no-store", path, h.Get("Cache-Control"))
+		}
+	}
+	if resp, body := u.get(t, "/ui/api/nothing", ""); resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "no UI endpoint") {
+		t.Errorf("GET an unknown endpoint: %d %s, want 404", resp.StatusCode, body)
+	}
+	if resp, _ := u.get(t, "/ui/static/app.js", ""); !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/javascript") {
+		t.Errorf("app.js served as %q", resp.Header.Get("Content-Type"))
+	}
+	resp, err := u.srv.Client().Post(u.srv.URL+"/ui/api/services", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST: %d, want 405", resp.StatusCode)
+	}
+}
+
+// sseReader reads Server-Sent Events.
+type sseReader struct {
+	t    *testing.T
+	body io.ReadCloser
+	sc   *bufio.Scanner
+}
+
+func (u *testUI) openEvents(t *testing.T, token string) *sseReader {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.srv.URL+"/ui/api/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := u.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("events: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return &sseReader{t: t, body: resp.Body, sc: bufio.NewScanner(resp.Body)}
+}
+
+// next returns the next event's name and data, or ok false at the end of
+// the stream.
+func (r *sseReader) next() (name string, change registryChange, ok bool) {
+	r.t.Helper()
+	var data string
+	for r.sc.Scan() {
+		line := r.sc.Text()
+		switch {
+		case strings.HasPrefix(line, "event: "):
+			name = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			data = strings.TrimPrefix(line, "data: ")
+		case line == "" && name != "":
+			if err := json.Unmarshal([]byte(data), &change); err != nil {
+				r.t.Fatalf("event %s: %v in %q", name, err, data)
+			}
+			return name, change, true
+		}
+	}
+	return "", change, false
+}
+
+// The live stream says hello, then names the services each registry
+// change touched, as they happen.
+func TestLiveStreamNamesChangedServices(t *testing.T) {
+	u := newTestUI(t, false)
+	registerSample(u)
+	ev := u.openEvents(t, "")
+	if name, c, ok := ev.next(); !ok || name != "hello" || c.Revision != u.w.index {
+		t.Fatalf("first event %q %+v, want hello at revision %d", name, c, u.w.index)
+	}
+	u.w.register(&pb.Instance{Service: "pay.rpc", Id: "p1", Address: "10.0.2.1:9000", Health: pb.Health_PASSING})
+	name, c, ok := ev.next()
+	if !ok || name != "registry" || strings.Join(c.Services, ",") != "pay.rpc" || c.Revision != u.w.index || c.Reset {
+		t.Fatalf("after a registration: %q %+v, want registry naming pay.rpc at revision %d", name, c, u.w.index)
+	}
+}
+
+// A token sees on the live stream only changes of services it may read,
+// as a gRPC Watch of every service is filtered.
+func TestLiveStreamIsFilteredByTheToken(t *testing.T) {
+	u := newTestUI(t, true)
+	ev := u.openEvents(t, "user")
+	if name, _, ok := ev.next(); !ok || name != "hello" {
+		t.Fatalf("first event %q, want hello", name)
+	}
+	u.w.register(&pb.Instance{Service: "order.rpc", Id: "o9", Address: "10.0.1.9:9000", Health: pb.Health_PASSING})
+	u.w.register(&pb.Instance{Service: "user.rpc", Id: "u9", Address: "10.0.0.9:9000", Health: pb.Health_PASSING})
+	name, c, ok := ev.next()
+	if !ok || name != "registry" || strings.Join(c.Services, ",") != "user.rpc" {
+		t.Fatalf("first change a user.* reader sees: %q %+v, want only user.rpc", name, c)
+	}
+}
+
+// Close ends the open live streams (the agent's HTTP shutdown would wait
+// for them) and refuses new ones.
+func TestCloseEndsLiveStreams(t *testing.T) {
+	u := newTestUI(t, false)
+	ev := u.openEvents(t, "")
+	if name, _, ok := ev.next(); !ok || name != "hello" {
+		t.Fatalf("first event %q, want hello", name)
+	}
+	closed := make(chan struct{})
+	go func() {
+		u.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return with a live stream open")
+	}
+	if name, _, ok := ev.next(); ok {
+		t.Errorf("the stream went on after Close with %q", name)
+	}
+	if resp, body := u.get(t, "/ui/api/events", ""); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a stream after Close: %d %s, want 503", resp.StatusCode, body)
+	}
+}
+
+// A live stream with nothing to say sends a comment now and then, so that
+// a connection that went away without closing is found.
+func TestQuietLiveStreamSendsKeepAlives(t *testing.T) {
+	u := newTestUIWith(t, false, 20*time.Millisecond)
+	ev := u.openEvents(t, "")
+	if name, _, ok := ev.next(); !ok || name != "hello" {
+		t.Fatalf("first event %q, want hello", name)
+	}
+	stop := time.AfterFunc(10*time.Second, func() { ev.body.Close() })
+	defer stop.Stop()
+	for ev.sc.Scan() {
+		if ev.sc.Text() == ": keep-alive" {
+			return
+		}
+	}
+	t.Fatalf("the stream ended without a keep-alive comment: %v", ev.sc.Err())
+}
+
+// A HEAD of the live stream is answered at once, without a stream: the
+// connection is free for the next request.
+func TestHeadOfLiveStreamDoesNotStream(t *testing.T) {
+	u := newTestUI(t, false)
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}, Timeout: 10 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+	resp, err := client.Head(u.srv.URL + "/ui/api/events")
+	if err != nil {
+		t.Fatalf("HEAD /ui/api/events: %v", err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Errorf("HEAD /ui/api/events: Content-Type %q", resp.Header.Get("Content-Type"))
+	}
+	resp, err = client.Get(u.srv.URL + "/ui/api/services")
+	if err != nil {
+		t.Fatalf("GET after a HEAD of the stream, on the same connection: %v", err)
+	}
+	resp.Body.Close()
+}
+
+// On a loopback listener the UI answers only requests for localhost or a
+// loopback IP, so that a web page whose name was rebound to 127.0.0.1
+// cannot read it from the operator's browser; elsewhere any Host is
+// answered.
+func TestLoopbackUIRefusesOtherHostNames(t *testing.T) {
+	fsm := raftstore.NewFSM(1 << 12)
+	for _, c := range []struct {
+		loopbackOnly bool
+		host         string
+		want         int
+	}{
+		{true, "127.0.0.1:8480", http.StatusOK},
+		{true, "localhost:8480", http.StatusOK},
+		{true, "LOCALHOST", http.StatusOK},
+		{true, "ui.localhost:8480", http.StatusOK},
+		{true, "[::1]:8480", http.StatusOK},
+		{true, "127.0.0.2:8480", http.StatusOK},
+		{true, "attacker.example:8480", http.StatusForbidden},
+		{true, "10.0.0.1:8480", http.StatusForbidden},
+		{true, "localhost.attacker.example", http.StatusForbidden},
+		{false, "agent-1.example:8480", http.StatusOK},
+	} {
+		u := New(Config{Replica: blobReplica{fsm}, Status: fakeStatus{}, Blobs: fakeBlobs{}, LoopbackOnly: c.loopbackOnly})
+		for _, path := range []string{"/ui/", "/ui/api/services"} {
+			req := httptest.NewRequest(http.MethodGet, path, nil)
+			req.Host = c.host
+			rec := httptest.NewRecorder()
+			u.ServeHTTP(rec, req)
+			if rec.Code != c.want {
+				t.Errorf("loopback only %v, Host %q, GET %s: %d %s, want %d", c.loopbackOnly, c.host, path, rec.Code, rec.Body, c.want)
+			}
+			if c.want == http.StatusForbidden && !strings.Contains(rec.Body.String(), "DNS rebinding") {
+				t.Errorf("Host %q refused with %s, want the reason", c.host, rec.Body)
+			}
+		}
+		u.Close()
+	}
+}
+
+// stalledWriter is a live stream's response to a reader that stops
+// reading after the hello: later writes block until their deadline (for
+// ever without one).
+type stalledWriter struct {
+	header   http.Header
+	writes   atomic.Int32
+	deadline atomic.Pointer[time.Time]
+	never    chan struct{}
+}
+
+func (s *stalledWriter) Header() http.Header { return s.header }
+func (s *stalledWriter) WriteHeader(int)     {}
+func (s *stalledWriter) FlushError() error   { return nil }
+
+func (s *stalledWriter) SetWriteDeadline(t time.Time) error {
+	s.deadline.Store(&t)
+	return nil
+}
+
+func (s *stalledWriter) Write(p []byte) (int, error) {
+	if s.writes.Add(1) == 1 {
+		return len(p), nil // the hello
+	}
+	d := s.deadline.Load()
+	if d == nil || d.IsZero() {
+		<-s.never
+		return 0, io.ErrClosedPipe
+	}
+	time.Sleep(time.Until(*d))
+	return 0, os.ErrDeadlineExceeded
+}
+
+// A live stream whose reader stopped reading is ended once a write has
+// waited the write timeout, so it neither holds a goroutine for ever nor
+// keeps Close waiting.
+func TestLiveStreamOfAStalledReaderEnds(t *testing.T) {
+	fsm := raftstore.NewFSM(1 << 12)
+	u := New(Config{Replica: blobReplica{fsm}, Status: fakeStatus{}, Blobs: fakeBlobs{}, WriteTimeout: 50 * time.Millisecond})
+	sw := &stalledWriter{header: http.Header{}, never: make(chan struct{})}
+	t.Cleanup(func() { close(sw.never) })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	done := make(chan struct{})
+	go func() {
+		u.ServeHTTP(sw, httptest.NewRequest(http.MethodGet, "/ui/api/events", nil).WithContext(ctx))
+		close(done)
+	}()
+	testwait.For(t, 10*time.Second, "the hello", func() bool { return sw.writes.Load() >= 1 })
+	(&fsmWriter{tb: t, fsm: fsm}).register(&pb.Instance{Service: "user.rpc", Id: "u1", Address: "10.0.0.1:9000"})
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream of a reader that stopped reading was still open 10s later")
+	}
+	u.Close()
+}

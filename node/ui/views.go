@@ -1,0 +1,364 @@
+package ui
+
+import (
+	"context"
+	"net/http"
+	"sort"
+	"time"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// The JSON the page reads. Times are RFC 3339 strings ("" when unknown),
+// healths lower-case names.
+
+// agentView is the header of every page: which agent answers.
+type agentView struct {
+	Name         string `json:"name"`
+	Build        string `json:"build"`
+	ClusterID    string `json:"cluster_id"`
+	Leader       string `json:"leader"`
+	RaftState    string `json:"raft_state"`
+	Revision     uint64 `json:"revision"`
+	AppliedIndex uint64 `json:"applied_index"`
+}
+
+type serviceView struct {
+	Name      string `json:"name"`
+	Instances int    `json:"instances"`
+	Passing   int    `json:"passing"`
+	Warning   int    `json:"warning"`
+	Critical  int    `json:"critical"`
+}
+
+type servicesView struct {
+	Revision uint64        `json:"revision"`
+	Services []serviceView `json:"services"`
+}
+
+type instanceView struct {
+	ID           string            `json:"id"`
+	Address      string            `json:"address"`
+	Zone         string            `json:"zone"`
+	Version      string            `json:"version"`
+	Weight       uint32            `json:"weight"`
+	Tags         []string          `json:"tags"`
+	Metadata     map[string]string `json:"metadata"`
+	Health       string            `json:"health"`
+	HealthOutput string            `json:"health_output"`
+	HealthSince  string            `json:"health_since"`
+	Check        string            `json:"check"`
+	Node         string            `json:"node"`
+	ModRevision  uint64            `json:"mod_revision"`
+}
+
+type instancesView struct {
+	Service   string         `json:"service"`
+	Revision  uint64         `json:"revision"`
+	Instances []instanceView `json:"instances"`
+}
+
+type memberView struct {
+	Name        string `json:"name"`
+	Address     string `json:"address"`
+	GRPCAddress string `json:"grpc_address"`
+	Status      string `json:"status"`
+	Role        string `json:"role"`
+	Zone        string `json:"zone"`
+	Build       string `json:"build"`
+}
+
+type membersView struct {
+	Members []memberView `json:"members"`
+}
+
+type peerView struct {
+	ID        string `json:"id"`
+	Address   string `json:"address"`
+	Suffrage  string `json:"suffrage"`
+	Leader    bool   `json:"leader"`
+	LastIndex uint64 `json:"last_index"`
+	// Lag is how many entries the peer's log is behind the leader's (or,
+	// without a leader's answer, the longest log's); -1 when the peer did
+	// not answer.
+	Lag int64 `json:"lag"`
+}
+
+type raftView struct {
+	Leader      string     `json:"leader"`
+	Term        uint64     `json:"term"`
+	State       string     `json:"state"`
+	CommitIndex uint64     `json:"commit_index"`
+	Peers       []peerView `json:"peers"`
+}
+
+type blobView struct {
+	Name         string `json:"name"`
+	ID           string `json:"id"`
+	Size         uint64 `json:"size"`
+	DataShards   uint32 `json:"data_shards"`
+	ParityShards uint32 `json:"parity_shards"`
+	Inline       bool   `json:"inline"`
+	Health       string `json:"health"`
+	Created      string `json:"created"`
+}
+
+type blobsView struct {
+	Revision uint64     `json:"revision"`
+	Blobs    []blobView `json:"blobs"`
+}
+
+type repairView struct {
+	Leader        string `json:"leader"`
+	Queued        uint64 `json:"queued"`
+	InProgress    uint64 `json:"in_progress"`
+	Waiting       uint64 `json:"waiting"`
+	RebuiltShards uint64 `json:"rebuilt_shards"`
+	RebuiltBytes  uint64 `json:"rebuilt_bytes"`
+	Failed        uint64 `json:"failed"`
+	LastError     string `json:"last_error"`
+	LastScan      string `json:"last_scan"`
+	// Corrupt counts the shards of the blob asked for (?blob=NAME)
+	// reported corrupt and not yet rewritten.
+	Corrupt int `json:"corrupt"`
+}
+
+// requestTimeout bounds what one endpoint waits for (Peers asks every
+// peer, repair status the leader).
+const requestTimeout = 5 * time.Second
+
+func (u *UI) serveAgent(w http.ResponseWriter, r *http.Request) {
+	if _, ok := u.allow(w, r, pb.Status_Status_FullMethodName, &pb.StatusRequest{}); !ok {
+		return
+	}
+	st, err := u.cfg.Status.Status(r.Context(), &pb.StatusRequest{})
+	if err != nil {
+		u.writeAPIError(w, r, err)
+		return
+	}
+	writeJSON(w, agentView{
+		Name: st.Node, Build: st.Build, ClusterID: st.ClusterId, Leader: st.Leader, RaftState: st.RaftState,
+		Revision: st.GetHeader().GetRevision(), AppliedIndex: st.AppliedIndex,
+	})
+}
+
+// serveServices lists the services this token may read (as List does),
+// with their instances counted by health.
+func (u *UI) serveServices(w http.ResponseWriter, r *http.Request) {
+	a, ok := u.allow(w, r, pb.Registry_List_FullMethodName, &pb.ListRequest{})
+	if !ok {
+		return
+	}
+	svcs, rev := u.cfg.Replica.Services()
+	list := filter(a, pb.Registry_List_FullMethodName, &pb.ListResponse{Services: svcs}).(*pb.ListResponse)
+	out := servicesView{Revision: rev, Services: []serviceView{}}
+	for _, s := range list.Services {
+		v := serviceView{Name: s.Name, Instances: int(s.Instances), Passing: int(s.Passing)}
+		if v.Passing < v.Instances {
+			// Only a service with instances not passing is read in full,
+			// to tell warning from critical: a healthy registry costs
+			// this page one pass over its services, not its instances.
+			v = countByHealth(s.Name, u.cfg.Replica)
+		}
+		out.Services = append(out.Services, v)
+	}
+	sort.Slice(out.Services, func(i, j int) bool { return out.Services[i].Name < out.Services[j].Name })
+	writeJSON(w, out)
+}
+
+// countByHealth counts the instances of service by health.
+func countByHealth(service string, r Replica) serviceView {
+	v := serviceView{Name: service}
+	insts, _ := r.Instances(service)
+	for _, in := range insts {
+		v.Instances++
+		switch in.Health {
+		case pb.Health_PASSING:
+			v.Passing++
+		case pb.Health_WARNING:
+			v.Warning++
+		default:
+			v.Critical++
+		}
+	}
+	return v
+}
+
+// serveService lists one service's instances; it needs service:read on
+// the service, as Get does. A service without instances has none listed.
+func (u *UI) serveService(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if _, ok := u.allow(w, r, pb.Registry_Get_FullMethodName, &pb.GetRequest{Service: name}); !ok {
+		return
+	}
+	insts, rev := u.cfg.Replica.Instances(name)
+	out := instancesView{Service: name, Revision: rev, Instances: make([]instanceView, 0, len(insts))}
+	for _, in := range insts {
+		out.Instances = append(out.Instances, instanceView{
+			ID: in.Id, Address: in.Address, Zone: in.Zone, Version: in.Version, Weight: in.Weight,
+			Tags: nonNil(in.Tags), Metadata: in.Metadata, Health: healthName(in.Health), HealthOutput: in.HealthOutput,
+			HealthSince: unixNano(in.HealthSince), Check: describeCheck(in), Node: in.Node, ModRevision: in.ModRevision,
+		})
+	}
+	writeJSON(w, out)
+}
+
+func (u *UI) serveMembers(w http.ResponseWriter, r *http.Request) {
+	if _, ok := u.allow(w, r, pb.Status_Members_FullMethodName, &pb.MembersRequest{}); !ok {
+		return
+	}
+	resp, err := u.cfg.Status.Members(r.Context(), &pb.MembersRequest{})
+	if err != nil {
+		u.writeAPIError(w, r, err)
+		return
+	}
+	out := membersView{Members: make([]memberView, 0, len(resp.Members))}
+	for _, m := range resp.Members {
+		out.Members = append(out.Members, memberView{
+			Name: m.Name, Address: m.Address, GRPCAddress: m.GrpcAddress, Status: m.Status, Role: m.Role, Zone: m.Zone, Build: m.Build,
+		})
+	}
+	sort.Slice(out.Members, func(i, j int) bool { return out.Members[i].Name < out.Members[j].Name })
+	writeJSON(w, out)
+}
+
+// serveRaft shows the Raft configuration with each peer's last log index
+// (asked of the peer, as `zrpcctl raft peers` does) and its lag.
+func (u *UI) serveRaft(w http.ResponseWriter, r *http.Request) {
+	if _, ok := u.allow(w, r, pb.Status_Peers_FullMethodName, &pb.PeersRequest{}); !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	defer cancel()
+	st, err := u.cfg.Status.Status(ctx, &pb.StatusRequest{})
+	if err != nil {
+		u.writeAPIError(w, r, err)
+		return
+	}
+	resp, err := u.cfg.Status.Peers(ctx, &pb.PeersRequest{})
+	if err != nil {
+		u.writeAPIError(w, r, err)
+		return
+	}
+	out := raftView{Leader: st.Leader, Term: st.Term, State: st.RaftState, CommitIndex: st.CommitIndex, Peers: make([]peerView, 0, len(resp.Peers))}
+	head := leaderIndex(resp.Peers)
+	for _, p := range resp.Peers {
+		lag := int64(-1)
+		if p.LastIndex > 0 && head >= p.LastIndex {
+			lag = int64(head - p.LastIndex)
+		}
+		out.Peers = append(out.Peers, peerView{ID: p.Id, Address: p.Address, Suffrage: p.Suffrage, Leader: p.Leader, LastIndex: p.LastIndex, Lag: lag})
+	}
+	sort.Slice(out.Peers, func(i, j int) bool { return out.Peers[i].ID < out.Peers[j].ID })
+	writeJSON(w, out)
+}
+
+// serveBlobs lists the blobs this token may read (as Blobs.List does),
+// with their health as this agent judges it.
+func (u *UI) serveBlobs(w http.ResponseWriter, r *http.Request) {
+	a, ok := u.allow(w, r, pb.Blobs_List_FullMethodName, &pb.BlobListRequest{})
+	if !ok {
+		return
+	}
+	blobs, rev := u.cfg.Blobs.List(r.Context(), "")
+	list := filter(a, pb.Blobs_List_FullMethodName, &pb.BlobListResponse{Blobs: blobs}).(*pb.BlobListResponse)
+	out := blobsView{Revision: rev, Blobs: make([]blobView, 0, len(list.Blobs))}
+	for _, b := range list.Blobs {
+		v := blobView{
+			Name: b.Name, Size: b.Size, DataShards: b.DataShards, ParityShards: b.ParityShards,
+			Inline: b.Inline, Health: b.Health, Created: unixNano(b.Created),
+		}
+		if meta := u.cfg.Replica.Blob(b.Name); meta != nil {
+			v.ID = meta.Id
+		}
+		out.Blobs = append(out.Blobs, v)
+	}
+	writeJSON(w, out)
+}
+
+// serveRepair shows the leader's repair state (operator:read, as
+// RepairStatus); with ?blob=NAME also how many of that blob's shards are
+// reported corrupt.
+func (u *UI) serveRepair(w http.ResponseWriter, r *http.Request) {
+	if _, ok := u.allow(w, r, pb.Blobs_RepairStatus_FullMethodName, &pb.RepairStatusRequest{}); !ok {
+		return
+	}
+	var id string
+	if name := r.URL.Query().Get("blob"); name != "" {
+		meta := u.cfg.Replica.Blob(name)
+		if meta == nil {
+			writeError(w, http.StatusNotFound, "no blob named "+name)
+			return
+		}
+		id = meta.Id
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	defer cancel()
+	st, err := u.cfg.Blobs.LeaderRepairStatus(ctx, id)
+	if err != nil {
+		u.writeAPIError(w, r, err)
+		return
+	}
+	writeJSON(w, repairView{
+		Leader: st.Leader, Queued: st.Queued, InProgress: st.InProgress, Waiting: st.Waiting,
+		RebuiltShards: st.RebuiltShards, RebuiltBytes: st.RebuiltBytes, Failed: st.Failed,
+		LastError: st.LastError, LastScan: unixNano(st.LastScan), Corrupt: len(st.Corrupt),
+	})
+}
+
+// leaderIndex is the leader's last log index, or without it the highest
+// any peer reported.
+func leaderIndex(peers []*pb.Peer) uint64 {
+	var newest uint64
+	for _, p := range peers {
+		if p.Leader && p.LastIndex > 0 {
+			return p.LastIndex
+		}
+		newest = max(newest, p.LastIndex)
+	}
+	return newest
+}
+
+func healthName(h pb.Health) string {
+	switch h {
+	case pb.Health_PASSING:
+		return "passing"
+	case pb.Health_WARNING:
+		return "warning"
+	case pb.Health_CRITICAL:
+		return "critical"
+	}
+	return "unknown"
+}
+
+// describeCheck says how an instance's health is kept.
+func describeCheck(in *pb.Instance) string {
+	c := in.Check
+	switch {
+	case c.GetGrpc():
+		s := "gRPC health every " + c.GetInterval().AsDuration().String()
+		if c.GetGrpcAddress() != "" {
+			s += " on " + c.GetGrpcAddress()
+		}
+		return s
+	case c.GetTtl() != nil:
+		return "TTL " + c.GetTtl().AsDuration().String()
+	case in.Session != "":
+		return "session"
+	}
+	return "none"
+}
+
+func unixNano(ns int64) string {
+	if ns == 0 {
+		return ""
+	}
+	return time.Unix(0, ns).UTC().Format(time.RFC3339)
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
