@@ -42,7 +42,8 @@ FUZZ_TARGETS := \
 	storage/shardstore:FuzzHeader storage/shardstore:FuzzGet \
 	storage/codec:FuzzDecodeCorrupt storage/codec:FuzzRoundTrip \
 	storage:FuzzGetRange acl:FuzzParseRules \
-	node/grpcapi:FuzzValidateInstance node:FuzzConfigLoadFile node:FuzzConfigLoadEnv
+	node/grpcapi:FuzzValidateInstance node:FuzzConfigLoadFile node:FuzzConfigLoadEnv \
+	snapshot:FuzzInspect
 fuzz:
 	@failed=""; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; echo "== fuzz $$name (./$$pkg) for $(FUZZTIME)"; \
