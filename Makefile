@@ -93,7 +93,7 @@ proto:
 	cd api && PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I. -I/usr/include \
 		--go_out=zrpcpb --go_opt=paths=source_relative \
 		--go-grpc_out=zrpcpb --go-grpc_opt=paths=source_relative \
-		registry.proto raft.proto blob.proto acl.proto keyring.proto
+		registry.proto raft.proto blob.proto acl.proto keyring.proto snapshot.proto
 
 ## docs: regenerate docs/configuration.md from node.Config's settings
 docs:

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/snapshot"
 )
 
 // Snapshot file layout: a magic line, then length-delimited protobuf
@@ -35,7 +36,7 @@ import (
 // record; its blob records are read with a larger bound. Snapshots written
 // before blobs existed have zero blob counts and read the same.
 const (
-	snapshotMagic  = "zrpc-registry-snapshot\n"
+	snapshotMagic  = snapshot.StateMagic
 	snapshotFormat = 2
 	// snapshotFormatACL is the format of a snapshot holding ACL state.
 	snapshotFormatACL = 3
