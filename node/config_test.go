@@ -171,6 +171,9 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 		{"max_instances_per_service", func(c *Config) { c.MaxInstancesPerService = -1 }},
 		{"max_registry_bytes", func(c *Config) { c.MaxRegistryBytes = -1 }},
 		{"watch_queue_bytes", func(c *Config) { c.WatchQueueBytes = -1 }},
+		{"snapshot_interval", func(c *Config) { c.SnapshotInterval = 30 * time.Second }},
+		{"snapshot_interval", func(c *Config) { c.SnapshotInterval = -time.Hour }},
+		{"snapshot_retain", func(c *Config) { c.SnapshotRetain = 0 }},
 		{"tls_key", func(c *Config) { c.TLSCA, c.TLSCert = "ca.pem", "n1.pem" }},
 		{"tls_ca", func(c *Config) { c.TLSCert, c.TLSKey = "n1.pem", "n1-key.pem" }},
 	} {

@@ -33,6 +33,8 @@ type metrics struct {
 	slowWatchers prometheus.Counter
 	// aclRefused counts calls the ACLs refused.
 	aclRefused *prometheus.CounterVec
+	// snapshots count the scheduled snapshots.
+	snapshots *snapshotMetrics
 	// registry is the Registry service, whose watch streams' queued
 	// bytes are reported; nil until it is built.
 	registry atomic.Pointer[grpcapi.Registry]
@@ -71,6 +73,8 @@ func newMetrics(n *Node) *metrics {
 			Help: "Watch streams ended because their reader fell behind the backlog bound (the client resumes from the revision named).",
 		}),
 	}
+	m.snapshots = newSnapshotMetrics()
+	m.reg.MustRegister(m.snapshots.collectors()...)
 	store := n.store
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)

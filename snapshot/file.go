@@ -258,3 +258,6 @@ func Verify(r io.Reader) (Header, []byte, error) {
 	}
 	return sr.Header, sr.Sum(), nil
 }
+
+// Header is the header the writer wrote.
+func (w *Writer) Header() Header { return w.hdr }

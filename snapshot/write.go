@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // WriteFile writes a snapshot file to path atomically: write fills a
@@ -14,14 +15,37 @@ import (
 // (given the temporary file's path), and only then renamed to path (and
 // the directory synced). On any failure the temporary file is removed and
 // path is left as it was.
-func WriteFile(path string, write func(w io.Writer) error, verify func(tmp string) error) (err error) {
+func WriteFile(path string, write func(w io.Writer) error, verify func(tmp string) error) error {
 	dir, base := filepath.Split(path)
+	return writeAtomic(dir, base, write, verify, func() string { return base })
+}
+
+// WriteFileIn is WriteFile for a file of dir whose name depends on the
+// header write returns (e.g. its index): the file is renamed to
+// name(header) once verified. It returns the file's path.
+func WriteFileIn(dir string, write func(w io.Writer) (Header, error), name func(Header) string, verify func(tmp string) error) (string, error) {
+	var hdr Header
+	var final string
+	err := writeAtomic(dir, "snapshot",
+		func(w io.Writer) (err error) {
+			hdr, err = write(w)
+			return err
+		},
+		verify,
+		func() string {
+			final = name(hdr)
+			return final
+		})
+	return filepath.Join(dir, final), err
+}
+
+func writeAtomic(dir, base string, write func(w io.Writer) error, verify func(tmp string) error, name func() string) (err error) {
 	if dir == "" {
 		dir = "."
 	}
 	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("create a temporary file next to %s: %w", path, err)
+		return fmt.Errorf("create a temporary file in %s: %w", dir, err)
 	}
 	tmp := f.Name()
 	defer func() {
@@ -46,10 +70,17 @@ func WriteFile(path string, write func(w io.Writer) error, verify func(tmp strin
 	if err := verify(tmp); err != nil {
 		return fmt.Errorf("verify the written snapshot: %w", err)
 	}
+	path := filepath.Join(dir, name())
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
 	}
 	return syncDir(dir)
+}
+
+// IsTemporary reports whether name is a temporary file WriteFile or
+// WriteFileIn leaves behind only when the process dies mid-write.
+func IsTemporary(name string) bool {
+	return strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp-")
 }
 
 // syncDir makes a rename in dir durable.
