@@ -112,7 +112,9 @@ func TestSnapshotSchedulerKeepsOldFilesWhenANewOneFailsVerification(t *testing.T
 		t.Fatal(err)
 	}
 	before := dirNames(t, s.dir)
-	s.check = func(io.ReadSeeker) (snapshot.Header, error) { return snapshot.Header{}, errors.New("state does not load") }
+	s.check = func(io.ReadSeeker) (snapshot.Header, error) {
+		return snapshot.Header{}, errors.New("state does not load")
+	}
 	if _, err := s.take(context.Background()); err == nil || !strings.Contains(err.Error(), "state does not load") {
 		t.Fatalf("take = %v, want the verification's error", err)
 	}
