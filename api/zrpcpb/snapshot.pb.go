@@ -187,6 +187,198 @@ func (x *SnapshotRestoreResponse) GetFileRevision() uint64 {
 	return 0
 }
 
+// SnapshotInfo describes a snapshot file (`zrpcctl snapshot inspect`, and
+// what `zrpcctl snapshot save` wrote).
+type SnapshotInfo struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Path     string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Format   uint32                 `protobuf:"varint,2,opt,name=format,proto3" json:"format,omitempty"`
+	Index    uint64                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	Term     uint64                 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	Revision uint64                 `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
+	// created is RFC 3339 in UTC.
+	Created   string `protobuf:"bytes,6,opt,name=created,proto3" json:"created,omitempty"`
+	FileBytes uint64 `protobuf:"varint,7,opt,name=file_bytes,json=fileBytes,proto3" json:"file_bytes,omitempty"`
+	// sha256 is the hex SHA-256 of the file before its trailer.
+	Sha256         string `protobuf:"bytes,8,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	StateFormat    uint32 `protobuf:"varint,9,opt,name=state_format,json=stateFormat,proto3" json:"state_format,omitempty"`
+	Nodes          uint64 `protobuf:"varint,10,opt,name=nodes,proto3" json:"nodes,omitempty"`
+	Sessions       uint64 `protobuf:"varint,11,opt,name=sessions,proto3" json:"sessions,omitempty"`
+	Services       uint64 `protobuf:"varint,12,opt,name=services,proto3" json:"services,omitempty"`
+	Instances      uint64 `protobuf:"varint,13,opt,name=instances,proto3" json:"instances,omitempty"`
+	RequestRecords uint64 `protobuf:"varint,14,opt,name=request_records,json=requestRecords,proto3" json:"request_records,omitempty"`
+	Blobs          uint64 `protobuf:"varint,15,opt,name=blobs,proto3" json:"blobs,omitempty"`
+	BlobBlocks     uint64 `protobuf:"varint,16,opt,name=blob_blocks,json=blobBlocks,proto3" json:"blob_blocks,omitempty"`
+	PendingBlobs   uint64 `protobuf:"varint,17,opt,name=pending_blobs,json=pendingBlobs,proto3" json:"pending_blobs,omitempty"`
+	AclPolicies    uint64 `protobuf:"varint,18,opt,name=acl_policies,json=aclPolicies,proto3" json:"acl_policies,omitempty"`
+	AclTokens      uint64 `protobuf:"varint,19,opt,name=acl_tokens,json=aclTokens,proto3" json:"acl_tokens,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SnapshotInfo) Reset() {
+	*x = SnapshotInfo{}
+	mi := &file_snapshot_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotInfo) ProtoMessage() {}
+
+func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_snapshot_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotInfo.ProtoReflect.Descriptor instead.
+func (*SnapshotInfo) Descriptor() ([]byte, []int) {
+	return file_snapshot_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SnapshotInfo) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *SnapshotInfo) GetFormat() uint32 {
+	if x != nil {
+		return x.Format
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetCreated() string {
+	if x != nil {
+		return x.Created
+	}
+	return ""
+}
+
+func (x *SnapshotInfo) GetFileBytes() uint64 {
+	if x != nil {
+		return x.FileBytes
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *SnapshotInfo) GetStateFormat() uint32 {
+	if x != nil {
+		return x.StateFormat
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetNodes() uint64 {
+	if x != nil {
+		return x.Nodes
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetSessions() uint64 {
+	if x != nil {
+		return x.Sessions
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetServices() uint64 {
+	if x != nil {
+		return x.Services
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetInstances() uint64 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetRequestRecords() uint64 {
+	if x != nil {
+		return x.RequestRecords
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetBlobs() uint64 {
+	if x != nil {
+		return x.Blobs
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetBlobBlocks() uint64 {
+	if x != nil {
+		return x.BlobBlocks
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetPendingBlobs() uint64 {
+	if x != nil {
+		return x.PendingBlobs
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetAclPolicies() uint64 {
+	if x != nil {
+		return x.AclPolicies
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetAclTokens() uint64 {
+	if x != nil {
+		return x.AclTokens
+	}
+	return 0
+}
+
 var File_snapshot_proto protoreflect.FileDescriptor
 
 const file_snapshot_proto_rawDesc = "" +
@@ -201,7 +393,31 @@ const file_snapshot_proto_rawDesc = "" +
 	"\n" +
 	"file_index\x18\x02 \x01(\x04R\tfileIndex\x12\x1b\n" +
 	"\tfile_term\x18\x03 \x01(\x04R\bfileTerm\x12#\n" +
-	"\rfile_revision\x18\x04 \x01(\x04R\ffileRevision2\x91\x01\n" +
+	"\rfile_revision\x18\x04 \x01(\x04R\ffileRevision\"\xa7\x04\n" +
+	"\fSnapshotInfo\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
+	"\x06format\x18\x02 \x01(\rR\x06format\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04term\x18\x04 \x01(\x04R\x04term\x12\x1a\n" +
+	"\brevision\x18\x05 \x01(\x04R\brevision\x12\x18\n" +
+	"\acreated\x18\x06 \x01(\tR\acreated\x12\x1d\n" +
+	"\n" +
+	"file_bytes\x18\a \x01(\x04R\tfileBytes\x12\x16\n" +
+	"\x06sha256\x18\b \x01(\tR\x06sha256\x12!\n" +
+	"\fstate_format\x18\t \x01(\rR\vstateFormat\x12\x14\n" +
+	"\x05nodes\x18\n" +
+	" \x01(\x04R\x05nodes\x12\x1a\n" +
+	"\bsessions\x18\v \x01(\x04R\bsessions\x12\x1a\n" +
+	"\bservices\x18\f \x01(\x04R\bservices\x12\x1c\n" +
+	"\tinstances\x18\r \x01(\x04R\tinstances\x12'\n" +
+	"\x0frequest_records\x18\x0e \x01(\x04R\x0erequestRecords\x12\x14\n" +
+	"\x05blobs\x18\x0f \x01(\x04R\x05blobs\x12\x1f\n" +
+	"\vblob_blocks\x18\x10 \x01(\x04R\n" +
+	"blobBlocks\x12#\n" +
+	"\rpending_blobs\x18\x11 \x01(\x04R\fpendingBlobs\x12!\n" +
+	"\facl_policies\x18\x12 \x01(\x04R\vaclPolicies\x12\x1d\n" +
+	"\n" +
+	"acl_tokens\x18\x13 \x01(\x04R\taclTokens2\x91\x01\n" +
 	"\bSnapshot\x12>\n" +
 	"\x04Save\x12\x1c.zrpc.v1.SnapshotSaveRequest\x1a\x16.zrpc.v1.SnapshotChunk0\x01\x12E\n" +
 	"\aRestore\x12\x16.zrpc.v1.SnapshotChunk\x1a .zrpc.v1.SnapshotRestoreResponse(\x01B#Z!github.com/zrpcio/zrpc/api/zrpcpbb\x06proto3"
@@ -218,15 +434,16 @@ func file_snapshot_proto_rawDescGZIP() []byte {
 	return file_snapshot_proto_rawDescData
 }
 
-var file_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_snapshot_proto_goTypes = []any{
 	(*SnapshotSaveRequest)(nil),     // 0: zrpc.v1.SnapshotSaveRequest
 	(*SnapshotChunk)(nil),           // 1: zrpc.v1.SnapshotChunk
 	(*SnapshotRestoreResponse)(nil), // 2: zrpc.v1.SnapshotRestoreResponse
-	(*ResponseHeader)(nil),          // 3: zrpc.v1.ResponseHeader
+	(*SnapshotInfo)(nil),            // 3: zrpc.v1.SnapshotInfo
+	(*ResponseHeader)(nil),          // 4: zrpc.v1.ResponseHeader
 }
 var file_snapshot_proto_depIdxs = []int32{
-	3, // 0: zrpc.v1.SnapshotRestoreResponse.header:type_name -> zrpc.v1.ResponseHeader
+	4, // 0: zrpc.v1.SnapshotRestoreResponse.header:type_name -> zrpc.v1.ResponseHeader
 	0, // 1: zrpc.v1.Snapshot.Save:input_type -> zrpc.v1.SnapshotSaveRequest
 	1, // 2: zrpc.v1.Snapshot.Restore:input_type -> zrpc.v1.SnapshotChunk
 	1, // 3: zrpc.v1.Snapshot.Save:output_type -> zrpc.v1.SnapshotChunk
@@ -250,7 +467,7 @@ func file_snapshot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_snapshot_proto_rawDesc), len(file_snapshot_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

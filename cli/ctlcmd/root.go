@@ -68,6 +68,7 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 		newBlobCommand(o),
 		newACLCommand(o),
 		newKeyringCommand(o),
+		newSnapshotCommand(o),
 	)
 	root.AddCommand(newGenCommand())
 	root.AddCommand(newTLSCommand())
