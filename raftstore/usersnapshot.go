@@ -154,7 +154,9 @@ func (s *Store) RestoreSnapshot(ctx context.Context, f io.ReadSeeker) (uint64, e
 	if _, err := f.Seek(int64(snapshot.HeaderSize), io.SeekStart); err != nil {
 		return 0, err
 	}
-	index := s.raft.LastIndex() + restoreIndexGap
+	// Past both the cluster's log and the file's own revisions: the
+	// state's instances carry revisions up to the file's.
+	index := max(s.raft.LastIndex(), hdr.Index, hdr.Revision) + restoreIndexGap
 	state, size, err := rebaseState(bufio.NewReaderSize(io.LimitReader(f, int64(hdr.Size)), 256<<10), hdr.Size, index+1, s.fsm.cluster.get())
 	if err != nil {
 		return 0, err
