@@ -103,7 +103,10 @@ func saveFile(t *testing.T, c *client.Client, path string) *snapshot.Info {
 	t.Helper()
 	var info *snapshot.Info
 	err := snapshot.WriteFile(path,
-		func(w io.Writer) error { _, err := c.SaveSnapshot(context.Background(), w, client.SnapshotOptions{}); return err },
+		func(w io.Writer) error {
+			_, err := c.SaveSnapshot(context.Background(), w, client.SnapshotOptions{})
+			return err
+		},
 		func(tmp string) (err error) { info, err = snapshot.InspectFile(tmp); return err })
 	if err != nil {
 		t.Fatalf("save snapshot: %v", err)
