@@ -259,3 +259,73 @@ func damagedSnapshots(good []byte) []damagedSnapshot {
 		{"future format", future, "unsupported snapshot format"},
 	}
 }
+
+// TestSnapshotRestoreLeavesMissingShardsToRepair: a restore brings blob
+// metadata back, not bytes. Restored into the cluster it came from, a
+// snapshot brings back a blob deleted since, whose shards are gone: the
+// scrubbers report them and the blob is unreadable (blob stat says so);
+// and a blob that lost one shard file meanwhile has it rebuilt by repair
+// and reads back whole.
+func TestSnapshotRestoreLeavesMissingShardsToRepair(t *testing.T) {
+	c := testcluster.New(t, 3, patientRaft)
+	cl := newClient(t, c.GRPCAddr(0))
+	data := bytes.Repeat([]byte("zrpc snapshot "), 30<<10) // 420 KiB: 2+1 shards, one per agent
+	for _, name := range []string{"models/deleted", "models/kept"} {
+		if _, err := cl.PutBlob(ctxT(t), name, bytes.NewReader(data), client.PutOptions{Size: int64(len(data))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "x.snap")
+	saveFile(t, cl, path)
+
+	if _, err := cl.DeleteBlob(ctxT(t), "models/deleted"); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(time.Minute, "the deleted blob's shard files to go", func() bool {
+		return len(c.ShardFiles(0)) == 1 && len(c.ShardFiles(1)) == 1 && len(c.ShardFiles(2)) == 1
+	})
+	lost := c.ShardFiles(0)[0] // the kept blob's shard on agent 0
+	if err := os.Remove(lost); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := cl.RestoreSnapshot(ctxT(t), f, client.SnapshotOptions{}); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	c.WaitFor(time.Minute, "every agent to have the deleted blob back", func() bool {
+		for i := range c.Size() {
+			if c.Node(i).Store().FSM().Blob("models/deleted") == nil {
+				return false
+			}
+		}
+		return true
+	})
+	reported := 0
+	for i := range c.Size() {
+		reported += c.Node(i).Blobs().ScrubOnce(ctxT(t), 0)
+	}
+	if reported != 4 {
+		t.Fatalf("the scrubbers reported %d missing shards, want 4 (the deleted blob's 3, the kept blob's 1)", reported)
+	}
+	c.WaitFor(time.Minute, "repair to rebuild the kept blob's lost shard", func() bool {
+		_, err := os.Stat(lost)
+		return err == nil
+	})
+	r, err := cl.GetBlob(ctxT(t), "models/kept", client.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the kept blob reads back %d bytes (%v), want its %d", len(got), err, len(data))
+	}
+	c.WaitFor(time.Minute, "blob stat to call the deleted blob unreadable", func() bool {
+		st, err := cl.StatBlob(ctxT(t), "models/deleted")
+		return err == nil && st.Health == "unreadable"
+	})
+}
