@@ -329,3 +329,47 @@ func TestSnapshotRestoreLeavesMissingShardsToRepair(t *testing.T) {
 		return err == nil && st.Health == "unreadable"
 	})
 }
+
+// TestSnapshotRestoreDropsSessionsNoProcessHolds: a session in a restored
+// snapshot whose process is gone (its stream ended after the save) is
+// destroyed with its instances by the owning agent's session scan, as
+// after an agent restart.
+func TestSnapshotRestoreDropsSessionsNoProcessHolds(t *testing.T) {
+	c := testcluster.New(t, 1)
+	cl := newClient(t, c.GRPCAddr(0))
+	sess, err := cl.Session(ctxT(t), "billing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sess.Register(ctxT(t), &pb.Instance{Service: "billing.rpc", Id: "b1", Address: "127.0.0.1:9100"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cl.Register(ctxT(t), &pb.Instance{Service: "static.rpc", Id: "s1", Address: "127.0.0.1:9200"}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "s.snap")
+	if info := saveFile(t, cl, path); info.Sessions != 1 || info.Instances != 2 {
+		t.Fatalf("snapshot holds %d sessions and %d instances, want 1 and 2", info.Sessions, info.Instances)
+	}
+	sess.Close()
+	if _, err := cl.Deregister(ctxT(t), "static.rpc", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	fsm := c.Node(0).Store().FSM()
+	c.WaitFor(10*time.Second, "the closed session's instance to go", func() bool { return fsm.Instance("billing.rpc", "b1") == nil })
+
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := cl.RestoreSnapshot(ctxT(t), f, client.SnapshotOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(10*time.Second, "the restored session nobody holds to be destroyed with its instance", func() bool {
+		return len(fsm.Sessions()) == 0 && fsm.Instance("billing.rpc", "b1") == nil
+	})
+	if fsm.Instance("static.rpc", "s1") == nil {
+		t.Fatal("the restore did not bring back the instance deregistered after the save")
+	}
+}
