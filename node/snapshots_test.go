@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/testlog"
@@ -192,14 +191,17 @@ func TestScheduledSnapshotOfARealAgentHoldsItsRegistry(t *testing.T) {
 }
 
 // metricValue reads a counter's or gauge's value.
-func metricValue(t *testing.T, m prometheus.Metric) float64 {
+func metricValue(t *testing.T, m prometheus.Collector) float64 {
 	t.Helper()
-	var out dto.Metric
-	if err := m.Write(&out); err != nil {
-		t.Fatal(err)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+	families, err := reg.Gather()
+	if err != nil || len(families) != 1 || len(families[0].GetMetric()) != 1 {
+		t.Fatalf("gather %v: %d families (%v)", m, len(families), err)
 	}
-	if c := out.GetCounter(); c != nil {
+	v := families[0].GetMetric()[0]
+	if c := v.GetCounter(); c != nil {
 		return c.GetValue()
 	}
-	return out.GetGauge().GetValue()
+	return v.GetGauge().GetValue()
 }
