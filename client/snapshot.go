@@ -90,9 +90,13 @@ func (c *Client) RestoreSnapshot(ctx context.Context, r io.Reader, opts Snapshot
 		if err != nil {
 			return err
 		}
-		buf := make([]byte, 256<<10)
 		for {
-			k, rerr := r.Read(buf)
+			// A sent message may still be read: each chunk has its own buffer.
+			buf := make([]byte, 256<<10)
+			k, rerr := io.ReadFull(r, buf)
+			if rerr == io.ErrUnexpectedEOF {
+				rerr = io.EOF
+			}
 			read += int64(k)
 			if k > 0 {
 				if err := stream.Send(&zrpcpb.SnapshotChunk{Data: buf[:k]}); err != nil {

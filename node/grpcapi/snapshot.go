@@ -137,9 +137,10 @@ func (c *chunkSender) flush() error {
 	if len(c.buf) == 0 {
 		return nil
 	}
-	// Send marshals before it returns, so the buffer may be reused.
+	// A sent message may still be read (stats handlers use it lazily):
+	// the next chunk gets a buffer of its own.
 	err := c.send(&pb.SnapshotChunk{Data: c.buf})
-	c.buf = c.buf[:0]
+	c.buf = make([]byte, 0, cap(c.buf))
 	return err
 }
 
@@ -202,9 +203,13 @@ func forwardRestore(ctx context.Context, c pb.SnapshotClient, f io.ReadSeeker) (
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, snapshotChunk)
 	for {
-		n, err := f.Read(buf)
+		// A sent message may still be read: each chunk has its own buffer.
+		buf := make([]byte, snapshotChunk)
+		n, err := io.ReadFull(f, buf)
+		if err == io.ErrUnexpectedEOF {
+			err = io.EOF
+		}
 		if n > 0 {
 			if serr := up.Send(&pb.SnapshotChunk{Data: buf[:n]}); serr != nil {
 				if errors.Is(serr, io.EOF) {
