@@ -49,6 +49,12 @@ func TestSnapshotSaveInspectRestore(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Fatalf("save left %v in the directory, want only the snapshot", entries)
 	}
+	stale := filepath.Join(t.TempDir(), "stale.snap")
+	res = run("snapshot", "save", "--stale", stale)
+	if res.err != nil {
+		t.Fatalf("save --stale: %v\n%s", res.err, res.stderr)
+	}
+	checkContains(t, "save --stale stdout", res.stdout, "saved and verified "+stale, "3 instances")
 	if res := run("snapshot", "save", filepath.Join(dir, "nosuchdir", "x.snap")); res.err == nil || !strings.Contains(res.err.Error(), "was not written") {
 		t.Fatalf("save into a missing directory: %v", res.err)
 	}
