@@ -169,7 +169,7 @@ func TestSnapshotRoundTripBetweenClusters(t *testing.T) {
 	}
 
 	watchFrom := b.Node(1).Store().FSM().Revision()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	watch, err := b.Registry(1).Watch(ctx, &pb.WatchRequest{FromRevision: watchFrom})
 	if err != nil {
@@ -209,8 +209,9 @@ func TestSnapshotRoundTripBetweenClusters(t *testing.T) {
 	checkWatchSeesRestore(t, watch, rev, snapshotInstances)
 }
 
-// checkWatchSeesRestore reads the watch until a snapshot at rev or later
-// arrives, and checks that it holds n instances.
+// checkWatchSeesRestore reads the watch, opened before the restore, until
+// a snapshot arrives, and checks that it is at rev or later and holds n
+// instances.
 func checkWatchSeesRestore(t *testing.T, watch pb.Registry_WatchClient, rev uint64, n int) {
 	t.Helper()
 	got := -1
@@ -221,7 +222,7 @@ func checkWatchSeesRestore(t *testing.T, watch pb.Registry_WatchClient, rev uint
 		}
 		if resp.Snapshot {
 			if resp.Header.Revision < rev {
-				continue
+				t.Fatalf("the watch's snapshot is at revision %d, before the restore's %d", resp.Header.Revision, rev)
 			}
 			got = 0
 		}

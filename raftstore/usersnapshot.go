@@ -141,7 +141,7 @@ func CheckSnapshotFile(f io.ReadSeeker) (snapshot.Header, error) {
 }
 
 // RestoreSnapshot replaces the cluster's state with the snapshot file f
-// through Raft and returns the registry's revision after it. It runs on the
+// through Raft and returns the revision the restored state has. It runs on the
 // leader; it checks f (CheckSnapshotFile) before anything changes.
 func (s *Store) RestoreSnapshot(ctx context.Context, f io.ReadSeeker) (uint64, error) {
 	hdr, err := CheckSnapshotFile(f)
@@ -169,10 +169,9 @@ func (s *Store) RestoreSnapshot(ctx context.Context, f io.ReadSeeker) (uint64, e
 	if err := s.raft.Restore(meta, state, timeout); err != nil {
 		return 0, fmt.Errorf("restore through raft: %w", RaftError(err))
 	}
-	rev := s.fsm.Revision()
-	if rev != index+1 {
-		s.log.Warn("restored snapshot's revision differs from its raft index", "revision", index+1, "raft_index", s.raft.LastIndex())
-	}
+	// The state is at index+1 (the rebased header's revision); writes may
+	// have followed it already.
+	rev := index + 1
 	s.log.Info("restored a snapshot through raft", "file_index", hdr.Index, "file_revision", hdr.Revision, "revision", rev)
 	return rev, nil
 }
