@@ -43,11 +43,11 @@ const (
 	// maxSnapshotRecord bounds one record so a corrupt length cannot make
 	// Restore allocate without limit. The writer refuses to write a larger
 	// one, so whatever it writes can be read back.
-	maxSnapshotRecord = 4 << 20
+	maxSnapshotRecord = snapshot.MaxStateRecord
 	// maxLegacyBlobRecord bounds a whole-blob record of format 1: large
 	// enough for the biggest blob an agent accepts (64 GiB of 1 MiB blocks
 	// at 16+16 shards).
-	maxLegacyBlobRecord = 256 << 20
+	maxLegacyBlobRecord = snapshot.MaxLegacyStateRecord
 )
 
 var errSnapshotFormat = errors.New("not a registry snapshot")

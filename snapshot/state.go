@@ -18,11 +18,11 @@ import (
 // protobuf messages, a pb.SnapshotHeader first).
 const StateMagic = "zrpc-registry-snapshot\n"
 
-// Bounds on one record of the state stream, as the state machine reads
-// them: format 1 stored a whole blob in one record.
+// Bounds on one record of the state stream, which the state machine
+// writes and reads within (format 1 stored a whole blob in one record).
 const (
-	maxRecord       = 4 << 20
-	maxLegacyRecord = 256 << 20
+	MaxStateRecord       = 4 << 20
+	MaxLegacyStateRecord = 256 << 20
 )
 
 // Info is what Inspect reports of a file.
@@ -54,7 +54,7 @@ func ReadStateHeader(br *bufio.Reader) (*pb.SnapshotHeader, error) {
 		return nil, fmt.Errorf("the state is not a registry snapshot stream (%v)", err)
 	}
 	size, n := protowire.ConsumeVarint(b[len(StateMagic):])
-	if n < 0 || size > maxRecord {
+	if n < 0 || size > MaxStateRecord {
 		return nil, errors.New("the state's header record has no valid length")
 	}
 	b, err = br.Peek(len(StateMagic) + n + int(size))
@@ -105,7 +105,7 @@ func walkState(br *bufio.Reader, info *Info) error {
 		return err
 	}
 	w := &walker{r: br}
-	if err := w.skip(maxRecord); err != nil { // the header, read above
+	if err := w.skip(MaxStateRecord); err != nil { // the header, read above
 		return err
 	}
 	info.StateFormat = hdr.Format
@@ -120,7 +120,7 @@ func walkState(br *bufio.Reader, info *Info) error {
 	services := make(map[string]struct{})
 	for i := uint64(0); i < hdr.Instances; i++ {
 		inst := &pb.Instance{}
-		if err := w.read(inst, maxRecord); err != nil {
+		if err := w.read(inst, MaxStateRecord); err != nil {
 			return fmt.Errorf("instance %d of %d: %w", i+1, hdr.Instances, err)
 		}
 		services[inst.Service] = struct{}{}
@@ -158,14 +158,14 @@ func (w *walker) blobs(hdr *pb.SnapshotHeader) (uint64, error) {
 	for i := uint64(0); i < hdr.Blobs; i++ {
 		if hdr.Format == 1 {
 			b := &pb.Blob{}
-			if err := w.read(b, maxLegacyRecord); err != nil {
+			if err := w.read(b, MaxLegacyStateRecord); err != nil {
 				return 0, fmt.Errorf("blob %d of %d: %w", i+1, hdr.Blobs, err)
 			}
 			blocks += uint64(len(b.Blocks))
 			continue
 		}
 		sb := &pb.SnapshotBlob{}
-		if err := w.read(sb, maxRecord); err != nil {
+		if err := w.read(sb, MaxStateRecord); err != nil {
 			return 0, fmt.Errorf("blob %d of %d: %w", i+1, hdr.Blobs, err)
 		}
 		if err := w.skipN(fmt.Sprintf("block of blob %d", i+1), sb.Blocks); err != nil {
@@ -179,7 +179,7 @@ func (w *walker) blobs(hdr *pb.SnapshotHeader) (uint64, error) {
 // skipN skips n records of one kind.
 func (w *walker) skipN(what string, n uint64) error {
 	for i := uint64(0); i < n; i++ {
-		if err := w.skip(maxRecord); err != nil {
+		if err := w.skip(MaxStateRecord); err != nil {
 			return fmt.Errorf("%s %d of %d: %w", what, i+1, n, err)
 		}
 	}
