@@ -1,6 +1,7 @@
 package grpcapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/snapshot"
 )
@@ -158,17 +160,8 @@ func (s *Snapshots) Restore(stream grpc.ClientStreamingServer[pb.SnapshotChunk, 
 		f.Close()
 		os.Remove(f.Name())
 	}()
-	for {
-		chunk, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if _, err := f.Write(chunk.GetData()); err != nil {
-			return fmt.Errorf("keep the snapshot being restored: %w", err)
-		}
+	if err := receiveSnapshot(stream, f); err != nil {
+		return err
 	}
 	hdr, err := s.cfg.Snapshots.CheckSnapshotFile(f)
 	if err != nil {
@@ -192,6 +185,43 @@ func (s *Snapshots) Restore(stream grpc.ClientStreamingServer[pb.SnapshotChunk, 
 	return stream.SendAndClose(&pb.SnapshotRestoreResponse{
 		Header: header(s.cfg.Agent, rev), FileIndex: hdr.Index, FileTerm: hdr.Term, FileRevision: hdr.Revision,
 	})
+}
+
+// receiveSnapshot writes the file a Restore stream carries to f. The
+// header is checked as soon as it has arrived, so a file that is not a
+// snapshot, or of a format this agent cannot read, is refused at once, and
+// a stream longer than its header announces is cut off there.
+func receiveSnapshot(stream grpc.ClientStreamingServer[pb.SnapshotChunk, pb.SnapshotRestoreResponse], f io.Writer) error {
+	var head []byte
+	var got int64
+	want := int64(-1) // the file's length, once its header is known
+	for {
+		chunk, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		data := chunk.GetData()
+		got += int64(len(data))
+		if want < 0 && len(head) < snapshot.HeaderSize {
+			head = append(head, data[:min(len(data), snapshot.HeaderSize-len(head))]...)
+			if len(head) == snapshot.HeaderSize {
+				sr, err := snapshot.NewReader(bytes.NewReader(head))
+				if err != nil {
+					return fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
+				}
+				want = int64(snapshot.HeaderSize) + int64(sr.Header.Size) + snapshot.TrailerSize
+			}
+		}
+		if want >= 0 && got > want {
+			return fmt.Errorf("%w: %w: the stream is longer than the %d bytes its header announces", apierr.ErrInvalidArgument, snapshot.ErrChecksum, want)
+		}
+		if _, err := f.Write(data); err != nil {
+			return fmt.Errorf("keep the snapshot being restored: %w", err)
+		}
+	}
 }
 
 // forwardRestore sends the file f to the leader's Restore.
