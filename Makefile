@@ -58,7 +58,8 @@ FUZZ_TARGETS := \
 	storage/codec:FuzzDecodeCorrupt storage/codec:FuzzRoundTrip \
 	storage:FuzzGetRange acl:FuzzParseRules \
 	node/grpcapi:FuzzValidateInstance node:FuzzConfigLoadFile node:FuzzConfigLoadEnv \
-	node/dns:FuzzDNSQuery
+	node/dns:FuzzDNSQuery \
+	snapshot:FuzzInspect
 fuzz:
 	@failed=""; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; echo "== fuzz $$name (./$$pkg) for $(FUZZTIME)"; \
@@ -122,7 +123,7 @@ proto:
 	cd api && PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I. -I/usr/include \
 		--go_out=zrpcpb --go_opt=paths=source_relative \
 		--go-grpc_out=zrpcpb --go-grpc_opt=paths=source_relative \
-		registry.proto raft.proto blob.proto acl.proto keyring.proto
+		registry.proto raft.proto blob.proto acl.proto keyring.proto snapshot.proto
 
 ## docs: regenerate docs/configuration.md from node.Config's settings and
 ## docs/metrics.md's table from the metrics an agent serves

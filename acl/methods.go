@@ -61,6 +61,12 @@ var Methods = map[string]Permission{
 	pb.Shards_ReportShards_FullMethodName: {Resource: Agent, Access: Write},
 	pb.Shards_Referenced_FullMethodName:   {Resource: Agent, Access: Write},
 
+	// Snapshots: a saved file holds the cluster's secret and the tokens'
+	// hashes, so saving needs an operator's write; a restore replaces the
+	// ACL state itself, so it needs acl:write.
+	pb.Snapshot_Save_FullMethodName:    {Resource: Operator, Access: Write},
+	pb.Snapshot_Restore_FullMethodName: {Resource: ACL, Access: Write},
+
 	// The gossip keyring: listing shows the keys themselves, so it needs
 	// an operator's write like changing them; the per-agent half is
 	// agent-to-agent.

@@ -99,6 +99,9 @@ var samples = map[string]sample{
 	pb.Blobs_Delete_FullMethodName:       {req: &pb.BlobDeleteRequest{Name: "models/a"}, kind: Blob, name: "models/a", access: Write},
 	pb.Blobs_RepairStatus_FullMethodName: {req: &pb.RepairStatusRequest{}, kind: Operator, access: Read},
 
+	pb.Snapshot_Save_FullMethodName:    {req: &pb.SnapshotSaveRequest{}, kind: Operator, access: Write},
+	pb.Snapshot_Restore_FullMethodName: {req: &pb.SnapshotChunk{}, kind: ACL, access: Write},
+
 	pb.Internal_Apply_FullMethodName:      {req: &pb.Command{}, kind: Agent, access: Write},
 	pb.Shards_PutShard_FullMethodName:     {req: &pb.PutShardRequest{}, kind: Agent, access: Write},
 	pb.Shards_SyncShards_FullMethodName:   {req: &pb.SyncShardsRequest{}, kind: Agent, access: Write},

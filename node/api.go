@@ -54,6 +54,7 @@ func newGRPCServer(n *Node) *grpc.Server {
 			Keyring:     keyring,
 			KeyringPeer: keyring.Peer(),
 			ACL:         n.newACL(),
+			Snapshot:    n.newSnapshots(),
 		})
 }
 

@@ -161,6 +161,12 @@ type Config struct {
 	// watch streams together, read but not sent yet.
 	WatchQueueBytes int64 `yaml:"watch_queue_bytes" help:"encoded bytes of events queued for all watch streams of this agent together; past it the stream with the most queued is ended as too slow and its client resumes (0: no limit)"`
 
+	// SnapshotInterval is how often this agent writes a snapshot file of
+	// its own replica to <data_dir>/snapshots (0: never); SnapshotRetain
+	// is how many of those files it keeps (node/snapshots.go).
+	SnapshotInterval time.Duration `yaml:"snapshot_interval" help:"how often this agent writes a verified snapshot file of its replica to <data_dir>/snapshots (0: off; else at least 1m)"`
+	SnapshotRetain   int           `yaml:"snapshot_retain" help:"how many scheduled snapshot files this agent keeps; the oldest beyond it are deleted once a new one is verified"`
+
 	// Build is the agent's version string, set by cli from the linker
 	// flags ("dev" when empty). It is not a setting: no file key, flag or
 	// environment variable sets it.
@@ -202,6 +208,8 @@ func Default() Config {
 		MaxRegistryBytes:         512 << 20,
 
 		WatchQueueBytes: 256 << 20,
+
+		SnapshotRetain: 24,
 	}
 	rd, bd := raftstore.DefaultConfig(), storage.DefaultConfig()
 	c.fromSubsystem(&rd, raftSettings)
@@ -323,6 +331,12 @@ func (c *Config) validateAgent(l *fielderr.List) {
 	if c.LeaderWait+c.RaftElectionTimeout >= raftstore.DedupWindow/2 {
 		bad("leader_wait", "%s plus raft_election_timeout %s must stay under %s (half the window in which retried writes are recognised)",
 			c.LeaderWait, c.RaftElectionTimeout, raftstore.DedupWindow/2)
+	}
+	if c.SnapshotInterval != 0 && c.SnapshotInterval < time.Minute {
+		bad("snapshot_interval", "%s must be 0 (off) or at least 1m", c.SnapshotInterval)
+	}
+	if c.SnapshotRetain < 1 {
+		bad("snapshot_retain", "%d must be at least 1", c.SnapshotRetain)
 	}
 	if c.Voters < 1 || c.Voters > 5 {
 		bad("voters", "%d must be 1 to 5", c.Voters)

@@ -36,6 +36,8 @@ type metrics struct {
 	aclRefused *prometheus.CounterVec
 	// dnsQueries counts DNS answers by response code.
 	dnsQueries *prometheus.CounterVec
+	// snapshots count the scheduled snapshots.
+	snapshots *snapshotMetrics
 	// registry is the Registry service, whose watch streams' queued
 	// bytes are reported; nil until it is built.
 	registry atomic.Pointer[grpcapi.Registry]
@@ -79,6 +81,8 @@ func newMetrics(n *Node) *metrics {
 	for _, result := range []string{"ok", "error"} {
 		m.apply.WithLabelValues(result)
 	}
+	m.snapshots = newSnapshotMetrics()
+	m.reg.MustRegister(m.snapshots.collectors()...)
 	store := n.store
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)

@@ -208,6 +208,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			if n.cfg.ACL {
 				n.aclResolver = acl.NewReplicaResolver(n.store.FSM())
 			}
+			if err := n.openSnapshotsDir(); err != nil {
+				return err
+			}
 			n.peers = newPeerConns(n)
 			n.forward = raftstore.NewForwarder(n.store, raftstore.ForwardConfig{
 				LeaderWait: n.cfg.LeaderWait, Dial: n.peers.dial, LocalApply: n.applyAsLeader, Done: n.ctx.Done(),
@@ -242,6 +245,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("start agent %s: %w", n.cfg.Name, err)
 	}
 	n.goLoop(n.store.PaceSnapshots)
+	if n.cfg.SnapshotInterval > 0 {
+		n.goLoop(n.newSnapshotScheduler().run)
+	}
 	n.log.Info("agent started", "name", n.cfg.Name, "grpc", n.GRPCAddr(), "raft", n.store.RaftAddr(),
 		"http", n.HTTPAddr(), "dns", n.DNSAddr(), "data_dir", n.cfg.DataDir)
 	return nil

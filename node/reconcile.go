@@ -29,6 +29,7 @@ type raftMembership interface {
 // replica, raftstore.FSM).
 type nodeTable interface {
 	Node(name string) *pb.Node
+	Nodes() []*pb.Node
 	NodeOwnsAnything(name string) bool
 }
 
@@ -139,6 +140,32 @@ func (r *reconciler) reconcile(ctx context.Context, now time.Time) error {
 		}
 		if now.Sub(r.failedSince[id]) > r.reap {
 			errs = append(errs, r.removeMember(ctx, id, "unknown to gossip past dead_node_reap", inRaft))
+		}
+	}
+	errs = append(errs, r.reapUnknownNodes(ctx, now, members, inRaft))
+	return errors.Join(errs...)
+}
+
+// reapUnknownNodes removes, after the reap delay, the agents the registry
+// records but neither gossip nor Raft knows, with the instances and
+// sessions they own: those of a restored snapshot taken on another
+// cluster, or of an agent whose removal never reached the registry.
+func (r *reconciler) reapUnknownNodes(ctx context.Context, now time.Time, members []gossip.Member, inRaft map[string]raftstore.Server) error {
+	known := map[string]bool{r.self: true}
+	for _, m := range members {
+		known[m.Name] = true
+	}
+	var errs []error
+	for _, n := range r.nodes.Nodes() {
+		if _, ok := inRaft[n.Name]; ok || known[n.Name] {
+			continue
+		}
+		if _, ok := r.failedSince[n.Name]; !ok {
+			r.failedSince[n.Name] = now
+		}
+		if now.Sub(r.failedSince[n.Name]) > r.reap {
+			errs = append(errs, r.removeMember(ctx, n.Name, "unknown to gossip and Raft past dead_node_reap", inRaft))
+			delete(r.failedSince, n.Name)
 		}
 	}
 	return errors.Join(errs...)

@@ -262,6 +262,24 @@ func TestReconcileRemovesARaftServerUnknownToGossipAfterTheDelay(t *testing.T) {
 	f.wantGone("ghost")
 }
 
+// An agent the registry records (with what it owns) but neither gossip
+// nor Raft knows, as after the restore of another cluster's snapshot, is
+// removed after the reap delay, not before.
+func TestReconcileRemovesARecordedAgentUnknownToGossipAndRaftAfterTheDelay(t *testing.T) {
+	f := newReconcileFixture(t, 3, voter("self"))
+	f.record("self", "ghost")
+	f.pass(0)
+	f.pass(testReap)
+	if f.fsm.Node("ghost") == nil || !f.fsm.NodeOwnsAnything("ghost") {
+		t.Fatal("the unknown agent was removed before the reap delay")
+	}
+	f.pass(testReap + time.Second)
+	f.wantGone("ghost")
+	if f.fsm.Node("self") == nil || !f.fsm.NodeOwnsAnything("self") {
+		t.Fatal("the leader's own record was removed")
+	}
+}
+
 func TestReconcileRemovesALeftMemberAtOnce(t *testing.T) {
 	f := newReconcileFixture(t, 3, voter("self"), voter("a"), nonvoter("b"))
 	f.record("a", "b")

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/snapshot"
 )
 
 // Snapshot file layout: a magic line, then length-delimited protobuf
@@ -35,18 +36,18 @@ import (
 // record; its blob records are read with a larger bound. Snapshots written
 // before blobs existed have zero blob counts and read the same.
 const (
-	snapshotMagic  = "zrpc-registry-snapshot\n"
+	snapshotMagic  = snapshot.StateMagic
 	snapshotFormat = 2
 	// snapshotFormatACL is the format of a snapshot holding ACL state.
 	snapshotFormatACL = 3
 	// maxSnapshotRecord bounds one record so a corrupt length cannot make
 	// Restore allocate without limit. The writer refuses to write a larger
 	// one, so whatever it writes can be read back.
-	maxSnapshotRecord = 4 << 20
+	maxSnapshotRecord = snapshot.MaxStateRecord
 	// maxLegacyBlobRecord bounds a whole-blob record of format 1: large
 	// enough for the biggest blob an agent accepts (64 GiB of 1 MiB blocks
 	// at 16+16 shards).
-	maxLegacyBlobRecord = 256 << 20
+	maxLegacyBlobRecord = snapshot.MaxLegacyStateRecord
 )
 
 var errSnapshotFormat = errors.New("not a registry snapshot")

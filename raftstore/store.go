@@ -31,6 +31,7 @@ type Store struct {
 	fsm       *FSM
 	raft      *raft.Raft
 	logs      *logStore
+	snaps     raft.SnapshotStore // raft's snapshots (WriteSnapshot reads the latest)
 	transport *transport
 	pusher    *commitPusher // tells followers the leader's commits at once
 	notify    chan bool
@@ -112,6 +113,7 @@ func (s *Store) Open() (err error) {
 	if _, err := os.Stat(filepath.Join(cfg.Dir, migratedLogFile)); err == nil {
 		snaps = newRetiringSnapshots(snaps, cfg.Dir, s.log)
 	}
+	s.snaps = snaps
 	if s.transport, err = s.newTransport(); err != nil {
 		return err
 	}

@@ -70,6 +70,7 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 		newKeyringCommand(o),
 		newBenchCommand(o),
 		newDebugCommand(o),
+		newSnapshotCommand(o),
 	)
 	root.AddCommand(newGenCommand())
 	root.AddCommand(newTLSCommand())

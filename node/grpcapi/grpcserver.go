@@ -78,6 +78,9 @@ type Services struct {
 	// key; nil leaves them out.
 	Keyring     pb.KeyringServer
 	KeyringPeer pb.KeyringPeerServer
+	// Snapshot (NewSnapshots) saves and restores the cluster's state; nil
+	// leaves it out.
+	Snapshot pb.SnapshotServer
 }
 
 // NewServer returns the agent's gRPC server with its interceptor chain,
@@ -115,6 +118,9 @@ func NewServer(cfg ServerConfig, svcs Services) *grpc.Server {
 	}
 	if svcs.KeyringPeer != nil {
 		pb.RegisterKeyringPeerServer(s, svcs.KeyringPeer)
+	}
+	if svcs.Snapshot != nil {
+		pb.RegisterSnapshotServer(s, svcs.Snapshot)
 	}
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(s, hs)

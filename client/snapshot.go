@@ -1,0 +1,123 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// SnapshotOptions tune SaveSnapshot and RestoreSnapshot.
+type SnapshotOptions struct {
+	// Stale saves the answering agent's own replica instead of the
+	// leader's state (it may lag the leader; it works without a leader).
+	Stale bool
+	// Progress, when set, is called with the bytes transferred so far.
+	Progress func(done int64)
+}
+
+// errSnapshotStarted: a snapshot transfer failed after bytes went out or
+// came in, so another agent cannot take it over.
+var errSnapshotStarted = errors.New("the snapshot transfer failed part way")
+
+// notRetriedOnceStarted keeps the call from being retried on another
+// agent once done bytes of the file went across.
+func notRetriedOnceStarted(err error, done int64) error {
+	if err != nil && done > 0 && retryable(err) {
+		return fmt.Errorf("%w after %d bytes: %v", errSnapshotStarted, done, mapErr(err))
+	}
+	return err
+}
+
+// SaveSnapshot writes a snapshot file of the cluster's state (registry,
+// blob metadata, ACL state) to w, as the agent streams it, and returns
+// the bytes written. The file is not checked here: package snapshot
+// verifies it. Another agent is tried only while nothing was written.
+func (c *Client) SaveSnapshot(ctx context.Context, w io.Writer, opts SnapshotOptions) (int64, error) {
+	var n int64
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) error {
+		if n > 0 {
+			return errSnapshotStarted
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stream, err := zrpcpb.NewSnapshotClient(ep.conn).Save(ctx, &zrpcpb.SnapshotSaveRequest{Stale: opts.Stale})
+		if err != nil {
+			return err
+		}
+		for {
+			chunk, err := stream.Recv()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return notRetriedOnceStarted(err, n)
+			}
+			k, err := w.Write(chunk.GetData())
+			n += int64(k)
+			if err != nil {
+				return fmt.Errorf("write the snapshot: %w", err)
+			}
+			if opts.Progress != nil {
+				opts.Progress(n)
+			}
+		}
+	})
+	if err != nil {
+		return n, fmt.Errorf("save snapshot: %w", err)
+	}
+	return n, nil
+}
+
+// RestoreSnapshot sends the snapshot file r to an agent, which checks it
+// (hash, and a load into a scratch state machine) and has the leader
+// replace the cluster's state with it through Raft. A file that fails the
+// checks is refused with InvalidArgument before anything changes. The
+// answer's header carries the registry's revision after the restore.
+// Another agent is tried only while nothing was read from r.
+func (c *Client) RestoreSnapshot(ctx context.Context, r io.Reader, opts SnapshotOptions) (*zrpcpb.SnapshotRestoreResponse, error) {
+	var resp *zrpcpb.SnapshotRestoreResponse
+	var read int64
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) error {
+		if read > 0 {
+			return errSnapshotStarted
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stream, err := zrpcpb.NewSnapshotClient(ep.conn).Restore(ctx)
+		if err != nil {
+			return err
+		}
+		for {
+			// A sent message may still be read: each chunk has its own buffer.
+			buf := make([]byte, 256<<10)
+			k, rerr := io.ReadFull(r, buf)
+			if rerr == io.ErrUnexpectedEOF {
+				rerr = io.EOF
+			}
+			read += int64(k)
+			if k > 0 {
+				if err := stream.Send(&zrpcpb.SnapshotChunk{Data: buf[:k]}); err != nil {
+					break // the agent ended the call: CloseAndRecv says why
+				}
+				if opts.Progress != nil {
+					opts.Progress(read)
+				}
+			}
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				return fmt.Errorf("read the snapshot: %w", rerr)
+			}
+		}
+		resp, err = stream.CloseAndRecv()
+		return notRetriedOnceStarted(err, read)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("restore snapshot: %w", err)
+	}
+	return resp, nil
+}

@@ -1,0 +1,376 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/node"
+	"github.com/zrpcio/zrpc/raftstore"
+	"github.com/zrpcio/zrpc/snapshot"
+	"github.com/zrpcio/zrpc/testcluster"
+)
+
+// snapshotInstances is how many instances the round trip carries: enough
+// that a snapshot is megabytes and many chunks, few enough to register in
+// seconds on a loaded machine (the benchmark in raftstore uses 100,000).
+const snapshotInstances = 20000
+
+// registerMany registers n instances of 20 services through agent 0 of c.
+func registerMany(t *testing.T, c *testcluster.Cluster, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const workers = 32
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reg := c.Registry(w % c.Size())
+			for i := w; i < n; i += workers {
+				inst := &pb.Instance{Service: fmt.Sprintf("svc%02d.rpc", i%20), Id: fmt.Sprint("i", i),
+					Address: fmt.Sprintf("10.%d.%d.%d:8080", i>>16, (i>>8)&255, i&255), Zone: "z1", Tags: []string{"v2"}}
+				if _, err := reg.Register(ctx, &pb.RegisterRequest{Instance: inst}); err != nil {
+					errs <- fmt.Errorf("register %d: %w", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newClient(t *testing.T, addr string) *client.Client {
+	t.Helper()
+	c, err := client.New(client.Config{Endpoints: []string{addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// registryOf is what a replica holds that a restore must carry over.
+type registryOf struct {
+	instances []*pb.Instance
+	blobs     []*pb.Blob
+}
+
+func replicaState(f *raftstore.FSM) registryOf {
+	insts, _ := f.AllInstances()
+	blobs, _ := f.Blobs("")
+	return registryOf{insts, blobs}
+}
+
+func (r registryOf) diff(o registryOf) string {
+	if len(r.instances) != len(o.instances) || len(r.blobs) != len(o.blobs) {
+		return fmt.Sprintf("%d instances and %d blobs, want %d and %d", len(o.instances), len(o.blobs), len(r.instances), len(r.blobs))
+	}
+	for i := range r.instances {
+		if !proto.Equal(r.instances[i], o.instances[i]) {
+			return fmt.Sprintf("instance %d is %v, want %v", i, o.instances[i], r.instances[i])
+		}
+	}
+	for i := range r.blobs {
+		if !proto.Equal(r.blobs[i], o.blobs[i]) {
+			return fmt.Sprintf("blob %d is %v, want %v", i, o.blobs[i], r.blobs[i])
+		}
+	}
+	return ""
+}
+
+// saveFile saves a snapshot of the cluster behind c into a verified file.
+func saveFile(t *testing.T, c *client.Client, path string) *snapshot.Info {
+	t.Helper()
+	var info *snapshot.Info
+	err := snapshot.WriteFile(path,
+		func(w io.Writer) error {
+			_, err := c.SaveSnapshot(context.Background(), w, client.SnapshotOptions{})
+			return err
+		},
+		func(tmp string) (err error) { info, err = snapshot.InspectFile(tmp); return err })
+	if err != nil {
+		t.Fatalf("save snapshot: %v", err)
+	}
+	return info
+}
+
+// patientRaft gives the round trip's clusters Raft timers that ride out a
+// loaded machine: a restore that loses its leader half way fails (and is
+// run again by the operator), which would make the test fail for the
+// machine's load rather than for zrpc.
+var patientRaft = testcluster.WithConfig(func(c *node.Config) {
+	c.RaftHeartbeatTimeout, c.RaftElectionTimeout, c.RaftLeaderLease = time.Second, time.Second, time.Second
+})
+
+// TestSnapshotRoundTripBetweenClusters: a snapshot saved from cluster A
+// and restored into a fresh cluster B gives every agent of B exactly A's
+// instances and blob metadata, at a revision past B's own, which an open
+// watch receives as a new state; damaged files are refused, leaving B as
+// it was.
+func TestSnapshotRoundTripBetweenClusters(t *testing.T) {
+	a := testcluster.New(t, 3, patientRaft)
+	registerMany(t, a, snapshotInstances)
+	ca := newClient(t, a.GRPCAddr(1)) // a follower relays the leader's snapshot, most likely
+	for i, size := range []int{100, 70 << 10, 300 << 10} {
+		data := bytes.Repeat([]byte{byte(i + 1)}, size)
+		if _, err := ca.PutBlob(ctxT(t), fmt.Sprintf("models/m%d", i), bytes.NewReader(data), client.PutOptions{Size: int64(size)}); err != nil {
+			t.Fatalf("put blob %d: %v", i, err)
+		}
+	}
+	leaderA := a.Leader().Store().FSM()
+	want := replicaState(leaderA)
+
+	path := filepath.Join(t.TempDir(), "a.snap")
+	info := saveFile(t, ca, path)
+	if info.Instances != snapshotInstances || info.Services != 20 || info.Blobs != 3 {
+		t.Fatalf("snapshot holds %d instances of %d services and %d blobs, want %d of 20 and 3", info.Instances, info.Services, info.Blobs, snapshotInstances)
+	}
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	b := testcluster.New(t, 3, patientRaft)
+	registerMany(t, b, 50) // B's own instances, which the restore replaces
+	cb := newClient(t, b.GRPCAddr(2))
+	bID := b.Leader().Store().FSM().ClusterID()
+	before := replicaState(b.Leader().Store().FSM())
+
+	for _, c := range damagedSnapshots(good) {
+		_, err := cb.RestoreSnapshot(ctxT(t), bytes.NewReader(c.file), client.SnapshotOptions{})
+		if !errors.Is(err, apierr.ErrInvalidArgument) || !strings.Contains(err.Error(), c.text) {
+			t.Errorf("restore of a %s file: %v; want InvalidArgument mentioning %q", c.name, err, c.text)
+		}
+	}
+	for i := range b.Size() {
+		if d := before.diff(replicaState(b.Node(i).Store().FSM())); d != "" {
+			t.Fatalf("a refused restore changed agent %d of B: %s", i, d)
+		}
+	}
+
+	watchFrom := b.Node(1).Store().FSM().Revision()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	watch, err := b.Registry(1).Watch(ctx, &pb.WatchRequest{FromRevision: watchFrom})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	resp, err := cb.RestoreSnapshot(ctxT(t), f, client.SnapshotOptions{})
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	rev := resp.GetHeader().GetRevision()
+	if rev <= watchFrom || resp.FileRevision != info.Revision {
+		t.Fatalf("restore answered revision %d (file revision %d); want past B's %d, file revision %d", rev, resp.FileRevision, watchFrom, info.Revision)
+	}
+	b.WaitFor(time.Minute, "every agent of B to apply the restore", func() bool {
+		for i := range b.Size() {
+			if b.Node(i).Store().FSM().Revision() < rev {
+				return false
+			}
+		}
+		return true
+	})
+	for i := range b.Size() {
+		fsm := b.Node(i).Store().FSM()
+		if d := want.diff(replicaState(fsm)); d != "" {
+			t.Fatalf("agent %s of B after the restore: %s", b.Name(i), d)
+		}
+		if fsm.ClusterID() != bID {
+			t.Fatalf("agent %s of B has cluster id %q after the restore, want B's own %q", b.Name(i), fsm.ClusterID(), bID)
+		}
+	}
+	checkWatchSeesRestore(t, watch, rev, snapshotInstances)
+}
+
+// checkWatchSeesRestore reads the watch, opened before the restore, until
+// a snapshot arrives, and checks that it is at rev or later and holds n
+// instances.
+func checkWatchSeesRestore(t *testing.T, watch pb.Registry_WatchClient, rev uint64, n int) {
+	t.Helper()
+	got := -1
+	for {
+		resp, err := watch.Recv()
+		if err != nil {
+			t.Fatalf("the watch ended before it saw the restored state: %v", err)
+		}
+		if resp.Snapshot {
+			if resp.Header.Revision < rev {
+				t.Fatalf("the watch's snapshot is at revision %d, before the restore's %d", resp.Header.Revision, rev)
+			}
+			got = 0
+		}
+		if got < 0 {
+			continue
+		}
+		got += len(resp.Events)
+		if !resp.More {
+			break
+		}
+	}
+	if got != n {
+		t.Fatalf("the watch's snapshot after the restore held %d instances, want %d", got, n)
+	}
+}
+
+type damagedSnapshot struct {
+	name string
+	file []byte
+	text string // the error names this
+}
+
+// damagedSnapshots are copies of good damaged in the ways a file is.
+func damagedSnapshots(good []byte) []damagedSnapshot {
+	flipped := bytes.Clone(good)
+	flipped[len(flipped)/2] ^= 0x40
+	magic := bytes.Clone(good)
+	copy(magic, "ZRPCSNAQ")
+	future := bytes.Clone(good)
+	future[9] = snapshot.FormatVersion + 1
+	return []damagedSnapshot{
+		{"truncated", good[:len(good)/3], "truncated"},
+		{"flipped byte", flipped, "SHA-256"},
+		{"wrong magic", magic, "not a zrpc snapshot"},
+		{"future format", future, "unsupported snapshot format"},
+	}
+}
+
+// TestSnapshotRestoreLeavesMissingShardsToRepair: a restore brings blob
+// metadata back, not bytes. Restored into the cluster it came from, a
+// snapshot brings back a blob deleted since, whose shards are gone: the
+// scrubbers report them and the blob is unreadable (blob stat says so);
+// and a blob that lost one shard file meanwhile has it rebuilt by repair
+// and reads back whole.
+func TestSnapshotRestoreLeavesMissingShardsToRepair(t *testing.T) {
+	c := testcluster.New(t, 3, patientRaft)
+	cl := newClient(t, c.GRPCAddr(0))
+	data := bytes.Repeat([]byte("zrpc snapshot "), 30<<10) // 420 KiB: 2+1 shards, one per agent
+	for _, name := range []string{"models/deleted", "models/kept"} {
+		if _, err := cl.PutBlob(ctxT(t), name, bytes.NewReader(data), client.PutOptions{Size: int64(len(data))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "x.snap")
+	saveFile(t, cl, path)
+
+	if _, err := cl.DeleteBlob(ctxT(t), "models/deleted"); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(time.Minute, "the deleted blob's shard files to go", func() bool {
+		return len(c.ShardFiles(0)) == 1 && len(c.ShardFiles(1)) == 1 && len(c.ShardFiles(2)) == 1
+	})
+	lost := c.ShardFiles(0)[0] // the kept blob's shard on agent 0
+	if err := os.Remove(lost); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := cl.RestoreSnapshot(ctxT(t), f, client.SnapshotOptions{}); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	c.WaitFor(time.Minute, "every agent to have the deleted blob back", func() bool {
+		for i := range c.Size() {
+			if c.Node(i).Store().FSM().Blob("models/deleted") == nil {
+				return false
+			}
+		}
+		return true
+	})
+	reported := 0
+	for i := range c.Size() {
+		reported += c.Node(i).Blobs().ScrubOnce(ctxT(t), 0)
+	}
+	if reported != 4 {
+		t.Fatalf("the scrubbers reported %d missing shards, want 4 (the deleted blob's 3, the kept blob's 1)", reported)
+	}
+	c.WaitFor(time.Minute, "repair to rebuild the kept blob's lost shard", func() bool {
+		_, err := os.Stat(lost)
+		return err == nil
+	})
+	r, err := cl.GetBlob(ctxT(t), "models/kept", client.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the kept blob reads back %d bytes (%v), want its %d", len(got), err, len(data))
+	}
+	c.WaitFor(time.Minute, "blob stat to call the deleted blob unreadable", func() bool {
+		st, err := cl.StatBlob(ctxT(t), "models/deleted")
+		return err == nil && st.Health == "unreadable"
+	})
+}
+
+// TestSnapshotRestoreDropsSessionsNoProcessHolds: a session in a restored
+// snapshot whose process is gone (its stream ended after the save) is
+// destroyed with its instances by the owning agent's session scan, as
+// after an agent restart.
+func TestSnapshotRestoreDropsSessionsNoProcessHolds(t *testing.T) {
+	c := testcluster.New(t, 1)
+	cl := newClient(t, c.GRPCAddr(0))
+	sess, err := cl.Session(ctxT(t), "billing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sess.Register(ctxT(t), &pb.Instance{Service: "billing.rpc", Id: "b1", Address: "127.0.0.1:9100"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cl.Register(ctxT(t), &pb.Instance{Service: "static.rpc", Id: "s1", Address: "127.0.0.1:9200"}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "s.snap")
+	if info := saveFile(t, cl, path); info.Sessions != 1 || info.Instances != 2 {
+		t.Fatalf("snapshot holds %d sessions and %d instances, want 1 and 2", info.Sessions, info.Instances)
+	}
+	sess.Close()
+	if _, err := cl.Deregister(ctxT(t), "static.rpc", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	fsm := c.Node(0).Store().FSM()
+	c.WaitFor(10*time.Second, "the closed session's instance to go", func() bool { return fsm.Instance("billing.rpc", "b1") == nil })
+
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := cl.RestoreSnapshot(ctxT(t), f, client.SnapshotOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(10*time.Second, "the restored session nobody holds to be destroyed with its instance", func() bool {
+		return len(fsm.Sessions()) == 0 && fsm.Instance("billing.rpc", "b1") == nil
+	})
+	if fsm.Instance("static.rpc", "s1") == nil {
+		t.Fatal("the restore did not bring back the instance deregistered after the save")
+	}
+}

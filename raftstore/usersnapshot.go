@@ -1,0 +1,215 @@
+package raftstore
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/snapshot"
+)
+
+// Operator snapshots (`zrpcctl snapshot save|restore`, scheduled
+// snapshots) are snapshot files (package snapshot) around the state
+// machine's own snapshot stream, the one raft stores and restores.
+//
+// A restore goes through raft's user restore: the leader writes the state
+// as a new Raft snapshot at an index past its log, restores its FSM from
+// it, and followers install it as they would any snapshot. Before that the
+// state stream is rebased: its revision becomes that index, so the
+// registry's revision stays its Raft index and moves forward (a watcher at
+// the cluster's revision before the restore, which may be past the file's,
+// resynchronises from a snapshot instead of waiting for revisions it has
+// seen), and it keeps the cluster's own identity (id and secret), so that
+// a restore into another cluster does not make its agents strangers to
+// each other.
+
+// restoreIndexGap is how far past the leader's last log index the restored
+// state's index is placed. raft puts a user restore at max(its last index,
+// the given index)+1; the gap leaves room for the entries appended between
+// reading the last index and raft running the restore, so that the index
+// raft picks is the one the state was rebased to.
+const restoreIndexGap = 1024
+
+// defaultRestoreTimeout bounds raft's restore when ctx has no deadline.
+const defaultRestoreTimeout = 5 * time.Minute
+
+// ErrNothingToSave: the agent has neither applied anything nor taken a
+// snapshot yet.
+var ErrNothingToSave = fmt.Errorf("%w: the agent has no state to save yet", apierr.ErrFailedPrecondition)
+
+// WriteSnapshot takes a Raft snapshot of this agent's replica (or, when
+// nothing was applied since the last one, uses that one) and writes it to
+// w as a snapshot file. It works on any agent; a caller wanting the
+// leader's state runs it there.
+func (s *Store) WriteSnapshot(ctx context.Context, w io.Writer) (snapshot.Header, error) {
+	meta, rc, err := s.openRaftSnapshot()
+	if err != nil {
+		return snapshot.Header{}, err
+	}
+	defer rc.Close()
+	br := bufio.NewReaderSize(rc, 256<<10)
+	state, err := snapshot.ReadStateHeader(br)
+	if err != nil {
+		return snapshot.Header{}, fmt.Errorf("read raft snapshot %s: %w", meta.ID, err)
+	}
+	hdr := snapshot.Header{Index: meta.Index, Term: meta.Term, Revision: state.Revision, Created: time.Now().UTC(), Size: uint64(meta.Size)}
+	sw, err := snapshot.NewWriter(w, hdr)
+	if err != nil {
+		return hdr, err
+	}
+	if _, err := io.Copy(sw, ctxReader{ctx, br}); err != nil {
+		return hdr, fmt.Errorf("copy raft snapshot %s: %w", meta.ID, err)
+	}
+	if err := sw.Close(); err != nil {
+		return hdr, err
+	}
+	return sw.Header(), nil
+}
+
+// openRaftSnapshot has raft take a snapshot and opens it, or opens the
+// latest one when there is nothing new to take.
+func (s *Store) openRaftSnapshot() (*raft.SnapshotMeta, io.ReadCloser, error) {
+	f := s.raft.Snapshot()
+	err := f.Error()
+	if err == nil {
+		return f.Open()
+	}
+	if !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		return nil, nil, fmt.Errorf("take raft snapshot: %w", RaftError(err))
+	}
+	list, err := s.snaps.List()
+	if err != nil {
+		return nil, nil, fmt.Errorf("list raft snapshots: %w", err)
+	}
+	if len(list) == 0 {
+		return nil, nil, ErrNothingToSave
+	}
+	meta, rc, err := s.snaps.Open(list[0].ID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open raft snapshot %s: %w", list[0].ID, err)
+	}
+	return meta, rc, nil
+}
+
+// ctxReader ends a copy when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
+}
+
+// CheckSnapshotFile reads the snapshot file f twice: once to check its
+// header and SHA-256, then to load its state into a scratch state machine
+// (the checks a restore makes). It returns the file's header; a file that
+// fails either is refused with InvalidArgument saying why.
+func CheckSnapshotFile(f io.ReadSeeker) (snapshot.Header, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return snapshot.Header{}, err
+	}
+	hdr, _, err := snapshot.Verify(f)
+	if err != nil {
+		return hdr, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return hdr, err
+	}
+	sr, err := snapshot.NewReader(f)
+	if err != nil {
+		return hdr, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
+	}
+	if err := NewFSM(1).Restore(io.NopCloser(sr)); err != nil {
+		return hdr, fmt.Errorf("%w: the snapshot's state does not load: %w", apierr.ErrInvalidArgument, err)
+	}
+	return hdr, nil
+}
+
+// RestoreSnapshot replaces the cluster's state with the snapshot file f
+// through Raft and returns the revision the restored state has. It runs on the
+// leader; it checks f (CheckSnapshotFile) before anything changes.
+func (s *Store) RestoreSnapshot(ctx context.Context, f io.ReadSeeker) (uint64, error) {
+	hdr, err := CheckSnapshotFile(f)
+	if err != nil {
+		return 0, err
+	}
+	if s.raft.State() != raft.Leader {
+		return 0, ErrNotLeader
+	}
+	if _, err := f.Seek(int64(snapshot.HeaderSize), io.SeekStart); err != nil {
+		return 0, err
+	}
+	// Past both the cluster's log and the file's own revisions: the
+	// state's instances carry revisions up to the file's.
+	index := max(s.raft.LastIndex(), hdr.Index, hdr.Revision) + restoreIndexGap
+	state, size, err := rebaseState(bufio.NewReaderSize(io.LimitReader(f, int64(hdr.Size)), 256<<10), hdr.Size, index+1, s.fsm.cluster.get())
+	if err != nil {
+		return 0, err
+	}
+	timeout := defaultRestoreTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: index, Term: hdr.Term, Size: int64(size)}
+	if err := s.raft.Restore(meta, state, timeout); err != nil {
+		return 0, fmt.Errorf("restore through raft: %w", RaftError(err))
+	}
+	// The state is at index+1 (the rebased header's revision); writes may
+	// have followed it already.
+	rev := index + 1
+	s.log.Info("restored a snapshot through raft", "file_index", hdr.Index, "file_revision", hdr.Revision, "revision", rev)
+	return rev, nil
+}
+
+// rebaseState returns the state stream br (of size bytes) with its header
+// record's revision set to rev and, when cluster is not nil, its cluster
+// identity replaced by cluster; and the new stream's size.
+func rebaseState(br *bufio.Reader, size, rev uint64, cluster *pb.ClusterInit) (io.Reader, uint64, error) {
+	old, err := snapshot.ReadStateHeader(br)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
+	}
+	// Skip the magic and the old header record.
+	if _, err := br.Discard(len(snapshot.StateMagic)); err != nil {
+		return nil, 0, err
+	}
+	n, err := binary.ReadUvarint(br)
+	if err != nil {
+		return nil, 0, err
+	}
+	if _, err := br.Discard(int(n)); err != nil {
+		return nil, 0, err
+	}
+	oldLen := uint64(len(snapshot.StateMagic)+uvarintLen(n)) + n
+	hdr := proto.Clone(old).(*pb.SnapshotHeader)
+	hdr.Revision = rev
+	if cluster != nil {
+		hdr.Cluster = cluster
+	}
+	var prefix bytes.Buffer
+	prefix.WriteString(snapshot.StateMagic)
+	if _, err := protodelim.MarshalTo(&prefix, hdr); err != nil {
+		return nil, 0, err
+	}
+	return io.MultiReader(&prefix, br), size - oldLen + uint64(prefix.Len()), nil
+}
+
+func uvarintLen(v uint64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], v)
+}

@@ -1,0 +1,114 @@
+package snapshot
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// WriteFile writes a snapshot file to path atomically: write fills a
+// temporary file next to path, which is synced, then checked by verify
+// (given the temporary file's path), and only then renamed to path (and
+// the directory synced). On any failure the temporary file is removed and
+// path is left as it was.
+func WriteFile(path string, write func(w io.Writer) error, verify func(tmp string) error) error {
+	dir, base := filepath.Split(path)
+	return writeAtomic(dir, base, write, verify, func() string { return base })
+}
+
+// WriteFileIn is WriteFile for a file of dir whose name depends on the
+// header write returns (e.g. its index): the file is renamed to
+// name(header) once verified. It returns the file's path.
+func WriteFileIn(dir string, write func(w io.Writer) (Header, error), name func(Header) string, verify func(tmp string) error) (string, error) {
+	var hdr Header
+	var final string
+	err := writeAtomic(dir, "snapshot",
+		func(w io.Writer) (err error) {
+			hdr, err = write(w)
+			return err
+		},
+		verify,
+		func() string {
+			final = name(hdr)
+			return final
+		})
+	return filepath.Join(dir, final), err
+}
+
+func writeAtomic(dir, base string, write func(w io.Writer) error, verify func(tmp string) error, name func() string) (err error) {
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("create a temporary file in %s: %w", dir, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	bw := bufio.NewWriterSize(f, 256<<10)
+	if err := write(bw); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if err := verify(tmp); err != nil {
+		return fmt.Errorf("verify the written snapshot: %w", err)
+	}
+	path := filepath.Join(dir, name())
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
+	}
+	return syncDir(dir)
+}
+
+// IsTemporary reports whether name is a temporary file WriteFile or
+// WriteFileIn leaves behind only when the process dies mid-write.
+func IsTemporary(name string) bool {
+	return strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp-")
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open %s to sync it: %w", dir, err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil && !errors.Is(err, os.ErrInvalid) {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// InspectFile opens and inspects the file at path.
+func InspectFile(path string) (*Info, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := Inspect(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return info, nil
+}
