@@ -70,10 +70,10 @@ func (n *Node) newStatus() *grpcapi.Status {
 type apiKeyring struct{ n *Node }
 
 func (k apiKeyring) Keys() (string, []string) {
-	if k.n.gossip == nil {
+	if k.n.gossip() == nil {
 		return "", nil // gossip starts after the gRPC API
 	}
-	return k.n.gossip.Keys()
+	return k.n.gossip().Keys()
 }
 
 func (k apiKeyring) InstallKey(key string) error { return k.change((*gossip.Gossip).InstallKey, key) }
@@ -81,10 +81,10 @@ func (k apiKeyring) UseKey(key string) error     { return k.change((*gossip.Goss
 func (k apiKeyring) RemoveKey(key string) error  { return k.change((*gossip.Gossip).RemoveKey, key) }
 
 func (k apiKeyring) change(op func(*gossip.Gossip, string) error, key string) error {
-	if k.n.gossip == nil {
+	if k.n.gossip() == nil {
 		return gossip.ErrNotStarted
 	}
-	return op(k.n.gossip, key)
+	return op(k.n.gossip(), key)
 }
 
 // apiKeyringCluster is the cluster as the Keyring service fans out over
@@ -186,10 +186,10 @@ func (a apiStatus) Servers() ([]raftstore.Server, error) { return a.n.store.Serv
 func (a apiStatus) ClusterID() string                    { return a.n.clusterID() }
 
 func (a apiStatus) Members() []gossip.Member {
-	if a.n.gossip == nil {
+	if a.n.gossip() == nil {
 		return nil // gossip starts after the gRPC API
 	}
-	return a.n.gossip.Members()
+	return a.n.gossip().Members()
 }
 
 func (a apiStatus) PeerStatus(ctx context.Context, grpcAddr string) (*pb.StatusResponse, error) {
@@ -222,8 +222,8 @@ func (m apiMembership) Node(name string) *pb.Node     { return m.n.store.FSM().N
 func (m apiMembership) Session(id string) *pb.Session { return m.n.store.FSM().Session(id) }
 
 func (m apiMembership) GossipStatus(name string) string {
-	if m.n.gossip != nil {
-		for _, member := range m.n.gossip.Members() {
+	if m.n.gossip() != nil {
+		for _, member := range m.n.gossip().Members() {
 			if member.Name == name {
 				return member.Status
 			}

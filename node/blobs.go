@@ -63,8 +63,8 @@ func (c blobCluster) LeaderRevision(ctx context.Context) (uint64, error) {
 
 func (c blobCluster) GossipAlive() int {
 	alive := 0
-	if c.n.gossip != nil {
-		for _, m := range c.n.gossip.Members() {
+	if c.n.gossip() != nil {
+		for _, m := range c.n.gossip().Members() {
 			if m.Status == gossip.StatusAlive {
 				alive++
 			}

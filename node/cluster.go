@@ -50,7 +50,7 @@ func (n *Node) startGossip() error {
 	if err := g.Start(); err != nil {
 		return fmt.Errorf("start gossip on %s: %w", n.addr(n.cfg.GossipPort), err)
 	}
-	n.gossip = g
+	n.gossipAgent.Store(g)
 	n.gossipRunning.Store(g)
 	n.goLoop(n.consumeGossip)
 	n.goLoop(n.joinPeers)
@@ -98,6 +98,9 @@ func (n *Node) moveSelfInRaft(ctx context.Context) {
 	}
 }
 
+// gossip is the agent's gossip, nil until it started.
+func (n *Node) gossip() *gossip.Gossip { return n.gossipAgent.Load() }
+
 // stillMember reports whether agent name belongs to the cluster as this
 // replica knows it: it is in the Raft configuration or the node table (it
 // has not been reaped). Gossip keeps trying to rejoin such agents after it
@@ -127,7 +130,7 @@ func (n *Node) consumeGossip(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case ev, ok := <-n.gossip.Events():
+		case ev, ok := <-n.gossip().Events():
 			if !ok {
 				return
 			}
@@ -145,7 +148,7 @@ func (n *Node) consumeGossip(ctx context.Context) {
 // restarted agent rejoins without being told where.
 func (n *Node) savePeers() {
 	var addrs []string
-	for _, m := range n.gossip.Members() {
+	for _, m := range n.gossip().Members() {
 		if m.Name != n.cfg.Name && m.Status == "alive" {
 			addrs = append(addrs, m.Addr)
 		}
@@ -183,7 +186,7 @@ func (n *Node) joinPeers(ctx context.Context) {
 	if len(addrs) == 0 {
 		return
 	}
-	if err := n.gossip.JoinRetry(ctx, addrs, n.cfg.JoinMaxBackoff); err != nil {
+	if err := n.gossip().JoinRetry(ctx, addrs, n.cfg.JoinMaxBackoff); err != nil {
 		if ctx.Err() == nil {
 			n.log.Error("could not join the cluster", "addrs", addrs, "err", err)
 		}
@@ -206,7 +209,7 @@ func (n *Node) bootstrapExpected(ctx context.Context) {
 		case <-t.C:
 		}
 		var servers []raftstore.Server
-		for _, m := range n.gossip.Members() {
+		for _, m := range n.gossip().Members() {
 			if m.Status == "alive" && m.Meta.Role == "server" && m.Meta.RaftAddr != "" {
 				servers = append(servers, raftstore.Server{ID: m.Name, Address: m.Meta.RaftAddr, Suffrage: raftstore.Voter})
 			}
@@ -232,7 +235,7 @@ func (n *Node) bootstrapExpected(ctx context.Context) {
 // anyPeerInCluster asks the other servers whether they already have Raft
 // state or a leader.
 func (n *Node) anyPeerInCluster(ctx context.Context) bool {
-	for _, m := range n.gossip.Members() {
+	for _, m := range n.gossip().Members() {
 		if m.Name == n.cfg.Name || m.Meta.GRPCAddr == "" {
 			continue
 		}

@@ -132,7 +132,7 @@ func TestAgentsOfAnotherClusterCannotJoin(t *testing.T) {
 	a, b := startNode(t, cfgA), startNode(t, cfgB)
 	for _, n := range []*Node{a, b} {
 		waitFor(t, 10*time.Second, n.Name()+" announces its cluster id by gossip", func() bool {
-			for _, m := range n.gossip.Members() {
+			for _, m := range n.gossip().Members() {
 				if m.Name == n.Name() {
 					return m.Meta.ClusterID != "" && m.Meta.ClusterID == n.Store().FSM().ClusterID()
 				}
@@ -146,16 +146,16 @@ func TestAgentsOfAnotherClusterCannotJoin(t *testing.T) {
 	}
 	revA, revB := a.Store().FSM().Revision(), b.Store().FSM().Revision()
 
-	_, err := b.gossip.Join(ctxT(t), []string{a.gossip.LocalAddr()})
+	_, err := b.gossip().Join(ctxT(t), []string{a.gossip().LocalAddr()})
 	if err == nil || !strings.Contains(err.Error(), idA) || !strings.Contains(err.Error(), idB) {
 		t.Fatalf("b1 joins a1's cluster: %v, want a refusal naming both clusters", err)
 	}
-	_, err = a.gossip.Join(ctxT(t), []string{b.gossip.LocalAddr()})
+	_, err = a.gossip().Join(ctxT(t), []string{b.gossip().LocalAddr()})
 	if err == nil {
 		t.Fatal("a1 joined b1's cluster")
 	}
 	for _, n := range []*Node{a, b} {
-		if ms := n.gossip.Members(); len(ms) != 1 {
+		if ms := n.gossip().Members(); len(ms) != 1 {
 			t.Errorf("%s's gossip lists %+v, want only itself", n.Name(), ms)
 		}
 		if nodes := n.Store().FSM().Nodes(); len(nodes) != 1 || nodes[0].Name != n.Name() {
@@ -209,8 +209,8 @@ func TestAgentThatLostItsRaftLogRejoinsAsANewMember(t *testing.T) {
 	n1 := startNode(t, cfg1)
 	cfg2, cfg3 := testConfig(t), testConfig(t)
 	cfg2.Name, cfg3.Name = "n2", "n3"
-	n2 := startJoined(t, cfg2, n1.gossip.LocalAddr())
-	n3 := startJoined(t, cfg3, n1.gossip.LocalAddr())
+	n2 := startJoined(t, cfg2, n1.gossip().LocalAddr())
+	n3 := startJoined(t, cfg3, n1.gossip().LocalAddr())
 	waitFor(t, 20*time.Second, "three Raft servers and n3 in the cluster", func() bool {
 		return len(raftServers(n1)) == 3 && n3.Store().FSM().ClusterID() != ""
 	})
@@ -226,7 +226,7 @@ func TestAgentThatLostItsRaftLogRejoinsAsANewMember(t *testing.T) {
 		return err == nil
 	})
 	// It keeps its addresses, as an agent on a repaired machine does.
-	cfg3.GRPCPort, cfg3.RaftPort, cfg3.GossipPort = portOf(t, n3.GRPCAddr()), portOf(t, n3.Store().RaftAddr()), portOf(t, n3.gossip.LocalAddr())
+	cfg3.GRPCPort, cfg3.RaftPort, cfg3.GossipPort = portOf(t, n3.GRPCAddr()), portOf(t, n3.Store().RaftAddr()), portOf(t, n3.gossip().LocalAddr())
 	n3.Close()
 	os.RemoveAll(filepath.Join(cfg3.DataDir, raftDirName, raftWALDir))
 	wantRefusedUntouched(t, cfg3, id)
@@ -244,7 +244,7 @@ func TestAgentThatLostItsRaftLogRejoinsAsANewMember(t *testing.T) {
 	// It comes back as a new member with an empty data dir.
 	fresh := cfg3
 	fresh.DataDir = t.TempDir()
-	back := startJoined(t, fresh, n2.gossip.LocalAddr())
+	back := startJoined(t, fresh, n2.gossip().LocalAddr())
 	waitFor(t, 20*time.Second, "n3 back in Raft with the cluster's id and registry", func() bool {
 		return len(raftServers(n1)) == 3 && back.Store().FSM().ClusterID() == id &&
 			back.Store().FSM().Instance("user.rpc", "u1") != nil

@@ -31,7 +31,7 @@ func (n *Node) leave(ctx context.Context) (bool, error) {
 		return true, nil
 	}
 	n.transferLeadership()
-	if err := n.gossip.Leave(5 * time.Second); err != nil {
+	if err := n.gossip().Leave(5 * time.Second); err != nil {
 		n.log.Warn("gossip leave broadcast failed", "err", err)
 	}
 	removed := n.waitRemoved(ctx)
@@ -142,8 +142,8 @@ func (n *Node) Halt() {
 		if n.grpc != nil {
 			n.grpc.Stop()
 		}
-		if n.gossip != nil {
-			n.gossip.Close()
+		if n.gossip() != nil {
+			n.gossip().Close()
 		}
 		n.wg.Wait()
 		if n.peers != nil {

@@ -221,8 +221,8 @@ func (c *memberCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 	counts := map[string]int{"alive": 0, "suspect": 0, "failed": 0, "left": 0}
-	if c.n.gossip != nil {
-		for _, m := range c.n.gossip.Members() {
+	if c.n.gossip() != nil {
+		for _, m := range c.n.gossip().Members() {
 			counts[m.Status]++
 		}
 	}

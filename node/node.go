@@ -78,9 +78,11 @@ type Node struct {
 	peers   *peerConns
 	forward *raftstore.Forwarder
 	health  *health.Keeper
-	gossip  *gossip.Gossip
-	blobs   *storage.Store
-	tls     *tlsconf.Reloader // nil without TLS (tls.go)
+	// gossipAgent is set once gossip starts (cluster.go), after the gRPC
+	// API and Raft, which may already read it: use gossip().
+	gossipAgent atomic.Pointer[gossip.Gossip]
+	blobs       *storage.Store
+	tls         *tlsconf.Reloader // nil without TLS (tls.go)
 	// aclResolver finds tokens for the gRPC interceptors and the HTTP
 	// endpoint's pprof; nil with ACLs off.
 	aclResolver acl.Resolver
@@ -389,8 +391,8 @@ func (n *Node) Close() error {
 		}
 		// Stop gossiping without a leave message: peers see this agent as
 		// failed until it is back, and it stays a cluster member.
-		if n.gossip != nil {
-			n.gossip.Close()
+		if n.gossip() != nil {
+			n.gossip().Close()
 		}
 		if n.store != nil {
 			if err := n.store.Close(); err != nil {

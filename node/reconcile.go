@@ -62,10 +62,10 @@ func (n *Node) newReconciler() *reconciler {
 	return &reconciler{
 		self: n.cfg.Name, voters: n.cfg.Voters, reap: n.cfg.DeadNodeReap,
 		members: func() []gossip.Member {
-			if n.gossip == nil {
+			if n.gossip() == nil {
 				return nil
 			}
-			return n.gossip.Members()
+			return n.gossip().Members()
 		},
 		raft: n.store, nodes: n.store.FSM(), apply: n.store.Apply, log: n.log,
 		failedSince: make(map[string]time.Time),

@@ -19,7 +19,7 @@ func (n *Node) removePeer(ctx context.Context, name string) (uint64, error) {
 		return 0, status.Errorf(codes.FailedPrecondition,
 			"agent %s is the Raft leader and cannot remove itself: stop it or make it leave (`zrpcctl --addr ITS_ADDR leave`) so that another agent leads, then remove it", name)
 	}
-	for _, m := range n.gossip.Members() {
+	for _, m := range n.gossip().Members() {
 		if m.Name == name && (m.Status == "alive" || m.Status == "suspect") {
 			return 0, status.Errorf(codes.FailedPrecondition,
 				"agent %s is alive (gossip address %s): make it leave with `zrpcctl --addr %s leave`, or stop it, before removing it", name, m.Addr, m.Meta.GRPCAddr)
