@@ -514,6 +514,7 @@ func TestAgentsJoiningOneNameBootstrapTogether(t *testing.T) {
 		cfg.DataDir = t.TempDir()
 		cfg.BindAddr, cfg.HTTPBind = ip, ip
 		cfg.GRPCPort, cfg.RaftPort, cfg.HTTPPort, cfg.GossipPort = 0, 0, 0, gossipPort
+		cfg.DNSPort = 0
 		cfg.GossipProfile = "local"
 		cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout, cfg.RaftLeaderLease = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
 		cfg.JoinMaxBackoff = 500 * time.Millisecond

@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"context"
+	"math"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,8 +64,14 @@ func TestDefaultChainsAllocateAtMostFiveMorePerCallThanPlainGRPC(t *testing.T) {
 	}
 	defer zconn.Close()
 
-	base := allocsPerCall(t, plain)
-	got := allocsPerCall(t, zconn)
+	// The count is of the whole process: on a loaded machine timers and
+	// the shared deadline slots of slower calls add to it now and then.
+	// The least of three interleaved runs of each is the calls' own cost.
+	base, got := math.Inf(1), math.Inf(1)
+	for range 3 {
+		base = min(base, allocsPerCall(t, plain))
+		got = min(got, allocsPerCall(t, zconn))
+	}
 	t.Logf("allocations per call: plain grpc-go %.1f, zrpc %.1f", base, got)
 	if got > base+maxExtraAllocs {
 		t.Errorf("a call through zrpc's default chains allocates %.1f times, plain grpc-go %.1f: more than %d extra", got, base, maxExtraAllocs)

@@ -171,7 +171,7 @@ func TestBenchRejectsBadInputClearly(t *testing.T) {
 		{"unknown method", []string{"Health/Chek", "--target", addr, "-n", "1"}, "unknown method \"Health/Chek\"; the server has:\n  grpc.health.v1.Health/Check"},
 		{"method form", []string{"Check", "--target", addr, "-n", "1"}, "want pkg.Service/Method or Service/Method"},
 		{"streaming method", []string{"Health/Watch", "--target", addr, "-n", "1"}, "streaming method"},
-		{"bad data", []string{"Health/Check", "--target", addr, "-n", "1", "--data", `{"svc":1}`}, `invalid --data: request of grpc.health.v1.Health.Check is a grpc.health.v1.HealthCheckRequest: proto: (line 1:2): unknown field "svc"`},
+		{"bad data", []string{"Health/Check", "--target", addr, "-n", "1", "--data", `{"svc":1}`}, `invalid --data: request of grpc.health.v1.Health.Check is a grpc.health.v1.HealthCheckRequest: proto:`},
 		{"no reflection", []string{"test.Echo/Call", "--target", noReflection, "-n", "1"}, "does not serve gRPC reflection"},
 		{"unknown scheme", []string{"Health/Check", "--target", "dns:///x:1"}, "want zrpc:///SERVICE, direct:///HOST:PORT[,HOST:PORT] or HOST:PORT"},
 		{"bad direct address", []string{"Health/Check", "--target", "direct:///a:1,b"}, `address "b": want host:port`},
