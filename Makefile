@@ -21,7 +21,7 @@ build:
 ## Then deploy/'s own module: the Dockerfile and the Kubernetes manifests,
 ## decoded strictly with the k8s.io/api types.
 ALLOC_TESTS    := Allocate
-ALLOC_PACKAGES := ./rpc/ ./rpc/clientchain/ ./rpc/balancer/ ./storage/codec/ ./node/health/ ./node/grpcapi/
+ALLOC_PACKAGES := ./rpc/ ./rpc/clientchain/ ./rpc/balancer/ ./storage/codec/ ./node/health/ ./node/grpcapi/ ./node/dns/
 ## Tests in files built only without the race detector (//go:build !race,
 ## for a race inside a dependency that the file explains) run without it.
 NORACE_TESTS    := TestAgentsAllRestartedAtNewAddressesElectALeader

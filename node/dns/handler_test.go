@@ -19,6 +19,8 @@ func (r fakeRegistry) Instances(service string) ([]*pb.Instance, uint64) {
 	return slices.Clone(r[service]), 7
 }
 
+func (r fakeRegistry) Revision() uint64 { return 7 }
+
 func passing(service, id, addr string, tags ...string) *pb.Instance {
 	return &pb.Instance{Service: service, Id: id, Address: addr, Tags: tags, Health: pb.Health_PASSING, Weight: 100}
 }

@@ -32,6 +32,9 @@ type Registry interface {
 	// Instances returns every instance of service, whatever its health,
 	// and the revision they reflect; none when the service is unknown.
 	Instances(service string) ([]*pb.Instance, uint64)
+	// Revision returns the replica's revision, which moves whenever an
+	// instance changes: answers are cached while it stays.
+	Revision() uint64
 }
 
 // Config is what a Server needs.
