@@ -100,8 +100,11 @@ func (h *handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 }
 
 // answer builds the response to req. Over UDP an answer larger than the
-// client accepts (512 bytes, or its EDNS0 size) is cut and marked
-// truncated (TC), so that the client asks again over TCP.
+// client accepts is cut and marked truncated (TC), so that the client
+// asks again over TCP: without EDNS0, at most amplification times the
+// question's size (and 512 bytes), so that a question with a forged
+// source cannot turn into a much larger answer to it; with EDNS0, the
+// size the client offers, at most 1,232 bytes.
 func (h *handler) answer(req *dns.Msg, udp bool) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(req)
@@ -109,7 +112,7 @@ func (h *handler) answer(req *dns.Msg, udp bool) *dns.Msg {
 	m.RecursionAvailable = false
 	size := dns.MaxMsgSize
 	if udp {
-		size = dns.MinMsgSize
+		size = min(dns.MinMsgSize, amplification*req.Len())
 	}
 	if opt := req.IsEdns0(); opt != nil {
 		if udp {
@@ -132,8 +135,34 @@ func (h *handler) answer(req *dns.Msg, udp bool) *dns.Msg {
 	default:
 		h.lookup(m, req.Question[0], size)
 	}
-	m.Truncate(size)
+	m.Truncate(size) // never below 512 bytes
+	if size < dns.MinMsgSize {
+		cut(m, size)
+	}
 	return m
+}
+
+// amplification bounds a UDP answer to a question without EDNS0: at most
+// this many times the question's size.
+const amplification = 10
+
+// cut removes records from the end of m's additional, then answer
+// sections until it packs in size bytes, marking it truncated; the
+// authority section (an SOA) stays.
+func cut(m *dns.Msg, size int) {
+	m.Compress = true
+	for {
+		l, n := m.Len(), len(m.Extra)+len(m.Answer)
+		if l <= size || n == 0 {
+			return
+		}
+		// Drop as many records as the excess holds at their mean size.
+		drop := max(1, (l-size)*n/l)
+		extra := min(drop, len(m.Extra))
+		m.Extra = m.Extra[:len(m.Extra)-extra]
+		m.Answer = m.Answer[:len(m.Answer)-min(drop-extra, len(m.Answer))]
+		m.Truncated = true
+	}
 }
 
 // lookup fills m with the answer to q, a name in the domain, in size

@@ -243,6 +243,9 @@ func FuzzDNSQuery(f *testing.F) {
 		if len(b) > limit {
 			t.Fatalf("answer of %d bytes, over the %d the transport allows", len(b), limit)
 		}
+		if udp && req.IsEdns0() == nil && len(b) > amplification*req.Len() && len(resp.Answer)+len(resp.Extra) > 0 {
+			t.Fatalf("UDP answer of %d bytes with records to a question of %d without EDNS0", len(b), req.Len())
+		}
 		if err := new(dns.Msg).Unpack(b); err != nil {
 			t.Fatalf("answer does not unpack: %v", err)
 		}

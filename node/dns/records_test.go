@@ -187,6 +187,33 @@ func TestDNSLargeServiceAnswersWholeOverTCPAndShuffledOverUDP(t *testing.T) {
 	}
 }
 
+// TestDNSUDPAnswersWithoutEDNS0AreAtMostTenTimesTheQuestion: a question
+// with a forged source address gets an answer at most ten times its size
+// (and 512 bytes) unless it carries EDNS0.
+func TestDNSUDPAnswersWithoutEDNS0AreAtMostTenTimesTheQuestion(t *testing.T) {
+	reg := &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{"u.rpc": manyInstances("u.rpc", 100)}}
+	h := testHandler(t, Config{Registry: reg})
+	for _, qtype := range []uint16{dns.TypeSRV, dns.TypeA, dns.TypeANY} {
+		m := new(dns.Msg)
+		m.SetQuestion("u.rpc.service.zrpc.", qtype)
+		q, _ := m.Pack()
+		resp := h.answer(m, true)
+		b, err := resp.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > amplification*len(q) || !resp.Truncated || len(resp.Answer) == 0 {
+			t.Fatalf("%s without EDNS0: %d bytes for a question of %d, truncated %v, %d records; want at most %d bytes, TC and some records",
+				dns.TypeToString[qtype], len(b), len(q), resp.Truncated, len(resp.Answer), amplification*len(q))
+		}
+		m.SetEdns0(4096, false)
+		resp = h.answer(m, true)
+		if b, _ = resp.Pack(); len(b) <= dns.MinMsgSize || len(b) > maxUDPSize {
+			t.Fatalf("%s with EDNS0 4096: %d bytes, want more than 512 and at most %d", dns.TypeToString[qtype], len(b), maxUDPSize)
+		}
+	}
+}
+
 func TestDNSCacheStaysWithinItsBounds(t *testing.T) {
 	c := newCache(4, 50)
 	rs := func(n int) *records { return &records{srv: make([]dns.RR, n)} }
