@@ -187,6 +187,7 @@ func measure(cfg config, addr string) (result, error) {
 	conn.UDPSize = 1232
 	var res result
 	var readErr error
+	var last *dns.Msg
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -203,7 +204,7 @@ func measure(cfg config, addr string) (result, error) {
 			mu.Lock()
 			lat = append(lat, time.Since(sent[resp.Id]))
 			mu.Unlock()
-			res.answerBytes = resp.Len()
+			last = resp
 		}
 	}()
 	m := new(dns.Msg)
@@ -228,6 +229,10 @@ func measure(cfg config, addr string) (result, error) {
 	<-done
 	if readErr != nil {
 		return result{}, fmt.Errorf("read an answer: %w", readErr)
+	}
+	if last != nil {
+		last.Compress = true // as sent
+		res.answerBytes = last.Len()
 	}
 	res.lost = cfg.queries - len(lat)
 	slices.Sort(lat)
