@@ -36,8 +36,8 @@ const (
 // client's EDNS0 record offers (the usual advice, to avoid fragments).
 const maxUDPSize = 1232
 
-// handler answers queries. It keeps no state between queries and is
-// safe for concurrent use.
+// handler answers queries. Between queries it keeps only the records of
+// the names asked (cache), and it is safe for concurrent use.
 type handler struct {
 	domain   string // lower case, fully qualified
 	labels   int    // labels of domain
