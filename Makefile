@@ -5,7 +5,7 @@ VERSION     ?= 0.1.0-dev
 LDFLAGS     := -X github.com/zrpcio/zrpc/cli.Version=$(VERSION)
 BIN         := bin
 
-.PHONY: all build test lint bench bench-security bench-registry bench-rpc proto run clean demo robustness fuzz docs
+.PHONY: all build test lint bench bench-security bench-registry bench-rpc bench-dns proto run clean demo robustness fuzz docs
 .PHONY: chromium
 
 all: build
@@ -21,7 +21,7 @@ build:
 ## Then deploy/'s own module: the Dockerfile and the Kubernetes manifests,
 ## decoded strictly with the k8s.io/api types.
 ALLOC_TESTS    := Allocate
-ALLOC_PACKAGES := ./rpc/ ./rpc/clientchain/ ./rpc/balancer/ ./storage/codec/ ./node/health/ ./node/grpcapi/
+ALLOC_PACKAGES := ./rpc/ ./rpc/clientchain/ ./rpc/balancer/ ./storage/codec/ ./node/health/ ./node/grpcapi/ ./node/dns/
 ## Tests in files built only without the race detector (//go:build !race,
 ## for a race inside a dependency that the file explains) run without it.
 NORACE_TESTS    := TestAgentsAllRestartedAtNewAddressesElectALeader
@@ -114,6 +114,16 @@ bench-rpc: build
 	cd bench && $(GO) build -o ../$(BIN)/zrpcecho ./cmd/zrpcecho && \
 		$(GO) build -o ../$(BIN)/zrpcrpcbench ./cmd/zrpcrpcbench
 	$(BIN)/zrpcrpcbench run --bin $(BIN) --reps $(RPC_REPS) --callers $(RPC_CALLERS) --duration $(RPC_DURATION)
+
+## bench-dns: the agent's DNS from outside: a zrpcd agent and the UDP
+## client (bench/cmd/zrpcdnsbench) in separate processes, 10,000 SRV
+## questions a second. DNS_ZRPCD=old=path,new=path compares binaries round
+## by round.
+DNS_ZRPCD ?= zrpc=$(BIN)/zrpcd
+DNS_REPS  ?= 3
+bench-dns: build
+	cd bench && $(GO) build -o ../$(BIN)/zrpcdnsbench ./cmd/zrpcdnsbench
+	$(BIN)/zrpcdnsbench --zrpcd $(DNS_ZRPCD) --reps $(DNS_REPS)
 
 ## proto: regenerate api/zrpcpb from api/*.proto (installs protoc and plugins)
 proto:

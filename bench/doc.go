@@ -9,6 +9,7 @@
 // baseline in the same run, interleaved. Package registry compares zrpc's
 // registry with etcd 3.4 (cmd/zrpcregbench, `make bench-registry`);
 // package security is the TLS + ACL vs plaintext comparison (cmd/zrpcload);
+// cmd/zrpcdnsbench asks an agent's DNS from its own process (`make bench-dns`);
 // internal/proc runs and measures their child processes. Results are in
 // docs/benchmarks.md.
 package bench

@@ -3,6 +3,7 @@ module github.com/zrpcio/zrpc/bench
 go 1.26.0
 
 require (
+	github.com/miekg/dns v1.1.73
 	github.com/zeromicro/go-zero v1.10.3
 	github.com/zrpcio/zrpc v0.0.0
 	go.etcd.io/etcd/client/v3 v3.5.35

@@ -68,6 +68,10 @@ func BenchmarkDNSQuery(b *testing.B) {
 // (an open loop, so a slow answer does not slow the sender down and hide
 // itself), and measures each answer's latency from its query's send
 // time; queries unanswered within 2 s count as lost. b.N queries.
+// Client and agent share this process (its scheduler, its garbage
+// collector): a pause of either shows in the other. bench/cmd/zrpcdnsbench
+// (make bench-dns) measures the same from a process of its own against a
+// zrpcd binary, the comparison to quote.
 //
 //	go test -run '^$' -bench BenchmarkDNSQueriesAt10kPerSecond -benchtime 50000x ./node/dns/
 func BenchmarkDNSQueriesAt10kPerSecond(b *testing.B) {

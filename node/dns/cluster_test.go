@@ -401,3 +401,31 @@ func TestDNSAnswersAgainAfterAKillAndRestart(t *testing.T) {
 		return slices.Equal(answers(query(t, server, "tcp", "user.rpc.service.zrpc.", dns.TypeA)), []string{"A 127.0.0.2"})
 	})
 }
+
+// TestDNSAnswersChangeWithTheReplica: answers are cached, yet the first
+// question after the agent's replica applied a deregistration or a
+// registration reflects it, with nothing to wait out.
+func TestDNSAnswersChangeWithTheReplica(t *testing.T) {
+	c, server := dnsCluster(t)
+	register(t, c,
+		&pb.Instance{Id: "a", Service: "user.rpc", Address: "127.0.0.2:9000"},
+		&pb.Instance{Id: "b", Service: "user.rpc", Address: "127.0.0.3:9000"},
+	)
+	srv := func() []string { return answers(query(t, server, "udp", "user.rpc.service.zrpc.", dns.TypeSRV)) }
+	for range 3 { // cached from the second question on
+		if got := srv(); len(got) != 2 {
+			t.Fatalf("SRV %q, want a's and b's", got)
+		}
+	}
+	if _, err := c.Registry(0).Deregister(ctx(t), &pb.DeregisterRequest{Service: "user.rpc", Id: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(10*time.Second, "the replica drops b", func() bool { return c.Node(0).Store().FSM().Instance("user.rpc", "b") == nil })
+	if got, want := srv(), []string{"SRV 9000 7f000002.addr.zrpc."}; !slices.Equal(got, want) {
+		t.Fatalf("after b's deregistration: SRV %q, want %q", got, want)
+	}
+	register(t, c, &pb.Instance{Id: "c", Service: "user.rpc", Address: "127.0.0.4:9000"})
+	if got := srv(); len(got) != 2 || !slices.Contains(got, "SRV 9000 7f000004.addr.zrpc.") {
+		t.Fatalf("after c's registration: SRV %q, want a's and c's", got)
+	}
+}

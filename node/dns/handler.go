@@ -4,7 +4,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -37,8 +36,8 @@ const (
 // client's EDNS0 record offers (the usual advice, to avoid fragments).
 const maxUDPSize = 1232
 
-// handler answers queries. It keeps no state between queries and is
-// safe for concurrent use.
+// handler answers queries. Between queries it keeps only the records of
+// the names asked (cache), and it is safe for concurrent use.
 type handler struct {
 	domain   string // lower case, fully qualified
 	labels   int    // labels of domain
@@ -46,6 +45,7 @@ type handler struct {
 	reg      Registry
 	canRead  func(string) bool
 	answered func(string)
+	cache    *cache
 }
 
 func newHandler(cfg Config) (*handler, error) {
@@ -66,6 +66,7 @@ func newHandler(cfg Config) (*handler, error) {
 		reg:      cfg.Registry,
 		canRead:  cfg.CanRead,
 		answered: cfg.Answered,
+		cache:    newCache(cacheNames, cacheRecords),
 	}, nil
 }
 
@@ -99,8 +100,11 @@ func (h *handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 }
 
 // answer builds the response to req. Over UDP an answer larger than the
-// client accepts (512 bytes, or its EDNS0 size) is cut and marked
-// truncated (TC), so that the client asks again over TCP.
+// client accepts is cut and marked truncated (TC), so that the client
+// asks again over TCP: without EDNS0, at most amplification times the
+// question's size (and 512 bytes), so that a question with a forged
+// source cannot turn into a much larger answer to it; with EDNS0, the
+// size the client offers, at most 1,232 bytes.
 func (h *handler) answer(req *dns.Msg, udp bool) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(req)
@@ -108,7 +112,7 @@ func (h *handler) answer(req *dns.Msg, udp bool) *dns.Msg {
 	m.RecursionAvailable = false
 	size := dns.MaxMsgSize
 	if udp {
-		size = dns.MinMsgSize
+		size = min(dns.MinMsgSize, amplification*req.Len())
 	}
 	if opt := req.IsEdns0(); opt != nil {
 		if udp {
@@ -123,18 +127,47 @@ func (h *handler) answer(req *dns.Msg, udp bool) *dns.Msg {
 		m.Rcode = dns.RcodeFormatError
 	case req.Question[0].Qclass != dns.ClassINET && req.Question[0].Qclass != dns.ClassANY:
 		m.Rcode = dns.RcodeNotImplemented
+	case h.cached(m, req.Question[0], size):
+		// A name asked before, answered again from its records.
 	case !dns.IsSubDomain(h.domain, strings.ToLower(req.Question[0].Name)):
 		// Not ours, and the agent never recurses: no open resolver.
 		m.Rcode = dns.RcodeRefused
 	default:
-		h.lookup(m, req.Question[0])
+		h.lookup(m, req.Question[0], size)
 	}
-	m.Truncate(size)
+	m.Truncate(size) // never below 512 bytes
+	if size < dns.MinMsgSize {
+		cut(m, size)
+	}
 	return m
 }
 
-// lookup fills m with the answer to q, a name in the domain.
-func (h *handler) lookup(m *dns.Msg, q dns.Question) {
+// amplification bounds a UDP answer to a question without EDNS0: at most
+// this many times the question's size.
+const amplification = 10
+
+// cut removes records from the end of m's additional, then answer
+// sections until it packs in size bytes, marking it truncated; the
+// authority section (an SOA) stays.
+func cut(m *dns.Msg, size int) {
+	m.Compress = true
+	for {
+		l, n := m.Len(), len(m.Extra)+len(m.Answer)
+		if l <= size || n == 0 {
+			return
+		}
+		// Drop as many records as the excess holds at their mean size.
+		drop := max(1, (l-size)*n/l)
+		extra := min(drop, len(m.Extra))
+		m.Extra = m.Extra[:len(m.Extra)-extra]
+		m.Answer = m.Answer[:len(m.Answer)-min(drop-extra, len(m.Answer))]
+		m.Truncated = true
+	}
+}
+
+// lookup fills m with the answer to q, a name in the domain, in size
+// bytes.
+func (h *handler) lookup(m *dns.Msg, q dns.Question, size int) {
 	labels := dns.SplitDomainName(q.Name)
 	rel := labels[:len(labels)-h.labels]
 	switch {
@@ -143,7 +176,7 @@ func (h *handler) lookup(m *dns.Msg, q dns.Question) {
 	case len(rel) == 2 && strings.EqualFold(rel[1], addrLabel):
 		h.addr(m, q, rel[0])
 	default:
-		h.service(m, q, rel)
+		h.service(m, q, rel, size)
 	}
 }
 
@@ -171,8 +204,36 @@ func (h *handler) addr(m *dns.Msg, q dns.Question, label string) {
 	h.noData(m, 0)
 }
 
-// service answers [<tag>.]<service>.service[.<zone>].<domain>.
-func (h *handler) service(m *dns.Msg, q dns.Question, rel []string) {
+// cached answers q from the records cached for its name, and reports
+// whether it did: they serve while the replica's revision, and the ACL
+// decisions they depend on, are those they were built at.
+func (h *handler) cached(m *dns.Msg, q dns.Question, size int) bool {
+	rs := h.cache.get(q.Name)
+	if rs == nil || rs.rev != h.reg.Revision() || !rs.readable(h.canRead) {
+		return false
+	}
+	h.fill(m, q, rs, size)
+	return true
+}
+
+// service answers [<tag>.]<service>.service[.<zone>].<domain>, and caches
+// the records built for it.
+func (h *handler) service(m *dns.Msg, q dns.Question, rel []string, size int) {
+	rs := h.records(q.Name, rel)
+	if rs == nil {
+		h.nxDomain(m, h.reg.Revision())
+		return
+	}
+	if len(rs.srv) > 0 {
+		h.cache.put(q.Name, rs)
+	}
+	h.fill(m, q, rs, size)
+}
+
+// records builds the records of the passing instances name asks for
+// (rel: its labels below the domain); nil when it names no service, or
+// one the server may not show.
+func (h *handler) records(name string, rel []string) *records {
 	at := -1
 	for i := len(rel) - 1; i > 0; i-- {
 		if strings.EqualFold(rel[i], serviceLabel) {
@@ -181,50 +242,74 @@ func (h *handler) service(m *dns.Msg, q dns.Question, rel []string) {
 		}
 	}
 	if at < 0 {
-		h.nxDomain(m, 0)
-		return
+		return nil
 	}
 	zone := strings.Join(rel[at+1:], ".")
-	tag, instances, rev := h.instances(rel[:at])
+	var checks []aclCheck
+	tag, instances, rev := h.instances(rel[:at], &checks)
 	if instances == nil {
-		h.nxDomain(m, rev)
-		return
+		return nil
 	}
-	var picked []*pb.Instance
+	rs := &records{rev: rev, checks: checks}
+	targets := map[netip.Addr]int32{}
+	ips := map[netip.Addr]bool{}
 	for _, inst := range instances {
-		if inst.Health == pb.Health_PASSING && (tag == "" || slices.Contains(inst.Tags, tag)) && (zone == "" || inst.Zone == zone) {
-			picked = append(picked, inst)
+		if inst.Health != pb.Health_PASSING || (tag != "" && !slices.Contains(inst.Tags, tag)) || (zone != "" && inst.Zone != zone) {
+			continue
+		}
+		host, port, ok := splitAddress(inst.Address)
+		if !ok {
+			continue
+		}
+		target, at := dns.Fqdn(host), int32(-1)
+		ip, err := netip.ParseAddr(host)
+		if err == nil {
+			ip = ip.Unmap()
+			target = hex.EncodeToString(ip.AsSlice()) + "." + addrLabel + "." + h.domain
+			var seen bool
+			if at, seen = targets[ip]; !seen {
+				at = int32(len(rs.targets))
+				targets[ip] = at
+				rs.targets = append(rs.targets, h.ipRecord(target, ip))
+			}
+		}
+		rs.srv = append(rs.srv, &dns.SRV{
+			Hdr:      h.header(name, dns.TypeSRV),
+			Priority: 1,
+			Weight:   uint16(min(max(inst.Weight, 1), 65535)),
+			Port:     port,
+			Target:   target,
+		})
+		rs.srvTarget = append(rs.srvTarget, at)
+		if err == nil && !ips[ip] {
+			ips[ip] = true
+			if ip.Is4() {
+				rs.a = append(rs.a, h.ipRecord(name, ip))
+			} else {
+				rs.aaaa = append(rs.aaaa, h.ipRecord(name, ip))
+			}
 		}
 	}
-	// Clients mostly take the first record: spread them.
-	rand.Shuffle(len(picked), func(i, j int) { picked[i], picked[j] = picked[j], picked[i] })
-	switch q.Qtype {
-	case dns.TypeSRV:
-		h.srv(m, q.Name, picked)
-	case dns.TypeA, dns.TypeAAAA, dns.TypeANY:
-		h.ips(m, q, picked)
-	}
-	if len(m.Answer) == 0 {
-		h.noData(m, rev)
-	}
+	return rs
 }
 
 // instances finds the service the labels name, and the tag they ask for
 // ("" for none): all of them name the service when it has instances,
 // else the first is a tag of the service the others name. instances is
-// nil when neither exists, or the server may not show it.
-func (h *handler) instances(labels []string) (tag string, instances []*pb.Instance, rev uint64) {
-	if insts, rev := h.find(strings.Join(labels, ".")); insts != nil || len(labels) < 2 {
+// nil when neither exists, or the server may not show it. The ACL
+// decisions taken are appended to checks.
+func (h *handler) instances(labels []string, checks *[]aclCheck) (tag string, instances []*pb.Instance, rev uint64) {
+	if insts, rev := h.find(strings.Join(labels, "."), checks); insts != nil || len(labels) < 2 {
 		return "", insts, rev
 	}
-	insts, rev := h.find(strings.Join(labels[1:], "."))
+	insts, rev := h.find(strings.Join(labels[1:], "."), checks)
 	return labels[0], insts, rev
 }
 
 // find returns the instances of service (asked as written, else in lower
 // case: DNS names are case-insensitive), nil when it has none or may not
 // be shown.
-func (h *handler) find(service string) ([]*pb.Instance, uint64) {
+func (h *handler) find(service string, checks *[]aclCheck) ([]*pb.Instance, uint64) {
 	insts, rev := h.reg.Instances(service)
 	if len(insts) == 0 {
 		if lower := strings.ToLower(service); lower != service {
@@ -232,60 +317,67 @@ func (h *handler) find(service string) ([]*pb.Instance, uint64) {
 			insts, rev = h.reg.Instances(service)
 		}
 	}
-	if len(insts) == 0 || (h.canRead != nil && !h.canRead(service)) {
+	if len(insts) == 0 {
 		return nil, rev
+	}
+	if h.canRead != nil {
+		allowed := h.canRead(service)
+		*checks = append(*checks, aclCheck{service: service, allowed: allowed})
+		if !allowed {
+			return nil, rev
+		}
 	}
 	return insts, rev
 }
 
-// srv adds an SRV record per instance, its target's address record in the
-// additional section.
-func (h *handler) srv(m *dns.Msg, name string, instances []*pb.Instance) {
-	seen := map[string]bool{}
-	for _, inst := range instances {
-		host, port, ok := splitAddress(inst.Address)
-		if !ok {
-			continue
-		}
-		target := dns.Fqdn(host)
-		ip, err := netip.ParseAddr(host)
-		if err == nil {
-			ip = ip.Unmap()
-			target = hex.EncodeToString(ip.AsSlice()) + "." + addrLabel + "." + h.domain
-		}
-		m.Answer = append(m.Answer, &dns.SRV{
-			Hdr:      h.header(name, dns.TypeSRV),
-			Priority: 1,
-			Weight:   uint16(min(max(inst.Weight, 1), 65535)),
-			Port:     port,
-			Target:   target,
-		})
-		if err == nil && !seen[target] {
-			seen[target] = true
-			m.Extra = append(m.Extra, h.ipRecord(target, ip))
-		}
-	}
-}
+// minRecordLen is the fewest bytes a record of an answer takes (an A
+// record whose owner name is a compression pointer): an answer of size
+// bytes holds at most size/minRecordLen of them.
+const minRecordLen = 16
 
-// ips adds the A (or AAAA) records of the instances' addresses, each
-// address once.
-func (h *handler) ips(m *dns.Msg, q dns.Question, instances []*pb.Instance) {
-	seen := map[netip.Addr]bool{}
-	for _, inst := range instances {
-		host, _, ok := splitAddress(inst.Address)
-		if !ok {
-			continue
+// fill adds to m the records of rs that q asks for, in a random order
+// for every answer (clients mostly take the first), at most as many as
+// size bytes may hold: Truncate then cuts to size exactly.
+func (h *handler) fill(m *dns.Msg, q dns.Question, rs *records, size int) {
+	limit := size/minRecordLen + 1
+	switch q.Qtype {
+	case dns.TypeSRV:
+		order := pick(len(rs.srv), limit)
+		m.Answer = make([]dns.RR, 0, len(order))
+		m.Extra = slices.Grow(m.Extra, len(order)) // after the OPT record, if any
+		var added []bool                           // by target, when there are many
+		if len(order) > 32 {
+			added = make([]bool, len(rs.targets))
 		}
-		ip, err := netip.ParseAddr(host)
-		if err != nil || seen[ip.Unmap()] {
-			continue
+		for _, i := range order {
+			m.Answer = append(m.Answer, rs.srv[i])
+			at := rs.srvTarget[i]
+			if at < 0 {
+				continue
+			}
+			target := rs.targets[at]
+			if added != nil {
+				if added[at] {
+					continue
+				}
+				added[at] = true
+			} else if slices.Contains(m.Extra, target) {
+				continue
+			}
+			m.Extra = append(m.Extra, target)
 		}
-		ip = ip.Unmap()
-		seen[ip] = true
-		rr := h.ipRecord(q.Name, ip)
-		if q.Qtype == dns.TypeANY || rr.Header().Rrtype == q.Qtype {
-			m.Answer = append(m.Answer, rr)
-		}
+	case dns.TypeA:
+		m.Answer = pickRecords(rs.a, nil, limit)
+	case dns.TypeAAAA:
+		m.Answer = pickRecords(rs.aaaa, nil, limit)
+	case dns.TypeANY:
+		m.Answer = pickRecords(rs.a, rs.aaaa, limit)
+	}
+	if len(m.Answer) < rs.count(q.Qtype) {
+		m.Truncated = true // cut here rather than by Truncate
+	}
+	if len(m.Answer) == 0 {
+		h.noData(m, rs.rev)
 	}
 }
 

@@ -19,6 +19,8 @@ func (r fakeRegistry) Instances(service string) ([]*pb.Instance, uint64) {
 	return slices.Clone(r[service]), 7
 }
 
+func (r fakeRegistry) Revision() uint64 { return 7 }
+
 func passing(service, id, addr string, tags ...string) *pb.Instance {
 	return &pb.Instance{Service: service, Id: id, Address: addr, Tags: tags, Health: pb.Health_PASSING, Weight: 100}
 }
@@ -240,6 +242,9 @@ func FuzzDNSQuery(f *testing.F) {
 		}
 		if len(b) > limit {
 			t.Fatalf("answer of %d bytes, over the %d the transport allows", len(b), limit)
+		}
+		if udp && req.IsEdns0() == nil && len(b) > amplification*req.Len() && len(resp.Answer)+len(resp.Extra) > 0 {
+			t.Fatalf("UDP answer of %d bytes with records to a question of %d without EDNS0", len(b), req.Len())
 		}
 		if err := new(dns.Msg).Unpack(b); err != nil {
 			t.Fatalf("answer does not unpack: %v", err)

@@ -32,6 +32,9 @@ type Registry interface {
 	// Instances returns every instance of service, whatever its health,
 	// and the revision they reflect; none when the service is unknown.
 	Instances(service string) ([]*pb.Instance, uint64)
+	// Revision returns the replica's revision, which moves whenever an
+	// instance changes: answers are cached while it stays.
+	Revision() uint64
 }
 
 // Config is what a Server needs.
@@ -56,6 +59,13 @@ type Config struct {
 	Answered func(rcode string)
 	// Logger receives the server's errors (default: discard).
 	Logger *slog.Logger
+	// MaxTCPConnections bounds the TCP connections served at once
+	// (default 256); one beyond is closed as soon as it is accepted.
+	MaxTCPConnections int
+	// TCPIdleTimeout closes a TCP connection that asks nothing for that
+	// long after an answer (default 8 s); its first question must come
+	// within 2 s.
+	TCPIdleTimeout time.Duration
 }
 
 // Server serves DNS over UDP and TCP on one address.
@@ -73,10 +83,15 @@ type Server struct {
 const udpReadBuffer = 4 << 20
 
 // ioTimeout bounds a TCP client's reads and writes; idleTimeout closes an
-// idle TCP connection.
+// idle TCP connection, after at most maxTCPQueries questions; at most
+// maxTCPConns connections are served at once. A client (or a stranger)
+// thus holds at most maxTCPConns of the agent's descriptors, each for
+// seconds.
 const (
-	ioTimeout   = 2 * time.Second
-	idleTimeout = 8 * time.Second
+	ioTimeout     = 2 * time.Second
+	idleTimeout   = 8 * time.Second
+	maxTCPQueries = 128
+	maxTCPConns   = 256
 )
 
 // Start listens on addr (host:port; port 0 picks one free for UDP and TCP
@@ -85,6 +100,9 @@ func Start(addr string, cfg Config) (*Server, error) {
 	h, err := newHandler(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.MaxTCPConnections < 0 || cfg.TCPIdleTimeout < 0 {
+		return nil, fmt.Errorf("dns: MaxTCPConnections %d and TCPIdleTimeout %s must not be negative", cfg.MaxTCPConnections, cfg.TCPIdleTimeout)
 	}
 	pc, ln, err := listen(addr)
 	if err != nil {
@@ -95,8 +113,16 @@ func Start(addr string, cfg Config) (*Server, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.udp = &dns.Server{PacketConn: pc, Handler: h, ReadTimeout: ioTimeout, WriteTimeout: ioTimeout}
-	s.tcp = &dns.Server{Listener: ln, Handler: h, ReadTimeout: ioTimeout, WriteTimeout: ioTimeout,
-		IdleTimeout: func() time.Duration { return idleTimeout }}
+	maxConns, idle := cfg.MaxTCPConnections, cfg.TCPIdleTimeout
+	if maxConns == 0 {
+		maxConns = maxTCPConns
+	}
+	if idle == 0 {
+		idle = idleTimeout
+	}
+	s.tcp = &dns.Server{Listener: newLimitListener(ln, maxConns), Handler: h,
+		ReadTimeout: ioTimeout, WriteTimeout: ioTimeout, MaxTCPQueries: maxTCPQueries,
+		IdleTimeout: func() time.Duration { return idle }}
 	for _, srv := range []*dns.Server{s.udp, s.tcp} {
 		if err := s.serve(srv); err != nil {
 			pc.Close()

@@ -1,0 +1,163 @@
+package dns
+
+import (
+	"math/rand/v2"
+	"sync"
+
+	"github.com/miekg/dns"
+)
+
+// records are the answers to one service name, built once from the
+// replica at revision rev and shared by the queries that ask for it until
+// the revision moves: the records are never changed after they are built
+// (packing an answer only reads them).
+type records struct {
+	rev uint64
+	// checks are the ACL decisions the records depend on: which services
+	// the name could mean were readable.
+	checks []aclCheck
+	// srv are the SRV records of the passing instances; srvTarget the
+	// index in targets of each one's address record, -1 for an instance
+	// registered with a host name.
+	srv       []dns.RR
+	srvTarget []int32
+	targets   []dns.RR
+	// a and aaaa are the A and AAAA records of the name, each address once.
+	a, aaaa []dns.RR
+}
+
+type aclCheck struct {
+	service string
+	allowed bool
+}
+
+// readable reports whether canRead still decides as it did when rs was
+// built.
+func (rs *records) readable(canRead func(string) bool) bool {
+	for _, c := range rs.checks {
+		if canRead(c.service) != c.allowed {
+			return false
+		}
+	}
+	return true
+}
+
+// count is the number of records rs has for a question of type qtype.
+func (rs *records) count(qtype uint16) int {
+	switch qtype {
+	case dns.TypeSRV:
+		return len(rs.srv)
+	case dns.TypeA:
+		return len(rs.a)
+	case dns.TypeAAAA:
+		return len(rs.aaaa)
+	case dns.TypeANY:
+		return len(rs.a) + len(rs.aaaa)
+	}
+	return 0
+}
+
+// size is roughly the number of records rs holds, what the cache bounds.
+func (rs *records) size() int { return len(rs.srv) + len(rs.targets) + len(rs.a) + len(rs.aaaa) }
+
+// pick returns min(n, k) distinct indexes below n in a random order,
+// every ordered choice as likely.
+func pick(n, k int) []int {
+	k = min(n, k)
+	if 2*k <= n {
+		out := make([]int, 0, k)
+		// A few of many (a UDP answer of a large service): draw until k
+		// differ, at most twice as many draws as k on average.
+		for len(out) < k {
+			i := rand.IntN(n)
+			if !containsInt(out, i) {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	// A partial Fisher-Yates shuffle: the first k are a random choice.
+	for i := range k {
+		j := i + rand.IntN(n-i)
+		out[i], out[j] = out[j], out[i]
+	}
+	return out[:k]
+}
+
+func containsInt(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// pickRecords returns at most k of the records of a and b together, in a
+// random order.
+func pickRecords(a, b []dns.RR, k int) []dns.RR {
+	order := pick(len(a)+len(b), k)
+	out := make([]dns.RR, len(order))
+	for o, i := range order {
+		if i < len(a) {
+			out[o] = a[i]
+		} else {
+			out[o] = b[i-len(a)]
+		}
+	}
+	return out
+}
+
+// cache holds the records of the names asked recently, at most maxNames
+// names and maxRecords records: a stranger asking many names evicts
+// others, but cannot grow it.
+type cache struct {
+	mu       sync.RWMutex
+	names    map[string]*records
+	held     int // records in names
+	maxNames int
+	maxRecs  int
+}
+
+// The cache's default bounds: about 16 MB of records at most.
+const (
+	cacheNames   = 4096
+	cacheRecords = 100_000
+)
+
+func newCache(maxNames, maxRecords int) *cache {
+	return &cache{names: map[string]*records{}, maxNames: maxNames, maxRecs: maxRecords}
+}
+
+func (c *cache) get(name string) *records {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.names[name]
+}
+
+// put stores rs for name, evicting names at random when the bounds need
+// it; a name whose records alone exceed them is not kept.
+func (c *cache) put(name string, rs *records) {
+	if rs.size() > c.maxRecs {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.names[name]; ok {
+		c.held -= old.size()
+		delete(c.names, name)
+	}
+	for other, old := range c.names { // map order is random
+		if len(c.names) < c.maxNames && c.held+rs.size() <= c.maxRecs {
+			break
+		}
+		c.held -= old.size()
+		delete(c.names, other)
+	}
+	c.names[name] = rs
+	c.held += rs.size()
+}

@@ -1,0 +1,325 @@
+package dns
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/miekg/dns"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// liveRegistry is a registry replica that changes: each change moves its
+// revision, and it counts the walks of a service's instances.
+type liveRegistry struct {
+	mu    sync.Mutex
+	rev   uint64
+	insts map[string][]*pb.Instance
+	walks atomic.Int64
+}
+
+func (r *liveRegistry) Instances(service string) ([]*pb.Instance, uint64) {
+	r.walks.Add(1)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.insts[service]), r.rev
+}
+
+func (r *liveRegistry) Revision() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rev
+}
+
+// change applies f to the instances of service and moves the revision.
+func (r *liveRegistry) change(service string, f func([]*pb.Instance) []*pb.Instance) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.insts[service] = f(r.insts[service])
+	r.rev++
+}
+
+// manyInstances are n passing instances of service, each on its own IP.
+func manyInstances(service string, n int) []*pb.Instance {
+	var out []*pb.Instance
+	for i := range n {
+		out = append(out, passing(service, fmt.Sprint(i), net.JoinHostPort(net.IPv4(10, 1, byte(i/250), byte(1+i%250)).String(), "9000")))
+	}
+	return out
+}
+
+func srvTargets(resp *dns.Msg) []string {
+	var out []string
+	for _, rr := range resp.Answer {
+		out = append(out, rr.(*dns.SRV).Target)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestDNSAnswerChangesAsSoonAsTheRevisionDoes(t *testing.T) {
+	reg := &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{"user.rpc": {
+		passing("user.rpc", "a", "10.0.0.1:80"), passing("user.rpc", "b", "10.0.0.2:80"),
+	}}}
+	h := testHandler(t, Config{Registry: reg})
+	const name = "user.rpc.service.zrpc."
+	if got := srvTargets(ask(h, name, dns.TypeSRV)); len(got) != 2 {
+		t.Fatalf("SRV targets %q, want 2", got)
+	}
+	// Health change: b turns critical.
+	reg.change("user.rpc", func(insts []*pb.Instance) []*pb.Instance {
+		b := proto.Clone(insts[1]).(*pb.Instance)
+		b.Health = pb.Health_CRITICAL
+		return []*pb.Instance{insts[0], b}
+	})
+	if got := srvTargets(ask(h, name, dns.TypeSRV)); !slices.Equal(got, []string{"0a000001.addr.zrpc."}) {
+		t.Fatalf("after b turned critical: SRV targets %q, want a's only", got)
+	}
+	if got := ask(h, name, dns.TypeA); len(got.Answer) != 1 || got.Answer[0].(*dns.A).A.String() != "10.0.0.1" {
+		t.Fatalf("after b turned critical: A %v, want 10.0.0.1 only", got.Answer)
+	}
+	// Deregistration of a: no passing instance left (NODATA), then none
+	// at all (NXDOMAIN).
+	reg.change("user.rpc", func(insts []*pb.Instance) []*pb.Instance { return insts[1:] })
+	if got := ask(h, name, dns.TypeSRV); got.Rcode != dns.RcodeSuccess || len(got.Answer) != 0 || got.Ns[0].(*dns.SOA).Serial != 3 {
+		t.Fatalf("with b critical only: %v, want NODATA with serial 3", got)
+	}
+	reg.change("user.rpc", func([]*pb.Instance) []*pb.Instance { return nil })
+	if got := ask(h, name, dns.TypeSRV); got.Rcode != dns.RcodeNameError {
+		t.Fatalf("after deregistration: %s, want NXDOMAIN", dns.RcodeToString[got.Rcode])
+	}
+	// Back again.
+	reg.change("user.rpc", func([]*pb.Instance) []*pb.Instance { return []*pb.Instance{passing("user.rpc", "c", "10.0.0.3:80")} })
+	if got := srvTargets(ask(h, name, dns.TypeSRV)); !slices.Equal(got, []string{"0a000003.addr.zrpc."}) {
+		t.Fatalf("after c registered: SRV targets %q, want c's", got)
+	}
+}
+
+func TestDNSAnswersFromItsCacheWhileTheRevisionStays(t *testing.T) {
+	reg := &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{"user.rpc": manyInstances("user.rpc", 1000)}}
+	h := testHandler(t, Config{Registry: reg})
+	ask(h, "user.rpc.service.zrpc.", dns.TypeSRV)
+	before := reg.walks.Load()
+	for _, qtype := range []uint16{dns.TypeSRV, dns.TypeA, dns.TypeSRV, dns.TypeANY} {
+		if got := ask(h, "user.rpc.service.zrpc.", qtype); len(got.Answer) == 0 {
+			t.Fatalf("%s: no answer", dns.TypeToString[qtype])
+		}
+	}
+	if walks := reg.walks.Load() - before; walks != 0 {
+		t.Fatalf("4 questions at the same revision read the registry %d times, want 0", walks)
+	}
+	reg.change("other.rpc", func([]*pb.Instance) []*pb.Instance { return nil })
+	ask(h, "user.rpc.service.zrpc.", dns.TypeSRV)
+	if walks := reg.walks.Load() - before; walks != 1 {
+		t.Fatalf("a question after the revision moved read the registry %d times, want 1", walks)
+	}
+}
+
+// TestDNSCachedAnswersFollowACLChanges: the DNS token's rules may change
+// without the registry's revision moving; a cached answer does not
+// outlive the right to see it.
+func TestDNSCachedAnswersFollowACLChanges(t *testing.T) {
+	reg := &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{
+		"user.rpc":    {passing("user.rpc", "a", "10.0.0.1:80", "v2")},
+		"v2.user.rpc": {passing("v2.user.rpc", "b", "10.0.0.2:80")},
+	}}
+	var hidden sync.Map
+	h := testHandler(t, Config{Registry: reg, CanRead: func(s string) bool { _, no := hidden.Load(s); return !no }})
+	a := func(name string) []string {
+		var out []string
+		for _, rr := range ask(h, name, dns.TypeA).Answer {
+			out = append(out, rr.(*dns.A).A.String())
+		}
+		return out
+	}
+	if got := a("user.rpc.service.zrpc."); !slices.Equal(got, []string{"10.0.0.1"}) {
+		t.Fatalf("readable: %q", got)
+	}
+	if got := a("v2.user.rpc.service.zrpc."); !slices.Equal(got, []string{"10.0.0.2"}) {
+		t.Fatalf("the service v2.user.rpc: %q", got)
+	}
+	hidden.Store("user.rpc", true)
+	if got := ask(h, "user.rpc.service.zrpc.", dns.TypeA); got.Rcode != dns.RcodeNameError {
+		t.Fatalf("after the token lost user.rpc: %v, want NXDOMAIN", got)
+	}
+	hidden.Delete("user.rpc")
+	hidden.Store("v2.user.rpc", true)
+	// v2.user.rpc hidden: the name now means tag v2 of user.rpc.
+	if got := a("v2.user.rpc.service.zrpc."); !slices.Equal(got, []string{"10.0.0.1"}) {
+		t.Fatalf("after the token lost v2.user.rpc: %q, want tag v2 of user.rpc", got)
+	}
+}
+
+func TestDNSLargeServiceAnswersWholeOverTCPAndShuffledOverUDP(t *testing.T) {
+	reg := &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{"user.rpc": manyInstances("user.rpc", 1000)}}
+	h := testHandler(t, Config{Registry: reg})
+	m := new(dns.Msg)
+	m.SetQuestion("user.rpc.service.zrpc.", dns.TypeSRV)
+	tcp := h.answer(m, false)
+	if tcp.Truncated || len(tcp.Answer) != 1000 || len(tcp.Extra) != 1000 {
+		t.Fatalf("TCP: truncated %v, %d answers, %d extra; want all 1000 of each", tcp.Truncated, len(tcp.Answer), len(tcp.Extra))
+	}
+	if targets := srvTargets(tcp); len(slices.Compact(targets)) != 1000 {
+		t.Fatalf("TCP: %d distinct targets, want 1000", len(slices.Compact(targets)))
+	}
+	if b, err := tcp.Pack(); err != nil || len(b) > dns.MaxMsgSize {
+		t.Fatalf("TCP answer packs to %d bytes: %v", len(b), err)
+	}
+	firsts := map[string]bool{}
+	for range 20 {
+		m.SetEdns0(1232, false)
+		udp := h.answer(m, true)
+		if !udp.Truncated || len(udp.Answer) == 0 || udp.IsEdns0() == nil {
+			t.Fatalf("UDP: truncated %v, %d answers, EDNS0 %v; want some, marked truncated, with EDNS0", udp.Truncated, len(udp.Answer), udp.IsEdns0())
+		}
+		if targets := srvTargets(udp); len(slices.Compact(targets)) != len(udp.Answer) {
+			t.Fatalf("UDP: a target twice in %q", targets)
+		}
+		firsts[udp.Answer[0].(*dns.SRV).Target] = true
+	}
+	if len(firsts) < 2 {
+		t.Fatalf("20 UDP answers all start with %v: records are not shuffled", firsts)
+	}
+}
+
+// TestDNSUDPAnswersWithoutEDNS0AreAtMostTenTimesTheQuestion: a question
+// with a forged source address gets an answer at most ten times its size
+// (and 512 bytes) unless it carries EDNS0.
+func TestDNSUDPAnswersWithoutEDNS0AreAtMostTenTimesTheQuestion(t *testing.T) {
+	reg := &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{"u.rpc": manyInstances("u.rpc", 100)}}
+	h := testHandler(t, Config{Registry: reg})
+	for _, qtype := range []uint16{dns.TypeSRV, dns.TypeA, dns.TypeANY} {
+		m := new(dns.Msg)
+		m.SetQuestion("u.rpc.service.zrpc.", qtype)
+		q, _ := m.Pack()
+		resp := h.answer(m, true)
+		b, err := resp.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > amplification*len(q) || !resp.Truncated || len(resp.Answer) == 0 {
+			t.Fatalf("%s without EDNS0: %d bytes for a question of %d, truncated %v, %d records; want at most %d bytes, TC and some records",
+				dns.TypeToString[qtype], len(b), len(q), resp.Truncated, len(resp.Answer), amplification*len(q))
+		}
+		m.SetEdns0(4096, false)
+		resp = h.answer(m, true)
+		if b, _ = resp.Pack(); len(b) <= dns.MinMsgSize || len(b) > maxUDPSize {
+			t.Fatalf("%s with EDNS0 4096: %d bytes, want more than 512 and at most %d", dns.TypeToString[qtype], len(b), maxUDPSize)
+		}
+	}
+}
+
+func TestDNSCacheStaysWithinItsBounds(t *testing.T) {
+	c := newCache(4, 50)
+	rs := func(n int) *records { return &records{srv: make([]dns.RR, n)} }
+	for i := range 20 {
+		c.put(fmt.Sprint(i), rs(10))
+		if len(c.names) > 4 || c.held > 50 {
+			t.Fatalf("after %d names: %d names, %d records; bounds 4 and 50", i+1, len(c.names), c.held)
+		}
+	}
+	c.put("big", rs(40))
+	if c.get("big") == nil || c.held > 50 {
+		t.Fatalf("a large entry: kept %v, %d records held", c.get("big") != nil, c.held)
+	}
+	c.put("huge", rs(51))
+	if c.get("huge") != nil {
+		t.Fatal("an entry larger than the cache was kept")
+	}
+}
+
+// discardWriter is a UDP ResponseWriter that packs the answer as the
+// server does, and drops it.
+type discardWriter struct{ dns.ResponseWriter }
+
+func (discardWriter) LocalAddr() net.Addr {
+	return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8600}
+}
+func (discardWriter) RemoteAddr() net.Addr {
+	return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5353}
+}
+func (discardWriter) WriteMsg(m *dns.Msg) error {
+	_, err := m.Pack()
+	return err
+}
+
+// TestDNSQueryAllocatesLittleForALargeService: an SRV question over UDP
+// for a service of 1,000 instances costs a bounded number of
+// allocations, whatever the number of instances: no copy of the registry,
+// no record built per instance.
+func TestDNSQueryAllocatesLittleForALargeService(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	reg := &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{"user.rpc": manyInstances("user.rpc", 1000)}}
+	h := testHandler(t, Config{Registry: reg})
+	for _, edns := range []bool{false, true} {
+		m := new(dns.Msg)
+		m.SetQuestion("user.rpc.service.zrpc.", dns.TypeSRV)
+		if edns {
+			m.SetEdns0(1232, false)
+		}
+		h.ServeDNS(discardWriter{}, m)
+		allocs := testing.AllocsPerRun(200, func() { h.ServeDNS(discardWriter{}, m) })
+		t.Logf("EDNS0 %v: %.0f allocations per query", edns, allocs)
+		if allocs > 40 {
+			t.Errorf("EDNS0 %v: %.0f allocations per query, want at most 40", edns, allocs)
+		}
+	}
+}
+
+func BenchmarkDNSAnswerLargeService(b *testing.B) {
+	reg := &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{"user.rpc": manyInstances("user.rpc", 1000)}}
+	h := testHandler(b, Config{Registry: reg})
+	m := new(dns.Msg)
+	m.SetQuestion("user.rpc.service.zrpc.", dns.TypeSRV)
+	m.SetEdns0(1232, false)
+	b.ReportAllocs()
+	for b.Loop() {
+		h.ServeDNS(discardWriter{}, m)
+	}
+}
+
+// TestDNSConcurrentQueriesShareCachedRecords: queries answered at once
+// from the same cached records over UDP and TCP each get a whole, valid
+// answer (with -race: packing and truncating never write to them).
+func TestDNSConcurrentQueriesShareCachedRecords(t *testing.T) {
+	reg := &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{"user.rpc": manyInstances("user.rpc", 300)}}
+	h := testHandler(t, Config{Registry: reg})
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				m := new(dns.Msg)
+				m.SetQuestion("user.rpc.service.zrpc.", []uint16{dns.TypeSRV, dns.TypeA, dns.TypeANY}[i%3])
+				udp := g%2 == 0
+				if i%2 == 0 {
+					m.SetEdns0(1232, false)
+				}
+				resp := h.answer(m, udp)
+				b, err := resp.Pack()
+				if err == nil {
+					err = new(dns.Msg).Unpack(b)
+				}
+				if err == nil && (len(resp.Answer) == 0 || (!udp && len(resp.Answer) != 300)) {
+					err = fmt.Errorf("udp %v: %d answers", udp, len(resp.Answer))
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
