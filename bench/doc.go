@@ -9,6 +9,8 @@
 // baseline in the same run, interleaved. Package registry compares zrpc's
 // registry with etcd 3.4 (cmd/zrpcregbench, `make bench-registry`);
 // package security is the TLS + ACL vs plaintext comparison (cmd/zrpcload);
+// package blobbench compares zrpcctl's blob put and get with a plain gRPC
+// stream into an fsynced file (cmd/zrpcblobbench, `make bench-blob`);
 // internal/proc runs and measures their child processes. Results are in
 // docs/benchmarks.md.
 package bench

@@ -336,11 +336,13 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cfg := Config{
-		Bins:       Binaries{Zrpcd: filepath.Join(bin, "zrpcd"), Zrpcctl: filepath.Join(bin, "zrpcctl"), Self: filepath.Join(bin, "zrpcblobbench")},
-		Reps:       1,
-		Size:       3<<20 + 17,
+		Bins: Binaries{Zrpcd: filepath.Join(bin, "zrpcd"), Zrpcctl: filepath.Join(bin, "zrpcctl"), Self: filepath.Join(bin, "zrpcblobbench")},
+		Reps: 1,
+		// Large enough that every server spends more than the 10 ms
+		// resolution of /proc's CPU times; not a multiple of a block.
+		Size:       32<<20 + 17,
 		Agents:     []int{3},
-		BlockSizes: []int{256 << 10},
+		BlockSizes: []int{1 << 20},
 		Dir:        dir,
 		Log:        slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	}
