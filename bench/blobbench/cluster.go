@@ -49,6 +49,11 @@ func startCluster(ctx context.Context, bin, dir string, n, blockSize int) (*clus
 	return nil, err
 }
 
+// defaultVoters is zrpcd's --voters default: so many agents bootstrap
+// the cluster together, and the others join it as non-voters, as a
+// cluster deployed with the defaults does.
+const defaultVoters = 3
+
 func startClusterOnce(ctx context.Context, bin, dir string, n, blockSize int) (*cluster, error) {
 	ports, err := proc.FreePorts(4 * n)
 	if err != nil {
@@ -61,27 +66,17 @@ func startClusterOnce(ctx context.Context, bin, dir string, n, blockSize int) (*
 		a.gossipAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[4*i+2]))
 		c.agents = append(c.agents, a)
 	}
-	for i, a := range c.agents {
-		if err := os.MkdirAll(a.dir, 0o700); err != nil {
-			c.remove()
-			return nil, err
-		}
-		args := []string{"agent", "join"}
-		for j, o := range c.agents {
-			if j != i {
-				args = append(args, o.gossipAddr)
+	founders := min(n, defaultVoters)
+	for i := range n {
+		if i == founders {
+			// The founders must have formed the cluster before the others
+			// join it, or those wait out a join backoff.
+			if err := c.waitHTTPReady(ctx, c.agents[:founders]); err != nil {
+				c.remove()
+				return nil, err
 			}
 		}
-		args = append(args, "--bootstrap-expect", strconv.Itoa(n),
-			"--name", a.name, "--data-dir", filepath.Join(a.dir, "data"),
-			"--bind", "127.0.0.1", "--http-bind", "127.0.0.1",
-			"--grpc-port", portOf(a.grpcAddr), "--raft-port", strconv.Itoa(ports[4*i+1]),
-			"--gossip-port", portOf(a.gossipAddr), "--http-port", strconv.Itoa(a.httpPort),
-			"--dns-port", "0", "--log-level", "warn")
-		if blockSize > 0 {
-			args = append(args, "--blob-block-size", strconv.Itoa(blockSize))
-		}
-		if a.proc, err = proc.Start(a.dir, "zrpcd", bin, args...); err != nil {
+		if err := c.launch(bin, i, founders, ports[4*i+1], blockSize); err != nil {
 			c.remove()
 			return nil, err
 		}
@@ -93,6 +88,38 @@ func startClusterOnce(ctx context.Context, bin, dir string, n, blockSize int) (*
 	return c, nil
 }
 
+// launch starts agent i: one of the founders joins the other founders and
+// bootstraps with them; a later agent joins the founders.
+func (c *cluster) launch(bin string, i, founders, raftPort, blockSize int) error {
+	a := c.agents[i]
+	if err := os.MkdirAll(a.dir, 0o700); err != nil {
+		return err
+	}
+	args := []string{"agent", "join"}
+	for j, o := range c.agents[:founders] {
+		if j != i {
+			args = append(args, o.gossipAddr)
+		}
+	}
+	if i < founders {
+		args = append(args, "--bootstrap-expect", strconv.Itoa(founders))
+	}
+	args = append(args, "--name", a.name, "--data-dir", filepath.Join(a.dir, "data"),
+		"--bind", "127.0.0.1", "--http-bind", "127.0.0.1",
+		"--grpc-port", portOf(a.grpcAddr), "--raft-port", strconv.Itoa(raftPort),
+		"--gossip-port", portOf(a.gossipAddr), "--http-port", strconv.Itoa(a.httpPort),
+		"--dns-port", "0", "--log-level", "warn")
+	if blockSize > 0 {
+		args = append(args, "--blob-block-size", strconv.Itoa(blockSize))
+	}
+	p, err := proc.Start(a.dir, "zrpcd", bin, args...)
+	if err != nil {
+		return err
+	}
+	a.proc = p
+	return nil
+}
+
 func portOf(addr string) string {
 	_, port, _ := net.SplitHostPort(addr)
 	return port
@@ -101,11 +128,8 @@ func portOf(addr string) string {
 // waitReady waits until every agent answers /readyz and the first sees
 // all of them alive and in Raft, with a leader.
 func (c *cluster) waitReady(ctx context.Context) error {
-	for _, a := range c.agents {
-		url := fmt.Sprintf("http://127.0.0.1:%d/readyz", a.httpPort)
-		if err := proc.WaitHTTP(ctx, a.proc, url, zrpcd.ReadyTimeout); err != nil {
-			return fmt.Errorf("zrpcd %s: %w\n%s", a.name, err, a.proc.Tail())
-		}
+	if err := c.waitHTTPReady(ctx, c.agents); err != nil {
+		return err
 	}
 	cl, err := client.New(client.Config{Endpoints: []string{c.agents[0].grpcAddr}})
 	if err != nil {
@@ -135,6 +159,18 @@ func (c *cluster) waitReady(ctx context.Context) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// waitHTTPReady waits until each of agents answers /readyz: it knows a
+// leader.
+func (c *cluster) waitHTTPReady(ctx context.Context, agents []*agent) error {
+	for _, a := range agents {
+		url := fmt.Sprintf("http://127.0.0.1:%d/readyz", a.httpPort)
+		if err := proc.WaitHTTP(ctx, a.proc, url, zrpcd.ReadyTimeout); err != nil {
+			return fmt.Errorf("zrpcd %s: %w\n%s", a.name, err, a.proc.Tail())
+		}
+	}
+	return nil
 }
 
 // procs returns the processes of the agents not killed.
