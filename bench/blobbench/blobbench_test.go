@@ -167,8 +167,8 @@ func peer(id, suffrage string, leader bool) *zrpcpb.Peer {
 
 func TestVictimsSpareTheClientsAgentAndTheLeaderAndKillNonvotersFirst(t *testing.T) {
 	names := []string{"z1", "z2", "z3", "z4", "z5"}
-	peers := []*zrpcpb.Peer{peer("z1", "Voter", false), peer("z2", "Voter", true), peer("z3", "Voter", false),
-		peer("z4", "Nonvoter", false), peer("z5", "Nonvoter", false)}
+	peers := []*zrpcpb.Peer{peer("z1", "voter", false), peer("z2", "voter", true), peer("z3", "voter", false),
+		peer("z4", "nonvoter", false), peer("z5", "nonvoter", false)}
 	got, err := chooseVictims(names, "z1", peers, 2)
 	if err != nil || !slices.Equal(got, []string{"z4", "z5"}) {
 		t.Errorf("chooseVictims(5 agents, m=2) = %v, %v; want the two nonvoters", got, err)
@@ -180,7 +180,7 @@ func TestVictimsSpareTheClientsAgentAndTheLeaderAndKillNonvotersFirst(t *testing
 	if _, err := chooseVictims(names, "z1", peers, 4); err == nil {
 		t.Error("chose 4 victims among 3 candidates")
 	}
-	three := []*zrpcpb.Peer{peer("z1", "Voter", true), peer("z2", "Voter", false), peer("z3", "Voter", false)}
+	three := []*zrpcpb.Peer{peer("z1", "voter", true), peer("z2", "voter", false), peer("z3", "voter", false)}
 	got, err = chooseVictims(names[:3], "z1", three, 1)
 	if err != nil || !slices.Equal(got, []string{"z2"}) {
 		t.Errorf("chooseVictims(3 agents, m=1) = %v, %v; want z2", got, err)
@@ -300,7 +300,7 @@ func TestPlainStreamRefusesPathsOutsideItsDirectory(t *testing.T) {
 func TestJSONLinesCarryTheRoundAndTheMeasures(t *testing.T) {
 	var b bytes.Buffer
 	s := Sample{Round: Round{Rep: 2, System: System{Name: Zrpc, Agents: 5, BlockSize: 4 << 20}}, Op: OpDegradedGet,
-		Bytes: 1 << 20, Seconds: 0.5, ServerCPUSeconds: 0.25, Killed: []string{"z4", "z5"}}
+		Bytes: 1 << 20, Seconds: 0.5, ServerCPUSeconds: 0.25, Killed: []string{"z4", "z5"}, LoadAverage: 1.5}
 	if err := WriteJSON(&b, s); err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +309,7 @@ func TestJSONLinesCarryTheRoundAndTheMeasures(t *testing.T) {
 		t.Fatalf("%q: %v", b.String(), err)
 	}
 	for k, want := range map[string]any{"rep": 2.0, "system": Zrpc, "agents": 5.0, "block_size": float64(4 << 20),
-		"op": OpDegradedGet, "bytes": float64(1 << 20), "seconds": 0.5, "server_cpu_seconds": 0.25} {
+		"op": OpDegradedGet, "bytes": float64(1 << 20), "seconds": 0.5, "server_cpu_seconds": 0.25, "load_average": 1.5} {
 		if got[k] != want {
 			t.Errorf("%s = %v, want %v (line %s)", k, got[k], want, b.String())
 		}

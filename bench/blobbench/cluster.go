@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
@@ -233,10 +234,10 @@ func chooseVictims(names []string, entry string, peers []*zrpcpb.Peer, m int) ([
 	for _, n := range names {
 		switch {
 		case n == entry || n == leader:
-		case suffrage[n] == "Voter":
-			voters = append(voters, n)
-		default:
+		case strings.EqualFold(suffrage[n], "nonvoter"):
 			nonvoters = append(nonvoters, n)
+		default:
+			voters = append(voters, n)
 		}
 	}
 	candidates := append(nonvoters, voters...)

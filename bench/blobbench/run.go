@@ -29,6 +29,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/zrpcio/zrpc/bench/internal/proc"
 )
 
 // The systems a repetition runs: the plain stream, cp + fsync, and zrpc
@@ -179,6 +181,9 @@ type Sample struct {
 	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
 	// Killed names the agents killed before a degraded get.
 	Killed []string `json:"killed,omitempty"`
+	// LoadAverage is the machine's one-minute load average when the round
+	// started: how shared the machine was.
+	LoadAverage float64 `json:"load_average"`
 }
 
 // MBPerSecond is the operation's throughput in 10^6 bytes per second.
@@ -271,11 +276,13 @@ func Run(ctx context.Context, cfg Config, emit func(Sample) error) ([]Sample, er
 		if err := os.MkdirAll(rdir, 0o700); err != nil {
 			return samples, err
 		}
+		load, _ := proc.LoadAverage()
 		got, err := runRound(ctx, cfg.Bins, rdir, r, src)
 		for _, s := range got {
+			s.LoadAverage = load
 			log.Info("measured", "rep", s.Rep, "system", s.System.String(), "op", s.Op,
 				"mb_per_s", fmt.Sprintf("%.1f", s.MBPerSecond()),
-				"server_cpu_s_per_gb", fmt.Sprintf("%.2f", s.ServerCPUPerGB()), "killed", s.Killed)
+				"server_cpu_s_per_gb", fmt.Sprintf("%.2f", s.ServerCPUPerGB()), "killed", s.Killed, "load", s.LoadAverage)
 			samples = append(samples, s)
 			if emit != nil {
 				if eerr := emit(s); eerr != nil && err == nil {
