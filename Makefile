@@ -124,6 +124,23 @@ DNS_REPS  ?= 3
 bench-dns: build
 	cd bench && $(GO) build -o ../$(BIN)/zrpcdnsbench ./cmd/zrpcdnsbench
 	$(BIN)/zrpcdnsbench --zrpcd $(DNS_ZRPCD) --reps $(DNS_REPS)
+## bench-blob: zrpcctl blob put/get against a plain gRPC stream of the same
+## bytes into a file the server fsyncs, and cp + fsync, measured from
+## outside: zrpcd agents (a fresh cluster of each of BLOB_AGENTS per
+## repetition), zrpcctl and the stream's server and client in their own
+## processes, interleaved over BLOB_REPS repetitions of BLOB_SIZE random
+## bytes, at every --blob-block-size of BLOB_BLOCK_SIZES (about 10 minutes
+## with the defaults). Results: a markdown table, JSON lines in BLOB_OUT.
+BLOB_REPS        ?= 3
+BLOB_SIZE        ?= 256MiB
+BLOB_AGENTS      ?= 3,5
+BLOB_BLOCK_SIZES ?= 1MiB,4MiB
+BLOB_OUT         ?= $(CURDIR)/$(BIN)/bench-blob.jsonl
+.PHONY: bench-blob
+bench-blob: build
+	cd bench && $(GO) build -o ../$(BIN)/zrpcblobbench ./cmd/zrpcblobbench
+	$(BIN)/zrpcblobbench run --bin $(BIN) --reps $(BLOB_REPS) --size $(BLOB_SIZE) --agents $(BLOB_AGENTS) \
+		--block-size $(BLOB_BLOCK_SIZES) --out $(BLOB_OUT)
 
 ## proto: regenerate api/zrpcpb from api/*.proto (installs protoc and plugins)
 proto:

@@ -10,6 +10,8 @@
 // registry with etcd 3.4 (cmd/zrpcregbench, `make bench-registry`);
 // package security is the TLS + ACL vs plaintext comparison (cmd/zrpcload);
 // cmd/zrpcdnsbench asks an agent's DNS from its own process (`make bench-dns`);
+// package blobbench compares zrpcctl's blob put and get with a plain gRPC
+// stream into an fsynced file (cmd/zrpcblobbench, `make bench-blob`);
 // internal/proc runs and measures their child processes. Results are in
 // docs/benchmarks.md.
 package bench
