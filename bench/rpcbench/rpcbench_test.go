@@ -52,7 +52,7 @@ func TestSummarizeGivesMedianMinAndMax(t *testing.T) {
 
 func sample(rep int, system string, calls int64, cpu float64) Sample {
 	return Sample{Round: Round{Rep: rep, System: system, Callers: 16},
-		Result: Result{Calls: calls, Seconds: 1, CPUSeconds: cpu, Allocs: uint64(calls) * 80, Sleeps: calls},
+		Result:       Result{Calls: calls, Seconds: 1, CPUSeconds: cpu, Allocs: uint64(calls) * 80, Sleeps: calls},
 		ServerSleeps: calls / 2}
 }
 

@@ -247,7 +247,10 @@ func Run(ctx context.Context, cfg Config) ([]Sample, error) {
 			"server_us", fmt.Sprintf("%.1f", s.perCall(s.ServerCPUSeconds)), "agent_us", fmt.Sprintf("%.1f", s.perCall(s.AgentCPUSeconds)),
 			"load_us", fmt.Sprintf("%.1f", s.perCall(s.CPUSeconds)),
 			"allocs_per_call", fmt.Sprintf("%.1f", s.AllocsPerCall()),
-			"sleeps_per_call", fmt.Sprintf("%.2f", s.SleepsPerCall()), "errors", s.Errors)
+			"sleeps_per_call", fmt.Sprintf("%.2f", s.SleepsPerCall()),
+			"server_sleeps", fmt.Sprintf("%.2f", float64(s.ServerSleeps)/float64(s.Calls)),
+			"agent_sleeps", fmt.Sprintf("%.2f", float64(s.AgentSleeps)/float64(s.Calls)),
+			"load_sleeps", fmt.Sprintf("%.2f", float64(s.Sleeps)/float64(s.Calls)), "errors", s.Errors)
 		samples = append(samples, s)
 	}
 	for name, s := range systems {
