@@ -64,7 +64,10 @@ type Result struct {
 	// CPUSeconds is the load process's own CPU time.
 	CPUSeconds float64 `json:"cpu_seconds"`
 	// Allocs is the load process's heap allocations (objects).
-	Allocs     uint64 `json:"allocs"`
+	Allocs uint64 `json:"allocs"`
+	// Sleeps is how many times the load process's threads blocked in the
+	// kernel (voluntary context switches); zero where not counted.
+	Sleeps     int64  `json:"sleeps"`
 	FirstError string `json:"first_error,omitempty"`
 }
 
@@ -159,6 +162,7 @@ func drive(conn *grpc.ClientConn, payload *wrapperspb.BytesValue, callers int, d
 	)
 	allocsBefore := heapAllocs()
 	cpuBefore, cpuErr := proc.SelfCPUTime()
+	sleepsBefore, sleepsErr := selfThreadSleeps()
 	start := time.Now()
 	timer := time.AfterFunc(d, func() { stop.Store(true) })
 	defer timer.Stop()
@@ -181,6 +185,9 @@ func drive(conn *grpc.ClientConn, payload *wrapperspb.BytesValue, callers int, d
 	res := Result{Calls: calls.Load(), Errors: failed.Load(), Seconds: time.Since(start).Seconds(), Allocs: heapAllocs() - allocsBefore}
 	if cpuAfter, err := proc.SelfCPUTime(); err == nil && cpuErr == nil {
 		res.CPUSeconds = (cpuAfter - cpuBefore).Seconds()
+	}
+	if sleepsAfter, err := selfThreadSleeps(); err == nil && sleepsErr == nil {
+		res.Sleeps = sleepsAfter - sleepsBefore
 	}
 	if p := firstErr.Load(); p != nil {
 		res.FirstError = (*p).Error()

@@ -77,8 +77,9 @@ func summarize(samples []Sample, system string, callers int, m measure) Summary 
 // WriteTable writes a markdown table: for every caller count and system,
 // calls per second, its ratio to grpc-go and to go-zero within each
 // repetition, CPU microseconds per call (servers and load process) and
-// its ratio to grpc-go, and the load process's allocations per call; each
-// as median (min–max) over the repetitions.
+// its ratio to grpc-go, the load process's allocations per call, and the
+// thread sleeps per call of all the system's processes (see
+// Sample.SleepsPerCall); each as median (min–max) over the repetitions.
 func WriteTable(w io.Writer, samples []Sample) error {
 	var callers []int
 	for _, s := range samples {
@@ -88,21 +89,22 @@ func WriteTable(w io.Writer, samples []Sample) error {
 	}
 	slices.Sort(callers)
 	var b strings.Builder
-	b.WriteString("| callers | system | calls/s | × grpc-go | × go-zero | CPU µs/call | CPU × grpc-go | client allocs/call |\n")
-	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| callers | system | calls/s | × grpc-go | × go-zero | CPU µs/call | CPU × grpc-go | client allocs/call | thread sleeps/call |\n")
+	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, c := range callers {
 		for _, sys := range Systems {
 			qps := summarize(samples, sys, c, Sample.CallsPerSecond)
 			if qps.N == 0 {
 				continue
 			}
-			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s |\n", c, sys,
+			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", c, sys,
 				qps.format("%.0f"),
 				Summarize(ratios(samples, sys, GRPC, c, Sample.CallsPerSecond)).format("%.2f"),
 				Summarize(ratios(samples, sys, GoZero, c, Sample.CallsPerSecond)).format("%.2f"),
 				summarize(samples, sys, c, Sample.CPUPerCall).format("%.1f"),
 				Summarize(ratios(samples, sys, GRPC, c, Sample.CPUPerCall)).format("%.2f"),
-				summarize(samples, sys, c, Sample.AllocsPerCall).format("%.1f"))
+				summarize(samples, sys, c, Sample.AllocsPerCall).format("%.1f"),
+				summarize(samples, sys, c, Sample.SleepsPerCall).format("%.2f"))
 		}
 	}
 	_, err := io.WriteString(w, b.String())

@@ -52,7 +52,8 @@ func TestSummarizeGivesMedianMinAndMax(t *testing.T) {
 
 func sample(rep int, system string, calls int64, cpu float64) Sample {
 	return Sample{Round: Round{Rep: rep, System: system, Callers: 16},
-		Result: Result{Calls: calls, Seconds: 1, CPUSeconds: cpu, Allocs: uint64(calls) * 80}}
+		Result:       Result{Calls: calls, Seconds: 1, CPUSeconds: cpu, Allocs: uint64(calls) * 80, Sleeps: calls},
+		ServerSleeps: calls / 2}
 }
 
 func TestTableShowsRatiosWithinEachRepetition(t *testing.T) {
@@ -73,10 +74,10 @@ func TestTableShowsRatiosWithinEachRepetition(t *testing.T) {
 		}
 	}
 	cells := strings.Split(zrpcRow, "|")
-	if len(cells) < 9 {
+	if len(cells) < 10 {
 		t.Fatalf("no zrpc row in\n%s", b.String())
 	}
-	want := []string{"1350 (900–1800)", "0.90 (0.90–0.90)", "2.00 (2.00–2.00)", "22.2 (22.2–22.2)", "1.11 (1.11–1.11)", "80.0 (80.0–80.0)"}
+	want := []string{"1350 (900–1800)", "0.90 (0.90–0.90)", "2.00 (2.00–2.00)", "22.2 (22.2–22.2)", "1.11 (1.11–1.11)", "80.0 (80.0–80.0)", "1.50 (1.50–1.50)"}
 	for i, w := range want {
 		if got := strings.TrimSpace(cells[3+i]); got != w {
 			t.Errorf("zrpc column %d = %q, want %q\n%s", i+3, got, w, b.String())

@@ -126,6 +126,10 @@ type Sample struct {
 	// the measured window, AgentCPUSeconds that of zrpc's agent (zero for
 	// the others, which have none).
 	ServerCPUSeconds, AgentCPUSeconds float64
+	// ServerSleeps and AgentSleeps are how many times the threads of the
+	// server and of the agent blocked in the kernel in the measured window
+	// (see threadSleeps); zero where not counted.
+	ServerSleeps, AgentSleeps int64
 }
 
 // CallsPerSecond is the round's throughput.
@@ -139,6 +143,13 @@ func (s Sample) CPUPerCall() float64 {
 
 // perCall is seconds of CPU in microseconds per call.
 func (s Sample) perCall(seconds float64) float64 { return seconds * 1e6 / float64(s.Calls) }
+
+// SleepsPerCall is how many times per call a thread of the server, the
+// agent or the load process blocked in the kernel: the hand-offs between
+// goroutines that left a thread idle.
+func (s Sample) SleepsPerCall() float64 {
+	return float64(s.ServerSleeps+s.AgentSleeps+s.Sleeps) / float64(s.Calls)
+}
 
 // AllocsPerCall is the load process's allocations per call.
 func (s Sample) AllocsPerCall() float64 { return float64(s.Allocs) / float64(s.Calls) }
@@ -165,6 +176,22 @@ func cpuSeconds(p *proc.Process) float64 {
 		return 0
 	}
 	return d.Seconds()
+}
+
+// sleeps returns the thread sleeps so far of the server and of the agent.
+func (s *system) sleeps() (server, agent int64) {
+	return sleepsOf(s.server), sleepsOf(s.agent)
+}
+
+func sleepsOf(p *proc.Process) int64 {
+	if p == nil {
+		return 0
+	}
+	n, err := threadSleeps(p.Pid())
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 func (s *system) stop() error {
@@ -219,7 +246,11 @@ func Run(ctx context.Context, cfg Config) ([]Sample, error) {
 			"calls_per_s", int(s.CallsPerSecond()), "cpu_us_per_call", fmt.Sprintf("%.1f", s.CPUPerCall()),
 			"server_us", fmt.Sprintf("%.1f", s.perCall(s.ServerCPUSeconds)), "agent_us", fmt.Sprintf("%.1f", s.perCall(s.AgentCPUSeconds)),
 			"load_us", fmt.Sprintf("%.1f", s.perCall(s.CPUSeconds)),
-			"allocs_per_call", fmt.Sprintf("%.1f", s.AllocsPerCall()), "errors", s.Errors)
+			"allocs_per_call", fmt.Sprintf("%.1f", s.AllocsPerCall()),
+			"sleeps_per_call", fmt.Sprintf("%.2f", s.SleepsPerCall()),
+			"server_sleeps", fmt.Sprintf("%.2f", float64(s.ServerSleeps)/float64(s.Calls)),
+			"agent_sleeps", fmt.Sprintf("%.2f", float64(s.AgentSleeps)/float64(s.Calls)),
+			"load_sleeps", fmt.Sprintf("%.2f", float64(s.Sleeps)/float64(s.Calls)), "errors", s.Errors)
 		samples = append(samples, s)
 	}
 	for name, s := range systems {
@@ -321,6 +352,7 @@ func readRound(stdout io.Reader, stdin io.Writer, s *system) (Sample, error) {
 		return Sample{}, fmt.Errorf("no %q line after the warm-up (got %q)", Ready, lines.Text())
 	}
 	serverBefore, agentBefore := s.cpu()
+	serverSleeps, agentSleeps := s.sleeps()
 	if _, err := io.WriteString(stdin, "go\n"); err != nil {
 		return Sample{}, err
 	}
@@ -328,12 +360,15 @@ func readRound(stdout io.Reader, stdin io.Writer, s *system) (Sample, error) {
 		return Sample{}, errors.New("no result line")
 	}
 	serverAfter, agentAfter := s.cpu()
+	serverSleepsAfter, agentSleepsAfter := s.sleeps()
 	var sample Sample
 	if err := json.Unmarshal(lines.Bytes(), &sample.Result); err != nil {
 		return Sample{}, fmt.Errorf("result line %q: %w", lines.Text(), err)
 	}
 	sample.ServerCPUSeconds = serverAfter - serverBefore
 	sample.AgentCPUSeconds = agentAfter - agentBefore
+	sample.ServerSleeps = serverSleepsAfter - serverSleeps
+	sample.AgentSleeps = agentSleepsAfter - agentSleeps
 	return sample, nil
 }
 
