@@ -2,17 +2,13 @@ package raftstore
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/hashicorp/raft"
-	"google.golang.org/protobuf/encoding/protodelim"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -59,7 +55,7 @@ func (s *Store) WriteSnapshot(ctx context.Context, w io.Writer) (snapshot.Header
 	}
 	defer rc.Close()
 	br := bufio.NewReaderSize(rc, 256<<10)
-	state, err := snapshot.ReadStateHeader(br)
+	state, _, err := snapshot.ReadStateHeader(br)
 	if err != nil {
 		return snapshot.Header{}, fmt.Errorf("read raft snapshot %s: %w", meta.ID, err)
 	}
@@ -180,36 +176,14 @@ func (s *Store) RestoreSnapshot(ctx context.Context, f io.ReadSeeker) (uint64, e
 // record's revision set to rev and, when cluster is not nil, its cluster
 // identity replaced by cluster; and the new stream's size.
 func rebaseState(br *bufio.Reader, size, rev uint64, cluster *pb.ClusterInit) (io.Reader, uint64, error) {
-	old, err := snapshot.ReadStateHeader(br)
+	state, n, err := snapshot.RewriteStateHeader(br, size, func(hdr *pb.SnapshotHeader) {
+		hdr.Revision = rev
+		if cluster != nil {
+			hdr.Cluster = cluster
+		}
+	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
 	}
-	// Skip the magic and the old header record.
-	if _, err := br.Discard(len(snapshot.StateMagic)); err != nil {
-		return nil, 0, err
-	}
-	n, err := binary.ReadUvarint(br)
-	if err != nil {
-		return nil, 0, err
-	}
-	if _, err := br.Discard(int(n)); err != nil {
-		return nil, 0, err
-	}
-	oldLen := uint64(len(snapshot.StateMagic)+uvarintLen(n)) + n
-	hdr := proto.Clone(old).(*pb.SnapshotHeader)
-	hdr.Revision = rev
-	if cluster != nil {
-		hdr.Cluster = cluster
-	}
-	var prefix bytes.Buffer
-	prefix.WriteString(snapshot.StateMagic)
-	if _, err := protodelim.MarshalTo(&prefix, hdr); err != nil {
-		return nil, 0, err
-	}
-	return io.MultiReader(&prefix, br), size - oldLen + uint64(prefix.Len()), nil
-}
-
-func uvarintLen(v uint64) int {
-	var b [binary.MaxVarintLen64]byte
-	return binary.PutUvarint(b[:], v)
+	return state, n, nil
 }
