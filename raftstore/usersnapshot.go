@@ -111,29 +111,27 @@ func (r ctxReader) Read(p []byte) (int, error) {
 	return r.r.Read(p)
 }
 
-// CheckSnapshotFile reads the snapshot file f twice: once to check its
-// header and SHA-256, then to load its state into a scratch state machine
-// (the checks a restore makes). It returns the file's header; a file that
-// fails either is refused with InvalidArgument saying why.
+// CheckSnapshotFile reads the snapshot file f once, checking its header
+// and SHA-256 while it loads its state into a scratch state machine (the
+// checks a restore makes). It returns the file's header; a file that
+// fails either is refused with InvalidArgument saying why, a damaged file
+// as damaged rather than as a state that does not load.
 func CheckSnapshotFile(f io.ReadSeeker) (snapshot.Header, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return snapshot.Header{}, err
 	}
-	hdr, _, err := snapshot.Verify(f)
-	if err != nil {
-		return hdr, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return hdr, err
-	}
 	sr, err := snapshot.NewReader(f)
 	if err != nil {
-		return hdr, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
+		return snapshot.Header{}, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
 	}
-	if err := NewFSM(1).Restore(io.NopCloser(sr)); err != nil {
-		return hdr, fmt.Errorf("%w: the snapshot's state does not load: %w", apierr.ErrInvalidArgument, err)
+	lerr := NewFSM(1).Restore(io.NopCloser(sr))
+	if _, err := io.Copy(io.Discard, sr); err != nil { // to the trailer, whatever the load left
+		return sr.Header, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
 	}
-	return hdr, nil
+	if lerr != nil {
+		return sr.Header, fmt.Errorf("%w: the snapshot's state does not load: %w", apierr.ErrInvalidArgument, lerr)
+	}
+	return sr.Header, nil
 }
 
 // RestoreSnapshot replaces the cluster's state with the snapshot file f
