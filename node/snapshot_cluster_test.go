@@ -24,14 +24,19 @@ import (
 	"github.com/zrpcio/zrpc/testcluster"
 )
 
-// The round trip's cluster: instances of 20 services and blobs, of which
+// The round trip's cluster: instances of manyServices services and blobs, of which
 // shardedBlobs are sharded across the agents and the rest small enough to
 // be stored inline in their metadata. By default it is 20,000 instances
 // and 50 blobs, megabytes and many chunks, which a loaded machine fills in
 // seconds; with ZRPC_SNAPSHOT_BIG=1 (make snapshot-big) it is the full
 // size, 100,000 instances and 1,000 blobs, which takes minutes under
 // -race on a loaded 2-core machine.
-const shardedBlobs = 3
+const (
+	shardedBlobs = 3
+	// manyServices is how many services the instances are spread over,
+	// 100 each at full size.
+	manyServices = 1000
+)
 
 func roundTripSize() (instances, blobs int) {
 	if os.Getenv("ZRPC_SNAPSHOT_BIG") != "" {
@@ -67,11 +72,11 @@ func parallel(t testing.TB, n, workers int, do func(i int) error) {
 
 // manyInstance is instance i of registerMany and fillRegistry.
 func manyInstance(i int) *pb.Instance {
-	return &pb.Instance{Service: fmt.Sprintf("svc%02d.rpc", i%20), Id: fmt.Sprint("i", i),
+	return &pb.Instance{Service: fmt.Sprintf("svc%03d.rpc", i%manyServices), Id: fmt.Sprint("i", i),
 		Address: fmt.Sprintf("10.%d.%d.%d:8080", i>>16, (i>>8)&255, i&255), Zone: "z1", Tags: []string{"v2"}}
 }
 
-// registerMany registers n instances of 20 services through c's API.
+// registerMany registers n instances of manyServices services through c's API.
 func registerMany(t *testing.T, c *testcluster.Cluster, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -82,7 +87,7 @@ func registerMany(t *testing.T, c *testcluster.Cluster, n int) {
 	})
 }
 
-// fillRegistry registers n instances of 20 services, owned by the leader,
+// fillRegistry registers n instances of manyServices services, owned by the leader,
 // by applying register entries straight through the leader's Raft store:
 // the API's per-request cost would make 100,000 take minutes on a loaded
 // machine, and what is under test is the state, not how it got there.
@@ -214,9 +219,9 @@ func TestSnapshotRoundTripBetweenClusters(t *testing.T) {
 
 	path := filepath.Join(t.TempDir(), "a.snap")
 	info := saveFile(t, ca, path)
-	if info.Instances != uint64(snapshotInstances) || info.Services != 20 || info.Blobs != uint64(snapshotBlobs) {
-		t.Fatalf("snapshot holds %d instances of %d services and %d blobs, want %d of 20 and %d",
-			info.Instances, info.Services, info.Blobs, snapshotInstances, snapshotBlobs)
+	if info.Instances != uint64(snapshotInstances) || info.Services != manyServices || info.Blobs != uint64(snapshotBlobs) {
+		t.Fatalf("snapshot holds %d instances of %d services and %d blobs, want %d of %d and %d",
+			info.Instances, info.Services, info.Blobs, snapshotInstances, manyServices, snapshotBlobs)
 	}
 	good, err := os.ReadFile(path)
 	if err != nil {
