@@ -7,6 +7,7 @@ BIN         := bin
 
 .PHONY: all build test lint bench bench-security bench-registry bench-rpc bench-dns proto run clean demo robustness fuzz docs
 .PHONY: chromium
+.PHONY: snapshot-big
 
 all: build
 
@@ -46,6 +47,12 @@ ROBUSTNESS_TIMEOUT ?= 30m
 robustness:
 	ROBUSTNESS=1 SEEDS=$(SEEDS) ROBUSTNESS_FAILED=$(CURDIR)/robustness/failed-seeds \
 		$(GO) test -count=1 -timeout $(ROBUSTNESS_TIMEOUT) -run 'TestRobustness|TestRegressions' ./robustness/
+
+## snapshot-big: the snapshot round trip at full size (100,000 instances
+## and 1,000 blobs saved from one 3-agent cluster and restored into
+## another); make test runs it at 20,000 instances and 50 blobs.
+snapshot-big:
+	ZRPC_SNAPSHOT_BIG=1 $(GO) test -race -count=1 -timeout 15m -run '^TestSnapshotRoundTripBetweenClusters$$' -v ./node/
 
 ## fuzz: every fuzz target for FUZZTIME each (default 10s); all run, then
 ## the failing ones are listed. Inputs that fail are kept under the

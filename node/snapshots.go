@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,7 +55,18 @@ func (n *Node) newSnapshots() *grpcapi.Snapshots {
 	return grpcapi.NewSnapshots(grpcapi.SnapshotConfig{
 		Agent: n.cfg.Name, Snapshots: apiSnapshots{n}, Cluster: apiCluster{n},
 		TempDir: filepath.Join(n.dir.path, snapshotsDirName), RestorePattern: restoreTempPattern, Logger: n.log,
+		FreeBytes: func() (uint64, error) { return freeBytes(n.dir.path) },
 	})
+}
+
+// freeBytes is how many bytes an unprivileged writer may still put on
+// the file system holding dir.
+func freeBytes(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	return uint64(st.Bavail) * uint64(st.Bsize), nil
 }
 
 // apiSnapshots is this agent's Raft store as the Snapshot service uses it.

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/snapshot"
 )
 
 func aclToken(accessor, secret string, policies ...string) *pb.ACLToken {
@@ -214,7 +215,7 @@ func TestFSMACLStateSurvivesSnapshotRestore(t *testing.T) {
 // snapshotFormatOf reads the format of a snapshot's header.
 func snapshotFormatOf(t *testing.T, data []byte) uint32 {
 	t.Helper()
-	br := bufio.NewReader(bytes.NewReader(data[len(snapshotMagic):]))
+	br := bufio.NewReader(bytes.NewReader(data[len(snapshot.StateMagic):]))
 	var hdr pb.SnapshotHeader
 	if err := protodelim.UnmarshalFrom(br, &hdr); err != nil {
 		t.Fatal(err)
@@ -229,15 +230,15 @@ func TestFSMSnapshotWithoutACLStateRestoresWithNone(t *testing.T) {
 	plain := newFSMDriver(t, 16)
 	plain.mustApply(registerCmd(testInstance("user.rpc", "i1", "n1")))
 	old := snapshotBytes(t, plain.fsm)
-	if f := snapshotFormatOf(t, old); f != snapshotFormat {
-		t.Fatalf("snapshot without ACL state has format %d, want %d", f, snapshotFormat)
+	if f := snapshotFormatOf(t, old); f != snapshot.StateFormat {
+		t.Fatalf("snapshot without ACL state has format %d, want %d", f, snapshot.StateFormat)
 	}
 
 	d := newFSMDriver(t, 16)
 	d.mustApply(aclBootstrapCmd(aclToken("a0", "root", ManagementPolicy)))
 	d.mustApply(aclPolicyCmd("p", ""))
-	if f := snapshotFormatOf(t, snapshotBytes(t, d.fsm)); f != snapshotFormatACL {
-		t.Fatalf("snapshot with ACL state has format %d, want %d", f, snapshotFormatACL)
+	if f := snapshotFormatOf(t, snapshotBytes(t, d.fsm)); f != snapshot.StateFormatACL {
+		t.Fatalf("snapshot with ACL state has format %d, want %d", f, snapshot.StateFormatACL)
 	}
 	if err := d.fsm.Restore(io.NopCloser(bytes.NewReader(old))); err != nil {
 		t.Fatalf("Restore: %v", err)

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/snapshot"
 )
 
 func blobPendingCmd(id, node string) *pb.Command {
@@ -281,8 +282,8 @@ func TestFSMSnapshotOfAHugeBlobRestores(t *testing.T) {
 	d := populatedFSM(t)
 	d.mustApply(blobPendingCmd("ee05", "n1"))
 	big := hugeBlob("models/huge", "ee05")
-	if size := proto.Size(big); size <= maxSnapshotRecord {
-		t.Fatalf("test blob has %d bytes of metadata, want more than a record's %d", size, maxSnapshotRecord)
+	if size := proto.Size(big); size <= snapshot.MaxStateRecord {
+		t.Fatalf("test blob has %d bytes of metadata, want more than a record's %d", size, snapshot.MaxStateRecord)
 	}
 	d.mustApply(blobCommitCmd(big, false))
 	d.mustApply(blobCommitCmd(&pb.Blob{Name: "small", Id: "bb02", Size: 3, Inline: []byte("abc")}, false))
@@ -325,7 +326,7 @@ func TestFSMRestoresFormat1Snapshot(t *testing.T) {
 	blobs, _ := d.fsm.Blobs("")
 	pending := d.fsm.PendingBlobs()
 	var b bytes.Buffer
-	b.WriteString(snapshotMagic)
+	b.WriteString(snapshot.StateMagic)
 	msgs := []proto.Message{&pb.SnapshotHeader{
 		Format: 1, Revision: d.fsm.Revision(), Nodes: 1, Blobs: uint64(len(blobs)), PendingBlobs: uint64(len(pending)),
 	}}
@@ -361,7 +362,7 @@ func TestFSMRestoresFormat1Snapshot(t *testing.T) {
 func TestFSMSnapshotRefusesOversizedRecord(t *testing.T) {
 	d := newFSMDriver(t, 16)
 	inst := testInstance("api", "1", "n1")
-	inst.Metadata = map[string]string{"blob": strings.Repeat("x", maxSnapshotRecord)}
+	inst.Metadata = map[string]string{"blob": strings.Repeat("x", snapshot.MaxStateRecord)}
 	d.mustApply(registerCmd(inst))
 	snap, err := d.fsm.Snapshot()
 	if err != nil {

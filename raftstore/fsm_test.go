@@ -21,6 +21,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/snapshot"
 )
 
 // ---- commands ----
@@ -846,7 +847,7 @@ func TestFSMRestoreRejects(t *testing.T) {
 	good := snapshotBytes(t, populatedFSM(t).fsm)
 	record := func(msgs ...proto.Message) []byte {
 		var b bytes.Buffer
-		b.WriteString(snapshotMagic)
+		b.WriteString(snapshot.StateMagic)
 		for _, m := range msgs {
 			if _, err := protodelim.MarshalTo(&b, m); err != nil {
 				t.Fatal(err)
@@ -860,15 +861,15 @@ func TestFSMRestoreRejects(t *testing.T) {
 	}{
 		{"empty", nil},
 		{"garbage", bytes.Repeat([]byte{0x9c, 0x01, 0xff}, 1000)},
-		{"wrong magic", append([]byte("zrpc-registry-snapshoT\n"), good[len(snapshotMagic):]...)},
-		{"magic only", []byte(snapshotMagic)},
-		{"future format", record(&pb.SnapshotHeader{Format: snapshotFormatACL + 1, Revision: 9})},
-		{"ACL state in format 2", record(&pb.SnapshotHeader{Format: snapshotFormat, Revision: 9, AclPolicies: 1}, &pb.ACLPolicy{Name: "p"})},
-		{"ACL token without hash", record(&pb.SnapshotHeader{Format: snapshotFormatACL, Revision: 9, AclTokens: 1}, &pb.ACLToken{AccessorId: "a"})},
-		{"ACL policy repeated", record(&pb.SnapshotHeader{Format: snapshotFormatACL, Revision: 9, AclPolicies: 2}, &pb.ACLPolicy{Name: "p"}, &pb.ACLPolicy{Name: "p"})},
-		{"more records than data", record(&pb.SnapshotHeader{Format: snapshotFormat, Revision: 9, Nodes: 1, Instances: 1000000}, &pb.Node{Name: "n1"})},
-		{"instance without id", record(&pb.SnapshotHeader{Format: snapshotFormat, Revision: 9, Instances: 1}, &pb.Instance{Service: "api"})},
-		{"oversized record", append([]byte(snapshotMagic), 0xff, 0xff, 0xff, 0xff, 0x0f)},
+		{"wrong magic", append([]byte("zrpc-registry-snapshoT\n"), good[len(snapshot.StateMagic):]...)},
+		{"magic only", []byte(snapshot.StateMagic)},
+		{"future format", record(&pb.SnapshotHeader{Format: snapshot.StateFormatACL + 1, Revision: 9})},
+		{"ACL state in format 2", record(&pb.SnapshotHeader{Format: snapshot.StateFormat, Revision: 9, AclPolicies: 1}, &pb.ACLPolicy{Name: "p"})},
+		{"ACL token without hash", record(&pb.SnapshotHeader{Format: snapshot.StateFormatACL, Revision: 9, AclTokens: 1}, &pb.ACLToken{AccessorId: "a"})},
+		{"ACL policy repeated", record(&pb.SnapshotHeader{Format: snapshot.StateFormatACL, Revision: 9, AclPolicies: 2}, &pb.ACLPolicy{Name: "p"}, &pb.ACLPolicy{Name: "p"})},
+		{"more records than data", record(&pb.SnapshotHeader{Format: snapshot.StateFormat, Revision: 9, Nodes: 1, Instances: 1000000}, &pb.Node{Name: "n1"})},
+		{"instance without id", record(&pb.SnapshotHeader{Format: snapshot.StateFormat, Revision: 9, Instances: 1}, &pb.Instance{Service: "api"})},
+		{"oversized record", append([]byte(snapshot.StateMagic), 0xff, 0xff, 0xff, 0xff, 0x0f)},
 		{"truncated by one byte", good[:len(good)-1]},
 	}
 	// Every shorter prefix of a good snapshot is a truncated snapshot.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/snapshot"
 )
 
 // fillRequests applies n distinct requests (node upserts) in batches.
@@ -146,7 +147,7 @@ func restoreBytes(tb testing.TB, f *FSM, data []byte) {
 // first command after the restore.
 func TestFSMRequestIDsFromUntimedSnapshot(t *testing.T) {
 	var b bytes.Buffer
-	b.WriteString(snapshotMagic)
+	b.WriteString(snapshot.StateMagic)
 	for _, m := range []proto.Message{
 		&pb.SnapshotHeader{Format: 1, Revision: 10, Requests: 1},
 		&pb.RequestRecord{Id: "r1", Revision: 7},

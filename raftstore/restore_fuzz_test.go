@@ -9,6 +9,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/zrpcio/zrpc/snapshot"
 )
 
 // fullState is everything a replica holds, blobs included, as text.
@@ -62,7 +64,7 @@ func FuzzFSMRestore(f *testing.F) {
 	}
 	good := snapshotBytes(f, randomFSM(f, 9, 40))
 	f.Add(good[:len(good)/2])
-	f.Add([]byte(snapshotMagic))
+	f.Add([]byte(snapshot.StateMagic))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fsm := randomFSM(t, 1, 20)

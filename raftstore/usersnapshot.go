@@ -2,17 +2,13 @@ package raftstore
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/hashicorp/raft"
-	"google.golang.org/protobuf/encoding/protodelim"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -59,7 +55,7 @@ func (s *Store) WriteSnapshot(ctx context.Context, w io.Writer) (snapshot.Header
 	}
 	defer rc.Close()
 	br := bufio.NewReaderSize(rc, 256<<10)
-	state, err := snapshot.ReadStateHeader(br)
+	state, _, err := snapshot.ReadStateHeader(br)
 	if err != nil {
 		return snapshot.Header{}, fmt.Errorf("read raft snapshot %s: %w", meta.ID, err)
 	}
@@ -115,29 +111,27 @@ func (r ctxReader) Read(p []byte) (int, error) {
 	return r.r.Read(p)
 }
 
-// CheckSnapshotFile reads the snapshot file f twice: once to check its
-// header and SHA-256, then to load its state into a scratch state machine
-// (the checks a restore makes). It returns the file's header; a file that
-// fails either is refused with InvalidArgument saying why.
+// CheckSnapshotFile reads the snapshot file f once, checking its header
+// and SHA-256 while it loads its state into a scratch state machine (the
+// checks a restore makes). It returns the file's header; a file that
+// fails either is refused with InvalidArgument saying why, a damaged file
+// as damaged rather than as a state that does not load.
 func CheckSnapshotFile(f io.ReadSeeker) (snapshot.Header, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return snapshot.Header{}, err
 	}
-	hdr, _, err := snapshot.Verify(f)
-	if err != nil {
-		return hdr, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return hdr, err
-	}
 	sr, err := snapshot.NewReader(f)
 	if err != nil {
-		return hdr, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
+		return snapshot.Header{}, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
 	}
-	if err := NewFSM(1).Restore(io.NopCloser(sr)); err != nil {
-		return hdr, fmt.Errorf("%w: the snapshot's state does not load: %w", apierr.ErrInvalidArgument, err)
+	lerr := NewFSM(1).Restore(io.NopCloser(sr))
+	if _, err := io.Copy(io.Discard, sr); err != nil { // to the trailer, whatever the load left
+		return sr.Header, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
 	}
-	return hdr, nil
+	if lerr != nil {
+		return sr.Header, fmt.Errorf("%w: the snapshot's state does not load: %w", apierr.ErrInvalidArgument, lerr)
+	}
+	return sr.Header, nil
 }
 
 // RestoreSnapshot replaces the cluster's state with the snapshot file f
@@ -180,36 +174,14 @@ func (s *Store) RestoreSnapshot(ctx context.Context, f io.ReadSeeker) (uint64, e
 // record's revision set to rev and, when cluster is not nil, its cluster
 // identity replaced by cluster; and the new stream's size.
 func rebaseState(br *bufio.Reader, size, rev uint64, cluster *pb.ClusterInit) (io.Reader, uint64, error) {
-	old, err := snapshot.ReadStateHeader(br)
+	state, n, err := snapshot.RewriteStateHeader(br, size, func(hdr *pb.SnapshotHeader) {
+		hdr.Revision = rev
+		if cluster != nil {
+			hdr.Cluster = cluster
+		}
+	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
 	}
-	// Skip the magic and the old header record.
-	if _, err := br.Discard(len(snapshot.StateMagic)); err != nil {
-		return nil, 0, err
-	}
-	n, err := binary.ReadUvarint(br)
-	if err != nil {
-		return nil, 0, err
-	}
-	if _, err := br.Discard(int(n)); err != nil {
-		return nil, 0, err
-	}
-	oldLen := uint64(len(snapshot.StateMagic)+uvarintLen(n)) + n
-	hdr := proto.Clone(old).(*pb.SnapshotHeader)
-	hdr.Revision = rev
-	if cluster != nil {
-		hdr.Cluster = cluster
-	}
-	var prefix bytes.Buffer
-	prefix.WriteString(snapshot.StateMagic)
-	if _, err := protodelim.MarshalTo(&prefix, hdr); err != nil {
-		return nil, 0, err
-	}
-	return io.MultiReader(&prefix, br), size - oldLen + uint64(prefix.Len()), nil
-}
-
-func uvarintLen(v uint64) int {
-	var b [binary.MaxVarintLen64]byte
-	return binary.PutUvarint(b[:], v)
+	return state, n, nil
 }

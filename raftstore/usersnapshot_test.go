@@ -114,7 +114,7 @@ func TestStoreRestoreRefusesBadFilesLeavingStateAlone(t *testing.T) {
 	var bad bytes.Buffer // an intact file whose instance has no id
 	var state bytes.Buffer
 	state.WriteString(snapshot.StateMagic)
-	protodelim.MarshalTo(&state, &pb.SnapshotHeader{Format: snapshotFormat, Revision: 9, Instances: 1})
+	protodelim.MarshalTo(&state, &pb.SnapshotHeader{Format: snapshot.StateFormat, Revision: 9, Instances: 1})
 	protodelim.MarshalTo(&state, &pb.Instance{Service: "api"})
 	sw, _ := snapshot.NewWriter(&bad, snapshot.Header{Revision: 9, Size: uint64(state.Len())})
 	sw.Write(state.Bytes())

@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"golang.org/x/term"
 )
 
 // progressInterval is the least time between two drawings of a progress
@@ -54,16 +56,11 @@ func newProgressBarTo(w io.Writer, label string, total int64, now func() time.Ti
 	return &progressBar{w: w, label: label, total: total, now: now, start: now()}
 }
 
-// isTerminal reports whether w is a character device, such as a terminal.
-// (golang.org/x/term is not a dependency of this module; /dev/null passes
-// this test too, which only costs a few writes.)
-func isTerminal(w io.Writer) bool {
+// isTerminal reports whether w is a terminal (/dev/null, a character
+// device too, is not).
+func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // set records that done bytes have been transferred; it redraws unless the

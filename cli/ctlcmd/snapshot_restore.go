@@ -42,6 +42,9 @@ registry is at afterwards.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := args[0]
 			cmd.SilenceUsage = true
+			if !yes && !isTerminal(cmd.InOrStdin()) {
+				return errConfirmWithYes
+			}
 			info, err := snapshot.InspectFile(path)
 			if err != nil {
 				return fmt.Errorf("refusing to restore: %w", err)
@@ -73,15 +76,15 @@ registry is at afterwards.`,
 	return cmd
 }
 
-// errNotConfirmed: the operator did not confirm a restore.
-var errNotConfirmed = errors.New("restore not confirmed; nothing was changed")
+var (
+	// errNotConfirmed: the operator did not confirm a restore.
+	errNotConfirmed = errors.New("restore not confirmed; nothing was changed")
+	// errConfirmWithYes: there is no terminal to ask for confirmation on.
+	errConfirmWithYes = errors.New("restore replaces the cluster's whole state: confirm with --yes (stdin is not a terminal to ask on); nothing was changed")
+)
 
-// confirmRestore asks on out and reads the answer from in, which must be
-// a terminal.
+// confirmRestore asks on out and reads the answer from in, a terminal.
 func confirmRestore(in io.Reader, out io.Writer, path string, info *snapshot.Info) error {
-	if f, ok := in.(*os.File); !ok || !isTerminal(f) {
-		return errors.New("restore replaces the cluster's whole state: confirm with --yes (stdin is not a terminal to ask on)")
-	}
 	fmt.Fprintf(out, "Replace the cluster's whole state with %s (revision %d, made %s: %d services, %d instances, %d blobs)? Type yes: ",
 		path, info.Revision, info.Created.Format("2006-01-02 15:04:05Z07:00"), info.Services, info.Instances, info.Blobs)
 	answer, _ := bufio.NewReader(in).ReadString('\n')

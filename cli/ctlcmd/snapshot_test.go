@@ -98,3 +98,22 @@ func TestSnapshotSaveInspectRestore(t *testing.T) {
 		t.Fatalf("after the restore the registry holds %s, want a,b,c", got)
 	}
 }
+
+// With stdin not a terminal (/dev/null, a character device, included)
+// and no --yes, restore refuses at once, before it reads the file or
+// contacts an agent, and says to pass --yes.
+func TestSnapshotRestoreWithoutTerminalAsksForYes(t *testing.T) {
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	missing := filepath.Join(t.TempDir(), "never-read.snap")
+	res := runZrpcctlStdin(testContext(t), t, "127.0.0.1:1", devnull, "snapshot", "restore", missing)
+	if res.err == nil || !strings.Contains(res.err.Error(), "--yes") || !strings.Contains(res.err.Error(), "nothing was changed") {
+		t.Fatalf("restore from /dev/null without --yes: %v; want a refusal naming --yes", res.err)
+	}
+	if isTerminal(devnull) {
+		t.Fatalf("%s counts as a terminal", os.DevNull)
+	}
+}

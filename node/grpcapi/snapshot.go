@@ -46,7 +46,11 @@ type SnapshotConfig struct {
 	TempDir string
 	// RestorePattern is the os.CreateTemp pattern of those files.
 	RestorePattern string
-	Logger         *slog.Logger
+	// FreeBytes, when set, reports the bytes free on TempDir's file
+	// system: a file that would not fit there twice is refused as soon
+	// as its header arrives.
+	FreeBytes func() (uint64, error)
+	Logger    *slog.Logger
 }
 
 // Snapshots serves the Snapshot API on one agent.
@@ -149,7 +153,8 @@ func (c *chunkSender) flush() error {
 // Restore receives a snapshot file, checks it (hash, and a load into a
 // scratch state machine) and has the leader restore it through Raft; a
 // follower checks the file too before it forwards it, so a bad file goes
-// no further than the agent it was sent to.
+// no further than the agent it was sent to. Each agent checks the file
+// once: the leader's RestoreSnapshot checks it before anything changes.
 func (s *Snapshots) Restore(stream grpc.ClientStreamingServer[pb.SnapshotChunk, pb.SnapshotRestoreResponse]) error {
 	ctx := stream.Context()
 	f, err := os.CreateTemp(s.cfg.TempDir, s.cfg.RestorePattern)
@@ -160,20 +165,24 @@ func (s *Snapshots) Restore(stream grpc.ClientStreamingServer[pb.SnapshotChunk, 
 		f.Close()
 		os.Remove(f.Name())
 	}()
-	if err := receiveSnapshot(stream, f); err != nil {
-		return err
-	}
-	hdr, err := s.cfg.Snapshots.CheckSnapshotFile(f)
+	hdr, err := receiveSnapshot(stream, f, s.cfg.FreeBytes)
 	if err != nil {
 		return err
 	}
 	var rev uint64
+	checked := false
 	err = s.cfg.Cluster.OnLeader(ctx,
 		func() (err error) {
 			rev, err = s.cfg.Snapshots.RestoreSnapshot(ctx, f)
 			return err
 		},
 		func(c grpc.ClientConnInterface) error {
+			if !checked {
+				if _, err := s.cfg.Snapshots.CheckSnapshotFile(f); err != nil {
+					return err
+				}
+				checked = true
+			}
 			resp, err := forwardRestore(ctx, pb.NewSnapshotClient(c), f)
 			rev = resp.GetHeader().GetRevision()
 			return err
@@ -187,21 +196,26 @@ func (s *Snapshots) Restore(stream grpc.ClientStreamingServer[pb.SnapshotChunk, 
 	})
 }
 
-// receiveSnapshot writes the file a Restore stream carries to f. The
-// header is checked as soon as it has arrived, so a file that is not a
-// snapshot, or of a format this agent cannot read, is refused at once, and
-// a stream longer than its header announces is cut off there.
-func receiveSnapshot(stream grpc.ClientStreamingServer[pb.SnapshotChunk, pb.SnapshotRestoreResponse], f io.Writer) error {
+// receiveSnapshot writes the file a Restore stream carries to f and
+// returns its header. The header is checked as soon as it has arrived, so
+// a file that is not a snapshot, of a format this agent cannot read, or
+// larger than free (when set) says the agent has room for, is refused at
+// once, and a stream longer than its header announces is cut off there.
+func receiveSnapshot(stream grpc.ClientStreamingServer[pb.SnapshotChunk, pb.SnapshotRestoreResponse], f io.Writer, free func() (uint64, error)) (snapshot.Header, error) {
 	var head []byte
+	var hdr snapshot.Header
 	var got int64
 	want := int64(-1) // the file's length, once its header is known
 	for {
 		chunk, err := stream.Recv()
 		if err == io.EOF {
-			return nil
+			if want < 0 || got < want {
+				return hdr, fmt.Errorf("%w: %w: the stream ended after %d bytes", apierr.ErrInvalidArgument, snapshot.ErrTruncated, got)
+			}
+			return hdr, nil
 		}
 		if err != nil {
-			return err
+			return hdr, err
 		}
 		data := chunk.GetData()
 		got += int64(len(data))
@@ -210,18 +224,40 @@ func receiveSnapshot(stream grpc.ClientStreamingServer[pb.SnapshotChunk, pb.Snap
 			if len(head) == snapshot.HeaderSize {
 				sr, err := snapshot.NewReader(bytes.NewReader(head))
 				if err != nil {
-					return fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
+					return hdr, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
 				}
-				want = int64(snapshot.HeaderSize) + int64(sr.Header.Size) + snapshot.TrailerSize
+				hdr = sr.Header
+				want = int64(snapshot.HeaderSize) + int64(hdr.Size) + snapshot.TrailerSize
+				if err := checkRoom(uint64(want), free); err != nil {
+					return hdr, err
+				}
 			}
 		}
 		if want >= 0 && got > want {
-			return fmt.Errorf("%w: %w: the stream is longer than the %d bytes its header announces", apierr.ErrInvalidArgument, snapshot.ErrChecksum, want)
+			return hdr, fmt.Errorf("%w: %w: the stream is longer than the %d bytes its header announces", apierr.ErrInvalidArgument, snapshot.ErrChecksum, want)
 		}
 		if _, err := f.Write(data); err != nil {
-			return fmt.Errorf("keep the snapshot being restored: %w", err)
+			return hdr, fmt.Errorf("keep the snapshot being restored: %w", err)
 		}
 	}
+}
+
+// checkRoom refuses a file of size bytes when the agent's disk has not
+// room for it twice (the file while it is checked, and the Raft snapshot
+// the restore writes from it).
+func checkRoom(size uint64, free func() (uint64, error)) error {
+	if free == nil {
+		return nil
+	}
+	avail, err := free()
+	if err != nil {
+		return fmt.Errorf("find the room for the snapshot being restored: %w", err)
+	}
+	if need := 2 * size; need > avail {
+		return fmt.Errorf("%w: the snapshot's header announces %d bytes; restoring it needs %d bytes of disk (the file and the Raft snapshot made from it) and the agent's data dir has %d free: free some space, or restore a smaller snapshot",
+			apierr.ErrTooLarge, size, need, avail)
+	}
+	return nil
 }
 
 // forwardRestore sends the file f to the leader's Restore.

@@ -31,9 +31,13 @@ func (f *snapshotAgentFake) WriteSnapshot(context.Context, io.Writer) (snapshot.
 	return snapshot.Header{}, errors.New("not saved here")
 }
 
-func (f *snapshotAgentFake) RestoreSnapshot(context.Context, io.ReadSeeker) (uint64, error) {
+func (f *snapshotAgentFake) RestoreSnapshot(_ context.Context, r io.ReadSeeker) (uint64, error) {
 	f.restores.Add(1)
-	return 7, nil
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return 0, err
+	}
+	_, _, err := snapshot.Verify(r) // the store checks what it restores
+	return 7, err
 }
 
 func (f *snapshotAgentFake) CheckSnapshotFile(r io.ReadSeeker) (snapshot.Header, error) {
@@ -54,9 +58,13 @@ func (leaderFake) OnLeader(_ context.Context, local func() error, _ func(grpc.Cl
 }
 func (leaderFake) CheckRead(context.Context, pb.Consistency) error { return nil }
 
-func serveSnapshots(t *testing.T, agent SnapshotAgent, dir string) pb.SnapshotClient {
+func serveSnapshots(t *testing.T, agent SnapshotAgent, dir string, free ...uint64) pb.SnapshotClient {
 	t.Helper()
-	snaps := NewSnapshots(SnapshotConfig{Agent: "a1", Snapshots: agent, Cluster: leaderFake{}, TempDir: dir, RestorePattern: "restore-*.tmp"})
+	cfg := SnapshotConfig{Agent: "a1", Snapshots: agent, Cluster: leaderFake{}, TempDir: dir, RestorePattern: "restore-*.tmp"}
+	if len(free) > 0 {
+		cfg.FreeBytes = func() (uint64, error) { return free[0], nil }
+	}
+	snaps := NewSnapshots(cfg)
 	reg := NewRegistry(context.Background(), RegistryConfig{Agent: "a1", Replica: raftstore.NewFSM(16), Metrics: &watchMetrics{}})
 	srv := NewServer(ServerConfig{Metrics: &watchMetrics{}, ClusterSecret: func() []byte { return nil }}, Services{Registry: reg, Snapshot: snaps})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -96,14 +104,16 @@ func TestSnapshotRestoreIsRefusedByItsHeaderWhileItStreams(t *testing.T) {
 		name  string
 		chunk []byte
 		text  string
+		free  uint64 // bytes the agent's disk has free
 	}{
-		{"not a snapshot", bytes.Repeat([]byte("x"), 100), "not a zrpc snapshot"},
-		{"future format", future, "unsupported snapshot format"},
-		{"longer than announced", append(bytes.Clone(file.Bytes()), make([]byte, 64)...), "longer than"},
+		{"not a snapshot", bytes.Repeat([]byte("x"), 100), "not a zrpc snapshot", 1 << 30},
+		{"future format", future, "unsupported snapshot format", 1 << 30},
+		{"longer than announced", append(bytes.Clone(file.Bytes()), make([]byte, 64)...), "longer than", 1 << 30},
+		{"larger than the disk has room for", file.Bytes(), "has 100 free", 100}, // the file needs 2 × 87 bytes
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			agent, dir := &snapshotAgentFake{}, t.TempDir()
-			client := serveSnapshots(t, agent, dir)
+			client := serveSnapshots(t, agent, dir, c.free)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			stream, err := client.Restore(ctx)
@@ -116,8 +126,8 @@ func TestSnapshotRestoreIsRefusedByItsHeaderWhileItStreams(t *testing.T) {
 			// No CloseSend: the agent must answer on what it has.
 			var resp pb.SnapshotRestoreResponse
 			err = stream.RecvMsg(&resp)
-			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), c.text) {
-				t.Fatalf("Restore = %v, want InvalidArgument mentioning %q before the stream ends", err, c.text)
+			if code := status.Code(err); (code != codes.InvalidArgument && code != codes.ResourceExhausted) || !strings.Contains(err.Error(), c.text) {
+				t.Fatalf("Restore = %v, want InvalidArgument or ResourceExhausted mentioning %q before the stream ends", err, c.text)
 			}
 			if n, m := agent.checks.Load(), agent.restores.Load(); n+m != 0 {
 				t.Fatalf("the agent checked %d and restored %d files", n, m)
@@ -129,8 +139,9 @@ func TestSnapshotRestoreIsRefusedByItsHeaderWhileItStreams(t *testing.T) {
 	}
 }
 
-// A whole, intact file is checked and restored, and the answer carries
-// the file's header and the revision after the restore.
+// A whole, intact file is restored on the leader, which checks it once
+// (in RestoreSnapshot, not again before it), and the answer carries the
+// file's header and the revision after the restore.
 func TestSnapshotRestoreChecksThenRestores(t *testing.T) {
 	state := []byte("state")
 	var file bytes.Buffer
@@ -158,8 +169,8 @@ func TestSnapshotRestoreChecksThenRestores(t *testing.T) {
 	if resp.GetHeader().GetRevision() != 7 || resp.FileIndex != 3 || resp.FileTerm != 1 {
 		t.Fatalf("answer %v, want revision 7 for the file at index 3, term 1", resp)
 	}
-	if agent.checks.Load() != 1 || agent.restores.Load() != 1 {
-		t.Fatalf("the agent checked %d and restored %d files, want 1 and 1", agent.checks.Load(), agent.restores.Load())
+	if agent.checks.Load() != 0 || agent.restores.Load() != 1 {
+		t.Fatalf("the agent checked %d files besides restoring %d, want 0 and 1", agent.checks.Load(), agent.restores.Load())
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("the restore left %v", entries)
