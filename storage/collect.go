@@ -6,6 +6,7 @@ import (
 	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage/codec"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 )
 
@@ -64,6 +65,13 @@ func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 		return 0
 	}
 	n := 0
+	type part struct {
+		blob  string
+		index uint16
+	}
+	var files []part
+	blocks := make(map[part][]uint32)
+	stamps := make(map[part]shardstore.Stamp)
 	for i, c := range cands {
 		if referenced[i] {
 			continue
@@ -74,14 +82,22 @@ func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 			}
 			continue
 		}
-		deleted, err := s.shards.DeleteIfSame(c.id, c.file)
+		k := part{c.id.Blob, c.id.Index}
+		if _, ok := blocks[k]; !ok {
+			files = append(files, k)
+		}
+		blocks[k] = append(blocks[k], c.id.Block)
+		stamps[k] = c.file
+	}
+	// A part file's orphan shards go in one step, judged against the
+	// file as the walk saw it.
+	for _, k := range files {
+		deleted, err := s.shards.DeleteIfSame(k.blob, k.index, blocks[k], stamps[k])
 		if err != nil {
-			s.log.Warn("delete orphan shard", "blob_id", c.id.Blob, "err", err)
+			s.log.Warn("delete orphan shards", "blob_id", k.blob, "shard", k.index, "err", err)
 			continue
 		}
-		if deleted {
-			n++
-		}
+		n += deleted
 	}
 	s.metrics.shardsCollected.Add(float64(n))
 	return n
@@ -177,7 +193,7 @@ func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
 					s.log.Warn("scrub shard", "blob_id", b.Id, "block", bi, "shard", idx, "err", err)
 					continue
 				default:
-					size := int64(shardstore.HeaderSize) + int64(blk.Len)/int64(b.DataShards)
+					size := int64(codec.ShardLen(int(blk.Len), int(b.DataShards)))
 					done += size
 					s.metrics.scrubbedBytes.Add(float64(size))
 					continue

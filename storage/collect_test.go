@@ -18,7 +18,7 @@ func TestOrphanCollectionKeepsAShardRepairedUnderTheOrphansName(t *testing.T) {
 	s, fc := newTestStore(t, Config{OrphanGrace: time.Minute}, "n1", "n1", "n2", "n3", "n4")
 	b := commitBlob(t, fc, "moved-back", 2, 1, "n2", "n3", "n4")
 	payload := make([]byte, 50)
-	h := shardstore.Header{ID: shardstore.ID{Blob: b.Id, Block: 0, Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50, Sum: codec.Checksum(payload)}
+	h := shardstore.Header{ID: shardstore.ID{Blob: b.Id, Block: 0, Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50, Sum: codec.Checksum(payload), BlockSize: 100}
 	if err := s.shards.Put(h, payload); err != nil { // the orphan: the metadata places shard 2 on n4
 		t.Fatal(err)
 	}
