@@ -62,11 +62,6 @@ func (p *partHeader) offset(block uint32) int64 {
 	return PartHeaderSize + int64(block)*p.slotLen()
 }
 
-// blockAt is the block whose slot holds file offset off (≥ PartHeaderSize).
-func (p *partHeader) blockAt(off int64) uint32 {
-	return uint32((off - PartHeaderSize) / p.slotLen())
-}
-
 // slots is how many slots a file of size bytes reaches into.
 func (p *partHeader) slots(size int64) uint32 {
 	if size <= PartHeaderSize {

@@ -176,12 +176,11 @@ func TestDeleteIfSameKeepsARewrittenShard(t *testing.T) {
 			}
 		},
 	} {
-		judged := stampOf(t, s, id)
 		// The modification time has a granularity: make the rewrite's
-		// differ.
+		// differ from the judged one.
 		old := time.Now().Add(-time.Hour)
 		os.Chtimes(s.Path(id), old, old)
-		judged = stampOf(t, s, id)
+		judged := stampOf(t, s, id)
 		rewrite()
 		if n, err := s.DeleteIfSame(id.Blob, id.Index, []uint32{id.Block}, judged); err != nil || n != 0 {
 			t.Fatalf("DeleteIfSame of a rewritten part: deleted %d, %v; want kept", n, err)
