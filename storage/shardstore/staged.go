@@ -121,18 +121,27 @@ func (s *Store) Stage(h Header, payload []byte) error {
 	defer bl.RUnlock()
 	s.stagedMu.Lock()
 	sp := s.staged[h.ID.Blob][h.ID.Index]
+	s.stagedMu.Unlock()
 	if sp == nil {
-		var err error
-		if sp, err = s.newStaged(partOf(&h)); err != nil {
-			s.stagedMu.Unlock()
+		// Created outside the lock (it may fsync directories); the first
+		// of concurrent creators wins.
+		created, err := s.newStaged(partOf(&h))
+		if err != nil {
 			return wrapWrite("stage", h.ID, err)
 		}
-		if s.staged[h.ID.Blob] == nil {
-			s.staged[h.ID.Blob] = make(map[uint16]*stagedPart)
+		s.stagedMu.Lock()
+		if sp = s.staged[h.ID.Blob][h.ID.Index]; sp == nil {
+			if s.staged[h.ID.Blob] == nil {
+				s.staged[h.ID.Blob] = make(map[uint16]*stagedPart)
+			}
+			s.staged[h.ID.Blob][h.ID.Index] = created
+			sp = created
 		}
-		s.staged[h.ID.Blob][h.ID.Index] = sp
+		s.stagedMu.Unlock()
+		if sp != created {
+			created.drop(s)
+		}
 	}
-	s.stagedMu.Unlock()
 	return sp.add(s, &h, payload)
 }
 
