@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -49,5 +50,32 @@ func TestOrphanCollectionKeepsAShardRepairedUnderTheOrphansName(t *testing.T) {
 	// The next pass sees it referenced and keeps it too.
 	if n := s.CollectOrphans(context.Background(), time.Now().Add(time.Hour)); n != 0 {
 		t.Errorf("second pass deleted %d shards", n)
+	}
+}
+
+// TestOrphanCollectionTakesOnlyTheOrphanBlocksOfAPartFile: a part file
+// holding a shard its blob places here and one it does not loses only the
+// latter; the other stays readable.
+func TestOrphanCollectionTakesOnlyTheOrphanBlocksOfAPartFile(t *testing.T) {
+	s, fc := newTestStore(t, Config{OrphanGrace: time.Minute}, "n1", "n1", "n2", "n3")
+	b := commitBlob(t, fc, "half-orphan", 2, 1, "n2", "n3", "n1") // one block: shard 2 here
+	payload := make([]byte, 50)
+	var ids []shardstore.ID
+	for block := range uint32(2) { // block 1 is no block of the blob's
+		h := shardstore.Header{ID: shardstore.ID{Blob: b.Id, Block: block, Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50,
+			Sum: codec.Checksum(payload), BlockSize: 100}
+		if err := s.shards.Put(h, payload); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, h.ID)
+	}
+	if n := s.CollectOrphans(context.Background(), time.Now().Add(time.Hour)); n != 1 {
+		t.Fatalf("orphan collection deleted %d shards, want the 1 orphan", n)
+	}
+	if _, _, err := s.shards.Get(ids[0], nil); err != nil {
+		t.Fatalf("the shard the blob places here: %v", err)
+	}
+	if _, _, err := s.shards.Get(ids[1], nil); !errors.Is(err, shardstore.ErrNotFound) {
+		t.Fatalf("the orphan shard after collection: %v, want not found", err)
 	}
 }
