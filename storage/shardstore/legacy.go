@@ -32,6 +32,9 @@ func (s *Store) convert(blob string, files []string) error {
 	for _, path := range files {
 		block, index, _ := parseFileName(filepath.Base(path))
 		h, err := legacyHeader(path, ID{Blob: blob, Block: block, Index: index})
+		if err != nil && !errors.Is(err, ErrCorrupt) {
+			return fmt.Errorf("read %s: %w", path, err) // kept: not known to be bad
+		}
 		if err != nil {
 			s.log.Warn("shard file of the older layout is corrupt; not converted, it will be rebuilt", "path", path, "err", err)
 			continue
@@ -62,6 +65,10 @@ func (s *Store) convert(blob string, files []string) error {
 			h := ls.h
 			h.BlockSize = blockSize
 			buf, err = legacyPayload(ls.path, &h, buf)
+			if err != nil && !errors.Is(err, ErrCorrupt) {
+				sp.drop(s)
+				return fmt.Errorf("read %s: %w", ls.path, err)
+			}
 			if err != nil {
 				s.log.Warn("shard file of the older layout is corrupt; not converted, it will be rebuilt", "path", ls.path, "err", err)
 				continue
