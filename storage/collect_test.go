@@ -3,6 +3,9 @@ package storage
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,5 +80,39 @@ func TestOrphanCollectionTakesOnlyTheOrphanBlocksOfAPartFile(t *testing.T) {
 	}
 	if _, _, err := s.shards.Get(ids[1], nil); !errors.Is(err, shardstore.ErrNotFound) {
 		t.Fatalf("the orphan shard after collection: %v, want not found", err)
+	}
+}
+
+// TestOrphanCollectionRemovesABadPartFileOfAGoneBlob: a part file whose
+// header is bad lists no shards; it is removed once its blob is gone, and
+// kept (for repair to replace) while the blob exists.
+func TestOrphanCollectionRemovesABadPartFileOfAGoneBlob(t *testing.T) {
+	s, fc := newTestStore(t, Config{OrphanGrace: time.Minute}, "n1", "n1", "n2", "n3")
+	b := commitBlob(t, fc, "kept", 2, 1, "n2", "n3", "n1")
+	payload := make([]byte, 50)
+	var paths []string
+	for _, blob := range []string{b.Id, strings.Repeat("cd", 16)} { // the second: no such blob
+		h := shardstore.Header{ID: shardstore.ID{Blob: blob, Block: 0, Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50,
+			Sum: codec.Checksum(payload), BlockSize: 100}
+		if err := s.shards.Put(h, payload); err != nil {
+			t.Fatal(err)
+		}
+		path := s.shards.Path(h.ID)
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte{0xee}, 30); err != nil { // in the blob id: the header's checksum fails
+			t.Fatal(err)
+		}
+		f.Close()
+		paths = append(paths, path)
+	}
+	s.CollectOrphans(context.Background(), time.Now().Add(time.Hour))
+	if _, err := os.Stat(paths[0]); err != nil {
+		t.Fatalf("bad part file of an existing blob: %v, want kept", err)
+	}
+	if _, err := os.Stat(paths[1]); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("bad part file of a gone blob: %v, want removed", err)
 	}
 }

@@ -457,8 +457,9 @@ func (s *Store) Delete(id ID) error {
 }
 
 // DeleteIfSame removes the shards blocks of index of blob only if their
-// part file is still the one st was taken of (by WalkStamped), and
-// returns how many it removed. A part file written since, such as one
+// part file is still the one st was taken of (by WalkStamped or
+// WalkBadParts), and returns how many it removed; a part file whose
+// header is bad is removed whole. A part file written since, such as one
 // repair has just rebuilt a block of, is kept: deciding a shard is an
 // orphan and deleting it are not one step.
 func (s *Store) DeleteIfSame(blob string, index uint16, blocks []uint32, st Stamp) (int, error) {

@@ -69,6 +69,23 @@ func (s *Store) WalkStamped(fn func(id ID, st Stamp) error) error {
 	}})
 }
 
+// WalkBadParts calls fn for every part file whose header is bad (its
+// blocks cannot be listed), with its Stamp: orphan collection removes
+// those of blobs that no longer exist with DeleteIfSame.
+func (s *Store) WalkBadParts(fn func(blob string, index uint16, st Stamp) error) error {
+	return s.walk(walkFuncs{part: func(path, blob string, index uint16, info fs.FileInfo) error {
+		pf, err := openPart(path, blob, index)
+		if err == nil {
+			pf.close()
+			return nil
+		}
+		if !errors.Is(err, ErrCorrupt) {
+			return nil // deleted meanwhile, or unreadable for now
+		}
+		return fn(blob, index, Stamp{info: info})
+	}})
+}
+
 // isTemp reports whether name is a temporary file of a write.
 func isTemp(name string) bool {
 	return strings.HasPrefix(name, ".") && strings.HasSuffix(name, tmpSuffix)
