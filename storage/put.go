@@ -444,7 +444,7 @@ func (p *put) run(ctx context.Context, src io.Reader, alive []placement.Node) (*
 			drop()
 			return nil, err
 		}
-		targets := p.place(idx, alive)
+		targets := p.place(alive)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -534,13 +534,13 @@ func (p *put) encode(ctx context.Context, blk *codec.Block, n int) error {
 
 func blockKey(id string, block int) string { return id + "/" + strconv.Itoa(block) }
 
-// place picks the agents for block idx's shards: rendezvous order over the
+// place picks the agents for a block's shards: rendezvous order over the
 // alive agents by blob id, at most m shards in one zone when zones allow
 // it. Every block of a put gets the same agents for the same shard
 // indexes, so that each agent appends to one part file per blob (a spare
 // taking a failed agent's shard is the exception). With fewer agents than
 // shards, the last shards get no agent (missing).
-func (p *put) place(_ int, alive []placement.Node) []string {
+func (p *put) place(alive []placement.Node) []string {
 	n := p.sc.K + p.sc.M
 	picked := placement.Place(p.id, alive, n, max(p.sc.M, 1))
 	out := make([]string, n)
