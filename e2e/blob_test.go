@@ -150,10 +150,10 @@ func (b *blobRun) rotAndRepair() {
 	st := blobStat(t, b.zrpcctl, b.n1)
 	var shard string
 	for _, a := range []*agent{b.n1, b.n3} {
-		for block, holders := range st.holders() {
+		for _, holders := range st.holders()[:1] { // block 0: its payload starts at a fixed offset
 			for index, node := range holders[:st.Blob.DataShards] {
 				if node == a.name && shard == "" {
-					shard = filepath.Join(a.dataDir, "shards", st.Blob.ID[:2], st.Blob.ID, fmt.Sprintf("%d.%d.shard", block, index))
+					shard = filepath.Join(a.dataDir, "shards", st.Blob.ID[:2], st.Blob.ID, fmt.Sprintf("%d.part", index))
 				}
 			}
 		}
@@ -162,8 +162,8 @@ func (b *blobRun) rotAndRepair() {
 	if err != nil {
 		t.Fatalf("shard file of a data shard not on n2 (holders %v): %v", st.holders(), err)
 	}
-	const shardHeader = 96
-	at := shardHeader + (len(orig)-shardHeader)/2
+	const partHeader, frameHeader = 96, 8
+	at := partHeader + frameHeader + 100 // in block 0's payload
 	rotten := bytes.Clone(orig)
 	rotten[at] ^= 0xff
 	if err := os.WriteFile(shard, rotten, 0o644); err != nil {
@@ -313,7 +313,7 @@ func blobStat(t *testing.T, zrpcctl string, a *agent) *blobStatJSON {
 	return st
 }
 
-// shardFiles lists the *.shard files under a's shard directory.
+// shardFiles lists the *.part files under a's shard directory.
 func shardFiles(t *testing.T, a *agent) []string {
 	t.Helper()
 	var files []string
@@ -324,7 +324,7 @@ func shardFiles(t *testing.T, a *agent) []string {
 		if err != nil {
 			return err
 		}
-		if !d.IsDir() && strings.HasSuffix(p, ".shard") {
+		if !d.IsDir() && strings.HasSuffix(p, ".part") {
 			files = append(files, p)
 		}
 		return nil

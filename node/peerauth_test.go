@@ -47,7 +47,7 @@ func TestAgentToAgentAPIRefusesCallersWithoutTheClusterSecret(t *testing.T) {
 			rev := n.Store().FSM().Revision()
 			calls := map[string]error{}
 			_, calls["Internal.Apply"] = internal.Apply(ctx(), &pb.Command{Kind: &pb.Command_Register{Register: inst("evil.rpc", "e1", "10.0.0.66:1")}})
-			_, calls["Shards.PutShard"] = shards.PutShard(ctx(), &pb.PutShardRequest{Ref: ref, DataShards: 1, BlockLen: 5, Sum: crc32.Checksum([]byte("evil!"), crc32.MakeTable(crc32.Castagnoli)), Payload: []byte("evil!")})
+			_, calls["Shards.PutShard"] = shards.PutShard(ctx(), &pb.PutShardRequest{Ref: ref, DataShards: 1, BlockLen: 5, BlockSize: 5, Sum: crc32.Checksum([]byte("evil!"), crc32.MakeTable(crc32.Castagnoli)), Payload: []byte("evil!")})
 			_, calls["Shards.DeleteShards"] = shards.DeleteShards(ctx(), &pb.DeleteShardsRequest{BlobIds: []string{ref.BlobId}})
 			for call, err := range calls {
 				if status.Code(err) != codes.PermissionDenied || status.Convert(err).Message() != "agent-to-agent API: caller is not an agent of this cluster" {
@@ -68,7 +68,7 @@ func TestAgentToAgentAPIRefusesCallersWithoutTheClusterSecret(t *testing.T) {
 
 	// The gate opens for an agent's proof: the same calls get through.
 	ctx := metadata.AppendToOutgoingContext(ctxT(t), clusterAuthKey, clusterAuth(n.Store().FSM().ClusterSecret(), "/zrpc.v1.Shards/PutShard"))
-	if _, err := shards.PutShard(ctx, &pb.PutShardRequest{Ref: ref, DataShards: 1, BlockLen: 5, Sum: crc32.Checksum([]byte("shard"), crc32.MakeTable(crc32.Castagnoli)), Payload: []byte("shard")}); err != nil {
+	if _, err := shards.PutShard(ctx, &pb.PutShardRequest{Ref: ref, DataShards: 1, BlockLen: 5, BlockSize: 5, Sum: crc32.Checksum([]byte("shard"), crc32.MakeTable(crc32.Castagnoli)), Payload: []byte("shard")}); err != nil {
 		t.Fatalf("PutShard with the cluster's proof: %v", err)
 	}
 	if c := countFiles(shardsDir); c == 0 {

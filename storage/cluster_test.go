@@ -244,7 +244,7 @@ func TestBlobCorruptShardIsRepaired(t *testing.T) {
 	holder := b.Nodes[b.Blocks[1].Holders[0]-1]
 	idx := agentIndex(t, c, holder)
 	id := shardstore.ID{Blob: b.Id, Block: 1, Index: 0}
-	flipBit(t, c.Node(idx).Blobs().Shards().Path(id), 300)
+	flipShard(t, c.Node(idx).Blobs().Shards(), id, 300)
 	if err := c.Node(idx).Blobs().Shards().Verify(id); err == nil {
 		t.Fatal("flipped shard still verifies")
 	}
@@ -269,7 +269,7 @@ func TestBlobScrubberFindsBitRot(t *testing.T) {
 	holder := b.Nodes[b.Blocks[0].Holders[2]-1]
 	idx := agentIndex(t, c, holder)
 	id := shardstore.ID{Blob: b.Id, Block: 0, Index: 2}
-	flipBit(t, c.Node(idx).Blobs().Shards().Path(id), 40)
+	flipShard(t, c.Node(idx).Blobs().Shards(), id, 40)
 	if bad := c.Node(idx).Blobs().ScrubOnce(ctxFor(t, 10*time.Second), 0); bad != 1 {
 		t.Fatalf("scrub found %d corrupt shards, want 1", bad)
 	}
@@ -286,6 +286,16 @@ func agentIndex(t testing.TB, c *testcluster.Cluster, name string) int {
 	}
 	t.Fatalf("no agent %s", name)
 	return -1
+}
+
+// flipShard flips a bit of byte n of shard id's payload in its part file.
+func flipShard(t testing.TB, s *shardstore.Store, id shardstore.ID, n int64) {
+	t.Helper()
+	off, err := s.PayloadOffset(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipBit(t, s.Path(id), off+n)
 }
 
 func flipBit(t testing.TB, path string, offset int64) {
@@ -590,7 +600,7 @@ func TestBlobCorruptWithoutParity(t *testing.T) {
 	rev := put(t, cl, "fragile", randomBytes(1<<20+100, 14), client.PutOptions{Data: 1}).Header.Revision
 	b := c.Node(0).Store().FSM().Blob("fragile")
 	idx := agentIndex(t, c, b.Nodes[b.Blocks[0].Holders[0]-1])
-	flipBit(t, c.Node(idx).Blobs().Shards().Path(shardstore.ID{Blob: b.Id, Block: 0, Index: 0}), 300)
+	flipShard(t, c.Node(idx).Blobs().Shards(), shardstore.ID{Blob: b.Id, Block: 0, Index: 0}, 300)
 	if _, err := tryGet(t, cl, "fragile", client.GetOptions{MinRevision: rev}); !errors.Is(err, apierr.ErrNotEnoughShards) {
 		t.Fatalf("get of a 1+0 blob with a corrupt shard: %v, want ErrNotEnoughShards", err)
 	}

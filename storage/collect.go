@@ -6,6 +6,7 @@ import (
 	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage/codec"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 )
 
@@ -48,11 +49,33 @@ func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 	if err != nil {
 		s.log.Warn("walk shards for orphans", "err", err)
 	}
+	// A part file with a bad header lists no shards; once its blob is gone
+	// it is an orphan as a whole (while the blob exists, repair replaces
+	// it).
+	type badPart struct {
+		blob  string
+		index uint16
+		st    shardstore.Stamp
+	}
+	var bad []badPart
+	err = s.shards.WalkBadParts(func(blob string, index uint16, st shardstore.Stamp) error {
+		if now.Sub(st.Mod()) >= s.cfg.OrphanGrace && meta.BlobByID(blob) == nil && meta.PendingBlob(blob) == nil {
+			bad = append(bad, badPart{blob, index, st})
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("walk bad part files for orphans", "err", err)
+	}
 	for _, st := range s.shards.Staged() {
 		if now.Sub(st.At) >= s.cfg.OrphanGrace && !referencedBy(meta, self, st.ID.Blob, st.ID.Block, uint32(st.ID.Index)) {
 			refs = append(refs, shardRef(st.ID))
 			cands = append(cands, orphan{id: st.ID, staged: st.At})
 		}
+	}
+	for _, bp := range bad { // the leader confirms the blob is gone
+		refs = append(refs, &pb.ShardRef{BlobId: bp.blob, Index: uint32(bp.index)})
+		cands = append(cands, orphan{id: shardstore.ID{Blob: bp.blob, Index: bp.index}, file: bp.st, badPart: true})
 	}
 	if len(refs) == 0 {
 		return 0
@@ -64,6 +87,13 @@ func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 		return 0
 	}
 	n := 0
+	type part struct {
+		blob  string
+		index uint16
+	}
+	var files []part
+	blocks := make(map[part][]uint32)
+	stamps := make(map[part]shardstore.Stamp)
 	for i, c := range cands {
 		if referenced[i] {
 			continue
@@ -74,14 +104,28 @@ func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 			}
 			continue
 		}
-		deleted, err := s.shards.DeleteIfSame(c.id, c.file)
-		if err != nil {
-			s.log.Warn("delete orphan shard", "blob_id", c.id.Blob, "err", err)
+		if c.badPart {
+			if _, err := s.shards.DeleteIfSame(c.id.Blob, c.id.Index, nil, c.file); err != nil {
+				s.log.Warn("delete orphan part file", "blob_id", c.id.Blob, "shard", c.id.Index, "err", err)
+			}
 			continue
 		}
-		if deleted {
-			n++
+		k := part{c.id.Blob, c.id.Index}
+		if _, ok := blocks[k]; !ok {
+			files = append(files, k)
 		}
+		blocks[k] = append(blocks[k], c.id.Block)
+		stamps[k] = c.file
+	}
+	// A part file's orphan shards go in one step, judged against the
+	// file as the walk saw it.
+	for _, k := range files {
+		deleted, err := s.shards.DeleteIfSame(k.blob, k.index, blocks[k], stamps[k])
+		if err != nil {
+			s.log.Warn("delete orphan shards", "blob_id", k.blob, "shard", k.index, "err", err)
+			continue
+		}
+		n += deleted
 	}
 	s.metrics.shardsCollected.Add(float64(n))
 	return n
@@ -90,9 +134,10 @@ func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 // orphan is a shard file, or a staged shard (staged is when), judged an
 // orphan by this agent's replica.
 type orphan struct {
-	id     shardstore.ID
-	file   shardstore.Stamp
-	staged time.Time
+	id      shardstore.ID
+	file    shardstore.Stamp
+	staged  time.Time
+	badPart bool // a part file with a bad header, of a blob gone
 }
 
 // referencedBy reports whether shard (blob, block, index) on node belongs
@@ -177,7 +222,7 @@ func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
 					s.log.Warn("scrub shard", "blob_id", b.Id, "block", bi, "shard", idx, "err", err)
 					continue
 				default:
-					size := int64(shardstore.HeaderSize) + int64(blk.Len)/int64(b.DataShards)
+					size := int64(codec.ShardLen(int(blk.Len), int(b.DataShards)))
 					done += size
 					s.metrics.scrubbedBytes.Add(float64(size))
 					continue

@@ -2,6 +2,10 @@ package storage
 
 import (
 	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,7 +22,7 @@ func TestOrphanCollectionKeepsAShardRepairedUnderTheOrphansName(t *testing.T) {
 	s, fc := newTestStore(t, Config{OrphanGrace: time.Minute}, "n1", "n1", "n2", "n3", "n4")
 	b := commitBlob(t, fc, "moved-back", 2, 1, "n2", "n3", "n4")
 	payload := make([]byte, 50)
-	h := shardstore.Header{ID: shardstore.ID{Blob: b.Id, Block: 0, Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50, Sum: codec.Checksum(payload)}
+	h := shardstore.Header{ID: shardstore.ID{Blob: b.Id, Block: 0, Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50, Sum: codec.Checksum(payload), BlockSize: 100}
 	if err := s.shards.Put(h, payload); err != nil { // the orphan: the metadata places shard 2 on n4
 		t.Fatal(err)
 	}
@@ -49,5 +53,66 @@ func TestOrphanCollectionKeepsAShardRepairedUnderTheOrphansName(t *testing.T) {
 	// The next pass sees it referenced and keeps it too.
 	if n := s.CollectOrphans(context.Background(), time.Now().Add(time.Hour)); n != 0 {
 		t.Errorf("second pass deleted %d shards", n)
+	}
+}
+
+// TestOrphanCollectionTakesOnlyTheOrphanBlocksOfAPartFile: a part file
+// holding a shard its blob places here and one it does not loses only the
+// latter; the other stays readable.
+func TestOrphanCollectionTakesOnlyTheOrphanBlocksOfAPartFile(t *testing.T) {
+	s, fc := newTestStore(t, Config{OrphanGrace: time.Minute}, "n1", "n1", "n2", "n3")
+	b := commitBlob(t, fc, "half-orphan", 2, 1, "n2", "n3", "n1") // one block: shard 2 here
+	payload := make([]byte, 50)
+	var ids []shardstore.ID
+	for block := range uint32(2) { // block 1 is no block of the blob's
+		h := shardstore.Header{ID: shardstore.ID{Blob: b.Id, Block: block, Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50,
+			Sum: codec.Checksum(payload), BlockSize: 100}
+		if err := s.shards.Put(h, payload); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, h.ID)
+	}
+	if n := s.CollectOrphans(context.Background(), time.Now().Add(time.Hour)); n != 1 {
+		t.Fatalf("orphan collection deleted %d shards, want the 1 orphan", n)
+	}
+	if _, _, err := s.shards.Get(ids[0], nil); err != nil {
+		t.Fatalf("the shard the blob places here: %v", err)
+	}
+	if _, _, err := s.shards.Get(ids[1], nil); !errors.Is(err, shardstore.ErrNotFound) {
+		t.Fatalf("the orphan shard after collection: %v, want not found", err)
+	}
+}
+
+// TestOrphanCollectionRemovesABadPartFileOfAGoneBlob: a part file whose
+// header is bad lists no shards; it is removed once its blob is gone, and
+// kept (for repair to replace) while the blob exists.
+func TestOrphanCollectionRemovesABadPartFileOfAGoneBlob(t *testing.T) {
+	s, fc := newTestStore(t, Config{OrphanGrace: time.Minute}, "n1", "n1", "n2", "n3")
+	b := commitBlob(t, fc, "kept", 2, 1, "n2", "n3", "n1")
+	payload := make([]byte, 50)
+	var paths []string
+	for _, blob := range []string{b.Id, strings.Repeat("cd", 16)} { // the second: no such blob
+		h := shardstore.Header{ID: shardstore.ID{Blob: blob, Block: 0, Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50,
+			Sum: codec.Checksum(payload), BlockSize: 100}
+		if err := s.shards.Put(h, payload); err != nil {
+			t.Fatal(err)
+		}
+		path := s.shards.Path(h.ID)
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte{0xee}, 30); err != nil { // in the blob id: the header's checksum fails
+			t.Fatal(err)
+		}
+		f.Close()
+		paths = append(paths, path)
+	}
+	s.CollectOrphans(context.Background(), time.Now().Add(time.Hour))
+	if _, err := os.Stat(paths[0]); err != nil {
+		t.Fatalf("bad part file of an existing blob: %v, want kept", err)
+	}
+	if _, err := os.Stat(paths[1]); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("bad part file of a gone blob: %v, want removed", err)
 	}
 }

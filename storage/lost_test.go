@@ -57,7 +57,7 @@ func TestBlobLostShardOnAliveAgentIsRebuilt(t *testing.T) {
 		id    shardstore.ID
 	}{{readHolder, readID}, {scrubHolder, scrubID}}
 	for _, l := range lost {
-		if err := os.Remove(c.Node(l.agent).Blobs().Shards().Path(l.id)); err != nil {
+		if err := c.Node(l.agent).Blobs().Shards().Delete(l.id); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -87,7 +87,7 @@ func TestBlobLostShardWithoutParityShowsInStat(t *testing.T) {
 	put(t, cl, "gone", randomBytes(1<<20+100, 32), client.PutOptions{Data: 1})
 	holder, b := holderIndex(t, c, "gone", 0, 0)
 	id := shardstore.ID{Blob: b.Id, Block: 0, Index: 0}
-	if err := os.Remove(c.Node(holder).Blobs().Shards().Path(id)); err != nil {
+	if err := c.Node(holder).Blobs().Shards().Delete(id); err != nil {
 		t.Fatal(err)
 	}
 	if n := c.Node(holder).Blobs().ScrubOnce(ctxFor(t, 10*time.Second), 0); n != 1 {

@@ -30,11 +30,14 @@ func shardRef(id shardstore.ID) *pb.ShardRef {
 //
 // A staged shard (a put's) is written without fsync and becomes durable
 // and readable at syncShards; otherwise (repair) it is durable on return.
-func (s *Store) putShard(ctx context.Context, node string, ref *pb.ShardRef, sc Scheme, blockLen int, sum uint32, payload []byte, staged bool) error {
+//
+// blockSize is the blob's block size, which places the shard in the
+// holder's part file.
+func (s *Store) putShard(ctx context.Context, node string, ref *pb.ShardRef, sc Scheme, blockSize, blockLen int, sum uint32, payload []byte, staged bool) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
 	defer cancel()
 	req := &pb.PutShardRequest{Ref: ref, DataShards: uint32(sc.K), ParityShards: uint32(sc.M),
-		BlockLen: uint32(blockLen), Sum: sum, Payload: payload, Staged: staged}
+		BlockLen: uint32(blockLen), Sum: sum, Payload: payload, Staged: staged, BlockSize: uint32(blockSize)}
 	if node == s.cluster.Self() {
 		return s.storeLocal(req)
 	}
@@ -56,9 +59,13 @@ func (s *Store) storeLocal(req *pb.PutShardRequest) error {
 	if req.DataShards == 0 || req.DataShards+req.ParityShards > 256 {
 		return fmt.Errorf("%w: shard scheme %d+%d", ErrInvalidArgument, req.DataShards, req.ParityShards)
 	}
+	if req.BlockSize < req.BlockLen || req.BlockLen == 0 {
+		return fmt.Errorf("%w: shard %s/%d/%d: block of %d bytes with block size %d; the sender must give the blob's block size, at least the block's length (is it an older agent? upgrade it)",
+			ErrInvalidArgument, req.Ref.BlobId, req.Ref.Block, req.Ref.Index, req.BlockLen, req.BlockSize)
+	}
 	h := shardstore.Header{
 		ID: shardID(req.Ref), K: uint8(req.DataShards), M: uint8(req.ParityShards),
-		BlockLen: req.BlockLen, ShardLen: uint32(len(req.Payload)), Sum: req.Sum,
+		BlockLen: req.BlockLen, ShardLen: uint32(len(req.Payload)), Sum: req.Sum, BlockSize: req.BlockSize,
 	}
 	put := s.shards.Put
 	if req.Staged {

@@ -444,7 +444,7 @@ func (p *put) run(ctx context.Context, src io.Reader, alive []placement.Node) (*
 			drop()
 			return nil, err
 		}
-		targets := p.place(idx, alive)
+		targets := p.place(alive)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -534,12 +534,15 @@ func (p *put) encode(ctx context.Context, blk *codec.Block, n int) error {
 
 func blockKey(id string, block int) string { return id + "/" + strconv.Itoa(block) }
 
-// place picks the agents for block idx's shards: rendezvous order over the
-// alive agents, at most m shards in one zone when zones allow it. With fewer
-// agents than shards, the last shards get no agent (missing).
-func (p *put) place(idx int, alive []placement.Node) []string {
+// place picks the agents for a block's shards: rendezvous order over the
+// alive agents by blob id, at most m shards in one zone when zones allow
+// it. Every block of a put gets the same agents for the same shard
+// indexes, so that each agent appends to one part file per blob (a spare
+// taking a failed agent's shard is the exception). With fewer agents than
+// shards, the last shards get no agent (missing).
+func (p *put) place(alive []placement.Node) []string {
 	n := p.sc.K + p.sc.M
-	picked := placement.Place(blockKey(p.id, idx), alive, n, max(p.sc.M, 1))
+	picked := placement.Place(p.id, alive, n, max(p.sc.M, 1))
 	out := make([]string, n)
 	for i, node := range picked {
 		out[i] = node.ID
@@ -582,7 +585,7 @@ func (p *put) send(ctx context.Context, idx, blockLen int, blk *codec.Block, tar
 			ref := &pb.ShardRef{BlobId: p.id, Block: uint32(idx), Index: uint32(i)}
 			for try := 0; try < 2 && target != "" && ctx.Err() == nil; try++ {
 				p.markUsed(target)
-				err := p.s.putShard(ctx, target, ref, p.sc, blockLen, sums[i], shards[i], true)
+				err := p.s.putShard(ctx, target, ref, p.sc, p.s.cfg.BlockSize, blockLen, sums[i], shards[i], true)
 				if err == nil {
 					got[i] = target
 					return

@@ -500,7 +500,7 @@ func (r *repairer) rebuildShard(ctx context.Context, t task, reserved *string) (
 	}
 	ref := &pb.ShardRef{BlobId: b.Id, Block: t.key.block, Index: t.key.index}
 	sc := Scheme{K: int(b.DataShards), M: int(b.ParityShards)}
-	if err := s.putShard(ctx, target, ref, sc, int(blk.Len), sum, payload, true); err != nil {
+	if err := s.putShard(ctx, target, ref, sc, blobBlockSize(b), int(blk.Len), sum, payload, true); err != nil {
 		return 0, nil, err
 	}
 	return len(payload), &pb.ShardPlacement{Block: t.key.block, Index: t.key.index, Node: target, Sum: sum}, nil
@@ -626,4 +626,17 @@ func holderOf(b *pb.Blob, block, index uint32) string {
 		return ""
 	}
 	return b.Holder(b.Blocks[block], int(index))
+}
+
+// blobBlockSize is the block size of b's part files: its recorded block
+// size, or for metadata without one its first block's length, which every
+// block but the last has.
+func blobBlockSize(b *pb.Blob) int {
+	if b.BlockSize > 0 {
+		return int(b.BlockSize)
+	}
+	if len(b.Blocks) > 0 {
+		return int(b.Blocks[0].Len)
+	}
+	return 0
 }

@@ -67,7 +67,7 @@ func TestRepairDoesNotRecordAShardItsAgentLost(t *testing.T) {
 	s, fc := newTestStore(t, Config{}, "n1", "n1", "n2", "n3")
 	b := commitBlob(t, fc, "restarted-target", 2, 1, "n2", "n3", "")
 	payload := make([]byte, 50)
-	h := shardstore.Header{ID: shardstore.ID{Blob: b.Id, Block: 0, Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50, Sum: codec.Checksum(payload)}
+	h := shardstore.Header{ID: shardstore.ID{Blob: b.Id, Block: 0, Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50, Sum: codec.Checksum(payload), BlockSize: 100}
 	if err := s.shards.Stage(h, payload); err != nil {
 		t.Fatal(err)
 	}

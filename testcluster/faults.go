@@ -205,13 +205,13 @@ func (d ShardDamage) String() string {
 	return [...]string{"delete", "truncate", "flip"}[d]
 }
 
-// ShardFiles lists the shard files in agent i's data dir (running or not),
-// sorted.
+// ShardFiles lists the shard part files (one per blob per shard index
+// the agent holds) in agent i's data dir (running or not), sorted.
 func (c *Cluster) ShardFiles(i int) []string {
 	var files []string
 	root := filepath.Join(c.members[i].cfg.DataDir, "shards")
 	filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".shard") {
+		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".part") {
 			files = append(files, path)
 		}
 		return nil

@@ -1328,7 +1328,10 @@ type PutShardRequest struct {
 	Payload      []byte                 `protobuf:"bytes,6,opt,name=payload,proto3" json:"payload,omitempty"`
 	// staged shards of a put are written without fsync and become durable
 	// and readable together, at SyncShards, before the put commits.
-	Staged        bool `protobuf:"varint,7,opt,name=staged,proto3" json:"staged,omitempty"`
+	Staged bool `protobuf:"varint,7,opt,name=staged,proto3" json:"staged,omitempty"`
+	// block_size is the blob's block size (every block's length but the
+	// last's): it fixes where the block sits in the agent's part file.
+	BlockSize     uint32 `protobuf:"varint,8,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1410,6 +1413,13 @@ func (x *PutShardRequest) GetStaged() bool {
 		return x.Staged
 	}
 	return false
+}
+
+func (x *PutShardRequest) GetBlockSize() uint32 {
+	if x != nil {
+		return x.BlockSize
+	}
+	return 0
 }
 
 type PutShardResponse struct {
@@ -2026,7 +2036,7 @@ const file_blob_proto_rawDesc = "" +
 	"\ablob_id\x18\x01 \x01(\tR\x06blobId\x12\x14\n" +
 	"\x05block\x18\x02 \x01(\rR\x05block\x12\x14\n" +
 	"\x05index\x18\x03 \x01(\rR\x05index\x12\x12\n" +
-	"\x04node\x18\x04 \x01(\tR\x04node\"\xdd\x01\n" +
+	"\x04node\x18\x04 \x01(\tR\x04node\"\xfc\x01\n" +
 	"\x0fPutShardRequest\x12#\n" +
 	"\x03ref\x18\x01 \x01(\v2\x11.zrpc.v1.ShardRefR\x03ref\x12\x1f\n" +
 	"\vdata_shards\x18\x02 \x01(\rR\n" +
@@ -2035,7 +2045,9 @@ const file_blob_proto_rawDesc = "" +
 	"\tblock_len\x18\x04 \x01(\rR\bblockLen\x12\x10\n" +
 	"\x03sum\x18\x05 \x01(\aR\x03sum\x12\x18\n" +
 	"\apayload\x18\x06 \x01(\fR\apayload\x12\x16\n" +
-	"\x06staged\x18\a \x01(\bR\x06staged\"\x12\n" +
+	"\x06staged\x18\a \x01(\bR\x06staged\x12\x1d\n" +
+	"\n" +
+	"block_size\x18\b \x01(\rR\tblockSize\"\x12\n" +
 	"\x10PutShardResponse\",\n" +
 	"\x11SyncShardsRequest\x12\x17\n" +
 	"\ablob_id\x18\x01 \x01(\tR\x06blobId\",\n" +

@@ -10,7 +10,9 @@ import (
 	"github.com/zrpcio/zrpc/storage/codec"
 )
 
-// A shard file is a fixed 96-byte header followed by the payload. All
+// The legacy layout, one shard file per shard per block
+// (<blob dir>/<block>.<index>.shard), is a fixed 96-byte header followed by
+// the payload; Open converts such files into part files (part.go). All
 // integers are little-endian.
 //
 //	off size field
@@ -54,6 +56,10 @@ type Header struct {
 	BlockLen uint32 // bytes in the block
 	ShardLen uint32 // bytes in the payload: codec.ShardLen(BlockLen, K)
 	Sum      uint32 // CRC32C of the payload (codec.Checksum)
+	// BlockSize is the blob's block size, the length of every block but
+	// the last: it fixes where each block sits in the part file. Put and
+	// Stage need it (at least BlockLen); reads fill it in.
+	BlockSize uint32
 }
 
 // validBlob reports whether blob is a blob id this store accepts: 16 to 64

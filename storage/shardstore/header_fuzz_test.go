@@ -4,7 +4,7 @@ import (
 	"testing"
 )
 
-// FuzzHeader decodes arbitrary bytes as a shard file header: decoding never
+// FuzzHeader decodes arbitrary bytes as a legacy shard file header: decoding never
 // panics, a rejected header yields the zero Header, and an accepted one
 // passes its own check and encodes to a header that decodes to the same
 // value.
@@ -13,9 +13,9 @@ import (
 func FuzzHeader(f *testing.F) {
 	var b [HeaderSize]byte
 	for _, h := range []Header{
-		func() Header { h, _ := shard(ID{blobA, 3, 1}, 4, 2, 5000, 1); return h }(),
-		func() Header { h, _ := shard(ID{blobA, 0, 0}, 1, 0, 0, 1); return h }(),
-		func() Header { h, _ := shard(ID{blobA + blobA, 1<<32 - 1, 9}, 6, 4, 1<<20, 2); return h }(),
+		func() Header { h, _ := shardOf(ID{blobA, 3, 1}, 4, 2, 5000, 5000, 1); return h }(),
+		func() Header { h, _ := shardOf(ID{blobA, 0, 0}, 1, 0, 0, 0, 1); return h }(),
+		func() Header { h, _ := shardOf(ID{blobA + blobA, 1<<32 - 1, 9}, 6, 4, 1<<20, 1<<20, 2); return h }(),
 	} {
 		h.marshal(b[:])
 		f.Add(append([]byte(nil), b[:]...))

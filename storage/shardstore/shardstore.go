@@ -1,19 +1,26 @@
-// Package shardstore keeps the erasure-coded shards an agent holds, one
-// file per shard under a directory:
+// Package shardstore keeps the erasure-coded shards an agent holds: one
+// part file per blob per shard index,
 //
-//	<dir>/<blob[0:2]>/<blob>/<block>.<index>.shard
+//	<dir>/<blob[0:2]>/<blob>/<index>.part
 //
-// Each file is a fixed header (the shard's id, its block's scheme and
-// lengths, the payload's CRC32C, and the header's own CRC32C) followed by
-// the payload. A write goes to a temporary file in the same directory, is
-// fsynced and renamed over the final name, and the directory is fsynced, so
-// a crash never leaves a partial shard under a real name; temporary files
-// left by a crash are removed by Open. A put of many shards may Stage them
-// instead (temporary files, not synced) and CommitStaged them together:
-// concurrent fsyncs, then the renames, then one directory fsync; staged
-// shards are never readable before that. Every read checks the header and the
-// payload checksum, and a file that fails is reported as ErrCorrupt, never
-// returned as data.
+// holding that index's shard of every block of the blob the agent holds
+// it for (part.go has the format). Each block's shard sits at a fixed
+// offset behind its length and CRC32C, so a read seeks to the blocks it
+// needs and checks each; a block that fails is reported as ErrCorrupt
+// naming the block (CorruptError), never returned as data, and the rest
+// of the file stays readable.
+//
+// A put stages its shards: each index's shards are appended (written at
+// their offsets, in any order, without fsync) to a temporary part file, and
+// CommitStaged fsyncs each file once, renames it once and fsyncs the blob's
+// directory once; nothing is visible before that, and temporary files left
+// by a crash are removed by Open. When the part file exists already
+// (repair rebuilding some of its blocks), the staged blocks are written
+// into it in place and it is fsynced: the other blocks are left alone.
+//
+// Open converts shard files of the older layout, one file per shard per
+// block (<block>.<index>.shard), into part files once, removing them only
+// after the part file is durable.
 //
 // The package is the local disk only. It does not know which agent should
 // hold which shard, does not encode (storage/codec) and does not repair:
@@ -23,8 +30,6 @@ package shardstore
 import (
 	"errors"
 	"fmt"
-	"hash/crc32"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -48,25 +53,23 @@ var (
 	// ErrInvalidID: the blob id is not 16-64 lowercase hex digits.
 	ErrInvalidID = errors.New("invalid shard id")
 	// ErrInvalidHeader: a Header given to Put is inconsistent (scheme,
-	// index, lengths).
+	// index, lengths), or disagrees with the part file it goes into.
 	ErrInvalidHeader = errors.New("invalid shard header")
 )
 
 // Options configure a Store.
 type Options struct {
 	Logger   *slog.Logger // nil: discard
-	MaxBytes int64        // bytes of shard files (headers included) to hold at most; 0: unlimited
-	// SyncDelay, when set, is called before every fsync of a shard file
-	// (a Put's, a staged shard's) and the fsync waits as long as it
-	// returns: tests make a slow disk with it. It may be called from
-	// several goroutines at once.
+	MaxBytes int64        // bytes of part files (headers included) to hold at most; 0: unlimited
+	// SyncDelay, when set, is called before every fsync of a part file
+	// and the fsync waits as long as it returns: tests make a slow disk
+	// with it. It may be called from several goroutines at once.
 	SyncDelay func() time.Duration
 }
 
 // Store is the shard directory of one agent. Its methods are safe for
-// concurrent use. Puts to different shards run in parallel; operations on
-// one shard are serialised; Delete and DeleteBlob exclude Puts to the same
-// blob (they remove its directory).
+// concurrent use. Writes to one part file are serialised, reads of it
+// share; Delete and DeleteBlob exclude writes to the same blob.
 type Store struct {
 	dir  string
 	opts Options
@@ -77,19 +80,19 @@ type Store struct {
 	shards    int
 	badAtOpen int
 
-	blobLocks  [64]sync.RWMutex // by blob: Put shares, Delete/DeleteBlob own
-	shardLocks [256]sync.Mutex  // by shard: one writer per file
+	blobLocks [64]sync.RWMutex  // by blob: writes share, Delete/DeleteBlob own
+	partLocks [256]sync.RWMutex // by part file: reads share, writes own
 
 	stagedMu sync.Mutex
-	staged   map[string]map[ID]stagedFile // by blob: shards written by Stage, not yet committed
-	syncSem  chan struct{}                // bounds background fsyncs of staged shards
+	staged   map[string]map[uint16]*stagedPart // by blob, by index: parts of puts, not yet committed
 }
 
 // Open opens (creating it if needed) the shard directory dir: it removes
-// temporary files left by a crash and reads every shard's header to
-// compute usage. A shard file with a bad header or length is logged and
-// counted (BadAtOpen), still listed by Walk and reported as ErrCorrupt by
-// reads, so that the scrubber has it rebuilt.
+// temporary files left by a crash, converts shard files of the older
+// layout into part files, and reads every part file's header and frame
+// headers to compute usage. A part file with a bad header is logged and
+// counted (BadAtOpen); its blocks read as ErrCorrupt, so that the
+// scrubber has them rebuilt.
 func Open(dir string, opts Options) (*Store, error) {
 	if dir == "" {
 		return nil, errors.New("shardstore: open: empty directory name")
@@ -104,8 +107,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("shardstore: open %s: %w", dir, err)
 	}
-	s := &Store{dir: dir, opts: opts, log: log, staged: make(map[string]map[ID]stagedFile),
-		syncSem: make(chan struct{}, syncParallel)}
+	s := &Store{dir: dir, opts: opts, log: log, staged: make(map[string]map[uint16]*stagedPart)}
 	if err := s.scan(); err != nil {
 		return nil, err
 	}
@@ -113,88 +115,108 @@ func Open(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// scan removes temporary files and counts the shards.
+// scan removes temporary files, converts legacy shard files and counts
+// the shards of every part file.
 func (s *Store) scan() error {
-	return s.walk(func(path string, id ID, info fs.FileInfo) error {
-		s.bytes += info.Size()
-		s.shards++
-		if err := checkFile(path, id); err != nil {
-			s.badAtOpen++
-			s.log.Warn("bad shard file; it will read as corrupt until repaired", "path", path, "err", err)
-		}
-		return nil
-	}, func(path string) {
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.log.Warn("remove temporary shard file", "path", path, "err", err)
-			return
-		}
-		s.log.Info("removed temporary shard file left by a crash", "path", path)
-	}, func(path string) {
-		s.log.Warn("not a shard file; ignored", "path", path)
+	legacy := make(map[string][]string) // blob dir -> legacy shard files
+	err := s.walk(walkFuncs{
+		legacy: func(path, blob string) { legacy[blob] = append(legacy[blob], path) },
+		temp: func(path string) {
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				s.log.Warn("remove temporary shard file", "path", path, "err", err)
+				return
+			}
+			s.log.Info("removed temporary shard file left by a crash", "path", path)
+		},
+		other: func(path string) { s.log.Warn("not a shard file; ignored", "path", path) },
 	})
-}
-
-// checkFile opens a shard file and checks its header and length.
-func checkFile(path string, id ID) error {
-	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	_, err = readHeader(f, path, id)
-	return err
+	// Conversion reserves what it writes; the usage is counted afresh
+	// below, and MaxBytes does not stop data already stored.
+	maxBytes := s.opts.MaxBytes
+	s.opts.MaxBytes = 0
+	for blob, files := range legacy {
+		if err := s.convert(blob, files); err != nil {
+			return fmt.Errorf("shardstore: open %s: convert shard files of blob %s to part files: %w", s.dir, blob, err)
+		}
+	}
+	s.opts.MaxBytes = maxBytes
+	s.bytes, s.shards = 0, 0
+	return s.walk(walkFuncs{part: func(path, blob string, index uint16, info fs.FileInfo) error {
+		s.bytes += info.Size()
+		pf, err := openPart(path, blob, index)
+		if err != nil {
+			s.badAtOpen++
+			s.log.Warn("bad part file; its blocks read as corrupt until repaired", "path", path, "err", err)
+			return nil
+		}
+		defer pf.close()
+		held, err := pf.held()
+		if err != nil {
+			return err
+		}
+		s.shards += len(held)
+		return nil
+	}})
 }
 
-// Path is the file of shard id, or "" for an invalid id.
+// Path is the part file holding shard id, or "" for an invalid id.
 func (s *Store) Path(id ID) string {
 	if !validBlob(id.Blob) {
 		return ""
 	}
-	return filepath.Join(s.blobDir(id.Blob), fileName(id.Block, id.Index))
+	return filepath.Join(s.blobDir(id.Blob), partName(id.Index))
+}
+
+// PayloadOffset is where shard id's payload starts in its part file (Path),
+// as that file's header places it.
+func (s *Store) PayloadOffset(id ID) (int64, error) {
+	if err := checkBlob(id.Blob); err != nil {
+		return 0, err
+	}
+	pf, err := openPart(s.Path(id), id.Blob, id.Index)
+	if err != nil {
+		return 0, err
+	}
+	defer pf.close()
+	return pf.hdr.offset(id.Block) + frameHeaderSize, nil
 }
 
 func (s *Store) blobDir(blob string) string {
 	return filepath.Join(s.dir, blob[:2], blob)
 }
 
-// path is Path with ErrInvalidID for a bad id.
-func (s *Store) path(id ID) (string, error) {
-	if err := checkBlob(id.Blob); err != nil {
-		return "", err
-	}
-	return s.Path(id), nil
-}
-
-// fnv1a is FNV-1a over the blob id and the shard's numbers, for lock
-// striping.
-func fnv1a(blob string, block uint32, index uint16) uint32 {
+// fnv1a is FNV-1a over the blob id and a shard index, for lock striping.
+func fnv1a(blob string, index uint16) uint32 {
 	h := uint32(2166136261)
 	for i := range len(blob) {
 		h = (h ^ uint32(blob[i])) * 16777619
 	}
-	for _, b := range [6]byte{byte(block), byte(block >> 8), byte(block >> 16), byte(block >> 24), byte(index), byte(index >> 8)} {
+	for _, b := range [2]byte{byte(index), byte(index >> 8)} {
 		h = (h ^ uint32(b)) * 16777619
 	}
 	return h
 }
 
 func (s *Store) blobLock(blob string) *sync.RWMutex {
-	return &s.blobLocks[fnv1a(blob, 0, 0)%uint32(len(s.blobLocks))]
+	return &s.blobLocks[fnv1a(blob, 0)%uint32(len(s.blobLocks))]
 }
 
-func (s *Store) shardLock(id ID) *sync.Mutex {
-	return &s.shardLocks[fnv1a(id.Blob, id.Block, id.Index)%uint32(len(s.shardLocks))]
+func (s *Store) partLock(blob string, index uint16) *sync.RWMutex {
+	return &s.partLocks[fnv1a(blob, index)%uint32(len(s.partLocks))]
 }
 
-// Usage is the bytes of all shard files (headers included) and their
-// number.
+// Usage is the bytes of all part files (staged ones included, headers
+// and holes too) and the number of shards (blocks) they hold.
 func (s *Store) Usage() (bytes int64, shards int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.bytes, s.shards
 }
 
-// BadAtOpen is how many shard files Open found with a bad header or length.
+// BadAtOpen is how many part files Open found with a bad header.
 func (s *Store) BadAtOpen() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -227,8 +249,14 @@ func checkPut(h *Header, payload []byte) error {
 	if err := h.check(); err != nil {
 		return err
 	}
-	if int64(h.ShardLen) != int64(len(payload)) {
+	switch {
+	case int64(h.ShardLen) != int64(len(payload)):
 		return fmt.Errorf("shardstore: put %s: header says %d bytes, payload has %d: %w", h.ID, h.ShardLen, len(payload), ErrInvalidHeader)
+	case h.BlockLen == 0:
+		return fmt.Errorf("shardstore: put %s: empty block: %w", h.ID, ErrInvalidHeader)
+	case h.BlockSize < h.BlockLen:
+		return fmt.Errorf("shardstore: put %s: block of %d bytes, block size %d (the blob's block size is needed and bounds every block): %w",
+			h.ID, h.BlockLen, h.BlockSize, ErrInvalidHeader)
 	}
 	if sum := codec.Checksum(payload); sum != h.Sum {
 		return fmt.Errorf("shardstore: put %s: payload checksum %08x, header says %08x: %w", h.ID, sum, h.Sum, ErrCorrupt)
@@ -236,23 +264,14 @@ func checkPut(h *Header, payload []byte) error {
 	return nil
 }
 
-// fileSize is the size of the file at path, and whether it exists.
-func fileSize(path string) (int64, bool, error) {
-	info, err := os.Lstat(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return 0, false, nil
-	case err != nil:
-		return 0, false, err
-	}
-	return info.Size(), true, nil
-}
-
-// Put stores a shard, replacing any shard with the same id (repair
-// rewrites a corrupt one). h must be consistent (ErrInvalidID,
-// ErrInvalidHeader), h.ShardLen must be len(payload) and h.Sum its CRC32C
-// (ErrCorrupt otherwise). When it returns nil the shard is on disk and
-// survives a crash; when it fails nothing has changed.
+// Put stores a shard durably, replacing any shard with the same id
+// (repair rewrites a corrupt one). When the part file exists, only that
+// block's slot is written and the file fsynced; else a new part file is
+// written, fsynced and renamed into place. h must be consistent
+// (ErrInvalidID, ErrInvalidHeader), h.ShardLen must be len(payload) and
+// h.Sum its CRC32C (ErrCorrupt otherwise). When it returns nil the shard
+// is on disk and survives a crash; when it fails the other blocks of the
+// part file are unchanged.
 func (s *Store) Put(h Header, payload []byte) error {
 	if err := checkPut(&h, payload); err != nil {
 		return err
@@ -260,81 +279,32 @@ func (s *Store) Put(h Header, payload []byte) error {
 	bl := s.blobLock(h.ID.Blob)
 	bl.RLock()
 	defer bl.RUnlock()
-	sl := s.shardLock(h.ID)
-	sl.Lock()
-	defer sl.Unlock()
-
-	path := s.Path(h.ID)
-	old, existed, err := fileSize(path)
+	sp, err := s.newStaged(partOf(&h))
 	if err != nil {
-		return fmt.Errorf("shardstore: put %s: %w", h.ID, err)
+		return wrapWrite("put", h.ID, err)
 	}
-	delta, dShards := int64(HeaderSize+len(payload))-old, 1
-	if existed {
-		dShards = 0
-	}
-	if err := s.reserve(h.ID, delta, dShards); err != nil {
+	if err := sp.add(s, &h, payload); err != nil {
+		sp.drop(s)
 		return err
 	}
-	if err := s.write(path, &h, payload); err != nil {
-		s.release(delta, dShards)
-		if errors.Is(err, syscall.ENOSPC) {
-			return fmt.Errorf("shardstore: put %s: %w: %w", h.ID, ErrNoSpace, err)
-		}
-		return fmt.Errorf("shardstore: put %s: %w", h.ID, err)
+	if _, err := s.commitPart(sp); err != nil {
+		return wrapWrite("put", h.ID, err)
+	}
+	if err := syncDir(s.blobDir(h.ID.Blob)); err != nil {
+		return wrapWrite("put", h.ID, err)
 	}
 	return nil
 }
 
-// write writes the shard file atomically: temporary file, fsync, rename,
-// fsync of the directory.
-func (s *Store) write(path string, h *Header, payload []byte) error {
-	tmp, err := s.writeTemp(path, h, payload, true)
-	if err != nil {
-		return err
+// wrapWrite names the shard a write failed for, ENOSPC as ErrNoSpace.
+func wrapWrite(op string, id ID, err error) error {
+	if errors.Is(err, syscall.ENOSPC) && !errors.Is(err, ErrNoSpace) {
+		return fmt.Errorf("shardstore: %s %s: %w: %w", op, id, ErrNoSpace, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
+	return fmt.Errorf("shardstore: %s %s: %w", op, id, err)
 }
 
-// writeTemp writes header and payload to a new temporary file next to
-// path, fsynced when sync is set, and returns its name.
-func (s *Store) writeTemp(path string, h *Header, payload []byte, sync bool) (tmp string, err error) {
-	dir := filepath.Dir(path)
-	if err := s.ensureDir(dir); err != nil {
-		return "", err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*"+tmpSuffix)
-	if err != nil {
-		return "", err
-	}
-	tmp = f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	var hdr [HeaderSize]byte
-	h.marshal(hdr[:])
-	if _, err := f.Write(hdr[:]); err != nil {
-		return "", err
-	}
-	if _, err := f.Write(payload); err != nil {
-		return "", err
-	}
-	if sync {
-		if err := s.fsync(f); err != nil {
-			return "", err
-		}
-	}
-	return tmp, f.Close()
-}
-
-// fsync flushes a shard file to disk, after Options.SyncDelay.
+// fsync flushes a part file to disk, after Options.SyncDelay.
 func (s *Store) fsync(f *os.File) error {
 	if s.opts.SyncDelay != nil {
 		if d := s.opts.SyncDelay(); d > 0 {
@@ -370,188 +340,212 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// readHeader reads and checks the header of the shard file f at path,
-// which must be shard id, and checks the file's length against it.
-func readHeader(f *os.File, path string, id ID) (Header, error) {
-	var buf [HeaderSize]byte
-	if _, err := io.ReadFull(f, buf[:]); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return Header{}, fmt.Errorf("shardstore: read %s: %w: file shorter than a header", path, ErrCorrupt)
-		}
-		return Header{}, fmt.Errorf("shardstore: read %s: %w", path, err)
+// open opens the part file holding shard id for reading; the caller holds
+// the part's read lock.
+func (s *Store) open(id ID) (*partFile, error) {
+	if err := checkBlob(id.Blob); err != nil {
+		return nil, err
 	}
-	h, err := unmarshalHeader(buf[:])
-	if err != nil {
-		return Header{}, fmt.Errorf("shardstore: read %s: %w: %w", path, ErrCorrupt, err)
-	}
-	if h.ID != id {
-		return Header{}, fmt.Errorf("shardstore: read %s: %w: file holds shard %s", path, ErrCorrupt, h.ID)
-	}
-	info, err := f.Stat()
-	if err != nil {
-		return Header{}, fmt.Errorf("shardstore: read %s: %w", path, err)
-	}
-	if want := int64(HeaderSize) + int64(h.ShardLen); info.Size() != want {
-		return Header{}, fmt.Errorf("shardstore: read %s: %w: %d bytes, header says %d", path, ErrCorrupt, info.Size(), want)
-	}
-	return h, nil
-}
-
-// open opens the file of shard id for reading.
-func (s *Store) open(id ID) (*os.File, string, error) {
-	path, err := s.path(id)
-	if err != nil {
-		return nil, "", err
-	}
-	f, err := os.Open(path)
+	pf, err := openPart(s.Path(id), id.Blob, id.Index)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, path, fmt.Errorf("shardstore: read %s: %w", id, ErrNotFound)
+		return nil, fmt.Errorf("shardstore: read %s: %w", id, ErrNotFound)
 	}
-	if err != nil {
-		return nil, path, fmt.Errorf("shardstore: read %s: %w", path, err)
+	if err != nil && !errors.Is(err, ErrCorrupt) {
+		return nil, fmt.Errorf("shardstore: read %s: %w", id, err)
 	}
-	return f, path, nil
+	return pf, err
 }
 
-// Get reads shard id and checks it (header, id, length, payload checksum).
-// The payload is returned in dst when its capacity suffices, else in a new
-// slice. A shard that fails a check is an error wrapping ErrCorrupt and
-// naming the file; no payload is returned then. A missing one is
-// ErrNotFound.
+// read opens id's part file and calls fn with it under the part's read
+// lock.
+func (s *Store) read(id ID, fn func(pf *partFile) error) error {
+	if err := checkBlob(id.Blob); err != nil {
+		return err
+	}
+	pl := s.partLock(id.Blob, id.Index)
+	pl.RLock()
+	defer pl.RUnlock()
+	pf, err := s.open(id)
+	if err != nil {
+		return err
+	}
+	defer pf.close()
+	return fn(pf)
+}
+
+// Get reads shard id from its part file: it seeks to the block's slot and
+// checks the frame and the payload's checksum. The payload is returned in
+// dst when its capacity suffices, else in a new slice. A block that fails
+// a check is a *CorruptError (ErrCorrupt) naming the file and the block;
+// no payload is returned then. A shard not held is ErrNotFound.
 func (s *Store) Get(id ID, dst []byte) (Header, []byte, error) {
-	f, path, err := s.open(id)
+	var h Header
+	err := s.read(id, func(pf *partFile) error {
+		var err error
+		h, dst, err = pf.read(id.Block, dst)
+		return err
+	})
 	if err != nil {
 		return Header{}, nil, err
-	}
-	defer f.Close()
-	h, err := readHeader(f, path, id)
-	if err != nil {
-		return Header{}, nil, err
-	}
-	n := int(h.ShardLen)
-	if dst != nil && cap(dst) >= n {
-		dst = dst[:n]
-	} else {
-		dst = make([]byte, n)
-	}
-	if _, err := io.ReadFull(f, dst); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return Header{}, nil, fmt.Errorf("shardstore: read %s: %w: payload cut short", path, ErrCorrupt)
-		}
-		return Header{}, nil, fmt.Errorf("shardstore: read %s: %w", path, err)
-	}
-	if sum := codec.Checksum(dst); sum != h.Sum {
-		return Header{}, nil, fmt.Errorf("shardstore: read %s: %w: payload checksum %08x, header says %08x", path, ErrCorrupt, sum, h.Sum)
 	}
 	return h, dst, nil
 }
 
-// Stat reads and checks shard id's header and file length, not its payload.
+// Stat reads and checks shard id's part header and frame header, not its
+// payload.
 func (s *Store) Stat(id ID) (Header, error) {
-	f, path, err := s.open(id)
-	if err != nil {
-		return Header{}, err
-	}
-	defer f.Close()
-	return readHeader(f, path, id)
+	var h Header
+	err := s.read(id, func(pf *partFile) error {
+		var err error
+		h, err = pf.frame(id.Block)
+		return err
+	})
+	return h, err
 }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+var verifyBufs = sync.Pool{New: func() any { return new([]byte) }}
 
-// Verify reads shard id in full and checks it like Get, without holding the
-// payload in memory: for the scrubber.
+// Verify reads shard id and checks it like Get, into a reused buffer: for
+// the scrubber.
 func (s *Store) Verify(id ID) error {
-	f, path, err := s.open(id)
-	if err != nil {
-		return err
+	bp := verifyBufs.Get().(*[]byte)
+	defer verifyBufs.Put(bp)
+	_, b, err := s.Get(id, *bp)
+	if b != nil {
+		*bp = b[:0]
 	}
-	defer f.Close()
-	h, err := readHeader(f, path, id)
-	if err != nil {
-		return err
-	}
-	sum := crc32.New(castagnoli)
-	n, err := io.Copy(sum, f)
-	if err != nil {
-		return fmt.Errorf("shardstore: verify %s: %w", path, err)
-	}
-	if n != int64(h.ShardLen) {
-		return fmt.Errorf("shardstore: verify %s: %w: payload is %d bytes, header says %d", path, ErrCorrupt, n, h.ShardLen)
-	}
-	if got := sum.Sum32(); got != h.Sum {
-		return fmt.Errorf("shardstore: verify %s: %w: payload checksum %08x, header says %08x", path, ErrCorrupt, got, h.Sum)
-	}
-	return nil
+	return err
 }
 
-// Delete removes shard id; a missing shard is not an error. Deletes are not
-// fsynced: after a crash a deleted shard may reappear, and is then an
+// VerifyPart checks every block held in the part file of shard index of
+// blob and returns the blocks that fail. A part file whose header is bad
+// is an error wrapping ErrCorrupt; a missing one ErrNotFound.
+func (s *Store) VerifyPart(blob string, index uint16) (bad []uint32, err error) {
+	id := ID{Blob: blob, Index: index}
+	err = s.read(id, func(pf *partFile) error {
+		held, err := pf.held()
+		if err != nil {
+			return err
+		}
+		var buf []byte
+		for _, b := range held {
+			var rerr error
+			_, buf, rerr = pf.read(b, buf)
+			var ce *CorruptError
+			switch {
+			case errors.As(rerr, &ce):
+				bad = append(bad, b)
+			case rerr != nil:
+				return rerr
+			}
+		}
+		return nil
+	})
+	return bad, err
+}
+
+// Delete removes shard id: its slot becomes a hole, and the part file
+// goes with its last shard. A missing shard is not an error. Deletes are
+// not fsynced: after a crash a deleted shard may reappear, and is then an
 // orphan that orphan collection deletes again.
 func (s *Store) Delete(id ID) error {
-	path, err := s.path(id)
-	if err != nil {
+	if err := checkBlob(id.Blob); err != nil {
 		return err
 	}
-	bl := s.blobLock(id.Blob)
-	bl.Lock()
-	defer bl.Unlock()
-	size, existed, err := fileSize(path)
-	if err != nil {
-		return fmt.Errorf("shardstore: delete %s: %w", id, err)
-	}
-	if !existed {
-		return nil
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("shardstore: delete %s: %w", id, err)
-	}
-	s.release(size, 1)
-	// Drop the blob's directory with its last shard; it fails, harmlessly,
-	// while other shards are left.
-	_ = os.Remove(filepath.Dir(path))
-	return nil
+	_, err := s.deleteBlocks(id.Blob, id.Index, []uint32{id.Block}, nil)
+	return err
 }
 
-// DeleteIfSame removes shard id only if its file is still the one st was
-// taken of (by WalkStamped), and reports whether it did. A shard written
-// since, such as one repair has just stored under the same name, is kept:
-// deciding a file is an orphan and deleting it are not one step.
-func (s *Store) DeleteIfSame(id ID, st Stamp) (bool, error) {
-	path, err := s.path(id)
-	if err != nil {
-		return false, err
+// DeleteIfSame removes the shards blocks of index of blob only if their
+// part file is still the one st was taken of (by WalkStamped or
+// WalkBadParts), and returns how many it removed; a part file whose
+// header is bad is removed whole. A part file written since, such as one
+// repair has just rebuilt a block of, is kept: deciding a shard is an
+// orphan and deleting it are not one step.
+func (s *Store) DeleteIfSame(blob string, index uint16, blocks []uint32, st Stamp) (int, error) {
+	if err := checkBlob(blob); err != nil {
+		return 0, err
 	}
-	bl := s.blobLock(id.Blob) // excludes Put and CommitStaged renames
+	return s.deleteBlocks(blob, index, blocks, &st)
+}
+
+// deleteBlocks turns blocks of a part file into holes, removing the file
+// when no block is left; with st, only when the file is unchanged since.
+func (s *Store) deleteBlocks(blob string, index uint16, blocks []uint32, st *Stamp) (int, error) {
+	id := ID{Blob: blob, Index: index}
+	bl := s.blobLock(blob) // excludes writes
 	bl.Lock()
 	defer bl.Unlock()
+	path := s.Path(id)
 	info, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+		return 0, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("shardstore: delete %s: %w", id, err)
+		return 0, fmt.Errorf("shardstore: delete %s: %w", id, err)
 	}
-	if !st.same(info) {
-		return false, nil
+	if st != nil && !st.same(info) {
+		return 0, nil
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return false, fmt.Errorf("shardstore: delete %s: %w", id, err)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return 0, fmt.Errorf("shardstore: delete %s: %w", id, err)
 	}
-	s.release(info.Size(), 1)
-	_ = os.Remove(filepath.Dir(path)) // only when it was the blob's last shard
-	return true, nil
+	defer f.Close()
+	pf, err := readPart(f, path, blob, index)
+	if err != nil { // a bad header: its blocks are unreadable anyway
+		if rerr := os.Remove(path); rerr != nil {
+			return 0, fmt.Errorf("shardstore: delete %s: %w", id, rerr)
+		}
+		s.release(info.Size(), 0)
+		_ = os.Remove(filepath.Dir(path))
+		return 0, nil
+	}
+	held, err := pf.held()
+	if err != nil {
+		return 0, err
+	}
+	drop := make(map[uint32]bool, len(blocks))
+	for _, b := range blocks {
+		drop[b] = true
+	}
+	n := 0
+	for _, b := range held {
+		if drop[b] {
+			n++
+		}
+	}
+	if n == len(held) {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return 0, fmt.Errorf("shardstore: delete %s: %w", id, err)
+		}
+		s.release(info.Size(), n)
+		// Drop the blob's directory with its last part file; it fails,
+		// harmlessly, while other files are left.
+		_ = os.Remove(filepath.Dir(path))
+		return n, nil
+	}
+	for _, b := range held {
+		if drop[b] {
+			if err := clearFrame(f, &pf.hdr, b); err != nil {
+				return 0, fmt.Errorf("shardstore: delete %s: %w", ID{blob, b, index}, err)
+			}
+		}
+	}
+	s.release(0, n)
+	return n, nil
 }
 
-// DeleteBlob removes every shard of blob and its directory, and returns
-// how many shards it removed.
+// DeleteBlob removes every shard of blob, staged or not, and its
+// directory, and returns how many shards it removed.
 func (s *Store) DeleteBlob(blob string) (int, error) {
 	if err := checkBlob(blob); err != nil {
 		return 0, err
 	}
-	s.discardStaged(blob)
 	bl := s.blobLock(blob)
 	bl.Lock()
 	defer bl.Unlock()
+	s.discardStaged(blob)
 	dir := s.blobDir(blob)
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -562,21 +556,32 @@ func (s *Store) DeleteBlob(blob string) (int, error) {
 	}
 	n := 0
 	for _, e := range entries {
-		_, _, isShard := parseFileName(e.Name())
-		if !isShard && !isTemp(e.Name()) {
+		index, isPart := parsePartName(e.Name())
+		if !isPart && !isTemp(e.Name()) {
 			continue // not ours: left in place, and so is the directory
 		}
 		path := filepath.Join(dir, e.Name())
-		size, existed, err := fileSize(path)
-		if err == nil && existed {
-			err = os.Remove(path)
+		info, err := os.Lstat(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
 		}
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err != nil {
 			return n, fmt.Errorf("shardstore: delete blob %s: %w", blob, err)
 		}
-		if isShard && existed {
-			s.release(size, 1)
-			n++
+		held := 0
+		if isPart {
+			if pf, err := openPart(path, blob, index); err == nil {
+				blocks, _ := pf.held()
+				held = len(blocks)
+				pf.close()
+			}
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return n, fmt.Errorf("shardstore: delete blob %s: %w", blob, err)
+		}
+		if isPart {
+			s.release(info.Size(), held)
+			n += held
 		}
 	}
 	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -1,27 +1,30 @@
 package shardstore
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
-	"syscall"
+	"slices"
+	"sync"
 	"time"
 )
 
-// stagedFile is a shard written by Stage: a temporary file whose fsync
-// runs in the background.
-type stagedFile struct {
-	tmp    string
-	size   int64
-	at     time.Time
-	synced *syncResult
-}
+// stagedPart is a part file being written: a temporary file next to its
+// final name, its blocks written at their offsets without fsync.
+type stagedPart struct {
+	hdr  partHeader
+	path string // final name
+	tmp  string
 
-// syncResult is the outcome of a background fsync, once done is closed.
-type syncResult struct {
-	done chan struct{}
-	err  error
+	mu     sync.Mutex
+	f      *os.File
+	size   int64                // the file's extent, as reserved in Usage
+	blocks map[uint32]time.Time // block -> when staged
+	gone   bool                 // committed or dropped
 }
 
 // StagedShard is a shard written by Stage and not yet committed.
@@ -30,150 +33,314 @@ type StagedShard struct {
 	At time.Time
 }
 
-// Stage writes a shard of a put in progress to a temporary file and starts
-// its fsync in the background, so that the disk writes it back while the
-// put goes on. A put stages many shards and then makes them durable and
-// visible together with CommitStaged, which waits for those fsyncs and
-// renames: no rename and no directory fsync per shard, as Put needs. A staged shard is not readable (Get, Stat, Verify and Walk do not
-// see it) until it is committed; Discard, DeleteBlob or, after a crash,
-// Open remove it. It counts in Usage from the moment it is staged.
+// newStaged creates the temporary part file for hdr.
+func (s *Store) newStaged(hdr partHeader) (*stagedPart, error) {
+	if err := hdr.check(); err != nil {
+		return nil, err
+	}
+	path := s.Path(ID{Blob: hdr.Blob, Index: hdr.Index})
+	dir := filepath.Dir(path)
+	if err := s.ensureDir(dir); err != nil {
+		return nil, err
+	}
+	if err := s.reserve(ID{Blob: hdr.Blob, Index: hdr.Index}, PartHeaderSize, 0); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*"+tmpSuffix)
+	if err != nil {
+		s.release(PartHeaderSize, 0)
+		return nil, err
+	}
+	var b [PartHeaderSize]byte
+	hdr.marshal(b[:])
+	if _, err := f.WriteAt(b[:], 0); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		s.release(PartHeaderSize, 0)
+		return nil, err
+	}
+	return &stagedPart{hdr: hdr, path: path, tmp: f.Name(), f: f, size: PartHeaderSize, blocks: make(map[uint32]time.Time)}, nil
+}
+
+// add writes a shard into the staged part at its block's offset.
+func (sp *stagedPart) add(s *Store, h *Header, payload []byte) error {
+	if p := partOf(h); p != sp.hdr {
+		return fmt.Errorf("shardstore: stage %s: scheme %d+%d, block size %d; the blob's other shards of index %d have %d+%d, %d: %w",
+			h.ID, h.K, h.M, h.BlockSize, h.ID.Index, sp.hdr.K, sp.hdr.M, sp.hdr.BlockSize, ErrInvalidHeader)
+	}
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if sp.gone {
+		return fmt.Errorf("shardstore: stage %s: the blob's staged shards were committed or discarded meanwhile: %w", h.ID, ErrNotFound)
+	}
+	end := sp.hdr.offset(h.ID.Block) + frameHeaderSize + int64(len(payload))
+	grow := max(end-sp.size, 0)
+	_, had := sp.blocks[h.ID.Block]
+	dShards := 1
+	if had {
+		dShards = 0
+	}
+	if err := s.reserve(h.ID, grow, dShards); err != nil {
+		return err
+	}
+	if err := writeFrame(sp.f, &sp.hdr, h, payload); err != nil {
+		s.release(grow, dShards)
+		return wrapWrite("stage", h.ID, err)
+	}
+	sp.size += grow
+	sp.blocks[h.ID.Block] = time.Now()
+	return nil
+}
+
+// drop removes the staged part and gives back its space.
+func (sp *stagedPart) drop(s *Store) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if sp.gone {
+		return
+	}
+	sp.gone = true
+	sp.f.Close()
+	os.Remove(sp.tmp)
+	s.release(sp.size, len(sp.blocks))
+}
+
+// Stage writes a shard of a put in progress into its index's temporary
+// part file, at its block's offset, without fsync. A put stages all its
+// shards and then makes them durable and visible together with
+// CommitStaged: one fsync and one rename per part file. A staged shard is
+// not readable (Get, Stat, Verify and Walk do not see it) until it is
+// committed; Discard, DeleteBlob or, after a crash, Open remove it. It
+// counts in Usage from the moment it is staged.
 func (s *Store) Stage(h Header, payload []byte) error {
 	if err := checkPut(&h, payload); err != nil {
 		return err
 	}
-	size := int64(HeaderSize + len(payload))
-	if err := s.reserve(h.ID, size, 1); err != nil {
-		return err
-	}
 	bl := s.blobLock(h.ID.Blob)
 	bl.RLock()
-	tmp, err := s.writeTemp(s.Path(h.ID), &h, payload, false)
-	bl.RUnlock()
-	if err != nil {
-		s.release(size, 1)
-		if errors.Is(err, syscall.ENOSPC) {
-			return fmt.Errorf("shardstore: stage %s: %w: %w", h.ID, ErrNoSpace, err)
-		}
-		return fmt.Errorf("shardstore: stage %s: %w", h.ID, err)
-	}
-	res := &syncResult{done: make(chan struct{})}
-	go func() {
-		s.syncSem <- struct{}{}
-		res.err = s.syncFile(tmp)
-		<-s.syncSem
-		close(res.done)
-	}()
+	defer bl.RUnlock()
 	s.stagedMu.Lock()
-	byID := s.staged[h.ID.Blob]
-	if byID == nil {
-		byID = make(map[ID]stagedFile)
-		s.staged[h.ID.Blob] = byID
-	}
-	old, had := byID[h.ID]
-	byID[h.ID] = stagedFile{tmp: tmp, size: size, at: time.Now(), synced: res}
+	sp := s.staged[h.ID.Blob][h.ID.Index]
 	s.stagedMu.Unlock()
-	if had {
-		s.dropStaged(old)
+	if sp == nil {
+		// Created outside the lock (it may fsync directories); the first
+		// of concurrent creators wins.
+		created, err := s.newStaged(partOf(&h))
+		if err != nil {
+			return wrapWrite("stage", h.ID, err)
+		}
+		s.stagedMu.Lock()
+		if sp = s.staged[h.ID.Blob][h.ID.Index]; sp == nil {
+			if s.staged[h.ID.Blob] == nil {
+				s.staged[h.ID.Blob] = make(map[uint16]*stagedPart)
+			}
+			s.staged[h.ID.Blob][h.ID.Index] = created
+			sp = created
+		}
+		s.stagedMu.Unlock()
+		if sp != created {
+			created.drop(s)
+		}
 	}
-	return nil
+	return sp.add(s, &h, payload)
 }
 
-// syncParallel bounds the background fsyncs of staged shards; the file
-// system's journal commits concurrent fsyncs together.
-const syncParallel = 16
-
-// CommitStaged makes every staged shard of blob durable and readable: it
-// waits for their fsyncs, renames each over its final name and fsyncs the
-// blob's directory once. It returns how many shards it
-// committed. On an error the blob's staged shards that were not committed
-// are removed.
+// CommitStaged makes every staged shard of blob durable and readable:
+// each staged part file is fsynced and renamed into place (or, when the
+// part file exists, its staged blocks are written into it in place and it
+// is fsynced), all parts at once, then the blob's directory is fsynced
+// once. It returns how many shards it committed. On an error the blob's
+// staged shards that were not committed are removed.
 func (s *Store) CommitStaged(blob string) (int, error) {
 	if err := checkBlob(blob); err != nil {
 		return 0, err
 	}
-	s.stagedMu.Lock()
-	files := s.staged[blob]
-	delete(s.staged, blob)
-	s.stagedMu.Unlock()
-	if len(files) == 0 {
-		return 0, nil
-	}
-	ids := make([]ID, 0, len(files))
-	for id := range files {
-		ids = append(ids, id)
-	}
-	errs := make([]error, len(ids))
-	for i, id := range ids {
-		r := files[id].synced
-		<-r.done
-		errs[i] = r.err
-	}
-	bl := s.blobLock(blob)
+	bl := s.blobLock(blob) // DeleteBlob comes wholly before or after
 	bl.RLock()
 	defer bl.RUnlock()
-	committed := 0
-	var first error
-	for i, id := range ids {
-		f := files[id]
-		err := errs[i]
-		if err == nil && first == nil {
-			err = s.rename(id, f)
-		}
-		if err != nil || first != nil {
-			s.dropStaged(f)
-			if first == nil {
-				first = fmt.Errorf("shardstore: commit staged %s: %w", id, err)
-			}
-			continue
-		}
-		committed++
+	s.stagedMu.Lock()
+	parts := s.staged[blob]
+	delete(s.staged, blob)
+	s.stagedMu.Unlock()
+	if len(parts) == 0 {
+		return 0, nil
 	}
-	if first != nil {
-		return committed, first
+	counts := make([]int, len(parts))
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	i := 0
+	for _, sp := range parts {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			counts[i], errs[i] = s.commitPart(sp)
+		}(i)
+		i++
+	}
+	wg.Wait()
+	n := 0
+	for _, c := range counts {
+		n += c
+	}
+	if err := errors.Join(errs...); err != nil {
+		return n, fmt.Errorf("shardstore: commit staged shards of %s: %w", blob, err)
 	}
 	if err := syncDir(s.blobDir(blob)); err != nil {
-		return committed, fmt.Errorf("shardstore: commit staged shards of %s: %w", blob, err)
+		return n, fmt.Errorf("shardstore: commit staged shards of %s: %w", blob, err)
 	}
-	return committed, nil
+	return n, nil
 }
 
-// rename moves a synced staged file over shard id's final name.
-func (s *Store) rename(id ID, f stagedFile) error {
-	sl := s.shardLock(id)
-	sl.Lock()
-	defer sl.Unlock()
-	path := s.Path(id)
-	old, existed, err := fileSize(path)
+// commitPart makes a staged part durable and readable and returns how
+// many shards it holds; on an error the staged part is removed. The
+// caller holds the blob lock shared and fsyncs the directory.
+func (s *Store) commitPart(sp *stagedPart) (int, error) {
+	sp.mu.Lock()
+	if sp.gone {
+		sp.mu.Unlock()
+		return 0, nil
+	}
+	n := len(sp.blocks)
+	sp.mu.Unlock()
+	if n == 0 {
+		sp.drop(s)
+		return 0, nil
+	}
+	pl := s.partLock(sp.hdr.Blob, sp.hdr.Index)
+	pl.Lock()
+	defer pl.Unlock()
+	merged, err := s.mergeInto(sp)
+	if err == nil && !merged {
+		err = s.renameStaged(sp)
+	}
+	if err != nil {
+		sp.drop(s)
+		return 0, fmt.Errorf("part %s: %w", sp.path, err)
+	}
+	return n, nil
+}
+
+// renameStaged fsyncs a staged part and renames it over its final name;
+// the part's lock is held.
+func (s *Store) renameStaged(sp *stagedPart) error {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if err := s.fsync(sp.f); err != nil {
+		return err
+	}
+	old, existed, err := fileSize(sp.path)
 	if err != nil {
 		return err
 	}
-	if err := os.Rename(f.tmp, path); err != nil {
+	oldShards := 0
+	if pf, err := openPart(sp.path, sp.hdr.Blob, sp.hdr.Index); err == nil {
+		held, _ := pf.held()
+		oldShards = len(held)
+		pf.close()
+	}
+	if err := os.Rename(sp.tmp, sp.path); err != nil {
 		return err
 	}
-	if existed {
-		s.release(old, 1)
+	sp.gone = true
+	sp.f.Close()
+	if existed { // a part with a bad or different header, replaced
+		s.release(old, oldShards)
 	}
 	return nil
 }
 
-func (s *Store) syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+// mergeInto writes the staged blocks into the existing part file in place
+// and fsyncs it, when there is one with the same header, and reports
+// whether it did; the other blocks of that file are not touched. The
+// part's lock is held.
+func (s *Store) mergeInto(sp *stagedPart) (bool, error) {
+	f, err := os.OpenFile(sp.path, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer f.Close()
-	return s.fsync(f)
+	pf, err := readPart(f, sp.path, sp.hdr.Blob, sp.hdr.Index)
+	if err != nil || pf.hdr != sp.hdr {
+		// Unreadable, or laid out for another block size: the staged
+		// part replaces it, and any block it had is found missing and
+		// rebuilt.
+		s.log.Warn("part file replaced by a rewritten one", "path", sp.path, "err", err)
+		return false, nil
+	}
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	held, err := pf.held()
+	if err != nil {
+		return false, err
+	}
+	already := make(map[uint32]bool, len(held))
+	for _, b := range held {
+		already[b] = true
+	}
+	blocks := slices.SortedFunc(maps.Keys(sp.blocks), cmp.Compare[uint32])
+	staged := &partFile{f: sp.f, path: sp.tmp, hdr: sp.hdr, size: sp.size}
+	var buf []byte
+	dShards := 0
+	for _, b := range blocks {
+		var h Header
+		h, buf, err = staged.read(b, buf)
+		if err != nil {
+			return false, fmt.Errorf("reread staged block %d: %w", b, err)
+		}
+		if err := writeFrame(f, &pf.hdr, &h, buf); err != nil {
+			return false, err
+		}
+		if already[b] {
+			dShards--
+		}
+	}
+	if err := s.fsync(f); err != nil {
+		return false, err
+	}
+	info, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	sp.gone = true
+	sp.f.Close()
+	os.Remove(sp.tmp)
+	// The staged file's bytes go; the part file grew by what it gained.
+	s.release(sp.size-(info.Size()-pf.size), -dShards)
+	return true, nil
+}
+
+// fileSize is the size of the file at path, and whether it exists.
+func fileSize(path string) (int64, bool, error) {
+	info, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, err
+	}
+	return info.Size(), true, nil
 }
 
 // Staged lists the shards staged and not committed, for orphan collection.
 func (s *Store) Staged() []StagedShard {
 	s.stagedMu.Lock()
-	defer s.stagedMu.Unlock()
-	var out []StagedShard
-	for _, byID := range s.staged {
-		for id, f := range byID {
-			out = append(out, StagedShard{ID: id, At: f.at})
+	parts := make([]*stagedPart, 0, len(s.staged))
+	for _, byIndex := range s.staged {
+		for _, sp := range byIndex {
+			parts = append(parts, sp)
 		}
+	}
+	s.stagedMu.Unlock()
+	var out []StagedShard
+	for _, sp := range parts {
+		sp.mu.Lock()
+		for b, at := range sp.blocks {
+			out = append(out, StagedShard{ID: ID{Blob: sp.hdr.Blob, Block: b, Index: sp.hdr.Index}, At: at})
+		}
+		sp.mu.Unlock()
 	}
 	return out
 }
@@ -186,22 +353,39 @@ func (s *Store) Discard(id ID) { s.discard(id, time.Time{}) }
 // it did.
 func (s *Store) DiscardIfSame(id ID, at time.Time) bool { return s.discard(id, at) }
 
-// discard removes staged shard id; a non-zero at must match its staging
-// time.
+// discard removes staged shard id (its slot in the staged part becomes a
+// hole, the part goes with its last shard); a non-zero at must match its
+// staging time.
 func (s *Store) discard(id ID, at time.Time) bool {
 	s.stagedMu.Lock()
-	f, ok := s.staged[id.Blob][id]
-	ok = ok && (at.IsZero() || f.at.Equal(at))
-	if ok {
-		delete(s.staged[id.Blob], id)
-		if len(s.staged[id.Blob]) == 0 {
-			delete(s.staged, id.Blob)
-		}
-	}
+	sp := s.staged[id.Blob][id.Index]
 	s.stagedMu.Unlock()
+	if sp == nil {
+		return false
+	}
+	sp.mu.Lock()
+	when, ok := sp.blocks[id.Block]
+	ok = ok && !sp.gone && (at.IsZero() || when.Equal(at))
 	if ok {
-		s.dropStaged(f)
-		_ = os.Remove(filepath.Dir(f.tmp)) // only when empty
+		if err := clearFrame(sp.f, &sp.hdr, id.Block); err != nil {
+			s.log.Warn("discard staged shard", "shard", id, "err", err)
+		}
+		delete(sp.blocks, id.Block)
+		s.release(0, 1)
+	}
+	empty := len(sp.blocks) == 0
+	sp.mu.Unlock()
+	if ok && empty {
+		s.stagedMu.Lock()
+		if s.staged[id.Blob][id.Index] == sp {
+			delete(s.staged[id.Blob], id.Index)
+			if len(s.staged[id.Blob]) == 0 {
+				delete(s.staged, id.Blob)
+			}
+		}
+		s.stagedMu.Unlock()
+		sp.drop(s)
+		_ = os.Remove(filepath.Dir(sp.tmp)) // only when empty
 	}
 	return ok
 }
@@ -209,16 +393,10 @@ func (s *Store) discard(id ID, at time.Time) bool {
 // discardStaged removes every staged shard of blob.
 func (s *Store) discardStaged(blob string) {
 	s.stagedMu.Lock()
-	files := s.staged[blob]
+	parts := s.staged[blob]
 	delete(s.staged, blob)
 	s.stagedMu.Unlock()
-	for _, f := range files {
-		s.dropStaged(f)
+	for _, sp := range parts {
+		sp.drop(s)
 	}
-}
-
-// dropStaged removes a staged file and gives back its space.
-func (s *Store) dropStaged(f stagedFile) {
-	os.Remove(f.tmp)
-	s.release(f.size, 1)
 }

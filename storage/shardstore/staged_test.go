@@ -3,6 +3,7 @@ package shardstore
 import (
 	"bytes"
 	"errors"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,20 +11,11 @@ import (
 
 func stage(t testing.TB, s *Store, id ID, blockLen uint32, seed uint64) (Header, []byte) {
 	t.Helper()
-	h, payload := shard(id, 4, 2, blockLen, seed)
+	h, payload := shard(id, blockLen, seed)
 	if err := s.Stage(h, payload); err != nil {
 		t.Fatalf("Stage %s: %v", id, err)
 	}
 	return h, payload
-}
-
-func walked(t testing.TB, s *Store) int {
-	t.Helper()
-	n := 0
-	if err := s.Walk(func(ID, int64, time.Time) error { n++; return nil }); err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 func TestStagedShardsBecomeVisibleAtCommit(t *testing.T) {
@@ -31,12 +23,11 @@ func TestStagedShardsBecomeVisibleAtCommit(t *testing.T) {
 	ids := []ID{{blobA, 0, 0}, {blobA, 0, 1}, {blobA, 1, 5}}
 	var payloads [][]byte
 	for i, id := range ids {
-		_, p := stage(t, s, id, 4096, uint64(i))
+		_, p := stage(t, s, id, testBlockSize, uint64(i))
 		payloads = append(payloads, p)
 	}
-	stage(t, s, ID{blobB, 0, 0}, 4096, 9) // another put's shard stays staged
-	size := int64(HeaderSize + len(payloads[0]))
-	wantUsage(t, s, 4*size, 4)
+	stage(t, s, ID{blobB, 0, 0}, testBlockSize, 9) // another put's shard stays staged
+	wantUsage(t, s, 3*partSize(1)+partSize(2), 4)
 	if _, _, err := s.Get(ids[0], nil); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get of a staged shard: %v, want ErrNotFound", err)
 	}
@@ -56,7 +47,7 @@ func TestStagedShardsBecomeVisibleAtCommit(t *testing.T) {
 			t.Fatalf("Get %s after commit: %v", id, err)
 		}
 	}
-	wantUsage(t, s, 4*size, 4)
+	wantUsage(t, s, 3*partSize(1)+partSize(2), 4)
 	if n := walked(t, s); n != 3 {
 		t.Fatalf("Walk lists %d shards after commit, want 3", n)
 	}
@@ -71,17 +62,22 @@ func TestStagedShardsBecomeVisibleAtCommit(t *testing.T) {
 func TestStagedShardsDiscardedAndCrashed(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, Options{})
-	put(t, s, ID{blobA, 0, 0}, 4096, 1)
-	h, _ := stage(t, s, ID{blobA, 0, 1}, 4096, 2)
-	stage(t, s, ID{blobA, 0, 2}, 4096, 3)
-	size := int64(HeaderSize + h.ShardLen)
+	put(t, s, ID{blobA, 0, 0}, testBlockSize, 1)
+	stage(t, s, ID{blobA, 0, 1}, testBlockSize, 2)
+	stage(t, s, ID{blobA, 1, 1}, testBlockSize, 2)
+	stage(t, s, ID{blobA, 0, 2}, testBlockSize, 3)
 	s.Discard(ID{blobA, 0, 1})
 	s.Discard(ID{blobA, 7, 7}) // not staged: no-op
-	wantUsage(t, s, 2*size, 2)
+	wantUsage(t, s, partSize(1)+partSize(2)+partSize(1), 3)
+	s.Discard(ID{blobA, 1, 1}) // the part's last staged shard: the part goes
+	wantUsage(t, s, 2*partSize(1), 2)
+	if got := blobFiles(t, s, blobA); len(got) != 2 {
+		t.Fatalf("blob directory holds %q, want the part file and one staged file", got)
+	}
 
 	// A crash before commit: the next Open removes the staged file.
 	s2 := open(t, dir, Options{})
-	wantUsage(t, s2, size, 1)
+	wantUsage(t, s2, partSize(1), 1)
 	if len(s2.Staged()) != 0 {
 		t.Fatal("a reopened store lists staged shards")
 	}
@@ -90,10 +86,27 @@ func TestStagedShardsDiscardedAndCrashed(t *testing.T) {
 	}
 }
 
+func TestADiscardedShardIsNotCommitted(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	stage(t, s, ID{blobA, 0, 0}, testBlockSize, 1)
+	stage(t, s, ID{blobA, 1, 0}, testBlockSize, 1)
+	s.Discard(ID{blobA, 0, 0})
+	if n, err := s.CommitStaged(blobA); n != 1 || err != nil {
+		t.Fatalf("CommitStaged = %d, %v; want 1", n, err)
+	}
+	if _, _, err := s.Get(ID{blobA, 0, 0}, nil); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get of a discarded shard after commit = %v, want ErrNotFound", err)
+	}
+	if _, _, err := s.Get(ID{blobA, 1, 0}, nil); err != nil {
+		t.Fatal(err)
+	}
+	wantUsage(t, s, partSize(2), 1)
+}
+
 func TestDeleteBlobRemovesStagedShards(t *testing.T) {
 	s := open(t, t.TempDir(), Options{})
-	put(t, s, ID{blobA, 0, 0}, 4096, 1)
-	stage(t, s, ID{blobA, 0, 1}, 4096, 2)
+	put(t, s, ID{blobA, 0, 0}, testBlockSize, 1)
+	stage(t, s, ID{blobA, 0, 1}, testBlockSize, 2)
 	if _, err := s.DeleteBlob(blobA); err != nil {
 		t.Fatal(err)
 	}
@@ -104,9 +117,8 @@ func TestDeleteBlobRemovesStagedShards(t *testing.T) {
 }
 
 func TestStageChecksLikePut(t *testing.T) {
-	h, payload := shard(ID{blobA, 0, 0}, 4, 2, 4096, 1)
-	one := int64(HeaderSize + len(payload))
-	s := open(t, t.TempDir(), Options{MaxBytes: 2 * one})
+	h, payload := shard(ID{blobA, 0, 0}, testBlockSize, 1)
+	s := open(t, t.TempDir(), Options{MaxBytes: 2 * partSize(1)})
 	bad := h
 	bad.Sum++
 	if err := s.Stage(bad, payload); !errors.Is(err, ErrCorrupt) {
@@ -115,20 +127,20 @@ func TestStageChecksLikePut(t *testing.T) {
 	if err := s.Stage(h, payload); err != nil {
 		t.Fatal(err)
 	}
-	// Staging the same id again replaces the first file.
+	// Staging the same id again overwrites its slot.
 	if err := s.Stage(h, payload); err != nil {
 		t.Fatalf("Stage again: %v", err)
 	}
-	wantUsage(t, s, one, 1)
-	h2, p2 := shard(ID{blobA, 0, 1}, 4, 2, 4096, 2)
+	wantUsage(t, s, partSize(1), 1)
+	h2, p2 := shard(ID{blobA, 0, 1}, testBlockSize, 2)
 	if err := s.Stage(h2, p2); err != nil {
 		t.Fatal(err)
 	}
-	h3, p3 := shard(ID{blobA, 0, 2}, 4, 2, 4096, 3)
+	h3, p3 := shard(ID{blobA, 1, 1}, testBlockSize, 3)
 	if err := s.Stage(h3, p3); !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("Stage past MaxBytes: %v, want ErrNoSpace", err)
 	}
-	wantUsage(t, s, 2*one, 2)
+	wantUsage(t, s, 2*partSize(1), 2)
 }
 
 // stampOf returns the Stamp WalkStamped gives shard id.
@@ -148,39 +160,42 @@ func stampOf(t testing.TB, s *Store, id ID) Stamp {
 	return out
 }
 
-// TestDeleteIfSameKeepsARewrittenShard: a shard judged from one file is
-// not deleted once another file took its name (a Put, or a commit of a
-// staged shard); the file it was judged from is.
+// TestDeleteIfSameKeepsARewrittenShard: shards judged from one version of
+// a part file are not deleted once it was written (a Put, or a commit of
+// a staged shard); the version they were judged from is.
 func TestDeleteIfSameKeepsARewrittenShard(t *testing.T) {
 	s := open(t, t.TempDir(), Options{})
 	id := ID{blobA, 0, 1}
-	h, _ := put(t, s, id, 4096, 1)
-	size := int64(HeaderSize) + int64(h.ShardLen)
+	put(t, s, id, testBlockSize, 1)
 	for _, rewrite := range []func(){
-		func() { put(t, s, id, 4096, 2) },
+		func() { put(t, s, id, testBlockSize, 2) },
 		func() {
-			stage(t, s, id, 4096, 3)
+			stage(t, s, id, testBlockSize, 3)
 			if _, err := s.CommitStaged(blobA); err != nil {
 				t.Fatal(err)
 			}
 		},
 	} {
+		// The modification time has a granularity: make the rewrite's
+		// differ from the judged one.
+		old := time.Now().Add(-time.Hour)
+		os.Chtimes(s.Path(id), old, old)
 		judged := stampOf(t, s, id)
 		rewrite()
-		if deleted, err := s.DeleteIfSame(id, judged); err != nil || deleted {
-			t.Fatalf("DeleteIfSame of a rewritten shard: deleted %v, %v; want kept", deleted, err)
+		if n, err := s.DeleteIfSame(id.Blob, id.Index, []uint32{id.Block}, judged); err != nil || n != 0 {
+			t.Fatalf("DeleteIfSame of a rewritten part: deleted %d, %v; want kept", n, err)
 		}
 		if _, _, err := s.Get(id, nil); err != nil {
 			t.Fatalf("rewritten shard after DeleteIfSame: %v", err)
 		}
-		wantUsage(t, s, size, 1)
+		wantUsage(t, s, partSize(1), 1)
 	}
-	if deleted, err := s.DeleteIfSame(id, stampOf(t, s, id)); err != nil || !deleted {
-		t.Fatalf("DeleteIfSame of the file as judged: deleted %v, %v; want deleted", deleted, err)
+	if n, err := s.DeleteIfSame(id.Blob, id.Index, []uint32{id.Block}, stampOf(t, s, id)); err != nil || n != 1 {
+		t.Fatalf("DeleteIfSame of the file as judged: deleted %d, %v; want 1", n, err)
 	}
 	wantUsage(t, s, 0, 0)
-	if deleted, err := s.DeleteIfSame(id, Stamp{}); err != nil || deleted {
-		t.Fatalf("DeleteIfSame of a missing shard: deleted %v, %v", deleted, err)
+	if n, err := s.DeleteIfSame(id.Blob, id.Index, []uint32{id.Block}, Stamp{}); err != nil || n != 0 {
+		t.Fatalf("DeleteIfSame of a missing shard: deleted %d, %v", n, err)
 	}
 }
 
@@ -189,10 +204,10 @@ func TestDeleteIfSameKeepsARewrittenShard(t *testing.T) {
 func TestDiscardIfSameKeepsAShardStagedAgain(t *testing.T) {
 	s := open(t, t.TempDir(), Options{})
 	id := ID{blobA, 0, 0}
-	stage(t, s, id, 4096, 1)
+	stage(t, s, id, testBlockSize, 1)
 	judged := s.Staged()[0].At
 	s.Discard(id)
-	stage(t, s, id, 4096, 2)
+	stage(t, s, id, testBlockSize, 2)
 	if s.DiscardIfSame(id, judged) {
 		t.Fatal("DiscardIfSame removed a shard staged after the one judged")
 	}
@@ -201,22 +216,24 @@ func TestDiscardIfSameKeepsAShardStagedAgain(t *testing.T) {
 	}
 }
 
-func TestSyncDelayPrecedesEveryShardFsync(t *testing.T) {
+func TestOneFsyncPerPartFile(t *testing.T) {
 	var calls atomic.Int32
 	s := open(t, t.TempDir(), Options{SyncDelay: func() time.Duration {
 		calls.Add(1)
 		return time.Millisecond
 	}})
-	put(t, s, ID{blobA, 0, 0}, 4096, 1)
+	put(t, s, ID{blobA, 0, 0}, testBlockSize, 1)
 	if n := calls.Load(); n != 1 {
-		t.Fatalf("a Put called SyncDelay %d times, want once (its shard file's fsync)", n)
+		t.Fatalf("a Put called SyncDelay %d times, want once (its part file's fsync)", n)
 	}
-	stage(t, s, ID{blobB, 0, 0}, 4096, 2)
-	stage(t, s, ID{blobB, 0, 1}, 4096, 3)
-	if n, err := s.CommitStaged(blobB); n != 2 || err != nil {
-		t.Fatalf("CommitStaged = %d, %v; want 2, nil", n, err)
+	for b := range uint32(20) {
+		stage(t, s, ID{blobB, b, 0}, testBlockSize, 2)
+		stage(t, s, ID{blobB, b, 1}, testBlockSize, 3)
+	}
+	if n, err := s.CommitStaged(blobB); n != 40 || err != nil {
+		t.Fatalf("CommitStaged = %d, %v; want 40, nil", n, err)
 	}
 	if n := calls.Load(); n != 3 {
-		t.Fatalf("a Put and two staged shards called SyncDelay %d times, want 3 (one per shard file's fsync)", n)
+		t.Fatalf("a Put and 40 staged shards in two part files called SyncDelay %d times, want 3 (one per part file)", n)
 	}
 }

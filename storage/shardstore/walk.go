@@ -1,7 +1,6 @@
 package shardstore
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,26 +11,31 @@ import (
 	"time"
 )
 
-// Walk calls fn for every stored shard with its file's size (header
-// included) and modification time, in blob id order and then by block and
-// index. It stops at fn's first error and returns it. Walk takes no lock: a
-// shard put or deleted during the walk may or may not be seen. Shards that
-// read as corrupt are listed too (the scrubber finds them with Verify).
+// Walk calls fn for every stored shard with the bytes of its slot (frame
+// header and payload) and its part file's modification time, in blob id
+// order and then by index and block. It stops at fn's first error and
+// returns it. Walk takes no lock: a shard put or deleted during the walk
+// may or may not be seen. Shards that read as corrupt are listed too (the
+// scrubber finds them with Verify); part files whose header is bad are
+// not (their blocks cannot be told apart).
 func (s *Store) Walk(fn func(id ID, size int64, mod time.Time) error) error {
-	return s.walk(func(_ string, id ID, info fs.FileInfo) error {
-		return fn(id, info.Size(), info.ModTime())
-	}, nil, nil)
+	return s.WalkStamped(func(id ID, st Stamp) error {
+		return fn(id, st.slot, st.Mod())
+	})
 }
 
-// Stamp identifies one version of a shard file, as Walk saw it: a file
-// written over it since (a rewrite renames a new file over the name) has
+// Stamp identifies one version of a part file, as Walk saw it: a file
+// written since (a block rebuilt in it, a new file renamed over it) has
 // another Stamp.
-type Stamp struct{ info fs.FileInfo }
+type Stamp struct {
+	info fs.FileInfo
+	slot int64
+}
 
-// Size is the file's size, header included.
+// Size is the part file's size, header included.
 func (st Stamp) Size() int64 { return st.info.Size() }
 
-// Mod is the file's modification time.
+// Mod is the part file's modification time.
 func (st Stamp) Mod() time.Time { return st.info.ModTime() }
 
 // same reports whether info is the file st was taken of, unchanged.
@@ -39,21 +43,65 @@ func (st Stamp) same(info fs.FileInfo) bool {
 	return st.info != nil && os.SameFile(st.info, info) && info.ModTime().Equal(st.info.ModTime()) && info.Size() == st.info.Size()
 }
 
-// WalkStamped is Walk with each file's Stamp, for DeleteIfSame.
+// WalkStamped is Walk with each shard's part file's Stamp, for
+// DeleteIfSame.
 func (s *Store) WalkStamped(fn func(id ID, st Stamp) error) error {
-	return s.walk(func(_ string, id ID, info fs.FileInfo) error {
-		return fn(id, Stamp{info})
-	}, nil, nil)
+	return s.walk(walkFuncs{part: func(path, blob string, index uint16, info fs.FileInfo) error {
+		pf, err := openPart(path, blob, index)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // deleted meanwhile
+		}
+		if err != nil {
+			return nil // bad header: logged at Open, left to DeleteBlob
+		}
+		held, err := pf.held()
+		slot := pf.hdr.slotLen()
+		pf.close()
+		if err != nil {
+			return err
+		}
+		for _, b := range held {
+			if err := fn(ID{Blob: blob, Block: b, Index: index}, Stamp{info: info, slot: slot}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}})
 }
 
-// isTemp reports whether name is a temporary file of write.
+// WalkBadParts calls fn for every part file whose header is bad (its
+// blocks cannot be listed), with its Stamp: orphan collection removes
+// those of blobs that no longer exist with DeleteIfSame.
+func (s *Store) WalkBadParts(fn func(blob string, index uint16, st Stamp) error) error {
+	return s.walk(walkFuncs{part: func(path, blob string, index uint16, info fs.FileInfo) error {
+		pf, err := openPart(path, blob, index)
+		if err == nil {
+			pf.close()
+			return nil
+		}
+		if !errors.Is(err, ErrCorrupt) {
+			return nil // deleted meanwhile, or unreadable for now
+		}
+		return fn(blob, index, Stamp{info: info})
+	}})
+}
+
+// isTemp reports whether name is a temporary file of a write.
 func isTemp(name string) bool {
 	return strings.HasPrefix(name, ".") && strings.HasSuffix(name, tmpSuffix)
 }
 
-// walk calls shard for every shard file, temp (when not nil) for every
-// temporary file and other (when not nil) for every entry that is neither.
-func (s *Store) walk(shard func(path string, id ID, info fs.FileInfo) error, temp, other func(path string)) error {
+// walkFuncs are walk's callbacks; nil ones are not called.
+type walkFuncs struct {
+	part   func(path, blob string, index uint16, info fs.FileInfo) error
+	legacy func(path, blob string) // a shard file of the older layout
+	temp   func(path string)       // a temporary file of a write
+	other  func(path string)       // anything else
+}
+
+// walk calls fns for every entry of the store's directory tree, blobs in
+// id order, part files by index.
+func (s *Store) walk(fns walkFuncs) error {
 	prefixes, err := os.ReadDir(s.dir)
 	if err != nil {
 		return fmt.Errorf("shardstore: walk %s: %w", s.dir, err)
@@ -61,7 +109,7 @@ func (s *Store) walk(shard func(path string, id ID, info fs.FileInfo) error, tem
 	for _, p := range prefixes {
 		pdir := filepath.Join(s.dir, p.Name())
 		if !p.IsDir() || len(p.Name()) != 2 {
-			call(other, pdir)
+			call(fns.other, pdir)
 			continue
 		}
 		blobs, err := os.ReadDir(pdir)
@@ -74,10 +122,10 @@ func (s *Store) walk(shard func(path string, id ID, info fs.FileInfo) error, tem
 		for _, b := range blobs {
 			bdir := filepath.Join(pdir, b.Name())
 			if !b.IsDir() || !validBlob(b.Name()) || b.Name()[:2] != p.Name() {
-				call(other, bdir)
+				call(fns.other, bdir)
 				continue
 			}
-			if err := s.walkBlob(bdir, b.Name(), shard, temp, other); err != nil {
+			if err := s.walkBlob(bdir, b.Name(), fns); err != nil {
 				return err
 			}
 		}
@@ -85,7 +133,7 @@ func (s *Store) walk(shard func(path string, id ID, info fs.FileInfo) error, tem
 	return nil
 }
 
-func (s *Store) walkBlob(dir, blob string, shard func(string, ID, fs.FileInfo) error, temp, other func(string)) error {
+func (s *Store) walkBlob(dir, blob string, fns walkFuncs) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -93,24 +141,30 @@ func (s *Store) walkBlob(dir, blob string, shard func(string, ID, fs.FileInfo) e
 	if err != nil {
 		return fmt.Errorf("shardstore: walk %s: %w", dir, err)
 	}
-	ids := make([]ID, 0, len(entries))
+	var parts []uint16
 	for _, e := range entries {
 		path := filepath.Join(dir, e.Name())
-		block, index, ok := parseFileName(e.Name())
+		index, isPart := parsePartName(e.Name())
+		_, _, isLegacy := parseFileName(e.Name())
 		switch {
-		case ok && e.Type().IsRegular():
-			ids = append(ids, ID{Blob: blob, Block: block, Index: index})
+		case isPart && e.Type().IsRegular():
+			parts = append(parts, index)
+		case isLegacy && e.Type().IsRegular():
+			if fns.legacy != nil {
+				fns.legacy(path, blob)
+			}
 		case isTemp(e.Name()) && e.Type().IsRegular():
-			call(temp, path)
+			call(fns.temp, path)
 		default:
-			call(other, path)
+			call(fns.other, path)
 		}
 	}
-	slices.SortFunc(ids, func(a, b ID) int {
-		return cmp.Or(cmp.Compare(a.Block, b.Block), cmp.Compare(a.Index, b.Index))
-	})
-	for _, id := range ids {
-		path := filepath.Join(dir, fileName(id.Block, id.Index))
+	if fns.part == nil {
+		return nil
+	}
+	slices.Sort(parts)
+	for _, index := range parts {
+		path := filepath.Join(dir, partName(index))
 		info, err := os.Lstat(path)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // deleted meanwhile
@@ -118,7 +172,7 @@ func (s *Store) walkBlob(dir, blob string, shard func(string, ID, fs.FileInfo) e
 		if err != nil {
 			return fmt.Errorf("shardstore: walk %s: %w", path, err)
 		}
-		if err := shard(path, id, info); err != nil {
+		if err := fns.part(path, blob, index, info); err != nil {
 			return err
 		}
 	}
