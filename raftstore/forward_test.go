@@ -89,13 +89,30 @@ func (d *testDialer) dial(_ context.Context, addr string) (grpc.ClientConnInterf
 func forwardingCluster(t *testing.T, configure ...func(i int, cfg *Config)) (stores []*Store, apis []*internalAPI) {
 	stores = openCluster(t, 3, configure...)
 	apis = make([]*internalAPI, len(stores))
-	leader := leaderOf(t, stores)
 	for i, s := range stores {
 		var addr string
 		apis[i], addr = serveInternal(t, s)
-		mustStoreApply(t, leader, &pb.Command{Kind: &pb.Command_NodeUpsert{NodeUpsert: &pb.Node{Name: s.cfg.NodeID, GrpcAddress: addr}}})
+		upsertOnLeader(t, stores, &pb.Command{Kind: &pb.Command_NodeUpsert{NodeUpsert: &pb.Node{Name: s.cfg.NodeID, GrpcAddress: addr}}})
 	}
 	return stores, apis
+}
+
+// upsertOnLeader applies an idempotent cmd on whichever store leads,
+// again when leadership moved under it (a loaded machine misses
+// heartbeats): the tests built on the cluster are about forwarding, not
+// about the setup's writes.
+func upsertOnLeader(t *testing.T, stores []*Store, cmd *pb.Command) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := leaderOf(t, stores).Apply(context.Background(), cmd)
+		if err == nil {
+			return
+		}
+		if !(errors.Is(err, ErrNoLeader) || errors.Is(err, ErrNotLeader)) || time.Now().After(deadline) {
+			t.Fatalf("Apply(%v): %v", cmd, err)
+		}
+	}
 }
 
 func TestForwarderAppliesOnTheLeaderFromEveryStore(t *testing.T) {
