@@ -412,6 +412,10 @@ func TestForwardedWriteToASilentLeaderFailsWithinLeaderWait(t *testing.T) {
 		// election.
 		cfg.RaftHeartbeatTimeout = 5 * time.Second
 		cfg.RaftElectionTimeout = 5 * time.Second
+		// Nor does the leader step down on a loaded machine's late
+		// heartbeats before the write: with 5 s elections the cluster
+		// would be without a leader for longer than leader_wait.
+		cfg.RaftLeaderLease = 5 * time.Second
 	}))
 	leader := c.LeaderIndex()
 	follower := (leader + 1) % 3
