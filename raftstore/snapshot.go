@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -54,7 +55,7 @@ var errSnapshotFormat = errors.New("not a registry snapshot")
 
 type fsmSnapshot struct {
 	revision  uint64
-	instances []*pb.Instance
+	instances []instanceRecord
 	sessions  []*pb.Session
 	nodes     []*pb.Node
 	requests  []*pb.RequestRecord
@@ -87,7 +88,7 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 func (s *fsmSnapshot) write(w io.Writer) error {
 	// Sorted, the file is the same on every replica at a revision, and
 	// Restore finds each service's instances together.
-	sortInstances(s.instances)
+	sortRecords(s.instances)
 	bw := bufio.NewWriterSize(w, 64<<10)
 	if _, err := bw.WriteString(snapshotMagic); err != nil {
 		return err
@@ -118,8 +119,8 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	for _, ss := range s.sessions {
 		rw.write(ss)
 	}
-	for _, inst := range s.instances {
-		rw.write(inst)
+	for _, r := range s.instances {
+		rw.writeEncoded("Instance", r.stored.enc)
 	}
 	for _, r := range s.requests {
 		rw.write(r)
@@ -216,7 +217,7 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 	// slices grow as records arrive.
 	s.nodes = make([]*pb.Node, 0, min(hdr.Nodes, 1<<16))
 	s.sessions = make([]*pb.Session, 0, min(hdr.Sessions, 1<<20))
-	s.instances = make([]*pb.Instance, 0, min(hdr.Instances, 1<<20))
+	s.instances = make([]instanceRecord, 0, min(hdr.Instances, 1<<20))
 	s.requests = make([]*pb.RequestRecord, 0, min(hdr.Requests, maxRequestIDs))
 	for i := uint64(0); i < hdr.Nodes; i++ {
 		n := &pb.Node{}
@@ -253,7 +254,7 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 			return nil, fmt.Errorf("instance %s/%s: create_revision %d and mod_revision %d do not fit a snapshot at revision %d",
 				inst.Service, inst.Id, inst.CreateRevision, inst.ModRevision, hdr.Revision)
 		}
-		s.instances = append(s.instances, inst)
+		s.instances = append(s.instances, instanceRecord{inst.Service, inst.Id, storedFrom(nil, inst, bytes.Clone(rr.last))})
 	}
 	for i := uint64(0); i < hdr.Requests; i++ {
 		r := &pb.RequestRecord{}
@@ -369,6 +370,8 @@ type recordReader struct {
 	r   *bufio.Reader
 	max int // bytes a record may hold
 	buf []byte
+	// last is the encoding of the record read last, in buf.
+	last []byte
 }
 
 func (rr *recordReader) read(m proto.Message) error { return rr.readMax(m, rr.max) }
@@ -392,5 +395,6 @@ func (rr *recordReader) readMax(m proto.Message, max int) error {
 		}
 		return err
 	}
+	rr.last = b
 	return proto.Unmarshal(b, m)
 }

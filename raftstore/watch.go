@@ -378,9 +378,9 @@ func (w *Watcher) wakeups() uint64 {
 }
 
 // snapshotPages is a snapshot being handed out page by page: the watched
-// services' instances at one revision, copied as pointers under the FSM's
-// read lock (stored instances are immutable), sorted and wrapped in events
-// only as each page is built.
+// services' instances at one revision, their encodings copied under the
+// FSM's read lock (stored encodings are never changed), sorted, decoded
+// and wrapped in events only as each page is built.
 type snapshotPages struct {
 	rev      uint64
 	services []serviceInstances // sorted by name
@@ -390,7 +390,7 @@ type snapshotPages struct {
 
 type serviceInstances struct {
 	name      string
-	instances []*pb.Instance
+	instances []instanceRecord
 }
 
 func (w *Watcher) takeSnapshot() *snapshotPages {
@@ -400,12 +400,12 @@ func (w *Watcher) takeSnapshot() *snapshotPages {
 	p := &snapshotPages{rev: f.revision}
 	if w.service != "" {
 		if byID := f.services[w.service]; len(byID) > 0 {
-			p.services = []serviceInstances{{w.service, mapValues(byID)}}
+			p.services = []serviceInstances{{w.service, records(w.service, byID)}}
 		}
 	} else {
 		p.services = make([]serviceInstances, 0, len(f.services))
 		for name, byID := range f.services {
-			p.services = append(p.services, serviceInstances{name, mapValues(byID)})
+			p.services = append(p.services, serviceInstances{name, records(name, byID)})
 		}
 		slices.SortFunc(p.services, func(a, b serviceInstances) int { return strings.Compare(a.name, b.name) })
 	}
@@ -413,10 +413,11 @@ func (w *Watcher) takeSnapshot() *snapshotPages {
 	return p
 }
 
-func mapValues(byID map[string]*pb.Instance) []*pb.Instance {
-	out := make([]*pb.Instance, 0, len(byID))
-	for _, inst := range byID {
-		out = append(out, inst)
+// records lists the instances of service, byID.
+func records(service string, byID map[string]storedInstance) []instanceRecord {
+	out := make([]instanceRecord, 0, len(byID))
+	for id, st := range byID {
+		out = append(out, instanceRecord{service, id, st})
 	}
 	return out
 }
@@ -429,13 +430,15 @@ func (p *snapshotPages) next() *pb.WatchResponse {
 	for len(p.services) > 0 && len(resp.Events) < maxWatchBatch {
 		s := &p.services[0]
 		if !p.sorted {
-			slices.SortFunc(s.instances, func(a, b *pb.Instance) int { return strings.Compare(a.Id, b.Id) })
+			slices.SortFunc(s.instances, func(a, b instanceRecord) int { return strings.Compare(a.id, b.id) })
 			p.sorted = true
 		}
 		take := min(len(s.instances), maxWatchBatch-len(resp.Events))
-		for _, inst := range s.instances[:take] {
+		for _, r := range s.instances[:take] {
+			inst := r.stored.instance()
 			resp.Events = append(resp.Events, &pb.Event{Type: pb.Event_PUT, Instance: inst, Revision: inst.ModRevision})
 		}
+		clear(s.instances[:take]) // decoded: let the page's garbage go
 		s.instances = s.instances[take:]
 		if len(s.instances) == 0 {
 			p.services[0] = serviceInstances{}

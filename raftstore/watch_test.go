@@ -752,7 +752,7 @@ func TestWatchSnapshotComesInPagesBuiltOnDemand(t *testing.T) {
 		t.Fatalf("%d pages of %d events in all, want %d pages of %d", pages, len(got), services*per/maxWatchBatch, len(want))
 	}
 	for i, e := range got {
-		if e.Type != pb.Event_PUT || e.Instance != want[i] || e.Revision != want[i].ModRevision {
+		if e.Type != pb.Event_PUT || !proto.Equal(e.Instance, want[i]) || e.Revision != want[i].ModRevision {
 			t.Fatalf("snapshot event %d = %v, want PUT of %v", i, compactText(e), compactText(want[i]))
 		}
 	}

@@ -1,0 +1,108 @@
+package raftstore
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// storedInstance is an instance as the FSM keeps it: its protobuf
+// encoding, one allocation of a couple of hundred bytes, instead of a
+// message with a metadata map, a tag slice and a string per field (about
+// three times that). Beside it are the few fields the FSM's own indexes
+// and counts read on every change of another instance (whose node and
+// session it belongs to, its health, whether it has a check), so that
+// finding a node's or a session's instances decodes nothing. Readers get a
+// freshly decoded message (instance), theirs to keep or change.
+//
+// The encoding is deterministic, so equal instances are equal bytes, and
+// its length is the instance's proto.Size, which max_registry_bytes
+// counts. Stored encodings are never changed: a change stores a new one.
+type storedInstance struct {
+	enc     []byte
+	node    string // shared (sharedValues)
+	session string // shared (sharedValues)
+	health  pb.Health
+	checked bool // the instance has a health check
+}
+
+// encodeInstance returns inst as the FSM stores it, its names shared
+// through s.
+func encodeInstance(s *sharedValues, inst *pb.Instance) (storedInstance, error) {
+	enc, err := proto.MarshalOptions{Deterministic: true}.Marshal(inst)
+	if err != nil {
+		return storedInstance{}, fmt.Errorf("%w: encode instance %s/%s: %v", ErrInvalidArgument, inst.Service, inst.Id, err)
+	}
+	return storedFrom(s, inst, enc), nil
+}
+
+// storedFrom returns the stored form of inst whose encoding is enc, which
+// it keeps.
+func storedFrom(s *sharedValues, inst *pb.Instance, enc []byte) storedInstance {
+	return storedInstance{
+		enc:     enc,
+		node:    s.string(inst.Node),
+		session: s.string(inst.Session),
+		health:  inst.Health,
+		checked: inst.Check != nil,
+	}
+}
+
+// instance decodes the stored instance. The bytes were encoded from a
+// valid message (encodeInstance) or decoded once before they were kept
+// (a snapshot's records are checked as they are read), so decoding them
+// again cannot fail; were it to, the instance would come back with what
+// could be decoded, never a crash.
+func (s storedInstance) instance() *pb.Instance {
+	inst := &pb.Instance{}
+	_ = proto.Unmarshal(s.enc, inst)
+	return inst
+}
+
+// valid reports whether s holds an instance.
+func (s storedInstance) valid() bool { return len(s.enc) > 0 }
+
+// instanceRecord is a stored instance with its names, as a snapshot lists
+// it.
+type instanceRecord struct {
+	service, id string
+	stored      storedInstance
+}
+
+// sortRecords sorts records by service and id, the order of a snapshot.
+func sortRecords(recs []instanceRecord) {
+	slices.SortFunc(recs, func(a, b instanceRecord) int {
+		if c := strings.Compare(a.service, b.service); c != 0 {
+			return c
+		}
+		return strings.Compare(a.id, b.id)
+	})
+}
+
+// writeEncoded writes a record already encoded, as write writes a message
+// (name says what it holds, for the error).
+func (rw *recordWriter) writeEncoded(name string, b []byte) {
+	if rw.err != nil {
+		return
+	}
+	if len(b) > maxSnapshotRecord {
+		rw.err = fmt.Errorf("record %d (%s) has %d bytes, more than the %d a snapshot record may hold",
+			rw.n+1, name, len(b), maxSnapshotRecord)
+		return
+	}
+	var size [binary.MaxVarintLen64]byte
+	if _, err := rw.w.Write(binary.AppendUvarint(size[:0], uint64(len(b)))); err != nil {
+		rw.err = err
+		return
+	}
+	if _, err := rw.w.Write(b); err != nil {
+		rw.err = err
+		return
+	}
+	rw.n++
+}
