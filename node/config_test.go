@@ -172,6 +172,8 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 		{"max_instances_per_service", func(c *Config) { c.MaxInstancesPerService = -1 }},
 		{"max_registry_bytes", func(c *Config) { c.MaxRegistryBytes = -1 }},
 		{"watch_queue_bytes", func(c *Config) { c.WatchQueueBytes = -1 }},
+		{"memory_limit", func(c *Config) { c.MemoryLimit = -2 }},
+		{"memory_limit", func(c *Config) { c.MemoryLimit = 1 << 20 }},
 		{"snapshot_interval", func(c *Config) { c.SnapshotInterval = 30 * time.Second }},
 		{"snapshot_interval", func(c *Config) { c.SnapshotInterval = -time.Hour }},
 		{"snapshot_retain", func(c *Config) { c.SnapshotRetain = 0 }},
