@@ -130,6 +130,9 @@ type Config struct {
 	// StaleReadBound: a follower that has not heard from a leader for longer
 	// refuses DEFAULT reads.
 	StaleReadBound time.Duration `yaml:"stale_read_bound" help:"a follower that has not heard from a leader for this long refuses default-consistency reads"`
+	// WatchRingBytes bounds the memory of the recent events watchers
+	// resume from.
+	WatchRingBytes int `yaml:"watch_ring_bytes" help:"encoded bytes of recent registry events kept for watchers to resume from (at least 64 KiB); a watcher resuming from an event that has left gets a snapshot"`
 	// LeaderWait bounds how long a write waits for a leader during an
 	// election before it fails with Unavailable.
 	LeaderWait time.Duration `yaml:"leader_wait" help:"how long a write waits for a leader before it fails with Unavailable"`

@@ -173,6 +173,7 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 		{"max_registry_bytes", func(c *Config) { c.MaxRegistryBytes = -1 }},
 		{"watch_queue_bytes", func(c *Config) { c.WatchQueueBytes = -1 }},
 		{"memory_limit", func(c *Config) { c.MemoryLimit = -2 }},
+		{"watch_ring_bytes", func(c *Config) { c.WatchRingBytes = 1000 }},
 		{"memory_limit", func(c *Config) { c.MemoryLimit = 1 << 20 }},
 		{"snapshot_interval", func(c *Config) { c.SnapshotInterval = 30 * time.Second }},
 		{"snapshot_interval", func(c *Config) { c.SnapshotInterval = -time.Hour }},

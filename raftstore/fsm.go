@@ -48,8 +48,13 @@ type FSM struct {
 
 // NewFSM returns an empty state machine whose event ring keeps ringSize
 // events for resuming watchers.
-func NewFSM(ringSize int) *FSM {
-	f := &FSM{events: newEventLog(ringSize), requests: newRequestLog(DedupWindow, maxRequestIDs), cluster: newClusterState()}
+func NewFSM(ringSize int) *FSM { return newFSM(ringSize, 0) }
+
+// newFSM returns an empty state machine whose event ring keeps at most
+// ringSize events of at most ringBytes encoded bytes together (0: no
+// bound on the bytes).
+func newFSM(ringSize, ringBytes int) *FSM {
+	f := &FSM{events: newEventLog(ringSize, ringBytes), requests: newRequestLog(DedupWindow, maxRequestIDs), cluster: newClusterState()}
 	f.reset()
 	return f
 }

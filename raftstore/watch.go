@@ -27,6 +27,10 @@ type eventLog struct {
 	mu        sync.RWMutex
 	buf       []*pb.Event // ring storage
 	start, n  int
+	// bytes is the encoded size of the ring's events; past maxBytes (0:
+	// no bound) the oldest leave, so that a registry of large instances
+	// keeps fewer events rather than len(buf) large ones.
+	bytes, maxBytes int
 	byService map[string][]*pb.Event // the ring's events of each service, in ring order
 	compacted uint64                 // events with revision <= compacted may be missing
 	head      uint64                 // revision of the last append
@@ -50,11 +54,12 @@ type subscription struct {
 	signals uint64
 }
 
-func newEventLog(size int) *eventLog {
+func newEventLog(size, maxBytes int) *eventLog {
 	if size < 1 {
 		size = 1
 	}
 	return &eventLog{
+		maxBytes:  maxBytes,
 		buf:       make([]*pb.Event, size),
 		byService: make(map[string][]*pb.Event),
 		changed:   make(chan struct{}),
@@ -69,16 +74,19 @@ func (l *eventLog) at(i int) *pb.Event { return l.buf[(l.start+i)%len(l.buf)] }
 func (l *eventLog) append(evs []*pb.Event, rev uint64) {
 	l.mu.Lock()
 	for _, e := range evs {
-		if l.n == len(l.buf) {
+		size := eventSize.Size(e)
+		for l.n == len(l.buf) || (l.n > 0 && l.maxBytes > 0 && l.bytes+size > l.maxBytes) {
 			old := l.buf[l.start]
 			l.compacted = old.Revision
 			l.buf[l.start] = nil
 			l.start = (l.start + 1) % len(l.buf)
 			l.n--
+			l.bytes -= eventSize.Size(old)
 			l.dropOldest(old.Instance.GetService())
 		}
 		l.buf[(l.start+l.n)%len(l.buf)] = e
 		l.n++
+		l.bytes += size
 		svc := e.Instance.GetService()
 		l.byService[svc] = append(l.byService[svc], e)
 	}
@@ -206,7 +214,7 @@ func (l *eventLog) compactTo(rev uint64) {
 	for i := range l.buf {
 		l.buf[i] = nil
 	}
-	l.start, l.n = 0, 0
+	l.start, l.n, l.bytes = 0, 0, 0
 	clear(l.byService)
 	l.compacted, l.head = rev, rev
 	close(l.changed)
