@@ -73,13 +73,14 @@ func (f *FSM) reset() {
 
 // put stores inst encoded; the caller may keep inst (an event holds it)
 // but must not change it afterwards.
-func (f *FSM) put(inst *pb.Instance) error {
+func (f *FSM) put(inst *pb.Instance) (storedInstance, error) {
+	inst.Service = f.shared.string(inst.Service)
 	st, err := encodeInstance(f.shared, inst)
 	if err != nil {
-		return err
+		return st, err
 	}
-	f.store(f.shared.string(inst.Service), inst.Id, st)
-	return nil
+	f.store(inst.Service, inst.Id, st)
+	return st, nil
 }
 
 // store stores st as the instance id of service, keeping the counts and
@@ -125,7 +126,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 // publishes their events to watchers once.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
-	var evs []*pb.Event
+	var evs []*ringEvent
 	f.mu.Lock()
 	for i, l := range logs {
 		if l.Index > f.revision {
@@ -159,7 +160,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 
 // apply changes the state for one command and appends the events it caused.
 // It validates before it changes anything.
-func (f *FSM) apply(cmd *pb.Command, rev uint64, evs []*pb.Event) ([]*pb.Event, error) {
+func (f *FSM) apply(cmd *pb.Command, rev uint64, evs []*ringEvent) ([]*ringEvent, error) {
 	switch k := cmd.Kind.(type) {
 	case *pb.Command_Register:
 		if err := f.checkQuota(cmd.Quota, k.Register); err != nil {
@@ -217,7 +218,7 @@ func (f *FSM) apply(cmd *pb.Command, rev uint64, evs []*pb.Event) ([]*pb.Event, 
 // applyRegister stores in, which it takes over: the command it belongs to
 // was decoded from the entry for this apply alone (ApplyBatch), so it is
 // stored without a copy.
-func (f *FSM) applyRegister(in *pb.Instance, now int64, rev uint64, evs []*pb.Event) ([]*pb.Event, error) {
+func (f *FSM) applyRegister(in *pb.Instance, now int64, rev uint64, evs []*ringEvent) ([]*ringEvent, error) {
 	if in.GetService() == "" || in.GetId() == "" {
 		return evs, fmt.Errorf("%w: instance needs a service and an id", ErrInvalidArgument)
 	}
@@ -237,13 +238,14 @@ func (f *FSM) applyRegister(in *pb.Instance, now int64, rev uint64, evs []*pb.Ev
 			inst.HealthSince = prev.HealthSince
 		}
 	}
-	if err := f.put(inst); err != nil {
+	st, err := f.put(inst)
+	if err != nil {
 		return evs, err
 	}
-	return append(evs, &pb.Event{Type: pb.Event_PUT, Instance: inst, Revision: rev}), nil
+	return append(evs, newRingEvent(pb.Event_PUT, inst, st.enc, rev)), nil
 }
 
-func (f *FSM) applySetHealth(c *pb.SetHealth, now int64, rev uint64, evs []*pb.Event) []*pb.Event {
+func (f *FSM) applySetHealth(c *pb.SetHealth, now int64, rev uint64, evs []*ringEvent) []*ringEvent {
 	var targets []instanceRecord
 	if c.Node != "" {
 		// A whole agent changes health (it died, or came back): the node
@@ -272,15 +274,16 @@ func (f *FSM) applySetHealth(c *pb.SetHealth, now int64, rev uint64, evs []*pb.E
 		inst.Health = c.Health
 		inst.HealthOutput = c.Output
 		inst.ModRevision = rev
-		if f.put(inst) != nil {
+		st, err := f.put(inst)
+		if err != nil {
 			continue // it was stored encoded: encoding it again cannot fail
 		}
-		evs = append(evs, &pb.Event{Type: pb.Event_PUT, Instance: inst, Revision: rev})
+		evs = append(evs, newRingEvent(pb.Event_PUT, inst, st.enc, rev))
 	}
 	return evs
 }
 
-func (f *FSM) applySessionDestroy(ids []string, rev uint64, evs []*pb.Event) []*pb.Event {
+func (f *FSM) applySessionDestroy(ids []string, rev uint64, evs []*ringEvent) []*ringEvent {
 	gone := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		if _, ok := f.sessions[id]; ok {
@@ -297,7 +300,7 @@ func (f *FSM) applySessionDestroy(ids []string, rev uint64, evs []*pb.Event) []*
 	return evs
 }
 
-func (f *FSM) applyNodeRemove(name string, rev uint64, evs []*pb.Event) []*pb.Event {
+func (f *FSM) applyNodeRemove(name string, rev uint64, evs []*ringEvent) []*ringEvent {
 	delete(f.nodes, name)
 	gone := make(map[string]bool)
 	for id, s := range f.sessions {
@@ -315,7 +318,7 @@ func (f *FSM) applyNodeRemove(name string, rev uint64, evs []*pb.Event) []*pb.Ev
 }
 
 // remove deletes the instance r and appends its DELETE event.
-func (f *FSM) remove(r instanceRecord, rev uint64, evs []*pb.Event) []*pb.Event {
+func (f *FSM) remove(r instanceRecord, rev uint64, evs []*ringEvent) []*ringEvent {
 	byID := f.services[r.service]
 	f.quota.replace(r.stored, storedInstance{})
 	f.health.replace(r.stored, storedInstance{})
@@ -324,7 +327,7 @@ func (f *FSM) remove(r instanceRecord, rev uint64, evs []*pb.Event) []*pb.Event 
 	if len(byID) == 0 {
 		delete(f.services, r.service)
 	}
-	return append(evs, &pb.Event{Type: pb.Event_DELETE, Instance: r.stored.instance(), Revision: rev})
+	return append(evs, newRingEvent(pb.Event_DELETE, r.stored.instance(), r.stored.enc, rev))
 }
 
 // putAll stores a snapshot's instances, into maps made for them at their

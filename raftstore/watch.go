@@ -24,17 +24,17 @@ import (
 // service reads only that service's events: a registry with many watchers
 // costs each event the watchers that want it, not all of them.
 type eventLog struct {
-	mu        sync.RWMutex
-	buf       []*pb.Event // ring storage
-	start, n  int
+	mu       sync.RWMutex
+	buf      []*ringEvent // ring storage
+	start, n int
 	// bytes is the encoded size of the ring's events; past maxBytes (0:
 	// no bound) the oldest leave, so that a registry of large instances
 	// keeps fewer events rather than len(buf) large ones.
 	bytes, maxBytes int
-	byService map[string][]*pb.Event // the ring's events of each service, in ring order
-	compacted uint64                 // events with revision <= compacted may be missing
-	head      uint64                 // revision of the last append
-	changed   chan struct{}          // closed on every append, then replaced
+	byService       map[string][]*ringEvent // the ring's events of each service, in ring order
+	compacted       uint64                  // events with revision <= compacted may be missing
+	head            uint64                  // revision of the last append
+	changed         chan struct{}           // closed on every append, then replaced
 
 	// subMu guards the subscriptions; it is taken after mu is released.
 	subMu sync.Mutex
@@ -60,35 +60,36 @@ func newEventLog(size, maxBytes int) *eventLog {
 	}
 	return &eventLog{
 		maxBytes:  maxBytes,
-		buf:       make([]*pb.Event, size),
-		byService: make(map[string][]*pb.Event),
+		buf:       make([]*ringEvent, size),
+		byService: make(map[string][]*ringEvent),
 		changed:   make(chan struct{}),
 		subs:      make(map[string][]*subscription),
 	}
 }
 
-func (l *eventLog) at(i int) *pb.Event { return l.buf[(l.start+i)%len(l.buf)] }
+func (l *eventLog) at(i int) *ringEvent { return l.buf[(l.start+i)%len(l.buf)] }
 
 // append adds events (all with revisions <= rev), moves head to rev and
 // wakes the watchers the events concern.
-func (l *eventLog) append(evs []*pb.Event, rev uint64) {
+func (l *eventLog) append(evs []*ringEvent, rev uint64) {
 	l.mu.Lock()
 	for _, e := range evs {
-		size := eventSize.Size(e)
-		for l.n == len(l.buf) || (l.n > 0 && l.maxBytes > 0 && l.bytes+size > l.maxBytes) {
+		for l.n == len(l.buf) || (l.n > 0 && l.maxBytes > 0 && l.bytes+e.size > l.maxBytes) {
 			old := l.buf[l.start]
-			l.compacted = old.Revision
+			l.compacted = old.revision
 			l.buf[l.start] = nil
 			l.start = (l.start + 1) % len(l.buf)
 			l.n--
-			l.bytes -= eventSize.Size(old)
-			l.dropOldest(old.Instance.GetService())
+			l.bytes -= old.size
+			l.dropOldest(old.service)
 		}
 		l.buf[(l.start+l.n)%len(l.buf)] = e
 		l.n++
-		l.bytes += size
-		svc := e.Instance.GetService()
-		l.byService[svc] = append(l.byService[svc], e)
+		l.bytes += e.size
+		l.byService[e.service] = append(l.byService[e.service], e)
+		if l.n > hotEvents {
+			l.at(l.n - 1 - hotEvents).cool()
+		}
 	}
 	if rev > l.head {
 		l.head = rev
@@ -113,7 +114,7 @@ func (l *eventLog) dropOldest(service string) {
 
 // wake signals the watchers of every service and those of each service
 // evs touch, once each.
-func (l *eventLog) wake(evs []*pb.Event) {
+func (l *eventLog) wake(evs []*ringEvent) {
 	if len(evs) == 0 {
 		return
 	}
@@ -123,12 +124,12 @@ func (l *eventLog) wake(evs []*pb.Event) {
 		s.signal()
 	}
 	var done map[string]bool // services woken, once evs touch a second one
-	first := evs[0].Instance.GetService()
+	first := evs[0].service
 	for _, s := range l.subs[first] {
 		s.signal()
 	}
 	for _, e := range evs[1:] {
-		svc := e.Instance.GetService()
+		svc := e.service
 		if svc == first || done[svc] {
 			continue
 		}
@@ -239,27 +240,27 @@ func (l *eventLog) since(from uint64, service string, max int) (evs []*pb.Event,
 		seen = from
 	}
 	n, at := l.of(service)
-	first := sort.Search(n, func(i int) bool { return at(i).Revision > from })
+	first := sort.Search(n, func(i int) bool { return at(i).revision > from })
 	for i := first; i < n; i++ {
 		e := at(i)
 		if i-first >= max {
-			if prev := at(i - 1).Revision; e.Revision != prev {
+			if prev := at(i - 1).revision; e.revision != prev {
 				return evs, prev, true, true
 			}
 		}
-		evs = append(evs, e)
+		evs = append(evs, e.event())
 	}
 	return evs, seen, false, true
 }
 
 // of returns the number of the ring's events of service (all when empty)
 // and how to get the i-th. The caller holds mu.
-func (l *eventLog) of(service string) (int, func(int) *pb.Event) {
+func (l *eventLog) of(service string) (int, func(int) *ringEvent) {
 	if service == "" {
 		return l.n, l.at
 	}
 	list := l.byService[service]
-	return len(list), func(i int) *pb.Event { return list[i] }
+	return len(list), func(i int) *ringEvent { return list[i] }
 }
 
 // backlog counts the events of service (all when empty) with revision >
@@ -275,11 +276,11 @@ func (l *eventLog) backlog(read, after uint64, service string, maxEvents, maxByt
 	}
 	n, at := l.of(service)
 	last = after
-	for i := sort.Search(n, func(i int) bool { return at(i).Revision > after }); i < n && events <= maxEvents && bytes <= maxBytes; i++ {
+	for i := sort.Search(n, func(i int) bool { return at(i).revision > after }); i < n && events <= maxEvents && bytes <= maxBytes; i++ {
 		e := at(i)
 		events++
-		bytes += eventSize.Size(e)
-		last = e.Revision
+		bytes += e.size
+		last = e.revision
 	}
 	return events, bytes, last, true
 }

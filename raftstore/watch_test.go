@@ -783,7 +783,11 @@ func TestWatcherBacklogCountsWhatIsLeftToSend(t *testing.T) {
 		return n
 	}
 	ring := d.fsm.events
-	wantAPI := filterEvents(ring.buf[:ring.n], "api", 2)
+	var inRing []*pb.Event
+	for i := range ring.n {
+		inRing = append(inRing, ring.at(i).event())
+	}
+	wantAPI := filterEvents(inRing, "api", 2)
 	if events, bytes, last, ok := api.Backlog(2, 2, 100, 1<<20); !ok || events != 2 || bytes != size(wantAPI) || last != 5 {
 		t.Errorf("api backlog after 2 = %d events, %d bytes up to %d, ok %v; want 2 events (3, 5), %d bytes, up to 5",
 			events, bytes, last, ok, size(wantAPI))
