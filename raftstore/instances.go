@@ -6,7 +6,9 @@ import (
 	"slices"
 	"strings"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
@@ -105,4 +107,57 @@ func (rw *recordWriter) writeEncoded(name string, b []byte) {
 		return
 	}
 	rw.n++
+}
+
+// Field numbers snapshotEvent writes and reads.
+var (
+	eventInstanceField = fieldNumber((&pb.Event{}).ProtoReflect().Descriptor(), "instance")
+	modRevisionField   = fieldNumber((&pb.Instance{}).ProtoReflect().Descriptor(), "mod_revision")
+)
+
+func fieldNumber(md protoreflect.MessageDescriptor, name protoreflect.Name) protowire.Number {
+	return md.Fields().ByName(name).Number()
+}
+
+// snapshotEvent returns the PUT event of a watch snapshot for s: with the
+// instance decoded, or, encoded, with no Instance and the instance field's
+// bytes in the event's unknown fields (Watcher.EncodeSnapshots).
+func (s storedInstance) snapshotEvent(encoded bool) *pb.Event {
+	if !encoded {
+		inst := s.instance()
+		return &pb.Event{Type: pb.Event_PUT, Instance: inst, Revision: inst.ModRevision}
+	}
+	ev := &pb.Event{Type: pb.Event_PUT, Revision: encodedModRevision(s.enc)}
+	raw := make([]byte, 0, len(s.enc)+2*binary.MaxVarintLen32)
+	raw = protowire.AppendTag(raw, eventInstanceField, protowire.BytesType)
+	raw = protowire.AppendBytes(raw, s.enc)
+	ev.ProtoReflect().SetUnknown(raw)
+	return ev
+}
+
+// encodedModRevision reads an encoded instance's mod_revision (the last
+// one, as decoding does), or 0.
+func encodedModRevision(b []byte) uint64 {
+	var rev uint64
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return rev
+		}
+		b = b[n:]
+		if num == modRevisionField && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return rev
+			}
+			rev, b = v, b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return rev
+		}
+		b = b[n:]
+	}
+	return rev
 }

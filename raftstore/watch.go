@@ -303,7 +303,19 @@ type Watcher struct {
 	snapshot bool
 	pages    *snapshotPages // the rest of a snapshot being handed out
 	sub      *subscription
+	// encoded makes snapshot pages carry instances encoded
+	// (EncodeSnapshots).
+	encoded bool
 }
+
+// EncodeSnapshots makes the watcher's snapshot pages carry each instance
+// as the registry stores it, encoded, instead of decoding it: an event of
+// such a page has no Instance; its instance is in the event's unknown
+// fields, as the bytes of its instance field, so that the event encodes
+// to the same bytes a decoded one does. It is for a reader that only
+// sends the pages on (the gRPC API): listing a large registry then costs
+// a copy per instance rather than a decode and an encode.
+func (w *Watcher) EncodeSnapshots() { w.encoded = true }
 
 // Watch returns a watcher of service (every service when empty) that yields
 // events after revision from; from == 0 starts with a snapshot. The caller
@@ -395,6 +407,7 @@ type snapshotPages struct {
 	services []serviceInstances // sorted by name
 	sorted   bool               // services[0]'s instances are sorted by id
 	started  bool
+	encoded  bool // events carry their instances encoded (EncodeSnapshots)
 }
 
 type serviceInstances struct {
@@ -406,7 +419,7 @@ func (w *Watcher) takeSnapshot() *snapshotPages {
 	f := w.fsm
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	p := &snapshotPages{rev: f.revision}
+	p := &snapshotPages{rev: f.revision, encoded: w.encoded}
 	if w.service != "" {
 		if byID := f.services[w.service]; len(byID) > 0 {
 			p.services = []serviceInstances{{w.service, records(w.service, byID)}}
@@ -444,8 +457,7 @@ func (p *snapshotPages) next() *pb.WatchResponse {
 		}
 		take := min(len(s.instances), maxWatchBatch-len(resp.Events))
 		for _, r := range s.instances[:take] {
-			inst := r.stored.instance()
-			resp.Events = append(resp.Events, &pb.Event{Type: pb.Event_PUT, Instance: inst, Revision: inst.ModRevision})
+			resp.Events = append(resp.Events, r.stored.snapshotEvent(p.encoded))
 		}
 		clear(s.instances[:take]) // decoded: let the page's garbage go
 		s.instances = s.instances[take:]
