@@ -439,7 +439,9 @@ func (f *FSM) AllInstances() ([]*pb.Instance, uint64) {
 }
 
 // CheckedInstances returns the instances that have a health check (TTL or
-// gRPC), in no particular order.
+// gRPC), in no particular order, with every field but their tags and
+// metadata, which health checks do not read: an agent that starts
+// checking a million instances decodes no million metadata maps.
 func (f *FSM) CheckedInstances() []*pb.Instance {
 	f.mu.RLock()
 	var recs []instanceRecord
@@ -451,7 +453,12 @@ func (f *FSM) CheckedInstances() []*pb.Instance {
 		}
 	}
 	f.mu.RUnlock()
-	return decodeAll(recs)
+	out := make([]*pb.Instance, len(recs))
+	var buf []byte
+	for i, r := range recs {
+		out[i], buf = r.stored.instanceWithout(buf, tagsField, metadataField)
+	}
+	return out
 }
 
 // NodeOwnsAnything reports whether any session or instance belongs to the

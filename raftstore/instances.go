@@ -161,3 +161,33 @@ func encodedModRevision(b []byte) uint64 {
 	}
 	return rev
 }
+
+// Fields instanceWithout may leave out.
+var (
+	tagsField     = fieldNumber((&pb.Instance{}).ProtoReflect().Descriptor(), "tags")
+	metadataField = fieldNumber((&pb.Instance{}).ProtoReflect().Descriptor(), "metadata")
+)
+
+// instanceWithout decodes the stored instance without the fields skip,
+// which it leaves out of the encoding before decoding: they cost nothing.
+// buf is scratch space, returned for the next call.
+func (s storedInstance) instanceWithout(buf []byte, skip ...protowire.Number) (*pb.Instance, []byte) {
+	buf = buf[:0]
+	for b := s.enc; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			break
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			break
+		}
+		if !slices.Contains(skip, num) {
+			buf = append(buf, b[:n+m]...)
+		}
+		b = b[n+m:]
+	}
+	inst := &pb.Instance{}
+	_ = proto.Unmarshal(buf, inst) // see instance
+	return inst, buf
+}
