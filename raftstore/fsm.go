@@ -441,7 +441,8 @@ func (f *FSM) AllInstances() ([]*pb.Instance, uint64) {
 // CheckedInstances returns the instances that have a health check (TTL or
 // gRPC), in no particular order, with every field but their tags and
 // metadata, which health checks do not read: an agent that starts
-// checking a million instances decodes no million metadata maps.
+// checking a million instances decodes no million metadata maps. Equal
+// checks are one message, which callers must not modify.
 func (f *FSM) CheckedInstances() []*pb.Instance {
 	f.mu.RLock()
 	var recs []instanceRecord
@@ -455,10 +456,26 @@ func (f *FSM) CheckedInstances() []*pb.Instance {
 	f.mu.RUnlock()
 	out := make([]*pb.Instance, len(recs))
 	var buf []byte
+	checks := make(map[string]*pb.Check)
 	for i, r := range recs {
 		out[i], buf = r.stored.instanceWithout(buf, tagsField, metadataField)
+		out[i].Check = sameCheck(checks, out[i].Check)
 	}
 	return out
+}
+
+// sameCheck returns the check of checks equal to c, adding c when there
+// is none.
+func sameCheck(checks map[string]*pb.Check, c *pb.Check) *pb.Check {
+	key, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	if err != nil {
+		return c
+	}
+	if shared, ok := checks[string(key)]; ok {
+		return shared
+	}
+	checks[string(key)] = c
+	return c
 }
 
 // NodeOwnsAnything reports whether any session or instance belongs to the

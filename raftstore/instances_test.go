@@ -217,3 +217,24 @@ func TestEncodedSnapshotEventsAreTheDecodedOnesOnTheWire(t *testing.T) {
 		}
 	}
 }
+
+// Instances listed for health checks hold one message per distinct check
+// and no tags or metadata.
+func TestCheckedInstancesShareEqualChecksAndLeaveOutTagsAndMetadata(t *testing.T) {
+	d := newFSMDriver(t, 16)
+	for i := range 6 {
+		inst := testInstance("api", fmt.Sprint(i), "n1")
+		inst.Check = &pb.Check{Ttl: durationpb.New(time.Duration(10+i%2) * time.Second)}
+		d.mustApply(registerCmd(inst))
+	}
+	checks := make(map[*pb.Check]bool)
+	for _, inst := range d.fsm.CheckedInstances() {
+		checks[inst.Check] = true
+		if inst.Tags != nil || inst.Metadata != nil || inst.Address == "" {
+			t.Errorf("listed %v, want it without tags and metadata, with the rest", compactText(inst))
+		}
+	}
+	if len(checks) != 2 {
+		t.Errorf("6 instances of 2 distinct checks hold %d check messages, want 2", len(checks))
+	}
+}
