@@ -168,8 +168,9 @@ var (
 	metadataField = fieldNumber((&pb.Instance{}).ProtoReflect().Descriptor(), "metadata")
 )
 
-// instanceWithout decodes the stored instance without the fields skip,
-// which it leaves out of the encoding before decoding: they cost nothing.
+// instanceWithout decodes the stored instance without the fields skip
+// (of wire type bytes), which it leaves out of the encoding before
+// decoding: they cost nothing.
 // buf is scratch space, returned for the next call.
 func (s storedInstance) instanceWithout(buf []byte, skip ...protowire.Number) (*pb.Instance, []byte) {
 	buf = buf[:0]
@@ -182,7 +183,9 @@ func (s storedInstance) instanceWithout(buf []byte, skip ...protowire.Number) (*
 		if m < 0 {
 			break
 		}
-		if !slices.Contains(skip, num) {
+		// Skipped fields are strings and maps: only bytes of their
+		// numbers are theirs (another wire type decodes as unknown).
+		if typ != protowire.BytesType || !slices.Contains(skip, num) {
 			buf = append(buf, b[:n+m]...)
 		}
 		b = b[n+m:]
