@@ -130,6 +130,9 @@ type Config struct {
 	// StaleReadBound: a follower that has not heard from a leader for longer
 	// refuses DEFAULT reads.
 	StaleReadBound time.Duration `yaml:"stale_read_bound" help:"a follower that has not heard from a leader for this long refuses default-consistency reads"`
+	// WatchRingBytes bounds the memory of the recent events watchers
+	// resume from.
+	WatchRingBytes int `yaml:"watch_ring_bytes" help:"encoded bytes of recent registry events kept for watchers to resume from (at least 64 KiB); a watcher resuming from an event that has left gets a snapshot"`
 	// LeaderWait bounds how long a write waits for a leader during an
 	// election before it fails with Unavailable.
 	LeaderWait time.Duration `yaml:"leader_wait" help:"how long a write waits for a leader before it fails with Unavailable"`
@@ -160,6 +163,10 @@ type Config struct {
 	// WatchQueueBytes bounds the events this agent holds for all its
 	// watch streams together, read but not sent yet.
 	WatchQueueBytes int64 `yaml:"watch_queue_bytes" help:"encoded bytes of events queued for all watch streams of this agent together; past it the stream with the most queued is ended as too slow and its client resumes (0: no limit)"`
+
+	// MemoryLimit is the agent process's soft memory limit
+	// (runtime/debug.SetMemoryLimit; node/memlimit.go).
+	MemoryLimit int64 `yaml:"memory_limit" help:"soft memory limit of the agent process in bytes: the Go garbage collector collects harder as the heap nears it, so garbage goes back before the process grows past it (0: automatic, the GOMEMLIMIT environment variable if set, else 3/4 of the cgroup memory limit the agent runs under, else none; -1: none)"`
 
 	// SnapshotInterval is how often this agent writes a snapshot file of
 	// its own replica to <data_dir>/snapshots (0: never); SnapshotRetain
@@ -382,6 +389,9 @@ func (c *Config) validateAgent(l *fielderr.List) {
 		if lim.v < 0 || lim.v > lim.max {
 			bad(lim.field, "%d must be between 0 (no limit) and %d", lim.v, lim.max)
 		}
+	}
+	if c.MemoryLimit < -1 || (c.MemoryLimit > 0 && c.MemoryLimit < minMemoryLimit) {
+		bad("memory_limit", "%d must be 0 (automatic), -1 (none) or at least %d bytes (64 MiB); below that the collector would run all the time", c.MemoryLimit, minMemoryLimit)
 	}
 }
 

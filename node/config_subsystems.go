@@ -27,6 +27,7 @@ var raftSettings = []subsystemSetting{
 	{"raft_leader_lease_timeout", "LeaderLeaseTimeout"},
 	{"snapshot_threshold", "SnapshotThreshold"},
 	{"stale_read_bound", "StaleReadBound"},
+	{"watch_ring_bytes", "WatchRingBytes"},
 }
 
 // blobSettings are the settings of storage.Config.

@@ -54,6 +54,11 @@ type Config struct {
 	StaleReadBound time.Duration
 	// WatchRing is how many recent events watchers can resume from.
 	WatchRing int
+	// WatchRingBytes bounds the encoded size of those events together:
+	// an instance may carry 16 KiB of metadata, and a ring of 65,536 such
+	// events would hold a gigabyte. Past it the oldest events leave (a
+	// watcher resuming from before them gets a snapshot).
+	WatchRingBytes int
 	// NoSync skips fsync of the Raft log's segment files (benchmarks
 	// only); raft-wal's wal-meta.db is still fsynced.
 	NoSync bool
@@ -64,7 +69,7 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults: timers measured for a LAN (see
-// DESIGN.md "Membership"), 2 snapshots, 64Ki watch events. Raft checks
+// DESIGN.md "Membership"), 2 snapshots, 64Ki watch events of 32 MiB at most. Raft checks
 // every SnapshotInterval (to twice that) whether SnapshotThreshold entries
 // have passed since the last snapshot; 10 s keeps the log a restart
 // replays short after a burst of writes (100,000 entries replay in about
@@ -88,8 +93,13 @@ func DefaultConfig() Config {
 		ApplyTimeout:      5 * time.Second,
 		StaleReadBound:    5 * time.Second,
 		WatchRing:         1 << 16,
+		WatchRingBytes:    32 << 20,
 	}
 }
+
+// minWatchRingBytes is the smallest Config.WatchRingBytes: a few of the
+// largest events an instance's quota allows.
+const minWatchRingBytes = 64 << 10
 
 // MinSnapshotThreshold is the smallest Config.SnapshotThreshold: fewer
 // entries would snapshot all the time.
@@ -120,6 +130,9 @@ func (c *Config) Validate() error {
 	if c.WatchRing < 1 {
 		l.Addf("WatchRing", "%d must be at least 1", c.WatchRing)
 	}
+	if c.WatchRingBytes < minWatchRingBytes {
+		l.Addf("WatchRingBytes", "%d is too small (minimum %d, 64 KiB)", c.WatchRingBytes, minWatchRingBytes)
+	}
 	return l.Err()
 }
 
@@ -148,6 +161,9 @@ func (c *Config) fill() {
 	}
 	if c.WatchRing == 0 {
 		c.WatchRing = d.WatchRing
+	}
+	if c.WatchRingBytes == 0 {
+		c.WatchRingBytes = d.WatchRingBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

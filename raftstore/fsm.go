@@ -16,19 +16,20 @@ import (
 // and Restore from its FSM goroutine, one at a time; readers call the query
 // methods from any goroutine.
 //
-// Instances, sessions and nodes are immutable once stored: a change stores a
-// new copy. Query methods return the stored pointers, which callers must not
-// modify.
+// Instances are stored encoded (storedInstance): query methods return
+// messages decoded for the caller. Sessions and nodes are immutable once
+// stored: a change stores a new copy. Query methods return the stored
+// pointers, which callers must not modify.
 type FSM struct {
 	mu       sync.RWMutex
 	revision uint64
-	services map[string]map[string]*pb.Instance // service -> id -> instance
+	services map[string]map[string]storedInstance // service -> id -> instance
 	sessions map[string]*pb.Session
 	nodes    map[string]*pb.Node
-	// checked indexes the instances that have a health check, so that
-	// health sweeps cost nothing for the rest.
-	checked map[checkedKey]*pb.Instance
-	// shared holds what stored instances share (shared.go).
+	// checked counts the instances of each service that have a health
+	// check, so that listing them skips the services without any.
+	checked map[string]int
+	// shared holds the names stored instances share (shared.go).
 	shared *sharedValues
 	// requests remembers the results of recent requests by id for
 	// DedupWindow, so a write retried after an ambiguous failure is
@@ -47,17 +48,22 @@ type FSM struct {
 
 // NewFSM returns an empty state machine whose event ring keeps ringSize
 // events for resuming watchers.
-func NewFSM(ringSize int) *FSM {
-	f := &FSM{events: newEventLog(ringSize), requests: newRequestLog(DedupWindow, maxRequestIDs), cluster: newClusterState()}
+func NewFSM(ringSize int) *FSM { return newFSM(ringSize, 0) }
+
+// newFSM returns an empty state machine whose event ring keeps at most
+// ringSize events of at most ringBytes encoded bytes together (0: no
+// bound on the bytes).
+func newFSM(ringSize, ringBytes int) *FSM {
+	f := &FSM{events: newEventLog(ringSize, ringBytes), requests: newRequestLog(DedupWindow, maxRequestIDs), cluster: newClusterState()}
 	f.reset()
 	return f
 }
 
 func (f *FSM) reset() {
-	f.services = make(map[string]map[string]*pb.Instance)
+	f.services = make(map[string]map[string]storedInstance)
 	f.sessions = make(map[string]*pb.Session)
 	f.nodes = make(map[string]*pb.Node)
-	f.checked = make(map[checkedKey]*pb.Instance)
+	f.checked = make(map[string]int)
 	f.shared = newSharedValues()
 	f.blobs.reset()
 	f.quota.reset()
@@ -65,25 +71,47 @@ func (f *FSM) reset() {
 	f.acl.reset()
 }
 
-type checkedKey struct{ service, id string }
-
-// put stores inst, keeping the check index current. inst must be new to
-// the FSM (put makes it share parts with the instances stored before).
-func (f *FSM) put(inst *pb.Instance) {
-	f.shared.share(inst)
-	byID := f.services[inst.Service]
-	if byID == nil {
-		byID = make(map[string]*pb.Instance)
-		f.services[inst.Service] = byID
+// put stores inst encoded; the caller may keep inst (an event holds it)
+// but must not change it afterwards.
+func (f *FSM) put(inst *pb.Instance) (storedInstance, error) {
+	inst.Service = f.shared.string(inst.Service)
+	st, err := encodeInstance(f.shared, inst)
+	if err != nil {
+		return st, err
 	}
-	f.quota.replace(byID[inst.Id], inst)
-	f.health.replace(byID[inst.Id], inst)
-	byID[inst.Id] = inst
-	k := checkedKey{inst.Service, inst.Id}
-	if inst.Check != nil {
-		f.checked[k] = inst
+	f.store(inst.Service, inst.Id, st)
+	return st, nil
+}
+
+// store stores st as the instance id of service, keeping the counts and
+// the check index current.
+func (f *FSM) store(service, id string, st storedInstance) {
+	byID := f.services[service]
+	if byID == nil {
+		byID = make(map[string]storedInstance)
+		f.services[service] = byID
+	}
+	old := byID[id]
+	f.quota.replace(old, st)
+	f.health.replace(old, st)
+	f.countChecked(service, old, st)
+	byID[id] = st
+}
+
+// countChecked accounts for old (zero when new) becoming st (zero when
+// removed) in the check index.
+func (f *FSM) countChecked(service string, old, st storedInstance) {
+	n := f.checked[service]
+	if old.checked {
+		n--
+	}
+	if st.checked {
+		n++
+	}
+	if n > 0 {
+		f.checked[service] = n
 	} else {
-		delete(f.checked, k)
+		delete(f.checked, service)
 	}
 }
 
@@ -98,7 +126,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 // publishes their events to watchers once.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
-	var evs []*pb.Event
+	var evs []*ringEvent
 	f.mu.Lock()
 	for i, l := range logs {
 		if l.Index > f.revision {
@@ -132,7 +160,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 
 // apply changes the state for one command and appends the events it caused.
 // It validates before it changes anything.
-func (f *FSM) apply(cmd *pb.Command, rev uint64, evs []*pb.Event) ([]*pb.Event, error) {
+func (f *FSM) apply(cmd *pb.Command, rev uint64, evs []*ringEvent) ([]*ringEvent, error) {
 	switch k := cmd.Kind.(type) {
 	case *pb.Command_Register:
 		if err := f.checkQuota(cmd.Quota, k.Register); err != nil {
@@ -140,11 +168,12 @@ func (f *FSM) apply(cmd *pb.Command, rev uint64, evs []*pb.Event) ([]*pb.Event, 
 		}
 		return f.applyRegister(k.Register, cmd.Time, rev, evs)
 	case *pb.Command_Deregister:
-		old := f.instance(k.Deregister.Service, k.Deregister.Id)
-		if old == nil {
-			return evs, fmt.Errorf("%w: instance %s/%s", ErrNotFound, k.Deregister.Service, k.Deregister.Id)
+		ref := k.Deregister
+		old := f.stored(ref.GetService(), ref.GetId())
+		if !old.valid() {
+			return evs, fmt.Errorf("%w: instance %s/%s", ErrNotFound, ref.GetService(), ref.GetId())
 		}
-		return f.remove(old, rev, evs), nil
+		return f.remove(instanceRecord{ref.Service, ref.Id, old}, rev, evs), nil
 	case *pb.Command_SetHealth:
 		return f.applySetHealth(k.SetHealth, cmd.Time, rev, evs), nil
 	case *pb.Command_SessionCreate:
@@ -189,7 +218,7 @@ func (f *FSM) apply(cmd *pb.Command, rev uint64, evs []*pb.Event) ([]*pb.Event, 
 // applyRegister stores in, which it takes over: the command it belongs to
 // was decoded from the entry for this apply alone (ApplyBatch), so it is
 // stored without a copy.
-func (f *FSM) applyRegister(in *pb.Instance, now int64, rev uint64, evs []*pb.Event) ([]*pb.Event, error) {
+func (f *FSM) applyRegister(in *pb.Instance, now int64, rev uint64, evs []*ringEvent) ([]*ringEvent, error) {
 	if in.GetService() == "" || in.GetId() == "" {
 		return evs, fmt.Errorf("%w: instance needs a service and an id", ErrInvalidArgument)
 	}
@@ -202,18 +231,22 @@ func (f *FSM) applyRegister(in *pb.Instance, now int64, rev uint64, evs []*pb.Ev
 	inst.CreateRevision = rev
 	inst.ModRevision = rev
 	inst.HealthSince = now
-	if old := f.instance(in.Service, in.Id); old != nil {
-		inst.CreateRevision = old.CreateRevision
-		if old.Health == inst.Health {
-			inst.HealthSince = old.HealthSince
+	if old := f.stored(in.Service, in.Id); old.valid() {
+		prev := old.instance()
+		inst.CreateRevision = prev.CreateRevision
+		if prev.Health == inst.Health {
+			inst.HealthSince = prev.HealthSince
 		}
 	}
-	f.put(inst)
-	return append(evs, &pb.Event{Type: pb.Event_PUT, Instance: inst, Revision: rev}), nil
+	st, err := f.put(inst)
+	if err != nil {
+		return evs, err
+	}
+	return append(evs, newRingEvent(pb.Event_PUT, inst, st.enc, rev)), nil
 }
 
-func (f *FSM) applySetHealth(c *pb.SetHealth, now int64, rev uint64, evs []*pb.Event) []*pb.Event {
-	var targets []*pb.Instance
+func (f *FSM) applySetHealth(c *pb.SetHealth, now int64, rev uint64, evs []*ringEvent) []*ringEvent {
+	var targets []instanceRecord
 	if c.Node != "" {
 		// A whole agent changes health (it died, or came back): the node
 		// and every instance it owns change in this one entry.
@@ -222,32 +255,35 @@ func (f *FSM) applySetHealth(c *pb.SetHealth, now int64, rev uint64, evs []*pb.E
 			n.Health = c.Health
 			f.nodes[c.Node] = n
 		}
-		targets = f.instancesWhere(func(i *pb.Instance) bool { return i.Node == c.Node })
+		targets = f.instancesWhere(func(i storedInstance) bool { return i.node == c.Node })
 	} else {
 		for _, ref := range c.Instances {
-			if inst := f.instance(ref.Service, ref.Id); inst != nil {
-				targets = append(targets, inst)
+			if st := f.stored(ref.Service, ref.Id); st.valid() {
+				targets = append(targets, instanceRecord{ref.Service, ref.Id, st})
 			}
 		}
 	}
 	for _, old := range targets {
-		if old.Health == c.Health && old.HealthOutput == c.Output {
+		inst := old.stored.instance()
+		if inst.Health == c.Health && inst.HealthOutput == c.Output {
 			continue
 		}
-		inst := proto.Clone(old).(*pb.Instance)
 		if inst.Health != c.Health {
 			inst.HealthSince = now
 		}
 		inst.Health = c.Health
 		inst.HealthOutput = c.Output
 		inst.ModRevision = rev
-		f.put(inst)
-		evs = append(evs, &pb.Event{Type: pb.Event_PUT, Instance: inst, Revision: rev})
+		st, err := f.put(inst)
+		if err != nil {
+			continue // it was stored encoded: encoding it again cannot fail
+		}
+		evs = append(evs, newRingEvent(pb.Event_PUT, inst, st.enc, rev))
 	}
 	return evs
 }
 
-func (f *FSM) applySessionDestroy(ids []string, rev uint64, evs []*pb.Event) []*pb.Event {
+func (f *FSM) applySessionDestroy(ids []string, rev uint64, evs []*ringEvent) []*ringEvent {
 	gone := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		if _, ok := f.sessions[id]; ok {
@@ -258,13 +294,13 @@ func (f *FSM) applySessionDestroy(ids []string, rev uint64, evs []*pb.Event) []*
 	if len(gone) == 0 {
 		return evs
 	}
-	for _, inst := range f.instancesWhere(func(i *pb.Instance) bool { return gone[i.Session] }) {
-		evs = f.remove(inst, rev, evs)
+	for _, r := range f.instancesWhere(func(i storedInstance) bool { return gone[i.session] }) {
+		evs = f.remove(r, rev, evs)
 	}
 	return evs
 }
 
-func (f *FSM) applyNodeRemove(name string, rev uint64, evs []*pb.Event) []*pb.Event {
+func (f *FSM) applyNodeRemove(name string, rev uint64, evs []*ringEvent) []*ringEvent {
 	delete(f.nodes, name)
 	gone := make(map[string]bool)
 	for id, s := range f.sessions {
@@ -275,48 +311,42 @@ func (f *FSM) applyNodeRemove(name string, rev uint64, evs []*pb.Event) []*pb.Ev
 	}
 	// The node's instances, and any instance bound to one of its sessions:
 	// an instance never outlives its session.
-	for _, inst := range f.instancesWhere(func(i *pb.Instance) bool { return i.Node == name || gone[i.Session] }) {
-		evs = f.remove(inst, rev, evs)
+	for _, r := range f.instancesWhere(func(i storedInstance) bool { return i.node == name || gone[i.session] }) {
+		evs = f.remove(r, rev, evs)
 	}
 	return evs
 }
 
-func (f *FSM) remove(inst *pb.Instance, rev uint64, evs []*pb.Event) []*pb.Event {
-	byID := f.services[inst.Service]
-	f.quota.replace(inst, nil)
-	f.health.replace(inst, nil)
-	delete(byID, inst.Id)
-	delete(f.checked, checkedKey{inst.Service, inst.Id})
+// remove deletes the instance r and appends its DELETE event.
+func (f *FSM) remove(r instanceRecord, rev uint64, evs []*ringEvent) []*ringEvent {
+	byID := f.services[r.service]
+	f.quota.replace(r.stored, storedInstance{})
+	f.health.replace(r.stored, storedInstance{})
+	f.countChecked(r.service, r.stored, storedInstance{})
+	delete(byID, r.id)
 	if len(byID) == 0 {
-		delete(f.services, inst.Service)
+		delete(f.services, r.service)
 	}
-	return append(evs, &pb.Event{Type: pb.Event_DELETE, Instance: inst, Revision: rev})
+	return append(evs, newRingEvent(pb.Event_DELETE, r.stored.instance(), r.stored.enc, rev))
 }
 
-// putAll stores instances as put does, into maps made for them at their
+// putAll stores a snapshot's instances, into maps made for them at their
 // size rather than grown: a snapshot lists the instances grouped by
 // service.
-func (f *FSM) putAll(instances []*pb.Instance) {
-	checked := 0
-	for _, inst := range instances {
-		if inst.Check != nil {
-			checked++
-		}
-	}
-	if len(f.checked) == 0 {
-		f.checked = make(map[checkedKey]*pb.Instance, checked)
-	}
+func (f *FSM) putAll(instances []instanceRecord) {
 	for i := 0; i < len(instances); {
-		service := instances[i].Service
+		service := f.shared.string(instances[i].service)
 		j := i + 1
-		for j < len(instances) && instances[j].Service == service {
+		for j < len(instances) && instances[j].service == service {
 			j++
 		}
 		if f.services[service] == nil {
-			f.services[service] = make(map[string]*pb.Instance, j-i)
+			f.services[service] = make(map[string]storedInstance, j-i)
 		}
-		for _, inst := range instances[i:j] {
-			f.put(inst)
+		for _, r := range instances[i:j] {
+			st := r.stored
+			st.node, st.session = f.shared.string(st.node), f.shared.string(st.session)
+			f.store(service, r.id, st)
 		}
 		i = j
 	}
@@ -338,32 +368,33 @@ func (f *FSM) instanceCount() int {
 	return n
 }
 
-func (f *FSM) instance(service, id string) *pb.Instance {
+// stored returns the stored instance, or the zero storedInstance.
+func (f *FSM) stored(service, id string) storedInstance {
 	return f.services[service][id]
 }
 
 // instancesWhere returns matching instances sorted by service and id, so that
 // events come out in the same order on every replica.
-func (f *FSM) instancesWhere(match func(*pb.Instance) bool) []*pb.Instance {
-	var out []*pb.Instance
-	for _, byID := range f.services {
-		for _, inst := range byID {
-			if match(inst) {
-				out = append(out, inst)
+func (f *FSM) instancesWhere(match func(storedInstance) bool) []instanceRecord {
+	var out []instanceRecord
+	for service, byID := range f.services {
+		for id, st := range byID {
+			if match(st) {
+				out = append(out, instanceRecord{service, id, st})
 			}
 		}
 	}
-	sortInstances(out)
+	sortRecords(out)
 	return out
 }
 
-func sortInstances(in []*pb.Instance) {
-	sort.Slice(in, func(a, b int) bool {
-		if in[a].Service != in[b].Service {
-			return in[a].Service < in[b].Service
-		}
-		return in[a].Id < in[b].Id
-	})
+// decodeAll decodes recs, in their order.
+func decodeAll(recs []instanceRecord) []*pb.Instance {
+	out := make([]*pb.Instance, len(recs))
+	for i, r := range recs {
+		out[i] = r.stored.instance()
+	}
+	return out
 }
 
 // Revision returns the index of the last applied entry.
@@ -374,42 +405,77 @@ func (f *FSM) Revision() uint64 {
 }
 
 // Instances returns the instances of service sorted by id, and the revision
-// they reflect.
+// they reflect. They are decoded for the caller, off the FSM's lock.
 func (f *FSM) Instances(service string) ([]*pb.Instance, uint64) {
 	f.mu.RLock()
-	defer f.mu.RUnlock()
-	out := make([]*pb.Instance, 0, len(f.services[service]))
-	for _, inst := range f.services[service] {
-		out = append(out, inst)
+	recs := make([]instanceRecord, 0, len(f.services[service]))
+	for id, st := range f.services[service] {
+		recs = append(recs, instanceRecord{service, id, st})
 	}
-	sortInstances(out)
-	return out, f.revision
+	rev := f.revision
+	f.mu.RUnlock()
+	sortRecords(recs)
+	return decodeAll(recs), rev
 }
 
-// Instance returns one instance, or nil.
+// Instance returns one instance, decoded for the caller, or nil.
 func (f *FSM) Instance(service, id string) *pb.Instance {
 	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.instance(service, id)
+	st := f.stored(service, id)
+	f.mu.RUnlock()
+	if !st.valid() {
+		return nil
+	}
+	return st.instance()
 }
 
 // AllInstances returns every instance sorted by service and id.
 func (f *FSM) AllInstances() ([]*pb.Instance, uint64) {
 	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.instancesWhere(func(*pb.Instance) bool { return true }), f.revision
+	recs := f.instancesWhere(func(storedInstance) bool { return true })
+	rev := f.revision
+	f.mu.RUnlock()
+	return decodeAll(recs), rev
 }
 
 // CheckedInstances returns the instances that have a health check (TTL or
-// gRPC), in no particular order.
+// gRPC), in no particular order, with every field but their tags and
+// metadata, which health checks do not read: an agent that starts
+// checking a million instances decodes no million metadata maps. Equal
+// checks are one message, which callers must not modify.
 func (f *FSM) CheckedInstances() []*pb.Instance {
 	f.mu.RLock()
-	defer f.mu.RUnlock()
-	out := make([]*pb.Instance, 0, len(f.checked))
-	for _, inst := range f.checked {
-		out = append(out, inst)
+	var recs []instanceRecord
+	for service := range f.checked {
+		for id, st := range f.services[service] {
+			if st.checked {
+				recs = append(recs, instanceRecord{service, id, st})
+			}
+		}
+	}
+	f.mu.RUnlock()
+	out := make([]*pb.Instance, len(recs))
+	var buf []byte
+	checks := make(map[string]*pb.Check)
+	for i, r := range recs {
+		out[i], buf = r.stored.instanceWithout(buf, tagsField, metadataField)
+		out[i].Check = sameCheck(checks, out[i].Check)
 	}
 	return out
+}
+
+// sameCheck returns the check of checks equal to c, adding c when there
+// is none.
+func sameCheck(checks map[string]*pb.Check, c *pb.Check) *pb.Check {
+	key, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	if err != nil {
+		return c
+	}
+	if shared, ok := checks[string(key)]; ok {
+		return shared
+	}
+	checks[string(key)] = c
+	return c
 }
 
 // NodeOwnsAnything reports whether any session or instance belongs to the
@@ -423,8 +489,8 @@ func (f *FSM) NodeOwnsAnything(name string) bool {
 		}
 	}
 	for _, byID := range f.services {
-		for _, inst := range byID {
-			if inst.Node == name {
+		for _, st := range byID {
+			if st.node == name {
 				return true
 			}
 		}
@@ -439,8 +505,8 @@ func (f *FSM) Services() ([]*pb.ServiceSummary, uint64) {
 	out := make([]*pb.ServiceSummary, 0, len(f.services))
 	for name, byID := range f.services {
 		s := &pb.ServiceSummary{Name: name, Instances: uint32(len(byID))}
-		for _, inst := range byID {
-			if inst.Health == pb.Health_PASSING {
+		for _, st := range byID {
+			if st.health == pb.Health_PASSING {
 				s.Passing++
 			}
 		}
@@ -482,17 +548,18 @@ func (f *FSM) Node(name string) *pb.Node {
 }
 
 // Snapshot captures the state for raft. Stored values are immutable, so
-// copying the maps' pointers is a consistent point-in-time copy.
+// copying the maps' pointers (and instances' encodings) is a consistent
+// point-in-time copy.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	s := &fsmSnapshot{revision: f.revision}
 	// Persist sorts them, off the lock: sorting a million instances here
 	// would hold every write back for a second.
-	s.instances = make([]*pb.Instance, 0, f.instanceCount())
-	for _, byID := range f.services {
-		for _, inst := range byID {
-			s.instances = append(s.instances, inst)
+	s.instances = make([]instanceRecord, 0, f.instanceCount())
+	for service, byID := range f.services {
+		for id, st := range byID {
+			s.instances = append(s.instances, instanceRecord{service, id, st})
 		}
 	}
 	for _, ss := range f.sessions {

@@ -27,13 +27,13 @@ func (c *healthCounts) slot(h pb.Health) *atomic.Int64 {
 	return &c.n[h]
 }
 
-// replace accounts for old (nil when new) becoming inst (nil when removed).
-func (c *healthCounts) replace(old, inst *pb.Instance) {
-	if old != nil {
-		c.slot(old.Health).Add(-1)
+// replace accounts for old (zero when new) becoming inst (zero when removed).
+func (c *healthCounts) replace(old, inst storedInstance) {
+	if old.valid() {
+		c.slot(old.health).Add(-1)
 	}
-	if inst != nil {
-		c.slot(inst.Health).Add(1)
+	if inst.valid() {
+		c.slot(inst.health).Add(1)
 	}
 }
 

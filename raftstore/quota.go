@@ -27,20 +27,21 @@ func (q *quotaCounts) reset() {
 	q.bytes = 0
 }
 
-// replace accounts for old (nil when new) becoming inst (nil when removed).
-func (q *quotaCounts) replace(old, inst *pb.Instance) {
-	if old != nil {
-		q.bytes -= int64(proto.Size(old))
-		if old.Session != "" {
-			if q.bySession[old.Session]--; q.bySession[old.Session] <= 0 {
-				delete(q.bySession, old.Session)
+// replace accounts for old (zero when new) becoming inst (zero when removed).
+// An instance's encoding is as long as its proto.Size.
+func (q *quotaCounts) replace(old, inst storedInstance) {
+	if old.valid() {
+		q.bytes -= int64(len(old.enc))
+		if old.session != "" {
+			if q.bySession[old.session]--; q.bySession[old.session] <= 0 {
+				delete(q.bySession, old.session)
 			}
 		}
 	}
-	if inst != nil {
-		q.bytes += int64(proto.Size(inst))
-		if inst.Session != "" {
-			q.bySession[inst.Session]++
+	if inst.valid() {
+		q.bytes += int64(len(inst.enc))
+		if inst.session != "" {
+			q.bySession[inst.session]++
 		}
 	}
 }
@@ -64,27 +65,27 @@ func (f *FSM) checkQuota(q *pb.Quota, in *pb.Instance) error {
 	if q == nil || in == nil {
 		return nil
 	}
-	old := f.instance(in.Service, in.Id)
+	old := f.stored(in.Service, in.Id)
 	if limit := q.MaxInstanceMetadataBytes; limit > 0 {
 		if n := MetadataBytes(in); n > int(limit) {
 			return quotaErr("max_instance_metadata_bytes", "instance %s/%s carries %d bytes of version, tags and metadata, the limit is %d",
 				in.Service, in.Id, n, limit)
 		}
 	}
-	if limit := q.MaxInstancesPerService; limit > 0 && old == nil {
+	if limit := q.MaxInstancesPerService; limit > 0 && !old.valid() {
 		if n := len(f.services[in.Service]); n >= int(limit) {
 			return quotaErr("max_instances_per_service", "service %s has %d instances, the limit is %d", in.Service, n, limit)
 		}
 	}
-	if limit := q.MaxInstancesPerSession; limit > 0 && in.Session != "" && (old == nil || old.Session != in.Session) {
+	if limit := q.MaxInstancesPerSession; limit > 0 && in.Session != "" && (!old.valid() || old.session != in.Session) {
 		if n := f.quota.bySession[in.Session]; n >= int(limit) {
 			return quotaErr("max_instances_per_session", "session %s has %d instances, the limit is %d", in.Session, n, limit)
 		}
 	}
 	if limit := q.MaxRegistryBytes; limit > 0 {
 		grow := int64(proto.Size(in))
-		if old != nil {
-			grow -= int64(proto.Size(old))
+		if old.valid() {
+			grow -= int64(len(old.enc))
 		}
 		if grow > 0 && f.quota.bytes+grow > int64(limit) {
 			return quotaErr("max_registry_bytes", "the registry holds %d bytes of instances, %d more would pass the limit of %d",

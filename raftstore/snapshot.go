@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +17,7 @@ import (
 
 type fsmSnapshot struct {
 	revision  uint64
-	instances []*pb.Instance
+	instances []instanceRecord
 	sessions  []*pb.Session
 	nodes     []*pb.Node
 	requests  []*pb.RequestRecord
@@ -49,7 +50,7 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 func (s *fsmSnapshot) write(w io.Writer) error {
 	// Sorted, the file is the same on every replica at a revision, and
 	// Restore finds each service's instances together.
-	sortInstances(s.instances)
+	sortRecords(s.instances)
 	hdr := &pb.SnapshotHeader{
 		Revision:     s.revision,
 		Nodes:        uint64(len(s.nodes)),
@@ -73,8 +74,8 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	for _, ss := range s.sessions {
 		sw.Write(ss)
 	}
-	for _, inst := range s.instances {
-		sw.Write(inst)
+	for _, r := range s.instances {
+		sw.WriteEncoded("Instance", r.stored.enc)
 	}
 	for _, r := range s.requests {
 		sw.Write(r)
@@ -112,7 +113,7 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 			// and the slices grow as records arrive.
 			s.nodes = make([]*pb.Node, 0, min(h.Nodes, 1<<16))
 			s.sessions = make([]*pb.Session, 0, min(h.Sessions, 1<<20))
-			s.instances = make([]*pb.Instance, 0, min(h.Instances, 1<<20))
+			s.instances = make([]instanceRecord, 0, min(h.Instances, 1<<20))
 			s.requests = make([]*pb.RequestRecord, 0, min(h.Requests, maxRequestIDs))
 			if s.cluster == nil {
 				return nil
@@ -124,9 +125,13 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 			sessions[ss.Id] = true
 			return nil
 		}),
-		Instance: appendTo(&s.instances, func(inst *pb.Instance) error {
-			return checkSnapshotInstance(inst, sessions, hdr.Revision)
-		}),
+		InstanceBytes: func(inst *pb.Instance, enc []byte) error {
+			if err := checkSnapshotInstance(inst, sessions, hdr.Revision); err != nil {
+				return err
+			}
+			s.instances = append(s.instances, instanceRecord{inst.Service, inst.Id, storedFrom(nil, inst, bytes.Clone(enc))})
+			return nil
+		},
 		Request: appendTo(&s.requests),
 		Blob: appendTo(&s.blobs, func(b *pb.Blob) error {
 			if b.Name == "" || b.Id == "" {

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
 // A persisted snapshot lists the instances sorted by service and id,
@@ -25,11 +24,11 @@ func TestSnapshotListsInstancesSorted(t *testing.T) {
 	if len(snap.instances) != 30 {
 		t.Fatalf("snapshot holds %d instances, want 30", len(snap.instances))
 	}
-	if !slices.IsSortedFunc(snap.instances, func(a, b *pb.Instance) int {
-		if c := strings.Compare(a.Service, b.Service); c != 0 {
+	if !slices.IsSortedFunc(snap.instances, func(a, b instanceRecord) int {
+		if c := strings.Compare(a.service, b.service); c != 0 {
 			return c
 		}
-		return strings.Compare(a.Id, b.Id)
+		return strings.Compare(a.id, b.id)
 	}) {
 		t.Errorf("snapshot instances are not sorted by service and id")
 	}

@@ -65,7 +65,7 @@ func New(cfg Config) *Store {
 	return &Store{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "raftstore"),
-		fsm:    NewFSM(cfg.WatchRing),
+		fsm:    newFSM(cfg.WatchRing, cfg.WatchRingBytes),
 		notify: make(chan bool, 16),
 		stop:   make(chan struct{}),
 	}

@@ -24,13 +24,17 @@ import (
 // service reads only that service's events: a registry with many watchers
 // costs each event the watchers that want it, not all of them.
 type eventLog struct {
-	mu        sync.RWMutex
-	buf       []*pb.Event // ring storage
-	start, n  int
-	byService map[string][]*pb.Event // the ring's events of each service, in ring order
-	compacted uint64                 // events with revision <= compacted may be missing
-	head      uint64                 // revision of the last append
-	changed   chan struct{}          // closed on every append, then replaced
+	mu       sync.RWMutex
+	buf      []*ringEvent // ring storage
+	start, n int
+	// bytes is the encoded size of the ring's events; past maxBytes (0:
+	// no bound) the oldest leave, so that a registry of large instances
+	// keeps fewer events rather than len(buf) large ones.
+	bytes, maxBytes int
+	byService       map[string][]*ringEvent // the ring's events of each service, in ring order
+	compacted       uint64                  // events with revision <= compacted may be missing
+	head            uint64                  // revision of the last append
+	changed         chan struct{}           // closed on every append, then replaced
 
 	// subMu guards the subscriptions; it is taken after mu is released.
 	subMu sync.Mutex
@@ -50,37 +54,42 @@ type subscription struct {
 	signals uint64
 }
 
-func newEventLog(size int) *eventLog {
+func newEventLog(size, maxBytes int) *eventLog {
 	if size < 1 {
 		size = 1
 	}
 	return &eventLog{
-		buf:       make([]*pb.Event, size),
-		byService: make(map[string][]*pb.Event),
+		maxBytes:  maxBytes,
+		buf:       make([]*ringEvent, size),
+		byService: make(map[string][]*ringEvent),
 		changed:   make(chan struct{}),
 		subs:      make(map[string][]*subscription),
 	}
 }
 
-func (l *eventLog) at(i int) *pb.Event { return l.buf[(l.start+i)%len(l.buf)] }
+func (l *eventLog) at(i int) *ringEvent { return l.buf[(l.start+i)%len(l.buf)] }
 
 // append adds events (all with revisions <= rev), moves head to rev and
 // wakes the watchers the events concern.
-func (l *eventLog) append(evs []*pb.Event, rev uint64) {
+func (l *eventLog) append(evs []*ringEvent, rev uint64) {
 	l.mu.Lock()
 	for _, e := range evs {
-		if l.n == len(l.buf) {
+		for l.n == len(l.buf) || (l.n > 0 && l.maxBytes > 0 && l.bytes+e.size > l.maxBytes) {
 			old := l.buf[l.start]
-			l.compacted = old.Revision
+			l.compacted = old.revision
 			l.buf[l.start] = nil
 			l.start = (l.start + 1) % len(l.buf)
 			l.n--
-			l.dropOldest(old.Instance.GetService())
+			l.bytes -= old.size
+			l.dropOldest(old.service)
 		}
 		l.buf[(l.start+l.n)%len(l.buf)] = e
 		l.n++
-		svc := e.Instance.GetService()
-		l.byService[svc] = append(l.byService[svc], e)
+		l.bytes += e.size
+		l.byService[e.service] = append(l.byService[e.service], e)
+		if l.n > hotEvents {
+			l.at(l.n - 1 - hotEvents).cool()
+		}
 	}
 	if rev > l.head {
 		l.head = rev
@@ -105,7 +114,7 @@ func (l *eventLog) dropOldest(service string) {
 
 // wake signals the watchers of every service and those of each service
 // evs touch, once each.
-func (l *eventLog) wake(evs []*pb.Event) {
+func (l *eventLog) wake(evs []*ringEvent) {
 	if len(evs) == 0 {
 		return
 	}
@@ -115,12 +124,12 @@ func (l *eventLog) wake(evs []*pb.Event) {
 		s.signal()
 	}
 	var done map[string]bool // services woken, once evs touch a second one
-	first := evs[0].Instance.GetService()
+	first := evs[0].service
 	for _, s := range l.subs[first] {
 		s.signal()
 	}
 	for _, e := range evs[1:] {
-		svc := e.Instance.GetService()
+		svc := e.service
 		if svc == first || done[svc] {
 			continue
 		}
@@ -206,7 +215,7 @@ func (l *eventLog) compactTo(rev uint64) {
 	for i := range l.buf {
 		l.buf[i] = nil
 	}
-	l.start, l.n = 0, 0
+	l.start, l.n, l.bytes = 0, 0, 0
 	clear(l.byService)
 	l.compacted, l.head = rev, rev
 	close(l.changed)
@@ -231,27 +240,27 @@ func (l *eventLog) since(from uint64, service string, max int) (evs []*pb.Event,
 		seen = from
 	}
 	n, at := l.of(service)
-	first := sort.Search(n, func(i int) bool { return at(i).Revision > from })
+	first := sort.Search(n, func(i int) bool { return at(i).revision > from })
 	for i := first; i < n; i++ {
 		e := at(i)
 		if i-first >= max {
-			if prev := at(i - 1).Revision; e.Revision != prev {
+			if prev := at(i - 1).revision; e.revision != prev {
 				return evs, prev, true, true
 			}
 		}
-		evs = append(evs, e)
+		evs = append(evs, e.event())
 	}
 	return evs, seen, false, true
 }
 
 // of returns the number of the ring's events of service (all when empty)
 // and how to get the i-th. The caller holds mu.
-func (l *eventLog) of(service string) (int, func(int) *pb.Event) {
+func (l *eventLog) of(service string) (int, func(int) *ringEvent) {
 	if service == "" {
 		return l.n, l.at
 	}
 	list := l.byService[service]
-	return len(list), func(i int) *pb.Event { return list[i] }
+	return len(list), func(i int) *ringEvent { return list[i] }
 }
 
 // backlog counts the events of service (all when empty) with revision >
@@ -267,11 +276,11 @@ func (l *eventLog) backlog(read, after uint64, service string, maxEvents, maxByt
 	}
 	n, at := l.of(service)
 	last = after
-	for i := sort.Search(n, func(i int) bool { return at(i).Revision > after }); i < n && events <= maxEvents && bytes <= maxBytes; i++ {
+	for i := sort.Search(n, func(i int) bool { return at(i).revision > after }); i < n && events <= maxEvents && bytes <= maxBytes; i++ {
 		e := at(i)
 		events++
-		bytes += eventSize.Size(e)
-		last = e.Revision
+		bytes += e.size
+		last = e.revision
 	}
 	return events, bytes, last, true
 }
@@ -294,7 +303,19 @@ type Watcher struct {
 	snapshot bool
 	pages    *snapshotPages // the rest of a snapshot being handed out
 	sub      *subscription
+	// encoded makes snapshot pages carry instances encoded
+	// (EncodeSnapshots).
+	encoded bool
 }
+
+// EncodeSnapshots makes the watcher's snapshot pages carry each instance
+// as the registry stores it, encoded, instead of decoding it: an event of
+// such a page has no Instance; its instance is in the event's unknown
+// fields, as the bytes of its instance field, so that the event encodes
+// to the same bytes a decoded one does. It is for a reader that only
+// sends the pages on (the gRPC API): listing a large registry then costs
+// a copy per instance rather than a decode and an encode.
+func (w *Watcher) EncodeSnapshots() { w.encoded = true }
 
 // Watch returns a watcher of service (every service when empty) that yields
 // events after revision from; from == 0 starts with a snapshot. The caller
@@ -378,34 +399,35 @@ func (w *Watcher) wakeups() uint64 {
 }
 
 // snapshotPages is a snapshot being handed out page by page: the watched
-// services' instances at one revision, copied as pointers under the FSM's
-// read lock (stored instances are immutable), sorted and wrapped in events
-// only as each page is built.
+// services' instances at one revision, their encodings copied under the
+// FSM's read lock (stored encodings are never changed), sorted, decoded
+// and wrapped in events only as each page is built.
 type snapshotPages struct {
 	rev      uint64
 	services []serviceInstances // sorted by name
 	sorted   bool               // services[0]'s instances are sorted by id
 	started  bool
+	encoded  bool // events carry their instances encoded (EncodeSnapshots)
 }
 
 type serviceInstances struct {
 	name      string
-	instances []*pb.Instance
+	instances []instanceRecord
 }
 
 func (w *Watcher) takeSnapshot() *snapshotPages {
 	f := w.fsm
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	p := &snapshotPages{rev: f.revision}
+	p := &snapshotPages{rev: f.revision, encoded: w.encoded}
 	if w.service != "" {
 		if byID := f.services[w.service]; len(byID) > 0 {
-			p.services = []serviceInstances{{w.service, mapValues(byID)}}
+			p.services = []serviceInstances{{w.service, records(w.service, byID)}}
 		}
 	} else {
 		p.services = make([]serviceInstances, 0, len(f.services))
 		for name, byID := range f.services {
-			p.services = append(p.services, serviceInstances{name, mapValues(byID)})
+			p.services = append(p.services, serviceInstances{name, records(name, byID)})
 		}
 		slices.SortFunc(p.services, func(a, b serviceInstances) int { return strings.Compare(a.name, b.name) })
 	}
@@ -413,10 +435,11 @@ func (w *Watcher) takeSnapshot() *snapshotPages {
 	return p
 }
 
-func mapValues(byID map[string]*pb.Instance) []*pb.Instance {
-	out := make([]*pb.Instance, 0, len(byID))
-	for _, inst := range byID {
-		out = append(out, inst)
+// records lists the instances of service, byID.
+func records(service string, byID map[string]storedInstance) []instanceRecord {
+	out := make([]instanceRecord, 0, len(byID))
+	for id, st := range byID {
+		out = append(out, instanceRecord{service, id, st})
 	}
 	return out
 }
@@ -429,13 +452,14 @@ func (p *snapshotPages) next() *pb.WatchResponse {
 	for len(p.services) > 0 && len(resp.Events) < maxWatchBatch {
 		s := &p.services[0]
 		if !p.sorted {
-			slices.SortFunc(s.instances, func(a, b *pb.Instance) int { return strings.Compare(a.Id, b.Id) })
+			slices.SortFunc(s.instances, func(a, b instanceRecord) int { return strings.Compare(a.id, b.id) })
 			p.sorted = true
 		}
 		take := min(len(s.instances), maxWatchBatch-len(resp.Events))
-		for _, inst := range s.instances[:take] {
-			resp.Events = append(resp.Events, &pb.Event{Type: pb.Event_PUT, Instance: inst, Revision: inst.ModRevision})
+		for _, r := range s.instances[:take] {
+			resp.Events = append(resp.Events, r.stored.snapshotEvent(p.encoded))
 		}
+		clear(s.instances[:take]) // decoded: let the page's garbage go
 		s.instances = s.instances[take:]
 		if len(s.instances) == 0 {
 			p.services[0] = serviceInstances{}

@@ -752,7 +752,7 @@ func TestWatchSnapshotComesInPagesBuiltOnDemand(t *testing.T) {
 		t.Fatalf("%d pages of %d events in all, want %d pages of %d", pages, len(got), services*per/maxWatchBatch, len(want))
 	}
 	for i, e := range got {
-		if e.Type != pb.Event_PUT || e.Instance != want[i] || e.Revision != want[i].ModRevision {
+		if e.Type != pb.Event_PUT || !proto.Equal(e.Instance, want[i]) || e.Revision != want[i].ModRevision {
 			t.Fatalf("snapshot event %d = %v, want PUT of %v", i, compactText(e), compactText(want[i]))
 		}
 	}
@@ -783,7 +783,11 @@ func TestWatcherBacklogCountsWhatIsLeftToSend(t *testing.T) {
 		return n
 	}
 	ring := d.fsm.events
-	wantAPI := filterEvents(ring.buf[:ring.n], "api", 2)
+	var inRing []*pb.Event
+	for i := range ring.n {
+		inRing = append(inRing, ring.at(i).event())
+	}
+	wantAPI := filterEvents(inRing, "api", 2)
 	if events, bytes, last, ok := api.Backlog(2, 2, 100, 1<<20); !ok || events != 2 || bytes != size(wantAPI) || last != 5 {
 		t.Errorf("api backlog after 2 = %d events, %d bytes up to %d, ok %v; want 2 events (3, 5), %d bytes, up to 5",
 			events, bytes, last, ok, size(wantAPI))

@@ -100,6 +100,22 @@ func (sw *StateWriter) Write(m proto.Message) {
 	_, sw.err = protodelim.MarshalTo(sw.w, m)
 }
 
+// WriteEncoded writes one record already encoded as a kind message (the
+// registry keeps instances encoded and writes those bytes as they are).
+func (sw *StateWriter) WriteEncoded(kind string, enc []byte) {
+	if sw.err != nil {
+		return
+	}
+	if len(enc) > MaxStateRecord {
+		sw.err = fmt.Errorf("a %s record has %d bytes, more than the %d a snapshot record may hold", kind, len(enc), MaxStateRecord)
+		return
+	}
+	var size [binary.MaxVarintLen64]byte
+	if _, sw.err = sw.w.Write(size[:binary.PutUvarint(size[:], uint64(len(enc)))]); sw.err == nil {
+		_, sw.err = sw.w.Write(enc)
+	}
+}
+
 // WriteBlob writes a blob: its metadata without blocks, then each block.
 func (sw *StateWriter) WriteBlob(b *pb.Blob) {
 	sw.Write(&pb.SnapshotBlob{Blob: withoutBlocks(b), Blocks: uint64(len(b.Blocks))})
@@ -140,15 +156,18 @@ func withoutBlocks(b *pb.Blob) *pb.Blob {
 // stops the read and is returned with the record's position.
 type StateRecords struct {
 	// Header is called first, with the header record.
-	Header      func(*pb.SnapshotHeader) error
-	Node        func(*pb.Node) error
-	Session     func(*pb.Session) error
-	Instance    func(*pb.Instance) error
-	Request     func(*pb.RequestRecord) error
-	Blob        func(*pb.Blob) error // with its blocks
-	PendingBlob func(*pb.BlobPending) error
-	ACLPolicy   func(*pb.ACLPolicy) error
-	ACLToken    func(*pb.ACLToken) error
+	Header   func(*pb.SnapshotHeader) error
+	Node     func(*pb.Node) error
+	Session  func(*pb.Session) error
+	Instance func(*pb.Instance) error
+	// InstanceBytes, when set, is called instead of Instance with the
+	// record's encoding too, valid only during the call.
+	InstanceBytes func(inst *pb.Instance, enc []byte) error
+	Request       func(*pb.RequestRecord) error
+	Blob          func(*pb.Blob) error // with its blocks
+	PendingBlob   func(*pb.BlobPending) error
+	ACLPolicy     func(*pb.ACLPolicy) error
+	ACLToken      func(*pb.ACLToken) error
 }
 
 // ReadState reads the state stream r to its end, handing each record to
@@ -180,7 +199,11 @@ func ReadState(r io.Reader, recs StateRecords) error {
 	}
 	readRecords(rr, "node", hdr.Nodes, recs.Node)
 	readRecords(rr, "session", hdr.Sessions, recs.Session)
-	readRecords(rr, "instance", hdr.Instances, recs.Instance)
+	instance := recs.Instance
+	if recs.InstanceBytes != nil {
+		instance = func(inst *pb.Instance) error { return recs.InstanceBytes(inst, rr.last) }
+	}
+	readRecords(rr, "instance", hdr.Instances, instance)
 	readRecords(rr, "request record", hdr.Requests, recs.Request)
 	for i := uint64(0); i < hdr.Blobs && rr.err == nil; i++ {
 		if err := rr.blob(hdr.Format, recs.Blob); err != nil {
@@ -283,7 +306,9 @@ func (rr *recordReader) blob(format uint32, fn func(*pb.Blob) error) error {
 type recordReader struct {
 	r   *bufio.Reader
 	buf []byte
-	err error // the first error of readRecords
+	// last is the encoding of the record read last, in buf.
+	last []byte
+	err  error // the first error of readRecords
 }
 
 // length reads a record's length, at most max.
@@ -317,6 +342,7 @@ func (rr *recordReader) read(m proto.Message, max int) error {
 		}
 		return err
 	}
+	rr.last = b
 	return proto.Unmarshal(b, m)
 }
 

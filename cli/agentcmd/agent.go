@@ -267,6 +267,7 @@ func waitForEnd(ctx context.Context, n *node.Node, sigs, hup <-chan os.Signal, l
 // runAgent starts a node and runs it until a signal or ctx ends.
 func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
 	log := newLogger(cfg, errw)
+	log.Info("soft memory limit", "limit", node.ApplyMemoryLimit(cfg))
 	cfg.Build = cli.VersionString()
 	n, err := node.New(cfg, node.WithLogger(log))
 	if err != nil {

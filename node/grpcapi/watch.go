@@ -161,6 +161,9 @@ func (ws *watchStream) backlog() (sent uint64, events, bytes int, overBudget boo
 func (s *Registry) serveWatch(ctx context.Context, cancel context.CancelCauseFunc, w *raftstore.Watcher, from uint64,
 	stream pb.Registry_WatchServer) error {
 	defer w.Close()
+	// The stream only sends what w yields: snapshot pages may carry the
+	// instances as the registry stores them, encoded.
+	w.EncodeSnapshots()
 	ws := newWatchStream(s.cfg.WatchBacklog, from)
 	s.budget.join(ws, func() { cancel(errWatchBehind) })
 	defer s.budget.leave(ws)

@@ -281,7 +281,16 @@ func TestWatchOfEverythingSendsItsSnapshotPageByPage(t *testing.T) {
 		t.Fatalf("snapshot parts hold %d instances, the registry %d", len(got), len(want))
 	}
 	for i, e := range got {
-		if e.Type != pb.Event_PUT || !proto.Equal(e.Instance, want[i]) {
+		// As a client decodes it: pages carry instances encoded.
+		b, err := proto.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e = &pb.Event{}
+		if err := proto.Unmarshal(b, e); err != nil {
+			t.Fatal(err)
+		}
+		if e.Type != pb.Event_PUT || !proto.Equal(e.Instance, want[i]) || e.Revision != want[i].ModRevision {
 			t.Fatalf("snapshot event %d = %v, want PUT %s/%s", i, e, want[i].Service, want[i].Id)
 		}
 	}
