@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
 )
 
 // A persisted snapshot lists the instances sorted by service and id,
