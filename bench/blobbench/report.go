@@ -7,39 +7,15 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/zrpcio/zrpc/bench/internal/stats"
 )
 
 // Summary is the median, min and max of one measure over repetitions.
-type Summary struct {
-	Median, Min, Max float64
-	N                int
-}
+type Summary = stats.Summary
 
-// Summarize returns the median (the mean of the middle two for an even
-// count), min and max of v.
-func Summarize(v []float64) Summary {
-	if len(v) == 0 {
-		return Summary{}
-	}
-	s := slices.Sorted(slices.Values(v))
-	n := len(s)
-	med := s[n/2]
-	if n%2 == 0 {
-		med = (s[n/2-1] + s[n/2]) / 2
-	}
-	return Summary{Median: med, Min: s[0], Max: s[n-1], N: n}
-}
-
-func (s Summary) format(verb string) string {
-	if s.N == 0 {
-		return "–"
-	}
-	f := func(v float64) string { return fmt.Sprintf(verb, v) }
-	if s.N == 1 {
-		return f(s.Median)
-	}
-	return f(s.Median) + " (" + f(s.Min) + "–" + f(s.Max) + ")"
-}
+// Summarize returns the median, min and max of v.
+func Summarize(v []float64) Summary { return stats.Summarize(v) }
 
 // measure picks one number out of a sample.
 type measure func(Sample) float64
@@ -112,17 +88,17 @@ func WriteTable(w io.Writer, samples []Sample) error {
 			}
 			vsStream, vsCopy := "–", "–"
 			if sys != stream || op != baselineOp(op) {
-				vsStream = Summarize(ratios(samples, sys, op, stream, baselineOp(op))).format("%.2f")
+				vsStream = Summarize(ratios(samples, sys, op, stream, baselineOp(op))).Format("%.2f")
 			}
 			if op == OpPut && sys != cp {
-				vsCopy = Summarize(ratios(samples, sys, op, cp, OpPut)).format("%.2f")
+				vsCopy = Summarize(ratios(samples, sys, op, cp, OpPut)).Format("%.2f")
 			}
 			server := "–"
 			if sys != cp {
-				server = summarize(samples, sys, op, Sample.ServerCPUPerGB).format("%.2f")
+				server = summarize(samples, sys, op, Sample.ServerCPUPerGB).Format("%.2f")
 			}
 			client := summarize(samples, sys, op, func(s Sample) float64 { return s.ClientCPUSeconds / (float64(s.Bytes) / 1e9) })
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", op, sys, mbs.format("%.0f"), vsStream, vsCopy, server, client.format("%.2f"))
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", op, sys, mbs.Format("%.0f"), vsStream, vsCopy, server, client.Format("%.2f"))
 		}
 	}
 	_, err := io.WriteString(w, b.String())

@@ -5,39 +5,15 @@ import (
 	"io"
 	"slices"
 	"strings"
+
+	"github.com/zrpcio/zrpc/bench/internal/stats"
 )
 
 // Summary is the median, min and max of one measure over repetitions.
-type Summary struct {
-	Median, Min, Max float64
-	N                int
-}
+type Summary = stats.Summary
 
-// Summarize returns the median (the mean of the middle two for an even
-// count), min and max of v.
-func Summarize(v []float64) Summary {
-	if len(v) == 0 {
-		return Summary{}
-	}
-	s := slices.Sorted(slices.Values(v))
-	n := len(s)
-	med := s[n/2]
-	if n%2 == 0 {
-		med = (s[n/2-1] + s[n/2]) / 2
-	}
-	return Summary{Median: med, Min: s[0], Max: s[n-1], N: n}
-}
-
-func (s Summary) format(verb string) string {
-	if s.N == 0 {
-		return "–"
-	}
-	f := func(v float64) string { return fmt.Sprintf(verb, v) }
-	if s.N == 1 {
-		return f(s.Median)
-	}
-	return f(s.Median) + " (" + f(s.Min) + "–" + f(s.Max) + ")"
-}
+// Summarize returns the median, min and max of v.
+func Summarize(v []float64) Summary { return stats.Summarize(v) }
 
 // measure picks one number out of a sample.
 type measure func(Sample) float64
@@ -98,13 +74,13 @@ func WriteTable(w io.Writer, samples []Sample) error {
 				continue
 			}
 			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", c, sys,
-				qps.format("%.0f"),
-				Summarize(ratios(samples, sys, GRPC, c, Sample.CallsPerSecond)).format("%.2f"),
-				Summarize(ratios(samples, sys, GoZero, c, Sample.CallsPerSecond)).format("%.2f"),
-				summarize(samples, sys, c, Sample.CPUPerCall).format("%.1f"),
-				Summarize(ratios(samples, sys, GRPC, c, Sample.CPUPerCall)).format("%.2f"),
-				summarize(samples, sys, c, Sample.AllocsPerCall).format("%.1f"),
-				summarize(samples, sys, c, Sample.SleepsPerCall).format("%.2f"))
+				qps.Format("%.0f"),
+				Summarize(ratios(samples, sys, GRPC, c, Sample.CallsPerSecond)).Format("%.2f"),
+				Summarize(ratios(samples, sys, GoZero, c, Sample.CallsPerSecond)).Format("%.2f"),
+				summarize(samples, sys, c, Sample.CPUPerCall).Format("%.1f"),
+				Summarize(ratios(samples, sys, GRPC, c, Sample.CPUPerCall)).Format("%.2f"),
+				summarize(samples, sys, c, Sample.AllocsPerCall).Format("%.1f"),
+				summarize(samples, sys, c, Sample.SleepsPerCall).Format("%.2f"))
 		}
 	}
 	_, err := io.WriteString(w, b.String())
