@@ -121,7 +121,7 @@ func newMetrics(n *Node) *metrics {
 			b, _ := n.blobs.Shards().Usage()
 			return float64(b)
 		}),
-		gauge("zrpc_blob_shard_store_shards", "Shard files on this agent.", func() float64 {
+		gauge("zrpc_blob_shard_store_shards", "Blocks of shards held on this agent (in its part files).", func() float64 {
 			_, c := n.blobs.Shards().Usage()
 			return float64(c)
 		}),
