@@ -108,17 +108,10 @@ func (c Config) Validate() error {
 	bins := map[string]string{Zrpc: c.Zrpcd, Etcd: c.Etcd}
 	for _, s := range c.Systems {
 		path, ok := bins[s]
-		switch {
-		case !ok:
+		if !ok {
 			errs = append(errs, fmt.Errorf("systems: unknown system %q (want %s, %s)", s, Zrpc, Etcd))
-		case path == "":
-			errs = append(errs, fmt.Errorf("binary of %s: no path given", s))
-		default:
-			if st, err := os.Stat(path); err != nil {
-				errs = append(errs, fmt.Errorf("binary of %s: %w", s, err))
-			} else if st.IsDir() {
-				errs = append(errs, fmt.Errorf("binary of %s: %s is a directory", s, path))
-			}
+		} else if err := proc.CheckBinary(path); err != nil {
+			errs = append(errs, fmt.Errorf("binary of %s: %w", s, err))
 		}
 	}
 	if len(c.Systems) == 0 {

@@ -64,12 +64,8 @@ type Config struct {
 func (c Config) Validate() error {
 	var errs []error
 	for _, b := range []struct{ name, path string }{{"zrpcd", c.Bins.Zrpcd}, {"zrpcecho", c.Bins.Echo}, {"zrpcrpcbench", c.Bins.Self}} {
-		if b.path == "" {
-			errs = append(errs, fmt.Errorf("binary %s: no path given", b.name))
-		} else if st, err := os.Stat(b.path); err != nil {
+		if err := proc.CheckBinary(b.path); err != nil {
 			errs = append(errs, fmt.Errorf("binary %s: %w", b.name, err))
-		} else if st.IsDir() {
-			errs = append(errs, fmt.Errorf("binary %s: %s is a directory", b.name, b.path))
 		}
 	}
 	if c.Reps < 1 {

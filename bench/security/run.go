@@ -33,14 +33,8 @@ type Binaries struct {
 func (b Binaries) validate() error {
 	var errs []error
 	for _, f := range []struct{ name, path string }{{"zrpcd", b.Zrpcd}, {"zrpcctl", b.Zrpcctl}, {"zrpcecho", b.Echo}} {
-		if f.path == "" {
-			errs = append(errs, fmt.Errorf("binary %s: no path given", f.name))
-			continue
-		}
-		if st, err := os.Stat(f.path); err != nil {
+		if err := proc.CheckBinary(f.path); err != nil {
 			errs = append(errs, fmt.Errorf("binary %s: %w", f.name, err))
-		} else if st.IsDir() {
-			errs = append(errs, fmt.Errorf("binary %s: %s is a directory", f.name, f.path))
 		}
 	}
 	return errors.Join(errs...)

@@ -242,3 +242,19 @@ func Command(bin string, args ...string) *exec.Cmd {
 	cmd.SysProcAttr = childAttr()
 	return cmd
 }
+
+// CheckBinary reports why path cannot be run as a benchmark's binary: no
+// path given, not there, or a directory; nil when it can.
+func CheckBinary(path string) error {
+	if path == "" {
+		return errors.New("no path given")
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st.IsDir() {
+		return fmt.Errorf("%s is a directory", path)
+	}
+	return nil
+}
