@@ -20,9 +20,9 @@ func TestSummarizeGivesMedianMinAndMax(t *testing.T) {
 		want summary
 	}{
 		{"none", nil, summary{}},
-		{"one", []float64{7}, summary{median: 7, min: 7, max: 7, n: 1}},
-		{"odd count, unsorted", []float64{30, 10, 20}, summary{median: 20, min: 10, max: 30, n: 3}},
-		{"even count: mean of the middle two", []float64{4, 1, 3, 2}, summary{median: 2.5, min: 1, max: 4, n: 4}},
+		{"one", []float64{7}, summary{Median: 7, Min: 7, Max: 7, N: 1}},
+		{"odd count, unsorted", []float64{30, 10, 20}, summary{Median: 20, Min: 10, Max: 30, N: 3}},
+		{"even count: mean of the middle two", []float64{4, 1, 3, 2}, summary{Median: 2.5, Min: 1, Max: 4, N: 4}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := slices.Clone(tc.in)

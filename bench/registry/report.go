@@ -128,8 +128,8 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			fmt.Fprintf(&b, " %s |", cell(k.metric, sum))
 		}
 		if len(r.Systems) == 2 {
-			q, ok := ratio(meds[0].median, meds[1].median)
-			if ok && meds[0].n > 0 {
+			q, ok := ratio(meds[0].Median, meds[1].Median)
+			if ok && meds[0].N > 0 {
 				fmt.Fprintf(&b, " %.2fx |", q)
 			} else {
 				b.WriteString(" - |")
@@ -145,15 +145,15 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 // for one repetition, else "median (min-max)"; latencies and seconds with
 // two decimals, everything else as whole numbers.
 func cell(metric string, s summary) string {
-	if s.n == 0 {
+	if s.N == 0 {
 		return "-"
 	}
 	f := "%.0f"
 	if strings.HasSuffix(metric, " ms") || strings.HasSuffix(metric, " s") || strings.HasSuffix(metric, " %") {
 		f = "%.2f"
 	}
-	if s.n == 1 {
-		return fmt.Sprintf(f, s.median)
+	if s.N == 1 {
+		return fmt.Sprintf(f, s.Median)
 	}
-	return fmt.Sprintf(f+" ("+f+"-"+f+")", s.median, s.min, s.max)
+	return fmt.Sprintf(f+" ("+f+"-"+f+")", s.Median, s.Min, s.Max)
 }

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/zrpcio/zrpc/bench/internal/stats"
 )
 
 // latencies collects durations from many goroutines.
@@ -46,26 +48,11 @@ func quantileMS(sorted []time.Duration, q float64) float64 {
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // summary is the median and range of one metric over repetitions.
-type summary struct {
-	median, min, max float64
-	n                int
-}
+type summary = stats.Summary
 
 // summarize returns the median (the mean of the middle two for an even
 // count), min and max of v.
-func summarize(v []float64) summary {
-	if len(v) == 0 {
-		return summary{}
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	n := len(s)
-	med := s[n/2]
-	if n%2 == 0 {
-		med = (s[n/2-1] + s[n/2]) / 2
-	}
-	return summary{median: med, min: s[0], max: s[n-1], n: n}
-}
+func summarize(v []float64) summary { return stats.Summarize(v) }
 
 // ratio is a/b, and false when b is zero (no ratio to show).
 func ratio(a, b float64) (float64, bool) {
