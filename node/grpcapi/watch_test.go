@@ -18,6 +18,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/fsmtest"
 	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/raftstore"
 )
@@ -30,20 +31,20 @@ import (
 // the agent's budget.
 func TestWatchStalledOnItsReaderEndedPastItsBacklog(t *testing.T) {
 	fsm := raftstore.NewFSM(1 << 12)
-	w := &fsmWriter{tb: t, fsm: fsm}
+	w := fsmtest.NewWriter(t, fsm)
 	metrics := &watchMetrics{}
 	reg := NewRegistry(context.Background(), RegistryConfig{Agent: "a1", Replica: fsm, Metrics: metrics,
 		WatchBacklog: WatchLimits{Events: 5, Bytes: 1 << 20}})
 	done := make(chan watchResult, 1)
 	s := startWatch(t, reg, &pb.WatchRequest{Service: "slow.rpc"}, 2, done)
 	<-s.sent // the empty snapshot
-	w.register(&pb.Instance{Service: "slow.rpc", Id: "first", Address: "127.0.0.1:9000"})
-	sentRev := w.index
+	w.Register(&pb.Instance{Service: "slow.rpc", Id: "first", Address: "127.0.0.1:9000"})
+	sentRev := w.Index()
 	<-s.sent // the first event; the reader stops now
-	w.register(&pb.Instance{Service: "slow.rpc", Id: "second", Address: "127.0.0.1:9000"})
+	w.Register(&pb.Instance{Service: "slow.rpc", Id: "second", Address: "127.0.0.1:9000"})
 	testwait.For(t, 10*time.Second, "the send of the second event waiting for the reader", func() bool { return stackHas("(*stalledStream).Send(") })
 	for i := range 20 {
-		w.register(&pb.Instance{Service: "slow.rpc", Id: fmt.Sprint(i), Address: "127.0.0.1:9000"})
+		w.Register(&pb.Instance{Service: "slow.rpc", Id: fmt.Sprint(i), Address: "127.0.0.1:9000"})
 	}
 	var r watchResult
 	select {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/fsmtest"
 	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/raftstore"
 )
@@ -90,31 +90,6 @@ func (s *stalledStream) received() []*pb.WatchResponse {
 	return append([]*pb.WatchResponse(nil), s.got...)
 }
 
-// fsmWriter applies registrations to an FSM as raft would.
-type fsmWriter struct {
-	tb    testing.TB
-	fsm   *raftstore.FSM
-	index uint64
-}
-
-func (w *fsmWriter) register(insts ...*pb.Instance) {
-	w.tb.Helper()
-	var logs []*raft.Log
-	for _, inst := range insts {
-		data, err := proto.Marshal(&pb.Command{Kind: &pb.Command_Register{Register: inst}})
-		if err != nil {
-			w.tb.Fatal(err)
-		}
-		w.index++
-		logs = append(logs, &raft.Log{Index: w.index, Type: raft.LogCommand, Data: data})
-	}
-	for i, r := range w.fsm.ApplyBatch(logs) {
-		if r != nil {
-			w.tb.Fatalf("apply %d: %v", i, r)
-		}
-	}
-}
-
 type watchResult struct {
 	stream *stalledStream
 	err    error
@@ -148,7 +123,7 @@ func TestWatchBudgetEndsTheLargestQueues(t *testing.T) {
 		writes   = 20
 	)
 	fsm := raftstore.NewFSM(1 << 12)
-	w := &fsmWriter{tb: t, fsm: fsm}
+	w := fsmtest.NewWriter(t, fsm)
 	metrics := &watchMetrics{}
 	ctx, stop := context.WithCancel(context.Background())
 	reg := NewRegistry(ctx, RegistryConfig{
@@ -164,7 +139,7 @@ func TestWatchBudgetEndsTheLargestQueues(t *testing.T) {
 	pad := map[string]string{"pad": strings.Repeat("x", 1000)}
 	var over, perWatcher int64
 	for i := range writes {
-		w.register(&pb.Instance{Service: "slow.rpc", Id: fmt.Sprintf("i%d", i), Address: "127.0.0.1:9000", Metadata: pad})
+		w.Register(&pb.Instance{Service: "slow.rpc", Id: fmt.Sprintf("i%d", i), Address: "127.0.0.1:9000", Metadata: pad})
 		inst := fsm.Instance("slow.rpc", fmt.Sprintf("i%d", i))
 		perWatcher += int64(proto.Size(&pb.Event{Type: pb.Event_PUT, Instance: inst, Revision: inst.ModRevision}))
 		if q := reg.WatchQueuedBytes(); q > over {
@@ -231,13 +206,13 @@ func TestWatchBudgetEndsTheLargestQueues(t *testing.T) {
 // registry at the snapshot's revision.
 func TestWatchOfEverythingSendsItsSnapshotPageByPage(t *testing.T) {
 	fsm := raftstore.NewFSM(1 << 12)
-	w := &fsmWriter{tb: t, fsm: fsm}
+	w := fsmtest.NewWriter(t, fsm)
 	for s := range 100 {
 		var insts []*pb.Instance
 		for i := range 1000 {
 			insts = append(insts, &pb.Instance{Service: fmt.Sprintf("svc%03d", s), Id: fmt.Sprintf("%04d", i), Address: "127.0.0.1:9000"})
 		}
-		w.register(insts...)
+		w.Register(insts...)
 	}
 	want, rev := fsm.AllInstances()
 	reg := NewRegistry(context.Background(), RegistryConfig{Agent: "a1", Replica: fsm, Metrics: &watchMetrics{}})
@@ -320,13 +295,13 @@ func TestWatchBudgetSnapshotPagesWaitForRoom(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			const budget = 256 << 10
 			fsm := raftstore.NewFSM(1 << 12)
-			w := &fsmWriter{tb: t, fsm: fsm}
+			w := fsmtest.NewWriter(t, fsm)
 			var big []*pb.Instance
 			for i := range 3000 {
 				big = append(big, &pb.Instance{Service: "big.rpc", Id: fmt.Sprintf("%04d", i), Address: "127.0.0.1:9000",
 					Metadata: map[string]string{"pad": strings.Repeat("x", 100)}})
 			}
-			w.register(big...)
+			w.Register(big...)
 			reg := NewRegistry(context.Background(), RegistryConfig{Agent: "a1", Replica: fsm, Metrics: &watchMetrics{}, WatchQueueBytes: budget})
 			reg.budget.patience = tc.patience
 
@@ -335,7 +310,7 @@ func TestWatchBudgetSnapshotPagesWaitForRoom(t *testing.T) {
 			<-holder.sent
 			pad := map[string]string{"pad": strings.Repeat("x", 8<<10)}
 			for i := range 20 {
-				w.register(&pb.Instance{Service: "small.rpc", Id: fmt.Sprint(i), Address: "127.0.0.1:9000", Metadata: pad})
+				w.Register(&pb.Instance{Service: "small.rpc", Id: fmt.Sprint(i), Address: "127.0.0.1:9000", Metadata: pad})
 			}
 			testwait.For(t, 10*time.Second, "the holder's queue filled", func() bool { return reg.WatchQueuedBytes() > 160<<10 })
 

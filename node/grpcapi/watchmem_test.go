@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/fsmtest"
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
@@ -21,9 +22,9 @@ import (
 // they opened, and heap plus goroutine stacks in use after a collection.
 func watchStreamsMemory(tb testing.TB, n, conns int) (allocated, inUse float64) {
 	fsm := raftstore.NewFSM(1 << 12)
-	w := &fsmWriter{tb: tb, fsm: fsm}
+	w := fsmtest.NewWriter(tb, fsm)
 	for i := range n / 10 {
-		w.register(&pb.Instance{Service: svcName(i), Id: "i1", Address: "127.0.0.1:9000"})
+		w.Register(&pb.Instance{Service: svcName(i), Id: "i1", Address: "127.0.0.1:9000"})
 	}
 	reg := NewRegistry(context.Background(), RegistryConfig{Agent: "a1", Replica: fsm, Metrics: &watchMetrics{}})
 	srv := NewServer(ServerConfig{Metrics: &watchMetrics{}, ClusterSecret: func() []byte { return nil }}, Services{Registry: reg})

@@ -14,39 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
-	"google.golang.org/protobuf/proto"
-
 	"github.com/zrpcio/zrpc/acl"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/fsmtest"
 	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/raftstore"
 )
-
-// fsmWriter applies registrations to a registry replica as Raft would.
-type fsmWriter struct {
-	tb    testing.TB
-	fsm   *raftstore.FSM
-	index uint64
-}
-
-func (w *fsmWriter) register(insts ...*pb.Instance) {
-	w.tb.Helper()
-	var logs []*raft.Log
-	for _, inst := range insts {
-		data, err := proto.Marshal(&pb.Command{Kind: &pb.Command_Register{Register: inst}})
-		if err != nil {
-			w.tb.Fatal(err)
-		}
-		w.index++
-		logs = append(logs, &raft.Log{Index: w.index, Type: raft.LogCommand, Data: data})
-	}
-	for i, r := range w.fsm.ApplyBatch(logs) {
-		if r != nil {
-			w.tb.Fatalf("apply %d: %v", i, r)
-		}
-	}
-}
 
 // fakeStatus answers as the Status service of a one-agent cluster.
 type fakeStatus struct{}
@@ -104,7 +77,7 @@ func (blobReplica) Blob(name string) *pb.Blob {
 
 type testUI struct {
 	*UI
-	w   *fsmWriter
+	w   *fsmtest.Writer
 	srv *httptest.Server
 }
 
@@ -141,7 +114,7 @@ func newTestUIWith(t *testing.T, withACL bool, keepAlive time.Duration) *testUI 
 	if withACL {
 		cfg.Authorize = fakeAuthorize(t)
 	}
-	u := &testUI{UI: New(cfg), w: &fsmWriter{tb: t, fsm: fsm}}
+	u := &testUI{UI: New(cfg), w: fsmtest.NewWriter(t, fsm)}
 	u.srv = httptest.NewServer(u)
 	t.Cleanup(func() {
 		u.Close()
@@ -185,7 +158,7 @@ func (u *testUI) getJSON(t *testing.T, path, token string, v any) {
 }
 
 func registerSample(u *testUI) {
-	u.w.register(
+	u.w.Register(
 		&pb.Instance{Service: "user.rpc", Id: "u1", Address: "10.0.0.1:9000", Node: "a1", Zone: "z1", Version: "1.4.2",
 			Weight: 100, Tags: []string{"canary", "v2"}, Health: pb.Health_PASSING},
 		&pb.Instance{Service: "user.rpc", Id: "u2", Address: "10.0.0.2:9000", Node: "a2", Weight: 50,
@@ -214,8 +187,8 @@ func TestServicesCountInstancesByHealth(t *testing.T) {
 			t.Errorf("service %d: %+v, want %+v", i, got.Services[i], want[i])
 		}
 	}
-	if got.Revision != u.w.index {
-		t.Errorf("revision %d, want the replica's %d", got.Revision, u.w.index)
+	if got.Revision != u.w.Index() {
+		t.Errorf("revision %d, want the replica's %d", got.Revision, u.w.Index())
 	}
 }
 
@@ -336,7 +309,7 @@ func TestEndpointsNeedTheirGRPCMethodsPermission(t *testing.T) {
 func TestRegistryTextIsNeverMarkup(t *testing.T) {
 	u := newTestUI(t, false)
 	const tag = `<img src=x onerror=alert(1)>`
-	u.w.register(&pb.Instance{Service: "user.rpc", Id: "x", Address: "10.0.0.1:9000", Tags: []string{tag},
+	u.w.Register(&pb.Instance{Service: "user.rpc", Id: "x", Address: "10.0.0.1:9000", Tags: []string{tag},
 		HealthOutput: "</script><script>alert(2)</script>", Health: pb.Health_PASSING})
 	_, body := u.get(t, "/ui/api/services/user.rpc", "")
 	if strings.Contains(body, "<") || !strings.Contains(body, `\u003cimg src=x onerror=alert(1)\u003e`) {
@@ -457,13 +430,13 @@ func TestLiveStreamNamesChangedServices(t *testing.T) {
 	u := newTestUI(t, false)
 	registerSample(u)
 	ev := u.openEvents(t, "")
-	if name, c, ok := ev.next(); !ok || name != "hello" || c.Revision != u.w.index {
-		t.Fatalf("first event %q %+v, want hello at revision %d", name, c, u.w.index)
+	if name, c, ok := ev.next(); !ok || name != "hello" || c.Revision != u.w.Index() {
+		t.Fatalf("first event %q %+v, want hello at revision %d", name, c, u.w.Index())
 	}
-	u.w.register(&pb.Instance{Service: "pay.rpc", Id: "p1", Address: "10.0.2.1:9000", Health: pb.Health_PASSING})
+	u.w.Register(&pb.Instance{Service: "pay.rpc", Id: "p1", Address: "10.0.2.1:9000", Health: pb.Health_PASSING})
 	name, c, ok := ev.next()
-	if !ok || name != "registry" || strings.Join(c.Services, ",") != "pay.rpc" || c.Revision != u.w.index || c.Reset {
-		t.Fatalf("after a registration: %q %+v, want registry naming pay.rpc at revision %d", name, c, u.w.index)
+	if !ok || name != "registry" || strings.Join(c.Services, ",") != "pay.rpc" || c.Revision != u.w.Index() || c.Reset {
+		t.Fatalf("after a registration: %q %+v, want registry naming pay.rpc at revision %d", name, c, u.w.Index())
 	}
 }
 
@@ -475,8 +448,8 @@ func TestLiveStreamIsFilteredByTheToken(t *testing.T) {
 	if name, _, ok := ev.next(); !ok || name != "hello" {
 		t.Fatalf("first event %q, want hello", name)
 	}
-	u.w.register(&pb.Instance{Service: "order.rpc", Id: "o9", Address: "10.0.1.9:9000", Health: pb.Health_PASSING})
-	u.w.register(&pb.Instance{Service: "user.rpc", Id: "u9", Address: "10.0.0.9:9000", Health: pb.Health_PASSING})
+	u.w.Register(&pb.Instance{Service: "order.rpc", Id: "o9", Address: "10.0.1.9:9000", Health: pb.Health_PASSING})
+	u.w.Register(&pb.Instance{Service: "user.rpc", Id: "u9", Address: "10.0.0.9:9000", Health: pb.Health_PASSING})
 	name, c, ok := ev.next()
 	if !ok || name != "registry" || strings.Join(c.Services, ",") != "user.rpc" {
 		t.Fatalf("first change a user.* reader sees: %q %+v, want only user.rpc", name, c)
@@ -635,7 +608,7 @@ func TestLiveStreamOfAStalledReaderEnds(t *testing.T) {
 		close(done)
 	}()
 	testwait.For(t, 10*time.Second, "the hello", func() bool { return sw.writes.Load() >= 1 })
-	(&fsmWriter{tb: t, fsm: fsm}).register(&pb.Instance{Service: "user.rpc", Id: "u1", Address: "10.0.0.1:9000"})
+	fsmtest.NewWriter(t, fsm).Register(&pb.Instance{Service: "user.rpc", Id: "u1", Address: "10.0.0.1:9000"})
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
