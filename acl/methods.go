@@ -51,6 +51,15 @@ var Methods = map[string]Permission{
 	pb.Blobs_List_FullMethodName:         {Resource: Blob, Access: Read, Name: unchecked, Filter: filterBlobs},
 	pb.Blobs_Delete_FullMethodName:       {Resource: Blob, Access: Write, Name: deleteBlob},
 	pb.Blobs_RepairStatus_FullMethodName: {Resource: Operator, Access: Read},
+	// Client-striped puts and reads: every call names its blob, and the
+	// agent checks that the blob id it names belongs to that name.
+	pb.Blobs_BeginPut_FullMethodName:    {Resource: Blob, Access: Write, Name: beginPut},
+	pb.Blobs_WriteShards_FullMethodName: {Resource: Blob, Access: Write, Name: writeShards},
+	pb.Blobs_RenewPut_FullMethodName:    {Resource: Blob, Access: Write, Name: renewPut},
+	pb.Blobs_CommitPut_FullMethodName:   {Resource: Blob, Access: Write, Name: commitPut},
+	pb.Blobs_AbortPut_FullMethodName:    {Resource: Blob, Access: Write, Name: abortPut},
+	pb.Blobs_Locate_FullMethodName:      {Resource: Blob, Access: Read, Name: locateBlob},
+	pb.Blobs_ReadShards_FullMethodName:  {Resource: Blob, Access: Read, Name: readShards},
 
 	// The agent-to-agent API.
 	pb.Internal_Apply_FullMethodName:      {Resource: Agent, Access: Write},
@@ -121,7 +130,26 @@ var (
 	getBlob           = named(func(r *pb.BlobGetRequest) string { return r.GetName() })
 	statBlob          = named(func(r *pb.BlobStatRequest) string { return r.GetName() })
 	deleteBlob        = named(func(r *pb.BlobDeleteRequest) string { return r.GetName() })
+	beginPut          = named(func(r *pb.BeginPutRequest) string { return r.GetHeader().GetName() })
+	renewPut          = named(func(r *pb.RenewPutRequest) string { return r.GetName() })
+	commitPut         = named(func(r *pb.CommitPutRequest) string { return r.GetBlob().GetName() })
+	abortPut          = named(func(r *pb.AbortPutRequest) string { return r.GetName() })
+	locateBlob        = named(func(r *pb.LocateRequest) string { return r.GetName() })
+	readShards        = named(func(r *pb.ReadShardsRequest) string { return r.GetName() })
 )
+
+// writeShards checks a WriteShards stream's header; its blocks need no
+// check of their own.
+func writeShards(msg any) (string, bool) {
+	r, ok := msg.(*pb.WriteShardsRequest)
+	if !ok {
+		return "", true
+	}
+	if h := r.GetHeader(); h != nil {
+		return h.GetName(), true
+	}
+	return "", false
+}
 
 // watchService checks a watch of one service; a watch of every service
 // (empty name) is filtered instead.

@@ -1245,6 +1245,1044 @@ func (x *RepairStatusResponse) GetCorrupt() []*ShardRef {
 	return nil
 }
 
+// AgentAddress is an agent and the address of its gRPC API.
+type AgentAddress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentAddress) Reset() {
+	*x = AgentAddress{}
+	mi := &file_blob_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentAddress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentAddress) ProtoMessage() {}
+
+func (x *AgentAddress) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentAddress.ProtoReflect.Descriptor instead.
+func (*AgentAddress) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AgentAddress) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *AgentAddress) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+type BeginPutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// header.size, when > 0, is checked against the limits before anything
+	// is announced, and the commit must then carry exactly that size.
+	Header        *BlobPutHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginPutRequest) Reset() {
+	*x = BeginPutRequest{}
+	mi := &file_blob_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginPutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginPutRequest) ProtoMessage() {}
+
+func (x *BeginPutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginPutRequest.ProtoReflect.Descriptor instead.
+func (*BeginPutRequest) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *BeginPutRequest) GetHeader() *BlobPutHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+type BeginPutResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// inline is set, and nothing started, when the blob (of the size the
+	// header gave) is small enough to be stored inline: send it with Put.
+	Inline bool `protobuf:"varint,2,opt,name=inline,proto3" json:"inline,omitempty"`
+	// inline_max is the largest blob the agents store inline; a client
+	// that learns its blob is this small (size unknown at BeginPut) aborts
+	// and sends it with Put.
+	InlineMax uint32 `protobuf:"varint,3,opt,name=inline_max,json=inlineMax,proto3" json:"inline_max,omitempty"`
+	// blob_id names the put's shards and its pending entry.
+	BlobId       string `protobuf:"bytes,4,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
+	DataShards   uint32 `protobuf:"varint,5,opt,name=data_shards,json=dataShards,proto3" json:"data_shards,omitempty"`
+	ParityShards uint32 `protobuf:"varint,6,opt,name=parity_shards,json=parityShards,proto3" json:"parity_shards,omitempty"`
+	BlockSize    uint32 `protobuf:"varint,7,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	// targets[i] is the agent for shard i of every block; an empty node
+	// means no agent is free for it (best effort: repair stores it later).
+	Targets []*AgentAddress `protobuf:"bytes,8,rep,name=targets,proto3" json:"targets,omitempty"`
+	// spares are further agents, in placement order, for a shard whose
+	// agent fails during the put.
+	Spares []*AgentAddress `protobuf:"bytes,9,rep,name=spares,proto3" json:"spares,omitempty"`
+	// lease_expires (unix ns, the leader's clock) is when the leader aborts
+	// the put unless it is renewed (RenewPut) or committed first.
+	LeaseExpires int64 `protobuf:"varint,10,opt,name=lease_expires,json=leaseExpires,proto3" json:"lease_expires,omitempty"`
+	// lease_ttl_ms is the lease's length; clients renew at a third of it.
+	LeaseTtlMs uint32 `protobuf:"varint,11,opt,name=lease_ttl_ms,json=leaseTtlMs,proto3" json:"lease_ttl_ms,omitempty"`
+	// max_metadata_bytes bounds the commit's metadata (one Raft entry).
+	MaxMetadataBytes uint64 `protobuf:"varint,12,opt,name=max_metadata_bytes,json=maxMetadataBytes,proto3" json:"max_metadata_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *BeginPutResponse) Reset() {
+	*x = BeginPutResponse{}
+	mi := &file_blob_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginPutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginPutResponse) ProtoMessage() {}
+
+func (x *BeginPutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginPutResponse.ProtoReflect.Descriptor instead.
+func (*BeginPutResponse) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *BeginPutResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *BeginPutResponse) GetInline() bool {
+	if x != nil {
+		return x.Inline
+	}
+	return false
+}
+
+func (x *BeginPutResponse) GetInlineMax() uint32 {
+	if x != nil {
+		return x.InlineMax
+	}
+	return 0
+}
+
+func (x *BeginPutResponse) GetBlobId() string {
+	if x != nil {
+		return x.BlobId
+	}
+	return ""
+}
+
+func (x *BeginPutResponse) GetDataShards() uint32 {
+	if x != nil {
+		return x.DataShards
+	}
+	return 0
+}
+
+func (x *BeginPutResponse) GetParityShards() uint32 {
+	if x != nil {
+		return x.ParityShards
+	}
+	return 0
+}
+
+func (x *BeginPutResponse) GetBlockSize() uint32 {
+	if x != nil {
+		return x.BlockSize
+	}
+	return 0
+}
+
+func (x *BeginPutResponse) GetTargets() []*AgentAddress {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+func (x *BeginPutResponse) GetSpares() []*AgentAddress {
+	if x != nil {
+		return x.Spares
+	}
+	return nil
+}
+
+func (x *BeginPutResponse) GetLeaseExpires() int64 {
+	if x != nil {
+		return x.LeaseExpires
+	}
+	return 0
+}
+
+func (x *BeginPutResponse) GetLeaseTtlMs() uint32 {
+	if x != nil {
+		return x.LeaseTtlMs
+	}
+	return 0
+}
+
+func (x *BeginPutResponse) GetMaxMetadataBytes() uint64 {
+	if x != nil {
+		return x.MaxMetadataBytes
+	}
+	return 0
+}
+
+// WriteShardsHeader is the first message of a WriteShards stream.
+type WriteShardsHeader struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	BlobId string                 `protobuf:"bytes,2,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
+	// index is the shard index this stream carries for every block.
+	Index        uint32 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	DataShards   uint32 `protobuf:"varint,4,opt,name=data_shards,json=dataShards,proto3" json:"data_shards,omitempty"`
+	ParityShards uint32 `protobuf:"varint,5,opt,name=parity_shards,json=parityShards,proto3" json:"parity_shards,omitempty"`
+	BlockSize    uint32 `protobuf:"varint,6,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	// revision is BeginPut's: the agent waits (briefly) until its replica
+	// has applied it, so that it knows the put is pending.
+	Revision      uint64 `protobuf:"varint,7,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteShardsHeader) Reset() {
+	*x = WriteShardsHeader{}
+	mi := &file_blob_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteShardsHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteShardsHeader) ProtoMessage() {}
+
+func (x *WriteShardsHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteShardsHeader.ProtoReflect.Descriptor instead.
+func (*WriteShardsHeader) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *WriteShardsHeader) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WriteShardsHeader) GetBlobId() string {
+	if x != nil {
+		return x.BlobId
+	}
+	return ""
+}
+
+func (x *WriteShardsHeader) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *WriteShardsHeader) GetDataShards() uint32 {
+	if x != nil {
+		return x.DataShards
+	}
+	return 0
+}
+
+func (x *WriteShardsHeader) GetParityShards() uint32 {
+	if x != nil {
+		return x.ParityShards
+	}
+	return 0
+}
+
+func (x *WriteShardsHeader) GetBlockSize() uint32 {
+	if x != nil {
+		return x.BlockSize
+	}
+	return 0
+}
+
+func (x *WriteShardsHeader) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type WriteShardsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// header: in the first message only.
+	Header *WriteShardsHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Block  uint32             `protobuf:"varint,2,opt,name=block,proto3" json:"block,omitempty"`
+	// block_len is how many bytes of the blob the block holds.
+	BlockLen uint32 `protobuf:"varint,3,opt,name=block_len,json=blockLen,proto3" json:"block_len,omitempty"`
+	// sum is the CRC32C of payload.
+	Sum           uint32 `protobuf:"fixed32,4,opt,name=sum,proto3" json:"sum,omitempty"`
+	Payload       []byte `protobuf:"bytes,5,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteShardsRequest) Reset() {
+	*x = WriteShardsRequest{}
+	mi := &file_blob_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteShardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteShardsRequest) ProtoMessage() {}
+
+func (x *WriteShardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteShardsRequest.ProtoReflect.Descriptor instead.
+func (*WriteShardsRequest) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *WriteShardsRequest) GetHeader() *WriteShardsHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *WriteShardsRequest) GetBlock() uint32 {
+	if x != nil {
+		return x.Block
+	}
+	return 0
+}
+
+func (x *WriteShardsRequest) GetBlockLen() uint32 {
+	if x != nil {
+		return x.BlockLen
+	}
+	return 0
+}
+
+func (x *WriteShardsRequest) GetSum() uint32 {
+	if x != nil {
+		return x.Sum
+	}
+	return 0
+}
+
+func (x *WriteShardsRequest) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+type WriteShardsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// blocks are the blocks of the stream's shard index now durable on
+	// this agent, with their checksums.
+	Blocks        []uint32 `protobuf:"varint,1,rep,packed,name=blocks,proto3" json:"blocks,omitempty"`
+	Sums          []uint32 `protobuf:"fixed32,2,rep,packed,name=sums,proto3" json:"sums,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteShardsResponse) Reset() {
+	*x = WriteShardsResponse{}
+	mi := &file_blob_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteShardsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteShardsResponse) ProtoMessage() {}
+
+func (x *WriteShardsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteShardsResponse.ProtoReflect.Descriptor instead.
+func (*WriteShardsResponse) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *WriteShardsResponse) GetBlocks() []uint32 {
+	if x != nil {
+		return x.Blocks
+	}
+	return nil
+}
+
+func (x *WriteShardsResponse) GetSums() []uint32 {
+	if x != nil {
+		return x.Sums
+	}
+	return nil
+}
+
+type RenewPutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	BlobId        string                 `protobuf:"bytes,2,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewPutRequest) Reset() {
+	*x = RenewPutRequest{}
+	mi := &file_blob_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewPutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewPutRequest) ProtoMessage() {}
+
+func (x *RenewPutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewPutRequest.ProtoReflect.Descriptor instead.
+func (*RenewPutRequest) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RenewPutRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RenewPutRequest) GetBlobId() string {
+	if x != nil {
+		return x.BlobId
+	}
+	return ""
+}
+
+type RenewPutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	LeaseExpires  int64                  `protobuf:"varint,2,opt,name=lease_expires,json=leaseExpires,proto3" json:"lease_expires,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewPutResponse) Reset() {
+	*x = RenewPutResponse{}
+	mi := &file_blob_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewPutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewPutResponse) ProtoMessage() {}
+
+func (x *RenewPutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewPutResponse.ProtoReflect.Descriptor instead.
+func (*RenewPutResponse) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RenewPutResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RenewPutResponse) GetLeaseExpires() int64 {
+	if x != nil {
+		return x.LeaseExpires
+	}
+	return 0
+}
+
+type CommitPutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// blob is the whole metadata: name, id (BeginPut's), size, scheme,
+	// block size, SHA-256, nodes and every block's holders, checksums and
+	// length.
+	Blob      *Blob `protobuf:"bytes,1,opt,name=blob,proto3" json:"blob,omitempty"`
+	Overwrite bool  `protobuf:"varint,2,opt,name=overwrite,proto3" json:"overwrite,omitempty"`
+	// request_id identifies the commit across retries (see
+	// BlobDeleteRequest.request_id).
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitPutRequest) Reset() {
+	*x = CommitPutRequest{}
+	mi := &file_blob_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitPutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitPutRequest) ProtoMessage() {}
+
+func (x *CommitPutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitPutRequest.ProtoReflect.Descriptor instead.
+func (*CommitPutRequest) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CommitPutRequest) GetBlob() *Blob {
+	if x != nil {
+		return x.Blob
+	}
+	return nil
+}
+
+func (x *CommitPutRequest) GetOverwrite() bool {
+	if x != nil {
+		return x.Overwrite
+	}
+	return false
+}
+
+func (x *CommitPutRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type AbortPutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	BlobId        string                 `protobuf:"bytes,2,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortPutRequest) Reset() {
+	*x = AbortPutRequest{}
+	mi := &file_blob_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortPutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortPutRequest) ProtoMessage() {}
+
+func (x *AbortPutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortPutRequest.ProtoReflect.Descriptor instead.
+func (*AbortPutRequest) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *AbortPutRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AbortPutRequest) GetBlobId() string {
+	if x != nil {
+		return x.BlobId
+	}
+	return ""
+}
+
+type AbortPutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortPutResponse) Reset() {
+	*x = AbortPutResponse{}
+	mi := &file_blob_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortPutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortPutResponse) ProtoMessage() {}
+
+func (x *AbortPutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortPutResponse.ProtoReflect.Descriptor instead.
+func (*AbortPutResponse) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *AbortPutResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+type LocateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	MinRevision   uint64                 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocateRequest) Reset() {
+	*x = LocateRequest{}
+	mi := &file_blob_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocateRequest) ProtoMessage() {}
+
+func (x *LocateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocateRequest.ProtoReflect.Descriptor instead.
+func (*LocateRequest) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *LocateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *LocateRequest) GetMinRevision() uint64 {
+	if x != nil {
+		return x.MinRevision
+	}
+	return 0
+}
+
+type LocateResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// blob is the whole metadata, inline bytes included for a small blob.
+	Blob *Blob `protobuf:"bytes,2,opt,name=blob,proto3" json:"blob,omitempty"`
+	// addresses[i] is where blob.nodes[i] serves ReadShards; an agent that
+	// is failed or gone has an empty address.
+	Addresses     []string `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocateResponse) Reset() {
+	*x = LocateResponse{}
+	mi := &file_blob_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocateResponse) ProtoMessage() {}
+
+func (x *LocateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocateResponse.ProtoReflect.Descriptor instead.
+func (*LocateResponse) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *LocateResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *LocateResponse) GetBlob() *Blob {
+	if x != nil {
+		return x.Blob
+	}
+	return nil
+}
+
+func (x *LocateResponse) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+// ShardPos is one shard of a blob: its block and index.
+type ShardPos struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Block         uint32                 `protobuf:"varint,1,opt,name=block,proto3" json:"block,omitempty"`
+	Index         uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardPos) Reset() {
+	*x = ShardPos{}
+	mi := &file_blob_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardPos) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardPos) ProtoMessage() {}
+
+func (x *ShardPos) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardPos.ProtoReflect.Descriptor instead.
+func (*ShardPos) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ShardPos) GetBlock() uint32 {
+	if x != nil {
+		return x.Block
+	}
+	return 0
+}
+
+func (x *ShardPos) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type ReadShardsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	BlobId        string                 `protobuf:"bytes,2,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
+	Shards        []*ShardPos            `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadShardsRequest) Reset() {
+	*x = ReadShardsRequest{}
+	mi := &file_blob_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadShardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadShardsRequest) ProtoMessage() {}
+
+func (x *ReadShardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadShardsRequest.ProtoReflect.Descriptor instead.
+func (*ReadShardsRequest) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ReadShardsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ReadShardsRequest) GetBlobId() string {
+	if x != nil {
+		return x.BlobId
+	}
+	return ""
+}
+
+func (x *ReadShardsRequest) GetShards() []*ShardPos {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+// ReadShardsResponse is one shard, in the order asked. A shard this agent
+// cannot give (missing, corrupt) comes with error set and no payload, and
+// the stream goes on with the next.
+type ReadShardsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         *ShardPos              `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Sum           uint32                 `protobuf:"fixed32,2,opt,name=sum,proto3" json:"sum,omitempty"`
+	Payload       []byte                 `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
+	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadShardsResponse) Reset() {
+	*x = ReadShardsResponse{}
+	mi := &file_blob_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadShardsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadShardsResponse) ProtoMessage() {}
+
+func (x *ReadShardsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadShardsResponse.ProtoReflect.Descriptor instead.
+func (*ReadShardsResponse) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ReadShardsResponse) GetShard() *ShardPos {
+	if x != nil {
+		return x.Shard
+	}
+	return nil
+}
+
+func (x *ReadShardsResponse) GetSum() uint32 {
+	if x != nil {
+		return x.Sum
+	}
+	return 0
+}
+
+func (x *ReadShardsResponse) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *ReadShardsResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // ShardRef names one shard.
 type ShardRef struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -1262,7 +2300,7 @@ type ShardRef struct {
 
 func (x *ShardRef) Reset() {
 	*x = ShardRef{}
-	mi := &file_blob_proto_msgTypes[17]
+	mi := &file_blob_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +2312,7 @@ func (x *ShardRef) String() string {
 func (*ShardRef) ProtoMessage() {}
 
 func (x *ShardRef) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[17]
+	mi := &file_blob_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +2325,7 @@ func (x *ShardRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardRef.ProtoReflect.Descriptor instead.
 func (*ShardRef) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{17}
+	return file_blob_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ShardRef) GetBlobId() string {
@@ -1338,7 +2376,7 @@ type PutShardRequest struct {
 
 func (x *PutShardRequest) Reset() {
 	*x = PutShardRequest{}
-	mi := &file_blob_proto_msgTypes[18]
+	mi := &file_blob_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +2388,7 @@ func (x *PutShardRequest) String() string {
 func (*PutShardRequest) ProtoMessage() {}
 
 func (x *PutShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[18]
+	mi := &file_blob_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +2401,7 @@ func (x *PutShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShardRequest.ProtoReflect.Descriptor instead.
 func (*PutShardRequest) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{18}
+	return file_blob_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PutShardRequest) GetRef() *ShardRef {
@@ -1430,7 +2468,7 @@ type PutShardResponse struct {
 
 func (x *PutShardResponse) Reset() {
 	*x = PutShardResponse{}
-	mi := &file_blob_proto_msgTypes[19]
+	mi := &file_blob_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +2480,7 @@ func (x *PutShardResponse) String() string {
 func (*PutShardResponse) ProtoMessage() {}
 
 func (x *PutShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[19]
+	mi := &file_blob_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +2493,7 @@ func (x *PutShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShardResponse.ProtoReflect.Descriptor instead.
 func (*PutShardResponse) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{19}
+	return file_blob_proto_rawDescGZIP(), []int{35}
 }
 
 type SyncShardsRequest struct {
@@ -1467,7 +2505,7 @@ type SyncShardsRequest struct {
 
 func (x *SyncShardsRequest) Reset() {
 	*x = SyncShardsRequest{}
-	mi := &file_blob_proto_msgTypes[20]
+	mi := &file_blob_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +2517,7 @@ func (x *SyncShardsRequest) String() string {
 func (*SyncShardsRequest) ProtoMessage() {}
 
 func (x *SyncShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[20]
+	mi := &file_blob_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +2530,7 @@ func (x *SyncShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncShardsRequest.ProtoReflect.Descriptor instead.
 func (*SyncShardsRequest) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{20}
+	return file_blob_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SyncShardsRequest) GetBlobId() string {
@@ -1512,7 +2550,7 @@ type SyncShardsResponse struct {
 
 func (x *SyncShardsResponse) Reset() {
 	*x = SyncShardsResponse{}
-	mi := &file_blob_proto_msgTypes[21]
+	mi := &file_blob_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +2562,7 @@ func (x *SyncShardsResponse) String() string {
 func (*SyncShardsResponse) ProtoMessage() {}
 
 func (x *SyncShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[21]
+	mi := &file_blob_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +2575,7 @@ func (x *SyncShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncShardsResponse.ProtoReflect.Descriptor instead.
 func (*SyncShardsResponse) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{21}
+	return file_blob_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SyncShardsResponse) GetShards() uint32 {
@@ -1556,7 +2594,7 @@ type GetShardRequest struct {
 
 func (x *GetShardRequest) Reset() {
 	*x = GetShardRequest{}
-	mi := &file_blob_proto_msgTypes[22]
+	mi := &file_blob_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +2606,7 @@ func (x *GetShardRequest) String() string {
 func (*GetShardRequest) ProtoMessage() {}
 
 func (x *GetShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[22]
+	mi := &file_blob_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +2619,7 @@ func (x *GetShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardRequest.ProtoReflect.Descriptor instead.
 func (*GetShardRequest) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{22}
+	return file_blob_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetShardRequest) GetRef() *ShardRef {
@@ -1601,7 +2639,7 @@ type GetShardResponse struct {
 
 func (x *GetShardResponse) Reset() {
 	*x = GetShardResponse{}
-	mi := &file_blob_proto_msgTypes[23]
+	mi := &file_blob_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1613,7 +2651,7 @@ func (x *GetShardResponse) String() string {
 func (*GetShardResponse) ProtoMessage() {}
 
 func (x *GetShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[23]
+	mi := &file_blob_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1626,7 +2664,7 @@ func (x *GetShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShardResponse.ProtoReflect.Descriptor instead.
 func (*GetShardResponse) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{23}
+	return file_blob_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetShardResponse) GetSum() uint32 {
@@ -1656,7 +2694,7 @@ type DeleteShardsRequest struct {
 
 func (x *DeleteShardsRequest) Reset() {
 	*x = DeleteShardsRequest{}
-	mi := &file_blob_proto_msgTypes[24]
+	mi := &file_blob_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1668,7 +2706,7 @@ func (x *DeleteShardsRequest) String() string {
 func (*DeleteShardsRequest) ProtoMessage() {}
 
 func (x *DeleteShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[24]
+	mi := &file_blob_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1681,7 +2719,7 @@ func (x *DeleteShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteShardsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteShardsRequest) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{24}
+	return file_blob_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DeleteShardsRequest) GetBlobIds() []string {
@@ -1707,7 +2745,7 @@ type DeleteShardsResponse struct {
 
 func (x *DeleteShardsResponse) Reset() {
 	*x = DeleteShardsResponse{}
-	mi := &file_blob_proto_msgTypes[25]
+	mi := &file_blob_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +2757,7 @@ func (x *DeleteShardsResponse) String() string {
 func (*DeleteShardsResponse) ProtoMessage() {}
 
 func (x *DeleteShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[25]
+	mi := &file_blob_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +2770,7 @@ func (x *DeleteShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteShardsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteShardsResponse) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{25}
+	return file_blob_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DeleteShardsResponse) GetDeleted() uint32 {
@@ -1753,7 +2791,7 @@ type ReportShardsRequest struct {
 
 func (x *ReportShardsRequest) Reset() {
 	*x = ReportShardsRequest{}
-	mi := &file_blob_proto_msgTypes[26]
+	mi := &file_blob_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1765,7 +2803,7 @@ func (x *ReportShardsRequest) String() string {
 func (*ReportShardsRequest) ProtoMessage() {}
 
 func (x *ReportShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[26]
+	mi := &file_blob_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1778,7 +2816,7 @@ func (x *ReportShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportShardsRequest.ProtoReflect.Descriptor instead.
 func (*ReportShardsRequest) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{26}
+	return file_blob_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReportShardsRequest) GetCorrupt() []*ShardRef {
@@ -1803,7 +2841,7 @@ type ReportShardsResponse struct {
 
 func (x *ReportShardsResponse) Reset() {
 	*x = ReportShardsResponse{}
-	mi := &file_blob_proto_msgTypes[27]
+	mi := &file_blob_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1815,7 +2853,7 @@ func (x *ReportShardsResponse) String() string {
 func (*ReportShardsResponse) ProtoMessage() {}
 
 func (x *ReportShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[27]
+	mi := &file_blob_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1828,7 +2866,7 @@ func (x *ReportShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportShardsResponse.ProtoReflect.Descriptor instead.
 func (*ReportShardsResponse) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{27}
+	return file_blob_proto_rawDescGZIP(), []int{43}
 }
 
 type ReferencedRequest struct {
@@ -1842,7 +2880,7 @@ type ReferencedRequest struct {
 
 func (x *ReferencedRequest) Reset() {
 	*x = ReferencedRequest{}
-	mi := &file_blob_proto_msgTypes[28]
+	mi := &file_blob_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1854,7 +2892,7 @@ func (x *ReferencedRequest) String() string {
 func (*ReferencedRequest) ProtoMessage() {}
 
 func (x *ReferencedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[28]
+	mi := &file_blob_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1867,7 +2905,7 @@ func (x *ReferencedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReferencedRequest.ProtoReflect.Descriptor instead.
 func (*ReferencedRequest) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{28}
+	return file_blob_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReferencedRequest) GetNode() string {
@@ -1895,7 +2933,7 @@ type ReferencedResponse struct {
 
 func (x *ReferencedResponse) Reset() {
 	*x = ReferencedResponse{}
-	mi := &file_blob_proto_msgTypes[29]
+	mi := &file_blob_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1907,7 +2945,7 @@ func (x *ReferencedResponse) String() string {
 func (*ReferencedResponse) ProtoMessage() {}
 
 func (x *ReferencedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_blob_proto_msgTypes[29]
+	mi := &file_blob_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1920,7 +2958,7 @@ func (x *ReferencedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReferencedResponse.ProtoReflect.Descriptor instead.
 func (*ReferencedResponse) Descriptor() ([]byte, []int) {
-	return file_blob_proto_rawDescGZIP(), []int{29}
+	return file_blob_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReferencedResponse) GetReferenced() []bool {
@@ -2031,7 +3069,84 @@ const file_blob_proto_rawDesc = "" +
 	"\awaiting\x18\b \x01(\x04R\awaiting\x12\x1b\n" +
 	"\tlast_scan\x18\t \x01(\x03R\blastScan\x12+\n" +
 	"\acorrupt\x18\n" +
-	" \x03(\v2\x11.zrpc.v1.ShardRefR\acorrupt\"c\n" +
+	" \x03(\v2\x11.zrpc.v1.ShardRefR\acorrupt\"<\n" +
+	"\fAgentAddress\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"A\n" +
+	"\x0fBeginPutRequest\x12.\n" +
+	"\x06header\x18\x01 \x01(\v2\x16.zrpc.v1.BlobPutHeaderR\x06header\"\xcd\x03\n" +
+	"\x10BeginPutResponse\x12/\n" +
+	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x16\n" +
+	"\x06inline\x18\x02 \x01(\bR\x06inline\x12\x1d\n" +
+	"\n" +
+	"inline_max\x18\x03 \x01(\rR\tinlineMax\x12\x17\n" +
+	"\ablob_id\x18\x04 \x01(\tR\x06blobId\x12\x1f\n" +
+	"\vdata_shards\x18\x05 \x01(\rR\n" +
+	"dataShards\x12#\n" +
+	"\rparity_shards\x18\x06 \x01(\rR\fparityShards\x12\x1d\n" +
+	"\n" +
+	"block_size\x18\a \x01(\rR\tblockSize\x12/\n" +
+	"\atargets\x18\b \x03(\v2\x15.zrpc.v1.AgentAddressR\atargets\x12-\n" +
+	"\x06spares\x18\t \x03(\v2\x15.zrpc.v1.AgentAddressR\x06spares\x12#\n" +
+	"\rlease_expires\x18\n" +
+	" \x01(\x03R\fleaseExpires\x12 \n" +
+	"\flease_ttl_ms\x18\v \x01(\rR\n" +
+	"leaseTtlMs\x12,\n" +
+	"\x12max_metadata_bytes\x18\f \x01(\x04R\x10maxMetadataBytes\"\xd7\x01\n" +
+	"\x11WriteShardsHeader\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\ablob_id\x18\x02 \x01(\tR\x06blobId\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\rR\x05index\x12\x1f\n" +
+	"\vdata_shards\x18\x04 \x01(\rR\n" +
+	"dataShards\x12#\n" +
+	"\rparity_shards\x18\x05 \x01(\rR\fparityShards\x12\x1d\n" +
+	"\n" +
+	"block_size\x18\x06 \x01(\rR\tblockSize\x12\x1a\n" +
+	"\brevision\x18\a \x01(\x04R\brevision\"\xa7\x01\n" +
+	"\x12WriteShardsRequest\x122\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.zrpc.v1.WriteShardsHeaderR\x06header\x12\x14\n" +
+	"\x05block\x18\x02 \x01(\rR\x05block\x12\x1b\n" +
+	"\tblock_len\x18\x03 \x01(\rR\bblockLen\x12\x10\n" +
+	"\x03sum\x18\x04 \x01(\aR\x03sum\x12\x18\n" +
+	"\apayload\x18\x05 \x01(\fR\apayload\"A\n" +
+	"\x13WriteShardsResponse\x12\x16\n" +
+	"\x06blocks\x18\x01 \x03(\rR\x06blocks\x12\x12\n" +
+	"\x04sums\x18\x02 \x03(\aR\x04sums\">\n" +
+	"\x0fRenewPutRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\ablob_id\x18\x02 \x01(\tR\x06blobId\"h\n" +
+	"\x10RenewPutResponse\x12/\n" +
+	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12#\n" +
+	"\rlease_expires\x18\x02 \x01(\x03R\fleaseExpires\"r\n" +
+	"\x10CommitPutRequest\x12!\n" +
+	"\x04blob\x18\x01 \x01(\v2\r.zrpc.v1.BlobR\x04blob\x12\x1c\n" +
+	"\toverwrite\x18\x02 \x01(\bR\toverwrite\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\">\n" +
+	"\x0fAbortPutRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\ablob_id\x18\x02 \x01(\tR\x06blobId\"C\n" +
+	"\x10AbortPutResponse\x12/\n" +
+	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\"F\n" +
+	"\rLocateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\fmin_revision\x18\x02 \x01(\x04R\vminRevision\"\x82\x01\n" +
+	"\x0eLocateResponse\x12/\n" +
+	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12!\n" +
+	"\x04blob\x18\x02 \x01(\v2\r.zrpc.v1.BlobR\x04blob\x12\x1c\n" +
+	"\taddresses\x18\x03 \x03(\tR\taddresses\"6\n" +
+	"\bShardPos\x12\x14\n" +
+	"\x05block\x18\x01 \x01(\rR\x05block\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\rR\x05index\"k\n" +
+	"\x11ReadShardsRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\ablob_id\x18\x02 \x01(\tR\x06blobId\x12)\n" +
+	"\x06shards\x18\x03 \x03(\v2\x11.zrpc.v1.ShardPosR\x06shards\"\x7f\n" +
+	"\x12ReadShardsResponse\x12'\n" +
+	"\x05shard\x18\x01 \x01(\v2\x11.zrpc.v1.ShardPosR\x05shard\x12\x10\n" +
+	"\x03sum\x18\x02 \x01(\aR\x03sum\x12\x18\n" +
+	"\apayload\x18\x03 \x01(\fR\apayload\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"c\n" +
 	"\bShardRef\x12\x17\n" +
 	"\ablob_id\x18\x01 \x01(\tR\x06blobId\x12\x14\n" +
 	"\x05block\x18\x02 \x01(\rR\x05block\x12\x14\n" +
@@ -2073,14 +3188,22 @@ const file_blob_proto_rawDesc = "" +
 	"\x12ReferencedResponse\x12\x1e\n" +
 	"\n" +
 	"referenced\x18\x01 \x03(\bR\n" +
-	"referenced2\x89\x03\n" +
+	"referenced2\xde\x06\n" +
 	"\x05Blobs\x12:\n" +
 	"\x03Put\x12\x17.zrpc.v1.BlobPutRequest\x1a\x18.zrpc.v1.BlobPutResponse(\x01\x12:\n" +
 	"\x03Get\x12\x17.zrpc.v1.BlobGetRequest\x1a\x18.zrpc.v1.BlobGetResponse0\x01\x12;\n" +
 	"\x04Stat\x12\x18.zrpc.v1.BlobStatRequest\x1a\x19.zrpc.v1.BlobStatResponse\x12;\n" +
 	"\x04List\x12\x18.zrpc.v1.BlobListRequest\x1a\x19.zrpc.v1.BlobListResponse\x12A\n" +
 	"\x06Delete\x12\x1a.zrpc.v1.BlobDeleteRequest\x1a\x1b.zrpc.v1.BlobDeleteResponse\x12K\n" +
-	"\fRepairStatus\x12\x1c.zrpc.v1.RepairStatusRequest\x1a\x1d.zrpc.v1.RepairStatusResponse2\xb2\x03\n" +
+	"\fRepairStatus\x12\x1c.zrpc.v1.RepairStatusRequest\x1a\x1d.zrpc.v1.RepairStatusResponse\x12?\n" +
+	"\bBeginPut\x12\x18.zrpc.v1.BeginPutRequest\x1a\x19.zrpc.v1.BeginPutResponse\x12J\n" +
+	"\vWriteShards\x12\x1b.zrpc.v1.WriteShardsRequest\x1a\x1c.zrpc.v1.WriteShardsResponse(\x01\x12?\n" +
+	"\bRenewPut\x12\x18.zrpc.v1.RenewPutRequest\x1a\x19.zrpc.v1.RenewPutResponse\x12@\n" +
+	"\tCommitPut\x12\x19.zrpc.v1.CommitPutRequest\x1a\x18.zrpc.v1.BlobPutResponse\x12?\n" +
+	"\bAbortPut\x12\x18.zrpc.v1.AbortPutRequest\x1a\x19.zrpc.v1.AbortPutResponse\x129\n" +
+	"\x06Locate\x12\x16.zrpc.v1.LocateRequest\x1a\x17.zrpc.v1.LocateResponse\x12G\n" +
+	"\n" +
+	"ReadShards\x12\x1a.zrpc.v1.ReadShardsRequest\x1a\x1b.zrpc.v1.ReadShardsResponse0\x012\xb2\x03\n" +
 	"\x06Shards\x12?\n" +
 	"\bPutShard\x12\x18.zrpc.v1.PutShardRequest\x1a\x19.zrpc.v1.PutShardResponse\x12E\n" +
 	"\n" +
@@ -2103,7 +3226,7 @@ func file_blob_proto_rawDescGZIP() []byte {
 	return file_blob_proto_rawDescData
 }
 
-var file_blob_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_blob_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_blob_proto_goTypes = []any{
 	(*Blob)(nil),                 // 0: zrpc.v1.Blob
 	(*BlobBlock)(nil),            // 1: zrpc.v1.BlobBlock
@@ -2122,67 +3245,109 @@ var file_blob_proto_goTypes = []any{
 	(*BlobDeleteResponse)(nil),   // 14: zrpc.v1.BlobDeleteResponse
 	(*RepairStatusRequest)(nil),  // 15: zrpc.v1.RepairStatusRequest
 	(*RepairStatusResponse)(nil), // 16: zrpc.v1.RepairStatusResponse
-	(*ShardRef)(nil),             // 17: zrpc.v1.ShardRef
-	(*PutShardRequest)(nil),      // 18: zrpc.v1.PutShardRequest
-	(*PutShardResponse)(nil),     // 19: zrpc.v1.PutShardResponse
-	(*SyncShardsRequest)(nil),    // 20: zrpc.v1.SyncShardsRequest
-	(*SyncShardsResponse)(nil),   // 21: zrpc.v1.SyncShardsResponse
-	(*GetShardRequest)(nil),      // 22: zrpc.v1.GetShardRequest
-	(*GetShardResponse)(nil),     // 23: zrpc.v1.GetShardResponse
-	(*DeleteShardsRequest)(nil),  // 24: zrpc.v1.DeleteShardsRequest
-	(*DeleteShardsResponse)(nil), // 25: zrpc.v1.DeleteShardsResponse
-	(*ReportShardsRequest)(nil),  // 26: zrpc.v1.ReportShardsRequest
-	(*ReportShardsResponse)(nil), // 27: zrpc.v1.ReportShardsResponse
-	(*ReferencedRequest)(nil),    // 28: zrpc.v1.ReferencedRequest
-	(*ReferencedResponse)(nil),   // 29: zrpc.v1.ReferencedResponse
-	(*ResponseHeader)(nil),       // 30: zrpc.v1.ResponseHeader
+	(*AgentAddress)(nil),         // 17: zrpc.v1.AgentAddress
+	(*BeginPutRequest)(nil),      // 18: zrpc.v1.BeginPutRequest
+	(*BeginPutResponse)(nil),     // 19: zrpc.v1.BeginPutResponse
+	(*WriteShardsHeader)(nil),    // 20: zrpc.v1.WriteShardsHeader
+	(*WriteShardsRequest)(nil),   // 21: zrpc.v1.WriteShardsRequest
+	(*WriteShardsResponse)(nil),  // 22: zrpc.v1.WriteShardsResponse
+	(*RenewPutRequest)(nil),      // 23: zrpc.v1.RenewPutRequest
+	(*RenewPutResponse)(nil),     // 24: zrpc.v1.RenewPutResponse
+	(*CommitPutRequest)(nil),     // 25: zrpc.v1.CommitPutRequest
+	(*AbortPutRequest)(nil),      // 26: zrpc.v1.AbortPutRequest
+	(*AbortPutResponse)(nil),     // 27: zrpc.v1.AbortPutResponse
+	(*LocateRequest)(nil),        // 28: zrpc.v1.LocateRequest
+	(*LocateResponse)(nil),       // 29: zrpc.v1.LocateResponse
+	(*ShardPos)(nil),             // 30: zrpc.v1.ShardPos
+	(*ReadShardsRequest)(nil),    // 31: zrpc.v1.ReadShardsRequest
+	(*ReadShardsResponse)(nil),   // 32: zrpc.v1.ReadShardsResponse
+	(*ShardRef)(nil),             // 33: zrpc.v1.ShardRef
+	(*PutShardRequest)(nil),      // 34: zrpc.v1.PutShardRequest
+	(*PutShardResponse)(nil),     // 35: zrpc.v1.PutShardResponse
+	(*SyncShardsRequest)(nil),    // 36: zrpc.v1.SyncShardsRequest
+	(*SyncShardsResponse)(nil),   // 37: zrpc.v1.SyncShardsResponse
+	(*GetShardRequest)(nil),      // 38: zrpc.v1.GetShardRequest
+	(*GetShardResponse)(nil),     // 39: zrpc.v1.GetShardResponse
+	(*DeleteShardsRequest)(nil),  // 40: zrpc.v1.DeleteShardsRequest
+	(*DeleteShardsResponse)(nil), // 41: zrpc.v1.DeleteShardsResponse
+	(*ReportShardsRequest)(nil),  // 42: zrpc.v1.ReportShardsRequest
+	(*ReportShardsResponse)(nil), // 43: zrpc.v1.ReportShardsResponse
+	(*ReferencedRequest)(nil),    // 44: zrpc.v1.ReferencedRequest
+	(*ReferencedResponse)(nil),   // 45: zrpc.v1.ReferencedResponse
+	(*ResponseHeader)(nil),       // 46: zrpc.v1.ResponseHeader
 }
 var file_blob_proto_depIdxs = []int32{
 	1,  // 0: zrpc.v1.Blob.blocks:type_name -> zrpc.v1.BlobBlock
 	2,  // 1: zrpc.v1.BlobPutRequest.header:type_name -> zrpc.v1.BlobPutHeader
-	30, // 2: zrpc.v1.BlobPutResponse.header:type_name -> zrpc.v1.ResponseHeader
+	46, // 2: zrpc.v1.BlobPutResponse.header:type_name -> zrpc.v1.ResponseHeader
 	0,  // 3: zrpc.v1.BlobPutResponse.blob:type_name -> zrpc.v1.Blob
 	0,  // 4: zrpc.v1.BlobGetResponse.blob:type_name -> zrpc.v1.Blob
-	30, // 5: zrpc.v1.BlobStatResponse.header:type_name -> zrpc.v1.ResponseHeader
+	46, // 5: zrpc.v1.BlobStatResponse.header:type_name -> zrpc.v1.ResponseHeader
 	0,  // 6: zrpc.v1.BlobStatResponse.blob:type_name -> zrpc.v1.Blob
 	8,  // 7: zrpc.v1.BlobStatResponse.shards:type_name -> zrpc.v1.ShardState
-	30, // 8: zrpc.v1.BlobListResponse.header:type_name -> zrpc.v1.ResponseHeader
+	46, // 8: zrpc.v1.BlobListResponse.header:type_name -> zrpc.v1.ResponseHeader
 	11, // 9: zrpc.v1.BlobListResponse.blobs:type_name -> zrpc.v1.BlobSummary
-	30, // 10: zrpc.v1.BlobDeleteResponse.header:type_name -> zrpc.v1.ResponseHeader
-	17, // 11: zrpc.v1.RepairStatusResponse.corrupt:type_name -> zrpc.v1.ShardRef
-	17, // 12: zrpc.v1.PutShardRequest.ref:type_name -> zrpc.v1.ShardRef
-	17, // 13: zrpc.v1.GetShardRequest.ref:type_name -> zrpc.v1.ShardRef
-	17, // 14: zrpc.v1.ReportShardsRequest.corrupt:type_name -> zrpc.v1.ShardRef
-	17, // 15: zrpc.v1.ReferencedRequest.shards:type_name -> zrpc.v1.ShardRef
-	3,  // 16: zrpc.v1.Blobs.Put:input_type -> zrpc.v1.BlobPutRequest
-	5,  // 17: zrpc.v1.Blobs.Get:input_type -> zrpc.v1.BlobGetRequest
-	7,  // 18: zrpc.v1.Blobs.Stat:input_type -> zrpc.v1.BlobStatRequest
-	10, // 19: zrpc.v1.Blobs.List:input_type -> zrpc.v1.BlobListRequest
-	13, // 20: zrpc.v1.Blobs.Delete:input_type -> zrpc.v1.BlobDeleteRequest
-	15, // 21: zrpc.v1.Blobs.RepairStatus:input_type -> zrpc.v1.RepairStatusRequest
-	18, // 22: zrpc.v1.Shards.PutShard:input_type -> zrpc.v1.PutShardRequest
-	20, // 23: zrpc.v1.Shards.SyncShards:input_type -> zrpc.v1.SyncShardsRequest
-	22, // 24: zrpc.v1.Shards.GetShard:input_type -> zrpc.v1.GetShardRequest
-	24, // 25: zrpc.v1.Shards.DeleteShards:input_type -> zrpc.v1.DeleteShardsRequest
-	26, // 26: zrpc.v1.Shards.ReportShards:input_type -> zrpc.v1.ReportShardsRequest
-	28, // 27: zrpc.v1.Shards.Referenced:input_type -> zrpc.v1.ReferencedRequest
-	4,  // 28: zrpc.v1.Blobs.Put:output_type -> zrpc.v1.BlobPutResponse
-	6,  // 29: zrpc.v1.Blobs.Get:output_type -> zrpc.v1.BlobGetResponse
-	9,  // 30: zrpc.v1.Blobs.Stat:output_type -> zrpc.v1.BlobStatResponse
-	12, // 31: zrpc.v1.Blobs.List:output_type -> zrpc.v1.BlobListResponse
-	14, // 32: zrpc.v1.Blobs.Delete:output_type -> zrpc.v1.BlobDeleteResponse
-	16, // 33: zrpc.v1.Blobs.RepairStatus:output_type -> zrpc.v1.RepairStatusResponse
-	19, // 34: zrpc.v1.Shards.PutShard:output_type -> zrpc.v1.PutShardResponse
-	21, // 35: zrpc.v1.Shards.SyncShards:output_type -> zrpc.v1.SyncShardsResponse
-	23, // 36: zrpc.v1.Shards.GetShard:output_type -> zrpc.v1.GetShardResponse
-	25, // 37: zrpc.v1.Shards.DeleteShards:output_type -> zrpc.v1.DeleteShardsResponse
-	27, // 38: zrpc.v1.Shards.ReportShards:output_type -> zrpc.v1.ReportShardsResponse
-	29, // 39: zrpc.v1.Shards.Referenced:output_type -> zrpc.v1.ReferencedResponse
-	28, // [28:40] is the sub-list for method output_type
-	16, // [16:28] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	46, // 10: zrpc.v1.BlobDeleteResponse.header:type_name -> zrpc.v1.ResponseHeader
+	33, // 11: zrpc.v1.RepairStatusResponse.corrupt:type_name -> zrpc.v1.ShardRef
+	2,  // 12: zrpc.v1.BeginPutRequest.header:type_name -> zrpc.v1.BlobPutHeader
+	46, // 13: zrpc.v1.BeginPutResponse.header:type_name -> zrpc.v1.ResponseHeader
+	17, // 14: zrpc.v1.BeginPutResponse.targets:type_name -> zrpc.v1.AgentAddress
+	17, // 15: zrpc.v1.BeginPutResponse.spares:type_name -> zrpc.v1.AgentAddress
+	20, // 16: zrpc.v1.WriteShardsRequest.header:type_name -> zrpc.v1.WriteShardsHeader
+	46, // 17: zrpc.v1.RenewPutResponse.header:type_name -> zrpc.v1.ResponseHeader
+	0,  // 18: zrpc.v1.CommitPutRequest.blob:type_name -> zrpc.v1.Blob
+	46, // 19: zrpc.v1.AbortPutResponse.header:type_name -> zrpc.v1.ResponseHeader
+	46, // 20: zrpc.v1.LocateResponse.header:type_name -> zrpc.v1.ResponseHeader
+	0,  // 21: zrpc.v1.LocateResponse.blob:type_name -> zrpc.v1.Blob
+	30, // 22: zrpc.v1.ReadShardsRequest.shards:type_name -> zrpc.v1.ShardPos
+	30, // 23: zrpc.v1.ReadShardsResponse.shard:type_name -> zrpc.v1.ShardPos
+	33, // 24: zrpc.v1.PutShardRequest.ref:type_name -> zrpc.v1.ShardRef
+	33, // 25: zrpc.v1.GetShardRequest.ref:type_name -> zrpc.v1.ShardRef
+	33, // 26: zrpc.v1.ReportShardsRequest.corrupt:type_name -> zrpc.v1.ShardRef
+	33, // 27: zrpc.v1.ReferencedRequest.shards:type_name -> zrpc.v1.ShardRef
+	3,  // 28: zrpc.v1.Blobs.Put:input_type -> zrpc.v1.BlobPutRequest
+	5,  // 29: zrpc.v1.Blobs.Get:input_type -> zrpc.v1.BlobGetRequest
+	7,  // 30: zrpc.v1.Blobs.Stat:input_type -> zrpc.v1.BlobStatRequest
+	10, // 31: zrpc.v1.Blobs.List:input_type -> zrpc.v1.BlobListRequest
+	13, // 32: zrpc.v1.Blobs.Delete:input_type -> zrpc.v1.BlobDeleteRequest
+	15, // 33: zrpc.v1.Blobs.RepairStatus:input_type -> zrpc.v1.RepairStatusRequest
+	18, // 34: zrpc.v1.Blobs.BeginPut:input_type -> zrpc.v1.BeginPutRequest
+	21, // 35: zrpc.v1.Blobs.WriteShards:input_type -> zrpc.v1.WriteShardsRequest
+	23, // 36: zrpc.v1.Blobs.RenewPut:input_type -> zrpc.v1.RenewPutRequest
+	25, // 37: zrpc.v1.Blobs.CommitPut:input_type -> zrpc.v1.CommitPutRequest
+	26, // 38: zrpc.v1.Blobs.AbortPut:input_type -> zrpc.v1.AbortPutRequest
+	28, // 39: zrpc.v1.Blobs.Locate:input_type -> zrpc.v1.LocateRequest
+	31, // 40: zrpc.v1.Blobs.ReadShards:input_type -> zrpc.v1.ReadShardsRequest
+	34, // 41: zrpc.v1.Shards.PutShard:input_type -> zrpc.v1.PutShardRequest
+	36, // 42: zrpc.v1.Shards.SyncShards:input_type -> zrpc.v1.SyncShardsRequest
+	38, // 43: zrpc.v1.Shards.GetShard:input_type -> zrpc.v1.GetShardRequest
+	40, // 44: zrpc.v1.Shards.DeleteShards:input_type -> zrpc.v1.DeleteShardsRequest
+	42, // 45: zrpc.v1.Shards.ReportShards:input_type -> zrpc.v1.ReportShardsRequest
+	44, // 46: zrpc.v1.Shards.Referenced:input_type -> zrpc.v1.ReferencedRequest
+	4,  // 47: zrpc.v1.Blobs.Put:output_type -> zrpc.v1.BlobPutResponse
+	6,  // 48: zrpc.v1.Blobs.Get:output_type -> zrpc.v1.BlobGetResponse
+	9,  // 49: zrpc.v1.Blobs.Stat:output_type -> zrpc.v1.BlobStatResponse
+	12, // 50: zrpc.v1.Blobs.List:output_type -> zrpc.v1.BlobListResponse
+	14, // 51: zrpc.v1.Blobs.Delete:output_type -> zrpc.v1.BlobDeleteResponse
+	16, // 52: zrpc.v1.Blobs.RepairStatus:output_type -> zrpc.v1.RepairStatusResponse
+	19, // 53: zrpc.v1.Blobs.BeginPut:output_type -> zrpc.v1.BeginPutResponse
+	22, // 54: zrpc.v1.Blobs.WriteShards:output_type -> zrpc.v1.WriteShardsResponse
+	24, // 55: zrpc.v1.Blobs.RenewPut:output_type -> zrpc.v1.RenewPutResponse
+	4,  // 56: zrpc.v1.Blobs.CommitPut:output_type -> zrpc.v1.BlobPutResponse
+	27, // 57: zrpc.v1.Blobs.AbortPut:output_type -> zrpc.v1.AbortPutResponse
+	29, // 58: zrpc.v1.Blobs.Locate:output_type -> zrpc.v1.LocateResponse
+	32, // 59: zrpc.v1.Blobs.ReadShards:output_type -> zrpc.v1.ReadShardsResponse
+	35, // 60: zrpc.v1.Shards.PutShard:output_type -> zrpc.v1.PutShardResponse
+	37, // 61: zrpc.v1.Shards.SyncShards:output_type -> zrpc.v1.SyncShardsResponse
+	39, // 62: zrpc.v1.Shards.GetShard:output_type -> zrpc.v1.GetShardResponse
+	41, // 63: zrpc.v1.Shards.DeleteShards:output_type -> zrpc.v1.DeleteShardsResponse
+	43, // 64: zrpc.v1.Shards.ReportShards:output_type -> zrpc.v1.ReportShardsResponse
+	45, // 65: zrpc.v1.Shards.Referenced:output_type -> zrpc.v1.ReferencedResponse
+	47, // [47:66] is the sub-list for method output_type
+	28, // [28:47] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_blob_proto_init() }
@@ -2201,7 +3366,7 @@ func file_blob_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_blob_proto_rawDesc), len(file_blob_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

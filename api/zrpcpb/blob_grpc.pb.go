@@ -28,6 +28,13 @@ const (
 	Blobs_List_FullMethodName         = "/zrpc.v1.Blobs/List"
 	Blobs_Delete_FullMethodName       = "/zrpc.v1.Blobs/Delete"
 	Blobs_RepairStatus_FullMethodName = "/zrpc.v1.Blobs/RepairStatus"
+	Blobs_BeginPut_FullMethodName     = "/zrpc.v1.Blobs/BeginPut"
+	Blobs_WriteShards_FullMethodName  = "/zrpc.v1.Blobs/WriteShards"
+	Blobs_RenewPut_FullMethodName     = "/zrpc.v1.Blobs/RenewPut"
+	Blobs_CommitPut_FullMethodName    = "/zrpc.v1.Blobs/CommitPut"
+	Blobs_AbortPut_FullMethodName     = "/zrpc.v1.Blobs/AbortPut"
+	Blobs_Locate_FullMethodName       = "/zrpc.v1.Blobs/Locate"
+	Blobs_ReadShards_FullMethodName   = "/zrpc.v1.Blobs/ReadShards"
 )
 
 // BlobsClient is the client API for Blobs service.
@@ -43,6 +50,31 @@ type BlobsClient interface {
 	List(ctx context.Context, in *BlobListRequest, opts ...grpc.CallOption) (*BlobListResponse, error)
 	Delete(ctx context.Context, in *BlobDeleteRequest, opts ...grpc.CallOption) (*BlobDeleteResponse, error)
 	RepairStatus(ctx context.Context, in *RepairStatusRequest, opts ...grpc.CallOption) (*RepairStatusResponse, error)
+	// Client-striped puts and reads: a client that holds the erasure code
+	// (package client) moves the shards itself, straight to and from the
+	// agents that hold them, instead of through one coordinating agent.
+	//
+	// BeginPut announces a put and answers where its shards go.
+	BeginPut(ctx context.Context, in *BeginPutRequest, opts ...grpc.CallOption) (*BeginPutResponse, error)
+	// WriteShards takes one shard index of a put's blocks, block by block,
+	// from the client, on the agent the placement named; when the client
+	// closes its side the shards are made durable (one fsync and rename)
+	// and the answer lists what this agent holds.
+	WriteShards(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WriteShardsRequest, WriteShardsResponse], error)
+	// RenewPut extends the lease of a client-striped put.
+	RenewPut(ctx context.Context, in *RenewPutRequest, opts ...grpc.CallOption) (*RenewPutResponse, error)
+	// CommitPut makes the blob visible, once the agents named as holders
+	// confirm they durably hold every shard with the given checksums.
+	CommitPut(ctx context.Context, in *CommitPutRequest, opts ...grpc.CallOption) (*BlobPutResponse, error)
+	// AbortPut ends a client-striped put without a blob; its shards are
+	// collected.
+	AbortPut(ctx context.Context, in *AbortPutRequest, opts ...grpc.CallOption) (*AbortPutResponse, error)
+	// Locate returns a blob's whole metadata (blocks, holders, checksums)
+	// and the gRPC addresses of its holders, for a client that reads the
+	// shards itself.
+	Locate(ctx context.Context, in *LocateRequest, opts ...grpc.CallOption) (*LocateResponse, error)
+	// ReadShards streams shards this agent holds, in the order asked.
+	ReadShards(ctx context.Context, in *ReadShardsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadShardsResponse], error)
 }
 
 type blobsClient struct {
@@ -125,6 +157,88 @@ func (c *blobsClient) RepairStatus(ctx context.Context, in *RepairStatusRequest,
 	return out, nil
 }
 
+func (c *blobsClient) BeginPut(ctx context.Context, in *BeginPutRequest, opts ...grpc.CallOption) (*BeginPutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BeginPutResponse)
+	err := c.cc.Invoke(ctx, Blobs_BeginPut_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *blobsClient) WriteShards(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WriteShardsRequest, WriteShardsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Blobs_ServiceDesc.Streams[2], Blobs_WriteShards_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WriteShardsRequest, WriteShardsResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Blobs_WriteShardsClient = grpc.ClientStreamingClient[WriteShardsRequest, WriteShardsResponse]
+
+func (c *blobsClient) RenewPut(ctx context.Context, in *RenewPutRequest, opts ...grpc.CallOption) (*RenewPutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewPutResponse)
+	err := c.cc.Invoke(ctx, Blobs_RenewPut_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *blobsClient) CommitPut(ctx context.Context, in *CommitPutRequest, opts ...grpc.CallOption) (*BlobPutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BlobPutResponse)
+	err := c.cc.Invoke(ctx, Blobs_CommitPut_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *blobsClient) AbortPut(ctx context.Context, in *AbortPutRequest, opts ...grpc.CallOption) (*AbortPutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AbortPutResponse)
+	err := c.cc.Invoke(ctx, Blobs_AbortPut_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *blobsClient) Locate(ctx context.Context, in *LocateRequest, opts ...grpc.CallOption) (*LocateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LocateResponse)
+	err := c.cc.Invoke(ctx, Blobs_Locate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *blobsClient) ReadShards(ctx context.Context, in *ReadShardsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadShardsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Blobs_ServiceDesc.Streams[3], Blobs_ReadShards_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadShardsRequest, ReadShardsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Blobs_ReadShardsClient = grpc.ServerStreamingClient[ReadShardsResponse]
+
 // BlobsServer is the server API for Blobs service.
 // All implementations must embed UnimplementedBlobsServer
 // for forward compatibility.
@@ -138,6 +252,31 @@ type BlobsServer interface {
 	List(context.Context, *BlobListRequest) (*BlobListResponse, error)
 	Delete(context.Context, *BlobDeleteRequest) (*BlobDeleteResponse, error)
 	RepairStatus(context.Context, *RepairStatusRequest) (*RepairStatusResponse, error)
+	// Client-striped puts and reads: a client that holds the erasure code
+	// (package client) moves the shards itself, straight to and from the
+	// agents that hold them, instead of through one coordinating agent.
+	//
+	// BeginPut announces a put and answers where its shards go.
+	BeginPut(context.Context, *BeginPutRequest) (*BeginPutResponse, error)
+	// WriteShards takes one shard index of a put's blocks, block by block,
+	// from the client, on the agent the placement named; when the client
+	// closes its side the shards are made durable (one fsync and rename)
+	// and the answer lists what this agent holds.
+	WriteShards(grpc.ClientStreamingServer[WriteShardsRequest, WriteShardsResponse]) error
+	// RenewPut extends the lease of a client-striped put.
+	RenewPut(context.Context, *RenewPutRequest) (*RenewPutResponse, error)
+	// CommitPut makes the blob visible, once the agents named as holders
+	// confirm they durably hold every shard with the given checksums.
+	CommitPut(context.Context, *CommitPutRequest) (*BlobPutResponse, error)
+	// AbortPut ends a client-striped put without a blob; its shards are
+	// collected.
+	AbortPut(context.Context, *AbortPutRequest) (*AbortPutResponse, error)
+	// Locate returns a blob's whole metadata (blocks, holders, checksums)
+	// and the gRPC addresses of its holders, for a client that reads the
+	// shards itself.
+	Locate(context.Context, *LocateRequest) (*LocateResponse, error)
+	// ReadShards streams shards this agent holds, in the order asked.
+	ReadShards(*ReadShardsRequest, grpc.ServerStreamingServer[ReadShardsResponse]) error
 	mustEmbedUnimplementedBlobsServer()
 }
 
@@ -165,6 +304,27 @@ func (UnimplementedBlobsServer) Delete(context.Context, *BlobDeleteRequest) (*Bl
 }
 func (UnimplementedBlobsServer) RepairStatus(context.Context, *RepairStatusRequest) (*RepairStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RepairStatus not implemented")
+}
+func (UnimplementedBlobsServer) BeginPut(context.Context, *BeginPutRequest) (*BeginPutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BeginPut not implemented")
+}
+func (UnimplementedBlobsServer) WriteShards(grpc.ClientStreamingServer[WriteShardsRequest, WriteShardsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WriteShards not implemented")
+}
+func (UnimplementedBlobsServer) RenewPut(context.Context, *RenewPutRequest) (*RenewPutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewPut not implemented")
+}
+func (UnimplementedBlobsServer) CommitPut(context.Context, *CommitPutRequest) (*BlobPutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CommitPut not implemented")
+}
+func (UnimplementedBlobsServer) AbortPut(context.Context, *AbortPutRequest) (*AbortPutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AbortPut not implemented")
+}
+func (UnimplementedBlobsServer) Locate(context.Context, *LocateRequest) (*LocateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Locate not implemented")
+}
+func (UnimplementedBlobsServer) ReadShards(*ReadShardsRequest, grpc.ServerStreamingServer[ReadShardsResponse]) error {
+	return status.Error(codes.Unimplemented, "method ReadShards not implemented")
 }
 func (UnimplementedBlobsServer) mustEmbedUnimplementedBlobsServer() {}
 func (UnimplementedBlobsServer) testEmbeddedByValue()               {}
@@ -277,6 +437,114 @@ func _Blobs_RepairStatus_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Blobs_BeginPut_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BeginPutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BlobsServer).BeginPut(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Blobs_BeginPut_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BlobsServer).BeginPut(ctx, req.(*BeginPutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Blobs_WriteShards_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(BlobsServer).WriteShards(&grpc.GenericServerStream[WriteShardsRequest, WriteShardsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Blobs_WriteShardsServer = grpc.ClientStreamingServer[WriteShardsRequest, WriteShardsResponse]
+
+func _Blobs_RenewPut_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewPutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BlobsServer).RenewPut(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Blobs_RenewPut_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BlobsServer).RenewPut(ctx, req.(*RenewPutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Blobs_CommitPut_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CommitPutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BlobsServer).CommitPut(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Blobs_CommitPut_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BlobsServer).CommitPut(ctx, req.(*CommitPutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Blobs_AbortPut_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AbortPutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BlobsServer).AbortPut(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Blobs_AbortPut_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BlobsServer).AbortPut(ctx, req.(*AbortPutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Blobs_Locate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LocateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BlobsServer).Locate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Blobs_Locate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BlobsServer).Locate(ctx, req.(*LocateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Blobs_ReadShards_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReadShardsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(BlobsServer).ReadShards(m, &grpc.GenericServerStream[ReadShardsRequest, ReadShardsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Blobs_ReadShardsServer = grpc.ServerStreamingServer[ReadShardsResponse]
+
 // Blobs_ServiceDesc is the grpc.ServiceDesc for Blobs service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -300,6 +568,26 @@ var Blobs_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "RepairStatus",
 			Handler:    _Blobs_RepairStatus_Handler,
 		},
+		{
+			MethodName: "BeginPut",
+			Handler:    _Blobs_BeginPut_Handler,
+		},
+		{
+			MethodName: "RenewPut",
+			Handler:    _Blobs_RenewPut_Handler,
+		},
+		{
+			MethodName: "CommitPut",
+			Handler:    _Blobs_CommitPut_Handler,
+		},
+		{
+			MethodName: "AbortPut",
+			Handler:    _Blobs_AbortPut_Handler,
+		},
+		{
+			MethodName: "Locate",
+			Handler:    _Blobs_Locate_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -310,6 +598,16 @@ var Blobs_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Get",
 			Handler:       _Blobs_Get_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WriteShards",
+			Handler:       _Blobs_WriteShards_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "ReadShards",
+			Handler:       _Blobs_ReadShards_Handler,
 			ServerStreams: true,
 		},
 	},

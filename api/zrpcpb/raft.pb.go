@@ -41,6 +41,7 @@ type Command struct {
 	//	*Command_BlobDelete
 	//	*Command_BlobShards
 	//	*Command_ClusterInit
+	//	*Command_BlobRenew
 	//	*Command_AclBootstrap
 	//	*Command_AclPolicySet
 	//	*Command_AclPolicyDelete
@@ -216,6 +217,15 @@ func (x *Command) GetClusterInit() *ClusterInit {
 	return nil
 }
 
+func (x *Command) GetBlobRenew() *BlobRenew {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_BlobRenew); ok {
+			return x.BlobRenew
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetAclBootstrap() *ACLBootstrap {
 	if x != nil {
 		if x, ok := x.Kind.(*Command_AclBootstrap); ok {
@@ -338,6 +348,10 @@ type Command_ClusterInit struct {
 	ClusterInit *ClusterInit `protobuf:"bytes,13,opt,name=cluster_init,json=clusterInit,proto3,oneof"`
 }
 
+type Command_BlobRenew struct {
+	BlobRenew *BlobRenew `protobuf:"bytes,17,opt,name=blob_renew,json=blobRenew,proto3,oneof"`
+}
+
 type Command_AclBootstrap struct {
 	// ACL state (package acl). Numbers from 30 on leave room for other
 	// kinds.
@@ -385,6 +399,8 @@ func (*Command_BlobDelete) isCommand_Kind() {}
 func (*Command_BlobShards) isCommand_Kind() {}
 
 func (*Command_ClusterInit) isCommand_Kind() {}
+
+func (*Command_BlobRenew) isCommand_Kind() {}
 
 func (*Command_AclBootstrap) isCommand_Kind() {}
 
@@ -797,8 +813,12 @@ type BlobPending struct {
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// node is the agent coordinating the put; if it dies, the put is aborted.
-	Node          string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
-	Started       int64  `protobuf:"varint,4,opt,name=started,proto3" json:"started,omitempty"`
+	Node    string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	Started int64  `protobuf:"varint,4,opt,name=started,proto3" json:"started,omitempty"`
+	// lease_expires, when set, makes this a client-striped put: the leader
+	// aborts it once the lease (leader's clock, unix ns) has passed without
+	// a renewal, whatever becomes of node.
+	LeaseExpires  int64 `protobuf:"varint,5,opt,name=lease_expires,json=leaseExpires,proto3" json:"lease_expires,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -861,6 +881,66 @@ func (x *BlobPending) GetStarted() int64 {
 	return 0
 }
 
+func (x *BlobPending) GetLeaseExpires() int64 {
+	if x != nil {
+		return x.LeaseExpires
+	}
+	return 0
+}
+
+// BlobRenew extends the lease of a pending client-striped put.
+type BlobRenew struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	LeaseExpires  int64                  `protobuf:"varint,2,opt,name=lease_expires,json=leaseExpires,proto3" json:"lease_expires,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlobRenew) Reset() {
+	*x = BlobRenew{}
+	mi := &file_raft_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlobRenew) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlobRenew) ProtoMessage() {}
+
+func (x *BlobRenew) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlobRenew.ProtoReflect.Descriptor instead.
+func (*BlobRenew) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *BlobRenew) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BlobRenew) GetLeaseExpires() int64 {
+	if x != nil {
+		return x.LeaseExpires
+	}
+	return 0
+}
+
 // BlobCommit makes a blob visible under its name, ending its pending put.
 type BlobCommit struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -872,7 +952,7 @@ type BlobCommit struct {
 
 func (x *BlobCommit) Reset() {
 	*x = BlobCommit{}
-	mi := &file_raft_proto_msgTypes[9]
+	mi := &file_raft_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +964,7 @@ func (x *BlobCommit) String() string {
 func (*BlobCommit) ProtoMessage() {}
 
 func (x *BlobCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[9]
+	mi := &file_raft_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +977,7 @@ func (x *BlobCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobCommit.ProtoReflect.Descriptor instead.
 func (*BlobCommit) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{9}
+	return file_raft_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BlobCommit) GetBlob() *Blob {
@@ -924,7 +1004,7 @@ type BlobAbort struct {
 
 func (x *BlobAbort) Reset() {
 	*x = BlobAbort{}
-	mi := &file_raft_proto_msgTypes[10]
+	mi := &file_raft_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -936,7 +1016,7 @@ func (x *BlobAbort) String() string {
 func (*BlobAbort) ProtoMessage() {}
 
 func (x *BlobAbort) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[10]
+	mi := &file_raft_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -949,7 +1029,7 @@ func (x *BlobAbort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobAbort.ProtoReflect.Descriptor instead.
 func (*BlobAbort) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{10}
+	return file_raft_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BlobAbort) GetIds() []string {
@@ -968,7 +1048,7 @@ type BlobDelete struct {
 
 func (x *BlobDelete) Reset() {
 	*x = BlobDelete{}
-	mi := &file_raft_proto_msgTypes[11]
+	mi := &file_raft_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1060,7 @@ func (x *BlobDelete) String() string {
 func (*BlobDelete) ProtoMessage() {}
 
 func (x *BlobDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[11]
+	mi := &file_raft_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1073,7 @@ func (x *BlobDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobDelete.ProtoReflect.Descriptor instead.
 func (*BlobDelete) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{11}
+	return file_raft_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BlobDelete) GetName() string {
@@ -1014,7 +1094,7 @@ type BlobShards struct {
 
 func (x *BlobShards) Reset() {
 	*x = BlobShards{}
-	mi := &file_raft_proto_msgTypes[12]
+	mi := &file_raft_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1026,7 +1106,7 @@ func (x *BlobShards) String() string {
 func (*BlobShards) ProtoMessage() {}
 
 func (x *BlobShards) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[12]
+	mi := &file_raft_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1039,7 +1119,7 @@ func (x *BlobShards) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobShards.ProtoReflect.Descriptor instead.
 func (*BlobShards) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{12}
+	return file_raft_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BlobShards) GetId() string {
@@ -1072,7 +1152,7 @@ type ClusterInit struct {
 
 func (x *ClusterInit) Reset() {
 	*x = ClusterInit{}
-	mi := &file_raft_proto_msgTypes[13]
+	mi := &file_raft_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1164,7 @@ func (x *ClusterInit) String() string {
 func (*ClusterInit) ProtoMessage() {}
 
 func (x *ClusterInit) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[13]
+	mi := &file_raft_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1177,7 @@ func (x *ClusterInit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInit.ProtoReflect.Descriptor instead.
 func (*ClusterInit) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{13}
+	return file_raft_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ClusterInit) GetClusterId() string {
@@ -1125,7 +1205,7 @@ type ACLBootstrap struct {
 
 func (x *ACLBootstrap) Reset() {
 	*x = ACLBootstrap{}
-	mi := &file_raft_proto_msgTypes[14]
+	mi := &file_raft_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1217,7 @@ func (x *ACLBootstrap) String() string {
 func (*ACLBootstrap) ProtoMessage() {}
 
 func (x *ACLBootstrap) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[14]
+	mi := &file_raft_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1230,7 @@ func (x *ACLBootstrap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLBootstrap.ProtoReflect.Descriptor instead.
 func (*ACLBootstrap) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{14}
+	return file_raft_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ACLBootstrap) GetToken() *ACLToken {
@@ -1170,7 +1250,7 @@ type ACLPolicySet struct {
 
 func (x *ACLPolicySet) Reset() {
 	*x = ACLPolicySet{}
-	mi := &file_raft_proto_msgTypes[15]
+	mi := &file_raft_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1182,7 +1262,7 @@ func (x *ACLPolicySet) String() string {
 func (*ACLPolicySet) ProtoMessage() {}
 
 func (x *ACLPolicySet) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[15]
+	mi := &file_raft_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1195,7 +1275,7 @@ func (x *ACLPolicySet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicySet.ProtoReflect.Descriptor instead.
 func (*ACLPolicySet) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{15}
+	return file_raft_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ACLPolicySet) GetPolicy() *ACLPolicy {
@@ -1215,7 +1295,7 @@ type ACLPolicyDelete struct {
 
 func (x *ACLPolicyDelete) Reset() {
 	*x = ACLPolicyDelete{}
-	mi := &file_raft_proto_msgTypes[16]
+	mi := &file_raft_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1307,7 @@ func (x *ACLPolicyDelete) String() string {
 func (*ACLPolicyDelete) ProtoMessage() {}
 
 func (x *ACLPolicyDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[16]
+	mi := &file_raft_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1320,7 @@ func (x *ACLPolicyDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyDelete.ProtoReflect.Descriptor instead.
 func (*ACLPolicyDelete) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{16}
+	return file_raft_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ACLPolicyDelete) GetName() string {
@@ -1260,7 +1340,7 @@ type ACLTokenSet struct {
 
 func (x *ACLTokenSet) Reset() {
 	*x = ACLTokenSet{}
-	mi := &file_raft_proto_msgTypes[17]
+	mi := &file_raft_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1352,7 @@ func (x *ACLTokenSet) String() string {
 func (*ACLTokenSet) ProtoMessage() {}
 
 func (x *ACLTokenSet) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[17]
+	mi := &file_raft_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1365,7 @@ func (x *ACLTokenSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenSet.ProtoReflect.Descriptor instead.
 func (*ACLTokenSet) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{17}
+	return file_raft_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ACLTokenSet) GetToken() *ACLToken {
@@ -1304,7 +1384,7 @@ type ACLTokenDelete struct {
 
 func (x *ACLTokenDelete) Reset() {
 	*x = ACLTokenDelete{}
-	mi := &file_raft_proto_msgTypes[18]
+	mi := &file_raft_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1396,7 @@ func (x *ACLTokenDelete) String() string {
 func (*ACLTokenDelete) ProtoMessage() {}
 
 func (x *ACLTokenDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[18]
+	mi := &file_raft_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1409,7 @@ func (x *ACLTokenDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenDelete.ProtoReflect.Descriptor instead.
 func (*ACLTokenDelete) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{18}
+	return file_raft_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ACLTokenDelete) GetAccessorId() string {
@@ -1351,7 +1431,7 @@ type ShardPlacement struct {
 
 func (x *ShardPlacement) Reset() {
 	*x = ShardPlacement{}
-	mi := &file_raft_proto_msgTypes[19]
+	mi := &file_raft_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1443,7 @@ func (x *ShardPlacement) String() string {
 func (*ShardPlacement) ProtoMessage() {}
 
 func (x *ShardPlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[19]
+	mi := &file_raft_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1456,7 @@ func (x *ShardPlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardPlacement.ProtoReflect.Descriptor instead.
 func (*ShardPlacement) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{19}
+	return file_raft_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ShardPlacement) GetBlock() uint32 {
@@ -1434,7 +1514,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_raft_proto_msgTypes[20]
+	mi := &file_raft_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1526,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[20]
+	mi := &file_raft_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1539,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{20}
+	return file_raft_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1566,7 +1646,7 @@ type SnapshotBlob struct {
 
 func (x *SnapshotBlob) Reset() {
 	*x = SnapshotBlob{}
-	mi := &file_raft_proto_msgTypes[21]
+	mi := &file_raft_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1578,7 +1658,7 @@ func (x *SnapshotBlob) String() string {
 func (*SnapshotBlob) ProtoMessage() {}
 
 func (x *SnapshotBlob) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[21]
+	mi := &file_raft_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1591,7 +1671,7 @@ func (x *SnapshotBlob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotBlob.ProtoReflect.Descriptor instead.
 func (*SnapshotBlob) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{21}
+	return file_raft_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SnapshotBlob) GetBlob() *Blob {
@@ -1630,7 +1710,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_raft_proto_msgTypes[22]
+	mi := &file_raft_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1642,7 +1722,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[22]
+	mi := &file_raft_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1655,7 +1735,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{22}
+	return file_raft_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RequestRecord) GetId() string {
@@ -1702,7 +1782,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_raft_proto_msgTypes[23]
+	mi := &file_raft_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1794,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[23]
+	mi := &file_raft_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1807,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{23}
+	return file_raft_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -1743,7 +1823,7 @@ const file_raft_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"raft.proto\x12\azrpc.v1\x1a\tacl.proto\x1a\n" +
-	"blob.proto\x1a\x0eregistry.proto\"\x90\t\n" +
+	"blob.proto\x1a\x0eregistry.proto\"\xc5\t\n" +
 	"\aCommand\x12/\n" +
 	"\bregister\x18\x01 \x01(\v2\x11.zrpc.v1.InstanceH\x00R\bregister\x126\n" +
 	"\n" +
@@ -1767,7 +1847,9 @@ const file_raft_proto_rawDesc = "" +
 	"blobDelete\x126\n" +
 	"\vblob_shards\x18\f \x01(\v2\x13.zrpc.v1.BlobShardsH\x00R\n" +
 	"blobShards\x129\n" +
-	"\fcluster_init\x18\r \x01(\v2\x14.zrpc.v1.ClusterInitH\x00R\vclusterInit\x12<\n" +
+	"\fcluster_init\x18\r \x01(\v2\x14.zrpc.v1.ClusterInitH\x00R\vclusterInit\x123\n" +
+	"\n" +
+	"blob_renew\x18\x11 \x01(\v2\x12.zrpc.v1.BlobRenewH\x00R\tblobRenew\x12<\n" +
 	"\racl_bootstrap\x18\x1e \x01(\v2\x15.zrpc.v1.ACLBootstrapH\x00R\faclBootstrap\x12=\n" +
 	"\x0eacl_policy_set\x18\x1f \x01(\v2\x15.zrpc.v1.ACLPolicySetH\x00R\faclPolicySet\x12F\n" +
 	"\x11acl_policy_delete\x18  \x01(\v2\x18.zrpc.v1.ACLPolicyDeleteH\x00R\x0faclPolicyDelete\x12:\n" +
@@ -1802,12 +1884,16 @@ const file_raft_proto_rawDesc = "" +
 	"\x03ids\x18\x01 \x03(\tR\x03ids\" \n" +
 	"\n" +
 	"NodeRemove\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"_\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x84\x01\n" +
 	"\vBlobPending\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x18\n" +
-	"\astarted\x18\x04 \x01(\x03R\astarted\"M\n" +
+	"\astarted\x18\x04 \x01(\x03R\astarted\x12#\n" +
+	"\rlease_expires\x18\x05 \x01(\x03R\fleaseExpires\"@\n" +
+	"\tBlobRenew\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
+	"\rlease_expires\x18\x02 \x01(\x03R\fleaseExpires\"M\n" +
 	"\n" +
 	"BlobCommit\x12!\n" +
 	"\x04blob\x18\x01 \x01(\v2\r.zrpc.v1.BlobR\x04blob\x12\x1c\n" +
@@ -1883,7 +1969,7 @@ func file_raft_proto_rawDescGZIP() []byte {
 	return file_raft_proto_rawDescData
 }
 
-var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_raft_proto_goTypes = []any{
 	(*Command)(nil),         // 0: zrpc.v1.Command
 	(*Quota)(nil),           // 1: zrpc.v1.Quota
@@ -1894,65 +1980,67 @@ var file_raft_proto_goTypes = []any{
 	(*SessionDestroy)(nil),  // 6: zrpc.v1.SessionDestroy
 	(*NodeRemove)(nil),      // 7: zrpc.v1.NodeRemove
 	(*BlobPending)(nil),     // 8: zrpc.v1.BlobPending
-	(*BlobCommit)(nil),      // 9: zrpc.v1.BlobCommit
-	(*BlobAbort)(nil),       // 10: zrpc.v1.BlobAbort
-	(*BlobDelete)(nil),      // 11: zrpc.v1.BlobDelete
-	(*BlobShards)(nil),      // 12: zrpc.v1.BlobShards
-	(*ClusterInit)(nil),     // 13: zrpc.v1.ClusterInit
-	(*ACLBootstrap)(nil),    // 14: zrpc.v1.ACLBootstrap
-	(*ACLPolicySet)(nil),    // 15: zrpc.v1.ACLPolicySet
-	(*ACLPolicyDelete)(nil), // 16: zrpc.v1.ACLPolicyDelete
-	(*ACLTokenSet)(nil),     // 17: zrpc.v1.ACLTokenSet
-	(*ACLTokenDelete)(nil),  // 18: zrpc.v1.ACLTokenDelete
-	(*ShardPlacement)(nil),  // 19: zrpc.v1.ShardPlacement
-	(*SnapshotHeader)(nil),  // 20: zrpc.v1.SnapshotHeader
-	(*SnapshotBlob)(nil),    // 21: zrpc.v1.SnapshotBlob
-	(*RequestRecord)(nil),   // 22: zrpc.v1.RequestRecord
-	(*ApplyResponse)(nil),   // 23: zrpc.v1.ApplyResponse
-	(*Instance)(nil),        // 24: zrpc.v1.Instance
-	(*Node)(nil),            // 25: zrpc.v1.Node
-	(Health)(0),             // 26: zrpc.v1.Health
-	(*Blob)(nil),            // 27: zrpc.v1.Blob
-	(*ACLToken)(nil),        // 28: zrpc.v1.ACLToken
-	(*ACLPolicy)(nil),       // 29: zrpc.v1.ACLPolicy
+	(*BlobRenew)(nil),       // 9: zrpc.v1.BlobRenew
+	(*BlobCommit)(nil),      // 10: zrpc.v1.BlobCommit
+	(*BlobAbort)(nil),       // 11: zrpc.v1.BlobAbort
+	(*BlobDelete)(nil),      // 12: zrpc.v1.BlobDelete
+	(*BlobShards)(nil),      // 13: zrpc.v1.BlobShards
+	(*ClusterInit)(nil),     // 14: zrpc.v1.ClusterInit
+	(*ACLBootstrap)(nil),    // 15: zrpc.v1.ACLBootstrap
+	(*ACLPolicySet)(nil),    // 16: zrpc.v1.ACLPolicySet
+	(*ACLPolicyDelete)(nil), // 17: zrpc.v1.ACLPolicyDelete
+	(*ACLTokenSet)(nil),     // 18: zrpc.v1.ACLTokenSet
+	(*ACLTokenDelete)(nil),  // 19: zrpc.v1.ACLTokenDelete
+	(*ShardPlacement)(nil),  // 20: zrpc.v1.ShardPlacement
+	(*SnapshotHeader)(nil),  // 21: zrpc.v1.SnapshotHeader
+	(*SnapshotBlob)(nil),    // 22: zrpc.v1.SnapshotBlob
+	(*RequestRecord)(nil),   // 23: zrpc.v1.RequestRecord
+	(*ApplyResponse)(nil),   // 24: zrpc.v1.ApplyResponse
+	(*Instance)(nil),        // 25: zrpc.v1.Instance
+	(*Node)(nil),            // 26: zrpc.v1.Node
+	(Health)(0),             // 27: zrpc.v1.Health
+	(*Blob)(nil),            // 28: zrpc.v1.Blob
+	(*ACLToken)(nil),        // 29: zrpc.v1.ACLToken
+	(*ACLPolicy)(nil),       // 30: zrpc.v1.ACLPolicy
 }
 var file_raft_proto_depIdxs = []int32{
-	24, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
+	25, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
 	2,  // 1: zrpc.v1.Command.deregister:type_name -> zrpc.v1.InstanceRef
 	3,  // 2: zrpc.v1.Command.set_health:type_name -> zrpc.v1.SetHealth
 	5,  // 3: zrpc.v1.Command.session_create:type_name -> zrpc.v1.SessionCreate
 	6,  // 4: zrpc.v1.Command.session_destroy:type_name -> zrpc.v1.SessionDestroy
-	25, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
+	26, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
 	7,  // 6: zrpc.v1.Command.node_remove:type_name -> zrpc.v1.NodeRemove
 	8,  // 7: zrpc.v1.Command.blob_pending:type_name -> zrpc.v1.BlobPending
-	9,  // 8: zrpc.v1.Command.blob_commit:type_name -> zrpc.v1.BlobCommit
-	10, // 9: zrpc.v1.Command.blob_abort:type_name -> zrpc.v1.BlobAbort
-	11, // 10: zrpc.v1.Command.blob_delete:type_name -> zrpc.v1.BlobDelete
-	12, // 11: zrpc.v1.Command.blob_shards:type_name -> zrpc.v1.BlobShards
-	13, // 12: zrpc.v1.Command.cluster_init:type_name -> zrpc.v1.ClusterInit
-	14, // 13: zrpc.v1.Command.acl_bootstrap:type_name -> zrpc.v1.ACLBootstrap
-	15, // 14: zrpc.v1.Command.acl_policy_set:type_name -> zrpc.v1.ACLPolicySet
-	16, // 15: zrpc.v1.Command.acl_policy_delete:type_name -> zrpc.v1.ACLPolicyDelete
-	17, // 16: zrpc.v1.Command.acl_token_set:type_name -> zrpc.v1.ACLTokenSet
-	18, // 17: zrpc.v1.Command.acl_token_delete:type_name -> zrpc.v1.ACLTokenDelete
-	1,  // 18: zrpc.v1.Command.quota:type_name -> zrpc.v1.Quota
-	2,  // 19: zrpc.v1.SetHealth.instances:type_name -> zrpc.v1.InstanceRef
-	26, // 20: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
-	4,  // 21: zrpc.v1.SessionCreate.session:type_name -> zrpc.v1.Session
-	27, // 22: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
-	19, // 23: zrpc.v1.BlobShards.shards:type_name -> zrpc.v1.ShardPlacement
-	28, // 24: zrpc.v1.ACLBootstrap.token:type_name -> zrpc.v1.ACLToken
-	29, // 25: zrpc.v1.ACLPolicySet.policy:type_name -> zrpc.v1.ACLPolicy
-	28, // 26: zrpc.v1.ACLTokenSet.token:type_name -> zrpc.v1.ACLToken
-	13, // 27: zrpc.v1.SnapshotHeader.cluster:type_name -> zrpc.v1.ClusterInit
-	27, // 28: zrpc.v1.SnapshotBlob.blob:type_name -> zrpc.v1.Blob
-	0,  // 29: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
-	23, // 30: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
-	30, // [30:31] is the sub-list for method output_type
-	29, // [29:30] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	10, // 8: zrpc.v1.Command.blob_commit:type_name -> zrpc.v1.BlobCommit
+	11, // 9: zrpc.v1.Command.blob_abort:type_name -> zrpc.v1.BlobAbort
+	12, // 10: zrpc.v1.Command.blob_delete:type_name -> zrpc.v1.BlobDelete
+	13, // 11: zrpc.v1.Command.blob_shards:type_name -> zrpc.v1.BlobShards
+	14, // 12: zrpc.v1.Command.cluster_init:type_name -> zrpc.v1.ClusterInit
+	9,  // 13: zrpc.v1.Command.blob_renew:type_name -> zrpc.v1.BlobRenew
+	15, // 14: zrpc.v1.Command.acl_bootstrap:type_name -> zrpc.v1.ACLBootstrap
+	16, // 15: zrpc.v1.Command.acl_policy_set:type_name -> zrpc.v1.ACLPolicySet
+	17, // 16: zrpc.v1.Command.acl_policy_delete:type_name -> zrpc.v1.ACLPolicyDelete
+	18, // 17: zrpc.v1.Command.acl_token_set:type_name -> zrpc.v1.ACLTokenSet
+	19, // 18: zrpc.v1.Command.acl_token_delete:type_name -> zrpc.v1.ACLTokenDelete
+	1,  // 19: zrpc.v1.Command.quota:type_name -> zrpc.v1.Quota
+	2,  // 20: zrpc.v1.SetHealth.instances:type_name -> zrpc.v1.InstanceRef
+	27, // 21: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
+	4,  // 22: zrpc.v1.SessionCreate.session:type_name -> zrpc.v1.Session
+	28, // 23: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
+	20, // 24: zrpc.v1.BlobShards.shards:type_name -> zrpc.v1.ShardPlacement
+	29, // 25: zrpc.v1.ACLBootstrap.token:type_name -> zrpc.v1.ACLToken
+	30, // 26: zrpc.v1.ACLPolicySet.policy:type_name -> zrpc.v1.ACLPolicy
+	29, // 27: zrpc.v1.ACLTokenSet.token:type_name -> zrpc.v1.ACLToken
+	14, // 28: zrpc.v1.SnapshotHeader.cluster:type_name -> zrpc.v1.ClusterInit
+	28, // 29: zrpc.v1.SnapshotBlob.blob:type_name -> zrpc.v1.Blob
+	0,  // 30: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
+	24, // 31: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
+	31, // [31:32] is the sub-list for method output_type
+	30, // [30:31] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_raft_proto_init() }
@@ -1977,6 +2065,7 @@ func file_raft_proto_init() {
 		(*Command_BlobDelete)(nil),
 		(*Command_BlobShards)(nil),
 		(*Command_ClusterInit)(nil),
+		(*Command_BlobRenew)(nil),
 		(*Command_AclBootstrap)(nil),
 		(*Command_AclPolicySet)(nil),
 		(*Command_AclPolicyDelete)(nil),
@@ -1989,7 +2078,7 @@ func file_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_proto_rawDesc), len(file_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
