@@ -30,6 +30,8 @@ type Client struct {
 	cfg       Config
 	log       *slog.Logger
 	endpoints []endpoint
+	// agents are connections to agents reached by address (agentconns.go).
+	agents agentConns
 	// cur is the index of the last endpoint that answered.
 	cur atomic.Int64
 
@@ -112,6 +114,7 @@ func (c *Client) Close() error {
 				errs = append(errs, fmt.Errorf("close connection to %s: %w", ep.addr, err))
 			}
 		}
+		errs = append(errs, c.agents.close()...)
 		c.closeErr = errors.Join(errs...)
 	})
 	if !first {

@@ -1,0 +1,77 @@
+package client
+
+import (
+	"fmt"
+	"net"
+	"sync"
+
+	"google.golang.org/grpc"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+)
+
+// maxAgentConns bounds the connections a client keeps to agents it was not
+// configured with: more than a cluster has agents means the addresses are
+// not a cluster's.
+const maxAgentConns = 1024
+
+// agentConns are the client's connections to agents reached by the
+// address the cluster gives (the holders of a blob's shards, which
+// client-striped puts and reads talk to directly), beside its endpoints.
+// They use the endpoints' dial options (TLS, token) and close with the
+// client.
+type agentConns struct {
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	closed bool
+}
+
+// agentConn returns the client's connection to the agent at addr: the
+// endpoint's own when addr is one of them, else one made on first use and
+// kept until Close.
+func (c *Client) agentConn(addr string) (*grpc.ClientConn, error) {
+	for i := range c.endpoints {
+		if c.endpoints[i].addr == addr {
+			return c.endpoints[i].conn, nil
+		}
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, fmt.Errorf("%w: agent address %q from the cluster: want host:port: %v", apierr.ErrInvalidArgument, addr, err)
+	}
+	ac := &c.agents
+	ac.mu.Lock()
+	defer ac.mu.Unlock()
+	if ac.closed {
+		return nil, ErrClosed
+	}
+	if conn := ac.conns[addr]; conn != nil {
+		return conn, nil
+	}
+	if len(ac.conns) >= maxAgentConns {
+		return nil, fmt.Errorf("client holds connections to %d agents already, the limit; agent address %q", len(ac.conns), addr)
+	}
+	conn, err := grpc.NewClient(addr, dialOptions(c.cfg)...)
+	if err != nil {
+		return nil, fmt.Errorf("create connection to agent %s: %w", addr, err)
+	}
+	if ac.conns == nil {
+		ac.conns = make(map[string]*grpc.ClientConn)
+	}
+	ac.conns[addr] = conn
+	return conn, nil
+}
+
+// close closes every connection and refuses new ones.
+func (ac *agentConns) close() []error {
+	ac.mu.Lock()
+	defer ac.mu.Unlock()
+	ac.closed = true
+	var errs []error
+	for addr, conn := range ac.conns {
+		if err := conn.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close connection to %s: %w", addr, err))
+		}
+	}
+	ac.conns = nil
+	return errs
+}
