@@ -236,7 +236,8 @@ func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 // cmdline with secret flags redacted), /debug/zrpc/config (the settings,
 // secrets redacted) and /debug/zrpc/logs (recent log lines); the /debug
 // paths, with ACLs on, only to tokens with operator:read (httpauth.go);
-// and the web UI at /ui/ (package ui).
+// and the web UI at /ui/ (package ui). On a loopback bind every path
+// answers only requests for a loopback name (loopbackOnly).
 func (n *Node) startHTTP() error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
@@ -264,7 +265,7 @@ func (n *Node) startHTTP() error {
 		return fmt.Errorf("listen for HTTP on %s (http_bind, http_port): %w", addr, err)
 	}
 	n.httpLn = ln
-	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	n.http = &http.Server{Handler: loopbackOnly(n.cfg.HTTPBind, mux), ReadHeaderTimeout: 10 * time.Second}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"net"
 	"net/http"
 
 	"github.com/zrpcio/zrpc/acl"
@@ -13,9 +12,6 @@ import (
 // resolves tokens as the rest of the HTTP endpoint does (httpauth.go).
 func (n *Node) newUI() *ui.UI {
 	cfg := ui.Config{Replica: n.store.FSM(), Status: n.newStatus(), Blobs: n.blobs, Logger: n.log}
-	if ip := net.ParseIP(n.cfg.HTTPBind); ip != nil && ip.IsLoopback() {
-		cfg.LoopbackOnly = true
-	}
 	if n.aclResolver != nil {
 		cfg.Authorize = func(w http.ResponseWriter, r *http.Request, need string) (acl.Authorizer, bool) {
 			a, _, ok := n.authorizeHTTP(w, r, need)

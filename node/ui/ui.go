@@ -19,10 +19,8 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -92,12 +90,6 @@ type Config struct {
 	// WriteTimeout bounds each write to a live stream: a reader that
 	// stopped reading has its stream ended; 0: 10 s.
 	WriteTimeout time.Duration
-	// LoopbackOnly answers only requests whose Host is localhost or a
-	// loopback IP: set it when the HTTP endpoint listens on loopback,
-	// where any other name can only come from DNS rebinding (a web page
-	// whose name was made to resolve to 127.0.0.1, reading the UI from
-	// the operator's browser).
-	LoopbackOnly bool
 	Logger       *slog.Logger
 }
 
@@ -159,10 +151,6 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
-	if u.cfg.LoopbackOnly && !loopbackHost(r.Host) {
-		writeError(w, http.StatusForbidden, fmt.Sprintf("this agent's UI listens on loopback and answers only requests for localhost or a loopback IP, not for host %q (a guard against DNS rebinding): open http://127.0.0.1:<http_port>/ui/", r.Host))
-		return
-	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		h.Set("Allow", "GET, HEAD")
 		writeError(w, http.StatusMethodNotAllowed, "the UI serves only GET and HEAD")
@@ -180,21 +168,6 @@ func (u *UI) Close() {
 	u.mu.Unlock()
 	u.cancel()
 	u.streams.Wait()
-}
-
-// loopbackHost reports whether a request's Host names this machine's
-// loopback: localhost (or a name under .localhost) or a loopback IP.
-func loopbackHost(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
 }
 
 // servePage answers every page of the app with index.html; the script
