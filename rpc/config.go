@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -69,15 +70,31 @@ func (c ClientConfig) Validate() error {
 }
 
 // LoadConfig fills v (a *ServerConfig, *ClientConfig or a service's own
-// config struct embedding them) from the YAML file at path. Unknown keys
-// are an error, so a typo does not pass silently.
+// config struct embedding them) from the YAML file at path. ${NAME} in the
+// file is replaced by the environment variable NAME (expandEnv; an unset
+// one is an error). Unknown keys are an error, so a typo does not pass
+// silently.
 func LoadConfig(path string, v any) error {
-	f, err := os.Open(path)
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}
-	defer f.Close()
-	dec := yaml.NewDecoder(f)
+	// ${NAME} is expanded in the parsed values, then the document is
+	// decoded strictly from its expanded text.
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return fmt.Errorf("parse config %s: %w", path, err)
+	}
+	changed, err := expandEnvNodes(&doc)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	if changed {
+		if raw, err = yaml.Marshal(&doc); err != nil {
+			return fmt.Errorf("config %s: write expanded values: %w", path, err)
+		}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("parse config %s: %w", path, err)
