@@ -44,8 +44,8 @@ type fakeBlobs struct {
 	renewed  map[string]int    // blob id → renewals
 	aborted  []string
 	commits  []*zrpcpb.CommitPutRequest
-	broken   int // WriteShards streams the client broke off
-	received int // shards received
+	broken   int               // WriteShards streams the client broke off
+	received int               // shards received
 	putBytes map[string][]byte // the agent-coordinated Put: name → bytes
 }
 
