@@ -150,6 +150,7 @@ type Config struct {
 	BlobGCInterval     time.Duration `yaml:"blob_gc_interval" help:"how often this agent looks for orphan shard files"`
 	BlobScrubRate      int64         `yaml:"blob_scrub_rate" help:"bytes per second the scrubber re-reads to find bit rot (0: off)"`
 	BlobScrubInterval  time.Duration `yaml:"blob_scrub_interval" help:"pause between two scrubs of this agent's shards"`
+	BlobPutLease       time.Duration `yaml:"blob_put_lease" help:"lease of a put a client stripes itself (1s to 10m): the leader aborts the put unless the client renews it within this time"`
 
 	// Registry limits, enforced when a registration is applied, with the
 	// limits of the leader that proposed it (so every replica agrees).

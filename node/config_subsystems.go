@@ -40,6 +40,7 @@ var blobSettings = []subsystemSetting{
 	{"blob_gc_interval", "GCInterval"},
 	{"blob_scrub_rate", "ScrubRate"},
 	{"blob_scrub_interval", "ScrubInterval"},
+	{"blob_put_lease", "PutLease"},
 }
 
 // gossipErrorKeys maps the fields gossip.Config.Validate names to the

@@ -36,6 +36,7 @@ func TestDefaultTakesEachSubsystemsDefaults(t *testing.T) {
 		{"blob_gc_interval", d.BlobGCInterval, bd.GCInterval},
 		{"blob_scrub_rate", d.BlobScrubRate, bd.ScrubRate},
 		{"blob_scrub_interval", d.BlobScrubInterval, bd.ScrubInterval},
+		{"blob_put_lease", d.BlobPutLease, bd.PutLease},
 		{"gossip_profile", d.GossipProfile, string(gossip.DefaultProfile)},
 		{"join_max_backoff", d.JoinMaxBackoff, gossip.DefaultJoinMaxBackoff},
 	} {
@@ -56,6 +57,7 @@ func TestSubsystemConfigsCarryTheSettings(t *testing.T) {
 	c.BlobBlockSize, c.BlobMaxSize, c.BlobScrubRate = 8192, 1<<30, 307
 	c.BlobRepairDelay, c.BlobRepairInterval, c.BlobOrphanGrace = 308*time.Second, 309*time.Second, 310*time.Second
 	c.BlobGCInterval, c.BlobScrubInterval = 311*time.Second, 312*time.Second
+	c.BlobPutLease = 313 * time.Second
 	want := raftstore.DefaultConfig()
 	want.NodeID = c.Name
 	want.HeartbeatTimeout = c.RaftHeartbeatTimeout
@@ -78,6 +80,7 @@ func TestSubsystemConfigsCarryTheSettings(t *testing.T) {
 	wantBlob.GCInterval = c.BlobGCInterval
 	wantBlob.ScrubRate = c.BlobScrubRate
 	wantBlob.ScrubInterval = c.BlobScrubInterval
+	wantBlob.PutLease = c.BlobPutLease
 	if got := c.blobConfig(); got != wantBlob {
 		t.Errorf("blobConfig() = %+v, want %+v", got, wantBlob)
 	}
@@ -169,6 +172,7 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 		{"blob_gc_interval", func(c *Config) { c.BlobGCInterval = 0 }},
 		{"blob_scrub_rate", func(c *Config) { c.BlobScrubRate = -1 }},
 		{"blob_scrub_interval", func(c *Config) { c.BlobScrubInterval = 0 }},
+		{"blob_put_lease", func(c *Config) { c.BlobPutLease = 100 * time.Millisecond }},
 		{"max_instances_per_service", func(c *Config) { c.MaxInstancesPerService = -1 }},
 		{"max_registry_bytes", func(c *Config) { c.MaxRegistryBytes = -1 }},
 		{"watch_queue_bytes", func(c *Config) { c.WatchQueueBytes = -1 }},

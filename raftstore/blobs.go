@@ -32,11 +32,37 @@ func (b *blobState) put(blob *pb.Blob) {
 	b.byID[blob.Id] = blob
 }
 
-func (f *FSM) applyBlobPending(p *pb.BlobPending) error {
+// applyBlobPending records a put in progress. A lease (lease_ttl) runs
+// from the entry's time, the leader's clock when it proposed it.
+func (f *FSM) applyBlobPending(p *pb.BlobPending, now int64) error {
 	if p.GetId() == "" || p.GetNode() == "" {
 		return fmt.Errorf("%w: pending blob needs an id and a node", ErrInvalidArgument)
 	}
+	if p.LeaseTtl < 0 {
+		return fmt.Errorf("%w: pending blob %s: negative lease %d", ErrInvalidArgument, p.Id, p.LeaseTtl)
+	}
+	if p.LeaseTtl > 0 {
+		p.LeaseExpires = now + p.LeaseTtl
+	}
 	f.blobs.pending[p.Id] = p
+	return nil
+}
+
+// applyBlobRenew extends the lease of a pending client-striped put to the
+// entry's time plus the renewal's lease_ttl.
+func (f *FSM) applyBlobRenew(r *pb.BlobRenew, now int64) error {
+	p := f.blobs.pending[r.GetId()]
+	if p == nil || p.Name != r.GetName() {
+		return fmt.Errorf("%w: put %s of blob %q is not in progress: the put was aborted (lease expired?); retry the put",
+			ErrNotFound, r.GetId(), r.GetName())
+	}
+	if p.LeaseExpires == 0 || r.LeaseTtl <= 0 {
+		return fmt.Errorf("%w: put %s of blob %q has no lease to renew, or the renewal no length (%d)",
+			ErrInvalidArgument, r.GetId(), r.GetName(), r.LeaseTtl)
+	}
+	renewed := proto.Clone(p).(*pb.BlobPending)
+	renewed.LeaseExpires = max(p.LeaseExpires, now+r.LeaseTtl)
+	f.blobs.pending[p.Id] = renewed
 	return nil
 }
 
@@ -62,9 +88,15 @@ func (f *FSM) applyBlobCommit(c *pb.BlobCommit, now int64, rev uint64) error {
 	}
 	// A blob with shards commits only while its put is pending: once the
 	// put is aborted, agents may already be collecting its shards.
-	if len(in.Blocks) > 0 && f.blobs.pending[in.Id] == nil {
+	p := f.blobs.pending[in.Id]
+	if len(in.Blocks) > 0 && p == nil {
 		return fmt.Errorf("%w: put %s of blob %q was aborted (its agent was thought failed, or it ran too long); retry the put",
 			ErrNotFound, in.Id, in.Name)
+	}
+	// A client-striped put commits only under the name it began with:
+	// the permission to write that name is what let it write the shards.
+	if p != nil && p.LeaseExpires != 0 && p.Name != in.Name {
+		return fmt.Errorf("%w: put %s began for blob %q, not %q", ErrInvalidArgument, in.Id, p.Name, in.Name)
 	}
 	blob := proto.Clone(in).(*pb.Blob)
 	blob.Created = now

@@ -377,3 +377,85 @@ func TestFSMSnapshotRefusesOversizedRecord(t *testing.T) {
 		t.Error("Persist did not cancel the sink")
 	}
 }
+
+func leasedPendingCmd(id, name string, at, ttl int64) *pb.Command {
+	return &pb.Command{Time: at, Kind: &pb.Command_BlobPending{BlobPending: &pb.BlobPending{
+		Id: id, Name: name, Node: "a", Started: 1, LeaseTtl: ttl,
+		// What the proposer thinks: the state machine ignores it.
+		LeaseExpires: 42,
+	}}}
+}
+
+func renewCmd(id, name string, at, ttl int64) *pb.Command {
+	return &pb.Command{Time: at, Kind: &pb.Command_BlobRenew{BlobRenew: &pb.BlobRenew{Id: id, Name: name, LeaseTtl: ttl}}}
+}
+
+func TestFSMPutLeaseRunsFromTheLeadersCommandTime(t *testing.T) {
+	const sec = int64(1e9)
+	d := newFSMDriver(t, 64)
+	d.mustApply(leasedPendingCmd("aa01", "models/v1", 1000*sec, 30*sec))
+	if got := d.fsm.PendingBlob("aa01").LeaseExpires; got != 1030*sec {
+		t.Fatalf("lease expires at %d, want the command's time + the lease = %d", got, 1030*sec)
+	}
+
+	// A renewal runs from its own command's time.
+	d.mustApply(renewCmd("aa01", "models/v1", 1020*sec, 30*sec))
+	if got := d.fsm.PendingBlob("aa01").LeaseExpires; got != 1050*sec {
+		t.Fatalf("renewed lease expires at %d, want %d", got, 1050*sec)
+	}
+	// A renewal never shortens a lease.
+	d.mustApply(renewCmd("aa01", "models/v1", 1010*sec, 10*sec))
+	if got := d.fsm.PendingBlob("aa01").LeaseExpires; got != 1050*sec {
+		t.Fatalf("a shorter renewal moved the lease to %d, want it kept at %d", got, 1050*sec)
+	}
+
+	// Every replica computes the same deadline whatever its own clock:
+	// a second state machine fed the same entries agrees.
+	d2 := newFSMDriver(t, 64)
+	d2.mustApply(leasedPendingCmd("aa01", "models/v1", 1000*sec, 30*sec))
+	d2.mustApply(renewCmd("aa01", "models/v1", 1020*sec, 30*sec))
+	if a, b := d.fsm.PendingBlob("aa01").LeaseExpires, d2.fsm.PendingBlob("aa01").LeaseExpires; a != b {
+		t.Fatalf("replicas disagree on the lease: %d and %d", a, b)
+	}
+}
+
+func TestFSMPutRenewalRefusals(t *testing.T) {
+	const sec = int64(1e9)
+	d := newFSMDriver(t, 64)
+	d.mustApply(leasedPendingCmd("aa01", "models/v1", 1000*sec, 30*sec))
+	d.mustApply(blobPendingCmd("bb02", "a")) // a coordinated put: no lease
+	for _, tc := range []struct {
+		what string
+		cmd  *pb.Command
+		want error
+	}{
+		{"another name", renewCmd("aa01", "models/v2", 1001*sec, 30*sec), ErrNotFound},
+		{"unknown put", renewCmd("cc03", "models/v1", 1001*sec, 30*sec), ErrNotFound},
+		{"no lease", renewCmd("bb02", "n-bb02", 1001*sec, 30*sec), ErrInvalidArgument},
+		{"zero length", renewCmd("aa01", "models/v1", 1001*sec, 0), ErrInvalidArgument},
+	} {
+		if _, err := d.apply(tc.cmd); !errors.Is(err, tc.want) {
+			t.Errorf("renew with %s: %v, want %v", tc.what, err, tc.want)
+		}
+	}
+	if got := d.fsm.PendingBlob("aa01").LeaseExpires; got != 1030*sec {
+		t.Fatalf("refused renewals moved the lease to %d", got)
+	}
+	d.mustApply(&pb.Command{Kind: &pb.Command_BlobAbort{BlobAbort: &pb.BlobAbort{Ids: []string{"aa01"}}}})
+	_, err := d.apply(renewCmd("aa01", "models/v1", 1002*sec, 30*sec))
+	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "retry the put") {
+		t.Fatalf("renew of an aborted put: %v, want ErrNotFound saying to retry the put", err)
+	}
+}
+
+func TestFSMLeasedPutCommitsOnlyUnderItsName(t *testing.T) {
+	d := newFSMDriver(t, 64)
+	d.mustApply(leasedPendingCmd("aa01", "models/v1", 1e12, 30e9))
+	if _, err := d.apply(blobCommitCmd(testBlob("other/name", "aa01"), false)); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("commit of a leased put under another name: %v, want ErrInvalidArgument", err)
+	}
+	if d.fsm.Blob("other/name") != nil || d.fsm.PendingBlob("aa01") == nil {
+		t.Fatal("the refused commit changed the state")
+	}
+	d.mustApply(blobCommitCmd(testBlob("models/v1", "aa01"), false))
+}

@@ -195,7 +195,9 @@ func (f *FSM) apply(cmd *pb.Command, rev uint64, evs []*ringEvent) ([]*ringEvent
 	case *pb.Command_NodeRemove:
 		return f.applyNodeRemove(k.NodeRemove.Name, rev, evs), nil
 	case *pb.Command_BlobPending:
-		return evs, f.applyBlobPending(k.BlobPending)
+		return evs, f.applyBlobPending(k.BlobPending, cmd.Time)
+	case *pb.Command_BlobRenew:
+		return evs, f.applyBlobRenew(k.BlobRenew, cmd.Time)
 	case *pb.Command_BlobCommit:
 		return evs, f.applyBlobCommit(k.BlobCommit, cmd.Time, rev)
 	case *pb.Command_BlobAbort:

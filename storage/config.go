@@ -32,6 +32,9 @@ type Config struct {
 	RepairWorkers int
 	// PutTimeout: a put pending longer than this is aborted by the leader.
 	PutTimeout time.Duration
+	// PutLease is the lease of a client-striped put: the leader aborts it
+	// unless the client renews it within this time (it renews at a third).
+	PutLease time.Duration
 	// OrphanGrace: a shard file no blob or pending put refers to is deleted
 	// once it is this old (it may belong to a put this replica has not seen).
 	OrphanGrace time.Duration
@@ -57,6 +60,7 @@ func DefaultConfig() Config {
 		RepairDelay:      2 * time.Minute,
 		RepairWorkers:    2,
 		PutTimeout:       time.Hour,
+		PutLease:         30 * time.Second,
 		OrphanGrace:      10 * time.Minute,
 		GCInterval:       time.Minute,
 		ScrubRate:        8 << 20,
@@ -71,6 +75,14 @@ const (
 	MinBlockSize = 4096
 	// MaxBlockSize: a shard travels in one gRPC message.
 	MaxBlockSize = 8 << 20
+)
+
+// Bounds of Config.PutLease. A client renews at a third of the lease, so
+// a lease shorter than a second would be renewed all the time; one longer
+// than ten minutes keeps a dead client's put, and its shards, that long.
+const (
+	MinPutLease = time.Second
+	MaxPutLease = 10 * time.Minute
 )
 
 // withDefaults fills zero fields.
@@ -103,6 +115,7 @@ func (c Config) withDefaults() Config {
 	fill(&c.RepairInterval, d.RepairInterval)
 	fill(&c.RepairDelay, d.RepairDelay)
 	fill(&c.PutTimeout, d.PutTimeout)
+	fill(&c.PutLease, d.PutLease)
 	fill(&c.OrphanGrace, d.OrphanGrace)
 	fill(&c.GCInterval, d.GCInterval)
 	fill(&c.ScrubInterval, d.ScrubInterval)
@@ -140,6 +153,9 @@ func (c Config) Validate() error {
 	l.Positive("RepairInterval", c.RepairInterval)
 	l.Positive("RepairDelay", c.RepairDelay)
 	l.Positive("PutTimeout", c.PutTimeout)
+	if c.PutLease < MinPutLease || c.PutLease > MaxPutLease {
+		l.Addf("PutLease", "%v must be between %v and %v", c.PutLease, MinPutLease, MaxPutLease)
+	}
 	l.Positive("OrphanGrace", c.OrphanGrace)
 	l.Positive("GCInterval", c.GCInterval)
 	l.Positive("ScrubInterval", c.ScrubInterval)

@@ -29,6 +29,8 @@ func TestConfigValidateNamesEachBadField(t *testing.T) {
 		{"RepairDelay", func(c *Config) { c.RepairDelay = -time.Second }},
 		{"GCInterval", func(c *Config) { c.GCInterval = 0 }},
 		{"ScrubInterval", func(c *Config) { c.ScrubInterval = 0 }},
+		{"PutLease", func(c *Config) { c.PutLease = MinPutLease - 1 }},
+		{"PutLease", func(c *Config) { c.PutLease = MaxPutLease + 1 }},
 	} {
 		c := DefaultConfig()
 		tc.set(&c)

@@ -168,6 +168,29 @@ func newBlobID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// checkPutHeader checks what a put's header alone decides, for Put and
+// BeginPut: the name, the size against the max blob size, the metadata
+// bound when the size is known, and an existing blob without overwrite.
+// It returns the blob the put replaces, if any.
+func (s *Store) checkPutHeader(h *pb.BlobPutHeader) (old *pb.Blob, err error) {
+	if err := ValidateName(h.GetName()); err != nil {
+		return nil, err
+	}
+	if h.Size < 0 || h.Size > s.cfg.MaxBlobSize {
+		return nil, fmt.Errorf("%w: blob size %d: at most %d bytes (max blob size)", ErrTooLarge, h.Size, s.cfg.MaxBlobSize)
+	}
+	if h.Size > 0 {
+		if err := s.checkMetadata(h.Name, uint64(h.Size), shardsPerBlock(h, s.members())); err != nil {
+			return nil, err
+		}
+	}
+	old = s.cluster.Meta().Blob(h.Name)
+	if old != nil && !h.Overwrite {
+		return nil, fmt.Errorf("%w: blob %q; put with overwrite to replace it", ErrAlreadyExists, h.Name)
+	}
+	return old, nil
+}
+
 // PutResult is what a successful put stored.
 type PutResult struct {
 	Blob     *pb.Blob
@@ -182,21 +205,9 @@ type PutResult struct {
 // The blob becomes visible only when its metadata commits; on any failure
 // or cancellation the put is aborted and its shards are deleted.
 func (s *Store) Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*PutResult, error) {
-	if err := ValidateName(h.GetName()); err != nil {
+	old, err := s.checkPutHeader(h)
+	if err != nil {
 		return nil, err
-	}
-	if h.Size < 0 || h.Size > s.cfg.MaxBlobSize {
-		return nil, fmt.Errorf("%w: blob size %d: at most %d bytes (max blob size)", ErrTooLarge, h.Size, s.cfg.MaxBlobSize)
-	}
-	members := s.members()
-	if h.Size > 0 {
-		if err := s.checkMetadata(h.Name, uint64(h.Size), shardsPerBlock(h, members)); err != nil {
-			return nil, err
-		}
-	}
-	old := s.cluster.Meta().Blob(h.Name)
-	if old != nil && !h.Overwrite {
-		return nil, fmt.Errorf("%w: blob %q; put with overwrite to replace it", ErrAlreadyExists, h.Name)
 	}
 	// Read one byte past the inline limit to learn whether the blob fits.
 	head := make([]byte, s.cfg.InlineMax+1)
@@ -286,8 +297,13 @@ const commitWait = 15 * time.Second
 // registry applies at most once, so the answer that comes is the commit's.
 // When none comes in time the error wraps ErrOutcomeUnknown.
 func (s *Store) commit(ctx context.Context, blob *pb.Blob, overwrite bool) (uint64, error) {
+	return s.commitAs(ctx, blob, overwrite, s.cluster.Self()+"-commit-"+blob.Id)
+}
+
+// commitAs is commit under the given request id.
+func (s *Store) commitAs(ctx context.Context, blob *pb.Blob, overwrite bool, requestID string) (uint64, error) {
 	cmd := &pb.Command{
-		RequestId: s.cluster.Self() + "-commit-" + blob.Id,
+		RequestId: requestID,
 		Kind:      &pb.Command_BlobCommit{BlobCommit: &pb.BlobCommit{Blob: blob, Overwrite: overwrite}},
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.commitWait)

@@ -250,26 +250,45 @@ func (r *repairer) scan(ctx context.Context) {
 }
 
 // abortStalePuts aborts puts whose coordinating agent is gone or has been
-// failed for the repair delay, or that have been pending longer than
-// PutTimeout.
+// failed for the repair delay, client-striped puts whose lease has passed
+// on this (the leader's) clock, and any put pending longer than
+// PutTimeout. The shards of a client-striped put may be on any agent: the
+// alive ones are asked to delete them at once, and orphan collection gets
+// the rest.
 func (r *repairer) abortStalePuts(ctx context.Context, state map[string]string, now time.Time) {
-	var ids []string
+	var ids, leased []string
 	for _, p := range r.s.cluster.Meta().PendingBlobs() {
+		if now.Sub(time.Unix(0, p.Started)) > r.s.cfg.PutTimeout {
+			ids = append(ids, p.Id)
+			continue
+		}
+		if p.LeaseExpires != 0 {
+			// The client owns the put, not the agent that began it.
+			if now.UnixNano() > p.LeaseExpires {
+				ids = append(ids, p.Id)
+				leased = append(leased, p.Id)
+			}
+			continue
+		}
 		// A coordinator merely suspected (failed for less than the repair
 		// delay) keeps its put: a busy agent can miss gossip probes.
 		st, known := state[p.Node]
-		if !known || st == reasonFailed || now.Sub(time.Unix(0, p.Started)) > r.s.cfg.PutTimeout {
+		if !known || st == reasonFailed {
 			ids = append(ids, p.Id)
 		}
 	}
 	if len(ids) == 0 {
 		return
 	}
-	if _, err := r.s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobAbort{BlobAbort: &pb.BlobAbort{Ids: ids}}}); err != nil {
+	rev, err := r.s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobAbort{BlobAbort: &pb.BlobAbort{Ids: ids}}})
+	if err != nil {
 		r.s.log.Warn("abort stale puts", "ids", ids, "err", err)
 		return
 	}
-	r.s.log.Info("aborted puts whose coordinator failed or that timed out; their shards will be collected", "ids", ids)
+	r.s.log.Info("aborted puts whose coordinator failed, whose lease passed or that timed out; their shards will be collected", "ids", ids)
+	if len(leased) > 0 {
+		r.s.dropPutShards(leased, rev)
+	}
 }
 
 // repairBatch is how many shards a worker rebuilds before it records

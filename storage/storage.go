@@ -159,6 +159,8 @@ type Store struct {
 	formingWait time.Duration
 	// commitWait bounds how long a put waits for its commit's outcome.
 	commitWait time.Duration
+	// writing holds the parts (partKey) a WriteShards stream is writing.
+	writing sync.Map
 
 	wg     sync.WaitGroup
 	ctx    context.Context

@@ -2968,6 +2968,191 @@ func (x *ReferencedResponse) GetReferenced() []bool {
 	return nil
 }
 
+type HeldShardsRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	BlobId string                 `protobuf:"bytes,1,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
+	// indexes are the shard indexes asked about.
+	Indexes       []uint32 `protobuf:"varint,2,rep,packed,name=indexes,proto3" json:"indexes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldShardsRequest) Reset() {
+	*x = HeldShardsRequest{}
+	mi := &file_blob_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldShardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldShardsRequest) ProtoMessage() {}
+
+func (x *HeldShardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldShardsRequest.ProtoReflect.Descriptor instead.
+func (*HeldShardsRequest) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *HeldShardsRequest) GetBlobId() string {
+	if x != nil {
+		return x.BlobId
+	}
+	return ""
+}
+
+func (x *HeldShardsRequest) GetIndexes() []uint32 {
+	if x != nil {
+		return x.Indexes
+	}
+	return nil
+}
+
+// HeldPart is what an agent durably holds of one shard index of a blob:
+// its part file's scheme and block size, and its blocks with their
+// checksums.
+type HeldPart struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	DataShards    uint32                 `protobuf:"varint,2,opt,name=data_shards,json=dataShards,proto3" json:"data_shards,omitempty"`
+	ParityShards  uint32                 `protobuf:"varint,3,opt,name=parity_shards,json=parityShards,proto3" json:"parity_shards,omitempty"`
+	BlockSize     uint32                 `protobuf:"varint,4,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	Blocks        []uint32               `protobuf:"varint,5,rep,packed,name=blocks,proto3" json:"blocks,omitempty"`
+	Sums          []uint32               `protobuf:"fixed32,6,rep,packed,name=sums,proto3" json:"sums,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldPart) Reset() {
+	*x = HeldPart{}
+	mi := &file_blob_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldPart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldPart) ProtoMessage() {}
+
+func (x *HeldPart) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldPart.ProtoReflect.Descriptor instead.
+func (*HeldPart) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *HeldPart) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *HeldPart) GetDataShards() uint32 {
+	if x != nil {
+		return x.DataShards
+	}
+	return 0
+}
+
+func (x *HeldPart) GetParityShards() uint32 {
+	if x != nil {
+		return x.ParityShards
+	}
+	return 0
+}
+
+func (x *HeldPart) GetBlockSize() uint32 {
+	if x != nil {
+		return x.BlockSize
+	}
+	return 0
+}
+
+func (x *HeldPart) GetBlocks() []uint32 {
+	if x != nil {
+		return x.Blocks
+	}
+	return nil
+}
+
+func (x *HeldPart) GetSums() []uint32 {
+	if x != nil {
+		return x.Sums
+	}
+	return nil
+}
+
+type HeldShardsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// parts: one per index asked about that this agent has a part file of.
+	Parts         []*HeldPart `protobuf:"bytes,1,rep,name=parts,proto3" json:"parts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldShardsResponse) Reset() {
+	*x = HeldShardsResponse{}
+	mi := &file_blob_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldShardsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldShardsResponse) ProtoMessage() {}
+
+func (x *HeldShardsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_blob_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldShardsResponse.ProtoReflect.Descriptor instead.
+func (*HeldShardsResponse) Descriptor() ([]byte, []int) {
+	return file_blob_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *HeldShardsResponse) GetParts() []*HeldPart {
+	if x != nil {
+		return x.Parts
+	}
+	return nil
+}
+
 var File_blob_proto protoreflect.FileDescriptor
 
 const file_blob_proto_rawDesc = "" +
@@ -3188,7 +3373,21 @@ const file_blob_proto_rawDesc = "" +
 	"\x12ReferencedResponse\x12\x1e\n" +
 	"\n" +
 	"referenced\x18\x01 \x03(\bR\n" +
-	"referenced2\xde\x06\n" +
+	"referenced\"F\n" +
+	"\x11HeldShardsRequest\x12\x17\n" +
+	"\ablob_id\x18\x01 \x01(\tR\x06blobId\x12\x18\n" +
+	"\aindexes\x18\x02 \x03(\rR\aindexes\"\xb1\x01\n" +
+	"\bHeldPart\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x1f\n" +
+	"\vdata_shards\x18\x02 \x01(\rR\n" +
+	"dataShards\x12#\n" +
+	"\rparity_shards\x18\x03 \x01(\rR\fparityShards\x12\x1d\n" +
+	"\n" +
+	"block_size\x18\x04 \x01(\rR\tblockSize\x12\x16\n" +
+	"\x06blocks\x18\x05 \x03(\rR\x06blocks\x12\x12\n" +
+	"\x04sums\x18\x06 \x03(\aR\x04sums\"=\n" +
+	"\x12HeldShardsResponse\x12'\n" +
+	"\x05parts\x18\x01 \x03(\v2\x11.zrpc.v1.HeldPartR\x05parts2\xde\x06\n" +
 	"\x05Blobs\x12:\n" +
 	"\x03Put\x12\x17.zrpc.v1.BlobPutRequest\x1a\x18.zrpc.v1.BlobPutResponse(\x01\x12:\n" +
 	"\x03Get\x12\x17.zrpc.v1.BlobGetRequest\x1a\x18.zrpc.v1.BlobGetResponse0\x01\x12;\n" +
@@ -3203,7 +3402,7 @@ const file_blob_proto_rawDesc = "" +
 	"\bAbortPut\x12\x18.zrpc.v1.AbortPutRequest\x1a\x19.zrpc.v1.AbortPutResponse\x129\n" +
 	"\x06Locate\x12\x16.zrpc.v1.LocateRequest\x1a\x17.zrpc.v1.LocateResponse\x12G\n" +
 	"\n" +
-	"ReadShards\x12\x1a.zrpc.v1.ReadShardsRequest\x1a\x1b.zrpc.v1.ReadShardsResponse0\x012\xb2\x03\n" +
+	"ReadShards\x12\x1a.zrpc.v1.ReadShardsRequest\x1a\x1b.zrpc.v1.ReadShardsResponse0\x012\xf9\x03\n" +
 	"\x06Shards\x12?\n" +
 	"\bPutShard\x12\x18.zrpc.v1.PutShardRequest\x1a\x19.zrpc.v1.PutShardResponse\x12E\n" +
 	"\n" +
@@ -3212,7 +3411,9 @@ const file_blob_proto_rawDesc = "" +
 	"\fDeleteShards\x12\x1c.zrpc.v1.DeleteShardsRequest\x1a\x1d.zrpc.v1.DeleteShardsResponse\x12K\n" +
 	"\fReportShards\x12\x1c.zrpc.v1.ReportShardsRequest\x1a\x1d.zrpc.v1.ReportShardsResponse\x12E\n" +
 	"\n" +
-	"Referenced\x12\x1a.zrpc.v1.ReferencedRequest\x1a\x1b.zrpc.v1.ReferencedResponseB#Z!github.com/zrpcio/zrpc/api/zrpcpbb\x06proto3"
+	"Referenced\x12\x1a.zrpc.v1.ReferencedRequest\x1a\x1b.zrpc.v1.ReferencedResponse\x12E\n" +
+	"\n" +
+	"HeldShards\x12\x1a.zrpc.v1.HeldShardsRequest\x1a\x1b.zrpc.v1.HeldShardsResponseB#Z!github.com/zrpcio/zrpc/api/zrpcpbb\x06proto3"
 
 var (
 	file_blob_proto_rawDescOnce sync.Once
@@ -3226,7 +3427,7 @@ func file_blob_proto_rawDescGZIP() []byte {
 	return file_blob_proto_rawDescData
 }
 
-var file_blob_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_blob_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_blob_proto_goTypes = []any{
 	(*Blob)(nil),                 // 0: zrpc.v1.Blob
 	(*BlobBlock)(nil),            // 1: zrpc.v1.BlobBlock
@@ -3274,30 +3475,33 @@ var file_blob_proto_goTypes = []any{
 	(*ReportShardsResponse)(nil), // 43: zrpc.v1.ReportShardsResponse
 	(*ReferencedRequest)(nil),    // 44: zrpc.v1.ReferencedRequest
 	(*ReferencedResponse)(nil),   // 45: zrpc.v1.ReferencedResponse
-	(*ResponseHeader)(nil),       // 46: zrpc.v1.ResponseHeader
+	(*HeldShardsRequest)(nil),    // 46: zrpc.v1.HeldShardsRequest
+	(*HeldPart)(nil),             // 47: zrpc.v1.HeldPart
+	(*HeldShardsResponse)(nil),   // 48: zrpc.v1.HeldShardsResponse
+	(*ResponseHeader)(nil),       // 49: zrpc.v1.ResponseHeader
 }
 var file_blob_proto_depIdxs = []int32{
 	1,  // 0: zrpc.v1.Blob.blocks:type_name -> zrpc.v1.BlobBlock
 	2,  // 1: zrpc.v1.BlobPutRequest.header:type_name -> zrpc.v1.BlobPutHeader
-	46, // 2: zrpc.v1.BlobPutResponse.header:type_name -> zrpc.v1.ResponseHeader
+	49, // 2: zrpc.v1.BlobPutResponse.header:type_name -> zrpc.v1.ResponseHeader
 	0,  // 3: zrpc.v1.BlobPutResponse.blob:type_name -> zrpc.v1.Blob
 	0,  // 4: zrpc.v1.BlobGetResponse.blob:type_name -> zrpc.v1.Blob
-	46, // 5: zrpc.v1.BlobStatResponse.header:type_name -> zrpc.v1.ResponseHeader
+	49, // 5: zrpc.v1.BlobStatResponse.header:type_name -> zrpc.v1.ResponseHeader
 	0,  // 6: zrpc.v1.BlobStatResponse.blob:type_name -> zrpc.v1.Blob
 	8,  // 7: zrpc.v1.BlobStatResponse.shards:type_name -> zrpc.v1.ShardState
-	46, // 8: zrpc.v1.BlobListResponse.header:type_name -> zrpc.v1.ResponseHeader
+	49, // 8: zrpc.v1.BlobListResponse.header:type_name -> zrpc.v1.ResponseHeader
 	11, // 9: zrpc.v1.BlobListResponse.blobs:type_name -> zrpc.v1.BlobSummary
-	46, // 10: zrpc.v1.BlobDeleteResponse.header:type_name -> zrpc.v1.ResponseHeader
+	49, // 10: zrpc.v1.BlobDeleteResponse.header:type_name -> zrpc.v1.ResponseHeader
 	33, // 11: zrpc.v1.RepairStatusResponse.corrupt:type_name -> zrpc.v1.ShardRef
 	2,  // 12: zrpc.v1.BeginPutRequest.header:type_name -> zrpc.v1.BlobPutHeader
-	46, // 13: zrpc.v1.BeginPutResponse.header:type_name -> zrpc.v1.ResponseHeader
+	49, // 13: zrpc.v1.BeginPutResponse.header:type_name -> zrpc.v1.ResponseHeader
 	17, // 14: zrpc.v1.BeginPutResponse.targets:type_name -> zrpc.v1.AgentAddress
 	17, // 15: zrpc.v1.BeginPutResponse.spares:type_name -> zrpc.v1.AgentAddress
 	20, // 16: zrpc.v1.WriteShardsRequest.header:type_name -> zrpc.v1.WriteShardsHeader
-	46, // 17: zrpc.v1.RenewPutResponse.header:type_name -> zrpc.v1.ResponseHeader
+	49, // 17: zrpc.v1.RenewPutResponse.header:type_name -> zrpc.v1.ResponseHeader
 	0,  // 18: zrpc.v1.CommitPutRequest.blob:type_name -> zrpc.v1.Blob
-	46, // 19: zrpc.v1.AbortPutResponse.header:type_name -> zrpc.v1.ResponseHeader
-	46, // 20: zrpc.v1.LocateResponse.header:type_name -> zrpc.v1.ResponseHeader
+	49, // 19: zrpc.v1.AbortPutResponse.header:type_name -> zrpc.v1.ResponseHeader
+	49, // 20: zrpc.v1.LocateResponse.header:type_name -> zrpc.v1.ResponseHeader
 	0,  // 21: zrpc.v1.LocateResponse.blob:type_name -> zrpc.v1.Blob
 	30, // 22: zrpc.v1.ReadShardsRequest.shards:type_name -> zrpc.v1.ShardPos
 	30, // 23: zrpc.v1.ReadShardsResponse.shard:type_name -> zrpc.v1.ShardPos
@@ -3305,49 +3509,52 @@ var file_blob_proto_depIdxs = []int32{
 	33, // 25: zrpc.v1.GetShardRequest.ref:type_name -> zrpc.v1.ShardRef
 	33, // 26: zrpc.v1.ReportShardsRequest.corrupt:type_name -> zrpc.v1.ShardRef
 	33, // 27: zrpc.v1.ReferencedRequest.shards:type_name -> zrpc.v1.ShardRef
-	3,  // 28: zrpc.v1.Blobs.Put:input_type -> zrpc.v1.BlobPutRequest
-	5,  // 29: zrpc.v1.Blobs.Get:input_type -> zrpc.v1.BlobGetRequest
-	7,  // 30: zrpc.v1.Blobs.Stat:input_type -> zrpc.v1.BlobStatRequest
-	10, // 31: zrpc.v1.Blobs.List:input_type -> zrpc.v1.BlobListRequest
-	13, // 32: zrpc.v1.Blobs.Delete:input_type -> zrpc.v1.BlobDeleteRequest
-	15, // 33: zrpc.v1.Blobs.RepairStatus:input_type -> zrpc.v1.RepairStatusRequest
-	18, // 34: zrpc.v1.Blobs.BeginPut:input_type -> zrpc.v1.BeginPutRequest
-	21, // 35: zrpc.v1.Blobs.WriteShards:input_type -> zrpc.v1.WriteShardsRequest
-	23, // 36: zrpc.v1.Blobs.RenewPut:input_type -> zrpc.v1.RenewPutRequest
-	25, // 37: zrpc.v1.Blobs.CommitPut:input_type -> zrpc.v1.CommitPutRequest
-	26, // 38: zrpc.v1.Blobs.AbortPut:input_type -> zrpc.v1.AbortPutRequest
-	28, // 39: zrpc.v1.Blobs.Locate:input_type -> zrpc.v1.LocateRequest
-	31, // 40: zrpc.v1.Blobs.ReadShards:input_type -> zrpc.v1.ReadShardsRequest
-	34, // 41: zrpc.v1.Shards.PutShard:input_type -> zrpc.v1.PutShardRequest
-	36, // 42: zrpc.v1.Shards.SyncShards:input_type -> zrpc.v1.SyncShardsRequest
-	38, // 43: zrpc.v1.Shards.GetShard:input_type -> zrpc.v1.GetShardRequest
-	40, // 44: zrpc.v1.Shards.DeleteShards:input_type -> zrpc.v1.DeleteShardsRequest
-	42, // 45: zrpc.v1.Shards.ReportShards:input_type -> zrpc.v1.ReportShardsRequest
-	44, // 46: zrpc.v1.Shards.Referenced:input_type -> zrpc.v1.ReferencedRequest
-	4,  // 47: zrpc.v1.Blobs.Put:output_type -> zrpc.v1.BlobPutResponse
-	6,  // 48: zrpc.v1.Blobs.Get:output_type -> zrpc.v1.BlobGetResponse
-	9,  // 49: zrpc.v1.Blobs.Stat:output_type -> zrpc.v1.BlobStatResponse
-	12, // 50: zrpc.v1.Blobs.List:output_type -> zrpc.v1.BlobListResponse
-	14, // 51: zrpc.v1.Blobs.Delete:output_type -> zrpc.v1.BlobDeleteResponse
-	16, // 52: zrpc.v1.Blobs.RepairStatus:output_type -> zrpc.v1.RepairStatusResponse
-	19, // 53: zrpc.v1.Blobs.BeginPut:output_type -> zrpc.v1.BeginPutResponse
-	22, // 54: zrpc.v1.Blobs.WriteShards:output_type -> zrpc.v1.WriteShardsResponse
-	24, // 55: zrpc.v1.Blobs.RenewPut:output_type -> zrpc.v1.RenewPutResponse
-	4,  // 56: zrpc.v1.Blobs.CommitPut:output_type -> zrpc.v1.BlobPutResponse
-	27, // 57: zrpc.v1.Blobs.AbortPut:output_type -> zrpc.v1.AbortPutResponse
-	29, // 58: zrpc.v1.Blobs.Locate:output_type -> zrpc.v1.LocateResponse
-	32, // 59: zrpc.v1.Blobs.ReadShards:output_type -> zrpc.v1.ReadShardsResponse
-	35, // 60: zrpc.v1.Shards.PutShard:output_type -> zrpc.v1.PutShardResponse
-	37, // 61: zrpc.v1.Shards.SyncShards:output_type -> zrpc.v1.SyncShardsResponse
-	39, // 62: zrpc.v1.Shards.GetShard:output_type -> zrpc.v1.GetShardResponse
-	41, // 63: zrpc.v1.Shards.DeleteShards:output_type -> zrpc.v1.DeleteShardsResponse
-	43, // 64: zrpc.v1.Shards.ReportShards:output_type -> zrpc.v1.ReportShardsResponse
-	45, // 65: zrpc.v1.Shards.Referenced:output_type -> zrpc.v1.ReferencedResponse
-	47, // [47:66] is the sub-list for method output_type
-	28, // [28:47] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	47, // 28: zrpc.v1.HeldShardsResponse.parts:type_name -> zrpc.v1.HeldPart
+	3,  // 29: zrpc.v1.Blobs.Put:input_type -> zrpc.v1.BlobPutRequest
+	5,  // 30: zrpc.v1.Blobs.Get:input_type -> zrpc.v1.BlobGetRequest
+	7,  // 31: zrpc.v1.Blobs.Stat:input_type -> zrpc.v1.BlobStatRequest
+	10, // 32: zrpc.v1.Blobs.List:input_type -> zrpc.v1.BlobListRequest
+	13, // 33: zrpc.v1.Blobs.Delete:input_type -> zrpc.v1.BlobDeleteRequest
+	15, // 34: zrpc.v1.Blobs.RepairStatus:input_type -> zrpc.v1.RepairStatusRequest
+	18, // 35: zrpc.v1.Blobs.BeginPut:input_type -> zrpc.v1.BeginPutRequest
+	21, // 36: zrpc.v1.Blobs.WriteShards:input_type -> zrpc.v1.WriteShardsRequest
+	23, // 37: zrpc.v1.Blobs.RenewPut:input_type -> zrpc.v1.RenewPutRequest
+	25, // 38: zrpc.v1.Blobs.CommitPut:input_type -> zrpc.v1.CommitPutRequest
+	26, // 39: zrpc.v1.Blobs.AbortPut:input_type -> zrpc.v1.AbortPutRequest
+	28, // 40: zrpc.v1.Blobs.Locate:input_type -> zrpc.v1.LocateRequest
+	31, // 41: zrpc.v1.Blobs.ReadShards:input_type -> zrpc.v1.ReadShardsRequest
+	34, // 42: zrpc.v1.Shards.PutShard:input_type -> zrpc.v1.PutShardRequest
+	36, // 43: zrpc.v1.Shards.SyncShards:input_type -> zrpc.v1.SyncShardsRequest
+	38, // 44: zrpc.v1.Shards.GetShard:input_type -> zrpc.v1.GetShardRequest
+	40, // 45: zrpc.v1.Shards.DeleteShards:input_type -> zrpc.v1.DeleteShardsRequest
+	42, // 46: zrpc.v1.Shards.ReportShards:input_type -> zrpc.v1.ReportShardsRequest
+	44, // 47: zrpc.v1.Shards.Referenced:input_type -> zrpc.v1.ReferencedRequest
+	46, // 48: zrpc.v1.Shards.HeldShards:input_type -> zrpc.v1.HeldShardsRequest
+	4,  // 49: zrpc.v1.Blobs.Put:output_type -> zrpc.v1.BlobPutResponse
+	6,  // 50: zrpc.v1.Blobs.Get:output_type -> zrpc.v1.BlobGetResponse
+	9,  // 51: zrpc.v1.Blobs.Stat:output_type -> zrpc.v1.BlobStatResponse
+	12, // 52: zrpc.v1.Blobs.List:output_type -> zrpc.v1.BlobListResponse
+	14, // 53: zrpc.v1.Blobs.Delete:output_type -> zrpc.v1.BlobDeleteResponse
+	16, // 54: zrpc.v1.Blobs.RepairStatus:output_type -> zrpc.v1.RepairStatusResponse
+	19, // 55: zrpc.v1.Blobs.BeginPut:output_type -> zrpc.v1.BeginPutResponse
+	22, // 56: zrpc.v1.Blobs.WriteShards:output_type -> zrpc.v1.WriteShardsResponse
+	24, // 57: zrpc.v1.Blobs.RenewPut:output_type -> zrpc.v1.RenewPutResponse
+	4,  // 58: zrpc.v1.Blobs.CommitPut:output_type -> zrpc.v1.BlobPutResponse
+	27, // 59: zrpc.v1.Blobs.AbortPut:output_type -> zrpc.v1.AbortPutResponse
+	29, // 60: zrpc.v1.Blobs.Locate:output_type -> zrpc.v1.LocateResponse
+	32, // 61: zrpc.v1.Blobs.ReadShards:output_type -> zrpc.v1.ReadShardsResponse
+	35, // 62: zrpc.v1.Shards.PutShard:output_type -> zrpc.v1.PutShardResponse
+	37, // 63: zrpc.v1.Shards.SyncShards:output_type -> zrpc.v1.SyncShardsResponse
+	39, // 64: zrpc.v1.Shards.GetShard:output_type -> zrpc.v1.GetShardResponse
+	41, // 65: zrpc.v1.Shards.DeleteShards:output_type -> zrpc.v1.DeleteShardsResponse
+	43, // 66: zrpc.v1.Shards.ReportShards:output_type -> zrpc.v1.ReportShardsResponse
+	45, // 67: zrpc.v1.Shards.Referenced:output_type -> zrpc.v1.ReferencedResponse
+	48, // 68: zrpc.v1.Shards.HeldShards:output_type -> zrpc.v1.HeldShardsResponse
+	49, // [49:69] is the sub-list for method output_type
+	29, // [29:49] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_blob_proto_init() }
@@ -3366,7 +3573,7 @@ func file_blob_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_blob_proto_rawDesc), len(file_blob_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   46,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

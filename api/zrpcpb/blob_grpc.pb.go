@@ -621,6 +621,7 @@ const (
 	Shards_DeleteShards_FullMethodName = "/zrpc.v1.Shards/DeleteShards"
 	Shards_ReportShards_FullMethodName = "/zrpc.v1.Shards/ReportShards"
 	Shards_Referenced_FullMethodName   = "/zrpc.v1.Shards/Referenced"
+	Shards_HeldShards_FullMethodName   = "/zrpc.v1.Shards/HeldShards"
 )
 
 // ShardsClient is the client API for Shards service.
@@ -641,6 +642,10 @@ type ShardsClient interface {
 	// it before deleting shards its own replica no longer refers to (the
 	// replica may lag behind a repair that just placed them there).
 	Referenced(ctx context.Context, in *ReferencedRequest, opts ...grpc.CallOption) (*ReferencedResponse, error)
+	// HeldShards lists the shards of a blob this agent durably holds, with
+	// their checksums: CommitPut asks each holder before a client-striped
+	// blob becomes visible.
+	HeldShards(ctx context.Context, in *HeldShardsRequest, opts ...grpc.CallOption) (*HeldShardsResponse, error)
 }
 
 type shardsClient struct {
@@ -711,6 +716,16 @@ func (c *shardsClient) Referenced(ctx context.Context, in *ReferencedRequest, op
 	return out, nil
 }
 
+func (c *shardsClient) HeldShards(ctx context.Context, in *HeldShardsRequest, opts ...grpc.CallOption) (*HeldShardsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HeldShardsResponse)
+	err := c.cc.Invoke(ctx, Shards_HeldShards_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ShardsServer is the server API for Shards service.
 // All implementations must embed UnimplementedShardsServer
 // for forward compatibility.
@@ -729,6 +744,10 @@ type ShardsServer interface {
 	// it before deleting shards its own replica no longer refers to (the
 	// replica may lag behind a repair that just placed them there).
 	Referenced(context.Context, *ReferencedRequest) (*ReferencedResponse, error)
+	// HeldShards lists the shards of a blob this agent durably holds, with
+	// their checksums: CommitPut asks each holder before a client-striped
+	// blob becomes visible.
+	HeldShards(context.Context, *HeldShardsRequest) (*HeldShardsResponse, error)
 	mustEmbedUnimplementedShardsServer()
 }
 
@@ -756,6 +775,9 @@ func (UnimplementedShardsServer) ReportShards(context.Context, *ReportShardsRequ
 }
 func (UnimplementedShardsServer) Referenced(context.Context, *ReferencedRequest) (*ReferencedResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Referenced not implemented")
+}
+func (UnimplementedShardsServer) HeldShards(context.Context, *HeldShardsRequest) (*HeldShardsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method HeldShards not implemented")
 }
 func (UnimplementedShardsServer) mustEmbedUnimplementedShardsServer() {}
 func (UnimplementedShardsServer) testEmbeddedByValue()                {}
@@ -886,6 +908,24 @@ func _Shards_Referenced_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Shards_HeldShards_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HeldShardsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ShardsServer).HeldShards(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Shards_HeldShards_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ShardsServer).HeldShards(ctx, req.(*HeldShardsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Shards_ServiceDesc is the grpc.ServiceDesc for Shards service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -916,6 +956,10 @@ var Shards_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Referenced",
 			Handler:    _Shards_Referenced_Handler,
+		},
+		{
+			MethodName: "HeldShards",
+			Handler:    _Shards_HeldShards_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -818,7 +818,18 @@ type BlobPending struct {
 	// lease_expires, when set, makes this a client-striped put: the leader
 	// aborts it once the lease (leader's clock, unix ns) has passed without
 	// a renewal, whatever becomes of node.
-	LeaseExpires  int64 `protobuf:"varint,5,opt,name=lease_expires,json=leaseExpires,proto3" json:"lease_expires,omitempty"`
+	LeaseExpires int64 `protobuf:"varint,5,opt,name=lease_expires,json=leaseExpires,proto3" json:"lease_expires,omitempty"`
+	// lease_ttl (ns), when set, asks for a lease: the state machine sets
+	// lease_expires to the entry's time (Command.time, the leader's clock)
+	// plus lease_ttl, so that no agent's clock shortens or lengthens it.
+	LeaseTtl int64 `protobuf:"varint,6,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
+	// size (0: not known when the put began), data_shards, parity_shards and
+	// block_size are what a client-striped put announced: its shards and its
+	// commit must agree with them.
+	Size          uint64 `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"`
+	DataShards    uint32 `protobuf:"varint,8,opt,name=data_shards,json=dataShards,proto3" json:"data_shards,omitempty"`
+	ParityShards  uint32 `protobuf:"varint,9,opt,name=parity_shards,json=parityShards,proto3" json:"parity_shards,omitempty"`
+	BlockSize     uint32 `protobuf:"varint,10,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -888,11 +899,51 @@ func (x *BlobPending) GetLeaseExpires() int64 {
 	return 0
 }
 
+func (x *BlobPending) GetLeaseTtl() int64 {
+	if x != nil {
+		return x.LeaseTtl
+	}
+	return 0
+}
+
+func (x *BlobPending) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *BlobPending) GetDataShards() uint32 {
+	if x != nil {
+		return x.DataShards
+	}
+	return 0
+}
+
+func (x *BlobPending) GetParityShards() uint32 {
+	if x != nil {
+		return x.ParityShards
+	}
+	return 0
+}
+
+func (x *BlobPending) GetBlockSize() uint32 {
+	if x != nil {
+		return x.BlockSize
+	}
+	return 0
+}
+
 // BlobRenew extends the lease of a pending client-striped put.
 type BlobRenew struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	LeaseExpires  int64                  `protobuf:"varint,2,opt,name=lease_expires,json=leaseExpires,proto3" json:"lease_expires,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	LeaseExpires int64                  `protobuf:"varint,2,opt,name=lease_expires,json=leaseExpires,proto3" json:"lease_expires,omitempty"`
+	// name must be the pending put's name.
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// lease_ttl (ns): the state machine sets the put's lease_expires to the
+	// entry's time (Command.time) plus lease_ttl.
+	LeaseTtl      int64 `protobuf:"varint,4,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -937,6 +988,20 @@ func (x *BlobRenew) GetId() string {
 func (x *BlobRenew) GetLeaseExpires() int64 {
 	if x != nil {
 		return x.LeaseExpires
+	}
+	return 0
+}
+
+func (x *BlobRenew) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BlobRenew) GetLeaseTtl() int64 {
+	if x != nil {
+		return x.LeaseTtl
 	}
 	return 0
 }
@@ -1884,16 +1949,26 @@ const file_raft_proto_rawDesc = "" +
 	"\x03ids\x18\x01 \x03(\tR\x03ids\" \n" +
 	"\n" +
 	"NodeRemove\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x84\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x9a\x02\n" +
 	"\vBlobPending\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x18\n" +
 	"\astarted\x18\x04 \x01(\x03R\astarted\x12#\n" +
-	"\rlease_expires\x18\x05 \x01(\x03R\fleaseExpires\"@\n" +
+	"\rlease_expires\x18\x05 \x01(\x03R\fleaseExpires\x12\x1b\n" +
+	"\tlease_ttl\x18\x06 \x01(\x03R\bleaseTtl\x12\x12\n" +
+	"\x04size\x18\a \x01(\x04R\x04size\x12\x1f\n" +
+	"\vdata_shards\x18\b \x01(\rR\n" +
+	"dataShards\x12#\n" +
+	"\rparity_shards\x18\t \x01(\rR\fparityShards\x12\x1d\n" +
+	"\n" +
+	"block_size\x18\n" +
+	" \x01(\rR\tblockSize\"q\n" +
 	"\tBlobRenew\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
-	"\rlease_expires\x18\x02 \x01(\x03R\fleaseExpires\"M\n" +
+	"\rlease_expires\x18\x02 \x01(\x03R\fleaseExpires\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1b\n" +
+	"\tlease_ttl\x18\x04 \x01(\x03R\bleaseTtl\"M\n" +
 	"\n" +
 	"BlobCommit\x12!\n" +
 	"\x04blob\x18\x01 \x01(\v2\r.zrpc.v1.BlobR\x04blob\x12\x1c\n" +

@@ -227,7 +227,8 @@ func validateForwarded(cmd *pb.Command, m Membership) error {
 		return validIDs("session_destroy.ids", k.SessionDestroy.Ids, validID)
 	case *pb.Command_NodeRemove:
 		return validateForwardedNodeRemove(m, k.NodeRemove.GetName())
-	case *pb.Command_BlobPending, *pb.Command_BlobCommit, *pb.Command_BlobAbort, *pb.Command_BlobDelete, *pb.Command_BlobShards:
+	case *pb.Command_BlobPending, *pb.Command_BlobCommit, *pb.Command_BlobAbort, *pb.Command_BlobDelete, *pb.Command_BlobShards,
+		*pb.Command_BlobRenew:
 		return validateForwardedBlob(m, cmd)
 	case *pb.Command_AclBootstrap, *pb.Command_AclPolicySet, *pb.Command_AclPolicyDelete, *pb.Command_AclTokenSet, *pb.Command_AclTokenDelete:
 		return validateForwardedACL(cmd)
@@ -306,6 +307,11 @@ func validateForwardedBlob(m Membership, cmd *pb.Command) error {
 		return validBlobName("blob_commit.blob.name", b.Name)
 	case *pb.Command_BlobAbort:
 		return validIDs("blob_abort.ids", k.BlobAbort.Ids, validBlobID)
+	case *pb.Command_BlobRenew:
+		if err := validBlobID("blob_renew.id", k.BlobRenew.Id); err != nil {
+			return err
+		}
+		return validBlobName("blob_renew.name", k.BlobRenew.Name)
 	case *pb.Command_BlobDelete:
 		return validBlobName("blob_delete.name", k.BlobDelete.GetName())
 	case *pb.Command_BlobShards:

@@ -191,6 +191,62 @@ func (s *Store) CommitStaged(blob string) (int, error) {
 	return n, nil
 }
 
+// CommitStagedPart is CommitStaged for the staged shards of one shard
+// index of blob only: one fsync and one rename (or an in-place merge into
+// the existing part file), then the blob's directory is fsynced. It
+// returns how many shards it committed; on an error they are removed.
+func (s *Store) CommitStagedPart(blob string, index uint16) (int, error) {
+	if err := checkBlob(blob); err != nil {
+		return 0, err
+	}
+	bl := s.blobLock(blob)
+	bl.RLock()
+	defer bl.RUnlock()
+	sp := s.takeStaged(blob, index)
+	if sp == nil {
+		return 0, nil
+	}
+	n, err := s.commitPart(sp)
+	if err == nil && n > 0 {
+		err = syncDir(s.blobDir(blob))
+	}
+	if err != nil {
+		return n, fmt.Errorf("shardstore: commit staged shards of %s index %d: %w", blob, index, err)
+	}
+	return n, nil
+}
+
+// DiscardStagedPart removes the staged shards of one shard index of blob.
+func (s *Store) DiscardStagedPart(blob string, index uint16) {
+	sp := s.takeStaged(blob, index)
+	if sp == nil {
+		return
+	}
+	sp.drop(s)
+	// The directory goes when this was its last file; the blob lock keeps
+	// a concurrent Stage from creating a file in it meanwhile.
+	bl := s.blobLock(blob)
+	bl.Lock()
+	_ = os.Remove(filepath.Dir(sp.tmp))
+	bl.Unlock()
+}
+
+// takeStaged removes the staged part of (blob, index) from the staged
+// set and returns it, or nil.
+func (s *Store) takeStaged(blob string, index uint16) *stagedPart {
+	s.stagedMu.Lock()
+	defer s.stagedMu.Unlock()
+	sp := s.staged[blob][index]
+	if sp == nil {
+		return nil
+	}
+	delete(s.staged[blob], index)
+	if len(s.staged[blob]) == 0 {
+		delete(s.staged, blob)
+	}
+	return sp
+}
+
 // commitPart makes a staged part durable and readable and returns how
 // many shards it holds; on an error the staged part is removed. The
 // caller holds the blob lock shared and fsyncs the directory.

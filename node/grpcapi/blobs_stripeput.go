@@ -1,0 +1,68 @@
+package grpcapi
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage"
+)
+
+// StripedPutStore is the blob store's side of client-striped puts (see
+// storage.Store.BeginPut): the client encodes and sends the shards to
+// their agents itself, and the agents check and keep them.
+type StripedPutStore interface {
+	BeginPut(ctx context.Context, h *pb.BlobPutHeader) (*pb.BeginPutResponse, error)
+	WriteShards(ctx context.Context, recv func() (*pb.WriteShardsRequest, error)) (*pb.WriteShardsResponse, error)
+	RenewPut(ctx context.Context, name, id string) (expires int64, rev uint64, err error)
+	CommitPut(ctx context.Context, req *pb.CommitPutRequest, requestID string) (*storage.PutResult, error)
+	AbortPut(ctx context.Context, name, id string) (uint64, error)
+}
+
+func (s *Blobs) BeginPut(ctx context.Context, req *pb.BeginPutRequest) (*pb.BeginPutResponse, error) {
+	if req.GetHeader() == nil {
+		return nil, apierr.Invalid("header", "is required: BeginPut needs the put's header")
+	}
+	return s.store.BeginPut(ctx, req.Header)
+}
+
+func (s *Blobs) WriteShards(stream grpc.ClientStreamingServer[pb.WriteShardsRequest, pb.WriteShardsResponse]) error {
+	resp, err := s.store.WriteShards(stream.Context(), stream.Recv)
+	if err != nil {
+		return err
+	}
+	return stream.SendAndClose(resp)
+}
+
+func (s *Blobs) RenewPut(ctx context.Context, req *pb.RenewPutRequest) (*pb.RenewPutResponse, error) {
+	expires, rev, err := s.store.RenewPut(ctx, req.Name, req.BlobId)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.RenewPutResponse{Header: &pb.ResponseHeader{Revision: rev}, LeaseExpires: expires}, nil
+}
+
+func (s *Blobs) CommitPut(ctx context.Context, req *pb.CommitPutRequest) (*pb.BlobPutResponse, error) {
+	rid, err := clientRequestID("blob-commit", req.RequestId)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.store.CommitPut(ctx, req, rid)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.BlobPutResponse{
+		Header: &pb.ResponseHeader{Revision: res.Revision}, Blob: storage.Summary(res.Blob), MissingShards: uint32(res.Missing),
+	}, nil
+}
+
+func (s *Blobs) AbortPut(ctx context.Context, req *pb.AbortPutRequest) (*pb.AbortPutResponse, error) {
+	rev, err := s.store.AbortPut(ctx, req.Name, req.BlobId)
+	if err != nil {
+		return nil, fmt.Errorf("abort put: %w", err)
+	}
+	return &pb.AbortPutResponse{Header: &pb.ResponseHeader{Revision: rev}}, nil
+}

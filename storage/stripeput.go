@@ -1,0 +1,706 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage/codec"
+	"github.com/zrpcio/zrpc/storage/placement"
+	"github.com/zrpcio/zrpc/storage/shardstore"
+)
+
+// A client-striped put is a put whose client (package client) encodes the
+// blocks itself and streams each shard index straight to its agent:
+//
+//  1. BeginPut, on any agent, checks the header as Put does, announces the
+//     put with a lease (BlobPending with lease_ttl; the leader's clock
+//     sets its deadline) and answers the placement: the blob id, k+m, the
+//     block size and the agent for each shard index.
+//  2. WriteShards, on each target, takes one shard index of every block,
+//     checks each shard (the client is not trusted) and stages it; when
+//     the client closes its side the part is made durable with one fsync
+//     and one rename.
+//  3. RenewPut keeps the lease; the leader aborts the put once it passes.
+//  4. CommitPut, on any agent, checks the whole metadata, asks every
+//     named holder to confirm what it durably holds, and commits.
+//
+// Nothing is visible before the commit; an aborted put's shards are
+// deleted on the alive agents and collected as orphans elsewhere.
+
+// BeginPut announces a client-striped put of h and answers where its
+// shards go. A blob of known size small enough to be stored inline is
+// answered inline and nothing starts: the client sends it with Put.
+func (s *Store) BeginPut(ctx context.Context, h *pb.BlobPutHeader) (*pb.BeginPutResponse, error) {
+	if _, err := s.checkPutHeader(h); err != nil {
+		return nil, err
+	}
+	resp := &pb.BeginPutResponse{
+		InlineMax: uint32(s.cfg.InlineMax), MaxMetadataBytes: uint64(s.cfg.MaxMetadataBytes),
+		LeaseTtlMs: uint32(s.cfg.PutLease / time.Millisecond),
+	}
+	if h.Size > 0 && h.Size <= int64(s.cfg.InlineMax) {
+		resp.Inline = true
+		resp.Header = &pb.ResponseHeader{Revision: s.cluster.Meta().Revision()}
+		return resp, nil
+	}
+	members, sc, err := s.scheme(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	id := newBlobID()
+	rev, err := s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobPending{BlobPending: &pb.BlobPending{
+		Id: id, Name: h.Name, Node: s.cluster.Self(), Started: time.Now().UnixNano(),
+		LeaseTtl: int64(s.cfg.PutLease), Size: uint64(h.Size),
+		DataShards: uint32(sc.K), ParityShards: uint32(sc.M), BlockSize: uint32(s.cfg.BlockSize),
+	}}})
+	if err != nil {
+		s.abort(id, nil) // in case it was applied after all
+		return nil, fmt.Errorf("announce put of %q: %w", h.Name, err)
+	}
+	// The lease's deadline is the leader's: read it from the replica once
+	// it has applied the entry (an estimate on this clock if it lags).
+	resp.LeaseExpires = time.Now().Add(s.cfg.PutLease).UnixNano()
+	if s.waitRevision(ctx, rev, replicaWait) == nil {
+		if p := s.cluster.Meta().PendingBlob(id); p != nil {
+			resp.LeaseExpires = p.LeaseExpires
+		}
+	}
+	alive := alivePlacement(members)
+	// Shard i of every block goes where a coordinated put would put it.
+	targets := (&put{id: id, sc: sc}).place(alive)
+	addrs := s.addresses()
+	taken := make(map[string]bool, len(targets))
+	for _, t := range targets {
+		resp.Targets = append(resp.Targets, &pb.AgentAddress{Node: t, Address: addrs[t]})
+		taken[t] = true
+	}
+	for _, n := range placement.Rank(id, alive) {
+		if !taken[n.ID] {
+			resp.Spares = append(resp.Spares, &pb.AgentAddress{Node: n.ID, Address: addrs[n.ID]})
+		}
+	}
+	resp.Header = &pb.ResponseHeader{Revision: rev}
+	resp.BlobId = id
+	resp.DataShards, resp.ParityShards, resp.BlockSize = uint32(sc.K), uint32(sc.M), uint32(s.cfg.BlockSize)
+	return resp, nil
+}
+
+// addresses maps each agent of the registry to its gRPC address.
+func (s *Store) addresses() map[string]string {
+	nodes := s.cluster.Meta().Nodes()
+	out := make(map[string]string, len(nodes))
+	for _, n := range nodes {
+		out[n.Name] = n.GrpcAddress
+	}
+	return out
+}
+
+// RenewPut extends the lease of the client-striped put id of blob name and
+// returns its new deadline (the leader's clock, unix ns) and the renewal's
+// revision.
+func (s *Store) RenewPut(ctx context.Context, name, id string) (int64, uint64, error) {
+	if err := checkPutID(name, id); err != nil {
+		return 0, 0, err
+	}
+	rev, err := s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobRenew{BlobRenew: &pb.BlobRenew{
+		Id: id, Name: name, LeaseTtl: int64(s.cfg.PutLease),
+	}}})
+	if err != nil {
+		return 0, 0, fmt.Errorf("renew put of %q: %w", name, err)
+	}
+	expires := time.Now().Add(s.cfg.PutLease).UnixNano()
+	if s.waitRevision(ctx, rev, replicaWait) == nil {
+		if p := s.cluster.Meta().PendingBlob(id); p != nil {
+			expires = p.LeaseExpires
+		}
+	}
+	return expires, rev, nil
+}
+
+// AbortPut ends the client-striped put id of blob name without a blob and
+// deletes its shards on the alive agents (best effort: orphan collection
+// gets the rest). A put no longer pending is not an error, unless it was
+// committed. It returns the abort's revision.
+func (s *Store) AbortPut(ctx context.Context, name, id string) (uint64, error) {
+	if err := checkPutID(name, id); err != nil {
+		return 0, err
+	}
+	p, err := s.pendingPut(ctx, name, id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return s.cluster.Meta().Revision(), nil // aborted already
+	case err != nil:
+		return 0, err
+	}
+	rev, err := s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobAbort{BlobAbort: &pb.BlobAbort{Ids: []string{p.Id}}}})
+	if err != nil {
+		return 0, fmt.Errorf("abort put of %q: %w", name, err)
+	}
+	s.dropPutShards([]string{id}, rev)
+	return rev, nil
+}
+
+// dropPutShards asks every alive agent, in the background, to delete the
+// shards of the aborted client-striped puts ids: any agent may have been
+// sent some.
+func (s *Store) dropPutShards(ids []string, rev uint64) {
+	var nodes []string
+	for _, m := range s.members() {
+		if m.Alive {
+			nodes = append(nodes, m.Name)
+		}
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+		defer cancel()
+		s.deleteShardsOn(ctx, nodes, ids, rev)
+	}()
+}
+
+// checkPutID checks the name and blob id a striped put's call names.
+func checkPutID(name, id string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	if !ValidBlobID(id) {
+		return fmt.Errorf("%w: blob id %q: want the 32 hex digits BeginPut answered", ErrInvalidArgument, id)
+	}
+	return nil
+}
+
+// pendingPut returns the client-striped put id of blob name. When this
+// replica does not know it, it catches up with the leader first (the put
+// may have begun through another agent a moment ago). A put not pending
+// is ErrNotFound; one pending under another name, or a coordinated put,
+// ErrInvalidArgument.
+func (s *Store) pendingPut(ctx context.Context, name, id string) (*pb.BlobPending, error) {
+	meta := s.cluster.Meta()
+	p := meta.PendingBlob(id)
+	if p == nil {
+		s.catchUp(ctx)
+		p = meta.PendingBlob(id)
+	}
+	switch {
+	case p == nil:
+		return nil, fmt.Errorf("%w: put %s of blob %q is not in progress: the put was aborted (lease expired?) or never begun; retry the put",
+			ErrNotFound, id, name)
+	case p.Name != name || p.LeaseExpires == 0:
+		return nil, fmt.Errorf("%w: blob id %s is not a client-striped put of blob %q", ErrInvalidArgument, id, name)
+	}
+	return p, nil
+}
+
+// writeShardsWait bounds how long WriteShards waits for this agent's
+// replica to apply the put's BeginPut.
+const writeShardsWait = 2 * time.Second
+
+// WriteShards takes one shard index of a client-striped put's blocks from
+// recv, a client's stream: a header first, then one block per message,
+// until recv returns io.EOF. Every shard is checked (block number,
+// lengths, CRC32C) and staged; at the end this part is made durable (one
+// fsync and one rename) and the answer lists every block of this index
+// the agent now durably holds. On any error, or when the stream breaks,
+// the part's staged shards are discarded.
+func (s *Store) WriteShards(ctx context.Context, recv func() (*pb.WriteShardsRequest, error)) (*pb.WriteShardsResponse, error) {
+	first, err := recv()
+	if errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: WriteShards stream ended before its header", ErrInvalidArgument)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if first.GetHeader() == nil {
+		return nil, fmt.Errorf("%w: the first message of WriteShards must carry its header", ErrInvalidArgument)
+	}
+	w, err := s.openShardWrite(ctx, first.Header)
+	if err != nil {
+		return nil, err
+	}
+	defer w.close()
+	msg := first
+	if first.BlockLen == 0 && len(first.Payload) == 0 {
+		msg = nil // a header alone
+	}
+	for {
+		if msg != nil {
+			if msg != first && msg.Header != nil {
+				return nil, fmt.Errorf("%w: WriteShards carries one header, in its first message", ErrInvalidArgument)
+			}
+			if err := w.add(msg); err != nil {
+				return nil, err
+			}
+		}
+		msg, err = recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return w.commit()
+}
+
+// shardWrite is one WriteShards stream: one shard index of one put on
+// this agent.
+type shardWrite struct {
+	s         *Store
+	key       partKey
+	name      string
+	sc        Scheme
+	blockSize uint32
+	size      uint64 // 0: not known
+	maxBlocks uint64
+	seen      map[uint32]bool
+	last      uint32 // highest block seen
+	short     int64  // the short (last) block, -1 for none yet
+	done      bool
+}
+
+// partKey names one shard index of one blob.
+type partKey struct {
+	blob  string
+	index uint16
+}
+
+// openShardWrite checks a WriteShards header against the pending put and
+// claims its part: one stream per part at a time.
+func (s *Store) openShardWrite(ctx context.Context, h *pb.WriteShardsHeader) (*shardWrite, error) {
+	if err := checkPutID(h.Name, h.BlobId); err != nil {
+		return nil, err
+	}
+	k, m, bs := h.DataShards, h.ParityShards, h.BlockSize
+	switch {
+	case k < 1 || k+m > codec.MaxShards:
+		return nil, fmt.Errorf("%w: WriteShards header: %d+%d shards; need at least 1 data shard and at most %d in all",
+			ErrInvalidArgument, k, m, codec.MaxShards)
+	case h.Index >= k+m:
+		return nil, fmt.Errorf("%w: WriteShards header: shard index %d of a %d+%d blob", ErrInvalidArgument, h.Index, k, m)
+	case bs < MinBlockSize || bs > MaxBlockSize:
+		return nil, fmt.Errorf("%w: WriteShards header: block size %d, must be between %d and %d", ErrInvalidArgument, bs, MinBlockSize, MaxBlockSize)
+	}
+	if h.Revision > 0 {
+		if err := s.waitRevision(ctx, h.Revision, writeShardsWait); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("%w: this agent's replica has not applied revision %d (the put's BeginPut) within %s; retry",
+				apierr.ErrStaleRead, h.Revision, writeShardsWait)
+		}
+	}
+	p := s.cluster.Meta().PendingBlob(h.BlobId)
+	switch {
+	case p == nil || p.Name != h.Name || p.LeaseExpires == 0:
+		return nil, fmt.Errorf("%w: blob id %s is not a put in progress of blob %q (never begun, or aborted: lease expired?); begin the put again",
+			ErrInvalidArgument, h.BlobId, h.Name)
+	case p.DataShards != k || p.ParityShards != m || p.BlockSize != bs:
+		return nil, fmt.Errorf("%w: WriteShards header says %d+%d shards of %d-byte blocks, the put began with %d+%d of %d",
+			ErrInvalidArgument, k, m, bs, p.DataShards, p.ParityShards, p.BlockSize)
+	}
+	w := &shardWrite{
+		s: s, key: partKey{h.BlobId, uint16(h.Index)}, name: h.Name, sc: Scheme{K: int(k), M: int(m)},
+		blockSize: bs, size: p.Size, seen: make(map[uint32]bool), short: -1,
+	}
+	w.maxBlocks = s.maxBlocks(p.Size, int(bs), int(k+m))
+	if _, busy := s.writing.LoadOrStore(w.key, true); busy {
+		return nil, fmt.Errorf("%w: another WriteShards stream is writing shard %d of put %s on this agent; retry once it has ended",
+			ErrAlreadyExists, h.Index, h.BlobId)
+	}
+	return w, nil
+}
+
+// maxBlocks is how many blocks a put may have: those of its size when it
+// is known, else as many as the max blob size and the metadata bound allow.
+func (s *Store) maxBlocks(size uint64, blockSize, n int) uint64 {
+	bs := uint64(blockSize)
+	if size > 0 {
+		return (size + bs - 1) / bs
+	}
+	bySize := (uint64(s.cfg.MaxBlobSize) + bs - 1) / bs
+	byMeta := uint64(0)
+	if room := uint64(s.cfg.MaxMetadataBytes); room > 32<<10 {
+		byMeta = (room - 32<<10) / uint64(6*n+16) // metadataBytes, solved for blocks
+	}
+	return min(bySize, byMeta)
+}
+
+// add checks one block's shard and stages it.
+func (w *shardWrite) add(msg *pb.WriteShardsRequest) error {
+	b, blockLen := msg.Block, msg.BlockLen
+	if err := w.checkBlock(b, blockLen); err != nil {
+		return err
+	}
+	if want := codec.ShardLen(int(blockLen), w.sc.K); len(msg.Payload) != want {
+		return fmt.Errorf("%w: block %d: shard of %d bytes, a %d-byte block's shard has %d with %d data shards",
+			ErrInvalidArgument, b, len(msg.Payload), blockLen, want, w.sc.K)
+	}
+	h := shardstore.Header{
+		ID: shardstore.ID{Blob: w.key.blob, Block: b, Index: w.key.index}, K: uint8(w.sc.K), M: uint8(w.sc.M),
+		BlockLen: blockLen, ShardLen: uint32(len(msg.Payload)), Sum: msg.Sum, BlockSize: w.blockSize,
+	}
+	// Stage checks the payload's CRC32C against sum.
+	if err := w.s.shards.Stage(h, msg.Payload); err != nil {
+		if errors.Is(err, shardstore.ErrCorrupt) {
+			return fmt.Errorf("%w: block %d: the shard's CRC32C is not its sum %08x (corrupted on the way?)", ErrInvalidArgument, b, msg.Sum)
+		}
+		return fmt.Errorf("stage shard %d of block %d of %q: %w", w.key.index, b, w.name, mapShardErr(err))
+	}
+	w.seen[b] = true
+	w.last = max(w.last, b)
+	if blockLen < w.blockSize {
+		w.short = int64(b)
+	}
+	w.s.metrics.shardWrites.Inc()
+	return nil
+}
+
+// checkBlock checks a block's number and length against the put: within
+// its blocks, not sent before, full but for the blob's last block.
+func (w *shardWrite) checkBlock(b, blockLen uint32) error {
+	switch {
+	case uint64(b) >= w.maxBlocks:
+		return fmt.Errorf("%w: block %d: the put has at most %d blocks", ErrInvalidArgument, b, w.maxBlocks)
+	case w.seen[b]:
+		return fmt.Errorf("%w: block %d sent twice", ErrInvalidArgument, b)
+	case blockLen == 0 || blockLen > w.blockSize:
+		return fmt.Errorf("%w: block %d: length %d, must be 1 to the block size %d", ErrInvalidArgument, b, blockLen, w.blockSize)
+	}
+	if w.size > 0 {
+		want := min(w.size-uint64(b)*uint64(w.blockSize), uint64(w.blockSize))
+		if uint64(blockLen) != want {
+			return fmt.Errorf("%w: block %d: length %d; block %d of a %d-byte blob has %d", ErrInvalidArgument, b, blockLen, b, w.size, want)
+		}
+		return nil
+	}
+	// Size unknown: only the last block is short, so none comes after it.
+	switch {
+	case w.short >= 0 && int64(b) > w.short:
+		return fmt.Errorf("%w: block %d after the short block %d, which must be the blob's last", ErrInvalidArgument, b, w.short)
+	case blockLen < w.blockSize && (w.short >= 0 || len(w.seen) > 0 && b < w.last):
+		return fmt.Errorf("%w: block %d is short (%d bytes) but is not the blob's last block", ErrInvalidArgument, b, blockLen)
+	}
+	return nil
+}
+
+// commit makes the stream's part durable, once the put is still pending,
+// and lists what this agent holds of it.
+func (w *shardWrite) commit() (*pb.WriteShardsResponse, error) {
+	s := w.s
+	if s.cluster.Meta().PendingBlob(w.key.blob) == nil {
+		return nil, fmt.Errorf("%w: put %s of blob %q is not in progress: the put was aborted (lease expired?); retry the put",
+			ErrNotFound, w.key.blob, w.name)
+	}
+	n, err := s.shards.CommitStagedPart(w.key.blob, w.key.index)
+	if err != nil {
+		return nil, fmt.Errorf("make shard %d of %q durable: %w", w.key.index, w.name, mapShardErr(err))
+	}
+	w.done = true
+	if n < len(w.seen) {
+		return nil, fmt.Errorf("%w: %d of the %d shards sent were still staged: the put was aborted meanwhile and its shards collected; retry the put",
+			ErrNotFound, n, len(w.seen))
+	}
+	held, err := s.shards.Held(w.key.blob, w.key.index)
+	if err != nil && !errors.Is(err, shardstore.ErrNotFound) {
+		return nil, fmt.Errorf("list shard %d of %q: %w", w.key.index, w.name, mapShardErr(err))
+	}
+	return &pb.WriteShardsResponse{Blocks: held.Blocks, Sums: held.Sums}, nil
+}
+
+// close discards what the stream staged unless it committed, and frees
+// its part for another stream.
+func (w *shardWrite) close() {
+	if !w.done {
+		w.s.shards.DiscardStagedPart(w.key.blob, w.key.index)
+	}
+	w.s.writing.Delete(w.key)
+}
+
+// CommitPut makes a client-striped put's blob visible. It checks the
+// metadata whole, then asks every agent it names as a holder (all at
+// once, one call each) what it durably holds: a shard not confirmed with
+// its checksum counts as missing, for repair to store, and a block left
+// with fewer than need() shards refuses the commit (ErrNotEnoughShards).
+// A commit of a put already committed answers its blob. requestID, when
+// set, identifies the commit across the client's retries.
+func (s *Store) CommitPut(ctx context.Context, req *pb.CommitPutRequest, requestID string) (*PutResult, error) {
+	b := req.GetBlob()
+	if b == nil {
+		return nil, fmt.Errorf("%w: CommitPut needs the blob's metadata", ErrInvalidArgument)
+	}
+	if err := checkPutID(b.Name, b.Id); err != nil {
+		return nil, err
+	}
+	if res, ok := s.alreadyCommitted(b); ok {
+		return res, nil
+	}
+	p, err := s.pendingPut(ctx, b.Name, b.Id)
+	if errors.Is(err, ErrNotFound) {
+		if res, ok := s.alreadyCommitted(b); ok { // this replica was behind
+			return res, nil
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	old := s.cluster.Meta().Blob(b.Name)
+	if old != nil && !req.Overwrite {
+		return nil, fmt.Errorf("%w: blob %q; commit with overwrite to replace it", ErrAlreadyExists, b.Name)
+	}
+	if err := s.checkStripedBlob(b, p); err != nil {
+		return nil, err
+	}
+	blob, missing, err := s.confirmHolders(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	if requestID == "" {
+		requestID = s.cluster.Self() + "-commit-" + b.Id
+	}
+	rev, err := s.commitAs(ctx, blob, req.Overwrite, requestID)
+	if err != nil {
+		s.metrics.putsFailed.Inc()
+		return nil, err
+	}
+	if old != nil && old.Id != blob.Id {
+		s.dropShards(old, rev)
+	}
+	if missing > 0 {
+		s.log.Warn("blob stored with missing shards; repair will store them", "blob", blob.Name, "missing", missing,
+			"scheme", Scheme{K: int(blob.DataShards), M: int(blob.ParityShards)}.String())
+		s.repair.nudge()
+	}
+	s.metrics.putBytes.Add(float64(blob.Size))
+	return &PutResult{Blob: s.committed(ctx, blob, rev), Revision: rev, Missing: missing}, nil
+}
+
+// alreadyCommitted answers a retried commit: the blob of b's put, when it
+// is committed under b's name.
+func (s *Store) alreadyCommitted(b *pb.Blob) (*PutResult, bool) {
+	done := s.cluster.Meta().BlobByID(b.Id)
+	if done == nil || done.Name != b.Name {
+		return nil, false
+	}
+	return &PutResult{Blob: done, Revision: done.CreateRevision}, true
+}
+
+// checkStripedBlob checks a client's metadata for the put p began:
+// scheme, block size, size, every block's length, holders and checksums,
+// the agents it names, the digest and the metadata bound.
+func (s *Store) checkStripedBlob(b *pb.Blob, p *pb.BlobPending) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: blob %q: "+format, append([]any{ErrInvalidArgument, b.Name}, args...)...)
+	}
+	k, m, bs := b.DataShards, b.ParityShards, uint64(b.BlockSize)
+	n := int(k + m)
+	switch {
+	case k != p.DataShards || m != p.ParityShards || b.BlockSize != p.BlockSize:
+		return bad("%d+%d shards of %d-byte blocks; the put began with %d+%d of %d", k, m, b.BlockSize, p.DataShards, p.ParityShards, p.BlockSize)
+	case k < 1 || n > codec.MaxShards:
+		return bad("%d+%d shards: need at least 1 data shard and at most %d in all", k, m, codec.MaxShards)
+	case bs < MinBlockSize || bs > MaxBlockSize:
+		return bad("block size %d, must be between %d and %d", bs, MinBlockSize, MaxBlockSize)
+	case len(b.Inline) > 0:
+		return bad("a client-striped blob carries no inline bytes")
+	case len(b.Sha256) != 32:
+		return bad("sha256 has %d bytes, want 32", len(b.Sha256))
+	case b.Size == 0 || b.Size > uint64(s.cfg.MaxBlobSize):
+		return bad("size %d, must be 1 to the max blob size %d", b.Size, s.cfg.MaxBlobSize)
+	case p.Size > 0 && b.Size != p.Size:
+		return bad("size %d; the put began with size %d", b.Size, p.Size)
+	}
+	if want := (b.Size + bs - 1) / bs; uint64(len(b.Blocks)) != want {
+		return bad("%d blocks; %d bytes in %d-byte blocks make %d", len(b.Blocks), b.Size, bs, want)
+	}
+	if err := s.checkNodes(b); err != nil {
+		return err
+	}
+	sc := Scheme{K: int(k), M: int(m)}
+	for i, blk := range b.Blocks {
+		if want := min(b.Size-uint64(i)*bs, bs); uint64(blk.Len) != want {
+			return bad("block %d holds %d bytes, want %d", i, blk.Len, want)
+		}
+		if len(blk.Holders) != n || len(blk.Sums) != n {
+			return bad("block %d has %d holders and %d sums, want %d of each", i, len(blk.Holders), len(blk.Sums), n)
+		}
+		held := make(map[uint32]bool, n)
+		for idx, h := range blk.Holders {
+			switch {
+			case h == 0:
+				continue
+			case int(h) > len(b.Nodes):
+				return bad("block %d shard %d names agent %d of %d", i, idx, h, len(b.Nodes))
+			case held[h]:
+				return bad("block %d names agent %s for two shards", i, b.Nodes[h-1])
+			}
+			held[h] = true
+		}
+		if len(held) < sc.need() {
+			return fmt.Errorf("%w: blob %q block %d: %d shards stored, need %d", ErrNotEnoughShards, b.Name, i, len(held), sc.need())
+		}
+	}
+	if size := proto.Size(b); size > s.cfg.MaxMetadataBytes {
+		return fmt.Errorf("%w: blob %q: its metadata is %d bytes, the limit is %d (one Raft entry): use a larger block size or fewer shards",
+			ErrInvalidArgument, b.Name, size, s.cfg.MaxMetadataBytes)
+	}
+	return nil
+}
+
+// checkNodes checks that the agents b names are distinct agents of the
+// cluster.
+func (s *Store) checkNodes(b *pb.Blob) error {
+	known := make(map[string]bool)
+	for _, n := range s.cluster.Meta().Nodes() {
+		known[n.Name] = true
+	}
+	seen := make(map[string]bool, len(b.Nodes))
+	for _, n := range b.Nodes {
+		switch {
+		case !known[n]:
+			return fmt.Errorf("%w: blob %q names agent %q, which is not an agent of this cluster", ErrInvalidArgument, b.Name, n)
+		case seen[n]:
+			return fmt.Errorf("%w: blob %q names agent %q twice in its nodes", ErrInvalidArgument, b.Name, n)
+		}
+		seen[n] = true
+	}
+	return nil
+}
+
+// confirmHolders asks each agent b names (all at once) what it durably
+// holds of b, and returns a copy of b in which every shard not confirmed,
+// with b's scheme, block size and checksum, has no holder, and how many
+// shards that leaves missing. A block left with fewer than need() shards
+// is ErrNotEnoughShards.
+func (s *Store) confirmHolders(ctx context.Context, b *pb.Blob) (*pb.Blob, int, error) {
+	indexes := make([][]uint32, len(b.Nodes)) // per node: the indexes it is named for
+	named := make([]map[uint32]bool, len(b.Nodes))
+	for _, blk := range b.Blocks {
+		for idx, h := range blk.Holders {
+			if h == 0 {
+				continue
+			}
+			if named[h-1] == nil {
+				named[h-1] = make(map[uint32]bool)
+			}
+			if !named[h-1][uint32(idx)] {
+				named[h-1][uint32(idx)] = true
+				indexes[h-1] = append(indexes[h-1], uint32(idx))
+			}
+		}
+	}
+	held := make([]map[uint32]*pb.HeldPart, len(b.Nodes))
+	var wg sync.WaitGroup
+	for i, node := range b.Nodes {
+		if len(indexes[i]) == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			parts, err := s.heldShards(ctx, node, b.Id, indexes[i])
+			if err != nil {
+				s.log.Warn("holder did not confirm its shards of a put; they count as missing", "blob", b.Name, "agent", node, "err", err)
+				return
+			}
+			held[i] = make(map[uint32]*pb.HeldPart, len(parts))
+			for _, p := range parts {
+				held[i][p.Index] = p
+			}
+		}()
+	}
+	wg.Wait()
+	out := proto.Clone(b).(*pb.Blob)
+	need := Scheme{K: int(b.DataShards), M: int(b.ParityShards)}.need()
+	missing := 0
+	for bi, blk := range out.Blocks {
+		stored := 0
+		for idx, h := range blk.Holders {
+			if h != 0 && confirmed(held[h-1][uint32(idx)], b, uint32(bi), blk.Sums[idx]) {
+				stored++
+				continue
+			}
+			blk.Holders[idx] = 0
+			missing++
+		}
+		if stored < need {
+			return nil, 0, fmt.Errorf("%w: blob %q block %d: %d of its shards are confirmed durable by their agents, need %d; retry the put",
+				ErrNotEnoughShards, b.Name, bi, stored, need)
+		}
+	}
+	return out, missing, nil
+}
+
+// confirmed reports whether part, what an agent holds of one shard index,
+// holds block with checksum sum, laid out for b.
+func confirmed(part *pb.HeldPart, b *pb.Blob, block, sum uint32) bool {
+	if part == nil || part.DataShards != b.DataShards || part.ParityShards != b.ParityShards || part.BlockSize != b.BlockSize {
+		return false
+	}
+	for i, hb := range part.Blocks {
+		if hb == block {
+			return i < len(part.Sums) && part.Sums[i] == sum
+		}
+	}
+	return false
+}
+
+// heldShards asks node what it durably holds of shard indexes of blob id.
+func (s *Store) heldShards(ctx context.Context, node, id string, indexes []uint32) ([]*pb.HeldPart, error) {
+	if node == s.cluster.Self() {
+		return s.heldLocal(id, indexes)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
+	defer cancel()
+	peer, err := s.cluster.Shards(node, false)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := peer.HeldShards(ctx, &pb.HeldShardsRequest{BlobId: id, Indexes: indexes})
+	if err != nil {
+		return nil, fmt.Errorf("held shards of %s on %s: %w", id, node, apierr.FromStatus(err))
+	}
+	return resp.Parts, nil
+}
+
+// heldLocal lists what this agent durably holds of shard indexes of blob id.
+func (s *Store) heldLocal(id string, indexes []uint32) ([]*pb.HeldPart, error) {
+	var out []*pb.HeldPart
+	for _, idx := range indexes {
+		if idx >= codec.MaxShards {
+			return nil, fmt.Errorf("%w: shard index %d", ErrInvalidArgument, idx)
+		}
+		h, err := s.shards.Held(id, uint16(idx))
+		if errors.Is(err, shardstore.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, mapShardErr(err)
+		}
+		out = append(out, &pb.HeldPart{
+			Index: idx, DataShards: uint32(h.K), ParityShards: uint32(h.M), BlockSize: h.BlockSize, Blocks: h.Blocks, Sums: h.Sums,
+		})
+	}
+	return out, nil
+}
+
+// HeldShards answers a peer's CommitPut: what this agent durably holds of
+// a blob.
+func (ss *ShardServer) HeldShards(ctx context.Context, req *pb.HeldShardsRequest) (*pb.HeldShardsResponse, error) {
+	if !ValidBlobID(req.BlobId) {
+		return nil, fmt.Errorf("%w: blob id %q", ErrInvalidArgument, req.BlobId)
+	}
+	parts, err := ss.s.heldLocal(req.BlobId, req.Indexes)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.HeldShardsResponse{Parts: parts}, nil
+}
