@@ -35,6 +35,10 @@ type PutOptions struct {
 	Size int64
 	// Progress, when set, is called with the total bytes sent so far.
 	Progress func(sent int64)
+	// ThroughAgent sends the blob through one agent, which encodes it and
+	// spreads the shards (the API's Put), instead of striping it from
+	// this client.
+	ThroughAgent bool
 }
 
 // PutBlob stores the bytes of r under name. The client stripes the blob
@@ -57,6 +61,9 @@ func (c *Client) PutBlob(ctx context.Context, name string, r io.Reader, opts Put
 	hdr := &zrpcpb.BlobPutHeader{
 		Name: name, Size: opts.Size, DataShards: uint32(opts.Data), ParityShards: uint32(opts.Parity),
 		Overwrite: opts.Overwrite, BestEffort: opts.BestEffort,
+	}
+	if opts.ThroughAgent {
+		return c.putThroughAgent(ctx, hdr, r, opts.Progress)
 	}
 	begin, err := c.beginPut(ctx, hdr)
 	switch {

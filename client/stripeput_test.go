@@ -325,9 +325,11 @@ func TestPutBlobGoesThroughAnAgentWhenStripingDoesNotApply(t *testing.T) {
 		size      int
 		sizeKnown bool
 		noStripes bool
+		through   bool
 		aborts    int
 	}{
 		{name: "agent without striped puts", size: 300 << 10, sizeKnown: true, noStripes: true},
+		{name: "asked to go through an agent", size: 300 << 10, through: true},
 		{name: "small blob of known size", size: 1000, sizeKnown: true},
 		{name: "small blob of unknown size", size: 1000, aborts: 1},
 		{name: "empty blob of unknown size", size: 0, aborts: 1},
@@ -337,7 +339,7 @@ func TestPutBlobGoesThroughAnAgentWhenStripingDoesNotApply(t *testing.T) {
 			f.noStripes = tc.noStripes
 			c := f.client(t)
 			data := randomBytes(t, tc.size)
-			opts := PutOptions{}
+			opts := PutOptions{ThroughAgent: tc.through}
 			if tc.sizeKnown {
 				opts.Size = int64(len(data))
 			}
