@@ -24,6 +24,14 @@ import (
 // memory ≈ stripeWindow × block size × (k+m)/k, whatever the blob's size.
 const stripeWindow = 4
 
+// Bounds on what an agent's BeginPut may ask this client to hold in
+// memory: far above what agents use (blocks of at most 8 MiB, inline
+// blobs of at most 1 MiB), so that only a broken answer is refused.
+const (
+	maxStripeBlock = 64 << 20
+	maxInline      = 16 << 20
+)
+
 // abortTimeout bounds the AbortPut of a failed put; the put's lease is the
 // backstop when it does not get through.
 const abortTimeout = 10 * time.Second
@@ -118,8 +126,10 @@ func (c *Client) newStripePut(hdr *zrpcpb.BlobPutHeader, begin *zrpcpb.BeginPutR
 			hdr.Name, k, m, codec.MaxShards)
 	case len(begin.GetTargets()) != k+m:
 		return nil, fmt.Errorf("put %q: the agent's placement names %d targets for %d+%d shards", hdr.Name, len(begin.GetTargets()), k, m)
-	case bs == 0 || bs > codec.MaxBlockLen:
-		return nil, fmt.Errorf("put %q: the agent's placement has a block size of %d bytes: want 1 to %d", hdr.Name, bs, codec.MaxBlockLen)
+	case bs == 0 || bs > maxStripeBlock:
+		return nil, fmt.Errorf("put %q: the agent's placement has a block size of %d bytes: want 1 to %d", hdr.Name, bs, maxStripeBlock)
+	case begin.GetInlineMax() > maxInline:
+		return nil, fmt.Errorf("put %q: the agent stores blobs of up to %d bytes inline: want at most %d", hdr.Name, begin.GetInlineMax(), maxInline)
 	}
 	cd, err := codec.New(k, m)
 	if err != nil {
