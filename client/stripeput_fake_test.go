@@ -36,6 +36,9 @@ type fakeBlobs struct {
 	// for its caller to go away instead.
 	commitErr  error
 	commitHang bool
+	// renewDown makes RenewPut answer Unavailable, as when no agent can
+	// reach the leader.
+	renewDown bool
 
 	agents []*fakeAgent
 
@@ -226,6 +229,9 @@ func (a *fakeAgent) WriteShards(stream zrpcpb.Blobs_WriteShardsServer) error {
 
 func (a *fakeAgent) RenewPut(_ context.Context, req *zrpcpb.RenewPutRequest) (*zrpcpb.RenewPutResponse, error) {
 	f := a.f
+	if f.renewDown {
+		return nil, apierr.ToStatus(fmt.Errorf("%w: no leader to renew the put with", apierr.ErrNoLeader))
+	}
 	if !f.isPending(req.BlobId, req.Name) {
 		return nil, apierr.ToStatus(fmt.Errorf("%w: put %s of %q is not pending", apierr.ErrNotFound, req.BlobId, req.Name))
 	}

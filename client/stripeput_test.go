@@ -240,6 +240,27 @@ func TestStripedPutFailsWhenTheClusterEndedItsLease(t *testing.T) {
 	}
 }
 
+func TestStripedPutFailsWhenItsLeaseCannotBeRenewedForLongerThanTheLease(t *testing.T) {
+	f := newFakeBlobs(t, 3)
+	f.leaseTTL = 150 * time.Millisecond
+	f.renewDown = true
+	c := f.client(t)
+	data := randomBytes(t, 4*int(f.blockSize))
+	// The reader stalls after the first block until the client has given
+	// up its shard streams.
+	r := &gatedReader{data: data, at: int(f.blockSize), open: func() bool {
+		_, broken := f.streams()
+		return broken == 3
+	}}
+	_, err := c.PutBlob(testContext(t), "unrenewed", r, PutOptions{Size: int64(len(data))})
+	if !errors.Is(err, apierr.ErrNoLeader) || !strings.Contains(err.Error(), "could not be renewed") {
+		t.Fatalf("PutBlob: %v; want the renewals' ErrNoLeader saying the lease could not be renewed", err)
+	}
+	if commits, aborted, _ := f.snapshot(); len(commits) != 0 || len(aborted) != 1 {
+		t.Fatalf("commits %d, aborts %v: want no commit and the put aborted", len(commits), aborted)
+	}
+}
+
 func TestStripedPutCancelledAbortsAndCommitsNothing(t *testing.T) {
 	f := newFakeBlobs(t, 3)
 	c := f.client(t)
