@@ -70,6 +70,8 @@ func TestForwardedCommandsAreValidatedAndChangeNothing(t *testing.T) {
 			codes.InvalidArgument, "blob_pending.node"},
 		{"commit without a blob", &pb.Command{Kind: &pb.Command_BlobCommit{BlobCommit: &pb.BlobCommit{}}},
 			codes.InvalidArgument, "blob_commit.blob"},
+		{"renew a put under a bad name", &pb.Command{Kind: &pb.Command_BlobRenew{BlobRenew: &pb.BlobRenew{Id: "0123456789abcdef", Name: "a/../b"}}},
+			codes.InvalidArgument, "blob_renew.name"},
 		{"delete a bad name", &pb.Command{Kind: &pb.Command_BlobDelete{BlobDelete: &pb.BlobDelete{Name: "a/../b"}}},
 			codes.InvalidArgument, "blob_delete.name"},
 		{"shards on an unknown agent", &pb.Command{Kind: &pb.Command_BlobShards{BlobShards: &pb.BlobShards{Id: "0123456789abcdef", Shards: []*pb.ShardPlacement{{Node: "ghost"}}}}},

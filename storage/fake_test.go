@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
@@ -103,6 +104,9 @@ func (f *fakeCluster) Propose(ctx context.Context, cmd *pb.Command) (uint64, err
 
 // apply applies cmd as the next committed entry.
 func (f *fakeCluster) apply(cmd *pb.Command) (uint64, error) {
+	if cmd.Time == 0 { // as the leader stamps its entries
+		cmd.Time = time.Now().UnixNano()
+	}
 	data, err := proto.Marshal(cmd)
 	if err != nil {
 		return 0, err

@@ -65,14 +65,7 @@ func (s *Store) BeginPut(ctx context.Context, h *pb.BlobPutHeader) (*pb.BeginPut
 		s.abort(id, nil) // in case it was applied after all
 		return nil, fmt.Errorf("announce put of %q: %w", h.Name, err)
 	}
-	// The lease's deadline is the leader's: read it from the replica once
-	// it has applied the entry (an estimate on this clock if it lags).
-	resp.LeaseExpires = time.Now().Add(s.cfg.PutLease).UnixNano()
-	if s.waitRevision(ctx, rev, replicaWait) == nil {
-		if p := s.cluster.Meta().PendingBlob(id); p != nil {
-			resp.LeaseExpires = p.LeaseExpires
-		}
-	}
+	resp.LeaseExpires = s.leaseExpires(ctx, id, rev)
 	alive := alivePlacement(members)
 	// Shard i of every block goes where a coordinated put would put it.
 	targets := (&put{id: id, sc: sc}).place(alive)
@@ -116,13 +109,19 @@ func (s *Store) RenewPut(ctx context.Context, name, id string) (int64, uint64, e
 	if err != nil {
 		return 0, 0, fmt.Errorf("renew put of %q: %w", name, err)
 	}
-	expires := time.Now().Add(s.cfg.PutLease).UnixNano()
+	return s.leaseExpires(ctx, id, rev), rev, nil
+}
+
+// leaseExpires is the deadline of put id's lease as the entry at rev set
+// it: the leader's, read from this replica once it has applied the entry,
+// or an estimate on this agent's clock when the replica lags behind.
+func (s *Store) leaseExpires(ctx context.Context, id string, rev uint64) int64 {
 	if s.waitRevision(ctx, rev, replicaWait) == nil {
 		if p := s.cluster.Meta().PendingBlob(id); p != nil {
-			expires = p.LeaseExpires
+			return p.LeaseExpires
 		}
 	}
-	return expires, rev, nil
+	return time.Now().Add(s.cfg.PutLease).UnixNano()
 }
 
 // AbortPut ends the client-striped put id of blob name without a blob and
