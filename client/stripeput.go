@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -482,6 +483,7 @@ type shardSender struct {
 	tried  bool                 // target was tried: later streams go to spares
 	agent  *zrpcpb.AgentAddress // the stream's agent
 	stream zrpcpb.Blobs_WriteShardsClient
+	cancel context.CancelFunc // ends stream
 	sent   []uint32 // blocks sent on stream
 	none   bool     // no agent is left for this index
 
@@ -519,7 +521,15 @@ func (s *shardSender) send(b *stripeBlock) {
 			s.p.lose(s.index, []uint32{b.index}, errors.New("no agent is left to take it"))
 			return
 		}
+		stall := time.AfterFunc(s.p.c.cfg.shardStall, s.cancel)
 		err := s.stream.Send(req)
+		if !stall.Stop() {
+			// The stream was cancelled (not closed, which would make
+			// the agent keep what it took): the agent took no data for
+			// too long.
+			s.failed(fmt.Errorf("it took no shard data for %s", s.p.c.cfg.shardStall))
+			continue
+		}
 		if err == nil {
 			s.sent = append(s.sent, b.index)
 			return
@@ -545,9 +555,9 @@ func (s *shardSender) open() bool {
 			s.none = true
 			return false
 		}
-		stream, err := s.openTo(a)
+		stream, cancel, err := s.openTo(a)
 		if err == nil {
-			s.agent, s.stream, s.sent = a, stream, nil
+			s.agent, s.stream, s.cancel, s.sent = a, stream, cancel, nil
 			return true
 		}
 		s.agent = a
@@ -556,12 +566,29 @@ func (s *shardSender) open() bool {
 	return false
 }
 
-func (s *shardSender) openTo(a *zrpcpb.AgentAddress) (zrpcpb.Blobs_WriteShardsClient, error) {
+// openTo opens a WriteShards stream to agent a and sends its header, in
+// at most the stall bound; cancel ends the stream.
+func (s *shardSender) openTo(a *zrpcpb.AgentAddress) (zrpcpb.Blobs_WriteShardsClient, context.CancelFunc, error) {
 	conn, err := s.p.c.agentConn(a.Address)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	stream, err := zrpcpb.NewBlobsClient(conn).WriteShards(s.p.ctx)
+	ctx, cancel := context.WithCancel(s.p.ctx)
+	stall := time.AfterFunc(s.p.c.cfg.shardStall, cancel)
+	stream, err := s.startStream(ctx, conn)
+	if !stall.Stop() && err == nil {
+		err = fmt.Errorf("it did not take a stream within %s", s.p.c.cfg.shardStall)
+	}
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return stream, cancel, nil
+}
+
+// startStream opens a WriteShards stream on conn and sends its header.
+func (s *shardSender) startStream(ctx context.Context, conn grpc.ClientConnInterface) (zrpcpb.Blobs_WriteShardsClient, error) {
+	stream, err := zrpcpb.NewBlobsClient(conn).WriteShards(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -584,7 +611,10 @@ func (s *shardSender) openTo(a *zrpcpb.AgentAddress) (zrpcpb.Blobs_WriteShardsCl
 func (s *shardSender) failed(err error) {
 	err = mapErr(err)
 	lost := s.sent
-	s.stream, s.sent = nil, nil
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.stream, s.cancel, s.sent = nil, nil, nil
 	switch {
 	case s.p.ctx.Err() != nil:
 		return
@@ -621,7 +651,8 @@ func (s *shardSender) close() {
 		resp = &zrpcpb.WriteShardsResponse{}
 	}
 	s.held = append(s.held, heldShards{agent: s.agent.GetNode(), blocks: resp.GetBlocks(), sums: resp.GetSums()})
-	s.stream, s.sent = nil, nil
+	s.cancel()
+	s.stream, s.cancel, s.sent = nil, nil, nil
 	if len(lost) > 0 {
 		s.p.lose(s.index, lost, fmt.Errorf("agent %s did not confirm it", s.agent.GetNode()))
 	}

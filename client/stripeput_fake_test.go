@@ -419,11 +419,48 @@ func (s *cutStream) SendMsg(m any) error {
 	return s.ClientStream.SendMsg(m)
 }
 
+// CloseSend of a cut link reaches no agent.
+func (s *cutStream) CloseSend() error {
+	if s.cut {
+		return nil
+	}
+	return s.ClientStream.CloseSend()
+}
+
 func (s *cutStream) RecvMsg(m any) error {
 	if s.cut {
 		return errLinkCut
 	}
 	return s.ClientStream.RecvMsg(m)
+}
+
+// stallLink makes the client's WriteShards streams to addr take no more
+// data once they carried n shards (after their header), as an agent whose
+// disk hangs: the next Send blocks until the stream is cancelled.
+func stallLink(addr string, n int) grpc.DialOption {
+	return grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
+		streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		cs, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil || method != zrpcpb.Blobs_WriteShards_FullMethodName || cc.Target() != addr {
+			return cs, err
+		}
+		return &stalledStream{ClientStream: cs, ctx: ctx, left: n + 1}, nil
+	})
+}
+
+type stalledStream struct {
+	grpc.ClientStream
+	ctx  context.Context
+	left int
+}
+
+func (s *stalledStream) SendMsg(m any) error {
+	if s.left == 0 {
+		<-s.ctx.Done()
+		return status.FromContextError(s.ctx.Err()).Err()
+	}
+	s.left--
+	return s.ClientStream.SendMsg(m)
 }
 
 // gatedReader yields data, but before passing offset at it waits (at most

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/storage/codec"
@@ -137,37 +139,48 @@ func TestStripedPutSendsEachShardIndexToItsTargetAndCommitsWhatTheyHold(t *testi
 }
 
 func TestStripedPutMovesAFailedTargetsLaterBlocksToASpare(t *testing.T) {
-	f := newFakeBlobs(t, 5) // 2+2 on agents 0-3, agent 4 the spare
-	f.k, f.m = 2, 2
-	c := f.client(t, cutLink(f.agents[1].addr, 3))
-	data := randomBytes(t, 8*int(f.blockSize))
-	resp, err := c.PutBlob(testContext(t), "a", bytes.NewReader(data), PutOptions{Size: int64(len(data))})
-	if err != nil {
-		t.Fatalf("PutBlob: %v", err)
-	}
-	b := onlyCommit(t, f).Blob
-	for bi, blk := range b.Blocks {
-		want := "agent-4" // the spare took shard 1 from block 3 on
-		if bi < 3 {
-			want = "" // sent to agent-1 before it failed: lost
-		}
-		if got := b.Holder(blk, 1); got != want {
-			t.Errorf("block %d shard 1 held by %q, want %q", bi, got, want)
-		}
-		for _, i := range []int{0, 2, 3} {
-			if got := b.Holder(blk, i); got != f.agents[i].name {
-				t.Errorf("block %d shard %d held by %q, want %s", bi, i, got, f.agents[i].name)
+	for _, tc := range []struct {
+		name  string
+		fault func(addr string, n int) grpc.DialOption
+	}{
+		{"link cut", cutLink},
+		{"agent takes no more data", stallLink},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeBlobs(t, 5) // 2+2 on agents 0-3, agent 4 the spare
+			f.k, f.m = 2, 2
+			c := f.client(t, tc.fault(f.agents[1].addr, 3))
+			c.cfg.shardStall = 200 * time.Millisecond
+			data := randomBytes(t, 8*int(f.blockSize))
+			resp, err := c.PutBlob(testContext(t), "a", bytes.NewReader(data), PutOptions{Size: int64(len(data))})
+			if err != nil {
+				t.Fatalf("PutBlob: %v", err)
 			}
-		}
-	}
-	if resp.MissingShards != 3 {
-		t.Errorf("missing shards %d, want 3", resp.MissingShards)
-	}
-	if held := f.agents[1].held(); len(held) != 0 {
-		t.Errorf("the failed agent holds %d shards durably, want none", len(held))
-	}
-	if got := f.decodeFromHolders(t, b); !bytes.Equal(got, data) {
-		t.Fatal("the shards the metadata names do not decode to the blob")
+			b := onlyCommit(t, f).Blob
+			for bi, blk := range b.Blocks {
+				want := "agent-4" // the spare took shard 1 from block 3 on
+				if bi < 3 {
+					want = "" // sent to agent-1 before it failed: lost
+				}
+				if got := b.Holder(blk, 1); got != want {
+					t.Errorf("block %d shard 1 held by %q, want %q", bi, got, want)
+				}
+				for _, i := range []int{0, 2, 3} {
+					if got := b.Holder(blk, i); got != f.agents[i].name {
+						t.Errorf("block %d shard %d held by %q, want %s", bi, i, got, f.agents[i].name)
+					}
+				}
+			}
+			if resp.MissingShards != 3 {
+				t.Errorf("missing shards %d, want 3", resp.MissingShards)
+			}
+			if held := f.agents[1].held(); len(held) != 0 {
+				t.Errorf("the failed agent holds %d shards durably, want none", len(held))
+			}
+			if got := f.decodeFromHolders(t, b); !bytes.Equal(got, data) {
+				t.Fatal("the shards the metadata names do not decode to the blob")
+			}
+		})
 	}
 }
 
