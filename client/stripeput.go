@@ -484,8 +484,8 @@ type shardSender struct {
 	agent  *zrpcpb.AgentAddress // the stream's agent
 	stream zrpcpb.Blobs_WriteShardsClient
 	cancel context.CancelFunc // ends stream
-	sent   []uint32 // blocks sent on stream
-	none   bool     // no agent is left for this index
+	sent   []uint32           // blocks sent on stream
+	none   bool               // no agent is left for this index
 
 	held []heldShards // what each agent confirmed, once its stream closed
 }
