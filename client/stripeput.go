@@ -91,7 +91,9 @@ func (b *stripeBlock) done() {
 		return
 	}
 	b.blk.Release()
-	b.p.reportSent(int64(b.n))
+	if b.p.ctx.Err() == nil { // a failed put's blocks were not all sent
+		b.p.reportSent(int64(b.n))
+	}
 	<-b.p.window
 }
 
