@@ -10,6 +10,9 @@ import (
 	"io"
 	"sync"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 )
@@ -32,11 +35,21 @@ type PutOptions struct {
 	Size int64
 	// Progress, when set, is called with the total bytes sent so far.
 	Progress func(sent int64)
+	// ThroughAgent sends the blob through one agent, which encodes it and
+	// spreads the shards (the API's Put), instead of striping it from
+	// this client.
+	ThroughAgent bool
 }
 
-// PutBlob stores the bytes of r under name. The put goes to one agent,
-// which encodes and spreads the shards; it is retried on another agent only
-// if the first could not be reached before any byte was read from r.
+// PutBlob stores the bytes of r under name. The client stripes the blob
+// itself: it asks the cluster where the shards go (and for a lease on the
+// put), reads and encodes r block by block, streams each shard index
+// straight to its agent, and commits the metadata the agents confirmed
+// (stripeput.go). A small blob, and every blob when the agent is of a
+// version without client-striped puts, goes through one agent instead,
+// which encodes and spreads the shards; that put is retried on another
+// agent only if the first could not be reached before any byte was read
+// from r.
 func (c *Client) PutBlob(ctx context.Context, name string, r io.Reader, opts PutOptions) (*zrpcpb.BlobPutResponse, error) {
 	if c.closing.Err() != nil {
 		return nil, ErrClosed
@@ -49,6 +62,28 @@ func (c *Client) PutBlob(ctx context.Context, name string, r io.Reader, opts Put
 		Name: name, Size: opts.Size, DataShards: uint32(opts.Data), ParityShards: uint32(opts.Parity),
 		Overwrite: opts.Overwrite, BestEffort: opts.BestEffort,
 	}
+	if opts.ThroughAgent {
+		return c.putThroughAgent(ctx, hdr, r, opts.Progress)
+	}
+	begin, err := c.beginPut(ctx, hdr)
+	switch {
+	case status.Code(err) == codes.Unimplemented || (err == nil && begin.GetInline()):
+		// An agent without client-striped puts, or a blob stored inline.
+		return c.putThroughAgent(ctx, hdr, r, opts.Progress)
+	case err != nil:
+		return nil, err
+	}
+	p, err := c.newStripePut(hdr, begin, opts.Progress)
+	if err != nil {
+		return nil, err
+	}
+	return p.run(ctx, r)
+}
+
+// putThroughAgent sends the put to one agent, which encodes the blob and
+// spreads its shards.
+func (c *Client) putThroughAgent(ctx context.Context, hdr *zrpcpb.BlobPutHeader, r io.Reader, progress func(int64)) (*zrpcpb.BlobPutResponse, error) {
+	name := hdr.Name
 	var resp *zrpcpb.BlobPutResponse
 	var read, sent bool
 	err := c.call(ctx, func(ctx context.Context, ep *endpoint) error {
@@ -56,7 +91,7 @@ func (c *Client) PutBlob(ctx context.Context, name string, r io.Reader, opts Put
 			return errPutStarted
 		}
 		var err error
-		resp, err = putBlob(ctx, ep, hdr, r, opts.Progress, &read, &sent)
+		resp, err = putBlob(ctx, ep, hdr, r, progress, &read, &sent)
 		return err
 	})
 	switch {

@@ -35,7 +35,16 @@ type Config struct {
 	// dialOptions are added to every connection's; tests inject faults
 	// with them.
 	dialOptions []grpc.DialOption
+	// shardStall bounds how long a striped put waits on an agent that
+	// takes no shard data (a stream not opened, a shard not sent) before
+	// it counts the agent as failed; zero means defaultShardStall. Tests
+	// shorten it.
+	shardStall time.Duration
 }
+
+// defaultShardStall is Config.shardStall's default: as long as an agent
+// gives one shard transfer of a coordinated put.
+const defaultShardStall = 30 * time.Second
 
 // Validate reports whether c can build a Client. It checks shapes only: it
 // does not resolve or dial the endpoints.
@@ -58,6 +67,9 @@ func (c Config) Validate() error {
 func (c Config) withDefaults() Config {
 	if c.DialTimeout == 0 {
 		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.shardStall == 0 {
+		c.shardStall = defaultShardStall
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

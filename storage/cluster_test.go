@@ -387,7 +387,8 @@ func TestBlobAgentKilledMidPut(t *testing.T) {
 		})
 		c.Kill(coordinator)
 	}
-	_, err := cl.PutBlob(ctxFor(t, time.Minute), "interrupted", r, client.PutOptions{})
+	// Through the agent: the coordinated put is the one an agent leads.
+	_, err := cl.PutBlob(ctxFor(t, time.Minute), "interrupted", r, client.PutOptions{ThroughAgent: true})
 	if err == nil {
 		t.Fatal("put succeeded although its agent was killed")
 	}

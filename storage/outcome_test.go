@@ -25,8 +25,9 @@ func TestBlobPutCallerGoneAfterLastByteIsOutcomeUnknown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// The caller goes away once the last byte is sent, while the agents
-	// store the blob.
-	_, err := cl.PutBlob(ctx, "unsure", bytes.NewReader(data), client.PutOptions{Progress: func(sent int64) {
+	// store the blob. (A client-striped put that ends before its commit
+	// aborts: its outcome is known.)
+	_, err := cl.PutBlob(ctx, "unsure", bytes.NewReader(data), client.PutOptions{ThroughAgent: true, Progress: func(sent int64) {
 		if sent == int64(len(data)) {
 			cancel()
 		}

@@ -54,10 +54,12 @@ func newBlobPutCommand(o *options) *cobra.Command {
 		Use:   "put FILE|- [--name NAME]",
 		Short: "Store a file, or stdin, as a blob",
 		Long: `Store FILE as the blob NAME (--name, default: FILE's base name); "-" reads
-stdin, which needs --name. The agent that takes the put cuts it into blocks,
-encodes each into k data and m parity shards and spreads them over k+m
-agents; the blob becomes visible once all of it is stored. It prints the
-blob's size, k+m, SHA-256 digest and the registry revision of the put.
+stdin, which needs --name. zrpcctl cuts it into blocks, encodes each into
+k data and m parity shards and streams each shard straight to one of k+m
+agents (a blob of at most 64 KiB, or any blob when the agent is of an
+older version, goes to one agent, which does this); the blob becomes
+visible once all of it is stored. It prints the blob's size, k+m, SHA-256
+digest and the registry revision of the put.
 
 --data and --parity choose k and m (default: the cluster's, from its size).
 A put needs k+m alive agents, or only k+1 with --best-effort: the shards
@@ -65,8 +67,10 @@ that find no agent are then stored later by repair. A put refuses to replace
 a blob unless --overwrite.
 
 On a terminal a progress bar shows on stderr. --timeout bounds only the wait
-for an agent to take the put; Ctrl-C aborts it, and the agent then deletes
-the shards it stored. Once every byte is sent, the agents may commit the
+for an agent to take the put; Ctrl-C aborts it, and the agents then delete
+the shards they stored (a zrpcctl killed outright leaves a put that the
+cluster aborts once its lease, the agents' --blob-put-lease, passes). Once
+every byte is stored and the commit asked for, the agents may commit the
 blob although zrpcctl is stopped or hears no answer: it then says the
 outcome is unknown, and ` + "`zrpcctl blob stat NAME`" + ` tells whether it was stored.`,
 		Example: `  zrpcctl blob put ./model.bin --name models/v3.bin

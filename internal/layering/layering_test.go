@@ -14,12 +14,13 @@ import (
 
 const module = "github.com/zrpcio/zrpc"
 
-// agentLibraries are the libraries only the agent may link.
+// agentLibraries are the libraries only the agent may link. The erasure
+// code (storage/codec on klauspost/reedsolomon, pure computation) is not
+// one: package client encodes and decodes blobs itself.
 var agentLibraries = []string{
 	"github.com/hashicorp/raft",
 	"github.com/hashicorp/memberlist",
 	"go.etcd.io/bbolt",
-	"github.com/klauspost/reedsolomon",
 }
 
 // lean lists the packages (each with the packages below it) that service

@@ -1,0 +1,395 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage/codec"
+)
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// encodeBlocks is what the shards of data are, block by block.
+func encodeBlocks(t *testing.T, data []byte, k, m, blockSize int) (shards [][][]byte, sums [][]uint32) {
+	t.Helper()
+	cd, err := codec.New(k, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := 0; off < len(data); off += blockSize {
+		n := min(blockSize, len(data)-off)
+		blk := cd.NewBlock(blockSize)
+		copy(blk.Data(), data[off:off+n])
+		if err := cd.Encode(blk, n); err != nil {
+			t.Fatal(err)
+		}
+		var bs [][]byte
+		for _, s := range blk.Shards() {
+			bs = append(bs, bytes.Clone(s))
+		}
+		shards = append(shards, bs)
+		sums = append(sums, append([]uint32(nil), blk.Sums()...))
+		blk.Release()
+	}
+	return shards, sums
+}
+
+// onlyCommit returns the one commit the client sent.
+func onlyCommit(t *testing.T, f *fakeBlobs) *zrpcpb.CommitPutRequest {
+	t.Helper()
+	commits, _, _ := f.snapshot()
+	if len(commits) != 1 {
+		t.Fatalf("client sent %d CommitPut, want 1", len(commits))
+	}
+	return commits[0]
+}
+
+func TestStripedPutSendsEachShardIndexToItsTargetAndCommitsWhatTheyHold(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		sizeKnown bool
+	}{{"size given", true}, {"size unknown", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeBlobs(t, 3)
+			c := f.client(t)
+			data := randomBytes(t, 5*int(f.blockSize)+12345) // the last block is short
+			opts := PutOptions{Overwrite: true}
+			if tc.sizeKnown {
+				opts.Size = int64(len(data))
+			}
+			var mu sync.Mutex
+			var progress []int64
+			opts.Progress = func(n int64) {
+				mu.Lock()
+				progress = append(progress, n)
+				mu.Unlock()
+			}
+			resp, err := c.PutBlob(testContext(t), "models/a.bin", bytes.NewReader(data), opts)
+			if err != nil {
+				t.Fatalf("PutBlob: %v", err)
+			}
+			req := onlyCommit(t, f)
+			b := req.Blob
+			sum := sha256.Sum256(data)
+			switch {
+			case b.Name != "models/a.bin" || b.Size != uint64(len(data)) || !bytes.Equal(b.Sha256, sum[:]):
+				t.Fatalf("commit of %q, %d bytes, sha256 %x; want models/a.bin, %d, %x", b.Name, b.Size, b.Sha256, len(data), sum)
+			case b.DataShards != 2 || b.ParityShards != 1 || b.BlockSize != f.blockSize || len(b.Blocks) != 6:
+				t.Fatalf("commit of %d+%d in %d-byte blocks, %d blocks; want 2+1, %d, 6", b.DataShards, b.ParityShards, b.BlockSize, len(b.Blocks), f.blockSize)
+			case !req.Overwrite || req.RequestId == "":
+				t.Fatalf("commit overwrite %v, request id %q: want the put's overwrite and a request id", req.Overwrite, req.RequestId)
+			case resp.GetHeader().GetRevision() != 9:
+				t.Fatalf("PutBlob answered %v, want the commit's answer", resp)
+			}
+			shards, sums := encodeBlocks(t, data, 2, 1, int(f.blockSize))
+			for bi, blk := range b.Blocks {
+				if want := min(len(data)-bi*int(f.blockSize), int(f.blockSize)); blk.Len != uint32(want) {
+					t.Errorf("block %d len %d, want %d", bi, blk.Len, want)
+				}
+				for i := range 3 {
+					if blk.Sums[i] != sums[bi][i] {
+						t.Errorf("block %d shard %d: sum %08x, want %08x", bi, i, blk.Sums[i], sums[bi][i])
+					}
+					// Shard i of every block goes to target i.
+					if got := b.Holder(blk, i); got != f.agents[i].name {
+						t.Errorf("block %d shard %d held by %q, want %s", bi, i, got, f.agents[i].name)
+					}
+					s := f.agents[i].held()[shardKey{b.Id, uint32(bi), uint32(i)}]
+					if !bytes.Equal(s.payload, shards[bi][i]) || s.sum != sums[bi][i] {
+						t.Errorf("block %d shard %d on %s is not the encoded shard", bi, i, f.agents[i].name)
+					}
+				}
+			}
+			if got := f.decodeFromHolders(t, b); !bytes.Equal(got, data) {
+				t.Fatal("the shards the metadata names do not decode to the blob")
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(progress) == 0 || progress[len(progress)-1] != int64(len(data)) {
+				t.Fatalf("progress %v, want it to end at %d", progress, len(data))
+			}
+			for i := 1; i < len(progress); i++ {
+				if progress[i] < progress[i-1] {
+					t.Fatalf("progress went backwards: %v", progress)
+				}
+			}
+			if _, aborted, puts := f.snapshot(); len(aborted) != 0 || len(puts) != 0 {
+				t.Fatalf("aborted %v, agent-coordinated puts %d: want neither", aborted, len(puts))
+			}
+		})
+	}
+}
+
+func TestStripedPutMovesAFailedTargetsLaterBlocksToASpare(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fault func(addr string, n int) grpc.DialOption
+	}{
+		{"link cut", cutLink},
+		{"agent takes no more data", stallLink},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeBlobs(t, 5) // 2+2 on agents 0-3, agent 4 the spare
+			f.k, f.m = 2, 2
+			c := f.client(t, tc.fault(f.agents[1].addr, 3))
+			c.cfg.shardStall = 200 * time.Millisecond
+			data := randomBytes(t, 8*int(f.blockSize))
+			resp, err := c.PutBlob(testContext(t), "a", bytes.NewReader(data), PutOptions{Size: int64(len(data))})
+			if err != nil {
+				t.Fatalf("PutBlob: %v", err)
+			}
+			b := onlyCommit(t, f).Blob
+			for bi, blk := range b.Blocks {
+				want := "agent-4" // the spare took shard 1 from block 3 on
+				if bi < 3 {
+					want = "" // sent to agent-1 before it failed: lost
+				}
+				if got := b.Holder(blk, 1); got != want {
+					t.Errorf("block %d shard 1 held by %q, want %q", bi, got, want)
+				}
+				for _, i := range []int{0, 2, 3} {
+					if got := b.Holder(blk, i); got != f.agents[i].name {
+						t.Errorf("block %d shard %d held by %q, want %s", bi, i, got, f.agents[i].name)
+					}
+				}
+			}
+			if resp.MissingShards != 3 {
+				t.Errorf("missing shards %d, want 3", resp.MissingShards)
+			}
+			if held := f.agents[1].held(); len(held) != 0 {
+				t.Errorf("the failed agent holds %d shards durably, want none", len(held))
+			}
+			if got := f.decodeFromHolders(t, b); !bytes.Equal(got, data) {
+				t.Fatal("the shards the metadata names do not decode to the blob")
+			}
+		})
+	}
+}
+
+func TestStripedPutFailsAndAbortsWhenABlockWouldKeepTooFewShards(t *testing.T) {
+	f := newFakeBlobs(t, 3) // 2+1 needs all 3 shards of each block; no spare
+	c := f.client(t, cutLink(f.agents[1].addr, 2))
+	data := randomBytes(t, 6*int(f.blockSize))
+	_, err := c.PutBlob(testContext(t), "a", bytes.NewReader(data), PutOptions{Size: int64(len(data))})
+	if !errors.Is(err, apierr.ErrNotEnoughShards) || !strings.Contains(err.Error(), "agent-1") {
+		t.Fatalf("PutBlob: %v; want ErrNotEnoughShards naming agent-1", err)
+	}
+	commits, aborted, _ := f.snapshot()
+	if len(commits) != 0 || len(aborted) != 1 {
+		t.Fatalf("commits %d, aborts %v: want no commit and the put aborted", len(commits), aborted)
+	}
+	if ids := f.pendingIDs(); len(ids) != 0 {
+		t.Fatalf("puts still pending: %v", ids)
+	}
+}
+
+func TestStripedPutRenewsItsLeaseWhileItRuns(t *testing.T) {
+	f := newFakeBlobs(t, 3)
+	f.leaseTTL = 150 * time.Millisecond
+	c := f.client(t)
+	data := randomBytes(t, 4*int(f.blockSize))
+	// The reader stalls after its first block until the put was renewed
+	// three times.
+	r := &gatedReader{data: data, at: int(f.blockSize), open: func() bool {
+		for _, id := range f.pendingIDs() {
+			if f.renewals(id) >= 3 {
+				return true
+			}
+		}
+		return false
+	}}
+	if _, err := c.PutBlob(testContext(t), "slow", r, PutOptions{Size: int64(len(data))}); err != nil {
+		t.Fatalf("PutBlob: %v", err)
+	}
+	if b := onlyCommit(t, f).Blob; f.renewals(b.Id) < 3 {
+		t.Fatalf("put renewed %d times, want at least 3", f.renewals(b.Id))
+	}
+}
+
+func TestStripedPutFailsWhenTheClusterEndedItsLease(t *testing.T) {
+	f := newFakeBlobs(t, 3)
+	f.leaseTTL = 150 * time.Millisecond
+	c := f.client(t)
+	data := randomBytes(t, 4*int(f.blockSize))
+	var once sync.Once
+	// Once the agents have the first block, the cluster aborts the put
+	// behind the client's back; the reader stalls until the client has
+	// given up its shard streams.
+	r := &gatedReader{data: data, at: int(f.blockSize), open: func() bool {
+		received, broken := f.streams()
+		if received == 3 {
+			once.Do(func() {
+				f.mu.Lock()
+				clear(f.pending)
+				f.mu.Unlock()
+			})
+		}
+		return broken == 3
+	}}
+	_, err := c.PutBlob(testContext(t), "gone", r, PutOptions{Size: int64(len(data))})
+	if !errors.Is(err, apierr.ErrNotFound) || !strings.Contains(err.Error(), "lease") {
+		t.Fatalf("PutBlob: %v; want ErrNotFound saying the lease ended", err)
+	}
+	if commits, _, _ := f.snapshot(); len(commits) != 0 {
+		t.Fatalf("client committed a put whose lease had ended")
+	}
+}
+
+func TestStripedPutFailsWhenItsLeaseCannotBeRenewedForLongerThanTheLease(t *testing.T) {
+	f := newFakeBlobs(t, 3)
+	f.leaseTTL = 150 * time.Millisecond
+	f.renewDown = true
+	c := f.client(t)
+	data := randomBytes(t, 4*int(f.blockSize))
+	// The reader stalls after the first block until the client has given
+	// up its shard streams.
+	r := &gatedReader{data: data, at: int(f.blockSize), open: func() bool {
+		_, broken := f.streams()
+		return broken == 3
+	}}
+	_, err := c.PutBlob(testContext(t), "unrenewed", r, PutOptions{Size: int64(len(data))})
+	if !errors.Is(err, apierr.ErrNoLeader) || !strings.Contains(err.Error(), "could not be renewed") {
+		t.Fatalf("PutBlob: %v; want the renewals' ErrNoLeader saying the lease could not be renewed", err)
+	}
+	if commits, aborted, _ := f.snapshot(); len(commits) != 0 || len(aborted) != 1 {
+		t.Fatalf("commits %d, aborts %v: want no commit and the put aborted", len(commits), aborted)
+	}
+}
+
+func TestStripedPutCancelledAbortsAndCommitsNothing(t *testing.T) {
+	f := newFakeBlobs(t, 3)
+	c := f.client(t)
+	data := randomBytes(t, 6*int(f.blockSize))
+	ctx, cancel := context.WithCancel(testContext(t))
+	r := &gatedReader{data: data, at: 2 * int(f.blockSize), open: func() bool { cancel(); return true }}
+	_, err := c.PutBlob(ctx, "a", r, PutOptions{Size: int64(len(data))})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("PutBlob: %v; want context.Canceled", err)
+	}
+	commits, aborted, _ := f.snapshot()
+	if len(commits) != 0 || len(aborted) != 1 {
+		t.Fatalf("commits %d, aborts %v: want no commit and the put aborted", len(commits), aborted)
+	}
+	for _, a := range f.agents {
+		if held := a.held(); len(held) != 0 {
+			t.Errorf("%s holds %d shards of a cancelled put durably", a.name, len(held))
+		}
+	}
+}
+
+func TestStripedPutOfWrongSizeIsRefusedAndAborted(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		given int64
+	}{{"reader holds less", 3 << 20}, {"reader holds more", 100 << 10}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeBlobs(t, 3)
+			c := f.client(t)
+			data := randomBytes(t, 200<<10)
+			_, err := c.PutBlob(testContext(t), "a", bytes.NewReader(data), PutOptions{Size: tc.given})
+			if !errors.Is(err, apierr.ErrInvalidArgument) || !strings.Contains(err.Error(), "size given") {
+				t.Fatalf("PutBlob: %v; want ErrInvalidArgument about the size given", err)
+			}
+			if commits, aborted, _ := f.snapshot(); len(commits) != 0 || len(aborted) != 1 {
+				t.Fatalf("commits %d, aborts %v: want no commit and the put aborted", len(commits), aborted)
+			}
+		})
+	}
+}
+
+func TestStripedPutWhoseCommitIsRefusedIsAborted(t *testing.T) {
+	f := newFakeBlobs(t, 3)
+	f.commitErr = fmt.Errorf("%w: blob \"a\"; put with overwrite to replace it", apierr.ErrAlreadyExists)
+	c := f.client(t)
+	data := randomBytes(t, 200<<10)
+	_, err := c.PutBlob(testContext(t), "a", bytes.NewReader(data), PutOptions{})
+	if !errors.Is(err, apierr.ErrAlreadyExists) {
+		t.Fatalf("PutBlob: %v; want ErrAlreadyExists", err)
+	}
+	if _, aborted, _ := f.snapshot(); len(aborted) != 1 {
+		t.Fatalf("aborts %v: want the refused put aborted", aborted)
+	}
+}
+
+func TestStripedPutWhoseCommitAnswerIsLostSaysOutcomeUnknown(t *testing.T) {
+	f := newFakeBlobs(t, 3)
+	f.commitHang = true
+	c := f.client(t)
+	ctx, cancel := context.WithCancel(testContext(t))
+	defer cancel()
+	go func() {
+		waitFor(t, "the commit is sent", func() bool {
+			commits, _, _ := f.snapshot()
+			return len(commits) > 0
+		})
+		cancel()
+	}()
+	data := randomBytes(t, 200<<10)
+	_, err := c.PutBlob(ctx, "a", bytes.NewReader(data), PutOptions{})
+	if !errors.Is(err, apierr.ErrOutcomeUnknown) || !strings.Contains(err.Error(), "blob stat a") {
+		t.Fatalf("PutBlob: %v; want ErrOutcomeUnknown pointing at blob stat", err)
+	}
+	// An abort now could not settle the outcome: the commit may apply.
+	if _, aborted, _ := f.snapshot(); len(aborted) != 0 {
+		t.Fatalf("aborts %v after a commit whose answer was lost", aborted)
+	}
+}
+
+func TestPutBlobGoesThroughAnAgentWhenStripingDoesNotApply(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		size      int
+		sizeKnown bool
+		noStripes bool
+		through   bool
+		aborts    int
+	}{
+		{name: "agent without striped puts", size: 300 << 10, sizeKnown: true, noStripes: true},
+		{name: "asked to go through an agent", size: 300 << 10, through: true},
+		{name: "small blob of known size", size: 1000, sizeKnown: true},
+		{name: "small blob of unknown size", size: 1000, aborts: 1},
+		{name: "empty blob of unknown size", size: 0, aborts: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeBlobs(t, 3)
+			f.noStripes = tc.noStripes
+			c := f.client(t)
+			data := randomBytes(t, tc.size)
+			opts := PutOptions{ThroughAgent: tc.through}
+			if tc.sizeKnown {
+				opts.Size = int64(len(data))
+			}
+			if _, err := c.PutBlob(testContext(t), "small", io.MultiReader(bytes.NewReader(data)), opts); err != nil {
+				t.Fatalf("PutBlob: %v", err)
+			}
+			commits, aborted, puts := f.snapshot()
+			got, ok := puts["small"]
+			switch {
+			case !ok || !bytes.Equal(got, data):
+				t.Fatalf("agent-coordinated Put got %d bytes (sent: %v), want the blob's %d", len(got), ok, len(data))
+			case len(commits) != 0:
+				t.Fatalf("client sent %d CommitPut too", len(commits))
+			case len(aborted) != tc.aborts:
+				t.Fatalf("aborts %v, want %d", aborted, tc.aborts)
+			}
+		})
+	}
+}
