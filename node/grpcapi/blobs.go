@@ -21,6 +21,7 @@ type BlobStore interface {
 	List(ctx context.Context, prefix string) ([]*pb.BlobSummary, uint64)
 	Delete(ctx context.Context, name string) (uint64, error)
 	LeaderRepairStatus(ctx context.Context, blobID string) (*pb.RepairStatusResponse, error)
+	ShardReader
 }
 
 // Blobs serves the Blobs API from the agent's blob store.
