@@ -14,12 +14,14 @@ import (
 
 const module = "github.com/zrpcio/zrpc"
 
-// agentLibraries are the libraries only the agent may link.
+// agentLibraries are the libraries only the agent may link. The
+// erasure code (klauspost/reedsolomon, through storage/codec) is not one:
+// package client encodes and decodes blob shards itself when it reads
+// them from their holders.
 var agentLibraries = []string{
 	"github.com/hashicorp/raft",
 	"github.com/hashicorp/memberlist",
 	"go.etcd.io/bbolt",
-	"github.com/klauspost/reedsolomon",
 }
 
 // lean lists the packages (each with the packages below it) that service
