@@ -132,8 +132,8 @@ type GetOptions struct {
 // SHA-256 at the end: a mismatch is returned by Read instead of io.EOF.
 type BlobReader struct {
 	blob *zrpcpb.Blob
-	// next returns the next bytes, valid until Close, or io.EOF after the
-	// last.
+	// next returns the next bytes, valid until its next call, or io.EOF
+	// after the last.
 	next func() ([]byte, error)
 	// digest is the SHA-256 of every byte next returned, called once it
 	// returned io.EOF; nil for ranged reads.

@@ -159,6 +159,7 @@ type stripedGet struct {
 
 	out    chan assembled // the blocks in order, from the assembler
 	cur    [][]byte       // what is left of the block being read
+	curBuf *[]byte        // the decode buffer of the block being read
 	digest []byte         // SHA-256 of a whole read, set before out closes
 }
 
@@ -175,11 +176,25 @@ type stripeBlock struct {
 }
 
 // assembled is one block's bytes within the range, or why it could not
-// be read.
+// be read. buf, when set, is the pooled buffer the block was decoded
+// into: the reader gives it back once it has read the block.
 type assembled struct {
 	block int
 	parts [][]byte
+	buf   *[]byte
 	err   error
+}
+
+// decodeBufs are the buffers blocks are decoded into.
+var decodeBufs sync.Pool
+
+func getDecodeBuf(n int) *[]byte {
+	if b, ok := decodeBufs.Get().(*[]byte); ok && cap(*b) >= n {
+		*b = (*b)[:n]
+		return b
+	}
+	b := make([]byte, n)
+	return &b
 }
 
 func (c *Client) newStripedGet(ctx context.Context, b *zrpcpb.Blob, addrs []string, start, end uint64, whole bool, minRev uint64) (*stripedGet, error) {
@@ -401,7 +416,7 @@ func (g *stripedGet) assemble(whole bool) {
 			return
 		}
 		a := assembled{block: i}
-		a.parts, a.err = g.blockBytes(i, sb)
+		a.parts, a.buf, a.err = g.blockBytes(i, sb)
 		if a.err != nil {
 			parts, err := g.blockThroughAgent(i)
 			if err != nil {
@@ -421,6 +436,9 @@ func (g *stripedGet) assemble(whole bool) {
 		select {
 		case g.out <- a:
 		case <-g.ctx.Done():
+			if a.buf != nil {
+				decodeBufs.Put(a.buf)
+			}
 			return
 		}
 		if a.err != nil {
@@ -433,29 +451,31 @@ func (g *stripedGet) assemble(whole bool) {
 }
 
 // blockBytes returns block i's bytes: its data shards when all were read
-// (no copy), else the block decoded from the k shards read.
-func (g *stripedGet) blockBytes(i int, sb *stripeBlock) ([][]byte, error) {
+// (no copy), else the block decoded from the k shards read into a pooled
+// buffer, also returned.
+func (g *stripedGet) blockBytes(i int, sb *stripeBlock) ([][]byte, *[]byte, error) {
 	g.mu.Lock()
 	shards, err := sb.shards, sb.err
 	sb.shards = nil // the reader holds the bytes from now on
 	g.mu.Unlock()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	blockLen := int(g.blob.Blocks[i].Len)
 	sl := codec.ShardLen(blockLen, g.k)
 	var parts [][]byte
 	for idx := 0; idx*sl < blockLen; idx++ {
 		if shards[idx] == nil {
-			buf := make([]byte, g.k*sl)
-			if _, err := g.codec.Decode(shards, blockLen, buf); err != nil {
-				return nil, fmt.Errorf("decode block %d of %q: %w", i, g.blob.Name, err)
+			buf := getDecodeBuf(g.k * sl)
+			if _, err := g.codec.Decode(shards, blockLen, *buf); err != nil {
+				decodeBufs.Put(buf)
+				return nil, nil, fmt.Errorf("decode block %d of %q: %w", i, g.blob.Name, err)
 			}
-			return [][]byte{buf[:blockLen]}, nil
+			return [][]byte{(*buf)[:blockLen]}, buf, nil
 		}
 		parts = append(parts, shards[idx][:min(sl, blockLen-idx*sl)])
 	}
-	return parts, nil
+	return parts, nil, nil
 }
 
 // blockThroughAgent reads block i through an agent's Get, which gathers
@@ -509,6 +529,11 @@ func (g *stripedGet) next() ([]byte, error) {
 		if a.err != nil {
 			return nil, a.err
 		}
+		if g.curBuf != nil {
+			// The reader has copied every byte of the previous block.
+			decodeBufs.Put(g.curBuf)
+		}
+		g.curBuf = a.buf
 		g.mu.Lock()
 		g.pos = a.block
 		close(g.moved)
