@@ -249,8 +249,11 @@ func (g *stripedGet) plan(i int, asks map[int][]shardPos) {
 		asks[node] = append(asks[node], shardPos{i, idx})
 	}
 	if sb.have+sb.pending < g.k {
-		sb.err = fmt.Errorf("%w: block %d of %q: %d of %d shards could be read from their holders, need %d (%w)",
-			apierr.ErrNotEnoughShards, i, g.blob.Name, sb.have+sb.pending, len(sb.asked), g.k, errors.Join(sb.errs...))
+		sb.err = fmt.Errorf("%w: block %d of %q: %d of %d shards could be read from their holders, need %d",
+			apierr.ErrNotEnoughShards, i, g.blob.Name, sb.have+sb.pending, len(sb.asked), g.k)
+		if len(sb.errs) > 0 {
+			sb.err = fmt.Errorf("%w (%w)", sb.err, errors.Join(sb.errs...))
+		}
 		sb.done = true
 		close(sb.ready)
 	}
