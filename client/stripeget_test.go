@@ -30,14 +30,14 @@ const testBlockSize = 64 << 10
 // newStripeCluster starts three agents storing blobs in 64 KiB blocks
 // (2+1 shards each) with quick repair, and waits until every agent's
 // replica sees all three alive.
-func newStripeCluster(t *testing.T) *testcluster.Cluster {
+func newStripeCluster(t *testing.T, opts ...testcluster.Option) *testcluster.Cluster {
 	t.Helper()
-	c := testcluster.New(t, 3, testcluster.WithConfig(func(cfg *node.Config) {
+	c := testcluster.New(t, 3, append([]testcluster.Option{testcluster.WithConfig(func(cfg *node.Config) {
 		cfg.BlobBlockSize = testBlockSize
 		cfg.BlobRepairInterval = 200 * time.Millisecond
 		cfg.BlobRepairDelay = 500 * time.Millisecond
 		cfg.BlobScrubRate = 0
-	}))
+	})}, opts...)...)
 	for i := range 3 {
 		c.WaitFor(20*time.Second, "every agent sees three alive", func() bool {
 			alive := 0
@@ -123,7 +123,14 @@ func loggedClient(t *testing.T, c *testcluster.Cluster, l *callLog) *Client {
 	for i := range c.Size() {
 		eps = append(eps, c.GRPCAddr(i))
 	}
-	cl, err := New(Config{Endpoints: eps, Logger: testLogger(t), dialOptions: l.options()})
+	return loggedTokenClient(t, eps, "", l)
+}
+
+// loggedTokenClient is a client of endpoints sending token, whose calls l
+// records.
+func loggedTokenClient(t *testing.T, eps []string, token string, l *callLog) *Client {
+	t.Helper()
+	cl, err := New(Config{Endpoints: eps, Token: token, Logger: testLogger(t), dialOptions: l.options()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -465,5 +472,62 @@ func TestCheckLocatedRefusesMetadataItCannotIndex(t *testing.T) {
 	}
 	if err := checkLocated(good(), addrs[:1]); err == nil {
 		t.Error("fewer addresses than agents: accepted")
+	}
+}
+
+// TestGetBlobFromTheHoldersUnderACLs: with ACLs on, a token that may read
+// blobs under models/ reads one from its holders (each agent checks the
+// token the client sends it), is refused a blob elsewhere, and cannot
+// read another blob's shards by giving its id under a name it may read.
+func TestGetBlobFromTheHoldersUnderACLs(t *testing.T) {
+	c := newStripeCluster(t, testcluster.WithConfig(func(cfg *node.Config) { cfg.ACL = true }))
+	ctx := stripeCtx(t)
+	anon := newTestClient(t, c.GRPCAddr(0))
+	_, mgmt, err := anon.ACLBootstrap(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := loggedTokenClient(t, []string{c.GRPCAddr(0)}, mgmt, newCallLog())
+	if _, err := admin.ACLPolicyCreate(ctx, "models-read", "", `blob "models/" { read }`); err != nil {
+		t.Fatal(err)
+	}
+	_, secret, err := admin.ACLTokenCreate(ctx, "reader", "models-read")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBlob(5*testBlockSize, 7)
+	putStriped(t, c, admin, "models/a", data)
+	other := putStriped(t, c, admin, "private/b", data)
+
+	l := newCallLog()
+	reader := loggedTokenClient(t, []string{c.GRPCAddr(0)}, secret, l)
+	r, err := reader.GetBlob(ctx, "models/a", GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read of models/a with a models/ read token: %d bytes, %v", len(got), err)
+	}
+	if l.count("ReadShards") < 2 || l.count("Get") != 0 {
+		t.Errorf("%d ReadShards and %d Get calls; want the shards read from their holders", l.count("ReadShards"), l.count("Get"))
+	}
+	if _, err := reader.GetBlob(ctx, "private/b", GetOptions{}); !errors.Is(err, apierr.ErrPermissionDenied) {
+		t.Errorf("read of private/b with a models/ read token: %v, want PermissionDenied", err)
+	}
+	holder := agentOf(t, c, other.Holder(other.Blocks[0], 0))
+	conn, err := reader.agentConn(c.GRPCAddr(holder))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := zrpcpb.NewBlobsClient(conn).ReadShards(ctx, &zrpcpb.ReadShardsRequest{
+		Name: "models/a", BlobId: other.Id, Shards: []*zrpcpb.ShardPos{{Block: 0, Index: 0}},
+	})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if !errors.Is(mapErr(err), apierr.ErrNotFound) {
+		t.Errorf("ReadShards of private/b's id under the name models/a: %v, want NotFound", err)
 	}
 }
