@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"sync"
+	"time"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
@@ -39,6 +40,16 @@ const (
 	// agents' limit.
 	maxReadShards = 1024
 )
+
+// shardStall bounds the wait for one shard from an agent, once the read
+// wants it: an agent that sends nothing for that long (a hung disk, a
+// connection that still answers pings) counts as failed, as the agents'
+// own reads bound a shard transfer. A variable for tests.
+var shardStall = 30 * time.Second
+
+// errShardStalled ends the stream of an agent that sent no shard within
+// shardStall.
+var errShardStalled = errors.New("no shard within the stall bound")
 
 // getLocated reads the blob loc locates.
 func (c *Client) getLocated(ctx context.Context, loc *zrpcpb.LocateResponse, opts GetOptions) (*BlobReader, error) {
@@ -292,8 +303,10 @@ func (g *stripedGet) readShards(node int, batch []shardPos) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	ctx, cancel := context.WithCancel(g.ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(g.ctx)
+	defer cancel(nil)
+	stall := time.AfterFunc(shardStall, func() { cancel(errShardStalled) })
+	defer stall.Stop()
 	req := &zrpcpb.ReadShardsRequest{Name: g.blob.Name, BlobId: g.blob.Id, Shards: make([]*zrpcpb.ShardPos, len(batch))}
 	for i, p := range batch {
 		req.Shards[i] = &zrpcpb.ShardPos{Block: uint32(p.block), Index: uint32(p.index)}
@@ -303,11 +316,16 @@ func (g *stripedGet) readShards(node int, batch []shardPos) (int, error) {
 		return 0, err
 	}
 	for i, p := range batch {
+		stall.Stop()
 		if err := g.waitWindow(p.block); err != nil {
 			return i, err
 		}
+		stall.Reset(shardStall)
 		msg, err := stream.Recv()
 		if err != nil {
+			if errors.Is(context.Cause(ctx), errShardStalled) {
+				return i, fmt.Errorf("agent %s: %w (%s)", g.blob.Nodes[node], errShardStalled, shardStall)
+			}
 			return i, mapErr(err)
 		}
 		if got := msg.GetShard(); got.GetBlock() != uint32(p.block) || got.GetIndex() != uint32(p.index) {

@@ -60,6 +60,9 @@ type callLog struct {
 	calls map[string]int
 	asked map[[2]uint32]int // by block and index
 	fail  func(method string) error
+	// hang, when set, is an agent address whose ReadShards streams send
+	// nothing: an agent that still answers pings but no longer reads.
+	hang string
 }
 
 func newCallLog() *callLog {
@@ -95,6 +98,12 @@ func (l *callLog) options() []grpc.DialOption {
 				return nil, err
 			}
 			s, err := streamer(ctx, desc, cc, method, opts...)
+			l.mu.Lock()
+			hung := l.hang != "" && cc.Target() == l.hang && method == zrpcpb.Blobs_ReadShards_FullMethodName
+			l.mu.Unlock()
+			if hung && err == nil {
+				return hungStream{loggedStream{s, l}}, nil
+			}
 			return loggedStream{s, l}, err
 		}),
 	}
@@ -114,6 +123,14 @@ func (s loggedStream) SendMsg(m any) error {
 		s.l.mu.Unlock()
 	}
 	return s.ClientStream.SendMsg(m)
+}
+
+// hungStream sends its request but never receives an answer.
+type hungStream struct{ loggedStream }
+
+func (s hungStream) RecvMsg(any) error {
+	<-s.Context().Done()
+	return s.Context().Err()
 }
 
 // loggedClient is a client of every agent of c whose calls l records.
@@ -529,5 +546,39 @@ func TestGetBlobFromTheHoldersUnderACLs(t *testing.T) {
 	}
 	if !errors.Is(mapErr(err), apierr.ErrNotFound) {
 		t.Errorf("ReadShards of private/b's id under the name models/a: %v, want NotFound", err)
+	}
+}
+
+// TestGetBlobGivesUpOnAHolderThatStalls: a holder whose stream sends
+// nothing (hung, while its connection is fine) is given up on after the
+// stall bound, and the read completes from parity shards of the others.
+func TestGetBlobGivesUpOnAHolderThatStalls(t *testing.T) {
+	c := newStripeCluster(t)
+	l := newCallLog()
+	cl := loggedClient(t, c, l)
+	data := randomBlob(6*testBlockSize, 8)
+	b := putStriped(t, c, cl, "stall", data)
+	defer func(d time.Duration) { shardStall = d }(shardStall)
+	shardStall = 300 * time.Millisecond
+	l.mu.Lock()
+	l.hang = c.GRPCAddr(agentOf(t, c, b.Holder(b.Blocks[0], 0)))
+	l.mu.Unlock()
+
+	r, err := cl.GetBlob(stripeCtx(t), "stall", GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read with a holder stalled: %d bytes, %v; want the blob", len(got), err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.asked[[2]uint32{0, 2}] != 1 {
+		t.Error("block 0's parity shard was not read in place of the stalled holder's")
+	}
+	if l.calls["Get"] != 0 {
+		t.Errorf("%d blocks read through an agent's Get; the other holders had every block", l.calls["Get"])
 	}
 }
