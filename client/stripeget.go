@@ -8,6 +8,7 @@ import (
 	"hash"
 	"io"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -176,6 +177,11 @@ type stripedGet struct {
 
 // stripeBlock is the state of one block of a striped read.
 type stripeBlock struct {
+	// want are the data shards holding the bytes of the range in this
+	// block. While direct, only they are asked for, and the block is done
+	// when they are read; once one fails, k shards are read and decoded.
+	want    []int
+	direct  bool
 	shards  [][]byte // k+m, nil until read and checked
 	asked   []bool   // asked for (read, in flight or failed)
 	have    int      // shards read and checked
@@ -222,8 +228,15 @@ func (c *Client) newStripedGet(ctx context.Context, b *zrpcpb.Blob, addrs []stri
 	g.ctx, g.cancel = context.WithCancelCause(ctx)
 	c.cancelOnClose(g.ctx, g.cancel)
 	n := int(b.DataShards + b.ParityShards)
-	for range last - first + 1 {
-		g.blocks = append(g.blocks, &stripeBlock{shards: make([][]byte, n), asked: make([]bool, n), ready: make(chan struct{})})
+	for i := first; i <= last; i++ {
+		lo, hi := g.span(i)
+		sl := uint64(codec.ShardLen(int(b.Blocks[i].Len), g.k))
+		var want []int
+		for idx := lo / sl; idx*sl < hi; idx++ {
+			want = append(want, int(idx))
+		}
+		g.blocks = append(g.blocks, &stripeBlock{want: want, direct: true,
+			shards: make([][]byte, n), asked: make([]bool, n), ready: make(chan struct{})})
 	}
 	g.mu.Lock()
 	asks := make(map[int][]shardPos)
@@ -240,24 +253,55 @@ func (c *Client) newStripedGet(ctx context.Context, b *zrpcpb.Blob, addrs []stri
 // block is the state of block i; g.mu is held.
 func (g *stripedGet) block(i int) *stripeBlock { return g.blocks[i-g.first] }
 
-// plan chooses, for block i, shards to ask for until k are read or asked
-// for: data shards first, then parity, only from agents that are alive
-// and have not failed this read, and adds them to asks by agent. A block
-// that cannot reach k shards that way is done with an error. g.mu is held.
+// span is the part of block i the range covers, as offsets in the block.
+func (g *stripedGet) span(i int) (lo, hi uint64) {
+	start := uint64(i) * uint64(g.blob.BlockSize)
+	return max(g.start, start) - start, min(g.end, start+uint64(g.blob.Blocks[i].Len)) - start
+}
+
+// holder is the index in blob.Nodes of the agent to ask for shard idx of
+// block i, or -1 when there is none: the shard is missing, or its agent
+// failed before or during this read.
+func (g *stripedGet) holder(i, idx int) int {
+	node := int(g.blob.Blocks[i].Holders[idx]) - 1
+	if node < 0 || g.addrs[node] == "" || g.down[node] {
+		return -1
+	}
+	return node
+}
+
+// plan chooses shards of block i to ask for and adds them to asks by
+// agent: the data shards the range needs while they all have a holder to
+// ask, else shards until k are read or asked for (data shards first, then
+// parity) from agents that are alive and have not failed this read. A
+// block that cannot reach k shards that way is done with an error. g.mu
+// is held.
 func (g *stripedGet) plan(i int, asks map[int][]shardPos) {
 	sb := g.block(i)
 	if sb.done {
 		return
 	}
-	blk := g.blob.Blocks[i]
-	for idx := 0; idx < len(sb.asked) && sb.have+sb.pending < g.k; idx++ {
-		node := int(blk.Holders[idx]) - 1
-		if sb.asked[idx] || node < 0 || g.addrs[node] == "" || g.down[node] {
+	if sb.direct {
+		for _, idx := range sb.want {
+			if !sb.asked[idx] && g.holder(i, idx) < 0 {
+				sb.direct = false
+			}
+		}
+	}
+	for idx := 0; idx < len(sb.asked); idx++ {
+		if sb.direct && !slices.Contains(sb.want, idx) || !sb.direct && sb.have+sb.pending >= g.k {
+			continue
+		}
+		node := g.holder(i, idx)
+		if sb.asked[idx] || node < 0 {
 			continue
 		}
 		sb.asked[idx] = true
 		sb.pending++
 		asks[node] = append(asks[node], shardPos{i, idx})
+	}
+	if sb.direct {
+		return
 	}
 	if sb.have+sb.pending < g.k {
 		sb.err = fmt.Errorf("%w: block %d of %q: %d of %d shards could be read from their holders, need %d",
@@ -376,10 +420,20 @@ func (g *stripedGet) shardRead(p shardPos, payload []byte) {
 	}
 	sb.shards[p.index] = payload
 	sb.have++
-	if sb.have >= g.k {
+	if sb.have >= g.k || sb.direct && sb.wanted() {
 		sb.done = true
 		close(sb.ready)
 	}
+}
+
+// wanted reports whether every data shard the range needs was read.
+func (sb *stripeBlock) wanted() bool {
+	for _, idx := range sb.want {
+		if sb.shards[idx] == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // shardFailed asks for another shard of p's block in place of p.
@@ -389,6 +443,7 @@ func (g *stripedGet) shardFailed(p shardPos, err error) {
 	sb := g.block(p.block)
 	sb.pending--
 	sb.errs = append(sb.errs, err)
+	sb.direct = false
 	asks := make(map[int][]shardPos)
 	g.plan(p.block, asks)
 	g.fetchAll(asks)
@@ -409,6 +464,7 @@ func (g *stripedGet) agentFailed(node int, rest []shardPos, err error) {
 		sb := g.block(p.block)
 		sb.pending--
 		sb.errs = append(sb.errs, err)
+		sb.direct = false
 	}
 	asks := make(map[int][]shardPos)
 	for _, p := range rest {
@@ -437,7 +493,8 @@ func (g *stripedGet) assemble(whole bool) {
 			return
 		}
 		a := assembled{block: i}
-		a.parts, a.buf, a.err = g.blockBytes(i, sb)
+		var base uint64
+		a.parts, base, a.buf, a.err = g.blockBytes(i, sb)
 		if a.err != nil {
 			parts, err := g.blockThroughAgent(i)
 			if err != nil {
@@ -447,7 +504,7 @@ func (g *stripedGet) assemble(whole bool) {
 			}
 		}
 		if a.err == nil {
-			a.parts = g.clip(i, a.parts)
+			a.parts = g.clip(i, base, a.parts)
 			for _, p := range a.parts {
 				if sha != nil {
 					sha.Write(p)
@@ -471,32 +528,32 @@ func (g *stripedGet) assemble(whole bool) {
 	}
 }
 
-// blockBytes returns block i's bytes: its data shards when all were read
-// (no copy), else the block decoded from the k shards read into a pooled
+// blockBytes returns bytes of block i, from offset base in the block, that
+// hold the range: its wanted data shards when all were read (no copy),
+// else the whole block decoded from the k shards read into a pooled
 // buffer, also returned.
-func (g *stripedGet) blockBytes(i int, sb *stripeBlock) ([][]byte, *[]byte, error) {
+func (g *stripedGet) blockBytes(i int, sb *stripeBlock) (parts [][]byte, base uint64, buf *[]byte, err error) {
 	g.mu.Lock()
 	shards, err := sb.shards, sb.err
 	sb.shards = nil // the reader holds the bytes from now on
 	g.mu.Unlock()
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
 	blockLen := int(g.blob.Blocks[i].Len)
 	sl := codec.ShardLen(blockLen, g.k)
-	var parts [][]byte
-	for idx := 0; idx*sl < blockLen; idx++ {
+	for _, idx := range sb.want {
 		if shards[idx] == nil {
-			buf := getDecodeBuf(g.k * sl)
+			buf = getDecodeBuf(g.k * sl)
 			if _, err := g.codec.Decode(shards, blockLen, *buf); err != nil {
 				decodeBufs.Put(buf)
-				return nil, nil, fmt.Errorf("decode block %d of %q: %w", i, g.blob.Name, err)
+				return nil, 0, nil, fmt.Errorf("decode block %d of %q: %w", i, g.blob.Name, err)
 			}
-			return [][]byte{(*buf)[:blockLen]}, buf, nil
+			return [][]byte{(*buf)[:blockLen]}, 0, buf, nil
 		}
 		parts = append(parts, shards[idx][:min(sl, blockLen-idx*sl)])
 	}
-	return parts, nil, nil
+	return parts, uint64(sb.want[0] * sl), nil, nil
 }
 
 // blockThroughAgent reads block i through an agent's Get, which gathers
@@ -520,13 +577,12 @@ func (g *stripedGet) blockThroughAgent(i int) ([][]byte, error) {
 	return [][]byte{data}, nil
 }
 
-// clip cuts block i's parts to the range read.
-func (g *stripedGet) clip(i int, parts [][]byte) [][]byte {
-	blockStart := uint64(i) * uint64(g.blob.BlockSize)
-	lo := max(g.start, blockStart) - blockStart
-	hi := min(g.end, blockStart+uint64(g.blob.Blocks[i].Len)) - blockStart
+// clip cuts parts, block i's bytes from offset base in the block, to
+// the range read.
+func (g *stripedGet) clip(i int, base uint64, parts [][]byte) [][]byte {
+	lo, hi := g.span(i)
 	var out [][]byte
-	at := uint64(0)
+	at := base
 	for _, p := range parts {
 		pEnd := at + uint64(len(p))
 		if pEnd > lo && at < hi {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -200,8 +201,8 @@ func agentOf(t *testing.T, c *testcluster.Cluster, name string) int {
 
 // TestGetBlobReadsTheShardsFromTheirHolders: whole and ranged reads (the
 // first, last and a middle block, a range inside one block, to the end)
-// return the blob's bytes, read from the shards' holders: data shards
-// only, each once, and no agent's Get.
+// return the blob's bytes, read from the shards' holders: only the data
+// shards holding the range, each once, and no agent's Get.
 func TestGetBlobReadsTheShardsFromTheirHolders(t *testing.T) {
 	c := newStripeCluster(t)
 	l := newCallLog()
@@ -237,15 +238,18 @@ func TestGetBlobReadsTheShardsFromTheirHolders(t *testing.T) {
 		if err != nil || !bytes.Equal(got, data[tc.off:end]) || r.Size() != end-tc.off {
 			t.Fatalf("%s: %d bytes (size %d), %v; want bytes [%d, %d) of the blob", tc.what, len(got), r.Size(), err, tc.off, end)
 		}
-		first, last := tc.off/testBlockSize, (end-1)/testBlockSize
-		l.mu.Lock()
-		for pos, n := range l.asked {
-			if pos[1] > 1 || n != 1 || uint64(pos[0]) < first || uint64(pos[0]) > last {
-				t.Errorf("%s: shard %d of block %d asked for %d times; want data shards of blocks %d-%d once", tc.what, pos[1], pos[0], n, first, last)
+		want := make(map[[2]uint32]int) // the data shards holding the range
+		for blk := tc.off / testBlockSize; blk <= (end-1)/testBlockSize; blk++ {
+			start := blk * testBlockSize
+			sl := (min(testBlockSize, uint64(len(data))-start) + 1) / 2
+			lo, hi := max(tc.off, start)-start, min(end, start+testBlockSize)-start
+			for idx := lo / sl; idx*sl < hi; idx++ {
+				want[[2]uint32{uint32(blk), uint32(idx)}] = 1
 			}
 		}
-		if want := int(last-first+1) * 2; len(l.asked) != want {
-			t.Errorf("%s: %d shards asked for, want %d", tc.what, len(l.asked), want)
+		l.mu.Lock()
+		if !maps.Equal(l.asked, want) {
+			t.Errorf("%s: shards asked for (block, index: times) %v; want the data shards holding the range once, %v", tc.what, l.asked, want)
 		}
 		l.mu.Unlock()
 	}
@@ -580,5 +584,25 @@ func TestGetBlobGivesUpOnAHolderThatStalls(t *testing.T) {
 	}
 	if l.calls["Get"] != 0 {
 		t.Errorf("%d blocks read through an agent's Get; the other holders had every block", l.calls["Get"])
+	}
+	clear(l.asked)
+	l.hang = c.GRPCAddr(agentOf(t, c, b.Holder(b.Blocks[3], 0)))
+	l.mu.Unlock()
+
+	// A range inside shard 0 of block 3 needs only that shard; with its
+	// holder stalled, the block is decoded from the other two.
+	off := uint64(3*testBlockSize + 10)
+	r, err = cl.GetBlob(stripeCtx(t), "stall", GetOptions{Offset: off, Length: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = io.ReadAll(r)
+	r.Close()
+	if err != nil || !bytes.Equal(got, data[off:off+100]) {
+		t.Fatalf("range in a stalled holder's shard: %d bytes, %v", len(got), err)
+	}
+	l.mu.Lock()
+	if want := map[[2]uint32]int{{3, 0}: 1, {3, 1}: 1, {3, 2}: 1}; !maps.Equal(l.asked, want) {
+		t.Errorf("shards asked for %v; want %v: the one the range needs, then the other two", l.asked, want)
 	}
 }
