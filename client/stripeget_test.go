@@ -19,6 +19,8 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/pki/pkitest"
+	"github.com/zrpcio/zrpc/internal/tlsconf"
 	"github.com/zrpcio/zrpc/node"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 	"github.com/zrpcio/zrpc/testcluster"
@@ -604,5 +606,40 @@ func TestGetBlobGivesUpOnAHolderThatStalls(t *testing.T) {
 	l.mu.Lock()
 	if want := map[[2]uint32]int{{3, 0}: 1, {3, 1}: 1, {3, 2}: 1}; !maps.Equal(l.asked, want) {
 		t.Errorf("shards asked for %v; want %v: the one the range needs, then the other two", l.asked, want)
+	}
+}
+
+// TestGetBlobFromTheHoldersOverMutualTLS: on a cluster with TLS, a client
+// with a client certificate reads a blob from its holders, each
+// connection verifying the agent's certificate.
+func TestGetBlobFromTheHoldersOverMutualTLS(t *testing.T) {
+	kit := pkitest.New(t)
+	c := newStripeCluster(t, testcluster.WithTLS(func(agent string) (string, string, string) {
+		f := kit.Agent(agent)
+		return f.CA, f.Cert, f.Key
+	}))
+	opsTLS, err := tlsconf.Client(tlsconf.Files(kit.Client("ops")), "", tlsconf.RequireAgent())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newCallLog()
+	cl, err := New(Config{Endpoints: []string{c.GRPCAddr(0)}, TLS: opsTLS, Logger: testLogger(t), dialOptions: l.options()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	data := randomBlob(4*testBlockSize+3, 9)
+	putStriped(t, c, cl, "tls", data)
+	r, err := cl.GetBlob(stripeCtx(t), "tls", GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read over TLS: %d bytes, %v", len(got), err)
+	}
+	if l.count("ReadShards") < 2 || l.count("Get") != 0 {
+		t.Errorf("%d ReadShards and %d Get calls; want the shards read from their holders", l.count("ReadShards"), l.count("Get"))
 	}
 }
