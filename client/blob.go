@@ -155,25 +155,26 @@ type GetOptions struct {
 	// MinRevision makes the agent wait until it has applied this revision
 	// (e.g. the revision PutBlob returned), to read one's own write.
 	MinRevision uint64
+	// ThroughAgent reads through one agent, which gathers and decodes the
+	// shards (the API's Get), instead of from the shards' holders.
+	ThroughAgent bool
 }
 
 // BlobReader streams a blob's bytes. A whole-blob read checks the blob's
 // SHA-256 at the end: a mismatch is returned by Read instead of io.EOF.
 type BlobReader struct {
-	blob   *zrpcpb.Blob
-	recv   func() (*zrpcpb.BlobGetResponse, error)
-	cancel context.CancelFunc
+	blob *zrpcpb.Blob
+	// next returns the next bytes, valid until its next call, or io.EOF
+	// after the last.
+	next func() ([]byte, error)
+	// digest is the SHA-256 of every byte next returned, called once it
+	// returned io.EOF; nil for ranged reads.
+	digest func() []byte
+	stop   func()
 	buf    []byte
-	sha    hash.Hash // nil for ranged reads
 	read   uint64
 	want   uint64
 	err    error
-
-	// A whole read hashes in its own goroutine, so that checking the
-	// digest overlaps receiving the next chunk.
-	hashCh    chan []byte
-	hashDone  chan struct{}
-	hashClose sync.Once
 }
 
 // Blob is the blob's metadata (name, size, scheme, digest).
@@ -187,7 +188,7 @@ func (b *BlobReader) Read(p []byte) (int, error) {
 		if b.err != nil {
 			return 0, b.err
 		}
-		msg, err := b.recv()
+		chunk, err := b.next()
 		if err == io.EOF {
 			b.err = b.finish()
 			continue
@@ -196,11 +197,8 @@ func (b *BlobReader) Read(p []byte) (int, error) {
 			b.err = fmt.Errorf("read blob %q: %w", b.blob.Name, mapErr(err))
 			continue
 		}
-		b.buf = msg.Chunk
-		b.read += uint64(len(msg.Chunk))
-		if b.sha != nil {
-			b.hashCh <- msg.Chunk
-		}
+		b.buf = chunk
+		b.read += uint64(len(chunk))
 	}
 	n := copy(p, b.buf)
 	b.buf = b.buf[n:]
@@ -211,34 +209,55 @@ func (b *BlobReader) finish() error {
 	if b.read != b.want {
 		return fmt.Errorf("read blob %q: got %d bytes, want %d: %w", b.blob.Name, b.read, b.want, io.ErrUnexpectedEOF)
 	}
-	if b.sha == nil {
+	if b.digest == nil {
 		return io.EOF
 	}
-	b.stopHashing()
-	<-b.hashDone
-	if !bytes.Equal(b.sha.Sum(nil), b.blob.Sha256) {
+	if sum := b.digest(); !bytes.Equal(sum, b.blob.Sha256) {
 		return fmt.Errorf("%w: blob %q: SHA-256 of the bytes read is %x, stored digest is %x",
-			apierr.ErrCorrupt, b.blob.Name, b.sha.Sum(nil), b.blob.Sha256)
+			apierr.ErrCorrupt, b.blob.Name, sum, b.blob.Sha256)
 	}
 	return io.EOF
 }
 
-func (b *BlobReader) stopHashing() {
-	if b.hashCh != nil {
-		b.hashClose.Do(func() { close(b.hashCh) })
-	}
-}
-
-// Close ends the stream.
+// Close ends the read.
 func (b *BlobReader) Close() error {
-	b.cancel()
-	b.stopHashing()
+	b.stop()
 	return nil
 }
 
 // GetBlob opens the blob called name for reading. The caller must Close
 // the reader.
+//
+// The client asks an agent where the blob's shards are (Locate) and reads
+// the data shards of each block in parallel straight from the agents
+// holding them, decoding from parity shards only for a block whose data
+// shards are missing, corrupt or on an agent that fails during the read
+// (stripeget.go). A blob small enough to be stored inline comes with the
+// answer. With opts.ThroughAgent, or when the agent is too old to answer
+// Locate, one agent gathers the shards and streams the bytes.
 func (c *Client) GetBlob(ctx context.Context, name string, opts GetOptions) (*BlobReader, error) {
+	if c.closing.Err() != nil {
+		return nil, ErrClosed
+	}
+	if opts.ThroughAgent {
+		return c.getThroughAgent(ctx, name, opts)
+	}
+	var loc *zrpcpb.LocateResponse
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		loc, err = zrpcpb.NewBlobsClient(ep.conn).Locate(ctx, &zrpcpb.LocateRequest{Name: name, MinRevision: opts.MinRevision})
+		return err
+	})
+	if status.Code(err) == codes.Unimplemented {
+		return c.getThroughAgent(ctx, name, opts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c.getLocated(ctx, loc, opts)
+}
+
+// getThroughAgent reads through one agent's Get.
+func (c *Client) getThroughAgent(ctx context.Context, name string, opts GetOptions) (*BlobReader, error) {
 	var out *BlobReader
 	err := c.call(ctx, func(ctx context.Context, ep *endpoint) error {
 		sctx, cancel := context.WithCancel(ctx)
@@ -251,7 +270,7 @@ func (c *Client) GetBlob(ctx context.Context, name string, opts GetOptions) (*Bl
 				err = fmt.Errorf("get blob %q: the agent sent no metadata first", name)
 			}
 			if err == nil {
-				out = newBlobReader(first.Blob, opts, stream.Recv, cancel)
+				out = newStreamReader(first.Blob, opts, stream.Recv, cancel)
 				return nil
 			}
 		}
@@ -261,26 +280,72 @@ func (c *Client) GetBlob(ctx context.Context, name string, opts GetOptions) (*Bl
 	return out, err
 }
 
-func newBlobReader(b *zrpcpb.Blob, opts GetOptions, recv func() (*zrpcpb.BlobGetResponse, error), cancel context.CancelFunc) *BlobReader {
-	r := &BlobReader{blob: b, recv: recv, cancel: cancel}
-	start := min(opts.Offset, b.Size)
-	end := b.Size
+// newStreamReader reads the chunks of a Get stream.
+func newStreamReader(b *zrpcpb.Blob, opts GetOptions, recv func() (*zrpcpb.BlobGetResponse, error), cancel context.CancelFunc) *BlobReader {
+	start, end := clampRange(b.Size, opts)
+	r := &BlobReader{blob: b, want: end - start, stop: cancel}
+	r.next = func() ([]byte, error) {
+		msg, err := recv()
+		if err != nil {
+			return nil, err
+		}
+		return msg.Chunk, nil
+	}
+	if start == 0 && end == b.Size {
+		h := newChunkHasher()
+		r.next = func() ([]byte, error) {
+			msg, err := recv()
+			if err != nil {
+				return nil, err
+			}
+			h.add(msg.Chunk)
+			return msg.Chunk, nil
+		}
+		r.digest = h.sum
+		r.stop = func() { cancel(); h.close() }
+	}
+	return r
+}
+
+// clampRange is the range opts selects of a blob of size bytes, cut at
+// its end.
+func clampRange(size uint64, opts GetOptions) (start, end uint64) {
+	start = min(opts.Offset, size)
+	end = size
 	if opts.Length > 0 && opts.Length < end-start {
 		end = start + opts.Length
 	}
-	r.want = end - start
-	if start == 0 && end == b.Size {
-		r.sha = sha256.New()
-		r.hashCh = make(chan []byte, 8)
-		r.hashDone = make(chan struct{})
-		go func() {
-			defer close(r.hashDone)
-			for chunk := range r.hashCh {
-				r.sha.Write(chunk)
-			}
-		}()
-	}
-	return r
+	return start, end
+}
+
+// chunkHasher computes a SHA-256 in its own goroutine, so that hashing a
+// chunk overlaps receiving the next. Chunks must not change once added.
+type chunkHasher struct {
+	sha   hash.Hash
+	ch    chan []byte
+	done  chan struct{}
+	close func()
+}
+
+func newChunkHasher() *chunkHasher {
+	h := &chunkHasher{sha: sha256.New(), ch: make(chan []byte, 8), done: make(chan struct{})}
+	h.close = sync.OnceFunc(func() { close(h.ch) })
+	go func() {
+		defer close(h.done)
+		for chunk := range h.ch {
+			h.sha.Write(chunk)
+		}
+	}()
+	return h
+}
+
+func (h *chunkHasher) add(chunk []byte) { h.ch <- chunk }
+
+// sum waits for every chunk added to be hashed and returns the digest.
+func (h *chunkHasher) sum() []byte {
+	h.close()
+	<-h.done
+	return h.sha.Sum(nil)
 }
 
 // StatBlob returns a blob's metadata, shard locations and health.

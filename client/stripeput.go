@@ -21,9 +21,9 @@ import (
 	"github.com/zrpcio/zrpc/storage/codec"
 )
 
-// stripeWindow is how many blocks a client-striped put holds at once:
-// memory ≈ stripeWindow × block size × (k+m)/k, whatever the blob's size.
-const stripeWindow = 4
+// putWindow is how many blocks a client-striped put holds at once:
+// memory ≈ putWindow × block size × (k+m)/k, whatever the blob's size.
+const putWindow = 4
 
 // Bounds on what an agent's BeginPut may ask this client to hold in
 // memory: far above what agents use (blocks of at most 8 MiB, inline
@@ -74,9 +74,9 @@ type stripePut struct {
 	sent       int64 // bytes whose every shard was sent
 }
 
-// stripeBlock is one block in flight: its shards, and how many of the
+// putBlock is one block in flight: its shards, and how many of the
 // hashing goroutine and the shard senders still use them.
-type stripeBlock struct {
+type putBlock struct {
 	p     *stripePut
 	index uint32
 	n     int // block length
@@ -86,7 +86,7 @@ type stripeBlock struct {
 
 // done is called by each user of the block once it no longer needs it; the
 // last one releases the block and its window slot.
-func (b *stripeBlock) done() {
+func (b *putBlock) done() {
 	if b.users.Add(-1) != 0 {
 		return
 	}
@@ -144,7 +144,7 @@ func (c *Client) newStripePut(hdr *zrpcpb.BlobPutHeader, begin *zrpcpb.BeginPutR
 	}
 	return &stripePut{
 		c: c, hdr: hdr, begin: begin, codec: cd, k: k, m: m, need: need, progress: progress,
-		window: make(chan struct{}, stripeWindow),
+		window: make(chan struct{}, putWindow),
 		sha:    sha256.New(),
 		spares: append([]*zrpcpb.AgentAddress(nil), begin.GetSpares()...),
 	}, nil
@@ -192,7 +192,7 @@ func (p *stripePut) stripe(ctx context.Context, src io.Reader) (*zrpcpb.BlobPutR
 	senders := make([]*shardSender, p.k+p.m)
 	var wg sync.WaitGroup
 	for i := range senders {
-		s := &shardSender{p: p, index: uint32(i), target: p.begin.Targets[i], blocks: make(chan *stripeBlock, stripeWindow)}
+		s := &shardSender{p: p, index: uint32(i), target: p.begin.Targets[i], blocks: make(chan *putBlock, putWindow)}
 		senders[i] = s
 		wg.Add(1)
 		go func() {
@@ -200,7 +200,7 @@ func (p *stripePut) stripe(ctx context.Context, src io.Reader) (*zrpcpb.BlobPutR
 			s.run()
 		}()
 	}
-	hashing := make(chan *stripeBlock, stripeWindow)
+	hashing := make(chan *putBlock, putWindow)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -233,8 +233,8 @@ func (p *stripePut) stripe(ctx context.Context, src io.Reader) (*zrpcpb.BlobPutR
 
 // readBlocks reads src block by block, encodes each block and hands it to
 // the hashing goroutine and to every shard sender, holding at most
-// stripeWindow blocks.
-func (p *stripePut) readBlocks(src io.Reader, hashing chan<- *stripeBlock, senders []*shardSender) error {
+// putWindow blocks.
+func (p *stripePut) readBlocks(src io.Reader, hashing chan<- *putBlock, senders []*shardSender) error {
 	bs := int(p.begin.GetBlockSize())
 	for index := uint32(0); ; index++ {
 		select {
@@ -263,7 +263,7 @@ func (p *stripePut) readBlocks(src io.Reader, hashing chan<- *stripeBlock, sende
 			}
 			return p.checkSize()
 		}
-		b := &stripeBlock{p: p, index: index, n: n, blk: blk}
+		b := &putBlock{p: p, index: index, n: n, blk: blk}
 		b.users.Store(int32(len(senders) + 1))
 		p.mu.Lock()
 		p.avail = append(p.avail, len(senders))
@@ -479,7 +479,7 @@ func (p *stripePut) metadata(senders []*shardSender) (*zrpcpb.Blob, error) {
 type shardSender struct {
 	p      *stripePut
 	index  uint32
-	blocks chan *stripeBlock
+	blocks chan *putBlock
 
 	target *zrpcpb.AgentAddress // the placement's agent for this index, tried first
 	tried  bool                 // target was tried: later streams go to spares
@@ -514,7 +514,7 @@ func (s *shardSender) run() {
 
 // send sends the shard of block b, on a new stream to the next agent when
 // there is none.
-func (s *shardSender) send(b *stripeBlock) {
+func (s *shardSender) send(b *putBlock) {
 	req := &zrpcpb.WriteShardsRequest{
 		Block: b.index, BlockLen: uint32(b.n), Sum: b.blk.Sums()[s.index], Payload: b.blk.Shards()[s.index],
 	}

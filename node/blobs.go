@@ -45,6 +45,10 @@ func (c blobCluster) Self() string       { return c.n.cfg.Name }
 func (c blobCluster) Meta() storage.Meta { return c.n.store.FSM() }
 func (c blobCluster) IsLeader() bool     { return c.n.store.IsLeader() }
 
+func (c blobCluster) Address(node string) string {
+	return c.n.store.FSM().Node(node).GetGrpcAddress()
+}
+
 func (c blobCluster) Propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	return c.n.propose(ctx, cmd)
 }

@@ -75,8 +75,8 @@ func TestAgentsCallEachOthersAgentAPIOthersCannot(t *testing.T) {
 	register(t, c, f1, "user.rpc", "u1")
 
 	// A blob put through a follower sends shards to the other agents
-	// (Shards.PutShard, SyncShards); a get through the other follower
-	// reads them back (Shards.GetShard).
+	// (Shards.PutShard, SyncShards); a get through the other follower's
+	// Get reads them back (Shards.GetShard).
 	put, err := client.New(client.Config{Endpoints: []string{c.GRPCAddr(f1)}})
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +91,7 @@ func TestAgentsCallEachOthersAgentAPIOthersCannot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer get.Close()
-	r, err := get.GetBlob(ctxT(t), "model.bin", client.GetOptions{})
+	r, err := get.GetBlob(ctxT(t), "model.bin", client.GetOptions{ThroughAgent: true})
 	if err != nil {
 		t.Fatalf("GetBlob via agent %d: %v", f2, err)
 	}

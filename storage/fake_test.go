@@ -57,6 +57,9 @@ func (f *fakeCluster) GossipAlive() int {
 
 func (f *fakeCluster) LeaderRevision(context.Context) (uint64, error) { return f.fsm.Revision(), nil }
 
+// Address is a made-up address for every agent: the fake has no network.
+func (f *fakeCluster) Address(node string) string { return node + ".test:8400" }
+
 func (f *fakeCluster) Shards(node string, _ bool) (pb.ShardsClient, error) {
 	return nil, fmt.Errorf("agent %s: this test has no peers", node)
 }

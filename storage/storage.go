@@ -61,6 +61,9 @@ type Meta interface {
 type Cluster interface {
 	// Self is this agent's name.
 	Self() string
+	// Address is the gRPC address of the named agent as the registry
+	// records it, "" when it records none.
+	Address(node string) string
 	// Meta is the local replica of the registry.
 	Meta() Meta
 	// Propose commits a command through the leader and returns its revision.

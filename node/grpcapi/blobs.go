@@ -22,6 +22,7 @@ type BlobStore interface {
 	Delete(ctx context.Context, name string) (uint64, error)
 	LeaderRepairStatus(ctx context.Context, blobID string) (*pb.RepairStatusResponse, error)
 	StripedPutStore
+	ShardReader
 }
 
 // Blobs serves the Blobs API from the agent's blob store.

@@ -5,17 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"testing"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
-	"github.com/zrpcio/zrpc/raftstore"
 	"github.com/zrpcio/zrpc/storage"
 )
 
@@ -65,31 +61,6 @@ func (f *stripeStore) AbortPut(_ context.Context, name, id string) (uint64, erro
 		return 0, fmt.Errorf("%w: not this put", apierr.ErrNotFound)
 	}
 	return 11, nil
-}
-
-func serveBlobs(t *testing.T, store BlobStore) pb.BlobsClient {
-	t.Helper()
-	srv := NewServer(ServerConfig{Metrics: &watchMetrics{}, ClusterSecret: func() []byte { return nil }},
-		Services{Blobs: NewBlobs(store, raftstore.NewFSM(16))})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-served
-	})
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return pb.NewBlobsClient(cc)
 }
 
 func TestStripedPutCallsReachTheBlobStore(t *testing.T) {
