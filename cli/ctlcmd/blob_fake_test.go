@@ -34,6 +34,9 @@ type blobFake struct {
 
 	addr    string
 	calls   atomic.Int64
+	// begins and locates count the striped calls, which the fake answers
+	// as an agent without them does (Unimplemented).
+	begins, locates atomic.Int64
 	mu      sync.Mutex
 	headers []*zrpcpb.BlobPutHeader
 	puts    [][]byte
@@ -67,6 +70,16 @@ func (f *blobFake) Get(req *zrpcpb.BlobGetRequest, stream zrpcpb.Blobs_GetServer
 		return f.UnimplementedBlobsServer.Get(req, stream)
 	}
 	return f.onGet(req, stream)
+}
+
+func (f *blobFake) BeginPut(ctx context.Context, req *zrpcpb.BeginPutRequest) (*zrpcpb.BeginPutResponse, error) {
+	f.begins.Add(1)
+	return f.UnimplementedBlobsServer.BeginPut(ctx, req)
+}
+
+func (f *blobFake) Locate(ctx context.Context, req *zrpcpb.LocateRequest) (*zrpcpb.LocateResponse, error) {
+	f.locates.Add(1)
+	return f.UnimplementedBlobsServer.Locate(ctx, req)
 }
 
 func (f *blobFake) Put(stream zrpcpb.Blobs_PutServer) error {
@@ -270,6 +283,44 @@ func TestBlobPutSendsFlags(t *testing.T) {
 		}
 		if !bytes.Equal(f.puts[i], data) {
 			t.Errorf("put %d carried %d bytes, want the %d of the source", i, len(f.puts[i]), len(data))
+		}
+	}
+}
+
+// --through-agent sends a put's bytes and reads a get's through the agent
+// zrpcctl talks to, without asking for a placement or the holders.
+func TestBlobThroughAgentSkipsTheStripedCalls(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	data := bytes.Repeat([]byte{9}, 100<<10) // larger than any inline limit
+	sum := sha256.Sum256(data)
+	f := (&blobFake{onGet: fakeGet(&zrpcpb.Blob{Name: "b", Size: uint64(len(data)), Sha256: sum[:]}, data, nil)}).start(t)
+	src := filepath.Join(t.TempDir(), "b")
+	if err := os.WriteFile(src, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		through         bool
+		begins, locates int64
+	}{{true, 0, 0}, {false, 1, 1}} {
+		f.begins.Store(0)
+		f.locates.Store(0)
+		args := []string{"blob", "put", src, "--overwrite"}
+		getArgs := []string{"blob", "get", "b", filepath.Join(t.TempDir(), "out"), "--force"}
+		if c.through {
+			args = append(args, "--through-agent")
+			getArgs = append(getArgs, "--through-agent")
+		}
+		if res := runZrpcctl(testContext(t), t, f.addr, args...); res.err != nil {
+			t.Fatalf("put %v: %v\n%s", args, res.err, res.stderr)
+		}
+		if res := runZrpcctl(testContext(t), t, f.addr, getArgs...); res.err != nil {
+			t.Fatalf("get %v: %v\n%s", getArgs, res.err, res.stderr)
+		}
+		if got := f.begins.Load(); got != c.begins {
+			t.Errorf("through agent %v: %d BeginPut calls, want %d", c.through, got, c.begins)
+		}
+		if got := f.locates.Load(); got != c.locates {
+			t.Errorf("through agent %v: %d Locate calls, want %d", c.through, got, c.locates)
 		}
 	}
 }

@@ -24,6 +24,7 @@ const stdoutDest = "-"
 type blobGetFlags struct {
 	offset, length uint64
 	force          bool
+	throughAgent   bool
 }
 
 func newBlobGetCommand(o *options) *cobra.Command {
@@ -46,6 +47,10 @@ blob's digest, which covers the whole blob (the agents still check every
 shard's CRC). With DEST -, bytes are written as they arrive: a digest
 mismatch fails the command only at the end, and nothing else is printed.
 
+zrpcctl reads each block's shards from the agents that hold them;
+--through-agent reads through the one agent it talks to instead (when the
+others' gRPC addresses cannot be reached).
+
 On a terminal a progress bar shows on stderr. --timeout bounds only the wait
 for an agent to start sending.`,
 		Example: `  zrpcctl blob get models/v3.bin ./v3.bin
@@ -63,7 +68,7 @@ for an agent to start sending.`,
 			defer transferContext(cmd)()
 			return o.run(cmd, true, func(ctx context.Context, c *client.Client, p *printer) error {
 				g := &blobGet{o: o, c: c, errOut: cmd.ErrOrStderr(), name: name,
-					opts: client.GetOptions{Offset: f.offset, Length: f.length}}
+					opts: client.GetOptions{Offset: f.offset, Length: f.length, ThroughAgent: f.throughAgent}}
 				err := asInterrupted(ctx, "get "+name, g.run(ctx, p, cmd.OutOrStdout(), dest, f.force))
 				written := "nothing was written to " + dest
 				if dest == stdoutDest {
@@ -77,6 +82,7 @@ for an agent to start sending.`,
 	fs.Uint64Var(&f.offset, "offset", 0, "first byte to read")
 	fs.Uint64Var(&f.length, "length", 0, "bytes to read from --offset (0: to the end)")
 	fs.BoolVar(&f.force, "force", false, "replace DEST if it exists")
+	fs.BoolVar(&f.throughAgent, "through-agent", false, "read through the one agent zrpcctl talks to instead of from every shard's agent")
 	return cmd
 }
 

@@ -25,6 +25,7 @@ type blobPutFlags struct {
 	name                  string
 	data, parity          int
 	overwrite, bestEffort bool
+	throughAgent          bool
 }
 
 // hints are the remedies `blob put` suggests for its errors; name is the
@@ -64,7 +65,9 @@ digest and the registry revision of the put.
 --data and --parity choose k and m (default: the cluster's, from its size).
 A put needs k+m alive agents, or only k+1 with --best-effort: the shards
 that find no agent are then stored later by repair. A put refuses to replace
-a blob unless --overwrite.
+a blob unless --overwrite. --through-agent sends the bytes to one agent,
+which encodes and spreads them: for a zrpcctl that can reach the agent it
+talks to but not the others' gRPC addresses (a NAT, a tunnel).
 
 On a terminal a progress bar shows on stderr. --timeout bounds only the wait
 for an agent to take the put; Ctrl-C aborts it, and the agents then delete
@@ -109,6 +112,7 @@ outcome is unknown, and ` + "`zrpcctl blob stat NAME`" + ` tells whether it was 
 	fs.IntVar(&f.parity, "parity", 0, "parity shards per block, m: how many lost agents a blob survives (needs --data)")
 	fs.BoolVar(&f.overwrite, "overwrite", false, "replace a blob of the same name")
 	fs.BoolVar(&f.bestEffort, "best-effort", false, "store even when fewer than k+m agents are alive; repair stores the missing shards later")
+	fs.BoolVar(&f.throughAgent, "through-agent", false, "send the bytes through one agent instead of to every shard's agent (when only that agent is reachable)")
 	return cmd
 }
 
@@ -133,7 +137,8 @@ func (f *blobPutFlags) check(src string) (string, client.PutOptions, error) {
 	if f.parity > 0 && f.data == 0 {
 		return "", client.PutOptions{}, errors.New("--parity needs --data: give both, or neither for the cluster's default")
 	}
-	return name, client.PutOptions{Data: f.data, Parity: f.parity, Overwrite: f.overwrite, BestEffort: f.bestEffort}, nil
+	return name, client.PutOptions{Data: f.data, Parity: f.parity, Overwrite: f.overwrite, BestEffort: f.bestEffort,
+		ThroughAgent: f.throughAgent}, nil
 }
 
 // openSource opens what `blob put` stores: stdin for "-", else a file.
