@@ -15,6 +15,7 @@ package bufpool
 import (
 	"math/bits"
 	"sync"
+	"sync/atomic"
 )
 
 const (
@@ -69,4 +70,46 @@ func Put(b *[]byte) {
 		return
 	}
 	pools[class].Put(b)
+}
+
+// Shared is a pooled buffer with several holders: its owner, and whoever
+// it lent the bytes to (gRPC writing a message after Send has returned).
+// The buffer goes back to the pool when the owner has released it and
+// every loan is returned, whichever comes last.
+type Shared struct {
+	b    *[]byte
+	refs atomic.Int32
+}
+
+// NewShared returns a Shared buffer of n bytes (not zeroed), owned by the
+// caller.
+func NewShared(n int) *Shared {
+	s := &Shared{b: Get(n)}
+	s.refs.Store(1)
+	return s
+}
+
+// Bytes is the buffer. Its owner may use it until Release, a borrower
+// until it returns its loan.
+func (s *Shared) Bytes() []byte { return *s.b }
+
+// Lend keeps the buffer from the pool until the returned function is
+// called (once; later calls do nothing). It may be called from any
+// goroutine while the owner has not released the buffer, and so may the
+// function it returns at any time.
+func (s *Shared) Lend() (release func()) {
+	s.refs.Add(1)
+	var once sync.Once
+	return func() { once.Do(s.unref) }
+}
+
+// Release is the owner's: it gives the buffer back to the pool, or lets
+// the last loan do it. The owner must not use it afterwards nor release
+// it twice.
+func (s *Shared) Release() { s.unref() }
+
+func (s *Shared) unref() {
+	if s.refs.Add(-1) == 0 {
+		Put(s.b)
+	}
 }

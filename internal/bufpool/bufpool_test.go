@@ -72,3 +72,41 @@ func TestGetAndPutOfAWarmPoolAllocateNothing(t *testing.T) {
 		t.Errorf("Get+Put of a 1 MiB buffer: %.1f allocations, want 0", allocs)
 	}
 }
+
+func TestSharedBufferOutlivesItsOwnerWhileLent(t *testing.T) {
+	s := NewShared(64 << 10)
+	for i := range s.Bytes() {
+		s.Bytes()[i] = 1
+	}
+	lent := s.Bytes()
+	release := s.Lend()
+	s.Release()
+	var held []*[]byte
+	for range 20 { // whatever the pool hands out now is another buffer
+		b := Get(64 << 10)
+		if &(*b)[0] == &lent[0] {
+			t.Fatal("a lent buffer went back to the pool when its owner released it")
+		}
+		held = append(held, b)
+	}
+	for _, b := range held {
+		Put(b)
+	}
+	release()
+	release() // once only: a second call must not pool it twice
+	if raceEnabled {
+		return
+	}
+	seen := 0
+	held = held[:0]
+	for range 20 {
+		b := Get(64 << 10)
+		if &(*b)[0] == &lent[0] {
+			seen++
+		}
+		held = append(held, b)
+	}
+	if seen != 1 {
+		t.Fatalf("the buffer came back from the pool %d times after its last loan, want once", seen)
+	}
+}

@@ -3,8 +3,6 @@ package codec
 import (
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 
 	"github.com/zrpcio/zrpc/internal/bufpool"
 )
@@ -32,8 +30,7 @@ const MaxBlockLen = 1 << 30
 type Block struct {
 	c      *Codec
 	maxLen int
-	mem    *[]byte // nil after Release
-	refs   atomic.Int32 // the owner's reference and the loans
+	mem    *bufpool.Shared // nil after Release
 	shards [][]byte
 	sums   []uint32
 	ok     bool // the last Encode succeeded: Shards and Sums are valid
@@ -48,11 +45,10 @@ func (c *Codec) NewBlock(maxBlockLen int) *Block {
 	b := &Block{
 		c:      c,
 		maxLen: maxBlockLen,
-		mem:    bufpool.Get(n * ShardLen(maxBlockLen, c.k)),
+		mem:    bufpool.NewShared(n * ShardLen(maxBlockLen, c.k)),
 		shards: make([][]byte, n),
 		sums:   make([]uint32, n),
 	}
-	b.refs.Store(1)
 	return b
 }
 
@@ -64,7 +60,7 @@ func (b *Block) Data() []byte {
 	if b.mem == nil {
 		return nil
 	}
-	return (*b.mem)[:b.maxLen:b.maxLen]
+	return b.mem.Bytes()[:b.maxLen:b.maxLen]
 }
 
 // Encode encodes the first blockLen bytes of b.Data(): zeroes the padding
@@ -82,7 +78,7 @@ func (c *Codec) Encode(b *Block, blockLen int) error {
 	}
 	b.ok = false
 	sl := ShardLen(blockLen, c.k)
-	buf := *b.mem
+	buf := b.mem.Bytes()
 	clear(buf[blockLen : c.k*sl])
 	for i := range b.shards {
 		b.shards[i] = buf[i*sl : (i+1)*sl : (i+1)*sl]
@@ -127,7 +123,7 @@ func (b *Block) Release() {
 		return
 	}
 	clear(b.shards)
-	b.unref(b.mem)
+	b.mem.Release()
 	b.mem = nil
 	b.ok = false
 }
@@ -136,21 +132,12 @@ func (b *Block) Release() {
 // function is called (once; later calls do nothing), even when Release
 // comes first: the Block's slices stay valid for whoever holds the loan.
 // A Block already released lends nothing (the function does nothing).
-// Lend and the function it returns may be called from any goroutine.
+// Lend may be called from several goroutines at once, not concurrently
+// with Release; the function it returns may be called from any goroutine
+// at any time.
 func (b *Block) Lend() (release func()) {
 	if b.mem == nil {
 		return func() {}
 	}
-	b.refs.Add(1)
-	mem := b.mem
-	var once sync.Once
-	return func() { once.Do(func() { b.unref(mem) }) }
-}
-
-// unref drops one reference to the Block's buffer mem and pools it with
-// the last.
-func (b *Block) unref(mem *[]byte) {
-	if b.refs.Add(-1) == 0 {
-		bufpool.Put(mem)
-	}
+	return b.mem.Lend()
 }
