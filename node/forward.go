@@ -16,6 +16,7 @@ import (
 
 	"github.com/zrpcio/zrpc/acl"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/wirecodec"
 )
 
 // peerConns are this agent's shared connections to its peers' gRPC APIs,
@@ -57,6 +58,8 @@ func (f *peerConns) conn(addr string) (*grpc.ClientConn, error) {
 		f.n.peerTransport(),
 		grpc.WithPerRPCCredentials(peerCredentials{f.n}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMessage), grpc.MaxCallSendMsgSize(maxRecvMessage)),
+		// Shards go to peers by reference and come back into pooled buffers.
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(wirecodec.Codec{})),
 		// Peers restart: reconnect within a second, not after gRPC's
 		// default backoff of up to two minutes. (ClientConn's
 		// ResetConnectBackoff would do it at once when gossip sees the peer
