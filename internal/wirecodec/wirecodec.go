@@ -21,10 +21,13 @@
 package wirecodec
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sync"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -304,4 +307,42 @@ func unmarshalBorrowed(data []byte, m proto.Message, fd protoreflect.FieldDescri
 	}
 	m.ProtoReflect().Set(fd, protoreflect.ValueOfBytes(payload[:len(payload):len(payload)]))
 	return true, nil
+}
+
+// BorrowIn returns a copy of desc in which the requests of its unary
+// method named method keep their bytes field named field in the buffer
+// they arrived in (Borrow) until the handler has returned; the handler
+// must not keep the field, or any slice of it, past its return. Other
+// methods, and a desc without that method, are left as they are.
+func BorrowIn(desc *grpc.ServiceDesc, method string, field protoreflect.Name) *grpc.ServiceDesc {
+	out := *desc
+	out.Methods = slices.Clone(desc.Methods)
+	for i, m := range out.Methods {
+		if m.MethodName == method {
+			out.Methods[i].Handler = borrowing(m.Handler, field)
+		}
+	}
+	return &out
+}
+
+func borrowing(h grpc.MethodHandler, field protoreflect.Name) grpc.MethodHandler {
+	return func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
+		var frees []func()
+		defer func() {
+			for _, free := range frees {
+				free()
+			}
+		}()
+		borrowDec := func(v any) error {
+			m, ok := v.(proto.Message)
+			if !ok {
+				return dec(v)
+			}
+			done := Borrow(m, field)
+			err := dec(v)
+			frees = append(frees, done())
+			return err
+		}
+		return h(srv, ctx, borrowDec, ic)
+	}
 }

@@ -29,6 +29,7 @@ import (
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/pki"
 	"github.com/zrpcio/zrpc/internal/tlsconf"
+	"github.com/zrpcio/zrpc/internal/wirecodec"
 	"github.com/zrpcio/zrpc/storage"
 )
 
@@ -109,7 +110,8 @@ func NewServer(cfg ServerConfig, svcs Services) *grpc.Server {
 	pb.RegisterStatusServer(s, svcs.Status)
 	pb.RegisterInternalServer(s, svcs.Internal)
 	pb.RegisterBlobsServer(s, svcs.Blobs)
-	pb.RegisterShardsServer(s, svcs.Shards)
+	// A peer's shard is stored from the buffer it arrived in.
+	s.RegisterService(wirecodec.BorrowIn(&pb.Shards_ServiceDesc, "PutShard", "payload"), svcs.Shards)
 	if svcs.ACL != nil {
 		pb.RegisterACLServer(s, svcs.ACL)
 	}
