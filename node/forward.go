@@ -10,6 +10,7 @@ import (
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -60,6 +61,7 @@ func (f *peerConns) conn(addr string) (*grpc.ClientConn, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMessage), grpc.MaxCallSendMsgSize(maxRecvMessage)),
 		// Shards go to peers by reference and come back into pooled buffers.
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(wirecodec.Codec{})),
+		experimental.WithBufferPool(wirecodec.BufferPool()),
 		// Peers restart: reconnect within a second, not after gRPC's
 		// default backoff of up to two minutes. (ClientConn's
 		// ResetConnectBackoff would do it at once when gossip sees the peer

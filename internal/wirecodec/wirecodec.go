@@ -54,6 +54,13 @@ func (Codec) Name() string { return Name }
 // pool is bufpool as gRPC's mem.BufferPool.
 type pool struct{}
 
+// BufferPool is internal/bufpool as a gRPC buffer pool, for the agent's
+// server (experimental.BufferPool) and its peer connections
+// (experimental.WithBufferPool): the frames gRPC reads into come from it,
+// not zeroed (gRPC's default pool clears every buffer it hands out, and a
+// frame is read over all of it).
+func BufferPool() mem.BufferPool { return pool{} }
+
 func (pool) Get(n int) *[]byte { return bufpool.Get(n) }
 func (pool) Put(b *[]byte)     { bufpool.Put(b) }
 

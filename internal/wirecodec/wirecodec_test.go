@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -263,7 +264,7 @@ func serve(t *testing.T, srv *blobs) pb.BlobsClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := grpc.NewServer(grpc.ForceServerCodecV2(Codec{}))
+	s := grpc.NewServer(grpc.ForceServerCodecV2(Codec{}), experimental.BufferPool(BufferPool()))
 	pb.RegisterBlobsServer(s, srv)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -276,7 +277,7 @@ func serve(t *testing.T, srv *blobs) pb.BlobsClient {
 		wg.Wait()
 	})
 	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(Codec{})))
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(Codec{})), experimental.WithBufferPool(BufferPool()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +361,7 @@ func TestBorrowedUnaryRequestsStayValidUntilTheHandlerReturns(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := &shards{size: 64 << 10}
-	s := grpc.NewServer(grpc.ForceServerCodecV2(Codec{}))
+	s := grpc.NewServer(grpc.ForceServerCodecV2(Codec{}), experimental.BufferPool(BufferPool()))
 	s.RegisterService(BorrowIn(&pb.Shards_ServiceDesc, "PutShard", "payload"), srv)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -373,7 +374,7 @@ func TestBorrowedUnaryRequestsStayValidUntilTheHandlerReturns(t *testing.T) {
 		wg.Wait()
 	})
 	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(Codec{})))
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(Codec{})), experimental.WithBufferPool(BufferPool()))
 	if err != nil {
 		t.Fatal(err)
 	}

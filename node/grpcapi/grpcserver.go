@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -100,6 +101,7 @@ func NewServer(cfg ServerConfig, svcs Services) *grpc.Server {
 		grpc.MaxRecvMsgSize(MaxRecvMessage),
 		grpc.MaxSendMsgSize(maxMessage),
 		grpc.ForceServerCodecV2(newWatchCodec()),
+		experimental.BufferPool(wirecodec.BufferPool()),
 		grpc.NumStreamWorkers(streamWorkers),
 		// Notice dead session holders behind a silent network within ~15 s;
 		// a crashed process closes its socket and is noticed at once.
