@@ -62,6 +62,7 @@ func (f *peerConns) conn(addr string) (*grpc.ClientConn, error) {
 		// Shards go to peers by reference and come back into pooled buffers.
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(wirecodec.Codec{})),
 		experimental.WithBufferPool(wirecodec.BufferPool()),
+		grpc.WithChainUnaryInterceptor(wirecodec.ReadInto),
 		// Peers restart: reconnect within a second, not after gRPC's
 		// default backoff of up to two minutes. (ClientConn's
 		// ResetConnectBackoff would do it at once when gossip sees the peer

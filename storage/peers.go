@@ -128,9 +128,10 @@ func (s *Store) getShard(ctx context.Context, node string, ref *pb.ShardRef, wan
 	return s.getShardInto(ctx, node, ref, want, waitReady, nil)
 }
 
-// getShardInto is getShard that reads a shard this agent holds into dst
-// when its capacity suffices (the payload returned is then dst resliced);
-// a peer's shard comes in a buffer of its own.
+// getShardInto is getShard that reads the shard into dst when its
+// capacity suffices (the payload returned is then dst resliced): from this
+// agent's files, or from a peer's answer as it arrives
+// (wirecodec.WithDestination).
 func (s *Store) getShardInto(ctx context.Context, node string, ref *pb.ShardRef, want uint32, waitReady bool, dst []byte) ([]byte, error) {
 	timeout := s.cfg.ShardTimeout
 	if waitReady {
@@ -152,6 +153,9 @@ func (s *Store) getShardInto(ctx context.Context, node string, ref *pb.ShardRef,
 			return nil, fmt.Errorf("get shard %s/%d/%d from %s: %w", ref.BlobId, ref.Block, ref.Index, node, cerr)
 		}
 		var resp *pb.GetShardResponse
+		if dst != nil {
+			ctx = wirecodec.WithDestination(ctx, "payload", dst)
+		}
 		resp, err = peer.GetShard(ctx, &pb.GetShardRequest{Ref: ref})
 		err = apierr.FromStatus(err)
 		if err == nil {

@@ -12,6 +12,10 @@
 //   - a message received into one that was borrowed for (Borrow) keeps
 //     its bytes field pointing into the received buffer instead of a copy,
 //     until the receiver frees it.
+//   - a unary reply whose call named a destination (WithDestination, with
+//     the ReadInto interceptor) has its bytes field copied from the
+//     received buffer straight into it: a peer's shard lands in its place
+//     in the block being decoded.
 //
 // It is not a format: what goes on the wire is the protobuf encoding of
 // the message, byte for byte a valid one, and a peer with grpc-go's codec
@@ -218,6 +222,9 @@ func Lend(msg proto.Message, field protoreflect.Name, release func()) (reclaim f
 type borrow struct {
 	fd  protoreflect.FieldDescriptor
 	buf mem.Buffer // set by Unmarshal when the field points into it
+	// dst, when it has room, is where the field's bytes are copied
+	// instead (ReadInto); buf is then freed at once.
+	dst []byte
 }
 
 var borrows sync.Map // proto.Message -> *borrow
@@ -258,6 +265,13 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 		bw := b.(*borrow)
 		kept, err := unmarshalBorrowed(buf.ReadOnlyData(), m, bw.fd)
 		if kept && err == nil {
+			if b := m.ProtoReflect().Get(bw.fd).Bytes(); cap(bw.dst) >= len(b) {
+				into := bw.dst[:len(b):len(b)]
+				copy(into, b)
+				m.ProtoReflect().Set(bw.fd, protoreflect.ValueOfBytes(into))
+				buf.Free()
+				return nil
+			}
 			bw.buf = buf
 			return nil
 		}
@@ -352,4 +366,38 @@ func borrowing(h grpc.MethodHandler, field protoreflect.Name) grpc.MethodHandler
 		}
 		return h(srv, ctx, borrowDec, ic)
 	}
+}
+
+type destinationKey struct{}
+
+type destination struct {
+	field protoreflect.Name
+	dst   []byte
+}
+
+// WithDestination returns a context for a unary call whose reply's bytes
+// field named field is to be read straight into dst when it fits (the
+// field is then dst resliced; else a buffer of its own): a shard read
+// into its place in the block it belongs to. It takes effect on
+// connections that use ReadInto and this codec; elsewhere the reply is
+// read as usual. dst is written by the call, and belongs to the caller
+// again once the call has returned.
+func WithDestination(ctx context.Context, field protoreflect.Name, dst []byte) context.Context {
+	return context.WithValue(ctx, destinationKey{}, destination{field: field, dst: dst})
+}
+
+// ReadInto is the client interceptor that honours WithDestination.
+func ReadInto(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	d, ok := ctx.Value(destinationKey{}).(destination)
+	m, isMsg := reply.(proto.Message)
+	if !ok || !isMsg {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	fd := m.ProtoReflect().Descriptor().Fields().ByName(d.field)
+	if fd == nil || fd.Kind() != protoreflect.BytesKind || fd.IsList() {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	borrows.Store(m, &borrow{fd: fd, dst: d.dst})
+	defer borrows.Delete(m)
+	return invoker(ctx, method, req, reply, cc, opts...)
 }

@@ -403,3 +403,84 @@ func TestBorrowedUnaryRequestsStayValidUntilTheHandlerReturns(t *testing.T) {
 		t.Fatal("BorrowIn changed the generated ServiceDesc instead of a copy")
 	}
 }
+
+type shardReader struct {
+	pb.UnimplementedShardsServer
+	size int
+}
+
+func (s *shardReader) GetShard(_ context.Context, req *pb.GetShardRequest) (*pb.GetShardResponse, error) {
+	seed := byte(req.GetRef().GetBlock())
+	return &pb.GetShardResponse{Sum: uint32(seed), Payload: pattern(s.size, seed)}, nil
+}
+
+func TestReadIntoPutsAReplysBytesInTheCallersBuffer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &shardReader{size: 96 << 10}
+	s := grpc.NewServer(grpc.ForceServerCodecV2(Codec{}), experimental.BufferPool(BufferPool()))
+	pb.RegisterShardsServer(s, srv)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		s.Stop()
+		wg.Wait()
+	})
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(Codec{})), experimental.WithBufferPool(BufferPool()),
+		grpc.WithChainUnaryInterceptor(ReadInto))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c := pb.NewShardsClient(conn)
+	block := make([]byte, 4*srv.size)
+	errs := make(chan error, 4)
+	for i := range 4 {
+		go func() {
+			dst := block[i*srv.size : i*srv.size : (i+1)*srv.size]
+			for round := range 10 {
+				seed := uint32(i*10 + round)
+				ctx := WithDestination(context.Background(), "payload", dst)
+				resp, err := c.GetShard(ctx, &pb.GetShardRequest{Ref: &pb.ShardRef{Block: seed}})
+				switch {
+				case err != nil:
+				case !bytes.Equal(resp.Payload, pattern(srv.size, byte(seed))):
+					err = fmt.Errorf("shard %d arrived wrong", seed)
+				case &resp.Payload[0] != &block[i*srv.size]:
+					err = fmt.Errorf("shard %d was not read into its place in the block", seed)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Too small a destination, or none: a buffer of its own.
+	for _, ctx := range []context.Context{
+		WithDestination(context.Background(), "payload", make([]byte, 0, 10)),
+		WithDestination(context.Background(), "sum", block),
+		context.Background(),
+	} {
+		resp, err := c.GetShard(ctx, &pb.GetShardRequest{Ref: &pb.ShardRef{Block: 7}})
+		if err != nil || !bytes.Equal(resp.Payload, pattern(srv.size, 7)) {
+			t.Fatalf("GetShard: %v, or wrong payload", err)
+		}
+		if &resp.Payload[0] == &block[0] {
+			t.Fatal("a reply was read into a destination it was not given")
+		}
+	}
+}
