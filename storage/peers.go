@@ -117,19 +117,16 @@ func (s *Store) syncShards(ctx context.Context, node, id string) (int, error) {
 	return int(resp.Shards), nil
 }
 
-// getShard reads one shard from node, which the blob's metadata names as
+// getShardInto reads one shard from node, which the blob's metadata names as
 // its holder, and checks it against the checksum recorded in the metadata.
 // A shard that fails the check, or that its holder does not have, is
 // reported for repair and returned as ErrCorrupt or ErrNotFound, never as
 // data. With waitReady, a connection still in reconnect backoff (the agent
 // just restarted) is waited for, up to reconnectWait, instead of failing at
 // once.
-func (s *Store) getShard(ctx context.Context, node string, ref *pb.ShardRef, want uint32, waitReady bool) ([]byte, error) {
-	return s.getShardInto(ctx, node, ref, want, waitReady, nil)
-}
-
-// getShardInto is getShard that reads the shard into dst when its
-// capacity suffices (the payload returned is then dst resliced): from this
+//
+// The shard is read into dst when its capacity suffices (the payload
+// returned is then dst resliced; nil dst: a buffer of its own): from this
 // agent's files, or from a peer's answer as it arrives
 // (wirecodec.WithDestination).
 func (s *Store) getShardInto(ctx context.Context, node string, ref *pb.ShardRef, want uint32, waitReady bool, dst []byte) ([]byte, error) {
