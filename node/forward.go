@@ -10,12 +10,14 @@ import (
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/zrpcio/zrpc/acl"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/wirecodec"
 )
 
 // peerConns are this agent's shared connections to its peers' gRPC APIs,
@@ -57,6 +59,10 @@ func (f *peerConns) conn(addr string) (*grpc.ClientConn, error) {
 		f.n.peerTransport(),
 		grpc.WithPerRPCCredentials(peerCredentials{f.n}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMessage), grpc.MaxCallSendMsgSize(maxRecvMessage)),
+		// Shards go to peers by reference and come back into pooled buffers.
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(wirecodec.Codec{})),
+		experimental.WithBufferPool(wirecodec.BufferPool()),
+		grpc.WithChainUnaryInterceptor(wirecodec.ReadInto),
 		// Peers restart: reconnect within a second, not after gRPC's
 		// default backoff of up to two minutes. (ClientConn's
 		// ResetConnectBackoff would do it at once when gossip sees the peer

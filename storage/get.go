@@ -13,6 +13,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/bufpool"
+	"github.com/zrpcio/zrpc/internal/wirecodec"
 	"github.com/zrpcio/zrpc/storage/codec"
 )
 
@@ -91,9 +93,9 @@ func (s *Store) Get(ctx context.Context, req *pb.BlobGetRequest, send func(*pb.B
 		}
 		start := uint64(i) * bs
 		lo, hi := max(req.Offset, start)-start, min(end, start+uint64(r.n))-start
-		err := sendChunks(r.buf[lo:hi], send)
+		err := sendLent(r.buf, r.buf.Bytes()[lo:hi], send)
 		s.metrics.getBytes.Add(float64(hi - lo))
-		r.release()
+		r.buf.Release()
 		if err != nil {
 			return err
 		}
@@ -120,10 +122,25 @@ func readRange(b *pb.Blob, offset, length uint64) (end uint64, err error) {
 	return offset + length, nil
 }
 
+// sendChunks sends data in chunks, each copied into its message.
 func sendChunks(data []byte, send func(*pb.BlobGetResponse) error) error {
+	return sendLent(nil, data, send)
+}
+
+// sendLent sends data, which lies in buf (nil: data is copied), in
+// chunks that gRPC writes by reference: each chunk holds a loan of buf
+// until gRPC has written it, after send has returned.
+func sendLent(buf *bufpool.Shared, data []byte, send func(*pb.BlobGetResponse) error) error {
 	for len(data) > 0 {
 		n := min(len(data), chunkSize)
-		if err := send(&pb.BlobGetResponse{Chunk: data[:n]}); err != nil {
+		msg := &pb.BlobGetResponse{Chunk: data[:n:n]}
+		reclaim := func() {}
+		if buf != nil {
+			reclaim = wirecodec.Lend(msg, "chunk", buf.Lend())
+		}
+		err := send(msg)
+		reclaim()
+		if err != nil {
 			return err
 		}
 		data = data[n:]
@@ -131,27 +148,11 @@ func sendChunks(data []byte, send func(*pb.BlobGetResponse) error) error {
 	return nil
 }
 
+// readBlock is a block read for a get: its bytes are buf.Bytes()[:n].
 type readBlock struct {
-	buf []byte
+	buf *bufpool.Shared
 	n   int
 	err error
-}
-
-func (r readBlock) release() { putBlockBuf(r.buf) }
-
-var blockBufs sync.Pool
-
-func getBlockBuf(n int) []byte {
-	if b, ok := blockBufs.Get().(*[]byte); ok && cap(*b) >= n {
-		return (*b)[:n]
-	}
-	return make([]byte, n)
-}
-
-func putBlockBuf(b []byte) {
-	if b != nil {
-		blockBufs.Put(&b)
-	}
 }
 
 // readAhead is how many blocks a get fetches ahead of the one it sends.
@@ -191,21 +192,24 @@ func (s *Store) prefetch(ctx context.Context, b *pb.Blob, first, last int) <-cha
 	return queue
 }
 
-// readBlock reads and decodes block i of b.
-func (s *Store) readBlock(ctx context.Context, b *pb.Blob, c *codec.Codec, i int, alive map[string]bool) ([]byte, int, error) {
-	shards, err := s.fetchShards(ctx, b, i, -1, alive)
+// readBlock reads and decodes block i of b into a pooled buffer, the
+// caller's to release. The data shards this agent holds are read straight
+// into their place in it, so decoding does not copy them.
+func (s *Store) readBlock(ctx context.Context, b *pb.Blob, c *codec.Codec, i int, alive map[string]bool) (*bufpool.Shared, int, error) {
+	blk := b.Blocks[i]
+	buf := bufpool.NewShared(c.K() * codec.ShardLen(int(b.BlockSize), c.K()))
+	shards, err := s.fetchShardsInto(ctx, b, i, -1, alive, buf.Bytes())
 	if err != nil {
+		buf.Release()
 		return nil, 0, err
 	}
-	blk := b.Blocks[i]
-	buf := getBlockBuf(int(b.BlockSize))
 	var reconstructed bool
 	err = s.coding(ctx, func() (err error) {
-		reconstructed, err = c.Decode(shards, int(blk.Len), buf)
+		reconstructed, err = c.Decode(shards, int(blk.Len), buf.Bytes())
 		return err
 	})
 	if err != nil {
-		putBlockBuf(buf)
+		buf.Release()
 		return nil, 0, fmt.Errorf("decode block %d of %q: %w", i, b.Name, err)
 	}
 	if reconstructed {
@@ -219,9 +223,24 @@ func (s *Store) readBlock(ctx context.Context, b *pb.Blob, c *codec.Codec, i int
 // Shards on agents that are not alive are tried last. skip names a shard
 // index not to read (-1 for none): repair rebuilds it.
 func (s *Store) fetchShards(ctx context.Context, b *pb.Blob, i, skip int, alive map[string]bool) ([][]byte, error) {
+	return s.fetchShardsInto(ctx, b, i, skip, alive, nil)
+}
+
+// fetchShardsInto is fetchShards that reads the data shards this agent
+// holds into their place in block, the buffer the block is decoded into
+// (data shard j at j*sl, sl its shard length; nil: into buffers of their
+// own), so that codec.Decode finds them there.
+func (s *Store) fetchShardsInto(ctx context.Context, b *pb.Blob, i, skip int, alive map[string]bool, block []byte) ([][]byte, error) {
 	blk := b.Blocks[i]
 	k := int(b.DataShards)
 	n := k + int(b.ParityShards)
+	sl := codec.ShardLen(int(blk.Len), k)
+	into := func(idx int) []byte {
+		if idx >= k || (idx+1)*sl > len(block) {
+			return nil
+		}
+		return block[idx*sl : idx*sl : (idx+1)*sl]
+	}
 	shards := make([][]byte, n)
 	var errs []error
 	var mu sync.Mutex
@@ -238,7 +257,7 @@ func (s *Store) fetchShards(ctx context.Context, b *pb.Blob, i, skip int, alive 
 				defer wg.Done()
 				node := b.Holder(blk, idx)
 				ref := &pb.ShardRef{BlobId: b.Id, Block: uint32(i), Index: uint32(idx)}
-				p, err := s.getShard(ctx, node, ref, blk.Sums[idx], waitReady)
+				p, err := s.getShardInto(ctx, node, ref, blk.Sums[idx], waitReady, into(idx))
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {

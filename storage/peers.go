@@ -9,6 +9,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/wirecodec"
 	"github.com/zrpcio/zrpc/storage/codec"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 )
@@ -32,18 +33,31 @@ func shardRef(id shardstore.ID) *pb.ShardRef {
 // and readable at syncShards; otherwise (repair) it is durable on return.
 //
 // blockSize is the blob's block size, which places the shard in the
-// holder's part file.
+// holder's part file. sum is the payload's CRC32C, computed by the caller
+// from these bytes: this agent's own store trusts it, a peer checks it.
 func (s *Store) putShard(ctx context.Context, node string, ref *pb.ShardRef, sc Scheme, blockSize, blockLen int, sum uint32, payload []byte, staged bool) error {
+	return s.putShardLent(ctx, node, ref, sc, blockSize, blockLen, sum, payload, staged, nil)
+}
+
+// putShardLent is putShard of a payload that gRPC may write to a peer by
+// reference, after the call has returned: lend keeps the payload's memory
+// valid (and unchanged) until the function it returns is called. With a
+// nil lend the payload is copied into the message.
+func (s *Store) putShardLent(ctx context.Context, node string, ref *pb.ShardRef, sc Scheme, blockSize, blockLen int, sum uint32, payload []byte, staged bool, lend func() func()) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
 	defer cancel()
 	req := &pb.PutShardRequest{Ref: ref, DataShards: uint32(sc.K), ParityShards: uint32(sc.M),
 		BlockLen: uint32(blockLen), Sum: sum, Payload: payload, Staged: staged, BlockSize: uint32(blockSize)}
 	if node == s.cluster.Self() {
-		return s.storeLocal(req)
+		return s.storeLocal(req, true)
 	}
 	peer, err := s.cluster.Shards(node, false)
 	if err != nil {
 		return err
+	}
+	if lend != nil {
+		reclaim := wirecodec.Lend(req, "payload", lend())
+		defer reclaim()
 	}
 	_, err = peer.PutShard(ctx, req)
 	if err != nil {
@@ -52,7 +66,11 @@ func (s *Store) putShard(ctx context.Context, node string, ref *pb.ShardRef, sc 
 	return nil
 }
 
-func (s *Store) storeLocal(req *pb.PutShardRequest) error {
+// storeLocal stores a shard in this agent's files. summed says that
+// req.Sum was computed from req.Payload in this process (the encoder's,
+// repair's): it is trusted rather than computed again. A payload from a
+// peer is checked.
+func (s *Store) storeLocal(req *pb.PutShardRequest, summed bool) error {
 	if err := checkShardRef(req.GetRef()); err != nil {
 		return err
 	}
@@ -68,7 +86,10 @@ func (s *Store) storeLocal(req *pb.PutShardRequest) error {
 		BlockLen: req.BlockLen, ShardLen: uint32(len(req.Payload)), Sum: req.Sum, BlockSize: req.BlockSize,
 	}
 	put := s.shards.Put
-	if req.Staged {
+	switch {
+	case req.Staged && summed:
+		put = s.shards.StageSummed
+	case req.Staged:
 		put = s.shards.Stage
 	}
 	if err := put(h, req.Payload); err != nil {
@@ -96,14 +117,19 @@ func (s *Store) syncShards(ctx context.Context, node, id string) (int, error) {
 	return int(resp.Shards), nil
 }
 
-// getShard reads one shard from node, which the blob's metadata names as
+// getShardInto reads one shard from node, which the blob's metadata names as
 // its holder, and checks it against the checksum recorded in the metadata.
 // A shard that fails the check, or that its holder does not have, is
 // reported for repair and returned as ErrCorrupt or ErrNotFound, never as
 // data. With waitReady, a connection still in reconnect backoff (the agent
 // just restarted) is waited for, up to reconnectWait, instead of failing at
 // once.
-func (s *Store) getShard(ctx context.Context, node string, ref *pb.ShardRef, want uint32, waitReady bool) ([]byte, error) {
+//
+// The shard is read into dst when its capacity suffices (the payload
+// returned is then dst resliced; nil dst: a buffer of its own): from this
+// agent's files, or from a peer's answer as it arrives
+// (wirecodec.WithDestination).
+func (s *Store) getShardInto(ctx context.Context, node string, ref *pb.ShardRef, want uint32, waitReady bool, dst []byte) ([]byte, error) {
 	timeout := s.cfg.ShardTimeout
 	if waitReady {
 		timeout = min(timeout, reconnectWait)
@@ -115,7 +141,7 @@ func (s *Store) getShard(ctx context.Context, node string, ref *pb.ShardRef, wan
 	var err error
 	if node == s.cluster.Self() {
 		var h shardstore.Header
-		h, payload, err = s.shards.Get(shardID(ref), nil)
+		h, payload, err = s.shards.Get(shardID(ref), dst)
 		err = mapShardErr(err)
 		got = h.Sum // Get checked the payload against its header
 	} else {
@@ -124,6 +150,9 @@ func (s *Store) getShard(ctx context.Context, node string, ref *pb.ShardRef, wan
 			return nil, fmt.Errorf("get shard %s/%d/%d from %s: %w", ref.BlobId, ref.Block, ref.Index, node, cerr)
 		}
 		var resp *pb.GetShardResponse
+		if dst != nil {
+			ctx = wirecodec.WithDestination(ctx, "payload", dst)
+		}
 		resp, err = peer.GetShard(ctx, &pb.GetShardRequest{Ref: ref})
 		err = apierr.FromStatus(err)
 		if err == nil {
@@ -258,7 +287,7 @@ type ShardServer struct {
 func (s *Store) ShardServer() *ShardServer { return &ShardServer{s: s} }
 
 func (ss *ShardServer) PutShard(ctx context.Context, req *pb.PutShardRequest) (*pb.PutShardResponse, error) {
-	if err := ss.s.storeLocal(req); err != nil {
+	if err := ss.s.storeLocal(req, false); err != nil {
 		return nil, err
 	}
 	return &pb.PutShardResponse{}, nil
@@ -279,6 +308,8 @@ func (ss *ShardServer) GetShard(ctx context.Context, req *pb.GetShardRequest) (*
 	if err := checkShardRef(req.GetRef()); err != nil {
 		return nil, err
 	}
+	// A buffer of its own, never reused: gRPC writes a GetShardResponse's
+	// payload by reference (internal/wirecodec), after this returns.
 	h, payload, err := ss.s.shards.Get(shardID(req.Ref), nil)
 	if err != nil {
 		return nil, mapShardErr(err)

@@ -601,7 +601,7 @@ func (p *put) send(ctx context.Context, idx, blockLen int, blk *codec.Block, tar
 			ref := &pb.ShardRef{BlobId: p.id, Block: uint32(idx), Index: uint32(i)}
 			for try := 0; try < 2 && target != "" && ctx.Err() == nil; try++ {
 				p.markUsed(target)
-				err := p.s.putShard(ctx, target, ref, p.sc, p.s.cfg.BlockSize, blockLen, sums[i], shards[i], true)
+				err := p.s.putShardLent(ctx, target, ref, p.sc, p.s.cfg.BlockSize, blockLen, sums[i], shards[i], true, blk.Lend)
 				if err == nil {
 					got[i] = target
 					return

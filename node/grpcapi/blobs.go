@@ -9,6 +9,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/wirecodec"
 	"github.com/zrpcio/zrpc/storage"
 )
 
@@ -47,7 +48,9 @@ func (s *Blobs) Put(stream grpc.ClientStreamingServer[pb.BlobPutRequest, pb.Blob
 	if h == nil {
 		return fmt.Errorf("%w: the first message of a put must be its header", apierr.ErrInvalidArgument)
 	}
-	res, err := s.store.Put(stream.Context(), h, &putReader{stream: stream})
+	r := &putReader{stream: stream}
+	res, err := s.store.Put(stream.Context(), h, r)
+	r.release()
 	if err != nil {
 		return err
 	}
@@ -56,29 +59,45 @@ func (s *Blobs) Put(stream grpc.ClientStreamingServer[pb.BlobPutRequest, pb.Blob
 	})
 }
 
-// putReader reads the chunks of a Put stream.
+// putReader reads the chunks of a Put stream. Each chunk stays in the
+// buffer gRPC received it in (wirecodec.Borrow), which is freed once the
+// chunk is read, instead of being copied out of it first.
 type putReader struct {
 	stream grpc.ClientStreamingServer[pb.BlobPutRequest, pb.BlobPutResponse]
-	buf    []byte
+	msg    pb.BlobPutRequest // received into again and again
+	buf    []byte            // what is left of the current chunk
+	free   func()            // frees the current chunk's buffer
 }
 
 func (r *putReader) Read(p []byte) (int, error) {
 	for len(r.buf) == 0 {
-		msg, err := r.stream.Recv()
+		r.release()
+		done := wirecodec.Borrow(&r.msg, "chunk")
+		err := r.stream.RecvMsg(&r.msg)
+		r.free = done()
 		if err == io.EOF {
 			return 0, io.EOF
 		}
 		if err != nil {
 			return 0, err
 		}
-		if msg.GetHeader() != nil {
+		if r.msg.GetHeader() != nil {
 			return 0, fmt.Errorf("%w: a put carries one header, then chunks", apierr.ErrInvalidArgument)
 		}
-		r.buf = msg.GetChunk()
+		r.buf = r.msg.GetChunk()
 	}
 	n := copy(p, r.buf)
 	r.buf = r.buf[n:]
 	return n, nil
+}
+
+// release frees the current chunk's buffer; the reader is done with it.
+func (r *putReader) release() {
+	r.buf = nil
+	if r.free != nil {
+		r.free()
+		r.free = nil
+	}
 }
 
 func (s *Blobs) Get(req *pb.BlobGetRequest, stream grpc.ServerStreamingServer[pb.BlobGetResponse]) error {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -29,6 +30,7 @@ import (
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/pki"
 	"github.com/zrpcio/zrpc/internal/tlsconf"
+	"github.com/zrpcio/zrpc/internal/wirecodec"
 	"github.com/zrpcio/zrpc/storage"
 )
 
@@ -99,6 +101,7 @@ func NewServer(cfg ServerConfig, svcs Services) *grpc.Server {
 		grpc.MaxRecvMsgSize(MaxRecvMessage),
 		grpc.MaxSendMsgSize(maxMessage),
 		grpc.ForceServerCodecV2(newWatchCodec()),
+		experimental.BufferPool(wirecodec.BufferPool()),
 		grpc.NumStreamWorkers(streamWorkers),
 		// Notice dead session holders behind a silent network within ~15 s;
 		// a crashed process closes its socket and is noticed at once.
@@ -109,7 +112,8 @@ func NewServer(cfg ServerConfig, svcs Services) *grpc.Server {
 	pb.RegisterStatusServer(s, svcs.Status)
 	pb.RegisterInternalServer(s, svcs.Internal)
 	pb.RegisterBlobsServer(s, svcs.Blobs)
-	pb.RegisterShardsServer(s, svcs.Shards)
+	// A peer's shard is stored from the buffer it arrived in.
+	s.RegisterService(wirecodec.BorrowIn(&pb.Shards_ServiceDesc, "PutShard", "payload"), svcs.Shards)
 	if svcs.ACL != nil {
 		pb.RegisterACLServer(s, svcs.ACL)
 	}

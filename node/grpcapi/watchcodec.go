@@ -5,12 +5,12 @@ import (
 	"sync"
 
 	"google.golang.org/grpc/encoding"
-	protoenc "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/wirecodec"
 )
 
 // watchEventsField is the field number of WatchResponse.events.
@@ -22,7 +22,8 @@ const watchEventsField protowire.Number = 3
 // events encoded for it, as any other message.
 const maxEncodedEvents = 8192
 
-// watchCodec is the agent's gRPC codec: protobuf, except that the events
+// watchCodec is the agent's gRPC codec: protobuf (internal/wirecodec, with
+// its pooled buffers and shard payloads by reference), except that the events
 // of a watch response are encoded once for every watcher they go to. A
 // registry event is one object, shared by the ring and every watcher's
 // queue, and never changed, so its bytes can be kept and copied into each
@@ -35,7 +36,7 @@ type watchCodec struct {
 }
 
 func newWatchCodec() watchCodec {
-	return watchCodec{base: encoding.GetCodecV2(protoenc.Name), events: newEncodedEvents(maxEncodedEvents)}
+	return watchCodec{base: wirecodec.Codec{}, events: newEncodedEvents(maxEncodedEvents)}
 }
 
 func (c watchCodec) Name() string { return c.base.Name() }

@@ -3,6 +3,8 @@ package codec
 import (
 	"errors"
 	"fmt"
+
+	"github.com/zrpcio/zrpc/internal/bufpool"
 )
 
 // MaxBlockLen is the largest block NewBlock makes room for (1 GiB); larger
@@ -18,11 +20,17 @@ const MaxBlockLen = 1 << 30
 //
 // Use: b := c.NewBlock(max); n := fill(b.Data()); c.Encode(b, n); send
 // b.Shards() and b.Sums(); b.Release(). A Block can be filled and encoded
-// again before Release. It is not safe for concurrent use.
+// again before Release. It is not safe for concurrent use, except Lend and
+// the release functions it returns.
+//
+// A sender that hands a shard to something that reads it later (gRPC
+// writes a message's bytes after Send has returned) takes a Lend first:
+// the buffer goes back to the pool only once the Block is released and
+// every loan is returned.
 type Block struct {
 	c      *Codec
 	maxLen int
-	mem    *buffer // nil after Release
+	mem    *bufpool.Shared // nil after Release
 	shards [][]byte
 	sums   []uint32
 	ok     bool // the last Encode succeeded: Shards and Sums are valid
@@ -34,13 +42,14 @@ type Block struct {
 func (c *Codec) NewBlock(maxBlockLen int) *Block {
 	maxBlockLen = min(max(maxBlockLen, 0), MaxBlockLen)
 	n := c.k + c.m
-	return &Block{
+	b := &Block{
 		c:      c,
 		maxLen: maxBlockLen,
-		mem:    getBuffer(n * ShardLen(maxBlockLen, c.k)),
+		mem:    bufpool.NewShared(n * ShardLen(maxBlockLen, c.k)),
 		shards: make([][]byte, n),
 		sums:   make([]uint32, n),
 	}
+	return b
 }
 
 // Data is the area to fill with the block's bytes: len is the maxBlockLen
@@ -51,7 +60,7 @@ func (b *Block) Data() []byte {
 	if b.mem == nil {
 		return nil
 	}
-	return b.mem.b[:b.maxLen:b.maxLen]
+	return b.mem.Bytes()[:b.maxLen:b.maxLen]
 }
 
 // Encode encodes the first blockLen bytes of b.Data(): zeroes the padding
@@ -69,7 +78,7 @@ func (c *Codec) Encode(b *Block, blockLen int) error {
 	}
 	b.ok = false
 	sl := ShardLen(blockLen, c.k)
-	buf := b.mem.b
+	buf := b.mem.Bytes()
 	clear(buf[blockLen : c.k*sl])
 	for i := range b.shards {
 		b.shards[i] = buf[i*sl : (i+1)*sl : (i+1)*sl]
@@ -105,15 +114,30 @@ func (b *Block) Sums() []uint32 {
 	return b.sums
 }
 
-// Release gives the buffer back to the pool. The Block and every slice
-// obtained from it must not be used afterwards. Calling it again does
-// nothing.
+// Release gives the buffer back to the pool, once every Lend of it is
+// returned. The Block and every slice obtained from it must not be used
+// afterwards, except by holders of a loan until they return it. Calling it
+// again does nothing.
 func (b *Block) Release() {
 	if b.mem == nil {
 		return
 	}
 	clear(b.shards)
-	putBuffer(b.mem)
+	b.mem.Release()
 	b.mem = nil
 	b.ok = false
+}
+
+// Lend keeps the Block's buffer out of the pool until the returned
+// function is called (once; later calls do nothing), even when Release
+// comes first: the Block's slices stay valid for whoever holds the loan.
+// A Block already released lends nothing (the function does nothing).
+// Lend may be called from several goroutines at once, not concurrently
+// with Release; the function it returns may be called from any goroutine
+// at any time.
+func (b *Block) Lend() (release func()) {
+	if b.mem == nil {
+		return func() {}
+	}
+	return b.mem.Lend()
 }

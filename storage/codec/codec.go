@@ -21,6 +21,8 @@ import (
 	"sync"
 
 	"github.com/klauspost/reedsolomon"
+
+	"github.com/zrpcio/zrpc/internal/bufpool"
 )
 
 // MaxShards is the largest k+m a Codec accepts (GF(2^8) Reed-Solomon).
@@ -182,7 +184,7 @@ func (c *Codec) Decode(shards [][]byte, blockLen int, dst []byte) (reconstructed
 	plan := c.getWork()
 	defer c.putWork(plan)
 	src := plan.shards[:needed]
-	var scratch *buffer
+	var scratch *[]byte
 	for i := range needed {
 		switch {
 		case shards[i] != nil:
@@ -191,13 +193,13 @@ func (c *Codec) Decode(shards [][]byte, blockLen int, dst []byte) (reconstructed
 			src[i] = dst[i*sl : (i+1)*sl : (i+1)*sl]
 			reconstructed = true
 		default: // only the shard straddling the end of the block
-			scratch = getBuffer(sl)
-			src[i] = scratch.b
+			scratch = bufpool.Get(sl)
+			src[i] = *scratch
 			reconstructed = true
 		}
 	}
 	if scratch != nil {
-		defer putBuffer(scratch)
+		defer bufpool.Put(scratch)
 	}
 	if reconstructed {
 		if err := c.rebuildData(shards, src); err != nil {

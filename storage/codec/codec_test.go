@@ -391,26 +391,6 @@ func TestEncodeZeroesReusedPadding(t *testing.T) {
 	}
 }
 
-func TestSizeClasses(t *testing.T) {
-	prevClass, prevSize := -1, 0
-	for n := 1; n < 1<<24; n += 1 + n/7 {
-		class, size := sizeClass(n)
-		if size < n || (n > minClassSize && size > n+n/3) {
-			t.Fatalf("sizeClass(%d) = %d bytes", n, size)
-		}
-		if class < prevClass || (class == prevClass) != (size == prevSize) {
-			t.Fatalf("sizeClass(%d) = %d, %d after %d, %d", n, class, size, prevClass, prevSize)
-		}
-		prevClass, prevSize = class, size
-	}
-	if class, size := sizeClass(3 << 19); size != 3<<19 {
-		t.Errorf("1.5 MiB is class %d of %d bytes, want an exact fit", class, size)
-	}
-	if class, _ := sizeClass(1 << 41); class != -1 {
-		t.Errorf("2 TiB is pooled in class %d", class)
-	}
-}
-
 // Encode allocates nothing of its own: as often as reedsolomon's Encode on
 // the same shards (once on AVX2, for a []byte put in its sync.Pool) and
 // never without parity.
@@ -439,5 +419,58 @@ func TestEncodeAllocatesNoMoreThanReedSolomon(t *testing.T) {
 			t.Errorf("Encode %s: %.1f allocs, reedsolomon alone %.1f", c, ours, direct)
 		}
 		t.Logf("Encode %s: %.1f allocs per block (reedsolomon alone %.1f)", c, ours, direct)
+	}
+}
+
+// A shard lent out (to gRPC, which writes it after Send returns) keeps its
+// bytes after the Block is released, however often the pool hands out
+// buffers meanwhile; once the loan is returned the buffer is reused.
+func TestLentShardsOutliveRelease(t *testing.T) {
+	c := mustNew(t, 2, 1)
+	block := randomBlock(64<<10, 3)
+	b := c.NewBlock(len(block))
+	copy(b.Data(), block)
+	if err := c.Encode(b, len(block)); err != nil {
+		t.Fatal(err)
+	}
+	shard := b.Shards()[0]
+	want := bytes.Clone(shard)
+	release := b.Lend()
+	b.Release()
+	if b.Data() != nil || b.Shards() != nil {
+		t.Fatal("the owner still sees the Block after Release")
+	}
+	for range 50 {
+		o := c.NewBlock(len(block))
+		for i := range o.Data() {
+			o.Data()[i] = 0xff
+		}
+		o.Release()
+	}
+	if !bytes.Equal(shard, want) {
+		t.Fatal("a lent shard was overwritten by a Block made after its Release")
+	}
+	release()
+	release() // a second call does nothing
+	if raceEnabled {
+		return // sync.Pool drops buffers at random under the race detector
+	}
+	reused := false
+	var held []*Block
+	for range 10 {
+		o := c.NewBlock(len(block))
+		reused = reused || &o.Data()[0] == &shard[0]
+		held = append(held, o)
+	}
+	for _, o := range held {
+		o.Release()
+	}
+	if !reused {
+		t.Error("the buffer of a released Block never came back from the pool once its loan was returned")
+	}
+	if r := b.Lend(); r == nil {
+		t.Error("Lend of a released Block returned nil")
+	} else {
+		r()
 	}
 }

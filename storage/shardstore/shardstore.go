@@ -244,8 +244,20 @@ func (s *Store) release(delta int64, dShards int) {
 	s.mu.Unlock()
 }
 
-// checkPut checks a shard given to Put or Stage.
+// checkPut checks a shard given to Put or Stage, its payload against
+// h.Sum too.
 func checkPut(h *Header, payload []byte) error {
+	if err := checkPutHeader(h, payload); err != nil {
+		return err
+	}
+	if sum := codec.Checksum(payload); sum != h.Sum {
+		return fmt.Errorf("shardstore: put %s: payload checksum %08x, header says %08x: %w", h.ID, sum, h.Sum, ErrCorrupt)
+	}
+	return nil
+}
+
+// checkPutHeader checks a shard's header against its payload's length.
+func checkPutHeader(h *Header, payload []byte) error {
 	if err := h.check(); err != nil {
 		return err
 	}
@@ -257,9 +269,6 @@ func checkPut(h *Header, payload []byte) error {
 	case h.BlockSize < h.BlockLen:
 		return fmt.Errorf("shardstore: put %s: block of %d bytes, block size %d (the blob's block size is needed and bounds every block): %w",
 			h.ID, h.BlockLen, h.BlockSize, ErrInvalidHeader)
-	}
-	if sum := codec.Checksum(payload); sum != h.Sum {
-		return fmt.Errorf("shardstore: put %s: payload checksum %08x, header says %08x: %w", h.ID, sum, h.Sum, ErrCorrupt)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -798,5 +799,30 @@ func TestFileNames(t *testing.T) {
 		if ok != tc.ok || block != tc.block || index != tc.index {
 			t.Errorf("parseFileName(%q) = %d, %d, %v; want %d, %d, %v", tc.name, block, index, ok, tc.block, tc.index, tc.ok)
 		}
+	}
+}
+
+// Get reads into the caller's buffer: reading shard after shard allocates
+// only what opening the part file takes, never a payload.
+func TestGetIntoACallersBufferAllocatesNoPayload(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	const shardLen = 256 << 10
+	h, payload := shardOf(ID{blobA, 0, 0}, 4, 2, 4*shardLen, 4*shardLen, 1)
+	if err := s.Put(h, payload); err != nil {
+		t.Fatal(err)
+	}
+	dst := make([]byte, shardLen)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const reads = 20
+	for range reads {
+		_, got, err := s.Get(h.ID, dst)
+		if err != nil || &got[0] != &dst[0] {
+			t.Fatalf("Get into a buffer with room: %v, or not into the buffer", err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / reads; per > shardLen/16 {
+		t.Errorf("Get into a buffer with room allocated %d bytes per read of a %d-byte shard", per, shardLen)
 	}
 }

@@ -116,6 +116,21 @@ func (s *Store) Stage(h Header, payload []byte) error {
 	if err := checkPut(&h, payload); err != nil {
 		return err
 	}
+	return s.stage(h, payload)
+}
+
+// StageSummed is Stage of a payload whose h.Sum its caller has just
+// computed from these very bytes in memory (the agent's own encoder, or
+// repair's rebuild): the checksum is trusted, not computed again. A
+// payload that crossed a network or a disk goes through Stage.
+func (s *Store) StageSummed(h Header, payload []byte) error {
+	if err := checkPutHeader(&h, payload); err != nil {
+		return err
+	}
+	return s.stage(h, payload)
+}
+
+func (s *Store) stage(h Header, payload []byte) error {
 	bl := s.blobLock(h.ID.Blob)
 	bl.RLock()
 	defer bl.RUnlock()

@@ -237,3 +237,37 @@ func TestOneFsyncPerPartFile(t *testing.T) {
 		t.Fatalf("a Put and 40 staged shards in two part files called SyncDelay %d times, want 3 (one per part file)", n)
 	}
 }
+
+// StageSummed trusts its caller's checksum (the agent's encoder computed
+// it from the same memory a moment ago) instead of computing it again;
+// the read checks the bytes on disk against it as for any shard.
+func TestStageSummedTrustsTheChecksumAndTheReadChecksIt(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	h, payload := shard(ID{blobA, 0, 0}, testBlockSize, 1)
+	bad := h
+	bad.Sum++
+	if err := s.StageSummed(bad, payload); err != nil {
+		t.Fatalf("StageSummed with a checksum it does not compute: %v", err)
+	}
+	short := h
+	short.ShardLen--
+	if err := s.StageSummed(short, payload); !errors.Is(err, ErrInvalidHeader) {
+		t.Fatalf("StageSummed with a wrong length: %v, want ErrInvalidHeader", err)
+	}
+	if _, err := s.CommitStaged(blobA); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Get(h.ID, nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Get of a shard staged with a wrong checksum: %v, want ErrCorrupt", err)
+	}
+	h2, p2 := shard(ID{blobA, 0, 1}, testBlockSize, 2)
+	if err := s.StageSummed(h2, p2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CommitStaged(blobA); err != nil {
+		t.Fatal(err)
+	}
+	if _, got, err := s.Get(h2.ID, nil); err != nil || !bytes.Equal(got, p2) {
+		t.Fatalf("Get of a shard staged with its checksum: %v", err)
+	}
+}
