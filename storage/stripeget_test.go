@@ -52,7 +52,7 @@ func commitPlaced(t *testing.T, s *Store, fc *fakeCluster, name string, data []b
 				Ref:        &pb.ShardRef{BlobId: b.Id, Block: uint32(len(b.Blocks)), Index: uint32(i)},
 				DataShards: uint32(k), ParityShards: uint32(m), BlockLen: uint32(n), BlockSize: uint32(blockSize),
 				Sum: blk.Sums()[i], Payload: shard,
-			})
+			}, false)
 			if err != nil {
 				t.Fatal(err)
 			}
