@@ -209,7 +209,8 @@ const writeShardsWait = 2 * time.Second
 // lengths, CRC32C) and staged; at the end this part is made durable (one
 // fsync and one rename) and the answer lists every block of this index
 // the agent now durably holds. On any error, or when the stream breaks,
-// the part's staged shards are discarded.
+// the part's staged shards are discarded. A message's payload is not used
+// after recv is called again: its buffer may be reused.
 func (s *Store) WriteShards(ctx context.Context, recv func() (*pb.WriteShardsRequest, error)) (*pb.WriteShardsResponse, error) {
 	first, err := recv()
 	if errors.Is(err, io.EOF) {

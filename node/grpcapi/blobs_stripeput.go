@@ -8,6 +8,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/wirecodec"
 	"github.com/zrpcio/zrpc/storage"
 )
 
@@ -30,11 +31,43 @@ func (s *Blobs) BeginPut(ctx context.Context, req *pb.BeginPutRequest) (*pb.Begi
 }
 
 func (s *Blobs) WriteShards(stream grpc.ClientStreamingServer[pb.WriteShardsRequest, pb.WriteShardsResponse]) error {
-	resp, err := s.store.WriteShards(stream.Context(), stream.Recv)
+	r := &shardRecv{stream: stream}
+	defer r.release()
+	resp, err := s.store.WriteShards(stream.Context(), r.recv)
 	if err != nil {
 		return err
 	}
 	return stream.SendAndClose(resp)
+}
+
+// shardRecv receives the messages of a WriteShards stream, each payload
+// left in the buffer gRPC received it in (wirecodec.Borrow) instead of
+// copied out of it. The store is done with a message's payload once it
+// asks for the next (it stages each shard before that), so each receive
+// frees the previous message's buffer.
+type shardRecv struct {
+	stream grpc.ClientStreamingServer[pb.WriteShardsRequest, pb.WriteShardsResponse]
+	free   func()
+}
+
+func (r *shardRecv) recv() (*pb.WriteShardsRequest, error) {
+	r.release()
+	msg := new(pb.WriteShardsRequest)
+	done := wirecodec.Borrow(msg, "payload")
+	err := r.stream.RecvMsg(msg)
+	r.free = done()
+	if err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+// release frees the last message's buffer.
+func (r *shardRecv) release() {
+	if r.free != nil {
+		r.free()
+		r.free = nil
+	}
 }
 
 func (s *Blobs) RenewPut(ctx context.Context, req *pb.RenewPutRequest) (*pb.RenewPutResponse, error) {
