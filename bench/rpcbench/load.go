@@ -36,6 +36,11 @@ const (
 // Systems lists the systems in the order a repetition runs them first.
 var Systems = []string{Zrpc, GRPC, GoZero}
 
+// ZrpcBase is zrpc built from other sources (Config.Base): its agent, echo
+// server and load process (which carries the client library) come from
+// that build, so one run compares two builds of zrpc round by round.
+const ZrpcBase = "zrpc-base"
+
 // EchoService is the name the zrpc echo server registers under.
 const EchoService = "echo.rpc"
 
