@@ -132,6 +132,10 @@ func TestConfigValidateNamesEveryBadField(t *testing.T) {
 			t.Errorf("error does not say %q: %v", want, err)
 		}
 	}
+	err = Config{ZrpcClient: "no-stages"}.Validate()
+	if err == nil || !strings.Contains(err.Error(), `zrpc client "no-stages"`) {
+		t.Errorf("unknown zrpc client variant: error %v, want one naming it", err)
+	}
 	err = Config{Systems: []string{ZrpcBase}}.Validate()
 	if err == nil || !strings.Contains(err.Error(), "--base") {
 		t.Errorf("zrpc-base without a base build: error %v, want one saying --base", err)
@@ -180,5 +184,16 @@ func TestRunEndToEnd(t *testing.T) {
 		if pids, err := proc.ProcessesUnder(d); err != nil || len(pids) > 0 {
 			t.Errorf("processes under %s still running after Run: %v (%v)", d, pids, err)
 		}
+	}
+}
+
+func TestZrpcClientVariantsAreKnownByName(t *testing.T) {
+	for _, v := range append([]string{""}, ZrpcClients...) {
+		if _, err := zrpcClientOptions(v); err != nil {
+			t.Errorf("variant %q: %v", v, err)
+		}
+	}
+	if _, err := zrpcClientOptions("no-stages"); err == nil || !strings.Contains(err.Error(), "no-timeout") {
+		t.Errorf("unknown variant: error %v, want one listing the variants", err)
 	}
 }

@@ -53,6 +53,10 @@ type Config struct {
 	// Systems are the systems to run, from Systems and ZrpcBase; empty
 	// means Systems, and ZrpcBase too when Base is set.
 	Systems []string
+	// ZrpcClient is the variant of system zrpc's client (see
+	// LoadConfig.ZrpcClient); zrpc-base always runs the default. With
+	// Base set to the same build it compares a variant with the default.
+	ZrpcClient string
 	// Reps is how many times every system runs at every caller count.
 	Reps int
 	// Callers are the concurrent callers of the load process, one round
@@ -92,6 +96,9 @@ func (c Config) Validate() error {
 		case sys != ZrpcBase && !slices.Contains(Systems, sys):
 			errs = append(errs, fmt.Errorf("systems: unknown system %q (want %s or %s)", sys, strings.Join(Systems, ", "), ZrpcBase))
 		}
+	}
+	if _, err := zrpcClientOptions(c.ZrpcClient); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Reps < 1 {
 		errs = append(errs, fmt.Errorf("reps %d: run at least 1 repetition (3 or more to see the spread)", c.Reps))
@@ -355,9 +362,13 @@ func runRound(ctx context.Context, cfg Config, dir string, i int, r Round, s *sy
 	if r.System == ZrpcBase {
 		self, system = cfg.Base.Self, Zrpc
 	}
-	cmd := proc.Command(self, "load", "--system", system, "--target", s.target,
+	args := []string{"load", "--system", system, "--target", s.target,
 		"--callers", strconv.Itoa(r.Callers), "--payload", strconv.Itoa(cfg.Payload),
-		"--warmup", cfg.Warmup.String(), "--duration", cfg.Duration.String())
+		"--warmup", cfg.Warmup.String(), "--duration", cfg.Duration.String()}
+	if r.System == Zrpc && cfg.ZrpcClient != "" {
+		args = append(args, "--zrpc-client", cfg.ZrpcClient)
+	}
+	cmd := proc.Command(self, args...)
 	cmd.Stderr = logf
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
