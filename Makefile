@@ -117,10 +117,13 @@ bench-registry: build
 RPC_REPS     ?= 3
 RPC_CALLERS  ?= 1,16,64
 RPC_DURATION ?= 5s
+# RPC_FLAGS: more flags, e.g. "--base DIR" (another build's zrpcd, zrpcecho
+# and zrpcrpcbench, compared round by round as zrpc-base).
+RPC_FLAGS    ?=
 bench-rpc: build
 	cd bench && $(GO) build -o ../$(BIN)/zrpcecho ./cmd/zrpcecho && \
 		$(GO) build -o ../$(BIN)/zrpcrpcbench ./cmd/zrpcrpcbench
-	$(BIN)/zrpcrpcbench run --bin $(BIN) --reps $(RPC_REPS) --callers $(RPC_CALLERS) --duration $(RPC_DURATION)
+	$(BIN)/zrpcrpcbench run --bin $(BIN) --reps $(RPC_REPS) --callers $(RPC_CALLERS) --duration $(RPC_DURATION) $(RPC_FLAGS)
 
 ## bench-dns: the agent's DNS from outside: a zrpcd agent and the UDP
 ## client (bench/cmd/zrpcdnsbench) in separate processes, 10,000 SRV

@@ -77,3 +77,47 @@ func TestDefaultChainsAllocateAtMostFiveMorePerCallThanPlainGRPC(t *testing.T) {
 		t.Errorf("a call through zrpc's default chains allocates %.1f times, plain grpc-go %.1f: more than %d extra", got, base, maxExtraAllocs)
 	}
 }
+
+// A call through rpc.Dial's default client chain (propagation, breaker,
+// retry, timeout, the p2c picker) allocates at most once more than one
+// through a plain grpc-go client, against the same server: the call's
+// context under the shared timeout slot. The retry stage learns each
+// attempt's instance from the picker's note, adding no call option.
+func TestDefaultClientChainAllocatesAtMostOnceMorePerCallThanAPlainClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("counts allocations of real calls")
+	}
+	if raceEnabled {
+		t.Skip("the race detector drops pooled objects at random, so pools allocate")
+	}
+	srv, err := rpc.NewServer(rpc.ServerConfig{Name: "alloc.rpc", ListenOn: "127.0.0.1:0", NoRegister: true},
+		rpc.WithRegisterer(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoBytes(srv.GRPC())
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(context.Background())
+	plain, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	zconn, err := rpc.Dial(context.Background(), "direct:///"+srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zconn.Close()
+
+	base, got := math.Inf(1), math.Inf(1)
+	for range 3 {
+		base = min(base, allocsPerCall(t, plain))
+		got = min(got, allocsPerCall(t, zconn))
+	}
+	t.Logf("allocations per call against zrpc's server: plain grpc-go client %.1f, rpc.Dial %.1f", base, got)
+	if got > base+1 {
+		t.Errorf("a call through rpc.Dial's default chain allocates %.1f times, a plain grpc-go client's %.1f: more than 1 extra", got, base)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime/metrics"
 	"runtime/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/zrpcio/zrpc/bench/echo"
 	"github.com/zrpcio/zrpc/bench/internal/proc"
 	"github.com/zrpcio/zrpc/rpc"
+	"github.com/zrpcio/zrpc/rpc/clientchain"
 )
 
 // The systems compared. Each has a server and a client of its own.
@@ -35,6 +37,11 @@ const (
 
 // Systems lists the systems in the order a repetition runs them first.
 var Systems = []string{Zrpc, GRPC, GoZero}
+
+// ZrpcBase is zrpc built from other sources (Config.Base): its agent, echo
+// server and load process (which carries the client library) come from
+// that build, so one run compares two builds of zrpc round by round.
+const ZrpcBase = "zrpc-base"
 
 // EchoService is the name the zrpc echo server registers under.
 const EchoService = "echo.rpc"
@@ -53,6 +60,35 @@ type LoadConfig struct {
 	// CPUProfile, if set, is where a CPU profile of the measured window
 	// is written.
 	CPUProfile string
+	// ZrpcClient is the zrpc client's variant, one of ZrpcClients: the
+	// default chain, or one stage (or the whole chain) left out, to find
+	// what the client's cost per call is made of. Empty means "default".
+	ZrpcClient string
+}
+
+// ZrpcClients are the variants of zrpc's client a load process can run:
+// rpc.Dial's defaults, and the defaults with one stage, or the whole
+// client chain, turned off.
+var ZrpcClients = []string{"default", "no-chain", "no-timeout", "no-retry", "no-breaker"}
+
+// zrpcClientOptions returns the dial options of a zrpc client variant.
+func zrpcClientOptions(variant string) ([]rpc.DialOption, error) {
+	cfg := clientchain.DefaultConfig()
+	switch variant {
+	case "", "default":
+		return nil, nil
+	case "no-chain":
+		return []rpc.DialOption{rpc.WithoutChain()}, nil
+	case "no-timeout":
+		cfg.Timeout = 0
+	case "no-retry":
+		cfg.NoRetry = true
+	case "no-breaker":
+		cfg.NoBreaker = true
+	default:
+		return nil, fmt.Errorf("zrpc client %q: want one of %s", variant, strings.Join(ZrpcClients, ", "))
+	}
+	return []rpc.DialOption{rpc.WithChain(cfg)}, nil
 }
 
 // Result is what a load process measured in its measured window, written
@@ -117,7 +153,12 @@ func dial(ctx context.Context, cfg LoadConfig) (*grpc.ClientConn, func(), error)
 	case Zrpc:
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		conn, err := rpc.Dial(ctx, "zrpc:///"+EchoService, rpc.WithAgents(cfg.Target), rpc.WithWaitReady())
+		variant, err := zrpcClientOptions(cfg.ZrpcClient)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts := append([]rpc.DialOption{rpc.WithAgents(cfg.Target), rpc.WithWaitReady()}, variant...)
+		conn, err := rpc.Dial(ctx, "zrpc:///"+EchoService, opts...)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -56,6 +56,9 @@ func summarize(samples []Sample, system string, callers int, m measure) Summary 
 // its ratio to grpc-go, the load process's allocations per call, and the
 // thread sleeps per call of all the system's processes (see
 // Sample.SleepsPerCall); each as median (min–max) over the repetitions.
+// When the samples include ZrpcBase, a second table gives zrpc's calls per
+// second and CPU per call divided by the base build's, within each
+// repetition.
 func WriteTable(w io.Writer, samples []Sample) error {
 	var callers []int
 	for _, s := range samples {
@@ -68,7 +71,7 @@ func WriteTable(w io.Writer, samples []Sample) error {
 	b.WriteString("| callers | system | calls/s | × grpc-go | × go-zero | CPU µs/call | CPU × grpc-go | client allocs/call | thread sleeps/call |\n")
 	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, c := range callers {
-		for _, sys := range Systems {
+		for _, sys := range append(slices.Clip(Systems), ZrpcBase) {
 			qps := summarize(samples, sys, c, Sample.CallsPerSecond)
 			if qps.N == 0 {
 				continue
@@ -81,6 +84,14 @@ func WriteTable(w io.Writer, samples []Sample) error {
 				Summarize(ratios(samples, sys, GRPC, c, Sample.CPUPerCall)).Format("%.2f"),
 				summarize(samples, sys, c, Sample.AllocsPerCall).Format("%.1f"),
 				summarize(samples, sys, c, Sample.SleepsPerCall).Format("%.2f"))
+		}
+	}
+	if slices.ContainsFunc(samples, func(s Sample) bool { return s.System == ZrpcBase }) {
+		b.WriteString("\n| callers | zrpc ÷ zrpc-base calls/s | zrpc ÷ zrpc-base CPU/call |\n|---:|---:|---:|\n")
+		for _, c := range callers {
+			fmt.Fprintf(&b, "| %d | %s | %s |\n", c,
+				Summarize(ratios(samples, Zrpc, ZrpcBase, c, Sample.CallsPerSecond)).Format("%.3f"),
+				Summarize(ratios(samples, Zrpc, ZrpcBase, c, Sample.CPUPerCall)).Format("%.3f"))
 		}
 	}
 	_, err := io.WriteString(w, b.String())

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +14,7 @@ import (
 )
 
 func TestRoundsRunEverySystemAtEveryCallerCountRotatingTheOrder(t *testing.T) {
-	got := rounds(3, []int{1, 64})
+	got := rounds(3, []int{1, 64}, Systems)
 	if len(got) != 3*2*len(Systems) {
 		t.Fatalf("%d rounds, want %d", len(got), 3*2*len(Systems))
 	}
@@ -85,6 +86,36 @@ func TestTableShowsRatiosWithinEachRepetition(t *testing.T) {
 	}
 }
 
+func TestBaseBuildRunsAsASystemOfItsOwnAndIsComparedWithZrpc(t *testing.T) {
+	bins := Binaries{Zrpcd: "a", Echo: "b", Self: "c"}
+	if got := (Config{Bins: bins}).systems(); slices.Contains(got, ZrpcBase) {
+		t.Errorf("systems without a base build = %v, want no %s", got, ZrpcBase)
+	}
+	if got := (Config{Bins: bins, Base: bins}).systems(); !slices.Contains(got, ZrpcBase) || len(got) != len(Systems)+1 {
+		t.Errorf("systems with a base build = %v, want %v and %s", got, Systems, ZrpcBase)
+	}
+	if got := (Config{Bins: bins, Base: bins, Systems: []string{Zrpc, ZrpcBase}}).systems(); !slices.Equal(got, []string{Zrpc, ZrpcBase}) {
+		t.Errorf("systems asked for zrpc and zrpc-base = %v", got)
+	}
+
+	// The base build drifts from 1000 to 2000 calls/s between
+	// repetitions; zrpc runs at 1.1 of it in both.
+	samples := []Sample{
+		sample(1, ZrpcBase, 1000, 0.02), sample(1, Zrpc, 1100, 0.02), sample(1, GRPC, 1200, 0.02),
+		sample(2, ZrpcBase, 2000, 0.04), sample(2, Zrpc, 2200, 0.04), sample(2, GRPC, 2400, 0.04),
+	}
+	var b strings.Builder
+	if err := WriteTable(&b, samples); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "| 16 | zrpc-base | 1500 (1000–2000) |") {
+		t.Errorf("no zrpc-base row in\n%s", b.String())
+	}
+	if !strings.Contains(b.String(), "| 16 | 1.100 (1.100–1.100) | 0.909 (0.909–0.909) |") {
+		t.Errorf("no zrpc ÷ zrpc-base row of 1.100 calls/s and 0.909 CPU/call in\n%s", b.String())
+	}
+}
+
 func TestConfigValidateNamesEveryBadField(t *testing.T) {
 	err := Config{Reps: 0, Callers: []int{0}, Duration: 0, Warmup: -1, Payload: -1}.Validate()
 	if err == nil {
@@ -94,6 +125,20 @@ func TestConfigValidateNamesEveryBadField(t *testing.T) {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s: %v", name, err)
 		}
+	}
+	err = Config{Systems: []string{"grpc", ZrpcBase}, Base: Binaries{Zrpcd: "/nonexistent/zrpcd"}}.Validate()
+	for _, want := range []string{`unknown system "grpc"`, "base zrpcecho"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q: %v", want, err)
+		}
+	}
+	err = Config{ZrpcClient: "no-stages"}.Validate()
+	if err == nil || !strings.Contains(err.Error(), `zrpc client "no-stages"`) {
+		t.Errorf("unknown zrpc client variant: error %v, want one naming it", err)
+	}
+	err = Config{Systems: []string{ZrpcBase}}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "--base") {
+		t.Errorf("zrpc-base without a base build: error %v, want one saying --base", err)
 	}
 }
 
@@ -139,5 +184,16 @@ func TestRunEndToEnd(t *testing.T) {
 		if pids, err := proc.ProcessesUnder(d); err != nil || len(pids) > 0 {
 			t.Errorf("processes under %s still running after Run: %v (%v)", d, pids, err)
 		}
+	}
+}
+
+func TestZrpcClientVariantsAreKnownByName(t *testing.T) {
+	for _, v := range append([]string{""}, ZrpcClients...) {
+		if _, err := zrpcClientOptions(v); err != nil {
+			t.Errorf("variant %q: %v", v, err)
+		}
+	}
+	if _, err := zrpcClientOptions("no-stages"); err == nil || !strings.Contains(err.Error(), "no-timeout") {
+		t.Errorf("unknown variant: error %v, want one listing the variants", err)
 	}
 }

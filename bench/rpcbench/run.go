@@ -7,8 +7,10 @@
 // next, so a drift of a shared machine touches all alike. It reports
 // calls per second, CPU per call (server, agent and load processes, from
 // /proc) and the load process's allocations per call, as medians with
-// min-max, and each system's ratio to grpc-go within a repetition.
-// cmd/zrpcrpcbench is its command line.
+// min-max, and each system's ratio to grpc-go within a repetition. Given
+// another build of zrpc (Config.Base), it runs that build too, as system
+// zrpc-base, and reports zrpc ÷ zrpc-base within each repetition: the A/B
+// comparison of a change. cmd/zrpcrpcbench is its command line.
 //
 // It measures and prints; it decides nothing from the numbers.
 package rpcbench
@@ -23,6 +25,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +46,17 @@ type Binaries struct {
 // Config says what to run.
 type Config struct {
 	Bins Binaries
+	// Base, when its paths are set, is another build of zrpc, run as
+	// system ZrpcBase interleaved with the others: the comparison of a
+	// change with the build before it.
+	Base Binaries
+	// Systems are the systems to run, from Systems and ZrpcBase; empty
+	// means Systems, and ZrpcBase too when Base is set.
+	Systems []string
+	// ZrpcClient is the variant of system zrpc's client (see
+	// LoadConfig.ZrpcClient); zrpc-base always runs the default. With
+	// Base set to the same build it compares a variant with the default.
+	ZrpcClient string
 	// Reps is how many times every system runs at every caller count.
 	Reps int
 	// Callers are the concurrent callers of the load process, one round
@@ -68,6 +82,24 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("binary %s: %w", b.name, err))
 		}
 	}
+	if c.hasBase() {
+		for _, b := range []struct{ name, path string }{{"base zrpcd", c.Base.Zrpcd}, {"base zrpcecho", c.Base.Echo}, {"base zrpcrpcbench", c.Base.Self}} {
+			if err := proc.CheckBinary(b.path); err != nil {
+				errs = append(errs, fmt.Errorf("binary %s: %w", b.name, err))
+			}
+		}
+	}
+	for _, sys := range c.Systems {
+		switch {
+		case sys == ZrpcBase && !c.hasBase():
+			errs = append(errs, fmt.Errorf("systems: %s needs the base build's binaries (--base DIR)", ZrpcBase))
+		case sys != ZrpcBase && !slices.Contains(Systems, sys):
+			errs = append(errs, fmt.Errorf("systems: unknown system %q (want %s or %s)", sys, strings.Join(Systems, ", "), ZrpcBase))
+		}
+	}
+	if _, err := zrpcClientOptions(c.ZrpcClient); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Reps < 1 {
 		errs = append(errs, fmt.Errorf("reps %d: run at least 1 repetition (3 or more to see the spread)", c.Reps))
 	}
@@ -91,6 +123,20 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+func (c Config) hasBase() bool { return c.Base != (Binaries{}) }
+
+// systems returns the systems to run, in the order of a repetition's
+// first round.
+func (c Config) systems() []string {
+	if len(c.Systems) > 0 {
+		return c.Systems
+	}
+	if c.hasBase() {
+		return append(slices.Clip(Systems), ZrpcBase)
+	}
+	return Systems
+}
+
 // Round is one measured load process: a system at a caller count in a
 // repetition.
 type Round struct {
@@ -102,12 +148,12 @@ type Round struct {
 // rounds returns the order of the rounds: each repetition runs every
 // caller count, and within it every system once, starting one system later
 // than the repetition before.
-func rounds(reps int, callers []int) []Round {
+func rounds(reps int, callers []int, systems []string) []Round {
 	var out []Round
 	for r := range reps {
 		for _, c := range callers {
-			for i := range Systems {
-				out = append(out, Round{Rep: r + 1, System: Systems[(i+r)%len(Systems)], Callers: c})
+			for i := range systems {
+				out = append(out, Round{Rep: r + 1, System: systems[(i+r)%len(systems)], Callers: c})
 			}
 		}
 	}
@@ -225,15 +271,15 @@ func Run(ctx context.Context, cfg Config) ([]Sample, error) {
 			s.stop()
 		}
 	}()
-	for _, name := range Systems {
-		s, err := startSystem(ctx, cfg.Bins, dir, name)
+	for _, name := range cfg.systems() {
+		s, err := startSystem(ctx, cfg, dir, name)
 		if err != nil {
 			return nil, fmt.Errorf("start %s: %w", name, err)
 		}
 		systems[name] = s
 	}
 	var samples []Sample
-	for i, r := range rounds(cfg.Reps, cfg.Callers) {
+	for i, r := range rounds(cfg.Reps, cfg.Callers, cfg.systems()) {
 		s, err := runRound(ctx, cfg, dir, i, r, systems[r.System])
 		if err != nil {
 			return samples, fmt.Errorf("rep %d, %s, %d callers: %w", r.Rep, r.System, r.Callers, err)
@@ -258,14 +304,22 @@ func Run(ctx context.Context, cfg Config) ([]Sample, error) {
 	return samples, nil
 }
 
-func startSystem(ctx context.Context, bins Binaries, dir, name string) (*system, error) {
+func startSystem(ctx context.Context, cfg Config, dir, name string) (*system, error) {
+	bins := cfg.Bins
 	switch name {
-	case Zrpc:
-		a, err := zrpcd.StartAgent(ctx, bins.Zrpcd, filepath.Join(dir, "agent"))
+	case Zrpc, ZrpcBase:
+		if name == ZrpcBase {
+			bins = cfg.Base
+		}
+		own := filepath.Join(dir, name)
+		if err := os.MkdirAll(own, 0o700); err != nil {
+			return nil, err
+		}
+		a, err := zrpcd.StartAgent(ctx, bins.Zrpcd, filepath.Join(own, "agent"))
 		if err != nil {
 			return nil, err
 		}
-		e, err := zrpcd.StartEcho(ctx, bins.Echo, dir, a.GRPCAddr, EchoService)
+		e, err := zrpcd.StartEcho(ctx, bins.Echo, own, a.GRPCAddr, EchoService)
 		if err != nil {
 			a.Proc.Stop()
 			return nil, err
@@ -304,9 +358,17 @@ func runRound(ctx context.Context, cfg Config, dir string, i int, r Round, s *sy
 		return Sample{}, err
 	}
 	defer logf.Close()
-	cmd := proc.Command(cfg.Bins.Self, "load", "--system", r.System, "--target", s.target,
+	self, system := cfg.Bins.Self, r.System
+	if r.System == ZrpcBase {
+		self, system = cfg.Base.Self, Zrpc
+	}
+	args := []string{"load", "--system", system, "--target", s.target,
 		"--callers", strconv.Itoa(r.Callers), "--payload", strconv.Itoa(cfg.Payload),
-		"--warmup", cfg.Warmup.String(), "--duration", cfg.Duration.String())
+		"--warmup", cfg.Warmup.String(), "--duration", cfg.Duration.String()}
+	if r.System == Zrpc && cfg.ZrpcClient != "" {
+		args = append(args, "--zrpc-client", cfg.ZrpcClient)
+	}
+	cmd := proc.Command(self, args...)
 	cmd.Stderr = logf
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

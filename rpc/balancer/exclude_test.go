@@ -43,3 +43,22 @@ func TestP2CRecordsPickInNote(t *testing.T) {
 		res.Done(balancer.DoneInfo{})
 	}
 }
+
+// The picker notes, when the attempt ends, whether it sent anything to the
+// instance, so that the retry stage knows whether a failed attempt may
+// have run there without grpc's peer call option.
+func TestP2CNotesWhetherTheAttemptSentAnything(t *testing.T) {
+	scs := newSubConns(2)
+	p := newP2CPickerBuilder().Build(buildInfo(scs))
+	for _, sent := range []bool{true, false, true} {
+		var note clientchain.PickNote
+		res := pick(t, p, clientchain.WithPickNote(context.Background(), &note))
+		if ended, _ := note.Ended(); ended {
+			t.Fatal("note says the attempt ended before its Done")
+		}
+		res.Done(balancer.DoneInfo{BytesSent: sent})
+		if ended, gotSent := note.Ended(); !ended || gotSent != sent {
+			t.Fatalf("after Done with BytesSent %v the note says ended %v, sent %v", sent, ended, gotSent)
+		}
+	}
+}

@@ -199,12 +199,13 @@ func (p *p2cPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 			chosen = b
 		}
 	}
-	if note := clientchain.PickNoteFrom(info.Ctx); note != nil {
+	note := clientchain.PickNoteFrom(info.Ctx)
+	if note != nil {
 		note.Record(&chosen.addr)
 	}
 	chosen.inflight.Add(1)
 	call := p2cCallPool.Get().(*p2cCall)
-	call.conn, call.start, call.now = chosen, now, p.now
+	call.conn, call.start, call.now, call.note = chosen, now, p.now, note
 	return balancer.PickResult{SubConn: chosen.sc, Done: call.done}, nil
 }
 
@@ -223,13 +224,15 @@ func without(conns []*p2cConn, excluded []string) []*p2cConn {
 	return out
 }
 
-// p2cCall carries a pick's start time to its Done. Calls are pooled, with
-// Done bound once, so that picks do not allocate; grpc calls Done once per
-// pick.
+// p2cCall carries a pick's start time (and the call's pick note, which
+// learns whether the attempt sent anything) to its Done. Calls are pooled,
+// with Done bound once, so that picks do not allocate; grpc calls Done
+// once per pick.
 type p2cCall struct {
 	conn  *p2cConn
 	start int64
 	now   func() int64
+	note  *clientchain.PickNote // nil: none
 	done  func(balancer.DoneInfo)
 }
 
@@ -244,12 +247,15 @@ func init() {
 }
 
 func (c *p2cCall) finish(info balancer.DoneInfo) {
-	conn, start, now := c.conn, c.start, c.now
+	conn, start, now, note := c.conn, c.start, c.now, c.note
 	if conn == nil {
 		return // Done called twice; nothing left to record.
 	}
-	c.conn, c.now = nil, nil
+	c.conn, c.now, c.note = nil, nil, nil
 	p2cCallPool.Put(c)
 	end := now()
 	conn.observe(end, end-start, info.Err)
+	if note != nil {
+		note.Finish(info.BytesSent)
+	}
 }

@@ -3,6 +3,7 @@ package clientchain
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -151,10 +152,14 @@ func (s *breakerStage) invoke(ctx context.Context, method string, req, reply any
 	}
 	w := s.window(method)
 	epoch := s.cfg.Now().UnixNano() / int64(s.bucket)
-	requests, accepts := w.sum(epoch)
-	if p := (float64(requests) - s.cfg.K*float64(accepts)) / float64(requests+1); p > 0 && s.cfg.Rand() < p {
-		w.add(epoch, false)
-		return s.reject(ctx, method)
+	// With K >= 1 a window whose every request was accepted never
+	// rejects, so a method with no failure in the window skips the sum.
+	if s.cfg.K < 1 || w.failedWithin(epoch) {
+		requests, accepts := w.sum(epoch)
+		if p := (float64(requests) - s.cfg.K*float64(accepts)) / float64(requests+1); p > 0 && s.cfg.Rand() < p {
+			w.add(epoch, false)
+			return s.reject(ctx, method)
+		}
 	}
 	err := s.next.invoke(ctx, method, req, reply, cc, inv, opts)
 	w.add(s.cfg.Now().UnixNano()/int64(s.bucket), !breakerFailure(err))
@@ -165,7 +170,9 @@ func (s *breakerStage) window(method string) *window {
 	if v, ok := s.methods.Load(method); ok {
 		return v.(*window)
 	}
-	v, _ := s.methods.LoadOrStore(method, &window{buckets: make([]atomic.Uint64, s.cfg.Buckets)})
+	w := &window{buckets: make([]atomic.Uint64, s.cfg.Buckets)}
+	w.failed.Store(math.MinInt64 / 2)
+	v, _ := s.methods.LoadOrStore(method, w)
 	return v.(*window)
 }
 
@@ -183,8 +190,18 @@ func breakerFailure(err error) bool {
 // window is a lock-free rolling window. Each bucket packs its epoch (bucket
 // number modulo 2^24), request count and accept count (20 bits each,
 // saturating at about a million per bucket) into one word updated with CAS.
+// failed is the latest epoch with a request that was not accepted, so that
+// a method that has not failed lately is judged without reading the
+// buckets.
 type window struct {
 	buckets []atomic.Uint64
+	failed  atomic.Int64
+}
+
+// failedWithin reports whether a request was not accepted in the window
+// ending at epoch.
+func (w *window) failedWithin(epoch int64) bool {
+	return epoch-w.failed.Load() < int64(len(w.buckets))
 }
 
 const (
@@ -195,6 +212,10 @@ const (
 )
 
 func (w *window) add(epoch int64, accepted bool) {
+	if !accepted {
+		for f := w.failed.Load(); f < epoch && !w.failed.CompareAndSwap(f, epoch); f = w.failed.Load() {
+		}
+	}
 	e := uint64(epoch) & epochMask
 	b := &w.buckets[uint64(epoch)%uint64(len(w.buckets))]
 	for {

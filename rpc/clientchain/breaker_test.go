@@ -109,3 +109,45 @@ func TestBreakerConfigValidate(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// Failures keep counting against a method for the whole window, and only
+// for it: a method judged healthy without reading its buckets must be one
+// with no failure in the window.
+func TestBreakerKeepsRejectingUntilFailuresLeaveTheWindow(t *testing.T) {
+	clock := &fakeClock{}
+	clock.advance(time.Hour)
+	ic := Breaker(testBreaker(clock, nil))
+	failing := &fakeInvoker{errs: make([]error, 1000)}
+	for i := range failing.errs {
+		failing.errs[i] = unavailable()
+	}
+	for range 20 {
+		_ = call(t, ic, context.Background(), "/s/M", failing.invoke)
+	}
+	clock.advance(9 * time.Second) // the failures' bucket is still in the 10 s window
+	ok := script()
+	if err := call(t, ic, context.Background(), "/s/M", ok.invoke); status.Convert(err).Message() != "circuit breaker open for /s/M" {
+		t.Fatalf("call 9 s after 20 failures: %v, want a rejection (they are still in the window)", err)
+	}
+	clock.advance(2 * time.Second)
+	if err := call(t, ic, context.Background(), "/s/M", ok.invoke); err != nil {
+		t.Fatalf("call 11 s after the last failure: %v, want it through (no failure left in the window)", err)
+	}
+}
+
+// With K below 1 the breaker throttles a share of calls even while every
+// one succeeds; that must not be skipped for a method that never failed.
+func TestBreakerWithKBelowOneThrottlesEvenWithoutFailures(t *testing.T) {
+	clock := &fakeClock{}
+	cfg := testBreaker(clock, nil)
+	cfg.K = 0.5
+	cfg.Rand = func() float64 { return 0 }
+	ic := Breaker(cfg)
+	ok := script()
+	for range 10 {
+		_ = call(t, ic, context.Background(), "/s/M", ok.invoke)
+	}
+	if ok.attempts() == 10 {
+		t.Fatal("a breaker with K 0.5 let all of 10 successful calls through, want some throttled")
+	}
+}

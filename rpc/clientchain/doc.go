@@ -18,7 +18,9 @@
 //	    jitter, within the caller's deadline and a retry budget, and records the
 //	    address of each failed attempt in the context ([ExcludedFrom]) so that a
 //	    balancer can avoid picking the same instance twice; rpc/balancer honours
-//	    it.
+//	    it. It learns each attempt's instance from a [PickNote] when the
+//	    connection's balancer fills one in (rpc/balancer's p2c_ewma), else
+//	    from grpc's peer call option.
 //	  - Hedge (off unless [HedgeConfig] names methods, which must be
 //	    idempotent) sends a second attempt of a call still unanswered after
 //	    its method's recent 95th-percentile latency to another instance (the

@@ -98,9 +98,12 @@ func (c RetryConfig) withDefaults() RetryConfig {
 // Retry returns an interceptor that retries failed attempts as RetryConfig
 // describes. It never sleeps past the caller's deadline: when the next
 // backoff would end after it, the last error is returned at once. Each
-// attempt's peer is recorded, and later attempts carry the addresses of the
-// failed ones in their context (see [ExcludedFrom]), so the balancer can pick
-// another instance. It panics if cfg does not validate. Unary only.
+// attempt's instance is recorded, and later attempts carry the addresses of
+// the failed ones in their context (see [ExcludedFrom]), so the balancer can
+// pick another instance. It learns the instance from grpc's peer call
+// option, or, once the connection's balancer has noted a pick and its end
+// in the [PickNote] the stage hands it, from the note alone, and then adds
+// no call option. It panics if cfg does not validate. Unary only.
 func Retry(cfg RetryConfig) grpc.UnaryClientInterceptor {
 	return interceptor(newRetryStage(cfg, invokerStage{}))
 }
@@ -114,6 +117,7 @@ func newRetryStage(cfg RetryConfig, next unaryStage) *retryStage {
 	for _, m := range cfg.Idempotent {
 		s.idempotent[m] = true
 	}
+	s.noted, _ = next.(notingStage)
 	s.budget.init(cfg.BudgetMax, cfg.BudgetRatio)
 	return s
 }
@@ -123,12 +127,20 @@ type retryStage struct {
 	idempotent map[string]bool
 	budget     retryBudget
 	next       unaryStage
+	// noted is next when it hands a PickNote to the picker (the hedge
+	// stage, whose attempts pick twice, does not); nil otherwise.
+	noted notingStage
+	// notingConn is the last ClientConn whose balancer noted a pick and
+	// its end: its calls learn their instance from the note alone.
+	notingConn atomic.Pointer[grpc.ClientConn]
 	onRetry    func(method string) // metrics hook; nil when metrics are off
 }
 
 // attempt carries the per-call state that would otherwise be allocated on
-// every call: the peer the call option fills in and room for the options.
+// every call: the pick note, the peer the call option fills in and room
+// for the options.
 type attempt struct {
+	note PickNote
 	peer peer.Peer
 	opt  grpc.CallOption // grpc.Peer(&peer), built once per pooled attempt
 	opts [8]grpc.CallOption
@@ -143,19 +155,34 @@ var attempts = sync.Pool{New: func() any {
 func (s *retryStage) invoke(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts []grpc.CallOption) error {
 	a := attempts.Get().(*attempt)
 	defer func() {
+		a.note.reset()
 		a.peer = peer.Peer{}
 		clear(a.opts[:])
 		attempts.Put(a)
 	}()
-	withPeer := append(append(a.opts[:0], opts...), a.opt)
+	noteOnly := s.noted != nil && cc != nil && s.notingConn.Load() == cc
+	callOpts := opts
+	if !noteOnly {
+		callOpts = append(append(a.opts[:0], opts...), a.opt)
+	}
 	for n := 1; ; n++ {
+		a.note.reset()
 		a.peer = peer.Peer{}
-		err := s.next.invoke(ctx, method, req, reply, cc, inv, withPeer)
+		var err error
+		if s.noted != nil {
+			err = s.noted.invokeNoted(ctx, &a.note, method, req, reply, cc, inv, callOpts)
+			if !noteOnly && cc != nil && a.note.finished() {
+				s.notingConn.Store(cc)
+			}
+		} else {
+			err = s.next.invoke(ctx, method, req, reply, cc, inv, callOpts)
+		}
 		if err == nil {
 			s.budget.success()
 			return nil
 		}
-		if n >= s.cfg.MaxAttempts || !s.retryable(ctx, method, err, a.peer.Addr != nil) {
+		addr, reached := a.reached(noteOnly)
+		if n >= s.cfg.MaxAttempts || !s.retryable(ctx, method, err, reached) {
 			return err
 		}
 		wait := s.backoff(n)
@@ -165,8 +192,8 @@ func (s *retryStage) invoke(ctx context.Context, method string, req, reply any, 
 		if !s.cfg.NoBudget && !s.budget.spend() {
 			return err
 		}
-		if a.peer.Addr != nil {
-			ctx = WithExcluded(ctx, a.peer.Addr.String())
+		if addr != "" {
+			ctx = WithExcluded(ctx, addr)
 		}
 		if s.onRetry != nil {
 			s.onRetry(method)
@@ -175,6 +202,20 @@ func (s *retryStage) invoke(ctx context.Context, method string, req, reply any, 
 			return err
 		}
 	}
+}
+
+// reached returns the instance the failed attempt was sent to ("" if
+// none is known) and whether the attempt may have reached it: from the
+// pick note when noteOnly, else from grpc's peer (filled in when the
+// attempt got a transport stream).
+func (a *attempt) reached(noteOnly bool) (addr string, reached bool) {
+	if noteOnly {
+		return a.note.Addr(), a.note.reached()
+	}
+	if a.peer.Addr == nil {
+		return "", false
+	}
+	return a.peer.Addr.String(), true
 }
 
 // retryable says whether a failed attempt may be sent again; reached says

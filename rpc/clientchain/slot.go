@@ -27,7 +27,8 @@ const callsPerShard = 32
 // lock, so a busy slot is split into shards (up to 16 per P), each a
 // context of its own made on first use, and a call takes a random one:
 // concurrent calls rarely meet on one lock. A slot uses one more shard for
-// every callsPerShard calls it has had, so making shards costs a call a
+// about every callsPerShard calls it has had (counted by sampling, so that
+// calls do not all write one counter), so making shards costs a call a
 // fraction of an allocation however light the traffic.
 type slotClock struct {
 	d      time.Duration
@@ -69,8 +70,15 @@ func (c *slotClock) slot(now time.Time) context.Context {
 	if s == nil || s.index < index {
 		s = c.advance(index)
 	}
-	inUse := min(len(s.shards), 1+int(s.calls.Add(1)/callsPerShard))
-	shard := &s.shards[rand.IntN(inUse)]
+	// One call in callsPerShard, at random, adds callsPerShard to the
+	// count, so that concurrent calls rarely write the same word.
+	r := rand.Uint64()
+	calls := s.calls.Load()
+	if r%callsPerShard == 0 {
+		calls = s.calls.Add(callsPerShard)
+	}
+	inUse := min(len(s.shards), 1+int(calls/callsPerShard))
+	shard := &s.shards[(r>>32)%uint64(inUse)]
 	if sh := shard.Load(); sh != nil {
 		return sh.ctx
 	}

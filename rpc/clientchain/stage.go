@@ -13,11 +13,30 @@ type unaryStage interface {
 	invoke(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts []grpc.CallOption) error
 }
 
+// notingStage is a stage that hands a [PickNote] to the picker of its
+// attempts itself, at less cost than a context value of the caller's
+// (the timeout stage puts it in the context it makes anyway).
+type notingStage interface {
+	invokeNoted(ctx context.Context, note *PickNote, method string, req, reply any, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts []grpc.CallOption) error
+}
+
 // invokerStage ends every chain: it calls grpc's invoker.
 type invokerStage struct{}
 
 func (invokerStage) invoke(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts []grpc.CallOption) error {
 	return inv(ctx, method, req, reply, cc, opts...)
+}
+
+func (invokerStage) invokeNoted(ctx context.Context, note *PickNote, method string, req, reply any, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts []grpc.CallOption) error {
+	return inv(withNote(ctx, note), method, req, reply, cc, opts...)
+}
+
+// withNote returns ctx carrying note, or ctx itself when note is nil.
+func withNote(ctx context.Context, note *PickNote) context.Context {
+	if note == nil {
+		return ctx
+	}
+	return WithPickNote(ctx, note)
 }
 
 // interceptor turns the head of a chain of stages into a grpc interceptor.

@@ -120,20 +120,26 @@ func shortens(ctx context.Context, d time.Duration) bool {
 var errClientTimeout = errors.New("clientchain: client timeout")
 
 func (s *timeoutStage) invoke(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts []grpc.CallOption) error {
+	return s.invokeNoted(ctx, nil, method, req, reply, cc, inv, opts)
+}
+
+// invokeNoted is invoke with note (if not nil) in the attempt's context
+// for its picker.
+func (s *timeoutStage) invokeNoted(ctx context.Context, note *PickNote, method string, req, reply any, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts []grpc.CallOption) error {
 	d, clock := s.bound(method)
 	if !shortens(ctx, d) {
-		return s.next.invoke(ctx, method, req, reply, cc, inv, opts)
+		return s.next.invoke(withNote(ctx, note), method, req, reply, cc, inv, opts)
 	}
 	slot := clock.slot(time.Now())
 	if ctx.Done() == nil {
 		// Nothing else can end the call (context.Background and its
 		// values): the slot's context alone ends it.
-		return s.next.invoke(&slotBound{Context: ctx, slot: slot}, method, req, reply, cc, inv, opts)
+		return s.next.invoke(&slotBound{Context: ctx, slot: slot, note: note}, method, req, reply, cc, inv, opts)
 	}
 	// The caller can cancel the call too: a child of the caller's context
 	// that the slot also cancels. It keeps the caller's deadline, if any,
 	// which grpc-go sends as before.
-	cctx, cancel := context.WithCancelCause(ctx)
+	cctx, cancel := context.WithCancelCause(withNote(ctx, note))
 	stop := context.AfterFunc(slot, func() { cancel(errClientTimeout) })
 	err := s.next.invoke(cctx, method, req, reply, cc, inv, opts)
 	stop()
@@ -147,7 +153,7 @@ func (s *timeoutStage) invoke(ctx context.Context, method string, req, reply any
 // slotBound is a call's context under the client's timeout when the
 // caller's context cannot be cancelled: the caller's values, with the Done
 // and Err of the shared slot context and no deadline (so grpc-go sends no
-// grpc-timeout for it).
+// grpc-timeout for it), and the retry stage's [PickNote], if any.
 //
 // Value answers the context package's lookup of the nearest cancellable
 // parent (an unexported key no caller's context answers here, since it has
@@ -159,6 +165,7 @@ func (s *timeoutStage) invoke(ctx context.Context, method string, req, reply any
 type slotBound struct {
 	context.Context // the caller's; its Done is nil
 	slot            context.Context
+	note            *PickNote // nil: none
 }
 
 func (c *slotBound) Done() <-chan struct{} { return c.slot.Done() }
@@ -166,6 +173,9 @@ func (c *slotBound) Done() <-chan struct{} { return c.slot.Done() }
 func (c *slotBound) Err() error { return c.slot.Err() }
 
 func (c *slotBound) Value(key any) any {
+	if _, ok := key.(pickNoteKey); ok && c.note != nil {
+		return c.note
+	}
 	if v := c.Context.Value(key); v != nil {
 		return v
 	}

@@ -112,42 +112,43 @@ type chain struct {
 	timeout time.Duration
 }
 
-// admit runs auth, rate limiting and shedding. On success the caller must
-// call c.shed.end(start) when c.shed is set.
-func (c *chain) admit(ctx context.Context, method string) (time.Time, error) {
+// admit runs auth, rate limiting and shedding for a call that started at
+// now. On success the caller must call c.shed.endAt when c.shed is set.
+func (c *chain) admit(ctx context.Context, method string, now time.Time) error {
 	if c.verify != nil {
 		if err := authorize(ctx, method, c.verify); err != nil {
-			return time.Time{}, err
+			return err
 		}
 	}
 	if c.rate != nil {
 		if err := c.rate.allow(method); err != nil {
-			return time.Time{}, err
+			return err
 		}
 	}
 	if c.shed != nil {
-		return c.shed.begin()
+		return c.shed.beginAt(now)
 	}
-	return time.Time{}, nil
+	return nil
 }
+
+// The stages share two readings of the clock per call, the start and the
+// end, instead of each reading its own.
 
 func (c *chain) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	method := info.FullMethod
 	start := c.met.begin()
+	admitted := false
 	defer func() {
 		if r := recover(); r != nil {
 			resp, err = nil, panicError(ctx, c.log, method, r)
 		}
-		c.met.end(ctx, method, start, err)
+		c.finish(ctx, method, start, admitted, err)
 	}()
-	shedStart, err := c.admit(ctx, method)
-	if err != nil {
+	if err := c.admit(ctx, method, start); err != nil {
 		return nil, err
 	}
-	if c.shed != nil {
-		defer c.shed.end(shedStart)
-	}
-	tctx, ld := withTimeout(ctx, c.timeout)
+	admitted = true
+	tctx, ld := withTimeoutFrom(ctx, c.timeout, start)
 	defer ld.release()
 	return handler(tctx, req)
 }
@@ -156,18 +157,26 @@ func (c *chain) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 	method := info.FullMethod
 	ctx := ss.Context()
 	start := c.met.begin()
+	admitted := false
 	defer func() {
 		if r := recover(); r != nil {
 			err = panicError(ctx, c.log, method, r)
 		}
-		c.met.end(ctx, method, start, err)
+		c.finish(ctx, method, start, admitted, err)
 	}()
-	shedStart, err := c.admit(ctx, method)
-	if err != nil {
+	if err := c.admit(ctx, method, start); err != nil {
 		return err
 	}
-	if c.shed != nil {
-		defer c.shed.end(shedStart)
-	}
+	admitted = true
 	return handler(srv, ss)
+}
+
+// finish ends the shedder's count of an admitted call and records the
+// call's metrics.
+func (c *chain) finish(ctx context.Context, method string, start time.Time, admitted bool, err error) {
+	end := c.met.now()
+	if admitted && c.shed != nil {
+		c.shed.endAt(start, end)
+	}
+	c.met.endAt(ctx, method, start, end, err)
 }

@@ -117,7 +117,12 @@ func (m *metrics) begin() time.Time {
 }
 
 func (m *metrics) end(ctx context.Context, method string, start time.Time, err error) {
-	elapsed := m.now().Sub(start)
+	m.endAt(ctx, method, start, m.now(), err)
+}
+
+// endAt records a call that started at start and ended at end.
+func (m *metrics) endAt(ctx context.Context, method string, start, end time.Time, err error) {
+	elapsed := end.Sub(start)
 	m.inFlight.Dec()
 	code := codeOf(err)
 	mm := m.forMethod(method)

@@ -141,21 +141,28 @@ func (s *shedder) epoch(now time.Time) int64 { return int64(now.Sub(s.origin) / 
 
 // begin admits a call or returns errShed; an admitted call must call end.
 func (s *shedder) begin() (time.Time, error) {
+	now := s.now()
+	return now, s.beginAt(now)
+}
+
+// beginAt is begin for a call that started at now.
+func (s *shedder) beginAt(now time.Time) error {
 	n := s.inFlight.Add(1)
 	if s.maxInFlight > 0 && n > s.maxInFlight {
 		s.inFlight.Add(-1)
-		return time.Time{}, errShed
+		return errShed
 	}
-	now := s.now()
 	if n > s.floor && s.overloaded(now, n) {
 		s.inFlight.Add(-1)
-		return time.Time{}, errShed
+		return errShed
 	}
-	return now, nil
+	return nil
 }
 
-func (s *shedder) end(start time.Time) {
-	now := s.now()
+func (s *shedder) end(start time.Time) { s.endAt(start, s.now()) }
+
+// endAt ends a call admitted at start that ended at now.
+func (s *shedder) endAt(start, now time.Time) {
 	s.inFlight.Add(-1)
 	rt := max(now.Sub(start), 0)
 	s.record(now, rt)

@@ -41,7 +41,15 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, *lazyDe
 	if d <= 0 {
 		return ctx, nil
 	}
-	deadline := time.Now().Add(d)
+	return withTimeoutFrom(ctx, d, time.Now())
+}
+
+// withTimeoutFrom is withTimeout for a call that started at start.
+func withTimeoutFrom(ctx context.Context, d time.Duration, start time.Time) (context.Context, *lazyDeadline) {
+	if d <= 0 {
+		return ctx, nil
+	}
+	deadline := start.Add(d)
 	if cur, ok := ctx.Deadline(); ok && !cur.After(deadline) {
 		return ctx, nil
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 )
 
@@ -140,5 +141,40 @@ func TestLazyDeadlineReleased(t *testing.T) {
 	waitDone(t, ctx) // materialized after release: already canceled
 	if ctx.Value(key{}) != "v" {
 		t.Fatal("value lost after materializing")
+	}
+}
+
+// A call whose request carries no deadline is bounded by the server's
+// timeout through the lazy deadline alone: no timer, no cancel func, one
+// allocation for the whole default chain (context.WithDeadline would make
+// three and start a timer).
+func TestChainCallWithoutDeadlineCreatesNoTimer(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Registerer = prometheus.NewRegistry()
+	unary, _ := Chain(cfg)
+	info := unaryInfo("/svc/M")
+	var seen context.Context
+	handler := func(ctx context.Context, _ any) (any, error) {
+		seen = ctx
+		return nil, nil
+	}
+	call := func() {
+		if _, err := unary(context.Background(), nil, info, handler); err != nil {
+			t.Fatal(err)
+		}
+	}
+	call() // per-method metrics made
+	if _, ok := seen.Deadline(); !ok {
+		t.Fatal("the handler of a call without a deadline saw none: the server's timeout does not bound it")
+	}
+	ld, ok := seen.(*lazyDeadline)
+	if !ok {
+		t.Fatalf("the handler's context is a %T, want the chain's lazy deadline", seen)
+	}
+	if ld.real.Load() != nil {
+		t.Fatal("the chain made the deadline's timer though the handler never asked for Done")
+	}
+	if got := testing.AllocsPerRun(1000, call); got > 1 {
+		t.Fatalf("a call through the default server chain allocates %.1f times, want at most 1 (its lazy deadline)", got)
 	}
 }

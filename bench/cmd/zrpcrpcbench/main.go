@@ -6,6 +6,15 @@
 //	make build && go build -o ../bin/zrpcecho ./cmd/zrpcecho && go build -o ../bin/zrpcrpcbench ./cmd/zrpcrpcbench
 //	../bin/zrpcrpcbench run --bin ../bin --reps 3 --callers 1,16,64 --duration 5s
 //
+// With --base DIR (the zrpcd, zrpcecho and zrpcrpcbench of another build)
+// it also runs that build as system zrpc-base and prints zrpc ÷ zrpc-base
+// within each repetition: the A/B comparison of a change, e.g.
+//
+//	../bin/zrpcrpcbench run --bin ../bin --base /tmp/before --systems zrpc,zrpc-base,grpc-go --reps 5 --callers 1,16
+//
+// --zrpc-client runs system zrpc's client with a stage (or the whole
+// chain) turned off; with --base ../bin it is compared with the default
+// client round by round, to see what a stage costs.
 // `make bench-rpc` in the repository root does all of it. The run
 // command starts the same binary as the grpc-go and go-zero servers
 // (serve) and as every load process (load).
@@ -67,9 +76,14 @@ func run(ctx context.Context, args []string) error {
 	var (
 		cfg     rpcbench.Config
 		bin     string
+		base    string
+		systems string
 		callers string
 	)
 	fs.StringVar(&bin, "bin", "bin", "directory holding zrpcd and zrpcecho (this binary is found by its own path)")
+	fs.StringVar(&base, "base", "", "directory holding another build's zrpcd, zrpcecho and zrpcrpcbench, run as system "+rpcbench.ZrpcBase+" interleaved with the others, to compare a change with the build before it")
+	fs.StringVar(&cfg.ZrpcClient, "zrpc-client", "default", "variant of system zrpc's client ("+strings.Join(rpcbench.ZrpcClients, ", ")+"); with --base pointing at the same build, compares it round by round with the default")
+	fs.StringVar(&systems, "systems", "", "systems to run, comma separated, from "+strings.Join(rpcbench.Systems, ", ")+" and "+rpcbench.ZrpcBase+" (default: all, "+rpcbench.ZrpcBase+" only with --base)")
 	fs.IntVar(&cfg.Reps, "reps", 3, "repetitions of every system at every caller count")
 	fs.StringVar(&callers, "callers", "1,16,64", "concurrent callers of the load process, comma separated, one round each")
 	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "unmeasured load at the start of every round")
@@ -89,6 +103,14 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("find this binary: %w", err)
 	}
 	cfg.Bins = rpcbench.Binaries{Zrpcd: filepath.Join(bin, "zrpcd"), Echo: filepath.Join(bin, "zrpcecho"), Self: self}
+	if base != "" {
+		cfg.Base = rpcbench.Binaries{Zrpcd: filepath.Join(base, "zrpcd"), Echo: filepath.Join(base, "zrpcecho"), Self: filepath.Join(base, "zrpcrpcbench")}
+	}
+	for f := range strings.SplitSeq(systems, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			cfg.Systems = append(cfg.Systems, f)
+		}
+	}
 	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	samples, err := rpcbench.Run(ctx, cfg)
 	if len(samples) > 0 {
@@ -117,6 +139,7 @@ func load(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "unmeasured load before the measured window")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured load")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the measured window to this file")
+	fs.StringVar(&cfg.ZrpcClient, "zrpc-client", "default", "variant of the zrpc client, to see what its cost is made of: "+strings.Join(rpcbench.ZrpcClients, ", "))
 	fs.Parse(args)
 	if cfg.Target == "" || cfg.Callers < 1 || cfg.Duration <= 0 {
 		return fmt.Errorf("load: --target must be set, --callers at least 1 and --duration positive (got %q, %d, %v)", cfg.Target, cfg.Callers, cfg.Duration)
