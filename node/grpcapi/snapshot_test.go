@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -14,7 +13,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -66,25 +64,8 @@ func serveSnapshots(t *testing.T, agent SnapshotAgent, dir string, free ...uint6
 	}
 	snaps := NewSnapshots(cfg)
 	reg := NewRegistry(context.Background(), RegistryConfig{Agent: "a1", Replica: raftstore.NewFSM(16), Metrics: &watchMetrics{}})
-	srv := NewServer(ServerConfig{Metrics: &watchMetrics{}, ClusterSecret: func() []byte { return nil }}, Services{Registry: reg, Snapshot: snaps})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-served
-	})
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
+	addr := serveTest(t, Services{Registry: reg, Snapshot: snaps})
+	cc := dialTest(t, addr)
 	return pb.NewSnapshotClient(cc)
 }
 

@@ -4,15 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -79,25 +76,8 @@ func TestWatchStreamHasNoGoroutineOfItsOwn(t *testing.T) {
 	const streams = 200
 	fsm := raftstore.NewFSM(1 << 12)
 	reg := NewRegistry(context.Background(), RegistryConfig{Agent: "a1", Replica: fsm, Metrics: &watchMetrics{}})
-	srv := NewServer(ServerConfig{Metrics: &watchMetrics{}, ClusterSecret: func() []byte { return nil }}, Services{Registry: reg})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-served
-	})
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
+	addr := serveTest(t, Services{Registry: reg})
+	cc := dialTest(t, addr)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 

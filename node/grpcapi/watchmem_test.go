@@ -3,12 +3,8 @@ package grpcapi
 import (
 	"context"
 	"fmt"
-	"net"
 	"runtime"
 	"testing"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/fsmtest"
@@ -27,27 +23,10 @@ func watchStreamsMemory(tb testing.TB, n, conns int) (allocated, inUse float64) 
 		w.Register(&pb.Instance{Service: svcName(i), Id: "i1", Address: "127.0.0.1:9000"})
 	}
 	reg := NewRegistry(context.Background(), RegistryConfig{Agent: "a1", Replica: fsm, Metrics: &watchMetrics{}})
-	srv := NewServer(ServerConfig{Metrics: &watchMetrics{}, ClusterSecret: func() []byte { return nil }}, Services{Registry: reg})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(lis)
-	}()
-	tb.Cleanup(func() {
-		srv.Stop()
-		<-served
-	})
+	addr := serveTest(tb, Services{Registry: reg})
 	clients := make([]pb.RegistryClient, conns)
 	for i := range clients {
-		cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { cc.Close() })
+		cc := dialTest(tb, addr)
 		clients[i] = pb.NewRegistryClient(cc)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
