@@ -32,14 +32,14 @@ type blobFake struct {
 	afterPut func(ctx context.Context) // runs before a put answers
 	putErr   error                     // a put's answer, when set
 
-	addr    string
-	calls   atomic.Int64
+	addr  string
+	calls atomic.Int64
 	// begins and locates count the striped calls, which the fake answers
 	// as an agent without them does (Unimplemented).
 	begins, locates atomic.Int64
-	mu      sync.Mutex
-	headers []*zrpcpb.BlobPutHeader
-	puts    [][]byte
+	mu              sync.Mutex
+	headers         []*zrpcpb.BlobPutHeader
+	puts            [][]byte
 }
 
 // start serves f on 127.0.0.1 until the test ends.
