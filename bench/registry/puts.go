@@ -21,7 +21,7 @@ func (r *runner) puts(ctx context.Context) error {
 	for _, nodes := range r.cfg.Nodes {
 		err := r.eachRound(ctx, r.cfg.Reps, nodes, nil, nil, func(ctx context.Context, s slot, c cluster) error {
 			for _, w := range r.cfg.Writers {
-				res, err := r.putRound(ctx, c, w, fmt.Sprintf("r%d", s.rep))
+				res, err := r.putRound(ctx, c, w, s)
 				if err != nil {
 					return fmt.Errorf("%d writers: %w", w, err)
 				}
@@ -41,7 +41,8 @@ func (r *runner) puts(ctx context.Context) error {
 
 // putRound runs writers writers for the configured duration (at most
 // MaxOps writes), after one unmeasured write each (connections, leases).
-func (r *runner) putRound(ctx context.Context, c cluster, writers int, tag string) (Result, error) {
+func (r *runner) putRound(ctx context.Context, c cluster, writers int, s slot) (Result, error) {
+	tag := fmt.Sprintf("r%d", s.rep)
 	ws := make([]writer, writers)
 	defer func() {
 		for _, w := range ws {
@@ -51,13 +52,13 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, tag strin
 		}
 	}()
 	group := func(w, i int) string { return fmt.Sprintf("bench-%s-%d-w%02d-%d.rpc", tag, writers, w, i/4096) }
-	firstNode := 0
+	firstNode, leader := 0, -1
 	if c.members() > 1 {
 		l, err := c.leader(ctx)
 		if err != nil {
 			return Result{}, err
 		}
-		firstNode = l + 1
+		firstNode, leader = l+1, l
 	}
 	for i := range ws {
 		w, err := c.newWriter(ctx, (firstNode+i)%c.members())
@@ -76,6 +77,8 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, tag strin
 		first   atomic.Pointer[error]
 		wg      sync.WaitGroup
 	)
+	profiled := r.profileRound(ctx, c, leader, r.cfg.Duration,
+		fmt.Sprintf("%s-%dn-%dw-r%d", s.system, c.members(), writers, s.rep))
 	cpu0 := cpuSeconds(c)
 	start := time.Now()
 	deadline := start.Add(r.cfg.Duration)
@@ -98,6 +101,9 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, tag strin
 	wg.Wait()
 	elapsed := time.Since(start)
 	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	if err := profiled(); err != nil {
 		return Result{}, err
 	}
 	sorted := lat.sorted()

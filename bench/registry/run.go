@@ -75,6 +75,11 @@ type Config struct {
 	// stops, and the process logs, kept; empty means a temporary
 	// directory, removed at the end.
 	Dir string
+	// Profile, when set, is a directory that receives a CPU profile of
+	// every zrpcd agent over each puts round (pprof format, one file per
+	// round and agent, named for system, nodes, writers, repetition,
+	// agent and role).
+	Profile string
 	// Log receives progress; nil discards it.
 	Log *slog.Logger
 }
