@@ -16,7 +16,9 @@ const callTimeout = 10 * time.Second
 // On several nodes the writers are spread over them by role, the same way
 // on both systems, starting with a follower: writer i talks to node
 // (leader + 1 + i) mod nodes, so one writer's writes are all forwarded to
-// the leader and more writers' are two thirds forwarded.
+// the leader and more writers' are two thirds forwarded. With
+// Config.FirstOnLeader writer i talks to node (leader + i) mod nodes
+// instead: one writer's writes skip the forward hop.
 func (r *runner) puts(ctx context.Context) error {
 	for _, nodes := range r.cfg.Nodes {
 		err := r.eachRound(ctx, r.cfg.Reps, nodes, nil, nil, func(ctx context.Context, s slot, c cluster) error {
@@ -58,7 +60,7 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, s slot) (
 		if err != nil {
 			return Result{}, err
 		}
-		firstNode, leader = l+1, l
+		firstNode, leader = firstWriterNode(l, r.cfg.FirstOnLeader), l
 	}
 	for i := range ws {
 		w, err := c.newWriter(ctx, (firstNode+i)%c.members())
@@ -120,6 +122,16 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, s slot) (
 		r.log.Warn("writes failed", "count", n, "first", *first.Load())
 	}
 	return res, nil
+}
+
+// firstWriterNode is the node the first writer talks to, the others
+// following round robin: the one after the leader, or the leader itself
+// with onLeader. The caller takes it modulo the nodes.
+func firstWriterNode(leader int, onLeader bool) int {
+	if onLeader {
+		return leader
+	}
+	return leader + 1
 }
 
 // timed calls fn with a context bounded by callTimeout.

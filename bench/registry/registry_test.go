@@ -219,3 +219,24 @@ func TestPacedReturnsTheFirstError(t *testing.T) {
 		t.Fatalf("paced = %v, want %v", err, boom)
 	}
 }
+
+// TestWritersStartOnAFollowerUnlessAskedForTheLeader: on 3 nodes the
+// first writer talks to a follower, or to the leader with FirstOnLeader,
+// and the writers cover every node.
+func TestWritersStartOnAFollowerUnlessAskedForTheLeader(t *testing.T) {
+	for _, onLeader := range []bool{false, true} {
+		for leader := range 3 {
+			first := firstWriterNode(leader, onLeader)
+			if got := first%3 == leader; got != onLeader {
+				t.Errorf("leader %d, on leader %v: the first writer talks to node %d", leader, onLeader, first%3)
+			}
+			seen := map[int]bool{}
+			for i := range 3 {
+				seen[(first+i)%3] = true
+			}
+			if len(seen) != 3 {
+				t.Errorf("leader %d, on leader %v: 3 writers talk to nodes %v, want all", leader, onLeader, seen)
+			}
+		}
+	}
+}

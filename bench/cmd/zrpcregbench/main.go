@@ -72,6 +72,7 @@ func run() error {
 	flag.IntVar(&cfg.Instances, "instances", cfg.Instances, "instances of the scale scenario (above 100000 the registry quotas are raised)")
 	flag.DurationVar(&cfg.Idle, "idle", cfg.Idle, "how long the scale scenario measures idle CPU")
 	flag.StringVar(&cfg.Dir, "dir", "", "keep data dirs and process logs here (default: a temporary directory, removed)")
+	flag.BoolVar(&cfg.FirstOnLeader, "first-on-leader", false, "on several nodes, spread the puts writers starting at the leader instead of a follower (one writer then writes to the leader on both systems)")
 	flag.StringVar(&cfg.Profile, "profile", "", "write a CPU profile of every zrpcd agent over each puts round into this directory")
 	flag.Parse()
 
