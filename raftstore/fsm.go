@@ -146,7 +146,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			continue
 		}
 		var err error
-		evs, err = f.apply(&cmd, l.Index, evs)
+		evs, err = f.apply(&cmd, l.Data, l.Index, evs)
 		if err != nil {
 			out[i] = err
 		}
@@ -158,15 +158,15 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
-// apply changes the state for one command and appends the events it caused.
-// It validates before it changes anything.
-func (f *FSM) apply(cmd *pb.Command, rev uint64, evs []*ringEvent) ([]*ringEvent, error) {
+// apply changes the state for one command, decoded from data, and appends
+// the events it caused. It validates before it changes anything.
+func (f *FSM) apply(cmd *pb.Command, data []byte, rev uint64, evs []*ringEvent) ([]*ringEvent, error) {
 	switch k := cmd.Kind.(type) {
 	case *pb.Command_Register:
 		if err := f.checkQuota(cmd.Quota, k.Register); err != nil {
 			return evs, err
 		}
-		return f.applyRegister(k.Register, cmd.Time, rev, evs)
+		return f.applyRegister(k.Register, commandRegister(data), cmd.Time, rev, evs)
 	case *pb.Command_Deregister:
 		ref := k.Deregister
 		old := f.stored(ref.GetService(), ref.GetId())
@@ -217,8 +217,10 @@ func (f *FSM) apply(cmd *pb.Command, rev uint64, evs []*ringEvent) ([]*ringEvent
 
 // applyRegister stores in, which it takes over: the command it belongs to
 // was decoded from the entry for this apply alone (ApplyBatch), so it is
-// stored without a copy.
-func (f *FSM) applyRegister(in *pb.Instance, now int64, rev uint64, evs []*ringEvent) ([]*ringEvent, error) {
+// stored without a copy. enc, when not nil, is in's encoding as the
+// entry carries it, which the stored encoding is made from instead of
+// encoding in again (stampedInstance).
+func (f *FSM) applyRegister(in *pb.Instance, enc []byte, now int64, rev uint64, evs []*ringEvent) ([]*ringEvent, error) {
 	if in.GetService() == "" || in.GetId() == "" {
 		return evs, fmt.Errorf("%w: instance needs a service and an id", ErrInvalidArgument)
 	}
@@ -238,8 +240,15 @@ func (f *FSM) applyRegister(in *pb.Instance, now int64, rev uint64, evs []*ringE
 			inst.HealthSince = prev.HealthSince
 		}
 	}
-	st, err := f.put(inst)
-	if err != nil {
+	var (
+		st  storedInstance
+		err error
+	)
+	if stamped, ok := stampedInstance(enc, inst); ok {
+		inst.Service = f.shared.string(inst.Service)
+		st = storedFrom(f.shared, inst, stamped)
+		f.store(inst.Service, inst.Id, st)
+	} else if st, err = f.put(inst); err != nil {
 		return evs, err
 	}
 	return append(evs, newRingEvent(pb.Event_PUT, inst, st.enc, rev)), nil
