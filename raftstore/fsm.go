@@ -234,10 +234,10 @@ func (f *FSM) applyRegister(in *pb.Instance, enc []byte, now int64, rev uint64, 
 	inst.ModRevision = rev
 	inst.HealthSince = now
 	if old := f.stored(in.Service, in.Id); old.valid() {
-		prev := old.instance()
-		inst.CreateRevision = prev.CreateRevision
-		if prev.Health == inst.Health {
-			inst.HealthSince = prev.HealthSince
+		create, _, since := encodedStamp(old.enc)
+		inst.CreateRevision = create
+		if old.health == inst.Health {
+			inst.HealthSince = since
 		}
 	}
 	var (
@@ -436,6 +436,20 @@ func (f *FSM) Instance(service, id string) *pb.Instance {
 		return nil
 	}
 	return st.instance()
+}
+
+// InstanceStamp returns what the state machine set on the instance id of
+// service when it stored it (its create and mod revisions and health
+// time), without decoding the instance; ok is false when there is none.
+func (f *FSM) InstanceStamp(service, id string) (create, mod uint64, healthSince int64, ok bool) {
+	f.mu.RLock()
+	st := f.stored(service, id)
+	f.mu.RUnlock()
+	if !st.valid() {
+		return 0, 0, 0, false
+	}
+	create, mod, healthSince = encodedStamp(st.enc)
+	return create, mod, healthSince, true
 }
 
 // AllInstances returns every instance sorted by service and id.

@@ -121,28 +121,43 @@ func (s storedInstance) snapshotEvent(encoded bool) *pb.Event {
 // encodedModRevision reads an encoded instance's mod_revision (the last
 // one, as decoding does), or 0.
 func encodedModRevision(b []byte) uint64 {
-	var rev uint64
+	_, mod, _ := encodedStamp(b)
+	return mod
+}
+
+// encodedStamp reads an encoded instance's create_revision, mod_revision
+// and health_since (the last of each, as decoding does; 0 when absent)
+// without decoding the rest.
+func encodedStamp(b []byte) (create, mod uint64, healthSince int64) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return rev
+			return
 		}
 		b = b[n:]
-		if num == modRevisionField && typ == protowire.VarintType {
+		if typ == protowire.VarintType && (num == createRevisionField || num == modRevisionField || num == healthSinceField) {
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
-				return rev
+				return
 			}
-			rev, b = v, b[n:]
+			b = b[n:]
+			switch num {
+			case createRevisionField:
+				create = v
+			case modRevisionField:
+				mod = v
+			default:
+				healthSince = int64(v)
+			}
 			continue
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
-			return rev
+			return
 		}
 		b = b[n:]
 	}
-	return rev
+	return
 }
 
 // Fields instanceWithout may leave out.
