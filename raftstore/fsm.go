@@ -21,6 +21,10 @@ import (
 // stored: a change stores a new copy. Query methods return the stored
 // pointers, which callers must not modify.
 type FSM struct {
+	// decoded, when set, is called by ApplyBatch once it has decoded a
+	// batch's entries, before it locks mu (tests hold it there).
+	decoded func()
+
 	mu       sync.RWMutex
 	revision uint64
 	services map[string]map[string]storedInstance // service -> id -> instance
@@ -123,21 +127,33 @@ func (f *FSM) Apply(l *raft.Log) any {
 }
 
 // ApplyBatch applies consecutive committed entries under one lock, and
-// publishes their events to watchers once.
+// publishes their events to watchers once. The entries are decoded before
+// the lock is taken: readers wait only for the changes.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
+	cmds := make([]*pb.Command, len(logs))
+	for i, l := range logs {
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		cmd := &pb.Command{}
+		if err := proto.Unmarshal(l.Data, cmd); err != nil {
+			out[i] = fmt.Errorf("%w: decode raft entry %d: %v", ErrInvalidArgument, l.Index, err)
+			continue
+		}
+		cmds[i] = cmd
+	}
+	if f.decoded != nil {
+		f.decoded()
+	}
 	var evs []*ringEvent
 	f.mu.Lock()
 	for i, l := range logs {
 		if l.Index > f.revision {
 			f.revision = l.Index
 		}
-		if l.Type != raft.LogCommand {
-			continue
-		}
-		var cmd pb.Command
-		if err := proto.Unmarshal(l.Data, &cmd); err != nil {
-			out[i] = fmt.Errorf("%w: decode raft entry %d: %v", ErrInvalidArgument, l.Index, err)
+		cmd := cmds[i]
+		if cmd == nil {
 			continue
 		}
 		f.requests.advance(cmd.Time)
@@ -146,7 +162,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			continue
 		}
 		var err error
-		evs, err = f.apply(&cmd, l.Data, l.Index, evs)
+		evs, err = f.apply(cmd, l.Data, l.Index, evs)
 		if err != nil {
 			out[i] = err
 		}

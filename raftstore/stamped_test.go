@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -104,5 +105,40 @@ func TestRegisterStoresEveryEntryAsItsInstance(t *testing.T) {
 	}
 	if got := f.Instance("api", "twice"); got.Address != "10.0.0.9:1" {
 		t.Errorf("an entry with the register field twice stored %v, want both merged", got)
+	}
+}
+
+// TestReadsGoOnWhileABatchIsDecoded: the state machine decodes a batch's
+// entries before it locks the registry, so a read is answered while it
+// decodes them.
+func TestReadsGoOnWhileABatchIsDecoded(t *testing.T) {
+	d := newFSMDriver(t, 16)
+	f := d.fsm
+	d.mustApply(registerCmd(testInstance("api", "i1", "n1")))
+	inDecode, release := make(chan struct{}), make(chan struct{})
+	f.decoded = func() {
+		close(inDecode)
+		<-release
+	}
+	l := d.nextLog(registerCmd(testInstance("api", "i2", "n1")))
+	applied := make(chan any, 1)
+	go func() { applied <- f.Apply(l) }()
+	<-inDecode
+	read := make(chan *pb.Instance, 1)
+	go func() { read <- f.Instance("api", "i1") }()
+	select {
+	case got := <-read:
+		if got == nil {
+			t.Error("the read found nothing")
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("a read waited for the batch being decoded")
+	}
+	close(release)
+	if r := <-applied; r != nil {
+		t.Fatal(r)
+	}
+	if f.Instance("api", "i2") == nil {
+		t.Fatal("the batch was not applied")
 	}
 }
