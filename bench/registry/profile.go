@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -84,4 +86,47 @@ func fetchTo(ctx context.Context, url, file string) error {
 		return fmt.Errorf("profile %s: %w", url, err)
 	}
 	return f.Close()
+}
+
+// mallocs returns the heap allocations all of c's members have made
+// since they started (Go's go_memstats_mallocs_total, which zrpcd and
+// etcd both export); ok is false when a member did not say.
+func mallocs(ctx context.Context, c cluster) (n float64, ok bool) {
+	for i := range c.members() {
+		v, err := scrapeCounter(ctx, c.metricsURL(i), "go_memstats_mallocs_total")
+		if err != nil {
+			return 0, false
+		}
+		n += v
+	}
+	return n, true
+}
+
+// scrapeCounter reads the value of the unlabelled metric name from the
+// Prometheus text exposition at url.
+func scrapeCounter(ctx context.Context, url, name string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("scrape %s: %s", url, resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && f[0] == name {
+			return strconv.ParseFloat(f[1], 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	return 0, fmt.Errorf("scrape %s: no %s", url, name)
 }

@@ -82,6 +82,7 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, s slot) (
 	profiled := r.profileRound(ctx, c, leader, r.cfg.Duration,
 		fmt.Sprintf("%s-%dn-%dw-r%d", s.system, c.members(), writers, s.rep))
 	cpu0 := cpuSeconds(c)
+	mallocs0, mallocsOK := mallocs(ctx, c)
 	start := time.Now()
 	deadline := start.Add(r.cfg.Duration)
 	for w := range ws {
@@ -117,6 +118,9 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, s slot) (
 	res.metric("p50 ms", quantileMS(sorted, 0.50))
 	res.metric("p99 ms", quantileMS(sorted, 0.99))
 	res.metric("server CPU us/write", (cpuSeconds(c)-cpu0)*1e6/float64(len(sorted)))
+	if m, ok := mallocs(ctx, c); ok && mallocsOK {
+		res.metric("server allocs/write", (m-mallocs0)/float64(len(sorted)))
+	}
 	res.Metrics["failed"] = float64(failed.Load())
 	if n := failed.Load(); n > 0 {
 		r.log.Warn("writes failed", "count", n, "first", *first.Load())
