@@ -102,8 +102,9 @@ func mallocs(ctx context.Context, c cluster) (n float64, ok bool) {
 	return n, true
 }
 
-// scrapeCounter reads the value of the unlabelled metric name from the
-// Prometheus text exposition at url.
+// scrapeCounter reads the value of the metric name (with its labels as
+// the exposition writes them: name{label="value"}) from the Prometheus
+// text exposition at url.
 func scrapeCounter(ctx context.Context, url, name string) (float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -129,4 +130,22 @@ func scrapeCounter(ctx context.Context, url, name string) (float64, error) {
 		return 0, fmt.Errorf("scrape %s: %w", url, err)
 	}
 	return 0, fmt.Errorf("scrape %s: no %s", url, name)
+}
+
+// leaderCommitter is a cluster whose leader reports how long its writes
+// take from proposal to applied (zrpcd's
+// zrpc_raft_apply_duration_seconds): the share of a write's latency the
+// Raft commit takes, apart from the hops to and from the leader.
+type leaderCommitter interface {
+	// commitSeconds returns the sum and count of member i's commits.
+	commitSeconds(ctx context.Context, i int) (sum, count float64, err error)
+}
+
+func (c *zrpcCluster) commitSeconds(ctx context.Context, i int) (sum, count float64, err error) {
+	const name = "zrpc_raft_apply_duration_seconds"
+	if sum, err = scrapeCounter(ctx, c.metricsURL(i), name+`_sum{result="ok"}`); err != nil {
+		return 0, 0, err
+	}
+	count, err = scrapeCounter(ctx, c.metricsURL(i), name+`_count{result="ok"}`)
+	return sum, count, err
 }

@@ -83,6 +83,7 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, s slot) (
 		fmt.Sprintf("%s-%dn-%dw-r%d", s.system, c.members(), writers, s.rep))
 	cpu0 := cpuSeconds(c)
 	mallocs0, mallocsOK := mallocs(ctx, c)
+	commit := r.leaderCommit(ctx, c, leader)
 	start := time.Now()
 	deadline := start.Add(r.cfg.Duration)
 	for w := range ws {
@@ -121,11 +122,35 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, s slot) (
 	if m, ok := mallocs(ctx, c); ok && mallocsOK {
 		res.metric("server allocs/write", (m-mallocs0)/float64(len(sorted)))
 	}
+	if ms, ok := commit(); ok {
+		res.Metrics["leader commit ms (mean)"] = ms
+		r.log.Info("leader commit", "system", s.system, "writers", writers, "mean ms", fmt.Sprintf("%.3f", ms))
+	}
 	res.Metrics["failed"] = float64(failed.Load())
 	if n := failed.Load(); n > 0 {
 		r.log.Warn("writes failed", "count", n, "first", *first.Load())
 	}
 	return res, nil
+}
+
+// leaderCommit starts measuring the mean time the leader (member leader,
+// 0 on one node) takes to commit and apply a write, when c reports it;
+// done returns it in milliseconds over the writes since, ok false when c
+// does not report it.
+func (r *runner) leaderCommit(ctx context.Context, c cluster, leader int) (done func() (ms float64, ok bool)) {
+	lc, ok := c.(leaderCommitter)
+	leader = max(leader, 0)
+	if !ok {
+		return func() (float64, bool) { return 0, false }
+	}
+	sum0, n0, err := lc.commitSeconds(ctx, leader)
+	return func() (float64, bool) {
+		sum, n, err2 := lc.commitSeconds(ctx, leader)
+		if err != nil || err2 != nil || n <= n0 {
+			return 0, false
+		}
+		return (sum - sum0) / (n - n0) * 1e3, true
+	}
 }
 
 // firstWriterNode is the node the first writer talks to, the others
