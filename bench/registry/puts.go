@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/zrpcio/zrpc/bench/internal/proc"
 )
 
 // callTimeout bounds one write or read of the load; slower is an error.
@@ -82,6 +84,7 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, s slot) (
 	profiled := r.profileRound(ctx, c, leader, r.cfg.Duration,
 		fmt.Sprintf("%s-%dn-%dw-r%d", s.system, c.members(), writers, s.rep))
 	cpu0 := cpuSeconds(c)
+	self0, selfErr := proc.SelfCPUTime()
 	mallocs0, mallocsOK := mallocs(ctx, c)
 	commit := r.leaderCommit(ctx, c, leader)
 	start := time.Now()
@@ -119,6 +122,11 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, s slot) (
 	res.metric("p50 ms", quantileMS(sorted, 0.50))
 	res.metric("p99 ms", quantileMS(sorted, 0.99))
 	res.metric("server CPU us/write", (cpuSeconds(c)-cpu0)*1e6/float64(len(sorted)))
+	if self1, err := proc.SelfCPUTime(); err == nil && selfErr == nil {
+		// The clients' cost: on 2 cores a client that costs more per write
+		// leaves less of the machine to the servers.
+		res.metric("client CPU us/write", (self1-self0).Seconds()*1e6/float64(len(sorted)))
+	}
 	if m, ok := mallocs(ctx, c); ok && mallocsOK {
 		res.metric("server allocs/write", (m-mallocs0)/float64(len(sorted)))
 	}
