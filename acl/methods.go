@@ -70,6 +70,8 @@ var Methods = map[string]Permission{
 	pb.Shards_ReportShards_FullMethodName: {Resource: Agent, Access: Write},
 	pb.Shards_Referenced_FullMethodName:   {Resource: Agent, Access: Write},
 	pb.Shards_HeldShards_FullMethodName:   {Resource: Agent, Access: Write},
+	// Writes forwarded together (Internal.Apply's batch form).
+	pb.Internal_ApplyBatch_FullMethodName: {Resource: Agent, Access: Write},
 
 	// Snapshots: a saved file holds the cluster's secret and the tokens'
 	// hashes, so saving needs an operator's write; a restore replaces the

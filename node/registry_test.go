@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -209,5 +210,40 @@ func TestHTTPEndpoints(t *testing.T) {
 	}
 	if code, _ := get("/debug/pprof/"); code != 200 {
 		t.Fatalf("/debug/pprof/ = %d", code)
+	}
+}
+
+// TestRegisterAnswersTheInstanceAsStored: a registration, first or
+// again, is answered with the instance as the registry then holds it: its
+// create revision kept from the first, its health time kept while its
+// health is unchanged.
+func TestRegisterAnswersTheInstanceAsStored(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	_, c := dial(t, n.GRPCAddr())
+	ctx := ctxT(t)
+	in := func() *pb.Instance {
+		return &pb.Instance{Service: "user.rpc", Id: "u1", Address: "127.0.0.1:9001", Tags: []string{"b", "a"},
+			Metadata: map[string]string{"k": "v", "a": "b", "z": "y"}}
+	}
+	var first *pb.Instance
+	for i := range 2 {
+		resp, err := c.Register(ctx, &pb.RegisterRequest{Instance: in()})
+		if err != nil {
+			t.Fatalf("Register: %v", err)
+		}
+		got, err := c.Get(ctx, &pb.GetRequest{Service: "user.rpc", Consistency: pb.Consistency_CONSISTENT})
+		if err != nil || len(got.Instances) != 1 {
+			t.Fatalf("Get = %v, %v", got, err)
+		}
+		if !proto.Equal(resp.Instance, got.Instances[0]) {
+			t.Fatalf("registration %d answered %v, the registry holds %v", i+1, resp.Instance, got.Instances[0])
+		}
+		if first == nil {
+			first = resp.Instance
+			continue
+		}
+		if r := resp.Instance; r.CreateRevision != first.CreateRevision || r.HealthSince != first.HealthSince || r.ModRevision <= first.ModRevision {
+			t.Fatalf("registered again = %v, want create revision and health time of %v and a newer mod revision", r, first)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -44,6 +45,12 @@ type ForwardConfig struct {
 type Forwarder struct {
 	store *Store
 	cfg   ForwardConfig
+
+	mu       sync.Mutex
+	batchers map[grpc.ClientConnInterface]*forwardBatcher // by leader connection
+	// sent, when set, is called with the commands of every forwarding
+	// call (tests count them).
+	sent func(cmds int)
 }
 
 // NewForwarder returns a Forwarder for s.
@@ -51,7 +58,19 @@ func NewForwarder(s *Store, cfg ForwardConfig) *Forwarder {
 	if cfg.LocalApply == nil {
 		cfg.LocalApply = s.Apply
 	}
-	return &Forwarder{store: s, cfg: cfg}
+	return &Forwarder{store: s, cfg: cfg, batchers: make(map[grpc.ClientConnInterface]*forwardBatcher)}
+}
+
+// batcher returns the batcher of the writes forwarded over conn.
+func (f *Forwarder) batcher(conn grpc.ClientConnInterface) *forwardBatcher {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b := f.batchers[conn]
+	if b == nil {
+		b = &forwardBatcher{conn: conn, sent: f.sent}
+		f.batchers[conn] = b
+	}
+	return b
 }
 
 // leaderConn returns a connection to the current leader's gRPC API, or
@@ -110,15 +129,17 @@ func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote fun
 }
 
 // Apply commits cmd through the leader and returns its revision: with
-// LocalApply on the leader, through the leader's Internal.Apply elsewhere.
-// A forwarded attempt is bounded by what is left of LeaderWait (at least a
-// second): a leader that went silent without closing its connection fails
-// the write with ErrNoLeader then, not when the caller's deadline (if any)
-// or keepalive ends it. A forwarded write is answered once this replica
-// has applied it too (waiting up to a second, woken by the FSM's apply),
-// so that the caller reads its own write from this agent. The leader
-// pushes its commit index to followers as soon as it has applied
-// (commitpush.go), so the wait is about one round trip.
+// LocalApply on the leader, through the leader's Internal API elsewhere,
+// together with the other writes forwarded at the same time
+// (forwardbatch.go). A forwarded attempt is bounded by what is left of
+// LeaderWait (at least a second): a leader that went silent without
+// closing its connection fails the write with ErrNoLeader then, not when
+// the caller's deadline (if any) or keepalive ends it. A forwarded write
+// is answered once this replica has applied it too (waiting up to a
+// second, woken by the FSM's apply), so that the caller reads its own
+// write from this agent. The leader pushes its commit index to followers
+// as soon as it has applied (commitpush.go), so the wait is about one
+// round trip.
 func (f *Forwarder) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	var rev uint64
 	deadline := time.Now().Add(f.cfg.LeaderWait)
@@ -129,12 +150,11 @@ func (f *Forwarder) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) 
 		},
 		func(c grpc.ClientConnInterface) error {
 			// The last attempt gets at least a second, whatever is left.
-			actx, cancel := context.WithDeadline(ctx, later(deadline, time.Now().Add(time.Second)))
-			defer cancel()
-			resp, err := pb.NewInternalClient(c).Apply(actx, cmd)
+			attempt := later(deadline, time.Now().Add(time.Second))
+			r, err := f.batcher(c).apply(ctx, cmd, attempt)
 			if err == nil {
-				rev = resp.Revision
-			} else if actx.Err() != nil && ctx.Err() == nil {
+				rev = r
+			} else if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil && !time.Now().Before(attempt) {
 				err = fmt.Errorf("%w: the leader did not answer within leader_wait (%s)", ErrNoLeader, f.cfg.LeaderWait)
 			}
 			return err

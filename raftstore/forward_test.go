@@ -17,6 +17,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
 // internalAPI serves a store's Internal.Apply as an agent does: only the
@@ -25,10 +26,17 @@ type internalAPI struct {
 	pb.UnimplementedInternalServer
 	s     *Store
 	calls atomic.Int32
+	// gate, when set, holds every call until it is closed.
+	gate chan struct{}
+	// noBatch answers ApplyBatch Unimplemented, as an older agent.
+	noBatch bool
 }
 
 func (a *internalAPI) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyResponse, error) {
 	a.calls.Add(1)
+	if a.gate != nil {
+		<-a.gate
+	}
 	if !a.s.IsLeader() {
 		return nil, apierr.ToStatus(ErrNotLeader)
 	}
@@ -37,6 +45,25 @@ func (a *internalAPI) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyResp
 		return nil, apierr.ToStatus(err)
 	}
 	return &pb.ApplyResponse{Revision: rev}, nil
+}
+
+func (a *internalAPI) ApplyBatch(ctx context.Context, req *pb.ApplyBatchRequest) (*pb.ApplyBatchResponse, error) {
+	a.calls.Add(1)
+	if a.noBatch {
+		return a.UnimplementedInternalServer.ApplyBatch(ctx, req)
+	}
+	if a.gate != nil {
+		<-a.gate
+	}
+	if !a.s.IsLeader() {
+		return nil, apierr.ToStatus(ErrNotLeader)
+	}
+	resp := &pb.ApplyBatchResponse{}
+	for _, cmd := range req.Commands {
+		rev, err := a.s.Apply(ctx, cmd)
+		resp.Results = append(resp.Results, NewApplyResult(rev, err))
+	}
+	return resp, nil
 }
 
 // serveInternal serves s's Internal API on a loopback port.
@@ -264,5 +291,103 @@ func TestForwarderNeedsTheLeadersAddress(t *testing.T) {
 	_, err := f.Apply(t.Context(), registerCmd(testInstance("api", "0", "n1")))
 	if !errors.Is(err, ErrNoLeader) || !strings.Contains(err.Error(), "gRPC address of leader "+leader.cfg.NodeID+" not known") {
 		t.Fatalf("Apply with the leader's address unknown = %v, want ErrNoLeader naming it", err)
+	}
+}
+
+// forwardersBatch holds forwarded writes while maxForwardCalls calls are
+// in flight to the leader (its API's gate), then releases the gate once
+// queued writes wait, and returns what each write answered and the size
+// of every call the forwarder sent.
+func forwardersBatch(t *testing.T, noBatch bool, cmds []*pb.Command) (errs []error, revs []uint64, calls []int) {
+	t.Helper()
+	stores, apis := forwardingCluster(t)
+	leader := leaderOf(t, stores)
+	follower := stores[(indexOf(stores, leader)+1)%len(stores)]
+	api := apis[indexOf(stores, leader)]
+	f := NewForwarder(follower, ForwardConfig{LeaderWait: 30 * time.Second, Dial: newTestDialer(t).dial})
+	var mu sync.Mutex
+	f.sent = func(n int) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, n)
+	}
+	api.gate, api.noBatch = make(chan struct{}), noBatch
+	var wg sync.WaitGroup
+	errs, revs = make([]error, len(cmds)), make([]uint64, len(cmds))
+	apply := func(i int) {
+		wg.Go(func() { revs[i], errs[i] = f.Apply(t.Context(), cmds[i]) })
+	}
+	for i := range maxForwardCalls {
+		apply(i)
+	}
+	testwait.For(t, 30*time.Second, "the first writes to reach the leader", func() bool {
+		return api.calls.Load() == maxForwardCalls
+	})
+	for i := maxForwardCalls; i < len(cmds); i++ {
+		apply(i)
+	}
+	testwait.For(t, 30*time.Second, "the other writes to wait", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, b := range f.batchers {
+			b.mu.Lock()
+			n := len(b.waiting)
+			b.mu.Unlock()
+			return n == len(cmds)-maxForwardCalls
+		}
+		return false
+	})
+	close(api.gate)
+	wg.Wait()
+	return errs, revs, calls
+}
+
+// TestForwardedWritesThatWaitGoInOneCall: while a follower's calls to the
+// leader are all in flight, the writes forwarded meanwhile wait and then
+// go as one ApplyBatch call, and each is answered with its own outcome.
+func TestForwardedWritesThatWaitGoInOneCall(t *testing.T) {
+	var cmds []*pb.Command
+	for i := range maxForwardCalls + 20 {
+		cmds = append(cmds, registerCmd(testInstance("api", fmt.Sprint(i), "n1")))
+	}
+	missing := &pb.Command{Kind: &pb.Command_Deregister{Deregister: &pb.InstanceRef{Service: "api", Id: "missing"}}}
+	cmds = append(cmds, missing)
+	errs, revs, calls := forwardersBatch(t, false, cmds)
+	seen := map[uint64]bool{}
+	for i, err := range errs[:len(cmds)-1] {
+		if err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		if seen[revs[i]] {
+			t.Errorf("write %d answered revision %d, as another did", i, revs[i])
+		}
+		seen[revs[i]] = true
+	}
+	if err := errs[len(cmds)-1]; !errors.Is(err, ErrNotFound) {
+		t.Errorf("deregister of a missing instance in the batch = %v, want ErrNotFound", err)
+	}
+	want := make([]int, maxForwardCalls)
+	for i := range want {
+		want[i] = 1
+	}
+	want = append(want, len(cmds)-maxForwardCalls)
+	if fmt.Sprint(calls) != fmt.Sprint(want) {
+		t.Errorf("calls sent with %v writes each, want %v (the waiting writes together)", calls, want)
+	}
+}
+
+// TestForwardedWritesGoOneByOneToALeaderWithoutBatches: a leader that
+// does not serve ApplyBatch (an older agent) gets every write that waited
+// as its own Apply call, and each is applied.
+func TestForwardedWritesGoOneByOneToALeaderWithoutBatches(t *testing.T) {
+	var cmds []*pb.Command
+	for i := range maxForwardCalls + 5 {
+		cmds = append(cmds, registerCmd(testInstance("api", fmt.Sprint(i), "n1")))
+	}
+	errs, revs, _ := forwardersBatch(t, true, cmds)
+	for i, err := range errs {
+		if err != nil || revs[i] == 0 {
+			t.Fatalf("write %d = revision %d, %v; want applied", i, revs[i], err)
+		}
 	}
 }

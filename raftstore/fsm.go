@@ -21,6 +21,10 @@ import (
 // stored: a change stores a new copy. Query methods return the stored
 // pointers, which callers must not modify.
 type FSM struct {
+	// decoded, when set, is called by ApplyBatch once it has decoded a
+	// batch's entries, before it locks mu (tests hold it there).
+	decoded func()
+
 	mu       sync.RWMutex
 	revision uint64
 	services map[string]map[string]storedInstance // service -> id -> instance
@@ -123,21 +127,33 @@ func (f *FSM) Apply(l *raft.Log) any {
 }
 
 // ApplyBatch applies consecutive committed entries under one lock, and
-// publishes their events to watchers once.
+// publishes their events to watchers once. The entries are decoded before
+// the lock is taken: readers wait only for the changes.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
+	cmds := make([]*pb.Command, len(logs))
+	for i, l := range logs {
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		cmd := &pb.Command{}
+		if err := proto.Unmarshal(l.Data, cmd); err != nil {
+			out[i] = fmt.Errorf("%w: decode raft entry %d: %v", ErrInvalidArgument, l.Index, err)
+			continue
+		}
+		cmds[i] = cmd
+	}
+	if f.decoded != nil {
+		f.decoded()
+	}
 	var evs []*ringEvent
 	f.mu.Lock()
 	for i, l := range logs {
 		if l.Index > f.revision {
 			f.revision = l.Index
 		}
-		if l.Type != raft.LogCommand {
-			continue
-		}
-		var cmd pb.Command
-		if err := proto.Unmarshal(l.Data, &cmd); err != nil {
-			out[i] = fmt.Errorf("%w: decode raft entry %d: %v", ErrInvalidArgument, l.Index, err)
+		cmd := cmds[i]
+		if cmd == nil {
 			continue
 		}
 		f.requests.advance(cmd.Time)
@@ -146,7 +162,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			continue
 		}
 		var err error
-		evs, err = f.apply(&cmd, l.Index, evs)
+		evs, err = f.apply(cmd, l.Data, l.Index, evs)
 		if err != nil {
 			out[i] = err
 		}
@@ -158,15 +174,15 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
-// apply changes the state for one command and appends the events it caused.
-// It validates before it changes anything.
-func (f *FSM) apply(cmd *pb.Command, rev uint64, evs []*ringEvent) ([]*ringEvent, error) {
+// apply changes the state for one command, decoded from data, and appends
+// the events it caused. It validates before it changes anything.
+func (f *FSM) apply(cmd *pb.Command, data []byte, rev uint64, evs []*ringEvent) ([]*ringEvent, error) {
 	switch k := cmd.Kind.(type) {
 	case *pb.Command_Register:
 		if err := f.checkQuota(cmd.Quota, k.Register); err != nil {
 			return evs, err
 		}
-		return f.applyRegister(k.Register, cmd.Time, rev, evs)
+		return f.applyRegister(k.Register, commandRegister(data), cmd.Time, rev, evs)
 	case *pb.Command_Deregister:
 		ref := k.Deregister
 		old := f.stored(ref.GetService(), ref.GetId())
@@ -219,8 +235,10 @@ func (f *FSM) apply(cmd *pb.Command, rev uint64, evs []*ringEvent) ([]*ringEvent
 
 // applyRegister stores in, which it takes over: the command it belongs to
 // was decoded from the entry for this apply alone (ApplyBatch), so it is
-// stored without a copy.
-func (f *FSM) applyRegister(in *pb.Instance, now int64, rev uint64, evs []*ringEvent) ([]*ringEvent, error) {
+// stored without a copy. enc, when not nil, is in's encoding as the
+// entry carries it, which the stored encoding is made from instead of
+// encoding in again (stampedInstance).
+func (f *FSM) applyRegister(in *pb.Instance, enc []byte, now int64, rev uint64, evs []*ringEvent) ([]*ringEvent, error) {
 	if in.GetService() == "" || in.GetId() == "" {
 		return evs, fmt.Errorf("%w: instance needs a service and an id", ErrInvalidArgument)
 	}
@@ -234,14 +252,21 @@ func (f *FSM) applyRegister(in *pb.Instance, now int64, rev uint64, evs []*ringE
 	inst.ModRevision = rev
 	inst.HealthSince = now
 	if old := f.stored(in.Service, in.Id); old.valid() {
-		prev := old.instance()
-		inst.CreateRevision = prev.CreateRevision
-		if prev.Health == inst.Health {
-			inst.HealthSince = prev.HealthSince
+		create, _, since := encodedStamp(old.enc)
+		inst.CreateRevision = create
+		if old.health == inst.Health {
+			inst.HealthSince = since
 		}
 	}
-	st, err := f.put(inst)
-	if err != nil {
+	var (
+		st  storedInstance
+		err error
+	)
+	if stamped, ok := stampedInstance(enc, inst); ok {
+		inst.Service = f.shared.string(inst.Service)
+		st = storedFrom(f.shared, inst, stamped)
+		f.store(inst.Service, inst.Id, st)
+	} else if st, err = f.put(inst); err != nil {
 		return evs, err
 	}
 	return append(evs, newRingEvent(pb.Event_PUT, inst, st.enc, rev)), nil
@@ -429,6 +454,20 @@ func (f *FSM) Instance(service, id string) *pb.Instance {
 		return nil
 	}
 	return st.instance()
+}
+
+// InstanceStamp returns what the state machine set on the instance id of
+// service when it stored it (its create and mod revisions and health
+// time), without decoding the instance; ok is false when there is none.
+func (f *FSM) InstanceStamp(service, id string) (create, mod uint64, healthSince int64, ok bool) {
+	f.mu.RLock()
+	st := f.stored(service, id)
+	f.mu.RUnlock()
+	if !st.valid() {
+		return 0, 0, 0, false
+	}
+	create, mod, healthSince = encodedStamp(st.enc)
+	return create, mod, healthSince, true
 }
 
 // AllInstances returns every instance sorted by service and id.

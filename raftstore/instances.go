@@ -22,9 +22,10 @@ import (
 // finding a node's or a session's instances decodes nothing. Readers get a
 // freshly decoded message (instance), theirs to keep or change.
 //
-// The encoding is deterministic, so equal instances are equal bytes, and
-// its length is the instance's proto.Size, which max_registry_bytes
-// counts. Stored encodings are never changed: a change stores a new one.
+// The encoding is deterministic, so equal instances are equal bytes (a
+// registration's is made from its entry's, stampedInstance, which agents
+// encode deterministically), and its length is the instance's proto.Size,
+// which max_registry_bytes counts. Stored encodings are never changed: a change stores a new one.
 type storedInstance struct {
 	enc     []byte
 	node    string // shared (sharedValues)
@@ -86,8 +87,13 @@ func sortRecords(recs []instanceRecord) {
 	})
 }
 
-// Field numbers snapshotEvent writes and reads.
+// Field numbers snapshotEvent writes and reads, and those a registration's
+// stored encoding gets from the state machine (stampedInstance).
 var (
+	registerField       = fieldNumber((&pb.Command{}).ProtoReflect().Descriptor(), "register")
+	createRevisionField = fieldNumber((&pb.Instance{}).ProtoReflect().Descriptor(), "create_revision")
+	healthSinceField    = fieldNumber((&pb.Instance{}).ProtoReflect().Descriptor(), "health_since")
+
 	eventInstanceField = fieldNumber((&pb.Event{}).ProtoReflect().Descriptor(), "instance")
 	modRevisionField   = fieldNumber((&pb.Instance{}).ProtoReflect().Descriptor(), "mod_revision")
 )
@@ -115,28 +121,43 @@ func (s storedInstance) snapshotEvent(encoded bool) *pb.Event {
 // encodedModRevision reads an encoded instance's mod_revision (the last
 // one, as decoding does), or 0.
 func encodedModRevision(b []byte) uint64 {
-	var rev uint64
+	_, mod, _ := encodedStamp(b)
+	return mod
+}
+
+// encodedStamp reads an encoded instance's create_revision, mod_revision
+// and health_since (the last of each, as decoding does; 0 when absent)
+// without decoding the rest.
+func encodedStamp(b []byte) (create, mod uint64, healthSince int64) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return rev
+			return
 		}
 		b = b[n:]
-		if num == modRevisionField && typ == protowire.VarintType {
+		if typ == protowire.VarintType && (num == createRevisionField || num == modRevisionField || num == healthSinceField) {
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
-				return rev
+				return
 			}
-			rev, b = v, b[n:]
+			b = b[n:]
+			switch num {
+			case createRevisionField:
+				create = v
+			case modRevisionField:
+				mod = v
+			default:
+				healthSince = int64(v)
+			}
 			continue
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
-			return rev
+			return
 		}
 		b = b[n:]
 	}
-	return rev
+	return
 }
 
 // Fields instanceWithout may leave out.
@@ -144,6 +165,91 @@ var (
 	tagsField     = fieldNumber((&pb.Instance{}).ProtoReflect().Descriptor(), "tags")
 	metadataField = fieldNumber((&pb.Instance{}).ProtoReflect().Descriptor(), "metadata")
 )
+
+// commandRegister returns the encoded instance of the encoded command
+// data's register field, nil when it has none, or has it more than once
+// (decoding merges them: the bytes are not one instance's).
+func commandRegister(data []byte) []byte {
+	var found []byte
+	for b := data; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil
+		}
+		b = b[n:]
+		if num == registerField && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 || found != nil {
+				return nil
+			}
+			found, b = v, b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return nil
+		}
+		b = b[n:]
+	}
+	return found
+}
+
+// stampedInstance returns the stored encoding of inst made from enc, the
+// encoding inst was decoded from before the state machine set what it owns
+// (create_revision, mod_revision and health_since): enc's fields with
+// those inserted in field order, the bytes a deterministic encoding of
+// inst gives when enc was one, without encoding inst again. ok is false
+// when enc is nil, already carries one of those fields, is not in field
+// order or does not parse: then inst must be encoded (encodeInstance).
+func stampedInstance(enc []byte, inst *pb.Instance) (stamped []byte, ok bool) {
+	if enc == nil {
+		return nil, false
+	}
+	out := make([]byte, 0, len(enc)+3*(2+binary.MaxVarintLen64))
+	revs, since := false, false // inserted yet
+	var last protowire.Number
+	for b := enc; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, false
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 || num < last || num == createRevisionField || num == modRevisionField || num == healthSinceField {
+			return nil, false
+		}
+		last = num
+		if !revs && num > modRevisionField {
+			out, revs = appendRevisions(out, inst), true
+		}
+		if !since && num > healthSinceField {
+			out, since = appendVarintField(out, healthSinceField, uint64(inst.HealthSince)), true
+		}
+		out = append(out, b[:n+m]...)
+		b = b[n+m:]
+	}
+	if !revs {
+		out = appendRevisions(out, inst)
+	}
+	if !since {
+		out = appendVarintField(out, healthSinceField, uint64(inst.HealthSince))
+	}
+	return out, true
+}
+
+func appendRevisions(b []byte, inst *pb.Instance) []byte {
+	b = appendVarintField(b, createRevisionField, inst.CreateRevision)
+	return appendVarintField(b, modRevisionField, inst.ModRevision)
+}
+
+// appendVarintField appends field num of value v, nothing for 0 (proto3
+// leaves zero values out).
+func appendVarintField(b []byte, num protowire.Number, v uint64) []byte {
+	if v == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.VarintType)
+	return protowire.AppendVarint(b, v)
+}
 
 // instanceWithout decodes the stored instance without the fields skip
 // (of wire type bytes), which it leaves out of the encoding before

@@ -362,7 +362,9 @@ func (s *Store) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	if cmd.Time == 0 {
 		cmd.Time = time.Now().UnixNano()
 	}
-	b, err := proto.Marshal(cmd)
+	// Deterministic: a registration's instance is stored as the entry
+	// encodes it (stampedInstance), with its metadata in key order.
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(cmd)
 	if err != nil {
 		return 0, fmt.Errorf("encode command: %w", err)
 	}

@@ -1882,6 +1882,171 @@ func (x *ApplyResponse) GetRevision() uint64 {
 	return 0
 }
 
+// ApplyBatchRequest carries the writes a follower's callers forwarded at
+// the same time, each proposed on its own.
+type ApplyBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Commands      []*Command             `protobuf:"bytes,1,rep,name=commands,proto3" json:"commands,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyBatchRequest) Reset() {
+	*x = ApplyBatchRequest{}
+	mi := &file_raft_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyBatchRequest) ProtoMessage() {}
+
+func (x *ApplyBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyBatchRequest.ProtoReflect.Descriptor instead.
+func (*ApplyBatchRequest) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ApplyBatchRequest) GetCommands() []*Command {
+	if x != nil {
+		return x.Commands
+	}
+	return nil
+}
+
+// ApplyResult is the outcome of one command of an ApplyBatchRequest: its
+// revision, or its error.
+type ApplyResult struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// error_status is the gRPC status code of the error, 0 (OK) when the
+	// command was applied.
+	ErrorStatus uint32 `protobuf:"varint,2,opt,name=error_status,json=errorStatus,proto3" json:"error_status,omitempty"`
+	// error_reason is the error's reason code in zrpc's error table (empty
+	// for errors outside it); error_message is its text.
+	ErrorReason   string `protobuf:"bytes,3,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
+	ErrorMessage  string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyResult) Reset() {
+	*x = ApplyResult{}
+	mi := &file_raft_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyResult) ProtoMessage() {}
+
+func (x *ApplyResult) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
+func (*ApplyResult) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ApplyResult) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *ApplyResult) GetErrorStatus() uint32 {
+	if x != nil {
+		return x.ErrorStatus
+	}
+	return 0
+}
+
+func (x *ApplyResult) GetErrorReason() string {
+	if x != nil {
+		return x.ErrorReason
+	}
+	return ""
+}
+
+func (x *ApplyResult) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+// ApplyBatchResponse holds one result per command, in the request's order.
+type ApplyBatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*ApplyResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyBatchResponse) Reset() {
+	*x = ApplyBatchResponse{}
+	mi := &file_raft_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyBatchResponse) ProtoMessage() {}
+
+func (x *ApplyBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyBatchResponse.ProtoReflect.Descriptor instead.
+func (*ApplyBatchResponse) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ApplyBatchResponse) GetResults() []*ApplyResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 var File_raft_proto protoreflect.FileDescriptor
 
 const file_raft_proto_rawDesc = "" +
@@ -2028,9 +2193,20 @@ const file_raft_proto_rawDesc = "" +
 	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\x12\x12\n" +
 	"\x04time\x18\x05 \x01(\x03R\x04time\"+\n" +
 	"\rApplyResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision2=\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"A\n" +
+	"\x11ApplyBatchRequest\x12,\n" +
+	"\bcommands\x18\x01 \x03(\v2\x10.zrpc.v1.CommandR\bcommands\"\x94\x01\n" +
+	"\vApplyResult\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12!\n" +
+	"\ferror_status\x18\x02 \x01(\rR\verrorStatus\x12!\n" +
+	"\ferror_reason\x18\x03 \x01(\tR\verrorReason\x12#\n" +
+	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\"D\n" +
+	"\x12ApplyBatchResponse\x12.\n" +
+	"\aresults\x18\x01 \x03(\v2\x14.zrpc.v1.ApplyResultR\aresults2\x84\x01\n" +
 	"\bInternal\x121\n" +
-	"\x05Apply\x12\x10.zrpc.v1.Command\x1a\x16.zrpc.v1.ApplyResponseB#Z!github.com/zrpcio/zrpc/api/zrpcpbb\x06proto3"
+	"\x05Apply\x12\x10.zrpc.v1.Command\x1a\x16.zrpc.v1.ApplyResponse\x12E\n" +
+	"\n" +
+	"ApplyBatch\x12\x1a.zrpc.v1.ApplyBatchRequest\x1a\x1b.zrpc.v1.ApplyBatchResponseB#Z!github.com/zrpcio/zrpc/api/zrpcpbb\x06proto3"
 
 var (
 	file_raft_proto_rawDescOnce sync.Once
@@ -2044,47 +2220,50 @@ func file_raft_proto_rawDescGZIP() []byte {
 	return file_raft_proto_rawDescData
 }
 
-var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_raft_proto_goTypes = []any{
-	(*Command)(nil),         // 0: zrpc.v1.Command
-	(*Quota)(nil),           // 1: zrpc.v1.Quota
-	(*InstanceRef)(nil),     // 2: zrpc.v1.InstanceRef
-	(*SetHealth)(nil),       // 3: zrpc.v1.SetHealth
-	(*Session)(nil),         // 4: zrpc.v1.Session
-	(*SessionCreate)(nil),   // 5: zrpc.v1.SessionCreate
-	(*SessionDestroy)(nil),  // 6: zrpc.v1.SessionDestroy
-	(*NodeRemove)(nil),      // 7: zrpc.v1.NodeRemove
-	(*BlobPending)(nil),     // 8: zrpc.v1.BlobPending
-	(*BlobRenew)(nil),       // 9: zrpc.v1.BlobRenew
-	(*BlobCommit)(nil),      // 10: zrpc.v1.BlobCommit
-	(*BlobAbort)(nil),       // 11: zrpc.v1.BlobAbort
-	(*BlobDelete)(nil),      // 12: zrpc.v1.BlobDelete
-	(*BlobShards)(nil),      // 13: zrpc.v1.BlobShards
-	(*ClusterInit)(nil),     // 14: zrpc.v1.ClusterInit
-	(*ACLBootstrap)(nil),    // 15: zrpc.v1.ACLBootstrap
-	(*ACLPolicySet)(nil),    // 16: zrpc.v1.ACLPolicySet
-	(*ACLPolicyDelete)(nil), // 17: zrpc.v1.ACLPolicyDelete
-	(*ACLTokenSet)(nil),     // 18: zrpc.v1.ACLTokenSet
-	(*ACLTokenDelete)(nil),  // 19: zrpc.v1.ACLTokenDelete
-	(*ShardPlacement)(nil),  // 20: zrpc.v1.ShardPlacement
-	(*SnapshotHeader)(nil),  // 21: zrpc.v1.SnapshotHeader
-	(*SnapshotBlob)(nil),    // 22: zrpc.v1.SnapshotBlob
-	(*RequestRecord)(nil),   // 23: zrpc.v1.RequestRecord
-	(*ApplyResponse)(nil),   // 24: zrpc.v1.ApplyResponse
-	(*Instance)(nil),        // 25: zrpc.v1.Instance
-	(*Node)(nil),            // 26: zrpc.v1.Node
-	(Health)(0),             // 27: zrpc.v1.Health
-	(*Blob)(nil),            // 28: zrpc.v1.Blob
-	(*ACLToken)(nil),        // 29: zrpc.v1.ACLToken
-	(*ACLPolicy)(nil),       // 30: zrpc.v1.ACLPolicy
+	(*Command)(nil),            // 0: zrpc.v1.Command
+	(*Quota)(nil),              // 1: zrpc.v1.Quota
+	(*InstanceRef)(nil),        // 2: zrpc.v1.InstanceRef
+	(*SetHealth)(nil),          // 3: zrpc.v1.SetHealth
+	(*Session)(nil),            // 4: zrpc.v1.Session
+	(*SessionCreate)(nil),      // 5: zrpc.v1.SessionCreate
+	(*SessionDestroy)(nil),     // 6: zrpc.v1.SessionDestroy
+	(*NodeRemove)(nil),         // 7: zrpc.v1.NodeRemove
+	(*BlobPending)(nil),        // 8: zrpc.v1.BlobPending
+	(*BlobRenew)(nil),          // 9: zrpc.v1.BlobRenew
+	(*BlobCommit)(nil),         // 10: zrpc.v1.BlobCommit
+	(*BlobAbort)(nil),          // 11: zrpc.v1.BlobAbort
+	(*BlobDelete)(nil),         // 12: zrpc.v1.BlobDelete
+	(*BlobShards)(nil),         // 13: zrpc.v1.BlobShards
+	(*ClusterInit)(nil),        // 14: zrpc.v1.ClusterInit
+	(*ACLBootstrap)(nil),       // 15: zrpc.v1.ACLBootstrap
+	(*ACLPolicySet)(nil),       // 16: zrpc.v1.ACLPolicySet
+	(*ACLPolicyDelete)(nil),    // 17: zrpc.v1.ACLPolicyDelete
+	(*ACLTokenSet)(nil),        // 18: zrpc.v1.ACLTokenSet
+	(*ACLTokenDelete)(nil),     // 19: zrpc.v1.ACLTokenDelete
+	(*ShardPlacement)(nil),     // 20: zrpc.v1.ShardPlacement
+	(*SnapshotHeader)(nil),     // 21: zrpc.v1.SnapshotHeader
+	(*SnapshotBlob)(nil),       // 22: zrpc.v1.SnapshotBlob
+	(*RequestRecord)(nil),      // 23: zrpc.v1.RequestRecord
+	(*ApplyResponse)(nil),      // 24: zrpc.v1.ApplyResponse
+	(*ApplyBatchRequest)(nil),  // 25: zrpc.v1.ApplyBatchRequest
+	(*ApplyResult)(nil),        // 26: zrpc.v1.ApplyResult
+	(*ApplyBatchResponse)(nil), // 27: zrpc.v1.ApplyBatchResponse
+	(*Instance)(nil),           // 28: zrpc.v1.Instance
+	(*Node)(nil),               // 29: zrpc.v1.Node
+	(Health)(0),                // 30: zrpc.v1.Health
+	(*Blob)(nil),               // 31: zrpc.v1.Blob
+	(*ACLToken)(nil),           // 32: zrpc.v1.ACLToken
+	(*ACLPolicy)(nil),          // 33: zrpc.v1.ACLPolicy
 }
 var file_raft_proto_depIdxs = []int32{
-	25, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
+	28, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
 	2,  // 1: zrpc.v1.Command.deregister:type_name -> zrpc.v1.InstanceRef
 	3,  // 2: zrpc.v1.Command.set_health:type_name -> zrpc.v1.SetHealth
 	5,  // 3: zrpc.v1.Command.session_create:type_name -> zrpc.v1.SessionCreate
 	6,  // 4: zrpc.v1.Command.session_destroy:type_name -> zrpc.v1.SessionDestroy
-	26, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
+	29, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
 	7,  // 6: zrpc.v1.Command.node_remove:type_name -> zrpc.v1.NodeRemove
 	8,  // 7: zrpc.v1.Command.blob_pending:type_name -> zrpc.v1.BlobPending
 	10, // 8: zrpc.v1.Command.blob_commit:type_name -> zrpc.v1.BlobCommit
@@ -2100,22 +2279,26 @@ var file_raft_proto_depIdxs = []int32{
 	19, // 18: zrpc.v1.Command.acl_token_delete:type_name -> zrpc.v1.ACLTokenDelete
 	1,  // 19: zrpc.v1.Command.quota:type_name -> zrpc.v1.Quota
 	2,  // 20: zrpc.v1.SetHealth.instances:type_name -> zrpc.v1.InstanceRef
-	27, // 21: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
+	30, // 21: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
 	4,  // 22: zrpc.v1.SessionCreate.session:type_name -> zrpc.v1.Session
-	28, // 23: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
+	31, // 23: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
 	20, // 24: zrpc.v1.BlobShards.shards:type_name -> zrpc.v1.ShardPlacement
-	29, // 25: zrpc.v1.ACLBootstrap.token:type_name -> zrpc.v1.ACLToken
-	30, // 26: zrpc.v1.ACLPolicySet.policy:type_name -> zrpc.v1.ACLPolicy
-	29, // 27: zrpc.v1.ACLTokenSet.token:type_name -> zrpc.v1.ACLToken
+	32, // 25: zrpc.v1.ACLBootstrap.token:type_name -> zrpc.v1.ACLToken
+	33, // 26: zrpc.v1.ACLPolicySet.policy:type_name -> zrpc.v1.ACLPolicy
+	32, // 27: zrpc.v1.ACLTokenSet.token:type_name -> zrpc.v1.ACLToken
 	14, // 28: zrpc.v1.SnapshotHeader.cluster:type_name -> zrpc.v1.ClusterInit
-	28, // 29: zrpc.v1.SnapshotBlob.blob:type_name -> zrpc.v1.Blob
-	0,  // 30: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
-	24, // 31: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
-	31, // [31:32] is the sub-list for method output_type
-	30, // [30:31] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	31, // 29: zrpc.v1.SnapshotBlob.blob:type_name -> zrpc.v1.Blob
+	0,  // 30: zrpc.v1.ApplyBatchRequest.commands:type_name -> zrpc.v1.Command
+	26, // 31: zrpc.v1.ApplyBatchResponse.results:type_name -> zrpc.v1.ApplyResult
+	0,  // 32: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
+	25, // 33: zrpc.v1.Internal.ApplyBatch:input_type -> zrpc.v1.ApplyBatchRequest
+	24, // 34: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
+	27, // 35: zrpc.v1.Internal.ApplyBatch:output_type -> zrpc.v1.ApplyBatchResponse
+	34, // [34:36] is the sub-list for method output_type
+	32, // [32:34] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_raft_proto_init() }
@@ -2153,7 +2336,7 @@ func file_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_proto_rawDesc), len(file_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

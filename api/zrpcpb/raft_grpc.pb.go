@@ -21,7 +21,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Internal_Apply_FullMethodName = "/zrpc.v1.Internal/Apply"
+	Internal_Apply_FullMethodName      = "/zrpc.v1.Internal/Apply"
+	Internal_ApplyBatch_FullMethodName = "/zrpc.v1.Internal/ApplyBatch"
 )
 
 // InternalClient is the client API for Internal service.
@@ -32,6 +33,9 @@ const (
 // write it has prepared to the leader with Apply. Not a client API.
 type InternalClient interface {
 	Apply(ctx context.Context, in *Command, opts ...grpc.CallOption) (*ApplyResponse, error)
+	// ApplyBatch applies several forwarded writes in one call: a follower
+	// sends the writes that wait while its earlier calls are in flight.
+	ApplyBatch(ctx context.Context, in *ApplyBatchRequest, opts ...grpc.CallOption) (*ApplyBatchResponse, error)
 }
 
 type internalClient struct {
@@ -52,6 +56,16 @@ func (c *internalClient) Apply(ctx context.Context, in *Command, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *internalClient) ApplyBatch(ctx context.Context, in *ApplyBatchRequest, opts ...grpc.CallOption) (*ApplyBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyBatchResponse)
+	err := c.cc.Invoke(ctx, Internal_ApplyBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InternalServer is the server API for Internal service.
 // All implementations must embed UnimplementedInternalServer
 // for forward compatibility.
@@ -60,6 +74,9 @@ func (c *internalClient) Apply(ctx context.Context, in *Command, opts ...grpc.Ca
 // write it has prepared to the leader with Apply. Not a client API.
 type InternalServer interface {
 	Apply(context.Context, *Command) (*ApplyResponse, error)
+	// ApplyBatch applies several forwarded writes in one call: a follower
+	// sends the writes that wait while its earlier calls are in flight.
+	ApplyBatch(context.Context, *ApplyBatchRequest) (*ApplyBatchResponse, error)
 	mustEmbedUnimplementedInternalServer()
 }
 
@@ -72,6 +89,9 @@ type UnimplementedInternalServer struct{}
 
 func (UnimplementedInternalServer) Apply(context.Context, *Command) (*ApplyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Apply not implemented")
+}
+func (UnimplementedInternalServer) ApplyBatch(context.Context, *ApplyBatchRequest) (*ApplyBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApplyBatch not implemented")
 }
 func (UnimplementedInternalServer) mustEmbedUnimplementedInternalServer() {}
 func (UnimplementedInternalServer) testEmbeddedByValue()                  {}
@@ -112,6 +132,24 @@ func _Internal_Apply_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Internal_ApplyBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).ApplyBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_ApplyBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).ApplyBatch(ctx, req.(*ApplyBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Internal_ServiceDesc is the grpc.ServiceDesc for Internal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -122,6 +160,10 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Apply",
 			Handler:    _Internal_Apply_Handler,
+		},
+		{
+			MethodName: "ApplyBatch",
+			Handler:    _Internal_ApplyBatch_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

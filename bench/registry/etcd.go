@@ -216,3 +216,6 @@ func (w *etcdWatchConn) close() error {
 }
 
 func (c *etcdCluster) addr(i int) string { return c.nodes[i].clientAddr() }
+func (c *etcdCluster) metricsURL(i int) string {
+	return fmt.Sprintf("http://127.0.0.1:%d/metrics", c.nodes[i].clientPort)
+}

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/zrpcio/zrpc/bench/internal/proc"
 )
 
 // callTimeout bounds one write or read of the load; slower is an error.
@@ -16,12 +18,14 @@ const callTimeout = 10 * time.Second
 // On several nodes the writers are spread over them by role, the same way
 // on both systems, starting with a follower: writer i talks to node
 // (leader + 1 + i) mod nodes, so one writer's writes are all forwarded to
-// the leader and more writers' are two thirds forwarded.
+// the leader and more writers' are two thirds forwarded. With
+// Config.FirstOnLeader writer i talks to node (leader + i) mod nodes
+// instead: one writer's writes skip the forward hop.
 func (r *runner) puts(ctx context.Context) error {
 	for _, nodes := range r.cfg.Nodes {
 		err := r.eachRound(ctx, r.cfg.Reps, nodes, nil, nil, func(ctx context.Context, s slot, c cluster) error {
 			for _, w := range r.cfg.Writers {
-				res, err := r.putRound(ctx, c, w, fmt.Sprintf("r%d", s.rep))
+				res, err := r.putRound(ctx, c, w, s)
 				if err != nil {
 					return fmt.Errorf("%d writers: %w", w, err)
 				}
@@ -41,7 +45,8 @@ func (r *runner) puts(ctx context.Context) error {
 
 // putRound runs writers writers for the configured duration (at most
 // MaxOps writes), after one unmeasured write each (connections, leases).
-func (r *runner) putRound(ctx context.Context, c cluster, writers int, tag string) (Result, error) {
+func (r *runner) putRound(ctx context.Context, c cluster, writers int, s slot) (Result, error) {
+	tag := fmt.Sprintf("r%d", s.rep)
 	ws := make([]writer, writers)
 	defer func() {
 		for _, w := range ws {
@@ -51,13 +56,13 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, tag strin
 		}
 	}()
 	group := func(w, i int) string { return fmt.Sprintf("bench-%s-%d-w%02d-%d.rpc", tag, writers, w, i/4096) }
-	firstNode := 0
+	firstNode, leader := 0, -1
 	if c.members() > 1 {
 		l, err := c.leader(ctx)
 		if err != nil {
 			return Result{}, err
 		}
-		firstNode = l + 1
+		firstNode, leader = firstWriterNode(l, r.cfg.FirstOnLeader), l
 	}
 	for i := range ws {
 		w, err := c.newWriter(ctx, (firstNode+i)%c.members())
@@ -76,7 +81,12 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, tag strin
 		first   atomic.Pointer[error]
 		wg      sync.WaitGroup
 	)
+	profiled := r.profileRound(ctx, c, leader, r.cfg.Duration,
+		fmt.Sprintf("%s-%dn-%dw-r%d", s.system, c.members(), writers, s.rep))
 	cpu0 := cpuSeconds(c)
+	self0, selfErr := proc.SelfCPUTime()
+	mallocs0, mallocsOK := mallocs(ctx, c)
+	commit := r.leaderCommit(ctx, c, leader)
 	start := time.Now()
 	deadline := start.Add(r.cfg.Duration)
 	for w := range ws {
@@ -100,6 +110,9 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, tag strin
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
+	if err := profiled(); err != nil {
+		return Result{}, err
+	}
 	sorted := lat.sorted()
 	if len(sorted) == 0 {
 		return Result{}, fmt.Errorf("no write succeeded: %w", *first.Load())
@@ -109,11 +122,53 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, tag strin
 	res.metric("p50 ms", quantileMS(sorted, 0.50))
 	res.metric("p99 ms", quantileMS(sorted, 0.99))
 	res.metric("server CPU us/write", (cpuSeconds(c)-cpu0)*1e6/float64(len(sorted)))
+	if self1, err := proc.SelfCPUTime(); err == nil && selfErr == nil {
+		// The clients' cost: on 2 cores a client that costs more per write
+		// leaves less of the machine to the servers.
+		res.metric("client CPU us/write", (self1-self0).Seconds()*1e6/float64(len(sorted)))
+	}
+	if m, ok := mallocs(ctx, c); ok && mallocsOK {
+		res.metric("server allocs/write", (m-mallocs0)/float64(len(sorted)))
+	}
+	if ms, ok := commit(); ok {
+		res.Metrics["leader commit ms (mean)"] = ms
+		r.log.Info("leader commit", "system", s.system, "writers", writers, "mean ms", fmt.Sprintf("%.3f", ms))
+	}
 	res.Metrics["failed"] = float64(failed.Load())
 	if n := failed.Load(); n > 0 {
 		r.log.Warn("writes failed", "count", n, "first", *first.Load())
 	}
 	return res, nil
+}
+
+// leaderCommit starts measuring the mean time the leader (member leader,
+// 0 on one node) takes to commit and apply a write, when c reports it;
+// done returns it in milliseconds over the writes since, ok false when c
+// does not report it.
+func (r *runner) leaderCommit(ctx context.Context, c cluster, leader int) (done func() (ms float64, ok bool)) {
+	lc, ok := c.(leaderCommitter)
+	leader = max(leader, 0)
+	if !ok {
+		return func() (float64, bool) { return 0, false }
+	}
+	sum0, n0, err := lc.commitSeconds(ctx, leader)
+	return func() (float64, bool) {
+		sum, n, err2 := lc.commitSeconds(ctx, leader)
+		if err != nil || err2 != nil || n <= n0 {
+			return 0, false
+		}
+		return (sum - sum0) / (n - n0) * 1e3, true
+	}
+}
+
+// firstWriterNode is the node the first writer talks to, the others
+// following round robin: the one after the leader, or the leader itself
+// with onLeader. The caller takes it modulo the nodes.
+func firstWriterNode(leader int, onLeader bool) int {
+	if onLeader {
+		return leader
+	}
+	return leader + 1
 }
 
 // timed calls fn with a context bounded by callTimeout.

@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -217,5 +220,47 @@ func TestPacedReturnsTheFirstError(t *testing.T) {
 	})
 	if !errors.Is(err, boom) {
 		t.Fatalf("paced = %v, want %v", err, boom)
+	}
+}
+
+// TestWritersStartOnAFollowerUnlessAskedForTheLeader: on 3 nodes the
+// first writer talks to a follower, or to the leader with FirstOnLeader,
+// and the writers cover every node.
+func TestWritersStartOnAFollowerUnlessAskedForTheLeader(t *testing.T) {
+	for _, onLeader := range []bool{false, true} {
+		for leader := range 3 {
+			first := firstWriterNode(leader, onLeader)
+			if got := first%3 == leader; got != onLeader {
+				t.Errorf("leader %d, on leader %v: the first writer talks to node %d", leader, onLeader, first%3)
+			}
+			seen := map[int]bool{}
+			for i := range 3 {
+				seen[(first+i)%3] = true
+			}
+			if len(seen) != 3 {
+				t.Errorf("leader %d, on leader %v: 3 writers talk to nodes %v, want all", leader, onLeader, seen)
+			}
+		}
+	}
+}
+
+// TestScrapeCounterReadsAMetric reads a counter, with or without labels,
+// from a Prometheus text page, and says when the page does not have it.
+func TestScrapeCounterReadsAMetric(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, "# HELP go_memstats_mallocs_total Total number of mallocs.\n# TYPE go_memstats_mallocs_total counter\n"+
+			"go_memstats_mallocs_total_other 3\ngo_memstats_mallocs_total 1.5e+06\n"+
+			"apply_seconds_sum{result=\"error\"} 1\napply_seconds_sum{result=\"ok\"} 2.5\n")
+	}))
+	defer srv.Close()
+	got, err := scrapeCounter(t.Context(), srv.URL, "go_memstats_mallocs_total")
+	if err != nil || got != 1.5e6 {
+		t.Fatalf("scrapeCounter = %v, %v; want 1.5e6", got, err)
+	}
+	if got, err := scrapeCounter(t.Context(), srv.URL, `apply_seconds_sum{result="ok"}`); err != nil || got != 2.5 {
+		t.Fatalf("scrapeCounter of a labelled metric = %v, %v; want 2.5", got, err)
+	}
+	if _, err := scrapeCounter(t.Context(), srv.URL, "absent_total"); err == nil || !strings.Contains(err.Error(), "no absent_total") {
+		t.Fatalf("scrapeCounter of a missing metric = %v, want an error naming it", err)
 	}
 }

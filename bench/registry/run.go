@@ -75,6 +75,15 @@ type Config struct {
 	// stops, and the process logs, kept; empty means a temporary
 	// directory, removed at the end.
 	Dir string
+	// FirstOnLeader starts the puts writers' spread over several nodes at
+	// the leader instead of a follower (to tell the forward hop's share of
+	// a write's latency).
+	FirstOnLeader bool
+	// Profile, when set, is a directory that receives a CPU profile of
+	// every zrpcd agent over each puts round (pprof format, one file per
+	// round and agent, named for system, nodes, writers, repetition,
+	// agent and role).
+	Profile string
 	// Log receives progress; nil discards it.
 	Log *slog.Logger
 }

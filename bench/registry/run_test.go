@@ -151,3 +151,36 @@ func noneLeft(t *testing.T, dir string) {
 		return nil
 	})
 }
+
+// TestPutsProfilesEveryAgent takes a CPU profile of each agent over a
+// puts round with Config.Profile: one file per agent, named for its role,
+// each a gzipped pprof profile.
+func TestPutsProfilesEveryAgent(t *testing.T) {
+	cfg := tinyConfig(t)
+	cfg.Systems, cfg.Phases, cfg.Nodes, cfg.Writers = []string{Zrpc}, []string{"puts"}, []int{3}, []int{2}
+	cfg.Duration = time.Second
+	cfg.Profile = t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := Run(ctx, cfg, NewReport(cfg.Systems, nil)); err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob(filepath.Join(cfg.Profile, "zrpc-3n-2w-r1-*.pprof"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles := map[string]int{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Errorf("%s is not a gzipped profile (%d bytes)", f, len(b))
+		}
+		roles[strings.TrimSuffix(filepath.Base(f)[len("zrpc-3n-2w-r1-")+2:], ".pprof")]++
+	}
+	if len(files) != 3 || roles["leader"] != 1 || roles["follower"] != 2 {
+		t.Fatalf("profiles %v, want one of the leader and two of followers", files)
+	}
+}

@@ -42,6 +42,8 @@ type cluster interface {
 	// waiting; addr is the address its clients dial.
 	launch(i int) error
 	addr(i int) string
+	// metricsURL is member i's Prometheus endpoint.
+	metricsURL(i int) string
 	// terminate stops member i with SIGTERM and waits for it to exit.
 	terminate(i int) error
 	// newWriter connects one client to the members given (one connection

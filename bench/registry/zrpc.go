@@ -260,3 +260,6 @@ func probeWrite(ctx context.Context, c cluster) error {
 }
 
 func (c *zrpcCluster) addr(i int) string { return c.agents[i].grpcAddr() }
+func (c *zrpcCluster) metricsURL(i int) string {
+	return fmt.Sprintf("http://127.0.0.1:%d/metrics", c.agents[i].http)
+}

@@ -31,6 +31,9 @@ import (
 type Replica interface {
 	Revision() uint64
 	Instance(service, id string) *pb.Instance
+	// InstanceStamp returns the revisions and health time the replica
+	// set on a stored instance; ok false when it holds none.
+	InstanceStamp(service, id string) (create, mod uint64, healthSince int64, ok bool)
 	Instances(service string) ([]*pb.Instance, uint64)
 	Services() ([]*pb.ServiceSummary, uint64)
 	Watch(service string, from uint64) *raftstore.Watcher

@@ -2,6 +2,7 @@ package grpcapi
 
 import (
 	"context"
+	"sync"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/raftstore"
@@ -45,4 +46,29 @@ func (s *Internal) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyRespons
 		return nil, err
 	}
 	return &pb.ApplyResponse{Revision: rev}, nil
+}
+
+// ApplyBatch proposes the commands a peer forwarded together, each as
+// Apply would, all at once (raft appends them together), and answers
+// each command's revision or error in the request's order. A command that
+// fails the checks fails alone.
+func (s *Internal) ApplyBatch(ctx context.Context, req *pb.ApplyBatchRequest) (*pb.ApplyBatchResponse, error) {
+	if !s.leader.IsLeader() {
+		return nil, raftstore.ErrNotLeader
+	}
+	results := make([]*pb.ApplyResult, len(req.Commands))
+	var wg sync.WaitGroup
+	for i, cmd := range req.Commands {
+		if err := validateForwarded(cmd, s.membership); err != nil {
+			results[i] = raftstore.NewApplyResult(0, err)
+			continue
+		}
+		cmd.Time = 0
+		wg.Go(func() {
+			rev, err := s.leader.ApplyAsLeader(ctx, cmd)
+			results[i] = raftstore.NewApplyResult(rev, err)
+		})
+	}
+	wg.Wait()
+	return &pb.ApplyBatchResponse{Results: results}, nil
 }

@@ -3,6 +3,7 @@ package grpcapi
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -17,12 +18,15 @@ import (
 // fakeLeader records what it is asked to apply.
 type fakeLeader struct {
 	leading bool
+	mu      sync.Mutex
 	applied []*pb.Command
 }
 
 func (l *fakeLeader) IsLeader() bool { return l.leading }
 
 func (l *fakeLeader) ApplyAsLeader(_ context.Context, cmd *pb.Command) (uint64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.applied = append(l.applied, cmd)
 	return uint64(len(l.applied)), nil
 }
@@ -104,5 +108,49 @@ func TestInternalApplyProposesOnlyValidCommandsWhileLeading(t *testing.T) {
 	}
 	if resp.Revision != 1 || len(l.applied) != 1 || l.applied[0].Time != 0 {
 		t.Fatalf("applied %v (revision %d), want the deregister with its time cleared", l.applied, resp.Revision)
+	}
+}
+
+// TestInternalApplyBatchAnswersEachCommand: a batch is refused as a whole
+// on a follower; on the leader each command is checked and proposed on
+// its own and answered in the request's order, a refused one with its
+// error, which keeps its meaning across the wire.
+func TestInternalApplyBatchAnswersEachCommand(t *testing.T) {
+	ctx := context.Background()
+	deregister := func(id string) *pb.Command {
+		return &pb.Command{Time: 42, Kind: &pb.Command_Deregister{Deregister: &pb.InstanceRef{Service: "user.rpc", Id: id}}}
+	}
+	upsert := &pb.Command{Kind: &pb.Command_NodeUpsert{NodeUpsert: &pb.Node{Name: "n2"}}}
+	req := &pb.ApplyBatchRequest{Commands: []*pb.Command{deregister("u1"), upsert, deregister("u2")}}
+	l := &fakeLeader{}
+	s := NewInternal(l, fakeMembership{})
+	if _, err := s.ApplyBatch(ctx, req); !errors.Is(err, raftstore.ErrNotLeader) {
+		t.Fatalf("ApplyBatch on a follower = %v, want ErrNotLeader", err)
+	}
+	l.leading = true
+	resp, err := s.ApplyBatch(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Results) != 3 {
+		t.Fatalf("%d results for 3 commands", len(resp.Results))
+	}
+	if err := raftstore.ApplyResultErr(resp.Results[1]); !errors.Is(err, apierr.ErrInvalidArgument) {
+		t.Errorf("the forwarded node record's result = %v, want InvalidArgument", err)
+	}
+	revs := map[uint64]bool{}
+	for _, i := range []int{0, 2} {
+		if err := raftstore.ApplyResultErr(resp.Results[i]); err != nil || resp.Results[i].Revision == 0 {
+			t.Errorf("result %d = revision %d, %v; want applied", i, resp.Results[i].Revision, err)
+		}
+		revs[resp.Results[i].Revision] = true
+	}
+	if len(l.applied) != 2 || len(revs) != 2 {
+		t.Fatalf("applied %v, want the two deregisters, each its own revision", l.applied)
+	}
+	for _, c := range l.applied {
+		if c.Time != 0 {
+			t.Errorf("applied %v with the peer's time, want it cleared", c)
+		}
 	}
 }

@@ -34,8 +34,12 @@ func (s *Registry) register(ctx context.Context, in *pb.Instance, session string
 	if err != nil {
 		return nil, 0, err
 	}
-	if stored := s.cfg.Replica.Instance(in.Service, in.Id); stored != nil && stored.ModRevision == rev {
-		return stored, rev, nil
+	// The replica stored in as sent, with what the state machine sets
+	// (raftstore.FSM.applyRegister): answer in with that, read without
+	// decoding the stored instance.
+	if create, mod, since, ok := s.cfg.Replica.InstanceStamp(in.Service, in.Id); ok && mod == rev {
+		in.CreateRevision, in.ModRevision, in.HealthSince = create, mod, since
+		return in, rev, nil
 	}
 	in.ModRevision = rev // this replica lags (Cluster.Propose); answer with what was sent
 	return in, rev, nil

@@ -3,8 +3,8 @@ package grpcapi
 import (
 	"fmt"
 	"net"
-	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,10 +39,32 @@ const (
 	maxInterval   = time.Hour
 )
 
-var (
-	serviceRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]*$`)
-	metaKeyRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._/-]*$`)
+// Names (services, ids, zones) are a letter or digit followed by
+// letters, digits, '.', '_' and '-'; metadata keys may also hold '/'.
+// Checked byte by byte, not with a regexp: every registration checks
+// several.
+const (
+	namePunct    = "._-"
+	metaKeyPunct = "._/-"
 )
+
+// isName reports whether v is an ASCII letter or digit followed by ASCII
+// letters, digits and bytes of punct.
+func isName(v, punct string) bool {
+	if v == "" || !isAlnum(v[0]) {
+		return false
+	}
+	for i := 1; i < len(v); i++ {
+		if c := v[i]; !isAlnum(c) && strings.IndexByte(punct, c) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
 
 func validName(field, v string) error {
 	if v == "" {
@@ -51,7 +73,7 @@ func validName(field, v string) error {
 	if len(v) > maxNameLen {
 		return apierr.Invalid(field, "is %d bytes, the limit is %d", len(v), maxNameLen)
 	}
-	if !serviceRE.MatchString(v) {
+	if !isName(v, namePunct) {
 		return apierr.Invalid(field, "%q may contain only letters, digits, '.', '_' and '-', and must start with a letter or digit", v)
 	}
 	return nil
@@ -112,7 +134,7 @@ func validateInstance(in *pb.Instance) error {
 		return apierr.Invalid("instance.metadata", "has %d keys, the limit is %d", len(in.Metadata), maxMetadata)
 	}
 	for k, v := range in.Metadata {
-		if len(k) > maxMetaKeyLen || !metaKeyRE.MatchString(k) {
+		if len(k) > maxMetaKeyLen || !isName(k, metaKeyPunct) {
 			return apierr.Invalid("instance.metadata", "key %q must be 1-%d letters, digits, '.', '_', '/' or '-'", k, maxMetaKeyLen)
 		}
 		if len(v) > maxMetaValLen {
@@ -396,7 +418,7 @@ func validateForwardedNodeRemove(m Membership, name string) error {
 
 // validID checks an agent-generated id (session ids are hex).
 func validID(field, id string) error {
-	if id == "" || len(id) > maxNameLen || !serviceRE.MatchString(id) {
+	if id == "" || len(id) > maxNameLen || !isName(id, namePunct) {
 		return apierr.Invalid(field, "%q is not an id (1-%d letters, digits, '.', '_' or '-')", id, maxNameLen)
 	}
 	return nil

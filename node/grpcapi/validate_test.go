@@ -1,6 +1,7 @@
 package grpcapi
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 
@@ -62,6 +63,27 @@ func TestTimeValidAgreesWithCheckValid(t *testing.T) {
 		ts := &timestamppb.Timestamp{Seconds: v.secs, Nanos: v.nanos}
 		if got, want := timeValid(ts.ProtoReflect()), ts.CheckValid(); (got == nil) != (want == nil) || (got != nil && got.Error() != want.Error()) {
 			t.Errorf("timestamp %v: timeValid %v, CheckValid %v", v, got, want)
+		}
+	}
+}
+
+// TestNamesAreCheckedAsTheirPatternsSay: service names, ids and zones
+// pass exactly when they match ^[a-zA-Z0-9][a-zA-Z0-9._-]*$, metadata
+// keys ^[a-zA-Z0-9][a-zA-Z0-9._/-]*$.
+func TestNamesAreCheckedAsTheirPatternsSay(t *testing.T) {
+	names := regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]*$`)
+	keys := regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._/-]*$`)
+	cases := []string{"", "a", "Z9", "user.rpc", "a-b_c.d", "a/b", "/a", ".a", "-a", "_a", "a b", "a\n", "\na",
+		"é", "aé", "a\x00", "a:b", "9", "a..", "A/B/C", "a@b", "a+b", "[a]", "a*"}
+	for c := byte(0); c < 0x80; c++ {
+		cases = append(cases, "a"+string(c), string(c)+"a")
+	}
+	for _, v := range cases {
+		if got, want := isName(v, namePunct), names.MatchString(v); got != want {
+			t.Errorf("isName(%q) as a name = %v, the pattern says %v", v, got, want)
+		}
+		if got, want := isName(v, metaKeyPunct), keys.MatchString(v); got != want {
+			t.Errorf("isName(%q) as a metadata key = %v, the pattern says %v", v, got, want)
 		}
 	}
 }

@@ -72,6 +72,8 @@ func run() error {
 	flag.IntVar(&cfg.Instances, "instances", cfg.Instances, "instances of the scale scenario (above 100000 the registry quotas are raised)")
 	flag.DurationVar(&cfg.Idle, "idle", cfg.Idle, "how long the scale scenario measures idle CPU")
 	flag.StringVar(&cfg.Dir, "dir", "", "keep data dirs and process logs here (default: a temporary directory, removed)")
+	flag.BoolVar(&cfg.FirstOnLeader, "first-on-leader", false, "on several nodes, spread the puts writers starting at the leader instead of a follower (one writer then writes to the leader on both systems)")
+	flag.StringVar(&cfg.Profile, "profile", "", "write a CPU profile of every zrpcd agent over each puts round into this directory")
 	flag.Parse()
 
 	var err error
@@ -87,6 +89,11 @@ func run() error {
 	if cfg.Etcd = etcd; cfg.Etcd == "" {
 		if cfg.Etcd, err = exec.LookPath("etcd"); err != nil {
 			cfg.Etcd = "etcd (not found in PATH: apt-get install etcd-server)"
+		}
+	}
+	if cfg.Profile != "" {
+		if err := os.MkdirAll(cfg.Profile, 0o755); err != nil {
+			return fmt.Errorf("--profile: %w", err)
 		}
 	}
 	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
