@@ -33,11 +33,12 @@ import (
 // together with everything waiting (group commit).
 
 // maxForwardCalls is how many forwarding calls to the leader a follower
-// has in flight at once. A write that finds them all busy waits for the
-// first to return, on average a quarter of a call's time with four;
-// fewer calls would make it wait longer while the leader's raft batches
-// the writes anyway.
-const maxForwardCalls = 4
+// has in flight at once; writes beyond them wait and then go together.
+// Measured with 16 writers on 3 agents (bench/registry, docs/benchmarks.md)
+// a limit of 4 cost 13 % of the writes/s against 16 or 64: the leader's
+// raft batches concurrent proposals anyway, so a write should wait only
+// when a follower already has many calls in flight.
+const maxForwardCalls = 16
 
 // maxForwardBatch bounds the writes of one ApplyBatch call (raft appends
 // at most 256 entries at once, Store.Open's MaxAppendEntries), and
