@@ -14,9 +14,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/wirecodec"
 )
 
 // maxRecvMsgSize bounds one answer from an agent (a Get of a large service).
@@ -83,7 +85,11 @@ func dialOptions(cfg Config) []grpc.DialOption {
 			Timeout:             5 * time.Second,
 			PermitWithoutStream: true,
 		}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
+		// The agents' codec and buffer pool: frames are read into pooled
+		// buffers that are not zeroed first, and striped puts and reads
+		// lend and borrow shard payloads instead of copying them.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize), grpc.ForceCodecV2(wirecodec.Codec{})),
+		experimental.WithBufferPool(wirecodec.BufferPool()),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
 				BaseDelay:  100 * time.Millisecond,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/wirecodec"
 	"github.com/zrpcio/zrpc/storage/codec"
 )
 
@@ -169,10 +170,11 @@ type stripedGet struct {
 	pos    int               // the block the reader is at
 	moved  chan struct{}     // closed, and replaced, when pos moves
 
-	out    chan assembled // the blocks in order, from the assembler
-	cur    [][]byte       // what is left of the block being read
-	curBuf *[]byte        // the decode buffer of the block being read
-	digest []byte         // SHA-256 of a whole read, set before out closes
+	out      chan assembled // the blocks in order, from the assembler
+	cur      [][]byte       // what is left of the block being read
+	curBuf   *[]byte        // the decode buffer of the block being read
+	curFrees []func()       // free the received buffers cur points into
+	digest   []byte         // SHA-256 of a whole read, set before out closes
 }
 
 // readBlockState is the state of one block of a striped read.
@@ -180,13 +182,16 @@ type readBlockState struct {
 	// want are the data shards holding the bytes of the range in this
 	// block. While direct, only they are asked for, and the block is done
 	// when they are read; once one fails, k shards are read and decoded.
-	want    []int
-	direct  bool
-	shards  [][]byte // k+m, nil until read and checked
-	asked   []bool   // asked for (read, in flight or failed)
-	have    int      // shards read and checked
-	pending int      // shards asked for, not answered yet
-	errs    []error  // why shards failed
+	want   []int
+	direct bool
+	shards [][]byte // k+m, nil until read and checked
+	// frees free the received buffers shards point into (wirecodec.Borrow),
+	// by index; nil where there is none.
+	frees   []func()
+	asked   []bool  // asked for (read, in flight or failed)
+	have    int     // shards read and checked
+	pending int     // shards asked for, not answered yet
+	errs    []error // why shards failed
 	ready   chan struct{}
 	done    bool  // ready is closed
 	err     error // set when done with fewer than k shards
@@ -194,12 +199,23 @@ type readBlockState struct {
 
 // assembled is one block's bytes within the range, or why it could not
 // be read. buf, when set, is the pooled buffer the block was decoded
-// into: the reader gives it back once it has read the block.
+// into, and frees free the received buffers parts point into: the reader
+// gives them back once it has read the block.
 type assembled struct {
 	block int
 	parts [][]byte
 	buf   *[]byte
+	frees []func()
 	err   error
+}
+
+// freeAll frees every received buffer of frees.
+func freeAll(frees []func()) {
+	for _, free := range frees {
+		if free != nil {
+			free()
+		}
+	}
 }
 
 // decodeBufs are the buffers blocks are decoded into.
@@ -236,7 +252,7 @@ func (c *Client) newStripedGet(ctx context.Context, b *zrpcpb.Blob, addrs []stri
 			want = append(want, int(idx))
 		}
 		g.blocks = append(g.blocks, &readBlockState{want: want, direct: true,
-			shards: make([][]byte, n), asked: make([]bool, n), ready: make(chan struct{})})
+			shards: make([][]byte, n), frees: make([]func(), n), asked: make([]bool, n), ready: make(chan struct{})})
 	}
 	g.mu.Lock()
 	asks := make(map[int][]shardPos)
@@ -365,29 +381,38 @@ func (g *stripedGet) readShards(node int, batch []shardPos) (int, error) {
 			return i, err
 		}
 		stall.Reset(shardStall)
-		msg, err := stream.Recv()
+		// The payload stays in the buffer gRPC received it in until the
+		// reader has read its block, or the block was decoded: free.
+		msg := new(zrpcpb.ReadShardsResponse)
+		done := wirecodec.Borrow(msg, "payload")
+		err := stream.RecvMsg(msg)
+		free := done()
 		if err != nil {
+			free()
 			if errors.Is(context.Cause(ctx), errShardStalled) {
 				return i, fmt.Errorf("agent %s: %w (%s)", g.blob.Nodes[node], errShardStalled, shardStall)
 			}
 			return i, mapErr(err)
 		}
 		if got := msg.GetShard(); got.GetBlock() != uint32(p.block) || got.GetIndex() != uint32(p.index) {
+			free()
 			return i, fmt.Errorf("agent %s sent shard %d of block %d, asked for shard %d of block %d",
 				g.blob.Nodes[node], got.GetIndex(), got.GetBlock(), p.index, p.block)
 		}
 		if msg.Error != "" {
+			free()
 			g.shardFailed(p, fmt.Errorf("agent %s: %s", g.blob.Nodes[node], msg.Error))
 			continue
 		}
 		blk := g.blob.Blocks[p.block]
 		if len(msg.Payload) != codec.ShardLen(int(blk.Len), g.k) || codec.Checksum(msg.Payload) != blk.Sums[p.index] {
+			free()
 			g.shardFailed(p, fmt.Errorf("%w: shard %d of block %d from agent %s: %d bytes with checksum %08x, metadata says %d bytes with %08x",
 				apierr.ErrCorrupt, p.index, p.block, g.blob.Nodes[node], len(msg.Payload), codec.Checksum(msg.Payload),
 				codec.ShardLen(int(blk.Len), g.k), blk.Sums[p.index]))
 			continue
 		}
-		g.shardRead(p, msg.Payload)
+		g.shardRead(p, msg.Payload, free)
 	}
 	return len(batch), nil
 }
@@ -410,15 +435,19 @@ func (g *stripedGet) waitWindow(block int) error {
 	}
 }
 
-func (g *stripedGet) shardRead(p shardPos, payload []byte) {
+// shardRead records payload, shard p, which free frees once it is no
+// longer needed.
+func (g *stripedGet) shardRead(p shardPos, payload []byte, free func()) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	sb := g.block(p.block)
 	sb.pending--
 	if sb.done {
+		free()
 		return
 	}
 	sb.shards[p.index] = payload
+	sb.frees[p.index] = free
 	sb.have++
 	if sb.have >= g.k || sb.direct && sb.wanted() {
 		sb.done = true
@@ -494,7 +523,7 @@ func (g *stripedGet) assemble(whole bool) {
 		}
 		a := assembled{block: i}
 		var base uint64
-		a.parts, base, a.buf, a.err = g.blockBytes(i, sb)
+		a.parts, base, a.buf, a.frees, a.err = g.blockBytes(i, sb)
 		if a.err != nil {
 			parts, err := g.blockThroughAgent(i)
 			if err != nil {
@@ -517,6 +546,7 @@ func (g *stripedGet) assemble(whole bool) {
 			if a.buf != nil {
 				decodeBufs.Put(a.buf)
 			}
+			freeAll(a.frees)
 			return
 		}
 		if a.err != nil {
@@ -529,31 +559,35 @@ func (g *stripedGet) assemble(whole bool) {
 }
 
 // blockBytes returns bytes of block i, from offset base in the block, that
-// hold the range: its wanted data shards when all were read (no copy),
-// else the whole block decoded from the k shards read into a pooled
-// buffer, also returned.
-func (g *stripedGet) blockBytes(i int, sb *readBlockState) (parts [][]byte, base uint64, buf *[]byte, err error) {
+// hold the range: its wanted data shards when all were read (no copy;
+// frees free the buffers they were received in), else the whole block
+// decoded from the k shards read into a pooled buffer, also returned (the
+// shards' buffers are freed once it is decoded).
+func (g *stripedGet) blockBytes(i int, sb *readBlockState) (parts [][]byte, base uint64, buf *[]byte, frees []func(), err error) {
 	g.mu.Lock()
-	shards, err := sb.shards, sb.err
-	sb.shards = nil // the reader holds the bytes from now on
+	shards, frees, err := sb.shards, sb.frees, sb.err
+	sb.shards, sb.frees = nil, nil // the reader holds the bytes from now on
 	g.mu.Unlock()
 	if err != nil {
-		return nil, 0, nil, err
+		freeAll(frees)
+		return nil, 0, nil, nil, err
 	}
 	blockLen := int(g.blob.Blocks[i].Len)
 	sl := codec.ShardLen(blockLen, g.k)
 	for _, idx := range sb.want {
 		if shards[idx] == nil {
 			buf = getDecodeBuf(g.k * sl)
-			if _, err := g.codec.Decode(shards, blockLen, *buf); err != nil {
+			_, err := g.codec.Decode(shards, blockLen, *buf)
+			freeAll(frees)
+			if err != nil {
 				decodeBufs.Put(buf)
-				return nil, 0, nil, fmt.Errorf("decode block %d of %q: %w", i, g.blob.Name, err)
+				return nil, 0, nil, nil, fmt.Errorf("decode block %d of %q: %w", i, g.blob.Name, err)
 			}
-			return [][]byte{(*buf)[:blockLen]}, 0, buf, nil
+			return [][]byte{(*buf)[:blockLen]}, 0, buf, nil, nil
 		}
 		parts = append(parts, shards[idx][:min(sl, blockLen-idx*sl)])
 	}
-	return parts, uint64(sb.want[0] * sl), nil, nil
+	return parts, uint64(sb.want[0] * sl), nil, frees, nil
 }
 
 // blockThroughAgent reads block i through an agent's Get, which gathers
@@ -610,7 +644,8 @@ func (g *stripedGet) next() ([]byte, error) {
 			// The reader has copied every byte of the previous block.
 			decodeBufs.Put(g.curBuf)
 		}
-		g.curBuf = a.buf
+		freeAll(g.curFrees)
+		g.curBuf, g.curFrees = a.buf, a.frees
 		g.mu.Lock()
 		g.pos = a.block
 		close(g.moved)
@@ -623,10 +658,19 @@ func (g *stripedGet) next() ([]byte, error) {
 	return p, nil
 }
 
-// close ends the read and waits for its goroutines.
+// close ends the read and waits for its goroutines, then frees the
+// received shards of the blocks the reader did not get to. The block
+// being read keeps its buffers (the garbage collector takes them): the
+// reader may still hold its bytes.
 func (g *stripedGet) close() {
 	g.cancel(errReaderClosed)
 	g.wg.Wait()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, sb := range g.blocks {
+		freeAll(sb.frees)
+		sb.shards, sb.frees = nil, nil
+	}
 }
 
 var errReaderClosed = errors.New("blob reader closed")

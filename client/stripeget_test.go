@@ -643,3 +643,50 @@ func TestGetBlobFromTheHoldersOverMutualTLS(t *testing.T) {
 		t.Errorf("%d ReadShards and %d Get calls; want the shards read from their holders", l.count("ReadShards"), l.count("Get"))
 	}
 }
+
+// TestGetBlobReceivedShardsReturnToThePoolOnlyAfterTheReaderReadThem: a
+// shard's bytes stay in the buffer gRPC received them in, which goes back
+// to the pool once the reader has moved past its block. A reader that
+// takes its bytes slowly, while later shards keep arriving into pooled
+// buffers, gets the blob's bytes: a buffer given back early would be
+// overwritten under it. A read closed half-way gives back its buffers
+// without disturbing the next read.
+func TestGetBlobReceivedShardsReturnToThePoolOnlyAfterTheReaderReadThem(t *testing.T) {
+	c := newStripeCluster(t)
+	cl := loggedClient(t, c, newCallLog())
+	data := randomBlob(40*testBlockSize+321, 7)
+	putStriped(t, c, cl, "borrowed", data)
+
+	half, err := cl.GetBlob(stripeCtx(t), "borrowed", GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := make([]byte, 20*testBlockSize+5)
+	if _, err := io.ReadFull(half, part); err != nil || !bytes.Equal(part, data[:len(part)]) {
+		t.Fatalf("first half of a read: %v, or not the blob's bytes", err)
+	}
+	half.Close()
+
+	for range 2 {
+		r, err := cl.GetBlob(stripeCtx(t), "borrowed", GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		buf := make([]byte, 1000)
+		for {
+			n, err := r.Read(buf)
+			got = append(got, buf[:n]...)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("read after %d bytes: %v", len(got), err)
+			}
+		}
+		r.Close()
+		if !bytes.Equal(got, data) {
+			t.Fatalf("read %d bytes that are not the blob's %d", len(got), len(data))
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/wirecodec"
 	"github.com/zrpcio/zrpc/storage/codec"
 )
 
@@ -523,8 +524,12 @@ func (s *shardSender) send(b *putBlock) {
 			s.p.lose(s.index, []uint32{b.index}, errors.New("no agent is left to take it"))
 			return
 		}
+		// The payload goes from the block by reference: the block stays
+		// out of the pool until gRPC has written it, even past done.
+		reclaim := wirecodec.Lend(req, "payload", b.blk.Lend())
 		stall := time.AfterFunc(s.p.c.cfg.shardStall, s.cancel)
 		err := s.stream.Send(req)
+		reclaim()
 		if !stall.Stop() {
 			// The stream was cancelled (not closed, which would make
 			// the agent keep what it took): the agent took no data for

@@ -393,3 +393,34 @@ func TestPutBlobGoesThroughAnAgentWhenStripingDoesNotApply(t *testing.T) {
 		})
 	}
 }
+
+// A shard's bytes go to gRPC by reference: its block's buffer must stay
+// out of the pool until gRPC has written them, not only until Send has
+// returned. Small flow-control windows keep gRPC writing each shard long
+// after Send; a buffer reused for a later block before that would reach
+// the agents with the wrong bytes, which the agents refuse by checksum.
+func TestStripedPutShardBuffersReturnToThePoolOnlyAfterGRPCWroteThem(t *testing.T) {
+	f := newFakeBlobs(t, 3)
+	f.blockSize = 256 << 10
+	c := f.client(t, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	data := randomBytes(t, 24*int(f.blockSize)+777)
+	resp, err := c.PutBlob(testContext(t), "lent", bytes.NewReader(data), PutOptions{Size: int64(len(data))})
+	if err != nil {
+		t.Fatalf("PutBlob: %v", err)
+	}
+	if resp == nil {
+		t.Fatal("PutBlob answered nothing")
+	}
+	b := onlyCommit(t, f).Blob
+	shards, _ := encodeBlocks(t, data, 2, 1, int(f.blockSize))
+	for bi := range b.Blocks {
+		for i := range 3 {
+			if s := f.agents[i].held()[shardKey{b.Id, uint32(bi), uint32(i)}]; !bytes.Equal(s.payload, shards[bi][i]) {
+				t.Fatalf("block %d shard %d reached %s with other bytes than the encoded shard", bi, i, f.agents[i].name)
+			}
+		}
+	}
+	if got := f.decodeFromHolders(t, b); !bytes.Equal(got, data) {
+		t.Fatal("the stored shards do not decode to the blob")
+	}
+}
