@@ -25,6 +25,9 @@ type stagedPart struct {
 	size   int64                // the file's extent, as reserved in Usage
 	blocks map[uint32]time.Time // block -> when staged
 	gone   bool                 // committed or dropped
+	// unflushed counts the bytes written since the part's writeback was
+	// last started (writeback.go).
+	unflushed int64
 }
 
 // StagedShard is a shard written by Stage and not yet committed.
@@ -89,6 +92,10 @@ func (sp *stagedPart) add(s *Store, h *Header, payload []byte) error {
 	}
 	sp.size += grow
 	sp.blocks[h.ID.Block] = time.Now()
+	if sp.unflushed += frameHeaderSize + int64(len(payload)); sp.unflushed >= writebackBytes {
+		startWriteback(sp.f)
+		sp.unflushed -= writebackBytes
+	}
 	return nil
 }
 

@@ -1,0 +1,17 @@
+package shardstore
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+func writeback(f *os.File) {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	raw.Control(func(fd uintptr) {
+		_ = unix.SyncFileRange(int(fd), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	})
+}

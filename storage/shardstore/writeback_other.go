@@ -1,0 +1,7 @@
+//go:build !linux
+
+package shardstore
+
+import "os"
+
+func writeback(*os.File) {}
