@@ -7,9 +7,10 @@ import (
 	"github.com/zrpcio/zrpc/internal/testlog"
 )
 
-// The gRPC API and Raft start before gossip: what they read of gossip
-// while the agent starts must not race with its start (run with -race).
-func TestMembersReadWhileTheAgentStartsIsSafe(t *testing.T) {
+// The gRPC API and Raft start before gossip: what they read of gossip, and
+// the listeners' addresses, while the agent starts must not race with its
+// start (run with -race).
+func TestMembersAndAddressesReadWhileTheAgentStartsIsSafe(t *testing.T) {
 	cfg := testConfig(t)
 	n, err := New(cfg, WithLogger(testlog.New(t, cfg.Name)))
 	if err != nil {
@@ -28,6 +29,8 @@ func TestMembersReadWhileTheAgentStartsIsSafe(t *testing.T) {
 			default:
 			}
 			apiStatus{n}.Members()
+			_ = n.GRPCAddr()
+			_ = n.HTTPAddr()
 			calls++
 		}
 	}()

@@ -264,7 +264,7 @@ func (n *Node) startHTTP() error {
 	if err != nil {
 		return fmt.Errorf("listen for HTTP on %s (http_bind, http_port): %w", addr, err)
 	}
-	n.httpLn = ln
+	n.httpLn.Store(&ln)
 	n.http = &http.Server{Handler: loopbackOnly(n.cfg.HTTPBind, mux), ReadHeaderTimeout: 10 * time.Second}
 	n.wg.Add(1)
 	go func() {

@@ -68,11 +68,11 @@ type Node struct {
 	dir     *dataDir
 	store   *raftstore.Store
 	grpc    *grpc.Server
-	grpcLn  net.Listener
+	grpcLn  atomic.Pointer[net.Listener] // set once the API listens; read by GRPCAddr from any goroutine
 	http    *http.Server
-	httpLn  net.Listener
-	dns     *dns.Server // nil while dns_port is 0 (dns.go)
-	logs    *logRing    // recent log lines, for /debug/zrpc/logs
+	httpLn  atomic.Pointer[net.Listener] // likewise for the HTTP endpoint
+	dns     *dns.Server                  // nil while dns_port is 0 (dns.go)
+	logs    *logRing                     // recent log lines, for /debug/zrpc/logs
 	ui      *ui.UI
 	metrics *metrics
 	peers   *peerConns
@@ -305,7 +305,7 @@ func (n *Node) startGRPC() error {
 			return fmt.Errorf("listen for gRPC on %s: %w", n.addr(n.cfg.GRPCPort), err)
 		}
 	}
-	n.grpcLn = ln
+	n.grpcLn.Store(&ln)
 	n.grpc = newGRPCServer(n)
 	n.wg.Add(1)
 	go func() {
@@ -328,18 +328,20 @@ func (n *Node) goLoop(f func(ctx context.Context)) {
 
 // GRPCAddr is the address the agent's API listens on.
 func (n *Node) GRPCAddr() string {
-	if n.grpcLn == nil {
+	ln := n.grpcLn.Load()
+	if ln == nil {
 		return ""
 	}
-	return n.advertised(n.grpcLn.Addr())
+	return n.advertised((*ln).Addr())
 }
 
 // HTTPAddr is the address of /metrics, /healthz and /readyz.
 func (n *Node) HTTPAddr() string {
-	if n.httpLn == nil {
+	ln := n.httpLn.Load()
+	if ln == nil {
 		return ""
 	}
-	return n.advertised(n.httpLn.Addr())
+	return n.advertised((*ln).Addr())
 }
 
 // advertised replaces an unspecified listen IP with the advertise address.
