@@ -259,11 +259,13 @@ func TestBlobCorruptShardIsRepaired(t *testing.T) {
 	waitRereading(t, c, "repair rewrites the corrupt shard", read, func() bool {
 		return c.Node(idx).Blobs().Shards().Verify(id) == nil
 	})
-	// The shard is durable before the repair that wrote it counts it, and
-	// the count is the repairing leader's: if leadership moved since, the
-	// leader now may have counted nothing, so sum every agent's.
-	c.WaitFor(20*time.Second, "the agents' repair status to count the rebuilt shard", func() bool {
-		return rebuiltShards(c) > 0
+	// The repair shows in repair status. The shard is durable before the
+	// repair that wrote it counts it, and the count is the repairing
+	// leader's: if leadership moved since, the leader now may have counted
+	// nothing, so sum every agent's. A repair whose sync of the shard was
+	// cut by the loss of leadership wrote the shard but counts as failed.
+	c.WaitFor(20*time.Second, "the agents' repair status to count the repair", func() bool {
+		return repairsCounted(c) > 0
 	})
 }
 
@@ -288,13 +290,14 @@ func waitRereading(t testing.TB, c *testcluster.Cluster, what string, read func(
 	})
 }
 
-// rebuiltShards sums the shards the running agents' repair has rebuilt
-// while each was leader.
-func rebuiltShards(c *testcluster.Cluster) uint64 {
+// repairsCounted sums the shards the running agents' repair has rebuilt,
+// or failed to, while each was leader.
+func repairsCounted(c *testcluster.Cluster) uint64 {
 	var n uint64
 	for i := range c.Size() {
 		if nd := c.Node(i); nd != nil {
-			n += nd.Blobs().RepairStatus("").RebuiltShards
+			st := nd.Blobs().RepairStatus("")
+			n += st.RebuiltShards + st.Failed
 		}
 	}
 	return n
