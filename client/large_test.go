@@ -5,27 +5,48 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client/clienttest"
 	"github.com/zrpcio/zrpc/testcluster"
 )
 
-// largeService is how many clienttest.LargeInstance make a service of more
-// than 64 MiB, the gRPC message cap.
-const largeService = 1300
+// largeMessageLimit stands in for the 64 MiB gRPC message cap: the test's
+// client accepts no message larger, so a service above it can only be read
+// in several messages, without writing 64 MiB through Raft first.
+const largeMessageLimit = 8 << 20
+
+// largeService is how many clienttest.LargeInstance (about 54 KB each)
+// make a service of more than largeMessageLimit.
+const largeService = 230
 
 // TestGetAndWatchOfServiceLargerThanOneMessage: a service whose instances
-// total more than 64 MiB is read by Get (pages) and Watch (a snapshot in
-// parts) whole.
+// total more than one message is read by Get (pages) and Watch (a snapshot
+// in parts) whole.
 func TestGetAndWatchOfServiceLargerThanOneMessage(t *testing.T) {
+	var total int
+	for i := range largeService {
+		total += proto.Size(clienttest.LargeInstance("big.rpc", i))
+	}
+	if total <= largeMessageLimit {
+		t.Fatalf("the service is %d bytes, not larger than one message (%d)", total, largeMessageLimit)
+	}
 	cl := testcluster.New(t, 1, testcluster.WithInstanceMetadataLimit(clienttest.LargeInstanceLimit))
-	// Writing 70 MB through Raft takes a while under -race on a busy machine.
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := clienttest.RegisterLarge(ctx, cl.Registry(0), "big.rpc", largeService); err != nil {
 		t.Fatal(err)
 	}
-	c := newTestClient(t, cl.GRPCAddr(0))
+	c, err := New(Config{
+		Endpoints: []string{cl.GRPCAddr(0)}, DialTimeout: time.Second, Logger: testLogger(t),
+		dialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(largeMessageLimit))},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
 
 	insts, rev, err := c.Get(ctx, "big.rpc")
 	if err != nil {

@@ -108,10 +108,13 @@ func (p *stripePut) reportSent(n int64) {
 }
 
 // beginPut asks the cluster for a placement and a lease for a put of hdr.
+// Every attempt carries one request id, so a retry after a lost answer
+// gets the put the first attempt began instead of beginning another.
 func (c *Client) beginPut(ctx context.Context, hdr *zrpcpb.BlobPutHeader) (*zrpcpb.BeginPutResponse, error) {
 	var resp *zrpcpb.BeginPutResponse
+	req := &zrpcpb.BeginPutRequest{Header: hdr, RequestId: newRequestID()}
 	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
-		resp, err = zrpcpb.NewBlobsClient(ep.conn).BeginPut(ctx, &zrpcpb.BeginPutRequest{Header: hdr})
+		resp, err = zrpcpb.NewBlobsClient(ep.conn).BeginPut(ctx, req)
 		return err
 	})
 	return resp, err

@@ -153,12 +153,18 @@ func referencedBy(meta Meta, node, blob string, block, index uint32) bool {
 	return b.Holder(b.Blocks[block], int(index)) == node
 }
 
-// referenced answers Referenced from this (the leader's) replica.
+// referenced answers Referenced from this (the leader's) replica. A shard
+// of a block that repair is storing on the asking agent counts as
+// referenced too: the rebuilt shard is durable there before its holder is
+// recorded, and its file may be older than the orphan grace (it was
+// staged earlier), so deleting it in between would record a holder
+// without its shard.
 func (s *Store) referenced(req *pb.ReferencedRequest) []bool {
 	meta := s.cluster.Meta()
 	out := make([]bool, len(req.Shards))
 	for i, ref := range req.Shards {
-		out[i] = referencedBy(meta, req.Node, ref.GetBlobId(), ref.GetBlock(), ref.GetIndex())
+		out[i] = referencedBy(meta, req.Node, ref.GetBlobId(), ref.GetBlock(), ref.GetIndex()) ||
+			s.repair.placingOn(req.Node, ref.GetBlobId(), ref.GetBlock())
 	}
 	return out
 }

@@ -56,6 +56,37 @@ func TestOrphanCollectionKeepsAShardRepairedUnderTheOrphansName(t *testing.T) {
 	}
 }
 
+// TestOrphanCollectionKeepsAShardRepairIsStoringHere: a rebuilt shard
+// that is durable here, in a file older than the orphan grace, but whose
+// holder repair has not recorded yet, is kept: the leader answers it
+// referenced while its repair reserves this agent for the block. Once
+// the reservation ends with no holder recorded it is an orphan.
+func TestOrphanCollectionKeepsAShardRepairIsStoringHere(t *testing.T) {
+	s, fc := newTestStore(t, Config{OrphanGrace: time.Minute}, "n1", "n1", "n2", "n3", "n4")
+	b := commitBlob(t, fc, "rebuilding", 2, 1, "n2", "n3", "n4")
+	payload := make([]byte, 50)
+	h := shardstore.Header{ID: shardstore.ID{Blob: b.Id, Block: 0, Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50, Sum: codec.Checksum(payload), BlockSize: 100}
+	if err := s.shards.Put(h, payload); err != nil { // rebuilt here; the metadata still says n4
+		t.Fatal(err)
+	}
+	task := rebuilt{t: task{key: shardKey{b.Id, 0, 2}}}
+	target, err := s.repair.target(b, 0, 2, reasonMissing)
+	if err != nil || target != "n1" {
+		t.Fatalf("repair target %q, %v; want n1, the only agent holding no shard of the block", target, err)
+	}
+	task.reserved = target
+	if n := s.CollectOrphans(context.Background(), time.Now().Add(time.Hour)); n != 0 {
+		t.Fatalf("orphan collection deleted %d shards repair is storing here", n)
+	}
+	if _, _, err := s.shards.Get(h.ID, nil); err != nil {
+		t.Fatalf("the rebuilt shard is gone: %v", err)
+	}
+	s.repair.release([]rebuilt{task})
+	if n := s.CollectOrphans(context.Background(), time.Now().Add(time.Hour)); n != 1 {
+		t.Fatalf("after the reservation ended: orphan collection deleted %d shards, want the 1 orphan", n)
+	}
+}
+
 // TestOrphanCollectionTakesOnlyTheOrphanBlocksOfAPartFile: a part file
 // holding a shard its blob places here and one it does not loses only the
 // latter; the other stays readable.

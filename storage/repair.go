@@ -545,6 +545,14 @@ func (r *repairer) target(b *pb.Blob, block, idx int, reason string) (string, er
 	return node, nil
 }
 
+// placingOn reports whether a worker is storing a rebuilt shard of block
+// of blob on node and has not recorded it yet.
+func (r *repairer) placingOn(node, blob string, block uint32) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.placing[blockRef{blob, block}][node]
+}
+
 // release drops the reservations of a batch's shards, once their holders
 // are recorded (or they failed).
 func (r *repairer) release(results []rebuilt) {

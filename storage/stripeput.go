@@ -38,7 +38,10 @@ import (
 // BeginPut announces a client-striped put of h and answers where its
 // shards go. A blob of known size small enough to be stored inline is
 // answered inline and nothing starts: the client sends it with Put.
-func (s *Store) BeginPut(ctx context.Context, h *pb.BlobPutHeader) (*pb.BeginPutResponse, error) {
+// requestID, when set, identifies the BeginPut across retries: a repeat
+// within the registry's dedup window answers the put the first attempt
+// announced (its blob id, scheme and placement) and announces none.
+func (s *Store) BeginPut(ctx context.Context, h *pb.BlobPutHeader, requestID string) (*pb.BeginPutResponse, error) {
 	if _, err := s.checkPutHeader(h); err != nil {
 		return nil, err
 	}
@@ -55,16 +58,27 @@ func (s *Store) BeginPut(ctx context.Context, h *pb.BlobPutHeader) (*pb.BeginPut
 	if err != nil {
 		return nil, err
 	}
-	id := newBlobID()
-	rev, err := s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobPending{BlobPending: &pb.BlobPending{
-		Id: id, Name: h.Name, Node: s.cluster.Self(), Started: time.Now().UnixNano(),
+	pending := &pb.BlobPending{
+		Id: newBlobID(), Name: h.Name, Node: s.cluster.Self(), Started: time.Now().UnixNano(),
 		LeaseTtl: int64(s.cfg.PutLease), Size: uint64(h.Size),
 		DataShards: uint32(sc.K), ParityShards: uint32(sc.M), BlockSize: uint32(s.cfg.BlockSize),
-	}}})
+		RequestId: requestID,
+	}
+	rev, err := s.cluster.Propose(ctx, &pb.Command{RequestId: requestID, Kind: &pb.Command_BlobPending{BlobPending: pending}})
 	if err != nil {
-		s.abort(id, nil) // in case it was applied after all
+		if requestID == "" {
+			s.abort(pending.Id, nil) // in case it was applied after all
+		} // else a retry with the same request id finds it, or its lease ends it
 		return nil, fmt.Errorf("announce put of %q: %w", h.Name, err)
 	}
+	if requestID != "" {
+		// rev is the first attempt's when this is a repeat.
+		if pending, err = s.pendingOf(ctx, h.Name, requestID, rev); err != nil {
+			return nil, err
+		}
+		sc = Scheme{K: int(pending.DataShards), M: int(pending.ParityShards)}
+	}
+	id := pending.Id
 	resp.LeaseExpires = s.leaseExpires(ctx, id, rev)
 	alive := alivePlacement(members)
 	// Shard i of every block goes where a coordinated put would put it.
@@ -82,8 +96,29 @@ func (s *Store) BeginPut(ctx context.Context, h *pb.BlobPutHeader) (*pb.BeginPut
 	}
 	resp.Header = &pb.ResponseHeader{Revision: rev}
 	resp.BlobId = id
-	resp.DataShards, resp.ParityShards, resp.BlockSize = uint32(sc.K), uint32(sc.M), uint32(s.cfg.BlockSize)
+	resp.DataShards, resp.ParityShards, resp.BlockSize = uint32(sc.K), uint32(sc.M), pending.BlockSize
 	return resp, nil
+}
+
+// pendingOf returns the put that the BeginPut of requestID announced at
+// rev, as this replica holds it once it has applied rev.
+func (s *Store) pendingOf(ctx context.Context, name, requestID string, rev uint64) (*pb.BlobPending, error) {
+	if err := s.waitRevision(ctx, rev, replicaWait); err != nil {
+		return nil, fmt.Errorf("%w: the put of %q was announced at revision %d, which this agent has not applied within %s; retry BeginPut with the same request id",
+			ErrOutcomeUnknown, name, rev, replicaWait)
+	}
+	for _, p := range s.cluster.Meta().PendingBlobs() {
+		if p.RequestId != requestID {
+			continue
+		}
+		if p.Name != name {
+			return nil, fmt.Errorf("%w: request_id: it began a put of blob %q, not %q; use a new request id for each put",
+				ErrInvalidArgument, p.Name, name)
+		}
+		return p, nil
+	}
+	return nil, fmt.Errorf("%w: the put of %q this request id began (revision %d) is no longer in progress: it was committed, aborted or its lease expired; begin again with a new request id",
+		ErrNotFound, name, rev)
 }
 
 // addresses maps each agent of the registry to its gRPC address.

@@ -233,3 +233,55 @@ func TestStripedPutWhoseClientStopsRenewingIsAbortedAndCollected(t *testing.T) {
 		t.Fatal("the renewed put reads back other bytes")
 	}
 }
+
+// TestBeginPutRepeatedWithItsRequestIDAnswersTheSamePut: a BeginPut
+// repeated with the same request id, through another agent, answers the
+// put the first began (same blob id, scheme and targets) and announces no
+// second one; another request id begins another put, and the id of one
+// put cannot begin a put of another blob.
+func TestBeginPutRepeatedWithItsRequestIDAnswersTheSamePut(t *testing.T) {
+	c := newBlobCluster(t, 3, slowFailover)
+	ctx := ctxFor(t, time.Minute)
+	req := &pb.BeginPutRequest{Header: &pb.BlobPutHeader{Name: "models/retried", Size: 2 << 20}, RequestId: "begin-1"}
+	first, err := blobsAt(t, c.GRPCAddr(0)).BeginPut(ctx, req)
+	if err != nil {
+		t.Fatalf("BeginPut: %v", err)
+	}
+	again, err := blobsAt(t, c.GRPCAddr(1)).BeginPut(ctx, req)
+	if err != nil {
+		t.Fatalf("BeginPut repeated through another agent: %v", err)
+	}
+	if again.BlobId != first.BlobId || again.DataShards != first.DataShards || again.ParityShards != first.ParityShards ||
+		again.BlockSize != first.BlockSize || again.Header.Revision != first.Header.Revision {
+		t.Fatalf("repeated BeginPut answered %v, want the first answer %v", again, first)
+	}
+	for i := range first.Targets {
+		if again.Targets[i].Node != first.Targets[i].Node {
+			t.Fatalf("repeated BeginPut targets %v, want %v", again.Targets, first.Targets)
+		}
+	}
+	pending := func() []string {
+		var ids []string
+		for _, p := range c.Node(1).Store().FSM().PendingBlobs() {
+			if p.Name == "models/retried" {
+				ids = append(ids, p.Id)
+			}
+		}
+		return ids
+	}
+	if ids := pending(); len(ids) != 1 || ids[0] != first.BlobId {
+		t.Fatalf("pending puts of the blob: %v, want only %s", ids, first.BlobId)
+	}
+
+	other, err := blobsAt(t, c.GRPCAddr(0)).BeginPut(ctx, &pb.BeginPutRequest{Header: req.Header, RequestId: "begin-2"})
+	if err != nil || other.BlobId == first.BlobId {
+		t.Fatalf("BeginPut with another request id = %v, %v; want a new put", other, err)
+	}
+	misused := &pb.BeginPutRequest{Header: &pb.BlobPutHeader{Name: "models/else", Size: 2 << 20}, RequestId: "begin-1"}
+	if _, err := blobsAt(t, c.GRPCAddr(0)).BeginPut(ctx, misused); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("BeginPut of another blob with a used request id: %v, want InvalidArgument", err)
+	}
+	if _, err := blobsAt(t, c.GRPCAddr(0)).BeginPut(ctx, &pb.BeginPutRequest{Header: req.Header, RequestId: "bad id"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("BeginPut with a malformed request id: %v, want InvalidArgument", err)
+	}
+}

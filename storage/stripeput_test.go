@@ -91,7 +91,7 @@ func stripedStore(t *testing.T) (*Store, *fakeCluster) {
 
 func beginPut(t *testing.T, s *Store, h *pb.BlobPutHeader) *pb.BeginPutResponse {
 	t.Helper()
-	begin, err := s.BeginPut(context.Background(), h)
+	begin, err := s.BeginPut(context.Background(), h, "")
 	if err != nil {
 		t.Fatalf("BeginPut: %v", err)
 	}
@@ -177,7 +177,7 @@ func TestBeginPutOfASmallKnownSizeAnswersInline(t *testing.T) {
 	}
 	// The checks Put makes come first.
 	for _, h := range []*pb.BlobPutHeader{{Name: "a//b", Size: 1}, {Name: "big", Size: 1 << 62}} {
-		if _, err := s.BeginPut(context.Background(), h); err == nil {
+		if _, err := s.BeginPut(context.Background(), h, ""); err == nil {
 			t.Errorf("BeginPut(%v) succeeded", h)
 		}
 	}

@@ -49,21 +49,31 @@ func WithConfig(f func(*node.Config)) Option { return Option(f) }
 
 // Cluster is a set of agents in this process.
 type Cluster struct {
-	t       testing.TB
-	net     *network
-	disk    diskDelays // SlowDisk, SlowShardDisk (faults.go)
+	t    testing.TB
+	net  *network
+	disk diskDelays // SlowDisk, SlowShardDisk (faults.go)
+
+	mu      sync.Mutex // guards members: Add appends while others read
 	members []*member
 }
 
 // member is one agent slot; its addresses survive restarts.
 type member struct {
-	name                 string
-	cfg                  node.Config
+	name string
+	cfg  node.Config
+
+	mu                   sync.Mutex // guards the fields below
 	grpcPort, gossipPort int
 	raftPort             int
-	mu                   sync.Mutex
 	node                 *node.Node
 	conn                 *grpc.ClientConn
+}
+
+// ports returns m's gRPC, Raft and gossip ports (0 before the first start).
+func (m *member) ports() (grpcPort, raftPort, gossipPort int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.grpcPort, m.raftPort, m.gossipPort
 }
 
 // New starts n agents: the first bootstraps, the others join it. It returns
@@ -75,9 +85,9 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 		c.members = append(c.members, c.newMember(i, opts))
 	}
 	t.Cleanup(c.close)
-	for i := range c.members {
+	for i, m := range c.all() {
 		if i > 0 {
-			c.members[i].cfg.Join = []string{c.gossipAddr(0)}
+			m.cfg.Join = []string{c.gossipAddr(0)}
 		}
 		c.start(i)
 	}
@@ -102,8 +112,8 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 		return true
 	})
 	c.WaitFor(30*time.Second, fmt.Sprintf("every agent at revision %d or later, with the cluster's secret", rev), func() bool {
-		for _, m := range c.members {
-			if fsm := m.node.Store().FSM(); fsm.Revision() < rev || fsm.ClusterSecret() == nil {
+		for i := range n {
+			if fsm := c.Node(i).Store().FSM(); fsm.Revision() < rev || fsm.ClusterSecret() == nil {
 				return false
 			}
 		}
@@ -140,32 +150,53 @@ func (c *Cluster) newMember(i int, opts []Option) *member {
 
 func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
-func (c *Cluster) gossipAddr(i int) string { return addr(c.members[i].gossipPort) }
+func (c *Cluster) gossipAddr(i int) string {
+	_, _, gossip := c.member(i).ports()
+	return addr(gossip)
+}
+
+// member returns agent slot i.
+func (c *Cluster) member(i int) *member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.members[i]
+}
+
+// all returns the agent slots there are now.
+func (c *Cluster) all() []*member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*member(nil), c.members...)
+}
 
 // start starts agent i on its fixed addresses.
 func (c *Cluster) start(i int) {
 	c.t.Helper()
-	m := c.members[i]
-	raftLn, err := net.Listen("tcp", addr(m.raftPort))
+	m := c.member(i)
+	grpcPort, raftPort, gossipPort := m.ports()
+	raftLn, err := net.Listen("tcp", addr(raftPort))
 	if err != nil {
 		c.t.Fatalf("%s: listen for raft: %v", m.name, err)
 	}
-	grpcLn, err := net.Listen("tcp", addr(m.grpcPort))
+	grpcLn, err := net.Listen("tcp", addr(grpcPort))
 	if err != nil {
 		raftLn.Close()
 		c.t.Fatalf("%s: listen for gRPC: %v", m.name, err)
 	}
-	inner, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, BindPort: m.gossipPort})
+	inner, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, BindPort: gossipPort})
 	if err != nil {
 		raftLn.Close()
 		grpcLn.Close()
 		c.t.Fatalf("%s: gossip transport: %v", m.name, err)
 	}
-	m.raftPort = raftLn.Addr().(*net.TCPAddr).Port
-	m.grpcPort = grpcLn.Addr().(*net.TCPAddr).Port
-	m.gossipPort = inner.GetAutoBindPort()
-	m.cfg.GRPCPort, m.cfg.RaftPort, m.cfg.GossipPort = m.grpcPort, m.raftPort, m.gossipPort
-	c.net.register(m.name, addr(m.grpcPort), addr(m.raftPort), addr(m.gossipPort))
+	grpcPort = grpcLn.Addr().(*net.TCPAddr).Port
+	raftPort = raftLn.Addr().(*net.TCPAddr).Port
+	gossipPort = inner.GetAutoBindPort()
+	m.mu.Lock()
+	m.grpcPort, m.raftPort, m.gossipPort = grpcPort, raftPort, gossipPort
+	m.mu.Unlock()
+	m.cfg.GRPCPort, m.cfg.RaftPort, m.cfg.GossipPort = grpcPort, raftPort, gossipPort
+	c.net.register(m.name, addr(grpcPort), addr(raftPort), addr(gossipPort))
 	dial := c.net.dialer(m.name)
 	n, err := node.New(m.cfg,
 		node.WithLogger(testlog.New(c.t, m.name)),
@@ -188,21 +219,28 @@ func (c *Cluster) start(i int) {
 }
 
 // Size is the number of agent slots.
-func (c *Cluster) Size() int { return len(c.members) }
+func (c *Cluster) Size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.members)
+}
 
 // Node returns agent i, or nil while it is killed.
 func (c *Cluster) Node(i int) *node.Node {
-	m := c.members[i]
+	m := c.member(i)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.node
 }
 
 // Name is agent i's name ("n1" for i = 0).
-func (c *Cluster) Name(i int) string { return c.members[i].name }
+func (c *Cluster) Name(i int) string { return c.member(i).name }
 
 // GRPCAddr is agent i's API address; it stays the same across restarts.
-func (c *Cluster) GRPCAddr(i int) string { return addr(c.members[i].grpcPort) }
+func (c *Cluster) GRPCAddr(i int) string {
+	grpcPort, _, _ := c.member(i).ports()
+	return addr(grpcPort)
+}
 
 // GossipAddr is agent i's gossip address.
 func (c *Cluster) GossipAddr(i int) string { return c.gossipAddr(i) }
@@ -218,11 +256,11 @@ func (c *Cluster) Registry(i int) pb.RegistryClient {
 func (c *Cluster) Status(i int) pb.StatusClient { return pb.NewStatusClient(c.conn(i)) }
 
 func (c *Cluster) conn(i int) *grpc.ClientConn {
-	m := c.members[i]
+	m := c.member(i)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.conn == nil {
-		conn, err := grpc.NewClient(c.GRPCAddr(i), c.transport(m))
+		conn, err := grpc.NewClient(addr(m.grpcPort), c.transport(m))
 		if err != nil {
 			c.t.Fatalf("dial %s: %v", m.name, err)
 		}
@@ -253,7 +291,7 @@ func (c *Cluster) Kill(i int) {
 
 // take removes agent i from its slot and returns it (nil if not running).
 func (c *Cluster) take(i int) *node.Node {
-	m := c.members[i]
+	m := c.member(i)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := m.node
@@ -275,7 +313,7 @@ func (c *Cluster) Restart(i int) {
 	if c.Node(i) != nil {
 		c.Kill(i)
 	}
-	c.members[i].cfg.Join = nil
+	c.member(i).cfg.Join = nil
 	c.start(i)
 }
 
@@ -287,16 +325,16 @@ func (c *Cluster) RestartMoved(i int) {
 	if c.Node(i) != nil {
 		c.Kill(i)
 	}
-	m := c.members[i]
+	m := c.member(i)
 	m.mu.Lock()
 	if m.conn != nil {
 		m.conn.Close()
 		m.conn = nil
 	}
-	m.mu.Unlock()
 	m.grpcPort, m.raftPort, m.gossipPort = 0, 0, 0
+	m.mu.Unlock()
 	m.cfg.Join = nil
-	for j := range c.members {
+	for j := range c.Size() {
 		if j != i && c.Node(j) != nil {
 			m.cfg.Join = append(m.cfg.Join, c.gossipAddr(j))
 		}
@@ -307,9 +345,11 @@ func (c *Cluster) RestartMoved(i int) {
 // Add starts one more agent that joins through agent 0 (or any alive one).
 func (c *Cluster) Add(opts ...Option) int {
 	c.t.Helper()
+	c.mu.Lock()
 	i := len(c.members)
 	m := c.newMember(i, opts)
 	c.members = append(c.members, m)
+	c.mu.Unlock()
 	for j := 0; j < i; j++ {
 		if c.Node(j) != nil {
 			m.cfg.Join = append(m.cfg.Join, c.gossipAddr(j))
@@ -345,7 +385,7 @@ func (c *Cluster) names(groups [][]int) [][]string {
 	for _, g := range groups {
 		var names []string
 		for _, i := range g {
-			names = append(names, c.members[i].name)
+			names = append(names, c.Name(i))
 		}
 		named = append(named, names)
 	}
@@ -360,7 +400,7 @@ func (c *Cluster) Heal() {
 
 // Leader returns the agent that is Raft leader now, or nil.
 func (c *Cluster) Leader() *node.Node {
-	for i := range c.members {
+	for i := range c.Size() {
 		if n := c.Node(i); n != nil && n.Store().IsLeader() {
 			return n
 		}
@@ -370,7 +410,7 @@ func (c *Cluster) Leader() *node.Node {
 
 // LeaderIndex returns the index of the leader, or -1.
 func (c *Cluster) LeaderIndex() int {
-	for i := range c.members {
+	for i := range c.Size() {
 		if n := c.Node(i); n != nil && n.Store().IsLeader() {
 			return i
 		}
@@ -387,7 +427,7 @@ func (c *Cluster) WaitFor(timeout time.Duration, what string, cond func() bool) 
 
 func (c *Cluster) close() {
 	var wg sync.WaitGroup
-	for i, m := range c.members {
+	for i, m := range c.all() {
 		m.mu.Lock()
 		if m.conn != nil {
 			m.conn.Close()

@@ -209,7 +209,7 @@ func (d ShardDamage) String() string {
 // the agent holds) in agent i's data dir (running or not), sorted.
 func (c *Cluster) ShardFiles(i int) []string {
 	var files []string
-	root := filepath.Join(c.members[i].cfg.DataDir, "shards")
+	root := filepath.Join(c.member(i).cfg.DataDir, "shards")
 	filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".part") {
 			files = append(files, path)

@@ -1302,7 +1302,12 @@ type BeginPutRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// header.size, when > 0, is checked against the limits before anything
 	// is announced, and the commit must then carry exactly that size.
-	Header        *BlobPutHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Header *BlobPutHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// request_id, when set, identifies this BeginPut across retries: a
+	// repeat within the dedup window answers the put the first attempt
+	// began (same blob id and placement) instead of beginning another (see
+	// BlobDeleteRequest.request_id). Package client sets it.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1342,6 +1347,13 @@ func (x *BeginPutRequest) GetHeader() *BlobPutHeader {
 		return x.Header
 	}
 	return nil
+}
+
+func (x *BeginPutRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type BeginPutResponse struct {
@@ -3257,9 +3269,11 @@ const file_blob_proto_rawDesc = "" +
 	" \x03(\v2\x11.zrpc.v1.ShardRefR\acorrupt\"<\n" +
 	"\fAgentAddress\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"A\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"`\n" +
 	"\x0fBeginPutRequest\x12.\n" +
-	"\x06header\x18\x01 \x01(\v2\x16.zrpc.v1.BlobPutHeaderR\x06header\"\xcd\x03\n" +
+	"\x06header\x18\x01 \x01(\v2\x16.zrpc.v1.BlobPutHeaderR\x06header\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\xcd\x03\n" +
 	"\x10BeginPutResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x16\n" +
 	"\x06inline\x18\x02 \x01(\bR\x06inline\x12\x1d\n" +

@@ -826,10 +826,13 @@ type BlobPending struct {
 	// size (0: not known when the put began), data_shards, parity_shards and
 	// block_size are what a client-striped put announced: its shards and its
 	// commit must agree with them.
-	Size          uint64 `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"`
-	DataShards    uint32 `protobuf:"varint,8,opt,name=data_shards,json=dataShards,proto3" json:"data_shards,omitempty"`
-	ParityShards  uint32 `protobuf:"varint,9,opt,name=parity_shards,json=parityShards,proto3" json:"parity_shards,omitempty"`
-	BlockSize     uint32 `protobuf:"varint,10,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	Size         uint64 `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"`
+	DataShards   uint32 `protobuf:"varint,8,opt,name=data_shards,json=dataShards,proto3" json:"data_shards,omitempty"`
+	ParityShards uint32 `protobuf:"varint,9,opt,name=parity_shards,json=parityShards,proto3" json:"parity_shards,omitempty"`
+	BlockSize    uint32 `protobuf:"varint,10,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	// request_id is the Command.request_id of the BeginPut that announced
+	// this put, if it had one: a retried BeginPut finds its put by it.
+	RequestId     string `protobuf:"bytes,11,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -932,6 +935,13 @@ func (x *BlobPending) GetBlockSize() uint32 {
 		return x.BlockSize
 	}
 	return 0
+}
+
+func (x *BlobPending) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 // BlobRenew extends the lease of a pending client-striped put.
@@ -2114,7 +2124,7 @@ const file_raft_proto_rawDesc = "" +
 	"\x03ids\x18\x01 \x03(\tR\x03ids\" \n" +
 	"\n" +
 	"NodeRemove\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x9a\x02\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xb9\x02\n" +
 	"\vBlobPending\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -2128,7 +2138,9 @@ const file_raft_proto_rawDesc = "" +
 	"\rparity_shards\x18\t \x01(\rR\fparityShards\x12\x1d\n" +
 	"\n" +
 	"block_size\x18\n" +
-	" \x01(\rR\tblockSize\"q\n" +
+	" \x01(\rR\tblockSize\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\v \x01(\tR\trequestId\"q\n" +
 	"\tBlobRenew\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\rlease_expires\x18\x02 \x01(\x03R\fleaseExpires\x12\x12\n" +

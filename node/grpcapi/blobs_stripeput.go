@@ -16,7 +16,7 @@ import (
 // storage.Store.BeginPut): the client encodes and sends the shards to
 // their agents itself, and the agents check and keep them.
 type StripedPutStore interface {
-	BeginPut(ctx context.Context, h *pb.BlobPutHeader) (*pb.BeginPutResponse, error)
+	BeginPut(ctx context.Context, h *pb.BlobPutHeader, requestID string) (*pb.BeginPutResponse, error)
 	WriteShards(ctx context.Context, recv func() (*pb.WriteShardsRequest, error)) (*pb.WriteShardsResponse, error)
 	RenewPut(ctx context.Context, name, id string) (expires int64, rev uint64, err error)
 	CommitPut(ctx context.Context, req *pb.CommitPutRequest, requestID string) (*storage.PutResult, error)
@@ -27,7 +27,11 @@ func (s *Blobs) BeginPut(ctx context.Context, req *pb.BeginPutRequest) (*pb.Begi
 	if req.GetHeader() == nil {
 		return nil, apierr.Invalid("header", "is required: BeginPut needs the put's header")
 	}
-	return s.store.BeginPut(ctx, req.Header)
+	rid, err := clientRequestID("blob-begin", req.RequestId)
+	if err != nil {
+		return nil, err
+	}
+	return s.store.BeginPut(ctx, req.Header, rid)
 }
 
 func (s *Blobs) WriteShards(stream grpc.ClientStreamingServer[pb.WriteShardsRequest, pb.WriteShardsResponse]) error {

@@ -20,12 +20,12 @@ import (
 type stripeStore struct {
 	BlobStore
 	blocks    []uint32 // WriteShards: the blocks received
-	requestID string   // CommitPut's
+	requestID string   // BeginPut's or CommitPut's
 	called    bool
 }
 
-func (f *stripeStore) BeginPut(_ context.Context, h *pb.BlobPutHeader) (*pb.BeginPutResponse, error) {
-	f.called = true
+func (f *stripeStore) BeginPut(_ context.Context, h *pb.BlobPutHeader, requestID string) (*pb.BeginPutResponse, error) {
+	f.called, f.requestID = true, requestID
 	return &pb.BeginPutResponse{BlobId: "ab" + h.Name}, nil
 }
 
@@ -71,8 +71,15 @@ func TestStripedPutCallsReachTheBlobStore(t *testing.T) {
 	if _, err := blobs.BeginPut(ctx, &pb.BeginPutRequest{}); status.Code(err) != codes.InvalidArgument || store.called {
 		t.Fatalf("BeginPut without a header: %v (store called: %v), want InvalidArgument from the API", err, store.called)
 	}
-	if resp, err := blobs.BeginPut(ctx, &pb.BeginPutRequest{Header: &pb.BlobPutHeader{Name: "x"}}); err != nil || resp.BlobId != "abx" {
-		t.Fatalf("BeginPut = %v, %v", resp, err)
+	if resp, err := blobs.BeginPut(ctx, &pb.BeginPutRequest{Header: &pb.BlobPutHeader{Name: "x"}}); err != nil || resp.BlobId != "abx" || store.requestID != "" {
+		t.Fatalf("BeginPut = %v, %v with request id %q", resp, err, store.requestID)
+	}
+	store.called = false
+	if _, err := blobs.BeginPut(ctx, &pb.BeginPutRequest{Header: &pb.BlobPutHeader{Name: "x"}, RequestId: "bad id!"}); status.Code(err) != codes.InvalidArgument || store.called {
+		t.Fatalf("BeginPut with a malformed request id: %v (store called: %v), want InvalidArgument from the API", err, store.called)
+	}
+	if _, err := blobs.BeginPut(ctx, &pb.BeginPutRequest{Header: &pb.BlobPutHeader{Name: "x"}, RequestId: "b-1"}); err != nil || store.requestID != "client/blob-begin/b-1" {
+		t.Fatalf("BeginPut = %v with request id %q, want client/blob-begin/b-1", err, store.requestID)
 	}
 
 	stream, err := blobs.WriteShards(ctx)
