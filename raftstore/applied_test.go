@@ -19,6 +19,13 @@ import (
 // configure, when given, adjusts each store's configuration (i from 0).
 func openCluster(t *testing.T, n int, configure ...func(i int, cfg *Config)) []*Store {
 	t.Helper()
+	return openClusterOf(t, n, nil, configure...)
+}
+
+// openClusterOf is openCluster with beforeOpen, when not nil, called on
+// each store between New and Open.
+func openClusterOf(t *testing.T, n int, beforeOpen func(i int, s *Store), configure ...func(i int, cfg *Config)) []*Store {
+	t.Helper()
 	log := testLogger(t, slog.LevelWarn)
 	stores := make([]*Store, n)
 	for i := range stores {
@@ -30,6 +37,9 @@ func openCluster(t *testing.T, n int, configure ...func(i int, cfg *Config)) []*
 			f(i, &cfg)
 		}
 		s := New(cfg)
+		if beforeOpen != nil {
+			beforeOpen(i, s)
+		}
 		if err := s.Open(); err != nil {
 			t.Fatalf("open %s: %v", cfg.NodeID, err)
 		}
