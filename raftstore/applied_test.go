@@ -17,14 +17,14 @@ import (
 // openCluster starts n stores on loopback, n1 bootstrapping and adding
 // the others as voters, and returns them once every one has a leader.
 // configure, when given, adjusts each store's configuration (i from 0).
-func openCluster(t *testing.T, n int, configure ...func(i int, cfg *Config)) []*Store {
+func openCluster(t testing.TB, n int, configure ...func(i int, cfg *Config)) []*Store {
 	t.Helper()
 	return openClusterOf(t, n, nil, configure...)
 }
 
 // openClusterOf is openCluster with beforeOpen, when not nil, called on
 // each store between New and Open.
-func openClusterOf(t *testing.T, n int, beforeOpen func(i int, s *Store), configure ...func(i int, cfg *Config)) []*Store {
+func openClusterOf(t testing.TB, n int, beforeOpen func(i int, s *Store), configure ...func(i int, cfg *Config)) []*Store {
 	t.Helper()
 	log := testLogger(t, slog.LevelWarn)
 	stores := make([]*Store, n)
@@ -61,7 +61,7 @@ func openClusterOf(t *testing.T, n int, beforeOpen func(i int, s *Store), config
 // addVoter adds s as a voter through whichever store leads. With the
 // tests' 100 ms lease a loaded machine can make the leader step down
 // while the change commits: the change is then asked of the next leader.
-func addVoter(t *testing.T, stores []*Store, s *Store) {
+func addVoter(t testing.TB, stores []*Store, s *Store) {
 	t.Helper()
 	eventually(t, 20*time.Second, "add voter "+s.cfg.NodeID, func() bool {
 		for _, l := range stores {
@@ -103,7 +103,7 @@ func transferLeadership(t *testing.T, stores []*Store, old *Store) *Store {
 	return leader
 }
 
-func leaderOf(t *testing.T, stores []*Store) *Store {
+func leaderOf(t testing.TB, stores []*Store) *Store {
 	t.Helper()
 	var leader *Store
 	eventually(t, 10*time.Second, "a leader", func() bool {
