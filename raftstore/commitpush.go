@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"log/slog"
+	"runtime"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -174,20 +175,23 @@ func (p *commitPusher) follower(id raft.ServerID) *pushFollower {
 
 // committed notes that raft committed every entry through index, of term
 // term, and handed them to the FSM (or, for entries the FSM never sees,
-// that the FSM's revision has moved over them), and wakes the senders of followers that can be told. It is called
+// that the FSM's revision has moved over them), and wakes the senders of
+// followers that can be told; woke says whether it woke any. It is called
 // on raft's FSM goroutine and does not block.
-func (p *commitPusher) committed(index, term uint64) {
+func (p *commitPusher) committed(index, term uint64) (woke bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if index <= p.applied {
-		return
+		return false
 	}
 	p.applied, p.appliedTerm = index, term
 	for _, f := range p.followers {
 		if f.match >= index && f.told < index {
 			kick(f.kick)
+			woke = true
 		}
 	}
+	return woke
 }
 
 // kick wakes a sender; a wake-up already pending covers this one.
@@ -282,8 +286,11 @@ var _ raft.BatchingFSM = pushingFSM{}
 
 // ApplyBatch implements raft.BatchingFSM.
 func (w pushingFSM) ApplyBatch(logs []*raft.Log) []any {
-	if n := len(logs); n > 0 {
-		w.pusher.committed(logs[n-1].Index, logs[n-1].Term)
+	if n := len(logs); n > 0 && w.pusher.committed(logs[n-1].Index, logs[n-1].Term) {
+		// The woken senders wait in this goroutine's run queue: let them
+		// send before the batch is applied, rather than after it or once
+		// another thread has woken to take them.
+		runtime.Gosched()
 	}
 	return w.FSM.ApplyBatch(logs)
 }
