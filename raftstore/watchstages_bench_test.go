@@ -17,17 +17,24 @@ import (
 // goes until a watcher on a follower has its event: three stores in this
 // process (loopback TCP, raft-wal with fsync), one write at a time on the
 // leader, the next once the follower's watcher has the last. ns/op is a
-// write's time to the follower's event. Per-write stages, from the
-// write's start (µs, median): the leader's FSM has the batch decoded
+// write's time to the follower's event (mean). Per-write stages, medians
+// in µs, from the write's start: the leader's FSM has the batch decoded
 // (leader-apply-us), the commit push to the watched follower is sent
-// (push-us), the write is answered (ack-us), the follower's watcher has
-// the event (follower-event-us). Raft's own timers, means over every
-// store (µs): the leader's log append with its fsync (raft-dispatch-us),
-// an AppendEntries round trip (raft-append-rtt-us), a follower's log
-// append with its fsync (raft-follower-store-us), proposal to commit
-// (raft-commit-us), the hand-over to the FSM goroutine (raft-fsm-enqueue-us),
-// an FSM batch (raft-fsm-apply-us), and the transport's hand-over of a
-// decoded request to raft (raft-rpc-enqueue-us).
+// (push-us) and to the other one (push-other-us), the write is answered
+// (ack-us), the follower's watcher has the event (follower-event-us);
+// and per write, the push after the leader's decode (push-after-apply-us,
+// negative when it went first), the follower's event after the push
+// (event-after-push-us) and after the leader's decode
+// (event-after-apply-us). A follower is pushed an index only once it has
+// acknowledged the entry: the follower that acknowledges second is
+// pushed when its answer comes. Raft's own timers, means over every store
+// (µs): the leader's log append with its fsync (raft-dispatch-us), an
+// AppendEntries round trip (raft-append-rtt-us), a follower's log append
+// with its fsync (raft-follower-store-us), proposal to commit
+// (raft-commit-us), the hand-over to the FSM goroutine
+// (raft-fsm-enqueue-us), an FSM batch (raft-fsm-apply-us), and the
+// transport's hand-over of a decoded AppendEntries to raft
+// (raft-rpc-enqueue-us).
 //
 // The stores share this process's scheduler: the absolute times are not
 // those of three agents, but the stages show where the time goes.
@@ -49,11 +56,13 @@ func BenchmarkLeaderWriteToFollowerWatchEvent(b *testing.B) {
 	leader := leaderOf(b, stores)
 	li := slices.Index(stores, leader)
 	follower := stores[(li+1)%3]
-	var pushedAt atomic.Int64
+	var pushedAt, otherAt atomic.Int64
 	leader.pusher.mu.Lock()
 	leader.pusher.sending = func(id raft.ServerID, _ *raft.AppendEntriesRequest) {
 		if string(id) == follower.cfg.NodeID {
 			pushedAt.Store(time.Now().UnixNano())
+		} else {
+			otherAt.Store(time.Now().UnixNano())
 		}
 	}
 	leader.pusher.mu.Unlock()
@@ -102,6 +111,10 @@ func BenchmarkLeaderWriteToFollowerWatchEvent(b *testing.B) {
 		start, ack, event := write(i)
 		since("leader-apply-us", start, decodedAt[li].Load())
 		since("push-us", start, pushedAt.Load())
+		since("push-other-us", start, otherAt.Load())
+		since("push-after-apply-us", decodedAt[li].Load(), pushedAt.Load())
+		since("event-after-push-us", pushedAt.Load(), event)
+		since("event-after-apply-us", decodedAt[li].Load(), event)
 		since("ack-us", start, ack)
 		since("follower-event-us", start, event)
 	}
