@@ -52,6 +52,9 @@ func BenchmarkLeaderWriteToFollowerWatchEvent(b *testing.B) {
 	var decodedAt [3]atomic.Int64 // unix ns of each store's last decoded batch
 	stores := openClusterOf(b, 3, func(i int, s *Store) {
 		s.fsm.decoded = func() { decodedAt[i].Store(time.Now().UnixNano()) }
+	}, func(_ int, cfg *Config) {
+		// The tests' 100 ms lease steps a leader down on a loaded machine.
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = time.Second, time.Second, time.Second
 	})
 	leader := leaderOf(b, stores)
 	li := slices.Index(stores, leader)
