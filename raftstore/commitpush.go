@@ -177,7 +177,8 @@ func (p *commitPusher) follower(id raft.ServerID) *pushFollower {
 // term, and handed them to the FSM (or, for entries the FSM never sees,
 // that the FSM's revision has moved over them), and wakes the senders of
 // followers that can be told; woke says whether it woke any. It is called
-// on raft's FSM goroutine and does not block.
+// on raft's FSM goroutine and on the store's applied tracker, and does not
+// block.
 func (p *commitPusher) committed(index, term uint64) (woke bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
