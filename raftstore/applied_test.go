@@ -17,7 +17,14 @@ import (
 // openCluster starts n stores on loopback, n1 bootstrapping and adding
 // the others as voters, and returns them once every one has a leader.
 // configure, when given, adjusts each store's configuration (i from 0).
-func openCluster(t *testing.T, n int, configure ...func(i int, cfg *Config)) []*Store {
+func openCluster(t testing.TB, n int, configure ...func(i int, cfg *Config)) []*Store {
+	t.Helper()
+	return openClusterOf(t, n, nil, configure...)
+}
+
+// openClusterOf is openCluster with beforeOpen, when not nil, called on
+// each store between New and Open.
+func openClusterOf(t testing.TB, n int, beforeOpen func(i int, s *Store), configure ...func(i int, cfg *Config)) []*Store {
 	t.Helper()
 	log := testLogger(t, slog.LevelWarn)
 	stores := make([]*Store, n)
@@ -30,6 +37,9 @@ func openCluster(t *testing.T, n int, configure ...func(i int, cfg *Config)) []*
 			f(i, &cfg)
 		}
 		s := New(cfg)
+		if beforeOpen != nil {
+			beforeOpen(i, s)
+		}
 		if err := s.Open(); err != nil {
 			t.Fatalf("open %s: %v", cfg.NodeID, err)
 		}
@@ -51,7 +61,7 @@ func openCluster(t *testing.T, n int, configure ...func(i int, cfg *Config)) []*
 // addVoter adds s as a voter through whichever store leads. With the
 // tests' 100 ms lease a loaded machine can make the leader step down
 // while the change commits: the change is then asked of the next leader.
-func addVoter(t *testing.T, stores []*Store, s *Store) {
+func addVoter(t testing.TB, stores []*Store, s *Store) {
 	t.Helper()
 	eventually(t, 20*time.Second, "add voter "+s.cfg.NodeID, func() bool {
 		for _, l := range stores {
@@ -117,7 +127,7 @@ func applyThroughLeader(t *testing.T, stores []*Store, cmd *pb.Command) {
 	})
 }
 
-func leaderOf(t *testing.T, stores []*Store) *Store {
+func leaderOf(t testing.TB, stores []*Store) *Store {
 	t.Helper()
 	var leader *Store
 	eventually(t, 10*time.Second, "a leader", func() bool {

@@ -2,13 +2,15 @@ package raftstore
 
 import (
 	"log/slog"
+	"runtime"
 	"sync"
 
 	"github.com/hashicorp/raft"
 )
 
 // Commit push: the leader tells each follower about a new commit index as
-// soon as it has applied it, instead of leaving it to raft.
+// soon as raft hands the committed entries to its FSM, instead of leaving
+// it to raft.
 //
 // hashicorp/raft sends a follower the leader's commit index only with the
 // next AppendEntries request carrying entries, or with the one it sends
@@ -24,20 +26,22 @@ import (
 // leader's current term, the highest index the follower acknowledged as
 // matching the leader's log (the last entry of a successful request, or
 // its PrevLogEntry when it carried none) and the highest LeaderCommitIndex
-// the follower accepted (in raft's requests or in pushes). When the
-// leader's FSM applies index N of term T (applied means committed; the
-// store reports a new leader's no-op and barrier, which the FSM never
-// sees, once it has moved the revision over them, applied.go), every
-// follower whose acknowledged match is at least N and that has not yet
-// been told N is sent
+// the follower accepted (in raft's requests or in pushes). When raft hands
+// the leader's FSM a batch ending at index N of term T (raft hands an FSM
+// only committed entries; the store reports a new leader's no-op and
+// barrier, which the FSM never sees, once it has moved the revision over
+// them, applied.go), every follower whose acknowledged match is at least N
+// and that has not yet been told N is sent
 //
 //	AppendEntriesRequest{RPCHeader and Term of the last request raft sent
 //	it, PrevLogEntry: N, PrevLogTerm: T, Entries: none, LeaderCommitIndex: N}
 //
-// over raft's own transport. A follower whose match is below N gets
-// nothing: raft's replication still owes it entries and carries the
-// commit index with them (and it would only answer "failed to get
-// previous log").
+// over raft's own transport. The push goes before the leader's FSM
+// applies the batch, so the followers apply it while the leader does
+// (as etcd's followers do, whose leader sends the commit as it commits).
+// A follower whose match is below N gets nothing: raft's replication
+// still owes it entries and carries the commit index with them (and it
+// would only answer "failed to get previous log").
 //
 // Why it is safe: nothing changes on the follower; raft's appendEntries
 // checks the request as any other. It refuses a request of an older term
@@ -53,6 +57,15 @@ import (
 // raft's replication has acknowledged a match again. Its answer is read only to finish the call:
 // the leader's replication state (next index, match, last contact, lease)
 // is raft's and never sees a push.
+//
+// What readers see: a follower may now apply N, and show it to its
+// watchers and reads, before the leader's FSM has (raft's own replication
+// could already do so, less often). A write is still answered only once
+// the leader has applied it, and through a follower once that follower
+// has too. A CONSISTENT read on the leader waits until its FSM has
+// applied the commit index it had when the read began
+// (Store.CheckReadContext), so it never misses a write a follower has
+// already shown.
 //
 // Cost: one small RPC per follower per applied batch while writes flow,
 // none when the cluster is idle. Pushes to a follower go one at a time and
@@ -73,7 +86,7 @@ type commitPusher struct {
 	log        *slog.Logger
 
 	mu          sync.Mutex
-	applied     uint64 // last index the FSM applied
+	applied     uint64 // last index handed to the FSM, hence committed
 	appliedTerm uint64 // its term
 	followers   map[raft.ServerID]*pushFollower
 	closed      bool
@@ -160,21 +173,26 @@ func (p *commitPusher) follower(id raft.ServerID) *pushFollower {
 	return f
 }
 
-// committed notes that the FSM applied every entry through index, of term
-// term, and wakes the senders of followers that can be told. It is called
-// on raft's FSM goroutine and does not block.
-func (p *commitPusher) committed(index, term uint64) {
+// committed notes that raft committed every entry through index, of term
+// term, and handed them to the FSM (or, for entries the FSM never sees,
+// that the FSM's revision has moved over them), and wakes the senders of
+// followers that can be told; woke says whether it woke any. It is called
+// on raft's FSM goroutine and on the store's applied tracker, and does not
+// block.
+func (p *commitPusher) committed(index, term uint64) (woke bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if index <= p.applied {
-		return
+		return false
 	}
 	p.applied, p.appliedTerm = index, term
 	for _, f := range p.followers {
 		if f.match >= index && f.told < index {
 			kick(f.kick)
+			woke = true
 		}
 	}
+	return woke
 }
 
 // kick wakes a sender; a wake-up already pending covers this one.
@@ -257,9 +275,9 @@ func (p *commitPusher) Close() {
 	p.wg.Wait()
 }
 
-// pushingFSM is the FSM as raft sees it: it applies through the store's
-// FSM, then tells the commit pusher the last index applied. The FSM's
-// logic is untouched.
+// pushingFSM is the FSM as raft sees it: it tells the commit pusher the
+// last index of each batch, which raft has committed, then applies the
+// batch through the store's FSM. The FSM's logic is untouched.
 type pushingFSM struct {
 	*FSM
 	pusher *commitPusher
@@ -269,11 +287,13 @@ var _ raft.BatchingFSM = pushingFSM{}
 
 // ApplyBatch implements raft.BatchingFSM.
 func (w pushingFSM) ApplyBatch(logs []*raft.Log) []any {
-	out := w.FSM.ApplyBatch(logs)
-	if n := len(logs); n > 0 {
-		w.pusher.committed(logs[n-1].Index, logs[n-1].Term)
+	if n := len(logs); n > 0 && w.pusher.committed(logs[n-1].Index, logs[n-1].Term) {
+		// The woken senders wait in this goroutine's run queue: let them
+		// send before the batch is applied, rather than after it or once
+		// another thread has woken to take them.
+		runtime.Gosched()
 	}
-	return out
+	return w.FSM.ApplyBatch(logs)
 }
 
 // Apply implements raft.FSM.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
 // fakeFollowers answers pushes for commitPusher unit tests: each push is
@@ -448,9 +450,8 @@ func TestIdleLeaderSendsFollowersItsCommitIndexRarely(t *testing.T) {
 // FSM) by the push, with raft's commit timeout at 10 s.
 func TestFollowersLearnANewLeadersNoOpWithoutTheCommitTimeout(t *testing.T) {
 	stores := openCluster(t, 3, longCommitTimeout)
-	old := leaderOf(t, stores)
-	mustStoreApply(t, old, registerCmd(testInstance("api", "0", "n1")))
-	leader := transferLeadership(t, stores, old)
+	applyThroughLeader(t, stores, registerCmd(testInstance("api", "0", "n1")))
+	leader := transferLeadership(t, stores, leaderOf(t, stores))
 	eventually(t, 3*time.Second, "the new leader's revision to cover its barrier", func() bool {
 		return leader.FSM().Revision() >= leader.raft.AppliedIndex()
 	})
@@ -462,5 +463,134 @@ func TestFollowersLearnANewLeadersNoOpWithoutTheCommitTimeout(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s is at revision %d, not the new leader's %d, after 3s (commit timeout 10s)", s.cfg.NodeID, s.FSM().Revision(), applied)
 		}
+	}
+}
+
+// heldFSMs opens a cluster of n stores whose FSMs each stop, once told
+// to, after decoding a batch and before applying it, until released.
+type heldFSMs struct {
+	stores []*Store
+	holds  []atomic.Pointer[chan struct{}]
+}
+
+func openHeldCluster(t *testing.T, n int) *heldFSMs {
+	h := &heldFSMs{holds: make([]atomic.Pointer[chan struct{}], n)}
+	h.stores = openClusterOf(t, n, func(i int, s *Store) {
+		s.fsm.decoded = func() {
+			if c := h.holds[i].Load(); c != nil {
+				<-*c
+			}
+		}
+	}, longCommitTimeout)
+	return h
+}
+
+// hold stops s's FSM before the next batch it applies; the returned
+// function lets it go on (calling it twice is safe).
+func (h *heldFSMs) hold(t *testing.T, s *Store) (release func()) {
+	for i, x := range h.stores {
+		if x == s {
+			c := make(chan struct{})
+			h.holds[i].Store(&c)
+			var once sync.Once
+			release = func() {
+				once.Do(func() {
+					h.holds[i].Store(nil)
+					close(c)
+				})
+			}
+			t.Cleanup(release)
+			return release
+		}
+	}
+	t.Fatal("not a store of the cluster")
+	return nil
+}
+
+// TestFollowersApplyACommittedWriteWhileTheLeaderStillApplies: the leader
+// pushes a batch's commit index before its own FSM applies the batch, so
+// followers apply it while the leader does (with raft's commit timeout at
+// 10 s nothing else would tell them).
+func TestFollowersApplyACommittedWriteWhileTheLeaderStillApplies(t *testing.T) {
+	h := openHeldCluster(t, 3)
+	leader := leaderOf(t, h.stores)
+	release := h.hold(t, leader)
+	done := make(chan error, 1)
+	go func() {
+		_, err := leader.Apply(context.Background(), registerCmd(testInstance("api", "w", "n1")))
+		done <- err
+	}()
+	for _, s := range h.stores {
+		if s == leader {
+			continue
+		}
+		eventually(t, 5*time.Second, s.cfg.NodeID+" applies the write the leader's FSM holds", func() bool {
+			return s.FSM().Instance("api", "w") != nil
+		})
+	}
+	if leader.FSM().Instance("api", "w") != nil {
+		t.Fatal("the leader applied the write while its FSM was held")
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConsistentReadWaitsForWhatAFollowerAlreadyShows: a follower may show
+// a write before the leader's FSM has applied it; a consistent read on
+// the leader begun after that waits until the leader has applied it too.
+func TestConsistentReadWaitsForWhatAFollowerAlreadyShows(t *testing.T) {
+	h := openHeldCluster(t, 3)
+	leader := leaderOf(t, h.stores)
+	release := h.hold(t, leader)
+	done := make(chan error, 1)
+	go func() {
+		_, err := leader.Apply(context.Background(), registerCmd(testInstance("api", "w", "n1")))
+		done <- err
+	}()
+	var follower *Store
+	for _, s := range h.stores {
+		if s != leader {
+			follower = s
+			break
+		}
+	}
+	eventually(t, 5*time.Second, "the follower shows the write", func() bool {
+		return follower.FSM().Instance("api", "w") != nil
+	})
+
+	type readResult struct {
+		err  error
+		seen bool
+	}
+	read := make(chan readResult, 1)
+	go func() {
+		err := leader.CheckReadContext(context.Background(), pb.Consistency_CONSISTENT)
+		read <- readResult{err, leader.FSM().Instance("api", "w") != nil}
+	}()
+	var got readResult
+	returned := false
+	eventually(t, 10*time.Second, "the consistent read returns or waits for the leader's FSM", func() bool {
+		select {
+		case got = <-read:
+			returned = true
+			return true
+		default:
+			return goroutinesIn("", "raftstore.(*Store).waitApplied(") > 0
+		}
+	})
+	release()
+	if !returned {
+		got = <-read
+	}
+	if got.err != nil {
+		t.Fatalf("consistent read: %v", got.err)
+	}
+	if !got.seen {
+		t.Fatal("a consistent read on the leader missed a write a follower already showed")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

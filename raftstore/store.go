@@ -453,7 +453,8 @@ func (s *Store) CheckRead(c pb.Consistency) error {
 // it had on disk when the store opened; on a follower they also wait until
 // it has applied the commit index the leader last sent it, which must have
 // arrived within StaleReadBound. For CONSISTENT it must be the leader (else
-// ErrNotLeader: forward) and confirms its leadership with a quorum first.
+// ErrNotLeader: forward), confirms its leadership with a quorum and waits
+// until it has applied its commit index of the read's start.
 func (s *Store) CheckReadContext(ctx context.Context, c pb.Consistency) error {
 	switch c {
 	case pb.Consistency_STALE:
@@ -472,6 +473,10 @@ func (s *Store) CheckReadContext(ctx context.Context, c pb.Consistency) error {
 		if s.raft.State() != raft.Leader {
 			return ErrNotLeader
 		}
+		// Followers may show a write before the leader's FSM applies it
+		// (commitpush.go): the read waits for what was committed when it
+		// began.
+		commit := s.raft.CommitIndex()
 		if err := s.wait(ctx, s.raft.VerifyLeader()); err != nil {
 			return RaftError(err)
 		}
@@ -481,9 +486,21 @@ func (s *Store) CheckReadContext(ctx context.Context, c pb.Consistency) error {
 		if !ready {
 			return fmt.Errorf("%w: new leader is still catching up", ErrNoLeader)
 		}
-		return nil
+		return s.waitApplied(ctx, commit)
 	}
 	return fmt.Errorf("%w: consistency %v", ErrInvalidArgument, c)
+}
+
+// waitApplied waits, up to defaultReadWait or until ctx ends, until the
+// leader's FSM has applied its commit index commit.
+func (s *Store) waitApplied(ctx context.Context, commit uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, defaultReadWait)
+	defer cancel()
+	if err := s.fsm.WaitRevision(ctx, commit); err != nil {
+		return fmt.Errorf("%w: the leader is still applying what it committed (applied %d of commit index %d); retry: %w",
+			ErrNoLeader, s.fsm.Revision(), commit, err)
+	}
+	return nil
 }
 
 // waitReplayed waits, until ctx ends, until the replica has applied

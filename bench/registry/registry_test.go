@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -263,4 +264,36 @@ func TestScrapeCounterReadsAMetric(t *testing.T) {
 	if _, err := scrapeCounter(t.Context(), srv.URL, "absent_total"); err == nil || !strings.Contains(err.Error(), "no absent_total") {
 		t.Fatalf("scrapeCounter of a missing metric = %v, want an error naming it", err)
 	}
+}
+
+// TestStagesSplitEachWritesTimeByWhereItArrived: the stage rows are the
+// quantiles of per-write differences, matched by stamp, also when an
+// event comes before the acknowledgement (negative).
+func TestStagesSplitEachWritesTimeByWhereItArrived(t *testing.T) {
+	acks, leader, events := newArrivals(), newArrivals(), newArrivals()
+	const ms = int64(time.Millisecond)
+	for i := int64(1); i <= 100; i++ {
+		stamp := i * 1000 * ms
+		acks.note(stamp, stamp+2*ms)
+		leader.note(stamp, stamp+1*ms)
+		events.note(stamp, stamp+1*ms+i*ms/100) // 0.01 .. 1 ms after the leader's
+		events.note(stamp, stamp+50*ms)         // a second arrival is not the first
+	}
+	acks.note(1, 5*ms) // a write whose event never came is left out of "after"
+	var res Result
+	stageMetrics(&res, acks, leader, events)
+	want := map[string]float64{
+		"stage: write acknowledged p50 ms":          2,
+		"stage: event on the leader p50 ms":         1,
+		"stage: event after the leader's p50 ms":    0.51,
+		"stage: event after the leader's p99 ms":    1,
+		"stage: event after acknowledgement p50 ms": -0.49,
+	}
+	for name, v := range want {
+		if got, ok := res.Metrics[name]; !ok || math.Abs(got-v) > 1e-9 {
+			t.Errorf("%s = %v (present %v), want %v", name, got, ok, v)
+		}
+	}
+	var none *arrivals
+	none.note(1, 2) // a round without stages records nothing, and does not fail
 }

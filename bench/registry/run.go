@@ -61,6 +61,10 @@ type Config struct {
 	// WatchEvents the writes of one watch round.
 	Rate        int
 	WatchEvents int
+	// WatchStages adds to each watch round where a write's time to its
+	// event goes: its acknowledgement and, with the watcher on a
+	// follower, its event on a second watcher on the leader.
+	WatchStages bool
 	// FanoutServices × FanoutWatchers watchers over FanoutConns client
 	// connections, on one node; FanoutWrites writes spread over the
 	// services.

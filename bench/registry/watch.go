@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +27,7 @@ func (r *runner) watch(ctx context.Context) error {
 				return err
 			}
 			for _, wc := range cases {
-				res, err := r.watchRound(ctx, c, wc.write, wc.watch)
+				res, err := r.watchRound(ctx, c, wc)
 				if err != nil {
 					return fmt.Errorf("%s: %w", wc.name, err)
 				}
@@ -45,14 +46,14 @@ func (r *runner) watch(ctx context.Context) error {
 }
 
 type watchCase struct {
-	name         string
-	write, watch int
+	name                 string
+	write, watch, leader int
 }
 
 // watchCases places the writer and the watcher by role.
 func watchCases(ctx context.Context, c cluster) ([]watchCase, error) {
 	if c.members() == 1 {
-		return []watchCase{{"same node", 0, 0}}, nil
+		return []watchCase{{"same node", 0, 0, 0}}, nil
 	}
 	l, err := c.leader(ctx)
 	if err != nil {
@@ -64,19 +65,22 @@ func watchCases(ctx context.Context, c cluster) ([]watchCase, error) {
 			f = append(f, i)
 		}
 	}
-	return []watchCase{{"leader→follower", l, f[0]}, {"follower→follower", f[0], f[1]}}, nil
+	return []watchCase{{"leader→follower", l, f[0], l}, {"follower→follower", f[0], f[1], l}}, nil
 }
 
 // deliveries records the latency of every event carrying a stamp taken
-// after the round began.
+// after the round began, and when arrivals is set, when each arrived.
 type deliveries struct {
-	since atomic.Int64 // unix nanoseconds; earlier stamps are ignored
-	lat   latencies
+	since    atomic.Int64 // unix nanoseconds; earlier stamps are ignored
+	lat      latencies
+	arrivals *arrivals
 }
 
 func (d *deliveries) deliver(stamp int64) {
 	if since := d.since.Load(); since != 0 && stamp >= since {
-		d.lat.add(time.Duration(time.Now().UnixNano() - stamp))
+		now := time.Now().UnixNano()
+		d.lat.add(time.Duration(now - stamp))
+		d.arrivals.note(stamp, now)
 	}
 }
 
@@ -103,19 +107,37 @@ func (d *deliveries) latencyMetrics(res *Result, want int) {
 }
 
 // watchRound writes WatchEvents times (cycling over 100 keys of one
-// group) through member write and measures their events on member watch.
-func (r *runner) watchRound(ctx context.Context, c cluster, write, watch int) (Result, error) {
+// group) through member wc.write and measures their events on member
+// wc.watch. With WatchStages it also times each write's acknowledgement
+// and, when the watcher is not on the leader, the write's event on a
+// second watcher there.
+func (r *runner) watchRound(ctx context.Context, c cluster, wc watchCase) (Result, error) {
 	const group = "watch-bench.rpc"
-	wc, err := c.newWatchConn(ctx, watch)
+	var d, atLeader deliveries
+	var acks *arrivals
+	if r.cfg.WatchStages {
+		d.arrivals, acks = newArrivals(), newArrivals()
+		if wc.watch != wc.leader {
+			atLeader.arrivals = newArrivals()
+			lc, err := c.newWatchConn(ctx, wc.leader)
+			if err != nil {
+				return Result{}, err
+			}
+			defer lc.close()
+			if err := lc.watch(ctx, group, atLeader.deliver); err != nil {
+				return Result{}, err
+			}
+		}
+	}
+	conn, err := c.newWatchConn(ctx, wc.watch)
 	if err != nil {
 		return Result{}, err
 	}
-	defer wc.close()
-	var d deliveries
-	if err := wc.watch(ctx, group, d.deliver); err != nil {
+	defer conn.close()
+	if err := conn.watch(ctx, group, d.deliver); err != nil {
 		return Result{}, err
 	}
-	w, err := c.newWriter(ctx, write)
+	w, err := c.newWriter(ctx, wc.write)
 	if err != nil {
 		return Result{}, err
 	}
@@ -123,10 +145,17 @@ func (r *runner) watchRound(ctx context.Context, c cluster, write, watch int) (R
 	if err := timed(ctx, func(ctx context.Context) error { return w.put(ctx, group, "warmup", 0) }); err != nil {
 		return Result{}, fmt.Errorf("warm-up write: %w", err)
 	}
-	d.since.Store(time.Now().UnixNano())
+	since := time.Now().UnixNano()
+	d.since.Store(since)
+	atLeader.since.Store(since)
 	rate, err := paced(ctx, r.cfg.WatchEvents, r.cfg.Rate, func(i int) error {
 		return timed(ctx, func(ctx context.Context) error {
-			return w.put(ctx, group, fmt.Sprintf("k%03d", i%100), time.Now().UnixNano())
+			stamp := time.Now().UnixNano()
+			if err := w.put(ctx, group, fmt.Sprintf("k%03d", i%100), stamp); err != nil {
+				return err
+			}
+			acks.note(stamp, time.Now().UnixNano())
+			return nil
 		})
 	})
 	if err != nil {
@@ -135,10 +164,83 @@ func (r *runner) watchRound(ctx context.Context, c cluster, write, watch int) (R
 	if err := d.await(ctx, r.cfg.WatchEvents); err != nil {
 		return Result{}, err
 	}
+	if atLeader.arrivals != nil {
+		if err := atLeader.await(ctx, r.cfg.WatchEvents); err != nil {
+			return Result{}, err
+		}
+	}
 	var res Result
 	d.latencyMetrics(&res, r.cfg.WatchEvents)
+	if r.cfg.WatchStages {
+		stageMetrics(&res, acks, atLeader.arrivals, d.arrivals)
+	}
 	res.Metrics["writes/s"] = rate
 	return res, nil
+}
+
+// arrivals records when something carrying each write's stamp arrived
+// (unix nanoseconds). A nil *arrivals records nothing.
+type arrivals struct {
+	mu sync.Mutex
+	at map[int64]int64
+}
+
+func newArrivals() *arrivals { return &arrivals{at: make(map[int64]int64)} }
+
+func (a *arrivals) note(stamp, at int64) {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.at[stamp]; !ok {
+		a.at[stamp] = at
+	}
+}
+
+// since returns, for every stamp both a and from recorded, how long after
+// from's arrival a's came (negative when it came first).
+func (a *arrivals) since(from *arrivals) []time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	from.mu.Lock()
+	defer from.mu.Unlock()
+	var out []time.Duration
+	for stamp, at := range a.at {
+		if t0, ok := from.at[stamp]; ok {
+			out = append(out, time.Duration(at-t0))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// stamped returns how long after its stamp each arrival came.
+func (a *arrivals) stamped() []time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]time.Duration, 0, len(a.at))
+	for stamp, at := range a.at {
+		out = append(out, time.Duration(at-stamp))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// stageMetrics adds where a write's time to its event went: the write's
+// acknowledgement, its event on the leader (when leader is not nil: the
+// watcher is elsewhere), and the watcher's event after each.
+func stageMetrics(res *Result, acks, leader, events *arrivals) {
+	quantiles := func(name string, d []time.Duration) {
+		res.metric("stage: "+name+" p50 ms", quantileMS(d, 0.50))
+		res.metric("stage: "+name+" p99 ms", quantileMS(d, 0.99))
+	}
+	quantiles("write acknowledged", acks.stamped())
+	quantiles("event after acknowledgement", events.since(acks))
+	if leader != nil {
+		quantiles("event on the leader", leader.stamped())
+		quantiles("event after the leader's", events.since(leader))
+	}
 }
 
 // fanout measures FanoutServices × FanoutWatchers watchers on one node,

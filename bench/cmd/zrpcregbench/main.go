@@ -64,6 +64,7 @@ func run() error {
 	flag.StringVar(&writers, "writers", "1,16,64", "concurrent writers, one puts round each")
 	flag.IntVar(&cfg.Rate, "rate", cfg.Rate, "writes per second of watch and fanout")
 	flag.IntVar(&cfg.WatchEvents, "watch-events", cfg.WatchEvents, "writes of each watch round")
+	flag.BoolVar(&cfg.WatchStages, "watch-stages", false, "in watch rounds, also time each write's acknowledgement and, with the watcher on a follower, its event on a second watcher on the leader, and print where the time goes (stage: rows; the leader's watcher adds a little load)")
 	flag.IntVar(&cfg.FanoutServices, "fanout-services", cfg.FanoutServices, "services watched in the fanout round")
 	flag.IntVar(&cfg.FanoutWatchers, "fanout-watchers", cfg.FanoutWatchers, "watchers of each service")
 	flag.IntVar(&cfg.FanoutConns, "fanout-conns", cfg.FanoutConns, "client connections the watchers share")
