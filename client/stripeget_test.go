@@ -269,6 +269,10 @@ func TestGetBlobReadsTheShardsFromTheirHolders(t *testing.T) {
 // its SHA-256 checked, without asking for any shard twice or going
 // through an agent's Get.
 func TestGetBlobCompletesFromParityWhenAHolderIsKilledMidRead(t *testing.T) {
+	// gRPC's smallest window: the victim cannot have sent all its shards
+	// before it is killed.
+	defer func(w int32) { shardStreamWindow = w }(shardStreamWindow)
+	shardStreamWindow = 64 << 10
 	c := newStripeCluster(t)
 	l := newCallLog()
 	cl := loggedClient(t, c, l)
