@@ -139,17 +139,19 @@ func (s *Store) readLocalShard(b *pb.Blob, pos *pb.ShardPos, dst []byte) (payloa
 	id := shardstore.ID{Blob: b.Id, Block: pos.Block, Index: uint16(pos.Index)}
 	want := b.Blocks[pos.Block].Sums[pos.Index]
 	h, payload, err := s.shards.Get(id, dst)
-	held := []*pb.ShardRef{{BlobId: b.Id, Block: pos.Block, Index: pos.Index, Node: s.cluster.Self()}}
+	held := func() []*pb.ShardRef {
+		return []*pb.ShardRef{{BlobId: b.Id, Block: pos.Block, Index: pos.Index, Node: s.cluster.Self()}}
+	}
 	err = mapShardErr(err)
 	switch {
 	case errors.Is(err, ErrCorrupt):
-		s.reportShards(held, false)
+		s.reportShards(held(), false)
 	case errors.Is(err, ErrNotFound):
-		s.reportShards(held, true)
+		s.reportShards(held(), true)
 	case err == nil && h.Sum != want:
 		// The part file's own checksum matched, but it is not the
 		// shard the metadata records.
-		s.reportShards(held, false)
+		s.reportShards(held(), false)
 		err = fmt.Errorf("%w: shard %s/%d/%d on %s: checksum %08x, metadata says %08x",
 			ErrCorrupt, b.Id, pos.Block, pos.Index, s.cluster.Self(), h.Sum, want)
 	}
