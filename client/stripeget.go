@@ -34,10 +34,12 @@ import (
 // to the reader. A shard's bytes stay in the HTTP/2 frames they arrived
 // in (wirecodec.BorrowPieces): checked there, hashed there and copied
 // from there into the reader's buffer, or, for a block that is decoded,
-// into their place in the block. Holders fetch at most readWindow blocks past the one
-// the reader is at: memory is about readWindow blocks whatever the
-// blob's size. A block that cannot be read from the holders (fewer than
-// k shards reachable) is read through an agent's Get instead.
+// into their place in the block. Holders fetch at most readWindow blocks
+// past the one the reader is at: memory is about readWindow blocks
+// whatever the blob's size, plus what the holders' streams queue within
+// their flow-control windows (agentconns.go). A block that cannot be
+// read from the holders (fewer than k shards reachable) is read through
+// an agent's Get instead.
 
 const (
 	// readWindow is how many blocks a read holds at most, from the one
