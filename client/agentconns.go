@@ -15,26 +15,34 @@ import (
 // not a cluster's.
 const maxAgentConns = 1024
 
+// Flow-control windows of the connections shards stream over: what an
+// agent may send ahead of the reader on one stream, and on the whole
+// connection. Static, they spare both sides the window updates of a
+// small window (one per 16 KiB frame at gRPC's initial 64 KiB) and the
+// pings by which gRPC would grow it, again on every new connection
+// (docs/benchmarks.md). A read's memory stays bounded: readWindow blocks,
+// plus at most shardStreamWindow per holder queued in gRPC. Variables
+// for tests.
+var (
+	shardStreamWindow int32 = 4 << 20
+	shardConnWindow   int32 = 16 << 20
+)
+
 // agentConns are the client's connections to agents reached by the
 // address the cluster gives (the holders of a blob's shards, which
-// client-striped puts and reads talk to directly), beside its endpoints.
-// They use the endpoints' dial options (TLS, token) and close with the
-// client.
+// client-striped puts and reads talk to directly), one per agent, apart
+// from the endpoints' connections (an endpoint that holds shards has one
+// of each). They use the endpoints' dial options (TLS, token) with static
+// flow-control windows, and close with the client.
 type agentConns struct {
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
 	closed bool
 }
 
-// agentConn returns the client's connection to the agent at addr: the
-// endpoint's own when addr is one of them, else one made on first use and
-// kept until Close.
+// agentConn returns the client's connection for shards to the agent at
+// addr, made on first use and kept until Close.
 func (c *Client) agentConn(addr string) (*grpc.ClientConn, error) {
-	for i := range c.endpoints {
-		if c.endpoints[i].addr == addr {
-			return c.endpoints[i].conn, nil
-		}
-	}
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("%w: agent address %q from the cluster: want host:port: %v", apierr.ErrInvalidArgument, addr, err)
 	}
@@ -50,7 +58,11 @@ func (c *Client) agentConn(addr string) (*grpc.ClientConn, error) {
 	if len(ac.conns) >= maxAgentConns {
 		return nil, fmt.Errorf("client holds connections to %d agents already, the limit; agent address %q", len(ac.conns), addr)
 	}
-	conn, err := grpc.NewClient(addr, dialOptions(c.cfg)...)
+	// The windows first: a test's own dial options, last, may set others.
+	opts := append([]grpc.DialOption{
+		grpc.WithInitialWindowSize(shardStreamWindow), grpc.WithInitialConnWindowSize(shardConnWindow),
+	}, dialOptions(c.cfg)...)
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("create connection to agent %s: %w", addr, err)
 	}

@@ -1,20 +1,33 @@
 package client
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"io"
+	"net"
+	"sync"
 	"testing"
+	"time"
 
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
+
+	"github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
-func TestAgentConnSharesEndpointConnectionsAndClosesItsOwn(t *testing.T) {
+func TestAgentConnKeepsOneConnectionPerAgentAndClosesThem(t *testing.T) {
 	c, err := New(Config{Endpoints: []string{"127.0.0.1:1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ep, err := c.agentConn("127.0.0.1:1")
-	if err != nil || ep != c.endpoints[0].conn {
-		t.Fatalf("agentConn of an endpoint = %p, %v; want the endpoint's connection %p", ep, err, c.endpoints[0].conn)
+	if err != nil || ep == c.endpoints[0].conn {
+		t.Fatalf("agentConn of an endpoint = %p, %v; want a connection for shards apart from the endpoint's %p", ep, err, c.endpoints[0].conn)
+	}
+	if again, err := c.agentConn("127.0.0.1:1"); err != nil || again != ep {
+		t.Fatalf("second agentConn of an endpoint = %p, %v; want the first %p", again, err, ep)
 	}
 	other, err := c.agentConn("127.0.0.1:2")
 	if err != nil {
@@ -30,10 +43,103 @@ func TestAgentConnSharesEndpointConnectionsAndClosesItsOwn(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if st := other.GetState(); st != connectivity.Shutdown {
-		t.Fatalf("connection to an agent after Close: %v, want Shutdown", st)
+	for _, conn := range []*grpc.ClientConn{ep, other} {
+		if st := conn.GetState(); st != connectivity.Shutdown {
+			t.Fatalf("connection to agent %s after Close: %v, want Shutdown", conn.Target(), st)
+		}
 	}
 	if _, err := c.agentConn("127.0.0.1:3"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("agentConn after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestAgentConnGrantsAgentsStaticWindows: on a connection for shards the
+// client grants the agent a 4 MiB window per stream and 16 MiB for the
+// connection from the start (its first SETTINGS and WINDOW_UPDATE), so
+// that a holder streams shards without waiting for the window to grow.
+// A fake agent reads what the client opens the connection with.
+func TestAgentConnGrantsAgentsStaticWindows(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type grant struct {
+		stream, conn uint32
+		err          error
+	}
+	got := make(chan grant, 1)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			got <- grant{err: err}
+			return
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		got <- readGrant(conn)
+	})
+	c, err := New(Config{Endpoints: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	conn, err := c.agentConn(ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	wg.Go(func() { zrpcpb.NewBlobsClient(conn).Locate(ctx, &zrpcpb.LocateRequest{Name: "a"}) }) // connects
+	g := <-got
+	if g.err != nil {
+		t.Fatal(g.err)
+	}
+	if g.stream != uint32(shardStreamWindow) || g.conn != uint32(shardConnWindow) {
+		t.Fatalf("client granted %d bytes per stream and %d per connection; want %d and %d",
+			g.stream, g.conn, shardStreamWindow, shardConnWindow)
+	}
+}
+
+// readGrant reads an HTTP/2 client's preface, first SETTINGS and the
+// frames up to its first HEADERS, and returns the windows it granted.
+func readGrant(conn net.Conn) (g struct {
+	stream, conn uint32
+	err          error
+}) {
+	g.stream, g.conn = 65535, 65535 // HTTP/2's initial windows
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(conn, preface); err != nil || !bytes.Equal(preface, []byte(http2.ClientPreface)) {
+		g.err = errors.Join(errors.New("no HTTP/2 client preface"), err)
+		return g
+	}
+	fr := http2.NewFramer(conn, conn)
+	if err := fr.WriteSettings(); err != nil {
+		g.err = err
+		return g
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			g.err = err
+			return g
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
+				g.stream = v
+			}
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.WindowUpdateFrame:
+			if f.StreamID == 0 {
+				g.conn += f.Increment
+			}
+		case *http2.HeadersFrame:
+			return g
+		}
 	}
 }

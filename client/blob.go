@@ -167,6 +167,9 @@ type BlobReader struct {
 	// next returns the next bytes, valid until its next call, or io.EOF
 	// after the last.
 	next func() ([]byte, error)
+	// buffered, when set, reports whether next has bytes ready, so that
+	// Read can fill its buffer from several chunks without waiting.
+	buffered func() bool
 	// digest is the SHA-256 of every byte next returned, called once it
 	// returned io.EOF; nil for ranged reads.
 	digest func() []byte
@@ -183,26 +186,31 @@ func (b *BlobReader) Blob() *zrpcpb.Blob { return b.blob }
 // Size is how many bytes this reader yields.
 func (b *BlobReader) Size() uint64 { return b.want }
 
+// Read fills p with the chunks at hand, and waits for the next one only
+// while it has read nothing.
 func (b *BlobReader) Read(p []byte) (int, error) {
-	for len(b.buf) == 0 {
+	n := 0
+	for {
+		c := copy(p[n:], b.buf)
+		b.buf = b.buf[c:]
+		n += c
+		if n == len(p) || n > 0 && (b.err != nil || b.buffered == nil || !b.buffered()) {
+			return n, nil
+		}
 		if b.err != nil {
 			return 0, b.err
 		}
 		chunk, err := b.next()
-		if err == io.EOF {
+		switch {
+		case err == io.EOF:
 			b.err = b.finish()
-			continue
-		}
-		if err != nil {
+		case err != nil:
 			b.err = fmt.Errorf("read blob %q: %w", b.blob.Name, mapErr(err))
-			continue
+		default:
+			b.buf = chunk
+			b.read += uint64(len(chunk))
 		}
-		b.buf = chunk
-		b.read += uint64(len(chunk))
 	}
-	n := copy(p, b.buf)
-	b.buf = b.buf[n:]
-	return n, nil
 }
 
 func (b *BlobReader) finish() error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
 	"math"
 	"slices"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/bufpool"
 	"github.com/zrpcio/zrpc/internal/wirecodec"
 	"github.com/zrpcio/zrpc/storage/codec"
 )
@@ -29,10 +31,15 @@ import (
 // blocks already read are kept, so the read never starts over. An
 // assembler goroutine takes the blocks in order, decodes a block only
 // when a data shard is missing, hashes whole reads, and hands the bytes
-// to the reader. Holders fetch at most readWindow blocks past the one
-// the reader is at: memory is about readWindow blocks whatever the
-// blob's size. A block that cannot be read from the holders (fewer than
-// k shards reachable) is read through an agent's Get instead.
+// to the reader. A shard's bytes stay in the HTTP/2 frames they arrived
+// in (wirecodec.BorrowPieces): checked there, hashed there and copied
+// from there into the reader's buffer, or, for a block that is decoded,
+// into their place in the block. Holders fetch at most readWindow blocks
+// past the one the reader is at: memory is about readWindow blocks
+// whatever the blob's size, plus what the holders' streams queue within
+// their flow-control windows (agentconns.go). A block that cannot be
+// read from the holders (fewer than k shards reachable) is read through
+// an agent's Get instead.
 
 const (
 	// readWindow is how many blocks a read holds at most, from the one
@@ -91,6 +98,7 @@ func (c *Client) getLocated(ctx context.Context, loc *zrpcpb.LocateResponse, opt
 		return nil, err
 	}
 	r.next, r.stop = g.next, g.close
+	r.buffered = func() bool { return len(g.cur) > 0 }
 	if whole {
 		r.digest = func() []byte { return g.digest }
 	}
@@ -171,7 +179,7 @@ type stripedGet struct {
 	moved  chan struct{}     // closed, and replaced, when pos moves
 
 	out      chan assembled // the blocks in order, from the assembler
-	cur      [][]byte       // what is left of the block being read
+	cur      [][]byte       // what is left of the block being read, in pieces
 	curBuf   *[]byte        // the decode buffer of the block being read
 	curFrees []func()       // free the received buffers cur points into
 	digest   []byte         // SHA-256 of a whole read, set before out closes
@@ -184,9 +192,11 @@ type readBlockState struct {
 	// when they are read; once one fails, k shards are read and decoded.
 	want   []int
 	direct bool
-	shards [][]byte // k+m, nil until read and checked
-	// frees free the received buffers shards point into (wirecodec.Borrow),
-	// by index; nil where there is none.
+	// shards are k+m, each in the pieces it was received in; nil until
+	// read and checked.
+	shards [][][]byte
+	// frees free the received buffers shards point into
+	// (wirecodec.BorrowPieces), by index; nil where there is none.
 	frees   []func()
 	asked   []bool  // asked for (read, in flight or failed)
 	have    int     // shards read and checked
@@ -197,10 +207,10 @@ type readBlockState struct {
 	err     error // set when done with fewer than k shards
 }
 
-// assembled is one block's bytes within the range, or why it could not
-// be read. buf, when set, is the pooled buffer the block was decoded
-// into, and frees free the received buffers parts point into: the reader
-// gives them back once it has read the block.
+// assembled is one block's bytes within the range, in pieces, or why it
+// could not be read. buf, when set, is the pooled buffer the block was
+// decoded into, and frees free the received buffers parts point into:
+// the reader gives them back once it has read the block.
 type assembled struct {
 	block int
 	parts [][]byte
@@ -252,7 +262,7 @@ func (c *Client) newStripedGet(ctx context.Context, b *zrpcpb.Blob, addrs []stri
 			want = append(want, int(idx))
 		}
 		g.blocks = append(g.blocks, &readBlockState{want: want, direct: true,
-			shards: make([][]byte, n), frees: make([]func(), n), asked: make([]bool, n), ready: make(chan struct{})})
+			shards: make([][][]byte, n), frees: make([]func(), n), asked: make([]bool, n), ready: make(chan struct{})})
 	}
 	g.mu.Lock()
 	asks := make(map[int][]shardPos)
@@ -381,12 +391,15 @@ func (g *stripedGet) readShards(node int, batch []shardPos) (int, error) {
 			return i, err
 		}
 		stall.Reset(shardStall)
-		// The payload stays in the buffer gRPC received it in until the
+		// The payload stays in the frames gRPC received it in until the
 		// reader has read its block, or the block was decoded: free.
 		msg := new(zrpcpb.ReadShardsResponse)
-		done := wirecodec.Borrow(msg, "payload")
+		done := wirecodec.BorrowPieces(msg, "payload")
 		err := stream.RecvMsg(msg)
-		free := done()
+		payload, free := done()
+		if payload == nil && len(msg.Payload) > 0 {
+			payload = [][]byte{msg.Payload} // not read by the agents' codec
+		}
 		if err != nil {
 			free()
 			if errors.Is(context.Cause(ctx), errShardStalled) {
@@ -405,16 +418,29 @@ func (g *stripedGet) readShards(node int, batch []shardPos) (int, error) {
 			continue
 		}
 		blk := g.blob.Blocks[p.block]
-		if len(msg.Payload) != codec.ShardLen(int(blk.Len), g.k) || codec.Checksum(msg.Payload) != blk.Sums[p.index] {
+		if n, sum := checksumPieces(payload); n != codec.ShardLen(int(blk.Len), g.k) || sum != blk.Sums[p.index] {
 			free()
 			g.shardFailed(p, fmt.Errorf("%w: shard %d of block %d from agent %s: %d bytes with checksum %08x, metadata says %d bytes with %08x",
-				apierr.ErrCorrupt, p.index, p.block, g.blob.Nodes[node], len(msg.Payload), codec.Checksum(msg.Payload),
+				apierr.ErrCorrupt, p.index, p.block, g.blob.Nodes[node], n, sum,
 				codec.ShardLen(int(blk.Len), g.k), blk.Sums[p.index]))
 			continue
 		}
-		g.shardRead(p, msg.Payload, free)
+		g.shardRead(p, payload, free)
 	}
 	return len(batch), nil
+}
+
+// castagnoli is codec.Checksum's table.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// checksumPieces returns the length and CRC32C (codec.Checksum) of the
+// bytes of pieces, in order.
+func checksumPieces(pieces [][]byte) (n int, sum uint32) {
+	for _, p := range pieces {
+		sum = crc32.Update(sum, castagnoli, p)
+		n += len(p)
+	}
+	return n, sum
 }
 
 // waitWindow waits until block is within readWindow blocks of the one
@@ -435,9 +461,9 @@ func (g *stripedGet) waitWindow(block int) error {
 	}
 }
 
-// shardRead records payload, shard p, which free frees once it is no
-// longer needed.
-func (g *stripedGet) shardRead(p shardPos, payload []byte, free func()) {
+// shardRead records payload, shard p in pieces, which free frees once it
+// is no longer needed.
+func (g *stripedGet) shardRead(p shardPos, payload [][]byte, free func()) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	sb := g.block(p.block)
@@ -558,11 +584,11 @@ func (g *stripedGet) assemble(whole bool) {
 	}
 }
 
-// blockBytes returns bytes of block i, from offset base in the block, that
-// hold the range: its wanted data shards when all were read (no copy;
-// frees free the buffers they were received in), else the whole block
-// decoded from the k shards read into a pooled buffer, also returned (the
-// shards' buffers are freed once it is decoded).
+// blockBytes returns bytes of block i, in pieces, from offset base in the
+// block, that hold the range: its wanted data shards when all were read
+// (no copy; frees free the buffers they were received in), else the whole
+// block decoded from the k shards read into a pooled buffer, also
+// returned (the shards' buffers are freed once it is decoded).
 func (g *stripedGet) blockBytes(i int, sb *readBlockState) (parts [][]byte, base uint64, buf *[]byte, frees []func(), err error) {
 	g.mu.Lock()
 	shards, frees, err := sb.shards, sb.frees, sb.err
@@ -576,18 +602,78 @@ func (g *stripedGet) blockBytes(i int, sb *readBlockState) (parts [][]byte, base
 	sl := codec.ShardLen(blockLen, g.k)
 	for _, idx := range sb.want {
 		if shards[idx] == nil {
-			buf = getDecodeBuf(g.k * sl)
-			_, err := g.codec.Decode(shards, blockLen, *buf)
+			buf, err = g.decode(shards, blockLen)
 			freeAll(frees)
 			if err != nil {
-				decodeBufs.Put(buf)
 				return nil, 0, nil, nil, fmt.Errorf("decode block %d of %q: %w", i, g.blob.Name, err)
 			}
 			return [][]byte{(*buf)[:blockLen]}, 0, buf, nil, nil
 		}
-		parts = append(parts, shards[idx][:min(sl, blockLen-idx*sl)])
+		parts = appendPrefix(parts, shards[idx], min(sl, blockLen-idx*sl))
 	}
 	return parts, uint64(sb.want[0] * sl), nil, frees, nil
+}
+
+// appendPrefix appends the first n bytes of pieces to parts.
+func appendPrefix(parts, pieces [][]byte, n int) [][]byte {
+	for _, p := range pieces {
+		if n <= 0 {
+			break
+		}
+		parts = append(parts, p[:min(n, len(p))])
+		n -= len(p)
+	}
+	return parts
+}
+
+// decode decodes a block of blockLen bytes from shards (k+m, in pieces,
+// at least k present) into a buffer from decodeBufs. Each data shard read
+// is copied once, into its place in that buffer, where decoding leaves
+// it; parity shards are made contiguous only as far as k shards need.
+func (g *stripedGet) decode(shards [][][]byte, blockLen int) (*[]byte, error) {
+	sl := codec.ShardLen(blockLen, g.k)
+	buf := getDecodeBuf(g.k * sl)
+	flat := make([][]byte, len(shards))
+	have := 0
+	for idx := range g.k {
+		if shards[idx] != nil {
+			flat[idx] = (*buf)[idx*sl : (idx+1)*sl : (idx+1)*sl]
+			copyPieces(flat[idx], shards[idx])
+			have++
+		}
+	}
+	var scratch []*[]byte
+	for idx := g.k; idx < len(shards) && have < g.k; idx++ {
+		switch {
+		case shards[idx] == nil:
+			continue
+		case len(shards[idx]) == 1:
+			flat[idx] = shards[idx][0]
+		default:
+			b := bufpool.Get(sl)
+			scratch = append(scratch, b)
+			flat[idx] = *b
+			copyPieces(flat[idx], shards[idx])
+		}
+		have++
+	}
+	_, err := g.codec.Decode(flat, blockLen, *buf)
+	for _, b := range scratch {
+		bufpool.Put(b)
+	}
+	if err != nil {
+		decodeBufs.Put(buf)
+		return nil, err
+	}
+	return buf, nil
+}
+
+// copyPieces copies the bytes of pieces, in order, to dst.
+func copyPieces(dst []byte, pieces [][]byte) {
+	at := 0
+	for _, p := range pieces {
+		at += copy(dst[at:], p)
+	}
 }
 
 // blockThroughAgent reads block i through an agent's Get, which gathers

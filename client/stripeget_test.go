@@ -269,6 +269,10 @@ func TestGetBlobReadsTheShardsFromTheirHolders(t *testing.T) {
 // its SHA-256 checked, without asking for any shard twice or going
 // through an agent's Get.
 func TestGetBlobCompletesFromParityWhenAHolderIsKilledMidRead(t *testing.T) {
+	// gRPC's smallest window: the victim cannot have sent all its shards
+	// before it is killed.
+	defer func(w int32) { shardStreamWindow = w }(shardStreamWindow)
+	shardStreamWindow = 64 << 10
 	c := newStripeCluster(t)
 	l := newCallLog()
 	cl := loggedClient(t, c, l)
@@ -688,5 +692,89 @@ func TestGetBlobReceivedShardsReturnToThePoolOnlyAfterTheReaderReadThem(t *testi
 		if !bytes.Equal(got, data) {
 			t.Fatalf("read %d bytes that are not the blob's %d", len(got), len(data))
 		}
+	}
+}
+
+// TestGetBlobReadFillsTheBufferFromTheBytesAtHand: a shard arrives in
+// HTTP/2 frames of 16 KiB and stays in them; a Read with room for a whole
+// block still gets the whole block in one call, not one frame's worth,
+// and waits for more only when it has nothing.
+func TestGetBlobReadFillsTheBufferFromTheBytesAtHand(t *testing.T) {
+	c := newStripeCluster(t)
+	cl := loggedClient(t, c, newCallLog())
+	data := randomBlob(3*testBlockSize+100, 8)
+	putStriped(t, c, cl, "filled", data)
+	r, err := cl.GetBlob(stripeCtx(t), "filled", GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got []byte
+	buf := make([]byte, 2*testBlockSize)
+	for {
+		n, err := r.Read(buf)
+		got = append(got, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A block's bytes are at hand together: a read ends at a block's end.
+		if want := min(testBlockSize, len(data)-(len(got)-n)); n != want {
+			t.Fatalf("read at offset %d returned %d bytes, want the rest of the block, %d", len(got)-n, n, want)
+		}
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("the bytes read are not the blob's")
+	}
+}
+
+// TestGetBlobChecksEveryShardAgainstTheMetadataItWasGiven: the client
+// checks each shard's bytes, as received, against the CRC32C in the
+// metadata Locate gave it, not only the agent against its own copy: with
+// one checksum altered in the answer (block 5, shard 0), that shard is
+// refused, and block 5 alone is decoded from its parity shard.
+func TestGetBlobChecksEveryShardAgainstTheMetadataItWasGiven(t *testing.T) {
+	c := newStripeCluster(t)
+	l := newCallLog()
+	cl := loggedClient(t, c, l)
+	data := randomBlob(8*testBlockSize+10, 9)
+	putStriped(t, c, cl, "sums", data)
+
+	var eps []string
+	for i := range c.Size() {
+		eps = append(eps, c.GRPCAddr(i))
+	}
+	alter := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if loc, ok := reply.(*zrpcpb.LocateResponse); ok && err == nil {
+			loc.Blob.Blocks[5].Sums[0] ^= 1
+		}
+		return err
+	})
+	altered, err := New(Config{Endpoints: eps, Logger: testLogger(t), dialOptions: append(l.options(), alter)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer altered.Close()
+	r, err := altered.GetBlob(stripeCtx(t), "sums", GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read: %d bytes, %v; want the blob", len(got), err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for pos, n := range l.asked {
+		if pos[1] == 2 && pos[0] != 5 && n > 0 {
+			t.Errorf("parity of block %d read; only block 5's data shard 0 failed its check", pos[0])
+		}
+	}
+	if l.asked[[2]uint32{5, 2}] != 1 {
+		t.Error("block 5's data shard 0 passed the client's check against an altered checksum: its parity was not read")
 	}
 }

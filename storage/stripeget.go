@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/bufpool"
+	"github.com/zrpcio/zrpc/internal/wirecodec"
+	"github.com/zrpcio/zrpc/storage/codec"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 )
 
@@ -38,10 +40,6 @@ func (s *Store) Locate(ctx context.Context, name string, minRev uint64) (b *pb.B
 	return b, addrs, nil
 }
 
-// readBufs are the buffers ReadShards reads shards into, one per stream
-// and reused for each of its shards.
-var readBufs = sync.Pool{New: func() any { return new([]byte) }}
-
 // ReadShards sends, in the order asked, each shard of req that this agent
 // holds. The blob id must be that of the committed blob called req.Name
 // (whose name the caller's permission was checked against), at most
@@ -50,33 +48,42 @@ var readBufs = sync.Pool{New: func() any { return new([]byte) }}
 // what is wrong. A shard that cannot be read (missing, or failing its
 // checksum) is sent with its error set and no payload, and reported to the
 // leader's repair as the coordinator's Get does; the stream goes on with
-// the next. One shard is read at a time, into a reused buffer, once send
-// has taken the previous one: the stream's memory is one shard and what
-// gRPC's flow control lets it queue.
+// the next. One shard is read at a time, once send has taken the previous
+// one, into a pooled buffer lent to gRPC (internal/wirecodec), which
+// writes it by reference instead of copying it into the message and
+// gives it back to the pool once written: the stream's memory is about
+// one shard and what gRPC's flow control lets it queue.
 func (s *Store) ReadShards(ctx context.Context, req *pb.ReadShardsRequest, send func(*pb.ReadShardsResponse) error) error {
 	b, err := s.shardsAsked(ctx, req)
 	if err != nil {
 		return err
 	}
-	bp := readBufs.Get().(*[]byte)
-	defer readBufs.Put(bp)
 	for _, pos := range req.Shards {
-		msg := &pb.ReadShardsResponse{Shard: pos}
-		payload, sum, err := s.readLocalShard(b, pos, *bp)
-		if payload != nil {
-			*bp = payload[:0]
-		}
-		if err != nil {
-			msg.Error = err.Error()
-		} else {
-			msg.Sum, msg.Payload = sum, payload
-			s.metrics.shardReads.Inc()
-		}
-		if err := send(msg); err != nil {
+		if err := s.sendShard(b, pos, send); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// sendShard reads shard pos of b into a pooled buffer and sends it with
+// send, lending the buffer to gRPC; a shard that cannot be read is sent
+// with its error.
+func (s *Store) sendShard(b *pb.Blob, pos *pb.ShardPos, send func(*pb.ReadShardsResponse) error) error {
+	buf := bufpool.NewShared(codec.ShardLen(int(b.Blocks[pos.Block].Len), int(b.DataShards)))
+	defer buf.Release()
+	msg := &pb.ReadShardsResponse{Shard: pos}
+	payload, sum, err := s.readLocalShard(b, pos, buf.Bytes())
+	if err != nil {
+		msg.Error = err.Error()
+	} else {
+		msg.Sum, msg.Payload = sum, payload
+		s.metrics.shardReads.Inc()
+	}
+	reclaim := wirecodec.Lend(msg, "payload", buf.Lend())
+	err = send(msg)
+	reclaim()
+	return err
 }
 
 // shardsAsked checks a ReadShards request and returns its blob.
@@ -132,17 +139,19 @@ func (s *Store) readLocalShard(b *pb.Blob, pos *pb.ShardPos, dst []byte) (payloa
 	id := shardstore.ID{Blob: b.Id, Block: pos.Block, Index: uint16(pos.Index)}
 	want := b.Blocks[pos.Block].Sums[pos.Index]
 	h, payload, err := s.shards.Get(id, dst)
-	held := []*pb.ShardRef{{BlobId: b.Id, Block: pos.Block, Index: pos.Index, Node: s.cluster.Self()}}
+	held := func() []*pb.ShardRef {
+		return []*pb.ShardRef{{BlobId: b.Id, Block: pos.Block, Index: pos.Index, Node: s.cluster.Self()}}
+	}
 	err = mapShardErr(err)
 	switch {
 	case errors.Is(err, ErrCorrupt):
-		s.reportShards(held, false)
+		s.reportShards(held(), false)
 	case errors.Is(err, ErrNotFound):
-		s.reportShards(held, true)
+		s.reportShards(held(), true)
 	case err == nil && h.Sum != want:
 		// The part file's own checksum matched, but it is not the
 		// shard the metadata records.
-		s.reportShards(held, false)
+		s.reportShards(held(), false)
 		err = fmt.Errorf("%w: shard %s/%d/%d on %s: checksum %08x, metadata says %08x",
 			ErrCorrupt, b.Id, pos.Block, pos.Index, s.cluster.Self(), h.Sum, want)
 	}

@@ -11,8 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/testwait"
+	"github.com/zrpcio/zrpc/internal/wirecodec"
 	"github.com/zrpcio/zrpc/storage/codec"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 )
@@ -107,6 +111,47 @@ func TestReadShardsSendsTheShardsAskedInTheOrderAsked(t *testing.T) {
 		if r.Error != "" || r.Shard.GetBlock() != blk || !bytes.Equal(r.Payload, shards[blk][0]) || r.Sum != b.Blocks[blk].Sums[0] {
 			t.Errorf("message %d: block %d error %q, %d bytes, sum %08x; want block %d's shard", i, r.Shard.GetBlock(), r.Error, len(r.Payload), r.Sum, blk)
 		}
+	}
+}
+
+// TestReadShardsLendsEachShardUntilGRPCHasWrittenIt: a shard goes to
+// gRPC by reference and may be written after send has returned. send here
+// marshals as the agent's gRPC server does and keeps every message
+// unwritten until the last shard was sent: a buffer given back to the
+// pool, and read into again, before gRPC is done with it shows as a
+// wrong shard. Once gRPC frees the messages, the buffers go back.
+func TestReadShardsLendsEachShardUntilGRPCHasWrittenIt(t *testing.T) {
+	s, fc := newTestStore(t, Config{BlockSize: 64 << 10}, "n1", "n1")
+	data := make([]byte, 16*(64<<10))
+	rand.Read(data)
+	b, shards := commitPlaced(t, s, fc, "lent", data, 64<<10, 1, 0, []string{"n1"})
+	req := &pb.ReadShardsRequest{Name: "lent", BlobId: b.Id}
+	for blk := range b.Blocks {
+		req.Shards = append(req.Shards, &pb.ShardPos{Block: uint32(blk)})
+	}
+	var unwritten []mem.BufferSlice
+	err := s.ReadShards(context.Background(), req, func(r *pb.ReadShardsResponse) error {
+		data, err := wirecodec.Codec{}.Marshal(r)
+		unwritten = append(unwritten, data)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for blk, data := range unwritten {
+		got := &pb.ReadShardsResponse{}
+		if err := proto.Unmarshal(data.Materialize(), got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Error != "" || !bytes.Equal(got.Payload, shards[blk][0]) {
+			t.Fatalf("shard of block %d changed before gRPC wrote it (error %q)", blk, got.Error)
+		}
+		if len(data) < 2 {
+			t.Fatalf("shard of block %d was copied into its message, not lent", blk)
+		}
+	}
+	for _, data := range unwritten {
+		data.Free()
 	}
 }
 

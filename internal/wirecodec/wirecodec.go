@@ -11,7 +11,9 @@
 //     its sender never changes it after the send;
 //   - a message received into one that was borrowed for (Borrow) keeps
 //     its bytes field pointing into the received buffer instead of a copy,
-//     until the receiver frees it.
+//     until the receiver frees it; borrowed in pieces (BorrowPieces), the
+//     field stays in the HTTP/2 frames it arrived in, not even made
+//     contiguous.
 //   - a unary reply whose call named a destination (WithDestination, with
 //     the ReadInto interceptor) has its bytes field copied from the
 //     received buffer straight into it: a peer's shard lands in its place
@@ -28,6 +30,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 
@@ -222,6 +225,11 @@ func Lend(msg proto.Message, field protoreflect.Name, release func()) (reclaim f
 type borrow struct {
 	fd  protoreflect.FieldDescriptor
 	buf mem.Buffer // set by Unmarshal when the field points into it
+	// inPieces: the field is left in the received buffers, as pieces;
+	// Unmarshal sets pieces and keeps a reference to frames.
+	inPieces bool
+	pieces   [][]byte
+	frames   mem.BufferSlice
 	// dst, when it has room, is where the field's bytes are copied
 	// instead (ReadInto); buf is then freed at once.
 	dst []byte
@@ -252,16 +260,48 @@ func Borrow(msg proto.Message, field protoreflect.Name) (done func() (free func(
 	}
 }
 
+// BorrowPieces is Borrow without making the field contiguous: a large
+// message arrives in HTTP/2 frames of 16 KiB, and Borrow copies them into
+// one buffer first. The next Unmarshal into msg (by this codec) leaves
+// msg's bytes field named field unset and its bytes in the frames they
+// arrived in. Call done once the receive (RecvMsg) has returned, whether
+// or not it succeeded: it returns those bytes, in order, as slices of the
+// frames (nil when the message had no such field, or was not read by this
+// codec: then the field is set as usual) and the function that frees the
+// frames. Until free is called the pieces are valid and must not be
+// written; after it, they must not be read. free may be called once; msg
+// must not be received into again before done.
+func BorrowPieces(msg proto.Message, field protoreflect.Name) (done func() (pieces [][]byte, free func())) {
+	fd := msg.ProtoReflect().Descriptor().Fields().ByName(field)
+	if fd != nil && (fd.Kind() != protoreflect.BytesKind || fd.IsList()) {
+		fd = nil
+	}
+	b := &borrow{fd: fd, inPieces: true}
+	borrows.Store(msg, b)
+	return func() ([][]byte, func()) {
+		borrows.Delete(msg)
+		if b.frames == nil {
+			return nil, func() {}
+		}
+		return b.pieces, b.frames.Free
+	}
+}
+
 // Unmarshal reads data into v. The message is made contiguous in a pooled
 // buffer when it arrived in several (a large one arrives in HTTP/2 frames
-// of 16 KiB); a borrowed field keeps pointing into it.
+// of 16 KiB); a borrowed field keeps pointing into it. A field borrowed in
+// pieces is not made contiguous.
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	m, err := messageOf(v)
 	if err != nil {
 		return err
 	}
+	b, borrowed := borrows.Load(m)
+	if borrowed && b.(*borrow).fd != nil && b.(*borrow).inPieces {
+		return unmarshalPieces(data, m, b.(*borrow))
+	}
 	buf := data.MaterializeToBuffer(pool{})
-	if b, ok := borrows.Load(m); ok && b.(*borrow).fd != nil {
+	if borrowed && b.(*borrow).fd != nil {
 		bw := b.(*borrow)
 		kept, err := unmarshalBorrowed(buf.ReadOnlyData(), m, bw.fd)
 		if kept && err == nil {
@@ -328,6 +368,137 @@ func unmarshalBorrowed(data []byte, m proto.Message, fd protoreflect.FieldDescri
 	}
 	m.ProtoReflect().Set(fd, protoreflect.ValueOfBytes(payload[:len(payload):len(payload)]))
 	return true, nil
+}
+
+// unmarshalPieces reads data into m except for its bytes field bw.fd,
+// whose bytes it leaves in data's buffers, as bw.pieces, keeping a
+// reference to them in bw.frames. Fields are walked across the buffers'
+// boundaries; only the other fields' bytes (a few, around the payload)
+// are copied, to be decoded by protobuf.
+func unmarshalPieces(data mem.BufferSlice, m proto.Message, bw *borrow) error {
+	proto.Reset(m)
+	var (
+		rest   []byte   // the other fields, as they were on the wire
+		pieces [][]byte // the last occurrence of the field, as in protobuf
+		found  bool
+	)
+	c := frameCursor{frames: data, left: data.Len()}
+	bad := func(err error) error { return fmt.Errorf("wirecodec: %s: %w", fullName(m), err) }
+	for c.left > 0 {
+		// A tag and a length are at most 20 bytes.
+		var headBuf [2 * binary.MaxVarintLen64]byte
+		head := c.peek(headBuf[:])
+		num, typ, n := protowire.ConsumeTag(head)
+		if n < 0 {
+			return bad(protowire.ParseError(n))
+		}
+		var size int // the field's bytes after its tag
+		switch typ {
+		case protowire.BytesType:
+			l, ln := protowire.ConsumeVarint(head[n:])
+			if ln < 0 {
+				return bad(protowire.ParseError(ln))
+			}
+			if l > uint64(c.left-n-ln) {
+				return bad(io.ErrUnexpectedEOF)
+			}
+			if num == bw.fd.Number() {
+				c.skip(n + ln)
+				pieces, found = c.take(int(l)), true
+				continue
+			}
+			size = ln + int(l)
+		case protowire.VarintType:
+			_, size = protowire.ConsumeVarint(head[n:])
+			if size < 0 {
+				return bad(protowire.ParseError(size))
+			}
+		case protowire.Fixed32Type:
+			size = 4
+		case protowire.Fixed64Type:
+			size = 8
+		default:
+			return bad(fmt.Errorf("field %d has wire type %d, which is not read in pieces", num, typ))
+		}
+		if n+size > c.left {
+			return bad(io.ErrUnexpectedEOF)
+		}
+		rest = c.appendTo(rest, n+size)
+	}
+	if len(rest) > 0 {
+		if err := proto.Unmarshal(rest, m); err != nil {
+			return err
+		}
+	}
+	if found {
+		data.Ref()
+		bw.pieces, bw.frames = pieces, data
+	}
+	return nil
+}
+
+// frameCursor walks the bytes of a message that arrived in several
+// buffers.
+type frameCursor struct {
+	frames mem.BufferSlice
+	i, off int // the next byte: frames[i].ReadOnlyData()[off]
+	left   int // bytes from there to the end
+}
+
+// peek copies the next bytes, as many as fit in dst, without moving.
+func (c *frameCursor) peek(dst []byte) []byte {
+	n, i, off := 0, c.i, c.off
+	for n < len(dst) && i < len(c.frames) {
+		n += copy(dst[n:], c.frames[i].ReadOnlyData()[off:])
+		i, off = i+1, 0
+	}
+	return dst[:n]
+}
+
+// take returns the next n bytes (at most c.left) as slices of the frames,
+// and moves past them.
+func (c *frameCursor) take(n int) [][]byte {
+	var out [][]byte
+	for n > 0 {
+		b := c.frames[c.i].ReadOnlyData()[c.off:]
+		if len(b) > n {
+			b = b[:n]
+		}
+		if len(b) > 0 {
+			out = append(out, b[:len(b):len(b)])
+		}
+		c.advance(len(b))
+		n -= len(b)
+	}
+	return out
+}
+
+// skip moves past the next n bytes (at most c.left).
+func (c *frameCursor) skip(n int) {
+	for n > 0 {
+		k := min(n, len(c.frames[c.i].ReadOnlyData())-c.off)
+		c.advance(k)
+		n -= k
+	}
+}
+
+// appendTo appends the next n bytes (at most c.left) to dst and moves past
+// them.
+func (c *frameCursor) appendTo(dst []byte, n int) []byte {
+	for _, b := range c.take(n) {
+		dst = append(dst, b...)
+	}
+	return dst
+}
+
+// advance moves k bytes on within the current frame, to the next frame at
+// its end.
+func (c *frameCursor) advance(k int) {
+	c.off += k
+	c.left -= k
+	for c.i < len(c.frames) && c.off == len(c.frames[c.i].ReadOnlyData()) {
+		c.i, c.off = c.i+1, 0
+	}
 }
 
 // BorrowIn returns a copy of desc in which the requests of its unary

@@ -8,9 +8,11 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"unsafe"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -482,5 +484,212 @@ func TestReadIntoPutsAReplysBytesInTheCallersBuffer(t *testing.T) {
 		if &resp.Payload[0] == &block[0] {
 			t.Fatal("a reply was read into a destination it was not given")
 		}
+	}
+}
+
+// countingPool is a buffer pool that counts the buffers given back.
+type countingPool struct{ put atomic.Int32 }
+
+func (p *countingPool) Get(n int) *[]byte { b := make([]byte, n); return &b }
+func (p *countingPool) Put(*[]byte)       { p.put.Add(1) }
+
+// framesOf cuts wire into frames at cuts, each in a buffer of pl's, as
+// gRPC hands a received message to the codec.
+func framesOf(wire []byte, pl mem.BufferPool, cuts ...int) mem.BufferSlice {
+	var data mem.BufferSlice
+	at := 0
+	for _, c := range append(cuts, len(wire)) {
+		b := pl.Get(c - at)
+		copy(*b, wire[at:c])
+		data = append(data, mem.NewBuffer(b, pl))
+		at = c
+	}
+	return data
+}
+
+func TestBorrowedPiecesStayInTheFramesTheyArrivedIn(t *testing.T) {
+	payload := pattern(100<<10, 5)
+	for _, want := range []*pb.ReadShardsResponse{
+		{Shard: &pb.ShardPos{Block: 7, Index: 2}, Sum: 0xdeadbeef, Payload: payload},
+		{Shard: &pb.ShardPos{Block: 1}, Payload: payload, Error: "after the payload"},
+	} {
+		wire, err := proto.Marshal(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := len(wire) - len(payload) // where the payload starts
+		for _, cuts := range [][]int{
+			nil,                                // one frame
+			{16 << 10, 32 << 10, 48 << 10},     // frames of 16 KiB
+			{1, 2, 3, 4, 5, 6, at - 1, at + 1}, // tags and lengths cut
+			{at - 2, at, at + 5, at + 5},       // an empty frame
+			{at + len(payload) - 3},            // the payload's end cut
+		} {
+			t.Run(fmt.Sprintf("error=%v/cuts=%v", want.Error != "", cuts), func(t *testing.T) {
+				if want.Error != "" {
+					for i := range cuts {
+						cuts[i] = min(cuts[i], len(wire))
+					}
+				}
+				var pl countingPool
+				data := framesOf(wire, &pl, cuts...)
+				pooled := pooledFrames(data)
+				got := &pb.ReadShardsResponse{Payload: []byte("stale")}
+				done := BorrowPieces(got, "payload")
+				if err := (Codec{}).Unmarshal(data, got); err != nil {
+					t.Fatal(err)
+				}
+				data.Free() // gRPC frees its frames after Unmarshal
+				pieces, free := done()
+				if got.Payload != nil {
+					t.Fatalf("the field was set (%d bytes); want it left in the frames", len(got.Payload))
+				}
+				if !bytes.Equal(bytes.Join(pieces, nil), payload) {
+					t.Fatal("the pieces are not the payload sent")
+				}
+				got.Payload = payload
+				if !proto.Equal(got, want) {
+					t.Fatalf("got %v, want %v", got, want)
+				}
+				for _, p := range pieces {
+					if !inFrames(p, data) {
+						t.Fatal("a piece is a copy, not a slice of the frame it arrived in")
+					}
+				}
+				if n := pl.put.Load(); n != 0 {
+					t.Fatalf("%d frames went back to the pool before free", n)
+				}
+				free()
+				if n := pl.put.Load(); int(n) != pooled {
+					t.Fatalf("%d of %d pooled frames went back to the pool after free", n, pooled)
+				}
+			})
+		}
+	}
+
+	// A message without the field: nothing kept, nothing to free.
+	wire, _ := proto.Marshal(&pb.ReadShardsResponse{Shard: &pb.ShardPos{Block: 3}, Error: "missing"})
+	var pl countingPool
+	data := framesOf(wire, &pl, 3)
+	got := &pb.ReadShardsResponse{}
+	done := BorrowPieces(got, "payload")
+	if err := (Codec{}).Unmarshal(data, got); err != nil {
+		t.Fatal(err)
+	}
+	data.Free()
+	pieces, free := done()
+	free()
+	if pieces != nil || got.Error != "missing" || got.Shard.GetBlock() != 3 {
+		t.Fatalf("pieces %d, message %v", len(pieces), got)
+	}
+}
+
+// pooledFrames counts the buffers of data that go back to a pool: gRPC
+// leaves buffers below its pooling threshold to the garbage collector.
+func pooledFrames(data mem.BufferSlice) int {
+	n := 0
+	for _, b := range data {
+		if !mem.IsBelowBufferPoolingThreshold(b.Len()) {
+			n++
+		}
+	}
+	return n
+}
+
+// inFrames reports whether p is a slice of one of data's buffers.
+func inFrames(p []byte, data mem.BufferSlice) bool {
+	for _, b := range data {
+		f := b.ReadOnlyData()
+		if len(f) > 0 && len(p) > 0 &&
+			uintptr(unsafe.Pointer(&p[0])) >= uintptr(unsafe.Pointer(&f[0])) &&
+			uintptr(unsafe.Pointer(&p[len(p)-1])) <= uintptr(unsafe.Pointer(&f[len(f)-1])) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestBorrowedPiecesRefuseBadInputAsProtobufDoes(t *testing.T) {
+	for _, wire := range [][]byte{
+		{0x1a, 0x05, 'a'},                 // payload longer than the message
+		{0x1a},                            // tag without a length
+		{0x0a, 0x03, 0xff},                // shard position cut short
+		{0xff, 0xff, 0xff},                // not a tag
+		{0x15, 1, 2},                      // fixed32 cut short
+		{0x10, 0x80},                      // varint cut short
+		{0x2a, 0x02, 1, 2},                // unknown field: kept, not an error
+		{0x1a, 0x01, 9, 0x15, 1, 2, 3, 4}, // payload, then the sum
+	} {
+		for cut := 0; cut <= len(wire); cut++ {
+			got := &pb.ReadShardsResponse{}
+			done := BorrowPieces(got, "payload")
+			data := framesOf(wire, mem.DefaultBufferPool(), cut)
+			err := Codec{}.Unmarshal(data, got)
+			data.Free()
+			pieces, free := done()
+			want := &pb.ReadShardsResponse{}
+			perr := proto.Unmarshal(wire, want)
+			if (err == nil) != (perr == nil) {
+				t.Errorf("% x cut at %d: codec says %v, protobuf says %v", wire, cut, err, perr)
+			}
+			if err == nil {
+				got.Payload = bytes.Join(pieces, nil)
+				if !proto.Equal(got, want) && !(len(got.Payload) == 0 && len(want.Payload) == 0) {
+					t.Errorf("% x cut at %d: got %v, protobuf read %v", wire, cut, got, want)
+				}
+			}
+			free()
+		}
+	}
+
+	// Groups are not proto3's: refused with the field named.
+	got := &pb.ReadShardsResponse{}
+	done := BorrowPieces(got, "payload")
+	err := Codec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer([]byte{0x2b, 0x2c})}, got)
+	_, free := done()
+	free()
+	if err == nil || !strings.Contains(err.Error(), "field 5") {
+		t.Fatalf("a group field: got %v, want an error naming field 5", err)
+	}
+}
+
+func TestBorrowedPiecesCrossGRPCIntactUntilFreed(t *testing.T) {
+	srv := &blobs{chunks: 64, size: 100 << 10, received: make(chan error, 1)}
+	c := serve(t, srv)
+	get, err := c.Get(context.Background(), &pb.BlobGetRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every chunk is held until the last has arrived: a frame given back
+	// to the pool too early is written over by a later chunk.
+	var held [][][]byte
+	var frees []func()
+	for {
+		msg := &pb.BlobGetResponse{}
+		done := BorrowPieces(msg, "chunk")
+		err := get.RecvMsg(msg)
+		pieces, free := done()
+		frees = append(frees, free)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, pieces)
+	}
+	if len(held) != srv.chunks {
+		t.Fatalf("got %d chunks, want %d", len(held), srv.chunks)
+	}
+	for i, pieces := range held {
+		if len(pieces) < 2 {
+			t.Errorf("chunk %d came in %d piece(s); a chunk of %d bytes arrives in several frames", i, len(pieces), srv.size)
+		}
+		if !bytes.Equal(bytes.Join(pieces, nil), chunkOf(i, srv.size)) {
+			t.Fatalf("chunk %d changed before it was freed", i)
+		}
+	}
+	for _, free := range frees {
+		free()
 	}
 }
