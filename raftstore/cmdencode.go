@@ -1,0 +1,124 @@
+package raftstore
+
+import (
+	"fmt"
+	"slices"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// deterministic is how entries are encoded: a registration's instance is
+// stored as its entry encodes it (stampedInstance), with its metadata in
+// key order.
+var deterministic = proto.MarshalOptions{Deterministic: true}
+
+// encodeCommand returns cmd's deterministic encoding: the bytes
+// deterministic.Marshal gives. A registration, the write every client
+// makes, is encoded without protobuf's reflection over the metadata map
+// (ranging over it, copying and sorting its keys: half of what encoding
+// the entry cost the leader): the instance and the command are encoded
+// without it, and its entries, sorted by key, are put in at the
+// metadata's place in field order. A message with fields this agent does
+// not know is encoded by protobuf alone.
+//
+// cmd is the caller's and is not kept; for the time of the call its
+// instance's metadata and its kind are taken out of it and then put back,
+// so no other goroutine may read cmd meanwhile (Store.Apply also sets its
+// time).
+func encodeCommand(cmd *pb.Command) ([]byte, error) {
+	reg, ok := cmd.Kind.(*pb.Command_Register)
+	if !ok || reg.Register == nil || len(reg.Register.Metadata) == 0 ||
+		len(cmd.ProtoReflect().GetUnknown()) > 0 || len(reg.Register.ProtoReflect().GetUnknown()) > 0 {
+		return deterministic.Marshal(cmd)
+	}
+	inst := reg.Register
+	md := inst.Metadata
+	inst.Metadata = nil
+	head, err := deterministic.Marshal(inst)
+	inst.Metadata = md
+	if err != nil {
+		return nil, err
+	}
+	cmd.Kind = nil
+	rest, err := deterministic.Marshal(cmd)
+	cmd.Kind = reg
+	if err != nil {
+		return nil, err
+	}
+
+	keys := make([]string, 0, len(md))
+	size := 0
+	for k, v := range md {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return nil, fmt.Errorf("metadata %q: string field contains invalid UTF-8", k)
+		}
+		keys = append(keys, k)
+		size += metadataEntrySize(k, v)
+	}
+	slices.Sort(keys)
+	// protobuf writes a oneof after the other fields: the command's
+	// fields, then the instance's up to the metadata's, its entries, and
+	// the fields after it.
+	at := fieldsBefore(head, metadataField)
+	instSize := len(head) + size
+	b := make([]byte, 0, len(rest)+protowire.SizeTag(registerField)+protowire.SizeBytes(instSize))
+	b = append(b, rest...)
+	b = protowire.AppendTag(b, registerField, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(instSize))
+	b = append(b, head[:at]...)
+	for _, k := range keys {
+		b = appendMetadataEntry(b, k, md[k])
+	}
+	return append(b, head[at:]...), nil
+}
+
+// Field numbers of a map entry: its key and its value.
+const (
+	mapKeyField   protowire.Number = 1
+	mapValueField protowire.Number = 2
+)
+
+// metadataEntrySize is the encoded size of the metadata entry k: v in an
+// instance, its tag included. protobuf writes both the key and the value
+// of a map entry, empty or not.
+func metadataEntrySize(k, v string) int {
+	n := metadataEntryBodySize(k, v)
+	return protowire.SizeTag(metadataField) + protowire.SizeBytes(n)
+}
+
+func metadataEntryBodySize(k, v string) int {
+	return protowire.SizeTag(mapKeyField) + protowire.SizeBytes(len(k)) +
+		protowire.SizeTag(mapValueField) + protowire.SizeBytes(len(v))
+}
+
+// appendMetadataEntry appends the metadata entry k: v as protobuf
+// encodes a map entry of an instance.
+func appendMetadataEntry(b []byte, k, v string) []byte {
+	b = protowire.AppendTag(b, metadataField, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(metadataEntryBodySize(k, v)))
+	b = protowire.AppendTag(b, mapKeyField, protowire.BytesType)
+	b = protowire.AppendString(b, k)
+	b = protowire.AppendTag(b, mapValueField, protowire.BytesType)
+	return protowire.AppendString(b, v)
+}
+
+// fieldsBefore returns the length of the leading fields of enc, an
+// encoding in field order, whose numbers are below num.
+func fieldsBefore(enc []byte, num protowire.Number) int {
+	for at := 0; at < len(enc); {
+		n, typ, m := protowire.ConsumeTag(enc[at:])
+		if m < 0 || n >= num {
+			return at
+		}
+		l := protowire.ConsumeFieldValue(n, typ, enc[at+m:])
+		if l < 0 {
+			return at
+		}
+		at += m + l
+	}
+	return len(enc)
+}
