@@ -136,8 +136,8 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		cmd := &pb.Command{}
-		if err := proto.Unmarshal(l.Data, cmd); err != nil {
+		cmd, err := decodeCommand(l.Data)
+		if err != nil {
 			out[i] = fmt.Errorf("%w: decode raft entry %d: %v", ErrInvalidArgument, l.Index, err)
 			continue
 		}

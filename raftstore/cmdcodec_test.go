@@ -111,3 +111,64 @@ func TestEncodeCommandRefusesInvalidUTF8(t *testing.T) {
 		}
 	}
 }
+
+// decodeCases are encodings decodeCommand must read as proto.Unmarshal
+// does: entries as agents write them, in protobuf's other orders, with
+// fields this agent does not know, and broken.
+func decodeCases(t *testing.T) [][]byte {
+	r := rand.New(rand.NewPCG(3, 4))
+	var cases [][]byte
+	for i := range 3000 {
+		inst := instanceWithMetadata(r)
+		if i%2 == 1 {
+			inst = randomInstance(r, "svc.rpc", fmt.Sprint("i", i))
+		}
+		cmd := registerCmd(inst)
+		cmd.RequestId, cmd.Time = "z1-0123", int64(i)
+		var opts proto.MarshalOptions
+		opts.Deterministic = i%3 != 0
+		b, err := opts.Marshal(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cases = append(cases, b)
+	}
+	field := func(num protowire.Number, b []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), b)
+	}
+	entry := func(parts ...[]byte) []byte { return field(metadataField, bytes.Join(parts, nil)) }
+	key, value := func(s string) []byte { return field(mapKeyField, []byte(s)) }, func(s string) []byte { return field(mapValueField, []byte(s)) }
+	varint := protowire.AppendVarint(protowire.AppendTag(nil, 5, protowire.VarintType), 3)
+	id := field(1, []byte("i1"))
+	for _, inst := range [][]byte{
+		bytes.Join([][]byte{id, entry(key("a"), value("1")), entry(key("b"))}, nil),
+		bytes.Join([][]byte{entry(value("only a value")), id}, nil),
+		bytes.Join([][]byte{entry(key("a"), value("1")), id, entry(key("b"), value("2"))}, nil), // entries apart
+		bytes.Join([][]byte{entry(key("a"), value("1")), entry(key("a"), value("2"))}, nil),     // a key twice
+		bytes.Join([][]byte{entry(key("a"), varint, value("1"))}, nil),                          // a field entries do not have
+		bytes.Join([][]byte{entry(value("1"), key("a"), key("b"))}, nil),
+		bytes.Join([][]byte{entry(key("a\xff"), value("1"))}, nil),
+		bytes.Join([][]byte{entry(key("a"), value("\xff"))}, nil),
+		bytes.Join([][]byte{entry(key("a"), []byte{0x12, 0x05, 'x'})}, nil), // a value cut short
+		bytes.Join([][]byte{id, protowire.AppendVarint(protowire.AppendTag(nil, metadataField, protowire.VarintType), 1)}, nil),
+		bytes.Join([][]byte{id, protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 1), entry(key("a"))}, nil),
+	} {
+		cases = append(cases, field(registerField, inst))
+		cases = append(cases, append(field(registerField, inst), field(14, []byte("req"))...)) // the instance not last
+	}
+	return cases
+}
+
+func TestDecodeCommandDecodesAsProtobufDoes(t *testing.T) {
+	for _, b := range decodeCases(t) {
+		want := &pb.Command{}
+		wantErr := proto.Unmarshal(b, want)
+		got, err := decodeCommand(b)
+		switch {
+		case (err != nil) != (wantErr != nil):
+			t.Fatalf("decodeCommand(%x): error %v, protobuf's %v", b, err, wantErr)
+		case err == nil && !proto.Equal(got, want):
+			t.Fatalf("decodeCommand(%x)\n = %v\nwant %v", b, got, want)
+		}
+	}
+}
