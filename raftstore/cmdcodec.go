@@ -123,69 +123,96 @@ func fieldsBefore(enc []byte, num protowire.Number) int {
 	return len(enc)
 }
 
-// decodeCommand decodes an entry's command: proto.Unmarshal's result,
-// except that a registration's metadata map is decoded here rather than
-// by protobuf's reflection over it (a value and an interface for every
-// key and value, half of what decoding a registration cost each
-// replica). A registration whose encoding is not the one agents write
-// (the instance last, its metadata entries together) is decoded by
-// protobuf alone.
-func decodeCommand(data []byte) (*pb.Command, error) {
-	cmd := &pb.Command{}
-	at, inst, ok := lastField(data, registerField)
+// DecodeCommand decodes an entry's command into cmd: proto.Unmarshal's
+// result, except that a registration's metadata map is decoded here
+// rather than by protobuf's reflection over it (a value and an interface
+// for every key and value, half of what decoding a registration cost
+// each replica). A command that holds its instance more than once, or
+// another kind too, is decoded by protobuf alone.
+func DecodeCommand(data []byte, cmd *pb.Command) error {
+	at, end, inst, ok := singleField(data, registerField)
 	if !ok {
-		return cmd, proto.Unmarshal(data, cmd)
+		return proto.Unmarshal(data, cmd)
 	}
-	if err := proto.Unmarshal(data[:at], cmd); err != nil {
-		return nil, err
+	if err := unmarshalAround(data, at, end, cmd); err != nil {
+		return err
+	}
+	if cmd.Kind != nil {
+		return proto.Unmarshal(data, cmd)
 	}
 	reg := &pb.Instance{}
-	if err := decodeInstance(inst, reg); err != nil {
-		return nil, err
+	if err := DecodeInstance(inst, reg); err != nil {
+		return err
 	}
 	cmd.Kind = &pb.Command_Register{Register: reg}
-	return cmd, nil
+	return nil
 }
 
-// lastField returns where the field num starts in enc and its bytes when
-// it is enc's last field, of wire type bytes, and appears only there.
-func lastField(enc []byte, num protowire.Number) (at int, v []byte, ok bool) {
-	for at < len(enc) {
-		n, typ, m := protowire.ConsumeTag(enc[at:])
+// unmarshalAround decodes enc without its bytes from at to end into m,
+// which it resets first.
+func unmarshalAround(enc []byte, at, end int, m proto.Message) error {
+	if err := proto.Unmarshal(enc[:at], m); err != nil {
+		return err
+	}
+	return proto.UnmarshalOptions{Merge: true}.Unmarshal(enc[end:], m)
+}
+
+// DecodeMessageWithInstance decodes enc into m, which it resets, as
+// proto.Unmarshal does, with the instance in its field num decoded by
+// DecodeInstance and handed to set. m's own fields are decoded by
+// protobuf; when the instance field is not there exactly once, so is
+// all of enc.
+func DecodeMessageWithInstance(enc []byte, m proto.Message, num protowire.Number, set func(*pb.Instance)) error {
+	at, end, v, ok := singleField(enc, num)
+	if !ok {
+		return proto.Unmarshal(enc, m)
+	}
+	if err := unmarshalAround(enc, at, end, m); err != nil {
+		return err
+	}
+	inst := &pb.Instance{}
+	if err := DecodeInstance(v, inst); err != nil {
+		return err
+	}
+	set(inst)
+	return nil
+}
+
+// singleField returns where the field num of wire type bytes starts and
+// ends in enc, and its bytes, when it is there exactly once.
+func singleField(enc []byte, num protowire.Number) (at, end int, v []byte, ok bool) {
+	at = -1
+	for i := 0; i < len(enc); {
+		n, typ, m := protowire.ConsumeTag(enc[i:])
 		if m < 0 {
-			return 0, nil, false
+			return 0, 0, nil, false
+		}
+		l := protowire.ConsumeFieldValue(n, typ, enc[i+m:])
+		if l < 0 {
+			return 0, 0, nil, false
 		}
 		if n == num {
-			if typ != protowire.BytesType {
-				return 0, nil, false
+			if typ != protowire.BytesType || at >= 0 {
+				return 0, 0, nil, false
 			}
-			v, l := protowire.ConsumeBytes(enc[at+m:])
-			if l < 0 || at+m+l != len(enc) {
-				return 0, nil, false
-			}
-			return at, v, true
+			at, end = i, i+m+l
+			v, _ = protowire.ConsumeBytes(enc[i+m:])
 		}
-		l := protowire.ConsumeFieldValue(n, typ, enc[at+m:])
-		if l < 0 {
-			return 0, nil, false
-		}
-		at += m + l
+		i += m + l
 	}
-	return 0, nil, false
+	return at, end, v, at >= 0
 }
 
-// decodeInstance decodes enc into inst, which it resets: the fields
-// before and after the metadata entries by protobuf, the entries here.
-// Entries that are not all together are left to protobuf.
-func decodeInstance(enc []byte, inst *pb.Instance) error {
+// DecodeInstance decodes enc into inst, which it resets, as
+// proto.Unmarshal does: the fields before and after the metadata entries
+// by protobuf, the entries here, without protobuf's reflection over the
+// map. Entries that are not all together are left to protobuf.
+func DecodeInstance(enc []byte, inst *pb.Instance) error {
 	start, end := metadataEntries(enc)
 	if start < 0 {
 		return proto.Unmarshal(enc, inst)
 	}
-	if err := proto.Unmarshal(enc[:start], inst); err != nil {
-		return err
-	}
-	if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(enc[end:], inst); err != nil {
+	if err := unmarshalAround(enc, start, end, inst); err != nil {
 		return err
 	}
 	md := make(map[string]string)

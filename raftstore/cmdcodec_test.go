@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -156,6 +157,13 @@ func decodeCases(t *testing.T) [][]byte {
 		cases = append(cases, field(registerField, inst))
 		cases = append(cases, append(field(registerField, inst), field(14, []byte("req"))...)) // the instance not last
 	}
+	reg := field(registerField, bytes.Join([][]byte{id, entry(key("a"), value("1"))}, nil))
+	dereg := field(2, field(1, []byte("svc")))
+	cases = append(cases,
+		append(slices.Clone(reg), dereg...), // another kind after it: the last one is the command's
+		append(slices.Clone(dereg), reg...),
+		append(slices.Clone(reg), reg...), // twice: protobuf merges them
+	)
 	return cases
 }
 
@@ -163,7 +171,8 @@ func TestDecodeCommandDecodesAsProtobufDoes(t *testing.T) {
 	for _, b := range decodeCases(t) {
 		want := &pb.Command{}
 		wantErr := proto.Unmarshal(b, want)
-		got, err := decodeCommand(b)
+		got := &pb.Command{}
+		err := DecodeCommand(b, got)
 		switch {
 		case (err != nil) != (wantErr != nil):
 			t.Fatalf("decodeCommand(%x): error %v, protobuf's %v", b, err, wantErr)

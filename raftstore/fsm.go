@@ -136,8 +136,8 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		cmd, err := decodeCommand(l.Data)
-		if err != nil {
+		cmd := &pb.Command{}
+		if err := DecodeCommand(l.Data, cmd); err != nil {
 			out[i] = fmt.Errorf("%w: decode raft entry %d: %v", ErrInvalidArgument, l.Index, err)
 			continue
 		}
