@@ -20,36 +20,54 @@ var deterministic = proto.MarshalOptions{Deterministic: true}
 // deterministic.Marshal gives. A registration, the write every client
 // makes, is encoded without protobuf's reflection over the metadata map
 // (ranging over it, copying and sorting its keys: half of what encoding
-// the entry cost the leader): the instance and the command are encoded
-// without it, and its entries, sorted by key, are put in at the
-// metadata's place in field order. A message with fields this agent does
-// not know is encoded by protobuf alone.
+// the entry cost the leader): see AppendInstanceField. A command with
+// fields this agent does not know is encoded by protobuf alone.
 //
-// cmd is the caller's and is not kept; for the time of the call its
-// instance's metadata and its kind are taken out of it and then put back,
-// so no other goroutine may read cmd meanwhile (Store.Apply also sets its
+// cmd is the caller's and is not kept; for the time of the call its kind
+// and its instance's metadata are taken out of it and then put back, so
+// no other goroutine may read cmd meanwhile (Store.Apply also sets its
 // time).
 func encodeCommand(cmd *pb.Command) ([]byte, error) {
 	reg, ok := cmd.Kind.(*pb.Command_Register)
-	if !ok || reg.Register == nil || len(reg.Register.Metadata) == 0 ||
-		len(cmd.ProtoReflect().GetUnknown()) > 0 || len(reg.Register.ProtoReflect().GetUnknown()) > 0 {
+	if !ok || reg.Register == nil || len(reg.Register.Metadata) == 0 || len(cmd.ProtoReflect().GetUnknown()) > 0 {
 		return deterministic.Marshal(cmd)
 	}
-	inst := reg.Register
+	// protobuf writes a oneof after the other fields.
+	cmd.Kind = nil
+	b, err := deterministic.Marshal(cmd)
+	cmd.Kind = reg
+	if err != nil {
+		return nil, err
+	}
+	return AppendInstanceField(b, registerField, reg.Register)
+}
+
+// AppendInstanceField appends inst to b as the field num of a message:
+// its tag, its length and its deterministic encoding (the bytes
+// deterministic.Marshal gives). The instance is encoded without its
+// metadata map, and the map's entries, sorted by key, are put in at the
+// metadata's place in field order: protobuf's reflection over a map
+// costs more than the rest of an instance. An instance with fields this
+// agent does not know is encoded by protobuf alone.
+//
+// For the time of the call inst's metadata is taken out of it and then
+// put back, so no other goroutine may read inst meanwhile.
+func AppendInstanceField(b []byte, num protowire.Number, inst *pb.Instance) ([]byte, error) {
 	md := inst.Metadata
+	if len(md) == 0 || len(inst.ProtoReflect().GetUnknown()) > 0 {
+		enc, err := deterministic.Marshal(inst)
+		if err != nil {
+			return nil, err
+		}
+		b = protowire.AppendTag(b, num, protowire.BytesType)
+		return protowire.AppendBytes(b, enc), nil
+	}
 	inst.Metadata = nil
 	head, err := deterministic.Marshal(inst)
 	inst.Metadata = md
 	if err != nil {
 		return nil, err
 	}
-	cmd.Kind = nil
-	rest, err := deterministic.Marshal(cmd)
-	cmd.Kind = reg
-	if err != nil {
-		return nil, err
-	}
-
 	keys := make([]string, 0, len(md))
 	size := 0
 	for k, v := range md {
@@ -60,14 +78,12 @@ func encodeCommand(cmd *pb.Command) ([]byte, error) {
 		size += metadataEntrySize(k, v)
 	}
 	slices.Sort(keys)
-	// protobuf writes a oneof after the other fields: the command's
-	// fields, then the instance's up to the metadata's, its entries, and
-	// the fields after it.
+	// The instance's fields up to the metadata's, its entries, the fields
+	// after it.
 	at := fieldsBefore(head, metadataField)
 	instSize := len(head) + size
-	b := make([]byte, 0, len(rest)+protowire.SizeTag(registerField)+protowire.SizeBytes(instSize))
-	b = append(b, rest...)
-	b = protowire.AppendTag(b, registerField, protowire.BytesType)
+	b = slices.Grow(b, protowire.SizeTag(num)+protowire.SizeBytes(instSize))
+	b = protowire.AppendTag(b, num, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(instSize))
 	b = append(b, head[:at]...)
 	for _, k := range keys {

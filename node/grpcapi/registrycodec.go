@@ -3,7 +3,7 @@ package grpcapi
 import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
-	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -11,20 +11,44 @@ import (
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
-// registryCodec is the agent's gRPC codec (watchCodec), except that it
-// decodes the two requests every registration arrives in, a client's
-// RegisterRequest and, on the leader, a follower's forwarded Command,
-// with the instance's metadata map read by raftstore.DecodeInstance
-// instead of protobuf's reflection over it: the same message, with
-// eleven allocations fewer for an instance of four metadata entries.
+// registryCodec is the agent's gRPC codec (watchCodec), except that the
+// messages every registration passes through skip protobuf's reflection
+// over the instance's metadata map: it decodes the two requests it
+// arrives in, a client's RegisterRequest and, on the leader, a
+// follower's forwarded Command, with raftstore.DecodeInstance (eleven
+// allocations fewer for an instance of four metadata entries), and
+// encodes the RegisterResponse with raftstore.AppendInstanceField. The
+// bytes are those of the same messages.
 type registryCodec struct {
 	encoding.CodecV2
 }
 
 func newRegistryCodec() registryCodec { return registryCodec{newWatchCodec()} }
 
-// registerRequestInstance is the field number of RegisterRequest.instance.
-var registerRequestInstance = protowire.Number((&pb.RegisterRequest{}).ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name("instance")).Number())
+// Field numbers of RegisterRequest.instance and RegisterResponse.instance.
+var (
+	registerRequestInstance  = (&pb.RegisterRequest{}).ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name("instance")).Number()
+	registerResponseInstance = (&pb.RegisterResponse{}).ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name("instance")).Number()
+)
+
+// Marshal encodes a RegisterResponse as its header and its instance
+// (raftstore.AppendInstanceField), protobuf's field order; any other
+// message as watchCodec does. The handler has returned the response: no
+// other goroutine reads it while its instance is encoded.
+func (c registryCodec) Marshal(v any) (mem.BufferSlice, error) {
+	r, ok := v.(*pb.RegisterResponse)
+	if !ok || r.Instance == nil || len(r.ProtoReflect().GetUnknown()) > 0 {
+		return c.CodecV2.Marshal(v)
+	}
+	b, err := proto.Marshal(&pb.RegisterResponse{Header: r.Header})
+	if err != nil {
+		return nil, err
+	}
+	if b, err = raftstore.AppendInstanceField(b, registerResponseInstance, r.Instance); err != nil {
+		return nil, err
+	}
+	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+}
 
 func (c registryCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {

@@ -72,3 +72,34 @@ func TestRegistryCodecDecodesRegistrationsAsProtobufDoes(t *testing.T) {
 		}
 	}
 }
+
+func TestRegistryCodecEncodesRegisterResponsesAsProtobufDoes(t *testing.T) {
+	header := &pb.ResponseHeader{Revision: 42, ServedBy: "z1"}
+	withUnknown := &pb.RegisterResponse{Header: header, Instance: registration(2)}
+	withUnknown.ProtoReflect().SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 7))
+	codec := newRegistryCodec()
+	for _, resp := range []*pb.RegisterResponse{
+		{Header: header, Instance: registration(0)},
+		{Header: header, Instance: registration(1)},
+		{Header: header, Instance: registration(5)},
+		{Instance: registration(3)},
+		{Header: header},
+		withUnknown,
+	} {
+		before := proto.Clone(resp)
+		data, err := codec.Marshal(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := &pb.RegisterResponse{}
+		if err := proto.Unmarshal(data.Materialize(), got); err != nil {
+			t.Fatalf("decode the encoding of %v: %v", resp, err)
+		}
+		if !proto.Equal(got, resp) {
+			t.Fatalf("encoded %v, decoded %v", resp, got)
+		}
+		if !proto.Equal(resp, before) {
+			t.Fatalf("encoding changed the response: %v, was %v", resp, before)
+		}
+	}
+}
