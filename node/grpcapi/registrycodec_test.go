@@ -53,12 +53,22 @@ func TestRegistryCodecDecodesRegistrationsAsProtobufDoes(t *testing.T) {
 		msgs = append(msgs, b, cmd, append(b, unknown...), append(b[:len(b):len(b)], b...)) // with an unknown field; twice over (merged)
 	}
 	msgs = append(msgs, nil, []byte{0x0a, 0x05, 0x0a}) // empty; cut short
+	batch, err := proto.Marshal(&pb.ApplyBatchRequest{Commands: []*pb.Command{
+		{Kind: &pb.Command_Register{Register: registration(3)}, RequestId: "a"},
+		{Kind: &pb.Command_Deregister{Deregister: &pb.InstanceRef{Service: "s", Id: "i"}}},
+		{Kind: &pb.Command_Register{Register: registration(1)}, Time: 7},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs = append(msgs, batch, append(batch[:len(batch):len(batch)], 0x10, 0x01), batch[:len(batch)-3]) // with a field it does not know; cut short
 
 	codec := newRegistryCodec()
 	for _, b := range msgs {
 		for _, newMsg := range []func() proto.Message{
 			func() proto.Message { return &pb.RegisterRequest{} },
 			func() proto.Message { return &pb.Command{} },
+			func() proto.Message { return &pb.ApplyBatchRequest{} },
 		} {
 			want, got := newMsg(), newMsg()
 			wantErr := proto.Unmarshal(b, want)
