@@ -16,7 +16,7 @@ import (
 // key order.
 var deterministic = proto.MarshalOptions{Deterministic: true}
 
-// encodeCommand returns cmd's deterministic encoding: the bytes
+// EncodeCommand returns cmd's deterministic encoding: the bytes
 // deterministic.Marshal gives. A registration, the write every client
 // makes, is encoded without protobuf's reflection over the metadata map
 // (ranging over it, copying and sorting its keys: half of what encoding
@@ -27,7 +27,7 @@ var deterministic = proto.MarshalOptions{Deterministic: true}
 // and its instance's metadata are taken out of it and then put back, so
 // no other goroutine may read cmd meanwhile (Store.Apply also sets its
 // time).
-func encodeCommand(cmd *pb.Command) ([]byte, error) {
+func EncodeCommand(cmd *pb.Command) ([]byte, error) {
 	reg, ok := cmd.Kind.(*pb.Command_Register)
 	if !ok || reg.Register == nil || len(reg.Register.Metadata) == 0 || len(cmd.ProtoReflect().GetUnknown()) > 0 {
 		return deterministic.Marshal(cmd)

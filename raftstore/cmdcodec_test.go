@@ -71,15 +71,15 @@ func TestEncodeCommandIsTheDeterministicEncoding(t *testing.T) {
 			t.Fatal(err)
 		}
 		before := proto.Clone(cmd)
-		got, err := encodeCommand(cmd)
+		got, err := EncodeCommand(cmd)
 		if err != nil {
-			t.Fatalf("encodeCommand(%v): %v", cmd, err)
+			t.Fatalf("EncodeCommand(%v): %v", cmd, err)
 		}
 		if !bytes.Equal(got, want) {
-			t.Fatalf("encodeCommand(%v)\n = %x\nwant %x", cmd, got, want)
+			t.Fatalf("EncodeCommand(%v)\n = %x\nwant %x", cmd, got, want)
 		}
 		if !proto.Equal(cmd, before) {
-			t.Fatalf("encodeCommand changed its command: %v, was %v", cmd, before)
+			t.Fatalf("EncodeCommand changed its command: %v, was %v", cmd, before)
 		}
 	}
 }
@@ -91,7 +91,7 @@ func TestEncodeCommandKeepsFieldsItDoesNotKnow(t *testing.T) {
 	inst.ProtoReflect().SetUnknown(unknown)
 	cmd := registerCmd(inst)
 	cmd.ProtoReflect().SetUnknown(unknown)
-	got, err := encodeCommand(cmd)
+	got, err := EncodeCommand(cmd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,8 +107,8 @@ func TestEncodeCommandKeepsFieldsItDoesNotKnow(t *testing.T) {
 func TestEncodeCommandRefusesInvalidUTF8(t *testing.T) {
 	for _, md := range []map[string]string{{"k\xff": "v"}, {"k": "v\xff"}} {
 		cmd := registerCmd(&pb.Instance{Id: "a", Service: "b", Metadata: md})
-		if _, err := encodeCommand(cmd); err == nil {
-			t.Errorf("encodeCommand with metadata %q: no error", md)
+		if _, err := EncodeCommand(cmd); err == nil {
+			t.Errorf("EncodeCommand with metadata %q: no error", md)
 		}
 	}
 }

@@ -361,7 +361,7 @@ func (s *Store) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	if cmd.Time == 0 {
 		cmd.Time = time.Now().UnixNano()
 	}
-	b, err := encodeCommand(cmd)
+	b, err := EncodeCommand(cmd)
 	if err != nil {
 		return 0, fmt.Errorf("encode command: %w", err)
 	}
