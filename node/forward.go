@@ -60,7 +60,7 @@ func (f *peerConns) conn(addr string) (*grpc.ClientConn, error) {
 		grpc.WithPerRPCCredentials(peerCredentials{f.n}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMessage), grpc.MaxCallSendMsgSize(maxRecvMessage)),
 		// Shards go to peers by reference and come back into pooled buffers.
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(wirecodec.Codec{})),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(peerCodec{})),
 		experimental.WithBufferPool(wirecodec.BufferPool()),
 		grpc.WithChainUnaryInterceptor(wirecodec.ReadInto),
 		// Peers restart: reconnect within a second, not after gRPC's

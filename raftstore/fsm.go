@@ -137,7 +137,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			continue
 		}
 		cmd := &pb.Command{}
-		if err := proto.Unmarshal(l.Data, cmd); err != nil {
+		if err := DecodeCommand(l.Data, cmd); err != nil {
 			out[i] = fmt.Errorf("%w: decode raft entry %d: %v", ErrInvalidArgument, l.Index, err)
 			continue
 		}
@@ -179,10 +179,11 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 func (f *FSM) apply(cmd *pb.Command, data []byte, rev uint64, evs []*ringEvent) ([]*ringEvent, error) {
 	switch k := cmd.Kind.(type) {
 	case *pb.Command_Register:
-		if err := f.checkQuota(cmd.Quota, k.Register); err != nil {
+		enc := commandRegister(data)
+		if err := f.checkQuota(cmd.Quota, k.Register, enc); err != nil {
 			return evs, err
 		}
-		return f.applyRegister(k.Register, commandRegister(data), cmd.Time, rev, evs)
+		return f.applyRegister(k.Register, enc, cmd.Time, rev, evs)
 	case *pb.Command_Deregister:
 		ref := k.Deregister
 		old := f.stored(ref.GetService(), ref.GetId())

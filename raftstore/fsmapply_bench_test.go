@@ -11,6 +11,10 @@ import (
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
+// benchQuota is the registry limits an agent's leader sets on every
+// registration by default (node.DefaultConfig).
+var benchQuota = &pb.Quota{MaxInstancesPerService: 10000, MaxInstancesPerSession: 1000, MaxInstanceMetadataBytes: 16 << 10, MaxRegistryBytes: 512 << 20}
+
 // BenchmarkFSMApplyRegister measures the state machine's apply of a
 // registration as the bench/registry load writes them (a ~200-byte TTL
 // instance, new ids), in batches of 16 as raft hands them under load;
@@ -32,7 +36,7 @@ func BenchmarkFSMApplyRegister(b *testing.B) {
 				Metadata: map[string]string{"payload": fmt.Sprintf("%0160d", n)},
 				Check:    &pb.Check{Ttl: nil},
 			}
-			data, err := proto.Marshal(&pb.Command{Time: now, RequestId: fmt.Sprint("z1-", n), Kind: &pb.Command_Register{Register: inst}})
+			data, err := proto.Marshal(&pb.Command{Time: now, RequestId: fmt.Sprint("z1-", n), Kind: &pb.Command_Register{Register: inst}, Quota: benchQuota})
 			if err != nil {
 				b.Fatal(err)
 			}

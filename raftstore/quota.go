@@ -60,8 +60,10 @@ func MetadataBytes(in *pb.Instance) int {
 }
 
 // checkQuota refuses a registration that would pass a limit of q (nil: no
-// limits). Updating an instance in place never counts as a new one.
-func (f *FSM) checkQuota(q *pb.Quota, in *pb.Instance) error {
+// limits). Updating an instance in place never counts as a new one. enc,
+// when not nil, is the encoding in was decoded from (its entry's), whose
+// length is in's proto.Size: in is not measured again.
+func (f *FSM) checkQuota(q *pb.Quota, in *pb.Instance, enc []byte) error {
 	if q == nil || in == nil {
 		return nil
 	}
@@ -83,7 +85,10 @@ func (f *FSM) checkQuota(q *pb.Quota, in *pb.Instance) error {
 		}
 	}
 	if limit := q.MaxRegistryBytes; limit > 0 {
-		grow := int64(proto.Size(in))
+		grow := int64(len(enc))
+		if enc == nil {
+			grow = int64(proto.Size(in))
+		}
 		if old.valid() {
 			grow -= int64(len(old.enc))
 		}

@@ -112,3 +112,21 @@ func TestFSMQuotaRefusesRegistrationsPastEachLimit(t *testing.T) {
 		})
 	}
 }
+
+func TestFSMQuotaCountsARegistrationAtItsEncodedSize(t *testing.T) {
+	for _, spare := range []int{0, -1} {
+		d := newFSMDriver(t, 64)
+		d.mustApply(registerCmd(testInstance("api", "1", "n1")))
+		next := testInstance("api", "2", "n1")
+		limit := d.fsm.RegistryBytes() + int64(proto.Size(next)) + int64(spare)
+		cmd := registerCmd(next)
+		cmd.Quota = &pb.Quota{MaxRegistryBytes: uint64(limit)}
+		_, err := d.apply(cmd)
+		switch {
+		case spare == 0 && err != nil:
+			t.Fatalf("a registration that fits the registry bytes exactly was refused: %v", err)
+		case spare < 0 && !errors.Is(err, ErrQuotaExceeded):
+			t.Fatalf("a registration one byte past the registry bytes: %v, want ErrQuotaExceeded", err)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -30,7 +31,29 @@ type ringEvent struct {
 // is, at rev.
 func newRingEvent(typ pb.Event_Type, inst *pb.Instance, enc []byte, rev uint64) *ringEvent {
 	ev := &pb.Event{Type: typ, Instance: inst, Revision: rev}
-	return &ringEvent{ev: ev, typ: typ, revision: rev, service: inst.Service, enc: enc, size: eventSize.Size(ev)}
+	return &ringEvent{ev: ev, typ: typ, revision: rev, service: inst.Service, enc: enc, size: encodedEventSize(typ, len(enc), rev)}
+}
+
+// Field numbers of pb.Event besides eventInstanceField.
+var (
+	eventTypeField     = fieldNumber((&pb.Event{}).ProtoReflect().Descriptor(), "type")
+	eventRevisionField = fieldNumber((&pb.Event{}).ProtoReflect().Descriptor(), "revision")
+)
+
+// encodedEventSize is the proto.Size of an event of typ at rev whose
+// instance encodes to instBytes bytes (a stored instance's encoding is
+// as long as its proto.Size), counted without sizing the instance again:
+// every replica makes an event of every write, most with no watcher to
+// size it (the gRPC layer sizes events as it sends them, and caches it).
+func encodedEventSize(typ pb.Event_Type, instBytes int, rev uint64) int {
+	n := protowire.SizeTag(eventInstanceField) + protowire.SizeBytes(instBytes)
+	if typ != 0 {
+		n += protowire.SizeTag(eventTypeField) + protowire.SizeVarint(uint64(typ))
+	}
+	if rev != 0 {
+		n += protowire.SizeTag(eventRevisionField) + protowire.SizeVarint(rev)
+	}
+	return n
 }
 
 // cool lets the event go, keeping what rebuilds it. The caller holds the

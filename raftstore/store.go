@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
@@ -362,9 +361,7 @@ func (s *Store) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	if cmd.Time == 0 {
 		cmd.Time = time.Now().UnixNano()
 	}
-	// Deterministic: a registration's instance is stored as the entry
-	// encodes it (stampedInstance), with its metadata in key order.
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(cmd)
+	b, err := EncodeCommand(cmd)
 	if err != nil {
 		return 0, fmt.Errorf("encode command: %w", err)
 	}

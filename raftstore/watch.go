@@ -7,8 +7,6 @@ import (
 	"strings"
 	"sync"
 
-	"google.golang.org/protobuf/proto"
-
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
@@ -284,11 +282,6 @@ func (l *eventLog) backlog(read, after uint64, service string, maxEvents, maxByt
 	}
 	return events, bytes, last, true
 }
-
-// eventSize sizes an event once: events are never changed after they are
-// made, so the size protobuf stores in them stays right, and the agent's
-// gRPC layer, sizing the same events, finds it there.
-var eventSize = proto.MarshalOptions{UseCachedSize: true}
 
 // maxWatchBatch bounds the events in one WatchResponse (more only to
 // finish a revision) and in one page of a snapshot.

@@ -100,7 +100,7 @@ func NewServer(cfg ServerConfig, svcs Services) *grpc.Server {
 	s := grpc.NewServer(append(opts,
 		grpc.MaxRecvMsgSize(MaxRecvMessage),
 		grpc.MaxSendMsgSize(maxMessage),
-		grpc.ForceServerCodecV2(newWatchCodec()),
+		grpc.ForceServerCodecV2(newRegistryCodec()),
 		experimental.BufferPool(wirecodec.BufferPool()),
 		grpc.NumStreamWorkers(streamWorkers),
 		// Notice dead session holders behind a silent network within ~15 s;

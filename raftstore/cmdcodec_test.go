@@ -1,0 +1,183 @@
+package raftstore
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// instanceWithMetadata is an instance with a random choice of fields set,
+// some of its strings empty, and up to six metadata entries with keys that
+// share prefixes (so that their order is by bytes, not by length).
+func instanceWithMetadata(r *rand.Rand) *pb.Instance {
+	str := func() string {
+		return []string{"", "a", "ab", "b", "é", "zone-a", string(make([]byte, 130))}[r.IntN(7)]
+	}
+	inst := &pb.Instance{Id: fmt.Sprint("i", r.IntN(1000)), Service: "svc.rpc"}
+	if r.IntN(2) == 0 {
+		inst.Address, inst.Weight, inst.Zone, inst.Version = "127.0.0.1:9000", uint32(r.IntN(300)), str(), str()
+	}
+	for range r.IntN(3) {
+		inst.Tags = append(inst.Tags, str())
+	}
+	if n := r.IntN(7); n > 0 {
+		inst.Metadata = make(map[string]string, n)
+		for range n {
+			inst.Metadata[str()+str()] = str()
+		}
+	}
+	inst.Health = pb.Health(r.IntN(3))
+	if r.IntN(2) == 0 {
+		inst.Check = &pb.Check{Ttl: durationpb.New(30e9), Grpc: r.IntN(2) == 0, GrpcAddress: str()}
+	}
+	inst.Session, inst.Node, inst.HealthOutput = str(), "z1", str()
+	if r.IntN(4) == 0 {
+		inst.CreateRevision, inst.ModRevision, inst.HealthSince = 7, 9, 1<<40
+	}
+	return inst
+}
+
+func TestEncodeCommandIsTheDeterministicEncoding(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	cmds := []*pb.Command{
+		{Kind: &pb.Command_Deregister{Deregister: &pb.InstanceRef{Service: "a", Id: "b"}}, RequestId: "x", Time: 5},
+		registerCmd(&pb.Instance{Id: "a", Service: "b"}),
+	}
+	for i := range 4000 {
+		inst := instanceWithMetadata(r)
+		if i%2 == 1 {
+			inst = randomInstance(r, "svc.rpc", fmt.Sprint("i", i))
+		}
+		cmd := registerCmd(inst)
+		if r.IntN(2) == 0 {
+			cmd.RequestId, cmd.Time = "z1-0123456789abcdef", 1<<60+int64(r.IntN(1000))
+		}
+		if r.IntN(2) == 0 {
+			cmd.Quota = &pb.Quota{MaxInstancesPerService: 10000, MaxRegistryBytes: 512 << 20}
+		}
+		cmds = append(cmds, cmd)
+	}
+	for _, cmd := range cmds {
+		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := proto.Clone(cmd)
+		got, err := EncodeCommand(cmd)
+		if err != nil {
+			t.Fatalf("EncodeCommand(%v): %v", cmd, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("EncodeCommand(%v)\n = %x\nwant %x", cmd, got, want)
+		}
+		if !proto.Equal(cmd, before) {
+			t.Fatalf("EncodeCommand changed its command: %v, was %v", cmd, before)
+		}
+	}
+}
+
+func TestEncodeCommandKeepsFieldsItDoesNotKnow(t *testing.T) {
+	inst := &pb.Instance{Id: "a", Service: "b", Metadata: map[string]string{"k1": "v", "k0": "w"}}
+	unknown := protowire.AppendTag(nil, 99, protowire.VarintType)
+	unknown = protowire.AppendVarint(unknown, 7)
+	inst.ProtoReflect().SetUnknown(unknown)
+	cmd := registerCmd(inst)
+	cmd.ProtoReflect().SetUnknown(unknown)
+	got, err := EncodeCommand(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := &pb.Command{}
+	if err := proto.Unmarshal(got, back); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(back, cmd) {
+		t.Fatalf("decoded %v, encoded %v", back, cmd)
+	}
+}
+
+func TestEncodeCommandRefusesInvalidUTF8(t *testing.T) {
+	for _, md := range []map[string]string{{"k\xff": "v"}, {"k": "v\xff"}} {
+		cmd := registerCmd(&pb.Instance{Id: "a", Service: "b", Metadata: md})
+		if _, err := EncodeCommand(cmd); err == nil {
+			t.Errorf("EncodeCommand with metadata %q: no error", md)
+		}
+	}
+}
+
+// decodeCases are encodings decodeCommand must read as proto.Unmarshal
+// does: entries as agents write them, in protobuf's other orders, with
+// fields this agent does not know, and broken.
+func decodeCases(t *testing.T) [][]byte {
+	r := rand.New(rand.NewPCG(3, 4))
+	var cases [][]byte
+	for i := range 3000 {
+		inst := instanceWithMetadata(r)
+		if i%2 == 1 {
+			inst = randomInstance(r, "svc.rpc", fmt.Sprint("i", i))
+		}
+		cmd := registerCmd(inst)
+		cmd.RequestId, cmd.Time = "z1-0123", int64(i)
+		var opts proto.MarshalOptions
+		opts.Deterministic = i%3 != 0
+		b, err := opts.Marshal(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cases = append(cases, b)
+	}
+	field := func(num protowire.Number, b []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), b)
+	}
+	entry := func(parts ...[]byte) []byte { return field(metadataField, bytes.Join(parts, nil)) }
+	key, value := func(s string) []byte { return field(mapKeyField, []byte(s)) }, func(s string) []byte { return field(mapValueField, []byte(s)) }
+	varint := protowire.AppendVarint(protowire.AppendTag(nil, 5, protowire.VarintType), 3)
+	id := field(1, []byte("i1"))
+	for _, inst := range [][]byte{
+		bytes.Join([][]byte{id, entry(key("a"), value("1")), entry(key("b"))}, nil),
+		bytes.Join([][]byte{entry(value("only a value")), id}, nil),
+		bytes.Join([][]byte{entry(key("a"), value("1")), id, entry(key("b"), value("2"))}, nil), // entries apart
+		bytes.Join([][]byte{entry(key("a"), value("1")), entry(key("a"), value("2"))}, nil),     // a key twice
+		bytes.Join([][]byte{entry(key("a"), varint, value("1"))}, nil),                          // a field entries do not have
+		bytes.Join([][]byte{entry(value("1"), key("a"), key("b"))}, nil),
+		bytes.Join([][]byte{entry(key("a\xff"), value("1"))}, nil),
+		bytes.Join([][]byte{entry(key("a"), value("\xff"))}, nil),
+		bytes.Join([][]byte{entry(key("a"), []byte{0x12, 0x05, 'x'})}, nil), // a value cut short
+		bytes.Join([][]byte{id, protowire.AppendVarint(protowire.AppendTag(nil, metadataField, protowire.VarintType), 1)}, nil),
+		bytes.Join([][]byte{id, protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 1), entry(key("a"))}, nil),
+	} {
+		cases = append(cases, field(registerField, inst))
+		cases = append(cases, append(field(registerField, inst), field(14, []byte("req"))...)) // the instance not last
+	}
+	reg := field(registerField, bytes.Join([][]byte{id, entry(key("a"), value("1"))}, nil))
+	dereg := field(2, field(1, []byte("svc")))
+	cases = append(cases,
+		append(slices.Clone(reg), dereg...), // another kind after it: the last one is the command's
+		append(slices.Clone(dereg), reg...),
+		append(slices.Clone(reg), reg...), // twice: protobuf merges them
+	)
+	return cases
+}
+
+func TestDecodeCommandDecodesAsProtobufDoes(t *testing.T) {
+	for _, b := range decodeCases(t) {
+		want := &pb.Command{}
+		wantErr := proto.Unmarshal(b, want)
+		got := &pb.Command{}
+		err := DecodeCommand(b, got)
+		switch {
+		case (err != nil) != (wantErr != nil):
+			t.Fatalf("decodeCommand(%x): error %v, protobuf's %v", b, err, wantErr)
+		case err == nil && !proto.Equal(got, want):
+			t.Fatalf("decodeCommand(%x)\n = %v\nwant %v", b, got, want)
+		}
+	}
+}
