@@ -350,15 +350,7 @@ func TestGetBlobDecodesAroundACorruptShardAndItIsRebuiltAlone(t *testing.T) {
 	}
 	f.Close()
 
-	r, err := cl.GetBlob(stripeCtx(t), "rot7", GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(r)
-	r.Close()
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("read with block 7's data shard corrupt: %d bytes, %v; want the blob", len(got), err)
-	}
+	readStriped(t, cl, "rot7", GetOptions{}, data, "read with block 7's data shard corrupt")
 	l.mu.Lock()
 	for pos := range l.asked {
 		if pos[1] == 2 && pos[0] != 7 {
@@ -397,15 +389,7 @@ func TestGetBlobReadsThroughAnAgentWhenTheHoldersCannotBeReached(t *testing.T) {
 		return nil
 	}
 	l.mu.Unlock()
-	r, err := cl.GetBlob(stripeCtx(t), "far", GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(r)
-	r.Close()
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("read with no holder reachable: %d bytes, %v; want the blob", len(got), err)
-	}
+	readStriped(t, cl, "far", GetOptions{}, data, "read with no holder reachable")
 	if n := l.count("Get"); n != 4 {
 		t.Errorf("%d Get calls, want one per block (4)", n)
 	}
@@ -574,15 +558,7 @@ func TestGetBlobGivesUpOnAHolderThatStalls(t *testing.T) {
 	l.hang = c.GRPCAddr(agentOf(t, c, b.Holder(b.Blocks[0], 0)))
 	l.mu.Unlock()
 
-	r, err := cl.GetBlob(stripeCtx(t), "stall", GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(r)
-	r.Close()
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("read with a holder stalled: %d bytes, %v; want the blob", len(got), err)
-	}
+	readStriped(t, cl, "stall", GetOptions{}, data, "read with a holder stalled")
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.asked[[2]uint32{0, 2}] != 1 {
@@ -598,15 +574,7 @@ func TestGetBlobGivesUpOnAHolderThatStalls(t *testing.T) {
 	// A range inside shard 0 of block 3 needs only that shard; with its
 	// holder stalled, the block is decoded from the other two.
 	off := uint64(3*testBlockSize + 10)
-	r, err = cl.GetBlob(stripeCtx(t), "stall", GetOptions{Offset: off, Length: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err = io.ReadAll(r)
-	r.Close()
-	if err != nil || !bytes.Equal(got, data[off:off+100]) {
-		t.Fatalf("range in a stalled holder's shard: %d bytes, %v", len(got), err)
-	}
+	readStriped(t, cl, "stall", GetOptions{Offset: off, Length: 100}, data[off:off+100], "range in a stalled holder's shard")
 	l.mu.Lock()
 	if want := map[[2]uint32]int{{3, 0}: 1, {3, 1}: 1, {3, 2}: 1}; !maps.Equal(l.asked, want) {
 		t.Errorf("shards asked for %v; want %v: the one the range needs, then the other two", l.asked, want)
@@ -758,15 +726,7 @@ func TestGetBlobChecksEveryShardAgainstTheMetadataItWasGiven(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer altered.Close()
-	r, err := altered.GetBlob(stripeCtx(t), "sums", GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(r)
-	r.Close()
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("read: %d bytes, %v; want the blob", len(got), err)
-	}
+	readStriped(t, altered, "sums", GetOptions{}, data, "read")
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for pos, n := range l.asked {
@@ -776,5 +736,20 @@ func TestGetBlobChecksEveryShardAgainstTheMetadataItWasGiven(t *testing.T) {
 	}
 	if l.asked[[2]uint32{5, 2}] != 1 {
 		t.Error("block 5's data shard 0 passed the client's check against an altered checksum: its parity was not read")
+	}
+}
+
+// readStriped reads name with opts through cl to its end and fails the
+// test unless the bytes are want; what says how the read was made.
+func readStriped(t *testing.T, cl *Client, name string, opts GetOptions, want []byte, what string) {
+	t.Helper()
+	r, err := cl.GetBlob(stripeCtx(t), name, opts)
+	if err != nil {
+		t.Fatalf("%s: GetBlob: %v", what, err)
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("%s: %d bytes, %v; want the %d bytes", what, len(got), err, len(want))
 	}
 }
