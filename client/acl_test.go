@@ -3,34 +3,12 @@ package client
 import (
 	"errors"
 	"testing"
-	"time"
-
-	"google.golang.org/grpc"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/node"
 	"github.com/zrpcio/zrpc/testcluster"
 )
-
-// lossyACLClient is a client of both agents of cl sending token whose
-// first call of method loses its answer after the agent applied it.
-func lossyACLClient(t *testing.T, cl *testcluster.Cluster, method, token string) (*Client, *answerLoser) {
-	t.Helper()
-	loser := &answerLoser{method: method}
-	c, err := New(Config{
-		Endpoints:   []string{cl.GRPCAddr(0), cl.GRPCAddr(1)},
-		DialTimeout: time.Second,
-		Logger:      testLogger(t),
-		Token:       token,
-		dialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(loser.intercept)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c, loser
-}
 
 // TestACLBootstrapAndTokenCreateRetriedAfterLostAnswer: the first attempt
 // of a bootstrap, then of a token create, is applied but its answer lost;
@@ -41,7 +19,7 @@ func TestACLBootstrapAndTokenCreateRetriedAfterLostAnswer(t *testing.T) {
 	cl := testcluster.New(t, 2, testcluster.WithConfig(func(cfg *node.Config) { cfg.ACL = true }))
 	ctx := testContext(t)
 
-	anon, loser := lossyACLClient(t, cl, "/zrpc.v1.ACL/Bootstrap", "")
+	anon, loser := lossyClient(t, cl, "/zrpc.v1.ACL/Bootstrap", "")
 	mgmt, mgmtSecret, err := anon.ACLBootstrap(ctx)
 	if err != nil {
 		t.Fatalf("bootstrap after a lost answer: %v (want the first attempt's token)", err)
@@ -54,7 +32,7 @@ func TestACLBootstrapAndTokenCreateRetriedAfterLostAnswer(t *testing.T) {
 		t.Fatalf("a second bootstrap: %v, want FailedPrecondition", err)
 	}
 
-	admin, loser := lossyACLClient(t, cl, "/zrpc.v1.ACL/TokenCreate", mgmtSecret)
+	admin, loser := lossyClient(t, cl, "/zrpc.v1.ACL/TokenCreate", mgmtSecret)
 	if _, err := admin.ACLPolicyCreate(ctx, "svc-user", "", `service "user." { write }`); err != nil {
 		t.Fatalf("policy create with the management secret: %v", err)
 	}
@@ -69,7 +47,7 @@ func TestACLBootstrapAndTokenCreateRetriedAfterLostAnswer(t *testing.T) {
 	if err != nil || len(toks) != 2 {
 		t.Fatalf("tokens: %v, %v; want the management token and one user token", toks, err)
 	}
-	user, _ := lossyACLClient(t, cl, "", userSecret)
+	user, _ := lossyClient(t, cl, "", userSecret)
 	if _, _, err := user.Register(ctx, &zrpcpb.Instance{Service: "user.rpc", Id: "u1", Address: "127.0.0.1:9001"}); err != nil {
 		t.Fatalf("the user token registering user.rpc: %v", err)
 	}

@@ -3,9 +3,6 @@ package client
 import (
 	"bytes"
 	"testing"
-	"time"
-
-	"google.golang.org/grpc"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/testcluster"
@@ -18,17 +15,7 @@ import (
 // until its lease ends.
 func TestStripedPutRetryOfBeginPutAfterLostAnswerBeginsOnePut(t *testing.T) {
 	cl := testcluster.New(t, 3)
-	loser := &answerLoser{method: zrpcpb.Blobs_BeginPut_FullMethodName}
-	c, err := New(Config{
-		Endpoints:   []string{cl.GRPCAddr(0), cl.GRPCAddr(1)},
-		DialTimeout: time.Second,
-		Logger:      testLogger(t),
-		dialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(loser.intercept)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c, loser := lossyClient(t, cl, zrpcpb.Blobs_BeginPut_FullMethodName, "")
 	ctx := testContext(t)
 
 	data := bytes.Repeat([]byte("zrpc"), 1<<19) // 2 MiB: striped, not inline

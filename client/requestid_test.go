@@ -51,23 +51,33 @@ func (l *answerLoser) attempts() []string {
 	return append([]string(nil), l.reqs...)
 }
 
-// TestDeregisterRetryAfterLostAnswerAppliesOnce: the first attempt of a
-// Deregister removes the instance but its answer is lost; the client retries
-// on the other agent with the same request id and gets the first attempt's
-// answer, not NotFound.
-func TestDeregisterRetryAfterLostAnswerAppliesOnce(t *testing.T) {
-	cl := testcluster.New(t, 2)
-	loser := &answerLoser{method: "/zrpc.v1.Registry/Deregister"}
+// lossyClient is a client of agents 0 and 1 of cl, sending token (none
+// when empty), whose first call of method loses its answer after the
+// agent applied it.
+func lossyClient(t *testing.T, cl *testcluster.Cluster, method, token string) (*Client, *answerLoser) {
+	t.Helper()
+	loser := &answerLoser{method: method}
 	c, err := New(Config{
 		Endpoints:   []string{cl.GRPCAddr(0), cl.GRPCAddr(1)},
 		DialTimeout: time.Second,
 		Logger:      testLogger(t),
+		Token:       token,
 		dialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(loser.intercept)},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	return c, loser
+}
+
+// TestDeregisterRetryAfterLostAnswerAppliesOnce: the first attempt of a
+// Deregister removes the instance but its answer is lost; the client retries
+// on the other agent with the same request id and gets the first attempt's
+// answer, not NotFound.
+func TestDeregisterRetryAfterLostAnswerAppliesOnce(t *testing.T) {
+	cl := testcluster.New(t, 2)
+	c, loser := lossyClient(t, cl, "/zrpc.v1.Registry/Deregister", "")
 	ctx := testContext(t)
 
 	if _, _, err := c.Register(ctx, &zrpcpb.Instance{Service: "user.rpc", Id: "u1", Address: "127.0.0.1:9001"}); err != nil {
