@@ -507,6 +507,19 @@ func (h *heldFSMs) hold(t *testing.T, s *Store) (release func()) {
 	return nil
 }
 
+// applyHeld holds leader's FSM and applies the registration of api/w
+// through leader in the background; done gets Apply's error once the
+// FSM is released.
+func (h *heldFSMs) applyHeld(t *testing.T, leader *Store) (release func(), done <-chan error) {
+	release = h.hold(t, leader)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := leader.Apply(context.Background(), registerCmd(testInstance("api", "w", "n1")))
+		errc <- err
+	}()
+	return release, errc
+}
+
 // TestFollowersApplyACommittedWriteWhileTheLeaderStillApplies: the leader
 // pushes a batch's commit index before its own FSM applies the batch, so
 // followers apply it while the leader does (with raft's commit timeout at
@@ -514,12 +527,7 @@ func (h *heldFSMs) hold(t *testing.T, s *Store) (release func()) {
 func TestFollowersApplyACommittedWriteWhileTheLeaderStillApplies(t *testing.T) {
 	h := openHeldCluster(t, 3)
 	leader := leaderOf(t, h.stores)
-	release := h.hold(t, leader)
-	done := make(chan error, 1)
-	go func() {
-		_, err := leader.Apply(context.Background(), registerCmd(testInstance("api", "w", "n1")))
-		done <- err
-	}()
+	release, done := h.applyHeld(t, leader)
 	for _, s := range h.stores {
 		if s == leader {
 			continue
@@ -543,12 +551,7 @@ func TestFollowersApplyACommittedWriteWhileTheLeaderStillApplies(t *testing.T) {
 func TestConsistentReadWaitsForWhatAFollowerAlreadyShows(t *testing.T) {
 	h := openHeldCluster(t, 3)
 	leader := leaderOf(t, h.stores)
-	release := h.hold(t, leader)
-	done := make(chan error, 1)
-	go func() {
-		_, err := leader.Apply(context.Background(), registerCmd(testInstance("api", "w", "n1")))
-		done <- err
-	}()
+	release, done := h.applyHeld(t, leader)
 	var follower *Store
 	for _, s := range h.stores {
 		if s != leader {
