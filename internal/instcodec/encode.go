@@ -116,6 +116,76 @@ func AppendInstanceField(b []byte, num protowire.Number, inst *pb.Instance) ([]b
 	return e.appendField(b, num)
 }
 
+// AppendMessage appends to b the deterministic encoding of a message
+// whose fields are head's and, as its field num, inst (head's own field
+// num is left out): head's fields by protobuf, inst by
+// AppendInstanceField, in field order. num must not be in a oneof.
+// Callers build head from their message's other fields; neither it nor
+// inst is written to.
+func AppendMessage(b []byte, head proto.Message, num protowire.Number, inst *pb.Instance) ([]byte, error) {
+	if inst == nil {
+		return deterministic.MarshalAppend(b, head)
+	}
+	var e *instanceEncoding
+	var enc []byte // inst's encoding, when protobuf makes it
+	var size int
+	if byHand(inst) {
+		var err error
+		if e, err = newInstanceEncoding(inst); err != nil {
+			return nil, err
+		}
+		defer e.free()
+		size = e.fieldSize(num)
+	} else {
+		var err error
+		if enc, err = deterministic.Marshal(inst); err != nil {
+			return nil, err
+		}
+		size = protowire.SizeTag(num) + protowire.SizeBytes(len(enc))
+	}
+	b = slices.Grow(b, deterministic.Size(head)+size)
+	start := len(b)
+	b, err := cachedSize.MarshalAppend(b, head)
+	if err != nil {
+		return nil, err
+	}
+	at, mid := start+fieldsBefore(b[start:], num), len(b)
+	if e != nil {
+		if b, err = e.appendField(b, num); err != nil {
+			return nil, err
+		}
+	} else {
+		b = protowire.AppendBytes(protowire.AppendTag(b, num, protowire.BytesType), enc)
+	}
+	// The instance goes before head's fields numbered above it.
+	rotateLeft(b[at:], mid-at)
+	return b, nil
+}
+
+// rotateLeft moves s[k:] before s[:k], in place.
+func rotateLeft(s []byte, k int) {
+	slices.Reverse(s[:k])
+	slices.Reverse(s[k:])
+	slices.Reverse(s)
+}
+
+// fieldsBefore returns the length of the leading fields of enc, an
+// encoding in field order, whose numbers are below num.
+func fieldsBefore(enc []byte, num protowire.Number) int {
+	for at := 0; at < len(enc); {
+		n, typ, m := protowire.ConsumeTag(enc[at:])
+		if m < 0 || n >= num {
+			return at
+		}
+		l := protowire.ConsumeFieldValue(n, typ, enc[at+m:])
+		if l < 0 {
+			return at
+		}
+		at += m + l
+	}
+	return len(enc)
+}
+
 // instanceEncoding is an instance with metadata being encoded: copies of
 // its fields numbered below and above the metadata's, which protobuf
 // encodes, and its metadata keys in order, whose entries are written

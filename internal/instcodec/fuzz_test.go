@@ -77,7 +77,7 @@ func commandInstance(b []byte) []byte {
 
 // FuzzEncodeRegistration encodes an instance decoded from arbitrary bytes,
 // with one more metadata entry that may not be UTF-8, here and by
-// protobuf, alone and in a command: both fail, or both give the same
+// protobuf, alone, in a RegisterRequest and in a command: both fail, or both give the same
 // bytes; and the message is left as it was.
 func FuzzEncodeRegistration(f *testing.F) {
 	for i, b := range fuzzSeeds(f) {
@@ -110,6 +110,16 @@ func FuzzEncodeRegistration(f *testing.F) {
 			t.Fatalf("AppendInstanceField(%v): error %v, protobuf's %v", inst, err, wantErr)
 		case err == nil && !bytes.Equal(got, want):
 			t.Fatalf("AppendInstanceField(%v)\n = %x\nwant %x", inst, got, want)
+		}
+
+		req := &pb.RegisterRequest{Instance: inst, RequestId: key}
+		want, wantErr = deterministic.Marshal(req)
+		got, err = AppendMessage(nil, &pb.RegisterRequest{RequestId: key}, fieldNumber(req, "instance"), inst)
+		switch {
+		case (err != nil) != (wantErr != nil):
+			t.Fatalf("AppendMessage(%v): error %v, protobuf's %v", req, err, wantErr)
+		case err == nil && !bytes.Equal(got, want):
+			t.Fatalf("AppendMessage(%v)\n = %x\nwant %x", req, got, want)
 		}
 
 		want, wantErr = deterministic.Marshal(cmd)

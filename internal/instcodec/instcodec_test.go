@@ -292,3 +292,53 @@ func TestEncodingOnlyReadsItsMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// AppendMessage gives protobuf's deterministic encoding of the whole
+// message, whether the instance's field comes first (RegisterRequest),
+// last (RegisterResponse) or between others (Event), and leaves the
+// message as it was.
+func TestAppendMessageIsTheDeterministicEncoding(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	unknown := protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 7)
+	var insts []*pb.Instance
+	for i := range 300 {
+		inst := randomInstance(r)
+		if i%2 == 0 {
+			inst = instanceWithMetadata(r)
+		}
+		if i%50 == 0 {
+			inst.ProtoReflect().SetUnknown(unknown)
+		}
+		insts = append(insts, inst)
+	}
+	insts = append(insts, nil, &pb.Instance{})
+	for _, inst := range insts {
+		for _, m := range []struct {
+			msg  proto.Message
+			head proto.Message // msg's fields but its instance
+			num  protowire.Number
+		}{
+			{&pb.RegisterRequest{Instance: inst, RequestId: "req-1"}, &pb.RegisterRequest{RequestId: "req-1"}, 1},
+			{&pb.RegisterRequest{Instance: inst}, &pb.RegisterRequest{}, 1},
+			{&pb.RegisterResponse{Header: &pb.ResponseHeader{Revision: 9, ServedBy: "z1"}, Instance: inst}, &pb.RegisterResponse{Header: &pb.ResponseHeader{Revision: 9, ServedBy: "z1"}}, 2},
+			{&pb.Event{Type: pb.Event_DELETE, Instance: inst, Revision: 1 << 40}, &pb.Event{Type: pb.Event_DELETE, Revision: 1 << 40}, 2},
+			{&pb.Event{Instance: inst, Revision: 3}, &pb.Event{Revision: 3}, 2},
+		} {
+			want, err := deterministic.Marshal(m.msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := proto.Clone(m.msg)
+			got, err := AppendMessage([]byte("prefix"), m.head, m.num, inst)
+			if err != nil {
+				t.Fatalf("AppendMessage(%v): %v", m.msg, err)
+			}
+			if want = append([]byte("prefix"), want...); !bytes.Equal(got, want) {
+				t.Fatalf("AppendMessage(%v)\n = %x\nwant %x", m.msg, got, want)
+			}
+			if !proto.Equal(m.msg, before) {
+				t.Fatalf("AppendMessage changed %v, was %v", m.msg, before)
+			}
+		}
+	}
+}

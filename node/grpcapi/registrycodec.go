@@ -19,7 +19,7 @@ import (
 // follower's forwarded Command or batch of them, with
 // instcodec.DecodeInstance (eleven allocations fewer for an instance of
 // four metadata entries), and encodes the RegisterResponse with
-// instcodec.AppendInstanceField. The bytes are those of the same
+// instcodec.AppendMessage. The bytes are those of the same
 // messages.
 type registryCodec struct {
 	encoding.CodecV2
@@ -33,20 +33,19 @@ var (
 	registerResponseInstance = (&pb.RegisterResponse{}).ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name("instance")).Number()
 )
 
-// Marshal encodes a RegisterResponse as its header and its instance
-// (instcodec.AppendInstanceField), protobuf's field order; any other
-// message as watchCodec does. The response is only read: its instance
-// may be one that others read too.
+// Marshal encodes a RegisterResponse with instcodec.AppendMessage; any
+// other message as watchCodec does. The response is only read: its
+// instance may be one that others read too.
 func (c registryCodec) Marshal(v any) (mem.BufferSlice, error) {
 	r, ok := v.(*pb.RegisterResponse)
 	if !ok || r.Instance == nil || len(r.ProtoReflect().GetUnknown()) > 0 {
 		return c.CodecV2.Marshal(v)
 	}
-	b, err := proto.Marshal(&pb.RegisterResponse{Header: r.Header})
+	// Every field of the response but its instance
+	// (TestRegistryCodecKnowsEveryFieldOfARegisterResponse).
+	head := &pb.RegisterResponse{Header: r.Header}
+	b, err := instcodec.AppendMessage(nil, head, registerResponseInstance, r.Instance)
 	if err != nil {
-		return nil, err
-	}
-	if b, err = instcodec.AppendInstanceField(b, registerResponseInstance, r.Instance); err != nil {
 		return nil, err
 	}
 	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
