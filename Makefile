@@ -66,7 +66,8 @@ FUZZ_TARGETS := \
 	storage:FuzzGetRange acl:FuzzParseRules \
 	node/grpcapi:FuzzValidateInstance node:FuzzConfigLoadFile node:FuzzConfigLoadEnv \
 	node/dns:FuzzDNSQuery \
-	snapshot:FuzzInspect
+	snapshot:FuzzInspect \
+	internal/instcodec:FuzzDecodeRegistration internal/instcodec:FuzzEncodeRegistration
 fuzz:
 	@failed=""; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; echo "== fuzz $$name (./$$pkg) for $(FUZZTIME)"; \

@@ -87,8 +87,10 @@ func dialOptions(cfg Config) []grpc.DialOption {
 		}),
 		// The agents' codec and buffer pool: frames are read into pooled
 		// buffers that are not zeroed first, and striped puts and reads
-		// lend and borrow shard payloads instead of copying them.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize), grpc.ForceCodecV2(wirecodec.Codec{})),
+		// lend and borrow shard payloads instead of copying them;
+		// registrations are encoded and decoded as agents do it
+		// (registrycodec.go).
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize), grpc.ForceCodecV2(registryCodec{})),
 		experimental.WithBufferPool(wirecodec.BufferPool()),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{

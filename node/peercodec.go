@@ -7,16 +7,16 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/instcodec"
 	"github.com/zrpcio/zrpc/internal/wirecodec"
-	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // peerCodec is the codec of this agent's connections to its peers
 // (internal/wirecodec), except that the writes a follower forwards to
 // its leader, one Command or a batch of them, are encoded with
-// raftstore.EncodeCommand: without protobuf's reflection over the
-// instance's metadata map, the same message. The forwarding caller waits
-// for the call: no other goroutine reads a command while it is encoded.
+// instcodec.EncodeCommand: without protobuf's reflection over the
+// instance's metadata map, the same message. A command is only read: a
+// forwarder may encode it again for a retry while its caller reads it.
 type peerCodec struct{ wirecodec.Codec }
 
 // applyBatchCommands is the field number of ApplyBatchRequest.commands.
@@ -25,7 +25,7 @@ var applyBatchCommands = (&pb.ApplyBatchRequest{}).ProtoReflect().Descriptor().F
 func (c peerCodec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {
 	case *pb.Command:
-		b, err := raftstore.EncodeCommand(m)
+		b, err := instcodec.EncodeCommand(m)
 		if err != nil {
 			return nil, err
 		}
@@ -36,7 +36,7 @@ func (c peerCodec) Marshal(v any) (mem.BufferSlice, error) {
 		}
 		var b []byte
 		for _, cmd := range m.Commands {
-			enc, err := raftstore.EncodeCommand(cmd)
+			enc, err := instcodec.EncodeCommand(cmd)
 			if err != nil {
 				return nil, err
 			}

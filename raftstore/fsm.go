@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/instcodec"
 )
 
 // FSM is the registry state machine. Raft calls Apply, ApplyBatch, Snapshot
@@ -137,7 +138,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			continue
 		}
 		cmd := &pb.Command{}
-		if err := DecodeCommand(l.Data, cmd); err != nil {
+		if err := instcodec.DecodeCommand(l.Data, cmd); err != nil {
 			out[i] = fmt.Errorf("%w: decode raft entry %d: %v", ErrInvalidArgument, l.Index, err)
 			continue
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/instcodec"
 )
 
 // LeaderFunc runs while this store is the leader; ctx ends when leadership is
@@ -361,7 +362,7 @@ func (s *Store) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	if cmd.Time == 0 {
 		cmd.Time = time.Now().UnixNano()
 	}
-	b, err := EncodeCommand(cmd)
+	b, err := instcodec.EncodeCommand(cmd)
 	if err != nil {
 		return 0, fmt.Errorf("encode command: %w", err)
 	}

@@ -8,8 +8,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/instcodec"
 	"github.com/zrpcio/zrpc/internal/wirecodec"
-	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // registryCodec is the agent's gRPC codec (watchCodec), except that the
@@ -17,10 +17,10 @@ import (
 // over the instance's metadata map: it decodes the two requests it
 // arrives in, a client's RegisterRequest and, on the leader, a
 // follower's forwarded Command or batch of them, with
-// raftstore.DecodeInstance (eleven
-// allocations fewer for an instance of four metadata entries), and
-// encodes the RegisterResponse with raftstore.AppendInstanceField. The
-// bytes are those of the same messages.
+// instcodec.DecodeInstance (eleven allocations fewer for an instance of
+// four metadata entries), and encodes the RegisterResponse with
+// instcodec.AppendMessage. The bytes are those of the same
+// messages.
 type registryCodec struct {
 	encoding.CodecV2
 }
@@ -33,20 +33,19 @@ var (
 	registerResponseInstance = (&pb.RegisterResponse{}).ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name("instance")).Number()
 )
 
-// Marshal encodes a RegisterResponse as its header and its instance
-// (raftstore.AppendInstanceField), protobuf's field order; any other
-// message as watchCodec does. The handler has returned the response: no
-// other goroutine reads it while its instance is encoded.
+// Marshal encodes a RegisterResponse with instcodec.AppendMessage; any
+// other message as watchCodec does. The response is only read: its
+// instance may be one that others read too.
 func (c registryCodec) Marshal(v any) (mem.BufferSlice, error) {
 	r, ok := v.(*pb.RegisterResponse)
 	if !ok || r.Instance == nil || len(r.ProtoReflect().GetUnknown()) > 0 {
 		return c.CodecV2.Marshal(v)
 	}
-	b, err := proto.Marshal(&pb.RegisterResponse{Header: r.Header})
+	// Every field of the response but its instance
+	// (TestRegistryCodecKnowsEveryFieldOfARegisterResponse).
+	head := &pb.RegisterResponse{Header: r.Header}
+	b, err := instcodec.AppendMessage(nil, head, registerResponseInstance, r.Instance)
 	if err != nil {
-		return nil, err
-	}
-	if b, err = raftstore.AppendInstanceField(b, registerResponseInstance, r.Instance); err != nil {
 		return nil, err
 	}
 	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
@@ -57,11 +56,11 @@ func (c registryCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	case *pb.RegisterRequest:
 		buf := data.MaterializeToBuffer(wirecodec.BufferPool())
 		defer buf.Free()
-		return raftstore.DecodeMessageWithInstance(buf.ReadOnlyData(), m, registerRequestInstance, func(inst *pb.Instance) { m.Instance = inst })
+		return instcodec.DecodeMessageWithInstance(buf.ReadOnlyData(), m, registerRequestInstance, func(inst *pb.Instance) { m.Instance = inst })
 	case *pb.Command:
 		buf := data.MaterializeToBuffer(wirecodec.BufferPool())
 		defer buf.Free()
-		return raftstore.DecodeCommand(buf.ReadOnlyData(), m)
+		return instcodec.DecodeCommand(buf.ReadOnlyData(), m)
 	case *pb.ApplyBatchRequest:
 		buf := data.MaterializeToBuffer(wirecodec.BufferPool())
 		defer buf.Free()
@@ -74,7 +73,7 @@ func (c registryCodec) Unmarshal(data mem.BufferSlice, v any) error {
 var applyBatchCommands = (&pb.ApplyBatchRequest{}).ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name("commands")).Number()
 
 // decodeApplyBatch decodes a follower's batch of forwarded writes into m,
-// which it resets, each command with raftstore.DecodeCommand. A batch
+// which it resets, each command with instcodec.DecodeCommand. A batch
 // with fields other than its commands is decoded by protobuf alone.
 func decodeApplyBatch(enc []byte, m *pb.ApplyBatchRequest) error {
 	proto.Reset(m)
@@ -88,7 +87,7 @@ func decodeApplyBatch(enc []byte, m *pb.ApplyBatchRequest) error {
 			return proto.Unmarshal(enc, m)
 		}
 		cmd := &pb.Command{}
-		if err := raftstore.DecodeCommand(v, cmd); err != nil {
+		if err := instcodec.DecodeCommand(v, cmd); err != nil {
 			return err
 		}
 		m.Commands = append(m.Commands, cmd)

@@ -1,12 +1,15 @@
 package grpcapi
 
 import (
+	"bytes"
 	"fmt"
+	"slices"
 	"testing"
 
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -101,6 +104,14 @@ func TestRegistryCodecEncodesRegisterResponsesAsProtobufDoes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// One with fields the agent does not know goes to protobuf as is.
+		if len(resp.ProtoReflect().GetUnknown()) == 0 && !bytes.Equal(data.Materialize(), want) {
+			t.Fatalf("encoded %v\n as %x\nwant %x", resp, data.Materialize(), want)
+		}
 		got := &pb.RegisterResponse{}
 		if err := proto.Unmarshal(data.Materialize(), got); err != nil {
 			t.Fatalf("decode the encoding of %v: %v", resp, err)
@@ -111,5 +122,20 @@ func TestRegistryCodecEncodesRegisterResponsesAsProtobufDoes(t *testing.T) {
 		if !proto.Equal(resp, before) {
 			t.Fatalf("encoding changed the response: %v, was %v", resp, before)
 		}
+	}
+}
+
+// Marshal copies a RegisterResponse's fields other than its instance by
+// name: a field added to the message fails this test until Marshal
+// copies it and the list here names it.
+func TestRegistryCodecKnowsEveryFieldOfARegisterResponse(t *testing.T) {
+	copied := []protoreflect.Name{"header", "instance"}
+	fields := (&pb.RegisterResponse{}).ProtoReflect().Descriptor().Fields()
+	var names []protoreflect.Name
+	for i := range fields.Len() {
+		names = append(names, fields.Get(i).Name())
+	}
+	if !slices.Equal(names, copied) {
+		t.Fatalf("RegisterResponse has fields %v; registryCodec.Marshal copies %v: copy the new ones there", names, copied)
 	}
 }

@@ -1,8 +1,7 @@
-package raftstore
+package instcodec
 
 import (
 	"fmt"
-	"slices"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -10,134 +9,6 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
-
-// deterministic is how entries are encoded: a registration's instance is
-// stored as its entry encodes it (stampedInstance), with its metadata in
-// key order.
-var deterministic = proto.MarshalOptions{Deterministic: true}
-
-// EncodeCommand returns cmd's deterministic encoding: the bytes
-// deterministic.Marshal gives. A registration, the write every client
-// makes, is encoded without protobuf's reflection over the metadata map
-// (ranging over it, copying and sorting its keys: half of what encoding
-// the entry cost the leader): see AppendInstanceField. A command with
-// fields this agent does not know is encoded by protobuf alone.
-//
-// cmd is the caller's and is not kept; for the time of the call its kind
-// and its instance's metadata are taken out of it and then put back, so
-// no other goroutine may read cmd meanwhile (Store.Apply also sets its
-// time).
-func EncodeCommand(cmd *pb.Command) ([]byte, error) {
-	reg, ok := cmd.Kind.(*pb.Command_Register)
-	if !ok || reg.Register == nil || len(reg.Register.Metadata) == 0 || len(cmd.ProtoReflect().GetUnknown()) > 0 {
-		return deterministic.Marshal(cmd)
-	}
-	// protobuf writes a oneof after the other fields.
-	cmd.Kind = nil
-	b, err := deterministic.Marshal(cmd)
-	cmd.Kind = reg
-	if err != nil {
-		return nil, err
-	}
-	return AppendInstanceField(b, registerField, reg.Register)
-}
-
-// AppendInstanceField appends inst to b as the field num of a message:
-// its tag, its length and its deterministic encoding (the bytes
-// deterministic.Marshal gives). The instance is encoded without its
-// metadata map, and the map's entries, sorted by key, are put in at the
-// metadata's place in field order: protobuf's reflection over a map
-// costs more than the rest of an instance. An instance with fields this
-// agent does not know is encoded by protobuf alone.
-//
-// For the time of the call inst's metadata is taken out of it and then
-// put back, so no other goroutine may read inst meanwhile.
-func AppendInstanceField(b []byte, num protowire.Number, inst *pb.Instance) ([]byte, error) {
-	md := inst.Metadata
-	if len(md) == 0 || len(inst.ProtoReflect().GetUnknown()) > 0 {
-		enc, err := deterministic.Marshal(inst)
-		if err != nil {
-			return nil, err
-		}
-		b = protowire.AppendTag(b, num, protowire.BytesType)
-		return protowire.AppendBytes(b, enc), nil
-	}
-	inst.Metadata = nil
-	head, err := deterministic.Marshal(inst)
-	inst.Metadata = md
-	if err != nil {
-		return nil, err
-	}
-	keys := make([]string, 0, len(md))
-	size := 0
-	for k, v := range md {
-		if !utf8.ValidString(k) || !utf8.ValidString(v) {
-			return nil, fmt.Errorf("metadata %q: string field contains invalid UTF-8", k)
-		}
-		keys = append(keys, k)
-		size += metadataEntrySize(k, v)
-	}
-	slices.Sort(keys)
-	// The instance's fields up to the metadata's, its entries, the fields
-	// after it.
-	at := fieldsBefore(head, metadataField)
-	instSize := len(head) + size
-	b = slices.Grow(b, protowire.SizeTag(num)+protowire.SizeBytes(instSize))
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(instSize))
-	b = append(b, head[:at]...)
-	for _, k := range keys {
-		b = appendMetadataEntry(b, k, md[k])
-	}
-	return append(b, head[at:]...), nil
-}
-
-// Field numbers of a map entry: its key and its value.
-const (
-	mapKeyField   protowire.Number = 1
-	mapValueField protowire.Number = 2
-)
-
-// metadataEntrySize is the encoded size of the metadata entry k: v in an
-// instance, its tag included. protobuf writes both the key and the value
-// of a map entry, empty or not.
-func metadataEntrySize(k, v string) int {
-	n := metadataEntryBodySize(k, v)
-	return protowire.SizeTag(metadataField) + protowire.SizeBytes(n)
-}
-
-func metadataEntryBodySize(k, v string) int {
-	return protowire.SizeTag(mapKeyField) + protowire.SizeBytes(len(k)) +
-		protowire.SizeTag(mapValueField) + protowire.SizeBytes(len(v))
-}
-
-// appendMetadataEntry appends the metadata entry k: v as protobuf
-// encodes a map entry of an instance.
-func appendMetadataEntry(b []byte, k, v string) []byte {
-	b = protowire.AppendTag(b, metadataField, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(metadataEntryBodySize(k, v)))
-	b = protowire.AppendTag(b, mapKeyField, protowire.BytesType)
-	b = protowire.AppendString(b, k)
-	b = protowire.AppendTag(b, mapValueField, protowire.BytesType)
-	return protowire.AppendString(b, v)
-}
-
-// fieldsBefore returns the length of the leading fields of enc, an
-// encoding in field order, whose numbers are below num.
-func fieldsBefore(enc []byte, num protowire.Number) int {
-	for at := 0; at < len(enc); {
-		n, typ, m := protowire.ConsumeTag(enc[at:])
-		if m < 0 || n >= num {
-			return at
-		}
-		l := protowire.ConsumeFieldValue(n, typ, enc[at+m:])
-		if l < 0 {
-			return at
-		}
-		at += m + l
-	}
-	return len(enc)
-}
 
 // DecodeCommand decodes an entry's command into cmd: proto.Unmarshal's
 // result, except that a registration's metadata map is decoded here

@@ -1,10 +1,11 @@
-package raftstore
+package instcodec
 
 import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -49,14 +50,14 @@ func TestEncodeCommandIsTheDeterministicEncoding(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	cmds := []*pb.Command{
 		{Kind: &pb.Command_Deregister{Deregister: &pb.InstanceRef{Service: "a", Id: "b"}}, RequestId: "x", Time: 5},
-		registerCmd(&pb.Instance{Id: "a", Service: "b"}),
+		register(&pb.Instance{Id: "a", Service: "b"}),
 	}
 	for i := range 4000 {
 		inst := instanceWithMetadata(r)
 		if i%2 == 1 {
-			inst = randomInstance(r, "svc.rpc", fmt.Sprint("i", i))
+			inst = randomInstance(r)
 		}
-		cmd := registerCmd(inst)
+		cmd := register(inst)
 		if r.IntN(2) == 0 {
 			cmd.RequestId, cmd.Time = "z1-0123456789abcdef", 1<<60+int64(r.IntN(1000))
 		}
@@ -89,7 +90,7 @@ func TestEncodeCommandKeepsFieldsItDoesNotKnow(t *testing.T) {
 	unknown := protowire.AppendTag(nil, 99, protowire.VarintType)
 	unknown = protowire.AppendVarint(unknown, 7)
 	inst.ProtoReflect().SetUnknown(unknown)
-	cmd := registerCmd(inst)
+	cmd := register(inst)
 	cmd.ProtoReflect().SetUnknown(unknown)
 	got, err := EncodeCommand(cmd)
 	if err != nil {
@@ -106,7 +107,7 @@ func TestEncodeCommandKeepsFieldsItDoesNotKnow(t *testing.T) {
 
 func TestEncodeCommandRefusesInvalidUTF8(t *testing.T) {
 	for _, md := range []map[string]string{{"k\xff": "v"}, {"k": "v\xff"}} {
-		cmd := registerCmd(&pb.Instance{Id: "a", Service: "b", Metadata: md})
+		cmd := register(&pb.Instance{Id: "a", Service: "b", Metadata: md})
 		if _, err := EncodeCommand(cmd); err == nil {
 			t.Errorf("EncodeCommand with metadata %q: no error", md)
 		}
@@ -116,15 +117,15 @@ func TestEncodeCommandRefusesInvalidUTF8(t *testing.T) {
 // decodeCases are encodings decodeCommand must read as proto.Unmarshal
 // does: entries as agents write them, in protobuf's other orders, with
 // fields this agent does not know, and broken.
-func decodeCases(t *testing.T) [][]byte {
+func decodeCases(t testing.TB) [][]byte {
 	r := rand.New(rand.NewPCG(3, 4))
 	var cases [][]byte
 	for i := range 3000 {
 		inst := instanceWithMetadata(r)
 		if i%2 == 1 {
-			inst = randomInstance(r, "svc.rpc", fmt.Sprint("i", i))
+			inst = randomInstance(r)
 		}
-		cmd := registerCmd(inst)
+		cmd := register(inst)
 		cmd.RequestId, cmd.Time = "z1-0123", int64(i)
 		var opts proto.MarshalOptions
 		opts.Deterministic = i%3 != 0
@@ -178,6 +179,166 @@ func TestDecodeCommandDecodesAsProtobufDoes(t *testing.T) {
 			t.Fatalf("decodeCommand(%x): error %v, protobuf's %v", b, err, wantErr)
 		case err == nil && !proto.Equal(got, want):
 			t.Fatalf("decodeCommand(%x)\n = %v\nwant %v", b, got, want)
+		}
+	}
+}
+
+// An instance with every field set encodes as protobuf encodes it: the
+// copies newInstanceEncoding makes leave no field out. A field added to
+// Instance is set here too (fillEveryField walks the descriptor) and
+// fails this test until the copies name it.
+func TestEncodingCopiesEveryFieldOfAnInstance(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 200 {
+		inst := everyFieldInstance(r)
+		fields := inst.ProtoReflect().Descriptor().Fields()
+		for i := range fields.Len() {
+			if !inst.ProtoReflect().Has(fields.Get(i)) {
+				t.Fatalf("instance field %s not set: the test would not see it left out", fields.Get(i).Name())
+			}
+		}
+		want, err := deterministic.Marshal(inst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const num = 7
+		got, err := AppendInstanceField([]byte("head"), num, inst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantField := protowire.AppendBytes(protowire.AppendTag([]byte("head"), num, protowire.BytesType), want)
+		if !bytes.Equal(got, wantField) {
+			t.Fatalf("AppendInstanceField(%v)\n = %x\nwant %x", inst, got, wantField)
+		}
+	}
+}
+
+// A registration with every field of its command set encodes as protobuf
+// encodes it: the copy of the command's fields other than its kind leaves
+// none out.
+func TestEncodeCommandCopiesEveryFieldOfACommand(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for range 200 {
+		cmd := everyFieldCommand(r)
+		m := cmd.ProtoReflect()
+		fields := m.Descriptor().Fields()
+		for i := range fields.Len() {
+			if fd := fields.Get(i); fd.ContainingOneof() == nil && !m.Has(fd) {
+				t.Fatalf("command field %s not set: the test would not see it left out", fd.Name())
+			}
+		}
+		want, err := deterministic.Marshal(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := EncodeCommand(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("EncodeCommand(%v)\n = %x\nwant %x", cmd, got, want)
+		}
+	}
+}
+
+// Encoding only reads its message: goroutines that encode one command,
+// and its instance as a response's, while others read it, race with
+// nothing (go test -race fails this test if encoding writes to it).
+func TestEncodingOnlyReadsItsMessage(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	cmd := everyFieldCommand(r)
+	inst := cmd.GetRegister()
+	want, err := deterministic.Marshal(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Go(func() {
+			for range 200 {
+				switch g % 4 {
+				case 0:
+					got, err := EncodeCommand(cmd)
+					if err == nil && !bytes.Equal(got, want) {
+						err = fmt.Errorf("EncodeCommand gave %x, want %x", got, want)
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				case 1:
+					if _, err := AppendInstanceField(nil, 2, inst); err != nil {
+						errs <- err
+						return
+					}
+				case 2:
+					if cmd.GetRegister() == nil || len(inst.Metadata) == 0 {
+						errs <- fmt.Errorf("reader saw the command without its instance or metadata")
+						return
+					}
+				default:
+					for k, v := range inst.Metadata {
+						_, _ = k, v
+					}
+					_ = inst.Check.GetTtl().AsDuration()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// AppendMessage gives protobuf's deterministic encoding of the whole
+// message, whether the instance's field comes first (RegisterRequest),
+// last (RegisterResponse) or between others (Event), and leaves the
+// message as it was.
+func TestAppendMessageIsTheDeterministicEncoding(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	unknown := protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 7)
+	var insts []*pb.Instance
+	for i := range 300 {
+		inst := randomInstance(r)
+		if i%2 == 0 {
+			inst = instanceWithMetadata(r)
+		}
+		if i%50 == 0 {
+			inst.ProtoReflect().SetUnknown(unknown)
+		}
+		insts = append(insts, inst)
+	}
+	insts = append(insts, nil, &pb.Instance{})
+	for _, inst := range insts {
+		for _, m := range []struct {
+			msg  proto.Message
+			head proto.Message // msg's fields but its instance
+			num  protowire.Number
+		}{
+			{&pb.RegisterRequest{Instance: inst, RequestId: "req-1"}, &pb.RegisterRequest{RequestId: "req-1"}, 1},
+			{&pb.RegisterRequest{Instance: inst}, &pb.RegisterRequest{}, 1},
+			{&pb.RegisterResponse{Header: &pb.ResponseHeader{Revision: 9, ServedBy: "z1"}, Instance: inst}, &pb.RegisterResponse{Header: &pb.ResponseHeader{Revision: 9, ServedBy: "z1"}}, 2},
+			{&pb.Event{Type: pb.Event_DELETE, Instance: inst, Revision: 1 << 40}, &pb.Event{Type: pb.Event_DELETE, Revision: 1 << 40}, 2},
+			{&pb.Event{Instance: inst, Revision: 3}, &pb.Event{Revision: 3}, 2},
+		} {
+			want, err := deterministic.Marshal(m.msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := proto.Clone(m.msg)
+			got, err := AppendMessage([]byte("prefix"), m.head, m.num, inst)
+			if err != nil {
+				t.Fatalf("AppendMessage(%v): %v", m.msg, err)
+			}
+			if want = append([]byte("prefix"), want...); !bytes.Equal(got, want) {
+				t.Fatalf("AppendMessage(%v)\n = %x\nwant %x", m.msg, got, want)
+			}
+			if !proto.Equal(m.msg, before) {
+				t.Fatalf("AppendMessage changed %v, was %v", m.msg, before)
+			}
 		}
 	}
 }
