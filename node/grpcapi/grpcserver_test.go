@@ -11,7 +11,9 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -99,5 +101,57 @@ func TestClusterAuthAllocatesNothingOnceMethodIsProven(t *testing.T) {
 		if allocs := testing.AllocsPerRun(100, func() { ClusterAuth(secret, method) }); allocs != 0 {
 			t.Errorf("ClusterAuth of a proven method allocates %.0f times per call, want 0", allocs)
 		}
+	}
+}
+
+// TestServerGrantsCallersStaticWindows: the agent's server grants every
+// connection a 4 MiB window per stream and 16 MiB for the connection from
+// its first SETTINGS and WINDOW_UPDATE, so that a client streaming shards
+// does not wait for gRPC to grow the windows (nor pay its window updates
+// and pings). A raw HTTP/2 client reads what the server opens with, up to
+// the answer to its own PING.
+func TestServerGrantsCallersStaticWindows(t *testing.T) {
+	addr := serveTest(t, Services{Status: &goroutineStatus{ran: make(map[uint64]bool)}})
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := conn.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WritePing(false, [8]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	streamWindow, connWindow := uint32(65535), uint32(65535) // HTTP/2's initial windows
+	for done := false; !done; {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("read the server's frames: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
+				streamWindow = v
+			}
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.WindowUpdateFrame:
+			if f.StreamID == 0 {
+				connWindow += f.Increment
+			}
+		case *http2.PingFrame:
+			done = f.IsAck()
+		}
+	}
+	if streamWindow != uint32(serverStreamWindow) || connWindow != uint32(serverConnWindow) {
+		t.Fatalf("server granted %d bytes per stream and %d per connection; want %d and %d",
+			streamWindow, connWindow, serverStreamWindow, serverConnWindow)
 	}
 }
