@@ -60,12 +60,19 @@ const MaxRecvMessage = storage.MaxBlockSize + 1<<20
 // connection. Shards of client-striped puts and peers' PutShard arrive at
 // line rate from the first byte. Memory stays within what the dynamic
 // windows may grow to (grpc-go grows a connection's windows up to 16 MiB
-// each): at most serverConnWindow of unread data per connection.
-// Variables for tests.
-var (
-	serverStreamWindow int32 = 4 << 20
-	serverConnWindow   int32 = 16 << 20
+// each): at most ConnWindow of unread data per connection.
+const (
+	StreamWindow = 4 << 20
+	ConnWindow   = 16 << 20
 )
+
+// PeerWindows are the dial options of an agent's connections to its
+// peers: they grant a peer the windows the agent's server grants its
+// callers, so that shards read from a peer (GetShard answers of gets
+// through an agent, and of repair) stream at line rate from the start.
+func PeerWindows() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithInitialWindowSize(StreamWindow), grpc.WithInitialConnWindowSize(ConnWindow)}
+}
 
 // ServerConfig is what the agent's gRPC server needs of its agent.
 type ServerConfig struct {
@@ -118,8 +125,8 @@ func NewServer(cfg ServerConfig, svcs Services) *grpc.Server {
 		grpc.ForceServerCodecV2(newRegistryCodec()),
 		experimental.BufferPool(wirecodec.BufferPool()),
 		grpc.NumStreamWorkers(streamWorkers),
-		grpc.InitialWindowSize(serverStreamWindow),
-		grpc.InitialConnWindowSize(serverConnWindow),
+		grpc.InitialWindowSize(StreamWindow),
+		grpc.InitialConnWindowSize(ConnWindow),
 		// Notice dead session holders behind a silent network within ~15 s;
 		// a crashed process closes its socket and is noticed at once.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),

@@ -13,11 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/grpctest"
 )
 
 // goroutineStatus answers Version with nothing and records the goroutine
@@ -108,8 +108,7 @@ func TestClusterAuthAllocatesNothingOnceMethodIsProven(t *testing.T) {
 // connection a 4 MiB window per stream and 16 MiB for the connection from
 // its first SETTINGS and WINDOW_UPDATE, so that a client streaming shards
 // does not wait for gRPC to grow the windows (nor pay its window updates
-// and pings). A raw HTTP/2 client reads what the server opens with, up to
-// the answer to its own PING.
+// and pings).
 func TestServerGrantsCallersStaticWindows(t *testing.T) {
 	addr := serveTest(t, Services{Status: &goroutineStatus{ran: make(map[uint64]bool)}})
 	conn, err := net.Dial("tcp", addr)
@@ -118,40 +117,12 @@ func TestServerGrantsCallersStaticWindows(t *testing.T) {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := conn.Write([]byte(http2.ClientPreface)); err != nil {
+	w, err := grpctest.ServerWindows(conn)
+	if err != nil {
 		t.Fatal(err)
 	}
-	fr := http2.NewFramer(conn, conn)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	if err := fr.WritePing(false, [8]byte{1}); err != nil {
-		t.Fatal(err)
-	}
-	streamWindow, connWindow := uint32(65535), uint32(65535) // HTTP/2's initial windows
-	for done := false; !done; {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			t.Fatalf("read the server's frames: %v", err)
-		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
-				streamWindow = v
-			}
-			if !f.IsAck() {
-				fr.WriteSettingsAck()
-			}
-		case *http2.WindowUpdateFrame:
-			if f.StreamID == 0 {
-				connWindow += f.Increment
-			}
-		case *http2.PingFrame:
-			done = f.IsAck()
-		}
-	}
-	if streamWindow != uint32(serverStreamWindow) || connWindow != uint32(serverConnWindow) {
+	if w.Stream != uint32(StreamWindow) || w.Conn != uint32(ConnWindow) {
 		t.Fatalf("server granted %d bytes per stream and %d per connection; want %d and %d",
-			streamWindow, connWindow, serverStreamWindow, serverConnWindow)
+			w.Stream, w.Conn, StreamWindow, ConnWindow)
 	}
 }
