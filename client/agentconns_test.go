@@ -1,20 +1,18 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/grpctest"
 )
 
 func TestAgentConnKeepsOneConnectionPerAgentAndClosesThem(t *testing.T) {
@@ -65,8 +63,8 @@ func TestAgentConnGrantsAgentsStaticWindows(t *testing.T) {
 	}
 	defer ln.Close()
 	type grant struct {
-		stream, conn uint32
-		err          error
+		grpctest.Windows
+		err error
 	}
 	got := make(chan grant, 1)
 	var wg sync.WaitGroup
@@ -79,7 +77,8 @@ func TestAgentConnGrantsAgentsStaticWindows(t *testing.T) {
 		}
 		defer conn.Close()
 		conn.SetDeadline(time.Now().Add(20 * time.Second))
-		got <- readGrant(conn)
+		w, err := grpctest.ClientWindows(conn)
+		got <- grant{w, err}
 	})
 	c, err := New(Config{Endpoints: []string{"127.0.0.1:1"}})
 	if err != nil {
@@ -97,49 +96,8 @@ func TestAgentConnGrantsAgentsStaticWindows(t *testing.T) {
 	if g.err != nil {
 		t.Fatal(g.err)
 	}
-	if g.stream != uint32(shardStreamWindow) || g.conn != uint32(shardConnWindow) {
+	if g.Stream != uint32(shardStreamWindow) || g.Conn != uint32(shardConnWindow) {
 		t.Fatalf("client granted %d bytes per stream and %d per connection; want %d and %d",
-			g.stream, g.conn, shardStreamWindow, shardConnWindow)
-	}
-}
-
-// readGrant reads an HTTP/2 client's preface, first SETTINGS and the
-// frames up to its first HEADERS, and returns the windows it granted.
-func readGrant(conn net.Conn) (g struct {
-	stream, conn uint32
-	err          error
-}) {
-	g.stream, g.conn = 65535, 65535 // HTTP/2's initial windows
-	preface := make([]byte, len(http2.ClientPreface))
-	if _, err := io.ReadFull(conn, preface); err != nil || !bytes.Equal(preface, []byte(http2.ClientPreface)) {
-		g.err = errors.Join(errors.New("no HTTP/2 client preface"), err)
-		return g
-	}
-	fr := http2.NewFramer(conn, conn)
-	if err := fr.WriteSettings(); err != nil {
-		g.err = err
-		return g
-	}
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			g.err = err
-			return g
-		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
-				g.stream = v
-			}
-			if !f.IsAck() {
-				fr.WriteSettingsAck()
-			}
-		case *http2.WindowUpdateFrame:
-			if f.StreamID == 0 {
-				g.conn += f.Increment
-			}
-		case *http2.HeadersFrame:
-			return g
-		}
+			g.Stream, g.Conn, shardStreamWindow, shardConnWindow)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/zrpcio/zrpc/acl"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/wirecodec"
+	"github.com/zrpcio/zrpc/node/grpcapi"
 )
 
 // peerConns are this agent's shared connections to its peers' gRPC APIs,
@@ -78,6 +79,8 @@ func (f *peerConns) conn(addr string) (*grpc.ClientConn, error) {
 		// EnforcementPolicy MinTime (node/grpcserver.go).
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 	}
+	// Shards a peer answers stream in static windows, the server's.
+	opts = append(opts, grpcapi.PeerWindows()...)
 	if d := f.n.opts.dialer; d != nil {
 		opts = append(opts, grpc.WithContextDialer(d))
 	}

@@ -244,10 +244,12 @@ const writeShardsWait = 2 * time.Second
 // lengths, CRC32C) and staged; at the end this part is made durable (one
 // fsync and one rename) and the answer lists every block of this index
 // the agent now durably holds. On any error, or when the stream breaks,
-// the part's staged shards are discarded. A message's payload is not used
-// after recv is called again: its buffer may be reused.
-func (s *Store) WriteShards(ctx context.Context, recv func() (*pb.WriteShardsRequest, error)) (*pb.WriteShardsResponse, error) {
-	first, err := recv()
+// the part's staged shards are discarded. recv may return a message's
+// payload in pieces (the frames it arrived in) instead of in the message;
+// a payload is not used after recv is called again: its buffers may be
+// reused.
+func (s *Store) WriteShards(ctx context.Context, recv func() (*pb.WriteShardsRequest, [][]byte, error)) (*pb.WriteShardsResponse, error) {
+	first, pieces, err := recv()
 	if errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%w: WriteShards stream ended before its header", ErrInvalidArgument)
 	}
@@ -263,7 +265,7 @@ func (s *Store) WriteShards(ctx context.Context, recv func() (*pb.WriteShardsReq
 	}
 	defer w.close()
 	msg := first
-	if first.BlockLen == 0 && len(first.Payload) == 0 {
+	if first.BlockLen == 0 && len(first.Payload) == 0 && pieces == nil {
 		msg = nil // a header alone
 	}
 	for {
@@ -271,11 +273,11 @@ func (s *Store) WriteShards(ctx context.Context, recv func() (*pb.WriteShardsReq
 			if msg != first && msg.Header != nil {
 				return nil, fmt.Errorf("%w: WriteShards carries one header, in its first message", ErrInvalidArgument)
 			}
-			if err := w.add(msg); err != nil {
+			if err := w.add(msg, pieces); err != nil {
 				return nil, err
 			}
 		}
-		msg, err = recv()
+		msg, pieces, err = recv()
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -369,22 +371,30 @@ func (s *Store) maxBlocks(size uint64, blockSize, n int) uint64 {
 	return min(bySize, byMeta)
 }
 
-// add checks one block's shard and stages it.
-func (w *shardWrite) add(msg *pb.WriteShardsRequest) error {
+// add checks one block's shard and stages it; its payload is pieces, or
+// the message's when pieces is nil.
+func (w *shardWrite) add(msg *pb.WriteShardsRequest, pieces [][]byte) error {
 	b, blockLen := msg.Block, msg.BlockLen
 	if err := w.checkBlock(b, blockLen); err != nil {
 		return err
 	}
-	if want := codec.ShardLen(int(blockLen), w.sc.K); len(msg.Payload) != want {
+	if pieces == nil {
+		pieces = [][]byte{msg.Payload}
+	}
+	n := 0
+	for _, p := range pieces {
+		n += len(p)
+	}
+	if want := codec.ShardLen(int(blockLen), w.sc.K); n != want {
 		return fmt.Errorf("%w: block %d: shard of %d bytes, a %d-byte block's shard has %d with %d data shards",
-			ErrInvalidArgument, b, len(msg.Payload), blockLen, want, w.sc.K)
+			ErrInvalidArgument, b, n, blockLen, want, w.sc.K)
 	}
 	h := shardstore.Header{
 		ID: shardstore.ID{Blob: w.key.blob, Block: b, Index: w.key.index}, K: uint8(w.sc.K), M: uint8(w.sc.M),
-		BlockLen: blockLen, ShardLen: uint32(len(msg.Payload)), Sum: msg.Sum, BlockSize: w.blockSize,
+		BlockLen: blockLen, ShardLen: uint32(n), Sum: msg.Sum, BlockSize: w.blockSize,
 	}
-	// Stage checks the payload's CRC32C against sum.
-	if err := w.s.shards.Stage(h, msg.Payload); err != nil {
+	// StagePieces checks the payload's CRC32C against sum.
+	if err := w.s.shards.StagePieces(h, pieces); err != nil {
 		if errors.Is(err, shardstore.ErrCorrupt) {
 			return fmt.Errorf("%w: block %d: the shard's CRC32C is not its sum %08x (corrupted on the way?)", ErrInvalidArgument, b, msg.Sum)
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,14 +71,34 @@ func StripeBlob(t testing.TB, begin *pb.BeginPutResponse, name string, data []by
 
 // feed is a WriteShards stream that sends msgs, then err (io.EOF: the
 // client closed its side).
-func feed(msgs []*pb.WriteShardsRequest, err error) func() (*pb.WriteShardsRequest, error) {
+func feed(msgs []*pb.WriteShardsRequest, err error) func() (*pb.WriteShardsRequest, [][]byte, error) {
 	i := 0
-	return func() (*pb.WriteShardsRequest, error) {
+	return func() (*pb.WriteShardsRequest, [][]byte, error) {
 		if i == len(msgs) {
-			return nil, err
+			return nil, nil, err
 		}
 		i++
-		return msgs[i-1], nil
+		return msgs[i-1], nil, nil
+	}
+}
+
+// feedInPieces is feed with every payload taken out of its message and
+// given in pieces of at most n bytes, as the agent's gRPC server passes
+// them (the frames they arrived in).
+func feedInPieces(msgs []*pb.WriteShardsRequest, n int) func() (*pb.WriteShardsRequest, [][]byte, error) {
+	i := 0
+	return func() (*pb.WriteShardsRequest, [][]byte, error) {
+		if i == len(msgs) {
+			return nil, nil, io.EOF
+		}
+		msg := proto.Clone(msgs[i]).(*pb.WriteShardsRequest)
+		i++
+		var pieces [][]byte
+		for p := msg.Payload; len(p) > 0; p = p[min(n, len(p)):] {
+			pieces = append(pieces, p[:min(n, len(p))])
+		}
+		msg.Payload = nil
+		return msg, pieces, nil
 	}
 }
 
@@ -166,6 +187,43 @@ func TestStripedPutRoundTrip(t *testing.T) {
 		if err != nil || again.Blob.Id != begin.BlobId || again.Revision != res.Revision {
 			t.Fatalf("retried CommitPut = %+v, %v; want the committed blob at revision %d", again, err, res.Revision)
 		}
+	}
+}
+
+// Payloads that reach WriteShards in pieces (the frames they arrived in)
+// are checked and stored as whole ones are; a piece changed on the way
+// fails its shard's CRC32C.
+func TestWriteShardsStoresPayloadsGivenInPieces(t *testing.T) {
+	s, _ := stripedStore(t)
+	data := randomData(3*MinBlockSize+100, 5)
+	begin := beginPut(t, s, &pb.BlobPutHeader{Name: "pieces", Size: int64(len(data))})
+	st := StripeBlob(t, begin, "pieces", data)
+	bad := feedInPieces(st.Streams[0], 1000)
+	bad() // the header
+	msg, pieces, _ := bad()
+	pieces[1] = append([]byte(nil), pieces[1]...)
+	pieces[1][7] ^= 1
+	i := 0
+	corrupt := func() (*pb.WriteShardsRequest, [][]byte, error) {
+		if i++; i == 1 {
+			return st.Streams[0][0], nil, nil
+		}
+		return msg, pieces, nil
+	}
+	if _, err := s.WriteShards(context.Background(), corrupt); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "CRC32C") {
+		t.Fatalf("WriteShards of a shard with a changed piece: %v, want InvalidArgument naming the CRC32C", err)
+	}
+	for idx, msgs := range st.Streams {
+		resp, err := s.WriteShards(context.Background(), feedInPieces(msgs, 1000))
+		if err != nil || len(resp.Blocks) != len(msgs)-1 {
+			t.Fatalf("WriteShards of index %d in pieces = %v, %v; want its %d blocks held", idx, resp, err, len(msgs)-1)
+		}
+	}
+	if _, err := s.CommitPut(context.Background(), &pb.CommitPutRequest{Blob: st.Blob}, ""); err != nil {
+		t.Fatalf("CommitPut: %v", err)
+	}
+	if got := readBlob(t, s, "pieces"); !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes, not the %d put in pieces", len(got), len(data))
 	}
 }
 

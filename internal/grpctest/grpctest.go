@@ -2,6 +2,8 @@
 // serves grpc.health.v1 and counts the unary calls it handles, so a test
 // can see where a client's calls went. RegisterEcho adds the one test
 // service (test.Echo) that tests call through their own servers.
+// ClientWindows and ServerWindows read the flow-control windows one side
+// of a connection grants.
 package grpctest
 
 import (

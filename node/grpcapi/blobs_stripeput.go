@@ -17,7 +17,7 @@ import (
 // their agents itself, and the agents check and keep them.
 type StripedPutStore interface {
 	BeginPut(ctx context.Context, h *pb.BlobPutHeader, requestID string) (*pb.BeginPutResponse, error)
-	WriteShards(ctx context.Context, recv func() (*pb.WriteShardsRequest, error)) (*pb.WriteShardsResponse, error)
+	WriteShards(ctx context.Context, recv func() (*pb.WriteShardsRequest, [][]byte, error)) (*pb.WriteShardsResponse, error)
 	RenewPut(ctx context.Context, name, id string) (expires int64, rev uint64, err error)
 	CommitPut(ctx context.Context, req *pb.CommitPutRequest, requestID string) (*storage.PutResult, error)
 	AbortPut(ctx context.Context, name, id string) (uint64, error)
@@ -45,25 +45,27 @@ func (s *Blobs) WriteShards(stream grpc.ClientStreamingServer[pb.WriteShardsRequ
 }
 
 // shardRecv receives the messages of a WriteShards stream, each payload
-// left in the buffer gRPC received it in (wirecodec.Borrow) instead of
-// copied out of it. The store is done with a message's payload once it
-// asks for the next (it stages each shard before that), so each receive
-// frees the previous message's buffer.
+// left in the HTTP/2 frames gRPC received it in (wirecodec.BorrowPieces)
+// instead of copied into one buffer: the store checks and writes the
+// pieces. The store is done with a message's payload once it asks for
+// the next (it stages each shard before that), so each receive frees the
+// previous message's frames.
 type shardRecv struct {
 	stream grpc.ClientStreamingServer[pb.WriteShardsRequest, pb.WriteShardsResponse]
 	free   func()
 }
 
-func (r *shardRecv) recv() (*pb.WriteShardsRequest, error) {
+func (r *shardRecv) recv() (*pb.WriteShardsRequest, [][]byte, error) {
 	r.release()
 	msg := new(pb.WriteShardsRequest)
-	done := wirecodec.Borrow(msg, "payload")
+	done := wirecodec.BorrowPieces(msg, "payload")
 	err := r.stream.RecvMsg(msg)
-	r.free = done()
+	var pieces [][]byte
+	pieces, r.free = done()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return msg, nil
+	return msg, pieces, nil
 }
 
 // release frees the last message's buffer.

@@ -29,9 +29,9 @@ func (f *stripeStore) BeginPut(_ context.Context, h *pb.BlobPutHeader, requestID
 	return &pb.BeginPutResponse{BlobId: "ab" + h.Name}, nil
 }
 
-func (f *stripeStore) WriteShards(_ context.Context, recv func() (*pb.WriteShardsRequest, error)) (*pb.WriteShardsResponse, error) {
+func (f *stripeStore) WriteShards(_ context.Context, recv func() (*pb.WriteShardsRequest, [][]byte, error)) (*pb.WriteShardsResponse, error) {
 	for {
-		msg, err := recv()
+		msg, _, err := recv()
 		if errors.Is(err, io.EOF) {
 			return &pb.WriteShardsResponse{Blocks: f.blocks}, nil
 		}

@@ -52,6 +52,28 @@ const streamWorkers = 64
 // biggest. Agents' connections to each other send up to it too.
 const MaxRecvMessage = storage.MaxBlockSize + 1<<20
 
+// Flow-control windows the agent grants every connection: what a caller
+// may send ahead of the handler on one stream, and on the whole
+// connection. Static, they spare both sides gRPC's dynamic windows: a
+// WINDOW_UPDATE every 16 KiB frame at the initial 64 KiB, and the pings
+// by which gRPC measures the link to grow them, again on every new
+// connection. Shards of client-striped puts and peers' PutShard arrive at
+// line rate from the first byte. Memory stays within what the dynamic
+// windows may grow to (grpc-go grows a connection's windows up to 16 MiB
+// each): at most ConnWindow of unread data per connection.
+const (
+	StreamWindow = 4 << 20
+	ConnWindow   = 16 << 20
+)
+
+// PeerWindows are the dial options of an agent's connections to its
+// peers: they grant a peer the windows the agent's server grants its
+// callers, so that shards read from a peer (GetShard answers of gets
+// through an agent, and of repair) stream at line rate from the start.
+func PeerWindows() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithInitialWindowSize(StreamWindow), grpc.WithInitialConnWindowSize(ConnWindow)}
+}
+
 // ServerConfig is what the agent's gRPC server needs of its agent.
 type ServerConfig struct {
 	Metrics Metrics
@@ -103,6 +125,8 @@ func NewServer(cfg ServerConfig, svcs Services) *grpc.Server {
 		grpc.ForceServerCodecV2(newRegistryCodec()),
 		experimental.BufferPool(wirecodec.BufferPool()),
 		grpc.NumStreamWorkers(streamWorkers),
+		grpc.InitialWindowSize(StreamWindow),
+		grpc.InitialConnWindowSize(ConnWindow),
 		// Notice dead session holders behind a silent network within ~15 s;
 		// a crashed process closes its socket and is noticed at once.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),

@@ -11,11 +11,13 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/grpctest"
 )
 
 // goroutineStatus answers Version with nothing and records the goroutine
@@ -99,5 +101,28 @@ func TestClusterAuthAllocatesNothingOnceMethodIsProven(t *testing.T) {
 		if allocs := testing.AllocsPerRun(100, func() { ClusterAuth(secret, method) }); allocs != 0 {
 			t.Errorf("ClusterAuth of a proven method allocates %.0f times per call, want 0", allocs)
 		}
+	}
+}
+
+// TestServerGrantsCallersStaticWindows: the agent's server grants every
+// connection a 4 MiB window per stream and 16 MiB for the connection from
+// its first SETTINGS and WINDOW_UPDATE, so that a client streaming shards
+// does not wait for gRPC to grow the windows (nor pay its window updates
+// and pings).
+func TestServerGrantsCallersStaticWindows(t *testing.T) {
+	addr := serveTest(t, Services{Status: &goroutineStatus{ran: make(map[uint64]bool)}})
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	w, err := grpctest.ServerWindows(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Stream != uint32(StreamWindow) || w.Conn != uint32(ConnWindow) {
+		t.Fatalf("server granted %d bytes per stream and %d per connection; want %d and %d",
+			w.Stream, w.Conn, StreamWindow, ConnWindow)
 	}
 }

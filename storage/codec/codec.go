@@ -44,6 +44,15 @@ func Checksum(b []byte) uint32 {
 	return crc32.Checksum(b, castagnoli)
 }
 
+// ChecksumPieces is Checksum of the bytes of pieces, in order.
+func ChecksumPieces(pieces [][]byte) uint32 {
+	var sum uint32
+	for _, p := range pieces {
+		sum = crc32.Update(sum, castagnoli, p)
+	}
+	return sum
+}
+
 // ShardLen is the length in bytes of every shard (data and parity) of a
 // block of blockLen bytes split into k data shards: ceil(blockLen/k), and 0
 // for an empty block or k < 1. The last data shards are zero-padded.

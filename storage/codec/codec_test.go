@@ -474,3 +474,28 @@ func TestLentShardsOutliveRelease(t *testing.T) {
 		r()
 	}
 }
+
+// ChecksumPieces of a shard split anywhere, empty pieces included, is the
+// shard's Checksum.
+func TestChecksumPiecesIsTheChecksumOfTheWhole(t *testing.T) {
+	b := make([]byte, 50_000)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	want := Checksum(b)
+	for _, cuts := range [][]int{{}, {0}, {1}, {16384, 32768}, {3, 3, 49_999}} {
+		var pieces [][]byte
+		last := 0
+		for _, c := range cuts {
+			pieces = append(pieces, b[last:c])
+			last = c
+		}
+		pieces = append(pieces, b[last:])
+		if got := ChecksumPieces(pieces); got != want {
+			t.Fatalf("ChecksumPieces cut at %v = %08x, want %08x", cuts, got, want)
+		}
+	}
+	if ChecksumPieces(nil) != Checksum(nil) {
+		t.Fatal("ChecksumPieces of no pieces is not the checksum of no bytes")
+	}
+}

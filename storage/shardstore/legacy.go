@@ -73,7 +73,7 @@ func (s *Store) convert(blob string, files []string) error {
 				s.log.Warn("shard file of the older layout is corrupt; not converted, it will be rebuilt", "path", ls.path, "err", err)
 				continue
 			}
-			if err := sp.add(s, &h, buf); err != nil {
+			if err := sp.add(s, &h, [][]byte{buf}); err != nil {
 				sp.drop(s)
 				return err
 			}

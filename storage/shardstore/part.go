@@ -283,6 +283,34 @@ func writeFrame(f *os.File, p *partHeader, h *Header, payload []byte) error {
 	return err
 }
 
+// writeFramePieces is writeFrame of a payload in pieces: the frame's
+// header and the pieces go to the file in one vectored write (pwritev on
+// Linux) instead of being copied into one buffer first.
+func writeFramePieces(f *os.File, p *partHeader, h *Header, pieces [][]byte) error {
+	fh := make([]byte, frameHeaderSize)
+	binary.LittleEndian.PutUint32(fh[0:], h.BlockLen)
+	binary.LittleEndian.PutUint32(fh[4:], h.Sum)
+	bufs := make([][]byte, 0, len(pieces)+1)
+	bufs = append(append(bufs, fh), pieces...)
+	return writeAtv(f, bufs, p.offset(h.ID.Block))
+}
+
+// advance drops the first n bytes of bufs, which it may change.
+func advance(bufs [][]byte, n int) [][]byte {
+	for n > 0 && len(bufs) > 0 {
+		if n < len(bufs[0]) {
+			bufs[0] = bufs[0][n:]
+			return bufs
+		}
+		n -= len(bufs[0])
+		bufs = bufs[1:]
+	}
+	for len(bufs) > 0 && len(bufs[0]) == 0 {
+		bufs = bufs[1:]
+	}
+	return bufs
+}
+
 // clearFrame turns block's slot into a hole (its frame header zeroed).
 func clearFrame(f *os.File, p *partHeader, block uint32) error {
 	var zero [frameHeaderSize]byte

@@ -247,23 +247,37 @@ func (s *Store) release(delta int64, dShards int) {
 // checkPut checks a shard given to Put or Stage, its payload against
 // h.Sum too.
 func checkPut(h *Header, payload []byte) error {
-	if err := checkPutHeader(h, payload); err != nil {
+	return checkPutPieces(h, [][]byte{payload})
+}
+
+// checkPutPieces is checkPut of a payload in pieces.
+func checkPutPieces(h *Header, pieces [][]byte) error {
+	if err := checkPutHeader(h, piecesLen(pieces)); err != nil {
 		return err
 	}
-	if sum := codec.Checksum(payload); sum != h.Sum {
+	if sum := codec.ChecksumPieces(pieces); sum != h.Sum {
 		return fmt.Errorf("shardstore: put %s: payload checksum %08x, header says %08x: %w", h.ID, sum, h.Sum, ErrCorrupt)
 	}
 	return nil
 }
 
+// piecesLen is the number of bytes in pieces.
+func piecesLen(pieces [][]byte) int {
+	n := 0
+	for _, p := range pieces {
+		n += len(p)
+	}
+	return n
+}
+
 // checkPutHeader checks a shard's header against its payload's length.
-func checkPutHeader(h *Header, payload []byte) error {
+func checkPutHeader(h *Header, payloadLen int) error {
 	if err := h.check(); err != nil {
 		return err
 	}
 	switch {
-	case int64(h.ShardLen) != int64(len(payload)):
-		return fmt.Errorf("shardstore: put %s: header says %d bytes, payload has %d: %w", h.ID, h.ShardLen, len(payload), ErrInvalidHeader)
+	case int64(h.ShardLen) != int64(payloadLen):
+		return fmt.Errorf("shardstore: put %s: header says %d bytes, payload has %d: %w", h.ID, h.ShardLen, payloadLen, ErrInvalidHeader)
 	case h.BlockLen == 0:
 		return fmt.Errorf("shardstore: put %s: empty block: %w", h.ID, ErrInvalidHeader)
 	case h.BlockSize < h.BlockLen:
@@ -292,7 +306,7 @@ func (s *Store) Put(h Header, payload []byte) error {
 	if err != nil {
 		return wrapWrite("put", h.ID, err)
 	}
-	if err := sp.add(s, &h, payload); err != nil {
+	if err := sp.add(s, &h, [][]byte{payload}); err != nil {
 		sp.drop(s)
 		return err
 	}

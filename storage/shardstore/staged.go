@@ -65,8 +65,9 @@ func (s *Store) newStaged(hdr partHeader) (*stagedPart, error) {
 	return &stagedPart{hdr: hdr, path: path, tmp: f.Name(), f: f, size: PartHeaderSize, blocks: make(map[uint32]time.Time)}, nil
 }
 
-// add writes a shard into the staged part at its block's offset.
-func (sp *stagedPart) add(s *Store, h *Header, payload []byte) error {
+// add writes a shard, its payload in pieces, into the staged part at its
+// block's offset.
+func (sp *stagedPart) add(s *Store, h *Header, pieces [][]byte) error {
 	if p := partOf(h); p != sp.hdr {
 		return fmt.Errorf("shardstore: stage %s: scheme %d+%d, block size %d; the blob's other shards of index %d have %d+%d, %d: %w",
 			h.ID, h.K, h.M, h.BlockSize, h.ID.Index, sp.hdr.K, sp.hdr.M, sp.hdr.BlockSize, ErrInvalidHeader)
@@ -76,7 +77,7 @@ func (sp *stagedPart) add(s *Store, h *Header, payload []byte) error {
 	if sp.gone {
 		return fmt.Errorf("shardstore: stage %s: the blob's staged shards were committed or discarded meanwhile: %w", h.ID, ErrNotFound)
 	}
-	end := sp.hdr.offset(h.ID.Block) + frameHeaderSize + int64(len(payload))
+	end := sp.hdr.offset(h.ID.Block) + frameHeaderSize + int64(h.ShardLen)
 	grow := max(end-sp.size, 0)
 	_, had := sp.blocks[h.ID.Block]
 	dShards := 1
@@ -86,13 +87,13 @@ func (sp *stagedPart) add(s *Store, h *Header, payload []byte) error {
 	if err := s.reserve(h.ID, grow, dShards); err != nil {
 		return err
 	}
-	if err := writeFrame(sp.f, &sp.hdr, h, payload); err != nil {
+	if err := writeFramePieces(sp.f, &sp.hdr, h, pieces); err != nil {
 		s.release(grow, dShards)
 		return wrapWrite("stage", h.ID, err)
 	}
 	sp.size += grow
 	sp.blocks[h.ID.Block] = time.Now()
-	if sp.unflushed += frameHeaderSize + int64(len(payload)); sp.unflushed >= writebackBytes {
+	if sp.unflushed += frameHeaderSize + int64(h.ShardLen); sp.unflushed >= writebackBytes {
 		startWriteback(sp.f)
 		sp.unflushed -= writebackBytes
 	}
@@ -120,10 +121,18 @@ func (sp *stagedPart) drop(s *Store) {
 // committed; Discard, DeleteBlob or, after a crash, Open remove it. It
 // counts in Usage from the moment it is staged.
 func (s *Store) Stage(h Header, payload []byte) error {
-	if err := checkPut(&h, payload); err != nil {
+	return s.StagePieces(h, [][]byte{payload})
+}
+
+// StagePieces is Stage of a payload in pieces (the HTTP/2 frames it
+// arrived in): its checksum is computed over the pieces and they are
+// written with the frame's header in one call, never copied into one
+// buffer.
+func (s *Store) StagePieces(h Header, pieces [][]byte) error {
+	if err := checkPutPieces(&h, pieces); err != nil {
 		return err
 	}
-	return s.stage(h, payload)
+	return s.stage(h, pieces)
 }
 
 // StageSummed is Stage of a payload whose h.Sum its caller has just
@@ -131,13 +140,14 @@ func (s *Store) Stage(h Header, payload []byte) error {
 // repair's rebuild): the checksum is trusted, not computed again. A
 // payload that crossed a network or a disk goes through Stage.
 func (s *Store) StageSummed(h Header, payload []byte) error {
-	if err := checkPutHeader(&h, payload); err != nil {
+	if err := checkPutHeader(&h, len(payload)); err != nil {
 		return err
 	}
-	return s.stage(h, payload)
+	return s.stage(h, [][]byte{payload})
 }
 
-func (s *Store) stage(h Header, payload []byte) error {
+// stage writes a checked shard whose payload is pieces.
+func (s *Store) stage(h Header, pieces [][]byte) error {
 	bl := s.blobLock(h.ID.Blob)
 	bl.RLock()
 	defer bl.RUnlock()
@@ -164,7 +174,7 @@ func (s *Store) stage(h Header, payload []byte) error {
 			created.drop(s)
 		}
 	}
-	return sp.add(s, &h, payload)
+	return sp.add(s, &h, pieces)
 }
 
 // CommitStaged makes every staged shard of blob durable and readable:

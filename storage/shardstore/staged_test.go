@@ -271,3 +271,45 @@ func TestStageSummedTrustsTheChecksumAndTheReadChecksIt(t *testing.T) {
 		t.Fatalf("Get of a shard staged with its checksum: %v", err)
 	}
 }
+
+// A shard staged in pieces (as it arrived, in HTTP/2 frames) is checked
+// against its sum over the pieces and reads back whole once committed;
+// a wrong sum or length stages nothing.
+func TestStagePiecesWritesTheShardFromItsPieces(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	h, p := shard(ID{blobA, 0, 0}, testBlockSize, 7)
+	split := func(p []byte, sizes ...int) [][]byte {
+		var out [][]byte
+		for _, n := range sizes {
+			out = append(out, p[:n])
+			p = p[n:]
+		}
+		return append(out, p)
+	}
+	if len(p) < 100 {
+		t.Fatalf("test shard of %d bytes: too short to split", len(p))
+	}
+	bad := h
+	bad.Sum++
+	if err := s.StagePieces(bad, split(p, 10, 0, 33)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("StagePieces with a wrong sum: %v, want ErrCorrupt", err)
+	}
+	if err := s.StagePieces(h, split(p[:len(p)-1], 10)); !errors.Is(err, ErrInvalidHeader) {
+		t.Fatalf("StagePieces one byte short: %v, want ErrInvalidHeader", err)
+	}
+	if err := s.StagePieces(h, split(p, 10, 0, 33)); err != nil {
+		t.Fatal(err)
+	}
+	h2, p2 := shard(ID{blobA, 1, 0}, 1001, 8)
+	if err := s.StagePieces(h2, split(p2, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.CommitStaged(blobA); err != nil || n != 2 {
+		t.Fatalf("CommitStaged = %d, %v; want the 2 shards staged in pieces", n, err)
+	}
+	for id, want := range map[ID][]byte{{blobA, 0, 0}: p, {blobA, 1, 0}: p2} {
+		if _, got, err := s.Get(id, nil); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("shard %s staged in pieces reads back %d bytes, %v; want its %d bytes", id, len(got), err, len(want))
+		}
+	}
+}
