@@ -1,17 +1,12 @@
 package client
 
 import (
-	"context"
 	"errors"
-	"net"
-	"sync"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 
-	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/grpctest"
 )
 
@@ -57,45 +52,18 @@ func TestAgentConnKeepsOneConnectionPerAgentAndClosesThem(t *testing.T) {
 // that a holder streams shards without waiting for the window to grow.
 // A fake agent reads what the client opens the connection with.
 func TestAgentConnGrantsAgentsStaticWindows(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type grant struct {
-		grpctest.Windows
-		err error
-	}
-	got := make(chan grant, 1)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Go(func() {
-		conn, err := ln.Accept()
-		if err != nil {
-			got <- grant{err: err}
-			return
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(20 * time.Second))
-		w, err := grpctest.ClientWindows(conn)
-		got <- grant{w, err}
-	})
+	addr, granted := grpctest.ListenForClientWindows(t)
 	c, err := New(Config{Endpoints: []string{"127.0.0.1:1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	conn, err := c.agentConn(ln.Addr().String())
+	conn, err := c.agentConn(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	wg.Go(func() { zrpcpb.NewBlobsClient(conn).Locate(ctx, &zrpcpb.LocateRequest{Name: "a"}) }) // connects
-	g := <-got
-	if g.err != nil {
-		t.Fatal(g.err)
-	}
+	conn.Connect()
+	g := granted()
 	if g.Stream != uint32(shardStreamWindow) || g.Conn != uint32(shardConnWindow) {
 		t.Fatalf("client granted %d bytes per stream and %d per connection; want %d and %d",
 			g.Stream, g.Conn, shardStreamWindow, shardConnWindow)

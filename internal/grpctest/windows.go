@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -86,6 +88,54 @@ func readWindows(fr *http2.Framer, last func(http2.Frame) bool) (Windows, error)
 		}
 		if last(f) {
 			return w, nil
+		}
+	}
+}
+
+// ListenForClientWindows listens on 127.0.0.1 for one connection, plays
+// an HTTP/2 server on it (ClientWindows) and returns the address to dial
+// and a function that waits, up to 20 s, for the windows the connecting
+// client granted; it fails the test if none arrive. The listener, the
+// connection and the goroutine reading it end when the test ends.
+func ListenForClientWindows(t testing.TB) (addr string, granted func() Windows) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	type grant struct {
+		w   Windows
+		err error
+	}
+	got := make(chan grant, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		conn, err := ln.Accept()
+		if err != nil {
+			got <- grant{err: err}
+			return
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		w, err := ClientWindows(conn)
+		got <- grant{w, err}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+	return ln.Addr().String(), func() Windows {
+		t.Helper()
+		select {
+		case g := <-got:
+			if g.err != nil {
+				t.Fatalf("read the windows the client granted: %v", g.err)
+			}
+			return g.w
+		case <-time.After(20 * time.Second):
+			t.Fatal("no client connected within 20s")
+			return Windows{}
 		}
 	}
 }
