@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"unsafe"
@@ -22,6 +20,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/grpctest"
 )
 
 func pattern(n int, seed byte) []byte {
@@ -260,31 +259,23 @@ func (s *blobs) Put(stream grpc.ClientStreamingServer[pb.BlobPutRequest, pb.Blob
 	return stream.SendAndClose(&pb.BlobPutResponse{})
 }
 
-func serve(t *testing.T, srv *blobs) pb.BlobsClient {
+// dial serves what register adds on 127.0.0.1, and returns a connection
+// to it with opts, both with the Codec and its buffer pool.
+func dial(t *testing.T, register func(*grpc.Server), opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := grpc.NewServer(grpc.ForceServerCodecV2(Codec{}), experimental.BufferPool(BufferPool()))
-	pb.RegisterBlobsServer(s, srv)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		s.Stop()
-		wg.Wait()
-	})
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(Codec{})), experimental.WithBufferPool(BufferPool()))
+	addr := grpctest.Serve(t, register, grpc.ForceServerCodecV2(Codec{}), experimental.BufferPool(BufferPool()))
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(Codec{})), experimental.WithBufferPool(BufferPool())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return pb.NewBlobsClient(conn)
+	return conn
+}
+
+func serve(t *testing.T, srv *blobs) pb.BlobsClient {
+	t.Helper()
+	return pb.NewBlobsClient(dial(t, func(s *grpc.Server) { pb.RegisterBlobsServer(s, srv) }))
 }
 
 func TestLentAndBorrowedChunksCrossGRPCIntact(t *testing.T) {
@@ -358,30 +349,10 @@ func (s *shards) PutShard(_ context.Context, req *pb.PutShardRequest) (*pb.PutSh
 }
 
 func TestBorrowedUnaryRequestsStayValidUntilTheHandlerReturns(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := &shards{size: 64 << 10}
-	s := grpc.NewServer(grpc.ForceServerCodecV2(Codec{}), experimental.BufferPool(BufferPool()))
-	s.RegisterService(BorrowIn(&pb.Shards_ServiceDesc, "PutShard", "payload"), srv)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		s.Stop()
-		wg.Wait()
-	})
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(Codec{})), experimental.WithBufferPool(BufferPool()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	c := pb.NewShardsClient(conn)
+	c := pb.NewShardsClient(dial(t, func(s *grpc.Server) {
+		s.RegisterService(BorrowIn(&pb.Shards_ServiceDesc, "PutShard", "payload"), srv)
+	}))
 	errs := make(chan error, 4)
 	for g := range 4 {
 		go func() {
@@ -417,31 +388,8 @@ func (s *shardReader) GetShard(_ context.Context, req *pb.GetShardRequest) (*pb.
 }
 
 func TestReadIntoPutsAReplysBytesInTheCallersBuffer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := &shardReader{size: 96 << 10}
-	s := grpc.NewServer(grpc.ForceServerCodecV2(Codec{}), experimental.BufferPool(BufferPool()))
-	pb.RegisterShardsServer(s, srv)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		s.Stop()
-		wg.Wait()
-	})
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(Codec{})), experimental.WithBufferPool(BufferPool()),
-		grpc.WithChainUnaryInterceptor(ReadInto))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	c := pb.NewShardsClient(conn)
+	c := pb.NewShardsClient(dial(t, func(s *grpc.Server) { pb.RegisterShardsServer(s, srv) }, grpc.WithChainUnaryInterceptor(ReadInto)))
 	block := make([]byte, 4*srv.size)
 	errs := make(chan error, 4)
 	for i := range 4 {
