@@ -2,7 +2,6 @@ package client
 
 import (
 	"google.golang.org/grpc/mem"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/instcodec"
@@ -20,21 +19,12 @@ import (
 // its instance meanwhile.
 type registryCodec struct{ wirecodec.Codec }
 
-// Field numbers of RegisterRequest.instance and RegisterResponse.instance.
-var (
-	registerRequestInstance  = (&zrpcpb.RegisterRequest{}).ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name("instance")).Number()
-	registerResponseInstance = (&zrpcpb.RegisterResponse{}).ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name("instance")).Number()
-)
-
 func (c registryCodec) Marshal(v any) (mem.BufferSlice, error) {
 	r, ok := v.(*zrpcpb.RegisterRequest)
 	if !ok || r.Instance == nil || len(r.ProtoReflect().GetUnknown()) > 0 {
 		return c.Codec.Marshal(v)
 	}
-	// Every field of the request but its instance
-	// (TestRegistryCodecKnowsEveryFieldOfARegisterRequest).
-	head := &zrpcpb.RegisterRequest{RequestId: r.RequestId}
-	b, err := instcodec.AppendMessage(nil, head, registerRequestInstance, r.Instance)
+	b, err := instcodec.EncodeRegisterRequest(r)
 	if err != nil {
 		return nil, err
 	}
@@ -48,5 +38,5 @@ func (c registryCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	}
 	buf := data.MaterializeToBuffer(wirecodec.BufferPool())
 	defer buf.Free()
-	return instcodec.DecodeMessageWithInstance(buf.ReadOnlyData(), r, registerResponseInstance, func(inst *zrpcpb.Instance) { r.Instance = inst })
+	return instcodec.DecodeRegisterResponse(buf.ReadOnlyData(), r)
 }

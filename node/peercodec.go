@@ -1,10 +1,7 @@
 package node
 
 import (
-	"slices"
-
 	"google.golang.org/grpc/mem"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/instcodec"
@@ -19,9 +16,6 @@ import (
 // forwarder may encode it again for a retry while its caller reads it.
 type peerCodec struct{ wirecodec.Codec }
 
-// applyBatchCommands is the field number of ApplyBatchRequest.commands.
-var applyBatchCommands = (&pb.ApplyBatchRequest{}).ProtoReflect().Descriptor().Fields().ByName("commands").Number()
-
 func (c peerCodec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {
 	case *pb.Command:
@@ -31,19 +25,13 @@ func (c peerCodec) Marshal(v any) (mem.BufferSlice, error) {
 		}
 		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 	case *pb.ApplyBatchRequest:
-		if len(m.ProtoReflect().GetUnknown()) > 0 || slices.Contains(m.Commands, nil) {
-			break
+		b, ok, err := instcodec.EncodeApplyBatch(m)
+		if err != nil {
+			return nil, err
 		}
-		var b []byte
-		for _, cmd := range m.Commands {
-			enc, err := instcodec.EncodeCommand(cmd)
-			if err != nil {
-				return nil, err
-			}
-			b = protowire.AppendTag(b, applyBatchCommands, protowire.BytesType)
-			b = protowire.AppendBytes(b, enc)
+		if ok {
+			return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 		}
-		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 	}
 	return c.Codec.Marshal(v)
 }

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -339,6 +340,29 @@ func TestAppendMessageIsTheDeterministicEncoding(t *testing.T) {
 			if !proto.Equal(m.msg, before) {
 				t.Fatalf("AppendMessage changed %v, was %v", m.msg, before)
 			}
+		}
+	}
+}
+
+// TestRegisterMessagesKnowEveryField: EncodeRegisterRequest and
+// EncodeRegisterResponse copy every field of their message but its
+// instance; a field added to either must be copied there too.
+func TestRegisterMessagesKnowEveryField(t *testing.T) {
+	for _, tc := range []struct {
+		msg    proto.Message
+		copied []protoreflect.Name
+	}{
+		{&pb.RegisterRequest{}, []protoreflect.Name{"instance", "request_id"}},
+		{&pb.RegisterResponse{}, []protoreflect.Name{"header", "instance"}},
+	} {
+		fields := tc.msg.ProtoReflect().Descriptor().Fields()
+		var names []protoreflect.Name
+		for i := range fields.Len() {
+			names = append(names, fields.Get(i).Name())
+		}
+		if !slices.Equal(names, tc.copied) {
+			t.Errorf("%s has fields %v; messages.go copies %v: copy the new ones there",
+				tc.msg.ProtoReflect().Descriptor().Name(), names, tc.copied)
 		}
 	}
 }
