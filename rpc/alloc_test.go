@@ -37,6 +37,37 @@ func allocsPerCall(t *testing.T, conn *grpc.ClientConn) float64 {
 	return testing.AllocsPerRun(2000, call)
 }
 
+// leastAllocsPerCall returns allocsPerCall of a and of b, each the least
+// of three interleaved runs. The count is of the whole process: on a
+// loaded machine timers and the shared deadline slots of slower calls add
+// to it now and then; the least run is the calls' own cost.
+func leastAllocsPerCall(t *testing.T, a, b *grpc.ClientConn) (float64, float64) {
+	t.Helper()
+	ra, rb := math.Inf(1), math.Inf(1)
+	for range 3 {
+		ra = min(ra, allocsPerCall(t, a))
+		rb = min(rb, allocsPerCall(t, b))
+	}
+	return ra, rb
+}
+
+// startEchoServer starts an rpc.Server with its default chain serving
+// the echo method on 127.0.0.1, stopped when the test ends.
+func startEchoServer(t *testing.T) *rpc.Server {
+	t.Helper()
+	srv, err := rpc.NewServer(rpc.ServerConfig{Name: "alloc.rpc", ListenOn: "127.0.0.1:0", NoRegister: true},
+		rpc.WithRegisterer(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoBytes(srv.GRPC())
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop(context.Background()) })
+	return srv
+}
+
 func TestDefaultChainsAllocateAtMostFiveMorePerCallThanPlainGRPC(t *testing.T) {
 	if testing.Short() {
 		t.Skip("counts allocations of real calls")
@@ -48,30 +79,14 @@ func TestDefaultChainsAllocateAtMostFiveMorePerCallThanPlainGRPC(t *testing.T) {
 	}
 	defer plain.Close()
 
-	srv, err := rpc.NewServer(rpc.ServerConfig{Name: "alloc.rpc", ListenOn: "127.0.0.1:0", NoRegister: true},
-		rpc.WithRegisterer(prometheus.NewRegistry()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	echoBytes(srv.GRPC())
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop(context.Background())
+	srv := startEchoServer(t)
 	zconn, err := rpc.Dial(context.Background(), "direct:///"+srv.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer zconn.Close()
 
-	// The count is of the whole process: on a loaded machine timers and
-	// the shared deadline slots of slower calls add to it now and then.
-	// The least of three interleaved runs of each is the calls' own cost.
-	base, got := math.Inf(1), math.Inf(1)
-	for range 3 {
-		base = min(base, allocsPerCall(t, plain))
-		got = min(got, allocsPerCall(t, zconn))
-	}
+	base, got := leastAllocsPerCall(t, plain, zconn)
 	t.Logf("allocations per call: plain grpc-go %.1f, zrpc %.1f", base, got)
 	if got > base+maxExtraAllocs {
 		t.Errorf("a call through zrpc's default chains allocates %.1f times, plain grpc-go %.1f: more than %d extra", got, base, maxExtraAllocs)
@@ -90,16 +105,7 @@ func TestDefaultClientChainAllocatesAtMostOnceMorePerCallThanAPlainClient(t *tes
 	if raceEnabled {
 		t.Skip("the race detector drops pooled objects at random, so pools allocate")
 	}
-	srv, err := rpc.NewServer(rpc.ServerConfig{Name: "alloc.rpc", ListenOn: "127.0.0.1:0", NoRegister: true},
-		rpc.WithRegisterer(prometheus.NewRegistry()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	echoBytes(srv.GRPC())
-	if err := srv.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop(context.Background())
+	srv := startEchoServer(t)
 	plain, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -111,11 +117,7 @@ func TestDefaultClientChainAllocatesAtMostOnceMorePerCallThanAPlainClient(t *tes
 	}
 	defer zconn.Close()
 
-	base, got := math.Inf(1), math.Inf(1)
-	for range 3 {
-		base = min(base, allocsPerCall(t, plain))
-		got = min(got, allocsPerCall(t, zconn))
-	}
+	base, got := leastAllocsPerCall(t, plain, zconn)
 	t.Logf("allocations per call against zrpc's server: plain grpc-go client %.1f, rpc.Dial %.1f", base, got)
 	if got > base+1 {
 		t.Errorf("a call through rpc.Dial's default chain allocates %.1f times, a plain grpc-go client's %.1f: more than 1 extra", got, base)
