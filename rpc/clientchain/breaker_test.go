@@ -22,10 +22,7 @@ func TestBreakerRejectsAfterFailuresAndRecovers(t *testing.T) {
 	clock := &fakeClock{}
 	clock.advance(time.Hour)
 	ic := Breaker(testBreaker(clock, nil))
-	failing := &fakeInvoker{errs: make([]error, 1000)}
-	for i := range failing.errs {
-		failing.errs[i] = unavailable()
-	}
+	failing := alwaysUnavailable()
 
 	// Failures: p = requests/(requests+1) exceeds 0.5 from the second call.
 	for range 20 {
@@ -117,10 +114,7 @@ func TestBreakerKeepsRejectingUntilFailuresLeaveTheWindow(t *testing.T) {
 	clock := &fakeClock{}
 	clock.advance(time.Hour)
 	ic := Breaker(testBreaker(clock, nil))
-	failing := &fakeInvoker{errs: make([]error, 1000)}
-	for i := range failing.errs {
-		failing.errs[i] = unavailable()
-	}
+	failing := alwaysUnavailable()
 	for range 20 {
 		_ = call(t, ic, context.Background(), "/s/M", failing.invoke)
 	}

@@ -56,6 +56,15 @@ func (f *fakeInvoker) attempts() int {
 
 func unavailable() error { return status.Error(codes.Unavailable, "down") }
 
+// alwaysUnavailable is script for 1,000 attempts that all fail Unavailable.
+func alwaysUnavailable() *fakeInvoker {
+	f := &fakeInvoker{errs: make([]error, 1000)}
+	for i := range f.errs {
+		f.errs[i] = unavailable()
+	}
+	return f
+}
+
 func call(t *testing.T, ic grpc.UnaryClientInterceptor, ctx context.Context, method string, inv grpc.UnaryInvoker) error {
 	t.Helper()
 	return ic(ctx, method, nil, nil, nil, inv)
