@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"hash/crc32"
 	"io"
 	"math"
 	"slices"
@@ -418,29 +417,16 @@ func (g *stripedGet) readShards(node int, batch []shardPos) (int, error) {
 			continue
 		}
 		blk := g.blob.Blocks[p.block]
-		if n, sum := checksumPieces(payload); n != codec.ShardLen(int(blk.Len), g.k) || sum != blk.Sums[p.index] {
+		n, sum, want := codec.PiecesLen(payload), codec.ChecksumPieces(payload), codec.ShardLen(int(blk.Len), g.k)
+		if n != want || sum != blk.Sums[p.index] {
 			free()
 			g.shardFailed(p, fmt.Errorf("%w: shard %d of block %d from agent %s: %d bytes with checksum %08x, metadata says %d bytes with %08x",
-				apierr.ErrCorrupt, p.index, p.block, g.blob.Nodes[node], n, sum,
-				codec.ShardLen(int(blk.Len), g.k), blk.Sums[p.index]))
+				apierr.ErrCorrupt, p.index, p.block, g.blob.Nodes[node], n, sum, want, blk.Sums[p.index]))
 			continue
 		}
 		g.shardRead(p, payload, free)
 	}
 	return len(batch), nil
-}
-
-// castagnoli is codec.Checksum's table.
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// checksumPieces returns the length and CRC32C (codec.Checksum) of the
-// bytes of pieces, in order.
-func checksumPieces(pieces [][]byte) (n int, sum uint32) {
-	for _, p := range pieces {
-		sum = crc32.Update(sum, castagnoli, p)
-		n += len(p)
-	}
-	return n, sum
 }
 
 // waitWindow waits until block is within readWindow blocks of the one

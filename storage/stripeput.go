@@ -381,10 +381,7 @@ func (w *shardWrite) add(msg *pb.WriteShardsRequest, pieces [][]byte) error {
 	if pieces == nil {
 		pieces = [][]byte{msg.Payload}
 	}
-	n := 0
-	for _, p := range pieces {
-		n += len(p)
-	}
+	n := codec.PiecesLen(pieces)
 	if want := codec.ShardLen(int(blockLen), w.sc.K); n != want {
 		return fmt.Errorf("%w: block %d: shard of %d bytes, a %d-byte block's shard has %d with %d data shards",
 			ErrInvalidArgument, b, n, blockLen, want, w.sc.K)

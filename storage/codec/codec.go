@@ -44,6 +44,16 @@ func Checksum(b []byte) uint32 {
 	return crc32.Checksum(b, castagnoli)
 }
 
+// PiecesLen is the number of bytes in pieces: a payload received in
+// several buffers (the HTTP/2 frames it arrived in).
+func PiecesLen(pieces [][]byte) int {
+	n := 0
+	for _, p := range pieces {
+		n += len(p)
+	}
+	return n
+}
+
 // ChecksumPieces is Checksum of the bytes of pieces, in order.
 func ChecksumPieces(pieces [][]byte) uint32 {
 	var sum uint32

@@ -252,22 +252,13 @@ func checkPut(h *Header, payload []byte) error {
 
 // checkPutPieces is checkPut of a payload in pieces.
 func checkPutPieces(h *Header, pieces [][]byte) error {
-	if err := checkPutHeader(h, piecesLen(pieces)); err != nil {
+	if err := checkPutHeader(h, codec.PiecesLen(pieces)); err != nil {
 		return err
 	}
 	if sum := codec.ChecksumPieces(pieces); sum != h.Sum {
 		return fmt.Errorf("shardstore: put %s: payload checksum %08x, header says %08x: %w", h.ID, sum, h.Sum, ErrCorrupt)
 	}
 	return nil
-}
-
-// piecesLen is the number of bytes in pieces.
-func piecesLen(pieces [][]byte) int {
-	n := 0
-	for _, p := range pieces {
-		n += len(p)
-	}
-	return n
 }
 
 // checkPutHeader checks a shard's header against its payload's length.
