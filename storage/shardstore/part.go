@@ -270,22 +270,10 @@ func (pf *partFile) held() ([]uint32, error) {
 
 func (pf *partFile) close() { pf.f.Close() }
 
-// writeFrame writes a block's frame into f at its slot.
-func writeFrame(f *os.File, p *partHeader, h *Header, payload []byte) error {
-	var fh [frameHeaderSize]byte
-	binary.LittleEndian.PutUint32(fh[0:], h.BlockLen)
-	binary.LittleEndian.PutUint32(fh[4:], h.Sum)
-	off := p.offset(h.ID.Block)
-	if _, err := f.WriteAt(fh[:], off); err != nil {
-		return err
-	}
-	_, err := f.WriteAt(payload, off+frameHeaderSize)
-	return err
-}
-
-// writeFramePieces is writeFrame of a payload in pieces: the frame's
-// header and the pieces go to the file in one vectored write (pwritev on
-// Linux) instead of being copied into one buffer first.
+// writeFramePieces writes a block's frame into f at its slot, its payload
+// in pieces: the frame's header and the pieces go to the file in one
+// vectored write (pwritev on Linux) instead of being copied into one
+// buffer first.
 func writeFramePieces(f *os.File, p *partHeader, h *Header, pieces [][]byte) error {
 	fh := make([]byte, frameHeaderSize)
 	binary.LittleEndian.PutUint32(fh[0:], h.BlockLen)

@@ -378,7 +378,7 @@ func (s *Store) mergeInto(sp *stagedPart) (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("reread staged block %d: %w", b, err)
 		}
-		if err := writeFrame(f, &pf.hdr, &h, buf); err != nil {
+		if err := writeFramePieces(f, &pf.hdr, &h, [][]byte{buf}); err != nil {
 			return false, err
 		}
 		if already[b] {
