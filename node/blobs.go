@@ -45,6 +45,10 @@ func (c blobCluster) Self() string       { return c.n.cfg.Name }
 func (c blobCluster) Meta() storage.Meta { return c.n.store.FSM() }
 func (c blobCluster) IsLeader() bool     { return c.n.store.IsLeader() }
 
+func (c blobCluster) ConfirmLeader(ctx context.Context) error {
+	return c.n.store.CheckReadContext(ctx, pb.Consistency_CONSISTENT)
+}
+
 func (c blobCluster) Address(node string) string {
 	return c.n.store.FSM().Node(node).GetGrpcAddress()
 }

@@ -87,6 +87,50 @@ func TestOrphanCollectionKeepsAShardRepairIsStoringHere(t *testing.T) {
 	}
 }
 
+// TestOrphanCollectionWaitsForANewLeaderToHoldWhatWasCommitted: a new
+// leader's replica may lack the old leader's last entries (here, repair
+// recording this agent as a shard's holder) until its own first entry
+// commits. The leader answers which shards are referenced only once it
+// is confirmed and its replica holds them: before, the agent keeps its
+// shard; after, the recorded holder is seen and the shard stays.
+func TestOrphanCollectionWaitsForANewLeaderToHoldWhatWasCommitted(t *testing.T) {
+	s, fc := newTestStore(t, Config{OrphanGrace: time.Minute}, "n1", "n1", "n2", "n3", "n4")
+	b := commitBlob(t, fc, "handed-over", 2, 1, "n2", "n3", "n4")
+	payload := make([]byte, 50)
+	h := shardstore.Header{ID: shardstore.ID{Blob: b.Id, Block: 0, Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50, Sum: codec.Checksum(payload), BlockSize: 100}
+	if err := s.shards.Put(h, payload); err != nil { // rebuilt here by the old leader's repair
+		t.Fatal(err)
+	}
+	// The old leader's record of n1 as the holder is in the new leader's
+	// log, not yet applied: its barrier applies it.
+	record := &pb.Command{Kind: &pb.Command_BlobShards{BlobShards: &pb.BlobShards{Id: b.Id,
+		Shards: []*pb.ShardPlacement{{Block: 0, Index: 2, Node: "n1", Sum: h.Sum}}}}}
+	fc.confirmLeader = func(context.Context) error {
+		return errors.New("new leader is still catching up")
+	}
+	if n := s.CollectOrphans(context.Background(), time.Now().Add(time.Hour)); n != 0 {
+		t.Fatalf("orphan collection deleted %d shards before the new leader was confirmed", n)
+	}
+	barriers := 0
+	fc.confirmLeader = func(context.Context) error {
+		barriers++
+		if barriers == 1 {
+			_, err := fc.apply(record)
+			return err
+		}
+		return nil
+	}
+	if n := s.CollectOrphans(context.Background(), time.Now().Add(time.Hour)); n != 0 {
+		t.Fatalf("orphan collection deleted %d shards the old leader's repair had recorded", n)
+	}
+	if barriers == 0 {
+		t.Fatal("the leader answered without confirming itself")
+	}
+	if _, _, err := s.shards.Get(h.ID, nil); err != nil {
+		t.Fatalf("the recorded shard is gone: %v", err)
+	}
+}
+
 // TestOrphanCollectionTakesOnlyTheOrphanBlocksOfAPartFile: a part file
 // holding a shard its blob places here and one it does not loses only the
 // latter; the other stays readable.

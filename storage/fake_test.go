@@ -39,6 +39,8 @@ type fakeCluster struct {
 	// afterLeader, when set, runs after each call of the leader's API: what
 	// happens on the leader between its answer and the caller acting on it.
 	afterLeader func()
+	// confirmLeader, when set, is ConfirmLeader: a new leader's barrier.
+	confirmLeader func(ctx context.Context) error
 }
 
 func newFakeCluster(self string) *fakeCluster {
@@ -53,6 +55,13 @@ func (f *fakeCluster) GossipAlive() int {
 		f.onGossip()
 	}
 	return int(f.gossipAlive.Load())
+}
+
+func (f *fakeCluster) ConfirmLeader(ctx context.Context) error {
+	if f.confirmLeader != nil {
+		return f.confirmLeader(ctx)
+	}
+	return nil
 }
 
 func (f *fakeCluster) LeaderRevision(context.Context) (uint64, error) { return f.fsm.Revision(), nil }

@@ -13,6 +13,7 @@ package storage
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"runtime"
 	"sync"
@@ -79,6 +80,12 @@ type Cluster interface {
 	Leader() LeaderAPI
 	// IsLeader reports whether this agent leads.
 	IsLeader() bool
+	// ConfirmLeader returns nil once this agent is confirmed the leader and
+	// its replica holds everything committed: a new leader's replica may
+	// still lack entries of the old leader's term (a holder its repair
+	// recorded) until its own first entry commits. The leader's answers
+	// that let an agent delete data wait for it.
+	ConfirmLeader(ctx context.Context) error
 	// LeaderRevision asks the leader for the latest committed revision.
 	LeaderRevision(ctx context.Context) (uint64, error)
 	// GossipAlive is how many agents, this one included, gossip sees
@@ -116,7 +123,12 @@ func (l localLeader) ReportShards(_ context.Context, req *pb.ReportShardsRequest
 	return nil
 }
 
-func (l localLeader) Referenced(_ context.Context, req *pb.ReferencedRequest) ([]bool, error) {
+func (l localLeader) Referenced(ctx context.Context, req *pb.ReferencedRequest) ([]bool, error) {
+	// "Not referenced" lets the asking agent delete the shard: answer it
+	// only from a replica that holds every committed holder.
+	if err := l.s.cluster.ConfirmLeader(ctx); err != nil {
+		return nil, fmt.Errorf("confirm leadership before telling which shards are referenced: %w", err)
+	}
 	return l.s.referenced(req), nil
 }
 
