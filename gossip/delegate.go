@@ -224,6 +224,13 @@ func (d *delegate) LocalState(join bool) []byte { return nil }
 // MergeRemoteState ignores remote extra state (none is sent).
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {}
 
+// withSince is the entry's member with the time its status began.
+func (e *memberEntry) withSince() Member {
+	m := e.Member
+	m.Since = e.since
+	return m
+}
+
 // get returns the entry for name.
 func (d *delegate) get(name string) (memberEntry, bool) {
 	d.mu.Lock()
@@ -249,7 +256,7 @@ func (d *delegate) list(now time.Time, forgetAfter time.Duration) []Member {
 			delete(d.members, name)
 			continue
 		}
-		out = append(out, e.Member)
+		out = append(out, e.withSince())
 	}
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out

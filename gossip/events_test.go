@@ -228,3 +228,32 @@ func TestMembersForgetsLongGoneMembers(t *testing.T) {
 		t.Errorf("list = %+v, want a (alive) and c (left recently), sorted", got)
 	}
 }
+
+func TestMembersSayWhenTheirStatusBegan(t *testing.T) {
+	d, _, events := delegateForTest(t)
+	node := fakeNode(t, "x", 1, testMeta("x"))
+	before := time.Now()
+	d.NotifyJoin(node)
+	next(t, events)
+	joined := d.list(time.Now(), time.Hour)[0].Since
+	if joined.Before(before) || joined.After(time.Now()) {
+		t.Fatalf("alive since %v, want the time of the join (after %v)", joined, before)
+	}
+	time.Sleep(2 * time.Millisecond) // the failure's time must differ from the join's
+	newer := testMeta("x")
+	newer.Build = "v2"
+	d.NotifyUpdate(fakeNode(t, "x", 1, newer))
+	next(t, events)
+	if got := d.list(time.Now(), time.Hour)[0].Since; !got.Equal(joined) {
+		t.Fatalf("a meta update moved Since from %v to %v; only a status change should", joined, got)
+	}
+	d.NotifyLeave(node)
+	next(t, events)
+	m := d.list(time.Now(), time.Hour)[0]
+	if m.Status != StatusFailed || !m.Since.After(joined) {
+		t.Fatalf("after the failure: %s since %v, want failed since after %v", m.Status, m.Since, joined)
+	}
+	if e, _ := d.get("x"); e.withSince() != m {
+		t.Errorf("Member says %+v, Members %+v", e.withSince(), m)
+	}
+}

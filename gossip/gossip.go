@@ -356,7 +356,7 @@ func (g *Gossip) Members() []Member {
 // as Raft's transport, ask for one member at a time).
 func (g *Gossip) Member(name string) (Member, bool) {
 	e, ok := g.delegate.get(name)
-	return e.Member, ok
+	return e.withSince(), ok
 }
 
 // LocalAddr returns the gossip address (host:port) peers use to reach this
