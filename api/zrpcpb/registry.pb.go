@@ -1844,9 +1844,16 @@ type StatusResponse struct {
 	LastContact   *durationpb.Duration   `protobuf:"bytes,11,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
 	// cluster_id names the cluster the agent belongs to; empty until the
 	// agent has applied the cluster's first entry.
-	ClusterId     string `protobuf:"bytes,12,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ClusterId string `protobuf:"bytes,12,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// voters is the number of voters in the agent's Raft configuration, and
+	// reachable_voters how many of them its gossip sees alive (itself
+	// included). A leader needs a majority of the voters.
+	Voters          uint32 `protobuf:"varint,13,opt,name=voters,proto3" json:"voters,omitempty"`
+	ReachableVoters uint32 `protobuf:"varint,14,opt,name=reachable_voters,json=reachableVoters,proto3" json:"reachable_voters,omitempty"`
+	// unreachable_voters are the voters its gossip does not see alive.
+	UnreachableVoters []*UnreachableVoter `protobuf:"bytes,15,rep,name=unreachable_voters,json=unreachableVoters,proto3" json:"unreachable_voters,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1963,6 +1970,93 @@ func (x *StatusResponse) GetClusterId() string {
 	return ""
 }
 
+func (x *StatusResponse) GetVoters() uint32 {
+	if x != nil {
+		return x.Voters
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetReachableVoters() uint32 {
+	if x != nil {
+		return x.ReachableVoters
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetUnreachableVoters() []*UnreachableVoter {
+	if x != nil {
+		return x.UnreachableVoters
+	}
+	return nil
+}
+
+// UnreachableVoter is a voter of the Raft configuration that the answering
+// agent's gossip does not see alive.
+type UnreachableVoter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// status is its gossip status (failed, left), or unknown when gossip does
+	// not know it.
+	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	// down_for is how long gossip has reported that status; unset when not
+	// known.
+	DownFor       *durationpb.Duration `protobuf:"bytes,3,opt,name=down_for,json=downFor,proto3" json:"down_for,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnreachableVoter) Reset() {
+	*x = UnreachableVoter{}
+	mi := &file_registry_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnreachableVoter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnreachableVoter) ProtoMessage() {}
+
+func (x *UnreachableVoter) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnreachableVoter.ProtoReflect.Descriptor instead.
+func (*UnreachableVoter) Descriptor() ([]byte, []int) {
+	return file_registry_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *UnreachableVoter) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UnreachableVoter) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *UnreachableVoter) GetDownFor() *durationpb.Duration {
+	if x != nil {
+		return x.DownFor
+	}
+	return nil
+}
+
 type MembersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1971,7 +2065,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_registry_proto_msgTypes[26]
+	mi := &file_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1983,7 +2077,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[26]
+	mi := &file_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1996,7 +2090,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{26}
+	return file_registry_proto_rawDescGZIP(), []int{27}
 }
 
 type Member struct {
@@ -2015,7 +2109,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_registry_proto_msgTypes[27]
+	mi := &file_registry_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2027,7 +2121,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[27]
+	mi := &file_registry_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2040,7 +2134,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{27}
+	return file_registry_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Member) GetName() string {
@@ -2109,7 +2203,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_registry_proto_msgTypes[28]
+	mi := &file_registry_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2215,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[28]
+	mi := &file_registry_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2228,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{28}
+	return file_registry_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MembersResponse) GetHeader() *ResponseHeader {
@@ -2159,7 +2253,7 @@ type PeersRequest struct {
 
 func (x *PeersRequest) Reset() {
 	*x = PeersRequest{}
-	mi := &file_registry_proto_msgTypes[29]
+	mi := &file_registry_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2171,7 +2265,7 @@ func (x *PeersRequest) String() string {
 func (*PeersRequest) ProtoMessage() {}
 
 func (x *PeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[29]
+	mi := &file_registry_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2184,7 +2278,7 @@ func (x *PeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeersRequest.ProtoReflect.Descriptor instead.
 func (*PeersRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{29}
+	return file_registry_proto_rawDescGZIP(), []int{30}
 }
 
 type Peer struct {
@@ -2200,7 +2294,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_registry_proto_msgTypes[30]
+	mi := &file_registry_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2212,7 +2306,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[30]
+	mi := &file_registry_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2225,7 +2319,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{30}
+	return file_registry_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Peer) GetId() string {
@@ -2273,7 +2367,7 @@ type PeersResponse struct {
 
 func (x *PeersResponse) Reset() {
 	*x = PeersResponse{}
-	mi := &file_registry_proto_msgTypes[31]
+	mi := &file_registry_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2285,7 +2379,7 @@ func (x *PeersResponse) String() string {
 func (*PeersResponse) ProtoMessage() {}
 
 func (x *PeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[31]
+	mi := &file_registry_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2298,7 +2392,7 @@ func (x *PeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeersResponse.ProtoReflect.Descriptor instead.
 func (*PeersResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{31}
+	return file_registry_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PeersResponse) GetHeader() *ResponseHeader {
@@ -2323,7 +2417,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_registry_proto_msgTypes[32]
+	mi := &file_registry_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2335,7 +2429,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[32]
+	mi := &file_registry_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2348,7 +2442,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{32}
+	return file_registry_proto_rawDescGZIP(), []int{33}
 }
 
 type VersionResponse struct {
@@ -2362,7 +2456,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_registry_proto_msgTypes[33]
+	mi := &file_registry_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2468,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[33]
+	mi := &file_registry_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2481,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{33}
+	return file_registry_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -2421,7 +2515,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_registry_proto_msgTypes[34]
+	mi := &file_registry_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2433,7 +2527,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[34]
+	mi := &file_registry_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2446,7 +2540,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{34}
+	return file_registry_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RemovePeerRequest) GetName() string {
@@ -2465,7 +2559,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_registry_proto_msgTypes[35]
+	mi := &file_registry_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2477,7 +2571,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[35]
+	mi := &file_registry_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2490,7 +2584,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{35}
+	return file_registry_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RemovePeerResponse) GetHeader() *ResponseHeader {
@@ -2508,7 +2602,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_registry_proto_msgTypes[36]
+	mi := &file_registry_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2520,7 +2614,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[36]
+	mi := &file_registry_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2533,7 +2627,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{36}
+	return file_registry_proto_rawDescGZIP(), []int{37}
 }
 
 type LeaveResponse struct {
@@ -2547,7 +2641,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_registry_proto_msgTypes[37]
+	mi := &file_registry_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2559,7 +2653,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[37]
+	mi := &file_registry_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2572,7 +2666,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{37}
+	return file_registry_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LeaveResponse) GetRemoved() bool {
@@ -2708,7 +2802,7 @@ const file_registry_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x0f\n" +
-	"\rStatusRequest\"\xa8\x03\n" +
+	"\rStatusRequest\"\xb5\x04\n" +
 	"\x0eStatusResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
@@ -2724,7 +2818,14 @@ const file_registry_proto_rawDesc = "" +
 	" \x01(\tR\x05build\x12<\n" +
 	"\flast_contact\x18\v \x01(\v2\x19.google.protobuf.DurationR\vlastContact\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\f \x01(\tR\tclusterId\"\x10\n" +
+	"cluster_id\x18\f \x01(\tR\tclusterId\x12\x16\n" +
+	"\x06voters\x18\r \x01(\rR\x06voters\x12)\n" +
+	"\x10reachable_voters\x18\x0e \x01(\rR\x0freachableVoters\x12H\n" +
+	"\x12unreachable_voters\x18\x0f \x03(\v2\x19.zrpc.v1.UnreachableVoterR\x11unreachableVoters\"t\n" +
+	"\x10UnreachableVoter\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x124\n" +
+	"\bdown_for\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\adownFor\"\x10\n" +
 	"\x0eMembersRequest\"\xd2\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -2803,7 +2904,7 @@ func file_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_registry_proto_goTypes = []any{
 	(Health)(0),                 // 0: zrpc.v1.Health
 	(Consistency)(0),            // 1: zrpc.v1.Consistency
@@ -2834,27 +2935,28 @@ var file_registry_proto_goTypes = []any{
 	(*ErrorDetail)(nil),         // 26: zrpc.v1.ErrorDetail
 	(*StatusRequest)(nil),       // 27: zrpc.v1.StatusRequest
 	(*StatusResponse)(nil),      // 28: zrpc.v1.StatusResponse
-	(*MembersRequest)(nil),      // 29: zrpc.v1.MembersRequest
-	(*Member)(nil),              // 30: zrpc.v1.Member
-	(*MembersResponse)(nil),     // 31: zrpc.v1.MembersResponse
-	(*PeersRequest)(nil),        // 32: zrpc.v1.PeersRequest
-	(*Peer)(nil),                // 33: zrpc.v1.Peer
-	(*PeersResponse)(nil),       // 34: zrpc.v1.PeersResponse
-	(*VersionRequest)(nil),      // 35: zrpc.v1.VersionRequest
-	(*VersionResponse)(nil),     // 36: zrpc.v1.VersionResponse
-	(*RemovePeerRequest)(nil),   // 37: zrpc.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),  // 38: zrpc.v1.RemovePeerResponse
-	(*LeaveRequest)(nil),        // 39: zrpc.v1.LeaveRequest
-	(*LeaveResponse)(nil),       // 40: zrpc.v1.LeaveResponse
-	nil,                         // 41: zrpc.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil), // 42: google.protobuf.Duration
+	(*UnreachableVoter)(nil),    // 29: zrpc.v1.UnreachableVoter
+	(*MembersRequest)(nil),      // 30: zrpc.v1.MembersRequest
+	(*Member)(nil),              // 31: zrpc.v1.Member
+	(*MembersResponse)(nil),     // 32: zrpc.v1.MembersResponse
+	(*PeersRequest)(nil),        // 33: zrpc.v1.PeersRequest
+	(*Peer)(nil),                // 34: zrpc.v1.Peer
+	(*PeersResponse)(nil),       // 35: zrpc.v1.PeersResponse
+	(*VersionRequest)(nil),      // 36: zrpc.v1.VersionRequest
+	(*VersionResponse)(nil),     // 37: zrpc.v1.VersionResponse
+	(*RemovePeerRequest)(nil),   // 38: zrpc.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),  // 39: zrpc.v1.RemovePeerResponse
+	(*LeaveRequest)(nil),        // 40: zrpc.v1.LeaveRequest
+	(*LeaveResponse)(nil),       // 41: zrpc.v1.LeaveResponse
+	nil,                         // 42: zrpc.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil), // 43: google.protobuf.Duration
 }
 var file_registry_proto_depIdxs = []int32{
-	42, // 0: zrpc.v1.Check.ttl:type_name -> google.protobuf.Duration
-	42, // 1: zrpc.v1.Check.interval:type_name -> google.protobuf.Duration
-	42, // 2: zrpc.v1.Check.timeout:type_name -> google.protobuf.Duration
-	42, // 3: zrpc.v1.Check.deregister_critical_after:type_name -> google.protobuf.Duration
-	41, // 4: zrpc.v1.Instance.metadata:type_name -> zrpc.v1.Instance.MetadataEntry
+	43, // 0: zrpc.v1.Check.ttl:type_name -> google.protobuf.Duration
+	43, // 1: zrpc.v1.Check.interval:type_name -> google.protobuf.Duration
+	43, // 2: zrpc.v1.Check.timeout:type_name -> google.protobuf.Duration
+	43, // 3: zrpc.v1.Check.deregister_critical_after:type_name -> google.protobuf.Duration
+	42, // 4: zrpc.v1.Instance.metadata:type_name -> zrpc.v1.Instance.MetadataEntry
 	0,  // 5: zrpc.v1.Instance.health:type_name -> zrpc.v1.Health
 	3,  // 6: zrpc.v1.Instance.check:type_name -> zrpc.v1.Check
 	0,  // 7: zrpc.v1.Node.health:type_name -> zrpc.v1.Health
@@ -2881,43 +2983,45 @@ var file_registry_proto_depIdxs = []int32{
 	4,  // 28: zrpc.v1.SessionResponse.instance:type_name -> zrpc.v1.Instance
 	26, // 29: zrpc.v1.SessionResponse.error:type_name -> zrpc.v1.ErrorDetail
 	6,  // 30: zrpc.v1.StatusResponse.header:type_name -> zrpc.v1.ResponseHeader
-	42, // 31: zrpc.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
-	6,  // 32: zrpc.v1.MembersResponse.header:type_name -> zrpc.v1.ResponseHeader
-	30, // 33: zrpc.v1.MembersResponse.members:type_name -> zrpc.v1.Member
-	6,  // 34: zrpc.v1.PeersResponse.header:type_name -> zrpc.v1.ResponseHeader
-	33, // 35: zrpc.v1.PeersResponse.peers:type_name -> zrpc.v1.Peer
-	6,  // 36: zrpc.v1.RemovePeerResponse.header:type_name -> zrpc.v1.ResponseHeader
-	7,  // 37: zrpc.v1.Registry.Register:input_type -> zrpc.v1.RegisterRequest
-	9,  // 38: zrpc.v1.Registry.Deregister:input_type -> zrpc.v1.DeregisterRequest
-	11, // 39: zrpc.v1.Registry.RenewTTL:input_type -> zrpc.v1.RenewTTLRequest
-	13, // 40: zrpc.v1.Registry.Get:input_type -> zrpc.v1.GetRequest
-	15, // 41: zrpc.v1.Registry.List:input_type -> zrpc.v1.ListRequest
-	18, // 42: zrpc.v1.Registry.Watch:input_type -> zrpc.v1.WatchRequest
-	22, // 43: zrpc.v1.Registry.Session:input_type -> zrpc.v1.SessionRequest
-	27, // 44: zrpc.v1.Status.Status:input_type -> zrpc.v1.StatusRequest
-	29, // 45: zrpc.v1.Status.Members:input_type -> zrpc.v1.MembersRequest
-	32, // 46: zrpc.v1.Status.Peers:input_type -> zrpc.v1.PeersRequest
-	35, // 47: zrpc.v1.Status.Version:input_type -> zrpc.v1.VersionRequest
-	39, // 48: zrpc.v1.Status.Leave:input_type -> zrpc.v1.LeaveRequest
-	37, // 49: zrpc.v1.Status.RemovePeer:input_type -> zrpc.v1.RemovePeerRequest
-	8,  // 50: zrpc.v1.Registry.Register:output_type -> zrpc.v1.RegisterResponse
-	10, // 51: zrpc.v1.Registry.Deregister:output_type -> zrpc.v1.DeregisterResponse
-	12, // 52: zrpc.v1.Registry.RenewTTL:output_type -> zrpc.v1.RenewTTLResponse
-	14, // 53: zrpc.v1.Registry.Get:output_type -> zrpc.v1.GetResponse
-	17, // 54: zrpc.v1.Registry.List:output_type -> zrpc.v1.ListResponse
-	20, // 55: zrpc.v1.Registry.Watch:output_type -> zrpc.v1.WatchResponse
-	25, // 56: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
-	28, // 57: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
-	31, // 58: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
-	34, // 59: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
-	36, // 60: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
-	40, // 61: zrpc.v1.Status.Leave:output_type -> zrpc.v1.LeaveResponse
-	38, // 62: zrpc.v1.Status.RemovePeer:output_type -> zrpc.v1.RemovePeerResponse
-	50, // [50:63] is the sub-list for method output_type
-	37, // [37:50] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	43, // 31: zrpc.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
+	29, // 32: zrpc.v1.StatusResponse.unreachable_voters:type_name -> zrpc.v1.UnreachableVoter
+	43, // 33: zrpc.v1.UnreachableVoter.down_for:type_name -> google.protobuf.Duration
+	6,  // 34: zrpc.v1.MembersResponse.header:type_name -> zrpc.v1.ResponseHeader
+	31, // 35: zrpc.v1.MembersResponse.members:type_name -> zrpc.v1.Member
+	6,  // 36: zrpc.v1.PeersResponse.header:type_name -> zrpc.v1.ResponseHeader
+	34, // 37: zrpc.v1.PeersResponse.peers:type_name -> zrpc.v1.Peer
+	6,  // 38: zrpc.v1.RemovePeerResponse.header:type_name -> zrpc.v1.ResponseHeader
+	7,  // 39: zrpc.v1.Registry.Register:input_type -> zrpc.v1.RegisterRequest
+	9,  // 40: zrpc.v1.Registry.Deregister:input_type -> zrpc.v1.DeregisterRequest
+	11, // 41: zrpc.v1.Registry.RenewTTL:input_type -> zrpc.v1.RenewTTLRequest
+	13, // 42: zrpc.v1.Registry.Get:input_type -> zrpc.v1.GetRequest
+	15, // 43: zrpc.v1.Registry.List:input_type -> zrpc.v1.ListRequest
+	18, // 44: zrpc.v1.Registry.Watch:input_type -> zrpc.v1.WatchRequest
+	22, // 45: zrpc.v1.Registry.Session:input_type -> zrpc.v1.SessionRequest
+	27, // 46: zrpc.v1.Status.Status:input_type -> zrpc.v1.StatusRequest
+	30, // 47: zrpc.v1.Status.Members:input_type -> zrpc.v1.MembersRequest
+	33, // 48: zrpc.v1.Status.Peers:input_type -> zrpc.v1.PeersRequest
+	36, // 49: zrpc.v1.Status.Version:input_type -> zrpc.v1.VersionRequest
+	40, // 50: zrpc.v1.Status.Leave:input_type -> zrpc.v1.LeaveRequest
+	38, // 51: zrpc.v1.Status.RemovePeer:input_type -> zrpc.v1.RemovePeerRequest
+	8,  // 52: zrpc.v1.Registry.Register:output_type -> zrpc.v1.RegisterResponse
+	10, // 53: zrpc.v1.Registry.Deregister:output_type -> zrpc.v1.DeregisterResponse
+	12, // 54: zrpc.v1.Registry.RenewTTL:output_type -> zrpc.v1.RenewTTLResponse
+	14, // 55: zrpc.v1.Registry.Get:output_type -> zrpc.v1.GetResponse
+	17, // 56: zrpc.v1.Registry.List:output_type -> zrpc.v1.ListResponse
+	20, // 57: zrpc.v1.Registry.Watch:output_type -> zrpc.v1.WatchResponse
+	25, // 58: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
+	28, // 59: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
+	32, // 60: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
+	35, // 61: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
+	37, // 62: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
+	41, // 63: zrpc.v1.Status.Leave:output_type -> zrpc.v1.LeaveResponse
+	39, // 64: zrpc.v1.Status.RemovePeer:output_type -> zrpc.v1.RemovePeerResponse
+	52, // [52:65] is the sub-list for method output_type
+	39, // [39:52] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_registry_proto_init() }
@@ -2937,7 +3041,7 @@ func file_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_proto_rawDesc), len(file_registry_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

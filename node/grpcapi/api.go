@@ -137,6 +137,8 @@ type StatusAgent interface {
 	Servers() ([]raftstore.Server, error)
 	// ClusterID is the id of the agent's cluster ("" until it is known).
 	ClusterID() string
+	// Quorum is which voters the agent can reach.
+	Quorum() (raftstore.Quorum, error)
 	// Members are the agents gossip knows.
 	Members() []gossip.Member
 	// PeerStatus asks the agent serving gRPC at grpcAddr for its Status,

@@ -37,8 +37,19 @@ func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 			resp.LeaderAddress = st.LeaderAddr
 		}
 	}
-	if age, ok := st.LastContactAge(time.Now()); ok {
+	now := time.Now()
+	if age, ok := st.LastContactAge(now); ok {
 		resp.LastContact = durationpb.New(age)
+	}
+	if q, err := s.cfg.Status.Quorum(); err == nil {
+		resp.Voters, resp.ReachableVoters = uint32(q.Voters), uint32(q.Reachable())
+		for _, u := range q.Unreachable {
+			v := &pb.UnreachableVoter{Name: u.ID, Status: u.Status}
+			if !u.Since.IsZero() {
+				v.DownFor = durationpb.New(now.Sub(u.Since))
+			}
+			resp.UnreachableVoters = append(resp.UnreachableVoters, v)
+		}
 	}
 	return resp, nil
 }

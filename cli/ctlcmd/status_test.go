@@ -1,0 +1,65 @@
+package ctlcmd
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client/clienttest"
+)
+
+func TestStatusSaysWhichVotersAreUnreachable(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	tests := []struct {
+		name       string
+		status     *zrpcpb.StatusResponse
+		wantLeader string
+		wantVoters string // "" : no Voters line
+	}{
+		{"a leader and every voter reachable",
+			&zrpcpb.StatusResponse{Node: "n1", Leader: "n1", Voters: 3, ReachableVoters: 3},
+			"n1", "3 of 3 reachable"},
+		{"a leader and one voter down",
+			&zrpcpb.StatusResponse{Node: "n1", Leader: "n1", Voters: 3, ReachableVoters: 2, UnreachableVoters: []*zrpcpb.UnreachableVoter{
+				{Name: "n3", Status: "failed", DownFor: durationpb.New(75*time.Second + 300*time.Millisecond)},
+			}},
+			"n1", "2 of 3 reachable; n3 failed for 1m15s"},
+		{"the quorum lost",
+			&zrpcpb.StatusResponse{Node: "n1", Voters: 3, ReachableVoters: 1, UnreachableVoters: []*zrpcpb.UnreachableVoter{
+				{Name: "n2", Status: "failed", DownFor: durationpb.New(4 * time.Second)}, {Name: "n3", Status: "unknown"},
+			}},
+			"no leader: 1 of 3 voters reachable, a leader needs 2", "1 of 3 reachable; n2 failed for 4s, n3 unknown"},
+		{"no leader with the voters reachable (an election)",
+			&zrpcpb.StatusResponse{Node: "n1", Voters: 3, ReachableVoters: 3},
+			"no leader", "3 of 3 reachable"},
+		{"an agent that does not report voters",
+			&zrpcpb.StatusResponse{Node: "n1"},
+			"no leader", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := (&clienttest.Agent{OnStatus: func(context.Context, *zrpcpb.StatusRequest) (*zrpcpb.StatusResponse, error) {
+				return tt.status, nil
+			}}).Start(t)
+			res := runZrpcctl(testContext(t), t, a.Addr, "status")
+			if res.err != nil {
+				t.Fatalf("status: %v", res.err)
+			}
+			fields := map[string]string{}
+			for line := range strings.SplitSeq(strings.TrimSpace(res.stdout), "\n") {
+				k, v, _ := strings.Cut(line, ":")
+				fields[k] = strings.TrimSpace(v)
+			}
+			if fields["Leader"] != tt.wantLeader {
+				t.Errorf("Leader: %q, want %q\n%s", fields["Leader"], tt.wantLeader, res.stdout)
+			}
+			if v, ok := fields["Voters"]; v != tt.wantVoters || ok != (tt.wantVoters != "") {
+				t.Errorf("Voters: %q (shown %v), want %q\n%s", v, ok, tt.wantVoters, res.stdout)
+			}
+		})
+	}
+}
