@@ -1,0 +1,63 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/testcluster"
+)
+
+// TestStatusNamesUnreachableVotersAndWritesFailSayingTheQuorumIsLost:
+// with one of three voters down, Status names it and writes go on; with
+// two down, Status shows no leader and a write fails with ErrNoLeader
+// saying how many voters are reachable, before the caller's deadline.
+func TestStatusNamesUnreachableVotersAndWritesFailSayingTheQuorumIsLost(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.WithDeadNodeReap(time.Hour))
+	c.WaitFor(20*time.Second, "a leader", func() bool { return c.Leader() != nil })
+	survivor := c.LeaderIndex()
+	f1, f2 := followers(t, c)
+	status := func() *pb.StatusResponse {
+		st, err := c.Status(survivor).Status(ctxT(t), &pb.StatusRequest{})
+		if err != nil {
+			return nil
+		}
+		return st
+	}
+	c.WaitFor(20*time.Second, "three voters, all reachable", func() bool {
+		st := status()
+		return st != nil && st.Voters == 3 && st.ReachableVoters == 3 && len(st.UnreachableVoters) == 0
+	})
+
+	c.Kill(f1)
+	c.WaitFor(20*time.Second, c.Name(f1)+" shown unreachable", func() bool {
+		st := status()
+		if st == nil || st.ReachableVoters != 2 || len(st.UnreachableVoters) != 1 {
+			return false
+		}
+		u := st.UnreachableVoters[0]
+		return u.Name == c.Name(f1) && u.Status == "failed" && u.DownFor != nil && st.Leader != ""
+	})
+	if _, err := c.Registry(survivor).Register(ctxT(t), &pb.RegisterRequest{Instance: &pb.Instance{Service: "api", Id: "a1", Address: "127.0.0.1:9001"}}); err != nil {
+		t.Fatalf("write with two of three voters: %v", err)
+	}
+
+	c.Kill(f2)
+	c.WaitFor(20*time.Second, "no leader and one voter reachable", func() bool {
+		st := status()
+		return st != nil && st.Leader == "" && st.ReachableVoters == 1 && len(st.UnreachableVoters) == 2
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := c.Registry(survivor).Register(ctx, &pb.RegisterRequest{Instance: &pb.Instance{Service: "api", Id: "a2", Address: "127.0.0.1:9002"}})
+	if err := apierr.FromStatus(err); !errors.Is(err, apierr.ErrNoLeader) || !strings.Contains(err.Error(), "1 of 3 voters reachable") {
+		t.Fatalf("write without a quorum = %v, want ErrNoLeader saying 1 of 3 voters are reachable", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("the write without a quorum was answered only at the caller's deadline")
+	}
+}
