@@ -165,3 +165,69 @@ func TestTransportHangUpIsNotAnError(t *testing.T) {
 		t.Fatalf("a command of unknown type logged %q, want ERROR", l)
 	}
 }
+
+// TestLinesAboutOnePeerCountAsOneWhateverNamesIt: raft names a peer by its
+// Server, its ServerID or its Raft address in different lines (and the
+// transport by "id"); all of them are that peer's, so a line replicating
+// to it again ends every run of failures about it, and its repeated
+// failures collapse whichever way they name it.
+func TestLinesAboutOnePeerCountAsOneWhateverNamesIt(t *testing.T) {
+	rec := &lineRecorder{}
+	a := NewHCLog(slog.New(rec), "raft").(*hclogAdapter)
+	a.noise.setResolve(func(addr string) (string, bool) { return "n3", addr == "127.0.0.1:8401" })
+	server := raft.Server{Suffrage: raft.Voter, ID: "n3", Address: "127.0.0.1:8401"}
+	for range 5 {
+		a.Error("failed to heartbeat to", "peer", raft.ServerAddress("127.0.0.1:8401"), "error", "EOF")
+		a.Error("failed to appendEntries to", "peer", server, "error", "EOF")
+		a.Warn("failed to contact", "server-id", raft.ServerID("n3"), "time", time.Second)
+		a.Warn("unable to get address for server, using fallback address", "id", raft.ServerID("n3"), "fallback", "127.0.0.1:8401")
+	}
+	for _, msg := range []string{"failed to heartbeat to", "failed to appendEntries to", "failed to contact", "unable to get address"} {
+		if n := len(rec.matching(msg)); n != 1 {
+			t.Errorf("%q written %d times, want once", msg, n)
+		}
+	}
+	a.Info("pipelining replication", "peer", server)
+	stopped := rec.matching("stopped after 5 times")
+	if len(stopped) != 4 {
+		t.Fatalf("after the peer replied: %q, want one line for each of its four runs", stopped)
+	}
+	for _, l := range stopped {
+		if !strings.Contains(l, "=n3") {
+			t.Errorf("%q does not name the peer by its id", l)
+		}
+	}
+}
+
+// TestElectionsWithoutALeaderCollapseToASummary: an agent that cannot
+// find a majority campaigns every election timeout; its first line is
+// written, then one summary every 30 s counting the rounds, and one line
+// when a leader is known again.
+func TestElectionsWithoutALeaderCollapseToASummary(t *testing.T) {
+	rec := &lineRecorder{}
+	now := time.Unix(1000, 0)
+	a := NewHCLog(slog.New(rec), "raft").(*hclogAdapter)
+	a.noise.now = func() time.Time { return now }
+	a.Warn("heartbeat timeout reached, starting election", "last-leader-id", "n1")
+	for term := range 100 { // a round every 400 ms: 40 s
+		a.Info("entering candidate state", "term", term)
+		a.Info("pre-vote campaign failed, waiting for election timeout", "term", term, "tally", 1)
+		now = now.Add(400 * time.Millisecond)
+		a.Warn("Election timeout reached, restarting election")
+	}
+	written := len(rec.lines)
+	if written < 2 || written > 3 {
+		t.Fatalf("100 rounds over 40 s wrote %d lines, want the first and a summary:\n%s", written, strings.Join(rec.matching(""), "\n"))
+	}
+	summary := rec.matching("elections without a leader (repeated")
+	if len(summary) != 1 || !strings.Contains(summary[0], "repeated 76 times in the last 30s") {
+		t.Fatalf("summary %q, want one counting the 76 rounds of its first 30 s", summary)
+	}
+	a.Info("entering follower state", "leader-id", "n2")
+	if ended := rec.matching("elections without a leader: stopped after 101 times"); len(ended) != 1 {
+		t.Fatalf("once a leader is known: %q, want one line saying the elections stopped", rec.matching("elections without"))
+	}
+	if n := len(rec.matching("entering follower state")); n != 1 {
+		t.Errorf("the line that ended the elections was written %d times, want once", n)
+	}
+}
