@@ -3,6 +3,8 @@ package node_test
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -12,11 +14,12 @@ import (
 	"github.com/zrpcio/zrpc/testcluster"
 )
 
-// TestStatusNamesUnreachableVotersAndWritesFailSayingTheQuorumIsLost:
-// with one of three voters down, Status names it and writes go on; with
-// two down, Status shows no leader and a write fails with ErrNoLeader
-// saying how many voters are reachable, before the caller's deadline.
-func TestStatusNamesUnreachableVotersAndWritesFailSayingTheQuorumIsLost(t *testing.T) {
+// TestAgentReportsUnreachableVotersAndFailsWritesWithoutAQuorum: with one
+// of three voters down, Status and /metrics name it and writes go on;
+// with two down, Status shows no leader, /metrics has no leader and two
+// voters unreachable, and a write fails with ErrNoLeader saying how many
+// voters are reachable, before the caller's deadline.
+func TestAgentReportsUnreachableVotersAndFailsWritesWithoutAQuorum(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.WithDeadNodeReap(time.Hour))
 	c.WaitFor(20*time.Second, "a leader", func() bool { return c.Leader() != nil })
 	survivor := c.LeaderIndex()
@@ -32,6 +35,23 @@ func TestStatusNamesUnreachableVotersAndWritesFailSayingTheQuorumIsLost(t *testi
 		st := status()
 		return st != nil && st.Voters == 3 && st.ReachableVoters == 3 && len(st.UnreachableVoters) == 0
 	})
+	metrics := func(want ...string) bool {
+		resp, err := http.Get("http://" + c.Node(survivor).HTTPAddr() + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, w := range want {
+			if !strings.Contains(string(body), "\n"+w+"\n") {
+				return false
+			}
+		}
+		return true
+	}
+	c.WaitFor(10*time.Second, "/metrics: a leader, three voters, none unreachable", func() bool {
+		return metrics("zrpc_raft_has_leader 1", "zrpc_raft_voters 3", "zrpc_raft_voters_unreachable 0")
+	})
 
 	c.Kill(f1)
 	c.WaitFor(20*time.Second, c.Name(f1)+" shown unreachable", func() bool {
@@ -42,6 +62,9 @@ func TestStatusNamesUnreachableVotersAndWritesFailSayingTheQuorumIsLost(t *testi
 		u := st.UnreachableVoters[0]
 		return u.Name == c.Name(f1) && u.Status == "failed" && u.DownFor != nil && st.Leader != ""
 	})
+	c.WaitFor(10*time.Second, "/metrics: one voter unreachable", func() bool {
+		return metrics("zrpc_raft_has_leader 1", "zrpc_raft_voters 3", "zrpc_raft_voters_unreachable 1")
+	})
 	if _, err := c.Registry(survivor).Register(ctxT(t), &pb.RegisterRequest{Instance: &pb.Instance{Service: "api", Id: "a1", Address: "127.0.0.1:9001"}}); err != nil {
 		t.Fatalf("write with two of three voters: %v", err)
 	}
@@ -50,6 +73,9 @@ func TestStatusNamesUnreachableVotersAndWritesFailSayingTheQuorumIsLost(t *testi
 	c.WaitFor(20*time.Second, "no leader and one voter reachable", func() bool {
 		st := status()
 		return st != nil && st.Leader == "" && st.ReachableVoters == 1 && len(st.UnreachableVoters) == 2
+	})
+	c.WaitFor(10*time.Second, "/metrics: no leader, two voters unreachable", func() bool {
+		return metrics("zrpc_raft_has_leader 0", "zrpc_raft_voters 3", "zrpc_raft_voters_unreachable 2")
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
