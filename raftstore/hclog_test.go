@@ -216,18 +216,28 @@ func TestElectionsWithoutALeaderCollapseToASummary(t *testing.T) {
 		a.Warn("Election timeout reached, restarting election")
 	}
 	written := len(rec.lines)
-	if written < 2 || written > 3 {
-		t.Fatalf("100 rounds over 40 s wrote %d lines, want the first and a summary:\n%s", written, strings.Join(rec.matching(""), "\n"))
+	if written < 5 || written > 6 {
+		t.Fatalf("100 rounds over 40 s wrote %d lines, want the first round's four and a summary:\n%s", written, strings.Join(rec.matching(""), "\n"))
 	}
 	summary := rec.matching("elections without a leader (repeated")
 	if len(summary) != 1 || !strings.Contains(summary[0], "repeated 76 times in the last 30s") {
 		t.Fatalf("summary %q, want one counting the 76 rounds of its first 30 s", summary)
 	}
 	a.Info("entering follower state", "leader-id", "n2")
-	if ended := rec.matching("elections without a leader: stopped after 101 times"); len(ended) != 1 {
+	if ended := rec.matching("elections without a leader: stopped after 100 times"); len(ended) != 1 {
 		t.Fatalf("once a leader is known: %q, want one line saying the elections stopped", rec.matching("elections without"))
 	}
 	if n := len(rec.matching("entering follower state")); n != 1 {
 		t.Errorf("the line that ended the elections was written %d times, want once", n)
+	}
+
+	// An election that finds a leader in its first round is written in
+	// full and needs no line saying it stopped.
+	rec.lines = nil
+	a.Warn("heartbeat timeout reached, starting election", "last-leader-id", "n2")
+	a.Info("entering candidate state", "term", 200)
+	a.Info("entering leader state")
+	if n := len(rec.lines); n != 3 {
+		t.Errorf("an election won at once wrote %d lines, want its 3:\n%s", n, strings.Join(rec.matching(""), "\n"))
 	}
 }

@@ -23,9 +23,9 @@ var peerArgs = map[string]bool{"peer": true, "server-id": true, "target": true, 
 
 // electionLines are what raft logs on every round of an election that
 // finds no leader (twice or more a second while too few voters are
-// reachable); they are collapsed into one run, counted by its rounds
-// (electionRound), which the first line naming a leader or follower state
-// ends (electionEnds).
+// reachable); after the first round they are collapsed into one run,
+// counted by its rounds (electionRound), which the first line naming a
+// leader or follower state ends (electionEnds).
 var (
 	electionLines = map[string]bool{
 		electionRound: true,
@@ -109,16 +109,34 @@ func (n *peerNoise) filter(level slog.Level, component, msg string, args []any) 
 	}
 	ep := n.episodes[k]
 	if ep == nil {
-		n.episodes[k] = &noiseEpisode{level: level, peerKey: peerKey, start: now, window: now, last: now, total: 1}
-		return true, extra
+		ep = &noiseEpisode{level: level, peerKey: peerKey, start: now, window: now, last: now}
+		n.episodes[k] = ep
+		if !election {
+			ep.total = 1
+			return true, extra
+		}
 	}
-	n.suppressed++
-	if election && msg != electionRound {
-		return false, extra // a round is counted once, by its first line
+	if election {
+		// Counted by rounds; the first round is written in full, as an
+		// election that finds a leader is.
+		if msg == electionRound {
+			ep.last = now
+			ep.total++
+			ep.inWindow++
+		}
+		if ep.total <= 1 {
+			return true, extra
+		}
+		n.suppressed++
+		if msg != electionRound {
+			return false, extra
+		}
+	} else {
+		ep.last = now
+		ep.total++
+		ep.inWindow++
+		n.suppressed++
 	}
-	ep.last = now
-	ep.total++
-	ep.inWindow++
 	if now.Sub(ep.window) >= noiseWindow {
 		line := noiseLine{level: max(level, ep.level), msg: fmt.Sprintf("%s (repeated %d times in the last %s)", k.msg, ep.inWindow, now.Sub(ep.window).Round(time.Second)), args: args}
 		extra = append(extra, line)
