@@ -227,6 +227,17 @@ func TestMembersForgetsLongGoneMembers(t *testing.T) {
 	if len(got) != 2 || got[0].Name != "a" || got[1].Name != "c" {
 		t.Errorf("list = %+v, want a (alive) and c (left recently), sorted", got)
 	}
+	// What was last known of b stays, until it comes back.
+	if e, ok := d.lastKnown("b"); !ok || e.Status != StatusFailed || !e.since.Equal(now.Add(-time.Minute)) {
+		t.Errorf("lastKnown(b) = %+v, %v; want failed a minute ago", e, ok)
+	}
+	d.NotifyJoin(fakeNode(t, "b", 1, testMeta("b")))
+	if e, ok := d.lastKnown("b"); !ok || e.Status != StatusAlive {
+		t.Errorf("lastKnown(b) after it joined = %+v, %v; want alive", e, ok)
+	}
+	if len(d.gone) != 0 {
+		t.Errorf("a member that came back is still remembered as gone: %v", d.gone)
+	}
 }
 
 func TestMembersSayWhenTheirStatusBegan(t *testing.T) {

@@ -359,6 +359,14 @@ func (g *Gossip) Member(name string) (Member, bool) {
 	return e.withSince(), ok
 }
 
+// LastKnown returns what Member returns, and for a member Members no
+// longer lists (failed or left longer ago than gossip remembers) its last
+// status and since when: how long an agent has been gone.
+func (g *Gossip) LastKnown(name string) (Member, bool) {
+	e, ok := g.delegate.lastKnown(name)
+	return e.withSince(), ok
+}
+
 // LocalAddr returns the gossip address (host:port) peers use to reach this
 // agent; empty before Start.
 func (g *Gossip) LocalAddr() string {

@@ -13,7 +13,7 @@ func (n *Node) reach(id string) raftstore.Reach {
 	if g == nil {
 		return raftstore.Reach{Status: "unknown"}
 	}
-	m, ok := g.Member(id)
+	m, ok := g.LastKnown(id)
 	switch {
 	case !ok:
 		return raftstore.Reach{Status: "unknown"}
