@@ -18,7 +18,8 @@ import (
 // no leader, a write fails at once saying how many voters are reachable, a
 // default read says how to read the stale replica, election rounds are not
 // logged one by one), then the second back (a leader again, and the logs
-// say the elections stopped).
+// say the elections stopped), and the first still shown failed once gossip
+// has forgotten it.
 func TestOperatorSeesAgentsGoDownAndComeBack(t *testing.T) {
 	_, zrpcctl := binaries(t)
 	fast := []string{"--gossip-profile", "local", "--dead-node-reap", "10m"}
@@ -132,6 +133,21 @@ func TestOperatorSeesAgentsGoDownAndComeBack(t *testing.T) {
 	}
 	if !strings.Contains(n1.log.String(), "elections without a leader: stopped after") {
 		t.Errorf("n1's log does not say its elections without a leader stopped:\n%s", n1.log.String())
+	}
+	// Past the time gossip lists a dead member (15 s with the local
+	// profile), members and status still say n3 failed, and for how long.
+	waitFor(t, 40*time.Second, "members shows n3 failed for over 16 s", func() bool {
+		out, err := run(n1, "members")
+		for _, r := range rows(out) {
+			if err == nil && len(r) == 7 && r[0] == "n3" {
+				d, perr := time.ParseDuration(r[6])
+				return r[2] == "failed" && perr == nil && d > 16*time.Second
+			}
+		}
+		return false
+	})
+	if v := statusField(n1, "Voters"); !strings.HasPrefix(v, "2 of 3 reachable; n3 failed for ") {
+		t.Errorf("status once gossip forgot n3: Voters %q, want n3 failed", v)
 	}
 }
 

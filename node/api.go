@@ -193,6 +193,13 @@ func (a apiStatus) Members() []gossip.Member {
 	return a.n.gossip().Members()
 }
 
+func (a apiStatus) LastKnown(name string) (gossip.Member, bool) {
+	if a.n.gossip() == nil {
+		return gossip.Member{}, false
+	}
+	return a.n.gossip().LastKnown(name)
+}
+
 func (a apiStatus) PeerStatus(ctx context.Context, grpcAddr string) (*pb.StatusResponse, error) {
 	return a.n.peerStatus(ctx, grpcAddr)
 }

@@ -2094,15 +2094,18 @@ func (*MembersRequest) Descriptor() ([]byte, []int) {
 }
 
 type Member struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	GrpcAddress   string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
-	RaftAddress   string                 `protobuf:"bytes,4,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
-	Status        string                 `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
-	Role          string                 `protobuf:"bytes,6,opt,name=role,proto3" json:"role,omitempty"`
-	Build         string                 `protobuf:"bytes,7,opt,name=build,proto3" json:"build,omitempty"`
-	Zone          string                 `protobuf:"bytes,8,opt,name=zone,proto3" json:"zone,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Address     string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	GrpcAddress string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	RaftAddress string                 `protobuf:"bytes,4,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	Status      string                 `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
+	Role        string                 `protobuf:"bytes,6,opt,name=role,proto3" json:"role,omitempty"`
+	Build       string                 `protobuf:"bytes,7,opt,name=build,proto3" json:"build,omitempty"`
+	Zone        string                 `protobuf:"bytes,8,opt,name=zone,proto3" json:"zone,omitempty"`
+	// status_for is how long the answering agent's gossip has reported this
+	// status; unset when not known.
+	StatusFor     *durationpb.Duration `protobuf:"bytes,9,opt,name=status_for,json=statusFor,proto3" json:"status_for,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2191,6 +2194,13 @@ func (x *Member) GetZone() string {
 		return x.Zone
 	}
 	return ""
+}
+
+func (x *Member) GetStatusFor() *durationpb.Duration {
+	if x != nil {
+		return x.StatusFor
+	}
+	return nil
 }
 
 type MembersResponse struct {
@@ -2826,7 +2836,7 @@ const file_registry_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x124\n" +
 	"\bdown_for\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\adownFor\"\x10\n" +
-	"\x0eMembersRequest\"\xd2\x01\n" +
+	"\x0eMembersRequest\"\x8c\x02\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
@@ -2835,7 +2845,9 @@ const file_registry_proto_rawDesc = "" +
 	"\x06status\x18\x05 \x01(\tR\x06status\x12\x12\n" +
 	"\x04role\x18\x06 \x01(\tR\x04role\x12\x14\n" +
 	"\x05build\x18\a \x01(\tR\x05build\x12\x12\n" +
-	"\x04zone\x18\b \x01(\tR\x04zone\"m\n" +
+	"\x04zone\x18\b \x01(\tR\x04zone\x128\n" +
+	"\n" +
+	"status_for\x18\t \x01(\v2\x19.google.protobuf.DurationR\tstatusFor\"m\n" +
 	"\x0fMembersResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12)\n" +
 	"\amembers\x18\x02 \x03(\v2\x0f.zrpc.v1.MemberR\amembers\"\x0e\n" +
@@ -2986,42 +2998,43 @@ var file_registry_proto_depIdxs = []int32{
 	43, // 31: zrpc.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
 	29, // 32: zrpc.v1.StatusResponse.unreachable_voters:type_name -> zrpc.v1.UnreachableVoter
 	43, // 33: zrpc.v1.UnreachableVoter.down_for:type_name -> google.protobuf.Duration
-	6,  // 34: zrpc.v1.MembersResponse.header:type_name -> zrpc.v1.ResponseHeader
-	31, // 35: zrpc.v1.MembersResponse.members:type_name -> zrpc.v1.Member
-	6,  // 36: zrpc.v1.PeersResponse.header:type_name -> zrpc.v1.ResponseHeader
-	34, // 37: zrpc.v1.PeersResponse.peers:type_name -> zrpc.v1.Peer
-	6,  // 38: zrpc.v1.RemovePeerResponse.header:type_name -> zrpc.v1.ResponseHeader
-	7,  // 39: zrpc.v1.Registry.Register:input_type -> zrpc.v1.RegisterRequest
-	9,  // 40: zrpc.v1.Registry.Deregister:input_type -> zrpc.v1.DeregisterRequest
-	11, // 41: zrpc.v1.Registry.RenewTTL:input_type -> zrpc.v1.RenewTTLRequest
-	13, // 42: zrpc.v1.Registry.Get:input_type -> zrpc.v1.GetRequest
-	15, // 43: zrpc.v1.Registry.List:input_type -> zrpc.v1.ListRequest
-	18, // 44: zrpc.v1.Registry.Watch:input_type -> zrpc.v1.WatchRequest
-	22, // 45: zrpc.v1.Registry.Session:input_type -> zrpc.v1.SessionRequest
-	27, // 46: zrpc.v1.Status.Status:input_type -> zrpc.v1.StatusRequest
-	30, // 47: zrpc.v1.Status.Members:input_type -> zrpc.v1.MembersRequest
-	33, // 48: zrpc.v1.Status.Peers:input_type -> zrpc.v1.PeersRequest
-	36, // 49: zrpc.v1.Status.Version:input_type -> zrpc.v1.VersionRequest
-	40, // 50: zrpc.v1.Status.Leave:input_type -> zrpc.v1.LeaveRequest
-	38, // 51: zrpc.v1.Status.RemovePeer:input_type -> zrpc.v1.RemovePeerRequest
-	8,  // 52: zrpc.v1.Registry.Register:output_type -> zrpc.v1.RegisterResponse
-	10, // 53: zrpc.v1.Registry.Deregister:output_type -> zrpc.v1.DeregisterResponse
-	12, // 54: zrpc.v1.Registry.RenewTTL:output_type -> zrpc.v1.RenewTTLResponse
-	14, // 55: zrpc.v1.Registry.Get:output_type -> zrpc.v1.GetResponse
-	17, // 56: zrpc.v1.Registry.List:output_type -> zrpc.v1.ListResponse
-	20, // 57: zrpc.v1.Registry.Watch:output_type -> zrpc.v1.WatchResponse
-	25, // 58: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
-	28, // 59: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
-	32, // 60: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
-	35, // 61: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
-	37, // 62: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
-	41, // 63: zrpc.v1.Status.Leave:output_type -> zrpc.v1.LeaveResponse
-	39, // 64: zrpc.v1.Status.RemovePeer:output_type -> zrpc.v1.RemovePeerResponse
-	52, // [52:65] is the sub-list for method output_type
-	39, // [39:52] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	43, // 34: zrpc.v1.Member.status_for:type_name -> google.protobuf.Duration
+	6,  // 35: zrpc.v1.MembersResponse.header:type_name -> zrpc.v1.ResponseHeader
+	31, // 36: zrpc.v1.MembersResponse.members:type_name -> zrpc.v1.Member
+	6,  // 37: zrpc.v1.PeersResponse.header:type_name -> zrpc.v1.ResponseHeader
+	34, // 38: zrpc.v1.PeersResponse.peers:type_name -> zrpc.v1.Peer
+	6,  // 39: zrpc.v1.RemovePeerResponse.header:type_name -> zrpc.v1.ResponseHeader
+	7,  // 40: zrpc.v1.Registry.Register:input_type -> zrpc.v1.RegisterRequest
+	9,  // 41: zrpc.v1.Registry.Deregister:input_type -> zrpc.v1.DeregisterRequest
+	11, // 42: zrpc.v1.Registry.RenewTTL:input_type -> zrpc.v1.RenewTTLRequest
+	13, // 43: zrpc.v1.Registry.Get:input_type -> zrpc.v1.GetRequest
+	15, // 44: zrpc.v1.Registry.List:input_type -> zrpc.v1.ListRequest
+	18, // 45: zrpc.v1.Registry.Watch:input_type -> zrpc.v1.WatchRequest
+	22, // 46: zrpc.v1.Registry.Session:input_type -> zrpc.v1.SessionRequest
+	27, // 47: zrpc.v1.Status.Status:input_type -> zrpc.v1.StatusRequest
+	30, // 48: zrpc.v1.Status.Members:input_type -> zrpc.v1.MembersRequest
+	33, // 49: zrpc.v1.Status.Peers:input_type -> zrpc.v1.PeersRequest
+	36, // 50: zrpc.v1.Status.Version:input_type -> zrpc.v1.VersionRequest
+	40, // 51: zrpc.v1.Status.Leave:input_type -> zrpc.v1.LeaveRequest
+	38, // 52: zrpc.v1.Status.RemovePeer:input_type -> zrpc.v1.RemovePeerRequest
+	8,  // 53: zrpc.v1.Registry.Register:output_type -> zrpc.v1.RegisterResponse
+	10, // 54: zrpc.v1.Registry.Deregister:output_type -> zrpc.v1.DeregisterResponse
+	12, // 55: zrpc.v1.Registry.RenewTTL:output_type -> zrpc.v1.RenewTTLResponse
+	14, // 56: zrpc.v1.Registry.Get:output_type -> zrpc.v1.GetResponse
+	17, // 57: zrpc.v1.Registry.List:output_type -> zrpc.v1.ListResponse
+	20, // 58: zrpc.v1.Registry.Watch:output_type -> zrpc.v1.WatchResponse
+	25, // 59: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
+	28, // 60: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
+	32, // 61: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
+	35, // 62: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
+	37, // 63: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
+	41, // 64: zrpc.v1.Status.Leave:output_type -> zrpc.v1.LeaveResponse
+	39, // 65: zrpc.v1.Status.RemovePeer:output_type -> zrpc.v1.RemovePeerResponse
+	53, // [53:66] is the sub-list for method output_type
+	40, // [40:53] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_registry_proto_init() }

@@ -141,6 +141,9 @@ type StatusAgent interface {
 	Quorum() (raftstore.Quorum, error)
 	// Members are the agents gossip knows.
 	Members() []gossip.Member
+	// LastKnown is what gossip last knew of agent name, also once Members
+	// no longer lists it (gossip.Gossip.LastKnown).
+	LastKnown(name string) (gossip.Member, bool)
 	// PeerStatus asks the agent serving gRPC at grpcAddr for its Status,
 	// waiting a bounded time.
 	PeerStatus(ctx context.Context, grpcAddr string) (*pb.StatusResponse, error)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/gossip"
 )
 
 func (s *Status) header(rev uint64) *pb.ResponseHeader { return header(s.cfg.Agent, rev) }
@@ -74,18 +75,32 @@ func (s *Status) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.Members
 		return "none"
 	}
 	resp := &pb.MembersResponse{Header: s.header(s.cfg.Replica.Revision())}
+	now := time.Now()
+	member := func(m gossip.Member) *pb.Member {
+		pm := &pb.Member{
+			Name: m.Name, Address: m.Addr, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr,
+			Status: m.Status, Role: role(m.Name), Build: m.Meta.Build, Zone: m.Meta.Zone,
+		}
+		if !m.Since.IsZero() {
+			pm.StatusFor = durationpb.New(now.Sub(m.Since))
+		}
+		return pm
+	}
 	known := map[string]bool{}
 	for _, m := range s.cfg.Status.Members() {
 		known[m.Name] = true
-		resp.Members = append(resp.Members, &pb.Member{
-			Name: m.Name, Address: m.Addr, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr,
-			Status: m.Status, Role: role(m.Name), Build: m.Meta.Build, Zone: m.Meta.Zone,
-		})
+		resp.Members = append(resp.Members, member(m))
 	}
 	for _, srv := range servers {
-		if !known[srv.ID] {
-			resp.Members = append(resp.Members, &pb.Member{Name: srv.ID, RaftAddress: srv.Address, Status: "unknown", Role: role(srv.ID)})
+		if known[srv.ID] {
+			continue
 		}
+		if m, ok := s.cfg.Status.LastKnown(srv.ID); ok {
+			// Failed or left longer ago than gossip lists members.
+			resp.Members = append(resp.Members, member(m))
+			continue
+		}
+		resp.Members = append(resp.Members, &pb.Member{Name: srv.ID, RaftAddress: srv.Address, Status: "unknown", Role: role(srv.ID)})
 	}
 	return resp, nil
 }
