@@ -146,6 +146,10 @@ func TestOperatorSeesAgentsGoDownAndComeBack(t *testing.T) {
 		}
 		return false
 	})
+	out, err := run(n1, "members")
+	if r := rows(out); err != nil || len(r) != 3 || r[0][0] != "n1" || r[1][0] != "n2" || r[2][0] != "n3" {
+		t.Errorf("members once gossip forgot n3: %v\n%s, want n1, n2, n3 in order", err, out)
+	}
 	if v := statusField(n1, "Voters"); !strings.HasPrefix(v, "2 of 3 reachable; n3 failed for ") {
 		t.Errorf("status once gossip forgot n3: Voters %q, want n3 failed", v)
 	}

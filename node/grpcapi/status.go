@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,7 +58,8 @@ func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 }
 
 // Members lists the agents gossip knows, with their Raft role, plus Raft
-// servers gossip does not know (status "unknown").
+// servers gossip no longer lists (their last status) or never knew
+// (status "unknown"), sorted by name.
 func (s *Status) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.MembersResponse, error) {
 	servers, err := s.cfg.Status.Servers()
 	if err != nil {
@@ -102,6 +105,7 @@ func (s *Status) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.Members
 		}
 		resp.Members = append(resp.Members, &pb.Member{Name: srv.ID, RaftAddress: srv.Address, Status: "unknown", Role: role(srv.ID)})
 	}
+	slices.SortFunc(resp.Members, func(a, b *pb.Member) int { return strings.Compare(a.Name, b.Name) })
 	return resp, nil
 }
 
