@@ -79,6 +79,10 @@ func TestOperatorSeesAgentsGoDownAndComeBack(t *testing.T) {
 			t.Fatalf("a read with one agent down: %v", err)
 		}
 	}
+	out, err := run(n1, "raft", "peers")
+	if err != nil || !strings.Contains(out, "unreachable") {
+		t.Errorf("raft peers with n3 down: %v\n%s, want n3 unreachable", err, out)
+	}
 	waitFor(t, 10*time.Second, "/metrics counts one voter unreachable", func() bool {
 		return metricsHave(n1, "zrpc_raft_has_leader 1", "zrpc_raft_voters 3", "zrpc_raft_voters_unreachable 1")
 	})
@@ -88,7 +92,7 @@ func TestOperatorSeesAgentsGoDownAndComeBack(t *testing.T) {
 	waitFor(t, 20*time.Second, "status says no leader", func() bool {
 		return statusField(n1, "Leader") == "no leader: 1 of 3 voters reachable, a leader needs 2"
 	})
-	_, err := run(n1, "service", "register", "late.rpc", "--id", "l1", "--address", "127.0.0.1:9003")
+	_, err = run(n1, "service", "register", "late.rpc", "--id", "l1", "--address", "127.0.0.1:9003")
 	if err == nil || !strings.Contains(err.Error(), "no cluster leader: 1 of 3 voters reachable") ||
 		!strings.Contains(err.Error(), "restart the unreachable agents") || strings.Contains(err.Error(), "no answer within") {
 		t.Fatalf("a write without a quorum: %v, want a failure before --timeout saying 1 of 3 voters are reachable and what to do", err)
@@ -146,7 +150,7 @@ func TestOperatorSeesAgentsGoDownAndComeBack(t *testing.T) {
 		}
 		return false
 	})
-	out, err := run(n1, "members")
+	out, err = run(n1, "members")
 	if r := rows(out); err != nil || len(r) != 3 || r[0][0] != "n1" || r[1][0] != "n2" || r[2][0] != "n3" {
 		t.Errorf("members once gossip forgot n3: %v\n%s, want n1, n2, n3 in order", err, out)
 	}

@@ -2292,12 +2292,15 @@ func (*PeersRequest) Descriptor() ([]byte, []int) {
 }
 
 type Peer struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	Suffrage      string                 `protobuf:"bytes,3,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
-	Leader        bool                   `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
-	LastIndex     uint64                 `protobuf:"varint,5,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Address   string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Suffrage  string                 `protobuf:"bytes,3,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
+	Leader    bool                   `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	LastIndex uint64                 `protobuf:"varint,5,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	// unreachable is set when the peer did not answer the answering agent
+	// (last_index is then 0, not known).
+	Unreachable   bool `protobuf:"varint,6,opt,name=unreachable,proto3" json:"unreachable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2365,6 +2368,13 @@ func (x *Peer) GetLastIndex() uint64 {
 		return x.LastIndex
 	}
 	return 0
+}
+
+func (x *Peer) GetUnreachable() bool {
+	if x != nil {
+		return x.Unreachable
+	}
+	return false
 }
 
 type PeersResponse struct {
@@ -2851,14 +2861,15 @@ const file_registry_proto_rawDesc = "" +
 	"\x0fMembersResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12)\n" +
 	"\amembers\x18\x02 \x03(\v2\x0f.zrpc.v1.MemberR\amembers\"\x0e\n" +
-	"\fPeersRequest\"\x83\x01\n" +
+	"\fPeersRequest\"\xa5\x01\n" +
 	"\x04Peer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
 	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\x12\x16\n" +
 	"\x06leader\x18\x04 \x01(\bR\x06leader\x12\x1d\n" +
 	"\n" +
-	"last_index\x18\x05 \x01(\x04R\tlastIndex\"e\n" +
+	"last_index\x18\x05 \x01(\x04R\tlastIndex\x12 \n" +
+	"\vunreachable\x18\x06 \x01(\bR\vunreachable\"e\n" +
 	"\rPeersResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12#\n" +
 	"\x05peers\x18\x02 \x03(\v2\r.zrpc.v1.PeerR\x05peers\"\x10\n" +

@@ -68,6 +68,7 @@ func startFake(t *testing.T) *fakeAgent {
 		return &zrpcpb.PeersResponse{Header: header, Peers: []*zrpcpb.Peer{
 			{Id: "node-1", Address: "10.0.0.1:8401", Suffrage: "voter", LastIndex: 41},
 			{Id: "node-2", Address: "10.0.0.2:8401", Suffrage: "voter", Leader: true, LastIndex: 42},
+			{Id: "node-3", Address: "10.0.0.3:8401", Suffrage: "voter", Unreachable: true},
 		}}, nil
 	}
 	a.OnMembers = func(context.Context, *zrpcpb.MembersRequest) (*zrpcpb.MembersResponse, error) {

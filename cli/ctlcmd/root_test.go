@@ -48,6 +48,7 @@ Build:          0.1.0
 ID      ADDRESS        SUFFRAGE  LEADER  LAST_INDEX
 node-1  10.0.0.1:8401  voter     no      41
 node-2  10.0.0.2:8401  voter     yes     42
+node-3  10.0.0.3:8401  voter     no      unreachable
 `},
 		{"members", []string{"members"}, `
 NAME    ADDRESS        STATUS   ROLE   BUILD  ZONE   FOR

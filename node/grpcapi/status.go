@@ -110,8 +110,8 @@ func (s *Status) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.Members
 }
 
 // Peers lists the Raft configuration. Each peer's last log index comes
-// from that peer's own Status (asked in parallel, 500 ms each); it is 0
-// when the peer does not answer.
+// from that peer's own Status (asked in parallel, 500 ms each); a peer that
+// does not answer is marked unreachable.
 func (s *Status) Peers(ctx context.Context, _ *pb.PeersRequest) (*pb.PeersResponse, error) {
 	servers, err := s.cfg.Status.Servers()
 	if err != nil {
@@ -129,6 +129,7 @@ func (s *Status) Peers(ctx context.Context, _ *pb.PeersRequest) (*pb.PeersRespon
 		}
 		node := s.cfg.Replica.Node(p.Id)
 		if node == nil || node.GrpcAddress == "" {
+			p.Unreachable = true // no address to ask it at
 			continue
 		}
 		wg.Add(1)
@@ -136,6 +137,8 @@ func (s *Status) Peers(ctx context.Context, _ *pb.PeersRequest) (*pb.PeersRespon
 			defer wg.Done()
 			if st, err := s.cfg.Status.PeerStatus(ctx, node.GrpcAddress); err == nil {
 				p.LastIndex = st.LastLogIndex
+			} else {
+				p.Unreachable = true
 			}
 		}()
 	}
