@@ -2,12 +2,14 @@ package ctlcmd
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client/clienttest"
 )
@@ -59,6 +61,48 @@ func TestStatusSaysWhichVotersAreUnreachable(t *testing.T) {
 			}
 			if v, ok := fields["Voters"]; v != tt.wantVoters || ok != (tt.wantVoters != "") {
 				t.Errorf("Voters: %q (shown %v), want %q\n%s", v, ok, tt.wantVoters, res.stdout)
+			}
+		})
+	}
+}
+
+// TestNoLeaderAndStaleReadsSayWhatToDo: a write refused for want of a
+// leader and a read refused as stale fail with the agent's reason and a
+// hint at what to run next.
+func TestNoLeaderAndStaleReadsSayWhatToDo(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	a := (&clienttest.Agent{
+		OnRegister: func(context.Context, *zrpcpb.RegisterRequest) (*zrpcpb.RegisterResponse, error) {
+			return nil, apierr.ToStatus(fmt.Errorf("%w: 1 of 3 voters reachable (n2 failed, n3 failed); a leader needs 2", apierr.ErrNoLeader))
+		},
+		OnList: func(context.Context, *zrpcpb.ListRequest) (*zrpcpb.ListResponse, error) {
+			return nil, apierr.ToStatus(fmt.Errorf("%w: this agent knows no leader", apierr.ErrStaleRead))
+		},
+	}).Start(t)
+	tests := []struct {
+		name  string
+		args  []string
+		wants []string
+	}{
+		{"write", []string{"service", "register", "user.rpc", "--id", "u1", "--address", "127.0.0.1:9001"}, []string{
+			"Error: ", "agent " + a.Addr + ": no cluster leader: 1 of 3 voters reachable (n2 failed, n3 failed); a leader needs 2",
+			"Hint: the cluster has no leader now; `zrpcctl status` says which voters the agent cannot reach",
+		}},
+		{"default read", []string{"service", "list"}, []string{
+			"Error: ", "agent " + a.Addr + ": replica is stale",
+			"Hint: the agent has lost contact with the leader; --consistency stale reads its copy anyway",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := runZrpcctl(testContext(t), t, a.Addr, tt.args...)
+			if res.err == nil {
+				t.Fatal("command succeeded, want an error (a non-zero exit)")
+			}
+			for _, want := range tt.wants {
+				if !strings.Contains(res.stderr, want) {
+					t.Errorf("stderr does not contain %q:\n%s", want, res.stderr)
+				}
 			}
 		})
 	}
