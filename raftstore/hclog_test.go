@@ -241,3 +241,61 @@ func TestElectionsWithoutALeaderCollapseToASummary(t *testing.T) {
 		t.Errorf("an election won at once wrote %d lines, want its 3:\n%s", n, strings.Join(rec.matching(""), "\n"))
 	}
 }
+
+// TestPeerAnsweringAgainIsLoggedAtOnce: when raft reaches a peer again,
+// one line says so, with how long its failures went on, and the runs of
+// failures about it are over (its next failure is written in full).
+func TestPeerAnsweringAgainIsLoggedAtOnce(t *testing.T) {
+	rec := &lineRecorder{}
+	now := time.Unix(1000, 0)
+	a := NewHCLog(slog.New(rec), "raft").(*hclogAdapter)
+	a.noise.now = func() time.Time { return now }
+	for range 20 {
+		a.Error("failed to heartbeat to", "peer", raft.ServerID("n3"), "error", "EOF")
+		now = now.Add(500 * time.Millisecond)
+	}
+	a.Warn("failed to contact", "server-id", raft.ServerID("n3"))
+	a.peerBack("n2") // another peer: nothing to say
+	a.peerBack("n3")
+	back := rec.matching("peer answers again")
+	if len(back) != 1 || !strings.Contains(back[0], "peer=n3") || !strings.Contains(back[0], "failing_for=10s") || !strings.Contains(back[0], "failure_lines=21") {
+		t.Fatalf("after n3 answered: %q, want one line naming n3, failing for 10s, 21 lines", back)
+	}
+	a.Error("failed to heartbeat to", "peer", raft.ServerID("n3"), "error", "EOF")
+	if n := len(rec.matching("failed to heartbeat to")); n != 2 {
+		t.Fatalf("a failure after the peer answered again was not written in full (%d lines)", n)
+	}
+	a.peerBack("n3")
+	a.peerBack("n3")
+	if n := len(rec.matching("peer answers again")); n != 2 {
+		t.Errorf("%d lines say n3 answers again, want 2: one per run of failures", n)
+	}
+}
+
+// TestRecoveredPeerIsLoggedByTheLeader: a follower cut off and healed is
+// logged by the leader as answering again, as soon as its heartbeats do.
+func TestRecoveredPeerIsLoggedByTheLeader(t *testing.T) {
+	rec := &lineRecorder{}
+	layers := make([]*cuttableLayer, 3)
+	stores := openCluster(t, 3, func(i int, cfg *Config) {
+		layers[i] = newCuttableLayer(t)
+		cfg.StreamLayer = layers[i]
+		cfg.Logger = slog.New(rec)
+	})
+	leader := leaderOf(t, stores)
+	cut := (indexOf(stores, leader) + 1) % len(stores)
+	peer := stores[cut].cfg.NodeID
+	layers[cut].setCut(true)
+	testwait.For(t, 10*time.Second, "the leader to fail heartbeats to "+peer, func() bool {
+		return len(rec.matching("failed to heartbeat to")) > 0
+	})
+	layers[cut].setCut(false)
+	testwait.For(t, 20*time.Second, "the leader to log that "+peer+" answers again", func() bool {
+		for _, l := range rec.matching("peer answers again") {
+			if strings.Contains(l, "peer="+peer) {
+				return true
+			}
+		}
+		return false
+	})
+}

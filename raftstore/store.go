@@ -179,6 +179,7 @@ func (s *Store) Open() (err error) {
 			return err
 		}
 	}
+	s.watchPeersBack(raftLog)
 	s.wg.Add(2)
 	go s.watchLeadership()
 	go s.trackApplied()
