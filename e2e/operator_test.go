@@ -7,13 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
 
 // TestOperatorSeesAgentsGoDownAndComeBack is what an operator paged at
 // night sees through zrpcctl, /metrics and the logs of three zrpcd
-// processes: one killed (members and status name it, reads and writes go
+// processes: a follower cut off and back (the leader logs both), one killed (members and status name it, reads and writes go
 // on, its failures are logged once), a second killed (status says there is
 // no leader, a write fails at once saying how many voters are reachable, a
 // default read says how to read the stale replica, election rounds are not
@@ -48,6 +49,30 @@ func TestOperatorSeesAgentsGoDownAndComeBack(t *testing.T) {
 	if _, err := run(n2, "service", "register", "user.rpc", "--id", "u1", "--address", "127.0.0.1:9001"); err != nil {
 		t.Fatal(err)
 	}
+
+	// A follower cut off (stopped: its connections stay open but nothing
+	// answers) and back: the leader logs it failing once, and answering
+	// again.
+	agents := map[string]*agent{"n1": n1, "n2": n2, "n3": n3}
+	leader := agents[statusField(n1, "Leader")]
+	if leader == nil {
+		t.Fatalf("no leader named by status")
+	}
+	cut := n2
+	if leader == n2 {
+		cut = n3
+	}
+	cut.cmd.Process.Signal(syscall.SIGSTOP)
+	waitFor(t, 30*time.Second, "the leader failing heartbeats to "+cut.name, func() bool {
+		return strings.Contains(leader.log.String(), `peer_id=`+cut.name)
+	})
+	cut.cmd.Process.Signal(syscall.SIGCONT)
+	waitFor(t, 30*time.Second, "the leader logging that "+cut.name+" answers again", func() bool {
+		return strings.Contains(leader.log.String(), `msg="peer answers again" component=raft peer=`+cut.name)
+	})
+	waitFor(t, 30*time.Second, "three reachable voters again", func() bool {
+		return statusField(n1, "Voters") == "3 of 3 reachable"
+	})
 	small := filepath.Join(t.TempDir(), "small.bin")
 	if err := os.WriteFile(small, []byte("a small blob, kept inline"), 0o644); err != nil {
 		t.Fatal(err)
@@ -120,7 +145,7 @@ func TestOperatorSeesAgentsGoDownAndComeBack(t *testing.T) {
 		d, err := time.ParseDuration(st.LastContact)
 		return err == nil && d >= 4*time.Second
 	})
-	for msg, most := range map[string]int{"Election timeout reached, restarting election": 1, `msg="failed to heartbeat to" component=raft peer=127.0.0.1:` + itoa(n3.raftPort): 1} {
+	for msg, most := range map[string]int{"Election timeout reached, restarting election": 1, `msg="failed to heartbeat to" component=raft peer=127.0.0.1:` + itoa(n3.raftPort): 2} {
 		if n := strings.Count(n1.log.String(), msg); n > most {
 			t.Errorf("n1 logged %q %d times, want at most %d", msg, n, most)
 		}

@@ -56,6 +56,7 @@ func (a *hclogAdapter) log(level slog.Level, msg string, args ...any) {
 			}
 		}
 	}
+	all = a.noise.withPeerIDs(all)
 	pass, extra := a.noise.filter(level, a.name, msg, all)
 	for _, l := range extra {
 		a.l.Log(context.Background(), l.level, l.msg, l.args...)

@@ -187,6 +187,9 @@ func TestLinesAboutOnePeerCountAsOneWhateverNamesIt(t *testing.T) {
 			t.Errorf("%q written %d times, want once", msg, n)
 		}
 	}
+	if l := rec.matching("failed to heartbeat to"); len(l) != 1 || !strings.Contains(l[0], "peer_id=n3") {
+		t.Errorf("a line naming the peer by its address: %q, want it named by its id too", l)
+	}
 	a.Info("pipelining replication", "peer", server)
 	stopped := rec.matching("stopped after 5 times")
 	if len(stopped) != 4 {

@@ -199,6 +199,27 @@ func (n *peerNoise) peerName(v any) string {
 	return fmt.Sprint(v)
 }
 
+// withPeerIDs appends, for each argument that names a peer by a Raft
+// address resolve knows, the peer's server id under the argument's key
+// plus "_id" (peer=10.0.0.3:8401 peer_id=n3), so the line names the agent.
+func (n *peerNoise) withPeerIDs(args []any) []any {
+	resolve := n.resolve.Load()
+	if resolve == nil {
+		return args
+	}
+	for i := 0; i+1 < len(args); i += 2 {
+		k, ok := args[i].(string)
+		addr, isAddr := args[i+1].(raft.ServerAddress)
+		if !ok || !isAddr || !peerArgs[k] {
+			continue
+		}
+		if id, ok := (*resolve)(string(addr)); ok {
+			args = append(args, k+"_id", id)
+		}
+	}
+	return args
+}
+
 // setResolve makes lines naming a peer by its Raft address count as lines
 // about the server id resolve returns for it.
 func (n *peerNoise) setResolve(resolve func(addr string) (id string, ok bool)) {
