@@ -270,7 +270,11 @@ func (n *Node) startHTTP() error {
 			fmt.Fprintf(w, "ok: leader %s\n", id)
 			return
 		}
-		http.Error(w, "not ready: no Raft leader known", http.StatusServiceUnavailable)
+		why := "no Raft leader known"
+		if q, err := n.quorum(); err == nil && q.Voters > 0 {
+			why += " (" + q.String() + ")"
+		}
+		http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
 	})
 	n.ui = n.newUI()
 	mux.Handle(ui.Prefix, n.ui)

@@ -17,7 +17,7 @@ import (
 // TestAgentReportsUnreachableVotersAndFailsWritesWithoutAQuorum: with one
 // of three voters down, Status and /metrics name it and writes go on;
 // with two down, Status shows no leader, /metrics has no leader and two
-// voters unreachable, and a write fails with ErrNoLeader saying how many
+// voters unreachable, /readyz says why it is not ready, and a write fails with ErrNoLeader saying how many
 // voters are reachable, before the caller's deadline.
 func TestAgentReportsUnreachableVotersAndFailsWritesWithoutAQuorum(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.WithDeadNodeReap(time.Hour))
@@ -77,9 +77,18 @@ func TestAgentReportsUnreachableVotersAndFailsWritesWithoutAQuorum(t *testing.T)
 	c.WaitFor(10*time.Second, "/metrics: no leader, two voters unreachable", func() bool {
 		return metrics("zrpc_raft_has_leader 0", "zrpc_raft_voters 3", "zrpc_raft_voters_unreachable 2")
 	})
+	resp, err := http.Get("http://" + c.Node(survivor).HTTPAddr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "no Raft leader known (1 of 3 voters reachable") {
+		t.Errorf("/readyz without a quorum = %d %q, want 503 saying how many voters are reachable", resp.StatusCode, body)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := c.Registry(survivor).Register(ctx, &pb.RegisterRequest{Instance: &pb.Instance{Service: "api", Id: "a2", Address: "127.0.0.1:9002"}})
+	_, err = c.Registry(survivor).Register(ctx, &pb.RegisterRequest{Instance: &pb.Instance{Service: "api", Id: "a2", Address: "127.0.0.1:9002"}})
 	if err := apierr.FromStatus(err); !errors.Is(err, apierr.ErrNoLeader) || !strings.Contains(err.Error(), "1 of 3 voters reachable") {
 		t.Fatalf("write without a quorum = %v, want ErrNoLeader saying 1 of 3 voters are reachable", err)
 	}
