@@ -17,8 +17,9 @@ import (
 // TestAgentReportsUnreachableVotersAndFailsWritesWithoutAQuorum: with one
 // of three voters down, Status and /metrics name it and writes go on;
 // with two down, Status shows no leader, /metrics has no leader and two
-// voters unreachable, /readyz says why it is not ready, and a write fails with ErrNoLeader saying how many
-// voters are reachable, before the caller's deadline.
+// voters unreachable, /readyz says why it is not ready, and a write fails
+// with ErrNoLeader saying how many voters are reachable, before the
+// caller's deadline.
 func TestAgentReportsUnreachableVotersAndFailsWritesWithoutAQuorum(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.WithDeadNodeReap(time.Hour))
 	c.WaitFor(20*time.Second, "a leader", func() bool { return c.Leader() != nil })
