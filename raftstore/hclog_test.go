@@ -302,3 +302,21 @@ func TestRecoveredPeerIsLoggedByTheLeader(t *testing.T) {
 		return false
 	})
 }
+
+// TestElectionsCollapseAtWarnLevelToo: with the agent logging warnings
+// only, the info lines that count election rounds are still seen, so the
+// rounds' warnings collapse as well.
+func TestElectionsCollapseAtWarnLevelToo(t *testing.T) {
+	var buf bytes.Buffer
+	a := NewHCLog(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn})), "raft")
+	for term := range 100 {
+		a.Info("entering candidate state", "term", term)
+		a.Warn("Election timeout reached, restarting election")
+	}
+	if n := strings.Count(buf.String(), "Election timeout reached"); n != 1 {
+		t.Errorf("100 rounds at warn level wrote the round's warning %d times, want once:\n%s", n, buf.String())
+	}
+	if strings.Contains(buf.String(), "entering candidate state") {
+		t.Errorf("an info line was written at warn level:\n%s", buf.String())
+	}
+}

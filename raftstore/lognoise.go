@@ -49,8 +49,11 @@ const (
 // while the same message about the same peer goes on, one summary line at
 // most every noiseWindow says how often it came; and one line says when
 // it stopped, if it came more than once: when a line below warning names
-// the peer again (raft replicates to it), or when it has not recurred for
-// noiseQuiet. Lines that name no peer pass unchanged.
+// the peer again (raft replicates to it, or back says it answers), or
+// when it has not recurred for noiseQuiet. A peer is known by its server
+// id, however a line names it. The rounds of an election without a leader
+// collapse the same way (electionLines). Other lines that name no peer
+// pass unchanged.
 type peerNoise struct {
 	mu       sync.Mutex
 	now      func() time.Time
