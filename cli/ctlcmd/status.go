@@ -36,7 +36,7 @@ falling behind.`,
 				}
 				lastContact := ""
 				if st.GetLastContact() != nil {
-					lastContact = st.GetLastContact().AsDuration().String()
+					lastContact = st.GetLastContact().AsDuration().Round(time.Millisecond).String()
 				}
 				fields := []field{
 					{"Node", st.GetNode()},

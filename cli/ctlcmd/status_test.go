@@ -23,7 +23,7 @@ func TestStatusSaysWhichVotersAreUnreachable(t *testing.T) {
 		wantVoters string // "" : no Voters line
 	}{
 		{"a leader and every voter reachable",
-			&zrpcpb.StatusResponse{Node: "n1", Leader: "n1", Voters: 3, ReachableVoters: 3},
+			&zrpcpb.StatusResponse{Node: "n1", Leader: "n1", Voters: 3, ReachableVoters: 3, LastContact: durationpb.New(2656192261)},
 			"n1", "3 of 3 reachable"},
 		{"a leader and one voter down",
 			&zrpcpb.StatusResponse{Node: "n1", Leader: "n1", Voters: 3, ReachableVoters: 2, UnreachableVoters: []*zrpcpb.UnreachableVoter{
@@ -61,6 +61,9 @@ func TestStatusSaysWhichVotersAreUnreachable(t *testing.T) {
 			}
 			if v, ok := fields["Voters"]; v != tt.wantVoters || ok != (tt.wantVoters != "") {
 				t.Errorf("Voters: %q (shown %v), want %q\n%s", v, ok, tt.wantVoters, res.stdout)
+			}
+			if c := tt.status.GetLastContact(); c != nil && fields["Last contact"] != "2.656s" {
+				t.Errorf("Last contact: %q, want it to the millisecond: 2.656s", fields["Last contact"])
 			}
 		})
 	}
