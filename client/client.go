@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/wirecodec"
 )
@@ -146,6 +147,7 @@ func (c *Client) call(ctx context.Context, fn func(context.Context, *endpoint) e
 	}
 	start := int(c.cur.Load())
 	var lastErr error
+	var lastAddr string
 	for i := range c.endpoints {
 		idx := (start + i) % len(c.endpoints)
 		ep := &c.endpoints[idx]
@@ -164,7 +166,12 @@ func (c *Client) call(ctx context.Context, fn func(context.Context, *endpoint) e
 			return mapErr(err)
 		}
 		c.log.Debug("agent unavailable, trying next", "endpoint", ep.addr, "err", err)
-		lastErr = err
+		lastErr, lastAddr = err, ep.addr
+	}
+	if err := mapErr(lastErr); apierr.Code(err) != "" {
+		// The agents answered, with an error of the API (no leader, a
+		// stale replica): say what the last one said, not that none answered.
+		return fmt.Errorf("agent %s: %w", lastAddr, err)
 	}
 	return fmt.Errorf("no agent answered at %s: %w", strings.Join(c.cfg.Endpoints, ","), mapErr(lastErr))
 }

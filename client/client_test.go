@@ -151,6 +151,26 @@ func TestAllEndpointsDown(t *testing.T) {
 	}
 }
 
+// TestAgentsThatAnswerAnErrorAreNotCalledSilent: when every agent answers
+// with an error of the API (here: no leader), the error says what the
+// last agent answered, not that no agent answered.
+func TestAgentsThatAnswerAnErrorAreNotCalledSilent(t *testing.T) {
+	noLeader := func(context.Context, *zrpcpb.StatusRequest) (*zrpcpb.StatusResponse, error) {
+		return nil, apierr.ToStatus(fmt.Errorf("%w: 1 of 3 voters reachable", apierr.ErrNoLeader))
+	}
+	a := (&clienttest.Agent{OnStatus: noLeader}).Start(t)
+	b := (&clienttest.Agent{OnStatus: noLeader}).Start(t)
+	c := newTestClient(t, a.Addr, b.Addr)
+	_, err := c.Status(testContext(t))
+	want := "agent " + b.Addr + ": no cluster leader: 1 of 3 voters reachable"
+	if !errors.Is(err, apierr.ErrNoLeader) || err.Error() != want {
+		t.Fatalf("err = %v, want %q wrapping ErrNoLeader", err, want)
+	}
+	if a.Calls() != 1 || b.Calls() != 1 {
+		t.Errorf("calls: %d and %d, want each agent asked once", a.Calls(), b.Calls())
+	}
+}
+
 func TestCallHonoursContext(t *testing.T) {
 	agent := &clienttest.Agent{OnGet: func(ctx context.Context, _ *zrpcpb.GetRequest) (*zrpcpb.GetResponse, error) {
 		<-ctx.Done()

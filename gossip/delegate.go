@@ -48,7 +48,14 @@ type delegate struct {
 
 	mu      sync.Mutex
 	members map[string]*memberEntry
+	// gone are the members list forgot (failed or left long ago), as they
+	// were last: what LastKnown reports of them; at most maxGone.
+	gone map[string]memberEntry
 }
+
+// maxGone bounds the forgotten members remembered; past it one of them is
+// dropped for each new one.
+const maxGone = 256
 
 var (
 	_ memberlist.Delegate      = (*delegate)(nil)
@@ -65,7 +72,8 @@ type memberEntry struct {
 }
 
 func newDelegate(log *slog.Logger, meta func() []byte, clusterID func() string, queue *eventQueue) *delegate {
-	return &delegate{log: log, meta: meta, clusterID: clusterID, queue: queue, members: make(map[string]*memberEntry)}
+	return &delegate{log: log, meta: meta, clusterID: clusterID, queue: queue,
+		members: make(map[string]*memberEntry), gone: make(map[string]memberEntry)}
 }
 
 // ErrOtherCluster is returned (wrapped) when a member belongs to another
@@ -109,6 +117,7 @@ func (d *delegate) sameCluster(p *memberlist.Node) error {
 // set stores m and queues an event of type typ; the caller holds d.mu.
 func (d *delegate) set(m Member, leaving bool, since time.Time, typ EventType) {
 	d.members[m.Name] = &memberEntry{Member: m, leaving: leaving, since: since}
+	delete(d.gone, m.Name)
 	d.queue.push(Event{Type: typ, Member: m})
 }
 
@@ -224,6 +233,13 @@ func (d *delegate) LocalState(join bool) []byte { return nil }
 // MergeRemoteState ignores remote extra state (none is sent).
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {}
 
+// withSince is the entry's member with the time its status began.
+func (e *memberEntry) withSince() Member {
+	m := e.Member
+	m.Since = e.since
+	return m
+}
+
 // get returns the entry for name.
 func (d *delegate) get(name string) (memberEntry, bool) {
 	d.mu.Lock()
@@ -233,6 +249,30 @@ func (d *delegate) get(name string) (memberEntry, bool) {
 		return memberEntry{}, false
 	}
 	return *e, true
+}
+
+// forget keeps e as what is last known of the member it forgot; the
+// caller holds d.mu.
+func (d *delegate) forget(name string, e memberEntry) {
+	if len(d.gone) >= maxGone {
+		for other := range d.gone {
+			delete(d.gone, other)
+			break
+		}
+	}
+	d.gone[name] = e
+}
+
+// lastKnown returns the entry for name, or the last it had if it was
+// forgotten.
+func (d *delegate) lastKnown(name string) (memberEntry, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e, ok := d.members[name]; ok {
+		return *e, true
+	}
+	e, ok := d.gone[name]
+	return e, ok
 }
 
 // list returns the members sorted by name, first forgetting those that
@@ -247,9 +287,10 @@ func (d *delegate) list(now time.Time, forgetAfter time.Duration) []Member {
 	for name, e := range d.members {
 		if e.Status != StatusAlive && now.Sub(e.since) > forgetAfter {
 			delete(d.members, name)
+			d.forget(name, *e)
 			continue
 		}
-		out = append(out, e.Member)
+		out = append(out, e.withSince())
 	}
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out

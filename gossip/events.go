@@ -3,6 +3,7 @@ package gossip
 import (
 	"fmt"
 	"sync"
+	"time"
 )
 
 // EventType says what happened to a member.
@@ -72,6 +73,9 @@ type Member struct {
 	Meta Meta
 	// Status is StatusAlive, StatusLeft or StatusFailed (see StatusSuspect).
 	Status string
+	// Since is when this agent's gossip saw Status begin (Members and
+	// Member set it; events leave it zero).
+	Since time.Time
 }
 
 // eventQueue is an unbounded FIFO between memberlist's callbacks, which

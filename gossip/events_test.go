@@ -227,4 +227,44 @@ func TestMembersForgetsLongGoneMembers(t *testing.T) {
 	if len(got) != 2 || got[0].Name != "a" || got[1].Name != "c" {
 		t.Errorf("list = %+v, want a (alive) and c (left recently), sorted", got)
 	}
+	// What was last known of b stays, until it comes back.
+	if e, ok := d.lastKnown("b"); !ok || e.Status != StatusFailed || !e.since.Equal(now.Add(-time.Minute)) {
+		t.Errorf("lastKnown(b) = %+v, %v; want failed a minute ago", e, ok)
+	}
+	d.NotifyJoin(fakeNode(t, "b", 1, testMeta("b")))
+	if e, ok := d.lastKnown("b"); !ok || e.Status != StatusAlive {
+		t.Errorf("lastKnown(b) after it joined = %+v, %v; want alive", e, ok)
+	}
+	if len(d.gone) != 0 {
+		t.Errorf("a member that came back is still remembered as gone: %v", d.gone)
+	}
+}
+
+func TestMembersSayWhenTheirStatusBegan(t *testing.T) {
+	d, _, events := delegateForTest(t)
+	node := fakeNode(t, "x", 1, testMeta("x"))
+	before := time.Now()
+	d.NotifyJoin(node)
+	next(t, events)
+	joined := d.list(time.Now(), time.Hour)[0].Since
+	if joined.Before(before) || joined.After(time.Now()) {
+		t.Fatalf("alive since %v, want the time of the join (after %v)", joined, before)
+	}
+	time.Sleep(2 * time.Millisecond) // the failure's time must differ from the join's
+	newer := testMeta("x")
+	newer.Build = "v2"
+	d.NotifyUpdate(fakeNode(t, "x", 1, newer))
+	next(t, events)
+	if got := d.list(time.Now(), time.Hour)[0].Since; !got.Equal(joined) {
+		t.Fatalf("a meta update moved Since from %v to %v; only a status change should", joined, got)
+	}
+	d.NotifyLeave(node)
+	next(t, events)
+	m := d.list(time.Now(), time.Hour)[0]
+	if m.Status != StatusFailed || !m.Since.After(joined) {
+		t.Fatalf("after the failure: %s since %v, want failed since after %v", m.Status, m.Since, joined)
+	}
+	if e, _ := d.get("x"); e.withSince() != m {
+		t.Errorf("Member says %+v, Members %+v", e.withSince(), m)
+	}
 }

@@ -356,7 +356,15 @@ func (g *Gossip) Members() []Member {
 // as Raft's transport, ask for one member at a time).
 func (g *Gossip) Member(name string) (Member, bool) {
 	e, ok := g.delegate.get(name)
-	return e.Member, ok
+	return e.withSince(), ok
+}
+
+// LastKnown returns what Member returns, and for a member Members no
+// longer lists (failed or left longer ago than gossip remembers) its last
+// status and since when: how long an agent has been gone.
+func (g *Gossip) LastKnown(name string) (Member, bool) {
+	e, ok := g.delegate.lastKnown(name)
+	return e.withSince(), ok
 }
 
 // LocalAddr returns the gossip address (host:port) peers use to reach this

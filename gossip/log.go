@@ -3,9 +3,11 @@ package gossip
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log"
 	"log/slog"
 	"strings"
+	"time"
 )
 
 // newMemberlistLogger returns the *log.Logger memberlist wants, writing to
@@ -13,13 +15,86 @@ import (
 // ..."); logWriter turns that prefix into the slog level, so that the
 // agent's level setting applies to memberlist too.
 func newMemberlistLogger(l *slog.Logger) *log.Logger {
-	return log.New(&logWriter{l: l}, "", 0)
+	return log.New(&logWriter{l: l, now: time.Now, repeats: make(map[string]*repeatRun)}, "", 0)
 }
 
 // logWriter is an io.Writer for log.Logger that parses memberlist's level
-// prefixes. log.Logger calls Write once per line and serialises calls.
+// prefixes and collapses its repeated failures (repeats). log.Logger calls
+// Write once per line and serialises calls.
 type logWriter struct {
-	l *slog.Logger
+	l       *slog.Logger
+	now     func() time.Time // time.Now; tests set it
+	repeats map[string]*repeatRun
+}
+
+// repeatingFailures are the beginnings of the lines memberlist writes
+// again and again while a member is unreachable (each probe, each gossip
+// round to a dead member for GossipToTheDeadTime); the member is named in
+// the rest of the line.
+var repeatingFailures = []string{
+	"Failed fallback TCP ping: ",
+	"Failed to send UDP ping: ",
+	"Failed to send indirect UDP ping: ",
+	"Failed to send UDP compound ping and suspect message to ",
+	"Failed to send gossip to ",
+	"Push/Pull with ",
+	"Was able to connect to ",
+}
+
+// repeatWindow is how often a run of repeated failures is summarised, and
+// how long it must not recur to be over.
+const repeatWindow = 30 * time.Second
+
+// repeatRun is one run of a repeated failure.
+type repeatRun struct {
+	window, last    time.Time
+	total, inWindow int
+}
+
+// logLine is one line to write.
+type logLine struct {
+	level slog.Level
+	msg   string
+}
+
+// collapse judges a line: the first of a kind of repeated failure is
+// written, later ones only as a summary at most every repeatWindow, and a
+// run that has not recurred for repeatWindow ends with a line saying how
+// often it came. It returns the lines to write.
+func (w *logWriter) collapse(level slog.Level, msg string) []logLine {
+	now := w.now()
+	var out []logLine
+	for kind, r := range w.repeats {
+		if now.Sub(r.last) >= repeatWindow {
+			if r.total > 1 {
+				out = append(out, logLine{slog.LevelInfo, fmt.Sprintf("%s...: stopped after %d times", kind, r.total)})
+			}
+			delete(w.repeats, kind)
+		}
+	}
+	kind := ""
+	for _, k := range repeatingFailures {
+		if strings.HasPrefix(msg, k) {
+			kind = k
+			break
+		}
+	}
+	if kind == "" || level < slog.LevelWarn {
+		return append(out, logLine{level, msg})
+	}
+	r := w.repeats[kind]
+	if r == nil {
+		w.repeats[kind] = &repeatRun{window: now, last: now, total: 1}
+		return append(out, logLine{level, msg})
+	}
+	r.last = now
+	r.total++
+	r.inWindow++
+	if now.Sub(r.window) >= repeatWindow {
+		out = append(out, logLine{level, fmt.Sprintf("%s (repeated %d times in the last %s)", msg, r.inWindow, now.Sub(r.window).Round(time.Second))})
+		r.window, r.inWindow = now, 0
+	}
+	return out
 }
 
 var memberlistLevels = []struct {
@@ -35,7 +110,9 @@ var memberlistLevels = []struct {
 
 func (w *logWriter) Write(p []byte) (int, error) {
 	level, msg := parseMemberlistLine(string(bytes.TrimRight(p, "\r\n")))
-	w.l.Log(context.Background(), level, msg)
+	for _, line := range w.collapse(level, msg) {
+		w.l.Log(context.Background(), line.level, line.msg)
+	}
 	return len(p), nil
 }
 

@@ -2,7 +2,9 @@ package gossip
 
 import (
 	"log/slog"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseMemberlistLine(t *testing.T) {
@@ -34,4 +36,46 @@ func TestMemberlistLoggerWritesAtParsedLevel(t *testing.T) {
 	if len(got) != 1 || got[0].Level != slog.LevelWarn {
 		t.Fatalf("records %+v, want one WARN", logs.recs)
 	}
+}
+
+// TestRepeatedMemberlistFailuresCollapse: memberlist's failures to reach
+// an unreachable member, written on every probe or gossip round, give the
+// first line, a summary every 30 s, and a line once they stop; other lines
+// pass as they are.
+func TestRepeatedMemberlistFailuresCollapse(t *testing.T) {
+	logs := &logRecords{}
+	now := time.Unix(1000, 0)
+	l := newMemberlistLogger(slog.New(recordingHandler{Handler: slog.DiscardHandler, rec: logs}))
+	l.Writer().(*logWriter).now = func() time.Time { return now }
+	for range 400 { // every 100 ms: 40 s
+		l.Printf("[ERR] memberlist: Failed to send gossip to 10.0.0.3:8402: write udp: sendto: no route to host")
+		l.Printf("[INFO] memberlist: Suspect n3 has failed, no acks received")
+		now = now.Add(100 * time.Millisecond)
+	}
+	got := logs.containing("Failed to send gossip to 10.0.0.3:8402")
+	if len(got) != 2 || got[0].Level != slog.LevelError || !strings.Contains(got[1].Message, "(repeated 300 times in the last 30s)") {
+		t.Fatalf("400 failures over 40 s gave %d lines, want the first and a summary of the next 300: %+v", len(got), got)
+	}
+	if n := len(logs.containing("Suspect n3 has failed")); n != 400 {
+		t.Errorf("an info line was written %d times of 400", n)
+	}
+	now = now.Add(repeatWindow)
+	l.Printf("[INFO] memberlist: Marking n3 as failed")
+	stopped := logs.containing("Failed to send gossip to ...: stopped after 400 times")
+	if len(stopped) != 1 || stopped[0].Level != slog.LevelInfo {
+		t.Fatalf("once the failures stopped: %+v, want one info line counting 400", stopped)
+	}
+}
+
+// containing returns the records whose message contains s.
+func (l *logRecords) containing(s string) []slog.Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []slog.Record
+	for _, r := range l.recs {
+		if strings.Contains(r.Message, s) {
+			out = append(out, r)
+		}
+	}
+	return out
 }

@@ -184,12 +184,20 @@ type apiStatus struct{ n *Node }
 func (a apiStatus) RaftStatus() raftstore.Status         { return a.n.store.Status() }
 func (a apiStatus) Servers() ([]raftstore.Server, error) { return a.n.store.Servers() }
 func (a apiStatus) ClusterID() string                    { return a.n.clusterID() }
+func (a apiStatus) Quorum() (raftstore.Quorum, error)    { return a.n.quorum() }
 
 func (a apiStatus) Members() []gossip.Member {
 	if a.n.gossip() == nil {
 		return nil // gossip starts after the gRPC API
 	}
 	return a.n.gossip().Members()
+}
+
+func (a apiStatus) LastKnown(name string) (gossip.Member, bool) {
+	if a.n.gossip() == nil {
+		return gossip.Member{}, false
+	}
+	return a.n.gossip().LastKnown(name)
 }
 
 func (a apiStatus) PeerStatus(ctx context.Context, grpcAddr string) (*pb.StatusResponse, error) {

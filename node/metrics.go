@@ -115,6 +115,11 @@ func newMetrics(n *Node) *metrics {
 			"Registered instances in this replica, by health.", []string{"health"}, nil)},
 		&stateCollector{store: store, desc: prometheus.NewDesc("zrpc_raft_state",
 			"1 for this agent's current Raft state.", []string{"state"}, nil)},
+		&quorumCollector{n: n,
+			voters: prometheus.NewDesc("zrpc_raft_voters",
+				"Voters in this agent's Raft configuration; a leader needs a majority of them.", nil, nil),
+			unreachable: prometheus.NewDesc("zrpc_raft_voters_unreachable",
+				"Voters this agent's gossip does not see alive (failed, left or unknown); when fewer than a majority of zrpc_raft_voters remain, no leader can be elected.", nil, nil)},
 		&memberCollector{n: n, desc: prometheus.NewDesc("zrpc_gossip_members",
 			"Agents this agent's gossip knows, by status (alive, suspect, failed, left).", []string{"status"}, nil)},
 		gauge("zrpc_blob_shard_store_bytes", "Bytes of shard files on this agent.", func() float64 {
@@ -212,6 +217,24 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// quorumCollector reports the voters and how many of them this agent
+// cannot reach, read from one look at the configuration and gossip.
+type quorumCollector struct {
+	n                   *Node
+	voters, unreachable *prometheus.Desc
+}
+
+func (c *quorumCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.voters; ch <- c.unreachable }
+
+func (c *quorumCollector) Collect(ch chan<- prometheus.Metric) {
+	q, err := c.n.quorum()
+	if err != nil {
+		return // Raft is not running: no configuration to report
+	}
+	ch <- prometheus.MustNewConstMetric(c.voters, prometheus.GaugeValue, float64(q.Voters))
+	ch <- prometheus.MustNewConstMetric(c.unreachable, prometheus.GaugeValue, float64(len(q.Unreachable)))
+}
+
 type memberCollector struct {
 	n    *Node
 	desc *prometheus.Desc
@@ -247,7 +270,11 @@ func (n *Node) startHTTP() error {
 			fmt.Fprintf(w, "ok: leader %s\n", id)
 			return
 		}
-		http.Error(w, "not ready: no Raft leader known", http.StatusServiceUnavailable)
+		why := "no Raft leader known"
+		if q, err := n.quorum(); err == nil && q.Voters > 0 {
+			why += " (" + q.String() + ")"
+		}
+		http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
 	})
 	n.ui = n.newUI()
 	mux.Handle(ui.Prefix, n.ui)

@@ -216,6 +216,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			n.peers = newPeerConns(n)
 			n.forward = raftstore.NewForwarder(n.store, raftstore.ForwardConfig{
 				LeaderWait: n.cfg.LeaderWait, Dial: n.peers.dial, LocalApply: n.applyAsLeader, Done: n.ctx.Done(),
+				Reach: n.reach,
 			})
 			return n.startGRPC()
 		}},

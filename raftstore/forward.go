@@ -38,6 +38,23 @@ type ForwardConfig struct {
 	LocalApply func(ctx context.Context, cmd *pb.Command) (uint64, error)
 	// Done, when closed, makes waiting calls fail with ErrShuttingDown.
 	Done <-chan struct{}
+	// Reach, when set, tells which voters this agent can reach (its
+	// gossip's view): a call that finds too few of them for a leader
+	// stops waiting after quorumLostWait, and the error says which are
+	// unreachable.
+	Reach ReachFunc
+}
+
+// quorumLostWait is how long a call waits for a leader when fewer voters
+// are reachable than a leader needs (the agents may be coming back), before
+// it fails saying so, instead of waiting the whole LeaderWait.
+const quorumLostWait = time.Second
+
+// answerMargin is how long before the caller's deadline a call stops
+// waiting for a leader, so that the caller gets ErrNoLeader rather than
+// its own deadline: a tenth of the time left, at most 250 ms.
+func answerMargin(left time.Duration) time.Duration {
+	return min(left/10, 250*time.Millisecond)
 }
 
 // Forwarder runs calls on the leader. It is safe for concurrent use and
@@ -93,11 +110,20 @@ func (f *Forwarder) leaderConn(ctx context.Context) (grpc.ClientConnInterface, e
 
 // OnLeader runs local when this store leads, remote with a connection to
 // the leader otherwise. It retries while there is no leader or the leader
-// moves, until LeaderWait has passed or ctx ends, then returns ErrNoLeader.
-// remote's gRPC errors are mapped back to the API's sentinels.
+// moves, until LeaderWait has passed or ctx's deadline is near (see
+// answerMargin), then returns ErrNoLeader; when Reach says too few voters
+// are reachable for a leader, it returns ErrNoLeader saying which after
+// quorumLostWait. remote's gRPC errors are mapped back to the API's
+// sentinels.
 func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote func(grpc.ClientConnInterface) error) error {
+	start := time.Now()
 	wait := f.cfg.LeaderWait
-	deadline := time.Now().Add(wait)
+	if d, ok := ctx.Deadline(); ok {
+		if left := d.Sub(start); left-answerMargin(left) < wait {
+			wait = max(left-answerMargin(left), 0)
+		}
+	}
+	deadline := start.Add(wait)
 	var last error
 	for attempt := 0; ; attempt++ {
 		var err error
@@ -112,9 +138,19 @@ func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote fun
 			return err
 		}
 		last = err
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: no leader answered within %s (last error: %v); is a majority of voters up? check `zrpcctl raft peers`",
-				ErrNoLeader, wait, last)
+		now := time.Now()
+		q, known := f.quorum()
+		if known && q.Lost() && now.Sub(start) >= min(quorumLostWait, wait) {
+			return fmt.Errorf("%w: %s; restart the unreachable agents or mend the network to them (`zrpcctl members` shows what this agent's gossip sees)",
+				ErrNoLeader, q)
+		}
+		if !now.Before(deadline) {
+			voters := "is a majority of voters up?"
+			if known {
+				voters = q.String() + ";"
+			}
+			return fmt.Errorf("%w: no leader answered within %s (last error: %v); %s check `zrpcctl raft peers`",
+				ErrNoLeader, wait.Round(time.Millisecond), last, voters)
 		}
 		select {
 		case <-ctx.Done():
@@ -123,7 +159,7 @@ func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote fun
 			return ErrShuttingDown
 		case <-f.store.stop:
 			return ErrShuttingDown
-		case <-time.After(backoff(attempt)):
+		case <-time.After(min(backoff(attempt), deadline.Sub(now))):
 		}
 	}
 }
@@ -165,6 +201,16 @@ func (f *Forwarder) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) 
 		cancel()
 	}
 	return rev, err
+}
+
+// quorum is which voters this agent can reach; false without Reach or a
+// Raft configuration.
+func (f *Forwarder) quorum() (Quorum, bool) {
+	if f.cfg.Reach == nil {
+		return Quorum{}, false
+	}
+	q, err := f.store.Quorum(f.cfg.Reach)
+	return q, err == nil && q.Voters > 0
 }
 
 func backoff(attempt int) time.Duration {

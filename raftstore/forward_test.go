@@ -268,11 +268,18 @@ func TestForwarderWithoutALeader(t *testing.T) {
 		t.Errorf("dialed although no leader is known")
 	}
 
-	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	// A caller whose deadline comes before leader_wait is answered
+	// ErrNoLeader before its deadline, not its own DeadlineExceeded.
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	defer cancel()
 	f = NewForwarder(s, ForwardConfig{LeaderWait: time.Minute, Dial: dial})
-	if err := f.OnLeader(ctx, local, remote); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("OnLeader until the caller's deadline = %v, want DeadlineExceeded", err)
+	if err := f.OnLeader(ctx, local, remote); !errors.Is(err, ErrNoLeader) || ctx.Err() != nil {
+		t.Fatalf("OnLeader with the caller's deadline first = %v (caller's context: %v), want ErrNoLeader before the deadline", err, ctx.Err())
+	}
+	cancelled, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := f.OnLeader(cancelled, local, remote); !errors.Is(err, context.Canceled) {
+		t.Fatalf("OnLeader of a cancelled caller = %v, want Canceled", err)
 	}
 
 	done := make(chan struct{})
@@ -389,5 +396,29 @@ func TestForwardedWritesGoOneByOneToALeaderWithoutBatches(t *testing.T) {
 		if err != nil || revs[i] == 0 {
 			t.Fatalf("write %d = revision %d, %v; want applied", i, revs[i], err)
 		}
+	}
+}
+
+// TestForwarderFailsSayingTheQuorumIsLost: with two of three voters gone
+// and gossip saying so, a write fails soon with ErrNoLeader naming them,
+// not after the whole leader_wait.
+func TestForwarderFailsSayingTheQuorumIsLost(t *testing.T) {
+	stores := openCluster(t, 3)
+	survivor := stores[0]
+	for _, s := range stores[1:] {
+		s.Close()
+	}
+	eventually(t, 10*time.Second, "n1 steps down", func() bool { return !survivor.IsLeader() })
+	reach := func(id string) Reach { return Reach{Status: "failed"} }
+	f := NewForwarder(survivor, ForwardConfig{LeaderWait: time.Hour, Dial: newTestDialer(t).dial, Reach: reach})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	_, err := f.Apply(ctx, registerCmd(testInstance("api", "0", "n1")))
+	want := "1 of 3 voters reachable (n2 failed, n3 failed); a leader needs 2; restart the unreachable agents"
+	if !errors.Is(err, ErrNoLeader) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Apply without a quorum = %v, want ErrNoLeader saying %q", err, want)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("Apply without a quorum waited until the caller's deadline: %v", err)
 	}
 }

@@ -40,7 +40,9 @@ func (a *hclogAdapter) log(level slog.Level, msg string, args ...any) {
 		// A peer that died or closed its connection mid-message.
 		level = slog.LevelDebug
 	}
-	if !a.l.Enabled(context.Background(), level) {
+	// Lines at INFO and above are judged even when not written: they count
+	// election rounds and say a peer answers again (peerNoise).
+	if level < slog.LevelInfo && !a.l.Enabled(context.Background(), level) {
 		return
 	}
 	all := make([]any, 0, len(a.args)+len(args)+2)
@@ -56,6 +58,7 @@ func (a *hclogAdapter) log(level slog.Level, msg string, args ...any) {
 			}
 		}
 	}
+	all = a.noise.withPeerIDs(all)
 	pass, extra := a.noise.filter(level, a.name, msg, all)
 	for _, l := range extra {
 		a.l.Log(context.Background(), l.level, l.msg, l.args...)

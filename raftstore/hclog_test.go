@@ -165,3 +165,158 @@ func TestTransportHangUpIsNotAnError(t *testing.T) {
 		t.Fatalf("a command of unknown type logged %q, want ERROR", l)
 	}
 }
+
+// TestLinesAboutOnePeerCountAsOneWhateverNamesIt: raft names a peer by its
+// Server, its ServerID or its Raft address in different lines (and the
+// transport by "id"); all of them are that peer's, so a line replicating
+// to it again ends every run of failures about it, and its repeated
+// failures collapse whichever way they name it.
+func TestLinesAboutOnePeerCountAsOneWhateverNamesIt(t *testing.T) {
+	rec := &lineRecorder{}
+	a := NewHCLog(slog.New(rec), "raft").(*hclogAdapter)
+	a.noise.setResolve(func(addr string) (string, bool) { return "n3", addr == "127.0.0.1:8401" })
+	server := raft.Server{Suffrage: raft.Voter, ID: "n3", Address: "127.0.0.1:8401"}
+	for range 5 {
+		a.Error("failed to heartbeat to", "peer", raft.ServerAddress("127.0.0.1:8401"), "error", "EOF")
+		a.Error("failed to appendEntries to", "peer", server, "error", "EOF")
+		a.Warn("failed to contact", "server-id", raft.ServerID("n3"), "time", time.Second)
+		a.Warn("unable to get address for server, using fallback address", "id", raft.ServerID("n3"), "fallback", "127.0.0.1:8401")
+	}
+	for _, msg := range []string{"failed to heartbeat to", "failed to appendEntries to", "failed to contact", "unable to get address"} {
+		if n := len(rec.matching(msg)); n != 1 {
+			t.Errorf("%q written %d times, want once", msg, n)
+		}
+	}
+	if l := rec.matching("failed to heartbeat to"); len(l) != 1 || !strings.Contains(l[0], "peer_id=n3") {
+		t.Errorf("a line naming the peer by its address: %q, want it named by its id too", l)
+	}
+	a.Info("pipelining replication", "peer", server)
+	stopped := rec.matching("stopped after 5 times")
+	if len(stopped) != 4 {
+		t.Fatalf("after the peer replied: %q, want one line for each of its four runs", stopped)
+	}
+	for _, l := range stopped {
+		if !strings.Contains(l, "=n3") {
+			t.Errorf("%q does not name the peer by its id", l)
+		}
+	}
+}
+
+// TestElectionsWithoutALeaderCollapseToASummary: an agent that cannot
+// find a majority campaigns every election timeout; its first line is
+// written, then one summary every 30 s counting the rounds, and one line
+// when a leader is known again.
+func TestElectionsWithoutALeaderCollapseToASummary(t *testing.T) {
+	rec := &lineRecorder{}
+	now := time.Unix(1000, 0)
+	a := NewHCLog(slog.New(rec), "raft").(*hclogAdapter)
+	a.noise.now = func() time.Time { return now }
+	a.Warn("heartbeat timeout reached, starting election", "last-leader-id", "n1")
+	for term := range 100 { // a round every 400 ms: 40 s
+		a.Info("entering candidate state", "term", term)
+		a.Info("pre-vote campaign failed, waiting for election timeout", "term", term, "tally", 1)
+		now = now.Add(400 * time.Millisecond)
+		a.Warn("Election timeout reached, restarting election")
+	}
+	written := len(rec.lines)
+	if written < 5 || written > 6 {
+		t.Fatalf("100 rounds over 40 s wrote %d lines, want the first round's four and a summary:\n%s", written, strings.Join(rec.matching(""), "\n"))
+	}
+	summary := rec.matching("elections without a leader (repeated")
+	if len(summary) != 1 || !strings.Contains(summary[0], "repeated 76 times in the last 30s") {
+		t.Fatalf("summary %q, want one counting the 76 rounds of its first 30 s", summary)
+	}
+	a.Info("entering follower state", "leader-id", "n2")
+	if ended := rec.matching("elections without a leader: stopped after 100 times"); len(ended) != 1 {
+		t.Fatalf("once a leader is known: %q, want one line saying the elections stopped", rec.matching("elections without"))
+	}
+	if n := len(rec.matching("entering follower state")); n != 1 {
+		t.Errorf("the line that ended the elections was written %d times, want once", n)
+	}
+
+	// An election that finds a leader in its first round is written in
+	// full and needs no line saying it stopped.
+	rec.lines = nil
+	a.Warn("heartbeat timeout reached, starting election", "last-leader-id", "n2")
+	a.Info("entering candidate state", "term", 200)
+	a.Info("entering leader state")
+	if n := len(rec.lines); n != 3 {
+		t.Errorf("an election won at once wrote %d lines, want its 3:\n%s", n, strings.Join(rec.matching(""), "\n"))
+	}
+}
+
+// TestPeerAnsweringAgainIsLoggedAtOnce: when raft reaches a peer again,
+// one line says so, with how long its failures went on, and the runs of
+// failures about it are over (its next failure is written in full).
+func TestPeerAnsweringAgainIsLoggedAtOnce(t *testing.T) {
+	rec := &lineRecorder{}
+	now := time.Unix(1000, 0)
+	a := NewHCLog(slog.New(rec), "raft").(*hclogAdapter)
+	a.noise.now = func() time.Time { return now }
+	for range 20 {
+		a.Error("failed to heartbeat to", "peer", raft.ServerID("n3"), "error", "EOF")
+		now = now.Add(500 * time.Millisecond)
+	}
+	a.Warn("failed to contact", "server-id", raft.ServerID("n3"))
+	a.peerBack("n2") // another peer: nothing to say
+	a.peerBack("n3")
+	back := rec.matching("peer answers again")
+	if len(back) != 1 || !strings.Contains(back[0], "peer=n3") || !strings.Contains(back[0], "failing_for=10s") || !strings.Contains(back[0], "failure_lines=21") {
+		t.Fatalf("after n3 answered: %q, want one line naming n3, failing for 10s, 21 lines", back)
+	}
+	a.Error("failed to heartbeat to", "peer", raft.ServerID("n3"), "error", "EOF")
+	if n := len(rec.matching("failed to heartbeat to")); n != 2 {
+		t.Fatalf("a failure after the peer answered again was not written in full (%d lines)", n)
+	}
+	a.peerBack("n3")
+	a.peerBack("n3")
+	if n := len(rec.matching("peer answers again")); n != 2 {
+		t.Errorf("%d lines say n3 answers again, want 2: one per run of failures", n)
+	}
+}
+
+// TestRecoveredPeerIsLoggedByTheLeader: a follower cut off and healed is
+// logged by the leader as answering again, as soon as its heartbeats do.
+func TestRecoveredPeerIsLoggedByTheLeader(t *testing.T) {
+	rec := &lineRecorder{}
+	layers := make([]*cuttableLayer, 3)
+	stores := openCluster(t, 3, func(i int, cfg *Config) {
+		layers[i] = newCuttableLayer(t)
+		cfg.StreamLayer = layers[i]
+		cfg.Logger = slog.New(rec)
+	})
+	leader := leaderOf(t, stores)
+	cut := (indexOf(stores, leader) + 1) % len(stores)
+	peer := stores[cut].cfg.NodeID
+	layers[cut].setCut(true)
+	testwait.For(t, 10*time.Second, "the leader to fail heartbeats to "+peer, func() bool {
+		return len(rec.matching("failed to heartbeat to")) > 0
+	})
+	layers[cut].setCut(false)
+	testwait.For(t, 20*time.Second, "the leader to log that "+peer+" answers again", func() bool {
+		for _, l := range rec.matching("peer answers again") {
+			if strings.Contains(l, "peer="+peer) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestElectionsCollapseAtWarnLevelToo: with the agent logging warnings
+// only, the info lines that count election rounds are still seen, so the
+// rounds' warnings collapse as well.
+func TestElectionsCollapseAtWarnLevelToo(t *testing.T) {
+	var buf bytes.Buffer
+	a := NewHCLog(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn})), "raft")
+	for term := range 100 {
+		a.Info("entering candidate state", "term", term)
+		a.Warn("Election timeout reached, restarting election")
+	}
+	if n := strings.Count(buf.String(), "Election timeout reached"); n != 1 {
+		t.Errorf("100 rounds at warn level wrote the round's warning %d times, want once:\n%s", n, buf.String())
+	}
+	if strings.Contains(buf.String(), "entering candidate state") {
+		t.Errorf("an info line was written at warn level:\n%s", buf.String())
+	}
+}

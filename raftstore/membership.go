@@ -62,6 +62,18 @@ func (s *Store) Servers() ([]Server, error) {
 	return out, nil
 }
 
+// serverIDAt returns the id of the server at Raft address addr in the
+// latest configuration (raft names a peer by its address in some log
+// lines). It does not wait on raft: the configuration is read atomically.
+func (s *Store) serverIDAt(addr string) (string, bool) {
+	for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
+		if string(srv.Address) == addr {
+			return string(srv.ID), true
+		}
+	}
+	return "", false
+}
+
 // AddVoter makes server id at Raft address addr a voter: it adds it, or
 // promotes it, or updates its address. Only the leader may; others get
 // ErrNotLeader.

@@ -139,7 +139,8 @@ func (s *Store) Open() (err error) {
 	rc.BatchApplyCh = true
 	rc.MaxAppendEntries = 256
 	rc.NotifyCh = s.notify
-	rc.Logger = NewHCLog(s.cfg.Logger, "raft")
+	raftLog := NewHCLog(s.cfg.Logger, "raft").(*hclogAdapter)
+	rc.Logger = raftLog
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("%w: raft config: %v", ErrInvalidArgument, err)
 	}
@@ -170,6 +171,7 @@ func (s *Store) Open() (err error) {
 	if s.addrs != nil {
 		s.addrs.raft.Store(s.raft)
 	}
+	raftLog.noise.setResolve(s.serverIDAt)
 	if !existing && cfg.Bootstrap {
 		self := Server{ID: cfg.NodeID, Address: string(s.transport.LocalAddr()), Suffrage: Voter}
 		if err := s.BootstrapCluster([]Server{self}); err != nil {
@@ -177,6 +179,7 @@ func (s *Store) Open() (err error) {
 			return err
 		}
 	}
+	s.watchPeersBack(raftLog)
 	s.wg.Add(2)
 	go s.watchLeadership()
 	go s.trackApplied()

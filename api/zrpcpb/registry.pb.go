@@ -1844,9 +1844,16 @@ type StatusResponse struct {
 	LastContact   *durationpb.Duration   `protobuf:"bytes,11,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
 	// cluster_id names the cluster the agent belongs to; empty until the
 	// agent has applied the cluster's first entry.
-	ClusterId     string `protobuf:"bytes,12,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ClusterId string `protobuf:"bytes,12,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// voters is the number of voters in the agent's Raft configuration, and
+	// reachable_voters how many of them its gossip sees alive (itself
+	// included). A leader needs a majority of the voters.
+	Voters          uint32 `protobuf:"varint,13,opt,name=voters,proto3" json:"voters,omitempty"`
+	ReachableVoters uint32 `protobuf:"varint,14,opt,name=reachable_voters,json=reachableVoters,proto3" json:"reachable_voters,omitempty"`
+	// unreachable_voters are the voters its gossip does not see alive.
+	UnreachableVoters []*UnreachableVoter `protobuf:"bytes,15,rep,name=unreachable_voters,json=unreachableVoters,proto3" json:"unreachable_voters,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1963,6 +1970,93 @@ func (x *StatusResponse) GetClusterId() string {
 	return ""
 }
 
+func (x *StatusResponse) GetVoters() uint32 {
+	if x != nil {
+		return x.Voters
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetReachableVoters() uint32 {
+	if x != nil {
+		return x.ReachableVoters
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetUnreachableVoters() []*UnreachableVoter {
+	if x != nil {
+		return x.UnreachableVoters
+	}
+	return nil
+}
+
+// UnreachableVoter is a voter of the Raft configuration that the answering
+// agent's gossip does not see alive.
+type UnreachableVoter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// status is its gossip status (failed, left), or unknown when gossip does
+	// not know it.
+	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	// down_for is how long gossip has reported that status; unset when not
+	// known.
+	DownFor       *durationpb.Duration `protobuf:"bytes,3,opt,name=down_for,json=downFor,proto3" json:"down_for,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnreachableVoter) Reset() {
+	*x = UnreachableVoter{}
+	mi := &file_registry_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnreachableVoter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnreachableVoter) ProtoMessage() {}
+
+func (x *UnreachableVoter) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnreachableVoter.ProtoReflect.Descriptor instead.
+func (*UnreachableVoter) Descriptor() ([]byte, []int) {
+	return file_registry_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *UnreachableVoter) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UnreachableVoter) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *UnreachableVoter) GetDownFor() *durationpb.Duration {
+	if x != nil {
+		return x.DownFor
+	}
+	return nil
+}
+
 type MembersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1971,7 +2065,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_registry_proto_msgTypes[26]
+	mi := &file_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1983,7 +2077,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[26]
+	mi := &file_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1996,26 +2090,29 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{26}
+	return file_registry_proto_rawDescGZIP(), []int{27}
 }
 
 type Member struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	GrpcAddress   string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
-	RaftAddress   string                 `protobuf:"bytes,4,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
-	Status        string                 `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
-	Role          string                 `protobuf:"bytes,6,opt,name=role,proto3" json:"role,omitempty"`
-	Build         string                 `protobuf:"bytes,7,opt,name=build,proto3" json:"build,omitempty"`
-	Zone          string                 `protobuf:"bytes,8,opt,name=zone,proto3" json:"zone,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Address     string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	GrpcAddress string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	RaftAddress string                 `protobuf:"bytes,4,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	Status      string                 `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
+	Role        string                 `protobuf:"bytes,6,opt,name=role,proto3" json:"role,omitempty"`
+	Build       string                 `protobuf:"bytes,7,opt,name=build,proto3" json:"build,omitempty"`
+	Zone        string                 `protobuf:"bytes,8,opt,name=zone,proto3" json:"zone,omitempty"`
+	// status_for is how long the answering agent's gossip has reported this
+	// status; unset when not known.
+	StatusFor     *durationpb.Duration `protobuf:"bytes,9,opt,name=status_for,json=statusFor,proto3" json:"status_for,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_registry_proto_msgTypes[27]
+	mi := &file_registry_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2027,7 +2124,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[27]
+	mi := &file_registry_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2040,7 +2137,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{27}
+	return file_registry_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Member) GetName() string {
@@ -2099,6 +2196,13 @@ func (x *Member) GetZone() string {
 	return ""
 }
 
+func (x *Member) GetStatusFor() *durationpb.Duration {
+	if x != nil {
+		return x.StatusFor
+	}
+	return nil
+}
+
 type MembersResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
@@ -2109,7 +2213,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_registry_proto_msgTypes[28]
+	mi := &file_registry_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2225,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[28]
+	mi := &file_registry_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2238,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{28}
+	return file_registry_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MembersResponse) GetHeader() *ResponseHeader {
@@ -2159,7 +2263,7 @@ type PeersRequest struct {
 
 func (x *PeersRequest) Reset() {
 	*x = PeersRequest{}
-	mi := &file_registry_proto_msgTypes[29]
+	mi := &file_registry_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2171,7 +2275,7 @@ func (x *PeersRequest) String() string {
 func (*PeersRequest) ProtoMessage() {}
 
 func (x *PeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[29]
+	mi := &file_registry_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2184,23 +2288,26 @@ func (x *PeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeersRequest.ProtoReflect.Descriptor instead.
 func (*PeersRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{29}
+	return file_registry_proto_rawDescGZIP(), []int{30}
 }
 
 type Peer struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	Suffrage      string                 `protobuf:"bytes,3,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
-	Leader        bool                   `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
-	LastIndex     uint64                 `protobuf:"varint,5,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Address   string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Suffrage  string                 `protobuf:"bytes,3,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
+	Leader    bool                   `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	LastIndex uint64                 `protobuf:"varint,5,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	// unreachable is set when the peer did not answer the answering agent
+	// (last_index is then 0, not known).
+	Unreachable   bool `protobuf:"varint,6,opt,name=unreachable,proto3" json:"unreachable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_registry_proto_msgTypes[30]
+	mi := &file_registry_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2212,7 +2319,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[30]
+	mi := &file_registry_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2225,7 +2332,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{30}
+	return file_registry_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Peer) GetId() string {
@@ -2263,6 +2370,13 @@ func (x *Peer) GetLastIndex() uint64 {
 	return 0
 }
 
+func (x *Peer) GetUnreachable() bool {
+	if x != nil {
+		return x.Unreachable
+	}
+	return false
+}
+
 type PeersResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
@@ -2273,7 +2387,7 @@ type PeersResponse struct {
 
 func (x *PeersResponse) Reset() {
 	*x = PeersResponse{}
-	mi := &file_registry_proto_msgTypes[31]
+	mi := &file_registry_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2285,7 +2399,7 @@ func (x *PeersResponse) String() string {
 func (*PeersResponse) ProtoMessage() {}
 
 func (x *PeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[31]
+	mi := &file_registry_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2298,7 +2412,7 @@ func (x *PeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeersResponse.ProtoReflect.Descriptor instead.
 func (*PeersResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{31}
+	return file_registry_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PeersResponse) GetHeader() *ResponseHeader {
@@ -2323,7 +2437,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_registry_proto_msgTypes[32]
+	mi := &file_registry_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2335,7 +2449,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[32]
+	mi := &file_registry_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2348,7 +2462,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{32}
+	return file_registry_proto_rawDescGZIP(), []int{33}
 }
 
 type VersionResponse struct {
@@ -2362,7 +2476,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_registry_proto_msgTypes[33]
+	mi := &file_registry_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2488,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[33]
+	mi := &file_registry_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2501,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{33}
+	return file_registry_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -2421,7 +2535,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_registry_proto_msgTypes[34]
+	mi := &file_registry_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2433,7 +2547,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[34]
+	mi := &file_registry_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2446,7 +2560,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{34}
+	return file_registry_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RemovePeerRequest) GetName() string {
@@ -2465,7 +2579,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_registry_proto_msgTypes[35]
+	mi := &file_registry_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2477,7 +2591,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[35]
+	mi := &file_registry_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2490,7 +2604,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{35}
+	return file_registry_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RemovePeerResponse) GetHeader() *ResponseHeader {
@@ -2508,7 +2622,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_registry_proto_msgTypes[36]
+	mi := &file_registry_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2520,7 +2634,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[36]
+	mi := &file_registry_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2533,7 +2647,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{36}
+	return file_registry_proto_rawDescGZIP(), []int{37}
 }
 
 type LeaveResponse struct {
@@ -2547,7 +2661,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_registry_proto_msgTypes[37]
+	mi := &file_registry_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2559,7 +2673,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[37]
+	mi := &file_registry_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2572,7 +2686,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{37}
+	return file_registry_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LeaveResponse) GetRemoved() bool {
@@ -2708,7 +2822,7 @@ const file_registry_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x0f\n" +
-	"\rStatusRequest\"\xa8\x03\n" +
+	"\rStatusRequest\"\xb5\x04\n" +
 	"\x0eStatusResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
@@ -2724,8 +2838,15 @@ const file_registry_proto_rawDesc = "" +
 	" \x01(\tR\x05build\x12<\n" +
 	"\flast_contact\x18\v \x01(\v2\x19.google.protobuf.DurationR\vlastContact\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\f \x01(\tR\tclusterId\"\x10\n" +
-	"\x0eMembersRequest\"\xd2\x01\n" +
+	"cluster_id\x18\f \x01(\tR\tclusterId\x12\x16\n" +
+	"\x06voters\x18\r \x01(\rR\x06voters\x12)\n" +
+	"\x10reachable_voters\x18\x0e \x01(\rR\x0freachableVoters\x12H\n" +
+	"\x12unreachable_voters\x18\x0f \x03(\v2\x19.zrpc.v1.UnreachableVoterR\x11unreachableVoters\"t\n" +
+	"\x10UnreachableVoter\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x124\n" +
+	"\bdown_for\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\adownFor\"\x10\n" +
+	"\x0eMembersRequest\"\x8c\x02\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
@@ -2734,18 +2855,21 @@ const file_registry_proto_rawDesc = "" +
 	"\x06status\x18\x05 \x01(\tR\x06status\x12\x12\n" +
 	"\x04role\x18\x06 \x01(\tR\x04role\x12\x14\n" +
 	"\x05build\x18\a \x01(\tR\x05build\x12\x12\n" +
-	"\x04zone\x18\b \x01(\tR\x04zone\"m\n" +
+	"\x04zone\x18\b \x01(\tR\x04zone\x128\n" +
+	"\n" +
+	"status_for\x18\t \x01(\v2\x19.google.protobuf.DurationR\tstatusFor\"m\n" +
 	"\x0fMembersResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12)\n" +
 	"\amembers\x18\x02 \x03(\v2\x0f.zrpc.v1.MemberR\amembers\"\x0e\n" +
-	"\fPeersRequest\"\x83\x01\n" +
+	"\fPeersRequest\"\xa5\x01\n" +
 	"\x04Peer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
 	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\x12\x16\n" +
 	"\x06leader\x18\x04 \x01(\bR\x06leader\x12\x1d\n" +
 	"\n" +
-	"last_index\x18\x05 \x01(\x04R\tlastIndex\"e\n" +
+	"last_index\x18\x05 \x01(\x04R\tlastIndex\x12 \n" +
+	"\vunreachable\x18\x06 \x01(\bR\vunreachable\"e\n" +
 	"\rPeersResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12#\n" +
 	"\x05peers\x18\x02 \x03(\v2\r.zrpc.v1.PeerR\x05peers\"\x10\n" +
@@ -2803,7 +2927,7 @@ func file_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_registry_proto_goTypes = []any{
 	(Health)(0),                 // 0: zrpc.v1.Health
 	(Consistency)(0),            // 1: zrpc.v1.Consistency
@@ -2834,27 +2958,28 @@ var file_registry_proto_goTypes = []any{
 	(*ErrorDetail)(nil),         // 26: zrpc.v1.ErrorDetail
 	(*StatusRequest)(nil),       // 27: zrpc.v1.StatusRequest
 	(*StatusResponse)(nil),      // 28: zrpc.v1.StatusResponse
-	(*MembersRequest)(nil),      // 29: zrpc.v1.MembersRequest
-	(*Member)(nil),              // 30: zrpc.v1.Member
-	(*MembersResponse)(nil),     // 31: zrpc.v1.MembersResponse
-	(*PeersRequest)(nil),        // 32: zrpc.v1.PeersRequest
-	(*Peer)(nil),                // 33: zrpc.v1.Peer
-	(*PeersResponse)(nil),       // 34: zrpc.v1.PeersResponse
-	(*VersionRequest)(nil),      // 35: zrpc.v1.VersionRequest
-	(*VersionResponse)(nil),     // 36: zrpc.v1.VersionResponse
-	(*RemovePeerRequest)(nil),   // 37: zrpc.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),  // 38: zrpc.v1.RemovePeerResponse
-	(*LeaveRequest)(nil),        // 39: zrpc.v1.LeaveRequest
-	(*LeaveResponse)(nil),       // 40: zrpc.v1.LeaveResponse
-	nil,                         // 41: zrpc.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil), // 42: google.protobuf.Duration
+	(*UnreachableVoter)(nil),    // 29: zrpc.v1.UnreachableVoter
+	(*MembersRequest)(nil),      // 30: zrpc.v1.MembersRequest
+	(*Member)(nil),              // 31: zrpc.v1.Member
+	(*MembersResponse)(nil),     // 32: zrpc.v1.MembersResponse
+	(*PeersRequest)(nil),        // 33: zrpc.v1.PeersRequest
+	(*Peer)(nil),                // 34: zrpc.v1.Peer
+	(*PeersResponse)(nil),       // 35: zrpc.v1.PeersResponse
+	(*VersionRequest)(nil),      // 36: zrpc.v1.VersionRequest
+	(*VersionResponse)(nil),     // 37: zrpc.v1.VersionResponse
+	(*RemovePeerRequest)(nil),   // 38: zrpc.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),  // 39: zrpc.v1.RemovePeerResponse
+	(*LeaveRequest)(nil),        // 40: zrpc.v1.LeaveRequest
+	(*LeaveResponse)(nil),       // 41: zrpc.v1.LeaveResponse
+	nil,                         // 42: zrpc.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil), // 43: google.protobuf.Duration
 }
 var file_registry_proto_depIdxs = []int32{
-	42, // 0: zrpc.v1.Check.ttl:type_name -> google.protobuf.Duration
-	42, // 1: zrpc.v1.Check.interval:type_name -> google.protobuf.Duration
-	42, // 2: zrpc.v1.Check.timeout:type_name -> google.protobuf.Duration
-	42, // 3: zrpc.v1.Check.deregister_critical_after:type_name -> google.protobuf.Duration
-	41, // 4: zrpc.v1.Instance.metadata:type_name -> zrpc.v1.Instance.MetadataEntry
+	43, // 0: zrpc.v1.Check.ttl:type_name -> google.protobuf.Duration
+	43, // 1: zrpc.v1.Check.interval:type_name -> google.protobuf.Duration
+	43, // 2: zrpc.v1.Check.timeout:type_name -> google.protobuf.Duration
+	43, // 3: zrpc.v1.Check.deregister_critical_after:type_name -> google.protobuf.Duration
+	42, // 4: zrpc.v1.Instance.metadata:type_name -> zrpc.v1.Instance.MetadataEntry
 	0,  // 5: zrpc.v1.Instance.health:type_name -> zrpc.v1.Health
 	3,  // 6: zrpc.v1.Instance.check:type_name -> zrpc.v1.Check
 	0,  // 7: zrpc.v1.Node.health:type_name -> zrpc.v1.Health
@@ -2881,43 +3006,46 @@ var file_registry_proto_depIdxs = []int32{
 	4,  // 28: zrpc.v1.SessionResponse.instance:type_name -> zrpc.v1.Instance
 	26, // 29: zrpc.v1.SessionResponse.error:type_name -> zrpc.v1.ErrorDetail
 	6,  // 30: zrpc.v1.StatusResponse.header:type_name -> zrpc.v1.ResponseHeader
-	42, // 31: zrpc.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
-	6,  // 32: zrpc.v1.MembersResponse.header:type_name -> zrpc.v1.ResponseHeader
-	30, // 33: zrpc.v1.MembersResponse.members:type_name -> zrpc.v1.Member
-	6,  // 34: zrpc.v1.PeersResponse.header:type_name -> zrpc.v1.ResponseHeader
-	33, // 35: zrpc.v1.PeersResponse.peers:type_name -> zrpc.v1.Peer
-	6,  // 36: zrpc.v1.RemovePeerResponse.header:type_name -> zrpc.v1.ResponseHeader
-	7,  // 37: zrpc.v1.Registry.Register:input_type -> zrpc.v1.RegisterRequest
-	9,  // 38: zrpc.v1.Registry.Deregister:input_type -> zrpc.v1.DeregisterRequest
-	11, // 39: zrpc.v1.Registry.RenewTTL:input_type -> zrpc.v1.RenewTTLRequest
-	13, // 40: zrpc.v1.Registry.Get:input_type -> zrpc.v1.GetRequest
-	15, // 41: zrpc.v1.Registry.List:input_type -> zrpc.v1.ListRequest
-	18, // 42: zrpc.v1.Registry.Watch:input_type -> zrpc.v1.WatchRequest
-	22, // 43: zrpc.v1.Registry.Session:input_type -> zrpc.v1.SessionRequest
-	27, // 44: zrpc.v1.Status.Status:input_type -> zrpc.v1.StatusRequest
-	29, // 45: zrpc.v1.Status.Members:input_type -> zrpc.v1.MembersRequest
-	32, // 46: zrpc.v1.Status.Peers:input_type -> zrpc.v1.PeersRequest
-	35, // 47: zrpc.v1.Status.Version:input_type -> zrpc.v1.VersionRequest
-	39, // 48: zrpc.v1.Status.Leave:input_type -> zrpc.v1.LeaveRequest
-	37, // 49: zrpc.v1.Status.RemovePeer:input_type -> zrpc.v1.RemovePeerRequest
-	8,  // 50: zrpc.v1.Registry.Register:output_type -> zrpc.v1.RegisterResponse
-	10, // 51: zrpc.v1.Registry.Deregister:output_type -> zrpc.v1.DeregisterResponse
-	12, // 52: zrpc.v1.Registry.RenewTTL:output_type -> zrpc.v1.RenewTTLResponse
-	14, // 53: zrpc.v1.Registry.Get:output_type -> zrpc.v1.GetResponse
-	17, // 54: zrpc.v1.Registry.List:output_type -> zrpc.v1.ListResponse
-	20, // 55: zrpc.v1.Registry.Watch:output_type -> zrpc.v1.WatchResponse
-	25, // 56: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
-	28, // 57: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
-	31, // 58: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
-	34, // 59: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
-	36, // 60: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
-	40, // 61: zrpc.v1.Status.Leave:output_type -> zrpc.v1.LeaveResponse
-	38, // 62: zrpc.v1.Status.RemovePeer:output_type -> zrpc.v1.RemovePeerResponse
-	50, // [50:63] is the sub-list for method output_type
-	37, // [37:50] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	43, // 31: zrpc.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
+	29, // 32: zrpc.v1.StatusResponse.unreachable_voters:type_name -> zrpc.v1.UnreachableVoter
+	43, // 33: zrpc.v1.UnreachableVoter.down_for:type_name -> google.protobuf.Duration
+	43, // 34: zrpc.v1.Member.status_for:type_name -> google.protobuf.Duration
+	6,  // 35: zrpc.v1.MembersResponse.header:type_name -> zrpc.v1.ResponseHeader
+	31, // 36: zrpc.v1.MembersResponse.members:type_name -> zrpc.v1.Member
+	6,  // 37: zrpc.v1.PeersResponse.header:type_name -> zrpc.v1.ResponseHeader
+	34, // 38: zrpc.v1.PeersResponse.peers:type_name -> zrpc.v1.Peer
+	6,  // 39: zrpc.v1.RemovePeerResponse.header:type_name -> zrpc.v1.ResponseHeader
+	7,  // 40: zrpc.v1.Registry.Register:input_type -> zrpc.v1.RegisterRequest
+	9,  // 41: zrpc.v1.Registry.Deregister:input_type -> zrpc.v1.DeregisterRequest
+	11, // 42: zrpc.v1.Registry.RenewTTL:input_type -> zrpc.v1.RenewTTLRequest
+	13, // 43: zrpc.v1.Registry.Get:input_type -> zrpc.v1.GetRequest
+	15, // 44: zrpc.v1.Registry.List:input_type -> zrpc.v1.ListRequest
+	18, // 45: zrpc.v1.Registry.Watch:input_type -> zrpc.v1.WatchRequest
+	22, // 46: zrpc.v1.Registry.Session:input_type -> zrpc.v1.SessionRequest
+	27, // 47: zrpc.v1.Status.Status:input_type -> zrpc.v1.StatusRequest
+	30, // 48: zrpc.v1.Status.Members:input_type -> zrpc.v1.MembersRequest
+	33, // 49: zrpc.v1.Status.Peers:input_type -> zrpc.v1.PeersRequest
+	36, // 50: zrpc.v1.Status.Version:input_type -> zrpc.v1.VersionRequest
+	40, // 51: zrpc.v1.Status.Leave:input_type -> zrpc.v1.LeaveRequest
+	38, // 52: zrpc.v1.Status.RemovePeer:input_type -> zrpc.v1.RemovePeerRequest
+	8,  // 53: zrpc.v1.Registry.Register:output_type -> zrpc.v1.RegisterResponse
+	10, // 54: zrpc.v1.Registry.Deregister:output_type -> zrpc.v1.DeregisterResponse
+	12, // 55: zrpc.v1.Registry.RenewTTL:output_type -> zrpc.v1.RenewTTLResponse
+	14, // 56: zrpc.v1.Registry.Get:output_type -> zrpc.v1.GetResponse
+	17, // 57: zrpc.v1.Registry.List:output_type -> zrpc.v1.ListResponse
+	20, // 58: zrpc.v1.Registry.Watch:output_type -> zrpc.v1.WatchResponse
+	25, // 59: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
+	28, // 60: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
+	32, // 61: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
+	35, // 62: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
+	37, // 63: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
+	41, // 64: zrpc.v1.Status.Leave:output_type -> zrpc.v1.LeaveResponse
+	39, // 65: zrpc.v1.Status.RemovePeer:output_type -> zrpc.v1.RemovePeerResponse
+	53, // [53:66] is the sub-list for method output_type
+	40, // [40:53] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_registry_proto_init() }
@@ -2937,7 +3065,7 @@ func file_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_proto_rawDesc), len(file_registry_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

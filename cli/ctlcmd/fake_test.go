@@ -68,11 +68,14 @@ func startFake(t *testing.T) *fakeAgent {
 		return &zrpcpb.PeersResponse{Header: header, Peers: []*zrpcpb.Peer{
 			{Id: "node-1", Address: "10.0.0.1:8401", Suffrage: "voter", LastIndex: 41},
 			{Id: "node-2", Address: "10.0.0.2:8401", Suffrage: "voter", Leader: true, LastIndex: 42},
+			{Id: "node-3", Address: "10.0.0.3:8401", Suffrage: "voter", Unreachable: true},
 		}}, nil
 	}
 	a.OnMembers = func(context.Context, *zrpcpb.MembersRequest) (*zrpcpb.MembersResponse, error) {
 		return &zrpcpb.MembersResponse{Header: header, Members: []*zrpcpb.Member{
-			{Name: "node-1", Address: "10.0.0.1:8402", Status: "alive", Role: "voter", Build: "0.1.0", Zone: "eu-1a"},
+			{Name: "node-1", Address: "10.0.0.1:8402", Status: "alive", Role: "voter", Build: "0.1.0", Zone: "eu-1a",
+				StatusFor: durationpb.New(75*time.Second + 400*time.Millisecond)},
+			{Name: "node-2", RaftAddress: "10.0.0.2:8401", Status: "unknown", Role: "voter"},
 		}}, nil
 	}
 	a.OnVersion = func(context.Context, *zrpcpb.VersionRequest) (*zrpcpb.VersionResponse, error) {

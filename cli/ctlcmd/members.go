@@ -2,6 +2,7 @@ package ctlcmd
 
 import (
 	"context"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -13,8 +14,9 @@ func newMembersCommand(o *options) *cobra.Command {
 		Use:   "members",
 		Short: "List the agents of the cluster",
 		Long: `List the agents of the cluster as the answering agent's gossip sees them:
-name, gossip address, status (alive, suspect, failed, left), Raft role, build
-and zone.`,
+name, gossip address, status (alive, suspect, failed, left; unknown for a
+Raft server gossip has never seen), Raft role, build, zone, and for how long
+gossip has reported that status.`,
 		Example: `  zrpcctl members
   zrpcctl members -o json`,
 		Args: cobra.NoArgs,
@@ -26,9 +28,13 @@ and zone.`,
 				}
 				rows := make([][]string, 0, len(members))
 				for _, m := range members {
-					rows = append(rows, []string{m.GetName(), m.GetAddress(), m.GetStatus(), m.GetRole(), m.GetBuild(), m.GetZone()})
+					statusFor := ""
+					if m.GetStatusFor() != nil {
+						statusFor = m.GetStatusFor().AsDuration().Round(time.Second).String()
+					}
+					rows = append(rows, []string{m.GetName(), m.GetAddress(), m.GetStatus(), m.GetRole(), m.GetBuild(), m.GetZone(), statusFor})
 				}
-				return p.table(protoMessages(members), []string{"name", "address", "status", "role", "build", "zone"}, rows)
+				return p.table(protoMessages(members), []string{"name", "address", "status", "role", "build", "zone", "for"}, rows)
 			})
 		},
 	}

@@ -14,7 +14,8 @@ func newRaftPeersCommand(o *options) *cobra.Command {
 		Use:   "peers",
 		Short: "List the Raft peers and the leader",
 		Long: `List the Raft configuration: each peer's id, Raft address, suffrage (voter or
-nonvoter), whether it leads, and the last log index the leader knows it has.`,
+nonvoter), whether it leads, and the last index in its log, as the peer
+itself answers (within 500 ms; "unreachable" when it does not).`,
 		Example: `  zrpcctl raft peers
   zrpcctl raft peers -o json`,
 		Args: cobra.NoArgs,
@@ -30,8 +31,11 @@ nonvoter), whether it leads, and the last log index the leader knows it has.`,
 					if pr.GetLeader() {
 						leader = "yes"
 					}
-					rows = append(rows, []string{pr.GetId(), pr.GetAddress(), pr.GetSuffrage(), leader,
-						strconv.FormatUint(pr.GetLastIndex(), 10)})
+					lastIndex := strconv.FormatUint(pr.GetLastIndex(), 10)
+					if pr.GetUnreachable() {
+						lastIndex = "unreachable"
+					}
+					rows = append(rows, []string{pr.GetId(), pr.GetAddress(), pr.GetSuffrage(), leader, lastIndex})
 				}
 				return p.table(protoMessages(peers), []string{"id", "address", "suffrage", "leader", "last_index"}, rows)
 			})

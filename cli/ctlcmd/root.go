@@ -150,7 +150,7 @@ func (o *options) explain(err error) error {
 	case errors.Is(err, apierr.ErrStaleRead):
 		hint = "the agent has lost contact with the leader; --consistency stale reads its copy anyway"
 	case errors.Is(err, apierr.ErrNoLeader), errors.Is(err, apierr.ErrNotLeader):
-		hint = "the cluster has no leader now; see `zrpcctl raft peers` and `zrpcctl members`"
+		hint = "the cluster has no leader now; `zrpcctl status` says which voters the agent cannot reach (a leader needs a majority of them), `zrpcctl members` what its gossip sees"
 	case errors.Is(err, context.DeadlineExceeded), status.Code(err) == codes.DeadlineExceeded:
 		hint = fmt.Sprintf("no answer within --timeout %s; is the agent at %s overloaded or partitioned?", o.timeout, o.addr)
 	case status.Code(err) == codes.Unavailable:

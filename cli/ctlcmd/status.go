@@ -2,10 +2,14 @@ package ctlcmd
 
 import (
 	"context"
+	"fmt"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
 )
 
@@ -14,9 +18,13 @@ func newStatusCommand(o *options) *cobra.Command {
 		Use:   "status",
 		Short: "Show the answering agent and its view of the Raft cluster",
 		Long: `Show the agent that answers (the first reachable one of --addr): its name,
-the leader it follows, its Raft state and log indexes, and how long ago it
-heard from the leader. A follower whose applied index lags the commit index,
-or whose last contact keeps growing, is falling behind.`,
+the leader it follows ("no leader" while it knows none), how many voters
+its gossip sees alive and which it does not (failed, left, or unknown, and
+for how long), its Raft state and log indexes, and how long ago it heard
+from the leader. A leader needs a majority of the voters: with fewer
+reachable, writes fail until the others are back. A follower whose applied
+index lags the commit index, or whose last contact keeps growing, is
+falling behind.`,
 		Example: `  zrpcctl status
   zrpcctl --addr 10.0.0.2:8400 status -o json`,
 		Args: cobra.NoArgs,
@@ -28,13 +36,18 @@ or whose last contact keeps growing, is falling behind.`,
 				}
 				lastContact := ""
 				if st.GetLastContact() != nil {
-					lastContact = st.GetLastContact().AsDuration().String()
+					lastContact = st.GetLastContact().AsDuration().Round(time.Millisecond).String()
 				}
-				return p.fields(st, []field{
+				fields := []field{
 					{"Node", st.GetNode()},
 					{"Cluster ID", st.GetClusterId()},
-					{"Leader", st.GetLeader()},
+					{"Leader", statusLeader(st)},
 					{"Leader address", st.GetLeaderAddress()},
+				}
+				if st.GetVoters() > 0 { // agents before voters were reported send none
+					fields = append(fields, field{"Voters", statusVoters(st)})
+				}
+				fields = append(fields, []field{
 					{"Term", strconv.FormatUint(st.GetTerm(), 10)},
 					{"Raft state", st.GetRaftState()},
 					{"Commit index", strconv.FormatUint(st.GetCommitIndex(), 10)},
@@ -42,8 +55,39 @@ or whose last contact keeps growing, is falling behind.`,
 					{"Last log index", strconv.FormatUint(st.GetLastLogIndex(), 10)},
 					{"Last contact", lastContact},
 					{"Build", st.GetBuild()},
-				})
+				}...)
+				return p.fields(st, fields)
 			})
 		},
 	}
+}
+
+// statusLeader is the leader's name, or "no leader" and, when too few
+// voters are reachable for one, why.
+func statusLeader(st *pb.StatusResponse) string {
+	if st.GetLeader() != "" {
+		return st.GetLeader()
+	}
+	if needed := st.GetVoters()/2 + 1; st.GetVoters() > 0 && st.GetReachableVoters() < needed {
+		return fmt.Sprintf("no leader: %d of %d voters reachable, a leader needs %d", st.GetReachableVoters(), st.GetVoters(), needed)
+	}
+	return "no leader"
+}
+
+// statusVoters says how many voters are reachable and names the others:
+// "1 of 3 reachable; n2 failed for 12s, n3 unknown".
+func statusVoters(st *pb.StatusResponse) string {
+	s := fmt.Sprintf("%d of %d reachable", st.GetReachableVoters(), st.GetVoters())
+	if len(st.GetUnreachableVoters()) == 0 {
+		return s
+	}
+	parts := make([]string, 0, len(st.GetUnreachableVoters()))
+	for _, v := range st.GetUnreachableVoters() {
+		p := v.GetName() + " " + v.GetStatus()
+		if v.GetDownFor() != nil {
+			p += " for " + v.GetDownFor().AsDuration().Round(time.Second).String()
+		}
+		parts = append(parts, p)
+	}
+	return s + "; " + strings.Join(parts, ", ")
 }

@@ -137,8 +137,13 @@ type StatusAgent interface {
 	Servers() ([]raftstore.Server, error)
 	// ClusterID is the id of the agent's cluster ("" until it is known).
 	ClusterID() string
+	// Quorum is which voters the agent can reach.
+	Quorum() (raftstore.Quorum, error)
 	// Members are the agents gossip knows.
 	Members() []gossip.Member
+	// LastKnown is what gossip last knew of agent name, also once Members
+	// no longer lists it (gossip.Gossip.LastKnown).
+	LastKnown(name string) (gossip.Member, bool)
 	// PeerStatus asks the agent serving gRPC at grpcAddr for its Status,
 	// waiting a bounded time.
 	PeerStatus(ctx context.Context, grpcAddr string) (*pb.StatusResponse, error)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/gossip"
 )
 
 func (s *Status) header(rev uint64) *pb.ResponseHeader { return header(s.cfg.Agent, rev) }
@@ -37,14 +40,26 @@ func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 			resp.LeaderAddress = st.LeaderAddr
 		}
 	}
-	if age, ok := st.LastContactAge(time.Now()); ok {
+	now := time.Now()
+	if age, ok := st.LastContactAge(now); ok {
 		resp.LastContact = durationpb.New(age)
+	}
+	if q, err := s.cfg.Status.Quorum(); err == nil {
+		resp.Voters, resp.ReachableVoters = uint32(q.Voters), uint32(q.Reachable())
+		for _, u := range q.Unreachable {
+			v := &pb.UnreachableVoter{Name: u.ID, Status: u.Status}
+			if !u.Since.IsZero() {
+				v.DownFor = durationpb.New(now.Sub(u.Since))
+			}
+			resp.UnreachableVoters = append(resp.UnreachableVoters, v)
+		}
 	}
 	return resp, nil
 }
 
 // Members lists the agents gossip knows, with their Raft role, plus Raft
-// servers gossip does not know (status "unknown").
+// servers gossip no longer lists (their last status) or never knew
+// (status "unknown"), sorted by name.
 func (s *Status) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.MembersResponse, error) {
 	servers, err := s.cfg.Status.Servers()
 	if err != nil {
@@ -63,25 +78,40 @@ func (s *Status) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.Members
 		return "none"
 	}
 	resp := &pb.MembersResponse{Header: s.header(s.cfg.Replica.Revision())}
+	now := time.Now()
+	member := func(m gossip.Member) *pb.Member {
+		pm := &pb.Member{
+			Name: m.Name, Address: m.Addr, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr,
+			Status: m.Status, Role: role(m.Name), Build: m.Meta.Build, Zone: m.Meta.Zone,
+		}
+		if !m.Since.IsZero() {
+			pm.StatusFor = durationpb.New(now.Sub(m.Since))
+		}
+		return pm
+	}
 	known := map[string]bool{}
 	for _, m := range s.cfg.Status.Members() {
 		known[m.Name] = true
-		resp.Members = append(resp.Members, &pb.Member{
-			Name: m.Name, Address: m.Addr, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr,
-			Status: m.Status, Role: role(m.Name), Build: m.Meta.Build, Zone: m.Meta.Zone,
-		})
+		resp.Members = append(resp.Members, member(m))
 	}
 	for _, srv := range servers {
-		if !known[srv.ID] {
-			resp.Members = append(resp.Members, &pb.Member{Name: srv.ID, RaftAddress: srv.Address, Status: "unknown", Role: role(srv.ID)})
+		if known[srv.ID] {
+			continue
 		}
+		if m, ok := s.cfg.Status.LastKnown(srv.ID); ok {
+			// Failed or left longer ago than gossip lists members.
+			resp.Members = append(resp.Members, member(m))
+			continue
+		}
+		resp.Members = append(resp.Members, &pb.Member{Name: srv.ID, RaftAddress: srv.Address, Status: "unknown", Role: role(srv.ID)})
 	}
+	slices.SortFunc(resp.Members, func(a, b *pb.Member) int { return strings.Compare(a.Name, b.Name) })
 	return resp, nil
 }
 
 // Peers lists the Raft configuration. Each peer's last log index comes
-// from that peer's own Status (asked in parallel, 500 ms each); it is 0
-// when the peer does not answer.
+// from that peer's own Status (asked in parallel, 500 ms each); a peer that
+// does not answer is marked unreachable.
 func (s *Status) Peers(ctx context.Context, _ *pb.PeersRequest) (*pb.PeersResponse, error) {
 	servers, err := s.cfg.Status.Servers()
 	if err != nil {
@@ -99,6 +129,7 @@ func (s *Status) Peers(ctx context.Context, _ *pb.PeersRequest) (*pb.PeersRespon
 		}
 		node := s.cfg.Replica.Node(p.Id)
 		if node == nil || node.GrpcAddress == "" {
+			p.Unreachable = true // no address to ask it at
 			continue
 		}
 		wg.Add(1)
@@ -106,6 +137,8 @@ func (s *Status) Peers(ctx context.Context, _ *pb.PeersRequest) (*pb.PeersRespon
 			defer wg.Done()
 			if st, err := s.cfg.Status.PeerStatus(ctx, node.GrpcAddress); err == nil {
 				p.LastIndex = st.LastLogIndex
+			} else {
+				p.Unreachable = true
 			}
 		}()
 	}

@@ -1,0 +1,112 @@
+package ctlcmd
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client/clienttest"
+)
+
+func TestStatusSaysWhichVotersAreUnreachable(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	tests := []struct {
+		name       string
+		status     *zrpcpb.StatusResponse
+		wantLeader string
+		wantVoters string // "" : no Voters line
+	}{
+		{"a leader and every voter reachable",
+			&zrpcpb.StatusResponse{Node: "n1", Leader: "n1", Voters: 3, ReachableVoters: 3, LastContact: durationpb.New(2656192261)},
+			"n1", "3 of 3 reachable"},
+		{"a leader and one voter down",
+			&zrpcpb.StatusResponse{Node: "n1", Leader: "n1", Voters: 3, ReachableVoters: 2, UnreachableVoters: []*zrpcpb.UnreachableVoter{
+				{Name: "n3", Status: "failed", DownFor: durationpb.New(75*time.Second + 300*time.Millisecond)},
+			}},
+			"n1", "2 of 3 reachable; n3 failed for 1m15s"},
+		{"the quorum lost",
+			&zrpcpb.StatusResponse{Node: "n1", Voters: 3, ReachableVoters: 1, UnreachableVoters: []*zrpcpb.UnreachableVoter{
+				{Name: "n2", Status: "failed", DownFor: durationpb.New(4 * time.Second)}, {Name: "n3", Status: "unknown"},
+			}},
+			"no leader: 1 of 3 voters reachable, a leader needs 2", "1 of 3 reachable; n2 failed for 4s, n3 unknown"},
+		{"no leader with the voters reachable (an election)",
+			&zrpcpb.StatusResponse{Node: "n1", Voters: 3, ReachableVoters: 3},
+			"no leader", "3 of 3 reachable"},
+		{"an agent that does not report voters",
+			&zrpcpb.StatusResponse{Node: "n1"},
+			"no leader", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := (&clienttest.Agent{OnStatus: func(context.Context, *zrpcpb.StatusRequest) (*zrpcpb.StatusResponse, error) {
+				return tt.status, nil
+			}}).Start(t)
+			res := runZrpcctl(testContext(t), t, a.Addr, "status")
+			if res.err != nil {
+				t.Fatalf("status: %v", res.err)
+			}
+			fields := map[string]string{}
+			for line := range strings.SplitSeq(strings.TrimSpace(res.stdout), "\n") {
+				k, v, _ := strings.Cut(line, ":")
+				fields[k] = strings.TrimSpace(v)
+			}
+			if fields["Leader"] != tt.wantLeader {
+				t.Errorf("Leader: %q, want %q\n%s", fields["Leader"], tt.wantLeader, res.stdout)
+			}
+			if v, ok := fields["Voters"]; v != tt.wantVoters || ok != (tt.wantVoters != "") {
+				t.Errorf("Voters: %q (shown %v), want %q\n%s", v, ok, tt.wantVoters, res.stdout)
+			}
+			if c := tt.status.GetLastContact(); c != nil && fields["Last contact"] != "2.656s" {
+				t.Errorf("Last contact: %q, want it to the millisecond: 2.656s", fields["Last contact"])
+			}
+		})
+	}
+}
+
+// TestNoLeaderAndStaleReadsSayWhatToDo: a write refused for want of a
+// leader and a read refused as stale fail with the agent's reason and a
+// hint at what to run next.
+func TestNoLeaderAndStaleReadsSayWhatToDo(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	a := (&clienttest.Agent{
+		OnRegister: func(context.Context, *zrpcpb.RegisterRequest) (*zrpcpb.RegisterResponse, error) {
+			return nil, apierr.ToStatus(fmt.Errorf("%w: 1 of 3 voters reachable (n2 failed, n3 failed); a leader needs 2", apierr.ErrNoLeader))
+		},
+		OnList: func(context.Context, *zrpcpb.ListRequest) (*zrpcpb.ListResponse, error) {
+			return nil, apierr.ToStatus(fmt.Errorf("%w: this agent knows no leader", apierr.ErrStaleRead))
+		},
+	}).Start(t)
+	tests := []struct {
+		name  string
+		args  []string
+		wants []string
+	}{
+		{"write", []string{"service", "register", "user.rpc", "--id", "u1", "--address", "127.0.0.1:9001"}, []string{
+			"Error: ", "agent " + a.Addr + ": no cluster leader: 1 of 3 voters reachable (n2 failed, n3 failed); a leader needs 2",
+			"Hint: the cluster has no leader now; `zrpcctl status` says which voters the agent cannot reach",
+		}},
+		{"default read", []string{"service", "list"}, []string{
+			"Error: ", "agent " + a.Addr + ": replica is stale",
+			"Hint: the agent has lost contact with the leader; --consistency stale reads its copy anyway",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := runZrpcctl(testContext(t), t, a.Addr, tt.args...)
+			if res.err == nil {
+				t.Fatal("command succeeded, want an error (a non-zero exit)")
+			}
+			for _, want := range tt.wants {
+				if !strings.Contains(res.stderr, want) {
+					t.Errorf("stderr does not contain %q:\n%s", want, res.stderr)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,99 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/testcluster"
+)
+
+// TestAgentReportsUnreachableVotersAndFailsWritesWithoutAQuorum: with one
+// of three voters down, Status and /metrics name it and writes go on;
+// with two down, Status shows no leader, /metrics has no leader and two
+// voters unreachable, /readyz says why it is not ready, and a write fails
+// with ErrNoLeader saying how many voters are reachable, before the
+// caller's deadline.
+func TestAgentReportsUnreachableVotersAndFailsWritesWithoutAQuorum(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.WithDeadNodeReap(time.Hour))
+	c.WaitFor(20*time.Second, "a leader", func() bool { return c.Leader() != nil })
+	survivor := c.LeaderIndex()
+	f1, f2 := followers(t, c)
+	status := func() *pb.StatusResponse {
+		st, err := c.Status(survivor).Status(ctxT(t), &pb.StatusRequest{})
+		if err != nil {
+			return nil
+		}
+		return st
+	}
+	c.WaitFor(20*time.Second, "three voters, all reachable", func() bool {
+		st := status()
+		return st != nil && st.Voters == 3 && st.ReachableVoters == 3 && len(st.UnreachableVoters) == 0
+	})
+	metrics := func(want ...string) bool {
+		resp, err := http.Get("http://" + c.Node(survivor).HTTPAddr() + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, w := range want {
+			if !strings.Contains(string(body), "\n"+w+"\n") {
+				return false
+			}
+		}
+		return true
+	}
+	c.WaitFor(10*time.Second, "/metrics: a leader, three voters, none unreachable", func() bool {
+		return metrics("zrpc_raft_has_leader 1", "zrpc_raft_voters 3", "zrpc_raft_voters_unreachable 0")
+	})
+
+	c.Kill(f1)
+	c.WaitFor(20*time.Second, c.Name(f1)+" shown unreachable", func() bool {
+		st := status()
+		if st == nil || st.ReachableVoters != 2 || len(st.UnreachableVoters) != 1 {
+			return false
+		}
+		u := st.UnreachableVoters[0]
+		return u.Name == c.Name(f1) && u.Status == "failed" && u.DownFor != nil && st.Leader != ""
+	})
+	c.WaitFor(10*time.Second, "/metrics: one voter unreachable", func() bool {
+		return metrics("zrpc_raft_has_leader 1", "zrpc_raft_voters 3", "zrpc_raft_voters_unreachable 1")
+	})
+	if _, err := c.Registry(survivor).Register(ctxT(t), &pb.RegisterRequest{Instance: &pb.Instance{Service: "api", Id: "a1", Address: "127.0.0.1:9001"}}); err != nil {
+		t.Fatalf("write with two of three voters: %v", err)
+	}
+
+	c.Kill(f2)
+	c.WaitFor(20*time.Second, "no leader and one voter reachable", func() bool {
+		st := status()
+		return st != nil && st.Leader == "" && st.ReachableVoters == 1 && len(st.UnreachableVoters) == 2
+	})
+	c.WaitFor(10*time.Second, "/metrics: no leader, two voters unreachable", func() bool {
+		return metrics("zrpc_raft_has_leader 0", "zrpc_raft_voters 3", "zrpc_raft_voters_unreachable 2")
+	})
+	resp, err := http.Get("http://" + c.Node(survivor).HTTPAddr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "no Raft leader known (1 of 3 voters reachable") {
+		t.Errorf("/readyz without a quorum = %d %q, want 503 saying how many voters are reachable", resp.StatusCode, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = c.Registry(survivor).Register(ctx, &pb.RegisterRequest{Instance: &pb.Instance{Service: "api", Id: "a2", Address: "127.0.0.1:9002"}})
+	if err := apierr.FromStatus(err); !errors.Is(err, apierr.ErrNoLeader) || !strings.Contains(err.Error(), "1 of 3 voters reachable") {
+		t.Fatalf("write without a quorum = %v, want ErrNoLeader saying 1 of 3 voters are reachable", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("the write without a quorum was answered only at the caller's deadline")
+	}
+}
