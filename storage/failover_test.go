@@ -1,0 +1,285 @@
+package storage_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/storage/codec"
+	"github.com/zrpcio/zrpc/storage/shardstore"
+	"github.com/zrpcio/zrpc/testcluster"
+)
+
+// Blobs under bad luck: leadership moving in the middle of a repair, a
+// partition that outlasts failure detection, a replaced disk. Orphan
+// collection runs throughout (fastBlobs: half a second of grace, a pass
+// every 200 ms); each test checks that it never deletes a shard the
+// metadata records a holder for.
+
+// shardsHeld returns "" when every shard of the blob called name, as the
+// leader's metadata records it, has a holder of its own that is a running
+// agent holding it with the recorded CRC32C; else what is wrong.
+func shardsHeld(t testing.TB, c *testcluster.Cluster, name string) string {
+	l := c.Leader()
+	if l == nil {
+		return "no leader"
+	}
+	b := l.Store().FSM().Blob(name)
+	if b == nil {
+		return fmt.Sprintf("the leader %s has no blob %s", l.Name(), name)
+	}
+	for bi, blk := range b.Blocks {
+		seen := make(map[string]bool)
+		for idx := range blk.Holders {
+			h := b.Holder(blk, idx)
+			switch {
+			case h == "":
+				return fmt.Sprintf("block %d shard %d has no holder", bi, idx)
+			case seen[h]:
+				return fmt.Sprintf("block %d has two shards on %s", bi, h)
+			}
+			seen[h] = true
+			n := c.Node(agentIndex(t, c, h))
+			if n == nil {
+				return fmt.Sprintf("block %d shard %d is on %s, which is down", bi, idx, h)
+			}
+			id := shardstore.ID{Blob: b.Id, Block: uint32(bi), Index: uint16(idx)}
+			hdr, _, err := n.Blobs().Shards().Get(id, nil)
+			if err != nil {
+				return fmt.Sprintf("shard %v on its holder %s: %v", id, h, err)
+			}
+			if hdr.Sum != blk.Sums[idx] {
+				return fmt.Sprintf("shard %v on its holder %s has CRC32C %08x, the metadata %08x", id, h, hdr.Sum, blk.Sums[idx])
+			}
+		}
+	}
+	return ""
+}
+
+// waitShardsHeld waits until shardsHeld finds nothing wrong, logging
+// what it finds wrong whenever that changes.
+func waitShardsHeld(t testing.TB, c *testcluster.Cluster, name, what string) {
+	t.Helper()
+	var last string
+	c.WaitFor(30*time.Second, what, func() bool {
+		s := shardsHeld(t, c, name)
+		if s != last && s != "" {
+			t.Logf("waiting for %s: %s", name, s)
+		}
+		last = s
+		return s == ""
+	})
+}
+
+// watchRecordedShards checks, every 100 ms until the test ends, that each
+// running agent the leader's metadata names as the holder of a shard of
+// the blob called name has that shard. Repair records a holder only once
+// the shard is durable there, and nothing but orphan collection deletes
+// shards in these tests: a shard missing on its holder, and still
+// recorded there half a second later (a new leader's replica may lag for
+// a moment), was deleted under its record.
+func watchRecordedShards(t *testing.T, c *testcluster.Cluster, name string) {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			for _, m := range missingRecordedShards(t, c, name) {
+				select {
+				case <-stop:
+					return
+				case <-time.After(500 * time.Millisecond):
+				}
+				if again := missingRecordedShards(t, c, name); containsShard(again, m) {
+					t.Errorf("shard %s is recorded on its holder, which does not have it: orphan collection deleted it", m)
+					return
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		wg.Wait()
+	})
+}
+
+// missingRecordedShards lists the shards of the blob called name that the
+// leader's metadata places on a running agent that does not have them,
+// as "<id> on <agent>".
+func missingRecordedShards(t testing.TB, c *testcluster.Cluster, name string) []string {
+	l := c.Leader()
+	if l == nil {
+		return nil
+	}
+	b := l.Store().FSM().Blob(name)
+	if b == nil {
+		return nil
+	}
+	var missing []string
+	for bi, blk := range b.Blocks {
+		for idx := range blk.Holders {
+			h := b.Holder(blk, idx)
+			if h == "" {
+				continue
+			}
+			n := c.Node(agentIndex(t, c, h))
+			if n == nil {
+				continue
+			}
+			id := shardstore.ID{Blob: b.Id, Block: uint32(bi), Index: uint16(idx)}
+			if _, _, err := n.Blobs().Shards().Get(id, nil); errors.Is(err, shardstore.ErrNotFound) {
+				missing = append(missing, fmt.Sprintf("%v on %s", id, h))
+			}
+		}
+	}
+	return missing
+}
+
+func containsShard(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// plantOrphans stores, on every running agent, one shard of a blob that
+// does not exist, and returns its id: orphan collection must delete it
+// (the leader confirming), which shows collection ran on every agent.
+func plantOrphans(t testing.TB, c *testcluster.Cluster, seed uint64) shardstore.ID {
+	t.Helper()
+	payload := randomBytes(512, seed)
+	id := shardstore.ID{Blob: fmt.Sprintf("%016x", seed|1<<63), Index: 0}
+	h := shardstore.Header{ID: id, K: 2, M: 1, BlockLen: 1024, ShardLen: 512, Sum: codec.Checksum(payload), BlockSize: 1024}
+	for i := range c.Size() {
+		if n := c.Node(i); n != nil {
+			if err := n.Blobs().Shards().Put(h, payload); err != nil {
+				t.Fatalf("plant an orphan shard on %s: %v", c.Name(i), err)
+			}
+		}
+	}
+	return id
+}
+
+// waitCollected waits until no running agent holds shard id.
+func waitCollected(t testing.TB, c *testcluster.Cluster, id shardstore.ID) {
+	t.Helper()
+	c.WaitFor(20*time.Second, fmt.Sprintf("every running agent's orphan collection deletes the orphan %v", id), func() bool {
+		for i := range c.Size() {
+			if n := c.Node(i); n != nil {
+				if _, _, err := n.Blobs().Shards().Get(id, nil); !errors.Is(err, shardstore.ErrNotFound) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+// putAvoiding puts blobs of data under name-0, name-1, ... until one's
+// shards avoid agent avoid, deletes the others, and returns the name and
+// metadata of the one kept.
+func putAvoiding(t testing.TB, c *testcluster.Cluster, cl *client.Client, name string, data []byte, opts client.PutOptions, avoid int) (string, *pb.Blob) {
+	t.Helper()
+	for try := range 20 {
+		n := fmt.Sprintf("%s-%d", name, try)
+		rev := put(t, cl, n, data, opts).Header.Revision
+		l := c.Node(avoid)
+		l.Store().FSM().WaitRevision(ctxFor(t, 10*time.Second), rev)
+		b := l.Store().FSM().Blob(n)
+		if !strings.Contains(strings.Join(b.Nodes, ","), c.Name(avoid)) {
+			return n, b
+		}
+		if _, err := cl.DeleteBlob(ctxFor(t, 5*time.Second), n); err != nil {
+			t.Fatalf("delete %s: %v", n, err)
+		}
+	}
+	t.Fatalf("20 blobs all placed a shard on %s", c.Name(avoid))
+	return "", nil
+}
+
+// TestRepairInterruptedByLeaderLossLeavesEveryRecordedHolderHoldingItsShard:
+// a holder dies; while the leader's repair is storing the rebuilt
+// shards (their agents' fsyncs are slow), the leader is killed, or cut
+// off by a partition. The new leader finishes the repair: every block ends
+// with k+m recorded holders that are running and hold a good shard, the
+// blob reads back with its SHA-256, and orphan collection, which runs
+// throughout and after, never deletes a shard under its record.
+func TestRepairInterruptedByLeaderLossLeavesEveryRecordedHolderHoldingItsShard(t *testing.T) {
+	for _, how := range []string{"killed", "partitioned"} {
+		t.Run(how, func(t *testing.T) {
+			// Five voters: the cluster keeps a quorum with a holder and
+			// the leader gone.
+			c := newBlobCluster(t, 5, testcluster.WithVoters(5))
+			leader := c.LeaderIndex()
+			data := randomBytes(5<<20+77, 41)
+			// 2+1 on five agents: two agents hold no shard, and can take
+			// the rebuilt ones. The blob must not be on the leader, whose
+			// loss would otherwise be a second lost shard of each block.
+			name, b := putAvoiding(t, c, agentClient(t, c, (leader+1)%5), "failover", data, client.PutOptions{Data: 2, Parity: 1}, leader)
+			victim := agentIndex(t, c, b.Nodes[0])
+			var free []int
+			for i := range 5 {
+				if !strings.Contains(strings.Join(b.Nodes, ","), c.Name(i)) {
+					free = append(free, i)
+					c.SlowShardDisk(i, 1500*time.Millisecond)
+				}
+			}
+			watchRecordedShards(t, c, name)
+			c.Kill(victim)
+			c.WaitFor(20*time.Second, "the leader's repair to stage a rebuilt shard", func() bool {
+				for _, i := range free {
+					for _, st := range c.Node(i).Blobs().Shards().Staged() {
+						if st.ID.Blob == b.Id {
+							return true
+						}
+					}
+				}
+				return false
+			})
+			if how == "killed" {
+				c.Kill(leader)
+			} else {
+				var others []int
+				for i := range 5 {
+					if i != leader {
+						others = append(others, i)
+					}
+				}
+				c.Partition([]int{leader}, others)
+			}
+			c.WaitFor(20*time.Second, "a new leader", func() bool {
+				l := c.LeaderIndex()
+				return l >= 0 && l != leader
+			})
+			for _, i := range free {
+				c.SlowShardDisk(i, 0)
+			}
+			waitShardsHeld(t, c, name, "the new leader's repair to give every block k+m running holders holding their shards")
+			if how == "partitioned" {
+				c.Heal()
+			}
+			reader := agentClient(t, c, agentIndex(t, c, b.Nodes[1])) // a holder that stayed
+			if got := get(t, reader, name, client.GetOptions{}); !bytes.Equal(got, data) {
+				t.Fatal("the repaired blob reads back different bytes")
+			}
+			waitCollected(t, c, plantOrphans(t, c, 42))
+			if s := shardsHeld(t, c, name); s != "" {
+				t.Fatalf("after orphan collection ran on every agent: %s", s)
+			}
+		})
+	}
+}
