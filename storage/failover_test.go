@@ -283,3 +283,170 @@ func TestRepairInterruptedByLeaderLossLeavesEveryRecordedHolderHoldingItsShard(t
 		})
 	}
 }
+
+// strayShards lists the shards (committed or staged) agent i holds that
+// the leader's metadata does not place on it.
+func strayShards(t testing.TB, c *testcluster.Cluster, i int) []shardstore.ID {
+	l := c.Leader()
+	n := c.Node(i)
+	if l == nil || n == nil {
+		return nil
+	}
+	fsm := l.Store().FSM()
+	placed := func(id shardstore.ID) bool {
+		b := fsm.BlobByID(id.Blob)
+		return b != nil && int(id.Block) < len(b.Blocks) && b.Holder(b.Blocks[id.Block], int(id.Index)) == c.Name(i)
+	}
+	var stray []shardstore.ID
+	n.Blobs().Shards().Walk(func(id shardstore.ID, _ int64, _ time.Time) error {
+		if !placed(id) {
+			stray = append(stray, id)
+		}
+		return nil
+	})
+	for _, st := range n.Blobs().Shards().Staged() {
+		stray = append(stray, st.ID)
+	}
+	return stray
+}
+
+// holdsShardOf reports whether the leader's metadata places a shard of
+// blob b on agent name.
+func holdsShardOf(b *pb.Blob, name string) bool {
+	for _, blk := range b.Blocks {
+		for idx := range blk.Holders {
+			if b.Holder(blk, idx) == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestAgentCutOffPastFailureDetectionCollectsOnlyOrphansAfterHealing: one
+// agent holding shards is cut off long enough to be found failed and to
+// have its shards rebuilt elsewhere, while blobs are deleted and put on
+// the majority's side. After the partition heals, its orphan collection
+// (its replica lagging behind, its Raft disk slow) deletes no shard the
+// metadata records, the shards of the deleted blobs and of the moved
+// ones on it are collected, and every live blob reads back intact through
+// every agent.
+func TestAgentCutOffPastFailureDetectionCollectsOnlyOrphansAfterHealing(t *testing.T) {
+	c := newBlobCluster(t, 5, testcluster.WithDeadNodeReap(time.Minute))
+	leader := c.LeaderIndex()
+	cl := agentClient(t, c, leader)
+	opts := client.PutOptions{Data: 2, Parity: 1}
+	data := make(map[string][]byte)
+	var names []string
+	for i := range 6 {
+		name := fmt.Sprintf("cutoff/before-%d", i)
+		data[name] = randomBytes(1<<20+i*300<<10, uint64(50+i))
+		put(t, cl, name, data[name], opts)
+		names = append(names, name)
+	}
+	// The agent cut off: the one other than the leader holding shards of
+	// the most blobs.
+	fsm := c.Node(leader).Store().FSM()
+	cut, most := -1, 0
+	for i := range 5 {
+		held := 0
+		for _, name := range names {
+			if holdsShardOf(fsm.Blob(name), c.Name(i)) {
+				held++
+			}
+		}
+		if i != leader && held > most {
+			cut, most = i, held
+		}
+	}
+	var doomed, kept []string
+	for _, name := range names {
+		if holdsShardOf(fsm.Blob(name), c.Name(cut)) && len(doomed) < 2 {
+			doomed = append(doomed, name)
+		} else {
+			kept = append(kept, name)
+		}
+	}
+	doomedIDs := make(map[string]bool)
+	for _, name := range doomed {
+		doomedIDs[fsm.Blob(name).Id] = true
+	}
+	for _, name := range kept {
+		watchRecordedShards(t, c, name)
+	}
+	var majority []int
+	for i := range 5 {
+		if i != cut {
+			majority = append(majority, i)
+		}
+	}
+	c.Partition([]int{cut}, majority)
+	c.WaitFor(20*time.Second, fmt.Sprintf("the leader to find %s failed", c.Name(cut)), func() bool {
+		l := c.Leader()
+		if l == nil {
+			return false
+		}
+		for _, n := range l.Store().FSM().Nodes() {
+			if n.Name == c.Name(cut) {
+				return n.Health == pb.Health_CRITICAL
+			}
+		}
+		return false
+	})
+	via := agentClient(t, c, majority[0])
+	for _, name := range doomed {
+		if _, err := via.DeleteBlob(ctxFor(t, 10*time.Second), name); err != nil {
+			t.Fatalf("delete %s on the majority's side: %v", name, err)
+		}
+		delete(data, name)
+	}
+	for i := range 2 {
+		name := fmt.Sprintf("cutoff/during-%d", i)
+		data[name] = randomBytes(1<<20+i*500<<10, uint64(60+i))
+		put(t, via, name, data[name], opts)
+		kept = append(kept, name)
+		watchRecordedShards(t, c, name)
+	}
+	c.WaitFor(30*time.Second, fmt.Sprintf("repair to move every shard off %s", c.Name(cut)), func() bool {
+		l := c.Leader()
+		if l == nil {
+			return false
+		}
+		for _, name := range kept {
+			if b := l.Store().FSM().Blob(name); b == nil || holdsShardOf(b, c.Name(cut)) {
+				return false
+			}
+		}
+		return true
+	})
+	c.SlowDisk(cut, 100*time.Millisecond)
+	c.Heal()
+	waitAlive(t, c, 5)
+	for _, name := range kept {
+		waitShardsHeld(t, c, name, fmt.Sprintf("%s to have k+m running holders holding their shards", name))
+	}
+	c.WaitFor(30*time.Second, fmt.Sprintf("%s's orphan collection to delete the shards of deleted and moved blobs", c.Name(cut)), func() bool {
+		return len(strayShards(t, c, cut)) == 0
+	})
+	c.SlowDisk(cut, 0)
+	for i := range 5 {
+		for name, want := range data {
+			if got := get(t, agentClient(t, c, i), name, client.GetOptions{MinRevision: c.Leader().Store().FSM().Revision()}); !bytes.Equal(got, want) {
+				t.Fatalf("%s read through %s: different bytes", name, c.Name(i))
+			}
+		}
+	}
+	waitCollected(t, c, plantOrphans(t, c, 43))
+	for _, name := range kept {
+		if s := shardsHeld(t, c, name); s != "" {
+			t.Fatalf("after orphan collection ran on every agent: %s", s)
+		}
+	}
+	for i := range 5 {
+		for _, id := range strayShards(t, c, i) {
+			if doomedIDs[id.Blob] {
+				t.Errorf("%s still holds shard %v of a deleted blob", c.Name(i), id)
+			}
+		}
+	}
+}
