@@ -2,9 +2,13 @@ package storage_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,13 +103,16 @@ func TestBlobLostShardWithoutParityShowsInStat(t *testing.T) {
 	})
 }
 
-// TestBlobReplacedDiskIsRefilled: an agent restarted on an empty shard
-// directory (its disk was replaced) gets every shard the metadata places on
-// it back once its scrubber runs.
+// TestBlobReplacedDiskIsRefilled: an agent that crashes and comes back
+// on an empty shard directory (its disk was replaced; same name, same
+// Raft state) gets every shard the metadata places on it back once its
+// scrubber reports them lost, and reads of the blob through the other
+// agents, striped and through an agent, never fail meanwhile.
 func TestBlobReplacedDiskIsRefilled(t *testing.T) {
 	c := newBlobCluster(t, 3, slowFailover)
 	cl := agentClient(t, c, 0)
-	rev := put(t, cl, "refill", randomBytes(3<<20, 33), client.PutOptions{}).Header.Revision
+	data := randomBytes(3<<20, 33)
+	rev := put(t, cl, "refill", data, client.PutOptions{}).Header.Revision
 	victim := (c.LeaderIndex() + 1) % 3
 	c.Node(victim).Store().FSM().WaitRevision(ctxFor(t, 10*time.Second), rev)
 	b := c.Node(victim).Store().FSM().Blob("refill")
@@ -113,23 +120,98 @@ func TestBlobReplacedDiskIsRefilled(t *testing.T) {
 	if want == 0 {
 		t.Fatal("the victim holds no shard")
 	}
+	watchRecordedShards(t, c, "refill")
+	reads := readContinuously(t, c, "refill", data, victim)
 	dir := filepath.Dir(filepath.Dir(filepath.Dir(c.Node(victim).Blobs().Shards().Path(shardstore.ID{Blob: b.Id}))))
-	c.Stop(victim)
+	c.Kill(victim)
+	reads.waitOne(c, "a read with the victim down")
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
+	// Reads report the lost shards they meet too: none runs until the
+	// scrubber has counted them.
+	reads.mu.Lock()
 	c.Restart(victim)
 	waitAlive(t, c, 3)
-	if n := c.Node(victim).Blobs().ScrubOnce(ctxFor(t, 10*time.Second), 0); n != want {
+	n := c.Node(victim).Blobs().ScrubOnce(ctxFor(t, 10*time.Second), 0)
+	reads.mu.Unlock()
+	if n != want {
 		t.Fatalf("scrub of the empty disk reported %d lost shards, want %d", n, want)
 	}
+	reads.waitOne(c, "a read with the victim back on a disk being refilled")
 	c.WaitFor(30*time.Second, "repair refills the replaced disk", func() bool {
 		return shardFiles(t, c, victim, b.Id) == want
 	})
+	waitShardsHeld(t, c, "refill", "every shard on its holder again")
 	c.WaitFor(10*time.Second, "stat says healthy", func() bool {
 		h, _ := statHealth(t, cl, "refill")
 		return h == "healthy"
 	})
+	reads.waitOne(c, "a read after the refill")
+}
+
+// readContinuously reads the blob called name whole, over and over until
+// the test ends, through the agents other than skip in turn, alternately
+// striped and through the agent, failing the test on any error or wrong
+// byte.
+func readContinuously(t *testing.T, c *testcluster.Cluster, name string, data []byte, skip int) *readLoop {
+	var clients []*client.Client
+	for i := range c.Size() {
+		if i != skip {
+			clients = append(clients, agentClient(t, c, i))
+		}
+	}
+	r := &readLoop{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for n := 0; ctx.Err() == nil; n++ {
+			opts := client.GetOptions{ThroughAgent: n%2 == 1}
+			r.mu.Lock()
+			got, err := readAll(ctx, clients[n/2%len(clients)], name, opts)
+			r.mu.Unlock()
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				t.Errorf("read %d of %s (through the agent: %v): %v", n, name, opts.ThroughAgent, err)
+				return
+			case !bytes.Equal(got, data):
+				t.Errorf("read %d of %s (through the agent: %v): different bytes", n, name, opts.ThroughAgent)
+				return
+			}
+			r.reads.Add(1)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return r
+}
+
+func readAll(ctx context.Context, cl *client.Client, name string, opts client.GetOptions) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	r, err := cl.GetBlob(ctx, name, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+// readLoop counts readContinuously's good reads; holding mu pauses them.
+type readLoop struct {
+	mu    sync.Mutex // held during each read
+	reads atomic.Int64
+}
+
+// waitOne waits until a read started after the call has succeeded.
+func (r *readLoop) waitOne(c *testcluster.Cluster, what string) {
+	from := r.reads.Load() + 1 // the read in progress may have started before
+	c.WaitFor(30*time.Second, what, func() bool { return r.reads.Load() > from })
 }
 
 // TestBlobOrphanCopyIsNotTheShard: a corrupt copy of a shard on an agent
