@@ -212,15 +212,25 @@ func putAvoiding(t testing.TB, c *testcluster.Cluster, cl *client.Client, name s
 }
 
 // TestRepairInterruptedByLeaderLossLeavesEveryRecordedHolderHoldingItsShard:
-// a holder dies; while the leader's repair is storing the rebuilt
-// shards (their agents' fsyncs are slow), the leader is killed, or cut
-// off by a partition. The new leader finishes the repair: every block ends
-// with k+m recorded holders that are running and hold a good shard, the
-// blob reads back with its SHA-256, and orphan collection, which runs
-// throughout and after, never deletes a shard under its record.
+// a holder dies; while the leader's repair is storing the rebuilt shards
+// (their agents' fsyncs are slow), the leader is killed or cut off by a
+// partition: while the shards are staged, or once they are durable and
+// not yet recorded (the leader's Raft disk is slow). The new leader
+// finishes the repair: every block ends with k+m recorded holders that
+// are running and hold a good shard, the blob reads back with its
+// SHA-256, and orphan collection, which runs throughout and after, never
+// deletes a shard under its record.
 func TestRepairInterruptedByLeaderLossLeavesEveryRecordedHolderHoldingItsShard(t *testing.T) {
-	for _, how := range []string{"killed", "partitioned"} {
-		t.Run(how, func(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		durable   bool // wait for a rebuilt shard durable and not recorded
+		partition bool // cut the leader off instead of killing it
+	}{
+		{name: "killed while staging"},
+		{name: "partitioned while staging", partition: true},
+		{name: "killed before recording", durable: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			// Five voters: the cluster keeps a quorum with a holder and
 			// the leader gone.
 			c := newBlobCluster(t, 5, testcluster.WithVoters(5))
@@ -250,9 +260,13 @@ func TestRepairInterruptedByLeaderLossLeavesEveryRecordedHolderHoldingItsShard(t
 				}
 				return false
 			})
-			if how == "killed" {
-				c.Kill(leader)
-			} else {
+			if tc.durable {
+				c.SlowDisk(leader, time.Second)
+				c.WaitFor(20*time.Second, "a rebuilt shard durable and not recorded", func() bool {
+					return unrecordedShards(c, free, b.Id, leader) > 0
+				})
+			}
+			if tc.partition {
 				var others []int
 				for i := range 5 {
 					if i != leader {
@@ -260,6 +274,8 @@ func TestRepairInterruptedByLeaderLossLeavesEveryRecordedHolderHoldingItsShard(t
 					}
 				}
 				c.Partition([]int{leader}, others)
+			} else {
+				c.Kill(leader)
 			}
 			c.WaitFor(20*time.Second, "a new leader", func() bool {
 				l := c.LeaderIndex()
@@ -268,8 +284,9 @@ func TestRepairInterruptedByLeaderLossLeavesEveryRecordedHolderHoldingItsShard(t
 			for _, i := range free {
 				c.SlowShardDisk(i, 0)
 			}
+			c.SlowDisk(leader, 0)
 			waitShardsHeld(t, c, name, "the new leader's repair to give every block k+m running holders holding their shards")
-			if how == "partitioned" {
+			if tc.partition {
 				c.Heal()
 			}
 			reader := agentClient(t, c, agentIndex(t, c, b.Nodes[1])) // a holder that stayed
@@ -282,6 +299,25 @@ func TestRepairInterruptedByLeaderLossLeavesEveryRecordedHolderHoldingItsShard(t
 			}
 		})
 	}
+}
+
+// unrecordedShards counts the durable shards of blob id on the agents
+// of idxs that agent meta's replica does not place there.
+func unrecordedShards(c *testcluster.Cluster, idxs []int, id string, meta int) int {
+	b := c.Node(meta).Store().FSM().BlobByID(id)
+	if b == nil {
+		return 0
+	}
+	n := 0
+	for _, i := range idxs {
+		c.Node(i).Blobs().Shards().Walk(func(s shardstore.ID, _ int64, _ time.Time) error {
+			if s.Blob == id && b.Holder(b.Blocks[s.Block], int(s.Index)) != c.Name(i) {
+				n++
+			}
+			return nil
+		})
+	}
+	return n
 }
 
 // strayShards lists the shards (committed or staged) agent i holds that
