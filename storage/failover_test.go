@@ -360,7 +360,7 @@ func holdsShardOf(b *pb.Blob, name string) bool {
 }
 
 // TestAgentCutOffPastFailureDetectionCollectsOnlyOrphansAfterHealing: one
-// agent holding shards is cut off long enough to be found failed and to
+// agent (a follower, or the leader) holding shards is cut off long enough to be found failed and to
 // have its shards rebuilt elsewhere, while blobs are deleted and put on
 // the majority's side. After the partition heals, its orphan collection
 // (its replica lagging behind, its Raft disk slow) deletes no shard the
@@ -368,6 +368,13 @@ func holdsShardOf(b *pb.Blob, name string) bool {
 // ones on it are collected, and every live blob reads back intact through
 // every agent.
 func TestAgentCutOffPastFailureDetectionCollectsOnlyOrphansAfterHealing(t *testing.T) {
+	t.Run("a follower", func(t *testing.T) { testCutOff(t, false) })
+	t.Run("the leader", func(t *testing.T) { testCutOff(t, true) })
+}
+
+// testCutOff is TestAgentCutOffPastFailureDetectionCollectsOnlyOrphansAfterHealing,
+// cutting off the leader or the follower holding the most blobs' shards.
+func testCutOff(t *testing.T, cutLeader bool) {
 	c := newBlobCluster(t, 5, testcluster.WithDeadNodeReap(time.Minute))
 	leader := c.LeaderIndex()
 	cl := agentClient(t, c, leader)
@@ -380,10 +387,10 @@ func TestAgentCutOffPastFailureDetectionCollectsOnlyOrphansAfterHealing(t *testi
 		put(t, cl, name, data[name], opts)
 		names = append(names, name)
 	}
-	// The agent cut off: the one other than the leader holding shards of
+	// The agent cut off: the leader, or the follower holding shards of
 	// the most blobs.
 	fsm := c.Node(leader).Store().FSM()
-	cut, most := -1, 0
+	cut, most := leader, 0
 	for i := range 5 {
 		held := 0
 		for _, name := range names {
@@ -391,7 +398,7 @@ func TestAgentCutOffPastFailureDetectionCollectsOnlyOrphansAfterHealing(t *testi
 				held++
 			}
 		}
-		if i != leader && held > most {
+		if !cutLeader && i != leader && held > most {
 			cut, most = i, held
 		}
 	}
@@ -465,9 +472,17 @@ func TestAgentCutOffPastFailureDetectionCollectsOnlyOrphansAfterHealing(t *testi
 		return len(strayShards(t, c, cut)) == 0
 	})
 	c.SlowDisk(cut, 0)
+	var rev uint64
+	c.WaitFor(10*time.Second, "a leader", func() bool {
+		l := c.Leader()
+		if l != nil {
+			rev = l.Store().FSM().Revision()
+		}
+		return l != nil
+	})
 	for i := range 5 {
 		for name, want := range data {
-			if got := get(t, agentClient(t, c, i), name, client.GetOptions{MinRevision: c.Leader().Store().FSM().Revision()}); !bytes.Equal(got, want) {
+			if got := get(t, agentClient(t, c, i), name, client.GetOptions{MinRevision: rev}); !bytes.Equal(got, want) {
 				t.Fatalf("%s read through %s: different bytes", name, c.Name(i))
 			}
 		}
