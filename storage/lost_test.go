@@ -120,7 +120,7 @@ func TestBlobReplacedDiskIsRefilled(t *testing.T) {
 	if want == 0 {
 		t.Fatal("the victim holds no shard")
 	}
-	watchRecordedShards(t, c, "refill")
+	watchRecordedShards(t, c, "refill", c.Name(victim)) // until its disk is refilled
 	reads := readContinuously(t, c, "refill", data, victim)
 	dir := filepath.Dir(filepath.Dir(filepath.Dir(c.Node(victim).Blobs().Shards().Path(shardstore.ID{Blob: b.Id}))))
 	c.Kill(victim)
@@ -143,11 +143,13 @@ func TestBlobReplacedDiskIsRefilled(t *testing.T) {
 		return shardFiles(t, c, victim, b.Id) == want
 	})
 	waitShardsHeld(t, c, "refill", "every shard on its holder again")
+	watchRecordedShards(t, c, "refill")
 	c.WaitFor(10*time.Second, "stat says healthy", func() bool {
 		h, _ := statHealth(t, cl, "refill")
 		return h == "healthy"
 	})
 	reads.waitOne(c, "a read after the refill")
+	waitCollected(t, c, plantOrphans(t, c, 44))
 }
 
 // readContinuously reads the blob called name whole, over and over until
