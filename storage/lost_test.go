@@ -14,6 +14,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/node"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 	"github.com/zrpcio/zrpc/testcluster"
 )
@@ -150,6 +151,40 @@ func TestBlobReplacedDiskIsRefilled(t *testing.T) {
 	})
 	reads.waitOne(c, "a read after the refill")
 	waitCollected(t, c, plantOrphans(t, c, 44))
+}
+
+// TestBlobReplacedDiskOfParityShardsIsRefilledAtStart: the agent holding
+// a blob's parity shards, which reads never touch, comes back on an
+// empty disk. Its scrubber's first pass is an hour away; the agent
+// reports what its disk lacks when it starts, and repair refills it
+// while reads go on without a failure.
+func TestBlobReplacedDiskOfParityShardsIsRefilledAtStart(t *testing.T) {
+	c := newBlobCluster(t, 3, slowFailover, testcluster.WithConfig(func(c *node.Config) {
+		c.BlobScrubRate = 8 << 20
+		c.BlobScrubInterval = time.Hour
+	}))
+	cl := agentClient(t, c, 0)
+	data := randomBytes(3<<20, 35)
+	rev := put(t, cl, "parity", data, client.PutOptions{}).Header.Revision
+	victim, b := holderIndex(t, c, "parity", 0, 2)
+	for i := range 3 {
+		c.Node(i).Store().FSM().WaitRevision(ctxFor(t, 10*time.Second), rev)
+	}
+	want := shardFiles(t, c, victim, b.Id)
+	watchRecordedShards(t, c, "parity", c.Name(victim)) // until its disk is refilled
+	reads := readContinuously(t, c, "parity", data, victim)
+	dir := filepath.Dir(filepath.Dir(filepath.Dir(c.Node(victim).Blobs().Shards().Path(shardstore.ID{Blob: b.Id}))))
+	c.Kill(victim)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	c.Restart(victim)
+	c.WaitFor(30*time.Second, "repair refills the replaced disk", func() bool {
+		return shardFiles(t, c, victim, b.Id) == want
+	})
+	waitShardsHeld(t, c, "parity", "every shard on its holder again")
+	watchRecordedShards(t, c, "parity")
+	reads.waitOne(c, "a read after the refill")
 }
 
 // readContinuously reads the blob called name whole, over and over until

@@ -82,9 +82,10 @@ func TestRepairDoesNotRecordAShardItsAgentLost(t *testing.T) {
 	}
 }
 
-// commitBlocks commits a blob of n one-byte-shard blocks whose shards are
-// all on holders (in index order) straight through the fake cluster.
-func commitBlocks(t testing.TB, fc *fakeCluster, name string, n, k, m int, holders ...string) *pb.Blob {
+// commitBlocks commits a blob of n 100-byte blocks whose shards all have
+// CRC32C sum and are on holders (in index order) straight through the
+// fake cluster.
+func commitBlocks(t testing.TB, fc *fakeCluster, name string, n, k, m int, sum uint32, holders ...string) *pb.Blob {
 	t.Helper()
 	id := strings.Repeat("cd", 16)
 	if _, err := fc.apply(&pb.Command{Kind: &pb.Command_BlobPending{BlobPending: &pb.BlobPending{Id: id, Name: name, Node: fc.self}}}); err != nil {
@@ -92,8 +93,9 @@ func commitBlocks(t testing.TB, fc *fakeCluster, name string, n, k, m int, holde
 	}
 	b := &pb.Blob{Name: name, Id: id, Size: uint64(100 * n), DataShards: uint32(k), ParityShards: uint32(m), BlockSize: 100}
 	for range n {
-		blk := &pb.BlobBlock{Len: 100, Sums: make([]uint32, k+m)}
+		blk := &pb.BlobBlock{Len: 100}
 		for _, h := range holders {
+			blk.Sums = append(blk.Sums, sum)
 			ref := uint32(0)
 			if h != "" {
 				ref = b.HolderRef(h)
@@ -116,9 +118,9 @@ func commitBlocks(t testing.TB, fc *fakeCluster, name string, n, k, m int, holde
 // not taken as durable because another batch's shard was staged there.
 func TestRepairBatchesOfOneBlobMakeOnlyTheirOwnShardsDurable(t *testing.T) {
 	s, fc := newTestStore(t, Config{}, "n1", "n1", "n2", "n3")
-	b := commitBlocks(t, fc, "two-batches", 3, 2, 1, "n2", "n3", "")
 	payload := make([]byte, 50)
 	sum := codec.Checksum(payload)
+	b := commitBlocks(t, fc, "two-batches", 3, 2, 1, sum, "n2", "n3", "")
 	stage := func(block uint32) rebuilt {
 		t.Helper()
 		h := shardstore.Header{ID: shardstore.ID{Blob: b.Id, Block: block, Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50, Sum: sum, BlockSize: 100}
