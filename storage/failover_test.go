@@ -217,10 +217,10 @@ func putAvoiding(t testing.TB, c *testcluster.Cluster, cl *client.Client, name s
 }
 
 // TestRepairInterruptedByLeaderLossLeavesEveryRecordedHolderHoldingItsShard:
-// a holder dies; while the leader's repair is storing the rebuilt shards
-// (their agents' fsyncs are slow), the leader is killed or cut off by a
-// partition: while the shards are staged, or once they are durable and
-// not yet recorded (the leader's Raft disk is slow). The new leader
+// a holder dies; while the leader's repair is rebuilding and storing the
+// lost shards (their agents' fsyncs are slow), the leader is killed or
+// cut off by a partition: in the middle of the batch, or once a rebuilt
+// shard is durable and not yet recorded (the leader's Raft disk is slow). The new leader
 // finishes the repair: every block ends with k+m recorded holders that
 // are running and hold a good shard, the blob reads back with its
 // SHA-256, and orphan collection, which runs throughout and after, never
@@ -231,8 +231,8 @@ func TestRepairInterruptedByLeaderLossLeavesEveryRecordedHolderHoldingItsShard(t
 		durable   bool // wait for a rebuilt shard durable and not recorded
 		partition bool // cut the leader off instead of killing it
 	}{
-		{name: "killed while staging"},
-		{name: "partitioned while staging", partition: true},
+		{name: "killed while rebuilding"},
+		{name: "partitioned while rebuilding", partition: true},
 		{name: "killed before recording", durable: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -255,15 +255,10 @@ func TestRepairInterruptedByLeaderLossLeavesEveryRecordedHolderHoldingItsShard(t
 			}
 			watchRecordedShards(t, c, name)
 			c.Kill(victim)
-			c.WaitFor(20*time.Second, "the leader's repair to stage a rebuilt shard", func() bool {
-				for _, i := range free {
-					for _, st := range c.Node(i).Blobs().Shards().Staged() {
-						if st.ID.Blob == b.Id {
-							return true
-						}
-					}
-				}
-				return false
+			// A batch is in progress from the rebuild until the record;
+			// the slow fsyncs keep it there for a while.
+			c.WaitFor(20*time.Second, "the leader's repair to rebuild the lost shards", func() bool {
+				return c.Node(leader).Blobs().RepairStatus("").InProgress > 0
 			})
 			if tc.durable {
 				c.SlowDisk(leader, time.Second)
