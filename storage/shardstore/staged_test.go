@@ -369,3 +369,38 @@ func TestCommitStagedShardsCommitsOnlyThoseListed(t *testing.T) {
 		t.Fatalf("CommitStagedShards of another blob's shard: %v, want ErrInvalidID", err)
 	}
 }
+
+// TestShardStagedIntoAPartTakenForCommitGoesIntoANewOne: a stager that
+// looked its part up just before a commit took it (the race of a stage
+// with a commit) does not write into the taken part, which would make
+// durable, or lose, a shard the commit did not count: the part refuses
+// it, and the stage goes into a new part that a later commit takes.
+func TestShardStagedIntoAPartTakenForCommitGoesIntoANewOne(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	stage(t, s, ID{blobA, 0, 0}, testBlockSize, 1)
+	s.stagedMu.Lock()
+	looked := s.staged[blobA][0] // the stager's lookup
+	s.stagedMu.Unlock()
+	taken := s.takeStaged(blobA, 0) // the commit's
+	late, payload := shard(ID{blobA, 1, 0}, testBlockSize, 2)
+	if err := looked.add(s, &late, [][]byte{payload}); !errors.Is(err, errSealed) {
+		t.Fatalf("a shard added to a part taken for commit: %v, want it refused", err)
+	}
+	if err := s.stage(late, [][]byte{payload}); err != nil {
+		t.Fatalf("the stage, retried: %v", err)
+	}
+	if n, err := s.commitPart(taken); err != nil || n != 1 {
+		t.Fatalf("the taken part committed %d shards, %v; want its 1", n, err)
+	}
+	if got := s.Staged(); len(got) != 1 || got[0].ID != (ID{blobA, 1, 0}) {
+		t.Fatalf("staged after the commit: %v, want the late shard", got)
+	}
+	if n, err := s.CommitStaged(blobA); err != nil || n != 1 {
+		t.Fatalf("the next commit: %d, %v; want the late shard", n, err)
+	}
+	for b := range uint32(2) {
+		if _, _, err := s.Get(ID{blobA, b, 0}, nil); err != nil {
+			t.Fatalf("block %d: %v", b, err)
+		}
+	}
+}
