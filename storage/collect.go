@@ -193,18 +193,8 @@ func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
 	meta := s.cluster.Meta()
 	self := s.cluster.Self()
 	blobs, _ := meta.Blobs("")
-	var corrupt, lost []*pb.ShardRef
-	flush := func() {
-		if len(corrupt) > 0 {
-			s.reportShards(corrupt, false)
-		}
-		if len(lost) > 0 {
-			s.reportShards(lost, true)
-		}
-		corrupt, lost = nil, nil
-	}
-	defer flush()
-	bad := 0
+	bad := badShards{s: s}
+	defer bad.flush()
 	start := time.Now()
 	var done int64
 	for _, b := range blobs {
@@ -214,36 +204,143 @@ func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
 					continue
 				}
 				if ctx.Err() != nil {
-					return bad
+					return bad.n
 				}
 				id := shardstore.ID{Blob: b.Id, Block: uint32(bi), Index: uint16(idx)}
 				err := mapShardErr(s.shards.Verify(id))
 				ref := &pb.ShardRef{BlobId: b.Id, Block: uint32(bi), Index: uint32(idx), Node: self}
 				switch {
 				case errors.Is(err, ErrCorrupt):
-					corrupt = append(corrupt, ref)
+					bad.add(ref, false)
 				case errors.Is(err, ErrNotFound) && referencedBy(meta, self, b.Id, uint32(bi), uint32(idx)):
-					lost = append(lost, ref) // still ours: not deleted or moved meanwhile
+					bad.add(ref, true) // still ours: not deleted or moved meanwhile
 				case err != nil:
 					s.log.Warn("scrub shard", "blob_id", b.Id, "block", bi, "shard", idx, "err", err)
-					continue
 				default:
 					size := int64(codec.ShardLen(int(blk.Len), int(b.DataShards)))
 					done += size
 					s.metrics.scrubbedBytes.Add(float64(size))
-					continue
-				}
-				bad++
-				if len(corrupt)+len(lost) >= scrubReportBatch {
-					flush()
 				}
 			}
 			if !s.scrubPace(ctx, rate, start, done) {
-				return bad
+				return bad.n
 			}
 		}
 	}
-	return bad
+	return bad.n
+}
+
+// badShards gathers the corrupt and the lost shards a pass finds and
+// reports them for repair, scrubReportBatch at a time.
+type badShards struct {
+	s             *Store
+	corrupt, lost []*pb.ShardRef
+	n             int // shards added
+}
+
+// add adds a corrupt shard, or a lost one.
+func (r *badShards) add(ref *pb.ShardRef, lost bool) {
+	if lost {
+		r.lost = append(r.lost, ref)
+	} else {
+		r.corrupt = append(r.corrupt, ref)
+	}
+	r.n++
+	if len(r.corrupt)+len(r.lost) >= scrubReportBatch {
+		r.flush()
+	}
+}
+
+// flush reports the shards added since the last flush.
+func (r *badShards) flush() {
+	if len(r.corrupt) > 0 {
+		r.s.reportShards(r.corrupt, false)
+	}
+	if len(r.lost) > 0 {
+		r.s.reportShards(r.lost, true)
+	}
+	r.corrupt, r.lost = nil, nil
+}
+
+// checkHeldAtStart runs once when the agent starts: once its replica has
+// caught up with the leader, CheckHeld reports what its files lack. A
+// replaced or wiped disk would otherwise wait for the scrubber's first
+// pass, ScrubInterval (an hour by default) later, or for reads, which
+// never touch parity shards: meanwhile its blobs would have a shard per
+// block fewer than the metadata says.
+func (s *Store) checkHeldAtStart(ctx context.Context) {
+	for {
+		rev, err := s.cluster.LeaderRevision(ctx)
+		if err == nil && s.waitRevision(ctx, rev, 5*time.Second) == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	if n := s.CheckHeld(ctx); n > 0 {
+		s.log.Warn("this agent lacks shards the metadata places on it (a replaced or wiped disk?); reported them for repair", "shards", n)
+	}
+}
+
+// CheckHeld reports for repair every shard this agent's replica of the
+// metadata places here that its files do not hold, or hold with another
+// CRC32C than the metadata's, and returns how many it reported. It reads
+// the part files' frame headers only, not the payloads (the scrubber's
+// work).
+func (s *Store) CheckHeld(ctx context.Context) int {
+	meta := s.cluster.Meta()
+	self := s.cluster.Self()
+	blobs, _ := meta.Blobs("")
+	bad := badShards{s: s}
+	defer bad.flush()
+	for _, b := range blobs {
+		if ctx.Err() != nil {
+			return bad.n
+		}
+		parts := make(map[int]map[uint32]uint32) // index -> block -> sum held
+		for bi, blk := range b.Blocks {
+			for idx := range blk.Holders {
+				if b.Holder(blk, idx) != self {
+					continue
+				}
+				held, ok := parts[idx]
+				if !ok {
+					held = s.heldSums(b.Id, idx)
+					parts[idx] = held
+				}
+				if held == nil { // the part file is unreadable: the scrubber's
+					continue
+				}
+				ref := &pb.ShardRef{BlobId: b.Id, Block: uint32(bi), Index: uint32(idx), Node: self}
+				if sum, ok := held[uint32(bi)]; !ok || sum != blk.Sums[idx] {
+					bad.add(ref, !ok)
+				}
+			}
+		}
+	}
+	return bad.n
+}
+
+// heldSums lists the blocks this agent holds of shard index of blob, with
+// the CRC32C of each: empty when it has no part file for it, nil when the
+// part file cannot be read.
+func (s *Store) heldSums(blob string, index int) map[uint32]uint32 {
+	part, err := s.shards.Held(blob, uint16(index))
+	switch {
+	case errors.Is(err, shardstore.ErrNotFound):
+		return map[uint32]uint32{}
+	case err != nil:
+		s.log.Warn("list the shards of a part file", "blob_id", blob, "shard", index, "err", err)
+		return nil
+	}
+	out := make(map[uint32]uint32, len(part.Blocks))
+	for i, b := range part.Blocks {
+		out[b] = part.Sums[i]
+	}
+	return out
 }
 
 // scrubReportBatch is how many bad shards the scrubber reports at once.

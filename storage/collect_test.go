@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io/fs"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/storage/codec"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 )
@@ -189,5 +191,38 @@ func TestOrphanCollectionRemovesABadPartFileOfAGoneBlob(t *testing.T) {
 	}
 	if _, err := os.Stat(paths[1]); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("bad part file of a gone blob: %v, want removed", err)
+	}
+}
+
+// TestCheckHeldReportsWhatTheFilesLack: of the shards the metadata places
+// on this agent, one held with the recorded CRC32C, one held with another
+// and one not held at all: the check reports the last two (corrupt and
+// lost) to the leader's repair, and not the first.
+func TestCheckHeldReportsWhatTheFilesLack(t *testing.T) {
+	s, fc := newTestStore(t, Config{}, "n1", "n1", "n2", "n3")
+	payload := make([]byte, 50)
+	sum := codec.Checksum(payload)
+	b := commitBlocks(t, fc, "wiped", 3, 2, 1, sum, "n2", "n3", "n1")
+	other := bytes.Repeat([]byte{7}, 50)
+	for block, p := range [][]byte{payload, other} { // block 2: not held
+		h := shardstore.Header{ID: shardstore.ID{Blob: b.Id, Block: uint32(block), Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50,
+			Sum: codec.Checksum(p), BlockSize: 100}
+		if err := s.shards.Put(h, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.CheckHeld(context.Background()); n != 2 {
+		t.Fatalf("CheckHeld reported %d shards, want 2 (block 1's other CRC32C, block 2's missing shard)", n)
+	}
+	reported := func(block uint32) bool {
+		s.repair.mu.Lock()
+		defer s.repair.mu.Unlock()
+		return s.repair.corrupt[copyKey{shardKey{b.Id, block, 2}, "n1"}]
+	}
+	testwait.For(t, 10*time.Second, "the leader's repair to have the reports", func() bool {
+		return reported(1) && reported(2)
+	})
+	if reported(0) {
+		t.Fatal("the shard held with its recorded CRC32C was reported")
 	}
 }

@@ -2,14 +2,18 @@ package storage_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/node"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 	"github.com/zrpcio/zrpc/testcluster"
 )
@@ -99,37 +103,136 @@ func TestBlobLostShardWithoutParityShowsInStat(t *testing.T) {
 	})
 }
 
-// TestBlobReplacedDiskIsRefilled: an agent restarted on an empty shard
-// directory (its disk was replaced) gets every shard the metadata places on
-// it back once its scrubber runs.
+// TestBlobReplacedDiskIsRefilled: an agent holding data shards crashes
+// and comes back on an empty shard directory (its disk was replaced; same
+// name, same Raft state); it gets every shard the metadata places on it
+// back (reported at its start, and by the reads that meet them), and
+// reads of the blob through the other agents, striped and through an
+// agent, never fail meanwhile.
 func TestBlobReplacedDiskIsRefilled(t *testing.T) {
 	c := newBlobCluster(t, 3, slowFailover)
 	cl := agentClient(t, c, 0)
-	rev := put(t, cl, "refill", randomBytes(3<<20, 33), client.PutOptions{}).Header.Revision
-	victim := (c.LeaderIndex() + 1) % 3
-	c.Node(victim).Store().FSM().WaitRevision(ctxFor(t, 10*time.Second), rev)
-	b := c.Node(victim).Store().FSM().Blob("refill")
-	want := shardFiles(t, c, victim, b.Id)
-	if want == 0 {
-		t.Fatal("the victim holds no shard")
+	data := randomBytes(3<<20, 33)
+	rev := put(t, cl, "refill", data, client.PutOptions{}).Header.Revision
+	victim, b := holderIndex(t, c, "refill", 0, 0)
+	for i := range 3 {
+		c.Node(i).Store().FSM().WaitRevision(ctxFor(t, 10*time.Second), rev)
 	}
+	want := shardFiles(t, c, victim, b.Id)
+	watchRecordedShards(t, c, "refill", c.Name(victim)) // until its disk is refilled
+	reads := readContinuously(t, c, "refill", data, victim)
 	dir := filepath.Dir(filepath.Dir(filepath.Dir(c.Node(victim).Blobs().Shards().Path(shardstore.ID{Blob: b.Id}))))
-	c.Stop(victim)
+	c.Kill(victim)
+	reads.waitOne(c, "a read with the victim down")
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
 	c.Restart(victim)
-	waitAlive(t, c, 3)
-	if n := c.Node(victim).Blobs().ScrubOnce(ctxFor(t, 10*time.Second), 0); n != want {
-		t.Fatalf("scrub of the empty disk reported %d lost shards, want %d", n, want)
-	}
+	reads.waitOne(c, "a read with the victim back on an empty disk")
 	c.WaitFor(30*time.Second, "repair refills the replaced disk", func() bool {
 		return shardFiles(t, c, victim, b.Id) == want
 	})
+	waitShardsHeld(t, c, "refill", "every shard on its holder again")
+	watchRecordedShards(t, c, "refill")
 	c.WaitFor(10*time.Second, "stat says healthy", func() bool {
 		h, _ := statHealth(t, cl, "refill")
 		return h == "healthy"
 	})
+	reads.waitOne(c, "a read after the refill")
+	waitCollected(t, c, plantOrphans(t, c, 44))
+}
+
+// TestBlobReplacedDiskOfParityShardsIsRefilledAtStart: the agent holding
+// a blob's parity shards, which reads never touch, comes back on an
+// empty disk. Its scrubber's first pass is an hour away; the agent
+// reports what its disk lacks when it starts, and repair refills it
+// while reads go on without a failure.
+func TestBlobReplacedDiskOfParityShardsIsRefilledAtStart(t *testing.T) {
+	c := newBlobCluster(t, 3, slowFailover, testcluster.WithConfig(func(c *node.Config) {
+		c.BlobScrubRate = 8 << 20
+		c.BlobScrubInterval = time.Hour
+	}))
+	cl := agentClient(t, c, 0)
+	data := randomBytes(3<<20, 35)
+	rev := put(t, cl, "parity", data, client.PutOptions{}).Header.Revision
+	victim, b := holderIndex(t, c, "parity", 0, 2)
+	for i := range 3 {
+		c.Node(i).Store().FSM().WaitRevision(ctxFor(t, 10*time.Second), rev)
+	}
+	want := shardFiles(t, c, victim, b.Id)
+	watchRecordedShards(t, c, "parity", c.Name(victim)) // until its disk is refilled
+	reads := readContinuously(t, c, "parity", data, victim)
+	dir := filepath.Dir(filepath.Dir(filepath.Dir(c.Node(victim).Blobs().Shards().Path(shardstore.ID{Blob: b.Id}))))
+	c.Kill(victim)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	c.Restart(victim)
+	c.WaitFor(30*time.Second, "repair refills the replaced disk", func() bool {
+		return shardFiles(t, c, victim, b.Id) == want
+	})
+	waitShardsHeld(t, c, "parity", "every shard on its holder again")
+	watchRecordedShards(t, c, "parity")
+	reads.waitOne(c, "a read after the refill")
+}
+
+// readContinuously reads the blob called name whole, over and over until
+// the test ends, through the agents other than skip in turn, alternately
+// striped and through the agent, failing the test on any error or wrong
+// byte.
+func readContinuously(t *testing.T, c *testcluster.Cluster, name string, data []byte, skip int) *readLoop {
+	var clients []*client.Client
+	for i := range c.Size() {
+		if i != skip {
+			clients = append(clients, agentClient(t, c, i))
+		}
+	}
+	r := &readLoop{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for n := 0; ctx.Err() == nil; n++ {
+			opts := client.GetOptions{ThroughAgent: n%2 == 1}
+			got, err := readAll(ctx, clients[n/2%len(clients)], name, opts)
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				t.Errorf("read %d of %s (through the agent: %v): %v", n, name, opts.ThroughAgent, err)
+				return
+			case !bytes.Equal(got, data):
+				t.Errorf("read %d of %s (through the agent: %v): different bytes", n, name, opts.ThroughAgent)
+				return
+			}
+			r.reads.Add(1)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return r
+}
+
+func readAll(ctx context.Context, cl *client.Client, name string, opts client.GetOptions) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	r, err := cl.GetBlob(ctx, name, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+// readLoop counts readContinuously's good reads.
+type readLoop struct{ reads atomic.Int64 }
+
+// waitOne waits until a read started after the call has succeeded.
+func (r *readLoop) waitOne(c *testcluster.Cluster, what string) {
+	from := r.reads.Load() + 1 // the read in progress may have started before
+	c.WaitFor(30*time.Second, what, func() bool { return r.reads.Load() > from })
 }
 
 // TestBlobOrphanCopyIsNotTheShard: a corrupt copy of a shard on an agent

@@ -29,8 +29,8 @@ func shardRef(id shardstore.ID) *pb.ShardRef {
 // putShard stores one shard on node: in the local files when node is this
 // agent, over the peer's Shards API otherwise.
 //
-// A staged shard (a put's) is written without fsync and becomes durable
-// and readable at syncShards; otherwise (repair) it is durable on return.
+// A staged shard (a put's, repair's) is written without fsync and becomes
+// durable and readable at syncShards; otherwise it is durable on return.
 //
 // blockSize is the blob's block size, which places the shard in the
 // holder's part file. sum is the payload's CRC32C, computed by the caller
@@ -100,21 +100,36 @@ func (s *Store) storeLocal(req *pb.PutShardRequest, summed bool) error {
 }
 
 // syncShards makes the shards of blob id staged on node durable and
-// readable, and returns how many there were.
-func (s *Store) syncShards(ctx context.Context, node, id string) (int, error) {
+// readable, and returns how many there were: all of them, or with refs
+// only those (the others staged there stay staged), counting those that
+// were staged.
+func (s *Store) syncShards(ctx context.Context, node, id string, refs []*pb.ShardRef) (int, error) {
 	if node == s.cluster.Self() {
-		n, err := s.shards.CommitStaged(id)
+		n, err := s.commitStaged(id, refs)
 		return n, mapShardErr(err)
 	}
 	peer, err := s.cluster.Shards(node, false)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := peer.SyncShards(ctx, &pb.SyncShardsRequest{BlobId: id})
+	resp, err := peer.SyncShards(ctx, &pb.SyncShardsRequest{BlobId: id, Shards: refs})
 	if err != nil {
 		return 0, fmt.Errorf("sync shards of %s on %s: %w", id, node, apierr.FromStatus(err))
 	}
 	return int(resp.Shards), nil
+}
+
+// commitStaged commits this agent's staged shards of blob id: all of
+// them, or only refs.
+func (s *Store) commitStaged(id string, refs []*pb.ShardRef) (int, error) {
+	if len(refs) == 0 {
+		return s.shards.CommitStaged(id)
+	}
+	ids := make([]shardstore.ID, len(refs))
+	for i, ref := range refs {
+		ids[i] = shardID(ref)
+	}
+	return s.shards.CommitStagedShards(id, ids)
 }
 
 // getShardInto reads one shard from node, which the blob's metadata names as
@@ -297,7 +312,16 @@ func (ss *ShardServer) SyncShards(ctx context.Context, req *pb.SyncShardsRequest
 	if !ValidBlobID(req.BlobId) {
 		return nil, fmt.Errorf("%w: blob id %q", ErrInvalidArgument, req.BlobId)
 	}
-	n, err := ss.s.shards.CommitStaged(req.BlobId)
+	for _, ref := range req.Shards {
+		if err := checkShardRef(ref); err != nil {
+			return nil, err
+		}
+		if ref.BlobId != req.BlobId {
+			return nil, fmt.Errorf("%w: shard %s/%d/%d listed in a sync of blob %s: list only that blob's shards",
+				ErrInvalidArgument, ref.BlobId, ref.Block, ref.Index, req.BlobId)
+		}
+	}
+	n, err := ss.s.commitStaged(req.BlobId, req.Shards)
 	if err != nil {
 		return nil, mapShardErr(err)
 	}

@@ -505,7 +505,7 @@ func (p *put) sync(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n, err := p.s.syncShards(ctx, node, p.id)
+			n, err := p.s.syncShards(ctx, node, p.id, nil)
 			if err == nil && n < count {
 				err = fmt.Errorf("%d of its %d shards were still staged (did it restart?)", n, count)
 			}

@@ -411,9 +411,11 @@ func (r *repairer) runBatch(ctx context.Context, batch []task) {
 }
 
 // syncRebuilt makes the staged rebuilt shards durable, one SyncShards per
-// agent and blob. The shards of a sync that fails, or that makes fewer
-// shards durable than were staged there (the agent restarted and lost
-// them), are failed: their agent must not be recorded as their holder.
+// agent and blob naming the batch's own shards: another batch's shards
+// of the blob staged on that agent stay staged, for that batch's sync.
+// The shards of a sync that fails, or that makes fewer of them durable
+// than were staged there (the agent restarted and lost them), are
+// failed: their agent must not be recorded as their holder.
 func (r *repairer) syncRebuilt(ctx context.Context, results []rebuilt) {
 	type target struct{ node, blob string }
 	groups := make(map[target][]int)
@@ -428,7 +430,11 @@ func (r *repairer) syncRebuilt(ctx context.Context, results []rebuilt) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n, err := r.s.syncShards(ctx, k.node, k.blob)
+			refs := make([]*pb.ShardRef, len(idxs))
+			for j, i := range idxs {
+				refs[j] = &pb.ShardRef{BlobId: k.blob, Block: results[i].placed.Block, Index: results[i].placed.Index}
+			}
+			n, err := r.s.syncShards(ctx, k.node, k.blob, refs)
 			if err == nil && n < len(idxs) {
 				err = fmt.Errorf("agent %s made %d of the %d rebuilt shards of %s staged there durable (did it restart?)",
 					k.node, n, len(idxs), k.blob)

@@ -81,3 +81,93 @@ func TestRepairDoesNotRecordAShardItsAgentLost(t *testing.T) {
 		t.Fatal("a rebuilt shard its agent no longer had was taken as durable")
 	}
 }
+
+// commitBlocks commits a blob of n 100-byte blocks whose shards all have
+// CRC32C sum and are on holders (in index order) straight through the
+// fake cluster.
+func commitBlocks(t testing.TB, fc *fakeCluster, name string, n, k, m int, sum uint32, holders ...string) *pb.Blob {
+	t.Helper()
+	id := strings.Repeat("cd", 16)
+	if _, err := fc.apply(&pb.Command{Kind: &pb.Command_BlobPending{BlobPending: &pb.BlobPending{Id: id, Name: name, Node: fc.self}}}); err != nil {
+		t.Fatal(err)
+	}
+	b := &pb.Blob{Name: name, Id: id, Size: uint64(100 * n), DataShards: uint32(k), ParityShards: uint32(m), BlockSize: 100}
+	for range n {
+		blk := &pb.BlobBlock{Len: 100}
+		for _, h := range holders {
+			blk.Sums = append(blk.Sums, sum)
+			ref := uint32(0)
+			if h != "" {
+				ref = b.HolderRef(h)
+			}
+			blk.Holders = append(blk.Holders, ref)
+		}
+		b.Blocks = append(b.Blocks, blk)
+	}
+	if _, err := fc.apply(&pb.Command{Kind: &pb.Command_BlobCommit{BlobCommit: &pb.BlobCommit{Blob: b}}}); err != nil {
+		t.Fatal(err)
+	}
+	return fc.fsm.BlobByID(id)
+}
+
+// TestRepairBatchesOfOneBlobMakeOnlyTheirOwnShardsDurable: two repair
+// batches rebuilding different blocks of one blob onto one agent each
+// make their own staged shard durable and count only it. Neither commits
+// the other's: a batch does not fail because another batch's sync took
+// its shard, and a batch whose own shard its agent lost (it restarted) is
+// not taken as durable because another batch's shard was staged there.
+func TestRepairBatchesOfOneBlobMakeOnlyTheirOwnShardsDurable(t *testing.T) {
+	s, fc := newTestStore(t, Config{}, "n1", "n1", "n2", "n3")
+	payload := make([]byte, 50)
+	sum := codec.Checksum(payload)
+	b := commitBlocks(t, fc, "two-batches", 3, 2, 1, sum, "n2", "n3", "")
+	stage := func(block uint32) rebuilt {
+		t.Helper()
+		h := shardstore.Header{ID: shardstore.ID{Blob: b.Id, Block: block, Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50, Sum: sum, BlockSize: 100}
+		if err := s.shards.Stage(h, payload); err != nil {
+			t.Fatal(err)
+		}
+		return rebuilt{
+			t:      task{key: shardKey{b.Id, block, 2}, reason: reasonMissing},
+			placed: &pb.ShardPlacement{Block: block, Index: 2, Node: "n1", Sum: sum},
+		}
+	}
+	held := func(block uint32) bool {
+		_, _, err := s.shards.Get(shardstore.ID{Blob: b.Id, Block: block, Index: 2}, nil)
+		return err == nil
+	}
+
+	// Both batches stage before either syncs.
+	first, second := []rebuilt{stage(0)}, []rebuilt{stage(1)}
+	s.repair.syncRebuilt(context.Background(), first)
+	if first[0].err != nil {
+		t.Fatalf("first batch: %v", first[0].err)
+	}
+	if held(1) {
+		t.Fatal("the first batch's sync made the second batch's staged shard durable")
+	}
+	s.repair.syncRebuilt(context.Background(), second)
+	if second[0].err != nil {
+		t.Fatalf("second batch, after the first synced: %v", second[0].err)
+	}
+	if !held(0) || !held(1) {
+		t.Fatalf("durable after both syncs: block 0 %v, block 1 %v; want both", held(0), held(1))
+	}
+
+	// The agent loses the third batch's shard (a restart), then a fourth
+	// batch stages another block there: the third's sync must not count
+	// the fourth's shard as its own.
+	third := []rebuilt{stage(2)}
+	s.shards.Discard(shardstore.ID{Blob: b.Id, Block: 2, Index: 2})
+	h := shardstore.Header{ID: shardstore.ID{Blob: b.Id, Block: 0, Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50, Sum: sum, BlockSize: 100}
+	if err := s.shards.Stage(h, payload); err != nil {
+		t.Fatal(err)
+	}
+	s.repair.syncRebuilt(context.Background(), third)
+	if third[0].err == nil {
+		t.Fatal("a batch whose shard its agent lost was taken as durable: another batch's staged shard was counted as its own")
+	}
+	if held(2) {
+		t.Fatal("block 2, never durably stored, reads back")
+	}
+}

@@ -203,10 +203,12 @@ func New(cfg Config, cluster Cluster, shards *shardstore.Store, metrics *Metrics
 	return s
 }
 
-// Start runs the orphan collector and the scrubber on every agent. The
-// repair loop runs on the leader only: call RunRepair from the leader hook.
+// Start runs the orphan collector and the scrubber on every agent, and
+// once the check of the shards the metadata places here. The repair loop
+// runs on the leader only: call RunRepair from the leader hook.
 func (s *Store) Start() {
 	s.goLoop(s.collectOrphans)
+	s.goLoop(s.checkHeldAtStart)
 	if s.cfg.ScrubRate > 0 {
 		s.goLoop(s.scrub)
 	}

@@ -2509,8 +2509,12 @@ func (*PutShardResponse) Descriptor() ([]byte, []int) {
 }
 
 type SyncShardsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BlobId        string                 `protobuf:"bytes,1,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	BlobId string                 `protobuf:"bytes,1,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
+	// shards, when set, are the only staged shards of the blob to make
+	// durable (a repair batch's own): others staged there stay staged. Each
+	// must be of blob_id. Empty: every staged shard of the blob.
+	Shards        []*ShardRef `protobuf:"bytes,2,rep,name=shards,proto3" json:"shards,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2552,9 +2556,16 @@ func (x *SyncShardsRequest) GetBlobId() string {
 	return ""
 }
 
+func (x *SyncShardsRequest) GetShards() []*ShardRef {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
 type SyncShardsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// shards made durable.
+	// shards made durable (of those asked, when the request lists shards).
 	Shards        uint32 `protobuf:"varint,1,opt,name=shards,proto3" json:"shards,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3362,9 +3373,10 @@ const file_blob_proto_rawDesc = "" +
 	"\x06staged\x18\a \x01(\bR\x06staged\x12\x1d\n" +
 	"\n" +
 	"block_size\x18\b \x01(\rR\tblockSize\"\x12\n" +
-	"\x10PutShardResponse\",\n" +
+	"\x10PutShardResponse\"W\n" +
 	"\x11SyncShardsRequest\x12\x17\n" +
-	"\ablob_id\x18\x01 \x01(\tR\x06blobId\",\n" +
+	"\ablob_id\x18\x01 \x01(\tR\x06blobId\x12)\n" +
+	"\x06shards\x18\x02 \x03(\v2\x11.zrpc.v1.ShardRefR\x06shards\",\n" +
 	"\x12SyncShardsResponse\x12\x16\n" +
 	"\x06shards\x18\x01 \x01(\rR\x06shards\"6\n" +
 	"\x0fGetShardRequest\x12#\n" +
@@ -3520,55 +3532,56 @@ var file_blob_proto_depIdxs = []int32{
 	30, // 22: zrpc.v1.ReadShardsRequest.shards:type_name -> zrpc.v1.ShardPos
 	30, // 23: zrpc.v1.ReadShardsResponse.shard:type_name -> zrpc.v1.ShardPos
 	33, // 24: zrpc.v1.PutShardRequest.ref:type_name -> zrpc.v1.ShardRef
-	33, // 25: zrpc.v1.GetShardRequest.ref:type_name -> zrpc.v1.ShardRef
-	33, // 26: zrpc.v1.ReportShardsRequest.corrupt:type_name -> zrpc.v1.ShardRef
-	33, // 27: zrpc.v1.ReferencedRequest.shards:type_name -> zrpc.v1.ShardRef
-	47, // 28: zrpc.v1.HeldShardsResponse.parts:type_name -> zrpc.v1.HeldPart
-	3,  // 29: zrpc.v1.Blobs.Put:input_type -> zrpc.v1.BlobPutRequest
-	5,  // 30: zrpc.v1.Blobs.Get:input_type -> zrpc.v1.BlobGetRequest
-	7,  // 31: zrpc.v1.Blobs.Stat:input_type -> zrpc.v1.BlobStatRequest
-	10, // 32: zrpc.v1.Blobs.List:input_type -> zrpc.v1.BlobListRequest
-	13, // 33: zrpc.v1.Blobs.Delete:input_type -> zrpc.v1.BlobDeleteRequest
-	15, // 34: zrpc.v1.Blobs.RepairStatus:input_type -> zrpc.v1.RepairStatusRequest
-	18, // 35: zrpc.v1.Blobs.BeginPut:input_type -> zrpc.v1.BeginPutRequest
-	21, // 36: zrpc.v1.Blobs.WriteShards:input_type -> zrpc.v1.WriteShardsRequest
-	23, // 37: zrpc.v1.Blobs.RenewPut:input_type -> zrpc.v1.RenewPutRequest
-	25, // 38: zrpc.v1.Blobs.CommitPut:input_type -> zrpc.v1.CommitPutRequest
-	26, // 39: zrpc.v1.Blobs.AbortPut:input_type -> zrpc.v1.AbortPutRequest
-	28, // 40: zrpc.v1.Blobs.Locate:input_type -> zrpc.v1.LocateRequest
-	31, // 41: zrpc.v1.Blobs.ReadShards:input_type -> zrpc.v1.ReadShardsRequest
-	34, // 42: zrpc.v1.Shards.PutShard:input_type -> zrpc.v1.PutShardRequest
-	36, // 43: zrpc.v1.Shards.SyncShards:input_type -> zrpc.v1.SyncShardsRequest
-	38, // 44: zrpc.v1.Shards.GetShard:input_type -> zrpc.v1.GetShardRequest
-	40, // 45: zrpc.v1.Shards.DeleteShards:input_type -> zrpc.v1.DeleteShardsRequest
-	42, // 46: zrpc.v1.Shards.ReportShards:input_type -> zrpc.v1.ReportShardsRequest
-	44, // 47: zrpc.v1.Shards.Referenced:input_type -> zrpc.v1.ReferencedRequest
-	46, // 48: zrpc.v1.Shards.HeldShards:input_type -> zrpc.v1.HeldShardsRequest
-	4,  // 49: zrpc.v1.Blobs.Put:output_type -> zrpc.v1.BlobPutResponse
-	6,  // 50: zrpc.v1.Blobs.Get:output_type -> zrpc.v1.BlobGetResponse
-	9,  // 51: zrpc.v1.Blobs.Stat:output_type -> zrpc.v1.BlobStatResponse
-	12, // 52: zrpc.v1.Blobs.List:output_type -> zrpc.v1.BlobListResponse
-	14, // 53: zrpc.v1.Blobs.Delete:output_type -> zrpc.v1.BlobDeleteResponse
-	16, // 54: zrpc.v1.Blobs.RepairStatus:output_type -> zrpc.v1.RepairStatusResponse
-	19, // 55: zrpc.v1.Blobs.BeginPut:output_type -> zrpc.v1.BeginPutResponse
-	22, // 56: zrpc.v1.Blobs.WriteShards:output_type -> zrpc.v1.WriteShardsResponse
-	24, // 57: zrpc.v1.Blobs.RenewPut:output_type -> zrpc.v1.RenewPutResponse
-	4,  // 58: zrpc.v1.Blobs.CommitPut:output_type -> zrpc.v1.BlobPutResponse
-	27, // 59: zrpc.v1.Blobs.AbortPut:output_type -> zrpc.v1.AbortPutResponse
-	29, // 60: zrpc.v1.Blobs.Locate:output_type -> zrpc.v1.LocateResponse
-	32, // 61: zrpc.v1.Blobs.ReadShards:output_type -> zrpc.v1.ReadShardsResponse
-	35, // 62: zrpc.v1.Shards.PutShard:output_type -> zrpc.v1.PutShardResponse
-	37, // 63: zrpc.v1.Shards.SyncShards:output_type -> zrpc.v1.SyncShardsResponse
-	39, // 64: zrpc.v1.Shards.GetShard:output_type -> zrpc.v1.GetShardResponse
-	41, // 65: zrpc.v1.Shards.DeleteShards:output_type -> zrpc.v1.DeleteShardsResponse
-	43, // 66: zrpc.v1.Shards.ReportShards:output_type -> zrpc.v1.ReportShardsResponse
-	45, // 67: zrpc.v1.Shards.Referenced:output_type -> zrpc.v1.ReferencedResponse
-	48, // 68: zrpc.v1.Shards.HeldShards:output_type -> zrpc.v1.HeldShardsResponse
-	49, // [49:69] is the sub-list for method output_type
-	29, // [29:49] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	33, // 25: zrpc.v1.SyncShardsRequest.shards:type_name -> zrpc.v1.ShardRef
+	33, // 26: zrpc.v1.GetShardRequest.ref:type_name -> zrpc.v1.ShardRef
+	33, // 27: zrpc.v1.ReportShardsRequest.corrupt:type_name -> zrpc.v1.ShardRef
+	33, // 28: zrpc.v1.ReferencedRequest.shards:type_name -> zrpc.v1.ShardRef
+	47, // 29: zrpc.v1.HeldShardsResponse.parts:type_name -> zrpc.v1.HeldPart
+	3,  // 30: zrpc.v1.Blobs.Put:input_type -> zrpc.v1.BlobPutRequest
+	5,  // 31: zrpc.v1.Blobs.Get:input_type -> zrpc.v1.BlobGetRequest
+	7,  // 32: zrpc.v1.Blobs.Stat:input_type -> zrpc.v1.BlobStatRequest
+	10, // 33: zrpc.v1.Blobs.List:input_type -> zrpc.v1.BlobListRequest
+	13, // 34: zrpc.v1.Blobs.Delete:input_type -> zrpc.v1.BlobDeleteRequest
+	15, // 35: zrpc.v1.Blobs.RepairStatus:input_type -> zrpc.v1.RepairStatusRequest
+	18, // 36: zrpc.v1.Blobs.BeginPut:input_type -> zrpc.v1.BeginPutRequest
+	21, // 37: zrpc.v1.Blobs.WriteShards:input_type -> zrpc.v1.WriteShardsRequest
+	23, // 38: zrpc.v1.Blobs.RenewPut:input_type -> zrpc.v1.RenewPutRequest
+	25, // 39: zrpc.v1.Blobs.CommitPut:input_type -> zrpc.v1.CommitPutRequest
+	26, // 40: zrpc.v1.Blobs.AbortPut:input_type -> zrpc.v1.AbortPutRequest
+	28, // 41: zrpc.v1.Blobs.Locate:input_type -> zrpc.v1.LocateRequest
+	31, // 42: zrpc.v1.Blobs.ReadShards:input_type -> zrpc.v1.ReadShardsRequest
+	34, // 43: zrpc.v1.Shards.PutShard:input_type -> zrpc.v1.PutShardRequest
+	36, // 44: zrpc.v1.Shards.SyncShards:input_type -> zrpc.v1.SyncShardsRequest
+	38, // 45: zrpc.v1.Shards.GetShard:input_type -> zrpc.v1.GetShardRequest
+	40, // 46: zrpc.v1.Shards.DeleteShards:input_type -> zrpc.v1.DeleteShardsRequest
+	42, // 47: zrpc.v1.Shards.ReportShards:input_type -> zrpc.v1.ReportShardsRequest
+	44, // 48: zrpc.v1.Shards.Referenced:input_type -> zrpc.v1.ReferencedRequest
+	46, // 49: zrpc.v1.Shards.HeldShards:input_type -> zrpc.v1.HeldShardsRequest
+	4,  // 50: zrpc.v1.Blobs.Put:output_type -> zrpc.v1.BlobPutResponse
+	6,  // 51: zrpc.v1.Blobs.Get:output_type -> zrpc.v1.BlobGetResponse
+	9,  // 52: zrpc.v1.Blobs.Stat:output_type -> zrpc.v1.BlobStatResponse
+	12, // 53: zrpc.v1.Blobs.List:output_type -> zrpc.v1.BlobListResponse
+	14, // 54: zrpc.v1.Blobs.Delete:output_type -> zrpc.v1.BlobDeleteResponse
+	16, // 55: zrpc.v1.Blobs.RepairStatus:output_type -> zrpc.v1.RepairStatusResponse
+	19, // 56: zrpc.v1.Blobs.BeginPut:output_type -> zrpc.v1.BeginPutResponse
+	22, // 57: zrpc.v1.Blobs.WriteShards:output_type -> zrpc.v1.WriteShardsResponse
+	24, // 58: zrpc.v1.Blobs.RenewPut:output_type -> zrpc.v1.RenewPutResponse
+	4,  // 59: zrpc.v1.Blobs.CommitPut:output_type -> zrpc.v1.BlobPutResponse
+	27, // 60: zrpc.v1.Blobs.AbortPut:output_type -> zrpc.v1.AbortPutResponse
+	29, // 61: zrpc.v1.Blobs.Locate:output_type -> zrpc.v1.LocateResponse
+	32, // 62: zrpc.v1.Blobs.ReadShards:output_type -> zrpc.v1.ReadShardsResponse
+	35, // 63: zrpc.v1.Shards.PutShard:output_type -> zrpc.v1.PutShardResponse
+	37, // 64: zrpc.v1.Shards.SyncShards:output_type -> zrpc.v1.SyncShardsResponse
+	39, // 65: zrpc.v1.Shards.GetShard:output_type -> zrpc.v1.GetShardResponse
+	41, // 66: zrpc.v1.Shards.DeleteShards:output_type -> zrpc.v1.DeleteShardsResponse
+	43, // 67: zrpc.v1.Shards.ReportShards:output_type -> zrpc.v1.ReportShardsResponse
+	45, // 68: zrpc.v1.Shards.Referenced:output_type -> zrpc.v1.ReferencedResponse
+	48, // 69: zrpc.v1.Shards.HeldShards:output_type -> zrpc.v1.HeldShardsResponse
+	50, // [50:70] is the sub-list for method output_type
+	30, // [30:50] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_blob_proto_init() }

@@ -25,6 +25,10 @@ type stagedPart struct {
 	size   int64                // the file's extent, as reserved in Usage
 	blocks map[uint32]time.Time // block -> when staged
 	gone   bool                 // committed or dropped
+	// sealed: taken out of the staged set to be committed; a shard
+	// staged now goes into a new part (stage retries), so that a commit
+	// makes durable exactly the shards it took.
+	sealed bool
 	// unflushed counts the bytes written since the part's writeback was
 	// last started (writeback.go).
 	unflushed int64
@@ -74,6 +78,9 @@ func (sp *stagedPart) add(s *Store, h *Header, pieces [][]byte) error {
 	}
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
+	if sp.sealed {
+		return errSealed
+	}
 	if sp.gone {
 		return fmt.Errorf("shardstore: stage %s: the blob's staged shards were committed or discarded meanwhile: %w", h.ID, ErrNotFound)
 	}
@@ -146,18 +153,35 @@ func (s *Store) StageSummed(h Header, payload []byte) error {
 	return s.stage(h, [][]byte{payload})
 }
 
+// errSealed: the staged part was taken to be committed; the shard goes
+// into a new one.
+var errSealed = errors.New("staged part taken for commit")
+
 // stage writes a checked shard whose payload is pieces.
 func (s *Store) stage(h Header, pieces [][]byte) error {
 	bl := s.blobLock(h.ID.Blob)
 	bl.RLock()
 	defer bl.RUnlock()
+	for {
+		// A part is sealed between being looked up here and written to
+		// only when a commit takes it meanwhile; the next lookup does not
+		// find it.
+		if err := s.stageOnce(&h, pieces); !errors.Is(err, errSealed) {
+			return err
+		}
+	}
+}
+
+// stageOnce writes the shard into its index's staged part, creating the
+// part when there is none; the blob lock is held shared.
+func (s *Store) stageOnce(h *Header, pieces [][]byte) error {
 	s.stagedMu.Lock()
 	sp := s.staged[h.ID.Blob][h.ID.Index]
 	s.stagedMu.Unlock()
 	if sp == nil {
 		// Created outside the lock (it may fsync directories); the first
 		// of concurrent creators wins.
-		created, err := s.newStaged(partOf(&h))
+		created, err := s.newStaged(partOf(h))
 		if err != nil {
 			return wrapWrite("stage", h.ID, err)
 		}
@@ -174,7 +198,7 @@ func (s *Store) stage(h Header, pieces [][]byte) error {
 			created.drop(s)
 		}
 	}
-	return sp.add(s, &h, pieces)
+	return sp.add(s, h, pieces)
 }
 
 // CommitStaged makes every staged shard of blob durable and readable:
@@ -191,23 +215,147 @@ func (s *Store) CommitStaged(blob string) (int, error) {
 	bl.RLock()
 	defer bl.RUnlock()
 	s.stagedMu.Lock()
-	parts := s.staged[blob]
+	parts := slices.Collect(maps.Values(s.staged[blob]))
 	delete(s.staged, blob)
+	for _, sp := range parts {
+		sp.seal()
+	}
 	s.stagedMu.Unlock()
+	return s.commitParts(blob, parts)
+}
+
+// CommitStagedShards is CommitStaged of the listed shards of blob only
+// (a repair batch's own): the blob's other staged shards, another
+// writer's, stay staged. It returns how many of ids were staged and are
+// now durable; an id not staged (discarded, or lost in a restart) is not
+// counted. On an error none of ids counts as durable, and those not
+// committed are removed.
+func (s *Store) CommitStagedShards(blob string, ids []ID) (int, error) {
+	if err := checkBlob(blob); err != nil {
+		return 0, err
+	}
+	byIndex := make(map[uint16]map[uint32]bool)
+	for _, id := range ids {
+		if id.Blob != blob {
+			return 0, fmt.Errorf("shardstore: commit staged shards of %s: shard %s is of another blob: %w", blob, id, ErrInvalidID)
+		}
+		if byIndex[id.Index] == nil {
+			byIndex[id.Index] = make(map[uint32]bool)
+		}
+		byIndex[id.Index][id.Block] = true
+	}
+	bl := s.blobLock(blob)
+	bl.RLock()
+	defer bl.RUnlock()
+	var parts []*stagedPart
+	var errs []error
+	for index, blocks := range byIndex {
+		sp, err := s.takeBlocks(blob, index, blocks)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if sp != nil {
+			parts = append(parts, sp)
+		}
+	}
+	n, err := s.commitParts(blob, parts)
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return n, fmt.Errorf("shardstore: commit staged shards of %s: %w", blob, err)
+	}
+	return n, nil
+}
+
+// takeBlocks takes blocks of the staged part of (blob, index) out of the
+// staged set, for commitPart: the whole part when it holds no other
+// block, else a new staged part the blocks are moved into. It returns
+// nil when none of blocks is staged. On an error the blocks not moved are
+// discarded. The blob lock is held shared.
+func (s *Store) takeBlocks(blob string, index uint16, blocks map[uint32]bool) (*stagedPart, error) {
+	s.stagedMu.Lock()
+	sp := s.staged[blob][index]
+	if sp == nil {
+		s.stagedMu.Unlock()
+		return nil, nil
+	}
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	whole := true
+	for b := range sp.blocks {
+		whole = whole && blocks[b]
+	}
+	if whole {
+		s.unstageLocked(blob, index)
+		sp.sealed = true
+		s.stagedMu.Unlock()
+		return sp, nil
+	}
+	s.stagedMu.Unlock()
+	return s.moveBlocks(sp, blocks)
+}
+
+// moveBlocks moves the blocks of sp that are in blocks into a new staged
+// part, not in the staged set, and returns it (nil when sp has none of
+// them); sp's lock is held. On an error the blocks not moved are
+// discarded and the new part dropped.
+func (s *Store) moveBlocks(sp *stagedPart, blocks map[uint32]bool) (*stagedPart, error) {
+	src := &partFile{f: sp.f, path: sp.tmp, hdr: sp.hdr, size: sp.size}
+	var moved *stagedPart
+	var buf []byte
+	var err error
+	for _, b := range slices.Sorted(maps.Keys(blocks)) {
+		if _, ok := sp.blocks[b]; !ok {
+			continue
+		}
+		if err == nil {
+			err = s.moveBlock(sp, src, b, &moved, &buf)
+		}
+		if cerr := clearFrame(sp.f, &sp.hdr, b); cerr != nil {
+			s.log.Warn("clear moved staged shard", "part", sp.tmp, "block", b, "err", cerr)
+		}
+		delete(sp.blocks, b)
+		s.release(0, 1)
+	}
+	if err != nil {
+		if moved != nil {
+			moved.drop(s)
+		}
+		return nil, fmt.Errorf("part %s: move staged shards: %w", sp.path, err)
+	}
+	return moved, nil
+}
+
+// moveBlock copies block b of the staged part read through src into
+// *moved, creating that part first when it is nil.
+func (s *Store) moveBlock(sp *stagedPart, src *partFile, b uint32, moved **stagedPart, buf *[]byte) error {
+	h, payload, err := src.read(b, *buf)
+	if err != nil {
+		return err
+	}
+	*buf = payload
+	if *moved == nil {
+		if *moved, err = s.newStaged(sp.hdr); err != nil {
+			return err
+		}
+	}
+	return (*moved).add(s, &h, [][]byte{payload})
+}
+
+// commitParts commits staged parts of blob taken out of the staged set,
+// all at once, then fsyncs the blob's directory, and returns how many
+// shards they held.
+func (s *Store) commitParts(blob string, parts []*stagedPart) (int, error) {
 	if len(parts) == 0 {
 		return 0, nil
 	}
 	counts := make([]int, len(parts))
 	errs := make([]error, len(parts))
 	var wg sync.WaitGroup
-	i := 0
-	for _, sp := range parts {
+	for i, sp := range parts {
 		wg.Add(1)
-		go func(i int) {
+		go func() {
 			defer wg.Done()
 			counts[i], errs[i] = s.commitPart(sp)
-		}(i)
-		i++
+		}()
 	}
 	wg.Wait()
 	n := 0
@@ -264,7 +412,7 @@ func (s *Store) DiscardStagedPart(blob string, index uint16) {
 }
 
 // takeStaged removes the staged part of (blob, index) from the staged
-// set and returns it, or nil.
+// set, sealed, and returns it, or nil.
 func (s *Store) takeStaged(blob string, index uint16) *stagedPart {
 	s.stagedMu.Lock()
 	defer s.stagedMu.Unlock()
@@ -272,11 +420,25 @@ func (s *Store) takeStaged(blob string, index uint16) *stagedPart {
 	if sp == nil {
 		return nil
 	}
+	s.unstageLocked(blob, index)
+	sp.seal()
+	return sp
+}
+
+// unstageLocked removes the staged part of (blob, index) from the staged
+// set; stagedMu is held.
+func (s *Store) unstageLocked(blob string, index uint16) {
 	delete(s.staged[blob], index)
 	if len(s.staged[blob]) == 0 {
 		delete(s.staged, blob)
 	}
-	return sp
+}
+
+// seal marks a part taken out of the staged set: add refuses it.
+func (sp *stagedPart) seal() {
+	sp.mu.Lock()
+	sp.sealed = true
+	sp.mu.Unlock()
 }
 
 // commitPart makes a staged part durable and readable and returns how

@@ -313,3 +313,94 @@ func TestStagePiecesWritesTheShardFromItsPieces(t *testing.T) {
 		}
 	}
 }
+
+// TestCommitStagedShardsCommitsOnlyThoseListed: shards of one blob staged
+// by two writers, in one part file and in two: a commit listing one
+// writer's shards makes exactly those durable and counts them; the other
+// writer's stay staged (and unreadable) until its own commit, and a
+// listed shard that is not staged is not counted.
+func TestCommitStagedShardsCommitsOnlyThoseListed(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	mine := []ID{{blobA, 0, 2}, {blobA, 3, 1}}
+	theirs := []ID{{blobA, 1, 2}, {blobA, 2, 1}, {blobA, 4, 0}}
+	payloads := make(map[ID][]byte)
+	for i, id := range append(append([]ID{}, mine...), theirs...) {
+		_, payloads[id] = stage(t, s, id, testBlockSize, uint64(i))
+	}
+	lost := ID{blobA, 5, 2} // listed, never staged
+	n, err := s.CommitStagedShards(blobA, append(append([]ID{}, mine...), lost))
+	if err != nil || n != len(mine) {
+		t.Fatalf("CommitStagedShards(mine and a lost one) = %d, %v; want %d, nil", n, err, len(mine))
+	}
+	readable := func(id ID) bool {
+		_, got, err := s.Get(id, nil)
+		return err == nil && bytes.Equal(got, payloads[id])
+	}
+	for _, id := range mine {
+		if !readable(id) {
+			t.Errorf("committed shard %s does not read back", id)
+		}
+	}
+	for _, id := range theirs {
+		if readable(id) {
+			t.Errorf("the other writer's shard %s was committed", id)
+		}
+	}
+	if got := len(s.Staged()); got != len(theirs) {
+		t.Fatalf("%d shards still staged, want the other writer's %d", got, len(theirs))
+	}
+	// Five files, each as long as the last block it held: index 2
+	// durable (block 0) and staged (1), index 1 durable (3) and staged
+	// (2; 3 moved out), index 0 staged (4).
+	wantUsage(t, s, 5*PartHeaderSize+(1+2+4+4+5)*slot, len(mine)+len(theirs))
+	n, err = s.CommitStagedShards(blobA, theirs)
+	if err != nil || n != len(theirs) {
+		t.Fatalf("the other writer's CommitStagedShards = %d, %v; want %d, nil", n, err, len(theirs))
+	}
+	for id := range payloads {
+		if !readable(id) {
+			t.Errorf("shard %s does not read back after both commits", id)
+		}
+	}
+	if got := s.Staged(); len(got) != 0 {
+		t.Fatalf("still staged after both commits: %v", got)
+	}
+	if _, err := s.CommitStagedShards(blobA, []ID{{blobB, 0, 0}}); !errors.Is(err, ErrInvalidID) {
+		t.Fatalf("CommitStagedShards of another blob's shard: %v, want ErrInvalidID", err)
+	}
+}
+
+// TestShardStagedIntoAPartTakenForCommitGoesIntoANewOne: a stager that
+// looked its part up just before a commit took it (the race of a stage
+// with a commit) does not write into the taken part, which would make
+// durable, or lose, a shard the commit did not count: the part refuses
+// it, and the stage goes into a new part that a later commit takes.
+func TestShardStagedIntoAPartTakenForCommitGoesIntoANewOne(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	stage(t, s, ID{blobA, 0, 0}, testBlockSize, 1)
+	s.stagedMu.Lock()
+	looked := s.staged[blobA][0] // the stager's lookup
+	s.stagedMu.Unlock()
+	taken := s.takeStaged(blobA, 0) // the commit's
+	late, payload := shard(ID{blobA, 1, 0}, testBlockSize, 2)
+	if err := looked.add(s, &late, [][]byte{payload}); !errors.Is(err, errSealed) {
+		t.Fatalf("a shard added to a part taken for commit: %v, want it refused", err)
+	}
+	if err := s.stage(late, [][]byte{payload}); err != nil {
+		t.Fatalf("the stage, retried: %v", err)
+	}
+	if n, err := s.commitPart(taken); err != nil || n != 1 {
+		t.Fatalf("the taken part committed %d shards, %v; want its 1", n, err)
+	}
+	if got := s.Staged(); len(got) != 1 || got[0].ID != (ID{blobA, 1, 0}) {
+		t.Fatalf("staged after the commit: %v, want the late shard", got)
+	}
+	if n, err := s.CommitStaged(blobA); err != nil || n != 1 {
+		t.Fatalf("the next commit: %d, %v; want the late shard", n, err)
+	}
+	for b := range uint32(2) {
+		if _, _, err := s.Get(ID{blobA, b, 0}, nil); err != nil {
+			t.Fatalf("block %d: %v", b, err)
+		}
+	}
+}
