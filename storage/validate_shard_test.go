@@ -54,3 +54,28 @@ func TestPutShardRefusesImpossibleShards(t *testing.T) {
 		t.Fatalf("a shard an agent sends: %v", err)
 	}
 }
+
+// HeldShards asks for each of a blob's shard indexes at most once: a
+// request naming more indexes than a blob has, or one twice, is refused
+// with InvalidArgument instead of a file lookup (and an answer) per entry.
+func TestHeldShardsRefusesRepeatedIndexes(t *testing.T) {
+	s, _ := newTestStore(t, Config{}, "n1", "n1")
+	id := "0123456789abcdef0123456789abcdef"
+	for _, c := range []struct {
+		indexes []uint32
+		words   string
+	}{
+		{make([]uint32, 1_000_000), "1000000 shard indexes, a blob has at most 256"},
+		{[]uint32{3, 1, 3}, "shard index 3 is asked for twice"},
+		{[]uint32{256}, "shard index 256"},
+	} {
+		_, err := s.ShardServer().HeldShards(context.Background(), &pb.HeldShardsRequest{BlobId: id, Indexes: c.indexes})
+		if !errors.Is(err, apierr.ErrInvalidArgument) || !strings.Contains(err.Error(), c.words) {
+			t.Errorf("HeldShards of %d indexes: %v, want InvalidArgument saying %q", len(c.indexes), err, c.words)
+		}
+	}
+	resp, err := s.ShardServer().HeldShards(context.Background(), &pb.HeldShardsRequest{BlobId: id, Indexes: []uint32{0, 1, 255}})
+	if err != nil || len(resp.Parts) != 0 {
+		t.Fatalf("HeldShards of distinct indexes of an unknown blob: %v, %v; want none held", resp, err)
+	}
+}
