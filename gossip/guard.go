@@ -26,15 +26,21 @@ import (
 // closes one announcing more members or state than a zrpc cluster has,
 // warning of it by sender; every other stream reaches memberlist as it
 // came, its bytes read so far given back first. An encrypted stream is
-// passed on: only a holder of the gossip key can write one.
+// passed on: only a holder of the gossip key can write one. A compressed
+// stream inflating past what a zrpc cluster sends is closed too:
+// memberlist would inflate it into memory whole.
 
 // Limits of a push/pull header that a zrpc agent accepts.
 const (
 	maxPushPullMembers = 10_000
 	maxPushPullState   = 1 << 20 // zrpc agents send none
 	// maxCompressedStream bounds the compressed message the guard reads
-	// to look at its header, as memberlist bounds push/pull state.
+	// to look at its header, as memberlist bounds push/pull state, and
+	// maxInflatedStream what it may inflate to (10,000 members of
+	// memberlist's largest meta take 6 MiB; memberlist allows 40 MiB,
+	// which a 20 KiB message of zeros reaches).
 	maxCompressedStream = 20 << 20
+	maxInflatedStream   = 16 << 20
 	// streamHeaderWait is how long a new stream has to send its header.
 	streamHeaderWait = 10 * time.Second
 )
@@ -188,8 +194,17 @@ func checkCompressed(r io.Reader) error {
 		return nil
 	}
 	var head [512]byte
-	n, _ := io.ReadFull(lzw.NewReader(bytes.NewReader(c.Buf), lzw.LSB, 8), head[:])
-	if n == 0 || head[0] != pushPullMsg {
+	inflate := lzw.NewReader(bytes.NewReader(c.Buf), lzw.LSB, 8)
+	n, _ := io.ReadFull(inflate, head[:])
+	if n == 0 {
+		return nil
+	}
+	// memberlist inflates the whole message into memory: count what it
+	// would hold, without holding it.
+	if rest, _ := io.Copy(io.Discard, io.LimitReader(inflate, maxInflatedStream)); int64(n)+rest > maxInflatedStream {
+		return refusedStream(fmt.Sprintf("a compressed message of %d bytes inflating past %d", len(c.Buf), maxInflatedStream))
+	}
+	if head[0] != pushPullMsg {
 		return nil
 	}
 	err := checkPushPull(bytes.NewReader(head[1:n]))

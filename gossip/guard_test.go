@@ -27,9 +27,10 @@ func msgpackOf(t *testing.T, v any) []byte {
 }
 
 // A stream to the gossip port whose push/pull header announces a million
-// members or a gigabyte of state, plain or compressed, is closed before
-// memberlist allocates for it, with one warning naming the sender; the
-// agent goes on gossiping with real members.
+// members or a gigabyte of state, plain or compressed, or whose
+// compressed message inflates to 32 MiB, is closed before memberlist
+// allocates for it, with one warning naming the sender; the agent goes
+// on gossiping with real members.
 func TestGossipStreamAnnouncingTooMuchIsClosedUnread(t *testing.T) {
 	logs := &logRecords{}
 	a := startAgent(t, "a", func(c *Config) {
@@ -43,13 +44,18 @@ func TestGossipStreamAnnouncingTooMuchIsClosedUnread(t *testing.T) {
 	w.Close()
 	compressed := append([]byte{compressMsg}, msgpackOf(t, map[string]any{"Algo": 0, "Buf": lzwBuf.Bytes()})...)
 	labelled := append([]byte{hasLabelMsg, 3, 'a', 'b', 'c', pushPullMsg}, members...)
+	var zeros bytes.Buffer
+	w = lzw.NewWriter(&zeros, lzw.LSB, 8)
+	w.Write(make([]byte, 32<<20)) // inflates 1000-fold
+	w.Close()
+	bomb := append([]byte{compressMsg}, msgpackOf(t, map[string]any{"Algo": 0, "Buf": zeros.Bytes()})...)
 
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	var conns []net.Conn
 	for range 4 {
-		for _, b := range [][]byte{append([]byte{pushPullMsg}, members...), append([]byte{pushPullMsg}, state...), compressed, labelled} {
+		for _, b := range [][]byte{append([]byte{pushPullMsg}, members...), append([]byte{pushPullMsg}, state...), compressed, labelled, bomb} {
 			c, err := net.Dial("tcp", a.LocalAddr())
 			if err != nil {
 				t.Fatal(err)
@@ -69,7 +75,7 @@ func TestGossipStreamAnnouncingTooMuchIsClosedUnread(t *testing.T) {
 	}
 	runtime.ReadMemStats(&after)
 	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
-		t.Errorf("16 streams announcing a million members or a gigabyte made the agent allocate %d MiB", grew>>20)
+		t.Errorf("20 streams announcing a million members or a gigabyte, or inflating to 32 MiB, made the agent allocate %d MiB", grew>>20)
 	}
 	warned := logs.matching("closed a gossip stream announcing more than a zrpc cluster sends")
 	if len(warned) != 1 || warned[0].Level != slog.LevelWarn {
