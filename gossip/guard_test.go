@@ -91,3 +91,14 @@ func TestGossipStreamAnnouncingTooMuchIsClosedUnread(t *testing.T) {
 		return ok && m.Status == StatusAlive
 	})
 }
+
+// Whatever a stream starts with, the guard's check returns without
+// panicking.
+func FuzzCheckStream(f *testing.F) {
+	f.Add([]byte{pushPullMsg, 0x83})
+	f.Add([]byte{compressMsg, 0x82, 0xa4, 'A', 'l', 'g', 'o', 0, 0xa3, 'B', 'u', 'f', 0xc4, 2, 0x06, 0x00})
+	f.Add([]byte{hasLabelMsg, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_ = checkStream(bytes.NewReader(b))
+	})
+}
