@@ -28,15 +28,6 @@ import (
 	"github.com/zrpcio/zrpc/testcluster"
 )
 
-// The agent's gRPC services as a stranger finds them: every method of
-// every service the agent serves, from the generated descriptors, so that
-// a method added later is in the test at once.
-var agentServices = []*grpc.ServiceDesc{
-	&pb.Registry_ServiceDesc, &pb.Status_ServiceDesc, &pb.Blobs_ServiceDesc, &pb.Shards_ServiceDesc,
-	&pb.Internal_ServiceDesc, &pb.ACL_ServiceDesc, &pb.Keyring_ServiceDesc, &pb.KeyringPeer_ServiceDesc,
-	&pb.Snapshot_ServiceDesc,
-}
-
 // method is one RPC of the agent as the test calls it.
 type method struct {
 	full                         string // "/zrpc.v1.Registry/Get"
@@ -44,26 +35,38 @@ type method struct {
 	clientStreams, serverStreams bool
 }
 
+// agentMethods lists every method of every service of the agent's API
+// package (zrpc.v1) from the generated descriptors, so that a method or a
+// service added later is in the test at once.
 func agentMethods(t *testing.T) []method {
 	t.Helper()
 	var all []method
-	for _, sd := range agentServices {
-		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(sd.ServiceName))
-		if err != nil {
-			t.Fatalf("descriptor of %s: %v", sd.ServiceName, err)
-		}
-		methods := d.(protoreflect.ServiceDescriptor).Methods()
-		for i := range methods.Len() {
-			md := methods.Get(i)
-			in, err1 := protoregistry.GlobalTypes.FindMessageByName(md.Input().FullName())
-			out, err2 := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
-			if err := errors.Join(err1, err2); err != nil {
-				t.Fatalf("types of %s: %v", md.FullName(), err)
+	var err error
+	protoregistry.GlobalFiles.RangeFilesByPackage("zrpc.v1", func(fd protoreflect.FileDescriptor) bool {
+		for i := range fd.Services().Len() {
+			sd := fd.Services().Get(i)
+			for j := range sd.Methods().Len() {
+				md := sd.Methods().Get(j)
+				in, err1 := protoregistry.GlobalTypes.FindMessageByName(md.Input().FullName())
+				out, err2 := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
+				if err = errors.Join(err1, err2); err != nil {
+					return false
+				}
+				all = append(all, method{
+					full: "/" + string(sd.FullName()) + "/" + string(md.Name()), in: in, out: out,
+					clientStreams: md.IsStreamingClient(), serverStreams: md.IsStreamingServer(),
+				})
 			}
-			all = append(all, method{
-				full: "/" + sd.ServiceName + "/" + string(md.Name()), in: in, out: out,
-				clientStreams: md.IsStreamingClient(), serverStreams: md.IsStreamingServer(),
-			})
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatalf("types of the API's methods: %v", err)
+	}
+	slices.SortFunc(all, func(a, b method) int { return strings.Compare(a.full, b.full) })
+	for _, want := range []string{pb.Registry_Register_FullMethodName, pb.Snapshot_Restore_FullMethodName, pb.KeyringPeer_Use_FullMethodName} {
+		if !slices.ContainsFunc(all, func(m method) bool { return m.full == want }) {
+			t.Fatalf("the API's descriptors lack %s: are its files linked in?", want)
 		}
 	}
 	return all
