@@ -160,8 +160,14 @@ func (g *Gossip) Start() error {
 	if err := g.startKeyring(); err != nil {
 		return err
 	}
+	transport, err := guardedTransportOf(g.mc, g.log)
+	if err != nil {
+		return err
+	}
+	g.mc.Transport = transport
 	ml, err := memberlist.Create(g.mc)
 	if err != nil {
+		transport.Shutdown()
 		return fmt.Errorf("create memberlist: %w", err)
 	}
 	g.ml = ml

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"net"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -15,7 +17,7 @@ import (
 // ..."); logWriter turns that prefix into the slog level, so that the
 // agent's level setting applies to memberlist too.
 func newMemberlistLogger(l *slog.Logger) *log.Logger {
-	return log.New(&logWriter{l: l, now: time.Now, repeats: make(map[string]*repeatRun)}, "", 0)
+	return log.New(&logWriter{l: l, now: time.Now, repeats: make(map[string]*repeatRun), senders: newSenderLog(time.Now)}, "", 0)
 }
 
 // logWriter is an io.Writer for log.Logger that parses memberlist's level
@@ -25,6 +27,7 @@ type logWriter struct {
 	l       *slog.Logger
 	now     func() time.Time // time.Now; tests set it
 	repeats map[string]*repeatRun
+	senders *senderLog
 }
 
 // repeatingFailures are the beginnings of the lines memberlist writes
@@ -110,10 +113,96 @@ var memberlistLevels = []struct {
 
 func (w *logWriter) Write(p []byte) (int, error) {
 	level, msg := parseMemberlistLine(string(bytes.TrimRight(p, "\r\n")))
+	if host, ok := sender(msg); ok && level >= slog.LevelWarn {
+		// Whatever anyone sends the gossip port that memberlist cannot
+		// use (garbage, a broken or unencrypted packet, a stream cut
+		// short) is a line naming its sender: a warning, once per
+		// sender and senderQuiet, not a line per packet.
+		level = slog.LevelWarn
+		pass, more := w.senders.seen(host)
+		if !pass {
+			level = slog.LevelDebug
+		} else if more > 0 {
+			msg = fmt.Sprintf("%s (and %d more such lines from %s since the last)", msg, more, host)
+		}
+		w.l.Log(context.Background(), level, msg)
+		return len(p), nil
+	}
+	// Failures about a member (probes, gossip, push/pull to one that is
+	// down) collapse into runs by kind.
 	for _, line := range w.collapse(level, msg) {
 		w.l.Log(context.Background(), line.level, line.msg)
 	}
 	return len(p), nil
+}
+
+// sender returns the host of the "from=host:port" memberlist ends a line
+// about what it received with.
+func sender(msg string) (string, bool) {
+	i := strings.LastIndex(msg, "from=")
+	if i < 0 {
+		return "", false
+	}
+	addr, _, _ := strings.Cut(msg[i+len("from="):], " ")
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host, true
+	}
+	return addr, addr != ""
+}
+
+// senderQuiet is how long after a warning about a sender further ones
+// from it are counted instead of written; maxSenders bounds how many
+// senders are remembered.
+const (
+	senderQuiet = time.Minute
+	maxSenders  = 1024
+)
+
+// senderLog remembers when a warning about each sender was last written
+// and how many were held back since.
+type senderLog struct {
+	mu      sync.Mutex
+	now     func() time.Time
+	senders map[string]*senderLine
+}
+
+type senderLine struct {
+	written time.Time
+	held    int
+}
+
+func newSenderLog(now func() time.Time) *senderLog {
+	return &senderLog{now: now, senders: make(map[string]*senderLine)}
+}
+
+// seen notes a line about host: pass says whether to write it, more how
+// many were held back since the last one written.
+func (s *senderLog) seen(host string) (pass bool, more int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	l := s.senders[host]
+	if l != nil && now.Sub(l.written) < senderQuiet {
+		l.held++
+		return false, 0
+	}
+	if l == nil {
+		if len(s.senders) >= maxSenders {
+			for h, old := range s.senders {
+				if now.Sub(old.written) >= senderQuiet {
+					delete(s.senders, h)
+				}
+			}
+			if len(s.senders) >= maxSenders {
+				return true, 0 // too many at once to remember: write it
+			}
+		}
+		l = &senderLine{}
+		s.senders[host] = l
+	}
+	more = l.held
+	l.written, l.held = now, 0
+	return true, more
 }
 
 // parseMemberlistLine splits "[WARN] memberlist: text" into its level and

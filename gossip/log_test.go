@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"log"
 	"log/slog"
 	"strings"
 	"testing"
@@ -78,4 +79,41 @@ func (l *logRecords) containing(s string) []slog.Record {
 		}
 	}
 	return out
+}
+
+// What a stranger sends the gossip port that memberlist cannot use is
+// warned of naming the sender, once a minute per sender: the lines in
+// between are counted in the next warning, not written each.
+func TestMemberlistLinesAboutOneSenderWarnOnceAMinute(t *testing.T) {
+	logs := &logRecords{}
+	now := time.Unix(1000, 0)
+	w := &logWriter{l: slog.New(recordingHandler{Handler: slog.DiscardHandler, rec: logs}), now: func() time.Time { return now },
+		repeats: make(map[string]*repeatRun), senders: newSenderLog(func() time.Time { return now })}
+	l := log.New(w, "", 0)
+	for i := range 100 {
+		l.Printf("[ERR] memberlist: Received invalid msgType (%d) from=10.0.0.9:%d", i, 40000+i)
+		l.Printf("[ERR] memberlist: missing message type byte from=10.0.0.7:7946")
+	}
+	warned := func() []string {
+		var out []string
+		for _, r := range logs.recs {
+			if r.Level == slog.LevelWarn {
+				out = append(out, r.Message)
+			}
+		}
+		return out
+	}
+	if got := warned(); len(got) != 2 || !strings.Contains(got[0], "from=10.0.0.9:40000") || !strings.Contains(got[1], "from=10.0.0.7") {
+		t.Fatalf("warnings %q, want one naming each sender", got)
+	}
+	now = now.Add(senderQuiet)
+	l.Printf("[ERR] memberlist: Received invalid msgType (7) from=10.0.0.9:50000")
+	if got := warned(); len(got) != 3 || !strings.Contains(got[2], "and 99 more such lines from 10.0.0.9") {
+		t.Fatalf("warnings %q, want a third counting the 99 held back", got)
+	}
+	for _, r := range logs.recs {
+		if r.Level > slog.LevelWarn {
+			t.Fatalf("a stranger's bytes logged at %s: %q", r.Level, r.Message)
+		}
+	}
 }

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 )
 
 // loopbackOnly guards an HTTP endpoint that listens on loopback: it answers
@@ -40,4 +42,42 @@ func loopbackHost(hostport string) bool {
 	}
 	ip := net.ParseIP(strings.Trim(host, "[]"))
 	return ip != nil && ip.IsLoopback()
+}
+
+// maxProfileSeconds bounds the duration of a CPU profile or an execution
+// trace asked for over HTTP (zrpcctl debug asks for at most an hour).
+const maxProfileSeconds = 3600
+
+// oneProfile is a profile handler of net/http/pprof (Profile, Trace)
+// whose ?seconds= is checked before it starts, and of which one runs at a
+// time: pprof takes a bad value for its default (30 s of profiling) and
+// answers a second profile while one runs with 500.
+type oneProfile struct {
+	what    string // "CPU profile", "execution trace"
+	integer bool   // seconds must be whole (pprof.Profile parses an int)
+	serve   http.HandlerFunc
+	running sync.Mutex
+}
+
+func (p *oneProfile) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if v := r.FormValue("seconds"); v != "" {
+		s, err := strconv.ParseFloat(v, 64)
+		if p.integer && err == nil {
+			_, err = strconv.ParseInt(v, 10, 64)
+		}
+		if err != nil || !(s > 0 && s <= maxProfileSeconds) {
+			what := "a number"
+			if p.integer {
+				what = "a whole number"
+			}
+			http.Error(w, fmt.Sprintf("seconds=%.40q: the %s's duration must be %s of seconds from 1 to %d", v, p.what, what, maxProfileSeconds), http.StatusBadRequest)
+			return
+		}
+	}
+	if !p.running.TryLock() {
+		http.Error(w, fmt.Sprintf("a %s is being taken already, one at a time: retry when it ends", p.what), http.StatusConflict)
+		return
+	}
+	defer p.running.Unlock()
+	p.serve(w, r)
 }

@@ -1,10 +1,12 @@
 package node
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // On a loopback listener every path of the agent's HTTP endpoint (the UI,
@@ -47,5 +49,101 @@ func TestLoopbackHTTPEndpointRefusesOtherHostNames(t *testing.T) {
 				t.Errorf("Host %q refused with %s, want the reason", c.host, rec.Body)
 			}
 		}
+	}
+}
+
+// hostileHTTP is one request a stranger sends the agent's HTTP endpoint.
+type hostileHTTP struct {
+	method, path string
+	header       map[string]string
+	// want is the status wanted; 0 takes any below 500.
+	want int
+}
+
+// Every path of the agent's HTTP endpoint answers absurd requests (huge
+// headers, long URLs, unknown paths, bad query values) with a clean
+// status below 500 and keeps serving; a profile's duration is checked
+// before the profile starts.
+func TestHTTPEndpointAnswersHostileRequestsCleanly(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	long := strings.Repeat("a", 10<<10)
+	cases := []hostileHTTP{
+		{method: "GET", path: "/nope", want: http.StatusNotFound},
+		{method: "GET", path: "/" + long, want: http.StatusNotFound},
+		{method: "GET", path: "/ui/" + strings.Repeat("x", 900<<10)},
+		{method: "GET", path: "/metrics", header: map[string]string{"X-Big": strings.Repeat("h", 2<<20)}, want: http.StatusRequestHeaderFieldsTooLarge},
+		{method: "BREW", path: "/ui/api/services", want: http.StatusMethodNotAllowed},
+		{method: "GET", path: "/ui/api/services/" + long},
+		{method: "GET", path: "/ui/api/services/..%2F..%2Fetc%2Fpasswd"},
+		{method: "GET", path: "/ui/api/services/a%00b"},
+		{method: "GET", path: "/ui/api/repair?blob=%00%ff" + long},
+		{method: "GET", path: "/ui/api/nope", want: http.StatusNotFound},
+		{method: "GET", path: "/ui/static/..%2f..%2f..%2fetc%2fpasswd"},
+		{method: "GET", path: "/ui/static/" + long, want: http.StatusNotFound},
+		{method: "GET", path: "/debug/zrpc/config?%zz=%zz&a=" + long, want: http.StatusOK},
+		{method: "GET", path: "/debug/zrpc/logs?n=-1", want: http.StatusOK},
+		{method: "GET", path: "/debug/pprof/nope", want: http.StatusNotFound},
+		{method: "GET", path: "/debug/pprof/heap?seconds=-1", want: http.StatusBadRequest},
+		{method: "GET", path: "/debug/pprof/heap?debug=-99999999999999999999", want: http.StatusOK},
+		{method: "GET", path: "/debug/pprof/profile?seconds=abc", want: http.StatusBadRequest},
+		{method: "GET", path: "/debug/pprof/profile?seconds=-5", want: http.StatusBadRequest},
+		{method: "GET", path: "/debug/pprof/profile?seconds=99999999999", want: http.StatusBadRequest},
+		{method: "GET", path: "/debug/pprof/trace?seconds=NaN", want: http.StatusBadRequest},
+		{method: "GET", path: "/debug/pprof/trace?seconds=1e300", want: http.StatusBadRequest},
+		{method: "POST", path: "/debug/pprof/symbol", want: http.StatusOK},
+	}
+	for _, c := range cases {
+		name := c.method + " " + c.path[:min(len(c.path), 60)]
+		req, err := http.NewRequestWithContext(ctxT(t), c.method, "http://"+n.HTTPAddr()+c.path, strings.NewReader(long))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for k, v := range c.header {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Errorf("%s: %v (the agent dropped the connection?)", name, err)
+			continue
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		resp.Body.Close()
+		if resp.StatusCode >= 500 || c.want != 0 && resp.StatusCode != c.want {
+			t.Errorf("%s: %d %q, want %v (0: any below 500)", name, resp.StatusCode, body[:min(len(body), 200)], c.want)
+		}
+		httpGet(t, n, "/healthz")
+	}
+}
+
+// A second CPU profile asked for while one runs is refused with 409
+// saying one runs, not with pprof's 500.
+func TestSecondCPUProfileIsAConflict(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + n.HTTPAddr() + path)
+		if err != nil {
+			t.Errorf("GET %s: %v", path, err)
+			return 0, ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	first := make(chan int, 1)
+	go func() {
+		code, _ := get("/debug/pprof/profile?seconds=3")
+		first <- code
+	}()
+	var body string
+	waitFor(t, 20*time.Second, "a second profile refused while the first runs", func() bool {
+		var code int
+		code, body = get("/debug/pprof/profile?seconds=1")
+		return code == http.StatusConflict
+	})
+	if !strings.Contains(body, "a CPU profile is being taken already") {
+		t.Fatalf("the second profile was refused with %q, want the reason", body)
+	}
+	if code := <-first; code != http.StatusOK {
+		t.Fatalf("the first profile answered %d", code)
 	}
 }

@@ -281,9 +281,9 @@ func (n *Node) startHTTP() error {
 	debug := func(path string, h http.HandlerFunc) { mux.Handle(path, n.requireOperatorRead(h)) }
 	debug("/debug/pprof/", pprof.Index)
 	debug("/debug/pprof/cmdline", serveCmdline)
-	debug("/debug/pprof/profile", pprof.Profile)
+	debug("/debug/pprof/profile", (&oneProfile{what: "CPU profile", integer: true, serve: pprof.Profile}).ServeHTTP)
 	debug("/debug/pprof/symbol", pprof.Symbol)
-	debug("/debug/pprof/trace", pprof.Trace)
+	debug("/debug/pprof/trace", (&oneProfile{what: "execution trace", serve: pprof.Trace}).ServeHTTP)
 	debug("/debug/zrpc/config", n.serveConfig)
 	debug("/debug/zrpc/logs", n.logs.serve)
 	addr := net.JoinHostPort(n.cfg.HTTPBind, strconv.Itoa(n.cfg.HTTPPort))

@@ -36,8 +36,10 @@ func NewHCLog(l *slog.Logger, name string) hclog.Logger {
 const decodeFailed = "failed to decode incoming command"
 
 func (a *hclogAdapter) log(level slog.Level, msg string, args ...any) {
-	if level > slog.LevelInfo && msg == decodeFailed && hungUp(args) {
-		// A peer that died or closed its connection mid-message.
+	if level > slog.LevelInfo && msg == decodeFailed {
+		// A peer that died or closed its connection mid-message, or
+		// bytes that are no Raft command: the stream's guard warns of
+		// the latter, naming the sender (transport_guard.go).
 		level = slog.LevelDebug
 	}
 	// Lines at INFO and above are judged even when not written: they count

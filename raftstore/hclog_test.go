@@ -128,8 +128,9 @@ func TestPeerRepliesAgainEndsItsFailures(t *testing.T) {
 }
 
 // TestTransportHangUpIsNotAnError: a peer that drops its Raft connection
-// in the middle of a command (killed) is logged below warning; bytes that
-// are not a Raft command still log an error.
+// in the middle of a command (killed) is logged below warning; so is
+// raft's line on bytes that are not a Raft command, which names no
+// sender (the stream's guard warns of those: transport_guard_test.go).
 func TestTransportHangUpIsNotAnError(t *testing.T) {
 	rec := &lineRecorder{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -161,8 +162,8 @@ func TestTransportHangUpIsNotAnError(t *testing.T) {
 	}
 	send([]byte{99}, false)
 	testwait.For(t, 10*time.Second, "the bad command to be logged", func() bool { return len(rec.matching(decodeFailed)) == 2 })
-	if l := rec.matching(decodeFailed)[1]; !strings.HasPrefix(l, "ERROR") {
-		t.Fatalf("a command of unknown type logged %q, want ERROR", l)
+	if l := rec.matching(decodeFailed)[1]; !strings.HasPrefix(l, "DEBUG") {
+		t.Fatalf("a command of unknown type logged %q, want DEBUG", l)
 	}
 }
 

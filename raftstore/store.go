@@ -188,8 +188,9 @@ func (s *Store) Open() (err error) {
 
 func (s *Store) newTransport() (*transport, error) {
 	cfg := s.cfg
+	netLog := NewHCLog(s.cfg.Logger, "raft-net")
 	tc := &raft.NetworkTransportConfig{
-		MaxPool: 4, Timeout: 5 * time.Second, Logger: NewHCLog(s.cfg.Logger, "raft-net"),
+		MaxPool: 4, Timeout: 5 * time.Second, Logger: netLog,
 		Stream: cfg.StreamLayer,
 		// No pipelined replication: with raft's default of two RPCs in
 		// flight its pipeline channels are unbuffered, and a follower's
@@ -224,6 +225,7 @@ func (s *Store) newTransport() (*transport, error) {
 		}
 		tc.Stream = NewTCPStreamLayer(l, adv)
 	}
+	tc.Stream = guardInbound(tc.Stream, netLog)
 	return newObservingTransport(raft.NewNetworkTransportWithConfig(tc)), nil
 }
 

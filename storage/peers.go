@@ -81,6 +81,15 @@ func (s *Store) storeLocal(req *pb.PutShardRequest, summed bool) error {
 		return fmt.Errorf("%w: shard %s/%d/%d: block of %d bytes with block size %d; the sender must give the blob's block size, at least the block's length (is it an older agent? upgrade it)",
 			ErrInvalidArgument, req.Ref.BlobId, req.Ref.Block, req.Ref.Index, req.BlockLen, req.BlockSize)
 	}
+	if req.BlockSize > MaxBlockSize {
+		return fmt.Errorf("%w: shard %s/%d/%d: block size %d, the largest is %d", ErrInvalidArgument, req.Ref.BlobId, req.Ref.Block, req.Ref.Index, req.BlockSize, MaxBlockSize)
+	}
+	// A block past the largest blob would be written that far into the
+	// shard's part file.
+	if uint64(req.Ref.Block)*uint64(req.BlockSize) >= uint64(s.cfg.MaxBlobSize) {
+		return fmt.Errorf("%w: shard %s/%d/%d: block %d of %d-byte blocks starts past the max blob size, %d bytes",
+			ErrInvalidArgument, req.Ref.BlobId, req.Ref.Block, req.Ref.Index, req.Ref.Block, req.BlockSize, s.cfg.MaxBlobSize)
+	}
 	h := shardstore.Header{
 		ID: shardID(req.Ref), K: uint8(req.DataShards), M: uint8(req.ParityShards),
 		BlockLen: req.BlockLen, ShardLen: uint32(len(req.Payload)), Sum: req.Sum, BlockSize: req.BlockSize,
@@ -286,7 +295,7 @@ func mapShardErr(err error) error {
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)
 	case errors.Is(err, shardstore.ErrNoSpace):
 		return fmt.Errorf("%w: %v", apierr.ErrNoSpace, err)
-	case errors.Is(err, shardstore.ErrInvalidID):
+	case errors.Is(err, shardstore.ErrInvalidID), errors.Is(err, shardstore.ErrInvalidHeader):
 		return fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	}
 	return err

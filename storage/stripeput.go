@@ -715,11 +715,19 @@ func (s *Store) heldShards(ctx context.Context, node, id string, indexes []uint3
 
 // heldLocal lists what this agent durably holds of shard indexes of blob id.
 func (s *Store) heldLocal(id string, indexes []uint32) ([]*pb.HeldPart, error) {
+	if len(indexes) > codec.MaxShards {
+		return nil, fmt.Errorf("%w: indexes: %d shard indexes, a blob has at most %d", ErrInvalidArgument, len(indexes), codec.MaxShards)
+	}
+	var asked [codec.MaxShards]bool
 	var out []*pb.HeldPart
 	for _, idx := range indexes {
 		if idx >= codec.MaxShards {
 			return nil, fmt.Errorf("%w: shard index %d", ErrInvalidArgument, idx)
 		}
+		if asked[idx] {
+			return nil, fmt.Errorf("%w: indexes: shard index %d is asked for twice", ErrInvalidArgument, idx)
+		}
+		asked[idx] = true
 		h, err := s.shards.Held(id, uint16(idx))
 		if errors.Is(err, shardstore.ErrNotFound) {
 			continue

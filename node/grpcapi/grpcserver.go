@@ -207,12 +207,14 @@ func (c *chain) recovered(ctx context.Context, method string, r any) error {
 	return errInternal
 }
 
-// unaryInterceptor refuses a request holding a malformed Duration or
-// Timestamp (checkTimes), maps errors through the API's one code table and
-// counts requests by method and code.
+// unaryInterceptor refuses a request that was not a message of its type
+// (undecodable) or holds a malformed Duration or Timestamp (checkTimes),
+// maps errors through the API's one code table and counts requests by
+// method and code.
 func (c *chain) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 	start := time.Now()
-	if m, ok := req.(proto.Message); ok {
+	err = undecodable(req)
+	if m, ok := req.(proto.Message); ok && err == nil {
 		err = checkTimes(m.ProtoReflect(), "")
 	}
 	if err == nil {
@@ -225,7 +227,7 @@ func (c *chain) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryS
 
 func (c *chain) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	start := time.Now()
-	err := apierr.ToStatus(h(srv, ss))
+	err := apierr.ToStatus(h(srv, decodedStream{ss}))
 	c.cfg.Metrics.ObserveRPC(info.FullMethod, status.Code(err), start)
 	return err
 }

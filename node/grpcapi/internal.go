@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/raftstore"
 )
@@ -48,6 +49,11 @@ func (s *Internal) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyRespons
 	return &pb.ApplyResponse{Revision: rev}, nil
 }
 
+// maxApplyBatch bounds the commands of one ApplyBatch call: each may
+// become a proposal of its own. An agent sends at most 256 (raftstore's
+// forward batches); a call of more is no agent's.
+const maxApplyBatch = 1024
+
 // ApplyBatch proposes the commands a peer forwarded together, each as
 // Apply would, all at once (raft appends them together), and answers
 // each command's revision or error in the request's order. A command that
@@ -55,6 +61,9 @@ func (s *Internal) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyRespons
 func (s *Internal) ApplyBatch(ctx context.Context, req *pb.ApplyBatchRequest) (*pb.ApplyBatchResponse, error) {
 	if !s.leader.IsLeader() {
 		return nil, raftstore.ErrNotLeader
+	}
+	if len(req.Commands) > maxApplyBatch {
+		return nil, apierr.Invalid("apply_batch.commands", "has %d commands, the limit is %d", len(req.Commands), maxApplyBatch)
 	}
 	results := make([]*pb.ApplyResult, len(req.Commands))
 	var wg sync.WaitGroup

@@ -3,6 +3,7 @@ package grpcapi
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -152,5 +153,22 @@ func TestInternalApplyBatchAnswersEachCommand(t *testing.T) {
 		if c.Time != 0 {
 			t.Errorf("applied %v with the peer's time, want it cleared", c)
 		}
+	}
+}
+
+// A batch of more commands than any agent forwards at once is refused
+// whole, naming the limit, before one of them is proposed.
+func TestInternalApplyBatchRefusesMoreCommandsThanAnAgentSends(t *testing.T) {
+	l := &fakeLeader{leading: true}
+	cmds := make([]*pb.Command, maxApplyBatch+1)
+	for i := range cmds {
+		cmds[i] = &pb.Command{Kind: &pb.Command_Deregister{Deregister: &pb.InstanceRef{Service: "user.rpc", Id: "u1"}}}
+	}
+	_, err := NewInternal(l, fakeMembership{}).ApplyBatch(context.Background(), &pb.ApplyBatchRequest{Commands: cmds})
+	if !errors.Is(err, apierr.ErrInvalidArgument) || !strings.Contains(err.Error(), "apply_batch.commands: has 1025 commands, the limit is 1024") {
+		t.Fatalf("ApplyBatch of %d commands = %v, want InvalidArgument naming the limit", len(cmds), err)
+	}
+	if len(l.applied) != 0 {
+		t.Fatalf("a refused batch proposed %d commands", len(l.applied))
 	}
 }

@@ -38,7 +38,16 @@ func (c registryCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 }
 
+// Unmarshal decodes a request; bytes that are not one leave v marked
+// undecodable (markUndecodable) for the interceptors to refuse.
 func (c registryCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if err := c.unmarshal(data, v); err != nil {
+		return markUndecodable(v, err)
+	}
+	return nil
+}
+
+func (c registryCodec) unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case *pb.RegisterRequest:
 		buf := data.MaterializeToBuffer(wirecodec.BufferPool())

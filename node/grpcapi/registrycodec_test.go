@@ -2,6 +2,7 @@ package grpcapi
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
@@ -74,9 +76,14 @@ func TestRegistryCodecDecodesRegistrationsAsProtobufDoes(t *testing.T) {
 			want, got := newMsg(), newMsg()
 			wantErr := proto.Unmarshal(b, want)
 			err := codec.Unmarshal(inPieces(b), got)
+			if err == nil {
+				err = undecodable(got) // the codec marks what it could not decode
+			}
 			switch {
 			case (err != nil) != (wantErr != nil):
 				t.Fatalf("%T from %x: error %v, protobuf's %v", got, b, err, wantErr)
+			case err != nil && !errors.Is(err, apierr.ErrInvalidArgument):
+				t.Fatalf("%T from %x: error %v, want InvalidArgument", got, b, err)
 			case err == nil && !proto.Equal(got, want):
 				t.Fatalf("%T from %x:\n got %v\nwant %v", got, b, got, want)
 			}

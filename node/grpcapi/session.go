@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"google.golang.org/grpc/status"
@@ -31,6 +33,9 @@ func NewSessionID() string {
 func (s *Registry) Session(stream pb.Registry_SessionServer) error {
 	ctx := stream.Context()
 	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		return apierr.Invalid("session", "the stream ended before its first message, which must be open")
+	}
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,104 @@
+package gossip
+
+import (
+	"bytes"
+	"compress/lzw"
+	"context"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+
+	"github.com/zrpcio/zrpc/internal/testwait"
+)
+
+// msgpackOf encodes v as memberlist does.
+func msgpackOf(t *testing.T, v any) []byte {
+	t.Helper()
+	var b []byte
+	if err := codec.NewEncoderBytes(&b, &codec.MsgpackHandle{}).Encode(v); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// A stream to the gossip port whose push/pull header announces a million
+// members or a gigabyte of state, plain or compressed, or whose
+// compressed message inflates to 32 MiB, is closed before memberlist
+// allocates for it, with one warning naming the sender; the agent goes
+// on gossiping with real members.
+func TestGossipStreamAnnouncingTooMuchIsClosedUnread(t *testing.T) {
+	logs := &logRecords{}
+	a := startAgent(t, "a", func(c *Config) {
+		c.Logger = slog.New(recordingHandler{Handler: c.Logger.Handler(), rec: logs})
+	})
+	members := msgpackOf(t, map[string]any{"Nodes": 1 << 20, "UserStateLen": 0, "Join": false})
+	state := msgpackOf(t, map[string]any{"Nodes": 1, "UserStateLen": 1 << 30, "Join": true})
+	var lzwBuf bytes.Buffer
+	w := lzw.NewWriter(&lzwBuf, lzw.LSB, 8)
+	w.Write(append([]byte{pushPullMsg}, members...))
+	w.Close()
+	compressed := append([]byte{compressMsg}, msgpackOf(t, map[string]any{"Algo": 0, "Buf": lzwBuf.Bytes()})...)
+	labelled := append([]byte{hasLabelMsg, 3, 'a', 'b', 'c', pushPullMsg}, members...)
+	var zeros bytes.Buffer
+	w = lzw.NewWriter(&zeros, lzw.LSB, 8)
+	w.Write(make([]byte, 32<<20)) // inflates 1000-fold
+	w.Close()
+	bomb := append([]byte{compressMsg}, msgpackOf(t, map[string]any{"Algo": 0, "Buf": zeros.Bytes()})...)
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	var conns []net.Conn
+	for range 4 {
+		for _, b := range [][]byte{append([]byte{pushPullMsg}, members...), append([]byte{pushPullMsg}, state...), compressed, labelled, bomb} {
+			c, err := net.Dial("tcp", a.LocalAddr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			if _, err := c.Write(b); err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+	}
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
+			t.Fatalf("stream %d is still open (read %d, %v)", i, n, err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+		t.Errorf("20 streams announcing a million members or a gigabyte, or inflating to 32 MiB, made the agent allocate %d MiB", grew>>20)
+	}
+	warned := logs.matching("closed a gossip stream announcing more than a zrpc cluster sends")
+	if len(warned) != 1 || warned[0].Level != slog.LevelWarn {
+		t.Fatalf("warnings %+v, want one for the one sender", warned)
+	}
+
+	b := startAgent(t, "b", nil)
+	if n, err := b.Join(context.Background(), []string{a.LocalAddr()}); err != nil || n != 1 {
+		t.Fatalf("join after the strangers: %d, %v", n, err)
+	}
+	testwait.For(t, 20*time.Second, "a to see b alive", func() bool {
+		m, ok := a.Member("b")
+		return ok && m.Status == StatusAlive
+	})
+}
+
+// Whatever a stream starts with, the guard's check returns without
+// panicking.
+func FuzzCheckStream(f *testing.F) {
+	f.Add([]byte{pushPullMsg, 0x83})
+	f.Add([]byte{compressMsg, 0x82, 0xa4, 'A', 'l', 'g', 'o', 0, 0xa3, 'B', 'u', 'f', 0xc4, 2, 0x06, 0x00})
+	f.Add([]byte{hasLabelMsg, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_ = checkStream(bytes.NewReader(b))
+	})
+}

@@ -1,0 +1,81 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"hash/crc32"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// A peer's PutShard that no agent would send (a block longer than its
+// shard says, a block size beyond the largest, a block past the largest
+// blob) is refused with InvalidArgument naming what was wrong, and
+// nothing is stored.
+func TestPutShardRefusesImpossibleShards(t *testing.T) {
+	s, _ := newTestStore(t, Config{}, "n1", "n1")
+	id := "0123456789abcdef0123456789abcdef"
+	payload := []byte{1}
+	ok := func() *pb.PutShardRequest {
+		return &pb.PutShardRequest{Ref: &pb.ShardRef{BlobId: id}, DataShards: 1, BlockLen: 1, BlockSize: MinBlockSize,
+			Sum: crc32.Checksum(payload, crc32.MakeTable(crc32.Castagnoli)), Payload: payload}
+	}
+	for _, c := range []struct {
+		name  string
+		edit  func(*pb.PutShardRequest)
+		words []string
+	}{
+		{"a 4 GiB block in a one-byte shard", func(r *pb.PutShardRequest) { r.BlockLen, r.BlockSize = math.MaxUint32, math.MaxUint32 }, []string{"block size"}},
+		{"a block longer than its shard", func(r *pb.PutShardRequest) { r.BlockLen = 100 }, []string{"100-byte block"}},
+		{"the last block there can be", func(r *pb.PutShardRequest) { r.Ref.Block = math.MaxUint32 }, []string{"block 4294967295", "max blob size"}},
+		{"a block size beyond the largest", func(r *pb.PutShardRequest) { r.BlockSize = MaxBlockSize + 1 }, []string{"block size"}},
+	} {
+		req := ok()
+		c.edit(req)
+		_, err := s.ShardServer().PutShard(context.Background(), req)
+		if !errors.Is(err, apierr.ErrInvalidArgument) {
+			t.Errorf("%s: %v, want InvalidArgument", c.name, err)
+			continue
+		}
+		for _, w := range c.words {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %q, want it to name %q", c.name, err, w)
+			}
+		}
+	}
+	if _, err := s.ShardServer().GetShard(context.Background(), &pb.GetShardRequest{Ref: &pb.ShardRef{BlobId: id}}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a refused shard was stored: get answered %v", err)
+	}
+	if _, err := s.ShardServer().PutShard(context.Background(), ok()); err != nil {
+		t.Fatalf("a shard an agent sends: %v", err)
+	}
+}
+
+// HeldShards asks for each of a blob's shard indexes at most once: a
+// request naming more indexes than a blob has, or one twice, is refused
+// with InvalidArgument instead of a file lookup (and an answer) per entry.
+func TestHeldShardsRefusesRepeatedIndexes(t *testing.T) {
+	s, _ := newTestStore(t, Config{}, "n1", "n1")
+	id := "0123456789abcdef0123456789abcdef"
+	for _, c := range []struct {
+		indexes []uint32
+		words   string
+	}{
+		{make([]uint32, 1_000_000), "1000000 shard indexes, a blob has at most 256"},
+		{[]uint32{3, 1, 3}, "shard index 3 is asked for twice"},
+		{[]uint32{256}, "shard index 256"},
+	} {
+		_, err := s.ShardServer().HeldShards(context.Background(), &pb.HeldShardsRequest{BlobId: id, Indexes: c.indexes})
+		if !errors.Is(err, apierr.ErrInvalidArgument) || !strings.Contains(err.Error(), c.words) {
+			t.Errorf("HeldShards of %d indexes: %v, want InvalidArgument saying %q", len(c.indexes), err, c.words)
+		}
+	}
+	resp, err := s.ShardServer().HeldShards(context.Background(), &pb.HeldShardsRequest{BlobId: id, Indexes: []uint32{0, 1, 255}})
+	if err != nil || len(resp.Parts) != 0 {
+		t.Fatalf("HeldShards of distinct indexes of an unknown blob: %v, %v; want none held", resp, err)
+	}
+}
