@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/httpserve"
 	"github.com/zrpcio/zrpc/node/grpcapi"
 	"github.com/zrpcio/zrpc/node/ui"
 	"github.com/zrpcio/zrpc/raftstore"
@@ -292,7 +294,7 @@ func (n *Node) startHTTP() error {
 		return fmt.Errorf("listen for HTTP on %s (http_bind, http_port): %w", addr, err)
 	}
 	n.httpLn.Store(&ln)
-	n.http = &http.Server{Handler: loopbackOnly(n.cfg.HTTPBind, mux), ReadHeaderTimeout: 10 * time.Second}
+	n.http = httpserve.New(loopbackOnly(n.cfg.HTTPBind, mux), slog.NewLogLogger(n.log.Handler(), slog.LevelWarn))
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

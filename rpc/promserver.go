@@ -9,10 +9,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/zrpcio/zrpc/internal/httpserve"
 )
 
 // PrometheusConfig makes a Server serve its metrics over HTTP for
@@ -75,7 +76,7 @@ func newMetricsServer(cfg PrometheusConfig, g prometheus.Gatherer, log *slog.Log
 	mux.Handle(cfg.path(), promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
 	return &metricsServer{
 		cfg:  cfg,
-		http: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)},
+		http: httpserve.New(mux, slog.NewLogLogger(log.Handler(), slog.LevelWarn)),
 		done: make(chan struct{}),
 	}
 }
