@@ -73,9 +73,10 @@ func TestHTTPEndpointAnswersHostileRequestsCleanly(t *testing.T) {
 		{method: "GET", path: "/ui/" + strings.Repeat("x", 900<<10)},
 		{method: "GET", path: "/metrics", header: map[string]string{"X-Big": strings.Repeat("h", 128<<10)}, want: http.StatusRequestHeaderFieldsTooLarge}, // over httpserve.MaxHeaderBytes, under net/http's 1 MiB
 		{method: "BREW", path: "/ui/api/services", want: http.StatusMethodNotAllowed},
-		{method: "GET", path: "/ui/api/services/" + long},
-		{method: "GET", path: "/ui/api/services/..%2F..%2Fetc%2Fpasswd"},
-		{method: "GET", path: "/ui/api/services/a%00b"},
+		{method: "GET", path: "/ui/api/services/" + long, want: http.StatusBadRequest},
+		{method: "GET", path: "/ui/api/services/..%2F..%2Fetc%2Fpasswd", want: http.StatusBadRequest},
+		{method: "GET", path: "/ui/api/services/a%00b", want: http.StatusBadRequest},
+		{method: "GET", path: "/ui/api/services/no-such.rpc", want: http.StatusOK},
 		{method: "GET", path: "/ui/api/repair?blob=%00%ff" + long},
 		{method: "GET", path: "/ui/api/nope", want: http.StatusNotFound},
 		{method: "GET", path: "/ui/static/..%2f..%2f..%2fetc%2fpasswd"},

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/zrpcio/zrpc/acl"
+	"github.com/zrpcio/zrpc/node/grpcapi"
 	"github.com/zrpcio/zrpc/node/ui"
 )
 
@@ -11,7 +12,7 @@ import (
 // the Status service and the blob store in process, and with ACLs on
 // resolves tokens as the rest of the HTTP endpoint does (httpauth.go).
 func (n *Node) newUI() *ui.UI {
-	cfg := ui.Config{Replica: n.store.FSM(), Status: n.newStatus(), Blobs: n.blobs, Logger: n.log}
+	cfg := ui.Config{Replica: n.store.FSM(), Status: n.newStatus(), Blobs: n.blobs, ValidService: grpcapi.ValidServiceName, Logger: n.log}
 	if n.aclResolver != nil {
 		cfg.Authorize = func(w http.ResponseWriter, r *http.Request, need string) (acl.Authorizer, bool) {
 			a, _, ok := n.authorizeHTTP(w, r, need)

@@ -66,6 +66,11 @@ func isAlnum(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }
 
+// ValidServiceName checks a service name as every RPC that takes one
+// does: an InvalidArgument error naming field "service" and saying what
+// a name may hold.
+func ValidServiceName(name string) error { return validName("service", name) }
+
 func validName(field, v string) error {
 	if v == "" {
 		return apierr.Invalid(field, "is required")

@@ -83,6 +83,10 @@ type Config struct {
 	Blobs   Blobs
 	// Authorize is nil with ACLs off: every request may read everything.
 	Authorize Authorize
+	// ValidService checks the service name of /ui/api/services/{name}
+	// as the gRPC API does; a name it refuses is answered 400 with its
+	// error. Nil takes every name.
+	ValidService func(name string) error
 	// KeepAlive is how long a live stream may stay silent before a
 	// comment is sent (a connection that went away without closing, on
 	// a dropped network, is found when a write to it fails); 0: 25 s.

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"time"
 
+	"google.golang.org/grpc/status"
+
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
@@ -188,6 +190,12 @@ func countByHealth(service string, r Replica) serviceView {
 // the service, as Get does. A service without instances has none listed.
 func (u *UI) serveService(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	if u.cfg.ValidService != nil {
+		if err := u.cfg.ValidService(name); err != nil {
+			writeError(w, http.StatusBadRequest, status.Convert(err).Message())
+			return
+		}
+	}
 	if _, ok := u.allow(w, r, pb.Registry_Get_FullMethodName, &pb.GetRequest{Service: name}); !ok {
 		return
 	}
