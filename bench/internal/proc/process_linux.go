@@ -21,8 +21,14 @@ func childAttr() *syscall.SysProcAttr {
 const clockTicks = 100
 
 // CPUTime is the CPU time (user + system) the process has used so far.
-func (p *Process) CPUTime() (time.Duration, error) {
-	f, err := p.statFields()
+func (p *Process) CPUTime() (time.Duration, error) { return CPUTimeOf(p.Pid()) }
+
+// RSS is the process's resident memory in bytes.
+func (p *Process) RSS() (int64, error) { return RSSOf(p.Pid()) }
+
+// CPUTimeOf is the CPU time (user + system) process pid has used so far.
+func CPUTimeOf(pid int) (time.Duration, error) {
+	f, err := statFields(pid)
 	if err != nil {
 		return 0, err
 	}
@@ -31,41 +37,41 @@ func (p *Process) CPUTime() (time.Duration, error) {
 	for _, s := range f[11:13] {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat: %w", p.Pid(), err)
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 		}
 		ticks += n
 	}
 	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
-// RSS is the process's resident memory in bytes.
-func (p *Process) RSS() (int64, error) {
-	f, err := p.statFields()
+// RSSOf is process pid's resident memory in bytes.
+func RSSOf(pid int) (int64, error) {
+	f, err := statFields(pid)
 	if err != nil {
 		return 0, err
 	}
 	// rss (in pages) is the 22nd field after the command name.
 	pages, err := strconv.ParseInt(f[21], 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %w", p.Pid(), err)
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 	}
 	return pages * int64(os.Getpagesize()), nil
 }
 
 // statFields returns the fields of /proc/<pid>/stat after the command
 // name, which is in parentheses and may hold spaces: state is the first.
-func (p *Process) statFields() ([]string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+func statFields(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return nil, err
 	}
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return nil, fmt.Errorf("/proc/%d/stat: no command name", p.Pid())
+		return nil, fmt.Errorf("/proc/%d/stat: no command name", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 22 {
-		return nil, fmt.Errorf("/proc/%d/stat: %d fields", p.Pid(), len(f))
+		return nil, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
 	return f, nil
 }

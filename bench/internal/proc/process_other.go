@@ -20,6 +20,12 @@ func (p *Process) CPUTime() (time.Duration, error) { return 0, errNoProc }
 // RSS is only measured on Linux.
 func (p *Process) RSS() (int64, error) { return 0, errNoProc }
 
+// CPUTimeOf is only measured on Linux.
+func CPUTimeOf(pid int) (time.Duration, error) { return 0, errNoProc }
+
+// RSSOf is only measured on Linux.
+func RSSOf(pid int) (int64, error) { return 0, errNoProc }
+
 // SelfCPUTime is only measured on Linux.
 func SelfCPUTime() (time.Duration, error) { return 0, errNoProc }
 
