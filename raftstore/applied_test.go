@@ -269,3 +269,69 @@ func TestStoreDefaultReadAfterRestartSeesTheReplayedLog(t *testing.T) {
 	}
 	t.Logf("%d reads refused while replaying", refused)
 }
+
+// idleStores sets every store's idle poll of skippable entries to an hour
+// (tests of what kicks the tracker), before Open.
+func idleStores(_ int, s *Store) { s.appliedIdle = time.Hour }
+
+// waitTrackerIdle waits until s's tracker has stopped looking often: its
+// busy period over and no look for 100 ms.
+func waitTrackerIdle(t *testing.T, s *Store) {
+	t.Helper()
+	eventually(t, 10*time.Second, s.cfg.NodeID+"'s applied tracker to idle", func() bool {
+		if time.Now().UnixNano() < s.appliedBusyUntil.Load() {
+			return false
+		}
+		n := s.appliedLooks.Load()
+		time.Sleep(100 * time.Millisecond)
+		return s.appliedLooks.Load() == n
+	})
+}
+
+// TestIdleStoreLooksForSkippableEntriesOnceASecond: with nothing written,
+// the store's tracker of entries the FSM never sees wakes about once a
+// second, not every 10 ms.
+func TestIdleStoreLooksForSkippableEntriesOnceASecond(t *testing.T) {
+	stores := openCluster(t, 1)
+	s := stores[0]
+	waitTrackerIdle(t, s)
+	n := s.appliedLooks.Load()
+	time.Sleep(2500 * time.Millisecond)
+	if looks := s.appliedLooks.Load() - n; looks > 4 {
+		t.Fatalf("an idle store looked %d times in 2.5s for entries to move its revision over, want at most 4 (idle poll %s)", looks, s.appliedIdle)
+	}
+}
+
+// TestWaitingReaderWakesTheIdleTracker: a reader that waits for a
+// revision the replica has not reached makes the tracker look at once,
+// even with its idle poll at an hour.
+func TestWaitingReaderWakesTheIdleTracker(t *testing.T) {
+	stores := openClusterOf(t, 1, idleStores)
+	s := stores[0]
+	waitTrackerIdle(t, s)
+	n := s.appliedLooks.Load()
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	s.FSM().WaitRevision(ctx, s.FSM().Revision()+1000) // never reached: ends with ctx
+	eventually(t, 5*time.Second, "the tracker to look again", func() bool { return s.appliedLooks.Load() > n+1 })
+}
+
+// TestFollowersReachANewLeadersNoOpWithTheirTrackersIdle: the trackers of
+// all three stores idle (poll at an hour), a leadership change makes them
+// look: every store reaches the new leader's applied index (its no-op
+// and barrier) without a write and without raft's commit timeout.
+func TestFollowersReachANewLeadersNoOpWithTheirTrackersIdle(t *testing.T) {
+	stores := openClusterOf(t, 3, idleStores, longCommitTimeout)
+	applyThroughLeader(t, stores, registerCmd(testInstance("api", "0", "n1")))
+	for _, s := range stores {
+		waitTrackerIdle(t, s)
+	}
+	leader := transferLeadership(t, stores, leaderOf(t, stores))
+	eventually(t, 3*time.Second, "the new leader's revision to cover its barrier", func() bool {
+		return leader.FSM().Revision() >= leader.raft.AppliedIndex()
+	})
+	applied := leader.FSM().Revision()
+	for _, s := range stores {
+		eventually(t, 3*time.Second, s.cfg.NodeID+" at the new leader's revision", func() bool { return s.FSM().Revision() >= applied })
+	}
+}

@@ -25,6 +25,9 @@ type FSM struct {
 	// decoded, when set, is called by ApplyBatch once it has decoded a
 	// batch's entries, before it locks mu (tests hold it there).
 	decoded func()
+	// waiting, when set, is called when WaitRevision has to wait (the
+	// store then looks for entries the FSM never sees more often).
+	waiting func()
 
 	mu       sync.RWMutex
 	revision uint64

@@ -53,6 +53,14 @@ type Store struct {
 	// replace it to hold a barrier.
 	barrier func(timeout time.Duration) raft.Future
 
+	// trackApplied's state (applied.go): kicks, the end of its busy
+	// period (unix nanoseconds), its poll while idle (tests shorten or
+	// lengthen it before Open) and how often it looked.
+	appliedKick      chan struct{}
+	appliedBusyUntil atomic.Int64
+	appliedIdle      time.Duration
+	appliedLooks     atomic.Int64
+
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	closeErr error
@@ -62,13 +70,17 @@ type Store struct {
 // New returns a Store; it does no I/O.
 func New(cfg Config) *Store {
 	cfg.fill()
-	return &Store{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "raftstore"),
-		fsm:    newFSM(cfg.WatchRing, cfg.WatchRingBytes),
-		notify: make(chan bool, 16),
-		stop:   make(chan struct{}),
+	s := &Store{
+		cfg:         cfg,
+		log:         cfg.Logger.With("component", "raftstore"),
+		fsm:         newFSM(cfg.WatchRing, cfg.WatchRingBytes),
+		notify:      make(chan bool, 16),
+		appliedKick: make(chan struct{}, 1),
+		appliedIdle: appliedIdlePoll,
+		stop:        make(chan struct{}),
 	}
+	s.fsm.waiting = s.kickApplied
+	return s
 }
 
 // OnLeader registers f to run each time this store becomes leader. Call it

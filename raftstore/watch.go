@@ -474,6 +474,9 @@ func (f *FSM) WaitRevision(ctx context.Context, rev uint64) error {
 		if head >= rev {
 			return nil
 		}
+		if f.waiting != nil {
+			f.waiting()
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
