@@ -66,22 +66,27 @@ func TestChecksFollowTheInstancesGRPCHealth(t *testing.T) {
 	}
 }
 
-// spreadOK fails the test when the 100 times in at are not spread over
-// span: more than 10 of them within one 10 ms, or all within half of span.
+// spreadOK fails the test when the times in at are not spread over the
+// checkSlot slots of span: a time off a slot's start, more than three
+// times the even share in one slot, or all within half of span.
 func spreadOK(t *testing.T, what string, at []time.Duration, span time.Duration) {
 	t.Helper()
-	buckets := make(map[time.Duration]int) // 10 ms windows
+	slots := int(span / checkSlot)
+	buckets := make(map[time.Duration]int)
 	lo, hi := span, time.Duration(0)
 	for _, d := range at {
 		if d < 0 || d >= span {
 			t.Fatalf("%s: a check runs %v on, outside the %v", what, d, span)
 		}
-		buckets[d/(10*time.Millisecond)]++
+		if d%checkSlot != 0 {
+			t.Fatalf("%s: a check runs %v on, not at the start of a %v slot", what, d, checkSlot)
+		}
+		buckets[d]++
 		lo, hi = min(lo, d), max(hi, d)
 	}
 	for b, n := range buckets {
-		if n > 10 {
-			t.Fatalf("%s: %d of %d checks run in the 10 ms from %v", what, n, len(at), b*10*time.Millisecond)
+		if n > 3*len(at)/slots {
+			t.Fatalf("%s: %d of %d checks run in the slot at %v, want them spread over %d slots", what, n, len(at), b, slots)
 		}
 	}
 	if hi-lo < span/2 {
@@ -91,7 +96,8 @@ func spreadOK(t *testing.T, what string, at []time.Duration, span time.Duration)
 
 // TestChecksSpreadOverTheInterval: 100 gRPC checks with an interval of
 // 1 s that start together (an agent starting) are scheduled at places
-// spread over the second, for their first run and for the runs after.
+// spread over the slots of the second, for their first run and for the
+// runs after.
 func TestChecksSpreadOverTheInterval(t *testing.T) {
 	s := newCheckSchedule()
 	t0 := time.Unix(1000, 0)
@@ -111,7 +117,7 @@ func TestChecksSpreadOverTheInterval(t *testing.T) {
 		s.finished(c, t1)
 	}
 	for _, c := range s.checks {
-		later = append(later, c.next.Sub(t1))
+		later = append(later, c.next.Sub(t1)%time.Second) // a place at t1 itself comes next at t1+1s
 	}
 	spreadOK(t, "runs after", later, time.Second)
 }
