@@ -95,31 +95,33 @@ func spreadOK(t *testing.T, what string, at []time.Duration, span time.Duration)
 }
 
 // TestChecksSpreadOverTheInterval: 100 gRPC checks with an interval of
-// 1 s that start together (an agent starting) are scheduled at places
-// spread over the slots of the second, for their first run and for the
-// runs after.
+// 10 s that start together (an agent starting) run their first checks
+// at once (a new check's first run is within a second: one slot), and
+// the runs after at places spread over the slots of the interval.
 func TestChecksSpreadOverTheInterval(t *testing.T) {
+	const interval = 10 * time.Second
 	s := newCheckSchedule()
 	t0 := time.Unix(1000, 0)
-	check := &pb.Check{Grpc: true, Interval: durationpb.New(time.Second)}
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(interval)}
 	for i := range 100 {
 		s.add(context.Background(), &pb.Instance{Service: "checked.rpc", Id: fmt.Sprintf("instance-%d", i), Node: "a1", Check: check}, t0)
 	}
-	var first, later []time.Duration
 	for _, c := range s.checks {
-		first = append(first, c.next.Sub(t0))
+		if c.next != t0 {
+			t.Fatalf("a new check runs first %v on, want at once (one slot of %v)", c.next.Sub(t0), checkSlot)
+		}
 	}
-	spreadOK(t, "first runs", first, time.Second)
-	// Every check ran at once at t1 (a stall); their next runs spread again.
+	// Every check ran at once at t1; their next runs spread.
 	t1 := t0.Add(5 * time.Second)
 	for range 100 {
 		c, _ := s.popDue(t1)
 		s.finished(c, t1)
 	}
+	var later []time.Duration
 	for _, c := range s.checks {
-		later = append(later, c.next.Sub(t1)%time.Second) // a place at t1 itself comes next at t1+1s
+		later = append(later, c.next.Sub(t1)%interval) // a place at t1 itself comes next at t1+interval
 	}
-	spreadOK(t, "runs after", later, time.Second)
+	spreadOK(t, "runs after", later, interval)
 }
 
 // TestChecksFollowRegistrationsAndRemovals: an instance registered while
