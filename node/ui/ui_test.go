@@ -38,7 +38,7 @@ func (fakeStatus) Members(context.Context, *pb.MembersRequest) (*pb.MembersRespo
 func (fakeStatus) Peers(context.Context, *pb.PeersRequest) (*pb.PeersResponse, error) {
 	return &pb.PeersResponse{Peers: []*pb.Peer{
 		{Id: "a1", Address: "127.0.0.1:8401", Suffrage: "voter", Leader: true, LastIndex: 9},
-		{Id: "a2", Address: "127.0.0.2:8401", Suffrage: "voter", LastIndex: 0},
+		{Id: "a2", Address: "127.0.0.2:8401", Suffrage: "voter", LastIndex: 0, Unreachable: true},
 		{Id: "a3", Address: "127.0.0.3:8401", Suffrage: "nonvoter", LastIndex: 7},
 	}}, nil
 }
@@ -233,12 +233,15 @@ func TestClusterViewsComeFromStatusAndBlobs(t *testing.T) {
 	}
 	var rv raftView
 	u.getJSON(t, "/ui/api/raft", "", &rv)
-	lags := map[string]int64{}
+	lags, unreachable := map[string]int64{}, map[string]bool{}
 	for _, p := range rv.Peers {
-		lags[p.ID] = p.Lag
+		lags[p.ID], unreachable[p.ID] = p.Lag, p.Unreachable
 	}
 	if rv.Leader != "a1" || lags["a1"] != 0 || lags["a2"] != -1 || lags["a3"] != 2 {
 		t.Errorf("raft %+v, want leader a1 and lags a1 0, a2 -1 (no answer), a3 2", rv)
+	}
+	if unreachable["a1"] || !unreachable["a2"] || unreachable["a3"] {
+		t.Errorf("raft %+v, want only a2 unreachable", rv)
 	}
 	var blobs blobsView
 	u.getJSON(t, "/ui/api/blobs", "", &blobs)

@@ -84,6 +84,9 @@ type peerView struct {
 	// without a leader's answer, the longest log's); -1 when the peer did
 	// not answer.
 	Lag int64 `json:"lag"`
+	// Unreachable: the agent asked the peer and got no answer (as
+	// `zrpcctl raft peers` shows it).
+	Unreachable bool `json:"unreachable"`
 }
 
 type raftView struct {
@@ -252,10 +255,10 @@ func (u *UI) serveRaft(w http.ResponseWriter, r *http.Request) {
 	head := leaderIndex(resp.Peers)
 	for _, p := range resp.Peers {
 		lag := int64(-1)
-		if p.LastIndex > 0 && head >= p.LastIndex {
+		if !p.Unreachable && p.LastIndex > 0 && head >= p.LastIndex {
 			lag = int64(head - p.LastIndex)
 		}
-		out.Peers = append(out.Peers, peerView{ID: p.Id, Address: p.Address, Suffrage: p.Suffrage, Leader: p.Leader, LastIndex: p.LastIndex, Lag: lag})
+		out.Peers = append(out.Peers, peerView{ID: p.Id, Address: p.Address, Suffrage: p.Suffrage, Leader: p.Leader, LastIndex: p.LastIndex, Lag: lag, Unreachable: p.Unreachable})
 	}
 	sort.Slice(out.Peers, func(i, j int) bool { return out.Peers[i].ID < out.Peers[j].ID })
 	writeJSON(w, out)

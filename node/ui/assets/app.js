@@ -158,7 +158,7 @@ async function raftPage() {
       { title: "Suffrage", cell: (p) => p.suffrage },
       { title: "Leader", cell: (p) => (p.leader ? "leader" : "") },
       { title: "Last index", num: true, cell: (p) => (p.last_index ? p.last_index : "?") },
-      { title: "Lag", num: true, cell: (p) => (p.lag < 0 ? "no answer" : p.lag) },
+      { title: "Lag", num: true, cell: (p) => (p.unreachable ? "unreachable" : p.lag < 0 ? "no answer" : p.lag) },
     ], data.peers, "No Raft configuration yet."),
   ];
 }
