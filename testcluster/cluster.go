@@ -274,10 +274,14 @@ func (c *Cluster) conn(i int) *grpc.ClientConn {
 // from, with its proof of membership. Owned by the agent: do not close it.
 func (c *Cluster) AgentConn(from, to int) *grpc.ClientConn {
 	c.t.Helper()
-	conn, err := c.Node(from).PeerConn(c.Name(to))
-	if err != nil {
-		c.t.Fatalf("connection of %s to %s: %v", c.Name(from), c.Name(to), err)
-	}
+	// An agent knows a peer's gRPC address once the leader's record of
+	// the peer has reached its replica, which New does not wait for.
+	var conn *grpc.ClientConn
+	var err error
+	c.WaitFor(10*time.Second, fmt.Sprintf("a connection of %s to %s", c.Name(from), c.Name(to)), func() bool {
+		conn, err = c.Node(from).PeerConn(c.Name(to))
+		return err == nil
+	})
 	return conn
 }
 
