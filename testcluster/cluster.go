@@ -278,10 +278,10 @@ func (c *Cluster) AgentConn(from, to int) *grpc.ClientConn {
 	// the peer has reached its replica, which New does not wait for.
 	var conn *grpc.ClientConn
 	var err error
-	c.WaitFor(10*time.Second, fmt.Sprintf("a connection of %s to %s", c.Name(from), c.Name(to)), func() bool {
+	testwait.ForExplained(c.t, 10*time.Second, fmt.Sprintf("a connection of %s to %s", c.Name(from), c.Name(to)), func() bool {
 		conn, err = c.Node(from).PeerConn(c.Name(to))
 		return err == nil
-	})
+	}, func() string { return fmt.Sprintf(": %v", err) })
 	return conn
 }
 
