@@ -158,6 +158,10 @@ type GetOptions struct {
 	// ThroughAgent reads through one agent, which gathers and decodes the
 	// shards (the API's Get), instead of from the shards' holders.
 	ThroughAgent bool
+	// Consistency of the metadata read (see zrpcpb.BlobGetRequest): by
+	// default a blob the agent's replica lacks is "not found" only when
+	// the replica can vouch for that; STALE takes the replica as it is.
+	Consistency zrpcpb.Consistency
 }
 
 // BlobReader streams a blob's bytes. A whole-blob read checks the blob's
@@ -252,7 +256,7 @@ func (c *Client) GetBlob(ctx context.Context, name string, opts GetOptions) (*Bl
 	}
 	var loc *zrpcpb.LocateResponse
 	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
-		loc, err = zrpcpb.NewBlobsClient(ep.conn).Locate(ctx, &zrpcpb.LocateRequest{Name: name, MinRevision: opts.MinRevision})
+		loc, err = zrpcpb.NewBlobsClient(ep.conn).Locate(ctx, &zrpcpb.LocateRequest{Name: name, MinRevision: opts.MinRevision, Consistency: opts.Consistency})
 		return err
 	})
 	if status.Code(err) == codes.Unimplemented {
@@ -270,7 +274,7 @@ func (c *Client) getThroughAgent(ctx context.Context, name string, opts GetOptio
 	err := c.call(ctx, func(ctx context.Context, ep *endpoint) error {
 		sctx, cancel := context.WithCancel(ctx)
 		stream, err := zrpcpb.NewBlobsClient(ep.conn).Get(sctx, &zrpcpb.BlobGetRequest{
-			Name: name, Offset: opts.Offset, Length: opts.Length, MinRevision: opts.MinRevision,
+			Name: name, Offset: opts.Offset, Length: opts.Length, MinRevision: opts.MinRevision, Consistency: opts.Consistency,
 		})
 		if err == nil {
 			var first *zrpcpb.BlobGetResponse
@@ -357,20 +361,25 @@ func (h *chunkHasher) sum() []byte {
 }
 
 // StatBlob returns a blob's metadata, shard locations and health.
-func (c *Client) StatBlob(ctx context.Context, name string) (*zrpcpb.BlobStatResponse, error) {
+// WithConsistency sets the read's consistency (see zrpcpb.BlobStatRequest).
+func (c *Client) StatBlob(ctx context.Context, name string, opts ...ReadOption) (*zrpcpb.BlobStatResponse, error) {
+	o := collectReadOptions(opts)
 	var resp *zrpcpb.BlobStatResponse
 	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
-		resp, err = zrpcpb.NewBlobsClient(ep.conn).Stat(ctx, &zrpcpb.BlobStatRequest{Name: name})
+		resp, err = zrpcpb.NewBlobsClient(ep.conn).Stat(ctx, &zrpcpb.BlobStatRequest{Name: name, Consistency: o.consistency})
 		return err
 	})
 	return resp, err
 }
 
-// ListBlobs lists the blobs whose names start with prefix, sorted by name.
-func (c *Client) ListBlobs(ctx context.Context, prefix string) ([]*zrpcpb.BlobSummary, error) {
+// ListBlobs lists the blobs whose names start with prefix, sorted by
+// name. WithConsistency sets the read's consistency (see
+// zrpcpb.BlobListRequest).
+func (c *Client) ListBlobs(ctx context.Context, prefix string, opts ...ReadOption) ([]*zrpcpb.BlobSummary, error) {
+	o := collectReadOptions(opts)
 	var resp *zrpcpb.BlobListResponse
 	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
-		resp, err = zrpcpb.NewBlobsClient(ep.conn).List(ctx, &zrpcpb.BlobListRequest{Prefix: prefix})
+		resp, err = zrpcpb.NewBlobsClient(ep.conn).List(ctx, &zrpcpb.BlobListRequest{Prefix: prefix, Consistency: o.consistency})
 		return err
 	})
 	return resp.GetBlobs(), err

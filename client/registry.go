@@ -9,7 +9,7 @@ import (
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
-// ReadOption tunes a read (Get, List).
+// ReadOption tunes a read (Get, List, StatBlob, ListBlobs).
 type ReadOption func(*readOptions)
 
 type readOptions struct {

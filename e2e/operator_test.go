@@ -179,9 +179,14 @@ func TestOperatorSeesAgentsGoDownAndComeBack(t *testing.T) {
 	if r := rows(out); err != nil || len(r) != 3 || r[0][0] != "n1" || r[1][0] != "n2" || r[2][0] != "n3" {
 		t.Errorf("members once gossip forgot n3: %v\n%s, want n1, n2, n3 in order", err, out)
 	}
-	if v := statusField(n1, "Voters"); !strings.HasPrefix(v, "2 of 3 reachable; n3 failed for ") {
-		t.Errorf("status once gossip forgot n3: Voters %q, want n3 failed", v)
-	}
+	// On a loaded machine gossip may declare n2 failed for a moment too
+	// (it refutes and is alive again): wait for the steady answer.
+	var voters string
+	waitFor(t, 20*time.Second, "status once gossip forgot n3: voters 2 of 3 reachable, n3 failed", func() bool {
+		voters = statusField(n1, "Voters")
+		return strings.HasPrefix(voters, "2 of 3 reachable; n3 failed for ")
+	})
+	t.Logf("status once gossip forgot n3: Voters %q", voters)
 }
 
 // metricsHave reports whether a's /metrics has every one of the lines.

@@ -81,6 +81,19 @@ func (c blobCluster) GossipAlive() int {
 	return alive
 }
 
+func (c blobCluster) CheckRead(ctx context.Context, consistency pb.Consistency) error {
+	return c.n.store.CheckReadContext(ctx, consistency)
+}
+
+func (c blobCluster) GossipDown(node string) bool {
+	g := c.n.gossip()
+	if g == nil {
+		return false
+	}
+	m, ok := g.LastKnown(node)
+	return ok && (m.Status == gossip.StatusFailed || m.Status == gossip.StatusLeft)
+}
+
 func (c blobCluster) Shards(node string, waitReady bool) (pb.ShardsClient, error) {
 	conn, err := c.n.PeerConn(node)
 	if err != nil {

@@ -104,7 +104,7 @@ func TestPutReportsWhatHappenedToItsCommit(t *testing.T) {
 					t.Fatalf("put: %v; want ErrOutcomeUnknown", err)
 				}
 				fc.intercept = nil
-				if _, serr := s.Stat(context.Background(), "answer", 0); !errors.Is(serr, ErrNotFound) || !strings.Contains(serr.Error(), "has not finished") {
+				if _, serr := s.Stat(context.Background(), "answer", 0, pb.Consistency_DEFAULT); !errors.Is(serr, ErrNotFound) || !strings.Contains(serr.Error(), "has not finished") {
 					t.Fatalf("stat after an unknown outcome: %v; want NotFound saying the put has not finished", serr)
 				}
 			case tc.wantStored:

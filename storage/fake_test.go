@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/raftstore"
@@ -31,6 +32,12 @@ type fakeCluster struct {
 	next uint64
 	// gossipAlive is what GossipAlive answers; 0 when unset.
 	gossipAlive atomic.Int32
+	// down holds the agents GossipDown reports; guarded by mu.
+	down map[string]bool
+	// leaderless makes LeaderRevision fail as it does without a leader;
+	// readCheck, when set, is what CheckRead answers for DEFAULT reads.
+	leaderless atomic.Bool
+	readCheck  atomic.Pointer[error]
 	// onGossip, when set, runs at each GossipAlive call.
 	onGossip func()
 	// intercept, when set, sees each command before it is applied and may
@@ -57,6 +64,22 @@ func (f *fakeCluster) GossipAlive() int {
 	return int(f.gossipAlive.Load())
 }
 
+func (f *fakeCluster) GossipDown(node string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.down[node]
+}
+
+// setGossipDown makes GossipDown report node as failed (or not).
+func (f *fakeCluster) setGossipDown(node string, down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down == nil {
+		f.down = make(map[string]bool)
+	}
+	f.down[node] = down
+}
+
 func (f *fakeCluster) ConfirmLeader(ctx context.Context) error {
 	if f.confirmLeader != nil {
 		return f.confirmLeader(ctx)
@@ -64,7 +87,19 @@ func (f *fakeCluster) ConfirmLeader(ctx context.Context) error {
 	return nil
 }
 
-func (f *fakeCluster) LeaderRevision(context.Context) (uint64, error) { return f.fsm.Revision(), nil }
+func (f *fakeCluster) LeaderRevision(context.Context) (uint64, error) {
+	if f.leaderless.Load() {
+		return 0, fmt.Errorf("%w: none elected (fake cluster)", apierr.ErrNoLeader)
+	}
+	return f.fsm.Revision(), nil
+}
+
+func (f *fakeCluster) CheckRead(_ context.Context, c pb.Consistency) error {
+	if p := f.readCheck.Load(); p != nil && c == pb.Consistency_DEFAULT {
+		return *p
+	}
+	return nil
+}
 
 // Address is a made-up address for every agent: the fake has no network.
 func (f *fakeCluster) Address(node string) string { return node + ".test:8400" }

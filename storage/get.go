@@ -22,20 +22,32 @@ import (
 const chunkSize = 256 << 10
 
 // lookup returns the blob called name once this replica has applied
-// minRev (waiting up to two seconds for it).
-func (s *Store) lookup(ctx context.Context, name string, minRev uint64) (*pb.Blob, error) {
+// minRev (waiting up to two seconds for it), read with consistency c (see
+// BlobGetRequest): a blob this replica lacks is "not found" only when the
+// replica can vouch for it.
+func (s *Store) lookup(ctx context.Context, name string, minRev uint64, c pb.Consistency) (*pb.Blob, error) {
 	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	if err := validConsistency(c); err != nil {
 		return nil, err
 	}
 	meta := s.cluster.Meta()
 	if minRev > 0 {
 		s.waitRevision(ctx, minRev, 2*time.Second)
 	}
+	if c == pb.Consistency_CONSISTENT {
+		if err := s.catchUp(ctx); err != nil {
+			return nil, fmt.Errorf("blob %q: %w", name, err)
+		}
+	}
 	b := meta.Blob(name)
-	if b == nil {
+	if b == nil && c == pb.Consistency_DEFAULT {
 		// Perhaps just written through another agent, or this agent has
-		// just restarted: catch up before saying it is not there.
-		s.catchUp(ctx)
+		// just restarted and is replaying its log.
+		if err := s.current(ctx); err != nil {
+			return nil, fmt.Errorf("blob %q is not in this agent's replica, which cannot tell whether it exists: %w", name, err)
+		}
 		b = meta.Blob(name)
 	}
 	if b == nil {
@@ -60,7 +72,7 @@ func Summary(b *pb.Blob) *pb.Blob {
 // first and decodes from parity only when some are missing or corrupt. At
 // most readAhead+1 blocks are held in memory whatever the blob's size.
 func (s *Store) Get(ctx context.Context, req *pb.BlobGetRequest, send func(*pb.BlobGetResponse) error) error {
-	b, err := s.lookup(ctx, req.GetName(), req.GetMinRevision())
+	b, err := s.lookup(ctx, req.GetName(), req.GetMinRevision(), req.GetConsistency())
 	if err != nil {
 		return err
 	}
@@ -334,9 +346,9 @@ const (
 // Stat returns a blob's metadata, where each shard is, and whether the
 // blob is healthy, degraded or unreadable, judged from the metadata, the
 // agents' state and the corrupt shards reported to the leader (it reads
-// no shard).
-func (s *Store) Stat(ctx context.Context, name string, minRev uint64) (*pb.BlobStatResponse, error) {
-	b, err := s.lookup(ctx, name, minRev)
+// no shard). c is the read's consistency (see BlobGetRequest).
+func (s *Store) Stat(ctx context.Context, name string, minRev uint64, c pb.Consistency) (*pb.BlobStatResponse, error) {
+	b, err := s.lookup(ctx, name, minRev, c)
 	if errors.Is(err, ErrNotFound) {
 		for _, p := range s.cluster.Meta().PendingBlobs() {
 			if p.Name == name {
@@ -423,9 +435,23 @@ func (s *Store) assess(b *pb.Blob, alive map[string]bool, corrupt map[copyKey]bo
 
 // List summarises the blobs whose names start with prefix, from this
 // replica once it has caught up with the leader's revision (a restarted
-// agent's replica starts behind).
-func (s *Store) List(ctx context.Context, prefix string) ([]*pb.BlobSummary, uint64) {
-	s.catchUp(ctx)
+// agent's replica starts behind). With consistency c DEFAULT and no leader
+// to ask, the replica must pass the registry's DEFAULT read check; STALE
+// lists the replica as it is; CONSISTENT needs the leader's revision.
+func (s *Store) List(ctx context.Context, prefix string, c pb.Consistency) ([]*pb.BlobSummary, uint64, error) {
+	if err := validConsistency(c); err != nil {
+		return nil, 0, err
+	}
+	switch c {
+	case pb.Consistency_DEFAULT:
+		if err := s.current(ctx); err != nil {
+			return nil, 0, fmt.Errorf("this agent's replica cannot list the blobs: %w", err)
+		}
+	case pb.Consistency_CONSISTENT:
+		if err := s.catchUp(ctx); err != nil {
+			return nil, 0, err
+		}
+	}
 	blobs, rev := s.cluster.Meta().Blobs(prefix)
 	out := make([]*pb.BlobSummary, 0, len(blobs))
 	alive := s.aliveSet()
@@ -436,7 +462,7 @@ func (s *Store) List(ctx context.Context, prefix string) ([]*pb.BlobSummary, uin
 			Health: health, Created: b.Created, Inline: len(b.Blocks) == 0,
 		})
 	}
-	return out, rev
+	return out, rev, nil
 }
 
 // Delete removes the blob called name; its shards are deleted in the

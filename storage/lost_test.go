@@ -274,3 +274,46 @@ func TestBlobOrphanCopyIsNotTheShard(t *testing.T) {
 		t.Fatalf("stat after a report about the orphan copy: %s, shard 0/0 %s; want healthy and ok", h, states[[2]uint32{0, 0}])
 	}
 }
+
+// TestBlobStatOnAnAgentCutOffFromTheQuorumSaysUnreadable: agent 0 is cut
+// off from the two others, which hold two of each block's three shards.
+// No leader on its side can record their failure, so its replica goes on
+// calling them passing; its stat and ls must still say the blob cannot be
+// read (from where it stands), the shards on the unreachable agents
+// node-failed, once its gossip has declared them dead, and healthy again
+// once the partition heals.
+func TestBlobStatOnAnAgentCutOffFromTheQuorumSaysUnreadable(t *testing.T) {
+	c := newBlobCluster(t, 3, slowFailover, testcluster.WithDeadNodeReap(time.Minute))
+	cl := agentClient(t, c, 0)
+	put(t, cl, "stranded", randomBytes(2<<20, 34), client.PutOptions{Data: 2, Parity: 1})
+	c.Partition([]int{0}, []int{1, 2})
+	unreachable := map[string]bool{c.Name(1): true, c.Name(2): true}
+	var last string
+	defer func() { t.Logf("last stat: %s", last) }()
+	c.WaitFor(45*time.Second, "stat on the cut-off agent says unreadable with the others' shards node-failed", func() bool {
+		st, err := cl.StatBlob(ctxFor(t, 5*time.Second), "stranded")
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		last = fmt.Sprintf("health %s, shards %v", st.Health, st.Shards)
+		if st.Health != "unreadable" {
+			return false
+		}
+		for _, s := range st.Shards {
+			if unreachable[s.Node] != (s.State == "node-failed") {
+				return false
+			}
+		}
+		return true
+	})
+	list, err := cl.ListBlobs(ctxFor(t, 5*time.Second), "stranded", client.WithConsistency(pb.Consistency_STALE))
+	if err != nil || len(list) != 1 || list[0].Health != "unreadable" {
+		t.Fatalf("stale ls on the cut-off agent = %v (%v), want stranded unreadable", list, err)
+	}
+	c.Heal()
+	c.WaitFor(45*time.Second, "stat on the agent says healthy once the partition heals", func() bool {
+		h, _ := statHealth(t, cl, "stranded")
+		return h == "healthy"
+	})
+}

@@ -33,6 +33,8 @@ var (
 	ErrNotEnoughShards = apierr.ErrNotEnoughShards
 	ErrCorrupt         = apierr.ErrCorrupt
 	ErrTooLarge        = apierr.ErrTooLarge
+	// ErrStaleRead: this agent's replica cannot vouch for a read.
+	ErrStaleRead = apierr.ErrStaleRead
 	// ErrOutcomeUnknown: a put's commit was proposed but its outcome could
 	// not be learned; Stat tells whether the blob was stored.
 	ErrOutcomeUnknown = apierr.ErrOutcomeUnknown
@@ -93,6 +95,16 @@ type Cluster interface {
 	// (the leader's reconcile writes them): while it knows fewer alive, the
 	// cluster is still forming.
 	GossipAlive() int
+	// GossipDown reports whether this agent's gossip has declared the
+	// named agent failed, or seen it leave. The registry records an
+	// agent's failure only through the leader: without a quorum it goes
+	// on saying the agent passes, and the blob store would send reads to
+	// dead agents and call blobs healthy that cannot be read.
+	GossipDown(node string) bool
+	// CheckRead reports whether this agent's replica may serve a read of
+	// consistency c, as the registry's reads check it (raftstore
+	// CheckReadContext).
+	CheckRead(ctx context.Context, c pb.Consistency) error
 }
 
 // LeaderAPI is what only the leader answers, because repair runs there.
@@ -254,11 +266,38 @@ func (s *Store) waitRevision(ctx context.Context, rev uint64, d time.Duration) e
 
 // catchUp waits (at most 5 s) until this replica has applied what the
 // leader has committed: a just-restarted agent's replica starts behind and
-// would miss blobs that exist.
-func (s *Store) catchUp(ctx context.Context) {
-	if rev, err := s.cluster.LeaderRevision(ctx); err == nil && rev > s.cluster.Meta().Revision() {
-		s.waitRevision(ctx, rev, 5*time.Second)
+// would miss blobs that exist. It fails when no leader answers or the
+// replica does not get there in time.
+func (s *Store) catchUp(ctx context.Context) error {
+	rev, err := s.cluster.LeaderRevision(ctx)
+	if err != nil {
+		return err
 	}
+	if err := s.waitRevision(ctx, rev, 5*time.Second); err != nil {
+		return fmt.Errorf("%w: this agent's replica is at revision %d, the leader's at %d; retry",
+			ErrStaleRead, s.cluster.Meta().Revision(), rev)
+	}
+	return nil
+}
+
+// current returns nil when this replica may answer a DEFAULT read that
+// finds nothing, or lists: once it has caught up with the leader, or, with
+// no leader to ask, when it passes the registry's DEFAULT read check (it
+// has replayed its log and heard from a leader lately). Otherwise it says
+// why not: a blob missing from it may well exist.
+func (s *Store) current(ctx context.Context) error {
+	if s.catchUp(ctx) == nil {
+		return nil
+	}
+	return s.cluster.CheckRead(ctx, pb.Consistency_DEFAULT)
+}
+
+// validConsistency checks a read's consistency.
+func validConsistency(c pb.Consistency) error {
+	if _, ok := pb.Consistency_name[int32(c)]; !ok {
+		return fmt.Errorf("%w: consistency %d: want DEFAULT (0), STALE (1) or CONSISTENT (2)", ErrInvalidArgument, c)
+	}
+	return nil
 }
 
 // alivePlacement returns the alive members as placement candidates.
@@ -309,12 +348,18 @@ func (s *Store) awaitMembers(ctx context.Context) (members []Member, forming boo
 	}
 }
 
-// members returns the agents that can hold shards, sorted by name.
+// members returns the agents that can hold shards, sorted by name. An
+// agent is alive when the registry records it passing and this agent's
+// gossip has not declared it failed since: the registry lags gossip by
+// the leader's next write, and stops following it while the cluster has
+// no leader.
 func (s *Store) members() []Member {
 	nodes := s.cluster.Meta().Nodes()
+	self := s.cluster.Self()
 	out := make([]Member, 0, len(nodes))
 	for _, n := range nodes {
-		out = append(out, Member{Name: n.Name, Zone: n.Zone, Alive: n.Health == pb.Health_PASSING})
+		alive := n.Health == pb.Health_PASSING && (n.Name == self || !s.cluster.GossipDown(n.Name))
+		out = append(out, Member{Name: n.Name, Zone: n.Zone, Alive: alive})
 	}
 	return out
 }

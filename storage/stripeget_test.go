@@ -248,7 +248,7 @@ func TestLocateGivesTheAddressesOfAliveHolders(t *testing.T) {
 	rand.Read(data)
 	commitPlaced(t, s, fc, "a", data, 4096, 2, 1, []string{"n1", "n2", "n3"})
 	fc.setNodes(t, false, "n3")
-	b, addrs, err := s.Locate(context.Background(), "a", 0)
+	b, addrs, err := s.Locate(context.Background(), "a", 0, pb.Consistency_DEFAULT)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +261,7 @@ func TestLocateGivesTheAddressesOfAliveHolders(t *testing.T) {
 			t.Errorf("address of %s: %q, want %q", node, addrs[i], want[node])
 		}
 	}
-	if _, _, err := s.Locate(context.Background(), "missing", 0); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.Locate(context.Background(), "missing", 0, pb.Consistency_DEFAULT); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Locate of a blob that does not exist: %v, want NotFound", err)
 	}
 }

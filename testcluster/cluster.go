@@ -412,15 +412,26 @@ func (c *Cluster) Leader() *node.Node {
 	return nil
 }
 
-// LeaderIndex returns the index of the leader, or -1.
+// LeaderIndex returns the index of the leader. While no running agent
+// leads (an election, on a loaded machine even right after New) it waits
+// up to leaderWait for one, and returns -1 if none has come.
 func (c *Cluster) LeaderIndex() int {
-	for i := range c.Size() {
-		if n := c.Node(i); n != nil && n.Store().IsLeader() {
-			return i
+	deadline := time.Now().Add(leaderWait)
+	for {
+		for i := range c.Size() {
+			if n := c.Node(i); n != nil && n.Store().IsLeader() {
+				return i
+			}
 		}
+		if time.Now().After(deadline) {
+			return -1
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	return -1
 }
+
+// leaderWait is how long LeaderIndex waits for a leader.
+const leaderWait = 20 * time.Second
 
 // WaitFor polls cond until it holds, failing the test with what after
 // timeout (testwait.For).

@@ -481,7 +481,13 @@ type BlobGetRequest struct {
 	Length uint64 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
 	// min_revision makes the agent wait (briefly) until its replica has
 	// applied this revision, e.g. the revision a put returned.
-	MinRevision   uint64 `protobuf:"varint,4,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	MinRevision uint64 `protobuf:"varint,4,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	// consistency: DEFAULT answers from this agent's replica when it holds
+	// the blob, and says "not found" only once the leader's revision is
+	// applied or, with no leader to ask, while the replica passes the
+	// registry's DEFAULT read check; STALE answers from the replica as it
+	// is; CONSISTENT applies the leader's revision first.
+	Consistency   Consistency `protobuf:"varint,5,opt,name=consistency,proto3,enum=zrpc.v1.Consistency" json:"consistency,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -544,6 +550,13 @@ func (x *BlobGetRequest) GetMinRevision() uint64 {
 	return 0
 }
 
+func (x *BlobGetRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_DEFAULT
+}
+
 // BlobGetResponse: the first message carries the blob's metadata (without
 // block details), the next ones the bytes in order.
 type BlobGetResponse struct {
@@ -599,9 +612,11 @@ func (x *BlobGetResponse) GetChunk() []byte {
 }
 
 type BlobStatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	MinRevision   uint64                 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	MinRevision uint64                 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	// consistency: as in BlobGetRequest.
+	Consistency   Consistency `protobuf:"varint,3,opt,name=consistency,proto3,enum=zrpc.v1.Consistency" json:"consistency,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -648,6 +663,13 @@ func (x *BlobStatRequest) GetMinRevision() uint64 {
 		return x.MinRevision
 	}
 	return 0
+}
+
+func (x *BlobStatRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_DEFAULT
 }
 
 // ShardState is where one shard is and whether it can be read.
@@ -793,8 +815,13 @@ func (x *BlobStatResponse) GetShards() []*ShardState {
 }
 
 type BlobListRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Prefix        string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Prefix string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// consistency: DEFAULT lists once the leader's revision is applied or,
+	// with no leader to ask, while the replica passes the registry's DEFAULT
+	// read check; STALE lists this agent's replica as it is; CONSISTENT
+	// needs the leader's revision.
+	Consistency   Consistency `protobuf:"varint,2,opt,name=consistency,proto3,enum=zrpc.v1.Consistency" json:"consistency,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -834,6 +861,13 @@ func (x *BlobListRequest) GetPrefix() string {
 		return x.Prefix
 	}
 	return ""
+}
+
+func (x *BlobListRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_DEFAULT
 }
 
 type BlobSummary struct {
@@ -1997,9 +2031,11 @@ func (x *AbortPutResponse) GetHeader() *ResponseHeader {
 }
 
 type LocateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	MinRevision   uint64                 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	MinRevision uint64                 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	// consistency: as in BlobGetRequest.
+	Consistency   Consistency `protobuf:"varint,3,opt,name=consistency,proto3,enum=zrpc.v1.Consistency" json:"consistency,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2046,6 +2082,13 @@ func (x *LocateRequest) GetMinRevision() uint64 {
 		return x.MinRevision
 	}
 	return 0
+}
+
+func (x *LocateRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_DEFAULT
 }
 
 type LocateResponse struct {
@@ -3219,18 +3262,20 @@ const file_blob_proto_rawDesc = "" +
 	"\x0fBlobPutResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12!\n" +
 	"\x04blob\x18\x02 \x01(\v2\r.zrpc.v1.BlobR\x04blob\x12%\n" +
-	"\x0emissing_shards\x18\x03 \x01(\rR\rmissingShards\"w\n" +
+	"\x0emissing_shards\x18\x03 \x01(\rR\rmissingShards\"\xaf\x01\n" +
 	"\x0eBlobGetRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x16\n" +
 	"\x06length\x18\x03 \x01(\x04R\x06length\x12!\n" +
-	"\fmin_revision\x18\x04 \x01(\x04R\vminRevision\"J\n" +
+	"\fmin_revision\x18\x04 \x01(\x04R\vminRevision\x126\n" +
+	"\vconsistency\x18\x05 \x01(\x0e2\x14.zrpc.v1.ConsistencyR\vconsistency\"J\n" +
 	"\x0fBlobGetResponse\x12!\n" +
 	"\x04blob\x18\x01 \x01(\v2\r.zrpc.v1.BlobR\x04blob\x12\x14\n" +
-	"\x05chunk\x18\x02 \x01(\fR\x05chunk\"H\n" +
+	"\x05chunk\x18\x02 \x01(\fR\x05chunk\"\x80\x01\n" +
 	"\x0fBlobStatRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
-	"\fmin_revision\x18\x02 \x01(\x04R\vminRevision\"b\n" +
+	"\fmin_revision\x18\x02 \x01(\x04R\vminRevision\x126\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x14.zrpc.v1.ConsistencyR\vconsistency\"b\n" +
 	"\n" +
 	"ShardState\x12\x14\n" +
 	"\x05block\x18\x01 \x01(\rR\x05block\x12\x14\n" +
@@ -3241,9 +3286,10 @@ const file_blob_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12!\n" +
 	"\x04blob\x18\x02 \x01(\v2\r.zrpc.v1.BlobR\x04blob\x12\x16\n" +
 	"\x06health\x18\x03 \x01(\tR\x06health\x12+\n" +
-	"\x06shards\x18\x04 \x03(\v2\x13.zrpc.v1.ShardStateR\x06shards\")\n" +
+	"\x06shards\x18\x04 \x03(\v2\x13.zrpc.v1.ShardStateR\x06shards\"a\n" +
 	"\x0fBlobListRequest\x12\x16\n" +
-	"\x06prefix\x18\x01 \x01(\tR\x06prefix\"\xc5\x01\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x126\n" +
+	"\vconsistency\x18\x02 \x01(\x0e2\x14.zrpc.v1.ConsistencyR\vconsistency\"\xc5\x01\n" +
 	"\vBlobSummary\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x1f\n" +
@@ -3337,10 +3383,11 @@ const file_blob_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\ablob_id\x18\x02 \x01(\tR\x06blobId\"C\n" +
 	"\x10AbortPutResponse\x12/\n" +
-	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\"F\n" +
+	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\"~\n" +
 	"\rLocateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
-	"\fmin_revision\x18\x02 \x01(\x04R\vminRevision\"\x82\x01\n" +
+	"\fmin_revision\x18\x02 \x01(\x04R\vminRevision\x126\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x14.zrpc.v1.ConsistencyR\vconsistency\"\x82\x01\n" +
 	"\x0eLocateResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12!\n" +
 	"\x04blob\x18\x02 \x01(\v2\r.zrpc.v1.BlobR\x04blob\x12\x1c\n" +
@@ -3505,83 +3552,88 @@ var file_blob_proto_goTypes = []any{
 	(*HeldPart)(nil),             // 47: zrpc.v1.HeldPart
 	(*HeldShardsResponse)(nil),   // 48: zrpc.v1.HeldShardsResponse
 	(*ResponseHeader)(nil),       // 49: zrpc.v1.ResponseHeader
+	(Consistency)(0),             // 50: zrpc.v1.Consistency
 }
 var file_blob_proto_depIdxs = []int32{
 	1,  // 0: zrpc.v1.Blob.blocks:type_name -> zrpc.v1.BlobBlock
 	2,  // 1: zrpc.v1.BlobPutRequest.header:type_name -> zrpc.v1.BlobPutHeader
 	49, // 2: zrpc.v1.BlobPutResponse.header:type_name -> zrpc.v1.ResponseHeader
 	0,  // 3: zrpc.v1.BlobPutResponse.blob:type_name -> zrpc.v1.Blob
-	0,  // 4: zrpc.v1.BlobGetResponse.blob:type_name -> zrpc.v1.Blob
-	49, // 5: zrpc.v1.BlobStatResponse.header:type_name -> zrpc.v1.ResponseHeader
-	0,  // 6: zrpc.v1.BlobStatResponse.blob:type_name -> zrpc.v1.Blob
-	8,  // 7: zrpc.v1.BlobStatResponse.shards:type_name -> zrpc.v1.ShardState
-	49, // 8: zrpc.v1.BlobListResponse.header:type_name -> zrpc.v1.ResponseHeader
-	11, // 9: zrpc.v1.BlobListResponse.blobs:type_name -> zrpc.v1.BlobSummary
-	49, // 10: zrpc.v1.BlobDeleteResponse.header:type_name -> zrpc.v1.ResponseHeader
-	33, // 11: zrpc.v1.RepairStatusResponse.corrupt:type_name -> zrpc.v1.ShardRef
-	2,  // 12: zrpc.v1.BeginPutRequest.header:type_name -> zrpc.v1.BlobPutHeader
-	49, // 13: zrpc.v1.BeginPutResponse.header:type_name -> zrpc.v1.ResponseHeader
-	17, // 14: zrpc.v1.BeginPutResponse.targets:type_name -> zrpc.v1.AgentAddress
-	17, // 15: zrpc.v1.BeginPutResponse.spares:type_name -> zrpc.v1.AgentAddress
-	20, // 16: zrpc.v1.WriteShardsRequest.header:type_name -> zrpc.v1.WriteShardsHeader
-	49, // 17: zrpc.v1.RenewPutResponse.header:type_name -> zrpc.v1.ResponseHeader
-	0,  // 18: zrpc.v1.CommitPutRequest.blob:type_name -> zrpc.v1.Blob
-	49, // 19: zrpc.v1.AbortPutResponse.header:type_name -> zrpc.v1.ResponseHeader
-	49, // 20: zrpc.v1.LocateResponse.header:type_name -> zrpc.v1.ResponseHeader
-	0,  // 21: zrpc.v1.LocateResponse.blob:type_name -> zrpc.v1.Blob
-	30, // 22: zrpc.v1.ReadShardsRequest.shards:type_name -> zrpc.v1.ShardPos
-	30, // 23: zrpc.v1.ReadShardsResponse.shard:type_name -> zrpc.v1.ShardPos
-	33, // 24: zrpc.v1.PutShardRequest.ref:type_name -> zrpc.v1.ShardRef
-	33, // 25: zrpc.v1.SyncShardsRequest.shards:type_name -> zrpc.v1.ShardRef
-	33, // 26: zrpc.v1.GetShardRequest.ref:type_name -> zrpc.v1.ShardRef
-	33, // 27: zrpc.v1.ReportShardsRequest.corrupt:type_name -> zrpc.v1.ShardRef
-	33, // 28: zrpc.v1.ReferencedRequest.shards:type_name -> zrpc.v1.ShardRef
-	47, // 29: zrpc.v1.HeldShardsResponse.parts:type_name -> zrpc.v1.HeldPart
-	3,  // 30: zrpc.v1.Blobs.Put:input_type -> zrpc.v1.BlobPutRequest
-	5,  // 31: zrpc.v1.Blobs.Get:input_type -> zrpc.v1.BlobGetRequest
-	7,  // 32: zrpc.v1.Blobs.Stat:input_type -> zrpc.v1.BlobStatRequest
-	10, // 33: zrpc.v1.Blobs.List:input_type -> zrpc.v1.BlobListRequest
-	13, // 34: zrpc.v1.Blobs.Delete:input_type -> zrpc.v1.BlobDeleteRequest
-	15, // 35: zrpc.v1.Blobs.RepairStatus:input_type -> zrpc.v1.RepairStatusRequest
-	18, // 36: zrpc.v1.Blobs.BeginPut:input_type -> zrpc.v1.BeginPutRequest
-	21, // 37: zrpc.v1.Blobs.WriteShards:input_type -> zrpc.v1.WriteShardsRequest
-	23, // 38: zrpc.v1.Blobs.RenewPut:input_type -> zrpc.v1.RenewPutRequest
-	25, // 39: zrpc.v1.Blobs.CommitPut:input_type -> zrpc.v1.CommitPutRequest
-	26, // 40: zrpc.v1.Blobs.AbortPut:input_type -> zrpc.v1.AbortPutRequest
-	28, // 41: zrpc.v1.Blobs.Locate:input_type -> zrpc.v1.LocateRequest
-	31, // 42: zrpc.v1.Blobs.ReadShards:input_type -> zrpc.v1.ReadShardsRequest
-	34, // 43: zrpc.v1.Shards.PutShard:input_type -> zrpc.v1.PutShardRequest
-	36, // 44: zrpc.v1.Shards.SyncShards:input_type -> zrpc.v1.SyncShardsRequest
-	38, // 45: zrpc.v1.Shards.GetShard:input_type -> zrpc.v1.GetShardRequest
-	40, // 46: zrpc.v1.Shards.DeleteShards:input_type -> zrpc.v1.DeleteShardsRequest
-	42, // 47: zrpc.v1.Shards.ReportShards:input_type -> zrpc.v1.ReportShardsRequest
-	44, // 48: zrpc.v1.Shards.Referenced:input_type -> zrpc.v1.ReferencedRequest
-	46, // 49: zrpc.v1.Shards.HeldShards:input_type -> zrpc.v1.HeldShardsRequest
-	4,  // 50: zrpc.v1.Blobs.Put:output_type -> zrpc.v1.BlobPutResponse
-	6,  // 51: zrpc.v1.Blobs.Get:output_type -> zrpc.v1.BlobGetResponse
-	9,  // 52: zrpc.v1.Blobs.Stat:output_type -> zrpc.v1.BlobStatResponse
-	12, // 53: zrpc.v1.Blobs.List:output_type -> zrpc.v1.BlobListResponse
-	14, // 54: zrpc.v1.Blobs.Delete:output_type -> zrpc.v1.BlobDeleteResponse
-	16, // 55: zrpc.v1.Blobs.RepairStatus:output_type -> zrpc.v1.RepairStatusResponse
-	19, // 56: zrpc.v1.Blobs.BeginPut:output_type -> zrpc.v1.BeginPutResponse
-	22, // 57: zrpc.v1.Blobs.WriteShards:output_type -> zrpc.v1.WriteShardsResponse
-	24, // 58: zrpc.v1.Blobs.RenewPut:output_type -> zrpc.v1.RenewPutResponse
-	4,  // 59: zrpc.v1.Blobs.CommitPut:output_type -> zrpc.v1.BlobPutResponse
-	27, // 60: zrpc.v1.Blobs.AbortPut:output_type -> zrpc.v1.AbortPutResponse
-	29, // 61: zrpc.v1.Blobs.Locate:output_type -> zrpc.v1.LocateResponse
-	32, // 62: zrpc.v1.Blobs.ReadShards:output_type -> zrpc.v1.ReadShardsResponse
-	35, // 63: zrpc.v1.Shards.PutShard:output_type -> zrpc.v1.PutShardResponse
-	37, // 64: zrpc.v1.Shards.SyncShards:output_type -> zrpc.v1.SyncShardsResponse
-	39, // 65: zrpc.v1.Shards.GetShard:output_type -> zrpc.v1.GetShardResponse
-	41, // 66: zrpc.v1.Shards.DeleteShards:output_type -> zrpc.v1.DeleteShardsResponse
-	43, // 67: zrpc.v1.Shards.ReportShards:output_type -> zrpc.v1.ReportShardsResponse
-	45, // 68: zrpc.v1.Shards.Referenced:output_type -> zrpc.v1.ReferencedResponse
-	48, // 69: zrpc.v1.Shards.HeldShards:output_type -> zrpc.v1.HeldShardsResponse
-	50, // [50:70] is the sub-list for method output_type
-	30, // [30:50] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	50, // 4: zrpc.v1.BlobGetRequest.consistency:type_name -> zrpc.v1.Consistency
+	0,  // 5: zrpc.v1.BlobGetResponse.blob:type_name -> zrpc.v1.Blob
+	50, // 6: zrpc.v1.BlobStatRequest.consistency:type_name -> zrpc.v1.Consistency
+	49, // 7: zrpc.v1.BlobStatResponse.header:type_name -> zrpc.v1.ResponseHeader
+	0,  // 8: zrpc.v1.BlobStatResponse.blob:type_name -> zrpc.v1.Blob
+	8,  // 9: zrpc.v1.BlobStatResponse.shards:type_name -> zrpc.v1.ShardState
+	50, // 10: zrpc.v1.BlobListRequest.consistency:type_name -> zrpc.v1.Consistency
+	49, // 11: zrpc.v1.BlobListResponse.header:type_name -> zrpc.v1.ResponseHeader
+	11, // 12: zrpc.v1.BlobListResponse.blobs:type_name -> zrpc.v1.BlobSummary
+	49, // 13: zrpc.v1.BlobDeleteResponse.header:type_name -> zrpc.v1.ResponseHeader
+	33, // 14: zrpc.v1.RepairStatusResponse.corrupt:type_name -> zrpc.v1.ShardRef
+	2,  // 15: zrpc.v1.BeginPutRequest.header:type_name -> zrpc.v1.BlobPutHeader
+	49, // 16: zrpc.v1.BeginPutResponse.header:type_name -> zrpc.v1.ResponseHeader
+	17, // 17: zrpc.v1.BeginPutResponse.targets:type_name -> zrpc.v1.AgentAddress
+	17, // 18: zrpc.v1.BeginPutResponse.spares:type_name -> zrpc.v1.AgentAddress
+	20, // 19: zrpc.v1.WriteShardsRequest.header:type_name -> zrpc.v1.WriteShardsHeader
+	49, // 20: zrpc.v1.RenewPutResponse.header:type_name -> zrpc.v1.ResponseHeader
+	0,  // 21: zrpc.v1.CommitPutRequest.blob:type_name -> zrpc.v1.Blob
+	49, // 22: zrpc.v1.AbortPutResponse.header:type_name -> zrpc.v1.ResponseHeader
+	50, // 23: zrpc.v1.LocateRequest.consistency:type_name -> zrpc.v1.Consistency
+	49, // 24: zrpc.v1.LocateResponse.header:type_name -> zrpc.v1.ResponseHeader
+	0,  // 25: zrpc.v1.LocateResponse.blob:type_name -> zrpc.v1.Blob
+	30, // 26: zrpc.v1.ReadShardsRequest.shards:type_name -> zrpc.v1.ShardPos
+	30, // 27: zrpc.v1.ReadShardsResponse.shard:type_name -> zrpc.v1.ShardPos
+	33, // 28: zrpc.v1.PutShardRequest.ref:type_name -> zrpc.v1.ShardRef
+	33, // 29: zrpc.v1.SyncShardsRequest.shards:type_name -> zrpc.v1.ShardRef
+	33, // 30: zrpc.v1.GetShardRequest.ref:type_name -> zrpc.v1.ShardRef
+	33, // 31: zrpc.v1.ReportShardsRequest.corrupt:type_name -> zrpc.v1.ShardRef
+	33, // 32: zrpc.v1.ReferencedRequest.shards:type_name -> zrpc.v1.ShardRef
+	47, // 33: zrpc.v1.HeldShardsResponse.parts:type_name -> zrpc.v1.HeldPart
+	3,  // 34: zrpc.v1.Blobs.Put:input_type -> zrpc.v1.BlobPutRequest
+	5,  // 35: zrpc.v1.Blobs.Get:input_type -> zrpc.v1.BlobGetRequest
+	7,  // 36: zrpc.v1.Blobs.Stat:input_type -> zrpc.v1.BlobStatRequest
+	10, // 37: zrpc.v1.Blobs.List:input_type -> zrpc.v1.BlobListRequest
+	13, // 38: zrpc.v1.Blobs.Delete:input_type -> zrpc.v1.BlobDeleteRequest
+	15, // 39: zrpc.v1.Blobs.RepairStatus:input_type -> zrpc.v1.RepairStatusRequest
+	18, // 40: zrpc.v1.Blobs.BeginPut:input_type -> zrpc.v1.BeginPutRequest
+	21, // 41: zrpc.v1.Blobs.WriteShards:input_type -> zrpc.v1.WriteShardsRequest
+	23, // 42: zrpc.v1.Blobs.RenewPut:input_type -> zrpc.v1.RenewPutRequest
+	25, // 43: zrpc.v1.Blobs.CommitPut:input_type -> zrpc.v1.CommitPutRequest
+	26, // 44: zrpc.v1.Blobs.AbortPut:input_type -> zrpc.v1.AbortPutRequest
+	28, // 45: zrpc.v1.Blobs.Locate:input_type -> zrpc.v1.LocateRequest
+	31, // 46: zrpc.v1.Blobs.ReadShards:input_type -> zrpc.v1.ReadShardsRequest
+	34, // 47: zrpc.v1.Shards.PutShard:input_type -> zrpc.v1.PutShardRequest
+	36, // 48: zrpc.v1.Shards.SyncShards:input_type -> zrpc.v1.SyncShardsRequest
+	38, // 49: zrpc.v1.Shards.GetShard:input_type -> zrpc.v1.GetShardRequest
+	40, // 50: zrpc.v1.Shards.DeleteShards:input_type -> zrpc.v1.DeleteShardsRequest
+	42, // 51: zrpc.v1.Shards.ReportShards:input_type -> zrpc.v1.ReportShardsRequest
+	44, // 52: zrpc.v1.Shards.Referenced:input_type -> zrpc.v1.ReferencedRequest
+	46, // 53: zrpc.v1.Shards.HeldShards:input_type -> zrpc.v1.HeldShardsRequest
+	4,  // 54: zrpc.v1.Blobs.Put:output_type -> zrpc.v1.BlobPutResponse
+	6,  // 55: zrpc.v1.Blobs.Get:output_type -> zrpc.v1.BlobGetResponse
+	9,  // 56: zrpc.v1.Blobs.Stat:output_type -> zrpc.v1.BlobStatResponse
+	12, // 57: zrpc.v1.Blobs.List:output_type -> zrpc.v1.BlobListResponse
+	14, // 58: zrpc.v1.Blobs.Delete:output_type -> zrpc.v1.BlobDeleteResponse
+	16, // 59: zrpc.v1.Blobs.RepairStatus:output_type -> zrpc.v1.RepairStatusResponse
+	19, // 60: zrpc.v1.Blobs.BeginPut:output_type -> zrpc.v1.BeginPutResponse
+	22, // 61: zrpc.v1.Blobs.WriteShards:output_type -> zrpc.v1.WriteShardsResponse
+	24, // 62: zrpc.v1.Blobs.RenewPut:output_type -> zrpc.v1.RenewPutResponse
+	4,  // 63: zrpc.v1.Blobs.CommitPut:output_type -> zrpc.v1.BlobPutResponse
+	27, // 64: zrpc.v1.Blobs.AbortPut:output_type -> zrpc.v1.AbortPutResponse
+	29, // 65: zrpc.v1.Blobs.Locate:output_type -> zrpc.v1.LocateResponse
+	32, // 66: zrpc.v1.Blobs.ReadShards:output_type -> zrpc.v1.ReadShardsResponse
+	35, // 67: zrpc.v1.Shards.PutShard:output_type -> zrpc.v1.PutShardResponse
+	37, // 68: zrpc.v1.Shards.SyncShards:output_type -> zrpc.v1.SyncShardsResponse
+	39, // 69: zrpc.v1.Shards.GetShard:output_type -> zrpc.v1.GetShardResponse
+	41, // 70: zrpc.v1.Shards.DeleteShards:output_type -> zrpc.v1.DeleteShardsResponse
+	43, // 71: zrpc.v1.Shards.ReportShards:output_type -> zrpc.v1.ReportShardsResponse
+	45, // 72: zrpc.v1.Shards.Referenced:output_type -> zrpc.v1.ReferencedResponse
+	48, // 73: zrpc.v1.Shards.HeldShards:output_type -> zrpc.v1.HeldShardsResponse
+	54, // [54:74] is the sub-list for method output_type
+	34, // [34:54] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_blob_proto_init() }

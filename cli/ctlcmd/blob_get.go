@@ -25,6 +25,7 @@ type blobGetFlags struct {
 	offset, length uint64
 	force          bool
 	throughAgent   bool
+	consistency    string
 }
 
 func newBlobGetCommand(o *options) *cobra.Command {
@@ -65,10 +66,14 @@ for an agent to start sending.`,
 			if len(args) == 2 {
 				dest = args[1]
 			}
+			consistency, err := parseConsistency(f.consistency)
+			if err != nil {
+				return err
+			}
 			defer transferContext(cmd)()
 			return o.run(cmd, true, func(ctx context.Context, c *client.Client, p *printer) error {
-				g := &blobGet{o: o, c: c, errOut: cmd.ErrOrStderr(), name: name,
-					opts: client.GetOptions{Offset: f.offset, Length: f.length, ThroughAgent: f.throughAgent}}
+				g := &blobGet{o: o, c: c, errOut: cmd.ErrOrStderr(), name: name, opts: client.GetOptions{
+					Offset: f.offset, Length: f.length, ThroughAgent: f.throughAgent, Consistency: consistency}}
 				err := asInterrupted(ctx, "get "+name, g.run(ctx, p, cmd.OutOrStdout(), dest, f.force))
 				written := "nothing was written to " + dest
 				if dest == stdoutDest {
@@ -83,6 +88,7 @@ for an agent to start sending.`,
 	fs.Uint64Var(&f.length, "length", 0, "bytes to read from --offset (0: to the end)")
 	fs.BoolVar(&f.force, "force", false, "replace DEST if it exists")
 	fs.BoolVar(&f.throughAgent, "through-agent", false, "read through the one agent zrpcctl talks to instead of from every shard's agent")
+	fs.StringVar(&f.consistency, "consistency", "default", "finding the blob: default (the agent's copy of the registry, which says \"not found\" only once caught up with the leader or recent), stale (its copy, any age) or consistent (the leader's revision first)")
 	return cmd
 }
 

@@ -9,7 +9,8 @@ import (
 )
 
 func newBlobLsCommand(o *options) *cobra.Command {
-	return &cobra.Command{
+	var consistency string
+	cmd := &cobra.Command{
 		Use:     "ls [PREFIX]",
 		Aliases: []string{"list"},
 		Short:   "List the blobs whose names start with PREFIX",
@@ -19,7 +20,12 @@ registry), health and when the put committed. Health is healthy, degraded
 (readable, some shards missing: repair will rebuild them) or unreadable (a
 block has fewer than k readable shards); ` + "`zrpcctl blob stat NAME`" + ` shows
 which. PREFIX is a plain string prefix: models/v matches models/v3.bin.
-With -o json sizes are exact and created is in unix nanoseconds.`,
+With -o json sizes are exact and created is in unix nanoseconds.
+
+The list comes from the agent's copy of the registry once it has caught up
+with the leader, or, with no leader, while its copy is recent (as
+--consistency default reads of services); --consistency stale lists its
+copy whatever its age.`,
 		Example: `  zrpcctl blob ls
   zrpcctl blob ls models/
   zrpcctl blob ls -o json | jq -r '.[] | select(.health != "healthy") | .name'`,
@@ -29,8 +35,12 @@ With -o json sizes are exact and created is in unix nanoseconds.`,
 			if len(args) == 1 {
 				prefix = args[0]
 			}
+			opts, err := readOptions(consistency)
+			if err != nil {
+				return err
+			}
 			return o.run(cmd, false, func(ctx context.Context, c *client.Client, p *printer) error {
-				blobs, err := c.ListBlobs(ctx, prefix)
+				blobs, err := c.ListBlobs(ctx, prefix, opts...)
 				if err != nil {
 					return err
 				}
@@ -44,4 +54,6 @@ With -o json sizes are exact and created is in unix nanoseconds.`,
 			})
 		},
 	}
+	cmd.Flags().StringVar(&consistency, "consistency", "default", consistencyUsage)
+	return cmd
 }

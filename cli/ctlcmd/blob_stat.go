@@ -19,7 +19,8 @@ import (
 const shardOK = "ok"
 
 func newBlobStatCommand(o *options) *cobra.Command {
-	return &cobra.Command{
+	var consistency string
+	cmd := &cobra.Command{
 		Use:   "stat NAME",
 		Short: "Show a blob's metadata, health and where its shards are",
 		Long: `Show the blob NAME: size, erasure coding (k+m), block size and count, SHA-256
@@ -33,14 +34,23 @@ agent left the cluster; corrupt: a read or the scrubber found its agent's
 copy corrupt or gone, and repair has not rewritten it yet). Health is judged
 from the registry, the agents' liveness and those reports, not by reading
 the shards. A blob whose put has not finished is reported as not found,
-saying so.`,
+saying so.
+
+An agent whose copy of the registry lacks the blob says "not found" only
+once it has caught up with the leader, or, with no leader, while its copy
+is recent (as --consistency default reads of services); --consistency
+stale answers from its copy whatever its age.`,
 		Example: `  zrpcctl blob stat models/v3.bin
   zrpcctl blob stat models/v3.bin -o json | jq '.shards[] | select(.state != "ok")'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
+			opts, err := readOptions(consistency)
+			if err != nil {
+				return err
+			}
 			return o.run(cmd, false, func(ctx context.Context, c *client.Client, p *printer) error {
-				st, err := c.StatBlob(ctx, name)
+				st, err := c.StatBlob(ctx, name, opts...)
 				if err != nil {
 					return blobExplain(fmt.Errorf("stat %s: %w", name, err), hintBlobNotFound)
 				}
@@ -48,6 +58,8 @@ saying so.`,
 			})
 		},
 	}
+	cmd.Flags().StringVar(&consistency, "consistency", "default", consistencyUsage)
+	return cmd
 }
 
 // printStat prints the blob's fields, then the shards that are not ok.

@@ -39,11 +39,20 @@ const consistencyUsage = "read consistency: default (local copy, refused when th
 
 // readOptions turns --consistency into a read option.
 func readOptions(consistency string) ([]client.ReadOption, error) {
+	c, err := parseConsistency(consistency)
+	if err != nil {
+		return nil, err
+	}
+	return []client.ReadOption{client.WithConsistency(c)}, nil
+}
+
+// parseConsistency reads --consistency.
+func parseConsistency(consistency string) (zrpcpb.Consistency, error) {
 	c, ok := zrpcpb.Consistency_value[strings.ToUpper(consistency)]
 	if !ok {
-		return nil, fmt.Errorf("invalid --consistency %q: want default, stale or consistent", consistency)
+		return 0, fmt.Errorf("invalid --consistency %q: want default, stale or consistent", consistency)
 	}
-	return []client.ReadOption{client.WithConsistency(zrpcpb.Consistency(c))}, nil
+	return zrpcpb.Consistency(c), nil
 }
 
 // formatHealth shows a health as passing, warning or critical ("" when unknown).

@@ -18,8 +18,8 @@ import (
 type BlobStore interface {
 	Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*storage.PutResult, error)
 	Get(ctx context.Context, req *pb.BlobGetRequest, send func(*pb.BlobGetResponse) error) error
-	Stat(ctx context.Context, name string, minRev uint64) (*pb.BlobStatResponse, error)
-	List(ctx context.Context, prefix string) ([]*pb.BlobSummary, uint64)
+	Stat(ctx context.Context, name string, minRev uint64, c pb.Consistency) (*pb.BlobStatResponse, error)
+	List(ctx context.Context, prefix string, c pb.Consistency) ([]*pb.BlobSummary, uint64, error)
 	Delete(ctx context.Context, name string) (uint64, error)
 	LeaderRepairStatus(ctx context.Context, blobID string) (*pb.RepairStatusResponse, error)
 	StripedPutStore
@@ -105,7 +105,7 @@ func (s *Blobs) Get(req *pb.BlobGetRequest, stream grpc.ServerStreamingServer[pb
 }
 
 func (s *Blobs) Stat(ctx context.Context, req *pb.BlobStatRequest) (*pb.BlobStatResponse, error) {
-	resp, err := s.store.Stat(ctx, req.Name, req.MinRevision)
+	resp, err := s.store.Stat(ctx, req.Name, req.MinRevision, req.Consistency)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +114,10 @@ func (s *Blobs) Stat(ctx context.Context, req *pb.BlobStatRequest) (*pb.BlobStat
 }
 
 func (s *Blobs) List(ctx context.Context, req *pb.BlobListRequest) (*pb.BlobListResponse, error) {
-	blobs, rev := s.store.List(ctx, req.Prefix)
+	blobs, rev, err := s.store.List(ctx, req.Prefix, req.Consistency)
+	if err != nil {
+		return nil, err
+	}
 	return &pb.BlobListResponse{Header: &pb.ResponseHeader{Revision: rev}, Blobs: blobs}, nil
 }
 

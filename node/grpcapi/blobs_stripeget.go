@@ -11,13 +11,13 @@ import (
 // ShardReader is what client-striped reads need of the blob store: where
 // a blob's shards are, and the shards this agent holds.
 type ShardReader interface {
-	Locate(ctx context.Context, name string, minRev uint64) (*pb.Blob, []string, error)
+	Locate(ctx context.Context, name string, minRev uint64, c pb.Consistency) (*pb.Blob, []string, error)
 	ReadShards(ctx context.Context, req *pb.ReadShardsRequest, send func(*pb.ReadShardsResponse) error) error
 }
 
 // Locate answers a blob's whole metadata and the addresses of its holders.
 func (s *Blobs) Locate(ctx context.Context, req *pb.LocateRequest) (*pb.LocateResponse, error) {
-	b, addrs, err := s.store.Locate(ctx, req.Name, req.MinRevision)
+	b, addrs, err := s.store.Locate(ctx, req.Name, req.MinRevision, req.Consistency)
 	if err != nil {
 		return nil, err
 	}

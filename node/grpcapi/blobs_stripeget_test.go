@@ -16,7 +16,7 @@ import (
 // its shards, the second one failing, or refuses other names.
 type shardReaderFake struct{ BlobStore }
 
-func (shardReaderFake) Locate(_ context.Context, name string, _ uint64) (*pb.Blob, []string, error) {
+func (shardReaderFake) Locate(_ context.Context, name string, _ uint64, _ pb.Consistency) (*pb.Blob, []string, error) {
 	if name != "a" {
 		return nil, nil, fmt.Errorf("%w: blob %q", apierr.ErrNotFound, name)
 	}

@@ -64,7 +64,7 @@ type Status interface {
 
 // Blobs is the agent's blob store (package storage) as the UI reads it.
 type Blobs interface {
-	List(ctx context.Context, prefix string) ([]*pb.BlobSummary, uint64)
+	List(ctx context.Context, prefix string, c pb.Consistency) ([]*pb.BlobSummary, uint64, error)
 	// LeaderRepairStatus asks the leader for its repair's state and, with
 	// a blob id, that blob's shards reported corrupt.
 	LeaderRepairStatus(ctx context.Context, blobID string) (*pb.RepairStatusResponse, error)

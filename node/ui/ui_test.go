@@ -46,11 +46,11 @@ func (fakeStatus) Peers(context.Context, *pb.PeersRequest) (*pb.PeersResponse, e
 // fakeBlobs holds two blobs, one degraded.
 type fakeBlobs struct{}
 
-func (fakeBlobs) List(context.Context, string) ([]*pb.BlobSummary, uint64) {
+func (fakeBlobs) List(context.Context, string, pb.Consistency) ([]*pb.BlobSummary, uint64, error) {
 	return []*pb.BlobSummary{
 		{Name: "models/a.bin", Size: 1 << 20, DataShards: 2, ParityShards: 1, Health: "healthy"},
 		{Name: "secret/b.bin", Size: 10, Health: "degraded"},
-	}, 5
+	}, 5, nil
 }
 
 func (fakeBlobs) LeaderRepairStatus(_ context.Context, blobID string) (*pb.RepairStatusResponse, error) {

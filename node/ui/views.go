@@ -265,13 +265,19 @@ func (u *UI) serveRaft(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveBlobs lists the blobs this token may read (as Blobs.List does),
-// with their health as this agent judges it.
+// with their health as this agent judges it, from this agent's replica as
+// it is (a STALE read), as the other views show its registry: the page
+// works while the cluster has no leader, and the cluster view says so.
 func (u *UI) serveBlobs(w http.ResponseWriter, r *http.Request) {
 	a, ok := u.allow(w, r, pb.Blobs_List_FullMethodName, &pb.BlobListRequest{})
 	if !ok {
 		return
 	}
-	blobs, rev := u.cfg.Blobs.List(r.Context(), "")
+	blobs, rev, err := u.cfg.Blobs.List(r.Context(), "", pb.Consistency_STALE)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
 	list := filter(a, pb.Blobs_List_FullMethodName, &pb.BlobListResponse{Blobs: blobs}).(*pb.BlobListResponse)
 	out := blobsView{Revision: rev, Blobs: make([]blobView, 0, len(list.Blobs))}
 	for _, b := range list.Blobs {
