@@ -85,6 +85,9 @@ type Gossip struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	// closing is closed when Close begins: UpdateMeta stops waiting for
+	// its broadcast, which memberlist will not send any more.
+	closing chan struct{}
 }
 
 // New validates cfg and returns a Gossip that is not yet listening. It does
@@ -110,6 +113,7 @@ func New(cfg Config) (*Gossip, error) {
 		clusterID:   cfg.Meta.ClusterID,
 		queue:       newEventQueue(),
 		out:         make(chan Event, eventBuffer),
+		closing:     make(chan struct{}),
 	}
 	g.delegate = newDelegate(logger, g.metaBytes, g.clusterIDOf, g.queue)
 	g.mc = g.memberlistConfig()
@@ -423,10 +427,21 @@ func (g *Gossip) UpdateMeta(m Meta) error {
 		return fmt.Errorf("update meta: %w", err)
 	}
 	g.setMeta(b, m.ClusterID)
-	if err := ml.UpdateNode(updateTimeout); err != nil {
-		return fmt.Errorf("broadcast meta update: %w", err)
+	// memberlist's UpdateNode waits for the broadcast to go out, up to
+	// updateTimeout, and does not notice Shutdown: an agent shutting down
+	// right after an update would wait it out. Close ends the wait here;
+	// UpdateNode's own ends by its timeout.
+	done := make(chan error, 1)
+	go func() { done <- ml.UpdateNode(updateTimeout) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("broadcast meta update: %w", err)
+		}
+		return nil
+	case <-g.closing:
+		return fmt.Errorf("broadcast meta update: %w", ErrClosed)
 	}
-	return nil
 }
 
 // Leave says goodbye: peers report EventLeave (not EventFailed) for this
@@ -522,6 +537,7 @@ func (g *Gossip) sendLeaveNotices(ml *memberlist.Memberlist, deadline time.Time)
 // Events channel. It is safe to call more than once and before Start.
 func (g *Gossip) Close() error {
 	g.closeOnce.Do(func() {
+		close(g.closing)
 		g.lifeMu.Lock()
 		g.closed = true
 		ml, stop, pumpDone := g.ml, g.stop, g.pumpDone

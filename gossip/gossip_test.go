@@ -527,3 +527,49 @@ func TestConfigValidateReportsEveryProblem(t *testing.T) {
 		t.Errorf("meta name differing from name: %v", err)
 	}
 }
+
+// TestCloseEndsAnUpdateMetaWaitingForItsBroadcast: memberlist's UpdateNode
+// waits (up to 5 s) for the update's broadcast to go out and does not
+// notice Shutdown. Here it never goes out (no gossip or probe round comes
+// in an hour), so an UpdateMeta in flight must end when the agent closes,
+// not 5 s later: an agent halted right after it announced a change
+// would otherwise take 5 s to stop, its Raft still running meanwhile.
+func TestCloseEndsAnUpdateMetaWaitingForItsBroadcast(t *testing.T) {
+	peer := startAgent(t, "b", nil)
+	g, err := New(testConfig(t, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.mc.GossipInterval, g.mc.ProbeInterval = time.Hour, time.Hour
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range g.Events() {
+		}
+	}()
+	defer g.Close()
+	if n, err := g.Join(context.Background(), []string{peer.LocalAddr()}); err != nil || n != 1 {
+		t.Fatalf("join b: joined %d, err %v", n, err)
+	}
+	meta := testConfig(t, "a").Meta
+	meta.Build = "v2"
+	done := make(chan error, 1)
+	go func() { done <- g.UpdateMeta(meta) }()
+	select {
+	case err := <-done:
+		t.Fatalf("UpdateMeta returned (%v) although its broadcast cannot have gone out", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	closed := time.Now()
+	g.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("UpdateMeta ended by Close returned %v, want ErrClosed", err)
+		}
+		t.Logf("UpdateMeta returned %v after Close", time.Since(closed))
+	case <-time.After(2 * time.Second):
+		t.Fatal("UpdateMeta still waits for its broadcast 2 s after Close")
+	}
+}
