@@ -32,7 +32,7 @@ const (
 	blobUnknown                   // put failed: it may or may not exist
 	blobAcked                     // put acknowledged
 	blobDeleted                   // delete acknowledged
-	blobDeleting                  // delete failed: it may or may not exist
+	blobDeleting                  // delete sent and not acknowledged: it may or may not exist
 )
 
 type blobEntry struct {
@@ -86,6 +86,23 @@ func (b *blobBook) pick(rng *rand.Rand) (*blobEntry, int, blobState) {
 	}
 	n := rng.IntN(len(b.all))
 	return b.all[n], n, b.all[n].state
+}
+
+// claimAcked picks a random blob like pick and, when its put was
+// acknowledged, books it deleting and returns it: no other worker deletes
+// it meanwhile (the second of two deletes would rightly find nothing).
+func (b *blobBook) claimAcked(rng *rand.Rand) *blobEntry {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.all) == 0 {
+		return nil
+	}
+	e := b.all[rng.IntN(len(b.all))]
+	if e.state != blobAcked {
+		return nil
+	}
+	e.state = blobDeleting
+	return e
 }
 
 func (b *blobBook) set(e *blobEntry, s blobState, rev uint64) {
@@ -289,8 +306,8 @@ func readBlob(cl *client.Client, name string, opts client.GetOptions) ([]byte, e
 }
 
 func (r *run) deleteBlob(rng *rand.Rand) {
-	e, _, state := r.blobs.pick(rng)
-	if e == nil || state != blobAcked {
+	e := r.blobs.claimAcked(rng)
+	if e == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
@@ -302,8 +319,6 @@ func (r *run) deleteBlob(rng *rand.Rand) {
 		r.blobs.set(e, blobDeleted, 0)
 	case errors.Is(err, apierr.ErrNotFound):
 		r.t.Errorf("blobs: delete of acknowledged blob %s: %v", e.name, err)
-	default:
-		r.blobs.set(e, blobDeleting, e.rev)
 	}
 }
 
