@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -461,16 +462,15 @@ func (c *Config) advertiseIP() string {
 // LoadFile overrides c with the fields present in the YAML file at path.
 // Unknown fields are an error, so a typo does not pass silently.
 func (c *Config) LoadFile(path string) error {
-	f, err := os.Open(path)
+	src, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}
-	defer f.Close()
-	dec := yaml.NewDecoder(f)
+	dec := yaml.NewDecoder(bytes.NewReader(src))
 	dec.KnownFields(true)
 	next := c.clone()
 	if err := dec.Decode(&next); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("parse config %s: %w", path, err)
+		return fmt.Errorf("parse config %s: %w", path, explainYAML(src, err))
 	}
 	*c = next
 	return nil

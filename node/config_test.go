@@ -1,6 +1,8 @@
 package node
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -258,5 +260,43 @@ func TestConfigJoinAcceptsDNSNames(t *testing.T) {
 	c.Join = []string{"10.0.0.1:8402", "[fd00::1]:8402", "zrpc.zrpc.svc.cluster.local", "zrpc-0.zrpc:8402", "localhost"}
 	if err := c.Validate(); err != nil {
 		t.Fatalf("Validate(join %v): %v", c.Join, err)
+	}
+}
+
+// TestConfigFileErrorsSayTheSettingAndWhatItWants: every problem of a
+// config file is reported at once, by line, in the file's terms: the key
+// of a value of the wrong kind and what it should look like, an unknown
+// key with the nearest known one; the config is left as it was.
+func TestConfigFileErrorsSayTheSettingAndWhatItWants(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "zrpc.yaml")
+	src := "name: n5\ngrpc_port: abc\nstale_read_bound: 5x\nbogus_key: 1\ndata_dri: /tmp\nraft-port: 8401\nvoters:\n  - 3\n"
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := Default()
+	before := c
+	err := c.LoadFile(path)
+	if err == nil {
+		t.Fatal("LoadFile accepted a file with six problems")
+	}
+	for _, want := range []string{
+		"6 problems",
+		"line 8: voters: a list is not a whole number",
+		"line 2: grpc_port: `abc` is not a whole number",
+		"line 3: stale_read_bound: `5x` is not a duration such as 500ms, 10s or 2m",
+		`line 4: unknown setting "bogus_key"` + "\n",
+		`line 5: unknown setting "data_dri"; did you mean "data_dir"?`,
+		`line 6: unknown setting "raft-port"; did you mean "raft_port"?`,
+		"zrpcd agent --help",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("LoadFile error lacks %q:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "node.Config") {
+		t.Errorf("LoadFile error names a Go type:\n%v", err)
+	}
+	if c.Name != before.Name || c.GRPCPort != before.GRPCPort {
+		t.Errorf("a failed LoadFile changed the config: name %q, grpc port %d", c.Name, c.GRPCPort)
 	}
 }
