@@ -263,3 +263,17 @@ func ensureDir(dir string) error {
 	}
 	return nil
 }
+
+// empty removes everything in the data dir (not the directory itself).
+// Only for a directory this agent's failed first start created or found
+// empty (Node.Start): all it holds is that start's.
+func (d *dataDir) empty() error {
+	entries, err := os.ReadDir(d.path)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		err = errors.Join(err, os.RemoveAll(filepath.Join(d.path, e.Name())))
+	}
+	return err
+}

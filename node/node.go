@@ -105,6 +105,10 @@ type Node struct {
 	wg     sync.WaitGroup
 
 	started  bool
+	// founded: this Start bootstrapped a new cluster in a data dir that
+	// was empty (one with a node id and no Raft log is refused). If the
+	// start then fails, the data dir is emptied again.
+	founded  bool
 	closeErr error
 	closing  sync.Once
 }
@@ -195,6 +199,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
 			n.Close()
+			n.discardFounding()
 		}
 	}()
 	steps := []struct {
@@ -295,8 +300,30 @@ func (n *Node) startRaft() error {
 	if !n.store.HadState() && n.dir.clusterID != "" {
 		return n.dir.lostRaftLog(n.cfg.Name, "has no Raft state", []string{clusterIDFile})
 	}
+	n.founded = bootstrap && !n.store.HadState()
 	return nil
 }
+
+// discardFounding empties the data dir again after a Start that
+// bootstrapped a cluster of one in it and then failed (a port in use).
+// Left in place, that cluster would make the next start of the data dir
+// (say with --join, once the port is free) the leader of a cluster nobody
+// else belongs to, refused by the one it was meant to join. Nothing else
+// was ever in that cluster: its agent never finished starting.
+func (n *Node) discardFounding() {
+	if !n.founded || n.dir == nil {
+		return
+	}
+	n.founded = false
+	if err := n.dir.empty(); err != nil {
+		n.log.Error("the start failed and the cluster of one it founded could not be removed; empty the data dir by hand before joining another cluster",
+			"data_dir", n.dir.path, "err", err)
+		return
+	}
+	n.log.Info("the start failed: emptied the data dir of the cluster of one it had just founded, so that it can found or join a cluster next time",
+		"data_dir", n.dir.path)
+}
+
 
 func (n *Node) startGRPC() error {
 	ln := n.opts.grpcLn

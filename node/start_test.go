@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+
 	"testing"
 	"time"
 
@@ -110,4 +112,46 @@ func TestStartPastItsDeadlineStopsWhatItStarted(t *testing.T) {
 		t.Fatalf("Start = %v, want an error wrapping context.DeadlineExceeded", err)
 	}
 	startNode(t, cfg) // the data dir is not locked
+}
+
+// TestFailedFirstStartLeavesNoClusterBehind: an agent's first start on an
+// empty data dir bootstraps a cluster of one, then fails (its HTTP port is
+// taken). The data dir must be left without Raft state or cluster id, so
+// that the next start, with the port free and --join given, joins the
+// cluster it was meant for instead of leading one nobody else is in.
+func TestFailedFirstStartLeavesNoClusterBehind(t *testing.T) {
+	a := startNode(t, testConfig(t))
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.Name = "n2"
+	cfg.HTTPPort = busy.Addr().(*net.TCPAddr).Port
+	n, err := New(cfg, WithLogger(testlog.New(t, cfg.Name)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err == nil {
+		n.Close()
+		t.Fatal("Start succeeded with its HTTP port taken")
+	}
+	if left, err := os.ReadDir(cfg.DataDir); err != nil || len(left) != 0 {
+		t.Errorf("after the failed first start the data dir holds %v (%v), want it empty as before", left, err)
+	}
+	busy.Close()
+	cfg.HTTPPort = 0
+	cfg.Join = []string{a.gossip().LocalAddr()}
+	b, err := New(cfg, WithLogger(testlog.New(t, cfg.Name)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatalf("second start, joining n1: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	want := a.Store().FSM().ClusterID()
+	waitFor(t, 15*time.Second, "n2 to join n1's cluster "+want, func() bool {
+		return b.Store().FSM().ClusterID() == want
+	})
 }
