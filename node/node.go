@@ -104,7 +104,7 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	started  bool
+	started bool
 	// founded: this Start bootstrapped a new cluster in a data dir that
 	// was empty (one with a node id and no Raft log is refused). If the
 	// start then fails, the data dir is emptied again.
@@ -323,7 +323,6 @@ func (n *Node) discardFounding() {
 	n.log.Info("the start failed: emptied the data dir of the cluster of one it had just founded, so that it can found or join a cluster next time",
 		"data_dir", n.dir.path)
 }
-
 
 func (n *Node) startGRPC() error {
 	ln := n.opts.grpcLn
