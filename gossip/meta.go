@@ -31,6 +31,10 @@ type Meta struct {
 	// that has not joined one yet. Members with different non-empty ids
 	// refuse each other.
 	ClusterID string
+	// RaftHello says the agent's Raft transport reads the cluster hello
+	// (raftstore, transport_hello.go); agents of older builds leave it
+	// false.
+	RaftHello bool
 }
 
 // ErrMetaTooLarge is returned (wrapped) when a Meta does not fit in
@@ -52,6 +56,7 @@ type wireMeta struct {
 	Build    string `json:"build,omitempty"`
 	Zone     string `json:"zone,omitempty"`
 	Cluster  string `json:"cluster,omitempty"`
+	Hello    bool   `json:"rh,omitempty"`
 }
 
 // validate checks the fields both when encoding and after decoding.
@@ -88,7 +93,7 @@ func (m Meta) encode() ([]byte, error) {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	w := wireMeta{V: metaVersion, Name: m.Name, GRPCAddr: m.GRPCAddr, RaftAddr: m.RaftAddr,
-		Role: m.Role, Build: m.Build, Zone: m.Zone, Cluster: m.ClusterID}
+		Role: m.Role, Build: m.Build, Zone: m.Zone, Cluster: m.ClusterID, Hello: m.RaftHello}
 	if err := enc.Encode(w); err != nil {
 		return nil, fmt.Errorf("encode meta: %w", err)
 	}
@@ -115,7 +120,7 @@ func decodeMeta(b []byte) (Meta, error) {
 	if w.V != metaVersion {
 		return Meta{}, fmt.Errorf("decode meta: unsupported version %d (this build reads %d)", w.V, metaVersion)
 	}
-	m := Meta{Name: w.Name, GRPCAddr: w.GRPCAddr, RaftAddr: w.RaftAddr, Role: w.Role, Build: w.Build, Zone: w.Zone, ClusterID: w.Cluster}
+	m := Meta{Name: w.Name, GRPCAddr: w.GRPCAddr, RaftAddr: w.RaftAddr, Role: w.Role, Build: w.Build, Zone: w.Zone, ClusterID: w.Cluster, RaftHello: w.Hello}
 	if err := m.validate(); err != nil {
 		return Meta{}, fmt.Errorf("decode meta: %w", err)
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 func TestMetaRoundTrip(t *testing.T) {
-	for _, m := range []Meta{testMeta("a"), {Name: "b"}, {Name: "c<&>\u2028", GRPCAddr: "[::1]:8400", Zone: "é"}} {
+	for _, m := range []Meta{testMeta("a"), {Name: "b"}, {Name: "c<&>\u2028", GRPCAddr: "[::1]:8400", Zone: "é"}, {Name: "d", RaftHello: true}} {
 		b, err := m.encode()
 		if err != nil {
 			t.Fatalf("encode(%+v): %v", m, err)
@@ -121,4 +121,14 @@ func FuzzDecodeMeta(f *testing.F) {
 			t.Fatalf("round trip of %+v gave %+v, %v", m, m2, err)
 		}
 	})
+}
+
+// TestMetaOfAnOlderAgentReadsWithoutRaftHello: meta as agents from before
+// the Raft hello send it (no "rh") decodes with RaftHello false, so that
+// their Raft connections are not greeted.
+func TestMetaOfAnOlderAgentReadsWithoutRaftHello(t *testing.T) {
+	m, err := decodeMeta([]byte(`{"v":1,"name":"old","raft":"10.0.0.1:8401","role":"server","build":"0.0.9"}`))
+	if err != nil || m.RaftHello || m.RaftAddr != "10.0.0.1:8401" {
+		t.Fatalf("older meta decoded as %+v (%v), want RaftHello false", m, err)
+	}
 }

@@ -120,7 +120,27 @@ func (n *Node) selfMeta() gossip.Meta {
 	return gossip.Meta{
 		Name: n.cfg.Name, GRPCAddr: n.GRPCAddr(), RaftAddr: n.store.RaftAddr(),
 		Role: "server", Build: n.cfg.Build, Zone: n.cfg.Zone, ClusterID: n.clusterID(),
+		RaftHello: true,
 	}
+}
+
+// peerReadsHello tells the Raft transport whether the agent at the Raft
+// address addr reads the cluster hello (raftstore.Config.PeerHello): as
+// its gossip meta says when gossip knows it (agents of older builds do
+// not), and yes when it does not: an address no member of this cluster
+// announces may well be an agent of another one, and the hello is what
+// keeps this cluster's leader from overwriting its log.
+func (n *Node) peerReadsHello(addr string) bool {
+	g := n.gossip()
+	if g == nil {
+		return true
+	}
+	for _, m := range g.Members() {
+		if m.Meta.RaftAddr == addr {
+			return m.Meta.RaftHello
+		}
+	}
+	return true
 }
 
 // consumeGossip drains membership events, remembers peers for the next

@@ -281,6 +281,7 @@ func (n *Node) startRaft() error {
 	rc.WrapLogStore = n.opts.wrapRaftLog
 	rc.Logger = n.log
 	rc.ServerAddr = n.raftAddrOf
+	rc.PeerHello = n.peerReadsHello
 	if n.cfg.AdvertiseAddr != "" && n.opts.raftStream == nil {
 		rc.AdvertiseAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, strconv.Itoa(n.cfg.RaftPort))
 	}

@@ -32,6 +32,12 @@ type Config struct {
 	// configuration's address. Raft calls it before every RPC it sends: it
 	// must be quick and must not block.
 	ServerAddr func(id string) (addr string, ok bool)
+	// PeerHello, when set, tells whether the agent at a Raft address
+	// reads the cluster hello a new connection opens with
+	// (transport_hello.go): those that do are greeted, and refused when
+	// they belong to another cluster. nil: no hello is sent (hellos
+	// received are answered either way). Called for each new connection.
+	PeerHello func(addr string) bool
 	// Bootstrap makes a store without Raft state bootstrap a one-voter
 	// cluster of itself. A store with state never bootstraps again.
 	Bootstrap bool

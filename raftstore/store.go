@@ -237,7 +237,7 @@ func (s *Store) newTransport() (*transport, error) {
 		}
 		tc.Stream = NewTCPStreamLayer(l, adv)
 	}
-	tc.Stream = guardInbound(tc.Stream, netLog)
+	tc.Stream = guardInbound(tc.Stream, netLog, &hello{cluster: s.fsm.ClusterID, speaks: cfg.PeerHello})
 	return newObservingTransport(raft.NewNetworkTransportWithConfig(tc)), nil
 }
 

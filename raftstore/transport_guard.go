@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -22,7 +23,10 @@ import (
 // host collapse as raft's own warnings about a peer do (peerNoise). It
 // also closes a connection that sends nothing for firstByteWait after it
 // was accepted: a Raft peer dials to send a command at once, and each
-// waiting connection holds a goroutine and raft's read buffer.
+// waiting connection holds a goroutine and raft's read buffer. And it
+// greets: a connection that opens with a hello (transport_hello.go) from
+// an agent of another cluster is answered and hung up on, and one from
+// this cluster answered; the guard's Dial sends the hello.
 
 // firstByteWait is how long an inbound Raft connection may stay silent
 // before its first byte.
@@ -30,8 +34,10 @@ const firstByteWait = 10 * time.Second
 
 // Messages of the guard's warnings.
 const (
-	msgNotRaft = "dropped a Raft connection whose bytes are not a Raft command"
-	msgSilent  = "closed a Raft connection that sent nothing"
+	msgNotRaft       = "dropped a Raft connection whose bytes are not a Raft command"
+	msgSilent        = "closed a Raft connection that sent nothing"
+	msgOtherCluster  = "refused a Raft connection from an agent of another cluster; its leader may still list this address (a reused IP?)"
+	msgDialedAnother = "a Raft peer's address belongs to an agent of another cluster"
 )
 
 // guardedStream is a raft.StreamLayer whose inbound connections are
@@ -42,10 +48,28 @@ type guardedStream struct {
 	firstByte time.Duration // firstByteWait; tests shorten it
 	closed    atomic.Bool   // the transport closed the layer: it is shutting down
 	read      atomic.Int64  // bytes read from all inbound connections
+	hello     *hello        // nil: send no hello, accept any cluster's
 }
 
-func guardInbound(inner raft.StreamLayer, log hclog.Logger) *guardedStream {
-	return &guardedStream{StreamLayer: inner, log: log, firstByte: firstByteWait}
+func guardInbound(inner raft.StreamLayer, log hclog.Logger, h *hello) *guardedStream {
+	return &guardedStream{StreamLayer: inner, log: log, firstByte: firstByteWait, hello: h}
+}
+
+// Dial opens a connection to a peer and greets it when it reads hellos.
+func (g *guardedStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	conn, err := g.hello.dial(func() (net.Conn, error) { return g.StreamLayer.Dial(addr, timeout) }, string(addr))
+	if errors.Is(err, errOtherCluster) {
+		g.log.Warn(msgDialedAnother, "target", string(addr), "error", err)
+	}
+	return conn, err
+}
+
+// clusterID is this agent's cluster id, "" when unknown.
+func (g *guardedStream) clusterID() string {
+	if g.hello == nil || g.hello.cluster == nil {
+		return ""
+	}
+	return g.hello.cluster()
 }
 
 func (g *guardedStream) Accept() (net.Conn, error) {
@@ -71,15 +95,84 @@ type guardedConn struct {
 	net.Conn
 	stream *guardedStream
 
+	// greeted and pending belong to the one goroutine that reads.
+	greeted bool
+	pending []byte // what the peer sent first, when it was not a hello
+
 	mu      sync.Mutex
 	read    int64 // bytes read
 	gone    bool  // the peer hung up (or a write to it failed)
 	silent  bool  // the first-byte deadline passed
 	readErr error // a read failed otherwise (a TLS handshake refused)
-	closing bool
+	// otherCluster is the cluster a refused hello named; mine, this
+	// agent's then.
+	otherCluster, mine string
+	closing            bool
 }
 
 func (c *guardedConn) Read(p []byte) (int, error) {
+	if !c.greeted {
+		c.greeted = true
+		if err := c.greet(); err != nil {
+			return 0, err
+		}
+	}
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.readConn(p)
+}
+
+// greet reads the connection's first byte: the start of a hello, which it
+// reads and answers (refusing an agent of another cluster), or of a Raft
+// command, kept for Read.
+func (c *guardedConn) greet() error {
+	first := make([]byte, 1)
+	n, err := c.readConn(first)
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return err
+	}
+	if first[0] != helloMagic {
+		c.pending = first
+		return nil
+	}
+	_ = c.Conn.SetReadDeadline(time.Now().Add(helloWait))
+	theirs, err := readHelloAfterMagic(readerFunc(c.readConn))
+	_ = c.Conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		c.mu.Lock()
+		if c.readErr == nil && !c.gone {
+			c.readErr = err
+		}
+		c.mu.Unlock()
+		return err
+	}
+	mine := c.stream.clusterID()
+	if !sameCluster(mine, theirs) {
+		c.mu.Lock()
+		c.otherCluster, c.mine = theirs, mine
+		c.mu.Unlock()
+		_ = writeHello(c.Conn, mine) // the dialer says the clash too
+		return errOtherCluster
+	}
+	if err := writeHello(c, mine); err != nil {
+		return err
+	}
+	return nil
+}
+
+// readerFunc is a function as an io.Reader.
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// readConn reads from the connection, keeping count of how it went.
+func (c *guardedConn) readConn(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.stream.read.Add(int64(n))
 	c.mu.Lock()
@@ -117,13 +210,14 @@ func (c *guardedConn) Close() error {
 	first := !c.closing
 	c.closing = true
 	read, gone, silent, readErr := c.read, c.gone, c.silent, c.readErr
+	other, mine := c.otherCluster, c.mine
 	c.mu.Unlock()
-	if first && !gone && !c.stream.closed.Load() {
+	if first && other != "" {
 		peer := c.RemoteAddr().String()
-		host := peer
-		if h, _, err := net.SplitHostPort(peer); err == nil {
-			host = h
-		}
+		c.stream.log.Warn(msgOtherCluster, "from", hostOf(peer), "address", peer, "its_cluster", other, "cluster", mine)
+	} else if first && !gone && !c.stream.closed.Load() {
+		peer := c.RemoteAddr().String()
+		host := hostOf(peer)
 		switch {
 		case silent:
 			c.stream.log.Warn(msgSilent, "from", host, "address", peer, "waited", c.stream.firstByte.String())
@@ -134,4 +228,12 @@ func (c *guardedConn) Close() error {
 		}
 	}
 	return c.Conn.Close()
+}
+
+// hostOf is the host of a host:port, or the address as it is.
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
 }

@@ -22,7 +22,7 @@ func strangerTransport(t *testing.T, rec *lineRecorder) (string, *guardedStream)
 		t.Fatal(err)
 	}
 	log := NewHCLog(slog.New(rec), "raft-net")
-	guard := guardInbound(NewTCPStreamLayer(ln, ln.Addr()), log)
+	guard := guardInbound(NewTCPStreamLayer(ln, ln.Addr()), log, nil)
 	guard.firstByte = 300 * time.Millisecond
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: guard, MaxPool: 1, Timeout: time.Second, Logger: log})
 	t.Cleanup(func() { trans.Close() })

@@ -1,0 +1,117 @@
+package raftstore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// Raft's messages say nothing of the cluster they belong to, and a
+// follower takes entries from any leader whose term is not behind its own:
+// a leader whose configuration still names an address that now belongs to
+// an agent of another cluster (an agent re-created on a reused IP, a data
+// dir that founded a cluster of its own) would overwrite that agent's log
+// with its own. So each new Raft connection opens with a hello that names
+// the dialer's cluster, answered by the acceptor's; either side hangs up
+// on an agent of another cluster, and says so. An agent that does not
+// know its cluster yet (it is joining, or replaying its log) accepts any.
+//
+// Agents of older builds do not read hellos: Config.PeerHello says which
+// peers do (gossip meta), and an acceptor takes connections without one
+// as before, so a rolling upgrade goes on replicating.
+
+// helloMagic opens a hello. Raft's transport starts a connection with an
+// RPC type (0 to 4), never this byte.
+const helloMagic byte = 0xf7
+
+// helloVersion is the hello's format; a hello of another version is
+// refused.
+const helloVersion byte = 1
+
+// maxHelloID bounds the cluster id a hello carries (zrpc's are 32 hex
+// digits).
+const maxHelloID = 64
+
+// helloWait bounds the wait for the acceptor's answer to a hello.
+const helloWait = 5 * time.Second
+
+// errOtherCluster is why a hello is refused.
+var errOtherCluster = errors.New("the Raft peer belongs to another cluster")
+
+// writeHello sends a hello carrying cluster ("" when unknown).
+func writeHello(w io.Writer, cluster string) error {
+	if len(cluster) > maxHelloID {
+		return fmt.Errorf("cluster id of %d bytes is over %d", len(cluster), maxHelloID)
+	}
+	b := append([]byte{helloMagic, helloVersion, byte(len(cluster))}, cluster...)
+	_, err := w.Write(b)
+	return err
+}
+
+// readHelloAfterMagic reads the rest of a hello whose magic byte was read.
+func readHelloAfterMagic(r io.Reader) (string, error) {
+	var hdr [2]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return "", fmt.Errorf("read Raft hello: %w", err)
+	}
+	if hdr[0] != helloVersion {
+		return "", fmt.Errorf("Raft hello version %d, this agent reads %d", hdr[0], helloVersion)
+	}
+	if hdr[1] > maxHelloID {
+		return "", fmt.Errorf("Raft hello names a cluster id of %d bytes, over %d", hdr[1], maxHelloID)
+	}
+	id := make([]byte, hdr[1])
+	if _, err := io.ReadFull(r, id); err != nil {
+		return "", fmt.Errorf("read Raft hello: %w", err)
+	}
+	return string(id), nil
+}
+
+// sameCluster reports whether agents of clusters a and b may talk: the
+// same cluster, or one of them does not know its own yet.
+func sameCluster(a, b string) bool { return a == "" || b == "" || a == b }
+
+// hello is what the guard needs to greet peers: this agent's cluster id
+// and which peers read hellos.
+type hello struct {
+	cluster func() string
+	speaks  func(addr string) bool
+}
+
+// dial opens a connection to addr through inner and, when the peer reads
+// hellos, exchanges them: a peer of another cluster is an error naming
+// both clusters, and the connection is closed.
+func (h *hello) dial(inner func() (net.Conn, error), addr string) (net.Conn, error) {
+	conn, err := inner()
+	if err != nil || h == nil || h.speaks == nil || !h.speaks(addr) {
+		return conn, err
+	}
+	mine := h.cluster()
+	fail := func(err error) (net.Conn, error) {
+		conn.Close()
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(helloWait))
+	if err := writeHello(conn, mine); err != nil {
+		return fail(fmt.Errorf("send Raft hello to %s: %w", addr, err))
+	}
+	var magic [1]byte
+	if _, err := io.ReadFull(conn, magic[:]); err != nil {
+		return fail(fmt.Errorf("Raft peer %s did not answer the hello (an agent of another cluster hangs up): %w", addr, err))
+	}
+	if magic[0] != helloMagic {
+		return fail(fmt.Errorf("Raft peer %s answered the hello with byte %#x", addr, magic[0]))
+	}
+	theirs, err := readHelloAfterMagic(conn)
+	if err != nil {
+		return fail(fmt.Errorf("Raft peer %s: %w", addr, err))
+	}
+	if !sameCluster(mine, theirs) {
+		return fail(fmt.Errorf("%w: %s is in cluster %s, this agent in cluster %s; not replicating to it (its address may have been reused: `zrpcctl raft remove-peer` removes a server that is gone)",
+			errOtherCluster, addr, theirs, mine))
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, nil
+}
