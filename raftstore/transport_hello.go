@@ -57,10 +57,10 @@ func readHelloAfterMagic(r io.Reader) (string, error) {
 		return "", fmt.Errorf("read Raft hello: %w", err)
 	}
 	if hdr[0] != helloVersion {
-		return "", fmt.Errorf("Raft hello version %d, this agent reads %d", hdr[0], helloVersion)
+		return "", fmt.Errorf("raft hello version %d, this agent reads %d", hdr[0], helloVersion)
 	}
 	if hdr[1] > maxHelloID {
-		return "", fmt.Errorf("Raft hello names a cluster id of %d bytes, over %d", hdr[1], maxHelloID)
+		return "", fmt.Errorf("raft hello names a cluster id of %d bytes, over %d", hdr[1], maxHelloID)
 	}
 	id := make([]byte, hdr[1])
 	if _, err := io.ReadFull(r, id); err != nil {
@@ -99,14 +99,14 @@ func (h *hello) dial(inner func() (net.Conn, error), addr string) (net.Conn, err
 	}
 	var magic [1]byte
 	if _, err := io.ReadFull(conn, magic[:]); err != nil {
-		return fail(fmt.Errorf("Raft peer %s did not answer the hello (an agent of another cluster hangs up): %w", addr, err))
+		return fail(fmt.Errorf("raft peer %s did not answer the hello (an agent of another cluster hangs up): %w", addr, err))
 	}
 	if magic[0] != helloMagic {
-		return fail(fmt.Errorf("Raft peer %s answered the hello with byte %#x", addr, magic[0]))
+		return fail(fmt.Errorf("raft peer %s answered the hello with byte %#x", addr, magic[0]))
 	}
 	theirs, err := readHelloAfterMagic(conn)
 	if err != nil {
-		return fail(fmt.Errorf("Raft peer %s: %w", addr, err))
+		return fail(fmt.Errorf("raft peer %s: %w", addr, err))
 	}
 	if !sameCluster(mine, theirs) {
 		return fail(fmt.Errorf("%w: %s is in cluster %s, this agent in cluster %s; not replicating to it (its address may have been reused: `zrpcctl raft remove-peer` removes a server that is gone)",

@@ -95,7 +95,7 @@ func TestRaftHelloRefusesMalformedHellos(t *testing.T) {
 	}
 	testwait.For(t, 10*time.Second, "the malformed hellos to be warned of", func() bool {
 		w := rec.matching(msgNotRaft)
-		return len(w) == 1 && strings.Contains(w[0], "Raft hello version 9")
+		return len(w) == 1 && strings.Contains(w[0], "raft hello version 9")
 	})
 	peer, _ := helloTransport(t, "aaaa", true, &lineRecorder{})
 	if err := sendEntries(peer, addr); err != nil {
