@@ -204,6 +204,10 @@ func (a apiStatus) PeerStatus(ctx context.Context, grpcAddr string) (*pb.StatusR
 	return a.n.peerStatus(ctx, grpcAddr)
 }
 
+func (a apiStatus) PeerAnswers(ctx context.Context, grpcAddr string) error {
+	return a.n.peerAnswers(ctx, grpcAddr)
+}
+
 func (a apiStatus) Leave(ctx context.Context) (bool, error) { return a.n.Leave(ctx) }
 
 func (a apiStatus) RemovePeer(ctx context.Context, name string) (uint64, error) {

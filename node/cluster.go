@@ -10,6 +10,8 @@ import (
 	"sort"
 	"time"
 
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/raftstore"
@@ -265,6 +267,19 @@ func (n *Node) anyPeerInCluster(ctx context.Context) bool {
 		}
 	}
 	return false
+}
+
+// peerAnswers checks, within 500 ms, that the agent serving gRPC at
+// grpcAddr answers its health check.
+func (n *Node) peerAnswers(ctx context.Context, grpcAddr string) error {
+	conn, err := n.peers.conn(grpcAddr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	return err
 }
 
 func (n *Node) peerStatus(ctx context.Context, grpcAddr string) (*pb.StatusResponse, error) {

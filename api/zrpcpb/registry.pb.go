@@ -1996,8 +1996,9 @@ func (x *StatusResponse) GetUnreachableVoters() []*UnreachableVoter {
 type UnreachableVoter struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// status is its gossip status (failed, left), or unknown when gossip does
-	// not know it.
+	// status is its gossip status (failed, left), unknown when gossip does
+	// not know it, or "not answering": gossip lists it alive but, while
+	// there is no leader, it did not answer this agent's health check.
 	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
 	// down_for is how long gossip has reported that status; unset when not
 	// known.

@@ -147,6 +147,9 @@ type StatusAgent interface {
 	// PeerStatus asks the agent serving gRPC at grpcAddr for its Status,
 	// waiting a bounded time.
 	PeerStatus(ctx context.Context, grpcAddr string) (*pb.StatusResponse, error)
+	// PeerAnswers checks that the agent serving gRPC at grpcAddr answers
+	// (its grpc.health.v1 Check), waiting a bounded time.
+	PeerAnswers(ctx context.Context, grpcAddr string) error
 	// Leave takes this agent out of the cluster for good and reports
 	// whether its removal was confirmed.
 	Leave(ctx context.Context) (bool, error)

@@ -15,6 +15,7 @@ import (
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 func (s *Status) header(rev uint64) *pb.ResponseHeader { return header(s.cfg.Agent, rev) }
@@ -45,6 +46,9 @@ func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 		resp.LastContact = durationpb.New(age)
 	}
 	if q, err := s.cfg.Status.Quorum(); err == nil {
+		if st.LeaderID == "" {
+			q = s.askVoters(ctx, q)
+		}
 		resp.Voters, resp.ReachableVoters = uint32(q.Voters), uint32(q.Reachable())
 		for _, u := range q.Unreachable {
 			v := &pb.UnreachableVoter{Name: u.ID, Status: u.Status}
@@ -55,6 +59,57 @@ func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 		}
 	}
 	return resp, nil
+}
+
+// notAnswering is the status of a voter that gossip lists alive but that
+// did not answer this agent's health check.
+const notAnswering = "not answering"
+
+// askVoters asks, while there is no leader, each voter that gossip still
+// counts reachable whether it answers (its health check, in parallel,
+// 500 ms each: not its Status, which would ask its own voters), and counts
+// those that do not answer unreachable: with a minority left, gossip takes
+// its longest (seconds) to declare the others failed, and "3 of 3
+// reachable" beside "no leader" would send the operator the wrong way.
+func (s *Status) askVoters(ctx context.Context, q raftstore.Quorum) raftstore.Quorum {
+	servers, err := s.cfg.Status.Servers()
+	if err != nil {
+		return q
+	}
+	down := make(map[string]bool, len(q.Unreachable))
+	for _, u := range q.Unreachable {
+		down[u.ID] = true
+	}
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		silent = make(map[string]bool)
+	)
+	for _, srv := range servers {
+		if srv.Suffrage != raftstore.Voter || srv.ID == s.cfg.Agent || down[srv.ID] {
+			continue
+		}
+		node := s.cfg.Replica.Node(srv.ID)
+		if node == nil || node.GrpcAddress == "" {
+			continue // no address to ask it at: gossip's word stands
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.cfg.Status.PeerAnswers(ctx, node.GrpcAddress); err != nil {
+				mu.Lock()
+				silent[srv.ID] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, srv := range servers { // configuration order, as Quorum lists them
+		if silent[srv.ID] {
+			q.Unreachable = append(q.Unreachable, raftstore.Unreachable{ID: srv.ID, Status: notAnswering})
+		}
+	}
+	return q
 }
 
 // Members lists the agents gossip knows, with their Raft role, plus Raft

@@ -1,0 +1,82 @@
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/raftstore"
+)
+
+// statusFake is an agent of three voters (n1 itself, n2, n3) that gossip
+// all lists alive; answering says which peers answer their health check.
+type statusFake struct {
+	StatusAgent // what the test does not use: calling it panics
+	leader      string
+	answering   map[string]bool
+
+	mu    sync.Mutex
+	asked []string
+}
+
+func (f *statusFake) RaftStatus() raftstore.Status {
+	return raftstore.Status{State: raftstore.Candidate, LeaderID: f.leader}
+}
+func (f *statusFake) ClusterID() string { return "c0ffee" }
+func (f *statusFake) Servers() ([]raftstore.Server, error) {
+	return []raftstore.Server{
+		{ID: "n1", Address: "n1:8401", Suffrage: raftstore.Voter},
+		{ID: "n2", Address: "n2:8401", Suffrage: raftstore.Voter},
+		{ID: "n3", Address: "n3:8401", Suffrage: raftstore.Voter},
+		{ID: "n4", Address: "n4:8401", Suffrage: raftstore.Nonvoter},
+	}, nil
+}
+func (f *statusFake) Quorum() (raftstore.Quorum, error) { return raftstore.Quorum{Voters: 3}, nil }
+func (f *statusFake) PeerAnswers(_ context.Context, addr string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asked = append(f.asked, addr)
+	if f.answering[addr] {
+		return nil
+	}
+	return errors.New("deadline exceeded")
+}
+
+type replicaFake struct{}
+
+func (replicaFake) Revision() uint64 { return 7 }
+func (replicaFake) Node(name string) *pb.Node {
+	return &pb.Node{Name: name, GrpcAddress: name + ":8400"}
+}
+
+// TestStatusWithoutALeaderAsksTheVotersGossipStillCountsAlive: with no
+// leader, gossip may list dead voters alive for seconds; Status asks each
+// of them (not itself, not a nonvoter) and counts one that does not
+// answer unreachable, "not answering". With a leader it asks nobody.
+func TestStatusWithoutALeaderAsksTheVotersGossipStillCountsAlive(t *testing.T) {
+	f := &statusFake{answering: map[string]bool{"n3:8400": true}}
+	s := NewStatus(StatusConfig{Agent: "n1", Replica: replicaFake{}, Status: f})
+	resp, err := s.Status(context.Background(), &pb.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Voters != 3 || resp.ReachableVoters != 2 || len(resp.UnreachableVoters) != 1 ||
+		resp.UnreachableVoters[0].Name != "n2" || resp.UnreachableVoters[0].Status != notAnswering {
+		t.Errorf("status without a leader: %d of %d reachable, unreachable %v; want 2 of 3, n2 %q",
+			resp.ReachableVoters, resp.Voters, resp.UnreachableVoters, notAnswering)
+	}
+	if len(f.asked) != 2 {
+		t.Errorf("asked %v, want n2 and n3 only", f.asked)
+	}
+
+	f.leader, f.asked = "n3", nil
+	resp, err = s.Status(context.Background(), &pb.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.ReachableVoters != 3 || len(f.asked) != 0 {
+		t.Errorf("status with a leader: %d reachable, asked %v; want gossip's 3 and no one asked", resp.ReachableVoters, f.asked)
+	}
+}
