@@ -162,6 +162,11 @@ type Config struct {
 	MaxInstanceMetadataBytes int   `yaml:"max_instance_metadata_bytes" help:"bytes of version, tags and metadata keys and values one instance may carry (0: no limit)"`
 	MaxRegistryBytes         int64 `yaml:"max_registry_bytes" help:"encoded bytes of all instances together (0: no limit)"`
 
+	// MaxConnsPerClient bounds the gRPC API connections one client IP may
+	// hold open (internal/connlimit): past it they are closed as they
+	// come, with a warning a minute per IP.
+	MaxConnsPerClient int `yaml:"max_conns_per_client" help:"gRPC API connections one client IP may hold open at once; more are closed as they come (0: no limit)"`
+
 	// WatchQueueBytes bounds the events this agent holds for all its
 	// watch streams together, read but not sent yet.
 	WatchQueueBytes int64 `yaml:"watch_queue_bytes" help:"encoded bytes of events queued for all watch streams of this agent together; past it the stream with the most queued is ended as too slow and its client resumes (0: no limit)"`
@@ -216,7 +221,8 @@ func Default() Config {
 		MaxInstanceMetadataBytes: 16 << 10,
 		MaxRegistryBytes:         512 << 20,
 
-		WatchQueueBytes: 256 << 20,
+		WatchQueueBytes:   256 << 20,
+		MaxConnsPerClient: 1024,
 
 		SnapshotRetain: 24,
 	}
@@ -386,6 +392,7 @@ func (c *Config) validateAgent(l *fielderr.List) {
 		{"max_instance_metadata_bytes", int64(c.MaxInstanceMetadataBytes), math.MaxUint32},
 		{"max_registry_bytes", c.MaxRegistryBytes, math.MaxInt64},
 		{"watch_queue_bytes", c.WatchQueueBytes, math.MaxInt64},
+		{"max_conns_per_client", int64(c.MaxConnsPerClient), math.MaxInt32},
 	}
 	for _, lim := range limits {
 		if lim.v < 0 || lim.v > lim.max {

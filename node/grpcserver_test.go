@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -125,4 +126,54 @@ func httpGet(t testing.TB, n *Node, path string) string {
 		t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
 	}
 	return string(b)
+}
+
+// TestGRPCPortBoundsTheConnectionsOfOneClient: with max_conns_per_client
+// 3, a fourth connection from 127.0.0.1 is closed as it comes, counted in
+// zrpc_grpc_connections_refused_total and warned of; a client from
+// 127.0.0.2 is served meanwhile.
+func TestGRPCPortBoundsTheConnectionsOfOneClient(t *testing.T) {
+	var logs testlog.Buffer
+	cfg := testConfig(t)
+	cfg.MaxConnsPerClient = 3
+	n := startNode(t, cfg, WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	for range 3 {
+		c, err := net.Dial("tcp", n.GRPCAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	c, err := net.Dial("tcp", n.GRPCAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatalf("the fourth connection from 127.0.0.1 was not closed: %v", err)
+	}
+
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	conn, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := pb.NewStatusClient(conn).Status(ctxT(t), &pb.StatusRequest{}); err != nil {
+		t.Fatalf("a client from 127.0.0.2: %v", err)
+	}
+	if !strings.Contains(logs.String(), "client=127.0.0.1") || !strings.Contains(logs.String(), "max_conns_per_client") {
+		t.Errorf("no warning naming 127.0.0.1 and max_conns_per_client:\n%s", logs.String())
+	}
+	resp, err := http.Get("http://" + n.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "\nzrpc_grpc_connections_refused_total 1\n") {
+		t.Errorf("/metrics lacks zrpc_grpc_connections_refused_total 1")
+	}
 }

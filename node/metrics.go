@@ -34,6 +34,8 @@ type metrics struct {
 	panics   *prometheus.CounterVec
 	// slowWatchers counts Watch streams ended as too slow.
 	slowWatchers prometheus.Counter
+	// connsRefused counts gRPC connections closed past max_conns_per_client.
+	connsRefused prometheus.Counter
 	// aclRefused counts calls the ACLs refused.
 	aclRefused *prometheus.CounterVec
 	// dnsQueries counts DNS answers by response code.
@@ -77,6 +79,10 @@ func newMetrics(n *Node) *metrics {
 			Name: "zrpc_registry_watchers_too_slow_total",
 			Help: "Watch streams ended because their reader fell behind the backlog bound (the client resumes from the revision named).",
 		}),
+		connsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "zrpc_grpc_connections_refused_total",
+			Help: "Connections to the agent's gRPC API closed as they came because their client IP held max_conns_per_client open already.",
+		}),
 	}
 	// Known label values start at zero, so that rate() sees the first
 	// increase and a dashboard shows 0 rather than no data.
@@ -89,7 +95,7 @@ func newMetrics(n *Node) *metrics {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.reg.MustRegister(m.apply, m.rpcs, m.rpcTime, m.watchers, m.panics, m.slowWatchers, m.aclRefused,
+	m.reg.MustRegister(m.apply, m.rpcs, m.rpcTime, m.watchers, m.panics, m.slowWatchers, m.aclRefused, m.connsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("zrpc_raft_leader", "1 if this agent is the Raft leader.", func() float64 { return b2f(store.Status().State == raftstore.Leader) }),
 		gauge("zrpc_raft_has_leader", "1 if this agent knows a Raft leader.", func() float64 { return b2f(store.Status().LeaderAddr != "") }),

@@ -47,6 +47,7 @@ import (
 
 	"github.com/zrpcio/zrpc/acl"
 	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/internal/connlimit"
 	"github.com/zrpcio/zrpc/internal/tlsconf"
 	"github.com/zrpcio/zrpc/node/dns"
 	"github.com/zrpcio/zrpc/node/grpcapi"
@@ -334,6 +335,7 @@ func (n *Node) startGRPC() error {
 		}
 	}
 	n.grpcLn.Store(&ln)
+	ln = connlimit.Wrap(ln, n.cfg.MaxConnsPerClient, newConnRefusals(n.log, n.metrics.connsRefused.Inc).refused)
 	n.grpc = newGRPCServer(n)
 	n.wg.Add(1)
 	go func() {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/zrpcio/zrpc/internal/connlimit"
 )
 
 // Anyone who reaches the Raft port may send it anything. Raft's transport
@@ -32,11 +34,19 @@ import (
 // before its first byte.
 const firstByteWait = 10 * time.Second
 
+// raftConnsPerHost bounds the inbound Raft connections one host may hold
+// open (internal/connlimit): each holds a goroutine and half a MiB of
+// raft's buffers. A peer keeps a few (raft pools 4, plus one in flight
+// per kind of call), an agent on the same host as several others a few
+// dozen; a stranger gets no more than this.
+const raftConnsPerHost = 128
+
 // Messages of the guard's warnings.
 const (
 	msgNotRaft       = "dropped a Raft connection whose bytes are not a Raft command"
 	msgSilent        = "closed a Raft connection that sent nothing"
 	msgOtherCluster  = "refused a Raft connection from an agent of another cluster; its leader may still list this address (a reused IP?)"
+	msgTooMany       = "closed a Raft connection from a host that holds the most it may keep open"
 	msgDialedAnother = "a Raft peer's address belongs to an agent of another cluster"
 )
 
@@ -44,6 +54,7 @@ const (
 // guardedConns.
 type guardedStream struct {
 	raft.StreamLayer
+	limited   net.Listener // the layer's Accept, at most raftConnsPerHost per host
 	log       hclog.Logger
 	firstByte time.Duration // firstByteWait; tests shorten it
 	closed    atomic.Bool   // the transport closed the layer: it is shutting down
@@ -52,7 +63,10 @@ type guardedStream struct {
 }
 
 func guardInbound(inner raft.StreamLayer, log hclog.Logger, h *hello) *guardedStream {
-	return &guardedStream{StreamLayer: inner, log: log, firstByte: firstByteWait, hello: h}
+	limited := connlimit.Wrap(inner, raftConnsPerHost, func(host string, limit int) {
+		log.Warn(msgTooMany, "from", host, "limit", limit)
+	})
+	return &guardedStream{StreamLayer: inner, limited: limited, log: log, firstByte: firstByteWait, hello: h}
 }
 
 // Dial opens a connection to a peer and greets it when it reads hellos.
@@ -73,7 +87,7 @@ func (g *guardedStream) clusterID() string {
 }
 
 func (g *guardedStream) Accept() (net.Conn, error) {
-	c, err := g.StreamLayer.Accept()
+	c, err := g.limited.Accept()
 	if err != nil {
 		return nil, err
 	}

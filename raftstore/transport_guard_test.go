@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"errors"
 	"log/slog"
 	"net"
 	"runtime"
@@ -135,4 +136,35 @@ func TestRaftTransportAllocatesWhatArrivesNotWhatIsAnnounced(t *testing.T) {
 	if grew := after.TotalAlloc - before.TotalAlloc; grew > 256<<20 {
 		t.Fatalf("8 connections announcing 4 GiB each made the transport allocate %d MiB", grew>>20)
 	}
+}
+
+// TestRaftPortBoundsTheConnectionsOfOneHost: a host holding
+// raftConnsPerHost Raft connections open (each a byte into a command, as
+// a stranger would leave them) has its next one closed at once, with a
+// warning naming it; once it closes one, it may connect again.
+func TestRaftPortBoundsTheConnectionsOfOneHost(t *testing.T) {
+	rec := &lineRecorder{}
+	addr, _ := strangerTransport(t, rec)
+	held := make([]net.Conn, 0, raftConnsPerHost)
+	for range raftConnsPerHost {
+		held = append(held, dialRaft(t, addr, []byte{0}, false, true))
+	}
+	refusedOne := func() bool {
+		c := dialRaft(t, addr, []byte{0}, false, true)
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		var ne net.Error
+		return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+	}
+	if !refusedOne() {
+		t.Fatalf("connection %d from one host was not closed", raftConnsPerHost+1)
+	}
+	testwait.For(t, 5*time.Second, "a warning naming the host", func() bool {
+		w := rec.matching(msgTooMany)
+		return len(w) == 1 && strings.Contains(w[0], "from=127.0.0.1")
+	})
+	held[0].Close()
+	testwait.For(t, 5*time.Second, "a slot freed by a closed connection to be taken again", func() bool {
+		return !refusedOne()
+	})
 }

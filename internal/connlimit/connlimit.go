@@ -1,0 +1,108 @@
+// Package connlimit bounds how many connections one remote host may hold
+// open on a listener at once, as Consul's limits.*_max_conns_per_client
+// do: a stranger or a runaway client opening connections without end
+// would otherwise hold a goroutine and buffers for each until the agent
+// runs out of memory. A connection past the bound is closed as soon as it
+// is accepted; the others, and other hosts, are served as before.
+package connlimit
+
+import (
+	"net"
+	"sync"
+)
+
+// Listener is a net.Listener that accepts at most PerHost open
+// connections from one remote IP.
+type Listener struct {
+	net.Listener
+	perHost int
+	// refused is called (outside the lock) for each connection closed
+	// because its host holds perHost already.
+	refused func(host string, limit int)
+
+	mu   sync.Mutex
+	open map[string]int
+}
+
+// Wrap returns ln accepting at most perHost connections per remote IP;
+// refused, when set, hears of each connection it closed for that. A
+// perHost of 0 or less returns ln itself: no bound.
+func Wrap(ln net.Listener, perHost int, refused func(host string, limit int)) net.Listener {
+	if perHost <= 0 {
+		return ln
+	}
+	return &Listener{Listener: ln, perHost: perHost, refused: refused, open: make(map[string]int)}
+}
+
+// Accept returns the next connection whose host is under its bound,
+// closing those that are not.
+func (l *Listener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		host := hostOf(c.RemoteAddr())
+		l.mu.Lock()
+		full := l.open[host] >= l.perHost
+		if !full {
+			l.open[host]++
+		}
+		l.mu.Unlock()
+		if full {
+			c.Close()
+			if l.refused != nil {
+				l.refused(host, l.perHost)
+			}
+			continue
+		}
+		return &conn{Conn: c, l: l, host: host}, nil
+	}
+}
+
+// Open returns how many connections host holds open.
+func (l *Listener) Open(host string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.open[host]
+}
+
+func (l *Listener) release(host string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open[host] <= 1 {
+		delete(l.open, host)
+		return
+	}
+	l.open[host]--
+}
+
+// conn gives its host's slot back when it is closed (once, however often
+// Close is called).
+type conn struct {
+	net.Conn
+	l    *Listener
+	host string
+	once sync.Once
+}
+
+func (c *conn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.l.release(c.host) })
+	return err
+}
+
+// NetConn returns the connection inside, for code that looks for a
+// *net.TCPConn (keepalive settings, TLS handshakes' deadlines).
+func (c *conn) NetConn() net.Conn { return c.Conn }
+
+// hostOf is the IP of a TCP address, or the address's string.
+func hostOf(a net.Addr) string {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.IP.String()
+	}
+	if h, _, err := net.SplitHostPort(a.String()); err == nil {
+		return h
+	}
+	return a.String()
+}
