@@ -335,12 +335,14 @@ func (n *Node) startGRPC() error {
 		}
 	}
 	n.grpcLn.Store(&ln)
-	ln = connlimit.Wrap(ln, n.cfg.MaxConnsPerClient, newConnRefusals(n.log, n.metrics.connsRefused.Inc).refused)
+	// GRPCAddr reads ln through grpcLn: the bounded listener is another
+	// variable, not ln changed under it.
+	bounded := connlimit.Wrap(ln, n.cfg.MaxConnsPerClient, newConnRefusals(n.log, n.metrics.connsRefused.Inc).refused)
 	n.grpc = newGRPCServer(n)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		if err := n.grpc.Serve(bounded); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			n.log.Error("gRPC server stopped", "err", err)
 		}
 	}()
