@@ -10,6 +10,7 @@ import (
 	"sort"
 	"time"
 
+	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -272,22 +273,30 @@ func (n *Node) anyPeerInCluster(ctx context.Context) bool {
 // peerAnswers checks, within 500 ms, that the agent serving gRPC at
 // grpcAddr answers its health check.
 func (n *Node) peerAnswers(ctx context.Context, grpcAddr string) error {
+	return n.askPeer(ctx, grpcAddr, func(ctx context.Context, conn grpc.ClientConnInterface) error {
+		_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	})
+}
+
+// peerStatus asks the agent serving gRPC at grpcAddr for its Status,
+// within 500 ms.
+func (n *Node) peerStatus(ctx context.Context, grpcAddr string) (st *pb.StatusResponse, err error) {
+	err = n.askPeer(ctx, grpcAddr, func(ctx context.Context, conn grpc.ClientConnInterface) error {
+		st, err = pb.NewStatusClient(conn).Status(ctx, &pb.StatusRequest{})
+		return err
+	})
+	return st, err
+}
+
+// askPeer runs call on this agent's connection to the agent serving gRPC
+// at grpcAddr, within 500 ms.
+func (n *Node) askPeer(ctx context.Context, grpcAddr string, call func(context.Context, grpc.ClientConnInterface) error) error {
 	conn, err := n.peers.conn(grpcAddr)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
-	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-	return err
-}
-
-func (n *Node) peerStatus(ctx context.Context, grpcAddr string) (*pb.StatusResponse, error) {
-	conn, err := n.peers.conn(grpcAddr)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	defer cancel()
-	return pb.NewStatusClient(conn).Status(ctx, &pb.StatusRequest{})
+	return call(ctx, conn)
 }

@@ -71,19 +71,18 @@ func guardInbound(inner raft.StreamLayer, log hclog.Logger, h *hello) *guardedSt
 
 // Dial opens a connection to a peer and greets it when it reads hellos.
 func (g *guardedStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	conn, err := g.hello.dial(func() (net.Conn, error) { return g.StreamLayer.Dial(addr, timeout) }, string(addr))
-	if errors.Is(err, errOtherCluster) {
-		g.log.Warn(msgDialedAnother, "target", string(addr), "error", err)
+	conn, err := g.StreamLayer.Dial(addr, timeout)
+	if err != nil || !g.hello.greets(string(addr)) {
+		return conn, err
 	}
-	return conn, err
-}
-
-// clusterID is this agent's cluster id, "" when unknown.
-func (g *guardedStream) clusterID() string {
-	if g.hello == nil || g.hello.cluster == nil {
-		return ""
+	if err := g.hello.exchange(conn, string(addr)); err != nil {
+		conn.Close()
+		if errors.Is(err, errOtherCluster) {
+			g.log.Warn(msgDialedAnother, "target", string(addr), "error", err)
+		}
+		return nil, err
 	}
-	return g.hello.cluster()
+	return conn, nil
 }
 
 func (g *guardedStream) Accept() (net.Conn, error) {
@@ -166,18 +165,15 @@ func (c *guardedConn) greet() error {
 		c.mu.Unlock()
 		return err
 	}
-	mine := c.stream.clusterID()
+	mine := c.stream.hello.clusterID()
 	if !sameCluster(mine, theirs) {
 		c.mu.Lock()
 		c.otherCluster, c.mine = theirs, mine
 		c.mu.Unlock()
-		_ = writeHello(c.Conn, mine) // the dialer says the clash too
+		_ = writeHello(c, mine) // the dialer says the clash too
 		return errOtherCluster
 	}
-	if err := writeHello(c, mine); err != nil {
-		return err
-	}
-	return nil
+	return writeHello(c, mine)
 }
 
 // readerFunc is a function as an io.Reader.
@@ -226,12 +222,10 @@ func (c *guardedConn) Close() error {
 	read, gone, silent, readErr := c.read, c.gone, c.silent, c.readErr
 	other, mine := c.otherCluster, c.mine
 	c.mu.Unlock()
+	peer, host := c.RemoteAddr().String(), connlimit.Host(c.RemoteAddr())
 	if first && other != "" {
-		peer := c.RemoteAddr().String()
-		c.stream.log.Warn(msgOtherCluster, "from", hostOf(peer), "address", peer, "its_cluster", other, "cluster", mine)
+		c.stream.log.Warn(msgOtherCluster, "from", host, "address", peer, "its_cluster", other, "cluster", mine)
 	} else if first && !gone && !c.stream.closed.Load() {
-		peer := c.RemoteAddr().String()
-		host := hostOf(peer)
 		switch {
 		case silent:
 			c.stream.log.Warn(msgSilent, "from", host, "address", peer, "waited", c.stream.firstByte.String())
@@ -242,12 +236,4 @@ func (c *guardedConn) Close() error {
 		}
 	}
 	return c.Conn.Close()
-}
-
-// hostOf is the host of a host:port, or the address as it is.
-func hostOf(addr string) string {
-	if h, _, err := net.SplitHostPort(addr); err == nil {
-		return h
-	}
-	return addr
 }

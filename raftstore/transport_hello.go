@@ -80,38 +80,42 @@ type hello struct {
 	speaks  func(addr string) bool
 }
 
-// dial opens a connection to addr through inner and, when the peer reads
-// hellos, exchanges them: a peer of another cluster is an error naming
-// both clusters, and the connection is closed.
-func (h *hello) dial(inner func() (net.Conn, error), addr string) (net.Conn, error) {
-	conn, err := inner()
-	if err != nil || h == nil || h.speaks == nil || !h.speaks(addr) {
-		return conn, err
+// greets reports whether a connection to addr opens with a hello.
+func (h *hello) greets(addr string) bool { return h != nil && h.speaks != nil && h.speaks(addr) }
+
+// clusterID is this agent's cluster id, "" when unknown (or without a
+// hello).
+func (h *hello) clusterID() string {
+	if h == nil || h.cluster == nil {
+		return ""
 	}
-	mine := h.cluster()
-	fail := func(err error) (net.Conn, error) {
-		conn.Close()
-		return nil, err
-	}
+	return h.cluster()
+}
+
+// exchange sends a new connection's hello to the peer at addr and reads
+// its answer: a peer of another cluster is an error naming both
+// clusters. The caller closes conn when it fails.
+func (h *hello) exchange(conn net.Conn, addr string) error {
+	mine := h.clusterID()
 	_ = conn.SetDeadline(time.Now().Add(helloWait))
 	if err := writeHello(conn, mine); err != nil {
-		return fail(fmt.Errorf("send Raft hello to %s: %w", addr, err))
+		return fmt.Errorf("send Raft hello to %s: %w", addr, err)
 	}
 	var magic [1]byte
 	if _, err := io.ReadFull(conn, magic[:]); err != nil {
-		return fail(fmt.Errorf("raft peer %s did not answer the hello (an agent of another cluster hangs up): %w", addr, err))
+		return fmt.Errorf("raft peer %s did not answer the hello (an agent of another cluster hangs up): %w", addr, err)
 	}
 	if magic[0] != helloMagic {
-		return fail(fmt.Errorf("raft peer %s answered the hello with byte %#x", addr, magic[0]))
+		return fmt.Errorf("raft peer %s answered the hello with byte %#x", addr, magic[0])
 	}
 	theirs, err := readHelloAfterMagic(conn)
 	if err != nil {
-		return fail(fmt.Errorf("raft peer %s: %w", addr, err))
+		return fmt.Errorf("raft peer %s: %w", addr, err)
 	}
 	if !sameCluster(mine, theirs) {
-		return fail(fmt.Errorf("%w: %s is in cluster %s, this agent in cluster %s; not replicating to it (its address may have been reused: `zrpcctl raft remove-peer` removes a server that is gone)",
-			errOtherCluster, addr, theirs, mine))
+		return fmt.Errorf("%w: %s is in cluster %s, this agent in cluster %s; not replicating to it (its address may have been reused: `zrpcctl raft remove-peer` removes a server that is gone)",
+			errOtherCluster, addr, theirs, mine)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return conn, nil
+	return nil
 }

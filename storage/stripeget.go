@@ -22,9 +22,10 @@ const MaxReadShards = 1024
 
 // Locate returns the whole metadata of the blob called name (blocks,
 // holders, checksums; the bytes of an inline blob) once this replica has
-// applied minRev (read with consistency c, see BlobGetRequest), and addrs[i], the gRPC address of b.Nodes[i]: "" when
-// that agent is failed or no longer in the cluster. b is the replica's
-// and must not be modified.
+// applied minRev, read with consistency c (see BlobGetRequest), and
+// addrs[i], the gRPC address of b.Nodes[i]: "" when that agent is failed
+// or no longer in the cluster. b is the replica's and must not be
+// modified.
 func (s *Store) Locate(ctx context.Context, name string, minRev uint64, c pb.Consistency) (b *pb.Blob, addrs []string, err error) {
 	b, err = s.lookup(ctx, name, minRev, c)
 	if err != nil {

@@ -42,7 +42,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		host := hostOf(c.RemoteAddr())
+		host := Host(c.RemoteAddr())
 		l.mu.Lock()
 		full := l.open[host] >= l.perHost
 		if !full {
@@ -92,12 +92,9 @@ func (c *conn) Close() error {
 	return err
 }
 
-// NetConn returns the connection inside, for code that looks for a
-// *net.TCPConn (keepalive settings, TLS handshakes' deadlines).
-func (c *conn) NetConn() net.Conn { return c.Conn }
-
-// hostOf is the IP of a TCP address, or the address's string.
-func hostOf(a net.Addr) string {
+// Host is the host a connection is counted under: the IP of a TCP
+// address, else the host of the address's host:port, or its whole string.
+func Host(a net.Addr) string {
 	if t, ok := a.(*net.TCPAddr); ok {
 		return t.IP.String()
 	}
