@@ -14,6 +14,8 @@ import (
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/memberlist"
+
+	"github.com/zrpcio/zrpc/internal/warnrate"
 )
 
 // Anyone who reaches the gossip port may open a stream to it. memberlist
@@ -59,7 +61,7 @@ const (
 type guardedTransport struct {
 	memberlist.NodeAwareTransport
 	log     *slog.Logger
-	senders *senderLog // one warning per sender a minute
+	senders *warnrate.Limiter // one warning per sender a minute
 	streams chan net.Conn
 	stop    chan struct{}
 	once    sync.Once
@@ -108,7 +110,7 @@ func (t *guardedTransport) admit(c net.Conn) {
 		from := c.RemoteAddr().String()
 		host, _, _ := net.SplitHostPort(from)
 		var refused refusedStream
-		if pass, more := t.senders.seen(host); errors.As(err, &refused) && pass {
+		if pass, more := t.senders.Seen(host); errors.As(err, &refused) && pass {
 			t.log.Warn("closed a gossip stream announcing more than a zrpc cluster sends", "from", from, "err", err, "more_since_last", more)
 		} else {
 			t.log.Debug("closed a gossip stream before memberlist read it", "from", from, "err", err)

@@ -8,8 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/zrpcio/zrpc/internal/warnrate"
 )
 
 // newMemberlistLogger returns the *log.Logger memberlist wants, writing to
@@ -27,7 +28,7 @@ type logWriter struct {
 	l       *slog.Logger
 	now     func() time.Time // time.Now; tests set it
 	repeats map[string]*repeatRun
-	senders *senderLog
+	senders *warnrate.Limiter
 }
 
 // repeatingFailures are the beginnings of the lines memberlist writes
@@ -119,7 +120,7 @@ func (w *logWriter) Write(p []byte) (int, error) {
 		// short) is a line naming its sender: a warning, once per
 		// sender and senderQuiet, not a line per packet.
 		level = slog.LevelWarn
-		pass, more := w.senders.seen(host)
+		pass, more := w.senders.Seen(host)
 		if !pass {
 			level = slog.LevelDebug
 		} else if more > 0 {
@@ -158,51 +159,10 @@ const (
 	maxSenders  = 1024
 )
 
-// senderLog remembers when a warning about each sender was last written
-// and how many were held back since.
-type senderLog struct {
-	mu      sync.Mutex
-	now     func() time.Time
-	senders map[string]*senderLine
-}
-
-type senderLine struct {
-	written time.Time
-	held    int
-}
-
-func newSenderLog(now func() time.Time) *senderLog {
-	return &senderLog{now: now, senders: make(map[string]*senderLine)}
-}
-
-// seen notes a line about host: pass says whether to write it, more how
-// many were held back since the last one written.
-func (s *senderLog) seen(host string) (pass bool, more int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := s.now()
-	l := s.senders[host]
-	if l != nil && now.Sub(l.written) < senderQuiet {
-		l.held++
-		return false, 0
-	}
-	if l == nil {
-		if len(s.senders) >= maxSenders {
-			for h, old := range s.senders {
-				if now.Sub(old.written) >= senderQuiet {
-					delete(s.senders, h)
-				}
-			}
-			if len(s.senders) >= maxSenders {
-				return true, 0 // too many at once to remember: write it
-			}
-		}
-		l = &senderLine{}
-		s.senders[host] = l
-	}
-	more = l.held
-	l.written, l.held = now, 0
-	return true, more
+// newSenderLog is the limiter of warnings about what senders sent: one
+// per sender each senderQuiet, at most maxSenders remembered.
+func newSenderLog(now func() time.Time) *warnrate.Limiter {
+	return warnrate.New(senderQuiet, maxSenders, now)
 }
 
 // parseMemberlistLine splits "[WARN] memberlist: text" into its level and
