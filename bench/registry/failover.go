@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/zrpcio/zrpc/bench/internal/proc"
 )
 
 // Failover timing: writes run failoverPre before the kill, and at most
@@ -40,7 +42,7 @@ func (r *runner) failover(ctx context.Context) error {
 			if err := probeWrite(ctx, c); err != nil {
 				return err
 			}
-			if err := sleep(ctx, r.cfg.Settle); err != nil {
+			if err := proc.Sleep(ctx, r.cfg.Settle); err != nil {
 				return err
 			}
 		}

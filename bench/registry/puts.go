@@ -196,7 +196,7 @@ func paced(ctx context.Context, n, rate int, fn func(i int) error) (float64, err
 	interval := time.Second / time.Duration(rate)
 	for i := range n {
 		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
-			if err := sleep(ctx, wait); err != nil {
+			if err := proc.Sleep(ctx, wait); err != nil {
 				break
 			}
 		}

@@ -247,7 +247,7 @@ func (r *runner) eachRound(ctx context.Context, reps, nodes int, zrpcExtra, etcd
 		if err != nil {
 			return fmt.Errorf("%s, repetition %d: %w", s.system, s.rep, err)
 		}
-		err = sleep(ctx, r.cfg.Settle)
+		err = proc.Sleep(ctx, r.cfg.Settle)
 		if err == nil {
 			err = fn(ctx, s, c)
 		}
@@ -281,17 +281,6 @@ func topology(nodes int) string {
 		return "1 node"
 	}
 	return strconv.Itoa(nodes) + " nodes"
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // cpuSeconds is the CPU time all of c's running members used so far.

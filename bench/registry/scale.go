@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/zrpcio/zrpc/bench/internal/proc"
 )
 
 // Scale scenario constants: instances per service, concurrent loaders,
@@ -53,7 +55,7 @@ func (r *runner) scaleRound(ctx context.Context, c cluster) (Result, error) {
 		return res, err
 	}
 	res.metric("load writes/s", rate)
-	if err := sleep(ctx, scaleSettle); err != nil {
+	if err := proc.Sleep(ctx, scaleSettle); err != nil {
 		return res, err
 	}
 	p := c.process(0)
@@ -65,7 +67,7 @@ func (r *runner) scaleRound(ctx context.Context, c cluster) (Result, error) {
 		return res, err
 	}
 	t0 := time.Now()
-	if err := sleep(ctx, r.cfg.Idle); err != nil {
+	if err := proc.Sleep(ctx, r.cfg.Idle); err != nil {
 		return res, err
 	}
 	cpu1, err := p.CPUTime()
@@ -192,7 +194,7 @@ func restartToRead(ctx context.Context, c cluster, services int) (time.Duration,
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("restart: %s not listening after %s: %w", c.addr(0), readyTimeout, err)
 		}
-		if err := sleep(ctx, 5*time.Millisecond); err != nil {
+		if err := proc.Sleep(ctx, 5*time.Millisecond); err != nil {
 			return 0, err
 		}
 	}
@@ -213,7 +215,7 @@ func restartToRead(ctx context.Context, c cluster, services int) (time.Duration,
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("restart: no whole read within %s (last: %d entries, %v)", readyTimeout, n, err)
 		}
-		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+		if err := proc.Sleep(ctx, 10*time.Millisecond); err != nil {
 			return 0, err
 		}
 	}

@@ -88,7 +88,7 @@ func (d *deliveries) deliver(stamp int64) {
 func (d *deliveries) await(ctx context.Context, want int) error {
 	deadline := time.Now().Add(deliveryWait)
 	for d.lat.count() < want && time.Now().Before(deadline) {
-		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+		if err := proc.Sleep(ctx, 20*time.Millisecond); err != nil {
 			return err
 		}
 	}

@@ -212,7 +212,7 @@ func openSessions(ctx context.Context, c *client.Client, cfg config) ([]*client.
 // checks answered over --idle, and prints them; a session that ended on
 // the way is an error (its instances would be gone).
 func measure(ctx context.Context, cfg config, checks *healthServer, sessions []*client.Session) error {
-	if err := sleep(ctx, cfg.settle); err != nil {
+	if err := proc.Sleep(ctx, cfg.settle); err != nil {
 		return err
 	}
 	cpu0, err := proc.CPUTimeOf(cfg.pid)
@@ -225,7 +225,7 @@ func measure(ctx context.Context, cfg config, checks *healthServer, sessions []*
 	}
 	checks0 := checks.count.Load()
 	t0 := time.Now()
-	if err := sleep(ctx, cfg.idle); err != nil {
+	if err := proc.Sleep(ctx, cfg.idle); err != nil {
 		return err
 	}
 	cpu1, err := proc.CPUTimeOf(cfg.pid)
@@ -277,14 +277,3 @@ func serveHealth() (*healthServer, error) {
 }
 
 func (h *healthServer) stop() { h.srv.Stop() }
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}

@@ -1,8 +1,9 @@
 // Package proc runs the benchmarks' child processes (zrpcd agents, etcd
 // members, the echo service): it starts them with their output in a log
 // file, stops them (SIGTERM, then SIGKILL after a grace period) or kills
-// them, waits for their HTTP readiness, and reads their CPU time and
-// resident memory from /proc. It is not a supervisor: nothing restarts.
+// them, waits for their HTTP readiness, reads their CPU time and
+// resident memory from /proc, and waits out the windows those are measured
+// over (Sleep). It is not a supervisor: nothing restarts.
 package proc
 
 import (
@@ -257,4 +258,16 @@ func CheckBinary(path string) error {
 		return fmt.Errorf("%s is a directory", path)
 	}
 	return nil
+}
+
+// Sleep waits d, or until ctx ends (its error then).
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
