@@ -80,12 +80,9 @@ func (s *Status) askVoters(ctx context.Context, q raftstore.Quorum) raftstore.Qu
 	for _, u := range q.Unreachable {
 		down[u.ID] = true
 	}
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		silent = make(map[string]bool)
-	)
-	for _, srv := range servers {
+	var wg sync.WaitGroup
+	silent := make([]bool, len(servers)) // each goroutine sets its own
+	for i, srv := range servers {
 		if srv.Suffrage != raftstore.Voter || srv.ID == s.cfg.Agent || down[srv.ID] {
 			continue
 		}
@@ -96,16 +93,12 @@ func (s *Status) askVoters(ctx context.Context, q raftstore.Quorum) raftstore.Qu
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.cfg.Status.PeerAnswers(ctx, node.GrpcAddress); err != nil {
-				mu.Lock()
-				silent[srv.ID] = true
-				mu.Unlock()
-			}
+			silent[i] = s.cfg.Status.PeerAnswers(ctx, node.GrpcAddress) != nil
 		}()
 	}
 	wg.Wait()
-	for _, srv := range servers { // configuration order, as Quorum lists them
-		if silent[srv.ID] {
+	for i, srv := range servers { // configuration order, as Quorum lists them
+		if silent[i] {
 			q.Unreachable = append(q.Unreachable, raftstore.Unreachable{ID: srv.ID, Status: notAnswering})
 		}
 	}
