@@ -80,25 +80,72 @@ func TestRaftHelloKeepsClustersApart(t *testing.T) {
 }
 
 // TestRaftHelloRefusesMalformedHellos: a connection that opens like a
-// hello and then is not one (another version, an oversized cluster id, cut
-// short) is closed, warned of by address (once for the host: repeats
-// collapse), and the transport goes on.
+// hello and then is not one (another version, an oversized cluster id, one
+// that stalls halfway) is closed and warned of by address, saying what was
+// wrong, and the transport goes on; a hello cut short by the sender hanging
+// up is a peer that died, not warned of. Each comes from a host of its
+// own: the guard handles connections concurrently and collapses one host's
+// repeats, so from one host which of them is warned of would be a race.
 func TestRaftHelloRefusesMalformedHellos(t *testing.T) {
 	rec := &lineRecorder{}
 	_, addr := helloTransport(t, "aaaa", true, rec)
-	for _, b := range [][]byte{
-		{helloMagic, 9, 0},                   // another version
-		{helloMagic, helloVersion, 200, 'x'}, // cluster id over the bound
-		{helloMagic, helloVersion, 4, 'a'},   // cut short
-	} {
-		dialRaft(t, addr, b, false, false)
+	cases := []struct {
+		from  string
+		hello []byte
+		stall bool // keep the connection open after the bytes
+		want  string
+	}{
+		{"127.0.0.21", []byte{helloMagic, 9, 0}, false, "raft hello version 9"},
+		{"127.0.0.22", []byte{helloMagic, helloVersion, 200, 'x'}, false, "cluster id of 200 bytes"},
+		{"127.0.0.23", []byte{helloMagic, helloVersion, 4, 'a'}, true, "i/o timeout"},
 	}
-	testwait.For(t, 10*time.Second, "the malformed hellos to be warned of", func() bool {
-		w := rec.matching(msgNotRaft)
-		return len(w) == 1 && strings.Contains(w[0], "raft hello version 9")
+	cutShort := "127.0.0.24"
+	dialRaftFrom(t, cutShort, addr, []byte{helloMagic, helloVersion, 4, 'a'}, false)
+	for _, c := range cases {
+		dialRaftFrom(t, c.from, addr, c.hello, c.stall)
+	}
+	testwait.For(t, 2*helloWait, "the malformed hellos to be warned of", func() bool {
+		return len(rec.matching(msgNotRaft)) >= len(cases)
 	})
+	warnings := rec.matching(msgNotRaft)
+	for _, c := range cases {
+		found := false
+		for _, w := range warnings {
+			if strings.Contains(w, "from="+c.from) {
+				found = true
+				if !strings.Contains(w, c.want) {
+					t.Errorf("the warning for %s's hello %v says %q, want it to name %q", c.from, c.hello, w, c.want)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no warning names %s: %q", c.from, warnings)
+		}
+	}
+	if w := rec.matching("from=" + cutShort); len(w) != 0 {
+		t.Errorf("a hello cut short by the sender hanging up was warned of: %q", w)
+	}
 	peer, _ := helloTransport(t, "aaaa", true, &lineRecorder{})
 	if err := sendEntries(peer, addr); err != nil {
 		t.Fatalf("after malformed hellos, a good peer: %v", err)
 	}
+}
+
+// dialRaftFrom connects to addr from the loopback address from, sends b,
+// and hangs up unless hold.
+func dialRaftFrom(t *testing.T, from, addr string, b []byte, hold bool) {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial from %s: %v", from, err)
+	}
+	if _, err := conn.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if hold {
+		t.Cleanup(func() { conn.Close() })
+		return
+	}
+	conn.Close()
 }
