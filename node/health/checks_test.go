@@ -146,9 +146,13 @@ func TestChecksFollowRegistrationsAndRemovals(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg.register(&pb.Instance{Service: "checked.rpc", Id: "next", Node: "a1", Address: srv[1].Addr, Check: check})
-	testwait.For(t, 10*time.Second, "the next instance to be checked once", func() bool { return srv[1].Calls.Load() > 0 })
+	// A check of the removed instance that was running when it was
+	// removed is cancelled, but its request may reach the server after
+	// the keeper has moved on: the count is read once the next instance
+	// has been checked twice more, well after any such straggler.
+	testwait.For(t, 10*time.Second, "the next instance to be checked three times", func() bool { return srv[1].Calls.Load() >= 3 })
 	before := srv[0].Calls.Load()
-	testwait.For(t, 10*time.Second, "the next instance to be checked three more times", func() bool { return srv[1].Calls.Load() > 3 })
+	testwait.For(t, 10*time.Second, "the next instance to be checked five more times", func() bool { return srv[1].Calls.Load() >= 8 })
 	if after := srv[0].Calls.Load(); after != before {
 		t.Fatalf("the removed instance was checked %d more times", after-before)
 	}
