@@ -8,9 +8,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
@@ -143,5 +145,57 @@ func TestBlobReadsDoNotCallAMissingBlobGoneFromAReplicaThatCannotTell(t *testing
 		if err := call(); !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("a read with an unknown consistency: %v, want InvalidArgument", err)
 		}
+	}
+}
+
+// TestShardCallsDoNotCallAnUnknownBlobGoneFromAReplicaThatCannotCatchUp:
+// with no leader to catch up with, a shard read of a blob version the
+// replica lacks, and the commit or abort of a put it lacks, answer a stale
+// read (no leader), not "not found" (a commit told "not found" would abort a put that
+// may well be pending, an abort would claim one ended). A scrub pass
+// reports no lost shard then: the replica may still place here a shard of
+// a blob deleted since. With the leader back, each says not found again,
+// and the scrubber reports the shard the disk lacks.
+func TestShardCallsDoNotCallAnUnknownBlobGoneFromAReplicaThatCannotCatchUp(t *testing.T) {
+	s, fc, ctx := threeAgentBlob(t, "known") // its shard on n1 was never written
+	unknown := strings.Repeat("cd", 16)
+	calls := map[string]func() error{
+		"read shards": func() error {
+			_, err := readShards(s, "known", unknown, [2]uint32{0, 0})
+			return err
+		},
+		"commit put": func() error {
+			_, err := s.CommitPut(ctx, &pb.CommitPutRequest{Blob: &pb.Blob{Name: "other", Id: unknown}}, "")
+			return err
+		},
+		"abort put": func() error {
+			_, err := s.AbortPut(ctx, "other", unknown)
+			return err
+		},
+	}
+
+	fc.leaderless.Store(true)
+	for name, call := range calls {
+		if err := call(); !errors.Is(err, ErrStaleRead) && !errors.Is(err, apierr.ErrNoLeader) {
+			t.Errorf("%s of an id the replica lacks, no leader: %v, want a stale read or no leader", name, err)
+		}
+	}
+	if n := s.ScrubOnce(ctx, 0); n != 0 {
+		t.Errorf("scrub with no leader reported %d shards, want none", n)
+	}
+
+	fc.leaderless.Store(false)
+	for name, call := range calls {
+		err := call()
+		if name == "abort put" {
+			if err != nil {
+				t.Errorf("abort of a put that is not pending, with a leader: %v, want done already", err)
+			}
+		} else if !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s of an unknown id with a leader: %v, want NotFound", name, err)
+		}
+	}
+	if n := s.ScrubOnce(ctx, 0); n != 1 {
+		t.Errorf("scrub with a leader reported %d shards, want the one missing here", n)
 	}
 }

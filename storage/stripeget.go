@@ -104,8 +104,10 @@ func (s *Store) shardsAsked(ctx context.Context, req *pb.ReadShardsRequest) (*pb
 	b := meta.BlobByID(req.BlobId)
 	if b == nil {
 		// Perhaps committed a moment ago and not yet applied here.
-		s.catchUp(ctx)
-		b = meta.BlobByID(req.BlobId)
+		behind := s.catchUp(ctx)
+		if b = meta.BlobByID(req.BlobId); b == nil && behind != nil {
+			return nil, fmt.Errorf("blob %q version %s is not in this agent's replica, which cannot tell whether it exists: %w", req.Name, req.BlobId, behind)
+		}
 	}
 	if b == nil || b.Name != req.Name {
 		// The same answer whether the id is gone or another name's: the

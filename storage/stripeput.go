@@ -215,14 +215,17 @@ func checkPutID(name, id string) error {
 // pendingPut returns the client-striped put id of blob name. When this
 // replica does not know it, it catches up with the leader first (the put
 // may have begun through another agent a moment ago). A put not pending
-// is ErrNotFound; one pending under another name, or a coordinated put,
-// ErrInvalidArgument.
+// is ErrNotFound, one the replica lacks and cannot catch up on the
+// catch-up's error (a stale read: it may well be pending); one pending
+// under another name, or a coordinated put, ErrInvalidArgument.
 func (s *Store) pendingPut(ctx context.Context, name, id string) (*pb.BlobPending, error) {
 	meta := s.cluster.Meta()
 	p := meta.PendingBlob(id)
 	if p == nil {
-		s.catchUp(ctx)
-		p = meta.PendingBlob(id)
+		behind := s.catchUp(ctx)
+		if p = meta.PendingBlob(id); p == nil && behind != nil {
+			return nil, fmt.Errorf("put %s of blob %q is not in this agent's replica, which cannot tell whether it is in progress: %w", id, name, behind)
+		}
 	}
 	switch {
 	case p == nil:
