@@ -55,6 +55,9 @@ type logOptions struct {
 	Member      string
 	Logger      *slog.Logger
 	SegmentSize int // 0: logSegmentSize
+	// fs is the file system under the log (tests inject faults); nil: the
+	// operating system's.
+	fs waltypes.VFS
 }
 
 // logStore is raft-wal's WAL with its meta store, which WAL.Close closes.
@@ -87,7 +90,11 @@ func openLog(opts logOptions) (*logStore, error) {
 			return nil, fmt.Errorf("open raft log %s: %w", opts.Dir, err)
 		}
 	}
-	var vfs waltypes.VFS = walfs.New()
+	vfs := opts.fs
+	if vfs == nil {
+		vfs = walfs.New()
+	}
+	vfs = lowSpaceFS{VFS: vfs, log: opts.Logger}
 	if opts.NoSync {
 		vfs = noSyncFS{vfs}
 	}

@@ -9,12 +9,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/instcodec"
 )
@@ -432,6 +435,8 @@ func (s *Store) wait(ctx context.Context, f raft.Future) error {
 // RaftError maps raft's errors to the API's.
 func RaftError(err error) error {
 	switch {
+	case err == nil:
+		return nil
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return fmt.Errorf("%w: %v", ErrNotLeader, err)
 	case errors.Is(err, raft.ErrLeadershipLost):
@@ -440,6 +445,11 @@ func RaftError(err error) error {
 		return ErrShuttingDown
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		return fmt.Errorf("%w: timed out waiting for raft to accept the write", ErrNoLeader)
+	case strings.Contains(err.Error(), syscall.ENOSPC.Error()):
+		// raft quotes the log store's error (lowSpaceFS): the append was
+		// rolled back and the leader steps down.
+		return fmt.Errorf("%w: the leader could not store the write in its Raft log, so it was not applied: %v; "+
+			"free space in that agent's data dir (the cluster goes on once another agent leads)", apierr.ErrDiskFull, err)
 	}
 	return err
 }

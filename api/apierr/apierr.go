@@ -41,6 +41,9 @@ var (
 	ErrCorrupt = errors.New("data corrupt")
 	// ErrNoSpace: an agent's shard store is full.
 	ErrNoSpace = errors.New("no space for shards")
+	// ErrDiskFull: the leader could not store a write in its Raft log for
+	// lack of disk space; the write was not applied.
+	ErrDiskFull = errors.New("disk full")
 	// ErrQuotaExceeded: a write would pass one of the registry's limits;
 	// the message names the limit and the flag that sets it.
 	ErrQuotaExceeded = errors.New("quota exceeded")
@@ -87,6 +90,7 @@ var table = []entry{
 	{ErrNotEnoughShards, codes.FailedPrecondition, "NOT_ENOUGH_SHARDS"},
 	{ErrCorrupt, codes.DataLoss, "CORRUPT"},
 	{ErrNoSpace, codes.ResourceExhausted, "NO_SPACE"},
+	{ErrDiskFull, codes.ResourceExhausted, "DISK_FULL"},
 	{ErrQuotaExceeded, codes.ResourceExhausted, "QUOTA_EXCEEDED"},
 	{ErrFailedPrecondition, codes.FailedPrecondition, "FAILED_PRECONDITION"},
 	{ErrOutcomeUnknown, codes.Unknown, "OUTCOME_UNKNOWN"},

@@ -155,6 +155,8 @@ func (o *options) explain(err error) error {
 		hint = fmt.Sprintf("no answer within --timeout %s; is the agent at %s overloaded or partitioned?", o.timeout, o.addr)
 	case status.Code(err) == codes.Unavailable:
 		hint = fmt.Sprintf("is an agent running at %s? start one with `zrpcd agent --dev`", o.addr)
+	case errors.Is(err, apierr.ErrDiskFull):
+		hint = "the leader's disk is full: free space in its data dir (`zrpcctl status` names the leader); the write was not stored, retry it then"
 	case errors.Is(err, apierr.ErrUnauthenticated):
 		hint = "the agent has ACLs on: give a token with --token-file or $" + tokenEnv
 	case status.Code(err) == codes.Unimplemented:
