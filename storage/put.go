@@ -572,6 +572,7 @@ func (p *put) place(alive []placement.Node) []string {
 func (p *put) send(ctx context.Context, idx, blockLen int, blk *codec.Block, targets []string, alive []placement.Node) {
 	shards, sums := blk.Shards(), blk.Sums()
 	got := make([]string, len(shards))
+	failed := make([]error, len(shards)) // the last failure of each shard not stored
 	var mu sync.Mutex
 	taken := make(map[string]bool, len(targets))
 	for _, t := range targets {
@@ -607,6 +608,7 @@ func (p *put) send(ctx context.Context, idx, blockLen int, blk *codec.Block, tar
 					return
 				}
 				p.s.log.Warn("shard put failed", "blob", p.h.Name, "block", idx, "shard", i, "agent", target, "err", err)
+				failed[i] = fmt.Errorf("shard %d on %s: %w", i, target, err)
 				target = spare()
 			}
 		}()
@@ -619,8 +621,13 @@ func (p *put) send(ctx context.Context, idx, blockLen int, blk *codec.Block, tar
 		}
 	}
 	if stored < p.sc.need() {
-		p.fail(fmt.Errorf("%w: block %d of %q: stored %d of %d shards, need %d; are agents failing? see `zrpcctl members`",
-			ErrNotEnoughShards, idx, p.h.Name, stored, len(shards), p.sc.need()))
+		err := fmt.Errorf("%w: block %d of %q: stored %d of %d shards, need %d", ErrNotEnoughShards, idx, p.h.Name, stored, len(shards), p.sc.need())
+		if first := firstError(failed); first != nil {
+			err = fmt.Errorf("%w; first failure: %w", err, first)
+		} else {
+			err = fmt.Errorf("%w; too few agents alive? see `zrpcctl members`", err)
+		}
+		p.fail(err)
 		return
 	}
 	p.mu.Lock()
@@ -694,4 +701,14 @@ func (s *Store) dropShards(b *pb.Blob, rev uint64) {
 		defer cancel()
 		s.deleteShardsOn(ctx, b.Nodes, []string{b.Id}, rev)
 	}()
+}
+
+// firstError is the first non-nil error of errs, or nil.
+func firstError(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -43,11 +44,28 @@ func (f *blobPutFlags) hints(name string) []blobHint {
 			"if it shows the blob with this file's size and SHA-256, the put succeeded; if it says a put of it has not finished, " +
 			"stat again in a moment; if it says not found, put again"},
 		{apierr.ErrAlreadyExists, "choose another --name, or pass --overwrite to replace the stored blob"},
+		// Before NotEnoughShards: shards that found no room are its cause.
+		{apierr.ErrNoSpace, "an agent's shard store is full (its disk, or its --shard-max-bytes): free space there, delete blobs with `zrpcctl blob rm`, or add agents"},
 		{apierr.ErrNotEnoughShards, tooFew},
 		{apierr.ErrTooLarge, "the agents' --blob-max-size bounds one blob; split the file or raise the limit"},
-		{apierr.ErrNoSpace, "an agent's shard store is full (--shard-max-bytes); delete blobs with `zrpcctl blob rm` or add agents"},
 	}
 }
+
+// spaceCause makes a put's error that says shards found no room wrap
+// ErrNoSpace: an agent that spread the shards answers with one status,
+// not enough shards, and names the cause only in its message.
+func spaceCause(err error) error {
+	if err != nil && !errors.Is(err, apierr.ErrNoSpace) && strings.Contains(err.Error(), apierr.ErrNoSpace.Error()) {
+		return &causedError{err: err, cause: apierr.ErrNoSpace}
+	}
+	return err
+}
+
+// causedError is err, also wrapping a sentinel its message names.
+type causedError struct{ err, cause error }
+
+func (e *causedError) Error() string   { return e.err.Error() }
+func (e *causedError) Unwrap() []error { return []error{e.err, e.cause} }
 
 func newBlobPutCommand(o *options) *cobra.Command {
 	var f blobPutFlags
@@ -100,7 +118,7 @@ outcome is unknown, and ` + "`zrpcctl blob stat NAME`" + ` tells whether it was 
 					err = asInterrupted(ctx, "put "+name, err)
 				}
 				if err != nil {
-					return blobExplain(err, f.hints(name)...)
+					return blobExplain(spaceCause(err), f.hints(name)...)
 				}
 				return printPut(p, resp)
 			})

@@ -265,3 +265,22 @@ func TestBlobAgainstCluster(t *testing.T) {
 		}
 	})
 }
+
+// TestBlobPutOnAFullAgentSaysSo: a put whose shards find no room on the
+// agent (its shard store at --shard-max-bytes, as a full disk) fails
+// naming the lack of space and hints to free some, whether zrpcctl sends
+// the shards itself or through the agent, which answers only "not enough
+// shards" with the cause in its message.
+func TestBlobPutOnAFullAgentSaysSo(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	c := testcluster.New(t, 1, testcluster.WithConfig(func(cfg *node.Config) {
+		cfg.BlobBlockSize = 64 << 10
+		cfg.ShardMaxBytes = 128 << 10
+	}))
+	e := &blobEnv{addr: c.GRPCAddr(0), dir: t.TempDir()}
+	src, _ := e.file(t, "big.bin", 512<<10, 3)
+	for _, extra := range [][]string{nil, {"--through-agent"}} {
+		args := append([]string{"blob", "put", src, "--name", "big"}, extra...)
+		e.fails(t, args, "no space for shard", "Hint: an agent's shard store is full")
+	}
+}
