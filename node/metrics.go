@@ -139,6 +139,8 @@ func newMetrics(n *Node) *metrics {
 			return float64(c)
 		}),
 		gauge("zrpc_blob_blobs", "Blobs in this replica's metadata.", func() float64 { return float64(n.store.FSM().BlobCount()) }),
+		&freeSpaceCollector{dir: n.dir.path, desc: prometheus.NewDesc("zrpc_data_dir_free_bytes",
+			"Bytes still free for the agent on the file system of its data dir; at 0 the Raft log and the shard store refuse writes.", nil, nil)},
 	)
 	m.reg.MustRegister(n.blobs.Metrics().Collectors()...)
 	m.dnsQueries = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -147,6 +149,24 @@ func newMetrics(n *Node) *metrics {
 	}, []string{"rcode"})
 	m.reg.MustRegister(m.dnsQueries)
 	return m
+}
+
+// freeSpaceCollector reports the free bytes of the data dir's file
+// system when scraped; a statfs that fails makes the scrape say why.
+type freeSpaceCollector struct {
+	dir  string
+	desc *prometheus.Desc
+}
+
+func (c *freeSpaceCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *freeSpaceCollector) Collect(ch chan<- prometheus.Metric) {
+	free, err := freeBytes(c.dir)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(free))
 }
 
 func b2f(b bool) float64 {

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -204,4 +206,29 @@ func metricValue(t *testing.T, m prometheus.Collector) float64 {
 		return c.GetValue()
 	}
 	return v.GetGauge().GetValue()
+}
+
+// TestDataDirFreeBytesIsTheFileSystemsFreeSpace: the metric is the free
+// space statfs reports for the data dir's file system (within what other
+// writers change between the two reads), and a data dir that is gone
+// fails the scrape naming it rather than reporting 0 free.
+func TestDataDirFreeBytesIsTheFileSystemsFreeSpace(t *testing.T) {
+	dir := t.TempDir()
+	c := &freeSpaceCollector{dir: dir, desc: prometheus.NewDesc("zrpc_data_dir_free_bytes", "free", nil, nil)}
+	got := metricValue(t, c)
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	want := float64(st.Bavail) * float64(st.Bsize)
+	if got <= 0 || math.Abs(got-want) > 64<<20 {
+		t.Fatalf("free bytes %.0f, statfs says %.0f", got, want)
+	}
+
+	c.dir = filepath.Join(dir, "gone")
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	if _, err := reg.Gather(); err == nil || !strings.Contains(err.Error(), "gone") {
+		t.Fatalf("scrape with the data dir gone: %v, want an error naming it", err)
+	}
 }
