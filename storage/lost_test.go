@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -316,4 +317,35 @@ func TestBlobStatOnAnAgentCutOffFromTheQuorumSaysUnreadable(t *testing.T) {
 		h, _ := statHealth(t, cl, "stranded")
 		return h == "healthy"
 	})
+}
+
+// TestRepairStopsTryingAnAgentWithNoSpace: the one agent a lost shard can
+// go to has a full shard store. Repair tries it, learns it has no space,
+// and then waits instead of trying it again at every scan (each try
+// failing and warning once per lost shard); it still counts the shards as
+// waiting for an agent.
+func TestRepairStopsTryingAnAgentWithNoSpace(t *testing.T) {
+	c := newBlobCluster(t, 3)
+	leader := c.LeaderIndex()
+	put(t, agentClient(t, c, leader), "cramped", randomBytes(2<<20, 35), client.PutOptions{Data: 2, Parity: 1})
+	// The fourth agent joins after the put, its shard store full.
+	full := c.Add(testcluster.WithConfig(fastBlobs), testcluster.WithConfig(func(cfg *node.Config) { cfg.ShardMaxBytes = 1 }))
+	waitAlive(t, c, 4)
+	victim := (leader + 1) % 3
+	c.Kill(victim)
+
+	status := func() *pb.RepairStatusResponse { return c.Node(leader).Blobs().RepairStatus("") }
+	c.WaitFor(20*time.Second, "repair to try the full agent, find it full and wait", func() bool {
+		st := status()
+		return st.Failed > 0 && st.Waiting > 0 && st.InProgress == 0
+	})
+	failed := status().Failed
+	if !strings.Contains(status().LastError, "no space") {
+		t.Errorf("repair's last error %q does not say %s has no space", status().LastError, c.Name(full))
+	}
+	// Ten scans (repair interval 200 ms) later, it was not tried again.
+	time.Sleep(10 * 200 * time.Millisecond)
+	if st := status(); st.Failed != failed || st.Waiting == 0 {
+		t.Fatalf("after ten scans repair failed %d more times (waiting %d); want it to wait for room, not retry %s", st.Failed-failed, st.Waiting, c.Name(full))
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/storage/codec"
 	"github.com/zrpcio/zrpc/storage/placement"
@@ -62,8 +63,13 @@ type repairer struct {
 	// placing holds, per block, the agents a worker is storing a rebuilt
 	// shard of it on and whose holder is not recorded yet, so that two
 	// workers never place two shards of one block on one agent.
-	placing    map[blockRef]map[string]bool
-	failedAt   map[string]time.Time // agent -> when this leader first saw it failed
+	placing  map[blockRef]map[string]bool
+	failedAt map[string]time.Time // agent -> when this leader first saw it failed
+	// full holds the agents that answered a rebuilt shard with no space
+	// (their disk or shard store is full), until when repair places no
+	// shard on them: each scan would otherwise try every lost shard on
+	// them again, failing and warning for each.
+	full       map[string]time.Time
 	inProgress int
 	waiting    int
 	rebuilt    uint64
@@ -78,7 +84,7 @@ func newRepairer(s *Store) *repairer {
 	return &repairer{
 		s: s, wake: make(chan struct{}, 1), queue: make(chan task, 4096),
 		queued: make(map[shardKey]bool), corrupt: make(map[copyKey]bool), failedAt: make(map[string]time.Time),
-		placing: make(map[blockRef]map[string]bool),
+		placing: make(map[blockRef]map[string]bool), full: make(map[string]time.Time),
 	}
 }
 
@@ -116,6 +122,7 @@ func (s *Store) RunRepair(ctx context.Context) {
 	r.mu.Lock()
 	r.leading = true
 	r.failedAt = make(map[string]time.Time)
+	r.full = make(map[string]time.Time)
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
@@ -170,16 +177,22 @@ func (r *repairer) scan(ctx context.Context) {
 		}
 	}
 	r.lastScan = now
+	for name, until := range r.full {
+		if now.After(until) {
+			delete(r.full, name)
+		}
+	}
+	// open: the agents a lost shard can go to, alive and not full.
+	open := make(map[string]bool, len(state))
+	for name, st := range state {
+		if st == "" && r.full[name].IsZero() {
+			open[name] = true
+		}
+	}
 	r.mu.Unlock()
 
 	r.abortStalePuts(ctx, state, now)
 
-	aliveCount := 0
-	for _, st := range state {
-		if st == "" {
-			aliveCount++
-		}
-	}
 	blobs, _ := s.cluster.Meta().Blobs("")
 	var tasks []task
 	waiting := 0
@@ -189,11 +202,11 @@ func (r *repairer) scan(ctx context.Context) {
 			continue // nothing to rebuild a lost shard from: stat shows it
 		}
 		for bi, blk := range b.Blocks {
-			// Agents alive that hold no shard of this block: where a lost
+			// Open agents that hold no shard of this block: where a lost
 			// shard can go. With none, lost shards wait for an agent.
-			free := aliveCount
+			free := len(open)
 			for idx := range blk.Holders {
-				if st, ok := state[b.Holder(blk, idx)]; ok && st == "" {
+				if open[b.Holder(blk, idx)] {
 					free--
 				}
 			}
@@ -290,6 +303,10 @@ func (r *repairer) abortStalePuts(ctx context.Context, state map[string]string, 
 		r.s.dropPutShards(leased, rev)
 	}
 }
+
+// fullFor is how long repair places no shard on an agent that answered
+// one with no space.
+const fullFor = time.Minute
 
 // repairBatch is how many shards a worker rebuilds before it records
 // their new places, in one Raft entry per blob.
@@ -459,9 +476,14 @@ func (r *repairer) finish(res rebuilt) {
 	r.mu.Lock()
 	r.inProgress--
 	delete(r.queued, t.key)
+	newlyFull := false
 	if res.err != nil {
 		r.failures++
 		r.lastErr = res.err.Error()
+		if res.reserved != "" && errors.Is(res.err, apierr.ErrNoSpace) {
+			newlyFull = r.full[res.reserved].IsZero()
+			r.full[res.reserved] = time.Now().Add(fullFor)
+		}
 	} else {
 		r.rebuilt++
 		r.rebuiltB += uint64(res.bytes)
@@ -470,8 +492,17 @@ func (r *repairer) finish(res rebuilt) {
 	r.mu.Unlock()
 	if res.err != nil {
 		r.s.metrics.repairFailed.Inc()
-		r.s.log.Warn("shard repair failed; will retry on the next scan", "blob_id", t.key.blob,
-			"block", t.key.block, "shard", t.key.index, "reason", t.reason, "err", res.err)
+		switch {
+		case newlyFull:
+			r.s.log.Warn("an agent has no space for a rebuilt shard; repair places no shard on it for a while (free space there, or add agents)",
+				"agent", res.reserved, "for", fullFor, "blob_id", t.key.blob, "block", t.key.block, "shard", t.key.index, "err", res.err)
+		case errors.Is(res.err, apierr.ErrNoSpace):
+			r.s.log.Debug("shard repair failed: no space", "agent", res.reserved, "blob_id", t.key.blob,
+				"block", t.key.block, "shard", t.key.index, "err", res.err)
+		default:
+			r.s.log.Warn("shard repair failed; will retry on the next scan", "blob_id", t.key.blob,
+				"block", t.key.block, "shard", t.key.index, "reason", t.reason, "err", res.err)
+		}
 		return
 	}
 	r.s.metrics.repairShards.Inc()
@@ -587,9 +618,10 @@ func (r *repairer) pick(b *pb.Blob, block, idx int, reason string) (string, erro
 	}
 	zones := make(map[string]int)
 	zoneOf := make(map[string]string)
+	isFull := func(name string) bool { return time.Now().Before(r.full[name]) }
 	for _, m := range members {
 		zoneOf[m.Name] = m.Zone
-		if reason == reasonCorrupt && m.Alive && m.Name == current {
+		if reason == reasonCorrupt && m.Alive && m.Name == current && !isFull(current) {
 			return current, nil
 		}
 	}
@@ -602,7 +634,7 @@ func (r *repairer) pick(b *pb.Blob, block, idx int, reason string) (string, erro
 	}
 	var fallback string
 	for _, n := range placement.Rank(blockKey(b.Id, block), alive) {
-		if holds[n.ID] || n.ID == current {
+		if holds[n.ID] || n.ID == current || isFull(n.ID) {
 			continue
 		}
 		if zones[n.Zone] < max(int(b.ParityShards), 1) {
