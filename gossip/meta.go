@@ -35,6 +35,10 @@ type Meta struct {
 	// (raftstore, transport_hello.go); agents of older builds leave it
 	// false.
 	RaftHello bool
+	// ShardsFull says the agent's shard store has no room for another
+	// block's shard (its disk, or its shard_max_bytes): new shards go to
+	// other agents.
+	ShardsFull bool
 }
 
 // ErrMetaTooLarge is returned (wrapped) when a Meta does not fit in
@@ -57,6 +61,7 @@ type wireMeta struct {
 	Zone     string `json:"zone,omitempty"`
 	Cluster  string `json:"cluster,omitempty"`
 	Hello    bool   `json:"rh,omitempty"`
+	Full     bool   `json:"sf,omitempty"`
 }
 
 // validate checks the fields both when encoding and after decoding.
@@ -93,7 +98,7 @@ func (m Meta) encode() ([]byte, error) {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	w := wireMeta{V: metaVersion, Name: m.Name, GRPCAddr: m.GRPCAddr, RaftAddr: m.RaftAddr,
-		Role: m.Role, Build: m.Build, Zone: m.Zone, Cluster: m.ClusterID, Hello: m.RaftHello}
+		Role: m.Role, Build: m.Build, Zone: m.Zone, Cluster: m.ClusterID, Hello: m.RaftHello, Full: m.ShardsFull}
 	if err := enc.Encode(w); err != nil {
 		return nil, fmt.Errorf("encode meta: %w", err)
 	}
@@ -120,7 +125,8 @@ func decodeMeta(b []byte) (Meta, error) {
 	if w.V != metaVersion {
 		return Meta{}, fmt.Errorf("decode meta: unsupported version %d (this build reads %d)", w.V, metaVersion)
 	}
-	m := Meta{Name: w.Name, GRPCAddr: w.GRPCAddr, RaftAddr: w.RaftAddr, Role: w.Role, Build: w.Build, Zone: w.Zone, ClusterID: w.Cluster, RaftHello: w.Hello}
+	m := Meta{Name: w.Name, GRPCAddr: w.GRPCAddr, RaftAddr: w.RaftAddr, Role: w.Role, Build: w.Build, Zone: w.Zone, ClusterID: w.Cluster,
+		RaftHello: w.Hello, ShardsFull: w.Full}
 	if err := m.validate(); err != nil {
 		return Meta{}, fmt.Errorf("decode meta: %w", err)
 	}

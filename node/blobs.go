@@ -94,6 +94,18 @@ func (c blobCluster) GossipDown(node string) bool {
 	return ok && (m.Status == gossip.StatusFailed || m.Status == gossip.StatusLeft)
 }
 
+func (c blobCluster) ShardsFull(node string) bool {
+	if node == c.n.cfg.Name {
+		return c.n.shardsFull.Load()
+	}
+	g := c.n.gossip()
+	if g == nil {
+		return false
+	}
+	m, ok := g.LastKnown(node)
+	return ok && m.Meta.ShardsFull
+}
+
 func (c blobCluster) Shards(node string, waitReady bool) (pb.ShardsClient, error) {
 	conn, err := c.n.PeerConn(node)
 	if err != nil {

@@ -98,6 +98,9 @@ type Node struct {
 	left    chan struct{}
 	leaving sync.Once
 	halting atomic.Bool
+	// shardsFull: the shard store has no room for another block's shard
+	// (shardroom.go).
+	shardsFull atomic.Bool
 
 	// ctx ends when Close begins; long-lived streams (Watch, Session) and
 	// background loops stop on it.
@@ -226,7 +229,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			})
 			return n.startGRPC()
 		}},
-		{"start gossip", n.startGossip},
+		{"start gossip", func() error {
+			n.checkShardRoom() // before the first meta goes out
+			return n.startGossip()
+		}},
 		{"serve HTTP", func() error {
 			n.goLoop(n.recordClusterID)
 			return n.startHTTP()
@@ -246,6 +252,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.goLoop(n.health.RunChecks)
 	n.goLoop(n.health.RunSessionScan)
+	n.goLoop(n.watchShardRoom)
 	n.blobs.Start()
 	// Everything the leader functions use is in place now: an agent that
 	// is its cluster's only voter stands for election at once rather than

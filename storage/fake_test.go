@@ -32,8 +32,9 @@ type fakeCluster struct {
 	next uint64
 	// gossipAlive is what GossipAlive answers; 0 when unset.
 	gossipAlive atomic.Int32
-	// down holds the agents GossipDown reports; guarded by mu.
-	down map[string]bool
+	// down holds the agents GossipDown reports, full those ShardsFull
+	// does; guarded by mu.
+	down, full map[string]bool
 	// leaderless makes LeaderRevision fail as it does without a leader;
 	// readCheck, when set, is what CheckRead answers for DEFAULT reads.
 	leaderless atomic.Bool
@@ -68,6 +69,22 @@ func (f *fakeCluster) GossipDown(node string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.down[node]
+}
+
+func (f *fakeCluster) ShardsFull(node string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.full[node]
+}
+
+// setShardsFull makes ShardsFull report node's shard store full (or not).
+func (f *fakeCluster) setShardsFull(node string, full bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.full == nil {
+		f.full = make(map[string]bool)
+	}
+	f.full[node] = full
 }
 
 // setGossipDown makes GossipDown report node as failed (or not).

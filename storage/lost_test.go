@@ -319,17 +319,21 @@ func TestBlobStatOnAnAgentCutOffFromTheQuorumSaysUnreadable(t *testing.T) {
 	})
 }
 
-// TestRepairStopsTryingAnAgentWithNoSpace: the one agent a lost shard can
-// go to has a full shard store. Repair tries it, learns it has no space,
-// and then waits instead of trying it again at every scan (each try
-// failing and warning once per lost shard); it still counts the shards as
-// waiting for an agent.
+// TestRepairStopsTryingAnAgentWithNoSpace: the one agent lost shards can
+// go to has room for one block's shard when it joins (so it does not say
+// it is full) and takes the first rebuilt shard; the second finds no
+// space. Repair learns that, and then waits instead of trying the agent
+// again at every scan (each try failing and warning once per lost
+// shard); it counts the shard as waiting for an agent.
 func TestRepairStopsTryingAnAgentWithNoSpace(t *testing.T) {
 	c := newBlobCluster(t, 3)
 	leader := c.LeaderIndex()
 	put(t, agentClient(t, c, leader), "cramped", randomBytes(2<<20, 35), client.PutOptions{Data: 2, Parity: 1})
-	// The fourth agent joins after the put, its shard store full.
-	full := c.Add(testcluster.WithConfig(fastBlobs), testcluster.WithConfig(func(cfg *node.Config) { cfg.ShardMaxBytes = 1 }))
+	// The fourth agent joins after the put: room for one 512 KiB shard of
+	// the blob's two 1 MiB blocks, not two.
+	full := c.Add(testcluster.WithConfig(fastBlobs), testcluster.WithConfig(func(cfg *node.Config) {
+		cfg.ShardMaxBytes = int64(cfg.BlobBlockSize)
+	}))
 	waitAlive(t, c, 4)
 	victim := (leader + 1) % 3
 	c.Kill(victim)
@@ -340,6 +344,9 @@ func TestRepairStopsTryingAnAgentWithNoSpace(t *testing.T) {
 		return st.Failed > 0 && st.Waiting > 0 && st.InProgress == 0
 	})
 	failed := status().Failed
+	if failed > 2 { // the lost shard of each block, once
+		t.Errorf("repair tried the full agent %d times before waiting, want at most once per lost shard", failed)
+	}
 	if !strings.Contains(status().LastError, "no space") {
 		t.Errorf("repair's last error %q does not say %s has no space", status().LastError, c.Name(full))
 	}
@@ -347,5 +354,43 @@ func TestRepairStopsTryingAnAgentWithNoSpace(t *testing.T) {
 	time.Sleep(10 * 200 * time.Millisecond)
 	if st := status(); st.Failed != failed || st.Waiting == 0 {
 		t.Fatalf("after ten scans repair failed %d more times (waiting %d); want it to wait for room, not retry %s", st.Failed-failed, st.Waiting, c.Name(full))
+	}
+}
+
+// TestPutsGoAroundAnAgentWhoseShardStoreIsFull: the fourth agent's shard
+// store is full from the start; it says so by gossip (the members list
+// shows it), and 2+1 puts, placed on any three of the four by their ids,
+// all succeed whole on the other three instead of losing the shards sent
+// to it (which failed each put that placed a shard there).
+func TestPutsGoAroundAnAgentWhoseShardStoreIsFull(t *testing.T) {
+	c := newBlobCluster(t, 4, testcluster.WithConfig(func(cfg *node.Config) {
+		if cfg.Name == "n4" {
+			cfg.ShardMaxBytes = 1 // no shard fits
+		}
+	}))
+	cl := agentClient(t, c, 0)
+	c.WaitFor(20*time.Second, "the members list to show n4's shard store full", func() bool {
+		members, err := cl.Members(ctxFor(t, 5*time.Second))
+		if err != nil {
+			return false
+		}
+		for _, m := range members {
+			if m.Name == "n4" {
+				return m.ShardsFull
+			}
+		}
+		return false
+	})
+	for i := range 6 {
+		name := fmt.Sprintf("around-%d", i)
+		put(t, cl, name, randomBytes(1<<20, uint64(40+i)), client.PutOptions{Data: 2, Parity: 1})
+		if h, _ := statHealth(t, cl, name); h != "healthy" {
+			t.Errorf("%s is %s, want healthy", name, h)
+		}
+		for _, n := range c.Node(0).Store().FSM().Blob(name).Nodes {
+			if n == "n4" {
+				t.Errorf("%s has shards on n4, whose shard store is full", name)
+			}
+		}
 	}
 }

@@ -70,11 +70,10 @@ func (sc Scheme) need() int {
 // shards are stored by repair. An explicit k+m larger than the alive agents
 // is refused unless the caller asked for best effort.
 func chooseScheme(h *pb.BlobPutHeader, members []Member) (Scheme, error) {
-	alive := 0
-	for _, m := range members {
-		if m.Alive {
-			alive++
-		}
+	alive := len(placeable(members))
+	full := ""
+	if n := fullMembers(members); n > 0 {
+		full = fmt.Sprintf(" (%d more alive with full shard stores: free space there, or add agents)", n)
 	}
 	var sc Scheme
 	explicit := h.DataShards != 0 || h.ParityShards != 0
@@ -85,16 +84,16 @@ func chooseScheme(h *pb.BlobPutHeader, members []Member) (Scheme, error) {
 				ErrInvalidArgument, sc.K, sc.M)
 		}
 		if sc.K+sc.M > alive && !h.BestEffort {
-			return sc, fmt.Errorf("%w: %s shards need %d distinct agents, %d of %d are alive; use fewer shards, or best effort to let repair store the rest later",
-				ErrNotEnoughShards, sc, sc.K+sc.M, alive, len(members))
+			return sc, fmt.Errorf("%w: %s shards need %d distinct agents, %d of %d are alive with room%s; use fewer shards, or best effort to let repair store the rest later",
+				ErrNotEnoughShards, sc, sc.K+sc.M, alive, len(members), full)
 		}
 	} else {
 		k, m := placement.DefaultScheme(len(members))
 		sc = Scheme{K: k, M: m}
 	}
 	if alive < sc.need() {
-		return sc, fmt.Errorf("%w: a %s blob needs at least %d shards stored per block, only %d of %d agents are alive; retry when agents are back or choose fewer shards",
-			ErrNotEnoughShards, sc, sc.need(), alive, len(members))
+		return sc, fmt.Errorf("%w: a %s blob needs at least %d shards stored per block, only %d of %d agents are alive with room%s; retry when agents are back or choose fewer shards",
+			ErrNotEnoughShards, sc, sc.need(), alive, len(members), full)
 	}
 	return sc, nil
 }
@@ -157,7 +156,7 @@ func (s *Store) scheme(ctx context.Context, h *pb.BlobPutHeader) ([]Member, Sche
 	sc, err := chooseScheme(h, members)
 	if err != nil && forming {
 		err = fmt.Errorf("%w: the cluster is still forming: gossip sees %d agents alive, the registry has recorded %d of them so far; retry in a moment (%v)",
-			ErrNotEnoughShards, s.cluster.GossipAlive(), len(alivePlacement(members)), err)
+			ErrNotEnoughShards, s.cluster.GossipAlive(), aliveMembers(members), err)
 	}
 	return members, sc, err
 }
@@ -232,7 +231,7 @@ func (s *Store) Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*P
 		s.abort(p.id, nil) // in case it was applied after all
 		return nil, fmt.Errorf("announce put of %q: %w", h.Name, err)
 	}
-	res, err := p.run(ctx, io.MultiReader(bytes.NewReader(head), src), alivePlacement(members))
+	res, err := p.run(ctx, io.MultiReader(bytes.NewReader(head), src), placeable(members))
 	if err != nil {
 		if res, err = s.failPut(p, err); err != nil {
 			return nil, err

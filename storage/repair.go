@@ -157,12 +157,14 @@ func (s *Store) RunRepair(ctx context.Context) {
 func (r *repairer) scan(ctx context.Context) {
 	s := r.s
 	now := time.Now()
-	state := make(map[string]string) // agent -> "" alive, reasonFailed (past delay), "waiting", reasonGone
+	state := make(map[string]string)  // agent -> "" alive, reasonFailed (past delay), "waiting", reasonGone
+	saysFull := make(map[string]bool) // alive agents whose shard stores say they are full
 	r.mu.Lock()
 	for _, m := range s.members() {
 		if m.Alive {
 			delete(r.failedAt, m.Name)
 			state[m.Name] = ""
+			saysFull[m.Name] = m.Full
 			continue
 		}
 		since, ok := r.failedAt[m.Name]
@@ -185,7 +187,7 @@ func (r *repairer) scan(ctx context.Context) {
 	// open: the agents a lost shard can go to, alive and not full.
 	open := make(map[string]bool, len(state))
 	for name, st := range state {
-		if st == "" && r.full[name].IsZero() {
+		if st == "" && !saysFull[name] && r.full[name].IsZero() {
 			open[name] = true
 		}
 	}
@@ -621,11 +623,11 @@ func (r *repairer) pick(b *pb.Blob, block, idx int, reason string) (string, erro
 	isFull := func(name string) bool { return time.Now().Before(r.full[name]) }
 	for _, m := range members {
 		zoneOf[m.Name] = m.Zone
-		if reason == reasonCorrupt && m.Alive && m.Name == current && !isFull(current) {
+		if reason == reasonCorrupt && m.Alive && !m.Full && m.Name == current && !isFull(current) {
 			return current, nil
 		}
 	}
-	alive := alivePlacement(members)
+	alive := placeable(members)
 	for i := range blk.Holders {
 		if n := b.Holder(blk, i); n != "" && i != idx {
 			holds[n] = true

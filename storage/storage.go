@@ -45,6 +45,10 @@ type Member struct {
 	Name  string
 	Zone  string
 	Alive bool
+	// Full: its shard store has no room for another block's shard; it
+	// takes no new shard (puts and repair place none on it), and serves
+	// the ones it holds.
+	Full bool
 }
 
 // Meta is the replicated blob metadata (the Raft state machine).
@@ -101,6 +105,9 @@ type Cluster interface {
 	// on saying the agent passes, and the blob store would send reads to
 	// dead agents and call blobs healthy that cannot be read.
 	GossipDown(node string) bool
+	// ShardsFull reports whether the named agent says (this one: finds)
+	// its shard store has no room for another block's shard.
+	ShardsFull(node string) bool
 	// CheckRead reports whether this agent's replica may serve a read of
 	// consistency c, as the registry's reads check it (raftstore
 	// CheckReadContext).
@@ -300,15 +307,38 @@ func validConsistency(c pb.Consistency) error {
 	return nil
 }
 
-// alivePlacement returns the alive members as placement candidates.
-func alivePlacement(members []Member) []placement.Node {
+// placeable returns the members that can take new shards, alive and
+// not full, as placement candidates.
+func placeable(members []Member) []placement.Node {
 	var out []placement.Node
 	for _, m := range members {
-		if m.Alive {
+		if m.Alive && !m.Full {
 			out = append(out, placement.Node{ID: m.Name, Zone: m.Zone})
 		}
 	}
 	return out
+}
+
+// aliveMembers counts the alive members.
+func aliveMembers(members []Member) int {
+	n := 0
+	for _, m := range members {
+		if m.Alive {
+			n++
+		}
+	}
+	return n
+}
+
+// fullMembers counts the alive members whose shard stores are full.
+func fullMembers(members []Member) int {
+	n := 0
+	for _, m := range members {
+		if m.Alive && m.Full {
+			n++
+		}
+	}
+	return n
 }
 
 // formingWait is how long a put waits at most for the registry to record
@@ -359,7 +389,7 @@ func (s *Store) members() []Member {
 	out := make([]Member, 0, len(nodes))
 	for _, n := range nodes {
 		alive := n.Health == pb.Health_PASSING && (n.Name == self || !s.cluster.GossipDown(n.Name))
-		out = append(out, Member{Name: n.Name, Zone: n.Zone, Alive: alive})
+		out = append(out, Member{Name: n.Name, Zone: n.Zone, Alive: alive, Full: s.cluster.ShardsFull(n.Name)})
 	}
 	return out
 }

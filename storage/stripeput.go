@@ -80,7 +80,7 @@ func (s *Store) BeginPut(ctx context.Context, h *pb.BlobPutHeader, requestID str
 	}
 	id := pending.Id
 	resp.LeaseExpires = s.leaseExpires(ctx, id, rev)
-	alive := alivePlacement(members)
+	alive := placeable(members)
 	// Shard i of every block goes where a coordinated put would put it.
 	targets := (&put{id: id, sc: sc}).place(alive)
 	addrs := s.addresses()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"strings"
@@ -487,5 +488,34 @@ func TestAbortPut(t *testing.T) {
 	assertNothingStored(t, s, begin.BlobId)
 	if _, err := s.CommitPut(context.Background(), &pb.CommitPutRequest{Blob: st.Blob}, ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("CommitPut of an aborted put: %v, want ErrNotFound", err)
+	}
+}
+
+// TestPutsPlaceNoShardOnAFullAgent: an agent whose shard store says it is
+// full gets no shard of a new put, as a target or a spare, so a 2+1 put
+// on four agents with one full is placed whole on the other three; with
+// too few agents left with room, the put is refused saying how many are
+// full.
+func TestPutsPlaceNoShardOnAFullAgent(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.BlockSize = MinBlockSize
+	cfg.InlineMax = 1024
+	s, fc := newTestStore(t, cfg, "n1", "n1", "n2", "n3", "n4")
+	fc.setShardsFull("n4", true)
+	for i := range 20 { // placement depends on the blob id: many ids
+		begin := beginPut(t, s, &pb.BlobPutHeader{Name: fmt.Sprintf("b%d", i), Size: 1 << 20, DataShards: 2, ParityShards: 1})
+		for _, a := range append(begin.Targets, begin.Spares...) {
+			if a.Node == "n4" {
+				t.Fatalf("put %d: the full agent n4 is a target or spare: targets %v spares %v", i, begin.Targets, begin.Spares)
+			}
+		}
+		if len(begin.Targets) != 3 {
+			t.Fatalf("put %d: targets %v, want three", i, begin.Targets)
+		}
+	}
+	fc.setShardsFull("n3", true)
+	_, err := s.BeginPut(context.Background(), &pb.BlobPutHeader{Name: "wide", Size: 1 << 20, DataShards: 2, ParityShards: 1}, "")
+	if !errors.Is(err, ErrNotEnoughShards) || !strings.Contains(err.Error(), "2 more alive with full shard stores") {
+		t.Fatalf("2+1 put with two of four agents full: %v, want not enough shards naming the full ones", err)
 	}
 }

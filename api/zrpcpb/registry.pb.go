@@ -2106,7 +2106,11 @@ type Member struct {
 	Zone        string                 `protobuf:"bytes,8,opt,name=zone,proto3" json:"zone,omitempty"`
 	// status_for is how long the answering agent's gossip has reported this
 	// status; unset when not known.
-	StatusFor     *durationpb.Duration `protobuf:"bytes,9,opt,name=status_for,json=statusFor,proto3" json:"status_for,omitempty"`
+	StatusFor *durationpb.Duration `protobuf:"bytes,9,opt,name=status_for,json=statusFor,proto3" json:"status_for,omitempty"`
+	// shards_full is set when the agent's shard store has no room for
+	// another block's shard (its disk, or its shard_max_bytes): new blob
+	// shards go to other agents.
+	ShardsFull    bool `protobuf:"varint,10,opt,name=shards_full,json=shardsFull,proto3" json:"shards_full,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2202,6 +2206,13 @@ func (x *Member) GetStatusFor() *durationpb.Duration {
 		return x.StatusFor
 	}
 	return nil
+}
+
+func (x *Member) GetShardsFull() bool {
+	if x != nil {
+		return x.ShardsFull
+	}
+	return false
 }
 
 type MembersResponse struct {
@@ -2847,7 +2858,7 @@ const file_registry_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x124\n" +
 	"\bdown_for\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\adownFor\"\x10\n" +
-	"\x0eMembersRequest\"\x8c\x02\n" +
+	"\x0eMembersRequest\"\xad\x02\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
@@ -2858,7 +2869,10 @@ const file_registry_proto_rawDesc = "" +
 	"\x05build\x18\a \x01(\tR\x05build\x12\x12\n" +
 	"\x04zone\x18\b \x01(\tR\x04zone\x128\n" +
 	"\n" +
-	"status_for\x18\t \x01(\v2\x19.google.protobuf.DurationR\tstatusFor\"m\n" +
+	"status_for\x18\t \x01(\v2\x19.google.protobuf.DurationR\tstatusFor\x12\x1f\n" +
+	"\vshards_full\x18\n" +
+	" \x01(\bR\n" +
+	"shardsFull\"m\n" +
 	"\x0fMembersResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12)\n" +
 	"\amembers\x18\x02 \x03(\v2\x0f.zrpc.v1.MemberR\amembers\"\x0e\n" +

@@ -15,8 +15,9 @@ func newMembersCommand(o *options) *cobra.Command {
 		Short: "List the agents of the cluster",
 		Long: `List the agents of the cluster as the answering agent's gossip sees them:
 name, gossip address, status (alive, suspect, failed, left; unknown for a
-Raft server gossip has never seen), Raft role, build, zone, and for how long
-gossip has reported that status.`,
+Raft server gossip has never seen; "shards full" when the agent's shard
+store has no room for new blob shards, which then go to other agents),
+Raft role, build, zone, and for how long gossip has reported that status.`,
 		Example: `  zrpcctl members
   zrpcctl members -o json`,
 		Args: cobra.NoArgs,
@@ -32,7 +33,11 @@ gossip has reported that status.`,
 					if m.GetStatusFor() != nil {
 						statusFor = m.GetStatusFor().AsDuration().Round(time.Second).String()
 					}
-					rows = append(rows, []string{m.GetName(), m.GetAddress(), m.GetStatus(), m.GetRole(), m.GetBuild(), m.GetZone(), statusFor})
+					status := m.GetStatus()
+					if m.GetShardsFull() {
+						status += " (shards full)"
+					}
+					rows = append(rows, []string{m.GetName(), m.GetAddress(), status, m.GetRole(), m.GetBuild(), m.GetZone(), statusFor})
 				}
 				return p.table(protoMessages(members), []string{"name", "address", "status", "role", "build", "zone", "for"}, rows)
 			})

@@ -131,6 +131,7 @@ func (s *Status) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.Members
 		pm := &pb.Member{
 			Name: m.Name, Address: m.Addr, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr,
 			Status: m.Status, Role: role(m.Name), Build: m.Meta.Build, Zone: m.Meta.Zone,
+			ShardsFull: m.Meta.ShardsFull,
 		}
 		if !m.Since.IsZero() {
 			pm.StatusFor = durationpb.New(now.Sub(m.Since))

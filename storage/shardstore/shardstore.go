@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -214,6 +215,22 @@ func (s *Store) Usage() (bytes int64, shards int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.bytes, s.shards
+}
+
+// Room is how many more bytes of part files the store can take: what
+// MaxBytes leaves, or the free space of its file system if that is less.
+func (s *Store) Room() (int64, error) {
+	s.mu.Lock()
+	room := int64(math.MaxInt64)
+	if s.opts.MaxBytes > 0 {
+		room = max(s.opts.MaxBytes-s.bytes, 0)
+	}
+	s.mu.Unlock()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.dir, &st); err != nil {
+		return 0, fmt.Errorf("shardstore: free space of %s: %w", s.dir, err)
+	}
+	return min(room, int64(st.Bavail)*st.Bsize), nil
 }
 
 // BadAtOpen is how many part files Open found with a bad header.
