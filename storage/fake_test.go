@@ -78,23 +78,19 @@ func (f *fakeCluster) ShardsFull(node string) bool {
 }
 
 // setShardsFull makes ShardsFull report node's shard store full (or not).
-func (f *fakeCluster) setShardsFull(node string, full bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.full == nil {
-		f.full = make(map[string]bool)
-	}
-	f.full[node] = full
-}
+func (f *fakeCluster) setShardsFull(node string, full bool) { f.setFlag(&f.full, node, full) }
 
 // setGossipDown makes GossipDown report node as failed (or not).
-func (f *fakeCluster) setGossipDown(node string, down bool) {
+func (f *fakeCluster) setGossipDown(node string, down bool) { f.setFlag(&f.down, node, down) }
+
+// setFlag sets node's entry of the map *m under mu.
+func (f *fakeCluster) setFlag(m *map[string]bool, node string, v bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.down == nil {
-		f.down = make(map[string]bool)
+	if *m == nil {
+		*m = make(map[string]bool)
 	}
-	f.down[node] = down
+	(*m)[node] = v
 }
 
 func (f *fakeCluster) ConfirmLeader(ctx context.Context) error {
