@@ -30,7 +30,7 @@ func (fakeStatus) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse
 
 func (fakeStatus) Members(context.Context, *pb.MembersRequest) (*pb.MembersResponse, error) {
 	return &pb.MembersResponse{Members: []*pb.Member{
-		{Name: "a2", Address: "127.0.0.2:8402", Status: "failed", Role: "voter", Zone: "z2"},
+		{Name: "a2", Address: "127.0.0.2:8402", Status: "failed", Role: "voter", Zone: "z2", ShardsFull: true},
 		{Name: "a1", Address: "127.0.0.1:8402", Status: "alive", Role: "leader", Zone: "z1"},
 	}}, nil
 }
@@ -228,7 +228,7 @@ func TestClusterViewsComeFromStatusAndBlobs(t *testing.T) {
 	var members membersView
 	u.getJSON(t, "/ui/api/members", "", &members)
 	if len(members.Members) != 2 || members.Members[0].Name != "a1" || members.Members[0].Role != "leader" ||
-		members.Members[1].Status != "failed" || members.Members[1].Zone != "z2" {
+		members.Members[1].Status != "failed" || members.Members[1].Zone != "z2" || !members.Members[1].ShardsFull || members.Members[0].ShardsFull {
 		t.Errorf("members %+v", members.Members)
 	}
 	var rv raftView

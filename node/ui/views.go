@@ -68,6 +68,8 @@ type memberView struct {
 	Role        string `json:"role"`
 	Zone        string `json:"zone"`
 	Build       string `json:"build"`
+	// ShardsFull: its shard store takes no new blob shards.
+	ShardsFull bool `json:"shards_full"`
 }
 
 type membersView struct {
@@ -227,6 +229,7 @@ func (u *UI) serveMembers(w http.ResponseWriter, r *http.Request) {
 	for _, m := range resp.Members {
 		out.Members = append(out.Members, memberView{
 			Name: m.Name, Address: m.Address, GRPCAddress: m.GrpcAddress, Status: m.Status, Role: m.Role, Zone: m.Zone, Build: m.Build,
+			ShardsFull: m.ShardsFull,
 		})
 	}
 	sort.Slice(out.Members, func(i, j int) bool { return out.Members[i].Name < out.Members[j].Name })
