@@ -44,7 +44,7 @@ var segCRC = crc32.MakeTable(crc32.Castagnoli)
 // So a flipped byte or a truncation in the middle of the log is refused,
 // not silently cut off with every entry after it, while a batch torn by a
 // crash (never acknowledged) is left to raft-wal to discard.
-func checkSegment(path string, seg waltypes.SegmentInfo) (segmentWalk, error) {
+func checkSegment(path string, seg waltypes.SegmentInfo, unallocated bool) (segmentWalk, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return segmentWalk{}, err
@@ -62,8 +62,10 @@ func checkSegment(path string, seg waltypes.SegmentInfo) (segmentWalk, error) {
 	// raft-wal preallocates a segment to its size limit when it creates
 	// it, so a shorter file was cut after it was written, unless a crash
 	// came between the two: then raft-wal appends to the file as it is,
-	// and it ends exactly after its last batch.
-	if seg.SizeLimit > 0 && size < int64(seg.SizeLimit) && size != walk.committed {
+	// and it ends exactly after its last batch. A segment created on a
+	// full disk without preallocation (logspace.go) grows instead, and may
+	// end in a torn batch.
+	if seg.SizeLimit > 0 && size < int64(seg.SizeLimit) && size != walk.committed && !unallocated {
 		return walk, fmt.Errorf("truncated: %d bytes, segments are preallocated to %d", size, seg.SizeLimit)
 	}
 	if walk.committed == 0 {

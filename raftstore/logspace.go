@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -20,6 +21,14 @@ import (
 // rotation succeeds; appends then fail while the disk stays full (raft-wal
 // rolls a failed append back, and raft answers the write with the error,
 // the leader stepping down) and succeed again once there is room.
+//
+// Such a segment grows with each append, so a failed or torn append can
+// leave its file ending in part of a batch, where a preallocated one would
+// end in zeros; checkSegment refuses a shorter file that does not end at a
+// batch (a preallocated file cut short). An empty marker file,
+// <segment>.unallocated, created (and its directory fsynced) before the
+// segment, tells it the file grows: its end is then taken as raft-wal
+// takes it, a torn batch ending the log.
 
 // lowSpaceFS is raft-wal's file system, creating segments unpreallocated
 // when the disk has no room for a whole one.
@@ -38,6 +47,9 @@ func (f lowSpaceFS) Create(dir, name string, size uint64) (waltypes.WritableFile
 	if rmErr := os.Remove(filepath.Join(dir, name)); rmErr != nil && !errors.Is(rmErr, fs.ErrNotExist) {
 		return nil, err
 	}
+	if markErr := markUnallocated(dir, name); markErr != nil {
+		return nil, fmt.Errorf("%w (and marking the segment unpreallocated: %v)", err, markErr)
+	}
 	w, err2 := f.VFS.Create(dir, name, 0)
 	if err2 != nil {
 		return nil, err2
@@ -45,4 +57,37 @@ func (f lowSpaceFS) Create(dir, name string, size uint64) (waltypes.WritableFile
 	f.log.Warn("disk nearly full: started a Raft log segment without preallocating it; Raft writes fail while the disk stays full and resume once space is freed",
 		"dir", dir, "segment", name, "wanted_bytes", size, "err", err)
 	return w, nil
+}
+
+// Delete deletes a segment and its unallocated marker, if any.
+func (f lowSpaceFS) Delete(dir, name string) error {
+	if err := f.VFS.Delete(dir, name); err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Join(dir, name+unallocatedExt)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		f.log.Warn("could not remove a deleted Raft log segment's marker", "err", err)
+	}
+	return nil
+}
+
+// unallocatedExt ends the name of the marker of a segment created without
+// preallocation.
+const unallocatedExt = ".unallocated"
+
+// markUnallocated durably marks segment name in dir as created without
+// preallocation.
+func markUnallocated(dir, name string) error {
+	f, err := os.OpenFile(filepath.Join(dir, name+unallocatedExt), os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

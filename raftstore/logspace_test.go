@@ -52,7 +52,12 @@ type growingFile struct {
 
 func (f growingFile) WriteAt(p []byte, off int64) (int, error) {
 	if f.disk.full.Load() {
-		return 0, syscall.ENOSPC
+		// As a real disk may: part of the write lands before space runs out.
+		n, err := f.WritableFile.WriteAt(p[:len(p)/2], off)
+		if err != nil {
+			return n, err
+		}
+		return n, syscall.ENOSPC
 	}
 	return f.WritableFile.WriteAt(p, off)
 }
@@ -94,6 +99,14 @@ func TestLogKeepsWorkingAfterTheDiskFillsUp(t *testing.T) {
 	if err := w.StoreLogs([]*raft.Log{testLogEntry(next)}); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("retrying entry %d while the disk is full: %v; want no-space again", next, err)
 	}
+
+	// The agent restarts while the disk is still full: the half-written
+	// batch is at the end of the segment, which was never preallocated.
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w = open()
+	checkTestLogs(t, w, 1, next-1)
 
 	disk.full.Store(false)
 	storeTestLogs(t, w, next, next+200, 10)

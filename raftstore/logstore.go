@@ -130,7 +130,7 @@ func checkLogFiles(dir, member string) (seal *sealedTail, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open raft log: %w", err)
 	}
-	var segments []string
+	var segments, markers []string
 	hasMeta := false
 	for _, e := range entries {
 		switch {
@@ -138,6 +138,8 @@ func checkLogFiles(dir, member string) (seal *sealedTail, err error) {
 			hasMeta = true
 		case strings.HasSuffix(e.Name(), walSegmentExt):
 			segments = append(segments, e.Name())
+		case strings.HasSuffix(e.Name(), walSegmentExt+unallocatedExt):
+			markers = append(markers, e.Name())
 		}
 	}
 	metaPath := filepath.Join(dir, walMetaFile)
@@ -164,7 +166,7 @@ func checkLogFiles(dir, member string) (seal *sealedTail, err error) {
 			}
 			return nil, corruptErr(path, member, "segment file listed in "+walMetaFile+" is missing")
 		}
-		walk, err := checkSegment(path, seg)
+		walk, err := checkSegment(path, seg, slices.Contains(markers, name+unallocatedExt))
 		if err != nil {
 			return nil, corruptErr(path, member, err.Error())
 		}
