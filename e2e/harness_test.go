@@ -54,13 +54,41 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// handedOut holds the ports freePort returned: the kernel may give a
+// port it just gave (its listener closed) to the next Listen, and two
+// agents' or one agent's ports must differ.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: make(map[int]bool)}
+
+// freePort returns a loopback TCP port that was free a moment ago and that
+// no earlier call returned.
 func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	t.Helper()
+	var held []net.Listener // kept open until a new port comes up
+	defer func() {
+		for _, ln := range held {
+			ln.Close()
+		}
+	}()
+	for range 1000 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, ln)
+		port := ln.Addr().(*net.TCPAddr).Port
+		handedOut.Lock()
+		seen := handedOut.ports[port]
+		handedOut.ports[port] = true
+		handedOut.Unlock()
+		if !seen {
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no loopback port free that was not handed out already")
+	return 0
 }
 
 // agent is one zrpcd process.
