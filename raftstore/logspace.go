@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	waltypes "github.com/hashicorp/raft-wal/types"
@@ -90,4 +91,26 @@ func markUnallocated(dir, name string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// removeUnfinishedSnapshots removes the <name>.tmp directories raft's
+// snapshot store leaves in dir when a snapshot fails before it is written
+// (it cannot write the metadata: a full disk), one per failed attempt;
+// raft skips them and never removes them. At start no snapshot is being
+// written.
+func removeUnfinishedSnapshots(dir string, log *slog.Logger) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return // none yet
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasSuffix(e.Name(), ".tmp") {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			log.Warn("could not remove an unfinished Raft snapshot", "dir", filepath.Join(dir, e.Name()), "err", err)
+			continue
+		}
+		log.Info("removed an unfinished Raft snapshot", "dir", filepath.Join(dir, e.Name()))
+	}
 }

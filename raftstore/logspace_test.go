@@ -3,6 +3,7 @@ package raftstore
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -165,4 +166,35 @@ func TestAWriteTheLeaderCannotStoreForLackOfSpaceSaysDiskFull(t *testing.T) {
 	if fmt.Sprint(ids) != "[after before]" {
 		t.Fatalf("instances %v, want [after before]: the write refused for lack of space must not be applied", ids)
 	}
+}
+
+// TestUnfinishedSnapshotsAreRemovedAtStart: the directories raft's
+// snapshot store leaves behind when a snapshot fails before its metadata
+// is written go; finished snapshots and anything else stay.
+func TestUnfinishedSnapshotsAreRemovedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"2-9193-1796328831460.tmp", "2-9193-1796328890643"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, d, "meta.json"), []byte("{"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "notes.tmp"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	removeUnfinishedSnapshots(dir, slog.New(slog.DiscardHandler))
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if fmt.Sprint(names) != "[2-9193-1796328890643 notes.tmp]" {
+		t.Fatalf("left %v, want the finished snapshot and the plain file", names)
+	}
+	removeUnfinishedSnapshots(filepath.Join(dir, "absent"), slog.New(slog.DiscardHandler)) // no directory yet: nothing to do
 }

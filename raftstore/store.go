@@ -120,6 +120,7 @@ func (s *Store) Open() (err error) {
 			s.logs.Close()
 		}
 	}()
+	removeUnfinishedSnapshots(filepath.Join(cfg.Dir, "snapshots"), s.log)
 	var snaps raft.SnapshotStore
 	snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.RetainSnapshots, NewHCLog(s.cfg.Logger, "snapshot"))
 	if err != nil {
