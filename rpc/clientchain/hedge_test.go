@@ -110,9 +110,16 @@ func (o *outcomes) get() []string {
 
 // warmHedgeStage returns a stage hedging hedgedMethod after 1 ms, whose
 // latency estimate has seen enough 1 ms calls to hedge.
+// hedgeTestDelay is the warm stage's hedge delay. A hedge excludes the
+// instance the first attempt picked; one that fires before the first
+// attempt has even picked (its goroutine preempted that long, as on a
+// loaded machine with the race detector) goes anywhere, and the tests
+// that need it elsewhere would wait for ever: 1 ms hung CI once.
+const hedgeTestDelay = 50 * time.Millisecond
+
 func warmHedgeStage(t *testing.T) (*hedgeStage, *outcomes) {
 	t.Helper()
-	s := newHedgeStage(HedgeConfig{Methods: []string{hedgedMethod}, MinDelay: time.Millisecond}, []string{hedgedMethod}, invokerStage{})
+	s := newHedgeStage(HedgeConfig{Methods: []string{hedgedMethod}, MinDelay: hedgeTestDelay}, []string{hedgedMethod}, invokerStage{})
 	for range latencyMinSamples {
 		s.methods[hedgedMethod].observe(time.Millisecond)
 	}
@@ -161,6 +168,8 @@ func TestHedgeLosesWhenTheFirstAttemptAnswersFirst(t *testing.T) {
 				return nil
 			case <-ctx.Done():
 				return ctx.Err()
+			case <-time.After(10 * time.Second):
+				return status.Error(codes.Internal, "no hedge reached 10.0.0.2:1")
 			}
 		}},
 		{addr: "10.0.0.2:1", answer: func(ctx context.Context) error {
@@ -191,7 +200,11 @@ func TestHedgeFailedAttemptLeavesTheAnswerToTheOther(t *testing.T) {
 	hedgeStarted := make(chan struct{})
 	cluster := &hedgeCluster{instances: []hedgeInstance{
 		{addr: "10.0.0.1:1", answer: func(ctx context.Context) error {
-			<-hedgeStarted
+			select {
+			case <-hedgeStarted:
+			case <-time.After(10 * time.Second):
+				return status.Error(codes.Internal, "no hedge reached 10.0.0.2:1")
+			}
 			return status.Error(codes.Unavailable, "connection reset")
 		}},
 		{addr: "10.0.0.2:1", answer: func(ctx context.Context) error {
