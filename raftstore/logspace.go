@@ -85,12 +85,7 @@ func markUnallocated(dir, name string) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return syncPath(dir)
 }
 
 // removeUnfinishedSnapshots removes the <name>.tmp directories raft's
