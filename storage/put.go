@@ -72,7 +72,7 @@ func (sc Scheme) need() int {
 func chooseScheme(h *pb.BlobPutHeader, members []Member) (Scheme, error) {
 	alive := len(placeable(members))
 	full := ""
-	if n := fullMembers(members); n > 0 {
+	if n := aliveMembers(members) - alive; n > 0 { // alive, with full shard stores
 		full = fmt.Sprintf(" (%d more alive with full shard stores: free space there, or add agents)", n)
 	}
 	var sc Scheme

@@ -157,14 +157,16 @@ func (s *Store) RunRepair(ctx context.Context) {
 func (r *repairer) scan(ctx context.Context) {
 	s := r.s
 	now := time.Now()
-	state := make(map[string]string)  // agent -> "" alive, reasonFailed (past delay), "waiting", reasonGone
-	saysFull := make(map[string]bool) // alive agents whose shard stores say they are full
+	state := make(map[string]string) // agent -> "" alive, reasonFailed (past delay), "waiting", reasonGone
+	open := make(map[string]bool)    // the agents a lost shard can go to: alive, with room
 	r.mu.Lock()
 	for _, m := range s.members() {
 		if m.Alive {
 			delete(r.failedAt, m.Name)
 			state[m.Name] = ""
-			saysFull[m.Name] = m.Full
+			if !m.Full && !r.refusedSpace(m.Name, now) {
+				open[m.Name] = true
+			}
 			continue
 		}
 		since, ok := r.failedAt[m.Name]
@@ -179,18 +181,6 @@ func (r *repairer) scan(ctx context.Context) {
 		}
 	}
 	r.lastScan = now
-	for name, until := range r.full {
-		if now.After(until) {
-			delete(r.full, name)
-		}
-	}
-	// open: the agents a lost shard can go to, alive and not full.
-	open := make(map[string]bool, len(state))
-	for name, st := range state {
-		if st == "" && !saysFull[name] && r.full[name].IsZero() {
-			open[name] = true
-		}
-	}
 	r.mu.Unlock()
 
 	r.abortStalePuts(ctx, state, now)
@@ -309,6 +299,12 @@ func (r *repairer) abortStalePuts(ctx context.Context, state map[string]string, 
 // fullFor is how long repair places no shard on an agent that answered
 // one with no space.
 const fullFor = time.Minute
+
+// refusedSpace reports whether agent answered a rebuilt shard with no
+// space less than fullFor before now; r.mu is held.
+func (r *repairer) refusedSpace(agent string, now time.Time) bool {
+	return now.Before(r.full[agent])
+}
 
 // repairBatch is how many shards a worker rebuilds before it records
 // their new places, in one Raft entry per blob.
@@ -483,8 +479,9 @@ func (r *repairer) finish(res rebuilt) {
 		r.failures++
 		r.lastErr = res.err.Error()
 		if res.reserved != "" && errors.Is(res.err, apierr.ErrNoSpace) {
-			newlyFull = r.full[res.reserved].IsZero()
-			r.full[res.reserved] = time.Now().Add(fullFor)
+			now := time.Now()
+			newlyFull = !r.refusedSpace(res.reserved, now)
+			r.full[res.reserved] = now.Add(fullFor)
 		}
 	} else {
 		r.rebuilt++
@@ -620,10 +617,10 @@ func (r *repairer) pick(b *pb.Blob, block, idx int, reason string) (string, erro
 	}
 	zones := make(map[string]int)
 	zoneOf := make(map[string]string)
-	isFull := func(name string) bool { return time.Now().Before(r.full[name]) }
+	now := time.Now()
 	for _, m := range members {
 		zoneOf[m.Name] = m.Zone
-		if reason == reasonCorrupt && m.Alive && !m.Full && m.Name == current && !isFull(current) {
+		if reason == reasonCorrupt && m.Alive && !m.Full && m.Name == current && !r.refusedSpace(current, now) {
 			return current, nil
 		}
 	}
@@ -636,7 +633,7 @@ func (r *repairer) pick(b *pb.Blob, block, idx int, reason string) (string, erro
 	}
 	var fallback string
 	for _, n := range placement.Rank(blockKey(b.Id, block), alive) {
-		if holds[n.ID] || n.ID == current || isFull(n.ID) {
+		if holds[n.ID] || n.ID == current || r.refusedSpace(n.ID, now) {
 			continue
 		}
 		if zones[n.Zone] < max(int(b.ParityShards), 1) {

@@ -330,17 +330,6 @@ func aliveMembers(members []Member) int {
 	return n
 }
 
-// fullMembers counts the alive members whose shard stores are full.
-func fullMembers(members []Member) int {
-	n := 0
-	for _, m := range members {
-		if m.Alive && m.Full {
-			n++
-		}
-	}
-	return n
-}
-
 // formingWait is how long a put waits at most for the registry to record
 // the agents gossip sees alive: a cluster that has just formed records
 // them within a second or so.
