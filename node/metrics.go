@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/diskspace"
 	"github.com/zrpcio/zrpc/internal/httpserve"
 	"github.com/zrpcio/zrpc/node/grpcapi"
 	"github.com/zrpcio/zrpc/node/ui"
@@ -161,7 +162,7 @@ type freeSpaceCollector struct {
 func (c *freeSpaceCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *freeSpaceCollector) Collect(ch chan<- prometheus.Metric) {
-	free, err := freeBytes(c.dir)
+	free, err := diskspace.Free(c.dir)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.desc, err)
 		return

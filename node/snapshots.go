@@ -10,11 +10,11 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/zrpcio/zrpc/internal/diskspace"
 	"github.com/zrpcio/zrpc/node/grpcapi"
 	"github.com/zrpcio/zrpc/raftstore"
 	"github.com/zrpcio/zrpc/snapshot"
@@ -55,18 +55,8 @@ func (n *Node) newSnapshots() *grpcapi.Snapshots {
 	return grpcapi.NewSnapshots(grpcapi.SnapshotConfig{
 		Agent: n.cfg.Name, Snapshots: apiSnapshots{n}, Cluster: apiCluster{n},
 		TempDir: filepath.Join(n.dir.path, snapshotsDirName), RestorePattern: restoreTempPattern, Logger: n.log,
-		FreeBytes: func() (uint64, error) { return freeBytes(n.dir.path) },
+		FreeBytes: func() (uint64, error) { return diskspace.Free(n.dir.path) },
 	})
-}
-
-// freeBytes is how many bytes an unprivileged writer may still put on
-// the file system holding dir.
-func freeBytes(dir string) (uint64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, fmt.Errorf("statfs %s: %w", dir, err)
-	}
-	return uint64(st.Bavail) * uint64(st.Bsize), nil
 }
 
 // apiSnapshots is this agent's Raft store as the Snapshot service uses it.

@@ -39,6 +39,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/zrpcio/zrpc/internal/diskspace"
 	"github.com/zrpcio/zrpc/storage/codec"
 )
 
@@ -226,11 +227,11 @@ func (s *Store) Room() (int64, error) {
 		room = max(s.opts.MaxBytes-s.bytes, 0)
 	}
 	s.mu.Unlock()
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(s.dir, &st); err != nil {
-		return 0, fmt.Errorf("shardstore: free space of %s: %w", s.dir, err)
+	free, err := diskspace.Free(s.dir)
+	if err != nil {
+		return 0, fmt.Errorf("shardstore: free space: %w", err)
 	}
-	return min(room, int64(st.Bavail)*st.Bsize), nil
+	return min(room, int64(min(free, math.MaxInt64))), nil
 }
 
 // BadAtOpen is how many part files Open found with a bad header.
