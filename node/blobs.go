@@ -86,11 +86,7 @@ func (c blobCluster) CheckRead(ctx context.Context, consistency pb.Consistency) 
 }
 
 func (c blobCluster) GossipDown(node string) bool {
-	g := c.n.gossip()
-	if g == nil {
-		return false
-	}
-	m, ok := g.LastKnown(node)
+	m, ok := c.lastKnown(node)
 	return ok && (m.Status == gossip.StatusFailed || m.Status == gossip.StatusLeft)
 }
 
@@ -98,12 +94,17 @@ func (c blobCluster) ShardsFull(node string) bool {
 	if node == c.n.cfg.Name {
 		return c.n.shardsFull.Load()
 	}
+	m, ok := c.lastKnown(node)
+	return ok && m.Meta.ShardsFull
+}
+
+// lastKnown is what this agent's gossip last knew of node, if anything.
+func (c blobCluster) lastKnown(node string) (gossip.Member, bool) {
 	g := c.n.gossip()
 	if g == nil {
-		return false
+		return gossip.Member{}, false
 	}
-	m, ok := g.LastKnown(node)
-	return ok && m.Meta.ShardsFull
+	return g.LastKnown(node)
 }
 
 func (c blobCluster) Shards(node string, waitReady bool) (pb.ShardsClient, error) {
