@@ -281,13 +281,24 @@ func (p *commitPusher) Close() {
 type pushingFSM struct {
 	*FSM
 	pusher *commitPusher
+	log    *syncAhead
 }
 
 var _ raft.BatchingFSM = pushingFSM{}
 
-// ApplyBatch implements raft.BatchingFSM.
+// ApplyBatch implements raft.BatchingFSM. On the leader, raft may hand
+// over a batch before its own copy is fsynced (syncahead.go): the batch
+// waits for that first.
 func (w pushingFSM) ApplyBatch(logs []*raft.Log) []any {
-	if n := len(logs); n > 0 && w.pusher.committed(logs[n-1].Index, logs[n-1].Term) {
+	n := len(logs)
+	if n > 0 && !w.log.waitDurable(logs[n-1].Index) {
+		out := make([]any, n)
+		for i := range out {
+			out[i] = errLogNotDurable
+		}
+		return out
+	}
+	if n > 0 && w.pusher.committed(logs[n-1].Index, logs[n-1].Term) {
 		// The woken senders wait in this goroutine's run queue: let them
 		// send before the batch is applied, rather than after it or once
 		// another thread has woken to take them.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	waltypes "github.com/hashicorp/raft-wal/types"
 
 	"github.com/zrpcio/zrpc/internal/fielderr"
 )
@@ -70,6 +71,9 @@ type Config struct {
 	NoSync bool
 	// WrapLogStore, when set, wraps the Raft log store (tests slow it down).
 	WrapLogStore func(raft.LogStore) raft.LogStore
+	// logFS, when set, is the file system under the Raft log (tests hold
+	// or fail its fsyncs).
+	logFS waltypes.VFS
 
 	Logger *slog.Logger
 }

@@ -60,9 +60,6 @@ type logOptions struct {
 	fs waltypes.VFS
 }
 
-// logStore is raft-wal's WAL with its meta store, which WAL.Close closes.
-type logStore = wal.WAL
-
 var (
 	_ raft.LogStore          = (*logStore)(nil)
 	_ raft.StableStore       = (*logStore)(nil)
@@ -98,10 +95,12 @@ func openLog(opts logOptions) (*logStore, error) {
 	if opts.NoSync {
 		vfs = noSyncFS{vfs}
 	}
+	ahead := newSyncAhead(opts.Logger, 0)
+	vfs = aheadFS{VFS: vfs, a: ahead}
 	meta := &metadb.BoltMetaDB{}
 	w, err := guard(func() (*wal.WAL, error) {
 		return wal.Open(opts.Dir,
-			wal.WithMetaStore(meta),
+			wal.WithMetaStore(aheadMeta{MetaStore: meta, a: ahead}),
 			wal.WithSegmentFiler(segment.NewFiler(opts.Dir, vfs)),
 			wal.WithSegmentSize(opts.SegmentSize),
 			wal.WithLogger(NewHCLog(opts.Logger, "raft-wal")))
@@ -113,7 +112,13 @@ func openLog(opts logOptions) (*logStore, error) {
 		}
 		return nil, fmt.Errorf("open raft log %s: %w", opts.Dir, err)
 	}
-	return w, nil
+	last, err := w.LastIndex()
+	if err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("open raft log %s: %w", opts.Dir, err)
+	}
+	ahead.durable = last
+	return &logStore{WAL: w, ahead: ahead}, nil
 }
 
 // checkLogFiles checks an existing log in dir before raft-wal opens it:

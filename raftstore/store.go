@@ -111,7 +111,7 @@ func (s *Store) Open() (err error) {
 	if err := os.Mkdir(walDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("open raft log: %w", err)
 	}
-	s.logs, err = openLog(logOptions{Dir: walDir, NoSync: cfg.NoSync, Member: cfg.NodeID, Logger: s.cfg.Logger})
+	s.logs, err = openLog(logOptions{Dir: walDir, NoSync: cfg.NoSync, Member: cfg.NodeID, Logger: s.cfg.Logger, fs: cfg.logFS})
 	if err != nil {
 		return err
 	}
@@ -135,7 +135,9 @@ func (s *Store) Open() (err error) {
 	}
 	s.pusher = newCommitPusher(s.transport.NetworkTransport.AppendEntries, s.leaderTerm, s.log)
 	s.transport.onAppend = s.pusher.observe
-	fsm := pushingFSM{FSM: s.fsm, pusher: s.pusher} // raft's view of the FSM
+	s.transport.commitCap = s.logs.ahead.durableIndex
+	s.logs.ahead.onFail = s.logSyncFailed
+	fsm := pushingFSM{FSM: s.fsm, pusher: s.pusher, log: s.logs.ahead} // raft's view of the FSM
 	defer func() {
 		if err != nil {
 			s.transport.Close()
@@ -187,6 +189,7 @@ func (s *Store) Open() (err error) {
 	if s.addrs != nil {
 		s.addrs.raft.Store(s.raft)
 	}
+	s.logs.ahead.setLeader(func() bool { return s.raft.State() == raft.Leader })
 	raftLog.noise.setResolve(s.serverIDAt)
 	if !existing && cfg.Bootstrap {
 		self := Server{ID: cfg.NodeID, Address: string(s.transport.LocalAddr()), Suffrage: Voter}
@@ -597,6 +600,19 @@ func (s *Store) WaitLeader(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// logSyncFailed stops the Raft node after a background fsync of the
+// leader's log failed (syncahead.go): raft has counted entries this agent
+// holds in no durable copy, and no later fsync can vouch for them.
+func (s *Store) logSyncFailed(err error) {
+	s.log.Error("fsync of the Raft log failed: this agent stops its Raft node and applies nothing more; check its disk, then restart it (it reads back what the disk holds, the cluster has the rest)",
+		"err", err)
+	go func() {
+		// Error waits for the shutdown and closes the transport: peers get
+		// refused at once, not a timeout per call.
+		_ = s.raft.Shutdown().Error()
+	}()
 }
 
 // Close stops Raft and closes the log. It is safe to call more than once.

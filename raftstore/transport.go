@@ -70,6 +70,9 @@ type transport struct {
 	// onAppend, when set (before raft starts), sees each AppendEntries
 	// request sent and its outcome; it must not block.
 	onAppend func(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, err error)
+	// commitCap, when set (before raft starts), bounds the commit index
+	// the leader sends: its log's durable index (syncahead.go).
+	commitCap func() uint64
 
 	rpcs      chan raft.RPC // what Consumer returns
 	stop      chan struct{}
@@ -138,6 +141,7 @@ func (t *transport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
 // AppendEntries implements raft.Transport: it sends as the network
 // transport does and shows the request and its outcome to onAppend.
 func (t *transport) AppendEntries(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	t.capCommit(req)
 	err := t.NetworkTransport.AppendEntries(id, target, req, resp)
 	if t.onAppend != nil {
 		t.onAppend(id, target, req, resp, err)
@@ -145,14 +149,22 @@ func (t *transport) AppendEntries(id raft.ServerID, target raft.ServerAddress, r
 	return err
 }
 
+// capCommit lowers the commit index req carries to commitCap.
+func (t *transport) capCommit(req *raft.AppendEntriesRequest) {
+	if t.commitCap != nil {
+		req.LeaderCommitIndex = min(req.LeaderCommitIndex, t.commitCap())
+	}
+}
+
 // AppendEntriesPipeline implements raft.Transport: the pipeline's
+// requests carry a commit index capped as AppendEntries', and its
 // finished requests are shown to onAppend as raft consumes them.
 func (t *transport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
 	p, err := t.NetworkTransport.AppendEntriesPipeline(id, target)
 	if err != nil || t.onAppend == nil {
-		return p, err
+		return p, err // a store sets onAppend and commitCap together
 	}
-	return newObservedPipeline(p, id, target, t.onAppend), nil
+	return newObservedPipeline(p, id, target, t.onAppend, t.capCommit), nil
 }
 
 // observedPipeline passes a pipeline's finished requests to raft through
@@ -163,6 +175,7 @@ type observedPipeline struct {
 	id      raft.ServerID
 	target  raft.ServerAddress
 	observe func(raft.ServerID, raft.ServerAddress, *raft.AppendEntriesRequest, *raft.AppendEntriesResponse, error)
+	prepare func(*raft.AppendEntriesRequest) // each request, before it is sent
 
 	done      chan raft.AppendFuture
 	stop      chan struct{}
@@ -171,9 +184,10 @@ type observedPipeline struct {
 }
 
 func newObservedPipeline(inner raft.AppendPipeline, id raft.ServerID, target raft.ServerAddress,
-	observe func(raft.ServerID, raft.ServerAddress, *raft.AppendEntriesRequest, *raft.AppendEntriesResponse, error)) *observedPipeline {
+	observe func(raft.ServerID, raft.ServerAddress, *raft.AppendEntriesRequest, *raft.AppendEntriesResponse, error),
+	prepare func(*raft.AppendEntriesRequest)) *observedPipeline {
 	p := &observedPipeline{
-		AppendPipeline: inner, id: id, target: target, observe: observe,
+		AppendPipeline: inner, id: id, target: target, observe: observe, prepare: prepare,
 		done: make(chan raft.AppendFuture), stop: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	go p.relay()
@@ -202,6 +216,12 @@ func (p *observedPipeline) relay() {
 			}
 		}
 	}
+}
+
+// AppendEntries implements raft.AppendPipeline.
+func (p *observedPipeline) AppendEntries(req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	p.prepare(req)
+	return p.AppendPipeline.AppendEntries(req, resp)
 }
 
 // Consumer implements raft.AppendPipeline.

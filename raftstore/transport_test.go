@@ -180,7 +180,7 @@ func TestObservedPipelineShowsEachFinishedAppend(t *testing.T) {
 			t.Errorf("observed a request to %s at %s, want n2 at n2:1", id, target)
 		}
 		observed = append(observed, seen{req.PrevLogEntry, resp, err})
-	})
+	}, func(*raft.AppendEntriesRequest) {})
 	ok := &raft.AppendEntriesResponse{Success: true}
 	futures := []*finishedAppend{
 		{req: &raft.AppendEntriesRequest{PrevLogEntry: 1}, resp: ok},
