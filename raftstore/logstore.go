@@ -58,6 +58,9 @@ type logOptions struct {
 	// fs is the file system under the log (tests inject faults); nil: the
 	// operating system's.
 	fs waltypes.VFS
+	// syncFirst fsyncs a leader's batch before StoreLogs returns
+	// (benchmarks; syncahead.go).
+	syncFirst bool
 }
 
 var (
@@ -96,6 +99,7 @@ func openLog(opts logOptions) (*logStore, error) {
 		vfs = noSyncFS{vfs}
 	}
 	ahead := newSyncAhead(opts.Logger, 0)
+	ahead.syncFirst = opts.syncFirst
 	vfs = aheadFS{VFS: vfs, a: ahead}
 	meta := &metadb.BoltMetaDB{}
 	w, err := guard(func() (*wal.WAL, error) {

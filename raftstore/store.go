@@ -111,7 +111,7 @@ func (s *Store) Open() (err error) {
 	if err := os.Mkdir(walDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("open raft log: %w", err)
 	}
-	s.logs, err = openLog(logOptions{Dir: walDir, NoSync: cfg.NoSync, Member: cfg.NodeID, Logger: s.cfg.Logger, fs: cfg.logFS})
+	s.logs, err = openLog(logOptions{Dir: walDir, NoSync: cfg.NoSync, Member: cfg.NodeID, Logger: s.cfg.Logger, fs: cfg.logFS, syncFirst: cfg.logSyncFirst})
 	if err != nil {
 		return err
 	}

@@ -58,6 +58,7 @@ type syncAhead struct {
 	deferring atomic.Bool // Sync calls made now are deferred
 	// onFail is told of a failed background fsync (set before raft starts).
 	onFail func(error)
+	syncFirst bool // never defer (benchmarks compare)
 
 	flushMu sync.Mutex // held across the fsyncs of a flush
 
@@ -90,7 +91,7 @@ func (a *syncAhead) setLeader(f func() bool) { a.leader.Store(&f) }
 // this agent leads and they are all commands.
 func (a *syncAhead) mayDefer(logs []*raft.Log) bool {
 	f := a.leader.Load()
-	if f == nil || !(*f)() {
+	if a.syncFirst || f == nil || !(*f)() {
 		return false
 	}
 	for _, l := range logs {
