@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -19,24 +20,26 @@ import (
 )
 
 // holdDisk is the operating system's file system whose fsyncs can be
-// held (until released) or failed.
+// held (until released) or failed, and which remembers what was written
+// since each file's last fsync (what a power loss may take).
 type holdDisk struct {
 	waltypes.VFS
-	mu    sync.Mutex
-	hold  chan struct{} // when set, a Sync waits until it is closed
-	held  chan struct{} // closed once a Sync waits
-	fail  error         // when set, Sync fails with it
-	syncs atomic.Int64  // fsyncs that reached the disk
+	mu       sync.Mutex
+	hold     chan struct{}         // when set, a Sync waits until it is closed
+	held     chan struct{}         // closed once a Sync waits
+	fail     error                 // when set, Sync fails with it
+	syncs    atomic.Int64          // fsyncs that reached the disk
+	unsynced map[string][][2]int64 // path: offset and length of each write since its last fsync
 }
 
-func newHoldDisk() *holdDisk { return &holdDisk{VFS: walfs.New()} }
+func newHoldDisk() *holdDisk { return &holdDisk{VFS: walfs.New(), unsynced: map[string][][2]int64{}} }
 
 func (d *holdDisk) Create(dir, name string, size uint64) (waltypes.WritableFile, error) {
 	w, err := d.VFS.Create(dir, name, size)
 	if err != nil {
 		return nil, err
 	}
-	return holdFile{w, d}, nil
+	return holdFile{w, d, filepath.Join(dir, name)}, nil
 }
 
 func (d *holdDisk) OpenWriter(dir, name string) (waltypes.WritableFile, error) {
@@ -44,7 +47,31 @@ func (d *holdDisk) OpenWriter(dir, name string) (waltypes.WritableFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	return holdFile{w, d}, nil
+	return holdFile{w, d, filepath.Join(dir, name)}, nil
+}
+
+// tearUnsynced does to every file what a power loss may: of each write
+// since the file's last fsync, the first half never reached the disk
+// (zeros), the rest did.
+func (d *holdDisk) tearUnsynced(t *testing.T) (torn int) {
+	t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for path, writes := range d.unsynced {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range writes {
+			if _, err := f.WriteAt(make([]byte, w[1]/2), w[0]); err != nil {
+				t.Fatal(err)
+			}
+			torn++
+		}
+		f.Close()
+	}
+	clear(d.unsynced)
+	return torn
 }
 
 // arm holds the next fsyncs; the channel it returns is closed once one
@@ -74,7 +101,16 @@ func (d *holdDisk) failWith(err error) {
 
 type holdFile struct {
 	waltypes.WritableFile
-	d *holdDisk
+	d    *holdDisk
+	path string
+}
+
+func (f holdFile) WriteAt(p []byte, off int64) (int, error) {
+	n, err := f.WritableFile.WriteAt(p, off)
+	f.d.mu.Lock()
+	f.d.unsynced[f.path] = append(f.d.unsynced[f.path], [2]int64{off, int64(n)})
+	f.d.mu.Unlock()
+	return n, err
 }
 
 func (f holdFile) Sync() error {
@@ -88,11 +124,17 @@ func (f holdFile) Sync() error {
 	d.mu.Unlock()
 	if hold != nil {
 		<-hold
+		d.mu.Lock()
+		fail = d.fail
+		d.mu.Unlock()
 	}
 	if fail != nil {
 		return fail
 	}
 	d.syncs.Add(1)
+	d.mu.Lock()
+	delete(d.unsynced, f.path) // before the fsync: a write during it stays unsynced
+	d.mu.Unlock()
 	return f.WritableFile.Sync()
 }
 
@@ -501,5 +543,63 @@ func TestTruncatingTheTailLowersTheDurableIndex(t *testing.T) {
 	}
 	if got := l.ahead.durableIndex(); got != 9 {
 		t.Fatalf("durable index %d after storing 8-9 again, want 9", got)
+	}
+}
+
+// TestPowerLossTakesOnlyTheLeadersBatchInFlight: the leader's log loses
+// power while a batch's fsync is in flight and the next append waits for
+// it. Half of every write since the last fsync never reached the disk.
+// The log reopens (the start-up check takes the damage for a torn last
+// batch) with every entry that was durable, and only the batch in flight
+// is gone: nothing written after it, which the check would refuse as
+// damage followed by committed entries.
+func TestPowerLossTakesOnlyTheLeadersBatchInFlight(t *testing.T) {
+	dir := t.TempDir()
+	disk := newHoldDisk()
+	l, err := openLog(logOptions{Dir: dir, SegmentSize: 64 << 10, fs: disk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.ahead.setLeader(func() bool { return true })
+	for b := range uint64(5) {
+		if err := l.StoreLogs(commandLogs(b*2+1, b*2+2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !l.ahead.waitDurable(10) {
+		t.Fatal("waitDurable(10) = false")
+	}
+	held := disk.arm()
+	if err := l.StoreLogs(commandLogs(11, 13)); err != nil {
+		t.Fatal(err)
+	}
+	recvWithin(t, held, "the fsync of 11-13")
+	next := async(func() error { return l.StoreLogs(commandLogs(14, 15)) })
+	notYet(t, next, 100*time.Millisecond, "the append after the batch in flight")
+
+	if torn := disk.tearUnsynced(t); torn == 0 {
+		t.Fatal("nothing was written since the last fsync: no batch in flight to lose")
+	}
+	// The machine is gone: nothing more reaches the disk.
+	disk.failWith(errors.New("power lost"))
+	disk.release()
+	if err := recvWithin(t, next, "the append after the batch in flight"); err == nil {
+		t.Fatal("the append after the lost batch succeeded")
+	}
+	l.Close()
+
+	l, err = openLog(logOptions{Dir: dir, SegmentSize: 64 << 10})
+	if err != nil {
+		t.Fatalf("reopen after the power loss: %v", err)
+	}
+	defer l.Close()
+	if last, _ := l.LastIndex(); last != 10 {
+		t.Fatalf("last index %d after the power loss, want 10 (the durable entries, not the batch in flight)", last)
+	}
+	var e raft.Log
+	for i := uint64(1); i <= 10; i++ {
+		if err := l.GetLog(i, &e); err != nil {
+			t.Fatalf("durable entry %d: %v", i, err)
+		}
 	}
 }
