@@ -423,6 +423,9 @@ func (s *Store) wait(ctx context.Context, f raft.Future) error {
 	go func() { done <- f.Error() }()
 	select {
 	case err := <-done:
+		if (errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, raft.ErrLeadershipLost)) && s.logs.ahead.stopped() {
+			return errLogNotDurable // not shutting down: stopped by the failed fsync
+		}
 		return err
 	case <-ctx.Done():
 		return fmt.Errorf("%w (the write may still be applied)", ctx.Err())

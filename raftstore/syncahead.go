@@ -77,8 +77,10 @@ type syncJob struct {
 }
 
 // errLogNotDurable answers entries the FSM did not apply because the
-// leader's fsync of them failed.
-var errLogNotDurable = errors.New("raft log fsync failed on this agent: entry not applied here; the agent stopped its Raft node, restart it once its disk is checked")
+// leader's fsync of them failed. A follower holds them durably, so the
+// next leader may still commit them: the write may have been applied.
+var errLogNotDurable = fmt.Errorf("%w: this agent's fsync of its Raft log failed, so it stopped its Raft node; "+
+	"the write may or may not have been applied (the other agents may commit it): retry it; restart this agent once its disk is checked", ErrNoLeader)
 
 func newSyncAhead(log *slog.Logger, durable uint64) *syncAhead {
 	return &syncAhead{log: log, durable: durable, durableCh: make(chan struct{})}
@@ -196,6 +198,13 @@ func (a *syncAhead) fail(err error) {
 	if first && a.onFail != nil {
 		a.onFail(err)
 	}
+}
+
+// stopped reports whether a background fsync failed.
+func (a *syncAhead) stopped() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.failed != nil
 }
 
 // waitDurable waits until the log is durable up to index. It reports
