@@ -98,7 +98,7 @@ func openLog(opts logOptions) (*logStore, error) {
 	if opts.NoSync {
 		vfs = noSyncFS{vfs}
 	}
-	ahead := newSyncAhead(opts.Logger, 0)
+	ahead := newSyncAhead(0) // durable up to the last index, set once open
 	ahead.syncFirst = opts.syncFirst
 	vfs = aheadFS{VFS: vfs, a: ahead}
 	meta := &metadb.BoltMetaDB{}
@@ -121,7 +121,7 @@ func openLog(opts logOptions) (*logStore, error) {
 		_ = w.Close()
 		return nil, fmt.Errorf("open raft log %s: %w", opts.Dir, err)
 	}
-	ahead.durable = last
+	ahead.setDurable(last)
 	return &logStore{WAL: w, ahead: ahead}, nil
 }
 

@@ -3,7 +3,6 @@ package raftstore
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 
@@ -52,7 +51,6 @@ import (
 
 // syncAhead defers the leader's log fsyncs and tracks what is durable.
 type syncAhead struct {
-	log *slog.Logger
 	// leader reports whether raft is the leader; nil until raft starts.
 	leader    atomic.Pointer[func() bool]
 	deferring atomic.Bool // Sync calls made now are deferred
@@ -82,8 +80,9 @@ type syncJob struct {
 var errLogNotDurable = fmt.Errorf("%w: this agent's fsync of its Raft log failed, so it stopped its Raft node; "+
 	"the write may or may not have been applied (the other agents may commit it): retry it; restart this agent once its disk is checked", ErrNoLeader)
 
-func newSyncAhead(log *slog.Logger, durable uint64) *syncAhead {
-	return &syncAhead{log: log, durable: durable, durableCh: make(chan struct{})}
+// newSyncAhead returns a syncAhead of a log durable up to durable.
+func newSyncAhead(durable uint64) *syncAhead {
+	return &syncAhead{durable: durable, durableCh: make(chan struct{})}
 }
 
 // setLeader sets how the log learns whether this agent leads.

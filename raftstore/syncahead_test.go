@@ -324,7 +324,7 @@ func (m recordedMeta) CommitState(waltypes.PersistentState) error {
 // that a power loss could take back.
 func TestMetaCommitFsyncsDeferredSegmentsFirst(t *testing.T) {
 	var seen []string
-	a := newSyncAhead(nil, 0)
+	a := newSyncAhead(0)
 	f := &aheadFile{WritableFile: recordedFile{seen: &seen}, a: a}
 	a.deferring.Store(true)
 	if err := f.Sync(); err != nil {
