@@ -55,7 +55,7 @@ type syncAhead struct {
 	leader    atomic.Pointer[func() bool]
 	deferring atomic.Bool // Sync calls made now are deferred
 	// onFail is told of a failed background fsync (set before raft starts).
-	onFail func(error)
+	onFail    func(error)
 	syncFirst bool // never defer (benchmarks compare)
 
 	flushMu sync.Mutex // held across the fsyncs of a flush
