@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -33,7 +34,8 @@ type PutOptions struct {
 	// Size, when known (> 0), lets the agent refuse a blob that is too large
 	// before any byte is sent, and check that exactly Size bytes arrive.
 	Size int64
-	// Progress, when set, is called with the total bytes sent so far.
+	// Progress, when set, is called with the total bytes sent so far (from
+	// 0 again when the put starts over, see PutBlob).
 	Progress func(sent int64)
 	// ThroughAgent sends the blob through one agent, which encodes it and
 	// spreads the shards (the API's Put), instead of striping it from
@@ -50,7 +52,55 @@ type PutOptions struct {
 // which encodes and spreads the shards; that put is retried on another
 // agent only if the first could not be reached before any byte was read
 // from r.
+//
+// An agent that fails during the put loses the shards it was sent; when a
+// block is left with too few (with 3 or 4 agents, the default 2+1 scheme
+// needs every shard) the put is aborted, having committed nothing. If r
+// is an io.Seeker (a file), PutBlob then starts the put over from r's
+// first position, at most twice, a second and then two apart, the
+// cluster placing the shards anew (a spare agent, or gossip has found
+// the failed one gone by then).
 func (c *Client) PutBlob(ctx context.Context, name string, r io.Reader, opts PutOptions) (*zrpcpb.BlobPutResponse, error) {
+	seeker, start := startOf(r)
+	for attempt := 1; ; attempt++ {
+		resp, err := c.putBlobOnce(ctx, name, r, opts)
+		if err == nil || seeker == nil || attempt > len(putRetryWaits) || !errors.Is(err, errPutLostShards) {
+			return resp, err
+		}
+		wait := putRetryWaits[attempt-1]
+		c.log.Warn("a put lost shards with an agent that failed; starting it over", "blob", name, "attempt", attempt+1, "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		if _, serr := seeker.Seek(start, io.SeekStart); serr != nil {
+			return nil, fmt.Errorf("%w (and rewinding the source to put it again: %v)", err, serr)
+		}
+	}
+}
+
+// putRetryWaits are the waits before a put that lost shards starts over.
+var putRetryWaits = []time.Duration{time.Second, 2 * time.Second}
+
+// errPutLostShards marks a put aborted because an agent failed with
+// shards it needed: nothing was committed, and the put may start over.
+var errPutLostShards = errors.New("shards lost with an agent")
+
+// startOf returns r as an io.Seeker and its position, or nil when r
+// cannot seek (a pipe).
+func startOf(r io.Reader) (io.Seeker, int64) {
+	s, ok := r.(io.Seeker)
+	if !ok {
+		return nil, 0
+	}
+	pos, err := s.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil, 0
+	}
+	return s, pos
+}
+func (c *Client) putBlobOnce(ctx context.Context, name string, r io.Reader, opts PutOptions) (*zrpcpb.BlobPutResponse, error) {
 	if c.closing.Err() != nil {
 		return nil, ErrClosed
 	}

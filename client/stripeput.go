@@ -338,12 +338,20 @@ func (p *stripePut) lose(index uint32, blocks []uint32, why error) {
 	for _, b := range blocks {
 		p.avail[b]--
 		if p.avail[b] < p.need {
-			p.fail(fmt.Errorf("%w: put %q: block %d keeps %d of %d shards, it needs %d: shard %d: %w",
-				apierr.ErrNotEnoughShards, p.hdr.Name, b, p.avail[b], p.k+p.m, p.need, index, why))
+			p.fail(lostShards{fmt.Errorf("%w: put %q: block %d keeps %d of %d shards, it needs %d: shard %d: %w",
+				apierr.ErrNotEnoughShards, p.hdr.Name, b, p.avail[b], p.k+p.m, p.need, index, why)})
 			return
 		}
 	}
 }
+
+// lostShards is the error of a put that lost shards it needed with an
+// agent that failed (or could not be reached): the put is aborted, and
+// PutBlob may start it over (errPutLostShards).
+type lostShards struct{ error }
+
+func (e lostShards) Unwrap() error        { return e.error }
+func (e lostShards) Is(target error) bool { return target == errPutLostShards }
 
 // renew extends the put's lease every third of it until stop is closed or
 // the put ends. A put whose lease could not be renewed for longer than the
@@ -469,8 +477,8 @@ func (p *stripePut) metadata(senders []*shardSender) (*zrpcpb.Blob, error) {
 			}
 		}
 		if stored < p.need {
-			return nil, fmt.Errorf("%w: put %q: the agents confirmed %d of the %d shards of block %d, it needs %d",
-				apierr.ErrNotEnoughShards, p.hdr.Name, stored, p.k+p.m, b, p.need)
+			return nil, lostShards{fmt.Errorf("%w: put %q: the agents confirmed %d of the %d shards of block %d, it needs %d",
+				apierr.ErrNotEnoughShards, p.hdr.Name, stored, p.k+p.m, b, p.need)}
 		}
 	}
 	return blob, nil

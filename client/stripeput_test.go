@@ -10,10 +10,13 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
@@ -188,7 +191,8 @@ func TestStripedPutFailsAndAbortsWhenABlockWouldKeepTooFewShards(t *testing.T) {
 	f := newFakeBlobs(t, 3) // 2+1 needs all 3 shards of each block; no spare
 	c := f.client(t, cutLink(f.agents[1].addr, 2))
 	data := randomBytes(t, 6*int(f.blockSize))
-	_, err := c.PutBlob(testContext(t), "a", bytes.NewReader(data), PutOptions{Size: int64(len(data))})
+	// A pipe: PutBlob cannot start it over.
+	_, err := c.PutBlob(testContext(t), "a", io.MultiReader(bytes.NewReader(data)), PutOptions{Size: int64(len(data))})
 	if !errors.Is(err, apierr.ErrNotEnoughShards) || !strings.Contains(err.Error(), "agent-1") {
 		t.Fatalf("PutBlob: %v; want ErrNotEnoughShards naming agent-1", err)
 	}
@@ -423,4 +427,83 @@ func TestStripedPutShardBuffersReturnToThePoolOnlyAfterGRPCWroteThem(t *testing.
 	if got := f.decodeFromHolders(t, b); !bytes.Equal(got, data) {
 		t.Fatal("the stored shards do not decode to the blob")
 	}
+}
+
+// agentDiesAfter makes the client's first WriteShards stream to addr
+// break after n shards, as when the agent dies, and every later one to it
+// fail at once.
+func agentDiesAfter(addr string, n int) grpc.DialOption {
+	var streams atomic.Int32
+	return grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
+		streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		if method != zrpcpb.Blobs_WriteShards_FullMethodName || cc.Target() != addr {
+			return streamer(ctx, desc, cc, method, opts...)
+		}
+		if streams.Add(1) > 1 {
+			return nil, status.Error(codes.Unavailable, "connection refused: the agent is dead")
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		cs, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		return &cutStream{ClientStream: cs, cancel: cancel, left: n + 1}, nil
+	})
+}
+
+// TestStripedPutFromAFileStartsOverWhenAnAgentDiesMidPut: 2+1 on four
+// agents needs all three shards of each block, so an agent that dies
+// during the put takes the shards it was sent and the put is aborted.
+// From a source that can seek, the put starts over (the dead agent's
+// index goes to the spare) and stores the blob; from a pipe it fails as
+// before, naming the agent.
+func TestStripedPutFromAFileStartsOverWhenAnAgentDiesMidPut(t *testing.T) {
+	old := putRetryWaits
+	putRetryWaits = []time.Duration{10 * time.Millisecond, 10 * time.Millisecond}
+	t.Cleanup(func() { putRetryWaits = old })
+	data := randomBytes(t, 6*64<<10)
+
+	t.Run("file", func(t *testing.T) {
+		f := newFakeBlobs(t, 4) // 2+1 on agents 0-2, agent 3 the spare
+		c := f.client(t, agentDiesAfter(f.agents[1].addr, 2))
+		if _, err := c.PutBlob(testContext(t), "a", bytes.NewReader(data), PutOptions{Size: int64(len(data))}); err != nil {
+			t.Fatalf("PutBlob: %v", err)
+		}
+		commits, aborted, _ := f.snapshot()
+		if len(commits) != 1 || len(aborted) != 1 {
+			t.Fatalf("%d commits, aborted %v: want the first put aborted and the second committed", len(commits), aborted)
+		}
+		b := commits[0].Blob
+		for bi, blk := range b.Blocks {
+			if got := b.Holder(blk, 1); got != "agent-3" {
+				t.Errorf("block %d shard 1 held by %q, want the spare agent-3", bi, got)
+			}
+		}
+		if got := f.decodeFromHolders(t, b); !bytes.Equal(got, data) {
+			t.Fatal("the stored shards do not decode to the blob")
+		}
+	})
+	t.Run("file, the agent failing each time", func(t *testing.T) {
+		f := newFakeBlobs(t, 3) // no spare
+		c := f.client(t, cutLink(f.agents[1].addr, 2))
+		_, err := c.PutBlob(testContext(t), "a", bytes.NewReader(data), PutOptions{Size: int64(len(data))})
+		if !errors.Is(err, apierr.ErrNotEnoughShards) || !strings.Contains(err.Error(), "agent-1") {
+			t.Fatalf("PutBlob: %v; want ErrNotEnoughShards naming agent-1", err)
+		}
+		if commits, aborted, _ := f.snapshot(); len(commits) != 0 || len(aborted) != 1+len(putRetryWaits) {
+			t.Fatalf("%d commits, aborted %v: want %d attempts, each aborted", len(commits), aborted, 1+len(putRetryWaits))
+		}
+	})
+	t.Run("pipe", func(t *testing.T) {
+		f := newFakeBlobs(t, 4)
+		c := f.client(t, agentDiesAfter(f.agents[1].addr, 2))
+		_, err := c.PutBlob(testContext(t), "a", io.MultiReader(bytes.NewReader(data)), PutOptions{Size: int64(len(data))})
+		if !errors.Is(err, apierr.ErrNotEnoughShards) || !strings.Contains(err.Error(), "agent-1") {
+			t.Fatalf("PutBlob: %v; want ErrNotEnoughShards naming agent-1", err)
+		}
+		if commits, aborted, _ := f.snapshot(); len(commits) != 0 || len(aborted) != 1 {
+			t.Fatalf("%d commits, aborted %v: want the one put aborted", len(commits), aborted)
+		}
+	})
 }

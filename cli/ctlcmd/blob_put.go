@@ -192,16 +192,31 @@ func blobPut(ctx context.Context, o *options, c *client.Client, errOut io.Writer
 	bar.sentNote = "(sent; the agents are storing it)"
 	opts.Progress = bar.set
 	// The client reads the source once the agent has opened the put stream.
-	r = &firstRead{r: r, first: fa.answered}
-	resp, err := c.PutBlob(fa.ctx, name, r, opts)
+	resp, err := c.PutBlob(fa.ctx, name, readFirst(r, fa.answered), opts)
 	bar.finish()
 	return resp, fa.wrap("put "+name, err)
+}
+
+// readFirst returns r calling first before its first Read; it can seek
+// when r can (PutBlob starts a put from a file over when an agent dies
+// during it).
+func readFirst(r io.Reader, first func()) io.Reader {
+	fr := &firstRead{r: r, first: first}
+	if s, ok := r.(io.Seeker); ok {
+		return firstReadSeeker{fr, s}
+	}
+	return fr
 }
 
 // firstRead calls first before the first Read of r.
 type firstRead struct {
 	r     io.Reader
 	first func()
+}
+
+type firstReadSeeker struct {
+	*firstRead
+	io.Seeker
 }
 
 func (f *firstRead) Read(p []byte) (int, error) {
