@@ -385,7 +385,12 @@ func (f *fakeBlobs) decodeFromHolders(t *testing.T, b *zrpcpb.Blob) []byte {
 // carried n shards (after their header), as when that agent dies mid-put:
 // the stream's next Send fails and the agent sees it cancelled.
 func cutLink(addr string, n int) grpc.DialOption {
-	return grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
+	return grpc.WithChainStreamInterceptor(cutStreams(addr, n))
+}
+
+// cutStreams is cutLink's interceptor.
+func cutStreams(addr string, n int) grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
 		streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		if method != zrpcpb.Blobs_WriteShards_FullMethodName || cc.Target() != addr {
 			return streamer(ctx, desc, cc, method, opts...)
@@ -397,7 +402,7 @@ func cutLink(addr string, n int) grpc.DialOption {
 			return nil, err
 		}
 		return &cutStream{ClientStream: cs, cancel: cancel, left: n + 1}, nil
-	})
+	}
 }
 
 type cutStream struct {

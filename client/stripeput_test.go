@@ -434,21 +434,13 @@ func TestStripedPutShardBuffersReturnToThePoolOnlyAfterGRPCWroteThem(t *testing.
 // fail at once.
 func agentDiesAfter(addr string, n int) grpc.DialOption {
 	var streams atomic.Int32
+	cut := cutStreams(addr, n)
 	return grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
 		streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		if method != zrpcpb.Blobs_WriteShards_FullMethodName || cc.Target() != addr {
-			return streamer(ctx, desc, cc, method, opts...)
-		}
-		if streams.Add(1) > 1 {
+		if method == zrpcpb.Blobs_WriteShards_FullMethodName && cc.Target() == addr && streams.Add(1) > 1 {
 			return nil, status.Error(codes.Unavailable, "connection refused: the agent is dead")
 		}
-		ctx, cancel := context.WithCancel(ctx)
-		cs, err := streamer(ctx, desc, cc, method, opts...)
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		return &cutStream{ClientStream: cs, cancel: cancel, left: n + 1}, nil
+		return cut(ctx, desc, cc, method, streamer, opts...)
 	})
 }
 
