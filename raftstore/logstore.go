@@ -96,11 +96,11 @@ func openLog(opts logOptions) (*logStore, error) {
 	}
 	vfs = lowSpaceFS{VFS: vfs, log: opts.Logger}
 	if opts.NoSync {
-		vfs = noSyncFS{vfs}
+		vfs = noSyncFS(vfs)
 	}
 	ahead := newSyncAhead(0) // durable up to the last index, set once open
 	ahead.syncFirst = opts.syncFirst
-	vfs = aheadFS{VFS: vfs, a: ahead}
+	vfs = ahead.fs(vfs)
 	meta := &metadb.BoltMetaDB{}
 	w, err := guard(func() (*wal.WAL, error) {
 		return wal.Open(opts.Dir,
@@ -286,17 +286,32 @@ func boltOpenError(path, member string, timeout time.Duration, err error) error 
 	return corruptErr(path, member, detail)
 }
 
-// noSyncFS is raft-wal's file system without fsync (Config.NoSync).
-type noSyncFS struct{ waltypes.VFS }
-
-func (f noSyncFS) Create(dir, name string, size uint64) (waltypes.WritableFile, error) {
-	w, err := f.VFS.Create(dir, name, size)
-	return noSyncFile{w}, err
+// filesFS is raft-wal's file system with each writable file it creates or
+// opens wrapped by wrap, given the file's path.
+type filesFS struct {
+	waltypes.VFS
+	wrap func(path string, f waltypes.WritableFile) waltypes.WritableFile
 }
 
-func (f noSyncFS) OpenWriter(dir, name string) (waltypes.WritableFile, error) {
+func (f filesFS) Create(dir, name string, size uint64) (waltypes.WritableFile, error) {
+	w, err := f.VFS.Create(dir, name, size)
+	if err != nil {
+		return nil, err
+	}
+	return f.wrap(filepath.Join(dir, name), w), nil
+}
+
+func (f filesFS) OpenWriter(dir, name string) (waltypes.WritableFile, error) {
 	w, err := f.VFS.OpenWriter(dir, name)
-	return noSyncFile{w}, err
+	if err != nil {
+		return nil, err
+	}
+	return f.wrap(filepath.Join(dir, name), w), nil
+}
+
+// noSyncFS is raft-wal's file system without fsync (Config.NoSync).
+func noSyncFS(vfs waltypes.VFS) waltypes.VFS {
+	return filesFS{vfs, func(_ string, f waltypes.WritableFile) waltypes.WritableFile { return noSyncFile{f} }}
 }
 
 type noSyncFile struct{ waltypes.WritableFile }

@@ -240,27 +240,11 @@ func (a *syncAhead) markDirty(f *aheadFile) {
 	}
 }
 
-// aheadFS is raft-wal's file system with the segments' Sync deferred
-// while syncAhead says so.
-type aheadFS struct {
-	waltypes.VFS
-	a *syncAhead
-}
-
-func (f aheadFS) Create(dir, name string, size uint64) (waltypes.WritableFile, error) {
-	w, err := f.VFS.Create(dir, name, size)
-	if err != nil {
-		return nil, err
-	}
-	return &aheadFile{WritableFile: w, a: f.a}, nil
-}
-
-func (f aheadFS) OpenWriter(dir, name string) (waltypes.WritableFile, error) {
-	w, err := f.VFS.OpenWriter(dir, name)
-	if err != nil {
-		return nil, err
-	}
-	return &aheadFile{WritableFile: w, a: f.a}, nil
+// fs is vfs with the segments' Sync deferred while a says so.
+func (a *syncAhead) fs(vfs waltypes.VFS) waltypes.VFS {
+	return filesFS{vfs, func(_ string, f waltypes.WritableFile) waltypes.WritableFile {
+		return &aheadFile{WritableFile: f, a: a}
+	}}
 }
 
 // aheadFile is a segment file whose Sync may be deferred.

@@ -15,19 +15,8 @@ import (
 // segments are written to the operating system's file system, and each
 // fsync is a sleep, so that agents in one process do not share this
 // machine's disk (whose fsyncs serialise each other's journal commits).
-type slowDisk struct {
-	waltypes.VFS
-	delay time.Duration
-}
-
-func (d slowDisk) Create(dir, name string, size uint64) (waltypes.WritableFile, error) {
-	w, err := d.VFS.Create(dir, name, size)
-	return slowFile{w, d.delay}, err
-}
-
-func (d slowDisk) OpenWriter(dir, name string) (waltypes.WritableFile, error) {
-	w, err := d.VFS.OpenWriter(dir, name)
-	return slowFile{w, d.delay}, err
+func slowDisk(delay time.Duration) waltypes.VFS {
+	return filesFS{walfs.New(), func(_ string, f waltypes.WritableFile) waltypes.WritableFile { return slowFile{f, delay} }}
 }
 
 type slowFile struct {
@@ -57,7 +46,7 @@ func BenchmarkClusterWriteSlowDisks(b *testing.B) {
 
 func benchClusterWrites(b *testing.B, syncFirst bool, writers int) {
 	stores := openCluster(b, 3, func(_ int, cfg *Config) {
-		cfg.logFS = slowDisk{walfs.New(), time.Millisecond}
+		cfg.logFS = slowDisk(time.Millisecond)
 		cfg.logSyncFirst = syncFirst
 		// The tests' 100 ms lease steps a leader down on a loaded machine.
 		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = time.Second, time.Second, time.Second

@@ -33,22 +33,10 @@ type holdDisk struct {
 	unsynced map[string][][2]int64 // path: offset and length of each write since its last fsync
 }
 
-func newHoldDisk() *holdDisk { return &holdDisk{VFS: walfs.New(), unsynced: map[string][][2]int64{}} }
-
-func (d *holdDisk) Create(dir, name string, size uint64) (waltypes.WritableFile, error) {
-	w, err := d.VFS.Create(dir, name, size)
-	if err != nil {
-		return nil, err
-	}
-	return holdFile{w, d, filepath.Join(dir, name)}, nil
-}
-
-func (d *holdDisk) OpenWriter(dir, name string) (waltypes.WritableFile, error) {
-	w, err := d.VFS.OpenWriter(dir, name)
-	if err != nil {
-		return nil, err
-	}
-	return holdFile{w, d, filepath.Join(dir, name)}, nil
+func newHoldDisk() *holdDisk {
+	d := &holdDisk{unsynced: map[string][][2]int64{}}
+	d.VFS = filesFS{walfs.New(), func(path string, f waltypes.WritableFile) waltypes.WritableFile { return holdFile{f, d, path} }}
+	return d
 }
 
 // tearUnsynced does to every file what a power loss may: of each write
