@@ -157,12 +157,13 @@ func (w *etcdWriter) read(ctx context.Context, group string) (int, error) {
 	return len(resp.Kvs), nil
 }
 
-func (w *etcdWriter) readAll(ctx context.Context) (int, error) {
+func (w *etcdWriter) readAll(ctx context.Context) (int, time.Duration, error) {
+	t := time.Now()
 	resp, err := w.c.Get(ctx, etcdPrefix, clientv3.WithPrefix())
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return len(resp.Kvs), nil
+	return len(resp.Kvs), time.Since(t), nil
 }
 
 func (w *etcdWriter) close() error { return w.c.Close() }

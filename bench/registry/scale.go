@@ -158,9 +158,12 @@ func (r *runner) scaleReads(ctx context.Context, c cluster, res *Result) error {
 	res.metric("read p99 ms", quantileMS(sorted, 0.99))
 
 	t := time.Now()
-	var n int
+	var (
+		n     int
+		first time.Duration
+	)
 	err = timed(ctx, func(ctx context.Context) (err error) {
-		n, err = w.readAll(ctx)
+		n, first, err = w.readAll(ctx)
 		return err
 	})
 	if err != nil {
@@ -170,6 +173,7 @@ func (r *runner) scaleReads(ctx context.Context, c cluster, res *Result) error {
 		return fmt.Errorf("read everything: %d entries, want at least %d", n, r.cfg.Instances)
 	}
 	res.metric("list everything ms", float64(time.Since(t).Microseconds())/1000)
+	res.metric("list everything, first entries ms", float64(first.Microseconds())/1000)
 	return nil
 }
 

@@ -69,8 +69,10 @@ type writer interface {
 	read(ctx context.Context, group string) (int, error)
 	// readAll lists every entry of the registry the way a client that
 	// follows all of it starts (zrpc: the snapshot of a watch of every
-	// service; etcd: a Get of the whole prefix) and returns how many.
-	readAll(ctx context.Context) (int, error)
+	// service, in pages; etcd: a Get of the whole prefix, one answer) and
+	// returns how many, and how long after the call the first of them
+	// arrived (etcd: the whole answer).
+	readAll(ctx context.Context) (n int, first time.Duration, err error)
 	close() error
 }
 

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
@@ -134,10 +136,13 @@ func (c *zrpcCluster) newWriter(_ context.Context, members ...int) (writer, erro
 	if err != nil {
 		return nil, err
 	}
-	return zrpcWriter{cl}, nil
+	return zrpcWriter{c: cl, addr: c.agents[members[0]].grpcAddr()}, nil
 }
 
-type zrpcWriter struct{ c *client.Client }
+type zrpcWriter struct {
+	c    *client.Client
+	addr string // the first endpoint of c
+}
 
 func (w zrpcWriter) put(ctx context.Context, group, key string, stamp int64) error {
 	_, _, err := w.c.Register(ctx, zrpcInstance(group, key, stamp))
@@ -149,20 +154,42 @@ func (w zrpcWriter) read(ctx context.Context, group string) (int, error) {
 	return len(insts), err
 }
 
-func (w zrpcWriter) readAll(ctx context.Context) (int, error) {
-	ws, err := w.c.Watch(ctx, "", 0)
+// readAll reads the snapshot of a watch of every service over a stream
+// of its own, to see when its first page arrives (client.WatchStream
+// hands a snapshot over only once its last page has).
+func (w zrpcWriter) readAll(ctx context.Context) (int, time.Duration, error) {
+	conn, err := grpc.NewClient(w.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	defer ws.Close()
-	first, err := ws.Recv()
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	t := time.Now()
+	ws, err := zrpcpb.NewRegistryClient(conn).Watch(ctx, &zrpcpb.WatchRequest{})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	if !first.GetSnapshot() {
-		return 0, fmt.Errorf("watch of every service began without a snapshot")
+	var (
+		n     int
+		first time.Duration
+	)
+	for page := 0; ; page++ {
+		resp, err := ws.Recv()
+		if err != nil {
+			return 0, 0, fmt.Errorf("page %d of the snapshot: %w", page, err)
+		}
+		if page == 0 {
+			if !resp.GetSnapshot() {
+				return 0, 0, errors.New("watch of every service began without a snapshot")
+			}
+			first = time.Since(t)
+		}
+		n += len(resp.GetEvents())
+		if !resp.GetMore() {
+			return n, first, nil
+		}
 	}
-	return len(first.GetEvents()), nil
 }
 
 func (w zrpcWriter) close() error { return w.c.Close() }
