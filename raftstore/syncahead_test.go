@@ -29,6 +29,7 @@ type holdDisk struct {
 	hold     chan struct{}         // when set, a Sync waits until it is closed
 	held     chan struct{}         // closed once a Sync waits
 	fail     error                 // when set, Sync fails with it
+	off      bool                  // powered off: writes and fsyncs fail
 	syncs    atomic.Int64          // fsyncs that reached the disk
 	unsynced map[string][][2]int64 // path: offset and length of each write since its last fsync
 }
@@ -88,6 +89,23 @@ func (d *holdDisk) failWith(err error) {
 	d.fail = err
 }
 
+// errPowerOff is what a powered-off disk answers.
+var errPowerOff = errors.New("power lost")
+
+// powerOff does what a power loss does to the disk: of each write since
+// its file's last fsync only the second half remains (tearUnsynced), and
+// nothing written or fsynced later reaches it. Held fsyncs are released
+// and fail.
+func (d *holdDisk) powerOff(t *testing.T) {
+	t.Helper()
+	d.mu.Lock()
+	d.off = true
+	d.fail = errPowerOff
+	d.mu.Unlock()
+	d.tearUnsynced(t)
+	d.release()
+}
+
 type holdFile struct {
 	waltypes.WritableFile
 	d    *holdDisk
@@ -95,6 +113,12 @@ type holdFile struct {
 }
 
 func (f holdFile) WriteAt(p []byte, off int64) (int, error) {
+	f.d.mu.Lock()
+	if f.d.off {
+		f.d.mu.Unlock()
+		return 0, errPowerOff
+	}
+	f.d.mu.Unlock()
 	n, err := f.WritableFile.WriteAt(p, off)
 	f.d.mu.Lock()
 	f.d.unsynced[f.path] = append(f.d.unsynced[f.path], [2]int64{off, int64(n)})
