@@ -283,8 +283,37 @@ func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// startHTTP serves /metrics, /healthz (the process is up), /readyz (this
-// agent knows a leader, so writes can succeed), /debug/pprof (its
+// liveness is /healthz's answer: healthy unless the agent stopped its
+// Raft node (stopped, Store.StoppedBy), a state it leaves only by a
+// restart, which a supervisor probing /healthz (Kubernetes' liveness
+// probe) then does.
+func liveness(stopped string) (string, bool) {
+	if stopped != "" {
+		return "unhealthy: Raft node stopped: " + stopped, false
+	}
+	return "ok", true
+}
+
+// readiness is /readyz's answer: ready while the agent knows a leader;
+// otherwise why not (its Raft node stopped, or no leader known and how
+// many voters it reaches).
+func readiness(st raftstore.Status, quorum func() (raftstore.Quorum, error)) (string, bool) {
+	if st.Stopped != "" {
+		return "not ready: Raft node stopped: " + st.Stopped, false
+	}
+	if st.LeaderAddr != "" {
+		return "ok: leader " + st.LeaderID, true
+	}
+	why := "no Raft leader known"
+	if q, err := quorum(); err == nil && q.Voters > 0 {
+		why += " (" + q.String() + ")"
+	}
+	return "not ready: " + why, false
+}
+
+// startHTTP serves /metrics, /healthz (the process is up and its Raft
+// node not stopped by a failure: liveness), /readyz (this
+// agent knows a leader, so writes can succeed: readiness), /debug/pprof (its
 // cmdline with secret flags redacted), /debug/zrpc/config (the settings,
 // secrets redacted) and /debug/zrpc/logs (recent log lines); the /debug
 // paths, with ACLs on, only to tokens with operator:read (httpauth.go);
@@ -293,17 +322,21 @@ func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 func (n *Node) startHTTP() error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if addr, id := n.store.Leader(); addr != "" {
-			fmt.Fprintf(w, "ok: leader %s\n", id)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		text, ok := liveness(n.store.StoppedBy())
+		if !ok {
+			http.Error(w, text, http.StatusServiceUnavailable)
 			return
 		}
-		why := "no Raft leader known"
-		if q, err := n.quorum(); err == nil && q.Voters > 0 {
-			why += " (" + q.String() + ")"
+		fmt.Fprintln(w, text)
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		text, ok := readiness(n.store.Status(), n.quorum)
+		if !ok {
+			http.Error(w, text, http.StatusServiceUnavailable)
+			return
 		}
-		http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+		fmt.Fprintln(w, text)
 	})
 	n.ui = n.newUI()
 	mux.Handle(ui.Prefix, n.ui)

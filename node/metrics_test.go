@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // TestInstanceMetricsFollowTheRegistry: zrpc_registry_instances, read
@@ -60,4 +62,43 @@ func TestInstanceMetricsFollowTheRegistry(t *testing.T) {
 		}
 	}
 	scrapeAgrees("removals")
+}
+
+// TestReadinessSaysWhyNotReady: /readyz is ready while a leader is known;
+// an agent whose Raft node stopped says so and why, even with the last
+// leader it knew, and /healthz turns unhealthy (a restart recovers it);
+// without a leader it says how many voters it reaches.
+func TestReadinessSaysWhyNotReady(t *testing.T) {
+	twoOfThree := func() (raftstore.Quorum, error) {
+		return raftstore.Quorum{Voters: 3, Unreachable: []raftstore.Unreachable{{ID: "n3", Status: "failed"}}}, nil
+	}
+	noQuorum := func() (raftstore.Quorum, error) { return raftstore.Quorum{}, errors.New("no configuration") }
+	stopped := "fsync of the Raft log failed (input/output error): check the disk, then restart the agent"
+	tests := []struct {
+		name   string
+		st     raftstore.Status
+		quorum func() (raftstore.Quorum, error)
+		ready  bool
+		want   string
+	}{
+		{"a leader", raftstore.Status{State: raftstore.Follower, LeaderID: "n2", LeaderAddr: "127.0.0.1:8401"}, twoOfThree, true, "ok: leader n2"},
+		{"no leader", raftstore.Status{State: raftstore.Candidate}, twoOfThree, false, "not ready: no Raft leader known (2 of 3 voters reachable (n3 failed); a leader needs 2)"},
+		{"no leader, no configuration", raftstore.Status{State: raftstore.Follower}, noQuorum, false, "not ready: no Raft leader known"},
+		{"Raft node stopped", raftstore.Status{State: raftstore.Shutdown, LeaderID: "n2", LeaderAddr: "127.0.0.1:8401", Stopped: stopped}, twoOfThree, false,
+			"not ready: Raft node stopped: " + stopped},
+	}
+	if got, ok := liveness(""); got != "ok" || !ok {
+		t.Errorf("liveness of a running Raft node = %q, %v; want ok", got, ok)
+	}
+	if got, ok := liveness(stopped); ok || got != "unhealthy: Raft node stopped: "+stopped {
+		t.Errorf("liveness of a stopped Raft node = %q, %v; want unhealthy, saying why", got, ok)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ready := readiness(tt.st, tt.quorum)
+			if got != tt.want || ready != tt.ready {
+				t.Fatalf("readiness = %q, %v; want %q, %v", got, ready, tt.want, tt.ready)
+			}
+		})
+	}
 }

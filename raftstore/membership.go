@@ -222,6 +222,9 @@ type Status struct {
 	// LastContact is when this follower last heard from a leader (zero if
 	// never, or on the leader itself).
 	LastContact time.Time
+	// Stopped says why this agent stopped its Raft node while it runs on
+	// (a failed fsync of its log) and what to do; empty otherwise.
+	Stopped string
 }
 
 // Status returns this node's Raft status; before Open it is Shutdown.
@@ -242,7 +245,18 @@ func (s *Store) Status() Status {
 	if st.State != Leader {
 		st.LastContact = s.raft.LastContact()
 	}
+	st.Stopped = s.StoppedBy()
 	return st
+}
+
+// StoppedBy says why this agent stopped its Raft node while it runs on (a
+// failed fsync of its log) and what to do; "" while the node runs or
+// was stopped by Close.
+func (s *Store) StoppedBy() string {
+	if why := s.stoppedBy.Load(); why != nil {
+		return *why
+	}
+	return ""
 }
 
 // LastContactAge is how long ago this follower heard from the leader: 0 on

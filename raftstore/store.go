@@ -64,6 +64,10 @@ type Store struct {
 	appliedIdle      time.Duration
 	appliedLooks     atomic.Int64
 
+	// stoppedBy is why the Raft node was stopped while the agent runs (a
+	// failed fsync of its log), for Status.
+	stoppedBy atomic.Pointer[string]
+
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	closeErr error
@@ -611,6 +615,8 @@ func (s *Store) WaitLeader(ctx context.Context) error {
 func (s *Store) logSyncFailed(err error) {
 	s.log.Error("fsync of the Raft log failed: this agent stops its Raft node and applies nothing more; check its disk, then restart it (it reads back what the disk holds, the cluster has the rest)",
 		"err", err)
+	why := fmt.Sprintf("fsync of the Raft log failed (%v): check the disk, then restart the agent", err)
+	s.stoppedBy.Store(&why)
 	go func() {
 		// Error waits for the shutdown and closes the transport: peers get
 		// refused at once, not a timeout per call.

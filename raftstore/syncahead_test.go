@@ -524,6 +524,14 @@ func TestLeaderWhoseFsyncFailsStopsWithoutApplying(t *testing.T) {
 	if leader.raft.State() != raft.Shutdown {
 		t.Fatalf("the agent whose fsync failed is %v, want its Raft node stopped", leader.raft.State())
 	}
+	if st := leader.Status(); st.State != Shutdown || !strings.Contains(st.Stopped, "fsync") || !strings.Contains(st.Stopped, "restart") {
+		t.Fatalf("status of the agent whose fsync failed: %v, stopped %q; want Shutdown, naming the fsync and the restart", st.State, st.Stopped)
+	}
+	for _, s := range rest {
+		if st := s.Status(); st.Stopped != "" {
+			t.Fatalf("%s, whose disk is fine, says its Raft node stopped: %q", s.cfg.NodeID, st.Stopped)
+		}
+	}
 }
 
 // TestTruncatingTheTailLowersTheDurableIndex: a follower whose log's tail

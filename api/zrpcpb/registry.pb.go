@@ -1852,8 +1852,12 @@ type StatusResponse struct {
 	ReachableVoters uint32 `protobuf:"varint,14,opt,name=reachable_voters,json=reachableVoters,proto3" json:"reachable_voters,omitempty"`
 	// unreachable_voters are the voters its gossip does not see alive.
 	UnreachableVoters []*UnreachableVoter `protobuf:"bytes,15,rep,name=unreachable_voters,json=unreachableVoters,proto3" json:"unreachable_voters,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// raft_stopped says why the agent stopped its Raft node while it runs on
+	// (a failed fsync of its Raft log; raft_state is then Shutdown) and what
+	// to do; empty otherwise.
+	RaftStopped   string `protobuf:"bytes,16,opt,name=raft_stopped,json=raftStopped,proto3" json:"raft_stopped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1989,6 +1993,13 @@ func (x *StatusResponse) GetUnreachableVoters() []*UnreachableVoter {
 		return x.UnreachableVoters
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetRaftStopped() string {
+	if x != nil {
+		return x.RaftStopped
+	}
+	return ""
 }
 
 // UnreachableVoter is a voter of the Raft configuration that the answering
@@ -2834,7 +2845,7 @@ const file_registry_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x0f\n" +
-	"\rStatusRequest\"\xb5\x04\n" +
+	"\rStatusRequest\"\xd8\x04\n" +
 	"\x0eStatusResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
@@ -2853,7 +2864,8 @@ const file_registry_proto_rawDesc = "" +
 	"cluster_id\x18\f \x01(\tR\tclusterId\x12\x16\n" +
 	"\x06voters\x18\r \x01(\rR\x06voters\x12)\n" +
 	"\x10reachable_voters\x18\x0e \x01(\rR\x0freachableVoters\x12H\n" +
-	"\x12unreachable_voters\x18\x0f \x03(\v2\x19.zrpc.v1.UnreachableVoterR\x11unreachableVoters\"t\n" +
+	"\x12unreachable_voters\x18\x0f \x03(\v2\x19.zrpc.v1.UnreachableVoterR\x11unreachableVoters\x12!\n" +
+	"\fraft_stopped\x18\x10 \x01(\tR\vraftStopped\"t\n" +
 	"\x10UnreachableVoter\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x124\n" +

@@ -21,7 +21,9 @@ func newStatusCommand(o *options) *cobra.Command {
 the leader it follows ("no leader" while it knows none), how many voters
 its gossip sees alive and which it does not (failed, left, or unknown, and
 for how long), its Raft state and log indexes, and how long ago it heard
-from the leader. A leader needs a majority of the voters: with fewer
+from the leader. An agent that stopped its Raft node while it runs on (its
+disk failed an fsync of the Raft log) says so and why under "Raft
+stopped"; it takes part in the cluster again once restarted. A leader needs a majority of the voters: with fewer
 reachable, writes fail until the others are back. A follower whose applied
 index lags the commit index, or whose last contact keeps growing, is
 falling behind.`,
@@ -50,6 +52,11 @@ falling behind.`,
 				fields = append(fields, []field{
 					{"Term", strconv.FormatUint(st.GetTerm(), 10)},
 					{"Raft state", st.GetRaftState()},
+				}...)
+				if why := st.GetRaftStopped(); why != "" {
+					fields = append(fields, field{"Raft stopped", why})
+				}
+				fields = append(fields, []field{
 					{"Commit index", strconv.FormatUint(st.GetCommitIndex(), 10)},
 					{"Applied index", strconv.FormatUint(st.GetAppliedIndex(), 10)},
 					{"Last log index", strconv.FormatUint(st.GetLastLogIndex(), 10)},
@@ -67,6 +74,9 @@ falling behind.`,
 func statusLeader(st *pb.StatusResponse) string {
 	if st.GetLeader() != "" {
 		return st.GetLeader()
+	}
+	if st.GetRaftStopped() != "" {
+		return "no leader: this agent stopped its Raft node (Raft stopped, below)"
 	}
 	if needed := st.GetVoters()/2 + 1; st.GetVoters() > 0 && st.GetReachableVoters() < needed {
 		return fmt.Sprintf("no leader: %d of %d voters reachable, a leader needs %d", st.GetReachableVoters(), st.GetVoters(), needed)

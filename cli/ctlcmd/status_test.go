@@ -21,26 +21,33 @@ func TestStatusSaysWhichVotersAreUnreachable(t *testing.T) {
 		status     *zrpcpb.StatusResponse
 		wantLeader string
 		wantVoters string // "" : no Voters line
+		// wantStopped is the Raft stopped line ("": none).
+		wantStopped string
 	}{
 		{"a leader and every voter reachable",
 			&zrpcpb.StatusResponse{Node: "n1", Leader: "n1", Voters: 3, ReachableVoters: 3, LastContact: durationpb.New(2656192261)},
-			"n1", "3 of 3 reachable"},
+			"n1", "3 of 3 reachable", ""},
 		{"a leader and one voter down",
 			&zrpcpb.StatusResponse{Node: "n1", Leader: "n1", Voters: 3, ReachableVoters: 2, UnreachableVoters: []*zrpcpb.UnreachableVoter{
 				{Name: "n3", Status: "failed", DownFor: durationpb.New(75*time.Second + 300*time.Millisecond)},
 			}},
-			"n1", "2 of 3 reachable; n3 failed for 1m15s"},
+			"n1", "2 of 3 reachable; n3 failed for 1m15s", ""},
 		{"the quorum lost",
 			&zrpcpb.StatusResponse{Node: "n1", Voters: 3, ReachableVoters: 1, UnreachableVoters: []*zrpcpb.UnreachableVoter{
 				{Name: "n2", Status: "failed", DownFor: durationpb.New(4 * time.Second)}, {Name: "n3", Status: "unknown"},
 			}},
-			"no leader: 1 of 3 voters reachable, a leader needs 2", "1 of 3 reachable; n2 failed for 4s, n3 unknown"},
+			"no leader: 1 of 3 voters reachable, a leader needs 2", "1 of 3 reachable; n2 failed for 4s, n3 unknown", ""},
 		{"no leader with the voters reachable (an election)",
 			&zrpcpb.StatusResponse{Node: "n1", Voters: 3, ReachableVoters: 3},
-			"no leader", "3 of 3 reachable"},
+			"no leader", "3 of 3 reachable", ""},
 		{"an agent that does not report voters",
 			&zrpcpb.StatusResponse{Node: "n1"},
-			"no leader", ""},
+			"no leader", "", ""},
+		{"an agent whose Raft node stopped",
+			&zrpcpb.StatusResponse{Node: "n1", RaftState: "Shutdown", Voters: 3, ReachableVoters: 3,
+				RaftStopped: "fsync of the Raft log failed (input/output error): check the disk, then restart the agent"},
+			"no leader: this agent stopped its Raft node (Raft stopped, below)", "3 of 3 reachable",
+			"fsync of the Raft log failed (input/output error): check the disk, then restart the agent"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -61,6 +68,9 @@ func TestStatusSaysWhichVotersAreUnreachable(t *testing.T) {
 			}
 			if v, ok := fields["Voters"]; v != tt.wantVoters || ok != (tt.wantVoters != "") {
 				t.Errorf("Voters: %q (shown %v), want %q\n%s", v, ok, tt.wantVoters, res.stdout)
+			}
+			if v, ok := fields["Raft stopped"]; v != tt.wantStopped || ok != (tt.wantStopped != "") {
+				t.Errorf("Raft stopped: %q (shown %v), want %q\n%s", v, ok, tt.wantStopped, res.stdout)
 			}
 			if c := tt.status.GetLastContact(); c != nil && fields["Last contact"] != "2.656s" {
 				t.Errorf("Last contact: %q, want it to the millisecond: 2.656s", fields["Last contact"])

@@ -33,6 +33,7 @@ func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 		LastLogIndex: st.LastLogIndex,
 		Build:        s.cfg.Build,
 		ClusterId:    s.cfg.Status.ClusterID(),
+		RaftStopped:  st.Stopped,
 	}
 	if st.LeaderID != "" {
 		if node := s.cfg.Replica.Node(st.LeaderID); node != nil {

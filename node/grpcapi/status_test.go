@@ -15,6 +15,7 @@ import (
 type statusFake struct {
 	StatusAgent // what the test does not use: calling it panics
 	leader      string
+	stopped     string
 	answering   map[string]bool
 
 	mu    sync.Mutex
@@ -22,6 +23,9 @@ type statusFake struct {
 }
 
 func (f *statusFake) RaftStatus() raftstore.Status {
+	if f.stopped != "" {
+		return raftstore.Status{State: raftstore.Shutdown, Stopped: f.stopped}
+	}
 	return raftstore.Status{State: raftstore.Candidate, LeaderID: f.leader}
 }
 func (f *statusFake) ClusterID() string { return "c0ffee" }
@@ -78,5 +82,24 @@ func TestStatusWithoutALeaderAsksTheVotersGossipStillCountsAlive(t *testing.T) {
 	}
 	if resp.ReachableVoters != 3 || len(f.asked) != 0 {
 		t.Errorf("status with a leader: %d reachable, asked %v; want gossip's 3 and no one asked", resp.ReachableVoters, f.asked)
+	}
+}
+
+// TestStatusSaysWhyTheRaftNodeStopped: an agent that stopped its Raft node
+// (a failed fsync) answers Status with the state Shutdown and the reason.
+func TestStatusSaysWhyTheRaftNodeStopped(t *testing.T) {
+	why := "fsync of the Raft log failed (input/output error): check the disk, then restart the agent"
+	f := &statusFake{stopped: why, answering: map[string]bool{"n2:8400": true, "n3:8400": true}}
+	s := NewStatus(StatusConfig{Agent: "n1", Replica: replicaFake{}, Status: f})
+	resp, err := s.Status(context.Background(), &pb.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.RaftState != "Shutdown" || resp.RaftStopped != why {
+		t.Fatalf("status of a stopped Raft node: state %q, stopped %q; want Shutdown, %q", resp.RaftState, resp.RaftStopped, why)
+	}
+	f.stopped = ""
+	if resp, err = s.Status(context.Background(), &pb.StatusRequest{}); err != nil || resp.RaftStopped != "" {
+		t.Fatalf("status of a running Raft node: stopped %q, err %v; want none", resp.GetRaftStopped(), err)
 	}
 }
