@@ -21,10 +21,14 @@ import (
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
-// fakeStatus answers as the Status service of a one-agent cluster.
-type fakeStatus struct{}
+// fakeStatus answers as the Status service of a one-agent cluster, or,
+// with stopped set, of an agent that stopped its Raft node.
+type fakeStatus struct{ stopped string }
 
-func (fakeStatus) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse, error) {
+func (f fakeStatus) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse, error) {
+	if f.stopped != "" {
+		return &pb.StatusResponse{Node: "a1", RaftState: "Shutdown", Term: 3, CommitIndex: 9, RaftStopped: f.stopped}, nil
+	}
 	return &pb.StatusResponse{Node: "a1", Leader: "a1", RaftState: "Leader", Term: 3, CommitIndex: 9}, nil
 }
 
@@ -579,4 +583,26 @@ func TestLiveStreamOfAStalledReaderEnds(t *testing.T) {
 		t.Fatal("the stream of a reader that stopped reading was still open 10s later")
 	}
 	u.Close()
+}
+
+// TestAgentViewSaysWhyTheRaftNodeStopped: the page's header names the
+// reason an agent stopped its Raft node.
+func TestAgentViewSaysWhyTheRaftNodeStopped(t *testing.T) {
+	why := "fsync of the Raft log failed (input/output error): check the disk, then restart the agent"
+	u := New(Config{Replica: blobReplica{raftstore.NewFSM(1 << 12)}, Status: fakeStatus{stopped: why}, Blobs: fakeBlobs{}})
+	t.Cleanup(u.Close)
+	srv := httptest.NewServer(u)
+	t.Cleanup(srv.Close)
+	resp, err := http.Get(srv.URL + "/ui/api/agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var a agentView
+	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
+		t.Fatal(err)
+	}
+	if a.RaftState != "Shutdown" || a.RaftStopped != why {
+		t.Fatalf("agent view: state %q, stopped %q; want Shutdown, %q", a.RaftState, a.RaftStopped, why)
+	}
 }

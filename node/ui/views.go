@@ -16,11 +16,14 @@ import (
 
 // agentView is the header of every page: which agent answers.
 type agentView struct {
-	Name         string `json:"name"`
-	Build        string `json:"build"`
-	ClusterID    string `json:"cluster_id"`
-	Leader       string `json:"leader"`
-	RaftState    string `json:"raft_state"`
+	Name      string `json:"name"`
+	Build     string `json:"build"`
+	ClusterID string `json:"cluster_id"`
+	Leader    string `json:"leader"`
+	RaftState string `json:"raft_state"`
+	// RaftStopped says why the agent stopped its Raft node (a failed
+	// fsync of its log); empty while it runs.
+	RaftStopped  string `json:"raft_stopped,omitempty"`
 	Revision     uint64 `json:"revision"`
 	AppliedIndex uint64 `json:"applied_index"`
 }
@@ -144,7 +147,7 @@ func (u *UI) serveAgent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, agentView{
-		Name: st.Node, Build: st.Build, ClusterID: st.ClusterId, Leader: st.Leader, RaftState: st.RaftState,
+		Name: st.Node, Build: st.Build, ClusterID: st.ClusterId, Leader: st.Leader, RaftState: st.RaftState, RaftStopped: st.RaftStopped,
 		Revision: st.GetHeader().GetRevision(), AppliedIndex: st.AppliedIndex,
 	})
 }

@@ -288,6 +288,7 @@ async function showAgent() {
     const a = await api("agent");
     let text = "agent " + a.name + " (" + a.raft_state + ")";
     if (a.leader) text += ", leader " + a.leader;
+    if (a.raft_stopped) text += "; Raft stopped: " + a.raft_stopped;
     document.getElementById("agent").textContent = text;
   } catch (err) {
     document.getElementById("agent").textContent = "";
