@@ -127,6 +127,26 @@ func (n *Node) peerDropped(ctx context.Context, servers []raftstore.Server) bool
 // process should then exit.
 func (n *Node) Left() <-chan struct{} { return n.left }
 
+// RaftFailed is closed when the agent stopped its Raft node after its
+// disk failed an fsync of the Raft log (RaftFailure says so); nil before
+// Start. The process should then exit and be restarted: the agent applies
+// no more writes, so neither can it keep the health of the instances it
+// owns, which other agents take for alive while it gossips.
+func (n *Node) RaftFailed() <-chan struct{} {
+	if n.store == nil {
+		return nil
+	}
+	return n.store.Failed()
+}
+
+// RaftFailure says why the Raft node stopped ("" while it runs).
+func (n *Node) RaftFailure() string {
+	if n.store == nil {
+		return ""
+	}
+	return n.store.StoppedBy()
+}
+
 // Halt stops the agent at once, as a crash would: no leadership transfer,
 // no gossip goodbye, sessions left for the cluster to clean up. For tests.
 func (n *Node) Halt() {

@@ -65,8 +65,10 @@ type Store struct {
 	appliedLooks     atomic.Int64
 
 	// stoppedBy is why the Raft node was stopped while the agent runs (a
-	// failed fsync of its log), for Status.
-	stoppedBy atomic.Pointer[string]
+	// failed fsync of its log), for Status; failed is closed then.
+	stoppedBy  atomic.Pointer[string]
+	failed     chan struct{}
+	failedOnce sync.Once
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -85,6 +87,7 @@ func New(cfg Config) *Store {
 		appliedKick: make(chan struct{}, 1),
 		appliedIdle: appliedIdlePoll,
 		stop:        make(chan struct{}),
+		failed:      make(chan struct{}),
 	}
 	s.fsm.waiting = s.kickApplied
 	return s
@@ -609,6 +612,11 @@ func (s *Store) WaitLeader(ctx context.Context) error {
 	}
 }
 
+// Failed is closed once the store has stopped its Raft node after a
+// failure (StoppedBy says which): the agent should stop too, and be
+// restarted.
+func (s *Store) Failed() <-chan struct{} { return s.failed }
+
 // logSyncFailed stops the Raft node after a background fsync of the
 // leader's log failed (syncahead.go): raft has counted entries this agent
 // holds in no durable copy, and no later fsync can vouch for them.
@@ -617,6 +625,7 @@ func (s *Store) logSyncFailed(err error) {
 		"err", err)
 	why := fmt.Sprintf("fsync of the Raft log failed (%v): check the disk, then restart the agent", err)
 	s.stoppedBy.Store(&why)
+	s.failedOnce.Do(func() { close(s.failed) })
 	go func() {
 		// Error waits for the shutdown and closes the transport: peers get
 		// refused at once, not a timeout per call.

@@ -527,9 +527,19 @@ func TestLeaderWhoseFsyncFailsStopsWithoutApplying(t *testing.T) {
 	if st := leader.Status(); st.State != Shutdown || !strings.Contains(st.Stopped, "fsync") || !strings.Contains(st.Stopped, "restart") {
 		t.Fatalf("status of the agent whose fsync failed: %v, stopped %q; want Shutdown, naming the fsync and the restart", st.State, st.Stopped)
 	}
+	select {
+	case <-leader.Failed():
+	default:
+		t.Fatal("the store whose fsync failed does not report it failed")
+	}
 	for _, s := range rest {
 		if st := s.Status(); st.Stopped != "" {
 			t.Fatalf("%s, whose disk is fine, says its Raft node stopped: %q", s.cfg.NodeID, st.Stopped)
+		}
+		select {
+		case <-s.Failed():
+			t.Fatalf("%s, whose disk is fine, reports it failed", s.cfg.NodeID)
+		default:
 		}
 	}
 }

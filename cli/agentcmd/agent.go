@@ -243,19 +243,34 @@ func newLogger(cfg node.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// waitForEnd returns when ctx ends, the agent has left or a signal of sigs
-// arrives; on SIGHUP (hup) it reloads the TLS certificates and waits on.
-func waitForEnd(ctx context.Context, n *node.Node, sigs, hup <-chan os.Signal, log *slog.Logger) {
+// runningAgent is what waitForEnd watches of a started agent (a
+// *node.Node).
+type runningAgent interface {
+	Left() <-chan struct{}
+	RaftFailed() <-chan struct{}
+	RaftFailure() string
+	ReloadTLS() error
+}
+
+// waitForEnd returns when ctx ends, the agent has left, its Raft node
+// failed (returned as an error: the process exits non-zero, for its
+// supervisor to restart it) or a signal of sigs arrives; on SIGHUP (hup)
+// it reloads the TLS certificates and waits on.
+func waitForEnd(ctx context.Context, n runningAgent, sigs, hup <-chan os.Signal, log *slog.Logger) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-n.Left():
 			log.Info("left the cluster; shutting down")
-			return
+			return nil
+		case <-n.RaftFailed():
+			err := fmt.Errorf("the agent stopped its Raft node: %s", n.RaftFailure())
+			log.Error("shutting down: this agent can apply no more writes nor keep its instances' health; its peers see it failed until it is restarted", "err", err)
+			return err
 		case s := <-sigs:
 			log.Info("signal received; shutting down (send it again to exit now)", "signal", s.String())
-			return
+			return nil
 		case <-hup:
 			if err := n.ReloadTLS(); err != nil {
 				log.Error("SIGHUP: TLS certificates not reloaded; the old ones stay in use", "err", err)
@@ -288,11 +303,14 @@ func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	waitForEnd(ctx, n, sigs, hup, log)
+	failed := waitForEnd(ctx, n, sigs, hup, log)
 	done := make(chan error, 1)
 	go func() { done <- n.Close() }()
 	select {
 	case err := <-done:
+		if failed != nil {
+			return failed // Close's error adds nothing: the Raft log failed first
+		}
 		return err
 	case s := <-sigs:
 		log.Warn("second signal; exiting without a clean shutdown", "signal", s.String())

@@ -1,0 +1,85 @@
+package agentcmd
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// fakeAgent is a started agent whose channels the test closes.
+type fakeAgent struct {
+	left, failed chan struct{}
+	failure      string
+	reloads      int
+}
+
+func newFakeAgent() *fakeAgent {
+	return &fakeAgent{left: make(chan struct{}), failed: make(chan struct{})}
+}
+
+func (a *fakeAgent) Left() <-chan struct{}       { return a.left }
+func (a *fakeAgent) RaftFailed() <-chan struct{} { return a.failed }
+func (a *fakeAgent) RaftFailure() string         { return a.failure }
+func (a *fakeAgent) ReloadTLS() error            { a.reloads++; return nil }
+
+// TestAgentExitsWithAnErrorWhenItsRaftNodeFailed: an agent whose Raft node
+// stopped after a failed fsync shuts down with an error naming it (the
+// process exits non-zero, for a supervisor to restart it); leaving the
+// cluster, a signal or the end of ctx end it without one, and SIGHUP
+// reloads the certificates and waits on.
+func TestAgentExitsWithAnErrorWhenItsRaftNodeFailed(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	wait := func(a *fakeAgent, sigs, hup chan os.Signal, ctx context.Context) error {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- waitForEnd(ctx, a, sigs, hup, log) }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatal("waitForEnd did not return")
+			return nil
+		}
+	}
+
+	a := newFakeAgent()
+	a.failure = "fsync of the Raft log failed (input/output error): check the disk, then restart the agent"
+	hup := make(chan os.Signal, 1)
+	hup <- syscall.SIGHUP
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		close(a.failed)
+	}()
+	err := wait(a, make(chan os.Signal), hup, t.Context())
+	if err == nil || !strings.Contains(err.Error(), a.failure) {
+		t.Fatalf("waitForEnd after the Raft node failed = %v, want an error naming %q", err, a.failure)
+	}
+	if a.reloads != 1 {
+		t.Errorf("SIGHUP reloaded the certificates %d times, want once", a.reloads)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "input/output error") {
+		t.Errorf("no ERROR line naming the failure in the log:\n%s", logs.String())
+	}
+
+	a = newFakeAgent()
+	close(a.left)
+	if err := wait(a, make(chan os.Signal), make(chan os.Signal), t.Context()); err != nil {
+		t.Errorf("waitForEnd after leaving = %v, want nil", err)
+	}
+	sigs := make(chan os.Signal, 1)
+	sigs <- syscall.SIGTERM
+	if err := wait(newFakeAgent(), sigs, make(chan os.Signal), t.Context()); err != nil {
+		t.Errorf("waitForEnd after SIGTERM = %v, want nil", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := wait(newFakeAgent(), make(chan os.Signal), make(chan os.Signal), ctx); err != nil {
+		t.Errorf("waitForEnd after ctx ended = %v, want nil", err)
+	}
+}
