@@ -144,6 +144,13 @@ func TestAgentsOfAnotherClusterCannotJoin(t *testing.T) {
 	if idA == idB {
 		t.Fatalf("two separate clusters have the same id %s", idA)
 	}
+	// A new leader writes the cluster's identity and then its own node
+	// record: the revisions below are taken once both are applied.
+	for _, n := range []*Node{a, b} {
+		waitFor(t, 10*time.Second, n.Name()+" records itself in its registry", func() bool {
+			return n.Store().FSM().Node(n.Name()) != nil
+		})
+	}
 	revA, revB := a.Store().FSM().Revision(), b.Store().FSM().Revision()
 
 	_, err := b.gossip().Join(ctxT(t), []string{a.gossip().LocalAddr()})

@@ -123,7 +123,7 @@ func newMetrics(n *Node) *metrics {
 		&instanceCollector{n: n, desc: prometheus.NewDesc("zrpc_registry_instances",
 			"Registered instances in this replica, by health.", []string{"health"}, nil)},
 		&stateCollector{store: store, desc: prometheus.NewDesc("zrpc_raft_state",
-			"1 for this agent's current Raft state.", []string{"state"}, nil)},
+			"1 for this agent's current Raft state. Shutdown on a running agent: it stopped its Raft node after a failed fsync of its log and is exiting (zrpcctl status says why).", []string{"state"}, nil)},
 		&quorumCollector{n: n,
 			voters: prometheus.NewDesc("zrpc_raft_voters",
 				"Voters in this agent's Raft configuration; a leader needs a majority of them.", nil, nil),

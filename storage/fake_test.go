@@ -49,6 +49,8 @@ type fakeCluster struct {
 	afterLeader func()
 	// confirmLeader, when set, is ConfirmLeader: a new leader's barrier.
 	confirmLeader func(ctx context.Context) error
+	// peer, when set, is Shards: the connection to another agent.
+	peer func(node string) (pb.ShardsClient, error)
 }
 
 func newFakeCluster(self string) *fakeCluster {
@@ -118,6 +120,9 @@ func (f *fakeCluster) CheckRead(_ context.Context, c pb.Consistency) error {
 func (f *fakeCluster) Address(node string) string { return node + ".test:8400" }
 
 func (f *fakeCluster) Shards(node string, _ bool) (pb.ShardsClient, error) {
+	if f.peer != nil {
+		return f.peer(node)
+	}
 	return nil, fmt.Errorf("agent %s: this test has no peers", node)
 }
 

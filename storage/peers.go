@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/zrpcio/zrpc/api/apierr"
@@ -229,6 +230,11 @@ func (s *Store) reportShards(refs []*pb.ShardRef, lost bool) {
 	}()
 }
 
+// maxDeleteShardIDs bounds the blob ids of one DeleteShards request:
+// senders split longer lists, and an agent refuses a longer one before it
+// looks at any.
+const maxDeleteShardIDs = 4096
+
 // deleteShardsOn asks each node to delete the shards of blob ids that no
 // blob refers to as of revision rev.
 func (s *Store) deleteShardsOn(ctx context.Context, nodes, ids []string, rev uint64) {
@@ -238,8 +244,11 @@ func (s *Store) deleteShardsOn(ctx context.Context, nodes, ids []string, rev uin
 			continue
 		}
 		peer, err := s.cluster.Shards(node, false)
-		if err == nil {
-			_, err = peer.DeleteShards(ctx, &pb.DeleteShardsRequest{BlobIds: ids, Revision: rev})
+		for batch := range slices.Chunk(ids, maxDeleteShardIDs) {
+			if err != nil {
+				break
+			}
+			_, err = peer.DeleteShards(ctx, &pb.DeleteShardsRequest{BlobIds: batch, Revision: rev})
 		}
 		if err != nil {
 			s.log.Info("shard delete not delivered; the agent collects them itself later", "agent", node, "err", err)
@@ -352,6 +361,9 @@ func (ss *ShardServer) GetShard(ctx context.Context, req *pb.GetShardRequest) (*
 }
 
 func (ss *ShardServer) DeleteShards(ctx context.Context, req *pb.DeleteShardsRequest) (*pb.DeleteShardsResponse, error) {
+	if len(req.BlobIds) > maxDeleteShardIDs {
+		return nil, fmt.Errorf("%w: DeleteShards names %d blob ids; at most %d at once", ErrInvalidArgument, len(req.BlobIds), maxDeleteShardIDs)
+	}
 	n := ss.s.deleteUnreferenced(ctx, req.BlobIds, req.Revision)
 	return &pb.DeleteShardsResponse{Deleted: uint32(n)}, nil
 }

@@ -3,10 +3,14 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"math"
+	"slices"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -77,5 +81,42 @@ func TestHeldShardsRefusesRepeatedIndexes(t *testing.T) {
 	resp, err := s.ShardServer().HeldShards(context.Background(), &pb.HeldShardsRequest{BlobId: id, Indexes: []uint32{0, 1, 255}})
 	if err != nil || len(resp.Parts) != 0 {
 		t.Fatalf("HeldShards of distinct indexes of an unknown blob: %v, %v; want none held", resp, err)
+	}
+}
+
+// deleteRecorder is a peer's Shards API that records the DeleteShards
+// requests it gets and answers them as srv does.
+type deleteRecorder struct {
+	pb.ShardsClient // only DeleteShards is called
+	srv             *ShardServer
+	sizes           []int
+}
+
+func (r *deleteRecorder) DeleteShards(ctx context.Context, req *pb.DeleteShardsRequest, _ ...grpc.CallOption) (*pb.DeleteShardsResponse, error) {
+	r.sizes = append(r.sizes, len(req.BlobIds))
+	return r.srv.DeleteShards(ctx, req)
+}
+
+// A DeleteShards request naming more blob ids than an agent takes at
+// once is refused before any is looked at, and an agent asking a peer to
+// delete more sends them in requests the peer takes.
+func TestDeleteShardsComesInBatchesAPeerTakes(t *testing.T) {
+	s, fc := newTestStore(t, Config{}, "n1", "n1", "n2")
+	ids := make([]string, 2*maxDeleteShardIDs+100)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%032x", i+1)
+	}
+	_, err := s.ShardServer().DeleteShards(context.Background(), &pb.DeleteShardsRequest{BlobIds: ids[:maxDeleteShardIDs+1]})
+	if !errors.Is(err, apierr.ErrInvalidArgument) || !strings.Contains(err.Error(), fmt.Sprint(maxDeleteShardIDs+1)) {
+		t.Fatalf("DeleteShards of %d ids: %v, want InvalidArgument naming the count", maxDeleteShardIDs+1, err)
+	}
+	if _, err := s.ShardServer().DeleteShards(context.Background(), &pb.DeleteShardsRequest{BlobIds: ids[:maxDeleteShardIDs]}); err != nil {
+		t.Fatalf("DeleteShards of %d ids: %v", maxDeleteShardIDs, err)
+	}
+	peer := &deleteRecorder{srv: s.ShardServer()}
+	fc.peer = func(string) (pb.ShardsClient, error) { return peer, nil }
+	s.deleteShardsOn(context.Background(), []string{"n2"}, ids, 0)
+	if want := []int{maxDeleteShardIDs, maxDeleteShardIDs, 100}; !slices.Equal(peer.sizes, want) {
+		t.Fatalf("DeleteShards requests of %v ids, want %v", peer.sizes, want)
 	}
 }
