@@ -347,19 +347,7 @@ func TestCommitPushOfADeposedLeaderIsIgnored(t *testing.T) {
 		rev = mustStoreApply(t, old, registerCmd(testInstance("api", fmt.Sprint(i), "n1")))
 	}
 	oldTerm := old.raft.CurrentTerm()
-	if err := old.raft.LeadershipTransfer().Error(); err != nil {
-		t.Fatalf("leadership transfer: %v", err)
-	}
-	var leader *Store
-	eventually(t, 10*time.Second, "a new leader", func() bool {
-		for _, s := range stores {
-			if s != old && s.IsLeader() {
-				leader = s
-				return true
-			}
-		}
-		return false
-	})
+	leader := transferLeadership(t, stores, old)
 	var follower *Store
 	for _, s := range stores {
 		if s != old && s != leader {
