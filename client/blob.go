@@ -100,6 +100,7 @@ func startOf(r io.Reader) (io.Seeker, int64) {
 	}
 	return s, pos
 }
+
 func (c *Client) putBlobOnce(ctx context.Context, name string, r io.Reader, opts PutOptions) (*zrpcpb.BlobPutResponse, error) {
 	if c.closing.Err() != nil {
 		return nil, ErrClosed

@@ -294,6 +294,18 @@ func liveness(stopped string) (string, bool) {
 	return "ok", true
 }
 
+// probe serves answer's text, with 503 when it is not ok.
+func probe(answer func() (string, bool)) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		text, ok := answer()
+		if !ok {
+			http.Error(w, text, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, text)
+	}
+}
+
 // readiness is /readyz's answer: ready while the agent knows a leader;
 // otherwise why not (its Raft node stopped, or no leader known and how
 // many voters it reaches).
@@ -322,22 +334,8 @@ func readiness(st raftstore.Status, quorum func() (raftstore.Quorum, error)) (st
 func (n *Node) startHTTP() error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		text, ok := liveness(n.store.StoppedBy())
-		if !ok {
-			http.Error(w, text, http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, text)
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		text, ok := readiness(n.store.Status(), n.quorum)
-		if !ok {
-			http.Error(w, text, http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, text)
-	})
+	mux.HandleFunc("/healthz", probe(func() (string, bool) { return liveness(n.store.StoppedBy()) }))
+	mux.HandleFunc("/readyz", probe(func() (string, bool) { return readiness(n.store.Status(), n.quorum) }))
 	n.ui = n.newUI()
 	mux.Handle(ui.Prefix, n.ui)
 	debug := func(path string, h http.HandlerFunc) { mux.Handle(path, n.requireOperatorRead(h)) }

@@ -253,8 +253,11 @@ func (s *Store) Status() Status {
 // failed fsync of its log) and what to do; "" while the node runs or
 // was stopped by Close.
 func (s *Store) StoppedBy() string {
-	if why := s.stoppedBy.Load(); why != nil {
-		return *why
+	if s.logs == nil {
+		return ""
+	}
+	if err := s.logs.ahead.failure(); err != nil {
+		return fmt.Sprintf("fsync of the Raft log failed (%v): check the disk, then restart the agent", err)
 	}
 	return ""
 }

@@ -1,8 +1,6 @@
 package raftstore
 
 import (
-	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -155,19 +153,4 @@ func TestPowerLossOfTheLeaderLosesNoAcknowledgedWrite(t *testing.T) {
 	if stores[f1].raft.State() == raft.Shutdown {
 		t.Fatal("f1 stopped")
 	}
-}
-
-// cuttableLayerAt is newCuttableLayer listening on addr (a restarted
-// store keeps the Raft address its peers know).
-func cuttableLayerAt(t *testing.T, addr string) *cuttableLayer {
-	t.Helper()
-	var (
-		ln  net.Listener
-		err error
-	)
-	testwait.For(t, 5*time.Second, "listening on "+addr, func() bool {
-		ln, err = (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
-		return err == nil
-	})
-	return &cuttableLayer{Listener: ln, conns: make(map[net.Conn]struct{})}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
 var errCutOff = errors.New("cut off from the network")
@@ -29,11 +30,23 @@ type cuttableLayer struct {
 
 func newCuttableLayer(t *testing.T) *cuttableLayer {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &cuttableLayer{Listener: l, conns: make(map[net.Conn]struct{})}
+	return cuttableLayerAt(t, "127.0.0.1:0")
+}
+
+// cuttableLayerAt is a cuttableLayer listening on addr (a restarted store
+// keeps the Raft address its peers know; the port may take a moment to be
+// free again).
+func cuttableLayerAt(t *testing.T, addr string) *cuttableLayer {
+	t.Helper()
+	var (
+		ln  net.Listener
+		err error
+	)
+	testwait.For(t, 5*time.Second, "listening on "+addr, func() bool {
+		ln, err = (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
+		return err == nil
+	})
+	return &cuttableLayer{Listener: ln, conns: make(map[net.Conn]struct{})}
 }
 
 func (l *cuttableLayer) Accept() (net.Conn, error) {

@@ -64,9 +64,8 @@ type Store struct {
 	appliedIdle      time.Duration
 	appliedLooks     atomic.Int64
 
-	// stoppedBy is why the Raft node was stopped while the agent runs (a
-	// failed fsync of its log), for Status; failed is closed then.
-	stoppedBy  atomic.Pointer[string]
+	// failed is closed once a failed fsync of the log stopped the Raft
+	// node (logSyncFailed; StoppedBy says why).
 	failed     chan struct{}
 	failedOnce sync.Once
 
@@ -430,7 +429,7 @@ func (s *Store) wait(ctx context.Context, f raft.Future) error {
 	go func() { done <- f.Error() }()
 	select {
 	case err := <-done:
-		if (errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, raft.ErrLeadershipLost)) && s.logs.ahead.stopped() {
+		if (errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, raft.ErrLeadershipLost)) && s.logs.ahead.failure() != nil {
 			return errLogNotDurable // not shutting down: stopped by the failed fsync
 		}
 		return err
@@ -623,8 +622,6 @@ func (s *Store) Failed() <-chan struct{} { return s.failed }
 func (s *Store) logSyncFailed(err error) {
 	s.log.Error("fsync of the Raft log failed: this agent stops its Raft node and applies nothing more; check its disk, then restart it (it reads back what the disk holds, the cluster has the rest)",
 		"err", err)
-	why := fmt.Sprintf("fsync of the Raft log failed (%v): check the disk, then restart the agent", err)
-	s.stoppedBy.Store(&why)
 	s.failedOnce.Do(func() { close(s.failed) })
 	go func() {
 		// Error waits for the shutdown and closes the transport: peers get

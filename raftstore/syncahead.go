@@ -199,11 +199,12 @@ func (a *syncAhead) fail(err error) {
 	}
 }
 
-// stopped reports whether a background fsync failed.
-func (a *syncAhead) stopped() bool {
+// failure returns the error of the background fsync that failed, nil if
+// none did.
+func (a *syncAhead) failure() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.failed != nil
+	return a.failed
 }
 
 // waitDurable waits until the log is durable up to index. It reports

@@ -95,15 +95,16 @@ var errPowerOff = errors.New("power lost")
 // powerOff does what a power loss does to the disk: of each write since
 // its file's last fsync only the second half remains (tearUnsynced), and
 // nothing written or fsynced later reaches it. Held fsyncs are released
-// and fail.
-func (d *holdDisk) powerOff(t *testing.T) {
+// and fail. It returns how many writes it tore.
+func (d *holdDisk) powerOff(t *testing.T) (torn int) {
 	t.Helper()
 	d.mu.Lock()
 	d.off = true
 	d.fail = errPowerOff
 	d.mu.Unlock()
-	d.tearUnsynced(t)
+	torn = d.tearUnsynced(t)
 	d.release()
+	return torn
 }
 
 type holdFile struct {
@@ -608,12 +609,10 @@ func TestPowerLossTakesOnlyTheLeadersBatchInFlight(t *testing.T) {
 	next := async(func() error { return l.StoreLogs(commandLogs(14, 15)) })
 	notYet(t, next, 100*time.Millisecond, "the append after the batch in flight")
 
-	if torn := disk.tearUnsynced(t); torn == 0 {
+	// The machine is gone: nothing more reaches the disk.
+	if torn := disk.powerOff(t); torn == 0 {
 		t.Fatal("nothing was written since the last fsync: no batch in flight to lose")
 	}
-	// The machine is gone: nothing more reaches the disk.
-	disk.failWith(errors.New("power lost"))
-	disk.release()
 	if err := recvWithin(t, next, "the append after the batch in flight"); err == nil {
 		t.Fatal("the append after the lost batch succeeded")
 	}
