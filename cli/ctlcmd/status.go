@@ -21,10 +21,11 @@ func newStatusCommand(o *options) *cobra.Command {
 the leader it follows ("no leader" while it knows none), how many voters
 its gossip sees alive and which it does not (failed, left, or unknown, and
 for how long), its Raft state and log indexes, and how long ago it heard
-from the leader. An agent that stopped its Raft node while it runs on (its
-disk failed an fsync of the Raft log) says so and why under "Raft
-stopped"; it takes part in the cluster again once restarted. A leader needs a majority of the voters: with fewer
-reachable, writes fail until the others are back. A follower whose applied
+from the leader. An agent whose disk failed an fsync of its Raft log
+stops its Raft node and exits; until it has, it says why under "Raft
+stopped", and restarted it takes part in the cluster again. A leader
+needs a majority of the voters: with fewer reachable, writes fail until
+the others are back. A follower whose applied
 index lags the commit index, or whose last contact keeps growing, is
 falling behind.`,
 		Example: `  zrpcctl status
