@@ -141,6 +141,8 @@ func (n *Node) newRegistry() *grpcapi.Registry {
 		Metrics:         apiMetrics{n.metrics},
 		WatchBacklog:    n.opts.watchBacklog,
 		WatchQueueBytes: n.cfg.WatchQueueBytes,
+		MaxWatches:      n.cfg.MaxWatches,
+		MaxSessions:     n.cfg.MaxSessions,
 		Go: func(f func()) {
 			n.wg.Add(1)
 			go func() {
@@ -224,6 +226,7 @@ func (a apiMetrics) ObservePanic(method string) { a.m.observePanic(method) }
 func (a apiMetrics) WatchStarted()              { a.m.watchers.Inc() }
 func (a apiMetrics) WatchEnded()                { a.m.watchers.Dec() }
 func (a apiMetrics) WatchTooSlow()              { a.m.slowWatchers.Inc() }
+func (a apiMetrics) StreamRefused(kind string)  { a.m.streamsRefused.WithLabelValues(kind).Inc() }
 
 // apiMembership is what this agent knows of the cluster's agents and
 // sessions: its replica and its gossip view.

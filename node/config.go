@@ -171,6 +171,12 @@ type Config struct {
 	// watch streams together, read but not sent yet.
 	WatchQueueBytes int64 `yaml:"watch_queue_bytes" help:"encoded bytes of events queued for all watch streams of this agent together; past it the stream with the most queued is ended as too slow and its client resumes (0: no limit)"`
 
+	// MaxWatches and MaxSessions bound the Watch and Session streams this
+	// agent serves at once (grpcapi/streamslots.go): each holds memory on
+	// the agent, and a session a record on every replica.
+	MaxWatches  int `yaml:"max_watches" help:"Watch streams this agent serves at once; more are refused with RESOURCE_EXHAUSTED naming this limit (0: no limit)"`
+	MaxSessions int `yaml:"max_sessions" help:"Session streams (registering processes) this agent serves at once; more are refused with RESOURCE_EXHAUSTED naming this limit (0: no limit)"`
+
 	// MemoryLimit is the agent process's soft memory limit
 	// (runtime/debug.SetMemoryLimit; node/memlimit.go).
 	MemoryLimit int64 `yaml:"memory_limit" help:"soft memory limit of the agent process in bytes: the Go garbage collector collects harder as the heap nears it, so garbage goes back before the process grows past it (0: automatic, the GOMEMLIMIT environment variable if set, else 3/4 of the cgroup memory limit the agent runs under, else none; -1: none)"`
@@ -223,6 +229,8 @@ func Default() Config {
 
 		WatchQueueBytes:   256 << 20,
 		MaxConnsPerClient: 1024,
+		MaxWatches:        65536,
+		MaxSessions:       16384,
 
 		SnapshotRetain: 24,
 	}
@@ -393,6 +401,8 @@ func (c *Config) validateAgent(l *fielderr.List) {
 		{"max_registry_bytes", c.MaxRegistryBytes, math.MaxInt64},
 		{"watch_queue_bytes", c.WatchQueueBytes, math.MaxInt64},
 		{"max_conns_per_client", int64(c.MaxConnsPerClient), math.MaxInt32},
+		{"max_watches", int64(c.MaxWatches), math.MaxInt32},
+		{"max_sessions", int64(c.MaxSessions), math.MaxInt32},
 	}
 	for _, lim := range limits {
 		if lim.v < 0 || lim.v > lim.max {

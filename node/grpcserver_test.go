@@ -18,6 +18,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/node/grpcapi"
 )
 
@@ -176,4 +177,96 @@ func TestGRPCPortBoundsTheConnectionsOfOneClient(t *testing.T) {
 	if !strings.Contains(string(body), "\nzrpc_grpc_connections_refused_total 1\n") {
 		t.Errorf("/metrics lacks zrpc_grpc_connections_refused_total 1")
 	}
+}
+
+// TestAgentBoundsItsWatchAndSessionStreams: an agent with max_watches 2
+// and max_sessions 1 serves two Watch streams and one Session; the next
+// of each is refused at once, ResourceExhausted naming its limit, counted
+// in zrpc_registry_streams_refused_total and warned of, while the open
+// ones go on; once a watch ends, a new one is served.
+func TestAgentBoundsItsWatchAndSessionStreams(t *testing.T) {
+	var logs testlog.Buffer
+	cfg := testConfig(t)
+	cfg.MaxWatches, cfg.MaxSessions = 2, 1
+	n := startNode(t, cfg, WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	conn, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	reg := pb.NewRegistryClient(conn)
+	ctx := ctxT(t)
+
+	watch := func(service string) (context.CancelFunc, error) {
+		wctx, cancel := context.WithCancel(ctx)
+		s, err := reg.Watch(wctx, &pb.WatchRequest{Service: service})
+		if err == nil {
+			_, err = s.Recv() // the snapshot, or the refusal
+		}
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		return cancel, nil
+	}
+	first, err := watch("a.rpc")
+	if err != nil {
+		t.Fatalf("first watch: %v", err)
+	}
+	if _, err := watch("b.rpc"); err != nil {
+		t.Fatalf("second watch: %v", err)
+	}
+	_, err = watch("c.rpc")
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "max_watches") {
+		t.Fatalf("third watch: %v, want ResourceExhausted naming max_watches", err)
+	}
+
+	sess, err := reg.Session(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Send(&pb.SessionRequest{Kind: &pb.SessionRequest_Open{Open: &pb.SessionOpen{Owner: "first"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := sess.Recv(); err != nil || resp.GetSession() == "" {
+		t.Fatalf("first session: %v, %v", resp, err)
+	}
+	second, err := reg.Session(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.Send(&pb.SessionRequest{Kind: &pb.SessionRequest_Open{Open: &pb.SessionOpen{Owner: "second"}}})
+	if _, err := second.Recv(); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "max_sessions") {
+		t.Fatalf("second session: %v, want ResourceExhausted naming max_sessions", err)
+	}
+	// The open session is still served.
+	if err := sess.Send(&pb.SessionRequest{Kind: &pb.SessionRequest_Keepalive{Keepalive: &pb.SessionKeepAlive{}}, Seq: 7}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := sess.Recv(); err != nil || resp.GetSeq() != 7 || resp.GetError() != nil {
+		t.Fatalf("keepalive on the open session: %v, %v", resp, err)
+	}
+
+	metrics := httpGet(t, n, "/metrics")
+	for _, want := range []string{
+		"\nzrpc_registry_streams_refused_total{kind=\"Watch\"} 1\n",
+		"\nzrpc_registry_streams_refused_total{kind=\"Session\"} 1\n",
+		"\nzrpc_registry_session_streams 1\n",
+		"\nzrpc_registry_watchers 2\n",
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", strings.TrimSpace(want))
+		}
+	}
+	for _, want := range []string{"max_watches", "max_sessions"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no warning naming %s:\n%s", want, logs.String())
+		}
+	}
+
+	first()
+	testwait.For(t, 10*time.Second, "a watch served after another ended", func() bool {
+		_, err := watch("c.rpc")
+		return err == nil
+	})
 }

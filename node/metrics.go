@@ -37,6 +37,9 @@ type metrics struct {
 	slowWatchers prometheus.Counter
 	// connsRefused counts gRPC connections closed past max_conns_per_client.
 	connsRefused prometheus.Counter
+	// streamsRefused counts Watch and Session streams refused past
+	// max_watches and max_sessions.
+	streamsRefused *prometheus.CounterVec
 	// aclRefused counts calls the ACLs refused.
 	aclRefused *prometheus.CounterVec
 	// dnsQueries counts DNS answers by response code.
@@ -66,7 +69,7 @@ func newMetrics(n *Node) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}, []string{"method"}),
 		watchers: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "zrpc_registry_watchers", Help: "Open Watch streams served by this agent.",
+			Name: "zrpc_registry_watchers", Help: "Open Watch streams served by this agent (limited by max_watches).",
 		}),
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "zrpc_grpc_panics_total",
@@ -84,11 +87,18 @@ func newMetrics(n *Node) *metrics {
 			Name: "zrpc_grpc_connections_refused_total",
 			Help: "Connections to the agent's gRPC API closed as they came because their client IP held max_conns_per_client open already.",
 		}),
+		streamsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "zrpc_registry_streams_refused_total",
+			Help: "Watch and Session streams refused (ResourceExhausted) because this agent served max_watches or max_sessions of them already, by kind.",
+		}, []string{"kind"}),
 	}
 	// Known label values start at zero, so that rate() sees the first
 	// increase and a dashboard shows 0 rather than no data.
 	for _, result := range []string{"ok", "error"} {
 		m.apply.WithLabelValues(result)
+	}
+	for _, kind := range []string{"Watch", "Session"} {
+		m.streamsRefused.WithLabelValues(kind)
 	}
 	m.snapshots = newSnapshotMetrics()
 	m.reg.MustRegister(m.snapshots.collectors()...)
@@ -96,7 +106,7 @@ func newMetrics(n *Node) *metrics {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.reg.MustRegister(m.apply, m.rpcs, m.rpcTime, m.watchers, m.panics, m.slowWatchers, m.aclRefused, m.connsRefused,
+	m.reg.MustRegister(m.apply, m.rpcs, m.rpcTime, m.watchers, m.panics, m.slowWatchers, m.aclRefused, m.connsRefused, m.streamsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("zrpc_raft_leader", "1 if this agent is the Raft leader.", func() float64 { return b2f(store.Status().State == raftstore.Leader) }),
 		gauge("zrpc_raft_has_leader", "1 if this agent knows a Raft leader.", func() float64 { return b2f(store.Status().LeaderAddr != "") }),
@@ -117,6 +127,13 @@ func newMetrics(n *Node) *metrics {
 			func() float64 {
 				if r := m.registry.Load(); r != nil {
 					return float64(r.WatchQueuedBytes())
+				}
+				return 0
+			}),
+		gauge("zrpc_registry_session_streams", "Open Session streams served by this agent (limited by max_sessions).",
+			func() float64 {
+				if r := m.registry.Load(); r != nil {
+					return float64(r.SessionStreams())
 				}
 				return 0
 			}),

@@ -69,6 +69,10 @@ type Metrics interface {
 	WatchEnded()
 	// WatchTooSlow counts a watcher ended for falling behind.
 	WatchTooSlow()
+	// StreamRefused counts a Watch or Session stream (kind) refused
+	// because the agent served the most it takes (MaxWatches,
+	// MaxSessions).
+	StreamRefused(kind string)
 }
 
 // RegistryConfig is what the Registry service needs of its agent.
@@ -87,6 +91,10 @@ type RegistryConfig struct {
 	// together (0: no bound): past it the stream with the most queued is
 	// ended as too slow.
 	WatchQueueBytes int64
+	// MaxWatches and MaxSessions bound the Watch and the Session streams
+	// this agent serves at once (0: no bound); past them a new stream is
+	// refused with ResourceExhausted.
+	MaxWatches, MaxSessions int
 	// Go runs f on a goroutine the agent owns: the agent's Close waits
 	// for it.
 	Go     func(f func())
@@ -102,6 +110,9 @@ type Registry struct {
 	ctx context.Context
 	// budget bounds what all Watch streams hold queued together.
 	budget *watchBudget
+	// watches and sessions bound the Watch and Session streams open at
+	// once.
+	watches, sessions *streamSlots
 }
 
 // NewRegistry returns the Registry service of an agent whose life is ctx.
@@ -114,8 +125,19 @@ func NewRegistry(ctx context.Context, cfg RegistryConfig) *Registry {
 	if cfg.Go == nil {
 		cfg.Go = func(f func()) { go f() }
 	}
-	return &Registry{cfg: cfg, log: log, ctx: ctx, budget: newWatchBudget(cfg.WatchQueueBytes)}
+	refused := func(kind string) {
+		if cfg.Metrics != nil {
+			cfg.Metrics.StreamRefused(kind)
+		}
+	}
+	return &Registry{cfg: cfg, log: log, ctx: ctx, budget: newWatchBudget(cfg.WatchQueueBytes),
+		watches:  newStreamSlots("Watch", "max_watches", cfg.MaxWatches, refused, log),
+		sessions: newStreamSlots("Session", "max_sessions", cfg.MaxSessions, refused, log),
+	}
 }
+
+// SessionStreams is how many Session streams this agent serves.
+func (s *Registry) SessionStreams() int64 { return s.sessions.Open() }
 
 // WatchQueuedBytes is the encoded size of the events queued for all Watch
 // streams and not sent yet.

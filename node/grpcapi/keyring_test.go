@@ -345,6 +345,7 @@ func (keyringNoMetrics) ObservePanic(string)                      {}
 func (keyringNoMetrics) WatchStarted()                            {}
 func (keyringNoMetrics) WatchEnded()                              {}
 func (keyringNoMetrics) WatchTooSlow()                            {}
+func (keyringNoMetrics) StreamRefused(string)                     {}
 
 // TestKeyringWaitsForAnAgentStillJoining: an agent that has not yet
 // received the cluster's secret answers the agent-to-agent API with

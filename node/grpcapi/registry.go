@@ -174,6 +174,11 @@ func (s *Registry) Watch(req *pb.WatchRequest, stream pb.Registry_WatchServer) e
 			return err
 		}
 	}
+	release, err := s.watches.take()
+	if err != nil {
+		return err
+	}
+	defer release()
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
 	stop := context.AfterFunc(s.ctx, func() { cancel(nil) })
@@ -182,7 +187,7 @@ func (s *Registry) Watch(req *pb.WatchRequest, stream pb.Registry_WatchServer) e
 	defer s.cfg.Metrics.WatchEnded()
 
 	w := s.cfg.Replica.Watch(req.Service, req.FromRevision)
-	err := s.serveWatch(ctx, cancel, w, req.FromRevision, stream)
+	err = s.serveWatch(ctx, cancel, w, req.FromRevision, stream)
 	if s.ctx.Err() != nil {
 		return apierr.ErrShuttingDown
 	}

@@ -31,6 +31,11 @@ func NewSessionID() string {
 // unreachable), the stream ends with FailedPrecondition, so that the
 // process opens a new session and registers again.
 func (s *Registry) Session(stream pb.Registry_SessionServer) error {
+	release, err := s.sessions.take()
+	if err != nil {
+		return err
+	}
+	defer release()
 	ctx := stream.Context()
 	first, err := stream.Recv()
 	if errors.Is(err, io.EOF) {

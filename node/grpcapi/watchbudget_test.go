@@ -32,6 +32,7 @@ func (m *watchMetrics) ObserveRPC(string, codes.Code, time.Time) {}
 func (m *watchMetrics) ObservePanic(string)                      {}
 func (m *watchMetrics) WatchStarted()                            {}
 func (m *watchMetrics) WatchEnded()                              {}
+func (m *watchMetrics) StreamRefused(string)                     {}
 func (m *watchMetrics) WatchTooSlow() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
