@@ -95,6 +95,10 @@ type RegistryConfig struct {
 	// this agent serves at once (0: no bound); past them a new stream is
 	// refused with ResourceExhausted.
 	MaxWatches, MaxSessions int
+	// SessionOpenWait is how long a Session stream may go without its
+	// first message, open (0: 10 s); it holds a max_sessions slot
+	// meanwhile.
+	SessionOpenWait time.Duration
 	// Go runs f on a goroutine the agent owns: the agent's Close waits
 	// for it.
 	Go     func(f func())
@@ -124,6 +128,9 @@ func NewRegistry(ctx context.Context, cfg RegistryConfig) *Registry {
 	}
 	if cfg.Go == nil {
 		cfg.Go = func(f func()) { go f() }
+	}
+	if cfg.SessionOpenWait <= 0 {
+		cfg.SessionOpenWait = defaultSessionOpenWait
 	}
 	refused := func(kind string) {
 		if cfg.Metrics != nil {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
@@ -54,6 +55,40 @@ func TestSessionEndedBeforeItsOpenIsInvalidArgument(t *testing.T) {
 	}
 	_, err = stream.Recv()
 	wantInvalid(t, "a session closed at once", err, "session", "before its first message, which must be open")
+}
+
+// A session stream that sends nothing is ended with InvalidArgument once
+// the open wait has passed, and gives back its max_sessions slot: with
+// one slot, a second silent stream opened after it is served (and ended
+// the same way) instead of being refused ResourceExhausted, while one
+// opened beside it is refused.
+func TestSessionThatSendsNothingIsEndedAndFreesItsSlot(t *testing.T) {
+	reg := NewRegistry(context.Background(), RegistryConfig{Agent: "a1", Replica: raftstore.NewFSM(16), Metrics: &watchMetrics{},
+		MaxSessions: 1, SessionOpenWait: 2 * time.Second})
+	client := pb.NewRegistryClient(dialTest(t, serveTest(t, Services{Registry: reg})))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	silent, err := client.Session(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, 5*time.Second, "the silent session holding the slot", func() bool { return reg.SessionStreams() == 1 })
+	beside, err := client.Session(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := beside.Recv(); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "max_sessions") {
+		t.Fatalf("a session beside the silent one: %v, want ResourceExhausted naming max_sessions", err)
+	}
+	_, err = silent.Recv()
+	wantInvalid(t, "a session that sent nothing", err, "session", "no first message within 2s", "open")
+	testwait.For(t, 5*time.Second, "the slot given back", func() bool { return reg.SessionStreams() == 0 })
+	after, err := client.Session(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = after.Recv()
+	wantInvalid(t, "a silent session after the first ended", err, "no first message within 2s")
 }
 
 // Bytes that are not a request message, unary or streamed, are refused

@@ -23,6 +23,34 @@ func NewSessionID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// defaultSessionOpenWait is how long a Session stream may go without its
+// first message: a caller that opens streams and sends nothing would
+// otherwise hold max_sessions slots for as long as its connection lives.
+const defaultSessionOpenWait = 10 * time.Second
+
+// recvOpen receives a Session stream's first message, failing with
+// InvalidArgument when none arrives within cfg.SessionOpenWait. The
+// receive left waiting then ends with the stream, as the handler returns.
+func (s *Registry) recvOpen(stream pb.Registry_SessionServer) (*pb.SessionRequest, error) {
+	type received struct {
+		m   *pb.SessionRequest
+		err error
+	}
+	got := make(chan received, 1)
+	go func() {
+		m, err := stream.Recv()
+		got <- received{m, err}
+	}()
+	t := time.NewTimer(s.cfg.SessionOpenWait)
+	defer t.Stop()
+	select {
+	case r := <-got:
+		return r.m, r.err
+	case <-t.C:
+		return nil, apierr.Invalid("session", "no first message within %s of the stream's start; it must be open", s.cfg.SessionOpenWait)
+	}
+}
+
 // Session serves one process's session: the registrations made on the
 // stream live as long as the stream. When it ends, for any reason (clean
 // close, crash, kill -9, network failure noticed by keepalive), the session
@@ -37,7 +65,7 @@ func (s *Registry) Session(stream pb.Registry_SessionServer) error {
 	}
 	defer release()
 	ctx := stream.Context()
-	first, err := stream.Recv()
+	first, err := s.recvOpen(stream)
 	if errors.Is(err, io.EOF) {
 		return apierr.Invalid("session", "the stream ended before its first message, which must be open")
 	}
