@@ -181,9 +181,10 @@ func TestGRPCPortBoundsTheConnectionsOfOneClient(t *testing.T) {
 
 // TestAgentBoundsItsWatchAndSessionStreams: an agent with max_watches 2
 // and max_sessions 1 serves two Watch streams and one Session; the next
-// of each is refused at once, ResourceExhausted naming its limit, counted
-// in zrpc_registry_streams_refused_total and warned of, while the open
-// ones go on; once a watch ends, a new one is served.
+// of each is refused at once, ResourceExhausted naming its limit (the web
+// UI's live stream, also a watch, 503), counted in
+// zrpc_registry_streams_refused_total and warned of, while the open ones
+// go on; once a watch ends, a new one is served.
 func TestAgentBoundsItsWatchAndSessionStreams(t *testing.T) {
 	var logs testlog.Buffer
 	cfg := testConfig(t)
@@ -220,6 +221,17 @@ func TestAgentBoundsItsWatchAndSessionStreams(t *testing.T) {
 	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "max_watches") {
 		t.Fatalf("third watch: %v, want ResourceExhausted naming max_watches", err)
 	}
+	// The web UI's live stream is a watch too.
+	hc := http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get("http://" + n.HTTPAddr() + "/ui/api/events")
+	if err != nil {
+		t.Fatalf("GET /ui/api/events: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "max_watches") {
+		t.Fatalf("GET /ui/api/events at the limit: %d %s, want 503 naming max_watches", resp.StatusCode, body)
+	}
 
 	sess, err := reg.Session(ctx)
 	if err != nil {
@@ -249,7 +261,7 @@ func TestAgentBoundsItsWatchAndSessionStreams(t *testing.T) {
 
 	metrics := httpGet(t, n, "/metrics")
 	for _, want := range []string{
-		"\nzrpc_registry_streams_refused_total{kind=\"Watch\"} 1\n",
+		"\nzrpc_registry_streams_refused_total{kind=\"Watch\"} 2\n",
 		"\nzrpc_registry_streams_refused_total{kind=\"Session\"} 1\n",
 		"\nzrpc_registry_session_streams 1\n",
 		"\nzrpc_registry_watchers 2\n",

@@ -143,6 +143,11 @@ func NewRegistry(ctx context.Context, cfg RegistryConfig) *Registry {
 	}
 }
 
+// TakeWatch holds one of the agent's Watch stream slots (max_watches) for
+// a stream served elsewhere (the web UI's live stream) until release is
+// called; it fails as a Watch past the limit does.
+func (s *Registry) TakeWatch() (release func(), err error) { return s.watches.take() }
+
 // SessionStreams is how many Session streams this agent serves.
 func (s *Registry) SessionStreams() int64 { return s.sessions.Open() }
 

@@ -29,7 +29,7 @@ type registryChange struct {
 // event whenever the registry changes, naming the services that changed
 // and that the token may read (a watch of every service, filtered as the
 // gRPC Watch is). It follows the local replica's watch, so it costs the
-// agent one watcher; it ends when the client goes, when a write to it
+// agent one watcher and holds one of its Watch stream slots (TakeWatch); it ends when the client goes, when a write to it
 // takes longer than the write timeout (a reader that stopped reading),
 // or when the UI closes.
 func (u *UI) serveEvents(w http.ResponseWriter, r *http.Request) {
@@ -53,6 +53,14 @@ func (u *UI) serveEvents(w http.ResponseWriter, r *http.Request) {
 	u.streams.Add(1)
 	u.mu.Unlock()
 	defer u.streams.Done()
+	if u.cfg.TakeWatch != nil {
+		release, err := u.cfg.TakeWatch()
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, "live stream refused: "+err.Error())
+			return
+		}
+		defer release()
+	}
 
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()

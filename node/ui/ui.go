@@ -94,7 +94,11 @@ type Config struct {
 	// WriteTimeout bounds each write to a live stream: a reader that
 	// stopped reading has its stream ended; 0: 10 s.
 	WriteTimeout time.Duration
-	Logger       *slog.Logger
+	// TakeWatch, when set, holds one of the agent's Watch stream slots
+	// (max_watches) for a live stream until release is called; a live
+	// stream it refuses is answered 503 with its error.
+	TakeWatch func() (release func(), err error)
+	Logger    *slog.Logger
 }
 
 // UI serves the web UI of one agent. Close ends its live streams.
