@@ -112,6 +112,10 @@ type hedgeStage struct {
 	ownBudget bool
 	next      unaryStage
 	onHedge   func(method, outcome string) // metrics hook; nil when metrics are off
+	// notesPicks is set once a first attempt ended with its pick noted:
+	// the balancer notes its picks (PickNote), so a first attempt with
+	// none noted yet has not picked an instance.
+	notesPicks atomic.Bool
 }
 
 // newChainHedge returns the hedge stage of cfg's chain in front of next, or
@@ -178,6 +182,10 @@ func (s *hedgeStage) invoke(ctx context.Context, method string, req, reply any, 
 	return err
 }
 
+// maxPickLookWait is the longest a hedge waits between two looks for the
+// first attempt's pick.
+const maxPickLookWait = time.Second
+
 // hedgeCall is one call that may be hedged: the first attempt runs on the
 // caller's goroutine, the hedge on the timer's, and they meet under mu.
 type hedgeCall struct {
@@ -193,15 +201,17 @@ type hedgeCall struct {
 	opts      []grpc.CallOption
 	ctx       context.Context // the caller's
 	note      PickNote        // the first attempt's instance
+	delay     time.Duration   // the wait before the hedge, then before each look for the first pick
 
 	mu            sync.Mutex
+	timer         *time.Timer // runs launch; replaced when launch waits for the first pick
 	firstDone     bool
 	launched      bool // a hedge was sent
 	winner        hedgeWinner
 	cancelFirst   context.CancelFunc
 	hedge         hedgeAttempt
 	cancelHedgeFn context.CancelFunc
-	done          chan struct{} // closed when launch returns
+	done          chan struct{} // closed when the last launch returns
 }
 
 // hedgeWinner says which attempt's result is the call's.
@@ -224,31 +234,37 @@ type hedgeAttempt struct {
 }
 
 func (s *hedgeStage) hedged(ctx context.Context, delay time.Duration, lat *latencyQuantile, method string, req any, reply proto.Message, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts []grpc.CallOption) error {
-	c := &hedgeCall{s: s, method: method, req: req, reply: reply, replyType: reply.ProtoReflect().Type(), cc: cc, inv: inv, opts: opts, ctx: ctx, done: make(chan struct{})}
+	c := &hedgeCall{s: s, method: method, req: req, reply: reply, replyType: reply.ProtoReflect().Type(), cc: cc, inv: inv, opts: opts,
+		ctx: ctx, delay: delay, done: make(chan struct{})}
 	firstCtx, cancelFirst := context.WithCancel(WithPickNote(ctx, &c.note))
 	defer cancelFirst()
 	c.cancelFirst = cancelFirst
 	// The first attempt writes the caller's reply and options.
-	timer := time.AfterFunc(delay, c.launch)
+	c.mu.Lock()
+	c.timer = time.AfterFunc(delay, c.launch)
+	c.mu.Unlock()
 	start := time.Now()
 	firstErr := s.next.invoke(firstCtx, method, req, reply, cc, inv, opts)
 	elapsed := time.Since(start)
-	timerStopped := timer.Stop()
 	if ctx.Err() == nil {
 		// When the hedge won, the first attempt was cancelled; its time so
 		// far still says the method took at least that long.
 		lat.observe(elapsed)
 	}
+	if c.note.Addr() != "" {
+		s.notesPicks.Store(true)
+	}
 
 	c.mu.Lock()
 	c.firstDone = true
+	timer := c.timer
 	launched := c.launched
 	if launched && c.winner == winnerNone && answered(firstErr) {
 		c.winner = winnerFirst
 		c.cancelHedgeFn()
 	}
 	c.mu.Unlock()
-	if !timerStopped {
+	if !timer.Stop() {
 		// launch has started; it ends at once if it sent nothing and as
 		// soon as the hedge returns (cancelled, if the first answered).
 		<-c.done
@@ -271,21 +287,34 @@ func (s *hedgeStage) hedged(ctx context.Context, delay time.Duration, lat *laten
 }
 
 // launch sends the hedge, on the timer's goroutine, unless the first
-// attempt has ended, the caller has gone or the budget is empty.
+// attempt has ended, the caller has gone or the budget is empty. When the
+// balancer notes its picks and the first attempt has not picked an
+// instance yet (it waits for one to be ready), a hedge now could not be
+// kept off that instance and would wait for the same ones: launch looks
+// again later, after twice the wait each time, up to a second between
+// looks.
 func (c *hedgeCall) launch() {
-	defer close(c.done)
 	c.mu.Lock()
 	if c.firstDone || c.ctx.Err() != nil {
 		c.mu.Unlock()
+		close(c.done)
 		return
 	}
+	addr := c.note.Addr()
+	if addr == "" && c.s.notesPicks.Load() {
+		c.delay = min(2*c.delay, max(c.delay, maxPickLookWait))
+		c.timer = time.AfterFunc(c.delay, c.launch)
+		c.mu.Unlock()
+		return // the next launch closes done
+	}
+	defer close(c.done)
 	if !c.s.budget.spend() {
 		c.mu.Unlock()
 		c.s.count(c.method, hedgeNoBudget)
 		return
 	}
 	ctx := c.ctx
-	if addr := c.note.Addr(); addr != "" {
+	if addr != "" {
 		ctx = WithExcluded(ctx, addr)
 	}
 	ctx, cancel := context.WithCancel(ctx)

@@ -111,10 +111,11 @@ func (o *outcomes) get() []string {
 // warmHedgeStage returns a stage hedging hedgedMethod after 1 ms, whose
 // latency estimate has seen enough 1 ms calls to hedge.
 // hedgeTestDelay is the warm stage's hedge delay. A hedge excludes the
-// instance the first attempt picked; one that fires before the first
-// attempt has even picked (its goroutine preempted that long, as on a
-// loaded machine with the race detector) goes anywhere, and the tests
-// that need it elsewhere would wait for ever: 1 ms hung CI once.
+// instance the first attempt picked; on a stage that has not yet seen a
+// pick noted (as the warm stage), one that fires before the first attempt
+// has even picked (its goroutine preempted that long, as on a loaded
+// machine with the race detector) goes anywhere, and the tests that need
+// it elsewhere would wait for ever: 1 ms hung CI once.
 const hedgeTestDelay = 50 * time.Millisecond
 
 func warmHedgeStage(t *testing.T) (*hedgeStage, *outcomes) {
@@ -152,6 +153,60 @@ func TestHedgeAnswersFromAnotherInstanceAndCancelsTheSlowOne(t *testing.T) {
 	}
 	if recs[0].ctx.Err() == nil {
 		t.Fatal("the slow attempt's context is still live after the hedge answered")
+	}
+	if got := o.get(); !slices.Equal(got, []string{hedgeWon}) {
+		t.Fatalf("outcomes %v, want [won]", got)
+	}
+}
+
+// With a balancer that notes its picks (learnt from an earlier call), a
+// hedge due while the first attempt has not picked an instance yet (it
+// waits for one to be ready) waits for that pick and then goes to another
+// instance, instead of going out with nothing to avoid and landing where
+// the first attempt will.
+func TestHedgeWaitsForTheFirstPickToGoElsewhere(t *testing.T) {
+	s, o := warmHedgeStage(t)
+	fast := &hedgeCluster{instances: []hedgeInstance{{addr: "10.0.0.2:1", answer: answerNow}}}
+	if err := interceptor(s)(context.Background(), hedgedMethod, nil, new(wrapperspb.StringValue), nil, fast.invoke); err != nil {
+		t.Fatalf("the call that shows the balancer notes picks: %v", err)
+	}
+	if !s.notesPicks.Load() {
+		t.Fatal("a call whose pick was noted did not teach the stage that the balancer notes picks")
+	}
+
+	picking := make(chan struct{}) // closed to let the first attempt pick
+	cluster := &hedgeCluster{instances: []hedgeInstance{
+		{addr: "10.0.0.1:1", answer: blockUntilCancelled},
+		{addr: "10.0.0.2:1", answer: answerNow},
+	}}
+	first := true
+	slowPick := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, opts ...grpc.CallOption) error {
+		cluster.mu.Lock()
+		isFirst := first
+		first = false
+		cluster.mu.Unlock()
+		if isFirst {
+			select {
+			case <-picking:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return cluster.invoke(ctx, method, req, reply, cc, opts...)
+	}
+	time.AfterFunc(3*hedgeTestDelay, func() { close(picking) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	reply := new(wrapperspb.StringValue)
+	if err := interceptor(s)(ctx, hedgedMethod, nil, reply, nil, slowPick); err != nil {
+		t.Fatalf("hedged call: %v", err)
+	}
+	if reply.Value != "10.0.0.2:1" {
+		t.Fatalf("reply from %q, want the hedge's instance 10.0.0.2:1", reply.Value)
+	}
+	recs := cluster.records()
+	if len(recs) != 2 || recs[0].addr != "10.0.0.1:1" || recs[1].addr != "10.0.0.2:1" {
+		t.Fatalf("attempts %v, want the first attempt on 10.0.0.1:1 and the hedge elsewhere", recs)
 	}
 	if got := o.get(); !slices.Equal(got, []string{hedgeWon}) {
 		t.Fatalf("outcomes %v, want [won]", got)
