@@ -275,12 +275,18 @@ func (pf *partFile) close() { pf.f.Close() }
 // vectored write (pwritev on Linux) instead of being copied into one
 // buffer first.
 func writeFramePieces(f *os.File, p *partHeader, h *Header, pieces [][]byte) error {
+	bufs := make([][]byte, 0, len(pieces)+1)
+	bufs = append(append(bufs, frameHeader(h)), pieces...)
+	return writeAtv(f, bufs, p.offset(h.ID.Block))
+}
+
+// frameHeader returns the 8 bytes of h's frame header: the block's length
+// and the payload's CRC32C.
+func frameHeader(h *Header) []byte {
 	fh := make([]byte, frameHeaderSize)
 	binary.LittleEndian.PutUint32(fh[0:], h.BlockLen)
 	binary.LittleEndian.PutUint32(fh[4:], h.Sum)
-	bufs := make([][]byte, 0, len(pieces)+1)
-	bufs = append(append(bufs, fh), pieces...)
-	return writeAtv(f, bufs, p.offset(h.ID.Block))
+	return fh
 }
 
 // advance drops the first n bytes of bufs, which it may change.

@@ -32,6 +32,9 @@ type stagedPart struct {
 	// unflushed counts the bytes written since the part's writeback was
 	// last started (writeback.go).
 	unflushed int64
+	// dw gathers the part's bytes for O_DIRECT writes until the part is
+	// settled (direct.go).
+	dw directWriter
 }
 
 // StagedShard is a shard written by Stage and not yet committed.
@@ -60,13 +63,16 @@ func (s *Store) newStaged(hdr partHeader) (*stagedPart, error) {
 	}
 	var b [PartHeaderSize]byte
 	hdr.marshal(b[:])
-	if _, err := f.WriteAt(b[:], 0); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		s.release(PartHeaderSize, 0)
-		return nil, err
+	sp := &stagedPart{hdr: hdr, path: path, tmp: f.Name(), f: f, size: PartHeaderSize, blocks: make(map[uint32]time.Time)}
+	if !sp.startDirect(b[:]) {
+		if _, err := f.WriteAt(b[:], 0); err != nil {
+			f.Close()
+			os.Remove(f.Name())
+			s.release(PartHeaderSize, 0)
+			return nil, err
+		}
 	}
-	return &stagedPart{hdr: hdr, path: path, tmp: f.Name(), f: f, size: PartHeaderSize, blocks: make(map[uint32]time.Time)}, nil
+	return sp, nil
 }
 
 // add writes a shard, its payload in pieces, into the staged part at its
@@ -94,6 +100,19 @@ func (sp *stagedPart) add(s *Store, h *Header, pieces [][]byte) error {
 	if err := s.reserve(h.ID, grow, dShards); err != nil {
 		return err
 	}
+	if sp.follows(sp.hdr.offset(h.ID.Block)) {
+		if err := sp.gather(append([][]byte{frameHeader(h)}, pieces...)); err != nil {
+			s.release(grow, dShards)
+			return wrapWrite("stage", h.ID, err)
+		}
+		sp.size += grow
+		sp.blocks[h.ID.Block] = time.Now()
+		return nil
+	}
+	if err := sp.settle(); err != nil {
+		s.release(grow, dShards)
+		return wrapWrite("stage", h.ID, err)
+	}
 	if err := writeFramePieces(sp.f, &sp.hdr, h, pieces); err != nil {
 		s.release(grow, dShards)
 		return wrapWrite("stage", h.ID, err)
@@ -115,6 +134,7 @@ func (sp *stagedPart) drop(s *Store) {
 		return
 	}
 	sp.gone = true
+	sp.dropDirect()
 	sp.f.Close()
 	os.Remove(sp.tmp)
 	s.release(sp.size, len(sp.blocks))
@@ -298,6 +318,9 @@ func (s *Store) takeBlocks(blob string, index uint16, blocks map[uint32]bool) (*
 // them); sp's lock is held. On an error the blocks not moved are
 // discarded and the new part dropped.
 func (s *Store) moveBlocks(sp *stagedPart, blocks map[uint32]bool) (*stagedPart, error) {
+	if err := sp.settle(); err != nil {
+		return nil, fmt.Errorf("part %s: move staged shards: %w", sp.path, err)
+	}
 	src := &partFile{f: sp.f, path: sp.tmp, hdr: sp.hdr, size: sp.size}
 	var moved *stagedPart
 	var buf []byte
@@ -475,6 +498,9 @@ func (s *Store) commitPart(sp *stagedPart) (int, error) {
 func (s *Store) renameStaged(sp *stagedPart) error {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
+	if err := sp.settle(); err != nil {
+		return err
+	}
 	if err := s.fsync(sp.f); err != nil {
 		return err
 	}
@@ -522,6 +548,9 @@ func (s *Store) mergeInto(sp *stagedPart) (bool, error) {
 	}
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
+	if err := sp.settle(); err != nil {
+		return false, err
+	}
 	held, err := pf.held()
 	if err != nil {
 		return false, err
@@ -617,6 +646,9 @@ func (s *Store) discard(id ID, at time.Time) bool {
 	when, ok := sp.blocks[id.Block]
 	ok = ok && !sp.gone && (at.IsZero() || when.Equal(at))
 	if ok {
+		if err := sp.settle(); err != nil {
+			s.log.Warn("discard staged shard", "shard", id, "err", err)
+		}
 		if err := clearFrame(sp.f, &sp.hdr, id.Block); err != nil {
 			s.log.Warn("discard staged shard", "shard", id, "err", err)
 		}

@@ -1,0 +1,13 @@
+//go:build !linux
+
+package shardstore
+
+import (
+	"errors"
+	"os"
+)
+
+// openDirectFile refuses: O_DIRECT is Linux's; parts are written buffered.
+func openDirectFile(string) (*os.File, error) {
+	return nil, errors.New("shardstore: direct writes are Linux only")
+}
