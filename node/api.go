@@ -63,6 +63,12 @@ func newGRPCServer(n *Node) *grpc.Server {
 func (n *Node) newStatus() *grpcapi.Status {
 	return grpcapi.NewStatus(grpcapi.StatusConfig{
 		Agent: n.cfg.Name, Build: n.cfg.Build, Replica: n.store.FSM(), Cluster: apiCluster{n}, Status: apiStatus{n},
+		Streams: func() grpcapi.StreamCounts {
+			if r := n.metrics.registry.Load(); r != nil {
+				return r.Streams()
+			}
+			return grpcapi.StreamCounts{}
+		},
 	})
 }
 

@@ -259,6 +259,14 @@ func TestAgentBoundsItsWatchAndSessionStreams(t *testing.T) {
 		t.Fatalf("keepalive on the open session: %v, %v", resp, err)
 	}
 
+	st, err := pb.NewStatusClient(conn).Status(ctx, &pb.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetWatchStreams() != 2 || st.GetMaxWatches() != 2 || st.GetSessionStreams() != 1 || st.GetMaxSessions() != 1 {
+		t.Errorf("Status says %d of %d watches, %d of %d sessions; want 2 of 2, 1 of 1",
+			st.GetWatchStreams(), st.GetMaxWatches(), st.GetSessionStreams(), st.GetMaxSessions())
+	}
 	metrics := httpGet(t, n, "/metrics")
 	for _, want := range []string{
 		"\nzrpc_registry_streams_refused_total{kind=\"Watch\"} 2\n",

@@ -1855,9 +1855,17 @@ type StatusResponse struct {
 	// raft_stopped says why the agent stopped its Raft node while it runs on
 	// (a failed fsync of its Raft log; raft_state is then Shutdown) and what
 	// to do; empty otherwise.
-	RaftStopped   string `protobuf:"bytes,16,opt,name=raft_stopped,json=raftStopped,proto3" json:"raft_stopped,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RaftStopped string `protobuf:"bytes,16,opt,name=raft_stopped,json=raftStopped,proto3" json:"raft_stopped,omitempty"`
+	// watch_streams and session_streams are the Watch and Session streams
+	// the agent serves now (its web UI's live streams count as watches);
+	// max_watches and max_sessions are the most it serves at once (0: no
+	// limit). Agents before these fields send none.
+	WatchStreams   uint32 `protobuf:"varint,17,opt,name=watch_streams,json=watchStreams,proto3" json:"watch_streams,omitempty"`
+	MaxWatches     uint32 `protobuf:"varint,18,opt,name=max_watches,json=maxWatches,proto3" json:"max_watches,omitempty"`
+	SessionStreams uint32 `protobuf:"varint,19,opt,name=session_streams,json=sessionStreams,proto3" json:"session_streams,omitempty"`
+	MaxSessions    uint32 `protobuf:"varint,20,opt,name=max_sessions,json=maxSessions,proto3" json:"max_sessions,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -2000,6 +2008,34 @@ func (x *StatusResponse) GetRaftStopped() string {
 		return x.RaftStopped
 	}
 	return ""
+}
+
+func (x *StatusResponse) GetWatchStreams() uint32 {
+	if x != nil {
+		return x.WatchStreams
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetMaxWatches() uint32 {
+	if x != nil {
+		return x.MaxWatches
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetSessionStreams() uint32 {
+	if x != nil {
+		return x.SessionStreams
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetMaxSessions() uint32 {
+	if x != nil {
+		return x.MaxSessions
+	}
+	return 0
 }
 
 // UnreachableVoter is a voter of the Raft configuration that the answering
@@ -2845,7 +2881,7 @@ const file_registry_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x0f\n" +
-	"\rStatusRequest\"\xd8\x04\n" +
+	"\rStatusRequest\"\xea\x05\n" +
 	"\x0eStatusResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
@@ -2865,7 +2901,12 @@ const file_registry_proto_rawDesc = "" +
 	"\x06voters\x18\r \x01(\rR\x06voters\x12)\n" +
 	"\x10reachable_voters\x18\x0e \x01(\rR\x0freachableVoters\x12H\n" +
 	"\x12unreachable_voters\x18\x0f \x03(\v2\x19.zrpc.v1.UnreachableVoterR\x11unreachableVoters\x12!\n" +
-	"\fraft_stopped\x18\x10 \x01(\tR\vraftStopped\"t\n" +
+	"\fraft_stopped\x18\x10 \x01(\tR\vraftStopped\x12#\n" +
+	"\rwatch_streams\x18\x11 \x01(\rR\fwatchStreams\x12\x1f\n" +
+	"\vmax_watches\x18\x12 \x01(\rR\n" +
+	"maxWatches\x12'\n" +
+	"\x0fsession_streams\x18\x13 \x01(\rR\x0esessionStreams\x12!\n" +
+	"\fmax_sessions\x18\x14 \x01(\rR\vmaxSessions\"t\n" +
 	"\x10UnreachableVoter\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x124\n" +

@@ -25,9 +25,10 @@ from the leader. An agent whose disk failed an fsync of its Raft log
 stops its Raft node and exits; until it has, it says why under "Raft
 stopped", and restarted it takes part in the cluster again. A leader
 needs a majority of the voters: with fewer reachable, writes fail until
-the others are back. A follower whose applied
-index lags the commit index, or whose last contact keeps growing, is
-falling behind.`,
+the others are back. A follower whose applied index lags the commit
+index, or whose last contact keeps growing, is falling behind. "Watch
+streams" and "Session streams" count what the agent serves against
+max_watches and max_sessions: at the limit, new ones are refused.`,
 		Example: `  zrpcctl status
   zrpcctl --addr 10.0.0.2:8400 status -o json`,
 		Args: cobra.NoArgs,
@@ -62,12 +63,26 @@ falling behind.`,
 					{"Applied index", strconv.FormatUint(st.GetAppliedIndex(), 10)},
 					{"Last log index", strconv.FormatUint(st.GetLastLogIndex(), 10)},
 					{"Last contact", lastContact},
-					{"Build", st.GetBuild()},
 				}...)
+				if st.GetMaxWatches() > 0 || st.GetMaxSessions() > 0 || st.GetWatchStreams() > 0 || st.GetSessionStreams() > 0 {
+					fields = append(fields,
+						field{"Watch streams", statusStreams(st.GetWatchStreams(), st.GetMaxWatches(), "max_watches")},
+						field{"Session streams", statusStreams(st.GetSessionStreams(), st.GetMaxSessions(), "max_sessions")})
+				}
+				fields = append(fields, field{"Build", st.GetBuild()})
 				return p.fields(st, fields)
 			})
 		},
 	}
+}
+
+// statusStreams is how many streams of a kind the agent serves and its
+// limit: "812 of at most 65536 (max_watches)", or "812 (no limit)".
+func statusStreams(open, max uint32, key string) string {
+	if max == 0 {
+		return fmt.Sprintf("%d (no limit)", open)
+	}
+	return fmt.Sprintf("%d of at most %d (%s)", open, max, key)
 }
 
 // statusLeader is the leader's name, or "no leader" and, when too few

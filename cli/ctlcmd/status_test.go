@@ -79,6 +79,45 @@ func TestStatusSaysWhichVotersAreUnreachable(t *testing.T) {
 	}
 }
 
+// TestStatusShowsTheStreamsAndTheirLimits: the agent's open Watch and
+// Session streams are shown against their limits, "no limit" for a limit
+// of 0, and not at all for an agent that does not report them.
+func TestStatusShowsTheStreamsAndTheirLimits(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	tests := []struct {
+		name                  string
+		status                *zrpcpb.StatusResponse
+		wantWatch, wantSessns string // "": no line
+	}{
+		{"limits", &zrpcpb.StatusResponse{Node: "n1", WatchStreams: 812, MaxWatches: 65536, SessionStreams: 40, MaxSessions: 16384},
+			"812 of at most 65536 (max_watches)", "40 of at most 16384 (max_sessions)"},
+		{"no limits", &zrpcpb.StatusResponse{Node: "n1", WatchStreams: 3, SessionStreams: 1},
+			"3 (no limit)", "1 (no limit)"},
+		{"an agent that does not report streams", &zrpcpb.StatusResponse{Node: "n1"}, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := (&clienttest.Agent{OnStatus: func(context.Context, *zrpcpb.StatusRequest) (*zrpcpb.StatusResponse, error) {
+				return tt.status, nil
+			}}).Start(t)
+			res := runZrpcctl(testContext(t), t, a.Addr, "status")
+			if res.err != nil {
+				t.Fatalf("status: %v", res.err)
+			}
+			fields := map[string]string{}
+			for line := range strings.SplitSeq(strings.TrimSpace(res.stdout), "\n") {
+				k, v, _ := strings.Cut(line, ":")
+				fields[k] = strings.TrimSpace(v)
+			}
+			for _, c := range []struct{ key, want string }{{"Watch streams", tt.wantWatch}, {"Session streams", tt.wantSessns}} {
+				if v, ok := fields[c.key]; v != c.want || ok != (c.want != "") {
+					t.Errorf("%s: %q (shown %v), want %q\n%s", c.key, v, ok, c.want, res.stdout)
+				}
+			}
+		})
+	}
+}
+
 // TestNoLeaderAndStaleReadsSayWhatToDo: a write refused for want of a
 // leader and a read refused as stale fail with the agent's reason and a
 // hint at what to run next.

@@ -205,6 +205,9 @@ type StatusConfig struct {
 	// Cluster forwards RemovePeer to the leader.
 	Cluster Cluster
 	Status  StatusAgent
+	// Streams, when set, returns the Watch and Session streams the agent
+	// serves and their limits (Registry.Streams).
+	Streams func() StreamCounts
 }
 
 // Status serves the Status API: the agent's Raft and gossip view, leave

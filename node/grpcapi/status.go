@@ -3,6 +3,7 @@ package grpcapi
 import (
 	"context"
 	"fmt"
+	"math"
 	"runtime"
 	"slices"
 	"strings"
@@ -35,6 +36,11 @@ func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 		ClusterId:    s.cfg.Status.ClusterID(),
 		RaftStopped:  st.Stopped,
 	}
+	if s.cfg.Streams != nil {
+		c := s.cfg.Streams()
+		resp.WatchStreams, resp.MaxWatches = clampU32(c.Watches), clampU32(c.MaxWatches)
+		resp.SessionStreams, resp.MaxSessions = clampU32(c.Sessions), clampU32(c.MaxSessions)
+	}
 	if st.LeaderID != "" {
 		if node := s.cfg.Replica.Node(st.LeaderID); node != nil {
 			resp.LeaderAddress = node.GrpcAddress
@@ -61,6 +67,9 @@ func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 	}
 	return resp, nil
 }
+
+// clampU32 is n as a uint32 field, within its range.
+func clampU32(n int64) uint32 { return uint32(min(max(n, 0), math.MaxUint32)) }
 
 // notAnswering is the status of a voter that gossip lists alive but that
 // did not answer this agent's health check.

@@ -59,3 +59,16 @@ func (s *streamSlots) take() (release func(), err error) {
 
 // Open returns how many streams hold a slot.
 func (s *streamSlots) Open() int64 { return s.open.Load() }
+
+// StreamCounts are the Watch and Session streams an agent serves and the
+// most it serves at once (0: no limit).
+type StreamCounts struct {
+	Watches, MaxWatches   int64
+	Sessions, MaxSessions int64
+}
+
+// Streams returns the Watch and Session streams this agent serves, and
+// their limits.
+func (s *Registry) Streams() StreamCounts {
+	return StreamCounts{Watches: s.watches.Open(), MaxWatches: s.watches.max, Sessions: s.sessions.Open(), MaxSessions: s.sessions.max}
+}
