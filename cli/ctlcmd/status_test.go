@@ -14,6 +14,25 @@ import (
 	"github.com/zrpcio/zrpc/client/clienttest"
 )
 
+// statusFields runs zrpcctl status against an agent answering st and
+// returns its lines by label, and what it printed.
+func statusFields(t *testing.T, st *zrpcpb.StatusResponse) (map[string]string, runResult) {
+	t.Helper()
+	a := (&clienttest.Agent{OnStatus: func(context.Context, *zrpcpb.StatusRequest) (*zrpcpb.StatusResponse, error) {
+		return st, nil
+	}}).Start(t)
+	res := runZrpcctl(testContext(t), t, a.Addr, "status")
+	if res.err != nil {
+		t.Fatalf("status: %v", res.err)
+	}
+	fields := map[string]string{}
+	for line := range strings.SplitSeq(strings.TrimSpace(res.stdout), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		fields[k] = strings.TrimSpace(v)
+	}
+	return fields, res
+}
+
 func TestStatusSaysWhichVotersAreUnreachable(t *testing.T) {
 	t.Setenv(addrEnv, "")
 	tests := []struct {
@@ -51,18 +70,7 @@ func TestStatusSaysWhichVotersAreUnreachable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a := (&clienttest.Agent{OnStatus: func(context.Context, *zrpcpb.StatusRequest) (*zrpcpb.StatusResponse, error) {
-				return tt.status, nil
-			}}).Start(t)
-			res := runZrpcctl(testContext(t), t, a.Addr, "status")
-			if res.err != nil {
-				t.Fatalf("status: %v", res.err)
-			}
-			fields := map[string]string{}
-			for line := range strings.SplitSeq(strings.TrimSpace(res.stdout), "\n") {
-				k, v, _ := strings.Cut(line, ":")
-				fields[k] = strings.TrimSpace(v)
-			}
+			fields, res := statusFields(t, tt.status)
 			if fields["Leader"] != tt.wantLeader {
 				t.Errorf("Leader: %q, want %q\n%s", fields["Leader"], tt.wantLeader, res.stdout)
 			}
@@ -97,18 +105,7 @@ func TestStatusShowsTheStreamsAndTheirLimits(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a := (&clienttest.Agent{OnStatus: func(context.Context, *zrpcpb.StatusRequest) (*zrpcpb.StatusResponse, error) {
-				return tt.status, nil
-			}}).Start(t)
-			res := runZrpcctl(testContext(t), t, a.Addr, "status")
-			if res.err != nil {
-				t.Fatalf("status: %v", res.err)
-			}
-			fields := map[string]string{}
-			for line := range strings.SplitSeq(strings.TrimSpace(res.stdout), "\n") {
-				k, v, _ := strings.Cut(line, ":")
-				fields[k] = strings.TrimSpace(v)
-			}
+			fields, res := statusFields(t, tt.status)
 			for _, c := range []struct{ key, want string }{{"Watch streams", tt.wantWatch}, {"Session streams", tt.wantSessns}} {
 				if v, ok := fields[c.key]; v != c.want || ok != (c.want != "") {
 					t.Errorf("%s: %q (shown %v), want %q\n%s", c.key, v, ok, c.want, res.stdout)
