@@ -133,7 +133,7 @@ func newMetrics(n *Node) *metrics {
 		gauge("zrpc_registry_session_streams", "Open Session streams served by this agent (limited by max_sessions).",
 			func() float64 {
 				if r := m.registry.Load(); r != nil {
-					return float64(r.SessionStreams())
+					return float64(r.Streams().Sessions)
 				}
 				return 0
 			}),

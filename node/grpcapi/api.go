@@ -148,9 +148,6 @@ func NewRegistry(ctx context.Context, cfg RegistryConfig) *Registry {
 // called; it fails as a Watch past the limit does.
 func (s *Registry) TakeWatch() (release func(), err error) { return s.watches.take() }
 
-// SessionStreams is how many Session streams this agent serves.
-func (s *Registry) SessionStreams() int64 { return s.sessions.Open() }
-
 // WatchQueuedBytes is the encoded size of the events queued for all Watch
 // streams and not sent yet.
 func (s *Registry) WatchQueuedBytes() int64 { return s.budget.total.Load() }

@@ -72,7 +72,7 @@ func TestSessionThatSendsNothingIsEndedAndFreesItsSlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testwait.For(t, 5*time.Second, "the silent session holding the slot", func() bool { return reg.SessionStreams() == 1 })
+	testwait.For(t, 5*time.Second, "the silent session holding the slot", func() bool { return reg.Streams().Sessions == 1 })
 	beside, err := client.Session(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +82,7 @@ func TestSessionThatSendsNothingIsEndedAndFreesItsSlot(t *testing.T) {
 	}
 	_, err = silent.Recv()
 	wantInvalid(t, "a session that sent nothing", err, "session", "no first message within 2s", "open")
-	testwait.For(t, 5*time.Second, "the slot given back", func() bool { return reg.SessionStreams() == 0 })
+	testwait.For(t, 5*time.Second, "the slot given back", func() bool { return reg.Streams().Sessions == 0 })
 	after, err := client.Session(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -44,9 +44,7 @@ func newStreamSlots(kind, key string, max int, refused func(string), log *slog.L
 func (s *streamSlots) take() (release func(), err error) {
 	if n := s.open.Add(1); s.max > 0 && n > s.max {
 		s.open.Add(-1)
-		if s.refused != nil {
-			s.refused(s.kind)
-		}
+		s.refused(s.kind)
 		if pass, held := s.warn.Seen(s.kind); pass {
 			s.log.Warn("refused streams past this agent's limit; raise "+s.key+" if the callers are legitimate",
 				"kind", s.kind, "limit", s.max, "refused", held+1)

@@ -3,6 +3,7 @@ package shardstore
 import (
 	"os"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -109,7 +110,7 @@ func (sp *stagedPart) writeGathered() error {
 	if sp.dw.f != nil && sp.dw.n == directChunk {
 		if _, err := sp.dw.f.WriteAt(b, sp.dw.at); err == nil {
 			written = true
-			directWrites.add(1)
+			directWrites.Add(1)
 		} else {
 			sp.closeDirect()
 		}
@@ -158,21 +159,4 @@ func (sp *stagedPart) dropDirect() {
 }
 
 // directWrites counts the chunks written with O_DIRECT, for tests.
-var directWrites counter
-
-type counter struct {
-	mu sync.Mutex
-	n  int64
-}
-
-func (c *counter) add(d int64) {
-	c.mu.Lock()
-	c.n += d
-	c.mu.Unlock()
-}
-
-func (c *counter) load() int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n
-}
+var directWrites atomic.Int64

@@ -70,13 +70,13 @@ func TestStagedPartInBlockOrderIsWrittenDirect(t *testing.T) {
 	}
 	os.Remove(probe)
 	s := open(t, dir, Options{})
-	before := directWrites.load()
+	before := directWrites.Load()
 	var blocks []uint32
 	for b := range uint32(12) {
 		blocks = append(blocks, b)
 	}
 	want := stageBlocks(t, s, blocks)
-	if directWrites.load() == before {
+	if directWrites.Load() == before {
 		t.Fatal("staging 12 blocks in order wrote no chunk with O_DIRECT")
 	}
 	checkCommitted(t, s, want)
@@ -126,9 +126,9 @@ func TestStagedPartWhoseDirectWriteFailsGoesBuffered(t *testing.T) {
 	}
 	t.Cleanup(func() { openDirect = orig })
 	s := open(t, t.TempDir(), Options{})
-	before := directWrites.load()
+	before := directWrites.Load()
 	want := stageBlocks(t, s, []uint32{0, 1, 2, 3, 4, 5, 6, 7})
-	if directWrites.load() != before {
+	if directWrites.Load() != before {
 		t.Fatal("a chunk counted as written directly through a descriptor that takes no write")
 	}
 	checkCommitted(t, s, want)

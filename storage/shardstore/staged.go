@@ -100,30 +100,34 @@ func (sp *stagedPart) add(s *Store, h *Header, pieces [][]byte) error {
 	if err := s.reserve(h.ID, grow, dShards); err != nil {
 		return err
 	}
-	if sp.follows(sp.hdr.offset(h.ID.Block)) {
-		if err := sp.gather(append([][]byte{frameHeader(h)}, pieces...)); err != nil {
-			s.release(grow, dShards)
-			return wrapWrite("stage", h.ID, err)
-		}
-		sp.size += grow
-		sp.blocks[h.ID.Block] = time.Now()
-		return nil
-	}
-	if err := sp.settle(); err != nil {
-		s.release(grow, dShards)
-		return wrapWrite("stage", h.ID, err)
-	}
-	if err := writeFramePieces(sp.f, &sp.hdr, h, pieces); err != nil {
+	buffered, err := sp.writeFrame(h, pieces)
+	if err != nil {
 		s.release(grow, dShards)
 		return wrapWrite("stage", h.ID, err)
 	}
 	sp.size += grow
 	sp.blocks[h.ID.Block] = time.Now()
+	if !buffered {
+		return nil
+	}
 	if sp.unflushed += frameHeaderSize + int64(h.ShardLen); sp.unflushed >= writebackBytes {
 		startWriteback(sp.f)
 		sp.unflushed -= writebackBytes
 	}
 	return nil
+}
+
+// writeFrame writes h's frame into the staged part: gathered for a direct
+// write when it follows the gathered bytes (direct.go), else through the
+// page cache once the part is settled; buffered says which.
+func (sp *stagedPart) writeFrame(h *Header, pieces [][]byte) (buffered bool, err error) {
+	if sp.follows(sp.hdr.offset(h.ID.Block)) {
+		return false, sp.gather(append([][]byte{frameHeader(h)}, pieces...))
+	}
+	if err := sp.settle(); err != nil {
+		return true, err
+	}
+	return true, writeFramePieces(sp.f, &sp.hdr, h, pieces)
 }
 
 // drop removes the staged part and gives back its space.
