@@ -118,7 +118,7 @@ func (i *Interceptors) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 			return i.refuse(ctx, info.FullMethod, who, err)
 		}
 	}
-	as := &authorizedStream{ServerStream: ss, a: a, perm: perm}
+	as := &authorizedStream{ServerStream: ss, ctx: context.WithValue(ctx, authorizerKey{}, a), a: a, perm: perm}
 	err = h(srv, as)
 	if denied := as.deniedErr(); denied != nil {
 		return i.refuse(ctx, info.FullMethod, who, denied)
@@ -146,12 +146,44 @@ func check(a Authorizer, perm Permission, msg any, once bool) error {
 // handler sends.
 type authorizedStream struct {
 	grpc.ServerStream
+	ctx  context.Context // the stream's, carrying a (Allowed)
 	a    Authorizer
 	perm Permission
 	// denied is the first refused message's error, set by whichever of
 	// the handler's goroutines receives.
 	mu     sync.Mutex
 	denied error
+}
+
+// Context returns the stream's context, which carries the caller's
+// authorizer for the handler (Allowed).
+func (s *authorizedStream) Context() context.Context { return s.ctx }
+
+// authorizerKey is the context key of a stream caller's authorizer.
+type authorizerKey struct{}
+
+// Allowed checks, in a stream handler, one request of a stream that
+// carries many (a WatchMany stream's watches), so that the handler can
+// refuse that request alone and go on serving the others: it returns nil
+// when the caller of the stream whose context is ctx may access the
+// resource, else the permission error. The stream's permission in Methods
+// leaves such requests unchecked (Name reports no check). A context
+// without an authorizer is a server without ACLs (the interceptor puts
+// one in every stream it checks): everything is allowed.
+func Allowed(ctx context.Context, kind Resource, name string, access Access) error {
+	a, ok := ctx.Value(authorizerKey{}).(Authorizer)
+	if !ok {
+		return nil
+	}
+	return a.Allow(kind, name, access)
+}
+
+// Enforced reports whether the stream whose context is ctx is checked by
+// ACLs: its responses are filtered (acl.Methods' Filter), so their
+// events must name their services.
+func Enforced(ctx context.Context) bool {
+	_, ok := ctx.Value(authorizerKey{}).(Authorizer)
+	return ok
 }
 
 func (s *authorizedStream) RecvMsg(m any) error {

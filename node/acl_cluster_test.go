@@ -84,3 +84,48 @@ func TestACLsOnAClusterOfAgents(t *testing.T) {
 		t.Fatalf("after restart, order.rpc: %v, want PermissionDenied", err)
 	}
 }
+
+// A token that may read user.* watches user.rpc, and every service: both
+// snapshots hold user.rpc's instance (the ACL filter reads each event's
+// service, so the pages must carry it), and the watch of every service
+// leaves order.rpc out.
+func TestWatchWithATokenSeesTheServicesItMayRead(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.WithConfig(func(cfg *node.Config) { cfg.ACL = true }))
+	ctx := ctxT(t)
+	_, mgmtSecret, err := aclClient(t, c, 0, "").ACLBootstrap(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := aclClient(t, c, 0, mgmtSecret)
+	for _, svc := range []string{"user.rpc", "order.rpc"} {
+		if err := aclRegister(ctx, admin, svc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := admin.ACLPolicyCreate(ctx, "read-user", "", `service "user." { read }`); err != nil {
+		t.Fatal(err)
+	}
+	_, secret, err := admin.ACLTokenCreate(ctx, "reader", "read-user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := aclClient(t, c, 0, secret)
+	for _, svc := range []string{"user.rpc", ""} {
+		w, err := reader.Watch(ctx, svc, 0)
+		if err != nil {
+			t.Fatalf("watch %q: %v", svc, err)
+		}
+		resp, err := w.Recv()
+		w.Close()
+		if err != nil {
+			t.Fatalf("watch %q: %v", svc, err)
+		}
+		var got []string
+		for _, ev := range resp.Events {
+			got = append(got, ev.GetInstance().GetService()+"/"+ev.GetInstance().GetId())
+		}
+		if !resp.Snapshot || len(got) != 1 || got[0] != "user.rpc/i1" {
+			t.Fatalf("watch %q: snapshot %v of %v, want user.rpc/i1 alone", svc, resp.Snapshot, got)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/zrpcio/zrpc/acl"
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/raftstore"
@@ -162,8 +163,11 @@ func (s *Registry) serveWatch(ctx context.Context, cancel context.CancelCauseFun
 	stream pb.Registry_WatchServer) error {
 	defer w.Close()
 	// The stream only sends what w yields: snapshot pages may carry the
-	// instances as the registry stores them, encoded.
-	w.EncodeSnapshots()
+	// instances as the registry stores them, encoded, unless ACLs filter
+	// the events, which reads each one's instance.
+	if !acl.Enforced(ctx) {
+		w.EncodeSnapshots()
+	}
 	ws := newWatchStream(s.cfg.WatchBacklog, from)
 	s.budget.join(ws, func() { cancel(errWatchBehind) })
 	defer s.budget.leave(ws)
