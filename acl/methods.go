@@ -34,7 +34,10 @@ var Methods = map[string]Permission{
 	pb.Registry_Get_FullMethodName:        {Resource: Service, Access: Read, Name: getService},
 	pb.Registry_List_FullMethodName:       {Resource: Service, Access: Read, Name: unchecked, Filter: filterServices},
 	pb.Registry_Watch_FullMethodName:      {Resource: Service, Access: Read, Name: watchService, Filter: filterEvents},
-	pb.Registry_Session_FullMethodName:    {Resource: Service, Access: Write, Name: sessionService},
+	// WatchMany's handler checks each watch it opens (Allowed) and refuses
+	// that one alone; events of a watch of every service are filtered.
+	pb.Registry_WatchMany_FullMethodName: {Resource: Service, Access: Read, Name: unchecked, Filter: filterWatchMany},
+	pb.Registry_Session_FullMethodName:   {Resource: Service, Access: Write, Name: sessionService},
 
 	// Status.
 	pb.Status_Status_FullMethodName:     {Resource: Operator, Access: Read},
@@ -228,6 +231,20 @@ func filterEvents(a Authorizer, resp any) any {
 	if !ok {
 		return resp
 	}
+	return readableEvents(a, r)
+}
+
+// filterWatchMany filters the events of one watch's response as
+// filterEvents does.
+func filterWatchMany(a Authorizer, resp any) any {
+	r, ok := resp.(*pb.WatchManyResponse)
+	if !ok || r.Response == nil {
+		return resp
+	}
+	return &pb.WatchManyResponse{WatchId: r.WatchId, Response: readableEvents(a, r.Response), Ended: r.Ended}
+}
+
+func readableEvents(a Authorizer, r *pb.WatchResponse) *pb.WatchResponse {
 	return &pb.WatchResponse{Header: r.Header, Snapshot: r.Snapshot, More: r.More,
 		Events: readable(a, Service, r.Events, func(ev *pb.Event) string { return ev.GetInstance().GetService() })}
 }

@@ -79,6 +79,13 @@ var samples = map[string]sample{
 		resp:     &pb.ListResponse{Services: []*pb.ServiceSummary{{Name: "order.rpc"}, {Name: "other"}}},
 		filtered: func(r any) int { return len(r.(*pb.ListResponse).Services) }},
 	pb.Registry_Watch_FullMethodName: {req: &pb.WatchRequest{Service: "order.rpc"}, kind: Service, name: "order.rpc", access: Read},
+	// WatchMany's watches are checked by its handler (Allowed); what the
+	// interceptor does is filter their events.
+	pb.Registry_WatchMany_FullMethodName: {req: &pb.WatchManyRequest{Kind: &pb.WatchManyRequest_Create{Create: &pb.WatchCreate{WatchId: 1, Watch: &pb.WatchRequest{}}}},
+		kind: Service, name: "order.rpc", access: Read,
+		resp: &pb.WatchManyResponse{WatchId: 1, Response: &pb.WatchResponse{Events: []*pb.Event{
+			{Instance: &pb.Instance{Service: "order.rpc"}}, {Instance: &pb.Instance{Service: "other"}}}}},
+		filtered: func(r any) int { return len(r.(*pb.WatchManyResponse).GetResponse().GetEvents()) }},
 	pb.Registry_Session_FullMethodName: {req: &pb.SessionRequest{Kind: &pb.SessionRequest_Register{Register: &pb.RegisterRequest{Instance: &pb.Instance{Service: "order.rpc"}}}},
 		kind: Service, name: "order.rpc", access: Write},
 

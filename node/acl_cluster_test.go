@@ -3,9 +3,17 @@ package node_test
 import (
 	"context"
 	"errors"
+	"maps"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/zrpcio/zrpc/acl"
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
@@ -127,5 +135,67 @@ func TestWatchWithATokenSeesTheServicesItMayRead(t *testing.T) {
 		if !resp.Snapshot || len(got) != 1 || got[0] != "user.rpc/i1" {
 			t.Fatalf("watch %q: snapshot %v of %v, want user.rpc/i1 alone", svc, resp.Snapshot, got)
 		}
+	}
+}
+
+// On a WatchMany stream each watch is checked on its own: a watch of a
+// service the token may not read is refused alone (PermissionDenied),
+// the stream's other watches go on, and a watch of every service gets
+// only the services the token may read.
+func TestWatchManyChecksEachWatchAgainstTheToken(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.WithConfig(func(cfg *node.Config) { cfg.ACL = true }))
+	ctx := ctxT(t)
+	_, mgmtSecret, err := aclClient(t, c, 0, "").ACLBootstrap(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := aclClient(t, c, 0, mgmtSecret)
+	for _, svc := range []string{"user.rpc", "order.rpc"} {
+		if err := aclRegister(ctx, admin, svc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := admin.ACLPolicyCreate(ctx, "read-user", "", `service "user." { read }`); err != nil {
+		t.Fatal(err)
+	}
+	_, secret, err := admin.ACLTokenCreate(ctx, "reader", "read-user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(c.GRPCAddr(0), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	sctx := metadata.AppendToOutgoingContext(ctx, acl.AuthorizationKey, "Bearer "+secret)
+	s, err := pb.NewRegistryClient(cc).WatchMany(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, svc := range []string{"order.rpc", "user.rpc", ""} {
+		req := &pb.WatchManyRequest{Kind: &pb.WatchManyRequest_Create{Create: &pb.WatchCreate{WatchId: uint64(id + 1), Watch: &pb.WatchRequest{Service: svc}}}}
+		if err := s.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[uint64]string{}
+	for len(got) < 3 {
+		r, err := s.Recv()
+		if err != nil {
+			t.Fatalf("the stream ended after %v: %v", got, err)
+		}
+		if r.Ended != nil {
+			got[r.WatchId] = "ended " + codes.Code(r.Ended.Code).String()
+			continue
+		}
+		var evs []string
+		for _, ev := range r.Response.Events {
+			evs = append(evs, ev.GetInstance().GetService())
+		}
+		got[r.WatchId] = strings.Join(evs, ",")
+	}
+	want := map[uint64]string{1: "ended PermissionDenied", 2: "user.rpc", 3: "user.rpc"}
+	if !maps.Equal(got, want) {
+		t.Fatalf("watches of order.rpc, user.rpc and everything: %v, want %v", got, want)
 	}
 }

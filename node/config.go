@@ -174,7 +174,7 @@ type Config struct {
 	// MaxWatches and MaxSessions bound the Watch and Session streams this
 	// agent serves at once (grpcapi/streamslots.go): each holds memory on
 	// the agent, and a session a record on every replica.
-	MaxWatches  int `yaml:"max_watches" help:"Watch streams this agent serves at once; more are refused with RESOURCE_EXHAUSTED naming this limit (0: no limit)"`
+	MaxWatches  int `yaml:"max_watches" help:"watches this agent serves at once (a Watch stream, a WatchMany stream and each of its watches take one each); more are refused with RESOURCE_EXHAUSTED naming this limit (0: no limit)"`
 	MaxSessions int `yaml:"max_sessions" help:"Session streams (registering processes) this agent serves at once; more are refused with RESOURCE_EXHAUSTED naming this limit (0: no limit)"`
 
 	// MemoryLimit is the agent process's soft memory limit

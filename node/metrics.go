@@ -69,7 +69,7 @@ func newMetrics(n *Node) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}, []string{"method"}),
 		watchers: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "zrpc_registry_watchers", Help: "Open Watch streams served by this agent (limited by max_watches).",
+			Name: "zrpc_registry_watchers", Help: "Open watches served by this agent: Watch streams and the watches of WatchMany streams (the streams themselves count against max_watches too, not here).",
 		}),
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "zrpc_grpc_panics_total",
@@ -81,7 +81,7 @@ func newMetrics(n *Node) *metrics {
 		}, []string{"method", "code"}),
 		slowWatchers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "zrpc_registry_watchers_too_slow_total",
-			Help: "Watch streams ended because their reader fell behind the backlog bound (the client resumes from the revision named).",
+			Help: "Watch and WatchMany streams ended because their reader fell behind (the client resumes each watch from the last revision it received).",
 		}),
 		connsRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "zrpc_grpc_connections_refused_total",

@@ -47,7 +47,10 @@ type subscription struct {
 	// never wait on a watcher, and wake-ups a watcher has not taken yet
 	// merge into one.
 	notify chan struct{}
-	index  int // in eventLog.subs[service] or eventLog.all
+	// wake, when set, is called instead (under eventLog.subMu: it must
+	// not block nor call back into the event log), and notify is nil.
+	wake  func()
+	index int // in eventLog.subs[service] or eventLog.all
 	// signals counts the wake-ups sent (guarded by eventLog.subMu).
 	signals uint64
 }
@@ -143,6 +146,10 @@ func (l *eventLog) wake(evs []*ringEvent) {
 
 func (s *subscription) signal() {
 	s.signals++
+	if s.wake != nil {
+		s.wake()
+		return
+	}
 	select {
 	case s.notify <- struct{}{}:
 	default:
@@ -163,9 +170,13 @@ func (l *eventLog) wakeAll() {
 	}
 }
 
-// subscribe registers a watcher of service (every service when empty).
-func (l *eventLog) subscribe(service string) *subscription {
-	s := &subscription{service: service, notify: make(chan struct{}, 1)}
+// subscribe registers a watcher of service (every service when empty),
+// woken through its notify channel or, when wake is set, by calling it.
+func (l *eventLog) subscribe(service string, wake func()) *subscription {
+	s := &subscription{service: service, wake: wake}
+	if wake == nil {
+		s.notify = make(chan struct{}, 1)
+	}
 	l.subMu.Lock()
 	defer l.subMu.Unlock()
 	if service == "" {
@@ -314,7 +325,19 @@ func (w *Watcher) EncodeSnapshots() { w.encoded = true }
 // events after revision from; from == 0 starts with a snapshot. The caller
 // must Close it.
 func (f *FSM) Watch(service string, from uint64) *Watcher {
-	return &Watcher{fsm: f, service: service, rev: from, snapshot: from == 0, sub: f.events.subscribe(service)}
+	return &Watcher{fsm: f, service: service, rev: from, snapshot: from == 0, sub: f.events.subscribe(service, nil)}
+}
+
+// WatchFunc is Watch for a reader that serves many watchers from one
+// goroutine: instead of a channel to wait on, the watcher calls wake
+// whenever a write of its services may have given it something to read,
+// and the reader takes it with Poll, never Next (the first Poll, which
+// finds the snapshot or the events already in the ring, is the reader's
+// to make). wake runs on the registry's write path, under its lock of the
+// watchers: it must be quick, must not block and must not call the
+// watcher or the FSM.
+func (f *FSM) WatchFunc(service string, from uint64, wake func()) *Watcher {
+	return &Watcher{fsm: f, service: service, rev: from, snapshot: from == 0, sub: f.events.subscribe(service, wake)}
 }
 
 // Close stops the watcher's wake-ups. It is safe to call twice.
@@ -332,12 +355,27 @@ func (w *Watcher) Close() {
 // Next returns ctx's error when ctx ends, once nothing is ready.
 func (w *Watcher) Next(ctx context.Context) (*pb.WatchResponse, error) {
 	for {
+		if resp, ok := w.Poll(); ok {
+			return resp, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-w.sub.notify:
+		}
+	}
+}
+
+// Poll returns what Next would, without waiting: ok is false when there
+// is nothing to send yet.
+func (w *Watcher) Poll() (resp *pb.WatchResponse, ok bool) {
+	for {
 		if w.pages != nil {
 			resp := w.pages.next()
 			if !resp.More {
 				w.pages = nil
 			}
-			return resp, nil
+			return resp, true
 		}
 		if w.snapshot {
 			w.snapshot = false
@@ -350,14 +388,10 @@ func (w *Watcher) Next(ctx context.Context) (*pb.WatchResponse, error) {
 			continue
 		}
 		w.rev = seen
-		if len(evs) > 0 {
-			return &pb.WatchResponse{Header: &pb.ResponseHeader{Revision: seen}, Events: evs}, nil
+		if len(evs) == 0 {
+			return nil, false
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-w.sub.notify:
-		}
+		return &pb.WatchResponse{Header: &pb.ResponseHeader{Revision: seen}, Events: evs}, true
 	}
 }
 

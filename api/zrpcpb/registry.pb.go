@@ -1447,6 +1447,258 @@ func (x *WatchResume) GetRevision() uint64 {
 	return 0
 }
 
+// WatchManyRequest is one message on a WatchMany stream: a watch to open
+// or one to cancel.
+type WatchManyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*WatchManyRequest_Create
+	//	*WatchManyRequest_Cancel
+	Kind          isWatchManyRequest_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchManyRequest) Reset() {
+	*x = WatchManyRequest{}
+	mi := &file_registry_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchManyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchManyRequest) ProtoMessage() {}
+
+func (x *WatchManyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchManyRequest.ProtoReflect.Descriptor instead.
+func (*WatchManyRequest) Descriptor() ([]byte, []int) {
+	return file_registry_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *WatchManyRequest) GetKind() isWatchManyRequest_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *WatchManyRequest) GetCreate() *WatchCreate {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchManyRequest_Create); ok {
+			return x.Create
+		}
+	}
+	return nil
+}
+
+func (x *WatchManyRequest) GetCancel() *WatchCancel {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchManyRequest_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return nil
+}
+
+type isWatchManyRequest_Kind interface {
+	isWatchManyRequest_Kind()
+}
+
+type WatchManyRequest_Create struct {
+	Create *WatchCreate `protobuf:"bytes,1,opt,name=create,proto3,oneof"`
+}
+
+type WatchManyRequest_Cancel struct {
+	Cancel *WatchCancel `protobuf:"bytes,2,opt,name=cancel,proto3,oneof"`
+}
+
+func (*WatchManyRequest_Create) isWatchManyRequest_Kind() {}
+
+func (*WatchManyRequest_Cancel) isWatchManyRequest_Kind() {}
+
+type WatchCreate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// watch_id names the watch in the responses: chosen by the client,
+	// not zero and not the id of a watch still open on the stream (either
+	// ends the stream with INVALID_ARGUMENT).
+	WatchId uint64 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
+	// watch is what Watch takes: the service (empty: every service) and the
+	// revision to resume after.
+	Watch         *WatchRequest `protobuf:"bytes,2,opt,name=watch,proto3" json:"watch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchCreate) Reset() {
+	*x = WatchCreate{}
+	mi := &file_registry_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchCreate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchCreate) ProtoMessage() {}
+
+func (x *WatchCreate) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchCreate.ProtoReflect.Descriptor instead.
+func (*WatchCreate) Descriptor() ([]byte, []int) {
+	return file_registry_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *WatchCreate) GetWatchId() uint64 {
+	if x != nil {
+		return x.WatchId
+	}
+	return 0
+}
+
+func (x *WatchCreate) GetWatch() *WatchRequest {
+	if x != nil {
+		return x.Watch
+	}
+	return nil
+}
+
+type WatchCancel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// watch_id is the watch to cancel; an id not open (any more) is ignored.
+	WatchId       uint64 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchCancel) Reset() {
+	*x = WatchCancel{}
+	mi := &file_registry_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchCancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchCancel) ProtoMessage() {}
+
+func (x *WatchCancel) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchCancel.ProtoReflect.Descriptor instead.
+func (*WatchCancel) Descriptor() ([]byte, []int) {
+	return file_registry_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *WatchCancel) GetWatchId() uint64 {
+	if x != nil {
+		return x.WatchId
+	}
+	return 0
+}
+
+// WatchManyResponse is one response of one watch of a WatchMany stream:
+// what a Watch stream of its own would have sent (response), or the end of
+// the watch (ended): a watch the agent refused (an invalid service name,
+// a token that may not read the service, max_watches reached) or ended
+// ("watch too slow": resume from the last revision received). Nothing
+// follows an end for that id; the other watches go on.
+type WatchManyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WatchId       uint64                 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
+	Response      *WatchResponse         `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	Ended         *ErrorDetail           `protobuf:"bytes,3,opt,name=ended,proto3" json:"ended,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchManyResponse) Reset() {
+	*x = WatchManyResponse{}
+	mi := &file_registry_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchManyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchManyResponse) ProtoMessage() {}
+
+func (x *WatchManyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchManyResponse.ProtoReflect.Descriptor instead.
+func (*WatchManyResponse) Descriptor() ([]byte, []int) {
+	return file_registry_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *WatchManyResponse) GetWatchId() uint64 {
+	if x != nil {
+		return x.WatchId
+	}
+	return 0
+}
+
+func (x *WatchManyResponse) GetResponse() *WatchResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *WatchManyResponse) GetEnded() *ErrorDetail {
+	if x != nil {
+		return x.Ended
+	}
+	return nil
+}
+
 // SessionRequest is one message on a Session stream. The first one must be
 // open; then register, deregister and keepalive in any order.
 type SessionRequest struct {
@@ -1466,7 +1718,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_registry_proto_msgTypes[19]
+	mi := &file_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1478,7 +1730,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[19]
+	mi := &file_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1491,7 +1743,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{19}
+	return file_registry_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SessionRequest) GetKind() isSessionRequest_Kind {
@@ -1582,7 +1834,7 @@ type SessionOpen struct {
 
 func (x *SessionOpen) Reset() {
 	*x = SessionOpen{}
-	mi := &file_registry_proto_msgTypes[20]
+	mi := &file_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1846,7 @@ func (x *SessionOpen) String() string {
 func (*SessionOpen) ProtoMessage() {}
 
 func (x *SessionOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[20]
+	mi := &file_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1859,7 @@ func (x *SessionOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpen.ProtoReflect.Descriptor instead.
 func (*SessionOpen) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{20}
+	return file_registry_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SessionOpen) GetOwner() string {
@@ -1625,7 +1877,7 @@ type SessionKeepAlive struct {
 
 func (x *SessionKeepAlive) Reset() {
 	*x = SessionKeepAlive{}
-	mi := &file_registry_proto_msgTypes[21]
+	mi := &file_registry_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1637,7 +1889,7 @@ func (x *SessionKeepAlive) String() string {
 func (*SessionKeepAlive) ProtoMessage() {}
 
 func (x *SessionKeepAlive) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[21]
+	mi := &file_registry_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1650,7 +1902,7 @@ func (x *SessionKeepAlive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionKeepAlive.ProtoReflect.Descriptor instead.
 func (*SessionKeepAlive) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{21}
+	return file_registry_proto_rawDescGZIP(), []int{25}
 }
 
 type SessionResponse struct {
@@ -1668,7 +1920,7 @@ type SessionResponse struct {
 
 func (x *SessionResponse) Reset() {
 	*x = SessionResponse{}
-	mi := &file_registry_proto_msgTypes[22]
+	mi := &file_registry_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1680,7 +1932,7 @@ func (x *SessionResponse) String() string {
 func (*SessionResponse) ProtoMessage() {}
 
 func (x *SessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[22]
+	mi := &file_registry_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1693,7 +1945,7 @@ func (x *SessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResponse.ProtoReflect.Descriptor instead.
 func (*SessionResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{22}
+	return file_registry_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SessionResponse) GetSeq() uint64 {
@@ -1744,7 +1996,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_registry_proto_msgTypes[23]
+	mi := &file_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +2008,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[23]
+	mi := &file_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +2021,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{23}
+	return file_registry_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ErrorDetail) GetCode() int32 {
@@ -1801,7 +2053,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_registry_proto_msgTypes[24]
+	mi := &file_registry_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +2065,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[24]
+	mi := &file_registry_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +2078,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{24}
+	return file_registry_proto_rawDescGZIP(), []int{28}
 }
 
 type StatusResponse struct {
@@ -1856,8 +2108,9 @@ type StatusResponse struct {
 	// (a failed fsync of its Raft log; raft_state is then Shutdown) and what
 	// to do; empty otherwise.
 	RaftStopped string `protobuf:"bytes,16,opt,name=raft_stopped,json=raftStopped,proto3" json:"raft_stopped,omitempty"`
-	// watch_streams and session_streams are the Watch and Session streams
-	// the agent serves now (its web UI's live streams count as watches);
+	// watch_streams counts what holds a max_watches slot now: Watch streams
+	// (its web UI's live streams among them), WatchMany streams and each of
+	// their watches; session_streams the Session streams;
 	// max_watches and max_sessions are the most it serves at once (0: no
 	// limit). Agents before these fields send none.
 	WatchStreams   uint32 `protobuf:"varint,17,opt,name=watch_streams,json=watchStreams,proto3" json:"watch_streams,omitempty"`
@@ -1870,7 +2123,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_registry_proto_msgTypes[25]
+	mi := &file_registry_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1882,7 +2135,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[25]
+	mi := &file_registry_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1895,7 +2148,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{25}
+	return file_registry_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StatusResponse) GetHeader() *ResponseHeader {
@@ -2056,7 +2309,7 @@ type UnreachableVoter struct {
 
 func (x *UnreachableVoter) Reset() {
 	*x = UnreachableVoter{}
-	mi := &file_registry_proto_msgTypes[26]
+	mi := &file_registry_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2068,7 +2321,7 @@ func (x *UnreachableVoter) String() string {
 func (*UnreachableVoter) ProtoMessage() {}
 
 func (x *UnreachableVoter) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[26]
+	mi := &file_registry_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2081,7 +2334,7 @@ func (x *UnreachableVoter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnreachableVoter.ProtoReflect.Descriptor instead.
 func (*UnreachableVoter) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{26}
+	return file_registry_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UnreachableVoter) GetName() string {
@@ -2113,7 +2366,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_registry_proto_msgTypes[27]
+	mi := &file_registry_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2378,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[27]
+	mi := &file_registry_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2391,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{27}
+	return file_registry_proto_rawDescGZIP(), []int{31}
 }
 
 type Member struct {
@@ -2164,7 +2417,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_registry_proto_msgTypes[28]
+	mi := &file_registry_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2176,7 +2429,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[28]
+	mi := &file_registry_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2189,7 +2442,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{28}
+	return file_registry_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Member) GetName() string {
@@ -2272,7 +2525,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_registry_proto_msgTypes[29]
+	mi := &file_registry_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2284,7 +2537,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[29]
+	mi := &file_registry_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2297,7 +2550,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{29}
+	return file_registry_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *MembersResponse) GetHeader() *ResponseHeader {
@@ -2322,7 +2575,7 @@ type PeersRequest struct {
 
 func (x *PeersRequest) Reset() {
 	*x = PeersRequest{}
-	mi := &file_registry_proto_msgTypes[30]
+	mi := &file_registry_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2334,7 +2587,7 @@ func (x *PeersRequest) String() string {
 func (*PeersRequest) ProtoMessage() {}
 
 func (x *PeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[30]
+	mi := &file_registry_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2347,7 +2600,7 @@ func (x *PeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeersRequest.ProtoReflect.Descriptor instead.
 func (*PeersRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{30}
+	return file_registry_proto_rawDescGZIP(), []int{34}
 }
 
 type Peer struct {
@@ -2366,7 +2619,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_registry_proto_msgTypes[31]
+	mi := &file_registry_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2378,7 +2631,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[31]
+	mi := &file_registry_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2391,7 +2644,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{31}
+	return file_registry_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Peer) GetId() string {
@@ -2446,7 +2699,7 @@ type PeersResponse struct {
 
 func (x *PeersResponse) Reset() {
 	*x = PeersResponse{}
-	mi := &file_registry_proto_msgTypes[32]
+	mi := &file_registry_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2458,7 +2711,7 @@ func (x *PeersResponse) String() string {
 func (*PeersResponse) ProtoMessage() {}
 
 func (x *PeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[32]
+	mi := &file_registry_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2471,7 +2724,7 @@ func (x *PeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeersResponse.ProtoReflect.Descriptor instead.
 func (*PeersResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{32}
+	return file_registry_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PeersResponse) GetHeader() *ResponseHeader {
@@ -2496,7 +2749,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_registry_proto_msgTypes[33]
+	mi := &file_registry_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2508,7 +2761,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[33]
+	mi := &file_registry_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2521,7 +2774,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{33}
+	return file_registry_proto_rawDescGZIP(), []int{37}
 }
 
 type VersionResponse struct {
@@ -2535,7 +2788,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_registry_proto_msgTypes[34]
+	mi := &file_registry_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2547,7 +2800,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[34]
+	mi := &file_registry_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2560,7 +2813,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{34}
+	return file_registry_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *VersionResponse) GetVersion() string {
@@ -2594,7 +2847,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_registry_proto_msgTypes[35]
+	mi := &file_registry_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2606,7 +2859,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[35]
+	mi := &file_registry_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2619,7 +2872,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{35}
+	return file_registry_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RemovePeerRequest) GetName() string {
@@ -2638,7 +2891,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_registry_proto_msgTypes[36]
+	mi := &file_registry_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2650,7 +2903,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[36]
+	mi := &file_registry_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2663,7 +2916,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{36}
+	return file_registry_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RemovePeerResponse) GetHeader() *ResponseHeader {
@@ -2681,7 +2934,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_registry_proto_msgTypes[37]
+	mi := &file_registry_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2693,7 +2946,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[37]
+	mi := &file_registry_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2706,7 +2959,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{37}
+	return file_registry_proto_rawDescGZIP(), []int{41}
 }
 
 type LeaveResponse struct {
@@ -2720,7 +2973,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_registry_proto_msgTypes[38]
+	mi := &file_registry_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2732,7 +2985,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_proto_msgTypes[38]
+	mi := &file_registry_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2745,7 +2998,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_registry_proto_rawDescGZIP(), []int{38}
+	return file_registry_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *LeaveResponse) GetRemoved() bool {
@@ -2857,7 +3110,20 @@ const file_registry_proto_rawDesc = "" +
 	"\x06events\x18\x03 \x03(\v2\x0e.zrpc.v1.EventR\x06events\x12\x12\n" +
 	"\x04more\x18\x04 \x01(\bR\x04more\")\n" +
 	"\vWatchResume\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"\x87\x02\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"z\n" +
+	"\x10WatchManyRequest\x12.\n" +
+	"\x06create\x18\x01 \x01(\v2\x14.zrpc.v1.WatchCreateH\x00R\x06create\x12.\n" +
+	"\x06cancel\x18\x02 \x01(\v2\x14.zrpc.v1.WatchCancelH\x00R\x06cancelB\x06\n" +
+	"\x04kind\"U\n" +
+	"\vWatchCreate\x12\x19\n" +
+	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\x12+\n" +
+	"\x05watch\x18\x02 \x01(\v2\x15.zrpc.v1.WatchRequestR\x05watch\"(\n" +
+	"\vWatchCancel\x12\x19\n" +
+	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\"\x8e\x01\n" +
+	"\x11WatchManyResponse\x12\x19\n" +
+	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\x122\n" +
+	"\bresponse\x18\x02 \x01(\v2\x16.zrpc.v1.WatchResponseR\bresponse\x12*\n" +
+	"\x05ended\x18\x03 \x01(\v2\x14.zrpc.v1.ErrorDetailR\x05ended\"\x87\x02\n" +
 	"\x0eSessionRequest\x12*\n" +
 	"\x04open\x18\x01 \x01(\v2\x14.zrpc.v1.SessionOpenH\x00R\x04open\x126\n" +
 	"\bregister\x18\x02 \x01(\v2\x18.zrpc.v1.RegisterRequestH\x00R\bregister\x12<\n" +
@@ -2963,7 +3229,7 @@ const file_registry_proto_rawDesc = "" +
 	"\aDEFAULT\x10\x00\x12\t\n" +
 	"\x05STALE\x10\x01\x12\x0e\n" +
 	"\n" +
-	"CONSISTENT\x10\x022\xb6\x03\n" +
+	"CONSISTENT\x10\x022\xfe\x03\n" +
 	"\bRegistry\x12?\n" +
 	"\bRegister\x12\x18.zrpc.v1.RegisterRequest\x1a\x19.zrpc.v1.RegisterResponse\x12E\n" +
 	"\n" +
@@ -2971,7 +3237,8 @@ const file_registry_proto_rawDesc = "" +
 	"\bRenewTTL\x12\x18.zrpc.v1.RenewTTLRequest\x1a\x19.zrpc.v1.RenewTTLResponse\x120\n" +
 	"\x03Get\x12\x13.zrpc.v1.GetRequest\x1a\x14.zrpc.v1.GetResponse\x123\n" +
 	"\x04List\x12\x14.zrpc.v1.ListRequest\x1a\x15.zrpc.v1.ListResponse\x128\n" +
-	"\x05Watch\x12\x15.zrpc.v1.WatchRequest\x1a\x16.zrpc.v1.WatchResponse0\x01\x12@\n" +
+	"\x05Watch\x12\x15.zrpc.v1.WatchRequest\x1a\x16.zrpc.v1.WatchResponse0\x01\x12F\n" +
+	"\tWatchMany\x12\x19.zrpc.v1.WatchManyRequest\x1a\x1a.zrpc.v1.WatchManyResponse(\x010\x01\x12@\n" +
 	"\aSession\x12\x17.zrpc.v1.SessionRequest\x1a\x18.zrpc.v1.SessionResponse(\x010\x012\xf6\x02\n" +
 	"\x06Status\x129\n" +
 	"\x06Status\x12\x16.zrpc.v1.StatusRequest\x1a\x17.zrpc.v1.StatusResponse\x12<\n" +
@@ -2995,7 +3262,7 @@ func file_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_registry_proto_goTypes = []any{
 	(Health)(0),                 // 0: zrpc.v1.Health
 	(Consistency)(0),            // 1: zrpc.v1.Consistency
@@ -3019,35 +3286,39 @@ var file_registry_proto_goTypes = []any{
 	(*Event)(nil),               // 19: zrpc.v1.Event
 	(*WatchResponse)(nil),       // 20: zrpc.v1.WatchResponse
 	(*WatchResume)(nil),         // 21: zrpc.v1.WatchResume
-	(*SessionRequest)(nil),      // 22: zrpc.v1.SessionRequest
-	(*SessionOpen)(nil),         // 23: zrpc.v1.SessionOpen
-	(*SessionKeepAlive)(nil),    // 24: zrpc.v1.SessionKeepAlive
-	(*SessionResponse)(nil),     // 25: zrpc.v1.SessionResponse
-	(*ErrorDetail)(nil),         // 26: zrpc.v1.ErrorDetail
-	(*StatusRequest)(nil),       // 27: zrpc.v1.StatusRequest
-	(*StatusResponse)(nil),      // 28: zrpc.v1.StatusResponse
-	(*UnreachableVoter)(nil),    // 29: zrpc.v1.UnreachableVoter
-	(*MembersRequest)(nil),      // 30: zrpc.v1.MembersRequest
-	(*Member)(nil),              // 31: zrpc.v1.Member
-	(*MembersResponse)(nil),     // 32: zrpc.v1.MembersResponse
-	(*PeersRequest)(nil),        // 33: zrpc.v1.PeersRequest
-	(*Peer)(nil),                // 34: zrpc.v1.Peer
-	(*PeersResponse)(nil),       // 35: zrpc.v1.PeersResponse
-	(*VersionRequest)(nil),      // 36: zrpc.v1.VersionRequest
-	(*VersionResponse)(nil),     // 37: zrpc.v1.VersionResponse
-	(*RemovePeerRequest)(nil),   // 38: zrpc.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),  // 39: zrpc.v1.RemovePeerResponse
-	(*LeaveRequest)(nil),        // 40: zrpc.v1.LeaveRequest
-	(*LeaveResponse)(nil),       // 41: zrpc.v1.LeaveResponse
-	nil,                         // 42: zrpc.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil), // 43: google.protobuf.Duration
+	(*WatchManyRequest)(nil),    // 22: zrpc.v1.WatchManyRequest
+	(*WatchCreate)(nil),         // 23: zrpc.v1.WatchCreate
+	(*WatchCancel)(nil),         // 24: zrpc.v1.WatchCancel
+	(*WatchManyResponse)(nil),   // 25: zrpc.v1.WatchManyResponse
+	(*SessionRequest)(nil),      // 26: zrpc.v1.SessionRequest
+	(*SessionOpen)(nil),         // 27: zrpc.v1.SessionOpen
+	(*SessionKeepAlive)(nil),    // 28: zrpc.v1.SessionKeepAlive
+	(*SessionResponse)(nil),     // 29: zrpc.v1.SessionResponse
+	(*ErrorDetail)(nil),         // 30: zrpc.v1.ErrorDetail
+	(*StatusRequest)(nil),       // 31: zrpc.v1.StatusRequest
+	(*StatusResponse)(nil),      // 32: zrpc.v1.StatusResponse
+	(*UnreachableVoter)(nil),    // 33: zrpc.v1.UnreachableVoter
+	(*MembersRequest)(nil),      // 34: zrpc.v1.MembersRequest
+	(*Member)(nil),              // 35: zrpc.v1.Member
+	(*MembersResponse)(nil),     // 36: zrpc.v1.MembersResponse
+	(*PeersRequest)(nil),        // 37: zrpc.v1.PeersRequest
+	(*Peer)(nil),                // 38: zrpc.v1.Peer
+	(*PeersResponse)(nil),       // 39: zrpc.v1.PeersResponse
+	(*VersionRequest)(nil),      // 40: zrpc.v1.VersionRequest
+	(*VersionResponse)(nil),     // 41: zrpc.v1.VersionResponse
+	(*RemovePeerRequest)(nil),   // 42: zrpc.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),  // 43: zrpc.v1.RemovePeerResponse
+	(*LeaveRequest)(nil),        // 44: zrpc.v1.LeaveRequest
+	(*LeaveResponse)(nil),       // 45: zrpc.v1.LeaveResponse
+	nil,                         // 46: zrpc.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil), // 47: google.protobuf.Duration
 }
 var file_registry_proto_depIdxs = []int32{
-	43, // 0: zrpc.v1.Check.ttl:type_name -> google.protobuf.Duration
-	43, // 1: zrpc.v1.Check.interval:type_name -> google.protobuf.Duration
-	43, // 2: zrpc.v1.Check.timeout:type_name -> google.protobuf.Duration
-	43, // 3: zrpc.v1.Check.deregister_critical_after:type_name -> google.protobuf.Duration
-	42, // 4: zrpc.v1.Instance.metadata:type_name -> zrpc.v1.Instance.MetadataEntry
+	47, // 0: zrpc.v1.Check.ttl:type_name -> google.protobuf.Duration
+	47, // 1: zrpc.v1.Check.interval:type_name -> google.protobuf.Duration
+	47, // 2: zrpc.v1.Check.timeout:type_name -> google.protobuf.Duration
+	47, // 3: zrpc.v1.Check.deregister_critical_after:type_name -> google.protobuf.Duration
+	46, // 4: zrpc.v1.Instance.metadata:type_name -> zrpc.v1.Instance.MetadataEntry
 	0,  // 5: zrpc.v1.Instance.health:type_name -> zrpc.v1.Health
 	3,  // 6: zrpc.v1.Instance.check:type_name -> zrpc.v1.Check
 	0,  // 7: zrpc.v1.Node.health:type_name -> zrpc.v1.Health
@@ -3066,54 +3337,61 @@ var file_registry_proto_depIdxs = []int32{
 	4,  // 20: zrpc.v1.Event.instance:type_name -> zrpc.v1.Instance
 	6,  // 21: zrpc.v1.WatchResponse.header:type_name -> zrpc.v1.ResponseHeader
 	19, // 22: zrpc.v1.WatchResponse.events:type_name -> zrpc.v1.Event
-	23, // 23: zrpc.v1.SessionRequest.open:type_name -> zrpc.v1.SessionOpen
-	7,  // 24: zrpc.v1.SessionRequest.register:type_name -> zrpc.v1.RegisterRequest
-	9,  // 25: zrpc.v1.SessionRequest.deregister:type_name -> zrpc.v1.DeregisterRequest
-	24, // 26: zrpc.v1.SessionRequest.keepalive:type_name -> zrpc.v1.SessionKeepAlive
-	6,  // 27: zrpc.v1.SessionResponse.header:type_name -> zrpc.v1.ResponseHeader
-	4,  // 28: zrpc.v1.SessionResponse.instance:type_name -> zrpc.v1.Instance
-	26, // 29: zrpc.v1.SessionResponse.error:type_name -> zrpc.v1.ErrorDetail
-	6,  // 30: zrpc.v1.StatusResponse.header:type_name -> zrpc.v1.ResponseHeader
-	43, // 31: zrpc.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
-	29, // 32: zrpc.v1.StatusResponse.unreachable_voters:type_name -> zrpc.v1.UnreachableVoter
-	43, // 33: zrpc.v1.UnreachableVoter.down_for:type_name -> google.protobuf.Duration
-	43, // 34: zrpc.v1.Member.status_for:type_name -> google.protobuf.Duration
-	6,  // 35: zrpc.v1.MembersResponse.header:type_name -> zrpc.v1.ResponseHeader
-	31, // 36: zrpc.v1.MembersResponse.members:type_name -> zrpc.v1.Member
-	6,  // 37: zrpc.v1.PeersResponse.header:type_name -> zrpc.v1.ResponseHeader
-	34, // 38: zrpc.v1.PeersResponse.peers:type_name -> zrpc.v1.Peer
-	6,  // 39: zrpc.v1.RemovePeerResponse.header:type_name -> zrpc.v1.ResponseHeader
-	7,  // 40: zrpc.v1.Registry.Register:input_type -> zrpc.v1.RegisterRequest
-	9,  // 41: zrpc.v1.Registry.Deregister:input_type -> zrpc.v1.DeregisterRequest
-	11, // 42: zrpc.v1.Registry.RenewTTL:input_type -> zrpc.v1.RenewTTLRequest
-	13, // 43: zrpc.v1.Registry.Get:input_type -> zrpc.v1.GetRequest
-	15, // 44: zrpc.v1.Registry.List:input_type -> zrpc.v1.ListRequest
-	18, // 45: zrpc.v1.Registry.Watch:input_type -> zrpc.v1.WatchRequest
-	22, // 46: zrpc.v1.Registry.Session:input_type -> zrpc.v1.SessionRequest
-	27, // 47: zrpc.v1.Status.Status:input_type -> zrpc.v1.StatusRequest
-	30, // 48: zrpc.v1.Status.Members:input_type -> zrpc.v1.MembersRequest
-	33, // 49: zrpc.v1.Status.Peers:input_type -> zrpc.v1.PeersRequest
-	36, // 50: zrpc.v1.Status.Version:input_type -> zrpc.v1.VersionRequest
-	40, // 51: zrpc.v1.Status.Leave:input_type -> zrpc.v1.LeaveRequest
-	38, // 52: zrpc.v1.Status.RemovePeer:input_type -> zrpc.v1.RemovePeerRequest
-	8,  // 53: zrpc.v1.Registry.Register:output_type -> zrpc.v1.RegisterResponse
-	10, // 54: zrpc.v1.Registry.Deregister:output_type -> zrpc.v1.DeregisterResponse
-	12, // 55: zrpc.v1.Registry.RenewTTL:output_type -> zrpc.v1.RenewTTLResponse
-	14, // 56: zrpc.v1.Registry.Get:output_type -> zrpc.v1.GetResponse
-	17, // 57: zrpc.v1.Registry.List:output_type -> zrpc.v1.ListResponse
-	20, // 58: zrpc.v1.Registry.Watch:output_type -> zrpc.v1.WatchResponse
-	25, // 59: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
-	28, // 60: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
-	32, // 61: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
-	35, // 62: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
-	37, // 63: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
-	41, // 64: zrpc.v1.Status.Leave:output_type -> zrpc.v1.LeaveResponse
-	39, // 65: zrpc.v1.Status.RemovePeer:output_type -> zrpc.v1.RemovePeerResponse
-	53, // [53:66] is the sub-list for method output_type
-	40, // [40:53] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	23, // 23: zrpc.v1.WatchManyRequest.create:type_name -> zrpc.v1.WatchCreate
+	24, // 24: zrpc.v1.WatchManyRequest.cancel:type_name -> zrpc.v1.WatchCancel
+	18, // 25: zrpc.v1.WatchCreate.watch:type_name -> zrpc.v1.WatchRequest
+	20, // 26: zrpc.v1.WatchManyResponse.response:type_name -> zrpc.v1.WatchResponse
+	30, // 27: zrpc.v1.WatchManyResponse.ended:type_name -> zrpc.v1.ErrorDetail
+	27, // 28: zrpc.v1.SessionRequest.open:type_name -> zrpc.v1.SessionOpen
+	7,  // 29: zrpc.v1.SessionRequest.register:type_name -> zrpc.v1.RegisterRequest
+	9,  // 30: zrpc.v1.SessionRequest.deregister:type_name -> zrpc.v1.DeregisterRequest
+	28, // 31: zrpc.v1.SessionRequest.keepalive:type_name -> zrpc.v1.SessionKeepAlive
+	6,  // 32: zrpc.v1.SessionResponse.header:type_name -> zrpc.v1.ResponseHeader
+	4,  // 33: zrpc.v1.SessionResponse.instance:type_name -> zrpc.v1.Instance
+	30, // 34: zrpc.v1.SessionResponse.error:type_name -> zrpc.v1.ErrorDetail
+	6,  // 35: zrpc.v1.StatusResponse.header:type_name -> zrpc.v1.ResponseHeader
+	47, // 36: zrpc.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
+	33, // 37: zrpc.v1.StatusResponse.unreachable_voters:type_name -> zrpc.v1.UnreachableVoter
+	47, // 38: zrpc.v1.UnreachableVoter.down_for:type_name -> google.protobuf.Duration
+	47, // 39: zrpc.v1.Member.status_for:type_name -> google.protobuf.Duration
+	6,  // 40: zrpc.v1.MembersResponse.header:type_name -> zrpc.v1.ResponseHeader
+	35, // 41: zrpc.v1.MembersResponse.members:type_name -> zrpc.v1.Member
+	6,  // 42: zrpc.v1.PeersResponse.header:type_name -> zrpc.v1.ResponseHeader
+	38, // 43: zrpc.v1.PeersResponse.peers:type_name -> zrpc.v1.Peer
+	6,  // 44: zrpc.v1.RemovePeerResponse.header:type_name -> zrpc.v1.ResponseHeader
+	7,  // 45: zrpc.v1.Registry.Register:input_type -> zrpc.v1.RegisterRequest
+	9,  // 46: zrpc.v1.Registry.Deregister:input_type -> zrpc.v1.DeregisterRequest
+	11, // 47: zrpc.v1.Registry.RenewTTL:input_type -> zrpc.v1.RenewTTLRequest
+	13, // 48: zrpc.v1.Registry.Get:input_type -> zrpc.v1.GetRequest
+	15, // 49: zrpc.v1.Registry.List:input_type -> zrpc.v1.ListRequest
+	18, // 50: zrpc.v1.Registry.Watch:input_type -> zrpc.v1.WatchRequest
+	22, // 51: zrpc.v1.Registry.WatchMany:input_type -> zrpc.v1.WatchManyRequest
+	26, // 52: zrpc.v1.Registry.Session:input_type -> zrpc.v1.SessionRequest
+	31, // 53: zrpc.v1.Status.Status:input_type -> zrpc.v1.StatusRequest
+	34, // 54: zrpc.v1.Status.Members:input_type -> zrpc.v1.MembersRequest
+	37, // 55: zrpc.v1.Status.Peers:input_type -> zrpc.v1.PeersRequest
+	40, // 56: zrpc.v1.Status.Version:input_type -> zrpc.v1.VersionRequest
+	44, // 57: zrpc.v1.Status.Leave:input_type -> zrpc.v1.LeaveRequest
+	42, // 58: zrpc.v1.Status.RemovePeer:input_type -> zrpc.v1.RemovePeerRequest
+	8,  // 59: zrpc.v1.Registry.Register:output_type -> zrpc.v1.RegisterResponse
+	10, // 60: zrpc.v1.Registry.Deregister:output_type -> zrpc.v1.DeregisterResponse
+	12, // 61: zrpc.v1.Registry.RenewTTL:output_type -> zrpc.v1.RenewTTLResponse
+	14, // 62: zrpc.v1.Registry.Get:output_type -> zrpc.v1.GetResponse
+	17, // 63: zrpc.v1.Registry.List:output_type -> zrpc.v1.ListResponse
+	20, // 64: zrpc.v1.Registry.Watch:output_type -> zrpc.v1.WatchResponse
+	25, // 65: zrpc.v1.Registry.WatchMany:output_type -> zrpc.v1.WatchManyResponse
+	29, // 66: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
+	32, // 67: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
+	36, // 68: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
+	39, // 69: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
+	41, // 70: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
+	45, // 71: zrpc.v1.Status.Leave:output_type -> zrpc.v1.LeaveResponse
+	43, // 72: zrpc.v1.Status.RemovePeer:output_type -> zrpc.v1.RemovePeerResponse
+	59, // [59:73] is the sub-list for method output_type
+	45, // [45:59] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_registry_proto_init() }
@@ -3122,6 +3400,10 @@ func file_registry_proto_init() {
 		return
 	}
 	file_registry_proto_msgTypes[19].OneofWrappers = []any{
+		(*WatchManyRequest_Create)(nil),
+		(*WatchManyRequest_Cancel)(nil),
+	}
+	file_registry_proto_msgTypes[23].OneofWrappers = []any{
 		(*SessionRequest_Open)(nil),
 		(*SessionRequest_Register)(nil),
 		(*SessionRequest_Deregister)(nil),
@@ -3133,7 +3415,7 @@ func file_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_proto_rawDesc), len(file_registry_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   40,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

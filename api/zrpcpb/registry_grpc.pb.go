@@ -27,6 +27,7 @@ const (
 	Registry_Get_FullMethodName        = "/zrpc.v1.Registry/Get"
 	Registry_List_FullMethodName       = "/zrpc.v1.Registry/List"
 	Registry_Watch_FullMethodName      = "/zrpc.v1.Registry/Watch"
+	Registry_WatchMany_FullMethodName  = "/zrpc.v1.Registry/WatchMany"
 	Registry_Session_FullMethodName    = "/zrpc.v1.Registry/Session"
 )
 
@@ -43,6 +44,10 @@ type RegistryClient interface {
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// WatchMany carries many watches over one stream: the client opens and
+	// cancels them by the ids it gives them, and each response names its
+	// watch. A watch costs the agent far less than a Watch stream of its own.
+	WatchMany(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchManyRequest, WatchManyResponse], error)
 	// Session binds registrations to the stream: when it ends, for any reason,
 	// its instances are removed.
 	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error)
@@ -125,9 +130,22 @@ func (c *registryClient) Watch(ctx context.Context, in *WatchRequest, opts ...gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Registry_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *registryClient) WatchMany(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchManyRequest, WatchManyResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Registry_ServiceDesc.Streams[1], Registry_WatchMany_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchManyRequest, WatchManyResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Registry_WatchManyClient = grpc.BidiStreamingClient[WatchManyRequest, WatchManyResponse]
+
 func (c *registryClient) Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Registry_ServiceDesc.Streams[1], Registry_Session_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Registry_ServiceDesc.Streams[2], Registry_Session_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -151,6 +169,10 @@ type RegistryServer interface {
 	Get(context.Context, *GetRequest) (*GetResponse, error)
 	List(context.Context, *ListRequest) (*ListResponse, error)
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// WatchMany carries many watches over one stream: the client opens and
+	// cancels them by the ids it gives them, and each response names its
+	// watch. A watch costs the agent far less than a Watch stream of its own.
+	WatchMany(grpc.BidiStreamingServer[WatchManyRequest, WatchManyResponse]) error
 	// Session binds registrations to the stream: when it ends, for any reason,
 	// its instances are removed.
 	Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error
@@ -181,6 +203,9 @@ func (UnimplementedRegistryServer) List(context.Context, *ListRequest) (*ListRes
 }
 func (UnimplementedRegistryServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedRegistryServer) WatchMany(grpc.BidiStreamingServer[WatchManyRequest, WatchManyResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchMany not implemented")
 }
 func (UnimplementedRegistryServer) Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error {
 	return status.Error(codes.Unimplemented, "method Session not implemented")
@@ -307,6 +332,13 @@ func _Registry_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Registry_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _Registry_WatchMany_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(RegistryServer).WatchMany(&grpc.GenericServerStream[WatchManyRequest, WatchManyResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Registry_WatchManyServer = grpc.BidiStreamingServer[WatchManyRequest, WatchManyResponse]
+
 func _Registry_Session_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(RegistryServer).Session(&grpc.GenericServerStream[SessionRequest, SessionResponse]{ServerStream: stream})
 }
@@ -347,6 +379,12 @@ var Registry_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Watch",
 			Handler:       _Registry_Watch_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchMany",
+			Handler:       _Registry_WatchMany_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 		{
 			StreamName:    "Session",

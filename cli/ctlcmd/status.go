@@ -66,7 +66,7 @@ max_watches and max_sessions: at the limit, new ones are refused.`,
 				}...)
 				if st.GetMaxWatches() > 0 || st.GetMaxSessions() > 0 || st.GetWatchStreams() > 0 || st.GetSessionStreams() > 0 {
 					fields = append(fields,
-						field{"Watch streams", statusStreams(st.GetWatchStreams(), st.GetMaxWatches(), "max_watches")},
+						field{"Watches", statusStreams(st.GetWatchStreams(), st.GetMaxWatches(), "max_watches")},
 						field{"Session streams", statusStreams(st.GetSessionStreams(), st.GetMaxSessions(), "max_sessions")})
 				}
 				fields = append(fields, field{"Build", st.GetBuild()})

@@ -106,7 +106,7 @@ func TestStatusShowsTheStreamsAndTheirLimits(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fields, res := statusFields(t, tt.status)
-			for _, c := range []struct{ key, want string }{{"Watch streams", tt.wantWatch}, {"Session streams", tt.wantSessns}} {
+			for _, c := range []struct{ key, want string }{{"Watches", tt.wantWatch}, {"Session streams", tt.wantSessns}} {
 				if v, ok := fields[c.key]; v != c.want || ok != (c.want != "") {
 					t.Errorf("%s: %q (shown %v), want %q\n%s", c.key, v, ok, c.want, res.stdout)
 				}

@@ -107,6 +107,18 @@ var specificCases = map[string]methodCases{
 		send("from the last revision there can be", &pb.WatchRequest{FromRevision: math.MaxUint64}, nil),
 		send("service '../..'", &pb.WatchRequest{Service: "../.."}, refused(codes.InvalidArgument, "service")),
 	}},
+	// A stream of watches waits silently for writes; a bad watch is
+	// refused alone in a response, a request that breaks the protocol
+	// ends the stream.
+	pb.Registry_WatchMany_FullMethodName: {maySilentlyWait: true, cases: []absurdCase{
+		send("an empty request", &pb.WatchManyRequest{}, refused(codes.InvalidArgument, "kind")),
+		send("watch id 0", &pb.WatchManyRequest{Kind: &pb.WatchManyRequest_Create{Create: &pb.WatchCreate{}}}, refused(codes.InvalidArgument, "watch_id")),
+		send("service '../..'", &pb.WatchManyRequest{Kind: &pb.WatchManyRequest_Create{Create: &pb.WatchCreate{
+			WatchId: 1, Watch: &pb.WatchRequest{Service: "../.."}}}}, nil),
+		send("from the last revision there can be", &pb.WatchManyRequest{Kind: &pb.WatchManyRequest_Create{Create: &pb.WatchCreate{
+			WatchId: math.MaxUint64, Watch: &pb.WatchRequest{FromRevision: math.MaxUint64}}}}, nil),
+		send("cancel of a watch never opened", &pb.WatchManyRequest{Kind: &pb.WatchManyRequest_Cancel{Cancel: &pb.WatchCancel{WatchId: 42}}}, nil),
+	}},
 	pb.Registry_Session_FullMethodName: {cases: []absurdCase{
 		sendTimes("keepalives before an open", &pb.SessionRequest{Kind: &pb.SessionRequest_Keepalive{Keepalive: &pb.SessionKeepAlive{}}}, 100, nil),
 		sendTimes("registrations before an open", &pb.SessionRequest{Kind: &pb.SessionRequest_Register{Register: &pb.RegisterRequest{

@@ -37,6 +37,7 @@ type Replica interface {
 	Instances(service string) ([]*pb.Instance, uint64)
 	Services() ([]*pb.ServiceSummary, uint64)
 	Watch(service string, from uint64) *raftstore.Watcher
+	WatchFunc(service string, from uint64, wake func()) *raftstore.Watcher
 }
 
 // Cluster is what the API asks of the agent's Raft cluster.
@@ -138,8 +139,8 @@ func NewRegistry(ctx context.Context, cfg RegistryConfig) *Registry {
 		}
 	}
 	return &Registry{cfg: cfg, log: log, ctx: ctx, budget: newWatchBudget(cfg.WatchQueueBytes),
-		watches:  newStreamSlots("Watch", "max_watches", cfg.MaxWatches, refused, log),
-		sessions: newStreamSlots("Session", "max_sessions", cfg.MaxSessions, refused, log),
+		watches:  newStreamSlots("Watch", "watches (Watch streams, WatchMany streams and their watches)", "max_watches", cfg.MaxWatches, refused, log),
+		sessions: newStreamSlots("Session", "Session streams", "max_sessions", cfg.MaxSessions, refused, log),
 	}
 }
 

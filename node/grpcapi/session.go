@@ -9,8 +9,6 @@ import (
 	"io"
 	"time"
 
-	"google.golang.org/grpc/status"
-
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
@@ -160,8 +158,7 @@ func (s *Registry) handleSessionRequest(ctx context.Context, id string, req *pb.
 		err = apierr.Invalid("session", "empty request")
 	}
 	if err != nil {
-		st, _ := status.FromError(apierr.ToStatus(err))
-		resp.Error = &pb.ErrorDetail{Code: int32(st.Code()), Message: st.Message(), Reason: apierr.Code(err)}
+		resp.Error = errorDetail(err)
 	}
 	return resp
 }

@@ -25,6 +25,7 @@ const streamRefusalWarnEvery = time.Minute
 // service.
 type streamSlots struct {
 	kind string // "Watch", "Session"
+	what string // what a slot holds, plural: "watches", "Session streams"
 	key  string // the configuration key that sets max
 	max  int64  // 0: no bound
 	open atomic.Int64
@@ -34,8 +35,8 @@ type streamSlots struct {
 	log     *slog.Logger
 }
 
-func newStreamSlots(kind, key string, max int, refused func(string), log *slog.Logger) *streamSlots {
-	return &streamSlots{kind: kind, key: key, max: int64(max), refused: refused, log: log,
+func newStreamSlots(kind, what, key string, max int, refused func(string), log *slog.Logger) *streamSlots {
+	return &streamSlots{kind: kind, what: what, key: key, max: int64(max), refused: refused, log: log,
 		warn: warnrate.New(streamRefusalWarnEvery, 1, time.Now)}
 }
 
@@ -49,8 +50,8 @@ func (s *streamSlots) take() (release func(), err error) {
 			s.log.Warn("refused streams past this agent's limit; raise "+s.key+" if the callers are legitimate",
 				"kind", s.kind, "limit", s.max, "refused", held+1)
 		}
-		return nil, fmt.Errorf("%w: this agent serves %d %s streams, the most it takes (%s, set by --%s on this agent): close some, or open the stream on another agent",
-			apierr.ErrQuotaExceeded, s.max, s.kind, s.key, strings.ReplaceAll(s.key, "_", "-"))
+		return nil, fmt.Errorf("%w: this agent serves %d %s, the most it takes (%s, set by --%s on this agent): close some, or open the stream on another agent",
+			apierr.ErrQuotaExceeded, s.max, s.what, s.key, strings.ReplaceAll(s.key, "_", "-"))
 	}
 	return func() { s.open.Add(-1) }, nil
 }

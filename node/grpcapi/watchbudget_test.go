@@ -33,6 +33,12 @@ func (m *watchMetrics) ObservePanic(string)                      {}
 func (m *watchMetrics) WatchStarted()                            {}
 func (m *watchMetrics) WatchEnded()                              {}
 func (m *watchMetrics) StreamRefused(string)                     {}
+func (m *watchMetrics) slow() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.tooSlow
+}
+
 func (m *watchMetrics) WatchTooSlow() {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -43,35 +43,75 @@ func (c watchCodec) Name() string { return c.base.Name() }
 
 func (c watchCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.base.Unmarshal(data, v) }
 
+// Field numbers of WatchManyResponse: the watch's id and its response.
+const (
+	watchManyIDField       protowire.Number = 1
+	watchManyResponseField protowire.Number = 2
+)
+
 func (c watchCodec) Marshal(v any) (mem.BufferSlice, error) {
-	r, ok := v.(*pb.WatchResponse)
-	if !ok || len(r.Events) == 0 || r.Snapshot || r.More {
+	var buf []byte
+	var err error
+	switch r := v.(type) {
+	case *pb.WatchResponse:
+		if !sharedEvents(r) {
+			return c.base.Marshal(v)
+		}
+		buf, err = c.marshalEvents(r, 0, false)
+	case *pb.WatchManyResponse:
+		if r.Ended != nil || !sharedEvents(r.Response) {
+			return c.base.Marshal(v)
+		}
+		buf, err = c.marshalEvents(r.Response, r.WatchId, true)
+	default:
 		return c.base.Marshal(v)
 	}
-	buf, err := c.marshalEvents(r)
 	if err != nil {
 		return nil, err
 	}
 	return mem.BufferSlice{mem.SliceBuffer(buf)}, nil
 }
 
+// sharedEvents reports whether r holds events of the registry's ring
+// (neither a snapshot nor a part with more to come), whose encodings are
+// kept.
+func sharedEvents(r *pb.WatchResponse) bool {
+	return r != nil && len(r.Events) > 0 && !r.Snapshot && !r.More
+}
+
 // marshalEvents encodes r (a response of events, neither a snapshot nor
 // a part with more to come) as its header followed by each event's kept
-// bytes: the same fields protobuf's own encoding writes.
-func (c watchCodec) marshalEvents(r *pb.WatchResponse) ([]byte, error) {
+// bytes: the same fields protobuf's own encoding writes. With many set it
+// encodes r as the response of watch id of a WatchManyResponse.
+func (c watchCodec) marshalEvents(r *pb.WatchResponse, id uint64, many bool) ([]byte, error) {
 	head, err := proto.Marshal(&pb.WatchResponse{Header: r.Header})
 	if err != nil {
 		return nil, fmt.Errorf("encode watch response header: %w", err)
 	}
 	raws := make([][]byte, len(r.Events))
-	size := len(head)
+	inner := len(head)
 	for i, e := range r.Events {
 		if raws[i], err = c.events.encoded(e); err != nil {
 			return nil, fmt.Errorf("encode watch event: %w", err)
 		}
-		size += protowire.SizeTag(watchEventsField) + protowire.SizeBytes(len(raws[i]))
+		inner += protowire.SizeTag(watchEventsField) + protowire.SizeBytes(len(raws[i]))
+	}
+	size := inner
+	if many {
+		size = protowire.SizeTag(watchManyResponseField) + protowire.SizeBytes(inner)
+		if id != 0 {
+			size += protowire.SizeTag(watchManyIDField) + protowire.SizeVarint(id)
+		}
 	}
 	buf := make([]byte, 0, size)
+	if many {
+		if id != 0 {
+			buf = protowire.AppendTag(buf, watchManyIDField, protowire.VarintType)
+			buf = protowire.AppendVarint(buf, id)
+		}
+		buf = protowire.AppendTag(buf, watchManyResponseField, protowire.BytesType)
+		buf = protowire.AppendVarint(buf, uint64(inner))
+	}
 	buf = append(buf, head...)
 	for _, raw := range raws {
 		buf = protowire.AppendTag(buf, watchEventsField, protowire.BytesType)

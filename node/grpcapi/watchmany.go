@@ -1,0 +1,375 @@
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/acl"
+	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/raftstore"
+)
+
+// A WatchMany stream carries many watches, as etcd's Watch stream does. A
+// Watch stream costs the agent a handler goroutine (its stack grown to
+// 8 KiB by the snapshot it sent) and gRPC's state of a stream, about
+// 14 KiB a watch; a watch of a WatchMany stream costs its watcher and a
+// few words here. The stream has three goroutines whatever its watches:
+// the handler, which only waits for the stream to end; a receiver, which
+// opens and cancels watches as the client asks; and a sender, which sends
+// what the registry has for each watch. The registry wakes a watch by
+// putting it in the stream's ready queue (raftstore.FSM.WatchFunc), and
+// the sender takes the watches in turn, one response (a snapshot page or
+// up to a thousand events) each before the next, so a large snapshot
+// does not hold up the other watches' events.
+//
+// Bounds: every watch takes a max_watches slot, and so does the stream
+// itself (its goroutines and gRPC's state). Nothing is queued per watch:
+// a watch the sender has not reached yet reads its events from the
+// registry's event ring when it is, or a snapshot when they have left the
+// ring. The stream holds the one response it is sending, charged to the
+// agent's budget for all watch streams (watch_queue_bytes) as a Watch
+// stream's is; when the budget takes it back the stream ends with "watch
+// too slow" and the client resumes each watch from the last revision it
+// received. Refusals waiting to be sent are bounded too
+// (maxPendingWatchEnds).
+
+// maxPendingWatchEnds bounds the refused watches whose end is waiting to
+// be sent: a client that opens watches the agent refuses, faster than it
+// reads the refusals, is ended.
+const maxPendingWatchEnds = 1024
+
+// WatchMany serves the watches a client opens on one stream until the
+// stream ends, the agent closes or the stream falls behind the agent's
+// budget for watch streams.
+func (s *Registry) WatchMany(stream pb.Registry_WatchManyServer) error {
+	release, err := s.watches.take()
+	if err != nil {
+		return err
+	}
+	defer release()
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+	stop := context.AfterFunc(s.ctx, func() { cancel(nil) })
+	defer stop()
+
+	m := &watchMux{reg: s, ctx: ctx, stream: stream, open: make(map[uint64]*muxWatch), wake: make(chan struct{}, 1),
+		ws: newWatchStream(s.cfg.WatchBacklog, 0)}
+	s.budget.join(m.ws, func() { cancel(errWatchBehind) })
+	defer s.budget.leave(m.ws)
+	defer m.close()
+
+	received := make(chan error, 1)
+	sent := make(chan error, 1)
+	s.cfg.Go(func() { received <- m.receive() })
+	s.cfg.Go(func() { sent <- m.send() })
+	for {
+		select {
+		case err = <-received:
+			if err == nil {
+				received = nil // the client sends no more; its watches go on
+				continue
+			}
+		case err = <-sent:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		break
+	}
+	switch {
+	case s.ctx.Err() != nil:
+		return apierr.ErrShuttingDown
+	case errors.Is(err, errWatchBehind) || errors.Is(context.Cause(ctx), errWatchBehind):
+		return m.tooSlow()
+	}
+	return err
+}
+
+// watchMux is the state of one WatchMany stream.
+type watchMux struct {
+	reg    *Registry
+	ctx    context.Context
+	stream pb.Registry_WatchManyServer
+	ws     *watchStream // its share of the agent's budget
+
+	// mu guards the watches and the refusals to send, and every use of a
+	// watcher (Poll, Close). It is taken before readyMu, never after, and
+	// the registry's locks are taken under it (a watcher's Poll and
+	// Close), never the other way round.
+	mu     sync.Mutex
+	open   map[uint64]*muxWatch
+	ends   []*pb.WatchManyResponse
+	closed bool
+
+	// readyMu guards ready and each watch's queued; the registry's write
+	// path takes it (muxWatch.wakeUp) holding its lock of the watchers.
+	readyMu sync.Mutex
+	ready   []*muxWatch
+	wake    chan struct{} // holds a token when the sender may have work
+}
+
+// muxWatch is one watch of a WatchMany stream.
+type muxWatch struct {
+	m       *watchMux
+	id      uint64
+	w       *raftstore.Watcher
+	release func() // its max_watches slot
+	// inSnapshot: the last response sent was a snapshot page with more
+	// to come. Guarded by m.mu.
+	inSnapshot bool
+	// queued: in m.ready. Guarded by m.readyMu.
+	queued bool
+	// gone: cancelled or the stream ended. Guarded by m.mu.
+	gone bool
+}
+
+// receive opens and cancels watches as the client asks, until the client
+// stops sending (nil) or the stream fails.
+func (m *watchMux) receive() error {
+	for {
+		req, err := m.stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch k := req.Kind.(type) {
+		case *pb.WatchManyRequest_Create:
+			err = m.create(k.Create)
+		case *pb.WatchManyRequest_Cancel:
+			m.cancel(k.Cancel.GetWatchId())
+		default:
+			err = apierr.Invalid("kind", "is required: a WatchMany request is a create or a cancel")
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// create opens the watch c asks for, or queues its refusal. It fails,
+// ending the stream, on a request that breaks the protocol: a watch id
+// that is zero or already open.
+func (m *watchMux) create(c *pb.WatchCreate) error {
+	if c.WatchId == 0 {
+		return apierr.Invalid("create.watch_id", "is required (not zero)")
+	}
+	m.mu.Lock()
+	_, dup := m.open[c.WatchId]
+	m.mu.Unlock()
+	if dup {
+		return apierr.Invalid("create.watch_id", "%d is the id of a watch still open on this stream", c.WatchId)
+	}
+	req := c.GetWatch()
+	if err := m.check(req.GetService()); err != nil {
+		return m.refuse(c.WatchId, err)
+	}
+	release, err := m.reg.watches.take()
+	if err != nil {
+		return m.refuse(c.WatchId, err)
+	}
+	mw := &muxWatch{m: m, id: c.WatchId, release: release}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		release()
+		return nil
+	}
+	mw.w = m.reg.cfg.Replica.WatchFunc(req.GetService(), req.GetFromRevision(), mw.wakeUp)
+	if !acl.Enforced(m.ctx) {
+		// Filtering reads each event's instance; without it the pages
+		// may carry the instances as stored.
+		mw.w.EncodeSnapshots()
+	}
+	m.open[c.WatchId] = mw
+	m.reg.cfg.Metrics.WatchStarted()
+	mw.wakeUp() // its snapshot, or the events it resumes after
+	return nil
+}
+
+// check returns why a watch of service (every service when empty) is
+// refused, nil when it is not.
+func (m *watchMux) check(service string) error {
+	if service == "" {
+		return nil // filtered instead (acl.Methods)
+	}
+	if err := validName("watch.service", service); err != nil {
+		return err
+	}
+	return acl.Allowed(m.ctx, acl.Service, service, acl.Read)
+}
+
+// refuse queues the end of watch id for err. Too many refusals waiting
+// end the stream.
+func (m *watchMux) refuse(id uint64, err error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.ends) >= maxPendingWatchEnds {
+		return fmt.Errorf("%w: %d refused watches wait for the client to read their refusal", apierr.ErrQuotaExceeded, len(m.ends))
+	}
+	m.ends = append(m.ends, &pb.WatchManyResponse{WatchId: id, Ended: errorDetail(err)})
+	m.signal()
+	return nil
+}
+
+// cancel closes watch id; an id not open is ignored (it may have ended).
+func (m *watchMux) cancel(id uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if mw := m.open[id]; mw != nil {
+		delete(m.open, id)
+		mw.end()
+	}
+}
+
+// end closes the watch and frees its slot. The caller holds m.mu.
+func (mw *muxWatch) end() {
+	mw.gone = true
+	mw.w.Close()
+	mw.release()
+	mw.m.reg.cfg.Metrics.WatchEnded()
+}
+
+// close ends every watch of the stream.
+func (m *watchMux) close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	for id, mw := range m.open {
+		delete(m.open, id)
+		mw.end()
+	}
+}
+
+// wakeUp queues the watch for the sender, once.
+func (mw *muxWatch) wakeUp() {
+	m := mw.m
+	m.readyMu.Lock()
+	if !mw.queued {
+		mw.queued = true
+		m.ready = append(m.ready, mw)
+	}
+	m.readyMu.Unlock()
+	m.signal()
+}
+
+// signal tells the sender there may be work.
+func (m *watchMux) signal() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// popReady takes the first watch of the ready queue, nil when none.
+func (m *watchMux) popReady() *muxWatch {
+	m.readyMu.Lock()
+	defer m.readyMu.Unlock()
+	if len(m.ready) == 0 {
+		return nil
+	}
+	mw := m.ready[0]
+	m.ready[0] = nil
+	m.ready = m.ready[1:]
+	mw.queued = false
+	return mw
+}
+
+// send sends the refusals and the watches' responses until the stream
+// ends or a send fails.
+func (m *watchMux) send() error {
+	for {
+		resp, page, ok := m.next()
+		if !ok {
+			select {
+			case <-m.ctx.Done():
+				return m.ctx.Err()
+			case <-m.wake:
+				continue
+			}
+		}
+		if err := m.sendOne(resp, page); err != nil {
+			return err
+		}
+	}
+}
+
+// next returns what to send next: a refusal, else the next response of
+// the first ready watch that has one (which goes back to the end of the
+// queue: it may have more). page: the response is (part of) a snapshot.
+func (m *watchMux) next() (resp *pb.WatchManyResponse, page, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, false, false
+	}
+	if len(m.ends) > 0 {
+		resp = m.ends[0]
+		m.ends[0] = nil
+		m.ends = m.ends[1:]
+		return resp, false, true
+	}
+	for mw := m.popReady(); mw != nil; mw = m.popReady() {
+		if mw.gone {
+			continue
+		}
+		r, ok := mw.w.Poll()
+		if !ok {
+			continue
+		}
+		page = r.Snapshot || mw.inSnapshot
+		mw.inSnapshot = r.More
+		r.Header.ServedBy = m.reg.cfg.Agent
+		mw.wakeUp()
+		return &pb.WatchManyResponse{WatchId: mw.id, Response: r}, page, true
+	}
+	return nil, false, false
+}
+
+// sendOne charges resp to the agent's budget (a snapshot page waits for
+// room, events do not), sends it in parts of at most maxWatchPartBytes
+// and gives the charge back.
+func (m *watchMux) sendOne(resp *pb.WatchManyResponse, page bool) error {
+	if resp.Response == nil {
+		return m.stream.Send(resp)
+	}
+	parts, bytes := watchParts(resp.Response)
+	if page {
+		if err := m.reg.budget.chargeWait(m.ctx, m.ws, int64(bytes)); err != nil {
+			return err
+		}
+	} else if !m.reg.budget.charge(m.ws, int64(bytes)) {
+		return errWatchBehind
+	}
+	defer m.ws.sentWhole(0)
+	for _, part := range parts {
+		if err := m.stream.Send(&pb.WatchManyResponse{WatchId: resp.WatchId, Response: part}); err != nil {
+			return fmt.Errorf("send watch response: %w", err)
+		}
+	}
+	return nil
+}
+
+// tooSlow returns the status that ends a stream the agent's budget for
+// watch streams took back: Aborted with ErrWatchTooSlow's reason. The
+// client knows the last revision each watch received and resumes each
+// from there.
+func (m *watchMux) tooSlow() error {
+	m.reg.log.Warn("watch stream too slow, ending it", "over_agent_budget", true)
+	m.reg.cfg.Metrics.WatchTooSlow()
+	return apierr.ToStatus(fmt.Errorf("%w: this WatchMany stream had the most queued when the agent's watch streams together reached its limit of %d bytes (watch_queue_bytes); resume each watch from the last revision it received",
+		apierr.ErrWatchTooSlow, m.reg.budget.limit))
+}
+
+// errorDetail is err as the ErrorDetail of a request that failed alone
+// (a Session request, a watch of a WatchMany stream).
+func errorDetail(err error) *pb.ErrorDetail {
+	st := status.Convert(apierr.ToStatus(err))
+	return &pb.ErrorDetail{Code: int32(st.Code()), Message: st.Message(), Reason: apierr.Code(err)}
+}
