@@ -51,6 +51,8 @@ type endpoint struct {
 	conn     *grpc.ClientConn
 	registry zrpcpb.RegistryClient
 	status   zrpcpb.StatusClient
+	// watches carries the client's watches of this endpoint (watchmany.go).
+	watches *watchMux
 }
 
 // New validates cfg and returns a Client. It does no I/O: connections are
@@ -68,11 +70,13 @@ func New(cfg Config) (*Client, error) {
 			c.Close()
 			return nil, fmt.Errorf("create connection to %s: %w", addr, err)
 		}
+		registry := zrpcpb.NewRegistryClient(conn)
 		c.endpoints = append(c.endpoints, endpoint{
 			addr:     addr,
 			conn:     conn,
-			registry: zrpcpb.NewRegistryClient(conn),
+			registry: registry,
 			status:   zrpcpb.NewStatusClient(conn),
+			watches:  newWatchMux(c, addr, registry),
 		})
 	}
 	return c, nil
@@ -110,8 +114,9 @@ func (c *Client) Endpoints() []string {
 	return append([]string(nil), c.cfg.Endpoints...)
 }
 
-// Close ends every stream of the client and closes its connections. It is
-// safe to call more than once; later calls return nil.
+// Close ends every stream of the client, waits for the goroutines of its
+// WatchMany streams and closes its connections. It is safe to call more
+// than once; later calls return nil.
 func (c *Client) Close() error {
 	first := false
 	c.closeOnce.Do(func() {
@@ -119,6 +124,7 @@ func (c *Client) Close() error {
 		c.stop(ErrClosed)
 		var errs []error
 		for _, ep := range c.endpoints {
+			ep.watches.close()
 			if err := ep.conn.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close connection to %s: %w", ep.addr, err))
 			}

@@ -6,10 +6,11 @@
 // calls fail over to the next endpoint when an agent is unreachable or answers
 // codes.Unavailable; a write keeps its request id across those attempts, so
 // it is applied once. Get follows an agent's pages and a WatchStream
-// assembles responses sent in parts, so a service of any size reads whole. A
-// WatchStream resumes without gaps across agent failures and when an agent
-// ends it for reading too slowly; a Session does not reconnect (the rpc
-// package above it re-registers).
+// assembles responses sent in parts, so a service of any size reads whole.
+// A Client's watches of one agent share one WatchMany stream (a Watch
+// stream each on agents that predate it). A WatchStream resumes without
+// gaps across agent failures and when it is ended for reading too slowly;
+// a Session does not reconnect (the rpc package above it re-registers).
 // Errors from the agent wrap the sentinels of api/apierr, so callers branch
 // with errors.Is(err, apierr.ErrNotFound).
 //

@@ -14,25 +14,31 @@ import (
 )
 
 // TestWatchResumesAfterTooSlowAndConverges: a WatchStream whose caller
-// stops reading while about 22 MB of changes are written is ended by the
-// agent as too slow (its backlog bound is 16 MiB); it resumes by itself and
-// converges to the registry's state.
+// stops reading while about 22 MB of changes are written is ended as too
+// slow: by the client, whose queue of a watch on a WatchMany stream is
+// bounded (watchQueueBytes), or, on a Watch stream, by the agent (its
+// backlog bound is 16 MiB). It resumes by itself and converges to the
+// registry's state.
 func TestWatchResumesAfterTooSlowAndConverges(t *testing.T) {
 	const n = 400 // clienttest.LargeInstance: about 54 KB each
 	cl := testcluster.New(t, 1, testcluster.WithInstanceMetadataLimit(clienttest.LargeInstanceLimit))
-	var opens atomic.Int32
+	var opens atomic.Int32 // Watch streams and creates on WatchMany streams
 	countOpens := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		if method == "/zrpc.v1.Registry/Watch" {
+		if method == zrpcpb.Registry_Watch_FullMethodName {
 			opens.Add(1)
 		}
-		return streamer(ctx, desc, cc, method, opts...)
+		stream, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil || method != zrpcpb.Registry_WatchMany_FullMethodName {
+			return stream, err
+		}
+		return createCounter{ClientStream: stream, creates: &opens}, nil
 	}
 	c, err := New(Config{
 		Endpoints:   []string{cl.GRPCAddr(0)},
 		DialTimeout: time.Second,
 		Logger:      testLogger(t),
-		// A fixed 64 KiB stream window: the agent's sends stall as soon as
-		// the caller stops reading.
+		// A fixed 64 KiB stream window: on a Watch stream, the agent's
+		// sends stall as soon as the caller stops reading.
 		dialOptions: []grpc.DialOption{grpc.WithInitialWindowSize(64 << 10), grpc.WithInitialConnWindowSize(64 << 20),
 			grpc.WithChainStreamInterceptor(countOpens)},
 	})
@@ -87,4 +93,17 @@ func TestWatchResumesAfterTooSlowAndConverges(t *testing.T) {
 	if opens.Load() < 2 {
 		t.Fatalf("the watch was opened %d times; want it ended as too slow and resumed", opens.Load())
 	}
+}
+
+// createCounter counts the watches created on a WatchMany stream.
+type createCounter struct {
+	grpc.ClientStream
+	creates *atomic.Int32
+}
+
+func (s createCounter) SendMsg(m any) error {
+	if req, ok := m.(*zrpcpb.WatchManyRequest); ok && req.GetCreate() != nil {
+		s.creates.Add(1)
+	}
+	return s.ClientStream.SendMsg(m)
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"time"
 
@@ -16,12 +17,16 @@ const (
 
 // WatchStream delivers the registry events of one service (or of all) in
 // revision order. A response the agent sent in parts (a snapshot of a large
-// service) is delivered whole, once its last part has arrived. When the agent serving it fails, it reopens the watch on the
-// next endpoint from the last revision it delivered, so the caller sees no
-// gap; the agent may then answer with a snapshot (WatchResponse.Snapshot),
-// which replaces what the caller had. An agent ends the watch of a caller
-// that reads too slowly (apierr.ErrWatchTooSlow); the stream resumes it the
-// same way.
+// service) is delivered whole, once its last part has arrived. When the
+// agent serving it fails, it reopens the watch on the next endpoint from
+// the last revision it delivered, so the caller sees no gap; the agent may
+// then answer with a snapshot (WatchResponse.Snapshot), which replaces what
+// the caller had. A caller that reads too slowly has its watch ended, by
+// the agent (apierr.ErrWatchTooSlow) or by the client when its queue is
+// full (watchmany.go); the stream resumes it the same way.
+//
+// The watches of a Client on one endpoint share one WatchMany stream; on an
+// agent that predates WatchMany each has a Watch stream of its own.
 //
 // Recv must be called from one goroutine at a time; Close may be called from
 // any goroutine.
@@ -34,12 +39,32 @@ type WatchStream struct {
 
 	// Owned by the Recv goroutine.
 	rev      uint64 // last revision delivered; the next open resumes after it
-	idx      int    // endpoint of the current stream
-	stream   zrpcpb.Registry_WatchClient
-	sctx     context.CancelFunc    // cancels the current stream
+	idx      int    // endpoint of the current feed
+	feed     watchFeed
 	failures int                   // consecutive failed opens, for backoff
 	parts    *zrpcpb.WatchResponse // parts received of a response sent in several
 }
+
+// watchFeed is where a WatchStream's responses come from on one endpoint:
+// a watch on the endpoint's WatchMany stream (*muxWatch) or, on an agent
+// that predates WatchMany, a Watch stream of its own (ownWatch). Both give
+// the responses as the agent sent them, parts apart, so that the
+// WatchStream assembles and advances them in one place.
+type watchFeed interface {
+	// recv returns the next response, or why the feed ended.
+	recv() (*zrpcpb.WatchResponse, error)
+	// close stops the feed; the WatchStream drops it and opens another.
+	close()
+}
+
+// ownWatch is a Watch stream, for an agent that predates WatchMany.
+type ownWatch struct {
+	stream zrpcpb.Registry_WatchClient
+	cancel context.CancelFunc
+}
+
+func (o ownWatch) recv() (*zrpcpb.WatchResponse, error) { return o.stream.Recv() }
+func (o ownWatch) close()                               { o.cancel() }
 
 // Watch opens a watch of service (empty: every service) for events after
 // fromRevision; zero starts with a snapshot of the current state. It fails
@@ -76,12 +101,12 @@ func (w *WatchStream) Recv() (*zrpcpb.WatchResponse, error) {
 		if err := w.stopped(); err != nil {
 			return nil, err
 		}
-		if w.stream == nil {
+		if w.feed == nil {
 			if err := w.reopen(); err != nil {
 				return nil, err
 			}
 		}
-		resp, err := w.stream.Recv()
+		resp, err := w.feed.recv()
 		if err == nil {
 			if resp = w.assemble(resp); resp == nil {
 				continue
@@ -90,25 +115,39 @@ func (w *WatchStream) Recv() (*zrpcpb.WatchResponse, error) {
 			w.failures = 0
 			return resp, nil
 		}
-		w.dropStream()
+		w.dropFeed()
 		if serr := w.stopped(); serr != nil {
 			return nil, serr
 		}
-		if !resumable(err) {
-			return nil, mapErr(err)
+		if err := w.resume(err); err != nil {
+			return nil, err
 		}
-		if watchTooSlow(err) {
-			// The agent is fine; this reader fell behind. Everything up to
-			// the revision it names was sent before the error, so w.rev
-			// has reached it.
-			w.c.log.Info("watch too slow, resuming",
-				"endpoint", w.c.endpoints[w.idx].addr, "service", w.service, "from_revision", w.rev, "err", err)
-			continue
-		}
-		w.c.log.Info("watch stream broke, reconnecting",
-			"endpoint", w.c.endpoints[w.idx].addr, "service", w.service, "from_revision", w.rev, "err", err)
-		w.idx = (w.idx + 1) % len(w.c.endpoints)
 	}
+}
+
+// resume decides what follows the end of the feed with err: nil to open
+// the watch again (on the endpoint it leaves in w.idx), or the error Recv
+// returns because the watch cannot go on.
+func (w *WatchStream) resume(err error) error {
+	switch {
+	case errors.Is(err, errNoWatchMany):
+		// The agent predates WatchMany: the next open on it is a Watch
+		// stream (the endpoint remembers).
+		return nil
+	case !resumable(err):
+		return mapErr(err)
+	case watchTooSlow(err):
+		// The agent is fine; this reader fell behind. Everything up to
+		// the revision it names was sent before the error, so w.rev
+		// has reached it.
+		w.c.log.Info("watch too slow, resuming",
+			"endpoint", w.c.endpoints[w.idx].addr, "service", w.service, "from_revision", w.rev, "err", err)
+		return nil
+	}
+	w.c.log.Info("watch stream broke, reconnecting",
+		"endpoint", w.c.endpoints[w.idx].addr, "service", w.service, "from_revision", w.rev, "err", err)
+	w.idx = (w.idx + 1) % len(w.c.endpoints)
+	return nil
 }
 
 // Close ends the watch. It is safe to call more than once.
@@ -123,8 +162,8 @@ func (w *WatchStream) Revision() uint64 { return w.rev }
 
 // assemble collects the parts of a response the agent sent in several
 // messages (WatchResponse.More): it returns nil until the last part has
-// arrived, then the whole response (More unset). A stream that breaks
-// between parts drops them (dropStream) and resumes before the response.
+// arrived, then the whole response (More unset). A feed that ends
+// between parts drops them (dropFeed) and resumes before the response.
 func (w *WatchStream) assemble(part *zrpcpb.WatchResponse) *zrpcpb.WatchResponse {
 	if part.GetMore() {
 		if w.parts == nil {
@@ -159,13 +198,13 @@ func (w *WatchStream) stopped() error {
 	if err := w.ctx.Err(); err != nil {
 		return err
 	}
-	if w.wctx.Err() != nil {
+	if w.wctx.Err() != nil || w.c.closing.Err() != nil {
 		return ErrClosed
 	}
 	return nil
 }
 
-// openAny opens the stream on the current endpoint or, when it is
+// openAny opens the feed on the current endpoint or, when it is
 // unavailable, on each other endpoint once.
 func (w *WatchStream) openAny() error {
 	var err error
@@ -184,7 +223,7 @@ func (w *WatchStream) openAny() error {
 	return mapErr(err)
 }
 
-// reopen opens the stream again after a failure, waiting a capped, jittered
+// reopen opens the feed again after a failure, waiting a capped, jittered
 // exponential backoff before each attempt and moving to the next endpoint
 // after each failed one. It gives up only when the watch stops or an agent
 // refuses the watch itself.
@@ -210,25 +249,36 @@ func (w *WatchStream) reopen() error {
 	}
 }
 
-// open starts a stream on endpoint w.idx from w.rev.
+// open starts a feed on endpoint w.idx from w.rev: a watch on the
+// endpoint's WatchMany stream or, when its agent does not serve WatchMany,
+// a Watch stream.
 func (w *WatchStream) open() error {
-	ctx, cancel := context.WithCancel(w.wctx)
 	ep := &w.c.endpoints[w.idx]
-	stream, err := ep.registry.Watch(ctx, &zrpcpb.WatchRequest{Service: w.service, FromRevision: w.rev})
-	if err != nil {
-		cancel()
+	req := &zrpcpb.WatchRequest{Service: w.service, FromRevision: w.rev}
+	mw, err := ep.watches.watch(w.wctx, req)
+	switch {
+	case err == nil:
+		w.feed = mw
+	case errors.Is(err, errNoWatchMany):
+		ctx, cancel := context.WithCancel(w.wctx)
+		stream, err := ep.registry.Watch(ctx, req)
+		if err != nil {
+			cancel()
+			return err
+		}
+		w.feed = ownWatch{stream: stream, cancel: cancel}
+	default:
 		return err
 	}
-	w.stream, w.sctx = stream, cancel
 	w.c.cur.Store(int64(w.idx))
 	return nil
 }
 
-func (w *WatchStream) dropStream() {
-	if w.sctx != nil {
-		w.sctx()
+func (w *WatchStream) dropFeed() {
+	if w.feed != nil {
+		w.feed.close()
 	}
-	w.stream, w.sctx, w.parts = nil, nil, nil
+	w.feed, w.parts = nil, nil
 }
 
 // sleep waits d or until the watch stops.

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -35,14 +36,14 @@ func (r *watchRecorder) calls() []uint64 {
 	return append([]uint64(nil), r.from...)
 }
 
-func putResponse(rev uint64, snapshot bool) *zrpcpb.WatchResponse {
+// watchEvent is a response at rev with one event, of an instance of service.
+func watchEvent(service string, rev uint64, snapshot bool) *zrpcpb.WatchResponse {
 	return &zrpcpb.WatchResponse{
 		Header:   &zrpcpb.ResponseHeader{Revision: rev},
 		Snapshot: snapshot,
 		Events: []*zrpcpb.Event{{
-			Type:     zrpcpb.Event_PUT,
-			Revision: rev,
-			Instance: &zrpcpb.Instance{Service: "user.rpc", Id: "user-1"},
+			Type: zrpcpb.Event_PUT, Revision: rev,
+			Instance: &zrpcpb.Instance{Service: service, Id: fmt.Sprintf("%s-%d", service, rev)},
 		}},
 	}
 }
@@ -50,7 +51,7 @@ func putResponse(rev uint64, snapshot bool) *zrpcpb.WatchResponse {
 // TestWatchResume kills the watch stream after three responses and checks
 // that the client resumes from the last revision it delivered.
 func TestWatchResume(t *testing.T) {
-	first := []*zrpcpb.WatchResponse{putResponse(3, true), putResponse(5, false), putResponse(7, false)}
+	first := []*zrpcpb.WatchResponse{watchEvent("user.rpc", 3, true), watchEvent("user.rpc", 5, false), watchEvent("user.rpc", 7, false)}
 	tests := []struct {
 		name string
 		// kill breaks the first stream once its responses were delivered.
@@ -77,7 +78,7 @@ func TestWatchResume(t *testing.T) {
 						return stream.Context().Err()
 					}
 				}
-				if err := stream.Send(putResponse(req.GetFromRevision()+2, false)); err != nil {
+				if err := stream.Send(watchEvent("user.rpc", req.GetFromRevision()+2, false)); err != nil {
 					return err
 				}
 				<-stream.Context().Done()

@@ -31,6 +31,7 @@ type Agent struct {
 	OnGet        func(context.Context, *zrpcpb.GetRequest) (*zrpcpb.GetResponse, error)
 	OnList       func(context.Context, *zrpcpb.ListRequest) (*zrpcpb.ListResponse, error)
 	OnWatch      func(*zrpcpb.WatchRequest, zrpcpb.Registry_WatchServer) error
+	OnWatchMany  func(zrpcpb.Registry_WatchManyServer) error
 	OnSession    func(zrpcpb.Registry_SessionServer) error
 	OnStatus     func(context.Context, *zrpcpb.StatusRequest) (*zrpcpb.StatusResponse, error)
 	OnMembers    func(context.Context, *zrpcpb.MembersRequest) (*zrpcpb.MembersResponse, error)

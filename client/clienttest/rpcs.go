@@ -50,6 +50,14 @@ func (a *Agent) Watch(req *zrpcpb.WatchRequest, stream zrpcpb.Registry_WatchServ
 	return a.OnWatch(req, stream)
 }
 
+func (a *Agent) WatchMany(stream zrpcpb.Registry_WatchManyServer) error {
+	a.calls.Add(1)
+	if a.OnWatchMany == nil {
+		return a.UnimplementedRegistryServer.WatchMany(stream)
+	}
+	return a.OnWatchMany(stream)
+}
+
 func (a *Agent) Session(stream zrpcpb.Registry_SessionServer) error {
 	a.calls.Add(1)
 	if a.OnSession == nil {
