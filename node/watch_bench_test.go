@@ -17,7 +17,9 @@ import (
 
 // BenchmarkWatchFanout measures write→event latency on one agent with
 // many watchers: services × watchers Watch streams (spread over 16
-// connections), and b.N registrations at 200 writes/s, each to the next
+// connections), or as many watches on one WatchMany stream per connection
+// (read by one goroutine per stream, as events arrive), and b.N
+// registrations at 200 writes/s, each to the next
 // service in turn. Every watcher of the service written records the time
 // from the write's start to the event's arrival; p50 and p99 are over all
 // of them. mem-KiB/watcher is the process's heap and stacks per watcher
@@ -25,13 +27,19 @@ import (
 // this process).
 func BenchmarkWatchFanout(b *testing.B) {
 	for _, tc := range []struct{ services, watchers int }{{1000, 10}, {1, 10000}} {
-		b.Run(fmt.Sprintf("services=%d/watchers=%d", tc.services, tc.watchers), func(b *testing.B) {
-			benchWatchFanout(b, tc.services, tc.watchers, 200)
-		})
+		for _, many := range []bool{false, true} {
+			name := fmt.Sprintf("services=%d/watchers=%d/stream=Watch", tc.services, tc.watchers)
+			if many {
+				name = fmt.Sprintf("services=%d/watchers=%d/stream=WatchMany", tc.services, tc.watchers)
+			}
+			b.Run(name, func(b *testing.B) {
+				benchWatchFanout(b, tc.services, tc.watchers, 200, many)
+			})
+		}
 	}
 }
 
-func benchWatchFanout(b *testing.B, services, watchers, rate int) {
+func benchWatchFanout(b *testing.B, services, watchers, rate int, many bool) {
 	n := benchNode(b)
 	conns := make([]*grpc.ClientConn, 16)
 	for i := range conns {
@@ -47,8 +55,23 @@ func benchWatchFanout(b *testing.B, services, watchers, rate int) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	record := func(resp *pb.WatchResponse) {
+		now := time.Now()
+		for _, e := range resp.Events {
+			if start, ok := starts.Load(e.Instance.Id); ok {
+				lat.Add(now.Sub(start.(time.Time)))
+				received.Add(1)
+			}
+		}
+	}
 	before := memInUse()
+	if many {
+		openWatchMany(b, ctx, conns, services*watchers, service, record, &wg)
+	}
 	for i := range services * watchers {
+		if many {
+			break
+		}
 		c := pb.NewRegistryClient(conns[i%len(conns)])
 		stream, err := c.Watch(ctx, &pb.WatchRequest{Service: service(i)})
 		if err != nil {
@@ -65,13 +88,7 @@ func benchWatchFanout(b *testing.B, services, watchers, rate int) {
 				if err != nil {
 					return
 				}
-				now := time.Now()
-				for _, e := range resp.Events {
-					if start, ok := starts.Load(e.Instance.Id); ok {
-						lat.Add(now.Sub(start.(time.Time)))
-						received.Add(1)
-					}
-				}
+				record(resp)
 			}
 		}()
 	}
@@ -122,4 +139,43 @@ func memInUse() int64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return int64(m.HeapInuse + m.StackInuse)
+}
+
+// openWatchMany opens n watches (watch i of service(i)) on one WatchMany
+// stream per connection, waits for their snapshots, and hands every later
+// response to record on the stream's goroutine.
+func openWatchMany(b *testing.B, ctx context.Context, conns []*grpc.ClientConn, n int, service func(int) string,
+	record func(*pb.WatchResponse), wg *sync.WaitGroup) {
+	for k, cc := range conns {
+		stream, err := pb.NewRegistryClient(cc).WatchMany(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		opened := 0
+		for i := k; i < n; i += len(conns) {
+			req := &pb.WatchManyRequest{Kind: &pb.WatchManyRequest_Create{Create: &pb.WatchCreate{
+				WatchId: uint64(i + 1), Watch: &pb.WatchRequest{Service: service(i)}}}}
+			if err := stream.Send(req); err != nil {
+				b.Fatal(err)
+			}
+			opened++
+		}
+		for range opened { // the snapshots
+			r, err := stream.Recv()
+			if err != nil || r.Ended != nil {
+				b.Fatalf("watch snapshot: %v %v", r.GetEnded(), err)
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				r, err := stream.Recv()
+				if err != nil {
+					return
+				}
+				record(r.Response)
+			}
+		}()
+	}
 }

@@ -13,8 +13,11 @@ import (
 	"github.com/zrpcio/zrpc/internal/wirecodec"
 )
 
-// watchEventsField is the field number of WatchResponse.events.
-const watchEventsField protowire.Number = 3
+// Field numbers of WatchResponse: header and events.
+const (
+	watchHeaderField protowire.Number = 1
+	watchEventsField protowire.Number = 3
+)
 
 // maxEncodedEvents bounds the events whose encoding is kept (each keeps
 // its event, and so its instance, alive): the latest ones, which are
@@ -84,17 +87,25 @@ func sharedEvents(r *pb.WatchResponse) bool {
 // bytes: the same fields protobuf's own encoding writes. With many set it
 // encodes r as the response of watch id of a WatchManyResponse.
 func (c watchCodec) marshalEvents(r *pb.WatchResponse, id uint64, many bool) ([]byte, error) {
-	head, err := proto.Marshal(&pb.WatchResponse{Header: r.Header})
-	if err != nil {
-		return nil, fmt.Errorf("encode watch response header: %w", err)
+	// Written straight into the message's buffer: a response goes to each
+	// watcher of its service, and what it allocates is collected as often.
+	headSize := 0
+	if r.Header != nil {
+		headSize = proto.Size(r.Header)
 	}
-	raws := make([][]byte, len(r.Events))
-	inner := len(head)
-	for i, e := range r.Events {
-		if raws[i], err = c.events.encoded(e); err != nil {
+	var small [4][]byte
+	raws := small[:0]
+	inner := 0
+	if r.Header != nil {
+		inner = protowire.SizeTag(watchHeaderField) + protowire.SizeBytes(headSize)
+	}
+	for _, e := range r.Events {
+		raw, err := c.events.encoded(e)
+		if err != nil {
 			return nil, fmt.Errorf("encode watch event: %w", err)
 		}
-		inner += protowire.SizeTag(watchEventsField) + protowire.SizeBytes(len(raws[i]))
+		raws = append(raws, raw)
+		inner += protowire.SizeTag(watchEventsField) + protowire.SizeBytes(len(raw))
 	}
 	size := inner
 	if many {
@@ -112,7 +123,14 @@ func (c watchCodec) marshalEvents(r *pb.WatchResponse, id uint64, many bool) ([]
 		buf = protowire.AppendTag(buf, watchManyResponseField, protowire.BytesType)
 		buf = protowire.AppendVarint(buf, uint64(inner))
 	}
-	buf = append(buf, head...)
+	if r.Header != nil {
+		buf = protowire.AppendTag(buf, watchHeaderField, protowire.BytesType)
+		buf = protowire.AppendVarint(buf, uint64(headSize))
+		var err error
+		if buf, err = (proto.MarshalOptions{UseCachedSize: true}).MarshalAppend(buf, r.Header); err != nil {
+			return nil, fmt.Errorf("encode watch response header: %w", err)
+		}
+	}
 	for _, raw := range raws {
 		buf = protowire.AppendTag(buf, watchEventsField, protowire.BytesType)
 		buf = protowire.AppendBytes(buf, raw)

@@ -92,6 +92,9 @@ func TestWatchCodecKnowsEveryWatchResponseField(t *testing.T) {
 	if want := []string{"events", "header", "more", "snapshot"}; !slices.Equal(names, want) {
 		t.Fatalf("WatchResponse has fields %v; watchCodec.marshalEvents writes %v: teach it the new ones", names, want)
 	}
+	if n := fields.ByName("header").Number(); n != protoreflect.FieldNumber(watchHeaderField) {
+		t.Fatalf("WatchResponse.header is field %d, the codec writes %d", n, watchHeaderField)
+	}
 	if n := fields.ByName("events").Number(); n != protoreflect.FieldNumber(watchEventsField) {
 		t.Fatalf("WatchResponse.events is field %d, the codec writes %d", n, watchEventsField)
 	}

@@ -109,7 +109,8 @@ type watchMux struct {
 	// readyMu guards ready and each watch's queued; the registry's write
 	// path takes it (muxWatch.wakeUp) holding its lock of the watchers.
 	readyMu sync.Mutex
-	ready   []*muxWatch
+	ready   []*muxWatch // the queue is ready[head:]
+	head    int
 	wake    chan struct{} // holds a token when the sender may have work
 }
 
@@ -271,12 +272,20 @@ func (m *watchMux) signal() {
 func (m *watchMux) popReady() *muxWatch {
 	m.readyMu.Lock()
 	defer m.readyMu.Unlock()
-	if len(m.ready) == 0 {
+	if m.head == len(m.ready) {
 		return nil
 	}
-	mw := m.ready[0]
-	m.ready[0] = nil
-	m.ready = m.ready[1:]
+	mw := m.ready[m.head]
+	m.ready[m.head] = nil
+	m.head++
+	switch {
+	case m.head == len(m.ready): // empty: reuse the array from its start
+		m.ready, m.head = m.ready[:0], 0
+	case m.head >= 64 && 2*m.head >= len(m.ready): // never empty: move the queue down
+		n := copy(m.ready, m.ready[m.head:])
+		clear(m.ready[n:])
+		m.ready, m.head = m.ready[:n], 0
+	}
 	mw.queued = false
 	return mw
 }
@@ -340,6 +349,9 @@ func (m *watchMux) sendOne(resp *pb.WatchManyResponse, page bool) error {
 		return m.stream.Send(resp)
 	}
 	parts, bytes := watchParts(resp.Response)
+	if len(parts) == 1 {
+		parts = nil // resp goes as it is
+	}
 	if page {
 		if err := m.reg.budget.chargeWait(m.ctx, m.ws, int64(bytes)); err != nil {
 			return err
@@ -348,6 +360,12 @@ func (m *watchMux) sendOne(resp *pb.WatchManyResponse, page bool) error {
 		return errWatchBehind
 	}
 	defer m.ws.sentWhole(0)
+	if parts == nil {
+		if err := m.stream.Send(resp); err != nil {
+			return fmt.Errorf("send watch response: %w", err)
+		}
+		return nil
+	}
 	for _, part := range parts {
 		if err := m.stream.Send(&pb.WatchManyResponse{WatchId: resp.WatchId, Response: part}); err != nil {
 			return fmt.Errorf("send watch response: %w", err)

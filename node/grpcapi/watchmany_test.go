@@ -320,3 +320,30 @@ func TestWatchManyStalledStreamEndedByTheAgentsBudget(t *testing.T) {
 		t.Fatalf("the other stream after: %s", got)
 	}
 }
+
+// The ready queue gives its watches back in order and keeps no more room
+// than its watches need, whether it empties now and then or never does.
+func TestWatchManyReadyQueueStaysWithinItsWatches(t *testing.T) {
+	m := &watchMux{wake: make(chan struct{}, 1)}
+	watches := make([]*muxWatch, 100)
+	for i := range watches {
+		watches[i] = &muxWatch{m: m, id: uint64(i)}
+		watches[i].wakeUp()
+	}
+	for round := range 10000 { // always 99 or 100 queued, never empty
+		mw := m.popReady()
+		if want := uint64(round % 100); mw.id != want {
+			t.Fatalf("round %d: popped watch %d, want %d", round, mw.id, want)
+		}
+		mw.wakeUp()
+		if cap(m.ready) > 400 {
+			t.Fatalf("round %d: the queue of 100 watches holds room for %d", round, cap(m.ready))
+		}
+	}
+	for range 100 {
+		m.popReady()
+	}
+	if mw := m.popReady(); mw != nil || m.head != 0 || len(m.ready) != 0 {
+		t.Fatalf("emptied queue: popped %v, head %d, len %d", mw, m.head, len(m.ready))
+	}
+}
