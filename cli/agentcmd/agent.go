@@ -283,6 +283,7 @@ func waitForEnd(ctx context.Context, n runningAgent, sigs, hup <-chan os.Signal,
 func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
 	log := newLogger(cfg, errw)
 	log.Info("soft memory limit", "limit", node.ApplyMemoryLimit(cfg))
+	log.Info("garbage collection", "pacing", node.ApplyGCFloor())
 	cfg.Build = cli.VersionString()
 	n, err := node.New(cfg, node.WithLogger(log))
 	if err != nil {
