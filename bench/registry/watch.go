@@ -314,6 +314,7 @@ func (r *runner) fanoutRound(ctx context.Context, c cluster) (Result, error) {
 	// The watchers live in this process: what they cost it is recorded
 	// too, as a check that the load tool did not fall behind.
 	self0, _ := proc.SelfCPUTime()
+	cpu0 := cpuSeconds(c)
 	t0 := time.Now()
 	rate, err := paced(ctx, cfg.FanoutWrites, cfg.Rate, func(i int) error {
 		return timed(ctx, func(ctx context.Context) error {
@@ -329,6 +330,9 @@ func (r *runner) fanoutRound(ctx context.Context, c cluster) (Result, error) {
 	}
 	var res Result
 	d.latencyMetrics(&res, want)
+	// The agent's CPU per delivered event: what fanning an event out to
+	// its watchers costs the server.
+	res.metric("server CPU us/event", (cpuSeconds(c)-cpu0)*1e6/float64(want))
 	if rss, err := c.process(0).RSS(); err == nil {
 		res.metric("server RSS MiB", float64(rss)/(1<<20))
 	}

@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,7 +76,9 @@ func run() error {
 	flag.StringVar(&cfg.Dir, "dir", "", "keep data dirs and process logs here (default: a temporary directory, removed)")
 	flag.BoolVar(&cfg.FirstOnLeader, "first-on-leader", false, "on several nodes, spread the puts writers starting at the leader instead of a follower (one writer then writes to the leader on both systems)")
 	flag.StringVar(&cfg.Profile, "profile", "", "write a CPU profile of every zrpcd agent over each puts round into this directory")
+	loadGOGC := flag.Int("load-gogc", 400, "GOGC of this load generator (not of the systems it starts): its collections would otherwise delay the events it times, more often the less memory its clients hold")
 	flag.Parse()
+	debug.SetGCPercent(*loadGOGC)
 
 	var err error
 	cfg.Systems = strings.Split(systems, ",")
