@@ -93,11 +93,10 @@ func TestACLsOnAClusterOfAgents(t *testing.T) {
 	}
 }
 
-// A token that may read user.* watches user.rpc, and every service: both
-// snapshots hold user.rpc's instance (the ACL filter reads each event's
-// service, so the pages must carry it), and the watch of every service
-// leaves order.rpc out.
-func TestWatchWithATokenSeesTheServicesItMayRead(t *testing.T) {
+// userReader starts an agent with ACLs on, user.rpc and order.rpc
+// registered, and returns it with the secret of a token that may read
+// user.* alone.
+func userReader(t *testing.T) (*testcluster.Cluster, string) {
 	c := testcluster.New(t, 1, testcluster.WithConfig(func(cfg *node.Config) { cfg.ACL = true }))
 	ctx := ctxT(t)
 	_, mgmtSecret, err := aclClient(t, c, 0, "").ACLBootstrap(ctx)
@@ -117,6 +116,16 @@ func TestWatchWithATokenSeesTheServicesItMayRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, secret
+}
+
+// A token that may read user.* watches user.rpc, and every service: both
+// snapshots hold user.rpc's instance (the ACL filter reads each event's
+// service, so the pages must carry it), and the watch of every service
+// leaves order.rpc out.
+func TestWatchWithATokenSeesTheServicesItMayRead(t *testing.T) {
+	c, secret := userReader(t)
+	ctx := ctxT(t)
 	reader := aclClient(t, c, 0, secret)
 	for _, svc := range []string{"user.rpc", ""} {
 		w, err := reader.Watch(ctx, svc, 0)
@@ -143,25 +152,8 @@ func TestWatchWithATokenSeesTheServicesItMayRead(t *testing.T) {
 // the stream's other watches go on, and a watch of every service gets
 // only the services the token may read.
 func TestWatchManyChecksEachWatchAgainstTheToken(t *testing.T) {
-	c := testcluster.New(t, 1, testcluster.WithConfig(func(cfg *node.Config) { cfg.ACL = true }))
+	c, secret := userReader(t)
 	ctx := ctxT(t)
-	_, mgmtSecret, err := aclClient(t, c, 0, "").ACLBootstrap(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := aclClient(t, c, 0, mgmtSecret)
-	for _, svc := range []string{"user.rpc", "order.rpc"} {
-		if err := aclRegister(ctx, admin, svc); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := admin.ACLPolicyCreate(ctx, "read-user", "", `service "user." { read }`); err != nil {
-		t.Fatal(err)
-	}
-	_, secret, err := admin.ACLTokenCreate(ctx, "reader", "read-user")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cc, err := grpc.NewClient(c.GRPCAddr(0), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -168,6 +168,17 @@ func (s *Registry) List(ctx context.Context, req *pb.ListRequest) (*pb.ListRespo
 }
 
 // Watch streams registry changes from the local replica (see serveWatch).
+// streamContext returns a context of a stream's that also ends when the
+// agent begins to close, its cancel, and done, which frees it.
+func (s *Registry) streamContext(stream context.Context) (ctx context.Context, cancel context.CancelCauseFunc, done func()) {
+	ctx, cancel = context.WithCancelCause(stream)
+	stop := context.AfterFunc(s.ctx, func() { cancel(nil) })
+	return ctx, cancel, func() {
+		stop()
+		cancel(nil)
+	}
+}
+
 func (s *Registry) Watch(req *pb.WatchRequest, stream pb.Registry_WatchServer) error {
 	if req.Service != "" {
 		if err := validName("service", req.Service); err != nil {
@@ -179,10 +190,8 @@ func (s *Registry) Watch(req *pb.WatchRequest, stream pb.Registry_WatchServer) e
 		return err
 	}
 	defer release()
-	ctx, cancel := context.WithCancelCause(stream.Context())
-	defer cancel(nil)
-	stop := context.AfterFunc(s.ctx, func() { cancel(nil) })
-	defer stop()
+	ctx, cancel, done := s.streamContext(stream.Context())
+	defer done()
 	s.cfg.Metrics.WatchStarted()
 	defer s.cfg.Metrics.WatchEnded()
 

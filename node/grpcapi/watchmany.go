@@ -53,10 +53,8 @@ func (s *Registry) WatchMany(stream pb.Registry_WatchManyServer) error {
 		return err
 	}
 	defer release()
-	ctx, cancel := context.WithCancelCause(stream.Context())
-	defer cancel(nil)
-	stop := context.AfterFunc(s.ctx, func() { cancel(nil) })
-	defer stop()
+	ctx, cancel, done := s.streamContext(stream.Context())
+	defer done()
 
 	m := &watchMux{reg: s, ctx: ctx, stream: stream, open: make(map[uint64]*muxWatch), wake: make(chan struct{}, 1),
 		ws: newWatchStream(s.cfg.WatchBacklog, 0)}
