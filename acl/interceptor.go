@@ -171,18 +171,25 @@ type authorizerKey struct{}
 // without an authorizer is a server without ACLs (the interceptor puts
 // one in every stream it checks): everything is allowed.
 func Allowed(ctx context.Context, kind Resource, name string, access Access) error {
-	a, ok := ctx.Value(authorizerKey{}).(Authorizer)
+	a, ok := streamAuthorizer(ctx)
 	if !ok {
 		return nil
 	}
 	return a.Allow(kind, name, access)
 }
 
+// streamAuthorizer returns the authorizer the interceptor put in a
+// stream's context, ok false when there is none.
+func streamAuthorizer(ctx context.Context) (a Authorizer, ok bool) {
+	a, ok = ctx.Value(authorizerKey{}).(Authorizer)
+	return a, ok
+}
+
 // Enforced reports whether the stream whose context is ctx is checked by
 // ACLs: its responses are filtered (acl.Methods' Filter), so their
 // events must name their services.
 func Enforced(ctx context.Context) bool {
-	_, ok := ctx.Value(authorizerKey{}).(Authorizer)
+	_, ok := streamAuthorizer(ctx)
 	return ok
 }
 

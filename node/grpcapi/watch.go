@@ -162,12 +162,7 @@ func (ws *watchStream) backlog() (sent uint64, events, bytes int, overBudget boo
 func (s *Registry) serveWatch(ctx context.Context, cancel context.CancelCauseFunc, w *raftstore.Watcher, from uint64,
 	stream pb.Registry_WatchServer) error {
 	defer w.Close()
-	// The stream only sends what w yields: snapshot pages may carry the
-	// instances as the registry stores them, encoded, unless ACLs filter
-	// the events, which reads each one's instance.
-	if !acl.Enforced(ctx) {
-		w.EncodeSnapshots()
-	}
+	encodeSnapshots(ctx, w)
 	ws := newWatchStream(s.cfg.WatchBacklog, from)
 	s.budget.join(ws, func() { cancel(errWatchBehind) })
 	defer s.budget.leave(ws)
@@ -184,6 +179,16 @@ func (s *Registry) serveWatch(ctx context.Context, cancel context.CancelCauseFun
 		if err != nil {
 			return s.watchEnded(ctx, ws, err)
 		}
+	}
+}
+
+// encodeSnapshots lets w's snapshot pages carry the instances as the
+// registry stores them, encoded, for a stream (of context ctx) that only
+// sends what w yields, unless ACLs filter its events, which reads each
+// one's instance.
+func encodeSnapshots(ctx context.Context, w *raftstore.Watcher) {
+	if !acl.Enforced(ctx) {
+		w.EncodeSnapshots()
 	}
 }
 

@@ -89,16 +89,13 @@ func sharedEvents(r *pb.WatchResponse) bool {
 func (c watchCodec) marshalEvents(r *pb.WatchResponse, id uint64, many bool) ([]byte, error) {
 	// Written straight into the message's buffer: a response goes to each
 	// watcher of its service, and what it allocates is collected as often.
-	headSize := 0
+	headSize, inner := 0, 0
 	if r.Header != nil {
 		headSize = proto.Size(r.Header)
+		inner = protowire.SizeTag(watchHeaderField) + protowire.SizeBytes(headSize)
 	}
 	var small [4][]byte
 	raws := small[:0]
-	inner := 0
-	if r.Header != nil {
-		inner = protowire.SizeTag(watchHeaderField) + protowire.SizeBytes(headSize)
-	}
 	for _, e := range r.Events {
 		raw, err := c.events.encoded(e)
 		if err != nil {

@@ -181,11 +181,7 @@ func (m *watchMux) create(c *pb.WatchCreate) error {
 		return nil
 	}
 	mw.w = m.reg.cfg.Replica.WatchFunc(req.GetService(), req.GetFromRevision(), mw.wakeUp)
-	if !acl.Enforced(m.ctx) {
-		// Filtering reads each event's instance; without it the pages
-		// may carry the instances as stored.
-		mw.w.EncodeSnapshots()
-	}
+	encodeSnapshots(m.ctx, mw.w)
 	m.open[c.WatchId] = mw
 	m.reg.cfg.Metrics.WatchStarted()
 	mw.wakeUp() // its snapshot, or the events it resumes after
@@ -347,9 +343,6 @@ func (m *watchMux) sendOne(resp *pb.WatchManyResponse, page bool) error {
 		return m.stream.Send(resp)
 	}
 	parts, bytes := watchParts(resp.Response)
-	if len(parts) == 1 {
-		parts = nil // resp goes as it is
-	}
 	if page {
 		if err := m.reg.budget.chargeWait(m.ctx, m.ws, int64(bytes)); err != nil {
 			return err
@@ -358,14 +351,12 @@ func (m *watchMux) sendOne(resp *pb.WatchManyResponse, page bool) error {
 		return errWatchBehind
 	}
 	defer m.ws.sentWhole(0)
-	if parts == nil {
-		if err := m.stream.Send(resp); err != nil {
-			return fmt.Errorf("send watch response: %w", err)
-		}
-		return nil
-	}
 	for _, part := range parts {
-		if err := m.stream.Send(&pb.WatchManyResponse{WatchId: resp.WatchId, Response: part}); err != nil {
+		msg := resp // a response of one part goes as it is
+		if part != resp.Response {
+			msg = &pb.WatchManyResponse{WatchId: resp.WatchId, Response: part}
+		}
+		if err := m.stream.Send(msg); err != nil {
 			return fmt.Errorf("send watch response: %w", err)
 		}
 	}
