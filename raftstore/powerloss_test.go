@@ -123,9 +123,13 @@ func TestPowerLossOfTheLeaderLosesNoAcknowledgedWrite(t *testing.T) {
 			want = s.FSM().Revision()
 		}
 	}
+	// The leader's revision may still move on after want (the no-op of a
+	// new term): wait until every replica is at the same revision, want
+	// or later.
 	testwait.For(t, 20*time.Second, "f1 catches up with the leader the two elected", func() bool {
+		first := stores[0].FSM().Revision()
 		for _, s := range stores {
-			if s.FSM().Revision() < want {
+			if rev := s.FSM().Revision(); rev < want || rev != first {
 				return false
 			}
 		}
