@@ -412,13 +412,7 @@ func (s *Store) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	if err := s.wait(ctx, f); err != nil {
 		return 0, RaftError(err)
 	}
-	switch resp := f.Response().(type) {
-	case Duplicate:
-		return resp.Revision, resp.Err
-	case error:
-		return f.Index(), resp
-	}
-	return f.Index(), nil
+	return applyOutcome(f.Index(), f.Response())
 }
 
 // wait waits for f unless ctx ends or the store closes first. Raft can accept an entry
