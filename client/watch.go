@@ -43,6 +43,10 @@ type WatchStream struct {
 	feed     watchFeed
 	failures int                   // consecutive failed opens, for backoff
 	parts    *zrpcpb.WatchResponse // parts received of a response sent in several
+	// reopenNow skips the backoff before the next open: the feed ended
+	// for a reason that is no failure (the agent predates WatchMany).
+	reopenNow bool
+	backoffs  int // backoffs waited before reopening (tests read it)
 }
 
 // watchFeed is where a WatchStream's responses come from on one endpoint:
@@ -132,7 +136,8 @@ func (w *WatchStream) resume(err error) error {
 	switch {
 	case errors.Is(err, errNoWatchMany):
 		// The agent predates WatchMany: the next open on it is a Watch
-		// stream (the endpoint remembers).
+		// stream (the endpoint remembers), at once.
+		w.reopenNow = true
 		return nil
 	case !resumable(err):
 		return mapErr(err)
@@ -229,8 +234,13 @@ func (w *WatchStream) openAny() error {
 // refuses the watch itself.
 func (w *WatchStream) reopen() error {
 	for {
-		if err := w.sleep(backoffDelay(w.failures)); err != nil {
-			return err
+		if w.reopenNow {
+			w.reopenNow = false
+		} else {
+			w.backoffs++
+			if err := w.sleep(backoffDelay(w.failures)); err != nil {
+				return err
+			}
 		}
 		err := w.open()
 		if err == nil {

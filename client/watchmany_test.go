@@ -412,8 +412,8 @@ func TestWatchManyStreamEnds(t *testing.T) {
 }
 
 // TestWatchManyFallsBackToWatch: an agent that answers WatchMany with
-// Unimplemented gets a Watch stream per watch, and the client goes
-// straight to Watch on it afterwards.
+// Unimplemented gets a Watch stream per watch, at once (no reconnect
+// backoff), and the client goes straight to Watch on it afterwards.
 func TestWatchManyFallsBackToWatch(t *testing.T) {
 	agent := startManyAgent(t, true)
 	c := newTestClient(t, agent.Addr)
@@ -424,6 +424,9 @@ func TestWatchManyFallsBackToWatch(t *testing.T) {
 	}
 	defer first.Close()
 	mustRecv(t, first, "a.rpc", 1)
+	if first.backoffs != 0 {
+		t.Fatalf("the first watch waited %d reconnect backoffs before its Watch stream, want none: the agent's answer is no failure", first.backoffs)
+	}
 	second, err := c.Watch(ctx, "b.rpc", 4)
 	if err != nil {
 		t.Fatal(err)
