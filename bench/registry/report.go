@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -102,9 +103,41 @@ func (r *Report) values(k row, system string) []float64 {
 	return v
 }
 
+// repRatios returns, for every repetition that measured the metric on
+// both of the first two systems, the first's value over the second's: the
+// systems ran one after the other in it, on the same machine state, so
+// these ratios show how far the comparison moves from one repetition to
+// the next.
+func (r *Report) repRatios(k row) []float64 {
+	byRep := map[int][2]float64{}
+	seen := map[int]int{}
+	for _, res := range r.Results {
+		if res.Scenario != k.scenario || res.Topology != k.topology || res.Case != k.caseName {
+			continue
+		}
+		i := slices.Index(r.Systems[:2], res.System)
+		x, ok := res.Metrics[k.metric]
+		if i < 0 || !ok {
+			continue
+		}
+		v := byRep[res.Rep]
+		v[i] = x
+		byRep[res.Rep] = v
+		seen[res.Rep] |= 1 << i
+	}
+	var out []float64
+	for rep, v := range byRep {
+		if q, ok := ratio(v[0], v[1]); ok && seen[rep] == 3 {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
 // WriteMarkdown writes a markdown table: per metric, each system's median
 // over repetitions with its min-max, and the ratio of the first system's
-// median to the second's.
+// median to the second's, with the min-max of the ratios within each
+// repetition.
 func (r *Report) WriteMarkdown(w io.Writer) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -115,7 +148,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	sep := "|---|---|---|---|" + strings.Repeat("---|", len(r.Systems))
 	if len(r.Systems) == 2 {
-		fmt.Fprintf(&b, " %s/%s (ratio of medians) |", r.Systems[0], r.Systems[1])
+		fmt.Fprintf(&b, " %s/%s: ratio of medians (each repetition's, min-max) |", r.Systems[0], r.Systems[1])
 		sep += "---|"
 	}
 	b.WriteString("\n" + sep + "\n")
@@ -130,7 +163,11 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		if len(r.Systems) == 2 {
 			q, ok := ratio(meds[0].Median, meds[1].Median)
 			if ok && meds[0].N > 0 {
-				fmt.Fprintf(&b, " %.2fx |", q)
+				fmt.Fprintf(&b, " %.2fx", q)
+				if reps := summarize(r.repRatios(k)); reps.N > 1 {
+					fmt.Fprintf(&b, " (%.2f-%.2f)", reps.Min, reps.Max)
+				}
+				b.WriteString(" |")
 			} else {
 				b.WriteString(" - |")
 			}
