@@ -171,18 +171,14 @@ func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote fun
 // LeaderWait (at least a second): a leader that went silent without
 // closing its connection fails the write with ErrNoLeader then, not when
 // the caller's deadline (if any) or keepalive ends it. A forwarded write
-// is answered once this replica has applied it too, so that the caller
-// reads its own write from this agent: as soon as this replica applies
-// the command's request id, with the outcome it applied, before the
-// leader's answer arrives (requestwait.go); when the leader's answer
-// comes first, after waiting up to a second for this replica, woken by
-// the FSM's apply. The leader pushes its commit index to followers
-// before it applies (commitpush.go), so the wait is about one round trip.
+// is answered once this replica has applied it too (waiting up to a
+// second, woken by the FSM's apply), so that the caller reads its own
+// write from this agent. The leader pushes its commit index to followers
+// as soon as it has applied (commitpush.go), so the wait is about one
+// round trip.
 func (f *Forwarder) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	var rev uint64
 	deadline := time.Now().Add(f.cfg.LeaderWait)
-	var local *RequestWait // this replica's apply of cmd (requestwait.go)
-	defer func() { f.store.FSM().StopAwait(local) }()
 	err := f.OnLeader(ctx,
 		func() (err error) {
 			rev, err = f.cfg.LocalApply(ctx, cmd)
@@ -191,17 +187,7 @@ func (f *Forwarder) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) 
 		func(c grpc.ClientConnInterface) error {
 			// The last attempt gets at least a second, whatever is left.
 			attempt := later(deadline, time.Now().Add(time.Second))
-			if local == nil {
-				local = f.store.FSM().AwaitRequest(cmd.RequestId)
-			}
-			var r uint64
-			var err error
-			select {
-			case <-local.Done(): // an earlier attempt's entry was applied
-				r, err = local.Result()
-			default:
-				r, err = f.batcher(c).apply(ctx, cmd, attempt, local)
-			}
+			r, err := f.batcher(c).apply(ctx, cmd, attempt)
 			if err == nil {
 				rev = r
 			} else if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil && !time.Now().Before(attempt) {

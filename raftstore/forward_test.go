@@ -28,9 +28,6 @@ type internalAPI struct {
 	calls atomic.Int32
 	// gate, when set, holds every call until it is closed.
 	gate chan struct{}
-	// answers, when set, holds every Apply's answer, after the leader has
-	// applied the command, until it is closed.
-	answers chan struct{}
 	// noBatch answers ApplyBatch Unimplemented, as an older agent.
 	noBatch bool
 }
@@ -44,9 +41,6 @@ func (a *internalAPI) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyResp
 		return nil, apierr.ToStatus(ErrNotLeader)
 	}
 	rev, err := a.s.Apply(ctx, cmd)
-	if a.answers != nil {
-		<-a.answers
-	}
 	if err != nil {
 		return nil, apierr.ToStatus(err)
 	}
@@ -207,66 +201,6 @@ func TestForwardedWriteIsAnsweredOnceTheFollowerAppliedIt(t *testing.T) {
 				t.Fatalf("Apply from %s answered revision %d before its replica applied it (at %d)", s.cfg.NodeID, rev, got)
 			}
 		}
-	}
-}
-
-// TestForwardedWriteIsAnsweredFromTheFollowersOwnApply: a write through a
-// follower is answered, with the outcome the follower's replica applied,
-// while the leader still holds its answer; one without a request id, which
-// the follower cannot recognise, waits for the leader's.
-func TestForwardedWriteIsAnsweredFromTheFollowersOwnApply(t *testing.T) {
-	stores, apis := forwardingCluster(t)
-	leader := leaderOf(t, stores)
-	follower := stores[(indexOf(stores, leader)+1)%len(stores)]
-	api := apis[indexOf(stores, leader)]
-	api.answers = make(chan struct{})
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(api.answers)
-		}
-	}
-	t.Cleanup(release)
-	f := NewForwarder(follower, ForwardConfig{LeaderWait: 30 * time.Second, Dial: newTestDialer(t).dial})
-
-	reg := registerCmd(testInstance("api", "a1", "n1"))
-	reg.RequestId = "test-register"
-	rev, err := f.Apply(t.Context(), reg)
-	if err != nil {
-		t.Fatalf("register through the follower: %v", err)
-	}
-	if got := follower.FSM().Revision(); rev == 0 || got < rev {
-		t.Errorf("answered revision %d; the follower's replica is at %d", rev, got)
-	}
-	if inst := follower.FSM().Instance("api", "a1"); inst.GetAddress() != reg.GetRegister().Address {
-		t.Errorf("the follower's replica holds %v; want the registered instance", inst)
-	}
-
-	missing := deregisterCmd("api", "missing")
-	missing.RequestId = "test-deregister-missing"
-	if _, err := f.Apply(t.Context(), missing); !errors.Is(err, ErrNotFound) {
-		t.Errorf("deregister of a missing instance through the follower = %v, want ErrNotFound", err)
-	}
-
-	// Without a request id the follower waits for the leader's answer.
-	anonymous := registerCmd(testInstance("api", "a2", "n1"))
-	answered := make(chan error, 1)
-	go func() {
-		_, err := f.Apply(t.Context(), anonymous)
-		answered <- err
-	}()
-	testwait.For(t, 30*time.Second, "the follower to apply the write without a request id", func() bool {
-		return follower.FSM().Instance("api", "a2") != nil
-	})
-	select {
-	case err := <-answered:
-		t.Fatalf("a write without a request id was answered (%v) before the leader answered", err)
-	default:
-	}
-	release()
-	if err := <-answered; err != nil {
-		t.Fatalf("write without a request id: %v", err)
 	}
 }
 

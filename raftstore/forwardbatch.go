@@ -83,22 +83,19 @@ type forwardCall struct {
 
 // apply forwards cmd to the leader, in a batch if other writes wait, and
 // returns its revision. The call that carries it may take until deadline;
-// apply returns earlier when ctx ends (the write may still be applied), or
-// when local (nil: none) reports that this replica has applied cmd: its
-// outcome is then the answer, and the call finishes on its own.
-func (b *forwardBatcher) apply(ctx context.Context, cmd *pb.Command, deadline time.Time, local *RequestWait) (uint64, error) {
+// apply returns earlier when ctx ends (the write may still be applied).
+func (b *forwardBatcher) apply(ctx context.Context, cmd *pb.Command, deadline time.Time) (uint64, error) {
 	c := &forwardCall{cmd: cmd, deadline: deadline, done: make(chan struct{}), lead: make(chan struct{})}
 	b.mu.Lock()
 	if b.unbatched {
 		b.mu.Unlock()
 		return b.applyOne(ctx, cmd, deadline)
 	}
-	var detach func() bool // keeps a call going once its caller has its answer
 	if b.inFlight < maxForwardCalls {
 		b.inFlight++
 		c.batch = []*forwardCall{c}
 		b.mu.Unlock()
-		detach = b.start(ctx, c)
+		b.send(ctx, c)
 	} else {
 		c.size = proto.Size(cmd)
 		b.waiting = append(b.waiting, c)
@@ -106,26 +103,22 @@ func (b *forwardBatcher) apply(ctx context.Context, cmd *pb.Command, deadline ti
 		select {
 		case <-c.done:
 		case <-c.lead:
-			detach = b.start(ctx, c)
-		case <-local.Done(): // an earlier attempt's entry
-			if !b.leave(c) {
-				return local.Result()
-			}
-			detach = b.afterLeave(ctx, c)
+			b.send(ctx, c)
 		case <-ctx.Done():
 			if !b.leave(c) {
 				return 0, ctx.Err()
 			}
-			b.afterLeave(ctx, c)
+			select {
+			case <-c.lead: // its batch is this caller's to send
+				b.send(ctx, c)
+			case <-c.done: // in a call already
+			default:
+				return 0, ctx.Err()
+			}
 		}
 	}
 	select {
 	case <-c.done:
-	case <-local.Done():
-		if detach != nil {
-			detach()
-		}
-		return local.Result()
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
@@ -133,31 +126,6 @@ func (b *forwardBatcher) apply(ctx context.Context, cmd *pb.Command, deadline ti
 		return b.applyOne(ctx, cmd, deadline)
 	}
 	return c.rev, c.err
-}
-
-// afterLeave starts the batch handed to c if it was, once c found it was
-// too late to leave the waiting writes (see start's result).
-func (b *forwardBatcher) afterLeave(ctx context.Context, c *forwardCall) (detach func() bool) {
-	select {
-	case <-c.lead:
-		return b.start(ctx, c)
-	default: // in a call already
-		return nil
-	}
-}
-
-// start sends lead's batch on its own goroutine. The call gives up when
-// ctx ends unless detach was called before: the caller then has its answer
-// and the call runs to its end (a call cut off would show on the leader
-// as a failed write).
-func (b *forwardBatcher) start(ctx context.Context, lead *forwardCall) (detach func() bool) {
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	detach = context.AfterFunc(ctx, cancel)
-	go func() {
-		defer cancel()
-		b.send(sctx, lead)
-	}()
-	return detach
 }
 
 // leave takes c out of the waiting writes, and reports whether it was too

@@ -52,9 +52,6 @@ type FSM struct {
 	acl aclState
 
 	events *eventLog
-	// waits are the forwarded writes this replica answers when it applies
-	// them (requestwait.go).
-	waits requestWaits
 }
 
 // NewFSM returns an empty state machine whose event ring keeps ringSize
@@ -178,7 +175,6 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	rev := f.revision
 	f.events.append(evs, rev)
 	f.mu.Unlock()
-	f.waits.answer(logs, cmds, out)
 	return out
 }
 

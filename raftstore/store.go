@@ -412,7 +412,13 @@ func (s *Store) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	if err := s.wait(ctx, f); err != nil {
 		return 0, RaftError(err)
 	}
-	return applyOutcome(f.Index(), f.Response())
+	switch resp := f.Response().(type) {
+	case Duplicate:
+		return resp.Revision, resp.Err
+	case error:
+		return f.Index(), resp
+	}
+	return f.Index(), nil
 }
 
 // wait waits for f unless ctx ends or the store closes first. Raft can accept an entry
