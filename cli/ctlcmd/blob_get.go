@@ -47,6 +47,8 @@ existing DEST is replaced only with --force.
 blob's digest, which covers the whole blob (the agents still check every
 shard's CRC). With DEST -, bytes are written as they arrive: a digest
 mismatch fails the command only at the end, and nothing else is printed.
+A DEST that is a device or a FIFO (/dev/null) is written into the same way,
+without --force, and never replaced.
 
 zrpcctl reads each block's shards from the agents that hold them;
 --through-agent reads through the one agent it talks to instead (when the
@@ -133,8 +135,14 @@ func (g *blobGet) run(ctx context.Context, p *printer, out io.Writer, dest strin
 }
 
 // toFile reads r into a temporary file next to dest and gives it dest's
-// name once the read is complete and verified.
+// name once the read is complete and verified. A dest that is neither a
+// regular file nor a directory (/dev/null, a FIFO, a terminal) is written
+// into as it stands, like "-": a rename would replace the device node
+// with a file.
 func (g *blobGet) toFile(p *printer, r *client.BlobReader, dest string, force bool) error {
+	if fi, err := os.Stat(dest); err == nil && !fi.Mode().IsRegular() && !fi.IsDir() {
+		return g.toSpecial(p, r, dest)
+	}
 	target, err := getTarget(dest, g.name, force)
 	if err != nil {
 		return err
@@ -158,6 +166,28 @@ func (g *blobGet) toFile(p *printer, r *client.BlobReader, dest string, force bo
 	if err := placeFile(tmp.Name(), target, force); err != nil {
 		return err
 	}
+	return g.wrote(p, r, n, target)
+}
+
+// toSpecial writes r into dest, which is no regular file: opened for
+// writing as it is, neither replaced nor fsynced.
+func (g *blobGet) toSpecial(p *printer, r *client.BlobReader, dest string) error {
+	f, err := os.OpenFile(dest, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("open destination: %w", err)
+	}
+	n, err := g.copy(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return g.wrote(p, r, n, dest)
+}
+
+// wrote says what a get wrote to target.
+func (g *blobGet) wrote(p *printer, r *client.BlobReader, n uint64, target string) error {
 	what := fmt.Sprintf("wrote %s to %s: %s, SHA-256 verified", g.name, target, formatSizeExact(n))
 	// The client checks the digest when the range is the whole blob.
 	if g.opts.Offset != 0 || n != r.Blob().GetSize() {

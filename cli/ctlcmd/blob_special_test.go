@@ -1,0 +1,56 @@
+//go:build unix
+
+package ctlcmd
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// TestBlobGetIntoAFIFOWritesIntoIt: a get whose destination is a FIFO (as
+// /dev/null is a device) writes the blob into it, without --force, and
+// leaves it a FIFO: a temporary file renamed over it would replace the
+// node (run as root into /dev/null, that replaced the system's /dev/null
+// with a file).
+func TestBlobGetIntoAFIFOWritesIntoIt(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	data := bytes.Repeat([]byte{7, 8, 9}, 40<<10)
+	sum := sha256.Sum256(data)
+	f := (&blobFake{onGet: fakeGet(&zrpcpb.Blob{Name: "b", Size: uint64(len(data)), Sha256: sum[:]}, data, nil)}).start(t)
+	for _, extra := range [][]string{nil, {"--force"}} {
+		fifo := filepath.Join(t.TempDir(), "fifo")
+		if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+			t.Skipf("mkfifo: %v", err)
+		}
+		got := make(chan []byte, 1)
+		go func() {
+			r, err := os.Open(fifo) // blocks until the get opens it for writing
+			if err != nil {
+				got <- nil
+				return
+			}
+			defer r.Close()
+			b, _ := io.ReadAll(r)
+			got <- b
+		}()
+		res := runZrpcctl(testContext(t), t, f.addr, append([]string{"blob", "get", "b", fifo, "--through-agent"}, extra...)...)
+		if res.err != nil {
+			t.Fatalf("get %v into a FIFO: %v\n%s", extra, res.err, res.stderr)
+		}
+		fi, err := os.Lstat(fifo)
+		if err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+			t.Fatalf("after the get %v %s is %v (%v), want the FIFO still", extra, fifo, fi.Mode(), err)
+		}
+		checkDirHolds(t, filepath.Dir(fifo), "fifo")
+		if b := <-got; !bytes.Equal(b, data) {
+			t.Fatalf("the FIFO's reader got %d bytes, want the blob's %d", len(b), len(data))
+		}
+	}
+}
