@@ -16,6 +16,11 @@ import (
 // the directory synced). On any failure the temporary file is removed and
 // path is left as it was.
 func WriteFile(path string, write func(w io.Writer) error, verify func(tmp string) error) error {
+	// The rename at the end replaces whatever has the name: a device
+	// node, a FIFO, a symlink such as /dev/stdout would become a file.
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s exists and is not a regular file (%s): a snapshot is written to a temporary file and renamed to its name once verified; give the name of a file", path, fi.Mode().Type())
+	}
 	dir, base := filepath.Split(path)
 	return writeAtomic(dir, base, write, verify, func() string { return base })
 }

@@ -25,7 +25,8 @@ verified: it is read back, its SHA-256 checked and every record of its
 state walked (the agent loads each snapshot it sends into a scratch state
 machine first when it restores). Only then does it take FILE's name,
 replacing a file there; a failed or interrupted save leaves FILE as it
-was and no temporary file. On a terminal a progress bar shows on stderr.
+was and no temporary file. A FILE that exists and is not a regular file
+(a device, a FIFO, a symlink) is refused. On a terminal a progress bar shows on stderr.
 --timeout bounds only the wait for an agent to start sending.`,
 		Example: `  zrpcctl snapshot save backup.snap
   zrpcctl --addr 10.0.0.2:8400 snapshot save --stale n2.snap`,
