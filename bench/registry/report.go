@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -89,17 +88,23 @@ func (r *Report) rows() []row {
 	return out
 }
 
-// values returns the metric's value in every repetition of system.
-func (r *Report) values(k row, system string) []float64 {
-	var v []float64
+// each calls fn with the repetition and the metric's value of every
+// result of system in k's case, in the order they were measured.
+func (r *Report) each(k row, system string, fn func(rep int, x float64)) {
 	for _, res := range r.Results {
 		if res.System != system || res.Scenario != k.scenario || res.Topology != k.topology || res.Case != k.caseName {
 			continue
 		}
 		if x, ok := res.Metrics[k.metric]; ok {
-			v = append(v, x)
+			fn(res.Rep, x)
 		}
 	}
+}
+
+// values returns the metric's value in every repetition of system.
+func (r *Report) values(k row, system string) []float64 {
+	var v []float64
+	r.each(k, system, func(_ int, x float64) { v = append(v, x) })
 	return v
 }
 
@@ -109,28 +114,16 @@ func (r *Report) values(k row, system string) []float64 {
 // these ratios show how far the comparison moves from one repetition to
 // the next.
 func (r *Report) repRatios(k row) []float64 {
-	byRep := map[int][2]float64{}
-	seen := map[int]int{}
-	for _, res := range r.Results {
-		if res.Scenario != k.scenario || res.Topology != k.topology || res.Case != k.caseName {
-			continue
-		}
-		i := slices.Index(r.Systems[:2], res.System)
-		x, ok := res.Metrics[k.metric]
-		if i < 0 || !ok {
-			continue
-		}
-		v := byRep[res.Rep]
-		v[i] = x
-		byRep[res.Rep] = v
-		seen[res.Rep] |= 1 << i
-	}
+	second := map[int]float64{}
+	r.each(k, r.Systems[1], func(rep int, x float64) { second[rep] = x })
 	var out []float64
-	for rep, v := range byRep {
-		if q, ok := ratio(v[0], v[1]); ok && seen[rep] == 3 {
-			out = append(out, q)
+	r.each(k, r.Systems[0], func(rep int, x float64) {
+		if d, ok := second[rep]; ok {
+			if q, ok := ratio(x, d); ok {
+				out = append(out, q)
+			}
 		}
-	}
+	})
 	return out
 }
 
