@@ -140,12 +140,12 @@ func (g *blobGet) run(ctx context.Context, p *printer, out io.Writer, dest strin
 // into as it stands, like "-": a rename would replace the device node
 // with a file.
 func (g *blobGet) toFile(p *printer, r *client.BlobReader, dest string, force bool) error {
-	if fi, err := os.Stat(dest); err == nil && !fi.Mode().IsRegular() && !fi.IsDir() {
-		return g.toSpecial(p, r, dest)
-	}
-	target, err := getTarget(dest, g.name, force)
+	target, special, err := getTarget(dest, g.name, force)
 	if err != nil {
 		return err
+	}
+	if special {
+		return g.toSpecial(p, r, target)
 	}
 	tmp, err := createTemp(target)
 	if err != nil {
@@ -242,21 +242,26 @@ func copyWithProgress(w io.Writer, r io.Reader, bar *progressBar) (int64, error)
 }
 
 // getTarget returns the file a get writes: dest, or dest/base of name
-// when dest is a directory. Without force it must not exist yet.
-func getTarget(dest, name string, force bool) (string, error) {
+// when dest is a directory. special: it exists and is neither a regular
+// file nor a directory (a device, a FIFO), to be written into as it
+// stands. Otherwise, without force, it must not exist yet.
+func getTarget(dest, name string, force bool) (target string, special bool, err error) {
 	if fi, err := os.Stat(dest); err == nil && fi.IsDir() {
 		dest = filepath.Join(dest, path.Base(name))
 	}
+	if fi, err := os.Stat(dest); err == nil && !fi.Mode().IsRegular() && !fi.IsDir() {
+		return dest, true, nil
+	}
 	if force {
-		return dest, nil
+		return dest, false, nil
 	}
 	switch _, err := os.Lstat(dest); {
 	case err == nil:
-		return "", destExists(dest)
+		return "", false, destExists(dest)
 	case !errors.Is(err, fs.ErrNotExist):
-		return "", fmt.Errorf("check destination: %w", err)
+		return "", false, fmt.Errorf("check destination: %w", err)
 	}
-	return dest, nil
+	return dest, false, nil
 }
 
 func destExists(target string) error {

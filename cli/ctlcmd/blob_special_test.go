@@ -15,7 +15,8 @@ import (
 )
 
 // TestBlobGetIntoAFIFOWritesIntoIt: a get whose destination is a FIFO (as
-// /dev/null is a device) writes the blob into it, without --force, and
+// /dev/null is a device), given or found in the destination directory
+// under the blob's name, writes the blob into it, without --force, and
 // leaves it a FIFO: a temporary file renamed over it would replace the
 // node (run as root into /dev/null, that replaced the system's /dev/null
 // with a file).
@@ -24,8 +25,13 @@ func TestBlobGetIntoAFIFOWritesIntoIt(t *testing.T) {
 	data := bytes.Repeat([]byte{7, 8, 9}, 40<<10)
 	sum := sha256.Sum256(data)
 	f := (&blobFake{onGet: fakeGet(&zrpcpb.Blob{Name: "b", Size: uint64(len(data)), Sha256: sum[:]}, data, nil)}).start(t)
-	for _, extra := range [][]string{nil, {"--force"}} {
-		fifo := filepath.Join(t.TempDir(), "fifo")
+	for _, c := range []struct {
+		extra []string
+		name  string
+		toDir bool // DEST is the directory; the FIFO has the blob's name
+	}{{nil, "fifo", false}, {[]string{"--force"}, "fifo", false}, {nil, "b", true}} {
+		extra := c.extra
+		fifo := filepath.Join(t.TempDir(), c.name)
 		if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 			t.Skipf("mkfifo: %v", err)
 		}
@@ -40,7 +46,11 @@ func TestBlobGetIntoAFIFOWritesIntoIt(t *testing.T) {
 			b, _ := io.ReadAll(r)
 			got <- b
 		}()
-		res := runZrpcctl(testContext(t), t, f.addr, append([]string{"blob", "get", "b", fifo, "--through-agent"}, extra...)...)
+		dest := fifo
+		if c.toDir {
+			dest = filepath.Dir(fifo)
+		}
+		res := runZrpcctl(testContext(t), t, f.addr, append([]string{"blob", "get", "b", dest, "--through-agent"}, extra...)...)
 		if res.err != nil {
 			t.Fatalf("get %v into a FIFO: %v\n%s", extra, res.err, res.stderr)
 		}
@@ -48,7 +58,7 @@ func TestBlobGetIntoAFIFOWritesIntoIt(t *testing.T) {
 		if err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
 			t.Fatalf("after the get %v %s is %v (%v), want the FIFO still", extra, fifo, fi.Mode(), err)
 		}
-		checkDirHolds(t, filepath.Dir(fifo), "fifo")
+		checkDirHolds(t, filepath.Dir(fifo), c.name)
 		if b := <-got; !bytes.Equal(b, data) {
 			t.Fatalf("the FIFO's reader got %d bytes, want the blob's %d", len(b), len(data))
 		}
