@@ -55,6 +55,20 @@ func openClusterOf(t testing.TB, n int, beforeOpen func(i int, s *Store), config
 			t.Fatal(err)
 		}
 	}
+	// A voter's addition commits once a quorum has it, and a follower that
+	// has not yet stored it refuses the votes of a candidate its own
+	// configuration lacks: were the leader lost now, the two followers
+	// could not elect one another. Tests that take the leader away start
+	// from a cluster every member of which knows all the others.
+	eventually(t, 20*time.Second, "every store knows all voters", func() bool {
+		for _, s := range stores {
+			servers, err := s.Servers()
+			if err != nil || len(servers) != n {
+				return false
+			}
+		}
+		return true
+	})
 	return stores
 }
 
