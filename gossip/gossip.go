@@ -34,6 +34,9 @@ const (
 	joinInitialBackoff = 200 * time.Millisecond
 	// updateTimeout bounds how long UpdateMeta waits for its broadcast.
 	updateTimeout = 5 * time.Second
+	// listedTimeout bounds how long Start waits for the broadcast that
+	// records this agent when memberlist did not (ensureListed).
+	listedTimeout = time.Second
 	// leaveSettleIntervals is how many gossip intervals Leave waits between
 	// its leave notices and memberlist's goodbye, so that peers have read
 	// the notice before the goodbye reaches them.
@@ -174,6 +177,10 @@ func (g *Gossip) Start() error {
 		transport.Shutdown()
 		return fmt.Errorf("create memberlist: %w", err)
 	}
+	if err := ensureListed(ml, g.cfg.Name); err != nil {
+		ml.Shutdown() // and the transport
+		return err
+	}
 	g.ml = ml
 	if self, ok := g.delegate.get(g.cfg.Name); ok {
 		g.localAddr = self.Addr // recorded by NotifyJoin during Create
@@ -246,6 +253,26 @@ func listsSelf(ml *memberlist.Memberlist, name string) bool {
 		}
 	}
 	return false
+}
+
+// ensureListed makes sure memberlist, just created, lists this agent as
+// alive. Create can lose a race with a peer's gossip about the agent (one
+// restarted under its old name): a peer's alive message handled after
+// Create has chosen its own incarnation and before it records itself
+// raises the incarnation past it, and Create's own record is then
+// dropped as stale. memberlist keeps the entry the peer's message made,
+// marked dead, and removes it on its next probe round; the agent would
+// run on without itself in its member table, unable to re-advertise.
+// Re-advertising at once (a new incarnation) records it alive.
+func ensureListed(ml *memberlist.Memberlist, name string) error {
+	if listsSelf(ml, name) {
+		return nil
+	}
+	err := readvertise(ml, listedTimeout) // a timeout only bounds the wait for the broadcast
+	if listsSelf(ml, name) {
+		return nil
+	}
+	return fmt.Errorf("memberlist does not list this agent after it started (%v); start it again", err)
 }
 
 // readvertise is memberlist's UpdateNode, with its panic over a missing
@@ -455,10 +482,11 @@ func (g *Gossip) UpdateMeta(m Meta) error {
 	g.setMeta(b, m.ClusterID)
 	// memberlist's UpdateNode dereferences this agent's own entry in its
 	// member table without checking it is there, and panics when it is
-	// not (seen once under load in a test run; the entry goes when
-	// memberlist counts this agent left or dead). listsSelf refuses the
-	// update then; the recover covers the entry going between the check and
-	// the call: the agent reports an error instead of crashing.
+	// not: the entry goes once memberlist counts the agent left or dead
+	// (Start sees to it that Create's race cannot do that; see
+	// ensureListed). listsSelf refuses the update then; the recover covers
+	// the entry going between the check and the call: the agent reports
+	// an error instead of crashing.
 	if !listsSelf(ml, g.cfg.Name) {
 		return fmt.Errorf("update meta: %w", errNotListed)
 	}
