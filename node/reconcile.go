@@ -195,6 +195,19 @@ func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft
 	case member && srv.Suffrage == raftstore.Voter && srv.Address == addr:
 		return nil
 	case *voters < r.voters || (member && srv.Suffrage == raftstore.Voter):
+		if !member {
+			// A new agent joins as a nonvoter first, promoted once that
+			// is committed: a voter refuses the votes of a candidate its
+			// own configuration lacks (hashicorp/raft), so a voter added
+			// at once, committed by the leader and the new agent alone,
+			// leaves a lagging voter unable to elect it should the leader
+			// die then, and the cluster without a leader until the old
+			// one returns. Committed as a nonvoter, the agent is in the
+			// configuration of a majority of the voters before it votes.
+			if err := r.raft.AddNonvoter(ctx, m.Name, addr); err != nil {
+				return err
+			}
+		}
 		if err := r.raft.AddVoter(ctx, m.Name, addr); err != nil {
 			return err
 		}

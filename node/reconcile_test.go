@@ -20,6 +20,7 @@ import (
 // once, as on a leader whose followers all answer.
 type fakeMembership struct {
 	servers []raftstore.Server
+	changes []string // "voter id" or "nonvoter id", in the order asked
 }
 
 func (f *fakeMembership) Servers() ([]raftstore.Server, error) { return slices.Clone(f.servers), nil }
@@ -34,6 +35,11 @@ func (f *fakeMembership) AddNonvoter(_ context.Context, id, addr string) error {
 }
 
 func (f *fakeMembership) add(id, addr string, sf raftstore.Suffrage) error {
+	kind := "voter"
+	if sf == raftstore.Nonvoter {
+		kind = "nonvoter"
+	}
+	f.changes = append(f.changes, kind+" "+id)
 	for i, s := range f.servers {
 		if s.ID == id {
 			f.servers[i].Address = addr
@@ -202,6 +208,29 @@ func TestReconcileAddsAliveServersAsVotersUpToTheTargetThenAsNonvoters(t *testin
 	f.pass(time.Second)
 	if f.next != rev || len(f.raft.servers) != 4 {
 		t.Errorf("a second pass wrote %d entries; servers %+v", f.next-rev, f.raft.servers)
+	}
+}
+
+// TestReconcileAddsANewVoterAsANonvoterFirst: a voter hashicorp/raft adds
+// at once may be committed by the leader and the new agent alone; a
+// follower that has not stored it refuses the new agent's votes, and with
+// the leader gone then no one can be elected. Added as a nonvoter first,
+// the agent is in a majority's configuration before it counts.
+func TestReconcileAddsANewVoterAsANonvoterFirst(t *testing.T) {
+	f := newReconcileFixture(t, 3, voter("self"), voter("a"))
+	f.gossip("a", gossip.StatusAlive, "b", gossip.StatusAlive)
+	f.pass(0)
+	f.wantSuffrage("b", raftstore.Voter)
+	if want := []string{"nonvoter b", "voter b"}; !slices.Equal(f.raft.changes, want) {
+		t.Errorf("configuration changes %q, want %q", f.raft.changes, want)
+	}
+	// A nonvoter promoted, or a voter's address updated, is in every
+	// configuration already: one change.
+	f = newReconcileFixture(t, 3, voter("self"), voter("a"), nonvoter("b"))
+	f.gossip("a", gossip.StatusAlive, "b", gossip.StatusAlive)
+	f.pass(0)
+	if want := []string{"voter b"}; !slices.Equal(f.raft.changes, want) {
+		t.Errorf("promoting a nonvoter: changes %q, want %q", f.raft.changes, want)
 	}
 }
 
