@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/testport"
 	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
@@ -62,23 +62,12 @@ var handedOut = struct {
 	ports map[int]bool
 }{ports: make(map[int]bool)}
 
-// freePort returns a loopback TCP port that was free a moment ago and that
-// no earlier call returned.
+// freePort returns a loopback port free for TCP and UDP, below the
+// kernel's ephemeral range (testport), that no earlier call returned.
 func freePort(t *testing.T) int {
 	t.Helper()
-	var held []net.Listener // kept open until a new port comes up
-	defer func() {
-		for _, ln := range held {
-			ln.Close()
-		}
-	}()
 	for range 1000 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, ln)
-		port := ln.Addr().(*net.TCPAddr).Port
+		port := testport.Free(t)
 		handedOut.Lock()
 		seen := handedOut.ports[port]
 		handedOut.ports[port] = true

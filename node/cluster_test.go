@@ -3,11 +3,7 @@ package node_test
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"net/netip"
-	"os"
-	"strconv"
 	"testing"
 	"time"
 
@@ -16,6 +12,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/testport"
 	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/node"
 	"github.com/zrpcio/zrpc/raftstore"
@@ -468,55 +465,6 @@ func (r nameResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr
 	return r, nil
 }
 
-// freePortOn returns a port free for TCP and UDP on every one of ips,
-// chosen below the kernel's ephemeral range: a listener on port 0 (the
-// agents' own gRPC, Raft and HTTP ports, other tests') is never given it
-// between this check and the agents' binds, as one in the range could be.
-func freePortOn(t *testing.T, ips []string) int {
-	t.Helper()
-	low := ephemeralLow()
-	for range 50 {
-		port := low - 1 - rand.IntN(min(10000, low-1025))
-		if portFree(ips, port) {
-			return port
-		}
-	}
-	t.Fatalf("no port below %d free on all of %v", low, ips)
-	return 0
-}
-
-// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
-// default where it cannot be read).
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 32768
-	}
-	var low, high int
-	if _, err := fmt.Sscan(string(b), &low, &high); err != nil || low <= 2048 {
-		return 32768
-	}
-	return low
-}
-
-// portFree reports whether TCP and UDP port is free on every one of ips.
-func portFree(ips []string, port int) bool {
-	for _, ip := range ips {
-		addr := net.JoinHostPort(ip, strconv.Itoa(port))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return false
-		}
-		l.Close()
-		u, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			return false
-		}
-		u.Close()
-	}
-	return true
-}
-
 // TestAgentsJoiningOneNameBootstrapTogether: three agents started at once,
 // each told to join one DNS name that resolves to all of them (a headless
 // Kubernetes Service's) and to expect 3 servers, form one cluster of
@@ -527,7 +475,7 @@ func TestAgentsJoiningOneNameBootstrapTogether(t *testing.T) {
 	for _, ip := range ips {
 		resolver = append(resolver, netip.MustParseAddr(ip))
 	}
-	gossipPort := freePortOn(t, ips)
+	gossipPort := testport.Free(t, ips...)
 	nodes := make([]*node.Node, len(ips))
 	for i, ip := range ips {
 		cfg := node.Default()

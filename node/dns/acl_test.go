@@ -1,9 +1,8 @@
 package dns_test
 
 import (
-	"time"
-
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 	"google.golang.org/grpc"
@@ -13,6 +12,7 @@ import (
 	"github.com/zrpcio/zrpc/acl"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/internal/testport"
 	"github.com/zrpcio/zrpc/node"
 	"github.com/zrpcio/zrpc/testcluster"
 )
@@ -25,7 +25,7 @@ func TestDNSWithACLsShowsWhatItsTokenMayRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freeDNSPort(t)
+	port := testport.Free(t)
 	c := testcluster.New(t, 1, testcluster.WithConfig(func(cfg *node.Config) {
 		cfg.ACL, cfg.DNSPort, cfg.DNSToken = true, port, dnsToken
 	}))

@@ -21,33 +21,14 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/grpctest"
+	"github.com/zrpcio/zrpc/internal/testport"
 	"github.com/zrpcio/zrpc/node"
 	"github.com/zrpcio/zrpc/testcluster"
 )
 
-// freeDNSPort returns a loopback port free over both UDP and TCP.
-func freeDNSPort(t testing.TB) int {
-	t.Helper()
-	for range 20 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := pc.LocalAddr().(*net.UDPAddr).Port
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		pc.Close()
-		if err == nil {
-			ln.Close()
-			return port
-		}
-	}
-	t.Fatal("no loopback port free over both UDP and TCP")
-	return 0
-}
-
 // dnsCluster is a one-agent cluster answering DNS on a free port.
 func dnsCluster(t testing.TB) (*testcluster.Cluster, string) {
-	port := freeDNSPort(t)
+	port := testport.Free(t)
 	c := testcluster.New(t, 1, testcluster.WithConfig(func(cfg *node.Config) {
 		cfg.DNSPort = port
 	}))

@@ -1,0 +1,70 @@
+// Package testport finds ports for tests that must name a port before
+// anything binds it (agents that share one gossip port across addresses,
+// a DNS port set in a config). It picks them below the kernel's ephemeral
+// range: a listener on port 0 (an agent's own, another test's) is never
+// given such a port between the check and the bind, as one picked by
+// listening on port 0 and closing could be.
+package testport
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"testing"
+)
+
+// span is how many ports below the ephemeral range are tried from.
+const span = 10000
+
+// Free returns a port free for TCP and UDP on each of ips (127.0.0.1 if
+// none is given), below the ephemeral range.
+func Free(t testing.TB, ips ...string) int {
+	t.Helper()
+	if len(ips) == 0 {
+		ips = []string{"127.0.0.1"}
+	}
+	low := ephemeralLow()
+	for range 50 {
+		port := low - 1 - rand.IntN(min(span, low-1025))
+		if free(ips, port) {
+			return port
+		}
+	}
+	t.Fatalf("testport: no port below %d free for TCP and UDP on all of %v", low, ips)
+	return 0
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
+// default where it cannot be read).
+func ephemeralLow() int {
+	const linuxDefault = 32768
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return linuxDefault
+	}
+	var low, high int
+	if _, err := fmt.Sscan(string(b), &low, &high); err != nil || low <= 2048 {
+		return linuxDefault
+	}
+	return low
+}
+
+// free reports whether TCP and UDP port is free on every one of ips.
+func free(ips []string, port int) bool {
+	for _, ip := range ips {
+		addr := net.JoinHostPort(ip, strconv.Itoa(port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return false
+		}
+		l.Close()
+		u, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return false
+		}
+		u.Close()
+	}
+	return true
+}

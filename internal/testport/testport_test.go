@@ -1,0 +1,42 @@
+package testport
+
+import (
+	"net"
+	"strconv"
+	"testing"
+)
+
+func TestFreeIsBelowTheEphemeralRangeAndBindable(t *testing.T) {
+	low := ephemeralLow()
+	for range 20 {
+		port := Free(t, "127.0.0.1", "127.0.0.2")
+		if port >= low || port < 1024 {
+			t.Fatalf("port %d, want one in [1024, %d)", port, low)
+		}
+		for _, ip := range []string{"127.0.0.1", "127.0.0.2"} {
+			addr := net.JoinHostPort(ip, strconv.Itoa(port))
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				t.Fatalf("TCP %s: %v", addr, err)
+			}
+			u, err := net.ListenPacket("udp", addr)
+			if err != nil {
+				t.Fatalf("UDP %s: %v", addr, err)
+			}
+			l.Close()
+			u.Close()
+		}
+	}
+}
+
+func TestFreeSkipsATakenPort(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	taken := l.Addr().(*net.TCPAddr).Port
+	if free([]string{"127.0.0.1"}, taken) {
+		t.Fatalf("port %d, listened on, reported free", taken)
+	}
+}
