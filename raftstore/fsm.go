@@ -3,7 +3,9 @@ package raftstore
 import (
 	"fmt"
 	"io"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -448,6 +450,33 @@ func (f *FSM) Instances(service string) ([]*pb.Instance, uint64) {
 	f.mu.RUnlock()
 	sortRecords(recs)
 	return decodeAll(recs), rev
+}
+
+// EncodedInstance is a stored instance as a reader that only forwards it
+// sees it: its protobuf encoding, shared with the state machine and never
+// changed (read it, never write it), with the fields a reader picks
+// instances by.
+type EncodedInstance struct {
+	ID       string
+	Health   pb.Health
+	Encoding []byte
+}
+
+// ModRevision reads the instance's mod_revision from its encoding.
+func (e EncodedInstance) ModRevision() uint64 { return encodedModRevision(e.Encoding) }
+
+// EncodedInstances returns the instances of service in id order, as
+// Instances does, without decoding them, and the revision they are at.
+func (f *FSM) EncodedInstances(service string) ([]EncodedInstance, uint64) {
+	f.mu.RLock()
+	out := make([]EncodedInstance, 0, len(f.services[service]))
+	for id, st := range f.services[service] {
+		out = append(out, EncodedInstance{ID: id, Health: st.health, Encoding: st.enc})
+	}
+	rev := f.revision
+	f.mu.RUnlock()
+	slices.SortFunc(out, func(a, b EncodedInstance) int { return strings.Compare(a.ID, b.ID) })
+	return out, rev
 }
 
 // Instance returns one instance, decoded for the caller, or nil.

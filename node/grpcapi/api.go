@@ -34,7 +34,9 @@ type Replica interface {
 	// InstanceStamp returns the revisions and health time the replica
 	// set on a stored instance; ok false when it holds none.
 	InstanceStamp(service, id string) (create, mod uint64, healthSince int64, ok bool)
-	Instances(service string) ([]*pb.Instance, uint64)
+	// EncodedInstances returns a service's instances in id order, as
+	// stored (their encodings shared: read-only), and the revision.
+	EncodedInstances(service string) ([]raftstore.EncodedInstance, uint64)
 	Services() ([]*pb.ServiceSummary, uint64)
 	Watch(service string, from uint64) *raftstore.Watcher
 	WatchFunc(service string, from uint64, wake func()) *raftstore.Watcher

@@ -7,10 +7,11 @@ import (
 	"strconv"
 	"strings"
 
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // maxAnswerBytes bounds the instances of one Get page, far below the 64 MiB
@@ -59,12 +60,12 @@ func decodePageToken(s string) (pageToken, error) {
 // replica's revision cur) are the state the service had at rev with count
 // instances: an instance created, replaced or changed in health since rev
 // has a mod_revision above it, and a removed one changes the count.
-func unchangedSince(insts []*pb.Instance, cur, rev uint64, count int) bool {
+func unchangedSince(insts []raftstore.EncodedInstance, cur, rev uint64, count int) bool {
 	if cur < rev || len(insts) != count {
 		return false
 	}
 	for _, inst := range insts {
-		if inst.ModRevision > rev {
+		if inst.ModRevision() > rev {
 			return false
 		}
 	}
@@ -77,7 +78,10 @@ func unchangedSince(insts []*pb.Instance, cur, rev uint64, count int) bool {
 // page_size nor page_token is answered whole, as before paging, or refused
 // (ErrTooLarge) when the service does not fit in one message: a client
 // that does not page must not take a first page for the whole.
-func getPage(req *pb.GetRequest, all []*pb.Instance, rev uint64) (*pb.GetResponse, error) {
+//
+// The instances go out as the replica stores them, never decoded: their
+// encodings are the response's instances field (setEncodedInstances).
+func getPage(req *pb.GetRequest, all []raftstore.EncodedInstance, rev uint64) (*pb.GetResponse, error) {
 	paged := req.PageSize > 0 || req.PageToken != ""
 	tok := pageToken{rev: rev, count: len(all), service: req.Service}
 	if req.PageToken != "" {
@@ -100,30 +104,64 @@ func getPage(req *pb.GetRequest, all []*pb.Instance, rev uint64) (*pb.GetRespons
 	}
 	first := 0
 	if tok.after != "" {
-		first = sort.Search(len(insts), func(i int) bool { return insts[i].Id > tok.after })
+		first = sort.Search(len(insts), func(i int) bool { return insts[i].ID > tok.after })
 	}
 	resp := &pb.GetResponse{Header: &pb.ResponseHeader{Revision: tok.rev}}
-	size := 0
-	for i := first; i < len(insts); i++ {
-		sz := proto.Size(insts[i])
-		if !paged {
-			if size += sz; size > maxUnpagedBytes {
+	if !paged {
+		size := 0
+		for _, inst := range insts {
+			if size += len(inst.Encoding); size > maxUnpagedBytes {
 				return nil, fmt.Errorf("%w: the %d instances of service %s do not fit in one message; ask for pages (page_size)",
 					apierr.ErrTooLarge, len(insts), req.Service)
 			}
-			continue
 		}
-		full := req.PageSize > 0 && len(resp.Instances) >= int(req.PageSize)
-		if full || (len(resp.Instances) > 0 && size+sz > maxAnswerBytes) {
-			tok.after = resp.Instances[len(resp.Instances)-1].Id
+		setEncodedInstances(resp, insts)
+		return resp, nil
+	}
+	last, size := first, 0
+	for ; last < len(insts); last++ {
+		sz := len(insts[last].Encoding)
+		full := req.PageSize > 0 && last-first >= int(req.PageSize)
+		if full || (last > first && size+sz > maxAnswerBytes) {
+			tok.after = insts[last-1].ID
 			resp.NextPageToken = tok.encode()
 			break
 		}
-		resp.Instances = append(resp.Instances, insts[i])
 		size += sz
 	}
-	if !paged {
-		resp.Instances = insts
-	}
+	setEncodedInstances(resp, insts[first:last])
 	return resp, nil
+}
+
+// getInstancesField is GetResponse's instances field.
+var getInstancesField = (&pb.GetResponse{}).ProtoReflect().Descriptor().Fields().ByName("instances").Number()
+
+// setEncodedInstances puts insts in resp as the bytes of its instances
+// field, in order: resp.Instances stays empty, and what is sent (and what
+// a receiver decodes into Instances) is the same as had it held them.
+func setEncodedInstances(resp *pb.GetResponse, insts []raftstore.EncodedInstance) {
+	if len(insts) == 0 {
+		return
+	}
+	n := 0
+	for _, inst := range insts {
+		n += protowire.SizeTag(getInstancesField) + protowire.SizeBytes(len(inst.Encoding))
+	}
+	raw := make([]byte, 0, n)
+	for _, inst := range insts {
+		raw = protowire.AppendTag(raw, getInstancesField, protowire.BytesType)
+		raw = protowire.AppendBytes(raw, inst.Encoding)
+	}
+	resp.ProtoReflect().SetUnknown(raw)
+}
+
+// passing returns the passing instances of in.
+func passing(in []raftstore.EncodedInstance) []raftstore.EncodedInstance {
+	out := in[:0:0]
+	for _, inst := range in {
+		if inst.Health == pb.Health_PASSING {
+			out = append(out, inst)
+		}
+	}
+	return out
 }

@@ -128,7 +128,7 @@ func (s *Registry) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse
 	var resp *pb.GetResponse
 	err := s.read(ctx, req.Consistency,
 		func() (err error) {
-			insts, rev := s.cfg.Replica.Instances(req.Service)
+			insts, rev := s.cfg.Replica.EncodedInstances(req.Service)
 			resp, err = getPage(req, insts, rev)
 			if err == nil {
 				resp.Header.ServedBy = s.cfg.Agent
@@ -140,16 +140,6 @@ func (s *Registry) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse
 			return err
 		})
 	return resp, err
-}
-
-func passing(in []*pb.Instance) []*pb.Instance {
-	out := in[:0:0]
-	for _, inst := range in {
-		if inst.Health == pb.Health_PASSING {
-			out = append(out, inst)
-		}
-	}
-	return out
 }
 
 func (s *Registry) List(ctx context.Context, req *pb.ListRequest) (*pb.ListResponse, error) {
