@@ -10,7 +10,7 @@ import (
 
 // registryCodec is the codec of the client's connections to agents
 // (internal/wirecodec), except that a registration is encoded and its
-// answer decoded as the agents do it, by internal/instcodec: the
+// answer (and a Get's) decoded as the agents do it, by internal/instcodec: the
 // RegisterRequest's instance without protobuf's reflection over its
 // metadata map (which copies and sorts nothing here, but takes a value
 // and an interface for every key and value), and the RegisterResponse's
@@ -31,12 +31,18 @@ func (c registryCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 }
 
+// Unmarshal decodes a RegisterResponse or a GetResponse with instcodec,
+// anything else as wirecodec does.
 func (c registryCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	r, ok := v.(*zrpcpb.RegisterResponse)
-	if !ok {
-		return c.Codec.Unmarshal(data, v)
+	switch r := v.(type) {
+	case *zrpcpb.RegisterResponse:
+		buf := data.MaterializeToBuffer(wirecodec.BufferPool())
+		defer buf.Free()
+		return instcodec.DecodeRegisterResponse(buf.ReadOnlyData(), r)
+	case *zrpcpb.GetResponse:
+		buf := data.MaterializeToBuffer(wirecodec.BufferPool())
+		defer buf.Free()
+		return instcodec.DecodeGetResponse(buf.ReadOnlyData(), r)
 	}
-	buf := data.MaterializeToBuffer(wirecodec.BufferPool())
-	defer buf.Free()
-	return instcodec.DecodeRegisterResponse(buf.ReadOnlyData(), r)
+	return c.Codec.Unmarshal(data, v)
 }

@@ -63,6 +63,8 @@ func FuzzDecodeRegistration(f *testing.F) {
 		check("RegisterResponse", &pb.RegisterResponse{}, resp, func() error {
 			return DecodeMessageWithInstance(data, resp, respField, func(i *pb.Instance) { resp.Instance = i })
 		})
+		get := &pb.GetResponse{}
+		check("GetResponse", &pb.GetResponse{}, get, func() error { return DecodeGetResponse(data, get) })
 	})
 }
 

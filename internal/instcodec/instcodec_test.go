@@ -184,6 +184,50 @@ func TestDecodeCommandDecodesAsProtobufDoes(t *testing.T) {
 	}
 }
 
+// TestDecodeGetResponseDecodesAsProtobufDoes: responses with random
+// instances, their header and page token before, after or among the
+// instances (an agent sends its stored encodings after the other fields;
+// protobuf's own order puts them between), decode as protobuf decodes
+// them, and so do their truncations.
+func TestDecodeGetResponseDecodesAsProtobufDoes(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 200 {
+		resp := &pb.GetResponse{Header: &pb.ResponseHeader{Revision: uint64(r.IntN(100)), ServedBy: "a1"}}
+		if r.IntN(2) == 0 {
+			resp.NextPageToken = "token"
+		}
+		for range r.IntN(5) {
+			resp.Instances = append(resp.Instances, instanceWithMetadata(r))
+		}
+		head, err := proto.Marshal(&pb.GetResponse{Header: resp.Header, NextPageToken: resp.NextPageToken})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var encs [][]byte
+		for _, in := range resp.Instances {
+			b, err := proto.Marshal(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			encs = append(encs, protowire.AppendBytes(protowire.AppendTag(nil, getResponseInstances, protowire.BytesType), b))
+		}
+		split := r.IntN(len(encs) + 1) // the other fields go after this many instances
+		enc := slices.Concat(slices.Concat(encs[:split]...), head, slices.Concat(encs[split:]...))
+		for _, b := range [][]byte{enc, enc[:len(enc)/2], enc[:max(len(enc)-1, 0)]} {
+			want := &pb.GetResponse{}
+			wantErr := proto.Unmarshal(b, want)
+			got := &pb.GetResponse{Instances: []*pb.Instance{{Id: "left over"}}}
+			err := DecodeGetResponse(b, got)
+			switch {
+			case (err != nil) != (wantErr != nil):
+				t.Fatalf("DecodeGetResponse(%x): error %v, protobuf's %v", b, err, wantErr)
+			case err == nil && !proto.Equal(got, want):
+				t.Fatalf("DecodeGetResponse(%x)\n = %v\nwant %v", b, got, want)
+			}
+		}
+	}
+}
+
 // An instance with every field set encodes as protobuf encodes it: the
 // copies newInstanceEncoding makes leave no field out. A field added to
 // Instance is set here too (fillEveryField walks the descriptor) and

@@ -95,3 +95,47 @@ func DecodeApplyBatch(enc []byte, m *pb.ApplyBatchRequest) error {
 	}
 	return nil
 }
+
+// getResponseInstances is GetResponse's instances field.
+var getResponseInstances = fieldNumber(&pb.GetResponse{}, "instances")
+
+// DecodeGetResponse decodes enc into r as proto.Unmarshal does, each
+// instance by DecodeInstance and the response's other fields by
+// protobuf: a Get of a service's instances is decoded at the cost of its
+// instances' fields, not of protobuf's reflection over their metadata.
+func DecodeGetResponse(enc []byte, r *pb.GetResponse) error {
+	var insts [][]byte
+	var rest []byte // the other fields, in their order
+	for at := 0; at < len(enc); {
+		num, typ, n := protowire.ConsumeTag(enc[at:])
+		if n < 0 {
+			return proto.Unmarshal(enc, r)
+		}
+		m := protowire.ConsumeFieldValue(num, typ, enc[at+n:])
+		if m < 0 {
+			return proto.Unmarshal(enc, r)
+		}
+		if num == getResponseInstances && typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(enc[at+n:])
+			insts = append(insts, v)
+		} else {
+			rest = append(rest, enc[at:at+n+m]...)
+		}
+		at += n + m
+	}
+	if err := proto.Unmarshal(rest, r); err != nil {
+		return err
+	}
+	if len(insts) == 0 {
+		return nil
+	}
+	r.Instances = make([]*pb.Instance, len(insts))
+	for i, v := range insts {
+		inst := &pb.Instance{}
+		if err := DecodeInstance(v, inst); err != nil {
+			return err
+		}
+		r.Instances[i] = inst
+	}
+	return nil
+}
