@@ -36,13 +36,9 @@ func (c registryCodec) Marshal(v any) (mem.BufferSlice, error) {
 func (c registryCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch r := v.(type) {
 	case *zrpcpb.RegisterResponse:
-		buf := data.MaterializeToBuffer(wirecodec.BufferPool())
-		defer buf.Free()
-		return instcodec.DecodeRegisterResponse(buf.ReadOnlyData(), r)
+		return wirecodec.DecodeWith(data, func(b []byte) error { return instcodec.DecodeRegisterResponse(b, r) })
 	case *zrpcpb.GetResponse:
-		buf := data.MaterializeToBuffer(wirecodec.BufferPool())
-		defer buf.Free()
-		return instcodec.DecodeGetResponse(buf.ReadOnlyData(), r)
+		return wirecodec.DecodeWith(data, func(b []byte) error { return instcodec.DecodeGetResponse(b, r) })
 	}
 	return c.Codec.Unmarshal(data, v)
 }

@@ -322,6 +322,15 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	return proto.Unmarshal(buf.ReadOnlyData(), m)
 }
 
+// DecodeWith hands decode the message in data made contiguous in a pooled
+// buffer, freed when decode returns: decode must keep nothing of it. For
+// codecs that decode some messages their own way (instcodec).
+func DecodeWith(data mem.BufferSlice, decode func([]byte) error) error {
+	buf := data.MaterializeToBuffer(pool{})
+	defer buf.Free()
+	return decode(buf.ReadOnlyData())
+}
+
 // unmarshalBorrowed reads data into m, its bytes field fd as a slice of
 // data, and reports whether m refers to data. The other fields are
 // decoded by protobuf, run by run.

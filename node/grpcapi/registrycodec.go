@@ -50,17 +50,11 @@ func (c registryCodec) Unmarshal(data mem.BufferSlice, v any) error {
 func (c registryCodec) unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case *pb.RegisterRequest:
-		buf := data.MaterializeToBuffer(wirecodec.BufferPool())
-		defer buf.Free()
-		return instcodec.DecodeRegisterRequest(buf.ReadOnlyData(), m)
+		return wirecodec.DecodeWith(data, func(b []byte) error { return instcodec.DecodeRegisterRequest(b, m) })
 	case *pb.Command:
-		buf := data.MaterializeToBuffer(wirecodec.BufferPool())
-		defer buf.Free()
-		return instcodec.DecodeCommand(buf.ReadOnlyData(), m)
+		return wirecodec.DecodeWith(data, func(b []byte) error { return instcodec.DecodeCommand(b, m) })
 	case *pb.ApplyBatchRequest:
-		buf := data.MaterializeToBuffer(wirecodec.BufferPool())
-		defer buf.Free()
-		return instcodec.DecodeApplyBatch(buf.ReadOnlyData(), m)
+		return wirecodec.DecodeWith(data, func(b []byte) error { return instcodec.DecodeApplyBatch(b, m) })
 	}
 	return c.CodecV2.Unmarshal(data, v)
 }
