@@ -441,15 +441,12 @@ func (f *FSM) Revision() uint64 {
 // Instances returns the instances of service sorted by id, and the revision
 // they reflect. They are decoded for the caller, off the FSM's lock.
 func (f *FSM) Instances(service string) ([]*pb.Instance, uint64) {
-	f.mu.RLock()
-	recs := make([]instanceRecord, 0, len(f.services[service]))
-	for id, st := range f.services[service] {
-		recs = append(recs, instanceRecord{service, id, st})
+	encs, rev := f.EncodedInstances(service)
+	out := make([]*pb.Instance, len(encs))
+	for i, e := range encs {
+		out[i] = storedInstance{enc: e.Encoding}.instance()
 	}
-	rev := f.revision
-	f.mu.RUnlock()
-	sortRecords(recs)
-	return decodeAll(recs), rev
+	return out, rev
 }
 
 // EncodedInstance is a stored instance as a reader that only forwards it
