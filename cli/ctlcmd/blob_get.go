@@ -246,10 +246,12 @@ func copyWithProgress(w io.Writer, r io.Reader, bar *progressBar) (int64, error)
 // file nor a directory (a device, a FIFO), to be written into as it
 // stands. Otherwise, without force, it must not exist yet.
 func getTarget(dest, name string, force bool) (target string, special bool, err error) {
-	if fi, err := os.Stat(dest); err == nil && fi.IsDir() {
+	fi, err := os.Stat(dest)
+	if err == nil && fi.IsDir() {
 		dest = filepath.Join(dest, path.Base(name))
+		fi, err = os.Stat(dest)
 	}
-	if fi, err := os.Stat(dest); err == nil && !fi.Mode().IsRegular() && !fi.IsDir() {
+	if err == nil && !fi.Mode().IsRegular() && !fi.IsDir() {
 		return dest, true, nil
 	}
 	if force {
