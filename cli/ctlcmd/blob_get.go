@@ -15,6 +15,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/internal/writeback"
 )
 
 // stdoutDest is the DEST of `blob get` that means standard output.
@@ -153,7 +154,9 @@ func (g *blobGet) toFile(p *printer, r *client.BlobReader, dest string, force bo
 	}
 	// After a rename or link there is nothing left to remove.
 	defer os.Remove(tmp.Name())
-	n, err := g.copy(tmp, r)
+	// The disk writes the file while the get streams, not all of it in
+	// the fsync at the end.
+	n, err := g.copy(writeback.NewWriter(tmp), r)
 	if err == nil {
 		err = tmp.Sync()
 	}

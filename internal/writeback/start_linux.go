@@ -1,4 +1,4 @@
-package shardstore
+package writeback
 
 import (
 	"os"
@@ -6,12 +6,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func writeback(f *os.File) {
+func start(f *os.File) {
 	raw, err := f.SyscallConn()
 	if err != nil {
 		return
 	}
-	raw.Control(func(fd uintptr) {
+	_ = raw.Control(func(fd uintptr) {
 		_ = unix.SyncFileRange(int(fd), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 	})
 }

@@ -1,7 +1,0 @@
-//go:build !linux
-
-package shardstore
-
-import "os"
-
-func writeback(*os.File) {}
