@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -247,12 +248,25 @@ var errNotListed = errors.New("memberlist no longer lists this agent as alive; r
 // listsSelf reports whether memberlist lists the agent called name (this
 // one) as alive or suspect.
 func listsSelf(ml *memberlist.Memberlist, name string) bool {
+	_, ok := selfMeta(ml, name)
+	return ok
+}
+
+// advertiser is what advertiseMeta needs of memberlist.
+type advertiser interface {
+	UpdateNode(timeout time.Duration) error
+	Members() []*memberlist.Node
+}
+
+// selfMeta is the meta memberlist records for this agent, and whether it
+// lists the agent alive at all.
+func selfMeta(ml advertiser, name string) ([]byte, bool) {
 	for _, n := range ml.Members() {
 		if n.Name == name {
-			return true
+			return n.Meta, true
 		}
 	}
-	return false
+	return nil, false
 }
 
 // ensureListed makes sure memberlist, just created, lists this agent as
@@ -277,13 +291,46 @@ func ensureListed(ml *memberlist.Memberlist, name string) error {
 
 // readvertise is memberlist's UpdateNode, with its panic over a missing
 // own entry returned as errNotListed.
-func readvertise(ml *memberlist.Memberlist, timeout time.Duration) (err error) {
+func readvertise(ml advertiser, timeout time.Duration) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w (memberlist: %v)", errNotListed, r)
 		}
 	}()
 	return ml.UpdateNode(timeout)
+}
+
+// metaAttempts bounds the re-advertisements of one meta update.
+const metaAttempts = 3
+
+// advertiseMeta re-advertises the agent (memberlist's UpdateNode, which
+// takes the meta from the delegate, meta by now) until memberlist records
+// meta as the agent's own. UpdateNode can lose its update as Create can
+// (see ensureListed): a peer's alive message about the agent (gossip from
+// before a restart) handled after UpdateNode chose the new incarnation
+// and before it records it makes memberlist refute the message with a
+// higher incarnation and the meta it holds, the old one; UpdateNode's own
+// message is then dropped as stale, and UpdateNode returns nil with no
+// peer to wait for, or a timeout. The next UpdateNode takes an
+// incarnation above the refutation's and is recorded.
+func advertiseMeta(ml advertiser, name string, meta []byte, timeout time.Duration) error {
+	var err error
+	for range metaAttempts {
+		err = readvertise(ml, timeout)
+		if errors.Is(err, errNotListed) {
+			return err
+		}
+		got, ok := selfMeta(ml, name)
+		if !ok {
+			return errNotListed
+		}
+		if bytes.Equal(got, meta) {
+			// Recorded; err is at worst a timeout of the broadcast, which
+			// gossip carries on with.
+			return err
+		}
+	}
+	return fmt.Errorf("memberlist did not record the new meta after %d attempts (last: %v)", metaAttempts, err)
 }
 
 // errNothingToJoin: no address was given, or only this agent's own.
@@ -460,7 +507,9 @@ func (g *Gossip) setMeta(b []byte, clusterID string) {
 // UpdateMeta replaces this agent's meta and re-broadcasts it; peers report
 // EventUpdate. m.Name may be empty (it is this agent's name) but not
 // another name. It waits up to 5 s for the broadcast to go out; after a
-// timeout the new meta is in place and still spreads by push/pull. It fails
+// timeout the new meta is in place and still spreads by push/pull. An
+// update memberlist dropped (see advertiseMeta) is made again, up to
+// three times in all, each waiting up to 5 s. It fails
 // with ErrMetaTooLarge if m does not fit, and with ErrLeft after Leave.
 func (g *Gossip) UpdateMeta(m Meta) error {
 	if m.Name == "" {
@@ -495,7 +544,7 @@ func (g *Gossip) UpdateMeta(m Meta) error {
 	// right after an update would wait it out. Close ends the wait here;
 	// UpdateNode's own ends by its timeout.
 	done := make(chan error, 1)
-	go func() { done <- readvertise(ml, updateTimeout) }()
+	go func() { done <- advertiseMeta(ml, g.cfg.Name, b, updateTimeout) }()
 	select {
 	case err := <-done:
 		if err != nil {
