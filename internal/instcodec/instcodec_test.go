@@ -209,7 +209,7 @@ func TestDecodeGetResponseDecodesAsProtobufDoes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			encs = append(encs, protowire.AppendBytes(protowire.AppendTag(nil, getResponseInstances, protowire.BytesType), b))
+			encs = append(encs, AppendGetResponseInstance(nil, b))
 		}
 		split := r.IntN(len(encs) + 1) // the other fields go after this many instances
 		enc := slices.Concat(slices.Concat(encs[:split]...), head, slices.Concat(encs[split:]...))
@@ -224,6 +224,36 @@ func TestDecodeGetResponseDecodesAsProtobufDoes(t *testing.T) {
 			case err == nil && !proto.Equal(got, want):
 				t.Fatalf("DecodeGetResponse(%x)\n = %v\nwant %v", b, got, want)
 			}
+		}
+	}
+}
+
+// Instances appended by AppendGetResponseInstance are the bytes protobuf
+// writes for a GetResponse holding them, and take the bytes
+// GetResponseInstanceSize says.
+func TestAppendGetResponseInstanceIsProtobufsEncoding(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	det := proto.MarshalOptions{Deterministic: true}
+	for range 100 {
+		resp := &pb.GetResponse{}
+		var got []byte
+		size := 0
+		for range r.IntN(5) {
+			in := instanceWithMetadata(r)
+			resp.Instances = append(resp.Instances, in)
+			enc, err := det.Marshal(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = AppendGetResponseInstance(got, enc)
+			size += GetResponseInstanceSize(enc)
+		}
+		want, err := det.Marshal(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) || size != len(want) {
+			t.Fatalf("appended %x (sized %d), protobuf writes %x", got, size, want)
 		}
 	}
 }

@@ -99,6 +99,21 @@ func DecodeApplyBatch(enc []byte, m *pb.ApplyBatchRequest) error {
 // getResponseInstances is GetResponse's instances field.
 var getResponseInstances = fieldNumber(&pb.GetResponse{}, "instances")
 
+// GetResponseInstanceSize is the bytes an instance encoded as enc takes
+// in a GetResponse's instances field.
+func GetResponseInstanceSize(enc []byte) int {
+	return protowire.SizeTag(getResponseInstances) + protowire.SizeBytes(len(enc))
+}
+
+// AppendGetResponseInstance appends to b an instance encoded as enc as
+// an element of a GetResponse's instances field: what protobuf writes for
+// it, so that bytes so appended (as the response's unknown fields, say)
+// decode into its Instances in order.
+func AppendGetResponseInstance(b, enc []byte) []byte {
+	b = protowire.AppendTag(b, getResponseInstances, protowire.BytesType)
+	return protowire.AppendBytes(b, enc)
+}
+
 // DecodeGetResponse decodes enc into r as proto.Unmarshal does, each
 // instance by DecodeInstance and the response's other fields by
 // protobuf: a Get of a service's instances is decoded at the cost of its

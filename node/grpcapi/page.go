@@ -7,10 +7,9 @@ import (
 	"strconv"
 	"strings"
 
-	"google.golang.org/protobuf/encoding/protowire"
-
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/instcodec"
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
@@ -133,9 +132,6 @@ func getPage(req *pb.GetRequest, all []raftstore.EncodedInstance, rev uint64) (*
 	return resp, nil
 }
 
-// getInstancesField is GetResponse's instances field.
-var getInstancesField = (&pb.GetResponse{}).ProtoReflect().Descriptor().Fields().ByName("instances").Number()
-
 // setEncodedInstances puts insts in resp as the bytes of its instances
 // field, in order: resp.Instances stays empty, and what is sent (and what
 // a receiver decodes into Instances) is the same as had it held them.
@@ -145,12 +141,11 @@ func setEncodedInstances(resp *pb.GetResponse, insts []raftstore.EncodedInstance
 	}
 	n := 0
 	for _, inst := range insts {
-		n += protowire.SizeTag(getInstancesField) + protowire.SizeBytes(len(inst.Encoding))
+		n += instcodec.GetResponseInstanceSize(inst.Encoding)
 	}
 	raw := make([]byte, 0, n)
 	for _, inst := range insts {
-		raw = protowire.AppendTag(raw, getInstancesField, protowire.BytesType)
-		raw = protowire.AppendBytes(raw, inst.Encoding)
+		raw = instcodec.AppendGetResponseInstance(raw, inst.Encoding)
 	}
 	resp.ProtoReflect().SetUnknown(raw)
 }
