@@ -28,12 +28,13 @@ var (
 	shardConnWindow   int32 = 16 << 20
 )
 
-// shardIOBuffer is the size of the buffers gRPC writes and reads those
-// connections through (32 KiB by default): a put's shards leave in
-// writes of up to 512 KiB and a get's arrive in reads as large, a
-// sixteenth of the system calls and far fewer, fuller loopback or NIC
-// packets. A client holds one connection per agent, so a few MiB in all.
-const shardIOBuffer = 512 << 10
+// shardWriteBuffer is the size of the buffer gRPC writes those
+// connections through (32 KiB by default): a put's shards leave in writes
+// of up to 512 KiB, a sixteenth of the system calls and far fewer, fuller
+// loopback or NIC packets. The buffer is shared (grpc.WithSharedWriteBuffer):
+// a connection holds one only while it has bytes to write, so a client
+// that has talked to many agents does not keep 512 KiB for each.
+const shardWriteBuffer = 512 << 10
 
 // agentConns are the client's connections to agents reached by the
 // address the cluster gives (the holders of a blob's shards, which
@@ -68,7 +69,7 @@ func (c *Client) agentConn(addr string) (*grpc.ClientConn, error) {
 	// The windows first: a test's own dial options, last, may set others.
 	opts := append([]grpc.DialOption{
 		grpc.WithInitialWindowSize(shardStreamWindow), grpc.WithInitialConnWindowSize(shardConnWindow),
-		grpc.WithWriteBufferSize(shardIOBuffer), grpc.WithReadBufferSize(shardIOBuffer),
+		grpc.WithWriteBufferSize(shardWriteBuffer), grpc.WithSharedWriteBuffer(true),
 	}, dialOptions(c.cfg)...)
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
