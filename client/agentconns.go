@@ -31,9 +31,11 @@ var (
 // shardWriteBuffer is the size of the buffer gRPC writes those
 // connections through (32 KiB by default): a put's shards leave in writes
 // of up to 512 KiB, a sixteenth of the system calls and far fewer, fuller
-// loopback or NIC packets. The buffer is shared (grpc.WithSharedWriteBuffer):
-// a connection holds one only while it has bytes to write, so a client
-// that has talked to many agents does not keep 512 KiB for each.
+// loopback or NIC packets. grpc-go shares write buffers between
+// connections (its default): a connection holds one only while it has
+// bytes to write, so a client that has talked to many agents does not
+// keep 512 KiB for each. The read buffer stays at grpc-go's 32 KiB: it is
+// held for the connection's life.
 const shardWriteBuffer = 512 << 10
 
 // agentConns are the client's connections to agents reached by the
@@ -69,7 +71,7 @@ func (c *Client) agentConn(addr string) (*grpc.ClientConn, error) {
 	// The windows first: a test's own dial options, last, may set others.
 	opts := append([]grpc.DialOption{
 		grpc.WithInitialWindowSize(shardStreamWindow), grpc.WithInitialConnWindowSize(shardConnWindow),
-		grpc.WithWriteBufferSize(shardWriteBuffer), grpc.WithSharedWriteBuffer(true),
+		grpc.WithWriteBufferSize(shardWriteBuffer),
 	}, dialOptions(c.cfg)...)
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
