@@ -513,6 +513,12 @@ type heldShards struct {
 }
 
 func (s *shardSender) run() {
+	// Open the stream while the first block is read and encoded: the
+	// connection's setup (a dial, the first time) overlaps them instead of
+	// following them.
+	if s.p.ctx.Err() == nil {
+		s.open()
+	}
 	for b := range s.blocks {
 		if s.p.ctx.Err() == nil {
 			s.send(b)

@@ -48,6 +48,7 @@ type fakeBlobs struct {
 	aborted  []string
 	commits  []*zrpcpb.CommitPutRequest
 	broken   int               // WriteShards streams the client broke off
+	opened   int               // WriteShards streams whose header was taken
 	received int               // shards received
 	putBytes map[string][]byte // the agent-coordinated Put: name → bytes
 }
@@ -158,6 +159,13 @@ func (a *fakeAgent) BeginPut(_ context.Context, req *zrpcpb.BeginPutRequest) (*z
 	return resp, nil
 }
 
+// openedStreams is how many WriteShards streams sent a valid header.
+func (f *fakeBlobs) openedStreams() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.opened
+}
+
 func (f *fakeBlobs) isPending(id, name string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -180,6 +188,9 @@ func (a *fakeAgent) WriteShards(stream zrpcpb.Blobs_WriteShardsServer) error {
 	case h.DataShards != f.k || h.ParityShards != f.m || h.BlockSize != f.blockSize || h.Revision != 7 || h.Index >= f.k+f.m:
 		return status.Errorf(codes.InvalidArgument, "header %v does not match the placement", h)
 	}
+	f.mu.Lock()
+	f.opened++
+	f.mu.Unlock()
 	staged := map[shardKey]fakeShard{}
 	for {
 		req, err := stream.Recv()

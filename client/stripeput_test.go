@@ -141,6 +141,41 @@ func TestStripedPutSendsEachShardIndexToItsTargetAndCommitsWhatTheyHold(t *testi
 	}
 }
 
+// firstReadWaits is a blob source whose first Read returns only once
+// ready says so, or fails after a while.
+type firstReadWaits struct {
+	r       io.Reader
+	ready   func() bool
+	waited  bool
+	timeout time.Duration
+}
+
+func (w *firstReadWaits) Read(p []byte) (int, error) {
+	if !w.waited {
+		w.waited = true
+		for deadline := time.Now().Add(w.timeout); !w.ready(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				return 0, errors.New("no stream was open to every target while the first block was read")
+			}
+		}
+	}
+	return w.r.Read(p)
+}
+
+func TestStripedPutOpensItsStreamsWhileTheFirstBlockIsRead(t *testing.T) {
+	f := newFakeBlobs(t, 3)
+	c := f.client(t)
+	data := randomBytes(t, 3*int(f.blockSize))
+	src := &firstReadWaits{r: bytes.NewReader(data), timeout: 10 * time.Second,
+		ready: func() bool { return f.openedStreams() == 3 }}
+	if _, err := c.PutBlob(testContext(t), "a.bin", src, PutOptions{Size: int64(len(data))}); err != nil {
+		t.Fatalf("PutBlob: %v", err)
+	}
+	if b := onlyCommit(t, f).Blob; len(b.Blocks) != 3 {
+		t.Fatalf("committed %d blocks, want 3", len(b.Blocks))
+	}
+}
+
 func TestStripedPutMovesAFailedTargetsLaterBlocksToASpare(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
