@@ -201,7 +201,9 @@ func putBlob(ctx context.Context, ep *endpoint, hdr *zrpcpb.BlobPutHeader, r io.
 
 // GetOptions select what GetBlob reads.
 type GetOptions struct {
-	// Offset and Length select a range; Length 0 reads to the end.
+	// Offset and Length select a range; Length 0 reads to the end, as
+	// does a Length past the end. An Offset past the end, or a Length
+	// above math.MaxInt64, is ErrInvalidArgument.
 	Offset, Length uint64
 	// MinRevision makes the agent wait until it has applied this revision
 	// (e.g. the revision PutBlob returned), to read one's own write.

@@ -188,9 +188,10 @@ func (bt blobTraffic) put(rng *rand.Rand) error {
 }
 
 // get reads a random blob through a random agent: whole, or when ranged,
-// one time in three a range (some of whose offset+length overflows, which
-// may be refused). Other bytes than the blob's, or an InvalidArgument for
-// a request that was valid, fail the test; any other error is returned.
+// one time in three a range (some with a length past 2^63-1, which the API
+// refuses as larger than any blob, and whose offset+length may overflow).
+// Other bytes than the blob's, or an InvalidArgument for a request that
+// was valid, fail the test; any other error is returned.
 func (bt blobTraffic) get(rng *rand.Rand, ranged bool) error {
 	e, n, state := bt.book.pick(rng)
 	if e == nil {
@@ -202,8 +203,10 @@ func (bt blobTraffic) get(rng *rand.Rand, ranged bool) error {
 		opts.Offset = uint64(rng.IntN(e.size))
 		opts.Length = uint64(rng.IntN(e.size-int(opts.Offset)) + 1)
 		if rng.IntN(4) == 0 && !skipped("range-overflow") {
-			opts.Length = math.MaxUint64 - opts.Offset/2 // past the end, and offset+length overflows
-			overflow = opts.Offset > 1
+			// Past the end and past math.MaxInt64; from offset 2 on,
+			// offset+length also overflows.
+			opts.Length = math.MaxUint64 - opts.Offset/2
+			overflow = opts.Length > math.MaxInt64 || opts.Offset+opts.Length < opts.Offset
 		}
 	}
 	if state == blobAcked {

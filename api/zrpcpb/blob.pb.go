@@ -476,7 +476,9 @@ func (x *BlobPutResponse) GetMissingShards() uint32 {
 type BlobGetRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// offset and length select a range; length 0 means to the end.
+	// offset and length select a range; length 0 means to the end, and a
+	// length past the end reads to the end. An offset past the end, or a
+	// length above 2^63-1 (larger than any blob), is INVALID_ARGUMENT.
 	Offset uint64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
 	Length uint64 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
 	// min_revision makes the agent wait (briefly) until its replica has
