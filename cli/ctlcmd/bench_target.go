@@ -89,7 +89,7 @@ type benchConns struct {
 // until each has a ready instance.
 func dialBench(ctx context.Context, o *options, target string, n int, timeout time.Duration, stderr io.Writer) (*benchConns, error) {
 	bc := &benchConns{target: target}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := newCLILogger(stderr, slog.LevelWarn)
 	opts := []rpc.DialOption{rpc.WithoutChain(), rpc.WithWaitReady()}
 	if o.tls.files.Enabled() {
 		f := o.tls.files

@@ -121,7 +121,7 @@ func (o *options) run(cmd *cobra.Command, stream bool, fn runFunc) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := newCLILogger(cmd.ErrOrStderr(), slog.LevelInfo)
 	tc, err := o.tls.config()
 	if err != nil {
 		return err
