@@ -515,10 +515,9 @@ type heldShards struct {
 func (s *shardSender) run() {
 	// Open the stream while the first block is read and encoded: the
 	// connection's setup (a dial, the first time) overlaps them instead of
-	// following them.
-	if s.p.ctx.Err() == nil {
-		s.open()
-	}
+	// following them. (open tries nothing once the put has ended; a
+	// failure here is met again by send.)
+	s.open()
 	for b := range s.blocks {
 		if s.p.ctx.Err() == nil {
 			s.send(b)
