@@ -15,21 +15,8 @@ import (
 // not a cluster's.
 const maxAgentConns = 1024
 
-// Flow-control windows of the connections shards stream over: what an
-// agent may send ahead of the reader on one stream, and on the whole
-// connection. Static, they spare both sides the window updates of a
-// small window (one per 16 KiB frame at gRPC's initial 64 KiB) and the
-// pings by which gRPC would grow it, again on every new connection
-// (docs/benchmarks.md). A read's memory stays bounded: readWindow blocks,
-// plus at most shardStreamWindow per holder queued in gRPC. Variables
-// for tests.
-var (
-	shardStreamWindow int32 = 4 << 20
-	shardConnWindow   int32 = 16 << 20
-)
-
-// shardWriteBuffer is the size of the buffer gRPC writes those
-// connections through (32 KiB by default): a put's shards leave in writes
+// shardWriteBuffer is the size of the buffer gRPC writes the connections
+// shards stream over (agentConns) through (32 KiB by default): a put's shards leave in writes
 // of up to 512 KiB, a sixteenth of the system calls and far fewer, fuller
 // loopback or NIC packets. grpc-go shares write buffers between
 // connections (its default): a connection holds one only while it has
@@ -42,8 +29,8 @@ const shardWriteBuffer = 512 << 10
 // address the cluster gives (the holders of a blob's shards, which
 // client-striped puts and reads talk to directly), one per agent, apart
 // from the endpoints' connections (an endpoint that holds shards has one
-// of each). They use the endpoints' dial options (TLS, token) with static
-// flow-control windows, and close with the client.
+// of each). They use the endpoints' dial options (TLS, token, windows)
+// with a larger write buffer, and close with the client.
 type agentConns struct {
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
@@ -68,11 +55,7 @@ func (c *Client) agentConn(addr string) (*grpc.ClientConn, error) {
 	if len(ac.conns) >= maxAgentConns {
 		return nil, fmt.Errorf("client holds connections to %d agents already, the limit; agent address %q", len(ac.conns), addr)
 	}
-	// The windows first: a test's own dial options, last, may set others.
-	opts := append([]grpc.DialOption{
-		grpc.WithInitialWindowSize(shardStreamWindow), grpc.WithInitialConnWindowSize(shardConnWindow),
-		grpc.WithWriteBufferSize(shardWriteBuffer),
-	}, dialOptions(c.cfg)...)
+	opts := append([]grpc.DialOption{grpc.WithWriteBufferSize(shardWriteBuffer)}, dialOptions(c.cfg)...)
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("create connection to agent %s: %w", addr, err)

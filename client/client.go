@@ -82,8 +82,28 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// Flow-control windows the client grants every agent it connects to:
+// what an agent may send ahead of the reader on one stream, and on the
+// whole connection. Static, they spare both sides gRPC's dynamic windows:
+// the ping by which gRPC measures the link after data arrives, which the
+// agent answers (on a connection of registrations, one ping and its
+// answer per call: twice the TCP segments of the call itself,
+// docs/benchmarks.md), and the window updates of a small window (one per
+// 16 KiB frame at gRPC's initial 64 KiB) while shards stream in. The
+// agents grant their callers the same. Memory stays within what the
+// dynamic windows may grow to: at most connWindow of unread data per
+// connection. Variables for tests.
+var (
+	streamWindow int32 = 4 << 20
+	connWindow   int32 = 16 << 20
+)
+
+// dialOptions are the options of every connection to an agent; the
+// windows come first, so that a test's own dial options, last, may set
+// others.
 func dialOptions(cfg Config) []grpc.DialOption {
 	return append([]grpc.DialOption{
+		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
 		transportCredentials(cfg),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                10 * time.Second,

@@ -271,8 +271,8 @@ func TestGetBlobReadsTheShardsFromTheirHolders(t *testing.T) {
 func TestGetBlobCompletesFromParityWhenAHolderIsKilledMidRead(t *testing.T) {
 	// gRPC's smallest window: the victim cannot have sent all its shards
 	// before it is killed.
-	defer func(w int32) { shardStreamWindow = w }(shardStreamWindow)
-	shardStreamWindow = 64 << 10
+	defer func(w int32) { streamWindow = w }(streamWindow)
+	streamWindow = 64 << 10
 	c := newStripeCluster(t)
 	l := newCallLog()
 	cl := loggedClient(t, c, l)

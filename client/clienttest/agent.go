@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/grpctest"
 )
 
 // Agent is a fake agent. Set the hooks a test needs before Start; an RPC
@@ -44,6 +45,7 @@ type Agent struct {
 	Server *grpc.Server
 
 	calls atomic.Int64
+	pings *atomic.Int64
 }
 
 // Start serves a on 127.0.0.1:0 until the test ends, and returns a.
@@ -54,6 +56,7 @@ func (a *Agent) Start(t testing.TB) *Agent {
 		t.Fatalf("listen: %v", err)
 	}
 	a.Addr = lis.Addr().String()
+	lis, a.pings = grpctest.CountPings(lis)
 	// Accept the client's keepalive pings (every 10s, also when idle).
 	a.Server = grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 		MinTime: 5 * time.Second, PermitWithoutStream: true,
@@ -74,6 +77,10 @@ func (a *Agent) Start(t testing.TB) *Agent {
 
 // Calls returns how many RPCs the agent has received.
 func (a *Agent) Calls() int64 { return a.calls.Load() }
+
+// Pings returns how many HTTP/2 PINGs clients have sent the agent (not
+// their answers to its own).
+func (a *Agent) Pings() int64 { return a.pings.Load() }
 
 // ClosedAddr returns a local address where nothing listens.
 func ClosedAddr(t testing.TB) string {

@@ -3,7 +3,8 @@
 // can see where a client's calls went. RegisterEcho adds the one test
 // service (test.Echo) that tests call through their own servers.
 // ClientWindows and ServerWindows read the flow-control windows one side
-// of a connection grants.
+// of a connection grants; CountPings counts the PINGs a server's clients
+// send.
 package grpctest
 
 import (

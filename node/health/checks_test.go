@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -155,5 +156,50 @@ func TestChecksFollowRegistrationsAndRemovals(t *testing.T) {
 	testwait.For(t, 10*time.Second, "the next instance to be checked five more times", func() bool { return srv[1].Calls.Load() >= 8 })
 	if after := srv[0].Calls.Load(); after != before {
 		t.Fatalf("the removed instance was checked %d more times", after-before)
+	}
+}
+
+// TestChecksSendTheCheckedServerNoPings: a check is one call, and the
+// checked server sees nothing else on the connection. With gRPC's
+// dynamic windows every answer the checker read would make it ping the
+// server too (gRPC measuring the link).
+func TestChecksSendTheCheckedServerNoPings(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, pings := grpctest.CountPings(ln)
+	var calls atomic.Int64
+	count := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		calls.Add(1)
+		return h(ctx, req)
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(count))
+	healthpb.RegisterHealthServer(srv, grpchealth.NewServer())
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+
+	reg := newFakeRegistry()
+	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(20 * time.Millisecond), Timeout: durationpb.New(time.Second)}
+	reg.register(&pb.Instance{Service: "checked.rpc", Id: "a1", Node: "a1", Address: ln.Addr().String(), Check: check})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		k.RunChecks(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	const want = 10
+	deadline := time.Now().Add(20 * time.Second)
+	for calls.Load() < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server answered %d checks in 20 s, want %d", calls.Load(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := pings.Load(); n != 0 {
+		t.Errorf("the checker sent the checked server %d pings beside %d checks, want none", n, calls.Load())
 	}
 }
