@@ -98,7 +98,7 @@ outcome is unknown, and ` + "`zrpcctl blob stat NAME`" + ` tells whether it was 
   zrpcctl blob put ./big.iso --data 4 --parity 2
   zrpcctl blob put ./model.bin --name models/v3.bin --overwrite -o json
   tar c ./logs | zrpcctl blob put - --name backups/logs.tar`,
-		Args: cobra.ExactArgs(1),
+		Args: putArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			src := args[0]
 			name, opts, err := f.check(src)
@@ -240,4 +240,36 @@ func printPut(p *printer, resp *zrpcpb.BlobPutResponse) error {
 		fs = append(fs, field{"Missing shards", fmt.Sprintf("%d (repair will store them; see `zrpcctl blob repair status`)", n)})
 	}
 	return p.fields(resp, fs)
+}
+
+// putArgs takes the one FILE of blob put. Two arguments are most likely a
+// name and a file, as other stores' put commands take them: the error
+// says how to name the blob, with the file that exists first.
+func putArgs(_ *cobra.Command, args []string) error {
+	switch len(args) {
+	case 1:
+		return nil
+	case 0:
+		return errors.New("blob put takes the FILE to store (- for stdin), e.g. zrpcctl blob put ./model.bin --name models/v3.bin")
+	case 2:
+		file, name := args[0], args[1]
+		if _, err := os.Stat(file); err != nil {
+			if _, err := os.Stat(name); err == nil {
+				file, name = name, file
+			}
+		}
+		return fmt.Errorf("blob put takes one FILE, not %d arguments; name the blob with --name: zrpcctl blob put %s --name %s", len(args), shellWord(file), shellWord(name))
+	default:
+		return fmt.Errorf("blob put takes one FILE, not %d arguments (one blob per put; for several, one put each)", len(args))
+	}
+}
+
+// shellWord returns s as one word a POSIX shell reads back as s: as it is
+// when it holds only characters no shell treats specially, else in single
+// quotes.
+func shellWord(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:@%+=,-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

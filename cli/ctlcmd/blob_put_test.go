@@ -47,3 +47,49 @@ func TestBlobPutSourceSeeksWhenTheFileCan(t *testing.T) {
 		t.Fatal("the reader of a pipe claims it can seek")
 	}
 }
+
+// TestBlobPutWithANameAndAFileSaysHowToNameIt: `blob put NAME FILE`, the
+// order of other stores' put commands, fails before any agent is asked,
+// with the command that does it, whichever of the two is the file; no
+// argument or more than two say what put takes.
+func TestBlobPutWithANameAndAFileSaysHowToNameIt(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "model v3.bin")
+	if err := os.WriteFile(file, []byte("weights"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := "name the blob with --name: zrpcctl blob put '" + file + "' --name models/v3.bin"
+	for _, args := range [][]string{{"models/v3.bin", file}, {file, "models/v3.bin"}} {
+		r := runZrpcctl(testContext(t), t, "127.0.0.1:1", append([]string{"blob", "put"}, args...)...)
+		if r.err == nil || !strings.Contains(r.err.Error(), want) {
+			t.Errorf("blob put %q: %v, want an error saying %q", args, r.err, want)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "blob put takes the FILE to store (- for stdin)"},
+		{[]string{"a", "b", "c"}, "blob put takes one FILE, not 3 arguments"},
+	} {
+		r := runZrpcctl(testContext(t), t, "127.0.0.1:1", append([]string{"blob", "put"}, tc.args...)...)
+		if r.err == nil || !strings.Contains(r.err.Error(), tc.want) {
+			t.Errorf("blob put %q: %v, want an error saying %q", tc.args, r.err, tc.want)
+		}
+	}
+}
+
+func TestShellWordReadsBackAsOneWord(t *testing.T) {
+	for in, want := range map[string]string{
+		"models/v3.bin":   "models/v3.bin",
+		"./a-b_c.tar.gz":  "./a-b_c.tar.gz",
+		"with space":      "'with space'",
+		"it's":            `'it'\''s'`,
+		"":                "''",
+		"$HOME/x;rm -rf ": "'$HOME/x;rm -rf '",
+	} {
+		if got := shellWord(in); got != want {
+			t.Errorf("shellWord(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
