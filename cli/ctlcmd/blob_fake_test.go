@@ -343,7 +343,7 @@ func TestBlobInputErrors(t *testing.T) {
 		{"parity without data", []string{"blob", "put", src, "--parity", "2"}, "--parity needs --data"},
 		{"negative data", []string{"blob", "put", src, "--data", "-1"}, "invalid --data -1: want 0 to 256"},
 		{"too many parity", []string{"blob", "put", src, "--data", "2", "--parity", "300"}, "invalid --parity 300: want 0 to 256"},
-		{"put without file", []string{"blob", "put"}, "accepts 1 arg(s), received 0"},
+		{"put without file", []string{"blob", "put"}, "blob put takes the FILE to store (- for stdin)"},
 		{"get with three args", []string{"blob", "get", "a", "b", "c"}, "accepts between 1 and 2 arg(s)"},
 		{"bad offset", []string{"blob", "get", "a", "--offset", "-5"}, `invalid argument "-5" for "--offset"`},
 		{"missing source", []string{"blob", "put", src + ".missing"}, "open source: "},
