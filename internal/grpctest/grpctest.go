@@ -1,6 +1,6 @@
 // Package grpctest starts real gRPC servers on loopback for tests: each
-// serves grpc.health.v1 and counts the unary calls it handles, so a test
-// can see where a client's calls went. RegisterEcho adds the one test
+// serves grpc.health.v1 and counts the unary calls it handles (so a test
+// can see where a client's calls went) and the pings its clients send. RegisterEcho adds the one test
 // service (test.Echo) that tests call through their own servers.
 // ClientWindows and ServerWindows read the flow-control windows one side
 // of a connection grants; CountPings counts the PINGs a server's clients
@@ -9,6 +9,7 @@ package grpctest
 
 import (
 	"context"
+	"net"
 	"sync/atomic"
 	"testing"
 
@@ -21,6 +22,8 @@ import (
 type Server struct {
 	Addr  string
 	Calls atomic.Int64
+	// Pings counts the HTTP/2 PINGs its clients sent (CountPings).
+	Pings *atomic.Int64
 }
 
 // StartHealthServers starts n servers on 127.0.0.1; they stop when the test
@@ -34,7 +37,9 @@ func StartHealthServers(t testing.TB, n int) []*Server {
 			ts.Calls.Add(1)
 			return h(ctx, req)
 		}
-		ts.Addr = Serve(t, func(s *grpc.Server) { healthpb.RegisterHealthServer(s, health.NewServer()) }, grpc.UnaryInterceptor(count))
+		var lis net.Listener
+		lis, ts.Pings = CountPings(listen(t))
+		ts.Addr = serveOn(t, lis, func(s *grpc.Server) { healthpb.RegisterHealthServer(s, health.NewServer()) }, grpc.UnaryInterceptor(count))
 		servers[i] = ts
 	}
 	return servers

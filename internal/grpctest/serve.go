@@ -12,10 +12,20 @@ import (
 // goroutine ends, when the test ends.
 func Serve(t testing.TB, register func(*grpc.Server), opts ...grpc.ServerOption) string {
 	t.Helper()
+	return serveOn(t, listen(t), register, opts...)
+}
+
+func listen(t testing.TB) net.Listener {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
+	return lis
+}
+
+// serveOn is Serve on lis.
+func serveOn(t testing.TB, lis net.Listener, register func(*grpc.Server), opts ...grpc.ServerOption) string {
 	s := grpc.NewServer(opts...)
 	register(s)
 	done := make(chan struct{})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,13 +38,7 @@ func TestChecksFollowTheInstancesGRPCHealth(t *testing.T) {
 		reg.register(&pb.Instance{Service: "checked.rpc", Id: owner, Node: owner, Address: ln.Addr().String(), Check: check})
 		reg.insts[instanceKey{"checked.rpc", owner}].Health = pb.Health_CRITICAL
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		k.RunChecks(ctx)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	runChecks(t, k)
 
 	waitHealth := func(want pb.Health) {
 		t.Helper()
@@ -131,13 +124,7 @@ func TestChecksFollowRegistrationsAndRemovals(t *testing.T) {
 	srv := grpctest.StartHealthServers(t, 2)
 	reg := newFakeRegistry()
 	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		k.RunChecks(ctx)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	runChecks(t, k)
 	testwait.For(t, 10*time.Second, "the checks to watch the registry", func() bool { return reg.watches.Load() > 0 })
 
 	check := &pb.Check{Grpc: true, Interval: durationpb.New(20 * time.Millisecond), Timeout: durationpb.New(time.Second)}
@@ -164,25 +151,22 @@ func TestChecksFollowRegistrationsAndRemovals(t *testing.T) {
 // dynamic windows every answer the checker read would make it ping the
 // server too (gRPC measuring the link).
 func TestChecksSendTheCheckedServerNoPings(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, pings := grpctest.CountPings(ln)
-	var calls atomic.Int64
-	count := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		calls.Add(1)
-		return h(ctx, req)
-	}
-	srv := grpc.NewServer(grpc.UnaryInterceptor(count))
-	healthpb.RegisterHealthServer(srv, grpchealth.NewServer())
-	go srv.Serve(ln)
-	t.Cleanup(srv.Stop)
-
+	srv := grpctest.StartHealthServers(t, 1)[0]
 	reg := newFakeRegistry()
 	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
 	check := &pb.Check{Grpc: true, Interval: durationpb.New(20 * time.Millisecond), Timeout: durationpb.New(time.Second)}
-	reg.register(&pb.Instance{Service: "checked.rpc", Id: "a1", Node: "a1", Address: ln.Addr().String(), Check: check})
+	reg.register(&pb.Instance{Service: "checked.rpc", Id: "a1", Node: "a1", Address: srv.Addr, Check: check})
+	runChecks(t, k)
+
+	const want = 10
+	testwait.For(t, 20*time.Second, fmt.Sprintf("%d checks", want), func() bool { return srv.Calls.Load() >= want })
+	if n := srv.Pings.Load(); n != 0 {
+		t.Errorf("the checker sent the checked server %d pings beside %d checks, want none", n, srv.Calls.Load())
+	}
+}
+
+// runChecks runs k's gRPC checks until the test ends.
+func runChecks(t *testing.T, k *Keeper) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -190,16 +174,4 @@ func TestChecksSendTheCheckedServerNoPings(t *testing.T) {
 		k.RunChecks(ctx)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-
-	const want = 10
-	deadline := time.Now().Add(20 * time.Second)
-	for calls.Load() < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("the server answered %d checks in 20 s, want %d", calls.Load(), want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := pings.Load(); n != 0 {
-		t.Errorf("the checker sent the checked server %d pings beside %d checks, want none", n, calls.Load())
-	}
 }

@@ -1,7 +1,6 @@
 package health
 
 import (
-	"context"
 	"crypto/tls"
 	"net"
 	"strings"
@@ -50,13 +49,7 @@ func runTLSChecks(t *testing.T, addr string, checkTLS func(string) *tls.Config) 
 	check := &pb.Check{Grpc: true, GrpcTls: true, Interval: durationpb.New(50 * time.Millisecond), Timeout: durationpb.New(time.Second)}
 	reg.register(&pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: addr, Check: check})
 	reg.insts[instanceKey{"checked.rpc", "i1"}].Health = pb.Health_WARNING
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		k.RunChecks(ctx)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	runChecks(t, k)
 	return reg
 }
 
