@@ -1,7 +1,8 @@
 // Package grpctest starts real gRPC servers on loopback for tests: each
 // serves grpc.health.v1 and counts the unary calls it handles (so a test
-// can see where a client's calls went) and the pings its clients send. RegisterEcho adds the one test
-// service (test.Echo) that tests call through their own servers.
+// can see where a client's calls went) and the pings its clients send.
+// RegisterEcho adds the one test service (test.Echo) that tests call
+// through their own servers.
 // ClientWindows and ServerWindows read the flow-control windows one side
 // of a connection grants; CountPings counts the PINGs a server's clients
 // send.
