@@ -18,11 +18,11 @@ const maxAgentConns = 1024
 // shardWriteBuffer is the size of the buffer gRPC writes the connections
 // shards stream over (agentConns) through, 32 KiB by default: a put's
 // shards leave in writes of up to 512 KiB, a sixteenth of the system
-// calls and far fewer, fuller loopback or NIC packets. grpc-go shares write buffers between
-// connections (its default): a connection holds one only while it has
-// bytes to write, so a client that has talked to many agents does not
-// keep 512 KiB for each. The read buffer stays at grpc-go's 32 KiB: it is
-// held for the connection's life.
+// calls and far fewer, fuller loopback or NIC packets. grpc-go shares
+// write buffers between connections (its default): a connection holds
+// one only while it has bytes to write, so a client that has talked to
+// many agents does not keep 512 KiB for each. The read buffer stays at
+// grpc-go's 32 KiB: it is held for the connection's life.
 const shardWriteBuffer = 512 << 10
 
 // agentConns are the client's connections to agents reached by the
