@@ -38,7 +38,7 @@ func TestChecksFollowTheInstancesGRPCHealth(t *testing.T) {
 		reg.register(&pb.Instance{Service: "checked.rpc", Id: owner, Node: owner, Address: ln.Addr().String(), Check: check})
 		reg.insts[instanceKey{"checked.rpc", owner}].Health = pb.Health_CRITICAL
 	}
-	runChecks(t, k)
+	runLoop(t, k.RunChecks)
 
 	waitHealth := func(want pb.Health) {
 		t.Helper()
@@ -124,7 +124,7 @@ func TestChecksFollowRegistrationsAndRemovals(t *testing.T) {
 	srv := grpctest.StartHealthServers(t, 2)
 	reg := newFakeRegistry()
 	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
-	runChecks(t, k)
+	runLoop(t, k.RunChecks)
 	testwait.For(t, 10*time.Second, "the checks to watch the registry", func() bool { return reg.watches.Load() > 0 })
 
 	check := &pb.Check{Grpc: true, Interval: durationpb.New(20 * time.Millisecond), Timeout: durationpb.New(time.Second)}
@@ -156,7 +156,7 @@ func TestChecksSendTheCheckedServerNoPings(t *testing.T) {
 	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
 	check := &pb.Check{Grpc: true, Interval: durationpb.New(20 * time.Millisecond), Timeout: durationpb.New(time.Second)}
 	reg.register(&pb.Instance{Service: "checked.rpc", Id: "a1", Node: "a1", Address: srv.Addr, Check: check})
-	runChecks(t, k)
+	runLoop(t, k.RunChecks)
 
 	const want = 10
 	testwait.For(t, 20*time.Second, fmt.Sprintf("%d checks", want), func() bool { return srv.Calls.Load() >= want })
@@ -165,13 +165,14 @@ func TestChecksSendTheCheckedServerNoPings(t *testing.T) {
 	}
 }
 
-// runChecks runs k's gRPC checks until the test ends.
-func runChecks(t *testing.T, k *Keeper) {
+// runLoop runs loop (a Keeper's RunChecks or RunTTLChecks) on a goroutine
+// of its own until the test ends, and waits for it to return then.
+func runLoop(t *testing.T, loop func(context.Context)) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		k.RunChecks(ctx)
+		loop(ctx)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 }

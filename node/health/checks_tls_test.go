@@ -49,7 +49,7 @@ func runTLSChecks(t *testing.T, addr string, checkTLS func(string) *tls.Config) 
 	check := &pb.Check{Grpc: true, GrpcTls: true, Interval: durationpb.New(50 * time.Millisecond), Timeout: durationpb.New(time.Second)}
 	reg.register(&pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: addr, Check: check})
 	reg.insts[instanceKey{"checked.rpc", "i1"}].Health = pb.Health_WARNING
-	runChecks(t, k)
+	runLoop(t, k.RunChecks)
 	return reg
 }
 

@@ -321,17 +321,12 @@ func TestRenewalMovesTheDeadline(t *testing.T) {
 func TestTTLLoopExpiresInstancesRegisteredWhileItRuns(t *testing.T) {
 	reg := newFakeRegistry()
 	k := New(Config{Agent: "a1", Replica: reg, Writer: reg, Interval: 10 * time.Millisecond, Logger: testlog.New(t, "a1")})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		k.RunTTLChecks(ctx)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	runLoop(t, k.RunTTLChecks)
 	testwait.For(t, 10*time.Second, "the TTL loop to watch the registry", func() bool { return reg.watches.Load() > 0 })
 
 	reg.register(ttlInstance("lapses", 200*time.Millisecond))
 	reg.register(ttlInstance("renewed", 5*time.Second))
+	ctx := t.Context()
 	stop := make(chan struct{})
 	renewing := make(chan struct{})
 	go func() {
