@@ -279,6 +279,33 @@ func waitForEnd(ctx context.Context, n runningAgent, sigs, hup <-chan os.Signal,
 	}
 }
 
+// listeners is what printBanner needs of a started node.
+type listeners interface {
+	GRPCAddr() string
+	HTTPAddr() string
+	DNSAddr() string
+}
+
+// printBanner tells whoever started the agent where to reach it: the gRPC
+// API (with the zrpcctl flag that reaches it), the web UI and metrics, DNS
+// when it is on (with a query to try), and the data directory.
+func printBanner(out io.Writer, cfg node.Config, n listeners) {
+	grpc := n.GRPCAddr()
+	fmt.Fprintf(out, "zrpcd %s agent %q running\n", cli.VersionString(), cfg.Name)
+	fmt.Fprintf(out, "  gRPC API:  %s   (zrpcctl --addr %s)\n", grpc, grpc)
+	if h := n.HTTPAddr(); h != "" {
+		fmt.Fprintf(out, "  web UI:    http://%s/ui/\n  metrics:   http://%s/metrics\n", h, h)
+	}
+	if d := n.DNSAddr(); d != "" {
+		try := ""
+		if host, port, err := net.SplitHostPort(d); err == nil {
+			try = fmt.Sprintf("   (dig @%s -p %s SERVICE.service.%s)", host, port, cfg.DNSDomain)
+		}
+		fmt.Fprintf(out, "  DNS:       %s%s\n", d, try)
+	}
+	fmt.Fprintf(out, "  data dir:  %s\n", cfg.DataDir)
+}
+
 // runAgent starts a node and runs it until a signal or ctx ends.
 func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
 	log := newLogger(cfg, errw)
@@ -298,8 +325,7 @@ func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
 	if err := n.Start(startCtx); err != nil {
 		return fmt.Errorf("start agent: %w", err)
 	}
-	fmt.Fprintf(out, "zrpcd %s agent %q running\n  gRPC API:  %s   (zrpcctl --addr %s)\n  HTTP:      http://%s/metrics\n  data dir:  %s\n",
-		cli.VersionString(), cfg.Name, n.GRPCAddr(), n.GRPCAddr(), n.HTTPAddr(), cfg.DataDir)
+	printBanner(out, cfg, n)
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
