@@ -56,3 +56,39 @@ func TestCommitStagedPartCommitsOnlyItsIndex(t *testing.T) {
 		t.Fatalf("Held after a delete = %v, want blocks 0 and 2", held.Blocks)
 	}
 }
+
+// TestHeldListsManyBlocksInOrder: Held reads a part's frame headers
+// several at a time; it still lists every sound block, in block order
+// with its own sum, and leaves out holes and an unsound frame wherever
+// they fall among the readers.
+func TestHeldListsManyBlocksInOrder(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	const blocks = 3*heldReaders + 5
+	holes := map[uint32]bool{0: true, 5: true, heldReaders: true, 2*heldReaders + 1: true}
+	const bad = uint32(heldReaders + 3)
+	var want, wantSums []uint32
+	for b := range uint32(blocks) {
+		if holes[b] {
+			continue
+		}
+		h, _ := stage(t, s, ID{blobA, b, 0}, testBlockSize, uint64(b))
+		if b != bad {
+			want, wantSums = append(want, b), append(wantSums, h.Sum)
+		}
+	}
+	if _, err := s.CommitStagedPart(blobA, 0); err != nil {
+		t.Fatal(err)
+	}
+	// The bad block's frame claims more bytes than a block holds.
+	rewrite(t, s.Path(ID{Blob: blobA, Index: 0}), func(b []byte) []byte {
+		copy(b[PartHeaderSize+int64(bad)*slot:], []byte{0xff, 0xff, 0xff, 0xff})
+		return b
+	})
+	held, err := s.Held(blobA, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(held.Blocks, want) || !slices.Equal(held.Sums, wantSums) {
+		t.Fatalf("Held lists blocks %v with sums %08x,\nwant %v with %08x", held.Blocks, held.Sums, want, wantSums)
+	}
+}
