@@ -49,17 +49,18 @@ func (s *Store) Held(blob string, index uint16) (HeldPart, error) {
 // frameSums reads the frame header of every slot of the file, heldReaders
 // at a time: sound[b] tells whether block b's frame is there and sound
 // (not a hole, not corrupt), sums[b] its payload's checksum. An error
-// reading the file fails it.
+// reading the file fails it, and stops the other readers.
 func (pf *partFile) frameSums() (sums []uint32, sound []bool, err error) {
 	n := pf.hdr.slots(pf.size)
 	sums, sound = make([]uint32, n), make([]bool, n)
 	readers := min(heldReaders, int(n))
 	errs := make([]error, readers)
 	var next atomic.Uint32
+	var failed atomic.Bool // a read failed: the others stop too
 	var wg sync.WaitGroup
 	for r := range readers {
 		wg.Go(func() {
-			for b := next.Add(1) - 1; b < n; b = next.Add(1) - 1 {
+			for b := next.Add(1) - 1; b < n && !failed.Load(); b = next.Add(1) - 1 {
 				h, err := pf.frame(b)
 				var ce *CorruptError
 				switch {
@@ -67,6 +68,7 @@ func (pf *partFile) frameSums() (sums []uint32, sound []bool, err error) {
 					continue
 				case err != nil:
 					errs[r] = err
+					failed.Store(true)
 					return
 				}
 				sums[b], sound[b] = h.Sum, true
