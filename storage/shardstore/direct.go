@@ -111,6 +111,7 @@ func (sp *stagedPart) writeGathered() error {
 		if _, err := sp.dw.f.WriteAt(b, sp.dw.at); err == nil {
 			written = true
 			directWrites.Add(1)
+			sp.prefetchHeaders(sp.dw.at, int64(sp.dw.n))
 		} else {
 			sp.closeDirect()
 		}
@@ -123,6 +124,32 @@ func (sp *stagedPart) writeGathered() error {
 	sp.dw.at += int64(sp.dw.n)
 	sp.dw.n = 0
 	return nil
+}
+
+// prefetchHeaders asks the kernel to read back, in the background, the
+// headers (the part's and its frames') within the n bytes at off that a
+// direct write just put on the disk, bypassing the page cache. The
+// commit lists what the part holds by reading every frame header
+// (Held): without this each one would be a disk read at the end of the
+// put, one after the other; with it they come from the page cache, read
+// while the rest of the part streams in. The kernel keeps the page cache
+// coherent with direct writes, so what it reads back is what was written.
+func (sp *stagedPart) prefetchHeaders(off, n int64) {
+	end := off + n
+	if off < PartHeaderSize {
+		adviseWillNeed(sp.f, 0, PartHeaderSize)
+	}
+	slot := sp.hdr.slotLen()
+	first := max(off-PartHeaderSize-frameHeaderSize, 0) / slot
+	for b := first; ; b++ {
+		o := PartHeaderSize + b*slot
+		if o >= end {
+			return
+		}
+		if lo, hi := max(o, off), min(o+frameHeaderSize, end); lo < hi {
+			adviseWillNeed(sp.f, lo, hi-lo)
+		}
+	}
 }
 
 // settle writes the gathered bytes through the page cache and makes the
