@@ -380,7 +380,7 @@ func (r *run) waitRepairIdle() {
 			return false
 		}
 		last = st.String()
-		return st.Queued == 0 && st.InProgress == 0 && st.Waiting == 0 && st.LastScan > 0 && len(st.Corrupt) == 0
+		return st.Queued == 0 && st.InProgress == 0 && st.Waiting == 0 && st.Retrying == 0 && st.LastScan > 0
 	})
 	r.t.Logf("blobs: repair idle: %s", last)
 }

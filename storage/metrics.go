@@ -16,6 +16,7 @@ type Metrics struct {
 	scrubbedBytes    prometheus.Counter
 	repairQueued     prometheus.Gauge
 	repairInProgress prometheus.Gauge
+	repairRetrying   prometheus.Gauge
 	repairShards     prometheus.Counter
 	repairBytes      prometheus.Counter
 	repairFailed     prometheus.Counter
@@ -42,6 +43,7 @@ func NewMetrics() *Metrics {
 		scrubbedBytes:    counter("scrubbed_bytes_total", "Shard bytes re-read by the scrubber."),
 		repairQueued:     gauge("repair_queued", "Shards waiting to be rebuilt (leader only)."),
 		repairInProgress: gauge("repair_in_progress", "Shards being rebuilt now (leader only)."),
+		repairRetrying:   gauge("repair_retrying", "Lost shards whose rebuild failed, tried again at the next scan (leader only)."),
 		repairShards:     counter("repair_rebuilt_shards_total", "Shards rebuilt by repair."),
 		repairBytes:      counter("repair_rebuilt_bytes_total", "Bytes of shards rebuilt by repair."),
 		repairFailed:     counter("repair_failed_total", "Shard rebuilds that failed (retried on the next scan)."),
@@ -53,5 +55,5 @@ func NewMetrics() *Metrics {
 func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.putBytes, m.getBytes, m.putsFailed, m.degradedReads, m.shardWrites, m.shardReads,
 		m.corruptShards, m.lostShards, m.shardsCollected, m.scrubbedBytes, m.repairQueued, m.repairInProgress,
-		m.repairShards, m.repairBytes, m.repairFailed}
+		m.repairRetrying, m.repairShards, m.repairBytes, m.repairFailed}
 }

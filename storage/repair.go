@@ -69,7 +69,11 @@ type repairer struct {
 	// (their disk or shard store is full), until when repair places no
 	// shard on them: each scan would otherwise try every lost shard on
 	// them again, failing and warning for each.
-	full       map[string]time.Time
+	full map[string]time.Time
+	// retry holds the shards whose rebuild failed, until a scan queues
+	// them again (or finds they need none): neither queued nor in
+	// progress meanwhile, they are still lost.
+	retry      map[shardKey]bool
 	inProgress int
 	waiting    int
 	rebuilt    uint64
@@ -83,7 +87,7 @@ type repairer struct {
 func newRepairer(s *Store) *repairer {
 	return &repairer{
 		s: s, wake: make(chan struct{}, 1), queue: make(chan task, 4096),
-		queued: make(map[shardKey]bool), corrupt: make(map[copyKey]bool), failedAt: make(map[string]time.Time),
+		queued: make(map[shardKey]bool), retry: make(map[shardKey]bool), corrupt: make(map[copyKey]bool), failedAt: make(map[string]time.Time),
 		placing: make(map[blockRef]map[string]bool), full: make(map[string]time.Time),
 	}
 }
@@ -122,6 +126,7 @@ func (s *Store) RunRepair(ctx context.Context) {
 	r.mu.Lock()
 	r.leading = true
 	r.failedAt = make(map[string]time.Time)
+	r.retry = make(map[shardKey]bool)
 	r.full = make(map[string]time.Time)
 	r.mu.Unlock()
 	defer func() {
@@ -188,6 +193,7 @@ func (r *repairer) scan(ctx context.Context) {
 	blobs, _ := s.cluster.Meta().Blobs("")
 	var tasks []task
 	waiting := 0
+	needs := make(map[shardKey]bool) // lost shards a worker can rebuild now
 	r.mu.Lock()
 	for _, b := range blobs {
 		if b.ParityShards == 0 {
@@ -223,6 +229,9 @@ func (r *repairer) scan(ctx context.Context) {
 					waiting++
 					continue
 				}
+				if reason != "" {
+					needs[key] = true
+				}
 				if reason != "" && !r.queued[key] {
 					tasks = append(tasks, task{key: key, node: node, reason: reason})
 				}
@@ -230,6 +239,13 @@ func (r *repairer) scan(ctx context.Context) {
 		}
 	}
 	r.waiting = waiting
+	// A failed shard this scan does not find lost (its blob is gone, it
+	// moved, or it now waits for an agent) is no longer retried.
+	for key := range r.retry {
+		if !needs[key] {
+			delete(r.retry, key)
+		}
+	}
 	// Forget reports of copies the metadata no longer places on their
 	// agent: the blob is gone, or the shard moved.
 	for key := range r.corrupt {
@@ -247,11 +263,15 @@ func (r *repairer) scan(ctx context.Context) {
 		select {
 		case r.queue <- t:
 			r.queued[t.key] = true
+			delete(r.retry, t.key)
 		default: // queue full: the next scan finds the rest
 		}
 		r.mu.Unlock()
 	}
 	s.metrics.repairQueued.Set(float64(len(r.queue)))
+	r.mu.Lock()
+	s.metrics.repairRetrying.Set(float64(len(r.retry)))
+	r.mu.Unlock()
 }
 
 // abortStalePuts aborts puts whose coordinating agent is gone or has been
@@ -478,6 +498,7 @@ func (r *repairer) finish(res rebuilt) {
 	if res.err != nil {
 		r.failures++
 		r.lastErr = res.err.Error()
+		r.retry[t.key] = true
 		if res.reserved != "" && errors.Is(res.err, apierr.ErrNoSpace) {
 			now := time.Now()
 			newlyFull = !r.refusedSpace(res.reserved, now)
@@ -487,8 +508,11 @@ func (r *repairer) finish(res rebuilt) {
 		r.rebuilt++
 		r.rebuiltB += uint64(res.bytes)
 		delete(r.corrupt, copyKey{t.key, t.node})
+		delete(r.retry, t.key)
 	}
+	retrying := len(r.retry)
 	r.mu.Unlock()
+	r.s.metrics.repairRetrying.Set(float64(retrying))
 	if res.err != nil {
 		r.s.metrics.repairFailed.Inc()
 		switch {
@@ -664,7 +688,7 @@ func (s *Store) RepairStatus(blobID string) *pb.RepairStatusResponse {
 	out := &pb.RepairStatusResponse{
 		Leader: s.cluster.Self(), Queued: uint64(len(r.queue)), InProgress: uint64(r.inProgress),
 		RebuiltShards: r.rebuilt, RebuiltBytes: r.rebuiltB, Failed: r.failures, LastError: r.lastErr,
-		Waiting: uint64(r.waiting),
+		Waiting: uint64(r.waiting), Retrying: uint64(len(r.retry)),
 	}
 	if !r.lastScan.IsZero() {
 		out.LastScan = r.lastScan.UnixNano()

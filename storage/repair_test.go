@@ -171,3 +171,44 @@ func TestRepairBatchesOfOneBlobMakeOnlyTheirOwnShardsDurable(t *testing.T) {
 		t.Fatal("block 2, never durably stored, reads back")
 	}
 }
+
+// TestRepairCountsAFailedRebuildAsRetrying: a lost shard whose rebuild
+// fails is neither queued nor in progress until the next scan queues it
+// again; the status counts it as retrying meanwhile, so that nothing
+// queued and nothing in progress does not read as nothing lost. A shard
+// that no longer needs rebuilding (its blob deleted) stops counting.
+func TestRepairCountsAFailedRebuildAsRetrying(t *testing.T) {
+	s, fc := newTestStore(t, Config{}, "n1", "n1", "n2", "n3")
+	// One shard of three left, and no peer to read it from: every rebuild
+	// fails.
+	b := commitBlob(t, fc, "one-left", 2, 1, "n2", "", "")
+	ctx := context.Background()
+	r := s.repair
+	runQueued := func() {
+		for len(r.queue) > 0 {
+			next := <-r.queue
+			r.runBatch(ctx, []task{next})
+		}
+	}
+	want := func(what string, queued, retrying uint64) {
+		t.Helper()
+		st := s.RepairStatus("")
+		if st.Queued != queued || st.InProgress != 0 || st.Retrying != retrying {
+			t.Fatalf("%s: queued %d, in progress %d, retrying %d; want %d, 0, %d (last error %q)",
+				what, st.Queued, st.InProgress, st.Retrying, queued, retrying, st.LastError)
+		}
+	}
+	r.scan(ctx)
+	want("after the first scan", 2, 0)
+	runQueued()
+	want("after both rebuilds failed", 0, 2)
+	r.scan(ctx)
+	want("after the next scan queued them again", 2, 0)
+	runQueued()
+	want("after they failed again", 0, 2)
+	if _, err := fc.apply(&pb.Command{Kind: &pb.Command_BlobDelete{BlobDelete: &pb.BlobDelete{Name: b.Name}}}); err != nil {
+		t.Fatal(err)
+	}
+	r.scan(ctx)
+	want("after the blob was deleted", 0, 0)
+}

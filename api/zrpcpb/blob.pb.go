@@ -1176,7 +1176,12 @@ type RepairStatusResponse struct {
 	LastScan int64  `protobuf:"varint,9,opt,name=last_scan,json=lastScan,proto3" json:"last_scan,omitempty"`
 	// corrupt: the shards of the requested blob reported corrupt and not yet
 	// rewritten.
-	Corrupt       []*ShardRef `protobuf:"bytes,10,rep,name=corrupt,proto3" json:"corrupt,omitempty"`
+	Corrupt []*ShardRef `protobuf:"bytes,10,rep,name=corrupt,proto3" json:"corrupt,omitempty"`
+	// retrying counts lost shards whose rebuild failed (last_error says why
+	// for the latest): neither queued nor in progress, they are tried again
+	// at the next scan. Repair is done when queued, in_progress, waiting
+	// and retrying are all 0.
+	Retrying      uint64 `protobuf:"varint,11,opt,name=retrying,proto3" json:"retrying,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1279,6 +1284,13 @@ func (x *RepairStatusResponse) GetCorrupt() []*ShardRef {
 		return x.Corrupt
 	}
 	return nil
+}
+
+func (x *RepairStatusResponse) GetRetrying() uint64 {
+	if x != nil {
+		return x.Retrying
+	}
+	return 0
 }
 
 // AgentAddress is an agent and the address of its gRPC API.
@@ -3311,7 +3323,7 @@ const file_blob_proto_rawDesc = "" +
 	"\x12BlobDeleteResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\".\n" +
 	"\x13RepairStatusRequest\x12\x17\n" +
-	"\ablob_id\x18\x01 \x01(\tR\x06blobId\"\xce\x02\n" +
+	"\ablob_id\x18\x01 \x01(\tR\x06blobId\"\xea\x02\n" +
 	"\x14RepairStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x12\x16\n" +
 	"\x06queued\x18\x02 \x01(\x04R\x06queued\x12\x1f\n" +
@@ -3325,7 +3337,8 @@ const file_blob_proto_rawDesc = "" +
 	"\awaiting\x18\b \x01(\x04R\awaiting\x12\x1b\n" +
 	"\tlast_scan\x18\t \x01(\x03R\blastScan\x12+\n" +
 	"\acorrupt\x18\n" +
-	" \x03(\v2\x11.zrpc.v1.ShardRefR\acorrupt\"<\n" +
+	" \x03(\v2\x11.zrpc.v1.ShardRefR\acorrupt\x12\x1a\n" +
+	"\bretrying\x18\v \x01(\x04R\bretrying\"<\n" +
 	"\fAgentAddress\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"`\n" +

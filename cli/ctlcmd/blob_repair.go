@@ -29,8 +29,9 @@ func newBlobRepairStatusCommand(o *options) *cobra.Command {
 		Use:   "status",
 		Short: "Show what shard repair has queued, in progress and done",
 		Long: `Show the leader's shard repair: shards queued for rebuilding, in progress,
-waiting (on failed agents whose --blob-repair-delay has not passed), and
-the rebuilt (shards and bytes) and failed repairs the leader counted since it
+waiting (on failed agents whose --blob-repair-delay has not passed),
+retrying (lost shards whose rebuild failed, tried again at the next scan),
+and the rebuilt (shards and bytes) and failed repairs the leader counted since it
 started, its last error and when it last scanned the blobs. Any agent
 answers, asking the leader.`,
 		Example: `  zrpcctl blob repair status
@@ -52,6 +53,7 @@ answers, asking the leader.`,
 					{"Queued", count(st.GetQueued())},
 					{"In progress", count(st.GetInProgress())},
 					{"Waiting", count(st.GetWaiting())},
+					{"Retrying", count(st.GetRetrying())},
 					{"Rebuilt shards", count(st.GetRebuiltShards())},
 					{"Rebuilt bytes", formatSizeExact(st.GetRebuiltBytes())},
 					{"Failed", count(st.GetFailed())},

@@ -236,7 +236,7 @@ func TestBlobAgainstCluster(t *testing.T) {
 	t.Run("repair status", func(t *testing.T) {
 		res := e.ok(t, "blob", "repair", "status")
 		checkContains(t, "repair status", res.stdout, "Leader:", "Queued:", "In progress:", "Waiting:",
-			"Rebuilt shards:", "Rebuilt bytes:", "Failed:", "Last error:", "Last scan:")
+			"Retrying:", "Rebuilt shards:", "Rebuilt bytes:", "Failed:", "Last error:", "Last scan:")
 		var st zrpcpb.RepairStatusResponse
 		res = e.ok(t, "blob", "repair", "status", "-o", "json")
 		if err := protojson.Unmarshal([]byte(res.stdout), &st); err != nil || st.GetLeader() == "" {

@@ -123,6 +123,7 @@ type repairView struct {
 	Queued        uint64 `json:"queued"`
 	InProgress    uint64 `json:"in_progress"`
 	Waiting       uint64 `json:"waiting"`
+	Retrying      uint64 `json:"retrying"`
 	RebuiltShards uint64 `json:"rebuilt_shards"`
 	RebuiltBytes  uint64 `json:"rebuilt_bytes"`
 	Failed        uint64 `json:"failed"`
@@ -323,7 +324,7 @@ func (u *UI) serveRepair(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, repairView{
-		Leader: st.Leader, Queued: st.Queued, InProgress: st.InProgress, Waiting: st.Waiting,
+		Leader: st.Leader, Queued: st.Queued, InProgress: st.InProgress, Waiting: st.Waiting, Retrying: st.Retrying,
 		RebuiltShards: st.RebuiltShards, RebuiltBytes: st.RebuiltBytes, Failed: st.Failed,
 		LastError: st.LastError, LastScan: unixNano(st.LastScan), Corrupt: len(st.Corrupt),
 	})

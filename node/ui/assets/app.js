@@ -214,6 +214,7 @@ async function blobsPage() {
       el("dt", {}, "Queued"), el("dd", {}, r.queued),
       el("dt", {}, "In progress"), el("dd", {}, r.in_progress),
       el("dt", {}, "Waiting"), el("dd", {}, r.waiting),
+      el("dt", {}, "Retrying"), el("dd", {}, r.retrying),
       el("dt", {}, "Rebuilt"), el("dd", {}, r.rebuilt_shards + " shards, " + bytes(r.rebuilt_bytes)),
       el("dt", {}, "Failed"), el("dd", {}, r.failed),
       el("dt", {}, "Last error"), el("dd", {}, r.last_error || "none"),
