@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -392,5 +394,40 @@ func TestPutsGoAroundAnAgentWhoseShardStoreIsFull(t *testing.T) {
 				t.Errorf("%s has shards on n4, whose shard store is full", name)
 			}
 		}
+	}
+}
+
+// TestRepairOfAnUnrecoverableBlockWaitsForTheInterval: a block that lost
+// more shards than its parity cannot be rebuilt. Each rebuild's own reads
+// report the block's lost shards, and each report wakes a repair scan;
+// retrying at once, repair spun (fail, report, scan, fail), warning each
+// time, for as long as the block stayed lost. A shard whose rebuild
+// failed now waits for the next repair interval (an hour here), however
+// often reads report the block.
+func TestRepairOfAnUnrecoverableBlockWaitsForTheInterval(t *testing.T) {
+	c := newBlobCluster(t, 3, testcluster.WithConfig(func(cfg *node.Config) { cfg.BlobRepairInterval = time.Hour }))
+	leader := c.LeaderIndex()
+	cl := agentClient(t, c, leader)
+	put(t, cl, "lost-for-good", randomBytes(1<<20, 41), client.PutOptions{Data: 2, Parity: 1})
+	rng := rand.New(rand.NewPCG(41, 41))
+	for _, i := range []int{(leader + 1) % 3, (leader + 2) % 3} {
+		c.DamageShards(i, rng, math.MaxInt, testcluster.ShardDelete)
+	}
+	status := func() *pb.RepairStatusResponse { return c.Node(leader).Blobs().RepairStatus("") }
+	c.WaitFor(20*time.Second, "a read to report the lost shards and repair to fail rebuilding them", func() bool {
+		if _, err := readAll(ctxFor(t, 5*time.Second), cl, "lost-for-good", client.GetOptions{}); err == nil {
+			t.Fatal("a blob that lost two of its three shards of every block read back")
+		}
+		st := status()
+		return st.Failed > 0 && st.Retrying > 0 && st.Queued == 0 && st.InProgress == 0
+	})
+	failed := status().Failed
+	for range 5 {
+		readAll(ctxFor(t, 5*time.Second), cl, "lost-for-good", client.GetOptions{})
+	}
+	time.Sleep(time.Second)
+	if st := status(); st.Failed != failed || st.Retrying == 0 {
+		t.Fatalf("repair tried the lost shards %d more times within the hour of its repair interval (retrying %d); want it to wait",
+			st.Failed-failed, st.Retrying)
 	}
 }

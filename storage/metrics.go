@@ -43,10 +43,10 @@ func NewMetrics() *Metrics {
 		scrubbedBytes:    counter("scrubbed_bytes_total", "Shard bytes re-read by the scrubber."),
 		repairQueued:     gauge("repair_queued", "Shards waiting to be rebuilt (leader only)."),
 		repairInProgress: gauge("repair_in_progress", "Shards being rebuilt now (leader only)."),
-		repairRetrying:   gauge("repair_retrying", "Lost shards whose rebuild failed, tried again at the next scan (leader only)."),
+		repairRetrying:   gauge("repair_retrying", "Lost shards whose rebuild failed, tried again a repair interval later (leader only)."),
 		repairShards:     counter("repair_rebuilt_shards_total", "Shards rebuilt by repair."),
 		repairBytes:      counter("repair_rebuilt_bytes_total", "Bytes of shards rebuilt by repair."),
-		repairFailed:     counter("repair_failed_total", "Shard rebuilds that failed (retried on the next scan)."),
+		repairFailed:     counter("repair_failed_total", "Shard rebuilds that failed (each retried a repair interval later)."),
 	}
 	return m
 }

@@ -70,10 +70,14 @@ type repairer struct {
 	// shard on them: each scan would otherwise try every lost shard on
 	// them again, failing and warning for each.
 	full map[string]time.Time
-	// retry holds the shards whose rebuild failed, until a scan queues
-	// them again (or finds they need none): neither queued nor in
-	// progress meanwhile, they are still lost.
-	retry      map[shardKey]bool
+	// retry holds the shards whose rebuild failed, and when, until a scan
+	// queues them again (or finds they need none): neither queued nor in
+	// progress meanwhile, they are still lost. A scan queues one again
+	// only RepairInterval after its failure: the reads of a failed
+	// rebuild report its block's lost shards, and each report wakes a
+	// scan, which would otherwise retry at once, fail the same way and
+	// report again, as fast as the calls go.
+	retry      map[shardKey]time.Time
 	inProgress int
 	waiting    int
 	rebuilt    uint64
@@ -87,7 +91,7 @@ type repairer struct {
 func newRepairer(s *Store) *repairer {
 	return &repairer{
 		s: s, wake: make(chan struct{}, 1), queue: make(chan task, 4096),
-		queued: make(map[shardKey]bool), retry: make(map[shardKey]bool), corrupt: make(map[copyKey]bool), failedAt: make(map[string]time.Time),
+		queued: make(map[shardKey]bool), retry: make(map[shardKey]time.Time), corrupt: make(map[copyKey]bool), failedAt: make(map[string]time.Time),
 		placing: make(map[blockRef]map[string]bool), full: make(map[string]time.Time),
 	}
 }
@@ -126,7 +130,7 @@ func (s *Store) RunRepair(ctx context.Context) {
 	r.mu.Lock()
 	r.leading = true
 	r.failedAt = make(map[string]time.Time)
-	r.retry = make(map[shardKey]bool)
+	r.retry = make(map[shardKey]time.Time)
 	r.full = make(map[string]time.Time)
 	r.mu.Unlock()
 	defer func() {
@@ -229,10 +233,14 @@ func (r *repairer) scan(ctx context.Context) {
 					waiting++
 					continue
 				}
-				if reason != "" {
-					needs[key] = true
+				if reason == "" {
+					continue
 				}
-				if reason != "" && !r.queued[key] {
+				needs[key] = true
+				if failed, ok := r.retry[key]; ok && now.Sub(failed) < s.cfg.RepairInterval {
+					continue // failed lately: a later scan retries it
+				}
+				if !r.queued[key] {
 					tasks = append(tasks, task{key: key, node: node, reason: reason})
 				}
 			}
@@ -498,7 +506,7 @@ func (r *repairer) finish(res rebuilt) {
 	if res.err != nil {
 		r.failures++
 		r.lastErr = res.err.Error()
-		r.retry[t.key] = true
+		r.retry[t.key] = time.Now()
 		if res.reserved != "" && errors.Is(res.err, apierr.ErrNoSpace) {
 			now := time.Now()
 			newlyFull = !r.refusedSpace(res.reserved, now)
@@ -523,7 +531,7 @@ func (r *repairer) finish(res rebuilt) {
 			r.s.log.Debug("shard repair failed: no space", "agent", res.reserved, "blob_id", t.key.blob,
 				"block", t.key.block, "shard", t.key.index, "err", res.err)
 		default:
-			r.s.log.Warn("shard repair failed; will retry on the next scan", "blob_id", t.key.blob,
+			r.s.log.Warn("shard repair failed; will retry", "in", r.s.cfg.RepairInterval, "blob_id", t.key.blob,
 				"block", t.key.block, "shard", t.key.index, "reason", t.reason, "err", res.err)
 		}
 		return

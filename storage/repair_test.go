@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/storage/codec"
@@ -173,12 +174,14 @@ func TestRepairBatchesOfOneBlobMakeOnlyTheirOwnShardsDurable(t *testing.T) {
 }
 
 // TestRepairCountsAFailedRebuildAsRetrying: a lost shard whose rebuild
-// fails is neither queued nor in progress until the next scan queues it
-// again; the status counts it as retrying meanwhile, so that nothing
-// queued and nothing in progress does not read as nothing lost. A shard
-// that no longer needs rebuilding (its blob deleted) stops counting.
+// fails is neither queued nor in progress until a scan queues it again,
+// one repair interval after the failure (the scans that reports wake
+// sooner leave it); the status counts it as retrying meanwhile, so that
+// nothing queued and nothing in progress does not read as nothing lost.
+// A shard that no longer needs rebuilding (its blob deleted) stops
+// counting.
 func TestRepairCountsAFailedRebuildAsRetrying(t *testing.T) {
-	s, fc := newTestStore(t, Config{}, "n1", "n1", "n2", "n3")
+	s, fc := newTestStore(t, Config{RepairInterval: time.Hour}, "n1", "n1", "n2", "n3")
 	// One shard of three left, and no peer to read it from: every rebuild
 	// fails.
 	b := commitBlob(t, fc, "one-left", 2, 1, "n2", "", "")
@@ -190,25 +193,34 @@ func TestRepairCountsAFailedRebuildAsRetrying(t *testing.T) {
 			r.runBatch(ctx, []task{next})
 		}
 	}
-	want := func(what string, queued, retrying uint64) {
+	want := func(what string, queued, retrying, failed uint64) {
 		t.Helper()
 		st := s.RepairStatus("")
-		if st.Queued != queued || st.InProgress != 0 || st.Retrying != retrying {
-			t.Fatalf("%s: queued %d, in progress %d, retrying %d; want %d, 0, %d (last error %q)",
-				what, st.Queued, st.InProgress, st.Retrying, queued, retrying, st.LastError)
+		if st.Queued != queued || st.InProgress != 0 || st.Retrying != retrying || st.Failed != failed {
+			t.Fatalf("%s: queued %d, in progress %d, retrying %d, failed %d; want %d, 0, %d, %d (last error %q)",
+				what, st.Queued, st.InProgress, st.Retrying, st.Failed, queued, retrying, failed, st.LastError)
 		}
 	}
 	r.scan(ctx)
-	want("after the first scan", 2, 0)
+	want("after the first scan", 2, 0, 0)
 	runQueued()
-	want("after both rebuilds failed", 0, 2)
+	want("after both rebuilds failed", 0, 2, 2)
+	for range 3 {
+		r.scan(ctx) // as a report would wake it
+	}
+	want("after scans within the repair interval", 0, 2, 2)
+	r.mu.Lock()
+	for k := range r.retry {
+		r.retry[k] = time.Now().Add(-time.Hour) // the interval has passed
+	}
+	r.mu.Unlock()
 	r.scan(ctx)
-	want("after the next scan queued them again", 2, 0)
+	want("after a scan a repair interval later", 2, 0, 2)
 	runQueued()
-	want("after they failed again", 0, 2)
+	want("after they failed again", 0, 2, 4)
 	if _, err := fc.apply(&pb.Command{Kind: &pb.Command_BlobDelete{BlobDelete: &pb.BlobDelete{Name: b.Name}}}); err != nil {
 		t.Fatal(err)
 	}
 	r.scan(ctx)
-	want("after the blob was deleted", 0, 0)
+	want("after the blob was deleted", 0, 0, 4)
 }

@@ -1178,9 +1178,9 @@ type RepairStatusResponse struct {
 	// rewritten.
 	Corrupt []*ShardRef `protobuf:"bytes,10,rep,name=corrupt,proto3" json:"corrupt,omitempty"`
 	// retrying counts lost shards whose rebuild failed (last_error says why
-	// for the latest): neither queued nor in progress, they are tried again
-	// at the next scan. Repair is done when queued, in_progress, waiting
-	// and retrying are all 0.
+	// for the latest): neither queued nor in progress, each is tried again
+	// by the first scan a repair interval after its failure. Repair is done
+	// when queued, in_progress, waiting and retrying are all 0.
 	Retrying      uint64 `protobuf:"varint,11,opt,name=retrying,proto3" json:"retrying,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
