@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -210,13 +211,19 @@ func (f *fakeCluster) setNodes(t testing.TB, alive bool, names ...string) {
 // self of a fake cluster whose alive agents are nodes (self among them).
 func newTestStore(t testing.TB, cfg Config, self string, nodes ...string) (*Store, *fakeCluster) {
 	t.Helper()
+	return newTestStoreLog(t, cfg, testlog.New(t, self), self, nodes...)
+}
+
+// newTestStoreLog is newTestStore logging to log.
+func newTestStoreLog(t testing.TB, cfg Config, log *slog.Logger, self string, nodes ...string) (*Store, *fakeCluster) {
+	t.Helper()
 	fc := newFakeCluster(self)
 	fc.setNodes(t, true, nodes...)
 	shards, err := shardstore.Open(t.TempDir(), shardstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(cfg, fc, shards, nil, testlog.New(t, self))
+	s := New(cfg, fc, shards, nil, log)
 	fc.store = s
 	t.Cleanup(s.Close)
 	return s, fc

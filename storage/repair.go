@@ -441,15 +441,25 @@ func (r *repairer) runBatch(ctx context.Context, batch []task) {
 	r.release(results)
 	r.s.metrics.repairInProgress.Sub(float64(len(batch)))
 	done, bytes := 0, 0
+	var failed []rebuilt // failures warned of here, once for the batch
 	for _, res := range results {
 		r.finish(res)
-		if res.err == nil {
+		switch {
+		case res.err == nil:
 			done++
 			bytes += res.bytes
+		case !errors.Is(res.err, apierr.ErrNoSpace): // finish warns of those
+			failed = append(failed, res)
 		}
 	}
 	if done > 0 {
 		r.s.log.Info("shards repaired", "shards", done, "bytes", bytes, "failed", len(batch)-done)
+	}
+	if len(failed) > 0 {
+		first := failed[0]
+		r.s.log.Warn("shard repairs failed; each is tried again after the repair interval", "failed", len(failed),
+			"in", r.s.cfg.RepairInterval, "first_blob_id", first.t.key.blob, "first_block", first.t.key.block,
+			"first_shard", first.t.key.index, "reason", first.t.reason, "err", first.err)
 	}
 }
 
@@ -530,8 +540,8 @@ func (r *repairer) finish(res rebuilt) {
 		case errors.Is(res.err, apierr.ErrNoSpace):
 			r.s.log.Debug("shard repair failed: no space", "agent", res.reserved, "blob_id", t.key.blob,
 				"block", t.key.block, "shard", t.key.index, "err", res.err)
-		default:
-			r.s.log.Warn("shard repair failed; will retry", "in", r.s.cfg.RepairInterval, "blob_id", t.key.blob,
+		default: // runBatch warns once for its batch
+			r.s.log.Debug("shard repair failed", "blob_id", t.key.blob,
 				"block", t.key.block, "shard", t.key.index, "reason", t.reason, "err", res.err)
 		}
 		return

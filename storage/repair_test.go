@@ -2,11 +2,13 @@ package storage
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/storage/codec"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 )
@@ -181,7 +183,8 @@ func TestRepairBatchesOfOneBlobMakeOnlyTheirOwnShardsDurable(t *testing.T) {
 // A shard that no longer needs rebuilding (its blob deleted) stops
 // counting.
 func TestRepairCountsAFailedRebuildAsRetrying(t *testing.T) {
-	s, fc := newTestStore(t, Config{RepairInterval: time.Hour}, "n1", "n1", "n2", "n3")
+	var logs testlog.Buffer
+	s, fc := newTestStoreLog(t, Config{RepairInterval: time.Hour}, slog.New(slog.NewTextHandler(&logs, nil)), "n1", "n1", "n2", "n3")
 	// One shard of three left, and no peer to read it from: every rebuild
 	// fails.
 	b := commitBlob(t, fc, "one-left", 2, 1, "n2", "", "")
@@ -203,8 +206,12 @@ func TestRepairCountsAFailedRebuildAsRetrying(t *testing.T) {
 	}
 	r.scan(ctx)
 	want("after the first scan", 2, 0, 0)
-	runQueued()
+	first, second := <-r.queue, <-r.queue
+	r.runBatch(ctx, []task{first, second}) // one batch of both
 	want("after both rebuilds failed", 0, 2, 2)
+	if n := strings.Count(logs.String(), "level=WARN"); n != 1 || !strings.Contains(logs.String(), "failed=2") {
+		t.Fatalf("a batch of two failed rebuilds logged %d warnings, want one naming both:\n%s", n, logs.String())
+	}
 	for range 3 {
 		r.scan(ctx) // as a report would wake it
 	}
