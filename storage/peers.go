@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/zrpcio/zrpc/api/apierr"
@@ -215,6 +216,10 @@ func (s *Store) reportShards(refs []*pb.ShardRef, lost bool) {
 	} else {
 		s.metrics.corruptShards.Add(float64(len(refs)))
 	}
+	refs = s.reported.fresh(refs, time.Now(), s.cfg.RepairInterval)
+	if len(refs) == 0 {
+		return
+	}
 	first := refs[0]
 	s.log.Warn(what+" shards found; reporting them for repair", "shards", len(refs),
 		"blob_id", first.BlobId, "block", first.Block, "shard", first.Index, "agent", first.Node)
@@ -225,9 +230,64 @@ func (s *Store) reportShards(refs []*pb.ShardRef, lost bool) {
 		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 		defer cancel()
 		if err := s.cluster.Leader().ReportShards(ctx, req); err != nil {
+			s.reported.forget(refs)
 			s.log.Warn("could not report "+what+" shards; the scrubber will find them again", "shards", len(refs), "err", err)
 		}
 	}()
+}
+
+// recentReports remembers the copies of shards this agent reported to the
+// leader lately. Every read of a block that stays damaged finds the same
+// copies corrupt or lost; without it each read repeated the warning and
+// the report (and woke the leader's repair scan), as often as clients read.
+type recentReports struct {
+	mu sync.Mutex
+	at map[copyKey]time.Time
+}
+
+// maxRecentReports bounds recentReports: past it, entries older than the
+// report interval are dropped.
+const maxRecentReports = 4096
+
+// fresh returns the refs not reported within every before now, and notes
+// them as reported now.
+func (rr *recentReports) fresh(refs []*pb.ShardRef, now time.Time, every time.Duration) []*pb.ShardRef {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	if rr.at == nil {
+		rr.at = make(map[copyKey]time.Time)
+	}
+	if len(rr.at) > maxRecentReports {
+		for k, at := range rr.at {
+			if now.Sub(at) >= every {
+				delete(rr.at, k)
+			}
+		}
+	}
+	var out []*pb.ShardRef
+	for _, ref := range refs {
+		k := reportKey(ref)
+		if at, ok := rr.at[k]; ok && now.Sub(at) < every {
+			continue
+		}
+		rr.at[k] = now
+		out = append(out, ref)
+	}
+	return out
+}
+
+// forget drops refs, whose report did not reach the leader: the next read
+// that finds them reports them again.
+func (rr *recentReports) forget(refs []*pb.ShardRef) {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	for _, ref := range refs {
+		delete(rr.at, reportKey(ref))
+	}
+}
+
+func reportKey(ref *pb.ShardRef) copyKey {
+	return copyKey{shardKey{ref.BlobId, ref.Block, ref.Index}, ref.GetNode()}
 }
 
 // maxDeleteShardIDs bounds the blob ids of one DeleteShards request:

@@ -231,3 +231,49 @@ func TestRepairCountsAFailedRebuildAsRetrying(t *testing.T) {
 	r.scan(ctx)
 	want("after the blob was deleted", 0, 0, 4)
 }
+
+// TestRepeatedFindingsOfADamagedCopyAreReportedOncePerInterval: every read
+// of a block that stays damaged finds the same copy lost; the agent warns
+// and reports it to the leader once per repair interval, not once per
+// read, and again after the interval (or when a report did not reach the
+// leader).
+func TestRepeatedFindingsOfADamagedCopyAreReportedOncePerInterval(t *testing.T) {
+	var logs testlog.Buffer
+	s, fc := newTestStoreLog(t, Config{RepairInterval: time.Hour}, slog.New(slog.NewTextHandler(&logs, nil)), "n1", "n1", "n2", "n3")
+	b := commitBlob(t, fc, "damaged", 2, 1, "n1", "n2", "n3")
+	ref := &pb.ShardRef{BlobId: b.Id, Block: 0, Index: 1, Node: "n2"}
+	warned := func() int { return strings.Count(logs.String(), "lost shards found") }
+	for range 5 {
+		s.reportShards([]*pb.ShardRef{ref}, true)
+	}
+	s.wg.Wait() // the reports in flight
+	if n := warned(); n != 1 {
+		t.Fatalf("five reads finding one lost copy warned %d times, want once:\n%s", n, logs.String())
+	}
+	s.repair.mu.Lock()
+	reported := s.repair.corrupt[copyKey{shardKey{b.Id, 0, 1}, "n2"}]
+	s.repair.mu.Unlock()
+	if !reported {
+		t.Fatal("the leader's repair has no report of the lost copy")
+	}
+	other := &pb.ShardRef{BlobId: b.Id, Block: 0, Index: 2, Node: "n3"}
+	s.reportShards([]*pb.ShardRef{ref, other}, true)
+	if n := warned(); n != 2 || !strings.Contains(logs.String(), "shard=2") {
+		t.Fatalf("a read finding that copy and another lost warned %d times in all, want a second warning for the other:\n%s", n, logs.String())
+	}
+	s.reported.mu.Lock()
+	for k := range s.reported.at {
+		s.reported.at[k] = time.Now().Add(-time.Hour) // the interval has passed
+	}
+	s.reported.mu.Unlock()
+	s.reportShards([]*pb.ShardRef{ref}, true)
+	if n := warned(); n != 3 {
+		t.Fatalf("a finding a repair interval later warned %d times in all, want 3:\n%s", n, logs.String())
+	}
+	s.reported.forget([]*pb.ShardRef{ref})
+	s.reportShards([]*pb.ShardRef{ref}, true)
+	if n := warned(); n != 4 {
+		t.Fatalf("a finding after a report that did not reach the leader warned %d times in all, want 4", n)
+	}
+	s.wg.Wait()
+}

@@ -195,6 +195,9 @@ type Store struct {
 	commitWait time.Duration
 	// writing holds the parts (partKey) a WriteShards stream is writing.
 	writing sync.Map
+	// reported holds the copies this agent reported corrupt or lost lately
+	// (peers.go).
+	reported recentReports
 
 	wg     sync.WaitGroup
 	ctx    context.Context
