@@ -245,8 +245,9 @@ type recentReports struct {
 	at map[copyKey]time.Time
 }
 
-// maxRecentReports bounds recentReports: past it, entries older than the
-// report interval are dropped.
+// maxRecentReports is the size of recentReports past which each call
+// first drops the entries older than the report interval (the copies
+// reported within one interval stay, however many).
 const maxRecentReports = 4096
 
 // fresh returns the refs not reported within every before now, and notes

@@ -31,9 +31,9 @@ func newBlobRepairStatusCommand(o *options) *cobra.Command {
 		Long: `Show the leader's shard repair: shards queued for rebuilding, in progress,
 waiting (on failed agents whose --blob-repair-delay has not passed),
 retrying (lost shards whose rebuild failed, tried again one
---blob-repair-interval later),
-and the rebuilt (shards and bytes) and failed repairs the leader counted since it
-started, its last error and when it last scanned the blobs. Any agent
+--blob-repair-interval later), and the rebuilt (shards and bytes) and
+failed repairs the leader counted since it started, its last error and
+when it last scanned the blobs. Any agent
 answers, asking the leader.`,
 		Example: `  zrpcctl blob repair status
   zrpcctl blob repair status -o json`,
