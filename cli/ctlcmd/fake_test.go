@@ -104,9 +104,10 @@ func startFake(t *testing.T) *fakeAgent {
 
 func fakeInstances() []*zrpcpb.Instance {
 	return []*zrpcpb.Instance{
-		{Id: "user-1", Service: "user.rpc", Address: "10.0.0.5:9000", Health: zrpcpb.Health_PASSING,
+		{Id: "user-1", Service: "user.rpc", Address: "10.0.0.5:9000", Node: "node-1", Health: zrpcpb.Health_PASSING,
 			Weight: 100, Zone: "eu-1a", Version: "1.2.0", Tags: []string{"canary", "v1"}},
-		{Id: "user-2", Service: "user.rpc", Address: "10.0.0.6:9000", Health: zrpcpb.Health_CRITICAL, Weight: 100},
+		{Id: "user-2", Service: "user.rpc", Address: "10.0.0.6:9000", Node: "node-3", Health: zrpcpb.Health_CRITICAL, Weight: 100,
+			HealthOutput: "agent failed: no gossip contact"},
 	}
 }
 

@@ -90,3 +90,14 @@ func TestServiceTableEscapesInstanceFields(t *testing.T) {
 		t.Errorf("escaped row not found:\n%s", out.String())
 	}
 }
+
+func TestShortenCutsLongHealthOutputs(t *testing.T) {
+	if got := shorten("connection refused", 200); got != "connection refused" {
+		t.Errorf("short output changed: %q", got)
+	}
+	long := strings.Repeat("é", 300)
+	got := shorten(long, 200)
+	if n := len([]rune(got)); n != 200 || !strings.HasSuffix(got, "...") || !strings.HasPrefix(long, strings.TrimSuffix(got, "...")) {
+		t.Errorf("shorten(300 runes, 200) = %d runes %q", n, got)
+	}
+}

@@ -27,9 +27,9 @@ order.rpc  1          1
 user.rpc   2          1
 `},
 		{"service get", []string{"service", "get", "user.rpc"}, `
-ID      ADDRESS        HEALTH    WEIGHT  ZONE   VERSION  TAGS
-user-1  10.0.0.5:9000  passing   100     eu-1a  1.2.0    canary,v1
-user-2  10.0.0.6:9000  critical  100     -      -        -
+ID      ADDRESS        NODE    HEALTH    WEIGHT  ZONE   VERSION  TAGS       HEALTH_OUTPUT
+user-1  10.0.0.5:9000  node-1  passing   100     eu-1a  1.2.0    canary,v1  -
+user-2  10.0.0.6:9000  node-3  critical  100     -      -        -          agent failed: no gossip contact
 `},
 		{"status", []string{"status"}, `
 Node:           node-1
@@ -131,6 +131,8 @@ func TestInputErrors(t *testing.T) {
 		{"missing id", []string{"service", "register", "user.rpc", "--address", "10.0.0.5:9000"}, `required flag(s) "id" not set`},
 		{"bad duration", append(register, "--ttl", "10x"), `invalid argument "10x" for "--ttl"`},
 		{"check flag without check", append(register, "--interval", "5s"), "--interval needs --grpc-check"},
+		{"check timeout over interval", append(register, "--grpc-check", "--interval", "1s", "--check-timeout", "3s"),
+			"--check-timeout 3s is longer than --interval 1s"},
 		{"bad timeout", []string{"status", "--timeout", "0s"}, "invalid --timeout"},
 		{"addr without port", []string{"status", "--addr", "localhost"}, `invalid --addr "localhost"`},
 		{"extra argument", []string{"service", "get", "a", "b"}, "accepts 1 arg(s)"},
@@ -175,6 +177,35 @@ func TestRegisterSendsFlags(t *testing.T) {
 	case !check.GetGrpc() || check.GetTtl() != nil || check.GetInterval().AsDuration() != 5*time.Second ||
 		check.GetTimeout().AsDuration() != 2*time.Second || check.GetDeregisterCriticalAfter().AsDuration() != 10*time.Minute:
 		t.Errorf("check = %v", check)
+	}
+}
+
+// TestRegisterCheckTimeoutDefault checks the gRPC check's timeout when
+// --check-timeout is not given: 2s, or the interval when that is shorter
+// (the agent refuses a timeout longer than the interval).
+func TestRegisterCheckTimeoutDefault(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
+	for _, tt := range []struct {
+		flags []string
+		want  time.Duration
+	}{
+		{[]string{"--interval", "1s"}, time.Second},
+		{[]string{"--interval", "300ms"}, 300 * time.Millisecond},
+		{nil, 2 * time.Second},
+		{[]string{"--interval", "1s", "--check-timeout", "500ms"}, 500 * time.Millisecond},
+		{[]string{"--interval", "1s", "--check-timeout", "1s"}, time.Second},
+	} {
+		args := append([]string{"service", "register", "user.rpc", "--id", "user-4", "--address", "10.0.0.8:9000", "--grpc-check"}, tt.flags...)
+		if res := runZrpcctl(testContext(t), t, f.Addr, args...); res.err != nil {
+			t.Fatalf("zrpcctl %s: %v", strings.Join(args, " "), res.err)
+		}
+		f.mu.Lock()
+		got := f.registered[len(f.registered)-1].GetCheck().GetTimeout().AsDuration()
+		f.mu.Unlock()
+		if got != tt.want {
+			t.Errorf("%v: check timeout %s, want %s", tt.flags, got, tt.want)
+		}
 	}
 }
 

@@ -19,9 +19,10 @@ func newServiceGetCommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get SERVICE",
 		Short: "Show the instances of a service",
-		Long: `Show every instance of SERVICE: address, health, weight, zone, version and
-tags. With --passing, only the instances that pass their checks (the ones
-clients route to).`,
+		Long: `Show every instance of SERVICE: address, the agent that holds it (whose
+failure makes it critical), health, weight, zone, version, tags and the last
+output of its health check (why it is critical, for one). With --passing,
+only the instances that pass their checks (the ones clients route to).`,
 		Example: `  zrpcctl service get user.rpc
   zrpcctl service get user.rpc --passing -o json`,
 		Args: cobra.ExactArgs(1),
@@ -43,7 +44,7 @@ clients route to).`,
 					rows = append(rows, instanceRow(in))
 				}
 				return p.table(protoMessages(instances),
-					[]string{"id", "address", "health", "weight", "zone", "version", "tags"}, rows)
+					[]string{"id", "address", "node", "health", "weight", "zone", "version", "tags", "health_output"}, rows)
 			})
 		},
 	}
@@ -56,10 +57,26 @@ func instanceRow(in *zrpcpb.Instance) []string {
 	return []string{
 		in.GetId(),
 		in.GetAddress(),
+		in.GetNode(),
 		formatHealth(in.GetHealth()),
 		strconv.FormatUint(uint64(in.GetWeight()), 10),
 		in.GetZone(),
 		in.GetVersion(),
 		strings.Join(in.GetTags(), ","),
+		shorten(in.GetHealthOutput(), maxOutputCell),
 	}
+}
+
+// maxOutputCell is the most characters of a health check's output the
+// table shows (the agent keeps up to 4 KiB; -o json prints all of it).
+// It is the last column, so a long one widens no other.
+const maxOutputCell = 200
+
+// shorten cuts s to at most n characters, marking the cut with "...".
+func shorten(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-3]) + "..."
 }

@@ -75,7 +75,7 @@ Processes that use the rpc package register themselves and need none of this.`,
 	fs.BoolVar(&f.grpcCheck, "grpc-check", false, "gRPC health check run by the agent")
 	fs.StringVar(&f.checkAddress, "check-address", "", "address of the gRPC health check (default: --address)")
 	fs.DurationVar(&f.interval, "interval", 10*time.Second, "interval of the gRPC health check")
-	fs.DurationVar(&f.checkTimeout, "check-timeout", 2*time.Second, "timeout of one gRPC health check")
+	fs.DurationVar(&f.checkTimeout, "check-timeout", 0, "timeout of one gRPC health check, at most --interval (default: 2s, or --interval when that is shorter)")
 	fs.DurationVar(&f.deregisterCriticalAfter, "deregister-critical-after", 0, "remove the instance after it has been critical this long (0: never)")
 	_ = cmd.MarkFlagRequired("id")
 	_ = cmd.MarkFlagRequired("address")
@@ -117,17 +117,40 @@ func (f *registerFlags) instance(cmd *cobra.Command, service string) (*zrpcpb.In
 	case f.ttl != 0:
 		inst.Check = &zrpcpb.Check{Ttl: durationpb.New(f.ttl)}
 	case f.grpcCheck:
+		timeout, err := f.grpcCheckTimeout(changed("check-timeout"))
+		if err != nil {
+			return nil, err
+		}
 		inst.Check = &zrpcpb.Check{
 			Grpc:        true,
 			GrpcAddress: f.checkAddress,
 			Interval:    durationpb.New(f.interval),
-			Timeout:     durationpb.New(f.checkTimeout),
+			Timeout:     durationpb.New(timeout),
 		}
 	}
 	if f.deregisterCriticalAfter != 0 {
 		inst.Check.DeregisterCriticalAfter = durationpb.New(f.deregisterCriticalAfter)
 	}
 	return inst, nil
+}
+
+// defaultCheckTimeout is a gRPC check's timeout when --check-timeout is
+// not given and --interval is not shorter.
+const defaultCheckTimeout = 2 * time.Second
+
+// grpcCheckTimeout is the timeout of the instance's gRPC check: the one
+// given (set says whether it was), which must not exceed the interval
+// (one check ends before the next starts), else the default, cut to the
+// interval.
+func (f *registerFlags) grpcCheckTimeout(set bool) (time.Duration, error) {
+	if !set {
+		return min(defaultCheckTimeout, f.interval), nil
+	}
+	if f.checkTimeout > f.interval {
+		return 0, fmt.Errorf("--check-timeout %s is longer than --interval %s: a check must end before the next one starts; lower --check-timeout or raise --interval",
+			f.checkTimeout, f.interval)
+	}
+	return f.checkTimeout, nil
 }
 
 // parseMeta parses repeated --meta key=value flags.
