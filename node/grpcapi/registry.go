@@ -7,6 +7,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/node/health"
 )
 
 // prepareInstance validates a registration and sets what the agent owns:
@@ -19,7 +20,7 @@ func (s *Registry) prepareInstance(in *pb.Instance, session string) error {
 	in.Session = session
 	in.CreateRevision, in.ModRevision, in.HealthSince = 0, 0, 0
 	if in.Check.GetGrpc() {
-		in.Health, in.HealthOutput = pb.Health_CRITICAL, "awaiting first gRPC health check"
+		in.Health, in.HealthOutput = pb.Health_CRITICAL, health.AwaitingFirstCheck
 	} else {
 		in.Health, in.HealthOutput = pb.Health_PASSING, ""
 	}

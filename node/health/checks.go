@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -52,7 +53,9 @@ func (k *Keeper) RunChecks(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			for c := range work {
-				k.runCheck(c)
+				if h, output, ok := k.runCheck(c); ok {
+					k.recordCheck(s, c, h, output)
+				}
 				s.finished(c, time.Now())
 			}
 		}()
@@ -100,6 +103,11 @@ func (k *Keeper) keepCheck(ctx context.Context, s *checkSchedule, inst *pb.Insta
 		if want {
 			return
 		}
+	case checkStale:
+		if want {
+			s.runNow(keyOf(inst))
+			return
+		}
 	}
 	s.remove(keyOf(inst), inst.ModRevision)
 	if want {
@@ -125,6 +133,11 @@ type scheduledCheck struct {
 	// not running.
 	conn   *grpc.ClientConn
 	health healthpb.HealthClient
+	// result is the health the last run found (unspecified before the
+	// first), and wrote when a run last wrote the instance's health;
+	// guarded by checkSchedule.mu.
+	result pb.Health
+	wrote  time.Time
 }
 
 // checkSchedule holds the gRPC checks this agent runs.
@@ -152,6 +165,15 @@ const (
 	checkChanged = iota // not checked, or its check or address changed
 	checkSame           // the same check and address
 	checkNewer          // the version checked is newer than this one
+	// checkStale: the same check and address, and a health the last run
+	// contradicts, written by someone else: passing after the run found
+	// the server down (the agent's own health came back: "agent alive
+	// again" marks all its instances passing), or awaiting the first
+	// check after the run found it serving (registered again). The
+	// check runs again at once instead of at its next place, up to an
+	// interval later, while clients route to a server that is down or
+	// avoid one that is up.
+	checkStale
 )
 
 func (s *checkSchedule) compare(inst *pb.Instance) int {
@@ -165,9 +187,38 @@ func (s *checkSchedule) compare(inst *pb.Instance) int {
 		return checkNewer
 	case proto.Equal(inst.Check, c.inst.Check) && inst.Address == c.inst.Address:
 		c.modRev = inst.ModRevision
+		if contradicts(inst, c.result) {
+			return checkStale
+		}
 		return checkSame
 	}
 	return checkChanged
+}
+
+// contradicts reports whether inst's stored health is one that the last
+// check run's result (unspecified before the first) says is out of date.
+func contradicts(inst *pb.Instance, result pb.Health) bool {
+	switch result {
+	case pb.Health_CRITICAL:
+		return inst.Health == pb.Health_PASSING
+	case pb.Health_PASSING:
+		return inst.Health == pb.Health_CRITICAL && inst.HealthOutput == AwaitingFirstCheck
+	}
+	return false
+}
+
+// runNow moves the check of key to now, unless it is running (its result
+// is compared with the instance as it is then).
+func (s *checkSchedule) runNow(key instanceKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.checks[key]
+	if c == nil || c.index < 0 {
+		return
+	}
+	c.next = time.Now()
+	heap.Fix(&s.due, c.index)
+	s.wakeIfFirst(c)
 }
 
 // add schedules inst's first check at once: the instance is critical
@@ -187,6 +238,12 @@ func (s *checkSchedule) add(parent context.Context, inst *pb.Instance, now time.
 // earliest; s.mu is held.
 func (s *checkSchedule) push(c *scheduledCheck) {
 	heap.Push(&s.due, c)
+	s.wakeIfFirst(c)
+}
+
+// wakeIfFirst wakes the dispatcher if c is now the earliest check; s.mu
+// is held.
+func (s *checkSchedule) wakeIfFirst(c *scheduledCheck) {
 	if c.index == 0 {
 		select {
 		case s.earlier <- struct{}{}:
@@ -348,9 +405,10 @@ func nextPlace(now time.Time, interval, offset time.Duration) time.Time {
 	return t
 }
 
-// runCheck calls grpc.health.v1 on c's instance once and writes a change
-// of result. Only the worker running c calls it.
-func (k *Keeper) runCheck(c *scheduledCheck) {
+// runCheck calls grpc.health.v1 on c's instance once and returns what it
+// found; ok is false when the check was removed meanwhile. Only the
+// worker running c calls it.
+func (k *Keeper) runCheck(c *scheduledCheck) (h pb.Health, output string, ok bool) {
 	inst, chk := c.inst, c.inst.Check
 	addr := chk.GrpcAddress
 	if addr == "" {
@@ -359,8 +417,7 @@ func (k *Keeper) runCheck(c *scheduledCheck) {
 	if c.health == nil {
 		creds, err := k.checkCredentials(inst)
 		if err != nil {
-			k.reportHealth(c.ctx, inst, pb.Health_CRITICAL, err.Error())
-			return
+			return pb.Health_CRITICAL, err.Error(), c.ctx.Err() == nil
 		}
 		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
 			// A static window: with gRPC's dynamic one, every answer
@@ -368,8 +425,7 @@ func (k *Keeper) runCheck(c *scheduledCheck) {
 			// measuring the link), doubling a check's packets.
 			grpc.WithInitialWindowSize(checkWindow), grpc.WithInitialConnWindowSize(checkWindow))
 		if err != nil {
-			k.reportHealth(c.ctx, inst, pb.Health_CRITICAL, fmt.Sprintf("bad check address %s: %v", addr, err))
-			return
+			return pb.Health_CRITICAL, fmt.Sprintf("bad check address %s: %v", addr, err), c.ctx.Err() == nil
 		}
 		c.conn, c.health = conn, healthpb.NewHealthClient(conn)
 	}
@@ -381,15 +437,54 @@ func (k *Keeper) runCheck(c *scheduledCheck) {
 	resp, err := c.health.Check(cctx, &healthpb.HealthCheckRequest{Service: chk.GrpcService})
 	cancel()
 	if c.ctx.Err() != nil {
-		return
+		return 0, "", false
 	}
 	switch {
 	case err != nil:
-		k.reportHealth(c.ctx, inst, pb.Health_CRITICAL, fmt.Sprintf("gRPC health check of %s failed: %v", addr, err))
+		st := status.Convert(err) // "Unavailable: connection refused", not "rpc error: code = ..."
+		return pb.Health_CRITICAL, fmt.Sprintf("gRPC health check of %s failed: %s: %s", addr, st.Code(), st.Message()), true
 	case resp.Status != healthpb.HealthCheckResponse_SERVING:
-		k.reportHealth(c.ctx, inst, pb.Health_CRITICAL, fmt.Sprintf("gRPC health check of %s: %s", addr, resp.Status))
-	default:
-		k.reportHealth(c.ctx, inst, pb.Health_PASSING, "gRPC health check: SERVING")
+		return pb.Health_CRITICAL, fmt.Sprintf("gRPC health check of %s: %s", addr, resp.Status), true
+	}
+	return pb.Health_PASSING, "gRPC health check: SERVING", true
+}
+
+// outputRefresh is how often a check may write a new output without a
+// change of health. A change of health is written at once, and so is a
+// check's first output (replacing "awaiting first gRPC health check", or
+// "agent failed"); a server whose failure reads differently on every
+// check (a port, a time) costs a Raft write and a watch event per
+// instance per interval otherwise. Consul's check_update_interval is the
+// same idea, with the same default.
+const outputRefresh = 5 * time.Minute
+
+// recordCheck notes the result of a run of c and writes it to the
+// registry when it changes the instance's health, or its output (at most
+// once per outputRefresh).
+func (k *Keeper) recordCheck(s *checkSchedule, c *scheduledCheck, h pb.Health, output string) {
+	now := time.Now()
+	s.mu.Lock()
+	c.result = h
+	refresh := c.wrote.IsZero() || now.Sub(c.wrote) >= outputRefresh
+	s.mu.Unlock()
+	inst := c.inst
+	cur := k.cfg.Replica.Instance(inst.Service, inst.Id)
+	if cur == nil || cur.Health == h && (cur.HealthOutput == output || !refresh) {
+		return
+	}
+	if _, err := k.cfg.Writer.Propose(c.ctx, setHealth(h, output, cur)); err != nil {
+		if c.ctx.Err() == nil {
+			k.log.Warn("could not record health check result", "instance", inst.Service+"/"+inst.Id, "health", h, "err", err)
+		}
+		return
+	}
+	s.mu.Lock()
+	c.wrote = now
+	s.mu.Unlock()
+	if cur.Health != h {
+		k.log.Info("instance health changed", "instance", inst.Service+"/"+inst.Id, "health", h, "output", output)
+	} else {
+		k.log.Debug("instance health output changed", "instance", inst.Service+"/"+inst.Id, "health", h, "output", output)
 	}
 }
 
@@ -409,17 +504,4 @@ func (k *Keeper) checkCredentials(inst *pb.Instance) (credentials.TransportCrede
 		return nil, fmt.Errorf("gRPC health check over TLS: agent %s has no certificate to check a TLS service with (set tls_ca, tls_cert and tls_key)", k.cfg.Agent)
 	}
 	return credentials.NewTLS(cfg), nil
-}
-
-// reportHealth writes a check result when it changes the instance's health.
-func (k *Keeper) reportHealth(ctx context.Context, inst *pb.Instance, h pb.Health, output string) {
-	cur := k.cfg.Replica.Instance(inst.Service, inst.Id)
-	if cur == nil || cur.Health == h {
-		return
-	}
-	if _, err := k.cfg.Writer.Propose(ctx, setHealth(h, output, cur)); err != nil && ctx.Err() == nil {
-		k.log.Warn("could not record health check result", "instance", inst.Service+"/"+inst.Id, "health", h, "err", err)
-		return
-	}
-	k.log.Info("instance health changed", "instance", inst.Service+"/"+inst.Id, "health", h, "output", output)
 }

@@ -30,6 +30,10 @@ import (
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
+// AwaitingFirstCheck is the health output of an instance with a gRPC
+// check until its first check has run: it is critical until then.
+const AwaitingFirstCheck = "awaiting first gRPC health check"
+
 // DefaultCheckTimeout bounds one gRPC health check whose instance sets no
 // timeout.
 const DefaultCheckTimeout = 2 * time.Second

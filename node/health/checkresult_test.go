@@ -1,0 +1,154 @@
+package health
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	grpchealth "google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testwait"
+)
+
+// registerAwaiting stores inst as an agent registers a gRPC-checked
+// instance: critical, awaiting its first check.
+func (f *fakeRegistry) registerAwaiting(inst *pb.Instance) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rev++
+	inst = proto.Clone(inst).(*pb.Instance)
+	inst.ModRevision, inst.Health, inst.HealthOutput = f.rev, pb.Health_CRITICAL, AwaitingFirstCheck
+	f.insts[instanceKey{inst.Service, inst.Id}] = inst
+	f.publish(pb.Event_PUT, inst)
+}
+
+// closedAddr is a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// startHealthServer starts a grpc.health.v1 server whose status the test
+// sets.
+func startHealthServer(t *testing.T) (string, *grpchealth.Server) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	hs := grpchealth.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return ln.Addr().String(), hs
+}
+
+// TestAFailingFirstCheckSaysWhy: an instance whose server is down from
+// the start stays critical, and its output says what the check found
+// instead of "awaiting first gRPC health check".
+func TestAFailingFirstCheckSaysWhy(t *testing.T) {
+	reg := newFakeRegistry()
+	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
+	addr := closedAddr(t)
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(time.Hour), Timeout: durationpb.New(time.Second)}
+	reg.registerAwaiting(&pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: addr, Check: check})
+	runLoop(t, k.RunChecks)
+
+	want := "gRPC health check of " + addr + " failed: Unavailable: "
+	testwait.For(t, 10*time.Second, "the check's output to replace "+AwaitingFirstCheck, func() bool {
+		return strings.Contains(reg.Instance("checked.rpc", "i1").GetHealthOutput(), want)
+	})
+	if h := reg.health("checked.rpc", "i1"); h != pb.Health_CRITICAL {
+		t.Fatalf("health %v, want critical", h)
+	}
+}
+
+// TestACheckRunsAgainWhenItsResultIsContradicted: when someone else
+// writes a health the last check contradicts (an agent alive again marks
+// its instances passing; a registration again makes one await its first
+// check), the check runs again at once, not an interval (here an hour)
+// later.
+func TestACheckRunsAgainWhenItsResultIsContradicted(t *testing.T) {
+	reg := newFakeRegistry()
+	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
+	addr, hs := startHealthServer(t)
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(time.Hour), Timeout: durationpb.New(time.Second)}
+	inst := &pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: addr, Check: check}
+	reg.registerAwaiting(inst)
+	runLoop(t, k.RunChecks)
+	output := func() string { return reg.Instance("checked.rpc", "i1").GetHealthOutput() }
+	testwait.For(t, 10*time.Second, "the first check's result", func() bool { return strings.HasSuffix(output(), "NOT_SERVING") })
+
+	// The agent was failed and is alive again: every instance it owns
+	// is written passing.
+	alive := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{
+		Health: pb.Health_PASSING, Output: "agent alive again", Instances: []*pb.InstanceRef{{Service: "checked.rpc", Id: "i1"}},
+	}}}
+	if _, err := reg.apply(alive); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, 10*time.Second, "the check to find the server down again", func() bool {
+		return reg.health("checked.rpc", "i1") == pb.Health_CRITICAL && strings.HasSuffix(output(), "NOT_SERVING")
+	})
+
+	// The server is up, and its process registers again, with another
+	// check timeout (a new check, run at once), then once more as it was.
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	changed := proto.Clone(inst).(*pb.Instance)
+	changed.Check.Timeout = durationpb.New(2 * time.Second)
+	reg.registerAwaiting(changed)
+	testwait.For(t, 10*time.Second, "the new check to find the server serving", func() bool {
+		return reg.health("checked.rpc", "i1") == pb.Health_PASSING
+	})
+	reg.registerAwaiting(changed)
+	testwait.For(t, 10*time.Second, "the check of the registration again", func() bool {
+		return reg.health("checked.rpc", "i1") == pb.Health_PASSING
+	})
+}
+
+// TestACheckWritesANewOutputOfTheSameHealthAtMostOncePerRefresh: a
+// server that stays down but fails differently does not cost a Raft
+// write per check; its first failure's output is written.
+func TestACheckWritesANewOutputOfTheSameHealthAtMostOncePerRefresh(t *testing.T) {
+	reg := newFakeRegistry()
+	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
+	addr, hs := startHealthServer(t)
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(20 * time.Millisecond), Timeout: durationpb.New(time.Second)}
+	reg.registerAwaiting(&pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: addr, Check: check})
+	runLoop(t, k.RunChecks)
+	testwait.For(t, 10*time.Second, "the first check's result", func() bool {
+		return strings.HasSuffix(reg.Instance("checked.rpc", "i1").GetHealthOutput(), "NOT_SERVING")
+	})
+	before := len(reg.written())
+	// From now on every check fails as NOT_SERVING or UNKNOWN in turn.
+	deadline := time.Now().Add(time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		status := healthpb.HealthCheckResponse_UNKNOWN
+		if i%2 == 0 {
+			status = healthpb.HealthCheckResponse_NOT_SERVING
+		}
+		hs.SetServingStatus("", status)
+		time.Sleep(30 * time.Millisecond)
+	}
+	if n := len(reg.written()); n != 0 {
+		t.Fatalf("%d more health writes for a server that stayed down (first result: %d), want none within %s", n, before, outputRefresh)
+	}
+	if h := reg.health("checked.rpc", "i1"); h != pb.Health_CRITICAL {
+		t.Fatalf("health %v, want critical", h)
+	}
+}
