@@ -1,6 +1,7 @@
 package ctlcmd
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -27,10 +28,11 @@ func newBlobStatCommand(o *options) *cobra.Command {
 digest, when it was stored, its health, and how many of its shards each
 agent holds. Health is healthy, degraded (readable, some shards missing:
 repair will rebuild them) or unreadable (a block has fewer than k readable
-shards). A table then lists every shard that is not ok: its block, its index
-in the block (0 to k+m-1), the agent named as its holder and its state
-(missing: never stored; node-failed: its agent is down; node-gone: its
-agent left the cluster; corrupt: a read or the scrubber found its agent's
+shards). A table then lists the shards that are not ok by the agent named
+as their holder and their state, with how many there are and their blocks
+(-o json lists each shard and its index in its block, 0 to k+m-1). States:
+missing (never stored), node-failed (its agent is down), node-gone (its
+agent left the cluster), corrupt (a read or the scrubber found its agent's
 copy corrupt or gone, and repair has not rewritten it yet). Health is judged
 from the registry, the agents' liveness and those reports, not by reading
 the shards. A blob whose put has not finished is reported as not found,
@@ -85,20 +87,73 @@ func printStat(p *printer, st *zrpcpb.BlobStatResponse) error {
 	if err != nil || p.json {
 		return err
 	}
-	var rows [][]string
-	for _, s := range st.GetShards() {
-		if s.GetState() != shardOK {
-			rows = append(rows, []string{strconv.FormatUint(uint64(s.GetBlock()), 10),
-				strconv.FormatUint(uint64(s.GetIndex()), 10), s.GetNode(), s.GetState()})
-		}
-	}
+	rows := notOKRows(st.GetShards())
 	if len(rows) == 0 {
 		return nil
 	}
 	if _, err := io.WriteString(p.w, "\nShards not ok:\n"); err != nil {
 		return err
 	}
-	return p.table(nil, []string{"block", "shard", "agent", "state"}, rows)
+	return p.table(nil, []string{"agent", "state", "shards", "blocks"}, rows)
+}
+
+// maxBlockRanges is the most block ranges a row of the shards not ok
+// lists before it says how many more there are.
+const maxBlockRanges = 8
+
+// notOKRows groups the shards that are not ok by agent and state: how
+// many there are, and their blocks as ranges ("0-19", "3, 7-9"). A row
+// per shard made a table as long as the blob has blocks for each failed
+// agent; -o json lists every shard, with its index in its block.
+func notOKRows(shards []*zrpcpb.ShardState) [][]string {
+	type group struct{ agent, state string }
+	blocks := make(map[group][]uint32)
+	count := make(map[group]int)
+	for _, s := range shards {
+		if s.GetState() == shardOK {
+			continue
+		}
+		g := group{s.GetNode(), s.GetState()}
+		blocks[g] = append(blocks[g], s.GetBlock())
+		count[g]++
+	}
+	groups := make([]group, 0, len(blocks))
+	for g := range blocks {
+		groups = append(groups, g)
+	}
+	slices.SortFunc(groups, func(a, b group) int {
+		return cmp.Or(strings.Compare(a.agent, b.agent), strings.Compare(a.state, b.state))
+	})
+	rows := make([][]string, len(groups))
+	for i, g := range groups {
+		rows[i] = []string{g.agent, g.state, strconv.Itoa(count[g]), blockRanges(blocks[g], maxBlockRanges)}
+	}
+	return rows
+}
+
+// blockRanges writes the distinct blocks as ranges of consecutive ones,
+// at most max of them, then how many blocks the rest hold.
+func blockRanges(blocks []uint32, max int) string {
+	slices.Sort(blocks)
+	blocks = slices.Compact(blocks)
+	var parts []string
+	for i := 0; i < len(blocks); {
+		j := i
+		for j+1 < len(blocks) && blocks[j+1] == blocks[j]+1 {
+			j++
+		}
+		if len(parts) == max {
+			parts = append(parts, fmt.Sprintf("... (%d more)", len(blocks)-i))
+			break
+		}
+		if j == i {
+			parts = append(parts, strconv.FormatUint(uint64(blocks[i]), 10))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d-%d", blocks[i], blocks[j]))
+		}
+		i = j + 1
+	}
+	return strings.Join(parts, ", ")
 }
 
 // shardsPerAgent counts the shards each agent is named for, "n1 3, n2 3"

@@ -101,3 +101,34 @@ func TestShortenCutsLongHealthOutputs(t *testing.T) {
 		t.Errorf("shorten(300 runes, 200) = %d runes %q", n, got)
 	}
 }
+
+// TestBlobStatGroupsShardsNotOK: the shards not ok of a blob print as one
+// row per agent and state, their blocks as ranges, not a row per shard.
+func TestBlobStatGroupsShardsNotOK(t *testing.T) {
+	var shards []*zrpcpb.ShardState
+	for b := range uint32(40) {
+		shards = append(shards,
+			&zrpcpb.ShardState{Block: b, Index: 0, Node: "a1", State: shardOK},
+			&zrpcpb.ShardState{Block: b, Index: 1, Node: "a4", State: "node-failed"})
+		if b%2 == 0 || b == 7 {
+			shards = append(shards, &zrpcpb.ShardState{Block: b, Index: 4, Node: "a5", State: "corrupt"})
+		}
+	}
+	shards = append(shards, &zrpcpb.ShardState{Block: 3, Index: 2, State: "missing"},
+		&zrpcpb.ShardState{Block: 3, Index: 3, State: "missing"})
+	st := &zrpcpb.BlobStatResponse{Health: "degraded", Shards: shards,
+		Blob: &zrpcpb.Blob{Name: "b", DataShards: 3, ParityShards: 2, BlockSize: 1 << 20, Blocks: make([]*zrpcpb.BlobBlock, 40)}}
+	var out strings.Builder
+	if err := printStat(&printer{w: &out}, st); err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(out.String(), "Shards not ok:\n")
+	want := `AGENT  STATE        SHARDS  BLOCKS
+-      missing      2       3
+a4     node-failed  40      0-39
+a5     corrupt      21      0, 2, 4, 6-8, 10, 12, 14, 16, ... (11 more)
+`
+	if !ok || table != want {
+		t.Errorf("output:\n%s\nwant the shards not ok as:\n%s", out.String(), want)
+	}
+}
