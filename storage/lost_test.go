@@ -357,6 +357,10 @@ func TestRepairStopsTryingAnAgentWithNoSpace(t *testing.T) {
 	if st := status(); st.Failed != failed || st.Waiting == 0 {
 		t.Fatalf("after ten scans repair failed %d more times (waiting %d); want it to wait for room, not retry %s", st.Failed-failed, st.Waiting, c.Name(full))
 	}
+	// Past the repair delay, every shard that waits waits for an agent.
+	if st := status(); st.WaitingForAgent != st.Waiting {
+		t.Fatalf("waiting %d, of them for an agent %d: want all of them", st.Waiting, st.WaitingForAgent)
+	}
 }
 
 // TestPutsGoAroundAnAgentWhoseShardStoreIsFull: the fourth agent's shard

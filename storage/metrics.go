@@ -4,22 +4,24 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // Metrics are the blob store's Prometheus metrics.
 type Metrics struct {
-	putBytes         prometheus.Counter
-	getBytes         prometheus.Counter
-	putsFailed       prometheus.Counter
-	degradedReads    prometheus.Counter
-	shardWrites      prometheus.Counter
-	shardReads       prometheus.Counter
-	corruptShards    prometheus.Counter
-	lostShards       prometheus.Counter
-	shardsCollected  prometheus.Counter
-	scrubbedBytes    prometheus.Counter
-	repairQueued     prometheus.Gauge
-	repairInProgress prometheus.Gauge
-	repairRetrying   prometheus.Gauge
-	repairShards     prometheus.Counter
-	repairBytes      prometheus.Counter
-	repairFailed     prometheus.Counter
+	putBytes              prometheus.Counter
+	getBytes              prometheus.Counter
+	putsFailed            prometheus.Counter
+	degradedReads         prometheus.Counter
+	shardWrites           prometheus.Counter
+	shardReads            prometheus.Counter
+	corruptShards         prometheus.Counter
+	lostShards            prometheus.Counter
+	shardsCollected       prometheus.Counter
+	scrubbedBytes         prometheus.Counter
+	repairQueued          prometheus.Gauge
+	repairInProgress      prometheus.Gauge
+	repairRetrying        prometheus.Gauge
+	repairWaiting         prometheus.Gauge
+	repairWaitingForAgent prometheus.Gauge
+	repairShards          prometheus.Counter
+	repairBytes           prometheus.Counter
+	repairFailed          prometheus.Counter
 }
 
 // NewMetrics creates the metrics; register Collectors() to export them.
@@ -31,22 +33,24 @@ func NewMetrics() *Metrics {
 		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "zrpc", Subsystem: "blob", Name: name, Help: help})
 	}
 	m := &Metrics{
-		putBytes:         counter("put_bytes_total", "Blob bytes stored by puts this agent coordinated."),
-		getBytes:         counter("get_bytes_total", "Blob bytes served by gets this agent coordinated."),
-		putsFailed:       counter("puts_failed_total", "Puts that failed or were cancelled and were aborted."),
-		degradedReads:    counter("degraded_block_reads_total", "Blocks read by decoding parity because shards were missing or corrupt."),
-		shardWrites:      counter("shard_writes_total", "Shards written to this agent's shard store."),
-		shardReads:       counter("shard_reads_total", "Shards read from this agent's shard store for peers."),
-		corruptShards:    counter("corrupt_shards_total", "Corrupt shards found by reads or the scrubber."),
-		lostShards:       counter("lost_shards_total", "Shards whose holder has no file for them, found by reads or the scrubber."),
-		shardsCollected:  counter("shards_collected_total", "Shard files deleted because no blob refers to them."),
-		scrubbedBytes:    counter("scrubbed_bytes_total", "Shard bytes re-read by the scrubber."),
-		repairQueued:     gauge("repair_queued", "Shards waiting to be rebuilt (leader only)."),
-		repairInProgress: gauge("repair_in_progress", "Shards being rebuilt now (leader only)."),
-		repairRetrying:   gauge("repair_retrying", "Lost shards whose rebuild failed, tried again a repair interval later (leader only)."),
-		repairShards:     counter("repair_rebuilt_shards_total", "Shards rebuilt by repair."),
-		repairBytes:      counter("repair_rebuilt_bytes_total", "Bytes of shards rebuilt by repair."),
-		repairFailed:     counter("repair_failed_total", "Shard rebuilds that failed (each retried a repair interval later)."),
+		putBytes:              counter("put_bytes_total", "Blob bytes stored by puts this agent coordinated."),
+		getBytes:              counter("get_bytes_total", "Blob bytes served by gets this agent coordinated."),
+		putsFailed:            counter("puts_failed_total", "Puts that failed or were cancelled and were aborted."),
+		degradedReads:         counter("degraded_block_reads_total", "Blocks read by decoding parity because shards were missing or corrupt."),
+		shardWrites:           counter("shard_writes_total", "Shards written to this agent's shard store."),
+		shardReads:            counter("shard_reads_total", "Shards read from this agent's shard store for peers."),
+		corruptShards:         counter("corrupt_shards_total", "Corrupt shards found by reads or the scrubber."),
+		lostShards:            counter("lost_shards_total", "Shards whose holder has no file for them, found by reads or the scrubber."),
+		shardsCollected:       counter("shards_collected_total", "Shard files deleted because no blob refers to them."),
+		scrubbedBytes:         counter("scrubbed_bytes_total", "Shard bytes re-read by the scrubber."),
+		repairQueued:          gauge("repair_queued", "Shards waiting to be rebuilt (leader only)."),
+		repairInProgress:      gauge("repair_in_progress", "Shards being rebuilt now (leader only)."),
+		repairRetrying:        gauge("repair_retrying", "Lost shards whose rebuild failed, tried again a repair interval later (leader only)."),
+		repairWaiting:         gauge("repair_waiting", "Lost shards that cannot be rebuilt yet: their agent's blob_repair_delay has not passed, or no agent can take them (leader only)."),
+		repairWaitingForAgent: gauge("repair_waiting_for_agent", "Lost shards no alive agent with room can take, each holding a shard of their block already: add agents or free space (leader only)."),
+		repairShards:          counter("repair_rebuilt_shards_total", "Shards rebuilt by repair."),
+		repairBytes:           counter("repair_rebuilt_bytes_total", "Bytes of shards rebuilt by repair."),
+		repairFailed:          counter("repair_failed_total", "Shard rebuilds that failed (each retried a repair interval later)."),
 	}
 	return m
 }
@@ -55,5 +59,5 @@ func NewMetrics() *Metrics {
 func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.putBytes, m.getBytes, m.putsFailed, m.degradedReads, m.shardWrites, m.shardReads,
 		m.corruptShards, m.lostShards, m.shardsCollected, m.scrubbedBytes, m.repairQueued, m.repairInProgress,
-		m.repairRetrying, m.repairShards, m.repairBytes, m.repairFailed}
+		m.repairRetrying, m.repairWaiting, m.repairWaitingForAgent, m.repairShards, m.repairBytes, m.repairFailed}
 }

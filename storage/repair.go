@@ -79,13 +79,16 @@ type repairer struct {
 	// report again, as fast as the calls go.
 	retry      map[shardKey]time.Time
 	inProgress int
-	waiting    int
-	rebuilt    uint64
-	rebuiltB   uint64
-	failures   uint64
-	lastErr    string
-	lastScan   time.Time
-	leading    bool
+	waiting    int // lost shards that cannot be rebuilt yet
+	// waitingForAgent: the part of waiting that no alive agent with room
+	// can take, each already holding a shard of the block.
+	waitingForAgent int
+	rebuilt         uint64
+	rebuiltB        uint64
+	failures        uint64
+	lastErr         string
+	lastScan        time.Time
+	leading         bool
 }
 
 func newRepairer(s *Store) *repairer {
@@ -196,7 +199,7 @@ func (r *repairer) scan(ctx context.Context) {
 
 	blobs, _ := s.cluster.Meta().Blobs("")
 	var tasks []task
-	waiting := 0
+	waiting, forAgent := 0, 0
 	needs := make(map[shardKey]bool) // lost shards a worker can rebuild now
 	r.mu.Lock()
 	for _, b := range blobs {
@@ -231,6 +234,7 @@ func (r *repairer) scan(ctx context.Context) {
 				}
 				if reason != "" && reason != reasonCorrupt && free <= 0 {
 					waiting++
+					forAgent++
 					continue
 				}
 				if reason == "" {
@@ -246,7 +250,7 @@ func (r *repairer) scan(ctx context.Context) {
 			}
 		}
 	}
-	r.waiting = waiting
+	r.waiting, r.waitingForAgent = waiting, forAgent
 	// A failed shard this scan does not find lost (its blob is gone, it
 	// moved, or it now waits for an agent) is no longer retried.
 	for key := range r.retry {
@@ -279,6 +283,8 @@ func (r *repairer) scan(ctx context.Context) {
 	s.metrics.repairQueued.Set(float64(len(r.queue)))
 	r.mu.Lock()
 	s.metrics.repairRetrying.Set(float64(len(r.retry)))
+	s.metrics.repairWaiting.Set(float64(r.waiting))
+	s.metrics.repairWaitingForAgent.Set(float64(r.waitingForAgent))
 	r.mu.Unlock()
 }
 
@@ -706,7 +712,7 @@ func (s *Store) RepairStatus(blobID string) *pb.RepairStatusResponse {
 	out := &pb.RepairStatusResponse{
 		Leader: s.cluster.Self(), Queued: uint64(len(r.queue)), InProgress: uint64(r.inProgress),
 		RebuiltShards: r.rebuilt, RebuiltBytes: r.rebuiltB, Failed: r.failures, LastError: r.lastErr,
-		Waiting: uint64(r.waiting), Retrying: uint64(len(r.retry)),
+		Waiting: uint64(r.waiting), WaitingForAgent: uint64(r.waitingForAgent), Retrying: uint64(len(r.retry)),
 	}
 	if !r.lastScan.IsZero() {
 		out.LastScan = r.lastScan.UnixNano()

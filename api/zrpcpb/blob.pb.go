@@ -1181,9 +1181,14 @@ type RepairStatusResponse struct {
 	// for the latest): neither queued nor in progress, each is tried again
 	// by the first scan a repair interval after its failure. Repair is done
 	// when queued, in_progress, waiting and retrying are all 0.
-	Retrying      uint64 `protobuf:"varint,11,opt,name=retrying,proto3" json:"retrying,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Retrying uint64 `protobuf:"varint,11,opt,name=retrying,proto3" json:"retrying,omitempty"`
+	// waiting_for_agent is the part of waiting that waits for an agent to
+	// put them on: every alive agent with room already holds a shard of
+	// their block (add agents, or free space); the rest of waiting waits
+	// for blob_repair_delay.
+	WaitingForAgent uint64 `protobuf:"varint,12,opt,name=waiting_for_agent,json=waitingForAgent,proto3" json:"waiting_for_agent,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RepairStatusResponse) Reset() {
@@ -1289,6 +1294,13 @@ func (x *RepairStatusResponse) GetCorrupt() []*ShardRef {
 func (x *RepairStatusResponse) GetRetrying() uint64 {
 	if x != nil {
 		return x.Retrying
+	}
+	return 0
+}
+
+func (x *RepairStatusResponse) GetWaitingForAgent() uint64 {
+	if x != nil {
+		return x.WaitingForAgent
 	}
 	return 0
 }
@@ -3323,7 +3335,7 @@ const file_blob_proto_rawDesc = "" +
 	"\x12BlobDeleteResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\".\n" +
 	"\x13RepairStatusRequest\x12\x17\n" +
-	"\ablob_id\x18\x01 \x01(\tR\x06blobId\"\xea\x02\n" +
+	"\ablob_id\x18\x01 \x01(\tR\x06blobId\"\x96\x03\n" +
 	"\x14RepairStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x12\x16\n" +
 	"\x06queued\x18\x02 \x01(\x04R\x06queued\x12\x1f\n" +
@@ -3338,7 +3350,8 @@ const file_blob_proto_rawDesc = "" +
 	"\tlast_scan\x18\t \x01(\x03R\blastScan\x12+\n" +
 	"\acorrupt\x18\n" +
 	" \x03(\v2\x11.zrpc.v1.ShardRefR\acorrupt\x12\x1a\n" +
-	"\bretrying\x18\v \x01(\x04R\bretrying\"<\n" +
+	"\bretrying\x18\v \x01(\x04R\bretrying\x12*\n" +
+	"\x11waiting_for_agent\x18\f \x01(\x04R\x0fwaitingForAgent\"<\n" +
 	"\fAgentAddress\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"`\n" +

@@ -2,10 +2,12 @@ package ctlcmd
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 
 	"github.com/spf13/cobra"
 
+	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
 )
 
@@ -29,7 +31,9 @@ func newBlobRepairStatusCommand(o *options) *cobra.Command {
 		Use:   "status",
 		Short: "Show what shard repair has queued, in progress and done",
 		Long: `Show the leader's shard repair: shards queued for rebuilding, in progress,
-waiting (on failed agents whose --blob-repair-delay has not passed),
+waiting (lost shards on failed agents whose --blob-repair-delay has not
+passed, or that no agent can take: every alive agent with room already
+holds a shard of their block, so add agents or free space),
 retrying (lost shards whose rebuild failed, tried again one
 --blob-repair-interval later), and the rebuilt (shards and bytes) and
 failed repairs the leader counted since it started, its last error and
@@ -53,7 +57,7 @@ answers, asking the leader.`,
 					{"Leader", st.GetLeader()},
 					{"Queued", count(st.GetQueued())},
 					{"In progress", count(st.GetInProgress())},
-					{"Waiting", count(st.GetWaiting())},
+					{"Waiting", waitingCell(st)},
 					{"Retrying", count(st.GetRetrying())},
 					{"Rebuilt shards", count(st.GetRebuiltShards())},
 					{"Rebuilt bytes", formatSizeExact(st.GetRebuiltBytes())},
@@ -64,4 +68,14 @@ answers, asking the leader.`,
 			})
 		},
 	}
+}
+
+// waitingCell shows the lost shards that wait, and how many of them wait
+// for an agent to take them rather than for the repair delay.
+func waitingCell(st *zrpcpb.RepairStatusResponse) string {
+	n, agent := st.GetWaiting(), st.GetWaitingForAgent()
+	if agent == 0 {
+		return strconv.FormatUint(n, 10)
+	}
+	return fmt.Sprintf("%d (%d for an agent without a shard of their block: add agents or free space)", n, agent)
 }

@@ -132,3 +132,13 @@ a5     corrupt      21      0, 2, 4, 6-8, 10, 12, 14, 16, ... (11 more)
 		t.Errorf("output:\n%s\nwant the shards not ok as:\n%s", out.String(), want)
 	}
 }
+
+func TestRepairStatusSaysWhatWaitingShardsWaitFor(t *testing.T) {
+	if got := waitingCell(&zrpcpb.RepairStatusResponse{Waiting: 3}); got != "3" {
+		t.Errorf("waiting on the delay only: %q, want 3", got)
+	}
+	got := waitingCell(&zrpcpb.RepairStatusResponse{Waiting: 40, WaitingForAgent: 38})
+	if want := "40 (38 for an agent without a shard of their block: add agents or free space)"; got != want {
+		t.Errorf("waiting for agents: %q, want %q", got, want)
+	}
+}

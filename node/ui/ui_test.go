@@ -58,7 +58,7 @@ func (fakeBlobs) List(context.Context, string, pb.Consistency) ([]*pb.BlobSummar
 }
 
 func (fakeBlobs) LeaderRepairStatus(_ context.Context, blobID string) (*pb.RepairStatusResponse, error) {
-	r := &pb.RepairStatusResponse{Leader: "a1", Queued: 2, Waiting: 1, Retrying: 3}
+	r := &pb.RepairStatusResponse{Leader: "a1", Queued: 2, Waiting: 1, WaitingForAgent: 1, Retrying: 3}
 	if blobID == "id-b" {
 		r.Corrupt = []*pb.ShardRef{{BlobId: blobID, Block: 0, Index: 1, Node: "a2"}}
 	}
@@ -254,7 +254,7 @@ func TestClusterViewsComeFromStatusAndBlobs(t *testing.T) {
 	}
 	var repair repairView
 	u.getJSON(t, "/ui/api/repair", "", &repair)
-	if repair.Leader != "a1" || repair.Queued != 2 || repair.Waiting != 1 || repair.Retrying != 3 {
+	if repair.Leader != "a1" || repair.Queued != 2 || repair.Waiting != 1 || repair.WaitingForAgent != 1 || repair.Retrying != 3 {
 		t.Errorf("repair %+v", repair)
 	}
 	var one repairView

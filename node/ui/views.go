@@ -119,16 +119,17 @@ type blobsView struct {
 }
 
 type repairView struct {
-	Leader        string `json:"leader"`
-	Queued        uint64 `json:"queued"`
-	InProgress    uint64 `json:"in_progress"`
-	Waiting       uint64 `json:"waiting"`
-	Retrying      uint64 `json:"retrying"`
-	RebuiltShards uint64 `json:"rebuilt_shards"`
-	RebuiltBytes  uint64 `json:"rebuilt_bytes"`
-	Failed        uint64 `json:"failed"`
-	LastError     string `json:"last_error"`
-	LastScan      string `json:"last_scan"`
+	Leader          string `json:"leader"`
+	Queued          uint64 `json:"queued"`
+	InProgress      uint64 `json:"in_progress"`
+	Waiting         uint64 `json:"waiting"`
+	WaitingForAgent uint64 `json:"waiting_for_agent"`
+	Retrying        uint64 `json:"retrying"`
+	RebuiltShards   uint64 `json:"rebuilt_shards"`
+	RebuiltBytes    uint64 `json:"rebuilt_bytes"`
+	Failed          uint64 `json:"failed"`
+	LastError       string `json:"last_error"`
+	LastScan        string `json:"last_scan"`
 	// Corrupt counts the shards of the blob asked for (?blob=NAME)
 	// reported corrupt and not yet rewritten.
 	Corrupt int `json:"corrupt"`
@@ -324,7 +325,7 @@ func (u *UI) serveRepair(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, repairView{
-		Leader: st.Leader, Queued: st.Queued, InProgress: st.InProgress, Waiting: st.Waiting, Retrying: st.Retrying,
+		Leader: st.Leader, Queued: st.Queued, InProgress: st.InProgress, Waiting: st.Waiting, WaitingForAgent: st.WaitingForAgent, Retrying: st.Retrying,
 		RebuiltShards: st.RebuiltShards, RebuiltBytes: st.RebuiltBytes, Failed: st.Failed,
 		LastError: st.LastError, LastScan: unixNano(st.LastScan), Corrupt: len(st.Corrupt),
 	})

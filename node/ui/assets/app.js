@@ -213,7 +213,7 @@ async function blobsPage() {
       el("dt", {}, "Run by"), el("dd", {}, r.leader),
       el("dt", {}, "Queued"), el("dd", {}, r.queued),
       el("dt", {}, "In progress"), el("dd", {}, r.in_progress),
-      el("dt", {}, "Waiting"), el("dd", {}, r.waiting),
+      el("dt", {}, "Waiting"), el("dd", {}, r.waiting_for_agent ? `${r.waiting} (${r.waiting_for_agent} for an agent without a shard of their block)` : r.waiting),
       el("dt", {}, "Retrying"), el("dd", {}, r.retrying),
       el("dt", {}, "Rebuilt"), el("dd", {}, r.rebuilt_shards + " shards, " + bytes(r.rebuilt_bytes)),
       el("dt", {}, "Failed"), el("dd", {}, r.failed),
