@@ -1,8 +1,13 @@
 package health
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
@@ -150,5 +156,39 @@ func TestACheckWritesANewOutputOfTheSameHealthAtMostOncePerRefresh(t *testing.T)
 	}
 	if h := reg.health("checked.rpc", "i1"); h != pb.Health_CRITICAL {
 		t.Fatalf("health %v, want critical", h)
+	}
+}
+
+// refusingWriter refuses every write, as for an agent cut off from the
+// leader, and counts them.
+type refusingWriter struct{ tries atomic.Int64 }
+
+func (w *refusingWriter) Propose(context.Context, *pb.Command) (uint64, error) {
+	w.tries.Add(1)
+	return 0, errors.New("no cluster leader")
+}
+
+func (w *refusingWriter) ApplyLocal(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	return w.Propose(ctx, cmd)
+}
+
+// TestCheckResultsThatCannotBeWrittenAreWarnedOfOncePerPeriod: cut off
+// from the leader, an agent fails to write the results of every check;
+// it warns once per recordWarnEvery, not once per check.
+func TestCheckResultsThatCannotBeWrittenAreWarnedOfOncePerPeriod(t *testing.T) {
+	reg := newFakeRegistry()
+	w := &refusingWriter{}
+	var logs testlog.Buffer
+	k := New(Config{Agent: "a1", Replica: reg, Writer: w, Interval: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(20 * time.Millisecond), Timeout: durationpb.New(time.Second)}
+	addr := closedAddr(t)
+	for i := range 10 {
+		reg.registerAwaiting(&pb.Instance{Service: "checked.rpc", Id: fmt.Sprint("i", i), Node: "a1", Address: addr, Check: check})
+	}
+	runLoop(t, k.RunChecks)
+	testwait.For(t, 10*time.Second, "checks to fail to write 50 results", func() bool { return w.tries.Load() >= 50 })
+	if n := strings.Count(logs.String(), "could not record health check result"); n != 1 {
+		t.Fatalf("%d warnings for %d results not written, want 1 per %s:\n%s", n, w.tries.Load(), recordWarnEvery, logs.String())
 	}
 }

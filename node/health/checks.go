@@ -473,8 +473,12 @@ func (k *Keeper) recordCheck(s *checkSchedule, c *scheduledCheck, h pb.Health, o
 		return
 	}
 	if _, err := k.cfg.Writer.Propose(c.ctx, setHealth(h, output, cur)); err != nil {
-		if c.ctx.Err() == nil {
-			k.log.Warn("could not record health check result", "instance", inst.Service+"/"+inst.Id, "health", h, "err", err)
+		if c.ctx.Err() != nil {
+			return
+		}
+		if pass, held := k.recordWarn.Seen("check results"); pass {
+			k.log.Warn("could not record health check result", "instance", inst.Service+"/"+inst.Id, "health", h, "err", err,
+				"others_not_recorded", held)
 		}
 		return
 	}

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/warnrate"
 )
 
 // AwaitingFirstCheck is the health output of an instance with a gRPC
@@ -114,7 +115,15 @@ type Keeper struct {
 	log      *slog.Logger
 	ttl      *ttlTracker
 	sessions *liveSessions
+	// recordWarn lets one warning through per recordWarnEvery about
+	// check results that could not be written: cut off from the leader,
+	// every check of every instance fails to write.
+	recordWarn *warnrate.Limiter
 }
+
+// recordWarnEvery is how often a failure to write check results is
+// warned of, with the count of those held back.
+const recordWarnEvery = 30 * time.Second
 
 // New returns a Keeper whose loops have not started.
 func New(cfg Config) *Keeper {
@@ -134,7 +143,8 @@ func New(cfg Config) *Keeper {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Keeper{cfg: cfg, log: log, ttl: newTTLTracker(), sessions: newLiveSessions()}
+	return &Keeper{cfg: cfg, log: log, ttl: newTTLTracker(), sessions: newLiveSessions(),
+		recordWarn: warnrate.New(recordWarnEvery, 1, time.Now)}
 }
 
 // followInstances hands apply the replica's checked instances (as a
