@@ -27,6 +27,14 @@ type Server struct {
 	Pings *atomic.Int64
 }
 
+// StartHealthServer starts a grpc.health.v1 server on 127.0.0.1 whose
+// statuses the test sets on hs; it stops when the test ends.
+func StartHealthServer(t testing.TB) (addr string, hs *health.Server) {
+	t.Helper()
+	hs = health.NewServer()
+	return serveOn(t, listen(t), func(s *grpc.Server) { healthpb.RegisterHealthServer(s, hs) }), hs
+}
+
 // StartHealthServers starts n servers on 127.0.0.1; they stop when the test
 // ends.
 func StartHealthServers(t testing.TB, n int) []*Server {

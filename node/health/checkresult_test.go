@@ -5,19 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client/clienttest"
+	"github.com/zrpcio/zrpc/internal/grpctest"
 	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/internal/testwait"
 )
@@ -34,41 +33,13 @@ func (f *fakeRegistry) registerAwaiting(inst *pb.Instance) {
 	f.publish(pb.Event_PUT, inst)
 }
 
-// closedAddr is a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
-// startHealthServer starts a grpc.health.v1 server whose status the test
-// sets.
-func startHealthServer(t *testing.T) (string, *grpchealth.Server) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	hs := grpchealth.NewServer()
-	healthpb.RegisterHealthServer(srv, hs)
-	go srv.Serve(ln)
-	t.Cleanup(srv.Stop)
-	return ln.Addr().String(), hs
-}
-
 // TestAFailingFirstCheckSaysWhy: an instance whose server is down from
 // the start stays critical, and its output says what the check found
 // instead of "awaiting first gRPC health check".
 func TestAFailingFirstCheckSaysWhy(t *testing.T) {
 	reg := newFakeRegistry()
 	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
-	addr := closedAddr(t)
+	addr := clienttest.ClosedAddr(t)
 	check := &pb.Check{Grpc: true, Interval: durationpb.New(time.Hour), Timeout: durationpb.New(time.Second)}
 	reg.registerAwaiting(&pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: addr, Check: check})
 	runLoop(t, k.RunChecks)
@@ -90,7 +61,7 @@ func TestAFailingFirstCheckSaysWhy(t *testing.T) {
 func TestACheckRunsAgainWhenItsResultIsContradicted(t *testing.T) {
 	reg := newFakeRegistry()
 	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
-	addr, hs := startHealthServer(t)
+	addr, hs := grpctest.StartHealthServer(t)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	check := &pb.Check{Grpc: true, Interval: durationpb.New(time.Hour), Timeout: durationpb.New(time.Second)}
 	inst := &pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: addr, Check: check}
@@ -132,7 +103,7 @@ func TestACheckRunsAgainWhenItsResultIsContradicted(t *testing.T) {
 func TestACheckWritesANewOutputOfTheSameHealthAtMostOncePerRefresh(t *testing.T) {
 	reg := newFakeRegistry()
 	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
-	addr, hs := startHealthServer(t)
+	addr, hs := grpctest.StartHealthServer(t)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	check := &pb.Check{Grpc: true, Interval: durationpb.New(20 * time.Millisecond), Timeout: durationpb.New(time.Second)}
 	reg.registerAwaiting(&pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: addr, Check: check})
@@ -182,7 +153,7 @@ func TestCheckResultsThatCannotBeWrittenAreWarnedOfOncePerPeriod(t *testing.T) {
 	k := New(Config{Agent: "a1", Replica: reg, Writer: w, Interval: time.Hour,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	check := &pb.Check{Grpc: true, Interval: durationpb.New(20 * time.Millisecond), Timeout: durationpb.New(time.Second)}
-	addr := closedAddr(t)
+	addr := clienttest.ClosedAddr(t)
 	for i := range 10 {
 		reg.registerAwaiting(&pb.Instance{Service: "checked.rpc", Id: fmt.Sprint("i", i), Node: "a1", Address: addr, Check: check})
 	}

@@ -3,12 +3,9 @@ package health
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -21,21 +18,12 @@ import (
 // an instance passing when grpc.health.v1 answers SERVING and critical when
 // it does not; another agent's instance is not checked from here.
 func TestChecksFollowTheInstancesGRPCHealth(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	hs := grpchealth.NewServer()
-	healthpb.RegisterHealthServer(srv, hs)
-	go srv.Serve(ln)
-	t.Cleanup(srv.Stop)
-
+	addr, hs := grpctest.StartHealthServer(t)
 	reg := newFakeRegistry()
 	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
 	check := &pb.Check{Grpc: true, Interval: durationpb.New(50 * time.Millisecond), Timeout: durationpb.New(time.Second)}
 	for _, owner := range []string{"a1", "a2"} {
-		reg.register(&pb.Instance{Service: "checked.rpc", Id: owner, Node: owner, Address: ln.Addr().String(), Check: check})
+		reg.register(&pb.Instance{Service: "checked.rpc", Id: owner, Node: owner, Address: addr, Check: check})
 		reg.insts[instanceKey{"checked.rpc", owner}].Health = pb.Health_CRITICAL
 	}
 	runLoop(t, k.RunChecks)
