@@ -163,3 +163,53 @@ func TestCheckResultsThatCannotBeWrittenAreWarnedOfOncePerPeriod(t *testing.T) {
 		t.Fatalf("%d warnings for %d results not written, want 1 per %s:\n%s", n, w.tries.Load(), recordWarnEvery, logs.String())
 	}
 }
+
+// flakyWriter refuses the first writes it is given, then writes to reg.
+type flakyWriter struct {
+	*fakeRegistry
+	refuse atomic.Int64
+}
+
+func (w *flakyWriter) Propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	if w.refuse.Add(-1) >= 0 {
+		return 0, errors.New("no cluster leader")
+	}
+	return w.fakeRegistry.Propose(ctx, cmd)
+}
+
+// TestACheckWhoseResultWasNotWrittenRunsAgainSoon: a result the registry
+// refused (no leader for a moment) is not left out until the next place
+// in the interval (an hour here): the check runs again within seconds,
+// backing off while writes keep failing.
+func TestACheckWhoseResultWasNotWrittenRunsAgainSoon(t *testing.T) {
+	reg := newFakeRegistry()
+	w := &flakyWriter{fakeRegistry: reg}
+	w.refuse.Store(2)
+	k := New(Config{Agent: "a1", Replica: reg, Writer: w, Interval: time.Hour, Logger: testlog.New(t, "a1")})
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(time.Hour), Timeout: durationpb.New(time.Second)}
+	reg.registerAwaiting(&pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: clienttest.ClosedAddr(t), Check: check})
+	runLoop(t, k.RunChecks)
+	testwait.For(t, 10*time.Second, "the check's result to be written after two refusals", func() bool {
+		return strings.Contains(reg.Instance("checked.rpc", "i1").GetHealthOutput(), "Unavailable")
+	})
+}
+
+// TestACheckContradictedWhileItRunsRunsAgainWhenItEnds: runNow on a
+// running check asks for the next run as soon as this one ends.
+func TestACheckContradictedWhileItRunsRunsAgainWhenItEnds(t *testing.T) {
+	s := newCheckSchedule()
+	inst := &pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: "127.0.0.1:1",
+		Check: &pb.Check{Grpc: true, Interval: durationpb.New(time.Hour)}}
+	now := time.Now()
+	s.add(context.Background(), inst, now)
+	c, _ := s.popDue(now)
+	if c == nil {
+		t.Fatal("the new check is not due")
+	}
+	s.runNow(keyOf(inst))
+	end := now.Add(time.Second)
+	s.finished(c, end)
+	if next, wait := s.popDue(end); next != c {
+		t.Fatalf("after a run contradicted while running, the next is due in %s, want at once", wait)
+	}
+}

@@ -135,9 +135,13 @@ type scheduledCheck struct {
 	health healthpb.HealthClient
 	// result is the health the last run found (unspecified before the
 	// first), and wrote when a run last wrote the instance's health;
-	// guarded by checkSchedule.mu.
-	result pb.Health
-	wrote  time.Time
+	// unwritten counts the runs in a row whose result could not be
+	// written; again asks for a run as soon as the one in progress ends.
+	// Guarded by checkSchedule.mu.
+	result    pb.Health
+	wrote     time.Time
+	unwritten int
+	again     bool
 }
 
 // checkSchedule holds the gRPC checks this agent runs.
@@ -207,13 +211,17 @@ func contradicts(inst *pb.Instance, result pb.Health) bool {
 	return false
 }
 
-// runNow moves the check of key to now, unless it is running (its result
-// is compared with the instance as it is then).
+// runNow moves the check of key to now, or, while it runs, to when that
+// run ends.
 func (s *checkSchedule) runNow(key instanceKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.checks[key]
-	if c == nil || c.index < 0 {
+	switch {
+	case c == nil:
+		return
+	case c.index < 0:
+		c.again = true
 		return
 	}
 	c.next = time.Now()
@@ -344,6 +352,14 @@ func (s *checkSchedule) finished(c *scheduledCheck, now time.Time) {
 	if !removed {
 		interval := c.inst.Check.Interval.AsDuration()
 		c.next = nextPlace(now, interval, checkOffset(c.key, interval))
+		switch {
+		case c.again:
+			c.next, c.again = now, false
+		case c.unwritten > 0:
+			// Its result is not in the registry: run again soon, not an
+			// interval later, with a backoff while writes keep failing.
+			c.next = minTime(c.next, now.Add(min(checkSlot<<min(c.unwritten-1, 6), interval)))
+		}
 		s.push(c)
 	}
 	running := c.running
@@ -353,6 +369,13 @@ func (s *checkSchedule) finished(c *scheduledCheck, now time.Time) {
 		c.closeConn()
 	}
 	close(running)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // closeAll closes the connections of every check; nothing runs any more.
@@ -470,12 +493,18 @@ func (k *Keeper) recordCheck(s *checkSchedule, c *scheduledCheck, h pb.Health, o
 	inst := c.inst
 	cur := k.cfg.Replica.Instance(inst.Service, inst.Id)
 	if cur == nil || cur.Health == h && (cur.HealthOutput == output || !refresh) {
+		s.mu.Lock()
+		c.unwritten = 0
+		s.mu.Unlock()
 		return
 	}
 	if _, err := k.cfg.Writer.Propose(c.ctx, setHealth(h, output, cur)); err != nil {
 		if c.ctx.Err() != nil {
 			return
 		}
+		s.mu.Lock()
+		c.unwritten++
+		s.mu.Unlock()
 		if pass, held := k.recordWarn.Seen("check results"); pass {
 			k.log.Warn("could not record health check result", "instance", inst.Service+"/"+inst.Id, "health", h, "err", err,
 				"others_not_recorded", held)
@@ -483,7 +512,7 @@ func (k *Keeper) recordCheck(s *checkSchedule, c *scheduledCheck, h pb.Health, o
 		return
 	}
 	s.mu.Lock()
-	c.wrote = now
+	c.wrote, c.unwritten = now, 0
 	s.mu.Unlock()
 	if cur.Health != h {
 		k.log.Info("instance health changed", "instance", inst.Service+"/"+inst.Id, "health", h, "output", output)
