@@ -89,6 +89,9 @@ func runSeed(t *testing.T, seed uint64) {
 	})
 	r := newRun(t, seed)
 	r.startMonitor()
+	if !skipped("checked") {
+		r.startChecked()
+	}
 	r.startResidents()
 	r.startTraffic()
 	r.injectFaults()
@@ -103,6 +106,9 @@ func runSeed(t *testing.T, seed uint64) {
 	r.checkWatches()
 	r.checkSessions()
 	r.checkTTL()
+	if !skipped("checked") {
+		r.checkChecked()
+	}
 	if !skipped("blobs") {
 		r.checkBlobs()
 	}
@@ -153,6 +159,7 @@ type run struct {
 	blobs    *blobBook
 	sessions *sessionBook
 	ttl      *ttlBook
+	checked  *checkedBook
 
 	ctx     context.Context
 	cancel  context.CancelFunc
