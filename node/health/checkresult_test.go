@@ -213,3 +213,18 @@ func TestACheckContradictedWhileItRunsRunsAgainWhenItEnds(t *testing.T) {
 		t.Fatalf("after a run contradicted while running, the next is due in %s, want at once", wait)
 	}
 }
+
+func TestACheckWithoutTimeoutEndsWithinItsInterval(t *testing.T) {
+	for _, tt := range []struct {
+		chk  *pb.Check
+		want time.Duration
+	}{
+		{&pb.Check{Grpc: true, Interval: durationpb.New(time.Second)}, time.Second},
+		{&pb.Check{Grpc: true, Interval: durationpb.New(10 * time.Second)}, DefaultCheckTimeout},
+		{&pb.Check{Grpc: true, Interval: durationpb.New(time.Second), Timeout: durationpb.New(300 * time.Millisecond)}, 300 * time.Millisecond},
+	} {
+		if got := checkTimeout(tt.chk); got != tt.want {
+			t.Errorf("timeout of %v: %s, want %s", tt.chk, got, tt.want)
+		}
+	}
+}

@@ -452,10 +452,7 @@ func (k *Keeper) runCheck(c *scheduledCheck) (h pb.Health, output string, ok boo
 		}
 		c.conn, c.health = conn, healthpb.NewHealthClient(conn)
 	}
-	timeout := DefaultCheckTimeout
-	if chk.Timeout != nil {
-		timeout = chk.Timeout.AsDuration()
-	}
+	timeout := checkTimeout(chk)
 	cctx, cancel := context.WithTimeout(c.ctx, timeout)
 	resp, err := c.health.Check(cctx, &healthpb.HealthCheckRequest{Service: chk.GrpcService})
 	cancel()
@@ -470,6 +467,19 @@ func (k *Keeper) runCheck(c *scheduledCheck) (h pb.Health, output string, ok boo
 		return pb.Health_CRITICAL, fmt.Sprintf("gRPC health check of %s: %s", addr, resp.Status), true
 	}
 	return pb.Health_PASSING, "gRPC health check: SERVING", true
+}
+
+// checkTimeout bounds one run of chk: its timeout, else
+// DefaultCheckTimeout or its interval when that is shorter (the agent
+// refuses a timeout longer than the interval).
+func checkTimeout(chk *pb.Check) time.Duration {
+	if chk.Timeout != nil {
+		return chk.Timeout.AsDuration()
+	}
+	if iv := chk.Interval.AsDuration(); iv > 0 {
+		return min(DefaultCheckTimeout, iv)
+	}
+	return DefaultCheckTimeout
 }
 
 // outputRefresh is how often a check may write a new output without a

@@ -36,7 +36,7 @@ import (
 const AwaitingFirstCheck = "awaiting first gRPC health check"
 
 // DefaultCheckTimeout bounds one gRPC health check whose instance sets no
-// timeout.
+// timeout (its interval, when shorter).
 const DefaultCheckTimeout = 2 * time.Second
 
 // defaultSessionScan is how often RunSessionScan looks.
