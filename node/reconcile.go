@@ -9,6 +9,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/node/health"
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
@@ -177,7 +178,7 @@ func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft
 	want := &pb.Node{Name: m.Name, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr, Zone: m.Meta.Zone, Build: m.Meta.Build, Health: pb.Health_PASSING}
 	cur := r.nodes.Node(m.Name)
 	if cur != nil && cur.Health == pb.Health_CRITICAL {
-		cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Node: m.Name, Health: pb.Health_PASSING, Output: "agent alive again"}}}
+		cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Node: m.Name, Health: pb.Health_PASSING, Output: health.AgentAliveAgain}}}
 		if _, err := r.apply(ctx, cmd); err != nil {
 			return fmt.Errorf("mark %s alive: %w", m.Name, err)
 		}

@@ -73,7 +73,7 @@ func TestACheckRunsAgainWhenItsResultIsContradicted(t *testing.T) {
 	// The agent was failed and is alive again: every instance it owns
 	// is written passing.
 	alive := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{
-		Health: pb.Health_PASSING, Output: "agent alive again", Instances: []*pb.InstanceRef{{Service: "checked.rpc", Id: "i1"}},
+		Health: pb.Health_PASSING, Output: AgentAliveAgain, Instances: []*pb.InstanceRef{{Service: "checked.rpc", Id: "i1"}},
 	}}}
 	if _, err := reg.apply(alive); err != nil {
 		t.Fatal(err)

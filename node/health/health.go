@@ -31,6 +31,12 @@ import (
 	"github.com/zrpcio/zrpc/internal/warnrate"
 )
 
+// AgentAliveAgain is the health output of the instances of an agent that
+// was failed and is alive again: all of them are written passing, and
+// their checks then put right those that are not (a gRPC check runs
+// again at once; a TTL that ran out meanwhile expires at once).
+const AgentAliveAgain = "agent alive again"
+
 // AwaitingFirstCheck is the health output of an instance with a gRPC
 // check until its first check has run: it is critical until then.
 const AwaitingFirstCheck = "awaiting first gRPC health check"

@@ -41,6 +41,11 @@ type ttlTracker struct {
 	// earlier has a value when the earliest deadline moved earlier than
 	// the one the tick loop waits for.
 	earlier chan struct{}
+	// started is when each TTL instance's TTL last started (its
+	// registration, first sight or last renewal), kept while it is
+	// critical too: an agent alive again makes all its instances passing,
+	// and a TTL that ran out meanwhile must not start over then.
+	started map[instanceKey]time.Time
 	// examined counts the entries ticks have judged.
 	examined uint64
 	// judged, if set, runs between a tick's judgement and its claim
@@ -78,6 +83,7 @@ type verdict struct {
 func newTTLTracker() *ttlTracker {
 	return &ttlTracker{
 		entries:  make(map[instanceKey]*ttlEntry),
+		started:  make(map[instanceKey]time.Time),
 		inFlight: make(map[instanceKey]chan struct{}),
 		earlier:  make(chan struct{}, 1),
 	}
@@ -88,6 +94,7 @@ func (t *ttlTracker) reset() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.entries = make(map[instanceKey]*ttlEntry)
+	t.started = make(map[instanceKey]time.Time)
 	t.due = nil
 }
 
@@ -144,7 +151,14 @@ func (t *ttlTracker) observeLocked(inst *pb.Instance, now time.Time) {
 		if e != nil && !e.reap && (e.modRev == inst.ModRevision || inst.Health != pb.Health_PASSING) {
 			return // the same registration: its deadline stands
 		}
-		t.set(k, now.Add(chk.Ttl.AsDuration()), false, inst.ModRevision)
+		start, known := t.started[k]
+		if inst.HealthOutput != AgentAliveAgain || !known {
+			// Registered, or passing again by a renewal (which started
+			// it already), or first seen by this leader: a full TTL.
+			start = now
+			t.started[k] = now
+		}
+		t.set(k, start.Add(chk.Ttl.AsDuration()), false, inst.ModRevision)
 	case chk.GetDeregisterCriticalAfter() != nil && inst.Health == pb.Health_CRITICAL:
 		d := time.Unix(0, inst.HealthSince).Add(chk.DeregisterCriticalAfter.AsDuration())
 		if e != nil && e.reap && e.deadline.Equal(d) {
@@ -164,6 +178,9 @@ func (t *ttlTracker) removed(inst *pb.Instance, rev uint64) {
 	if e := t.entries[k]; e != nil && e.modRev <= rev {
 		t.drop(k)
 	}
+	if t.entries[k] == nil {
+		delete(t.started, k)
+	}
 }
 
 // renew extends inst's TTL from now. If a tick's write about inst is
@@ -174,6 +191,7 @@ func (t *ttlTracker) renew(inst *pb.Instance, now time.Time) <-chan struct{} {
 	defer t.mu.Unlock()
 	k := instanceKey{inst.Service, inst.Id}
 	t.set(k, now.Add(inst.Check.Ttl.AsDuration()), false, inst.ModRevision)
+	t.started[k] = now
 	return t.inFlight[k]
 }
 

@@ -392,3 +392,43 @@ func TestHealthWatchStartsAgainAfterAFailure(t *testing.T) {
 		t.Fatalf("%d watches open after the keeper stopped, want 0", n)
 	}
 }
+
+// TestAnAgentAliveAgainDoesNotRestartItsInstancesTTLs: an agent that was
+// failed and is alive again has all its instances written passing; a TTL
+// instance whose TTL ran out meanwhile expires at the next tick, and one
+// whose TTL has not keeps its deadline, instead of both getting a new TTL.
+func TestAnAgentAliveAgainDoesNotRestartItsInstancesTTLs(t *testing.T) {
+	reg := newFakeRegistry()
+	t0 := time.Unix(1000, 0)
+	k := newTestKeeper(t, reg, &fakeClock{now: t0})
+	reg.register(ttlInstance("short", 10*time.Second))
+	reg.register(ttlInstance("long", time.Minute))
+	startTTLs(k, t0)
+	ctx := context.Background()
+	nodeHealth := func(h pb.Health, output string, at time.Time) {
+		t.Helper()
+		cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Health: h, Output: output,
+			Instances: []*pb.InstanceRef{{Service: "ttl.rpc", Id: "short"}, {Service: "ttl.rpc", Id: "long"}}}}}
+		if _, err := reg.apply(cmd); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range []string{"short", "long"} {
+			k.ttl.observe(reg.Instance("ttl.rpc", id), at)
+		}
+	}
+	nodeHealth(pb.Health_CRITICAL, "agent failed: no gossip contact", t0.Add(2*time.Second))
+	nodeHealth(pb.Health_PASSING, AgentAliveAgain, t0.Add(30*time.Second))
+	reg.written()
+
+	k.sweep(ctx, t0.Add(31*time.Second))
+	if h := reg.health("ttl.rpc", "short"); h != pb.Health_CRITICAL {
+		t.Fatalf("the instance whose 10 s TTL ran out while its agent was failed is %v a second after the agent came back, want critical", h)
+	}
+	if h := reg.health("ttl.rpc", "long"); h != pb.Health_PASSING {
+		t.Fatalf("the instance with 30 s of its TTL left is %v, want passing", h)
+	}
+	k.sweep(ctx, t0.Add(61*time.Second))
+	if h := reg.health("ttl.rpc", "long"); h != pb.Health_CRITICAL {
+		t.Fatalf("the instance not renewed for its whole TTL (60 s) is %v, want critical", h)
+	}
+}
