@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -122,10 +123,15 @@ func Dial(ctx context.Context, target string, opts ...DialOption) (*grpc.ClientC
 	if err != nil {
 		return nil, fmt.Errorf("dial %q: %w", target, err)
 	}
+	// unroutable is why the service had no routable instance at the
+	// registry's last change ("" when it had some), for WithWaitReady's
+	// error.
+	var unroutable atomic.Pointer[string]
+	ropts := append(slices.Clip(o.resolver), resolver.OnRoutable(func(_ int, why string) { unroutable.Store(&why) }))
 	dopts := []grpc.DialOption{
 		creds,
 		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, o.balancer)),
-		grpc.WithResolvers(resolver.NewBuilder(o.resolver...), resolver.NewDirectBuilder()),
+		grpc.WithResolvers(resolver.NewBuilder(ropts...), resolver.NewDirectBuilder()),
 	}
 	if !o.noChain {
 		unary, stream, err := clientchain.NewChain(o.chain)
@@ -158,6 +164,9 @@ func Dial(ctx context.Context, target string, opts ...DialOption) (*grpc.ClientC
 		for s := conn.GetState(); s != connectivity.Ready; s = conn.GetState() {
 			if !conn.WaitForStateChange(ctx, s) {
 				conn.Close()
+				if why := unroutable.Load(); why != nil && *why != "" {
+					return nil, fmt.Errorf("dial %q: no ready instance: %s: %w", target, *why, ctx.Err())
+				}
 				return nil, fmt.Errorf("dial %q: no ready instance: %w", target, ctx.Err())
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -256,4 +258,37 @@ func TestKilledServerCausesNoFailedCalls(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestDialWaitReadySaysWhyNoInstanceIsReady: WithWaitReady's error says
+// what the registry holds: no instance, or the health of the ones there.
+func TestDialWaitReadySaysWhyNoInstanceIsReady(t *testing.T) {
+	c := testcluster.New(t, 1)
+	agent := c.GRPCAddr(0)
+	dial := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		conn, err := rpc.Dial(ctx, "zrpc:///none.rpc", rpc.WithAgents(agent), rpc.WithWaitReady())
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	}
+	if err := dial(); err == nil || !strings.Contains(err.Error(), "no ready instance: the registry has no instance of none.rpc") {
+		t.Fatalf("dial of a service with no instance: %v", err)
+	}
+	cl, err := client.New(client.Config{Endpoints: []string{agent}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	down := &pb.Instance{Service: "none.rpc", Id: "d1", Address: "127.0.0.1:1", Check: &pb.Check{Grpc: true, Interval: durationpb.New(time.Hour)}}
+	if _, _, err := cl.Register(ctx, down); err != nil {
+		t.Fatal(err)
+	}
+	if err := dial(); err == nil || !strings.Contains(err.Error(), "the one instance of none.rpc is not routable: d1 critical") {
+		t.Fatalf("dial of a service whose one instance is critical: %v", err)
+	}
 }

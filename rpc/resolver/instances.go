@@ -1,6 +1,8 @@
 package resolver
 
 import (
+	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -71,6 +73,41 @@ func (s *instanceSet) addresses(sel selection) []resolver.Address {
 	}
 	return addrs
 }
+
+// maxUnroutableNamed is the most instances unroutable names.
+const maxUnroutableNamed = 3
+
+// unroutable says why none of the set's instances of service is routable:
+// there are none, or what the first few (by id) are: their health and its
+// check's output, or that the client's filter left them out.
+func (s *instanceSet) unroutable(service string, sel selection) string {
+	if len(s.byID) == 0 {
+		return fmt.Sprintf("the registry has no instance of %s", service)
+	}
+	ids := slices.Sorted(maps.Keys(s.byID))
+	var why []string
+	for _, id := range ids[:min(len(ids), maxUnroutableNamed)] {
+		in := s.byID[id]
+		switch {
+		case in.GetHealth() != zrpcpb.Health_PASSING && in.GetHealthOutput() != "":
+			why = append(why, fmt.Sprintf("%s %s (%s)", id, healthName(in.GetHealth()), in.GetHealthOutput()))
+		case in.GetHealth() != zrpcpb.Health_PASSING:
+			why = append(why, fmt.Sprintf("%s %s", id, healthName(in.GetHealth())))
+		default:
+			why = append(why, id+" left out by this client's filter")
+		}
+	}
+	if more := len(ids) - len(why); more > 0 {
+		why = append(why, fmt.Sprintf("%d more", more))
+	}
+	if len(ids) == 1 {
+		return fmt.Sprintf("the one instance of %s is not routable: %s", service, why[0])
+	}
+	return fmt.Sprintf("none of the %d instances of %s is routable: %s", len(ids), service, strings.Join(why, "; "))
+}
+
+// healthName is h as zrpcctl prints it: "critical".
+func healthName(h zrpcpb.Health) string { return strings.ToLower(h.String()) }
 
 // instanceAddress is the address of in with its balancer attributes.
 func instanceAddress(in *zrpcpb.Instance) resolver.Address {

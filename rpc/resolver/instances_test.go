@@ -264,3 +264,26 @@ func TestParseDirect(t *testing.T) {
 		})
 	}
 }
+
+func TestUnroutableSaysWhy(t *testing.T) {
+	s := newInstanceSet()
+	if got, want := s.unroutable("user.rpc", selection{}), "the registry has no instance of user.rpc"; got != want {
+		t.Errorf("empty set: %q, want %q", got, want)
+	}
+	down := inst("u1", zrpcpb.Health_CRITICAL, "")
+	down.HealthOutput = "gRPC health check of 10.0.0.5:9000 failed: Unavailable: connection refused"
+	s.apply(snapshot(put(down)))
+	if got, want := s.unroutable("user.rpc", selection{}),
+		"the one instance of user.rpc is not routable: u1 critical (gRPC health check of 10.0.0.5:9000 failed: Unavailable: connection refused)"; got != want {
+		t.Errorf("one critical instance: %q, want %q", got, want)
+	}
+	s.apply(events(put(inst("u2", zrpcpb.Health_PASSING, "eu")), put(inst("u3", zrpcpb.Health_WARNING, "")),
+		put(inst("u4", zrpcpb.Health_CRITICAL, ""))))
+	onlyUS := selection{filter: func(in *zrpcpb.Instance) bool { return in.GetZone() == "us" }}
+	got := s.unroutable("user.rpc", onlyUS)
+	want := "none of the 4 instances of user.rpc is routable: u1 critical (gRPC health check of 10.0.0.5:9000 failed: Unavailable: connection refused); " +
+		"u2 left out by this client's filter; u3 warning; 1 more"
+	if got != want {
+		t.Errorf("four instances:\n%q\nwant\n%q", got, want)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client/clienttest"
@@ -170,16 +171,33 @@ func TestZRPCResolverFollowsRegistry(t *testing.T) {
 		t.Fatalf("after the restart, 30 calls went %v, want all to i2", got)
 	}
 
-	// A service with no instances left fails calls with Unavailable.
+	// A service with no instances left fails calls with Unavailable,
+	// saying so.
 	deregisterInstance(t, c, "i2")
+	waitUnavailable(t, cc, "the registry has no instance of echo.rpc")
+
+	// One whose only instance's check fails says why.
+	retry(t, "register a checked instance", func(ctx context.Context) error {
+		_, err := c.Registry(0).Register(ctx, &zrpcpb.RegisterRequest{Instance: &zrpcpb.Instance{
+			Id: "down", Service: "echo.rpc", Address: freeAddr(t),
+			Check: &zrpcpb.Check{Grpc: true, Interval: durationpb.New(time.Hour)}}})
+		return err
+	})
+	waitUnavailable(t, cc, "the one instance of echo.rpc is not routable: down critical (gRPC health check of ")
+}
+
+// waitUnavailable makes calls until one fails with Unavailable and a
+// message containing want, failing the test after a deadline.
+func waitUnavailable(t *testing.T, cc *grpc.ClientConn, want string) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		err := check(cc)
-		if status.Code(err) == codes.Unavailable {
-			break
+		if status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), want) {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("with no instances registered, call error = %v, want Unavailable", err)
+			t.Fatalf("call error = %v, want Unavailable saying %q", err, want)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -43,6 +43,7 @@ type options struct {
 	logger     *slog.Logger
 	tls        *tls.Config
 	token      string
+	routable   func(n int, why string)
 }
 
 // WithAgents sets the agents (host:port) of targets that name none. Without
@@ -90,6 +91,21 @@ func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
 }
 
+// OnRoutable calls f after each change the registry sends with how many
+// instances are routable and, when none is, why ("the registry has no
+// instance of user.rpc", or the first few instances' health and check
+// output). Several OnRoutable functions are all called. rpc.Dial uses it
+// to say why WithWaitReady found no ready instance.
+func OnRoutable(f func(n int, why string)) Option {
+	return func(o *options) {
+		if prev := o.routable; prev != nil {
+			o.routable = func(n int, why string) { prev(n, why); f(n, why) }
+			return
+		}
+		o.routable = f
+	}
+}
+
 // WithToken sets the ACL token the clients the resolvers open send to the
 // agents. Without it they send $ZRPC_TOKEN, if set.
 func WithToken(token string) Option {
@@ -126,14 +142,15 @@ func (b *zrpcBuilder) Build(target resolver.Target, cc resolver.ClientConn, _ re
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &zrpcResolver{
-		cc:      cc,
-		client:  c,
-		owned:   owned,
-		service: service,
-		sel:     selection{filter: b.opts.filter, preferZone: b.opts.preferZone},
-		log:     b.opts.logger.With("resolver", Scheme, "service", service),
-		cancel:  cancel,
-		done:    make(chan struct{}),
+		cc:       cc,
+		client:   c,
+		owned:    owned,
+		service:  service,
+		sel:      selection{filter: b.opts.filter, preferZone: b.opts.preferZone},
+		log:      b.opts.logger.With("resolver", Scheme, "service", service),
+		routable: b.opts.routable,
+		cancel:   cancel,
+		done:     make(chan struct{}),
 	}
 	go r.run(ctx)
 	return r, nil
@@ -174,6 +191,10 @@ type zrpcResolver struct {
 	service string
 	sel     selection
 	log     *slog.Logger
+	// routable, if set, is told after each update how many instances are
+	// routable and, when none is, why (OnRoutable).
+	routable func(n int, why string)
+	none     bool // the last update had no routable instance; run's goroutine only
 
 	cancel    context.CancelFunc
 	done      chan struct{}
@@ -242,6 +263,22 @@ func (r *zrpcResolver) consume(w *client.WatchStream, set *instanceSet, onUpdate
 			// The balancer refused the list (an empty one, say); grpc
 			// fails calls meanwhile and the next response replaces it.
 			r.log.Debug("update client conn state", "routable", len(addrs), "err", err)
+		}
+		why := ""
+		if len(addrs) == 0 {
+			// Calls then fail with Unavailable "last resolver error: ...":
+			// say why, rather than grpc's "produced zero addresses".
+			why = set.unroutable(r.service, r.sel)
+			r.cc.ReportError(fmt.Errorf("zrpc resolver: %s", why))
+			if !r.none {
+				r.log.Warn("no routable instance: calls fail with Unavailable until one passes", "why", why)
+			}
+		} else if r.none {
+			r.log.Info("routable instances again", "routable", len(addrs))
+		}
+		r.none = len(addrs) == 0
+		if r.routable != nil {
+			r.routable(len(addrs), why)
 		}
 		r.log.Debug("instances updated", "revision", w.Revision(), "routable", len(addrs), "known", len(set.byID))
 		onUpdate()
