@@ -31,7 +31,7 @@ func TestSingleAgentThroughCLI(t *testing.T) {
 		t.Fatalf("service list rows = %v, want user.rpc 2 2", list)
 	}
 	get := rows(run("service", "get", "user.rpc"))
-	if len(get) != 2 || get[0][0] != "user-1" || get[0][1] != "127.0.0.1:9001" || get[0][2] != "passing" {
+	if len(get) != 2 || get[0][0] != "user-1" || get[0][1] != "127.0.0.1:9001" || get[0][2] != "n1" || get[0][3] != "passing" {
 		t.Fatalf("service get rows = %v", get)
 	}
 	var js []map[string]any
