@@ -10,18 +10,22 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/rpc/resolver"
 	"github.com/zrpcio/zrpc/rpc/serverchain"
 )
 
@@ -270,6 +274,11 @@ func (s *Server) Start(ctx context.Context) error {
 		s.grpc.Stop()
 		s.metrics.stop(ctx)
 		s.agents.Close()
+		if status.Code(err) == codes.Unavailable {
+			// Nothing answered: most likely no agent runs there.
+			return fmt.Errorf("register %s/%s: %w (is zrpcd running at %s? `zrpcd agent --dev` starts one; the Agents setting or $%s names others)",
+				s.inst.Service, s.inst.Id, err, strings.Join(s.cfg.agents(), ","), resolver.AgentsEnv)
+		}
 		return fmt.Errorf("register %s/%s with agent %v: %w", s.inst.Service, s.inst.Id, s.cfg.agents(), err)
 	}
 	s.wg.Add(1)

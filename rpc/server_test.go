@@ -157,4 +157,7 @@ func TestServerStartFailsClearlyWithoutAgent(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {
 		t.Fatalf("Start without an agent: %v, want an error naming the agent address", err)
 	}
+	if !strings.Contains(err.Error(), "is zrpcd running at 127.0.0.1:1? `zrpcd agent --dev` starts one") {
+		t.Fatalf("Start without an agent: %v, want it to say how to start one", err)
+	}
 }
