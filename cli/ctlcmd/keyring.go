@@ -29,7 +29,10 @@ on every alive agent:
   zrpcctl keyring remove OLDKEY    # the old key is refused from now on
 
 Each command reports every agent's result and fails if any agent failed or
-did not answer; it is safe to run again. A key on the command line shows in
+did not answer; it is safe to run again. An agent that is down is reported
+as not reached: it keeps its old keys, and once the old key is removed it
+cannot rejoin, so bring it back and run the step again before remove. A key
+on the command line shows in
 the process list: prefer --key-file FILE, or - to read it from stdin. Gossip
 that was started without encryption cannot be encrypted this way.`,
 		Example: `  zrpcd keygen > new.key

@@ -182,15 +182,21 @@ func (s *Keyring) callPeer(ctx context.Context, op keyringOp, key string, m goss
 }
 
 // fanOut runs op on this agent and every other alive member in parallel
-// and returns their results sorted by agent name.
+// and returns their results sorted by agent name. A member gossip sees
+// failed is not asked but reported as not reached: it keeps the keys it
+// had, and after the others' old key is removed it could not rejoin.
 func (s *Keyring) fanOut(ctx context.Context, op keyringOp, key string) *pb.KeyringResponse {
-	var peers []gossip.Member
+	var peers, away []gossip.Member
 	for _, m := range s.cfg.Cluster.Members() {
-		if m.Name != s.cfg.Agent && m.Status == gossip.StatusAlive {
+		switch {
+		case m.Name == s.cfg.Agent:
+		case m.Status == gossip.StatusAlive:
 			peers = append(peers, m)
+		case m.Status != gossip.StatusLeft:
+			away = append(away, m)
 		}
 	}
-	results := make([]*pb.KeyringAgentResult, len(peers)+1)
+	results := make([]*pb.KeyringAgentResult, len(peers)+1, len(peers)+1+len(away))
 	timeout := s.peerTimeout(ctx)
 	var wg sync.WaitGroup
 	for i, m := range peers {
@@ -198,12 +204,26 @@ func (s *Keyring) fanOut(ctx context.Context, op keyringOp, key string) *pb.Keyr
 	}
 	results[len(peers)] = s.applyLocal(op, key)
 	wg.Wait()
+	for _, m := range away {
+		results = append(results, &pb.KeyringAgentResult{Agent: m.Name, Error: notReached(op, m)})
+	}
 	slices.SortFunc(results, func(a, b *pb.KeyringAgentResult) int { return cmp.Compare(a.Agent, b.Agent) })
 	resp := &pb.KeyringResponse{Agents: results}
 	if op == opList {
 		resp.Keys = countKeys(results)
 	}
 	return resp
+}
+
+// notReached says why member m, which gossip does not see alive, was not
+// asked to run op, and what that means for the rotation.
+func notReached(op keyringOp, m gossip.Member) string {
+	if op == opList {
+		return fmt.Sprintf("not reached: the agent is %s", m.Status)
+	}
+	return fmt.Sprintf("not reached: the agent is %s and keeps the keys it had; once the old key is removed elsewhere it cannot rejoin. "+
+		"When it is back, run install and use again before remove, or start it with the new key (delete its <data-dir>/%s, give --encrypt-file NEW)",
+		m.Status, gossip.KeyringFileName)
 }
 
 // countKeys counts, for every key the agents listed, how many hold it and

@@ -166,7 +166,8 @@ func agentResults(resp *pb.KeyringResponse) map[string]*pb.KeyringAgentResult {
 func TestKeyringRotationReachesEveryAliveAgent(t *testing.T) {
 	oldKey, newKey := genKey(t), genKey(t)
 	tc := newKeyringTestCluster(t, oldKey, "a", "b", "c", "d")
-	tc.cl.members[3].Status = gossip.StatusFailed // d is dead: not asked
+	tc.cl.members[3].Status = gossip.StatusFailed                                              // d is dead: not asked, reported
+	tc.cl.members = append(tc.cl.members, gossip.Member{Name: "e", Status: gossip.StatusLeft}) // left for good: neither
 	ctx := context.Background()
 
 	for _, step := range []struct {
@@ -180,12 +181,15 @@ func TestKeyringRotationReachesEveryAliveAgent(t *testing.T) {
 		var names []string
 		for _, r := range resp.Agents {
 			names = append(names, r.Agent)
-			if !r.Ok || r.Error != "" {
+			switch {
+			case r.Agent == "d" && (r.Ok || !strings.Contains(r.Error, "not reached: the agent is failed") || !strings.Contains(r.Error, "cannot rejoin")):
+				t.Errorf("the failed agent d: ok %v, error %q; want it reported as not reached, and why that matters", r.Ok, r.Error)
+			case r.Agent != "d" && (!r.Ok || r.Error != ""):
 				t.Errorf("agent %s: ok %v, error %q", r.Agent, r.Ok, r.Error)
 			}
 		}
-		if !slices.Equal(names, []string{"a", "b", "c"}) {
-			t.Fatalf("results of agents %v, want a, b, c in order", names)
+		if !slices.Equal(names, []string{"a", "b", "c", "d"}) {
+			t.Fatalf("results of agents %v, want a, b, c, d in order", names)
 		}
 	}
 	for _, n := range []string{"a", "b", "c"} {
