@@ -146,8 +146,14 @@ func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote fun
 		}
 		if !now.Before(deadline) {
 			voters := "is a majority of voters up?"
-			if known {
+			switch {
+			case known && q.Lost():
 				voters = q.String() + ";"
+			case known:
+				// Gossip counts enough voters for a leader, yet none
+				// answered: say why that can be, not only the count.
+				voters = q.String() + ", by gossip's count: enough for a leader, so an election may be under way, " +
+					"or a voter went down too recently for gossip to have noticed (it takes seconds);"
 			}
 			return fmt.Errorf("%w: no leader answered within %s (last error: %v); %s check `zrpcctl raft peers`",
 				ErrNoLeader, wait.Round(time.Millisecond), last, voters)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -420,5 +421,36 @@ func TestForwarderFailsSayingTheQuorumIsLost(t *testing.T) {
 	}
 	if ctx.Err() != nil {
 		t.Fatalf("Apply without a quorum waited until the caller's deadline: %v", err)
+	}
+}
+
+// TestForwarderWithoutALeaderThoughGossipCountsAMajority: when no leader
+// answers although gossip counts enough voters alive, the error says that
+// gossip may lag (voters just lost) or an election is under way, rather
+// than only "2 of 3 voters reachable; a leader needs 2".
+func TestForwarderWithoutALeaderThoughGossipCountsAMajority(t *testing.T) {
+	cfg := testStoreConfig(t, t.TempDir(), slog.LevelWarn)
+	cfg.Bootstrap = false
+	s := New(cfg)
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	servers := []raft.Server{{ID: raft.ServerID(cfg.NodeID), Address: "127.0.0.1:1", Suffrage: raft.Voter},
+		{ID: "n2", Address: "127.0.0.1:2", Suffrage: raft.Voter}, {ID: "n3", Address: "127.0.0.1:3", Suffrage: raft.Voter}}
+	if err := s.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
+		t.Fatal(err)
+	}
+	reach := func(id string) Reach {
+		if id == "n3" {
+			return Reach{Status: "failed"}
+		}
+		return Reach{Alive: true}
+	}
+	dial := func(context.Context, string) (grpc.ClientConnInterface, error) { return nil, errors.New("no peers") }
+	f := NewForwarder(s, ForwardConfig{LeaderWait: 300 * time.Millisecond, Dial: dial, Reach: reach})
+	err := f.OnLeader(t.Context(), func() error { return nil }, func(grpc.ClientConnInterface) error { return nil })
+	if !errors.Is(err, ErrNoLeader) || !strings.Contains(err.Error(), "2 of 3 voters reachable (n3 failed); a leader needs 2, by gossip's count: enough for a leader, so an election may be under way") {
+		t.Fatalf("OnLeader without a leader, gossip counting 2 of 3 = %v", err)
 	}
 }
