@@ -97,6 +97,10 @@ func statusLeader(st *pb.StatusResponse) string {
 	if needed := st.GetVoters()/2 + 1; st.GetVoters() > 0 && st.GetReachableVoters() < needed {
 		return fmt.Sprintf("no leader: %d of %d voters reachable, a leader needs %d", st.GetReachableVoters(), st.GetVoters(), needed)
 	}
+	if st.GetVoters() > 0 {
+		// Enough voters by gossip's count: the usual cause is passing.
+		return "no leader: enough voters reachable, so an election may be under way, or a voter went down too recently for gossip to have noticed"
+	}
 	return "no leader"
 }
 

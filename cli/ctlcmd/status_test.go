@@ -58,7 +58,7 @@ func TestStatusSaysWhichVotersAreUnreachable(t *testing.T) {
 			"no leader: 1 of 3 voters reachable, a leader needs 2", "1 of 3 reachable; n2 failed for 4s, n3 unknown", ""},
 		{"no leader with the voters reachable (an election)",
 			&zrpcpb.StatusResponse{Node: "n1", Voters: 3, ReachableVoters: 3},
-			"no leader", "3 of 3 reachable", ""},
+			"no leader: enough voters reachable, so an election may be under way, or a voter went down too recently for gossip to have noticed", "3 of 3 reachable", ""},
 		{"an agent that does not report voters",
 			&zrpcpb.StatusResponse{Node: "n1"},
 			"no leader", "", ""},
