@@ -139,8 +139,11 @@ func (r *reconciler) reconcile(ctx context.Context, now time.Time) error {
 		if _, ok := r.failedSince[id]; !ok {
 			r.failedSince[id] = now
 		}
-		if now.Sub(r.failedSince[id]) > r.reap {
-			errs = append(errs, r.removeMember(ctx, id, "unknown to gossip past dead_node_reap", inRaft))
+		if down := now.Sub(r.failedSince[id]); down > r.reap {
+			// Usually an agent that failed and that gossip has since
+			// forgotten (memberlist drops dead members after a while).
+			why := fmt.Sprintf("failed, or unknown to gossip, for %s (dead_node_reap %s)", down.Round(time.Second), r.reap)
+			errs = append(errs, r.removeMember(ctx, id, why, inRaft))
 		}
 	}
 	errs = append(errs, r.reapUnknownNodes(ctx, now, members, inRaft))
