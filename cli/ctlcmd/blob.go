@@ -7,12 +7,14 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/zrpcio/zrpc/api/apierr"
+	"github.com/zrpcio/zrpc/client"
 )
 
 func newBlobCommand(o *options) *cobra.Command {
@@ -107,6 +109,9 @@ type firstAnswerDeadline struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	timer  *time.Timer
+	// diagnose, if set, says why no answer came when the timeout ended
+	// the transfer (nil error: it cannot tell).
+	diagnose func() error
 }
 
 var errNoFirstAnswer = errors.New("no first answer within --timeout")
@@ -137,9 +142,34 @@ func (a *firstAnswerDeadline) wrap(what string, err error) error {
 		return nil
 	}
 	if errors.Is(context.Cause(a.ctx), errNoFirstAnswer) {
+		if a.diagnose != nil {
+			if why := a.diagnose(); why != nil {
+				return fmt.Errorf("%s: %w", what, why)
+			}
+		}
 		return fmt.Errorf("%s: %w", what, context.DeadlineExceeded)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// leaderless asks the agent c talks to, briefly, whether the cluster has a
+// leader: a transfer that needs one (a put, a snapshot of the leader's
+// state) waits for one without answering, until --timeout. It returns an
+// error wrapping apierr.ErrNoLeader that says what the agent sees, or nil
+// when there is a leader or the agent does not answer.
+func (o *options) leaderless(c *client.Client) func() error {
+	return func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), min(2*time.Second, o.timeout))
+		defer cancel()
+		st, err := c.Status(ctx)
+		if err != nil || st.GetLeader() != "" {
+			return nil
+		}
+		if why := strings.TrimPrefix(statusLeader(st), "no leader: "); why != "no leader" {
+			return fmt.Errorf("%w: %s", apierr.ErrNoLeader, why)
+		}
+		return fmt.Errorf("%w (the agent answers, but knows no leader)", apierr.ErrNoLeader)
+	}
 }
 
 // formatSize shows a byte count for people: 512 B, 1.5 KiB, 300.0 MiB.

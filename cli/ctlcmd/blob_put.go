@@ -187,6 +187,7 @@ func openSource(cmd *cobra.Command, src string) (io.ReadCloser, int64, error) {
 // blobPut uploads r (size bytes, < 0 when unknown) with a progress bar.
 func blobPut(ctx context.Context, o *options, c *client.Client, errOut io.Writer, name string, r io.Reader, size int64, opts client.PutOptions) (*zrpcpb.BlobPutResponse, error) {
 	fa := o.firstAnswer(ctx)
+	fa.diagnose = o.leaderless(c)
 	defer fa.close()
 	bar := newProgressBar(errOut, "put "+name, size)
 	bar.sentNote = "(sent; the agents are storing it)"

@@ -58,6 +58,9 @@ func saveSnapshot(ctx context.Context, o *options, c *client.Client, errOut io.W
 	err := snapshot.WriteFile(path,
 		func(w io.Writer) error {
 			fa := o.firstAnswer(ctx)
+			if !stale {
+				fa.diagnose = o.leaderless(c)
+			}
 			defer fa.close()
 			_, err := c.SaveSnapshot(fa.ctx, w, client.SnapshotOptions{Stale: stale, Progress: func(n int64) {
 				fa.answered()
