@@ -2,6 +2,7 @@ package ctlcmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/client"
 	"github.com/zrpcio/zrpc/client/clienttest"
 )
 
@@ -154,5 +156,29 @@ func TestNoLeaderAndStaleReadsSayWhatToDo(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLeaderlessSaysWhatTheAgentSees: when a put or a snapshot save got no
+// first answer, zrpcctl asks the agent whether the cluster has a leader
+// and, without one, says so (ErrNoLeader, with the voters it reaches).
+func TestLeaderlessSaysWhatTheAgentSees(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
+	c, err := client.New(client.Config{Endpoints: []string{f.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	o := &options{timeout: 2 * time.Second}
+	if err := o.leaderless(c)(); err != nil {
+		t.Fatalf("with a leader (node-2): %v, want nil", err)
+	}
+	f.OnStatus = func(context.Context, *zrpcpb.StatusRequest) (*zrpcpb.StatusResponse, error) {
+		return &zrpcpb.StatusResponse{Node: "node-1", Voters: 3, ReachableVoters: 1}, nil
+	}
+	err = o.leaderless(c)()
+	if !errors.Is(err, apierr.ErrNoLeader) || !strings.Contains(err.Error(), "1 of 3 voters reachable, a leader needs 2") {
+		t.Fatalf("without a leader: %v, want ErrNoLeader naming the voters reachable", err)
 	}
 }
