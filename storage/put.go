@@ -67,8 +67,11 @@ func (sc Scheme) need() int {
 // chooseScheme picks k+m for a put and checks it against the agents alive.
 // The default comes from the cluster's size, alive or not, so that a blob
 // written while an agent is down keeps the cluster's durability: its missing
-// shards are stored by repair. An explicit k+m larger than the alive agents
-// is refused unless the caller asked for best effort.
+// shards are stored by repair. When too few agents are alive to store k+1
+// shards of it, the default keeps its m with fewer data shards, all of them
+// stored at once (three agents with one down: 1+1 rather than no put at
+// all; the blob costs more space, not less safety). An explicit k+m larger
+// than the alive agents is refused unless the caller asked for best effort.
 func chooseScheme(h *pb.BlobPutHeader, members []Member) (Scheme, error) {
 	alive := len(placeable(members))
 	full := ""
@@ -90,6 +93,9 @@ func chooseScheme(h *pb.BlobPutHeader, members []Member) (Scheme, error) {
 	} else {
 		k, m := placement.DefaultScheme(len(members))
 		sc = Scheme{K: k, M: m}
+		if alive < sc.need() && m > 0 && alive-m >= 1 {
+			sc = Scheme{K: alive - m, M: m}
+		}
 	}
 	if alive < sc.need() {
 		return sc, fmt.Errorf("%w: a %s blob needs at least %d shards stored per block, only %d of %d agents are alive with room%s; retry when agents are back or choose fewer shards",
