@@ -23,6 +23,7 @@ import (
 	"github.com/zrpcio/zrpc/client/clienttest"
 	"github.com/zrpcio/zrpc/internal/grpctest"
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/testwait"
 	_ "github.com/zrpcio/zrpc/rpc/balancer" // registers zrpc_round_robin
 	"github.com/zrpcio/zrpc/testcluster"
 )
@@ -184,6 +185,16 @@ func TestZRPCResolverFollowsRegistry(t *testing.T) {
 		return err
 	})
 	waitUnavailable(t, cc, "the one instance of echo.rpc is not routable: down critical (gRPC health check of ")
+
+	// A passing instance again: once it is connected calls go through
+	// (grpc fails them fast while its connection is being made, as after
+	// any moment with no instance), the error reported while none was
+	// routable is gone.
+	registerInstance(t, c, "i3", servers[2].Addr)
+	testwait.For(t, 30*time.Second, "a call to succeed once i3 is registered", func() bool { return check(cc) == nil })
+	if got := callN(t, cc, servers, 30); got[2] != 30 {
+		t.Fatalf("with i3 the only routable instance, 30 calls went %v, want all to it", got)
+	}
 }
 
 // waitUnavailable makes calls until one fails with Unavailable and a
