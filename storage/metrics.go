@@ -1,6 +1,10 @@
 package storage
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the blob store's Prometheus metrics.
 type Metrics struct {
@@ -16,12 +20,15 @@ type Metrics struct {
 	scrubbedBytes         prometheus.Counter
 	repairQueued          prometheus.Gauge
 	repairInProgress      prometheus.Gauge
-	repairRetrying        prometheus.Gauge
-	repairWaiting         prometheus.Gauge
-	repairWaitingForAgent prometheus.Gauge
+	repairRetrying        prometheus.GaugeFunc
+	repairWaiting         prometheus.GaugeFunc
+	repairWaitingForAgent prometheus.GaugeFunc
 	repairShards          prometheus.Counter
 	repairBytes           prometheus.Counter
 	repairFailed          prometheus.Counter
+	// repair is the store's repair, which the gauges above read at
+	// scrape time (New sets it): 0 unless it runs, on the leader.
+	repair atomic.Pointer[repairer]
 }
 
 // NewMetrics creates the metrics; register Collectors() to export them.
@@ -32,25 +39,34 @@ func NewMetrics() *Metrics {
 	gauge := func(name, help string) prometheus.Gauge {
 		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "zrpc", Subsystem: "blob", Name: name, Help: help})
 	}
-	m := &Metrics{
-		putBytes:              counter("put_bytes_total", "Blob bytes stored by puts this agent coordinated."),
-		getBytes:              counter("get_bytes_total", "Blob bytes served by gets this agent coordinated."),
-		putsFailed:            counter("puts_failed_total", "Puts that failed or were cancelled and were aborted."),
-		degradedReads:         counter("degraded_block_reads_total", "Blocks read by decoding parity because shards were missing or corrupt."),
-		shardWrites:           counter("shard_writes_total", "Shards written to this agent's shard store."),
-		shardReads:            counter("shard_reads_total", "Shards read from this agent's shard store for peers."),
-		corruptShards:         counter("corrupt_shards_total", "Corrupt shards found by reads or the scrubber."),
-		lostShards:            counter("lost_shards_total", "Shards whose holder has no file for them, found by reads or the scrubber."),
-		shardsCollected:       counter("shards_collected_total", "Shard files deleted because no blob refers to them."),
-		scrubbedBytes:         counter("scrubbed_bytes_total", "Shard bytes re-read by the scrubber."),
-		repairQueued:          gauge("repair_queued", "Shards waiting to be rebuilt (leader only)."),
-		repairInProgress:      gauge("repair_in_progress", "Shards being rebuilt now (leader only)."),
-		repairRetrying:        gauge("repair_retrying", "Lost shards whose rebuild failed, tried again a repair interval later (leader only)."),
-		repairWaiting:         gauge("repair_waiting", "Lost shards that cannot be rebuilt yet: their agent's blob_repair_delay has not passed, or no agent can take them (leader only)."),
-		repairWaitingForAgent: gauge("repair_waiting_for_agent", "Lost shards no alive agent with room can take, each holding a shard of their block already: add agents or free space (leader only)."),
-		repairShards:          counter("repair_rebuilt_shards_total", "Shards rebuilt by repair."),
-		repairBytes:           counter("repair_rebuilt_bytes_total", "Bytes of shards rebuilt by repair."),
-		repairFailed:          counter("repair_failed_total", "Shard rebuilds that failed (each retried a repair interval later)."),
+	m := &Metrics{}
+	// repairGauge reads count of the repair's state while it leads.
+	repairGauge := func(name, help string, count func(*repairer) int) prometheus.GaugeFunc {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "zrpc", Subsystem: "blob", Name: name, Help: help},
+			func() float64 { return m.repair.Load().leaderCount(count) })
+	}
+	*m = Metrics{
+		putBytes:         counter("put_bytes_total", "Blob bytes stored by puts this agent coordinated."),
+		getBytes:         counter("get_bytes_total", "Blob bytes served by gets this agent coordinated."),
+		putsFailed:       counter("puts_failed_total", "Puts that failed or were cancelled and were aborted."),
+		degradedReads:    counter("degraded_block_reads_total", "Blocks read by decoding parity because shards were missing or corrupt."),
+		shardWrites:      counter("shard_writes_total", "Shards written to this agent's shard store."),
+		shardReads:       counter("shard_reads_total", "Shards read from this agent's shard store for peers."),
+		corruptShards:    counter("corrupt_shards_total", "Corrupt shards found by reads or the scrubber."),
+		lostShards:       counter("lost_shards_total", "Shards whose holder has no file for them, found by reads or the scrubber."),
+		shardsCollected:  counter("shards_collected_total", "Shard files deleted because no blob refers to them."),
+		scrubbedBytes:    counter("scrubbed_bytes_total", "Shard bytes re-read by the scrubber."),
+		repairQueued:     gauge("repair_queued", "Shards waiting to be rebuilt (leader only)."),
+		repairInProgress: gauge("repair_in_progress", "Shards being rebuilt now (leader only)."),
+		repairRetrying: repairGauge("repair_retrying", "Lost shards whose rebuild failed, tried again a repair interval later (leader only).",
+			func(r *repairer) int { return len(r.retry) }),
+		repairWaiting: repairGauge("repair_waiting", "Lost shards that cannot be rebuilt yet: their agent's blob_repair_delay has not passed, or no agent can take them (leader only).",
+			func(r *repairer) int { return r.waiting }),
+		repairWaitingForAgent: repairGauge("repair_waiting_for_agent", "Lost shards no alive agent with room can take, each holding a shard of their block already: add agents or free space (leader only).",
+			func(r *repairer) int { return r.waitingForAgent }),
+		repairShards: counter("repair_rebuilt_shards_total", "Shards rebuilt by repair."),
+		repairBytes:  counter("repair_rebuilt_bytes_total", "Bytes of shards rebuilt by repair."),
+		repairFailed: counter("repair_failed_total", "Shard rebuilds that failed (each retried a repair interval later)."),
 	}
 	return m
 }

@@ -281,11 +281,20 @@ func (r *repairer) scan(ctx context.Context) {
 		r.mu.Unlock()
 	}
 	s.metrics.repairQueued.Set(float64(len(r.queue)))
+}
+
+// leaderCount is count of r's state while r runs on the leader, else 0
+// (also for a nil r): what the repair gauges export.
+func (r *repairer) leaderCount(count func(*repairer) int) float64 {
+	if r == nil {
+		return 0
+	}
 	r.mu.Lock()
-	s.metrics.repairRetrying.Set(float64(len(r.retry)))
-	s.metrics.repairWaiting.Set(float64(r.waiting))
-	s.metrics.repairWaitingForAgent.Set(float64(r.waitingForAgent))
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	if !r.leading {
+		return 0
+	}
+	return float64(count(r))
 }
 
 // abortStalePuts aborts puts whose coordinating agent is gone or has been
@@ -534,9 +543,7 @@ func (r *repairer) finish(res rebuilt) {
 		delete(r.corrupt, copyKey{t.key, t.node})
 		delete(r.retry, t.key)
 	}
-	retrying := len(r.retry)
 	r.mu.Unlock()
-	r.s.metrics.repairRetrying.Set(float64(retrying))
 	if res.err != nil {
 		r.s.metrics.repairFailed.Inc()
 		switch {

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/storage/codec"
@@ -276,4 +279,38 @@ func TestRepeatedFindingsOfADamagedCopyAreReportedOncePerInterval(t *testing.T) 
 		t.Fatalf("a finding after a report that did not reach the leader warned %d times in all, want 4", n)
 	}
 	s.wg.Wait()
+}
+
+// TestRepairGaugesFollowTheLeadersRepair: the retrying and waiting gauges
+// read the repair's state at scrape time while it runs on the leader, and
+// read 0 once it no longer does (a former leader does not keep exporting
+// its last counts).
+func TestRepairGaugesFollowTheLeadersRepair(t *testing.T) {
+	s, _ := newTestStore(t, Config{RepairInterval: time.Hour}, "n1", "n1", "n2", "n3")
+	r, m := s.repair, s.metrics
+	read := func(g prometheus.Metric) float64 {
+		var out dto.Metric
+		if err := g.Write(&out); err != nil {
+			t.Fatal(err)
+		}
+		return out.GetGauge().GetValue()
+	}
+	gauges := func() [3]float64 {
+		return [3]float64{read(m.repairRetrying), read(m.repairWaiting), read(m.repairWaitingForAgent)}
+	}
+	r.mu.Lock()
+	r.leading = true
+	r.retry[shardKey{"b", 0, 1}] = time.Now()
+	r.retry[shardKey{"b", 1, 1}] = time.Now()
+	r.waiting, r.waitingForAgent = 5, 3
+	r.mu.Unlock()
+	if got, want := gauges(), [3]float64{2, 5, 3}; got != want {
+		t.Fatalf("leading: retrying, waiting, waiting for an agent = %v, want %v", got, want)
+	}
+	r.mu.Lock()
+	r.leading = false
+	r.mu.Unlock()
+	if got := gauges(); got != [3]float64{} {
+		t.Fatalf("no longer leading: gauges %v, want 0", got)
+	}
 }

@@ -222,6 +222,7 @@ func New(cfg Config, cluster Cluster, shards *shardstore.Store, metrics *Metrics
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.repair = newRepairer(s)
+	metrics.repair.Store(s.repair)
 	return s
 }
 
