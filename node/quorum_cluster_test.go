@@ -11,6 +11,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/node"
 	"github.com/zrpcio/zrpc/testcluster"
 )
 
@@ -96,4 +97,53 @@ func TestAgentReportsUnreachableVotersAndFailsWritesWithoutAQuorum(t *testing.T)
 	if ctx.Err() != nil {
 		t.Fatalf("the write without a quorum was answered only at the caller's deadline")
 	}
+}
+
+// TestWipedVoterIsNamedAndElectsNoOne: the leader and a follower die; the
+// follower comes back with an empty data dir (a replaced disk) under its
+// name. It refuses its vote to the survivor (raftstore/votegate.go), so
+// there is no leader; the survivor's Status names it as a voter without
+// Raft state, and a write fails with ErrNoLeader saying so. Once the old
+// leader is back the cluster elects, the wiped agent receives the log,
+// and every voter counts as reachable again.
+func TestWipedVoterIsNamedAndElectsNoOne(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.WithDeadNodeReap(time.Hour))
+	leader := c.LeaderIndex()
+	if _, err := c.Registry(leader).Register(ctxT(t), &pb.RegisterRequest{Instance: &pb.Instance{Service: "api", Id: "kept", Address: "127.0.0.1:9001"}}); err != nil {
+		t.Fatal(err)
+	}
+	wiped, survivor := followers(t, c)
+	c.Kill(leader)
+	c.Kill(wiped)
+	c.RestartWiped(wiped)
+	c.WaitFor(30*time.Second, c.Name(wiped)+" named as a voter without Raft state", func() bool {
+		st, err := c.Status(survivor).Status(ctxT(t), &pb.StatusRequest{})
+		if err != nil || st.Leader != "" || st.ReachableVoters != 1 {
+			return false
+		}
+		for _, u := range st.UnreachableVoters {
+			if u.Name == c.Name(wiped) && u.Status == node.NoRaftState {
+				return true
+			}
+		}
+		return false
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := c.Registry(survivor).Register(ctx, &pb.RegisterRequest{Instance: &pb.Instance{Service: "api", Id: "lost", Address: "127.0.0.1:9002"}})
+	if err := apierr.FromStatus(err); !errors.Is(err, apierr.ErrNoLeader) || !strings.Contains(err.Error(), c.Name(wiped)+" "+node.NoRaftState) {
+		t.Fatalf("write with the leader down and a wiped voter = %v, want ErrNoLeader naming %s as without Raft state", err, c.Name(wiped))
+	}
+	if l := c.Leader(); l != nil {
+		t.Fatalf("%s leads with only a wiped voter beside it", l.Name())
+	}
+
+	c.Restart(leader)
+	c.WaitFor(30*time.Second, "a leader, and every voter reachable", func() bool {
+		st, err := c.Status(survivor).Status(ctxT(t), &pb.StatusRequest{})
+		return err == nil && st.Leader != "" && st.ReachableVoters == 3
+	})
+	c.WaitFor(20*time.Second, c.Name(wiped)+" has the instance written before its disk was replaced", func() bool {
+		return c.Node(wiped).Store().FSM().Instance("api", "kept") != nil
+	})
 }

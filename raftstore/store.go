@@ -251,7 +251,8 @@ func (s *Store) newTransport() (*transport, error) {
 		tc.Stream = NewTCPStreamLayer(l, adv)
 	}
 	tc.Stream = guardInbound(tc.Stream, netLog, &hello{cluster: s.fsm.ClusterID, speaks: cfg.PeerHello})
-	return newObservingTransport(raft.NewNetworkTransportWithConfig(tc)), nil
+	votes := newVoteGate(s.logs, s.snaps, NewHCLog(s.cfg.Logger, "raft"))
+	return newObservingTransport(raft.NewNetworkTransportWithConfig(tc), votes), nil
 }
 
 // NewTCPStreamLayer is Raft's stream layer over plain TCP: it accepts on

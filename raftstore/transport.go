@@ -73,6 +73,9 @@ type transport struct {
 	// commitCap, when set (before raft starts), bounds the commit index
 	// the leader sends: its log's durable index (syncahead.go).
 	commitCap func() uint64
+	// votes refuses the vote requests of a replica with no Raft state
+	// (votegate.go); nil passes them all.
+	votes *voteGate
 
 	rpcs      chan raft.RPC // what Consumer returns
 	stop      chan struct{}
@@ -90,9 +93,10 @@ var (
 
 // newObservingTransport wraps inner and starts the goroutine that hands
 // its RPCs on; Close stops it.
-func newObservingTransport(inner *raft.NetworkTransport) *transport {
+func newObservingTransport(inner *raft.NetworkTransport, votes *voteGate) *transport {
 	t := &transport{
 		NetworkTransport: inner,
+		votes:            votes,
 		rpcs:             make(chan raft.RPC),
 		stop:             make(chan struct{}),
 		done:             make(chan struct{}),
@@ -113,6 +117,10 @@ func (t *transport) forward() {
 			return
 		case rpc := <-in:
 			t.commits.observe(rpc.Command, time.Now())
+			if err := t.votes.refuse(rpc); err != nil {
+				rpc.Respond(nil, err)
+				continue
+			}
 			select {
 			case t.rpcs <- rpc:
 			case <-t.stop:

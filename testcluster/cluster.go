@@ -321,6 +321,26 @@ func (c *Cluster) Restart(i int) {
 	c.start(i)
 }
 
+// RestartWiped starts a killed or stopped agent again at the same
+// addresses and under the same name with an empty data dir, as an agent
+// whose disk was replaced comes back; it joins through the gossip
+// addresses of the agents running then.
+func (c *Cluster) RestartWiped(i int) {
+	c.t.Helper()
+	if c.Node(i) != nil {
+		c.Kill(i)
+	}
+	m := c.member(i)
+	m.cfg.DataDir = c.t.TempDir()
+	m.cfg.Join = nil
+	for j := range c.Size() {
+		if j != i && c.Node(j) != nil {
+			m.cfg.Join = append(m.cfg.Join, c.gossipAddr(j))
+		}
+	}
+	c.start(i)
+}
+
 // RestartMoved starts a killed or stopped agent again on the same data dir
 // but at new addresses, as a Kubernetes pod comes back with a new IP; it
 // joins through the gossip addresses of the agents running then.
