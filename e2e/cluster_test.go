@@ -60,7 +60,23 @@ func TestThreeProcessCluster(t *testing.T) {
 		r := members(n1)["n3"]
 		return len(r) >= 3 && r[2] == "failed"
 	})
-	// n3's instance is removed once n3 is reaped; n2's stays.
+	// n3 is reaped: out of Raft, while the instance registered through it
+	// by hand stays, critical, saying why, until an operator removes n3
+	// (or deregisters the instance, or n3 comes back).
+	waitFor(t, 20*time.Second, "n3 out of Raft", func() bool {
+		out, err := ctl(zrpcctl, n1.grpcAddr(), "raft", "peers")
+		return err == nil && len(rows(out)) == 2 && !strings.Contains(out, "n3")
+	})
+	// ID ADDRESS NODE HEALTH ... HEALTH_OUTPUT
+	waitFor(t, 20*time.Second, "u1 kept, critical, with the reap as its output", func() bool {
+		out, err := ctl(zrpcctl, n1.grpcAddr(), "service", "get", "user.rpc")
+		r := rows(out)
+		return err == nil && len(r) == 1 && r[0][0] == "u1" && r[0][3] == "critical" &&
+			strings.Contains(out, "removed with its agent n3: failed")
+	})
+	if out, err := ctl(zrpcctl, n1.grpcAddr(), "raft", "remove-peer", "n3"); err != nil {
+		t.Fatalf("raft remove-peer n3 after its reap: %v\n%s", err, out)
+	}
 	waitFor(t, 20*time.Second, "only order.rpc listed on n1 and n2", func() bool {
 		for _, a := range []*agent{n1, n2} {
 			out, err := ctl(zrpcctl, a.grpcAddr(), "service", "list")
@@ -70,16 +86,9 @@ func TestThreeProcessCluster(t *testing.T) {
 		}
 		return true
 	})
-	out, err := ctl(zrpcctl, n1.grpcAddr(), "raft", "peers")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p := rows(out); len(p) != 2 || strings.Contains(out, "n3") {
-		t.Fatalf("raft peers after reaping n3:\n%s", out)
-	}
 
 	// n2 leaves for good: the process exits by itself and n1 carries on.
-	out, err = ctl(zrpcctl, n2.grpcAddr(), "leave")
+	out, err := ctl(zrpcctl, n2.grpcAddr(), "leave")
 	if err != nil || !strings.Contains(out, "left the cluster") {
 		t.Fatalf("leave: %v\n%s", err, out)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -177,10 +178,16 @@ func TestMinorityPartitionCannotWriteButReadsStaleThenConverges(t *testing.T) {
 	})
 }
 
+// TestDeadAgentInstancesTurnCriticalThenVanishFromWatchers: watchers on
+// the other agents see a killed agent's instances turn critical; after the
+// reap, the instance bound to one of its sessions goes, and the one
+// registered through it without a session stays, critical, with the reap
+// as its output.
 func TestDeadAgentInstancesTurnCriticalThenVanishFromWatchers(t *testing.T) {
 	c := testcluster.New(t, 3, testcluster.WithDeadNodeReap(2*time.Second))
 	victim := (c.LeaderIndex() + 1) % 3
-	register(t, c, victim, "user.rpc", "on-victim")
+	registerInSession(t, c, victim, "user.rpc", "on-victim")
+	register(t, c, victim, "user.rpc", "static-on-victim")
 	var others []int
 	for i := 0; i < 3; i++ {
 		if i != victim {
@@ -195,24 +202,32 @@ func TestDeadAgentInstancesTurnCriticalThenVanishFromWatchers(t *testing.T) {
 	}
 	c.Kill(victim)
 	for k, seen := range streams {
-		var critical, deleted bool
+		var critical, deleted, staticCritical, kept bool
 		deadline := time.After(30 * time.Second)
-		for !deleted {
+		for !deleted || !kept {
 			select {
 			case e, ok := <-seen:
 				if !ok {
 					t.Fatalf("watch on agent %d ended", others[k])
 				}
-				if e.Instance.Id != "on-victim" {
+				switch e.Instance.Id {
+				case "on-victim":
+					critical = critical || (e.Type == pb.Event_PUT && e.Instance.Health == pb.Health_CRITICAL)
+					deleted = e.Type == pb.Event_DELETE
+				case "static-on-victim":
+					if e.Type == pb.Event_DELETE {
+						t.Fatalf("watcher on agent %d: the instance registered through the dead agent without a session was removed", others[k])
+					}
+					staticCritical = staticCritical || e.Instance.Health == pb.Health_CRITICAL
+					kept = e.Instance.Health == pb.Health_CRITICAL && strings.HasPrefix(e.Instance.HealthOutput, node.ReapedOutputPrefix+" "+c.Name(victim))
+				default:
 					if e.Type == pb.Event_DELETE {
 						t.Fatalf("instance %s of a live agent was removed", e.Instance.Id)
 					}
-					continue
 				}
-				critical = critical || (e.Type == pb.Event_PUT && e.Instance.Health == pb.Health_CRITICAL)
-				deleted = e.Type == pb.Event_DELETE
 			case <-deadline:
-				t.Fatalf("watcher on agent %d did not see the dead agent's instance go (critical seen: %v)", others[k], critical)
+				t.Fatalf("watcher on agent %d: the dead agent's session-bound instance did not go (critical seen: %v, gone: %v), or its other one was not kept (critical seen: %v, kept: %v)",
+					others[k], critical, deleted, staticCritical, kept)
 			}
 		}
 		if !critical {
@@ -223,6 +238,29 @@ func TestDeadAgentInstancesTurnCriticalThenVanishFromWatchers(t *testing.T) {
 		servers, err := c.Leader().Store().Servers()
 		return err == nil && len(servers) == 2
 	})
+}
+
+// registerInSession opens a session on agent via (kept open until the
+// test ends) and registers service/id in it.
+func registerInSession(t *testing.T, c *testcluster.Cluster, via int, service, id string) {
+	t.Helper()
+	stream, err := c.Registry(via).Session(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pb.SessionRequest{Seq: 1, Kind: &pb.SessionRequest_Open{Open: &pb.SessionOpen{Owner: "test"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if open, err := stream.Recv(); err != nil || open.Session == "" {
+		t.Fatalf("open a session via agent %d: %v, %v", via, open, err)
+	}
+	if err := stream.Send(&pb.SessionRequest{Seq: 2, Kind: &pb.SessionRequest_Register{
+		Register: &pb.RegisterRequest{Instance: &pb.Instance{Service: service, Id: id, Address: "127.0.0.1:9001"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := stream.Recv(); err != nil || r.Error != nil {
+		t.Fatalf("register %s/%s in a session via agent %d: %v, %v", service, id, via, r, err)
+	}
 }
 
 // watchEvents streams the events of service as agent i sees them; the

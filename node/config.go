@@ -84,7 +84,7 @@ type Config struct {
 	Voters int `yaml:"voters" help:"Raft voters the cluster keeps (1-5); further agents join as nonvoters"`
 	// DeadNodeReap is how long a failed agent stays in the cluster (its
 	// instances critical) before it is removed with its instances.
-	DeadNodeReap time.Duration `yaml:"dead_node_reap" help:"how long a failed agent's instances stay critical before the agent and its instances are removed"`
+	DeadNodeReap time.Duration `yaml:"dead_node_reap" help:"how long a failed agent stays in Raft and the registry before it is removed with its sessions and their instances (instances registered through it without a session stay, critical, until deregistered or the agent is back)"`
 	// GossipProfile selects gossip timers: lan (default) or local (fast,
 	// for tests on one machine).
 	GossipProfile string `yaml:"gossip_profile" help:"gossip timers: lan, or local for agents on one machine"`

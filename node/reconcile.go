@@ -32,6 +32,7 @@ type nodeTable interface {
 	Node(name string) *pb.Node
 	Nodes() []*pb.Node
 	NodeOwnsAnything(name string) bool
+	NodeHasSessions(name string) bool
 }
 
 // reconciler turns what gossip says into Raft configuration changes and
@@ -127,7 +128,7 @@ func (r *reconciler) reconcile(ctx context.Context, now time.Time) error {
 			}
 			errs = append(errs, r.reconcileFailed(ctx, m.Name, now.Sub(r.failedSince[m.Name]), inRaft))
 		case gossip.StatusLeft:
-			errs = append(errs, r.removeMember(ctx, m.Name, "left the cluster", inRaft))
+			errs = append(errs, r.removeMember(ctx, m.Name, "left the cluster", inRaft, false))
 		}
 	}
 	// Raft servers gossip does not know (forgotten, or never seen by this
@@ -143,7 +144,7 @@ func (r *reconciler) reconcile(ctx context.Context, now time.Time) error {
 			// Usually an agent that failed and that gossip has since
 			// forgotten (memberlist drops dead members after a while).
 			why := fmt.Sprintf("failed, or unknown to gossip, for %s (dead_node_reap %s)", down.Round(time.Second), r.reap)
-			errs = append(errs, r.removeMember(ctx, id, why, inRaft))
+			errs = append(errs, r.removeMember(ctx, id, why, inRaft, true))
 		}
 	}
 	errs = append(errs, r.reapUnknownNodes(ctx, now, members, inRaft))
@@ -168,7 +169,7 @@ func (r *reconciler) reapUnknownNodes(ctx context.Context, now time.Time, member
 			r.failedSince[n.Name] = now
 		}
 		if now.Sub(r.failedSince[n.Name]) > r.reap {
-			errs = append(errs, r.removeMember(ctx, n.Name, "unknown to gossip and Raft past dead_node_reap", inRaft))
+			errs = append(errs, r.removeMember(ctx, n.Name, "unknown to gossip and Raft past dead_node_reap", inRaft, true))
 			delete(r.failedSince, n.Name)
 		}
 	}
@@ -180,6 +181,14 @@ func (r *reconciler) reapUnknownNodes(ctx context.Context, now time.Time, member
 func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft map[string]raftstore.Server, voters *int) error {
 	want := &pb.Node{Name: m.Name, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr, Zone: m.Meta.Zone, Build: m.Meta.Build, Health: pb.Health_PASSING}
 	cur := r.nodes.Node(m.Name)
+	// An agent reaped while it was down has no node record, but may have
+	// left instances, critical (removeMember): it is alive again for them.
+	if cur == nil && r.nodes.NodeOwnsAnything(m.Name) {
+		if _, err := r.apply(ctx, &pb.Command{Kind: &pb.Command_NodeUpsert{NodeUpsert: want}}); err != nil {
+			return fmt.Errorf("record node %s: %w", m.Name, err)
+		}
+		cur = &pb.Node{Name: m.Name, Health: pb.Health_CRITICAL}
+	}
 	if cur != nil && cur.Health == pb.Health_CRITICAL {
 		cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Node: m.Name, Health: pb.Health_PASSING, Output: health.AgentAliveAgain}}}
 		if _, err := r.apply(ctx, cmd); err != nil {
@@ -232,7 +241,7 @@ func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft
 // once, and removes it after dead_node_reap.
 func (r *reconciler) reconcileFailed(ctx context.Context, name string, down time.Duration, inRaft map[string]raftstore.Server) error {
 	if down > r.reap {
-		return r.removeMember(ctx, name, fmt.Sprintf("failed for %s (dead_node_reap %s)", down.Round(time.Second), r.reap), inRaft)
+		return r.removeMember(ctx, name, fmt.Sprintf("failed for %s (dead_node_reap %s)", down.Round(time.Second), r.reap), inRaft, true)
 	}
 	if node := r.nodes.Node(name); node == nil || node.Health == pb.Health_CRITICAL {
 		return nil
@@ -246,8 +255,15 @@ func (r *reconciler) reconcileFailed(ctx context.Context, name string, down time
 }
 
 // removeMember takes an agent out of Raft and the registry, with every
-// instance and session it owned.
-func (r *reconciler) removeMember(ctx context.Context, name, why string, inRaft map[string]raftstore.Server) error {
+// session it owned and the instances bound to them. The instances
+// registered through it without a session go too when it left or an
+// operator removed it; when it is reaped (reap: it failed, or gossip lost
+// it, for dead_node_reap) they stay, critical, saying why: nothing proves
+// them gone, and nothing would register them again. They pass again if
+// the agent comes back (reconcileAlive), and go when deregistered, when
+// their deregister_critical_after runs out, or when the agent is removed
+// with `zrpcctl raft remove-peer`.
+func (r *reconciler) removeMember(ctx context.Context, name, why string, inRaft map[string]raftstore.Server, reap bool) error {
 	if _, ok := inRaft[name]; ok {
 		if err := r.raft.RemoveServer(ctx, name); err != nil {
 			return err
@@ -255,12 +271,28 @@ func (r *reconciler) removeMember(ctx context.Context, name, why string, inRaft 
 		delete(inRaft, name)
 		r.log.Info("removed agent from Raft", "member", name, "why", why)
 	}
-	if r.nodes.Node(name) == nil && !r.nodes.NodeOwnsAnything(name) {
+	switch {
+	case reap && r.nodes.Node(name) == nil && !r.nodes.NodeHasSessions(name):
+		return nil // reaped already: what it kept stays
+	case r.nodes.Node(name) == nil && !r.nodes.NodeOwnsAnything(name):
 		return nil
 	}
-	if _, err := r.apply(ctx, &pb.Command{Kind: &pb.Command_NodeRemove{NodeRemove: &pb.NodeRemove{Name: name}}}); err != nil {
+	rm := &pb.NodeRemove{Name: name}
+	if reap {
+		rm.KeepUnbound = true
+		rm.Output = fmt.Sprintf("%s %s: %s; the instance stays until it is deregistered, or passes again when %s is back", ReapedOutputPrefix, name, why, name)
+	}
+	if _, err := r.apply(ctx, &pb.Command{Kind: &pb.Command_NodeRemove{NodeRemove: rm}}); err != nil {
 		return fmt.Errorf("remove node %s: %w", name, err)
 	}
-	r.log.Info("removed agent and its instances from the registry", "member", name, "why", why)
+	if reap {
+		r.log.Info("removed agent and its sessions from the registry; its instances without a session stay, critical", "member", name, "why", why)
+	} else {
+		r.log.Info("removed agent and its instances from the registry", "member", name, "why", why)
+	}
 	return nil
 }
+
+// ReapedOutputPrefix begins the health output of an instance kept after
+// the agent it was registered through was reaped.
+const ReapedOutputPrefix = "removed with its agent"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/node/health"
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
@@ -139,13 +141,17 @@ func (f *reconcileFixture) pass(at time.Duration) {
 	}
 }
 
-// record puts agents in the registry, each owning one instance.
+// record puts agents in the registry, each owning an instance with no
+// session (id: the agent's name) and one bound to a session of the agent
+// (id: the name and "-s").
 func (f *reconcileFixture) record(names ...string) {
 	f.t.Helper()
 	for _, n := range names {
 		cmds := []*pb.Command{
 			{Kind: &pb.Command_NodeUpsert{NodeUpsert: &pb.Node{Name: n, GrpcAddress: n + ":8400", RaftAddress: n + ":8401", Health: pb.Health_PASSING}}},
 			{Kind: &pb.Command_Register{Register: &pb.Instance{Service: "api", Id: n, Node: n, Address: "127.0.0.1:9000", Health: pb.Health_PASSING}}},
+			{Kind: &pb.Command_SessionCreate{SessionCreate: &pb.SessionCreate{Session: &pb.Session{Id: n + "-session", Node: n}}}},
+			{Kind: &pb.Command_Register{Register: &pb.Instance{Service: "api", Id: n + "-s", Node: n, Session: n + "-session", Address: "127.0.0.1:9001", Health: pb.Health_PASSING}}},
 		}
 		for _, c := range cmds {
 			if _, err := f.apply(f.t.Context(), c); err != nil {
@@ -169,6 +175,26 @@ func (f *reconcileFixture) wantGone(id string) {
 	}
 	if f.fsm.Node(id) != nil || f.fsm.NodeOwnsAnything(id) {
 		f.t.Errorf("%s is still in the registry (node %v)", id, f.fsm.Node(id))
+	}
+}
+
+// wantReaped checks that agent id is out of Raft and the registry, with
+// its session and the instance bound to it, while its instance without a
+// session stays, critical, saying why.
+func (f *reconcileFixture) wantReaped(id string) {
+	f.t.Helper()
+	if _, ok := f.raft.suffrage(id); ok {
+		f.t.Errorf("%s is still a Raft server: %+v", id, f.raft.servers)
+	}
+	if f.fsm.Node(id) != nil || f.fsm.NodeHasSessions(id) {
+		f.t.Errorf("%s still has its node record (%v) or a session", id, f.fsm.Node(id))
+	}
+	if in := f.fsm.Instance("api", id+"-s"); in != nil {
+		f.t.Errorf("the instance of %s's session outlived it: %v", id, in)
+	}
+	in := f.fsm.Instance("api", id)
+	if in == nil || in.Health != pb.Health_CRITICAL || !strings.HasPrefix(in.HealthOutput, ReapedOutputPrefix+" "+id+": ") {
+		f.t.Errorf("the instance registered through %s without a session: %v, want it kept, critical, with output %q...", id, in, ReapedOutputPrefix+" "+id)
 	}
 }
 
@@ -261,7 +287,7 @@ func TestReconcilePromotesANonvoterOnceAVoterIsGone(t *testing.T) {
 	f.wantSuffrage("c", raftstore.Nonvoter) // b may come back
 	f.pass(testReap + time.Second)
 	f.pass(testReap + 2*time.Second)
-	f.wantGone("b")
+	f.wantReaped("b")
 	f.wantSuffrage("c", raftstore.Voter)
 	f.wantSuffrage("a", raftstore.Voter)
 }
@@ -276,6 +302,40 @@ func TestReconcileMarksAFailedMemberCriticalAndReapsItAfterTheDelay(t *testing.T
 	f.pass(testReap) // not past the delay yet
 	f.wantHealth("b", pb.Health_CRITICAL)
 	f.pass(testReap + time.Second)
+	f.wantReaped("b")
+	f.wantHealth("a", pb.Health_PASSING)
+	// Passes after the reap write nothing more.
+	before := f.next
+	f.pass(testReap + 2*time.Second)
+	if f.next != before {
+		t.Errorf("%d more registry writes after the reap", f.next-before)
+	}
+
+	// b comes back: it is a Raft member and a node again, and what it kept
+	// passes; its old session does not come back.
+	f.gossip("a", gossip.StatusAlive, "b", gossip.StatusAlive)
+	f.pass(testReap + 3*time.Second)
+	f.wantHealth("b", pb.Health_PASSING)
+	if in := f.fsm.Instance("api", "b"); in == nil || in.HealthOutput != health.AgentAliveAgain {
+		t.Errorf("b's kept instance after b came back: %v, want passing with output %q", in, health.AgentAliveAgain)
+	}
+	if f.fsm.Instance("api", "b-s") != nil {
+		t.Error("the instance of b's old session came back")
+	}
+}
+
+// An agent an operator removes (raft remove-peer) after it was reaped
+// takes what it kept with it.
+func TestReconcileRemovePeerAfterAReapRemovesWhatItKept(t *testing.T) {
+	f := newReconcileFixture(t, 3, voter("self"), voter("a"), voter("b"))
+	f.record("a", "b")
+	f.gossip("a", gossip.StatusAlive, "b", gossip.StatusFailed)
+	f.pass(0)
+	f.pass(testReap + time.Second)
+	f.wantReaped("b")
+	if err := f.r.removeMember(t.Context(), "b", "removed by an operator (raft remove-peer)", map[string]raftstore.Server{}, false); err != nil {
+		t.Fatal(err)
+	}
 	f.wantGone("b")
 	f.wantHealth("a", pb.Health_PASSING)
 }
@@ -288,7 +348,7 @@ func TestReconcileRemovesARaftServerUnknownToGossipAfterTheDelay(t *testing.T) {
 	f.pass(testReap)
 	f.wantSuffrage("ghost", raftstore.Voter)
 	f.pass(testReap + time.Second)
-	f.wantGone("ghost")
+	f.wantReaped("ghost")
 }
 
 // An agent the registry records (with what it owns) but neither gossip
@@ -303,7 +363,7 @@ func TestReconcileRemovesARecordedAgentUnknownToGossipAndRaftAfterTheDelay(t *te
 		t.Fatal("the unknown agent was removed before the reap delay")
 	}
 	f.pass(testReap + time.Second)
-	f.wantGone("ghost")
+	f.wantReaped("ghost")
 	if f.fsm.Node("self") == nil || !f.fsm.NodeOwnsAnything("self") {
 		t.Fatal("the leader's own record was removed")
 	}
@@ -334,7 +394,7 @@ func TestReconcileKeepsAMemberThatComesBackBeforeTheReap(t *testing.T) {
 	f.wantHealth("b", pb.Health_CRITICAL)
 	f.wantSuffrage("b", raftstore.Voter)
 	f.pass(2*testReap + 2*time.Second)
-	f.wantGone("b")
+	f.wantReaped("b")
 }
 
 func TestReconcileIgnoresClientsAndWaitsForGossip(t *testing.T) {

@@ -37,7 +37,7 @@ func (n *Node) removePeer(ctx context.Context, name string) (uint64, error) {
 	if _, ok := inRaft[name]; !ok && fsm.Node(name) == nil && !fsm.NodeOwnsAnything(name) {
 		return 0, fmt.Errorf("%w: agent %s is neither a Raft peer nor a node of the registry", apierr.ErrNotFound, name)
 	}
-	if err := n.newReconciler().removeMember(ctx, name, "removed by an operator (raft remove-peer)", inRaft); err != nil {
+	if err := n.newReconciler().removeMember(ctx, name, "removed by an operator (raft remove-peer)", inRaft, false); err != nil {
 		return 0, err
 	}
 	return fsm.Revision(), nil

@@ -216,7 +216,7 @@ func (f *FSM) apply(cmd *pb.Command, data []byte, rev uint64, evs []*ringEvent) 
 		f.nodes[n.Name] = n
 		return evs, nil
 	case *pb.Command_NodeRemove:
-		return f.applyNodeRemove(k.NodeRemove.Name, rev, evs), nil
+		return f.applyNodeRemove(k.NodeRemove, cmd.Time, rev, evs), nil
 	case *pb.Command_BlobPending:
 		return evs, f.applyBlobPending(k.BlobPending, cmd.Time)
 	case *pb.Command_BlobRenew:
@@ -297,16 +297,22 @@ func (f *FSM) applySetHealth(c *pb.SetHealth, now int64, rev uint64, evs []*ring
 			}
 		}
 	}
+	return f.setHealth(targets, c.Health, c.Output, now, rev, evs)
+}
+
+// setHealth gives the instances targets health and output, and appends a
+// PUT event for each that changed.
+func (f *FSM) setHealth(targets []instanceRecord, health pb.Health, output string, now int64, rev uint64, evs []*ringEvent) []*ringEvent {
 	for _, old := range targets {
 		inst := old.stored.instance()
-		if inst.Health == c.Health && inst.HealthOutput == c.Output {
+		if inst.Health == health && inst.HealthOutput == output {
 			continue
 		}
-		if inst.Health != c.Health {
+		if inst.Health != health {
 			inst.HealthSince = now
 		}
-		inst.Health = c.Health
-		inst.HealthOutput = c.Output
+		inst.Health = health
+		inst.HealthOutput = output
 		inst.ModRevision = rev
 		st, err := f.put(inst)
 		if err != nil {
@@ -334,7 +340,8 @@ func (f *FSM) applySessionDestroy(ids []string, rev uint64, evs []*ringEvent) []
 	return evs
 }
 
-func (f *FSM) applyNodeRemove(name string, rev uint64, evs []*ringEvent) []*ringEvent {
+func (f *FSM) applyNodeRemove(c *pb.NodeRemove, now int64, rev uint64, evs []*ringEvent) []*ringEvent {
+	name := c.Name
 	delete(f.nodes, name)
 	gone := make(map[string]bool)
 	for id, s := range f.sessions {
@@ -344,11 +351,17 @@ func (f *FSM) applyNodeRemove(name string, rev uint64, evs []*ringEvent) []*ring
 		}
 	}
 	// The node's instances, and any instance bound to one of its sessions:
-	// an instance never outlives its session.
+	// an instance never outlives its session. With keep_unbound, the
+	// node's instances bound to no session stay, critical.
+	var kept []instanceRecord
 	for _, r := range f.instancesWhere(func(i storedInstance) bool { return i.node == name || gone[i.session] }) {
+		if c.KeepUnbound && r.stored.session == "" {
+			kept = append(kept, r)
+			continue
+		}
 		evs = f.remove(r, rev, evs)
 	}
-	return evs
+	return f.setHealth(kept, pb.Health_CRITICAL, c.Output, now, rev, evs)
 }
 
 // remove deletes the instance r and appends its DELETE event.
@@ -565,6 +578,19 @@ func (f *FSM) NodeOwnsAnything(name string) bool {
 			if st.node == name {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+// NodeHasSessions reports whether any session belongs to the node called
+// name.
+func (f *FSM) NodeHasSessions(name string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, s := range f.sessions {
+		if s.Node == name {
+			return true
 		}
 	}
 	return false

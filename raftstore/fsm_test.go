@@ -1299,3 +1299,50 @@ func TestFSMNodeRemoveTakesInstancesBoundToItsSessions(t *testing.T) {
 		t.Fatalf("restore the snapshot: %v", err)
 	}
 }
+
+// TestFSMNodeRemoveKeepUnbound: a reaped agent's removal (keep_unbound)
+// takes its node record, its sessions and the instances bound to them, and
+// keeps its instances without a session, critical with the given output.
+func TestFSMNodeRemoveKeepUnbound(t *testing.T) {
+	d := newFSMDriver(t, 64)
+	d.mustApply(nodeUpsertCmd(&pb.Node{Name: "n1", Health: pb.Health_PASSING}))
+	d.mustApply(sessionCreateCmd("s1", "n1"))
+	d.mustApply(registerCmd(withSession(testInstance("api", "1", "n1"), "s1")))
+	d.mustApply(registerCmd(testInstance("api", "2", "n1")))
+	d.mustApply(registerCmd(testInstance("db", "7", "n1")))
+	d.mustApply(registerCmd(testInstance("db", "8", "n2")))
+	rec := recordEvents(t, d.fsm)
+
+	const output = "removed with its agent n1: failed for 31s"
+	rev := d.mustApply(&pb.Command{Kind: &pb.Command_NodeRemove{NodeRemove: &pb.NodeRemove{Name: "n1", KeepUnbound: true, Output: output}}})
+	want := []string{fmt.Sprintf("DELETE api/1@%d", rev), fmt.Sprintf("PUT api/2@%d", rev), fmt.Sprintf("PUT db/7@%d", rev)}
+	if evs := rec.next(); !slices.Equal(evs, want) {
+		t.Errorf("NodeRemove events = %v, want %v", evs, want)
+	}
+	if d.fsm.Node("n1") != nil || d.fsm.NodeHasSessions("n1") || len(d.fsm.Sessions()) != 0 {
+		t.Errorf("n1's node record (%v) or sessions (%v) are still there", d.fsm.Node("n1"), d.fsm.Sessions())
+	}
+	for _, ref := range [][2]string{{"api", "2"}, {"db", "7"}} {
+		in := d.fsm.Instance(ref[0], ref[1])
+		if in == nil || in.Health != pb.Health_CRITICAL || in.HealthOutput != output || in.ModRevision != rev {
+			t.Errorf("%s/%s = %v, want kept, critical, output %q, revision %d", ref[0], ref[1], in, output, rev)
+		}
+	}
+	if in := d.fsm.Instance("db", "8"); in == nil || in.Health != pb.Health_PASSING {
+		t.Errorf("db/8 of another agent = %v, want it untouched", in)
+	}
+	// Again: nothing left to change, no event.
+	d.mustApply(&pb.Command{Kind: &pb.Command_NodeRemove{NodeRemove: &pb.NodeRemove{Name: "n1", KeepUnbound: true, Output: output}}})
+	if evs := rec.next(); len(evs) != 0 {
+		t.Errorf("a second removal's events = %v, want none", evs)
+	}
+	checkInvariants(t, d.fsm)
+
+	// Without keep_unbound the kept instances go.
+	rev = d.mustApply(nodeRemoveCmd("n1"))
+	want = []string{fmt.Sprintf("DELETE api/2@%d", rev), fmt.Sprintf("DELETE db/7@%d", rev)}
+	if evs := rec.next(); !slices.Equal(evs, want) {
+		t.Errorf("removal without keep_unbound: events = %v, want %v", evs, want)
+	}
+	checkInvariants(t, d.fsm)
+}

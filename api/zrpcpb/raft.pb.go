@@ -762,9 +762,20 @@ func (x *SessionDestroy) GetIds() []string {
 	return nil
 }
 
+// NodeRemove takes an agent out of the registry: its node record, its
+// sessions and every instance bound to one of them, and the instances
+// registered through it.
 type NodeRemove struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// keep_unbound keeps the agent's instances that are bound to no session
+	// (registered by hand or through the API without a session), marked
+	// critical with output: the removal of an agent that failed for
+	// dead_node_reap is no proof that they are gone, and nothing would
+	// register them again. An agent that left, or that an operator removed,
+	// takes them with it.
+	KeepUnbound   bool   `protobuf:"varint,2,opt,name=keep_unbound,json=keepUnbound,proto3" json:"keep_unbound,omitempty"`
+	Output        string `protobuf:"bytes,3,opt,name=output,proto3" json:"output,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -802,6 +813,20 @@ func (*NodeRemove) Descriptor() ([]byte, []int) {
 func (x *NodeRemove) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeRemove) GetKeepUnbound() bool {
+	if x != nil {
+		return x.KeepUnbound
+	}
+	return false
+}
+
+func (x *NodeRemove) GetOutput() string {
+	if x != nil {
+		return x.Output
 	}
 	return ""
 }
@@ -2121,10 +2146,12 @@ const file_raft_proto_rawDesc = "" +
 	"\rSessionCreate\x12*\n" +
 	"\asession\x18\x01 \x01(\v2\x10.zrpc.v1.SessionR\asession\"\"\n" +
 	"\x0eSessionDestroy\x12\x10\n" +
-	"\x03ids\x18\x01 \x03(\tR\x03ids\" \n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\"[\n" +
 	"\n" +
 	"NodeRemove\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xb9\x02\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\fkeep_unbound\x18\x02 \x01(\bR\vkeepUnbound\x12\x16\n" +
+	"\x06output\x18\x03 \x01(\tR\x06output\"\xb9\x02\n" +
 	"\vBlobPending\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +

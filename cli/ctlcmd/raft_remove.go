@@ -20,7 +20,11 @@ the request. Repair rebuilds the blob shards the agent held on others.
 
 Use it for an agent that is not coming back as it was, e.g. one that lost
 its Raft log (raft/wal in its data dir): such an agent refuses to start, and rejoins as a new
-member with an empty data dir once it has been removed. The leader cannot
+member with an empty data dir once it has been removed. An agent the
+leader already reaped (failed for longer than dead_node_reap) is out of
+Raft but has left the instances registered through it without a session
+in the registry, critical ("removed with its agent NAME"): removing it
+deletes them. The leader cannot
 remove itself, and an agent that is alive should leave instead
 (` + "`zrpcctl --addr ITS_ADDR leave`" + `).`,
 		Example: `  zrpcctl raft remove-peer n3`,
