@@ -39,9 +39,15 @@ var (
 	// slowShardDiskFault comes before the slot's fault with odds 1 in
 	// slowShardDiskOdds.
 	slowShardDiskFault = fault{"slow-shard-disk", "slow shard disk", 0, (*run).slowShardDisk}
+	// wipeFault comes before the slot's fault with odds 1 in wipeOdds,
+	// drawn from run.wipes.
+	wipeFault = fault{"wipe", "replace an agent's disk", 0, (*run).wipeOne}
 )
 
-const slowShardDiskOdds = 6
+const (
+	slowShardDiskOdds = 6
+	wipeOdds          = 8
+)
 
 // injectFaults runs the schedule. A fault named in ROBUSTNESS_SKIP keeps
 // its place in the schedule (so the other faults stay where the seed puts
@@ -74,11 +80,14 @@ func (r *run) injectFaults() {
 // laterFault returns the fault added later that comes first in slot n, if
 // any.
 func (r *run) laterFault(n int) (fault, bool) {
+	wipe := r.wipes.IntN(wipeOdds) == 0 // drawn in every slot, whatever comes first
 	switch {
 	case n == r.reapSlot:
 		return reapFault, true
 	case r.extra.IntN(slowShardDiskOdds) == 0:
 		return slowShardDiskFault, true
+	case wipe:
+		return wipeFault, true
 	}
 	return fault{}, false
 }
@@ -202,6 +211,28 @@ func (r *run) slowShardDisk() {
 	r.c.SlowShardDisk(a, 20*time.Millisecond+time.Duration(r.extra.Int64N(int64(180*time.Millisecond))))
 	time.Sleep(time.Second + time.Duration(r.extra.Int64N(int64(3*time.Second))))
 	r.c.SlowShardDisk(a, 0)
+}
+
+// wipeOne kills an agent and starts it again under its name and
+// addresses with an empty data dir, as after a disk replacement: its Raft
+// log, its replica and its shards are gone. The agent is the one whose
+// shard files are damaged during the run (chosen here if none was yet):
+// blobs survive one agent's losses, not two.
+func (r *run) wipeOne() {
+	r.mu.Lock()
+	if r.damaged < 0 {
+		r.damaged = r.wipes.IntN(r.core)
+	}
+	a := r.damaged
+	r.incarnations[a]++
+	r.mu.Unlock()
+	r.t.Logf("robustness: wipe %s", r.c.Name(a))
+	r.c.Kill(a)
+	time.Sleep(200*time.Millisecond + time.Duration(r.wipes.Int64N(int64(time.Second))))
+	r.mu.Lock()
+	r.incarnations[a]++
+	r.mu.Unlock()
+	r.c.RestartWiped(a)
 }
 
 func (r *run) transferLeader() {

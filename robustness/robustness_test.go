@@ -132,7 +132,10 @@ type run struct {
 	// extra is the random source of the faults added to the schedule
 	// later (faults_test.go), so that older seeds keep their schedule;
 	// used on the test goroutine only.
-	extra    *rand.Rand
+	extra *rand.Rand
+	// wipes is the random source of the disk replacements (wipeFault),
+	// added after extra's faults; used on the test goroutine only.
+	wipes    *rand.Rand
 	reap     time.Duration // dead_node_reap of this run
 	reapSlot int           // the slot of the schedule the reap fault takes, or -1
 	// core agents 0..core-1 take registry writes and are never removed; an
@@ -181,7 +184,7 @@ func newRun(t *testing.T, seed uint64) *run {
 	}
 	t.Logf("robustness: %d agents, dead_node_reap %s", core, reap)
 	c := testcluster.New(t, core, clusterOptions(reap)...)
-	r := &run{t: t, seed: seed, rng: rng, extra: extra, reap: reap, reapSlot: reapSlot, c: c, core: core,
+	r := &run{t: t, seed: seed, rng: rng, extra: extra, wipes: rand.New(rand.NewPCG(seed, 0x3195)), reap: reap, reapSlot: reapSlot, c: c, core: core,
 		incarnations: make([]int, core), damaged: -1, blobs: newBlobBook(seed), sessions: &sessionBook{}, ttl: &ttlBook{}}
 	for i := range core {
 		r.agentClients = append(r.agentClients, r.newClient(c.GRPCAddr(i)))
