@@ -147,3 +147,63 @@ func TestWipedVoterIsNamedAndElectsNoOne(t *testing.T) {
 		return c.Node(wiped).Store().FSM().Instance("api", "kept") != nil
 	})
 }
+
+// TestRecoverAfterLosingAMajority: two of three agents are lost for good.
+// The survivor cannot lead alone; `zrpcd agent recover` (node.Recover) on
+// its stopped data dir makes it the only voter, keeping its registry, and
+// it leads at once when started. Agents started with empty data dirs
+// join it and receive what it kept. A dry run changes nothing.
+func TestRecoverAfterLosingAMajority(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.WithDeadNodeReap(time.Hour))
+	leader := c.LeaderIndex()
+	if _, err := c.Registry(leader).Register(ctxT(t), &pb.RegisterRequest{Instance: &pb.Instance{Service: "api", Id: "kept", Address: "127.0.0.1:9001"}}); err != nil {
+		t.Fatal(err)
+	}
+	survivor, lost := followers(t, c)
+	c.WaitFor(10*time.Second, "the survivor has the instance", func() bool {
+		return c.Node(survivor).Store().FSM().Instance("api", "kept") != nil
+	})
+	c.Kill(leader)
+	c.Kill(lost)
+	c.Stop(survivor)
+
+	for range 2 { // a dry run reports, and leaves the state as it was
+		rep, err := c.Recover(survivor, true)
+		if err != nil {
+			t.Fatalf("recover --dry-run: %v", err)
+		}
+		if len(rep.Previous) != 3 || rep.LastIndex == 0 || rep.Revision != 0 {
+			t.Fatalf("recover --dry-run: %+v, want the three voters, the last index, no replay", rep)
+		}
+	}
+	rep, err := c.Recover(survivor, false)
+	if err != nil {
+		t.Fatalf("recover: %v", err)
+	}
+	if len(rep.Previous) != 3 || rep.Instances != 1 || rep.Revision < rep.LastIndex-1 {
+		t.Fatalf("recover: %+v, want three voters before and the one instance kept", rep)
+	}
+	c.Restart(survivor)
+	c.WaitFor(20*time.Second, c.Name(survivor)+" leads, the only voter", func() bool {
+		st, err := c.Status(survivor).Status(ctxT(t), &pb.StatusRequest{})
+		return err == nil && st.Leader == c.Name(survivor) && st.Voters == 1
+	})
+	if _, err := c.Registry(survivor).Register(ctxT(t), &pb.RegisterRequest{Instance: &pb.Instance{Service: "api", Id: "after", Address: "127.0.0.1:9002"}}); err != nil {
+		t.Fatalf("write after the recovery: %v", err)
+	}
+	c.RestartWiped(leader)
+	c.RestartWiped(lost)
+	c.WaitFor(30*time.Second, "three voters again, each with both instances", func() bool {
+		st, err := c.Status(survivor).Status(ctxT(t), &pb.StatusRequest{})
+		if err != nil || st.Voters != 3 || st.ReachableVoters != 3 {
+			return false
+		}
+		for _, i := range []int{leader, lost} {
+			fsm := c.Node(i).Store().FSM()
+			if fsm.Instance("api", "kept") == nil || fsm.Instance("api", "after") == nil {
+				return false
+			}
+		}
+		return true
+	})
+}

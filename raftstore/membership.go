@@ -50,7 +50,11 @@ func (s *Store) Servers() ([]Server, error) {
 	if err := f.Error(); err != nil {
 		return nil, fmt.Errorf("read raft configuration: %w", RaftError(err))
 	}
-	cfg := f.Configuration()
+	return serversOf(f.Configuration()), nil
+}
+
+// serversOf lists a raft configuration's servers in its order.
+func serversOf(cfg raft.Configuration) []Server {
 	out := make([]Server, 0, len(cfg.Servers))
 	for _, srv := range cfg.Servers {
 		sf := Voter
@@ -59,7 +63,7 @@ func (s *Store) Servers() ([]Server, error) {
 		}
 		out = append(out, Server{ID: string(srv.ID), Address: string(srv.Address), Suffrage: sf})
 	}
-	return out, nil
+	return out
 }
 
 // serverIDAt returns the id of the server at Raft address addr in the

@@ -341,6 +341,18 @@ func (c *Cluster) RestartWiped(i int) {
 	c.start(i)
 }
 
+// Recover runs outage recovery (node.Recover) on stopped agent i's data
+// dir: it becomes the only voter of its cluster when started again.
+func (c *Cluster) Recover(i int, dryRun bool) (node.RecoverReport, error) {
+	c.t.Helper()
+	if c.Node(i) != nil {
+		c.t.Fatalf("%s: recover runs on a stopped agent", c.Name(i))
+	}
+	m := c.member(i)
+	rep, _, err := node.Recover(m.cfg, dryRun, testlog.New(c.t, m.name))
+	return rep, err
+}
+
 // RestartMoved starts a killed or stopped agent again on the same data dir
 // but at new addresses, as a Kubernetes pod comes back with a new IP; it
 // joins through the gossip addresses of the agents running then.

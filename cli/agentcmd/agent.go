@@ -136,7 +136,7 @@ leadership, stop Raft, close stores); a second one exits at once.`,
 		defer cleanup()
 		return runAgent(cmd.Context(), final, cmd.OutOrStdout(), cmd.ErrOrStderr())
 	}
-	cmd.AddCommand(newAgentJoinCommand())
+	cmd.AddCommand(newAgentJoinCommand(), newAgentRecoverCommand())
 	return cmd
 }
 

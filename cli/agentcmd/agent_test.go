@@ -145,7 +145,7 @@ func TestAgentFlagsMatchConfigFields(t *testing.T) {
 }
 
 func TestAgentHelpListsEverySetting(t *testing.T) {
-	for _, args := range [][]string{{"agent", "--help"}, {"agent", "join", "--help"}} {
+	for _, args := range [][]string{{"agent", "--help"}, {"agent", "join", "--help"}, {"agent", "recover", "--help"}} {
 		root := NewCommand()
 		var out bytes.Buffer
 		root.SetOut(&out)
@@ -182,5 +182,36 @@ func TestAgentWarnsAboutAKeyOnTheCommandLine(t *testing.T) {
 	warnSecretFlags(cmd.Flags(), &w)
 	if w.Len() != 0 {
 		t.Fatalf("warning without --encrypt: %q", w.String())
+	}
+}
+
+// TestAgentRecoverRefusesWhatItCannotRecover: recover on a data dir with
+// no Raft state, or without a fixed Raft port, says what is wrong and
+// writes nothing.
+func TestAgentRecoverRefusesWhatItCannotRecover(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--name", "n1", "--data-dir", dir}, "nothing to recover"},
+		{[]string{"--name", "n1", "--data-dir", dir, "--dry-run"}, "nothing to recover"},
+		{[]string{"--name", "n1", "--data-dir", dir, "--raft-port", "0"}, "raft_port is 0"},
+	} {
+		root := NewCommand()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(append([]string{"agent", "recover"}, c.args...))
+		err := root.Execute()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("zrpcd agent recover %v: %v, want an error saying %q", c.args, err, c.want)
+		}
+		if strings.Contains(out.String(), "only voter") && !strings.Contains(out.String(), "Usage") {
+			t.Errorf("zrpcd agent recover %v printed a recovery: %s", c.args, out.String())
+		}
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Error("recover created the data dir it refused")
 	}
 }

@@ -1,0 +1,66 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/zrpcio/zrpc/raftstore"
+)
+
+// RecoverReport is what Recover found and did.
+type RecoverReport = raftstore.RecoverReport
+
+// Recover is outage recovery for a cluster that has lost a majority of its
+// voters for good (raftstore/recover.go): on this agent's data dir, which
+// no agent may hold open, it makes the agent the only voter of its
+// cluster, keeping its registry, blobs metadata and shards. It returns
+// what it found and the Raft address the agent is recorded at. With
+// dryRun it changes nothing. log gets Raft's progress.
+func Recover(cfg Config, dryRun bool, log *slog.Logger) (RecoverReport, string, error) {
+	if err := cfg.Validate(); err != nil {
+		return RecoverReport{}, "", fmt.Errorf("invalid agent configuration:\n%w", err)
+	}
+	addr, err := recoverRaftAddr(cfg)
+	if err != nil {
+		return RecoverReport{}, "", err
+	}
+	// openDataDir claims an empty dir for the agent: refuse before it.
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, nodeIDFile)); err != nil {
+		return RecoverReport{}, "", fmt.Errorf("data dir %s holds no agent's state (%v): nothing to recover; an agent with an empty data dir joins a cluster with --join", cfg.DataDir, err)
+	}
+	d, err := openDataDir(cfg.DataDir, cfg.Name)
+	if err != nil {
+		return RecoverReport{}, "", err
+	}
+	defer d.close()
+	rc := cfg.raftConfig()
+	rc.Dir = filepath.Join(d.path, raftDirName)
+	rc.Logger = log
+	rep, err := raftstore.Recover(rc, raftstore.Server{ID: cfg.Name, Address: addr, Suffrage: raftstore.Voter}, dryRun)
+	if errors.Is(err, raftstore.ErrNoRaftState) {
+		err = fmt.Errorf("%w: nothing to recover; an agent with an empty data dir joins a cluster with --join", err)
+	}
+	return rep, addr, err
+}
+
+// recoverRaftAddr is the Raft address the agent will listen at and tell
+// its peers: the advertise address or the bind address, with the Raft
+// port, as raftstore's TCP stream layer has it.
+func recoverRaftAddr(cfg Config) (string, error) {
+	if cfg.RaftPort == 0 {
+		return "", fmt.Errorf("raft_port is 0 (a free port picked at start): give the port the agent listens at, --raft-port, so that its peers can reach it")
+	}
+	host := cfg.AdvertiseAddr
+	if host == "" {
+		host = cfg.BindAddr
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			return "", fmt.Errorf("bind %s is every address: give the address its peers reach it at, --advertise", host)
+		}
+	}
+	return net.JoinHostPort(host, strconv.Itoa(cfg.RaftPort)), nil
+}
