@@ -141,7 +141,7 @@ func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote fun
 		now := time.Now()
 		q, known := f.quorum()
 		if known && q.Lost() && now.Sub(start) >= min(quorumLostWait, wait) {
-			return fmt.Errorf("%w: %s; restart the unreachable agents or mend the network to them (`zrpcctl members` shows what this agent's gossip sees)",
+			return fmt.Errorf("%w: %s; restart the unreachable agents or mend the network to them (`zrpcctl members` shows what this agent's gossip sees); if a majority is gone for good, see `zrpcd agent recover --help`",
 				ErrNoLeader, q)
 		}
 		if !now.Before(deadline) {

@@ -95,7 +95,7 @@ func statusLeader(st *pb.StatusResponse) string {
 		return "no leader: this agent stopped its Raft node (Raft stopped, below)"
 	}
 	if needed := st.GetVoters()/2 + 1; st.GetVoters() > 0 && st.GetReachableVoters() < needed {
-		return fmt.Sprintf("no leader: %d of %d voters reachable, a leader needs %d", st.GetReachableVoters(), st.GetVoters(), needed)
+		return fmt.Sprintf("no leader: %d of %d voters reachable, a leader needs %d (restart them; if a majority is gone for good, see `zrpcd agent recover --help`)", st.GetReachableVoters(), st.GetVoters(), needed)
 	}
 	if st.GetVoters() > 0 {
 		// Enough voters by gossip's count: the usual cause is passing.
