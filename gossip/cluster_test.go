@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +87,35 @@ func TestMetaClusterIDMustBeHex(t *testing.T) {
 	got, err := decodeMeta(b)
 	if err != nil || got != m {
 		t.Fatalf("round trip: %+v, %v; want %+v", got, err, m)
+	}
+}
+
+// TestNewAgentWithATakenNameIsRefused: an agent in no cluster yet that
+// joins one where an alive agent has its name gets ErrNameTaken (JoinRetry
+// stops once nameTakenWait has passed, naming both addresses) and the cluster keeps the other.
+// An agent whose name is free joins as before.
+func TestNewAgentWithATakenNameIsRefused(t *testing.T) {
+	a := startAgent(t, "a", inCluster(clusterX))
+	b := startAgent(t, "b", inCluster(clusterX))
+	if _, err := b.Join(context.Background(), []string{a.LocalAddr()}); err != nil {
+		t.Fatalf("b joins a: %v", err)
+	}
+	dup := startAgent(t, "b", nil)
+	dup.nameTakenWait = 2 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := dup.JoinRetry(ctx, []string{a.LocalAddr()}, time.Second)
+	if !errors.Is(err, ErrNameTaken) || !strings.Contains(err.Error(), b.LocalAddr()) || !strings.Contains(err.Error(), dup.LocalAddr()) {
+		t.Fatalf("a second b joins: %v, want ErrNameTaken naming %s and %s", err, b.LocalAddr(), dup.LocalAddr())
+	}
+	if ctx.Err() != nil {
+		t.Fatal("JoinRetry kept retrying a taken name")
+	}
+	if m, ok := memberNamed(a.Gossip, "b"); !ok || m.Addr != b.LocalAddr() || m.Status != StatusAlive {
+		t.Errorf("a's member b after the refused join: %+v, want the first b, alive", m)
+	}
+	c := startAgent(t, "c", nil)
+	if err := c.JoinRetry(ctx, []string{a.LocalAddr()}, time.Second); err != nil {
+		t.Errorf("c, whose name is free, joins: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -41,7 +42,11 @@ import (
 // for the consumer of Events. The mutex covers both the table change and
 // the push, so the event order always matches the table's transitions.
 type delegate struct {
-	log       *slog.Logger
+	log  *slog.Logger
+	name string // this agent's
+	// nameTaken is the error of the last merge NotifyMerge refused because
+	// the name is taken, until Join reads it.
+	nameTaken atomic.Pointer[error]
 	meta      func() []byte // this agent's encoded meta
 	clusterID func() string // this agent's cluster id ("" if none yet)
 	queue     *eventQueue
@@ -71,8 +76,8 @@ type memberEntry struct {
 	since   time.Time // last status change
 }
 
-func newDelegate(log *slog.Logger, meta func() []byte, clusterID func() string, queue *eventQueue) *delegate {
-	return &delegate{log: log, meta: meta, clusterID: clusterID, queue: queue,
+func newDelegate(log *slog.Logger, name string, meta func() []byte, clusterID func() string, queue *eventQueue) *delegate {
+	return &delegate{log: log, name: name, meta: meta, clusterID: clusterID, queue: queue,
 		members: make(map[string]*memberEntry), gone: make(map[string]memberEntry)}
 }
 
@@ -80,12 +85,36 @@ func newDelegate(log *slog.Logger, meta func() []byte, clusterID func() string, 
 // cluster than this agent.
 var ErrOtherCluster = errors.New("member belongs to another cluster")
 
+// ErrNameTaken is returned (wrapped) when an agent that belongs to no
+// cluster yet joins one in which another agent, alive at another address,
+// has its name.
+var ErrNameTaken = errors.New("name taken")
+
 // NotifyMerge refuses a join (either way) with a cluster one of whose
 // members has a cluster id other than this agent's. Members and agents
-// without an id (not in a cluster yet) are accepted.
+// without an id (not in a cluster yet) are accepted. An agent that is in
+// no cluster yet also refuses to join one where its name belongs to an
+// alive agent at another address: memberlist would keep the other one and
+// ignore this one for as long as both run (one agent restarted at a new
+// address has a cluster id, and is let through to wait for its old
+// address to be declared dead).
 func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 	for _, p := range peers {
 		if err := d.sameCluster(p); err != nil {
+			return err
+		}
+	}
+	if d.clusterID() != "" {
+		return nil
+	}
+	self, ok := d.get(d.name)
+	for _, p := range peers {
+		if ok && p.Name == d.name && p.State == memberlist.StateAlive && p.Address() != self.Addr {
+			d.log.Error("another agent of the cluster this agent is joining has its name; give this agent another --name, or stop the other one",
+				"name", d.name, "other_addr", p.Address(), "addr", self.Addr)
+			err := fmt.Errorf("%w: an agent named %s is alive at %s, and this agent (at %s) cannot join under the same name: give it another --name, or stop the other one",
+				ErrNameTaken, d.name, p.Address(), self.Addr)
+			d.nameTaken.Store(&err)
 			return err
 		}
 	}

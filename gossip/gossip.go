@@ -54,7 +54,10 @@ type Gossip struct {
 	log         *slog.Logger
 	mc          *memberlist.Config
 	forgetAfter time.Duration
-	rejoin      rejoinTimers
+	// nameTakenWait is how long JoinRetry retries while an alive agent
+	// has this agent's name (ErrNameTaken) before it gives up.
+	nameTakenWait time.Duration
+	rejoin        rejoinTimers
 
 	metaMu      sync.Mutex
 	metaEncoded []byte // this agent's meta as sent, read by NodeMeta
@@ -119,9 +122,10 @@ func New(cfg Config) (*Gossip, error) {
 		out:         make(chan Event, eventBuffer),
 		closing:     make(chan struct{}),
 	}
-	g.delegate = newDelegate(logger, g.metaBytes, g.clusterIDOf, g.queue)
+	g.delegate = newDelegate(logger, cfg.Name, g.metaBytes, g.clusterIDOf, g.queue)
 	g.mc = g.memberlistConfig()
 	g.forgetAfter = g.mc.GossipToTheDeadTime
+	g.nameTakenWait = nameTakenWait
 	g.rejoin = profileRejoin(cfg.Profile)
 	return g, nil
 }
@@ -364,6 +368,9 @@ func (g *Gossip) Join(ctx context.Context, addrs []string) (int, error) {
 		tried++
 		n, err := ml.Join([]string{t.addr.String()})
 		joined += n
+		if taken := g.delegate.nameTaken.Swap(nil); taken != nil {
+			err = *taken // memberlist keeps only the text of the merge's error
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", t, err))
 		}
@@ -415,6 +422,7 @@ func (g *Gossip) JoinRetry(ctx context.Context, addrs []string, maxBackoff time.
 		maxBackoff = DefaultJoinMaxBackoff
 	}
 	backoff := min(joinInitialBackoff, maxBackoff)
+	var takenSince time.Time
 	for attempt := 1; ; attempt++ {
 		_, err := g.Join(ctx, addrs)
 		if err == nil {
@@ -422,6 +430,18 @@ func (g *Gossip) JoinRetry(ctx context.Context, addrs []string, maxBackoff time.
 		}
 		if errors.Is(err, ErrClosed) || errors.Is(err, ErrLeft) || errors.Is(err, ErrNotStarted) || errors.Is(err, errNothingToJoin) {
 			return err
+		}
+		// A name taken by an agent that has just died (the same agent
+		// restarted with an empty data dir at a new address) frees up
+		// once gossip declares it dead; one that stays taken is another
+		// agent's.
+		if errors.Is(err, ErrNameTaken) {
+			if takenSince.IsZero() {
+				takenSince = time.Now()
+			}
+			if time.Since(takenSince) >= g.nameTakenWait {
+				return err
+			}
 		}
 		if ctx.Err() != nil {
 			return giveUp(ctx, addrs, attempt, err)
@@ -438,6 +458,9 @@ func (g *Gossip) JoinRetry(ctx context.Context, addrs []string, maxBackoff time.
 		backoff = min(backoff*2, maxBackoff)
 	}
 }
+
+// nameTakenWait is Gossip.nameTakenWait: well past failure detection.
+const nameTakenWait = 30 * time.Second
 
 // giveUp is JoinRetry's error once ctx has ended: it wraps ctx.Err() and
 // says what the last attempt ran into.

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -212,6 +213,9 @@ func (n *Node) joinPeers(ctx context.Context) {
 	if err := n.gossip().JoinRetry(ctx, addrs, n.cfg.JoinMaxBackoff); err != nil {
 		if ctx.Err() == nil {
 			n.log.Error("could not join the cluster", "addrs", addrs, "err", err)
+		}
+		if errors.Is(err, gossip.ErrNameTaken) {
+			n.refuse(err)
 		}
 		return
 	}

@@ -127,6 +127,29 @@ func (n *Node) peerDropped(ctx context.Context, servers []raftstore.Server) bool
 // process should then exit.
 func (n *Node) Left() <-chan struct{} { return n.left }
 
+// Refused is closed when the cluster refused this agent for a reason it
+// cannot mend by itself, such as its name belonging to another live agent
+// (Refusal says why). The process should exit non-zero.
+func (n *Node) Refused() <-chan struct{} { return n.refused }
+
+// Refusal says why the cluster refused this agent (nil while it has not).
+func (n *Node) Refusal() error {
+	select {
+	case <-n.refused:
+		return n.refusal
+	default:
+		return nil
+	}
+}
+
+// refuse records err as the reason the cluster refused this agent.
+func (n *Node) refuse(err error) {
+	n.refuseOnce.Do(func() {
+		n.refusal = err
+		close(n.refused)
+	})
+}
+
 // RaftFailed is closed when the agent stopped its Raft node after its
 // disk failed an fsync of the Raft log (RaftFailure says so); nil before
 // Start. The process should then exit and be restarted: the agent applies

@@ -95,9 +95,15 @@ type Node struct {
 	// reconcileWake nudges the leader's reconcile loop after a gossip event.
 	reconcileWake chan struct{}
 	// left is closed when the agent has left the cluster for good (Leave).
-	left    chan struct{}
-	leaving sync.Once
-	halting atomic.Bool
+	left chan struct{}
+	// refused is closed, once, when the cluster refused this agent for a
+	// reason it cannot mend by itself (refusal says which): the process
+	// should exit.
+	refused    chan struct{}
+	refuseOnce sync.Once
+	refusal    error
+	leaving    sync.Once
+	halting    atomic.Bool
 	// shardsFull: the shard store has no room for another block's shard
 	// (shardroom.go).
 	shardsFull atomic.Bool
@@ -183,6 +189,7 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.reconcileWake = make(chan struct{}, 1)
 	n.left = make(chan struct{})
+	n.refused = make(chan struct{})
 	return n, nil
 }
 

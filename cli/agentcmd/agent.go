@@ -249,6 +249,8 @@ type runningAgent interface {
 	Left() <-chan struct{}
 	RaftFailed() <-chan struct{}
 	RaftFailure() string
+	Refused() <-chan struct{}
+	Refusal() error
 	ReloadTLS() error
 }
 
@@ -267,6 +269,10 @@ func waitForEnd(ctx context.Context, n runningAgent, sigs, hup <-chan os.Signal,
 		case <-n.RaftFailed():
 			err := fmt.Errorf("the agent stopped its Raft node: %s", n.RaftFailure())
 			log.Error("shutting down: this agent can apply no more writes nor keep its instances' health; its peers see it failed until it is restarted", "err", err)
+			return err
+		case <-n.Refused():
+			err := n.Refusal()
+			log.Error("shutting down: the cluster refused this agent", "err", err)
 			return err
 		case s := <-sigs:
 			log.Info("signal received; shutting down (send it again to exit now)", "signal", s.String())

@@ -3,6 +3,7 @@ package agentcmd
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"strings"
@@ -13,19 +14,22 @@ import (
 
 // fakeAgent is a started agent whose channels the test closes.
 type fakeAgent struct {
-	left, failed chan struct{}
-	failure      string
-	reloads      int
+	left, failed, refused chan struct{}
+	failure               string
+	refusal               error
+	reloads               int
 }
 
 func newFakeAgent() *fakeAgent {
-	return &fakeAgent{left: make(chan struct{}), failed: make(chan struct{})}
+	return &fakeAgent{left: make(chan struct{}), failed: make(chan struct{}), refused: make(chan struct{})}
 }
 
 func (a *fakeAgent) Left() <-chan struct{}       { return a.left }
 func (a *fakeAgent) RaftFailed() <-chan struct{} { return a.failed }
 func (a *fakeAgent) RaftFailure() string         { return a.failure }
 func (a *fakeAgent) ReloadTLS() error            { a.reloads++; return nil }
+func (a *fakeAgent) Refused() <-chan struct{}    { return a.refused }
+func (a *fakeAgent) Refusal() error              { return a.refusal }
 
 // TestAgentExitsWithAnErrorWhenItsRaftNodeFailed: an agent whose Raft node
 // stopped after a failed fsync shuts down with an error naming it (the
@@ -65,6 +69,13 @@ func TestAgentExitsWithAnErrorWhenItsRaftNodeFailed(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "input/output error") {
 		t.Errorf("no ERROR line naming the failure in the log:\n%s", logs.String())
+	}
+
+	a = newFakeAgent()
+	a.refusal = errors.New("name taken: an agent named n2 is alive at 10.0.0.2:8402")
+	close(a.refused)
+	if err := wait(a, make(chan os.Signal), make(chan os.Signal), t.Context()); !errors.Is(err, a.refusal) {
+		t.Errorf("waitForEnd after the cluster refused the agent = %v, want %v", err, a.refusal)
 	}
 
 	a = newFakeAgent()
