@@ -568,10 +568,8 @@ func sameCheck(checks map[string]*pb.Check, c *pb.Check) *pb.Check {
 func (f *FSM) NodeOwnsAnything(name string) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	for _, s := range f.sessions {
-		if s.Node == name {
-			return true
-		}
+	if f.nodeHasSessions(name) {
+		return true
 	}
 	for _, byID := range f.services {
 		for _, st := range byID {
@@ -588,6 +586,11 @@ func (f *FSM) NodeOwnsAnything(name string) bool {
 func (f *FSM) NodeHasSessions(name string) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	return f.nodeHasSessions(name)
+}
+
+// nodeHasSessions is NodeHasSessions; the caller holds f.mu.
+func (f *FSM) nodeHasSessions(name string) bool {
 	for _, s := range f.sessions {
 		if s.Node == name {
 			return true
