@@ -214,15 +214,18 @@ func TestCheckHeldReportsWhatTheFilesLack(t *testing.T) {
 	if n := s.CheckHeld(context.Background()); n != 2 {
 		t.Fatalf("CheckHeld reported %d shards, want 2 (block 1's other CRC32C, block 2's missing shard)", n)
 	}
-	reported := func(block uint32) bool {
+	reported := func(block uint32) fault {
 		s.repair.mu.Lock()
 		defer s.repair.mu.Unlock()
 		return s.repair.corrupt[copyKey{shardKey{b.Id, block, 2}, "n1"}]
 	}
 	testwait.For(t, 10*time.Second, "the leader's repair to have the reports", func() bool {
-		return reported(1) && reported(2)
+		return reported(1) != 0 && reported(2) != 0
 	})
-	if reported(0) {
+	if f1, f2 := reported(1), reported(2); f1 != faultCorrupt || f2 != faultLost {
+		t.Errorf("reported block 1 (another CRC32C) as %d, block 2 (no file) as %d; want corrupt (%d) and lost (%d)", f1, f2, faultCorrupt, faultLost)
+	}
+	if reported(0) != 0 {
 		t.Fatal("the shard held with its recorded CRC32C was reported")
 	}
 }

@@ -334,6 +334,7 @@ const (
 	ShardNodeFailed = "node-failed"
 	ShardNodeGone   = "node-gone"
 	ShardCorrupt    = "corrupt"
+	ShardLost       = "lost"
 )
 
 // Blob health reported by Stat and List.
@@ -378,27 +379,31 @@ func (s *Store) aliveSet() map[string]bool {
 // corruptShards asks the leader which copies of b's shards were reported
 // corrupt or lost and not yet rewritten, by the agent holding them; nil
 // when it cannot tell. A report that names no agent is about the holder.
-func (s *Store) corruptShards(ctx context.Context, b *pb.Blob) map[copyKey]bool {
+func (s *Store) corruptShards(ctx context.Context, b *pb.Blob) map[copyKey]string {
 	st, err := s.LeaderRepairStatus(ctx, b.Id)
 	if err != nil {
 		s.log.Debug("corrupt shards unknown: no answer from the leader", "err", err)
 		return nil
 	}
-	out := make(map[copyKey]bool, len(st.Corrupt))
+	out := make(map[copyKey]string, len(st.Corrupt))
 	for _, r := range st.Corrupt {
 		node := r.Node
 		if node == "" {
 			node = holderOf(b, r.Block, r.Index)
 		}
-		out[copyKey{shardKey{r.BlobId, r.Block, r.Index}, node}] = true
+		state := ShardCorrupt
+		if r.Lost {
+			state = ShardLost
+		}
+		out[copyKey{shardKey{r.BlobId, r.Block, r.Index}, node}] = state
 	}
 	return out
 }
 
 // assess judges a blob's health from where its shards are; alive is
-// aliveSet's map, corrupt the copies known to be corrupt or lost (may be
-// nil): only the holder's own copy counts.
-func (s *Store) assess(b *pb.Blob, alive map[string]bool, corrupt map[copyKey]bool, detail bool) (string, []*pb.ShardState) {
+// aliveSet's map, corrupt the copies known to be corrupt or lost, with
+// their state (may be nil): only the holder's own copy counts.
+func (s *Store) assess(b *pb.Blob, alive map[string]bool, corrupt map[copyKey]string, detail bool) (string, []*pb.ShardState) {
 	health := HealthHealthy
 	var states []*pb.ShardState
 	for i, blk := range b.Blocks {
@@ -407,6 +412,7 @@ func (s *Store) assess(b *pb.Blob, alive map[string]bool, corrupt map[copyKey]bo
 			node := b.Holder(blk, idx)
 			st := ShardOK
 			up, known := alive[node]
+			bad := corrupt[copyKey{shardKey{b.Id, uint32(i), uint32(idx)}, node}]
 			switch {
 			case node == "":
 				st = ShardMissing
@@ -414,8 +420,8 @@ func (s *Store) assess(b *pb.Blob, alive map[string]bool, corrupt map[copyKey]bo
 				st = ShardNodeGone
 			case !up:
 				st = ShardNodeFailed
-			case corrupt[copyKey{shardKey{b.Id, uint32(i), uint32(idx)}, node}]:
-				st = ShardCorrupt
+			case bad != "":
+				st = bad
 			default:
 				ok++
 			}

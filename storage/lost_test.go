@@ -102,7 +102,7 @@ func TestBlobLostShardWithoutParityShowsInStat(t *testing.T) {
 	}
 	c.WaitFor(10*time.Second, "stat shows the lost shard and the blob unreadable", func() bool {
 		h, states := statHealth(t, cl, "gone")
-		return h == "unreadable" && states[[2]uint32{0, 0}] == "corrupt"
+		return h == "unreadable" && states[[2]uint32{0, 0}] == "lost"
 	})
 }
 

@@ -212,6 +212,9 @@ func (s *Store) reportShards(refs []*pb.ShardRef, lost bool) {
 	what := "corrupt"
 	if lost {
 		what = "lost"
+		for _, r := range refs {
+			r.Lost = true
+		}
 		s.metrics.lostShards.Add(float64(len(refs)))
 	} else {
 		s.metrics.corruptShards.Add(float64(len(refs)))

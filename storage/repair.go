@@ -59,7 +59,7 @@ type repairer struct {
 	// corrupt holds the copies reported corrupt or lost, by agent: only the
 	// copy on the shard's holder matters (another agent's copy is an
 	// orphan, which orphan collection deletes).
-	corrupt map[copyKey]bool
+	corrupt map[copyKey]fault
 	// placing holds, per block, the agents a worker is storing a rebuilt
 	// shard of it on and whose holder is not recorded yet, so that two
 	// workers never place two shards of one block on one agent.
@@ -94,7 +94,7 @@ type repairer struct {
 func newRepairer(s *Store) *repairer {
 	return &repairer{
 		s: s, wake: make(chan struct{}, 1), queue: make(chan task, 4096),
-		queued: make(map[shardKey]bool), retry: make(map[shardKey]time.Time), corrupt: make(map[copyKey]bool), failedAt: make(map[string]time.Time),
+		queued: make(map[shardKey]bool), retry: make(map[shardKey]time.Time), corrupt: make(map[copyKey]fault), failedAt: make(map[string]time.Time),
 		placing: make(map[blockRef]map[string]bool), full: make(map[string]time.Time),
 	}
 }
@@ -105,6 +105,14 @@ func (r *repairer) nudge() {
 	default:
 	}
 }
+
+// fault is how a copy of a shard was found bad.
+type fault uint8
+
+const (
+	faultCorrupt fault = iota + 1 // it fails its CRC32C
+	faultLost                     // its holder has no file for it
+)
 
 // report records copies of shards found corrupt or lost and wakes the
 // scan. A ref without a node is the reporter's own copy (a scrubber's
@@ -117,7 +125,11 @@ func (r *repairer) report(refs []*pb.ShardRef, reporter string) {
 			node = reporter
 		}
 		if node != "" {
-			r.corrupt[copyKey{shardKey{ref.BlobId, ref.Block, ref.Index}, node}] = true
+			f := faultCorrupt
+			if ref.Lost {
+				f = faultLost
+			}
+			r.corrupt[copyKey{shardKey{ref.BlobId, ref.Block, ref.Index}, node}] = f
 		}
 	}
 	r.mu.Unlock()
@@ -229,7 +241,7 @@ func (r *repairer) scan(ctx context.Context) {
 					reason = reasonFailed
 				case st == "waiting":
 					waiting++
-				case r.corrupt[copyKey{key, node}]:
+				case r.corrupt[copyKey{key, node}] != 0:
 					reason = reasonCorrupt
 				}
 				if reason != "" && reason != reasonCorrupt && free <= 0 {
@@ -725,9 +737,9 @@ func (s *Store) RepairStatus(blobID string) *pb.RepairStatusResponse {
 		out.LastScan = r.lastScan.UnixNano()
 	}
 	if b := s.cluster.Meta().BlobByID(blobID); b != nil {
-		for k := range r.corrupt {
+		for k, f := range r.corrupt {
 			if k.blob == blobID && holderOf(b, k.block, k.index) == k.node {
-				out.Corrupt = append(out.Corrupt, &pb.ShardRef{BlobId: k.blob, Block: k.block, Index: k.index, Node: k.node})
+				out.Corrupt = append(out.Corrupt, &pb.ShardRef{BlobId: k.blob, Block: k.block, Index: k.index, Node: k.node, Lost: f == faultLost})
 			}
 		}
 		sort.Slice(out.Corrupt, func(i, j int) bool {

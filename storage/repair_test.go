@@ -256,8 +256,8 @@ func TestRepeatedFindingsOfADamagedCopyAreReportedOncePerInterval(t *testing.T) 
 	s.repair.mu.Lock()
 	reported := s.repair.corrupt[copyKey{shardKey{b.Id, 0, 1}, "n2"}]
 	s.repair.mu.Unlock()
-	if !reported {
-		t.Fatal("the leader's repair has no report of the lost copy")
+	if reported != faultLost {
+		t.Fatalf("the leader's repair has the lost copy as %d, want lost (%d)", reported, faultLost)
 	}
 	other := &pb.ShardRef{BlobId: b.Id, Block: 0, Index: 2, Node: "n3"}
 	s.reportShards([]*pb.ShardRef{ref, other}, true)

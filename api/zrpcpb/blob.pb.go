@@ -681,8 +681,10 @@ type ShardState struct {
 	Index uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
 	Node  string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
 	// state: "ok", "missing" (not stored), "node-failed" (its agent is
-	// failed), "node-gone" (its agent left the cluster) or "corrupt" (a read
-	// or the scrubber found it corrupt; repair has not rewritten it yet).
+	// failed), "node-gone" (its agent left the cluster), "corrupt" (a read
+	// or the scrubber found it corrupt; repair has not rewritten it yet) or
+	// "lost" (its agent has no file for it: deleted, or a replaced disk;
+	// repair has not rewritten it yet).
 	State         string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2374,7 +2376,11 @@ type ShardRef struct {
 	// in reports of corrupt or lost shards and in RepairStatus.corrupt (a
 	// copy on another agent than the metadata's holder says nothing about
 	// the shard).
-	Node          string `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	Node string `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	// lost, in reports and in RepairStatus.corrupt: the holder has no file
+	// for the shard (deleted, or a replaced disk) rather than one that fails
+	// its CRC32C. Repair treats both alike; Stat names the state.
+	Lost          bool `protobuf:"varint,5,opt,name=lost,proto3" json:"lost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2435,6 +2441,13 @@ func (x *ShardRef) GetNode() string {
 		return x.Node
 	}
 	return ""
+}
+
+func (x *ShardRef) GetLost() bool {
+	if x != nil {
+		return x.Lost
+	}
+	return false
 }
 
 type PutShardRequest struct {
@@ -3431,12 +3444,13 @@ const file_blob_proto_rawDesc = "" +
 	"\x05shard\x18\x01 \x01(\v2\x11.zrpc.v1.ShardPosR\x05shard\x12\x10\n" +
 	"\x03sum\x18\x02 \x01(\aR\x03sum\x12\x18\n" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"c\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"w\n" +
 	"\bShardRef\x12\x17\n" +
 	"\ablob_id\x18\x01 \x01(\tR\x06blobId\x12\x14\n" +
 	"\x05block\x18\x02 \x01(\rR\x05block\x12\x14\n" +
 	"\x05index\x18\x03 \x01(\rR\x05index\x12\x12\n" +
-	"\x04node\x18\x04 \x01(\tR\x04node\"\xfc\x01\n" +
+	"\x04node\x18\x04 \x01(\tR\x04node\x12\x12\n" +
+	"\x04lost\x18\x05 \x01(\bR\x04lost\"\xfc\x01\n" +
 	"\x0fPutShardRequest\x12#\n" +
 	"\x03ref\x18\x01 \x01(\v2\x11.zrpc.v1.ShardRefR\x03ref\x12\x1f\n" +
 	"\vdata_shards\x18\x02 \x01(\rR\n" +

@@ -188,7 +188,7 @@ function blobRepair(b, repairs) {
   const r = repairs.get(b.name);
   if (!r) return "not asked (too many unhealthy blobs)";
   if (r.error) return "unknown: " + r.error;
-  return "missing shards queued by " + r.leader + "; " + r.corrupt + " reported corrupt";
+  return "missing shards queued by " + r.leader + "; " + r.corrupt + " reported corrupt or lost";
 }
 
 async function blobsPage() {
