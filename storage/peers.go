@@ -212,9 +212,6 @@ func (s *Store) reportShards(refs []*pb.ShardRef, lost bool) {
 	what := "corrupt"
 	if lost {
 		what = "lost"
-		for _, r := range refs {
-			r.Lost = true
-		}
 		s.metrics.lostShards.Add(float64(len(refs)))
 	} else {
 		s.metrics.corruptShards.Add(float64(len(refs)))
@@ -222,6 +219,13 @@ func (s *Store) reportShards(refs []*pb.ShardRef, lost bool) {
 	refs = s.reported.fresh(refs, time.Now(), s.cfg.RepairInterval)
 	if len(refs) == 0 {
 		return
+	}
+	if lost {
+		marked := make([]*pb.ShardRef, len(refs))
+		for i, r := range refs {
+			marked[i] = &pb.ShardRef{BlobId: r.BlobId, Block: r.Block, Index: r.Index, Node: r.Node, Lost: true}
+		}
+		refs = marked
 	}
 	first := refs[0]
 	s.log.Warn(what+" shards found; reporting them for repair", "shards", len(refs),
