@@ -447,7 +447,13 @@ func (g *Gossip) JoinRetry(ctx context.Context, addrs []string, maxBackoff time.
 			return giveUp(ctx, addrs, attempt, err)
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
-		g.log.Info("join attempt failed; retrying", "attempt", attempt, "addrs", addrs, "err", err, "next_in", wait)
+		// Peers still starting fail the first attempts (the first pod of a
+		// StatefulSet); an agent that keeps failing warns.
+		level := slog.LevelInfo
+		if attempt >= joinWarnAfter {
+			level = slog.LevelWarn
+		}
+		g.log.Log(ctx, level, "join attempt failed; retrying", "attempt", attempt, "addrs", addrs, "err", err, "next_in", wait)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -458,6 +464,10 @@ func (g *Gossip) JoinRetry(ctx context.Context, addrs []string, maxBackoff time.
 		backoff = min(backoff*2, maxBackoff)
 	}
 }
+
+// joinWarnAfter is the first failed join attempt JoinRetry logs as a
+// warning rather than at info.
+const joinWarnAfter = 3
 
 // nameTakenWait is Gossip.nameTakenWait: well past failure detection.
 const nameTakenWait = 30 * time.Second

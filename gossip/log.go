@@ -112,8 +112,20 @@ var memberlistLevels = []struct {
 	{"[ERROR]", slog.LevelError},
 }
 
+// hints are what an operator needs to act on a memberlist line that
+// contains the key: appended to it.
+var hints = []struct{ contains, hint string }{
+	{"no installed keys could decrypt the message",
+		"the other side gossips with a key this agent does not hold: an agent started with an old --encrypt-file after `zrpcctl keyring` rotated the key, or without its data dir's gossip-keyring, needs the cluster's current key (`zrpcctl keyring list` shows the primary)"},
+}
+
 func (w *logWriter) Write(p []byte) (int, error) {
 	level, msg := parseMemberlistLine(string(bytes.TrimRight(p, "\r\n")))
+	for _, h := range hints {
+		if strings.Contains(msg, h.contains) {
+			msg += " (" + h.hint + ")"
+		}
+	}
 	if host, ok := sender(msg); ok && level >= slog.LevelWarn {
 		// Whatever anyone sends the gossip port that memberlist cannot
 		// use (garbage, a broken or unencrypted packet, a stream cut

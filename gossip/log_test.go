@@ -39,6 +39,20 @@ func TestMemberlistLoggerWritesAtParsedLevel(t *testing.T) {
 	}
 }
 
+// TestMemberlistKeyMismatchSaysWhatToDo: a line saying gossip could not
+// be decrypted says why that happens and where the current key is.
+func TestMemberlistKeyMismatchSaysWhatToDo(t *testing.T) {
+	logs := &logRecords{}
+	l := newMemberlistLogger(slog.New(recordingHandler{Handler: slog.DiscardHandler, rec: logs}))
+	l.Printf("[ERR] memberlist: Failed fallback TCP ping: no installed keys could decrypt the message")
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	if len(logs.recs) != 1 || !strings.HasPrefix(logs.recs[0].Message, "Failed fallback TCP ping: no installed keys could decrypt the message (the other side gossips with a key this agent does not hold") ||
+		!strings.Contains(logs.recs[0].Message, "zrpcctl keyring list") {
+		t.Fatalf("records %+v, want the line with the hint naming zrpcctl keyring list", logs.recs)
+	}
+}
+
 // TestRepeatedMemberlistFailuresCollapse: memberlist's failures to reach
 // an unreachable member, written on every probe or gossip round, give the
 // first line, a summary every 30 s, and a line once they stop; other lines
