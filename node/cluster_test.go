@@ -219,7 +219,7 @@ func TestDeadAgentInstancesTurnCriticalThenVanishFromWatchers(t *testing.T) {
 						t.Fatalf("watcher on agent %d: the instance registered through the dead agent without a session was removed", others[k])
 					}
 					staticCritical = staticCritical || e.Instance.Health == pb.Health_CRITICAL
-					kept = e.Instance.Health == pb.Health_CRITICAL && strings.HasPrefix(e.Instance.HealthOutput, node.ReapedOutputPrefix+" "+c.Name(victim))
+					kept = e.Instance.Health == pb.Health_CRITICAL && strings.HasPrefix(e.Instance.HealthOutput, raftstore.ReapedOutputPrefix+" "+c.Name(victim))
 				default:
 					if e.Type == pb.Event_DELETE {
 						t.Fatalf("instance %s of a live agent was removed", e.Instance.Id)

@@ -33,6 +33,7 @@ type nodeTable interface {
 	Nodes() []*pb.Node
 	NodeOwnsAnything(name string) bool
 	NodeHasSessions(name string) bool
+	KeptInstances(name string) []*pb.InstanceRef
 }
 
 // reconciler turns what gossip says into Raft configuration changes and
@@ -181,13 +182,15 @@ func (r *reconciler) reapUnknownNodes(ctx context.Context, now time.Time, member
 func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft map[string]raftstore.Server, voters *int) error {
 	want := &pb.Node{Name: m.Name, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr, Zone: m.Meta.Zone, Build: m.Meta.Build, Health: pb.Health_PASSING}
 	cur := r.nodes.Node(m.Name)
-	// An agent reaped while it was down has no node record, but may have
-	// left instances, critical (removeMember): it is alive again for them.
-	if cur == nil && r.nodes.NodeOwnsAnything(m.Name) {
-		if _, err := r.apply(ctx, &pb.Command{Kind: &pb.Command_NodeUpsert{NodeUpsert: want}}); err != nil {
-			return fmt.Errorf("record node %s: %w", m.Name, err)
+	// An agent back after its reap has no node record; the instances its
+	// reap kept (removeMember) pass again, and only those: a new agent's
+	// first registrations, made before its record, keep their health.
+	if kept := r.nodes.KeptInstances(m.Name); cur == nil && len(kept) > 0 {
+		cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Instances: kept, Health: pb.Health_PASSING, Output: health.AgentAliveAgain}}}
+		if _, err := r.apply(ctx, cmd); err != nil {
+			return fmt.Errorf("mark %s alive: %w", m.Name, err)
 		}
-		cur = &pb.Node{Name: m.Name, Health: pb.Health_CRITICAL}
+		r.log.Info("agent back after its reap; the instances it kept are passing", "member", m.Name, "instances", len(kept))
 	}
 	if cur != nil && cur.Health == pb.Health_CRITICAL {
 		cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Node: m.Name, Health: pb.Health_PASSING, Output: health.AgentAliveAgain}}}
@@ -280,7 +283,7 @@ func (r *reconciler) removeMember(ctx context.Context, name, why string, inRaft 
 	rm := &pb.NodeRemove{Name: name}
 	if reap {
 		rm.KeepUnbound = true
-		rm.Output = fmt.Sprintf("%s %s: %s; the instance stays until it is deregistered, or passes again when %s is back", ReapedOutputPrefix, name, why, name)
+		rm.Output = fmt.Sprintf("%s %s: %s; the instance stays until it is deregistered, or passes again when %s is back", raftstore.ReapedOutputPrefix, name, why, name)
 	}
 	if _, err := r.apply(ctx, &pb.Command{Kind: &pb.Command_NodeRemove{NodeRemove: rm}}); err != nil {
 		return fmt.Errorf("remove node %s: %w", name, err)
@@ -292,7 +295,3 @@ func (r *reconciler) removeMember(ctx context.Context, name, why string, inRaft 
 	}
 	return nil
 }
-
-// ReapedOutputPrefix begins the health output of an instance kept after
-// the agent it was registered through was reaped.
-const ReapedOutputPrefix = "removed with its agent"

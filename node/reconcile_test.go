@@ -193,8 +193,8 @@ func (f *reconcileFixture) wantReaped(id string) {
 		f.t.Errorf("the instance of %s's session outlived it: %v", id, in)
 	}
 	in := f.fsm.Instance("api", id)
-	if in == nil || in.Health != pb.Health_CRITICAL || !strings.HasPrefix(in.HealthOutput, ReapedOutputPrefix+" "+id+": ") {
-		f.t.Errorf("the instance registered through %s without a session: %v, want it kept, critical, with output %q...", id, in, ReapedOutputPrefix+" "+id)
+	if in == nil || in.Health != pb.Health_CRITICAL || !strings.HasPrefix(in.HealthOutput, raftstore.ReapedOutputPrefix+" "+id+": ") {
+		f.t.Errorf("the instance registered through %s without a session: %v, want it kept, critical, with output %q...", id, in, raftstore.ReapedOutputPrefix+" "+id)
 	}
 }
 
@@ -321,6 +321,26 @@ func TestReconcileMarksAFailedMemberCriticalAndReapsItAfterTheDelay(t *testing.T
 	}
 	if f.fsm.Instance("api", "b-s") != nil {
 		t.Error("the instance of b's old session came back")
+	}
+}
+
+// A new agent may register an instance before the leader records the
+// agent: its first pass does not take that for an agent back after a
+// reap, and leaves the instance's health alone.
+func TestReconcileLeavesANewAgentsFirstInstancesAlone(t *testing.T) {
+	f := newReconcileFixture(t, 3, voter("self"), voter("a"))
+	f.record("a")
+	if _, err := f.apply(t.Context(), &pb.Command{Kind: &pb.Command_Register{Register: &pb.Instance{
+		Service: "api", Id: "c1", Node: "c", Address: "127.0.0.1:9002", Health: pb.Health_CRITICAL, HealthOutput: health.AwaitingFirstCheck}}}); err != nil {
+		t.Fatal(err)
+	}
+	f.gossip("a", gossip.StatusAlive, "c", gossip.StatusAlive)
+	f.pass(0)
+	if f.fsm.Node("c") == nil {
+		t.Fatal("the new agent c was not recorded")
+	}
+	if in := f.fsm.Instance("api", "c1"); in == nil || in.Health != pb.Health_CRITICAL || in.HealthOutput != health.AwaitingFirstCheck {
+		t.Errorf("c's first instance after c was recorded: %v, want it still critical, awaiting its first check", in)
 	}
 }
 

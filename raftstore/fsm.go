@@ -581,6 +581,26 @@ func (f *FSM) NodeOwnsAnything(name string) bool {
 	return false
 }
 
+// ReapedOutputPrefix begins the health output the leader gives the
+// instances it keeps when it reaps their agent (NodeRemove.keep_unbound):
+// "removed with its agent NAME: ...".
+const ReapedOutputPrefix = "removed with its agent"
+
+// KeptInstances lists the instances of the node called name that its
+// reap kept: bound to no session, critical, with the reap's output.
+func (f *FSM) KeptInstances(name string) []*pb.InstanceRef {
+	prefix := ReapedOutputPrefix + " " + name + ":"
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []*pb.InstanceRef
+	for _, r := range f.instancesWhere(func(i storedInstance) bool { return i.node == name && i.session == "" }) {
+		if inst := r.stored.instance(); inst.Health == pb.Health_CRITICAL && strings.HasPrefix(inst.HealthOutput, prefix) {
+			out = append(out, &pb.InstanceRef{Service: r.service, Id: r.id})
+		}
+	}
+	return out
+}
+
 // NodeHasSessions reports whether any session belongs to the node called
 // name.
 func (f *FSM) NodeHasSessions(name string) bool {
