@@ -18,8 +18,8 @@ type Metrics struct {
 	lostShards            prometheus.Counter
 	shardsCollected       prometheus.Counter
 	scrubbedBytes         prometheus.Counter
-	repairQueued          prometheus.Gauge
-	repairInProgress      prometheus.Gauge
+	repairQueued          prometheus.GaugeFunc
+	repairInProgress      prometheus.GaugeFunc
 	repairRetrying        prometheus.GaugeFunc
 	repairWaiting         prometheus.GaugeFunc
 	repairWaitingForAgent prometheus.GaugeFunc
@@ -36,9 +36,6 @@ func NewMetrics() *Metrics {
 	counter := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zrpc", Subsystem: "blob", Name: name, Help: help})
 	}
-	gauge := func(name, help string) prometheus.Gauge {
-		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "zrpc", Subsystem: "blob", Name: name, Help: help})
-	}
 	m := &Metrics{}
 	// repairGauge reads count of the repair's state while it leads.
 	repairGauge := func(name, help string, count func(*repairer) int) prometheus.GaugeFunc {
@@ -46,18 +43,20 @@ func NewMetrics() *Metrics {
 			func() float64 { return m.repair.Load().leaderCount(count) })
 	}
 	*m = Metrics{
-		putBytes:         counter("put_bytes_total", "Blob bytes stored by puts this agent coordinated."),
-		getBytes:         counter("get_bytes_total", "Blob bytes served by gets this agent coordinated."),
-		putsFailed:       counter("puts_failed_total", "Puts that failed or were cancelled and were aborted."),
-		degradedReads:    counter("degraded_block_reads_total", "Blocks read by decoding parity because shards were missing or corrupt."),
-		shardWrites:      counter("shard_writes_total", "Shards written to this agent's shard store."),
-		shardReads:       counter("shard_reads_total", "Shards read from this agent's shard store for peers."),
-		corruptShards:    counter("corrupt_shards_total", "Corrupt shards found by reads or the scrubber."),
-		lostShards:       counter("lost_shards_total", "Shards whose holder has no file for them, found by reads or the scrubber."),
-		shardsCollected:  counter("shards_collected_total", "Shard files deleted because no blob refers to them."),
-		scrubbedBytes:    counter("scrubbed_bytes_total", "Shard bytes re-read by the scrubber."),
-		repairQueued:     gauge("repair_queued", "Shards waiting to be rebuilt (leader only)."),
-		repairInProgress: gauge("repair_in_progress", "Shards being rebuilt now (leader only)."),
+		putBytes:        counter("put_bytes_total", "Blob bytes stored by puts this agent coordinated."),
+		getBytes:        counter("get_bytes_total", "Blob bytes served by gets this agent coordinated."),
+		putsFailed:      counter("puts_failed_total", "Puts that failed or were cancelled and were aborted."),
+		degradedReads:   counter("degraded_block_reads_total", "Blocks read by decoding parity because shards were missing or corrupt."),
+		shardWrites:     counter("shard_writes_total", "Shards written to this agent's shard store."),
+		shardReads:      counter("shard_reads_total", "Shards read from this agent's shard store for peers."),
+		corruptShards:   counter("corrupt_shards_total", "Corrupt shards found by reads or the scrubber."),
+		lostShards:      counter("lost_shards_total", "Shards whose holder has no file for them, found by reads or the scrubber."),
+		shardsCollected: counter("shards_collected_total", "Shard files deleted because no blob refers to them."),
+		scrubbedBytes:   counter("scrubbed_bytes_total", "Shard bytes re-read by the scrubber."),
+		repairQueued: repairGauge("repair_queued", "Shards waiting to be rebuilt (leader only).",
+			func(r *repairer) int { return len(r.queue) }),
+		repairInProgress: repairGauge("repair_in_progress", "Shards being rebuilt now (leader only).",
+			func(r *repairer) int { return r.inProgress }),
 		repairRetrying: repairGauge("repair_retrying", "Lost shards whose rebuild failed, tried again a repair interval later (leader only).",
 			func(r *repairer) int { return len(r.retry) }),
 		repairWaiting: repairGauge("repair_waiting", "Lost shards that cannot be rebuilt yet: their agent's blob_repair_delay has not passed, or no agent can take them (leader only).",

@@ -292,7 +292,6 @@ func (r *repairer) scan(ctx context.Context) {
 		}
 		r.mu.Unlock()
 	}
-	s.metrics.repairQueued.Set(float64(len(r.queue)))
 }
 
 // leaderCount is count of r's state while r runs on the leader, else 0
@@ -433,7 +432,6 @@ func (r *repairer) runBatch(ctx context.Context, batch []task) {
 	r.mu.Lock()
 	r.inProgress += len(batch)
 	r.mu.Unlock()
-	r.s.metrics.repairInProgress.Add(float64(len(batch)))
 	results := make([]rebuilt, len(batch))
 	sem := make(chan struct{}, 4)
 	var wg sync.WaitGroup
@@ -466,7 +464,6 @@ func (r *repairer) runBatch(ctx context.Context, batch []task) {
 		}
 	}
 	r.release(results)
-	r.s.metrics.repairInProgress.Sub(float64(len(batch)))
 	done, bytes := 0, 0
 	var failed []rebuilt // failures warned of here, once for the batch
 	for _, res := range results {

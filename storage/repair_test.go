@@ -295,22 +295,25 @@ func TestRepairGaugesFollowTheLeadersRepair(t *testing.T) {
 		}
 		return out.GetGauge().GetValue()
 	}
-	gauges := func() [3]float64 {
-		return [3]float64{read(m.repairRetrying), read(m.repairWaiting), read(m.repairWaitingForAgent)}
+	gauges := func() [5]float64 {
+		return [5]float64{read(m.repairRetrying), read(m.repairWaiting), read(m.repairWaitingForAgent),
+			read(m.repairQueued), read(m.repairInProgress)}
 	}
 	r.mu.Lock()
 	r.leading = true
 	r.retry[shardKey{"b", 0, 1}] = time.Now()
 	r.retry[shardKey{"b", 1, 1}] = time.Now()
 	r.waiting, r.waitingForAgent = 5, 3
+	r.inProgress = 4
 	r.mu.Unlock()
-	if got, want := gauges(), [3]float64{2, 5, 3}; got != want {
-		t.Fatalf("leading: retrying, waiting, waiting for an agent = %v, want %v", got, want)
+	r.queue <- task{key: shardKey{"b", 2, 0}}
+	if got, want := gauges(), [5]float64{2, 5, 3, 1, 4}; got != want {
+		t.Fatalf("leading: retrying, waiting, waiting for an agent, queued, in progress = %v, want %v", got, want)
 	}
 	r.mu.Lock()
 	r.leading = false
 	r.mu.Unlock()
-	if got := gauges(); got != [3]float64{} {
+	if got := gauges(); got != [5]float64{} {
 		t.Fatalf("no longer leading: gauges %v, want 0", got)
 	}
 }
