@@ -12,12 +12,7 @@ import (
 func TestThreeProcessCluster(t *testing.T) {
 	_, zrpcctl := binaries(t)
 	fast := []string{"--gossip-profile", "local", "--dead-node-reap", "3s"}
-	n1 := newAgent(t, "n1", fast...)
-	n2 := newAgent(t, "n2", fast...)
-	n3 := newAgent(t, "n3", fast...)
-	n1.start()
-	n2.start(n1.gossipAddr())
-	n3.start(n1.gossipAddr())
+	n1, n2, n3 := startThree(t, fast...)
 
 	members := func(a *agent) map[string][]string {
 		out, err := ctl(zrpcctl, a.grpcAddr(), "members")

@@ -114,6 +114,17 @@ func newAgent(t *testing.T, name string, extra ...string) *agent {
 	}
 }
 
+// startThree starts agents n1, n2 and n3 with the extra flags, n2 and n3
+// joining n1.
+func startThree(t *testing.T, extra ...string) (n1, n2, n3 *agent) {
+	t.Helper()
+	n1, n2, n3 = newAgent(t, "n1", extra...), newAgent(t, "n2", extra...), newAgent(t, "n3", extra...)
+	n1.start()
+	n2.start(n1.gossipAddr())
+	n3.start(n1.gossipAddr())
+	return n1, n2, n3
+}
+
 func (a *agent) grpcAddr() string   { return "127.0.0.1:" + strconv.Itoa(a.grpcPort) }
 func (a *agent) gossipAddr() string { return "127.0.0.1:" + strconv.Itoa(a.gossipPort) }
 

@@ -16,12 +16,7 @@ import (
 func TestRecoverAfterLosingTwoOfThree(t *testing.T) {
 	zrpcd, zrpcctl := binaries(t)
 	fast := []string{"--gossip-profile", "local"}
-	n1 := newAgent(t, "n1", fast...)
-	n2 := newAgent(t, "n2", fast...)
-	n3 := newAgent(t, "n3", fast...)
-	n1.start()
-	n2.start(n1.gossipAddr())
-	n3.start(n1.gossipAddr())
+	n1, n2, n3 := startThree(t, fast...)
 	waitFor(t, 30*time.Second, "three voters", func() bool {
 		out, err := ctl(zrpcctl, n1.grpcAddr(), "raft", "peers")
 		return err == nil && len(rows(out)) == 3

@@ -168,11 +168,17 @@ func (f *reconcileFixture) wantSuffrage(id string, want raftstore.Suffrage) {
 	}
 }
 
-func (f *reconcileFixture) wantGone(id string) {
+// wantOutOfRaft checks that agent id is not a Raft server.
+func (f *reconcileFixture) wantOutOfRaft(id string) {
 	f.t.Helper()
 	if _, ok := f.raft.suffrage(id); ok {
 		f.t.Errorf("%s is still a Raft server: %+v", id, f.raft.servers)
 	}
+}
+
+func (f *reconcileFixture) wantGone(id string) {
+	f.t.Helper()
+	f.wantOutOfRaft(id)
 	if f.fsm.Node(id) != nil || f.fsm.NodeOwnsAnything(id) {
 		f.t.Errorf("%s is still in the registry (node %v)", id, f.fsm.Node(id))
 	}
@@ -183,9 +189,7 @@ func (f *reconcileFixture) wantGone(id string) {
 // session stays, critical, saying why.
 func (f *reconcileFixture) wantReaped(id string) {
 	f.t.Helper()
-	if _, ok := f.raft.suffrage(id); ok {
-		f.t.Errorf("%s is still a Raft server: %+v", id, f.raft.servers)
-	}
+	f.wantOutOfRaft(id)
 	if f.fsm.Node(id) != nil || f.fsm.NodeHasSessions(id) {
 		f.t.Errorf("%s still has its node record (%v) or a session", id, f.fsm.Node(id))
 	}
