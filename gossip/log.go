@@ -126,6 +126,12 @@ func (w *logWriter) Write(p []byte) (int, error) {
 			msg += " (" + h.hint + ")"
 		}
 	}
+	// memberlist prints both metas of a refuted alive message as decimal
+	// byte lists: hundreds of numbers no one can read.
+	if rest, ok := strings.CutPrefix(msg, "Refuting an alive message for "); ok {
+		who, _, _ := strings.Cut(rest, " meta:(")
+		msg = "Refuting an alive message for " + who + " that differs from this agent's own (a restart of this agent the others had not yet seen, or another agent with its name)"
+	}
 	if host, ok := sender(msg); ok && level >= slog.LevelWarn {
 		// Whatever anyone sends the gossip port that memberlist cannot
 		// use (garbage, a broken or unencrypted packet, a stream cut

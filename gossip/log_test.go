@@ -53,6 +53,19 @@ func TestMemberlistKeyMismatchSaysWhatToDo(t *testing.T) {
 	}
 }
 
+// TestMemberlistRefuteLineLeavesOutTheMetaBytes: the refutation of an
+// alive message names the member and why, without memberlist's dump of
+// both metas as byte lists.
+func TestMemberlistRefuteLineLeavesOutTheMetaBytes(t *testing.T) {
+	logs := &logRecords{}
+	l := newMemberlistLogger(slog.New(recordingHandler{Handler: slog.DiscardHandler, rec: logs}))
+	l.Printf("[WARN] memberlist: Refuting an alive message for 'a2' (127.0.0.1:20022) meta:([123 34 118 34] VS [123 34 118 35]), vsn:([1 5 2 0 0 0] VS [1 5 2 0 0 0])")
+	want := "Refuting an alive message for 'a2' (127.0.0.1:20022) that differs from this agent's own (a restart of this agent the others had not yet seen, or another agent with its name)"
+	if got := logs.matching(want); len(got) != 1 || got[0].Level != slog.LevelWarn {
+		t.Fatalf("records %+v, want one WARN %q", logs.recs, want)
+	}
+}
+
 // TestRepeatedMemberlistFailuresCollapse: memberlist's failures to reach
 // an unreachable member, written on every probe or gossip round, give the
 // first line, a summary every 30 s, and a line once they stop; other lines
