@@ -128,9 +128,18 @@ func TestWipedVoterIsNamedAndElectsNoOne(t *testing.T) {
 		}
 		return false
 	})
+	members, err := c.Status(survivor).Members(ctxT(t), &pb.MembersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members.Members {
+		if got, want := m.NoRaftState, m.Name == c.Name(wiped); got != want {
+			t.Errorf("member %s (%s): no_raft_state %v, want %v", m.Name, m.Status, got, want)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := c.Registry(survivor).Register(ctx, &pb.RegisterRequest{Instance: &pb.Instance{Service: "api", Id: "lost", Address: "127.0.0.1:9002"}})
+	_, err = c.Registry(survivor).Register(ctx, &pb.RegisterRequest{Instance: &pb.Instance{Service: "api", Id: "lost", Address: "127.0.0.1:9002"}})
 	if err := apierr.FromStatus(err); !errors.Is(err, apierr.ErrNoLeader) || !strings.Contains(err.Error(), c.Name(wiped)+" "+node.NoRaftState) {
 		t.Fatalf("write with the leader down and a wiped voter = %v, want ErrNoLeader naming %s as without Raft state", err, c.Name(wiped))
 	}

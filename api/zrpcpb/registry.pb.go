@@ -2410,7 +2410,12 @@ type Member struct {
 	// shards_full is set when the agent's shard store has no room for
 	// another block's shard (its disk, or its shard_max_bytes): new blob
 	// shards go to other agents.
-	ShardsFull    bool `protobuf:"varint,10,opt,name=shards_full,json=shardsFull,proto3" json:"shards_full,omitempty"`
+	ShardsFull bool `protobuf:"varint,10,opt,name=shards_full,json=shardsFull,proto3" json:"shards_full,omitempty"`
+	// no_raft_state is set for an agent gossip sees alive that has not
+	// applied the cluster's log (no cluster id in its meta): a new, wiped or
+	// replaced data dir. As a voter it refuses votes until a leader has sent
+	// it the log.
+	NoRaftState   bool `protobuf:"varint,11,opt,name=no_raft_state,json=noRaftState,proto3" json:"no_raft_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2511,6 +2516,13 @@ func (x *Member) GetStatusFor() *durationpb.Duration {
 func (x *Member) GetShardsFull() bool {
 	if x != nil {
 		return x.ShardsFull
+	}
+	return false
+}
+
+func (x *Member) GetNoRaftState() bool {
+	if x != nil {
+		return x.NoRaftState
 	}
 	return false
 }
@@ -3177,7 +3189,7 @@ const file_registry_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x124\n" +
 	"\bdown_for\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\adownFor\"\x10\n" +
-	"\x0eMembersRequest\"\xad\x02\n" +
+	"\x0eMembersRequest\"\xd1\x02\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
@@ -3191,7 +3203,8 @@ const file_registry_proto_rawDesc = "" +
 	"status_for\x18\t \x01(\v2\x19.google.protobuf.DurationR\tstatusFor\x12\x1f\n" +
 	"\vshards_full\x18\n" +
 	" \x01(\bR\n" +
-	"shardsFull\"m\n" +
+	"shardsFull\x12\"\n" +
+	"\rno_raft_state\x18\v \x01(\bR\vnoRaftState\"m\n" +
 	"\x0fMembersResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12)\n" +
 	"\amembers\x18\x02 \x03(\v2\x0f.zrpc.v1.MemberR\amembers\"\x0e\n" +

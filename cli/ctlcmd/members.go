@@ -34,6 +34,9 @@ Raft role, build, zone, and for how long gossip has reported that status.`,
 						statusFor = m.GetStatusFor().AsDuration().Round(time.Second).String()
 					}
 					status := m.GetStatus()
+					if m.GetNoRaftState() {
+						status += " (no Raft state yet)"
+					}
 					if m.GetShardsFull() {
 						status += " (shards full)"
 					}

@@ -137,11 +137,13 @@ func (s *Status) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.Members
 	}
 	resp := &pb.MembersResponse{Header: s.header(s.cfg.Replica.Revision())}
 	now := time.Now()
+	cluster := s.cfg.Status.ClusterID()
 	member := func(m gossip.Member) *pb.Member {
 		pm := &pb.Member{
 			Name: m.Name, Address: m.Addr, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr,
 			Status: m.Status, Role: role(m.Name), Build: m.Meta.Build, Zone: m.Meta.Zone,
-			ShardsFull: m.Meta.ShardsFull,
+			ShardsFull:  m.Meta.ShardsFull,
+			NoRaftState: m.Status == gossip.StatusAlive && m.Meta.Role == "server" && m.Meta.ClusterID == "" && cluster != "",
 		}
 		if !m.Since.IsZero() {
 			pm.StatusFor = durationpb.New(now.Sub(m.Since))
