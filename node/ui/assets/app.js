@@ -134,7 +134,7 @@ async function membersPage() {
       { title: "Name", cell: (m) => m.name },
       { title: "Address", cell: (m) => m.address },
       { title: "gRPC", cell: (m) => m.grpc_address },
-      { title: "Status", cell: (m) => health(m.status) },
+      { title: "Status", cell: (m) => (m.no_raft_state ? [health(m.status), " (no Raft state yet)"] : health(m.status)) },
       { title: "Shards", cell: (m) => (m.shards_full ? "full" : "") },
       { title: "Role", cell: (m) => m.role },
       { title: "Zone", cell: (m) => m.zone },
