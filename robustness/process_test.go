@@ -74,6 +74,11 @@ type processRun struct {
 	t     *testing.T
 	seed  uint64
 	rng   *rand.Rand // the fault schedule's; used on the test goroutine only
+	// wipes is the random source of the disk replacement (wipeOne), added
+	// after seeds were recorded; wiped is set once it has happened (one
+	// per run: blobs survive one agent's losses, not two).
+	wipes *rand.Rand
+	wiped bool
 	start time.Time
 
 	agents  []*agentProcess
@@ -96,7 +101,7 @@ type processRun struct {
 // newProcessRun builds zrpcd, starts the agents (the first bootstraps, the
 // others join it) and waits until they are three voters with a leader.
 func newProcessRun(t *testing.T, seed uint64) *processRun {
-	p := &processRun{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, 0x9e0c)),
+	p := &processRun{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, 0x9e0c)), wipes: rand.New(rand.NewPCG(seed, 0x3195)),
 		incarnations: make([]int, processAgents), blobs: newBlobBook(seed)}
 	dir := t.TempDir()
 	zrpcd := buildZrpcd(t, dir)
@@ -358,6 +363,15 @@ func (p *processRun) injectFaults() {
 	}
 	for n := 0; time.Since(p.start) < processFaultsFor; n++ {
 		time.Sleep(300*time.Millisecond + p.randDuration(700*time.Millisecond))
+		if wipe := p.wipes.IntN(processWipeOdds) == 0; wipe && !p.wiped {
+			at := time.Since(p.start).Round(time.Millisecond)
+			if skipped("wipe") {
+				p.t.Logf("robustness: fault %d at %s: replace an agent's disk skipped (ROBUSTNESS_SKIP)", n, at)
+			} else {
+				p.t.Logf("robustness: fault %d at %s: replace an agent's disk", n, at)
+				p.wipeOne()
+			}
+		}
 		x := p.rng.IntN(total)
 		for _, f := range processFaults {
 			if x -= f.weight; x >= 0 {
@@ -390,6 +404,28 @@ func (p *processRun) target(leaderFirst bool) int {
 		return random
 	}
 	return l
+}
+
+// processWipeOdds: a slot starts with the disk replacement with odds 1 in
+// processWipeOdds, once per run.
+const processWipeOdds = 4
+
+// wipeOne SIGKILLs an agent, removes its data dir and starts it again
+// under its name and addresses, joining the others, as after a disk
+// replacement: its Raft log, replica and shards are gone while its peers
+// still count it as a voter.
+func (p *processRun) wipeOne() {
+	p.wiped = true
+	i := p.wipes.IntN(len(p.agents))
+	a := p.agents[i]
+	p.t.Logf("robustness: SIGKILL %s and remove its data dir %s", a.name, a.dataDir)
+	p.nextIncarnation(i)
+	a.kill()
+	if err := os.RemoveAll(a.dataDir); err != nil {
+		p.t.Fatalf("remove %s: %v", a.dataDir, err)
+	}
+	time.Sleep(200*time.Millisecond + time.Duration(p.wipes.Int64N(int64(time.Second))))
+	p.restart(i)
 }
 
 func (p *processRun) killRestart() { p.killAndRestart(p.rng.IntN(len(p.agents))) }
