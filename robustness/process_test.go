@@ -71,9 +71,9 @@ func runProcesses(t *testing.T, seed uint64) {
 
 // processRun is one run: its agents, its clients and what they recorded.
 type processRun struct {
-	t     *testing.T
-	seed  uint64
-	rng   *rand.Rand // the fault schedule's; used on the test goroutine only
+	t    *testing.T
+	seed uint64
+	rng  *rand.Rand // the fault schedule's; used on the test goroutine only
 	// wipes is the random source of the disk replacement (wipeOne), added
 	// after seeds were recorded; wiped is set once it has happened (one
 	// per run: blobs survive one agent's losses, not two).
