@@ -185,12 +185,16 @@ func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft
 	// An agent back after its reap has no node record; the instances its
 	// reap kept (removeMember) pass again, and only those: a new agent's
 	// first registrations, made before its record, keep their health.
-	if kept := r.nodes.KeptInstances(m.Name); cur == nil && len(kept) > 0 {
-		cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Instances: kept, Health: pb.Health_PASSING, Output: health.AgentAliveAgain}}}
-		if _, err := r.apply(ctx, cmd); err != nil {
-			return fmt.Errorf("mark %s alive: %w", m.Name, err)
+	// KeptInstances walks the registry: only for an agent without a record,
+	// not for every member on every pass.
+	if cur == nil {
+		if kept := r.nodes.KeptInstances(m.Name); len(kept) > 0 {
+			cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Instances: kept, Health: pb.Health_PASSING, Output: health.AgentAliveAgain}}}
+			if _, err := r.apply(ctx, cmd); err != nil {
+				return fmt.Errorf("mark %s alive: %w", m.Name, err)
+			}
+			r.log.Info("agent back after its reap; the instances it kept are passing", "member", m.Name, "instances", len(kept))
 		}
-		r.log.Info("agent back after its reap; the instances it kept are passing", "member", m.Name, "instances", len(kept))
 	}
 	if cur != nil && cur.Health == pb.Health_CRITICAL {
 		cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Node: m.Name, Health: pb.Health_PASSING, Output: health.AgentAliveAgain}}}

@@ -438,3 +438,36 @@ func TestReconcileIgnoresClientsAndWaitsForGossip(t *testing.T) {
 		t.Errorf("a pass without gossip recorded failures: %s", got)
 	}
 }
+
+// keptCounter counts the registry walks of KeptInstances.
+type keptCounter struct {
+	nodeTable
+	walks int
+}
+
+func (k *keptCounter) KeptInstances(name string) []*pb.InstanceRef {
+	k.walks++
+	return k.nodeTable.KeptInstances(name)
+}
+
+// A pass over agents the registry records does not walk the registry for
+// what a reap kept (reconcile runs every second on the leader, and the
+// walk visits every instance); an agent without a record is looked up.
+func TestReconcileLooksForKeptInstancesOnlyForAnAgentWithoutARecord(t *testing.T) {
+	f := newReconcileFixture(t, 3, voter("self"), voter("a"), voter("b"))
+	f.record("a", "b")
+	counter := &keptCounter{nodeTable: f.fsm}
+	f.r.nodes = counter
+	f.gossip("a", gossip.StatusAlive, "b", gossip.StatusAlive)
+	for i := range 3 {
+		f.pass(time.Duration(i) * time.Second)
+	}
+	if counter.walks != 0 {
+		t.Errorf("%d walks for kept instances over agents with records, want 0", counter.walks)
+	}
+	f.gossip("a", gossip.StatusAlive, "b", gossip.StatusAlive, "c", gossip.StatusAlive)
+	f.pass(4 * time.Second)
+	if counter.walks != 1 {
+		t.Errorf("%d walks after agent c (no record) showed up, want 1", counter.walks)
+	}
+}
