@@ -78,6 +78,13 @@ type Member struct {
 	Since time.Time
 }
 
+// LacksCluster reports whether the member is alive but has not applied
+// the log of cluster (its meta carries no cluster id while cluster, the
+// asking agent's, is known): a new, wiped or replaced data dir.
+func (m Member) LacksCluster(cluster string) bool {
+	return m.Status == StatusAlive && m.Meta.ClusterID == "" && cluster != ""
+}
+
 // eventQueue is an unbounded FIFO between memberlist's callbacks, which
 // must never block, and the consumer of Events, which may be slow. push
 // appends under a mutex and leaves a token in wake; run is the one pump

@@ -268,3 +268,23 @@ func TestMembersSayWhenTheirStatusBegan(t *testing.T) {
 		t.Errorf("Member says %+v, Members %+v", e.withSince(), m)
 	}
 }
+
+// TestMemberLacksCluster: only an alive member without a cluster id,
+// asked about by an agent that knows its cluster's, lacks it.
+func TestMemberLacksCluster(t *testing.T) {
+	for _, c := range []struct {
+		status, id, cluster string
+		want                bool
+	}{
+		{StatusAlive, "", "c1", true},
+		{StatusAlive, "c1", "c1", false},
+		{StatusAlive, "", "", false},
+		{StatusFailed, "", "c1", false},
+		{StatusLeft, "", "c1", false},
+	} {
+		m := Member{Name: "n2", Status: c.status, Meta: Meta{ClusterID: c.id}}
+		if got := m.LacksCluster(c.cluster); got != c.want {
+			t.Errorf("%s member with cluster id %q, asked by an agent of %q: LacksCluster %v, want %v", c.status, c.id, c.cluster, got, c.want)
+		}
+	}
+}

@@ -20,7 +20,7 @@ func (n *Node) reach(id string) raftstore.Reach {
 	switch {
 	case !ok:
 		return raftstore.Reach{Status: "unknown"}
-	case m.Status == gossip.StatusAlive && m.Meta.ClusterID == "" && n.clusterID() != "":
+	case m.LacksCluster(n.clusterID()):
 		return raftstore.Reach{Status: NoRaftState}
 	case m.Status == gossip.StatusAlive:
 		return raftstore.Reach{Alive: true}

@@ -332,12 +332,7 @@ func (c *Cluster) RestartWiped(i int) {
 	}
 	m := c.member(i)
 	m.cfg.DataDir = c.t.TempDir()
-	m.cfg.Join = nil
-	for j := range c.Size() {
-		if j != i && c.Node(j) != nil {
-			m.cfg.Join = append(m.cfg.Join, c.gossipAddr(j))
-		}
-	}
+	m.cfg.Join = c.runningGossipAddrs(i)
 	c.start(i)
 }
 
@@ -351,6 +346,18 @@ func (c *Cluster) Recover(i int, dryRun bool) (node.RecoverReport, error) {
 	m := c.member(i)
 	rep, _, err := node.Recover(m.cfg, dryRun, testlog.New(c.t, m.name))
 	return rep, err
+}
+
+// runningGossipAddrs lists the gossip addresses of the running agents but
+// agent i: what a restarted agent joins through.
+func (c *Cluster) runningGossipAddrs(i int) []string {
+	var out []string
+	for j := range c.Size() {
+		if j != i && c.Node(j) != nil {
+			out = append(out, c.gossipAddr(j))
+		}
+	}
+	return out
 }
 
 // RestartMoved starts a killed or stopped agent again on the same data dir
@@ -369,12 +376,7 @@ func (c *Cluster) RestartMoved(i int) {
 	}
 	m.grpcPort, m.raftPort, m.gossipPort = 0, 0, 0
 	m.mu.Unlock()
-	m.cfg.Join = nil
-	for j := range c.Size() {
-		if j != i && c.Node(j) != nil {
-			m.cfg.Join = append(m.cfg.Join, c.gossipAddr(j))
-		}
-	}
+	m.cfg.Join = c.runningGossipAddrs(i)
 	c.start(i)
 }
 

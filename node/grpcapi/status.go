@@ -143,7 +143,7 @@ func (s *Status) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.Members
 			Name: m.Name, Address: m.Addr, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr,
 			Status: m.Status, Role: role(m.Name), Build: m.Meta.Build, Zone: m.Meta.Zone,
 			ShardsFull:  m.Meta.ShardsFull,
-			NoRaftState: m.Status == gossip.StatusAlive && m.Meta.Role == "server" && m.Meta.ClusterID == "" && cluster != "",
+			NoRaftState: m.Meta.Role == "server" && m.LacksCluster(cluster),
 		}
 		if !m.Since.IsZero() {
 			pm.StatusFor = durationpb.New(now.Sub(m.Since))
