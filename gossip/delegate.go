@@ -104,12 +104,12 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 			return err
 		}
 	}
-	if d.clusterID() != "" {
+	self, ok := d.get(d.name)
+	if d.clusterID() != "" || !ok {
 		return nil
 	}
-	self, ok := d.get(d.name)
 	for _, p := range peers {
-		if ok && p.Name == d.name && p.State == memberlist.StateAlive && p.Address() != self.Addr {
+		if p.Name == d.name && p.State == memberlist.StateAlive && p.Address() != self.Addr {
 			d.log.Error("another agent of the cluster this agent is joining has its name; give this agent another --name, or stop the other one",
 				"name", d.name, "other_addr", p.Address(), "addr", self.Addr)
 			err := fmt.Errorf("%w: an agent named %s is alive at %s, and this agent (at %s) cannot join under the same name: give it another --name, or stop the other one",
