@@ -3,6 +3,7 @@ package gossip
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -73,13 +74,66 @@ func TestMembersOfAnotherClusterAreRefused(t *testing.T) {
 	}
 }
 
+// TestRefusalsSayWhenAClusterWasRecovered: a cluster recovered from
+// another (its meta's RecoveredFrom) is refused by the agents still in
+// the other, each telling the operator that its own state is the stale
+// one; the recovered cluster's agents refuse those agents, saying that
+// they hold state from before the recovery; both are counted by reason.
+func TestRefusalsSayWhenAClusterWasRecovered(t *testing.T) {
+	const clusterZ = "00112233445566778899aabbccddeeff"
+	for _, tc := range []struct {
+		name           string
+		own, former    string
+		theirs, theirF string
+		reason         Refusal
+		says           string
+	}{
+		{"another cluster", clusterX, "", clusterY, "", RefusedOtherCluster, "is in cluster " + clusterY},
+		{"state from before this cluster's recovery", clusterY, clusterX, clusterX, "", RefusedBeforeRecovery,
+			"holds Raft state of cluster " + clusterX + " from before it was recovered"},
+		{"this agent's cluster recovered elsewhere", clusterX, "", clusterY, clusterX, RefusedRecoveredElsewhere,
+			"this agent's cluster " + clusterX + " was recovered (zrpcd agent recover) as cluster " + clusterY},
+		{"recovered from a third cluster", clusterY, clusterZ, clusterX, "", RefusedOtherCluster, "is in cluster " + clusterX},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newDelegate(slog.New(slog.DiscardHandler), "self", nil,
+				func() (string, string) { return tc.own, tc.former }, newEventQueue())
+			m := testMeta("p")
+			m.ClusterID, m.RecoveredFrom = tc.theirs, tc.theirF
+			for range 3 {
+				err := d.NotifyAlive(fakeNode(t, "p", 1, m))
+				if !errors.Is(err, ErrOtherCluster) || !strings.Contains(err.Error(), tc.says) {
+					t.Fatalf("NotifyAlive: %v, want %v saying %q", err, ErrOtherCluster, tc.says)
+				}
+			}
+			for r := range numRefusals {
+				want := uint64(0)
+				if r == tc.reason {
+					want = 3
+				}
+				if got := d.refused[r].Load(); got != want {
+					t.Errorf("refusals counted as %s: %d, want %d", r, got, want)
+				}
+			}
+			m.ClusterID = tc.own
+			if err := d.NotifyAlive(fakeNode(t, "p", 1, m)); err != nil {
+				t.Errorf("a member of this agent's cluster: %v", err)
+			}
+		})
+	}
+}
+
 func TestMetaClusterIDMustBeHex(t *testing.T) {
 	m := testMeta("a")
 	m.ClusterID = "not hex!"
 	if _, err := m.encode(); err == nil || !strings.Contains(err.Error(), "cluster id") {
 		t.Fatalf("encode with a non-hex cluster id: %v, want an error naming the cluster id", err)
 	}
-	m.ClusterID = clusterX
+	m.ClusterID, m.RecoveredFrom = clusterX, "not hex!"
+	if _, err := m.encode(); err == nil || !strings.Contains(err.Error(), "recovered-from cluster id") {
+		t.Fatalf("encode with a non-hex recovered-from id: %v, want an error naming it", err)
+	}
+	m.RecoveredFrom = clusterY
 	b, err := m.encode()
 	if err != nil {
 		t.Fatal(err)

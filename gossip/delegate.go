@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/zrpcio/zrpc/internal/warnrate"
 )
 
 // delegate is what memberlist calls back: it hands out this agent's meta,
@@ -48,8 +51,15 @@ type delegate struct {
 	// the name is taken, until Join reads it.
 	nameTaken atomic.Pointer[error]
 	meta      func() []byte // this agent's encoded meta
-	clusterID func() string // this agent's cluster id ("" if none yet)
-	queue     *eventQueue
+	// identity is this agent's cluster id ("" if none yet) and the id its
+	// cluster had before its last recovery ("" if none).
+	identity func() (cluster, recoveredFrom string)
+	queue    *eventQueue
+	// refusalLog spaces out the log lines of refused members: memberlist
+	// asks about a refused member on every alive message and push/pull.
+	refusalLog *warnrate.Limiter
+	// refused counts refusals by reason.
+	refused [numRefusals]atomic.Uint64
 
 	mu      sync.Mutex
 	members map[string]*memberEntry
@@ -76,8 +86,8 @@ type memberEntry struct {
 	since   time.Time // last status change
 }
 
-func newDelegate(log *slog.Logger, name string, meta func() []byte, clusterID func() string, queue *eventQueue) *delegate {
-	return &delegate{log: log, name: name, meta: meta, clusterID: clusterID, queue: queue,
+func newDelegate(log *slog.Logger, name string, meta func() []byte, identity func() (string, string), queue *eventQueue) *delegate {
+	return &delegate{log: log, name: name, meta: meta, identity: identity, queue: queue, refusalLog: newSenderLog(time.Now),
 		members: make(map[string]*memberEntry), gone: make(map[string]memberEntry)}
 }
 
@@ -115,6 +125,7 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 			err := fmt.Errorf("%w: an agent named %s is alive at %s, and this agent (at %s) cannot join under the same name: give it another --name, or stop the other one",
 				ErrNameTaken, d.name, p.Address(), self.Addr)
 			d.nameTaken.Store(&err)
+			d.refused[RefusedNameTaken].Add(1)
 			return err
 		}
 	}
@@ -127,10 +138,14 @@ func (d *delegate) NotifyAlive(p *memberlist.Node) error {
 	return d.sameCluster(p)
 }
 
-// sameCluster returns ErrOtherCluster (and logs it) if p carries a
-// cluster id that is not empty and not this agent's.
+// sameCluster returns ErrOtherCluster (and logs it, at most once a
+// minute per member and cluster) if p carries a cluster id that
+// is not empty and not this agent's. A cluster recovered from the other
+// (`zrpcd agent recover` gives it a new id) says so, on both sides: the
+// agent of the old id holds Raft state from before the recovery, which
+// must not come back.
 func (d *delegate) sameCluster(p *memberlist.Node) error {
-	own := d.clusterID()
+	own, former := d.identity()
 	if own == "" {
 		return nil
 	}
@@ -138,9 +153,66 @@ func (d *delegate) sameCluster(p *memberlist.Node) error {
 	if err != nil || meta.ClusterID == "" || meta.ClusterID == own {
 		return nil
 	}
-	d.log.Warn("refusing a member of another cluster", "member", p.Name, "addr", p.Address(),
-		"member_cluster", meta.ClusterID, "cluster", own)
-	return fmt.Errorf("%w: %s (%s) is in cluster %s, this agent in cluster %s", ErrOtherCluster, p.Name, p.Address(), meta.ClusterID, own)
+	var why string
+	reason, level := RefusedOtherCluster, slog.LevelWarn
+	switch {
+	case meta.ClusterID == former:
+		reason = RefusedBeforeRecovery
+		why = fmt.Sprintf("%s (%s) holds Raft state of cluster %s from before it was recovered (zrpcd agent recover) as this cluster, %s; "+
+			"that state must not come back: stop it, move its data dir aside and start it with an empty one and --join",
+			p.Name, p.Address(), former, own)
+	case meta.RecoveredFrom == own:
+		reason, level = RefusedRecoveredElsewhere, slog.LevelError
+		why = fmt.Sprintf("this agent's cluster %s was recovered (zrpcd agent recover) as cluster %s, which %s (%s) is in; "+
+			"this agent's Raft state is from before the recovery and must not come back: stop this agent, move its data dir aside and start it with an empty one and --join",
+			own, meta.ClusterID, p.Name, p.Address())
+	default:
+		why = fmt.Sprintf("%s (%s) is in cluster %s, this agent in cluster %s", p.Name, p.Address(), meta.ClusterID, own)
+	}
+	d.refused[reason].Add(1)
+	if pass, held := d.refusalLog.Seen(p.Name + "/" + meta.ClusterID); pass {
+		d.log.Log(context.Background(), level, "refusing a member of another cluster", "member", p.Name, "addr", p.Address(),
+			"member_cluster", meta.ClusterID, "cluster", own, "why", why, "refused_since_last_line", held)
+	}
+	return fmt.Errorf("%w: %s", ErrOtherCluster, why)
+}
+
+// Refusal is why gossip refused a member (Gossip.Refused counts them).
+type Refusal int
+
+const (
+	// RefusedOtherCluster: the member is in another cluster.
+	RefusedOtherCluster Refusal = iota
+	// RefusedBeforeRecovery: the member holds Raft state of the cluster
+	// this agent's was recovered from (zrpcd agent recover).
+	RefusedBeforeRecovery
+	// RefusedRecoveredElsewhere: the member is in the cluster this
+	// agent's own was recovered as: this agent's state is the stale one.
+	RefusedRecoveredElsewhere
+	// RefusedNameTaken: this agent, joining, found its name taken.
+	RefusedNameTaken
+	numRefusals
+)
+
+// String is the reason's label in metrics.
+func (r Refusal) String() string {
+	switch r {
+	case RefusedOtherCluster:
+		return "other_cluster"
+	case RefusedBeforeRecovery:
+		return "state_before_recovery"
+	case RefusedRecoveredElsewhere:
+		return "recovered_elsewhere"
+	case RefusedNameTaken:
+		return "name_taken"
+	}
+	return "unknown"
+}
+
+// clusterID is this agent's cluster id ("" if none yet).
+func (d *delegate) clusterID() string {
+	id, _ := d.identity()
+	return id
 }
 
 // set stores m and queues an event of type typ; the caller holds d.mu.

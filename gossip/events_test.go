@@ -126,7 +126,7 @@ func TestCloseStopsPumpWithUnreadEvents(t *testing.T) {
 func delegateForTest(t *testing.T) (*delegate, *logRecords, <-chan Event) {
 	logs := &logRecords{}
 	log := slog.New(recordingHandler{Handler: slog.DiscardHandler, rec: logs})
-	d := newDelegate(log, "self", func() []byte { return nil }, func() string { return "" }, newEventQueue())
+	d := newDelegate(log, "self", func() []byte { return nil }, func() (string, string) { return "", "" }, newEventQueue())
 	out, stop, done := make(chan Event, 16), make(chan struct{}), make(chan struct{})
 	go func() { defer close(done); d.queue.run(out, stop) }()
 	t.Cleanup(func() { close(stop); <-done })
@@ -219,7 +219,7 @@ func TestDelegateReportsUnreadableMetaEmpty(t *testing.T) {
 
 func TestMembersForgetsLongGoneMembers(t *testing.T) {
 	now := time.Now()
-	d := newDelegate(slog.New(slog.DiscardHandler), "self", nil, func() string { return "" }, newEventQueue())
+	d := newDelegate(slog.New(slog.DiscardHandler), "self", nil, func() (string, string) { return "", "" }, newEventQueue())
 	d.members["b"] = &memberEntry{Member: Member{Name: "b", Status: StatusFailed}, since: now.Add(-time.Minute)}
 	d.members["c"] = &memberEntry{Member: Member{Name: "c", Status: StatusLeft}, since: now.Add(-time.Second)}
 	d.members["a"] = &memberEntry{Member: Member{Name: "a", Status: StatusAlive}, since: now.Add(-time.Hour)}

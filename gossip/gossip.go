@@ -62,6 +62,7 @@ type Gossip struct {
 	metaMu      sync.Mutex
 	metaEncoded []byte // this agent's meta as sent, read by NodeMeta
 	clusterID   string // this agent's cluster id, as in metaEncoded
+	recovered   string // the id its cluster had before its last recovery, as in metaEncoded
 
 	delegate *delegate // member table and memberlist's callbacks
 	queue    *eventQueue
@@ -118,11 +119,12 @@ func New(cfg Config) (*Gossip, error) {
 		log:         logger,
 		metaEncoded: meta,
 		clusterID:   cfg.Meta.ClusterID,
+		recovered:   cfg.Meta.RecoveredFrom,
 		queue:       newEventQueue(),
 		out:         make(chan Event, eventBuffer),
 		closing:     make(chan struct{}),
 	}
-	g.delegate = newDelegate(logger, cfg.Name, g.metaBytes, g.clusterIDOf, g.queue)
+	g.delegate = newDelegate(logger, cfg.Name, g.metaBytes, g.identity, g.queue)
 	g.mc = g.memberlistConfig()
 	g.forgetAfter = g.mc.GossipToTheDeadTime
 	g.nameTakenWait = nameTakenWait
@@ -524,17 +526,27 @@ func (g *Gossip) metaBytes() []byte {
 	return g.metaEncoded
 }
 
-func (g *Gossip) clusterIDOf() string {
-	g.metaMu.Lock()
-	defer g.metaMu.Unlock()
-	return g.clusterID
+// Refused returns how many times gossip refused a member (a join, a
+// push/pull or an alive message of it), by reason, since the start.
+func (g *Gossip) Refused() map[Refusal]uint64 {
+	out := make(map[Refusal]uint64, int(numRefusals))
+	for r := range numRefusals {
+		out[r] = g.delegate.refused[r].Load()
+	}
+	return out
 }
 
-func (g *Gossip) setMeta(b []byte, clusterID string) {
+func (g *Gossip) identity() (cluster, recoveredFrom string) {
+	g.metaMu.Lock()
+	defer g.metaMu.Unlock()
+	return g.clusterID, g.recovered
+}
+
+func (g *Gossip) setMeta(b []byte, m Meta) {
 	g.metaMu.Lock()
 	defer g.metaMu.Unlock()
 	g.metaEncoded = b
-	g.clusterID = clusterID
+	g.clusterID, g.recovered = m.ClusterID, m.RecoveredFrom
 }
 
 // UpdateMeta replaces this agent's meta and re-broadcasts it; peers report
@@ -561,7 +573,7 @@ func (g *Gossip) UpdateMeta(m Meta) error {
 	if err != nil {
 		return fmt.Errorf("update meta: %w", err)
 	}
-	g.setMeta(b, m.ClusterID)
+	g.setMeta(b, m)
 	// memberlist's UpdateNode dereferences this agent's own entry in its
 	// member table without checking it is there, and panics when it is
 	// not: the entry goes once memberlist counts the agent left or dead

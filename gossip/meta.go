@@ -31,6 +31,10 @@ type Meta struct {
 	// that has not joined one yet. Members with different non-empty ids
 	// refuse each other.
 	ClusterID string
+	// RecoveredFrom is the id the agent's cluster had before its last
+	// outage recovery (`zrpcd agent recover`), if it had one: an agent
+	// still in that cluster learns from it why it is refused.
+	RecoveredFrom string
 	// RaftHello says the agent's Raft transport reads the cluster hello
 	// (raftstore, transport_hello.go); agents of older builds leave it
 	// false.
@@ -60,6 +64,7 @@ type wireMeta struct {
 	Build    string `json:"build,omitempty"`
 	Zone     string `json:"zone,omitempty"`
 	Cluster  string `json:"cluster,omitempty"`
+	Former   string `json:"rf,omitempty"`
 	Hello    bool   `json:"rh,omitempty"`
 	Full     bool   `json:"sf,omitempty"`
 }
@@ -77,11 +82,13 @@ func (m Meta) validate() error {
 			return fmt.Errorf("%s %q is not host:port", a.field, a.addr)
 		}
 	}
-	if len(m.ClusterID) > maxClusterID {
-		return fmt.Errorf("cluster id is %d bytes, over %d", len(m.ClusterID), maxClusterID)
-	}
-	if _, err := hex.DecodeString(m.ClusterID); err != nil {
-		return fmt.Errorf("cluster id %q is not hex", m.ClusterID)
+	for _, id := range []struct{ field, id string }{{"cluster id", m.ClusterID}, {"recovered-from cluster id", m.RecoveredFrom}} {
+		if len(id.id) > maxClusterID {
+			return fmt.Errorf("%s is %d bytes, over %d", id.field, len(id.id), maxClusterID)
+		}
+		if _, err := hex.DecodeString(id.id); err != nil {
+			return fmt.Errorf("%s %q is not hex", id.field, id.id)
+		}
 	}
 	return nil
 }
@@ -98,7 +105,7 @@ func (m Meta) encode() ([]byte, error) {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	w := wireMeta{V: metaVersion, Name: m.Name, GRPCAddr: m.GRPCAddr, RaftAddr: m.RaftAddr,
-		Role: m.Role, Build: m.Build, Zone: m.Zone, Cluster: m.ClusterID, Hello: m.RaftHello, Full: m.ShardsFull}
+		Role: m.Role, Build: m.Build, Zone: m.Zone, Cluster: m.ClusterID, Former: m.RecoveredFrom, Hello: m.RaftHello, Full: m.ShardsFull}
 	if err := enc.Encode(w); err != nil {
 		return nil, fmt.Errorf("encode meta: %w", err)
 	}
@@ -125,7 +132,7 @@ func decodeMeta(b []byte) (Meta, error) {
 	if w.V != metaVersion {
 		return Meta{}, fmt.Errorf("decode meta: unsupported version %d (this build reads %d)", w.V, metaVersion)
 	}
-	m := Meta{Name: w.Name, GRPCAddr: w.GRPCAddr, RaftAddr: w.RaftAddr, Role: w.Role, Build: w.Build, Zone: w.Zone, ClusterID: w.Cluster,
+	m := Meta{Name: w.Name, GRPCAddr: w.GRPCAddr, RaftAddr: w.RaftAddr, Role: w.Role, Build: w.Build, Zone: w.Zone, ClusterID: w.Cluster, RecoveredFrom: w.Former,
 		RaftHello: w.Hello, ShardsFull: w.Full}
 	if err := m.validate(); err != nil {
 		return Meta{}, fmt.Errorf("decode meta: %w", err)

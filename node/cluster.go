@@ -123,7 +123,7 @@ func (n *Node) stillMember(name string) bool {
 func (n *Node) selfMeta() gossip.Meta {
 	return gossip.Meta{
 		Name: n.cfg.Name, GRPCAddr: n.GRPCAddr(), RaftAddr: n.store.RaftAddr(),
-		Role: "server", Build: n.cfg.Build, Zone: n.cfg.Zone, ClusterID: n.clusterID(),
+		Role: "server", Build: n.cfg.Build, Zone: n.cfg.Zone, ClusterID: n.clusterID(), RecoveredFrom: n.recoveredFrom(),
 		RaftHello: true, ShardsFull: n.shardsFull.Load(),
 	}
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/zrpcio/zrpc/api/apierr"
@@ -22,6 +23,15 @@ func (n *Node) clusterID() string {
 		return id
 	}
 	return n.dir.clusterID
+}
+
+// recoveredFrom is the id this agent's cluster had before its last outage
+// recovery (zrpcd agent recover), "" if it never had one.
+func (n *Node) recoveredFrom() string {
+	if ids := n.store.FSM().RecoveredFrom(); len(ids) > 0 {
+		return ids[len(ids)-1]
+	}
+	return ""
 }
 
 // initCluster runs on the leader: a cluster without an identity (a new
@@ -63,10 +73,10 @@ func (n *Node) recordClusterID(ctx context.Context) {
 	id := fsm.ClusterID()
 	switch saved := n.dir.clusterID; {
 	case saved == id:
-	case saved != "":
+	case saved != "" && !slices.Contains(fsm.RecoveredFrom(), saved):
 		n.log.Error("the data dir and the Raft state belong to different clusters", "data_dir", n.dir.path,
 			"data_dir_cluster", saved, "raft_cluster", id)
-	default:
+	default: // a new member, or the cluster was recovered (zrpcd agent recover) with a new id
 		if err := n.dir.writeClusterID(id); err != nil {
 			n.log.Error("could not record the cluster id in the data dir", "err", err)
 		} else {

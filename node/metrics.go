@@ -148,6 +148,11 @@ func newMetrics(n *Node) *metrics {
 				"Voters that cannot vote as this agent sees them: gossip does not see them alive (failed, left or unknown), or they are alive without Raft state (a new or wiped data dir); when fewer than a majority of zrpc_raft_voters remain, no leader can be elected.", nil, nil)},
 		&memberCollector{n: n, desc: prometheus.NewDesc("zrpc_gossip_members",
 			"Agents this agent's gossip knows, by status (alive, suspect, failed, left).", []string{"status"}, nil)},
+		&refusalCollector{n: n, desc: prometheus.NewDesc("zrpc_gossip_refused_total",
+			"Gossip messages and joins of agents this agent refused, by reason: other_cluster (an agent of another cluster), "+
+				"state_before_recovery (an agent holding Raft state from before this cluster's outage recovery), "+
+				"recovered_elsewhere (this agent holds that state: its cluster was recovered on another agent), "+
+				"name_taken (joining, this agent found its name in use). The log names the agent.", []string{"reason"}, nil)},
 		gauge("zrpc_blob_shard_store_bytes", "Bytes of shard files on this agent.", func() float64 {
 			b, _ := n.blobs.Shards().Usage()
 			return float64(b)
@@ -297,6 +302,24 @@ func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for status, v := range counts {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v), status)
+	}
+}
+
+// refusalCollector reports the gossip's refusals of members by reason.
+type refusalCollector struct {
+	n    *Node
+	desc *prometheus.Desc
+}
+
+func (c *refusalCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *refusalCollector) Collect(ch chan<- prometheus.Metric) {
+	g := c.n.gossip()
+	if g == nil {
+		return
+	}
+	for reason, v := range g.Refused() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(v), reason.String())
 	}
 }
 

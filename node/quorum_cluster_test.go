@@ -192,10 +192,13 @@ func TestRecoverAfterLosingAMajority(t *testing.T) {
 	if len(rep.Previous) != 3 || rep.Instances != 1 || rep.Revision < rep.LastIndex-1 {
 		t.Fatalf("recover: %+v, want three voters before and the one instance kept", rep)
 	}
+	if rep.ClusterID == "" || rep.PreviousClusterID == "" || rep.ClusterID == rep.PreviousClusterID {
+		t.Fatalf("recover: cluster id %q, before %q: want a new one", rep.ClusterID, rep.PreviousClusterID)
+	}
 	c.Restart(survivor)
-	c.WaitFor(20*time.Second, c.Name(survivor)+" leads, the only voter", func() bool {
+	c.WaitFor(20*time.Second, c.Name(survivor)+" leads, the only voter, under the new cluster id", func() bool {
 		st, err := c.Status(survivor).Status(ctxT(t), &pb.StatusRequest{})
-		return err == nil && st.Leader == c.Name(survivor) && st.Voters == 1
+		return err == nil && st.Leader == c.Name(survivor) && st.Voters == 1 && st.ClusterId == rep.ClusterID
 	})
 	if _, err := c.Registry(survivor).Register(ctxT(t), &pb.RegisterRequest{Instance: &pb.Instance{Service: "api", Id: "after", Address: "127.0.0.1:9002"}}); err != nil {
 		t.Fatalf("write after the recovery: %v", err)
@@ -215,4 +218,84 @@ func TestRecoverAfterLosingAMajority(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestRecoveredClusterRefusesAgentsWithStateFromBefore: the majority given
+// up for lost went on without the survivor (a leader of its own, a write
+// the survivor never saw) before it stopped, so its log holds entries of
+// the index and term the recovered survivor goes on to use, with other
+// contents. Recovery gives the cluster a new id: when one of those agents
+// comes back with its data dir and --join, both sides refuse each other
+// and say why (zrpc_gossip_refused_total), it is never made a voter, and
+// neither replica takes the other's writes. Taken back, it would keep
+// its divergent entries as a voter of the recovered cluster.
+func TestRecoveredClusterRefusesAgentsWithStateFromBefore(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.WithDeadNodeReap(time.Hour))
+	first := c.LeaderIndex()
+	register := func(i int, id string) {
+		t.Helper()
+		if _, err := c.Registry(i).Register(ctxT(t), &pb.RegisterRequest{Instance: &pb.Instance{Service: "api", Id: id, Address: "127.0.0.1:9001"}}); err != nil {
+			t.Fatalf("register %s through %s: %v", id, c.Name(i), err)
+		}
+	}
+	register(first, "before")
+	c.WaitFor(10*time.Second, "every agent has the first instance", func() bool {
+		for i := range c.Size() {
+			if c.Node(i).Store().FSM().Instance("api", "before") == nil {
+				return false
+			}
+		}
+		return true
+	})
+	a, b := followers(t, c)
+	c.Kill(first)
+	c.WaitFor(20*time.Second, "the other two elect a leader", func() bool {
+		i := c.LeaderIndex()
+		return i == a || i == b
+	})
+	register(c.LeaderIndex(), "majority-only")
+	c.Kill(a)
+	c.Kill(b)
+
+	rep, err := c.Recover(first, false)
+	if err != nil {
+		t.Fatalf("recover: %v", err)
+	}
+	c.Restart(first)
+	c.WaitFor(20*time.Second, c.Name(first)+" leads alone", func() bool {
+		st, err := c.Status(first).Status(ctxT(t), &pb.StatusRequest{})
+		return err == nil && st.Leader == c.Name(first) && st.Voters == 1 && st.ClusterId == rep.ClusterID
+	})
+	register(first, "after")
+
+	c.RestartJoining(a)
+	refused := func(i int, reason string) bool {
+		resp, err := http.Get("http://" + c.Node(i).HTTPAddr() + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for line := range strings.Lines(string(body)) {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), `zrpc_gossip_refused_total{reason="`+reason+`"} `); ok && v != "0" {
+				return true
+			}
+		}
+		return false
+	}
+	c.WaitFor(20*time.Second, "each side refuses the other", func() bool {
+		return refused(first, "state_before_recovery") && refused(a, "recovered_elsewhere")
+	})
+	register(first, "after-return")
+	st, err := c.Status(first).Status(ctxT(t), &pb.StatusRequest{})
+	if err != nil || st.Voters != 1 {
+		t.Fatalf("status of %s after %s came back: %v, %v; want it the only voter", c.Name(first), c.Name(a), st, err)
+	}
+	fsm := c.Node(first).Store().FSM()
+	if fsm.Instance("api", "majority-only") != nil || fsm.Instance("api", "after") == nil || fsm.Instance("api", "after-return") == nil {
+		t.Fatalf("%s's registry took writes of the agents given up for lost, or lost its own", c.Name(first))
+	}
+	if c.Node(a).Store().FSM().Instance("api", "after") != nil {
+		t.Fatalf("%s, with state from before the recovery, took the recovered cluster's writes", c.Name(a))
+	}
 }

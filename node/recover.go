@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -45,7 +46,23 @@ func Recover(cfg Config, dryRun bool, log *slog.Logger) (RecoverReport, string, 
 	if errors.Is(err, raftstore.ErrNoRaftState) {
 		err = fmt.Errorf("%w: nothing to recover; an agent with an empty data dir joins a cluster with --join", err)
 	}
-	return rep, addr, err
+	if err != nil || dryRun || rep.ClusterID == "" {
+		return rep, addr, err
+	}
+	// The agent would correct the file at its next start (recordClusterID);
+	// until then its peers would see the old id.
+	if err := d.writeClusterID(rep.ClusterID); err != nil {
+		return rep, addr, fmt.Errorf("the Raft state is recovered, but the cluster's new id could not be recorded: %w; "+
+			"the agent records it when it starts", err)
+	}
+	// The peers it remembers are the agents given up for lost: the agent
+	// would try to join them at every start, and be refused by any that
+	// came back with their state.
+	if err := os.Remove(filepath.Join(d.path, peersFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return rep, addr, fmt.Errorf("the Raft state is recovered, but %s could not be removed: %w; remove it before starting the agent",
+			filepath.Join(d.path, peersFile), err)
+	}
+	return rep, addr, nil
 }
 
 // recoverRaftAddr is the Raft address the agent will listen at and tell

@@ -34,16 +34,62 @@ func NewClusterInit() (*pb.ClusterInit, error) {
 	return &pb.ClusterInit{ClusterId: hex.EncodeToString(id), Secret: secret}, nil
 }
 
+// maxRecoveries bounds ClusterInit.recovered_from.
+const maxRecoveries = 64
+
 // checkClusterInit validates a ClusterInit from a log entry or a snapshot.
 func checkClusterInit(c *pb.ClusterInit) error {
-	if b, err := hex.DecodeString(c.GetClusterId()); err != nil || len(b) != clusterIDBytes {
+	if !isClusterID(c.GetClusterId()) {
 		return fmt.Errorf("%w: cluster_init.cluster_id %q is not %d hex bytes", ErrInvalidArgument, c.GetClusterId(), clusterIDBytes)
 	}
 	if len(c.GetSecret()) != clusterSecretBytes {
 		return fmt.Errorf("%w: cluster_init.secret is %d bytes, want %d", ErrInvalidArgument, len(c.GetSecret()), clusterSecretBytes)
 	}
+	if n := len(c.GetRecoveredFrom()); n > maxRecoveries {
+		return fmt.Errorf("%w: cluster_init.recovered_from has %d ids, over %d", ErrInvalidArgument, n, maxRecoveries)
+	}
+	for _, id := range c.GetRecoveredFrom() {
+		if !isClusterID(id) {
+			return fmt.Errorf("%w: cluster_init.recovered_from holds %q, not %d hex bytes", ErrInvalidArgument, id, clusterIDBytes)
+		}
+	}
 	return nil
 }
+
+func isClusterID(id string) bool {
+	b, err := hex.DecodeString(id)
+	return err == nil && len(b) == clusterIDBytes
+}
+
+// renewIdentity gives the cluster a new id and secret, recording the
+// current id in recovered_from: outage recovery (recover.go) calls it on
+// the replica it rewrites, before the snapshot that carries the new
+// configuration is taken. Agents that kept Raft state from before
+// recovery still hold the old id, and gossip and the Raft hello refuse
+// them: their logs may hold entries of the same index and term as the
+// recovered agent's with other contents (the lost majority went on
+// electing and writing), which Raft's log matching cannot tell apart.
+// A replica without an identity keeps none (its leader writes one).
+func (f *FSM) renewIdentity() (previous, next string, err error) {
+	cur := f.cluster.get()
+	if cur == nil {
+		return "", "", nil
+	}
+	fresh, err := NewClusterInit()
+	if err != nil {
+		return "", "", err
+	}
+	fresh.RecoveredFrom = append(append([]string(nil), cur.GetRecoveredFrom()...), cur.GetClusterId())
+	if n := len(fresh.RecoveredFrom); n > maxRecoveries {
+		fresh.RecoveredFrom = fresh.RecoveredFrom[n-maxRecoveries:]
+	}
+	f.cluster.set(fresh)
+	return cur.GetClusterId(), fresh.GetClusterId(), nil
+}
+
+// RecoveredFrom returns the ids this cluster had before outage
+// recoveries, oldest first.
+func (f *FSM) RecoveredFrom() []string { return f.cluster.get().GetRecoveredFrom() }
 
 // clusterState is the FSM's copy of the cluster's ClusterInit. It has its
 // own lock so that the agent-to-agent API's per-call check does not

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
+	"strings"
 	"testing"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -97,5 +99,51 @@ func TestFSMClusterInitSurvivesSnapshot(t *testing.T) {
 	l := commandLog(t, d.next, clusterInitCmd(mustClusterInit(t)))
 	if err := responseError(t, restored.Apply(l)); !errors.Is(err, ErrAlreadyExists) {
 		t.Fatalf("ClusterInit after restore: %v, want ErrAlreadyExists", err)
+	}
+}
+
+// TestFSMRenewedIdentitySurvivesSnapshot: outage recovery's new identity
+// (renewIdentity) keeps the ids before it, oldest first, in the snapshot;
+// a snapshot whose recovered_from is not a list of cluster ids is refused
+// and leaves the replica as it was; a ClusterInit command cannot set it.
+func TestFSMRenewedIdentitySurvivesSnapshot(t *testing.T) {
+	d := newFSMDriver(t, 16)
+	if prev, next, err := d.fsm.renewIdentity(); err != nil || prev != "" || next != "" || d.fsm.ClusterID() != "" {
+		t.Fatalf("renewIdentity without an identity: %q, %q, %v; want nothing done", prev, next, err)
+	}
+	first := mustClusterInit(t)
+	first.RecoveredFrom = []string{"00112233445566778899aabbccddeeff"}
+	d.mustApply(clusterInitCmd(first))
+	if got := d.fsm.RecoveredFrom(); len(got) != 0 {
+		t.Fatalf("a ClusterInit command set recovered_from: %v", got)
+	}
+	var ids []string
+	for range 2 {
+		prev, next, err := d.fsm.renewIdentity()
+		if err != nil || prev == next || next != d.fsm.ClusterID() {
+			t.Fatalf("renewIdentity: %q -> %q (%v), FSM at %q", prev, next, err, d.fsm.ClusterID())
+		}
+		ids = append(ids, prev)
+	}
+	if ids[0] != first.ClusterId || bytes.Equal(d.fsm.ClusterSecret(), first.Secret) {
+		t.Fatalf("renewed from %q (want %q), secret kept: %v", ids[0], first.ClusterId, bytes.Equal(d.fsm.ClusterSecret(), first.Secret))
+	}
+	data := snapshotBytes(t, d.fsm)
+	restored := NewFSM(16)
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if restored.ClusterID() != d.fsm.ClusterID() || !slices.Equal(restored.RecoveredFrom(), ids) {
+		t.Fatalf("restored %q recovered from %v, want %q from %v", restored.ClusterID(), restored.RecoveredFrom(), d.fsm.ClusterID(), ids)
+	}
+
+	bad := NewFSM(16)
+	bad.cluster.set(&pb.ClusterInit{ClusterId: first.ClusterId, Secret: first.Secret, RecoveredFrom: []string{"not a cluster id"}})
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, bad)))); !errors.Is(err, ErrInvalidArgument) ||
+		!strings.Contains(err.Error(), "recovered_from") {
+		t.Fatalf("restore of a snapshot with a bad recovered_from: %v, want InvalidArgument naming it", err)
+	}
+	if restored.ClusterID() != d.fsm.ClusterID() {
+		t.Fatal("a refused snapshot changed the replica's identity")
 	}
 }

@@ -23,6 +23,15 @@ import (
 // old ones with empty data dirs, join it. Entries that were in its log but
 // not yet committed when the others were lost become committed: nothing
 // else can be known once a majority is gone.
+//
+// Recovery also gives the cluster a new id (and agent secret). The agents
+// that were given up for lost may come back with their data dirs after
+// all: they may have gone on electing and writing among themselves, in
+// the same terms the recovered agent now uses, so their logs can hold
+// entries with the index and term of the recovered log's and other
+// contents, which Raft would take as equal and keep. With the old id they
+// are refused by gossip and by the Raft hello, and say why; emptied, they
+// join as new agents.
 
 // RecoverReport says what Recover found and, unless it was a dry run, did.
 type RecoverReport struct {
@@ -35,6 +44,11 @@ type RecoverReport struct {
 	Revision  uint64
 	Instances int
 	Blobs     int
+	// ClusterID is the cluster's new id and PreviousClusterID the one it
+	// had: agents that kept Raft state from before recovery hold the
+	// previous one and are refused (not filled in by a dry run; both
+	// empty for a cluster whose first leader never wrote its identity).
+	ClusterID, PreviousClusterID string
 }
 
 // ErrNoRaftState is returned by Recover for a data dir without Raft state.
@@ -90,13 +104,37 @@ func Recover(cfg Config, self Server, dryRun bool) (RecoverReport, error) {
 	if dryRun {
 		return rep, nil
 	}
-	fsm := newFSM(0, 0)
+	fsm := &recoveringFSM{FSM: newFSM(0, 0)}
 	sole := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(self.ID), Address: raft.ServerAddress(self.Address)}}}
 	if err := raft.RecoverCluster(rc, fsm, logs, logs, snaps, trans, sole); err != nil {
 		return rep, fmt.Errorf("recover the Raft state in %s: %w", cfg.Dir, err)
 	}
+	if fsm.err != nil {
+		return rep, fmt.Errorf("recover the Raft state in %s: %w", cfg.Dir, fsm.err)
+	}
 	rep.Revision, rep.Instances, rep.Blobs = fsm.Revision(), fsm.InstanceCount(), fsm.BlobCount()
+	rep.PreviousClusterID, rep.ClusterID = fsm.previous, fsm.ClusterID()
 	return rep, nil
+}
+
+// recoveringFSM is the state machine RecoverCluster replays the log into:
+// once it has, and before the snapshot that carries the new configuration
+// is taken, the cluster gets a new identity (FSM.renewIdentity).
+type recoveringFSM struct {
+	*FSM
+	renewed  bool
+	previous string
+	err      error
+}
+
+func (r *recoveringFSM) Snapshot() (raft.FSMSnapshot, error) {
+	if !r.renewed {
+		r.renewed = true
+		if r.previous, _, r.err = r.FSM.renewIdentity(); r.err != nil {
+			return nil, r.err
+		}
+	}
+	return r.FSM.Snapshot()
 }
 
 // lastEntry returns the index and term of the last entry in the log, or of

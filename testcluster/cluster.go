@@ -321,6 +321,18 @@ func (c *Cluster) Restart(i int) {
 	c.start(i)
 }
 
+// RestartJoining starts a killed or stopped agent again on the same data
+// dir and addresses, joining through the gossip addresses of the agents
+// running then, as an agent configured with --join comes back.
+func (c *Cluster) RestartJoining(i int) {
+	c.t.Helper()
+	if c.Node(i) != nil {
+		c.Kill(i)
+	}
+	c.member(i).cfg.Join = c.runningGossipAddrs(i)
+	c.start(i)
+}
+
 // RestartWiped starts a killed or stopped agent again at the same
 // addresses and under the same name with an empty data dir, as an agent
 // whose disk was replaced comes back; it joins through the gossip

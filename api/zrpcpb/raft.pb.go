@@ -1245,7 +1245,14 @@ type ClusterInit struct {
 	ClusterId string `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	// secret (256 random bits) authenticates agents to each other's
 	// agent-to-agent API. It is never served by any API nor logged.
-	Secret        []byte `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	Secret []byte `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	// recovered_from lists the ids this cluster had before each outage
+	// recovery (`zrpcd agent recover`), oldest first. Recovery gives the
+	// cluster a new id and secret, so that agents which kept Raft state
+	// from before it are refused by gossip and the Raft hello instead of
+	// replicating a log that has diverged from the recovered one. Never in
+	// a ClusterInit command: only recovery writes it, into the snapshot.
+	RecoveredFrom []string `protobuf:"bytes,3,rep,name=recovered_from,json=recoveredFrom,proto3" json:"recovered_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1290,6 +1297,13 @@ func (x *ClusterInit) GetClusterId() string {
 func (x *ClusterInit) GetSecret() []byte {
 	if x != nil {
 		return x.Secret
+	}
+	return nil
+}
+
+func (x *ClusterInit) GetRecoveredFrom() []string {
+	if x != nil {
+		return x.RecoveredFrom
 	}
 	return nil
 }
@@ -2185,11 +2199,12 @@ const file_raft_proto_rawDesc = "" +
 	"\n" +
 	"BlobShards\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
-	"\x06shards\x18\x02 \x03(\v2\x17.zrpc.v1.ShardPlacementR\x06shards\"D\n" +
+	"\x06shards\x18\x02 \x03(\v2\x17.zrpc.v1.ShardPlacementR\x06shards\"k\n" +
 	"\vClusterInit\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
-	"\x06secret\x18\x02 \x01(\fR\x06secret\"7\n" +
+	"\x06secret\x18\x02 \x01(\fR\x06secret\x12%\n" +
+	"\x0erecovered_from\x18\x03 \x03(\tR\rrecoveredFrom\"7\n" +
 	"\fACLBootstrap\x12'\n" +
 	"\x05token\x18\x01 \x01(\v2\x11.zrpc.v1.ACLTokenR\x05token\":\n" +
 	"\fACLPolicySet\x12*\n" +

@@ -33,8 +33,14 @@ blob metadata and shards; nothing is sent anywhere. Then:
   2. run it without --dry-run on that agent, with the flags or --config it
      runs with (its name, data dir and Raft address);
   3. start it as usual: it leads at once;
-  4. start every other agent with an empty data dir and --join it. An agent
-     that keeps its old Raft state is not safe to bring back.
+  4. start every other agent with an empty data dir and --join it.
+
+Recovery gives the cluster a new id: an agent that comes back with its old
+Raft state (one given up for lost, or a survivor not emptied) is refused by
+gossip and by Raft, and both it and the recovered agents log why, for its
+log may hold entries the recovered log lacks under the same index and term.
+Empty its data dir (move it aside if it holds something you need) and start
+it again with --join.
 
 The dead agents are removed after dead_node_reap, and repair rebuilds their
 blob shards on the agents that join. Do not use it while a majority of the
@@ -79,10 +85,14 @@ func printRecover(w io.Writer, cfg node.Config, rep node.RecoverReport, addr str
 	fmt.Fprintf(w, "Raft peers:      %s\n", strings.Join(prev, ", "))
 	fmt.Fprintf(w, "LAST_INDEX:      %d (term %d)\n", rep.LastIndex, rep.LastTerm)
 	if dryRun {
-		fmt.Fprintf(w, "\nNothing changed (--dry-run). Without it, %s becomes the only voter of its cluster, at %s.\n", cfg.Name, addr)
+		fmt.Fprintf(w, "\nNothing changed (--dry-run). Without it, %s becomes the only voter of its cluster, at %s, and the cluster gets a new id.\n", cfg.Name, addr)
 		return
 	}
 	fmt.Fprintf(w, "Now:             %s, the only voter, at %s\n", cfg.Name, addr)
 	fmt.Fprintf(w, "Registry:        revision %d, %d instances, %d blobs\n", rep.Revision, rep.Instances, rep.Blobs)
-	fmt.Fprintf(w, "\nStart %s as usual: it leads at once. Start the other agents with empty data dirs and --join it.\n", cfg.Name)
+	if rep.ClusterID != "" {
+		fmt.Fprintf(w, "Cluster ID:      %s (was %s)\n", rep.ClusterID, rep.PreviousClusterID)
+	}
+	fmt.Fprintf(w, "\nStart %s as usual: it leads at once. Start the other agents with empty data dirs and --join it:\n"+
+		"an agent that kept its Raft state is refused, as it belongs to the cluster's old id.\n", cfg.Name)
 }
