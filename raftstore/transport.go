@@ -73,8 +73,9 @@ type transport struct {
 	// commitCap, when set (before raft starts), bounds the commit index
 	// the leader sends: its log's durable index (syncahead.go).
 	commitCap func() uint64
-	// votes refuses the vote requests of a replica with no Raft state
-	// (votegate.go); nil passes them all.
+	// votes refuses the vote requests of a replica with no Raft state,
+	// and of candidates behind the commit index seen (votegate.go); nil
+	// passes them all.
 	votes *voteGate
 
 	rpcs      chan raft.RPC // what Consumer returns
@@ -100,6 +101,12 @@ func newObservingTransport(inner *raft.NetworkTransport, votes *voteGate) *trans
 		rpcs:             make(chan raft.RPC),
 		stop:             make(chan struct{}),
 		done:             make(chan struct{}),
+	}
+	if votes != nil {
+		votes.committed = func() uint64 {
+			commit, _ := t.commits.last()
+			return commit
+		}
 	}
 	go t.forward()
 	return t

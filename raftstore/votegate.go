@@ -32,6 +32,19 @@ import (
 // The cost is availability, never data: a cluster whose leader dies
 // while a voter added a moment before has not yet received the log waits
 // for the leader to come back, where raft alone would elect without it.
+//
+// Once the wiped voter has received part of the log it has state, and
+// raft compares the candidate's log with that part only: a laggard whose
+// log is longer than the part gets the vote. So the gate also refuses
+// any candidate whose log ends before the highest commit index a leader
+// has sent this agent since it started (the transport records it from
+// AppendEntries requests, transport.go). An entry once committed is in
+// the log of every later leader, so such a candidate can never be a
+// rightful leader, and refusing it costs nothing; for a voter whose own
+// log reaches that index raft refuses the candidate anyway. It protects
+// a wiped voter from the first AppendEntries it receives, and a voter
+// whose data dir was restored from an old copy from the first one after
+// its restart (before that, nothing on this agent can tell).
 
 // bootstrapIndex is the index of the configuration entry BootstrapCluster
 // writes: a log that ends there has never had a leader.
@@ -41,12 +54,19 @@ const bootstrapIndex = 1
 // Raft state.
 var errNoStateNoVote = errors.New("this agent has no Raft state (a new, wiped or replaced data dir) and votes only once a leader has sent it the log")
 
+// errBehindCommit is what a candidate whose log ends before an index a
+// leader has told this agent is committed is told.
+var errBehindCommit = errors.New("the candidate's log lacks entries a leader told this agent are committed")
+
 // voteGate decides whether this replica may pass a vote request to raft.
 type voteGate struct {
 	hasState func() (bool, error) // whether the log or a snapshot holds anything
 	known    atomic.Bool          // hasState was once true: it stays so
-	log      hclog.Logger
-	refused  atomic.Uint64 // vote requests refused, for the warning's count
+	// committed, when set, is the highest commit index a leader has sent
+	// this agent since it started.
+	committed func() uint64
+	log       hclog.Logger
+	refused   atomic.Uint64 // vote requests refused, for the warning's count
 }
 
 // newVoteGate returns the gate of a replica whose log is logs and whose
@@ -77,7 +97,19 @@ func (g *voteGate) refuse(rpc raft.RPC) error {
 	default:
 		return nil
 	}
-	if g == nil || lastIndex <= bootstrapIndex || g.known.Load() {
+	if g == nil {
+		return nil
+	}
+	if g.committed != nil {
+		if commit := g.committed(); lastIndex < commit {
+			if n := g.refused.Add(1); n == 1 || n%100 == 0 {
+				g.log.Warn("refused a vote: the candidate's log ends before an index a leader told this agent is committed, so it lacks acknowledged writes",
+					"candidate", string(candidate), "candidate_last_index", lastIndex, "committed", commit, "refused", n)
+			}
+			return fmt.Errorf("vote refused: %w (its log ends at index %d, committed goes to %d)", errBehindCommit, lastIndex, commit)
+		}
+	}
+	if lastIndex <= bootstrapIndex || g.known.Load() {
 		return nil
 	}
 	has, err := g.hasState()

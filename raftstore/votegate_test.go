@@ -2,6 +2,8 @@ package raftstore
 
 import (
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -92,6 +94,128 @@ func TestWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
 	}
 }
 
+// TestPartlyCaughtUpWipedVoterDoesNotElectALaggingCandidate: as above,
+// but the wiped voter has received part of the log when the leader dies,
+// less than the lagging candidate holds. Raft alone would compare the
+// candidate's log with that part and grant the vote; the gate refuses
+// it, as the leader has told the wiped voter a commit index beyond the
+// candidate's log.
+func TestPartlyCaughtUpWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
+	layers := make([]*cuttableLayer, 3)
+	cfgs := make([]Config, 3)
+	stores := openCluster(t, 3, func(i int, cfg *Config) {
+		layers[i] = newCuttableLayer(t)
+		cfg.StreamLayer = layers[i]
+		cfgs[i] = *cfg
+	})
+	leader := leaderOf(t, stores)
+	l, f1, f2 := -1, -1, -1
+	for i, s := range stores {
+		switch {
+		case s == leader:
+			l = i
+		case f1 < 0:
+			f1 = i
+		default:
+			f2 = i
+		}
+	}
+	// Several of raft's batches (256 entries) that every replica has,
+	// then writes the lagging f2 misses.
+	write := func(prefix string, n int) {
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Go(func() {
+				for i := w; i < n; i += 8 {
+					mustStoreApply(t, leader, registerCmd(testInstance("api", fmt.Sprintf("%s-%d", prefix, i), "n1")))
+				}
+			})
+		}
+		wg.Wait()
+	}
+	write("all", 1200)
+	testwait.For(t, 20*time.Second, "every replica has the first writes", func() bool {
+		return stores[f2].FSM().Revision() == leader.FSM().Revision()
+	})
+	layers[f2].setCut(true)
+	write("acked", 300)
+	acked := leader.FSM().Revision()
+	lagging, err := stores[f2].logs.LastIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// f1's disk is replaced while the leader lives; its new log takes
+	// raft's first batch and holds the second until the leader is gone.
+	stores[f1].Close()
+	hold := make(chan struct{})
+	cfg := cfgs[f1]
+	cfg.Bootstrap = false
+	cfg.Dir = t.TempDir()
+	cfg.WrapLogStore = func(s raft.LogStore) raft.LogStore { return holdingLog{s, 256, hold} }
+	layers[f1] = cuttableLayerAt(t, cfgs[f1].StreamLayer.Addr().String())
+	cfg.StreamLayer = layers[f1]
+	wiped := New(cfg)
+	if err := wiped.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { wiped.Close() })
+	stores[f1] = wiped
+	testwait.For(t, 30*time.Second, "the wiped voter has raft's first batch of the log", func() bool {
+		last, err := wiped.logs.LastIndex()
+		return err == nil && last > bootstrapIndex
+	})
+	layers[l].setCut(true)
+	close(hold)
+	stores[l].Close()
+	if last, _ := wiped.logs.LastIndex(); last >= lagging {
+		t.Fatalf("the wiped voter's log reaches %d, the lagging one's %d: the test is void", last, lagging)
+	}
+	layers[f2].setCut(false)
+
+	testwait.For(t, 20*time.Second, "the wiped voter refuses the lagging candidate's vote requests", func() bool {
+		return wiped.transport.votes.refused.Load() >= 3
+	})
+	for _, s := range []*Store{stores[f2], wiped} {
+		if s.IsLeader() {
+			t.Fatalf("%s leads with a log that lacks acknowledged writes", s.cfg.NodeID)
+		}
+	}
+
+	cfg = cfgs[l]
+	cfg.Bootstrap = false
+	layers[l] = cuttableLayerAt(t, cfgs[l].StreamLayer.Addr().String())
+	cfg.StreamLayer = layers[l]
+	stores[l] = New(cfg)
+	if err := stores[l].Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stores[l].Close() })
+	testwait.For(t, 30*time.Second, "every replica has the acknowledged writes", func() bool {
+		for _, s := range stores {
+			if s.FSM().Revision() < acked {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// holdingLog holds the appends of a Raft log store that go past index
+// upTo until release is closed, as a replaced disk still filling would.
+type holdingLog struct {
+	raft.LogStore
+	upTo    uint64
+	release <-chan struct{}
+}
+
+func (h holdingLog) StoreLogs(logs []*raft.Log) error {
+	if len(logs) > 0 && logs[len(logs)-1].Index > h.upTo {
+		<-h.release
+	}
+	return h.LogStore.StoreLogs(logs)
+}
+
 // TestVoteGate: a replica with no state refuses vote and pre-vote
 // requests from candidates whose log goes past the bootstrap
 // configuration, passes the others, and passes everything once it has
@@ -131,5 +255,18 @@ func TestVoteGate(t *testing.T) {
 	var none *voteGate
 	if err := none.refuse(vote(9)); err != nil {
 		t.Errorf("no gate: %v, want every request passed", err)
+	}
+
+	// A leader has said index 20 is committed: candidates whose logs end
+	// before it are refused, state or not; the others go to raft.
+	g.committed = func() uint64 { return 20 }
+	for _, rpc := range []raft.RPC{vote(19), vote(bootstrapIndex),
+		{Command: &raft.RequestPreVoteRequest{RPCHeader: raft.RPCHeader{ID: []byte("n2")}, LastLogIndex: 19}}} {
+		if err := g.refuse(rpc); !errors.Is(err, errBehindCommit) {
+			t.Errorf("%T from a candidate behind the commit index: %v, want %v", rpc.Command, err, errBehindCommit)
+		}
+	}
+	if err := g.refuse(vote(20)); err != nil {
+		t.Errorf("vote from a candidate at the commit index: %v, want it passed", err)
 	}
 }
