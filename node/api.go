@@ -192,7 +192,13 @@ type apiStatus struct{ n *Node }
 func (a apiStatus) RaftStatus() raftstore.Status         { return a.n.store.Status() }
 func (a apiStatus) Servers() ([]raftstore.Server, error) { return a.n.store.Servers() }
 func (a apiStatus) ClusterID() string                    { return a.n.clusterID() }
-func (a apiStatus) Quorum() (raftstore.Quorum, error)    { return a.n.quorum() }
+func (a apiStatus) TLSExpires() time.Time {
+	if a.n.tls == nil {
+		return time.Time{}
+	}
+	return a.n.tls.NotAfter()
+}
+func (a apiStatus) Quorum() (raftstore.Quorum, error) { return a.n.quorum() }
 
 func (a apiStatus) Members() []gossip.Member {
 	if a.n.gossip() == nil {

@@ -148,6 +148,9 @@ func newMetrics(n *Node) *metrics {
 				"Voters that cannot vote as this agent sees them: gossip does not see them alive (failed, left or unknown), or they are alive without Raft state (a new or wiped data dir); when fewer than a majority of zrpc_raft_voters remain, no leader can be elected.", nil, nil)},
 		&memberCollector{n: n, desc: prometheus.NewDesc("zrpc_gossip_members",
 			"Agents this agent's gossip knows, by status (alive, suspect, failed, left).", []string{"status"}, nil)},
+		&certCollector{n: n, desc: prometheus.NewDesc("zrpc_tls_cert_expiry_timestamp_seconds",
+			"When this agent's TLS certificate, or the CA that signed it if that is first, expires (Unix time); absent without TLS. "+
+				"A certificate the agent signs from the cluster token is renewed with a third of its lifetime left; one from files is the operator's to renew.", nil, nil)},
 		&refusalCollector{n: n, desc: prometheus.NewDesc("zrpc_gossip_refused_total",
 			"Gossip messages and joins of agents this agent refused, by reason: other_cluster (an agent of another cluster), "+
 				"state_before_recovery (an agent holding Raft state from before this cluster's outage recovery), "+
@@ -302,6 +305,23 @@ func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for status, v := range counts {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v), status)
+	}
+}
+
+// certCollector reports when the agent's TLS certificate expires.
+type certCollector struct {
+	n    *Node
+	desc *prometheus.Desc
+}
+
+func (c *certCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.n.tls == nil {
+		return
+	}
+	if t := c.n.tls.NotAfter(); !t.IsZero() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(t.Unix()))
 	}
 }
 

@@ -84,6 +84,7 @@ type Node struct {
 	gossipAgent atomic.Pointer[gossip.Gossip]
 	blobs       *storage.Store
 	tls         *tlsconf.Reloader // nil without TLS (tls.go)
+	tokenTLS    bool              // the agent signs its certificate from the cluster token
 	// aclResolver finds tokens for the gRPC interceptors and the HTTP
 	// endpoint's pprof; nil with ACLs off.
 	aclResolver acl.Resolver
@@ -260,6 +261,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.goLoop(n.health.RunChecks)
 	n.goLoop(n.health.RunSessionScan)
 	n.goLoop(n.watchShardRoom)
+	n.goLoop(n.watchCertificate)
 	n.blobs.Start()
 	// Everything the leader functions use is in place now: an agent that
 	// is its cluster's only voter stands for election at once rather than

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -88,9 +89,24 @@ func (n *Node) issueTokenCertificates() error {
 	if err != nil || token == "" {
 		return err
 	}
+	files, err := n.signTokenCertificate(token)
+	if err != nil {
+		return err
+	}
+	n.tokenTLS = true
+	n.cfg.TLSCA, n.cfg.TLSCert, n.cfg.TLSKey = files.CA, files.Cert, files.Key
+	n.log.Info("cluster token: signed this agent's certificate with the token's CA", "dir", filepath.Dir(files.Cert))
+	return nil
+}
+
+// signTokenCertificate signs a new certificate for this agent with the
+// token's CA and writes it, its key and the CA certificate to
+// <data_dir>/tls.
+func (n *Node) signTokenCertificate(token string) (tlsconf.Files, error) {
+	var files tlsconf.Files
 	ca, err := pki.TokenCA(token)
 	if err != nil {
-		return fmt.Errorf("cluster token: %w", err)
+		return files, fmt.Errorf("cluster token: %w", err)
 	}
 	ips := []string{n.cfg.advertiseIP()}
 	if bind := net.ParseIP(n.cfg.BindAddr); bind != nil && !bind.IsUnspecified() {
@@ -98,30 +114,102 @@ func (n *Node) issueTokenCertificates() error {
 	}
 	cert, key, err := ca.Sign(pki.CertRequest{Kind: pki.Agent, Name: n.cfg.Name, IPs: ips})
 	if err != nil {
-		return fmt.Errorf("cluster token: sign this agent's certificate: %w", err)
+		return files, fmt.Errorf("cluster token: sign this agent's certificate: %w", err)
 	}
 	keyPEM, err := pki.EncodeKey(key)
 	if err != nil {
-		return err
+		return files, err
 	}
-	dir := filepath.Join(n.cfg.DataDir, "tls")
-	if err := ensureDir(dir); err != nil {
-		return err
-	}
-	var files tlsconf.Files
 	files.CA, files.Cert, files.Key = n.cfg.TokenCertificateFiles()
+	if err := ensureDir(filepath.Dir(files.Cert)); err != nil {
+		return files, err
+	}
 	for _, w := range []struct {
 		path string
 		data []byte
 	}{{files.CA, pki.EncodeCertificate(ca.Cert)}, {files.Key, keyPEM}, {files.Cert, pki.EncodeCertificate(cert)}} {
 		if err := writeFileSync(w.path, w.data); err != nil {
-			return fmt.Errorf("cluster token: write %s: %w", w.path, err)
+			return files, fmt.Errorf("cluster token: write %s: %w", w.path, err)
 		}
 	}
-	n.cfg.TLSCA, n.cfg.TLSCert, n.cfg.TLSKey = files.CA, files.Cert, files.Key
-	n.log.Info("cluster token: signed this agent's certificate with the token's CA", "dir", dir)
-	return nil
+	return files, nil
 }
+
+// Certificates expire (pki: a year by default). One the agent signs
+// itself from the cluster token is signed again, and taken into use, once
+// less than a third of its lifetime is left, so that an agent running for
+// longer than a lifetime never drops out of its cluster. One from files
+// the operator renews: the agent warns of it daily in its last 30 days,
+// and zrpc_tls_cert_expiry_timestamp_seconds and `zrpcctl status` show
+// when it expires.
+const (
+	certCheckEvery   = time.Hour
+	certWarnBefore   = 30 * 24 * time.Hour
+	certWarnEvery    = 24 * time.Hour
+	tokenCertRenewAt = 3 // renew with 1/tokenCertRenewAt of the lifetime left
+)
+
+// watchCertificate looks at the certificate's expiry every certCheckEvery
+// (checkCertificate).
+func (n *Node) watchCertificate(ctx context.Context) {
+	if n.tls == nil {
+		return
+	}
+	tick := time.NewTicker(certCheckEvery)
+	defer tick.Stop()
+	var lastWarn time.Time
+	for {
+		lastWarn = n.checkCertificate(time.Now(), lastWarn)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// checkCertificate renews a token-signed certificate that has less than
+// 1/tokenCertRenewAt of its lifetime left at now, and warns of a
+// certificate from files that expires within certWarnBefore, unless it
+// did at lastWarn less than certWarnEvery ago. It returns when it last
+// warned.
+func (n *Node) checkCertificate(now, lastWarn time.Time) time.Time {
+	expires := n.tls.NotAfter()
+	left := expires.Sub(now)
+	if n.tokenTLS {
+		lifetime := time.Duration(pki.DefaultCertDays) * 24 * time.Hour
+		if left > lifetime/tokenCertRenewAt {
+			return lastWarn
+		}
+		if err := n.renewTokenCertificate(); err != nil {
+			n.log.Error("could not renew this agent's certificate from the cluster token; retrying in an hour", "cert_expires", stamp(expires), "err", err)
+			return lastWarn
+		}
+		n.log.Info("renewed this agent's certificate from the cluster token", "cert_expires", stamp(n.tls.NotAfter()), "was", stamp(expires))
+		return lastWarn
+	}
+	if left > certWarnBefore || (!lastWarn.IsZero() && now.Sub(lastWarn) < certWarnEvery) {
+		return lastWarn
+	}
+	n.log.Warn("this agent's TLS certificate expires soon: issue a new one (zrpcctl tls cert create --agent), put it in place of the old and send the agent SIGHUP",
+		"cert", n.cfg.TLSCert, "cert_expires", stamp(expires), "left", left.Round(time.Hour).String())
+	return now
+}
+
+// renewTokenCertificate signs a new certificate from the cluster token and
+// takes it into use; connections already open keep theirs.
+func (n *Node) renewTokenCertificate() error {
+	token, err := n.cfg.clusterToken()
+	if err != nil {
+		return err
+	}
+	if _, err := n.signTokenCertificate(token); err != nil {
+		return err
+	}
+	return n.tls.Reload()
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // TokenCertificateFiles are where an agent with a cluster token keeps the
 // token CA's certificate, its own certificate and its key.
@@ -148,7 +236,7 @@ func (n *Node) loadTLS() error {
 	}
 	n.tls = r
 	n.log.Info("TLS on: gRPC and Raft are mutual TLS", "ca", n.cfg.TLSCA, "cert", n.cfg.TLSCert,
-		"cert_expires", r.NotAfter().UTC().Format(time.RFC3339))
+		"cert_expires", stamp(r.NotAfter()))
 	return nil
 }
 
@@ -184,7 +272,7 @@ func (n *Node) ReloadTLS() error {
 	if err := n.tls.Reload(); err != nil {
 		return fmt.Errorf("reload TLS certificates: %w", err)
 	}
-	n.log.Info("TLS certificates reloaded", "cert", n.cfg.TLSCert, "cert_expires", n.tls.NotAfter().UTC().Format(time.RFC3339))
+	n.log.Info("TLS certificates reloaded", "cert", n.cfg.TLSCert, "cert_expires", stamp(n.tls.NotAfter()))
 	return nil
 }
 

@@ -2,10 +2,16 @@ package node
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/internal/pki/pkitest"
@@ -74,4 +80,76 @@ func TestTLSRequiresEncryptedGossip(t *testing.T) {
 			startNode(t, cfg)
 		})
 	}
+}
+
+// TestCertificateExpiry: an agent that signs its certificate from the
+// cluster token signs a new one, and uses it, once a third of its
+// lifetime is left; one whose certificate comes from files warns of it in
+// its last 30 days, once a day, saying what to do; both show the expiry in
+// Status and /metrics.
+func TestCertificateExpiry(t *testing.T) {
+	key, err := gossip.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("cluster token", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.ClusterToken = strings.Repeat("k", 40)
+		var logs testlog.Buffer
+		n := startNode(t, cfg, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+		expires, serial := n.tls.NotAfter(), n.tls.SerialNumber()
+		if got := (apiStatus{n}).TLSExpires(); !got.Equal(expires) || expires.IsZero() {
+			t.Fatalf("Status says the certificate expires at %v, the agent's expires at %v", got, expires)
+		}
+		n.checkCertificate(expires.Add(-200*24*time.Hour), time.Time{})
+		if n.tls.SerialNumber().Cmp(serial) != 0 {
+			t.Fatal("renewed with more than a third of the lifetime left")
+		}
+		n.checkCertificate(expires.Add(-100*24*time.Hour), time.Time{})
+		if n.tls.SerialNumber().Cmp(serial) == 0 || n.tls.NotAfter().Before(expires) {
+			t.Fatalf("not renewed with a third of the lifetime left: serial %v, expires %v (was %v)", n.tls.SerialNumber(), n.tls.NotAfter(), expires)
+		}
+		if !strings.Contains(logs.String(), "renewed this agent's certificate from the cluster token") {
+			t.Errorf("the renewal is not logged:\n%s", logs.String())
+		}
+		resp, err := http.Get("http://" + n.HTTPAddr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		want := fmt.Sprintf("\nzrpc_tls_cert_expiry_timestamp_seconds %s\n", strconv.FormatFloat(float64(n.tls.NotAfter().Unix()), 'g', -1, 64))
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", strings.TrimSpace(want))
+		}
+	})
+	t.Run("files", func(t *testing.T) {
+		kit := pkitest.New(t)
+		cfg := testConfig(t)
+		f := kit.Agent(cfg.Name)
+		cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, cfg.EncryptKey = f.CA, f.Cert, f.Key, key
+		var logs testlog.Buffer
+		n := startNode(t, cfg, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+		expires := n.tls.NotAfter()
+		const warning = "this agent's TLS certificate expires soon"
+		if last := n.checkCertificate(expires.Add(-40*24*time.Hour), time.Time{}); !last.IsZero() || strings.Contains(logs.String(), warning) {
+			t.Fatalf("warned 40 days before the expiry")
+		}
+		now := expires.Add(-20 * 24 * time.Hour)
+		last := n.checkCertificate(now, time.Time{})
+		if !last.Equal(now) || strings.Count(logs.String(), warning) != 1 {
+			t.Fatalf("20 days before the expiry: last warned %v, log:\n%s", last, logs.String())
+		}
+		for _, want := range []string{f.Cert, "zrpcctl tls cert create --agent", "SIGHUP"} {
+			if !strings.Contains(logs.String(), want) {
+				t.Errorf("the warning does not say %q:\n%s", want, logs.String())
+			}
+		}
+		if again := n.checkCertificate(now.Add(time.Hour), last); !again.Equal(last) || strings.Count(logs.String(), warning) != 1 {
+			t.Fatal("warned again an hour later")
+		}
+		if again := n.checkCertificate(now.Add(25*time.Hour), last); !again.Equal(now.Add(25*time.Hour)) || strings.Count(logs.String(), warning) != 2 {
+			t.Fatal("not warned again a day later")
+		}
+	})
 }

@@ -12,6 +12,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -2117,6 +2118,9 @@ type StatusResponse struct {
 	MaxWatches     uint32 `protobuf:"varint,18,opt,name=max_watches,json=maxWatches,proto3" json:"max_watches,omitempty"`
 	SessionStreams uint32 `protobuf:"varint,19,opt,name=session_streams,json=sessionStreams,proto3" json:"session_streams,omitempty"`
 	MaxSessions    uint32 `protobuf:"varint,20,opt,name=max_sessions,json=maxSessions,proto3" json:"max_sessions,omitempty"`
+	// tls_cert_expires is when the agent's TLS certificate, or the CA that
+	// signed it if that is first, expires; unset without TLS.
+	TlsCertExpires *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=tls_cert_expires,json=tlsCertExpires,proto3" json:"tls_cert_expires,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -2289,6 +2293,13 @@ func (x *StatusResponse) GetMaxSessions() uint32 {
 		return x.MaxSessions
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetTlsCertExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TlsCertExpires
+	}
+	return nil
 }
 
 // UnreachableVoter is a voter of the Raft configuration that the answering
@@ -3024,7 +3035,7 @@ var File_registry_proto protoreflect.FileDescriptor
 
 const file_registry_proto_rawDesc = "" +
 	"\n" +
-	"\x0eregistry.proto\x12\azrpc.v1\x1a\x1egoogle/protobuf/duration.proto\"\xec\x02\n" +
+	"\x0eregistry.proto\x12\azrpc.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x02\n" +
 	"\x05Check\x12+\n" +
 	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x12\n" +
 	"\x04grpc\x18\x02 \x01(\bR\x04grpc\x12!\n" +
@@ -3159,7 +3170,7 @@ const file_registry_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x0f\n" +
-	"\rStatusRequest\"\xea\x05\n" +
+	"\rStatusRequest\"\xb0\x06\n" +
 	"\x0eStatusResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
@@ -3184,7 +3195,8 @@ const file_registry_proto_rawDesc = "" +
 	"\vmax_watches\x18\x12 \x01(\rR\n" +
 	"maxWatches\x12'\n" +
 	"\x0fsession_streams\x18\x13 \x01(\rR\x0esessionStreams\x12!\n" +
-	"\fmax_sessions\x18\x14 \x01(\rR\vmaxSessions\"t\n" +
+	"\fmax_sessions\x18\x14 \x01(\rR\vmaxSessions\x12D\n" +
+	"\x10tls_cert_expires\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\x0etlsCertExpires\"t\n" +
 	"\x10UnreachableVoter\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x124\n" +
@@ -3277,54 +3289,55 @@ func file_registry_proto_rawDescGZIP() []byte {
 var file_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_registry_proto_goTypes = []any{
-	(Health)(0),                 // 0: zrpc.v1.Health
-	(Consistency)(0),            // 1: zrpc.v1.Consistency
-	(Event_Type)(0),             // 2: zrpc.v1.Event.Type
-	(*Check)(nil),               // 3: zrpc.v1.Check
-	(*Instance)(nil),            // 4: zrpc.v1.Instance
-	(*Node)(nil),                // 5: zrpc.v1.Node
-	(*ResponseHeader)(nil),      // 6: zrpc.v1.ResponseHeader
-	(*RegisterRequest)(nil),     // 7: zrpc.v1.RegisterRequest
-	(*RegisterResponse)(nil),    // 8: zrpc.v1.RegisterResponse
-	(*DeregisterRequest)(nil),   // 9: zrpc.v1.DeregisterRequest
-	(*DeregisterResponse)(nil),  // 10: zrpc.v1.DeregisterResponse
-	(*RenewTTLRequest)(nil),     // 11: zrpc.v1.RenewTTLRequest
-	(*RenewTTLResponse)(nil),    // 12: zrpc.v1.RenewTTLResponse
-	(*GetRequest)(nil),          // 13: zrpc.v1.GetRequest
-	(*GetResponse)(nil),         // 14: zrpc.v1.GetResponse
-	(*ListRequest)(nil),         // 15: zrpc.v1.ListRequest
-	(*ServiceSummary)(nil),      // 16: zrpc.v1.ServiceSummary
-	(*ListResponse)(nil),        // 17: zrpc.v1.ListResponse
-	(*WatchRequest)(nil),        // 18: zrpc.v1.WatchRequest
-	(*Event)(nil),               // 19: zrpc.v1.Event
-	(*WatchResponse)(nil),       // 20: zrpc.v1.WatchResponse
-	(*WatchResume)(nil),         // 21: zrpc.v1.WatchResume
-	(*WatchManyRequest)(nil),    // 22: zrpc.v1.WatchManyRequest
-	(*WatchCreate)(nil),         // 23: zrpc.v1.WatchCreate
-	(*WatchCancel)(nil),         // 24: zrpc.v1.WatchCancel
-	(*WatchManyResponse)(nil),   // 25: zrpc.v1.WatchManyResponse
-	(*SessionRequest)(nil),      // 26: zrpc.v1.SessionRequest
-	(*SessionOpen)(nil),         // 27: zrpc.v1.SessionOpen
-	(*SessionKeepAlive)(nil),    // 28: zrpc.v1.SessionKeepAlive
-	(*SessionResponse)(nil),     // 29: zrpc.v1.SessionResponse
-	(*ErrorDetail)(nil),         // 30: zrpc.v1.ErrorDetail
-	(*StatusRequest)(nil),       // 31: zrpc.v1.StatusRequest
-	(*StatusResponse)(nil),      // 32: zrpc.v1.StatusResponse
-	(*UnreachableVoter)(nil),    // 33: zrpc.v1.UnreachableVoter
-	(*MembersRequest)(nil),      // 34: zrpc.v1.MembersRequest
-	(*Member)(nil),              // 35: zrpc.v1.Member
-	(*MembersResponse)(nil),     // 36: zrpc.v1.MembersResponse
-	(*PeersRequest)(nil),        // 37: zrpc.v1.PeersRequest
-	(*Peer)(nil),                // 38: zrpc.v1.Peer
-	(*PeersResponse)(nil),       // 39: zrpc.v1.PeersResponse
-	(*VersionRequest)(nil),      // 40: zrpc.v1.VersionRequest
-	(*VersionResponse)(nil),     // 41: zrpc.v1.VersionResponse
-	(*RemovePeerRequest)(nil),   // 42: zrpc.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),  // 43: zrpc.v1.RemovePeerResponse
-	(*LeaveRequest)(nil),        // 44: zrpc.v1.LeaveRequest
-	(*LeaveResponse)(nil),       // 45: zrpc.v1.LeaveResponse
-	nil,                         // 46: zrpc.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil), // 47: google.protobuf.Duration
+	(Health)(0),                   // 0: zrpc.v1.Health
+	(Consistency)(0),              // 1: zrpc.v1.Consistency
+	(Event_Type)(0),               // 2: zrpc.v1.Event.Type
+	(*Check)(nil),                 // 3: zrpc.v1.Check
+	(*Instance)(nil),              // 4: zrpc.v1.Instance
+	(*Node)(nil),                  // 5: zrpc.v1.Node
+	(*ResponseHeader)(nil),        // 6: zrpc.v1.ResponseHeader
+	(*RegisterRequest)(nil),       // 7: zrpc.v1.RegisterRequest
+	(*RegisterResponse)(nil),      // 8: zrpc.v1.RegisterResponse
+	(*DeregisterRequest)(nil),     // 9: zrpc.v1.DeregisterRequest
+	(*DeregisterResponse)(nil),    // 10: zrpc.v1.DeregisterResponse
+	(*RenewTTLRequest)(nil),       // 11: zrpc.v1.RenewTTLRequest
+	(*RenewTTLResponse)(nil),      // 12: zrpc.v1.RenewTTLResponse
+	(*GetRequest)(nil),            // 13: zrpc.v1.GetRequest
+	(*GetResponse)(nil),           // 14: zrpc.v1.GetResponse
+	(*ListRequest)(nil),           // 15: zrpc.v1.ListRequest
+	(*ServiceSummary)(nil),        // 16: zrpc.v1.ServiceSummary
+	(*ListResponse)(nil),          // 17: zrpc.v1.ListResponse
+	(*WatchRequest)(nil),          // 18: zrpc.v1.WatchRequest
+	(*Event)(nil),                 // 19: zrpc.v1.Event
+	(*WatchResponse)(nil),         // 20: zrpc.v1.WatchResponse
+	(*WatchResume)(nil),           // 21: zrpc.v1.WatchResume
+	(*WatchManyRequest)(nil),      // 22: zrpc.v1.WatchManyRequest
+	(*WatchCreate)(nil),           // 23: zrpc.v1.WatchCreate
+	(*WatchCancel)(nil),           // 24: zrpc.v1.WatchCancel
+	(*WatchManyResponse)(nil),     // 25: zrpc.v1.WatchManyResponse
+	(*SessionRequest)(nil),        // 26: zrpc.v1.SessionRequest
+	(*SessionOpen)(nil),           // 27: zrpc.v1.SessionOpen
+	(*SessionKeepAlive)(nil),      // 28: zrpc.v1.SessionKeepAlive
+	(*SessionResponse)(nil),       // 29: zrpc.v1.SessionResponse
+	(*ErrorDetail)(nil),           // 30: zrpc.v1.ErrorDetail
+	(*StatusRequest)(nil),         // 31: zrpc.v1.StatusRequest
+	(*StatusResponse)(nil),        // 32: zrpc.v1.StatusResponse
+	(*UnreachableVoter)(nil),      // 33: zrpc.v1.UnreachableVoter
+	(*MembersRequest)(nil),        // 34: zrpc.v1.MembersRequest
+	(*Member)(nil),                // 35: zrpc.v1.Member
+	(*MembersResponse)(nil),       // 36: zrpc.v1.MembersResponse
+	(*PeersRequest)(nil),          // 37: zrpc.v1.PeersRequest
+	(*Peer)(nil),                  // 38: zrpc.v1.Peer
+	(*PeersResponse)(nil),         // 39: zrpc.v1.PeersResponse
+	(*VersionRequest)(nil),        // 40: zrpc.v1.VersionRequest
+	(*VersionResponse)(nil),       // 41: zrpc.v1.VersionResponse
+	(*RemovePeerRequest)(nil),     // 42: zrpc.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),    // 43: zrpc.v1.RemovePeerResponse
+	(*LeaveRequest)(nil),          // 44: zrpc.v1.LeaveRequest
+	(*LeaveResponse)(nil),         // 45: zrpc.v1.LeaveResponse
+	nil,                           // 46: zrpc.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil),   // 47: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 48: google.protobuf.Timestamp
 }
 var file_registry_proto_depIdxs = []int32{
 	47, // 0: zrpc.v1.Check.ttl:type_name -> google.protobuf.Duration
@@ -3365,46 +3378,47 @@ var file_registry_proto_depIdxs = []int32{
 	6,  // 35: zrpc.v1.StatusResponse.header:type_name -> zrpc.v1.ResponseHeader
 	47, // 36: zrpc.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
 	33, // 37: zrpc.v1.StatusResponse.unreachable_voters:type_name -> zrpc.v1.UnreachableVoter
-	47, // 38: zrpc.v1.UnreachableVoter.down_for:type_name -> google.protobuf.Duration
-	47, // 39: zrpc.v1.Member.status_for:type_name -> google.protobuf.Duration
-	6,  // 40: zrpc.v1.MembersResponse.header:type_name -> zrpc.v1.ResponseHeader
-	35, // 41: zrpc.v1.MembersResponse.members:type_name -> zrpc.v1.Member
-	6,  // 42: zrpc.v1.PeersResponse.header:type_name -> zrpc.v1.ResponseHeader
-	38, // 43: zrpc.v1.PeersResponse.peers:type_name -> zrpc.v1.Peer
-	6,  // 44: zrpc.v1.RemovePeerResponse.header:type_name -> zrpc.v1.ResponseHeader
-	7,  // 45: zrpc.v1.Registry.Register:input_type -> zrpc.v1.RegisterRequest
-	9,  // 46: zrpc.v1.Registry.Deregister:input_type -> zrpc.v1.DeregisterRequest
-	11, // 47: zrpc.v1.Registry.RenewTTL:input_type -> zrpc.v1.RenewTTLRequest
-	13, // 48: zrpc.v1.Registry.Get:input_type -> zrpc.v1.GetRequest
-	15, // 49: zrpc.v1.Registry.List:input_type -> zrpc.v1.ListRequest
-	18, // 50: zrpc.v1.Registry.Watch:input_type -> zrpc.v1.WatchRequest
-	22, // 51: zrpc.v1.Registry.WatchMany:input_type -> zrpc.v1.WatchManyRequest
-	26, // 52: zrpc.v1.Registry.Session:input_type -> zrpc.v1.SessionRequest
-	31, // 53: zrpc.v1.Status.Status:input_type -> zrpc.v1.StatusRequest
-	34, // 54: zrpc.v1.Status.Members:input_type -> zrpc.v1.MembersRequest
-	37, // 55: zrpc.v1.Status.Peers:input_type -> zrpc.v1.PeersRequest
-	40, // 56: zrpc.v1.Status.Version:input_type -> zrpc.v1.VersionRequest
-	44, // 57: zrpc.v1.Status.Leave:input_type -> zrpc.v1.LeaveRequest
-	42, // 58: zrpc.v1.Status.RemovePeer:input_type -> zrpc.v1.RemovePeerRequest
-	8,  // 59: zrpc.v1.Registry.Register:output_type -> zrpc.v1.RegisterResponse
-	10, // 60: zrpc.v1.Registry.Deregister:output_type -> zrpc.v1.DeregisterResponse
-	12, // 61: zrpc.v1.Registry.RenewTTL:output_type -> zrpc.v1.RenewTTLResponse
-	14, // 62: zrpc.v1.Registry.Get:output_type -> zrpc.v1.GetResponse
-	17, // 63: zrpc.v1.Registry.List:output_type -> zrpc.v1.ListResponse
-	20, // 64: zrpc.v1.Registry.Watch:output_type -> zrpc.v1.WatchResponse
-	25, // 65: zrpc.v1.Registry.WatchMany:output_type -> zrpc.v1.WatchManyResponse
-	29, // 66: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
-	32, // 67: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
-	36, // 68: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
-	39, // 69: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
-	41, // 70: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
-	45, // 71: zrpc.v1.Status.Leave:output_type -> zrpc.v1.LeaveResponse
-	43, // 72: zrpc.v1.Status.RemovePeer:output_type -> zrpc.v1.RemovePeerResponse
-	59, // [59:73] is the sub-list for method output_type
-	45, // [45:59] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	48, // 38: zrpc.v1.StatusResponse.tls_cert_expires:type_name -> google.protobuf.Timestamp
+	47, // 39: zrpc.v1.UnreachableVoter.down_for:type_name -> google.protobuf.Duration
+	47, // 40: zrpc.v1.Member.status_for:type_name -> google.protobuf.Duration
+	6,  // 41: zrpc.v1.MembersResponse.header:type_name -> zrpc.v1.ResponseHeader
+	35, // 42: zrpc.v1.MembersResponse.members:type_name -> zrpc.v1.Member
+	6,  // 43: zrpc.v1.PeersResponse.header:type_name -> zrpc.v1.ResponseHeader
+	38, // 44: zrpc.v1.PeersResponse.peers:type_name -> zrpc.v1.Peer
+	6,  // 45: zrpc.v1.RemovePeerResponse.header:type_name -> zrpc.v1.ResponseHeader
+	7,  // 46: zrpc.v1.Registry.Register:input_type -> zrpc.v1.RegisterRequest
+	9,  // 47: zrpc.v1.Registry.Deregister:input_type -> zrpc.v1.DeregisterRequest
+	11, // 48: zrpc.v1.Registry.RenewTTL:input_type -> zrpc.v1.RenewTTLRequest
+	13, // 49: zrpc.v1.Registry.Get:input_type -> zrpc.v1.GetRequest
+	15, // 50: zrpc.v1.Registry.List:input_type -> zrpc.v1.ListRequest
+	18, // 51: zrpc.v1.Registry.Watch:input_type -> zrpc.v1.WatchRequest
+	22, // 52: zrpc.v1.Registry.WatchMany:input_type -> zrpc.v1.WatchManyRequest
+	26, // 53: zrpc.v1.Registry.Session:input_type -> zrpc.v1.SessionRequest
+	31, // 54: zrpc.v1.Status.Status:input_type -> zrpc.v1.StatusRequest
+	34, // 55: zrpc.v1.Status.Members:input_type -> zrpc.v1.MembersRequest
+	37, // 56: zrpc.v1.Status.Peers:input_type -> zrpc.v1.PeersRequest
+	40, // 57: zrpc.v1.Status.Version:input_type -> zrpc.v1.VersionRequest
+	44, // 58: zrpc.v1.Status.Leave:input_type -> zrpc.v1.LeaveRequest
+	42, // 59: zrpc.v1.Status.RemovePeer:input_type -> zrpc.v1.RemovePeerRequest
+	8,  // 60: zrpc.v1.Registry.Register:output_type -> zrpc.v1.RegisterResponse
+	10, // 61: zrpc.v1.Registry.Deregister:output_type -> zrpc.v1.DeregisterResponse
+	12, // 62: zrpc.v1.Registry.RenewTTL:output_type -> zrpc.v1.RenewTTLResponse
+	14, // 63: zrpc.v1.Registry.Get:output_type -> zrpc.v1.GetResponse
+	17, // 64: zrpc.v1.Registry.List:output_type -> zrpc.v1.ListResponse
+	20, // 65: zrpc.v1.Registry.Watch:output_type -> zrpc.v1.WatchResponse
+	25, // 66: zrpc.v1.Registry.WatchMany:output_type -> zrpc.v1.WatchManyResponse
+	29, // 67: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
+	32, // 68: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
+	36, // 69: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
+	39, // 70: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
+	41, // 71: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
+	45, // 72: zrpc.v1.Status.Leave:output_type -> zrpc.v1.LeaveResponse
+	43, // 73: zrpc.v1.Status.RemovePeer:output_type -> zrpc.v1.RemovePeerResponse
+	60, // [60:74] is the sub-list for method output_type
+	46, // [46:60] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_registry_proto_init() }

@@ -28,7 +28,9 @@ needs a majority of the voters: with fewer reachable, writes fail until
 the others are back. A follower whose applied index lags the commit
 index, or whose last contact keeps growing, is falling behind. "Watch
 streams" and "Session streams" count what the agent serves against
-max_watches and max_sessions: at the limit, new ones are refused.`,
+max_watches and max_sessions: at the limit, new ones are refused. "TLS
+certificate" (with TLS on) says when the agent's certificate, or its CA,
+expires; peers refuse an agent whose certificate has expired.`,
 		Example: `  zrpcctl status
   zrpcctl --addr 10.0.0.2:8400 status -o json`,
 		Args: cobra.NoArgs,
@@ -69,11 +71,36 @@ max_watches and max_sessions: at the limit, new ones are refused.`,
 						field{"Watches", statusStreams(st.GetWatchStreams(), st.GetMaxWatches(), "max_watches")},
 						field{"Session streams", statusStreams(st.GetSessionStreams(), st.GetMaxSessions(), "max_sessions")})
 				}
+				if t := st.GetTlsCertExpires(); t != nil {
+					fields = append(fields, field{"TLS certificate", statusCertExpiry(t.AsTime(), time.Now())})
+				}
 				fields = append(fields, field{"Build", st.GetBuild()})
 				return p.fields(st, fields)
 			})
 		},
 	}
+}
+
+// statusCertExpiry says when the agent's certificate expires: "expires
+// 2027-12-05 (in 364 days)", with a warning in its last 30 days.
+func statusCertExpiry(expires, now time.Time) string {
+	left := expires.Sub(now)
+	day := expires.UTC().Format("2006-01-02 15:04 MST")
+	switch {
+	case left <= 0:
+		return fmt.Sprintf("EXPIRED %s: peers refuse this agent; issue a new certificate and send the agent SIGHUP", day)
+	case left < 30*24*time.Hour:
+		return fmt.Sprintf("expires %s (in %s): renew it (zrpcctl tls cert create --agent, then SIGHUP)", day, roundLeft(left))
+	}
+	return fmt.Sprintf("expires %s (in %s)", day, roundLeft(left))
+}
+
+// roundLeft is a time left in days, or hours under two days.
+func roundLeft(d time.Duration) string {
+	if d < 48*time.Hour {
+		return d.Round(time.Hour).String()
+	}
+	return fmt.Sprintf("%d days", int(d/(24*time.Hour)))
 }
 
 // statusStreams is how many streams of a kind the agent serves and its

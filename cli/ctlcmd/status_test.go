@@ -185,3 +185,27 @@ func TestLeaderlessSaysWhatTheAgentSees(t *testing.T) {
 		t.Fatalf("without a leader: %v, want ErrNoLeader naming the voters reachable", err)
 	}
 }
+
+func TestStatusCertExpiry(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		expires time.Time
+		want    []string
+		not     string
+	}{
+		{now.Add(364 * 24 * time.Hour), []string{"expires 2027-12-04 12:00 UTC (in 364 days)"}, "renew"},
+		{now.Add(10 * 24 * time.Hour), []string{"(in 10 days)", "renew it", "zrpcctl tls cert create --agent", "SIGHUP"}, "EXPIRED"},
+		{now.Add(5 * time.Hour), []string{"(in 5h0m0s)", "renew it"}, "EXPIRED"},
+		{now.Add(-time.Hour), []string{"EXPIRED 2026-12-05 11:00 UTC", "peers refuse", "SIGHUP"}, "(in"},
+	} {
+		got := statusCertExpiry(tc.expires, now)
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("statusCertExpiry(%v) = %q, want it to say %q", tc.expires, got, w)
+			}
+		}
+		if strings.Contains(got, tc.not) {
+			t.Errorf("statusCertExpiry(%v) = %q, should not say %q", tc.expires, got, tc.not)
+		}
+	}
+}

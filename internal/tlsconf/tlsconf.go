@@ -17,6 +17,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"strings"
 	"sync"
@@ -70,6 +71,9 @@ func RequireAgent() Option { return func(o *options) { o.requireAgent = true } }
 type material struct {
 	cert tls.Certificate
 	pool *x509.CertPool
+	// expires is when the certificate or the CA above it, whichever is
+	// first, expires.
+	expires time.Time
 }
 
 // Reloader holds the current certificate, key and CA read from Files and
@@ -121,13 +125,23 @@ func (r *Reloader) Reload() error {
 	return nil
 }
 
-// NotAfter returns when the current certificate expires (zero before the
-// first successful Reload).
+// NotAfter returns when the current certificate stops verifying: its own
+// expiry or its CA's, whichever is first (zero before the first
+// successful Reload).
 func (r *Reloader) NotAfter() time.Time {
 	if m := r.current(); m != nil {
-		return m.cert.Leaf.NotAfter
+		return m.expires
 	}
 	return time.Time{}
+}
+
+// SerialNumber returns the current certificate's serial number (nil
+// before the first successful Reload).
+func (r *Reloader) SerialNumber() *big.Int {
+	if m := r.current(); m != nil {
+		return m.cert.Leaf.SerialNumber
+	}
+	return nil
 }
 
 func (r *Reloader) read() (*material, error) {
@@ -160,10 +174,25 @@ func (r *Reloader) read() (*material, error) {
 			inter.AddCert(c)
 		}
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: r.now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	chains, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: r.now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	if err != nil {
 		return nil, fmt.Errorf("tls cert %s: not usable with the CA in %s: %w", f.Cert, f.CA, explain(err, "", leaf, r.now()))
 	}
-	return &material{cert: cert, pool: pool}, nil
+	// The certificate is good until it, or a certificate above it, expires:
+	// the latest of the chains' earliest expiries.
+	var expires time.Time
+	for _, chain := range chains {
+		first := leaf.NotAfter
+		for _, c := range chain {
+			if c.NotAfter.Before(first) {
+				first = c.NotAfter
+			}
+		}
+		if first.After(expires) {
+			expires = first
+		}
+	}
+	return &material{cert: cert, pool: pool, expires: expires}, nil
 }
 
 func (r *Reloader) current() *material {

@@ -171,6 +171,9 @@ type StatusAgent interface {
 	Servers() ([]raftstore.Server, error)
 	// ClusterID is the id of the agent's cluster ("" until it is known).
 	ClusterID() string
+	// TLSExpires is when the agent's TLS certificate (or its CA) expires;
+	// zero without TLS.
+	TLSExpires() time.Time
 	// Quorum is which voters the agent can reach.
 	Quorum() (raftstore.Quorum, error)
 	// Members are the agents gossip knows.

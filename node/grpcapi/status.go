@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -35,6 +36,9 @@ func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 		Build:        s.cfg.Build,
 		ClusterId:    s.cfg.Status.ClusterID(),
 		RaftStopped:  st.Stopped,
+	}
+	if t := s.cfg.Status.TLSExpires(); !t.IsZero() {
+		resp.TlsCertExpires = timestamppb.New(t)
 	}
 	if s.cfg.Streams != nil {
 		c := s.cfg.Streams()
