@@ -3,13 +3,18 @@ package node
 import (
 	"context"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
 )
 
 // cancelledStream is a Session stream whose client goes away right after
@@ -67,4 +72,38 @@ func TestSessionHandlerEndsWhenItsClientGoesAwayMidRequest(t *testing.T) {
 		}
 	}
 	waitFor(t, 10*time.Second, "every session destroyed", func() bool { return len(n.Store().FSM().Sessions()) == 0 })
+}
+
+// TestSessionStreamEndsWhenTheAgentShutsDown: an agent that begins to
+// close ends its Session streams at once with SHUTTING_DOWN (Unavailable),
+// so that their processes register again elsewhere or once it is back,
+// instead of holding its shutdown until the gRPC server's grace period
+// runs out and cuts them ("transport is closing").
+func TestSessionStreamEndsWhenTheAgentShutsDown(t *testing.T) {
+	cfg := testConfig(t)
+	n, err := New(cfg, WithLogger(testlog.New(t, cfg.Name)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() }) // Close may be called again
+	waitFor(t, 10*time.Second, "agent becomes leader", func() bool { return n.Store().IsLeader() })
+	_, reg := dial(t, n.GRPCAddr())
+	stream, err := reg.Session(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pb.SessionRequest{Seq: 1, Kind: &pb.SessionRequest_Open{Open: &pb.SessionOpen{Owner: "test"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	go n.Close()
+	_, err = stream.Recv()
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), apierr.ErrShuttingDown.Error()) {
+		t.Fatalf("the stream ended with %v, want Unavailable saying %q", err, apierr.ErrShuttingDown)
+	}
 }

@@ -62,7 +62,11 @@ func (s *Registry) Session(stream pb.Registry_SessionServer) error {
 		return err
 	}
 	defer release()
-	ctx := stream.Context()
+	// The stream ends when the agent begins to close, so that its process
+	// registers again elsewhere or later at once, and the agent's shutdown
+	// does not wait for it.
+	ctx, _, done := s.streamContext(stream.Context())
+	defer done()
 	first, err := s.recvOpen(stream)
 	if errors.Is(err, io.EOF) {
 		return apierr.Invalid("session", "the stream ended before its first message, which must be open")
@@ -127,6 +131,9 @@ func (s *Registry) Session(stream pb.Registry_SessionServer) error {
 			// The reader may stop here without a word to ended: it held a
 			// request when the client went away.
 			s.log.Debug("session stream ended", "session", id, "err", ctx.Err())
+			if s.ctx.Err() != nil {
+				return apierr.ErrShuttingDown
+			}
 			return nil
 		case <-live.Removed():
 			removedByCluster = true

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/raftstore"
@@ -28,7 +29,8 @@ func (f *statusFake) RaftStatus() raftstore.Status {
 	}
 	return raftstore.Status{State: raftstore.Candidate, LeaderID: f.leader}
 }
-func (f *statusFake) ClusterID() string { return "c0ffee" }
+func (f *statusFake) ClusterID() string     { return "c0ffee" }
+func (f *statusFake) TLSExpires() time.Time { return time.Time{} }
 func (f *statusFake) Servers() ([]raftstore.Server, error) {
 	return []raftstore.Server{
 		{ID: "n1", Address: "n1:8401", Suffrage: raftstore.Voter},
