@@ -43,6 +43,11 @@ type Meta struct {
 	// block's shard (its disk, or its shard_max_bytes): new shards go to
 	// other agents.
 	ShardsFull bool
+	// ShardRoom is the room left in the agent's shard store in bytes,
+	// rounded down to a power of two (so that it changes, and is
+	// announced, seldom); 0 when the agent does not say (older builds).
+	// A put of known size places no part on an agent without room for it.
+	ShardRoom int64
 }
 
 // ErrMetaTooLarge is returned (wrapped) when a Meta does not fit in
@@ -67,6 +72,7 @@ type wireMeta struct {
 	Former   string `json:"rf,omitempty"`
 	Hello    bool   `json:"rh,omitempty"`
 	Full     bool   `json:"sf,omitempty"`
+	Room     int64  `json:"sr,omitempty"`
 }
 
 // validate checks the fields both when encoding and after decoding.
@@ -90,6 +96,9 @@ func (m Meta) validate() error {
 			return fmt.Errorf("%s %q is not hex", id.field, id.id)
 		}
 	}
+	if m.ShardRoom < 0 {
+		return fmt.Errorf("shard room %d is negative", m.ShardRoom)
+	}
 	return nil
 }
 
@@ -105,7 +114,7 @@ func (m Meta) encode() ([]byte, error) {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	w := wireMeta{V: metaVersion, Name: m.Name, GRPCAddr: m.GRPCAddr, RaftAddr: m.RaftAddr,
-		Role: m.Role, Build: m.Build, Zone: m.Zone, Cluster: m.ClusterID, Former: m.RecoveredFrom, Hello: m.RaftHello, Full: m.ShardsFull}
+		Role: m.Role, Build: m.Build, Zone: m.Zone, Cluster: m.ClusterID, Former: m.RecoveredFrom, Hello: m.RaftHello, Full: m.ShardsFull, Room: m.ShardRoom}
 	if err := enc.Encode(w); err != nil {
 		return nil, fmt.Errorf("encode meta: %w", err)
 	}
@@ -133,7 +142,7 @@ func decodeMeta(b []byte) (Meta, error) {
 		return Meta{}, fmt.Errorf("decode meta: unsupported version %d (this build reads %d)", w.V, metaVersion)
 	}
 	m := Meta{Name: w.Name, GRPCAddr: w.GRPCAddr, RaftAddr: w.RaftAddr, Role: w.Role, Build: w.Build, Zone: w.Zone, ClusterID: w.Cluster, RecoveredFrom: w.Former,
-		RaftHello: w.Hello, ShardsFull: w.Full}
+		RaftHello: w.Hello, ShardsFull: w.Full, ShardRoom: w.Room}
 	if err := m.validate(); err != nil {
 		return Meta{}, fmt.Errorf("decode meta: %w", err)
 	}

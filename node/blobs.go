@@ -98,6 +98,17 @@ func (c blobCluster) ShardsFull(node string) bool {
 	return ok && m.Meta.ShardsFull
 }
 
+func (c blobCluster) ShardRoom(node string) int64 {
+	if node == c.n.cfg.Name {
+		return c.n.shardRoom.Load()
+	}
+	m, ok := c.lastKnown(node)
+	if !ok {
+		return 0
+	}
+	return m.Meta.ShardRoom
+}
+
 // lastKnown is what this agent's gossip last knew of node, if anything.
 func (c blobCluster) lastKnown(node string) (gossip.Member, bool) {
 	g := c.n.gossip()

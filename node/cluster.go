@@ -124,7 +124,7 @@ func (n *Node) selfMeta() gossip.Meta {
 	return gossip.Meta{
 		Name: n.cfg.Name, GRPCAddr: n.GRPCAddr(), RaftAddr: n.store.RaftAddr(),
 		Role: "server", Build: n.cfg.Build, Zone: n.cfg.Zone, ClusterID: n.clusterID(), RecoveredFrom: n.recoveredFrom(),
-		RaftHello: true, ShardsFull: n.shardsFull.Load(),
+		RaftHello: true, ShardsFull: n.shardsFull.Load(), ShardRoom: n.shardRoom.Load(),
 	}
 }
 

@@ -108,6 +108,9 @@ type Node struct {
 	// shardsFull: the shard store has no room for another block's shard
 	// (shardroom.go).
 	shardsFull atomic.Bool
+	// shardRoom: the room left in the shard store, rounded down to a
+	// power of two, as announced (shardroom.go); 0 before it is known.
+	shardRoom atomic.Int64
 
 	// ctx ends when Close begins; long-lived streams (Watch, Session) and
 	// background loops stop on it.

@@ -36,6 +36,8 @@ type fakeCluster struct {
 	// down holds the agents GossipDown reports, full those ShardsFull
 	// does; guarded by mu.
 	down, full map[string]bool
+	// room holds what ShardRoom reports; guarded by mu.
+	room map[string]int64
 	// leaderless makes LeaderRevision fail as it does without a leader;
 	// readCheck, when set, is what CheckRead answers for DEFAULT reads.
 	leaderless atomic.Bool
@@ -78,6 +80,22 @@ func (f *fakeCluster) ShardsFull(node string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.full[node]
+}
+
+func (f *fakeCluster) ShardRoom(node string) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.room[node]
+}
+
+// setShardRoom makes ShardRoom report room for node.
+func (f *fakeCluster) setShardRoom(node string, room int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.room == nil {
+		f.room = make(map[string]int64)
+	}
+	f.room[node] = room
 }
 
 // setShardsFull makes ShardsFull report node's shard store full (or not).

@@ -20,6 +20,7 @@ import (
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/storage/codec"
 	"github.com/zrpcio/zrpc/storage/placement"
+	"github.com/zrpcio/zrpc/storage/shardstore"
 )
 
 // MaxNameLen bounds a blob name.
@@ -76,7 +77,16 @@ func chooseScheme(h *pb.BlobPutHeader, members []Member) (Scheme, error) {
 	alive := len(placeable(members))
 	full := ""
 	if n := aliveMembers(members) - alive; n > 0 { // alive, with full shard stores
-		full = fmt.Sprintf(" (%d more alive with full shard stores: free space there, or add agents)", n)
+		short := 0
+		for _, m := range members {
+			if m.Alive && m.Short && !m.Full {
+				short++
+			}
+		}
+		full = fmt.Sprintf(" (%d more alive with full shard stores, or too little room for this blob's part: free space there, or add agents)", n)
+		if short == n {
+			full = fmt.Sprintf(" (%d more alive with too little room in their shard stores for this blob's part: free space there, or add agents)", n)
+		}
 	}
 	var sc Scheme
 	explicit := h.DataShards != 0 || h.ParityShards != 0
@@ -160,11 +170,35 @@ func shardsPerBlock(h *pb.BlobPutHeader, members []Member) int {
 func (s *Store) scheme(ctx context.Context, h *pb.BlobPutHeader) ([]Member, Scheme, error) {
 	members, forming := s.awaitMembers(ctx)
 	sc, err := chooseScheme(h, members)
+	if err == nil && h.Size > 0 {
+		// Agents without room for one part of this blob would fail it
+		// part way (their shards lost, the put with them): leave them out,
+		// and let the scheme see what is left.
+		if short, n := withRoomFor(members, shardstore.PartBytes(h.Size, s.cfg.BlockSize, sc.K)); n > 0 {
+			members = short
+			sc, err = chooseScheme(h, members)
+		}
+	}
 	if err != nil && forming {
 		err = fmt.Errorf("%w: the cluster is still forming: gossip sees %d agents alive, the registry has recorded %d of them so far; retry in a moment (%v)",
 			ErrNotEnoughShards, s.cluster.GossipAlive(), aliveMembers(members), err)
 	}
 	return members, sc, err
+}
+
+// withRoomFor returns members with Short set on those that announce less
+// room than need bytes, and how many those are.
+func withRoomFor(members []Member, need int64) ([]Member, int) {
+	out := make([]Member, len(members))
+	n := 0
+	for i, m := range members {
+		if m.Room > 0 && m.Room < need {
+			m.Short = true
+			n++
+		}
+		out[i] = m
+	}
+	return out, n
 }
 
 func newBlobID() string {

@@ -49,6 +49,12 @@ type Member struct {
 	// takes no new shard (puts and repair place none on it), and serves
 	// the ones it holds.
 	Full bool
+	// Room is the room its shard store announces, in bytes (a power of
+	// two, rounded down); 0 when not known.
+	Room int64
+	// Short: its announced room is less than one part of the blob being
+	// put; that put places nothing on it (withRoomFor).
+	Short bool
 }
 
 // Meta is the replicated blob metadata (the Raft state machine).
@@ -108,6 +114,9 @@ type Cluster interface {
 	// ShardsFull reports whether the named agent says (this one: finds)
 	// its shard store has no room for another block's shard.
 	ShardsFull(node string) bool
+	// ShardRoom is the room the named agent says (this one: finds) its
+	// shard store has left, in bytes; 0 when it does not say.
+	ShardRoom(node string) int64
 	// CheckRead reports whether this agent's replica may serve a read of
 	// consistency c, as the registry's reads check it (raftstore
 	// CheckReadContext).
@@ -311,12 +320,13 @@ func validConsistency(c pb.Consistency) error {
 	return nil
 }
 
-// placeable returns the members that can take new shards, alive and
-// not full, as placement candidates.
+// placeable returns the members that can take new shards, alive, not
+// full and not short of room for the put's parts, as placement
+// candidates.
 func placeable(members []Member) []placement.Node {
 	var out []placement.Node
 	for _, m := range members {
-		if m.Alive && !m.Full {
+		if m.Alive && !m.Full && !m.Short {
 			out = append(out, placement.Node{ID: m.Name, Zone: m.Zone})
 		}
 	}
@@ -382,7 +392,7 @@ func (s *Store) members() []Member {
 	out := make([]Member, 0, len(nodes))
 	for _, n := range nodes {
 		alive := n.Health == pb.Health_PASSING && (n.Name == self || !s.cluster.GossipDown(n.Name))
-		out = append(out, Member{Name: n.Name, Zone: n.Zone, Alive: alive, Full: s.cluster.ShardsFull(n.Name)})
+		out = append(out, Member{Name: n.Name, Zone: n.Zone, Alive: alive, Full: s.cluster.ShardsFull(n.Name), Room: s.cluster.ShardRoom(n.Name)})
 	}
 	return out
 }

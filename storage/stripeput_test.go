@@ -491,6 +491,52 @@ func TestAbortPut(t *testing.T) {
 	}
 }
 
+// TestPutsPlaceNoPartOnAnAgentWithoutRoomForIt: an agent that announces
+// less room than one part of the blob (the blob's size over k, plus
+// framing) gets no shard of it, as a target or a spare, while smaller
+// blobs, and blobs of unknown size, still go there; with too few agents
+// left with room the put is refused up front, saying so.
+func TestPutsPlaceNoPartOnAnAgentWithoutRoomForIt(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.BlockSize = MinBlockSize
+	cfg.InlineMax = 1024
+	s, fc := newTestStore(t, cfg, "n1", "n1", "n2", "n3", "n4")
+	fc.setShardRoom("n4", 1<<20) // 1 MiB
+	part := shardstore.PartBytes(3<<20, cfg.BlockSize, 2)
+	if part <= 1<<20 || part > 2<<20 {
+		t.Fatalf("a 3 MiB blob's 2+1 part is %d bytes, want 1.5 MiB and its framing", part)
+	}
+	onN4 := func(begin *pb.BeginPutResponse) bool {
+		for _, a := range append(begin.Targets, begin.Spares...) {
+			if a.Node == "n4" {
+				return true
+			}
+		}
+		return false
+	}
+	small := 0
+	for i := range 20 { // placement depends on the blob id: many ids
+		begin := beginPut(t, s, &pb.BlobPutHeader{Name: fmt.Sprintf("big%d", i), Size: 3 << 20, DataShards: 2, ParityShards: 1})
+		if onN4(begin) || len(begin.Targets) != 3 {
+			t.Fatalf("put %d of 3 MiB: targets %v spares %v; want three, none on n4 (1 MiB of room)", i, begin.Targets, begin.Spares)
+		}
+		if onN4(beginPut(t, s, &pb.BlobPutHeader{Name: fmt.Sprintf("small%d", i), Size: 256 << 10, DataShards: 2, ParityShards: 1})) {
+			small++
+		}
+		if !onN4(beginPut(t, s, &pb.BlobPutHeader{Name: fmt.Sprintf("unknown%d", i), DataShards: 2, ParityShards: 1})) {
+			t.Fatalf("put %d of unknown size: n4 left out", i)
+		}
+	}
+	if small == 0 {
+		t.Fatal("no put of 256 KiB, whose part fits in n4's room, went to n4")
+	}
+	fc.setShardRoom("n3", 1<<20)
+	_, err := s.BeginPut(context.Background(), &pb.BlobPutHeader{Name: "wide", Size: 3 << 20, DataShards: 2, ParityShards: 1}, "")
+	if !errors.Is(err, ErrNotEnoughShards) || !strings.Contains(err.Error(), "2 more alive with too little room in their shard stores for this blob's part") {
+		t.Fatalf("3 MiB 2+1 put with two of four agents short of room: %v, want not enough shards saying why", err)
+	}
+}
+
 // TestPutsPlaceNoShardOnAFullAgent: an agent whose shard store says it is
 // full gets no shard of a new put, as a target or a spare, so a 2+1 put
 // on four agents with one full is placed whole on the other three; with

@@ -44,6 +44,19 @@ const (
 	partSuffix      = ".part"
 )
 
+// PartBytes is the size of the part file that holds one shard of every
+// block of a blob of size bytes cut into blockSize-byte blocks, each
+// encoded into k data shards: what an agent needs room for to take one
+// shard index of the blob.
+func PartBytes(size int64, blockSize, k int) int64 {
+	if size <= 0 || blockSize <= 0 || k <= 0 {
+		return PartHeaderSize
+	}
+	h := partHeader{K: uint8(min(k, 255)), BlockSize: uint32(blockSize)}
+	blocks := (size + int64(blockSize) - 1) / int64(blockSize)
+	return PartHeaderSize + blocks*h.slotLen()
+}
+
 // partHeader is what a part file's header says.
 type partHeader struct {
 	Blob      string
