@@ -415,6 +415,10 @@ func (p *stripePut) abort(ctx context.Context) {
 	}
 }
 
+// minCommitRetry is the least time a put's commit is sent again for when
+// it finds no leader or its answer is lost (the lease's, when longer).
+const minCommitRetry = 5 * time.Second
+
 // commit builds the blob's metadata from the shards the agents confirmed
 // and commits it through any agent.
 func (p *stripePut) commit(ctx context.Context, senders []*shardSender) (*zrpcpb.BlobPutResponse, error) {
@@ -423,17 +427,47 @@ func (p *stripePut) commit(ctx context.Context, senders []*shardSender) (*zrpcpb
 		p.abort(ctx)
 		return nil, err
 	}
+	// Every attempt sends the same request: the agents apply a commit
+	// once, and answer a repeat of one that applied with its blob. So a
+	// commit that finds no leader, or whose answer is lost, is sent again
+	// for as long as the put's lease is kept (renew gives up, failing the
+	// put, once it could not renew it for longer than the lease), at most
+	// one lease's time, or while the caller waits.
 	req := &zrpcpb.CommitPutRequest{Blob: blob, Overwrite: p.hdr.Overwrite, RequestId: newRequestID()}
 	var resp *zrpcpb.BlobPutResponse
-	err = p.c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
-		resp, err = zrpcpb.NewBlobsClient(ep.conn).CommitPut(ctx, req)
-		return err
-	})
+	proposed := false // an attempt may have reached a leader
+	giveUp := time.Now().Add(max(time.Duration(p.begin.GetLeaseTtlMs())*time.Millisecond, minCommitRetry))
+	for attempt := 0; ; attempt++ {
+		err = p.c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+			resp, err = zrpcpb.NewBlobsClient(ep.conn).CommitPut(ctx, req)
+			return err
+		})
+		if err == nil {
+			return resp, nil
+		}
+		ambiguous := errors.Is(err, apierr.ErrOutcomeUnknown) || retryable(err) || status.Code(err) == codes.DeadlineExceeded
+		if !ambiguous || ctx.Err() != nil {
+			break
+		}
+		// An agent that found no leader proposed nothing.
+		proposed = proposed || !errors.Is(err, apierr.ErrNoLeader)
+		if p.ctx.Err() != nil || time.Now().After(giveUp) {
+			break // the lease is lost (or the put failed otherwise)
+		}
+		p.c.log.Warn("a put's commit did not get through; sending it again", "blob", p.hdr.Name, "id", p.begin.BlobId, "attempt", attempt+1, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-p.ctx.Done():
+		case <-time.After(backoffDelay(attempt)):
+		}
+	}
 	switch {
-	case err == nil:
-		return resp, nil
 	case errors.Is(err, apierr.ErrOutcomeUnknown):
 		return nil, err
+	case !proposed && errors.Is(err, apierr.ErrNoLeader):
+		p.abort(ctx)
+		return nil, fmt.Errorf("put %q was not stored: its commit found no cluster leader (%w); put it again once the cluster has a leader (`zrpcctl status`)",
+			p.hdr.Name, err)
 	case ctx.Err() != nil || retryable(err) || status.Code(err) == codes.DeadlineExceeded:
 		// The commit may have been proposed: no answer says whether it
 		// applied, and an abort now could not tell either.

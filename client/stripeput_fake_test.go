@@ -36,6 +36,10 @@ type fakeBlobs struct {
 	// for its caller to go away instead.
 	commitErr  error
 	commitHang bool
+	// commitFails, while above 0, makes CommitPut answer commitFailErr
+	// (counting down); -1 makes it do so always.
+	commitFails   int
+	commitFailErr error
 	// renewDown makes RenewPut answer Unavailable, as when no agent can
 	// reach the leader.
 	renewDown bool
@@ -240,7 +244,10 @@ func (a *fakeAgent) WriteShards(stream zrpcpb.Blobs_WriteShardsServer) error {
 
 func (a *fakeAgent) RenewPut(_ context.Context, req *zrpcpb.RenewPutRequest) (*zrpcpb.RenewPutResponse, error) {
 	f := a.f
-	if f.renewDown {
+	f.mu.Lock()
+	down := f.renewDown
+	f.mu.Unlock()
+	if down {
 		return nil, apierr.ToStatus(fmt.Errorf("%w: no leader to renew the put with", apierr.ErrNoLeader))
 	}
 	if !f.isPending(req.BlobId, req.Name) {
@@ -260,6 +267,15 @@ func (a *fakeAgent) CommitPut(ctx context.Context, req *zrpcpb.CommitPutRequest)
 	if f.commitHang {
 		<-ctx.Done()
 		return nil, ctx.Err()
+	}
+	f.mu.Lock()
+	failing := f.commitFails != 0
+	if f.commitFails > 0 {
+		f.commitFails--
+	}
+	f.mu.Unlock()
+	if failing {
+		return nil, apierr.ToStatus(f.commitFailErr)
 	}
 	if f.commitErr != nil {
 		return nil, apierr.ToStatus(f.commitErr)

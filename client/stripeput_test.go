@@ -368,6 +368,57 @@ func TestStripedPutWhoseCommitIsRefusedIsAborted(t *testing.T) {
 	}
 }
 
+// TestStripedPutSendsItsCommitAgainWhileThereIsNoLeader: a commit that
+// finds no leader (an election, a quorum back in a moment) is sent again,
+// the same request each time, and the put succeeds once one is there.
+func TestStripedPutSendsItsCommitAgainWhileThereIsNoLeader(t *testing.T) {
+	f := newFakeBlobs(t, 3)
+	f.commitFails, f.commitFailErr = 5, fmt.Errorf("%w: 1 of 3 voters reachable", apierr.ErrNoLeader)
+	c := f.client(t)
+	data := randomBytes(t, 200<<10)
+	resp, err := c.PutBlob(testContext(t), "a", bytes.NewReader(data), PutOptions{})
+	if err != nil || resp.GetBlob().GetName() != "a" {
+		t.Fatalf("PutBlob: %v, %v; want it stored once a leader answers", resp, err)
+	}
+	commits, aborted, _ := f.snapshot()
+	if len(commits) != 6 || len(aborted) != 0 {
+		t.Fatalf("%d commits, aborts %v; want 6 attempts and no abort", len(commits), aborted)
+	}
+	for _, cm := range commits {
+		if cm.RequestId != commits[0].RequestId || cm.RequestId == "" {
+			t.Fatalf("attempts carry request ids %q and %q: want one, so that a commit applies once", commits[0].RequestId, cm.RequestId)
+		}
+	}
+}
+
+// TestStripedPutWhoseCommitNeverFoundALeaderSaysItWasNotStored: when no
+// attempt of the commit found a leader, nothing was proposed, so the put
+// is known not stored: the error says so (not "outcome unknown"), and the
+// put is aborted.
+func TestStripedPutWhoseCommitNeverFoundALeaderSaysItWasNotStored(t *testing.T) {
+	f := newFakeBlobs(t, 3)
+	f.leaseTTL = 300 * time.Millisecond
+	f.commitFails, f.commitFailErr = -1, fmt.Errorf("%w: 1 of 3 voters reachable", apierr.ErrNoLeader)
+	c := f.client(t)
+	data := randomBytes(t, 200<<10)
+	go func() { // renewals too find no leader once the blob is sent
+		waitFor(t, "the commit is sent", func() bool {
+			commits, _, _ := f.snapshot()
+			return len(commits) > 0
+		})
+		f.mu.Lock()
+		f.renewDown = true
+		f.mu.Unlock()
+	}()
+	_, err := c.PutBlob(testContext(t), "a", bytes.NewReader(data), PutOptions{})
+	if !errors.Is(err, apierr.ErrNoLeader) || errors.Is(err, apierr.ErrOutcomeUnknown) || !strings.Contains(err.Error(), "was not stored") {
+		t.Fatalf("PutBlob: %v; want ErrNoLeader saying the put was not stored", err)
+	}
+	if commits, aborted, _ := f.snapshot(); len(commits) < 2 || len(aborted) != 1 {
+		t.Fatalf("%d commits, aborts %v; want the commit sent again, then the put aborted", len(commits), aborted)
+	}
+}
+
 func TestStripedPutWhoseCommitAnswerIsLostSaysOutcomeUnknown(t *testing.T) {
 	f := newFakeBlobs(t, 3)
 	f.commitHang = true
