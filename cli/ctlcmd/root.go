@@ -153,6 +153,16 @@ func (o *options) explain(err error) error {
 		hint = "the cluster has no leader now; `zrpcctl status` says which voters the agent cannot reach (a leader needs a majority of them), `zrpcctl members` what its gossip sees"
 	case errors.Is(err, context.DeadlineExceeded), status.Code(err) == codes.DeadlineExceeded:
 		hint = fmt.Sprintf("no answer within --timeout %s; is the agent at %s overloaded or partitioned?", o.timeout, o.addr)
+	case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "does not look like a TLS handshake"):
+		hint = fmt.Sprintf("the agent at %s does not speak TLS: leave out --tls-ca, --tls-cert and --tls-key (and %s, %s, %s), or check that it is the agent you meant",
+			o.addr, tlsCAEnv, tlsCertEnv, tlsKeyEnv)
+	case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "HTTP/1.1 header"):
+		hint = fmt.Sprintf("%s answers HTTP/1 (the agent's HTTP port?): --addr takes the gRPC port, "+
+			"8400 unless the agent was started with --grpc-port (`zrpcd agent` prints its gRPC address when it starts)", o.addr)
+	case status.Code(err) == codes.Unavailable && hungUp(err):
+		hint = fmt.Sprintf("something at %s took the connection and closed it: an agent with TLS on (give --tls-ca, --tls-cert and --tls-key, or %s, %s, %s), "+
+			"or not an agent's gRPC port (its Raft or gossip port?): --addr takes the gRPC port, 8400 unless the agent was started with --grpc-port",
+			o.addr, tlsCAEnv, tlsCertEnv, tlsKeyEnv)
 	case status.Code(err) == codes.Unavailable:
 		hint = fmt.Sprintf("is an agent running at %s? start one with `zrpcd agent --dev`", o.addr)
 	case errors.Is(err, apierr.ErrDiskFull):
@@ -166,6 +176,20 @@ func (o *options) explain(err error) error {
 		return err
 	}
 	return &hintError{err: err, hint: hint}
+}
+
+// hungUp reports whether err is a connection that was taken and closed
+// before gRPC's HTTP/2 preface came back: a TLS listener hanging up on
+// plaintext, or a listener of another protocol (the agent's Raft port
+// waits for its own framing, gossip's for its own).
+func hungUp(err error) bool {
+	msg := err.Error()
+	for _, sign := range []string{"error reading server preface", "broken pipe", "connection reset by peer"} {
+		if strings.Contains(msg, sign) {
+			return true
+		}
+	}
+	return false
 }
 
 // hintError prints as the error, then the hint on its own line.

@@ -2,6 +2,9 @@ package ctlcmd
 
 import (
 	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/zrpcio/zrpc/cli"
 	"github.com/zrpcio/zrpc/client/clienttest"
+	"github.com/zrpcio/zrpc/internal/pki/pkitest"
 	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
@@ -209,10 +213,37 @@ func TestRegisterCheckTimeoutDefault(t *testing.T) {
 	}
 }
 
+// hangingUpListener accepts connections and closes them at once, as a
+// port of another protocol (or TLS, to plaintext) does; it returns its
+// address.
+func hangingUpListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
 func TestAgentErrors(t *testing.T) {
 	t.Setenv(addrEnv, "")
 	f := startFake(t)
 	down := clienttest.ClosedAddr(t)
+	web := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(web.Close)
+	httpAddr := web.Listener.Addr().String()
+	hangUp := hangingUpListener(t)
+	kitFiles := pkitest.New(t).Client("ops")
 	tests := []struct {
 		name  string
 		addr  string
@@ -223,6 +254,12 @@ func TestAgentErrors(t *testing.T) {
 			[]string{"Error: deregister user.rpc/user-9: not found: instance user.rpc/user-9"}},
 		{"no agent", down, []string{"status"},
 			[]string{"Error: ", "Hint: is an agent running at " + down + "? start one with `zrpcd agent --dev`"}},
+		{"an HTTP port", httpAddr, []string{"status"},
+			[]string{"Hint: " + httpAddr + " answers HTTP/1 (the agent's HTTP port?): --addr takes the gRPC port"}},
+		{"a port that hangs up", hangUp, []string{"status"},
+			[]string{"Hint: something at " + hangUp + " took the connection and closed it: an agent with TLS on", "its Raft or gossip port?"}},
+		{"TLS to a plaintext agent", f.Addr, []string{"status", "--tls-ca", kitFiles.CA, "--tls-cert", kitFiles.Cert, "--tls-key", kitFiles.Key},
+			[]string{"Hint: the agent at " + f.Addr + " does not speak TLS: leave out --tls-ca"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
