@@ -17,6 +17,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/storage/codec"
 	"github.com/zrpcio/zrpc/storage/placement"
@@ -75,18 +76,22 @@ func (sc Scheme) need() int {
 // than the alive agents is refused unless the caller asked for best effort.
 func chooseScheme(h *pb.BlobPutHeader, members []Member) (Scheme, error) {
 	alive := len(placeable(members))
-	full := ""
-	if n := aliveMembers(members) - alive; n > 0 { // alive, with full shard stores
+	full, roomless := "", aliveMembers(members)-alive // alive, with full shard stores or too little room
+	// A put refused for want of room says so with ErrNoSpace too: more
+	// space, not more agents alive, is the remedy.
+	noSpace := ErrNotEnoughShards
+	if roomless > 0 {
 		short := 0
 		for _, m := range members {
 			if m.Alive && m.Short && !m.Full {
 				short++
 			}
 		}
-		full = fmt.Sprintf(" (%d more alive with full shard stores, or too little room for this blob's part: free space there, or add agents)", n)
-		if short == n {
-			full = fmt.Sprintf(" (%d more alive with too little room in their shard stores for this blob's part: free space there, or add agents)", n)
+		full = fmt.Sprintf(" (%d more alive with full shard stores, or too little room for this blob's part: free space there, raise their --shard-max-bytes, delete blobs or add agents)", roomless)
+		if short == roomless {
+			full = fmt.Sprintf(" (%d more alive with too little room in their shard stores for this blob's part: free space there, raise their --shard-max-bytes, delete blobs or add agents)", roomless)
 		}
+		noSpace = fmt.Errorf("%w: %w", ErrNotEnoughShards, apierr.ErrNoSpace)
 	}
 	var sc Scheme
 	explicit := h.DataShards != 0 || h.ParityShards != 0
@@ -106,6 +111,10 @@ func chooseScheme(h *pb.BlobPutHeader, members []Member) (Scheme, error) {
 		if alive < sc.need() && m > 0 && alive-m >= 1 {
 			sc = Scheme{K: alive - m, M: m}
 		}
+	}
+	if alive < sc.need() && alive+roomless >= sc.need() {
+		return sc, fmt.Errorf("%w: a %s blob needs at least %d shards stored per block, only %d of %d agents are alive with room%s",
+			noSpace, sc, sc.need(), alive, len(members), full)
 	}
 	if alive < sc.need() {
 		return sc, fmt.Errorf("%w: a %s blob needs at least %d shards stored per block, only %d of %d agents are alive with room%s; retry when agents are back or choose fewer shards",
