@@ -192,6 +192,12 @@ type apiStatus struct{ n *Node }
 func (a apiStatus) RaftStatus() raftstore.Status         { return a.n.store.Status() }
 func (a apiStatus) Servers() ([]raftstore.Server, error) { return a.n.store.Servers() }
 func (a apiStatus) ClusterID() string                    { return a.n.clusterID() }
+func (a apiStatus) Forming() string {
+	if s := a.n.forming.Load(); s != nil {
+		return *s
+	}
+	return ""
+}
 func (a apiStatus) TLSExpires() time.Time {
 	if a.n.tls == nil {
 		return time.Time{}

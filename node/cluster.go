@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -222,6 +223,13 @@ func (n *Node) joinPeers(ctx context.Context) {
 	n.log.Info("joined the cluster", "via", addrs)
 }
 
+// An agent waiting for bootstrap_expect peers warns of it after
+// formingWarnAfter, then every formingWarnEvery.
+const (
+	formingWarnAfter = 10 * time.Second
+	formingWarnEvery = time.Minute
+)
+
 // bootstrapExpected waits until bootstrap_expect servers (this one
 // included) see each other, checks that none of them already belongs to a
 // cluster, and bootstraps them all as voters. Every agent does the same with
@@ -229,6 +237,8 @@ func (n *Node) joinPeers(ctx context.Context) {
 func (n *Node) bootstrapExpected(ctx context.Context) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
+	defer n.forming.Store(nil)
+	started, warned := time.Now(), time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -236,12 +246,22 @@ func (n *Node) bootstrapExpected(ctx context.Context) {
 		case <-t.C:
 		}
 		var servers []raftstore.Server
+		var names []string
 		for _, m := range n.gossip().Members() {
 			if m.Status == "alive" && m.Meta.Role == "server" && m.Meta.RaftAddr != "" {
 				servers = append(servers, raftstore.Server{ID: m.Name, Address: m.Meta.RaftAddr, Suffrage: raftstore.Voter})
+				names = append(names, m.Name)
 			}
 		}
 		if len(servers) < n.cfg.BootstrapExpect {
+			sort.Strings(names)
+			why := fmt.Sprintf("waiting to bootstrap: bootstrap_expect is %d and gossip sees %d agents (%s); start the others with --bootstrap-expect %d and --join an agent that runs",
+				n.cfg.BootstrapExpect, len(servers), strings.Join(names, ", "), n.cfg.BootstrapExpect)
+			n.forming.Store(&why)
+			if now := time.Now(); now.Sub(started) >= formingWarnAfter && now.Sub(warned) >= formingWarnEvery {
+				n.log.Warn("no cluster yet: "+why, "waiting", now.Sub(started).Round(time.Second).String())
+				warned = now
+			}
 			continue
 		}
 		if addr, _ := n.store.Leader(); addr != "" {

@@ -85,6 +85,9 @@ type Node struct {
 	blobs       *storage.Store
 	tls         *tlsconf.Reloader // nil without TLS (tls.go)
 	tokenTLS    bool              // the agent signs its certificate from the cluster token
+	// forming is what the agent waits for to bootstrap (bootstrap_expect),
+	// nil when it does not (bootstrapExpected).
+	forming atomic.Pointer[string]
 	// aclResolver finds tokens for the gRPC interceptors and the HTTP
 	// endpoint's pprof; nil with ACLs off.
 	aclResolver acl.Resolver

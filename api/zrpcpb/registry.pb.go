@@ -2121,8 +2121,12 @@ type StatusResponse struct {
 	// tls_cert_expires is when the agent's TLS certificate, or the CA that
 	// signed it if that is first, expires; unset without TLS.
 	TlsCertExpires *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=tls_cert_expires,json=tlsCertExpires,proto3" json:"tls_cert_expires,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// forming says what an agent started with bootstrap_expect waits for
+	// before it bootstraps the cluster with its peers ("2 of 3 agents seen:
+	// b1, b2"); empty otherwise.
+	Forming       string `protobuf:"bytes,22,opt,name=forming,proto3" json:"forming,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -2300,6 +2304,13 @@ func (x *StatusResponse) GetTlsCertExpires() *timestamppb.Timestamp {
 		return x.TlsCertExpires
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetForming() string {
+	if x != nil {
+		return x.Forming
+	}
+	return ""
 }
 
 // UnreachableVoter is a voter of the Raft configuration that the answering
@@ -3170,7 +3181,7 @@ const file_registry_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x0f\n" +
-	"\rStatusRequest\"\xb0\x06\n" +
+	"\rStatusRequest\"\xca\x06\n" +
 	"\x0eStatusResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
@@ -3196,7 +3207,8 @@ const file_registry_proto_rawDesc = "" +
 	"maxWatches\x12'\n" +
 	"\x0fsession_streams\x18\x13 \x01(\rR\x0esessionStreams\x12!\n" +
 	"\fmax_sessions\x18\x14 \x01(\rR\vmaxSessions\x12D\n" +
-	"\x10tls_cert_expires\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\x0etlsCertExpires\"t\n" +
+	"\x10tls_cert_expires\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\x0etlsCertExpires\x12\x18\n" +
+	"\aforming\x18\x16 \x01(\tR\aforming\"t\n" +
 	"\x10UnreachableVoter\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x124\n" +

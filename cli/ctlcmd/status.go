@@ -121,6 +121,9 @@ func statusLeader(st *pb.StatusResponse) string {
 	if st.GetRaftStopped() != "" {
 		return "no leader: this agent stopped its Raft node (Raft stopped, below)"
 	}
+	if f := st.GetForming(); f != "" {
+		return "no cluster yet: " + f
+	}
 	if needed := st.GetVoters()/2 + 1; st.GetVoters() > 0 && st.GetReachableVoters() < needed {
 		return fmt.Sprintf("no leader: %d of %d voters reachable, a leader needs %d (restart them; if a majority is gone for good, see `zrpcd agent recover --help`)", st.GetReachableVoters(), st.GetVoters(), needed)
 	}

@@ -174,6 +174,9 @@ type StatusAgent interface {
 	// TLSExpires is when the agent's TLS certificate (or its CA) expires;
 	// zero without TLS.
 	TLSExpires() time.Time
+	// Forming is what the agent waits for to bootstrap with its peers
+	// (bootstrap_expect); "" when it does not.
+	Forming() string
 	// Quorum is which voters the agent can reach.
 	Quorum() (raftstore.Quorum, error)
 	// Members are the agents gossip knows.

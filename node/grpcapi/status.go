@@ -37,6 +37,7 @@ func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 		ClusterId:    s.cfg.Status.ClusterID(),
 		RaftStopped:  st.Stopped,
 	}
+	resp.Forming = s.cfg.Status.Forming()
 	if t := s.cfg.Status.TLSExpires(); !t.IsZero() {
 		resp.TlsCertExpires = timestamppb.New(t)
 	}
