@@ -48,6 +48,10 @@ type Meta struct {
 	// announced, seldom); 0 when the agent does not say (older builds).
 	// A put of known size places no part on an agent without room for it.
 	ShardRoom int64
+	// FSMVersion is the newest registry command semantics the agent's
+	// build applies (raftstore.FSMVersion); 0 from builds before it was
+	// announced, which apply version 1.
+	FSMVersion int
 }
 
 // ErrMetaTooLarge is returned (wrapped) when a Meta does not fit in
@@ -73,6 +77,7 @@ type wireMeta struct {
 	Hello    bool   `json:"rh,omitempty"`
 	Full     bool   `json:"sf,omitempty"`
 	Room     int64  `json:"sr,omitempty"`
+	FSM      int    `json:"fv,omitempty"`
 }
 
 // validate checks the fields both when encoding and after decoding.
@@ -99,6 +104,9 @@ func (m Meta) validate() error {
 	if m.ShardRoom < 0 {
 		return fmt.Errorf("shard room %d is negative", m.ShardRoom)
 	}
+	if m.FSMVersion < 0 {
+		return fmt.Errorf("fsm version %d is negative", m.FSMVersion)
+	}
 	return nil
 }
 
@@ -114,7 +122,7 @@ func (m Meta) encode() ([]byte, error) {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	w := wireMeta{V: metaVersion, Name: m.Name, GRPCAddr: m.GRPCAddr, RaftAddr: m.RaftAddr,
-		Role: m.Role, Build: m.Build, Zone: m.Zone, Cluster: m.ClusterID, Former: m.RecoveredFrom, Hello: m.RaftHello, Full: m.ShardsFull, Room: m.ShardRoom}
+		Role: m.Role, Build: m.Build, Zone: m.Zone, Cluster: m.ClusterID, Former: m.RecoveredFrom, Hello: m.RaftHello, Full: m.ShardsFull, Room: m.ShardRoom, FSM: m.FSMVersion}
 	if err := enc.Encode(w); err != nil {
 		return nil, fmt.Errorf("encode meta: %w", err)
 	}
@@ -142,7 +150,7 @@ func decodeMeta(b []byte) (Meta, error) {
 		return Meta{}, fmt.Errorf("decode meta: unsupported version %d (this build reads %d)", w.V, metaVersion)
 	}
 	m := Meta{Name: w.Name, GRPCAddr: w.GRPCAddr, RaftAddr: w.RaftAddr, Role: w.Role, Build: w.Build, Zone: w.Zone, ClusterID: w.Cluster, RecoveredFrom: w.Former,
-		RaftHello: w.Hello, ShardsFull: w.Full, ShardRoom: w.Room}
+		RaftHello: w.Hello, ShardsFull: w.Full, ShardRoom: w.Room, FSMVersion: w.FSM}
 	if err := m.validate(); err != nil {
 		return Meta{}, fmt.Errorf("decode meta: %w", err)
 	}

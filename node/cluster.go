@@ -124,7 +124,7 @@ func (n *Node) stillMember(name string) bool {
 func (n *Node) selfMeta() gossip.Meta {
 	return gossip.Meta{
 		Name: n.cfg.Name, GRPCAddr: n.GRPCAddr(), RaftAddr: n.store.RaftAddr(),
-		Role: "server", Build: n.cfg.Build, Zone: n.cfg.Zone, ClusterID: n.clusterID(), RecoveredFrom: n.recoveredFrom(),
+		Role: "server", Build: n.cfg.Build, Zone: n.cfg.Zone, ClusterID: n.clusterID(), RecoveredFrom: n.recoveredFrom(), FSMVersion: raftstore.FSMVersion,
 		RaftHello: true, ShardsFull: n.shardsFull.Load(), ShardRoom: n.shardRoom.Load(),
 	}
 }
@@ -323,4 +323,40 @@ func (n *Node) askPeer(ctx context.Context, grpcAddr string, call func(context.C
 	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
 	return call(ctx, conn)
+}
+
+// clusterFSMVersion is the oldest state machine version (raftstore.
+// FSMVersion) among the Raft servers and the agents named, as their
+// gossip meta says, or said last for one gossip no longer lists, or else
+// as the registry's node record of the agent says; an agent that
+// announces none, or that neither knows, counts as 1.
+func (n *Node) clusterFSMVersion(names ...string) int {
+	servers, err := n.store.Servers()
+	if err != nil {
+		return 1
+	}
+	v := raftstore.FSMVersion
+	check := func(name string) {
+		if name == n.cfg.Name {
+			return
+		}
+		fv, known := 0, false
+		if g := n.gossip(); g != nil {
+			var m gossip.Member
+			if m, known = g.LastKnown(name); known {
+				fv = m.Meta.FSMVersion
+			}
+		}
+		if rec := n.store.FSM().Node(name); !known && rec != nil {
+			fv = int(rec.GetFsmVersion())
+		}
+		v = min(v, max(fv, 1))
+	}
+	for _, s := range servers {
+		check(s.ID)
+	}
+	for _, name := range names {
+		check(name)
+	}
+	return v
 }

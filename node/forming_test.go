@@ -8,6 +8,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // TestStatusSaysWhatABootstrapExpectAgentWaitsFor: an agent started with
@@ -31,4 +32,24 @@ func TestStatusSaysWhatABootstrapExpectAgentWaitsFor(t *testing.T) {
 		st, err := status.Status(ctxT(t), &pb.StatusRequest{})
 		return err == nil && strings.Contains(st.Forming, want) && st.Leader == ""
 	})
+}
+
+// TestClusterFSMVersionCountsWhatItCannotKnowAsTheOldest: the agent's own
+// version for itself; an agent neither gossip nor the registry knows
+// counts as version 1; one gossip has forgotten counts as its node record
+// says.
+func TestClusterFSMVersionCountsWhatItCannotKnowAsTheOldest(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	if got := n.clusterFSMVersion(); got != raftstore.FSMVersion {
+		t.Fatalf("one agent: version %d, want this build's %d", got, raftstore.FSMVersion)
+	}
+	if got := n.clusterFSMVersion("ghost"); got != 1 {
+		t.Fatalf("with an agent no one knows: version %d, want 1", got)
+	}
+	if _, err := n.store.Apply(ctxT(t), &pb.Command{Kind: &pb.Command_NodeUpsert{NodeUpsert: &pb.Node{Name: "ghost", FsmVersion: 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.clusterFSMVersion("ghost"); got != 2 {
+		t.Fatalf("with an agent whose node record says 2: version %d, want 2", got)
+	}
 }

@@ -54,7 +54,10 @@ type reconciler struct {
 	nodes   nodeTable
 	// apply commits a registry command (on the leader).
 	apply func(ctx context.Context, cmd *pb.Command) (uint64, error)
-	log   *slog.Logger
+	// fsmVersion is the oldest state machine version among the Raft
+	// servers and the agents named (clusterFSMVersion); nil: this build's.
+	fsmVersion func(names ...string) int
+	log        *slog.Logger
 	// failedSince is when each failed or unknown server was first seen so.
 	failedSince map[string]time.Time
 }
@@ -70,7 +73,7 @@ func (n *Node) newReconciler() *reconciler {
 			}
 			return n.gossip().Members()
 		},
-		raft: n.store, nodes: n.store.FSM(), apply: n.store.Apply, log: n.log,
+		raft: n.store, nodes: n.store.FSM(), apply: n.store.Apply, log: n.log, fsmVersion: n.clusterFSMVersion,
 		failedSince: make(map[string]time.Time),
 	}
 }
@@ -180,7 +183,8 @@ func (r *reconciler) reapUnknownNodes(ctx context.Context, now time.Time, member
 // reconcileAlive makes an alive server a Raft member with up-to-date node
 // information, promoting nonvoters while voters are missing.
 func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft map[string]raftstore.Server, voters *int) error {
-	want := &pb.Node{Name: m.Name, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr, Zone: m.Meta.Zone, Build: m.Meta.Build, Health: pb.Health_PASSING}
+	want := &pb.Node{Name: m.Name, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr, Zone: m.Meta.Zone, Build: m.Meta.Build, Health: pb.Health_PASSING,
+		FsmVersion: uint32(m.Meta.FSMVersion)}
 	cur := r.nodes.Node(m.Name)
 	// An agent back after its reap has no node record; the instances its
 	// reap kept (removeMember) pass again, and only those: a new agent's
@@ -204,7 +208,8 @@ func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft
 		r.log.Info("agent alive again; its instances are passing", "member", m.Name)
 		cur = r.nodes.Node(m.Name)
 	}
-	if cur == nil || cur.GrpcAddress != want.GrpcAddress || cur.RaftAddress != want.RaftAddress || cur.Zone != want.Zone || cur.Build != want.Build {
+	if cur == nil || cur.GrpcAddress != want.GrpcAddress || cur.RaftAddress != want.RaftAddress || cur.Zone != want.Zone || cur.Build != want.Build ||
+		cur.FsmVersion != want.FsmVersion {
 		if _, err := r.apply(ctx, &pb.Command{Kind: &pb.Command_NodeUpsert{NodeUpsert: want}}); err != nil {
 			return fmt.Errorf("record node %s: %w", m.Name, err)
 		}
@@ -271,6 +276,10 @@ func (r *reconciler) reconcileFailed(ctx context.Context, name string, down time
 // their deregister_critical_after runs out, or when the agent is removed
 // with `zrpcctl raft remove-peer`.
 func (r *reconciler) removeMember(ctx context.Context, name, why string, inRaft map[string]raftstore.Server, reap bool) error {
+	// Replicas of builds before keep_unbound would delete what the others
+	// keep: while any server (or the agent reaped, should it come back)
+	// runs one, a reap removes everything, as they do.
+	keep := reap && (r.fsmVersion == nil || r.fsmVersion(name) >= 2)
 	if _, ok := inRaft[name]; ok {
 		if err := r.raft.RemoveServer(ctx, name); err != nil {
 			return err
@@ -285,16 +294,20 @@ func (r *reconciler) removeMember(ctx context.Context, name, why string, inRaft 
 		return nil
 	}
 	rm := &pb.NodeRemove{Name: name}
-	if reap {
+	if keep {
 		rm.KeepUnbound = true
 		rm.Output = fmt.Sprintf("%s %s: %s; the instance stays until it is deregistered, or passes again when %s is back", raftstore.ReapedOutputPrefix, name, why, name)
 	}
 	if _, err := r.apply(ctx, &pb.Command{Kind: &pb.Command_NodeRemove{NodeRemove: rm}}); err != nil {
 		return fmt.Errorf("remove node %s: %w", name, err)
 	}
-	if reap {
+	switch {
+	case keep:
 		r.log.Info("removed agent and its sessions from the registry; its instances without a session stay, critical", "member", name, "why", why)
-	} else {
+	case reap:
+		r.log.Warn("removed agent and all its instances from the registry, those without a session too: an agent of an older build is in the cluster, and would delete them anyway; finish the upgrade",
+			"member", name, "why", why)
+	default:
 		r.log.Info("removed agent and its instances from the registry", "member", name, "why", why)
 	}
 	return nil

@@ -471,3 +471,27 @@ func TestReconcileLooksForKeptInstancesOnlyForAnAgentWithoutARecord(t *testing.T
 		t.Errorf("%d walks after agent c (no record) showed up, want 1", counter.walks)
 	}
 }
+
+// TestReconcileReapRemovesEverythingWhileAnOlderBuildRuns: while a Raft
+// server (or the agent reaped) runs a build whose state machine predates
+// keep_unbound, a reap removes the agent's instances without a session
+// too, as those replicas would, so that no two replicas differ.
+func TestReconcileReapRemovesEverythingWhileAnOlderBuildRuns(t *testing.T) {
+	f := newReconcileFixture(t, 3, voter("self"), voter("a"), voter("b"))
+	var asked []string
+	f.r.fsmVersion = func(names ...string) int {
+		asked = append(asked, names...)
+		return 1
+	}
+	f.record("a", "b")
+	f.gossip("a", gossip.StatusAlive, "b", gossip.StatusFailed)
+	f.pass(0)
+	f.pass(testReap + time.Second)
+	f.wantGone("b")
+	if f.fsm.Instance("api", "b") != nil {
+		t.Error("the reap kept b's instance without a session while an older build runs")
+	}
+	if !slices.Contains(asked, "b") {
+		t.Errorf("the reap asked the versions of %v, want the reaped agent's among them", asked)
+	}
+}

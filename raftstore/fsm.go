@@ -581,6 +581,18 @@ func (f *FSM) NodeOwnsAnything(name string) bool {
 	return false
 }
 
+// FSMVersion is the newest command semantics this build's state machine
+// applies. A command that replicas of an older build would apply
+// differently, and so leave replicas diverged, is proposed only once
+// every Raft server announces at least the version that brought it (the
+// agents say it in their gossip meta; builds from before say nothing and
+// count as 1):
+//
+//	1: the commands of builds that announce no version;
+//	2: NodeRemove.keep_unbound (a reap keeps the instances without a
+//	   session; version 1 replicas delete them).
+const FSMVersion = 2
+
 // ReapedOutputPrefix begins the health output the leader gives the
 // instances it keeps when it reaps their agent (NodeRemove.keep_unbound):
 // "removed with its agent NAME: ...".

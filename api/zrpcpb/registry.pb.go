@@ -458,13 +458,18 @@ func (x *Instance) GetHealthSince() int64 {
 }
 
 type Node struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	GrpcAddress   string                 `protobuf:"bytes,2,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
-	RaftAddress   string                 `protobuf:"bytes,3,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
-	Zone          string                 `protobuf:"bytes,4,opt,name=zone,proto3" json:"zone,omitempty"`
-	Build         string                 `protobuf:"bytes,5,opt,name=build,proto3" json:"build,omitempty"`
-	Health        Health                 `protobuf:"varint,6,opt,name=health,proto3,enum=zrpc.v1.Health" json:"health,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	GrpcAddress string                 `protobuf:"bytes,2,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	RaftAddress string                 `protobuf:"bytes,3,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	Zone        string                 `protobuf:"bytes,4,opt,name=zone,proto3" json:"zone,omitempty"`
+	Build       string                 `protobuf:"bytes,5,opt,name=build,proto3" json:"build,omitempty"`
+	Health      Health                 `protobuf:"varint,6,opt,name=health,proto3,enum=zrpc.v1.Health" json:"health,omitempty"`
+	// fsm_version is the newest registry command semantics the agent's
+	// build applies, as its gossip meta said (0: it did not say, version
+	// 1). The leader keeps it so that it knows an agent's version after
+	// gossip has forgotten the agent.
+	FsmVersion    uint32 `protobuf:"varint,7,opt,name=fsm_version,json=fsmVersion,proto3" json:"fsm_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -539,6 +544,13 @@ func (x *Node) GetHealth() Health {
 		return x.Health
 	}
 	return Health_HEALTH_UNSPECIFIED
+}
+
+func (x *Node) GetFsmVersion() uint32 {
+	if x != nil {
+		return x.FsmVersion
+	}
+	return 0
 }
 
 type ResponseHeader struct {
@@ -3076,14 +3088,16 @@ const file_registry_proto_rawDesc = "" +
 	"\fhealth_since\x18\x10 \x01(\x03R\vhealthSince\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb3\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd4\x01\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\x12!\n" +
 	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x12\x12\n" +
 	"\x04zone\x18\x04 \x01(\tR\x04zone\x12\x14\n" +
 	"\x05build\x18\x05 \x01(\tR\x05build\x12'\n" +
-	"\x06health\x18\x06 \x01(\x0e2\x0f.zrpc.v1.HealthR\x06health\"I\n" +
+	"\x06health\x18\x06 \x01(\x0e2\x0f.zrpc.v1.HealthR\x06health\x12\x1f\n" +
+	"\vfsm_version\x18\a \x01(\rR\n" +
+	"fsmVersion\"I\n" +
 	"\x0eResponseHeader\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x1b\n" +
 	"\tserved_by\x18\x02 \x01(\tR\bservedBy\"_\n" +
