@@ -1,13 +1,11 @@
 package node
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
-	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
@@ -17,14 +15,7 @@ import (
 func TestStatusSaysWhatABootstrapExpectAgentWaitsFor(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.BootstrapExpect = 2
-	n, err := New(cfg, WithLogger(testlog.New(t, cfg.Name)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	n := startedNode(t, cfg)
 	conn, _ := dial(t, n.GRPCAddr())
 	status := pb.NewStatusClient(conn)
 	want := "bootstrap_expect is 2 and gossip sees 1 agents (n1); start the others with --bootstrap-expect 2"

@@ -31,6 +31,15 @@ func testConfig(t testing.TB) Config {
 // test ends.
 func startNode(t testing.TB, cfg Config, opts ...Option) *Node {
 	t.Helper()
+	n := startedNode(t, cfg, opts...)
+	waitFor(t, 10*time.Second, "agent becomes leader", func() bool { return n.Store().IsLeader() })
+	return n
+}
+
+// startedNode starts an agent, without waiting for anything; it is closed
+// when the test ends (Close may be called before).
+func startedNode(t testing.TB, cfg Config, opts ...Option) *Node {
+	t.Helper()
 	opts = append([]Option{WithLogger(testlog.New(t, cfg.Name))}, opts...)
 	n, err := New(cfg, opts...)
 	if err != nil {
@@ -40,7 +49,6 @@ func startNode(t testing.TB, cfg Config, opts ...Option) *Node {
 		t.Fatalf("Start: %v", err)
 	}
 	t.Cleanup(func() { n.Close() })
-	waitFor(t, 10*time.Second, "agent becomes leader", func() bool { return n.Store().IsLeader() })
 	return n
 }
 

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
-	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
@@ -79,18 +78,11 @@ func TestAgentToAgentAPIRefusesCallersWithoutTheClusterSecret(t *testing.T) {
 func TestAgentWithoutClusterIdentityServesNoAgentAPI(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Bootstrap = false // a new agent waiting to be added to a cluster
-	n, err := New(cfg, WithLogger(testlog.New(t, cfg.Name)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	n := startedNode(t, cfg)
 	conn, _ := dial(t, n.GRPCAddr())
 	someSecret := bytes.Repeat([]byte{7}, 32)
 	ctx := metadata.AppendToOutgoingContext(ctxT(t), clusterAuthKey, clusterAuth(someSecret, "/zrpc.v1.Internal/Apply"))
-	_, err = pb.NewInternalClient(conn).Apply(ctx, &pb.Command{Kind: &pb.Command_ClusterInit{ClusterInit: &pb.ClusterInit{}}})
+	_, err := pb.NewInternalClient(conn).Apply(ctx, &pb.Command{Kind: &pb.Command_ClusterInit{ClusterInit: &pb.ClusterInit{}}})
 	// Refused, as Unavailable: it cannot yet tell an agent from a
 	// stranger, and will once it has joined, so an agent's call is retried.
 	if status.Code(err) != codes.Unavailable {

@@ -14,7 +14,6 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
-	"github.com/zrpcio/zrpc/internal/testlog"
 )
 
 // cancelledStream is a Session stream whose client goes away right after
@@ -80,16 +79,7 @@ func TestSessionHandlerEndsWhenItsClientGoesAwayMidRequest(t *testing.T) {
 // instead of holding its shutdown until the gRPC server's grace period
 // runs out and cuts them ("transport is closing").
 func TestSessionStreamEndsWhenTheAgentShutsDown(t *testing.T) {
-	cfg := testConfig(t)
-	n, err := New(cfg, WithLogger(testlog.New(t, cfg.Name)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() }) // Close may be called again
-	waitFor(t, 10*time.Second, "agent becomes leader", func() bool { return n.Store().IsLeader() })
+	n := startNode(t, testConfig(t))
 	_, reg := dial(t, n.GRPCAddr())
 	stream, err := reg.Session(ctxT(t))
 	if err != nil {

@@ -12,6 +12,60 @@ import (
 	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
+// cutCluster is a three-store cluster on cuttable stream layers, its
+// leader l and followers f1, f2, for the vote gate's tests.
+type cutCluster struct {
+	t         *testing.T
+	layers    []*cuttableLayer
+	cfgs      []Config
+	stores    []*Store
+	l, f1, f2 int
+}
+
+func newCutCluster(t *testing.T, configure func(cfg *Config)) *cutCluster {
+	c := &cutCluster{t: t, layers: make([]*cuttableLayer, 3), cfgs: make([]Config, 3)}
+	c.stores = openCluster(t, 3, func(i int, cfg *Config) {
+		c.layers[i] = newCuttableLayer(t)
+		cfg.StreamLayer = c.layers[i]
+		if configure != nil {
+			configure(cfg)
+		}
+		c.cfgs[i] = *cfg
+	})
+	leader := leaderOf(t, c.stores)
+	c.l, c.f1, c.f2 = -1, -1, -1
+	for i, s := range c.stores {
+		switch {
+		case s == leader:
+			c.l = i
+		case c.f1 < 0:
+			c.f1 = i
+		default:
+			c.f2 = i
+		}
+	}
+	return c
+}
+
+// restart opens store i again at its address on dir (its own, or an empty
+// one: a replaced disk), its log wrapped by wrap when not nil.
+func (c *cutCluster) restart(i int, dir string, wrap func(raft.LogStore) raft.LogStore) *Store {
+	c.t.Helper()
+	cfg := c.cfgs[i]
+	cfg.Bootstrap = false
+	cfg.Dir = dir
+	cfg.WrapLogStore = wrap
+	c.layers[i] = cuttableLayerAt(c.t, c.cfgs[i].StreamLayer.Addr().String())
+	cfg.StreamLayer = c.layers[i]
+	s := New(cfg)
+	if err := s.Open(); err != nil {
+		c.t.Fatalf("restart %s: %v", cfg.NodeID, err)
+	}
+	c.t.Cleanup(func() { s.Close() })
+	c.stores[i] = s
+	return s
+}
+
 // TestWipedVoterDoesNotElectALaggingCandidate: writes are committed by
 // the leader and f1 while f2 is cut off. The leader dies, f1 comes back
 // with an empty data dir (a replaced disk) under its old name and
@@ -21,27 +75,10 @@ import (
 // When the old leader returns from its disk, it leads again, and f1
 // catches up with every write.
 func TestWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
-	layers := make([]*cuttableLayer, 3)
-	cfgs := make([]Config, 3)
-	stores := openCluster(t, 3, func(i int, cfg *Config) {
-		layers[i] = newCuttableLayer(t)
-		cfg.StreamLayer = layers[i]
-		cfgs[i] = *cfg
-	})
-	leader := leaderOf(t, stores)
-	l, f1, f2 := -1, -1, -1
-	for i, s := range stores {
-		switch {
-		case s == leader:
-			l = i
-		case f1 < 0:
-			f1 = i
-		default:
-			f2 = i
-		}
-	}
+	c := newCutCluster(t, nil)
+	stores, leader, l, f1, f2 := c.stores, c.stores[c.l], c.l, c.f1, c.f2
 	lagging := stores[f2].FSM().Revision()
-	layers[f2].setCut(true)
+	c.layers[f2].setCut(true)
 	for _, id := range []string{"a", "b", "c"} {
 		mustStoreApply(t, leader, registerCmd(testInstance("api", id, "n1")))
 	}
@@ -53,21 +90,8 @@ func TestWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
 	// The leader dies; f1's disk is replaced.
 	stores[l].Close()
 	stores[f1].Close()
-	restart := func(i int, dir string) {
-		cfg := cfgs[i]
-		cfg.Bootstrap = false
-		cfg.Dir = dir
-		layers[i] = cuttableLayerAt(t, cfgs[i].StreamLayer.Addr().String())
-		cfg.StreamLayer = layers[i]
-		stores[i] = New(cfg)
-		if err := stores[i].Open(); err != nil {
-			t.Fatalf("restart %s: %v", cfg.NodeID, err)
-		}
-		t.Cleanup(func() { stores[i].Close() })
-	}
-	restart(f1, t.TempDir())
-	wiped := stores[f1]
-	layers[f2].setCut(false)
+	wiped := c.restart(f1, t.TempDir(), nil)
+	c.layers[f2].setCut(false)
 
 	testwait.For(t, 20*time.Second, "the wiped voter refuses the lagging candidate's vote requests", func() bool {
 		return wiped.transport.votes.refused.Load() >= 3
@@ -78,7 +102,7 @@ func TestWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
 		}
 	}
 
-	restart(l, cfgs[l].Dir)
+	c.restart(l, c.cfgs[l].Dir, nil)
 	testwait.For(t, 20*time.Second, "every replica, the wiped one too, has the acknowledged writes", func() bool {
 		for _, s := range stores {
 			if s.FSM().Revision() < acked {
@@ -101,29 +125,13 @@ func TestWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
 // it, as the leader has told the wiped voter a commit index beyond the
 // candidate's log.
 func TestPartlyCaughtUpWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
-	layers := make([]*cuttableLayer, 3)
-	cfgs := make([]Config, 3)
-	stores := openCluster(t, 3, func(i int, cfg *Config) {
-		layers[i] = newCuttableLayer(t)
-		cfg.StreamLayer = layers[i]
-		// The leader must keep its lead while the wiped voter restarts with
-		// the laggard cut off: were it to step down then, neither could
-		// vote for it, and the wiped voter would never get the log.
+	// The leader must keep its lead while the wiped voter restarts with
+	// the laggard cut off: were it to step down then, neither could vote
+	// for it, and the wiped voter would never get the log.
+	c := newCutCluster(t, func(cfg *Config) {
 		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 2*time.Second, 2*time.Second, 2*time.Second
-		cfgs[i] = *cfg
 	})
-	leader := leaderOf(t, stores)
-	l, f1, f2 := -1, -1, -1
-	for i, s := range stores {
-		switch {
-		case s == leader:
-			l = i
-		case f1 < 0:
-			f1 = i
-		default:
-			f2 = i
-		}
-	}
+	stores, leader, l, f1, f2 := c.stores, c.stores[c.l], c.l, c.f1, c.f2
 	// Several of raft's batches (256 entries) that every replica has,
 	// then writes the lagging f2 misses.
 	write := func(prefix string, n int) {
@@ -141,7 +149,7 @@ func TestPartlyCaughtUpWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
 	testwait.For(t, 20*time.Second, "every replica has the first writes", func() bool {
 		return stores[f2].FSM().Revision() == leader.FSM().Revision()
 	})
-	layers[f2].setCut(true)
+	c.layers[f2].setCut(true)
 	write("acked", 300)
 	acked := leader.FSM().Revision()
 	lagging, err := stores[f2].logs.LastIndex()
@@ -153,29 +161,18 @@ func TestPartlyCaughtUpWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
 	// raft's first batch and holds the second until the leader is gone.
 	stores[f1].Close()
 	hold := make(chan struct{})
-	cfg := cfgs[f1]
-	cfg.Bootstrap = false
-	cfg.Dir = t.TempDir()
-	cfg.WrapLogStore = func(s raft.LogStore) raft.LogStore { return holdingLog{s, 256, hold} }
-	layers[f1] = cuttableLayerAt(t, cfgs[f1].StreamLayer.Addr().String())
-	cfg.StreamLayer = layers[f1]
-	wiped := New(cfg)
-	if err := wiped.Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { wiped.Close() })
-	stores[f1] = wiped
+	wiped := c.restart(f1, t.TempDir(), func(s raft.LogStore) raft.LogStore { return holdingLog{s, 256, hold} })
 	testwait.For(t, 30*time.Second, "the wiped voter has raft's first batch of the log", func() bool {
 		last, err := wiped.logs.LastIndex()
 		return err == nil && last > bootstrapIndex
 	})
-	layers[l].setCut(true)
+	c.layers[l].setCut(true)
 	close(hold)
 	stores[l].Close()
 	if last, _ := wiped.logs.LastIndex(); last >= lagging {
 		t.Fatalf("the wiped voter's log reaches %d, the lagging one's %d: the test is void", last, lagging)
 	}
-	layers[f2].setCut(false)
+	c.layers[f2].setCut(false)
 
 	testwait.For(t, 20*time.Second, "the wiped voter refuses the lagging candidate's vote requests", func() bool {
 		return wiped.transport.votes.refused.Load() >= 2
@@ -186,15 +183,7 @@ func TestPartlyCaughtUpWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
 		}
 	}
 
-	cfg = cfgs[l]
-	cfg.Bootstrap = false
-	layers[l] = cuttableLayerAt(t, cfgs[l].StreamLayer.Addr().String())
-	cfg.StreamLayer = layers[l]
-	stores[l] = New(cfg)
-	if err := stores[l].Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stores[l].Close() })
+	c.restart(l, c.cfgs[l].Dir, nil)
 	testwait.For(t, 30*time.Second, "every replica has the acknowledged writes", func() bool {
 		for _, s := range stores {
 			if s.FSM().Revision() < acked {
