@@ -40,7 +40,8 @@ Raft state (one given up for lost, or a survivor not emptied) is refused by
 gossip and by Raft, and both it and the recovered agents log why, for its
 log may hold entries the recovered log lacks under the same index and term.
 Empty its data dir (move it aside if it holds something you need) and start
-it again with --join.
+it again with --join. Recover one agent only: each recovery makes a cluster
+of its own, and two recovered agents refuse each other.
 
 The dead agents are removed after dead_node_reap, and repair rebuilds their
 blob shards on the agents that join. Do not use it while a majority of the
