@@ -201,13 +201,11 @@ func (n *Node) savedPeers() []string {
 	return addrs
 }
 
-// joinPeers joins the configured addresses and, for an agent with state,
-// the peers it remembers, retrying until one answers.
+// joinPeers joins the configured addresses and the peers it remembers
+// (an agent restarted with state, or stopped while it was joining),
+// retrying until one answers.
 func (n *Node) joinPeers(ctx context.Context) {
-	addrs := slices.Clone(n.cfg.Join)
-	if n.store.HadState() {
-		addrs = append(addrs, n.savedPeers()...)
-	}
+	addrs := append(slices.Clone(n.cfg.Join), n.savedPeers()...)
 	if len(addrs) == 0 {
 		return
 	}

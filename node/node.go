@@ -289,8 +289,12 @@ func (n *Node) startRaft() error {
 	if err := ensureDir(raftDir); err != nil {
 		return err
 	}
-	// An agent that knows its cluster's id never bootstraps another.
-	bootstrap := n.cfg.Bootstrap && len(n.cfg.Join) == 0 && n.cfg.BootstrapExpect == 0 && n.dir.clusterID == ""
+	// An agent that knows its cluster's id never bootstraps another; nor
+	// does one that has gossiped with other agents (peers.json) and was
+	// stopped before it received the log: restarted without --join, it
+	// would found a cluster of its own beside the one it was joining, and
+	// rejoins through the peers it remembers instead (joinPeers).
+	bootstrap := n.cfg.Bootstrap && len(n.cfg.Join) == 0 && n.cfg.BootstrapExpect == 0 && n.dir.clusterID == "" && len(n.savedPeers()) == 0
 	rc := n.cfg.raftConfig()
 	rc.Dir = raftDir
 	rc.BindAddr = n.addr(n.cfg.RaftPort)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -297,5 +299,39 @@ func TestRecoveredClusterRefusesAgentsWithStateFromBefore(t *testing.T) {
 	}
 	if c.Node(a).Store().FSM().Instance("api", "after") != nil {
 		t.Fatalf("%s, with state from before the recovery, took the recovered cluster's writes", c.Name(a))
+	}
+}
+
+// TestAgentStoppedWhileJoiningRejoinsInsteadOfFoundingACluster: an agent
+// that joined the cluster's gossip but was stopped before it received the
+// log (the cluster had no leader to send it) has no Raft state; started
+// again without --join, it must not bootstrap a cluster of its own (it
+// then led alone, under another cluster id, for good) but rejoin through
+// the peers it remembers, and get the log once the cluster has a leader.
+func TestAgentStoppedWhileJoiningRejoinsInsteadOfFoundingACluster(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.WithDeadNodeReap(time.Hour))
+	cluster := c.Node(0).Store().FSM().ClusterID()
+	survivor, down := followers(t, c)
+	leader := c.LeaderIndex()
+	c.Kill(leader)
+	c.Kill(down)
+	joiner := c.Add()
+	c.WaitFor(20*time.Second, "the new agent remembers the survivor, its peer in gossip", func() bool {
+		_, err := os.Stat(filepath.Join(c.DataDir(joiner), "peers.json"))
+		return err == nil
+	})
+	if st, err := c.Status(joiner).Status(ctxT(t), &pb.StatusRequest{}); err != nil || st.LastLogIndex != 0 {
+		t.Fatalf("the new agent has Raft state before any leader could send it (%v, %v): the test is void", st, err)
+	}
+	c.Stop(joiner)
+	c.Restart(joiner) // without --join: from what its data dir remembers
+	c.Restart(leader)
+	c.Restart(down)
+	c.WaitFor(30*time.Second, "the new agent has the cluster's log and id", func() bool {
+		n := c.Node(joiner)
+		return n.Store().FSM().ClusterID() == cluster && n.Store().FSM().Revision() > 0
+	})
+	if got := c.Node(survivor).Store().FSM().ClusterID(); got != cluster {
+		t.Fatalf("the survivor's cluster id changed: %s, want %s", got, cluster)
 	}
 }

@@ -233,6 +233,9 @@ func (c *Cluster) Node(i int) *node.Node {
 	return m.node
 }
 
+// DataDir is agent i's data dir.
+func (c *Cluster) DataDir(i int) string { return c.member(i).cfg.DataDir }
+
 // Name is agent i's name ("n1" for i = 0).
 func (c *Cluster) Name(i int) string { return c.member(i).name }
 
