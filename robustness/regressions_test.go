@@ -24,6 +24,7 @@ var regressions = []struct {
 	{297587114, "the blob traffic took a length of 2^64-1 at offset 0 for a valid range (only from offset 2 on did it expect a refusal); the API refuses every length above 2^63-1"},
 	{72137793, "a gRPC-checked instance whose server does not serve read 'awaiting first gRPC health check', then passing once its agent was alive again"},
 	{136990113, "repair status read as idle while a failed shard rebuild waited for the next scan; losing a second agent's shards then left a block with 1 of 3 shards"},
+	{872364585, "an agent whose disk was replaced, killed again before any leader sent it the log, restarted without --join and bootstrapped a cluster of its own"},
 }
 
 func TestRegressions(t *testing.T) {
