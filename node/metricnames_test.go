@@ -42,8 +42,25 @@ func scrapeAgent(t *testing.T) map[string]*dto.MetricFamily {
 	}
 	n.metrics.observePanic("/zrpc.v1.Registry/Get")
 	n.metrics.observeACLRefusal("/zrpc.v1.Registry/Get", codes.PermissionDenied)
+	fams := scrapeMetrics(t, n.HTTPAddr())
 
-	resp, err := http.Get("http://" + n.HTTPAddr() + "/metrics")
+	// The metrics only an agent with TLS serves, from one with a cluster
+	// token (its HTTP endpoint is plain, as every agent's).
+	cfg := testConfig(t)
+	cfg.Name, cfg.ClusterToken = "tls1", strings.Repeat("k", 40)
+	for name, mf := range scrapeMetrics(t, startNode(t, cfg).HTTPAddr()) {
+		if _, ok := fams[name]; !ok {
+			fams[name] = mf
+		}
+	}
+	return fams
+}
+
+// scrapeMetrics reads and parses the /metrics of the agent whose HTTP
+// endpoint is at addr.
+func scrapeMetrics(t *testing.T, addr string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
