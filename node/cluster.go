@@ -244,15 +244,17 @@ func (n *Node) bootstrapExpected(ctx context.Context) {
 		case <-t.C:
 		}
 		var servers []raftstore.Server
-		var names []string
 		for _, m := range n.gossip().Members() {
 			if m.Status == "alive" && m.Meta.Role == "server" && m.Meta.RaftAddr != "" {
 				servers = append(servers, raftstore.Server{ID: m.Name, Address: m.Meta.RaftAddr, Suffrage: raftstore.Voter})
-				names = append(names, m.Name)
 			}
 		}
+		sort.Slice(servers, func(i, j int) bool { return servers[i].ID < servers[j].ID })
 		if len(servers) < n.cfg.BootstrapExpect {
-			sort.Strings(names)
+			names := make([]string, len(servers))
+			for i, s := range servers {
+				names[i] = s.ID
+			}
 			why := fmt.Sprintf("waiting to bootstrap: bootstrap_expect is %d and gossip sees %d agents (%s); start the others with --bootstrap-expect %d and --join an agent that runs",
 				n.cfg.BootstrapExpect, len(servers), strings.Join(names, ", "), n.cfg.BootstrapExpect)
 			n.forming.Store(&why)
@@ -269,7 +271,6 @@ func (n *Node) bootstrapExpected(ctx context.Context) {
 			n.log.Info("a peer already belongs to a cluster; waiting to be added instead of bootstrapping")
 			return
 		}
-		sort.Slice(servers, func(i, j int) bool { return servers[i].ID < servers[j].ID })
 		if err := n.store.BootstrapCluster(servers); err != nil {
 			n.log.Error("bootstrap failed", "err", err)
 		}

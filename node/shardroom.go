@@ -31,7 +31,8 @@ func (n *Node) checkShardRoom() bool {
 		n.log.Debug("could not tell the shard store's room", "err", err)
 		return false
 	}
-	roomChanged := n.shardRoom.Swap(roomClass(room)) != roomClass(room)
+	class := roomClass(room)
+	roomChanged := n.shardRoom.Swap(class) != class
 	full := room < int64(n.cfg.BlobBlockSize)
 	if n.shardsFull.Swap(full) == full {
 		return roomChanged

@@ -77,9 +77,6 @@ func (sc Scheme) need() int {
 func chooseScheme(h *pb.BlobPutHeader, members []Member) (Scheme, error) {
 	alive := len(placeable(members))
 	full, roomless := "", aliveMembers(members)-alive // alive, with full shard stores or too little room
-	// A put refused for want of room says so with ErrNoSpace too: more
-	// space, not more agents alive, is the remedy.
-	noSpace := ErrNotEnoughShards
 	if roomless > 0 {
 		short := 0
 		for _, m := range members {
@@ -87,11 +84,11 @@ func chooseScheme(h *pb.BlobPutHeader, members []Member) (Scheme, error) {
 				short++
 			}
 		}
-		full = fmt.Sprintf(" (%d more alive with full shard stores, or too little room for this blob's part: free space there, raise their --shard-max-bytes, delete blobs or add agents)", roomless)
+		what := "full shard stores, or too little room for this blob's part"
 		if short == roomless {
-			full = fmt.Sprintf(" (%d more alive with too little room in their shard stores for this blob's part: free space there, raise their --shard-max-bytes, delete blobs or add agents)", roomless)
+			what = "too little room in their shard stores for this blob's part"
 		}
-		noSpace = fmt.Errorf("%w: %w", ErrNotEnoughShards, apierr.ErrNoSpace)
+		full = fmt.Sprintf(" (%d more alive with %s: free space there, raise their --shard-max-bytes, delete blobs or add agents)", roomless, what)
 	}
 	var sc Scheme
 	explicit := h.DataShards != 0 || h.ParityShards != 0
@@ -112,13 +109,15 @@ func chooseScheme(h *pb.BlobPutHeader, members []Member) (Scheme, error) {
 			sc = Scheme{K: alive - m, M: m}
 		}
 	}
-	if alive < sc.need() && alive+roomless >= sc.need() {
-		return sc, fmt.Errorf("%w: a %s blob needs at least %d shards stored per block, only %d of %d agents are alive with room%s",
-			noSpace, sc, sc.need(), alive, len(members), full)
-	}
 	if alive < sc.need() {
-		return sc, fmt.Errorf("%w: a %s blob needs at least %d shards stored per block, only %d of %d agents are alive with room%s; retry when agents are back or choose fewer shards",
-			ErrNotEnoughShards, sc, sc.need(), alive, len(members), full)
+		refusal, remedy := error(ErrNotEnoughShards), "; retry when agents are back or choose fewer shards"
+		if alive+roomless >= sc.need() {
+			// Refused for want of room: it says so with ErrNoSpace too, and
+			// more space, not more agents alive, is the remedy.
+			refusal, remedy = fmt.Errorf("%w: %w", ErrNotEnoughShards, apierr.ErrNoSpace), ""
+		}
+		return sc, fmt.Errorf("%w: a %s blob needs at least %d shards stored per block, only %d of %d agents are alive with room%s%s",
+			refusal, sc, sc.need(), alive, len(members), full, remedy)
 	}
 	return sc, nil
 }
