@@ -66,6 +66,35 @@ func (c *cutCluster) restart(i int, dir string, wrap func(raft.LogStore) raft.Lo
 	return s
 }
 
+// refusedAndLeaderless waits until the wiped voter has refused the
+// lagging f2's vote requests n times, then checks that neither leads.
+func (c *cutCluster) refusedAndLeaderless(wiped *Store, n uint64) {
+	c.t.Helper()
+	testwait.For(c.t, 20*time.Second, "the wiped voter refuses the lagging candidate's vote requests", func() bool {
+		return wiped.transport.votes.refused.Load() >= n
+	})
+	for _, s := range []*Store{c.stores[c.f2], wiped} {
+		if s.IsLeader() {
+			c.t.Fatalf("%s leads with a log that lacks acknowledged writes", s.cfg.NodeID)
+		}
+	}
+}
+
+// leaderBack restarts the old leader from its disk and waits until every
+// replica, the wiped one too, has applied revision acked.
+func (c *cutCluster) leaderBack(acked uint64, within time.Duration) {
+	c.t.Helper()
+	c.restart(c.l, c.cfgs[c.l].Dir, nil)
+	testwait.For(c.t, within, "every replica, the wiped one too, has the acknowledged writes", func() bool {
+		for _, s := range c.stores {
+			if s.FSM().Revision() < acked {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // TestWipedVoterDoesNotElectALaggingCandidate: writes are committed by
 // the leader and f1 while f2 is cut off. The leader dies, f1 comes back
 // with an empty data dir (a replaced disk) under its old name and
@@ -93,24 +122,8 @@ func TestWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
 	wiped := c.restart(f1, t.TempDir(), nil)
 	c.layers[f2].setCut(false)
 
-	testwait.For(t, 20*time.Second, "the wiped voter refuses the lagging candidate's vote requests", func() bool {
-		return wiped.transport.votes.refused.Load() >= 3
-	})
-	for _, s := range []*Store{stores[f2], wiped} {
-		if s.IsLeader() {
-			t.Fatalf("%s leads with a log that lacks acknowledged writes", s.cfg.NodeID)
-		}
-	}
-
-	c.restart(l, c.cfgs[l].Dir, nil)
-	testwait.For(t, 20*time.Second, "every replica, the wiped one too, has the acknowledged writes", func() bool {
-		for _, s := range stores {
-			if s.FSM().Revision() < acked {
-				return false
-			}
-		}
-		return true
-	})
+	c.refusedAndLeaderless(wiped, 3)
+	c.leaderBack(acked, 20*time.Second)
 	for _, id := range []string{"a", "b", "c"} {
 		if !wiped.FSM().stored("api", id).valid() {
 			t.Errorf("instance api/%s lost", id)
@@ -174,24 +187,8 @@ func TestPartlyCaughtUpWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
 	}
 	c.layers[f2].setCut(false)
 
-	testwait.For(t, 20*time.Second, "the wiped voter refuses the lagging candidate's vote requests", func() bool {
-		return wiped.transport.votes.refused.Load() >= 2
-	})
-	for _, s := range []*Store{stores[f2], wiped} {
-		if s.IsLeader() {
-			t.Fatalf("%s leads with a log that lacks acknowledged writes", s.cfg.NodeID)
-		}
-	}
-
-	c.restart(l, c.cfgs[l].Dir, nil)
-	testwait.For(t, 30*time.Second, "every replica has the acknowledged writes", func() bool {
-		for _, s := range stores {
-			if s.FSM().Revision() < acked {
-				return false
-			}
-		}
-		return true
-	})
+	c.refusedAndLeaderless(wiped, 2)
+	c.leaderBack(acked, 30*time.Second)
 }
 
 // holdingLog holds the appends of a Raft log store that go past index
