@@ -52,8 +52,10 @@ func TestTransportDialsTheAddressServerAddrGives(t *testing.T) {
 	eventually(t, 10*time.Second, "n1 leads", n1.IsLeader)
 	n2 := open("n2", false)
 
-	// n2's configured address: a port nothing listens on.
-	stale := unusedAddr(t)
+	// n2's and n3's configured addresses: two distinct ports nothing
+	// listens on (taken together, so the second cannot reuse the first).
+	unused := unusedAddrs(t, 2)
+	stale, stale3 := unused[0], unused[1]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := n1.AddVoter(ctx, "n2", stale); err != nil {
@@ -64,7 +66,6 @@ func TestTransportDialsTheAddressServerAddrGives(t *testing.T) {
 
 	// A server ServerAddr does not know is dialed at the configuration's
 	// address, with no warning per RPC.
-	stale3 := unusedAddr(t)
 	if err := n1.AddNonvoter(ctx, "n3", stale3); err != nil {
 		t.Fatal(err)
 	}
@@ -78,13 +79,19 @@ func TestTransportDialsTheAddressServerAddrGives(t *testing.T) {
 	}
 }
 
-// unusedAddr returns a loopback address nothing listens on.
-func unusedAddr(t *testing.T) string {
+// unusedAddrs returns n distinct loopback addresses nothing listens on:
+// all n listeners are held open together, so the kernel cannot hand out
+// one port twice.
+func unusedAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	addrs := make([]string, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs = append(addrs, ln.Addr().String())
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addrs
 }
