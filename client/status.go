@@ -48,17 +48,20 @@ func (c *Client) Version(ctx context.Context) (*zrpcpb.VersionResponse, error) {
 }
 
 // Leave asks the first endpoint's agent (and only that one: it is never
-// retried on another agent) to leave the cluster for good. It reports
-// whether the leader confirmed the removal before the agent shut down.
-func (c *Client) Leave(ctx context.Context) (bool, error) {
+// retried on another agent) to leave the cluster for good. The agent
+// first hands its blob shards to the others, for as long as ctx allows
+// (keeping a part of it for the rest); the answer says whether the leader
+// confirmed the removal before the agent shut down, and what became of
+// its shards.
+func (c *Client) Leave(ctx context.Context) (*zrpcpb.LeaveResponse, error) {
 	if c.closing.Err() != nil {
-		return false, ErrClosed
+		return nil, ErrClosed
 	}
 	resp, err := c.endpoints[0].status.Leave(ctx, &zrpcpb.LeaveRequest{})
 	if err != nil {
-		return false, fmt.Errorf("leave via %s: %w", c.endpoints[0].addr, mapErr(err))
+		return nil, fmt.Errorf("leave via %s: %w", c.endpoints[0].addr, mapErr(err))
 	}
-	return resp.Removed, nil
+	return resp, nil
 }
 
 // RemovePeer removes agent name from the cluster for good: from Raft and,

@@ -48,6 +48,9 @@ type Meta struct {
 	// announced, seldom); 0 when the agent does not say (older builds).
 	// A put of known size places no part on an agent without room for it.
 	ShardRoom int64
+	// Leaving says the agent is leaving the cluster for good and hands its
+	// blob shards to the others first: it takes no new shard.
+	Leaving bool
 	// FSMVersion is the newest registry command semantics the agent's
 	// build applies (raftstore.FSMVersion); 0 from builds before it was
 	// announced, which apply version 1.
@@ -78,6 +81,7 @@ type wireMeta struct {
 	Full     bool   `json:"sf,omitempty"`
 	Room     int64  `json:"sr,omitempty"`
 	FSM      int    `json:"fv,omitempty"`
+	Leaving  bool   `json:"lv,omitempty"`
 }
 
 // validate checks the fields both when encoding and after decoding.
@@ -122,7 +126,7 @@ func (m Meta) encode() ([]byte, error) {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	w := wireMeta{V: metaVersion, Name: m.Name, GRPCAddr: m.GRPCAddr, RaftAddr: m.RaftAddr,
-		Role: m.Role, Build: m.Build, Zone: m.Zone, Cluster: m.ClusterID, Former: m.RecoveredFrom, Hello: m.RaftHello, Full: m.ShardsFull, Room: m.ShardRoom, FSM: m.FSMVersion}
+		Role: m.Role, Build: m.Build, Zone: m.Zone, Cluster: m.ClusterID, Former: m.RecoveredFrom, Hello: m.RaftHello, Full: m.ShardsFull, Room: m.ShardRoom, FSM: m.FSMVersion, Leaving: m.Leaving}
 	if err := enc.Encode(w); err != nil {
 		return nil, fmt.Errorf("encode meta: %w", err)
 	}
@@ -150,7 +154,7 @@ func decodeMeta(b []byte) (Meta, error) {
 		return Meta{}, fmt.Errorf("decode meta: unsupported version %d (this build reads %d)", w.V, metaVersion)
 	}
 	m := Meta{Name: w.Name, GRPCAddr: w.GRPCAddr, RaftAddr: w.RaftAddr, Role: w.Role, Build: w.Build, Zone: w.Zone, ClusterID: w.Cluster, RecoveredFrom: w.Former,
-		RaftHello: w.Hello, ShardsFull: w.Full, ShardRoom: w.Room, FSMVersion: w.FSM}
+		RaftHello: w.Hello, ShardsFull: w.Full, ShardRoom: w.Room, FSMVersion: w.FSM, Leaving: w.Leaving}
 	if err := m.validate(); err != nil {
 		return Meta{}, fmt.Errorf("decode meta: %w", err)
 	}

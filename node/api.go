@@ -228,7 +228,15 @@ func (a apiStatus) PeerAnswers(ctx context.Context, grpcAddr string) error {
 	return a.n.peerAnswers(ctx, grpcAddr)
 }
 
-func (a apiStatus) Leave(ctx context.Context) (bool, error) { return a.n.Leave(ctx) }
+func (a apiStatus) Leave(ctx context.Context) (*pb.LeaveResponse, error) {
+	res, err := a.n.Leave(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.LeaveResponse{Removed: res.Removed, ShardsHandedOff: uint64(res.HandedOff), ShardsLeft: uint64(res.ShardsLeft)}, nil
+}
+
+func (a apiStatus) HandoffShards() int { return int(a.n.handoffShards.Load()) }
 
 func (a apiStatus) RemovePeer(ctx context.Context, name string) (uint64, error) {
 	return a.n.removePeer(ctx, name)

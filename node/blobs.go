@@ -109,6 +109,14 @@ func (c blobCluster) ShardRoom(node string) int64 {
 	return m.Meta.ShardRoom
 }
 
+func (c blobCluster) Leaving(node string) bool {
+	if node == c.n.cfg.Name {
+		return c.n.handingOff.Load()
+	}
+	m, ok := c.lastKnown(node)
+	return ok && m.Meta.Leaving
+}
+
 // lastKnown is what this agent's gossip last knew of node, if anything.
 func (c blobCluster) lastKnown(node string) (gossip.Member, bool) {
 	g := c.n.gossip()

@@ -483,11 +483,11 @@ func TestLeaveConfirmedByAPeerWhenTheLeaderCannotReachTheLeaver(t *testing.T) {
 	leader := c.LeaderIndex()
 	leaver := (leader + 1) % 3
 	c.DropPackets(leader, leaver, 1) // no connection between the two works
-	removed, err := c.Leave(ctxT(t), leaver)
+	res, err := c.Leave(ctxT(t), leaver)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !removed {
+	if !res.Removed {
 		t.Fatal("leave was not confirmed although the other agents removed the leaver")
 	}
 	c.WaitFor(20*time.Second, "the leader's configuration without the leaver", func() bool {

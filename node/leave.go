@@ -9,36 +9,143 @@ import (
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
-// Leave takes the agent out of the cluster for good: it hands leadership to
-// another voter if it leads, announces its departure by gossip, waits (up to
-// ctx) until the leader has removed it from Raft and the registry (its
-// instances go with it), then closes the agent. Left() is closed once it has
-// left. It reports whether the removal was confirmed.
-func (n *Node) Leave(ctx context.Context) (bool, error) {
-	removed := false
-	var err error
-	n.leaving.Do(func() {
-		removed, err = n.leave(ctx)
-		close(n.left)
-	})
-	return removed, err
+// LeaveResult is what Leave reports.
+type LeaveResult struct {
+	// Removed: the leader confirmed the agent's removal from Raft.
+	Removed bool
+	// HandedOff counts the blob shards moved to other agents before the
+	// agent went; ShardsLeft those it still held (not moved within ctx,
+	// or with no agent to take them).
+	HandedOff, ShardsLeft int
 }
 
-func (n *Node) leave(ctx context.Context) (bool, error) {
+// Leave takes the agent out of the cluster for good: it hands its blob
+// shards to the other agents (within ctx, keeping a part of it for what
+// follows), hands leadership to another voter if it leads, announces its
+// departure by gossip, waits (up to ctx) until the leader has removed it
+// from Raft and the registry (its instances go with it), then closes the
+// agent. Left() is closed once it has left.
+func (n *Node) Leave(ctx context.Context) (LeaveResult, error) {
+	var res LeaveResult
+	var err error
+	n.leaving.Do(func() {
+		res, err = n.leave(ctx)
+		close(n.left)
+	})
+	return res, err
+}
+
+func (n *Node) leave(ctx context.Context) (LeaveResult, error) {
 	n.log.Info("leaving the cluster for good")
 	if n.alone() {
 		n.log.Info("last member of the cluster; shutting down")
-		return true, nil
+		return LeaveResult{Removed: true}, nil
 	}
+	var res LeaveResult
+	res.HandedOff, res.ShardsLeft = n.handOffShards(ctx)
 	n.transferLeadership()
 	if err := n.gossip().Leave(5 * time.Second); err != nil {
 		n.log.Warn("gossip leave broadcast failed", "err", err)
 	}
-	removed := n.waitRemoved(ctx)
-	if !removed {
+	res.Removed = n.waitRemoved(ctx)
+	if !res.Removed {
 		n.log.Warn("the leader did not confirm the removal in time; it will reap this agent after dead_node_reap")
 	}
-	return removed, nil
+	return res, nil
+}
+
+// handOffShards announces by gossip that this agent is leaving, so that
+// it takes no new blob shard and the leader's repair moves the ones it
+// holds to other agents (storage/handoff.go), and waits while they move:
+// until none is left that an agent could take, until none has moved for
+// handoffStall (no leader, or repair failing: the log and zrpcctl blob
+// repair status say why), or until the part of ctx that leaving keeps for
+// it ends. It returns how many shards moved and how many it still holds.
+func (n *Node) handOffShards(ctx context.Context) (handedOff, left int) {
+	h := n.blobs.Handoff()
+	if h.Shards == 0 {
+		return 0, 0
+	}
+	held := h.Shards
+	n.handoffShards.Store(int64(h.Shards))
+	defer n.handoffShards.Store(0)
+	n.handingOff.Store(true)
+	if err := n.gossip().UpdateMeta(n.selfMeta()); err != nil {
+		n.log.Warn("could not announce by gossip that this agent is leaving: it goes without handing its blob shards off, and repair rebuilds them from the others",
+			"shards", h.Shards, "err", err)
+		return 0, h.Shards
+	}
+	n.log.Info("handing this agent's blob shards to the others before leaving", "shards", h.Shards, "bytes", h.Bytes)
+	ctx, cancel := handoffContext(ctx)
+	defer cancel()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	start := time.Now()
+	var asked, logged time.Time
+	moved := start // when the count last went down
+	for h.Left() > 0 {
+		now := time.Now()
+		if now.Sub(moved) >= handoffStall {
+			n.log.Warn("leaving with blob shards not handed off: none has moved for a while (is there a leader? zrpcctl blob repair status says what repair does); repair rebuilds them from the other shards of their blocks",
+				"left", h.Left(), "bytes", h.Bytes, "moved", held-h.Shards, "stalled_for", handoffStall)
+			return held - h.Shards, h.Shards
+		}
+		// The leader scans at once when asked, once gossip has told it.
+		if now.Sub(start) >= handoffFirstScan && now.Sub(asked) >= handoffRescan {
+			asked = now
+			if err := n.blobs.RequestRepairScan(ctx); err != nil && ctx.Err() == nil {
+				n.log.Debug("could not ask the leader to move this agent's shards now; its next scan will", "err", err)
+			}
+		}
+		if now.Sub(logged) >= handoffLogEvery {
+			if !logged.IsZero() {
+				n.log.Info("handing off blob shards", "left", h.Left(), "bytes", h.Bytes, "moved", held-h.Shards)
+			}
+			logged = now
+		}
+		select {
+		case <-ctx.Done():
+			n.log.Warn("leaving with blob shards not handed off in time: repair rebuilds them from the other shards of their blocks, which meanwhile have one shard less",
+				"left", h.Left(), "bytes", h.Bytes, "moved", held-h.Shards)
+			return held - h.Shards, h.Shards
+		case <-t.C:
+		}
+		before := h.Shards
+		h = n.blobs.Handoff()
+		if h.Shards < before {
+			moved = time.Now()
+		}
+		n.handoffShards.Store(int64(h.Shards))
+	}
+	if h.Stuck > 0 {
+		n.log.Warn("blob shards no agent can take stay with this agent and go with it: every other alive agent with room holds a shard of their block; their blobs have one shard less until agents join and repair rebuilds them",
+			"shards", h.Stuck, "moved", held-h.Shards)
+	} else {
+		n.log.Info("handed this agent's blob shards to the others", "shards", held-h.Shards, "took", time.Since(start).Round(time.Millisecond))
+	}
+	return held - h.Shards, h.Shards
+}
+
+const (
+	handoffFirstScan = 500 * time.Millisecond // gossip reaches the leader first
+	handoffRescan    = 2 * time.Second
+	handoffLogEvery  = 5 * time.Second
+	handoffStall     = time.Minute
+	// handoffKeep is the most of a leave's time that handing shards off
+	// leaves for the rest: leadership transfer and the removal.
+	handoffKeep = 10 * time.Second
+)
+
+// handoffContext is the part of a leave's ctx that handing shards off may
+// use: all but a third of the time left, and at most handoffKeep, which
+// the leadership transfer and the removal need.
+func handoffContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	keep := min(time.Until(deadline)/3, handoffKeep)
+	return context.WithDeadline(ctx, deadline.Add(-keep))
 }
 
 // alone reports whether this agent is the only Raft server.

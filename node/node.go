@@ -108,6 +108,10 @@ type Node struct {
 	refusal    error
 	leaving    sync.Once
 	halting    atomic.Bool
+	// handingOff: the agent is leaving and hands its blob shards to the
+	// others (leave.go); handoffShards counts those it still holds.
+	handingOff    atomic.Bool
+	handoffShards atomic.Int64
 	// shardsFull: the shard store has no room for another block's shard
 	// (shardroom.go).
 	shardsFull atomic.Bool

@@ -257,8 +257,9 @@ func (r *run) joinOrLeave() {
 	i := joined[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	removed, err := r.c.Leave(ctx, i)
-	r.t.Logf("robustness: %s left: removal confirmed %v, err %v", r.c.Name(i), removed, err)
+	res, err := r.c.Leave(ctx, i)
+	r.t.Logf("robustness: %s left: removal confirmed %v, blob shards handed off %d, left %d, err %v",
+		r.c.Name(i), res.Removed, res.HandedOff, res.ShardsLeft, err)
 	r.mu.Lock()
 	r.joined = r.joined[1:]
 	r.left = append(r.left, i)

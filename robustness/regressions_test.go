@@ -25,6 +25,7 @@ var regressions = []struct {
 	{72137793, "a gRPC-checked instance whose server does not serve read 'awaiting first gRPC health check', then passing once its agent was alive again"},
 	{136990113, "repair status read as idle while a failed shard rebuild waited for the next scan; losing a second agent's shards then left a block with 1 of 3 shards"},
 	{872364585, "an agent whose disk was replaced, killed again before any leader sent it the log, restarted without --join and bootstrapped a cluster of its own"},
+	{438010691, "a graceful leave took its blob shards away before repair rebuilt them; a disk replaced 0.5 s later left 2+1 blobs with 1 of 3 shards"},
 }
 
 func TestRegressions(t *testing.T) {

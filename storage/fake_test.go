@@ -34,8 +34,8 @@ type fakeCluster struct {
 	// gossipAlive is what GossipAlive answers; 0 when unset.
 	gossipAlive atomic.Int32
 	// down holds the agents GossipDown reports, full those ShardsFull
-	// does; guarded by mu.
-	down, full map[string]bool
+	// does, leaving those Leaving does; guarded by mu.
+	down, full, leaving map[string]bool
 	// room holds what ShardRoom reports; guarded by mu.
 	room map[string]int64
 	// leaderless makes LeaderRevision fail as it does without a leader;
@@ -87,6 +87,15 @@ func (f *fakeCluster) ShardRoom(node string) int64 {
 	defer f.mu.Unlock()
 	return f.room[node]
 }
+
+func (f *fakeCluster) Leaving(node string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.leaving[node]
+}
+
+// setLeaving makes Leaving report node as leaving (or not).
+func (f *fakeCluster) setLeaving(node string, leaving bool) { f.setFlag(&f.leaving, node, leaving) }
 
 // setShardRoom makes ShardRoom report room for node.
 func (f *fakeCluster) setShardRoom(node string, room int64) {

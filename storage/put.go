@@ -76,19 +76,25 @@ func (sc Scheme) need() int {
 // than the alive agents is refused unless the caller asked for best effort.
 func chooseScheme(h *pb.BlobPutHeader, members []Member) (Scheme, error) {
 	alive := len(placeable(members))
-	full, roomless := "", aliveMembers(members)-alive // alive, with full shard stores or too little room
-	if roomless > 0 {
-		short := 0
-		for _, m := range members {
-			if m.Alive && m.Short && !m.Full {
-				short++
-			}
+	full, roomless := "", aliveMembers(members)-alive // alive, leaving, with full shard stores or too little room
+	short, leaving := 0, 0
+	for _, m := range members {
+		switch {
+		case m.Alive && m.Leaving:
+			leaving++
+		case m.Alive && m.Short && !m.Full:
+			short++
 		}
+	}
+	if roomless -= leaving; roomless > 0 {
 		what := "full shard stores, or too little room for this blob's part"
 		if short == roomless {
 			what = "too little room in their shard stores for this blob's part"
 		}
 		full = fmt.Sprintf(" (%d more alive with %s: free space there, raise their --shard-max-bytes, delete blobs or add agents)", roomless, what)
+	}
+	if leaving > 0 {
+		full += fmt.Sprintf(" (%d more alive and leaving the cluster: they take no new shard)", leaving)
 	}
 	var sc Scheme
 	explicit := h.DataShards != 0 || h.ParityShards != 0

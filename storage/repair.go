@@ -16,10 +16,11 @@ import (
 
 // Why a shard is queued for repair.
 const (
-	reasonMissing = "missing"     // the put could not store it
-	reasonFailed  = "node-failed" // its agent has been failed past the repair delay
-	reasonGone    = "node-gone"   // its agent left the cluster
-	reasonCorrupt = "corrupt"     // a read or the scrubber found its holder's copy corrupt or lost
+	reasonMissing = "missing"      // the put could not store it
+	reasonFailed  = "node-failed"  // its agent has been failed past the repair delay
+	reasonGone    = "node-gone"    // its agent left the cluster
+	reasonCorrupt = "corrupt"      // a read or the scrubber found its holder's copy corrupt or lost
+	reasonLeaving = "node-leaving" // its agent is leaving the cluster and hands it off
 )
 
 type shardKey struct {
@@ -181,13 +182,17 @@ func (s *Store) RunRepair(ctx context.Context) {
 func (r *repairer) scan(ctx context.Context) {
 	s := r.s
 	now := time.Now()
-	state := make(map[string]string) // agent -> "" alive, reasonFailed (past delay), "waiting", reasonGone
-	open := make(map[string]bool)    // the agents a lost shard can go to: alive, with room
+	state := make(map[string]string) // agent -> "" alive, reasonLeaving, reasonFailed (past delay), "waiting"
+	open := make(map[string]bool)    // the agents a lost shard can go to: alive, with room, staying
 	r.mu.Lock()
 	for _, m := range s.members() {
 		if m.Alive {
 			delete(r.failedAt, m.Name)
 			state[m.Name] = ""
+			if m.Leaving {
+				state[m.Name] = reasonLeaving
+				continue
+			}
 			if !m.Full && !r.refusedSpace(m.Name, now) {
 				open[m.Name] = true
 			}
@@ -215,9 +220,6 @@ func (r *repairer) scan(ctx context.Context) {
 	needs := make(map[shardKey]bool) // lost shards a worker can rebuild now
 	r.mu.Lock()
 	for _, b := range blobs {
-		if b.ParityShards == 0 {
-			continue // nothing to rebuild a lost shard from: stat shows it
-		}
 		for bi, blk := range b.Blocks {
 			// Open agents that hold no shard of this block: where a lost
 			// shard can go. With none, lost shards wait for an agent.
@@ -233,6 +235,12 @@ func (r *repairer) scan(ctx context.Context) {
 				st, known := state[node]
 				reason := ""
 				switch {
+				case st == reasonLeaving:
+					reason = reasonLeaving
+				case b.ParityShards == 0:
+					// Nothing to rebuild a lost shard from (stat shows
+					// it); only a leaving agent's, still readable, moves.
+					continue
 				case node == "":
 					reason = reasonMissing
 				case !known:
@@ -601,28 +609,50 @@ func (r *repairer) rebuildShard(ctx context.Context, t task, reserved *string) (
 		return 0, nil, err
 	}
 	*reserved = target
-	shards, err := s.fetchShards(ctx, b, int(t.key.block), idx, s.aliveSet())
+	ref := &pb.ShardRef{BlobId: b.Id, Block: t.key.block, Index: t.key.index}
+	payload, err := r.rebuildPayload(ctx, b, t, ref)
 	if err != nil {
 		return 0, nil, err
 	}
-	c, err := codec.New(int(b.DataShards), int(b.ParityShards))
-	if err != nil {
-		return 0, nil, err
-	}
-	if err := s.coding(ctx, func() error { return c.Reconstruct(shards, int(blk.Len), []int{idx}) }); err != nil {
-		return 0, nil, fmt.Errorf("reconstruct: %w", err)
-	}
-	payload := shards[idx]
 	sum := codec.Checksum(payload)
 	if sum != blk.Sums[idx] {
 		return 0, nil, fmt.Errorf("%w: rebuilt shard has checksum %08x, metadata says %08x", ErrCorrupt, sum, blk.Sums[idx])
 	}
-	ref := &pb.ShardRef{BlobId: b.Id, Block: t.key.block, Index: t.key.index}
 	sc := Scheme{K: int(b.DataShards), M: int(b.ParityShards)}
 	if err := s.putShard(ctx, target, ref, sc, blobBlockSize(b), int(blk.Len), sum, payload, true); err != nil {
 		return 0, nil, err
 	}
 	return len(payload), &pb.ShardPlacement{Block: t.key.block, Index: t.key.index, Node: target, Sum: sum}, nil
+}
+
+// rebuildPayload returns the bytes of t's shard: a leaving agent's copy
+// read from it (one read instead of k, and the only way to move a shard
+// of a blob without parity), else, or when that copy cannot be read,
+// reconstructed from the block's other shards.
+func (r *repairer) rebuildPayload(ctx context.Context, b *pb.Blob, t task, ref *pb.ShardRef) ([]byte, error) {
+	s := r.s
+	blk := b.Blocks[t.key.block]
+	idx := int(t.key.index)
+	if t.reason == reasonLeaving {
+		payload, err := s.getShardInto(ctx, t.node, ref, blk.Sums[idx], false, nil)
+		if err == nil || b.ParityShards == 0 {
+			return payload, err
+		}
+		s.log.Debug("could not copy a leaving agent's shard; rebuilding it from the others", "agent", t.node,
+			"blob_id", b.Id, "block", t.key.block, "shard", t.key.index, "err", err)
+	}
+	shards, err := s.fetchShards(ctx, b, int(t.key.block), idx, s.aliveSet())
+	if err != nil {
+		return nil, err
+	}
+	c, err := codec.New(int(b.DataShards), int(b.ParityShards))
+	if err != nil {
+		return nil, err
+	}
+	if err := s.coding(ctx, func() error { return c.Reconstruct(shards, int(blk.Len), []int{idx}) }); err != nil {
+		return nil, fmt.Errorf("reconstruct: %w", err)
+	}
+	return shards[idx], nil
 }
 
 // target picks the agent for a rebuilt shard and reserves it for the
@@ -684,7 +714,7 @@ func (r *repairer) pick(b *pb.Blob, block, idx int, reason string) (string, erro
 	now := time.Now()
 	for _, m := range members {
 		zoneOf[m.Name] = m.Zone
-		if reason == reasonCorrupt && m.Alive && !m.Full && m.Name == current && !r.refusedSpace(current, now) {
+		if reason == reasonCorrupt && m.Alive && !m.Full && !m.Leaving && m.Name == current && !r.refusedSpace(current, now) {
 			return current, nil
 		}
 	}

@@ -55,6 +55,10 @@ type Member struct {
 	// Short: its announced room is less than one part of the blob being
 	// put; that put places nothing on it (withRoomFor).
 	Short bool
+	// Leaving: it is leaving the cluster for good and hands its shards
+	// off first. It takes no new shard, serves the ones it holds, and
+	// repair moves each of them to another agent.
+	Leaving bool
 }
 
 // Meta is the replicated blob metadata (the Raft state machine).
@@ -117,6 +121,9 @@ type Cluster interface {
 	// ShardRoom is the room the named agent says (this one: finds) its
 	// shard store has left, in bytes; 0 when it does not say.
 	ShardRoom(node string) int64
+	// Leaving reports whether the named agent says (this one: knows) it
+	// is leaving the cluster and handing its shards off.
+	Leaving(node string) bool
 	// CheckRead reports whether this agent's replica may serve a read of
 	// consistency c, as the registry's reads check it (raftstore
 	// CheckReadContext).
@@ -326,7 +333,7 @@ func validConsistency(c pb.Consistency) error {
 func placeable(members []Member) []placement.Node {
 	var out []placement.Node
 	for _, m := range members {
-		if m.Alive && !m.Full && !m.Short {
+		if m.Alive && !m.Full && !m.Short && !m.Leaving {
 			out = append(out, placement.Node{ID: m.Name, Zone: m.Zone})
 		}
 	}
@@ -392,7 +399,8 @@ func (s *Store) members() []Member {
 	out := make([]Member, 0, len(nodes))
 	for _, n := range nodes {
 		alive := n.Health == pb.Health_PASSING && (n.Name == self || !s.cluster.GossipDown(n.Name))
-		out = append(out, Member{Name: n.Name, Zone: n.Zone, Alive: alive, Full: s.cluster.ShardsFull(n.Name), Room: s.cluster.ShardRoom(n.Name)})
+		out = append(out, Member{Name: n.Name, Zone: n.Zone, Alive: alive, Full: s.cluster.ShardsFull(n.Name), Room: s.cluster.ShardRoom(n.Name),
+			Leaving: s.cluster.Leaving(n.Name)})
 	}
 	return out
 }

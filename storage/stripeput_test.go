@@ -537,31 +537,42 @@ func TestPutsPlaceNoPartOnAnAgentWithoutRoomForIt(t *testing.T) {
 	}
 }
 
-// TestPutsPlaceNoShardOnAFullAgent: an agent whose shard store says it is
-// full gets no shard of a new put, as a target or a spare, so a 2+1 put
-// on four agents with one full is placed whole on the other three; with
-// too few agents left with room, the put is refused saying how many are
-// full.
-func TestPutsPlaceNoShardOnAFullAgent(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.BlockSize = MinBlockSize
-	cfg.InlineMax = 1024
-	s, fc := newTestStore(t, cfg, "n1", "n1", "n2", "n3", "n4")
-	fc.setShardsFull("n4", true)
-	for i := range 20 { // placement depends on the blob id: many ids
-		begin := beginPut(t, s, &pb.BlobPutHeader{Name: fmt.Sprintf("b%d", i), Size: 1 << 20, DataShards: 2, ParityShards: 1})
-		for _, a := range append(begin.Targets, begin.Spares...) {
-			if a.Node == "n4" {
-				t.Fatalf("put %d: the full agent n4 is a target or spare: targets %v spares %v", i, begin.Targets, begin.Spares)
+// TestPutsPlaceNoShardOnAFullOrLeavingAgent: an agent whose shard store
+// says it is full, or that is leaving the cluster and hands its shards
+// off, gets no shard of a new put, as a target or a spare, so a 2+1 put
+// on four agents with one such is placed whole on the other three; with
+// too few agents left to take shards, the put is refused saying why.
+func TestPutsPlaceNoShardOnAFullOrLeavingAgent(t *testing.T) {
+	for _, tc := range []struct {
+		what string
+		set  func(fc *fakeCluster, node string)
+		says string
+	}{
+		{"full", func(fc *fakeCluster, node string) { fc.setShardsFull(node, true) }, "2 more alive with full shard stores"},
+		{"leaving", func(fc *fakeCluster, node string) { fc.setLeaving(node, true) }, "2 more alive and leaving the cluster"},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.BlockSize = MinBlockSize
+			cfg.InlineMax = 1024
+			s, fc := newTestStore(t, cfg, "n1", "n1", "n2", "n3", "n4")
+			tc.set(fc, "n4")
+			for i := range 20 { // placement depends on the blob id: many ids
+				begin := beginPut(t, s, &pb.BlobPutHeader{Name: fmt.Sprintf("b%d", i), Size: 1 << 20, DataShards: 2, ParityShards: 1})
+				for _, a := range append(begin.Targets, begin.Spares...) {
+					if a.Node == "n4" {
+						t.Fatalf("put %d: the %s agent n4 is a target or spare: targets %v spares %v", i, tc.what, begin.Targets, begin.Spares)
+					}
+				}
+				if len(begin.Targets) != 3 {
+					t.Fatalf("put %d: targets %v, want three", i, begin.Targets)
+				}
 			}
-		}
-		if len(begin.Targets) != 3 {
-			t.Fatalf("put %d: targets %v, want three", i, begin.Targets)
-		}
-	}
-	fc.setShardsFull("n3", true)
-	_, err := s.BeginPut(context.Background(), &pb.BlobPutHeader{Name: "wide", Size: 1 << 20, DataShards: 2, ParityShards: 1}, "")
-	if !errors.Is(err, ErrNotEnoughShards) || !strings.Contains(err.Error(), "2 more alive with full shard stores") {
-		t.Fatalf("2+1 put with two of four agents full: %v, want not enough shards naming the full ones", err)
+			tc.set(fc, "n3")
+			_, err := s.BeginPut(context.Background(), &pb.BlobPutHeader{Name: "wide", Size: 1 << 20, DataShards: 2, ParityShards: 1}, "")
+			if !errors.Is(err, ErrNotEnoughShards) || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("2+1 put with two of four agents %s: %v, want not enough shards saying %q", tc.what, err, tc.says)
+			}
+		})
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/zrpcio/zrpc/node"
 )
 
 // Faults beyond Kill, Partition and Heal: one-way packet loss, a slow Raft
@@ -97,16 +99,17 @@ func (c *Cluster) TransferLeadership() error {
 }
 
 // Leave makes agent i leave the cluster for good (node.Node.Leave) and
-// empties its slot; it reports whether the leader confirmed the removal.
-func (c *Cluster) Leave(ctx context.Context, i int) (bool, error) {
+// empties its slot; it reports whether the leader confirmed the removal
+// and what became of the agent's blob shards.
+func (c *Cluster) Leave(ctx context.Context, i int) (node.LeaveResult, error) {
 	n := c.Node(i)
 	if n == nil {
-		return false, fmt.Errorf("testcluster: leave: %s is not running", c.Name(i))
+		return node.LeaveResult{}, fmt.Errorf("testcluster: leave: %s is not running", c.Name(i))
 	}
 	c.t.Logf("testcluster: %s leaves", c.Name(i))
-	removed, err := n.Leave(ctx)
+	res, err := n.Leave(ctx)
 	c.Stop(i)
-	return removed, err
+	return res, err
 }
 
 // SlowDisk delays every write of agent i's Raft log by d (zero: back to

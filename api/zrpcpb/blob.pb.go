@@ -2888,6 +2888,8 @@ func (x *DeleteShardsResponse) GetDeleted() uint32 {
 type ReportShardsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// corrupt shards found by a read or the scrubber, for the leader's repair.
+	// A report naming none asks the leader to scan for shards to repair now
+	// (an agent that begins handing its shards off before it leaves).
 	Corrupt       []*ShardRef `protobuf:"bytes,1,rep,name=corrupt,proto3" json:"corrupt,omitempty"`
 	Reporter      string      `protobuf:"bytes,2,opt,name=reporter,proto3" json:"reporter,omitempty"`
 	unknownFields protoimpl.UnknownFields

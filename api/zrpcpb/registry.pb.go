@@ -2136,7 +2136,11 @@ type StatusResponse struct {
 	// forming says what an agent started with bootstrap_expect waits for
 	// before it bootstraps the cluster with its peers ("2 of 3 agents seen:
 	// b1, b2"); empty otherwise.
-	Forming       string `protobuf:"bytes,22,opt,name=forming,proto3" json:"forming,omitempty"`
+	Forming string `protobuf:"bytes,22,opt,name=forming,proto3" json:"forming,omitempty"`
+	// handoff_shards: while the agent leaves the cluster for good, the blob
+	// shards it still holds and hands to the others before it goes (0
+	// otherwise).
+	HandoffShards uint64 `protobuf:"varint,23,opt,name=handoff_shards,json=handoffShards,proto3" json:"handoff_shards,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2323,6 +2327,13 @@ func (x *StatusResponse) GetForming() string {
 		return x.Forming
 	}
 	return ""
+}
+
+func (x *StatusResponse) GetHandoffShards() uint64 {
+	if x != nil {
+		return x.HandoffShards
+	}
+	return 0
 }
 
 // UnreachableVoter is a voter of the Raft configuration that the answering
@@ -3012,7 +3023,16 @@ type LeaveResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// removed is true when the leader confirmed this agent left the Raft
 	// configuration before it shut down.
-	Removed       bool `protobuf:"varint,1,opt,name=removed,proto3" json:"removed,omitempty"`
+	Removed bool `protobuf:"varint,1,opt,name=removed,proto3" json:"removed,omitempty"`
+	// shards_handed_off: the blob shards the agent handed to the others
+	// before it went.
+	ShardsHandedOff uint64 `protobuf:"varint,2,opt,name=shards_handed_off,json=shardsHandedOff,proto3" json:"shards_handed_off,omitempty"`
+	// shards_left: the blob shards it still held when it went: not handed
+	// off within the call's deadline (repair rebuilds them from the others'
+	// shards), or with no agent to take them (every agent that stays holds
+	// a shard of their block: their blobs keep fewer shards until agents
+	// join).
+	ShardsLeft    uint64 `protobuf:"varint,3,opt,name=shards_left,json=shardsLeft,proto3" json:"shards_left,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3052,6 +3072,20 @@ func (x *LeaveResponse) GetRemoved() bool {
 		return x.Removed
 	}
 	return false
+}
+
+func (x *LeaveResponse) GetShardsHandedOff() uint64 {
+	if x != nil {
+		return x.ShardsHandedOff
+	}
+	return 0
+}
+
+func (x *LeaveResponse) GetShardsLeft() uint64 {
+	if x != nil {
+		return x.ShardsLeft
+	}
+	return 0
 }
 
 var File_registry_proto protoreflect.FileDescriptor
@@ -3195,7 +3229,7 @@ const file_registry_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x0f\n" +
-	"\rStatusRequest\"\xca\x06\n" +
+	"\rStatusRequest\"\xf1\x06\n" +
 	"\x0eStatusResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
@@ -3222,7 +3256,8 @@ const file_registry_proto_rawDesc = "" +
 	"\x0fsession_streams\x18\x13 \x01(\rR\x0esessionStreams\x12!\n" +
 	"\fmax_sessions\x18\x14 \x01(\rR\vmaxSessions\x12D\n" +
 	"\x10tls_cert_expires\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\x0etlsCertExpires\x12\x18\n" +
-	"\aforming\x18\x16 \x01(\tR\aforming\"t\n" +
+	"\aforming\x18\x16 \x01(\tR\aforming\x12%\n" +
+	"\x0ehandoff_shards\x18\x17 \x01(\x04R\rhandoffShards\"t\n" +
 	"\x10UnreachableVoter\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x124\n" +
@@ -3268,9 +3303,12 @@ const file_registry_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"E\n" +
 	"\x12RemovePeerResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\"\x0e\n" +
-	"\fLeaveRequest\")\n" +
+	"\fLeaveRequest\"v\n" +
 	"\rLeaveResponse\x12\x18\n" +
-	"\aremoved\x18\x01 \x01(\bR\aremoved*H\n" +
+	"\aremoved\x18\x01 \x01(\bR\aremoved\x12*\n" +
+	"\x11shards_handed_off\x18\x02 \x01(\x04R\x0fshardsHandedOff\x12\x1f\n" +
+	"\vshards_left\x18\x03 \x01(\x04R\n" +
+	"shardsLeft*H\n" +
 	"\x06Health\x12\x16\n" +
 	"\x12HEALTH_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aPASSING\x10\x01\x12\v\n" +

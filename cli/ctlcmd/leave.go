@@ -3,6 +3,7 @@ package ctlcmd
 import (
 	"context"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,29 +16,75 @@ func newLeaveCommand(o *options) *cobra.Command {
 		Use:   "leave",
 		Short: "Make an agent leave the cluster for good",
 		Long: `Make the agent at --addr (the first address only) leave the cluster for
-good: it hands Raft leadership to another voter if it leads, announces its
-departure, waits until the leader has removed it from Raft and the registry
-(its instances go with it), and shuts down. To restart an agent without
-leaving, stop it with SIGTERM instead.`,
-		Example: `  zrpcctl leave --addr 127.0.0.3:8400`,
-		Args:    cobra.NoArgs,
+good: it first hands its blob shards to the other agents (their bytes are
+copied, so this takes as long as they do; progress is printed), then hands
+Raft leadership to another voter if it leads, announces its departure,
+waits until the leader has removed it from Raft and the registry (its
+instances go with it), and shuts down.
+
+Shards not handed off within --timeout (a third of it, at most 10 s, is
+kept for the removal), or that no agent can take because every other agent
+already holds a shard of their block, go with the agent: the command says
+how many, and repair rebuilds them from the other shards where it can. To
+restart an agent without leaving, stop it with SIGTERM instead.`,
+		Example: `  zrpcctl leave --addr 127.0.0.3:8400
+  zrpcctl leave --addr 127.0.0.3:8400 --timeout 2h   # many shards to hand off`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("timeout") {
-				o.timeout = 20 * time.Second // leaving waits for the leader
+				o.timeout = 30 * time.Minute // handing shards off moves their bytes
 			}
 			return o.run(cmd, false, func(ctx context.Context, c *client.Client, p *printer) error {
-				removed, err := c.Leave(ctx)
+				progress, stop := context.WithCancel(ctx)
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					printHandoff(progress, c, cmd.ErrOrStderr())
+				}()
+				resp, err := c.Leave(ctx)
+				stop()
+				<-done
 				if err != nil {
 					return err
 				}
+				out := cmd.OutOrStdout()
 				addr := c.Endpoints()[0]
-				if removed {
-					fmt.Fprintf(cmd.OutOrStdout(), "agent at %s left the cluster and is shutting down\n", addr)
+				if n := resp.GetShardsHandedOff(); n > 0 {
+					fmt.Fprintf(out, "agent at %s handed %d blob shards to the other agents\n", addr, n)
+				}
+				if n := resp.GetShardsLeft(); n > 0 {
+					fmt.Fprintf(out, "warning: %d blob shards went with the agent (not handed off within --timeout, or every other agent holds a shard of their block): their blobs have a shard less until repair rebuilds them; see zrpcctl blob repair status\n", n)
+				}
+				if resp.GetRemoved() {
+					fmt.Fprintf(out, "agent at %s left the cluster and is shutting down\n", addr)
 				} else {
-					fmt.Fprintf(cmd.OutOrStdout(), "agent at %s announced its departure and is shutting down; the leader did not confirm the removal in time and will reap it after dead_node_reap\n", addr)
+					fmt.Fprintf(out, "agent at %s announced its departure and is shutting down; the leader did not confirm the removal in time and will reap it after dead_node_reap\n", addr)
 				}
 				return nil
 			})
 		},
+	}
+}
+
+// printHandoff prints, every few seconds until ctx ends, how many blob
+// shards the leaving agent still hands off, when that changed.
+func printHandoff(ctx context.Context, c *client.Client, w io.Writer) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	var last uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st, err := c.Status(ctx)
+		if err != nil {
+			continue
+		}
+		if n := st.GetHandoffShards(); n > 0 && n != last {
+			fmt.Fprintf(w, "handing off blob shards: %d left\n", n)
+			last = n
+		}
 	}
 }

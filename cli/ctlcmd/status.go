@@ -30,7 +30,9 @@ index, or whose last contact keeps growing, is falling behind. "Watch
 streams" and "Session streams" count what the agent serves against
 max_watches and max_sessions: at the limit, new ones are refused. "TLS
 certificate" (with TLS on) says when the agent's certificate, or its CA,
-expires; peers refuse an agent whose certificate has expired.`,
+expires; peers refuse an agent whose certificate has expired. "Leaving"
+shows an agent that leaves the cluster for good still handing its blob
+shards to the others.`,
 		Example: `  zrpcctl status
   zrpcctl --addr 10.0.0.2:8400 status -o json`,
 		Args: cobra.NoArgs,
@@ -59,6 +61,9 @@ expires; peers refuse an agent whose certificate has expired.`,
 				}...)
 				if why := st.GetRaftStopped(); why != "" {
 					fields = append(fields, field{"Raft stopped", why})
+				}
+				if n := st.GetHandoffShards(); n > 0 {
+					fields = append(fields, field{"Leaving", fmt.Sprintf("handing %d blob shards to the other agents (zrpcctl leave)", n)})
 				}
 				fields = append(fields, []field{
 					{"Commit index", strconv.FormatUint(st.GetCommitIndex(), 10)},

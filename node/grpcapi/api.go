@@ -177,6 +177,9 @@ type StatusAgent interface {
 	// Forming is what the agent waits for to bootstrap with its peers
 	// (bootstrap_expect); "" when it does not.
 	Forming() string
+	// HandoffShards is, while the agent leaves the cluster, how many
+	// blob shards it still holds and hands off; 0 otherwise.
+	HandoffShards() int
 	// Quorum is which voters the agent can reach.
 	Quorum() (raftstore.Quorum, error)
 	// Members are the agents gossip knows.
@@ -190,9 +193,10 @@ type StatusAgent interface {
 	// PeerAnswers checks that the agent serving gRPC at grpcAddr answers
 	// (its grpc.health.v1 Check), waiting a bounded time.
 	PeerAnswers(ctx context.Context, grpcAddr string) error
-	// Leave takes this agent out of the cluster for good and reports
-	// whether its removal was confirmed.
-	Leave(ctx context.Context) (bool, error)
+	// Leave takes this agent out of the cluster for good, handing its
+	// blob shards off first, and reports whether its removal was
+	// confirmed and what became of its shards.
+	Leave(ctx context.Context) (*pb.LeaveResponse, error)
 	// RemovePeer removes agent name from the cluster for good; it runs on
 	// the leader.
 	RemovePeer(ctx context.Context, name string) (uint64, error)

@@ -38,6 +38,7 @@ func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 		RaftStopped:  st.Stopped,
 	}
 	resp.Forming = s.cfg.Status.Forming()
+	resp.HandoffShards = uint64(s.cfg.Status.HandoffShards())
 	if t := s.cfg.Status.TLSExpires(); !t.IsZero() {
 		resp.TlsCertExpires = timestamppb.New(t)
 	}
@@ -213,15 +214,16 @@ func (s *Status) Peers(ctx context.Context, _ *pb.PeersRequest) (*pb.PeersRespon
 }
 
 // Leave makes this agent leave the cluster for good (StatusAgent.Leave).
+// Handing its blob shards off takes as long as their bytes do: the call
+// runs until the caller's deadline, or for at most maxLeave.
 func (s *Status) Leave(ctx context.Context, _ *pb.LeaveRequest) (*pb.LeaveResponse, error) {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, maxLeave)
 	defer cancel()
-	removed, err := s.cfg.Status.Leave(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &pb.LeaveResponse{Removed: removed}, nil
+	return s.cfg.Status.Leave(ctx)
 }
+
+// maxLeave bounds a Leave call without a deadline of its own.
+const maxLeave = time.Hour
 
 func (s *Status) Version(context.Context, *pb.VersionRequest) (*pb.VersionResponse, error) {
 	return &pb.VersionResponse{Version: s.cfg.Build, GoVersion: runtime.Version()}, nil

@@ -32,6 +32,7 @@ func (f *statusFake) RaftStatus() raftstore.Status {
 func (f *statusFake) ClusterID() string     { return "c0ffee" }
 func (f *statusFake) TLSExpires() time.Time { return time.Time{} }
 func (f *statusFake) Forming() string       { return "" }
+func (f *statusFake) HandoffShards() int    { return 0 }
 func (f *statusFake) Servers() ([]raftstore.Server, error) {
 	return []raftstore.Server{
 		{ID: "n1", Address: "n1:8401", Suffrage: raftstore.Voter},

@@ -1,0 +1,75 @@
+package ctlcmd
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/node"
+	"github.com/zrpcio/zrpc/testcluster"
+)
+
+// TestLeaveSaysWhatBecameOfTheShards: `zrpcctl leave` hands the agent's
+// blob shards off and says how many; a shard no agent can take (every
+// other agent holds one of its block) goes with the agent, with a warning.
+func TestLeaveSaysWhatBecameOfTheShards(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	c := testcluster.New(t, 4, testcluster.WithConfig(func(cfg *node.Config) { cfg.BlobBlockSize = 64 << 10 }))
+	c.WaitFor(20*time.Second, "the leader's replica to know four alive agents", func() bool {
+		l := c.Leader()
+		alive := 0
+		for _, n := range l.Store().FSM().Nodes() {
+			if n.Health == zrpcpb.Health_PASSING {
+				alive++
+			}
+		}
+		return alive == 4
+	})
+	dir := t.TempDir()
+	put := func(name string, data, parity int) {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, make([]byte, 100<<10), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		res := runZrpcctl(testContext(t), t, c.GRPCAddr(0), "blob", "put", path, "--data", fmt.Sprint(data), "--parity", fmt.Sprint(parity))
+		if res.err != nil {
+			t.Fatalf("put %s: %v\n%s", name, res.err, res.stderr)
+		}
+	}
+	put("spread", 2, 1) // three of four agents: one is free to take a shard
+	put("wide", 3, 1)   // every agent: no agent can take the leaver's
+	// The leaver: an agent other than the one the command asks first
+	// that holds shards of "spread" (100 KiB in 64 KiB blocks: two).
+	held := func(blob string, i int) int {
+		b, n := c.Leader().Store().FSM().Blob(blob), 0
+		for _, blk := range b.Blocks {
+			for idx := range blk.Holders {
+				if b.Holder(blk, idx) == c.Name(i) {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	leaver := 1
+	for i := 2; i < c.Size(); i++ {
+		if held("spread", i) > held("spread", leaver) {
+			leaver = i
+		}
+	}
+	spread, wide := held("spread", leaver), held("wide", leaver)
+	if spread == 0 || wide != 2 {
+		t.Fatalf("%s holds %d shards of spread and %d of wide; want some and 2", c.Name(leaver), spread, wide)
+	}
+	res := runZrpcctl(testContext(t), t, c.GRPCAddr(leaver), "leave", "--timeout", "1m")
+	if res.err != nil {
+		t.Fatalf("leave: %v\n%s", res.err, res.stderr)
+	}
+	checkContains(t, "leave stdout", res.stdout,
+		fmt.Sprintf("handed %d blob shards to the other agents", spread),
+		fmt.Sprintf("warning: %d blob shards went with the agent", wide),
+		"left the cluster and is shutting down")
+}

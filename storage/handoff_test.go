@@ -1,0 +1,90 @@
+package storage_test
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/testcluster"
+)
+
+// heldBy counts the shards agent i's replica places on agent name.
+func heldBy(c *testcluster.Cluster, i int, name string) int {
+	n := 0
+	blobs, _ := c.Node(i).Store().FSM().Blobs("")
+	for _, b := range blobs {
+		for _, blk := range b.Blocks {
+			for idx := range blk.Holders {
+				if b.Holder(blk, idx) == name {
+					n++
+				}
+			}
+		}
+	}
+	return n
+}
+
+// TestLeaveHandsItsShardsOffFirst: an agent that leaves the cluster for
+// good (the leader, the hardest case: it runs repair) first hands its
+// blob shards to the agents that stay, so that losing one more agent right
+// after, within the repair delay, leaves every blob readable; a blob
+// without parity, which nothing could rebuild, moves too, by copy.
+func TestLeaveHandsItsShardsOffFirst(t *testing.T) {
+	c := newBlobCluster(t, 5, slowFailover, testcluster.WithDeadNodeReap(time.Minute))
+	leaver := c.LeaderIndex()
+	reader := (leaver + 1) % 5
+	cl := agentClient(t, c, reader)
+	blobs := map[string][]byte{}
+	for i := range 10 {
+		name := fmt.Sprintf("b%d", i)
+		blobs[name] = randomBytes(200<<10+i, uint64(i))
+		put(t, cl, name, blobs[name], client.PutOptions{Data: 2, Parity: 1})
+	}
+	// 4+0 on five agents: the leaver holds a shard of most ids; the one
+	// agent without a shard is the only place it can go.
+	bare := ""
+	for i := 0; bare == "" && i < 20; i++ {
+		name := fmt.Sprintf("bare%d", i)
+		data := randomBytes(300<<10, uint64(100+i))
+		rev := put(t, cl, name, data, client.PutOptions{Data: 4, Parity: 0}).Header.Revision
+		c.Node(leaver).Store().FSM().WaitRevision(ctxFor(t, 10*time.Second), rev)
+		b := c.Node(leaver).Store().FSM().Blob(name)
+		for idx := range b.Blocks[0].Holders {
+			if b.Holder(b.Blocks[0], idx) == c.Name(leaver) {
+				bare = name
+				blobs[name] = data
+			}
+		}
+	}
+	if bare == "" {
+		t.Fatal("no 4+0 blob of 20 placed a shard on the leaver")
+	}
+	held := heldBy(c, leaver, c.Name(leaver))
+
+	res, err := c.Leave(ctxFor(t, time.Minute), leaver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Removed || res.HandedOff != held || res.ShardsLeft != 0 {
+		t.Fatalf("leave: %+v; want removed, the %d shards it held handed off, none left", res, held)
+	}
+	c.WaitFor(10*time.Second, "the reader's replica to place no shard on the leaver", func() bool {
+		return heldBy(c, reader, c.Name(leaver)) == 0
+	})
+	if got := get(t, cl, bare, client.GetOptions{}); !bytes.Equal(got, blobs[bare]) {
+		t.Fatalf("blob %s without parity read back different bytes after the leave", bare)
+	}
+	delete(blobs, bare) // one more loss may take any of its four shards
+
+	// One more agent lost right after the leave, long before the repair
+	// delay: every 2+1 blob still has two of its three shards.
+	victim := (leaver + 2) % 5
+	c.Kill(victim)
+	for name, data := range blobs {
+		if got, err := tryGet(t, cl, name, client.GetOptions{}); err != nil || !bytes.Equal(got, data) {
+			t.Errorf("blob %s after the leave and %s's loss: %v (same bytes: %v)", name, c.Name(victim), err, bytes.Equal(got, data))
+		}
+	}
+}
