@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -24,15 +26,25 @@ type LeaveResult struct {
 // follows), hands leadership to another voter if it leads, announces its
 // departure by gossip, waits (up to ctx) until the leader has removed it
 // from Raft and the registry (its instances go with it), then closes the
-// agent. Left() is closed once it has left.
+// agent. Left() is closed once it has left; a later call reports the
+// same result. A caller that cancels ctx while the shards are handed off
+// (zrpcctl leave interrupted) calls the leave off: the agent stays in the
+// cluster and takes shards again, and Leave returns an error wrapping
+// context.Canceled. A ctx that ends by its deadline does not: the agent
+// goes on leaving.
 func (n *Node) Leave(ctx context.Context) (LeaveResult, error) {
-	var res LeaveResult
-	var err error
-	n.leaving.Do(func() {
-		res, err = n.leave(ctx)
-		close(n.left)
-	})
-	return res, err
+	n.leaveMu.Lock()
+	defer n.leaveMu.Unlock()
+	if n.leftWith != nil {
+		return *n.leftWith, nil
+	}
+	res, err := n.leave(ctx)
+	if err != nil {
+		return res, err
+	}
+	n.leftWith = &res
+	close(n.left)
+	return res, nil
 }
 
 func (n *Node) leave(ctx context.Context) (LeaveResult, error) {
@@ -43,6 +55,11 @@ func (n *Node) leave(ctx context.Context) (LeaveResult, error) {
 	}
 	var res LeaveResult
 	res.HandedOff, res.ShardsLeft = n.handOffShards(ctx)
+	if errors.Is(ctx.Err(), context.Canceled) {
+		n.stay()
+		return res, fmt.Errorf("leave called off while handing blob shards off (%d moved, staying where they are now): the agent stays in the cluster: %w",
+			res.HandedOff, ctx.Err())
+	}
 	n.transferLeadership()
 	if err := n.gossip().Leave(5 * time.Second); err != nil {
 		n.log.Warn("gossip leave broadcast failed", "err", err)
@@ -105,6 +122,9 @@ func (n *Node) handOffShards(ctx context.Context) (handedOff, left int) {
 		}
 		select {
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return held - h.Shards, h.Shards // called off: leave says so
+			}
 			n.log.Warn("leaving with blob shards not handed off in time: repair rebuilds them from the other shards of their blocks, which meanwhile have one shard less",
 				"left", h.Left(), "bytes", h.Bytes, "moved", held-h.Shards)
 			return held - h.Shards, h.Shards
@@ -124,6 +144,19 @@ func (n *Node) handOffShards(ctx context.Context) (handedOff, left int) {
 		n.log.Info("handed this agent's blob shards to the others", "shards", held-h.Shards, "took", time.Since(start).Round(time.Millisecond))
 	}
 	return held - h.Shards, h.Shards
+}
+
+// stay calls off a leave that was handing shards off: the agent announces
+// that it stays, and takes shards again.
+func (n *Node) stay() {
+	if !n.handingOff.Swap(false) {
+		return
+	}
+	if err := n.gossip().UpdateMeta(n.selfMeta()); err != nil {
+		n.log.Warn("could not announce by gossip that this agent stays; the others place no new shard on it until it can", "err", err)
+		return
+	}
+	n.log.Info("leave called off: this agent stays in the cluster and takes blob shards again")
 }
 
 const (

@@ -106,8 +106,11 @@ type Node struct {
 	refused    chan struct{}
 	refuseOnce sync.Once
 	refusal    error
-	leaving    sync.Once
-	halting    atomic.Bool
+	// leaveMu serializes Leave; leftWith is the result of the leave that
+	// completed (nil before one has).
+	leaveMu  sync.Mutex
+	leftWith *LeaveResult
+	halting  atomic.Bool
 	// handingOff: the agent is leaving and hands its blob shards to the
 	// others (leave.go); handoffShards counts those it still holds.
 	handingOff    atomic.Bool

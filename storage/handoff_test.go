@@ -2,11 +2,17 @@ package storage_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/node"
+	"github.com/zrpcio/zrpc/raftstore"
 	"github.com/zrpcio/zrpc/testcluster"
 )
 
@@ -86,5 +92,81 @@ func TestLeaveHandsItsShardsOffFirst(t *testing.T) {
 		if got, err := tryGet(t, cl, name, client.GetOptions{}); err != nil || !bytes.Equal(got, data) {
 			t.Errorf("blob %s after the leave and %s's loss: %v (same bytes: %v)", name, c.Name(victim), err, bytes.Equal(got, data))
 		}
+	}
+}
+
+// leavingSeen reports whether agent i's gossip says agent name is leaving.
+func leavingSeen(t *testing.T, c *testcluster.Cluster, i int, name string) bool {
+	resp, err := c.Status(i).Members(ctxFor(t, 5*time.Second), &pb.MembersRequest{})
+	if err != nil {
+		return false
+	}
+	for _, m := range resp.Members {
+		if m.Name == name {
+			return m.Leaving
+		}
+	}
+	return false
+}
+
+// TestLeaveCalledOffWhileHandingShardsOff: a caller that gives up while
+// the agent still hands its shards off calls the leave off: the agent
+// stays in the cluster and says so by gossip, and can leave later.
+func TestLeaveCalledOffWhileHandingShardsOff(t *testing.T) {
+	c := newBlobCluster(t, 4, slowFailover)
+	leader := c.LeaderIndex()
+	leaver := (leader + 1) % 4
+	cl := agentClient(t, c, leader)
+	for i := range 10 {
+		put(t, cl, fmt.Sprintf("b%d", i), randomBytes(200<<10, uint64(i)), client.PutOptions{Data: 2, Parity: 1})
+	}
+	if held := heldBy(c, leader, c.Name(leaver)); held < 2 {
+		t.Fatalf("%s holds %d shards; want a few to hand off", c.Name(leaver), held)
+	}
+	// The others' shard fsyncs take 2 s each: the handoff lasts.
+	for i := range c.Size() {
+		if i != leaver {
+			c.SlowShardDisk(i, 2*time.Second)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type result struct {
+		res node.LeaveResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := c.Node(leaver).Leave(ctx)
+		done <- result{res, err}
+	}()
+	c.WaitFor(10*time.Second, "the leader to see the leaver leaving", func() bool { return leavingSeen(t, c, leader, c.Name(leaver)) })
+	cancel()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Leave did not return within 10 s of its caller giving up")
+	}
+	if !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("leave called off: %+v, %v; want an error wrapping context.Canceled", r.res, r.err)
+	}
+	select {
+	case <-c.Node(leaver).Left():
+		t.Fatal("Left() closed after a leave that was called off")
+	default:
+	}
+	c.WaitFor(10*time.Second, "the leader to see the leaver stay", func() bool { return !leavingSeen(t, c, leader, c.Name(leaver)) })
+	servers, err := c.Node(leader).Store().Servers()
+	if err != nil || !slices.ContainsFunc(servers, func(s raftstore.Server) bool { return s.ID == c.Name(leaver) }) {
+		t.Fatalf("Raft servers after the leave was called off: %v, %v; want %s among them", servers, err, c.Name(leaver))
+	}
+
+	for i := range c.Size() {
+		c.SlowShardDisk(i, 0)
+	}
+	res, err := c.Leave(ctxFor(t, time.Minute), leaver)
+	if err != nil || !res.Removed || res.ShardsLeft != 0 {
+		t.Fatalf("leave again: %+v, %v; want removed with no shard left", res, err)
 	}
 }

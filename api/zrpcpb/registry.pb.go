@@ -2460,7 +2460,11 @@ type Member struct {
 	// applied the cluster's log (no cluster id in its meta): a new, wiped or
 	// replaced data dir. As a voter it refuses votes until a leader has sent
 	// it the log.
-	NoRaftState   bool `protobuf:"varint,11,opt,name=no_raft_state,json=noRaftState,proto3" json:"no_raft_state,omitempty"`
+	NoRaftState bool `protobuf:"varint,11,opt,name=no_raft_state,json=noRaftState,proto3" json:"no_raft_state,omitempty"`
+	// leaving is set for an agent that leaves the cluster for good and
+	// hands its blob shards to the others first (zrpcctl leave): it takes no
+	// new shard.
+	Leaving       bool `protobuf:"varint,12,opt,name=leaving,proto3" json:"leaving,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2568,6 +2572,13 @@ func (x *Member) GetShardsFull() bool {
 func (x *Member) GetNoRaftState() bool {
 	if x != nil {
 		return x.NoRaftState
+	}
+	return false
+}
+
+func (x *Member) GetLeaving() bool {
+	if x != nil {
+		return x.Leaving
 	}
 	return false
 }
@@ -3262,7 +3273,7 @@ const file_registry_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x124\n" +
 	"\bdown_for\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\adownFor\"\x10\n" +
-	"\x0eMembersRequest\"\xd1\x02\n" +
+	"\x0eMembersRequest\"\xeb\x02\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
@@ -3277,7 +3288,8 @@ const file_registry_proto_rawDesc = "" +
 	"\vshards_full\x18\n" +
 	" \x01(\bR\n" +
 	"shardsFull\x12\"\n" +
-	"\rno_raft_state\x18\v \x01(\bR\vnoRaftState\"m\n" +
+	"\rno_raft_state\x18\v \x01(\bR\vnoRaftState\x12\x18\n" +
+	"\aleaving\x18\f \x01(\bR\aleaving\"m\n" +
 	"\x0fMembersResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12)\n" +
 	"\amembers\x18\x02 \x03(\v2\x0f.zrpc.v1.MemberR\amembers\"\x0e\n" +

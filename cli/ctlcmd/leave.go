@@ -25,8 +25,11 @@ instances go with it), and shuts down.
 Shards not handed off within --timeout (a third of it, at most 10 s, is
 kept for the removal), or that no agent can take because every other agent
 already holds a shard of their block, go with the agent: the command says
-how many, and repair rebuilds them from the other shards where it can. To
-restart an agent without leaving, stop it with SIGTERM instead.`,
+how many, and repair rebuilds them from the other shards where it can.
+Interrupting the command (Ctrl-C) while shards are handed off calls the
+leave off: the agent stays in the cluster, the shards moved so far stay
+where they went. To restart an agent without leaving, stop it with SIGTERM
+instead.`,
 		Example: `  zrpcctl leave --addr 127.0.0.3:8400
   zrpcctl leave --addr 127.0.0.3:8400 --timeout 2h   # many shards to hand off`,
 		Args: cobra.NoArgs,
@@ -34,6 +37,7 @@ restart an agent without leaving, stop it with SIGTERM instead.`,
 			if !cmd.Flags().Changed("timeout") {
 				o.timeout = 30 * time.Minute // handing shards off moves their bytes
 			}
+			defer transferContext(cmd)()
 			return o.run(cmd, false, func(ctx context.Context, c *client.Client, p *printer) error {
 				progress, stop := context.WithCancel(ctx)
 				done := make(chan struct{})
@@ -44,6 +48,9 @@ restart an agent without leaving, stop it with SIGTERM instead.`,
 				resp, err := c.Leave(ctx)
 				stop()
 				<-done
+				if err != nil && cmd.Context().Err() != nil {
+					return fmt.Errorf("leave %w: an agent still handing its blob shards off calls the leave off and stays in the cluster (zrpcctl status shows no \"Leaving\"); one that had begun to leave Raft goes on", errInterrupted)
+				}
 				if err != nil {
 					return err
 				}

@@ -16,8 +16,9 @@ func newMembersCommand(o *options) *cobra.Command {
 		Long: `List the agents of the cluster as the answering agent's gossip sees them:
 name, gossip address, status (alive, suspect, failed, left; unknown for a
 Raft server gossip has never seen; "shards full" when the agent's shard
-store has no room for new blob shards, which then go to other agents),
-Raft role, build, zone, and for how long gossip has reported that status.`,
+store has no room for new blob shards, which then go to other agents;
+"leaving" while the agent hands its blob shards off before it leaves for
+good), Raft role, build, zone, and for how long gossip has reported that status.`,
 		Example: `  zrpcctl members
   zrpcctl members -o json`,
 		Args: cobra.NoArgs,
@@ -39,6 +40,9 @@ Raft role, build, zone, and for how long gossip has reported that status.`,
 					}
 					if m.GetShardsFull() {
 						status += " (shards full)"
+					}
+					if m.GetLeaving() {
+						status += " (leaving: handing its shards off)"
 					}
 					rows = append(rows, []string{m.GetName(), m.GetAddress(), status, m.GetRole(), m.GetBuild(), m.GetZone(), statusFor})
 				}

@@ -149,6 +149,7 @@ func (s *Status) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.Members
 			Name: m.Name, Address: m.Addr, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr,
 			Status: m.Status, Role: role(m.Name), Build: m.Meta.Build, Zone: m.Meta.Zone,
 			ShardsFull:  m.Meta.ShardsFull,
+			Leaving:     m.Meta.Leaving,
 			NoRaftState: m.Meta.Role == "server" && m.LacksCluster(cluster),
 		}
 		if !m.Since.IsZero() {
