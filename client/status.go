@@ -52,12 +52,16 @@ func (c *Client) Version(ctx context.Context) (*zrpcpb.VersionResponse, error) {
 // first hands its blob shards to the others, for as long as ctx allows
 // (keeping a part of it for the rest); the answer says whether the leader
 // confirmed the removal before the agent shut down, and what became of
-// its shards.
-func (c *Client) Leave(ctx context.Context) (*zrpcpb.LeaveResponse, error) {
+// its shards. req may be nil (a leave refused when some shards have no
+// agent to go to: see LeaveRequest.allow_degraded).
+func (c *Client) Leave(ctx context.Context, req *zrpcpb.LeaveRequest) (*zrpcpb.LeaveResponse, error) {
 	if c.closing.Err() != nil {
 		return nil, ErrClosed
 	}
-	resp, err := c.endpoints[0].status.Leave(ctx, &zrpcpb.LeaveRequest{})
+	if req == nil {
+		req = &zrpcpb.LeaveRequest{}
+	}
+	resp, err := c.endpoints[0].status.Leave(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("leave via %s: %w", c.endpoints[0].addr, mapErr(err))
 	}

@@ -228,8 +228,8 @@ func (a apiStatus) PeerAnswers(ctx context.Context, grpcAddr string) error {
 	return a.n.peerAnswers(ctx, grpcAddr)
 }
 
-func (a apiStatus) Leave(ctx context.Context) (*pb.LeaveResponse, error) {
-	res, err := a.n.Leave(ctx)
+func (a apiStatus) Leave(ctx context.Context, req *pb.LeaveRequest) (*pb.LeaveResponse, error) {
+	res, err := a.n.Leave(ctx, LeaveOptions{AllowDegraded: req.GetAllowDegraded()})
 	if err != nil {
 		return nil, err
 	}

@@ -483,7 +483,7 @@ func TestLeaveConfirmedByAPeerWhenTheLeaderCannotReachTheLeaver(t *testing.T) {
 	leader := c.LeaderIndex()
 	leaver := (leader + 1) % 3
 	c.DropPackets(leader, leaver, 1) // no connection between the two works
-	res, err := c.Leave(ctxT(t), leaver)
+	res, err := c.Leave(ctxT(t), leaver, node.LeaveOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,9 +7,18 @@ import (
 	"slices"
 	"time"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/raftstore"
 )
+
+// LeaveOptions tune Leave.
+type LeaveOptions struct {
+	// AllowDegraded leaves even when some of the agent's blob shards have
+	// no agent to go to (every other alive agent with room holds a shard
+	// of their block); without it such a leave is refused.
+	AllowDegraded bool
+}
 
 // LeaveResult is what Leave reports.
 type LeaveResult struct {
@@ -31,14 +40,15 @@ type LeaveResult struct {
 // (zrpcctl leave interrupted) calls the leave off: the agent stays in the
 // cluster and takes shards again, and Leave returns an error wrapping
 // context.Canceled. A ctx that ends by its deadline does not: the agent
-// goes on leaving.
-func (n *Node) Leave(ctx context.Context) (LeaveResult, error) {
+// goes on leaving. A leave that would take shards no agent can take is
+// refused (apierr.ErrFailedPrecondition) unless opts allow it.
+func (n *Node) Leave(ctx context.Context, opts LeaveOptions) (LeaveResult, error) {
 	n.leaveMu.Lock()
 	defer n.leaveMu.Unlock()
 	if n.leftWith != nil {
 		return *n.leftWith, nil
 	}
-	res, err := n.leave(ctx)
+	res, err := n.leave(ctx, opts)
 	if err != nil {
 		return res, err
 	}
@@ -47,12 +57,19 @@ func (n *Node) Leave(ctx context.Context) (LeaveResult, error) {
 	return res, nil
 }
 
-func (n *Node) leave(ctx context.Context) (LeaveResult, error) {
-	n.log.Info("leaving the cluster for good")
+func (n *Node) leave(ctx context.Context, opts LeaveOptions) (LeaveResult, error) {
 	if n.alone() {
-		n.log.Info("last member of the cluster; shutting down")
+		n.log.Info("leaving the cluster for good: last member of the cluster; shutting down")
 		return LeaveResult{Removed: true}, nil
 	}
+	if h := n.blobs.Handoff(); h.Stuck > 0 && !opts.AllowDegraded {
+		err := fmt.Errorf("%w: %d of this agent's %d blob shards have no agent to go to (every other alive agent with room holds a shard of their block): "+
+			"leaving would leave their blobs one loss closer to unreadable; add an agent, bring a failed one back or free space first, or leave anyway with zrpcctl leave --allow-degraded",
+			apierr.ErrFailedPrecondition, h.Stuck, h.Shards)
+		n.log.Warn("leave refused; the agent stays in the cluster", "err", err)
+		return LeaveResult{}, err
+	}
+	n.log.Info("leaving the cluster for good")
 	var res LeaveResult
 	res.HandedOff, res.ShardsLeft = n.handOffShards(ctx)
 	if errors.Is(ctx.Err(), context.Canceled) {

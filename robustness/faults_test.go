@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/zrpcio/zrpc/node"
 	"github.com/zrpcio/zrpc/testcluster"
 )
 
@@ -257,9 +258,15 @@ func (r *run) joinOrLeave() {
 	i := joined[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := r.c.Leave(ctx, i)
+	// Leaving may take shards no agent can take (blobs put while the
+	// added agent ran, on every agent): the suite checks that repair
+	// counts them as waiting for an agent.
+	res, err := r.c.Leave(ctx, i, node.LeaveOptions{AllowDegraded: true})
 	r.t.Logf("robustness: %s left: removal confirmed %v, blob shards handed off %d, left %d, err %v",
 		r.c.Name(i), res.Removed, res.HandedOff, res.ShardsLeft, err)
+	if err != nil {
+		r.c.Stop(i)
+	}
 	r.mu.Lock()
 	r.joined = r.joined[1:]
 	r.left = append(r.left, i)

@@ -37,6 +37,8 @@ func (s *Store) Handoff() Handoff {
 	for _, n := range placeable(s.members()) {
 		open[n.ID] = true
 	}
+	delete(open, self) // before it announces that it leaves, it is placeable
+
 	var h Handoff
 	blobs, _ := s.cluster.Meta().Blobs("")
 	for _, b := range blobs {

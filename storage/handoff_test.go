@@ -69,7 +69,7 @@ func TestLeaveHandsItsShardsOffFirst(t *testing.T) {
 	}
 	held := heldBy(c, leaver, c.Name(leaver))
 
-	res, err := c.Leave(ctxFor(t, time.Minute), leaver)
+	res, err := c.Leave(ctxFor(t, time.Minute), leaver, node.LeaveOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestLeaveCalledOffWhileHandingShardsOff(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		res, err := c.Node(leaver).Leave(ctx)
+		res, err := c.Node(leaver).Leave(ctx, node.LeaveOptions{})
 		done <- result{res, err}
 	}()
 	c.WaitFor(10*time.Second, "the leader to see the leaver leaving", func() bool { return leavingSeen(t, c, leader, c.Name(leaver)) })
@@ -165,7 +165,7 @@ func TestLeaveCalledOffWhileHandingShardsOff(t *testing.T) {
 	for i := range c.Size() {
 		c.SlowShardDisk(i, 0)
 	}
-	res, err := c.Leave(ctxFor(t, time.Minute), leaver)
+	res, err := c.Leave(ctxFor(t, time.Minute), leaver, node.LeaveOptions{})
 	if err != nil || !res.Removed || res.ShardsLeft != 0 {
 		t.Fatalf("leave again: %+v, %v; want removed with no shard left", res, err)
 	}

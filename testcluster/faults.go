@@ -98,18 +98,22 @@ func (c *Cluster) TransferLeadership() error {
 	return l.Store().TransferLeadership(context.Background())
 }
 
-// Leave makes agent i leave the cluster for good (node.Node.Leave) and
-// empties its slot; it reports whether the leader confirmed the removal
-// and what became of the agent's blob shards.
-func (c *Cluster) Leave(ctx context.Context, i int) (node.LeaveResult, error) {
+// Leave makes agent i leave the cluster for good (node.Node.Leave with
+// opts) and empties its slot; it reports whether the leader confirmed the
+// removal and what became of the agent's blob shards. A leave refused or
+// called off leaves the agent running.
+func (c *Cluster) Leave(ctx context.Context, i int, opts node.LeaveOptions) (node.LeaveResult, error) {
 	n := c.Node(i)
 	if n == nil {
 		return node.LeaveResult{}, fmt.Errorf("testcluster: leave: %s is not running", c.Name(i))
 	}
 	c.t.Logf("testcluster: %s leaves", c.Name(i))
-	res, err := n.Leave(ctx)
+	res, err := n.Leave(ctx, opts)
+	if err != nil {
+		return res, err
+	}
 	c.Stop(i)
-	return res, err
+	return res, nil
 }
 
 // SlowDisk delays every write of agent i's Raft log by d (zero: back to

@@ -2995,7 +2995,13 @@ func (x *RemovePeerResponse) GetHeader() *ResponseHeader {
 }
 
 type LeaveRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// allow_degraded leaves even when some of the agent's blob shards have
+	// no agent to go to (every other alive agent with room holds a shard of
+	// their block): their blobs then survive one loss fewer until an agent
+	// joins. Without it such a leave is refused (FAILED_PRECONDITION) and
+	// the agent stays.
+	AllowDegraded bool `protobuf:"varint,1,opt,name=allow_degraded,json=allowDegraded,proto3" json:"allow_degraded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3028,6 +3034,13 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
 	return file_registry_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *LeaveRequest) GetAllowDegraded() bool {
+	if x != nil {
+		return x.AllowDegraded
+	}
+	return false
 }
 
 type LeaveResponse struct {
@@ -3314,8 +3327,9 @@ const file_registry_proto_rawDesc = "" +
 	"\x11RemovePeerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"E\n" +
 	"\x12RemovePeerResponse\x12/\n" +
-	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\"\x0e\n" +
-	"\fLeaveRequest\"v\n" +
+	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\"5\n" +
+	"\fLeaveRequest\x12%\n" +
+	"\x0eallow_degraded\x18\x01 \x01(\bR\rallowDegraded\"v\n" +
 	"\rLeaveResponse\x12\x18\n" +
 	"\aremoved\x18\x01 \x01(\bR\aremoved\x12*\n" +
 	"\x11shards_handed_off\x18\x02 \x01(\x04R\x0fshardsHandedOff\x12\x1f\n" +

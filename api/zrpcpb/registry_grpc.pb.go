@@ -415,9 +415,11 @@ type StatusClient interface {
 	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
 	Peers(ctx context.Context, in *PeersRequest, opts ...grpc.CallOption) (*PeersResponse, error)
 	Version(ctx context.Context, in *VersionRequest, opts ...grpc.CallOption) (*VersionResponse, error)
-	// Leave makes the agent leave the cluster for good: it hands off
-	// leadership, announces its departure, waits to be removed from Raft (its
-	// instances go with it) and shuts down.
+	// Leave makes the agent leave the cluster for good: it hands its blob
+	// shards to the other agents, hands off leadership, announces its
+	// departure, waits to be removed from Raft (its instances go with it)
+	// and shuts down. A caller that cancels while the shards move calls the
+	// leave off.
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
 	// RemovePeer removes another agent from the cluster for good: from Raft
 	// and, with its instances and sessions, from the registry. It is served
@@ -505,9 +507,11 @@ type StatusServer interface {
 	Members(context.Context, *MembersRequest) (*MembersResponse, error)
 	Peers(context.Context, *PeersRequest) (*PeersResponse, error)
 	Version(context.Context, *VersionRequest) (*VersionResponse, error)
-	// Leave makes the agent leave the cluster for good: it hands off
-	// leadership, announces its departure, waits to be removed from Raft (its
-	// instances go with it) and shuts down.
+	// Leave makes the agent leave the cluster for good: it hands its blob
+	// shards to the other agents, hands off leadership, announces its
+	// departure, waits to be removed from Raft (its instances go with it)
+	// and shuts down. A caller that cancels while the shards move calls the
+	// leave off.
 	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
 	// RemovePeer removes another agent from the cluster for good: from Raft
 	// and, with its instances and sessions, from the registry. It is served

@@ -8,11 +8,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
 )
 
 func newLeaveCommand(o *options) *cobra.Command {
-	return &cobra.Command{
+	var allowDegraded bool
+	cmd := &cobra.Command{
 		Use:   "leave",
 		Short: "Make an agent leave the cluster for good",
 		Long: `Make the agent at --addr (the first address only) leave the cluster for
@@ -22,16 +24,20 @@ Raft leadership to another voter if it leads, announces its departure,
 waits until the leader has removed it from Raft and the registry (its
 instances go with it), and shuts down.
 
-Shards not handed off within --timeout (a third of it, at most 10 s, is
-kept for the removal), or that no agent can take because every other agent
-already holds a shard of their block, go with the agent: the command says
-how many, and repair rebuilds them from the other shards where it can.
+An agent holding shards that no agent can take, because every other alive
+agent with room already holds a shard of their block (three agents with
+2+1 blobs), is not allowed to leave: its blobs would survive one loss
+fewer. Add an agent first, or pass --allow-degraded; such shards then go
+with the agent, as do shards not handed off within --timeout (a third of
+it, at most 10 s, is kept for the removal). The command says how many, and
+repair rebuilds them from the other shards where it can.
 Interrupting the command (Ctrl-C) while shards are handed off calls the
 leave off: the agent stays in the cluster, the shards moved so far stay
 where they went. To restart an agent without leaving, stop it with SIGTERM
 instead.`,
 		Example: `  zrpcctl leave --addr 127.0.0.3:8400
-  zrpcctl leave --addr 127.0.0.3:8400 --timeout 2h   # many shards to hand off`,
+  zrpcctl leave --addr 127.0.0.3:8400 --timeout 2h   # many shards to hand off
+  zrpcctl leave --addr 127.0.0.3:8400 --allow-degraded  # shrink a cluster whose blobs span every agent`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("timeout") {
@@ -45,7 +51,7 @@ instead.`,
 					defer close(done)
 					printHandoff(progress, c, cmd.ErrOrStderr())
 				}()
-				resp, err := c.Leave(ctx)
+				resp, err := c.Leave(ctx, &zrpcpb.LeaveRequest{AllowDegraded: allowDegraded})
 				stop()
 				<-done
 				if err != nil && cmd.Context().Err() != nil {
@@ -71,6 +77,9 @@ instead.`,
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&allowDegraded, "allow-degraded", false,
+		"leave even when some blob shards have no agent to go to (every other agent holds a shard of their block); their blobs then survive one loss fewer until an agent joins")
+	return cmd
 }
 
 // printHandoff prints, every few seconds until ctx ends, how many blob

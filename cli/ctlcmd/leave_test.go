@@ -12,9 +12,10 @@ import (
 	"github.com/zrpcio/zrpc/testcluster"
 )
 
-// TestLeaveSaysWhatBecameOfTheShards: `zrpcctl leave` hands the agent's
-// blob shards off and says how many; a shard no agent can take (every
-// other agent holds one of its block) goes with the agent, with a warning.
+// TestLeaveSaysWhatBecameOfTheShards: `zrpcctl leave` is refused while a
+// shard on the agent has no agent to go to (every other agent holds one
+// of its block), and the agent stays; with --allow-degraded it hands off
+// the shards it can, says how many, and warns of those that went with it.
 func TestLeaveSaysWhatBecameOfTheShards(t *testing.T) {
 	t.Setenv(addrEnv, "")
 	c := testcluster.New(t, 4, testcluster.WithConfig(func(cfg *node.Config) { cfg.BlobBlockSize = 64 << 10 }))
@@ -65,6 +66,21 @@ func TestLeaveSaysWhatBecameOfTheShards(t *testing.T) {
 		t.Fatalf("%s holds %d shards of spread and %d of wide; want some and 2", c.Name(leaver), spread, wide)
 	}
 	res := runZrpcctl(testContext(t), t, c.GRPCAddr(leaver), "leave", "--timeout", "1m")
+	if res.err == nil {
+		t.Fatalf("leave with shards no agent can take succeeded:\n%s", res.stdout)
+	}
+	checkContains(t, "refused leave", res.stderr+res.err.Error(),
+		fmt.Sprintf("%d of this agent's %d blob shards have no agent to go to", wide, spread+wide), "--allow-degraded")
+	select {
+	case <-c.Node(leaver).Left():
+		t.Fatal("the agent left after its leave was refused")
+	default:
+	}
+	if held("spread", leaver) != spread {
+		t.Fatalf("a refused leave moved shards: %s holds %d of spread, had %d", c.Name(leaver), held("spread", leaver), spread)
+	}
+
+	res = runZrpcctl(testContext(t), t, c.GRPCAddr(leaver), "leave", "--timeout", "1m", "--allow-degraded")
 	if res.err != nil {
 		t.Fatalf("leave: %v\n%s", res.err, res.stderr)
 	}

@@ -196,7 +196,7 @@ type StatusAgent interface {
 	// Leave takes this agent out of the cluster for good, handing its
 	// blob shards off first, and reports whether its removal was
 	// confirmed and what became of its shards.
-	Leave(ctx context.Context) (*pb.LeaveResponse, error)
+	Leave(ctx context.Context, req *pb.LeaveRequest) (*pb.LeaveResponse, error)
 	// RemovePeer removes agent name from the cluster for good; it runs on
 	// the leader.
 	RemovePeer(ctx context.Context, name string) (uint64, error)

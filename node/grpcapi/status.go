@@ -217,10 +217,10 @@ func (s *Status) Peers(ctx context.Context, _ *pb.PeersRequest) (*pb.PeersRespon
 // Leave makes this agent leave the cluster for good (StatusAgent.Leave).
 // Handing its blob shards off takes as long as their bytes do: the call
 // runs until the caller's deadline, or for at most maxLeave.
-func (s *Status) Leave(ctx context.Context, _ *pb.LeaveRequest) (*pb.LeaveResponse, error) {
+func (s *Status) Leave(ctx context.Context, req *pb.LeaveRequest) (*pb.LeaveResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, maxLeave)
 	defer cancel()
-	return s.cfg.Status.Leave(ctx)
+	return s.cfg.Status.Leave(ctx, req)
 }
 
 // maxLeave bounds a Leave call without a deadline of its own.

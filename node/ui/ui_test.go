@@ -34,7 +34,7 @@ func (f fakeStatus) Status(context.Context, *pb.StatusRequest) (*pb.StatusRespon
 
 func (fakeStatus) Members(context.Context, *pb.MembersRequest) (*pb.MembersResponse, error) {
 	return &pb.MembersResponse{Members: []*pb.Member{
-		{Name: "a2", Address: "127.0.0.2:8402", Status: "failed", Role: "voter", Zone: "z2", ShardsFull: true},
+		{Name: "a2", Address: "127.0.0.2:8402", Status: "failed", Role: "voter", Zone: "z2", ShardsFull: true, Leaving: true},
 		{Name: "a3", Address: "127.0.0.3:8402", Status: "alive", Role: "voter", NoRaftState: true},
 		{Name: "a1", Address: "127.0.0.1:8402", Status: "alive", Role: "leader", Zone: "z1"},
 	}}, nil
@@ -233,7 +233,7 @@ func TestClusterViewsComeFromStatusAndBlobs(t *testing.T) {
 	var members membersView
 	u.getJSON(t, "/ui/api/members", "", &members)
 	if len(members.Members) != 3 || members.Members[0].Name != "a1" || members.Members[0].Role != "leader" ||
-		members.Members[1].Status != "failed" || members.Members[1].Zone != "z2" || !members.Members[1].ShardsFull || members.Members[0].ShardsFull ||
+		members.Members[1].Status != "failed" || members.Members[1].Zone != "z2" || !members.Members[1].ShardsFull || members.Members[0].ShardsFull || !members.Members[1].Leaving || members.Members[0].Leaving ||
 		!members.Members[2].NoRaftState || members.Members[1].NoRaftState {
 		t.Errorf("members %+v", members.Members)
 	}

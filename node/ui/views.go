@@ -73,6 +73,9 @@ type memberView struct {
 	Build       string `json:"build"`
 	// ShardsFull: its shard store takes no new blob shards.
 	ShardsFull bool `json:"shards_full"`
+	// Leaving: it leaves the cluster for good and hands its blob shards
+	// off first.
+	Leaving bool `json:"leaving"`
 	// NoRaftState: alive without the cluster's log (a new or wiped data
 	// dir); it refuses votes until a leader has sent it the log.
 	NoRaftState bool `json:"no_raft_state"`
@@ -237,7 +240,7 @@ func (u *UI) serveMembers(w http.ResponseWriter, r *http.Request) {
 	for _, m := range resp.Members {
 		out.Members = append(out.Members, memberView{
 			Name: m.Name, Address: m.Address, GRPCAddress: m.GrpcAddress, Status: m.Status, Role: m.Role, Zone: m.Zone, Build: m.Build,
-			ShardsFull: m.ShardsFull, NoRaftState: m.NoRaftState,
+			ShardsFull: m.ShardsFull, Leaving: m.Leaving, NoRaftState: m.NoRaftState,
 		})
 	}
 	sort.Slice(out.Members, func(i, j int) bool { return out.Members[i].Name < out.Members[j].Name })

@@ -135,7 +135,7 @@ async function membersPage() {
       { title: "Address", cell: (m) => m.address },
       { title: "gRPC", cell: (m) => m.grpc_address },
       { title: "Status", cell: (m) => (m.no_raft_state ? [health(m.status), " (no Raft state yet)"] : health(m.status)) },
-      { title: "Shards", cell: (m) => (m.shards_full ? "full" : "") },
+      { title: "Shards", cell: (m) => [m.shards_full ? "full" : "", m.leaving ? " handing off (leaving)" : ""].join("").trim() },
       { title: "Role", cell: (m) => m.role },
       { title: "Zone", cell: (m) => m.zone },
       { title: "Build", cell: (m) => m.build },
