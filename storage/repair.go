@@ -472,20 +472,26 @@ func (r *repairer) runBatch(ctx context.Context, batch []task) {
 		}
 	}
 	r.release(results)
-	done, bytes := 0, 0
-	var failed []rebuilt // failures warned of here, once for the batch
+	done, bytes, moved := 0, 0, 0 // moved: off a leaving agent, of done
+	var failed []rebuilt          // failures warned of here, once for the batch
 	for _, res := range results {
 		r.finish(res)
 		switch {
 		case res.err == nil:
 			done++
 			bytes += res.bytes
+			if res.t.reason == reasonLeaving {
+				moved++
+			}
 		case !errors.Is(res.err, apierr.ErrNoSpace): // finish warns of those
 			failed = append(failed, res)
 		}
 	}
-	if done > 0 {
-		r.s.log.Info("shards repaired", "shards", done, "bytes", bytes, "failed", len(batch)-done)
+	switch {
+	case done > 0 && moved == done:
+		r.s.log.Info("shards moved off a leaving agent", "shards", done, "bytes", bytes, "failed", len(batch)-done)
+	case done > 0:
+		r.s.log.Info("shards repaired", "shards", done, "bytes", bytes, "failed", len(batch)-done, "moved_off_leaving", moved)
 	}
 	if len(failed) > 0 {
 		first := failed[0]
