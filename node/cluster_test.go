@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -562,5 +563,43 @@ func TestAgentsJoiningOneNameBootstrapTogether(t *testing.T) {
 			}
 		}
 		return true
+	})
+}
+
+// TestAgentRestoredFromAnOldCopyLearnsWhatIsCommittedFromItsPeers: an
+// agent restarted on an old copy of its data dir, where no leader reaches
+// it, asks its peers which index they know committed before it votes
+// (raftstore votegate.go): its CommitSeen reaches the cluster's commit
+// index without a single AppendEntries from the leader, so it would elect
+// no candidate lacking the writes acknowledged since the copy.
+func TestAgentRestoredFromAnOldCopyLearnsWhatIsCommittedFromItsPeers(t *testing.T) {
+	c := testcluster.New(t, 3)
+	l := c.LeaderIndex()
+	a := (l + 1) % 3
+	register(t, c, l, "user.rpc", "before-the-copy")
+	c.Stop(a)
+	backup := t.TempDir()
+	if err := os.CopyFS(backup, os.DirFS(c.DataDir(a))); err != nil {
+		t.Fatal(err)
+	}
+	c.Restart(a)
+	for i := range 20 {
+		register(t, c, l, "user.rpc", fmt.Sprintf("after-%d", i))
+	}
+	committed := c.Node(l).Store().Status().CommitIndex
+	c.Stop(a)
+	if err := os.RemoveAll(c.DataDir(a)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(c.DataDir(a), os.DirFS(backup)); err != nil {
+		t.Fatal(err)
+	}
+	c.Partition([]int{l}, []int{a}) // the third agent reaches both
+	c.RestartJoining(a)
+	if last := c.Node(a).Store().Status().LastLogIndex; last >= committed {
+		t.Fatalf("the restored agent's log ends at %d, the cluster's commit index is %d: the test is void", last, committed)
+	}
+	c.WaitFor(10*time.Second, "the restored agent to know what its peers know committed", func() bool {
+		return c.Node(a).Store().Status().CommitSeen >= committed
 	})
 }

@@ -98,6 +98,7 @@ func settingField(v reflect.Value, key string) reflect.Value {
 func (c *Config) raftConfig() raftstore.Config {
 	rc := raftstore.DefaultConfig()
 	rc.NodeID = c.Name
+	rc.VoteHold = voteHold // learnCommitted ends it
 	c.toSubsystem(&rc, raftSettings)
 	return rc
 }

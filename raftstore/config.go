@@ -54,6 +54,10 @@ type Config struct {
 	RetainSnapshots int
 	// ApplyTimeout bounds one write when the caller's context has no deadline.
 	ApplyTimeout time.Duration
+	// VoteHold, when set, is how long a store that opens with Raft state
+	// refuses every vote while its agent asks the peers what is committed
+	// (votegate.go): until ReleaseVotes, or VoteHold has passed.
+	VoteHold time.Duration
 	// StaleReadBound is how old the leader's commit index a follower
 	// knows may be before DEFAULT reads are refused: a follower serves them
 	// once it has applied the commit index the leader sent it last, and

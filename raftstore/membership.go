@@ -223,6 +223,9 @@ type Status struct {
 	LastLogIndex uint64
 	CommitIndex  uint64
 	AppliedIndex uint64
+	// CommitSeen is the highest index it knows committed, from anyone
+	// (Store.CommitSeen): a peer that restarts asks for it.
+	CommitSeen uint64
 	// LastContact is when this follower last heard from a leader (zero if
 	// never, or on the leader itself).
 	LastContact time.Time
@@ -246,6 +249,7 @@ func (s *Store) Status() Status {
 		CommitIndex:  s.raft.CommitIndex(),
 		AppliedIndex: s.raft.AppliedIndex(),
 	}
+	st.CommitSeen = max(st.CommitIndex, s.CommitSeen())
 	if st.State != Leader {
 		st.LastContact = s.raft.LastContact()
 	}

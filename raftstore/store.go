@@ -174,6 +174,9 @@ func (s *Store) Open() (err error) {
 		return fmt.Errorf("read raft state in %s: %w", cfg.Dir, err)
 	}
 	s.hadState = existing
+	if existing && cfg.VoteHold > 0 {
+		s.transport.votes.heldUntil.Store(time.Now().Add(cfg.VoteHold).UnixNano())
+	}
 	if s.replayTo, err = s.logs.LastIndex(); err != nil {
 		return fmt.Errorf("read raft state in %s: %w", cfg.Dir, err)
 	}
@@ -560,6 +563,22 @@ func (s *Store) waitReplayed(ctx context.Context) error {
 	}
 	s.replayed.Store(true)
 	return nil
+}
+
+// LearnCommitted raises to index the commit index this store's vote gate
+// knows of (a peer's CommitSeen): a candidate whose log ends before it is
+// refused the vote (votegate.go).
+func (s *Store) LearnCommitted(index uint64) { s.transport.votes.learn(index) }
+
+// ReleaseVotes ends the hold on votes a restarted store began with
+// (Config.VoteHold).
+func (s *Store) ReleaseVotes() { s.transport.votes.heldUntil.Store(0) }
+
+// CommitSeen is the highest index this store knows committed: what it has
+// applied, a higher commit index a leader sent it since it started, or
+// one its peers told it of. A restarted peer asks for it (votegate.go).
+func (s *Store) CommitSeen() uint64 {
+	return max(s.fsm.Revision(), s.transport.votes.commitIndex())
 }
 
 // waitLeaderCommit waits, until ctx ends, until this follower has applied

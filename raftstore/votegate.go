@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -44,7 +45,39 @@ import (
 // log reaches that index raft refuses the candidate anyway. It protects
 // a wiped voter from the first AppendEntries it receives, and a voter
 // whose data dir was restored from an old copy from the first one after
-// its restart (before that, nothing on this agent can tell).
+// its restart.
+//
+// Before that first AppendEntries, nothing on a restored agent can tell,
+// but its peers can: a leader may be gone for good, and the peers' own
+// knowledge of the commit index is then all there is. An agent that
+// restarts with Raft state therefore holds its votes (Config.VoteHold)
+// while it asks its peers which index they know committed (their
+// CommitSeen, node/commitfloor.go), raises the gate's floor to the
+// highest answer (LearnCommitted) and votes again (ReleaseVotes). A
+// commit index comes only from a leader that committed it, so a floor
+// learned from anyone is safe: it can only refuse candidates that could
+// never be rightful leaders. Were the peers, too, restarted and never
+// told, the floor stays where the agent's own log puts it.
+
+// commitIndex is the highest index the gate knows committed: sent by a
+// leader since the agent started, or told by its peers.
+func (g *voteGate) commitIndex() uint64 {
+	commit := g.floor.Load()
+	if g.committed != nil {
+		commit = max(commit, g.committed())
+	}
+	return commit
+}
+
+// learn raises the floor to index.
+func (g *voteGate) learn(index uint64) {
+	for {
+		cur := g.floor.Load()
+		if index <= cur || g.floor.CompareAndSwap(cur, index) {
+			return
+		}
+	}
+}
 
 // bootstrapIndex is the index of the configuration entry BootstrapCluster
 // writes: a log that ends there has never had a leader.
@@ -54,9 +87,13 @@ const bootstrapIndex = 1
 // Raft state.
 var errNoStateNoVote = errors.New("this agent has no Raft state (a new, wiped or replaced data dir) and votes only once a leader has sent it the log")
 
+// errVotesHeld is what a candidate is told while this agent, just
+// restarted, asks its peers what is committed.
+var errVotesHeld = errors.New("this agent has just restarted and asks its peers which writes are committed before it votes")
+
 // errBehindCommit is what a candidate whose log ends before an index a
 // leader has told this agent is committed is told.
-var errBehindCommit = errors.New("the candidate's log lacks entries a leader told this agent are committed")
+var errBehindCommit = errors.New("the candidate's log lacks entries this agent knows are committed")
 
 // voteGate decides whether this replica may pass a vote request to raft.
 type voteGate struct {
@@ -65,6 +102,11 @@ type voteGate struct {
 	// committed, when set, is the highest commit index a leader has sent
 	// this agent since it started.
 	committed func() uint64
+	// floor is the highest commit index the agent's peers told it of
+	// (LearnCommitted); heldUntil, while in the future (unix ns), holds
+	// every vote until they have.
+	floor     atomic.Uint64
+	heldUntil atomic.Int64
 	log       hclog.Logger
 	refused   atomic.Uint64 // vote requests refused, for the warning's count
 }
@@ -100,14 +142,15 @@ func (g *voteGate) refuse(rpc raft.RPC) error {
 	if g == nil {
 		return nil
 	}
-	if g.committed != nil {
-		if commit := g.committed(); lastIndex < commit {
-			if n := g.refused.Add(1); n == 1 || n%100 == 0 {
-				g.log.Warn("refused a vote: the candidate's log ends before an index a leader told this agent is committed, so it lacks acknowledged writes",
-					"candidate", string(candidate), "candidate_last_index", lastIndex, "committed", commit, "refused", n)
-			}
-			return fmt.Errorf("vote refused: %w (its log ends at index %d, committed goes to %d)", errBehindCommit, lastIndex, commit)
+	if until := g.heldUntil.Load(); until != 0 && time.Now().UnixNano() < until {
+		return fmt.Errorf("vote refused for now: %w", errVotesHeld)
+	}
+	if commit := g.commitIndex(); lastIndex < commit {
+		if n := g.refused.Add(1); n == 1 || n%100 == 0 {
+			g.log.Warn("refused a vote: the candidate's log ends before an index this agent knows committed, so it lacks acknowledged writes",
+				"candidate", string(candidate), "candidate_last_index", lastIndex, "committed", commit, "refused", n)
 		}
+		return fmt.Errorf("vote refused: %w (its log ends at index %d, committed goes to %d)", errBehindCommit, lastIndex, commit)
 	}
 	if lastIndex <= bootstrapIndex || g.known.Load() {
 		return nil

@@ -260,3 +260,37 @@ func TestVoteGate(t *testing.T) {
 		t.Errorf("vote from a candidate at the commit index: %v, want it passed", err)
 	}
 }
+
+// TestVoteGateHoldsVotesAndLearnsTheCommitIndexFromPeers: a restarted
+// replica refuses every vote while held, AppendEntries still pass; the
+// commit index its peers tell it of refuses candidates behind it, and a
+// lower one told later does not lower it.
+func TestVoteGateHoldsVotesAndLearnsTheCommitIndexFromPeers(t *testing.T) {
+	g := &voteGate{log: NewHCLog(testLogger(t, 0), "raft"), hasState: func() (bool, error) { return true, nil }}
+	g.committed = func() uint64 { return 20 }
+	vote := func(last uint64) raft.RPC {
+		return raft.RPC{Command: &raft.RequestVoteRequest{RPCHeader: raft.RPCHeader{ID: []byte("n2")}, LastLogIndex: last}}
+	}
+	g.heldUntil.Store(time.Now().Add(time.Hour).UnixNano())
+	if err := g.refuse(vote(99)); !errors.Is(err, errVotesHeld) {
+		t.Errorf("vote while held: %v, want %v", err, errVotesHeld)
+	}
+	if err := g.refuse(raft.RPC{Command: &raft.AppendEntriesRequest{PrevLogEntry: 9}}); err != nil {
+		t.Errorf("AppendEntries while votes are held: %v, want it passed", err)
+	}
+	g.heldUntil.Store(time.Now().Add(-time.Millisecond).UnixNano())
+	if err := g.refuse(vote(99)); err != nil {
+		t.Errorf("vote once the hold has passed: %v, want it passed", err)
+	}
+	g.learn(30)
+	g.learn(10)
+	if err := g.refuse(vote(29)); !errors.Is(err, errBehindCommit) {
+		t.Errorf("vote from a candidate behind the commit index peers told of: %v, want %v", err, errBehindCommit)
+	}
+	if err := g.refuse(vote(30)); err != nil {
+		t.Errorf("vote from a candidate at the commit index peers told of: %v, want it passed", err)
+	}
+	if got := g.commitIndex(); got != 30 {
+		t.Errorf("commit index %d, want 30 (the highest told)", got)
+	}
+}

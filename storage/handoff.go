@@ -63,6 +63,15 @@ func (s *Store) Handoff() Handoff {
 	return h
 }
 
+// CurrentHandoff is Handoff once this replica has applied what the leader
+// has committed (a blob just put may not have reached it yet); with no
+// leader to ask, or a replica that does not catch up in time, it is
+// Handoff as the replica stands, and the error says why.
+func (s *Store) CurrentHandoff(ctx context.Context) (Handoff, error) {
+	err := s.catchUp(ctx)
+	return s.Handoff(), err
+}
+
 // RequestRepairScan asks the leader to scan for shards to repair now
 // rather than at its next RepairInterval: a leaving agent's shards move
 // at once.

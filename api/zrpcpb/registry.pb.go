@@ -2141,6 +2141,12 @@ type StatusResponse struct {
 	// shards it still holds and hands to the others before it goes (0
 	// otherwise).
 	HandoffShards uint64 `protobuf:"varint,23,opt,name=handoff_shards,json=handoffShards,proto3" json:"handoff_shards,omitempty"`
+	// commit_seen is the highest Raft index the agent knows committed: its
+	// commit index, or a higher one a leader sent it or its peers told it
+	// of. An agent restarting with Raft state asks its peers for it before
+	// it votes: one whose data dir was restored from an old copy then
+	// elects no candidate that lacks writes acknowledged since.
+	CommitSeen    uint64 `protobuf:"varint,24,opt,name=commit_seen,json=commitSeen,proto3" json:"commit_seen,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2332,6 +2338,13 @@ func (x *StatusResponse) GetForming() string {
 func (x *StatusResponse) GetHandoffShards() uint64 {
 	if x != nil {
 		return x.HandoffShards
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetCommitSeen() uint64 {
+	if x != nil {
+		return x.CommitSeen
 	}
 	return 0
 }
@@ -3253,7 +3266,7 @@ const file_registry_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x0f\n" +
-	"\rStatusRequest\"\xf1\x06\n" +
+	"\rStatusRequest\"\x92\a\n" +
 	"\x0eStatusResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
@@ -3281,7 +3294,9 @@ const file_registry_proto_rawDesc = "" +
 	"\fmax_sessions\x18\x14 \x01(\rR\vmaxSessions\x12D\n" +
 	"\x10tls_cert_expires\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\x0etlsCertExpires\x12\x18\n" +
 	"\aforming\x18\x16 \x01(\tR\aforming\x12%\n" +
-	"\x0ehandoff_shards\x18\x17 \x01(\x04R\rhandoffShards\"t\n" +
+	"\x0ehandoff_shards\x18\x17 \x01(\x04R\rhandoffShards\x12\x1f\n" +
+	"\vcommit_seen\x18\x18 \x01(\x04R\n" +
+	"commitSeen\"t\n" +
 	"\x10UnreachableVoter\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x124\n" +

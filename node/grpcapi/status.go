@@ -33,6 +33,7 @@ func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 		CommitIndex:  st.CommitIndex,
 		AppliedIndex: st.AppliedIndex,
 		LastLogIndex: st.LastLogIndex,
+		CommitSeen:   st.CommitSeen,
 		Build:        s.cfg.Build,
 		ClusterId:    s.cfg.Status.ClusterID(),
 		RaftStopped:  st.Stopped,
