@@ -29,8 +29,10 @@ agent with room already holds a shard of their block (three agents with
 2+1 blobs), is not allowed to leave: its blobs would survive one loss
 fewer. Add an agent first, or pass --allow-degraded; such shards then go
 with the agent, as do shards not handed off within --timeout (a third of
-it, at most 10 s, is kept for the removal). The command says how many, and
-repair rebuilds them from the other shards where it can.
+it, at most 10 s, is kept for the removal; for this command --timeout
+defaults to 30 minutes). The command says how many, and repair rebuilds
+them from the other shards where it can.
+
 Interrupting the command (Ctrl-C) while shards are handed off calls the
 leave off: the agent stays in the cluster, the shards moved so far stay
 where they went. To restart an agent without leaving, stop it with SIGTERM
