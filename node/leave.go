@@ -116,7 +116,9 @@ func (n *Node) handOffShards(ctx context.Context) (handedOff, left int) {
 	n.log.Info("handing this agent's blob shards to the others before leaving", "shards", h.Shards, "bytes", h.Bytes)
 	ctx, cancel := handoffContext(ctx)
 	defer cancel()
-	t := time.NewTicker(250 * time.Millisecond)
+	// Each count walks the replica's blob table under its read lock:
+	// once a second, not more.
+	t := time.NewTicker(handoffCount)
 	defer t.Stop()
 	start := time.Now()
 	var asked, logged time.Time
@@ -183,6 +185,7 @@ func (n *Node) stay() {
 const (
 	handoffFirstScan = 500 * time.Millisecond // gossip reaches the leader first
 	handoffRescan    = 2 * time.Second
+	handoffCount     = time.Second
 	handoffLogEvery  = 5 * time.Second
 	handoffStall     = time.Minute
 	// handoffKeep is the most of a leave's time that handing shards off
