@@ -165,6 +165,8 @@ func newMetrics(n *Node) *metrics {
 			return float64(c)
 		}),
 		gauge("zrpc_blob_blobs", "Blobs in this replica's metadata.", func() float64 { return float64(n.store.FSM().BlobCount()) }),
+		gauge("zrpc_blob_handoff_shards", "While this agent leaves the cluster (zrpcctl leave): the blob shards it still holds and hands to the others; 0 otherwise.",
+			func() float64 { return float64(n.handoffShards.Load()) }),
 		&freeSpaceCollector{dir: n.dir.path, desc: prometheus.NewDesc("zrpc_data_dir_free_bytes",
 			"Bytes still free for the agent on the file system of its data dir; at 0 the Raft log and the shard store refuse writes.", nil, nil)},
 	)

@@ -141,6 +141,9 @@ func TestLeaveCalledOffWhileHandingShardsOff(t *testing.T) {
 		done <- result{res, err}
 	}()
 	c.WaitFor(10*time.Second, "the leader to see the leaver leaving", func() bool { return leavingSeen(t, c, leader, c.Name(leaver)) })
+	if st, err := c.Status(leaver).Status(ctxFor(t, 5*time.Second), &pb.StatusRequest{}); err != nil || st.HandoffShards == 0 {
+		t.Errorf("the leaver's status while it hands shards off: handoff_shards %d, %v; want the shards it still holds", st.GetHandoffShards(), err)
+	}
 	cancel()
 	var r result
 	select {
