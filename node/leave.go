@@ -10,6 +10,7 @@ import (
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/raftstore"
+	"github.com/zrpcio/zrpc/storage"
 )
 
 // LeaveOptions tune Leave.
@@ -75,7 +76,7 @@ func (n *Node) leave(ctx context.Context, opts LeaveOptions) (LeaveResult, error
 	}
 	n.log.Info("leaving the cluster for good")
 	var res LeaveResult
-	res.HandedOff, res.ShardsLeft = n.handOffShards(ctx)
+	res.HandedOff, res.ShardsLeft = n.handOffShards(ctx, h)
 	if errors.Is(ctx.Err(), context.Canceled) {
 		n.stay()
 		return res, fmt.Errorf("leave called off while handing blob shards off (%d moved, staying where they are now): the agent stays in the cluster: %w",
@@ -98,9 +99,9 @@ func (n *Node) leave(ctx context.Context, opts LeaveOptions) (LeaveResult, error
 // until none is left that an agent could take, until none has moved for
 // handoffStall (no leader, or repair failing: the log and zrpcctl blob
 // repair status say why), or until the part of ctx that leaving keeps for
-// it ends. It returns how many shards moved and how many it still holds.
-func (n *Node) handOffShards(ctx context.Context) (handedOff, left int) {
-	h := n.blobs.Handoff()
+// it ends. h is what the agent holds as it begins. It returns how many
+// shards moved and how many it still holds.
+func (n *Node) handOffShards(ctx context.Context, h storage.Handoff) (handedOff, left int) {
 	if h.Shards == 0 {
 		return 0, 0
 	}
