@@ -235,14 +235,16 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 // memberlist v0.7.0 does not say which: its internal nodeState.State
 // shadows the Node.State passed here, so n.State is always StateAlive
 // (hashicorp/memberlist#293, open). A member is therefore "left" if it sent
-// this agent a leave notice first (see Gossip.Leave). n.State == StateLeft
+// this agent a leave notice first (see Gossip.Leave), or if its last meta
+// said it was leaving (Meta.Leaving: gossip relays meta, so it reaches
+// the agents the notice's direct connection cannot). n.State == StateLeft
 // is honoured too, for when memberlist fixes the field.
 func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	m := d.member(n, StatusFailed)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e := d.members[m.Name]
-	leaving := e != nil && e.leaving
+	leaving := e != nil && (e.leaving || e.Meta.Leaving) || m.Meta.Leaving
 	typ := EventFailed
 	if leaving || n.State == memberlist.StateLeft {
 		m.Status, typ = StatusLeft, EventLeave

@@ -142,6 +142,9 @@ func TestDelegateTellsLeaveFromFailure(t *testing.T) {
 	join := func() { d.NotifyJoin(node(meta)()) }
 	dead := func() { d.NotifyLeave(node(newer)()) }
 	notice := func() { d.NotifyMsg(leaveNotice("x")) }
+	leavingMeta := newer
+	leavingMeta.Leaving = true
+	update := func(m Meta) func() { return func() { d.NotifyUpdate(node(m)()) } }
 
 	steps := []struct {
 		name       string
@@ -168,6 +171,16 @@ func TestDelegateTellsLeaveFromFailure(t *testing.T) {
 			n.State = memberlist.StateLeft // as memberlist would pass it once #293 is fixed
 			d.NotifyLeave(n)
 		}, EventLeave, StatusLeft},
+		// Meta that says the member is leaving stands for a notice the
+		// direct connection could not carry.
+		{"back, saying it leaves", func() { d.NotifyJoin(node(leavingMeta)()) }, EventJoin, StatusAlive},
+		{"dead after its meta said it leaves", dead, EventLeave, StatusLeft},
+		{"back to stay", join, EventJoin, StatusAlive},
+		{"meta: leaving", update(leavingMeta), EventUpdate, StatusAlive},
+		{"meta: staying after all", update(newer), EventUpdate, StatusAlive},
+		{"dead after it stayed", dead, EventFailed, StatusFailed},
+		{"back, then dead with leaving meta", join, EventJoin, StatusAlive},
+		{"dead, its last meta leaving", func() { d.NotifyLeave(node(leavingMeta)()) }, EventLeave, StatusLeft},
 	}
 	for _, s := range steps {
 		s.do()

@@ -111,7 +111,7 @@ func (c blobCluster) ShardRoom(node string) int64 {
 
 func (c blobCluster) Leaving(node string) bool {
 	if node == c.n.cfg.Name {
-		return c.n.handingOff.Load()
+		return c.n.leaving.Load()
 	}
 	m, ok := c.lastKnown(node)
 	return ok && m.Meta.Leaving

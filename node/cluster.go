@@ -126,7 +126,7 @@ func (n *Node) selfMeta() gossip.Meta {
 		Name: n.cfg.Name, GRPCAddr: n.GRPCAddr(), RaftAddr: n.store.RaftAddr(),
 		Role: "server", Build: n.cfg.Build, Zone: n.cfg.Zone, ClusterID: n.clusterID(), RecoveredFrom: n.recoveredFrom(), FSMVersion: raftstore.FSMVersion,
 		RaftHello: true, ShardsFull: n.shardsFull.Load(), ShardRoom: n.shardRoom.Load(),
-		Leaving: n.handingOff.Load(),
+		Leaving: n.leaving.Load(),
 	}
 }
 

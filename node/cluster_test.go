@@ -478,13 +478,20 @@ func TestForwardedWriteToASilentLeaderFailsWithinLeaderWait(t *testing.T) {
 // TestLeaveConfirmedByAPeerWhenTheLeaderCannotReachTheLeaver: the leader
 // stops replicating to an agent once it has appended the configuration
 // that removes it, so the leaving agent may never learn of its removal
-// from its own log; another agent's view confirms it.
+// from its own log; another agent's view confirms it. Nor can the
+// leaver's direct leave notice reach the leader: its gossip meta, which
+// the other agent relays, says it is leaving, so the leader takes it for
+// left (its instances go with it), not failed (reaped after
+// dead_node_reap, its instances kept, critical).
 func TestLeaveConfirmedByAPeerWhenTheLeaderCannotReachTheLeaver(t *testing.T) {
 	c := testcluster.New(t, 3)
 	leader := c.LeaderIndex()
 	leaver := (leader + 1) % 3
+	register(t, c, leaver, "user.rpc", "through-the-leaver")
 	c.DropPackets(leader, leaver, 1) // no connection between the two works
-	res, err := c.Leave(ctxT(t), leaver, node.LeaveOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := c.Leave(ctx, leaver, node.LeaveOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,6 +501,10 @@ func TestLeaveConfirmedByAPeerWhenTheLeaderCannotReachTheLeaver(t *testing.T) {
 	c.WaitFor(20*time.Second, "the leader's configuration without the leaver", func() bool {
 		servers, err := c.Node(leader).Store().Servers()
 		return err == nil && len(servers) == 2
+	})
+	c.WaitFor(20*time.Second, "the leaver's instance gone with it, not kept as a failed agent's", func() bool {
+		got := instances(t, c, leader, "user.rpc", pb.Consistency_STALE)
+		return got != nil && got["through-the-leaver"] == nil
 	})
 }
 

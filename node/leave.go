@@ -76,7 +76,12 @@ func (n *Node) leave(ctx context.Context, opts LeaveOptions) (LeaveResult, error
 	}
 	n.log.Info("leaving the cluster for good")
 	var res LeaveResult
-	res.HandedOff, res.ShardsLeft = n.handOffShards(ctx, h)
+	if !n.announceLeaving() {
+		// Without the announcement no agent moves a shard off this one.
+		res.ShardsLeft = h.Shards
+	} else {
+		res.HandedOff, res.ShardsLeft = n.handOffShards(ctx, h)
+	}
 	if errors.Is(ctx.Err(), context.Canceled) {
 		n.stay()
 		return res, fmt.Errorf("leave called off while handing blob shards off (%d moved, staying where they are now): the agent stays in the cluster: %w",
@@ -93,9 +98,26 @@ func (n *Node) leave(ctx context.Context, opts LeaveOptions) (LeaveResult, error
 	return res, nil
 }
 
-// handOffShards announces by gossip that this agent is leaving, so that
-// it takes no new blob shard and the leader's repair moves the ones it
-// holds to other agents (storage/handoff.go), and waits while they move:
+// announceLeaving says in this agent's gossip meta that it is leaving
+// (gossip.Meta.Leaving): it takes no new blob shard, the leader's repair
+// moves the ones it holds to other agents (storage/handoff.go), and an
+// agent that gets the meta but not the direct leave notice (Gossip.Leave,
+// a TCP connection this agent may not be able to open to it) still reports
+// it left, not failed, once it goes: the leader then removes it at once
+// instead of reaping it after dead_node_reap. It reports whether the
+// announcement went out.
+func (n *Node) announceLeaving() bool {
+	n.leaving.Store(true)
+	if err := n.gossip().UpdateMeta(n.selfMeta()); err != nil {
+		n.log.Warn("could not announce by gossip that this agent is leaving: it goes without handing its blob shards off (repair rebuilds them from the others), and agents it cannot reach directly may report it failed",
+			"err", err)
+		return false
+	}
+	return true
+}
+
+// handOffShards waits while the leader's repair moves this agent's blob
+// shards to other agents, once announceLeaving has said it is leaving:
 // until none is left that an agent could take, until none has moved for
 // handoffStall (no leader, or repair failing: the log and zrpcctl blob
 // repair status say why), or until the part of ctx that leaving keeps for
@@ -108,12 +130,6 @@ func (n *Node) handOffShards(ctx context.Context, h storage.Handoff) (handedOff,
 	held := h.Shards
 	n.handoffShards.Store(int64(h.Shards))
 	defer n.handoffShards.Store(0)
-	n.handingOff.Store(true)
-	if err := n.gossip().UpdateMeta(n.selfMeta()); err != nil {
-		n.log.Warn("could not announce by gossip that this agent is leaving: it goes without handing its blob shards off, and repair rebuilds them from the others",
-			"shards", h.Shards, "err", err)
-		return 0, h.Shards
-	}
 	n.log.Info("handing this agent's blob shards to the others before leaving", "shards", h.Shards, "bytes", h.Bytes)
 	ctx, cancel := handoffContext(ctx)
 	defer cancel()
@@ -173,7 +189,7 @@ func (n *Node) handOffShards(ctx context.Context, h storage.Handoff) (handedOff,
 // stay calls off a leave that was handing shards off: the agent announces
 // that it stays, and takes shards again.
 func (n *Node) stay() {
-	if !n.handingOff.Swap(false) {
+	if !n.leaving.Swap(false) {
 		return
 	}
 	if err := n.gossip().UpdateMeta(n.selfMeta()); err != nil {

@@ -111,9 +111,9 @@ type Node struct {
 	leaveMu  sync.Mutex
 	leftWith *LeaveResult
 	halting  atomic.Bool
-	// handingOff: the agent is leaving and hands its blob shards to the
-	// others (leave.go); handoffShards counts those it still holds.
-	handingOff    atomic.Bool
+	// leaving: the agent is leaving and says so in its gossip meta
+	// (leave.go); handoffShards counts the blob shards it still holds.
+	leaving       atomic.Bool
 	handoffShards atomic.Int64
 	// shardsFull: the shard store has no room for another block's shard
 	// (shardroom.go).
