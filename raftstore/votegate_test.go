@@ -44,6 +44,16 @@ func newCutCluster(t *testing.T, configure func(cfg *Config)) *cutCluster {
 			c.f2 = i
 		}
 	}
+	// A follower still applying the cluster's first entries when a test
+	// cuts it off would apply them after the cut, as if it had not been.
+	testwait.For(t, 20*time.Second, "every replica has applied the leader's entries", func() bool {
+		for _, s := range c.stores {
+			if s.FSM().Revision() != leader.FSM().Revision() {
+				return false
+			}
+		}
+		return true
+	})
 	return c
 }
 
