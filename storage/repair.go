@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -64,6 +65,11 @@ type repairer struct {
 	// workers never place two shards of one block on one agent.
 	placing  map[blockRef]map[string]bool
 	failedAt map[string]time.Time // agent -> when this leader first saw it failed
+	// putSeen: pending put id -> when this leader first saw it pending,
+	// or its start if it began while this agent leads (abortStalePuts);
+	// leadSince is when this agent's leadership began.
+	putSeen   map[string]time.Time
+	leadSince time.Time
 	// full holds the agents that answered a rebuilt shard with no space
 	// (their disk or shard store is full), until when repair places no
 	// shard on them: each scan would otherwise try every lost shard on
@@ -144,6 +150,8 @@ func (s *Store) RunRepair(ctx context.Context) {
 	r.mu.Lock()
 	r.leading = true
 	r.failedAt = make(map[string]time.Time)
+	r.putSeen = make(map[string]time.Time)
+	r.leadSince = time.Now()
 	r.retry = make(map[shardKey]time.Time)
 	r.full = make(map[string]time.Time)
 	r.mu.Unlock()
@@ -320,16 +328,26 @@ func (r *repairer) leaderCount(count func(*repairer) int) float64 {
 // PutTimeout. The shards of a client-striped put may be on any agent: the
 // alive ones are asked to delete them at once, and orphan collection gets
 // the rest.
+//
+// A put's start and lease are stamped by the clock of whichever agent led
+// then; a leader whose clock runs ahead of that one's would take every
+// put begun before it took over for timed out. It therefore counts the
+// put timeout, and a lease's ttl, from when it first saw a put begun
+// before it took over pending: such a put may run up to one lease (or
+// put timeout) longer, never shorter. A put begun since, stamped by its
+// own clock, is counted from its start.
 func (r *repairer) abortStalePuts(ctx context.Context, state map[string]string, now time.Time) {
 	var ids, leased []string
-	for _, p := range r.s.cluster.Meta().PendingBlobs() {
-		if now.Sub(time.Unix(0, p.Started)) > r.s.cfg.PutTimeout {
+	pending := r.s.cluster.Meta().PendingBlobs()
+	seen := r.seenPending(pending, now)
+	for _, p := range pending {
+		if now.Sub(seen[p.Id]) > r.s.cfg.PutTimeout {
 			ids = append(ids, p.Id)
 			continue
 		}
 		if p.LeaseExpires != 0 {
 			// The client owns the put, not the agent that began it.
-			if now.UnixNano() > p.LeaseExpires {
+			if now.UnixNano() > p.LeaseExpires && now.Sub(seen[p.Id]) > time.Duration(p.LeaseTtl) {
 				ids = append(ids, p.Id)
 				leased = append(leased, p.Id)
 			}
@@ -354,6 +372,34 @@ func (r *repairer) abortStalePuts(ctx context.Context, state map[string]string, 
 	if len(leased) > 0 {
 		r.s.dropPutShards(leased, rev)
 	}
+}
+
+// seenPending records when this leader first saw each of the pending puts
+// (now, for those new to it; the start of one begun while it leads),
+// forgets the puts no longer pending, and returns the record.
+func (r *repairer) seenPending(pending []*pb.BlobPending, now time.Time) map[string]time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.putSeen == nil {
+		r.putSeen = make(map[string]time.Time)
+	}
+	still := make(map[string]bool, len(pending))
+	for _, p := range pending {
+		still[p.Id] = true
+		if _, ok := r.putSeen[p.Id]; !ok {
+			first := now
+			if started := time.Unix(0, p.Started); !started.Before(r.leadSince) {
+				first = started
+			}
+			r.putSeen[p.Id] = first
+		}
+	}
+	for id := range r.putSeen {
+		if !still[id] {
+			delete(r.putSeen, id)
+		}
+	}
+	return maps.Clone(r.putSeen)
 }
 
 // fullFor is how long repair places no shard on an agent that answered

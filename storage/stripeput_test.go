@@ -470,6 +470,31 @@ func TestLeasedPutIsAbortedOnlyWhenItsLeasePasses(t *testing.T) {
 	}
 }
 
+// TestNewLeaderCountsPutLeasesOnItsOwnClock: a put's start and lease are
+// stamped by the clock of the agent that led when it began. A leader that
+// takes over with a clock an hour ahead of that one's sees the lease
+// passed an hour ago; it must give the put its lease's ttl from when it
+// first saw it, not abort it at once.
+func TestNewLeaderCountsPutLeasesOnItsOwnClock(t *testing.T) {
+	s, fc := stripedStore(t)
+	begin := beginPut(t, s, &pb.BlobPutHeader{Name: "models/v1"})
+	took := time.Unix(0, begin.LeaseExpires).Add(time.Hour) // the new leader's clock as it takes over
+	s.repair.mu.Lock()
+	s.repair.putSeen, s.repair.leadSince = nil, took
+	s.repair.mu.Unlock()
+	gone := map[string]string{}
+	for _, at := range []time.Duration{0, 29 * time.Second} {
+		s.repair.abortStalePuts(context.Background(), gone, took.Add(at))
+		if fc.fsm.PendingBlob(begin.BlobId) == nil {
+			t.Fatalf("a leader %s into its leadership aborted a put begun before it, whose 30 s lease had not passed on its clock", at)
+		}
+	}
+	s.repair.abortStalePuts(context.Background(), gone, took.Add(31*time.Second))
+	if fc.fsm.PendingBlob(begin.BlobId) != nil {
+		t.Fatal("a put whose lease passed on the new leader's clock is still pending")
+	}
+}
+
 func TestAbortPut(t *testing.T) {
 	s, fc := stripedStore(t)
 	begin := beginPut(t, s, &pb.BlobPutHeader{Name: "models/v1"})

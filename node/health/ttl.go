@@ -13,8 +13,17 @@ import (
 
 // ttlTracker holds the deadlines of the checked instances. It lives on the
 // leader: renewals are forwarded there and cost no Raft write unless
-// health changes. A new leader starts every deadline afresh (one full TTL
-// of grace).
+// health changes. A new leader starts every deadline afresh: one full TTL
+// of grace, and one full deregister_critical_after for an instance that
+// was critical when it took over. Both are counted on the leader's own
+// clock from when it first saw the instance so: health_since is stamped
+// by the clock of whichever agent led then, and another machine's clock
+// running ahead (a misconfigured NTP, a VM restored from a snapshot) must
+// not remove at once every instance a previous leader saw turn critical.
+// As Consul's agents restart that count when they restart, and etcd's
+// leader renews every lease when it takes over, an instance critical
+// across a change of leader may stay up to one deregister_critical_after
+// longer; never shorter.
 //
 // Each checked instance has at most one deadline: when its TTL runs out
 // (a TTL instance that is not critical), or when it has been critical for
@@ -46,6 +55,10 @@ type ttlTracker struct {
 	// critical too: an agent alive again makes all its instances passing,
 	// and a TTL that ran out meanwhile must not start over then.
 	started map[instanceKey]time.Time
+	// critical is when this leader first saw each instance critical in
+	// its current critical spell (the spell's health_since), for
+	// deregister_critical_after.
+	critical map[instanceKey]criticalSpell
 	// examined counts the entries ticks have judged.
 	examined uint64
 	// judged, if set, runs between a tick's judgement and its claim
@@ -54,6 +67,14 @@ type ttlTracker struct {
 }
 
 type instanceKey struct{ service, id string }
+
+// criticalSpell is one stretch of an instance being critical: since is its
+// health_since (the clock of the leader that wrote it), seen when this
+// leader first saw it (its own clock).
+type criticalSpell struct {
+	since int64
+	seen  time.Time
+}
 
 // ttlEntry is one instance's deadline.
 type ttlEntry struct {
@@ -84,6 +105,7 @@ func newTTLTracker() *ttlTracker {
 	return &ttlTracker{
 		entries:  make(map[instanceKey]*ttlEntry),
 		started:  make(map[instanceKey]time.Time),
+		critical: make(map[instanceKey]criticalSpell),
 		inFlight: make(map[instanceKey]chan struct{}),
 		earlier:  make(chan struct{}, 1),
 	}
@@ -95,6 +117,7 @@ func (t *ttlTracker) reset() {
 	defer t.mu.Unlock()
 	t.entries = make(map[instanceKey]*ttlEntry)
 	t.started = make(map[instanceKey]time.Time)
+	t.critical = make(map[instanceKey]criticalSpell)
 	t.due = nil
 }
 
@@ -126,6 +149,21 @@ func (t *ttlTracker) drop(k instanceKey) {
 		heap.Remove(&t.due, e.index)
 		delete(t.entries, k)
 	}
+	delete(t.critical, k)
+}
+
+// reapDeadline is when critical inst may be removed for its
+// deregister_critical_after: that long after this leader first saw this
+// spell of it being critical (now, the first time it is asked about it;
+// within milliseconds of health_since for a spell that began under this
+// leader, whose clock stamped it).
+func (t *ttlTracker) reapDeadline(k instanceKey, inst *pb.Instance, now time.Time) time.Time {
+	spell, ok := t.critical[k]
+	if !ok || spell.since != inst.HealthSince {
+		spell = criticalSpell{since: inst.HealthSince, seen: now}
+		t.critical[k] = spell
+	}
+	return spell.seen.Add(inst.Check.GetDeregisterCriticalAfter().AsDuration())
 }
 
 // observe takes in a version of an instance from the registry (its
@@ -148,6 +186,7 @@ func (t *ttlTracker) observeLocked(inst *pb.Instance, now time.Time) {
 	}
 	switch chk := inst.Check; {
 	case chk.GetTtl() != nil && inst.Health != pb.Health_CRITICAL:
+		delete(t.critical, k) // a critical spell, if any, has ended
 		if e != nil && !e.reap && (e.modRev == inst.ModRevision || inst.Health != pb.Health_PASSING) {
 			return // the same registration: its deadline stands
 		}
@@ -160,7 +199,7 @@ func (t *ttlTracker) observeLocked(inst *pb.Instance, now time.Time) {
 		}
 		t.set(k, start.Add(chk.Ttl.AsDuration()), false, inst.ModRevision)
 	case chk.GetDeregisterCriticalAfter() != nil && inst.Health == pb.Health_CRITICAL:
-		d := time.Unix(0, inst.HealthSince).Add(chk.DeregisterCriticalAfter.AsDuration())
+		d := t.reapDeadline(k, inst, now)
 		if e != nil && e.reap && e.deadline.Equal(d) {
 			return
 		}
@@ -180,6 +219,7 @@ func (t *ttlTracker) removed(inst *pb.Instance, rev uint64) {
 	}
 	if t.entries[k] == nil {
 		delete(t.started, k)
+		delete(t.critical, k)
 	}
 }
 
@@ -225,7 +265,7 @@ func (t *ttlTracker) judge(now time.Time, replica Replica, retry time.Duration) 
 		switch {
 		case inst == nil:
 			t.drop(e.key)
-		case e.reap && isReapable(inst, now):
+		case e.reap && t.reapable(e.key, inst, now):
 			reap = append(reap, verdict{inst, e.gen})
 			t.retryAt(e, now.Add(retry))
 		case !e.reap && inst.Check.GetTtl() != nil && inst.Health != pb.Health_CRITICAL &&
@@ -250,11 +290,11 @@ func (t *ttlTracker) retryAt(e *ttlEntry, d time.Time) {
 	heap.Fix(&t.due, e.index)
 }
 
-// isReapable reports whether inst has been critical for longer than its
-// deregister_critical_after as of now.
-func isReapable(inst *pb.Instance, now time.Time) bool {
-	dca := inst.Check.GetDeregisterCriticalAfter()
-	return dca != nil && inst.Health == pb.Health_CRITICAL && now.Sub(time.Unix(0, inst.HealthSince)) > dca.AsDuration()
+// reapable reports whether inst has been critical for longer than its
+// deregister_critical_after as of now, as this leader counts it
+// (reapDeadline).
+func (t *ttlTracker) reapable(k instanceKey, inst *pb.Instance, now time.Time) bool {
+	return inst.Check.GetDeregisterCriticalAfter() != nil && inst.Health == pb.Health_CRITICAL && now.After(t.reapDeadline(k, inst, now))
 }
 
 // claim keeps the verdicts that no renewal has overtaken and marks their

@@ -59,31 +59,92 @@ func TestSweepWritesCriticalForExpiredTTLOnly(t *testing.T) {
 	}
 }
 
-// TestSweepRemovesInstanceCriticalPastDeregisterAfter: an instance critical
-// for longer than its deregister_critical_after is deregistered; one
-// critical for less is kept.
-func TestSweepRemovesInstanceCriticalPastDeregisterAfter(t *testing.T) {
-	reg := newFakeRegistry()
-	t0 := time.Unix(1000, 0)
-	k := newTestKeeper(t, reg, &fakeClock{now: t0})
-	for _, id := range []string{"long", "short"} {
+// deregisterAfterInstances registers ttl.rpc/ids with a 10 s TTL and a
+// one-minute deregister_critical_after.
+func deregisterAfterInstances(reg *fakeRegistry, ids ...string) {
+	for _, id := range ids {
 		in := ttlInstance(id, 10*time.Second)
 		in.Check.DeregisterCriticalAfter = durationpb.New(time.Minute)
 		reg.register(in)
 	}
-	reg.insts[instanceKey{"ttl.rpc", "long"}].Health = pb.Health_CRITICAL
-	reg.insts[instanceKey{"ttl.rpc", "long"}].HealthSince = t0.Add(-2 * time.Minute).UnixNano()
-	reg.insts[instanceKey{"ttl.rpc", "short"}].Health = pb.Health_CRITICAL
-	reg.insts[instanceKey{"ttl.rpc", "short"}].HealthSince = t0.Add(-30 * time.Second).UnixNano()
+}
 
+// makeCritical turns ttl.rpc/id critical with health_since since, as a
+// leader's SetHealth would, and returns its new version.
+func makeCritical(reg *fakeRegistry, id string, since time.Time) *pb.Instance {
+	in := reg.insts[instanceKey{"ttl.rpc", id}]
+	in.Health, in.HealthSince = pb.Health_CRITICAL, since.UnixNano()
+	in.ModRevision++
+	return in
+}
+
+// TestSweepRemovesInstanceCriticalPastDeregisterAfter: an instance critical
+// for longer than its deregister_critical_after is deregistered; one
+// critical for less is kept until its time comes.
+func TestSweepRemovesInstanceCriticalPastDeregisterAfter(t *testing.T) {
+	reg := newFakeRegistry()
+	t0 := time.Unix(1000, 0)
+	k := newTestKeeper(t, reg, &fakeClock{now: t0})
+	deregisterAfterInstances(reg, "long", "short")
 	startTTLs(k, t0)
-	k.sweep(context.Background(), t0)
+	k.ttl.observe(makeCritical(reg, "long", t0), t0)
+	k.ttl.observe(makeCritical(reg, "short", t0.Add(30*time.Second)), t0.Add(30*time.Second))
+
+	k.sweep(context.Background(), t0.Add(61*time.Second))
 	w := reg.written()
 	if len(w) != 1 || w[0].GetDeregister().GetId() != "long" {
 		t.Fatalf("sweep wrote %v, want one Deregister of ttl.rpc/long", w)
 	}
 	if reg.Instance("ttl.rpc", "short") == nil {
 		t.Fatal("an instance critical for less than deregister_critical_after was removed")
+	}
+	k.sweep(context.Background(), t0.Add(91*time.Second))
+	if reg.Instance("ttl.rpc", "short") != nil {
+		t.Fatal("an instance critical for longer than deregister_critical_after was kept")
+	}
+}
+
+// TestNewLeaderCountsDeregisterAfterOnItsOwnClock: health_since is stamped
+// by the clock of the agent that led when the instance turned critical. A
+// new leader whose clock runs an hour ahead of that one's sees every such
+// instance critical for an hour; it must not remove them at once, but
+// count deregister_critical_after from when it first saw them critical. A
+// later spell, begun under it, is counted from its start.
+func TestNewLeaderCountsDeregisterAfterOnItsOwnClock(t *testing.T) {
+	reg := newFakeRegistry()
+	t0 := time.Unix(1000, 0) // the new leader's clock when it takes over
+	k := newTestKeeper(t, reg, &fakeClock{now: t0})
+	deregisterAfterInstances(reg, "a", "b")
+	// Both turned critical ten seconds before, by the previous leader's
+	// clock, an hour behind this one's.
+	makeCritical(reg, "a", t0.Add(-time.Hour-10*time.Second))
+	makeCritical(reg, "b", t0.Add(-time.Hour-10*time.Second))
+
+	startTTLs(k, t0)
+	ctx := context.Background()
+	k.sweep(ctx, t0)
+	k.sweep(ctx, t0.Add(59*time.Second))
+	if w := reg.written(); len(w) != 0 {
+		t.Fatalf("a new leader removed instances critical for less than deregister_critical_after on its clock: %v", w)
+	}
+	k.sweep(ctx, t0.Add(61*time.Second))
+	if reg.Instance("ttl.rpc", "a") != nil || reg.Instance("ttl.rpc", "b") != nil {
+		t.Fatal("instances critical for a whole deregister_critical_after under the new leader were kept")
+	}
+
+	// A spell that begins under this leader counts from its start, not
+	// from when the leader took over.
+	deregisterAfterInstances(reg, "c")
+	later := t0.Add(10 * time.Minute)
+	k.ttl.observe(reg.Instance("ttl.rpc", "c"), later)
+	k.ttl.observe(makeCritical(reg, "c", later.Add(10*time.Second)), later.Add(10*time.Second))
+	k.sweep(ctx, later.Add(65*time.Second))
+	if reg.Instance("ttl.rpc", "c") == nil {
+		t.Fatal("an instance critical for 55 s of its one minute was removed")
+	}
+	k.sweep(ctx, later.Add(71*time.Second))
+	if reg.Instance("ttl.rpc", "c") != nil {
+		t.Fatal("an instance critical for 61 s of its one minute was kept")
 	}
 }
 
