@@ -87,6 +87,10 @@ type Config struct {
 	// no other member is alive (the agent passes the peers it remembers).
 	// nil means none. Called like StillMember.
 	Seeds func() []string
+	// Clock is the wall clock this agent reports in its acks, from which
+	// the members measure their clock offset to it (ClockOffset); nil
+	// means time.Now. Tests shift it.
+	Clock func() time.Time
 }
 
 // Validate reports every problem with c at once, each a *fielderr.Error

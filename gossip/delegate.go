@@ -66,6 +66,9 @@ type delegate struct {
 	// gone are the members list forgot (failed or left long ago), as they
 	// were last: what LastKnown reports of them; at most maxGone.
 	gone map[string]memberEntry
+	// onGone, if set, is told of each member that failed or left (the
+	// clock table forgets it); called without d.mu.
+	onGone func(name string)
 }
 
 // maxGone bounds the forgotten members remembered; past it one of them is
@@ -240,6 +243,9 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 // the agents the notice's direct connection cannot). n.State == StateLeft
 // is honoured too, for when memberlist fixes the field.
 func (d *delegate) NotifyLeave(n *memberlist.Node) {
+	if d.onGone != nil {
+		d.onGone(n.Name)
+	}
 	m := d.member(n, StatusFailed)
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -65,6 +65,7 @@ type Gossip struct {
 	recovered   string // the id its cluster had before its last recovery, as in metaEncoded
 
 	delegate *delegate // member table and memberlist's callbacks
+	clocks   *clocks   // members' clock offsets (clock.go)
 	queue    *eventQueue
 	out      chan Event
 	notices  sync.WaitGroup // leave notices in flight; Close waits for them
@@ -125,6 +126,12 @@ func New(cfg Config) (*Gossip, error) {
 		closing:     make(chan struct{}),
 	}
 	g.delegate = newDelegate(logger, cfg.Name, g.metaBytes, g.identity, g.queue)
+	clock := cfg.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	g.clocks = newClocks(logger, clock)
+	g.delegate.onGone = g.clocks.forget
 	g.mc = g.memberlistConfig()
 	g.forgetAfter = g.mc.GossipToTheDeadTime
 	g.nameTakenWait = nameTakenWait
@@ -151,6 +158,7 @@ func (g *Gossip) memberlistConfig() *memberlist.Config {
 	mc.Events = g.delegate
 	mc.Merge = g.delegate
 	mc.Alive = g.delegate
+	mc.Ping = g.clocks
 	mc.Logger = newMemberlistLogger(g.log)
 	mc.Transport = c.Transport
 	return mc

@@ -220,6 +220,13 @@ func (a apiStatus) LastKnown(name string) (gossip.Member, bool) {
 	return a.n.gossip().LastKnown(name)
 }
 
+func (a apiStatus) ClockOffset(name string) (time.Duration, bool) {
+	if a.n.gossip() == nil {
+		return 0, false
+	}
+	return a.n.gossip().ClockOffset(name)
+}
+
 func (a apiStatus) PeerStatus(ctx context.Context, grpcAddr string) (*pb.StatusResponse, error) {
 	return a.n.peerStatus(ctx, grpcAddr)
 }

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -40,6 +41,14 @@ func scrapeAgent(t *testing.T) map[string]*dto.MetricFamily {
 	if _, err := w.Recv(); err != nil {
 		t.Fatal(err)
 	}
+	// A second agent, so that gossip measures a member's clock.
+	peer := testConfig(t)
+	peer.Name, peer.Join = "n2", []string{n.gossip().LocalAddr()}
+	startedNode(t, peer)
+	waitFor(t, 20*time.Second, "gossip to measure the second agent's clock", func() bool {
+		_, ok := n.gossip().ClockOffset("n2")
+		return ok
+	})
 	n.metrics.observePanic("/zrpc.v1.Registry/Get")
 	n.metrics.observeACLRefusal("/zrpc.v1.Registry/Get", codes.PermissionDenied)
 	fams := scrapeMetrics(t, n.HTTPAddr())

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/internal/diskspace"
 	"github.com/zrpcio/zrpc/internal/httpserve"
 	"github.com/zrpcio/zrpc/node/grpcapi"
@@ -147,7 +148,10 @@ func newMetrics(n *Node) *metrics {
 			unreachable: prometheus.NewDesc("zrpc_raft_voters_unreachable",
 				"Voters that cannot vote as this agent sees them: gossip does not see them alive (failed, left or unknown), or they are alive without Raft state (a new or wiped data dir); when fewer than a majority of zrpc_raft_voters remain, no leader can be elected.", nil, nil)},
 		&memberCollector{n: n, desc: prometheus.NewDesc("zrpc_gossip_members",
-			"Agents this agent's gossip knows, by status (alive, suspect, failed, left).", []string{"status"}, nil)},
+			"Agents this agent's gossip knows, by status (alive, suspect, failed, left).", []string{"status"}, nil),
+			clock: prometheus.NewDesc("zrpc_gossip_clock_offset_seconds",
+				"How far each alive member's wall clock was from this agent's at gossip's last direct probe of it (positive: ahead), give or take half the probe's round trip. "+
+					"Times an agent stamps while it leads (health_since, blob put leases) are off by its offset; past 1 s the log warns.", []string{"member"}, nil)},
 		&certCollector{n: n, desc: prometheus.NewDesc("zrpc_tls_cert_expiry_timestamp_seconds",
 			"When this agent's TLS certificate, or the CA that signed it if that is first, expires (Unix time); absent without TLS. "+
 				"A certificate the agent signs from the cluster token is renewed with a third of its lifetime left; one from files is the operator's to renew.", nil, nil)},
@@ -292,17 +296,20 @@ func (c *quorumCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 type memberCollector struct {
-	n    *Node
-	desc *prometheus.Desc
+	n           *Node
+	desc, clock *prometheus.Desc
 }
 
-func (c *memberCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *memberCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc; ch <- c.clock }
 
 func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 	counts := map[string]int{"alive": 0, "suspect": 0, "failed": 0, "left": 0}
-	if c.n.gossip() != nil {
-		for _, m := range c.n.gossip().Members() {
+	if g := c.n.gossip(); g != nil {
+		for _, m := range g.Members() {
 			counts[m.Status]++
+			if d, ok := g.ClockOffset(m.Name); ok && m.Status == gossip.StatusAlive {
+				ch <- prometheus.MustNewConstMetric(c.clock, prometheus.GaugeValue, d.Seconds(), m.Name)
+			}
 		}
 	}
 	for status, v := range counts {

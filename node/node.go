@@ -151,6 +151,7 @@ type options struct {
 	wrapRaftLog     func(raft.LogStore) raft.LogStore
 	shardSyncDelay  func() time.Duration
 	joinResolver    gossip.Resolver
+	gossipClock     func() time.Time
 }
 
 // WithLogger sets the agent's logger (default: discard).
@@ -171,6 +172,13 @@ func WithDialer(d func(ctx context.Context, addr string) (net.Conn, error)) Opti
 // WithGossipTransport replaces memberlist's network transport.
 func WithGossipTransport(t memberlist.Transport) Option {
 	return func(o *options) { o.gossipTransport = t }
+}
+
+// WithGossipClock makes the agent report clock() to its peers' gossip
+// probes instead of its wall clock (tests shift it to see the offset
+// measured).
+func WithGossipClock(clock func() time.Time) Option {
+	return func(o *options) { o.gossipClock = clock }
 }
 
 // WithRaftNoSync turns off fsync of the Raft log. Benchmarks only: a crash

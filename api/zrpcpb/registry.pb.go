@@ -2474,10 +2474,15 @@ type Member struct {
 	// replaced data dir. As a voter it refuses votes until a leader has sent
 	// it the log.
 	NoRaftState bool `protobuf:"varint,11,opt,name=no_raft_state,json=noRaftState,proto3" json:"no_raft_state,omitempty"`
-	// leaving is set for an agent that leaves the cluster for good and
-	// hands its blob shards to the others first (zrpcctl leave): it takes no
-	// new shard.
-	Leaving       bool `protobuf:"varint,12,opt,name=leaving,proto3" json:"leaving,omitempty"`
+	// leaving is set for an agent that leaves the cluster for good (zrpcctl
+	// leave), handing its blob shards to the others first: it takes no new
+	// shard.
+	Leaving bool `protobuf:"varint,12,opt,name=leaving,proto3" json:"leaving,omitempty"`
+	// clock_offset is how far the agent's wall clock was from the answering
+	// agent's at the last gossip probe of it (positive: ahead); unset when
+	// not measured (the answering agent itself, an agent of an older build,
+	// or one not probed yet).
+	ClockOffset   *durationpb.Duration `protobuf:"bytes,13,opt,name=clock_offset,json=clockOffset,proto3" json:"clock_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2594,6 +2599,13 @@ func (x *Member) GetLeaving() bool {
 		return x.Leaving
 	}
 	return false
+}
+
+func (x *Member) GetClockOffset() *durationpb.Duration {
+	if x != nil {
+		return x.ClockOffset
+	}
+	return nil
 }
 
 type MembersResponse struct {
@@ -3301,7 +3313,7 @@ const file_registry_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x124\n" +
 	"\bdown_for\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\adownFor\"\x10\n" +
-	"\x0eMembersRequest\"\xeb\x02\n" +
+	"\x0eMembersRequest\"\xa9\x03\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
@@ -3317,7 +3329,8 @@ const file_registry_proto_rawDesc = "" +
 	" \x01(\bR\n" +
 	"shardsFull\x12\"\n" +
 	"\rno_raft_state\x18\v \x01(\bR\vnoRaftState\x12\x18\n" +
-	"\aleaving\x18\f \x01(\bR\aleaving\"m\n" +
+	"\aleaving\x18\f \x01(\bR\aleaving\x12<\n" +
+	"\fclock_offset\x18\r \x01(\v2\x19.google.protobuf.DurationR\vclockOffset\"m\n" +
 	"\x0fMembersResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12)\n" +
 	"\amembers\x18\x02 \x03(\v2\x0f.zrpc.v1.MemberR\amembers\"\x0e\n" +
@@ -3486,44 +3499,45 @@ var file_registry_proto_depIdxs = []int32{
 	48, // 38: zrpc.v1.StatusResponse.tls_cert_expires:type_name -> google.protobuf.Timestamp
 	47, // 39: zrpc.v1.UnreachableVoter.down_for:type_name -> google.protobuf.Duration
 	47, // 40: zrpc.v1.Member.status_for:type_name -> google.protobuf.Duration
-	6,  // 41: zrpc.v1.MembersResponse.header:type_name -> zrpc.v1.ResponseHeader
-	35, // 42: zrpc.v1.MembersResponse.members:type_name -> zrpc.v1.Member
-	6,  // 43: zrpc.v1.PeersResponse.header:type_name -> zrpc.v1.ResponseHeader
-	38, // 44: zrpc.v1.PeersResponse.peers:type_name -> zrpc.v1.Peer
-	6,  // 45: zrpc.v1.RemovePeerResponse.header:type_name -> zrpc.v1.ResponseHeader
-	7,  // 46: zrpc.v1.Registry.Register:input_type -> zrpc.v1.RegisterRequest
-	9,  // 47: zrpc.v1.Registry.Deregister:input_type -> zrpc.v1.DeregisterRequest
-	11, // 48: zrpc.v1.Registry.RenewTTL:input_type -> zrpc.v1.RenewTTLRequest
-	13, // 49: zrpc.v1.Registry.Get:input_type -> zrpc.v1.GetRequest
-	15, // 50: zrpc.v1.Registry.List:input_type -> zrpc.v1.ListRequest
-	18, // 51: zrpc.v1.Registry.Watch:input_type -> zrpc.v1.WatchRequest
-	22, // 52: zrpc.v1.Registry.WatchMany:input_type -> zrpc.v1.WatchManyRequest
-	26, // 53: zrpc.v1.Registry.Session:input_type -> zrpc.v1.SessionRequest
-	31, // 54: zrpc.v1.Status.Status:input_type -> zrpc.v1.StatusRequest
-	34, // 55: zrpc.v1.Status.Members:input_type -> zrpc.v1.MembersRequest
-	37, // 56: zrpc.v1.Status.Peers:input_type -> zrpc.v1.PeersRequest
-	40, // 57: zrpc.v1.Status.Version:input_type -> zrpc.v1.VersionRequest
-	44, // 58: zrpc.v1.Status.Leave:input_type -> zrpc.v1.LeaveRequest
-	42, // 59: zrpc.v1.Status.RemovePeer:input_type -> zrpc.v1.RemovePeerRequest
-	8,  // 60: zrpc.v1.Registry.Register:output_type -> zrpc.v1.RegisterResponse
-	10, // 61: zrpc.v1.Registry.Deregister:output_type -> zrpc.v1.DeregisterResponse
-	12, // 62: zrpc.v1.Registry.RenewTTL:output_type -> zrpc.v1.RenewTTLResponse
-	14, // 63: zrpc.v1.Registry.Get:output_type -> zrpc.v1.GetResponse
-	17, // 64: zrpc.v1.Registry.List:output_type -> zrpc.v1.ListResponse
-	20, // 65: zrpc.v1.Registry.Watch:output_type -> zrpc.v1.WatchResponse
-	25, // 66: zrpc.v1.Registry.WatchMany:output_type -> zrpc.v1.WatchManyResponse
-	29, // 67: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
-	32, // 68: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
-	36, // 69: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
-	39, // 70: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
-	41, // 71: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
-	45, // 72: zrpc.v1.Status.Leave:output_type -> zrpc.v1.LeaveResponse
-	43, // 73: zrpc.v1.Status.RemovePeer:output_type -> zrpc.v1.RemovePeerResponse
-	60, // [60:74] is the sub-list for method output_type
-	46, // [46:60] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	47, // 41: zrpc.v1.Member.clock_offset:type_name -> google.protobuf.Duration
+	6,  // 42: zrpc.v1.MembersResponse.header:type_name -> zrpc.v1.ResponseHeader
+	35, // 43: zrpc.v1.MembersResponse.members:type_name -> zrpc.v1.Member
+	6,  // 44: zrpc.v1.PeersResponse.header:type_name -> zrpc.v1.ResponseHeader
+	38, // 45: zrpc.v1.PeersResponse.peers:type_name -> zrpc.v1.Peer
+	6,  // 46: zrpc.v1.RemovePeerResponse.header:type_name -> zrpc.v1.ResponseHeader
+	7,  // 47: zrpc.v1.Registry.Register:input_type -> zrpc.v1.RegisterRequest
+	9,  // 48: zrpc.v1.Registry.Deregister:input_type -> zrpc.v1.DeregisterRequest
+	11, // 49: zrpc.v1.Registry.RenewTTL:input_type -> zrpc.v1.RenewTTLRequest
+	13, // 50: zrpc.v1.Registry.Get:input_type -> zrpc.v1.GetRequest
+	15, // 51: zrpc.v1.Registry.List:input_type -> zrpc.v1.ListRequest
+	18, // 52: zrpc.v1.Registry.Watch:input_type -> zrpc.v1.WatchRequest
+	22, // 53: zrpc.v1.Registry.WatchMany:input_type -> zrpc.v1.WatchManyRequest
+	26, // 54: zrpc.v1.Registry.Session:input_type -> zrpc.v1.SessionRequest
+	31, // 55: zrpc.v1.Status.Status:input_type -> zrpc.v1.StatusRequest
+	34, // 56: zrpc.v1.Status.Members:input_type -> zrpc.v1.MembersRequest
+	37, // 57: zrpc.v1.Status.Peers:input_type -> zrpc.v1.PeersRequest
+	40, // 58: zrpc.v1.Status.Version:input_type -> zrpc.v1.VersionRequest
+	44, // 59: zrpc.v1.Status.Leave:input_type -> zrpc.v1.LeaveRequest
+	42, // 60: zrpc.v1.Status.RemovePeer:input_type -> zrpc.v1.RemovePeerRequest
+	8,  // 61: zrpc.v1.Registry.Register:output_type -> zrpc.v1.RegisterResponse
+	10, // 62: zrpc.v1.Registry.Deregister:output_type -> zrpc.v1.DeregisterResponse
+	12, // 63: zrpc.v1.Registry.RenewTTL:output_type -> zrpc.v1.RenewTTLResponse
+	14, // 64: zrpc.v1.Registry.Get:output_type -> zrpc.v1.GetResponse
+	17, // 65: zrpc.v1.Registry.List:output_type -> zrpc.v1.ListResponse
+	20, // 66: zrpc.v1.Registry.Watch:output_type -> zrpc.v1.WatchResponse
+	25, // 67: zrpc.v1.Registry.WatchMany:output_type -> zrpc.v1.WatchManyResponse
+	29, // 68: zrpc.v1.Registry.Session:output_type -> zrpc.v1.SessionResponse
+	32, // 69: zrpc.v1.Status.Status:output_type -> zrpc.v1.StatusResponse
+	36, // 70: zrpc.v1.Status.Members:output_type -> zrpc.v1.MembersResponse
+	39, // 71: zrpc.v1.Status.Peers:output_type -> zrpc.v1.PeersResponse
+	41, // 72: zrpc.v1.Status.Version:output_type -> zrpc.v1.VersionResponse
+	45, // 73: zrpc.v1.Status.Leave:output_type -> zrpc.v1.LeaveResponse
+	43, // 74: zrpc.v1.Status.RemovePeer:output_type -> zrpc.v1.RemovePeerResponse
+	61, // [61:75] is the sub-list for method output_type
+	47, // [47:61] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_registry_proto_init() }

@@ -76,6 +76,10 @@ func startFake(t *testing.T) *fakeAgent {
 			{Name: "node-1", Address: "10.0.0.1:8402", Status: "alive", Role: "voter", Build: "0.1.0", Zone: "eu-1a",
 				StatusFor: durationpb.New(75*time.Second + 400*time.Millisecond)},
 			{Name: "node-2", RaftAddress: "10.0.0.2:8401", Status: "unknown", Role: "voter"},
+			{Name: "node-3", Address: "10.0.0.3:8402", Status: "alive", Role: "voter", Build: "0.1.0", Zone: "eu-1b",
+				StatusFor: durationpb.New(time.Minute), ClockOffset: durationpb.New(-(time.Hour + 2*time.Second + 340*time.Millisecond))},
+			{Name: "node-4", Address: "10.0.0.4:8402", Status: "alive", Role: "nonvoter", Build: "0.1.0", Zone: "eu-1b",
+				StatusFor: durationpb.New(time.Minute), ClockOffset: durationpb.New(900 * time.Millisecond)},
 		}}, nil
 	}
 	a.OnVersion = func(context.Context, *zrpcpb.VersionRequest) (*zrpcpb.VersionResponse, error) {

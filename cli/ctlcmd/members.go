@@ -9,6 +9,19 @@ import (
 	"github.com/zrpcio/zrpc/client"
 )
 
+// clockShownFrom is the clock offset past which members shows it: the
+// agents' own warning threshold (gossip.ClockSkewWarn, which zrpcctl does
+// not link).
+const clockShownFrom = time.Second
+
+// clockOff says how far off a clock is: "1h0m0s ahead", "2.5s behind".
+func clockOff(d time.Duration) string {
+	if d < 0 {
+		return d.Abs().Round(100*time.Millisecond).String() + " behind"
+	}
+	return d.Round(100*time.Millisecond).String() + " ahead"
+}
+
 func newMembersCommand(o *options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "members",
@@ -17,8 +30,11 @@ func newMembersCommand(o *options) *cobra.Command {
 name, gossip address, status (alive, suspect, failed, left; unknown for a
 Raft server gossip has never seen; "shards full" when the agent's shard
 store has no room for new blob shards, which then go to other agents;
-"leaving" while the agent hands its blob shards off before it leaves for
-good), Raft role, build, zone, and for how long gossip has reported that status.`,
+"leaving" while it leaves for good, handing its blob shards off first;
+"clock 1m5s ahead" or "behind" when its wall clock is off from the
+answering agent's by a second or more, as gossip's probes measure it),
+Raft role, build, zone, and for how long gossip has reported that status.
+-o json gives every clock offset measured (clock_offset).`,
 		Example: `  zrpcctl members
   zrpcctl members -o json`,
 		Args: cobra.NoArgs,
@@ -42,7 +58,10 @@ good), Raft role, build, zone, and for how long gossip has reported that status.
 						status += " (shards full)"
 					}
 					if m.GetLeaving() {
-						status += " (leaving: handing its shards off)"
+						status += " (leaving)"
+					}
+					if d := m.GetClockOffset().AsDuration(); m.GetClockOffset() != nil && d.Abs() >= clockShownFrom {
+						status += " (clock " + clockOff(d) + ")"
 					}
 					rows = append(rows, []string{m.GetName(), m.GetAddress(), status, m.GetRole(), m.GetBuild(), m.GetZone(), statusFor})
 				}

@@ -187,6 +187,9 @@ type StatusAgent interface {
 	// LastKnown is what gossip last knew of agent name, also once Members
 	// no longer lists it (gossip.Gossip.LastKnown).
 	LastKnown(name string) (gossip.Member, bool)
+	// ClockOffset is how far agent name's wall clock was from this
+	// agent's at gossip's last probe of it (gossip.Gossip.ClockOffset).
+	ClockOffset(name string) (time.Duration, bool)
 	// PeerStatus asks the agent serving gRPC at grpcAddr for its Status,
 	// waiting a bounded time.
 	PeerStatus(ctx context.Context, grpcAddr string) (*pb.StatusResponse, error)

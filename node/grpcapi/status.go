@@ -156,6 +156,9 @@ func (s *Status) Members(ctx context.Context, _ *pb.MembersRequest) (*pb.Members
 		if !m.Since.IsZero() {
 			pm.StatusFor = durationpb.New(now.Sub(m.Since))
 		}
+		if d, ok := s.cfg.Status.ClockOffset(m.Name); ok {
+			pm.ClockOffset = durationpb.New(d)
+		}
 		return pm
 	}
 	known := map[string]bool{}
