@@ -79,7 +79,9 @@ func startFake(t *testing.T) *fakeAgent {
 			{Name: "node-3", Address: "10.0.0.3:8402", Status: "alive", Role: "voter", Build: "0.1.0", Zone: "eu-1b",
 				StatusFor: durationpb.New(time.Minute), ClockOffset: durationpb.New(-(time.Hour + 2*time.Second + 340*time.Millisecond))},
 			{Name: "node-4", Address: "10.0.0.4:8402", Status: "alive", Role: "nonvoter", Build: "0.1.0", Zone: "eu-1b",
-				StatusFor: durationpb.New(time.Minute), ClockOffset: durationpb.New(900 * time.Millisecond)},
+				StatusFor: durationpb.New(time.Minute), ClockOffset: durationpb.New(900 * time.Millisecond), Leaving: true},
+			{Name: "node-5", Address: "10.0.0.5:8402", Status: "left", Role: "none", Build: "0.1.0", Zone: "eu-1b",
+				StatusFor: durationpb.New(time.Second), Leaving: true},
 		}}, nil
 	}
 	a.OnVersion = func(context.Context, *zrpcpb.VersionRequest) (*zrpcpb.VersionResponse, error) {

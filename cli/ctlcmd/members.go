@@ -57,8 +57,8 @@ Raft role, build, zone, and for how long gossip has reported that status.
 					if m.GetShardsFull() {
 						status += " (shards full)"
 					}
-					if m.GetLeaving() {
-						status += " (leaving)"
+					if m.GetLeaving() && (m.GetStatus() == "alive" || m.GetStatus() == "suspect") {
+						status += " (leaving)" // once gone, its status says "left"
 					}
 					if d := m.GetClockOffset().AsDuration(); m.GetClockOffset() != nil && d.Abs() >= clockShownFrom {
 						status += " (clock " + clockOff(d) + ")"

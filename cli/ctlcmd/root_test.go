@@ -59,7 +59,8 @@ NAME    ADDRESS        STATUS                         ROLE      BUILD  ZONE   FO
 node-1  10.0.0.1:8402  alive                          voter     0.1.0  eu-1a  1m15s
 node-2  -              unknown                        voter     -      -      -
 node-3  10.0.0.3:8402  alive (clock 1h0m2.3s behind)  voter     0.1.0  eu-1b  1m0s
-node-4  10.0.0.4:8402  alive                          nonvoter  0.1.0  eu-1b  1m0s
+node-4  10.0.0.4:8402  alive (leaving)                nonvoter  0.1.0  eu-1b  1m0s
+node-5  10.0.0.5:8402  left                           none      0.1.0  eu-1b  1s
 `},
 		{"service register", []string{"service", "register", "user.rpc", "--id", "user-1", "--address", "10.0.0.5:9000"},
 			"\nregistered user.rpc/user-1 at revision 42\n"},
