@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	"github.com/zrpcio/zrpc/acl"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/fsmtest"
@@ -35,7 +37,7 @@ func (f fakeStatus) Status(context.Context, *pb.StatusRequest) (*pb.StatusRespon
 func (fakeStatus) Members(context.Context, *pb.MembersRequest) (*pb.MembersResponse, error) {
 	return &pb.MembersResponse{Members: []*pb.Member{
 		{Name: "a2", Address: "127.0.0.2:8402", Status: "failed", Role: "voter", Zone: "z2", ShardsFull: true, Leaving: true},
-		{Name: "a3", Address: "127.0.0.3:8402", Status: "alive", Role: "voter", NoRaftState: true},
+		{Name: "a3", Address: "127.0.0.3:8402", Status: "alive", Role: "voter", NoRaftState: true, ClockOffset: durationpb.New(-90 * time.Second)},
 		{Name: "a1", Address: "127.0.0.1:8402", Status: "alive", Role: "leader", Zone: "z1"},
 	}}, nil
 }
@@ -236,6 +238,9 @@ func TestClusterViewsComeFromStatusAndBlobs(t *testing.T) {
 		members.Members[1].Status != "failed" || members.Members[1].Zone != "z2" || !members.Members[1].ShardsFull || members.Members[0].ShardsFull || !members.Members[1].Leaving || members.Members[0].Leaving ||
 		!members.Members[2].NoRaftState || members.Members[1].NoRaftState {
 		t.Errorf("members %+v", members.Members)
+	}
+	if off := members.Members[2].ClockOffsetSeconds; off == nil || *off != -90 || members.Members[0].ClockOffsetSeconds != nil {
+		t.Errorf("clock offsets: a3 %v (want -90), a1 %v (want none)", off, members.Members[0].ClockOffsetSeconds)
 	}
 	var rv raftView
 	u.getJSON(t, "/ui/api/raft", "", &rv)

@@ -79,6 +79,9 @@ type memberView struct {
 	// NoRaftState: alive without the cluster's log (a new or wiped data
 	// dir); it refuses votes until a leader has sent it the log.
 	NoRaftState bool `json:"no_raft_state"`
+	// ClockOffsetSeconds: how far its clock is from the answering agent's
+	// (positive: ahead); absent when not measured.
+	ClockOffsetSeconds *float64 `json:"clock_offset_seconds,omitempty"`
 }
 
 type membersView struct {
@@ -238,10 +241,15 @@ func (u *UI) serveMembers(w http.ResponseWriter, r *http.Request) {
 	}
 	out := membersView{Members: make([]memberView, 0, len(resp.Members))}
 	for _, m := range resp.Members {
-		out.Members = append(out.Members, memberView{
+		mv := memberView{
 			Name: m.Name, Address: m.Address, GRPCAddress: m.GrpcAddress, Status: m.Status, Role: m.Role, Zone: m.Zone, Build: m.Build,
 			ShardsFull: m.ShardsFull, Leaving: m.Leaving, NoRaftState: m.NoRaftState,
-		})
+		}
+		if m.ClockOffset != nil {
+			s := m.ClockOffset.AsDuration().Seconds()
+			mv.ClockOffsetSeconds = &s
+		}
+		out.Members = append(out.Members, mv)
 	}
 	sort.Slice(out.Members, func(i, j int) bool { return out.Members[i].Name < out.Members[j].Name })
 	writeJSON(w, out)

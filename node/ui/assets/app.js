@@ -126,6 +126,17 @@ async function servicePage(name) {
   ];
 }
 
+// memberNotes says what else is worth knowing of a member: no Raft state
+// yet, leaving, a clock off by a second or more (as zrpcctl members does).
+function memberNotes(m) {
+  const notes = [];
+  if (m.no_raft_state) notes.push("no Raft state yet");
+  if (m.leaving && (m.status === "alive" || m.status === "suspect")) notes.push("leaving");
+  const off = m.clock_offset_seconds;
+  if (off !== undefined && Math.abs(off) >= 1) notes.push("clock " + Math.abs(off).toFixed(1) + " s " + (off > 0 ? "ahead" : "behind"));
+  return notes.length ? " (" + notes.join(", ") + ")" : "";
+}
+
 async function membersPage() {
   const data = await api("members");
   return [
@@ -134,8 +145,8 @@ async function membersPage() {
       { title: "Name", cell: (m) => m.name },
       { title: "Address", cell: (m) => m.address },
       { title: "gRPC", cell: (m) => m.grpc_address },
-      { title: "Status", cell: (m) => (m.no_raft_state ? [health(m.status), " (no Raft state yet)"] : health(m.status)) },
-      { title: "Shards", cell: (m) => [m.shards_full ? "full" : "", m.leaving ? " handing off (leaving)" : ""].join("").trim() },
+      { title: "Status", cell: (m) => [health(m.status), memberNotes(m)] },
+      { title: "Shards", cell: (m) => [m.shards_full ? "full" : "", m.leaving && m.status === "alive" ? " handing off (leaving)" : ""].join("").trim() },
       { title: "Role", cell: (m) => m.role },
       { title: "Zone", cell: (m) => m.zone },
       { title: "Build", cell: (m) => m.build },
