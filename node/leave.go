@@ -76,8 +76,12 @@ func (n *Node) leave(ctx context.Context, opts LeaveOptions) (LeaveResult, error
 	}
 	n.log.Info("leaving the cluster for good")
 	var res LeaveResult
+	// Counted before the announcement: whoever sees this agent leaving
+	// finds in its Status the shards it holds.
+	n.handoffShards.Store(int64(h.Shards))
 	if !n.announceLeaving() {
 		// Without the announcement no agent moves a shard off this one.
+		n.handoffShards.Store(0)
 		res.ShardsLeft = h.Shards
 	} else {
 		res.HandedOff, res.ShardsLeft = n.handOffShards(ctx, h)
@@ -128,7 +132,6 @@ func (n *Node) handOffShards(ctx context.Context, h storage.Handoff) (handedOff,
 		return 0, 0
 	}
 	held := h.Shards
-	n.handoffShards.Store(int64(h.Shards))
 	defer n.handoffShards.Store(0)
 	n.log.Info("handing this agent's blob shards to the others before leaving", "shards", h.Shards, "bytes", h.Bytes)
 	ctx, cancel := handoffContext(ctx)
