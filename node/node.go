@@ -325,6 +325,7 @@ func (n *Node) startRaft() error {
 	rc.Logger = n.log
 	rc.ServerAddr = n.raftAddrOf
 	rc.PeerHello = n.peerReadsHello
+	rc.ClusterFSMVersion = func() int { return n.clusterFSMVersion() }
 	if n.cfg.AdvertiseAddr != "" && n.opts.raftStream == nil {
 		rc.AdvertiseAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, strconv.Itoa(n.cfg.RaftPort))
 	}

@@ -39,6 +39,12 @@ type Config struct {
 	// they belong to another cluster. nil: no hello is sent (hellos
 	// received are answered either way). Called for each new connection.
 	PeerHello func(addr string) bool
+	// ClusterFSMVersion, when set, is the oldest state machine version
+	// (FSMVersion) among the Raft servers, as the agents announce it.
+	// Commands whose semantics older replicas would apply differently
+	// are stamped only while it allows them (Command.clock_step: from
+	// 3). nil: as if 1. Asked at most once a second.
+	ClusterFSMVersion func() int
 	// Bootstrap makes a store without Raft state bootstrap a one-voter
 	// cluster of itself. A store with state never bootstraps again.
 	Bootstrap bool

@@ -162,7 +162,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		if cmd == nil {
 			continue
 		}
-		f.requests.advance(cmd.Time)
+		f.requests.advance(cmd.Time, cmd.ClockStep)
 		if first, ok := f.requests.get(cmd.RequestId); ok {
 			out[i] = first
 			continue
@@ -590,8 +590,10 @@ func (f *FSM) NodeOwnsAnything(name string) bool {
 //
 //	1: the commands of builds that announce no version;
 //	2: NodeRemove.keep_unbound (a reap keeps the instances without a
-//	   session; version 1 replicas delete them).
-const FSMVersion = 2
+//	   session; version 1 replicas delete them);
+//	3: Command.clock_step (the request clock moves by bounded steps;
+//	   older replicas would forget request ids at other entries).
+const FSMVersion = 3
 
 // ReapedOutputPrefix begins the health output the leader gives the
 // instances it keeps when it reaps their agent (NodeRemove.keep_unbound):
@@ -701,7 +703,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	for _, n := range f.nodes {
 		s.nodes = append(s.nodes, n)
 	}
-	s.requests, s.requestClock = f.requests.records(), f.requests.clock
+	s.requests, s.requestClock, s.requestLast = f.requests.records(), f.requests.clock, f.requests.last
 	s.cluster = f.cluster.get()
 	s.aclBootstrapped, s.aclPolicies, s.aclTokens = f.acl.snapshot()
 	for _, b := range f.blobs.byName {
@@ -740,7 +742,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.blobs.pending[p.Id] = p
 	}
 	f.acl.restore(st.aclBootstrapped, st.aclPolicies, st.aclTokens)
-	f.requests = f.requests.restored(st.requests, st.requestClock)
+	f.requests = f.requests.restored(st.requests, st.requestClock, st.requestLast)
 	f.events.compactTo(f.revision)
 	return nil
 }

@@ -15,6 +15,12 @@ import (
 // the same entry, or they would answer one retried entry differently.
 const DedupWindow = 2 * time.Minute
 
+// maxClockStep is the most one clock_step entry moves the request clock:
+// within a leader's term entries follow each other by milliseconds, and a
+// larger gap is an idle spell (after which an id remembered a little
+// longer does no harm) or another leader's clock.
+const maxClockStep = time.Second
+
 // maxRequestIDs bounds the remembered ids, so memory stays bounded
 // whatever the write rate; past it the oldest are forgotten first, even
 // inside the window.
@@ -35,9 +41,15 @@ type requestLog struct {
 	results map[string]Duplicate
 	queue   []requestEntry // oldest first, from head on
 	head    int
-	// clock is the latest Command.time applied: the leader clock never
-	// goes back here even when a new leader's clock is behind.
-	clock  int64
+	// clock ages the remembered ids. A command without clock_step moves
+	// it to its time if that is later (it never goes back, even when a
+	// new leader's clock is behind); one with clock_step moves it by the
+	// command's time minus last, between 0 and maxClockStep, so that
+	// neither a leader whose clock runs ahead nor one that runs behind
+	// ages the ids by more than the time that passed on its own clock.
+	clock int64
+	// last is the time of the last command applied.
+	last   int64
 	window int64 // nanoseconds
 	max    int
 }
@@ -51,13 +63,21 @@ func newRequestLog(window time.Duration, max int) *requestLog {
 	return &requestLog{results: make(map[string]Duplicate), window: int64(window), max: max}
 }
 
-// advance moves the clock to now (a command's time) if that is later and
-// forgets the ids whose window has passed. Call it for every command
-// before looking its id up.
-func (r *requestLog) advance(now int64) {
-	if now > r.clock {
+// advance moves the clock for a command of time now (with clock_step:
+// step) and forgets the ids whose window has passed. Call it for every
+// command before looking its id up.
+func (r *requestLog) advance(now int64, step bool) {
+	switch {
+	case step:
+		if d := now - r.last; d > 0 && r.last != 0 {
+			r.clock += min(d, int64(maxClockStep))
+		} else if r.clock == 0 {
+			r.clock = now // the first command of a log or of an old snapshot
+		}
+	case now > r.clock:
 		r.clock = now
 	}
+	r.last = now
 	if r.clock == 0 {
 		return
 	}
@@ -123,10 +143,10 @@ func (r *requestLog) records() []*pb.RequestRecord {
 }
 
 // restored returns an empty log with r's window and bound, holding recs
-// (oldest first) and the clock of a snapshot.
-func (r *requestLog) restored(recs []*pb.RequestRecord, clock int64) *requestLog {
+// (oldest first) and the clock and last command time of a snapshot.
+func (r *requestLog) restored(recs []*pb.RequestRecord, clock, last int64) *requestLog {
 	out := newRequestLog(time.Duration(r.window), r.max)
-	out.clock = clock
+	out.clock, out.last = clock, last
 	n := min(len(recs), r.max)
 	out.results = make(map[string]Duplicate, n)
 	out.queue = make([]requestEntry, 0, n)

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"testing"
+	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/proto"
 
@@ -251,5 +254,136 @@ func TestFSMRestoresSnapshotWithTextReasons(t *testing.T) {
 	recs := d.fsm.requests.records()
 	if len(recs) != 2 || recs[1].Id != "r2" || recs[1].ErrorReason != "NOT_FOUND" {
 		t.Errorf("request records after restore %v, want r2 stored with reason code NOT_FOUND", recs)
+	}
+}
+
+// stepped returns cmd applied at time at, as a leader of a cluster at
+// state machine version 3 stamps it (clock_step).
+func stepped(cmd *pb.Command, at int64) *pb.Command {
+	cmd.Time, cmd.ClockStep = at, true
+	return cmd
+}
+
+// TestFSMRequestIDsOutliveALeaderWhoseClockRunsAhead: with clock_step, a
+// new leader whose clock runs an hour ahead of the old one's ages the
+// remembered ids by at most a second at the change, then by the time that
+// passes on its own clock: a retry across the change is still answered
+// as a duplicate, and the id is forgotten once a window has passed on the
+// new leader's clock. Without clock_step the jump forgets it at once.
+func TestFSMRequestIDsOutliveALeaderWhoseClockRunsAhead(t *testing.T) {
+	const hour = int64(time.Hour)
+	for _, step := range []bool{true, false} {
+		d := newFSMDriver(t, 64)
+		t0 := int64(1_700_000_000) * int64(time.Second)
+		cmd := func(c *pb.Command, at int64) *pb.Command {
+			c.Time, c.ClockStep = at, step
+			return c
+		}
+		first := d.mustApply(cmd(withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1"), t0))
+		// The new leader's first entries, an hour ahead.
+		d.mustApply(cmd(nodeUpsertCmd(&pb.Node{Name: "n2"}), t0+hour+int64(3*time.Second)))
+		l := d.nextLog(cmd(withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1"), t0+hour+int64(4*time.Second)))
+		resp := d.fsm.Apply(l)
+		dup, isDup := resp.(Duplicate)
+		if step && (!isDup || dup.Revision != first) {
+			t.Fatalf("with clock_step, a retry right after a leader an hour ahead took over: %v; want the first answer (revision %d)", resp, first)
+		}
+		if !step && isDup {
+			t.Fatal("without clock_step the hour's jump kept r1: the test no longer shows what clock_step changes")
+		}
+		if !step {
+			continue
+		}
+		// A window passes on the new leader's clock, an entry a second.
+		at := t0 + hour + int64(4*time.Second)
+		for range int(DedupWindow / time.Second) {
+			at += int64(time.Second)
+			d.mustApply(stepped(nodeUpsertCmd(&pb.Node{Name: "n2"}), at))
+		}
+		rev, err := d.apply(stepped(withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1"), at+int64(time.Second)))
+		if err != nil || d.fsm.Instance("api", "1").ModRevision != rev {
+			t.Fatalf("r1 once a window has passed on the new leader's clock: %v; want it applied anew at %d", err, rev)
+		}
+	}
+}
+
+// TestFSMRequestIDsAgeWhenALeaderClockRunsBehind: with clock_step, a new
+// leader whose clock is an hour behind ages the ids by the time passing on
+// its own clock, not only once its clock has caught up with the old one's.
+func TestFSMRequestIDsAgeWhenALeaderClockRunsBehind(t *testing.T) {
+	d := newFSMDriver(t, 64)
+	t0 := int64(1_700_000_000) * int64(time.Second)
+	d.mustApply(stepped(withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1"), t0))
+	at := t0 - int64(time.Hour)
+	for range int(DedupWindow/time.Second) + 2 {
+		at += int64(time.Second)
+		d.mustApply(stepped(nodeUpsertCmd(&pb.Node{Name: "n2"}), at))
+	}
+	rev, err := d.apply(stepped(withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1"), at+int64(time.Second)))
+	if err != nil || d.fsm.Instance("api", "1").ModRevision != rev {
+		t.Fatalf("r1 after a window on the clock of a leader an hour behind: %v; want it applied anew at %d", err, rev)
+	}
+}
+
+// TestFSMStepClockSurvivesRestore: a replica rebuilt from a snapshot moves
+// the request clock as the one that wrote it, entry for entry (the
+// snapshot carries the last command's time the next step is measured
+// from).
+func TestFSMStepClockSurvivesRestore(t *testing.T) {
+	a := newFSMDriver(t, 64)
+	t0 := int64(1_700_000_000) * int64(time.Second)
+	a.mustApply(stepped(withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1"), t0))
+	a.mustApply(stepped(nodeUpsertCmd(&pb.Node{Name: "n2"}), t0+int64(500*time.Millisecond)))
+	b := NewFSM(64)
+	restoreBytes(t, b, snapshotBytes(t, a.fsm))
+	at := t0 + int64(500*time.Millisecond)
+	for i := range 5 {
+		at += int64(300 * time.Millisecond)
+		l := a.nextLog(stepped(withRequestID(nodeUpsertCmd(&pb.Node{Name: "n2"}), fmt.Sprint("s", i)), at))
+		a.fsm.Apply(l)
+		b.Apply(l)
+		if a.fsm.requests.clock != b.requests.clock {
+			t.Fatalf("after entry %d the restored replica's request clock is %d, the original's %d", l.Index, b.requests.clock, a.fsm.requests.clock)
+		}
+	}
+	if got, want := b.requests.records(), a.fsm.requests.records(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("restored request log %v, want %v", got, want)
+	}
+}
+
+// TestStoreStampsClockStepOnceEveryServerAppliesIt: a leader stamps
+// clock_step on its entries only when ClusterFSMVersion says every Raft
+// server applies version 3; older replicas would forget request ids at
+// other entries.
+func TestStoreStampsClockStepOnceEveryServerAppliesIt(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		version func() int
+		want    bool
+	}{
+		{"every server at 3", func() int { return 3 }, true},
+		{"a server at 2", func() int { return 2 }, false},
+		{"not told", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testStoreConfig(t, t.TempDir(), slog.LevelWarn)
+			cfg.ClusterFSMVersion = tc.version
+			s := openStore(t, New(cfg))
+			// A caller's (or a forwarding peer's) flag is not trusted.
+			cmd := registerCmd(testInstance("api", "1", "n1"))
+			cmd.ClockStep = !tc.want
+			rev := mustStoreApply(t, s, cmd)
+			var entry raft.Log
+			if err := s.logs.GetLog(rev, &entry); err != nil {
+				t.Fatal(err)
+			}
+			var got pb.Command
+			if err := proto.Unmarshal(entry.Data, &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.ClockStep != tc.want {
+				t.Fatalf("entry %d has clock_step %v, want %v", rev, got.ClockStep, tc.want)
+			}
+		})
 	}
 }

@@ -22,11 +22,11 @@ type fsmSnapshot struct {
 	nodes     []*pb.Node
 	requests  []*pb.RequestRecord
 	// requestClock is the request log's clock (RequestRecord times age
-	// against it).
-	requestClock int64
-	blobs        []*pb.Blob
-	pending      []*pb.BlobPending
-	cluster      *pb.ClusterInit
+	// against it); requestLast the time of the last command applied.
+	requestClock, requestLast int64
+	blobs                     []*pb.Blob
+	pending                   []*pb.BlobPending
+	cluster                   *pb.ClusterInit
 
 	aclBootstrapped bool
 	aclPolicies     []*pb.ACLPolicy
@@ -52,15 +52,16 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	// Restore finds each service's instances together.
 	sortRecords(s.instances)
 	hdr := &pb.SnapshotHeader{
-		Revision:     s.revision,
-		Nodes:        uint64(len(s.nodes)),
-		Sessions:     uint64(len(s.sessions)),
-		Instances:    uint64(len(s.instances)),
-		Requests:     uint64(len(s.requests)),
-		Blobs:        uint64(len(s.blobs)),
-		PendingBlobs: uint64(len(s.pending)),
-		Cluster:      s.cluster,
-		RequestClock: s.requestClock,
+		Revision:        s.revision,
+		Nodes:           uint64(len(s.nodes)),
+		Sessions:        uint64(len(s.sessions)),
+		Instances:       uint64(len(s.instances)),
+		Requests:        uint64(len(s.requests)),
+		Blobs:           uint64(len(s.blobs)),
+		PendingBlobs:    uint64(len(s.pending)),
+		Cluster:         s.cluster,
+		RequestClock:    s.requestClock,
+		RequestLastTime: s.requestLast,
 	}
 	if s.hasACL() {
 		hdr.AclBootstrapped = s.aclBootstrapped
@@ -108,7 +109,7 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 	err := snapshot.ReadState(r, snapshot.StateRecords{
 		Header: func(h *pb.SnapshotHeader) error {
 			hdr = h
-			s.revision, s.cluster, s.requestClock, s.aclBootstrapped = h.Revision, h.Cluster, h.RequestClock, h.AclBootstrapped
+			s.revision, s.cluster, s.requestClock, s.requestLast, s.aclBootstrapped = h.Revision, h.Cluster, h.RequestClock, h.RequestLastTime, h.AclBootstrapped
 			// Counts come from the file: they size nothing past a bound,
 			// and the slices grow as records arrive.
 			s.nodes = make([]*pb.Node, 0, min(h.Nodes, 1<<16))

@@ -38,6 +38,9 @@ type Store struct {
 	transport *transport
 	pusher    *commitPusher // tells followers the leader's commits at once
 	notify    chan bool
+	// fsmVersion caches Config.ClusterFSMVersion until fsmVersionNext
+	// (unix ns): clusterAt.
+	fsmVersion, fsmVersionNext atomic.Int64
 	// addrs is the transport's address provider; nil without
 	// Config.ServerAddr.
 	addrs *serverAddrs
@@ -396,6 +399,7 @@ func (s *Store) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	if cmd.Time == 0 {
 		cmd.Time = time.Now().UnixNano()
 	}
+	cmd.ClockStep = s.clusterAt(3)
 	b, err := instcodec.EncodeCommand(cmd)
 	if err != nil {
 		return 0, fmt.Errorf("encode command: %w", err)
@@ -673,4 +677,18 @@ func (s *Store) Close() error {
 		}
 	})
 	return s.closeErr
+}
+
+// clusterAt reports whether every Raft server applies state machine
+// version v (Config.ClusterFSMVersion), asking at most once a second: it
+// is asked for every write.
+func (s *Store) clusterAt(v int) bool {
+	if s.cfg.ClusterFSMVersion == nil {
+		return v <= 1
+	}
+	now := time.Now().UnixNano()
+	if next := s.fsmVersionNext.Load(); now >= next && s.fsmVersionNext.CompareAndSwap(next, now+int64(time.Second)) {
+		s.fsmVersion.Store(int64(s.cfg.ClusterFSMVersion()))
+	}
+	return s.fsmVersion.Load() >= int64(v)
 }

@@ -58,7 +58,14 @@ type Command struct {
 	Time int64 `protobuf:"varint,15,opt,name=time,proto3" json:"time,omitempty"`
 	// quota is the leader's registry limits, stamped on a register entry so
 	// that every replica enforces the same limits when it applies it.
-	Quota         *Quota `protobuf:"bytes,16,opt,name=quota,proto3" json:"quota,omitempty"`
+	Quota *Quota `protobuf:"bytes,16,opt,name=quota,proto3" json:"quota,omitempty"`
+	// clock_step is set by a leader whose Raft servers all apply state
+	// machine version 3. The clock that ages remembered request ids then
+	// moves by this entry's time minus the previous entry's, at most a
+	// second and never back, instead of to the latest time: a new leader
+	// whose clock runs ahead of the old one's does not make every replica
+	// forget the ids a retry across the change of leader still needs.
+	ClockStep     bool `protobuf:"varint,18,opt,name=clock_step,json=clockStep,proto3" json:"clock_step,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -290,6 +297,13 @@ func (x *Command) GetQuota() *Quota {
 		return x.Quota
 	}
 	return nil
+}
+
+func (x *Command) GetClockStep() bool {
+	if x != nil {
+		return x.ClockStep
+	}
+	return false
 }
 
 type isCommand_Kind interface {
@@ -1617,6 +1631,9 @@ type SnapshotHeader struct {
 	// request_clock is the state machine's leader clock (the latest
 	// Command.time applied, unix ns), which ages remembered request ids.
 	RequestClock int64 `protobuf:"varint,10,opt,name=request_clock,json=requestClock,proto3" json:"request_clock,omitempty"`
+	// request_last_time is the time of the last command applied (unix ns),
+	// from which a clock_step entry measures its step.
+	RequestLastTime int64 `protobuf:"varint,11,opt,name=request_last_time,json=requestLastTime,proto3" json:"request_last_time,omitempty"`
 	// ACL state: after the counted records above come that many ACLPolicy
 	// and then ACLToken records. Snapshots from before ACLs have none.
 	AclBootstrapped bool   `protobuf:"varint,20,opt,name=acl_bootstrapped,json=aclBootstrapped,proto3" json:"acl_bootstrapped,omitempty"`
@@ -1722,6 +1739,13 @@ func (x *SnapshotHeader) GetCluster() *ClusterInit {
 func (x *SnapshotHeader) GetRequestClock() int64 {
 	if x != nil {
 		return x.RequestClock
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetRequestLastTime() int64 {
+	if x != nil {
+		return x.RequestLastTime
 	}
 	return 0
 }
@@ -2102,7 +2126,7 @@ const file_raft_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"raft.proto\x12\azrpc.v1\x1a\tacl.proto\x1a\n" +
-	"blob.proto\x1a\x0eregistry.proto\"\xc5\t\n" +
+	"blob.proto\x1a\x0eregistry.proto\"\xe4\t\n" +
 	"\aCommand\x12/\n" +
 	"\bregister\x18\x01 \x01(\v2\x11.zrpc.v1.InstanceH\x00R\bregister\x126\n" +
 	"\n" +
@@ -2137,7 +2161,9 @@ const file_raft_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x0e \x01(\tR\trequestId\x12\x12\n" +
 	"\x04time\x18\x0f \x01(\x03R\x04time\x12$\n" +
-	"\x05quota\x18\x10 \x01(\v2\x0e.zrpc.v1.QuotaR\x05quotaB\x06\n" +
+	"\x05quota\x18\x10 \x01(\v2\x0e.zrpc.v1.QuotaR\x05quota\x12\x1d\n" +
+	"\n" +
+	"clock_step\x18\x12 \x01(\bR\tclockStepB\x06\n" +
 	"\x04kind\"\xea\x01\n" +
 	"\x05Quota\x129\n" +
 	"\x19max_instances_per_service\x18\x01 \x01(\rR\x16maxInstancesPerService\x129\n" +
@@ -2220,7 +2246,7 @@ const file_raft_proto_rawDesc = "" +
 	"\x05block\x18\x01 \x01(\rR\x05block\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x10\n" +
-	"\x03sum\x18\x04 \x01(\aR\x03sum\"\xad\x03\n" +
+	"\x03sum\x18\x04 \x01(\aR\x03sum\"\xd9\x03\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x1c\n" +
@@ -2232,7 +2258,8 @@ const file_raft_proto_rawDesc = "" +
 	"\rpending_blobs\x18\b \x01(\x04R\fpendingBlobs\x12.\n" +
 	"\acluster\x18\t \x01(\v2\x14.zrpc.v1.ClusterInitR\acluster\x12#\n" +
 	"\rrequest_clock\x18\n" +
-	" \x01(\x03R\frequestClock\x12)\n" +
+	" \x01(\x03R\frequestClock\x12*\n" +
+	"\x11request_last_time\x18\v \x01(\x03R\x0frequestLastTime\x12)\n" +
 	"\x10acl_bootstrapped\x18\x14 \x01(\bR\x0faclBootstrapped\x12!\n" +
 	"\facl_policies\x18\x15 \x01(\x04R\vaclPolicies\x12\x1d\n" +
 	"\n" +

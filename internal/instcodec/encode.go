@@ -73,7 +73,7 @@ func EncodeCommand(cmd *pb.Command) ([]byte, error) {
 		commandHeads.Put(head)
 	}()
 	// Every field of cmd but its kind, which protobuf writes after them.
-	*head = pb.Command{RequestId: cmd.RequestId, Time: cmd.Time, Quota: cmd.Quota}
+	*head = pb.Command{RequestId: cmd.RequestId, Time: cmd.Time, Quota: cmd.Quota, ClockStep: cmd.ClockStep}
 	n := deterministic.Size(head)
 	b, err := cachedSize.MarshalAppend(make([]byte, 0, n+e.fieldSize(registerField)), head)
 	if err != nil {
