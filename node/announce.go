@@ -45,6 +45,7 @@ func (n *Node) newHealth() *health.Keeper {
 		Silenced:  n.halting.Load,
 		Interval:  n.cfg.HealthInterval,
 		CheckTLS:  n.checkTLS,
+		Now:       n.opts.clock,
 		Logger:    n.log,
 	})
 }

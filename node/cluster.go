@@ -44,7 +44,7 @@ func (n *Node) startGossip() error {
 	gc.EncryptKey = key
 	gc.KeyringFile = filepath.Join(n.cfg.DataDir, gossip.KeyringFileName)
 	gc.Transport = n.opts.gossipTransport
-	gc.Clock = n.opts.gossipClock
+	gc.Clock = n.opts.clock
 	gc.Logger = n.log
 	gc.StillMember = n.stillMember
 	gc.Seeds = n.savedPeers

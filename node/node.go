@@ -151,7 +151,7 @@ type options struct {
 	wrapRaftLog     func(raft.LogStore) raft.LogStore
 	shardSyncDelay  func() time.Duration
 	joinResolver    gossip.Resolver
-	gossipClock     func() time.Time
+	clock           func() time.Time
 }
 
 // WithLogger sets the agent's logger (default: discard).
@@ -174,11 +174,12 @@ func WithGossipTransport(t memberlist.Transport) Option {
 	return func(o *options) { o.gossipTransport = t }
 }
 
-// WithGossipClock makes the agent report clock() to its peers' gossip
-// probes instead of its wall clock (tests shift it to see the offset
-// measured).
-func WithGossipClock(clock func() time.Time) Option {
-	return func(o *options) { o.gossipClock = clock }
+// WithClock makes the agent read clock() instead of its wall clock: what
+// it stamps on the commands it proposes as leader, the TTL and
+// deregister_critical_after deadlines it keeps, and what it reports to its
+// peers' gossip probes (tests run an agent whose clock is off).
+func WithClock(clock func() time.Time) Option {
+	return func(o *options) { o.clock = clock }
 }
 
 // WithRaftNoSync turns off fsync of the Raft log. Benchmarks only: a crash
@@ -326,6 +327,7 @@ func (n *Node) startRaft() error {
 	rc.ServerAddr = n.raftAddrOf
 	rc.PeerHello = n.peerReadsHello
 	rc.ClusterFSMVersion = func() int { return n.clusterFSMVersion() }
+	rc.Now = n.opts.clock
 	if n.cfg.AdvertiseAddr != "" && n.opts.raftStream == nil {
 		rc.AdvertiseAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, strconv.Itoa(n.cfg.RaftPort))
 	}

@@ -45,6 +45,9 @@ type Config struct {
 	// are stamped only while it allows them (Command.clock_step: from
 	// 3). nil: as if 1. Asked at most once a second.
 	ClusterFSMVersion func() int
+	// Now is the wall clock stamped on the commands this store proposes
+	// (Command.time); nil means time.Now. Tests shift it.
+	Now func() time.Time
 	// Bootstrap makes a store without Raft state bootstrap a one-voter
 	// cluster of itself. A store with state never bootstraps again.
 	Bootstrap bool

@@ -397,7 +397,7 @@ func (s *Store) lead(ctx context.Context, wg *sync.WaitGroup) {
 // from the state machine (ErrNotFound, ...) comes back as is.
 func (s *Store) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	if cmd.Time == 0 {
-		cmd.Time = time.Now().UnixNano()
+		cmd.Time = s.now().UnixNano()
 	}
 	cmd.ClockStep = s.clusterAt(3)
 	b, err := instcodec.EncodeCommand(cmd)
@@ -691,4 +691,12 @@ func (s *Store) clusterAt(v int) bool {
 		s.fsmVersion.Store(int64(s.cfg.ClusterFSMVersion()))
 	}
 	return s.fsmVersion.Load() >= int64(v)
+}
+
+// now is the wall clock stamped on commands (Config.Now).
+func (s *Store) now() time.Time {
+	if s.cfg.Now != nil {
+		return s.cfg.Now()
+	}
+	return time.Now()
 }
