@@ -14,16 +14,23 @@ import (
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
+// startPairHourApart starts n1 on the wall clock and n2, joined to it,
+// on a clock an hour ahead.
+func startPairHourApart(t *testing.T) (n1, n2 *Node) {
+	t.Helper()
+	n1 = startNode(t, testConfig(t))
+	cfg := testConfig(t)
+	cfg.Name = "n2"
+	cfg.Join = []string{n1.gossip().LocalAddr()}
+	n2 = startedNode(t, cfg, WithClock(func() time.Time { return time.Now().Add(time.Hour) }))
+	return n1, n2
+}
+
 // TestMembersShowAnAgentsClockOffset: an agent whose clock runs an hour
 // ahead shows so in the other agent's Members answer (what zrpcctl
 // members prints) and in its zrpc_gossip_clock_offset_seconds.
 func TestMembersShowAnAgentsClockOffset(t *testing.T) {
-	n1 := startNode(t, testConfig(t))
-	cfg := testConfig(t)
-	cfg.Name = "n2"
-	cfg.Join = []string{n1.gossip().LocalAddr()}
-	startedNode(t, cfg, WithClock(func() time.Time { return time.Now().Add(time.Hour) }))
-
+	n1, _ := startPairHourApart(t)
 	conn, _ := dial(t, n1.GRPCAddr())
 	status := pb.NewStatusClient(conn)
 	near := func(d, want time.Duration) bool { return (d - want).Abs() < time.Second }
@@ -66,11 +73,7 @@ func TestMembersShowAnAgentsClockOffset(t *testing.T) {
 // deregister_critical_after from when it saw it critical, not remove it
 // at once, and remove it once that much time has passed.
 func TestLeaderWithAClockAheadRemovesNoCriticalInstanceEarly(t *testing.T) {
-	n1 := startNode(t, testConfig(t))
-	cfg := testConfig(t)
-	cfg.Name = "n2"
-	cfg.Join = []string{n1.gossip().LocalAddr()}
-	n2 := startedNode(t, cfg, WithClock(func() time.Time { return time.Now().Add(time.Hour) }))
+	n1, n2 := startPairHourApart(t)
 	waitFor(t, 20*time.Second, "n2 to be a voter", func() bool {
 		servers, err := n1.store.Servers()
 		return err == nil && len(servers) == 2 && servers[0].Suffrage == raftstore.Voter && servers[1].Suffrage == raftstore.Voter

@@ -595,6 +595,10 @@ func (f *FSM) NodeOwnsAnything(name string) bool {
 //	   older replicas would forget request ids at other entries).
 const FSMVersion = 3
 
+// clockStepVersion is the state machine version that brought
+// Command.clock_step.
+const clockStepVersion = 3
+
 // ReapedOutputPrefix begins the health output the leader gives the
 // instances it keeps when it reaps their agent (NodeRemove.keep_unbound):
 // "removed with its agent NAME: ...".

@@ -399,7 +399,7 @@ func (s *Store) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	if cmd.Time == 0 {
 		cmd.Time = s.now().UnixNano()
 	}
-	cmd.ClockStep = s.clusterAt(3)
+	cmd.ClockStep = s.clusterAt(clockStepVersion)
 	b, err := instcodec.EncodeCommand(cmd)
 	if err != nil {
 		return 0, fmt.Errorf("encode command: %w", err)
