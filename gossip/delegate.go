@@ -69,6 +69,9 @@ type delegate struct {
 	// onGone, if set, is told of each member that failed or left (the
 	// clock table forgets it); called without d.mu.
 	onGone func(name string)
+	// forward, if set, passes a leave notice for member leaver on to the
+	// other members (msgLeaveForward); it must not block.
+	forward func(leaver string)
 }
 
 // maxGone bounds the forgotten members remembered; past it one of them is
@@ -87,7 +90,18 @@ type memberEntry struct {
 	Member
 	leaving bool      // it sent a leave notice
 	since   time.Time // last status change
+	// relayed is when a leave notice for it last came through another
+	// member (zero: never since it last joined).
+	relayed time.Time
+	// forwarded: this agent passed its leave notice on (msgLeaveForward).
+	forwarded bool
 }
+
+// relayedNoticeLife is how long a leave notice passed on by another
+// member counts: memberlist's goodbye follows the notice within a few
+// gossip intervals, and a notice still going round after the member left
+// and came back must not mark the new run of it as leaving for long.
+const relayedNoticeLife = 10 * time.Second
 
 func newDelegate(log *slog.Logger, name string, meta func() []byte, identity func() (string, string), queue *eventQueue) *delegate {
 	return &delegate{log: log, name: name, meta: meta, identity: identity, queue: queue, refusalLog: newSenderLog(time.Now),
@@ -237,25 +251,30 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 //
 // memberlist v0.7.0 does not say which: its internal nodeState.State
 // shadows the Node.State passed here, so n.State is always StateAlive
-// (hashicorp/memberlist#293, open). A member is therefore "left" if it sent
-// this agent a leave notice first (see Gossip.Leave), or if its last meta
-// said it was leaving (Meta.Leaving: gossip relays meta, so it reaches
-// the agents the notice's direct connection cannot). n.State == StateLeft
+// (hashicorp/memberlist#293, open). A member is therefore "left" if a
+// leave notice for it came first (see Gossip.Leave: from the member
+// itself, or passed on by another member within relayedNoticeLife), or if
+// its last meta said it was leaving (Meta.Leaving). n.State == StateLeft
 // is honoured too, for when memberlist fixes the field.
 func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	if d.onGone != nil {
 		d.onGone(n.Name)
 	}
 	m := d.member(n, StatusFailed)
+	now := time.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e := d.members[m.Name]
-	leaving := e != nil && (e.leaving || e.Meta.Leaving) || m.Meta.Leaving
+	leaving := e != nil && (e.leaving || e.Meta.Leaving || e.relayedWithin(now)) || m.Meta.Leaving
 	typ := EventFailed
 	if leaving || n.State == memberlist.StateLeft {
 		m.Status, typ = StatusLeft, EventLeave
 	}
-	d.set(m, leaving, time.Now(), typ)
+	d.set(m, leaving, now, typ)
+}
+
+func (e *memberEntry) relayedWithin(now time.Time) bool {
+	return !e.relayed.IsZero() && now.Sub(e.relayed) < relayedNoticeLife
 }
 
 // NotifyUpdate records a member's new meta.
@@ -263,14 +282,15 @@ func (d *delegate) NotifyUpdate(n *memberlist.Node) {
 	m := d.member(n, StatusAlive)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	leaving, since := false, time.Now()
+	leaving, since, relayed := false, time.Now(), time.Time{}
 	if e := d.members[m.Name]; e != nil {
-		m.Status, leaving, since = e.Status, e.leaving, e.since
+		m.Status, leaving, since, relayed = e.Status, e.leaving, e.since, e.relayed
 		if e.Member == m {
 			return // nothing this package reports changed
 		}
 	}
 	d.set(m, leaving, since, EventUpdate)
+	d.members[m.Name].relayed = relayed
 }
 
 // member copies n into a Member with the given status and decodes its
@@ -289,36 +309,70 @@ func (d *delegate) member(n *memberlist.Node, status string) Member {
 	return m
 }
 
-// Leave notices are this package's only message: one type byte, then the
-// name of the member that is leaving.
-const msgLeaveNotice byte = 1
+// Leave notices are this package's only messages: one type byte, then the
+// name of the member that is leaving. The member sends msgLeaveNotice to
+// every member it can reach. When some cannot be reached (a partial
+// partition), it sends msgLeaveForward to a few that could: they take it
+// as a notice and pass it on as msgLeaveRelay to every member they can
+// reach. The leaver's meta update (Meta.Leaving) cannot stand in for that:
+// a member that relays it drops its queued copy once memberlist's goodbye
+// for the same member arrives.
+const (
+	msgLeaveNotice  byte = 1
+	msgLeaveRelay   byte = 2
+	msgLeaveForward byte = 3
+)
 
-func leaveNotice(name string) []byte {
-	return append([]byte{msgLeaveNotice}, name...)
+func leaveNotice(typ byte, name string) []byte {
+	return append([]byte{typ}, name...)
 }
 
 // NotifyMsg handles a leave notice: the member will be reported left, not
 // failed, when it goes. A notice that arrives after the member was already
-// declared failed turns it into left (EventLeave follows EventFailed).
+// declared failed turns it into left (EventLeave follows EventFailed). A
+// notice passed on by another member counts for relayedNoticeLife only.
 func (d *delegate) NotifyMsg(b []byte) {
-	if len(b) < 2 || b[0] != msgLeaveNotice {
+	if len(b) < 2 || b[0] < msgLeaveNotice || b[0] > msgLeaveForward {
 		d.log.Debug("ignoring an unknown gossip message", "size", len(b))
 		return
 	}
-	name := string(b[1:])
+	typ, name := b[0], string(b[1:])
+	if name == d.name {
+		return // this agent is not leaving, whoever says so
+	}
+	if d.noteLeaveNotice(name, typ, time.Now()) && d.forward != nil {
+		d.forward(name)
+	}
+}
+
+// noteLeaveNotice records a leave notice of type typ for member name and
+// reports whether to pass it on: a msgLeaveForward, the first for this
+// run of the member.
+func (d *delegate) noteLeaveNotice(name string, typ byte, now time.Time) (forward bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e := d.members[name]
+	relayed := typ == msgLeaveRelay
 	switch {
 	case e == nil:
-		d.log.Debug("ignoring a leave notice from an unknown member", "member", name)
+		d.log.Debug("ignoring a leave notice for an unknown member", "member", name)
+		return false
+	case e.Status == StatusFailed && relayed && now.Sub(e.since) >= relayedNoticeLife:
+		return false // about an earlier leave, not this failure
 	case e.Status == StatusFailed:
 		m := e.Member
 		m.Status = StatusLeft
-		d.set(m, true, time.Now(), EventLeave)
+		d.set(m, true, now, EventLeave)
+		e = d.members[name]
+	case e.Status == StatusLeft:
+	case relayed:
+		e.relayed = now
 	default:
 		e.leaving = true
 	}
+	forward = typ == msgLeaveForward && !e.forwarded
+	e.forwarded = e.forwarded || forward
+	return forward
 }
 
 // NodeMeta returns this agent's encoded meta (never over limit).

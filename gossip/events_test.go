@@ -141,7 +141,7 @@ func TestDelegateTellsLeaveFromFailure(t *testing.T) {
 	node := func(m Meta) func() *memberlist.Node { return func() *memberlist.Node { return fakeNode(t, "x", 1, m) } }
 	join := func() { d.NotifyJoin(node(meta)()) }
 	dead := func() { d.NotifyLeave(node(newer)()) }
-	notice := func() { d.NotifyMsg(leaveNotice("x")) }
+	notice := func() { d.NotifyMsg(leaveNotice(msgLeaveNotice, "x")) }
 	leavingMeta := newer
 	leavingMeta.Leaving = true
 	update := func(m Meta) func() { return func() { d.NotifyUpdate(node(m)()) } }
@@ -199,7 +199,7 @@ func TestDelegateTellsLeaveFromFailure(t *testing.T) {
 		t.Fatalf("unexpected event %v %+v", ev.Type, ev.Member)
 	default:
 	}
-	d.NotifyMsg(leaveNotice("stranger")) // must not invent a member
+	d.NotifyMsg(leaveNotice(msgLeaveNotice, "stranger")) // must not invent a member
 	if _, ok := d.get("stranger"); ok {
 		t.Error("a notice from an unknown member added it")
 	}

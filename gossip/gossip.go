@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,10 @@ const (
 	leaveSettleIntervals = 2
 	// leaveNoticeParallel bounds the leave notices in flight.
 	leaveNoticeParallel = 16
+	// leaveForwarders is how many of the members that got its leave
+	// notice a leaving agent asks to pass it on to the members it could
+	// not reach.
+	leaveForwarders = 2
 )
 
 // Gossip is this agent's membership in the cluster: a memberlist instance,
@@ -133,6 +138,7 @@ func New(cfg Config) (*Gossip, error) {
 	g.clocks = newClocks(logger, clock)
 	g.delegate.onGone = g.clocks.forget
 	g.mc = g.memberlistConfig()
+	g.delegate.forward = g.forwardLeaveNotice
 	g.forgetAfter = g.mc.GossipToTheDeadTime
 	g.nameTakenWait = nameTakenWait
 	g.rejoin = profileRejoin(cfg.Profile)
@@ -644,14 +650,57 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	return nil
 }
 
-// sendLeaveNotices tells every other alive member, in parallel, that this
-// agent is leaving, and waits for the sends until deadline. Sends still in
-// flight then finish in the background (each is bounded by memberlist's
-// TCPTimeout); Close waits for them. It returns how many members it tried.
+// sendLeaveNotices tells every other alive member that this agent is
+// leaving. The direct notices get at most half the time left until
+// deadline; if some member did not get one by then, up to leaveForwarders
+// of those that did are asked to pass it on (msgLeaveForward), until
+// deadline. Sends still in flight then finish in the background (each is
+// bounded by memberlist's TCPTimeout); Close waits for them. It returns
+// how many members it tried.
 func (g *Gossip) sendLeaveNotices(ml *memberlist.Memberlist, deadline time.Time) int {
+	peers := g.alivePeers("")
+	if len(peers) == 0 {
+		return 0
+	}
+	got := g.sendAll(ml, peers, leaveNotice(msgLeaveNotice, g.cfg.Name), time.Now().Add(time.Until(deadline)/2))
+	missed := len(peers) - len(got)
+	switch {
+	case missed == 0:
+	case len(got) == 0:
+		g.log.Warn("no member got the leave notice; they may report this agent failed", "members", len(peers))
+	default:
+		forwarders := got[:min(leaveForwarders, len(got))]
+		asked := g.sendAll(ml, forwarders, leaveNotice(msgLeaveForward, g.cfg.Name), deadline)
+		g.log.Warn("some members did not get the leave notice directly; asked members that did to pass it on",
+			"missed", missed, "members", len(peers), "forwarders_asked", len(asked))
+	}
+	return len(peers)
+}
+
+// forwardLeaveNotice passes the leave notice of member leaver on to every
+// other alive member, in the background (a msgLeaveForward asked for it).
+// It does nothing while the agent starts or closes.
+func (g *Gossip) forwardLeaveNotice(leaver string) {
+	if !g.lifeMu.TryRLock() {
+		return // Start or Close holds it; NotifyMsg must not wait
+	}
+	defer g.lifeMu.RUnlock()
+	if g.closed || g.ml == nil {
+		return
+	}
+	peers := g.alivePeers(leaver)
+	if len(peers) == 0 {
+		return
+	}
+	g.log.Info("passing a leave notice on", "member", leaver, "to", len(peers))
+	g.sendAll(g.ml, peers, leaveNotice(msgLeaveRelay, leaver), time.Now())
+}
+
+// alivePeers returns the alive members but this agent and skip.
+func (g *Gossip) alivePeers(skip string) []*memberlist.Node {
 	var peers []*memberlist.Node
 	for _, m := range g.Members() {
-		if m.Name == g.cfg.Name || m.Status != StatusAlive {
+		if m.Name == g.cfg.Name || m.Name == skip || m.Status != StatusAlive {
 			continue
 		}
 		ap, err := netip.ParseAddrPort(m.Addr)
@@ -661,11 +710,15 @@ func (g *Gossip) sendLeaveNotices(ml *memberlist.Memberlist, deadline time.Time)
 		}
 		peers = append(peers, &memberlist.Node{Name: m.Name, Addr: net.IP(ap.Addr().AsSlice()), Port: ap.Port()})
 	}
-	if len(peers) == 0 {
-		return 0
-	}
-	msg := leaveNotice(g.cfg.Name)
-	var failed atomic.Int32
+	return peers
+}
+
+// sendAll sends msg to peers over TCP, leaveNoticeParallel at a time, and
+// waits until every send ended or until; it returns the peers that got it
+// by then. The sends go on in the background (Close waits for them).
+func (g *Gossip) sendAll(ml *memberlist.Memberlist, peers []*memberlist.Node, msg []byte, until time.Time) []*memberlist.Node {
+	var mu sync.Mutex
+	var got []*memberlist.Node
 	done := make(chan struct{})
 	g.notices.Add(1)
 	go func() {
@@ -678,23 +731,25 @@ func (g *Gossip) sendLeaveNotices(ml *memberlist.Memberlist, deadline time.Time)
 			wg.Go(func() {
 				defer func() { <-sem }()
 				if err := ml.SendReliable(p, msg); err != nil {
-					failed.Add(1)
 					g.log.Debug("leave notice not delivered", "member", p.Name, "err", err)
+					return
 				}
+				mu.Lock()
+				got = append(got, p)
+				mu.Unlock()
 			})
 		}
 		wg.Wait()
 	}()
-	t := time.NewTimer(time.Until(deadline))
+	t := time.NewTimer(time.Until(until))
 	defer t.Stop()
 	select {
 	case <-done:
 	case <-t.C:
 	}
-	if n := int(failed.Load()); n > 0 {
-		g.log.Warn("some members did not get the leave notice and may report this agent failed", "failed", n, "members", len(peers))
-	}
-	return len(peers)
+	mu.Lock()
+	defer mu.Unlock()
+	return slices.Clone(got)
 }
 
 // Close shuts memberlist down without a goodbye (peers will report
