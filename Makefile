@@ -47,11 +47,14 @@ test: chromium
 ## robustness: random traffic under random faults, SEEDS runs (default 3)
 ## plus the regression seeds; ROBUSTNESS_SEED=N replays one run, SEEDS=200
 ## makes a long one. Failing seeds are appended to robustness/failed-seeds.
-SEEDS              ?= 3
-ROBUSTNESS_TIMEOUT ?= 30m
+## ROBUSTNESS_PARALLEL runs go at once: one uses about a sixth of two
+## cores (most of it waits on faults and deadlines).
+SEEDS               ?= 3
+ROBUSTNESS_TIMEOUT  ?= 30m
+ROBUSTNESS_PARALLEL ?= 4
 robustness:
 	ROBUSTNESS=1 SEEDS=$(SEEDS) ROBUSTNESS_FAILED=$(CURDIR)/robustness/failed-seeds \
-		$(GO) test -count=1 -timeout $(ROBUSTNESS_TIMEOUT) -run 'TestRobustness|TestRegressions' ./robustness/
+		$(GO) test -count=1 -parallel $(ROBUSTNESS_PARALLEL) -timeout $(ROBUSTNESS_TIMEOUT) -run 'TestRobustness|TestRegressions' ./robustness/
 
 ## snapshot-big: the snapshot round trip at full size (100,000 instances
 ## and 1,000 blobs saved from one 3-agent cluster and restored into

@@ -352,6 +352,7 @@ func (r *run) checkBlobs() {
 	if r.t.Failed() {
 		return
 	}
+	r.scrubAll()
 	r.waitRepairIdle()
 	victim := r.damageVictim()
 	r.c.DamageShards(victim, r.rng, math.MaxInt, 0 /* delete */)
@@ -366,6 +367,27 @@ func (r *run) readBackAll(nums []int, when string) {
 		agents = append(agents, namedClient{r.agentClients[agent], r.c.Name(agent)})
 	}
 	r.blobTraffic().readBackAll(nums, agents, when)
+}
+
+// scrubAll has every running core agent verify its shards once and
+// report the corrupt ones. Repair knows of a flipped byte only once a
+// scrub pass (or a read) has found it; the background scrubber would, one
+// BlobScrubInterval and a pass later, but where its pass stands when the
+// check begins is luck (a restarted agent starts a new one), and losing
+// another agent's shards on top of an undiscovered corrupt one is two
+// losses in a block.
+func (r *run) scrubAll() {
+	for i := range r.core {
+		n := r.c.Node(i)
+		if n == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), settleFor)
+		if bad := n.Blobs().ScrubOnce(ctx, 0); bad > 0 {
+			r.t.Logf("blobs: a scrub pass of %s found %d corrupt or lost shards", r.c.Name(i), bad)
+		}
+		cancel()
+	}
 }
 
 // waitRepairIdle waits until the leader's repair has nothing queued, in

@@ -26,15 +26,18 @@ var regressions = []struct {
 	{136990113, "repair status read as idle while a failed shard rebuild waited for the next scan; losing a second agent's shards then left a block with 1 of 3 shards"},
 	{872364585, "an agent whose disk was replaced, killed again before any leader sent it the log, restarted without --join and bootstrapped a cluster of its own"},
 	{438010691, "a graceful leave took its blob shards away before repair rebuilt them; a disk replaced 0.5 s later left 2+1 blobs with 1 of 3 shards"},
+	{411701270, "the blob check lost a second agent's shards while a flipped shard of the first was still undiscovered (its agent restarted mid-scrub): 1 of 3 shards; the check now runs a scrub pass on every agent first"},
 }
 
 func TestRegressions(t *testing.T) {
 	skipUnlessEnabled(t)
+	t.Parallel()
 	if len(regressions) == 0 {
 		t.Skip("no regression seeds recorded")
 	}
 	for _, reg := range regressions {
 		t.Run(fmt.Sprintf("seed=%d", reg.seed), func(t *testing.T) {
+			t.Parallel()
 			t.Logf("robustness: regression: %s", reg.found)
 			runSeed(t, reg.seed)
 		})

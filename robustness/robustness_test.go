@@ -35,8 +35,12 @@ const (
 // replays one seed; otherwise SEEDS (default 1) random seeds run.
 func TestRobustness(t *testing.T) {
 	skipUnlessEnabled(t)
+	t.Parallel() // its seeds share -parallel's slots with the regressions'
 	for _, seed := range seedsToRun(t) {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { runSeed(t, seed) })
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			t.Parallel() // up to -parallel runs at once: each mostly waits
+			runSeed(t, seed)
+		})
 	}
 }
 
