@@ -373,6 +373,12 @@ func (n *Node) Halt() {
 			n.gossip().Close()
 		}
 		n.wg.Wait()
+		if n.blobs != nil {
+			// A crashed agent's scrubber and orphan collector are gone
+			// too; left running they would go on reading (and reporting
+			// from) the data dir its next run uses.
+			n.blobs.Close()
+		}
 		if n.peers != nil {
 			n.peers.close()
 		}

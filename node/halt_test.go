@@ -1,0 +1,39 @@
+package node
+
+import (
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// goroutinesRunning counts this process's goroutines whose stack holds fn.
+func goroutinesRunning(fn string) int {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestHaltStopsTheBlobStoresLoops: a halted agent (testcluster's kill)
+// stops its scrubber and orphan collector, as a crashed process would;
+// before, they went on reading the data dir the agent's next run used.
+func TestHaltStopsTheBlobStoresLoops(t *testing.T) {
+	const scrub, collect = "storage.(*Store).scrub(", "storage.(*Store).collectOrphans("
+	before := goroutinesRunning(scrub) + goroutinesRunning(collect)
+	cfg := testConfig(t)
+	cfg.BlobScrubInterval = 50 * time.Millisecond
+	n := startNode(t, cfg)
+	if got := goroutinesRunning(scrub) + goroutinesRunning(collect); got != before+2 {
+		t.Fatalf("a running agent has %d scrubber and collector goroutines, want 2 (test process: %d before it)", got-before, before)
+	}
+	n.Halt()
+	waitFor(t, 10*time.Second, "the halted agent's scrubber and collector to end", func() bool {
+		return goroutinesRunning(scrub)+goroutinesRunning(collect) == before
+	})
+}
