@@ -232,11 +232,17 @@ func (d *delegate) clusterID() string {
 	return id
 }
 
-// set stores m and queues an event of type typ; the caller holds d.mu.
+// set stores m as a new entry and queues an event of type typ; the
+// caller holds d.mu.
 func (d *delegate) set(m Member, leaving bool, since time.Time, typ EventType) {
-	d.members[m.Name] = &memberEntry{Member: m, leaving: leaving, since: since}
-	delete(d.gone, m.Name)
-	d.queue.push(Event{Type: typ, Member: m})
+	d.put(memberEntry{Member: m, leaving: leaving, since: since}, typ)
+}
+
+// put stores e and queues an event of type typ; the caller holds d.mu.
+func (d *delegate) put(e memberEntry, typ EventType) {
+	d.members[e.Name] = &e
+	delete(d.gone, e.Name)
+	d.queue.push(Event{Type: typ, Member: e.Member})
 }
 
 // NotifyJoin records a new (or returning) member as alive.
@@ -282,15 +288,16 @@ func (d *delegate) NotifyUpdate(n *memberlist.Node) {
 	m := d.member(n, StatusAlive)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	leaving, since, relayed := false, time.Now(), time.Time{}
+	next := memberEntry{since: time.Now()}
 	if e := d.members[m.Name]; e != nil {
-		m.Status, leaving, since, relayed = e.Status, e.leaving, e.since, e.relayed
+		m.Status = e.Status
 		if e.Member == m {
 			return // nothing this package reports changed
 		}
+		next = *e // what it said of leaving, and since when, stands
 	}
-	d.set(m, leaving, since, EventUpdate)
-	d.members[m.Name].relayed = relayed
+	next.Member = m
+	d.put(next, EventUpdate)
 }
 
 // member copies n into a Member with the given status and decodes its
