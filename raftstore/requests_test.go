@@ -71,10 +71,7 @@ func TestFSMRequestIDsClockNeverGoesBack(t *testing.T) {
 	d.mustApply(ahead)
 	behind := withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1")
 	behind.Time = reg.Time + 1 // a new leader's clock, behind
-	rev, err := d.apply(behind)
-	if err != nil || d.fsm.Instance("api", "1").ModRevision != rev {
-		t.Fatalf("r1 after the clock passed its window: %v; want it applied anew at %d", err, rev)
-	}
+	wantAppliedAnew(t, d, behind, "after the clock passed its window")
 }
 
 // TestFSMRequestIDsAreBounded: past the bound the oldest ids are forgotten
@@ -97,10 +94,7 @@ func TestFSMRequestIDsAreBounded(t *testing.T) {
 	if got := d.fsm.requests.len(); got != 100 {
 		t.Errorf("%d ids remembered, want the bound 100", got)
 	}
-	rev, err := d.apply(reg)
-	if err != nil || d.fsm.Instance("api", "1").ModRevision != rev {
-		t.Fatalf("r1 past the bound: %v; want it applied anew at %d", err, rev)
-	}
+	wantAppliedAnew(t, d, reg, "past the bound")
 }
 
 // TestFSMRequestWindowSurvivesRestore: a replica rebuilt from a snapshot
@@ -295,15 +289,9 @@ func TestFSMRequestIDsOutliveALeaderWhoseClockRunsAhead(t *testing.T) {
 			continue
 		}
 		// A window passes on the new leader's clock, an entry a second.
-		at := t0 + hour + int64(4*time.Second)
-		for range int(DedupWindow / time.Second) {
-			at += int64(time.Second)
-			d.mustApply(stepped(nodeUpsertCmd(&pb.Node{Name: "n2"}), at))
-		}
-		rev, err := d.apply(stepped(withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1"), at+int64(time.Second)))
-		if err != nil || d.fsm.Instance("api", "1").ModRevision != rev {
-			t.Fatalf("r1 once a window has passed on the new leader's clock: %v; want it applied anew at %d", err, rev)
-		}
+		at := d.stepSeconds(t0+hour+int64(4*time.Second), int(DedupWindow/time.Second))
+		wantAppliedAnew(t, d, stepped(withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1"), at+int64(time.Second)),
+			"once a window has passed on the new leader's clock")
 	}
 }
 
@@ -314,15 +302,9 @@ func TestFSMRequestIDsAgeWhenALeaderClockRunsBehind(t *testing.T) {
 	d := newFSMDriver(t, 64)
 	t0 := int64(1_700_000_000) * int64(time.Second)
 	d.mustApply(stepped(withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1"), t0))
-	at := t0 - int64(time.Hour)
-	for range int(DedupWindow/time.Second) + 2 {
-		at += int64(time.Second)
-		d.mustApply(stepped(nodeUpsertCmd(&pb.Node{Name: "n2"}), at))
-	}
-	rev, err := d.apply(stepped(withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1"), at+int64(time.Second)))
-	if err != nil || d.fsm.Instance("api", "1").ModRevision != rev {
-		t.Fatalf("r1 after a window on the clock of a leader an hour behind: %v; want it applied anew at %d", err, rev)
-	}
+	at := d.stepSeconds(t0-int64(time.Hour), int(DedupWindow/time.Second)+2)
+	wantAppliedAnew(t, d, stepped(withRequestID(registerCmd(testInstance("api", "1", "n1")), "r1"), at+int64(time.Second)),
+		"after a window on the clock of a leader an hour behind")
 }
 
 // TestFSMStepClockSurvivesRestore: a replica rebuilt from a snapshot moves
@@ -386,4 +368,25 @@ func TestStoreStampsClockStepOnceEveryServerAppliesIt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// wantAppliedAnew applies cmd, a registration of api/1 with request id
+// r1, and fails unless it was applied as a new write rather than answered
+// as a duplicate.
+func wantAppliedAnew(t *testing.T, d *fsmDriver, cmd *pb.Command, when string) {
+	t.Helper()
+	rev, err := d.apply(cmd)
+	if err != nil || d.fsm.Instance("api", "1").ModRevision != rev {
+		t.Fatalf("r1 %s: %v; want it applied anew at %d", when, err, rev)
+	}
+}
+
+// stepSeconds applies n commands without a request id, a second apart on
+// the stepped clock after at, and returns the last one's time.
+func (d *fsmDriver) stepSeconds(at int64, n int) int64 {
+	for range n {
+		at += int64(time.Second)
+		d.mustApply(stepped(nodeUpsertCmd(&pb.Node{Name: "n2"}), at))
+	}
+	return at
 }
