@@ -13,19 +13,28 @@ import (
 
 // announceSelf records the leader's own addresses in the node table, so
 // followers can forward to it, and its Raft address in the Raft
-// configuration if it moved (moveSelfInRaft).
+// configuration if it moved (moveSelfInRaft). A leader that was marked
+// failed, or reaped, before it led (the entry of a leader that lost
+// contact with it) first marks itself and its instances passing again: no
+// other leader will see it come back, and its reconciler passes over
+// itself. The barrier before the leader functions start makes the replica
+// hold every such entry by now.
 func (n *Node) announceSelf(ctx context.Context) {
 	n.moveSelfInRaft(ctx)
 	self := &pb.Node{
 		Name: n.cfg.Name, GrpcAddress: n.GRPCAddr(), RaftAddress: n.store.RaftAddr(),
-		Zone: n.cfg.Zone, Build: n.cfg.Build, Health: pb.Health_PASSING,
+		Zone: n.cfg.Zone, Build: n.cfg.Build, Health: pb.Health_PASSING, FsmVersion: raftstore.FSMVersion,
 	}
+	r := n.newReconciler()
 	for ctx.Err() == nil {
-		if cur := n.store.FSM().Node(n.cfg.Name); cur != nil && proto.Equal(cur, self) {
+		cur, err := r.markAlive(ctx, n.cfg.Name)
+		if err == nil && cur != nil && proto.Equal(cur, self) {
 			return
 		}
-		if _, err := n.store.Apply(ctx, &pb.Command{Kind: &pb.Command_NodeUpsert{NodeUpsert: self}}); err == nil {
-			return
+		if err == nil {
+			if _, err = n.store.Apply(ctx, &pb.Command{Kind: &pb.Command_NodeUpsert{NodeUpsert: self}}); err == nil {
+				return
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -185,28 +185,9 @@ func (r *reconciler) reapUnknownNodes(ctx context.Context, now time.Time, member
 func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft map[string]raftstore.Server, voters *int) error {
 	want := &pb.Node{Name: m.Name, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr, Zone: m.Meta.Zone, Build: m.Meta.Build, Health: pb.Health_PASSING,
 		FsmVersion: uint32(m.Meta.FSMVersion)}
-	cur := r.nodes.Node(m.Name)
-	// An agent back after its reap has no node record; the instances its
-	// reap kept (removeMember) pass again, and only those: a new agent's
-	// first registrations, made before its record, keep their health.
-	// KeptInstances walks the registry: only for an agent without a record,
-	// not for every member on every pass.
-	if cur == nil {
-		if kept := r.nodes.KeptInstances(m.Name); len(kept) > 0 {
-			cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Instances: kept, Health: pb.Health_PASSING, Output: health.AgentAliveAgain}}}
-			if _, err := r.apply(ctx, cmd); err != nil {
-				return fmt.Errorf("mark %s alive: %w", m.Name, err)
-			}
-			r.log.Info("agent back after its reap; the instances it kept are passing", "member", m.Name, "instances", len(kept))
-		}
-	}
-	if cur != nil && cur.Health == pb.Health_CRITICAL {
-		cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Node: m.Name, Health: pb.Health_PASSING, Output: health.AgentAliveAgain}}}
-		if _, err := r.apply(ctx, cmd); err != nil {
-			return fmt.Errorf("mark %s alive: %w", m.Name, err)
-		}
-		r.log.Info("agent alive again; its instances are passing", "member", m.Name)
-		cur = r.nodes.Node(m.Name)
+	cur, err := r.markAlive(ctx, m.Name)
+	if err != nil {
+		return err
 	}
 	if cur == nil || cur.GrpcAddress != want.GrpcAddress || cur.RaftAddress != want.RaftAddress || cur.Zone != want.Zone || cur.Build != want.Build ||
 		cur.FsmVersion != want.FsmVersion {
@@ -247,6 +228,38 @@ func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft
 		r.log.Info("added Raft nonvoter", "member", m.Name, "addr", addr)
 	}
 	return nil
+}
+
+// markAlive marks an agent that is alive, and what it owns, passing where a
+// leader marked it failed (its node record is critical) or reaped it (it
+// has no record, and instances the reap kept). It returns the agent's node
+// record after.
+func (r *reconciler) markAlive(ctx context.Context, name string) (*pb.Node, error) {
+	cur := r.nodes.Node(name)
+	// An agent back after its reap has no node record; the instances its
+	// reap kept (removeMember) pass again, and only those: a new agent's
+	// first registrations, made before its record, keep their health.
+	// KeptInstances walks the registry: only for an agent without a record,
+	// not for every member on every pass.
+	if cur == nil {
+		if kept := r.nodes.KeptInstances(name); len(kept) > 0 {
+			cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Instances: kept, Health: pb.Health_PASSING, Output: health.AgentAliveAgain}}}
+			if _, err := r.apply(ctx, cmd); err != nil {
+				return nil, fmt.Errorf("mark %s alive: %w", name, err)
+			}
+			r.log.Info("agent back after its reap; the instances it kept are passing", "member", name, "instances", len(kept))
+		}
+		return nil, nil
+	}
+	if cur.Health != pb.Health_CRITICAL {
+		return cur, nil
+	}
+	cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Node: name, Health: pb.Health_PASSING, Output: health.AgentAliveAgain}}}
+	if _, err := r.apply(ctx, cmd); err != nil {
+		return nil, fmt.Errorf("mark %s alive: %w", name, err)
+	}
+	r.log.Info("agent alive again; its instances are passing", "member", name)
+	return r.nodes.Node(name), nil
 }
 
 // reconcileFailed marks a failed agent and everything it owns critical at

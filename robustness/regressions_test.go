@@ -27,6 +27,7 @@ var regressions = []struct {
 	{872364585, "an agent whose disk was replaced, killed again before any leader sent it the log, restarted without --join and bootstrapped a cluster of its own"},
 	{438010691, "a graceful leave took its blob shards away before repair rebuilt them; a disk replaced 0.5 s later left 2+1 blobs with 1 of 3 shards"},
 	{411701270, "the blob check lost a second agent's shards while a flipped shard of the first was still undiscovered (its agent restarted mid-scrub): 1 of 3 shards; the check now runs a scrub pass on every agent first"},
+	{36063962, "a gRPC-checked instance read 'agent failed: no gossip contact' for good after healing: its agent, marked failed, led next and recorded itself passing without its instances"},
 }
 
 func TestRegressions(t *testing.T) {
