@@ -277,18 +277,19 @@ func (n *Node) waitRemoved(ctx context.Context) bool {
 
 // peerDropped asks the other servers of this agent's last known
 // configuration, in parallel (500 ms each), for their view of the Raft
-// configuration, and reports whether one no longer lists this agent.
+// configuration, and reports whether one no longer lists this agent. A
+// server is found at the address the replica or gossip knows.
 func (n *Node) peerDropped(ctx context.Context, servers []raftstore.Server) bool {
 	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
 	dropped := make(chan bool, len(servers))
 	asked := 0
 	for _, s := range servers {
-		node := n.store.FSM().Node(s.ID)
-		if s.ID == n.cfg.Name || node == nil || node.GrpcAddress == "" {
+		addr := n.peerGRPCAddr(s.ID)
+		if s.ID == n.cfg.Name || addr == "" {
 			continue
 		}
-		conn, err := n.peers.conn(node.GrpcAddress)
+		conn, err := n.peers.conn(addr)
 		if err != nil {
 			continue
 		}
