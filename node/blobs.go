@@ -25,7 +25,9 @@ func (n *Node) openBlobs() error {
 	if err != nil {
 		return fmt.Errorf("open shard store: %w", err)
 	}
-	n.blobs = storage.New(n.cfg.blobConfig(), blobCluster{n}, shards, storage.NewMetrics(), n.log.With("component", "blobs"))
+	bc := n.cfg.blobConfig()
+	bc.Now = n.opts.clock
+	n.blobs = storage.New(bc, blobCluster{n}, shards, storage.NewMetrics(), n.log.With("component", "blobs"))
 	return nil
 }
 

@@ -83,7 +83,7 @@ func TestSubsystemConfigsCarryTheSettings(t *testing.T) {
 	wantBlob.ScrubRate = c.BlobScrubRate
 	wantBlob.ScrubInterval = c.BlobScrubInterval
 	wantBlob.PutLease = c.BlobPutLease
-	if got := c.blobConfig(); got != wantBlob {
+	if got := c.blobConfig(); !reflect.DeepEqual(got, wantBlob) {
 		t.Errorf("blobConfig() = %+v, want %+v", got, wantBlob)
 	}
 }

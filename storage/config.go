@@ -45,6 +45,11 @@ type Config struct {
 	ScrubRate int64
 	// ScrubInterval is the pause between two full scrub passes.
 	ScrubInterval time.Duration
+	// Now is the wall clock this agent stamps on the puts it begins and
+	// reads put leases by (the leader's, stamped on the commands, is
+	// another machine's); nil means time.Now. Tests shift it. File ages
+	// (orphan collection) are read on the system clock that stamps them.
+	Now func() time.Time
 }
 
 // DefaultConfig returns the defaults.

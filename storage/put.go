@@ -280,7 +280,7 @@ func (s *Store) Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*P
 		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	}
 	if _, err := s.cluster.Propose(ctx, &pb.Command{Kind: &pb.Command_BlobPending{BlobPending: &pb.BlobPending{
-		Id: p.id, Name: h.Name, Node: s.cluster.Self(), Started: time.Now().UnixNano(),
+		Id: p.id, Name: h.Name, Node: s.cluster.Self(), Started: s.now().UnixNano(),
 	}}}); err != nil {
 		s.abort(p.id, nil) // in case it was applied after all
 		return nil, fmt.Errorf("announce put of %q: %w", h.Name, err)

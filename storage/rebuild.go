@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/storage/codec"
@@ -146,7 +145,7 @@ func (r *repairer) pick(b *pb.Blob, block, idx int, reason string) (string, erro
 	}
 	zones := make(map[string]int)
 	zoneOf := make(map[string]string)
-	now := time.Now()
+	now := r.s.now()
 	for _, m := range members {
 		zoneOf[m.Name] = m.Zone
 		if reason == reasonCorrupt && m.Alive && !m.Full && !m.Leaving && m.Name == current && !r.refusedSpace(current, now) {

@@ -151,7 +151,7 @@ func (s *Store) RunRepair(ctx context.Context) {
 	r.leading = true
 	r.failedAt = make(map[string]time.Time)
 	r.putSeen = make(map[string]time.Time)
-	r.leadSince = time.Now()
+	r.leadSince = r.s.now()
 	r.retry = make(map[shardKey]time.Time)
 	r.full = make(map[string]time.Time)
 	r.mu.Unlock()
@@ -187,7 +187,7 @@ func (s *Store) RunRepair(ctx context.Context) {
 // scan finds shards to repair and pending puts to abort.
 func (r *repairer) scan(ctx context.Context) {
 	s := r.s
-	now := time.Now()
+	now := r.s.now()
 	state := make(map[string]string) // agent -> "" alive, reasonLeaving, reasonFailed (past delay), "waiting"
 	open := make(map[string]bool)    // the agents a lost shard can go to: alive, with room, staying
 	r.mu.Lock()
@@ -598,9 +598,9 @@ func (r *repairer) finish(res rebuilt) {
 	if res.err != nil {
 		r.failures++
 		r.lastErr = res.err.Error()
-		r.retry[t.key] = time.Now()
+		now := r.s.now()
+		r.retry[t.key] = now
 		if res.reserved != "" && errors.Is(res.err, apierr.ErrNoSpace) {
-			now := time.Now()
 			newlyFull = !r.refusedSpace(res.reserved, now)
 			r.full[res.reserved] = now.Add(fullFor)
 		}

@@ -270,6 +270,14 @@ func (s *Store) goLoop(f func(ctx context.Context)) {
 // Metrics are the blob store's metrics.
 func (s *Store) Metrics() *Metrics { return s.metrics }
 
+// now is this agent's wall clock (Config.Now).
+func (s *Store) now() time.Time {
+	if s.cfg.Now != nil {
+		return s.cfg.Now()
+	}
+	return time.Now()
+}
+
 // Shards is the agent's local shard files.
 func (s *Store) Shards() *shardstore.Store { return s.shards }
 

@@ -59,7 +59,7 @@ func (s *Store) BeginPut(ctx context.Context, h *pb.BlobPutHeader, requestID str
 		return nil, err
 	}
 	pending := &pb.BlobPending{
-		Id: newBlobID(), Name: h.Name, Node: s.cluster.Self(), Started: time.Now().UnixNano(),
+		Id: newBlobID(), Name: h.Name, Node: s.cluster.Self(), Started: s.now().UnixNano(),
 		LeaseTtl: int64(s.cfg.PutLease), Size: uint64(h.Size),
 		DataShards: uint32(sc.K), ParityShards: uint32(sc.M), BlockSize: uint32(s.cfg.BlockSize),
 		RequestId: requestID,
@@ -156,7 +156,7 @@ func (s *Store) leaseExpires(ctx context.Context, id string, rev uint64) int64 {
 			return p.LeaseExpires
 		}
 	}
-	return time.Now().Add(s.cfg.PutLease).UnixNano()
+	return s.now().Add(s.cfg.PutLease).UnixNano()
 }
 
 // AbortPut ends the client-striped put id of blob name without a blob and

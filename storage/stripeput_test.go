@@ -601,3 +601,26 @@ func TestPutsPlaceNoShardOnAFullOrLeavingAgent(t *testing.T) {
 		})
 	}
 }
+
+// TestAPutIsStampedByTheAgentsClock: the put an agent begins carries its
+// clock's time (Config.Now), which leaders compare with their own when
+// they judge the put, and so does the lease estimate it answers with.
+func TestAPutIsStampedByTheAgentsClock(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.BlockSize = MinBlockSize
+	cfg.InlineMax = 1024
+	ahead := time.Now().Add(time.Hour)
+	cfg.Now = func() time.Time { return ahead }
+	s, fc := newTestStore(t, cfg, "a", "a")
+	begin := beginPut(t, s, &pb.BlobPutHeader{Name: "models/v1"})
+	p := fc.fsm.PendingBlob(begin.BlobId)
+	if p == nil {
+		t.Fatal("the put is not pending")
+	}
+	if got := time.Unix(0, p.Started); !got.Equal(ahead) {
+		t.Errorf("the put started at %s, want the agent's clock, %s", got, ahead)
+	}
+	if got, want := s.leaseExpires(context.Background(), "no such put", 0), ahead.Add(cfg.PutLease).UnixNano(); got != want {
+		t.Errorf("the lease estimate of a put the replica lacks: %d, want %d (the agent's clock plus the lease)", got, want)
+	}
+}
