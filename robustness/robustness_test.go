@@ -187,7 +187,8 @@ func newRun(t *testing.T, seed uint64) *run {
 		}
 	}
 	t.Logf("robustness: %d agents, dead_node_reap %s", core, reap)
-	c := testcluster.New(t, core, clusterOptions(reap)...)
+	offsets := clockOffsets(t, seed, core)
+	c := testcluster.New(t, core, append(clusterOptions(reap), offsets...)...)
 	r := &run{t: t, seed: seed, rng: rng, extra: extra, wipes: rand.New(rand.NewPCG(seed, 0x3195)), reap: reap, reapSlot: reapSlot, c: c, core: core,
 		incarnations: make([]int, core), damaged: -1, blobs: newBlobBook(seed), sessions: &sessionBook{}, ttl: &ttlBook{}}
 	for i := range core {
@@ -203,6 +204,45 @@ func newRun(t *testing.T, seed uint64) *run {
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	t.Cleanup(r.stopTraffic) // before the cluster closes
 	return r
+}
+
+// Clocks: in a third of the runs, one or two of the core agents run on a
+// wall clock that is off by clockOffsetMin to clockOffsetMax, ahead or
+// behind, for their whole life (testcluster.WithClockOffset): leases, TTLs
+// and command times then cross machines whose clocks disagree, as they do
+// where NTP is missing or broken.
+const (
+	clockOffsetOdds = 3
+	clockOffsetMin  = 500 * time.Millisecond
+	clockOffsetMax  = time.Minute
+)
+
+// clockOffsets draws the run's clock offsets from their own random source
+// (older seeds keep their schedule) and logs them; ROBUSTNESS_SKIP=clock
+// leaves every clock right.
+func clockOffsets(t *testing.T, seed uint64, core int) []testcluster.Option {
+	rng := rand.New(rand.NewPCG(seed, 0xc10c))
+	if rng.IntN(clockOffsetOdds) != 0 || skipped("clock") {
+		return nil
+	}
+	var opts []testcluster.Option
+	var said []string
+	for _, i := range rng.Perm(core)[:1+rng.IntN(2)] {
+		d := clockOffsetMin + time.Duration(rng.Int64N(int64(clockOffsetMax-clockOffsetMin)))
+		if rng.IntN(2) == 0 {
+			d = -d
+		}
+		d = d.Round(time.Millisecond)
+		name := fmt.Sprintf("n%d", i+1)
+		opts = append(opts, testcluster.WithClockOffset(name, d))
+		sign := "+"
+		if d < 0 {
+			sign = ""
+		}
+		said = append(said, fmt.Sprintf("%s %s%s", name, sign, d))
+	}
+	t.Logf("robustness: clock offsets %s", strings.Join(said, ", "))
+	return opts
 }
 
 // clusterOptions configure every agent of a run, added ones too.

@@ -29,23 +29,46 @@ import (
 	"github.com/zrpcio/zrpc/node"
 )
 
-// Option changes the agents' configuration.
-type Option func(*node.Config)
+// Option changes the agents' configuration, or how they run.
+type Option func(*agentSetup)
+
+// agentSetup is what the options set for one agent slot.
+type agentSetup struct {
+	cfg *node.Config
+	// clockOffset is how far its wall clock runs ahead of the machine's.
+	clockOffset time.Duration
+}
 
 // WithVoters sets how many Raft voters the cluster keeps.
-func WithVoters(n int) Option { return func(c *node.Config) { c.Voters = n } }
+func WithVoters(n int) Option { return WithConfig(func(c *node.Config) { c.Voters = n }) }
 
 // WithDeadNodeReap sets how long a failed agent stays before removal.
-func WithDeadNodeReap(d time.Duration) Option { return func(c *node.Config) { c.DeadNodeReap = d } }
+func WithDeadNodeReap(d time.Duration) Option {
+	return WithConfig(func(c *node.Config) { c.DeadNodeReap = d })
+}
 
 // WithInstanceMetadataLimit sets max_instance_metadata_bytes, the most
 // bytes of version, tags and metadata one instance may carry.
 func WithInstanceMetadataLimit(n int) Option {
-	return func(c *node.Config) { c.MaxInstanceMetadataBytes = n }
+	return WithConfig(func(c *node.Config) { c.MaxInstanceMetadataBytes = n })
 }
 
 // WithConfig applies f to every agent's configuration.
-func WithConfig(f func(*node.Config)) Option { return Option(f) }
+func WithConfig(f func(*node.Config)) Option { return func(s *agentSetup) { f(s.cfg) } }
+
+// WithClockOffset runs the wall clock of the agent named name (node.WithClock)
+// d ahead of the machine's, behind when d is negative, as on a machine
+// whose clock is off: the same offset for the agent's whole life,
+// restarts included, so durations measured on it are the machine's. The
+// wall-clock times the agent stamps and compares with other agents'
+// (commands, put leases, TTLs, gossip's clock offsets) are on it.
+func WithClockOffset(name string, d time.Duration) Option {
+	return func(s *agentSetup) {
+		if s.cfg.Name == name {
+			s.clockOffset = d
+		}
+	}
+}
 
 // Cluster is a set of agents in this process.
 type Cluster struct {
@@ -59,8 +82,9 @@ type Cluster struct {
 
 // member is one agent slot; its addresses survive restarts.
 type member struct {
-	name string
-	cfg  node.Config
+	name        string
+	cfg         node.Config
+	clockOffset time.Duration // WithClockOffset
 
 	mu                   sync.Mutex // guards the fields below
 	grpcPort, gossipPort int
@@ -139,12 +163,13 @@ func (c *Cluster) newMember(i int, opts []Option) *member {
 	cfg.LeaderWait = 5 * time.Second
 	cfg.StaleReadBound = 2 * time.Second
 	cfg.JoinMaxBackoff = time.Second
+	setup := agentSetup{cfg: &cfg}
 	for _, o := range opts {
-		o(&cfg)
+		o(&setup)
 	}
 	// Ports are chosen by the kernel at the first start (listening on port
 	// 0, so no other test can take them in between) and kept for restarts.
-	m.cfg = cfg
+	m.cfg, m.clockOffset = cfg, setup.clockOffset
 	return m
 }
 
@@ -198,7 +223,7 @@ func (c *Cluster) start(i int) {
 	m.cfg.GRPCPort, m.cfg.RaftPort, m.cfg.GossipPort = grpcPort, raftPort, gossipPort
 	c.net.register(m.name, addr(grpcPort), addr(raftPort), addr(gossipPort))
 	dial := c.net.dialer(m.name)
-	n, err := node.New(m.cfg,
+	opts := []node.Option{
 		node.WithLogger(testlog.New(c.t, m.name)),
 		node.WithRaftStreamLayer(&raftLayer{Listener: raftLn, dial: dial}),
 		node.WithGRPCListener(grpcLn),
@@ -206,7 +231,11 @@ func (c *Cluster) start(i int) {
 		node.WithGossipTransport(newGossipTransport(c.net, m.name, inner)),
 		node.WithRaftLogStore(c.disk.wrapLog(m.name)),
 		node.WithShardSyncDelay(c.disk.shardSyncDelay(m.name)),
-	)
+	}
+	if off := m.clockOffset; off != 0 {
+		opts = append(opts, node.WithClock(func() time.Time { return time.Now().Add(off) }))
+	}
+	n, err := node.New(m.cfg, opts...)
 	if err != nil {
 		c.t.Fatalf("%s: %v", m.name, err)
 	}

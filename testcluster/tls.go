@@ -22,19 +22,19 @@ func WithTLS(certs func(agent string) (ca, cert, key string)) Option {
 	raw := make([]byte, 32) // AES-256, as zrpcd keygen makes
 	rand.Read(raw)          // never fails: crypto/rand crashes instead
 	key := base64.StdEncoding.EncodeToString(raw)
-	return func(c *node.Config) {
+	return WithConfig(func(c *node.Config) {
 		c.TLSCA, c.TLSCert, c.TLSKey = certs(c.Name)
 		if c.EncryptKey == "" && c.EncryptKeyFile == "" {
 			c.EncryptKey = key
 		}
-	}
+	})
 }
 
 // WithClusterToken gives every agent the cluster token token (node's
 // cluster_token): the agents make their certificates and gossip key from
 // it.
 func WithClusterToken(token string) Option {
-	return func(c *node.Config) { c.ClusterToken = token }
+	return WithConfig(func(c *node.Config) { c.ClusterToken = token })
 }
 
 // transport is how the cluster's clients dial agent m: with its own
