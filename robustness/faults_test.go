@@ -158,9 +158,21 @@ func (r *run) others(not ...int) []int {
 // than failure detection takes, then heals.
 func (r *run) partitionOne() {
 	a := r.leaderOr(false)
-	r.c.Partition([]int{a}, r.others(a))
+	r.partition([]int{a}, r.others(a))
 	r.hold(2*time.Second, 3*time.Second)
 	r.c.Heal()
+}
+
+// partition splits the agents into groups, half of the time silently (a
+// pulled cable: connections hang rather than fail, held bytes flow again
+// at the heal), drawn from a random source of its own, added after seeds
+// were recorded.
+func (r *run) partition(groups ...[]int) {
+	if r.silent.IntN(2) == 0 && !skipped("silent") {
+		r.c.PartitionSilently(groups...)
+		return
+	}
+	r.c.Partition(groups...)
 }
 
 // partitionSplit cuts the cluster in two: a minority (with the leader half
@@ -169,7 +181,7 @@ func (r *run) partitionSplit() {
 	running := r.running()
 	r.rng.Shuffle(len(running), func(a, b int) { running[a], running[b] = running[b], running[a] })
 	minority := running[:len(running)/2]
-	r.c.Partition(minority, running[len(running)/2:])
+	r.partition(minority, running[len(running)/2:])
 	r.hold(2*time.Second, 3*time.Second)
 	r.c.Heal()
 }
