@@ -43,11 +43,15 @@ var (
 	// wipeFault comes before the slot's fault with odds 1 in wipeOdds,
 	// drawn from run.wipes.
 	wipeFault = fault{"wipe", "replace an agent's disk", 0, (*run).wipeOne}
+	// latencyFault comes before the slot's fault with odds 1 in
+	// latencyOdds, drawn from run.latency.
+	latencyFault = fault{"latency", "slow links to and from one agent", 0, (*run).slowLinks}
 )
 
 const (
 	slowShardDiskOdds = 6
 	wipeOdds          = 8
+	latencyOdds       = 5
 )
 
 // injectFaults runs the schedule. A fault named in ROBUSTNESS_SKIP keeps
@@ -82,6 +86,7 @@ func (r *run) injectFaults() {
 // any.
 func (r *run) laterFault(n int) (fault, bool) {
 	wipe := r.wipes.IntN(wipeOdds) == 0 // drawn in every slot, whatever comes first
+	slow := r.latency.IntN(latencyOdds) == 0
 	switch {
 	case n == r.reapSlot:
 		return reapFault, true
@@ -89,6 +94,8 @@ func (r *run) laterFault(n int) (fault, bool) {
 		return slowShardDiskFault, true
 	case wipe:
 		return wipeFault, true
+	case slow:
+		return latencyFault, true
 	}
 	return fault{}, false
 }
@@ -224,6 +231,24 @@ func (r *run) slowShardDisk() {
 	r.c.SlowShardDisk(a, 20*time.Millisecond+time.Duration(r.extra.Int64N(int64(180*time.Millisecond))))
 	time.Sleep(time.Second + time.Duration(r.extra.Int64N(int64(3*time.Second))))
 	r.c.SlowShardDisk(a, 0)
+}
+
+// slowLinks delays everything one core agent (the leader half of the
+// time) sends and receives by 20-150 ms, for 1-4 s: a congested or
+// distant link, slower than the test's Raft heartbeat timeout allows at
+// its upper end, that drops nothing.
+func (r *run) slowLinks() {
+	a, leader := r.latency.IntN(r.core), r.latency.IntN(2) == 0
+	if l := r.c.LeaderIndex(); leader && l >= 0 && l < r.core {
+		a = l
+	}
+	d := (20*time.Millisecond + time.Duration(r.latency.Int64N(int64(130*time.Millisecond)))).Round(time.Millisecond)
+	for _, b := range r.others(a) {
+		r.c.Delay(a, b, d)
+		r.c.Delay(b, a, d)
+	}
+	time.Sleep(time.Second + time.Duration(r.latency.Int64N(int64(3*time.Second))))
+	r.c.RestoreLinks()
 }
 
 // wipeOne kills an agent and starts it again under its name and

@@ -142,7 +142,10 @@ type run struct {
 	wipes *rand.Rand
 	// silent is the random source that makes a partition silent, added
 	// after wipes; used on the test goroutine only.
-	silent   *rand.Rand
+	silent *rand.Rand
+	// latency is the random source of the slow links (latencyFault),
+	// added after silent; used on the test goroutine only.
+	latency  *rand.Rand
 	reap     time.Duration // dead_node_reap of this run
 	reapSlot int           // the slot of the schedule the reap fault takes, or -1
 	// core agents 0..core-1 take registry writes and are never removed; an
@@ -192,7 +195,8 @@ func newRun(t *testing.T, seed uint64) *run {
 	t.Logf("robustness: %d agents, dead_node_reap %s", core, reap)
 	offsets := clockOffsets(t, seed, core)
 	c := testcluster.New(t, core, append(clusterOptions(reap), offsets...)...)
-	r := &run{t: t, seed: seed, rng: rng, extra: extra, wipes: rand.New(rand.NewPCG(seed, 0x3195)), silent: rand.New(rand.NewPCG(seed, 0x5117)), reap: reap, reapSlot: reapSlot, c: c, core: core,
+	r := &run{t: t, seed: seed, rng: rng, extra: extra, wipes: rand.New(rand.NewPCG(seed, 0x3195)), silent: rand.New(rand.NewPCG(seed, 0x5117)),
+		latency: rand.New(rand.NewPCG(seed, 0x1a7e)), reap: reap, reapSlot: reapSlot, c: c, core: core,
 		incarnations: make([]int, core), damaged: -1, blobs: newBlobBook(seed), sessions: &sessionBook{}, ttl: &ttlBook{}}
 	for i := range core {
 		r.agentClients = append(r.agentClients, r.newClient(c.GRPCAddr(i)))

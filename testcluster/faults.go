@@ -17,9 +17,10 @@ import (
 	"github.com/zrpcio/zrpc/node"
 )
 
-// Faults beyond Kill, Partition and Heal: one-way packet loss, a slow Raft
-// disk, a slow shard disk, leadership transfer and damaged shard files. Each is undone by its
-// own call (Heal undoes partitions only; RestoreLinks undoes packet loss).
+// Faults beyond Kill, Partition and Heal: one-way packet loss and latency,
+// a slow Raft disk, a slow shard disk, leadership transfer and damaged
+// shard files. Each is undone by its own call (Heal undoes partitions
+// only; RestoreLinks undoes packet loss and latency).
 
 // link is a direction between two agents.
 type link struct{ from, to string }
@@ -65,7 +66,7 @@ func (nw *network) setLoss(from, to string, rate float64) {
 
 func (nw *network) clearLoss() {
 	nw.mu.Lock()
-	nw.loss = nil
+	nw.loss, nw.delay = nil, nil
 	nw.mu.Unlock()
 }
 
@@ -81,10 +82,56 @@ func (c *Cluster) DropPackets(from, to int, rate float64) {
 	c.net.setLoss(c.Name(from), c.Name(to), rate)
 }
 
-// RestoreLinks ends every packet loss set by DropPackets.
+// Delay makes everything agent from sends to agent to arrive d later
+// (zero: on time): gossip packets are delivered d after they are sent,
+// and on connections (Raft, gRPC, gossip streams) each write from -> to,
+// and each read of what to answered, waits d first. The other direction
+// is untouched. Connections keep their order and stay open; a deadline
+// that passes while a write or read waits fails it, as on a slow link.
+func (c *Cluster) Delay(from, to int, d time.Duration) {
+	c.t.Logf("testcluster: delay %s -> %s by %s", c.Name(from), c.Name(to), d)
+	c.net.setDelay(c.Name(from), c.Name(to), d)
+}
+
+// RestoreLinks ends every packet loss set by DropPackets and every delay
+// set by Delay.
 func (c *Cluster) RestoreLinks() {
 	c.t.Logf("testcluster: restore links")
 	c.net.clearLoss()
+}
+
+// setDelay sets the latency of from -> to.
+func (nw *network) setDelay(from, to string, d time.Duration) {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	if nw.delay == nil {
+		nw.delay = map[link]time.Duration{}
+	}
+	if d <= 0 {
+		delete(nw.delay, link{from, to})
+	} else {
+		nw.delay[link{from, to}] = d
+	}
+}
+
+// delayOf is the latency of from -> to.
+func (nw *network) delayOf(from, to string) time.Duration {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	return nw.delay[link{from, to}]
+}
+
+// wait sleeps d, or until deadline (then os.ErrDeadlineExceeded).
+func (nw *network) wait(d time.Duration, deadline time.Time) error {
+	if d <= 0 {
+		return nil
+	}
+	if !deadline.IsZero() && time.Until(deadline) < d {
+		time.Sleep(time.Until(deadline))
+		return os.ErrDeadlineExceeded
+	}
+	time.Sleep(d)
+	return nil
 }
 
 // TransferLeadership asks the leader to hand leadership to another voter and

@@ -2,7 +2,10 @@ package testcluster
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -101,5 +104,62 @@ func TestSlowShardDiskDelaysOnlyItsAgentsShardFsyncs(t *testing.T) {
 	d.set("n1", shardFsync, 0)
 	if got := n1(); got != 0 {
 		t.Errorf("n1's shard fsync delay is %s after it was set back to zero", got)
+	}
+}
+
+// TestDelayedLinkFailsAWriteOrReadPastItsDeadlineAndLosesNothing: a write
+// or read of a delayed direction whose deadline passes while it waits
+// fails with a timeout; the bytes of a read that timed out come with the
+// next read, in order; the other direction and RestoreLinks' links are
+// not delayed.
+func TestDelayedLinkFailsAWriteOrReadPastItsDeadlineAndLosesNothing(t *testing.T) {
+	nw := newNetwork()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	nw.register("n2", ln.Addr().String())
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := nw.dialer("n1")(context.Background(), ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	srv := <-accepted
+	defer srv.Close()
+
+	nw.setDelay("n1", "n2", time.Hour)
+	c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, err := c.Write([]byte("late")); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("a write n1 -> n2 delayed an hour with a 50 ms deadline: %d bytes, %v; want 0 and a timeout", n, err)
+	}
+	// n2 -> n1 is not delayed.
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	srv.Write([]byte("ab"))
+	buf := make([]byte, 8)
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "ab" {
+		t.Fatalf("read of n2's answer: %q, %v; want \"ab\"", buf[:n], err)
+	}
+
+	nw.setDelay("n2", "n1", time.Hour)
+	srv.Write([]byte("cd"))
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, err := c.Read(buf); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("a read of n2 -> n1 delayed an hour with a 50 ms deadline: %q, %v; want nothing and a timeout", buf[:n], err)
+	}
+	nw.clearLoss() // RestoreLinks
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "cd" {
+		t.Errorf("the next read after the delay ended: %q, %v; want the held \"cd\"", buf[:n], err)
+	}
+	if _, err := c.Write([]byte("on time")); err != nil {
+		t.Errorf("a write after RestoreLinks: %v", err)
 	}
 }

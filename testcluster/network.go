@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,7 +33,8 @@ type network struct {
 	owner   map[string]string // listen address -> agent
 	conns   map[*faultConn]struct{}
 	killed  map[string]bool
-	loss    map[link]float64 // one-way packet loss (faults.go)
+	loss    map[link]float64       // one-way packet loss (faults.go)
+	delay   map[link]time.Duration // one-way latency (faults.go)
 }
 
 func newNetwork() *network {
@@ -261,6 +263,13 @@ func (c *faultConn) Read(p []byte) (int, error) {
 	if n == 0 {
 		return n, err
 	}
+	// The answer direction's latency: what arrived is seen that much later.
+	if derr := c.nw.wait(c.nw.delayOf(c.to, c.from), read); derr != nil {
+		c.mu.Lock()
+		c.held = append(c.held, p[:n]...)
+		c.mu.Unlock()
+		return 0, derr
+	}
 	// Bytes that arrived while the link went silent are held until it
 	// heals, as the network would have held them.
 	if perr := c.pass(read); perr != nil {
@@ -296,6 +305,9 @@ func (c *faultConn) readHeld(p []byte, deadline time.Time) (n int, ok bool, err 
 func (c *faultConn) Write(p []byte) (int, error) {
 	_, write := c.deadlines()
 	if err := c.pass(write); err != nil {
+		return 0, err
+	}
+	if err := c.nw.wait(c.nw.delayOf(c.from, c.to), write); err != nil {
 		return 0, err
 	}
 	return c.Conn.Write(p)
@@ -380,8 +392,14 @@ func (t *gossipTransport) filterPackets() {
 func (t *gossipTransport) PacketCh() <-chan *memberlist.Packet { return t.packets }
 
 func (t *gossipTransport) WriteTo(b []byte, addr string) (time.Time, error) {
-	if !t.nw.packetPasses(t.self, t.nw.ownerOf(addr)) {
+	to := t.nw.ownerOf(addr)
+	if !t.nw.packetPasses(t.self, to) {
 		return time.Now(), nil // dropped on the wire
+	}
+	if d := t.nw.delayOf(t.self, to); d > 0 {
+		late := slices.Clone(b)
+		time.AfterFunc(d, func() { t.NetTransport.WriteTo(late, addr) }) // in flight; an error is a lost packet
+		return time.Now(), nil
 	}
 	return t.NetTransport.WriteTo(b, addr)
 }
