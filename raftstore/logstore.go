@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -324,3 +325,40 @@ func (noSyncFile) Sync() error { return nil }
 type monotonicLog struct{ raft.LogStore }
 
 func (monotonicLog) IsMonotonic() bool { return true }
+
+// stopOnWriteError is the log as raft writes it. hashicorp/raft answers
+// a failed append by leaving its idea of the log as it was, which is the
+// disk's (a leader steps down, a follower refuses the entries, the
+// writers hear of it: a full disk gives ErrDiskFull), with one exception,
+// its own TODO at that spot: a follower that truncated a conflicting tail
+// and then failed to append keeps the old last index, which the disk no
+// longer has, and refuses every append after it. An append that fails
+// right after a truncation of the tail therefore stops the Raft node
+// (Store.logWriteFailed), and the restart reads back what the disk holds.
+type stopOnWriteError struct {
+	raft.LogStore
+	failed func(op string, err error)
+	// cut is set once the tail was truncated, until the next append.
+	cut atomic.Bool
+}
+
+func (*stopOnWriteError) IsMonotonic() bool { return true }
+
+func (l *stopOnWriteError) StoreLog(log *raft.Log) error { return l.StoreLogs([]*raft.Log{log}) }
+
+func (l *stopOnWriteError) StoreLogs(logs []*raft.Log) error {
+	err := l.LogStore.StoreLogs(logs)
+	if l.cut.Swap(false) && err != nil {
+		l.failed("append to", fmt.Errorf("after truncating its tail: %w", err))
+	}
+	return err
+}
+
+func (l *stopOnWriteError) DeleteRange(min, max uint64) error {
+	last, lerr := l.LogStore.LastIndex()
+	err := l.LogStore.DeleteRange(min, max)
+	if err == nil && lerr == nil && min <= last && max >= last {
+		l.cut.Store(true)
+	}
+	return err
+}

@@ -258,7 +258,7 @@ func (s *Store) Status() Status {
 }
 
 // StoppedBy says why this agent stopped its Raft node while it runs on (a
-// failed fsync of its log) and what to do; "" while the node runs or
+// failed fsync of its log, or a write it refused) and what to do; "" while the node runs or
 // was stopped by Close.
 func (s *Store) StoppedBy() string {
 	if s.logs == nil {
@@ -266,6 +266,9 @@ func (s *Store) StoppedBy() string {
 	}
 	if err := s.logs.ahead.failure(); err != nil {
 		return fmt.Sprintf("fsync of the Raft log failed (%v): check the disk, then restart the agent", err)
+	}
+	if f := s.writeFailed.Load(); f != nil {
+		return fmt.Sprintf("the Raft log refused to %s it (%v): check the disk, then restart the agent", f.op, f.err)
 	}
 	return ""
 }

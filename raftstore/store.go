@@ -67,10 +67,13 @@ type Store struct {
 	appliedIdle      time.Duration
 	appliedLooks     atomic.Int64
 
-	// failed is closed once a failed fsync of the log stopped the Raft
-	// node (logSyncFailed; StoppedBy says why).
+	// failed is closed once a failed fsync of the log, or a write the log
+	// refused, stopped the Raft node (logSyncFailed, logWriteFailed;
+	// StoppedBy says why).
 	failed     chan struct{}
 	failedOnce sync.Once
+	// writeFailed is the write the log refused (logWriteFailed).
+	writeFailed atomic.Pointer[logWriteError]
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -187,6 +190,7 @@ func (s *Store) Open() (err error) {
 	if cfg.WrapLogStore != nil {
 		logs = monotonicLog{cfg.WrapLogStore(logs)}
 	}
+	logs = &stopOnWriteError{LogStore: logs, failed: s.logWriteFailed}
 	// raft reads back each entry it sends a follower (and a follower the
 	// entry before the ones it appends): from memory, not from the WAL's
 	// files with a pread and a decode each (6 % of a 3-agent cluster's
@@ -437,8 +441,13 @@ func (s *Store) wait(ctx context.Context, f raft.Future) error {
 	go func() { done <- f.Error() }()
 	select {
 	case err := <-done:
-		if (errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, raft.ErrLeadershipLost)) && s.logs.ahead.failure() != nil {
-			return errLogNotDurable // not shutting down: stopped by the failed fsync
+		if errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, raft.ErrLeadershipLost) {
+			switch { // not shutting down: stopped by the failed fsync or write
+			case s.logs.ahead.failure() != nil:
+				return errLogNotDurable
+			case s.writeFailed.Load() != nil:
+				return errLogWriteFailed
+			}
 		}
 		return err
 	case <-ctx.Done():
@@ -652,6 +661,37 @@ func (s *Store) logSyncFailed(err error) {
 		// refused at once, not a timeout per call.
 		_ = s.raft.Shutdown().Error()
 	}()
+}
+
+// logWriteError is a write or truncation the Raft log refused.
+type logWriteError struct {
+	op  string // "append to", "truncate"
+	err error
+}
+
+// errLogWriteFailed answers the writes in flight when the log refused a
+// write and the Raft node stopped.
+var errLogWriteFailed = fmt.Errorf("%w: this agent's Raft log refused a write, so it stopped its Raft node; "+
+	"the write may or may not have been applied (the other agents may commit it): retry it; restart this agent once its disk is checked", ErrNoLeader)
+
+// logWriteFailed stops the Raft node once the log failed an append right
+// after raft truncated its tail (stopOnWriteError): raft's idea of the
+// log is then no longer the disk's. As after a failed fsync, the agent
+// stops its Raft node and is restarted (the process exits: Failed); the
+// restart reads back what the disk holds, and the cluster has the rest.
+func (s *Store) logWriteFailed(op string, err error) {
+	select {
+	case <-s.stop: // closing: the log is going away
+		return
+	default:
+	}
+	if !s.writeFailed.CompareAndSwap(nil, &logWriteError{op, err}) {
+		return
+	}
+	s.log.Error("the Raft log refused a write: this agent stops its Raft node and applies nothing more; check its disk, then restart it (it reads back what the disk holds, the cluster has the rest)",
+		"op", op, "err", err)
+	s.failedOnce.Do(func() { close(s.failed) })
+	go func() { _ = s.raft.Shutdown().Error() }()
 }
 
 // Close stops Raft and closes the log. It is safe to call more than once.
