@@ -614,3 +614,43 @@ func TestAgentRestoredFromAnOldCopyLearnsWhatIsCommittedFromItsPeers(t *testing.
 		return c.Node(a).Store().Status().CommitSeen >= committed
 	})
 }
+
+// TestAnAgentWithoutTheLogIsNotMadeAVoter: an agent that joins with a Raft
+// log refusing writes (a full disk) cannot receive the cluster's log. Made
+// a voter at once, it would refuse its vote to every candidate until a
+// leader sent it the log, so once the only other voter stopped leading
+// (here: restarted), no leader could ever be elected. It stays a nonvoter
+// until it has the log, the first agent leads again after its restart,
+// and the second becomes a voter once its disk takes writes.
+func TestAnAgentWithoutTheLogIsNotMadeAVoter(t *testing.T) {
+	c := testcluster.New(t, 1)
+	i := c.Add(testcluster.WithFailingRaftDisk("n2"))
+	suffrage := func() (raftstore.Suffrage, bool) {
+		l := c.Leader()
+		if l == nil {
+			return 0, false
+		}
+		servers, err := l.Store().Servers()
+		if err != nil {
+			return 0, false
+		}
+		for _, s := range servers {
+			if s.ID == "n2" {
+				return s.Suffrage, true
+			}
+		}
+		return 0, false
+	}
+	c.WaitFor(20*time.Second, "n2 in the Raft configuration", func() bool { _, ok := suffrage(); return ok })
+	time.Sleep(2 * time.Second) // two reconcile passes, and gossip updates, at least
+	if s, ok := suffrage(); !ok || s != raftstore.Nonvoter {
+		t.Fatalf("n2, which has not received the log, is %v (in Raft: %v), want a nonvoter", s, ok)
+	}
+	c.Restart(0)
+	c.WaitFor(20*time.Second, "n1 to lead again after its restart", func() bool { return c.Leader() != nil })
+	c.FailDisk(i, false)
+	c.WaitFor(30*time.Second, "n2 a voter once its disk takes writes", func() bool {
+		s, ok := suffrage()
+		return ok && s == raftstore.Voter
+	})
+}

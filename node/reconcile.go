@@ -57,7 +57,10 @@ type reconciler struct {
 	// fsmVersion is the oldest state machine version among the Raft
 	// servers and the agents named (clusterFSMVersion); nil: this build's.
 	fsmVersion func(names ...string) int
-	log        *slog.Logger
+	// clusterID is the cluster's id (Node.clusterID); nil: every agent
+	// counts as having the cluster's log (hasLog).
+	clusterID func() string
+	log       *slog.Logger
 	// failedSince is when each failed or unknown server was first seen so.
 	failedSince map[string]time.Time
 }
@@ -73,7 +76,7 @@ func (n *Node) newReconciler() *reconciler {
 			}
 			return n.gossip().Members()
 		},
-		raft: n.store, nodes: n.store.FSM(), apply: n.store.Apply, log: n.log, fsmVersion: n.clusterFSMVersion,
+		raft: n.store, nodes: n.store.FSM(), apply: n.store.Apply, log: n.log, fsmVersion: n.clusterFSMVersion, clusterID: n.clusterID,
 		failedSince: make(map[string]time.Time),
 	}
 }
@@ -200,6 +203,21 @@ func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft
 	switch {
 	case member && srv.Suffrage == raftstore.Voter && srv.Address == addr:
 		return nil
+	case !(member && srv.Suffrage == raftstore.Voter) && *voters < r.voters && !r.hasLog(m):
+		// A voter is missing, but this agent has not received the log
+		// yet: as a voter it would refuse its vote to every candidate
+		// until a leader sent it the log (raftstore's vote gate), and a
+		// leader that stepped down then (a lease lost under load) could
+		// not be elected again where its vote is needed for a majority:
+		// no leader, for good. It stays a nonvoter until its gossip says
+		// it has the cluster's log, as Consul's autopilot promotes a
+		// server only once it has caught up.
+		if !member || srv.Address != addr {
+			if err := r.raft.AddNonvoter(ctx, m.Name, addr); err != nil {
+				return err
+			}
+			r.log.Info("added Raft nonvoter; it becomes a voter once it has the cluster's log", "member", m.Name, "addr", addr)
+		}
 	case *voters < r.voters || (member && srv.Suffrage == raftstore.Voter):
 		if !member {
 			// A new agent joins as a nonvoter first, promoted once that
@@ -260,6 +278,18 @@ func (r *reconciler) markAlive(ctx context.Context, name string) (*pb.Node, erro
 	}
 	r.log.Info("agent alive again; its instances are passing", "member", name)
 	return r.nodes.Node(name), nil
+}
+
+// hasLog reports whether member m has applied the cluster's log, as its
+// gossip meta says (the cluster's id, from the log's first entries). An
+// agent of a build that announces no state machine version predates the
+// id in gossip and counts as having it.
+func (r *reconciler) hasLog(m gossip.Member) bool {
+	if r.clusterID == nil || m.Meta.FSMVersion == 0 {
+		return true
+	}
+	id := r.clusterID()
+	return id == "" || m.Meta.ClusterID != ""
 }
 
 // reconcileFailed marks a failed agent and everything it owns critical at

@@ -264,6 +264,39 @@ func TestReconcileAddsANewVoterAsANonvoterFirst(t *testing.T) {
 	}
 }
 
+// A new agent that has not received the cluster's log (its gossip meta
+// carries no cluster id) stays a nonvoter while voters are missing: as a
+// voter it would refuse every vote until a leader sent it the log, and a
+// leader that stepped down could not be elected again where its vote is
+// needed. It is promoted once its meta shows the cluster's id.
+func TestReconcilePromotesANewAgentOnlyOnceItHasTheLog(t *testing.T) {
+	f := newReconcileFixture(t, 3, voter("self"))
+	f.r.clusterID = func() string { return "c1" }
+	f.gossip("a", gossip.StatusAlive)
+	withLog := func(id string) {
+		for i := range f.members {
+			f.members[i].Meta.FSMVersion, f.members[i].Meta.ClusterID = raftstore.FSMVersion, id
+		}
+	}
+	withLog("")
+	f.pass(0)
+	f.wantSuffrage("a", raftstore.Nonvoter)
+	f.pass(time.Second)
+	if want := []string{"nonvoter a"}; !slices.Equal(f.raft.changes, want) {
+		t.Errorf("before a has the log: changes %q, want %q", f.raft.changes, want)
+	}
+	withLog("c1")
+	f.pass(2 * time.Second)
+	f.wantSuffrage("a", raftstore.Voter)
+	if want := []string{"nonvoter a", "voter a"}; !slices.Equal(f.raft.changes, want) {
+		t.Errorf("once a has the log: changes %q, want %q", f.raft.changes, want)
+	}
+	// A voter (here one whose disk was replaced) is not demoted.
+	withLog("")
+	f.pass(3 * time.Second)
+	f.wantSuffrage("a", raftstore.Voter)
+}
+
 func TestReconcileFollowsAServersNewAddress(t *testing.T) {
 	f := newReconcileFixture(t, 3, voter("self"), voter("a"), nonvoter("b"))
 	f.record("a", "b")

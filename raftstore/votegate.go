@@ -31,8 +31,10 @@ import (
 // has nothing to lose yet.
 //
 // The cost is availability, never data: a cluster whose leader dies
-// while a voter added a moment before has not yet received the log waits
+// while a voter wiped a moment before has not yet received the log waits
 // for the leader to come back, where raft alone would elect without it.
+// (A new agent becomes a voter only once it has the log: node's
+// reconciler.)
 //
 // Once the wiped voter has received part of the log it has state, and
 // raft compares the candidate's log with that part only: a laggard whose

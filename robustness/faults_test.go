@@ -46,12 +46,16 @@ var (
 	// latencyFault comes before the slot's fault with odds 1 in
 	// latencyOdds, drawn from run.latency.
 	latencyFault = fault{"latency", "slow links to and from one agent", 0, (*run).slowLinks}
+	// diskFailFault comes before the slot's fault with odds 1 in
+	// diskFailOdds, drawn from run.diskFail.
+	diskFailFault = fault{"disk-fail", "an agent's Raft log refuses writes", 0, (*run).failRaftDisk}
 )
 
 const (
 	slowShardDiskOdds = 6
 	wipeOdds          = 8
 	latencyOdds       = 5
+	diskFailOdds      = 6
 )
 
 // injectFaults runs the schedule. A fault named in ROBUSTNESS_SKIP keeps
@@ -87,6 +91,7 @@ func (r *run) injectFaults() {
 func (r *run) laterFault(n int) (fault, bool) {
 	wipe := r.wipes.IntN(wipeOdds) == 0 // drawn in every slot, whatever comes first
 	slow := r.latency.IntN(latencyOdds) == 0
+	failDisk := r.diskFail.IntN(diskFailOdds) == 0
 	switch {
 	case n == r.reapSlot:
 		return reapFault, true
@@ -96,6 +101,8 @@ func (r *run) laterFault(n int) (fault, bool) {
 		return wipeFault, true
 	case slow:
 		return latencyFault, true
+	case failDisk:
+		return diskFailFault, true
 	}
 	return fault{}, false
 }
@@ -249,6 +256,39 @@ func (r *run) slowLinks() {
 	}
 	time.Sleep(time.Second + time.Duration(r.latency.Int64N(int64(3*time.Second))))
 	r.c.RestoreLinks()
+}
+
+// failRaftDisk makes one core agent's Raft log (the leader's half of the
+// time) refuse every write for 0.5-2 s. Raft refuses the entries (a
+// leader steps down) and the agent catches up once its disk takes writes
+// again; should it stop its Raft node (an append refused right after a
+// truncation), it is killed then, as zrpcd agent exits for its supervisor,
+// and restarted once its disk is back.
+func (r *run) failRaftDisk() {
+	a, leader := r.diskFail.IntN(r.core), r.diskFail.IntN(2) == 0
+	if l := r.c.LeaderIndex(); leader && l >= 0 && l < r.core {
+		a = l
+	}
+	hold := 500*time.Millisecond + time.Duration(r.diskFail.Int64N(int64(1500*time.Millisecond)))
+	n := r.c.Node(a)
+	if n == nil {
+		return
+	}
+	end := time.Now().Add(hold)
+	r.c.FailDisk(a, true)
+	stopped := false
+	select {
+	case <-n.RaftFailed():
+		stopped = true
+		r.t.Logf("robustness: %s stopped its Raft node (%s); it exits", r.c.Name(a), n.RaftFailure())
+		r.kill(a)
+		time.Sleep(time.Until(end))
+	case <-time.After(hold):
+	}
+	r.c.FailDisk(a, false)
+	if stopped {
+		r.restart(a)
+	}
 }
 
 // wipeOne kills an agent and starts it again under its name and

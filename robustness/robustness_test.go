@@ -145,7 +145,11 @@ type run struct {
 	silent *rand.Rand
 	// latency is the random source of the slow links (latencyFault),
 	// added after silent; used on the test goroutine only.
-	latency  *rand.Rand
+	latency *rand.Rand
+	// diskFail is the random source of the failing Raft disks
+	// (diskFailFault), added after latency; used on the test goroutine
+	// only.
+	diskFail *rand.Rand
 	reap     time.Duration // dead_node_reap of this run
 	reapSlot int           // the slot of the schedule the reap fault takes, or -1
 	// core agents 0..core-1 take registry writes and are never removed; an
@@ -196,7 +200,7 @@ func newRun(t *testing.T, seed uint64) *run {
 	offsets := clockOffsets(t, seed, core)
 	c := testcluster.New(t, core, append(clusterOptions(reap), offsets...)...)
 	r := &run{t: t, seed: seed, rng: rng, extra: extra, wipes: rand.New(rand.NewPCG(seed, 0x3195)), silent: rand.New(rand.NewPCG(seed, 0x5117)),
-		latency: rand.New(rand.NewPCG(seed, 0x1a7e)), reap: reap, reapSlot: reapSlot, c: c, core: core,
+		latency: rand.New(rand.NewPCG(seed, 0x1a7e)), diskFail: rand.New(rand.NewPCG(seed, 0xd15c)), reap: reap, reapSlot: reapSlot, c: c, core: core,
 		incarnations: make([]int, core), damaged: -1, blobs: newBlobBook(seed), sessions: &sessionBook{}, ttl: &ttlBook{}}
 	for i := range core {
 		r.agentClients = append(r.agentClients, r.newClient(c.GRPCAddr(i)))

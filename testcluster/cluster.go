@@ -25,8 +25,10 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/testport"
 	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/node"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // Option changes the agents' configuration, or how they run.
@@ -37,6 +39,9 @@ type agentSetup struct {
 	cfg *node.Config
 	// clockOffset is how far its wall clock runs ahead of the machine's.
 	clockOffset time.Duration
+	// failDisk: its Raft log refuses writes from its first start
+	// (WithFailingRaftDisk).
+	failDisk bool
 }
 
 // WithVoters sets how many Raft voters the cluster keeps.
@@ -55,6 +60,17 @@ func WithInstanceMetadataLimit(n int) Option {
 
 // WithConfig applies f to every agent's configuration.
 func WithConfig(f func(*node.Config)) Option { return func(s *agentSetup) { f(s.cfg) } }
+
+// WithFailingRaftDisk makes the Raft log of the agent named name refuse
+// every write from its first start, as FailDisk does later (FailDisk
+// ends it): an agent that joins with a failing disk.
+func WithFailingRaftDisk(name string) Option {
+	return func(s *agentSetup) {
+		if s.cfg.Name == name {
+			s.failDisk = true
+		}
+	}
+}
 
 // WithClockOffset runs the wall clock of the agent named name (node.WithClock)
 // d ahead of the machine's, behind when d is negative, as on a machine
@@ -115,13 +131,25 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 		}
 		c.start(i)
 	}
-	c.WaitFor(30*time.Second, fmt.Sprintf("%d agents in Raft with a leader", n), func() bool {
+	// A joining agent is a nonvoter until it has the log; then the leader
+	// promotes it, up to the cluster's number of voters.
+	voters := min(n, c.member(0).cfg.Voters)
+	c.WaitFor(30*time.Second, fmt.Sprintf("%d agents in Raft, %d of them voters, with a leader", n, voters), func() bool {
 		l := c.Leader()
 		if l == nil {
 			return false
 		}
 		servers, err := l.Store().Servers()
-		return err == nil && len(servers) == n
+		if err != nil || len(servers) != n {
+			return false
+		}
+		got := 0
+		for _, s := range servers {
+			if s.Suffrage == raftstore.Voter {
+				got++
+			}
+		}
+		return got == voters
 	})
 	// Every agent has then applied what the leader had, the cluster's
 	// identity and secret included: it is a full member (it can call and
@@ -167,9 +195,12 @@ func (c *Cluster) newMember(i int, opts []Option) *member {
 	for _, o := range opts {
 		o(&setup)
 	}
-	// Ports are chosen by the kernel at the first start (listening on port
-	// 0, so no other test can take them in between) and kept for restarts.
+	// Ports are chosen at the first start (below the ephemeral range,
+	// testport) and kept for restarts.
 	m.cfg, m.clockOffset = cfg, setup.clockOffset
+	if setup.failDisk {
+		c.disk.setFailing(m.name, true)
+	}
 	return m
 }
 
@@ -199,6 +230,14 @@ func (c *Cluster) start(i int) {
 	c.t.Helper()
 	m := c.member(i)
 	grpcPort, raftPort, gossipPort := m.ports()
+	if grpcPort == 0 {
+		// Ports below the kernel's ephemeral range: a restart binds them
+		// again, and the ephemeral ports of outgoing connections (this
+		// process makes thousands) could hold one of those meanwhile.
+		for grpcPort == raftPort || grpcPort == gossipPort || raftPort == gossipPort {
+			grpcPort, raftPort, gossipPort = testport.Free(c.t), testport.Free(c.t), testport.Free(c.t)
+		}
+	}
 	raftLn, err := net.Listen("tcp", addr(raftPort))
 	if err != nil {
 		c.t.Fatalf("%s: listen for raft: %v", m.name, err)

@@ -2,6 +2,7 @@ package testcluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
@@ -171,6 +172,16 @@ func (c *Cluster) SlowDisk(i int, d time.Duration) {
 	c.disk.set(c.Name(i), raftLog, d)
 }
 
+// FailDisk makes agent i's Raft log refuse every append and truncation
+// with an I/O error while on is true, as a failing or full disk would.
+// It takes effect at once and survives restarts of the agent. An agent
+// that stops its Raft node over it (node.Node.RaftFailed) must be
+// restarted, as its process would exit for its supervisor to restart it.
+func (c *Cluster) FailDisk(i int, on bool) {
+	c.t.Logf("testcluster: %s's Raft log refuses writes: %v", c.Name(i), on)
+	c.disk.setFailing(c.Name(i), on)
+}
+
 // SlowShardDisk delays every fsync of agent i's shard files (a put's
 // shards, repair's rewrites) by d (zero: back to normal). It takes effect
 // at once and survives restarts of the agent.
@@ -187,10 +198,31 @@ const (
 	shardFsync             // shard file fsyncs (SlowShardDisk)
 )
 
-// diskDelays holds SlowDisk's and SlowShardDisk's delays by agent name.
+// diskDelays holds SlowDisk's and SlowShardDisk's delays, and FailDisk's
+// failing Raft logs, by agent name.
 type diskDelays struct {
-	mu    sync.Mutex
-	delay map[diskOf]time.Duration
+	mu      sync.Mutex
+	delay   map[diskOf]time.Duration
+	failing map[string]bool
+}
+
+// errDiskFailed is what a failing disk (FailDisk) answers a write.
+var errDiskFailed = errors.New("testcluster: input/output error (FailDisk)")
+
+func (d *diskDelays) setFailing(agent string, on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.failing == nil {
+		d.failing = map[string]bool{}
+	}
+	d.failing[agent] = on
+}
+
+// refuses reports whether agent's Raft log refuses writes (FailDisk).
+func (d *diskDelays) refuses(agent string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.failing[agent]
 }
 
 type diskOf struct {
@@ -223,21 +255,29 @@ func (d *diskDelays) wrapLog(agent string) func(raft.LogStore) raft.LogStore {
 	return func(s raft.LogStore) raft.LogStore { return &slowLog{LogStore: s, agent: agent, disk: d} }
 }
 
-// slowLog delays appends to a Raft log store.
+// slowLog delays appends to a Raft log store, or refuses them and
+// truncations (FailDisk).
 type slowLog struct {
 	raft.LogStore
 	agent string
 	disk  *diskDelays
 }
 
-func (l *slowLog) StoreLog(log *raft.Log) error {
-	l.pause()
-	return l.LogStore.StoreLog(log)
-}
+func (l *slowLog) StoreLog(log *raft.Log) error { return l.StoreLogs([]*raft.Log{log}) }
 
 func (l *slowLog) StoreLogs(logs []*raft.Log) error {
 	l.pause()
+	if l.disk.refuses(l.agent) {
+		return errDiskFailed
+	}
 	return l.LogStore.StoreLogs(logs)
+}
+
+func (l *slowLog) DeleteRange(min, max uint64) error {
+	if l.disk.refuses(l.agent) {
+		return errDiskFailed
+	}
+	return l.LogStore.DeleteRange(min, max)
 }
 
 func (l *slowLog) pause() {

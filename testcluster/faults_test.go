@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 func TestFullOneWayLossCutsConnectionsButOnlyOneDirectionOfPackets(t *testing.T) {
@@ -161,5 +163,38 @@ func TestDelayedLinkFailsAWriteOrReadPastItsDeadlineAndLosesNothing(t *testing.T
 	}
 	if _, err := c.Write([]byte("on time")); err != nil {
 		t.Errorf("a write after RestoreLinks: %v", err)
+	}
+}
+
+// TestFailDiskRefusesOnlyItsAgentsRaftLogWrites: while on, the agent's
+// Raft log refuses appends and truncations and still reads; other
+// agents' logs and the agent's after FailDisk(false) write as before.
+func TestFailDiskRefusesOnlyItsAgentsRaftLogWrites(t *testing.T) {
+	var d diskDelays
+	n1 := d.wrapLog("n1")(raft.NewInmemStore())
+	n2 := d.wrapLog("n2")(raft.NewInmemStore())
+	if err := n1.StoreLog(&raft.Log{Index: 1, Term: 1}); err != nil {
+		t.Fatal(err)
+	}
+	d.failing = map[string]bool{"n1": true} // FailDisk(n1, true)
+	if err := n1.StoreLog(&raft.Log{Index: 2, Term: 1}); !errors.Is(err, errDiskFailed) {
+		t.Errorf("StoreLog on a failing disk: %v", err)
+	}
+	if err := n1.StoreLogs([]*raft.Log{{Index: 2, Term: 1}}); !errors.Is(err, errDiskFailed) {
+		t.Errorf("StoreLogs on a failing disk: %v", err)
+	}
+	if err := n1.DeleteRange(1, 1); !errors.Is(err, errDiskFailed) {
+		t.Errorf("DeleteRange on a failing disk: %v", err)
+	}
+	var got raft.Log
+	if err := n1.GetLog(1, &got); err != nil {
+		t.Errorf("a read on a failing disk: %v", err)
+	}
+	if err := n2.StoreLog(&raft.Log{Index: 1, Term: 1}); err != nil {
+		t.Errorf("another agent's log: %v", err)
+	}
+	d.failing["n1"] = false
+	if err := n1.StoreLog(&raft.Log{Index: 2, Term: 1}); err != nil {
+		t.Errorf("after the disk is back: %v", err)
 	}
 }
