@@ -28,6 +28,8 @@ var regressions = []struct {
 	{438010691, "a graceful leave took its blob shards away before repair rebuilt them; a disk replaced 0.5 s later left 2+1 blobs with 1 of 3 shards"},
 	{411701270, "the blob check lost a second agent's shards while a flipped shard of the first was still undiscovered (its agent restarted mid-scrub): 1 of 3 shards; the check now runs a scrub pass on every agent first"},
 	{36063962, "a gRPC-checked instance read 'agent failed: no gossip contact' for good after healing: its agent, marked failed, led next and recorded itself passing without its instances"},
+	{453407841, "a 5-agent cluster never formed: a new agent was made a voter before it had the log, the leader stepped down under load, and the new voter refused every vote"},
+	{745985658, "a restart could not bind its gRPC port: while the agent was down, the port (the kernel's pick at the first start) was the local port of an outgoing connection"},
 }
 
 func TestRegressions(t *testing.T) {
