@@ -65,7 +65,8 @@ func (nw *network) setLoss(from, to string, rate float64) {
 	nw.cutUnlinkedAndUnlock()
 }
 
-func (nw *network) clearLoss() {
+// restoreLinks ends every packet loss and delay (RestoreLinks).
+func (nw *network) restoreLinks() {
 	nw.mu.Lock()
 	nw.loss, nw.delay = nil, nil
 	nw.mu.Unlock()
@@ -98,7 +99,7 @@ func (c *Cluster) Delay(from, to int, d time.Duration) {
 // set by Delay.
 func (c *Cluster) RestoreLinks() {
 	c.t.Logf("testcluster: restore links")
-	c.net.clearLoss()
+	c.net.restoreLinks()
 }
 
 // setDelay sets the latency of from -> to.

@@ -29,9 +29,9 @@ func TestFullOneWayLossCutsConnectionsButOnlyOneDirectionOfPackets(t *testing.T)
 	if !nw.packetPasses("n2", "n1") {
 		t.Errorf("a packet n2 -> n1 was lost")
 	}
-	nw.clearLoss()
+	nw.restoreLinks()
 	if !nw.linked("n1", "n2") || !nw.packetPasses("n1", "n2") {
-		t.Errorf("n1 -> n2 still cut after clearLoss")
+		t.Errorf("n1 -> n2 still cut after restoreLinks")
 	}
 }
 
@@ -156,7 +156,7 @@ func TestDelayedLinkFailsAWriteOrReadPastItsDeadlineAndLosesNothing(t *testing.T
 	if n, err := c.Read(buf); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("a read of n2 -> n1 delayed an hour with a 50 ms deadline: %q, %v; want nothing and a timeout", buf[:n], err)
 	}
-	nw.clearLoss() // RestoreLinks
+	nw.restoreLinks()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "cd" {
 		t.Errorf("the next read after the delay ended: %q, %v; want the held \"cd\"", buf[:n], err)

@@ -263,16 +263,14 @@ func (c *faultConn) Read(p []byte) (int, error) {
 	if n == 0 {
 		return n, err
 	}
-	// The answer direction's latency: what arrived is seen that much later.
-	if derr := c.nw.wait(c.nw.delayOf(c.to, c.from), read); derr != nil {
-		c.mu.Lock()
-		c.held = append(c.held, p[:n]...)
-		c.mu.Unlock()
-		return 0, derr
-	}
-	// Bytes that arrived while the link went silent are held until it
+	// What arrived is seen the answer direction's latency later (Delay),
+	// and bytes that arrived while the link went silent are held until it
 	// heals, as the network would have held them.
-	if perr := c.pass(read); perr != nil {
+	perr := c.nw.wait(c.nw.delayOf(c.to, c.from), read)
+	if perr == nil {
+		perr = c.pass(read)
+	}
+	if perr != nil {
 		if errors.Is(perr, os.ErrDeadlineExceeded) {
 			c.mu.Lock()
 			c.held = append(c.held, p[:n]...)
