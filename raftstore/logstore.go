@@ -329,15 +329,15 @@ func (monotonicLog) IsMonotonic() bool { return true }
 // stopOnWriteError is the log as raft writes it. hashicorp/raft answers
 // a failed append by leaving its idea of the log as it was, which is the
 // disk's (a leader steps down, a follower refuses the entries, the
-// writers hear of it: a full disk gives ErrDiskFull), with one exception,
-// its own TODO at that spot: a follower that truncated a conflicting tail
-// and then failed to append keeps the old last index, which the disk no
-// longer has, and refuses every append after it. An append that fails
+// writers hear of it: a full disk gives ErrDiskFull), with one exception
+// that its source leaves open: a follower that truncated a conflicting
+// tail and then failed to append keeps the old last index, which the disk
+// no longer has, and refuses every append after it. An append that fails
 // right after a truncation of the tail therefore stops the Raft node
 // (Store.logWriteFailed), and the restart reads back what the disk holds.
 type stopOnWriteError struct {
 	raft.LogStore
-	failed func(op string, err error)
+	failed func(err error)
 	// cut is set once the tail was truncated, until the next append.
 	cut atomic.Bool
 }
@@ -349,7 +349,7 @@ func (l *stopOnWriteError) StoreLog(log *raft.Log) error { return l.StoreLogs([]
 func (l *stopOnWriteError) StoreLogs(logs []*raft.Log) error {
 	err := l.LogStore.StoreLogs(logs)
 	if l.cut.Swap(false) && err != nil {
-		l.failed("append to", fmt.Errorf("after truncating its tail: %w", err))
+		l.failed(fmt.Errorf("after truncating its tail: %w", err))
 	}
 	return err
 }

@@ -258,8 +258,8 @@ func (s *Store) Status() Status {
 }
 
 // StoppedBy says why this agent stopped its Raft node while it runs on (a
-// failed fsync of its log, or a write it refused) and what to do; "" while the node runs or
-// was stopped by Close.
+// failed fsync of its log, or an append it refused) and what to do; ""
+// while the node runs or was stopped by Close.
 func (s *Store) StoppedBy() string {
 	if s.logs == nil {
 		return ""
@@ -267,8 +267,8 @@ func (s *Store) StoppedBy() string {
 	if err := s.logs.ahead.failure(); err != nil {
 		return fmt.Sprintf("fsync of the Raft log failed (%v): check the disk, then restart the agent", err)
 	}
-	if f := s.writeFailed.Load(); f != nil {
-		return fmt.Sprintf("the Raft log refused to %s it (%v): check the disk, then restart the agent", f.op, f.err)
+	if err := s.writeFailed.Load(); err != nil {
+		return fmt.Sprintf("the Raft log refused to append to it (%v): check the disk, then restart the agent", *err)
 	}
 	return ""
 }

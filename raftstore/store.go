@@ -72,8 +72,8 @@ type Store struct {
 	// StoppedBy says why).
 	failed     chan struct{}
 	failedOnce sync.Once
-	// writeFailed is the write the log refused (logWriteFailed).
-	writeFailed atomic.Pointer[logWriteError]
+	// writeFailed is why the log refused a write (logWriteFailed).
+	writeFailed atomic.Pointer[error]
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -655,18 +655,18 @@ func (s *Store) Failed() <-chan struct{} { return s.failed }
 func (s *Store) logSyncFailed(err error) {
 	s.log.Error("fsync of the Raft log failed: this agent stops its Raft node and applies nothing more; check its disk, then restart it (it reads back what the disk holds, the cluster has the rest)",
 		"err", err)
+	s.stopRaftNode()
+}
+
+// stopRaftNode closes Failed and shuts the Raft node down, the agent
+// running on without it until it exits.
+func (s *Store) stopRaftNode() {
 	s.failedOnce.Do(func() { close(s.failed) })
 	go func() {
 		// Error waits for the shutdown and closes the transport: peers get
 		// refused at once, not a timeout per call.
 		_ = s.raft.Shutdown().Error()
 	}()
-}
-
-// logWriteError is a write or truncation the Raft log refused.
-type logWriteError struct {
-	op  string // "append to", "truncate"
-	err error
 }
 
 // errLogWriteFailed answers the writes in flight when the log refused a
@@ -679,19 +679,18 @@ var errLogWriteFailed = fmt.Errorf("%w: this agent's Raft log refused a write, s
 // log is then no longer the disk's. As after a failed fsync, the agent
 // stops its Raft node and is restarted (the process exits: Failed); the
 // restart reads back what the disk holds, and the cluster has the rest.
-func (s *Store) logWriteFailed(op string, err error) {
+func (s *Store) logWriteFailed(err error) {
 	select {
 	case <-s.stop: // closing: the log is going away
 		return
 	default:
 	}
-	if !s.writeFailed.CompareAndSwap(nil, &logWriteError{op, err}) {
+	if !s.writeFailed.CompareAndSwap(nil, &err) {
 		return
 	}
 	s.log.Error("the Raft log refused a write: this agent stops its Raft node and applies nothing more; check its disk, then restart it (it reads back what the disk holds, the cluster has the rest)",
-		"op", op, "err", err)
-	s.failedOnce.Do(func() { close(s.failed) })
-	go func() { _ = s.raft.Shutdown().Error() }()
+		"err", err)
+	s.stopRaftNode()
 }
 
 // Close stops Raft and closes the log. It is safe to call more than once.
