@@ -2,6 +2,7 @@ package robustness
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 
 	"github.com/zrpcio/zrpc/node"
@@ -240,15 +241,24 @@ func (r *run) slowShardDisk() {
 	r.c.SlowShardDisk(a, 0)
 }
 
+// leaderHalf draws a core agent from rng, the faults added later's own
+// source: the leader half of the time (when there is one), a random core
+// agent otherwise. It draws the same numbers whatever the cluster's state.
+// (leaderOr does the same from the schedule's source, in its own order.)
+func (r *run) leaderHalf(rng *rand.Rand) int {
+	a, leader := rng.IntN(r.core), rng.IntN(2) == 0
+	if l := r.c.LeaderIndex(); leader && l >= 0 && l < r.core {
+		a = l
+	}
+	return a
+}
+
 // slowLinks delays everything one core agent (the leader half of the
 // time) sends and receives by 20-150 ms, for 1-4 s: a congested or
 // distant link, slower than the test's Raft heartbeat timeout allows at
 // its upper end, that drops nothing.
 func (r *run) slowLinks() {
-	a, leader := r.latency.IntN(r.core), r.latency.IntN(2) == 0
-	if l := r.c.LeaderIndex(); leader && l >= 0 && l < r.core {
-		a = l
-	}
+	a := r.leaderHalf(r.latency)
 	d := (20*time.Millisecond + time.Duration(r.latency.Int64N(int64(130*time.Millisecond)))).Round(time.Millisecond)
 	for _, b := range r.others(a) {
 		r.c.Delay(a, b, d)
@@ -265,10 +275,7 @@ func (r *run) slowLinks() {
 // truncation), it is killed then, as zrpcd agent exits for its supervisor,
 // and restarted once its disk is back.
 func (r *run) failRaftDisk() {
-	a, leader := r.diskFail.IntN(r.core), r.diskFail.IntN(2) == 0
-	if l := r.c.LeaderIndex(); leader && l >= 0 && l < r.core {
-		a = l
-	}
+	a := r.leaderHalf(r.diskFail)
 	hold := 500*time.Millisecond + time.Duration(r.diskFail.Int64N(int64(1500*time.Millisecond)))
 	n := r.c.Node(a)
 	if n == nil {
