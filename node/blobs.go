@@ -20,7 +20,7 @@ import (
 // before Raft starts.
 func (n *Node) openBlobs() error {
 	shards, err := shardstore.Open(filepath.Join(n.dir.path, "shards"), shardstore.Options{
-		Logger: n.log, MaxBytes: n.cfg.ShardMaxBytes, SyncDelay: n.opts.shardSyncDelay,
+		Logger: n.log, MaxBytes: n.cfg.ShardMaxBytes, SyncDelay: n.opts.shardSyncDelay, WriteFault: n.opts.shardWriteFault,
 	})
 	if err != nil {
 		return fmt.Errorf("open shard store: %w", err)
@@ -35,6 +35,13 @@ func (n *Node) openBlobs() error {
 // returns (tests make a slow shard disk with it).
 func WithShardSyncDelay(delay func() time.Duration) Option {
 	return func(o *options) { o.shardSyncDelay = delay }
+}
+
+// WithShardWriteFault fails every write and fsync of a shard file with
+// what fault returns, when it returns an error (tests make a full or
+// failing shard disk with it: shardstore.Options.WriteFault).
+func WithShardWriteFault(fault func() error) Option {
+	return func(o *options) { o.shardWriteFault = fault }
 }
 
 // Blobs is the agent's part of the blob store.

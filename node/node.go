@@ -150,6 +150,7 @@ type options struct {
 	watchBacklog    grpcapi.WatchLimits
 	wrapRaftLog     func(raft.LogStore) raft.LogStore
 	shardSyncDelay  func() time.Duration
+	shardWriteFault func() error
 	joinResolver    gossip.Resolver
 	clock           func() time.Time
 }

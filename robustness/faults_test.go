@@ -50,6 +50,9 @@ var (
 	// diskFailFault comes before the slot's fault with odds 1 in
 	// diskFailOdds, drawn from run.diskFail.
 	diskFailFault = fault{"disk-fail", "an agent's Raft log refuses writes", 0, (*run).failRaftDisk}
+	// shardFullFault comes before the slot's fault with odds 1 in
+	// shardFullOdds, drawn from run.shardFull.
+	shardFullFault = fault{"shard-disk-full", "an agent's shard disk is full", 0, (*run).fillShardDisk}
 )
 
 const (
@@ -57,6 +60,7 @@ const (
 	wipeOdds          = 8
 	latencyOdds       = 5
 	diskFailOdds      = 6
+	shardFullOdds     = 6
 )
 
 // injectFaults runs the schedule. A fault named in ROBUSTNESS_SKIP keeps
@@ -93,6 +97,7 @@ func (r *run) laterFault(n int) (fault, bool) {
 	wipe := r.wipes.IntN(wipeOdds) == 0 // drawn in every slot, whatever comes first
 	slow := r.latency.IntN(latencyOdds) == 0
 	failDisk := r.diskFail.IntN(diskFailOdds) == 0
+	shardFull := r.shardFull.IntN(shardFullOdds) == 0
 	switch {
 	case n == r.reapSlot:
 		return reapFault, true
@@ -104,6 +109,8 @@ func (r *run) laterFault(n int) (fault, bool) {
 		return latencyFault, true
 	case failDisk:
 		return diskFailFault, true
+	case shardFull:
+		return shardFullFault, true
 	}
 	return fault{}, false
 }
@@ -296,6 +303,25 @@ func (r *run) failRaftDisk() {
 	if stopped {
 		r.restart(a)
 	}
+}
+
+// fillShardDisk fills the shard disk of the agent whose shard files are
+// damaged during the run (chosen here if none was yet: blobs survive one
+// agent's losses, and a put acknowledged while its disk is full lacks
+// that agent's shards) for 1-4 s: its shard writes fail with ENOSPC while
+// the room it announces still says there is some. Puts that need its
+// shards fail, saying so; others are acknowledged without them, and
+// repair stores them once the disk has room again.
+func (r *run) fillShardDisk() {
+	r.mu.Lock()
+	if r.damaged < 0 {
+		r.damaged = r.shardFull.IntN(r.core)
+	}
+	a := r.damaged
+	r.mu.Unlock()
+	r.c.FillShardDisk(a, true)
+	time.Sleep(time.Second + time.Duration(r.shardFull.Int64N(int64(3*time.Second))))
+	r.c.FillShardDisk(a, false)
 }
 
 // wipeOne kills an agent and starts it again under its name and

@@ -150,8 +150,12 @@ type run struct {
 	// (diskFailFault), added after latency; used on the test goroutine
 	// only.
 	diskFail *rand.Rand
-	reap     time.Duration // dead_node_reap of this run
-	reapSlot int           // the slot of the schedule the reap fault takes, or -1
+	// shardFull is the random source of the full shard disks
+	// (shardFullFault), added after diskFail; used on the test goroutine
+	// only.
+	shardFull *rand.Rand
+	reap      time.Duration // dead_node_reap of this run
+	reapSlot  int           // the slot of the schedule the reap fault takes, or -1
 	// core agents 0..core-1 take registry writes and are never removed; an
 	// agent added by a fault may leave again.
 	core  int
@@ -200,7 +204,8 @@ func newRun(t *testing.T, seed uint64) *run {
 	offsets := clockOffsets(t, seed, core)
 	c := testcluster.New(t, core, append(clusterOptions(reap), offsets...)...)
 	r := &run{t: t, seed: seed, rng: rng, extra: extra, wipes: rand.New(rand.NewPCG(seed, 0x3195)), silent: rand.New(rand.NewPCG(seed, 0x5117)),
-		latency: rand.New(rand.NewPCG(seed, 0x1a7e)), diskFail: rand.New(rand.NewPCG(seed, 0xd15c)), reap: reap, reapSlot: reapSlot, c: c, core: core,
+		latency: rand.New(rand.NewPCG(seed, 0x1a7e)), diskFail: rand.New(rand.NewPCG(seed, 0xd15c)),
+		shardFull: rand.New(rand.NewPCG(seed, 0xf011)), reap: reap, reapSlot: reapSlot, c: c, core: core,
 		incarnations: make([]int, core), damaged: -1, blobs: newBlobBook(seed), sessions: &sessionBook{}, ttl: &ttlBook{}}
 	for i := range core {
 		r.agentClients = append(r.agentClients, r.newClient(c.GRPCAddr(i)))
@@ -313,6 +318,7 @@ func (r *run) healAll() {
 	for i := range r.c.Size() {
 		r.c.SlowDisk(i, 0)
 		r.c.SlowShardDisk(i, 0)
+		r.c.FillShardDisk(i, false)
 	}
 	for i := range r.core {
 		if r.c.Node(i) == nil {

@@ -71,10 +71,10 @@ type repairer struct {
 	putSeen   map[string]time.Time
 	leadSince time.Time
 	// full holds the agents that answered a rebuilt shard with no space
-	// (their disk or shard store is full), until when repair places no
-	// shard on them: each scan would otherwise try every lost shard on
-	// them again, failing and warning for each.
-	full map[string]time.Time
+	// (their disk or shard store is full): repair places no shard on them
+	// for a while (spaceRefusal), since each scan would otherwise try
+	// every lost shard on them again, failing and warning for each.
+	full map[string]spaceRefusal
 	// retry holds the shards whose rebuild failed, and when, until a scan
 	// queues them again (or finds they need none): neither queued nor in
 	// progress meanwhile, they are still lost. A scan queues one again
@@ -100,7 +100,7 @@ func newRepairer(s *Store) *repairer {
 	return &repairer{
 		s: s, wake: make(chan struct{}, 1), queue: make(chan task, 4096),
 		queued: make(map[shardKey]bool), retry: make(map[shardKey]time.Time), corrupt: make(map[copyKey]fault), failedAt: make(map[string]time.Time),
-		placing: make(map[blockRef]map[string]bool), full: make(map[string]time.Time),
+		placing: make(map[blockRef]map[string]bool), full: make(map[string]spaceRefusal),
 	}
 }
 
@@ -153,7 +153,7 @@ func (s *Store) RunRepair(ctx context.Context) {
 	r.putSeen = make(map[string]time.Time)
 	r.leadSince = r.s.now()
 	r.retry = make(map[shardKey]time.Time)
-	r.full = make(map[string]time.Time)
+	r.full = make(map[string]spaceRefusal)
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
@@ -402,14 +402,48 @@ func (r *repairer) seenPending(pending []*pb.BlobPending, now time.Time) map[str
 	return maps.Clone(r.putSeen)
 }
 
-// fullFor is how long repair places no shard on an agent that answered
-// one with no space.
-const fullFor = time.Minute
+// An agent that answers a rebuilt shard with no space gets none for
+// fullFirst, twice as long after each refusal in a row, up to fullFor;
+// a shard it stores again ends the count. It gets shards again at once
+// when it announces more room than it did when it refused (someone freed
+// space there): an operator who frees space sees repair resume within a
+// gossip round, not at the end of the wait.
+const (
+	fullFirst = 5 * time.Second
+	fullFor   = time.Minute
+)
 
-// refusedSpace reports whether agent answered a rebuilt shard with no
-// space less than fullFor before now; r.mu is held.
+// spaceRefusal is what repair remembers of an agent that answered a
+// rebuilt shard with no space.
+type spaceRefusal struct {
+	until   time.Time // no shard before this...
+	room    int64     // ...unless the agent announces more room than this
+	strikes int       // refusals in a row
+}
+
+// refusedSpace reports whether repair places no shard on agent now
+// because it refused one for want of space; r.mu is held.
 func (r *repairer) refusedSpace(agent string, now time.Time) bool {
-	return now.Before(r.full[agent])
+	f, ok := r.full[agent]
+	return ok && now.Before(f.until) && r.s.cluster.ShardRoom(agent) <= f.room
+}
+
+// refuseSpace records that agent answered a rebuilt shard with no space
+// and returns how long repair places none on it; r.mu is held.
+func (r *repairer) refuseSpace(agent string, now time.Time) time.Duration {
+	f := r.full[agent]
+	f.room = r.s.cluster.ShardRoom(agent)
+	if now.Before(f.until) {
+		// One of the shards sent before the wait began (or before the
+		// agent announced more room): not another refusal in a row.
+		r.full[agent] = f
+		return f.until.Sub(now)
+	}
+	f.strikes = min(f.strikes+1, 8)
+	wait := min(fullFirst<<(f.strikes-1), fullFor)
+	f.until = now.Add(wait)
+	r.full[agent] = f
+	return wait
 }
 
 // repairBatch is how many shards a worker rebuilds before it records
@@ -594,7 +628,7 @@ func (r *repairer) finish(res rebuilt) {
 	r.mu.Lock()
 	r.inProgress--
 	delete(r.queued, t.key)
-	newlyFull := false
+	newlyFull, fullWait := false, time.Duration(0)
 	if res.err != nil {
 		r.failures++
 		r.lastErr = res.err.Error()
@@ -602,9 +636,10 @@ func (r *repairer) finish(res rebuilt) {
 		r.retry[t.key] = now
 		if res.reserved != "" && errors.Is(res.err, apierr.ErrNoSpace) {
 			newlyFull = !r.refusedSpace(res.reserved, now)
-			r.full[res.reserved] = now.Add(fullFor)
+			fullWait = r.refuseSpace(res.reserved, now)
 		}
 	} else {
+		delete(r.full, res.reserved)
 		r.rebuilt++
 		r.rebuiltB += uint64(res.bytes)
 		delete(r.corrupt, copyKey{t.key, t.node})
@@ -616,7 +651,7 @@ func (r *repairer) finish(res rebuilt) {
 		switch {
 		case newlyFull:
 			r.s.log.Warn("an agent has no space for a rebuilt shard; repair places no shard on it for a while (free space there, or add agents)",
-				"agent", res.reserved, "for", fullFor, "blob_id", t.key.blob, "block", t.key.block, "shard", t.key.index, "err", res.err)
+				"agent", res.reserved, "for", fullWait, "blob_id", t.key.blob, "block", t.key.block, "shard", t.key.index, "err", res.err)
 		case errors.Is(res.err, apierr.ErrNoSpace):
 			r.s.log.Debug("shard repair failed: no space", "agent", res.reserved, "blob_id", t.key.blob,
 				"block", t.key.block, "shard", t.key.index, "err", res.err)

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -315,5 +316,70 @@ func TestRepairGaugesFollowTheLeadersRepair(t *testing.T) {
 	r.mu.Unlock()
 	if got := gauges(); got != [5]float64{} {
 		t.Fatalf("no longer leading: gauges %v, want 0", got)
+	}
+}
+
+// TestRepairBacksOffAFullAgentAndComesBackWhenItHasRoom: an agent that
+// answers a rebuilt shard with no space gets no shard for fullFirst,
+// twice as long after each refusal in a row up to fullFor; shards refused
+// while the wait runs (sent before it began) do not lengthen it; the
+// agent gets shards again at once when it announces more room, and a
+// shard it stores ends the count.
+func TestRepairBacksOffAFullAgentAndComesBackWhenItHasRoom(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s, fc := newTestStore(t, Config{Now: func() time.Time { return now }}, "n1", "n1", "n2", "n3")
+	r := s.repair
+	fc.setShardRoom("n2", 1<<20)
+	refuse := func(at time.Time) time.Duration {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.refuseSpace("n2", at)
+	}
+	refused := func(at time.Time) bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.refusedSpace("n2", at)
+	}
+	if refused(now) {
+		t.Fatal("an agent that never refused a shard is refused")
+	}
+	if w := refuse(now); w != fullFirst {
+		t.Fatalf("first refusal: wait %s, want %s", w, fullFirst)
+	}
+	if !refused(now.Add(fullFirst-time.Millisecond)) || refused(now.Add(fullFirst)) {
+		t.Fatalf("after a first refusal the agent must get no shard for exactly %s", fullFirst)
+	}
+	if w := refuse(now.Add(time.Second)); w != fullFirst-time.Second {
+		t.Fatalf("a refusal during the wait: wait %s, want the %s left of it", w, fullFirst-time.Second)
+	}
+	at, w := now.Add(fullFirst), time.Duration(0)
+	var waits []time.Duration
+	for range 6 {
+		w = refuse(at)
+		waits = append(waits, w)
+		at = at.Add(w)
+	}
+	want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, fullFor, fullFor, fullFor}
+	if !slices.Equal(waits, want) {
+		t.Fatalf("refusals in a row wait %v, want %v", waits, want)
+	}
+	refuse(at)
+	if !refused(at.Add(time.Second)) {
+		t.Fatal("not refused within its wait")
+	}
+	fc.setShardRoom("n2", 1<<30) // someone freed space there
+	if refused(at.Add(time.Second)) {
+		t.Fatal("still refused after the agent announced more room")
+	}
+
+	// A shard stored there ends the count: the next refusal waits
+	// fullFirst again.
+	r.mu.Lock()
+	r.inProgress++
+	r.mu.Unlock()
+	now = at.Add(2 * time.Second)
+	r.finish(rebuilt{t: task{key: shardKey{strings.Repeat("cd", 16), 0, 1}}, reserved: "n2"})
+	if w := refuse(now); w != fullFirst {
+		t.Fatalf("a refusal after a stored shard: wait %s, want %s", w, fullFirst)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -19,8 +20,8 @@ import (
 )
 
 // Faults beyond Kill, Partition and Heal: one-way packet loss and latency,
-// a slow Raft disk, a slow shard disk, leadership transfer and damaged
-// shard files. Each is undone by its own call (Heal undoes partitions
+// a slow Raft disk, a slow or full shard disk, leadership transfer and
+// damaged shard files. Each is undone by its own call (Heal undoes partitions
 // only; RestoreLinks undoes packet loss and latency).
 
 // link is a direction between two agents.
@@ -191,6 +192,17 @@ func (c *Cluster) SlowShardDisk(i int, d time.Duration) {
 	c.disk.set(c.Name(i), shardFsync, d)
 }
 
+// FillShardDisk makes agent i's shard store answer every write and fsync
+// of a shard file with ENOSPC while on is true, as a full disk would: a
+// put's staged shards, its commit and repair's rewrites fail, stored
+// shards stay readable. The free space the agent reports is left alone,
+// as when the space goes between the check and the write. It takes
+// effect at once and survives restarts of the agent.
+func (c *Cluster) FillShardDisk(i int, on bool) {
+	c.t.Logf("testcluster: %s's shard disk is full: %v", c.Name(i), on)
+	c.disk.setFull(c.Name(i), on)
+}
+
 // disk names what a slow-disk fault slows.
 type disk int
 
@@ -199,12 +211,13 @@ const (
 	shardFsync             // shard file fsyncs (SlowShardDisk)
 )
 
-// diskDelays holds SlowDisk's and SlowShardDisk's delays, and FailDisk's
-// failing Raft logs, by agent name.
+// diskDelays holds SlowDisk's and SlowShardDisk's delays, FailDisk's
+// failing Raft logs and FillShardDisk's full shard disks, by agent name.
 type diskDelays struct {
 	mu      sync.Mutex
 	delay   map[diskOf]time.Duration
 	failing map[string]bool
+	full    map[string]bool // FillShardDisk
 }
 
 // errDiskFailed is what a failing disk (FailDisk) answers a write.
@@ -217,6 +230,28 @@ func (d *diskDelays) setFailing(agent string, on bool) {
 		d.failing = map[string]bool{}
 	}
 	d.failing[agent] = on
+}
+
+func (d *diskDelays) setFull(agent string, on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.full == nil {
+		d.full = map[string]bool{}
+	}
+	d.full[agent] = on
+}
+
+// shardWriteFault returns agent's shard write fault
+// (node.WithShardWriteFault): ENOSPC while FillShardDisk holds.
+func (d *diskDelays) shardWriteFault(agent string) func() error {
+	return func() error {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.full[agent] {
+			return syscall.ENOSPC
+		}
+		return nil
+	}
 }
 
 // refuses reports whether agent's Raft log refuses writes (FailDisk).

@@ -67,6 +67,13 @@ type Options struct {
 	// and the fsync waits as long as it returns: tests make a slow disk
 	// with it. It may be called from several goroutines at once.
 	SyncDelay func() time.Duration
+	// WriteFault, when set, is called before every write and fsync of a
+	// part file (a put's staging and commit, repair's rewrite in place)
+	// and before a staged part is created; an error it returns fails that
+	// step as the file system's own would. Tests make a full or failing
+	// shard disk with it (syscall.ENOSPC, syscall.EIO). It may be called
+	// from several goroutines at once.
+	WriteFault func() error
 }
 
 // Store is the shard directory of one agent. Its methods are safe for
@@ -330,10 +337,16 @@ func (s *Store) Put(h Header, payload []byte) error {
 
 // wrapWrite names the shard a write failed for, ENOSPC as ErrNoSpace.
 func wrapWrite(op string, id ID, err error) error {
+	return fmt.Errorf("shardstore: %s %s: %w", op, id, noSpace(err))
+}
+
+// noSpace marks a file system's ENOSPC as ErrNoSpace, for callers that
+// tell a full disk from a failing one.
+func noSpace(err error) error {
 	if errors.Is(err, syscall.ENOSPC) && !errors.Is(err, ErrNoSpace) {
-		return fmt.Errorf("shardstore: %s %s: %w: %w", op, id, ErrNoSpace, err)
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
 	}
-	return fmt.Errorf("shardstore: %s %s: %w", op, id, err)
+	return err
 }
 
 // fsync flushes a part file to disk, after Options.SyncDelay.
@@ -343,7 +356,22 @@ func (s *Store) fsync(f *os.File) error {
 			time.Sleep(d)
 		}
 	}
+	if err := s.injected("sync", f.Name()); err != nil {
+		return err
+	}
 	return f.Sync()
+}
+
+// injected is Options.WriteFault's error for the step op on path, if it
+// has one, as the file system would report it.
+func (s *Store) injected(op, path string) error {
+	if s.opts.WriteFault == nil {
+		return nil
+	}
+	if err := s.opts.WriteFault(); err != nil {
+		return &os.PathError{Op: op, Path: path, Err: err}
+	}
+	return nil
 }
 
 // ensureDir creates a blob directory and makes its entry durable.

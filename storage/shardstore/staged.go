@@ -57,6 +57,12 @@ func (s *Store) newStaged(hdr partHeader) (*stagedPart, error) {
 		return nil, err
 	}
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*"+tmpSuffix)
+	if err == nil {
+		if err = s.injected("write", f.Name()); err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}
 	if err != nil {
 		s.release(PartHeaderSize, 0)
 		return nil, err
@@ -100,7 +106,11 @@ func (sp *stagedPart) add(s *Store, h *Header, pieces [][]byte) error {
 	if err := s.reserve(h.ID, grow, dShards); err != nil {
 		return err
 	}
-	buffered, err := sp.writeFrame(h, pieces)
+	err := s.injected("write", sp.tmp)
+	buffered := false
+	if err == nil {
+		buffered, err = sp.writeFrame(h, pieces)
+	}
 	if err != nil {
 		s.release(grow, dShards)
 		return wrapWrite("stage", h.ID, err)
@@ -393,7 +403,7 @@ func (s *Store) commitParts(blob string, parts []*stagedPart) (int, error) {
 		return n, fmt.Errorf("shardstore: commit staged shards of %s: %w", blob, err)
 	}
 	if err := syncDir(s.blobDir(blob)); err != nil {
-		return n, fmt.Errorf("shardstore: commit staged shards of %s: %w", blob, err)
+		return n, fmt.Errorf("shardstore: commit staged shards of %s: %w", blob, noSpace(err))
 	}
 	return n, nil
 }
@@ -418,7 +428,7 @@ func (s *Store) CommitStagedPart(blob string, index uint16) (int, error) {
 		err = syncDir(s.blobDir(blob))
 	}
 	if err != nil {
-		return n, fmt.Errorf("shardstore: commit staged shards of %s index %d: %w", blob, index, err)
+		return n, fmt.Errorf("shardstore: commit staged shards of %s index %d: %w", blob, index, noSpace(err))
 	}
 	return n, nil
 }
@@ -492,7 +502,7 @@ func (s *Store) commitPart(sp *stagedPart) (int, error) {
 	}
 	if err != nil {
 		sp.drop(s)
-		return 0, fmt.Errorf("part %s: %w", sp.path, err)
+		return 0, fmt.Errorf("part %s: %w", sp.path, noSpace(err))
 	}
 	return n, nil
 }
@@ -572,6 +582,9 @@ func (s *Store) mergeInto(sp *stagedPart) (bool, error) {
 		h, buf, err = staged.read(b, buf)
 		if err != nil {
 			return false, fmt.Errorf("reread staged block %d: %w", b, err)
+		}
+		if err := s.injected("write", sp.path); err != nil {
+			return false, err
 		}
 		if err := writeFramePieces(f, &pf.hdr, &h, [][]byte{buf}); err != nil {
 			return false, err

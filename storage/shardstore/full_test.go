@@ -1,0 +1,133 @@
+package shardstore
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+)
+
+// fullDisk answers every write with ENOSPC while full is set
+// (Options.WriteFault); writes counts the steps it was asked about.
+type fullDisk struct {
+	full   atomic.Bool
+	writes atomic.Int64
+}
+
+func (d *fullDisk) fault() error {
+	d.writes.Add(1)
+	if d.full.Load() {
+		return syscall.ENOSPC
+	}
+	return nil
+}
+
+// noTempFiles fails when a temporary part file is left in the store.
+func noTempFiles(t *testing.T, s *Store) {
+	t.Helper()
+	filepath.WalkDir(s.dir, func(path string, _ os.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(path, tmpSuffix) {
+			t.Errorf("temporary file %s left behind", path)
+		}
+		return nil
+	})
+}
+
+// TestAFullDiskRefusesAPutAndKeepsWhatWasThere: with the shard disk full,
+// a Put, a staged put and repair's rewrite of a block in an existing
+// part file each fail with ErrNoSpace naming the shard; nothing of them
+// becomes visible, no temporary file stays, the usage is what it was, and
+// the blocks that were stored read back unchanged. Once there is room
+// again the same writes succeed.
+func TestAFullDiskRefusesAPutAndKeepsWhatWasThere(t *testing.T) {
+	var disk fullDisk
+	s := open(t, t.TempDir(), Options{WriteFault: disk.fault})
+	stored := stageBlob(t, s, 4, 1)
+	if _, err := s.CommitStaged(blobA); err != nil {
+		t.Fatal(err)
+	}
+	if disk.writes.Load() == 0 {
+		t.Fatal("WriteFault was never asked: the store would not see a full disk")
+	}
+	usage, shards := s.Usage()
+
+	disk.full.Store(true)
+	// A Put of a new part.
+	h, p := shard(ID{blobB, 0, 0}, testBlockSize, 7)
+	if err := s.Put(h, p); !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), blobB) {
+		t.Fatalf("Put on a full disk: %v, want ErrNoSpace naming blob %s", err, blobB)
+	}
+	// A staged put: staging fails at once.
+	hs, ps := shard(ID{blobB, 0, 3}, testBlockSize, 8)
+	if err := s.Stage(hs, ps); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Stage on a full disk: %v, want ErrNoSpace", err)
+	}
+	// Repair's rewrite of block 2 of the existing part, and a new block 9.
+	for _, b := range []uint32{2, 9} {
+		h, p := shard(ID{blobA, b, 1}, testBlockSize, 1)
+		if err := s.Put(h, p); !errors.Is(err, ErrNoSpace) {
+			t.Fatalf("rewrite of block %d on a full disk: %v, want ErrNoSpace", b, err)
+		}
+	}
+	wantUsage(t, s, usage, shards)
+	noTempFiles(t, s)
+	if _, _, err := s.Get(ID{blobB, 0, 0}, nil); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get of the refused shard: %v, want ErrNotFound", err)
+	}
+	if _, _, err := s.Get(ID{blobA, 9, 1}, nil); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get of the refused new block: %v, want ErrNotFound", err)
+	}
+	for id, want := range stored {
+		if _, got, err := s.Get(id, nil); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("Get %s after the refused writes: %v", id, err)
+		}
+	}
+	if bad, err := s.VerifyPart(blobA, 1); err != nil || len(bad) != 0 {
+		t.Fatalf("VerifyPart after the refused writes: bad blocks %v, %v", bad, err)
+	}
+
+	disk.full.Store(false)
+	if err := s.Put(h, p); err != nil {
+		t.Fatalf("Put once there is room: %v", err)
+	}
+	if err := s.Stage(hs, ps); err != nil {
+		t.Fatalf("Stage once there is room: %v", err)
+	}
+	if n, err := s.CommitStaged(blobB); err != nil || n != 1 {
+		t.Fatalf("CommitStaged once there is room = %d, %v; want 1", n, err)
+	}
+	for _, id := range []ID{{blobB, 0, 0}, {blobB, 0, 3}} {
+		if _, _, err := s.Get(id, nil); err != nil {
+			t.Fatalf("Get %s once there is room: %v", id, err)
+		}
+	}
+}
+
+// TestADiskThatFillsAtCommitLeavesNothingVisible: shards staged while
+// there was room, then a full disk at the commit's fsync: the commit
+// fails with ErrNoSpace, the blob has no part file, the space reserved by
+// staging is given back, and blocks already committed stay readable.
+func TestADiskThatFillsAtCommitLeavesNothingVisible(t *testing.T) {
+	var disk fullDisk
+	s := open(t, t.TempDir(), Options{WriteFault: disk.fault})
+	h, p := put(t, s, ID{blobB, 0, 0}, testBlockSize, 3)
+	before, shards := s.Usage()
+	stageBlob(t, s, 3, 0, 4)
+	disk.full.Store(true)
+	if n, err := s.CommitStaged(blobA); !errors.Is(err, ErrNoSpace) || n != 0 {
+		t.Fatalf("CommitStaged on a disk that filled = %d, %v; want 0, ErrNoSpace", n, err)
+	}
+	if files := blobFiles(t, s, blobA); slices.ContainsFunc(files, func(f string) bool { return !strings.HasPrefix(f, ".") }) || len(files) != 0 {
+		t.Fatalf("blob A's directory holds %v after a failed commit, want nothing", files)
+	}
+	noTempFiles(t, s)
+	wantUsage(t, s, before, shards)
+	if _, got, err := s.Get(h.ID, nil); err != nil || !bytes.Equal(got, p) {
+		t.Fatalf("Get of the shard committed before: %v", err)
+	}
+}
