@@ -53,6 +53,9 @@ var (
 	// shardFullFault comes before the slot's fault with odds 1 in
 	// shardFullOdds, drawn from run.shardFull.
 	shardFullFault = fault{"shard-disk-full", "an agent's shard disk is full", 0, (*run).fillShardDisk}
+	// flapFault comes before the slot's fault with odds 1 in flapOdds,
+	// drawn from run.flap.
+	flapFault = fault{"flap", "links to one agent flap", 0, (*run).flapLinks}
 )
 
 const (
@@ -61,6 +64,7 @@ const (
 	latencyOdds       = 5
 	diskFailOdds      = 6
 	shardFullOdds     = 6
+	flapOdds          = 5
 )
 
 // injectFaults runs the schedule. A fault named in ROBUSTNESS_SKIP keeps
@@ -98,6 +102,7 @@ func (r *run) laterFault(n int) (fault, bool) {
 	slow := r.latency.IntN(latencyOdds) == 0
 	failDisk := r.diskFail.IntN(diskFailOdds) == 0
 	shardFull := r.shardFull.IntN(shardFullOdds) == 0
+	flap := r.flap.IntN(flapOdds) == 0
 	switch {
 	case n == r.reapSlot:
 		return reapFault, true
@@ -111,6 +116,8 @@ func (r *run) laterFault(n int) (fault, bool) {
 		return diskFailFault, true
 	case shardFull:
 		return shardFullFault, true
+	case flap:
+		return flapFault, true
 	}
 	return fault{}, false
 }
@@ -273,6 +280,31 @@ func (r *run) slowLinks() {
 	}
 	time.Sleep(time.Second + time.Duration(r.latency.Int64N(int64(3*time.Second))))
 	r.c.RestoreLinks()
+}
+
+// flapLinks cuts one core agent (the leader half of the time) off and
+// lets it back, again and again for 2-4 s, each cut and each spell
+// between cuts 50-400 ms: a flaky cable or switch port. No cut lasts as
+// long as failure detection, but gossip probes fail, Raft heartbeats and
+// appends miss, and connections break, over and over. Half of the runs
+// cut silently (connections hang rather than fail).
+func (r *run) flapLinks() {
+	a := r.leaderHalf(r.flap)
+	silent := r.flap.IntN(2) == 0 && !skipped("silent")
+	spell := func() time.Duration {
+		return 50*time.Millisecond + time.Duration(r.flap.Int64N(int64(350*time.Millisecond)))
+	}
+	end := time.Now().Add(2*time.Second + time.Duration(r.flap.Int64N(int64(2*time.Second))))
+	for time.Now().Before(end) {
+		if silent {
+			r.c.PartitionSilently([]int{a}, r.others(a))
+		} else {
+			r.c.Partition([]int{a}, r.others(a))
+		}
+		time.Sleep(spell())
+		r.c.Heal()
+		time.Sleep(spell())
+	}
 }
 
 // failRaftDisk makes one core agent's Raft log (the leader's half of the

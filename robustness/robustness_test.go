@@ -154,8 +154,11 @@ type run struct {
 	// (shardFullFault), added after diskFail; used on the test goroutine
 	// only.
 	shardFull *rand.Rand
-	reap      time.Duration // dead_node_reap of this run
-	reapSlot  int           // the slot of the schedule the reap fault takes, or -1
+	// flap is the random source of the flapping links (flapFault), added
+	// after shardFull; used on the test goroutine only.
+	flap     *rand.Rand
+	reap     time.Duration // dead_node_reap of this run
+	reapSlot int           // the slot of the schedule the reap fault takes, or -1
 	// core agents 0..core-1 take registry writes and are never removed; an
 	// agent added by a fault may leave again.
 	core  int
@@ -205,7 +208,7 @@ func newRun(t *testing.T, seed uint64) *run {
 	c := testcluster.New(t, core, append(clusterOptions(reap), offsets...)...)
 	r := &run{t: t, seed: seed, rng: rng, extra: extra, wipes: rand.New(rand.NewPCG(seed, 0x3195)), silent: rand.New(rand.NewPCG(seed, 0x5117)),
 		latency: rand.New(rand.NewPCG(seed, 0x1a7e)), diskFail: rand.New(rand.NewPCG(seed, 0xd15c)),
-		shardFull: rand.New(rand.NewPCG(seed, 0xf011)), reap: reap, reapSlot: reapSlot, c: c, core: core,
+		shardFull: rand.New(rand.NewPCG(seed, 0xf011)), flap: rand.New(rand.NewPCG(seed, 0xf1a9)), reap: reap, reapSlot: reapSlot, c: c, core: core,
 		incarnations: make([]int, core), damaged: -1, blobs: newBlobBook(seed), sessions: &sessionBook{}, ttl: &ttlBook{}}
 	for i := range core {
 		r.agentClients = append(r.agentClients, r.newClient(c.GRPCAddr(i)))
