@@ -20,7 +20,8 @@ import (
 // before Raft starts.
 func (n *Node) openBlobs() error {
 	shards, err := shardstore.Open(filepath.Join(n.dir.path, "shards"), shardstore.Options{
-		Logger: n.log, MaxBytes: n.cfg.ShardMaxBytes, SyncDelay: n.opts.shardSyncDelay, WriteFault: n.opts.shardWriteFault,
+		Logger: n.log, MaxBytes: n.cfg.ShardMaxBytes, SyncDelay: n.opts.shardSyncDelay,
+		WriteFault: n.opts.shardWriteFault, ReadFault: n.opts.shardReadFault,
 	})
 	if err != nil {
 		return fmt.Errorf("open shard store: %w", err)
@@ -42,6 +43,13 @@ func WithShardSyncDelay(delay func() time.Duration) Option {
 // failing shard disk with it: shardstore.Options.WriteFault).
 func WithShardWriteFault(fault func() error) Option {
 	return func(o *options) { o.shardWriteFault = fault }
+}
+
+// WithShardReadFault fails every read of a stored shard block for which
+// fault returns an error (tests make unreadable blocks with it:
+// shardstore.Options.ReadFault).
+func WithShardReadFault(fault func(shardstore.ID) error) Option {
+	return func(o *options) { o.shardReadFault = fault }
 }
 
 // Blobs is the agent's part of the blob store.

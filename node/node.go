@@ -55,6 +55,7 @@ import (
 	"github.com/zrpcio/zrpc/node/ui"
 	"github.com/zrpcio/zrpc/raftstore"
 	"github.com/zrpcio/zrpc/storage"
+	"github.com/zrpcio/zrpc/storage/shardstore"
 )
 
 // devBuild is the version string of an agent whose Config.Build is empty.
@@ -151,6 +152,7 @@ type options struct {
 	wrapRaftLog     func(raft.LogStore) raft.LogStore
 	shardSyncDelay  func() time.Duration
 	shardWriteFault func() error
+	shardReadFault  func(shardstore.ID) error
 	joinResolver    gossip.Resolver
 	clock           func() time.Time
 }

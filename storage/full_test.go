@@ -8,6 +8,8 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/storage/shardstore"
+	"github.com/zrpcio/zrpc/testcluster"
 )
 
 // TestAShardDiskThatFillsLosesNothing: one of five agents' shard disk is
@@ -61,4 +63,58 @@ func TestAPutThatNeedsAFullDiskFailsSayingSo(t *testing.T) {
 	if got := get(t, cl, "needs-all", client.GetOptions{}); !bytes.Equal(got, data) {
 		t.Fatal("the put made once there is room reads back different bytes")
 	}
+}
+
+// TestShardsTheDiskCannotReadAreRebuilt: bad sectors under two shards of
+// a blob (reads fail with EIO): a get still returns the blob's bytes, the
+// shard it needed is reported by its holder, the other is found by the
+// holder's scrubber, and repair rewrites both, so that every recorded
+// holder holds its shard with the recorded CRC once the disk reads again.
+// Before, an unreadable shard was logged by the scrubber at every pass
+// and never rebuilt: the blob stayed a loss closer to gone.
+func TestShardsTheDiskCannotReadAreRebuilt(t *testing.T) {
+	c := newBlobCluster(t, 3)
+	data := randomBytes(3<<20+17, 43)
+	put(t, agentClient(t, c, 0), "sectors", data, client.PutOptions{})
+	b := c.Leader().Store().FSM().Blob("sectors")
+	if len(b.Blocks) < 2 {
+		t.Fatalf("blob of %d blocks, want at least 2", len(b.Blocks))
+	}
+	read := shardstore.ID{Blob: b.Id, Block: 1, Index: 0}     // a data shard a get needs
+	scrubbed := shardstore.ID{Blob: b.Id, Block: 0, Index: 2} // a parity shard no get reads
+	byAgent := map[int][]shardstore.ID{}
+	for _, id := range []shardstore.ID{read, scrubbed} {
+		i := agentIndex(t, c, b.Holder(b.Blocks[id.Block], int(id.Index)))
+		byAgent[i] = append(byAgent[i], id)
+	}
+	for i, ids := range byAgent {
+		c.UnreadableShards(i, ids...)
+	}
+	before := rebuiltShards(c)
+	if got := get(t, agentClient(t, c, 1), "sectors", client.GetOptions{}); !bytes.Equal(got, data) {
+		t.Fatal("a get with an unreadable shard returned different bytes")
+	}
+	scrubber := agentIndex(t, c, b.Holder(b.Blocks[0], 2))
+	if n := c.Node(scrubber).Blobs().ScrubOnce(ctxFor(t, 10*time.Second), 0); n < 1 {
+		t.Fatalf("a scrub pass over an unreadable shard reported %d, want it reported", n)
+	}
+	c.WaitFor(30*time.Second, "repair rewrites both unreadable shards", func() bool {
+		return rebuiltShards(c) >= before+2
+	})
+	for i := range byAgent {
+		c.UnreadableShards(i)
+	}
+	waitShardsHeld(t, c, "sectors", "every shard held with its CRC once the disk reads again")
+}
+
+// rebuiltShards sums the shards the running agents' repair has rebuilt
+// while each was leader.
+func rebuiltShards(c *testcluster.Cluster) uint64 {
+	var n uint64
+	for i := range c.Size() {
+		if nd := c.Node(i); nd != nil {
+			n += nd.Blobs().RepairStatus("").RebuiltShards
+		}
+	}
+	return n
 }

@@ -271,6 +271,7 @@ func (c *Cluster) start(i int) {
 		node.WithRaftLogStore(c.disk.wrapLog(m.name)),
 		node.WithShardSyncDelay(c.disk.shardSyncDelay(m.name)),
 		node.WithShardWriteFault(c.disk.shardWriteFault(m.name)),
+		node.WithShardReadFault(c.disk.shardReadFault(m.name)),
 	}
 	if off := m.clockOffset; off != 0 {
 		opts = append(opts, node.WithClock(func() time.Time { return time.Now().Add(off) }))

@@ -17,11 +17,12 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/zrpcio/zrpc/node"
+	"github.com/zrpcio/zrpc/storage/shardstore"
 )
 
 // Faults beyond Kill, Partition and Heal: one-way packet loss and latency,
-// a slow Raft disk, a slow or full shard disk, leadership transfer and
-// damaged shard files. Each is undone by its own call (Heal undoes partitions
+// a slow Raft disk, a slow or full shard disk, unreadable shards,
+// leadership transfer and damaged shard files. Each is undone by its own call (Heal undoes partitions
 // only; RestoreLinks undoes packet loss and latency).
 
 // link is a direction between two agents.
@@ -203,6 +204,24 @@ func (c *Cluster) FillShardDisk(i int, on bool) {
 	c.disk.setFull(c.Name(i), on)
 }
 
+// UnreadableShards makes every read of the given shards (blob, block,
+// index) on agent i fail with EIO, as bad sectors under them would, until
+// it is called again for i with no ids. It takes effect at once and
+// survives restarts of the agent.
+func (c *Cluster) UnreadableShards(i int, ids ...shardstore.ID) {
+	c.t.Logf("testcluster: %s cannot read shards %v", c.Name(i), ids)
+	set := make(map[shardstore.ID]bool, len(ids))
+	for _, id := range ids {
+		set[id] = true
+	}
+	c.disk.mu.Lock()
+	defer c.disk.mu.Unlock()
+	if c.disk.unreadable == nil {
+		c.disk.unreadable = map[string]map[shardstore.ID]bool{}
+	}
+	c.disk.unreadable[c.Name(i)] = set
+}
+
 // disk names what a slow-disk fault slows.
 type disk int
 
@@ -218,6 +237,8 @@ type diskDelays struct {
 	delay   map[diskOf]time.Duration
 	failing map[string]bool
 	full    map[string]bool // FillShardDisk
+	// unreadable holds UnreadableShards' shards.
+	unreadable map[string]map[shardstore.ID]bool
 }
 
 // errDiskFailed is what a failing disk (FailDisk) answers a write.
@@ -249,6 +270,19 @@ func (d *diskDelays) shardWriteFault(agent string) func() error {
 		defer d.mu.Unlock()
 		if d.full[agent] {
 			return syscall.ENOSPC
+		}
+		return nil
+	}
+}
+
+// shardReadFault returns agent's shard read fault
+// (node.WithShardReadFault): EIO for UnreadableShards' shards.
+func (d *diskDelays) shardReadFault(agent string) func(shardstore.ID) error {
+	return func(id shardstore.ID) error {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.unreadable[agent][id] {
+			return syscall.EIO
 		}
 		return nil
 	}

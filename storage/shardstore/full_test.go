@@ -131,3 +131,55 @@ func TestADiskThatFillsAtCommitLeavesNothingVisible(t *testing.T) {
 		t.Fatalf("Get of the shard committed before: %v", err)
 	}
 }
+
+// TestABlockTheDiskCannotReadIsCorrupt: a block whose read fails with
+// EIO (a bad sector) is a CorruptError naming it, from Get, Stat, Verify
+// and VerifyPart alike, so that the agent reports it and repair rewrites
+// it; the part's other blocks read as before. Another read error (here
+// too many open files) is not corruption and is returned as it is.
+func TestABlockTheDiskCannotReadIsCorrupt(t *testing.T) {
+	var fail atomic.Pointer[error]
+	bad := ID{blobA, 2, 1}
+	s := open(t, t.TempDir(), Options{ReadFault: func(id ID) error {
+		if e := fail.Load(); e != nil && id == bad {
+			return *e
+		}
+		return nil
+	}})
+	stored := stageBlob(t, s, 4, 1)
+	if _, err := s.CommitStaged(blobA); err != nil {
+		t.Fatal(err)
+	}
+	eio := error(syscall.EIO)
+	fail.Store(&eio)
+	var ce *CorruptError
+	if _, _, err := s.Get(bad, nil); !errors.As(err, &ce) || ce.Block != 2 || !strings.Contains(err.Error(), "input/output error") {
+		t.Fatalf("Get of a block the disk cannot read: %v, want a CorruptError for block 2 saying why", err)
+	}
+	if _, err := s.Stat(bad); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Stat of it: %v, want ErrCorrupt", err)
+	}
+	if err := s.Verify(bad); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Verify of it: %v, want ErrCorrupt", err)
+	}
+	if blocks, err := s.VerifyPart(blobA, 1); err != nil || !slices.Equal(blocks, []uint32{2}) {
+		t.Fatalf("VerifyPart = %v, %v; want block 2 only", blocks, err)
+	}
+	for id, want := range stored {
+		if id == bad {
+			continue
+		}
+		if _, got, err := s.Get(id, nil); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("Get %s beside the unreadable block: %v", id, err)
+		}
+	}
+	emfile := error(syscall.EMFILE)
+	fail.Store(&emfile)
+	if _, _, err := s.Get(bad, nil); err == nil || errors.Is(err, ErrCorrupt) || !errors.Is(err, syscall.EMFILE) {
+		t.Fatalf("Get failing with too many open files: %v, want that error, not ErrCorrupt", err)
+	}
+	fail.Store(nil)
+	if _, got, err := s.Get(bad, nil); err != nil || !bytes.Equal(got, stored[bad]) {
+		t.Fatalf("Get once the disk reads it again: %v", err)
+	}
+}

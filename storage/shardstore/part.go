@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/zrpcio/zrpc/storage/codec"
 )
@@ -165,6 +166,24 @@ type partFile struct {
 	path string
 	hdr  partHeader
 	size int64
+	// readFault is Options.ReadFault for the files the Store reads
+	// shards from (nil otherwise).
+	readFault func(ID) error
+}
+
+// unreadable is the error of a read of block that failed: a CorruptError
+// when the disk could not read it (EIO: a bad sector, a dying disk), so
+// that the block is reported and rebuilt like one that fails its checksum;
+// anything else (no memory, too many open files) as it is.
+func unreadable(path string, block uint32, err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) { // the path is said once, below
+		err = pe.Err
+	}
+	if errors.Is(err, syscall.EIO) {
+		return &CorruptError{Path: path, Block: block, Detail: "the disk cannot read it: " + err.Error()}
+	}
+	return fmt.Errorf("shardstore: read %s: block %d: %w", path, block, err)
 }
 
 // openPart opens the part file at path, which must hold shard index of
@@ -194,6 +213,9 @@ func readPart(f *os.File, path, blob string, index uint16) (*partFile, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("shardstore: read %s: %w: file shorter than a header", path, ErrCorrupt)
 		}
+		if errors.Is(err, syscall.EIO) {
+			return nil, fmt.Errorf("shardstore: read %s: %w: header unreadable: %w", path, ErrCorrupt, err)
+		}
 		return nil, fmt.Errorf("shardstore: read %s: %w", path, err)
 	}
 	hdr, err := unmarshalPartHeader(buf[:])
@@ -218,8 +240,13 @@ func (pf *partFile) frame(block uint32) (Header, error) {
 	if off+frameHeaderSize > pf.size {
 		return Header{}, &CorruptError{Path: pf.path, Block: block, Detail: "file cut short in the frame header"}
 	}
+	if pf.readFault != nil {
+		if err := pf.readFault(id); err != nil {
+			return Header{}, unreadable(pf.path, block, &os.PathError{Op: "read", Path: pf.path, Err: err})
+		}
+	}
 	if _, err := pf.f.ReadAt(fh[:], off); err != nil {
-		return Header{}, fmt.Errorf("shardstore: read %s: %w", pf.path, err)
+		return Header{}, unreadable(pf.path, block, err)
 	}
 	blockLen, sum := binary.LittleEndian.Uint32(fh[0:]), binary.LittleEndian.Uint32(fh[4:])
 	if blockLen == 0 && sum == 0 {
@@ -256,7 +283,7 @@ func (pf *partFile) read(block uint32, dst []byte) (Header, []byte, error) {
 		dst = make([]byte, n)
 	}
 	if _, err := pf.f.ReadAt(dst, pf.hdr.offset(block)+frameHeaderSize); err != nil {
-		return Header{}, nil, fmt.Errorf("shardstore: read %s: %w", pf.path, err)
+		return Header{}, nil, unreadable(pf.path, block, err)
 	}
 	if sum := codec.Checksum(dst); sum != h.Sum {
 		return Header{}, nil, &CorruptError{Path: pf.path, Block: block, Detail: fmt.Sprintf("payload checksum %08x, frame says %08x", sum, h.Sum)}

@@ -6,9 +6,9 @@
 // holding that index's shard of every block of the blob the agent holds
 // it for (part.go has the format). Each block's shard sits at a fixed
 // offset behind its length and CRC32C, so a read seeks to the blocks it
-// needs and checks each; a block that fails is reported as ErrCorrupt
-// naming the block (CorruptError), never returned as data, and the rest
-// of the file stays readable.
+// needs and checks each; a block that fails, or that the disk cannot read
+// (EIO), is reported as ErrCorrupt naming the block (CorruptError), never
+// returned as data, and the rest of the file stays readable.
 //
 // A put stages its shards: each index's shards are appended (written at
 // their offsets, in any order, without fsync) to a temporary part file, and
@@ -74,6 +74,12 @@ type Options struct {
 	// shard disk with it (syscall.ENOSPC, syscall.EIO). It may be called
 	// from several goroutines at once.
 	WriteFault func() error
+	// ReadFault, when set, is called before every read of a stored block
+	// (Get, Stat, Verify, VerifyPart); an error it returns fails that read
+	// as the disk's own would. Tests make unreadable blocks with it
+	// (syscall.EIO: a bad sector). It may be called from several
+	// goroutines at once.
+	ReadFault func(ID) error
 }
 
 // Store is the shard directory of one agent. Its methods are safe for
@@ -409,6 +415,9 @@ func (s *Store) open(id ID) (*partFile, error) {
 	pf, err := openPart(s.Path(id), id.Blob, id.Index)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("shardstore: read %s: %w", id, ErrNotFound)
+	}
+	if pf != nil {
+		pf.readFault = s.opts.ReadFault
 	}
 	if err != nil && !errors.Is(err, ErrCorrupt) {
 		return nil, fmt.Errorf("shardstore: read %s: %w", id, err)
