@@ -199,7 +199,7 @@ func (c *Cluster) newMember(i int, opts []Option) *member {
 	// testport) and kept for restarts.
 	m.cfg, m.clockOffset = cfg, setup.clockOffset
 	if setup.failDisk {
-		c.disk.setFailing(m.name, true)
+		c.disk.setFlag(&c.disk.failing, m.name, true)
 	}
 	return m
 }

@@ -182,7 +182,7 @@ func (c *Cluster) SlowDisk(i int, d time.Duration) {
 // restarted, as its process would exit for its supervisor to restart it.
 func (c *Cluster) FailDisk(i int, on bool) {
 	c.t.Logf("testcluster: %s's Raft log refuses writes: %v", c.Name(i), on)
-	c.disk.setFailing(c.Name(i), on)
+	c.disk.setFlag(&c.disk.failing, c.Name(i), on)
 }
 
 // SlowShardDisk delays every fsync of agent i's shard files (a put's
@@ -201,7 +201,7 @@ func (c *Cluster) SlowShardDisk(i int, d time.Duration) {
 // effect at once and survives restarts of the agent.
 func (c *Cluster) FillShardDisk(i int, on bool) {
 	c.t.Logf("testcluster: %s's shard disk is full: %v", c.Name(i), on)
-	c.disk.setFull(c.Name(i), on)
+	c.disk.setFlag(&c.disk.full, c.Name(i), on)
 }
 
 // UnreadableShards makes every read of the given shards (blob, block,
@@ -244,22 +244,14 @@ type diskDelays struct {
 // errDiskFailed is what a failing disk (FailDisk) answers a write.
 var errDiskFailed = errors.New("testcluster: input/output error (FailDisk)")
 
-func (d *diskDelays) setFailing(agent string, on bool) {
+// setFlag sets agent's entry of *m (failing, full) under mu.
+func (d *diskDelays) setFlag(m *map[string]bool, agent string, on bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.failing == nil {
-		d.failing = map[string]bool{}
+	if *m == nil {
+		*m = map[string]bool{}
 	}
-	d.failing[agent] = on
-}
-
-func (d *diskDelays) setFull(agent string, on bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.full == nil {
-		d.full = map[string]bool{}
-	}
-	d.full[agent] = on
+	(*m)[agent] = on
 }
 
 // shardWriteFault returns agent's shard write fault
