@@ -21,9 +21,10 @@ import (
 )
 
 // Faults beyond Kill, Partition and Heal: one-way packet loss and latency,
-// a slow Raft disk, a slow or full shard disk, unreadable shards,
-// leadership transfer and damaged shard files. Each is undone by its own call (Heal undoes partitions
-// only; RestoreLinks undoes packet loss and latency).
+// a slow, failing or full Raft disk, a slow or full shard disk,
+// unreadable shards, leadership transfer and damaged shard files. Each is
+// undone by its own call (Heal undoes partitions only; RestoreLinks undoes
+// packet loss and latency).
 
 // link is a direction between two agents.
 type link struct{ from, to string }
@@ -185,6 +186,14 @@ func (c *Cluster) FailDisk(i int, on bool) {
 	c.disk.setFlag(&c.disk.failing, c.Name(i), on)
 }
 
+// FillRaftDisk makes agent i's Raft log refuse every append with ENOSPC
+// while on is true, as a full disk would; truncations, which free space,
+// still work. It takes effect at once and survives restarts of the agent.
+func (c *Cluster) FillRaftDisk(i int, on bool) {
+	c.t.Logf("testcluster: %s's Raft log disk is full: %v", c.Name(i), on)
+	c.disk.setFlag(&c.disk.fullLog, c.Name(i), on)
+}
+
 // SlowShardDisk delays every fsync of agent i's shard files (a put's
 // shards, repair's rewrites) by d (zero: back to normal). It takes effect
 // at once and survives restarts of the agent.
@@ -237,6 +246,7 @@ type diskDelays struct {
 	delay   map[diskOf]time.Duration
 	failing map[string]bool
 	full    map[string]bool // FillShardDisk
+	fullLog map[string]bool // FillRaftDisk
 	// unreadable holds UnreadableShards' shards.
 	unreadable map[string]map[shardstore.ID]bool
 }
@@ -280,6 +290,13 @@ func (d *diskDelays) shardReadFault(agent string) func(shardstore.ID) error {
 	}
 }
 
+// logFull reports whether agent's Raft log refuses appends (FillRaftDisk).
+func (d *diskDelays) logFull(agent string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.fullLog[agent]
+}
+
 // refuses reports whether agent's Raft log refuses writes (FailDisk).
 func (d *diskDelays) refuses(agent string) bool {
 	d.mu.Lock()
@@ -318,7 +335,7 @@ func (d *diskDelays) wrapLog(agent string) func(raft.LogStore) raft.LogStore {
 }
 
 // slowLog delays appends to a Raft log store, or refuses them and
-// truncations (FailDisk).
+// truncations (FailDisk), or appends only (FillRaftDisk).
 type slowLog struct {
 	raft.LogStore
 	agent string
@@ -331,6 +348,9 @@ func (l *slowLog) StoreLogs(logs []*raft.Log) error {
 	l.pause()
 	if l.disk.refuses(l.agent) {
 		return errDiskFailed
+	}
+	if l.disk.logFull(l.agent) {
+		return &os.PathError{Op: "write", Path: "raft log segment (FillRaftDisk)", Err: syscall.ENOSPC}
 	}
 	return l.LogStore.StoreLogs(logs)
 }
