@@ -89,4 +89,3 @@ func instanceIDs(insts map[string]*pb.Instance) string {
 	slices.Sort(ids)
 	return "[" + strings.Join(ids, " ") + "]"
 }
-
