@@ -308,11 +308,14 @@ func (r *run) flapLinks() {
 }
 
 // failRaftDisk makes one core agent's Raft log (the leader's half of the
-// time) refuse every write for 0.5-2 s. Raft refuses the entries (a
-// leader steps down) and the agent catches up once its disk takes writes
-// again; should it stop its Raft node (an append refused right after a
-// truncation), it is killed then, as zrpcd agent exits for its supervisor,
-// and restarted once its disk is back.
+// time) refuse every write for 0.5-2 s: every append and truncation (an
+// I/O error), or, half of the time (a coin from run.fullLog, added
+// later), appends only, with ENOSPC, as a full disk does while
+// truncations still free space. Raft refuses the entries (a leader steps
+// down) and the agent catches up once its disk takes writes again;
+// should it stop its Raft node (an append refused right after a
+// truncation), it is killed then, as zrpcd agent exits for its
+// supervisor, and restarted once its disk is back.
 func (r *run) failRaftDisk() {
 	a := r.leaderHalf(r.diskFail)
 	hold := 500*time.Millisecond + time.Duration(r.diskFail.Int64N(int64(1500*time.Millisecond)))
@@ -321,7 +324,11 @@ func (r *run) failRaftDisk() {
 		return
 	}
 	end := time.Now().Add(hold)
-	r.c.FailDisk(a, true)
+	fail := r.c.FailDisk
+	if r.fullLog.IntN(2) == 0 {
+		fail = r.c.FillRaftDisk
+	}
+	fail(a, true)
 	stopped := false
 	select {
 	case <-n.RaftFailed():
@@ -331,7 +338,7 @@ func (r *run) failRaftDisk() {
 		time.Sleep(time.Until(end))
 	case <-time.After(hold):
 	}
-	r.c.FailDisk(a, false)
+	fail(a, false)
 	if stopped {
 		r.restart(a)
 	}
