@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/zrpcio/zrpc/node"
+	"github.com/zrpcio/zrpc/storage/shardstore"
 	"github.com/zrpcio/zrpc/testcluster"
 )
 
@@ -56,6 +57,9 @@ var (
 	// flapFault comes before the slot's fault with odds 1 in flapOdds,
 	// drawn from run.flap.
 	flapFault = fault{"flap", "links to one agent flap", 0, (*run).flapLinks}
+	// badSectorsFault comes before the slot's fault with odds 1 in
+	// badSectorsOdds, drawn from run.sectors.
+	badSectorsFault = fault{"bad-sectors", "shards an agent's disk cannot read", 0, (*run).badSectors}
 )
 
 const (
@@ -65,6 +69,7 @@ const (
 	diskFailOdds      = 6
 	shardFullOdds     = 6
 	flapOdds          = 5
+	badSectorsOdds    = 6
 )
 
 // injectFaults runs the schedule. A fault named in ROBUSTNESS_SKIP keeps
@@ -103,6 +108,7 @@ func (r *run) laterFault(n int) (fault, bool) {
 	failDisk := r.diskFail.IntN(diskFailOdds) == 0
 	shardFull := r.shardFull.IntN(shardFullOdds) == 0
 	flap := r.flap.IntN(flapOdds) == 0
+	sectors := r.sectors.IntN(badSectorsOdds) == 0
 	switch {
 	case n == r.reapSlot:
 		return reapFault, true
@@ -118,6 +124,8 @@ func (r *run) laterFault(n int) (fault, bool) {
 		return shardFullFault, true
 	case flap:
 		return flapFault, true
+	case sectors:
+		return badSectorsFault, true
 	}
 	return fault{}, false
 }
@@ -305,6 +313,35 @@ func (r *run) flapLinks() {
 		r.c.Heal()
 		time.Sleep(spell())
 	}
+}
+
+// badSectors makes 1-8 of the shards held by the agent whose shard files
+// are damaged during the run (chosen here if none was yet: blobs survive
+// one agent's losses) unreadable for 1-4 s: every read of them fails
+// with EIO, as over bad sectors. Reads go to parity, the agent reports
+// the shards as corrupt and repair rewrites them in place (which the
+// fault outlives: they keep failing until it ends).
+func (r *run) badSectors() {
+	r.mu.Lock()
+	if r.damaged < 0 {
+		r.damaged = r.sectors.IntN(r.core)
+	}
+	a := r.damaged
+	r.mu.Unlock()
+	n, want := r.c.Node(a), 1+r.sectors.IntN(8)
+	hold := time.Second + time.Duration(r.sectors.Int64N(int64(3*time.Second)))
+	if n == nil {
+		return
+	}
+	var held []shardstore.ID
+	n.Blobs().Shards().Walk(func(id shardstore.ID, _ int64, _ time.Time) error {
+		held = append(held, id)
+		return nil
+	})
+	r.sectors.Shuffle(len(held), func(i, j int) { held[i], held[j] = held[j], held[i] })
+	r.c.UnreadableShards(a, held[:min(want, len(held))]...)
+	time.Sleep(hold)
+	r.c.UnreadableShards(a)
 }
 
 // failRaftDisk makes one core agent's Raft log (the leader's half of the

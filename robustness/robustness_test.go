@@ -160,7 +160,11 @@ type run struct {
 	// fullLog is the random source of failRaftDisk's choice between a
 	// failing and a full disk, added after flap; used on the test
 	// goroutine only.
-	fullLog  *rand.Rand
+	fullLog *rand.Rand
+	// sectors is the random source of the unreadable shards
+	// (badSectorsFault), added after fullLog; used on the test goroutine
+	// only.
+	sectors  *rand.Rand
 	reap     time.Duration // dead_node_reap of this run
 	reapSlot int           // the slot of the schedule the reap fault takes, or -1
 	// core agents 0..core-1 take registry writes and are never removed; an
@@ -213,7 +217,7 @@ func newRun(t *testing.T, seed uint64) *run {
 	r := &run{t: t, seed: seed, rng: rng, extra: extra, wipes: rand.New(rand.NewPCG(seed, 0x3195)), silent: rand.New(rand.NewPCG(seed, 0x5117)),
 		latency: rand.New(rand.NewPCG(seed, 0x1a7e)), diskFail: rand.New(rand.NewPCG(seed, 0xd15c)),
 		shardFull: rand.New(rand.NewPCG(seed, 0xf011)), flap: rand.New(rand.NewPCG(seed, 0xf1a9)),
-		fullLog: rand.New(rand.NewPCG(seed, 0xf1d5)), reap: reap, reapSlot: reapSlot, c: c, core: core,
+		fullLog: rand.New(rand.NewPCG(seed, 0xf1d5)), sectors: rand.New(rand.NewPCG(seed, 0xbad5)), reap: reap, reapSlot: reapSlot, c: c, core: core,
 		incarnations: make([]int, core), damaged: -1, blobs: newBlobBook(seed), sessions: &sessionBook{}, ttl: &ttlBook{}}
 	for i := range core {
 		r.agentClients = append(r.agentClients, r.newClient(c.GRPCAddr(i)))
@@ -327,6 +331,7 @@ func (r *run) healAll() {
 		r.c.SlowDisk(i, 0)
 		r.c.SlowShardDisk(i, 0)
 		r.c.FillShardDisk(i, false)
+		r.c.UnreadableShards(i)
 	}
 	for i := range r.core {
 		if r.c.Node(i) == nil {
