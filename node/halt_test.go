@@ -1,24 +1,14 @@
 package node
 
 import (
-	"runtime"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/zrpcio/zrpc/internal/teststack"
 )
 
 // goroutinesRunning counts this process's goroutines whose stack holds fn.
-func goroutinesRunning(fn string) int {
-	buf := make([]byte, 8<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	n := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, fn) {
-			n++
-		}
-	}
-	return n
-}
+func goroutinesRunning(fn string) int { return len(teststack.Goroutines("", fn)) }
 
 // TestHaltStopsTheBlobStoresLoops: a halted agent (testcluster's kill)
 // stops its scrubber and orphan collector, as a crashed process would;

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/teststack"
 	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
@@ -26,26 +26,7 @@ var eventually = testwait.For
 // when state is not empty, whose status starts with state ("select",
 // "chan receive").
 func goroutinesIn(state string, funcs ...string) int {
-	buf := make([]byte, 1<<16)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	count := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		header, _, _ := strings.Cut(g, "\n")
-		if state != "" && !strings.Contains(header, "["+state) {
-			continue
-		}
-		if !slices.ContainsFunc(funcs, func(fn string) bool { return !strings.Contains(g, fn) }) {
-			count++
-		}
-	}
-	return count
+	return len(teststack.Goroutines(state, funcs...))
 }
 
 const watcherNext = "raftstore.(*Watcher).Next("

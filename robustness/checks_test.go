@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/teststack"
 	"github.com/zrpcio/zrpc/node"
 	"github.com/zrpcio/zrpc/raftstore"
 )
@@ -249,13 +249,5 @@ func (r *run) checkTTL() {
 // goroutinesIn returns the stacks of this process's goroutines that are
 // in function fn (the agents run in the test process).
 func goroutinesIn(fn string) string {
-	buf := make([]byte, 16<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, fn) {
-			out = append(out, g)
-		}
-	}
-	return strings.Join(out, "\n\n")
+	return strings.Join(teststack.Goroutines("", fn), "\n\n")
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +17,7 @@ import (
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/fsmtest"
+	"github.com/zrpcio/zrpc/internal/teststack"
 	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/raftstore"
 )
@@ -280,10 +280,7 @@ func TestWatchOfEverythingSendsItsSnapshotPageByPage(t *testing.T) {
 }
 
 // stackHas reports whether some goroutine's stack has fn.
-func stackHas(fn string) bool {
-	buf := make([]byte, 1<<20)
-	return strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn)
-}
+func stackHas(fn string) bool { return len(teststack.Goroutines("", fn)) > 0 }
 
 // TestWatchBudgetSnapshotPagesWaitForRoom: a snapshot whose first page
 // does not fit in what the budget has left waits for room instead of
