@@ -118,3 +118,36 @@ func rebuiltShards(c *testcluster.Cluster) uint64 {
 	}
 	return n
 }
+
+// TestACorruptShardOnADiskThatFailsWritesMovesToAnotherAgent: four agents,
+// a 2+1 blob on three of them; one holder's disk can neither read one of
+// its shards (EIO) nor write (EIO). Repair tries to rewrite the shard in
+// place, fails, and after the second failure puts it on the fourth
+// agent: every recorded holder then holds its shard, and the blob reads
+// back whole, while the failing disk still fails.
+func TestACorruptShardOnADiskThatFailsWritesMovesToAnotherAgent(t *testing.T) {
+	c := newBlobCluster(t, 4)
+	data := randomBytes(1<<20+3, 44)
+	put(t, agentClient(t, c, 0), "dying", data, client.PutOptions{Data: 2, Parity: 1})
+	b := c.Leader().Store().FSM().Blob("dying")
+	id := shardstore.ID{Blob: b.Id, Block: 0, Index: 0}
+	holder := b.Holder(b.Blocks[0], 0)
+	bad := agentIndex(t, c, holder)
+	c.UnreadableShards(bad, id)
+	c.FailShardDisk(bad, true)
+	if n := c.Node(bad).Blobs().ScrubOnce(ctxFor(t, 10*time.Second), 0); n != 1 {
+		t.Fatalf("a scrub pass over the unreadable shard reported %d, want 1", n)
+	}
+	c.WaitFor(30*time.Second, "repair moves the shard off the failing disk", func() bool {
+		l := c.Leader()
+		if l == nil {
+			return false
+		}
+		nb := l.Store().FSM().Blob("dying")
+		return nb != nil && nb.Holder(nb.Blocks[0], 0) != holder
+	})
+	waitShardsHeld(t, c, "dying", "every shard held with its CRC")
+	if got := get(t, agentClient(t, c, 1), "dying", client.GetOptions{}); !bytes.Equal(got, data) {
+		t.Fatal("the blob reads back different bytes after its shard moved")
+	}
+}

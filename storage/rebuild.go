@@ -24,13 +24,14 @@ var errNoTarget = errors.New("no alive agent without a shard of this block")
 // no shard of the block.
 func (r *repairer) rebuild(ctx context.Context, t task) rebuilt {
 	res := rebuilt{t: t}
-	res.bytes, res.placed, res.err = r.rebuildShard(ctx, t, &res.reserved)
+	res.bytes, res.placed, res.err = r.rebuildShard(ctx, t, &res.reserved, &res.stored)
 	return res
 }
 
 // rebuildShard rebuilds t's shard and stages it on its target, whose
-// reservation it records in *reserved.
-func (r *repairer) rebuildShard(ctx context.Context, t task, reserved *string) (int, *pb.ShardPlacement, error) {
+// reservation it records in *reserved; *stored says the error, if any,
+// is the target's failure to stage it.
+func (r *repairer) rebuildShard(ctx context.Context, t task, reserved *string, stored *bool) (int, *pb.ShardPlacement, error) {
 	s := r.s
 	b := s.cluster.Meta().BlobByID(t.key.blob)
 	if b == nil || int(t.key.block) >= len(b.Blocks) {
@@ -54,6 +55,7 @@ func (r *repairer) rebuildShard(ctx context.Context, t task, reserved *string) (
 	}
 	sc := Scheme{K: int(b.DataShards), M: int(b.ParityShards)}
 	if err := s.putShard(ctx, target, ref, sc, blobBlockSize(b), int(blk.Len), sum, payload, true); err != nil {
+		*stored = true
 		return 0, nil, err
 	}
 	return len(payload), &pb.ShardPlacement{Block: t.key.block, Index: t.key.index, Node: target, Sum: sum}, nil
@@ -146,10 +148,14 @@ func (r *repairer) pick(b *pb.Blob, block, idx int, reason string) (string, erro
 	zones := make(map[string]int)
 	zoneOf := make(map[string]string)
 	now := r.s.now()
+	inPlace := false // the corrupt copy's own agent can take it again
 	for _, m := range members {
 		zoneOf[m.Name] = m.Zone
 		if reason == reasonCorrupt && m.Alive && !m.Full && !m.Leaving && m.Name == current && !r.refusedSpace(current, now) {
-			return current, nil
+			if r.inPlace[shardKey{b.Id, uint32(block), uint32(idx)}] < maxInPlace {
+				return current, nil
+			}
+			inPlace = true
 		}
 	}
 	alive := placeable(members)
@@ -171,8 +177,16 @@ func (r *repairer) pick(b *pb.Blob, block, idx int, reason string) (string, erro
 			fallback = n.ID
 		}
 	}
-	if fallback == "" {
-		return "", errNoTarget
+	switch {
+	case fallback != "":
+		return fallback, nil
+	case inPlace: // no other agent can take it: in place again
+		return current, nil
 	}
-	return fallback, nil
+	return "", errNoTarget
 }
+
+// maxInPlace is how many rewrites of a corrupt copy on its own agent may
+// fail in a row (a disk that fails writes too, not only reads) before
+// repair places the shard on another agent that can take it.
+const maxInPlace = 2

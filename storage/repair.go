@@ -75,6 +75,11 @@ type repairer struct {
 	// for a while (spaceRefusal), since each scan would otherwise try
 	// every lost shard on them again, failing and warning for each.
 	full map[string]spaceRefusal
+	// inPlace counts, by shard, the rewrites of a corrupt copy on its
+	// own agent that the agent failed to store in a row (a disk that
+	// fails writes too): past maxInPlace, repair places it on another
+	// agent when one can take it.
+	inPlace map[shardKey]int
 	// retry holds the shards whose rebuild failed, and when, until a scan
 	// queues them again (or finds they need none): neither queued nor in
 	// progress meanwhile, they are still lost. A scan queues one again
@@ -100,7 +105,7 @@ func newRepairer(s *Store) *repairer {
 	return &repairer{
 		s: s, wake: make(chan struct{}, 1), queue: make(chan task, 4096),
 		queued: make(map[shardKey]bool), retry: make(map[shardKey]time.Time), corrupt: make(map[copyKey]fault), failedAt: make(map[string]time.Time),
-		placing: make(map[blockRef]map[string]bool), full: make(map[string]spaceRefusal),
+		placing: make(map[blockRef]map[string]bool), full: make(map[string]spaceRefusal), inPlace: make(map[shardKey]int),
 	}
 }
 
@@ -154,6 +159,7 @@ func (s *Store) RunRepair(ctx context.Context) {
 	r.leadSince = r.s.now()
 	r.retry = make(map[shardKey]time.Time)
 	r.full = make(map[string]spaceRefusal)
+	r.inPlace = make(map[shardKey]int)
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
@@ -279,6 +285,11 @@ func (r *repairer) scan(ctx context.Context) {
 	r.waiting, r.waitingForAgent = waiting, forAgent
 	// A failed shard this scan does not find lost (its blob is gone, it
 	// moved, or it now waits for an agent) is no longer retried.
+	for key := range r.inPlace {
+		if !needs[key] {
+			delete(r.inPlace, key)
+		}
+	}
 	for key := range r.retry {
 		if !needs[key] {
 			delete(r.retry, key)
@@ -509,6 +520,9 @@ type rebuilt struct {
 	reserved string             // the agent reserved for it in placing ("" for none)
 	placed   *pb.ShardPlacement // where the rebuilt shard is staged
 	err      error
+	// stored: err is the target's, which failed to stage or sync the
+	// rebuilt shard (its disk, or the agent itself), not the rebuild's.
+	stored bool
 }
 
 // runBatch rebuilds a batch of shards, a few at once, staging them on
@@ -610,7 +624,7 @@ func (r *repairer) syncRebuilt(ctx context.Context, results []rebuilt) {
 			}
 			if err != nil {
 				for _, i := range idxs {
-					results[i].err = err
+					results[i].err, results[i].stored = err, true
 				}
 			}
 		}()
@@ -625,6 +639,7 @@ func (r *repairer) currentHolder(t task) string {
 
 func (r *repairer) finish(res rebuilt) {
 	t := res.t
+	inPlace := res.reserved != "" && res.reserved == r.currentHolder(t)
 	r.mu.Lock()
 	r.inProgress--
 	delete(r.queued, t.key)
@@ -634,12 +649,16 @@ func (r *repairer) finish(res rebuilt) {
 		r.lastErr = res.err.Error()
 		now := r.s.now()
 		r.retry[t.key] = now
-		if res.reserved != "" && errors.Is(res.err, apierr.ErrNoSpace) {
+		switch {
+		case res.reserved != "" && errors.Is(res.err, apierr.ErrNoSpace):
 			newlyFull = !r.refusedSpace(res.reserved, now)
 			fullWait = r.refuseSpace(res.reserved, now)
+		case res.stored && inPlace && t.reason == reasonCorrupt:
+			r.inPlace[t.key]++
 		}
 	} else {
 		delete(r.full, res.reserved)
+		delete(r.inPlace, t.key)
 		r.rebuilt++
 		r.rebuiltB += uint64(res.bytes)
 		delete(r.corrupt, copyKey{t.key, t.node})

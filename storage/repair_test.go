@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -381,5 +382,51 @@ func TestRepairBacksOffAFullAgentAndComesBackWhenItHasRoom(t *testing.T) {
 	r.finish(rebuilt{t: task{key: shardKey{strings.Repeat("cd", 16), 0, 1}}, reserved: "n2"})
 	if w := refuse(now); w != fullFirst {
 		t.Fatalf("a refusal after a stored shard: wait %s, want %s", w, fullFirst)
+	}
+}
+
+// TestACorruptCopyWhoseAgentCannotRewriteItMoves: a corrupt copy is
+// rewritten on its own agent; once that agent has failed to store the
+// rewrite maxInPlace times in a row (its disk fails writes too), the
+// shard goes to an agent without a shard of the block, when there is
+// one, and back on its own agent when there is none. A failure that is
+// not the target's (the rebuild's own) does not count.
+func TestACorruptCopyWhoseAgentCannotRewriteItMoves(t *testing.T) {
+	for _, tc := range []struct {
+		nodes []string
+		want  string
+	}{
+		{[]string{"n1", "n2", "n3", "n4"}, "n4"},
+		{[]string{"n1", "n2", "n3"}, "n1"},
+	} {
+		s, fc := newTestStore(t, Config{}, "n2", tc.nodes...)
+		b := commitBlob(t, fc, "bad-disk", 2, 1, "n1", "n2", "n3")
+		r := s.repair
+		tk := task{key: shardKey{b.Id, 0, 0}, reason: reasonCorrupt}
+		fail := func(stored bool) {
+			t.Helper()
+			target, err := r.target(b, 0, 0, reasonCorrupt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.mu.Lock()
+			r.inProgress++
+			r.mu.Unlock()
+			res := rebuilt{t: tk, reserved: target, stored: stored, err: errors.New("stage shard: input/output error")}
+			r.release([]rebuilt{res})
+			r.finish(res)
+		}
+		fail(false) // the rebuild's failure, not n1's
+		for range maxInPlace - 1 {
+			fail(true)
+		}
+		if got, err := r.target(b, 0, 0, reasonCorrupt); err != nil || got != "n1" {
+			t.Fatalf("%v: after %d failed rewrites on n1 the shard goes to %s (%v), want n1 still", tc.nodes, maxInPlace-1, got, err)
+		}
+		r.release([]rebuilt{{t: tk, reserved: "n1"}})
+		fail(true)
+		if got, err := r.target(b, 0, 0, reasonCorrupt); err != nil || got != tc.want {
+			t.Fatalf("%v: after %d failed rewrites on n1 the shard goes to %s (%v), want %s", tc.nodes, maxInPlace, got, err, tc.want)
+		}
 	}
 }

@@ -21,7 +21,7 @@ import (
 )
 
 // Faults beyond Kill, Partition and Heal: one-way packet loss and latency,
-// a slow, failing or full Raft disk, a slow or full shard disk,
+// a slow, failing or full Raft disk, a slow, failing or full shard disk,
 // unreadable shards, leadership transfer and damaged shard files. Each is
 // undone by its own call (Heal undoes partitions only; RestoreLinks undoes
 // packet loss and latency).
@@ -213,6 +213,14 @@ func (c *Cluster) FillShardDisk(i int, on bool) {
 	c.disk.setFlag(&c.disk.full, c.Name(i), on)
 }
 
+// FailShardDisk makes agent i's shard store answer every write and fsync
+// of a shard file with EIO while on is true, as a failing disk would. It
+// takes effect at once and survives restarts of the agent.
+func (c *Cluster) FailShardDisk(i int, on bool) {
+	c.t.Logf("testcluster: %s's shard disk fails writes: %v", c.Name(i), on)
+	c.disk.setFlag(&c.disk.failingShards, c.Name(i), on)
+}
+
 // UnreadableShards makes every read of the given shards (blob, block,
 // index) on agent i fail with EIO, as bad sectors under them would, until
 // it is called again for i with no ids. It takes effect at once and
@@ -246,7 +254,9 @@ type diskDelays struct {
 	delay   map[diskOf]time.Duration
 	failing map[string]bool
 	full    map[string]bool // FillShardDisk
-	fullLog map[string]bool // FillRaftDisk
+	// failingShards holds FailShardDisk's agents.
+	failingShards map[string]bool
+	fullLog       map[string]bool // FillRaftDisk
 	// unreadable holds UnreadableShards' shards.
 	unreadable map[string]map[shardstore.ID]bool
 }
@@ -265,12 +275,16 @@ func (d *diskDelays) setFlag(m *map[string]bool, agent string, on bool) {
 }
 
 // shardWriteFault returns agent's shard write fault
-// (node.WithShardWriteFault): ENOSPC while FillShardDisk holds.
+// (node.WithShardWriteFault): EIO while FailShardDisk holds, ENOSPC while
+// FillShardDisk does.
 func (d *diskDelays) shardWriteFault(agent string) func() error {
 	return func() error {
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		if d.full[agent] {
+		switch {
+		case d.failingShards[agent]:
+			return syscall.EIO
+		case d.full[agent]:
 			return syscall.ENOSPC
 		}
 		return nil
