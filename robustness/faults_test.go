@@ -320,7 +320,10 @@ func (r *run) flapLinks() {
 // one agent's losses) unreadable for 1-4 s: every read of them fails
 // with EIO, as over bad sectors. Reads go to parity, the agent reports
 // the shards as corrupt and repair rewrites them in place (which the
-// fault outlives: they keep failing until it ends).
+// fault outlives: they keep failing until it ends). Half of the time the
+// disk fails every shard write too (a dying disk): puts that need the
+// agent fail, and repair moves the shards it cannot rewrite there to
+// another agent that can take them.
 func (r *run) badSectors() {
 	r.mu.Lock()
 	if r.damaged < 0 {
@@ -330,6 +333,7 @@ func (r *run) badSectors() {
 	r.mu.Unlock()
 	n, want := r.c.Node(a), 1+r.sectors.IntN(8)
 	hold := time.Second + time.Duration(r.sectors.Int64N(int64(3*time.Second)))
+	failWrites := r.sectors.IntN(2) == 0
 	if n == nil {
 		return
 	}
@@ -340,8 +344,12 @@ func (r *run) badSectors() {
 	})
 	r.sectors.Shuffle(len(held), func(i, j int) { held[i], held[j] = held[j], held[i] })
 	r.c.UnreadableShards(a, held[:min(want, len(held))]...)
+	if failWrites {
+		r.c.FailShardDisk(a, true)
+	}
 	time.Sleep(hold)
 	r.c.UnreadableShards(a)
+	r.c.FailShardDisk(a, false)
 }
 
 // failRaftDisk makes one core agent's Raft log (the leader's half of the

@@ -332,6 +332,7 @@ func (r *run) healAll() {
 		r.c.SlowShardDisk(i, 0)
 		r.c.FillShardDisk(i, false)
 		r.c.UnreadableShards(i)
+		r.c.FailShardDisk(i, false)
 	}
 	for i := range r.core {
 		if r.c.Node(i) == nil {
