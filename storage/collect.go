@@ -214,7 +214,9 @@ func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
 					return bad.n
 				}
 				id := shardstore.ID{Blob: b.Id, Block: uint32(bi), Index: uint16(idx)}
-				err := mapShardErr(s.shards.Verify(id))
+				err := s.shards.Verify(id)
+				s.readFailed(err)
+				err = mapShardErr(err)
 				ref := &pb.ShardRef{BlobId: b.Id, Block: uint32(bi), Index: uint32(idx), Node: self}
 				switch {
 				case errors.Is(err, ErrCorrupt):

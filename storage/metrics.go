@@ -15,6 +15,7 @@ type Metrics struct {
 	shardWrites           prometheus.Counter
 	shardReads            prometheus.Counter
 	corruptShards         prometheus.Counter
+	shardIOErrors         prometheus.Counter
 	lostShards            prometheus.Counter
 	shardsCollected       prometheus.Counter
 	scrubbedBytes         prometheus.Counter
@@ -51,6 +52,7 @@ func NewMetrics() *Metrics {
 		shardReads:      counter("shard_reads_total", "Shards read from this agent's shard store for peers."),
 		corruptShards:   counter("corrupt_shards_total", "Corrupt shards found by reads or the scrubber."),
 		lostShards:      counter("lost_shards_total", "Shards whose holder has no file for them, found by reads or the scrubber."),
+		shardIOErrors:   counter("shard_io_errors_total", "Shard reads this agent's disk failed (EIO): a failing disk. The shards are counted corrupt too, and rebuilt."),
 		shardsCollected: counter("shards_collected_total", "Shard files deleted because no blob refers to them."),
 		scrubbedBytes:   counter("scrubbed_bytes_total", "Shard bytes re-read by the scrubber."),
 		repairQueued: repairGauge("repair_queued", "Shards waiting to be rebuilt (leader only).",
@@ -73,6 +75,6 @@ func NewMetrics() *Metrics {
 // Collectors returns every metric, for registering.
 func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.putBytes, m.getBytes, m.putsFailed, m.degradedReads, m.shardWrites, m.shardReads,
-		m.corruptShards, m.lostShards, m.shardsCollected, m.scrubbedBytes, m.repairQueued, m.repairInProgress,
+		m.corruptShards, m.shardIOErrors, m.lostShards, m.shardsCollected, m.scrubbedBytes, m.repairQueued, m.repairInProgress,
 		m.repairRetrying, m.repairWaiting, m.repairWaitingForAgent, m.repairShards, m.repairBytes, m.repairFailed}
 }

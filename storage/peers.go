@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/zrpcio/zrpc/api/apierr"
@@ -168,6 +169,7 @@ func (s *Store) getShardInto(ctx context.Context, node string, ref *pb.ShardRef,
 	if node == s.cluster.Self() {
 		var h shardstore.Header
 		h, payload, err = s.shards.Get(shardID(ref), dst)
+		s.readFailed(err)
 		err = mapShardErr(err)
 		got = h.Sum // Get checked the payload against its header
 	} else {
@@ -202,6 +204,22 @@ func (s *Store) getShardInto(ctx context.Context, node string, ref *pb.ShardRef,
 			ErrCorrupt, ref.BlobId, ref.Block, ref.Index, node, got, want)
 	}
 	return payload, nil
+}
+
+// readFailed counts a read of a local shard that the disk failed (EIO)
+// and warns of it, once a minute at most: the shard is corrupt to the
+// caller, reported and rebuilt from the others, but a disk that fails
+// reads is failing, and only its operator can replace it.
+func (s *Store) readFailed(err error) {
+	if !errors.Is(err, syscall.EIO) {
+		return
+	}
+	s.metrics.shardIOErrors.Inc()
+	if pass, held := s.ioWarned.Seen("shards"); pass {
+		s.log.Warn("the disk failed to read a shard; it is rebuilt from the other shards, but a disk that fails reads is failing: "+
+			"check it (dmesg, SMART) and replace it if this goes on (zrpc_blob_shard_io_errors_total counts them)",
+			"err", err, "more_since_last_warning", held)
+	}
 }
 
 // reportShards tells the leader's repair, in the background, about copies
@@ -422,6 +440,7 @@ func (ss *ShardServer) GetShard(ctx context.Context, req *pb.GetShardRequest) (*
 	// payload by reference (internal/wirecodec), after this returns.
 	h, payload, err := ss.s.shards.Get(shardID(req.Ref), nil)
 	if err != nil {
+		ss.s.readFailed(err)
 		return nil, mapShardErr(err)
 	}
 	ss.s.metrics.shardReads.Inc()

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -428,5 +430,60 @@ func TestACorruptCopyWhoseAgentCannotRewriteItMoves(t *testing.T) {
 		if got, err := r.target(b, 0, 0, reasonCorrupt); err != nil || got != tc.want {
 			t.Fatalf("%v: after %d failed rewrites on n1 the shard goes to %s (%v), want %s", tc.nodes, maxInPlace, got, err, tc.want)
 		}
+	}
+}
+
+// TestShardReadsTheDiskFailsAreCountedAndWarnedOfOnceAMinute: scrub passes
+// over a shard whose reads fail with EIO report it as corrupt each time,
+// count every failed read in zrpc_blob_shard_io_errors_total, and warn
+// once (a failing disk is the operator's to replace, not a line per read);
+// before the disk fails, a pass finds nothing.
+func TestShardReadsTheDiskFailsAreCountedAndWarnedOfOnceAMinute(t *testing.T) {
+	var logs testlog.Buffer
+	var eio atomic.Bool
+	fc := newFakeCluster("n1")
+	fc.setNodes(t, true, "n1", "n2", "n3")
+	shards, err := shardstore.Open(t.TempDir(), shardstore.Options{ReadFault: func(shardstore.ID) error {
+		if eio.Load() {
+			return syscall.EIO
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{RepairInterval: time.Hour}, fc, shards, nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	fc.store = s
+	t.Cleanup(s.Close)
+	b := commitBlob(t, fc, "on-a-bad-disk", 2, 1, "n1", "n2", "n3")
+	payload := make([]byte, codec.ShardLen(int(b.Blocks[0].Len), 2))
+	h := shardstore.Header{ID: shardstore.ID{Blob: b.Id, Block: 0, Index: 0}, K: 2, M: 1, BlockLen: b.Blocks[0].Len,
+		ShardLen: uint32(len(payload)), Sum: codec.Checksum(payload), BlockSize: b.BlockSize}
+	if err := shards.Put(h, payload); err != nil {
+		t.Fatal(err)
+	}
+	ioErrors := func() float64 {
+		var out dto.Metric
+		if err := s.metrics.shardIOErrors.Write(&out); err != nil {
+			t.Fatal(err)
+		}
+		return out.GetCounter().GetValue()
+	}
+	ctx := context.Background()
+	if n := s.ScrubOnce(ctx, 0); n != 0 || ioErrors() != 0 {
+		t.Fatalf("a pass over a readable shard: %d reported, %v I/O errors; want none", n, ioErrors())
+	}
+	eio.Store(true)
+	for range 3 {
+		if n := s.ScrubOnce(ctx, 0); n != 1 {
+			t.Fatalf("a pass over a shard the disk cannot read reported %d, want 1", n)
+		}
+	}
+	s.wg.Wait()
+	if got := ioErrors(); got != 3 {
+		t.Fatalf("zrpc_blob_shard_io_errors_total = %v after three passes, want 3", got)
+	}
+	if n := strings.Count(logs.String(), "the disk failed to read a shard"); n != 1 {
+		t.Fatalf("three failed reads within a minute warned %d times, want once:\n%s", n, logs.String())
 	}
 }

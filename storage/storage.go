@@ -21,6 +21,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/warnrate"
 	"github.com/zrpcio/zrpc/storage/placement"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 )
@@ -214,6 +215,9 @@ type Store struct {
 	// reported holds the copies this agent reported corrupt or lost lately
 	// (peers.go).
 	reported recentReports
+	// ioWarned lets one warning a minute through about shard reads the
+	// disk failed (readFailed).
+	ioWarned *warnrate.Limiter
 
 	wg     sync.WaitGroup
 	ctx    context.Context
@@ -235,6 +239,7 @@ func New(cfg Config, cluster Cluster, shards *shardstore.Store, metrics *Metrics
 		work:        make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1)),
 		formingWait: formingWait,
 		commitWait:  commitWait,
+		ioWarned:    warnrate.New(time.Minute, 1, time.Now),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.repair = newRepairer(s)

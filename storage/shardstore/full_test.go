@@ -153,8 +153,8 @@ func TestABlockTheDiskCannotReadIsCorrupt(t *testing.T) {
 	eio := error(syscall.EIO)
 	fail.Store(&eio)
 	var ce *CorruptError
-	if _, _, err := s.Get(bad, nil); !errors.As(err, &ce) || ce.Block != 2 || !strings.Contains(err.Error(), "input/output error") {
-		t.Fatalf("Get of a block the disk cannot read: %v, want a CorruptError for block 2 saying why", err)
+	if _, _, err := s.Get(bad, nil); !errors.As(err, &ce) || ce.Block != 2 || !strings.Contains(err.Error(), "input/output error") || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Get of a block the disk cannot read: %v, want a CorruptError for block 2 wrapping the disk's EIO", err)
 	}
 	if _, err := s.Stat(bad); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Stat of it: %v, want ErrCorrupt", err)

@@ -146,19 +146,27 @@ func unmarshalPartHeader(b []byte) (partHeader, error) {
 	return p, nil
 }
 
-// CorruptError is a block of a part file that fails its checks. It wraps
-// ErrCorrupt; Block says which block, so that only it is rebuilt.
+// CorruptError is a block of a part file that fails its checks, or that
+// the disk cannot read. It wraps ErrCorrupt, and the disk's error when
+// there is one (Cause: syscall.EIO); Block says which block, so that only
+// it is rebuilt.
 type CorruptError struct {
 	Path   string
 	Block  uint32
 	Detail string
+	Cause  error
 }
 
 func (e *CorruptError) Error() string {
 	return fmt.Sprintf("shardstore: read %s: block %d: %s: %s", e.Path, e.Block, ErrCorrupt, e.Detail)
 }
 
-func (e *CorruptError) Unwrap() error { return ErrCorrupt }
+func (e *CorruptError) Unwrap() []error {
+	if e.Cause != nil {
+		return []error{ErrCorrupt, e.Cause}
+	}
+	return []error{ErrCorrupt}
+}
 
 // partFile is an open part file whose header has been read and checked.
 type partFile struct {
@@ -181,7 +189,7 @@ func unreadable(path string, block uint32, err error) error {
 		err = pe.Err
 	}
 	if errors.Is(err, syscall.EIO) {
-		return &CorruptError{Path: path, Block: block, Detail: "the disk cannot read it: " + err.Error()}
+		return &CorruptError{Path: path, Block: block, Detail: "the disk cannot read it: " + err.Error(), Cause: err}
 	}
 	return fmt.Errorf("shardstore: read %s: block %d: %w", path, block, err)
 }
