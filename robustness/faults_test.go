@@ -325,12 +325,7 @@ func (r *run) flapLinks() {
 // agent fail, and repair moves the shards it cannot rewrite there to
 // another agent that can take them.
 func (r *run) badSectors() {
-	r.mu.Lock()
-	if r.damaged < 0 {
-		r.damaged = r.sectors.IntN(r.core)
-	}
-	a := r.damaged
-	r.mu.Unlock()
+	a := r.damagedAgent(r.sectors)
 	n, want := r.c.Node(a), 1+r.sectors.IntN(8)
 	hold := time.Second + time.Duration(r.sectors.Int64N(int64(3*time.Second)))
 	failWrites := r.sectors.IntN(2) == 0
@@ -397,12 +392,7 @@ func (r *run) failRaftDisk() {
 // shards fail, saying so; others are acknowledged without them, and
 // repair stores them once the disk has room again.
 func (r *run) fillShardDisk() {
-	r.mu.Lock()
-	if r.damaged < 0 {
-		r.damaged = r.shardFull.IntN(r.core)
-	}
-	a := r.damaged
-	r.mu.Unlock()
+	a := r.damagedAgent(r.shardFull)
 	r.c.FillShardDisk(a, true)
 	time.Sleep(time.Second + time.Duration(r.shardFull.Int64N(int64(3*time.Second))))
 	r.c.FillShardDisk(a, false)
@@ -414,11 +404,8 @@ func (r *run) fillShardDisk() {
 // shard files are damaged during the run (chosen here if none was yet):
 // blobs survive one agent's losses, not two.
 func (r *run) wipeOne() {
+	a := r.damagedAgent(r.wipes)
 	r.mu.Lock()
-	if r.damaged < 0 {
-		r.damaged = r.wipes.IntN(r.core)
-	}
-	a := r.damaged
 	r.incarnations[a]++
 	r.mu.Unlock()
 	r.t.Logf("robustness: wipe %s", r.c.Name(a))
@@ -470,9 +457,19 @@ func (r *run) joinOrLeave() {
 // damageShards deletes, truncates or flips shard files of one agent; a run
 // damages only one agent, so that every block keeps enough shards.
 func (r *run) damageShards() {
-	if r.damaged < 0 {
-		r.damaged = r.rng.IntN(r.core)
-	}
+	a := r.damagedAgent(r.rng)
 	how := testcluster.ShardDamage(r.rng.IntN(3))
-	r.c.DamageShards(r.damaged, r.rng, 1+r.rng.IntN(4), how)
+	r.c.DamageShards(a, r.rng, 1+r.rng.IntN(4), how)
+}
+
+// damagedAgent returns the core agent whose shards the run damages (a
+// blob survives one agent's losses, not two), drawing it from rng when
+// no fault has chosen it yet.
+func (r *run) damagedAgent(rng *rand.Rand) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.damaged < 0 {
+		r.damaged = rng.IntN(r.core)
+	}
+	return r.damaged
 }
