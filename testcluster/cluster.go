@@ -90,7 +90,7 @@ func WithClockOffset(name string, d time.Duration) Option {
 type Cluster struct {
 	t    testing.TB
 	net  *network
-	disk diskDelays // SlowDisk, SlowShardDisk (faults.go)
+	disk diskFaults // slow, failing and full disks, unreadable shards (faults.go)
 
 	mu      sync.Mutex // guards members: Add appends while others read
 	members []*member
@@ -199,7 +199,7 @@ func (c *Cluster) newMember(i int, opts []Option) *member {
 	// testport) and kept for restarts.
 	m.cfg, m.clockOffset = cfg, setup.clockOffset
 	if setup.failDisk {
-		c.disk.setFlag(&c.disk.failing, m.name, true)
+		c.disk.setFault(m.name, raftFailing, true)
 	}
 	return m
 }

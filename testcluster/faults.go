@@ -183,7 +183,7 @@ func (c *Cluster) SlowDisk(i int, d time.Duration) {
 // restarted, as its process would exit for its supervisor to restart it.
 func (c *Cluster) FailDisk(i int, on bool) {
 	c.t.Logf("testcluster: %s's Raft log refuses writes: %v", c.Name(i), on)
-	c.disk.setFlag(&c.disk.failing, c.Name(i), on)
+	c.disk.setFault(c.Name(i), raftFailing, on)
 }
 
 // FillRaftDisk makes agent i's Raft log refuse every append with ENOSPC
@@ -191,7 +191,7 @@ func (c *Cluster) FailDisk(i int, on bool) {
 // still work. It takes effect at once and survives restarts of the agent.
 func (c *Cluster) FillRaftDisk(i int, on bool) {
 	c.t.Logf("testcluster: %s's Raft log disk is full: %v", c.Name(i), on)
-	c.disk.setFlag(&c.disk.fullLog, c.Name(i), on)
+	c.disk.setFault(c.Name(i), raftFull, on)
 }
 
 // SlowShardDisk delays every fsync of agent i's shard files (a put's
@@ -210,7 +210,7 @@ func (c *Cluster) SlowShardDisk(i int, d time.Duration) {
 // effect at once and survives restarts of the agent.
 func (c *Cluster) FillShardDisk(i int, on bool) {
 	c.t.Logf("testcluster: %s's shard disk is full: %v", c.Name(i), on)
-	c.disk.setFlag(&c.disk.full, c.Name(i), on)
+	c.disk.setFault(c.Name(i), shardsFull, on)
 }
 
 // FailShardDisk makes agent i's shard store answer every write and fsync
@@ -218,7 +218,7 @@ func (c *Cluster) FillShardDisk(i int, on bool) {
 // takes effect at once and survives restarts of the agent.
 func (c *Cluster) FailShardDisk(i int, on bool) {
 	c.t.Logf("testcluster: %s's shard disk fails writes: %v", c.Name(i), on)
-	c.disk.setFlag(&c.disk.failingShards, c.Name(i), on)
+	c.disk.setFault(c.Name(i), shardsFailing, on)
 }
 
 // UnreadableShards makes every read of the given shards (blob, block,
@@ -247,44 +247,60 @@ const (
 	shardFsync             // shard file fsyncs (SlowShardDisk)
 )
 
-// diskDelays holds SlowDisk's and SlowShardDisk's delays, FailDisk's
-// failing Raft logs and FillShardDisk's full shard disks, by agent name.
-type diskDelays struct {
-	mu      sync.Mutex
-	delay   map[diskOf]time.Duration
-	failing map[string]bool
-	full    map[string]bool // FillShardDisk
-	// failingShards holds FailShardDisk's agents.
-	failingShards map[string]bool
-	fullLog       map[string]bool // FillRaftDisk
-	// unreadable holds UnreadableShards' shards.
+// diskFault names what a failing-disk fault does.
+type diskFault int
+
+const (
+	raftFailing   diskFault = iota // the Raft log refuses appends and truncations (FailDisk)
+	raftFull                       // the Raft log refuses appends with ENOSPC (FillRaftDisk)
+	shardsFailing                  // shard writes fail with EIO (FailShardDisk)
+	shardsFull                     // shard writes fail with ENOSPC (FillShardDisk)
+)
+
+type faultOf struct {
+	agent string
+	fault diskFault
+}
+
+// diskFaults holds, by agent name, SlowDisk's and SlowShardDisk's delays,
+// the failing and full disks of FailDisk, FillRaftDisk, FailShardDisk and
+// FillShardDisk, and UnreadableShards' shards.
+type diskFaults struct {
+	mu         sync.Mutex
+	delay      map[diskOf]time.Duration
+	faults     map[faultOf]bool
 	unreadable map[string]map[shardstore.ID]bool
 }
 
 // errDiskFailed is what a failing disk (FailDisk) answers a write.
 var errDiskFailed = errors.New("testcluster: input/output error (FailDisk)")
 
-// setFlag sets agent's entry of *m (failing, full) under mu.
-func (d *diskDelays) setFlag(m *map[string]bool, agent string, on bool) {
+// setFault turns fault f of agent's disk on or off.
+func (d *diskFaults) setFault(agent string, f diskFault, on bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if *m == nil {
-		*m = map[string]bool{}
+	if d.faults == nil {
+		d.faults = map[faultOf]bool{}
 	}
-	(*m)[agent] = on
+	d.faults[faultOf{agent, f}] = on
+}
+
+// has reports whether fault f of agent's disk is on.
+func (d *diskFaults) has(agent string, f diskFault) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.faults[faultOf{agent, f}]
 }
 
 // shardWriteFault returns agent's shard write fault
 // (node.WithShardWriteFault): EIO while FailShardDisk holds, ENOSPC while
 // FillShardDisk does.
-func (d *diskDelays) shardWriteFault(agent string) func() error {
+func (d *diskFaults) shardWriteFault(agent string) func() error {
 	return func() error {
-		d.mu.Lock()
-		defer d.mu.Unlock()
 		switch {
-		case d.failingShards[agent]:
+		case d.has(agent, shardsFailing):
 			return syscall.EIO
-		case d.full[agent]:
+		case d.has(agent, shardsFull):
 			return syscall.ENOSPC
 		}
 		return nil
@@ -293,7 +309,7 @@ func (d *diskDelays) shardWriteFault(agent string) func() error {
 
 // shardReadFault returns agent's shard read fault
 // (node.WithShardReadFault): EIO for UnreadableShards' shards.
-func (d *diskDelays) shardReadFault(agent string) func(shardstore.ID) error {
+func (d *diskFaults) shardReadFault(agent string) func(shardstore.ID) error {
 	return func(id shardstore.ID) error {
 		d.mu.Lock()
 		defer d.mu.Unlock()
@@ -304,26 +320,12 @@ func (d *diskDelays) shardReadFault(agent string) func(shardstore.ID) error {
 	}
 }
 
-// logFull reports whether agent's Raft log refuses appends (FillRaftDisk).
-func (d *diskDelays) logFull(agent string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.fullLog[agent]
-}
-
-// refuses reports whether agent's Raft log refuses writes (FailDisk).
-func (d *diskDelays) refuses(agent string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.failing[agent]
-}
-
 type diskOf struct {
 	agent string
 	disk  disk
 }
 
-func (d *diskDelays) set(agent string, which disk, delay time.Duration) {
+func (d *diskFaults) set(agent string, which disk, delay time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.delay == nil {
@@ -332,19 +334,19 @@ func (d *diskDelays) set(agent string, which disk, delay time.Duration) {
 	d.delay[diskOf{agent, which}] = delay
 }
 
-func (d *diskDelays) get(agent string, which disk) time.Duration {
+func (d *diskFaults) get(agent string, which disk) time.Duration {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.delay[diskOf{agent, which}]
 }
 
 // shardSyncDelay returns agent's shard fsync delay (node.WithShardSyncDelay).
-func (d *diskDelays) shardSyncDelay(agent string) func() time.Duration {
+func (d *diskFaults) shardSyncDelay(agent string) func() time.Duration {
 	return func() time.Duration { return d.get(agent, shardFsync) }
 }
 
 // wrapLog returns agent's Raft log store wrapper.
-func (d *diskDelays) wrapLog(agent string) func(raft.LogStore) raft.LogStore {
+func (d *diskFaults) wrapLog(agent string) func(raft.LogStore) raft.LogStore {
 	return func(s raft.LogStore) raft.LogStore { return &slowLog{LogStore: s, agent: agent, disk: d} }
 }
 
@@ -353,24 +355,24 @@ func (d *diskDelays) wrapLog(agent string) func(raft.LogStore) raft.LogStore {
 type slowLog struct {
 	raft.LogStore
 	agent string
-	disk  *diskDelays
+	disk  *diskFaults
 }
 
 func (l *slowLog) StoreLog(log *raft.Log) error { return l.StoreLogs([]*raft.Log{log}) }
 
 func (l *slowLog) StoreLogs(logs []*raft.Log) error {
 	l.pause()
-	if l.disk.refuses(l.agent) {
+	if l.disk.has(l.agent, raftFailing) {
 		return errDiskFailed
 	}
-	if l.disk.logFull(l.agent) {
+	if l.disk.has(l.agent, raftFull) {
 		return &os.PathError{Op: "write", Path: "raft log segment (FillRaftDisk)", Err: syscall.ENOSPC}
 	}
 	return l.LogStore.StoreLogs(logs)
 }
 
 func (l *slowLog) DeleteRange(min, max uint64) error {
-	if l.disk.refuses(l.agent) {
+	if l.disk.has(l.agent, raftFailing) {
 		return errDiskFailed
 	}
 	return l.LogStore.DeleteRange(min, max)

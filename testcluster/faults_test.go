@@ -91,7 +91,7 @@ func TestDamageFile(t *testing.T) {
 }
 
 func TestSlowShardDiskDelaysOnlyItsAgentsShardFsyncs(t *testing.T) {
-	var d diskDelays
+	var d diskFaults
 	n1, n2 := d.shardSyncDelay("n1"), d.shardSyncDelay("n2")
 	d.set("n1", shardFsync, 50*time.Millisecond)
 	if got := n1(); got != 50*time.Millisecond {
@@ -170,13 +170,13 @@ func TestDelayedLinkFailsAWriteOrReadPastItsDeadlineAndLosesNothing(t *testing.T
 // Raft log refuses appends and truncations and still reads; other
 // agents' logs and the agent's after FailDisk(false) write as before.
 func TestFailDiskRefusesOnlyItsAgentsRaftLogWrites(t *testing.T) {
-	var d diskDelays
+	var d diskFaults
 	n1 := d.wrapLog("n1")(raft.NewInmemStore())
 	n2 := d.wrapLog("n2")(raft.NewInmemStore())
 	if err := n1.StoreLog(&raft.Log{Index: 1, Term: 1}); err != nil {
 		t.Fatal(err)
 	}
-	d.failing = map[string]bool{"n1": true} // FailDisk(n1, true)
+	d.setFault("n1", raftFailing, true) // FailDisk(n1, true)
 	if err := n1.StoreLog(&raft.Log{Index: 2, Term: 1}); !errors.Is(err, errDiskFailed) {
 		t.Errorf("StoreLog on a failing disk: %v", err)
 	}
@@ -193,7 +193,7 @@ func TestFailDiskRefusesOnlyItsAgentsRaftLogWrites(t *testing.T) {
 	if err := n2.StoreLog(&raft.Log{Index: 1, Term: 1}); err != nil {
 		t.Errorf("another agent's log: %v", err)
 	}
-	d.failing["n1"] = false
+	d.setFault("n1", raftFailing, false)
 	if err := n1.StoreLog(&raft.Log{Index: 2, Term: 1}); err != nil {
 		t.Errorf("after the disk is back: %v", err)
 	}
