@@ -214,9 +214,7 @@ func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
 					return bad.n
 				}
 				id := shardstore.ID{Blob: b.Id, Block: uint32(bi), Index: uint16(idx)}
-				err := s.shards.Verify(id)
-				s.readFailed(err)
-				err = mapShardErr(err)
+				err := s.mapReadErr(s.shards.Verify(id))
 				ref := &pb.ShardRef{BlobId: b.Id, Block: uint32(bi), Index: uint32(idx), Node: self}
 				switch {
 				case errors.Is(err, ErrCorrupt):

@@ -169,8 +169,7 @@ func (s *Store) getShardInto(ctx context.Context, node string, ref *pb.ShardRef,
 	if node == s.cluster.Self() {
 		var h shardstore.Header
 		h, payload, err = s.shards.Get(shardID(ref), dst)
-		s.readFailed(err)
-		err = mapShardErr(err)
+		err = s.mapReadErr(err)
 		got = h.Sum // Get checked the payload against its header
 	} else {
 		peer, cerr := s.cluster.Shards(node, waitReady)
@@ -206,13 +205,14 @@ func (s *Store) getShardInto(ctx context.Context, node string, ref *pb.ShardRef,
 	return payload, nil
 }
 
-// readFailed counts a read of a local shard that the disk failed (EIO)
-// and warns of it, once a minute at most: the shard is corrupt to the
-// caller, reported and rebuilt from the others, but a disk that fails
-// reads is failing, and only its operator can replace it.
-func (s *Store) readFailed(err error) {
+// mapReadErr is mapShardErr for the error of a read of a local shard. A
+// read the disk failed (EIO) is also counted and warned of, once a minute
+// at most: the shard is corrupt to the caller, reported and rebuilt from
+// the others, but a disk that fails reads is failing, and only its
+// operator can replace it.
+func (s *Store) mapReadErr(err error) error {
 	if !errors.Is(err, syscall.EIO) {
-		return
+		return mapShardErr(err)
 	}
 	s.metrics.shardIOErrors.Inc()
 	if pass, held := s.ioWarned.Seen("shards"); pass {
@@ -220,6 +220,7 @@ func (s *Store) readFailed(err error) {
 			"check it (dmesg, SMART) and replace it if this goes on (zrpc_blob_shard_io_errors_total counts them)",
 			"err", err, "more_since_last_warning", held)
 	}
+	return mapShardErr(err)
 }
 
 // reportShards tells the leader's repair, in the background, about copies
@@ -440,8 +441,7 @@ func (ss *ShardServer) GetShard(ctx context.Context, req *pb.GetShardRequest) (*
 	// payload by reference (internal/wirecodec), after this returns.
 	h, payload, err := ss.s.shards.Get(shardID(req.Ref), nil)
 	if err != nil {
-		ss.s.readFailed(err)
-		return nil, mapShardErr(err)
+		return nil, ss.s.mapReadErr(err)
 	}
 	ss.s.metrics.shardReads.Inc()
 	return &pb.GetShardResponse{Sum: h.Sum, Payload: payload}, nil

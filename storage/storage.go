@@ -216,7 +216,7 @@ type Store struct {
 	// (peers.go).
 	reported recentReports
 	// ioWarned lets one warning a minute through about shard reads the
-	// disk failed (readFailed).
+	// disk failed (mapReadErr).
 	ioWarned *warnrate.Limiter
 
 	wg     sync.WaitGroup

@@ -142,11 +142,10 @@ func (s *Store) readLocalShard(b *pb.Blob, pos *pb.ShardPos, dst []byte) (payloa
 	id := shardstore.ID{Blob: b.Id, Block: pos.Block, Index: uint16(pos.Index)}
 	want := b.Blocks[pos.Block].Sums[pos.Index]
 	h, payload, err := s.shards.Get(id, dst)
-	s.readFailed(err)
 	held := func() []*pb.ShardRef {
 		return []*pb.ShardRef{{BlobId: b.Id, Block: pos.Block, Index: pos.Index, Node: s.cluster.Self()}}
 	}
-	err = mapShardErr(err)
+	err = s.mapReadErr(err)
 	switch {
 	case errors.Is(err, ErrCorrupt):
 		s.reportShards(held(), false)
