@@ -639,7 +639,9 @@ func (r *repairer) currentHolder(t task) string {
 
 func (r *repairer) finish(res rebuilt) {
 	t := res.t
-	inPlace := res.reserved != "" && res.reserved == r.currentHolder(t)
+	// A rewrite of a corrupt copy that its own agent failed to store.
+	inPlaceFailed := res.err != nil && res.stored && t.reason == reasonCorrupt &&
+		res.reserved != "" && res.reserved == r.currentHolder(t)
 	r.mu.Lock()
 	r.inProgress--
 	delete(r.queued, t.key)
@@ -653,7 +655,7 @@ func (r *repairer) finish(res rebuilt) {
 		case res.reserved != "" && errors.Is(res.err, apierr.ErrNoSpace):
 			newlyFull = !r.refusedSpace(res.reserved, now)
 			fullWait = r.refuseSpace(res.reserved, now)
-		case res.stored && inPlace && t.reason == reasonCorrupt:
+		case inPlaceFailed:
 			r.inPlace[t.key]++
 		}
 	} else {

@@ -250,7 +250,7 @@ func (pf *partFile) frame(block uint32) (Header, error) {
 	}
 	if pf.readFault != nil {
 		if err := pf.readFault(id); err != nil {
-			return Header{}, unreadable(pf.path, block, &os.PathError{Op: "read", Path: pf.path, Err: err})
+			return Header{}, unreadable(pf.path, block, err)
 		}
 	}
 	if _, err := pf.f.ReadAt(fh[:], off); err != nil {
