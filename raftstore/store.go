@@ -525,6 +525,7 @@ func (s *Store) CheckReadContext(ctx context.Context, c pb.Consistency) error {
 		}
 		return s.waitLeaderCommit(ctx)
 	case pb.Consistency_CONSISTENT:
+		start, term := time.Now(), s.raft.CurrentTerm()
 		if s.raft.State() != raft.Leader {
 			return ErrNotLeader
 		}
@@ -532,8 +533,8 @@ func (s *Store) CheckReadContext(ctx context.Context, c pb.Consistency) error {
 		// (commitpush.go): the read waits for what was committed when it
 		// began.
 		commit := s.raft.CommitIndex()
-		if err := s.wait(ctx, s.raft.VerifyLeader()); err != nil {
-			return RaftError(err)
+		if err := s.confirmLeadership(ctx, term, start); err != nil {
+			return err
 		}
 		s.mu.Lock()
 		ready := s.leaderReady

@@ -60,13 +60,15 @@ func (c *leaderCommits) last() (commit uint64, at time.Time) {
 
 // transport is raft's NetworkTransport, which also records the leader's
 // commit index from the AppendEntries requests it receives and, on the
-// leader, hands every AppendEntries request it sends and its outcome to
+// leader, records which peers accepted the AppendEntries requests it sent
+// and when (readindex.go) and hands each request and its outcome to
 // onAppend (commit push, commitpush.go). Embedding keeps the optional
 // interfaces raft looks for (WithClose, WithPreVote). Requests reach raft
 // unchanged and in the order they arrived.
 type transport struct {
 	*raft.NetworkTransport
 	commits leaderCommits
+	acks    leaderAcks
 	// onAppend, when set (before raft starts), sees each AppendEntries
 	// request sent and its outcome; it must not block.
 	onAppend func(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, err error)
@@ -157,11 +159,22 @@ func (t *transport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
 // transport does and shows the request and its outcome to onAppend.
 func (t *transport) AppendEntries(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	t.capCommit(req)
+	sent := time.Now() // no later than the request leaves
 	err := t.NetworkTransport.AppendEntries(id, target, req, resp)
+	t.appended(id, target, req, resp, err, sent)
+	return err
+}
+
+// appended records the outcome of an AppendEntries request sent at sent:
+// a peer's acceptance for CONSISTENT reads (readindex.go), and the
+// request and its outcome for onAppend.
+func (t *transport) appended(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, err error, sent time.Time) {
+	if err == nil && resp.Success && resp.Term == req.Term {
+		t.acks.accepted(id, req.Term, sent)
+	}
 	if t.onAppend != nil {
 		t.onAppend(id, target, req, resp, err)
 	}
-	return err
 }
 
 // capCommit lowers the commit index req carries to commitCap.
@@ -173,14 +186,19 @@ func (t *transport) capCommit(req *raft.AppendEntriesRequest) {
 
 // AppendEntriesPipeline implements raft.Transport: the pipeline's
 // requests carry a commit index capped as AppendEntries', and its
-// finished requests are shown to onAppend as raft consumes them.
+// finished requests are recorded as AppendEntries' as raft consumes them.
 func (t *transport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
 	p, err := t.NetworkTransport.AppendEntriesPipeline(id, target)
-	if err != nil || t.onAppend == nil {
-		return p, err // a store sets onAppend and commitCap together
+	if err != nil {
+		return p, err
 	}
-	return newObservedPipeline(p, id, target, t.onAppend, t.capCommit), nil
+	return newObservedPipeline(p, id, target, t.appended, t.capCommit), nil
 }
+
+// appendObserver sees an AppendEntries request sent at sent and its
+// outcome.
+type appendObserver func(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest,
+	resp *raft.AppendEntriesResponse, err error, sent time.Time)
 
 // observedPipeline passes a pipeline's finished requests to raft through
 // its own Consumer channel, showing each to observe first. Its goroutine
@@ -189,7 +207,7 @@ type observedPipeline struct {
 	raft.AppendPipeline
 	id      raft.ServerID
 	target  raft.ServerAddress
-	observe func(raft.ServerID, raft.ServerAddress, *raft.AppendEntriesRequest, *raft.AppendEntriesResponse, error)
+	observe appendObserver
 	prepare func(*raft.AppendEntriesRequest) // each request, before it is sent
 
 	done      chan raft.AppendFuture
@@ -198,8 +216,7 @@ type observedPipeline struct {
 	closeOnce sync.Once
 }
 
-func newObservedPipeline(inner raft.AppendPipeline, id raft.ServerID, target raft.ServerAddress,
-	observe func(raft.ServerID, raft.ServerAddress, *raft.AppendEntriesRequest, *raft.AppendEntriesResponse, error),
+func newObservedPipeline(inner raft.AppendPipeline, id raft.ServerID, target raft.ServerAddress, observe appendObserver,
 	prepare func(*raft.AppendEntriesRequest)) *observedPipeline {
 	p := &observedPipeline{
 		AppendPipeline: inner, id: id, target: target, observe: observe, prepare: prepare,
@@ -223,7 +240,7 @@ func (p *observedPipeline) relay() {
 			if err == nil {
 				resp = f.Response()
 			}
-			p.observe(p.id, p.target, f.Request(), resp, err)
+			p.observe(p.id, p.target, f.Request(), resp, err, f.Start())
 			select {
 			case p.done <- f:
 			case <-p.stop:

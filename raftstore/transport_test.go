@@ -141,13 +141,14 @@ func TestTransportObservesAppendEntriesAndHeartbeats(t *testing.T) {
 
 // finishedAppend is a pipelined AppendEntries that has been answered.
 type finishedAppend struct {
-	req  *raft.AppendEntriesRequest
-	resp *raft.AppendEntriesResponse
-	err  error
+	req   *raft.AppendEntriesRequest
+	resp  *raft.AppendEntriesResponse
+	err   error
+	start time.Time
 }
 
 func (f *finishedAppend) Error() error                          { return f.err }
-func (f *finishedAppend) Start() time.Time                      { return time.Time{} }
+func (f *finishedAppend) Start() time.Time                      { return f.start }
 func (f *finishedAppend) Request() *raft.AppendEntriesRequest   { return f.req }
 func (f *finishedAppend) Response() *raft.AppendEntriesResponse { return f.resp }
 
@@ -165,7 +166,8 @@ func (p *fakePipeline) Close() error                       { p.closed = true; re
 
 // TestObservedPipelineShowsEachFinishedAppend: raft receives a
 // pipeline's answered requests unchanged and in order, each shown to the
-// observer first (its response only when it succeeded); Close closes the
+// observer first (its response only when it succeeded, and when it was
+// sent); Close closes the
 // inner pipeline once and stops the relay.
 func TestObservedPipelineShowsEachFinishedAppend(t *testing.T) {
 	inner := &fakePipeline{done: make(chan raft.AppendFuture)}
@@ -173,18 +175,21 @@ func TestObservedPipelineShowsEachFinishedAppend(t *testing.T) {
 		prev uint64
 		resp *raft.AppendEntriesResponse
 		err  error
+		sent time.Time
 	}
 	var observed []seen
-	p := newObservedPipeline(inner, "n2", "n2:1", func(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, err error) {
+	p := newObservedPipeline(inner, "n2", "n2:1", func(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest,
+		resp *raft.AppendEntriesResponse, err error, sent time.Time) {
 		if id != "n2" || target != "n2:1" {
 			t.Errorf("observed a request to %s at %s, want n2 at n2:1", id, target)
 		}
-		observed = append(observed, seen{req.PrevLogEntry, resp, err})
+		observed = append(observed, seen{req.PrevLogEntry, resp, err, sent})
 	}, func(*raft.AppendEntriesRequest) {})
 	ok := &raft.AppendEntriesResponse{Success: true}
+	t0 := time.Unix(1000, 0)
 	futures := []*finishedAppend{
-		{req: &raft.AppendEntriesRequest{PrevLogEntry: 1}, resp: ok},
-		{req: &raft.AppendEntriesRequest{PrevLogEntry: 2}, resp: ok, err: errCutOff},
+		{req: &raft.AppendEntriesRequest{PrevLogEntry: 1}, resp: ok, start: t0},
+		{req: &raft.AppendEntriesRequest{PrevLogEntry: 2}, resp: ok, err: errCutOff, start: t0.Add(time.Second)},
 	}
 	for _, f := range futures {
 		inner.done <- f
@@ -192,7 +197,7 @@ func TestObservedPipelineShowsEachFinishedAppend(t *testing.T) {
 			t.Fatalf("raft got %v, want the pipeline's future %v", got, f)
 		}
 	}
-	want := []seen{{1, ok, nil}, {2, nil, errCutOff}}
+	want := []seen{{1, ok, nil, t0}, {2, nil, errCutOff, t0.Add(time.Second)}}
 	if fmt.Sprint(observed) != fmt.Sprint(want) {
 		t.Errorf("observed %v, want %v", observed, want)
 	}

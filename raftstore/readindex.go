@@ -1,0 +1,144 @@
+package raftstore
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// A CONSISTENT read on the leader must see every write acknowledged before
+// it began, so the leader must know it was still the leader after the read
+// began. raft's VerifyLeader alone does not prove that: it counts every
+// successful AppendEntries answer raft processes after the verification
+// registers, including answers to requests sent before the read began. A
+// leader that was paused (a stopped process, a long GC pause, a starved
+// VM) while the other voters elected a new leader and committed writes
+// finds its followers' answers from before the pause waiting in its
+// sockets when it resumes, and a read that arrived meanwhile is verified
+// on them and answers from the old state. VerifyLeader also counts the
+// answers of nonvoters, which are no part of any quorum.
+//
+// The store therefore records, per peer, when it sent the newest
+// AppendEntries request of its term that the peer accepted, and a
+// CONSISTENT read also waits until the leader and enough voters to make a
+// quorum have accepted requests sent after it began: etcd's ReadIndex
+// rule. A follower that accepted a request of term T after the read began
+// had seen no later term then; a majority of such followers means no
+// later leader had committed anything before the read began.
+
+// peerAck is the newest AppendEntries request a peer accepted: its term
+// and when the leader sent it.
+type peerAck struct {
+	term uint64
+	sent time.Time
+}
+
+// leaderAcks records the AppendEntries requests peers accepted. The zero
+// value is ready to use.
+type leaderAcks struct {
+	mu   sync.Mutex
+	acks map[raft.ServerID]peerAck
+	// changed is closed, and replaced, when an ack is recorded.
+	changed chan struct{}
+}
+
+// accepted records that peer id accepted a request of term sent at sent.
+// Requests of an older term than one the peer accepted before are
+// ignored, as are older sends of the same term (pipelined answers may
+// arrive in any order with the heartbeats').
+func (a *leaderAcks) accepted(id raft.ServerID, term uint64, sent time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.acks == nil {
+		a.acks = make(map[raft.ServerID]peerAck)
+	}
+	old, ok := a.acks[id]
+	if ok && (term < old.term || (term == old.term && !sent.After(old.sent))) {
+		return
+	}
+	a.acks[id] = peerAck{term: term, sent: sent}
+	if a.changed != nil {
+		close(a.changed)
+		a.changed = nil
+	}
+}
+
+// confirmed reports whether self and the voters that accepted requests of
+// term sent at or after since make a majority of voters. When they do
+// not, it also returns a channel closed at the next recorded ack.
+func (a *leaderAcks) confirmed(self raft.ServerID, voters []raft.ServerID, term uint64, since time.Time) (bool, <-chan struct{}) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, id := range voters {
+		if id == self {
+			n++
+			continue
+		}
+		if ack, ok := a.acks[id]; ok && ack.term == term && !ack.sent.Before(since) {
+			n++
+		}
+	}
+	if n > len(voters)/2 {
+		return true, nil
+	}
+	if a.changed == nil {
+		a.changed = make(chan struct{})
+	}
+	return false, a.changed
+}
+
+// leadershipPoll is how often a read waiting for its quorum looks whether
+// this node still leads: raft steps down on a newer term without telling
+// the waiting read.
+const leadershipPoll = 10 * time.Millisecond
+
+// confirmLeadership returns nil once this store has confirmed that it
+// led in term after start: raft verifies its leadership with a quorum
+// (which also sends every peer a heartbeat now), then the read waits, up
+// to defaultReadWait or until ctx ends, until a quorum of voters accepted
+// requests sent at or after start. It returns ErrNotLeader (forward) when
+// this store no longer leads in term.
+func (s *Store) confirmLeadership(ctx context.Context, term uint64, start time.Time) error {
+	if err := s.wait(ctx, s.raft.VerifyLeader()); err != nil {
+		return RaftError(err)
+	}
+	var (
+		deadline = time.Now().Add(defaultReadWait)
+		poll     *time.Ticker
+	)
+	for {
+		var voters []raft.ServerID
+		for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
+			if srv.Suffrage == raft.Voter {
+				voters = append(voters, srv.ID)
+			}
+		}
+		ok, changed := s.transport.acks.confirmed(raft.ServerID(s.cfg.NodeID), voters, term, start)
+		if ok {
+			return nil
+		}
+		if s.raft.CurrentTerm() != term || s.raft.State() != raft.Leader {
+			return fmt.Errorf("%w: leadership lost while confirming it for a read", ErrNotLeader)
+		}
+		if poll == nil {
+			poll = time.NewTicker(leadershipPoll)
+			defer poll.Stop()
+		}
+		select {
+		case <-changed:
+		case <-poll.C:
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%w: a quorum of voters did not answer this leader within %v of the read; retry",
+					ErrNoLeader, defaultReadWait)
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("confirming leadership for a read: %w", ctx.Err())
+		case <-s.stop:
+			return ErrShuttingDown
+		}
+	}
+}
