@@ -128,9 +128,10 @@ type Config struct {
 	RaftLeaderLease      time.Duration `yaml:"raft_leader_lease_timeout" help:"Raft leader lease; at most the heartbeat timeout"`
 	// SnapshotThreshold is how many log entries trigger a snapshot.
 	SnapshotThreshold uint64 `yaml:"snapshot_threshold" help:"Raft log entries that trigger a snapshot"`
-	// StaleReadBound: a follower that has not heard from a leader for longer
+	// StaleReadBound: a follower that has not heard from a leader for
+	// longer, or a leader that no quorum of voters has answered for longer,
 	// refuses DEFAULT reads.
-	StaleReadBound time.Duration `yaml:"stale_read_bound" help:"a follower that has not heard from a leader for this long refuses default-consistency reads"`
+	StaleReadBound time.Duration `yaml:"stale_read_bound" help:"a follower that has not heard from a leader for this long, or a leader no quorum of voters has answered for this long, refuses default-consistency reads"`
 	// WatchRingBytes bounds the memory of the recent events watchers
 	// resume from.
 	WatchRingBytes int `yaml:"watch_ring_bytes" help:"encoded bytes of recent registry events kept for watchers to resume from (at least 64 KiB); a watcher resuming from an event that has left gets a snapshot"`

@@ -70,7 +70,9 @@ type Config struct {
 	// StaleReadBound is how old the leader's commit index a follower
 	// knows may be before DEFAULT reads are refused: a follower serves them
 	// once it has applied the commit index the leader sent it last, and
-	// only when that arrived within the bound.
+	// only when that arrived within the bound. A leader serves them only
+	// while a quorum of voters has accepted requests it sent within the
+	// bound (it may have been deposed otherwise).
 	StaleReadBound time.Duration
 	// WatchRing is how many recent events watchers can resume from.
 	WatchRing int

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -96,6 +97,13 @@ func (a *leaderAcks) confirmed(self raft.ServerID, voters []raft.ServerID, term 
 // the waiting read.
 const leadershipPoll = 10 * time.Millisecond
 
+var (
+	// errLostLeadership: this store no longer leads in the read's term.
+	errLostLeadership = errors.New("leadership lost")
+	// errNoQuorum: no quorum of voters answered in time.
+	errNoQuorum = errors.New("no quorum of voters answered")
+)
+
 // confirmLeadership returns nil once this store has confirmed that it
 // led in term after start: raft verifies its leadership with a quorum
 // (which also sends every peer a heartbeat now), then the read waits, up
@@ -106,10 +114,39 @@ func (s *Store) confirmLeadership(ctx context.Context, term uint64, start time.T
 	if err := s.wait(ctx, s.raft.VerifyLeader()); err != nil {
 		return RaftError(err)
 	}
-	var (
+	switch err := s.waitAcks(ctx, term, start, time.Now().Add(defaultReadWait)); {
+	case errors.Is(err, errLostLeadership):
+		return fmt.Errorf("%w: leadership lost while confirming it for a read", ErrNotLeader)
+	case errors.Is(err, errNoQuorum):
+		return fmt.Errorf("%w: a quorum of voters did not answer this leader within %v of the read; retry", ErrNoLeader, defaultReadWait)
+	default:
+		return err
+	}
+}
+
+// leaderHeard returns nil once a quorum of voters has accepted requests
+// of term this leader sent within StaleReadBound, the bound of a DEFAULT
+// read: a leader cut off, or paused, for longer may have been deposed and
+// its replica left behind. It waits until ctx ends; errLostLeadership when
+// this store no longer leads in term.
+func (s *Store) leaderHeard(ctx context.Context, term uint64) error {
+	deadline, ok := ctx.Deadline()
+	if !ok {
 		deadline = time.Now().Add(defaultReadWait)
-		poll     *time.Ticker
-	)
+	}
+	err := s.waitAcks(ctx, term, time.Now().Add(-s.cfg.StaleReadBound), deadline)
+	if errors.Is(err, errNoQuorum) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: no quorum of voters has answered this leader within %s; it may have been deposed; retry, or read with consistency=stale to use its replica anyway",
+			ErrStaleRead, s.cfg.StaleReadBound)
+	}
+	return err
+}
+
+// waitAcks returns nil once the leader and the voters that accepted
+// requests of term sent at or after since make a quorum; errLostLeadership
+// when this store no longer leads in term, errNoQuorum at deadline.
+func (s *Store) waitAcks(ctx context.Context, term uint64, since, deadline time.Time) error {
+	var poll *time.Ticker
 	for {
 		var voters []raft.ServerID
 		for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
@@ -117,12 +154,12 @@ func (s *Store) confirmLeadership(ctx context.Context, term uint64, start time.T
 				voters = append(voters, srv.ID)
 			}
 		}
-		ok, changed := s.transport.acks.confirmed(raft.ServerID(s.cfg.NodeID), voters, term, start)
+		ok, changed := s.transport.acks.confirmed(raft.ServerID(s.cfg.NodeID), voters, term, since)
 		if ok {
 			return nil
 		}
 		if s.raft.CurrentTerm() != term || s.raft.State() != raft.Leader {
-			return fmt.Errorf("%w: leadership lost while confirming it for a read", ErrNotLeader)
+			return errLostLeadership
 		}
 		if poll == nil {
 			poll = time.NewTicker(leadershipPoll)
@@ -132,8 +169,7 @@ func (s *Store) confirmLeadership(ctx context.Context, term uint64, start time.T
 		case <-changed:
 		case <-poll.C:
 			if time.Now().After(deadline) {
-				return fmt.Errorf("%w: a quorum of voters did not answer this leader within %v of the read; retry",
-					ErrNoLeader, defaultReadWait)
+				return errNoQuorum
 			}
 		case <-ctx.Done():
 			return fmt.Errorf("confirming leadership for a read: %w", ctx.Err())

@@ -146,24 +146,32 @@ func (c *holdConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// TestConsistentReadIgnoresAnswersSentBeforeItBegan: a leader whose
-// followers' answers were held back (a paused process) while they elected
-// a new leader and committed a write, and which gets those answers only
-// after a CONSISTENT read began, must not serve the read from its old
-// state on their strength: raft's VerifyLeader counts them, the read
-// counts only answers to requests sent after it began.
-func TestConsistentReadIgnoresAnswersSentBeforeItBegan(t *testing.T) {
+// deposedLeader is a leader whose followers' answers are held back (a
+// paused process) while they elect a new leader and commit a write: it
+// still believes it leads.
+type deposedLeader struct {
+	old, leader *Store
+	layer       *answerHoldLayer
+	heldAt      time.Time // when its answers began to be held
+}
+
+// depose builds a deposedLeader of three stores; configure adjusts the
+// old leader's configuration.
+func depose(t *testing.T, configure func(cfg *Config)) deposedLeader {
+	t.Helper()
 	layer := newAnswerHoldLayer(t)
 	stores := openCluster(t, 3, func(i int, cfg *Config) {
 		if i == 1 {
 			cfg.StreamLayer = layer
 			slowLeaderConfig(cfg)
+			configure(cfg)
 		}
 	})
 	old, others := stores[1], []*Store{stores[0], stores[2]}
 	setTimeouts := leadSlowly(t, old, others)
 	mustStoreApply(t, old, registerCmd(testInstance("api", "before", "n1")))
 
+	heldAt := time.Now()
 	layer.hold()
 	eventually(t, 10*time.Second, "n2 to hold an answer from each follower", func() bool { return layer.holding() == 2 })
 	setTimeouts(100 * time.Millisecond) // elect now
@@ -181,20 +189,50 @@ func TestConsistentReadIgnoresAnswersSentBeforeItBegan(t *testing.T) {
 	if !old.IsLeader() {
 		t.Fatal("n2 stepped down before its held answers were released: the scenario needs it to still believe it leads")
 	}
+	return deposedLeader{old: old, leader: leader, layer: layer, heldAt: heldAt}
+}
 
+// TestConsistentReadIgnoresAnswersSentBeforeItBegan: a leader whose
+// followers' answers were held back (a paused process) while they elected
+// a new leader and committed a write, and which gets those answers only
+// after a CONSISTENT read began, must not serve the read from its old
+// state on their strength: raft's VerifyLeader counts them, the read
+// counts only answers to requests sent after it began.
+func TestConsistentReadIgnoresAnswersSentBeforeItBegan(t *testing.T) {
+	d := depose(t, func(*Config) {})
 	read := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancel()
-		read <- old.CheckReadContext(ctx, pb.Consistency_CONSISTENT)
+		read <- d.old.CheckReadContext(ctx, pb.Consistency_CONSISTENT)
 	}()
 	time.Sleep(100 * time.Millisecond) // the read's verification registers
-	layer.release()
+	d.layer.release()
 	err := <-read
-	if err == nil && old.FSM().Instance("api", "after") == nil {
-		t.Fatalf("CONSISTENT read on the deposed leader n2 allowed without the write %s committed before it began", leader.cfg.NodeID)
+	if err == nil && d.old.FSM().Instance("api", "after") == nil {
+		t.Fatalf("CONSISTENT read on the deposed leader n2 allowed without the write %s committed before it began", d.leader.cfg.NodeID)
 	}
-	checkReadRefused(t, err)
+	checkReadRefused(t, err, ErrNotLeader, ErrNoLeader)
+}
+
+// TestDefaultReadOnALeaderNotHeardWithinTheBound: a DEFAULT read on a
+// leader no quorum of voters has answered within StaleReadBound is
+// refused: it may have been deposed (here it has, and its replica lacks
+// the new leader's write).
+func TestDefaultReadOnALeaderNotHeardWithinTheBound(t *testing.T) {
+	const bound = 200 * time.Millisecond
+	d := depose(t, func(cfg *Config) { cfg.StaleReadBound = bound })
+	defer d.layer.release()
+	// Its last answers are to requests sent before the hold.
+	time.Sleep(time.Until(d.heldAt.Add(2 * bound)))
+	err := d.old.CheckRead(pb.Consistency_DEFAULT)
+	if err == nil && d.old.FSM().Instance("api", "after") == nil {
+		t.Fatalf("DEFAULT read on the deposed leader n2 allowed without the write %s committed more than %v before", d.leader.cfg.NodeID, bound)
+	}
+	checkReadRefused(t, err, ErrStaleRead)
+	if !d.old.IsLeader() {
+		t.Fatal("n2 stepped down: the read was not refused by the bound")
+	}
 }
 
 // TestConsistentReadNeedsAQuorumOfVoters: nonvoters' answers confirm no
@@ -232,7 +270,7 @@ func TestConsistentReadNeedsAQuorumOfVoters(t *testing.T) {
 	if !leader.IsLeader() {
 		t.Fatal("n2 stepped down as soon as the other voters were cut off: the scenario needs it to still believe it leads")
 	}
-	checkReadRefused(t, leader.CheckRead(pb.Consistency_CONSISTENT))
+	checkReadRefused(t, leader.CheckRead(pb.Consistency_CONSISTENT), ErrNotLeader, ErrNoLeader)
 }
 
 // slowLeaderConfig gives the store that is to lead a lease long enough to
@@ -271,12 +309,14 @@ func leadSlowly(t *testing.T, leader *Store, others []*Store) (setTimeouts func(
 	return setTimeouts
 }
 
-// checkReadRefused fails t unless err refuses a read as a deposed or
-// unconfirmed leader must: forward it, or retry.
-func checkReadRefused(t *testing.T, err error) {
+// checkReadRefused fails t unless err refuses a read with one of want.
+func checkReadRefused(t *testing.T, err error, want ...error) {
 	t.Helper()
-	if err == nil || (!errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrNoLeader)) {
-		t.Fatalf("CONSISTENT read on a leader that cannot confirm its leadership: %v, want ErrNotLeader or ErrNoLeader", err)
+	for _, w := range want {
+		if errors.Is(err, w) {
+			t.Logf("read refused: %v", err)
+			return
+		}
 	}
-	t.Logf("CONSISTENT read refused: %v", err)
+	t.Fatalf("read on a leader that cannot confirm its leadership: %v, want one of %v", err, want)
 }

@@ -520,8 +520,13 @@ func (s *Store) CheckReadContext(ctx context.Context, c pb.Consistency) error {
 		if err := s.waitReplayed(ctx); err != nil {
 			return err
 		}
+		term := s.raft.CurrentTerm()
 		if s.raft.State() == raft.Leader {
-			return nil
+			err := s.leaderHeard(ctx, term)
+			if !errors.Is(err, errLostLeadership) {
+				return err
+			}
+			// Deposed meanwhile: read as a follower.
 		}
 		return s.waitLeaderCommit(ctx)
 	case pb.Consistency_CONSISTENT:
