@@ -29,6 +29,11 @@ import (
 // rule. A follower that accepted a request of term T after the read began
 // had seen no later term then; a majority of such followers means no
 // later leader had committed anything before the read began.
+//
+// The same record bounds a leader's DEFAULT reads: it serves them only
+// while a quorum of voters accepted requests it sent within
+// StaleReadBound, as a follower serves them only while the leader's
+// commit index reached it within the bound.
 
 // peerAck is the newest AppendEntries request a peer accepted: its term
 // and when the leader sent it.
