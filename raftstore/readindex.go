@@ -72,23 +72,28 @@ func (a *leaderAcks) accepted(id raft.ServerID, term uint64, sent time.Time) {
 	}
 }
 
-// confirmed reports whether self and the voters that accepted requests of
-// term sent at or after since make a majority of voters. When they do
-// not, it also returns a channel closed at the next recorded ack.
-func (a *leaderAcks) confirmed(self raft.ServerID, voters []raft.ServerID, term uint64, since time.Time) (bool, <-chan struct{}) {
+// confirmed reports whether self and the voters among servers that
+// accepted requests of term sent at or after since make a majority of the
+// voters. When they do not, it also returns a channel closed at the next
+// recorded ack.
+func (a *leaderAcks) confirmed(self raft.ServerID, servers []raft.Server, term uint64, since time.Time) (bool, <-chan struct{}) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	n := 0
-	for _, id := range voters {
-		if id == self {
+	voters, n := 0, 0
+	for _, srv := range servers {
+		if srv.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if srv.ID == self {
 			n++
 			continue
 		}
-		if ack, ok := a.acks[id]; ok && ack.term == term && !ack.sent.Before(since) {
+		if ack, ok := a.acks[srv.ID]; ok && ack.term == term && !ack.sent.Before(since) {
 			n++
 		}
 	}
-	if n > len(voters)/2 {
+	if n > voters/2 {
 		return true, nil
 	}
 	if a.changed == nil {
@@ -153,13 +158,8 @@ func (s *Store) leaderHeard(ctx context.Context, term uint64) error {
 func (s *Store) waitAcks(ctx context.Context, term uint64, since, deadline time.Time) error {
 	var poll *time.Ticker
 	for {
-		var voters []raft.ServerID
-		for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
-			if srv.Suffrage == raft.Voter {
-				voters = append(voters, srv.ID)
-			}
-		}
-		ok, changed := s.transport.acks.confirmed(raft.ServerID(s.cfg.NodeID), voters, term, since)
+		servers := s.raft.GetConfiguration().Configuration().Servers
+		ok, changed := s.transport.acks.confirmed(raft.ServerID(s.cfg.NodeID), servers, term, since)
 		if ok {
 			return nil
 		}

@@ -26,3 +26,18 @@ func BenchmarkConsistentRead(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDefaultReadOnLeader: a DEFAULT read check on the leader of
+// three stores (whether a quorum of voters answered it within the bound).
+//
+//	go test -run '^$' -bench DefaultReadOnLeader -count 5 ./raftstore/
+func BenchmarkDefaultReadOnLeader(b *testing.B) {
+	stores := openCluster(b, 3)
+	leader := leaderOf(b, stores)
+	mustStoreApply(b, leader, registerCmd(testInstance("api", "0", "n1")))
+	for b.Loop() {
+		if err := leader.CheckRead(pb.Consistency_DEFAULT); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -21,10 +21,14 @@ import (
 func TestLeaderAcksCountOnlyVotersThatAcceptedRequestsSentSinceTheReadBegan(t *testing.T) {
 	var a leaderAcks
 	start := time.Unix(1000, 0)
-	voters := []raft.ServerID{"n1", "n2", "n3", "n4", "n5"}
+	var servers []raft.Server
+	for _, id := range []raft.ServerID{"n1", "n2", "n3", "n4", "n5"} {
+		servers = append(servers, raft.Server{ID: id, Suffrage: raft.Voter})
+	}
+	servers = append(servers, raft.Server{ID: "learner", Suffrage: raft.Nonvoter})
 	check := func(want bool, why string) {
 		t.Helper()
-		if got, _ := a.confirmed("n1", voters, 7, start); got != want {
+		if got, _ := a.confirmed("n1", servers, 7, start); got != want {
 			t.Fatalf("%s: confirmed = %v, want %v", why, got, want)
 		}
 	}
@@ -36,7 +40,7 @@ func TestLeaderAcksCountOnlyVotersThatAcceptedRequestsSentSinceTheReadBegan(t *t
 	check(false, "answers to requests sent before the read, of another term, or from a nonvoter")
 	a.accepted("n2", 7, start)
 	check(false, "the leader and one voter of five")
-	_, changed := a.confirmed("n1", voters, 7, start)
+	_, changed := a.confirmed("n1", servers, 7, start)
 	a.accepted("n5", 7, start.Add(time.Millisecond))
 	select {
 	case <-changed:
@@ -47,13 +51,13 @@ func TestLeaderAcksCountOnlyVotersThatAcceptedRequestsSentSinceTheReadBegan(t *t
 	a.accepted("n5", 7, start.Add(-time.Second)) // a pipelined answer arriving late
 	a.accepted("n2", 6, start.Add(time.Second))  // an older term, arriving late
 	check(true, "late answers to older requests")
-	if got, _ := a.confirmed("n1", voters, 8, start); got {
+	if got, _ := a.confirmed("n1", servers, 8, start); got {
 		t.Fatal("answers of term 7 confirmed a read of term 8")
 	}
-	if got, _ := a.confirmed("n9", voters, 7, start.Add(time.Hour)); got {
+	if got, _ := a.confirmed("n9", servers, 7, start.Add(time.Hour)); got {
 		t.Fatal("confirmed a read by a leader that is not a voter, with no voter's answer since the read began")
 	}
-	if got, _ := a.confirmed("n1", []raft.ServerID{"n1"}, 7, start.Add(time.Hour)); !got {
+	if got, _ := a.confirmed("n1", []raft.Server{{ID: "n1", Suffrage: raft.Voter}}, 7, start.Add(time.Hour)); !got {
 		t.Fatal("a sole voter did not confirm its own read")
 	}
 }
