@@ -179,16 +179,7 @@ func depose(t *testing.T, configure func(cfg *Config)) deposedLeader {
 	layer.hold()
 	eventually(t, 10*time.Second, "n2 to hold an answer from each follower", func() bool { return layer.holding() == 2 })
 	setTimeouts(100 * time.Millisecond) // elect now
-	var leader *Store
-	eventually(t, 10*time.Second, "n1 or n3 to lead", func() bool {
-		for _, s := range others {
-			if s.IsLeader() {
-				leader = s
-				return true
-			}
-		}
-		return false
-	})
+	leader := leaderOf(t, others)
 	mustStoreApply(t, leader, registerCmd(testInstance("api", "after", "n1")))
 	if !old.IsLeader() {
 		t.Fatal("n2 stepped down before its held answers were released: the scenario needs it to still believe it leads")
