@@ -26,7 +26,7 @@ import (
 // address, take registry and blob traffic from package client while the
 // seed's faults hit them as an operator's machine would: SIGKILL of an
 // agent or of the leader and a restart on the same data dir, SIGSTOP of the
-// leader for 1-3 s, and a graceful SIGTERM and restart. It checks what the
+// leader for 1-3 s (a third of them 6-9 s), and a graceful SIGTERM and restart. It checks what the
 // in-process runs check of the registry (the model's history, with
 // porcupine over writes and consistent reads), that watches end at the
 // registry's state, that every acknowledged blob reads back byte-exact,
@@ -79,7 +79,10 @@ type processRun struct {
 	// per run: blobs survive one agent's losses, not two).
 	wipes *rand.Rand
 	wiped bool
-	start time.Time
+	// longStops draws which SIGSTOPs outlast the default reads' bound
+	// (stopLeader), a source of its own for the same reason.
+	longStops *rand.Rand
+	start     time.Time
 
 	agents  []*agentProcess
 	clients []*client.Client // one per agent, that agent only
@@ -102,6 +105,7 @@ type processRun struct {
 // others join it) and waits until they are three voters with a leader.
 func newProcessRun(t *testing.T, seed uint64) *processRun {
 	p := &processRun{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, 0x9e0c)), wipes: rand.New(rand.NewPCG(seed, 0x3195)),
+		longStops:    rand.New(rand.NewPCG(seed, 0x5709)),
 		incarnations: make([]int, processAgents), blobs: newBlobBook(seed)}
 	dir := t.TempDir()
 	zrpcd := buildZrpcd(t, dir)
@@ -349,7 +353,7 @@ type processFault struct {
 var processFaults = []processFault{
 	{"kill", "SIGKILL an agent and restart it", 3, (*processRun).killRestart},
 	{"kill-leader", "SIGKILL the leader and restart it", 2, (*processRun).killLeader},
-	{"stop-leader", "SIGSTOP the leader for 1-3 s, then SIGCONT", 3, (*processRun).stopLeader},
+	{"stop-leader", "SIGSTOP the leader for 1-3 s (one in 3: 6-9 s, with reads sent to it), then SIGCONT", 3, (*processRun).stopLeader},
 	{"term", "SIGTERM an agent (the leader half of the time) and restart it", 2, (*processRun).termRestart},
 }
 
@@ -406,6 +410,14 @@ func (p *processRun) target(leaderFirst bool) int {
 	return l
 }
 
+// processLongStopOdds: a SIGSTOP of the leader is a long one with odds 1
+// in processLongStopOdds.
+const processLongStopOdds = 3
+
+// processProbeClient is the client id of the reads sent to a stopped
+// leader (and the next one), after the registry workers'.
+const processProbeClient = 50
+
 // processWipeOdds: a slot starts with the disk replacement with odds 1 in
 // processWipeOdds, once per run.
 const processWipeOdds = 4
@@ -445,12 +457,31 @@ func (p *processRun) killAndRestart(i int) {
 
 // stopLeader freezes the leader with SIGSTOP for 1-3 s: longer than the
 // election timeout, so the others elect a new leader while the old one
-// still believes it leads; SIGCONT wakes it into a newer term.
+// still believes it leads; SIGCONT wakes it into a newer term. One stop in
+// processLongStopOdds lasts 6-9 s instead, longer than a default read may
+// lag (staleBound and the check's defaultSlack), and half a second before
+// it ends a default and a consistent read are sent to the stopped agent:
+// they wait in its sockets and are answered when it wakes, when its
+// replica is older than either may see.
 func (p *processRun) stopLeader() {
 	i := p.target(true)
 	hold := time.Second + p.randDuration(2*time.Second)
+	long := p.longStops.IntN(processLongStopOdds) == 0
+	if long {
+		hold = 6*time.Second + time.Duration(p.longStops.Int64N(int64(3*time.Second)))
+	}
 	p.t.Logf("robustness: SIGSTOP %s for %s", p.agents[i].name, hold.Round(time.Millisecond))
 	p.agents[i].signal(syscall.SIGSTOP)
+	if long {
+		const early = 500 * time.Millisecond
+		time.Sleep(hold - early)
+		for k, mode := range []pb.Consistency{pb.Consistency_DEFAULT, pb.Consistency_CONSISTENT} {
+			call := registryCall{worker: processProbeClient + k, agent: i, cl: p.clients[i], via: p.agents[i].name,
+				in: regmodel.Input{Kind: regmodel.Get, Mode: mode}}
+			p.goTraffic(func() { recordRegistryOp(p.t, p.hist, p.incarnation, call) })
+		}
+		hold = early
+	}
 	time.Sleep(hold)
 	p.agents[i].signal(syscall.SIGCONT)
 }
