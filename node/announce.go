@@ -55,6 +55,7 @@ func (n *Node) newHealth() *health.Keeper {
 		Interval:  n.cfg.HealthInterval,
 		CheckTLS:  n.checkTLS,
 		Now:       n.opts.clock,
+		Lost:      n.stalls.Lost,
 		Logger:    n.log,
 	})
 }

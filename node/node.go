@@ -48,6 +48,7 @@ import (
 	"github.com/zrpcio/zrpc/acl"
 	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/internal/connlimit"
+	"github.com/zrpcio/zrpc/internal/stall"
 	"github.com/zrpcio/zrpc/internal/tlsconf"
 	"github.com/zrpcio/zrpc/node/dns"
 	"github.com/zrpcio/zrpc/node/grpcapi"
@@ -80,6 +81,9 @@ type Node struct {
 	peers   *peerConns
 	forward *raftstore.Forwarder
 	health  *health.Keeper
+	// stalls counts the time the agent did not run (stopped, paused,
+	// starved), from Raft's start (startRaft) until Close.
+	stalls *stall.Detector
 	// gossipAgent is set once gossip starts (cluster.go), after the gRPC
 	// API and Raft, which may already read it: use gossip().
 	gossipAgent atomic.Pointer[gossip.Gossip]
@@ -335,6 +339,7 @@ func (n *Node) startRaft() error {
 		rc.AdvertiseAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, strconv.Itoa(n.cfg.RaftPort))
 	}
 	n.store = raftstore.New(rc)
+	n.stalls = stall.Start(stallTick, n.log)
 	n.health = n.newHealth()
 	n.store.OnLeader(n.initCluster)
 	n.store.OnLeader(n.announceSelf)
@@ -481,6 +486,9 @@ func (n *Node) Close() error {
 				n.closeErr = err
 			}
 		}
+		if n.stalls != nil {
+			n.stalls.Stop()
+		}
 		if n.dir != nil {
 			if err := n.dir.close(); err != nil && n.closeErr == nil {
 				n.closeErr = err
@@ -490,6 +498,10 @@ func (n *Node) Close() error {
 	})
 	return n.closeErr
 }
+
+// stallTick is how often the agent looks whether it was stopped, paused
+// or starved (internal/stall).
+const stallTick = 100 * time.Millisecond
 
 // stopGRPC stops gracefully, or forcibly once timeout has passed.
 func stopGRPC(s *grpc.Server, timeout time.Duration) {

@@ -111,7 +111,12 @@ type Config struct {
 	// critical. Called from checker goroutines; it must not block.
 	CheckTLS func(service string) *tls.Config
 	// Now is the clock of TTL deadlines (default time.Now).
-	Now    func() time.Time
+	Now func() time.Time
+	// Lost, when set, returns the time this agent has not run since it
+	// started (stopped, paused, starved: internal/stall): the leader moves
+	// its TTL deadlines by what it lost, since the renewals sent meanwhile
+	// wait unread in its sockets.
+	Lost   func() time.Duration
 	Logger *slog.Logger
 }
 

@@ -235,6 +235,23 @@ func (t *ttlTracker) renew(inst *pb.Instance, now time.Time) <-chan struct{} {
 	return t.inFlight[k]
 }
 
+// postpone moves every deadline, and the times they count from, d later.
+// Every deadline moves alike, so the heap's order stands.
+func (t *ttlTracker) postpone(d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, e := range t.entries {
+		e.deadline = e.deadline.Add(d)
+	}
+	for k, start := range t.started {
+		t.started[k] = start.Add(d)
+	}
+	for k, spell := range t.critical {
+		spell.seen = spell.seen.Add(d)
+		t.critical[k] = spell
+	}
+}
+
 // next returns the earliest deadline, if there is one.
 func (t *ttlTracker) next() (time.Time, bool) {
 	t.mu.Lock()
@@ -381,6 +398,7 @@ func (k *Keeper) RunTTLChecks(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var last time.Time
+	lost := k.lost() // a new leader starts every deadline afresh anyway
 	for {
 		k.armTTLTimer(timer, last)
 		select {
@@ -391,8 +409,30 @@ func (k *Keeper) RunTTLChecks(ctx context.Context) {
 		case <-timer.C:
 		}
 		last = k.cfg.Now()
+		lost = k.catchUp(lost)
 		k.sweep(ctx, last)
 	}
+}
+
+// lost is the time this agent has not run (Config.Lost), zero without it.
+func (k *Keeper) lost() time.Duration {
+	if k.cfg.Lost == nil {
+		return 0
+	}
+	return k.cfg.Lost()
+}
+
+// catchUp moves every deadline by the time this agent lost since it had
+// lost seen (and returns the new total): while the leader was stopped,
+// paused or starved, renewals could reach it but not be read, and an
+// instance must not expire because its renewal waited in a socket.
+func (k *Keeper) catchUp(seen time.Duration) time.Duration {
+	total := k.lost()
+	if d := total - seen; d > 0 {
+		k.ttl.postpone(d)
+		k.log.Warn("TTL deadlines moved later by the time this agent did not run, for the renewals sent meanwhile", "by", d.Round(time.Millisecond))
+	}
+	return total
 }
 
 // armTTLTimer sets timer for just after the earliest deadline, but no

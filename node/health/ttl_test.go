@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -491,5 +492,69 @@ func TestAnAgentAliveAgainDoesNotRestartItsInstancesTTLs(t *testing.T) {
 	k.sweep(ctx, t0.Add(61*time.Second))
 	if h := reg.health("ttl.rpc", "long"); h != pb.Health_CRITICAL {
 		t.Fatalf("the instance not renewed for its whole TTL (60 s) is %v, want critical", h)
+	}
+}
+
+// TestTTLDeadlinesMoveByTheTimeTheLeaderLost: time the leader did not run
+// (stopped, paused, starved) moves every deadline as late: the renewals
+// sent meanwhile wait unread in its sockets. An instance expires at its
+// moved deadline, not before; a critical instance is removed as late.
+func TestTTLDeadlinesMoveByTheTimeTheLeaderLost(t *testing.T) {
+	reg := newFakeRegistry()
+	t0 := time.Unix(1000, 0)
+	clock := &fakeClock{now: t0}
+	var lost time.Duration
+	k := New(Config{Agent: "a1", Replica: reg, Writer: reg, Interval: time.Hour, Now: clock.Now,
+		Lost: func() time.Duration { return lost }, Logger: testlog.New(t, "a1")})
+	reg.register(ttlInstance("ttl", 10*time.Second))
+	deregisterAfterInstances(reg, "critical")
+	ctx := context.Background()
+	startTTLs(k, t0)
+	makeCritical(reg, "critical", t0)
+	k.ttl.observe(reg.Instance("ttl.rpc", "critical"), t0) // removable at t0+1m
+
+	seen := k.lost()
+	lost = 5 * time.Second // stopped from t0+8s to t0+13s
+	seen = k.catchUp(seen)
+	k.sweep(ctx, t0.Add(13*time.Second))
+	if w := reg.written(); len(w) != 0 {
+		t.Fatalf("a sweep after the leader lost 5 s wrote %v; the TTL's deadline is t0+15s", w)
+	}
+	if seen != lost || k.catchUp(seen) != lost {
+		t.Fatalf("catchUp returned %v, want the total lost %v", seen, lost)
+	}
+	k.sweep(ctx, t0.Add(15*time.Second+time.Millisecond))
+	w := reg.written()
+	if len(w) != 1 || w[0].GetSetHealth().GetInstances()[0].GetId() != "ttl" {
+		t.Fatalf("a sweep past the moved deadline wrote %v, want ttl.rpc/ttl critical", w)
+	}
+	k.sweep(ctx, t0.Add(time.Minute+time.Second))
+	if h := reg.health("ttl.rpc", "critical"); h != pb.Health_CRITICAL {
+		t.Fatalf("ttl.rpc/critical is %v one minute after it turned critical, with 5 s lost; want it kept", h)
+	}
+	k.sweep(ctx, t0.Add(time.Minute+5*time.Second+time.Millisecond))
+	if reg.Instance("ttl.rpc", "critical") != nil {
+		t.Fatal("ttl.rpc/critical is still registered past its moved deregister_critical_after")
+	}
+}
+
+// TestTTLLoopMovesDeadlinesByTheTimeLost: the leader's TTL loop, woken by
+// a deadline, first moves the deadlines by the time the agent lost.
+func TestTTLLoopMovesDeadlinesByTheTimeLost(t *testing.T) {
+	reg := newFakeRegistry()
+	var lost atomic.Int64
+	k := New(Config{Agent: "a1", Replica: reg, Writer: reg, Interval: 10 * time.Millisecond,
+		Lost: func() time.Duration { return time.Duration(lost.Load()) }, Logger: testlog.New(t, "a1")})
+	runLoop(t, k.RunTTLChecks)
+	testwait.For(t, 10*time.Second, "the TTL loop to watch the registry", func() bool { return reg.watches.Load() > 0 })
+	start := time.Now()
+	lost.Store(int64(time.Hour)) // the agent was stopped for an hour
+	reg.register(ttlInstance("waits", 200*time.Millisecond))
+	testwait.For(t, 10*time.Second, "the deadline to move by the hour lost", func() bool {
+		d, _ := k.ttl.next()
+		return d.After(start.Add(time.Hour))
+	})
+	if h := reg.health("ttl.rpc", "waits"); h != pb.Health_PASSING {
+		t.Fatalf("an instance whose leader lost an hour within its TTL is %v", h)
 	}
 }
