@@ -2,6 +2,10 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -67,4 +71,26 @@ func TestTTLInstanceOutlivesItsAgentsPause(t *testing.T) {
 	waitFor(t, 10*time.Second, "the agent to log the time it lost", func() bool {
 		return strings.Contains(a.log.String(), "did not run for a while")
 	})
+	if v, err := metricValue(a, "zrpc_agent_stalled_seconds_total"); err != nil || v < (pause-time.Second).Seconds() {
+		t.Fatalf("zrpc_agent_stalled_seconds_total = %v (%v) after a %v stop, want at least %v", v, err, pause, pause-time.Second)
+	}
+}
+
+// metricValue scrapes a's /metrics for the value of the unlabelled name.
+func metricValue(a *agent, name string) (float64, error) {
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(a.httpPort) + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in /metrics", name)
 }

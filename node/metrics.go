@@ -171,6 +171,10 @@ func newMetrics(n *Node) *metrics {
 		gauge("zrpc_blob_blobs", "Blobs in this replica's metadata.", func() float64 { return float64(n.store.FSM().BlobCount()) }),
 		gauge("zrpc_blob_handoff_shards", "While this agent leaves the cluster (zrpcctl leave): the blob shards it still holds and hands to the others; 0 otherwise.",
 			func() float64 { return float64(n.handoffShards.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "zrpc_agent_stalled_seconds_total",
+			Help: "Seconds this agent did not run since it started (stopped, its machine paused, starved of CPU), counted in stalls of 250 ms or more; " +
+				"its peers may have taken it for failed meanwhile, and a leader moves its TTL deadlines by it."},
+			func() float64 { return n.stalls.Lost().Seconds() }),
 		&freeSpaceCollector{dir: n.dir.path, desc: prometheus.NewDesc("zrpc_data_dir_free_bytes",
 			"Bytes still free for the agent on the file system of its data dir; at 0 the Raft log and the shard store refuse writes.", nil, nil)},
 	)
