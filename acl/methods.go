@@ -75,6 +75,9 @@ var Methods = map[string]Permission{
 	pb.Shards_HeldShards_FullMethodName:   {Resource: Agent, Access: Write},
 	// Writes forwarded together (Internal.Apply's batch form).
 	pb.Internal_ApplyBatch_FullMethodName: {Resource: Agent, Access: Write},
+	// A peer that did not run for a while asks the leader how far to
+	// catch up; like every agent-to-agent call, agents only.
+	pb.Internal_ReadIndex_FullMethodName: {Resource: Agent, Access: Write},
 
 	// Snapshots: a saved file holds the cluster's secret and the tokens'
 	// hashes, so saving needs an operator's write; a restore replaces the

@@ -127,6 +127,7 @@ var samples = map[string]sample{
 	pb.Shards_Referenced_FullMethodName:   {req: &pb.ReferencedRequest{}, kind: Agent, access: Write},
 	pb.Shards_HeldShards_FullMethodName:   {req: &pb.HeldShardsRequest{}, kind: Agent, access: Write},
 	pb.Internal_ApplyBatch_FullMethodName: {req: &pb.ApplyBatchRequest{}, kind: Agent, access: Write},
+	pb.Internal_ReadIndex_FullMethodName:  {req: &pb.ReadIndexRequest{}, kind: Agent, access: Write},
 
 	pb.Keyring_List_FullMethodName:        {req: &pb.KeyringListRequest{}, kind: Operator, access: Write},
 	pb.Keyring_Install_FullMethodName:     {req: &pb.KeyringKeyRequest{}, kind: Operator, access: Write},

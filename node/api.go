@@ -182,6 +182,8 @@ type apiLeader struct{ n *Node }
 
 func (l apiLeader) IsLeader() bool { return l.n.store.IsLeader() }
 
+func (l apiLeader) ReadIndex(ctx context.Context) (uint64, error) { return l.n.store.ReadIndex(ctx) }
+
 func (l apiLeader) ApplyAsLeader(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	return l.n.applyAsLeader(ctx, cmd)
 }

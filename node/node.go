@@ -264,6 +264,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 				LeaderWait: n.cfg.LeaderWait, Dial: n.peers.dial, LocalApply: n.applyAsLeader, Done: n.ctx.Done(),
 				Reach: n.reach,
 			})
+			n.store.SetReadIndexSource(n.forward.ReadIndex)
 			return n.startGRPC()
 		}},
 		{"start gossip", func() error {
@@ -335,11 +336,12 @@ func (n *Node) startRaft() error {
 	rc.PeerHello = n.peerReadsHello
 	rc.ClusterFSMVersion = func() int { return n.clusterFSMVersion() }
 	rc.Now = n.opts.clock
+	n.stalls = stall.Start(stallTick, n.log)
+	rc.Lost = n.stalls.Lost
 	if n.cfg.AdvertiseAddr != "" && n.opts.raftStream == nil {
 		rc.AdvertiseAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, strconv.Itoa(n.cfg.RaftPort))
 	}
 	n.store = raftstore.New(rc)
-	n.stalls = stall.Start(stallTick, n.log)
 	n.health = n.newHealth()
 	n.store.OnLeader(n.initCluster)
 	n.store.OnLeader(n.announceSelf)

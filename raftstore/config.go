@@ -74,6 +74,11 @@ type Config struct {
 	// while a quorum of voters has accepted requests it sent within the
 	// bound (it may have been deposed otherwise).
 	StaleReadBound time.Duration
+	// Lost, when set, returns the time this agent has not run since it
+	// started (internal/stall): a follower that lost time catches up to the
+	// leader's read index before it serves DEFAULT reads again
+	// (Store.SetReadIndexSource).
+	Lost func() time.Duration
 	// WatchRing is how many recent events watchers can resume from.
 	WatchRing int
 	// WatchRingBytes bounds the encoded size of those events together:

@@ -209,6 +209,26 @@ func (f *Forwarder) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) 
 	return rev, err
 }
 
+// ReadIndex returns the leader's read index (Store.ReadIndex): this
+// store's when it leads, the leader's through its Internal.ReadIndex
+// otherwise.
+func (f *Forwarder) ReadIndex(ctx context.Context) (uint64, error) {
+	var index uint64
+	err := f.OnLeader(ctx,
+		func() (err error) {
+			index, err = f.store.ReadIndex(ctx)
+			return err
+		},
+		func(c grpc.ClientConnInterface) error {
+			resp, err := pb.NewInternalClient(c).ReadIndex(ctx, &pb.ReadIndexRequest{})
+			if err == nil {
+				index = resp.Index
+			}
+			return err
+		})
+	return index, err
+}
+
 // quorum is which voters this agent can reach; false without Reach or a
 // Raft configuration.
 func (f *Forwarder) quorum() (Quorum, bool) {

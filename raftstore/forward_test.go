@@ -31,6 +31,8 @@ type internalAPI struct {
 	gate chan struct{}
 	// noBatch answers ApplyBatch Unimplemented, as an older agent.
 	noBatch bool
+	// readIndexCalls counts ReadIndex calls.
+	readIndexCalls atomic.Int32
 }
 
 func (a *internalAPI) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyResponse, error) {
@@ -46,6 +48,18 @@ func (a *internalAPI) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyResp
 		return nil, apierr.ToStatus(err)
 	}
 	return &pb.ApplyResponse{Revision: rev}, nil
+}
+
+func (a *internalAPI) ReadIndex(ctx context.Context, _ *pb.ReadIndexRequest) (*pb.ReadIndexResponse, error) {
+	a.readIndexCalls.Add(1)
+	if !a.s.IsLeader() {
+		return nil, apierr.ToStatus(ErrNotLeader)
+	}
+	index, err := a.s.ReadIndex(ctx)
+	if err != nil {
+		return nil, apierr.ToStatus(err)
+	}
+	return &pb.ReadIndexResponse{Index: index}, nil
 }
 
 func (a *internalAPI) ApplyBatch(ctx context.Context, req *pb.ApplyBatchRequest) (*pb.ApplyBatchResponse, error) {

@@ -114,6 +114,74 @@ var (
 	errNoQuorum = errors.New("no quorum of voters answered")
 )
 
+// ReadIndex returns this leader's read index: its commit index when the
+// call began, once it has confirmed that it still led after that and has
+// applied everything committed before it took over. A replica that has
+// applied the read index sees every write acknowledged before the call
+// began. ErrNotLeader on a follower.
+func (s *Store) ReadIndex(ctx context.Context) (uint64, error) {
+	start, term := time.Now(), s.raft.CurrentTerm()
+	if s.raft.State() != raft.Leader {
+		return 0, ErrNotLeader
+	}
+	commit := s.raft.CommitIndex()
+	if err := s.confirmLeadership(ctx, term, start); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	ready := s.leaderReady
+	s.mu.Unlock()
+	if !ready {
+		return 0, fmt.Errorf("%w: new leader is still catching up", ErrNoLeader)
+	}
+	// A new leader's commit index may lag what its predecessor committed
+	// until its barrier commits; it has applied that barrier once ready.
+	return max(commit, s.fsm.Revision()), nil
+}
+
+// SetReadIndexSource sets where a follower that did not run for a while
+// gets the leader's read index (Forwarder.ReadIndex); until it is set,
+// such a follower refuses DEFAULT reads after a stall.
+func (s *Store) SetReadIndexSource(f func(ctx context.Context) (uint64, error)) {
+	s.readIndexFrom.Store(&f)
+}
+
+// catchUpAfterStall makes a follower that did not run for a while
+// (Config.Lost grew) wait, before it serves DEFAULT reads again, until its
+// replica has applied the leader's read index fetched after the stall.
+// The AppendEntries requests it reads on waking may have been sent before
+// it stopped; their arrival, stamped when they are read, says nothing of
+// how old the commit index they carry is, and the bound of DEFAULT reads
+// would not hold.
+func (s *Store) catchUpAfterStall(ctx context.Context) error {
+	if s.cfg.Lost == nil || s.cfg.Lost() <= time.Duration(s.stallCleared.Load()) {
+		return nil
+	}
+	s.stallMu.Lock()
+	defer s.stallMu.Unlock()
+	lost := s.cfg.Lost()
+	if lost <= time.Duration(s.stallCleared.Load()) {
+		return nil // another read caught up meanwhile
+	}
+	from := s.readIndexFrom.Load()
+	if from == nil {
+		return fmt.Errorf("%w: this agent did not run for a while (%s in all) and cannot ask the leader how far to catch up yet; retry, or read with consistency=stale",
+			ErrStaleRead, lost.Round(time.Millisecond))
+	}
+	index, err := (*from)(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: this agent did not run for a while (%s in all), and asking the leader how far to catch up failed: %v; retry, or read with consistency=stale",
+			ErrStaleRead, lost.Round(time.Millisecond), err)
+	}
+	if err := s.fsm.WaitRevision(ctx, index); err != nil {
+		behind := index - min(index, s.fsm.Revision())
+		return fmt.Errorf("%w: this agent did not run for a while and its replica is %d entries behind the leader's read index %d; retry, or read with consistency=stale",
+			ErrStaleRead, behind, index)
+	}
+	s.stallCleared.Store(int64(lost))
+	return nil
+}
+
 // confirmLeadership returns nil once this store has confirmed that it
 // led in term after start: raft verifies its leadership with a quorum
 // (which also sends every peer a heartbeat now), then the read waits, up

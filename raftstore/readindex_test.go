@@ -5,7 +5,10 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -313,5 +316,66 @@ func checkReadRefused(t *testing.T, err error, want ...error) {
 			return
 		}
 	}
-	t.Fatalf("read on a leader that cannot confirm its leadership: %v, want one of %v", err, want)
+	t.Fatalf("read: %v, want it refused with one of %v", err, want)
+}
+
+// TestAFollowerThatLostTimeCatchesUpToTheLeadersReadIndex: a follower
+// whose agent did not run for a while (Config.Lost grew) serves DEFAULT
+// reads again only once its replica has applied the leader's read index,
+// fetched from the leader after the stall, once per stall; a failed fetch
+// or a replica behind the index refuses the read as stale.
+func TestAFollowerThatLostTimeCatchesUpToTheLeadersReadIndex(t *testing.T) {
+	var lost atomic.Int64
+	stores, apis := forwardingCluster(t, func(_ int, cfg *Config) {
+		cfg.Lost = func() time.Duration { return time.Duration(lost.Load()) }
+	})
+	leader := leaderOf(t, stores)
+	var (
+		follower *Store
+		api      *internalAPI
+	)
+	for i, s := range stores {
+		if s != leader {
+			follower = s
+		} else {
+			api = apis[i]
+		}
+	}
+	fwd := NewForwarder(follower, ForwardConfig{LeaderWait: 5 * time.Second, Dial: newTestDialer(t).dial})
+	mustStoreApply(t, leader, registerCmd(testInstance("api", "0", "n1")))
+	eventually(t, 10*time.Second, "DEFAULT reads on the follower", func() bool {
+		return follower.CheckRead(pb.Consistency_DEFAULT) == nil
+	})
+
+	lost.Store(int64(5 * time.Second))
+	checkReadRefused(t, follower.CheckRead(pb.Consistency_DEFAULT), ErrStaleRead) // no source yet
+	follower.SetReadIndexSource(func(context.Context) (uint64, error) { return 0, ErrNoLeader })
+	checkReadRefused(t, follower.CheckRead(pb.Consistency_DEFAULT), ErrStaleRead)
+	follower.SetReadIndexSource(func(context.Context) (uint64, error) { return leader.raft.CommitIndex() + 1000, nil })
+	err := follower.CheckRead(pb.Consistency_DEFAULT)
+	if !errors.Is(err, ErrStaleRead) || !strings.Contains(err.Error(), "entries behind the leader's read index") {
+		t.Fatalf("DEFAULT read on a follower behind the read index after a stall: %v, want ErrStaleRead saying how far behind", err)
+	}
+
+	follower.SetReadIndexSource(fwd.ReadIndex)
+	for i := 1; i <= 5; i++ {
+		mustStoreApply(t, leader, registerCmd(testInstance("api", strconv.Itoa(i), "n1")))
+	}
+	commit := leader.raft.CommitIndex()
+	if err := follower.CheckRead(pb.Consistency_DEFAULT); err != nil {
+		t.Fatalf("DEFAULT read on a follower after a stall, the leader reachable: %v", err)
+	}
+	if rev := follower.FSM().Revision(); rev < commit {
+		t.Fatalf("DEFAULT read allowed after a stall at revision %d, below the leader's commit index %d before it", rev, commit)
+	}
+	if n := api.readIndexCalls.Load(); n != 1 {
+		t.Fatalf("the leader was asked its read index %d times after one stall, want 1", n)
+	}
+	if err := follower.CheckRead(pb.Consistency_DEFAULT); err != nil || api.readIndexCalls.Load() != 1 {
+		t.Fatalf("a second DEFAULT read after the catch-up: %v, %d read index calls; want nil and still 1", err, api.readIndexCalls.Load())
+	}
+	lost.Add(int64(time.Second))
+	if err := follower.CheckRead(pb.Consistency_DEFAULT); err != nil || api.readIndexCalls.Load() != 2 {
+		t.Fatalf("a DEFAULT read after a second stall: %v, %d read index calls; want nil and 2", err, api.readIndexCalls.Load())
+	}
 }

@@ -52,6 +52,14 @@ type Store struct {
 	replayTo uint64
 	replayed atomic.Bool
 
+	// After a stall (Config.Lost), DEFAULT reads on a follower wait for
+	// the leader's read index (catchUpAfterStall): readIndexFrom fetches
+	// it, stallCleared is the total lost up to the last catch-up, stallMu
+	// lets one read at a time catch up.
+	readIndexFrom atomic.Pointer[func(ctx context.Context) (uint64, error)]
+	stallCleared  atomic.Int64
+	stallMu       sync.Mutex
+
 	mu          sync.Mutex
 	leaderFuncs []LeaderFunc
 	leaderReady bool // this leader has applied everything committed before it
@@ -528,24 +536,17 @@ func (s *Store) CheckReadContext(ctx context.Context, c pb.Consistency) error {
 			}
 			// Deposed meanwhile: read as a follower.
 		}
+		if err := s.catchUpAfterStall(ctx); err != nil {
+			return err
+		}
 		return s.waitLeaderCommit(ctx)
 	case pb.Consistency_CONSISTENT:
-		start, term := time.Now(), s.raft.CurrentTerm()
-		if s.raft.State() != raft.Leader {
-			return ErrNotLeader
-		}
 		// Followers may show a write before the leader's FSM applies it
 		// (commitpush.go): the read waits for what was committed when it
 		// began.
-		commit := s.raft.CommitIndex()
-		if err := s.confirmLeadership(ctx, term, start); err != nil {
+		commit, err := s.ReadIndex(ctx)
+		if err != nil {
 			return err
-		}
-		s.mu.Lock()
-		ready := s.leaderReady
-		s.mu.Unlock()
-		if !ready {
-			return fmt.Errorf("%w: new leader is still catching up", ErrNoLeader)
 		}
 		return s.waitApplied(ctx, commit)
 	}

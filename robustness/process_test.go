@@ -353,7 +353,7 @@ type processFault struct {
 var processFaults = []processFault{
 	{"kill", "SIGKILL an agent and restart it", 3, (*processRun).killRestart},
 	{"kill-leader", "SIGKILL the leader and restart it", 2, (*processRun).killLeader},
-	{"stop-leader", "SIGSTOP the leader for 1-3 s (one in 3: 6-9 s, with reads sent to it), then SIGCONT", 3, (*processRun).stopLeader},
+	{"stop-leader", "SIGSTOP the leader for 1-3 s (one in 3: 6-9 s, the leader or a follower, with reads sent to it), then SIGCONT", 3, (*processRun).stopLeader},
 	{"term", "SIGTERM an agent (the leader half of the time) and restart it", 2, (*processRun).termRestart},
 }
 
@@ -459,18 +459,22 @@ func (p *processRun) killAndRestart(i int) {
 // election timeout, so the others elect a new leader while the old one
 // still believes it leads; SIGCONT wakes it into a newer term. One stop in
 // processLongStopOdds lasts 6-9 s instead, longer than a default read may
-// lag (staleBound and the check's defaultSlack), and half a second before
-// it ends a default and a consistent read are sent to the stopped agent:
-// they wait in its sockets and are answered when it wakes, when its
-// replica is older than either may see.
+// lag (staleBound and the check's defaultSlack), and stops the leader or,
+// half the time, a follower; half a second before it ends a default and a
+// consistent read are sent to the stopped agent: they wait in its sockets
+// and are answered when it wakes, when its replica is older than either
+// may see.
 func (p *processRun) stopLeader() {
 	i := p.target(true)
 	hold := time.Second + p.randDuration(2*time.Second)
-	long := p.longStops.IntN(processLongStopOdds) == 0
+	long, role := p.longStops.IntN(processLongStopOdds) == 0, "the leader"
 	if long {
 		hold = 6*time.Second + time.Duration(p.longStops.Int64N(int64(3*time.Second)))
+		if other := 1 + p.longStops.IntN(len(p.agents)-1); p.longStops.IntN(2) == 0 {
+			i, role = (i+other)%len(p.agents), "a follower" // if i leads
+		}
 	}
-	p.t.Logf("robustness: SIGSTOP %s for %s", p.agents[i].name, hold.Round(time.Millisecond))
+	p.t.Logf("robustness: SIGSTOP %s (%s) for %s", p.agents[i].name, role, hold.Round(time.Millisecond))
 	p.agents[i].signal(syscall.SIGSTOP)
 	if long {
 		const early = 500 * time.Millisecond

@@ -2120,6 +2120,90 @@ func (x *ApplyBatchResponse) GetResults() []*ApplyResult {
 	return nil
 }
 
+// ReadIndexRequest asks the leader for its read index.
+type ReadIndexRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexRequest) Reset() {
+	*x = ReadIndexRequest{}
+	mi := &file_raft_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexRequest) ProtoMessage() {}
+
+func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
+func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{28}
+}
+
+// ReadIndexResponse is the leader's commit index when the request
+// arrived, answered once the leader has confirmed with a quorum of voters
+// that it still led after that.
+type ReadIndexResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexResponse) Reset() {
+	*x = ReadIndexResponse{}
+	mi := &file_raft_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexResponse) ProtoMessage() {}
+
+func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
+func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ReadIndexResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_raft_proto protoreflect.FileDescriptor
 
 const file_raft_proto_rawDesc = "" +
@@ -2283,11 +2367,15 @@ const file_raft_proto_rawDesc = "" +
 	"\ferror_reason\x18\x03 \x01(\tR\verrorReason\x12#\n" +
 	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\"D\n" +
 	"\x12ApplyBatchResponse\x12.\n" +
-	"\aresults\x18\x01 \x03(\v2\x14.zrpc.v1.ApplyResultR\aresults2\x84\x01\n" +
+	"\aresults\x18\x01 \x03(\v2\x14.zrpc.v1.ApplyResultR\aresults\"\x12\n" +
+	"\x10ReadIndexRequest\")\n" +
+	"\x11ReadIndexResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index2\xc8\x01\n" +
 	"\bInternal\x121\n" +
 	"\x05Apply\x12\x10.zrpc.v1.Command\x1a\x16.zrpc.v1.ApplyResponse\x12E\n" +
 	"\n" +
-	"ApplyBatch\x12\x1a.zrpc.v1.ApplyBatchRequest\x1a\x1b.zrpc.v1.ApplyBatchResponseB#Z!github.com/zrpcio/zrpc/api/zrpcpbb\x06proto3"
+	"ApplyBatch\x12\x1a.zrpc.v1.ApplyBatchRequest\x1a\x1b.zrpc.v1.ApplyBatchResponse\x12B\n" +
+	"\tReadIndex\x12\x19.zrpc.v1.ReadIndexRequest\x1a\x1a.zrpc.v1.ReadIndexResponseB#Z!github.com/zrpcio/zrpc/api/zrpcpbb\x06proto3"
 
 var (
 	file_raft_proto_rawDescOnce sync.Once
@@ -2301,7 +2389,7 @@ func file_raft_proto_rawDescGZIP() []byte {
 	return file_raft_proto_rawDescData
 }
 
-var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_raft_proto_goTypes = []any{
 	(*Command)(nil),            // 0: zrpc.v1.Command
 	(*Quota)(nil),              // 1: zrpc.v1.Quota
@@ -2331,20 +2419,22 @@ var file_raft_proto_goTypes = []any{
 	(*ApplyBatchRequest)(nil),  // 25: zrpc.v1.ApplyBatchRequest
 	(*ApplyResult)(nil),        // 26: zrpc.v1.ApplyResult
 	(*ApplyBatchResponse)(nil), // 27: zrpc.v1.ApplyBatchResponse
-	(*Instance)(nil),           // 28: zrpc.v1.Instance
-	(*Node)(nil),               // 29: zrpc.v1.Node
-	(Health)(0),                // 30: zrpc.v1.Health
-	(*Blob)(nil),               // 31: zrpc.v1.Blob
-	(*ACLToken)(nil),           // 32: zrpc.v1.ACLToken
-	(*ACLPolicy)(nil),          // 33: zrpc.v1.ACLPolicy
+	(*ReadIndexRequest)(nil),   // 28: zrpc.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),  // 29: zrpc.v1.ReadIndexResponse
+	(*Instance)(nil),           // 30: zrpc.v1.Instance
+	(*Node)(nil),               // 31: zrpc.v1.Node
+	(Health)(0),                // 32: zrpc.v1.Health
+	(*Blob)(nil),               // 33: zrpc.v1.Blob
+	(*ACLToken)(nil),           // 34: zrpc.v1.ACLToken
+	(*ACLPolicy)(nil),          // 35: zrpc.v1.ACLPolicy
 }
 var file_raft_proto_depIdxs = []int32{
-	28, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
+	30, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
 	2,  // 1: zrpc.v1.Command.deregister:type_name -> zrpc.v1.InstanceRef
 	3,  // 2: zrpc.v1.Command.set_health:type_name -> zrpc.v1.SetHealth
 	5,  // 3: zrpc.v1.Command.session_create:type_name -> zrpc.v1.SessionCreate
 	6,  // 4: zrpc.v1.Command.session_destroy:type_name -> zrpc.v1.SessionDestroy
-	29, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
+	31, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
 	7,  // 6: zrpc.v1.Command.node_remove:type_name -> zrpc.v1.NodeRemove
 	8,  // 7: zrpc.v1.Command.blob_pending:type_name -> zrpc.v1.BlobPending
 	10, // 8: zrpc.v1.Command.blob_commit:type_name -> zrpc.v1.BlobCommit
@@ -2360,23 +2450,25 @@ var file_raft_proto_depIdxs = []int32{
 	19, // 18: zrpc.v1.Command.acl_token_delete:type_name -> zrpc.v1.ACLTokenDelete
 	1,  // 19: zrpc.v1.Command.quota:type_name -> zrpc.v1.Quota
 	2,  // 20: zrpc.v1.SetHealth.instances:type_name -> zrpc.v1.InstanceRef
-	30, // 21: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
+	32, // 21: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
 	4,  // 22: zrpc.v1.SessionCreate.session:type_name -> zrpc.v1.Session
-	31, // 23: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
+	33, // 23: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
 	20, // 24: zrpc.v1.BlobShards.shards:type_name -> zrpc.v1.ShardPlacement
-	32, // 25: zrpc.v1.ACLBootstrap.token:type_name -> zrpc.v1.ACLToken
-	33, // 26: zrpc.v1.ACLPolicySet.policy:type_name -> zrpc.v1.ACLPolicy
-	32, // 27: zrpc.v1.ACLTokenSet.token:type_name -> zrpc.v1.ACLToken
+	34, // 25: zrpc.v1.ACLBootstrap.token:type_name -> zrpc.v1.ACLToken
+	35, // 26: zrpc.v1.ACLPolicySet.policy:type_name -> zrpc.v1.ACLPolicy
+	34, // 27: zrpc.v1.ACLTokenSet.token:type_name -> zrpc.v1.ACLToken
 	14, // 28: zrpc.v1.SnapshotHeader.cluster:type_name -> zrpc.v1.ClusterInit
-	31, // 29: zrpc.v1.SnapshotBlob.blob:type_name -> zrpc.v1.Blob
+	33, // 29: zrpc.v1.SnapshotBlob.blob:type_name -> zrpc.v1.Blob
 	0,  // 30: zrpc.v1.ApplyBatchRequest.commands:type_name -> zrpc.v1.Command
 	26, // 31: zrpc.v1.ApplyBatchResponse.results:type_name -> zrpc.v1.ApplyResult
 	0,  // 32: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
 	25, // 33: zrpc.v1.Internal.ApplyBatch:input_type -> zrpc.v1.ApplyBatchRequest
-	24, // 34: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
-	27, // 35: zrpc.v1.Internal.ApplyBatch:output_type -> zrpc.v1.ApplyBatchResponse
-	34, // [34:36] is the sub-list for method output_type
-	32, // [32:34] is the sub-list for method input_type
+	28, // 34: zrpc.v1.Internal.ReadIndex:input_type -> zrpc.v1.ReadIndexRequest
+	24, // 35: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
+	27, // 36: zrpc.v1.Internal.ApplyBatch:output_type -> zrpc.v1.ApplyBatchResponse
+	29, // 37: zrpc.v1.Internal.ReadIndex:output_type -> zrpc.v1.ReadIndexResponse
+	35, // [35:38] is the sub-list for method output_type
+	32, // [32:35] is the sub-list for method input_type
 	32, // [32:32] is the sub-list for extension type_name
 	32, // [32:32] is the sub-list for extension extendee
 	0,  // [0:32] is the sub-list for field type_name
@@ -2417,7 +2509,7 @@ func file_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_proto_rawDesc), len(file_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

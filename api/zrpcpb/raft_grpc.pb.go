@@ -23,6 +23,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Internal_Apply_FullMethodName      = "/zrpc.v1.Internal/Apply"
 	Internal_ApplyBatch_FullMethodName = "/zrpc.v1.Internal/ApplyBatch"
+	Internal_ReadIndex_FullMethodName  = "/zrpc.v1.Internal/ReadIndex"
 )
 
 // InternalClient is the client API for Internal service.
@@ -36,6 +37,11 @@ type InternalClient interface {
 	// ApplyBatch applies several forwarded writes in one call: a follower
 	// sends the writes that wait while its earlier calls are in flight.
 	ApplyBatch(ctx context.Context, in *ApplyBatchRequest, opts ...grpc.CallOption) (*ApplyBatchResponse, error)
+	// ReadIndex returns the leader's read index: a follower that did not
+	// run for a while (internal/stall) waits until its replica has applied
+	// it before it serves default reads again, since the requests it reads
+	// on waking may have been sent before it stopped.
+	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
 }
 
 type internalClient struct {
@@ -66,6 +72,16 @@ func (c *internalClient) ApplyBatch(ctx context.Context, in *ApplyBatchRequest, 
 	return out, nil
 }
 
+func (c *internalClient) ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadIndexResponse)
+	err := c.cc.Invoke(ctx, Internal_ReadIndex_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InternalServer is the server API for Internal service.
 // All implementations must embed UnimplementedInternalServer
 // for forward compatibility.
@@ -77,6 +93,11 @@ type InternalServer interface {
 	// ApplyBatch applies several forwarded writes in one call: a follower
 	// sends the writes that wait while its earlier calls are in flight.
 	ApplyBatch(context.Context, *ApplyBatchRequest) (*ApplyBatchResponse, error)
+	// ReadIndex returns the leader's read index: a follower that did not
+	// run for a while (internal/stall) waits until its replica has applied
+	// it before it serves default reads again, since the requests it reads
+	// on waking may have been sent before it stopped.
+	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
 	mustEmbedUnimplementedInternalServer()
 }
 
@@ -92,6 +113,9 @@ func (UnimplementedInternalServer) Apply(context.Context, *Command) (*ApplyRespo
 }
 func (UnimplementedInternalServer) ApplyBatch(context.Context, *ApplyBatchRequest) (*ApplyBatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ApplyBatch not implemented")
+}
+func (UnimplementedInternalServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
 }
 func (UnimplementedInternalServer) mustEmbedUnimplementedInternalServer() {}
 func (UnimplementedInternalServer) testEmbeddedByValue()                  {}
@@ -150,6 +174,24 @@ func _Internal_ApplyBatch_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Internal_ReadIndex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadIndexRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).ReadIndex(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_ReadIndex_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).ReadIndex(ctx, req.(*ReadIndexRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Internal_ServiceDesc is the grpc.ServiceDesc for Internal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -164,6 +206,10 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ApplyBatch",
 			Handler:    _Internal_ApplyBatch_Handler,
+		},
+		{
+			MethodName: "ReadIndex",
+			Handler:    _Internal_ReadIndex_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

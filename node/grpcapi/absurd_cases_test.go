@@ -222,6 +222,7 @@ var specificCases = map[string]methodCases{
 	pb.Internal_ApplyBatch_FullMethodName: {cases: []absurdCase{
 		send("100k empty commands", &pb.ApplyBatchRequest{Commands: make([]*pb.Command, 100_000)}, nil),
 	}},
+	pb.Internal_ReadIndex_FullMethodName: {}, // no fields: the generic cases cover it
 	pb.ACL_Bootstrap_FullMethodName: {cases: []absurdCase{
 		send("a second time", &pb.ACLBootstrapRequest{}, refused(codes.FailedPrecondition)),
 	}},

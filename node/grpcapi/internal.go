@@ -16,6 +16,8 @@ type Leader interface {
 	// ApplyAsLeader proposes cmd on this agent, the leader, and returns
 	// its revision.
 	ApplyAsLeader(ctx context.Context, cmd *pb.Command) (uint64, error)
+	// ReadIndex is this leader's read index (raftstore.Store.ReadIndex).
+	ReadIndex(ctx context.Context) (uint64, error)
 }
 
 // Internal serves peers' forwarded writes.
@@ -47,6 +49,19 @@ func (s *Internal) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyRespons
 		return nil, err
 	}
 	return &pb.ApplyResponse{Revision: rev}, nil
+}
+
+// ReadIndex answers the leader's read index to a peer that did not run
+// for a while and catches up to it before it serves default reads.
+func (s *Internal) ReadIndex(ctx context.Context, _ *pb.ReadIndexRequest) (*pb.ReadIndexResponse, error) {
+	if !s.leader.IsLeader() {
+		return nil, raftstore.ErrNotLeader
+	}
+	index, err := s.leader.ReadIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.ReadIndexResponse{Index: index}, nil
 }
 
 // maxApplyBatch bounds the commands of one ApplyBatch call: each may

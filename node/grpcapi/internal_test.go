@@ -18,12 +18,20 @@ import (
 
 // fakeLeader records what it is asked to apply.
 type fakeLeader struct {
-	leading bool
-	mu      sync.Mutex
-	applied []*pb.Command
+	leading      bool
+	mu           sync.Mutex
+	applied      []*pb.Command
+	readIndexErr error
 }
 
 func (l *fakeLeader) IsLeader() bool { return l.leading }
+
+// ReadIndex answers the count of commands applied, or readIndexErr.
+func (l *fakeLeader) ReadIndex(context.Context) (uint64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return uint64(len(l.applied)), l.readIndexErr
+}
 
 func (l *fakeLeader) ApplyAsLeader(_ context.Context, cmd *pb.Command) (uint64, error) {
 	l.mu.Lock()
@@ -109,6 +117,27 @@ func TestInternalApplyProposesOnlyValidCommandsWhileLeading(t *testing.T) {
 	}
 	if resp.Revision != 1 || len(l.applied) != 1 || l.applied[0].Time != 0 {
 		t.Fatalf("applied %v (revision %d), want the deregister with its time cleared", l.applied, resp.Revision)
+	}
+}
+
+// TestInternalReadIndexAnswersOnlyOnTheLeader: a follower refuses with
+// NotLeader (the peer asks the leader again); the leader answers its read
+// index, or the error confirming its leadership ended in.
+func TestInternalReadIndexAnswersOnlyOnTheLeader(t *testing.T) {
+	ctx := context.Background()
+	l := &fakeLeader{applied: make([]*pb.Command, 7)}
+	s := NewInternal(l, fakeMembership{})
+	if _, err := s.ReadIndex(ctx, &pb.ReadIndexRequest{}); !errors.Is(err, raftstore.ErrNotLeader) {
+		t.Fatalf("ReadIndex on a follower = %v, want ErrNotLeader", err)
+	}
+	l.leading = true
+	resp, err := s.ReadIndex(ctx, &pb.ReadIndexRequest{})
+	if err != nil || resp.Index != 7 {
+		t.Fatalf("ReadIndex on the leader = %v, %v; want index 7", resp, err)
+	}
+	l.readIndexErr = raftstore.ErrNoLeader
+	if _, err := s.ReadIndex(ctx, &pb.ReadIndexRequest{}); !errors.Is(err, raftstore.ErrNoLeader) {
+		t.Fatalf("ReadIndex on a leader that cannot confirm it leads = %v, want ErrNoLeader", err)
 	}
 }
 
