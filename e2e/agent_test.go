@@ -15,14 +15,7 @@ func TestSingleAgentThroughCLI(t *testing.T) {
 	a.start()
 	a.waitLeader()
 	addr := a.grpcAddr()
-	run := func(args ...string) string {
-		t.Helper()
-		out, err := ctl(zrpcctl, addr, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
+	run := a.mustCtl
 
 	run("service", "register", "user.rpc", "--id", "user-1", "--address", "127.0.0.1:9001", "--zone", "a", "--tag", "canary")
 	run("service", "register", "user.rpc", "--id", "user-2", "--address", "127.0.0.1:9002", "--ttl", "30s")

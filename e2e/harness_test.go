@@ -229,6 +229,18 @@ func (a *agent) stop() error {
 	return a.wait(20 * time.Second)
 }
 
+// mustCtl runs zrpcctl against a and returns its stdout; an error fails
+// the test.
+func (a *agent) mustCtl(args ...string) string {
+	a.t.Helper()
+	_, zrpcctl := binaries(a.t)
+	out, err := ctl(zrpcctl, a.grpcAddr(), args...)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return out
+}
+
 // ctl runs zrpcctl against addr and returns its stdout.
 func ctl(zrpcctl, addr string, args ...string) (string, error) {
 	cmd := exec.Command(zrpcctl, append([]string{"--addr", addr}, args...)...)

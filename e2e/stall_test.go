@@ -18,19 +18,10 @@ import (
 // both wake: the leader moves its TTL deadlines by the time it did not run,
 // and the first renewal after the pause comes in time.
 func TestTTLInstanceOutlivesItsAgentsPause(t *testing.T) {
-	_, zrpcctl := binaries(t)
 	a := newAgent(t, "n1")
 	a.start()
 	a.waitLeader()
-	addr := a.grpcAddr()
-	run := func(args ...string) string {
-		t.Helper()
-		out, err := ctl(zrpcctl, addr, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
+	run := a.mustCtl
 	// health returns the instance's health and when it last changed.
 	health := func() (string, string) {
 		t.Helper()
