@@ -28,6 +28,7 @@ func (n *Node) openBlobs() error {
 	}
 	bc := n.cfg.blobConfig()
 	bc.Now = n.opts.clock
+	bc.Lost = n.stalls.Lost
 	n.blobs = storage.New(bc, blobCluster{n}, shards, storage.NewMetrics(), n.log.With("component", "blobs"))
 	return nil
 }

@@ -82,7 +82,7 @@ type Node struct {
 	forward *raftstore.Forwarder
 	health  *health.Keeper
 	// stalls counts the time the agent did not run (stopped, paused,
-	// starved), from Raft's start (startRaft) until Close.
+	// starved), from Start until Close.
 	stalls *stall.Detector
 	// gossipAgent is set once gossip starts (cluster.go), after the gRPC
 	// API and Raft, which may already read it: use gossip().
@@ -243,6 +243,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			n.discardFounding()
 		}
 	}()
+	n.stalls = stall.Start(stallTick, n.log) // stopped by Close
 	steps := []struct {
 		what string
 		run  func() error
@@ -336,7 +337,6 @@ func (n *Node) startRaft() error {
 	rc.PeerHello = n.peerReadsHello
 	rc.ClusterFSMVersion = func() int { return n.clusterFSMVersion() }
 	rc.Now = n.opts.clock
-	n.stalls = stall.Start(stallTick, n.log)
 	rc.Lost = n.stalls.Lost
 	if n.cfg.AdvertiseAddr != "" && n.opts.raftStream == nil {
 		rc.AdvertiseAddr = net.JoinHostPort(n.cfg.AdvertiseAddr, strconv.Itoa(n.cfg.RaftPort))

@@ -50,6 +50,10 @@ type Config struct {
 	// another machine's); nil means time.Now. Tests shift it. File ages
 	// (orphan collection) are read on the system clock that stamps them.
 	Now func() time.Time
+	// Lost, when set, returns the time this agent has not run since it
+	// started (internal/stall): the leader moves its put leases' and
+	// failed agents' clocks by it (repair's catchUp).
+	Lost func() time.Duration
 }
 
 // DefaultConfig returns the defaults.

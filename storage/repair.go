@@ -70,6 +70,9 @@ type repairer struct {
 	// leadSince is when this agent's leadership began.
 	putSeen   map[string]time.Time
 	leadSince time.Time
+	// lostSeen is the time this agent had lost (Config.Lost) when a scan
+	// last moved failedAt and putSeen by what it lost (catchUp).
+	lostSeen time.Duration
 	// full holds the agents that answered a rebuilt shard with no space
 	// (their disk or shard store is full): repair places no shard on them
 	// for a while (spaceRefusal), since each scan would otherwise try
@@ -157,6 +160,7 @@ func (s *Store) RunRepair(ctx context.Context) {
 	r.failedAt = make(map[string]time.Time)
 	r.putSeen = make(map[string]time.Time)
 	r.leadSince = r.s.now()
+	r.lostSeen = r.s.lost()
 	r.retry = make(map[shardKey]time.Time)
 	r.full = make(map[string]spaceRefusal)
 	r.inPlace = make(map[shardKey]int)
@@ -197,6 +201,7 @@ func (r *repairer) scan(ctx context.Context) {
 	state := make(map[string]string) // agent -> "" alive, reasonLeaving, reasonFailed (past delay), "waiting"
 	open := make(map[string]bool)    // the agents a lost shard can go to: alive, with room, staying
 	r.mu.Lock()
+	r.catchUp()
 	for _, m := range s.members() {
 		if m.Alive {
 			delete(r.failedAt, m.Name)
@@ -388,6 +393,27 @@ func (r *repairer) abortStalePuts(ctx context.Context, state map[string]string, 
 // seenPending records when this leader first saw each of the pending puts
 // (now, for those new to it; the start of one begun while it leads),
 // forgets the puts no longer pending, and returns the record.
+// catchUp moves the times this leader first saw agents failed and puts
+// pending by the time it lost since the last scan (stopped, paused,
+// starved: Config.Lost): meanwhile it could read neither the renewals of
+// put leases nor the gossip of agents coming back, and a put or an agent
+// must not be given up on because the leader was not running. r.mu held.
+func (r *repairer) catchUp() {
+	lost := r.s.lost()
+	d := lost - r.lostSeen
+	r.lostSeen = lost
+	if d <= 0 {
+		return
+	}
+	for name, t := range r.failedAt {
+		r.failedAt[name] = t.Add(d)
+	}
+	for id, t := range r.putSeen {
+		r.putSeen[id] = t.Add(d)
+	}
+	r.s.log.Warn("put leases and failed agents' repair delays moved later by the time this agent did not run", "by", d.Round(time.Millisecond))
+}
+
 func (r *repairer) seenPending(pending []*pb.BlobPending, now time.Time) map[string]time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()

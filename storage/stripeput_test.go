@@ -624,3 +624,31 @@ func TestAPutIsStampedByTheAgentsClock(t *testing.T) {
 		t.Errorf("the lease estimate of a put the replica lacks: %d, want %d (the agent's clock plus the lease)", got, want)
 	}
 }
+
+// TestLeasedPutOutlivesItsLeadersStall: time the leader did not run
+// (stopped, paused, starved) moves a put's lease as late: the renewals
+// the client sent meanwhile wait unread in the leader's sockets.
+func TestLeasedPutOutlivesItsLeadersStall(t *testing.T) {
+	var lost time.Duration
+	cfg := DefaultConfig()
+	cfg.BlockSize, cfg.InlineMax = MinBlockSize, 1024
+	cfg.Lost = func() time.Duration { return lost }
+	s, fc := newTestStore(t, cfg, "a", "a")
+	begin := beginPut(t, s, &pb.BlobPutHeader{Name: "models/v1"})
+	lease := time.Unix(0, begin.LeaseExpires)
+	gone := map[string]string{}
+	s.repair.abortStalePuts(context.Background(), gone, lease.Add(-time.Millisecond))
+
+	lost = 10 * time.Second // the leader was stopped across the lease's end
+	s.repair.mu.Lock()
+	s.repair.catchUp()
+	s.repair.mu.Unlock()
+	s.repair.abortStalePuts(context.Background(), gone, lease.Add(time.Millisecond))
+	if fc.fsm.PendingBlob(begin.BlobId) == nil {
+		t.Fatal("a put was aborted at its lease's end although the leader had not run for 10 s of it")
+	}
+	s.repair.abortStalePuts(context.Background(), gone, lease.Add(10*time.Second+time.Millisecond))
+	if fc.fsm.PendingBlob(begin.BlobId) != nil {
+		t.Fatal("a put is still pending past its lease moved by the time the leader lost")
+	}
+}
