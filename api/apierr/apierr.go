@@ -29,7 +29,7 @@ var (
 	ErrNotFound        = errors.New("not found")
 	ErrNoLeader        = errors.New("no cluster leader")
 	ErrNotLeader       = errors.New("not the leader")
-	ErrStaleRead       = errors.New("replica is stale: no contact with a leader")
+	ErrStaleRead       = errors.New("replica is stale")
 	ErrShuttingDown    = errors.New("agent is shutting down")
 	ErrSessionRequired = errors.New("session not open")
 	ErrAlreadyExists   = errors.New("already exists")
