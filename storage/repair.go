@@ -11,6 +11,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/stall"
 )
 
 // Why a shard is queued for repair.
@@ -70,9 +71,9 @@ type repairer struct {
 	// leadSince is when this agent's leadership began.
 	putSeen   map[string]time.Time
 	leadSince time.Time
-	// lostSeen is the time this agent had lost (Config.Lost) when a scan
-	// last moved failedAt and putSeen by what it lost (catchUp).
-	lostSeen time.Duration
+	// lost is the time this agent lost (Config.Lost) since a scan last
+	// moved failedAt and putSeen by it (catchUp).
+	lost *stall.Since
 	// full holds the agents that answered a rebuilt shard with no space
 	// (their disk or shard store is full): repair places no shard on them
 	// for a while (spaceRefusal), since each scan would otherwise try
@@ -109,6 +110,7 @@ func newRepairer(s *Store) *repairer {
 		s: s, wake: make(chan struct{}, 1), queue: make(chan task, 4096),
 		queued: make(map[shardKey]bool), retry: make(map[shardKey]time.Time), corrupt: make(map[copyKey]fault), failedAt: make(map[string]time.Time),
 		placing: make(map[blockRef]map[string]bool), full: make(map[string]spaceRefusal), inPlace: make(map[shardKey]int),
+		lost: stall.NewSince(s.cfg.Lost),
 	}
 }
 
@@ -160,7 +162,7 @@ func (s *Store) RunRepair(ctx context.Context) {
 	r.failedAt = make(map[string]time.Time)
 	r.putSeen = make(map[string]time.Time)
 	r.leadSince = r.s.now()
-	r.lostSeen = r.s.lost()
+	r.lost = stall.NewSince(r.s.cfg.Lost)
 	r.retry = make(map[shardKey]time.Time)
 	r.full = make(map[string]spaceRefusal)
 	r.inPlace = make(map[shardKey]int)
@@ -399,9 +401,7 @@ func (r *repairer) abortStalePuts(ctx context.Context, state map[string]string, 
 // put leases nor the gossip of agents coming back, and a put or an agent
 // must not be given up on because the leader was not running. r.mu held.
 func (r *repairer) catchUp() {
-	lost := r.s.lost()
-	d := lost - r.lostSeen
-	r.lostSeen = lost
+	d := r.lost.Take()
 	if d <= 0 {
 		return
 	}

@@ -276,14 +276,6 @@ func (s *Store) goLoop(f func(ctx context.Context)) {
 func (s *Store) Metrics() *Metrics { return s.metrics }
 
 // now is this agent's wall clock (Config.Now).
-// lost is the time this agent has not run (Config.Lost), zero without it.
-func (s *Store) lost() time.Duration {
-	if s.cfg.Lost == nil {
-		return 0
-	}
-	return s.cfg.Lost()
-}
-
 func (s *Store) now() time.Time {
 	if s.cfg.Now != nil {
 		return s.cfg.Now()

@@ -96,3 +96,29 @@ func (d *Detector) Stop() {
 	d.stopOnce.Do(func() { close(d.stop) })
 	<-d.done
 }
+
+// Since hands out the time lost since it was last asked: work that moves
+// its deadlines by what was lost takes each stretch once. It is for one
+// goroutine, or callers that hold a lock of their own.
+type Since struct {
+	lost func() time.Duration
+	seen time.Duration
+}
+
+// NewSince counts from what lost says now; a nil lost loses no time.
+func NewSince(lost func() time.Duration) *Since {
+	s := &Since{lost: lost}
+	s.Take()
+	return s
+}
+
+// Take returns the time lost since the last Take (or NewSince).
+func (s *Since) Take() time.Duration {
+	if s.lost == nil {
+		return 0
+	}
+	total := s.lost()
+	d := total - s.seen
+	s.seen = total
+	return max(d, 0)
+}

@@ -47,3 +47,24 @@ func TestDetectorStops(t *testing.T) {
 		t.Fatal("the detector's goroutine is still running after Stop")
 	}
 }
+
+// TestSinceTakesEachStretchOnce: Since hands out what was lost since it
+// was last asked, each stretch once, none of what was lost before it was
+// made, and nothing without a source.
+func TestSinceTakesEachStretchOnce(t *testing.T) {
+	lost := 3 * time.Second
+	s := NewSince(func() time.Duration { return lost })
+	if d := s.Take(); d != 0 {
+		t.Fatalf("Take right after NewSince = %v, want 0 (lost before it)", d)
+	}
+	lost += 5 * time.Second
+	if d := s.Take(); d != 5*time.Second {
+		t.Fatalf("Take after a 5 s stall = %v", d)
+	}
+	if d := s.Take(); d != 0 {
+		t.Fatalf("Take again = %v, want 0", d)
+	}
+	if d := NewSince(nil).Take(); d != 0 {
+		t.Fatalf("Take without a source = %v, want 0", d)
+	}
+}

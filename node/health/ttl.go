@@ -9,6 +9,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/stall"
 )
 
 // ttlTracker holds the deadlines of the checked instances. It lives on the
@@ -398,7 +399,7 @@ func (k *Keeper) RunTTLChecks(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var last time.Time
-	lost := k.lost() // a new leader starts every deadline afresh anyway
+	lost := stall.NewSince(k.cfg.Lost) // a new leader starts every deadline afresh anyway
 	for {
 		k.armTTLTimer(timer, last)
 		select {
@@ -409,30 +410,20 @@ func (k *Keeper) RunTTLChecks(ctx context.Context) {
 		case <-timer.C:
 		}
 		last = k.cfg.Now()
-		lost = k.catchUp(lost)
+		k.catchUp(lost)
 		k.sweep(ctx, last)
 	}
 }
 
-// lost is the time this agent has not run (Config.Lost), zero without it.
-func (k *Keeper) lost() time.Duration {
-	if k.cfg.Lost == nil {
-		return 0
-	}
-	return k.cfg.Lost()
-}
-
-// catchUp moves every deadline by the time this agent lost since it had
-// lost seen (and returns the new total): while the leader was stopped,
-// paused or starved, renewals could reach it but not be read, and an
-// instance must not expire because its renewal waited in a socket.
-func (k *Keeper) catchUp(seen time.Duration) time.Duration {
-	total := k.lost()
-	if d := total - seen; d > 0 {
+// catchUp moves every deadline by the time this agent lost since lost was
+// last asked: while the leader was stopped, paused or starved, renewals
+// could reach it but not be read, and an instance must not expire because
+// its renewal waited in a socket.
+func (k *Keeper) catchUp(lost *stall.Since) {
+	if d := lost.Take(); d > 0 {
 		k.ttl.postpone(d)
 		k.log.Warn("TTL deadlines moved later by the time this agent did not run, for the renewals sent meanwhile", "by", d.Round(time.Millisecond))
 	}
-	return total
 }
 
 // armTTLTimer sets timer for just after the earliest deadline, but no
