@@ -59,6 +59,20 @@ var shardStall = 30 * time.Second
 // shardStall.
 var errShardStalled = errors.New("no shard within the stall bound")
 
+// holderLag is how long a holder may keep the block the read waits for
+// waiting, silent, once every other shard of that block asked for has
+// arrived, before the read gives up on it and reads parity from the other
+// agents instead (when they have enough). A stopped agent (SIGSTOP, a
+// paused VM), or one whose connection still answers pings but no longer
+// moves, would otherwise hold the read for shardStall, or until the
+// connection's keepalive gives up on it. A healthy holder sends a shard
+// in milliseconds; giving up on one that is only slow costs the read a
+// decode per block, not its bytes. A variable for tests.
+var holderLag = time.Second
+
+// errHolderLagged ends the streams of a holder the read gave up on.
+var errHolderLagged = errors.New("sent no shard while the other holders sent theirs")
+
 // getLocated reads the blob loc locates.
 func (c *Client) getLocated(ctx context.Context, loc *zrpcpb.LocateResponse, opts GetOptions) (*BlobReader, error) {
 	b := loc.GetBlob()
@@ -174,8 +188,14 @@ type stripedGet struct {
 	mu     sync.Mutex
 	blocks []*readBlockState // blocks first..last
 	down   []bool            // by index in blob.Nodes: its stream broke
-	pos    int               // the block the reader is at
-	moved  chan struct{}     // closed, and replaced, when pos moves
+	// By index in blob.Nodes: when the agent's streams last moved (one
+	// began, sent a shard, or was let past the read window), and the
+	// context its streams run in, which lagging cancels.
+	moving     []time.Time
+	nodeCtx    []context.Context
+	nodeCancel []context.CancelCauseFunc
+	pos        int           // the block the reader is at
+	moved      chan struct{} // closed, and replaced, when pos moves
 
 	out      chan assembled // the blocks in order, from the assembler
 	cur      [][]byte       // what is left of the block being read, in pieces
@@ -198,12 +218,20 @@ type readBlockState struct {
 	// (wirecodec.BorrowPieces), by index; nil where there is none.
 	frees   []func()
 	asked   []bool  // asked for (read, in flight or failed)
+	failed  []bool  // asked for and failed
 	have    int     // shards read and checked
 	pending int     // shards asked for, not answered yet
 	errs    []error // why shards failed
 	ready   chan struct{}
-	done    bool  // ready is closed
-	err     error // set when done with fewer than k shards
+	done    bool      // ready is closed
+	err     error     // set when done with fewer than k shards
+	arrived time.Time // when a shard of the block last arrived or failed
+}
+
+// inFlight reports whether shard idx was asked for and has not arrived
+// or failed yet.
+func (sb *readBlockState) inFlight(idx int) bool {
+	return sb.asked[idx] && sb.shards[idx] == nil && !sb.failed[idx]
 }
 
 // assembled is one block's bytes within the range, in pieces, or why it
@@ -249,9 +277,14 @@ func (c *Client) newStripedGet(ctx context.Context, b *zrpcpb.Blob, addrs []stri
 	g := &stripedGet{
 		c: c, blob: b, addrs: addrs, codec: cd, k: int(b.DataShards), first: first, start: start, end: end, minRev: minRev,
 		down: make([]bool, len(b.Nodes)), pos: first, moved: make(chan struct{}), out: make(chan assembled),
+		moving: make([]time.Time, len(b.Nodes)), nodeCtx: make([]context.Context, len(b.Nodes)),
+		nodeCancel: make([]context.CancelCauseFunc, len(b.Nodes)),
 	}
 	g.ctx, g.cancel = context.WithCancelCause(ctx)
 	c.cancelOnClose(g.ctx, g.cancel)
+	for node := range b.Nodes {
+		g.nodeCtx[node], g.nodeCancel[node] = context.WithCancelCause(g.ctx)
+	}
 	n := int(b.DataShards + b.ParityShards)
 	for i := first; i <= last; i++ {
 		lo, hi := g.span(i)
@@ -261,7 +294,8 @@ func (c *Client) newStripedGet(ctx context.Context, b *zrpcpb.Blob, addrs []stri
 			want = append(want, int(idx))
 		}
 		g.blocks = append(g.blocks, &readBlockState{want: want, direct: true,
-			shards: make([][][]byte, n), frees: make([]func(), n), asked: make([]bool, n), ready: make(chan struct{})})
+			shards: make([][][]byte, n), frees: make([]func(), n), asked: make([]bool, n), failed: make([]bool, n),
+			ready: make(chan struct{})})
 	}
 	g.mu.Lock()
 	asks := make(map[int][]shardPos)
@@ -368,11 +402,12 @@ func (g *stripedGet) fetch(node int, list []shardPos) {
 // returns how many shards it answered (read, or failed on their own)
 // before an error that ends the stream.
 func (g *stripedGet) readShards(node int, batch []shardPos) (int, error) {
+	g.touch(node)
 	conn, err := g.c.agentConn(g.addrs[node])
 	if err != nil {
 		return 0, err
 	}
-	ctx, cancel := context.WithCancelCause(g.ctx)
+	ctx, cancel := context.WithCancelCause(g.nodeCtx[node])
 	defer cancel(nil)
 	stall := time.AfterFunc(shardStall, func() { cancel(errShardStalled) })
 	defer stall.Stop()
@@ -380,15 +415,25 @@ func (g *stripedGet) readShards(node int, batch []shardPos) (int, error) {
 	for i, p := range batch {
 		req.Shards[i] = &zrpcpb.ShardPos{Block: uint32(p.block), Index: uint32(p.index)}
 	}
+	// givenUp says why the read ended the stream, when it did.
+	givenUp := func(err error) error {
+		if cause := context.Cause(ctx); errors.Is(cause, errShardStalled) {
+			return fmt.Errorf("agent %s: %w (%s)", g.blob.Nodes[node], errShardStalled, shardStall)
+		} else if errors.Is(cause, errHolderLagged) {
+			return fmt.Errorf("agent %s: %w", g.blob.Nodes[node], cause)
+		}
+		return err
+	}
 	stream, err := zrpcpb.NewBlobsClient(conn).ReadShards(ctx, req)
 	if err != nil {
-		return 0, err
+		return 0, givenUp(mapErr(err))
 	}
 	for i, p := range batch {
 		stall.Stop()
 		if err := g.waitWindow(p.block); err != nil {
-			return i, err
+			return i, givenUp(err)
 		}
+		g.touch(node)
 		stall.Reset(shardStall)
 		// The payload stays in the frames gRPC received it in until the
 		// reader has read its block, or the block was decoded: free.
@@ -401,10 +446,7 @@ func (g *stripedGet) readShards(node int, batch []shardPos) (int, error) {
 		}
 		if err != nil {
 			free()
-			if errors.Is(context.Cause(ctx), errShardStalled) {
-				return i, fmt.Errorf("agent %s: %w (%s)", g.blob.Nodes[node], errShardStalled, shardStall)
-			}
-			return i, mapErr(err)
+			return i, givenUp(mapErr(err))
 		}
 		if got := msg.GetShard(); got.GetBlock() != uint32(p.block) || got.GetIndex() != uint32(p.index) {
 			free()
@@ -413,20 +455,27 @@ func (g *stripedGet) readShards(node int, batch []shardPos) (int, error) {
 		}
 		if msg.Error != "" {
 			free()
-			g.shardFailed(p, fmt.Errorf("agent %s: %s", g.blob.Nodes[node], msg.Error))
+			g.shardFailed(node, p, fmt.Errorf("agent %s: %s", g.blob.Nodes[node], msg.Error))
 			continue
 		}
 		blk := g.blob.Blocks[p.block]
 		n, sum, want := codec.PiecesLen(payload), codec.ChecksumPieces(payload), codec.ShardLen(int(blk.Len), g.k)
 		if n != want || sum != blk.Sums[p.index] {
 			free()
-			g.shardFailed(p, fmt.Errorf("%w: shard %d of block %d from agent %s: %d bytes with checksum %08x, metadata says %d bytes with %08x",
+			g.shardFailed(node, p, fmt.Errorf("%w: shard %d of block %d from agent %s: %d bytes with checksum %08x, metadata says %d bytes with %08x",
 				apierr.ErrCorrupt, p.index, p.block, g.blob.Nodes[node], n, sum, want, blk.Sums[p.index]))
 			continue
 		}
-		g.shardRead(p, payload, free)
+		g.shardRead(node, p, payload, free)
 	}
 	return len(batch), nil
+}
+
+// touch records that agent node's streams moved.
+func (g *stripedGet) touch(node int) {
+	g.mu.Lock()
+	g.moving[node] = time.Now()
+	g.mu.Unlock()
 }
 
 // waitWindow waits until block is within readWindow blocks of the one
@@ -449,10 +498,13 @@ func (g *stripedGet) waitWindow(block int) error {
 
 // shardRead records payload, shard p in pieces, which free frees once it
 // is no longer needed.
-func (g *stripedGet) shardRead(p shardPos, payload [][]byte, free func()) {
+func (g *stripedGet) shardRead(node int, p shardPos, payload [][]byte, free func()) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	now := time.Now()
+	g.moving[node] = now
 	sb := g.block(p.block)
+	sb.arrived = now
 	sb.pending--
 	if sb.done {
 		free()
@@ -477,12 +529,17 @@ func (sb *readBlockState) wanted() bool {
 	return true
 }
 
-// shardFailed asks for another shard of p's block in place of p.
-func (g *stripedGet) shardFailed(p shardPos, err error) {
+// shardFailed asks for another shard of p's block in place of p, which
+// agent node could not give.
+func (g *stripedGet) shardFailed(node int, p shardPos, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	now := time.Now()
+	g.moving[node] = now
 	sb := g.block(p.block)
+	sb.arrived = now
 	sb.pending--
+	sb.failed[p.index] = true
 	sb.errs = append(sb.errs, err)
 	sb.direct = false
 	asks := make(map[int][]shardPos)
@@ -504,6 +561,7 @@ func (g *stripedGet) agentFailed(node int, rest []shardPos, err error) {
 	for _, p := range rest {
 		sb := g.block(p.block)
 		sb.pending--
+		sb.failed[p.index] = true
 		sb.errs = append(sb.errs, err)
 		sb.direct = false
 	}
@@ -528,9 +586,7 @@ func (g *stripedGet) assemble(whole bool) {
 		g.mu.Lock()
 		sb := g.block(i)
 		g.mu.Unlock()
-		select {
-		case <-sb.ready:
-		case <-g.ctx.Done():
+		if !g.await(i, sb) {
 			return
 		}
 		a := assembled{block: i}
@@ -567,6 +623,74 @@ func (g *stripedGet) assemble(whole bool) {
 	}
 	if sha != nil {
 		g.digest = sha.Sum(nil)
+	}
+}
+
+// await waits until block i (sb) is ready, looking every quarter of
+// holderLag for holders that keep it waiting. It returns false when the
+// read ends first.
+func (g *stripedGet) await(i int, sb *readBlockState) bool {
+	select {
+	case <-sb.ready:
+		return true
+	default:
+	}
+	tick := time.NewTicker(holderLag / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-sb.ready:
+			return true
+		case <-g.ctx.Done():
+			return false
+		case now := <-tick.C:
+			g.mu.Lock()
+			g.giveUpOnLaggards(i, now)
+			g.mu.Unlock()
+		}
+	}
+}
+
+// giveUpOnLaggards ends the streams of the holders that keep block i
+// waiting, when every other shard of it asked for has arrived (or failed)
+// and they have not moved for holderLag since, and only when the agents
+// not given up on can still give the block k shards: agentFailed then
+// asks them for parity in place of the laggards' shards. Holders the
+// read can only wait for keep the stall bound. g.mu is held.
+func (g *stripedGet) giveUpOnLaggards(i int, now time.Time) {
+	sb := g.block(i)
+	if sb.done {
+		return
+	}
+	var lagging []int // by index in blob.Nodes
+	for idx := range sb.asked {
+		if !sb.inFlight(idx) {
+			continue
+		}
+		node := int(g.blob.Blocks[i].Holders[idx]) - 1
+		if g.nodeCtx[node].Err() != nil || now.Sub(sb.arrived) < holderLag || now.Sub(g.moving[node]) < holderLag {
+			return // given up on already, a shard on its way, or the others' arrived just now
+		}
+		if !slices.Contains(lagging, node) {
+			lagging = append(lagging, node)
+		}
+	}
+	if len(lagging) == 0 {
+		return
+	}
+	others := sb.have
+	for idx := range sb.asked {
+		if node := g.holder(i, idx); node >= 0 && !sb.asked[idx] && !slices.Contains(lagging, node) {
+			others++
+		}
+	}
+	if others < g.k {
+		return
+	}
+	for _, node := range lagging {
+		g.c.log.Info("blob read: an agent holding shards sent none while the others sent theirs; reading parity from the others instead",
+			"blob", g.blob.Name, "agent", g.blob.Nodes[node], "block", i, "silent", now.Sub(g.moving[node]).Round(time.Millisecond))
+		g.nodeCancel[node](errHolderLagged)
 	}
 }
 

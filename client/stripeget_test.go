@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/pki/pkitest"
+	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/internal/tlsconf"
 	"github.com/zrpcio/zrpc/node"
 	"github.com/zrpcio/zrpc/storage/shardstore"
@@ -63,9 +65,10 @@ type callLog struct {
 	calls map[string]int
 	asked map[[2]uint32]int // by block and index
 	fail  func(method string) error
-	// hang, when set, is an agent address whose ReadShards streams send
-	// nothing: an agent that still answers pings but no longer reads.
-	hang string
+	// hang and hangToo, when set, are agent addresses whose ReadShards
+	// streams send nothing: agents that still answer pings but no longer
+	// read.
+	hang, hangToo string
 }
 
 func newCallLog() *callLog {
@@ -102,7 +105,8 @@ func (l *callLog) options() []grpc.DialOption {
 			}
 			s, err := streamer(ctx, desc, cc, method, opts...)
 			l.mu.Lock()
-			hung := l.hang != "" && cc.Target() == l.hang && method == zrpcpb.Blobs_ReadShards_FullMethodName
+			hung := (l.hang != "" && cc.Target() == l.hang || l.hangToo != "" && cc.Target() == l.hangToo) &&
+				method == zrpcpb.Blobs_ReadShards_FullMethodName
 			l.mu.Unlock()
 			if hung && err == nil {
 				return hungStream{loggedStream{s, l}}, nil
@@ -579,6 +583,126 @@ func TestGetBlobGivesUpOnAHolderThatStalls(t *testing.T) {
 	if want := map[[2]uint32]int{{3, 0}: 1, {3, 1}: 1, {3, 2}: 1}; !maps.Equal(l.asked, want) {
 		t.Errorf("shards asked for %v; want %v: the one the range needs, then the other two", l.asked, want)
 	}
+}
+
+// TestGetBlobReadsParityInPlaceOfAHolderThatLags: a data holder whose
+// stream stays open and sends nothing (an agent stopped by SIGSTOP or a
+// paused VM, whose kernel still holds the connection open) holds a read
+// up for holderLag, not for the stall bound: once the other shards of the
+// block it waits for are in, the read gives up on that holder and reads
+// parity from the others, block after block, and says so in its log.
+func TestGetBlobReadsParityInPlaceOfAHolderThatLags(t *testing.T) {
+	c, l, logs, cl, data, b := lagTest(t, "lag", 20, time.Hour, 200*time.Millisecond)
+	lagging := agentOf(t, c, b.Holder(b.Blocks[0], 0))
+	l.mu.Lock()
+	l.hang = c.GRPCAddr(lagging)
+	l.mu.Unlock()
+
+	// Without giving up on the laggard, this read waits for the stall
+	// bound, an hour, and fails when its context ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := cl.GetBlob(ctx, "lag", GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read with a holder that sends nothing: %d bytes, %v; want the %d bytes", len(got), err, len(data))
+	}
+	l.mu.Lock()
+	for i := range b.Blocks {
+		if n := l.asked[[2]uint32{uint32(i), 2}]; n != 1 {
+			t.Errorf("block %d's parity shard asked for %d times; want once, in place of the lagging holder's", i, n)
+		}
+	}
+	if l.calls["Get"] != 0 {
+		t.Errorf("%d blocks read through an agent's Get; the other holders had every block", l.calls["Get"])
+	}
+	l.mu.Unlock()
+	if want := "agent=" + c.Name(lagging); countLines(logs.String(), "sent none while the others sent theirs", want) != 1 {
+		t.Errorf("the client's log does not say once that it gave up on %s:\n%s", c.Name(lagging), logs.String())
+	}
+}
+
+// TestGetBlobWaitsForLaggingHoldersItCannotDoWithout: with both data
+// holders of 2+1 silent, the parity holder alone cannot make a block:
+// the read does not give up on them at holderLag, only at the stall
+// bound, and then reads the blocks through an agent.
+func TestGetBlobWaitsForLaggingHoldersItCannotDoWithout(t *testing.T) {
+	c, l, logs, cl, data, b := lagTest(t, "both", 3, 2*time.Second, 100*time.Millisecond)
+	first, second := c.GRPCAddr(agentOf(t, c, b.Holder(b.Blocks[0], 0))), c.GRPCAddr(agentOf(t, c, b.Holder(b.Blocks[0], 1)))
+	l.mu.Lock()
+	l.hang = first
+	l.hangToo = second
+	l.mu.Unlock()
+
+	readStriped(t, cl, "both", GetOptions{}, data, "read with both data holders silent")
+	if n := countLines(logs.String(), "sent none while the others sent theirs"); n != 0 {
+		t.Errorf("the read gave up on %d lagging holders it could not do without:\n%s", n, logs.String())
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.calls["Get"] == 0 {
+		t.Error("no block was read through an agent, yet no two holders could give one")
+	}
+}
+
+// lagTest starts a stripe cluster and puts a blob of name of blocks test
+// blocks with a client whose calls l records and whose log goes to logs;
+// until the test ends, reads give up on a stalled holder after stall and
+// on a lagging one after lag.
+func lagTest(t *testing.T, name string, blocks int, stall, lag time.Duration) (
+	c *testcluster.Cluster, l *callLog, logs *testlog.Buffer, cl *Client, data []byte, b *zrpcpb.Blob) {
+	t.Helper()
+	c = newStripeCluster(t)
+	l, logs = newCallLog(), new(testlog.Buffer)
+	cl = recordedClient(t, c, l, logs)
+	data = randomBlob(blocks*testBlockSize, uint64(blocks))
+	b = putStriped(t, c, cl, name, data)
+	oldStall, oldLag := shardStall, holderLag
+	t.Cleanup(func() { shardStall, holderLag = oldStall, oldLag })
+	shardStall, holderLag = stall, lag
+	return c, l, logs, cl, data, b
+}
+
+// countLines is how many lines of s hold every one of parts.
+func countLines(s string, parts ...string) int {
+	n := 0
+	for _, line := range strings.Split(s, "\n") {
+		all := line != ""
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+// recordedClient is loggedClient whose log also goes to logs.
+func recordedClient(t *testing.T, c *testcluster.Cluster, l *callLog, logs io.Writer) *Client {
+	t.Helper()
+	var eps []string
+	for i := range c.Size() {
+		eps = append(eps, c.GRPCAddr(i))
+	}
+	tw := &testWriter{t: t}
+	t.Cleanup(func() {
+		tw.mu.Lock()
+		tw.done = true
+		tw.mu.Unlock()
+	})
+	w := io.MultiWriter(logs, tw)
+	cl, err := New(Config{Endpoints: eps, Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		dialOptions: l.options()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
 }
 
 // TestGetBlobFromTheHoldersOverMutualTLS: on a cluster with TLS, a client

@@ -23,6 +23,13 @@ type Config struct {
 	PutInflight int
 	// ShardTimeout bounds one shard transfer to or from an agent.
 	ShardTimeout time.Duration
+	// HolderLag is how long a read of a block waits for a holder that
+	// sends nothing once the block's other shards asked for are in,
+	// before it reads parity from other agents in place of that holder's
+	// shards (when they have enough), and reads the rest of the blob
+	// without it: a stopped agent (SIGSTOP, a paused VM) holds the read
+	// that long instead of ShardTimeout.
+	HolderLag time.Duration
 	// RepairInterval is how often the leader scans for shards to repair.
 	RepairInterval time.Duration
 	// RepairDelay is how long an agent must have been failed before its
@@ -65,6 +72,7 @@ func DefaultConfig() Config {
 		MaxMetadataBytes: MaxMetadataBytes,
 		PutInflight:      4,
 		ShardTimeout:     30 * time.Second,
+		HolderLag:        time.Second,
 		RepairInterval:   10 * time.Second,
 		RepairDelay:      2 * time.Minute,
 		RepairWorkers:    2,
@@ -121,6 +129,7 @@ func (c Config) withDefaults() Config {
 		c.RepairWorkers = d.RepairWorkers
 	}
 	fill(&c.ShardTimeout, d.ShardTimeout)
+	fill(&c.HolderLag, d.HolderLag)
 	fill(&c.RepairInterval, d.RepairInterval)
 	fill(&c.RepairDelay, d.RepairDelay)
 	fill(&c.PutTimeout, d.PutTimeout)
@@ -159,6 +168,7 @@ func (c Config) Validate() error {
 		l.Addf("ScrubRate", "%d must not be negative (0 turns scrubbing off)", c.ScrubRate)
 	}
 	l.Positive("ShardTimeout", c.ShardTimeout)
+	l.Positive("HolderLag", c.HolderLag)
 	l.Positive("RepairInterval", c.RepairInterval)
 	l.Positive("RepairDelay", c.RepairDelay)
 	l.Positive("PutTimeout", c.PutTimeout)

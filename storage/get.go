@@ -1,10 +1,12 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -180,7 +182,7 @@ func (s *Store) prefetch(ctx context.Context, b *pb.Blob, first, last int) <-cha
 		defer s.wg.Done()
 		defer close(queue)
 		c, err := codec.New(int(b.DataShards), int(b.ParityShards))
-		alive := s.aliveSet()
+		view := newHolderView(s.aliveSet())
 		for i := first; i <= last; i++ {
 			ch := make(chan readBlock, 1)
 			select {
@@ -196,7 +198,7 @@ func (s *Store) prefetch(ctx context.Context, b *pb.Blob, first, last int) <-cha
 			go func() {
 				defer s.wg.Done()
 				var r readBlock
-				r.buf, r.n, r.err = s.readBlock(ctx, b, c, i, alive)
+				r.buf, r.n, r.err = s.readBlock(ctx, b, c, i, view)
 				ch <- r
 			}()
 		}
@@ -207,10 +209,10 @@ func (s *Store) prefetch(ctx context.Context, b *pb.Blob, first, last int) <-cha
 // readBlock reads and decodes block i of b into a pooled buffer, the
 // caller's to release. The data shards this agent holds are read straight
 // into their place in it, so decoding does not copy them.
-func (s *Store) readBlock(ctx context.Context, b *pb.Blob, c *codec.Codec, i int, alive map[string]bool) (*bufpool.Shared, int, error) {
+func (s *Store) readBlock(ctx context.Context, b *pb.Blob, c *codec.Codec, i int, view *holderView) (*bufpool.Shared, int, error) {
 	blk := b.Blocks[i]
 	buf := bufpool.NewShared(c.K() * codec.ShardLen(int(b.BlockSize), c.K()))
-	shards, err := s.fetchShardsInto(ctx, b, i, -1, alive, buf.Bytes())
+	shards, err := s.fetchShardsInto(ctx, b, i, -1, view, buf.Bytes())
 	if err != nil {
 		buf.Release()
 		return nil, 0, err
@@ -232,17 +234,27 @@ func (s *Store) readBlock(ctx context.Context, b *pb.Blob, c *codec.Codec, i int
 
 // fetchShards reads enough shards of block i to decode it: the k data
 // shards first, then parity shards for each one that is missing or corrupt.
-// Shards on agents that are not alive are tried last. skip names a shard
-// index not to read (-1 for none): repair rebuilds it.
-func (s *Store) fetchShards(ctx context.Context, b *pb.Blob, i, skip int, alive map[string]bool) ([][]byte, error) {
-	return s.fetchShardsInto(ctx, b, i, skip, alive, nil)
+// Shards on agents that are not usable (view) are tried last. skip names
+// a shard index not to read (-1 for none): repair rebuilds it.
+func (s *Store) fetchShards(ctx context.Context, b *pb.Blob, i, skip int, view *holderView) ([][]byte, error) {
+	return s.fetchShardsInto(ctx, b, i, skip, view, nil)
 }
+
+// errHolderLagged ends the shard transfers of a holder a read gave up on.
+var errHolderLagged = errors.New("sent no shard while the other holders sent theirs")
 
 // fetchShardsInto is fetchShards that reads the data shards this agent
 // holds into their place in block, the buffer the block is decoded into
 // (data shard j at j*sl, sl its shard length; nil: into buffers of their
 // own), so that codec.Decode finds them there.
-func (s *Store) fetchShardsInto(ctx context.Context, b *pb.Blob, i, skip int, alive map[string]bool, block []byte) ([][]byte, error) {
+//
+// A holder that keeps the read waiting, silent, for HolderLag after the
+// other shards asked for arrived is given up on (the rest of the read
+// asks it last, view) when the agents not given up on can still make k
+// shards: its transfer is cancelled and parity is read in its place. A
+// stopped agent, whose kernel still holds its connections open, would
+// otherwise hold every block for ShardTimeout.
+func (s *Store) fetchShardsInto(ctx context.Context, b *pb.Blob, i, skip int, view *holderView, block []byte) ([][]byte, error) {
 	blk := b.Blocks[i]
 	k := int(b.DataShards)
 	n := k + int(b.ParityShards)
@@ -261,37 +273,54 @@ func (s *Store) fetchShardsInto(ctx context.Context, b *pb.Blob, i, skip int, al
 	// when the others are not enough.
 	var unreachable []int
 	waitReady := false
+	// First the data shards (and, when some have no holder, as many parity
+	// shards as it takes to make up k), then the rest as shards fail.
+	var want, rest, down []int
 	fetch := func(idxs []int) {
-		var wg sync.WaitGroup
-		for _, idx := range idxs {
-			wg.Add(1)
+		done := make(chan int, len(idxs))
+		cancels := make([]context.CancelCauseFunc, len(idxs))
+		for j, idx := range idxs {
+			var sctx context.Context
+			sctx, cancels[j] = context.WithCancelCause(ctx)
 			go func() {
-				defer wg.Done()
 				node := b.Holder(blk, idx)
 				ref := &pb.ShardRef{BlobId: b.Id, Block: uint32(i), Index: uint32(idx)}
-				p, err := s.getShardInto(ctx, node, ref, blk.Sums[idx], waitReady, into(idx))
+				p, err := s.getShardInto(sctx, node, ref, blk.Sums[idx], waitReady, into(idx))
+				if cause := context.Cause(sctx); err != nil && errors.Is(cause, errHolderLagged) {
+					err = fmt.Errorf("get shard %s/%d/%d from %s: %w", ref.BlobId, ref.Block, ref.Index, node, cause)
+				}
 				mu.Lock()
-				defer mu.Unlock()
 				if err != nil {
 					errs = append(errs, err)
-					if !waitReady && alive[node] && status.Code(err) == codes.Unavailable {
+					if !waitReady && view.alive[node] && status.Code(err) == codes.Unavailable {
 						unreachable = append(unreachable, idx)
 					}
-					return
+				} else {
+					shards[idx] = p
 				}
-				shards[idx] = p
+				mu.Unlock()
+				done <- j
 			}()
 		}
-		wg.Wait()
+		s.awaitShards(b, i, idxs, done, cancels, func(lagging []int) bool {
+			mu.Lock()
+			have := count(shards)
+			mu.Unlock()
+			for _, idx := range rest {
+				if node := b.Holder(blk, idx); view.usable(node) && !slices.ContainsFunc(lagging, func(l int) bool {
+					return b.Holder(blk, l) == node
+				}) {
+					have++
+				}
+			}
+			return have >= k
+		}, view)
 	}
-	// First the data shards (and, when some have no holder, as many parity
-	// shards as it takes to make up k).
-	var want, rest, down []int
 	for idx := range n {
 		node := b.Holder(blk, idx)
 		switch {
 		case idx == skip || node == "":
-		case !alive[node]:
+		case !view.usable(node):
 			down = append(down, idx)
 		case len(want) < k:
 			want = append(want, idx)
@@ -302,9 +331,14 @@ func (s *Store) fetchShardsInto(ctx context.Context, b *pb.Blob, i, skip int, al
 	rest = append(rest, down...)
 	fetch(want)
 	for got := count(shards); got < k && len(rest) > 0 && ctx.Err() == nil; got = count(shards) {
+		// Holders given up on meanwhile go last.
+		slices.SortStableFunc(rest, func(x, y int) int {
+			return cmp.Compare(boolInt(!view.usable(b.Holder(blk, x))), boolInt(!view.usable(b.Holder(blk, y))))
+		})
 		more := min(k-got, len(rest))
-		fetch(rest[:more])
+		next := rest[:more]
 		rest = rest[more:]
+		fetch(next)
 	}
 	if count(shards) < k && len(unreachable) > 0 && ctx.Err() == nil {
 		waitReady = true
@@ -315,6 +349,66 @@ func (s *Store) fetchShardsInto(ctx context.Context, b *pb.Blob, i, skip int, al
 			ErrNotEnoughShards, i, b.Name, got, n, k, errors.Join(errs...))
 	}
 	return shards, nil
+}
+
+// awaitShards waits until the transfers of shards idxs of block i of b
+// have all ended, each sending its position in idxs on done. Once the
+// ones still running have kept it waiting for HolderLag since the last
+// one ended (or since they began), and enough(those shards) reports that
+// the others can still make up the block, it cancels the transfers from
+// other agents (this agent's own reads cannot be given up on) and marks
+// their agents given up on in view.
+func (s *Store) awaitShards(b *pb.Blob, i int, idxs []int, done <-chan int, cancels []context.CancelCauseFunc, enough func(lagging []int) bool, view *holderView) {
+	defer func() {
+		for _, cancel := range cancels {
+			cancel(nil)
+		}
+	}()
+	ended := make([]bool, len(idxs))
+	left := len(idxs)
+	last := time.Now()
+	tick := time.NewTicker(s.cfg.HolderLag / 4)
+	defer tick.Stop()
+	for left > 0 {
+		select {
+		case j := <-done:
+			ended[j] = true
+			left--
+			last = time.Now()
+			continue
+		case now := <-tick.C:
+			if now.Sub(last) < s.cfg.HolderLag {
+				continue
+			}
+		}
+		var lagging []int
+		for j, idx := range idxs {
+			if !ended[j] && b.Holder(b.Blocks[i], idx) != s.cluster.Self() {
+				lagging = append(lagging, idx)
+			}
+		}
+		if len(lagging) == 0 || !enough(lagging) {
+			continue
+		}
+		for j, idx := range idxs {
+			if !slices.Contains(lagging, idx) {
+				continue
+			}
+			node := b.Holder(b.Blocks[i], idx)
+			if view.giveUp(node) {
+				s.log.Info("blob read: an agent holding shards sent none while the others sent theirs; reading parity from the others instead",
+					"blob", b.Name, "agent", node, "block", i, "silent", time.Since(last).Round(time.Millisecond))
+			}
+			cancels[j](errHolderLagged)
+		}
+	}
+}
+
+func boolInt(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 func count(shards [][]byte) int {

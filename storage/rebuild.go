@@ -77,7 +77,7 @@ func (r *repairer) rebuildPayload(ctx context.Context, b *pb.Blob, t task, ref *
 		s.log.Debug("could not copy a leaving agent's shard; rebuilding it from the others", "agent", t.node,
 			"blob_id", b.Id, "block", t.key.block, "shard", t.key.index, "err", err)
 	}
-	shards, err := s.fetchShards(ctx, b, int(t.key.block), idx, s.aliveSet())
+	shards, err := s.fetchShards(ctx, b, int(t.key.block), idx, newHolderView(s.aliveSet()))
 	if err != nil {
 		return nil, err
 	}
