@@ -169,7 +169,7 @@ func (c apiCluster) Propose(ctx context.Context, cmd *pb.Command) (uint64, error
 	return c.n.propose(ctx, cmd)
 }
 
-func (c apiCluster) OnLeader(ctx context.Context, local func() error, remote func(grpc.ClientConnInterface) error) error {
+func (c apiCluster) OnLeader(ctx context.Context, local func() error, remote func(context.Context, grpc.ClientConnInterface) error) error {
 	return c.n.forward.OnLeader(ctx, local, remote)
 }
 

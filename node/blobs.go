@@ -79,7 +79,7 @@ func (c blobCluster) LeaderRevision(ctx context.Context) (uint64, error) {
 	var rev uint64
 	err := c.n.forward.OnLeader(ctx,
 		func() error { rev = c.n.store.FSM().Revision(); return nil },
-		func(conn grpc.ClientConnInterface) error {
+		func(ctx context.Context, conn grpc.ClientConnInterface) error {
 			resp, err := pb.NewStatusClient(conn).Status(ctx, &pb.StatusRequest{})
 			rev = resp.GetCommitIndex()
 			return err
@@ -186,16 +186,17 @@ func (c blobCluster) Leader() storage.LeaderAPI { return forwardedLeader(c) }
 // leader's Blobs and Shards APIs otherwise (raftstore.Forwarder).
 type forwardedLeader struct{ n *Node }
 
-func (l forwardedLeader) call(ctx context.Context, f func(storage.LeaderAPI) error) error {
+// call runs f on the leader's API with the context to call it in.
+func (l forwardedLeader) call(ctx context.Context, f func(context.Context, storage.LeaderAPI) error) error {
 	return l.n.forward.OnLeader(ctx,
-		func() error { return f(l.n.blobs.LocalLeader()) },
-		func(c grpc.ClientConnInterface) error {
-			return f(storage.NewLeaderClient(pb.NewBlobsClient(c), pb.NewShardsClient(c)))
+		func() error { return f(ctx, l.n.blobs.LocalLeader()) },
+		func(ctx context.Context, c grpc.ClientConnInterface) error {
+			return f(ctx, storage.NewLeaderClient(pb.NewBlobsClient(c), pb.NewShardsClient(c)))
 		})
 }
 
 func (l forwardedLeader) RepairStatus(ctx context.Context, req *pb.RepairStatusRequest) (out *pb.RepairStatusResponse, err error) {
-	err = l.call(ctx, func(api storage.LeaderAPI) (err error) {
+	err = l.call(ctx, func(ctx context.Context, api storage.LeaderAPI) (err error) {
 		out, err = api.RepairStatus(ctx, req)
 		return err
 	})
@@ -203,11 +204,11 @@ func (l forwardedLeader) RepairStatus(ctx context.Context, req *pb.RepairStatusR
 }
 
 func (l forwardedLeader) ReportShards(ctx context.Context, req *pb.ReportShardsRequest) error {
-	return l.call(ctx, func(api storage.LeaderAPI) error { return api.ReportShards(ctx, req) })
+	return l.call(ctx, func(ctx context.Context, api storage.LeaderAPI) error { return api.ReportShards(ctx, req) })
 }
 
 func (l forwardedLeader) Referenced(ctx context.Context, req *pb.ReferencedRequest) (out []bool, err error) {
-	err = l.call(ctx, func(api storage.LeaderAPI) (err error) {
+	err = l.call(ctx, func(ctx context.Context, api storage.LeaderAPI) (err error) {
 		out, err = api.Referenced(ctx, req)
 		return err
 	})

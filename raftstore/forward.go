@@ -84,7 +84,11 @@ func (f *Forwarder) batcher(conn grpc.ClientConnInterface) *forwardBatcher {
 	defer f.mu.Unlock()
 	b := f.batchers[conn]
 	if b == nil {
-		b = &forwardBatcher{conn: conn, sent: f.sent}
+		b = &forwardBatcher{conn: conn, sent: f.sent, current: func() (context.Context, bool) {
+			epoch := f.store.leaderEpoch() // before the leader is read
+			c, err := f.leaderConn(context.Background())
+			return epoch, err == nil && c == conn && !f.store.IsLeader()
+		}}
 		f.batchers[conn] = b
 	}
 	return b
@@ -113,9 +117,11 @@ func (f *Forwarder) leaderConn(ctx context.Context) (grpc.ClientConnInterface, e
 // moves, until LeaderWait has passed or ctx's deadline is near (see
 // answerMargin), then returns ErrNoLeader; when Reach says too few voters
 // are reachable for a leader, it returns ErrNoLeader saying which after
-// quorumLostWait. remote's gRPC errors are mapped back to the API's
-// sentinels.
-func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote func(grpc.ClientConnInterface) error) error {
+// quorumLostWait. remote runs in a context derived from ctx that also
+// ends when the leader this store sees changes (leadermoves.go): the call
+// is then asked again of the new leader, so remote must be safe to repeat.
+// remote's gRPC errors are mapped back to the API's sentinels.
+func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote func(context.Context, grpc.ClientConnInterface) error) error {
 	start := time.Now()
 	wait := f.cfg.LeaderWait
 	if d, ok := ctx.Deadline(); ok {
@@ -129,10 +135,13 @@ func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote fun
 		var err error
 		if f.store.IsLeader() {
 			err = local()
-		} else if conn, cerr := f.leaderConn(ctx); cerr != nil {
-			err = cerr
 		} else {
-			err = apierr.FromStatus(remote(conn))
+			epoch := f.store.leaderEpoch() // before the leader is read
+			if conn, cerr := f.leaderConn(ctx); cerr != nil {
+				err = cerr
+			} else {
+				err = callInEpoch(ctx, epoch, func(ctx context.Context) error { return apierr.FromStatus(remote(ctx, conn)) })
+			}
 		}
 		if !RetryOnLeader(err) {
 			return err
@@ -170,6 +179,22 @@ func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote fun
 	}
 }
 
+// callInEpoch runs call in a context that ends with ctx or with epoch,
+// and returns errLeaderMoved (wrapping call's error) for a call that
+// failed once the epoch had ended: ended by it, or by a batch call the
+// epoch ended (forwardbatch.go).
+func callInEpoch(ctx, epoch context.Context, call func(context.Context) error) error {
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(epoch, cancel)
+	defer stop()
+	err := call(cctx)
+	if err != nil && ctx.Err() == nil && epoch.Err() != nil && !errors.Is(err, errLeaderMoved) {
+		return fmt.Errorf("%w (%v)", errLeaderMoved, err)
+	}
+	return err
+}
+
 // Apply commits cmd through the leader and returns its revision: with
 // LocalApply on the leader, through the leader's Internal API elsewhere,
 // together with the other writes forwarded at the same time
@@ -190,10 +215,10 @@ func (f *Forwarder) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) 
 			rev, err = f.cfg.LocalApply(ctx, cmd)
 			return err
 		},
-		func(c grpc.ClientConnInterface) error {
+		func(actx context.Context, c grpc.ClientConnInterface) error {
 			// The last attempt gets at least a second, whatever is left.
 			attempt := later(deadline, time.Now().Add(time.Second))
-			r, err := f.batcher(c).apply(ctx, cmd, attempt)
+			r, err := f.batcher(c).apply(actx, cmd, attempt)
 			if err == nil {
 				rev = r
 			} else if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil && !time.Now().Before(attempt) {
@@ -219,7 +244,7 @@ func (f *Forwarder) ReadIndex(ctx context.Context) (uint64, error) {
 			index, err = f.store.ReadIndex(ctx)
 			return err
 		},
-		func(c grpc.ClientConnInterface) error {
+		func(ctx context.Context, c grpc.ClientConnInterface) error {
 			resp, err := pb.NewInternalClient(c).ReadIndex(ctx, &pb.ReadIndexRequest{})
 			if err == nil {
 				index = resp.Index

@@ -33,6 +33,9 @@ type internalAPI struct {
 	noBatch bool
 	// readIndexCalls counts ReadIndex calls.
 	readIndexCalls atomic.Int32
+	// holdAnswers, when set, holds every applied write's answer until it
+	// is closed: a leader that committed the write and stopped.
+	holdAnswers chan struct{}
 }
 
 func (a *internalAPI) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyResponse, error) {
@@ -46,6 +49,9 @@ func (a *internalAPI) Apply(ctx context.Context, cmd *pb.Command) (*pb.ApplyResp
 	rev, err := a.s.Apply(ctx, cmd)
 	if err != nil {
 		return nil, apierr.ToStatus(err)
+	}
+	if a.holdAnswers != nil {
+		<-a.holdAnswers
 	}
 	return &pb.ApplyResponse{Revision: rev}, nil
 }
@@ -236,7 +242,7 @@ func TestForwarderRetriesWhileTheLeaderMoves(t *testing.T) {
 	calls := 0
 	err := f.OnLeader(t.Context(),
 		func() error { t.Fatal("a follower ran the leader's local function"); return nil },
-		func(c grpc.ClientConnInterface) error {
+		func(_ context.Context, c grpc.ClientConnInterface) error {
 			calls++
 			if calls < 3 {
 				return apierr.ToStatus(ErrNotLeader) // a leader that just stepped down
@@ -249,7 +255,7 @@ func TestForwarderRetriesWhileTheLeaderMoves(t *testing.T) {
 	// An error that is the leader's answer is not retried, and keeps its
 	// meaning across the wire.
 	calls = 0
-	err = f.OnLeader(t.Context(), func() error { return nil }, func(grpc.ClientConnInterface) error {
+	err = f.OnLeader(t.Context(), func() error { return nil }, func(context.Context, grpc.ClientConnInterface) error {
 		calls++
 		return apierr.ToStatus(ErrNotFound)
 	})
@@ -271,7 +277,10 @@ func TestForwarderWithoutALeader(t *testing.T) {
 		dialed = true
 		return nil, errors.New("no peers")
 	}
-	remote := func(grpc.ClientConnInterface) error { t.Fatal("remote ran without a leader"); return nil }
+	remote := func(context.Context, grpc.ClientConnInterface) error {
+		t.Fatal("remote ran without a leader")
+		return nil
+	}
 	local := func() error { t.Fatal("local ran without leading"); return nil }
 
 	f := NewForwarder(s, ForwardConfig{LeaderWait: 200 * time.Millisecond, Dial: dial})
@@ -463,7 +472,7 @@ func TestForwarderWithoutALeaderThoughGossipCountsAMajority(t *testing.T) {
 	}
 	dial := func(context.Context, string) (grpc.ClientConnInterface, error) { return nil, errors.New("no peers") }
 	f := NewForwarder(s, ForwardConfig{LeaderWait: 300 * time.Millisecond, Dial: dial, Reach: reach})
-	err := f.OnLeader(t.Context(), func() error { return nil }, func(grpc.ClientConnInterface) error { return nil })
+	err := f.OnLeader(t.Context(), func() error { return nil }, func(context.Context, grpc.ClientConnInterface) error { return nil })
 	if !errors.Is(err, ErrNoLeader) || !strings.Contains(err.Error(), "2 of 3 voters reachable (n3 failed); a leader needs 2, by gossip's count: enough for a leader, so an election may be under way") {
 		t.Fatalf("OnLeader without a leader, gossip counting 2 of 3 = %v", err)
 	}

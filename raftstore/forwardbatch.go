@@ -3,6 +3,7 @@ package raftstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -67,6 +68,11 @@ type forwardBatcher struct {
 	// sent, when set, is called with the commands of every call sent
 	// (tests count them).
 	sent func(cmds int)
+	// current, when set, returns the store's leader epoch
+	// (leadermoves.go), which ends a batch call when the leader changes,
+	// and whether conn still reaches the leader in it: a batch is not sent
+	// to an agent that no longer leads.
+	current func() (epoch context.Context, leads bool)
 }
 
 // forwardCall is one write waiting for, or riding in, a call.
@@ -187,8 +193,8 @@ func (b *forwardBatcher) applyOne(ctx context.Context, cmd *pb.Command, deadline
 // applyBatch forwards the writes of batch with one Internal.ApplyBatch
 // call and sets their outcomes. The call carries no caller's context (one
 // caller giving up must not fail the others): it runs until the latest
-// of the writes' deadlines, as an agent's call (the leader authorizes
-// forwarded writes as the agent's).
+// of the writes' deadlines, or the leader changes, as an agent's call
+// (the leader authorizes forwarded writes as the agent's).
 func (b *forwardBatcher) applyBatch(batch []*forwardCall) {
 	req := &pb.ApplyBatchRequest{Commands: make([]*pb.Command, len(batch))}
 	deadline := batch[0].deadline
@@ -196,11 +202,25 @@ func (b *forwardBatcher) applyBatch(batch []*forwardCall) {
 		req.Commands[i] = c.cmd
 		deadline = later(deadline, c.deadline)
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	base := context.Background()
+	if b.current != nil {
+		var leads bool
+		if base, leads = b.current(); !leads {
+			for _, c := range batch {
+				c.err = errLeaderMoved
+				close(c.done)
+			}
+			return
+		}
+	}
+	ctx, cancel := context.WithDeadline(base, deadline)
 	defer cancel()
 	resp, err := pb.NewInternalClient(b.conn).ApplyBatch(ctx, req)
 	if err == nil && len(resp.Results) != len(batch) {
 		err = status.Errorf(codes.Internal, "the leader answered %d results for %d forwarded writes", len(resp.Results), len(batch))
+	}
+	if err != nil && base.Err() != nil {
+		err = fmt.Errorf("%w (%v)", errLeaderMoved, err) // asked again of the new leader
 	}
 	if status.Code(err) == codes.Unimplemented {
 		b.mu.Lock()

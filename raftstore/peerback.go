@@ -47,9 +47,20 @@ func (a *hclogAdapter) peerBack(peer string) {
 // ResumedHeartbeatObservation), so the recovery is logged at once, not
 // when the next line comes. It runs until the store stops.
 func (s *Store) watchPeersBack(log *hclogAdapter) {
+	observe[raft.ResumedHeartbeatObservation](s, func(o raft.Observation) {
+		if r, ok := o.Data.(raft.ResumedHeartbeatObservation); ok {
+			log.peerBack(string(r.PeerID))
+		}
+	}, nil)
+}
+
+// observe runs handle on each of raft's observations whose data is of
+// type T, on a goroutine of its own, until the store stops; then it runs
+// stopped, when set.
+func observe[T any](s *Store, handle func(raft.Observation), stopped func()) {
 	ch := make(chan raft.Observation, 16)
 	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
-		_, ok := o.Data.(raft.ResumedHeartbeatObservation)
+		_, ok := o.Data.(T)
 		return ok
 	})
 	s.raft.RegisterObserver(obs)
@@ -60,11 +71,12 @@ func (s *Store) watchPeersBack(log *hclogAdapter) {
 		for {
 			select {
 			case <-s.stop:
+				if stopped != nil {
+					stopped()
+				}
 				return
 			case o := <-ch:
-				if r, ok := o.Data.(raft.ResumedHeartbeatObservation); ok {
-					log.peerBack(string(r.PeerID))
-				}
+				handle(o)
 			}
 		}
 	}()

@@ -83,6 +83,12 @@ type Store struct {
 	// writeFailed is why the log refused a write (logWriteFailed).
 	writeFailed atomic.Pointer[error]
 
+	// The leader epoch (leadermoves.go): a context that ends at the next
+	// leader change.
+	epochMu  sync.Mutex
+	epoch    context.Context
+	endEpoch context.CancelFunc
+
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	closeErr error
@@ -103,6 +109,7 @@ func New(cfg Config) *Store {
 		failed:      make(chan struct{}),
 	}
 	s.fsm.waiting = s.kickApplied
+	s.epoch, s.endEpoch = context.WithCancel(context.Background())
 	return s
 }
 
@@ -223,6 +230,7 @@ func (s *Store) Open() (err error) {
 		}
 	}
 	s.watchPeersBack(raftLog)
+	s.watchLeaderMoves()
 	s.wg.Add(2)
 	go s.watchLeadership()
 	go s.trackApplied()

@@ -48,7 +48,7 @@ func (c *Cluster) Propose(_ context.Context, cmd *pb.Command) (uint64, error) {
 }
 
 // OnLeader runs local: this is the leader.
-func (c *Cluster) OnLeader(_ context.Context, local func() error, _ func(grpc.ClientConnInterface) error) error {
+func (c *Cluster) OnLeader(_ context.Context, local func() error, _ func(context.Context, grpc.ClientConnInterface) error) error {
 	return local()
 }
 

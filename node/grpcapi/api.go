@@ -49,7 +49,7 @@ type Cluster interface {
 	Propose(ctx context.Context, cmd *pb.Command) (uint64, error)
 	// OnLeader runs local when this agent leads, remote with a connection
 	// to the leader otherwise, waiting a bounded time while there is none.
-	OnLeader(ctx context.Context, local func() error, remote func(grpc.ClientConnInterface) error) error
+	OnLeader(ctx context.Context, local func() error, remote func(context.Context, grpc.ClientConnInterface) error) error
 	// CheckRead returns nil when this agent may answer a read with
 	// consistency c, waiting within ctx for its replica to catch up.
 	CheckRead(ctx context.Context, c pb.Consistency) error

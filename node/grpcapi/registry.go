@@ -94,7 +94,7 @@ func (s *Registry) RenewTTL(ctx context.Context, req *pb.RenewTTLRequest) (*pb.R
 			resp = &pb.RenewTTLResponse{Header: s.header(rev)}
 			return err
 		},
-		func(c grpc.ClientConnInterface) (err error) {
+		func(ctx context.Context, c grpc.ClientConnInterface) (err error) {
 			resp, err = pb.NewRegistryClient(c).RenewTTL(ctx, req)
 			return err
 		})
@@ -103,7 +103,7 @@ func (s *Registry) RenewTTL(ctx context.Context, req *pb.RenewTTLRequest) (*pb.R
 
 // read runs a query after checking that this agent may answer with the
 // requested consistency; CONSISTENT reads are forwarded to the leader.
-func (s *Registry) read(ctx context.Context, c pb.Consistency, local func() error, remote func(pb.RegistryClient) error) error {
+func (s *Registry) read(ctx context.Context, c pb.Consistency, local func() error, remote func(context.Context, pb.RegistryClient) error) error {
 	if c != pb.Consistency_CONSISTENT {
 		if err := s.cfg.Cluster.CheckRead(ctx, c); err != nil {
 			return err
@@ -117,7 +117,9 @@ func (s *Registry) read(ctx context.Context, c pb.Consistency, local func() erro
 			}
 			return local()
 		},
-		func(conn grpc.ClientConnInterface) error { return remote(pb.NewRegistryClient(conn)) })
+		func(ctx context.Context, conn grpc.ClientConnInterface) error {
+			return remote(ctx, pb.NewRegistryClient(conn))
+		})
 }
 
 // Get answers one page of a service's instances (see getPage): a service too
@@ -136,7 +138,7 @@ func (s *Registry) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse
 			}
 			return err
 		},
-		func(c pb.RegistryClient) (err error) {
+		func(ctx context.Context, c pb.RegistryClient) (err error) {
 			resp, err = c.Get(ctx, req)
 			return err
 		})
@@ -151,7 +153,7 @@ func (s *Registry) List(ctx context.Context, req *pb.ListRequest) (*pb.ListRespo
 			resp = &pb.ListResponse{Header: s.header(rev), Services: svcs}
 			return nil
 		},
-		func(c pb.RegistryClient) (err error) {
+		func(ctx context.Context, c pb.RegistryClient) (err error) {
 			resp, err = c.List(ctx, req)
 			return err
 		})

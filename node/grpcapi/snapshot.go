@@ -78,7 +78,7 @@ func (s *Snapshots) Save(req *pb.SnapshotSaveRequest, stream grpc.ServerStreamin
 	}
 	return s.cfg.Cluster.OnLeader(ctx,
 		func() error { return s.save(ctx, stream) },
-		func(c grpc.ClientConnInterface) error {
+		func(ctx context.Context, c grpc.ClientConnInterface) error {
 			up, err := pb.NewSnapshotClient(c).Save(ctx, &pb.SnapshotSaveRequest{Stale: true})
 			if err != nil {
 				return err
@@ -176,7 +176,7 @@ func (s *Snapshots) Restore(stream grpc.ClientStreamingServer[pb.SnapshotChunk, 
 			rev, err = s.cfg.Snapshots.RestoreSnapshot(ctx, f)
 			return err
 		},
-		func(c grpc.ClientConnInterface) error {
+		func(ctx context.Context, c grpc.ClientConnInterface) error {
 			if !checked {
 				if _, err := s.cfg.Snapshots.CheckSnapshotFile(f); err != nil {
 					return err

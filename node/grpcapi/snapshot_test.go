@@ -51,7 +51,7 @@ func (f *snapshotAgentFake) CheckSnapshotFile(r io.ReadSeeker) (snapshot.Header,
 type leaderFake struct{}
 
 func (leaderFake) Propose(context.Context, *pb.Command) (uint64, error) { return 0, nil }
-func (leaderFake) OnLeader(_ context.Context, local func() error, _ func(grpc.ClientConnInterface) error) error {
+func (leaderFake) OnLeader(_ context.Context, local func() error, _ func(context.Context, grpc.ClientConnInterface) error) error {
 	return local()
 }
 func (leaderFake) CheckRead(context.Context, pb.Consistency) error { return nil }

@@ -250,7 +250,7 @@ func (s *Status) RemovePeer(ctx context.Context, req *pb.RemovePeerRequest) (*pb
 			rev, err = s.cfg.Status.RemovePeer(ctx, name)
 			return err
 		},
-		func(c grpc.ClientConnInterface) error {
+		func(ctx context.Context, c grpc.ClientConnInterface) error {
 			resp, err := pb.NewStatusClient(c).RemovePeer(ctx, req)
 			rev = resp.GetHeader().GetRevision()
 			return err

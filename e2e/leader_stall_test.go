@@ -1,0 +1,69 @@
+package e2e
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestWritesThroughAFollowerOutliveAStoppedLeader: the leader stopped
+// (SIGSTOP, as a paused VM or a partition that drops its packets) keeps
+// its connections open while the other two elect a new leader. A write
+// and a TTL renewal sent through a follower right after the stop succeed
+// (the follower asks the new leader once it sees leadership move) instead
+// of failing on the old leader's silence; the old leader, woken, has
+// them too.
+func TestWritesThroughAFollowerOutliveAStoppedLeader(t *testing.T) {
+	_, zrpcctl := binaries(t)
+	n1, n2, n3 := startThree(t, "--gossip-profile", "local")
+	agents := map[string]*agent{"n1": n1, "n2": n2, "n3": n3}
+	var leader *agent
+	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
+		out, err := ctl(zrpcctl, n1.grpcAddr(), "members")
+		roles := map[string]int{}
+		for _, r := range rows(out) {
+			if len(r) >= 4 && r[2] == "alive" {
+				roles[r[3]]++
+				if r[3] == "leader" {
+					leader = agents[r[0]]
+				}
+			}
+		}
+		return err == nil && roles["leader"] == 1 && roles["voter"] == 2 && leader != nil
+	})
+	var follower *agent
+	for _, a := range []*agent{n1, n2, n3} {
+		if a != leader {
+			follower = a
+			break
+		}
+	}
+	follower.mustCtl("service", "register", "ttl.rpc", "--id", "t1", "--address", "127.0.0.1:9001", "--ttl", "30s")
+
+	if err := leader.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			leader.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}
+	defer resume()
+	// Both within one zrpcctl timeout (10 s): an election takes a second
+	// or two; leader_wait, which bounds the wait for a leader, is 5 s.
+	if _, err := ctl(zrpcctl, follower.grpcAddr(), "--timeout", "10s", "service", "register", "api.rpc",
+		"--id", "a1", "--address", "127.0.0.1:9101"); err != nil {
+		t.Fatalf("register through %s with the leader %s stopped: %v", follower.name, leader.name, err)
+	}
+	if _, err := ctl(zrpcctl, follower.grpcAddr(), "--timeout", "10s", "service", "renew", "ttl.rpc", "t1"); err != nil {
+		t.Fatalf("renew through %s with the leader %s stopped: %v", follower.name, leader.name, err)
+	}
+	resume()
+	waitFor(t, 20*time.Second, leader.name+", woken, to hold the write made while it was stopped", func() bool {
+		out, err := ctl(zrpcctl, leader.grpcAddr(), "service", "get", "api.rpc", "--consistency", "stale")
+		return err == nil && strings.Contains(out, "a1")
+	})
+}
