@@ -9,9 +9,9 @@ import (
 	"github.com/zrpcio/zrpc/bench/internal/proc"
 )
 
-// Failover timing: writes run failoverPre before the kill, and at most
-// failoverPost after it; once a write after the kill has succeeded they
-// go on for failoverTail.
+// Failover timing: writes run failoverPre before the failure, and at most
+// failoverPost after it; once a write after it has succeeded they go on
+// for failoverTail.
 const (
 	failoverRate  = 100
 	failoverPre   = 2 * time.Second
@@ -20,15 +20,20 @@ const (
 	failoverWrite = 5 * time.Second // one write's bound
 )
 
-// failover kills the leader of a 3-node cluster with SIGKILL under a
-// steady writer (failoverRate writes/s, each in its own call so a write
-// stuck on the dead leader holds none back) and measures the time from
-// the kill to the first acknowledged write sent after it, and how many
-// writes failed. The killed member is restarted between kills.
+// failover fails the leader of a 3-node cluster under a steady writer
+// (failoverRate writes/s, each in its own call so a write stuck on the
+// failed leader holds none back) and measures the time from the failure
+// to the first acknowledged write sent after it, and how many writes
+// failed. Two failures: the leader killed with SIGKILL (the writer's
+// client knows every member and fails over between them; the member is
+// restarted after), then the leader stopped with SIGSTOP, as a hung
+// machine, a paused VM or a partition that drops its packets, whose
+// connections stay open, with the writer on one follower only, as a
+// service writes through its local agent (the member is resumed after).
 func (r *runner) failover(ctx context.Context) error {
 	return r.eachRound(ctx, r.cfg.Reps, 3, nil, nil, func(ctx context.Context, s slot, c cluster) error {
 		for k := range r.cfg.FailoverKills {
-			res, killed, err := failoverTrial(ctx, c, fmt.Sprintf("r%dk%d", s.rep, k))
+			res, killed, err := failoverTrial(ctx, c, fmt.Sprintf("r%dk%d", s.rep, k), false)
 			if err != nil {
 				return fmt.Errorf("kill %d: %w", k+1, err)
 			}
@@ -39,10 +44,23 @@ func (r *runner) failover(ctx context.Context) error {
 			if err := c.restart(ctx, killed); err != nil {
 				return fmt.Errorf("restart the killed member: %w", err)
 			}
-			if err := probeWrite(ctx, c); err != nil {
+			if err := r.settle(ctx, c); err != nil {
 				return err
 			}
-			if err := proc.Sleep(ctx, r.cfg.Settle); err != nil {
+			res, stopped, err := failoverTrial(ctx, c, fmt.Sprintf("r%ds%d", s.rep, k), true)
+			if stopped >= 0 {
+				if rerr := c.process(stopped).Resume(); rerr != nil && err == nil {
+					err = rerr
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("stop %d: %w", k+1, err)
+			}
+			res.Scenario, res.Topology, res.Case, res.System, res.Rep = "failover", topology(3), "leader SIGSTOP, writer on a follower", s.system, s.rep
+			if err := r.record(res); err != nil {
+				return err
+			}
+			if err := r.settle(ctx, c); err != nil {
 				return err
 			}
 		}
@@ -50,12 +68,21 @@ func (r *runner) failover(ctx context.Context) error {
 	})
 }
 
+// settle waits for a write to succeed, then for the settle time.
+func (r *runner) settle(ctx context.Context, c cluster) error {
+	if err := probeWrite(ctx, c); err != nil {
+		return err
+	}
+	return proc.Sleep(ctx, r.cfg.Settle)
+}
+
 // writeLog is what the failover writer saw.
 type writeLog struct {
 	mu        sync.Mutex
-	killed    time.Time // zero until the kill
-	recovered time.Time // first ack of a write sent after the kill
-	failed    int       // writes that failed after the kill was sent
+	killed    time.Time     // zero until the failure
+	recovered time.Time     // first ack of a write sent after the failure
+	failed    int           // writes that failed after the failure
+	slowest   time.Duration // the longest write that ended after the failure, failed or not
 }
 
 func (l *writeLog) done(sent time.Time, err error) {
@@ -64,6 +91,7 @@ func (l *writeLog) done(sent time.Time, err error) {
 	if l.killed.IsZero() {
 		return
 	}
+	l.slowest = max(l.slowest, time.Since(sent))
 	if err != nil {
 		l.failed++
 		return
@@ -79,10 +107,24 @@ func (l *writeLog) snapshot() (killed, recovered time.Time, failed int) {
 	return l.killed, l.recovered, l.failed
 }
 
-func failoverTrial(ctx context.Context, c cluster, tag string) (Result, int, error) {
-	w, err := c.newWriter(ctx, 0, 1, 2)
+// failoverTrial runs one failure of the leader under the writer: SIGKILL,
+// the writer's client knowing every member, or, with pause, SIGSTOP, the
+// writer on one follower. It returns the failed member's index (-1 before
+// the failure).
+func failoverTrial(ctx context.Context, c cluster, tag string, pause bool) (Result, int, error) {
+	members := []int{0, 1, 2}
+	var follower int
+	if pause {
+		l, err := c.leader(ctx)
+		if err != nil {
+			return Result{}, -1, err
+		}
+		follower = (l + 1) % 3
+		members = []int{follower}
+	}
+	w, err := c.newWriter(ctx, members...)
 	if err != nil {
-		return Result{}, 0, err
+		return Result{}, -1, err
 	}
 	defer w.close()
 	var (
@@ -90,8 +132,6 @@ func failoverTrial(ctx context.Context, c cluster, tag string) (Result, int, err
 		wg  sync.WaitGroup
 	)
 	defer wg.Wait()
-	wctx, stop := context.WithCancel(ctx)
-	defer stop()
 	tick := time.NewTicker(time.Second / failoverRate)
 	defer tick.Stop()
 	start := time.Now()
@@ -99,43 +139,54 @@ func failoverTrial(ctx context.Context, c cluster, tag string) (Result, int, err
 	for i := 0; ; i++ {
 		select {
 		case <-ctx.Done():
-			return Result{}, 0, ctx.Err()
+			return Result{}, killedAt, ctx.Err()
 		case <-tick.C:
 		}
 		sent := time.Now()
 		wg.Go(func() {
-			cctx, cancel := context.WithTimeout(wctx, failoverWrite)
+			cctx, cancel := context.WithTimeout(ctx, failoverWrite)
 			defer cancel()
 			err := w.put(cctx, "failover.rpc", fmt.Sprintf("%s-%06d", tag, i), sent.UnixNano())
-			if wctx.Err() == nil { // not cut short by the trial's end
-				log.done(sent, err)
-			}
+			log.done(sent, err)
 		})
 		killed, recovered, _ := log.snapshot()
 		switch {
 		case killedAt < 0 && time.Since(start) >= failoverPre:
 			l, err := c.leader(ctx)
 			if err != nil {
-				return Result{}, 0, err
+				return Result{}, -1, err
+			}
+			if pause && l == follower {
+				return Result{}, -1, fmt.Errorf("leadership moved to the writer's member %d before the stop", l)
 			}
 			log.mu.Lock()
 			log.killed = time.Now()
 			log.mu.Unlock()
-			if err := c.kill(l); err != nil {
-				return Result{}, 0, err
+			if pause {
+				err = c.process(l).Pause()
+			} else {
+				err = c.kill(l)
+			}
+			if err != nil {
+				return Result{}, -1, err
 			}
 			killedAt = l
 		case killedAt >= 0 && !recovered.IsZero() && time.Since(recovered) >= failoverTail,
 			killedAt >= 0 && time.Since(killed) >= failoverPost:
-			stop()
+			// The writes in flight end by their own bound: one held by the
+			// failed leader counts, as failed or as slow.
 			wg.Wait()
+			if err := ctx.Err(); err != nil {
+				return Result{}, killedAt, err
+			}
 			killed, recovered, failed := log.snapshot()
 			if recovered.IsZero() {
-				return Result{}, killedAt, fmt.Errorf("no write succeeded within %s of the kill", failoverPost)
+				return Result{}, killedAt, fmt.Errorf("no write succeeded within %s of the failure", failoverPost)
 			}
 			var res Result
 			res.metric("unavailable s", recovered.Sub(killed).Seconds())
 			res.metric("failed writes", float64(failed))
+			res.metric("slowest write s", log.slowest.Seconds())
 			return res, killedAt, nil
 		}
 	}

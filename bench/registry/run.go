@@ -10,7 +10,8 @@
 // Scenarios: puts (registrations of TTL instances vs lease-attached puts
 // at 1/16/64 writers), watch (write→event latency at a fixed rate on one
 // node and across members), fanout (thousands of watchers on one node),
-// failover (leader kill -9 → next successful write) and scale (a large
+// failover (leader kill -9, and leader SIGSTOP with the writer on a
+// follower → next successful write) and scale (a large
 // registry's memory, idle CPU, read latency and restart time).
 //
 // It measures and prints; it decides nothing from the numbers.
@@ -69,7 +70,8 @@ type Config struct {
 	// connections, on one node; FanoutWrites writes spread over the
 	// services.
 	FanoutServices, FanoutWatchers, FanoutConns, FanoutWrites int
-	// FailoverKills is how often each cluster's leader is killed.
+	// FailoverKills is how often each cluster's leader is killed, and
+	// then stopped.
 	FailoverKills int
 	// Instances is the scale scenario's registry size; Idle how long its
 	// idle CPU is measured.

@@ -70,7 +70,7 @@ func run() error {
 	flag.IntVar(&cfg.FanoutWatchers, "fanout-watchers", cfg.FanoutWatchers, "watchers of each service")
 	flag.IntVar(&cfg.FanoutConns, "fanout-conns", cfg.FanoutConns, "client connections the watchers share")
 	flag.IntVar(&cfg.FanoutWrites, "fanout-writes", cfg.FanoutWrites, "writes of the fanout round")
-	flag.IntVar(&cfg.FailoverKills, "failover-kills", cfg.FailoverKills, "leader kills per failover cluster")
+	flag.IntVar(&cfg.FailoverKills, "failover-kills", cfg.FailoverKills, "leader kills, and then stops, per failover cluster")
 	flag.IntVar(&cfg.Instances, "instances", cfg.Instances, "instances of the scale scenario (above 100000 the registry quotas are raised)")
 	flag.DurationVar(&cfg.Idle, "idle", cfg.Idle, "how long the scale scenario measures idle CPU")
 	flag.StringVar(&cfg.Dir, "dir", "", "keep data dirs and process logs here (default: a temporary directory, removed)")

@@ -80,6 +80,7 @@ func (p *Process) Exited() (bool, error) {
 // StopGrace, and waits for it. It is safe to call twice, and after Kill.
 func (p *Process) Stop() error {
 	if done, _ := p.Exited(); !done {
+		_ = p.cmd.Process.Signal(syscall.SIGCONT) // a paused process
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-p.done:
@@ -98,6 +99,24 @@ func (p *Process) Kill() error {
 		<-p.done
 	}
 	return p.finish()
+}
+
+// Pause stops the process with SIGSTOP, as a paused VM or a hung
+// machine: its sockets stay open and nothing answers. Resume continues
+// it; Stop and Kill resume it first.
+func (p *Process) Pause() error {
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("pause %s: %w", p.name, err)
+	}
+	return nil
+}
+
+// Resume continues a paused process with SIGCONT.
+func (p *Process) Resume() error {
+	if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		return fmt.Errorf("resume %s: %w", p.name, err)
+	}
+	return nil
 }
 
 func (p *Process) finish() error {
