@@ -324,7 +324,7 @@ func (c *Client) GetBlob(ctx context.Context, name string, opts GetOptions) (*Bl
 // getThroughAgent reads through one agent's Get.
 func (c *Client) getThroughAgent(ctx context.Context, name string, opts GetOptions) (*BlobReader, error) {
 	var out *BlobReader
-	err := c.call(ctx, func(ctx context.Context, ep *endpoint) error {
+	err := c.callOpen(ctx, func(ctx context.Context, ep *endpoint) error {
 		sctx, cancel := context.WithCancel(ctx)
 		stream, err := zrpcpb.NewBlobsClient(ep.conn).Get(sctx, &zrpcpb.BlobGetRequest{
 			Name: name, Offset: opts.Offset, Length: opts.Length, MinRevision: opts.MinRevision, Consistency: opts.Consistency,

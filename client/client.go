@@ -159,15 +159,33 @@ func (c *Client) Close() error {
 }
 
 // call runs fn against the current endpoint and, while it fails with a
-// retryable error (see retryable), against each other endpoint once. The
-// endpoint that answers becomes the current one. Errors are mapped with
-// mapErr so that errors.Is works with the apierr sentinels.
+// retryable error (see retryable) or the agent turns silent (attempt),
+// against each other endpoint once. The endpoint that answers becomes the
+// current one. Errors are mapped with mapErr so that errors.Is works with
+// the apierr sentinels.
 //
 // Every unary call is retried on Unavailable, writes included: each write
 // request carries a request id minted once per call (newRequestID), so an
 // agent applies a retried write once and answers it like the first attempt;
 // RenewTTL is harmless to repeat.
 func (c *Client) call(ctx context.Context, fn func(context.Context, *endpoint) error) error {
+	return c.callEach(ctx, fn, c.attempt)
+}
+
+// callOpen is call for fn that opens a stream which outlives it and runs
+// in fn's context (a read through an agent): that context must not end when fn
+// returns, so an agent that turns silent is not left for the next one
+// (attempt); the stream's own bounds and the connection's keepalive
+// apply.
+func (c *Client) callOpen(ctx context.Context, fn func(context.Context, *endpoint) error) error {
+	return c.callEach(ctx, fn, func(ctx context.Context, ep *endpoint, fn func(context.Context, *endpoint) error) error {
+		return fn(ctx, ep)
+	})
+}
+
+// callEach is call, running each attempt with try.
+func (c *Client) callEach(ctx context.Context, fn func(context.Context, *endpoint) error,
+	try func(context.Context, *endpoint, func(context.Context, *endpoint) error) error) error {
 	if c.closing.Err() != nil {
 		return ErrClosed
 	}
@@ -177,7 +195,7 @@ func (c *Client) call(ctx context.Context, fn func(context.Context, *endpoint) e
 	for i := range c.endpoints {
 		idx := (start + i) % len(c.endpoints)
 		ep := &c.endpoints[idx]
-		err := fn(ctx, ep)
+		err := try(ctx, ep, fn)
 		if err == nil {
 			c.cur.Store(int64(idx))
 			return nil

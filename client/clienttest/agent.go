@@ -13,7 +13,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/grpctest"
@@ -39,6 +42,12 @@ type Agent struct {
 	OnPeers      func(context.Context, *zrpcpb.PeersRequest) (*zrpcpb.PeersResponse, error)
 	OnVersion    func(context.Context, *zrpcpb.VersionRequest) (*zrpcpb.VersionResponse, error)
 
+	// Silent, when set, holds every call (a health check too) until the
+	// caller gives up, while the connection stays open and answers
+	// HTTP/2 pings: an agent stopped, or cut off by a network that drops
+	// its packets, as the client sees it before keepalive gives up.
+	Silent atomic.Bool
+
 	// Addr is the address the agent serves on, set by Start.
 	Addr string
 	// Server is the agent's gRPC server; Server.Stop kills it mid-test.
@@ -60,9 +69,22 @@ func (a *Agent) Start(t testing.TB) *Agent {
 	// Accept the client's keepalive pings (every 10s, also when idle).
 	a.Server = grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 		MinTime: 5 * time.Second, PermitWithoutStream: true,
+	}), grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if a.Silent.Load() {
+			<-ctx.Done()
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		return h(ctx, req)
+	}), grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if a.Silent.Load() {
+			<-ss.Context().Done()
+			return status.FromContextError(ss.Context().Err()).Err()
+		}
+		return h(srv, ss)
 	}))
 	zrpcpb.RegisterRegistryServer(a.Server, a)
 	zrpcpb.RegisterStatusServer(a.Server, a)
+	healthpb.RegisterHealthServer(a.Server, health.NewServer())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

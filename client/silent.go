@@ -1,0 +1,81 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+)
+
+// An agent that is stopped (SIGSTOP, a paused VM) or cut off by a network
+// that drops its packets keeps its connections open: a call to it neither
+// fails nor returns, and the client would wait on it until the call's
+// deadline, or until the connection's keepalive gives up (15 s), with
+// every call of those seconds, although other endpoints answer. A call
+// that waits on an agent therefore asks it, every endpointProbe, on the
+// same connection, for a gRPC health check: an agent that does not
+// answer that within probeTimeout is silent, and the call moves on to the
+// next endpoint. An agent that answers the check is only slow (a write
+// waiting for an election) and is waited for. Writes carry request ids,
+// so one the silent agent did apply is applied once.
+
+// endpointProbe and probeTimeout: variables for tests.
+var (
+	endpointProbe = time.Second
+	probeTimeout  = time.Second
+)
+
+// errAgentSilent ends a call to an agent that did not answer a health
+// check.
+var errAgentSilent = errors.New("the agent does not answer, not even a health check")
+
+// attempt runs fn against ep, giving up on ep when it turns silent, with
+// an Unavailable error (call then tries the next endpoint). With one
+// endpoint there is nothing to move to, and fn waits as long as ctx lets
+// it.
+func (c *Client) attempt(ctx context.Context, ep *endpoint, fn func(context.Context, *endpoint) error) error {
+	if len(c.endpoints) < 2 {
+		return fn(ctx, ep)
+	}
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		mu    sync.Mutex
+		ended bool
+		probe *time.Timer
+	)
+	mu.Lock() // probe is set before its function reads it
+	probe = time.AfterFunc(endpointProbe, func() {
+		pctx, pcancel := context.WithTimeout(actx, probeTimeout)
+		_, err := healthpb.NewHealthClient(ep.conn).Check(pctx, &healthpb.HealthCheckRequest{})
+		pcancel()
+		if actx.Err() != nil {
+			return // the call ended meanwhile
+		}
+		if code := status.Code(err); code == codes.DeadlineExceeded || code == codes.Unavailable {
+			cancel(errAgentSilent)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !ended {
+			probe.Reset(endpointProbe)
+		}
+	})
+	mu.Unlock()
+	err := fn(actx, ep)
+	mu.Lock()
+	ended = true
+	probe.Stop()
+	mu.Unlock()
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(actx), errAgentSilent) {
+		c.log.Info("agent does not answer, not even a health check; trying the next", "endpoint", ep.addr)
+		return status.Error(codes.Unavailable, fmt.Sprintf("agent %s: %v", ep.addr, errAgentSilent))
+	}
+	return err
+}
