@@ -180,16 +180,18 @@ func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote fun
 }
 
 // callInEpoch runs call in a context that ends with ctx or with epoch,
-// and returns errLeaderMoved (wrapping call's error) for a call that
-// failed once the epoch had ended: ended by it, or by a batch call the
-// epoch ended (forwardbatch.go).
+// and returns errLeaderMoved (wrapping call's error) for a call cancelled
+// once the epoch had ended, and so by it. Other errors are call's: a
+// relay that had sent part of its answer when it was cut (Snapshot.Save)
+// says Aborted, which is not asked again.
 func callInEpoch(ctx, epoch context.Context, call func(context.Context) error) error {
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(epoch, cancel)
 	defer stop()
 	err := call(cctx)
-	if err != nil && ctx.Err() == nil && epoch.Err() != nil && !errors.Is(err, errLeaderMoved) {
+	cancelled := status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled)
+	if cancelled && ctx.Err() == nil && epoch.Err() != nil {
 		return fmt.Errorf("%w (%v)", errLeaderMoved, err)
 	}
 	return err

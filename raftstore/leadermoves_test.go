@@ -7,6 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
@@ -108,5 +112,45 @@ func TestForwardedWriteASilentLeaderCommittedIsAppliedOnce(t *testing.T) {
 	insts, rev := next.FSM().Instances("once")
 	if len(insts) != 1 || insts[0].ModRevision != committed {
 		t.Fatalf("the new leader %s (at revision %d) holds %v; want the one instance, as committed at %d", next.cfg.NodeID, rev, insts, committed)
+	}
+}
+
+// TestForwardedCallCutByALeaderChangeIsAskedAgainUnlessItSaysOtherwise:
+// a call forwarded to the leader that the leader's move cancels is asked
+// again of the new leader; one that answers something else when cut (a
+// relay that had sent part of its answer says Aborted) is not.
+func TestForwardedCallCutByALeaderChangeIsAskedAgainUnlessItSaysOtherwise(t *testing.T) {
+	stores, _ := forwardingCluster(t)
+	for _, c := range []struct {
+		name      string
+		cut       func(ctx context.Context) error
+		wantCalls int
+		wantCode  codes.Code
+	}{
+		{"cancelled", func(ctx context.Context) error { return status.FromContextError(ctx.Err()).Err() }, 2, codes.OK},
+		{"aborted", func(context.Context) error { return status.Error(codes.Aborted, "sent part of the answer; ask again") }, 1, codes.Aborted},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			leader := leaderOf(t, stores)
+			follower := stores[(indexOf(stores, leader)+1)%len(stores)]
+			f := NewForwarder(follower, ForwardConfig{LeaderWait: 20 * time.Second, Dial: newTestDialer(t).dial})
+			calls := 0 // attempts, here or on the leader (the follower may lead next)
+			err := f.OnLeader(t.Context(), func() error { calls++; return nil }, func(ctx context.Context, _ grpc.ClientConnInterface) error {
+				calls++
+				if calls > 1 {
+					return nil
+				}
+				transferLeadership(t, stores, leader)
+				select {
+				case <-ctx.Done():
+				case <-time.After(10 * time.Second):
+					t.Error("the call's context did not end when the leader moved")
+				}
+				return c.cut(ctx)
+			})
+			if status.Code(err) != c.wantCode || calls != c.wantCalls {
+				t.Fatalf("OnLeader = %v after %d calls; want code %v after %d", err, calls, c.wantCode, c.wantCalls)
+			}
+		})
 	}
 }
