@@ -152,7 +152,11 @@ func (o *options) explain(err error) error {
 	case errors.Is(err, apierr.ErrNoLeader), errors.Is(err, apierr.ErrNotLeader):
 		hint = "the cluster has no leader now; `zrpcctl status` says which voters the agent cannot reach (a leader needs a majority of them), `zrpcctl members` what its gossip sees"
 	case errors.Is(err, context.DeadlineExceeded), status.Code(err) == codes.DeadlineExceeded:
-		hint = fmt.Sprintf("no answer within --timeout %s; is the agent at %s overloaded or partitioned?", o.timeout, o.addr)
+		agents := "the agent at " + o.addr
+		if strings.Contains(o.addr, ",") {
+			agents = "any of the agents at " + o.addr
+		}
+		hint = fmt.Sprintf("no answer within --timeout %s; is %s overloaded, stopped or partitioned? `zrpcctl members` through another agent shows what gossip sees", o.timeout, agents)
 	case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "does not look like a TLS handshake"):
 		hint = fmt.Sprintf("the agent at %s does not speak TLS: leave out --tls-ca, --tls-cert and --tls-key (and %s, %s, %s), or check that it is the agent you meant",
 			o.addr, tlsCAEnv, tlsCertEnv, tlsKeyEnv)

@@ -247,6 +247,9 @@ func TestAgentErrors(t *testing.T) {
 	httpAddr := web.Listener.Addr().String()
 	hangUp := hangingUpListener(t)
 	kitFiles := pkitest.New(t).Client("ops")
+	silent, silentToo := startFake(t), startFake(t)
+	silent.Silent.Store(true)
+	silentToo.Silent.Store(true)
 	tests := []struct {
 		name  string
 		addr  string
@@ -263,6 +266,10 @@ func TestAgentErrors(t *testing.T) {
 			[]string{"Hint: something at " + hangUp + " took the connection and closed it: an agent with TLS on", "its Raft or gossip port?"}},
 		{"TLS to a plaintext agent", f.Addr, []string{"status", "--tls-ca", kitFiles.CA, "--tls-cert", kitFiles.Cert, "--tls-key", kitFiles.Key},
 			[]string{"Hint: the agent at " + f.Addr + " does not speak TLS: leave out --tls-ca"}},
+		{"a stopped agent", silent.Addr, []string{"service", "list", "--timeout", "300ms"},
+			[]string{"Hint: no answer within --timeout 300ms; is the agent at " + silent.Addr + " overloaded, stopped or partitioned?"}},
+		{"stopped agents", silent.Addr + "," + silentToo.Addr, []string{"service", "list", "--timeout", "300ms"},
+			[]string{"Hint: no answer within --timeout 300ms; is any of the agents at " + silent.Addr + "," + silentToo.Addr + " overloaded, stopped or partitioned?"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
