@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
@@ -56,7 +57,24 @@ type Session struct {
 	done chan struct{}
 	err  error // why the stream ended; written before done is closed
 	wg   sync.WaitGroup
+
+	// answered is when the agent last answered (unix nanoseconds).
+	// silent, set when the client has other endpoints to register
+	// through, asks the agent's connection for a health check (see
+	// keepAliveLoop), and when it goes unanswered moves the client's
+	// current endpoint past this one.
+	answered atomic.Int64
+	silent   func(context.Context) bool
 }
+
+// sessionAnswerWait is how long a keepalive may go unanswered before a
+// session with other endpoints to go to checks whether its agent runs at
+// all. A variable for tests.
+var sessionAnswerWait = 2 * time.Second
+
+// errSessionSilent ends a session whose agent answered neither a
+// keepalive nor a health check.
+var errSessionSilent = errors.New("the agent answered neither a keepalive nor a health check")
 
 // Session opens a session stream on the first endpoint that accepts it.
 // owner names the process for operators ("user-svc pid 4242"). ctx bounds the
@@ -108,7 +126,23 @@ func (c *Client) openSession(ctx context.Context, ep *endpoint, owner string) (*
 		cancel(err)
 		return nil, err
 	}
+	var silent func(context.Context) bool
+	if len(c.endpoints) > 1 {
+		silent = func(ctx context.Context) bool {
+			if !ep.silent(ctx) {
+				return false
+			}
+			// The next call (the new session) starts at the next endpoint.
+			for i := range c.endpoints {
+				if &c.endpoints[i] == ep {
+					c.cur.CompareAndSwap(int64(i), int64((i+1)%len(c.endpoints)))
+				}
+			}
+			return true
+		}
+	}
 	return &Session{
+		silent:  silent,
 		id:      resp.GetSession(),
 		addr:    ep.addr,
 		log:     c.log,
@@ -215,6 +249,7 @@ func (s *Session) readLoop() {
 			s.finish(err)
 			return
 		}
+		s.answered.Store(time.Now().UnixNano())
 		s.mu.Lock()
 		ch, ok := s.pending[resp.GetSeq()]
 		delete(s.pending, resp.GetSeq())
@@ -230,6 +265,8 @@ func (s *Session) finish(err error) {
 	switch {
 	case errors.Is(context.Cause(s.ctx), ErrClosed):
 		err = ErrClosed
+	case errors.Is(context.Cause(s.ctx), errSessionSilent):
+		err = fmt.Errorf("session %s on agent %s: %w (within %s and %s)", s.id, s.addr, errSessionSilent, sessionAnswerWait, probeTimeout)
 	case errors.Is(err, io.EOF):
 		err = fmt.Errorf("session %s: agent %s ended the stream", s.id, s.addr)
 	default:
@@ -245,10 +282,24 @@ func (s *Session) finish(err error) {
 
 // keepAliveLoop sends a keepalive every interval until the stream ends. A
 // failed send is left to readLoop, which sees the same broken stream.
+//
+// An agent that is stopped, or cut off by a network that drops its
+// packets, keeps the stream open: nothing fails until the connection's
+// keepalive gives up (15 s), while the cluster marks the agent failed in
+// about 5 s and the instances registered through it critical. So, with
+// other endpoints to go to (silent set), a keepalive that nothing has
+// answered within sessionAnswerWait has the agent asked for a health
+// check on the same connection; unanswered too, the session ends
+// (errSessionSilent), and its owner registers again elsewhere. The
+// agent answers a session's requests in order, so a keepalive behind a
+// registration that waits for an election is late without the agent
+// being silent: the health check tells the two apart.
 func (s *Session) keepAliveLoop(interval time.Duration) {
 	defer s.wg.Done()
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var check <-chan time.Time // a keepalive's answer is due
+	var sentAt int64
 	for {
 		select {
 		case <-s.done:
@@ -258,7 +309,20 @@ func (s *Session) keepAliveLoop(interval time.Duration) {
 			s.seq++
 			seq := s.seq
 			s.mu.Unlock()
+			now := time.Now().UnixNano()
 			_ = s.send(&zrpcpb.SessionRequest{Seq: seq, Kind: &zrpcpb.SessionRequest_Keepalive{Keepalive: &zrpcpb.SessionKeepAlive{}}})
+			if s.silent != nil && check == nil {
+				sentAt, check = now, time.After(sessionAnswerWait)
+			}
+		case <-check:
+			check = nil
+			if s.answered.Load() >= sentAt || !s.silent(s.ctx) {
+				continue
+			}
+			s.log.Info("session's agent answers neither keepalives nor health checks; ending the session so that it is opened elsewhere",
+				"session", s.id, "endpoint", s.addr)
+			s.cancel(errSessionSilent)
+			return
 		}
 	}
 }

@@ -51,13 +51,11 @@ func (c *Client) attempt(ctx context.Context, ep *endpoint, fn func(context.Cont
 	)
 	mu.Lock() // probe is set before its function reads it
 	probe = time.AfterFunc(endpointProbe, func() {
-		pctx, pcancel := context.WithTimeout(actx, probeTimeout)
-		_, err := healthpb.NewHealthClient(ep.conn).Check(pctx, &healthpb.HealthCheckRequest{})
-		pcancel()
+		silent := ep.silent(actx)
 		if actx.Err() != nil {
 			return // the call ended meanwhile
 		}
-		if code := status.Code(err); code == codes.DeadlineExceeded || code == codes.Unavailable {
+		if silent {
 			cancel(errAgentSilent)
 			return
 		}
@@ -78,4 +76,15 @@ func (c *Client) attempt(ctx context.Context, ep *endpoint, fn func(context.Cont
 		return status.Error(codes.Unavailable, fmt.Sprintf("agent %s: %v", ep.addr, errAgentSilent))
 	}
 	return err
+}
+
+// silent reports whether ep's agent leaves a gRPC health check on the
+// client's connection unanswered for probeTimeout (or its connection is
+// gone). An answer of any kind, an error included, means it runs.
+func (ep *endpoint) silent(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	_, err := healthpb.NewHealthClient(ep.conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	code := status.Code(err)
+	return code == codes.DeadlineExceeded || code == codes.Unavailable
 }
