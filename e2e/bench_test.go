@@ -40,14 +40,18 @@ func benchUserBinary(t *testing.T) string {
 	return benchUserBin
 }
 
-// startBenchUserService runs examples/user registering with agent a and
-// waits until the registry holds it as passing.
-func startBenchUserService(t *testing.T, a *agent) {
+// startBenchUserService runs examples/user registering with agent a (and
+// the others, its Agents list, in that order) and waits until the registry
+// holds it as passing. It returns the service's output.
+func startBenchUserService(t *testing.T, a *agent, others ...*agent) *testlog.Buffer {
 	t.Helper()
 	bin := benchUserBinary(t)
 	_, zrpcctl := binaries(t)
 	dir := t.TempDir()
-	conf := "Name: user.rpc\nListenOn: 127.0.0.1:" + strconv.Itoa(freePort(t)) + "\nAgents:\n  - " + a.grpcAddr() + "\n"
+	conf := "Name: user.rpc\nListenOn: 127.0.0.1:" + strconv.Itoa(freePort(t)) + "\nAgents:\n"
+	for _, ag := range append([]*agent{a}, others...) {
+		conf += "  - " + ag.grpcAddr() + "\n"
+	}
 	if err := os.WriteFile(filepath.Join(dir, "user.yaml"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +83,7 @@ func startBenchUserService(t *testing.T, a *agent) {
 		out, err := ctl(zrpcctl, a.grpcAddr(), "service", "get", "user.rpc", "--passing")
 		return err == nil && strings.Contains(out, "passing")
 	})
+	return log
 }
 
 // TestBenchLoadsTheExampleServiceThroughTheAgent runs `zrpcctl bench`

@@ -67,3 +67,41 @@ func TestWritesThroughAFollowerOutliveAStoppedLeader(t *testing.T) {
 		return err == nil && strings.Contains(out, "a1")
 	})
 }
+
+// TestServiceRegistersElsewhereWhenItsAgentHangs: a service (examples/user,
+// Agents [n2, n3]) registered through n2, which is then stopped: the
+// cluster marks n2 failed and the instance critical, and the service,
+// whose session stream on n2 stays open, ends it because n2 answers
+// neither its keepalives nor a health check, and registers again through
+// n3, passing, while n2 is still stopped.
+func TestServiceRegistersElsewhereWhenItsAgentHangs(t *testing.T) {
+	_, zrpcctl := binaries(t)
+	n1, n2, n3 := startThree(t, "--gossip-profile", "local")
+	waitFor(t, 30*time.Second, "three alive members", func() bool {
+		out, err := ctl(zrpcctl, n1.grpcAddr(), "members")
+		alive := 0
+		for _, r := range rows(out) {
+			if len(r) >= 3 && r[2] == "alive" {
+				alive++
+			}
+		}
+		return err == nil && alive == 3
+	})
+	svc := startBenchUserService(t, n2, n3)
+	if err := n2.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer n2.cmd.Process.Signal(syscall.SIGCONT)
+	waitFor(t, 30*time.Second, "user.rpc passing again, through n3, with n2 stopped", func() bool {
+		out, err := ctl(zrpcctl, n1.grpcAddr(), "service", "get", "user.rpc", "--consistency", "stale")
+		for _, r := range rows(out) {
+			if len(r) >= 4 && r[2] == "n3" && r[3] == "passing" {
+				return err == nil
+			}
+		}
+		return false
+	})
+	if !strings.Contains(svc.String(), "answered neither a keepalive nor a health check") {
+		t.Fatalf("the service's log does not say why its session on n2 ended:\n%s", svc.String())
+	}
+}
