@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -332,9 +331,15 @@ func (s *Store) fetchShardsInto(ctx context.Context, b *pb.Blob, i, skip int, vi
 	fetch(want)
 	for got := count(shards); got < k && len(rest) > 0 && ctx.Err() == nil; got = count(shards) {
 		// Holders given up on meanwhile go last.
-		slices.SortStableFunc(rest, func(x, y int) int {
-			return cmp.Compare(boolInt(!view.usable(b.Holder(blk, x))), boolInt(!view.usable(b.Holder(blk, y))))
-		})
+		var ahead, behind []int
+		for _, idx := range rest {
+			if view.usable(b.Holder(blk, idx)) {
+				ahead = append(ahead, idx)
+			} else {
+				behind = append(behind, idx)
+			}
+		}
+		rest = append(ahead, behind...)
 		more := min(k-got, len(rest))
 		next := rest[:more]
 		rest = rest[more:]
@@ -402,13 +407,6 @@ func (s *Store) awaitShards(b *pb.Blob, i int, idxs []int, done <-chan int, canc
 			cancels[j](errHolderLagged)
 		}
 	}
-}
-
-func boolInt(v bool) int {
-	if v {
-		return 1
-	}
-	return 0
 }
 
 func count(shards [][]byte) int {
