@@ -56,6 +56,10 @@ func alignedBuffer(n int) []byte {
 // refuse it.
 var openDirect = openDirectFile
 
+// advise asks the kernel to read a range of a file into the page cache
+// in the background; a variable so that tests can see what is asked.
+var advise = adviseWillNeed
+
 // directWriter is what a staged part writes with O_DIRECT and gathers for
 // it; the part's lock guards it.
 type directWriter struct {
@@ -137,7 +141,7 @@ func (sp *stagedPart) writeGathered() error {
 func (sp *stagedPart) prefetchHeaders(off, n int64) {
 	end := off + n
 	if off < PartHeaderSize {
-		adviseWillNeed(sp.f, 0, PartHeaderSize)
+		advise(sp.f, 0, PartHeaderSize)
 	}
 	slot := sp.hdr.slotLen()
 	first := max(off-PartHeaderSize-frameHeaderSize, 0) / slot
@@ -147,7 +151,7 @@ func (sp *stagedPart) prefetchHeaders(off, n int64) {
 			return
 		}
 		if lo, hi := max(o, off), min(o+frameHeaderSize, end); lo < hi {
-			adviseWillNeed(sp.f, lo, hi-lo)
+			advise(sp.f, lo, hi-lo)
 		}
 	}
 }
