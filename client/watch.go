@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
@@ -21,9 +22,14 @@ const (
 // agent serving it fails, it reopens the watch on the next endpoint from
 // the last revision it delivered, so the caller sees no gap; the agent may
 // then answer with a snapshot (WatchResponse.Snapshot), which replaces what
-// the caller had. A caller that reads too slowly has its watch ended, by
-// the agent (apierr.ErrWatchTooSlow) or by the client when its queue is
-// full (watchmany.go); the stream resumes it the same way.
+// the caller had. With more than one endpoint the watch requires a leader
+// (WatchRequest.require_leader): an agent cut off from the Raft leader (on
+// the minority side of a partition) ends it, and it resumes on another
+// agent rather than stay silent on a replica that no longer changes; when
+// every endpoint is cut off, it takes a replica as it is. A caller that
+// reads too slowly has its watch ended, by the agent
+// (apierr.ErrWatchTooSlow) or by the client when its queue is full
+// (watchmany.go); the stream resumes it the same way.
 //
 // The watches of a Client on one endpoint share one WatchMany stream; on an
 // agent that predates WatchMany each has a Watch stream of its own.
@@ -47,6 +53,12 @@ type WatchStream struct {
 	// for a reason that is no failure (the agent predates WatchMany).
 	reopenNow bool
 	backoffs  int // backoffs waited before reopening (tests read it)
+	// staleEnds counts the feeds ended since the last response because
+	// their agent was cut off from the leader; staleOK: every endpoint
+	// was, or failed to open, so the next opens take an agent's replica
+	// as it is (require no leader) until a feed ends again.
+	staleEnds int
+	staleOK   bool
 }
 
 // watchFeed is where a WatchStream's responses come from on one endpoint:
@@ -116,7 +128,7 @@ func (w *WatchStream) Recv() (*zrpcpb.WatchResponse, error) {
 				continue
 			}
 			w.advance(resp)
-			w.failures = 0
+			w.failures, w.staleEnds = 0, 0
 			return resp, nil
 		}
 		w.dropFeed()
@@ -133,6 +145,16 @@ func (w *WatchStream) Recv() (*zrpcpb.WatchResponse, error) {
 // the watch again (on the endpoint it leaves in w.idx), or the error Recv
 // returns because the watch cannot go on.
 func (w *WatchStream) resume(err error) error {
+	w.staleOK = false
+	if errors.Is(mapErr(err), apierr.ErrStaleRead) {
+		// Once every endpoint has refused, cut off, or failed to open
+		// since the last response, the next opens take what they get.
+		if w.staleEnds++; w.staleEnds+w.failures >= len(w.c.endpoints) {
+			w.staleOK, w.staleEnds = true, 0
+			w.c.log.Warn("no agent is in contact with the Raft leader; watching a replica as it is, which may be stale",
+				"service", w.service, "from_revision", w.rev, "err", err)
+		}
+	}
 	switch {
 	case errors.Is(err, errNoWatchMany):
 		// The agent predates WatchMany: the next open on it is a Watch
@@ -264,7 +286,8 @@ func (w *WatchStream) reopen() error {
 // a Watch stream.
 func (w *WatchStream) open() error {
 	ep := &w.c.endpoints[w.idx]
-	req := &zrpcpb.WatchRequest{Service: w.service, FromRevision: w.rev}
+	req := &zrpcpb.WatchRequest{Service: w.service, FromRevision: w.rev,
+		RequireLeader: len(w.c.endpoints) > 1 && !w.staleOK}
 	mw, err := ep.watches.watch(w.wctx, req)
 	switch {
 	case err == nil:

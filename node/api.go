@@ -149,6 +149,7 @@ func (n *Node) newRegistry() *grpcapi.Registry {
 		WatchQueueBytes: n.cfg.WatchQueueBytes,
 		MaxWatches:      n.cfg.MaxWatches,
 		MaxSessions:     n.cfg.MaxSessions,
+		LeaderContact:   n.store.LeaderContact,
 		Go: func(f func()) {
 			n.wg.Add(1)
 			go func() {

@@ -131,7 +131,7 @@ type Config struct {
 	// StaleReadBound: a follower that has not heard from a leader for
 	// longer, or a leader that no quorum of voters has answered for longer,
 	// refuses DEFAULT reads.
-	StaleReadBound time.Duration `yaml:"stale_read_bound" help:"a follower that has not heard from a leader for this long, or a leader no quorum of voters has answered for this long, refuses default-consistency reads"`
+	StaleReadBound time.Duration `yaml:"stale_read_bound" help:"a follower that has not heard from a leader for this long, or a leader no quorum of voters has answered for this long, refuses default-consistency reads and ends the watches that require a leader"`
 	// WatchRingBytes bounds the memory of the recent events watchers
 	// resume from.
 	WatchRingBytes int `yaml:"watch_ring_bytes" help:"encoded bytes of recent registry events kept for watchers to resume from (at least 64 KiB); a watcher resuming from an event that has left gets a snapshot"`

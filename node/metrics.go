@@ -121,6 +121,8 @@ func newMetrics(n *Node) *metrics {
 			age, _ := store.Status().LastContactAge(time.Now())
 			return age.Seconds()
 		}),
+		gauge("zrpc_raft_cut_off", "1 while no leader has reached this agent within stale_read_bound: its default reads refuse and its watches that require a leader end.",
+			func() float64 { return b2f(store.CutOff()) }),
 		gauge("zrpc_registry_bytes", "Encoded bytes of all instances in this replica (limited by max_registry_bytes).",
 			func() float64 { return float64(n.store.FSM().RegistryBytes()) }),
 		gauge("zrpc_registry_revision", "Registry revision of this replica.", func() float64 { return float64(n.store.FSM().Revision()) }),

@@ -67,7 +67,7 @@ func TestAgentReportsUnreachableVotersAndFailsWritesWithoutAQuorum(t *testing.T)
 		return u.Name == c.Name(f1) && u.Status == "failed" && u.DownFor != nil && st.Leader != ""
 	})
 	c.WaitFor(10*time.Second, "/metrics: one voter unreachable", func() bool {
-		return metrics("zrpc_raft_has_leader 1", "zrpc_raft_voters 3", "zrpc_raft_voters_unreachable 1")
+		return metrics("zrpc_raft_has_leader 1", "zrpc_raft_voters 3", "zrpc_raft_voters_unreachable 1", "zrpc_raft_cut_off 0")
 	})
 	if _, err := c.Registry(survivor).Register(ctxT(t), &pb.RegisterRequest{Instance: &pb.Instance{Service: "api", Id: "a1", Address: "127.0.0.1:9001"}}); err != nil {
 		t.Fatalf("write with two of three voters: %v", err)
@@ -78,8 +78,8 @@ func TestAgentReportsUnreachableVotersAndFailsWritesWithoutAQuorum(t *testing.T)
 		st := status()
 		return st != nil && st.Leader == "" && st.ReachableVoters == 1 && len(st.UnreachableVoters) == 2
 	})
-	c.WaitFor(10*time.Second, "/metrics: no leader, two voters unreachable", func() bool {
-		return metrics("zrpc_raft_has_leader 0", "zrpc_raft_voters 3", "zrpc_raft_voters_unreachable 2")
+	c.WaitFor(10*time.Second, "/metrics: no leader, two voters unreachable, cut off", func() bool {
+		return metrics("zrpc_raft_has_leader 0", "zrpc_raft_voters 3", "zrpc_raft_voters_unreachable 2", "zrpc_raft_cut_off 1")
 	})
 	resp, err := http.Get("http://" + c.Node(survivor).HTTPAddr() + "/readyz")
 	if err != nil {

@@ -38,6 +38,7 @@ type Store struct {
 	transport *transport
 	pusher    *commitPusher // tells followers the leader's commits at once
 	notify    chan bool
+	contact   contact // whether it is in contact with a leader (contact.go)
 	// fsmVersion caches Config.ClusterFSMVersion until fsmVersionNext
 	// (unix ns): clusterAt.
 	fsmVersion, fsmVersionNext atomic.Int64
@@ -231,6 +232,7 @@ func (s *Store) Open() (err error) {
 	}
 	s.watchPeersBack(raftLog)
 	s.watchLeaderMoves()
+	s.watchContact()
 	s.wg.Add(2)
 	go s.watchLeadership()
 	go s.trackApplied()

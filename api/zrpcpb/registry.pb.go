@@ -1225,7 +1225,15 @@ type WatchRequest struct {
 	Service string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
 	// from_revision resumes after this revision: events with a larger revision
 	// are sent. Zero starts with a snapshot of the current state.
-	FromRevision  uint64 `protobuf:"varint,2,opt,name=from_revision,json=fromRevision,proto3" json:"from_revision,omitempty"`
+	FromRevision uint64 `protobuf:"varint,2,opt,name=from_revision,json=fromRevision,proto3" json:"from_revision,omitempty"`
+	// require_leader ends the watch (UNAVAILABLE, reason STALE_READ) when the
+	// agent is cut off from the Raft leader for longer than its
+	// stale_read_bound, and refuses it while the agent is: on the minority
+	// side of a partition a watch would otherwise stay open and silent while
+	// the registry changes elsewhere. A client with other agents to go to
+	// sets it and resumes the watch on one of them; without it the agent
+	// keeps serving what its replica holds.
+	RequireLeader bool `protobuf:"varint,3,opt,name=require_leader,json=requireLeader,proto3" json:"require_leader,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1272,6 +1280,13 @@ func (x *WatchRequest) GetFromRevision() uint64 {
 		return x.FromRevision
 	}
 	return 0
+}
+
+func (x *WatchRequest) GetRequireLeader() bool {
+	if x != nil {
+		return x.RequireLeader
+	}
+	return false
 }
 
 type Event struct {
@@ -3223,10 +3238,11 @@ const file_registry_proto_rawDesc = "" +
 	"\apassing\x18\x03 \x01(\rR\apassing\"t\n" +
 	"\fListResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x123\n" +
-	"\bservices\x18\x02 \x03(\v2\x17.zrpc.v1.ServiceSummaryR\bservices\"M\n" +
+	"\bservices\x18\x02 \x03(\v2\x17.zrpc.v1.ServiceSummaryR\bservices\"t\n" +
 	"\fWatchRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12#\n" +
-	"\rfrom_revision\x18\x02 \x01(\x04R\ffromRevision\"\x98\x01\n" +
+	"\rfrom_revision\x18\x02 \x01(\x04R\ffromRevision\x12%\n" +
+	"\x0erequire_leader\x18\x03 \x01(\bR\rrequireLeader\"\x98\x01\n" +
 	"\x05Event\x12'\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x13.zrpc.v1.Event.TypeR\x04type\x12-\n" +
 	"\binstance\x18\x02 \x01(\v2\x11.zrpc.v1.InstanceR\binstance\x12\x1a\n" +

@@ -102,6 +102,11 @@ type RegistryConfig struct {
 	// first message, open (0: 10 s); it holds a max_sessions slot
 	// meanwhile.
 	SessionOpenWait time.Duration
+	// LeaderContact returns a context that ends, its cause an
+	// ErrStaleRead, when the agent loses contact with the Raft leader,
+	// or that error while it has lost it; watches that require a leader
+	// end with it. Nil: the agent is always in contact.
+	LeaderContact func() (context.Context, error)
 	// Go runs f on a goroutine the agent owns: the agent's Close waits
 	// for it.
 	Go     func(f func())

@@ -185,6 +185,13 @@ func (s *Registry) Watch(req *pb.WatchRequest, stream pb.Registry_WatchServer) e
 	defer release()
 	ctx, cancel, done := s.streamContext(stream.Context())
 	defer done()
+	if req.RequireLeader {
+		contact, err := s.leaderContact()
+		if err != nil {
+			return err
+		}
+		defer context.AfterFunc(contact, func() { cancel(context.Cause(contact)) })()
+	}
 	s.cfg.Metrics.WatchStarted()
 	defer s.cfg.Metrics.WatchEnded()
 

@@ -269,6 +269,9 @@ func (s *Registry) watchEnded(ctx context.Context, ws *watchStream, err error) e
 	if errors.Is(err, errWatchBehind) || errors.Is(context.Cause(ctx), errWatchBehind) {
 		return s.watchTooSlow(ws)
 	}
+	if cause := context.Cause(ctx); cutOff(cause) {
+		return cause
+	}
 	return err
 }
 

@@ -103,6 +103,10 @@ type watchMux struct {
 	open   map[uint64]*muxWatch
 	ends   []*pb.WatchManyResponse
 	closed bool
+	// contact ends when the agent loses contact with the leader, which
+	// ends the watches that require one; nil while none does
+	// (watchcontact.go).
+	contact context.Context
 
 	// readyMu guards ready and each watch's queued; the registry's write
 	// path takes it (muxWatch.wakeUp) holding its lock of the watchers.
@@ -118,6 +122,9 @@ type muxWatch struct {
 	id      uint64
 	w       *raftstore.Watcher
 	release func() // its max_watches slot
+	// requireLeader: the watch ends when the agent loses contact with
+	// the leader.
+	requireLeader bool
 	// inSnapshot: the last response sent was a snapshot page with more
 	// to come. Guarded by m.mu.
 	inSnapshot bool
@@ -169,16 +176,26 @@ func (m *watchMux) create(c *pb.WatchCreate) error {
 	if err := m.check(req.GetService()); err != nil {
 		return m.refuse(c.WatchId, err)
 	}
+	var contact context.Context
+	if req.GetRequireLeader() {
+		var err error
+		if contact, err = m.reg.leaderContact(); err != nil {
+			return m.refuse(c.WatchId, err)
+		}
+	}
 	release, err := m.reg.watches.take()
 	if err != nil {
 		return m.refuse(c.WatchId, err)
 	}
-	mw := &muxWatch{m: m, id: c.WatchId, release: release}
+	mw := &muxWatch{m: m, id: c.WatchId, release: release, requireLeader: contact != nil}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		release()
 		return nil
+	}
+	if contact != nil {
+		m.armContact(contact)
 	}
 	mw.w = m.reg.cfg.Replica.WatchFunc(req.GetService(), req.GetFromRevision(), mw.wakeUp)
 	encodeSnapshots(m.ctx, mw.w)
@@ -295,6 +312,8 @@ func (m *watchMux) send() error {
 				return m.ctx.Err()
 			case <-m.wake:
 				continue
+			case <-m.contactLost():
+				continue // next ends the watches that required it
 			}
 		}
 		if err := m.sendOne(resp, page); err != nil {
@@ -312,6 +331,7 @@ func (m *watchMux) next() (resp *pb.WatchManyResponse, page, ok bool) {
 	if m.closed {
 		return nil, false, false
 	}
+	m.endCutOff()
 	if len(m.ends) > 0 {
 		resp = m.ends[0]
 		m.ends[0] = nil

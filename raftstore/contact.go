@@ -1,0 +1,153 @@
+package raftstore
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// A watch served from a replica that is cut off from the leader (the
+// agent is on the minority side of a partition, or no leader has been
+// elected for a while) goes silent: nothing commits where it is, while
+// the registry may move on elsewhere. Default reads refuse in that state
+// (waitLeaderCommit); a watch is told when it begins (LeaderContact), so
+// that a client with other agents to go to can end its watches here and
+// resume them there. etcd's watches offer the same (WithRequireLeader).
+//
+// The store looks every contactPoll: a leader is in contact (raft steps
+// a leader down once no quorum answers it within its lease); a follower
+// is when a leader replicated to it within StaleReadBound, or it led
+// itself that recently (so that an agent stepping down in an election is
+// not cut off for the moments until the new leader reaches it).
+
+// contactPoll is how often the store looks whether it is in contact with
+// a leader. A variable for tests.
+var contactPoll = 250 * time.Millisecond
+
+// contact is whether the store is in contact with a leader, and what
+// ends when it no longer is.
+type contact struct {
+	mu sync.Mutex
+	// lost is why the store is cut off, nil while it is in contact.
+	lost error
+	// ctx is cancelled, with lost as its cause, when the store is cut
+	// off; a new one replaces it when contact returns.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	// ledAt is when the monitor last saw this store lead.
+	ledAt time.Time
+	// had: the store has been in contact since it opened; until then
+	// neither the loss nor the contact is news worth a log line.
+	had bool
+}
+
+// LeaderContact returns a context that ends, with the reason as its
+// cause, when this agent loses contact with a leader, or that reason now
+// when it has lost it (an ErrStaleRead). A watch that must not outlive
+// the contact ends with the context. A store that has lost it looks
+// again first, so that the contact counts from when it returned, not from
+// the monitor's next look.
+func (s *Store) LeaderContact() (context.Context, error) {
+	c := &s.contact
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lost != nil {
+		s.lookAtContactLocked(time.Now())
+	}
+	switch {
+	case c.lost != nil:
+		return nil, c.lost
+	case c.ctx == nil: // not open
+		return context.Background(), nil
+	}
+	return c.ctx, nil
+}
+
+// CutOff reports whether the store was cut off from the leader at the
+// monitor's last look.
+func (s *Store) CutOff() bool {
+	s.contact.mu.Lock()
+	defer s.contact.mu.Unlock()
+	return s.contact.lost != nil
+}
+
+// watchContact starts the monitor that keeps s.contact up to date,
+// after a first look, until the store stops. Until its first contact a
+// store is cut off.
+func (s *Store) watchContact() {
+	c := &s.contact
+	c.ctx, c.cancel = context.WithCancelCause(context.Background())
+	s.lookAtContact(time.Now())
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(contactPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				c.cancel(ErrShuttingDown)
+				return
+			case now := <-t.C:
+				s.lookAtContact(now)
+			}
+		}
+	}()
+}
+
+// lookAtContact records whether the store is in contact with a leader at
+// now, ending the contact's context when it is lost, starting a new one
+// when it returns, and logging both.
+func (s *Store) lookAtContact(now time.Time) {
+	s.contact.mu.Lock()
+	defer s.contact.mu.Unlock()
+	s.lookAtContactLocked(now)
+}
+
+// lookAtContactLocked is lookAtContact with s.contact.mu held.
+func (s *Store) lookAtContactLocked(now time.Time) {
+	c := &s.contact
+	leader := s.raft.State() == raft.Leader
+	if leader {
+		c.ledAt = now
+	}
+	_, heard := s.transport.LeaderCommit()
+	lost := cutOff(now, leader, heard, c.ledAt, s.cfg.StaleReadBound)
+	switch {
+	case lost != nil && c.lost == nil:
+		if c.had {
+			s.log.Warn("cut off from the leader: watches that require one end, default reads refuse", "err", lost)
+		}
+		c.cancel(lost)
+	case lost == nil && c.lost != nil:
+		if c.had {
+			s.log.Info("in contact with a leader again")
+		}
+		c.ctx, c.cancel = context.WithCancelCause(context.Background())
+	}
+	c.lost = lost
+	c.had = c.had || lost == nil
+}
+
+// cutOff returns why a store is cut off from the leader at now, nil when
+// it is not: leader, it leads; heard, when a leader last replicated to
+// it; ledAt, when it last led; bound, StaleReadBound.
+func cutOff(now time.Time, leader bool, heard, ledAt time.Time, bound time.Duration) error {
+	if leader {
+		return nil
+	}
+	if ledAt.After(heard) {
+		heard = ledAt
+	}
+	if heard.IsZero() {
+		return fmt.Errorf("%w: no leader has replicated its log to this agent since it started", ErrStaleRead)
+	}
+	if age := now.Sub(heard); age > bound {
+		return fmt.Errorf("%w: the leader last replicated its log to this agent %s ago (stale_read_bound %s)",
+			ErrStaleRead, age.Round(100*time.Millisecond), bound)
+	}
+	return nil
+}
