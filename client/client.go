@@ -79,6 +79,12 @@ func New(cfg Config) (*Client, error) {
 			watches:  newWatchMux(c, addr, registry),
 		})
 	}
+	if len(c.endpoints) > 1 {
+		for i := range c.endpoints {
+			ep := &c.endpoints[i]
+			ep.watches.probe = ep.silent
+		}
+	}
 	return c, nil
 }
 

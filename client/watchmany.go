@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -56,8 +57,13 @@ type watchMux struct {
 	// noWatchMany: the agent answered WatchMany with Unimplemented. It
 	// stays set for the Client's life; watches use Watch streams instead.
 	noWatchMany atomic.Bool
-	// receivers counts the streams' receive goroutines; close waits for them.
+	// receivers counts the streams' receive goroutines (and their
+	// watchers of silence); close waits for them.
 	receivers sync.WaitGroup
+	// probe reports whether the agent leaves a health check unanswered
+	// (endpoint.silent); nil when the client has no other endpoint to
+	// move to (watchsilent.go).
+	probe func(context.Context) bool
 
 	mu  sync.Mutex
 	cur *muxStream // the stream new watches join; nil when none is open
@@ -72,7 +78,10 @@ type watchMux struct {
 type muxStream struct {
 	m      *watchMux
 	stream zrpcpb.Registry_WatchManyClient
-	cancel context.CancelFunc
+	ctx    context.Context // the stream's; its cause says why it was cancelled
+	cancel context.CancelCauseFunc
+	// heard is when the stream last received a response (unix ns).
+	heard atomic.Int64
 	// watches are the watches open on the stream, by id; nil once the
 	// stream has ended. Guarded by m.mu.
 	watches map[uint64]*muxWatch
@@ -179,8 +188,8 @@ func (m *watchMux) join(ctx context.Context) *muxWatch {
 // Client closes, but ctx, the WatchStream's, bounds the wait to open it:
 // the other watches waiting for it dial again.
 func (m *watchMux) open(ctx context.Context) error {
-	sctx, cancel := context.WithCancel(m.c.closing)
-	stop := context.AfterFunc(ctx, cancel)
+	sctx, cancel := context.WithCancelCause(m.c.closing)
+	stop := context.AfterFunc(ctx, func() { cancel(nil) })
 	stream, err := m.registry.WatchMany(sctx)
 	if !stop() {
 		err = context.Cause(ctx)
@@ -193,13 +202,18 @@ func (m *watchMux) open(ctx context.Context) error {
 		err = ErrClosed
 	}
 	if err != nil {
-		cancel()
+		cancel(nil)
 		return err
 	}
-	s := &muxStream{m: m, stream: stream, cancel: cancel, watches: make(map[uint64]*muxWatch)}
+	s := &muxStream{m: m, stream: stream, ctx: sctx, cancel: cancel, watches: make(map[uint64]*muxWatch)}
+	s.heard.Store(time.Now().UnixNano())
 	m.cur = s
 	m.receivers.Add(1)
 	go s.receive()
+	if m.probe != nil {
+		m.receivers.Add(1)
+		go s.mindSilence()
+	}
 	return nil
 }
 
@@ -217,7 +231,7 @@ func (m *watchMux) leave(w *muxWatch) {
 	m.mu.Unlock()
 	switch {
 	case last:
-		s.cancel() // the agent ends what the stream still carries
+		s.cancel(nil) // the agent ends what the stream still carries
 	case open:
 		s.cancelWatch(w)
 	}
@@ -232,7 +246,7 @@ func (m *watchMux) close() {
 	m.cur = nil
 	m.mu.Unlock()
 	if s != nil {
-		s.cancel()
+		s.cancel(nil)
 	}
 	m.receivers.Wait()
 }
@@ -282,9 +296,10 @@ func (s *muxStream) receive() {
 	for {
 		resp, err := s.stream.Recv()
 		if err != nil {
-			s.end(err)
+			s.end(s.silentEnd(err))
 			return
 		}
+		s.heard.Store(time.Now().UnixNano())
 		s.dispatch(resp)
 	}
 }
@@ -336,7 +351,7 @@ func (s *muxStream) end(err error) {
 	watches := s.watches
 	s.watches = nil
 	m.mu.Unlock()
-	s.cancel()
+	s.cancel(nil)
 	for _, w := range watches {
 		w.end(err)
 	}

@@ -53,8 +53,9 @@ type Agent struct {
 	// Server is the agent's gRPC server; Server.Stop kills it mid-test.
 	Server *grpc.Server
 
-	calls atomic.Int64
-	pings *atomic.Int64
+	calls        atomic.Int64
+	healthChecks atomic.Int64
+	pings        *atomic.Int64
 }
 
 // Start serves a on 127.0.0.1:0 until the test ends, and returns a.
@@ -69,7 +70,10 @@ func (a *Agent) Start(t testing.TB) *Agent {
 	// Accept the client's keepalive pings (every 10s, also when idle).
 	a.Server = grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 		MinTime: 5 * time.Second, PermitWithoutStream: true,
-	}), grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	}), grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if info.FullMethod == healthpb.Health_Check_FullMethodName {
+			a.healthChecks.Add(1)
+		}
 		if a.Silent.Load() {
 			<-ctx.Done()
 			return nil, status.FromContextError(ctx.Err()).Err()
@@ -99,6 +103,10 @@ func (a *Agent) Start(t testing.TB) *Agent {
 
 // Calls returns how many RPCs the agent has received.
 func (a *Agent) Calls() int64 { return a.calls.Load() }
+
+// HealthChecks returns how many gRPC health checks the agent has
+// received, answered or not.
+func (a *Agent) HealthChecks() int64 { return a.healthChecks.Load() }
 
 // Pings returns how many HTTP/2 PINGs clients have sent the agent (not
 // their answers to its own).
