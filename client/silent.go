@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -81,10 +82,70 @@ func (c *Client) attempt(ctx context.Context, ep *endpoint, fn func(context.Cont
 // silent reports whether ep's agent leaves a gRPC health check on the
 // client's connection unanswered for probeTimeout (or its connection is
 // gone). An answer of any kind, an error included, means it runs.
-func (ep *endpoint) silent(ctx context.Context) bool {
+func (ep *endpoint) silent(ctx context.Context) bool { return silentConn(ctx, ep.conn) }
+
+// silentConn reports whether the agent at the other end of conn leaves a
+// gRPC health check unanswered for probeTimeout (or the connection is
+// gone). An answer of any kind, an error included, means it runs.
+func silentConn(ctx context.Context, conn grpc.ClientConnInterface) bool {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	_, err := healthpb.NewHealthClient(ep.conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
 	code := status.Code(err)
 	return code == codes.DeadlineExceeded || code == codes.Unavailable
+}
+
+// errWaitLimit ends a wait on an agent that passed its bound (guardWait).
+var errWaitLimit = errors.New("the agent answered its health checks but not the wait within its bound")
+
+// guardWait watches one wait on the agent at the other end of conn, such
+// as a send or a receive on one of its streams: from endpointProbe into
+// the wait, every endpointProbe, it asks the agent for a health check
+// (silentConn). When one goes unanswered, or the wait passes limit (0:
+// none), it calls cancel, which must end the wait. stop ends the watch
+// and returns why it cancelled: errAgentSilent or errWaitLimit; nil when
+// it did not.
+func guardWait(conn grpc.ClientConnInterface, limit time.Duration, cancel func()) (stop func() error) {
+	var (
+		mu    sync.Mutex
+		ended bool
+		why   error
+		t     *time.Timer
+	)
+	start := time.Now()
+	next := func() time.Duration {
+		d := endpointProbe
+		if limit > 0 {
+			d = min(d, max(limit-time.Since(start), 0))
+		}
+		return d
+	}
+	mu.Lock() // t is set before its function reads it
+	t = time.AfterFunc(next(), func() {
+		var cause error
+		switch {
+		case limit > 0 && time.Since(start) >= limit:
+			cause = errWaitLimit
+		case silentConn(context.Background(), conn):
+			cause = errAgentSilent
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case ended:
+		case cause != nil:
+			why, ended = cause, true
+			cancel()
+		default:
+			t.Reset(next())
+		}
+	})
+	mu.Unlock()
+	return func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		ended = true
+		t.Stop()
+		return why
+	}
 }

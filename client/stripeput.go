@@ -530,6 +530,7 @@ type shardSender struct {
 	target *zrpcpb.AgentAddress // the placement's agent for this index, tried first
 	tried  bool                 // target was tried: later streams go to spares
 	agent  *zrpcpb.AgentAddress // the stream's agent
+	conn   *grpc.ClientConn     // the connection to agent
 	stream zrpcpb.Blobs_WriteShardsClient
 	cancel context.CancelFunc // ends stream
 	sent   []uint32           // blocks sent on stream
@@ -577,14 +578,14 @@ func (s *shardSender) send(b *putBlock) {
 		// The payload goes from the block by reference: the block stays
 		// out of the pool until gRPC has written it, even past done.
 		reclaim := wirecodec.Lend(req, "payload", b.blk.Lend())
-		stall := time.AfterFunc(s.p.c.cfg.shardStall, s.cancel)
+		stop := guardWait(s.conn, s.p.c.cfg.shardStall, s.cancel)
 		err := s.stream.Send(req)
 		reclaim()
-		if !stall.Stop() {
+		if why := stop(); why != nil {
 			// The stream was cancelled (not closed, which would make
 			// the agent keep what it took): the agent took no data for
-			// too long.
-			s.failed(fmt.Errorf("it took no shard data for %s", s.p.c.cfg.shardStall))
+			// too long, or stopped answering.
+			s.failed(s.stalled("took no shard data", why))
 			continue
 		}
 		if err == nil {
@@ -612,9 +613,9 @@ func (s *shardSender) open() bool {
 			s.none = true
 			return false
 		}
-		stream, cancel, err := s.openTo(a)
+		conn, stream, cancel, err := s.openTo(a)
 		if err == nil {
-			s.agent, s.stream, s.cancel, s.sent = a, stream, cancel, nil
+			s.agent, s.conn, s.stream, s.cancel, s.sent = a, conn, stream, cancel, nil
 			return true
 		}
 		s.agent = a
@@ -624,23 +625,33 @@ func (s *shardSender) open() bool {
 }
 
 // openTo opens a WriteShards stream to agent a and sends its header, in
-// at most the stall bound; cancel ends the stream.
-func (s *shardSender) openTo(a *zrpcpb.AgentAddress) (zrpcpb.Blobs_WriteShardsClient, context.CancelFunc, error) {
+// at most the stall bound, leaving an agent that stops answering; cancel
+// ends the stream.
+func (s *shardSender) openTo(a *zrpcpb.AgentAddress) (*grpc.ClientConn, zrpcpb.Blobs_WriteShardsClient, context.CancelFunc, error) {
 	conn, err := s.p.c.agentConn(a.Address)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	ctx, cancel := context.WithCancel(s.p.ctx)
-	stall := time.AfterFunc(s.p.c.cfg.shardStall, cancel)
+	stop := guardWait(conn, s.p.c.cfg.shardStall, cancel)
 	stream, err := s.startStream(ctx, conn)
-	if !stall.Stop() && err == nil {
-		err = fmt.Errorf("it did not take a stream within %s", s.p.c.cfg.shardStall)
+	if why := stop(); why != nil {
+		err = s.stalled("did not take a stream", why)
 	}
 	if err != nil {
 		cancel()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return stream, cancel, nil
+	return conn, stream, cancel, nil
+}
+
+// stalled is the error of a wait on the stream's agent that guardWait
+// ended for why: the agent did not do what (within the stall bound).
+func (s *shardSender) stalled(what string, why error) error {
+	if errors.Is(why, errAgentSilent) {
+		return fmt.Errorf("it %s and %w", what, errAgentSilent)
+	}
+	return fmt.Errorf("it %s within %s", what, s.p.c.cfg.shardStall)
 }
 
 // startStream opens a WriteShards stream on conn and sends its header.
@@ -671,7 +682,7 @@ func (s *shardSender) failed(err error) {
 	if s.cancel != nil {
 		s.cancel()
 	}
-	s.stream, s.cancel, s.sent = nil, nil, nil
+	s.conn, s.stream, s.cancel, s.sent = nil, nil, nil, nil
 	switch {
 	case s.p.ctx.Err() != nil:
 		return
@@ -688,7 +699,14 @@ func (s *shardSender) failed(err error) {
 // close ends the stream and records what its agent confirmed; blocks sent
 // but not confirmed are lost.
 func (s *shardSender) close() {
+	// The agent answers once what it took is durable: a wait as long as
+	// its disk takes, bounded only by the agent answering health checks.
+	stop := guardWait(s.conn, 0, s.cancel)
 	resp, err := s.stream.CloseAndRecv()
+	if why := stop(); why != nil {
+		s.failed(s.stalled("did not confirm the shards it took", why))
+		return
+	}
 	if err != nil {
 		s.failed(err)
 		return

@@ -10,11 +10,13 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/zrpcio/zrpc/api/apierr"
@@ -65,6 +67,25 @@ type fakeAgent struct {
 
 	mu      sync.Mutex
 	durable map[shardKey]fakeShard // shards whose stream was closed by the client
+
+	// silent makes the agent leave health checks unanswered, as one
+	// stopped or cut off would; holdClose makes it take a closed
+	// WriteShards stream's shards without ever confirming them.
+	silent, holdClose atomic.Bool
+}
+
+// fakeHealth is a fake agent's gRPC health service.
+type fakeHealth struct {
+	healthpb.UnimplementedHealthServer
+	a *fakeAgent
+}
+
+func (h fakeHealth) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	if h.a.silent.Load() {
+		<-ctx.Done()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
 }
 
 type shardKey struct {
@@ -94,6 +115,7 @@ func newFakeBlobs(t *testing.T, n int) *fakeBlobs {
 		f.agents = append(f.agents, a)
 		srv := grpc.NewServer()
 		zrpcpb.RegisterBlobsServer(srv, a)
+		healthpb.RegisterHealthServer(srv, fakeHealth{a: a})
 		served := make(chan struct{})
 		go func() {
 			defer close(served)
@@ -221,6 +243,10 @@ func (a *fakeAgent) WriteShards(stream zrpcpb.Blobs_WriteShardsServer) error {
 		f.mu.Lock()
 		f.received++
 		f.mu.Unlock()
+	}
+	if a.holdClose.Load() {
+		<-stream.Context().Done()
+		return stream.Context().Err()
 	}
 	resp := &zrpcpb.WriteShardsResponse{}
 	a.mu.Lock()
@@ -524,4 +550,27 @@ func (r *gatedReader) Read(p []byte) (int, error) {
 	n := copy(p, r.data[r.off:end])
 	r.off += n
 	return n, nil
+}
+
+// delayLink makes every message the client sends on a WriteShards stream
+// to addr wait d first, as an agent whose disk is slow.
+func delayLink(addr string, d time.Duration) grpc.DialOption {
+	return grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
+		streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		cs, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil || method != zrpcpb.Blobs_WriteShards_FullMethodName || cc.Target() != addr {
+			return cs, err
+		}
+		return &delayedStream{ClientStream: cs, d: d}, nil
+	})
+}
+
+type delayedStream struct {
+	grpc.ClientStream
+	d time.Duration
+}
+
+func (s *delayedStream) SendMsg(m any) error {
+	time.Sleep(s.d)
+	return s.ClientStream.SendMsg(m)
 }
