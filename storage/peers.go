@@ -62,7 +62,10 @@ func (s *Store) putShardLent(ctx context.Context, node string, ref *pb.ShardRef,
 		reclaim := wirecodec.Lend(req, "payload", lend())
 		defer reclaim()
 	}
-	_, err = peer.PutShard(ctx, req)
+	err = s.callPeer(ctx, node, func(ctx context.Context) error {
+		_, err := peer.PutShard(ctx, req)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("put shard %s/%d/%d on %s: %w", ref.BlobId, ref.Block, ref.Index, node, apierr.FromStatus(err))
 	}
@@ -124,11 +127,65 @@ func (s *Store) syncShards(ctx context.Context, node, id string, refs []*pb.Shar
 	if err != nil {
 		return 0, err
 	}
-	resp, err := peer.SyncShards(ctx, &pb.SyncShardsRequest{BlobId: id, Shards: refs})
+	var resp *pb.SyncShardsResponse
+	err = s.callPeer(ctx, node, func(ctx context.Context) (err error) {
+		resp, err = peer.SyncShards(ctx, &pb.SyncShardsRequest{BlobId: id, Shards: refs})
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("sync shards of %s on %s: %w", id, node, apierr.FromStatus(err))
 	}
 	return int(resp.Shards), nil
+}
+
+// gossipPoll is how often a call to a peer looks whether this agent's
+// gossip has declared the peer failed. A variable for tests.
+var gossipPoll = 250 * time.Millisecond
+
+// errPeerDown ends a call to a peer that gossip declared failed while the
+// call waited.
+var errPeerDown = errors.New("this agent's gossip declared it failed")
+
+// callPeer runs fn, a call to the named peer, and ends it when this
+// agent's gossip declares the peer failed while it waits (or has
+// declared it failed already). A peer that is
+// stopped (SIGSTOP, a paused VM) or behind a network that drops its
+// packets keeps its connection open: the call would wait for its timeout
+// (ShardTimeout) or the connection's keepalive (15 s), while gossip
+// tells within seconds. A call cut off this way fails with errPeerDown.
+func (s *Store) callPeer(ctx context.Context, node string, fn func(context.Context) error) error {
+	if s.cluster.GossipDown(node) {
+		return fmt.Errorf("agent %s: %w", node, errPeerDown)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		mu    sync.Mutex
+		ended bool
+		t     *time.Timer
+	)
+	mu.Lock() // t is set before its function reads it
+	t = time.AfterFunc(gossipPoll, func() {
+		if s.cluster.GossipDown(node) {
+			cancel(errPeerDown)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !ended {
+			t.Reset(gossipPoll)
+		}
+	})
+	mu.Unlock()
+	err := fn(ctx)
+	mu.Lock()
+	ended = true
+	t.Stop()
+	mu.Unlock()
+	if err != nil && errors.Is(context.Cause(ctx), errPeerDown) {
+		return fmt.Errorf("agent %s: %w", node, errPeerDown)
+	}
+	return err
 }
 
 // commitStaged commits this agent's staged shards of blob id: all of

@@ -709,7 +709,11 @@ func (s *Store) heldShards(ctx context.Context, node, id string, indexes []uint3
 	if err != nil {
 		return nil, err
 	}
-	resp, err := peer.HeldShards(ctx, &pb.HeldShardsRequest{BlobId: id, Indexes: indexes})
+	var resp *pb.HeldShardsResponse
+	err = s.callPeer(ctx, node, func(ctx context.Context) (err error) {
+		resp, err = peer.HeldShards(ctx, &pb.HeldShardsRequest{BlobId: id, Indexes: indexes})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("held shards of %s on %s: %w", id, node, apierr.FromStatus(err))
 	}
