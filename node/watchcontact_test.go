@@ -159,6 +159,15 @@ func TestWatchesRequiringALeaderEndOnTheMinoritySide(t *testing.T) {
 	requiredMany.awaitCutOff(t, "the WatchMany watch on the minority agent", 10*time.Second)
 	refused := watchRequiring(t, c, minority, "user.rpc", true)
 	refused.awaitCutOff(t, "a watch opened on the minority agent while it is cut off", 10*time.Second)
+	for _, i := range []int{minority, majority[0]} {
+		st, err := c.Status(i).Status(ctxT(t), &pb.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cut := st.GetCutOff() != ""; cut != (i == minority) {
+			t.Errorf("Status of %s says cut off %q; want it said on the minority agent only", c.Name(i), st.GetCutOff())
+		}
+	}
 
 	c.WaitFor(20*time.Second, "the majority accepts a write", func() bool {
 		_, err := c.Registry(majority[0]).Register(ctxT(t), &pb.RegisterRequest{Instance: &pb.Instance{Service: "user.rpc", Id: "u1", Address: "127.0.0.1:9001"}})

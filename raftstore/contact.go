@@ -68,10 +68,14 @@ func (s *Store) LeaderContact() (context.Context, error) {
 
 // CutOff reports whether the store was cut off from the leader at the
 // monitor's last look.
-func (s *Store) CutOff() bool {
+func (s *Store) CutOff() bool { return s.cutOffNow() != nil }
+
+// cutOffNow is why the store was cut off from the leader at the
+// monitor's last look, nil when it was in contact.
+func (s *Store) cutOffNow() error {
 	s.contact.mu.Lock()
 	defer s.contact.mu.Unlock()
-	return s.contact.lost != nil
+	return s.contact.lost
 }
 
 // watchContact starts the monitor that keeps s.contact up to date,

@@ -232,6 +232,9 @@ type Status struct {
 	// Stopped says why this agent stopped its Raft node while it runs on
 	// (a failed fsync of its log) and what to do; empty otherwise.
 	Stopped string
+	// CutOff says why this agent is cut off from the leader at the last
+	// look (contact.go); empty while it is in contact.
+	CutOff string
 }
 
 // Status returns this node's Raft status; before Open it is Shutdown.
@@ -254,6 +257,9 @@ func (s *Store) Status() Status {
 		st.LastContact = s.raft.LastContact()
 	}
 	st.Stopped = s.StoppedBy()
+	if err := s.cutOffNow(); err != nil {
+		st.CutOff = err.Error()
+	}
 	return st
 }
 

@@ -2161,7 +2161,12 @@ type StatusResponse struct {
 	// of. An agent restarting with Raft state asks its peers for it before
 	// it votes: one whose data dir was restored from an old copy then
 	// elects no candidate that lacks writes acknowledged since.
-	CommitSeen    uint64 `protobuf:"varint,24,opt,name=commit_seen,json=commitSeen,proto3" json:"commit_seen,omitempty"`
+	CommitSeen uint64 `protobuf:"varint,24,opt,name=commit_seen,json=commitSeen,proto3" json:"commit_seen,omitempty"`
+	// cut_off says why the agent counts as cut off from the Raft leader (no
+	// leader has replicated to it within stale_read_bound): its default
+	// reads refuse and its watches that require a leader end. Empty while
+	// it is in contact.
+	CutOff        string `protobuf:"bytes,25,opt,name=cut_off,json=cutOff,proto3" json:"cut_off,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2362,6 +2367,13 @@ func (x *StatusResponse) GetCommitSeen() uint64 {
 		return x.CommitSeen
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetCutOff() string {
+	if x != nil {
+		return x.CutOff
+	}
+	return ""
 }
 
 // UnreachableVoter is a voter of the Raft configuration that the answering
@@ -3294,7 +3306,7 @@ const file_registry_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x0f\n" +
-	"\rStatusRequest\"\x92\a\n" +
+	"\rStatusRequest\"\xab\a\n" +
 	"\x0eStatusResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
@@ -3324,7 +3336,8 @@ const file_registry_proto_rawDesc = "" +
 	"\aforming\x18\x16 \x01(\tR\aforming\x12%\n" +
 	"\x0ehandoff_shards\x18\x17 \x01(\x04R\rhandoffShards\x12\x1f\n" +
 	"\vcommit_seen\x18\x18 \x01(\x04R\n" +
-	"commitSeen\"t\n" +
+	"commitSeen\x12\x17\n" +
+	"\acut_off\x18\x19 \x01(\tR\x06cutOff\"t\n" +
 	"\x10UnreachableVoter\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x124\n" +

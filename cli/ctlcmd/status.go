@@ -23,7 +23,9 @@ its gossip sees alive and which it does not (failed, left, or unknown, and
 for how long), its Raft state and log indexes, and how long ago it heard
 from the leader. An agent whose disk failed an fsync of its Raft log
 stops its Raft node and exits; until it has, it says why under "Raft
-stopped", and restarted it takes part in the cluster again. A leader
+stopped", and restarted it takes part in the cluster again. An agent no
+leader has reached within stale_read_bound (on the minority side of a
+partition, or in a cluster without a quorum) says so under "Cut off". A leader
 needs a majority of the voters: with fewer reachable, writes fail until
 the others are back. A follower whose applied index lags the commit
 index, or whose last contact keeps growing, is falling behind. "Watch
@@ -61,6 +63,9 @@ shards to the others.`,
 				}...)
 				if why := st.GetRaftStopped(); why != "" {
 					fields = append(fields, field{"Raft stopped", why})
+				}
+				if why := st.GetCutOff(); why != "" {
+					fields = append(fields, field{"Cut off", why + "; default reads refuse, watches that require a leader end"})
 				}
 				if n := st.GetHandoffShards(); n > 0 {
 					fields = append(fields, field{"Leaving", fmt.Sprintf("handing %d blob shards to the other agents (zrpcctl leave)", n)})

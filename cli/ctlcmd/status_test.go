@@ -209,3 +209,19 @@ func TestStatusCertExpiry(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusSaysWhenTheAgentIsCutOff: an agent no leader has reached
+// within its stale-read bound says so, and what follows from it; one in
+// contact shows no such line.
+func TestStatusSaysWhenTheAgentIsCutOff(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	why := "replica is stale: the leader last replicated its log to this agent 12.3s ago (stale_read_bound 5s)"
+	fields, res := statusFields(t, &zrpcpb.StatusResponse{Node: "n3", Voters: 3, ReachableVoters: 1, CutOff: why})
+	if got, want := fields["Cut off"], why+"; default reads refuse, watches that require a leader end"; got != want {
+		t.Errorf("Cut off: %q, want %q\n%s", got, want, res.stdout)
+	}
+	fields, res = statusFields(t, &zrpcpb.StatusResponse{Node: "n1", Leader: "n1", Voters: 3, ReachableVoters: 3})
+	if v, ok := fields["Cut off"]; ok {
+		t.Errorf("an agent in contact shows Cut off: %q\n%s", v, res.stdout)
+	}
+}

@@ -37,6 +37,7 @@ func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 		Build:        s.cfg.Build,
 		ClusterId:    s.cfg.Status.ClusterID(),
 		RaftStopped:  st.Stopped,
+		CutOff:       st.CutOff,
 	}
 	resp.Forming = s.cfg.Status.Forming()
 	resp.HandoffShards = uint64(s.cfg.Status.HandoffShards())
