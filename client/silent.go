@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/internal/waitguard"
 )
 
 // An agent that is stopped (SIGSTOP, a paused VM) or cut off by a network
@@ -45,34 +46,15 @@ func (c *Client) attempt(ctx context.Context, ep *endpoint, fn func(context.Cont
 	}
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	var (
-		mu    sync.Mutex
-		ended bool
-		probe *time.Timer
-	)
-	mu.Lock() // probe is set before its function reads it
-	probe = time.AfterFunc(endpointProbe, func() {
-		silent := ep.silent(actx)
-		if actx.Err() != nil {
-			return // the call ended meanwhile
+	stop := waitguard.Start(waitguard.Every(endpointProbe), func() error {
+		if ep.silent(actx) && actx.Err() == nil {
+			return errAgentSilent
 		}
-		if silent {
-			cancel(errAgentSilent)
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !ended {
-			probe.Reset(endpointProbe)
-		}
-	})
-	mu.Unlock()
+		return nil
+	}, func() { cancel(errAgentSilent) })
 	err := fn(actx, ep)
-	mu.Lock()
-	ended = true
-	probe.Stop()
-	mu.Unlock()
-	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(actx), errAgentSilent) {
+	why := stop()
+	if err != nil && ctx.Err() == nil && why != nil {
 		c.log.Info("agent does not answer, not even a health check; trying the next", "endpoint", ep.addr)
 		return status.Error(codes.Unavailable, fmt.Sprintf("agent %s: %v", ep.addr, errAgentSilent))
 	}
@@ -106,46 +88,20 @@ var errWaitLimit = errors.New("the agent answered its health checks but not the 
 // and returns why it cancelled: errAgentSilent or errWaitLimit; nil when
 // it did not.
 func guardWait(conn grpc.ClientConnInterface, limit time.Duration, cancel func()) (stop func() error) {
-	var (
-		mu    sync.Mutex
-		ended bool
-		why   error
-		t     *time.Timer
-	)
 	start := time.Now()
 	next := func() time.Duration {
-		d := endpointProbe
 		if limit > 0 {
-			d = min(d, max(limit-time.Since(start), 0))
+			return min(endpointProbe, max(limit-time.Since(start), 0))
 		}
-		return d
+		return endpointProbe
 	}
-	mu.Lock() // t is set before its function reads it
-	t = time.AfterFunc(next(), func() {
-		var cause error
+	return waitguard.Start(next, func() error {
 		switch {
 		case limit > 0 && time.Since(start) >= limit:
-			cause = errWaitLimit
+			return errWaitLimit
 		case silentConn(context.Background(), conn):
-			cause = errAgentSilent
+			return errAgentSilent
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		switch {
-		case ended:
-		case cause != nil:
-			why, ended = cause, true
-			cancel()
-		default:
-			t.Reset(next())
-		}
-	})
-	mu.Unlock()
-	return func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		ended = true
-		t.Stop()
-		return why
-	}
+		return nil
+	}, cancel)
 }

@@ -3,6 +3,8 @@ package client
 import (
 	"testing"
 	"time"
+
+	"github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
 // quietFor sets watchQuiet and probeTimeout for the rest of t. Call it
@@ -14,6 +16,25 @@ func quietFor(t *testing.T, quiet, timeout time.Duration) {
 	t.Cleanup(func() { watchQuiet, probeTimeout = q, to })
 }
 
+// watchOnTheFirstOfTwo starts two fake agents and a watch of user.rpc
+// through a client of both, served by the first up to revision 7. The
+// watch is closed when t ends.
+func watchOnTheFirstOfTwo(t *testing.T) (first, next *manyAgent, w *WatchStream, s *manyStream, create *zrpcpb.WatchCreate) {
+	t.Helper()
+	first, next = startManyAgent(t, false), startManyAgent(t, false)
+	c := newTestClient(t, first.Addr, next.Addr)
+	w, err := c.Watch(testContext(t), "user.rpc", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	s = first.stream(t, 1)
+	create = s.waitCreate(t, "user.rpc", 0)
+	s.respond(t, create.WatchId, watchEvent("user.rpc", 7, true))
+	mustRecv(t, w, "user.rpc", 7)
+	return first, next, w, s, create
+}
+
 // TestWatchMovesOnFromAnAgentThatStopsAnswering: the agent serving a
 // watch stops answering while its connection stays open and answers
 // pings, so neither the stream nor gRPC's keepalive fails for 15 s; the
@@ -21,17 +42,7 @@ func quietFor(t *testing.T, quiet, timeout time.Duration) {
 // resumes on the next endpoint from its last revision.
 func TestWatchMovesOnFromAnAgentThatStopsAnswering(t *testing.T) {
 	quietFor(t, 200*time.Millisecond, 200*time.Millisecond)
-	first, next := startManyAgent(t, false), startManyAgent(t, false)
-	c := newTestClient(t, first.Addr, next.Addr)
-	w, err := c.Watch(testContext(t), "user.rpc", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	s := first.stream(t, 1)
-	create := s.waitCreate(t, "user.rpc", 0)
-	s.respond(t, create.WatchId, watchEvent("user.rpc", 7, true))
-	mustRecv(t, w, "user.rpc", 7)
+	first, next, w, _, _ := watchOnTheFirstOfTwo(t)
 
 	first.Silent.Store(true) // its stream sends nothing more, its health checks go unanswered
 	got := recvAsync(w)
@@ -53,17 +64,7 @@ func TestWatchMovesOnFromAnAgentThatStopsAnswering(t *testing.T) {
 // its health checks, is not left.
 func TestWatchStaysOnAQuietAgentThatAnswersHealthChecks(t *testing.T) {
 	quietFor(t, 50*time.Millisecond, probeTimeout)
-	first, next := startManyAgent(t, false), startManyAgent(t, false)
-	c := newTestClient(t, first.Addr, next.Addr)
-	w, err := c.Watch(testContext(t), "user.rpc", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	s := first.stream(t, 1)
-	create := s.waitCreate(t, "user.rpc", 0)
-	s.respond(t, create.WatchId, watchEvent("user.rpc", 7, true))
-	mustRecv(t, w, "user.rpc", 7)
+	first, next, w, s, create := watchOnTheFirstOfTwo(t)
 
 	got := recvAsync(w)
 	time.Sleep(20 * watchQuiet)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/waitguard"
 	"github.com/zrpcio/zrpc/internal/wirecodec"
 	"github.com/zrpcio/zrpc/storage/codec"
 	"github.com/zrpcio/zrpc/storage/shardstore"
@@ -159,30 +160,15 @@ func (s *Store) callPeer(ctx context.Context, node string, fn func(context.Conte
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	var (
-		mu    sync.Mutex
-		ended bool
-		t     *time.Timer
-	)
-	mu.Lock() // t is set before its function reads it
-	t = time.AfterFunc(gossipPoll, func() {
+	stop := waitguard.Start(waitguard.Every(gossipPoll), func() error {
 		if s.cluster.GossipDown(node) {
-			cancel(errPeerDown)
-			return
+			return errPeerDown
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !ended {
-			t.Reset(gossipPoll)
-		}
-	})
-	mu.Unlock()
+		return nil
+	}, func() { cancel(errPeerDown) })
 	err := fn(ctx)
-	mu.Lock()
-	ended = true
-	t.Stop()
-	mu.Unlock()
-	if err != nil && errors.Is(context.Cause(ctx), errPeerDown) {
+	why := stop()
+	if err != nil && why != nil {
 		return fmt.Errorf("agent %s: %w", node, errPeerDown)
 	}
 	return err
