@@ -65,6 +65,11 @@ type Session struct {
 	// current endpoint past this one.
 	answered atomic.Int64
 	silent   func(context.Context) bool
+
+	// cutOff is closed, once (cutOffOnce), when the agent answers a
+	// keepalive saying it is cut off from the Raft leader.
+	cutOff     chan struct{}
+	cutOffOnce sync.Once
 }
 
 // sessionAnswerWait is how long a keepalive may go unanswered before a
@@ -112,7 +117,10 @@ func (c *Client) openSession(ctx context.Context, ep *endpoint, owner string) (*
 		cancel(err)
 		return nil, err
 	}
-	open := &zrpcpb.SessionRequest{Seq: 1, Kind: &zrpcpb.SessionRequest_Open{Open: &zrpcpb.SessionOpen{Owner: owner}}}
+	// With other endpoints to go to, an agent cut off from the leader
+	// refuses the session at once rather than after its leader_wait.
+	open := &zrpcpb.SessionRequest{Seq: 1, Kind: &zrpcpb.SessionRequest_Open{Open: &zrpcpb.SessionOpen{
+		Owner: owner, RequireLeader: len(c.endpoints) > 1}}}
 	// On io.EOF the stream is broken and Recv reports why.
 	if err := stream.Send(open); err != nil && !errors.Is(err, io.EOF) {
 		cancel(err)
@@ -152,11 +160,21 @@ func (c *Client) openSession(ctx context.Context, ep *endpoint, owner string) (*
 		seq:     1,
 		pending: make(map[uint64]chan *zrpcpb.SessionResponse),
 		done:    make(chan struct{}),
+		cutOff:  make(chan struct{}),
 	}, nil
 }
 
 // ID returns the session id the agent assigned.
 func (s *Session) ID() string { return s.id }
+
+// CutOff returns a channel closed when the session's agent answers a
+// keepalive saying it is cut off from the Raft leader (on the minority
+// side of a partition): the cluster then sees the agent failed and the
+// session's instances critical, while the session goes on. An owner with
+// other agents to go to opens a session there (Client.Session refuses
+// agents that are cut off too), registers again, and closes this one
+// (package rpc does so).
+func (s *Session) CutOff() <-chan struct{} { return s.cutOff }
 
 // Done is closed when the stream has ended.
 func (s *Session) Done() <-chan struct{} { return s.done }
@@ -250,6 +268,12 @@ func (s *Session) readLoop() {
 			return
 		}
 		s.answered.Store(time.Now().UnixNano())
+		if why := resp.GetCutOff(); why != "" {
+			s.cutOffOnce.Do(func() {
+				s.log.Warn("session's agent is cut off from the Raft leader", "session", s.id, "endpoint", s.addr, "why", why)
+				close(s.cutOff)
+			})
+		}
 		s.mu.Lock()
 		ch, ok := s.pending[resp.GetSeq()]
 		delete(s.pending, resp.GetSeq())

@@ -338,16 +338,26 @@ func (s *Server) register(ctx context.Context) error {
 	return nil
 }
 
-// keepRegistered re-registers whenever the session ends before Stop.
+// keepRegistered re-registers whenever the session ends before Stop, and
+// through another agent when the session's agent is cut off from the Raft
+// leader.
 func (s *Server) keepRegistered() {
 	for {
 		s.mu.Lock()
 		sess := s.session
 		s.mu.Unlock()
+		var cutOff <-chan struct{}
+		if len(s.cfg.agents()) > 1 {
+			cutOff = sess.CutOff()
+		}
 		select {
 		case <-s.ctx.Done():
 			return
 		case <-sess.Done():
+		case <-cutOff:
+			if s.moveOff(sess) {
+				continue
+			}
 		}
 		if s.ctx.Err() != nil {
 			return // Stop closed the session
@@ -361,14 +371,51 @@ func (s *Server) keepRegistered() {
 				s.log.Info("registered again", "service", s.inst.Service, "id", s.inst.Id)
 				break
 			}
-			wait := min(100*time.Millisecond<<min(attempt, 6), 5*time.Second)
-			wait = wait/2 + rand.N(wait/2+1)
+			wait := registerBackoff(attempt)
 			s.log.Warn("register failed; retrying", "err", err, "next_in", wait)
 			select {
 			case <-s.ctx.Done():
 				return
 			case <-time.After(wait):
 			}
+		}
+	}
+}
+
+// registerBackoff is the wait before register attempt n+1 (from 0): it
+// doubles from 100 ms up to 5 s, jittered down by up to half.
+func registerBackoff(attempt int) time.Duration {
+	wait := min(100*time.Millisecond<<min(attempt, 6), 5*time.Second)
+	return wait/2 + rand.N(wait/2+1)
+}
+
+// moveOff registers the instance again through an agent in contact with
+// the Raft leader, and then closes old, whose agent is cut off from it
+// (on the minority side of a partition the cluster sees that agent
+// failed and the instance critical, while the session goes on). The new
+// registration replaces the old one before old closes, so the instance
+// is never missing; while no agent is in contact (the cluster lost its
+// quorum) old is kept and moveOff tries again. It reports whether it
+// moved; false when old ended or the server stops first.
+func (s *Server) moveOff(old *client.Session) bool {
+	s.log.Warn("registry session's agent is cut off from the Raft leader; registering through another agent")
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+		err := s.register(ctx)
+		cancel()
+		if err == nil {
+			old.Close()
+			s.log.Info("registered through another agent", "service", s.inst.Service, "id", s.inst.Id)
+			return true
+		}
+		wait := registerBackoff(attempt)
+		s.log.Warn("register through another agent failed; keeping the session and retrying", "err", err, "next_in", wait)
+		select {
+		case <-s.ctx.Done():
+			return false
+		case <-old.Done():
+			return false
+		case <-time.After(wait):
 		}
 	}
 }

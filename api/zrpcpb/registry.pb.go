@@ -1855,7 +1855,12 @@ func (*SessionRequest_Keepalive) isSessionRequest_Kind() {}
 type SessionOpen struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// owner names the process, for operators ("user-svc pid 4242").
-	Owner         string `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	Owner string `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	// require_leader refuses the session (UNAVAILABLE, reason STALE_READ)
+	// while the agent is cut off from the Raft leader (see
+	// WatchRequest.require_leader), at once instead of after leader_wait: a
+	// client with other agents opens it on one of them.
+	RequireLeader bool `protobuf:"varint,2,opt,name=require_leader,json=requireLeader,proto3" json:"require_leader,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1895,6 +1900,13 @@ func (x *SessionOpen) GetOwner() string {
 		return x.Owner
 	}
 	return ""
+}
+
+func (x *SessionOpen) GetRequireLeader() bool {
+	if x != nil {
+		return x.RequireLeader
+	}
+	return false
 }
 
 type SessionKeepAlive struct {
@@ -1941,7 +1953,14 @@ type SessionResponse struct {
 	Session  string    `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"`
 	Instance *Instance `protobuf:"bytes,4,opt,name=instance,proto3" json:"instance,omitempty"`
 	// error is set when this request failed; the stream stays open.
-	Error         *ErrorDetail `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	Error *ErrorDetail `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// cut_off is set in the answer to a keepalive while the agent is cut off
+	// from the Raft leader (no leader reached it within stale_read_bound),
+	// saying why: the cluster then sees the agent failed and the session's
+	// instances critical. The session goes on; a client with other agents
+	// opens a session on one of them, registers its instances there, and
+	// then closes this one.
+	CutOff        string `protobuf:"bytes,6,opt,name=cut_off,json=cutOff,proto3" json:"cut_off,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2009,6 +2028,13 @@ func (x *SessionResponse) GetError() *ErrorDetail {
 		return x.Error
 	}
 	return nil
+}
+
+func (x *SessionResponse) GetCutOff() string {
+	if x != nil {
+		return x.CutOff
+	}
+	return ""
 }
 
 type ErrorDetail struct {
@@ -3292,16 +3318,18 @@ const file_registry_proto_rawDesc = "" +
 	"\tkeepalive\x18\x04 \x01(\v2\x19.zrpc.v1.SessionKeepAliveH\x00R\tkeepalive\x12\x10\n" +
 	"\x03seq\x18\n" +
 	" \x01(\x04R\x03seqB\x06\n" +
-	"\x04kind\"#\n" +
+	"\x04kind\"J\n" +
 	"\vSessionOpen\x12\x14\n" +
-	"\x05owner\x18\x01 \x01(\tR\x05owner\"\x12\n" +
-	"\x10SessionKeepAlive\"\xc9\x01\n" +
+	"\x05owner\x18\x01 \x01(\tR\x05owner\x12%\n" +
+	"\x0erequire_leader\x18\x02 \x01(\bR\rrequireLeader\"\x12\n" +
+	"\x10SessionKeepAlive\"\xe2\x01\n" +
 	"\x0fSessionResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12/\n" +
 	"\x06header\x18\x02 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x18\n" +
 	"\asession\x18\x03 \x01(\tR\asession\x12-\n" +
 	"\binstance\x18\x04 \x01(\v2\x11.zrpc.v1.InstanceR\binstance\x12*\n" +
-	"\x05error\x18\x05 \x01(\v2\x14.zrpc.v1.ErrorDetailR\x05error\"S\n" +
+	"\x05error\x18\x05 \x01(\v2\x14.zrpc.v1.ErrorDetailR\x05error\x12\x17\n" +
+	"\acut_off\x18\x06 \x01(\tR\x06cutOff\"S\n" +
 	"\vErrorDetail\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +

@@ -81,6 +81,11 @@ func (s *Registry) Session(stream pb.Registry_SessionServer) error {
 	if len(open.Owner) > maxMetaValLen {
 		return apierr.Invalid("session.owner", "is longer than %d bytes", maxMetaValLen)
 	}
+	if open.RequireLeader {
+		if _, err := s.leaderContact(); err != nil {
+			return err
+		}
+	}
 	id := NewSessionID()
 	live := s.cfg.Health.ServeSession(id)
 	defer live.End()
@@ -159,6 +164,9 @@ func (s *Registry) handleSessionRequest(ctx context.Context, id string, req *pb.
 		resp.Header = s.header(rev)
 	case *pb.SessionRequest_Keepalive:
 		resp.Header = s.header(s.cfg.Replica.Revision())
+		if _, lost := s.leaderContact(); lost != nil {
+			resp.CutOff = lost.Error()
+		}
 	case *pb.SessionRequest_Open:
 		err = apierr.Invalid("session", "already open")
 	default:

@@ -150,3 +150,26 @@ func TestWatchRequiringALeaderEndsWhenContactIsLost(t *testing.T) {
 func errorIsStale(err error) bool {
 	return apierr.Code(apierr.FromStatus(err)) == "STALE_READ"
 }
+
+// A session that requires a leader is refused at once while the agent is
+// cut off, before anything is proposed (this Registry has nothing to
+// propose with).
+func TestSessionRequiringALeaderIsRefusedWhileCutOff(t *testing.T) {
+	contact := newFakeContact()
+	contact.lose("cut off for the test")
+	_, _, addr := startMany(t, RegistryConfig{LeaderContact: contact.get})
+	client := pb.NewRegistryClient(dialTest(t, addr))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := client.Session(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := &pb.SessionRequest{Seq: 1, Kind: &pb.SessionRequest_Open{Open: &pb.SessionOpen{Owner: "test", RequireLeader: true}}}
+	if err := stream.Send(open); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); !errorIsStale(err) {
+		t.Fatalf("a session that requires a leader, opened while cut off: %v, want STALE_READ", err)
+	}
+}
