@@ -12,10 +12,11 @@ import (
 // A watch served from a replica that is cut off from the leader (the
 // agent is on the minority side of a partition, or no leader has been
 // elected for a while) goes silent: nothing commits where it is, while
-// the registry may move on elsewhere. Default reads refuse in that state
-// (waitLeaderCommit); a watch is told when it begins (LeaderContact), so
-// that a client with other agents to go to can end its watches here and
-// resume them there. etcd's watches offer the same (WithRequireLeader).
+// the registry may move on elsewhere; a session there goes on while the
+// others see the agent failed. Default reads refuse in that state
+// (waitLeaderCommit); watches and sessions learn it from LeaderContact,
+// so that a client with other agents to go to can move its watches and
+// sessions there. etcd's watches offer the same (WithRequireLeader).
 //
 // The store looks every contactPoll: a leader is in contact (raft steps
 // a leader down once no quorum answers it within its lease); a follower
@@ -24,8 +25,8 @@ import (
 // not cut off for the moments until the new leader reaches it).
 
 // contactPoll is how often the store looks whether it is in contact with
-// a leader. A variable for tests.
-var contactPoll = 250 * time.Millisecond
+// a leader.
+const contactPoll = 250 * time.Millisecond
 
 // contact is whether the store is in contact with a leader, and what
 // ends when it no longer is.
