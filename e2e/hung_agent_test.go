@@ -18,20 +18,7 @@ func TestWritesThroughAFollowerOutliveAStoppedLeader(t *testing.T) {
 	_, zrpcctl := binaries(t)
 	n1, n2, n3 := startThree(t, "--gossip-profile", "local")
 	agents := map[string]*agent{"n1": n1, "n2": n2, "n3": n3}
-	var leader *agent
-	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
-		out, err := ctl(zrpcctl, n1.grpcAddr(), "members")
-		roles := map[string]int{}
-		for _, r := range rows(out) {
-			if len(r) >= 4 && r[2] == "alive" {
-				roles[r[3]]++
-				if r[3] == "leader" {
-					leader = agents[r[0]]
-				}
-			}
-		}
-		return err == nil && roles["leader"] == 1 && roles["voter"] == 2 && leader != nil
-	})
+	leader := agents[waitThreeVoters(t, zrpcctl, n1)]
 	var follower *agent
 	for _, a := range []*agent{n1, n2, n3} {
 		if a != leader {
@@ -68,6 +55,27 @@ func TestWritesThroughAFollowerOutliveAStoppedLeader(t *testing.T) {
 	})
 }
 
+// waitThreeVoters waits until the members as via sees them are three
+// alive: a leader and two voters, and returns the leader's name.
+func waitThreeVoters(t *testing.T, zrpcctl string, via *agent) string {
+	t.Helper()
+	var leader string
+	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
+		out, err := ctl(zrpcctl, via.grpcAddr(), "members")
+		roles := map[string]int{}
+		for _, r := range rows(out) {
+			if len(r) >= 4 && r[2] == "alive" {
+				roles[r[3]]++
+				if r[3] == "leader" {
+					leader = r[0]
+				}
+			}
+		}
+		return err == nil && roles["leader"] == 1 && roles["voter"] == 2 && leader != ""
+	})
+	return leader
+}
+
 // TestServiceRegistersElsewhereWhenItsAgentHangs: a service (examples/user,
 // Agents [n2, n3]) registered through n2, which is then stopped: the
 // cluster marks n2 failed and the instance critical, and the service,
@@ -77,16 +85,9 @@ func TestWritesThroughAFollowerOutliveAStoppedLeader(t *testing.T) {
 func TestServiceRegistersElsewhereWhenItsAgentHangs(t *testing.T) {
 	_, zrpcctl := binaries(t)
 	n1, n2, n3 := startThree(t, "--gossip-profile", "local")
-	waitFor(t, 30*time.Second, "three alive members", func() bool {
-		out, err := ctl(zrpcctl, n1.grpcAddr(), "members")
-		alive := 0
-		for _, r := range rows(out) {
-			if len(r) >= 3 && r[2] == "alive" {
-				alive++
-			}
-		}
-		return err == nil && alive == 3
-	})
+	// Three voters, not only three alive members: with n3 still a
+	// nonvoter, stopping n2 would leave no quorum.
+	waitThreeVoters(t, zrpcctl, n1)
 	svc := startBenchUserService(t, n2, n3)
 	if err := n2.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
