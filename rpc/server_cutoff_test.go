@@ -11,6 +11,28 @@ import (
 	"github.com/zrpcio/zrpc/testcluster"
 )
 
+// startServer starts a user.rpc server, id u1, registering through the
+// agents of c given (in that order); it stops when t ends.
+func startServer(t *testing.T, c *testcluster.Cluster, agents ...int) {
+	t.Helper()
+	var addrs []string
+	for _, i := range agents {
+		addrs = append(addrs, c.GRPCAddr(i))
+	}
+	srv, err := rpc.NewServer(rpc.ServerConfig{
+		Name: "user.rpc", ListenOn: "127.0.0.1:0", ID: "u1", Agents: addrs, DrainDelay: 50 * time.Millisecond,
+	}, rpc.WithServerLogger(testlog.New(t, "server")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop(context.Background()) })
+}
+
 // TestServerMovesOffAnAgentCutOffFromTheLeader: a server registered
 // through an agent on the minority side of a partition (the cluster sees
 // that agent failed and the instance critical) registers again through an
@@ -26,20 +48,7 @@ func TestServerMovesOffAnAgentCutOffFromTheLeader(t *testing.T) {
 			rest = append(rest, i)
 		}
 	}
-	srv, err := rpc.NewServer(rpc.ServerConfig{
-		Name: "user.rpc", ListenOn: "127.0.0.1:0", ID: "u1",
-		Agents:     []string{c.GRPCAddr(cut), c.GRPCAddr(rest[0]), c.GRPCAddr(rest[1])},
-		DrainDelay: 50 * time.Millisecond,
-	}, rpc.WithServerLogger(testlog.New(t, "server")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Stop(context.Background()) })
+	startServer(t, c, cut, rest[0], rest[1])
 	c.WaitFor(20*time.Second, "u1 registered through the first agent", func() bool {
 		got := instancesOn(t, c, rest[0], "user.rpc")
 		return len(got) == 1 && got[0].Node == c.Name(cut) && got[0].Health == pb.Health_PASSING
@@ -83,20 +92,7 @@ func TestServerKeepsItsSessionWhileNoAgentHasALeader(t *testing.T) {
 			others = append(others, i)
 		}
 	}
-	srv, err := rpc.NewServer(rpc.ServerConfig{
-		Name: "user.rpc", ListenOn: "127.0.0.1:0", ID: "u1",
-		Agents:     []string{c.GRPCAddr(survivor), c.GRPCAddr(others[0]), c.GRPCAddr(others[1])},
-		DrainDelay: 50 * time.Millisecond,
-	}, rpc.WithServerLogger(testlog.New(t, "server")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Stop(context.Background()) })
+	startServer(t, c, survivor, others[0], others[1])
 	c.WaitFor(20*time.Second, "u1 registered through the survivor", func() bool {
 		got := instancesOn(t, c, survivor, "user.rpc")
 		return len(got) == 1 && got[0].Node == c.Name(survivor)

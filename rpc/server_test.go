@@ -95,19 +95,7 @@ func TestServerRegistersAgainAfterItsAgentWasReaped(t *testing.T) {
 			rest = append(rest, i)
 		}
 	}
-	srv, err := rpc.NewServer(rpc.ServerConfig{
-		Name: "user.rpc", ListenOn: "127.0.0.1:0", ID: "u1",
-		Agents: []string{c.GRPCAddr(cut)}, DrainDelay: 50 * time.Millisecond,
-	}, rpc.WithServerLogger(testlog.New(t, "server")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Stop(context.Background()) })
+	startServer(t, c, cut)
 	c.WaitFor(20*time.Second, "u1 visible through another agent", func() bool {
 		return len(instancesOn(t, c, other, "user.rpc")) == 1
 	})
