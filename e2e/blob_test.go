@@ -244,17 +244,7 @@ func blobCluster(t *testing.T) (n1, n2, n3 *agent) {
 	n1.start()
 	n2.start(n1.gossipAddr())
 	n3.start(n1.gossipAddr())
-	// NAME ADDRESS STATUS ROLE BUILD ZONE
-	waitFor(t, 30*time.Second, "three alive members on n1, one leader and two voters", func() bool {
-		out, err := ctl(zrpcctl, n1.grpcAddr(), "members")
-		roles := map[string]int{}
-		for _, r := range rows(out) {
-			if len(r) >= 4 && r[2] == "alive" {
-				roles[r[3]]++
-			}
-		}
-		return err == nil && roles["leader"] == 1 && roles["voter"] == 2
-	})
+	waitThreeVoters(t, zrpcctl, n1)
 	return n1, n2, n3
 }
 

@@ -60,6 +60,7 @@ func TestWritesThroughAFollowerOutliveAStoppedLeader(t *testing.T) {
 func waitThreeVoters(t *testing.T, zrpcctl string, via *agent) string {
 	t.Helper()
 	var leader string
+	// NAME ADDRESS STATUS ROLE BUILD ZONE
 	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
 		out, err := ctl(zrpcctl, via.grpcAddr(), "members")
 		roles := map[string]int{}
