@@ -363,21 +363,33 @@ func (s *Server) keepRegistered() {
 			return // Stop closed the session
 		}
 		s.log.Warn("registry session ended; registering again", "err", sess.Err())
-		for attempt := 0; ; attempt++ {
-			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
-			err := s.register(ctx)
-			cancel()
-			if err == nil {
-				s.log.Info("registered again", "service", s.inst.Service, "id", s.inst.Id)
-				break
-			}
-			wait := registerBackoff(attempt)
-			s.log.Warn("register failed; retrying", "err", err, "next_in", wait)
-			select {
-			case <-s.ctx.Done():
-				return
-			case <-time.After(wait):
-			}
+		if !s.registerRetrying(nil, "register failed; retrying") {
+			return
+		}
+		s.log.Info("registered again", "service", s.inst.Service, "id", s.inst.Id)
+	}
+}
+
+// registerRetrying registers the instance through a new session, trying
+// again after registerBackoff until it succeeds (true), or the server
+// stops or until is closed (false). failed is the log line of a failed
+// attempt.
+func (s *Server) registerRetrying(until <-chan struct{}, failed string) bool {
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+		err := s.register(ctx)
+		cancel()
+		if err == nil {
+			return true
+		}
+		wait := registerBackoff(attempt)
+		s.log.Warn(failed, "err", err, "next_in", wait)
+		select {
+		case <-s.ctx.Done():
+			return false
+		case <-until:
+			return false
+		case <-time.After(wait):
 		}
 	}
 }
@@ -399,25 +411,12 @@ func registerBackoff(attempt int) time.Duration {
 // moved; false when old ended or the server stops first.
 func (s *Server) moveOff(old *client.Session) bool {
 	s.log.Warn("registry session's agent is cut off from the Raft leader; registering through another agent")
-	for attempt := 0; ; attempt++ {
-		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
-		err := s.register(ctx)
-		cancel()
-		if err == nil {
-			old.Close()
-			s.log.Info("registered through another agent", "service", s.inst.Service, "id", s.inst.Id)
-			return true
-		}
-		wait := registerBackoff(attempt)
-		s.log.Warn("register through another agent failed; keeping the session and retrying", "err", err, "next_in", wait)
-		select {
-		case <-s.ctx.Done():
-			return false
-		case <-old.Done():
-			return false
-		case <-time.After(wait):
-		}
+	if !s.registerRetrying(old.Done(), "register through another agent failed; keeping the session and retrying") {
+		return false
 	}
+	old.Close()
+	s.log.Info("registered through another agent", "service", s.inst.Service, "id", s.inst.Id)
+	return true
 }
 
 // Stop deregisters the instance, waits the drain delay so that clients

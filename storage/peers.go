@@ -155,21 +155,21 @@ var errPeerDown = errors.New("this agent's gossip declared it failed")
 // (ShardTimeout) or the connection's keepalive (15 s), while gossip
 // tells within seconds. A call cut off this way fails with errPeerDown.
 func (s *Store) callPeer(ctx context.Context, node string, fn func(context.Context) error) error {
-	if s.cluster.GossipDown(node) {
-		return fmt.Errorf("agent %s: %w", node, errPeerDown)
+	down := func() error {
+		if s.cluster.GossipDown(node) {
+			return fmt.Errorf("agent %s: %w", node, errPeerDown)
+		}
+		return nil
+	}
+	if err := down(); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	stop := waitguard.Start(waitguard.Every(gossipPoll), func() error {
-		if s.cluster.GossipDown(node) {
-			return errPeerDown
-		}
-		return nil
-	}, func() { cancel(errPeerDown) })
+	stop := waitguard.Start(waitguard.Every(gossipPoll), down, func() { cancel(errPeerDown) })
 	err := fn(ctx)
-	why := stop()
-	if err != nil && why != nil {
-		return fmt.Errorf("agent %s: %w", node, errPeerDown)
+	if why := stop(); err != nil && why != nil {
+		return why
 	}
 	return err
 }
