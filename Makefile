@@ -6,7 +6,7 @@ LDFLAGS     := -X github.com/zrpcio/zrpc/cli.Version=$(VERSION)
 BIN         := bin
 
 .PHONY: all build test lint bench bench-security bench-registry bench-rpc bench-dns proto run clean demo robustness fuzz docs
-.PHONY: chromium
+.PHONY: chromium iproute2
 .PHONY: snapshot-big
 
 all: build
@@ -43,6 +43,12 @@ test:
 chromium:
 	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 test: chromium
+
+## iproute2: ip, with which the e2e partition tests put agents on a
+## network of their own (Debian package); test installs it when missing
+iproute2:
+	command -v ip >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y iproute2)
+test: iproute2
 
 ## robustness: random traffic under random faults, SEEDS runs (default 3)
 ## plus the regression seeds; ROBUSTNESS_SEED=N replays one run, SEEDS=200
