@@ -58,6 +58,10 @@ func TestAnAgentMarkedFailedMarksItselfAliveWhenItLeads(t *testing.T) {
 			if _, err := c.Register(ctxT(t), &pb.RegisterRequest{Instance: inst("user.rpc", "i1", "127.0.0.1:9000")}); err != nil {
 				t.Fatalf("Register: %v", err)
 			}
+			// A leader marks an agent it knows: n1 has recorded itself
+			// (announceSelf, when it began to lead), or the mark would
+			// precede the record that the restart compares with.
+			waitFor(t, 10*time.Second, "n1's node record", func() bool { return n.Store().FSM().Node("n1") != nil })
 			// What the leader that lost contact with n1 committed.
 			if _, err := n.Store().Apply(ctxT(t), tc.mark); err != nil {
 				t.Fatalf("apply the %s mark: %v", tc.name, err)

@@ -148,11 +148,39 @@ func cutOff(now time.Time, leader bool, heard, ledAt time.Time, bound time.Durat
 		heard = ledAt
 	}
 	if heard.IsZero() {
-		return fmt.Errorf("%w: no leader has replicated its log to this agent since it started", ErrStaleRead)
+		return &contactLoss{why: "no leader has replicated its log to this agent since it started"}
 	}
 	if age := now.Sub(heard); age > bound {
-		return fmt.Errorf("%w: the leader last replicated its log to this agent %s ago (stale_read_bound %s)",
-			ErrStaleRead, age.Round(100*time.Millisecond), bound)
+		return &contactLoss{why: fmt.Sprintf("the leader last replicated its log to this agent %s ago (stale_read_bound %s)",
+			age.Round(100*time.Millisecond), bound)}
 	}
 	return nil
+}
+
+// contactLoss is why a store is cut off from the leader: an ErrStaleRead
+// to reads and watches, the reason alone in a write's ErrNoLeader.
+type contactLoss struct{ why string }
+
+func (e *contactLoss) Error() string { return ErrStaleRead.Error() + ": " + e.why }
+func (e *contactLoss) Unwrap() error { return ErrStaleRead }
+
+// contactLost is why the store, in contact with a leader at some time
+// since it opened, is cut off from it now and knows no leader; "" if it
+// is not, knows a leader (one reached it, and a forwarded call may reach
+// it too), or has never been in contact (it may be joining). A store the
+// monitor found cut off looks again first, as LeaderContact does.
+func (s *Store) contactLost() string {
+	if _, id := s.Leader(); id != "" {
+		return ""
+	}
+	c := &s.contact
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lost != nil {
+		s.lookAtContactLocked(time.Now())
+	}
+	if loss, ok := c.lost.(*contactLoss); ok && c.had {
+		return loss.why
+	}
+	return ""
 }

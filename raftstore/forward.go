@@ -117,7 +117,11 @@ func (f *Forwarder) leaderConn(ctx context.Context) (grpc.ClientConnInterface, e
 // moves, until LeaderWait has passed or ctx's deadline is near (see
 // answerMargin), then returns ErrNoLeader; when Reach says too few voters
 // are reachable for a leader, it returns ErrNoLeader saying which after
-// quorumLostWait. remote runs in a context derived from ctx that also
+// quorumLostWait; when this agent, in contact with a leader once, is cut
+// off from it now (contact.go: no leader has replicated to it for
+// StaleReadBound) and knows no leader, the first attempt that fails
+// returns ErrNoLeader saying so: a client that can reach another agent
+// should not wait here. remote runs in a context derived from ctx that also
 // ends when the leader this store sees changes (leadermoves.go): the call
 // is then asked again of the new leader, so remote must be safe to repeat.
 // remote's gRPC errors are mapped back to the API's sentinels.
@@ -149,9 +153,17 @@ func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote fun
 		last = err
 		now := time.Now()
 		q, known := f.quorum()
-		if known && q.Lost() && now.Sub(start) >= min(quorumLostWait, wait) {
+		// Cut off for StaleReadBound already: waiting longer here is
+		// unlikely to find a leader, and the caller may reach one
+		// through another agent.
+		why := f.store.contactLost()
+		if known && q.Lost() && (why != "" || now.Sub(start) >= min(quorumLostWait, wait)) {
 			return fmt.Errorf("%w: %s; restart the unreachable agents or mend the network to them (`zrpcctl members` shows what this agent's gossip sees); if a majority is gone for good, see `zrpcd agent recover --help`",
 				ErrNoLeader, q)
+		}
+		if why != "" {
+			return fmt.Errorf("%w: this agent is cut off from the leader: %s; another agent may reach it (a client given several agents goes on to the next), or mend the network between this agent and the others (`zrpcctl members` shows what this agent's gossip sees)",
+				ErrNoLeader, why)
 		}
 		if !now.Before(deadline) {
 			voters := "is a majority of voters up?"

@@ -447,6 +447,57 @@ func TestForwarderFailsSayingTheQuorumIsLost(t *testing.T) {
 	}
 }
 
+// TestForwarderOfAStoreCutOffFromTheLeaderFailsSoon: a store that was in
+// contact with a leader and has heard from none for StaleReadBound (its
+// peers gone, gossip not saying so yet) fails a write with ErrNoLeader
+// saying it is cut off, instead of waiting the whole leader_wait: a
+// client that can reach another agent goes there.
+func TestForwarderOfAStoreCutOffFromTheLeaderFailsSoon(t *testing.T) {
+	stores := openCluster(t, 3, func(i int, cfg *Config) { cfg.StaleReadBound = time.Second })
+	survivor := stores[0]
+	// In contact (its monitor looks every contactPoll): it led.
+	eventually(t, 10*time.Second, "n1 in contact with a leader", func() bool { return !survivor.CutOff() })
+	for _, s := range stores[1:] {
+		s.Close()
+	}
+	f := NewForwarder(survivor, ForwardConfig{LeaderWait: time.Hour, Dial: newTestDialer(t).dial})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	_, err := f.Apply(ctx, registerCmd(testInstance("api", "0", "n1")))
+	want := "this agent is cut off from the leader: the leader last replicated its log to this agent"
+	if !errors.Is(err, ErrNoLeader) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Apply on a store cut off from the leader = %v, want ErrNoLeader saying %q", err, want)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("Apply on a store cut off from the leader waited until the caller's deadline: %v", err)
+	}
+}
+
+// TestForwarderOfAStoreNeverInContactWaitsForALeader: a store that has
+// not heard from a leader since it opened (one joining a cluster) is cut
+// off for reads, but its writes wait for a leader as long as leader_wait
+// says: the leader may be about to reach it.
+func TestForwarderOfAStoreNeverInContactWaitsForALeader(t *testing.T) {
+	cfg := testStoreConfig(t, t.TempDir(), slog.LevelWarn)
+	cfg.Bootstrap = false
+	cfg.StaleReadBound = 100 * time.Millisecond
+	s := New(cfg)
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	const wait = 2 * time.Second
+	f := NewForwarder(s, ForwardConfig{LeaderWait: wait, Dial: newTestDialer(t).dial})
+	start := time.Now()
+	_, err := f.Apply(t.Context(), registerCmd(testInstance("api", "0", "n1")))
+	if !errors.Is(err, ErrNoLeader) || strings.Contains(err.Error(), "cut off") {
+		t.Fatalf("Apply on a store that never had a leader = %v, want ErrNoLeader after leader_wait", err)
+	}
+	if waited := time.Since(start); waited < wait {
+		t.Fatalf("Apply on a store that never had a leader gave up after %s, before leader_wait (%s)", waited, wait)
+	}
+}
+
 // TestForwarderWithoutALeaderThoughGossipCountsAMajority: when no leader
 // answers although gossip counts enough voters alive, the error says that
 // gossip may lag (voters just lost) or an election is under way, rather
