@@ -46,9 +46,13 @@ func benchUserBinary(t *testing.T) string {
 func startBenchUserService(t *testing.T, a *agent, others ...*agent) *testlog.Buffer {
 	t.Helper()
 	bin := benchUserBinary(t)
-	_, zrpcctl := binaries(t)
 	dir := t.TempDir()
-	conf := "Name: user.rpc\nListenOn: 127.0.0.1:" + strconv.Itoa(freePort(t)) + "\nAgents:\n"
+	// On a lab's agents, the service runs on the host zrpcctl runs on.
+	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	if a.via != nil {
+		listen = a.via.IP + ":9000"
+	}
+	conf := "Name: user.rpc\nListenOn: " + listen + "\nAgents:\n"
 	for _, ag := range append([]*agent{a}, others...) {
 		conf += "  - " + ag.grpcAddr() + "\n"
 	}
@@ -56,6 +60,9 @@ func startBenchUserService(t *testing.T, a *agent, others ...*agent) *testlog.Bu
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-f", "user.yaml")
+	if a.via != nil {
+		cmd = a.via.Command(bin, "-f", "user.yaml")
+	}
 	cmd.Dir = dir
 	log := &testlog.Buffer{}
 	cmd.Stdout, cmd.Stderr = log, log
@@ -80,7 +87,7 @@ func startBenchUserService(t *testing.T, a *agent, others ...*agent) *testlog.Bu
 		}
 	})
 	waitFor(t, 20*time.Second, "user.rpc passing in the registry", func() bool {
-		out, err := ctl(zrpcctl, a.grpcAddr(), "service", "get", "user.rpc", "--passing")
+		out, err := a.ctl("service", "get", "user.rpc", "--passing")
 		return err == nil && strings.Contains(out, "passing")
 	})
 	return log

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zrpcio/zrpc/internal/netlab"
 	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/internal/testport"
 	"github.com/zrpcio/zrpc/internal/testwait"
@@ -87,7 +88,9 @@ type agent struct {
 	grpcPort, raftPort, gossipPort int
 	httpPort                       int
 	extra                          []string
-	ctlArgs                        []string // zrpcctl flags to ask it whether it answers (--tls-*)
+	ctlArgs                        []string     // zrpcctl flags to ask it whether it answers (--tls-*)
+	host                           *netlab.Host // the lab host it runs on; nil: this machine's loopback
+	via                            *netlab.Host // the lab host zrpcctl runs on to reach it (with host)
 	cmd                            *exec.Cmd
 	log                            *testlog.Buffer // the process's output
 	cleanup                        bool
@@ -101,7 +104,7 @@ func (a *agent) waitLeader() {
 	a.t.Helper()
 	_, zrpcctl := binaries(a.t)
 	waitFor(a.t, 20*time.Second, a.name+" knows a leader", func() bool {
-		out, err := ctl(zrpcctl, a.grpcAddr(), "status", "-o", "json")
+		out, err := ctlFrom(a.via, zrpcctl, a.grpcAddr(), "status", "-o", "json")
 		return err == nil && strings.Contains(out, `"leader"`)
 	})
 }
@@ -125,8 +128,16 @@ func startThree(t *testing.T, extra ...string) (n1, n2, n3 *agent) {
 	return n1, n2, n3
 }
 
-func (a *agent) grpcAddr() string   { return "127.0.0.1:" + strconv.Itoa(a.grpcPort) }
-func (a *agent) gossipAddr() string { return "127.0.0.1:" + strconv.Itoa(a.gossipPort) }
+func (a *agent) grpcAddr() string   { return a.ip() + ":" + strconv.Itoa(a.grpcPort) }
+func (a *agent) gossipAddr() string { return a.ip() + ":" + strconv.Itoa(a.gossipPort) }
+
+// ip is the address the agent binds: its lab host's, or loopback.
+func (a *agent) ip() string {
+	if a.host != nil {
+		return a.host.IP
+	}
+	return "127.0.0.1"
+}
 
 // start runs `zrpcd agent [join ADDR...]` and waits until the agent
 // answers. Ports are picked free before the process binds them, so another
@@ -164,12 +175,15 @@ func (a *agent) launch(join []string) bool {
 	if len(join) > 0 {
 		args = append(append(args, "join"), join...)
 	}
-	args = append(args, "--name", a.name, "--data-dir", a.dataDir, "--bind", "127.0.0.1",
+	args = append(args, "--name", a.name, "--data-dir", a.dataDir, "--bind", a.ip(),
 		"--grpc-port", strconv.Itoa(a.grpcPort), "--raft-port", strconv.Itoa(a.raftPort),
 		"--gossip-port", strconv.Itoa(a.gossipPort), "--http-port", strconv.Itoa(a.httpPort))
 	args = append(args, "--dns-port", "0") // many agents per test: none on DNS's default port
 	args = append(args, a.extra...)
 	cmd := exec.Command(zrpcd, args...)
+	if a.host != nil {
+		cmd = a.host.Command(zrpcd, args...)
+	}
 	cmd.Stdout, cmd.Stderr = a.log, a.log
 	if err := cmd.Start(); err != nil {
 		a.t.Fatal(err)
@@ -186,7 +200,7 @@ func (a *agent) launch(join []string) bool {
 			return true
 		default:
 		}
-		_, err := ctl(zrpcctl, a.grpcAddr(), append(a.ctlArgs, "status")...)
+		_, err := ctlFrom(a.via, zrpcctl, a.grpcAddr(), append(a.ctlArgs, "status")...)
 		// With ACLs on and no token yet, Unauthenticated is an answer.
 		answered = err == nil || strings.Contains(err.Error(), "unauthenticated:")
 		return answered
@@ -233,17 +247,32 @@ func (a *agent) stop() error {
 // the test.
 func (a *agent) mustCtl(args ...string) string {
 	a.t.Helper()
-	_, zrpcctl := binaries(a.t)
-	out, err := ctl(zrpcctl, a.grpcAddr(), args...)
+	out, err := a.ctl(args...)
 	if err != nil {
 		a.t.Fatal(err)
 	}
 	return out
 }
 
+// ctl runs zrpcctl against the agent and returns its stdout.
+func (a *agent) ctl(args ...string) (string, error) {
+	_, zrpcctl := binaries(a.t)
+	return ctlFrom(a.via, zrpcctl, a.grpcAddr(), args...)
+}
+
 // ctl runs zrpcctl against addr and returns its stdout.
 func ctl(zrpcctl, addr string, args ...string) (string, error) {
-	cmd := exec.Command(zrpcctl, append([]string{"--addr", addr}, args...)...)
+	return ctlFrom(nil, zrpcctl, addr, args...)
+}
+
+// ctlFrom runs zrpcctl against addr (one or more agents, comma
+// separated) on lab host via, or on this machine if via is nil.
+func ctlFrom(via *netlab.Host, zrpcctl, addr string, args ...string) (string, error) {
+	args = append([]string{"--addr", addr}, args...)
+	cmd := exec.Command(zrpcctl, args...)
+	if via != nil {
+		cmd = via.Command(zrpcctl, args...)
+	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {

@@ -62,7 +62,7 @@ func waitThreeVoters(t *testing.T, zrpcctl string, via *agent) string {
 	var leader string
 	// NAME ADDRESS STATUS ROLE BUILD ZONE
 	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
-		out, err := ctl(zrpcctl, via.grpcAddr(), "members")
+		out, err := via.ctl("members")
 		roles := map[string]int{}
 		for _, r := range rows(out) {
 			if len(r) >= 4 && r[2] == "alive" {

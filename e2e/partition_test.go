@@ -1,0 +1,470 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/zrpcio/zrpc/internal/netlab"
+	"github.com/zrpcio/zrpc/internal/testlog"
+)
+
+// Agents on a network of their own (internal/netlab): each agent is a
+// machine with its own address and the default ports, zrpcctl runs on one
+// more, and partitions drop packets silently between the agents' hosts
+// while zrpcctl's host still reaches every agent, as a client beside a
+// broken switch would.
+
+// labCluster is n agents on lab hosts a0, a1, ... and the lab host the
+// test's zrpcctl runs on.
+type labCluster struct {
+	t      *testing.T
+	lab    *netlab.Lab
+	agents []*agent
+	client *netlab.Host
+}
+
+// startLab starts n agents, each on a host of its own, joining the first.
+// Without root or iproute2 the test is skipped, except under CI, whose
+// machine has both.
+func startLab(t *testing.T, n int, extra ...string) *labCluster {
+	t.Helper()
+	if err := netlab.Available(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	binaries(t)
+	lab, err := netlab.New(n + 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registered before the agents' cleanups: runs after them.
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	c := &labCluster{t: t, lab: lab, client: lab.Host(n)}
+	for i := range n {
+		name := "a" + itoa(i)
+		a := &agent{
+			t: t, name: name, dataDir: filepath.Join(t.TempDir(), name),
+			grpcPort: 8400, raftPort: 8401, gossipPort: 8402, httpPort: 8480,
+			extra: extra, log: &testlog.Buffer{}, host: lab.Host(i), via: c.client,
+		}
+		c.agents = append(c.agents, a)
+		if i == 0 {
+			a.start()
+		} else {
+			a.start(c.agents[0].gossipAddr())
+		}
+	}
+	return c
+}
+
+// addrs is every agent's gRPC address, first's first.
+func (c *labCluster) addrs(first int) string {
+	list := []string{c.agents[first].grpcAddr()}
+	for i, a := range c.agents {
+		if i != first {
+			list = append(list, a.grpcAddr())
+		}
+	}
+	return strings.Join(list, ",")
+}
+
+// ctl runs zrpcctl on the client host against every agent, first's first.
+func (c *labCluster) ctl(first int, args ...string) (string, error) {
+	_, zrpcctl := binaries(c.t)
+	return ctlFrom(c.client, zrpcctl, c.addrs(first), args...)
+}
+
+// index returns the index of the agent named name, or -1.
+func (c *labCluster) index(name string) int {
+	for i, a := range c.agents {
+		if a.name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// others returns every agent index but i.
+func (c *labCluster) others(i int) []int {
+	var rest []int
+	for j := range c.agents {
+		if j != i {
+			rest = append(rest, j)
+		}
+	}
+	return rest
+}
+
+// member is one row of `zrpcctl members`.
+type member struct{ status, role string }
+
+// members returns the members as agent a sees them, by name.
+func members(a *agent) (map[string]member, error) {
+	out, err := a.ctl("members")
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]member{}
+	// NAME ADDRESS STATUS ROLE BUILD ZONE
+	for _, r := range rows(out) {
+		if len(r) >= 4 {
+			m[r[0]] = member{status: r[2], role: r[3]}
+		}
+	}
+	return m, nil
+}
+
+// settled reports whether agent a sees every agent alive, one of them
+// leading and the rest voting.
+func (c *labCluster) settled(a *agent) bool {
+	m, err := members(a)
+	if err != nil || len(m) != len(c.agents) {
+		return false
+	}
+	roles := map[string]int{}
+	for _, x := range m {
+		if x.status != "alive" {
+			return false
+		}
+		roles[x.role]++
+	}
+	return roles["leader"] == 1 && roles["voter"] == len(c.agents)-1
+}
+
+// leader returns the index of the leader as agent a sees it, or -1.
+func (c *labCluster) leader(a *agent) int {
+	m, err := members(a)
+	if err != nil {
+		return -1
+	}
+	for name, x := range m {
+		if x.role == "leader" && x.status == "alive" {
+			return c.index(name)
+		}
+	}
+	return -1
+}
+
+// checkAlive fails the test if an agent has exited or said it panicked.
+func (c *labCluster) checkAlive() {
+	c.t.Helper()
+	for _, a := range c.agents {
+		select {
+		case <-a.exited:
+			c.t.Errorf("%s exited: %v", a.name, a.exitErr)
+		default:
+		}
+		if log := a.log.String(); strings.Contains(log, "panic:") || strings.Contains(log, "fatal error:") {
+			c.t.Errorf("%s panicked", a.name)
+		}
+	}
+}
+
+// TestLeaderCutOffPastTheReapComesBackWithEveryAcknowledgedWrite: the
+// leader's machine loses the agents' network (packets dropped, nothing
+// refused) for longer than failure detection and the dead-node reap,
+// while a client that still reaches every agent goes on registering
+// through all three, the cut-off leader first. The cut-off agent says so;
+// the other two elect a leader and reap it. After the heal it rejoins as
+// a voter without a restart, and every registration the client was told
+// succeeded is on every agent, the cut-off one too.
+func TestLeaderCutOffPastTheReapComesBackWithEveryAcknowledgedWrite(t *testing.T) {
+	const reap = 8 * time.Second
+	c := startLab(t, 3, "--dead-node-reap", reap.String(), "--stale-read-bound", "2s")
+	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
+		return c.settled(c.agents[0])
+	})
+	cut := c.leader(c.agents[0])
+	if cut < 0 {
+		t.Fatal("no leader")
+	}
+	l := c.agents[cut]
+	rest := c.others(cut)
+	for i, a := range c.agents {
+		a.mustCtl("service", "register", "before.rpc", "--id", "b"+itoa(i), "--address", "10.0.1.1:"+itoa(9000+i))
+	}
+
+	if err := c.lab.Partition([]int{cut}, rest); err != nil {
+		t.Fatal(err)
+	}
+	cutAt := time.Now()
+	t.Logf("%s, the leader, cut off from %s and %s", l.name, c.agents[rest[0]].name, c.agents[rest[1]].name)
+
+	// The client registers through every agent, the cut-off one first,
+	// until the leader left behind has reaped it; a write the client was
+	// told succeeded must survive.
+	var (
+		mu    sync.Mutex
+		acked []string
+		fails int
+		took  []time.Duration // each call's, for the log
+	)
+	stop := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for k := 0; k < 5000; k++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			id := fmt.Sprintf("w%04d", k)
+			start := time.Now()
+			_, err := c.ctl(cut, "--timeout", "10s", "service", "register", "during.rpc", "--id", id, "--address", "10.0.2.1:"+itoa(10000+k))
+			mu.Lock()
+			took = append(took, time.Since(start))
+			if err == nil {
+				acked = append(acked, id)
+			} else {
+				fails++
+			}
+			mu.Unlock()
+		}
+	}()
+	stopWriter := sync.OnceFunc(func() {
+		close(stop)
+		<-writerDone
+	})
+	defer stopWriter()
+
+	waitFor(t, 20*time.Second, l.name+" says it is cut off from the leader", func() bool {
+		out, err := l.ctl("status")
+		return err == nil && strings.Contains(out, "Cut off")
+	})
+	// A write through the cut-off agent alone fails saying why, soon
+	// enough for a client with other agents to try them.
+	if _, err := l.ctl("--timeout", "10s", "service", "register", "alone.rpc", "--id", "x", "--address", "10.0.3.1:1"); err == nil ||
+		!strings.Contains(err.Error(), "cut off from the leader") {
+		t.Fatalf("a write through %s alone, cut off: %v, want an error saying it is cut off from the leader", l.name, err)
+	}
+	var newLeader int
+	waitFor(t, 20*time.Second, "a new leader on the other side", func() bool {
+		newLeader = c.leader(c.agents[rest[0]])
+		return newLeader >= 0 && newLeader != cut
+	})
+	t.Logf("%s leads after %s", c.agents[newLeader].name, time.Since(cutAt).Round(time.Millisecond))
+	waitFor(t, reap+30*time.Second, l.name+" reaped: out of the Raft configuration", func() bool {
+		out, err := c.agents[newLeader].ctl("raft", "peers")
+		return err == nil && !strings.Contains(out, l.name) && strings.Count(out, "voter") >= 2
+	})
+	reapedAt := time.Since(cutAt)
+	t.Logf("%s reaped after %s", l.name, reapedAt.Round(time.Millisecond))
+	mu.Lock()
+	ackedDuring := len(acked)
+	mu.Unlock()
+	if ackedDuring == 0 {
+		t.Fatalf("no registration succeeded in %s of partition, through agents that still had a quorum", reapedAt.Round(time.Millisecond))
+	}
+
+	if err := c.lab.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	healedAt := time.Now()
+
+	for _, a := range c.agents {
+		waitFor(t, 60*time.Second, a.name+" sees three alive members, one leader and two voters, after the heal", func() bool {
+			return c.settled(a)
+		})
+	}
+	t.Logf("all three agents settled %s after the heal", time.Since(healedAt).Round(time.Millisecond))
+	stopWriter()
+	waitFor(t, 20*time.Second, l.name+" no longer cut off", func() bool {
+		out, err := l.ctl("status")
+		return err == nil && !strings.Contains(out, "Cut off")
+	})
+
+	mu.Lock()
+	want := slices.Clone(acked)
+	slices.Sort(took)
+	t.Logf("%d registrations acknowledged, %d failed (or not known to have succeeded) while the partition lasted; zrpcctl's call median %s, max %s",
+		len(want), fails, took[len(took)/2].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
+	mu.Unlock()
+	for _, a := range c.agents {
+		var missing []string
+		waitFor(t, 20*time.Second, a.name+" holds every acknowledged registration", func() bool {
+			out, err := a.ctl("service", "get", "during.rpc", "--consistency", "stale")
+			if err != nil {
+				return false
+			}
+			have := map[string]bool{}
+			for _, r := range rows(out) {
+				if len(r) > 0 {
+					have[r[0]] = true
+				}
+			}
+			missing = missing[:0]
+			for _, id := range want {
+				if !have[id] {
+					missing = append(missing, id)
+				}
+			}
+			return len(missing) == 0
+		})
+		out := a.mustCtl("service", "get", "before.rpc")
+		for i := range c.agents {
+			if !strings.Contains(out, "b"+itoa(i)) {
+				t.Errorf("%s lost b%d, registered before the partition:\n%s", a.name, i, out)
+			}
+		}
+	}
+	c.checkAlive()
+}
+
+// watch runs `zrpcctl service watch service` on the client host against
+// every agent, first's first, until the test ends, and returns its
+// output.
+func (c *labCluster) watch(first int, service string) *testlog.Buffer {
+	c.t.Helper()
+	_, zrpcctl := binaries(c.t)
+	out := &testlog.Buffer{}
+	cmd := c.client.Command(zrpcctl, "--addr", c.addrs(first), "service", "watch", service)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	c.t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		if c.t.Failed() {
+			c.t.Logf("--- zrpcctl service watch %s ---\n%s", service, out.String())
+		}
+	})
+	return out
+}
+
+// watchRow is one change a watch printed: REV TYPE SERVICE ID ADDRESS HEALTH.
+type watchRow struct {
+	rev                      uint64
+	typ, id, address, health string
+}
+
+// watchRows parses what `zrpcctl service watch` printed, its changes only.
+func watchRows(out string) []watchRow {
+	var rs []watchRow
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		if len(f) < 6 || (f[1] != "PUT" && f[1] != "DELETE") {
+			continue
+		}
+		var rev uint64
+		if _, err := fmt.Sscan(f[0], &rev); err != nil {
+			continue
+		}
+		rs = append(rs, watchRow{rev: rev, typ: f[1], id: f[3], address: f[4], health: f[5]})
+	}
+	return rs
+}
+
+// registeredThrough returns the agent and health of user.rpc's instance
+// as agent a reads it.
+func registeredThrough(a *agent) (agentName, health string) {
+	out, err := a.ctl("service", "get", "user.rpc", "--consistency", "stale")
+	if err != nil {
+		return "", ""
+	}
+	// ID ADDRESS AGENT HEALTH ...
+	for _, r := range rows(out) {
+		if len(r) >= 4 {
+			return r[2], r[3]
+		}
+	}
+	return "", ""
+}
+
+// TestServiceAndWatchMoveOffAnAgentCutOffByARealPartition: a service
+// (examples/user) holds its session on a follower, and a watch of it is
+// served by the same follower; the follower's machine then loses the
+// agents' network, while the service's and the watch's machine still
+// reaches every agent. Within the stale read bound the follower knows it
+// is cut off: the service registers again through an agent with a
+// quorum, and the watch resumes there (the cut-off replica commits
+// nothing, so a change it prints came from the majority). The instance is
+// never deleted, through the partition, the heal and after.
+func TestServiceAndWatchMoveOffAnAgentCutOffByARealPartition(t *testing.T) {
+	// No reap during the test: what moves the service is the cut-off.
+	c := startLab(t, 3, "--stale-read-bound", "2s", "--dead-node-reap", "1h")
+	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
+		return c.settled(c.agents[0])
+	})
+	leader := c.leader(c.agents[0])
+	cut := (leader + 1) % 3
+	f := c.agents[cut]
+	var rest []*agent
+	for _, i := range c.others(cut) {
+		rest = append(rest, c.agents[i])
+	}
+	startBenchUserService(t, f, rest...)
+	if through, _ := registeredThrough(c.agents[leader]); through != f.name {
+		t.Fatalf("user.rpc registered through %q, want %s, its first agent", through, f.name)
+	}
+	watch := c.watch(cut, "user.rpc")
+	var before uint64
+	waitFor(t, 20*time.Second, "the watch prints user.rpc's instance", func() bool {
+		rs := watchRows(watch.String())
+		if len(rs) > 0 {
+			before = rs[len(rs)-1].rev
+		}
+		return len(rs) > 0
+	})
+
+	if err := c.lab.Partition([]int{cut}, c.others(cut)); err != nil {
+		t.Fatal(err)
+	}
+	cutAt := time.Now()
+	t.Logf("%s (a follower, holding the service's session and the watch) cut off from the other agents", f.name)
+	waitFor(t, 30*time.Second, "user.rpc passing again through an agent with a quorum", func() bool {
+		through, health := registeredThrough(c.agents[leader])
+		return through != "" && through != f.name && health == "passing"
+	})
+	t.Logf("user.rpc registered through another agent, passing, %s after the cut", time.Since(cutAt).Round(time.Millisecond))
+	waitFor(t, 20*time.Second, "the watch prints a change the majority made", func() bool {
+		for _, r := range watchRows(watch.String()) {
+			if r.rev > before {
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("the watch printed the majority's change %s after the cut", time.Since(cutAt).Round(time.Millisecond))
+
+	if err := c.lab.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range c.agents {
+		waitFor(t, 60*time.Second, a.name+" sees three alive members after the heal", func() bool { return c.settled(a) })
+	}
+	// f's old session ends after the heal; it holds no instance now.
+	waitFor(t, 20*time.Second, "user.rpc passing as every agent reads it", func() bool {
+		for _, a := range c.agents {
+			if through, health := registeredThrough(a); through == "" || through == f.name || health != "passing" {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(3 * time.Second) // the old session's end, and its consequences, reach the watch
+	for _, r := range watchRows(watch.String()) {
+		if r.typ == "DELETE" {
+			t.Fatalf("the watch saw user.rpc's instance deleted (revision %d): it must never be missing", r.rev)
+		}
+	}
+	c.checkAlive()
+}
