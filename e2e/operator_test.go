@@ -115,7 +115,7 @@ func TestOperatorSeesAgentsGoDownAndComeBack(t *testing.T) {
 	// Two agents down: no quorum.
 	n2.kill()
 	waitFor(t, 20*time.Second, "status says no leader", func() bool {
-		return statusField(n1, "Leader") == "no leader: 1 of 3 voters reachable, a leader needs 2 (restart them; if a majority is gone for good, see `zrpcd agent recover --help`)"
+		return statusField(n1, "Leader") == "no leader: 1 of 3 voters reachable, a leader needs 2 (restart them or mend the network to them; if a majority is gone for good, see `zrpcd agent recover --help`)"
 	})
 	_, err = run(n1, "service", "register", "late.rpc", "--id", "l1", "--address", "127.0.0.1:9003")
 	if err == nil || !strings.Contains(err.Error(), "no cluster leader: 1 of 3 voters reachable") ||

@@ -135,7 +135,7 @@ func statusLeader(st *pb.StatusResponse) string {
 		return "no cluster yet: " + f
 	}
 	if needed := st.GetVoters()/2 + 1; st.GetVoters() > 0 && st.GetReachableVoters() < needed {
-		return fmt.Sprintf("no leader: %d of %d voters reachable, a leader needs %d (restart them; if a majority is gone for good, see `zrpcd agent recover --help`)", st.GetReachableVoters(), st.GetVoters(), needed)
+		return fmt.Sprintf("no leader: %d of %d voters reachable, a leader needs %d (restart them or mend the network to them; if a majority is gone for good, see `zrpcd agent recover --help`)", st.GetReachableVoters(), st.GetVoters(), needed)
 	}
 	if st.GetVoters() == 0 && st.GetLastLogIndex() == 0 && st.GetClusterId() == "" {
 		return "no leader: this agent has no Raft state yet (a new, wiped or replaced data dir): a leader sends it the log once gossip has joined it to the cluster; until then it refuses votes and default reads (`zrpcctl members` shows whom it sees)"

@@ -57,7 +57,7 @@ func TestStatusSaysWhichVotersAreUnreachable(t *testing.T) {
 			&zrpcpb.StatusResponse{Node: "n1", Voters: 3, ReachableVoters: 1, UnreachableVoters: []*zrpcpb.UnreachableVoter{
 				{Name: "n2", Status: "failed", DownFor: durationpb.New(4 * time.Second)}, {Name: "n3", Status: "unknown"},
 			}},
-			"no leader: 1 of 3 voters reachable, a leader needs 2 (restart them; if a majority is gone for good, see `zrpcd agent recover --help`)", "1 of 3 reachable; n2 failed for 4s, n3 unknown", ""},
+			"no leader: 1 of 3 voters reachable, a leader needs 2 (restart them or mend the network to them; if a majority is gone for good, see `zrpcd agent recover --help`)", "1 of 3 reachable; n2 failed for 4s, n3 unknown", ""},
 		{"no leader with the voters reachable (an election)",
 			&zrpcpb.StatusResponse{Node: "n1", Voters: 3, ReachableVoters: 3},
 			"no leader: enough voters reachable, so an election may be under way, or a voter went down too recently for gossip to have noticed", "3 of 3 reachable", ""},
