@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -466,5 +467,99 @@ func TestServiceAndWatchMoveOffAnAgentCutOffByARealPartition(t *testing.T) {
 			t.Fatalf("the watch saw user.rpc's instance deleted (revision %d): it must never be missing", r.rev)
 		}
 	}
+	c.checkAlive()
+}
+
+// statusOf returns agent a's `zrpcctl status -o json`, decoded.
+func statusOf(a *agent) (st struct {
+	Leader string `json:"leader"`
+	Term   string `json:"term"`
+	CutOff string `json:"cut_off"`
+}, err error) {
+	out, err := a.ctl("status", "-o", "json")
+	if err == nil {
+		err = json.Unmarshal([]byte(out), &st)
+	}
+	return st, err
+}
+
+// TestOneWayLossToAFollowerIsShownAndDisruptsNothing: a follower's
+// machine drops every packet from the leader's (a firewall on one side,
+// asymmetric routing) while the rest of the network works, so gossip,
+// going around through the third agent, counts everyone alive. The
+// follower says it is cut off; the leader names it "not answering the
+// leader" in its status, where gossip alone said all three were
+// reachable; the follower's elections (pre-votes) do not unseat the
+// leader; registrations through the follower first succeed elsewhere;
+// and after the heal the follower holds every one of them.
+func TestOneWayLossToAFollowerIsShownAndDisruptsNothing(t *testing.T) {
+	c := startLab(t, 3, "--stale-read-bound", "2s", "--dead-node-reap", "8s")
+	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
+		return c.settled(c.agents[0])
+	})
+	li := c.leader(c.agents[0])
+	fi := (li + 1) % 3
+	l, f := c.agents[li], c.agents[fi]
+	before, err := statusOf(l)
+	if err != nil || before.Leader != l.name || before.Term == "" {
+		t.Fatalf("%s's status before the loss: %+v, %v; want it leading, with a term", l.name, before, err)
+	}
+	if err := c.lab.Drop(li, fi); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s drops every packet from %s, the leader", f.name, l.name)
+	waitFor(t, 20*time.Second, f.name+" says it is cut off from the leader", func() bool {
+		st, err := statusOf(f)
+		return err == nil && st.CutOff != ""
+	})
+	waitFor(t, 30*time.Second, l.name+"'s status names "+f.name+" not answering the leader", func() bool {
+		out, err := l.ctl("status")
+		return err == nil && strings.Contains(out, "2 of 3 reachable; "+f.name+" not answering the leader for ")
+	})
+	var acked []string
+	for k := range 20 {
+		id := "o" + itoa(k)
+		if _, err := c.ctl(fi, "--timeout", "10s", "service", "register", "oneway.rpc", "--id", id, "--address", "10.0.2.1:"+itoa(10000+k)); err != nil {
+			t.Fatalf("register %s through %s first, then the others: %v", id, f.name, err)
+		}
+		acked = append(acked, id)
+	}
+	if m, err := members(l); err != nil || m[f.name].status != "alive" {
+		t.Fatalf("%s's members: %v %v; want %s alive by gossip (it reaches the others)", l.name, m, err, f.name)
+	}
+	// Past dead_node_reap: gossip never declared the follower failed, so
+	// nothing reaps it.
+	time.Sleep(9 * time.Second)
+	if err := c.lab.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range c.agents {
+		waitFor(t, 30*time.Second, a.name+" sees three alive members after the heal", func() bool { return c.settled(a) })
+	}
+	waitFor(t, 20*time.Second, l.name+"'s status: 3 of 3 reachable, "+f.name+" in contact", func() bool {
+		out, err := l.ctl("status")
+		st, serr := statusOf(f)
+		return err == nil && serr == nil && strings.Contains(out, "3 of 3 reachable") && st.CutOff == ""
+	})
+	after, err := statusOf(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Leader != before.Leader || after.Term != before.Term {
+		t.Errorf("leader %s term %s before the loss, %s term %s after: the follower's elections unseated it",
+			before.Leader, before.Term, after.Leader, after.Term)
+	}
+	waitFor(t, 20*time.Second, f.name+" holds every registration made while it was cut off", func() bool {
+		out, err := f.ctl("service", "get", "oneway.rpc")
+		if err != nil {
+			return false
+		}
+		for _, id := range acked {
+			if !strings.Contains(out, id+" ") {
+				return false
+			}
+		}
+		return true
+	})
 	c.checkAlive()
 }

@@ -148,7 +148,7 @@ func newMetrics(n *Node) *metrics {
 			voters: prometheus.NewDesc("zrpc_raft_voters",
 				"Voters in this agent's Raft configuration; a leader needs a majority of them.", nil, nil),
 			unreachable: prometheus.NewDesc("zrpc_raft_voters_unreachable",
-				"Voters that cannot vote as this agent sees them: gossip does not see them alive (failed, left or unknown), or they are alive without Raft state (a new or wiped data dir); when fewer than a majority of zrpc_raft_voters remain, no leader can be elected.", nil, nil)},
+				"Voters that cannot vote as this agent sees them: gossip does not see them alive (failed, left or unknown), they are alive without Raft state (a new or wiped data dir), or, on the leader, they do not answer its heartbeats; when fewer than a majority of zrpc_raft_voters remain, no leader can be elected.", nil, nil)},
 		&memberCollector{n: n, desc: prometheus.NewDesc("zrpc_gossip_members",
 			"Agents this agent's gossip knows, by status (alive, suspect, failed, left).", []string{"status"}, nil),
 			clock: prometheus.NewDesc("zrpc_gossip_clock_offset_seconds",

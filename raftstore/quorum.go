@@ -79,7 +79,19 @@ func (s *Store) Quorum(reach ReachFunc) (Quorum, error) {
 	if err != nil {
 		return Quorum{}, err
 	}
-	return quorumOf(servers, s.cfg.NodeID, reach), nil
+	// On the leader, a voter gossip counts alive is unreachable all the
+	// same while it does not answer the leader's heartbeats
+	// (heartbeats.go).
+	now := time.Now()
+	return quorumOf(servers, s.cfg.NodeID, func(id string) Reach {
+		r := reach(id)
+		if r.Alive {
+			if since, failing := s.notAnswering(id, now); failing {
+				return Reach{Status: notAnsweringLeader, Since: since}
+			}
+		}
+		return r
+	}), nil
 }
 
 func quorumOf(servers []Server, self string, reach ReachFunc) Quorum {

@@ -29,16 +29,17 @@ type LeaderFunc func(ctx context.Context)
 
 // Store is one agent's Raft node and registry replica.
 type Store struct {
-	cfg       Config
-	log       *slog.Logger
-	fsm       *FSM
-	raft      *raft.Raft
-	logs      *logStore
-	snaps     raft.SnapshotStore // raft's snapshots (WriteSnapshot reads the latest)
-	transport *transport
-	pusher    *commitPusher // tells followers the leader's commits at once
-	notify    chan bool
-	contact   contact // whether it is in contact with a leader (contact.go)
+	cfg        Config
+	log        *slog.Logger
+	fsm        *FSM
+	raft       *raft.Raft
+	logs       *logStore
+	snaps      raft.SnapshotStore // raft's snapshots (WriteSnapshot reads the latest)
+	transport  *transport
+	pusher     *commitPusher // tells followers the leader's commits at once
+	notify     chan bool
+	contact    contact    // whether it is in contact with a leader (contact.go)
+	heartbeats heartbeats // the voters this leader cannot heartbeat (heartbeats.go)
 	// fsmVersion caches Config.ClusterFSMVersion until fsmVersionNext
 	// (unix ns): clusterAt.
 	fsmVersion, fsmVersionNext atomic.Int64
@@ -231,6 +232,7 @@ func (s *Store) Open() (err error) {
 		}
 	}
 	s.watchPeersBack(raftLog)
+	s.watchHeartbeats()
 	s.watchLeaderMoves()
 	s.watchContact()
 	s.wg.Add(2)
