@@ -283,7 +283,7 @@ func (st *blobStatJSON) holders() [][]string {
 
 // tryBlobStat runs `zrpcctl -o json blob stat` for the test's blob.
 func tryBlobStat(zrpcctl string, a *agent) (*blobStatJSON, error) {
-	out, err := ctl(zrpcctl, a.grpcAddr(), "-o", "json", "blob", "stat", blobName)
+	out, err := ctlFrom(a.via, zrpcctl, a.grpcAddr(), "-o", "json", "blob", "stat", blobName)
 	if err != nil {
 		return nil, err
 	}
