@@ -35,6 +35,13 @@ type labCluster struct {
 // machine has both.
 func startLab(t *testing.T, n int, extra ...string) *labCluster {
 	t.Helper()
+	return startLabSpare(t, n, 0, extra...)
+}
+
+// startLabSpare is startLab with spare hosts after the agents' (hosts n
+// to n+spare-1), for agents to move to; the client host comes last.
+func startLabSpare(t *testing.T, n, spare int, extra ...string) *labCluster {
+	t.Helper()
 	if err := netlab.Available(); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatal(err)
@@ -42,7 +49,7 @@ func startLab(t *testing.T, n int, extra ...string) *labCluster {
 		t.Skip(err)
 	}
 	binaries(t)
-	lab, err := netlab.New(n + 1)
+	lab, err := netlab.New(n + spare + 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +59,7 @@ func startLab(t *testing.T, n int, extra ...string) *labCluster {
 			t.Error(err)
 		}
 	})
-	c := &labCluster{t: t, lab: lab, client: lab.Host(n)}
+	c := &labCluster{t: t, lab: lab, client: lab.Host(n + spare)}
 	for i := range n {
 		name := "a" + itoa(i)
 		a := &agent{
