@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -568,5 +569,101 @@ func TestOneWayLossToAFollowerIsShownAndDisruptsNothing(t *testing.T) {
 		}
 		return true
 	})
+	c.checkAlive()
+}
+
+// TestAFlappingNetworkLosesNoWriteAndNoInstance: for 20 s one agent after
+// another is cut off for 0.5-3 s and let back for 0.5-2.5 s (a flapping
+// link, a switch rebooting), shorter than dead_node_reap but often longer
+// than the stale read bound and failure detection, while zrpcctl
+// registers through each agent in turn and a service (examples/user)
+// holds its session on one of them. Every registration zrpcctl was told
+// succeeded is on every agent afterwards, the service's instance is never
+// deleted (its health may flap with its agent), and the agents settle.
+func TestAFlappingNetworkLosesNoWriteAndNoInstance(t *testing.T) {
+	c := startLab(t, 3, "--stale-read-bound", "2s", "--dead-node-reap", "8s")
+	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
+		return c.settled(c.agents[0])
+	})
+	startBenchUserService(t, c.agents[1], c.agents[2], c.agents[0])
+	watch := c.watch(0, "user.rpc")
+	waitFor(t, 20*time.Second, "the watch prints user.rpc's instance", func() bool { return len(watchRows(watch.String())) > 0 })
+
+	var (
+		mu    sync.Mutex
+		acked []string
+		fails int
+	)
+	stop := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for k := 0; k < 5000; k++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			id := fmt.Sprintf("f%04d", k)
+			_, err := c.ctl(k%3, "--timeout", "10s", "service", "register", "flap.rpc", "--id", id, "--address", "10.0.2.1:"+itoa(10000+k))
+			mu.Lock()
+			if err == nil {
+				acked = append(acked, id)
+			} else {
+				fails++
+			}
+			mu.Unlock()
+		}
+	}()
+	stopWriter := sync.OnceFunc(func() {
+		close(stop)
+		<-writerDone
+	})
+	defer stopWriter()
+
+	seed := time.Now().UnixNano()
+	t.Logf("flapping with seed %d", seed)
+	rnd := rand.New(rand.NewPCG(uint64(seed), 0))
+	for start := time.Now(); time.Since(start) < 20*time.Second; {
+		v := rnd.IntN(len(c.agents))
+		if err := c.lab.Partition([]int{v}, c.others(v)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(500+rnd.IntN(2500)) * time.Millisecond)
+		if err := c.lab.Heal(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(500+rnd.IntN(2000)) * time.Millisecond)
+	}
+	for _, a := range c.agents {
+		waitFor(t, 60*time.Second, a.name+" sees three alive members, one leader and two voters", func() bool { return c.settled(a) })
+	}
+	stopWriter()
+	mu.Lock()
+	want := slices.Clone(acked)
+	t.Logf("%d registrations acknowledged, %d failed while the network flapped", len(want), fails)
+	mu.Unlock()
+	if len(want) == 0 {
+		t.Fatal("no registration succeeded while the network flapped")
+	}
+	for _, a := range c.agents {
+		waitFor(t, 20*time.Second, a.name+" holds every acknowledged registration", func() bool {
+			out, err := a.ctl("service", "get", "flap.rpc", "--consistency", "stale")
+			if err != nil {
+				return false
+			}
+			for _, id := range want {
+				if !strings.Contains(out, id+" ") {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	for _, r := range watchRows(watch.String()) {
+		if r.typ == "DELETE" {
+			t.Fatalf("the watch saw user.rpc's instance deleted (revision %d) while no agent was away for dead_node_reap", r.rev)
+		}
+	}
 	c.checkAlive()
 }
