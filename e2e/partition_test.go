@@ -588,6 +588,12 @@ func TestAFlappingNetworkLosesNoWriteAndNoInstance(t *testing.T) {
 	startBenchUserService(t, c.agents[1], c.agents[2], c.agents[0])
 	watch := c.watch(0, "user.rpc")
 	waitFor(t, 20*time.Second, "the watch prints user.rpc's instance", func() bool { return len(watchRows(watch.String())) > 0 })
+	// A watch of the registrations, moving between agents as they are cut
+	// off, must print each change once, in revision order (a change of
+	// many instances, as when an agent is marked failed, has one
+	// revision).
+	writes := c.watch(1, "flap.rpc")
+	waitFor(t, 20*time.Second, "the watch of flap.rpc starts", func() bool { return strings.Contains(writes.String(), "snapshot at revision") })
 
 	var (
 		mu    sync.Mutex
@@ -663,6 +669,31 @@ func TestAFlappingNetworkLosesNoWriteAndNoInstance(t *testing.T) {
 	for _, r := range watchRows(watch.String()) {
 		if r.typ == "DELETE" {
 			t.Fatalf("the watch saw user.rpc's instance deleted (revision %d) while no agent was away for dead_node_reap", r.rev)
+		}
+	}
+	waitFor(t, 20*time.Second, "the watch of flap.rpc prints every acknowledged registration", func() bool {
+		seen := map[string]bool{}
+		for _, r := range watchRows(writes.String()) {
+			seen[r.id] = true
+		}
+		for _, id := range want {
+			if !seen[id] {
+				return false
+			}
+		}
+		return true
+	})
+	if n := strings.Count(writes.String(), "snapshot at revision"); n != 1 {
+		t.Logf("the watch of flap.rpc was sent %d snapshots: order not checked", n)
+	} else {
+		var last uint64
+		printed := map[string]bool{}
+		for _, r := range watchRows(writes.String()) {
+			key := fmt.Sprint(r.rev, " ", r.id)
+			if r.rev < last || printed[key] {
+				t.Fatalf("the watch of flap.rpc printed %s at revision %d after revision %d: a change twice, or out of order", r.id, r.rev, last)
+			}
+			last, printed[key] = r.rev, true
 		}
 	}
 	c.checkAlive()
