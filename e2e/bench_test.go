@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zrpcio/zrpc/internal/netlab"
 	"github.com/zrpcio/zrpc/internal/testlog"
 )
 
@@ -42,15 +43,25 @@ func benchUserBinary(t *testing.T) string {
 
 // startBenchUserService runs examples/user registering with agent a (and
 // the others, its Agents list, in that order) and waits until the registry
-// holds it as passing. It returns the service's output.
+// holds it as passing. On a lab's agents it runs on the host zrpcctl runs
+// on. It returns the service's output.
 func startBenchUserService(t *testing.T, a *agent, others ...*agent) *testlog.Buffer {
+	t.Helper()
+	if a.via != nil {
+		return startUserServiceOn(t, a.via, 9000, a, others...)
+	}
+	return startUserServiceOn(t, nil, freePort(t), a, others...)
+}
+
+// startUserServiceOn runs examples/user on lab host h (nil: this
+// machine's loopback) at port, registering with agent a and the others.
+func startUserServiceOn(t *testing.T, h *netlab.Host, port int, a *agent, others ...*agent) *testlog.Buffer {
 	t.Helper()
 	bin := benchUserBinary(t)
 	dir := t.TempDir()
-	// On a lab's agents, the service runs on the host zrpcctl runs on.
-	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	if a.via != nil {
-		listen = a.via.IP + ":9000"
+	listen := "127.0.0.1:" + strconv.Itoa(port)
+	if h != nil {
+		listen = h.IP + ":" + strconv.Itoa(port)
 	}
 	conf := "Name: user.rpc\nListenOn: " + listen + "\nAgents:\n"
 	for _, ag := range append([]*agent{a}, others...) {
@@ -60,8 +71,8 @@ func startBenchUserService(t *testing.T, a *agent, others ...*agent) *testlog.Bu
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-f", "user.yaml")
-	if a.via != nil {
-		cmd = a.via.Command(bin, "-f", "user.yaml")
+	if h != nil {
+		cmd = h.Command(bin, "-f", "user.yaml")
 	}
 	cmd.Dir = dir
 	log := &testlog.Buffer{}
@@ -83,12 +94,12 @@ func startBenchUserService(t *testing.T, a *agent, others ...*agent) *testlog.Bu
 			<-exited
 		}
 		if t.Failed() {
-			t.Logf("--- user.rpc output ---\n%s", log.String())
+			t.Logf("--- user.rpc (%s) output ---\n%s", listen, log.String())
 		}
 	})
-	waitFor(t, 20*time.Second, "user.rpc passing in the registry", func() bool {
+	waitFor(t, 20*time.Second, "user.rpc at "+listen+" passing in the registry", func() bool {
 		out, err := a.ctl("service", "get", "user.rpc", "--passing")
-		return err == nil && strings.Contains(out, "passing")
+		return err == nil && strings.Contains(out, listen)
 	})
 	return log
 }

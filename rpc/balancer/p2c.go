@@ -64,7 +64,12 @@ func monotonicNow() int64 { return int64(time.Since(p2cEpoch)) }
 //     InvalidArgument, Unknown, ...) and cancellations are plain samples;
 //   - a SubConn new to the picker (added, or reconnected) starts at the
 //     median cost of the SubConns already there, neither penalised nor
-//     favoured; the very first SubConns start at zero.
+//     favoured; the very first SubConns start at zero;
+//   - calls in flight are evidence too: a SubConn costs at least the mean
+//     age of its unfinished calls. Without it an instance whose calls
+//     hang (its host cut off by a network that drops packets, a process
+//     stopped) gives no sample, its cost decays toward zero, and it wins
+//     every pick: every new call joins the hung ones until they time out.
 //
 // A pick draws two distinct SubConns at random and takes the one with the
 // lower load, cost × (calls in flight from this ClientConn + 1); with one
@@ -113,9 +118,15 @@ type p2cConn struct {
 	sc       balancer.SubConn
 	addr     string
 	inflight atomic.Int64
-	mu       sync.Mutex    // serialises samples
-	cost     atomic.Uint64 // math.Float64bits of the cost in ns at stamp
-	stamp    atomic.Int64  // clock of the last sample
+	// started is the sum of the start times of the calls in flight, so
+	// that their mean age is now - started/inflight. A pick adds to it
+	// before counting the call in flight and a call's end takes from it
+	// after, so a load read in between sees the mean start later, not
+	// earlier: a call is never taken for older than it is.
+	started atomic.Int64
+	mu      sync.Mutex    // serialises samples
+	cost    atomic.Uint64 // math.Float64bits of the cost in ns at stamp
+	stamp   atomic.Int64  // clock of the last sample
 }
 
 func newP2CConn(ep endpoint, cost float64, now int64) *p2cConn {
@@ -134,16 +145,29 @@ func (c *p2cConn) costAt(now int64) float64 {
 	return cost
 }
 
-// load is what a pick compares: the cost (at least 1 ns, so that calls in
-// flight tell apart SubConns not measured yet) times the calls in flight
-// plus one.
+// load is what a pick compares: the cost, or the mean age of the calls in
+// flight if that is more (at least 1 ns, so that calls in flight tell
+// apart SubConns not measured yet), times the calls in flight plus one.
 func (c *p2cConn) load(now int64) float64 {
-	return max(c.costAt(now), 1) * float64(c.inflight.Load()+1)
+	n := c.inflight.Load()
+	cost := c.costAt(now)
+	if n > 0 {
+		cost = max(cost, float64(now-c.started.Load()/n))
+	}
+	return max(cost, 1) * float64(n+1)
 }
 
-// observe records a call that ended at now after d nanoseconds with err.
-func (c *p2cConn) observe(now, d int64, err error) {
+// begin counts a call that starts at now in flight.
+func (c *p2cConn) begin(now int64) {
+	c.started.Add(now)
+	c.inflight.Add(1)
+}
+
+// observe records a call that started at start and ended at now with err.
+func (c *p2cConn) observe(now, start int64, err error) {
+	d := now - start
 	c.inflight.Add(-1)
+	c.started.Add(-start)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	last := c.stamp.Load()
@@ -203,7 +227,7 @@ func (p *p2cPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	if note != nil {
 		note.Record(&chosen.addr)
 	}
-	chosen.inflight.Add(1)
+	chosen.begin(now)
 	call := p2cCallPool.Get().(*p2cCall)
 	call.conn, call.start, call.now, call.note = chosen, now, p.now, note
 	return balancer.PickResult{SubConn: chosen.sc, Done: call.done}, nil
@@ -253,8 +277,7 @@ func (c *p2cCall) finish(info balancer.DoneInfo) {
 	}
 	c.conn, c.now, c.note = nil, nil, nil
 	p2cCallPool.Put(c)
-	end := now()
-	conn.observe(end, end-start, info.Err)
+	conn.observe(now(), start, info.Err)
 	if note != nil {
 		note.Finish(info.BytesSent)
 	}

@@ -187,16 +187,16 @@ func TestP2CAddedInstanceStartsAtMedianCost(t *testing.T) {
 // a longer call sets it at once.
 func TestP2CCostDecaysAndJumpsToPeaks(t *testing.T) {
 	c := newP2CConn(endpoint{addr: "a"}, 0, 0)
-	c.inflight.Add(1)
-	c.observe(0, int64(10*time.Millisecond), nil)
+	c.begin(-int64(10 * time.Millisecond))
+	c.observe(0, -int64(10*time.Millisecond), nil)
 	if got := c.costAt(0); got != float64(10*time.Millisecond) {
 		t.Fatalf("cost after a 10ms call %v, want 10ms", got)
 	}
 	if got, want := c.costAt(int64(p2cDecay)), float64(10*time.Millisecond)/math.E; math.Abs(got-want) > 1 {
 		t.Fatalf("cost one decay time later %v, want %v", got, want)
 	}
-	c.inflight.Add(1)
-	c.observe(int64(p2cDecay), int64(50*time.Millisecond), nil)
+	c.begin(int64(p2cDecay) - int64(50*time.Millisecond))
+	c.observe(int64(p2cDecay), int64(p2cDecay)-int64(50*time.Millisecond), nil)
 	if got := c.costAt(int64(p2cDecay)); got != float64(50*time.Millisecond) {
 		t.Fatalf("cost after a 50ms peak %v, want 50ms", got)
 	}
@@ -351,6 +351,30 @@ func TestP2CInflightSurvivesRebuild(t *testing.T) {
 	}
 	if got := conns[0].inflight.Load() + conns[1].inflight.Load(); got != 0 {
 		t.Fatalf("in-flight count %d after all calls ended, want 0", got)
+	}
+}
+
+// An instance whose calls hang (its host cut off by a network that drops
+// packets) gives no sample: it must not look cheaper and cheaper as its
+// cost decays, and draw every new call into the hang. Once its oldest
+// calls are older than the other instance's calls take, it gets none.
+func TestP2CStopsPickingAnInstanceWhoseCallsHang(t *testing.T) {
+	scs := newSubConns(2)
+	sim := newP2CSim(t, scs)
+	sim.run(200) // both answer in 3 ms
+	sim.latency = func(sc balancer.SubConn) time.Duration {
+		if sc == scs[0] {
+			return time.Hour // hangs
+		}
+		return 3 * time.Millisecond
+	}
+	counts := sim.run(2000) // 2 s of calls, one a millisecond
+	if counts[scs[0]] > 10 {
+		t.Fatalf("the hung instance was picked for %d of 2000 calls over 2 s (%v); want a handful, before its calls were older than the other's take",
+			counts[scs[0]], counts)
+	}
+	if c := sim.pb.states.current()[0]; c.inflight.Load() != int64(counts[scs[0]]) {
+		t.Fatalf("%d calls in flight on the hung instance, want the %d sent it", c.inflight.Load(), counts[scs[0]])
 	}
 }
 

@@ -1,0 +1,95 @@
+package e2e
+
+import (
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zrpcio/zrpc/internal/testlog"
+)
+
+// progressLine is one line of `zrpcctl bench --progress`: "3.0s  38062
+// calls  0 errors  12017 calls/s".
+var progressLine = regexp.MustCompile(`([0-9.]+)s\s+([0-9]+) calls`)
+
+// callsBy returns the calls bench had completed by elapsed seconds (its
+// last progress line at or before it), from its progress output.
+func callsBy(progress string, elapsed float64) int {
+	calls := 0
+	for _, m := range progressLine.FindAllStringSubmatch(progress, -1) {
+		at, _ := strconv.ParseFloat(m[1], 64)
+		n, _ := strconv.Atoi(m[2])
+		if at <= elapsed {
+			calls = n
+		}
+	}
+	return calls
+}
+
+// TestClientsRouteAroundAnInstanceTheyCannotReach: two instances of
+// user.rpc on two hosts; under load from a third (zrpcctl bench, 8
+// callers, p2c_ewma), the client's host loses the network to one instance
+// (packets dropped), while the agents still reach it and keep it passing.
+// The calls already sent to it hang, but new calls go to the other
+// instance: the load goes on. (The balancer once took an instance that
+// gave no answer for one that had become cheap, its cost decaying with no
+// sample, and sent it every new call: all 8 callers hung until the heal.)
+func TestClientsRouteAroundAnInstanceTheyCannotReach(t *testing.T) {
+	_, zrpcctl := binaries(t)
+	c := startLabSpare(t, 3, 2)
+	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
+		return c.settled(c.agents[0])
+	})
+	a, b := c.lab.Host(3), c.lab.Host(4)
+	startUserServiceOn(t, a, 9000, c.agents[0], c.agents[1])
+	startUserServiceOn(t, b, 9001, c.agents[1], c.agents[2])
+
+	cmd := c.client.Command(zrpcctl, "--addr", c.addrs(0), "bench", "user.rpc/GetUserInfo", "--data", `{"user_id":1}`,
+		"-d", "12s", "-c", "8", "--progress", "-o", "json")
+	stdout, stderr := &testlog.Buffer{}, &testlog.Buffer{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-exited
+	}()
+	started := time.Now()
+	waitFor(t, 10*time.Second, "bench under way, both instances answering", func() bool {
+		return callsBy(stderr.String(), 1e9) > 0 && time.Since(started) > 3*time.Second
+	})
+	if err := c.lab.Partition([]int{a.Index}, []int{c.client.Index}); err != nil {
+		t.Fatal(err)
+	}
+	cutAt := time.Since(started).Seconds()
+	time.Sleep(6 * time.Second)
+	if err := c.lab.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	healAt := time.Since(started).Seconds()
+	select {
+	case err := <-exited:
+		exited <- err
+		if err != nil {
+			t.Fatalf("bench: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("bench still running 60 s after its 12 s")
+	}
+	// bench's clock starts a moment after the process: count from a
+	// second into the cut to a second before the heal.
+	progress := strings.ReplaceAll(stderr.String(), "\r", "\n")
+	during := callsBy(progress, healAt-1) - callsBy(progress, cutAt+1)
+	t.Logf("%d calls completed in the %.0f s the client could not reach %s", during, healAt-cutAt-2, a.IP)
+	if during < 100 {
+		t.Fatalf("%d calls completed while the client could not reach one of two instances: the load stopped\n%s", during, progress)
+	}
+	if !strings.Contains(stdout.String(), `"errors": 0`) {
+		t.Fatalf("bench counted errors:\n%s", stdout.String())
+	}
+}
