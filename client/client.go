@@ -198,6 +198,10 @@ func (c *Client) callEach(ctx context.Context, fn func(context.Context, *endpoin
 	start := int(c.cur.Load())
 	var lastErr error
 	var lastAddr string
+	// maybe: an attempt failed without saying its write was not applied
+	// (apierr.NotApplied), so a later attempt's saying so is not the
+	// whole truth.
+	maybe := false
 	for i := range c.endpoints {
 		idx := (start + i) % len(c.endpoints)
 		ep := &c.endpoints[idx]
@@ -212,18 +216,23 @@ func (c *Client) callEach(ctx context.Context, fn func(context.Context, *endpoin
 		if ctx.Err() != nil {
 			return fmt.Errorf("call agent %s: %w", ep.addr, ctx.Err())
 		}
+		err = mapErr(err)
+		if maybe {
+			err = apierr.MaybeApplied(err)
+		}
+		maybe = maybe || !apierr.IsNotApplied(err)
 		if !retryable(err) {
-			return mapErr(err)
+			return err
 		}
 		c.log.Debug("agent unavailable, trying next", "endpoint", ep.addr, "err", err)
 		lastErr, lastAddr = err, ep.addr
 	}
-	if err := mapErr(lastErr); apierr.Code(err) != "" {
+	if apierr.Code(lastErr) != "" {
 		// The agents answered, with an error of the API (no leader, a
 		// stale replica): say what the last one said, not that none answered.
-		return fmt.Errorf("agent %s: %w", lastAddr, err)
+		return fmt.Errorf("agent %s: %w", lastAddr, lastErr)
 	}
-	return fmt.Errorf("no agent answered at %s: %w", strings.Join(c.cfg.Endpoints, ","), mapErr(lastErr))
+	return fmt.Errorf("no agent answered at %s: %w", strings.Join(c.cfg.Endpoints, ","), lastErr)
 }
 
 // newRequestID returns the request id of one write call: 128 random bits,

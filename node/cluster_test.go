@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/internal/testport"
@@ -472,6 +473,11 @@ func TestForwardedWriteToASilentLeaderFailsWithinLeaderWait(t *testing.T) {
 	_, err := c.Registry(follower).Register(ctx, &pb.RegisterRequest{Instance: &pb.Instance{Service: "user.rpc", Id: "u1", Address: "127.0.0.1:9001"}})
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("write forwarded to a silent leader: %v, want Unavailable after leader_wait", err)
+	}
+	// Sent to the leader, which may yet commit it: the outcome is not
+	// known, and the error must not say it was not applied.
+	if apierr.IsNotApplied(apierr.FromStatus(err)) {
+		t.Fatalf("write forwarded to a silent leader: %v, marked not applied", err)
 	}
 }
 

@@ -126,6 +126,13 @@ func (f *Forwarder) leaderConn(ctx context.Context) (grpc.ClientConnInterface, e
 // is then asked again of the new leader, so remote must be safe to repeat.
 // remote's gRPC errors are mapped back to the API's sentinels.
 func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote func(context.Context, grpc.ClientConnInterface) error) error {
+	_, err := f.onLeader(ctx, local, remote)
+	return err
+}
+
+// onLeader is OnLeader, also telling whether it ran local or remote at all
+// (sent): when it did not, the call went nowhere.
+func (f *Forwarder) onLeader(ctx context.Context, local func() error, remote func(context.Context, grpc.ClientConnInterface) error) (sent bool, _ error) {
 	start := time.Now()
 	wait := f.cfg.LeaderWait
 	if d, ok := ctx.Deadline(); ok {
@@ -138,17 +145,19 @@ func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote fun
 	for attempt := 0; ; attempt++ {
 		var err error
 		if f.store.IsLeader() {
+			sent = true
 			err = local()
 		} else {
 			epoch := f.store.leaderEpoch() // before the leader is read
 			if conn, cerr := f.leaderConn(ctx); cerr != nil {
 				err = cerr
 			} else {
+				sent = true
 				err = callInEpoch(ctx, epoch, func(ctx context.Context) error { return apierr.FromStatus(remote(ctx, conn)) })
 			}
 		}
 		if !RetryOnLeader(err) {
-			return err
+			return sent, err
 		}
 		last = err
 		now := time.Now()
@@ -158,11 +167,11 @@ func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote fun
 		// through another agent.
 		why := f.store.contactLost()
 		if known && q.Lost() && (why != "" || now.Sub(start) >= min(quorumLostWait, wait)) {
-			return fmt.Errorf("%w: %s; restart the unreachable agents or mend the network to them (`zrpcctl members` shows what this agent's gossip sees); if a majority is gone for good, see `zrpcd agent recover --help`",
+			return sent, fmt.Errorf("%w: %s; restart the unreachable agents or mend the network to them (`zrpcctl members` shows what this agent's gossip sees); if a majority is gone for good, see `zrpcd agent recover --help`",
 				ErrNoLeader, q)
 		}
 		if why != "" {
-			return fmt.Errorf("%w: this agent is cut off from the leader: %s; another agent may reach it (a client given several agents goes on to the next), or mend the network between this agent and the others (`zrpcctl members` shows what this agent's gossip sees)",
+			return sent, fmt.Errorf("%w: this agent is cut off from the leader: %s; another agent may reach it (a client given several agents goes on to the next), or mend the network between this agent and the others (`zrpcctl members` shows what this agent's gossip sees)",
 				ErrNoLeader, why)
 		}
 		if !now.Before(deadline) {
@@ -176,16 +185,16 @@ func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote fun
 				voters = q.String() + ", by gossip's count: enough for a leader, so an election may be under way, " +
 					"or a voter went down too recently for gossip to have noticed (it takes seconds);"
 			}
-			return fmt.Errorf("%w: no leader answered within %s (last error: %v); %s check `zrpcctl raft peers`",
+			return sent, fmt.Errorf("%w: no leader answered within %s (last error: %v); %s check `zrpcctl raft peers`",
 				ErrNoLeader, wait.Round(time.Millisecond), last, voters)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for a leader: %w (last error: %v)", ctx.Err(), last)
+			return sent, fmt.Errorf("waiting for a leader: %w (last error: %v)", ctx.Err(), last)
 		case <-f.cfg.Done:
-			return ErrShuttingDown
+			return sent, ErrShuttingDown
 		case <-f.store.stop:
-			return ErrShuttingDown
+			return sent, ErrShuttingDown
 		case <-time.After(min(backoff(attempt), deadline.Sub(now))):
 		}
 	}
@@ -224,7 +233,7 @@ func callInEpoch(ctx, epoch context.Context, call func(context.Context) error) e
 func (f *Forwarder) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	var rev uint64
 	deadline := time.Now().Add(f.cfg.LeaderWait)
-	err := f.OnLeader(ctx,
+	sent, err := f.onLeader(ctx,
 		func() (err error) {
 			rev, err = f.cfg.LocalApply(ctx, cmd)
 			return err
@@ -244,6 +253,11 @@ func (f *Forwarder) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) 
 		wctx, cancel := context.WithTimeout(ctx, time.Second)
 		f.store.FSM().WaitRevision(wctx, rev)
 		cancel()
+	}
+	if err != nil && !sent && errors.Is(err, ErrNoLeader) {
+		// Proposed nowhere, sent nowhere: the caller may send it again
+		// as it is, or count it failed for certain.
+		err = apierr.NotApplied(err)
 	}
 	return rev, err
 }

@@ -442,6 +442,9 @@ func TestForwarderFailsSayingTheQuorumIsLost(t *testing.T) {
 	if !errors.Is(err, ErrNoLeader) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Apply without a quorum = %v, want ErrNoLeader saying %q", err, want)
 	}
+	if !apierr.IsNotApplied(err) {
+		t.Fatalf("Apply without a quorum, sent nowhere = %v, want it marked not applied", err)
+	}
 	if ctx.Err() != nil {
 		t.Fatalf("Apply without a quorum waited until the caller's deadline: %v", err)
 	}
@@ -460,6 +463,9 @@ func TestForwarderOfAStoreCutOffFromTheLeaderFailsSoon(t *testing.T) {
 	for _, s := range stores[1:] {
 		s.Close()
 	}
+	// Stepped down first: a write it proposed as the leader may yet be
+	// committed by another, and its failure would not be certain.
+	eventually(t, 10*time.Second, "n1 steps down", func() bool { return !survivor.IsLeader() })
 	f := NewForwarder(survivor, ForwardConfig{LeaderWait: time.Hour, Dial: newTestDialer(t).dial})
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -467,6 +473,11 @@ func TestForwarderOfAStoreCutOffFromTheLeaderFailsSoon(t *testing.T) {
 	want := "this agent is cut off from the leader: the leader last replicated its log to this agent"
 	if !errors.Is(err, ErrNoLeader) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Apply on a store cut off from the leader = %v, want ErrNoLeader saying %q", err, want)
+	}
+	// It proposed and forwarded nothing: the write was not applied, and
+	// the error says so (a client may send it again as it is).
+	if !apierr.IsNotApplied(err) || !strings.Contains(apierr.ToStatus(err).Error(), "the write was not applied") {
+		t.Fatalf("Apply on a store cut off from the leader = %v, want it marked not applied", err)
 	}
 	if ctx.Err() != nil {
 		t.Fatalf("Apply on a store cut off from the leader waited until the caller's deadline: %v", err)

@@ -145,7 +145,13 @@ func recordRegistryOp(t *testing.T, h *history, incarnation func(agent int) int,
 		}
 		op.Metadata = fmt.Sprintf("%s via %s: %v", regmodel.Model.DescribeOperation(in, out), via, err)
 		failure := "get " + in.Mode.String()
-		if in.Kind != regmodel.Get {
+		switch {
+		case in.Kind != regmodel.Get && apierr.IsNotApplied(err):
+			// The agent says it proposed and forwarded nothing: left
+			// out, as a failed read is. Were it applied after all, a
+			// read would see a value no write in the history made.
+			failure = "write not applied"
+		case in.Kind != regmodel.Get:
 			failure = "write"
 			op.Output, op.Return = regmodel.Output{Result: regmodel.Unknown}, math.MaxInt64
 		}

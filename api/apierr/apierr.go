@@ -122,12 +122,15 @@ func ToStatus(err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok {
+	if st, ok := status.FromError(err); ok {
+		if IsNotApplied(err) && !notAppliedIn(st) {
+			return markStatus(st).Err()
+		}
 		return err
 	}
 	for _, e := range table {
 		if errors.Is(err, e.err) {
-			return e.statusWith(err.Error()).Err()
+			return e.statusMarked(err.Error(), IsNotApplied(err)).Err()
 		}
 	}
 	switch {
@@ -161,7 +164,7 @@ func FromStatus(err error) error {
 			continue
 		}
 		if e, ok := byReason[info.GetReason()]; ok {
-			return &Error{sentinel: e.err, st: st}
+			return &Error{sentinel: e.err, st: st, notApplied: notAppliedIn(st)}
 		}
 	}
 	return err
@@ -169,8 +172,9 @@ func FromStatus(err error) error {
 
 // Error is a sentinel carried across the wire with the server's status.
 type Error struct {
-	sentinel error
-	st       *status.Status
+	sentinel   error
+	st         *status.Status
+	notApplied bool // the status carries the NotApplied mark
 }
 
 func (e *Error) Error() string { return e.st.Message() }
@@ -212,9 +216,17 @@ func FromCode(code, msg string) error {
 
 // statusWith returns the status of e's sentinel with message msg: its
 // status code and an ErrorInfo carrying its reason code.
-func (e entry) statusWith(msg string) *status.Status {
+func (e entry) statusWith(msg string) *status.Status { return e.statusMarked(msg, false) }
+
+// statusMarked is statusWith, the ErrorInfo also carrying the NotApplied
+// mark when notApplied.
+func (e entry) statusMarked(msg string, notApplied bool) *status.Status {
 	st := status.New(e.status, msg)
-	d, err := st.WithDetails(&errdetails.ErrorInfo{Domain: domain, Reason: e.reason})
+	info := &errdetails.ErrorInfo{Domain: domain, Reason: e.reason}
+	if notApplied {
+		info.Metadata = map[string]string{appliedKey: "false"}
+	}
+	d, err := st.WithDetails(info)
 	if err != nil {
 		return st
 	}
