@@ -30,6 +30,7 @@ var regressions = []struct {
 	{36063962, "a gRPC-checked instance read 'agent failed: no gossip contact' for good after healing: its agent, marked failed, led next and recorded itself passing without its instances"},
 	{453407841, "a 5-agent cluster never formed: a new agent was made a voter before it had the log, the leader stepped down under load, and the new voter refused every vote"},
 	{745985658, "a restart could not bind its gRPC port: while the agent was down, the port (the kernel's pick at the first start) was the local port of an outgoing connection"},
+	{761192877, "porcupine ran past its minute on one instance's history: writes on a cut-off agent failed at once, all of unknown outcome, ten times as fast as before"},
 }
 
 func TestRegressions(t *testing.T) {
