@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/zrpcio/zrpc/rpc/balancer"
 	"github.com/zrpcio/zrpc/rpc/clientchain"
@@ -103,13 +104,19 @@ func WithMetrics(reg prometheus.Registerer) DialOption {
 // has a ready instance.
 func WithWaitReady() DialOption { return func(o *dialOptions) { o.waitReady = true } }
 
+// clientKeepalive is how a connection made by Dial finds a silent
+// instance: no pings while it has no calls in flight.
+var clientKeepalive = keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}
+
 // Dial returns a client connection to target: "zrpc:///<service>"
 // (discovered through the registry and balanced over its passing
 // instances) or "direct:///host:port,host:port". Calls go through the
 // default client chain: metadata propagation → metrics → breaker → retry
 // (Unavailable, with backoff, a budget, never the same instance twice) →
 // timeout (2 s). Calls fail with Unavailable while the service has no
-// passing instance.
+// passing instance. Connections ping an instance that has said nothing
+// for 10 s while calls wait on it, and close after 5 s without an answer
+// (clientKeepalive).
 func Dial(ctx context.Context, target string, opts ...DialOption) (*grpc.ClientConn, error) {
 	o := dialOptions{balancer: balancer.P2CEWMA, chain: clientchain.DefaultConfig(), logger: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {
@@ -132,6 +139,15 @@ func Dial(ctx context.Context, target string, opts ...DialOption) (*grpc.ClientC
 		creds,
 		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, o.balancer)),
 		grpc.WithResolvers(resolver.NewBuilder(ropts...), resolver.NewDirectBuilder()),
+		// An instance's host gone silent (cut off by a network that
+		// drops packets, its VM paused) leaves its connection open and
+		// "ready": without pings each call to it waits out its timeout,
+		// until the kernel gives up on the connection many minutes on.
+		// With calls in flight and nothing heard for 10 s, a ping; no
+		// answer in 5 s closes the connection, and the balancer leaves
+		// the instance out while it reconnects. rpc.Server allows it
+		// (serverKeepalive); WithDialOptions can replace it.
+		grpc.WithKeepaliveParams(clientKeepalive),
 	}
 	if !o.noChain {
 		unary, stream, err := clientchain.NewChain(o.chain)

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -99,6 +100,12 @@ func WithServerLogger(l *slog.Logger) ServerOption {
 	return func(o *serverOptions) { o.logger = l }
 }
 
+// serverKeepalive lets clients ping as often as every 5 s, with or
+// without calls in flight: Dial's connections ping after 10 s without a
+// word while calls wait (clientKeepalive), and grpc's default (one ping
+// in 5 minutes) would end them with "too many pings".
+var serverKeepalive = keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
+
 // WithGRPCOptions passes options to grpc.NewServer (interceptors, limits).
 func WithGRPCOptions(opts ...grpc.ServerOption) ServerOption {
 	return func(o *serverOptions) { o.grpcOpts = append(o.grpcOpts, opts...) }
@@ -170,7 +177,7 @@ func newServer(cfg ServerConfig, o serverOptions) (*Server, error) {
 		tel = newTelemetry(cfg.Telemetry, cfg.Name, o.logger)
 		tlsOpts = append(tlsOpts, grpc.StatsHandler(newServerStatsHandler(tel.provider)))
 	}
-	gopts := append(append([]grpc.ServerOption{grpc.NumStreamWorkers(streamWorkers)}, tlsOpts...), o.grpcOpts...)
+	gopts := append(append([]grpc.ServerOption{grpc.NumStreamWorkers(streamWorkers), grpc.KeepaliveEnforcementPolicy(serverKeepalive)}, tlsOpts...), o.grpcOpts...)
 	if !cfg.NoChain {
 		unary, stream := serverchain.Chain(chainConfig(cfg, o))
 		gopts = append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream)}, gopts...)
