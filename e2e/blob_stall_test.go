@@ -54,22 +54,8 @@ func TestBlobGetOutlivesAStoppedHolder(t *testing.T) {
 		{"zrpcctl's striped get", nil, nil},
 		{"a get through " + reader.name, []string{"--through-agent"}, reader.log.String},
 	} {
-		var stderr bytes.Buffer
 		cmd := exec.Command(zrpcctl, append([]string{"--addr", reader.grpcAddr(), "blob", "get", blobName, "-"}, c.flags...)...)
-		cmd.Stderr = &stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		head := make([]byte, 1<<20)
-		if _, err := io.ReadFull(out, head); err != nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("%s: first MiB: %v (%s)", c.what, err, stderr.String())
-		}
+		head, out, stderr := startGet(t, c.what, cmd)
 		if err := victim.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
@@ -103,4 +89,26 @@ func TestBlobGetOutlivesAStoppedHolder(t *testing.T) {
 			return false
 		})
 	}
+}
+
+// startGet starts cmd, a `zrpcctl blob get NAME -`, and returns the first
+// MiB it wrote, the rest of its output to read, and its stderr.
+func startGet(t *testing.T, what string, cmd *exec.Cmd) (head []byte, out io.Reader, stderr *bytes.Buffer) {
+	t.Helper()
+	stderr = &bytes.Buffer{}
+	cmd.Stderr = stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	head = make([]byte, 1<<20)
+	if _, err := io.ReadFull(out, head); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("%s: first MiB: %v (%s)", what, err, stderr.String())
+	}
+	return head, out, stderr
 }

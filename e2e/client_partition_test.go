@@ -13,20 +13,18 @@ import (
 
 // progressLine is one line of `zrpcctl bench --progress`: "3.0s  38062
 // calls  0 errors  12017 calls/s".
-var progressLine = regexp.MustCompile(`([0-9.]+)s\s+([0-9]+) calls`)
+var progressLine = regexp.MustCompile(`([0-9.]+)s\s+([0-9]+) calls\s+([0-9]+) errors`)
 
-// callsBy returns the calls bench had completed by elapsed seconds (its
-// last progress line at or before it), from its progress output.
-func callsBy(progress string, elapsed float64) int {
-	calls := 0
+// progressAt returns the calls bench had completed and the errors it had
+// counted by elapsed seconds (its last progress line at or before it).
+func progressAt(progress string, elapsed float64) (calls, errs int) {
 	for _, m := range progressLine.FindAllStringSubmatch(progress, -1) {
-		at, _ := strconv.ParseFloat(m[1], 64)
-		n, _ := strconv.Atoi(m[2])
-		if at <= elapsed {
-			calls = n
+		if at, _ := strconv.ParseFloat(m[1], 64); at <= elapsed {
+			calls, _ = strconv.Atoi(m[2])
+			errs, _ = strconv.Atoi(m[3])
 		}
 	}
-	return calls
+	return calls, errs
 }
 
 // TestClientsRouteAroundAnInstanceTheyCannotReach: two instances of
@@ -43,9 +41,6 @@ func callsBy(progress string, elapsed float64) int {
 func TestClientsRouteAroundAnInstanceTheyCannotReach(t *testing.T) {
 	_, zrpcctl := binaries(t)
 	c := startLabSpare(t, 3, 2)
-	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
-		return c.settled(c.agents[0])
-	})
 	a, b := c.lab.Host(3), c.lab.Host(4)
 	startUserServiceOn(t, a, 9000, c.agents[0], c.agents[1])
 	startUserServiceOn(t, b, 9001, c.agents[1], c.agents[2])
@@ -65,7 +60,8 @@ func TestClientsRouteAroundAnInstanceTheyCannotReach(t *testing.T) {
 	}()
 	started := time.Now()
 	waitFor(t, 10*time.Second, "bench under way, both instances answering", func() bool {
-		return callsBy(stderr.String(), 1e9) > 0 && time.Since(started) > 3*time.Second
+		calls, _ := progressAt(stderr.String(), 1e9)
+		return calls > 0 && time.Since(started) > 3*time.Second
 	})
 	if err := c.lab.Partition([]int{a.Index}, []int{c.client.Index}); err != nil {
 		t.Fatal(err)
@@ -88,7 +84,9 @@ func TestClientsRouteAroundAnInstanceTheyCannotReach(t *testing.T) {
 	// bench's clock starts a moment after the process: count from a
 	// second into the cut.
 	progress := strings.ReplaceAll(stderr.String(), "\r", "\n")
-	during := callsBy(progress, cutAt+5) - callsBy(progress, cutAt+1)
+	before, _ := progressAt(progress, cutAt+1)
+	after, _ := progressAt(progress, cutAt+5)
+	during := after - before
 	t.Logf("%d calls completed in the first 4 s the client could not reach %s", during, a.IP)
 	if during < 100 {
 		t.Fatalf("%d calls completed while the client could not reach one of two instances: the load stopped\n%s", during, progress)
@@ -104,25 +102,9 @@ func TestClientsRouteAroundAnInstanceTheyCannotReach(t *testing.T) {
 			t.Fatalf("bench counted %s: want only OK and the Unavailable of the calls cut off: %v", code, r.Codes)
 		}
 	}
-	ended := errorsBy(progress, healAt-1)
+	_, ended := progressAt(progress, healAt-1)
 	t.Logf("%d calls to %s ended Unavailable before the heal (codes %v)", ended, a.IP, r.Codes)
 	if ended == 0 {
 		t.Fatalf("the calls sent to %s before the cut were still waiting when the network came back, 20 s on:\n%s", a.IP, progress)
 	}
-}
-
-// progressErrors is the error count of a progress line: "12 errors".
-var progressErrors = regexp.MustCompile(`([0-9.]+)s\s+[0-9]+ calls\s+([0-9]+) errors`)
-
-// errorsBy returns the errors bench had counted by elapsed seconds.
-func errorsBy(progress string, elapsed float64) int {
-	errs := 0
-	for _, m := range progressErrors.FindAllStringSubmatch(progress, -1) {
-		at, _ := strconv.ParseFloat(m[1], 64)
-		n, _ := strconv.Atoi(m[2])
-		if at <= elapsed {
-			errs = n
-		}
-	}
-	return errs
 }

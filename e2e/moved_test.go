@@ -15,9 +15,6 @@ import (
 // whole and takes writes: no peers.json, no `zrpcd agent recover`.
 func TestAClusterWhoseAgentsAllMovedToNewAddressesComesBack(t *testing.T) {
 	c := startLabSpare(t, 3, 3)
-	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
-		return c.settled(c.agents[0])
-	})
 	for i, a := range c.agents {
 		a.mustCtl("service", "register", "before.rpc", "--id", "b"+itoa(i), "--address", "10.0.1.1:"+itoa(9000+i))
 	}
@@ -41,11 +38,7 @@ func TestAClusterWhoseAgentsAllMovedToNewAddressesComesBack(t *testing.T) {
 		}
 		a.start(others...)
 	}
-	for _, a := range c.agents {
-		waitFor(t, 60*time.Second, a.name+" sees three alive members, one leader and two voters, at their new addresses", func() bool {
-			return c.settled(a)
-		})
-	}
+	c.waitSettled("at their new addresses")
 	t.Logf("settled %s after the moved agents started", time.Since(moved).Round(time.Millisecond))
 	waitFor(t, 30*time.Second, "the Raft configuration at the new addresses", func() bool {
 		out, err := c.agents[0].ctl("raft", "peers")

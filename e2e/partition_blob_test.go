@@ -25,9 +25,6 @@ func TestBlobsOutliveAHolderCutOffByARealPartition(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := startLab(t, 3, "--config", cfg, "--blob-repair-delay", "1s")
-	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
-		return c.settled(c.agents[0])
-	})
 	dir := t.TempDir()
 	blobs := map[string][]byte{}
 	put := func(via int, name string) {
@@ -53,22 +50,8 @@ func TestBlobsOutliveAHolderCutOffByARealPartition(t *testing.T) {
 		}
 	}
 
-	var stderr bytes.Buffer
 	cmd := c.client.Command(zrpcctl, "--addr", c.addrs(reader), "blob", "get", blobName, "-")
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	head := make([]byte, 1<<20)
-	if _, err := io.ReadFull(out, head); err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("first MiB: %v (%s)", err, stderr.String())
-	}
+	head, out, stderr := startGet(t, "the get", cmd)
 	if err := c.lab.Partition([]int{victim}, away); err != nil {
 		t.Fatal(err)
 	}
@@ -91,9 +74,7 @@ func TestBlobsOutliveAHolderCutOffByARealPartition(t *testing.T) {
 	if err := c.lab.Heal(); err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range c.agents {
-		waitFor(t, 60*time.Second, a.name+" sees three alive members after the heal", func() bool { return c.settled(a) })
-	}
+	c.waitSettled("after the heal")
 	for name, data := range blobs {
 		waitFor(t, 30*time.Second, name+" healthy", func() bool {
 			out, err := c.ctl(victim, "blob", "stat", name)

@@ -31,7 +31,9 @@ type labCluster struct {
 	client *netlab.Host
 }
 
-// startLab starts n agents, each on a host of its own, joining the first.
+// startLab starts n agents, each on a host of its own, joining the first,
+// and waits until the first sees them all alive, one leading and the rest
+// voting.
 // Without root or iproute2 the test is skipped, except under CI, whose
 // machine has both.
 func startLab(t *testing.T, n int, extra ...string) *labCluster {
@@ -75,6 +77,7 @@ func startLabSpare(t *testing.T, n, spare int, extra ...string) *labCluster {
 			a.start(c.agents[0].gossipAddr())
 		}
 	}
+	waitFor(t, 30*time.Second, "every agent alive, one leader and the rest voters", func() bool { return c.settled(c.agents[0]) })
 	return c
 }
 
@@ -152,6 +155,17 @@ func (c *labCluster) settled(a *agent) bool {
 	return roles["leader"] == 1 && roles["voter"] == len(c.agents)-1
 }
 
+// waitSettled waits until every agent sees every agent alive, one
+// leading and the rest voting; when says after what, for the failure.
+func (c *labCluster) waitSettled(when string) {
+	c.t.Helper()
+	for _, a := range c.agents {
+		waitFor(c.t, 60*time.Second, a.name+" sees every agent alive, one leader and the rest voters, "+when, func() bool {
+			return c.settled(a)
+		})
+	}
+}
+
 // leader returns the index of the leader as agent a sees it, or -1.
 func (c *labCluster) leader(a *agent) int {
 	m, err := members(a)
@@ -181,6 +195,84 @@ func (c *labCluster) checkAlive() {
 	}
 }
 
+// registrar registers instances of one service through zrpcctl on the
+// client host, one after another, until stopped: the acknowledged ones
+// must be in the registry afterwards, whatever happened meanwhile.
+type registrar struct {
+	stopOnce sync.Once
+	stopped  chan struct{}
+	done     chan struct{}
+
+	mu    sync.Mutex
+	acked []string
+	fails int
+	took  []time.Duration // each call's, for the log
+}
+
+// startRegistrar starts registering instances w0000, w0001, ... of
+// service, the k-th through every agent, first(k)'s first. It stops after
+// 5,000 or when stopped.
+func (c *labCluster) startRegistrar(service string, first func(k int) int) *registrar {
+	w := &registrar{stopped: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for k := 0; k < 5000; k++ {
+			select {
+			case <-w.stopped:
+				return
+			default:
+			}
+			id := fmt.Sprintf("w%04d", k)
+			start := time.Now()
+			_, err := c.ctl(first(k), "--timeout", "10s", "service", "register", service, "--id", id, "--address", "10.0.2.1:"+itoa(10000+k))
+			w.mu.Lock()
+			w.took = append(w.took, time.Since(start))
+			if err == nil {
+				w.acked = append(w.acked, id)
+			} else {
+				w.fails++
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+// count is how many registrations were acknowledged so far.
+func (w *registrar) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acked)
+}
+
+// stop stops the registrar (once; later calls only read) and returns the
+// ids acknowledged, the calls that failed, and each call's duration.
+func (w *registrar) stop() (acked []string, fails int, took []time.Duration) {
+	w.stopOnce.Do(func() { close(w.stopped) })
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.acked), w.fails, slices.Clone(w.took)
+}
+
+// waitHolds waits until agent a's replica holds every instance id of
+// service.
+func (c *labCluster) waitHolds(a *agent, service string, ids []string) {
+	c.t.Helper()
+	waitFor(c.t, 20*time.Second, a.name+" holds every acknowledged registration of "+service, func() bool {
+		out, err := a.ctl("service", "get", service, "--consistency", "stale")
+		if err != nil {
+			return false
+		}
+		for _, id := range ids {
+			if !strings.Contains(out, id+" ") {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // TestLeaderCutOffPastTheReapComesBackWithEveryAcknowledgedWrite: the
 // leader's machine loses the agents' network (packets dropped, nothing
 // refused) for longer than failure detection and the dead-node reap,
@@ -192,9 +284,6 @@ func (c *labCluster) checkAlive() {
 func TestLeaderCutOffPastTheReapComesBackWithEveryAcknowledgedWrite(t *testing.T) {
 	const reap = 8 * time.Second
 	c := startLab(t, 3, "--dead-node-reap", reap.String(), "--stale-read-bound", "2s")
-	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
-		return c.settled(c.agents[0])
-	})
 	cut := c.leader(c.agents[0])
 	if cut < 0 {
 		t.Fatal("no leader")
@@ -214,40 +303,8 @@ func TestLeaderCutOffPastTheReapComesBackWithEveryAcknowledgedWrite(t *testing.T
 	// The client registers through every agent, the cut-off one first,
 	// until the leader left behind has reaped it; a write the client was
 	// told succeeded must survive.
-	var (
-		mu    sync.Mutex
-		acked []string
-		fails int
-		took  []time.Duration // each call's, for the log
-	)
-	stop := make(chan struct{})
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		for k := 0; k < 5000; k++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			id := fmt.Sprintf("w%04d", k)
-			start := time.Now()
-			_, err := c.ctl(cut, "--timeout", "10s", "service", "register", "during.rpc", "--id", id, "--address", "10.0.2.1:"+itoa(10000+k))
-			mu.Lock()
-			took = append(took, time.Since(start))
-			if err == nil {
-				acked = append(acked, id)
-			} else {
-				fails++
-			}
-			mu.Unlock()
-		}
-	}()
-	stopWriter := sync.OnceFunc(func() {
-		close(stop)
-		<-writerDone
-	})
-	defer stopWriter()
+	w := c.startRegistrar("during.rpc", func(int) int { return cut })
+	defer w.stop()
 
 	waitFor(t, 20*time.Second, l.name+" says it is cut off from the leader", func() bool {
 		out, err := l.ctl("status")
@@ -271,10 +328,7 @@ func TestLeaderCutOffPastTheReapComesBackWithEveryAcknowledgedWrite(t *testing.T
 	})
 	reapedAt := time.Since(cutAt)
 	t.Logf("%s reaped after %s", l.name, reapedAt.Round(time.Millisecond))
-	mu.Lock()
-	ackedDuring := len(acked)
-	mu.Unlock()
-	if ackedDuring == 0 {
+	if w.count() == 0 {
 		t.Fatalf("no registration succeeded in %s of partition, through agents that still had a quorum", reapedAt.Round(time.Millisecond))
 	}
 
@@ -283,45 +337,19 @@ func TestLeaderCutOffPastTheReapComesBackWithEveryAcknowledgedWrite(t *testing.T
 	}
 	healedAt := time.Now()
 
-	for _, a := range c.agents {
-		waitFor(t, 60*time.Second, a.name+" sees three alive members, one leader and two voters, after the heal", func() bool {
-			return c.settled(a)
-		})
-	}
+	c.waitSettled("after the heal")
 	t.Logf("all three agents settled %s after the heal", time.Since(healedAt).Round(time.Millisecond))
-	stopWriter()
+	want, fails, took := w.stop()
 	waitFor(t, 20*time.Second, l.name+" no longer cut off", func() bool {
 		out, err := l.ctl("status")
 		return err == nil && !strings.Contains(out, "Cut off")
 	})
 
-	mu.Lock()
-	want := slices.Clone(acked)
 	slices.Sort(took)
 	t.Logf("%d registrations acknowledged, %d failed (or not known to have succeeded) while the partition lasted; zrpcctl's call median %s, max %s",
 		len(want), fails, took[len(took)/2].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
-	mu.Unlock()
 	for _, a := range c.agents {
-		var missing []string
-		waitFor(t, 20*time.Second, a.name+" holds every acknowledged registration", func() bool {
-			out, err := a.ctl("service", "get", "during.rpc", "--consistency", "stale")
-			if err != nil {
-				return false
-			}
-			have := map[string]bool{}
-			for _, r := range rows(out) {
-				if len(r) > 0 {
-					have[r[0]] = true
-				}
-			}
-			missing = missing[:0]
-			for _, id := range want {
-				if !have[id] {
-					missing = append(missing, id)
-				}
-			}
-			return len(missing) == 0
-		})
+		c.waitHolds(a, "during.rpc", want)
 		out := a.mustCtl("service", "get", "before.rpc")
 		for i := range c.agents {
 			if !strings.Contains(out, "b"+itoa(i)) {
@@ -410,9 +438,6 @@ func registeredThrough(a *agent) (agentName, health string) {
 func TestServiceAndWatchMoveOffAnAgentCutOffByARealPartition(t *testing.T) {
 	// No reap during the test: what moves the service is the cut-off.
 	c := startLab(t, 3, "--stale-read-bound", "2s", "--dead-node-reap", "1h")
-	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
-		return c.settled(c.agents[0])
-	})
 	leader := c.leader(c.agents[0])
 	cut := (leader + 1) % 3
 	f := c.agents[cut]
@@ -457,9 +482,7 @@ func TestServiceAndWatchMoveOffAnAgentCutOffByARealPartition(t *testing.T) {
 	if err := c.lab.Heal(); err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range c.agents {
-		waitFor(t, 60*time.Second, a.name+" sees three alive members after the heal", func() bool { return c.settled(a) })
-	}
+	c.waitSettled("after the heal")
 	// f's old session ends after the heal; it holds no instance now.
 	waitFor(t, 20*time.Second, "user.rpc passing as every agent reads it", func() bool {
 		for _, a := range c.agents {
@@ -502,9 +525,6 @@ func statusOf(a *agent) (st struct {
 // and after the heal the follower holds every one of them.
 func TestOneWayLossToAFollowerIsShownAndDisruptsNothing(t *testing.T) {
 	c := startLab(t, 3, "--stale-read-bound", "2s", "--dead-node-reap", "8s")
-	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
-		return c.settled(c.agents[0])
-	})
 	li := c.leader(c.agents[0])
 	fi := (li + 1) % 3
 	l, f := c.agents[li], c.agents[fi]
@@ -541,9 +561,7 @@ func TestOneWayLossToAFollowerIsShownAndDisruptsNothing(t *testing.T) {
 	if err := c.lab.Heal(); err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range c.agents {
-		waitFor(t, 30*time.Second, a.name+" sees three alive members after the heal", func() bool { return c.settled(a) })
-	}
+	c.waitSettled("after the heal")
 	waitFor(t, 20*time.Second, l.name+"'s status: 3 of 3 reachable, "+f.name+" in contact", func() bool {
 		out, err := l.ctl("status")
 		st, serr := statusOf(f)
@@ -582,9 +600,6 @@ func TestOneWayLossToAFollowerIsShownAndDisruptsNothing(t *testing.T) {
 // deleted (its health may flap with its agent), and the agents settle.
 func TestAFlappingNetworkLosesNoWriteAndNoInstance(t *testing.T) {
 	c := startLab(t, 3, "--stale-read-bound", "2s", "--dead-node-reap", "8s")
-	waitFor(t, 30*time.Second, "three alive members, one leader and two voters", func() bool {
-		return c.settled(c.agents[0])
-	})
 	startBenchUserService(t, c.agents[1], c.agents[2], c.agents[0])
 	watch := c.watch(0, "user.rpc")
 	waitFor(t, 20*time.Second, "the watch prints user.rpc's instance", func() bool { return len(watchRows(watch.String())) > 0 })
@@ -595,37 +610,8 @@ func TestAFlappingNetworkLosesNoWriteAndNoInstance(t *testing.T) {
 	writes := c.watch(1, "flap.rpc")
 	waitFor(t, 20*time.Second, "the watch of flap.rpc starts", func() bool { return strings.Contains(writes.String(), "snapshot at revision") })
 
-	var (
-		mu    sync.Mutex
-		acked []string
-		fails int
-	)
-	stop := make(chan struct{})
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		for k := 0; k < 5000; k++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			id := fmt.Sprintf("f%04d", k)
-			_, err := c.ctl(k%3, "--timeout", "10s", "service", "register", "flap.rpc", "--id", id, "--address", "10.0.2.1:"+itoa(10000+k))
-			mu.Lock()
-			if err == nil {
-				acked = append(acked, id)
-			} else {
-				fails++
-			}
-			mu.Unlock()
-		}
-	}()
-	stopWriter := sync.OnceFunc(func() {
-		close(stop)
-		<-writerDone
-	})
-	defer stopWriter()
+	w := c.startRegistrar("flap.rpc", func(k int) int { return k % len(c.agents) })
+	defer w.stop()
 
 	seed := time.Now().UnixNano()
 	t.Logf("flapping with seed %d", seed)
@@ -641,30 +627,14 @@ func TestAFlappingNetworkLosesNoWriteAndNoInstance(t *testing.T) {
 		}
 		time.Sleep(time.Duration(500+rnd.IntN(2000)) * time.Millisecond)
 	}
-	for _, a := range c.agents {
-		waitFor(t, 60*time.Second, a.name+" sees three alive members, one leader and two voters", func() bool { return c.settled(a) })
-	}
-	stopWriter()
-	mu.Lock()
-	want := slices.Clone(acked)
+	c.waitSettled("after the flapping")
+	want, fails, _ := w.stop()
 	t.Logf("%d registrations acknowledged, %d failed while the network flapped", len(want), fails)
-	mu.Unlock()
 	if len(want) == 0 {
 		t.Fatal("no registration succeeded while the network flapped")
 	}
 	for _, a := range c.agents {
-		waitFor(t, 20*time.Second, a.name+" holds every acknowledged registration", func() bool {
-			out, err := a.ctl("service", "get", "flap.rpc", "--consistency", "stale")
-			if err != nil {
-				return false
-			}
-			for _, id := range want {
-				if !strings.Contains(out, id+" ") {
-					return false
-				}
-			}
-			return true
-		})
+		c.waitHolds(a, "flap.rpc", want)
 	}
 	for _, r := range watchRows(watch.String()) {
 		if r.typ == "DELETE" {
