@@ -66,7 +66,14 @@ func dial(h *Host, addr string) error {
 	return err
 }
 
-func TestHostsReachEachOtherAndNotTheTestsNetwork(t *testing.T) {
+// timedOut reports whether a dial failed by its deadline: the context's
+// or the socket's, whichever the dialer saw first.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func TestHostsReachEachOtherEachWithItsOwnPorts(t *testing.T) {
 	l := newLab(t, 3)
 	addr := serve(t, l.Host(1))
 	for _, from := range []int{0, 2} {
@@ -93,7 +100,7 @@ func TestPartitionDropsPacketsSilentlyUntilHealed(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := dial(l.Host(0), addr)
-	if !errors.Is(err, context.DeadlineExceeded) {
+	if !timedOut(err) {
 		// Refused or unreachable would be a loud partition.
 		t.Fatalf("dial across the partition: %v, want no answer until the deadline", err)
 	}
@@ -110,7 +117,7 @@ func TestPartitionDropsPacketsSilentlyUntilHealed(t *testing.T) {
 	if err := dial(l.Host(0), addr); err != nil {
 		t.Fatalf("host 0, now on host 1's side: %v", err)
 	}
-	if err := dial(l.Host(2), addr); !errors.Is(err, context.DeadlineExceeded) {
+	if err := dial(l.Host(2), addr); !timedOut(err) {
 		t.Fatalf("host 2, now across the partition: %v", err)
 	}
 	if err := l.Heal(); err != nil {
