@@ -133,16 +133,31 @@ func (c *Client) putBlobOnce(ctx context.Context, name string, r io.Reader, opts
 
 // putThroughAgent sends the put to one agent, which encodes the blob and
 // spreads its shards.
+//
+// An agent that fails before the whole blob was sent (it went away) cannot
+// have stored it, as an agent commits a put only at the end of its
+// stream; nor has one that says nothing was applied (cut off from the
+// leader, it could not announce the put), however much was sent. Then the
+// put moves to the next agent, from the start again, when the source can
+// seek back; a pipe cannot, and the put fails saying to retry it.
 func (c *Client) putThroughAgent(ctx context.Context, hdr *zrpcpb.BlobPutHeader, r io.Reader, progress func(int64)) (*zrpcpb.BlobPutResponse, error) {
 	name := hdr.Name
+	seeker, start := startOf(r)
 	var resp *zrpcpb.BlobPutResponse
-	var read, sent bool
+	var read, sent, notApplied bool
 	err := c.call(ctx, func(ctx context.Context, ep *endpoint) error {
 		if read {
-			return errPutStarted
+			if seeker == nil || (sent && !notApplied) {
+				return errPutStarted
+			}
+			if _, err := seeker.Seek(start, io.SeekStart); err != nil {
+				return errPutStarted
+			}
+			read, sent = false, false
 		}
 		var err error
 		resp, err = putBlob(ctx, ep, hdr, r, progress, &read, &sent)
+		notApplied = apierr.IsNotApplied(apierr.FromStatus(err))
 		return err
 	})
 	switch {

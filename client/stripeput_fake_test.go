@@ -72,6 +72,10 @@ type fakeAgent struct {
 	// stopped or cut off would; holdClose makes it take a closed
 	// WriteShards stream's shards without ever confirming them.
 	silent, holdClose atomic.Bool
+	// putRefusal, when set, is the answer of an agent-coordinated Put
+	// once the header and a chunk have come (an agent cut off from the
+	// leader).
+	putRefusal error
 }
 
 // fakeHealth is a fake agent's gRPC health service.
@@ -335,6 +339,13 @@ func (a *fakeAgent) Put(stream zrpcpb.Blobs_PutServer) error {
 		return err
 	}
 	h := first.GetHeader()
+	if a.putRefusal != nil {
+		// After the first chunk, or the end of a blob that fits in one.
+		if _, err := stream.Recv(); err != nil && err != io.EOF {
+			return err
+		}
+		return a.putRefusal
+	}
 	var data []byte
 	for {
 		req, err := stream.Recv()

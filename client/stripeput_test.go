@@ -585,3 +585,46 @@ func TestStripedPutFromAFileStartsOverWhenAnAgentDiesMidPut(t *testing.T) {
 		}
 	})
 }
+
+// An agent-coordinated put that the first agent refuses after the upload
+// began (cut off from the leader, it cannot begin the put) goes on to the
+// next agent from the start when the source can seek back: nothing was
+// stored, as an agent commits only at the end of its stream. From a pipe
+// it fails, saying to retry.
+func TestPutThroughAnAgentMovesToTheNextAgentWhenTheFirstRefuses(t *testing.T) {
+	f := newFakeBlobs(t, 3)
+	f.agents[0].putRefusal = apierr.ToStatus(apierr.NotApplied(fmt.Errorf("%w: this agent is cut off from the leader", apierr.ErrNoLeader)))
+	// A new client each time: one that has moved to the second agent
+	// starts there.
+	newClient := func() *Client {
+		c, err := New(Config{Endpoints: []string{f.agents[0].addr, f.agents[1].addr}, DialTimeout: time.Second, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	data := randomBytes(t, 3*putChunk+123)
+	if _, err := newClient().PutBlob(testContext(t), "moved", bytes.NewReader(data), PutOptions{ThroughAgent: true}); err != nil {
+		t.Fatalf("PutBlob from a file-like source, the first agent refusing: %v", err)
+	}
+	if _, _, puts := f.snapshot(); !bytes.Equal(puts["moved"], data) {
+		t.Fatalf("the second agent got %d bytes, want the blob's %d from its start", len(puts["moved"]), len(data))
+	}
+	// A small blob is all sent before the refusal comes; the refusal
+	// says nothing was applied, so the put moves on all the same.
+	small := randomBytes(t, 1000)
+	if _, err := newClient().PutBlob(testContext(t), "small", bytes.NewReader(small), PutOptions{ThroughAgent: true}); err != nil {
+		t.Fatalf("PutBlob of a small blob, the first agent refusing after it was all sent: %v", err)
+	}
+	if _, _, puts := f.snapshot(); !bytes.Equal(puts["small"], small) {
+		t.Fatalf("the second agent got %d bytes of the small blob, want %d", len(puts["small"]), len(small))
+	}
+	_, err := newClient().PutBlob(testContext(t), "piped", io.MultiReader(bytes.NewReader(data)), PutOptions{ThroughAgent: true})
+	if err == nil || !strings.Contains(err.Error(), "the agent failed after the upload began: retry the put") {
+		t.Fatalf("PutBlob from a pipe, the first agent refusing: %v, want the put failed, saying to retry it", err)
+	}
+	if _, _, puts := f.snapshot(); puts["piped"] != nil {
+		t.Fatal("a put from a pipe reached the second agent after the first had read from it")
+	}
+}

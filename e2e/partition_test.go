@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -315,6 +316,15 @@ func TestLeaderCutOffPastTheReapComesBackWithEveryAcknowledgedWrite(t *testing.T
 	if _, err := l.ctl("--timeout", "10s", "service", "register", "alone.rpc", "--id", "x", "--address", "10.0.3.1:1"); err == nil ||
 		!strings.Contains(err.Error(), "cut off from the leader") {
 		t.Fatalf("a write through %s alone, cut off: %v, want an error saying it is cut off from the leader", l.name, err)
+	}
+	// A blob put through an agent, the cut-off one first, goes on to the
+	// next: the first refused before it could store anything.
+	src := filepath.Join(t.TempDir(), "cut.bin")
+	if err := os.WriteFile(src, bytes.Repeat([]byte("zrpc"), 256<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ctl(cut, "--timeout", "10s", "blob", "put", src, "--through-agent"); err != nil {
+		t.Fatalf("a blob put through an agent, %s first: %v", l.name, err)
 	}
 	var newLeader int
 	waitFor(t, 20*time.Second, "a new leader on the other side", func() bool {
