@@ -2,6 +2,9 @@ package ctlcmd
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -65,8 +68,26 @@ Raft role, build, zone, and for how long gossip has reported that status.
 					}
 					rows = append(rows, []string{m.GetName(), m.GetAddress(), status, m.GetRole(), m.GetBuild(), m.GetZone(), statusFor})
 				}
-				return p.table(protoMessages(members), []string{"name", "address", "status", "role", "build", "zone", "for"}, rows)
+				if err := p.table(protoMessages(members), []string{"name", "address", "status", "role", "build", "zone", "for"}, rows); err != nil {
+					return err
+				}
+				noteCutOff(ctx, c, cmd.ErrOrStderr())
+				return nil
 			})
 		},
 	}
+}
+
+// noteCutOff tells, on w, when the agent that answered is cut off from
+// the leader: its gossip takes seconds to call a peer it cannot reach
+// failed, and lists it alive meanwhile, which would send an operator the
+// wrong way. Nothing is said when the agent does not answer its status.
+func noteCutOff(ctx context.Context, c *client.Client, w io.Writer) {
+	st, err := c.Status(ctx)
+	if err != nil || st.GetCutOff() == "" {
+		return
+	}
+	fmt.Fprintf(w, "zrpcctl: note: %s is cut off from the leader (%s); the statuses above are its gossip's view, "+
+		"which lists a peer it cannot reach alive for seconds; `zrpcctl status` asks the voters\n",
+		st.GetNode(), strings.TrimPrefix(st.GetCutOff(), "replica is stale: "))
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -223,5 +224,33 @@ func TestStatusSaysWhenTheAgentIsCutOff(t *testing.T) {
 	fields, res = statusFields(t, &zrpcpb.StatusResponse{Node: "n1", Leader: "n1", Voters: 3, ReachableVoters: 3})
 	if v, ok := fields["Cut off"]; ok {
 		t.Errorf("an agent in contact shows Cut off: %q\n%s", v, res.stdout)
+	}
+}
+
+// TestMembersNotesAnAgentCutOffFromTheLeader: members from an agent cut
+// off from the leader says so on stderr, after the table, since its
+// gossip lists the peers it cannot reach alive for seconds; from an agent
+// in contact it says nothing more.
+func TestMembersNotesAnAgentCutOffFromTheLeader(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	var cutOff atomic.Value
+	cutOff.Store("replica is stale: the leader last replicated its log to this agent 4.1s ago (stale_read_bound 2s)")
+	a := (&clienttest.Agent{
+		OnMembers: func(context.Context, *zrpcpb.MembersRequest) (*zrpcpb.MembersResponse, error) {
+			return &zrpcpb.MembersResponse{Members: []*zrpcpb.Member{{Name: "n1", Status: "alive"}, {Name: "n2", Status: "alive"}}}, nil
+		},
+		OnStatus: func(context.Context, *zrpcpb.StatusRequest) (*zrpcpb.StatusResponse, error) {
+			return &zrpcpb.StatusResponse{Node: "n1", CutOff: cutOff.Load().(string)}, nil
+		},
+	}).Start(t)
+	res := runZrpcctl(testContext(t), t, a.Addr, "members")
+	want := "zrpcctl: note: n1 is cut off from the leader (the leader last replicated its log to this agent 4.1s ago (stale_read_bound 2s))"
+	if res.err != nil || !strings.Contains(res.stdout, "n2") || !strings.Contains(res.stderr, want) {
+		t.Fatalf("members from a cut-off agent: %v\nstdout:\n%s\nstderr:\n%s\nwant the table and %q on stderr", res.err, res.stdout, res.stderr, want)
+	}
+	cutOff.Store("")
+	res = runZrpcctl(testContext(t), t, a.Addr, "members")
+	if res.err != nil || strings.Contains(res.stderr, "cut off") {
+		t.Fatalf("members from an agent in contact: %v, stderr %q", res.err, res.stderr)
 	}
 }
