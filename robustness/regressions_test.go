@@ -31,6 +31,7 @@ var regressions = []struct {
 	{453407841, "a 5-agent cluster never formed: a new agent was made a voter before it had the log, the leader stepped down under load, and the new voter refused every vote"},
 	{745985658, "a restart could not bind its gRPC port: while the agent was down, the port (the kernel's pick at the first start) was the local port of an outgoing connection"},
 	{761192877, "porcupine ran past its minute on one instance's history: writes on a cut-off agent failed at once, all of unknown outcome, ten times as fast as before"},
+	{299858592, "a killed leader could not come back on its gRPC port: while it was down, another seed's agent had been given the same port (testport handed it out twice)"},
 }
 
 func TestRegressions(t *testing.T) {

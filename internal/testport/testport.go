@@ -12,14 +12,26 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
 )
 
 // span is how many ports below the ephemeral range are tried from.
 const span = 10000
 
+// handedOut are the ports Free returned to tests still running in this
+// process: none is returned twice, since the agent it went to may be down
+// for a moment (killed, to be restarted on the same port) when another
+// test asks, and would find it taken when it comes back. A port is given
+// back when the test that asked for it ends.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
 // Free returns a port free for TCP and UDP on each of ips (127.0.0.1 if
-// none is given), below the ephemeral range.
+// none is given), below the ephemeral range, that no other call returned
+// to a test still running.
 func Free(t testing.TB, ips ...string) int {
 	t.Helper()
 	if len(ips) == 0 {
@@ -28,9 +40,19 @@ func Free(t testing.TB, ips ...string) int {
 	low := ephemeralLow()
 	for range 50 {
 		port := low - 1 - rand.IntN(min(span, low-1025))
-		if free(ips, port) {
+		handedOut.Lock()
+		taken := handedOut.ports[port]
+		if !taken && free(ips, port) {
+			handedOut.ports[port] = true
+			handedOut.Unlock()
+			t.Cleanup(func() {
+				handedOut.Lock()
+				delete(handedOut.ports, port)
+				handedOut.Unlock()
+			})
 			return port
 		}
+		handedOut.Unlock()
 	}
 	t.Fatalf("testport: no port below %d free for TCP and UDP on all of %v", low, ips)
 	return 0

@@ -40,3 +40,17 @@ func TestFreeSkipsATakenPort(t *testing.T) {
 		t.Fatalf("port %d, listened on, reported free", taken)
 	}
 }
+
+// TestFreeNeverReturnsAPortTwice: a port handed out stays the test's,
+// even while nothing is bound to it (its agent killed, to come back on
+// it).
+func TestFreeNeverReturnsAPortTwice(t *testing.T) {
+	seen := map[int]bool{}
+	for range 500 {
+		port := Free(t)
+		if seen[port] {
+			t.Fatalf("port %d returned twice", port)
+		}
+		seen[port] = true
+	}
+}
