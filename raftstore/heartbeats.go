@@ -41,17 +41,13 @@ type failingPeer struct {
 // reports the end of (its heartbeats stop with the term) could count.
 const failureFresh = 20 * time.Second
 
-// watchHeartbeats records raft's failed and resumed heartbeats until the
-// store stops.
+// watchHeartbeats records raft's failed heartbeats until the store stops;
+// the resumed ones come through watchPeersBack, which observes them
+// already.
 func (s *Store) watchHeartbeats() {
 	observe[raft.FailedHeartbeatObservation](s, func(o raft.Observation) {
 		if f, ok := o.Data.(raft.FailedHeartbeatObservation); ok {
 			s.heartbeatFailed(string(f.PeerID), f.LastContact, time.Now())
-		}
-	}, nil)
-	observe[raft.ResumedHeartbeatObservation](s, func(o raft.Observation) {
-		if r, ok := o.Data.(raft.ResumedHeartbeatObservation); ok {
-			s.heartbeatResumed(string(r.PeerID))
 		}
 	}, nil)
 }

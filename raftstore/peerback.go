@@ -45,11 +45,14 @@ func (a *hclogAdapter) peerBack(peer string) {
 // watchPeersBack tells the raft log adapter when a peer the leader could
 // not reach answers its heartbeats again (raft's
 // ResumedHeartbeatObservation), so the recovery is logged at once, not
-// when the next line comes. It runs until the store stops.
+// when the next line comes, and the leader's count of voters not
+// answering it (heartbeats.go) lets the peer go. It runs until the store
+// stops.
 func (s *Store) watchPeersBack(log *hclogAdapter) {
 	observe[raft.ResumedHeartbeatObservation](s, func(o raft.Observation) {
 		if r, ok := o.Data.(raft.ResumedHeartbeatObservation); ok {
 			log.peerBack(string(r.PeerID))
+			s.heartbeatResumed(string(r.PeerID))
 		}
 	}, nil)
 }

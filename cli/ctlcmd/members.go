@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/client"
 )
 
@@ -89,5 +90,5 @@ func noteCutOff(ctx context.Context, c *client.Client, w io.Writer) {
 	}
 	fmt.Fprintf(w, "zrpcctl: note: %s is cut off from the leader (%s); the statuses above are its gossip's view, "+
 		"which lists a peer it cannot reach alive for seconds; `zrpcctl status` asks the voters\n",
-		st.GetNode(), strings.TrimPrefix(st.GetCutOff(), "replica is stale: "))
+		st.GetNode(), strings.TrimPrefix(st.GetCutOff(), apierr.ErrStaleRead.Error()+": "))
 }
