@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -108,7 +109,11 @@ var (
 // windows come first, so that a test's own dial options, last, may set
 // others.
 func dialOptions(cfg Config) []grpc.DialOption {
-	return append([]grpc.DialOption{
+	var dialer []grpc.DialOption
+	if cfg.Dialer != nil {
+		dialer = append(dialer, grpc.WithContextDialer(cfg.Dialer))
+	}
+	return slices.Concat(dialer, []grpc.DialOption{
 		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
 		transportCredentials(cfg),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
@@ -132,7 +137,7 @@ func dialOptions(cfg Config) []grpc.DialOption {
 			},
 			MinConnectTimeout: cfg.DialTimeout,
 		}),
-	}, cfg.dialOptions...)
+	}, cfg.dialOptions)
 }
 
 // Endpoints returns the agent addresses the client was configured with.

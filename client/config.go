@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -28,6 +29,10 @@ type Config struct {
 	// Logger receives failover (Debug) and watch reconnect (Info) records;
 	// nil discards them.
 	Logger *slog.Logger
+	// Dialer, when set, opens every connection to an agent (addr is the
+	// endpoint's host:port, a name resolved to an IP): agents behind a
+	// tunnel, a proxy or in another network namespace. nil dials TCP.
+	Dialer func(ctx context.Context, addr string) (net.Conn, error)
 	// TLS, when set, secures every agent connection (see tls.go); nil
 	// means plaintext.
 	TLS *tls.Config
