@@ -174,6 +174,10 @@ func (c apiCluster) OnLeader(ctx context.Context, local func() error, remote fun
 	return c.n.forward.OnLeader(ctx, local, remote)
 }
 
+func (c apiCluster) Write(ctx context.Context, local func() error, remote func(context.Context, grpc.ClientConnInterface) error) error {
+	return c.n.forward.Write(ctx, local, remote)
+}
+
 func (c apiCluster) CheckRead(ctx context.Context, consistency pb.Consistency) error {
 	return c.n.store.CheckReadContext(ctx, consistency)
 }

@@ -186,9 +186,24 @@ func (c blobCluster) Leader() storage.LeaderAPI { return forwardedLeader(c) }
 // leader's Blobs and Shards APIs otherwise (raftstore.Forwarder).
 type forwardedLeader struct{ n *Node }
 
-// call runs f on the leader's API with the context to call it in.
-func (l forwardedLeader) call(ctx context.Context, f func(context.Context, storage.LeaderAPI) error) error {
-	return l.n.forward.OnLeader(ctx,
+// onLeader is how a call runs on the leader: raftstore.Forwarder's
+// OnLeader for a read, its Write for a call that changes the leader's
+// state (whose failure then says when it certainly went nowhere).
+type onLeader func(ctx context.Context, local func() error, remote func(context.Context, grpc.ClientConnInterface) error) error
+
+// read runs f, which only reads, on the leader's API with the context to
+// call it in.
+func (l forwardedLeader) read(ctx context.Context, f func(context.Context, storage.LeaderAPI) error) error {
+	return l.call(ctx, l.n.forward.OnLeader, f)
+}
+
+// write is read for f that changes the leader's state.
+func (l forwardedLeader) write(ctx context.Context, f func(context.Context, storage.LeaderAPI) error) error {
+	return l.call(ctx, l.n.forward.Write, f)
+}
+
+func (l forwardedLeader) call(ctx context.Context, on onLeader, f func(context.Context, storage.LeaderAPI) error) error {
+	return on(ctx,
 		func() error { return f(ctx, l.n.blobs.LocalLeader()) },
 		func(ctx context.Context, c grpc.ClientConnInterface) error {
 			return f(ctx, storage.NewLeaderClient(pb.NewBlobsClient(c), pb.NewShardsClient(c)))
@@ -196,7 +211,7 @@ func (l forwardedLeader) call(ctx context.Context, f func(context.Context, stora
 }
 
 func (l forwardedLeader) RepairStatus(ctx context.Context, req *pb.RepairStatusRequest) (out *pb.RepairStatusResponse, err error) {
-	err = l.call(ctx, func(ctx context.Context, api storage.LeaderAPI) (err error) {
+	err = l.read(ctx, func(ctx context.Context, api storage.LeaderAPI) (err error) {
 		out, err = api.RepairStatus(ctx, req)
 		return err
 	})
@@ -204,11 +219,11 @@ func (l forwardedLeader) RepairStatus(ctx context.Context, req *pb.RepairStatusR
 }
 
 func (l forwardedLeader) ReportShards(ctx context.Context, req *pb.ReportShardsRequest) error {
-	return l.call(ctx, func(ctx context.Context, api storage.LeaderAPI) error { return api.ReportShards(ctx, req) })
+	return l.write(ctx, func(ctx context.Context, api storage.LeaderAPI) error { return api.ReportShards(ctx, req) })
 }
 
 func (l forwardedLeader) Referenced(ctx context.Context, req *pb.ReferencedRequest) (out []bool, err error) {
-	err = l.call(ctx, func(ctx context.Context, api storage.LeaderAPI) (err error) {
+	err = l.read(ctx, func(ctx context.Context, api storage.LeaderAPI) (err error) {
 		out, err = api.Referenced(ctx, req)
 		return err
 	})

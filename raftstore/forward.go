@@ -125,8 +125,32 @@ func (f *Forwarder) leaderConn(ctx context.Context) (grpc.ClientConnInterface, e
 // ends when the leader this store sees changes (leadermoves.go): the call
 // is then asked again of the new leader, so remote must be safe to repeat.
 // remote's gRPC errors are mapped back to the API's sentinels.
+//
+// OnLeader is for reads: a write runs through Write (or Apply), whose
+// failure says when the write was certainly not applied.
 func (f *Forwarder) OnLeader(ctx context.Context, local func() error, remote func(context.Context, grpc.ClientConnInterface) error) error {
 	_, err := f.onLeader(ctx, local, remote)
+	return err
+}
+
+// Write runs a write on the leader as OnLeader runs a call (local when
+// this store leads, remote with a connection to the leader otherwise, the
+// same waits and retries), and marks its failure apierr.NotApplied when
+// the failure is certain: Write ran neither local nor remote (it knew no
+// leader, or was cut off from it, for the whole wait) and fails with
+// ErrNoLeader. Once local or remote has run, the write may have been
+// applied (a proposal may commit after its leader stopped answering, a
+// forwarded request may have reached the leader before its connection
+// broke), and its failure is left unmarked. remote must be safe to
+// repeat, as for OnLeader. Apply, TTL renewals, snapshot restores and the
+// agent's other writes on the leader run through it.
+func (f *Forwarder) Write(ctx context.Context, local func() error, remote func(context.Context, grpc.ClientConnInterface) error) error {
+	sent, err := f.onLeader(ctx, local, remote)
+	if err != nil && !sent && errors.Is(err, ErrNoLeader) {
+		// Proposed nowhere, sent nowhere: the caller may send it again
+		// as it is, or count it failed for certain.
+		err = apierr.NotApplied(err)
+	}
 	return err
 }
 
@@ -229,11 +253,12 @@ func callInEpoch(ctx, epoch context.Context, call func(context.Context) error) e
 // second, woken by the FSM's apply), so that the caller reads its own
 // write from this agent. The leader pushes its commit index to followers
 // as soon as it has applied (commitpush.go), so the wait is about one
-// round trip.
+// round trip. It runs through Write, so a failure it is certain of is
+// marked apierr.NotApplied.
 func (f *Forwarder) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	var rev uint64
 	deadline := time.Now().Add(f.cfg.LeaderWait)
-	sent, err := f.onLeader(ctx,
+	err := f.Write(ctx,
 		func() (err error) {
 			rev, err = f.cfg.LocalApply(ctx, cmd)
 			return err
@@ -253,11 +278,6 @@ func (f *Forwarder) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) 
 		wctx, cancel := context.WithTimeout(ctx, time.Second)
 		f.store.FSM().WaitRevision(wctx, rev)
 		cancel()
-	}
-	if err != nil && !sent && errors.Is(err, ErrNoLeader) {
-		// Proposed nowhere, sent nowhere: the caller may send it again
-		// as it is, or count it failed for certain.
-		err = apierr.NotApplied(err)
 	}
 	return rev, err
 }

@@ -314,6 +314,59 @@ func TestForwarderWithoutALeader(t *testing.T) {
 	}
 }
 
+// TestForwarderWriteIsMarkedNotAppliedOnlyWhenItWentNowhere: a write that
+// found no leader for the whole wait, and so ran neither locally nor on a
+// leader, fails with ErrNoLeader marked not applied, and the mark crosses
+// the wire; a read (OnLeader) that found none is not marked, nor is a
+// write that ran, whatever it failed with.
+func TestForwarderWriteIsMarkedNotAppliedOnlyWhenItWentNowhere(t *testing.T) {
+	cfg := testStoreConfig(t, t.TempDir(), slog.LevelWarn)
+	cfg.Bootstrap = false // never elects a leader
+	leaderless := New(cfg)
+	if err := leaderless.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { leaderless.Close() })
+	leading := openCluster(t, 1)[0]
+	dial := func(context.Context, string) (grpc.ClientConnInterface, error) { return nil, errors.New("no peers") }
+	remote := func(context.Context, grpc.ClientConnInterface) error { return nil }
+	for _, tc := range []struct {
+		name       string
+		store      *Store
+		read       bool // OnLeader, not Write
+		local      error
+		want       error
+		notApplied bool
+	}{
+		{name: "a write that found no leader", store: leaderless, want: ErrNoLeader, notApplied: true},
+		{name: "a read that found no leader", store: leaderless, read: true, want: ErrNoLeader},
+		{name: "a write the leader ran, failing with no leader", store: leading, local: fmt.Errorf("%w: lost the lead", ErrNoLeader), want: ErrNoLeader},
+		{name: "a write the leader refused", store: leading, local: ErrNotFound, want: ErrNotFound},
+	} {
+		f := NewForwarder(tc.store, ForwardConfig{LeaderWait: 200 * time.Millisecond, Dial: dial})
+		ran := false
+		local := func() error { ran = true; return tc.local }
+		call := f.Write
+		if tc.read {
+			call = f.OnLeader
+		}
+		err := call(t.Context(), local, remote)
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+		if ran != (tc.local != nil) {
+			t.Errorf("%s: local ran %v", tc.name, ran)
+		}
+		if got := apierr.IsNotApplied(err); got != tc.notApplied {
+			t.Errorf("%s: %v: not applied %v, want %v", tc.name, err, got, tc.notApplied)
+		}
+		wire := apierr.FromStatus(apierr.ToStatus(err))
+		if got := apierr.IsNotApplied(wire) && strings.Contains(wire.Error(), "the write was not applied"); got != tc.notApplied {
+			t.Errorf("%s: across the wire %v: not applied %v, want %v", tc.name, wire, got, tc.notApplied)
+		}
+	}
+}
+
 func TestForwarderNeedsTheLeadersAddress(t *testing.T) {
 	stores := openCluster(t, 3) // no node table: leader addresses unknown
 	leader := leaderOf(t, stores)

@@ -52,6 +52,11 @@ func (c *Cluster) OnLeader(_ context.Context, local func() error, _ func(context
 	return local()
 }
 
+// Write runs local: this is the leader.
+func (c *Cluster) Write(_ context.Context, local func() error, _ func(context.Context, grpc.ClientConnInterface) error) error {
+	return local()
+}
+
 // CheckRead allows every read.
 func (c *Cluster) CheckRead(context.Context, pb.Consistency) error { return nil }
 

@@ -48,8 +48,15 @@ type Cluster interface {
 	// request id carried by ctx (WithRequestID) becomes the command's.
 	Propose(ctx context.Context, cmd *pb.Command) (uint64, error)
 	// OnLeader runs local when this agent leads, remote with a connection
-	// to the leader otherwise, waiting a bounded time while there is none.
+	// to the leader otherwise, waiting a bounded time while there is none:
+	// a read on the leader.
 	OnLeader(ctx context.Context, local func() error, remote func(context.Context, grpc.ClientConnInterface) error) error
+	// Write is OnLeader for a write that is not a Propose (a TTL renewal,
+	// a snapshot restore, a peer's removal): a failure certain that the
+	// write was not applied (it ran neither local nor remote, as no
+	// leader was known) is marked apierr.NotApplied
+	// (raftstore.Forwarder.Write).
+	Write(ctx context.Context, local func() error, remote func(context.Context, grpc.ClientConnInterface) error) error
 	// CheckRead returns nil when this agent may answer a read with
 	// consistency c, waiting within ctx for its replica to catch up.
 	CheckRead(ctx context.Context, c pb.Consistency) error

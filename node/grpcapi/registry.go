@@ -88,7 +88,7 @@ func (s *Registry) RenewTTL(ctx context.Context, req *pb.RenewTTLRequest) (*pb.R
 		return nil, err
 	}
 	var resp *pb.RenewTTLResponse
-	err := s.cfg.Cluster.OnLeader(ctx,
+	err := s.cfg.Cluster.Write(ctx,
 		func() error {
 			rev, err := s.cfg.Health.RenewTTL(ctx, req.Service, req.Id)
 			resp = &pb.RenewTTLResponse{Header: s.header(rev)}

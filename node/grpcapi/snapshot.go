@@ -171,7 +171,7 @@ func (s *Snapshots) Restore(stream grpc.ClientStreamingServer[pb.SnapshotChunk, 
 	}
 	var rev uint64
 	checked := false
-	err = s.cfg.Cluster.OnLeader(ctx,
+	err = s.cfg.Cluster.Write(ctx,
 		func() (err error) {
 			rev, err = s.cfg.Snapshots.RestoreSnapshot(ctx, f)
 			return err

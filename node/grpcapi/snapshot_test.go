@@ -54,6 +54,9 @@ func (leaderFake) Propose(context.Context, *pb.Command) (uint64, error) { return
 func (leaderFake) OnLeader(_ context.Context, local func() error, _ func(context.Context, grpc.ClientConnInterface) error) error {
 	return local()
 }
+func (leaderFake) Write(_ context.Context, local func() error, _ func(context.Context, grpc.ClientConnInterface) error) error {
+	return local()
+}
 func (leaderFake) CheckRead(context.Context, pb.Consistency) error { return nil }
 
 func serveSnapshots(t *testing.T, agent SnapshotAgent, dir string, free ...uint64) pb.SnapshotClient {

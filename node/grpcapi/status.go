@@ -245,7 +245,7 @@ func (s *Status) RemovePeer(ctx context.Context, req *pb.RemovePeerRequest) (*pb
 		return nil, fmt.Errorf("%w: name is empty: name the agent to remove", apierr.ErrInvalidArgument)
 	}
 	var rev uint64
-	err := s.cfg.Cluster.OnLeader(ctx,
+	err := s.cfg.Cluster.Write(ctx,
 		func() error {
 			var err error
 			rev, err = s.cfg.Status.RemovePeer(ctx, name)
