@@ -168,7 +168,10 @@ func (e *contactLoss) Unwrap() error { return ErrStaleRead }
 // since it opened, is cut off from it now and knows no leader; "" if it
 // is not, knows a leader (one reached it, and a forwarded call may reach
 // it too), or has never been in contact (it may be joining). A store the
-// monitor found cut off looks again first, as LeaderContact does.
+// monitor found cut off looks again first, as LeaderContact does. Writes
+// (Forwarder) fail at once on such a store; besides StaleReadBound, the
+// bound of reads, a voter that hears from no other voter (isolated) is
+// cut off sooner.
 func (s *Store) contactLost() string {
 	if _, id := s.Leader(); id != "" {
 		return ""
@@ -176,11 +179,58 @@ func (s *Store) contactLost() string {
 	c := &s.contact
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	now := time.Now()
 	if c.lost != nil {
-		s.lookAtContactLocked(time.Now())
+		s.lookAtContactLocked(now)
 	}
-	if loss, ok := c.lost.(*contactLoss); ok && c.had {
+	if !c.had {
+		return ""
+	}
+	if loss, ok := c.lost.(*contactLoss); ok {
 		return loss.why
 	}
-	return ""
+	return s.isolated(now)
+}
+
+// A voter that is cut off knows it long before StaleReadBound: in an
+// election, every voter that can reach another hears a vote request or an
+// answer to its own within about an election timeout (raft's heartbeat
+// timeout, randomised up to twice it), and a leader's heartbeats come many
+// times a heartbeat timeout. isolationTimeouts heartbeat timeouts without
+// a Raft message or an answer from any peer therefore mean that no other
+// voter reaches this one: it is cut off, or alone. A deposed leader cut
+// off from the others (it stepped down when its lease ran out) and a
+// follower behind a partition so fail writes a second or so into the cut,
+// not StaleReadBound (5 s) into it, while a write during an election that
+// will succeed waits for it. Only voters: a non-voter hears nothing during
+// an election.
+const isolationTimeouts = 3
+
+// isolated is why the store, a voter with other voters, counts itself
+// isolated at now; "" if it is not, or has never heard from a peer.
+func (s *Store) isolated(now time.Time) string {
+	heard := s.transport.heardFromPeer()
+	bound := isolationTimeouts * s.cfg.HeartbeatTimeout
+	if heard.IsZero() || now.Sub(heard) < bound || !s.voterWithPeers() {
+		return ""
+	}
+	return fmt.Sprintf("no other voter has sent this agent a Raft message or answered one for %s (%d heartbeat timeouts)",
+		now.Sub(heard).Round(100*time.Millisecond), isolationTimeouts)
+}
+
+// voterWithPeers reports whether the latest Raft configuration has this
+// store as a voter, and another voter beside it.
+func (s *Store) voterWithPeers() bool {
+	self, others := false, false
+	for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
+		if srv.Suffrage != raft.Voter {
+			continue
+		}
+		if string(srv.ID) == s.cfg.NodeID {
+			self = true
+		} else {
+			others = true
+		}
+	}
+	return self && others
 }

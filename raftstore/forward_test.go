@@ -504,16 +504,17 @@ func TestForwarderFailsSayingTheQuorumIsLost(t *testing.T) {
 }
 
 // TestForwarderOfAStoreCutOffFromTheLeaderFailsSoon: a store that was in
-// contact with a leader and has heard from none for StaleReadBound (its
-// peers gone, gossip not saying so yet) fails a write with ErrNoLeader
-// saying it is cut off, instead of waiting the whole leader_wait: a
-// client that can reach another agent goes there.
+// contact with a leader and has heard from none for StaleReadBound (three
+// of five voters gone, gossip not saying so yet; the other survivor's
+// votes keep it from counting itself isolated) fails a write with
+// ErrNoLeader saying it is cut off, instead of waiting the whole
+// leader_wait: a client that can reach another agent goes there.
 func TestForwarderOfAStoreCutOffFromTheLeaderFailsSoon(t *testing.T) {
-	stores := openCluster(t, 3, func(i int, cfg *Config) { cfg.StaleReadBound = time.Second })
+	stores := openCluster(t, 5, func(i int, cfg *Config) { cfg.StaleReadBound = time.Second })
 	survivor := stores[0]
-	// In contact (its monitor looks every contactPoll): it led.
+	// In contact (its monitor looks every contactPoll).
 	eventually(t, 10*time.Second, "n1 in contact with a leader", func() bool { return !survivor.CutOff() })
-	for _, s := range stores[1:] {
+	for _, s := range stores[2:] {
 		s.Close()
 	}
 	// Stepped down first: a write it proposed as the leader may yet be
@@ -534,6 +535,34 @@ func TestForwarderOfAStoreCutOffFromTheLeaderFailsSoon(t *testing.T) {
 	}
 	if ctx.Err() != nil {
 		t.Fatalf("Apply on a store cut off from the leader waited until the caller's deadline: %v", err)
+	}
+}
+
+// TestForwarderOfAVoterNoPeerAnswersFailsBeforeStaleReadBound: a leader
+// whose peers are all gone steps down and, hearing from no other voter
+// (no message, no answer) for a few heartbeat timeouts, fails a write as
+// cut off, long before StaleReadBound (an hour here) would say so.
+func TestForwarderOfAVoterNoPeerAnswersFailsBeforeStaleReadBound(t *testing.T) {
+	stores := openCluster(t, 3, func(i int, cfg *Config) { cfg.StaleReadBound = time.Hour })
+	survivor := stores[0]
+	eventually(t, 10*time.Second, "n1 in contact with a leader", func() bool { return !survivor.CutOff() })
+	for _, s := range stores[1:] {
+		s.Close()
+	}
+	eventually(t, 10*time.Second, "n1 steps down", func() bool { return !survivor.IsLeader() })
+	f := NewForwarder(survivor, ForwardConfig{LeaderWait: time.Hour, Dial: newTestDialer(t).dial})
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	_, err := f.Apply(ctx, registerCmd(testInstance("api", "0", "n1")))
+	want := "this agent is cut off from the leader: no other voter has sent this agent a Raft message or answered one for"
+	if !errors.Is(err, ErrNoLeader) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Apply on a voter no peer answers = %v, want ErrNoLeader saying %q", err, want)
+	}
+	if !apierr.IsNotApplied(err) {
+		t.Fatalf("Apply on a voter no peer answers = %v, want it marked not applied", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("Apply on a voter no peer answers waited until the caller's deadline: %v", err)
 	}
 }
 

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -69,6 +70,10 @@ type transport struct {
 	*raft.NetworkTransport
 	commits leaderCommits
 	acks    leaderAcks
+	// heard is when a peer last sent this agent a Raft message or
+	// answered one of its own (unix nanoseconds; 0: never), for
+	// isolation (contact.go).
+	heard atomic.Int64
 	// onAppend, when set (before raft starts), sees each AppendEntries
 	// request sent and its outcome; it must not block.
 	onAppend func(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, err error)
@@ -125,7 +130,9 @@ func (t *transport) forward() {
 		case <-t.stop:
 			return
 		case rpc := <-in:
-			t.commits.observe(rpc.Command, time.Now())
+			now := time.Now()
+			t.heardAt(now)
+			t.commits.observe(rpc.Command, now)
 			if err := t.votes.refuse(rpc); err != nil {
 				rpc.Respond(nil, err)
 				continue
@@ -150,9 +157,41 @@ func (t *transport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
 		return
 	}
 	t.NetworkTransport.SetHeartbeatHandler(func(rpc raft.RPC) {
-		t.commits.observe(rpc.Command, time.Now())
+		now := time.Now()
+		t.heardAt(now)
+		t.commits.observe(rpc.Command, now)
 		cb(rpc)
 	})
+}
+
+// heardAt notes that a peer sent a message or an answer at now.
+func (t *transport) heardAt(now time.Time) { t.heard.Store(now.UnixNano()) }
+
+// heardFromPeer is when a peer last sent this agent a Raft message or
+// answered one of its own (an error is no answer); zero if none has.
+func (t *transport) heardFromPeer() time.Time {
+	if n := t.heard.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// RequestVote implements raft.Transport, noting an answer.
+func (t *transport) RequestVote(id raft.ServerID, target raft.ServerAddress, req *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
+	err := t.NetworkTransport.RequestVote(id, target, req, resp)
+	if err == nil {
+		t.heardAt(time.Now())
+	}
+	return err
+}
+
+// RequestPreVote implements raft.WithPreVote, noting an answer.
+func (t *transport) RequestPreVote(id raft.ServerID, target raft.ServerAddress, req *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+	err := t.NetworkTransport.RequestPreVote(id, target, req, resp)
+	if err == nil {
+		t.heardAt(time.Now())
+	}
+	return err
 }
 
 // AppendEntries implements raft.Transport: it sends as the network
@@ -169,6 +208,9 @@ func (t *transport) AppendEntries(id raft.ServerID, target raft.ServerAddress, r
 // a peer's acceptance for CONSISTENT reads (readindex.go), and the
 // request and its outcome for onAppend.
 func (t *transport) appended(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, err error, sent time.Time) {
+	if err == nil {
+		t.heardAt(time.Now())
+	}
 	if err == nil && resp.Success && resp.Term == req.Term {
 		t.acks.accepted(id, req.Term, sent)
 	}
