@@ -115,8 +115,10 @@ bench-security: build
 
 ## bench-registry: zrpc's registry against etcd 3.4, measured from outside:
 ## zrpcd agents and etcd members in their own processes, the load from
-## bench/cmd/zrpcregbench, rounds interleaved zrpc/etcd (about 12 minutes;
+## bench/cmd/zrpcregbench, rounds interleaved zrpc/etcd (about 15 minutes;
 ## REGBENCH_FLAGS=--quick about 3). Installs etcd from Debian when missing.
+## As root, the partition scenario runs each member on a network namespace
+## of its own (iproute2) and cuts members off; without root it is left out.
 ## Results: a markdown table on stdout, JSON lines in REGBENCH_OUT.
 REGBENCH_OUT   ?= $(CURDIR)/$(BIN)/bench-registry.jsonl
 REGBENCH_FLAGS ?=

@@ -26,10 +26,15 @@ import (
 // waiting for an election) and is waited for. Writes carry request ids,
 // so one the silent agent did apply is applied once.
 
-// endpointProbe and probeTimeout: variables for tests.
+// endpointProbe and probeTimeout bound how long a call waits on a silent
+// agent: a second, the time a 3-agent cluster takes to elect a leader when
+// its leader goes silent. An agent that runs answers a health check in
+// milliseconds, even a loaded one; one that took over probeTimeout would
+// only send the call on to the next endpoint, as it would a retry (writes
+// carry request ids). Variables for tests.
 var (
-	endpointProbe = time.Second
-	probeTimeout  = time.Second
+	endpointProbe = 500 * time.Millisecond
+	probeTimeout  = 500 * time.Millisecond
 )
 
 // errAgentSilent ends a call to an agent that did not answer a health

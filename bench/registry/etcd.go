@@ -13,6 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/zrpcio/zrpc/bench/internal/proc"
 )
@@ -34,7 +35,7 @@ type etcdMember struct {
 }
 
 func (m *etcdMember) clientAddr() string {
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(m.clientPort))
+	return net.JoinHostPort(m.ip, strconv.Itoa(m.clientPort))
 }
 
 type etcdCluster struct {
@@ -45,12 +46,13 @@ type etcdCluster struct {
 	nodes   []*etcdMember
 }
 
-func (s etcdSystem) start(ctx context.Context, dir string, members int) (cluster, error) {
+func (s etcdSystem) start(ctx context.Context, nw network, dir string, members int) (cluster, error) {
 	ports, err := proc.FreePorts(2 * members)
 	if err != nil {
 		return nil, err
 	}
 	c := &etcdCluster{sys: s, dir: dir}
+	c.init(nw)
 	c.launchMember, c.waitMember = c.launch, c.waitServing
 	var initial []string
 	for i := range members {
@@ -61,7 +63,7 @@ func (s etcdSystem) start(ctx context.Context, dir string, members int) (cluster
 			return nil, err
 		}
 		c.nodes = append(c.nodes, m)
-		initial = append(initial, fmt.Sprintf("%s=http://127.0.0.1:%d", m.name, m.peerPort))
+		initial = append(initial, fmt.Sprintf("%s=http://%s", m.name, net.JoinHostPort(m.ip, strconv.Itoa(m.peerPort))))
 	}
 	c.initial = strings.Join(initial, ",")
 	if err := c.startAll(ctx, c); err != nil {
@@ -72,8 +74,8 @@ func (s etcdSystem) start(ctx context.Context, dir string, members int) (cluster
 
 func (c *etcdCluster) launch(i int) error {
 	m := c.nodes[i]
-	curl := fmt.Sprintf("http://127.0.0.1:%d", m.clientPort)
-	purl := fmt.Sprintf("http://127.0.0.1:%d", m.peerPort)
+	curl := "http://" + m.clientAddr()
+	purl := "http://" + net.JoinHostPort(m.ip, strconv.Itoa(m.peerPort))
 	args := []string{"--name", m.name, "--data-dir", filepath.Join(m.dir, "data"),
 		"--listen-client-urls", curl, "--advertise-client-urls", curl,
 		"--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
@@ -87,8 +89,8 @@ func (c *etcdCluster) launch(i int) error {
 // has a leader).
 func (c *etcdCluster) waitServing(ctx context.Context, i int) error {
 	m := c.nodes[i]
-	url := fmt.Sprintf("http://127.0.0.1:%d/health", m.clientPort)
-	if err := proc.WaitHTTP(ctx, m.proc, url, readyTimeout); err != nil {
+	url := "http://" + m.clientAddr() + "/health"
+	if err := proc.WaitHTTPWith(ctx, c.memberProcs.http, m.proc, url, readyTimeout); err != nil {
 		return fmt.Errorf("etcd %s: %w\n%s", m.name, err, m.proc.Tail())
 	}
 	return nil
@@ -98,7 +100,7 @@ func (c *etcdCluster) waitServing(ctx context.Context, i int) error {
 func (c *etcdCluster) leader(ctx context.Context) (int, error) {
 	return c.leaderBy(ctx, errors.New("etcd: no member says it leads"), func(ctx context.Context, i int) (bool, error) {
 		m := c.nodes[i]
-		cl, err := newEtcdClient(m.clientAddr())
+		cl, err := newEtcdClient(c.net, m.clientAddr())
 		if err != nil {
 			return false, err
 		}
@@ -110,8 +112,9 @@ func (c *etcdCluster) leader(ctx context.Context) (int, error) {
 	})
 }
 
-func newEtcdClient(endpoints ...string) (*clientv3.Client, error) {
-	return clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+func newEtcdClient(nw network, endpoints ...string) (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(nw.dial)}})
 }
 
 func (c *etcdCluster) endpoints(members []int) []string {
@@ -123,7 +126,7 @@ func (c *etcdCluster) endpoints(members []int) []string {
 }
 
 func (c *etcdCluster) newWriter(_ context.Context, members ...int) (writer, error) {
-	cl, err := newEtcdClient(c.endpoints(members)...)
+	cl, err := newEtcdClient(c.net, c.endpoints(members)...)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +172,7 @@ func (w *etcdWriter) readAll(ctx context.Context) (int, time.Duration, error) {
 func (w *etcdWriter) close() error { return w.c.Close() }
 
 func (c *etcdCluster) newWatchConn(_ context.Context, member int) (watchConn, error) {
-	cl, err := newEtcdClient(c.endpoints([]int{member})...)
+	cl, err := newEtcdClient(c.net, c.endpoints([]int{member})...)
 	if err != nil {
 		return nil, err
 	}
@@ -218,5 +221,5 @@ func (w *etcdWatchConn) close() error {
 
 func (c *etcdCluster) addr(i int) string { return c.nodes[i].clientAddr() }
 func (c *etcdCluster) metricsURL(i int) string {
-	return fmt.Sprintf("http://127.0.0.1:%d/metrics", c.nodes[i].clientPort)
+	return "http://" + c.nodes[i].clientAddr() + "/metrics"
 }

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -82,6 +83,7 @@ type writeLog struct {
 	killed    time.Time     // zero until the failure
 	recovered time.Time     // first ack of a write sent after the failure
 	failed    int           // writes that failed after the failure
+	acked     int           // writes sent after the failure and acknowledged
 	slowest   time.Duration // the longest write that ended after the failure, failed or not
 }
 
@@ -96,8 +98,11 @@ func (l *writeLog) done(sent time.Time, err error) {
 		l.failed++
 		return
 	}
-	if sent.After(l.killed) && l.recovered.IsZero() {
-		l.recovered = time.Now()
+	if sent.After(l.killed) {
+		l.acked++
+		if l.recovered.IsZero() {
+			l.recovered = time.Now()
+		}
 	}
 }
 
@@ -105,6 +110,72 @@ func (l *writeLog) snapshot() (killed, recovered time.Time, failed int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.killed, l.recovered, l.failed
+}
+
+// writeThroughFailure writes through w at failoverRate, each write in its
+// own call bounded by failoverWrite (so a write stuck on a failed member
+// holds none back), keys tag-N. failoverPre after the start it calls
+// fail, which calls now just before it fails a member, so the failure's
+// time is noted; it sends until stop, given the failure's time and
+// the first ack of a write sent after it (zero until then), says to end,
+// then waits for the writes in flight (one held by the failed member
+// counts, as failed or as slow) and returns what the writer saw.
+func writeThroughFailure(ctx context.Context, w writer, tag string, fail func(now func()) error,
+	stop func(failed, recovered time.Time) bool) (*writeLog, error) {
+	var (
+		log writeLog
+		wg  sync.WaitGroup
+	)
+	defer wg.Wait()
+	tick := time.NewTicker(time.Second / failoverRate)
+	defer tick.Stop()
+	start := time.Now()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+		sent := time.Now()
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, failoverWrite)
+			defer cancel()
+			err := w.put(cctx, "failover.rpc", fmt.Sprintf("%s-%06d", tag, i), sent.UnixNano())
+			log.done(sent, err)
+		})
+		killed, recovered, _ := log.snapshot()
+		switch {
+		case killed.IsZero() && time.Since(start) >= failoverPre:
+			now := func() {
+				log.mu.Lock()
+				log.killed = time.Now()
+				log.mu.Unlock()
+			}
+			if err := fail(now); err != nil {
+				return nil, err
+			}
+			if killed, _, _ = log.snapshot(); killed.IsZero() {
+				return nil, errors.New("the failure was not timed")
+			}
+		case !killed.IsZero() && stop(killed, recovered):
+			wg.Wait()
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			return &log, nil
+		}
+	}
+}
+
+// results are a failure's metrics: the time from the failure to the
+// first acknowledged write sent after it, the writes that failed, and the
+// slowest write.
+func (l *writeLog) results() Result {
+	var res Result
+	res.metric("unavailable s", l.recovered.Sub(l.killed).Seconds())
+	res.metric("failed writes", float64(l.failed))
+	res.metric("slowest write s", l.slowest.Seconds())
+	return res
 }
 
 // failoverTrial runs one failure of the leader under the writer: SIGKILL,
@@ -127,67 +198,33 @@ func failoverTrial(ctx context.Context, c cluster, tag string, pause bool) (Resu
 		return Result{}, -1, err
 	}
 	defer w.close()
-	var (
-		log writeLog
-		wg  sync.WaitGroup
-	)
-	defer wg.Wait()
-	tick := time.NewTicker(time.Second / failoverRate)
-	defer tick.Stop()
-	start := time.Now()
 	killedAt := -1
-	for i := 0; ; i++ {
-		select {
-		case <-ctx.Done():
-			return Result{}, killedAt, ctx.Err()
-		case <-tick.C:
+	log, err := writeThroughFailure(ctx, w, tag, func(now func()) error {
+		l, err := c.leader(ctx)
+		if err != nil {
+			return err
 		}
-		sent := time.Now()
-		wg.Go(func() {
-			cctx, cancel := context.WithTimeout(ctx, failoverWrite)
-			defer cancel()
-			err := w.put(cctx, "failover.rpc", fmt.Sprintf("%s-%06d", tag, i), sent.UnixNano())
-			log.done(sent, err)
-		})
-		killed, recovered, _ := log.snapshot()
-		switch {
-		case killedAt < 0 && time.Since(start) >= failoverPre:
-			l, err := c.leader(ctx)
-			if err != nil {
-				return Result{}, -1, err
-			}
-			if pause && l == follower {
-				return Result{}, -1, fmt.Errorf("leadership moved to the writer's member %d before the stop", l)
-			}
-			log.mu.Lock()
-			log.killed = time.Now()
-			log.mu.Unlock()
-			if pause {
-				err = c.process(l).Pause()
-			} else {
-				err = c.kill(l)
-			}
-			if err != nil {
-				return Result{}, -1, err
-			}
+		if pause && l == follower {
+			return fmt.Errorf("leadership moved to the writer's member %d before the stop", l)
+		}
+		now()
+		if pause {
+			err = c.process(l).Pause()
+		} else {
+			err = c.kill(l)
+		}
+		if err == nil {
 			killedAt = l
-		case killedAt >= 0 && !recovered.IsZero() && time.Since(recovered) >= failoverTail,
-			killedAt >= 0 && time.Since(killed) >= failoverPost:
-			// The writes in flight end by their own bound: one held by the
-			// failed leader counts, as failed or as slow.
-			wg.Wait()
-			if err := ctx.Err(); err != nil {
-				return Result{}, killedAt, err
-			}
-			killed, recovered, failed := log.snapshot()
-			if recovered.IsZero() {
-				return Result{}, killedAt, fmt.Errorf("no write succeeded within %s of the failure", failoverPost)
-			}
-			var res Result
-			res.metric("unavailable s", recovered.Sub(killed).Seconds())
-			res.metric("failed writes", float64(failed))
-			res.metric("slowest write s", log.slowest.Seconds())
-			return res, killedAt, nil
 		}
+		return err
+	}, func(killed, recovered time.Time) bool {
+		return !recovered.IsZero() && time.Since(recovered) >= failoverTail || time.Since(killed) >= failoverPost
+	})
+	if err != nil {
+		return Result{}, killedAt, err
 	}
+	if log.recovered.IsZero() {
+		return Result{}, killedAt, fmt.Errorf("no write succeeded within %s of the failure", failoverPost)
+	}
+	return log.results(), killedAt, nil
 }

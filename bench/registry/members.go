@@ -4,17 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/zrpcio/zrpc/bench/internal/proc"
 )
 
 // memberProc is one member's process and the directory it runs in (its
-// data under dir/data, its logs beside).
+// data under dir/data, its logs beside), and the address it binds.
 type memberProc struct {
 	name string
 	dir  string
+	ip   string
 	proc *proc.Process
 }
 
@@ -22,24 +25,35 @@ type memberProc struct {
 // processes; the system says how member i starts (launchMember) and when
 // it serves (waitMember).
 type memberProcs struct {
+	net          network // where the members run
+	http         *http.Client
 	procs        []*memberProc
 	starts       int // process starts, to name each one's log
 	launchMember func(i int) error
 	waitMember   func(ctx context.Context, i int) error
 }
 
-// add makes the directory of a new member and keeps it.
+// init sets the network the members run on.
+func (c *memberProcs) init(nw network) {
+	c.net, c.http = nw, httpClient(nw, time.Second)
+}
+
+// add makes the directory of a new member, the next on c's network, sets
+// its address and keeps it.
 func (c *memberProcs) add(m *memberProc) error {
 	if err := os.MkdirAll(m.dir, 0o700); err != nil {
 		return err
 	}
+	m.ip = c.net.ip(len(c.procs))
 	c.procs = append(c.procs, m)
 	return nil
 }
 
-// run starts member i's process, bin with args, its log named prefix-N.
+// run starts member i's process, bin with args on its host, its log named
+// prefix-N.
 func (c *memberProcs) run(i int, prefix, bin string, args []string) error {
 	c.starts++
+	bin, args = c.net.command(i, bin, args)
 	p, err := proc.Start(c.procs[i].dir, fmt.Sprintf("%s-%d", prefix, c.starts), bin, args...)
 	if err != nil {
 		return err

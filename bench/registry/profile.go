@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,7 +23,7 @@ type profiled interface {
 }
 
 func (c *zrpcCluster) pprofURL(i int) string {
-	return fmt.Sprintf("http://127.0.0.1:%d/debug/pprof", c.agents[i].http)
+	return fmt.Sprintf("http://%s/debug/pprof", net.JoinHostPort(c.agents[i].ip, strconv.Itoa(c.agents[i].http)))
 }
 
 // profileRound takes a CPU profile of every member of c over d while a

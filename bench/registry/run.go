@@ -11,7 +11,10 @@
 // at 1/16/64 writers), watch (write→event latency at a fixed rate on one
 // node and across members), fanout (thousands of watchers on one node),
 // failover (leader kill -9, and leader SIGSTOP with the writer on a
-// follower → next successful write) and scale (a large
+// follower → next successful write), partition (the leader, then a
+// follower, cut off by the network for 12 s from the other members, with
+// the writer or without; each member on a network namespace of its own;
+// needs root) and scale (a large
 // registry's memory, idle CPU, read latency and restart time).
 //
 // It measures and prints; it decides nothing from the numbers.
@@ -29,10 +32,11 @@ import (
 	"time"
 
 	"github.com/zrpcio/zrpc/bench/internal/proc"
+	"github.com/zrpcio/zrpc/internal/netlab"
 )
 
 // Phases, in the order a run takes them.
-var Phases = []string{"puts", "watch", "fanout", "failover", "scale"}
+var Phases = []string{"puts", "watch", "fanout", "failover", "partition", "scale"}
 
 // loadWarn is the one-minute load average above which the report warns
 // that other work on the machine makes the numbers unreliable.
@@ -73,6 +77,8 @@ type Config struct {
 	// FailoverKills is how often each cluster's leader is killed, and
 	// then stopped.
 	FailoverKills int
+	// PartitionHold is how long each cut of the partition scenario lasts.
+	PartitionHold time.Duration
 	// Instances is the scale scenario's registry size; Idle how long its
 	// idle CPU is measured.
 	Instances int
@@ -94,15 +100,20 @@ type Config struct {
 	Log *slog.Logger
 }
 
-// Default is the full run (about 12 minutes on 2 cores).
+// Default is the full run (about 14 minutes on 2 cores); without root
+// (network namespaces) it leaves out the partition scenario.
 func Default() Config {
+	phases := Phases
+	if netlab.Available() != nil {
+		phases = slices.DeleteFunc(slices.Clone(Phases), func(p string) bool { return p == "partition" })
+	}
 	return Config{
-		Systems: []string{Zrpc, Etcd}, Phases: Phases, Nodes: []int{1, 3},
+		Systems: []string{Zrpc, Etcd}, Phases: phases, Nodes: []int{1, 3},
 		Reps: 3, ScaleReps: 1, Settle: 2 * time.Second,
 		Duration: 5 * time.Second, MaxOps: 100_000, Writers: []int{1, 16, 64},
 		Rate: 200, WatchEvents: 1000,
 		FanoutServices: 1000, FanoutWatchers: 10, FanoutConns: 100, FanoutWrites: 1000,
-		FailoverKills: 1, Instances: 100_000, Idle: 20 * time.Second,
+		FailoverKills: 1, PartitionHold: 12 * time.Second, Instances: 100_000, Idle: 20 * time.Second,
 	}
 }
 
@@ -154,8 +165,14 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %d: want at least 1", p.name, p.v))
 		}
 	}
-	if c.Duration <= 0 || c.Idle <= 0 || c.Settle < 0 {
-		errs = append(errs, fmt.Errorf("duration %s, idle %s, settle %s: want positive durations (settle may be 0)", c.Duration, c.Idle, c.Settle))
+	if c.Duration <= 0 || c.Idle <= 0 || c.Settle < 0 || c.PartitionHold <= 0 {
+		errs = append(errs, fmt.Errorf("duration %s, idle %s, settle %s, partition hold %s: want positive durations (settle may be 0)",
+			c.Duration, c.Idle, c.Settle, c.PartitionHold))
+	}
+	if slices.Contains(c.Phases, "partition") {
+		if err := netlab.Available(); err != nil {
+			errs = append(errs, fmt.Errorf("phases: partition runs each member in a network namespace of its own: %w", err))
+		}
 	}
 	if len(c.Writers) == 0 {
 		errs = append(errs, errors.New("writers: want at least one count"))
@@ -200,7 +217,7 @@ func Run(ctx context.Context, cfg Config, rep *Report) error {
 	rep.LoadStart = loadAverage(r.log, "start")
 	defer func() { rep.LoadEnd = loadAverage(r.log, "end") }()
 	phases := map[string]func(context.Context) error{
-		"puts": r.puts, "watch": r.watch, "fanout": r.fanout, "failover": r.failover, "scale": r.scale,
+		"puts": r.puts, "watch": r.watch, "fanout": r.fanout, "failover": r.failover, "partition": r.partition, "scale": r.scale,
 	}
 	for _, p := range Phases {
 		if !slices.Contains(cfg.Phases, p) {
@@ -236,16 +253,22 @@ func (r *runner) system(name string, zrpcExtra, etcdExtra []string) system {
 }
 
 // eachRound runs fn once per repetition and system, interleaved, each time
-// on a fresh cluster of nodes members that has settled; the cluster is
-// stopped and its data removed after fn, whatever happens.
+// on a fresh cluster of nodes members on loopback that has settled; the
+// cluster is stopped and its data removed after fn, whatever happens.
 func (r *runner) eachRound(ctx context.Context, reps, nodes int, zrpcExtra, etcdExtra []string,
+	fn func(ctx context.Context, s slot, c cluster) error) error {
+	return r.eachRoundOn(ctx, loopback{}, reps, nodes, zrpcExtra, etcdExtra, fn)
+}
+
+// eachRoundOn is eachRound with the clusters on nw.
+func (r *runner) eachRoundOn(ctx context.Context, nw network, reps, nodes int, zrpcExtra, etcdExtra []string,
 	fn func(ctx context.Context, s slot, c cluster) error) error {
 	for _, s := range interleave(reps, r.cfg.Systems) {
 		r.rounds++
 		dir := filepath.Join(r.dir, strconv.Itoa(r.rounds)+"-"+s.system)
 		log := r.log.With("system", s.system, "rep", s.rep, "nodes", nodes)
 		log.Info("starting cluster")
-		c, err := r.system(s.system, zrpcExtra, etcdExtra).start(ctx, dir, nodes)
+		c, err := r.system(s.system, zrpcExtra, etcdExtra).start(ctx, nw, dir, nodes)
 		if err != nil {
 			return fmt.Errorf("%s, repetition %d: %w", s.system, s.rep, err)
 		}

@@ -53,6 +53,7 @@ func tinyConfig(t *testing.T) Config {
 	c.WatchEvents, c.WatchStages = 50, true
 	c.FanoutServices, c.FanoutWatchers, c.FanoutConns, c.FanoutWrites = 10, 3, 4, 30
 	c.Instances, c.Idle = 500, time.Second
+	c.PartitionHold = 3 * time.Second
 	c.Dir = t.TempDir()
 	c.Log = testlog.New(t, "")
 	return c
@@ -96,8 +97,12 @@ func TestRunEndToEnd(t *testing.T) {
 			t.Errorf("%s %s %s: no writes", res.System, res.Topology, res.Case)
 		}
 	}
-	// puts 2 nodes × 2 writer counts, watch 1 + 2 cases, fanout, failover, scale
-	const want = 4 + 3 + 1 + 1 + 1
+	// puts 2 nodes × 2 writer counts, watch 1 + 2 cases, fanout, failover
+	// 2 cases (kill, stop), partition 4 cases (with root), scale
+	want := 4 + 3 + 1 + 2 + 1
+	if slices.Contains(cfg.Phases, "partition") {
+		want += len(partitionCases)
+	}
 	for _, s := range cfg.Systems {
 		if len(cases[s]) != want {
 			t.Errorf("%s measured %d cases, want %d: %v", s, len(cases[s]), want, cases[s])

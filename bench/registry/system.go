@@ -21,10 +21,10 @@ const readyTimeout = 60 * time.Second
 // system starts clusters of one registry: zrpcd agents or etcd members.
 type system interface {
 	name() string
-	// start starts members processes on loopback with fresh data dirs
-	// under dir and returns once every member serves and a write has
+	// start starts members processes on nw with fresh data dirs under
+	// dir and returns once every member serves and a write has
 	// succeeded.
-	start(ctx context.Context, dir string, members int) (cluster, error)
+	start(ctx context.Context, nw network, dir string, members int) (cluster, error)
 }
 
 // cluster is one running cluster of a system. Every method may be called

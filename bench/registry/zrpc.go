@@ -40,10 +40,10 @@ type zrpcMember struct {
 }
 
 func (m *zrpcMember) grpcAddr() string {
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(m.grpcPort))
+	return net.JoinHostPort(m.ip, strconv.Itoa(m.grpcPort))
 }
 func (m *zrpcMember) gossipAddr() string {
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(m.gossipPort))
+	return net.JoinHostPort(m.ip, strconv.Itoa(m.gossipPort))
 }
 
 type zrpcCluster struct {
@@ -53,12 +53,13 @@ type zrpcCluster struct {
 	agents []*zrpcMember
 }
 
-func (s zrpcSystem) start(ctx context.Context, dir string, members int) (cluster, error) {
+func (s zrpcSystem) start(ctx context.Context, nw network, dir string, members int) (cluster, error) {
 	ports, err := proc.FreePorts(4 * members)
 	if err != nil {
 		return nil, err
 	}
 	c := &zrpcCluster{sys: s, dir: dir}
+	c.init(nw)
 	c.launchMember, c.waitMember = c.launch, c.waitServing
 	for i := range members {
 		name := "z" + strconv.Itoa(i+1)
@@ -90,7 +91,7 @@ func (c *zrpcCluster) launch(i int) error {
 		args = append(args, "--bootstrap-expect", strconv.Itoa(len(c.agents)))
 	}
 	args = append(args, "--name", m.name, "--data-dir", filepath.Join(m.dir, "data"),
-		"--bind", "127.0.0.1", "--http-bind", "127.0.0.1",
+		"--bind", m.ip, "--http-bind", m.ip,
 		"--grpc-port", strconv.Itoa(m.grpcPort), "--raft-port", strconv.Itoa(m.raftPort),
 		"--gossip-port", strconv.Itoa(m.gossipPort), "--http-port", strconv.Itoa(m.http),
 		"--dns-port", "0",
@@ -102,8 +103,8 @@ func (c *zrpcCluster) launch(i int) error {
 // waitServing waits until agent i knows a leader (/readyz).
 func (c *zrpcCluster) waitServing(ctx context.Context, i int) error {
 	m := c.agents[i]
-	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", m.http)
-	if err := proc.WaitHTTP(ctx, m.proc, url, readyTimeout); err != nil {
+	url := fmt.Sprintf("http://%s/readyz", net.JoinHostPort(m.ip, strconv.Itoa(m.http)))
+	if err := proc.WaitHTTPWith(ctx, c.memberProcs.http, m.proc, url, readyTimeout); err != nil {
 		return fmt.Errorf("zrpcd %s: %w\n%s", m.name, err, m.proc.Tail())
 	}
 	return nil
@@ -111,7 +112,7 @@ func (c *zrpcCluster) waitServing(ctx context.Context, i int) error {
 
 func (c *zrpcCluster) leader(ctx context.Context) (int, error) {
 	return c.leaderBy(ctx, errors.New("zrpc: no agent says it leads"), func(ctx context.Context, i int) (bool, error) {
-		cl, err := client.New(client.Config{Endpoints: []string{c.agents[i].grpcAddr()}})
+		cl, err := client.New(client.Config{Endpoints: []string{c.agents[i].grpcAddr()}, Dialer: c.net.dial})
 		if err != nil {
 			return false, err
 		}
@@ -132,16 +133,17 @@ func (c *zrpcCluster) endpoints(members []int) []string {
 }
 
 func (c *zrpcCluster) newWriter(_ context.Context, members ...int) (writer, error) {
-	cl, err := client.New(client.Config{Endpoints: c.endpoints(members)})
+	cl, err := client.New(client.Config{Endpoints: c.endpoints(members), Dialer: c.net.dial})
 	if err != nil {
 		return nil, err
 	}
-	return zrpcWriter{c: cl, addr: c.agents[members[0]].grpcAddr()}, nil
+	return zrpcWriter{c: cl, addr: c.agents[members[0]].grpcAddr(), dial: c.net.dial}, nil
 }
 
 type zrpcWriter struct {
 	c    *client.Client
 	addr string // the first endpoint of c
+	dial func(context.Context, string) (net.Conn, error)
 }
 
 func (w zrpcWriter) put(ctx context.Context, group, key string, stamp int64) error {
@@ -158,7 +160,7 @@ func (w zrpcWriter) read(ctx context.Context, group string) (int, error) {
 // of its own, to see when its first page arrives (client.WatchStream
 // hands a snapshot over only once its last page has).
 func (w zrpcWriter) readAll(ctx context.Context) (int, time.Duration, error) {
-	conn, err := grpc.NewClient(w.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(w.addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(w.dial))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -206,7 +208,7 @@ func zrpcInstance(service, id string, stamp int64) *zrpcpb.Instance {
 }
 
 func (c *zrpcCluster) newWatchConn(_ context.Context, member int) (watchConn, error) {
-	cl, err := client.New(client.Config{Endpoints: c.endpoints([]int{member})})
+	cl, err := client.New(client.Config{Endpoints: c.endpoints([]int{member}), Dialer: c.net.dial})
 	if err != nil {
 		return nil, err
 	}
@@ -263,8 +265,11 @@ func (w *zrpcWatchConn) close() error {
 
 // probeWrite writes through member 0 until a write succeeds or
 // readyTimeout passes: the cluster has a leader that commits.
-func probeWrite(ctx context.Context, c cluster) error {
-	w, err := c.newWriter(ctx, 0)
+func probeWrite(ctx context.Context, c cluster) error { return probeWriteThrough(ctx, c, 0) }
+
+// probeWriteThrough is probeWrite through member i.
+func probeWriteThrough(ctx context.Context, c cluster, i int) error {
+	w, err := c.newWriter(ctx, i)
 	if err != nil {
 		return err
 	}
@@ -288,5 +293,5 @@ func probeWrite(ctx context.Context, c cluster) error {
 
 func (c *zrpcCluster) addr(i int) string { return c.agents[i].grpcAddr() }
 func (c *zrpcCluster) metricsURL(i int) string {
-	return fmt.Sprintf("http://127.0.0.1:%d/metrics", c.agents[i].http)
+	return fmt.Sprintf("http://%s/metrics", net.JoinHostPort(c.agents[i].ip, strconv.Itoa(c.agents[i].http)))
 }

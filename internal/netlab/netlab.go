@@ -12,7 +12,7 @@
 // is needed: only iproute2's ip and root. Nothing is changed outside the
 // lab's namespaces.
 //
-// Tests only.
+// Tests and benchmarks only (bench/registry's partition scenario).
 package netlab
 
 import (

@@ -1,8 +1,9 @@
 // Command zrpcregbench compares zrpc's service registry with etcd 3.4's
 // from its own process: zrpcd agents and etcd members run as separate
-// processes on loopback with fresh data dirs, and each scenario (puts,
-// watch, fanout, failover, scale) alternates the systems round by round
-// with a fresh cluster per repetition. It prints a markdown table (median
+// processes on loopback with fresh data dirs (the partition scenario: each
+// in a network namespace of its own, which needs root), and each scenario
+// (puts, watch, fanout, failover, partition, scale) alternates the
+// systems round by round with a fresh cluster per repetition. It prints a markdown table (median
 // with min-max per system, the ratio of the medians zrpc/etcd) and writes
 // every round as a JSON line to --out.
 //
@@ -71,6 +72,7 @@ func run() error {
 	flag.IntVar(&cfg.FanoutConns, "fanout-conns", cfg.FanoutConns, "client connections the watchers share")
 	flag.IntVar(&cfg.FanoutWrites, "fanout-writes", cfg.FanoutWrites, "writes of the fanout round")
 	flag.IntVar(&cfg.FailoverKills, "failover-kills", cfg.FailoverKills, "leader kills, and then stops, per failover cluster")
+	flag.DurationVar(&cfg.PartitionHold, "partition-hold", cfg.PartitionHold, "how long each cut of the partition scenario lasts (it needs root: a network namespace per member)")
 	flag.IntVar(&cfg.Instances, "instances", cfg.Instances, "instances of the scale scenario (above 100000 the registry quotas are raised)")
 	flag.DurationVar(&cfg.Idle, "idle", cfg.Idle, "how long the scale scenario measures idle CPU")
 	flag.StringVar(&cfg.Dir, "dir", "", "keep data dirs and process logs here (default: a temporary directory, removed)")

@@ -143,9 +143,14 @@ func (p *Process) Tail() string {
 
 // WaitHTTP polls url until it answers 200, p exits, or timeout passes.
 func WaitHTTP(ctx context.Context, p *Process, url string, timeout time.Duration) error {
+	return WaitHTTPWith(ctx, &http.Client{Timeout: time.Second}, p, url, timeout)
+}
+
+// WaitHTTPWith is WaitHTTP asking through hc (a client that reaches p
+// where the default one cannot, in another network namespace).
+func WaitHTTPWith(ctx context.Context, hc *http.Client, p *Process, url string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	hc := &http.Client{Timeout: time.Second}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
