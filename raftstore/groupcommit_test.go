@@ -61,6 +61,13 @@ func TestConcurrentProposalsShareOneLogAppend(t *testing.T) {
 	})
 	s := leaderOf(t, stores)
 	mustStoreApply(t, s, registerCmd(testInstance("api", "warm", "n1")))
+	// The new leader's barrier, proposed from a goroutine of its own, must
+	// not join the batch counted below.
+	testwait.For(t, 10*time.Second, "the leader's barrier applied", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.leaderReady
+	})
 	gate.arm()
 	first := make(chan error, 1)
 	go func() {
