@@ -117,10 +117,14 @@ func TestOperatorSeesAgentsGoDownAndComeBack(t *testing.T) {
 	waitFor(t, 20*time.Second, "status says no leader", func() bool {
 		return statusField(n1, "Leader") == "no leader: 1 of 3 voters reachable, a leader needs 2 (restart them or mend the network to them; if a majority is gone for good, see `zrpcd agent recover --help`)"
 	})
+	// Gossip says 1 of 3 by now; the agent may have found itself alone
+	// (no other voter has answered it for a second) before gossip did, and
+	// says that.
 	_, err = run(n1, "service", "register", "late.rpc", "--id", "l1", "--address", "127.0.0.1:9003")
-	if err == nil || !strings.Contains(err.Error(), "no cluster leader: 1 of 3 voters reachable") ||
-		!strings.Contains(err.Error(), "restart the unreachable agents") || strings.Contains(err.Error(), "no answer within") {
-		t.Fatalf("a write without a quorum: %v, want a failure before --timeout saying 1 of 3 voters are reachable and what to do", err)
+	if err == nil || !(strings.Contains(err.Error(), "no cluster leader: 1 of 3 voters reachable") && strings.Contains(err.Error(), "restart the unreachable agents") ||
+		strings.Contains(err.Error(), "no other voter has sent this agent") && strings.Contains(err.Error(), "restart the agents this one cannot reach")) ||
+		strings.Contains(err.Error(), "no answer within") {
+		t.Fatalf("a write without a quorum: %v, want a failure before --timeout saying 1 of 3 voters are reachable, or none answers, and what to do", err)
 	}
 	_, err = run(n1, "service", "list")
 	if err == nil || !strings.Contains(err.Error(), "replica is stale") || !strings.Contains(err.Error(), "--consistency stale") {

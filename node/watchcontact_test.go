@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -219,5 +220,37 @@ func TestWatchesRequiringALeaderOutliveAnElection(t *testing.T) {
 	})
 	for _, sw := range watches {
 		sw.await(t, "a watch after the election", "u1", 10*time.Second)
+	}
+}
+
+// TestSessionIsToldWhenItsAgentIsCutOff: a session on an agent that loses
+// contact with the leader gets a response saying so (seq 0, answering no
+// request) without sending a keepalive, so that its process can register
+// through another agent at once instead of at its next keepalive.
+func TestSessionIsToldWhenItsAgentIsCutOff(t *testing.T) {
+	c := testcluster.New(t, 3)
+	minority := (c.LeaderIndex() + 1) % 3
+	var majority []int
+	for i := range 3 {
+		if i != minority {
+			majority = append(majority, i)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	stream, err := c.Registry(minority).Session(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pb.SessionRequest{Seq: 1, Kind: &pb.SessionRequest_Open{Open: &pb.SessionOpen{Owner: "test"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if open, err := stream.Recv(); err != nil || open.GetSession() == "" {
+		t.Fatalf("open: %v, %v", open, err)
+	}
+	c.Partition([]int{minority}, majority)
+	resp, err := stream.Recv()
+	if err != nil || resp.GetSeq() != 0 || !strings.Contains(resp.GetCutOff(), "replica is stale") {
+		t.Fatalf("after the partition the session got %v, %v; want a response of seq 0 saying the agent is cut off", resp, err)
 	}
 }

@@ -22,7 +22,8 @@ import (
 // a leader down once no quorum answers it within its lease); a follower
 // is when a leader replicated to it within StaleReadBound, or it led
 // itself that recently (so that an agent stepping down in an election is
-// not cut off for the moments until the new leader reaches it).
+// not cut off for the moments until the new leader reaches it), unless it
+// is a voter isolated from every peer (isolated, below).
 
 // contactPoll is how often the store looks whether it is in contact with
 // a leader.
@@ -121,10 +122,16 @@ func (s *Store) lookAtContactLocked(now time.Time) {
 	}
 	_, heard := s.transport.LeaderCommit()
 	lost := cutOff(now, leader, heard, c.ledAt, s.cfg.StaleReadBound)
+	if lost == nil && !leader {
+		if why := s.isolated(now); why != "" {
+			lost = &contactLoss{why: why}
+		}
+	}
 	switch {
 	case lost != nil && c.lost == nil:
 		if c.had {
-			s.log.Warn("cut off from the leader: watches that require one end, default reads refuse", "err", lost)
+			s.log.Warn("cut off from the leader: writes fail at once, watches that require a leader end, sessions are told; default reads refuse once no leader has reached this agent for stale_read_bound",
+				"err", lost)
 		}
 		c.cancel(lost)
 	case lost == nil && c.lost != nil:
@@ -167,11 +174,9 @@ func (e *contactLoss) Unwrap() error { return ErrStaleRead }
 // contactLost is why the store, in contact with a leader at some time
 // since it opened, is cut off from it now and knows no leader; "" if it
 // is not, knows a leader (one reached it, and a forwarded call may reach
-// it too), or has never been in contact (it may be joining). A store the
-// monitor found cut off looks again first, as LeaderContact does. Writes
-// (Forwarder) fail at once on such a store; besides StaleReadBound, the
-// bound of reads, a voter that hears from no other voter (isolated) is
-// cut off sooner.
+// it too), or has never been in contact (it may be joining). The store
+// looks again first. Writes (Forwarder) fail at once on such a
+// store.
 func (s *Store) contactLost() string {
 	if _, id := s.Leader(); id != "" {
 		return ""
@@ -179,43 +184,47 @@ func (s *Store) contactLost() string {
 	c := &s.contact
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := time.Now()
-	if c.lost != nil {
-		s.lookAtContactLocked(now)
-	}
-	if !c.had {
-		return ""
-	}
-	if loss, ok := c.lost.(*contactLoss); ok {
+	s.lookAtContactLocked(time.Now())
+	if loss, ok := c.lost.(*contactLoss); ok && c.had {
 		return loss.why
 	}
-	return s.isolated(now)
+	return ""
 }
 
 // A voter that is cut off knows it long before StaleReadBound: in an
 // election, every voter that can reach another hears a vote request or an
 // answer to its own within about an election timeout (raft's heartbeat
 // timeout, randomised up to twice it), and a leader's heartbeats come many
-// times a heartbeat timeout. isolationTimeouts heartbeat timeouts without
-// a Raft message or an answer from any peer therefore mean that no other
-// voter reaches this one: it is cut off, or alone. A deposed leader cut
-// off from the others (it stepped down when its lease ran out) and a
-// follower behind a partition so fail writes a second or so into the cut,
-// not StaleReadBound (5 s) into it, while a write during an election that
-// will succeed waits for it. Only voters: a non-voter hears nothing during
-// an election.
-const isolationTimeouts = 3
+// times a heartbeat timeout. isolationTimeouts heartbeat timeouts (at
+// least minIsolation) without a Raft message or an answer from any peer
+// therefore mean that no other voter reaches this one: it is cut off, or
+// alone. A deposed leader cut off from the others (it stepped down when
+// its lease ran out) and a follower behind a partition so count as cut
+// off a second or so into the cut, not StaleReadBound (5 s) into it, while
+// a write during an election that will succeed waits for it; etcd ends
+// its watches that require a leader after three election timeouts without
+// one in the same way. Reads keep StaleReadBound, the staleness an
+// operator allows. Only voters: a non-voter hears nothing during an
+// election.
+const (
+	isolationTimeouts = 3
+	minIsolation      = time.Second
+)
 
-// isolated is why the store, a voter with other voters, counts itself
-// isolated at now; "" if it is not, or has never heard from a peer.
+// isolated is why the store, a voter with other voters that knows no
+// leader, counts itself isolated at now; "" if it is not, or has never
+// heard from a peer.
 func (s *Store) isolated(now time.Time) string {
 	heard := s.transport.heardFromPeer()
-	bound := isolationTimeouts * s.cfg.HeartbeatTimeout
+	bound := max(isolationTimeouts*s.cfg.HeartbeatTimeout, minIsolation)
 	if heard.IsZero() || now.Sub(heard) < bound || !s.voterWithPeers() {
 		return ""
 	}
-	return fmt.Sprintf("no other voter has sent this agent a Raft message or answered one for %s (%d heartbeat timeouts)",
-		now.Sub(heard).Round(100*time.Millisecond), isolationTimeouts)
+	if _, id := s.Leader(); id != "" {
+		return ""
+	}
+	return fmt.Sprintf("no other voter has sent this agent a Raft message or answered one for %s",
+		now.Sub(heard).Round(100*time.Millisecond))
 }
 
 // voterWithPeers reports whether the latest Raft configuration has this

@@ -195,8 +195,14 @@ func (f *Forwarder) onLeader(ctx context.Context, local func() error, remote fun
 				ErrNoLeader, q)
 		}
 		if why != "" {
-			return sent, fmt.Errorf("%w: this agent is cut off from the leader: %s; another agent may reach it (a client given several agents goes on to the next), or mend the network between this agent and the others (`zrpcctl members` shows what this agent's gossip sees)",
-				ErrNoLeader, why)
+			// Gossip may not have noticed yet: isolation takes about a
+			// second, gossip's failure detection several.
+			count := ""
+			if known {
+				count = "; by its count " + q.String()
+			}
+			return sent, fmt.Errorf("%w: this agent is cut off from the leader: %s; another agent may reach it (a client given several agents goes on to the next); restart the agents this one cannot reach or mend the network to them (`zrpcctl members` shows what this agent's gossip sees%s)",
+				ErrNoLeader, why, count)
 		}
 		if !now.Before(deadline) {
 			voters := "is a majority of voters up?"

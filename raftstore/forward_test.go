@@ -564,6 +564,10 @@ func TestForwarderOfAVoterNoPeerAnswersFailsBeforeStaleReadBound(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Fatalf("Apply on a voter no peer answers waited until the caller's deadline: %v", err)
 	}
+	// Its watches that require a leader and its sessions learn it too.
+	if _, err := survivor.LeaderContact(); !errors.Is(err, ErrStaleRead) || !strings.Contains(err.Error(), "no other voter") {
+		t.Fatalf("LeaderContact on a voter no peer answers = %v, want ErrStaleRead saying no voter answers", err)
+	}
 }
 
 // TestForwarderOfAStoreNeverInContactWaitsForALeader: a store that has

@@ -123,11 +123,29 @@ func (s *Registry) Session(stream pb.Registry_SessionServer) error {
 			}
 		}
 	}()
+	// An agent that loses contact with the leader tells the session at
+	// once, in a response that answers no request (seq 0), not only in
+	// the answer to its next keepalive: its owner may register elsewhere
+	// seconds sooner.
+	lost := s.contactLostCh()
 	for {
 		select {
 		case req := <-reqs:
 			if err := stream.Send(s.handleSessionRequest(ctx, id, req)); err != nil {
 				return err
+			}
+			if lost == nil {
+				lost = s.contactLostCh()
+			}
+		case <-lost:
+			lost = nil // armed again at the next request once in contact
+			resp := &pb.SessionResponse{Header: s.header(s.cfg.Replica.Revision())}
+			if _, err := s.leaderContact(); err != nil {
+				resp.CutOff = err.Error()
+				s.log.Info("session told its agent is cut off from the leader", "session", id, "err", err)
+				if err := stream.Send(resp); err != nil {
+					return err
+				}
 			}
 		case err := <-ended:
 			s.log.Debug("session stream ended", "session", id, "err", err)
@@ -147,6 +165,16 @@ func (s *Registry) Session(stream pb.Registry_SessionServer) error {
 				apierr.ErrSessionRequired, id, s.cfg.Agent)
 		}
 	}
+}
+
+// contactLostCh returns a channel that closes when this agent loses
+// contact with the leader; nil (never ready) when it has lost it already.
+func (s *Registry) contactLostCh() <-chan struct{} {
+	contact, err := s.leaderContact()
+	if err != nil {
+		return nil
+	}
+	return contact.Done()
 }
 
 func (s *Registry) handleSessionRequest(ctx context.Context, id string, req *pb.SessionRequest) *pb.SessionResponse {
