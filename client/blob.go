@@ -59,7 +59,8 @@ type PutOptions struct {
 // is an io.Seeker (a file), PutBlob then starts the put over from r's
 // first position, at most twice, a second and then two apart, the
 // cluster placing the shards anew (a spare agent, or gossip has found
-// the failed one gone by then).
+// the failed one gone by then). So does a put through an agent that
+// stored too few shards for the same reason.
 func (c *Client) PutBlob(ctx context.Context, name string, r io.Reader, opts PutOptions) (*zrpcpb.BlobPutResponse, error) {
 	seeker, start := startOf(r)
 	for attempt := 1; ; attempt++ {
@@ -163,6 +164,11 @@ func (c *Client) putThroughAgent(ctx context.Context, hdr *zrpcpb.BlobPutHeader,
 	switch {
 	case errors.Is(err, errPutStarted):
 		err = fmt.Errorf("put %q: the agent failed after the upload began: retry the put", name)
+	case errors.Is(err, apierr.ErrNotEnoughShards):
+		// The agent stored too few shards of a block (an agent it
+		// placed some on failed, its gossip not knowing yet) and
+		// committed nothing: PutBlob may start the put over.
+		err = fmt.Errorf("%w: %w", errPutLostShards, err)
 	case err != nil && sent && ctx.Err() != nil:
 		// Every byte went out: the agents may be committing the blob
 		// now, and no answer will say whether they did.

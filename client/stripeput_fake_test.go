@@ -74,8 +74,10 @@ type fakeAgent struct {
 	silent, holdClose atomic.Bool
 	// putRefusal, when set, is the answer of an agent-coordinated Put
 	// once the header and a chunk have come (an agent cut off from the
-	// leader).
-	putRefusal error
+	// leader); to the first putRefusals puts only, when that is above 0.
+	putRefusal  error
+	putRefusals int
+	refused     atomic.Int32
 }
 
 // fakeHealth is a fake agent's gRPC health service.
@@ -339,7 +341,7 @@ func (a *fakeAgent) Put(stream zrpcpb.Blobs_PutServer) error {
 		return err
 	}
 	h := first.GetHeader()
-	if a.putRefusal != nil {
+	if a.putRefusal != nil && (a.putRefusals == 0 || int(a.refused.Add(1)) <= a.putRefusals) {
 		// After the first chunk, or the end of a blob that fits in one.
 		if _, err := stream.Recv(); err != nil && err != io.EOF {
 			return err

@@ -628,3 +628,32 @@ func TestPutThroughAnAgentMovesToTheNextAgentWhenTheFirstRefuses(t *testing.T) {
 		t.Fatal("a put from a pipe reached the second agent after the first had read from it")
 	}
 }
+
+// A put through an agent that stored too few shards of a block (an agent
+// it placed some on failed before gossip knew) committed nothing; from a
+// file-like source the client starts it over after a pause, and the
+// cluster, placing anew, stores it. From a pipe it fails as it was.
+func TestPutThroughAnAgentStartsOverWhenTheAgentStoredTooFewShards(t *testing.T) {
+	defer func(w []time.Duration) { putRetryWaits = w }(putRetryWaits)
+	putRetryWaits = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond}
+	tooFew := apierr.ToStatus(fmt.Errorf("%w: block 0 of %q: stored 2 of 3 shards, need 3", apierr.ErrNotEnoughShards, "a"))
+	data := randomBytes(t, 3*putChunk+123)
+
+	f := newFakeBlobs(t, 3)
+	f.agents[0].putRefusal, f.agents[0].putRefusals = tooFew, 1
+	c := f.client(t)
+	if _, err := c.PutBlob(testContext(t), "a", bytes.NewReader(data), PutOptions{ThroughAgent: true}); err != nil {
+		t.Fatalf("PutBlob through an agent that stored too few shards once: %v", err)
+	}
+	if _, _, puts := f.snapshot(); !bytes.Equal(puts["a"], data) {
+		t.Fatalf("the agent got %d bytes on the second attempt, want the blob's %d from its start", len(puts["a"]), len(data))
+	}
+
+	f = newFakeBlobs(t, 3)
+	f.agents[0].putRefusal, f.agents[0].putRefusals = tooFew, 1
+	c = f.client(t)
+	_, err := c.PutBlob(testContext(t), "p", io.MultiReader(bytes.NewReader(data)), PutOptions{ThroughAgent: true})
+	if !errors.Is(err, apierr.ErrNotEnoughShards) {
+		t.Fatalf("PutBlob from a pipe through an agent that stored too few shards: %v, want ErrNotEnoughShards", err)
+	}
+}

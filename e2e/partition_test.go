@@ -319,18 +319,10 @@ func TestLeaderCutOffPastTheReapComesBackWithEveryAcknowledgedWrite(t *testing.T
 	}
 	// A blob put through an agent, the cut-off one first, goes on to the
 	// next: the first refused before it could store anything. The next
-	// places the blob's shards on the agents its gossip counts alive, so
-	// it is put once gossip has seen the cut-off agent go (before, the
-	// put fails for want of the shard placed there, and says to retry).
-	waitFor(t, 20*time.Second, c.agents[rest[0]].name+"'s gossip no longer counts "+l.name+" alive", func() bool {
-		out, err := c.agents[rest[0]].ctl("members")
-		for _, r := range rows(out) {
-			if err == nil && len(r) >= 3 && r[0] == l.name {
-				return r[2] != "alive"
-			}
-		}
-		return false
-	})
+	// places a shard on every agent its gossip counts alive; while gossip
+	// still counts the cut-off one, that shard fails, the block has too
+	// few, nothing is committed, and the client starts the put over a
+	// second later, when gossip has seen the agent go.
 	src := filepath.Join(t.TempDir(), "cut.bin")
 	if err := os.WriteFile(src, bytes.Repeat([]byte("zrpc"), 256<<10), 0o644); err != nil {
 		t.Fatal(err)
