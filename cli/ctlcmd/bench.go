@@ -44,6 +44,8 @@ type benchOptions struct {
 	proto          string
 	importPaths    []string
 	progress       bool
+	chain          bool
+	idempotent     bool
 }
 
 func newBenchCommand(o *options) *cobra.Command {
@@ -72,7 +74,15 @@ The target is zrpc:///SERVICE (instances found through the agents of
 --addr, balanced as zrpc clients balance), direct:///HOST:PORT[,HOST:PORT]
 or HOST:PORT. Without --target it is zrpc:/// and the part of the method
 before the slash. Calls go without zrpc's client chain (no retries, no
-breaker): every failure counts. With --tls-* set, the service's and the
+breaker): every failure counts. With --chain they go through the chain
+an rpc.Dial client has by default (a 2 s timeout per attempt, up to 3
+attempts within a retry budget, a circuit breaker per method): the
+report then counts what a zrpc client would see fail, e.g. while
+instances fail or a network is cut. As for any method not known to be
+idempotent, the chain retries a call only when it provably reached no
+server; --idempotent declares the method safe to run twice, and the
+chain also retries it on Unavailable, ResourceExhausted, Aborted,
+Internal and attempt timeouts. With --tls-* set, the service's and the
 agents' connections are mutual TLS.`,
 		Example: `  zrpcctl bench user.rpc/GetUserInfo --data '{"user_id":1}' -c 64 -d 20s
   zrpcctl bench user.UserService/GetUserInfo --target 127.0.0.1:8080 -n 100000 -o json
@@ -99,6 +109,8 @@ agents' connections are mutual TLS.`,
 	fs.StringVar(&b.proto, "proto", "", "the .proto file declaring the method, instead of asking the server by reflection")
 	fs.StringArrayVarP(&b.importPaths, "proto_path", "I", nil, "directory to search --proto's imports in (repeatable)")
 	fs.BoolVar(&b.progress, "progress", false, "report progress once a second on stderr even when it is not a terminal")
+	fs.BoolVar(&b.chain, "chain", false, "call through zrpc's default client chain (per-attempt timeout, retries, circuit breaker) and count only the failures it lets through")
+	fs.BoolVar(&b.idempotent, "idempotent", false, "with --chain: the method is safe to run twice, so the chain retries it on errors from the server too (implies --chain)")
 	return cmd
 }
 
@@ -242,7 +254,18 @@ func (b *benchOptions) run(cmd *cobra.Command, o *options, method string) error 
 			return err
 		}
 	}
-	bc, err := dialBench(ctx, o, target, b.connections, b.connectTimeout, cmd.ErrOrStderr())
+	chain := b.chainConfig()
+	if cfg.Method == nil && chain != nil && b.idempotent {
+		// The chain's idempotent methods are named when it is dialled:
+		// learn the method's full name over a connection of its own first.
+		if cfg.Method, err = reflectBenchMethod(ctx, o, target, method, b.connectTimeout, cmd.ErrOrStderr()); err != nil {
+			return err
+		}
+	}
+	if cfg.Method != nil && chain != nil && b.idempotent {
+		chain.Retry.Idempotent = []string{"/" + string(cfg.Method.Parent().FullName()) + "/" + string(cfg.Method.Name())}
+	}
+	bc, err := dialBench(ctx, o, target, b.connections, b.connectTimeout, chain, cmd.ErrOrStderr())
 	if err != nil {
 		return err
 	}
@@ -252,6 +275,8 @@ func (b *benchOptions) run(cmd *cobra.Command, o *options, method string) error 
 		if cfg.Method, err = bc.reflectMethod(ctx, method, b.connectTimeout); err != nil {
 			return err
 		}
+	}
+	if cfg.Request == nil {
 		if cfg.Request, err = benchRequest(cfg.Method, data); err != nil {
 			return err
 		}

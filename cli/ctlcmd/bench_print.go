@@ -28,6 +28,8 @@ type benchReport struct {
 	Concurrency    int              `json:"concurrency"`
 	Connections    int              `json:"connections"`
 	RateLimit      float64          `json:"rate_limit,omitempty"`
+	Chain          bool             `json:"chain"`
+	Idempotent     bool             `json:"idempotent,omitempty"`
 	ElapsedSeconds float64          `json:"elapsed_seconds"`
 	Requests       int64            `json:"requests"`
 	Errors         int64            `json:"errors"`
@@ -62,7 +64,7 @@ func newBenchReport(target string, b *benchOptions, res *loadgen.Result) *benchR
 	h := res.Latency
 	r := &benchReport{
 		Target: target, Method: strings.TrimPrefix(res.Method, "/"),
-		Concurrency: b.concurrency, Connections: b.connections, RateLimit: b.rate,
+		Concurrency: b.concurrency, Connections: b.connections, RateLimit: b.rate, Chain: b.chain || b.idempotent, Idempotent: b.idempotent,
 		ElapsedSeconds: res.Elapsed.Seconds(), Requests: res.Requests, Errors: res.Errors(), QPS: res.QPS(),
 		Codes: map[string]int64{},
 		LatencyMS: benchLatency{
@@ -101,6 +103,12 @@ func printBench(p *printer, r *benchReport) error {
 	fmt.Fprintf(tw, "Callers:\t%d over %d %s\n", r.Concurrency, r.Connections, conns)
 	if r.RateLimit > 0 {
 		fmt.Fprintf(tw, "Rate limit:\t%g calls/s\n", r.RateLimit)
+	}
+	switch {
+	case r.Idempotent:
+		fmt.Fprintf(tw, "Client chain:\tyes, the method idempotent (timeout per attempt, retries, breaker): errors are those it let through\n")
+	case r.Chain:
+		fmt.Fprintf(tw, "Client chain:\tyes (timeout per attempt, retries of calls that reached no server, breaker): errors are those it let through\n")
 	}
 	fmt.Fprintf(tw, "Elapsed:\t%.3fs\n", r.ElapsedSeconds)
 	fmt.Fprintf(tw, "Requests:\t%d\n", r.Requests)

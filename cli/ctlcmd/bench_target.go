@@ -18,6 +18,7 @@ import (
 	"github.com/zrpcio/zrpc/gen"
 	"github.com/zrpcio/zrpc/loadgen"
 	"github.com/zrpcio/zrpc/rpc"
+	"github.com/zrpcio/zrpc/rpc/clientchain"
 	"github.com/zrpcio/zrpc/rpc/resolver"
 )
 
@@ -86,11 +87,15 @@ type benchConns struct {
 }
 
 // dialBench opens n connections to target and waits, up to timeout,
-// until each has a ready instance.
-func dialBench(ctx context.Context, o *options, target string, n int, timeout time.Duration, stderr io.Writer) (*benchConns, error) {
+// until each has a ready instance; each with chain as its client chain,
+// or none when chain is nil.
+func dialBench(ctx context.Context, o *options, target string, n int, timeout time.Duration, chain *clientchain.Config, stderr io.Writer) (*benchConns, error) {
 	bc := &benchConns{target: target}
 	log := newCLILogger(stderr, slog.LevelWarn)
-	opts := []rpc.DialOption{rpc.WithoutChain(), rpc.WithWaitReady()}
+	opts := []rpc.DialOption{rpc.WithWaitReady(), rpc.WithoutChain()}
+	if chain != nil {
+		opts = []rpc.DialOption{rpc.WithWaitReady(), rpc.WithChain(*chain)}
+	}
 	if o.tls.files.Enabled() {
 		f := o.tls.files
 		opts = append(opts, rpc.WithTLS(rpc.TLSConfig{CA: f.CA, Cert: f.Cert, Key: f.Key}))
@@ -171,4 +176,25 @@ func protoMethod(ctx context.Context, file string, importPaths []string, method 
 		return nil, fmt.Errorf("--proto %s: %w", file, err)
 	}
 	return m, nil
+}
+
+// chainConfig is the client chain of the load's connections: rpc.Dial's
+// default with --chain (or --idempotent), nil without.
+func (b *benchOptions) chainConfig() *clientchain.Config {
+	if !b.chain && !b.idempotent {
+		return nil
+	}
+	cfg := clientchain.DefaultConfig()
+	return &cfg
+}
+
+// reflectBenchMethod finds method by reflection over one connection of
+// its own, without the client chain.
+func reflectBenchMethod(ctx context.Context, o *options, target, method string, timeout time.Duration, stderr io.Writer) (protoreflect.MethodDescriptor, error) {
+	bc, err := dialBench(ctx, o, target, 1, timeout, nil, stderr)
+	if err != nil {
+		return nil, err
+	}
+	defer bc.Close()
+	return bc.reflectMethod(ctx, method, timeout)
 }

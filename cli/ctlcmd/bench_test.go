@@ -6,13 +6,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/zrpcio/zrpc/internal/grpctest"
@@ -29,6 +33,52 @@ func serveHealth(t *testing.T) string {
 		healthpb.RegisterHealthServer(s, h)
 		reflection.Register(s)
 	})
+}
+
+// TestBenchWithTheChainCountsOnlyWhatItLetsThrough: a service that fails
+// one Check in 20 with Unavailable shows those failures to a bench without
+// the chain, and to one with --chain too (the calls reached the server,
+// and a method not known to be idempotent is not run twice), but none to
+// one with --idempotent, whose chain retries them.
+func TestBenchWithTheChainCountsOnlyWhatItLetsThrough(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	var calls atomic.Int64
+	failSome := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if r, ok := req.(*healthpb.HealthCheckRequest); ok && r.GetService() == "slow" {
+			time.Sleep(2200 * time.Millisecond) // past the chain's 2 s per attempt
+			return handler(ctx, req)
+		}
+		if info.FullMethod == "/grpc.health.v1.Health/Check" && calls.Add(1)%20 == 0 {
+			return nil, status.Error(codes.Unavailable, "one in 20 fails")
+		}
+		return handler(ctx, req)
+	}
+	addr := grpctest.Serve(t, func(s *grpc.Server) {
+		h := health.NewServer()
+		h.SetServingStatus("up", healthpb.HealthCheckResponse_SERVING)
+		h.SetServingStatus("slow", healthpb.HealthCheckResponse_SERVING)
+		healthpb.RegisterHealthServer(s, h)
+		reflection.Register(s)
+	}, grpc.UnaryInterceptor(failSome))
+	args := []string{"Health/Check", "--target", addr, "--data", `{"service":"up"}`, "-n", "400", "-c", "4"}
+	if r := benchJSON(t, args...); r.Chain || r.Errors != 20 || r.Codes["Unavailable"] != 20 {
+		t.Fatalf("without the chain: chain %v, errors %d, codes %v; want the service's 20 Unavailable counted", r.Chain, r.Errors, r.Codes)
+	}
+	if r := benchJSON(t, append(args, "--chain")...); !r.Chain || r.Errors != 20 || r.Codes["Unavailable"] != 20 {
+		t.Fatalf("with --chain: chain %v, errors %d, codes %v; want the 20 Unavailable the server answered, not run twice", r.Chain, r.Errors, r.Codes)
+	}
+	r := benchJSON(t, append(args, "--idempotent")...)
+	if !r.Chain || !r.Idempotent || r.Errors != 0 || r.Codes["OK"] != 400 {
+		t.Fatalf("with --idempotent: chain %v, idempotent %v, errors %d, codes %v; want 400 OK, the chain retrying the failures", r.Chain, r.Idempotent, r.Errors, r.Codes)
+	}
+	// Calls slower than the chain's timeout per attempt end there.
+	slow := []string{"Health/Check", "--target", addr, "--data", `{"service":"slow"}`, "-n", "4", "-c", "4"}
+	if r := benchJSON(t, slow...); r.Errors != 0 {
+		t.Fatalf("slow calls without the chain: errors %d, codes %v; want them all OK", r.Errors, r.Codes)
+	}
+	if r := benchJSON(t, append(slow, "--chain")...); r.Codes["DeadlineExceeded"] != 4 {
+		t.Fatalf("slow calls with --chain: codes %v; want all 4 ended by the 2 s timeout per attempt", r.Codes)
+	}
 }
 
 // benchJSON runs zrpcctl bench -o json with args and decodes its report.
