@@ -44,7 +44,16 @@ type contact struct {
 	// had: the store has been in contact since it opened; until then
 	// neither the loss nor the contact is news worth a log line.
 	had bool
+	// lastLook is when the store last looked; resumedAt when a look
+	// found the one before it stallGap old (the process did not run).
+	lastLook, resumedAt time.Time
 }
+
+// stallGap is how long between two looks (contactPoll apart while the
+// process runs) means the process stood still: stopped, its VM paused,
+// starved of CPU. Its peers' silence over that time says nothing of the
+// network, so isolation counts from the resumption.
+const stallGap = 4 * contactPoll
 
 // LeaderContact returns a context that ends, with the reason as its
 // cause, when this agent loses contact with a leader, or that reason now
@@ -120,10 +129,14 @@ func (s *Store) lookAtContactLocked(now time.Time) {
 	if leader {
 		c.ledAt = now
 	}
+	if !c.lastLook.IsZero() && now.Sub(c.lastLook) > stallGap {
+		c.resumedAt = now
+	}
+	c.lastLook = now
 	_, heard := s.transport.LeaderCommit()
 	lost := cutOff(now, leader, heard, c.ledAt, s.cfg.StaleReadBound)
 	if lost == nil && !leader {
-		if why := s.isolated(now); why != "" {
+		if why := s.isolated(now, c.resumedAt); why != "" {
 			lost = &contactLoss{why: why}
 		}
 	}
@@ -213,18 +226,34 @@ const (
 
 // isolated is why the store, a voter with other voters that knows no
 // leader, counts itself isolated at now; "" if it is not, or has never
-// heard from a peer.
-func (s *Store) isolated(now time.Time) string {
+// heard from a peer. Silence before resumed (the process stood still)
+// does not count.
+func (s *Store) isolated(now, resumed time.Time) string {
 	heard := s.transport.heardFromPeer()
 	bound := max(isolationTimeouts*s.cfg.HeartbeatTimeout, minIsolation)
-	if heard.IsZero() || now.Sub(heard) < bound || !s.voterWithPeers() {
+	silent, ok := silentFor(now, heard, resumed, bound)
+	if !ok || !s.voterWithPeers() {
 		return ""
 	}
 	if _, id := s.Leader(); id != "" {
 		return ""
 	}
 	return fmt.Sprintf("no other voter has sent this agent a Raft message or answered one for %s",
-		now.Sub(heard).Round(100*time.Millisecond))
+		silent.Round(100*time.Millisecond))
+}
+
+// silentFor returns how long no peer has been heard at now, counted from
+// resumed if that is later, and whether that reaches bound; false when no
+// peer has ever been heard.
+func silentFor(now, heard, resumed time.Time, bound time.Duration) (time.Duration, bool) {
+	if heard.IsZero() {
+		return 0, false
+	}
+	from := heard
+	if resumed.After(from) {
+		from = resumed
+	}
+	return now.Sub(heard), now.Sub(from) >= bound
 }
 
 // voterWithPeers reports whether the latest Raft configuration has this

@@ -35,3 +35,33 @@ func TestCutOffCountsFromTheLastLeaderContact(t *testing.T) {
 		}
 	}
 }
+
+// TestIsolationCountsFromTheLastPeerOrTheResumption: a voter is isolated
+// once no peer has been heard for the bound, counted from when it last
+// heard one, or from when its process resumed after standing still,
+// whichever is later: silence while it did not run says nothing of the
+// network.
+func TestIsolationCountsFromTheLastPeerOrTheResumption(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	const bound = time.Second
+	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+	cases := []struct {
+		name           string
+		heard, resumed time.Time
+		isolated       bool
+	}{
+		{name: "heard just now", heard: ago(10 * time.Millisecond)},
+		{name: "heard within the bound", heard: ago(bound - time.Millisecond)},
+		{name: "silent past the bound", heard: ago(bound + time.Millisecond), isolated: true},
+		{name: "never heard (joining)"},
+		{name: "silent long, but resumed from a stall just now", heard: ago(time.Minute), resumed: ago(100 * time.Millisecond)},
+		{name: "silent long, resumed past the bound", heard: ago(time.Minute), resumed: ago(bound + time.Millisecond), isolated: true},
+		{name: "resumed long ago, heard since", heard: ago(100 * time.Millisecond), resumed: ago(time.Hour)},
+	}
+	for _, tc := range cases {
+		silent, isolated := silentFor(now, tc.heard, tc.resumed, bound)
+		if isolated != tc.isolated {
+			t.Errorf("%s: isolated %v (silent %s), want %v", tc.name, isolated, silent, tc.isolated)
+		}
+	}
+}
