@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
@@ -23,10 +24,15 @@ type SnapshotOptions struct {
 var errSnapshotStarted = errors.New("the snapshot transfer failed part way")
 
 // notRetriedOnceStarted keeps the call from being retried on another
-// agent once done bytes of the file went across.
+// agent once done bytes of the file went across. An agent's word that
+// the restore was not applied stays with the error.
 func notRetriedOnceStarted(err error, done int64) error {
 	if err != nil && done > 0 && retryable(err) {
-		return fmt.Errorf("%w after %d bytes: %v", errSnapshotStarted, done, mapErr(err))
+		started := fmt.Errorf("%w after %d bytes: %v", errSnapshotStarted, done, mapErr(err))
+		if apierr.IsNotApplied(mapErr(err)) {
+			return apierr.NotApplied(started)
+		}
+		return started
 	}
 	return err
 }
@@ -76,13 +82,23 @@ func (c *Client) SaveSnapshot(ctx context.Context, w io.Writer, opts SnapshotOpt
 // replace the cluster's state with it through Raft. A file that fails the
 // checks is refused with InvalidArgument before anything changes. The
 // answer's header carries the registry's revision after the restore.
-// Another agent is tried only while nothing was read from r.
+// Another agent is tried while nothing was read from r, or, when r can
+// seek back (a file), after an agent said the restore was not applied (it
+// had no leader to restore through): then from r's first position again.
 func (c *Client) RestoreSnapshot(ctx context.Context, r io.Reader, opts SnapshotOptions) (*zrpcpb.SnapshotRestoreResponse, error) {
 	var resp *zrpcpb.SnapshotRestoreResponse
 	var read int64
+	seeker, start := startOf(r)
+	notApplied := false
 	err := c.call(ctx, func(ctx context.Context, ep *endpoint) error {
 		if read > 0 {
-			return errSnapshotStarted
+			if seeker == nil || !notApplied {
+				return errSnapshotStarted
+			}
+			if _, err := seeker.Seek(start, io.SeekStart); err != nil {
+				return errSnapshotStarted
+			}
+			read = 0
 		}
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -114,6 +130,10 @@ func (c *Client) RestoreSnapshot(ctx context.Context, r io.Reader, opts Snapshot
 			}
 		}
 		resp, err = stream.CloseAndRecv()
+		notApplied = apierr.IsNotApplied(mapErr(err))
+		if notApplied && seeker != nil {
+			return err // the next agent may restore it, from the start
+		}
 		return notRetriedOnceStarted(err, read)
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package apierr
 
 import (
 	"errors"
+	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/status"
@@ -24,7 +25,18 @@ const appliedKey = "applied"
 // notApplied is a failed write that was certainly not applied.
 type notApplied struct{ err error }
 
-func (e *notApplied) Error() string { return e.err.Error() + "; the write was not applied" }
+// notAppliedText ends the message of a marked error.
+const notAppliedText = "; the write was not applied"
+
+// Error says it once, also of an error whose text, from an agent, says it
+// already.
+func (e *notApplied) Error() string {
+	msg := e.err.Error()
+	if strings.HasSuffix(msg, notAppliedText) {
+		return msg
+	}
+	return msg + notAppliedText
+}
 func (e *notApplied) Unwrap() error { return e.err }
 
 // maybeApplied clears the mark of an error it wraps: a write one attempt
