@@ -11,8 +11,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -23,7 +25,11 @@ const span = 10000
 // process: none is returned twice, since the agent it went to may be down
 // for a moment (killed, to be restarted on the same port) when another
 // test asks, and would find it taken when it comes back. A port is given
-// back when the test that asked for it ends.
+// back when the test that asked for it ends. Test binaries of other
+// packages run at the same time (go test ./...) and pick from the same
+// range: each port handed out is also reserved with a lock on a file of
+// its own (reserve), which they respect, and which the kernel drops if
+// the process dies.
 var handedOut = struct {
 	sync.Mutex
 	ports map[int]bool
@@ -41,16 +47,24 @@ func Free(t testing.TB, ips ...string) int {
 	for range 50 {
 		port := low - 1 - rand.IntN(min(span, low-1025))
 		handedOut.Lock()
-		taken := handedOut.ports[port]
-		if !taken && free(ips, port) {
+		if handedOut.ports[port] {
+			handedOut.Unlock()
+			continue
+		}
+		release, ok := reserve(port)
+		if ok && free(ips, port) {
 			handedOut.ports[port] = true
 			handedOut.Unlock()
 			t.Cleanup(func() {
 				handedOut.Lock()
 				delete(handedOut.ports, port)
 				handedOut.Unlock()
+				release()
 			})
 			return port
+		}
+		if ok {
+			release()
 		}
 		handedOut.Unlock()
 	}
@@ -89,4 +103,26 @@ func free(ips []string, port int) bool {
 		u.Close()
 	}
 	return true
+}
+
+// lockDir holds one lock file per port reserved by any test process.
+var lockDir = filepath.Join(os.TempDir(), "zrpc-testport")
+
+// reserve takes port for this process until release: an exclusive lock
+// on lockDir/<port>, which another process's reserve of the port finds
+// held (ok false). Where no lock can be made it reserves nothing and
+// says ok: the in-process bookkeeping still holds.
+func reserve(port int) (release func(), ok bool) {
+	if err := os.MkdirAll(lockDir, 0o777); err != nil {
+		return func() {}, true
+	}
+	f, err := os.OpenFile(filepath.Join(lockDir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		return func() {}, true
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, false
+	}
+	return func() { f.Close() }, true // closing drops the lock
 }

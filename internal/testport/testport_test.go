@@ -2,6 +2,7 @@ package testport
 
 import (
 	"net"
+	"os"
 	"strconv"
 	"testing"
 )
@@ -53,4 +54,24 @@ func TestFreeNeverReturnsAPortTwice(t *testing.T) {
 		}
 		seen[port] = true
 	}
+}
+
+// TestReserveHoldsAPortAgainstOtherProcesses: a port reserved is refused
+// to another reservation (another test binary's, as another open file
+// description is) until released, then given again.
+func TestReserveHoldsAPortAgainstOtherProcesses(t *testing.T) {
+	port := ephemeralLow() - 1 - os.Getpid()%1000
+	release, ok := reserve(port)
+	if !ok {
+		t.Skipf("port %d is reserved by another test process", port)
+	}
+	if _, again := reserve(port); again {
+		t.Fatalf("port %d reserved twice", port)
+	}
+	release()
+	release2, ok := reserve(port)
+	if !ok {
+		t.Fatalf("port %d not reservable after its release", port)
+	}
+	release2()
 }
