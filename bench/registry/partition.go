@@ -12,17 +12,17 @@ import (
 
 // partition runs each 3-member cluster on a network of its own (a netlab
 // lab: one network namespace per member, and one for this process's
-// connections) and cuts one member off from the others and from the
-// writer, as a pulled cable or a dropping firewall would: packets vanish,
-// nothing is refused, sockets learn it only by their own timeouts. Each
-// cut lasts Config.PartitionHold under a steady writer (failoverRate writes/s)
-// whose client knows every member, the cut one first, as a service
-// configured with its local agent first; each system's own client does
-// what it does with that list. Four cuts per cluster (partitionCases):
-// the leader, then a follower, from the others and the writer; the same
-// from the other members only, the writer still reaching it. Each reports the time from the cut to the first acknowledged
-// write sent after it, the writes that failed and were acknowledged
-// during the cut, and the slowest write.
+// connections) and cuts one member off, as a pulled cable or a dropping
+// firewall would: packets vanish, nothing is refused, sockets learn it
+// only by their own timeouts. Each cut lasts Config.PartitionHold under a
+// steady writer (failoverRate writes/s) whose client knows every member,
+// the cut one first, as a service configured with its local agent first;
+// each system's own client does what it does with that list. Four cuts
+// per cluster (partitionCases): the leader, then a follower, from the
+// others and the writer; the same from the other members only, the
+// writer still reaching it. Each reports the time from the cut to the
+// first acknowledged write sent after it, the writes that failed and
+// that were acknowledged during the cut, and the slowest write.
 //
 // Needs root and iproute2 (the lab's namespaces).
 func (r *runner) partition(ctx context.Context) error {
