@@ -24,12 +24,16 @@ import (
 )
 
 // fakeStatus answers as the Status service of a one-agent cluster, or,
-// with stopped set, of an agent that stopped its Raft node.
-type fakeStatus struct{ stopped string }
+// with stopped set, of an agent that stopped its Raft node, or, with
+// cutOff set, of one cut off from the leader.
+type fakeStatus struct{ stopped, cutOff string }
 
 func (f fakeStatus) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse, error) {
 	if f.stopped != "" {
 		return &pb.StatusResponse{Node: "a1", RaftState: "Shutdown", Term: 3, CommitIndex: 9, RaftStopped: f.stopped}, nil
+	}
+	if f.cutOff != "" {
+		return &pb.StatusResponse{Node: "a1", RaftState: "Candidate", Term: 4, CommitIndex: 9, CutOff: f.cutOff}, nil
 	}
 	return &pb.StatusResponse{Node: "a1", Leader: "a1", RaftState: "Leader", Term: 3, CommitIndex: 9}, nil
 }
@@ -596,7 +600,26 @@ func TestLiveStreamOfAStalledReaderEnds(t *testing.T) {
 // reason an agent stopped its Raft node.
 func TestAgentViewSaysWhyTheRaftNodeStopped(t *testing.T) {
 	why := "fsync of the Raft log failed (input/output error): check the disk, then restart the agent"
-	u := New(Config{Replica: blobReplica{raftstore.NewFSM(1 << 12)}, Status: fakeStatus{stopped: why}, Blobs: fakeBlobs{}})
+	a := agentViewOf(t, fakeStatus{stopped: why})
+	if a.RaftState != "Shutdown" || a.RaftStopped != why {
+		t.Fatalf("agent view: state %q, stopped %q; want Shutdown, %q", a.RaftState, a.RaftStopped, why)
+	}
+}
+
+// TestAgentViewSaysTheAgentIsCutOff: the page's header says why an agent
+// is cut off from the leader, as `zrpcctl status` does.
+func TestAgentViewSaysTheAgentIsCutOff(t *testing.T) {
+	why := "replica is stale: no other voter has sent this agent a Raft message or answered one for 1.3s"
+	if a := agentViewOf(t, fakeStatus{cutOff: why}); a.CutOff != why {
+		t.Fatalf("agent view: cut off %q, want %q", a.CutOff, why)
+	}
+}
+
+// agentViewOf returns the page header's view of an agent whose Status
+// answers as st does.
+func agentViewOf(t *testing.T, st fakeStatus) agentView {
+	t.Helper()
+	u := New(Config{Replica: blobReplica{raftstore.NewFSM(1 << 12)}, Status: st, Blobs: fakeBlobs{}})
 	t.Cleanup(u.Close)
 	srv := httptest.NewServer(u)
 	t.Cleanup(srv.Close)
@@ -609,7 +632,5 @@ func TestAgentViewSaysWhyTheRaftNodeStopped(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
 		t.Fatal(err)
 	}
-	if a.RaftState != "Shutdown" || a.RaftStopped != why {
-		t.Fatalf("agent view: state %q, stopped %q; want Shutdown, %q", a.RaftState, a.RaftStopped, why)
-	}
+	return a
 }

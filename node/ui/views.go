@@ -23,7 +23,10 @@ type agentView struct {
 	RaftState string `json:"raft_state"`
 	// RaftStopped says why the agent stopped its Raft node (a failed
 	// fsync of its log); empty while it runs.
-	RaftStopped  string `json:"raft_stopped,omitempty"`
+	RaftStopped string `json:"raft_stopped,omitempty"`
+	// CutOff says why the agent is cut off from the leader (a
+	// partition, its peers down); empty while it is in contact.
+	CutOff       string `json:"cut_off,omitempty"`
 	Revision     uint64 `json:"revision"`
 	AppliedIndex uint64 `json:"applied_index"`
 }
@@ -159,7 +162,7 @@ func (u *UI) serveAgent(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, agentView{
 		Name: st.Node, Build: st.Build, ClusterID: st.ClusterId, Leader: st.Leader, RaftState: st.RaftState, RaftStopped: st.RaftStopped,
-		Revision: st.GetHeader().GetRevision(), AppliedIndex: st.AppliedIndex,
+		CutOff: st.CutOff, Revision: st.GetHeader().GetRevision(), AppliedIndex: st.AppliedIndex,
 	})
 }
 

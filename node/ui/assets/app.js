@@ -301,6 +301,7 @@ async function showAgent() {
     let text = "agent " + a.name + " (" + a.raft_state + ")";
     if (a.leader) text += ", leader " + a.leader;
     if (a.raft_stopped) text += "; Raft stopped: " + a.raft_stopped;
+    else if (a.cut_off) text += "; cut off from the leader: " + a.cut_off;
     document.getElementById("agent").textContent = text;
   } catch (err) {
     document.getElementById("agent").textContent = "";
