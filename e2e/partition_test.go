@@ -685,3 +685,59 @@ func TestAFlappingNetworkLosesNoWriteAndNoInstance(t *testing.T) {
 	}
 	c.checkAlive()
 }
+
+// TestTwoOfFiveCutOffFailWritesAtOnce: a partition leaves two agents of
+// five, the leader one of them, hearing each other but none of the other
+// three, while the client reaches all five. The two count themselves cut
+// off from any quorum (too few voters answer them for one), not only once
+// stale_read_bound has passed (30 s here, so that only the quorum count
+// can say it): a write through either fails at once saying so, and not
+// applied; zrpcctl given one of them first goes on to the majority, which
+// has elected a leader. After the heal every agent agrees again and holds
+// the write.
+func TestTwoOfFiveCutOffFailWritesAtOnce(t *testing.T) {
+	c := startLab(t, 5, "--voters", "5", "--stale-read-bound", "30s", "--dead-node-reap", "1h")
+	l := c.leader(c.agents[0])
+	if l < 0 {
+		t.Fatal("no leader")
+	}
+	minority := []int{l, (l + 1) % 5}
+	var majority []int
+	for i := range 5 {
+		if !slices.Contains(minority, i) {
+			majority = append(majority, i)
+		}
+	}
+	if err := c.lab.Partition(minority, majority); err != nil {
+		t.Fatal(err)
+	}
+	cutAt := time.Now()
+	t.Logf("%s (the leader) and %s cut off from the other three", c.agents[minority[0]].name, c.agents[minority[1]].name)
+	for _, i := range minority {
+		a := c.agents[i]
+		waitFor(t, 20*time.Second, a.name+" says it is cut off from the leader", func() bool {
+			out, err := a.ctl("status")
+			return err == nil && strings.Contains(out, "Cut off")
+		})
+		_, err := a.ctl("--timeout", "10s", "service", "register", "minority.rpc", "--id", a.name, "--address", "10.0.3.1:1")
+		if err == nil || !strings.Contains(err.Error(), "cut off from the leader: only 1 of the 4 other voters") ||
+			!strings.Contains(err.Error(), "the write was not applied") {
+			t.Fatalf("a write through %s, in a minority of two: %v, want it failed at once as cut off from any quorum, not applied", a.name, err)
+		}
+	}
+	t.Logf("both minority agents cut off, writes through them failing, %s after the cut", time.Since(cutAt).Round(time.Millisecond))
+	if _, err := c.ctl(minority[0], "--timeout", "20s", "service", "register", "moved.rpc", "--id", "m1", "--address", "10.0.3.1:2"); err != nil {
+		t.Fatalf("zrpcctl given a minority agent first: %v, want the write through the majority", err)
+	}
+
+	if err := c.lab.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	c.waitSettled("after the heal")
+	for _, a := range c.agents {
+		waitFor(t, 20*time.Second, a.name+" holds the write made through the majority", func() bool {
+			out, err := a.ctl("service", "get", "moved.rpc", "--consistency", "stale")
+			return err == nil && strings.Contains(out, "m1")
+		})
+	}
+}

@@ -204,20 +204,23 @@ func (s *Store) contactLost() string {
 	return ""
 }
 
-// A voter that is cut off knows it long before StaleReadBound: in an
-// election, every voter that can reach another hears a vote request or an
-// answer to its own within about an election timeout (raft's heartbeat
-// timeout, randomised up to twice it), and a leader's heartbeats come many
-// times a heartbeat timeout. isolationTimeouts heartbeat timeouts (at
-// least minIsolation) without a Raft message or an answer from any peer
-// therefore mean that no other voter reaches this one: it is cut off, or
-// alone. A deposed leader cut off from the others (it stepped down when
-// its lease ran out) and a follower behind a partition so count as cut
-// off a second or so into the cut, not StaleReadBound (5 s) into it, while
-// a write during an election that will succeed waits for it; etcd ends
-// its watches that require a leader after three election timeouts without
-// one in the same way. Reads keep StaleReadBound, the staleness an
-// operator allows. Only voters: a non-voter hears nothing during an
+// A voter that is cut off from a quorum knows it long before
+// StaleReadBound: in an election, every voter that can reach another hears
+// a vote request from it, or an answer to its own (each voter that knows
+// no leader campaigns, pre-vote first, every election timeout: raft's
+// heartbeat timeout, randomised up to twice it), and a leader's heartbeats
+// come many times a heartbeat timeout. A voter that knows no leader and
+// has heard no Raft message or answer, for isolationTimeouts heartbeat
+// timeouts (at least minIsolation), from enough other voters to make a
+// quorum with it therefore cannot be part of one: it is on a minority
+// side of a partition, or the others are down. A deposed leader cut off
+// from the others (it stepped down when its lease ran out), a follower
+// behind a partition, and two agents of five cut off together so count as
+// cut off a second or so into the cut, not StaleReadBound (5 s) into it,
+// while a write during an election that will succeed waits for it; etcd
+// ends its watches that require a leader after three election timeouts
+// without one in the same way. Reads keep StaleReadBound, the staleness
+// an operator allows. Only voters: a non-voter hears nothing during an
 // election.
 const (
 	isolationTimeouts = 3
@@ -225,30 +228,45 @@ const (
 )
 
 // isolated is why the store, a voter with other voters that knows no
-// leader, counts itself isolated at now; "" if it is not, or has never
-// heard from a peer. Silence before resumed (the process stood still)
-// does not count.
+// leader, counts itself cut off from any quorum at now; "" if it is not,
+// or has never heard from a peer. Silence before resumed (the process
+// stood still) does not count.
 func (s *Store) isolated(now, resumed time.Time) string {
-	heard := s.transport.heardFromPeer()
 	bound := max(isolationTimeouts*s.cfg.HeartbeatTimeout, minIsolation)
-	silent, ok := silentFor(now, heard, resumed, bound)
-	if !ok || !s.voterWithPeers() {
+	anyPeer := s.transport.heardFromPeer()
+	if anyPeer.IsZero() {
+		return ""
+	}
+	others, voter := s.otherVoters()
+	if !voter || len(others) == 0 {
+		return ""
+	}
+	reached := 1 // itself
+	for _, id := range others {
+		if _, silent := silentFor(now, s.transport.peers.last(id), resumed, bound); !silent {
+			reached++
+		}
+	}
+	need := (len(others)+1)/2 + 1
+	if reached >= need {
 		return ""
 	}
 	if _, id := s.Leader(); id != "" {
 		return ""
 	}
-	return fmt.Sprintf("no other voter has sent this agent a Raft message or answered one for %s",
-		silent.Round(100*time.Millisecond))
+	if reached == 1 {
+		silent, _ := silentFor(now, anyPeer, resumed, bound)
+		return fmt.Sprintf("no other voter has sent this agent a Raft message or answered one for %s",
+			silent.Round(100*time.Millisecond))
+	}
+	return fmt.Sprintf("only %d of the %d other voters have sent this agent a Raft message or answered one within %s; a quorum with it needs %d",
+		reached-1, len(others), bound, need-1)
 }
 
-// silentFor returns how long no peer has been heard at now, counted from
-// resumed if that is later, and whether that reaches bound; false when no
-// peer has ever been heard.
+// silentFor returns how long a peer has not been heard at now, and
+// whether that, counted from resumed if that is later, reaches bound. A
+// peer never heard (zero) is silent once bound has passed since resumed.
 func silentFor(now, heard, resumed time.Time, bound time.Duration) (time.Duration, bool) {
-	if heard.IsZero() {
-		return 0, false
-	}
 	from := heard
 	if resumed.After(from) {
 		from = resumed
@@ -256,19 +274,18 @@ func silentFor(now, heard, resumed time.Time, bound time.Duration) (time.Duratio
 	return now.Sub(heard), now.Sub(from) >= bound
 }
 
-// voterWithPeers reports whether the latest Raft configuration has this
-// store as a voter, and another voter beside it.
-func (s *Store) voterWithPeers() bool {
-	self, others := false, false
+// otherVoters returns the voters of the latest Raft configuration other
+// than this store, and whether this store is one.
+func (s *Store) otherVoters() (others []string, voter bool) {
 	for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
 		if srv.Suffrage != raft.Voter {
 			continue
 		}
 		if string(srv.ID) == s.cfg.NodeID {
-			self = true
+			voter = true
 		} else {
-			others = true
+			others = append(others, string(srv.ID))
 		}
 	}
-	return self && others
+	return others, voter
 }

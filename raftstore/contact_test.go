@@ -36,9 +36,9 @@ func TestCutOffCountsFromTheLastLeaderContact(t *testing.T) {
 	}
 }
 
-// TestIsolationCountsFromTheLastPeerOrTheResumption: a voter is isolated
-// once no peer has been heard for the bound, counted from when it last
-// heard one, or from when its process resumed after standing still,
+// TestIsolationCountsFromTheLastPeerOrTheResumption: a peer is silent
+// once it has not been heard for the bound, counted from when it was last
+// heard, or from when this process resumed after standing still,
 // whichever is later: silence while it did not run says nothing of the
 // network.
 func TestIsolationCountsFromTheLastPeerOrTheResumption(t *testing.T) {
@@ -53,7 +53,8 @@ func TestIsolationCountsFromTheLastPeerOrTheResumption(t *testing.T) {
 		{name: "heard just now", heard: ago(10 * time.Millisecond)},
 		{name: "heard within the bound", heard: ago(bound - time.Millisecond)},
 		{name: "silent past the bound", heard: ago(bound + time.Millisecond), isolated: true},
-		{name: "never heard (joining)"},
+		{name: "never heard", isolated: true},
+		{name: "never heard, resumed from a stall just now", resumed: ago(100 * time.Millisecond)},
 		{name: "silent long, but resumed from a stall just now", heard: ago(time.Minute), resumed: ago(100 * time.Millisecond)},
 		{name: "silent long, resumed past the bound", heard: ago(time.Minute), resumed: ago(bound + time.Millisecond), isolated: true},
 		{name: "resumed long ago, heard since", heard: ago(100 * time.Millisecond), resumed: ago(time.Hour)},

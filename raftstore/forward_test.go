@@ -503,23 +503,30 @@ func TestForwarderFailsSayingTheQuorumIsLost(t *testing.T) {
 	}
 }
 
-// TestForwarderOfAStoreCutOffFromTheLeaderFailsSoon: a store that was in
-// contact with a leader and has heard from none for StaleReadBound (three
-// of five voters gone, gossip not saying so yet; the other survivor's
-// votes keep it from counting itself isolated) fails a write with
+// TestForwarderOfAStoreCutOffFromTheLeaderFailsSoon: a non-voter that
+// was in contact with a leader and has heard from none for StaleReadBound
+// (the voters gone, gossip not saying so yet) fails a write with
 // ErrNoLeader saying it is cut off, instead of waiting the whole
 // leader_wait: a client that can reach another agent goes there.
+// (Voters learn it sooner: isolation, below.)
 func TestForwarderOfAStoreCutOffFromTheLeaderFailsSoon(t *testing.T) {
-	stores := openCluster(t, 5, func(i int, cfg *Config) { cfg.StaleReadBound = time.Second })
-	survivor := stores[0]
+	stores := openCluster(t, 3)
+	cfg := testStoreConfig(t, t.TempDir(), slog.LevelWarn)
+	cfg.NodeID, cfg.Bootstrap, cfg.StaleReadBound = "n4", false, time.Second
+	survivor := New(cfg)
+	if err := survivor.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { survivor.Close() })
+	eventually(t, 20*time.Second, "n4 added as a non-voter", func() bool {
+		l := leaderOf(t, stores)
+		return l.raft.AddNonvoter(raft.ServerID("n4"), raft.ServerAddress(survivor.RaftAddr()), 0, 10*time.Second).Error() == nil
+	})
 	// In contact (its monitor looks every contactPoll).
-	eventually(t, 10*time.Second, "n1 in contact with a leader", func() bool { return !survivor.CutOff() })
-	for _, s := range stores[2:] {
+	eventually(t, 10*time.Second, "n4 in contact with a leader", func() bool { return !survivor.CutOff() })
+	for _, s := range stores {
 		s.Close()
 	}
-	// Stepped down first: a write it proposed as the leader may yet be
-	// committed by another, and its failure would not be certain.
-	eventually(t, 10*time.Second, "n1 steps down", func() bool { return !survivor.IsLeader() })
 	f := NewForwarder(survivor, ForwardConfig{LeaderWait: time.Hour, Dial: newTestDialer(t).dial})
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -535,6 +542,31 @@ func TestForwarderOfAStoreCutOffFromTheLeaderFailsSoon(t *testing.T) {
 	}
 	if ctx.Err() != nil {
 		t.Fatalf("Apply on a store cut off from the leader waited until the caller's deadline: %v", err)
+	}
+}
+
+// TestForwarderOfVotersCutOffFromAQuorumFailSoon: two voters of five that
+// hear each other but none of the other three (gone, as behind a
+// partition) cannot make a quorum: each fails a write as cut off, long
+// before StaleReadBound (an hour here) would say so.
+func TestForwarderOfVotersCutOffFromAQuorumFailSoon(t *testing.T) {
+	stores := openCluster(t, 5, func(i int, cfg *Config) { cfg.StaleReadBound = time.Hour })
+	for _, s := range stores[:2] {
+		eventually(t, 10*time.Second, s.cfg.NodeID+" in contact with a leader", func() bool { return !s.CutOff() })
+	}
+	for _, s := range stores[2:] {
+		s.Close()
+	}
+	for _, s := range stores[:2] {
+		eventually(t, 10*time.Second, s.cfg.NodeID+" not leading", func() bool { return !s.IsLeader() })
+		f := NewForwarder(s, ForwardConfig{LeaderWait: time.Hour, Dial: newTestDialer(t).dial})
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		_, err := f.Apply(ctx, registerCmd(testInstance("api", "0", "n1")))
+		cancel()
+		want := "this agent is cut off from the leader: only 1 of the 4 other voters have sent this agent a Raft message or answered one within"
+		if !errors.Is(err, ErrNoLeader) || !strings.Contains(err.Error(), want) || !apierr.IsNotApplied(err) {
+			t.Fatalf("Apply on %s, with one other voter of four = %v, want ErrNoLeader saying %q, marked not applied", s.cfg.NodeID, err, want)
+		}
 	}
 }
 

@@ -71,9 +71,10 @@ type transport struct {
 	commits leaderCommits
 	acks    leaderAcks
 	// heard is when a peer last sent this agent a Raft message or
-	// answered one of its own (unix nanoseconds; 0: never), for
-	// isolation (contact.go).
+	// answered one of its own (unix nanoseconds; 0: never), and peers
+	// when each did, for isolation (contact.go).
 	heard atomic.Int64
+	peers peersHeard
 	// onAppend, when set (before raft starts), sees each AppendEntries
 	// request sent and its outcome; it must not block.
 	onAppend func(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, err error)
@@ -131,7 +132,7 @@ func (t *transport) forward() {
 			return
 		case rpc := <-in:
 			now := time.Now()
-			t.heardAt(now)
+			t.heardFrom(rpc.Command, now)
 			t.commits.observe(rpc.Command, now)
 			if err := t.votes.refuse(rpc); err != nil {
 				rpc.Respond(nil, err)
@@ -158,29 +159,36 @@ func (t *transport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
 	}
 	t.NetworkTransport.SetHeartbeatHandler(func(rpc raft.RPC) {
 		now := time.Now()
-		t.heardAt(now)
+		t.heardFrom(rpc.Command, now)
 		t.commits.observe(rpc.Command, now)
 		cb(rpc)
 	})
 }
 
-// heardAt notes that a peer sent a message or an answer at now.
-func (t *transport) heardAt(now time.Time) { t.heard.Store(now.UnixNano()) }
+// heardFrom notes a request received at now from the peer its header
+// names.
+func (t *transport) heardFrom(cmd any, now time.Time) {
+	t.heard.Store(now.UnixNano())
+	if h, ok := cmd.(raft.WithRPCHeader); ok {
+		t.peers.note(h.GetRPCHeader().ID, now)
+	}
+}
+
+// answered notes that peer id answered a request at now.
+func (t *transport) answered(id raft.ServerID, now time.Time) {
+	t.heard.Store(now.UnixNano())
+	t.peers.note([]byte(id), now)
+}
 
 // heardFromPeer is when a peer last sent this agent a Raft message or
 // answered one of its own (an error is no answer); zero if none has.
-func (t *transport) heardFromPeer() time.Time {
-	if n := t.heard.Load(); n != 0 {
-		return time.Unix(0, n)
-	}
-	return time.Time{}
-}
+func (t *transport) heardFromPeer() time.Time { return unixTime(t.heard.Load()) }
 
 // RequestVote implements raft.Transport, noting an answer.
 func (t *transport) RequestVote(id raft.ServerID, target raft.ServerAddress, req *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
 	err := t.NetworkTransport.RequestVote(id, target, req, resp)
 	if err == nil {
-		t.heardAt(time.Now())
+		t.answered(id, time.Now())
 	}
 	return err
 }
@@ -189,9 +197,57 @@ func (t *transport) RequestVote(id raft.ServerID, target raft.ServerAddress, req
 func (t *transport) RequestPreVote(id raft.ServerID, target raft.ServerAddress, req *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
 	err := t.NetworkTransport.RequestPreVote(id, target, req, resp)
 	if err == nil {
-		t.heardAt(time.Now())
+		t.answered(id, time.Now())
 	}
 	return err
+}
+
+// peersHeard is when each peer, by server ID, last sent this agent a Raft
+// message or answered one of its own.
+type peersHeard struct {
+	mu sync.RWMutex
+	at map[string]*atomic.Int64
+}
+
+// note records id heard at now; an empty id (an old peer's header) is
+// not recorded.
+func (p *peersHeard) note(id []byte, now time.Time) {
+	if len(id) == 0 {
+		return
+	}
+	p.mu.RLock()
+	at, ok := p.at[string(id)]
+	p.mu.RUnlock()
+	if !ok {
+		p.mu.Lock()
+		if p.at == nil {
+			p.at = map[string]*atomic.Int64{}
+		}
+		if at, ok = p.at[string(id)]; !ok {
+			at = new(atomic.Int64)
+			p.at[string(id)] = at
+		}
+		p.mu.Unlock()
+	}
+	at.Store(now.UnixNano())
+}
+
+// last is when id was last heard; zero if never.
+func (p *peersHeard) last(id string) time.Time {
+	p.mu.RLock()
+	at, ok := p.at[id]
+	p.mu.RUnlock()
+	if !ok {
+		return time.Time{}
+	}
+	return unixTime(at.Load())
+}
+
+func unixTime(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
 }
 
 // AppendEntries implements raft.Transport: it sends as the network
@@ -209,7 +265,7 @@ func (t *transport) AppendEntries(id raft.ServerID, target raft.ServerAddress, r
 // request and its outcome for onAppend.
 func (t *transport) appended(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, err error, sent time.Time) {
 	if err == nil {
-		t.heardAt(time.Now())
+		t.answered(id, time.Now())
 	}
 	if err == nil && resp.Success && resp.Term == req.Term {
 		t.acks.accepted(id, req.Term, sent)
