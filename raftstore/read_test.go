@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,4 +227,50 @@ func TestFollowerDefaultReadWaitsForTheLeaderCommitItWasSent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
 	checkRefusal(follower.CheckReadContext(ctx, pb.Consistency_DEFAULT))
+}
+
+// TestAFollowerCatchesUpOnceAfterTheLeadersSilence: when the leader's
+// commit index reaches a follower again after longer than StaleReadBound
+// without it (a partition healed; the requests that end the silence may
+// have been sent during it, delayed, and carry an old commit index), the
+// follower's next DEFAULT read first catches up to the leader's read
+// index, once; reads without such a silence do not ask.
+func TestAFollowerCatchesUpOnceAfterTheLeadersSilence(t *testing.T) {
+	stores := openCluster(t, 3, func(i int, cfg *Config) { cfg.StaleReadBound = 2 * time.Second })
+	l := leaderOf(t, stores)
+	var f *Store
+	for _, s := range stores {
+		if s != l {
+			f = s
+		}
+	}
+	var asked atomic.Int32
+	f.SetReadIndexSource(func(ctx context.Context) (uint64, error) {
+		asked.Add(1)
+		return l.ReadIndex(ctx)
+	})
+	mustStoreApply(t, l, registerCmd(testInstance("api", "0", "n1")))
+	read := func(what string) {
+		t.Helper()
+		if err := f.CheckReadContext(t.Context(), pb.Consistency_DEFAULT); err != nil {
+			t.Fatalf("DEFAULT read on the follower, %s: %v", what, err)
+		}
+	}
+	read("in steady contact")
+	if n := asked.Load(); n != 0 {
+		t.Fatalf("a read in steady contact asked the leader's read index %d times, want none", n)
+	}
+
+	// The last commit index arrived an hour ago, as at the end of a long
+	// partition; the leader's next request (every CommitTimeout) ends the
+	// silence.
+	f.transport.commits.mu.Lock()
+	f.transport.commits.at = time.Now().Add(-time.Hour)
+	f.transport.commits.mu.Unlock()
+	eventually(t, 10*time.Second, "the leader's commit index arrives again", func() bool { return !f.transport.commits.resumedAt().IsZero() })
+	read("after the silence")
+	read("again")
+	if n := asked.Load(); n != 1 {
+		t.Fatalf("after the leader's silence, two reads asked the leader's read index %d times, want once", n)
+	}
 }

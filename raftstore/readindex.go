@@ -182,6 +182,45 @@ func (s *Store) catchUpAfterStall(ctx context.Context) error {
 	return nil
 }
 
+// catchUpAfterSilence is catchUpAfterStall for a silence of the leader's
+// rather than of this agent: when the leader's commit index reaches a
+// follower again after longer than StaleReadBound without it (a partition
+// healed, a connection's queued requests delivered late), the requests
+// that end the silence may have been sent before or during it, and carry
+// a commit index older than their arrival says. The follower then waits,
+// once, until its replica has applied the leader's read index fetched
+// after the silence ended, before it serves DEFAULT reads again (with a
+// read-index source: SetReadIndexSource, which every agent sets).
+func (s *Store) catchUpAfterSilence(ctx context.Context) error {
+	resumed := s.transport.commits.resumedAt()
+	if resumed.IsZero() || resumed.UnixNano() <= s.silenceCleared.Load() {
+		return nil
+	}
+	s.stallMu.Lock()
+	defer s.stallMu.Unlock()
+	if resumed.UnixNano() <= s.silenceCleared.Load() {
+		return nil // another read caught up meanwhile
+	}
+	from := s.readIndexFrom.Load()
+	if from == nil {
+		// A store used without a Forwarder has no way to ask: it goes by
+		// the commit index that arrives, as it did before the silence.
+		return nil
+	}
+	index, err := (*from)(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: the leader's commit index reaches this agent again after a silence, and asking the leader how far to catch up failed: %v; retry, or read with consistency=stale",
+			ErrStaleRead, err)
+	}
+	if err := s.fsm.WaitRevision(ctx, index); err != nil {
+		behind := index - min(index, s.fsm.Revision())
+		return fmt.Errorf("%w: after a silence of the leader's, this replica is %d entries behind the leader's read index %d; retry, or read with consistency=stale",
+			ErrStaleRead, behind, index)
+	}
+	s.silenceCleared.Store(resumed.UnixNano())
+	return nil
+}
+
 // confirmLeadership returns nil once this store has confirmed that it
 // led in term after start: raft verifies its leadership with a quorum
 // (which also sends every peer a heartbeat now), then the read waits, up

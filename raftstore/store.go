@@ -61,6 +61,9 @@ type Store struct {
 	readIndexFrom atomic.Pointer[func(ctx context.Context) (uint64, error)]
 	stallCleared  atomic.Int64
 	stallMu       sync.Mutex
+	// silenceCleared is when the silence caught up last ended
+	// (catchUpAfterSilence; unix nanoseconds).
+	silenceCleared atomic.Int64
 
 	mu          sync.Mutex
 	leaderFuncs []LeaderFunc
@@ -282,7 +285,7 @@ func (s *Store) newTransport() (*transport, error) {
 	}
 	tc.Stream = guardInbound(tc.Stream, netLog, &hello{cluster: s.fsm.ClusterID, speaks: cfg.PeerHello})
 	votes := newVoteGate(s.logs, s.snaps, NewHCLog(s.cfg.Logger, "raft"))
-	return newObservingTransport(raft.NewNetworkTransportWithConfig(tc), votes), nil
+	return newObservingTransport(raft.NewNetworkTransportWithConfig(tc), votes, s.cfg.StaleReadBound), nil
 }
 
 // NewTCPStreamLayer is Raft's stream layer over plain TCP: it accepts on
@@ -549,6 +552,9 @@ func (s *Store) CheckReadContext(ctx context.Context, c pb.Consistency) error {
 			// Deposed meanwhile: read as a follower.
 		}
 		if err := s.catchUpAfterStall(ctx); err != nil {
+			return err
+		}
+		if err := s.catchUpAfterSilence(ctx); err != nil {
 			return err
 		}
 		return s.waitLeaderCommit(ctx)

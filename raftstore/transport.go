@@ -25,6 +25,13 @@ type leaderCommits struct {
 	term   uint64
 	commit uint64
 	at     time.Time
+	// quiet is how long without a commit index counts as a silence
+	// (StaleReadBound; zero: never), and resumed when one arrived last
+	// after such a silence: the requests that end a silence may have been
+	// sent during it, delayed by the network, and carry an old commit
+	// index stamped with their arrival (Store.catchUpAfterSilence).
+	quiet   time.Duration
+	resumed time.Time
 }
 
 // observe notes an RPC received at now. Requests of an older term than
@@ -47,7 +54,18 @@ func (c *leaderCommits) observe(cmd any, now time.Time) {
 	}
 	// An index once committed stays committed, whichever leader sent it.
 	c.commit = max(c.commit, req.LeaderCommitIndex)
+	if c.quiet > 0 && !c.at.IsZero() && now.Sub(c.at) > c.quiet {
+		c.resumed = now
+	}
 	c.at = now
+}
+
+// resumedAt is when a commit index last arrived after a silence; zero if
+// none has.
+func (c *leaderCommits) resumedAt() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.resumed
 }
 
 // last returns the highest commit index seen and when the newest
@@ -102,9 +120,10 @@ var (
 
 // newObservingTransport wraps inner and starts the goroutine that hands
 // its RPCs on; Close stops it.
-func newObservingTransport(inner *raft.NetworkTransport, votes *voteGate) *transport {
+func newObservingTransport(inner *raft.NetworkTransport, votes *voteGate, quiet time.Duration) *transport {
 	t := &transport{
 		NetworkTransport: inner,
+		commits:          leaderCommits{quiet: quiet},
 		votes:            votes,
 		rpcs:             make(chan raft.RPC),
 		stop:             make(chan struct{}),

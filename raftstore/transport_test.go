@@ -62,7 +62,7 @@ func TestTransportObservesAppendEntriesAndHeartbeats(t *testing.T) {
 	}
 	leader := newNet()
 	t.Cleanup(func() { leader.Close() })
-	follower := newObservingTransport(newNet(), nil)
+	follower := newObservingTransport(newNet(), nil, 0)
 	t.Cleanup(func() { follower.Close() })
 
 	heartbeats := make(chan *raft.AppendEntriesRequest, 1)
