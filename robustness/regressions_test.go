@@ -32,6 +32,7 @@ var regressions = []struct {
 	{745985658, "a restart could not bind its gRPC port: while the agent was down, the port (the kernel's pick at the first start) was the local port of an outgoing connection"},
 	{761192877, "porcupine ran past its minute on one instance's history: writes on a cut-off agent failed at once, all of unknown outcome, ten times as fast as before"},
 	{299858592, "a killed leader could not come back on its gRPC port: while it was down, another seed's agent had been given the same port (testport handed it out twice)"},
+	{853733220, "a follower answered a default read from a replica older than stale_read_bound after a partition healed: the first request to reach it had been sent during the partition"},
 }
 
 func TestRegressions(t *testing.T) {
