@@ -163,6 +163,7 @@ func (s *Store) catchUpAfterStall(ctx context.Context) error {
 	if lost <= time.Duration(s.stallCleared.Load()) {
 		return nil // another read caught up meanwhile
 	}
+	asked := time.Now()
 	from := s.readIndexFrom.Load()
 	if from == nil {
 		return fmt.Errorf("%w: this agent did not run for a while (%s in all) and cannot ask the leader how far to catch up yet; retry, or read with consistency=stale",
@@ -179,6 +180,9 @@ func (s *Store) catchUpAfterStall(ctx context.Context) error {
 			ErrStaleRead, behind, index)
 	}
 	s.stallCleared.Store(int64(lost))
+	// The read index, asked after any silence that ended before, covers
+	// that too (catchUpAfterSilence).
+	s.silenceCleared.Store(asked.UnixNano())
 	return nil
 }
 
@@ -207,6 +211,7 @@ func (s *Store) catchUpAfterSilence(ctx context.Context) error {
 		// the commit index that arrives, as it did before the silence.
 		return nil
 	}
+	asked := time.Now()
 	index, err := (*from)(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: the leader's commit index reaches this agent again after a silence, and asking the leader how far to catch up failed: %v; retry, or read with consistency=stale",
@@ -217,7 +222,7 @@ func (s *Store) catchUpAfterSilence(ctx context.Context) error {
 		return fmt.Errorf("%w: after a silence of the leader's, this replica is %d entries behind the leader's read index %d; retry, or read with consistency=stale",
 			ErrStaleRead, behind, index)
 	}
-	s.silenceCleared.Store(resumed.UnixNano())
+	s.silenceCleared.Store(asked.UnixNano())
 	return nil
 }
 

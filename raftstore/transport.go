@@ -54,7 +54,9 @@ func (c *leaderCommits) observe(cmd any, now time.Time) {
 	}
 	// An index once committed stays committed, whichever leader sent it.
 	c.commit = max(c.commit, req.LeaderCommitIndex)
-	if c.quiet > 0 && !c.at.IsZero() && now.Sub(c.at) > c.quiet {
+	if c.quiet > 0 && (c.at.IsZero() || now.Sub(c.at) > c.quiet) {
+		// The first commit index ever (an agent that led until now, or
+		// just started) ends a silence as long as its life so far.
 		c.resumed = now
 	}
 	c.at = now
