@@ -33,6 +33,7 @@ var regressions = []struct {
 	{761192877, "porcupine ran past its minute on one instance's history: writes on a cut-off agent failed at once, all of unknown outcome, ten times as fast as before"},
 	{299858592, "a killed leader could not come back on its gRPC port: while it was down, another seed's agent had been given the same port (testport handed it out twice)"},
 	{853733220, "a follower answered a default read from a replica older than stale_read_bound after a partition healed: the first request to reach it had been sent during the partition"},
+	{148550434, "the same, on an agent that had led until the partition and so had never received a commit index before the delayed one"},
 }
 
 func TestRegressions(t *testing.T) {
