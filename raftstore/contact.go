@@ -44,16 +44,14 @@ type contact struct {
 	// had: the store has been in contact since it opened; until then
 	// neither the loss nor the contact is news worth a log line.
 	had bool
-	// lastLook is when the store last looked; resumedAt when a look
-	// found the one before it stallGap old (the process did not run).
-	lastLook, resumedAt time.Time
+	// lostSeen is the time the process had not run (Config.Lost) at the
+	// last look, and resumedAt the look that found it grown: the peers'
+	// silence while the process stood still (stopped, its VM paused,
+	// starved of CPU) says nothing of the network, so isolation counts
+	// from the resumption.
+	lostSeen  time.Duration
+	resumedAt time.Time
 }
-
-// stallGap is how long between two looks (contactPoll apart while the
-// process runs) means the process stood still: stopped, its VM paused,
-// starved of CPU. Its peers' silence over that time says nothing of the
-// network, so isolation counts from the resumption.
-const stallGap = 4 * contactPoll
 
 // LeaderContact returns a context that ends, with the reason as its
 // cause, when this agent loses contact with a leader, or that reason now
@@ -129,10 +127,11 @@ func (s *Store) lookAtContactLocked(now time.Time) {
 	if leader {
 		c.ledAt = now
 	}
-	if !c.lastLook.IsZero() && now.Sub(c.lastLook) > stallGap {
-		c.resumedAt = now
+	if s.cfg.Lost != nil {
+		if lost := s.cfg.Lost(); lost > c.lostSeen {
+			c.lostSeen, c.resumedAt = lost, now
+		}
 	}
-	c.lastLook = now
 	_, heard := s.transport.LeaderCommit()
 	lost := cutOff(now, leader, heard, c.ledAt, s.cfg.StaleReadBound)
 	if lost == nil && !leader {
@@ -233,7 +232,7 @@ const (
 // stood still) does not count.
 func (s *Store) isolated(now, resumed time.Time) string {
 	bound := max(isolationTimeouts*s.cfg.HeartbeatTimeout, minIsolation)
-	anyPeer := s.transport.heardFromPeer()
+	anyPeer := s.transport.peers.latest()
 	if anyPeer.IsZero() {
 		return ""
 	}

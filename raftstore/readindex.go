@@ -169,15 +169,8 @@ func (s *Store) catchUpAfterStall(ctx context.Context) error {
 		return fmt.Errorf("%w: this agent did not run for a while (%s in all) and cannot ask the leader how far to catch up yet; retry, or read with consistency=stale",
 			ErrStaleRead, lost.Round(time.Millisecond))
 	}
-	index, err := (*from)(ctx)
-	if err != nil {
-		return fmt.Errorf("%w: this agent did not run for a while (%s in all), and asking the leader how far to catch up failed: %v; retry, or read with consistency=stale",
-			ErrStaleRead, lost.Round(time.Millisecond), err)
-	}
-	if err := s.fsm.WaitRevision(ctx, index); err != nil {
-		behind := index - min(index, s.fsm.Revision())
-		return fmt.Errorf("%w: this agent did not run for a while and its replica is %d entries behind the leader's read index %d; retry, or read with consistency=stale",
-			ErrStaleRead, behind, index)
+	if err := s.catchUpToReadIndex(ctx, *from, fmt.Sprintf("this agent did not run for a while (%s in all)", lost.Round(time.Millisecond))); err != nil {
+		return err
 	}
 	s.stallCleared.Store(int64(lost))
 	// The read index, asked after any silence that ended before, covers
@@ -212,17 +205,27 @@ func (s *Store) catchUpAfterSilence(ctx context.Context) error {
 		return nil
 	}
 	asked := time.Now()
-	index, err := (*from)(ctx)
+	if err := s.catchUpToReadIndex(ctx, *from, "the leader's commit index reaches this agent again after a silence"); err != nil {
+		return err
+	}
+	s.silenceCleared.Store(asked.UnixNano())
+	return nil
+}
+
+// catchUpToReadIndex asks the leader for its read index through from and
+// waits until the replica has applied it; why, what made the read ask,
+// begins its errors.
+func (s *Store) catchUpToReadIndex(ctx context.Context, from func(context.Context) (uint64, error), why string) error {
+	index, err := from(ctx)
 	if err != nil {
-		return fmt.Errorf("%w: the leader's commit index reaches this agent again after a silence, and asking the leader how far to catch up failed: %v; retry, or read with consistency=stale",
-			ErrStaleRead, err)
+		return fmt.Errorf("%w: %s, and asking the leader how far to catch up failed: %v; retry, or read with consistency=stale",
+			ErrStaleRead, why, err)
 	}
 	if err := s.fsm.WaitRevision(ctx, index); err != nil {
 		behind := index - min(index, s.fsm.Revision())
-		return fmt.Errorf("%w: after a silence of the leader's, this replica is %d entries behind the leader's read index %d; retry, or read with consistency=stale",
-			ErrStaleRead, behind, index)
+		return fmt.Errorf("%w: %s, and its replica is %d entries behind the leader's read index %d; retry, or read with consistency=stale",
+			ErrStaleRead, why, behind, index)
 	}
-	s.silenceCleared.Store(asked.UnixNano())
 	return nil
 }
 

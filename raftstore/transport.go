@@ -90,10 +90,8 @@ type transport struct {
 	*raft.NetworkTransport
 	commits leaderCommits
 	acks    leaderAcks
-	// heard is when a peer last sent this agent a Raft message or
-	// answered one of its own (unix nanoseconds; 0: never), and peers
-	// when each did, for isolation (contact.go).
-	heard atomic.Int64
+	// peers is when each peer last sent this agent a Raft message or
+	// answered one of its own, for isolation (contact.go).
 	peers peersHeard
 	// onAppend, when set (before raft starts), sees each AppendEntries
 	// request sent and its outcome; it must not block.
@@ -189,7 +187,6 @@ func (t *transport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
 // heardFrom notes a request received at now from the peer its header
 // names.
 func (t *transport) heardFrom(cmd any, now time.Time) {
-	t.heard.Store(now.UnixNano())
 	if h, ok := cmd.(raft.WithRPCHeader); ok {
 		t.peers.note(h.GetRPCHeader().ID, now)
 	}
@@ -197,13 +194,8 @@ func (t *transport) heardFrom(cmd any, now time.Time) {
 
 // answered notes that peer id answered a request at now.
 func (t *transport) answered(id raft.ServerID, now time.Time) {
-	t.heard.Store(now.UnixNano())
 	t.peers.note([]byte(id), now)
 }
-
-// heardFromPeer is when a peer last sent this agent a Raft message or
-// answered one of its own (an error is no answer); zero if none has.
-func (t *transport) heardFromPeer() time.Time { return unixTime(t.heard.Load()) }
 
 // RequestVote implements raft.Transport, noting an answer.
 func (t *transport) RequestVote(id raft.ServerID, target raft.ServerAddress, req *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {
@@ -251,6 +243,18 @@ func (p *peersHeard) note(id []byte, now time.Time) {
 		p.mu.Unlock()
 	}
 	at.Store(now.UnixNano())
+}
+
+// latest is when any peer was last heard (an error is no answer); zero
+// if none has been.
+func (p *peersHeard) latest() time.Time {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	var n int64
+	for _, at := range p.at {
+		n = max(n, at.Load())
+	}
+	return unixTime(n)
 }
 
 // last is when id was last heard; zero if never.
