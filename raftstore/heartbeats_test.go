@@ -18,8 +18,9 @@ func TestLeaderCountsAVoterNotAnsweringItsHeartbeatsUnreachable(t *testing.T) {
 	if q, err := leader.Quorum(alive); err != nil || len(q.Unreachable) != 0 {
 		t.Fatalf("Quorum with every voter answering = %+v, %v; want none unreachable", q, err)
 	}
-	stopped := time.Now()
+	// n3 answers heartbeats until its Close has returned.
 	stores[2].Close()
+	stopped := time.Now()
 	var q Quorum
 	eventually(t, 20*time.Second, "the leader counts n3 unreachable", func() bool {
 		var err error
