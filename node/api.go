@@ -276,12 +276,14 @@ func (m apiMembership) Self() string                  { return m.n.cfg.Name }
 func (m apiMembership) Node(name string) *pb.Node     { return m.n.store.FSM().Node(name) }
 func (m apiMembership) Session(id string) *pb.Session { return m.n.store.FSM().Session(id) }
 
+// GossipStatus is what gossip last knew of agent name, also once it has
+// forgotten a member failed longer ago than it remembers: an agent reaped
+// during a long partition forwards its own writes again as soon as the
+// partition heals, before gossip here has heard that it is back.
 func (m apiMembership) GossipStatus(name string) string {
-	if m.n.gossip() != nil {
-		for _, member := range m.n.gossip().Members() {
-			if member.Name == name {
-				return member.Status
-			}
+	if g := m.n.gossip(); g != nil {
+		if member, ok := g.LastKnown(name); ok {
+			return member.Status
 		}
 	}
 	return "unknown"

@@ -34,6 +34,7 @@ var regressions = []struct {
 	{299858592, "a killed leader could not come back on its gRPC port: while it was down, another seed's agent had been given the same port (testport handed it out twice)"},
 	{853733220, "a follower answered a default read from a replica older than stale_read_bound after a partition healed: the first request to reach it had been sent during the partition"},
 	{148550434, "the same, on an agent that had led until the partition and so had never received a commit index before the delayed one"},
+	{591110405, "the same refusal as seed 6 once the partition had outlasted gossip's memory of the reaped agent: the leader's gossip had forgotten it, not only marked it failed"},
 }
 
 func TestRegressions(t *testing.T) {

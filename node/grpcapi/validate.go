@@ -216,8 +216,9 @@ type Membership interface {
 	Self() string
 	Node(name string) *pb.Node
 	Session(id string) *pb.Session
-	// GossipStatus is the agent's state in this agent's gossip view
-	// ("unknown" when gossip has never seen it).
+	// GossipStatus is the agent's state in this agent's gossip view, the
+	// last it knew for a member gossip no longer lists ("unknown" when
+	// gossip has never seen it).
 	GossipStatus(name string) string
 }
 
