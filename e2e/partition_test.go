@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -30,11 +31,13 @@ type labCluster struct {
 	lab    *netlab.Lab
 	agents []*agent
 	client *netlab.Host
+	voters int // the Raft voters the cluster keeps (--voters, 3 by default)
 }
 
 // startLab starts n agents, each on a host of its own, joining the first,
-// and waits until the first sees them all alive, one leading and the rest
-// voting.
+// and waits until the first sees them all alive, one leading, as many
+// others voting as --voters (3 unless extra says) allows, and the rest
+// nonvoters.
 // Without root or iproute2 the test is skipped, except under CI, whose
 // machine has both.
 func startLab(t *testing.T, n int, extra ...string) *labCluster {
@@ -63,7 +66,14 @@ func startLabSpare(t *testing.T, n, spare int, extra ...string) *labCluster {
 			t.Error(err)
 		}
 	})
-	c := &labCluster{t: t, lab: lab, client: lab.Host(n + spare)}
+	c := &labCluster{t: t, lab: lab, client: lab.Host(n + spare), voters: min(n, 3)}
+	if i := slices.Index(extra, "--voters"); i >= 0 && i+1 < len(extra) {
+		v, err := strconv.Atoi(extra[i+1])
+		if err != nil {
+			t.Fatalf("--voters %q: %v", extra[i+1], err)
+		}
+		c.voters = min(n, v)
+	}
 	for i := range n {
 		name := "a" + itoa(i)
 		a := &agent{
@@ -78,7 +88,7 @@ func startLabSpare(t *testing.T, n, spare int, extra ...string) *labCluster {
 			a.start(c.agents[0].gossipAddr())
 		}
 	}
-	waitFor(t, 30*time.Second, "every agent alive, one leader and the rest voters", func() bool { return c.settled(c.agents[0]) })
+	waitFor(t, 30*time.Second, "every agent alive, one leader, the voters and the nonvoters", func() bool { return c.settled(c.agents[0]) })
 	return c
 }
 
@@ -140,7 +150,7 @@ func members(a *agent) (map[string]member, error) {
 }
 
 // settled reports whether agent a sees every agent alive, one of them
-// leading and the rest voting.
+// leading, c.voters voting in all, and the rest nonvoters.
 func (c *labCluster) settled(a *agent) bool {
 	m, err := members(a)
 	if err != nil || len(m) != len(c.agents) {
@@ -153,18 +163,31 @@ func (c *labCluster) settled(a *agent) bool {
 		}
 		roles[x.role]++
 	}
-	return roles["leader"] == 1 && roles["voter"] == len(c.agents)-1
+	return roles["leader"] == 1 && roles["voter"] == c.voters-1 && roles["nonvoter"] == len(c.agents)-c.voters
 }
 
 // waitSettled waits until every agent sees every agent alive, one
-// leading and the rest voting; when says after what, for the failure.
+// leading, the voters and the nonvoters; when says after what, for the
+// failure.
 func (c *labCluster) waitSettled(when string) {
 	c.t.Helper()
 	for _, a := range c.agents {
-		waitFor(c.t, 60*time.Second, a.name+" sees every agent alive, one leader and the rest voters, "+when, func() bool {
+		waitFor(c.t, 60*time.Second, a.name+" sees every agent alive, one leader, the voters and the nonvoters, "+when, func() bool {
 			return c.settled(a)
 		})
 	}
+}
+
+// waitInContact waits until agent i is in contact with a leader (its
+// status says nothing under "Cut off": a joining agent is cut off until
+// the leader's first commit reaches it).
+func (c *labCluster) waitInContact(i int) {
+	c.t.Helper()
+	a := c.agents[i]
+	waitFor(c.t, 20*time.Second, a.name+" in contact with a leader", func() bool {
+		out, err := a.ctl("status")
+		return err == nil && !strings.Contains(out, "Cut off")
+	})
 }
 
 // leader returns the index of the leader as agent a sees it, or -1.
@@ -708,6 +731,9 @@ func TestTwoOfFiveCutOffFailWritesAtOnce(t *testing.T) {
 			majority = append(majority, i)
 		}
 	}
+	for _, i := range minority {
+		c.waitInContact(i)
+	}
 	if err := c.lab.Partition(minority, majority); err != nil {
 		t.Fatal(err)
 	}
@@ -746,4 +772,61 @@ func TestTwoOfFiveCutOffFailWritesAtOnce(t *testing.T) {
 			return err == nil && strings.Contains(out, "m1")
 		})
 	}
+}
+
+// TestANonvoterCutOffFailsWritesAtOnce: a partition cuts a nonvoter of
+// five agents (three voters) off from all the others, while the client
+// reaches every agent. A nonvoter hears nothing in an election, so it asks
+// the voters; none answers, so it counts itself cut off about a second
+// into the cut, not once stale_read_bound has passed (30 s here, so that
+// only the voters' silence can say it): a write through it fails at once
+// saying so, not applied; zrpcctl given it first goes on to the others.
+// After the heal it is in contact again and holds the write.
+func TestANonvoterCutOffFailsWritesAtOnce(t *testing.T) {
+	c := startLab(t, 5, "--stale-read-bound", "30s", "--dead-node-reap", "1h")
+	m, err := members(c.agents[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	nv := -1
+	for i, a := range c.agents {
+		if m[a.name].role == "nonvoter" {
+			nv = i
+		}
+	}
+	if nv < 0 {
+		t.Fatalf("no nonvoter among %v", m)
+	}
+	a := c.agents[nv]
+	c.waitInContact(nv)
+	if err := c.lab.Partition([]int{nv}, c.others(nv)); err != nil {
+		t.Fatal(err)
+	}
+	cutAt := time.Now()
+	waitFor(t, 20*time.Second, a.name+" says no voter answers it", func() bool {
+		out, err := a.ctl("status")
+		return err == nil && strings.Contains(out, "it is a nonvoter that knows no leader, and none of the 3 voters")
+	})
+	_, err = a.ctl("--timeout", "10s", "service", "register", "cut.rpc", "--id", a.name, "--address", "10.0.3.1:1")
+	if err == nil || !strings.Contains(err.Error(), "it is a nonvoter that knows no leader, and none of the 3 voters") ||
+		!strings.Contains(err.Error(), "the write was not applied") {
+		t.Fatalf("a write through %s, a nonvoter no voter answers: %v, want it failed at once as cut off, not applied", a.name, err)
+	}
+	t.Logf("%s cut off, writes through it failing, %s after the cut", a.name, time.Since(cutAt).Round(time.Millisecond))
+	if _, err := c.ctl(nv, "--timeout", "20s", "service", "register", "moved.rpc", "--id", "m1", "--address", "10.0.3.1:2"); err != nil {
+		t.Fatalf("zrpcctl given the cut-off nonvoter first: %v, want the write through another agent", err)
+	}
+
+	if err := c.lab.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	c.waitSettled("after the heal")
+	waitFor(t, 20*time.Second, a.name+" in contact again and holding the write", func() bool {
+		st, err := a.ctl("status")
+		if err != nil || strings.Contains(st, "Cut off") {
+			return false
+		}
+		out, err := a.ctl("service", "get", "moved.rpc")
+		return err == nil && strings.Contains(out, "m1")
+	})
 }

@@ -304,6 +304,17 @@ func (n *Node) peerAnswers(ctx context.Context, grpcAddr string) error {
 	})
 }
 
+// voterAnswers checks, within 500 ms, that the voter with Raft server ID
+// id answers its health check: how this agent, a nonvoter that knows no
+// leader, learns which voters it can reach (raftstore probe.go).
+func (n *Node) voterAnswers(ctx context.Context, id string) error {
+	addr := n.peerGRPCAddr(id)
+	if addr == "" {
+		return fmt.Errorf("gRPC address of voter %s not known", id)
+	}
+	return n.peerAnswers(ctx, addr)
+}
+
 // peerStatus asks the agent serving gRPC at grpcAddr for its Status,
 // within 500 ms.
 func (n *Node) peerStatus(ctx context.Context, grpcAddr string) (st *pb.StatusResponse, err error) {

@@ -266,6 +266,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 				Reach: n.reach,
 			})
 			n.store.SetReadIndexSource(n.forward.ReadIndex)
+			n.store.SetVoterProbe(n.voterAnswers)
 			return n.startGRPC()
 		}},
 		{"start gossip", func() error {

@@ -23,7 +23,7 @@ import (
 // is when a leader replicated to it within StaleReadBound, or it led
 // itself that recently (so that an agent stepping down in an election is
 // not cut off for the moments until the new leader reaches it), unless it
-// is a voter isolated from every peer (isolated, below).
+// knows no leader and reaches too few voters for one (isolated, below).
 
 // contactPoll is how often the store looks whether it is in contact with
 // a leader.
@@ -51,6 +51,9 @@ type contact struct {
 	// from the resumption.
 	lostSeen  time.Duration
 	resumedAt time.Time
+	// noLeaderSince is when the monitor first saw this store, a
+	// non-voter, know no leader; zero while it knows one (probe.go).
+	noLeaderSince time.Time
 }
 
 // LeaderContact returns a context that ends, with the reason as its
@@ -93,6 +96,9 @@ func (s *Store) cutOffNow() error {
 func (s *Store) watchContact() {
 	c := &s.contact
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
+	s.probes.kick = make(chan []string, 1)
+	s.wg.Add(1)
+	go s.runVoterProbes()
 	s.lookAtContact(time.Now())
 	s.wg.Add(1)
 	go func() {
@@ -219,25 +225,27 @@ func (s *Store) contactLost() string {
 // while a write during an election that will succeed waits for it; etcd
 // ends its watches that require a leader after three election timeouts
 // without one in the same way. Reads keep StaleReadBound, the staleness
-// an operator allows. Only voters: a non-voter hears nothing during an
-// election.
+// an operator allows. A non-voter hears nothing during an election: it
+// asks the voters instead (probe.go), and counts their answers the same
+// way.
 const (
 	isolationTimeouts = 3
 	minIsolation      = time.Second
 )
 
-// isolated is why the store, a voter with other voters that knows no
-// leader, counts itself cut off from any quorum at now; "" if it is not,
-// or has never heard from a peer. Silence before resumed (the process
-// stood still) does not count.
+// isolated is why the store, a voter with other voters or a non-voter,
+// that knows no leader counts itself cut off from any quorum at now; ""
+// if it is not, or has never heard from a peer. Silence before resumed
+// (the process stood still) does not count.
 func (s *Store) isolated(now, resumed time.Time) string {
 	bound := max(isolationTimeouts*s.cfg.HeartbeatTimeout, minIsolation)
-	anyPeer := s.transport.peers.latest()
-	if anyPeer.IsZero() {
-		return ""
-	}
 	others, voter := s.otherVoters()
-	if !voter || len(others) == 0 {
+	if !voter {
+		return s.nonVoterIsolated(now, resumed, others, bound)
+	}
+	s.contact.noLeaderSince = time.Time{}
+	anyPeer := s.transport.peers.latest()
+	if anyPeer.IsZero() || len(others) == 0 {
 		return ""
 	}
 	reached := 1 // itself
@@ -260,6 +268,43 @@ func (s *Store) isolated(now, resumed time.Time) string {
 	}
 	return fmt.Sprintf("only %d of the %d other voters have sent this agent a Raft message or answered one within %s; a quorum with it needs %d",
 		reached-1, len(others), bound, need-1)
+}
+
+// nonVoterIsolated is isolated for a non-voter of the given voters: it
+// asks them while it knows no leader (probe.go; without a VoterProbe it
+// is never isolated), and counts itself cut off once it has asked for
+// probeTimeout and fewer than a majority of
+// them have sent it a Raft message or answered within bound. The caller
+// holds s.contact.mu.
+func (s *Store) nonVoterIsolated(now, resumed time.Time, voters []string, bound time.Duration) string {
+	c := &s.contact
+	if _, id := s.Leader(); id != "" || len(voters) == 0 || s.transport.peers.latest().IsZero() || s.probes.probe.Load() == nil {
+		c.noLeaderSince = time.Time{}
+		return ""
+	}
+	if c.noLeaderSince.IsZero() {
+		c.noLeaderSince = now
+	}
+	s.askVoters(voters)
+	if now.Sub(c.noLeaderSince) < probeTimeout {
+		return ""
+	}
+	reached := 0
+	for _, id := range voters {
+		if _, silent := silentFor(now, s.transport.peers.last(id), resumed, bound); !silent {
+			reached++
+		}
+	}
+	need := len(voters)/2 + 1
+	switch {
+	case reached >= need:
+		return ""
+	case reached == 0:
+		return fmt.Sprintf("it is a nonvoter that knows no leader, and none of the %d voters has sent it a Raft message or answered it within %s",
+			len(voters), bound)
+	}
+	return fmt.Sprintf("it is a nonvoter that knows no leader, and only %d of the %d voters have sent it a Raft message or answered it within %s, fewer than the %d a leader needs",
+		reached, len(voters), bound, need)
 }
 
 // silentFor returns how long a peer has not been heard at now, and

@@ -38,8 +38,9 @@ type Store struct {
 	transport  *transport
 	pusher     *commitPusher // tells followers the leader's commits at once
 	notify     chan bool
-	contact    contact    // whether it is in contact with a leader (contact.go)
-	heartbeats heartbeats // the voters this leader cannot heartbeat (heartbeats.go)
+	contact    contact     // whether it is in contact with a leader (contact.go)
+	heartbeats heartbeats  // the voters this leader cannot heartbeat (heartbeats.go)
+	probes     voterProbes // a non-voter without a leader asking the voters (probe.go)
 	// fsmVersion caches Config.ClusterFSMVersion until fsmVersionNext
 	// (unix ns): clusterAt.
 	fsmVersion, fsmVersionNext atomic.Int64

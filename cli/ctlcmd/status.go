@@ -24,8 +24,9 @@ for how long), its Raft state and log indexes, and how long ago it heard
 from the leader. An agent whose disk failed an fsync of its Raft log
 stops its Raft node and exits; until it has, it says why under "Raft
 stopped", and restarted it takes part in the cluster again. An agent no
-leader has reached within stale_read_bound (on the minority side of a
-partition, or in a cluster without a quorum) says so under "Cut off". A leader
+leader has reached within stale_read_bound, or that knows no leader and
+hears from too few voters for one (on the minority side of a partition,
+or in a cluster without a quorum), says so under "Cut off". A leader
 needs a majority of the voters: with fewer reachable, writes fail until
 the others are back. A follower whose applied index lags the commit
 index, or whose last contact keeps growing, is falling behind. "Watch
