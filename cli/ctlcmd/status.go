@@ -66,7 +66,7 @@ shards to the others.`,
 					fields = append(fields, field{"Raft stopped", why})
 				}
 				if why := st.GetCutOff(); why != "" {
-					fields = append(fields, field{"Cut off", why + "; default reads refuse, watches that require a leader end"})
+					fields = append(fields, field{"Cut off", why + "; writes through it fail at once, its watches that require a leader end, its default reads refuse once no leader has reached it for stale_read_bound"})
 				}
 				if n := st.GetHandoffShards(); n > 0 {
 					fields = append(fields, field{"Leaving", fmt.Sprintf("handing %d blob shards to the other agents (zrpcctl leave)", n)})

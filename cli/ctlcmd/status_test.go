@@ -218,7 +218,7 @@ func TestStatusSaysWhenTheAgentIsCutOff(t *testing.T) {
 	t.Setenv(addrEnv, "")
 	why := "replica is stale: the leader last replicated its log to this agent 12.3s ago (stale_read_bound 5s)"
 	fields, res := statusFields(t, &zrpcpb.StatusResponse{Node: "n3", Voters: 3, ReachableVoters: 1, CutOff: why})
-	if got, want := fields["Cut off"], why+"; default reads refuse, watches that require a leader end"; got != want {
+	if got, want := fields["Cut off"], why+"; writes through it fail at once, its watches that require a leader end, its default reads refuse once no leader has reached it for stale_read_bound"; got != want {
 		t.Errorf("Cut off: %q, want %q\n%s", got, want, res.stdout)
 	}
 	fields, res = statusFields(t, &zrpcpb.StatusResponse{Node: "n1", Leader: "n1", Voters: 3, ReachableVoters: 3})
