@@ -216,7 +216,8 @@ func (t *transport) RequestPreVote(id raft.ServerID, target raft.ServerAddress, 
 }
 
 // peersHeard is when each peer, by server ID, last sent this agent a Raft
-// message or answered one of its own.
+// message or answered one of its own (or, asked by a nonvoter without a
+// leader, its probe: probe.go).
 type peersHeard struct {
 	mu sync.RWMutex
 	at map[string]*atomic.Int64
