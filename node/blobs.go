@@ -87,6 +87,8 @@ func (c blobCluster) LeaderRevision(ctx context.Context) (uint64, error) {
 	return rev, err
 }
 
+func (c blobCluster) CutOff() error { return c.n.forward.CutOff() }
+
 func (c blobCluster) GossipAlive() int {
 	alive := 0
 	if c.n.gossip() != nil {

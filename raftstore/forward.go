@@ -190,19 +190,11 @@ func (f *Forwarder) onLeader(ctx context.Context, local func() error, remote fun
 		// unlikely to find a leader, and the caller may reach one
 		// through another agent.
 		why := f.store.contactLost()
-		if known && q.Lost() && (why != "" || now.Sub(start) >= min(quorumLostWait, wait)) {
-			return sent, fmt.Errorf("%w: %s; restart the unreachable agents or mend the network to them (`zrpcctl members` shows what this agent's gossip sees); if a majority is gone for good, see `zrpcd agent recover --help`",
-				ErrNoLeader, q)
-		}
 		if why != "" {
-			// Gossip may not have noticed yet: isolation takes about a
-			// second, gossip's failure detection several.
-			count := ""
-			if known {
-				count = "; by its count " + q.String()
-			}
-			return sent, fmt.Errorf("%w: this agent is cut off from the leader: %s; another agent may reach it (a client given several agents goes on to the next); restart the agents this one cannot reach or mend the network to them (`zrpcctl members` shows what this agent's gossip sees%s)",
-				ErrNoLeader, why, count)
+			return sent, cutOffError(why, q, known)
+		}
+		if known && q.Lost() && now.Sub(start) >= min(quorumLostWait, wait) {
+			return sent, quorumLostError(q)
 		}
 		if !now.Before(deadline) {
 			voters := "is a majority of voters up?"
@@ -228,6 +220,48 @@ func (f *Forwarder) onLeader(ctx context.Context, local func() error, remote fun
 		case <-time.After(min(backoff(attempt), deadline.Sub(now))):
 		}
 	}
+}
+
+// CutOff returns the error a write through this agent fails with at
+// once while it is cut off from the leader and knows none (the store's
+// contact, contact.go), marked apierr.NotApplied; nil when it is not.
+// Work that would end in a write, but first decides on this agent's own
+// view of the cluster (a blob put places its shards on the agents its
+// gossip counts alive, which on the minority side of a partition is the
+// minority), asks it first: the caller then goes to another agent
+// rather than acting on that view.
+func (f *Forwarder) CutOff() error {
+	why := f.store.contactLost()
+	if why == "" {
+		return nil
+	}
+	q, known := f.quorum()
+	return apierr.NotApplied(cutOffError(why, q, known))
+}
+
+// cutOffError is the ErrNoLeader of a call on a store cut off from the
+// leader (why), q the voters it reaches by gossip's count (known: it
+// has one): the count when gossip already says too few voters are
+// reachable, the store's own reason otherwise (gossip may not have
+// noticed yet: isolation takes about a second, gossip's failure detection
+// several).
+func cutOffError(why string, q Quorum, known bool) error {
+	if known && q.Lost() {
+		return quorumLostError(q)
+	}
+	count := ""
+	if known {
+		count = "; by its count " + q.String()
+	}
+	return fmt.Errorf("%w: this agent is cut off from the leader: %s; another agent may reach it (a client given several agents goes on to the next); restart the agents this one cannot reach or mend the network to them (`zrpcctl members` shows what this agent's gossip sees%s)",
+		ErrNoLeader, why, count)
+}
+
+// quorumLostError is the ErrNoLeader of a call on a store that reaches
+// too few voters, by gossip's count q, for a leader.
+func quorumLostError(q Quorum) error {
+	return fmt.Errorf("%w: %s; restart the unreachable agents or mend the network to them (`zrpcctl members` shows what this agent's gossip sees); if a majority is gone for good, see `zrpcd agent recover --help`",
+		ErrNoLeader, q)
 }
 
 // callInEpoch runs call in a context that ends with ctx or with epoch,

@@ -91,6 +91,10 @@ func TestNonVoterWithoutALeaderCountsTheVotersThatAnswer(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Fatalf("Apply on n4 waited until the caller's deadline: %v", err)
 	}
+	// What a put asks before it acts on the agent's own view: the same.
+	if err := f.CutOff(); !errors.Is(err, ErrNoLeader) || !strings.Contains(err.Error(), want) || !apierr.IsNotApplied(err) {
+		t.Fatalf("CutOff on n4 = %v, want ErrNoLeader saying %q, marked not applied", err, want)
+	}
 
 	answer()
 	eventually(t, 10*time.Second, "n4 cut off with no voter answering", func() bool {
@@ -99,4 +103,7 @@ func TestNonVoterWithoutALeaderCountsTheVotersThatAnswer(t *testing.T) {
 	})
 	answer("n2", "n3")
 	eventually(t, 10*time.Second, "n4 back in contact once two voters answer", func() bool { return !nv.CutOff() })
+	if err := f.CutOff(); err != nil {
+		t.Fatalf("CutOff on n4 in contact = %v, want nil", err)
+	}
 }

@@ -42,6 +42,8 @@ type fakeCluster struct {
 	// readCheck, when set, is what CheckRead answers for DEFAULT reads.
 	leaderless atomic.Bool
 	readCheck  atomic.Pointer[error]
+	// cutOff, when set, is what CutOff answers.
+	cutOff atomic.Pointer[error]
 	// onGossip, when set, runs at each GossipAlive call.
 	onGossip func()
 	// intercept, when set, sees each command before it is applied and may
@@ -63,6 +65,13 @@ func newFakeCluster(self string) *fakeCluster {
 func (f *fakeCluster) Self() string   { return f.self }
 func (f *fakeCluster) Meta() Meta     { return f.fsm }
 func (f *fakeCluster) IsLeader() bool { return true }
+func (f *fakeCluster) CutOff() error {
+	if err := f.cutOff.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
 func (f *fakeCluster) GossipAlive() int {
 	if f.onGossip != nil {
 		f.onGossip()

@@ -262,6 +262,12 @@ func (s *Store) Put(ctx context.Context, h *pb.BlobPutHeader, src io.Reader) (*P
 	if err != nil {
 		return nil, err
 	}
+	// Cut off from the leader, this agent can commit nothing, and its
+	// gossip's view of the agents alive is the minority's: say so before
+	// reading the body or placing a shard.
+	if err := s.cluster.CutOff(); err != nil {
+		return nil, fmt.Errorf("put %q: %w", h.Name, err)
+	}
 	// Read one byte past the inline limit to learn whether the blob fits.
 	head := make([]byte, s.cfg.InlineMax+1)
 	n, err := io.ReadFull(src, head)

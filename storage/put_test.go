@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
@@ -96,5 +98,36 @@ func TestPutWaitsForTheRegistryToRecordTheAgentsGossipSees(t *testing.T) {
 	_, err = s.Put(ctx, &pb.BlobPutHeader{Name: "never"}, bytes.NewReader(data))
 	if !errors.Is(err, ErrNotEnoughShards) || !strings.Contains(err.Error(), "still forming") {
 		t.Fatalf("put while the registry never records the agents: %v; want ErrNotEnoughShards saying the cluster is still forming", err)
+	}
+}
+
+// TestPutThroughACutOffAgentSaysSoBeforeItsGossip: an agent cut off from
+// the leader (the minority side of a partition) whose gossip has declared
+// the others failed refuses a put saying it is cut off, not applied, so
+// that the client goes to another agent; it proposes nothing and reads
+// no body. Its gossip's view alone would refuse it for too few agents
+// alive, which a client does not take to another agent.
+func TestPutThroughACutOffAgentSaysSoBeforeItsGossip(t *testing.T) {
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("zrpc"), 64<<10)
+	s, fc := newTestStore(t, Config{}, "n1", "n1", "n2", "n3")
+	fc.setGossipDown("n2", true)
+	fc.setGossipDown("n3", true)
+	cut := apierr.NotApplied(fmt.Errorf("%w: this agent is cut off from the leader: no other voter has answered it for 1.2s", apierr.ErrNoLeader))
+	fc.cutOff.Store(&cut)
+	rev := fc.fsm.Revision()
+	_, err := s.Put(ctx, &pb.BlobPutHeader{Name: "cut", Size: int64(len(data))}, noRead{t})
+	if !errors.Is(err, apierr.ErrNoLeader) || !apierr.IsNotApplied(err) || !strings.Contains(err.Error(), "cut off from the leader") {
+		t.Fatalf("put through a cut-off agent = %v, want ErrNoLeader saying it is cut off, not applied", err)
+	}
+	if got := fc.fsm.Revision(); got != rev {
+		t.Fatalf("put through a cut-off agent proposed: revision %d -> %d", rev, got)
+	}
+
+	// In contact, the same gossip view refuses it for what it is.
+	fc.cutOff.Store(nil)
+	_, err = s.Put(ctx, &pb.BlobPutHeader{Name: "cut", Size: int64(len(data))}, bytes.NewReader(data))
+	if !errors.Is(err, ErrNotEnoughShards) {
+		t.Fatalf("put with two of three agents down by gossip = %v, want ErrNotEnoughShards", err)
 	}
 }

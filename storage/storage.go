@@ -105,6 +105,13 @@ type Cluster interface {
 	ConfirmLeader(ctx context.Context) error
 	// LeaderRevision asks the leader for the latest committed revision.
 	LeaderRevision(ctx context.Context) (uint64, error)
+	// CutOff returns the error a write through this agent fails with at
+	// once while it is cut off from the leader (a minority side of a
+	// partition), nil when it is not. Its gossip's view of which agents
+	// are alive is then the minority's: a put asks first, so that the
+	// client goes to another agent rather than being refused for too few
+	// agents alive.
+	CutOff() error
 	// GossipAlive is how many agents, this one included, gossip sees
 	// alive. The registry records agents a moment after gossip finds them
 	// (the leader's reconcile writes them): while it knows fewer alive, the
