@@ -19,6 +19,13 @@ func TestWritesThroughAFollowerOutliveAStoppedLeader(t *testing.T) {
 	n1, n2, n3 := startThree(t, "--gossip-profile", "local")
 	agents := map[string]*agent{"n1": n1, "n2": n2, "n3": n3}
 	leader := agents[waitThreeVoters(t, zrpcctl, n1)]
+	// Every agent's gossip, not only n1's, must have heard that the
+	// others hold the log: a follower whose gossip still says a peer has
+	// no Raft state counts too few voters for a leader and stops waiting
+	// for one after a second.
+	for _, a := range []*agent{n2, n3} {
+		waitThreeVoters(t, zrpcctl, a)
+	}
 	var follower *agent
 	for _, a := range []*agent{n1, n2, n3} {
 		if a != leader {
