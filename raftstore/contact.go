@@ -273,9 +273,8 @@ func (s *Store) isolated(now, resumed time.Time) string {
 // nonVoterIsolated is isolated for a non-voter of the given voters: it
 // asks them while it knows no leader (probe.go; without a VoterProbe it
 // is never isolated), and counts itself cut off once it has asked for
-// probeTimeout and fewer than a majority of
-// them have sent it a Raft message or answered within bound. The caller
-// holds s.contact.mu.
+// probeTimeout and fewer than a majority of them have sent it a Raft
+// message or answered within bound. The caller holds s.contact.mu.
 func (s *Store) nonVoterIsolated(now, resumed time.Time, voters []string, bound time.Duration) string {
 	c := &s.contact
 	if _, id := s.Leader(); id != "" || len(voters) == 0 || s.transport.peers.latest().IsZero() || s.probes.probe.Load() == nil {
