@@ -75,6 +75,30 @@ func openClusterOf(t testing.TB, n int, beforeOpen func(i int, s *Store), config
 // addVoter adds s as a voter through whichever store leads. With the
 // tests' 100 ms lease a loaded machine can make the leader step down
 // while the change commits: the change is then asked of the next leader.
+// joinNonVoter opens a store n4 with staleReadBound (closed at cleanup),
+// runs before on it (nil: nothing), has the leader of stores add it as a
+// non-voter, and waits until it is in contact with the leader (its
+// monitor looks every contactPoll).
+func joinNonVoter(t testing.TB, stores []*Store, staleReadBound time.Duration, before func(*Store)) *Store {
+	t.Helper()
+	cfg := testStoreConfig(t, t.TempDir(), slog.LevelWarn)
+	cfg.NodeID, cfg.Bootstrap, cfg.StaleReadBound = "n4", false, staleReadBound
+	s := New(cfg)
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if before != nil {
+		before(s)
+	}
+	eventually(t, 20*time.Second, "n4 added as a non-voter", func() bool {
+		l := leaderOf(t, stores)
+		return l.raft.AddNonvoter(raft.ServerID("n4"), raft.ServerAddress(s.RaftAddr()), 0, 10*time.Second).Error() == nil
+	})
+	eventually(t, 10*time.Second, "n4 in contact with a leader", func() bool { return !s.CutOff() })
+	return s
+}
+
 func addVoter(t testing.TB, stores []*Store, s *Store) {
 	t.Helper()
 	eventually(t, 20*time.Second, "add voter "+s.cfg.NodeID, func() bool {

@@ -248,12 +248,7 @@ func (s *Store) isolated(now, resumed time.Time) string {
 	if anyPeer.IsZero() || len(others) == 0 {
 		return ""
 	}
-	reached := 1 // itself
-	for _, id := range others {
-		if _, silent := silentFor(now, s.transport.peers.last(id), resumed, bound); !silent {
-			reached++
-		}
-	}
+	reached := 1 + s.heardWithin(others, now, resumed, bound) // itself and the others heard
 	need := (len(others)+1)/2 + 1
 	if reached >= need {
 		return ""
@@ -288,12 +283,7 @@ func (s *Store) nonVoterIsolated(now, resumed time.Time, voters []string, bound 
 	if now.Sub(c.noLeaderSince) < probeTimeout {
 		return ""
 	}
-	reached := 0
-	for _, id := range voters {
-		if _, silent := silentFor(now, s.transport.peers.last(id), resumed, bound); !silent {
-			reached++
-		}
-	}
+	reached := s.heardWithin(voters, now, resumed, bound)
 	need := len(voters)/2 + 1
 	switch {
 	case reached >= need:
@@ -304,6 +294,19 @@ func (s *Store) nonVoterIsolated(now, resumed time.Time, voters []string, bound 
 	}
 	return fmt.Sprintf("it is a nonvoter that knows no leader, and only %d of the %d voters have sent it a Raft message or answered it within %s, fewer than the %d a leader needs",
 		reached, len(voters), bound, need)
+}
+
+// heardWithin counts the peers of ids that have sent this store a Raft
+// message or answered one (or a probe) within bound of now, silence
+// before resumed not counting (silentFor).
+func (s *Store) heardWithin(ids []string, now, resumed time.Time, bound time.Duration) int {
+	n := 0
+	for _, id := range ids {
+		if _, silent := silentFor(now, s.transport.peers.last(id), resumed, bound); !silent {
+			n++
+		}
+	}
+	return n
 }
 
 // silentFor returns how long a peer has not been heard at now, and

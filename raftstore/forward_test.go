@@ -511,19 +511,7 @@ func TestForwarderFailsSayingTheQuorumIsLost(t *testing.T) {
 // (Voters learn it sooner: isolation, below.)
 func TestForwarderOfAStoreCutOffFromTheLeaderFailsSoon(t *testing.T) {
 	stores := openCluster(t, 3)
-	cfg := testStoreConfig(t, t.TempDir(), slog.LevelWarn)
-	cfg.NodeID, cfg.Bootstrap, cfg.StaleReadBound = "n4", false, time.Second
-	survivor := New(cfg)
-	if err := survivor.Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { survivor.Close() })
-	eventually(t, 20*time.Second, "n4 added as a non-voter", func() bool {
-		l := leaderOf(t, stores)
-		return l.raft.AddNonvoter(raft.ServerID("n4"), raft.ServerAddress(survivor.RaftAddr()), 0, 10*time.Second).Error() == nil
-	})
-	// In contact (its monitor looks every contactPoll).
-	eventually(t, 10*time.Second, "n4 in contact with a leader", func() bool { return !survivor.CutOff() })
+	survivor := joinNonVoter(t, stores, time.Second, nil)
 	for _, s := range stores {
 		s.Close()
 	}

@@ -3,13 +3,10 @@ package raftstore
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/raft"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 )
@@ -24,13 +21,6 @@ import (
 // majority answers again it is back in contact.
 func TestNonVoterWithoutALeaderCountsTheVotersThatAnswer(t *testing.T) {
 	stores := openCluster(t, 3, func(i int, cfg *Config) { cfg.StaleReadBound = time.Hour })
-	cfg := testStoreConfig(t, t.TempDir(), slog.LevelWarn)
-	cfg.NodeID, cfg.Bootstrap, cfg.StaleReadBound = "n4", false, time.Hour
-	nv := New(cfg)
-	if err := nv.Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nv.Close() })
 	var answering atomic.Pointer[map[string]bool]
 	answer := func(ids ...string) {
 		m := map[string]bool{}
@@ -41,7 +31,7 @@ func TestNonVoterWithoutALeaderCountsTheVotersThatAnswer(t *testing.T) {
 	}
 	answer("n1", "n2", "n3")
 	asked := make(chan string, 100)
-	nv.SetVoterProbe(func(ctx context.Context, id string) error {
+	probe := func(ctx context.Context, id string) error {
 		select {
 		case asked <- id:
 		default:
@@ -51,12 +41,8 @@ func TestNonVoterWithoutALeaderCountsTheVotersThatAnswer(t *testing.T) {
 		}
 		<-ctx.Done()
 		return ctx.Err()
-	})
-	eventually(t, 20*time.Second, "n4 added as a non-voter", func() bool {
-		l := leaderOf(t, stores)
-		return l.raft.AddNonvoter(raft.ServerID("n4"), raft.ServerAddress(nv.RaftAddr()), 0, 10*time.Second).Error() == nil
-	})
-	eventually(t, 10*time.Second, "n4 in contact with a leader", func() bool { return !nv.CutOff() })
+	}
+	nv := joinNonVoter(t, stores, time.Hour, func(s *Store) { s.SetVoterProbe(probe) })
 	if len(asked) != 0 {
 		t.Fatalf("n4 asked voter %s while it knew a leader", <-asked)
 	}
