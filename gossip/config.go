@@ -91,6 +91,10 @@ type Config struct {
 	// the members measure their clock offset to it (ClockOffset); nil
 	// means time.Now. Tests shift it.
 	Clock func() time.Time
+
+	// sendNotice sends one leave notice (tests drop or hold some); nil
+	// means memberlist's SendReliable.
+	sendNotice func(ml *memberlist.Memberlist, to *memberlist.Node, msg []byte) error
 }
 
 // Validate reports every problem with c at once, each a *fielderr.Error

@@ -20,10 +20,12 @@
 // Left or failed: memberlist v0.7.0 does not tell peers whether a node that
 // went away said goodbye. So Leave first sends every member a leave notice
 // (a memberlist user message over TCP), then memberlist's own goodbye; a
-// member that sent a notice is reported left, any other failed. Every
-// member passes a notice that is news to it on by gossip, so that it
-// reaches the members the leaver cannot reach itself (a partial
-// partition); a notice passed on counts for relayedNoticeLife.
+// member that sent a notice is reported left, any other failed. A notice
+// that does not get through is sent again until Leave's deadline; if some
+// member still did not take it (a partial partition), up to two members
+// that did are asked to pass it on to every member they reach, and they
+// too try again for a few seconds. A notice passed on counts for
+// relayedNoticeLife.
 //
 // Encryption: with a key, memberlist encrypts and authenticates all
 // gossip. Its keyring holds several keys: it encrypts with the primary and

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,16 +38,6 @@ const (
 	// listedTimeout bounds how long Start waits for the broadcast that
 	// records this agent when memberlist did not (ensureListed).
 	listedTimeout = time.Second
-	// leaveSettleIntervals is how many gossip intervals Leave waits between
-	// its leave notices and memberlist's goodbye, so that peers have read
-	// the notice before the goodbye reaches them.
-	leaveSettleIntervals = 2
-	// leaveNoticeParallel bounds the leave notices in flight.
-	leaveNoticeParallel = 16
-	// leaveForwarders is how many of the members that got its leave
-	// notice a leaving agent asks to pass it on to the members it could
-	// not reach.
-	leaveForwarders = 2
 )
 
 // Gossip is this agent's membership in the cluster: a memberlist instance,
@@ -613,143 +602,6 @@ func (g *Gossip) UpdateMeta(m Meta) error {
 	case <-g.closing:
 		return fmt.Errorf("broadcast meta update: %w", ErrClosed)
 	}
-}
-
-// Leave says goodbye: peers report EventLeave (not EventFailed) for this
-// agent. memberlist v0.7.0 does not tell its peers' delegates whether a
-// node left or failed (see delegate.NotifyLeave), so Leave first sends every
-// alive member a leave notice over TCP, waits two gossip intervals, then
-// broadcasts memberlist's leave and waits for it to go out. timeout (> 0)
-// bounds the whole call. The agent keeps answering probes until Close but
-// cannot rejoin or change its meta. Calling Leave again returns nil at
-// once, even if the first call timed out: memberlist's leave is one-shot.
-func (g *Gossip) Leave(timeout time.Duration) error {
-	if timeout <= 0 {
-		return fmt.Errorf("leave: timeout must be positive, got %s", timeout)
-	}
-	deadline := time.Now().Add(timeout)
-	g.updateMu.Lock()
-	defer g.updateMu.Unlock()
-	g.lifeMu.RLock() // keeps Close from shutting memberlist down under us
-	defer g.lifeMu.RUnlock()
-	switch {
-	case g.closed:
-		return ErrClosed
-	case g.ml == nil:
-		return ErrNotStarted
-	case g.left.Swap(true):
-		return nil
-	}
-	if g.sendLeaveNotices(g.ml, deadline) > 0 {
-		time.Sleep(max(min(leaveSettleIntervals*g.mc.GossipInterval, time.Until(deadline)), 0))
-	}
-	if err := g.ml.Leave(max(time.Until(deadline), time.Millisecond)); err != nil {
-		return fmt.Errorf("leave: %w", err)
-	}
-	g.log.Info("left the gossip cluster")
-	return nil
-}
-
-// sendLeaveNotices tells every other alive member that this agent is
-// leaving. The direct notices get at most half the time left until
-// deadline; if some member did not get one by then, up to leaveForwarders
-// of those that did are asked to pass it on (msgLeaveForward), until
-// deadline. Sends still in flight then finish in the background (each is
-// bounded by memberlist's TCPTimeout); Close waits for them. It returns
-// how many members it tried.
-func (g *Gossip) sendLeaveNotices(ml *memberlist.Memberlist, deadline time.Time) int {
-	peers := g.alivePeers("")
-	if len(peers) == 0 {
-		return 0
-	}
-	got := g.sendAll(ml, peers, leaveNotice(msgLeaveNotice, g.cfg.Name), time.Now().Add(time.Until(deadline)/2))
-	missed := len(peers) - len(got)
-	switch {
-	case missed == 0:
-	case len(got) == 0:
-		g.log.Warn("no member got the leave notice; they may report this agent failed", "members", len(peers))
-	default:
-		forwarders := got[:min(leaveForwarders, len(got))]
-		asked := g.sendAll(ml, forwarders, leaveNotice(msgLeaveForward, g.cfg.Name), deadline)
-		g.log.Warn("some members did not get the leave notice directly; asked members that did to pass it on",
-			"missed", missed, "members", len(peers), "forwarders_asked", len(asked))
-	}
-	return len(peers)
-}
-
-// forwardLeaveNotice passes the leave notice of member leaver on to every
-// other alive member, in the background (a msgLeaveForward asked for it).
-// It does nothing while the agent starts or closes.
-func (g *Gossip) forwardLeaveNotice(leaver string) {
-	if !g.lifeMu.TryRLock() {
-		return // Start or Close holds it; NotifyMsg must not wait
-	}
-	defer g.lifeMu.RUnlock()
-	if g.closed || g.ml == nil {
-		return
-	}
-	peers := g.alivePeers(leaver)
-	if len(peers) == 0 {
-		return
-	}
-	g.log.Info("passing a leave notice on", "member", leaver, "to", len(peers))
-	g.sendAll(g.ml, peers, leaveNotice(msgLeaveRelay, leaver), time.Now())
-}
-
-// alivePeers returns the alive members but this agent and skip.
-func (g *Gossip) alivePeers(skip string) []*memberlist.Node {
-	var peers []*memberlist.Node
-	for _, m := range g.Members() {
-		if m.Name == g.cfg.Name || m.Name == skip || m.Status != StatusAlive {
-			continue
-		}
-		ap, err := netip.ParseAddrPort(m.Addr)
-		if err != nil {
-			g.log.Warn("cannot send a leave notice", "member", m.Name, "addr", m.Addr, "err", err)
-			continue
-		}
-		peers = append(peers, &memberlist.Node{Name: m.Name, Addr: net.IP(ap.Addr().AsSlice()), Port: ap.Port()})
-	}
-	return peers
-}
-
-// sendAll sends msg to peers over TCP, leaveNoticeParallel at a time, and
-// waits until every send ended or until; it returns the peers that got it
-// by then. The sends go on in the background (Close waits for them).
-func (g *Gossip) sendAll(ml *memberlist.Memberlist, peers []*memberlist.Node, msg []byte, until time.Time) []*memberlist.Node {
-	var mu sync.Mutex
-	var got []*memberlist.Node
-	done := make(chan struct{})
-	g.notices.Add(1)
-	go func() {
-		defer g.notices.Done()
-		defer close(done)
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, leaveNoticeParallel)
-		for _, p := range peers {
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				if err := ml.SendReliable(p, msg); err != nil {
-					g.log.Debug("leave notice not delivered", "member", p.Name, "err", err)
-					return
-				}
-				mu.Lock()
-				got = append(got, p)
-				mu.Unlock()
-			})
-		}
-		wg.Wait()
-	}()
-	t := time.NewTimer(time.Until(until))
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return slices.Clone(got)
 }
 
 // Close shuts memberlist down without a goodbye (peers will report

@@ -1,8 +1,10 @@
 package gossip
 
 import (
+	"bytes"
 	"errors"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -11,10 +13,20 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// cuts is a set of cut links between agents' gossip addresses, both ways.
+// cuts is a set of cut links between agents' gossip addresses, both ways,
+// and of leave notices to drop or hold up on one link, one way.
 type cuts struct {
 	mu    sync.Mutex
 	pairs map[[2]string]bool
+	trips []trip
+}
+
+// trip makes the next send of leave notice msg from one agent to another
+// fail (hold 0) or wait for hold first.
+type trip struct {
+	from, to string
+	msg      []byte
+	hold     time.Duration
 }
 
 func (c *cuts) cut(a, b string) {
@@ -30,6 +42,36 @@ func (c *cuts) isCut(from, to string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.pairs[[2]string{from, to}]
+}
+
+func (c *cuts) arm(tr trip) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.trips = append(c.trips, tr)
+}
+
+// sender returns agent from's Config.sendNotice: it springs the trips
+// armed for its notices.
+func (c *cuts) sender(from string) func(*memberlist.Memberlist, *memberlist.Node, []byte) error {
+	return func(ml *memberlist.Memberlist, to *memberlist.Node, msg []byte) error {
+		c.mu.Lock()
+		var tr trip
+		i := slices.IndexFunc(c.trips, func(tr trip) bool {
+			return tr.from == from && tr.to == to.Name && bytes.Equal(tr.msg, msg)
+		})
+		if i >= 0 {
+			tr = c.trips[i]
+			c.trips = slices.Delete(c.trips, i, i+1)
+		}
+		c.mu.Unlock()
+		switch {
+		case i >= 0 && tr.hold == 0:
+			return errCut
+		case i >= 0:
+			time.Sleep(tr.hold)
+		}
+		return ml.SendReliable(to, msg)
+	}
 }
 
 // cutTransport is a NetTransport that neither sends to nor hears from the
@@ -92,12 +134,38 @@ func (ct *cutTransport) DialAddressTimeout(a memberlist.Address, timeout time.Du
 // relay, the member cut off from the leaver saw only memberlist's goodbye
 // (passed on by the third) and reported it failed.
 func TestLeaveNoticeReachesAMemberTheLeaverCannotReach(t *testing.T) {
+	leaveAcrossACut(t, 5*time.Second)
+}
+
+// A member that passes a leave notice on tries again when the member it
+// passes it to does not take it (a refused or timed-out connection on a
+// loaded machine): the notice was lost, and the member cut off from the
+// leaver reported it failed.
+func TestARelayedLeaveNoticeThatDoesNotGetThroughIsSentAgain(t *testing.T) {
+	leaveAcrossACut(t, 5*time.Second, trip{from: "b", to: "a", msg: leaveNotice(msgLeaveRelay, "c")})
+}
+
+// A leaving member whose one reachable peer takes the notice only after
+// half of Leave's time (a loaded machine) still asks it to pass the
+// notice on: it used to look at who had taken it at half time only,
+// found nobody, and asked nobody.
+func TestALeaveNoticeTakenLateIsStillPassedOn(t *testing.T) {
+	leaveAcrossACut(t, 2*time.Second, trip{from: "c", to: "b", msg: leaveNotice(msgLeaveNotice, "c"), hold: 1500 * time.Millisecond})
+}
+
+// leaveAcrossACut starts a, b and c, cuts the link between a and c, arms
+// trips and has c leave within timeout: a and b must both report it left,
+// not failed, and every trip must have sprung.
+func leaveAcrossACut(t *testing.T, timeout time.Duration, trips ...trip) {
 	c := &cuts{}
 	agents := make([]*agent, 3)
 	transports := make([]*cutTransport, 3)
 	for i := range agents {
 		transports[i] = newCutTransport(t, c)
-		agents[i] = startAgent(t, string(rune('a'+i)), func(cfg *Config) { cfg.Transport = transports[i] })
+		name := string(rune('a' + i))
+		agents[i] = startAgent(t, name, func(cfg *Config) {
+			cfg.Transport, cfg.sendNotice = transports[i], c.sender(name)
+		})
 	}
 	for _, a := range agents[1:] {
 		if joined, err := a.Join(t.Context(), []string{agents[0].LocalAddr()}); err != nil || joined != 1 {
@@ -114,8 +182,11 @@ func TestLeaveNoticeReachesAMemberTheLeaverCannotReach(t *testing.T) {
 	if !hasStatus(a.Gossip, leaver.name, StatusAlive) {
 		t.Fatalf("with the link cut, a lost leaver before it left: %+v", a.about(leaver.name)())
 	}
+	for _, tr := range trips {
+		c.arm(tr)
+	}
 
-	if err := leaver.Leave(5 * time.Second); err != nil {
+	if err := leaver.Leave(timeout); err != nil {
 		t.Fatalf("Leave: %v", err)
 	}
 	for _, o := range []*agent{b, a} {
@@ -127,6 +198,11 @@ func TestLeaveNoticeReachesAMemberTheLeaverCannotReach(t *testing.T) {
 		waitForOr(t, o.name+" to report the leaver left, not failed", func() bool {
 			return hasStatus(o.Gossip, leaver.name, StatusLeft)
 		}, o.about(leaver.name))
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.trips) > 0 {
+		t.Fatalf("armed trips never sprung (the messages were not sent): %+v", c.trips)
 	}
 }
 
