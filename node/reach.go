@@ -10,7 +10,9 @@ import (
 // since when. An agent gossip sees alive whose meta carries no cluster id
 // while this agent knows the cluster's has not applied the cluster's log:
 // a new or wiped data dir. It counts as not reachable, since it refuses
-// to vote until a leader has sent it the log (raftstore/votegate.go).
+// to vote until a leader has sent it the log (raftstore/votegate.go); as
+// its meta says so up to a second or more after it has the log, an alive
+// one counts as Lagging.
 func (n *Node) reach(id string) raftstore.Reach {
 	g := n.gossip()
 	if g == nil {
@@ -21,7 +23,7 @@ func (n *Node) reach(id string) raftstore.Reach {
 	case !ok:
 		return raftstore.Reach{Status: "unknown"}
 	case m.LacksCluster(n.clusterID()):
-		return raftstore.Reach{Status: NoRaftState}
+		return raftstore.Reach{Status: NoRaftState, Lagging: m.Status == gossip.StatusAlive}
 	case m.Status == gossip.StatusAlive:
 		return raftstore.Reach{Alive: true}
 	}

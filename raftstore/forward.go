@@ -41,7 +41,8 @@ type ForwardConfig struct {
 	// Reach, when set, tells which voters this agent can reach (its
 	// gossip's view): a call that finds too few of them for a leader
 	// stops waiting after quorumLostWait, and the error says which are
-	// unreachable.
+	// unreachable. Voters counted out only on gossip meta that may lag
+	// (Reach.Lagging) do not stop it early: they may be electing a leader.
 	Reach ReachFunc
 }
 
@@ -193,7 +194,7 @@ func (f *Forwarder) onLeader(ctx context.Context, local func() error, remote fun
 		if why != "" {
 			return sent, cutOffError(why, q, known)
 		}
-		if known && q.Lost() && now.Sub(start) >= min(quorumLostWait, wait) {
+		if known && q.SurelyLost() && now.Sub(start) >= min(quorumLostWait, wait) {
 			return sent, quorumLostError(q)
 		}
 		if !now.Before(deadline) {

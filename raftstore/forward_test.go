@@ -503,6 +503,39 @@ func TestForwarderFailsSayingTheQuorumIsLost(t *testing.T) {
 	}
 }
 
+// TestForwarderWaitsOnVotersOnlyGossipMetaCountsOut: a voter alive by
+// gossip whose meta says it has no Raft state yet (Reach.Lagging) may have
+// received the log since, its meta lagging: a write does not give up
+// after quorumLostWait on its account, and waits for a leader the whole
+// LeaderWait. Voters failed by gossip still end the wait early.
+func TestForwarderWaitsOnVotersOnlyGossipMetaCountsOut(t *testing.T) {
+	stores := openCluster(t, 3)
+	// A non-voter that would not learn for an hour that it is cut off,
+	// so that only the count decides when the write stops waiting.
+	n4 := joinNonVoter(t, stores, time.Hour, nil)
+	for _, s := range stores {
+		s.Close()
+	}
+	lagging := Reach{Status: "has no Raft state yet", Lagging: true}
+	for _, c := range []struct {
+		name  string
+		reach map[string]Reach
+		want  string
+	}{
+		{"two voters counted out on their meta", map[string]Reach{"n1": {Status: "failed"}, "n2": lagging, "n3": lagging},
+			"no leader answered within 3s"},
+		{"one voter counted out on its meta", map[string]Reach{"n1": {Status: "failed"}, "n2": {Status: "failed"}, "n3": lagging},
+			"0 of 3 voters reachable (n1 failed, n2 failed, n3 has no Raft state yet); a leader needs 2; restart"},
+	} {
+		reach := func(id string) Reach { return c.reach[id] }
+		f := NewForwarder(n4, ForwardConfig{LeaderWait: 3 * time.Second, Dial: newTestDialer(t).dial, Reach: reach})
+		_, err := f.Apply(t.Context(), registerCmd(testInstance("api", "0", "n4")))
+		if !errors.Is(err, ErrNoLeader) || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s: Apply = %v, want ErrNoLeader saying %q", c.name, err, c.want)
+		}
+	}
+}
+
 // TestForwarderOfAStoreCutOffFromTheLeaderFailsSoon: a non-voter that
 // was in contact with a leader and has heard from none for StaleReadBound
 // (the voters gone, gossip not saying so yet) fails a write with

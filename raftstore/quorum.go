@@ -16,6 +16,11 @@ type Reach struct {
 	Status string
 	// Since is when that status began; zero when not known.
 	Since time.Time
+	// Lagging is true when the agent is alive, and unreachable only by
+	// what its gossip meta said last, which can lag the agent by a second
+	// or more (a voter that has just received the log may still say it
+	// has none).
+	Lagging bool
 }
 
 // ReachFunc tells the reach of the agent with Raft server id.
@@ -27,6 +32,9 @@ type Unreachable struct {
 	Status string
 	// Since is when it became unreachable; zero when not known.
 	Since time.Time
+	// Lagging: it is alive, and counted unreachable on gossip meta that
+	// may lag it (Reach.Lagging).
+	Lagging bool
 }
 
 // Quorum is which voters of the Raft configuration the agent can reach.
@@ -47,6 +55,19 @@ func (q Quorum) Needed() int { return q.Voters/2 + 1 }
 
 // Lost reports whether too few voters are reachable for a leader.
 func (q Quorum) Lost() bool { return q.Voters > 0 && q.Reachable() < q.Needed() }
+
+// SurelyLost reports whether too few voters are reachable for a leader
+// even if every voter counted unreachable on gossip meta that may lag
+// (Unreachable.Lagging) can be reached after all.
+func (q Quorum) SurelyLost() bool {
+	lagging := 0
+	for _, u := range q.Unreachable {
+		if u.Lagging {
+			lagging++
+		}
+	}
+	return q.Lost() && q.Reachable()+lagging < q.Needed()
+}
 
 // String says it for an operator: "1 of 3 voters reachable (n2 failed
 // 12s ago, n3 unknown); a leader needs 2".
@@ -105,7 +126,7 @@ func quorumOf(servers []Server, self string, reach ReachFunc) Quorum {
 			continue
 		}
 		if r := reach(srv.ID); !r.Alive {
-			q.Unreachable = append(q.Unreachable, Unreachable{ID: srv.ID, Status: r.Status, Since: r.Since})
+			q.Unreachable = append(q.Unreachable, Unreachable{ID: srv.ID, Status: r.Status, Since: r.Since, Lagging: r.Lagging})
 		}
 	}
 	return q
