@@ -185,6 +185,11 @@ func (a *agent) launch(join []string) bool {
 		cmd = a.host.Command(zrpcd, args...)
 	}
 	cmd.Stdout, cmd.Stderr = a.log, a.log
+	// A process group of its own: tests stop agents (SIGSTOP), and the
+	// kernel sends SIGHUP and SIGCONT to an orphaned process group with a
+	// stopped member, which the test binary's becomes when the shell that
+	// started it exits first. The agent dies with the test binary.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		a.t.Fatal(err)
 	}
