@@ -45,7 +45,7 @@ func (s *Store) trackApplied() {
 	})
 	s.raft.RegisterObserver(obs)
 	defer s.raft.DeregisterObserver(obs)
-	busy := func() { s.appliedBusyUntil.Store(time.Now().Add(appliedBusy).UnixNano()) }
+	busy := func() { s.appliedBusyUntil.Store(monoNanos(time.Now().Add(appliedBusy))) }
 	busy()
 	t := time.NewTimer(appliedPoll)
 	defer t.Stop()
@@ -64,7 +64,7 @@ func (s *Store) trackApplied() {
 			busy()
 		}
 		wait := s.appliedIdle
-		if time.Now().UnixNano() < s.appliedBusyUntil.Load() {
+		if monoNow() < s.appliedBusyUntil.Load() {
 			wait = appliedPoll
 		}
 		t.Reset(wait)
@@ -74,7 +74,7 @@ func (s *Store) trackApplied() {
 // kickApplied has trackApplied look often for a while, unless it does
 // already; the FSM calls it when a reader waits for a revision.
 func (s *Store) kickApplied() {
-	if time.Now().UnixNano() < s.appliedBusyUntil.Load() {
+	if monoNow() < s.appliedBusyUntil.Load() {
 		return
 	}
 	select {

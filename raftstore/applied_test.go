@@ -317,7 +317,7 @@ func idleStores(_ int, s *Store) { s.appliedIdle = time.Hour }
 func waitTrackerIdle(t *testing.T, s *Store) {
 	t.Helper()
 	eventually(t, 10*time.Second, s.cfg.NodeID+"'s applied tracker to idle", func() bool {
-		if time.Now().UnixNano() < s.appliedBusyUntil.Load() {
+		if monoNow() < s.appliedBusyUntil.Load() {
 			return false
 		}
 		n := s.appliedLooks.Load()

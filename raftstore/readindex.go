@@ -175,7 +175,7 @@ func (s *Store) catchUpAfterStall(ctx context.Context) error {
 	s.stallCleared.Store(int64(lost))
 	// The read index, asked after any silence that ended before, covers
 	// that too (catchUpAfterSilence).
-	s.silenceCleared.Store(asked.UnixNano())
+	s.silenceCleared.Store(monoNanos(asked))
 	return nil
 }
 
@@ -190,12 +190,12 @@ func (s *Store) catchUpAfterStall(ctx context.Context) error {
 // read-index source: SetReadIndexSource, which every agent sets).
 func (s *Store) catchUpAfterSilence(ctx context.Context) error {
 	resumed := s.transport.commits.resumedAt()
-	if resumed.IsZero() || resumed.UnixNano() <= s.silenceCleared.Load() {
+	if resumed.IsZero() || monoNanos(resumed) <= s.silenceCleared.Load() {
 		return nil
 	}
 	s.stallMu.Lock()
 	defer s.stallMu.Unlock()
-	if resumed.UnixNano() <= s.silenceCleared.Load() {
+	if monoNanos(resumed) <= s.silenceCleared.Load() {
 		return nil // another read caught up meanwhile
 	}
 	from := s.readIndexFrom.Load()
@@ -208,7 +208,7 @@ func (s *Store) catchUpAfterSilence(ctx context.Context) error {
 	if err := s.catchUpToReadIndex(ctx, *from, "the leader's commit index reaches this agent again after a silence"); err != nil {
 		return err
 	}
-	s.silenceCleared.Store(asked.UnixNano())
+	s.silenceCleared.Store(monoNanos(asked))
 	return nil
 }
 

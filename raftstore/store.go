@@ -63,7 +63,7 @@ type Store struct {
 	stallCleared  atomic.Int64
 	stallMu       sync.Mutex
 	// silenceCleared is when the silence caught up last ended
-	// (catchUpAfterSilence; unix nanoseconds).
+	// (catchUpAfterSilence; monoNanos).
 	silenceCleared atomic.Int64
 
 	mu          sync.Mutex
@@ -202,7 +202,7 @@ func (s *Store) Open() (err error) {
 	}
 	s.hadState = existing
 	if existing && cfg.VoteHold > 0 {
-		s.transport.votes.heldUntil.Store(time.Now().Add(cfg.VoteHold).UnixNano())
+		s.transport.votes.heldUntil.Store(monoNanos(time.Now().Add(cfg.VoteHold)))
 	}
 	if s.replayTo, err = s.logs.LastIndex(); err != nil {
 		return fmt.Errorf("read raft state in %s: %w", cfg.Dir, err)
@@ -751,7 +751,7 @@ func (s *Store) clusterAt(v int) bool {
 	if s.cfg.ClusterFSMVersion == nil {
 		return v <= 1
 	}
-	now := time.Now().UnixNano()
+	now := monoNow()
 	if next := s.fsmVersionNext.Load(); now >= next && s.fsmVersionNext.CompareAndSwap(next, now+int64(time.Second)) {
 		s.fsmVersion.Store(int64(s.cfg.ClusterFSMVersion()))
 	}

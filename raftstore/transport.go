@@ -243,7 +243,7 @@ func (p *peersHeard) note(id []byte, now time.Time) {
 		}
 		p.mu.Unlock()
 	}
-	at.Store(now.UnixNano())
+	at.Store(monoNanos(now))
 }
 
 // latest is when any peer was last heard (an error is no answer); zero
@@ -255,7 +255,7 @@ func (p *peersHeard) latest() time.Time {
 	for _, at := range p.at {
 		n = max(n, at.Load())
 	}
-	return unixTime(n)
+	return monoTime(n)
 }
 
 // last is when id was last heard; zero if never.
@@ -266,14 +266,7 @@ func (p *peersHeard) last(id string) time.Time {
 	if !ok {
 		return time.Time{}
 	}
-	return unixTime(at.Load())
-}
-
-func unixTime(n int64) time.Time {
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n)
+	return monoTime(at.Load())
 }
 
 // AppendEntries implements raft.Transport: it sends as the network

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -105,7 +104,7 @@ type voteGate struct {
 	// this agent since it started.
 	committed func() uint64
 	// floor is the highest commit index the agent's peers told it of
-	// (LearnCommitted); heldUntil, while in the future (unix ns), holds
+	// (LearnCommitted); heldUntil, while in the future (monoNanos), holds
 	// every vote until they have.
 	floor     atomic.Uint64
 	heldUntil atomic.Int64
@@ -144,7 +143,7 @@ func (g *voteGate) refuse(rpc raft.RPC) error {
 	if g == nil {
 		return nil
 	}
-	if until := g.heldUntil.Load(); until != 0 && time.Now().UnixNano() < until {
+	if until := g.heldUntil.Load(); until != 0 && monoNow() < until {
 		return fmt.Errorf("vote refused for now: %w", errVotesHeld)
 	}
 	if commit := g.commitIndex(); lastIndex < commit {
