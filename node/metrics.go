@@ -121,7 +121,7 @@ func newMetrics(n *Node) *metrics {
 			age, _ := store.Status().LastContactAge(time.Now())
 			return age.Seconds()
 		}),
-		gauge("zrpc_raft_cut_off", "1 while this agent is cut off from the leader: no leader has reached it within stale_read_bound, or it knows no leader and has heard from too few voters for a quorum (a nonvoter asks them) for three heartbeat timeouts; its writes fail at once, its watches that require a leader end, its sessions are told (its default reads refuse once stale_read_bound has passed).",
+		gauge("zrpc_raft_cut_off", "1 while this agent is cut off from the leader: no leader has reached it within stale_read_bound, or it knows no leader and has heard from too few voters for a quorum (a nonvoter asks them) for three heartbeat timeouts (or two election timeouts and one heartbeat timeout, if longer); its writes fail at once, its watches that require a leader end, its sessions are told (its default reads refuse once stale_read_bound has passed).",
 			func() float64 { return b2f(store.CutOff()) }),
 		gauge("zrpc_registry_bytes", "Encoded bytes of all instances in this replica (limited by max_registry_bytes).",
 			func() float64 { return float64(n.store.FSM().RegistryBytes()) }),

@@ -54,6 +54,9 @@ type contact struct {
 	// noLeaderSince is when the monitor first saw this store, a
 	// non-voter, know no leader; zero while it knows one (probe.go).
 	noLeaderSince time.Time
+	// closed: the store stopped; ctx is cancelled with ErrShuttingDown
+	// and no look starts another.
+	closed bool
 }
 
 // LeaderContact returns a context that ends, with the reason as its
@@ -108,7 +111,10 @@ func (s *Store) watchContact() {
 		for {
 			select {
 			case <-s.stop:
+				c.mu.Lock()
+				c.closed = true
 				c.cancel(ErrShuttingDown)
+				c.mu.Unlock()
 				return
 			case now := <-t.C:
 				s.lookAtContact(now)
@@ -129,6 +135,9 @@ func (s *Store) lookAtContact(now time.Time) {
 // lookAtContactLocked is lookAtContact with s.contact.mu held.
 func (s *Store) lookAtContactLocked(now time.Time) {
 	c := &s.contact
+	if c.closed {
+		return
+	}
 	leader := s.raft.State() == raft.Leader
 	if leader {
 		c.ledAt = now
@@ -212,12 +221,13 @@ func (s *Store) contactLost() string {
 // A voter that is cut off from a quorum knows it long before
 // StaleReadBound: in an election, every voter that can reach another hears
 // a vote request from it, or an answer to its own (each voter that knows
-// no leader campaigns, pre-vote first, every election timeout: raft's
-// heartbeat timeout, randomised up to twice it), and a leader's heartbeats
-// come many times a heartbeat timeout. A voter that knows no leader and
-// has heard no Raft message or answer, for isolationTimeouts heartbeat
-// timeouts (at least minIsolation), from enough other voters to make a
-// quorum with it therefore cannot be part of one: it is on a minority
+// no leader campaigns, pre-vote first, every one to two election
+// timeouts), and a leader's heartbeats come many times a heartbeat
+// timeout. A voter that knows no leader and has heard no Raft message or
+// answer, for isolationBound (isolationTimeouts heartbeat timeouts, or two
+// election timeouts and one heartbeat timeout, at least minIsolation),
+// from enough other voters to make a quorum with it therefore cannot be
+// part of one: it is on a minority
 // side of a partition, or the others are down. A deposed leader cut off
 // from the others (it stepped down when its lease ran out), a follower
 // behind a partition, and two agents of five cut off together so count as
@@ -233,12 +243,23 @@ const (
 	minIsolation      = time.Second
 )
 
+// isolationBound is how long a peer may go unheard by a store that knows
+// no leader before it stops counting towards a quorum with it: the
+// longest silence between a live peer's campaign rounds (raft waits a
+// random one to two election timeouts between a candidate's rounds, and
+// the election timeout may be set well above the heartbeat timeout) with
+// a heartbeat timeout to spare, isolationTimeouts heartbeat timeouts, at
+// least minIsolation.
+func (s *Store) isolationBound() time.Duration {
+	return max(isolationTimeouts*s.cfg.HeartbeatTimeout, 2*s.cfg.ElectionTimeout+s.cfg.HeartbeatTimeout, minIsolation)
+}
+
 // isolated is why the store, a voter with other voters or a non-voter,
 // that knows no leader counts itself cut off from any quorum at now; ""
 // if it is not, or has never heard from a peer. Silence before resumed
 // (the process stood still) does not count.
 func (s *Store) isolated(now, resumed time.Time) string {
-	bound := max(isolationTimeouts*s.cfg.HeartbeatTimeout, minIsolation)
+	bound := s.isolationBound()
 	others, voter := s.otherVoters()
 	if !voter {
 		return s.nonVoterIsolated(now, resumed, others, bound)
