@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/monotime"
 )
 
 // DefaultSessionKeepAlive is how often a Session sends a keepalive message.
@@ -58,7 +59,7 @@ type Session struct {
 	err  error // why the stream ended; written before done is closed
 	wg   sync.WaitGroup
 
-	// answered is when the agent last answered (unix nanoseconds).
+	// answered is when the agent last answered (a monotonic instant).
 	// silent, set when the client has other endpoints to register
 	// through, asks the agent's connection for a health check (see
 	// keepAliveLoop), and when it goes unanswered moves the client's
@@ -267,7 +268,7 @@ func (s *Session) readLoop() {
 			s.finish(err)
 			return
 		}
-		s.answered.Store(time.Now().UnixNano())
+		s.answered.Store(monotime.Now())
 		if why := resp.GetCutOff(); why != "" {
 			s.cutOffOnce.Do(func() {
 				s.log.Warn("session's agent is cut off from the Raft leader", "session", s.id, "endpoint", s.addr, "why", why)
@@ -333,7 +334,7 @@ func (s *Session) keepAliveLoop(interval time.Duration) {
 			s.seq++
 			seq := s.seq
 			s.mu.Unlock()
-			now := time.Now().UnixNano()
+			now := monotime.Now()
 			_ = s.send(&zrpcpb.SessionRequest{Seq: seq, Kind: &zrpcpb.SessionRequest_Keepalive{Keepalive: &zrpcpb.SessionKeepAlive{}}})
 			if s.silent != nil && check == nil {
 				sentAt, check = now, time.After(sessionAnswerWait)

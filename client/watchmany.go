@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/monotime"
 )
 
 // A Client's watches of one endpoint share one WatchMany stream, which
@@ -80,7 +80,8 @@ type muxStream struct {
 	stream zrpcpb.Registry_WatchManyClient
 	ctx    context.Context // the stream's; its cause says why it was cancelled
 	cancel context.CancelCauseFunc
-	// heard is when the stream last received a response (unix ns).
+	// heard is when the stream last received a response (a monotonic
+	// instant, internal/monotime).
 	heard atomic.Int64
 	// watches are the watches open on the stream, by id; nil once the
 	// stream has ended. Guarded by m.mu.
@@ -206,7 +207,7 @@ func (m *watchMux) open(ctx context.Context) error {
 		return err
 	}
 	s := &muxStream{m: m, stream: stream, ctx: sctx, cancel: cancel, watches: make(map[uint64]*muxWatch)}
-	s.heard.Store(time.Now().UnixNano())
+	s.heard.Store(monotime.Now())
 	m.cur = s
 	m.receivers.Add(1)
 	go s.receive()
@@ -299,7 +300,7 @@ func (s *muxStream) receive() {
 			s.end(s.silentEnd(err))
 			return
 		}
-		s.heard.Store(time.Now().UnixNano())
+		s.heard.Store(monotime.Now())
 		s.dispatch(resp)
 	}
 }

@@ -8,6 +8,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/internal/monotime"
 )
 
 // A WatchMany stream to an agent that hangs (stopped, its VM paused, cut
@@ -39,7 +41,7 @@ func (s *muxStream) mindSilence() {
 			return
 		case <-t.C:
 		}
-		if quiet := time.Since(time.Unix(0, s.heard.Load())); quiet < watchQuiet {
+		if quiet := time.Since(monotime.Time(s.heard.Load())); quiet < watchQuiet {
 			t.Reset(watchQuiet - quiet)
 			continue
 		}

@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/internal/monotime"
 )
 
 // BreakerConfig configures [Breaker]. Zero fields take the defaults of
@@ -259,7 +261,7 @@ func (w *window) sum(epoch int64) (requests, accepts uint64) {
 // wins the probe flag decides between closed and open again.
 type classicState struct {
 	failures  atomic.Int64
-	openUntil atomic.Int64 // unix nanos; 0 when closed
+	openUntil atomic.Int64 // a monotonic instant (internal/monotime); 0 when closed
 	probing   atomic.Bool
 }
 
@@ -271,7 +273,7 @@ func (s *breakerStage) invokeClassic(ctx context.Context, method string, req, re
 	st := v.(*classicState)
 	probe := false
 	if until := st.openUntil.Load(); until != 0 {
-		if s.cfg.Now().UnixNano() < until || !st.probing.CompareAndSwap(false, true) {
+		if monotime.Of(s.cfg.Now()) < until || !st.probing.CompareAndSwap(false, true) {
 			return s.reject(ctx, method) // open, or half-open with a probe in flight
 		}
 		probe = true
@@ -282,7 +284,7 @@ func (s *breakerStage) invokeClassic(ctx context.Context, method string, req, re
 		st.failures.Store(0)
 		st.openUntil.Store(0)
 	case probe || st.failures.Add(1) >= int64(s.cfg.Failures):
-		st.openUntil.Store(s.cfg.Now().Add(s.cfg.OpenFor).UnixNano())
+		st.openUntil.Store(monotime.Of(s.cfg.Now().Add(s.cfg.OpenFor)))
 	}
 	if probe {
 		st.probing.Store(false)

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/zrpcio/zrpc/internal/monotime"
 )
 
 // maxSlot is the widest slot of a slotClock: how much later than its
@@ -16,8 +18,8 @@ const maxSlot = 10 * time.Millisecond
 // callsPerShard is how many calls of a slot bring another shard into use.
 const callsPerShard = 32
 
-// slotClock hands out shared deadline contexts for one timeout d. Time is
-// cut into slots of width min(d/128, maxSlot); every call that starts in
+// slotClock hands out shared deadline contexts for one timeout d. Time (the
+// monotonic clock's, internal/monotime) is cut into slots of width min(d/128, maxSlot); every call that starts in
 // the same slot shares a context.WithDeadline ending d after the slot's
 // end. So a process holds a few timers per slot (at most d/width+1 slots
 // live, 129 for the default 2 s) instead of one per call, and a call is
@@ -63,7 +65,7 @@ func newSlotClock(d time.Duration) *slotClock {
 
 // slot returns a shared context for a call starting at now.
 func (c *slotClock) slot(now time.Time) context.Context {
-	index := now.UnixNano() / c.width
+	index := monotime.Of(now) / c.width
 	s := c.cur.Load()
 	// A later slot (made by a call that read the clock after this one)
 	// ends later: still at least d from now.
@@ -99,7 +101,11 @@ func (c *slotClock) advance(index int64) *timeSlot {
 	if s := c.cur.Load(); s != nil && s.index >= index {
 		return s
 	}
-	s := &timeSlot{index: index, end: time.Unix(0, (index+1)*c.width).Add(c.d), shards: make([]atomic.Pointer[slotShard], c.shards)}
+	// On the monotonic clock: a deadline on the wall clock's (time.Unix)
+	// made every call fail at once while a clock stepped back stayed
+	// behind the current slot's start.
+	end := monotime.Time((index + 1) * c.width).Add(c.d)
+	s := &timeSlot{index: index, end: end, shards: make([]atomic.Pointer[slotShard], c.shards)}
 	c.cur.Store(s)
 	return s
 }

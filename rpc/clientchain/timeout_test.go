@@ -2,6 +2,7 @@ package clientchain
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/zrpcio/zrpc/internal/grpctest"
+	"github.com/zrpcio/zrpc/internal/monotime"
 )
 
 // ctxOf returns the context the invoker gets when ic is called with ctx.
@@ -178,9 +180,15 @@ func TestSlotClockBoundsBetweenDAndDPlusOneSlot(t *testing.T) {
 		if dl.Before(now.Add(d)) || !dl.Before(now.Add(d+maxSlot)) {
 			t.Errorf("call at %v bounded at %v, want in [now+%v, now+%v)", now, dl, d, d+maxSlot)
 		}
+		// A deadline without a monotonic reading (String's "m=") is
+		// timed on the wall clock: after a backward step every call
+		// got the current slot's context, already ended.
+		if !strings.Contains(dl.String(), "m=") {
+			t.Errorf("call at %v bounded at %v, on the wall clock, want a monotonic deadline", now, dl)
+		}
 	}
 	fresh := newSlotClock(d)
-	start := time.Unix(0, (time.Now().UnixNano()/fresh.width+1)*fresh.width)
+	start := monotime.Time((monotime.Now()/fresh.width + 1) * fresh.width)
 	first, _ := fresh.slot(start).Deadline()
 	if dl, _ := fresh.slot(start.Add(time.Duration(fresh.width - 1))).Deadline(); !dl.Equal(first) {
 		t.Errorf("two calls in one slot bounded at %v and %v, want one deadline", first, dl)
