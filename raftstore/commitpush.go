@@ -72,13 +72,16 @@ import (
 // coalesce: while one is in flight, newer indexes wait for it and then go
 // as one. Each follower has its own sending goroutine, so a follower that
 // stopped answering (a push waits up to the transport's timeout) holds up
-// no push to another.
+// no push to another. A follower that leaves the Raft configuration is
+// forgotten, its sender stopped (retain); one that comes back, under the
+// same id or another, starts afresh.
 
 // appendSender sends one AppendEntries request over raft's transport.
 type appendSender func(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error
 
 // commitPusher pushes the leader's applied index to its followers. It owns
-// one goroutine per follower it has replicated to; Close stops them.
+// one goroutine per follower it has replicated to; retain stops those of
+// followers that left the configuration, Close all of them.
 type commitPusher struct {
 	send appendSender
 	// leaderTerm returns the current term and whether this node leads.
@@ -89,6 +92,7 @@ type commitPusher struct {
 	applied     uint64 // last index handed to the FSM, hence committed
 	appliedTerm uint64 // its term
 	followers   map[raft.ServerID]*pushFollower
+	senders     int // running sender goroutines, forgotten followers' too
 	closed      bool
 	// sending, when set, is called before each push is sent (tests count
 	// them).
@@ -108,6 +112,7 @@ type pushFollower struct {
 	match  uint64 // highest index acknowledged as matching the leader's log
 	told   uint64 // highest commit index the follower accepted
 	kick   chan struct{}
+	gone   chan struct{} // closed when the follower is forgotten
 }
 
 func newCommitPusher(send appendSender, leaderTerm func() (uint64, bool), log *slog.Logger) *commitPusher {
@@ -166,11 +171,26 @@ func (p *commitPusher) follower(id raft.ServerID) *pushFollower {
 	if f := p.followers[id]; f != nil || p.closed {
 		return f
 	}
-	f := &pushFollower{id: id, kick: make(chan struct{}, 1)}
+	f := &pushFollower{id: id, kick: make(chan struct{}, 1), gone: make(chan struct{})}
 	p.followers[id] = f
+	p.senders++
 	p.wg.Add(1)
 	go p.run(f)
 	return f
+}
+
+// retain forgets the followers member rejects (servers that left the
+// configuration, Store.forgetRemovedPeers) and stops their senders; a
+// push in flight ends within the transport's timeout. It does not block.
+func (p *commitPusher) retain(member func(raft.ServerID) bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, f := range p.followers {
+		if !member(id) {
+			delete(p.followers, id)
+			close(f.gone)
+		}
+	}
 }
 
 // committed notes that raft committed every entry through index, of term
@@ -203,12 +223,19 @@ func kick(c chan struct{}) {
 	}
 }
 
-// run sends f's pushes until the pusher closes.
+// run sends f's pushes until the pusher closes or forgets f.
 func (p *commitPusher) run(f *pushFollower) {
 	defer p.wg.Done()
+	defer func() {
+		p.mu.Lock()
+		p.senders--
+		p.mu.Unlock()
+	}()
 	for {
 		select {
 		case <-p.stop:
+			return
+		case <-f.gone:
 			return
 		case <-f.kick:
 		}
@@ -223,7 +250,7 @@ func (p *commitPusher) pushOnce(f *pushFollower) bool {
 	term, leader := p.leaderTerm()
 	p.mu.Lock()
 	n, nTerm := p.applied, p.appliedTerm
-	if !leader || f.term != term || f.match < n || f.told >= n || p.closed {
+	if !leader || f.term != term || f.match < n || f.told >= n || p.closed || p.followers[f.id] != f {
 		p.mu.Unlock()
 		return false
 	}

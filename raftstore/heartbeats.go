@@ -28,10 +28,33 @@ type heartbeats struct {
 
 // failingPeer is a voter whose heartbeats fail: since when it was last
 // heard from, when its latest heartbeat failed, in which leader epoch (a
-// failure seen in an earlier term says nothing of this one).
+// failure seen in an earlier term says nothing of this one), and raft's
+// last contact with it at that failure.
 type failingPeer struct {
 	since, last time.Time
+	contact     time.Time
 	epoch       context.Context
+}
+
+// counts reports whether p still counts at now, when the newest request
+// the peer accepted (leaderAcks.latest) was sent at accepted: its failure
+// is of the current leader epoch, within failureFresh, and the peer has
+// accepted no request sent after raft's last contact with it at the
+// failure.
+//
+// raft sets its last contact with a peer as it processes each answer, so
+// a request the peer accepted before a failure was sent before that
+// failure's last contact, and one sent after it was accepted after the
+// failure: the peer answers again. (One answered while the failure came,
+// before raft processed it, ends the failure early; raft's next failure
+// counts.) raft's resumed heartbeat says the same (heartbeatResumed), but
+// it comes through another observer's goroutine, which may handle it
+// before the failure it ends, and raft drops the observations an observer
+// is too slow to take. The transport records the accepted request before
+// raft reports the resume, so the outcome depends neither on which is
+// handled first nor on whether the resume is.
+func (p failingPeer) counts(now, accepted time.Time) bool {
+	return p.epoch.Err() == nil && now.Sub(p.last) < failureFresh && !accepted.After(p.contact)
 }
 
 // failureFresh is how long a failed heartbeat counts without another:
@@ -41,36 +64,83 @@ type failingPeer struct {
 // reports the end of (its heartbeats stop with the term) could count.
 const failureFresh = 20 * time.Second
 
-// watchHeartbeats records raft's failed heartbeats until the store stops;
-// the resumed ones come through watchPeersBack, which observes them
-// already.
+// watchHeartbeats records raft's failed heartbeats, and forgets what the
+// leader keeps per peer when peers leave the configuration
+// (forgetRemovedPeers), until the store stops; the resumed heartbeats
+// come through watchPeersBack, which observes them already.
 func (s *Store) watchHeartbeats() {
 	observe[raft.FailedHeartbeatObservation](s, func(o raft.Observation) {
 		if f, ok := o.Data.(raft.FailedHeartbeatObservation); ok {
 			s.heartbeatFailed(string(f.PeerID), f.LastContact, time.Now())
 		}
 	}, nil)
+	observe[raft.PeerObservation](s, func(raft.Observation) { s.forgetRemovedPeers() }, nil)
+}
+
+// forgetRemovedPeers drops what the leader keeps per peer, the commit
+// pusher's senders (commitpush.go), the requests peers accepted
+// (readindex.go) and the failed heartbeats, for every peer not in the
+// latest Raft configuration. Most agents of a large cluster are
+// nonvoters, dead ones are removed and may come back under new names:
+// kept, their state would grow without bound.
+//
+// raft reports each peer it starts or stops replicating to, which the
+// leader does at each change of the configuration and as it takes over
+// (a PeerObservation); any of them prunes against the latest
+// configuration, so one raft dropped is made up by the next. A request,
+// or a failed heartbeat, of a removed peer's replication still ending may
+// record the peer again after it is pruned; the next change forgets it.
+func (s *Store) forgetRemovedPeers() {
+	servers := s.raft.GetConfiguration().Configuration().Servers
+	if len(servers) == 0 {
+		return // no configuration yet
+	}
+	in := make(map[raft.ServerID]bool, len(servers))
+	for _, srv := range servers {
+		in[srv.ID] = true
+	}
+	member := func(id raft.ServerID) bool { return in[id] }
+	s.pusher.retain(member)
+	s.transport.acks.retain(member)
+	s.heartbeats.retain(member)
+}
+
+// retain forgets the failures of the peers member rejects.
+func (h *heartbeats) retain(member func(raft.ServerID) bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for peer := range h.failing {
+		if !member(raft.ServerID(peer)) {
+			delete(h.failing, peer)
+		}
+	}
 }
 
 // heartbeatFailed records that a heartbeat to peer failed at now, the
-// peer last heard from at lastContact (zero: never in this term).
+// peer last heard from at lastContact (zero: never in this term). A
+// failure the peer has accepted a request since does not count
+// (failingPeer.counts), nor continue the run of failures before it.
 func (s *Store) heartbeatFailed(peer string, lastContact, now time.Time) {
+	contact := lastContact
+	if contact.IsZero() {
+		contact = now
+	}
+	accepted := s.transport.acks.latest(raft.ServerID(peer))
 	h := &s.heartbeats
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.failing == nil {
 		h.failing = map[string]failingPeer{}
 	}
-	if p, ok := h.failing[peer]; ok && p.epoch.Err() == nil && now.Sub(p.last) < failureFresh {
+	if p, ok := h.failing[peer]; ok && p.counts(now, accepted) {
 		p.last = now // failing still: keep when it began
+		if contact.After(p.contact) {
+			p.contact = contact
+		}
 		h.failing[peer] = p
 		return
 	}
-	since := lastContact
-	if since.IsZero() {
-		since = now
-	}
-	h.failing[peer] = failingPeer{since: since, last: now, epoch: s.leaderEpoch()}
+	h.failing[peer] = failingPeer{since: contact, last: now, contact: contact, epoch: s.leaderEpoch()}
 }
 
 // heartbeatResumed records that peer answers the leader's heartbeats.
@@ -87,11 +157,12 @@ func (s *Store) notAnswering(peer string, now time.Time) (time.Time, bool) {
 	if !s.IsLeader() {
 		return time.Time{}, false
 	}
+	accepted := s.transport.acks.latest(raft.ServerID(peer))
 	h := &s.heartbeats
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	p, ok := h.failing[peer]
-	if !ok || p.epoch.Err() != nil || now.Sub(p.last) >= failureFresh {
+	if !ok || !p.counts(now, accepted) {
 		return time.Time{}, false
 	}
 	return p.since, true

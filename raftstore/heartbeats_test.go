@@ -50,13 +50,14 @@ func TestLeaderCountsAVoterNotAnsweringItsHeartbeatsUnreachable(t *testing.T) {
 		t.Fatalf("after n3's heartbeats resumed, Quorum = %+v, want none unreachable", q)
 	}
 	// A failure no heartbeat has repeated for failureFresh (raft stopped
-	// reporting it) no longer counts.
+	// reporting it) no longer counts. (Of n9, which has never answered:
+	// n2's answers since would end the failure at once.)
 	now := time.Now()
-	leader.heartbeatFailed("n2", time.Time{}, now.Add(-failureFresh))
-	if _, failing := leader.notAnswering("n2", now); failing {
+	leader.heartbeatFailed("n9", time.Time{}, now.Add(-failureFresh))
+	if _, failing := leader.notAnswering("n9", now); failing {
 		t.Fatal("a failure older than failureFresh still counts")
 	}
-	if _, failing := leader.notAnswering("n2", now.Add(-time.Second)); !failing {
+	if _, failing := leader.notAnswering("n9", now.Add(-time.Second)); !failing {
 		t.Fatal("a failure within failureFresh does not count")
 	}
 	// A follower does not count anyone: its heartbeats are the leader's.

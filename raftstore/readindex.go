@@ -72,6 +72,27 @@ func (a *leaderAcks) accepted(id raft.ServerID, term uint64, sent time.Time) {
 	}
 }
 
+// latest returns when the newest request peer id accepted was sent (of
+// whatever term); zero if it accepted none. The leader's count of voters
+// not answering it goes by it (failingPeer.counts).
+func (a *leaderAcks) latest(id raft.ServerID) time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.acks[id].sent
+}
+
+// retain forgets the peers member rejects: servers that left the
+// configuration (Store.forgetRemovedPeers).
+func (a *leaderAcks) retain(member func(raft.ServerID) bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id := range a.acks {
+		if !member(id) {
+			delete(a.acks, id)
+		}
+	}
+}
+
 // confirmed reports whether self and the voters among servers that
 // accepted requests of term sent at or after since make a majority of the
 // voters. When they do not, it also returns a channel closed at the next
