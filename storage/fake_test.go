@@ -253,9 +253,16 @@ func newTestStore(t testing.TB, cfg Config, self string, nodes ...string) (*Stor
 // newTestStoreLog is newTestStore logging to log.
 func newTestStoreLog(t testing.TB, cfg Config, log *slog.Logger, self string, nodes ...string) (*Store, *fakeCluster) {
 	t.Helper()
+	return newTestStoreOpts(t, cfg, log, shardstore.Options{}, self, nodes...)
+}
+
+// newTestStoreOpts is newTestStoreLog over a shard store with opts (a
+// faulty disk's).
+func newTestStoreOpts(t testing.TB, cfg Config, log *slog.Logger, opts shardstore.Options, self string, nodes ...string) (*Store, *fakeCluster) {
+	t.Helper()
 	fc := newFakeCluster(self)
 	fc.setNodes(t, true, nodes...)
-	shards, err := shardstore.Open(t.TempDir(), shardstore.Options{})
+	shards, err := shardstore.Open(t.TempDir(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"sync"
@@ -81,8 +82,8 @@ func (s *Store) storeLocal(req *pb.PutShardRequest, summed bool) error {
 	if err := checkShardRef(req.GetRef()); err != nil {
 		return err
 	}
-	if req.DataShards == 0 || req.DataShards+req.ParityShards > 256 {
-		return fmt.Errorf("%w: shard scheme %d+%d", ErrInvalidArgument, req.DataShards, req.ParityShards)
+	if err := checkShardScheme(req); err != nil {
+		return err
 	}
 	if req.BlockSize < req.BlockLen || req.BlockLen == 0 {
 		return fmt.Errorf("%w: shard %s/%d/%d: block of %d bytes with block size %d; the sender must give the blob's block size, at least the block's length (is it an older agent? upgrade it)",
@@ -115,10 +116,37 @@ func (s *Store) storeLocal(req *pb.PutShardRequest, summed bool) error {
 	return nil
 }
 
+// checkShardScheme checks the k+m of a shard a peer sends, each field on
+// its own before their sum: they come as uint32 and are kept in a byte
+// each (the part file's header), so a sum that wraps, or a field past a
+// byte, would store a scheme the peer never declared.
+func checkShardScheme(req *pb.PutShardRequest) error {
+	k, m := req.DataShards, req.ParityShards
+	switch {
+	case k == 0 || k > math.MaxUint8:
+		return fmt.Errorf("%w: shard %s/%d/%d: data_shards %d: want 1 to %d", ErrInvalidArgument,
+			req.Ref.BlobId, req.Ref.Block, req.Ref.Index, k, math.MaxUint8)
+	case m > math.MaxUint8:
+		return fmt.Errorf("%w: shard %s/%d/%d: parity_shards %d: want 0 to %d", ErrInvalidArgument,
+			req.Ref.BlobId, req.Ref.Block, req.Ref.Index, m, math.MaxUint8)
+	case k+m > codec.MaxShards:
+		return fmt.Errorf("%w: shard %s/%d/%d: data_shards %d + parity_shards %d = %d shards in a block, at most %d",
+			ErrInvalidArgument, req.Ref.BlobId, req.Ref.Block, req.Ref.Index, k, m, k+m, codec.MaxShards)
+	}
+	return nil
+}
+
+// maxSyncShardRefs bounds the shards one SyncShards request names: 64 Ki
+// refs are 5 MiB at most (with 64-digit blob ids), under the agents'
+// bound on a message. A put names every shard it stored on the agent,
+// one per block per index: some 380 thousand of a blob of 4 KiB blocks.
+const maxSyncShardRefs = 1 << 16
+
 // syncShards makes the shards of blob id staged on node durable and
 // readable, and returns how many there were: all of them, or with refs
 // only those (the others staged there stay staged), counting those that
-// were staged.
+// were staged. A list longer than maxSyncShardRefs goes to a peer in
+// several requests, in the order given.
 func (s *Store) syncShards(ctx context.Context, node, id string, refs []*pb.ShardRef) (int, error) {
 	if node == s.cluster.Self() {
 		n, err := s.commitStaged(id, refs)
@@ -128,15 +156,23 @@ func (s *Store) syncShards(ctx context.Context, node, id string, refs []*pb.Shar
 	if err != nil {
 		return 0, err
 	}
-	var resp *pb.SyncShardsResponse
-	err = s.callPeer(ctx, node, func(ctx context.Context) (err error) {
-		resp, err = peer.SyncShards(ctx, &pb.SyncShardsRequest{BlobId: id, Shards: refs})
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("sync shards of %s on %s: %w", id, node, apierr.FromStatus(err))
+	batches := [][]*pb.ShardRef{refs} // nil: every staged shard
+	if len(refs) > maxSyncShardRefs {
+		batches = slices.Collect(slices.Chunk(refs, maxSyncShardRefs))
 	}
-	return int(resp.Shards), nil
+	total := 0
+	for _, batch := range batches {
+		var resp *pb.SyncShardsResponse
+		err = s.callPeer(ctx, node, func(ctx context.Context) (err error) {
+			resp, err = peer.SyncShards(ctx, &pb.SyncShardsRequest{BlobId: id, Shards: batch})
+			return err
+		})
+		if err != nil {
+			return 0, fmt.Errorf("sync shards of %s on %s: %w", id, node, apierr.FromStatus(err))
+		}
+		total += int(resp.Shards)
+	}
+	return total, nil
 }
 
 // gossipPoll is how often a call to a peer looks whether this agent's

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -108,5 +109,41 @@ func TestPeerCallsWaitForASlowPeerGossipSeesAlive(t *testing.T) {
 	}
 	if _, err := s.heldShards(context.Background(), "n2", ref.BlobId, []uint32{1}); err != nil {
 		t.Fatalf("held shards of a slow peer: %v", err)
+	}
+}
+
+// syncCounter is a peer's Shards API that answers each SyncShards as
+// if every shard it names was staged, and records how many it named.
+type syncCounter struct {
+	pb.ShardsClient // only SyncShards is called
+	sizes           []int
+}
+
+func (p *syncCounter) SyncShards(_ context.Context, req *pb.SyncShardsRequest, _ ...grpc.CallOption) (*pb.SyncShardsResponse, error) {
+	p.sizes = append(p.sizes, len(req.Shards))
+	return &pb.SyncShardsResponse{Shards: uint32(len(req.Shards))}, nil
+}
+
+// A sync naming more shards than one request carries (a put's of a blob
+// of many small blocks) goes to a peer in several, and counts what they
+// all made durable; one naming none still asks for every staged shard.
+func TestASyncOfMoreShardsThanOneRequestCarriesGoesInSeveral(t *testing.T) {
+	s, fc := newTestStore(t, Config{}, "n1", "n1", "n2")
+	peer := &syncCounter{}
+	fc.peer = func(string) (pb.ShardsClient, error) { return peer, nil }
+	id := "0123456789abcdef0123456789abcdef"
+	refs := make([]*pb.ShardRef, 2*maxSyncShardRefs+3)
+	for b := range refs {
+		refs[b] = &pb.ShardRef{BlobId: id, Block: uint32(b)}
+	}
+	if n, err := s.syncShards(context.Background(), "n2", id, refs); err != nil || n != len(refs) {
+		t.Fatalf("sync of %d shards = %d, %v; want all of them", len(refs), n, err)
+	}
+	if want := []int{maxSyncShardRefs, maxSyncShardRefs, 3}; !slices.Equal(peer.sizes, want) {
+		t.Fatalf("SyncShards requests of %v shards, want %v", peer.sizes, want)
+	}
+	peer.sizes = nil
+	if _, err := s.syncShards(context.Background(), "n2", id, nil); err != nil || !slices.Equal(peer.sizes, []int{0}) {
+		t.Fatalf("sync of every staged shard: %v, requests of %v shards; want one naming none", err, peer.sizes)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -545,36 +546,34 @@ func (p *put) run(ctx context.Context, src io.Reader, alive []placement.Node) (*
 }
 
 // sync makes the staged shards durable on every agent that took some, all
-// agents at once. An agent that fails, or that no longer has all the
-// shards it took (it restarted), loses its shards of this put, which may
-// leave a block short of k+1.
+// agents at once: on each, exactly the shards the put recorded there.
+// Others staged there, by attempts the put saw fail (a lost answer, the
+// shard sent to a spare since), stay staged until orphan collection
+// removes them: committed, they would make up for recorded shards the
+// agent no longer has. An agent that fails, or that no longer has all the
+// shards recorded there (it restarted), loses its shards of this put,
+// which may leave a block short of k+1.
 func (p *put) sync(ctx context.Context) error {
-	want := make(map[string]int)
-	for _, holders := range p.holder {
-		for _, n := range holders {
+	recorded := make(map[string][]*pb.ShardRef)
+	for b, holders := range p.holder {
+		for i, n := range holders {
 			if n != "" {
-				want[n]++
+				recorded[n] = append(recorded[n], &pb.ShardRef{BlobId: p.id, Block: uint32(b), Index: uint32(i)})
 			}
 		}
 	}
 	var mu sync.Mutex
-	lost := make(map[string]bool)
+	lost := make(map[string]error)
 	var wg sync.WaitGroup
-	for node, count := range want {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n, err := p.s.syncShards(ctx, node, p.id, nil)
-			if err == nil && n < count {
-				err = fmt.Errorf("%d of its %d shards were still staged (did it restart?)", n, count)
-			}
-			if err != nil {
+	for node, refs := range recorded {
+		wg.Go(func() {
+			if err := p.syncOn(ctx, node, refs); err != nil {
 				p.s.log.Warn("agent could not make its shards of a put durable", "blob", p.h.Name, "agent", node, "err", err)
 				mu.Lock()
-				lost[node] = true
+				lost[node] = err
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if len(lost) == 0 {
@@ -586,18 +585,76 @@ func (p *put) sync(ctx context.Context) error {
 	}
 	for b, holders := range p.holder {
 		stored := 0
+		var why []string // what the lost agents said, once each
 		for i, n := range holders {
-			if lost[n] {
+			switch err := lost[n]; {
+			case err != nil:
 				holders[i] = ""
-			} else if n != "" {
+				if w := "agent " + n + ": " + err.Error(); !slices.Contains(why, w) {
+					why = append(why, w)
+				}
+			case n != "":
 				stored++
 			}
 		}
 		if stored < p.sc.need() {
-			return fmt.Errorf("%w: block %d of %q: %d of %d shards durable, need %d", ErrNotEnoughShards, b, p.h.Name, stored, len(holders), p.sc.need())
+			return fmt.Errorf("%w: block %d of %q: %d of %d shards durable, need %d; %s",
+				ErrNotEnoughShards, b, p.h.Name, stored, len(holders), p.sc.need(), strings.Join(why, "; "))
 		}
 	}
 	return nil
+}
+
+// syncOn makes the shards refs, which the put recorded on node, durable
+// there, and only those. It fails, naming the shards node lacks, when
+// some of them were no longer staged there.
+func (p *put) syncOn(ctx context.Context, node string, refs []*pb.ShardRef) error {
+	n, err := p.s.syncShards(ctx, node, p.id, refs)
+	if err != nil || n >= len(refs) {
+		return err
+	}
+	return fmt.Errorf("%d of the %d shards the put stored there were still staged (did it restart?); missing: %s",
+		n, len(refs), p.s.missingShards(ctx, node, p.id, refs))
+}
+
+// missingShards names those of refs, shards of blob id, that node does
+// not durably hold, as it says itself (HeldShards): "block 0 shard 1,
+// block 3 shard 1", the first few only of a long list.
+func (s *Store) missingShards(ctx context.Context, node, id string, refs []*pb.ShardRef) string {
+	var indexes []uint32
+	for _, r := range refs {
+		if !slices.Contains(indexes, r.Index) {
+			indexes = append(indexes, r.Index)
+		}
+	}
+	parts, err := s.heldShards(ctx, node, id, indexes)
+	if err != nil {
+		return fmt.Sprintf("unknown, the agent did not say what it holds (%v)", err)
+	}
+	held := make(map[shardKey]bool)
+	for _, part := range parts {
+		for _, b := range part.Blocks {
+			held[shardKey{id, b, part.Index}] = true
+		}
+	}
+	const listed = 8
+	var names []string
+	missing := 0
+	for _, r := range refs {
+		if held[shardKey{id, r.Block, r.Index}] {
+			continue
+		}
+		if missing++; missing <= listed {
+			names = append(names, fmt.Sprintf("block %d shard %d", r.Block, r.Index))
+		}
+	}
+	switch {
+	case missing == 0:
+		return "none, by what it holds now"
+	case missing > listed:
+		names = append(names, fmt.Sprintf("and %d more", missing-listed))
+	}
+	return strings.Join(names, ", ")
 }
 
 func (p *put) encode(ctx context.Context, blk *codec.Block, n int) error {

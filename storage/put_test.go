@@ -5,13 +5,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage/codec"
+	"github.com/zrpcio/zrpc/storage/shardstore"
 )
 
 func TestValidateName(t *testing.T) {
@@ -129,5 +134,156 @@ func TestPutThroughACutOffAgentSaysSoBeforeItsGossip(t *testing.T) {
 	_, err = s.Put(ctx, &pb.BlobPutHeader{Name: "cut", Size: int64(len(data))}, bytes.NewReader(data))
 	if !errors.Is(err, ErrNotEnoughShards) {
 		t.Fatalf("put with two of three agents down by gossip = %v, want ErrNotEnoughShards", err)
+	}
+}
+
+// serverPeer is another agent's Shards API in process: its server's
+// SyncShards, which it records, and HeldShards.
+type serverPeer struct {
+	pb.ShardsClient // only SyncShards and HeldShards are called
+	srv             *ShardServer
+
+	mu    sync.Mutex
+	syncs [][]*pb.ShardRef // the shards each SyncShards named
+}
+
+func (p *serverPeer) SyncShards(ctx context.Context, req *pb.SyncShardsRequest, _ ...grpc.CallOption) (*pb.SyncShardsResponse, error) {
+	p.mu.Lock()
+	p.syncs = append(p.syncs, req.Shards)
+	p.mu.Unlock()
+	return p.srv.SyncShards(ctx, req)
+}
+
+func (p *serverPeer) HeldShards(ctx context.Context, req *pb.HeldShardsRequest, _ ...grpc.CallOption) (*pb.HeldShardsResponse, error) {
+	return p.srv.HeldShards(ctx, req)
+}
+
+// syncFixture is a 1+0 put of four 4 KiB blocks coordinated by n1, before
+// its sync: the put stored blocks 0 and 1 on target and, their first
+// attempts on target having failed, blocks 2 and 3 on spare (n1 and n2,
+// one of them over serverPeer). As the answers of those failed attempts
+// were lost, not the shards, target has blocks 2 and 3 staged too.
+type syncFixture struct {
+	put           *put
+	target, spare *Store
+	peer          *serverPeer // n2's
+}
+
+func newSyncFixture(t *testing.T, target string) *syncFixture {
+	t.Helper()
+	s1, fc := newTestStore(t, Config{}, "n1", "n1", "n2")
+	s2, _ := newTestStore(t, Config{}, "n2", "n1", "n2")
+	peer := &serverPeer{srv: s2.ShardServer()}
+	fc.peer = func(node string) (pb.ShardsClient, error) {
+		if node != "n2" {
+			return nil, fmt.Errorf("agent %s: not in this test", node)
+		}
+		return peer, nil
+	}
+	id := newBlobID()
+	if _, err := fc.apply(&pb.Command{Kind: &pb.Command_BlobPending{BlobPending: &pb.BlobPending{Id: id, Name: "b", Node: "n1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	f := &syncFixture{target: s1, spare: s2, peer: peer}
+	spare := "n2"
+	if target == "n2" {
+		f.target, f.spare, spare = s2, s1, "n1"
+	}
+	f.put = &put{s: s1, h: &pb.BlobPutHeader{Name: "b"}, sc: Scheme{K: 1, M: 0}, id: id,
+		holder: [][]string{{target}, {target}, {spare}, {spare}}}
+	for b := range uint32(4) {
+		if b >= 2 {
+			f.stage(t, f.spare, b)
+		}
+		f.stage(t, f.target, b)
+	}
+	return f
+}
+
+// stage stages the put's shard of block on s.
+func (f *syncFixture) stage(t *testing.T, s *Store, block uint32) {
+	t.Helper()
+	const bs = MinBlockSize
+	payload := bytes.Repeat([]byte{byte(block + 1)}, bs)
+	h := shardstore.Header{ID: shardstore.ID{Blob: f.put.id, Block: block}, K: 1, BlockLen: bs, ShardLen: bs, Sum: codec.Checksum(payload), BlockSize: bs}
+	if err := s.shards.Stage(h, payload); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// blocksOf lists the blocks refs name, in order.
+func blocksOf(refs []*pb.ShardRef) []uint32 {
+	out := make([]uint32, len(refs))
+	for i, r := range refs {
+		out[i] = r.Block
+	}
+	return out
+}
+
+// durable lists the blocks of the put's shard 0 that s holds durably.
+func (f *syncFixture) durable(t *testing.T, s *Store) []uint32 {
+	t.Helper()
+	held, err := s.shards.Held(f.put.id, 0)
+	if err != nil && !errors.Is(err, shardstore.ErrNotFound) {
+		t.Fatal(err)
+	}
+	return held.Blocks
+}
+
+// A put's sync makes durable on each agent exactly the shards the put
+// stored there: not those staged there by attempts the put saw fail and
+// sent to a spare, which stay staged for orphan collection; a peer is
+// sent their list.
+func TestPutSyncCommitsOnEachAgentExactlyTheShardsThePutStoredThere(t *testing.T) {
+	for _, target := range []string{"n1", "n2"} {
+		t.Run("target "+target, func(t *testing.T) {
+			f := newSyncFixture(t, target)
+			if err := f.put.sync(context.Background()); err != nil {
+				t.Fatalf("sync: %v", err)
+			}
+			if got := f.durable(t, f.target); !slices.Equal(got, []uint32{0, 1}) {
+				t.Errorf("%s holds blocks %v durably, want 0 and 1, the put's there", target, got)
+			}
+			if got := f.durable(t, f.spare); !slices.Equal(got, []uint32{2, 3}) {
+				t.Errorf("the spare holds blocks %v durably, want 2 and 3", got)
+			}
+			var staged []uint32
+			for _, st := range f.target.shards.Staged() {
+				staged = append(staged, st.ID.Block)
+			}
+			if slices.Sort(staged); !slices.Equal(staged, []uint32{2, 3}) {
+				t.Errorf("%s has blocks %v staged, want 2 and 3 still staged", target, staged)
+			}
+			want := []uint32{2, 3} // n2's blocks
+			if target == "n2" {
+				want = []uint32{0, 1}
+			}
+			f.peer.mu.Lock()
+			defer f.peer.mu.Unlock()
+			if len(f.peer.syncs) != 1 || !slices.Equal(blocksOf(f.peer.syncs[0]), want) {
+				t.Fatalf("n2 got syncs of %v, want one naming the put's shards there, blocks %v", f.peer.syncs, want)
+			}
+		})
+	}
+}
+
+// A put's sync fails an agent that lacks shards the put stored there (it
+// restarted and lost its staged files), however many other shards of the
+// put it has staged (those of attempts the put saw fail and sent to a
+// spare): the put fails, naming the missing shards, rather than commit
+// the agent as their holder.
+func TestPutSyncFailsAnAgentMissingShardsThePutStoredThere(t *testing.T) {
+	for _, target := range []string{"n1", "n2"} {
+		t.Run("target "+target, func(t *testing.T) {
+			f := newSyncFixture(t, target)
+			f.target.shards.DiscardStagedPart(f.put.id, 0) // the restart
+			f.stage(t, f.target, 2)
+			f.stage(t, f.target, 3)
+			err := f.put.sync(context.Background())
+			if !errors.Is(err, ErrNotEnoughShards) || !strings.Contains(err.Error(), "agent "+target) ||
+				!strings.Contains(err.Error(), "missing: block 0 shard 0, block 1 shard 0") {
+				t.Fatalf("sync: %v, want ErrNotEnoughShards naming %s and its missing shards, blocks 0 and 1 of shard 0", err, target)
+			}
+		})
 	}
 }

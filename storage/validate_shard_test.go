@@ -14,6 +14,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/storage/codec"
 )
 
 // A peer's PutShard that no agent would send (a block longer than its
@@ -118,5 +119,47 @@ func TestDeleteShardsComesInBatchesAPeerTakes(t *testing.T) {
 	s.deleteShardsOn(context.Background(), []string{"n2"}, ids, 0)
 	if want := []int{maxDeleteShardIDs, maxDeleteShardIDs, 100}; !slices.Equal(peer.sizes, want) {
 		t.Fatalf("DeleteShards requests of %v ids, want %v", peer.sizes, want)
+	}
+}
+
+// A peer's PutShard whose k+m no blob can have is refused with
+// InvalidArgument naming the field and its value, each field checked on
+// its own before they are added (258 + 4294967040 would wrap to 2 in
+// uint32, and 258 fit a part file's byte as 2), and nothing is stored,
+// staged or not.
+func TestPutShardRefusesSchemesOutOfRange(t *testing.T) {
+	s, _ := newTestStore(t, Config{}, "n1", "n1")
+	id := "0123456789abcdef0123456789abcdef"
+	for _, c := range []struct {
+		name  string
+		k, m  uint32
+		words string
+	}{
+		{"a sum that wraps", 258, 0xFFFFFF00, "data_shards 258"},
+		{"no data shard", 0, 2, "data_shards 0"},
+		{"data shards past a byte", 256, 0, "data_shards 256"},
+		{"data shards past a uint32 sum", math.MaxUint32, 1, "data_shards 4294967295"},
+		{"parity shards past a byte", 2, 256, "parity_shards 256"},
+		{"parity shards that wrap the sum", 1, math.MaxUint32, "parity_shards 4294967295"},
+		{"more shards than a block has", 200, 100, "data_shards 200 + parity_shards 100 = 300 shards"},
+	} {
+		for _, staged := range []bool{false, true} {
+			payload := make([]byte, codec.ShardLen(MinBlockSize, 2)) // 2: the k the wrapping sum would leave
+			req := &pb.PutShardRequest{Ref: &pb.ShardRef{BlobId: id}, DataShards: c.k, ParityShards: c.m, Staged: staged,
+				BlockLen: MinBlockSize, BlockSize: MinBlockSize, Sum: codec.Checksum(payload), Payload: payload}
+			_, err := s.ShardServer().PutShard(context.Background(), req)
+			if !errors.Is(err, apierr.ErrInvalidArgument) || !strings.Contains(err.Error(), c.words) {
+				t.Errorf("%s (staged %v): %v, want InvalidArgument naming %q", c.name, staged, err, c.words)
+			}
+		}
+	}
+	if _, err := s.ShardServer().GetShard(context.Background(), &pb.GetShardRequest{Ref: &pb.ShardRef{BlobId: id}}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a refused shard was stored: get answered %v", err)
+	}
+	if staged := s.shards.Staged(); len(staged) != 0 {
+		t.Fatalf("refused shards were staged: %v", staged)
+	}
+	if bytes, shards := s.shards.Usage(); bytes != 0 || shards != 0 {
+		t.Fatalf("the shard store holds %d bytes, %d shards after refusals only; want none", bytes, shards)
 	}
 }

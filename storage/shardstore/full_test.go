@@ -2,7 +2,10 @@ package shardstore
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
+	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +13,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/zrpcio/zrpc/internal/testlog"
 )
 
 // fullDisk answers every write with ENOSPC while full is set
@@ -182,4 +188,95 @@ func TestABlockTheDiskCannotReadIsCorrupt(t *testing.T) {
 	if _, got, err := s.Get(bad, nil); err != nil || !bytes.Equal(got, stored[bad]) {
 		t.Fatalf("Get once the disk reads it again: %v", err)
 	}
+}
+
+// TestAFrameHeaderTheDiskCannotReadFailsNeitherOpenNorAWalk: a part file
+// with a frame header on a bad sector (EIO) does not stop the agent
+// starting or a walk over its shards: Open succeeds and logs the file and
+// the block, the block counts as held and reads as corrupt (so that the
+// scrubber reports it and repair rewrites it), and the file's other
+// blocks and the other files read and are walked as before. Another read
+// error of a frame header leaves only that file out of the count and of
+// the walk.
+func TestAFrameHeaderTheDiskCannotReadFailsNeitherOpenNorAWalk(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	stored := stageBlob(t, s, 4, 0, 1)
+	if _, err := s.CommitStaged(blobA); err != nil {
+		t.Fatal(err)
+	}
+	after := ID{blobB, 2, 0} // a file the walk comes to after the damaged one
+	_, stored[after] = put(t, s, after, testBlockSize, 1)
+	bytesUsed, _ := s.Usage()
+	all := slices.SortedFunc(maps.Keys(stored), compareWalkOrder)
+
+	bad := ID{blobA, 1, 0}
+	var fault atomic.Pointer[error]
+	faultOn := func(err error) { fault.Store(&err) }
+	opts := func(logs *testlog.Buffer) Options {
+		return Options{Logger: slog.New(slog.NewTextHandler(logs, nil)), ReadFault: func(id ID) error {
+			if err := fault.Load(); err != nil && id == bad {
+				return *err
+			}
+			return nil
+		}}
+	}
+	walked := func(s *Store) []ID {
+		t.Helper()
+		var got []ID
+		if err := s.Walk(func(id ID, _ int64, _ time.Time) error { got = append(got, id); return nil }); err != nil {
+			t.Fatalf("Walk: %v", err)
+		}
+		return got
+	}
+
+	faultOn(syscall.EIO)
+	var logs, nomemLogs testlog.Buffer
+	s2, err := Open(dir, opts(&logs))
+	if err != nil {
+		t.Fatalf("Open with block 1's frame header unreadable: %v", err)
+	}
+	wantUsage(t, s2, bytesUsed, len(stored))
+	if l := logs.String(); !strings.Contains(l, s2.Path(bad)) || !strings.Contains(l, "blocks=[1]") || !strings.Contains(l, "input/output error") {
+		t.Errorf("Open logged %q; want the part file, block 1 and the disk's error named", l)
+	}
+	var ce *CorruptError
+	if _, _, err := s2.Get(bad, nil); !errors.As(err, &ce) || ce.Block != 1 || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Get of the block: %v, want a CorruptError for block 1 wrapping EIO", err)
+	}
+	if blocks, err := s2.VerifyPart(blobA, 0); err != nil || !slices.Equal(blocks, []uint32{1}) {
+		t.Fatalf("VerifyPart = %v, %v; want block 1 only", blocks, err)
+	}
+	for id, want := range stored {
+		if id == bad {
+			continue
+		}
+		if _, got, err := s2.Get(id, nil); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("Get %s beside the unreadable frame: %v", id, err)
+		}
+	}
+	if got := walked(s2); !slices.Equal(got, all) {
+		t.Fatalf("Walk = %v\nwant every shard, the unreadable one too: %v", got, all)
+	}
+
+	// Not the disk's fault: the file is left out, the walk goes on.
+	faultOn(syscall.ENOMEM)
+	s3, err := Open(dir, opts(&nomemLogs))
+	if err != nil {
+		t.Fatalf("Open failing to read a frame header for want of memory: %v", err)
+	}
+	wantUsage(t, s3, bytesUsed, len(stored)-4)
+	if l := nomemLogs.String(); !strings.Contains(l, s3.Path(bad)) || !strings.Contains(l, "cannot allocate memory") {
+		t.Errorf("Open logged %q; want the part file and the error named", l)
+	}
+	want := slices.DeleteFunc(slices.Clone(all), func(id ID) bool { return id.Blob == blobA && id.Index == 0 })
+	if got := walked(s3); !slices.Equal(got, want) {
+		t.Fatalf("Walk = %v\nwant the other files' shards: %v", got, want)
+	}
+}
+
+// compareWalkOrder orders shard ids as Walk lists them: by blob, then
+// index, then block.
+func compareWalkOrder(a, b ID) int {
+	return cmp.Or(strings.Compare(a.Blob, b.Blob), cmp.Compare(a.Index, b.Index), cmp.Compare(a.Block, b.Block))
 }

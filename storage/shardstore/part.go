@@ -245,16 +245,12 @@ func (pf *partFile) frame(block uint32) (Header, error) {
 		return Header{}, fmt.Errorf("shardstore: read %s: %w", id, ErrNotFound)
 	}
 	var fh [frameHeaderSize]byte
-	if off+frameHeaderSize > pf.size {
+	got, err := pf.readFrameHeader(block, fh[:])
+	if err != nil {
+		return Header{}, err
+	}
+	if got < frameHeaderSize || off+frameHeaderSize > pf.size {
 		return Header{}, &CorruptError{Path: pf.path, Block: block, Detail: "file cut short in the frame header"}
-	}
-	if pf.readFault != nil {
-		if err := pf.readFault(id); err != nil {
-			return Header{}, unreadable(pf.path, block, err)
-		}
-	}
-	if _, err := pf.f.ReadAt(fh[:], off); err != nil {
-		return Header{}, unreadable(pf.path, block, err)
 	}
 	blockLen, sum := binary.LittleEndian.Uint32(fh[0:]), binary.LittleEndian.Uint32(fh[4:])
 	if blockLen == 0 && sum == 0 {
@@ -299,21 +295,51 @@ func (pf *partFile) read(block uint32, dst []byte) (Header, []byte, error) {
 	return h, dst, nil
 }
 
-// held lists the blocks whose frame header is not a hole (good or not).
-func (pf *partFile) held() ([]uint32, error) {
-	var out []uint32
-	var fh [frameHeaderSize]byte
-	for b := range pf.hdr.slots(pf.size) {
-		off := pf.hdr.offset(b)
-		n, err := pf.f.ReadAt(fh[:], off)
-		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("shardstore: read %s: %w", pf.path, err)
-		}
-		if n > 0 && fh != [frameHeaderSize]byte{} {
-			out = append(out, b)
+// readFrameHeader reads block's frame header into fh, or as much of it as
+// the file holds: it returns how many bytes it read. A read that fails,
+// or that Options.ReadFault fails, is unreadable's error.
+func (pf *partFile) readFrameHeader(block uint32, fh []byte) (int, error) {
+	if pf.readFault != nil {
+		if err := pf.readFault(ID{Blob: pf.hdr.Blob, Block: block, Index: pf.hdr.Index}); err != nil {
+			return 0, unreadable(pf.path, block, err)
 		}
 	}
-	return out, nil
+	n, err := pf.f.ReadAt(fh, pf.hdr.offset(block))
+	if err != nil && !errors.Is(err, io.EOF) {
+		return n, unreadable(pf.path, block, err)
+	}
+	return n, nil
+}
+
+// held lists the blocks whose frame header is not a hole (good or not),
+// those whose frame header the disk cannot read among them (heldFrames).
+func (pf *partFile) held() ([]uint32, error) {
+	blocks, _, err := pf.heldFrames()
+	return blocks, err
+}
+
+// heldFrames lists the blocks whose frame header is not a hole (good or
+// not). A frame header the disk cannot read (EIO: a bad sector) may be a
+// held block's, so its block is listed, and the frames after it read on;
+// its CorruptError is returned in unread, for the caller to log. Such a
+// block reads as corrupt (frame): the scrubber reports it and repair
+// rewrites it. Another read error (no memory) fails heldFrames.
+func (pf *partFile) heldFrames() (blocks []uint32, unread []*CorruptError, err error) {
+	var fh [frameHeaderSize]byte
+	for b := range pf.hdr.slots(pf.size) {
+		n, err := pf.readFrameHeader(b, fh[:])
+		var ce *CorruptError
+		switch {
+		case errors.As(err, &ce):
+			unread = append(unread, ce)
+			blocks = append(blocks, b)
+		case err != nil:
+			return nil, nil, err
+		case n > 0 && fh != [frameHeaderSize]byte{}:
+			blocks = append(blocks, b)
+		}
+	}
+	return blocks, unread, nil
 }
 
 func (pf *partFile) close() { pf.f.Close() }

@@ -75,10 +75,11 @@ type Options struct {
 	// from several goroutines at once.
 	WriteFault func() error
 	// ReadFault, when set, is called before every read of a stored block
-	// (Get, Stat, Verify, VerifyPart); an error it returns fails that read
-	// as the disk's own would. Tests make unreadable blocks with it
-	// (syscall.EIO: a bad sector). It may be called from several
-	// goroutines at once.
+	// (Get, Stat, Verify, VerifyPart) and of its frame header alone (Held,
+	// and the listings of Open, Walk and the deletes); an error it returns
+	// fails that read as the disk's own would. Tests make unreadable
+	// blocks with it (syscall.EIO: a bad sector). It may be called from
+	// several goroutines at once.
 	ReadFault func(ID) error
 }
 
@@ -107,7 +108,9 @@ type Store struct {
 // layout into part files, and reads every part file's header and frame
 // headers to compute usage. A part file with a bad header is logged and
 // counted (BadAtOpen); its blocks read as ErrCorrupt, so that the
-// scrubber has them rebuilt.
+// scrubber has them rebuilt. So does a block whose frame header the disk
+// cannot read (EIO), logged with its file; the file's other blocks are
+// counted and read as before.
 func Open(dir string, opts Options) (*Store, error) {
 	if dir == "" {
 		return nil, errors.New("shardstore: open: empty directory name")
@@ -161,20 +164,47 @@ func (s *Store) scan() error {
 	s.bytes, s.shards = 0, 0
 	return s.walk(walkFuncs{part: func(path, blob string, index uint16, info fs.FileInfo) error {
 		s.bytes += info.Size()
-		pf, err := openPart(path, blob, index)
+		pf, err := s.openStored(path, blob, index)
 		if err != nil {
 			s.badAtOpen++
 			s.log.Warn("bad part file; its blocks read as corrupt until repaired", "path", path, "err", err)
 			return nil
 		}
 		defer pf.close()
-		held, err := pf.held()
+		held, unread, err := pf.heldFrames()
 		if err != nil {
-			return err
+			s.log.Warn("could not list the blocks of a part file; they are left out of the shard count", "path", path, "err", err)
+			return nil
 		}
+		s.warnUnread(path, unread)
 		s.shards += len(held)
 		return nil
 	}})
+}
+
+// warnUnread logs the blocks of the part file at path whose frame header
+// the disk could not read (heldFrames), if there are any.
+func (s *Store) warnUnread(path string, unread []*CorruptError) {
+	if len(unread) == 0 {
+		return
+	}
+	blocks := make([]uint32, len(unread))
+	for i, ce := range unread {
+		blocks[i] = ce.Block
+	}
+	s.log.Warn("the disk cannot read frame headers of a part file; those blocks read as corrupt until repair rewrites them, "+
+		"but a disk that fails reads is failing: check it (dmesg, SMART)", "path", path, "blocks", blocks, "err", unread[0].Cause)
+}
+
+// openStored is openPart of a part file of the store, whose blocks it
+// reads: Options.ReadFault applies to its reads.
+func (s *Store) openStored(path, blob string, index uint16) (*partFile, error) {
+	pf, err := openPart(path, blob, index)
+	if err != nil {
+		return nil, err
+	}
+	pf.readFault = s.opts.ReadFault
+	return pf, nil
 }
 
 // Path is the part file holding shard id, or "" for an invalid id.
@@ -412,12 +442,9 @@ func (s *Store) open(id ID) (*partFile, error) {
 	if err := checkBlob(id.Blob); err != nil {
 		return nil, err
 	}
-	pf, err := openPart(s.Path(id), id.Blob, id.Index)
+	pf, err := s.openStored(s.Path(id), id.Blob, id.Index)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("shardstore: read %s: %w", id, ErrNotFound)
-	}
-	if pf != nil {
-		pf.readFault = s.opts.ReadFault
 	}
 	if err != nil && !errors.Is(err, ErrCorrupt) {
 		return nil, fmt.Errorf("shardstore: read %s: %w", id, err)
@@ -570,6 +597,7 @@ func (s *Store) deleteBlocks(blob string, index uint16, blocks []uint32, st *Sta
 		_ = os.Remove(filepath.Dir(path))
 		return 0, nil
 	}
+	pf.readFault = s.opts.ReadFault
 	held, err := pf.held()
 	if err != nil {
 		return 0, err
@@ -639,7 +667,7 @@ func (s *Store) DeleteBlob(blob string) (int, error) {
 		}
 		held := 0
 		if isPart {
-			if pf, err := openPart(path, blob, index); err == nil {
+			if pf, err := s.openStored(path, blob, index); err == nil {
 				blocks, _ := pf.held()
 				held = len(blocks)
 				pf.close()

@@ -16,8 +16,10 @@ import (
 // order and then by index and block. It stops at fn's first error and
 // returns it. Walk takes no lock: a shard put or deleted during the walk
 // may or may not be seen. Shards that read as corrupt are listed too (the
-// scrubber finds them with Verify); part files whose header is bad are
-// not (their blocks cannot be told apart).
+// scrubber finds them with Verify), those whose frame header the disk
+// cannot read among them; part files whose header is bad are not (their
+// blocks cannot be told apart), nor those whose blocks cannot be listed
+// for another reason: that is logged, and the walk goes on.
 func (s *Store) Walk(fn func(id ID, size int64, mod time.Time) error) error {
 	return s.WalkStamped(func(id ID, st Stamp) error {
 		return fn(id, st.slot, st.Mod())
@@ -47,7 +49,7 @@ func (st Stamp) same(info fs.FileInfo) bool {
 // DeleteIfSame.
 func (s *Store) WalkStamped(fn func(id ID, st Stamp) error) error {
 	return s.walk(walkFuncs{part: func(path, blob string, index uint16, info fs.FileInfo) error {
-		pf, err := openPart(path, blob, index)
+		pf, err := s.openStored(path, blob, index)
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil // deleted meanwhile
 		}
@@ -58,7 +60,8 @@ func (s *Store) WalkStamped(fn func(id ID, st Stamp) error) error {
 		slot := pf.hdr.slotLen()
 		pf.close()
 		if err != nil {
-			return err
+			s.log.Warn("could not list the blocks of a part file; the walk goes on without them", "path", path, "err", err)
+			return nil
 		}
 		for _, b := range held {
 			if err := fn(ID{Blob: blob, Block: b, Index: index}, Stamp{info: info, slot: slot}); err != nil {
