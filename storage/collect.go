@@ -3,6 +3,9 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
+	"slices"
 	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -31,17 +34,76 @@ func (s *Store) collectOrphans(ctx context.Context) {
 // CollectOrphans runs one orphan collection pass and returns how many
 // shard files it deleted. Candidates are the shards older than OrphanGrace
 // that this agent's replica does not place here; the leader, whose
-// metadata is current, confirms them before they are deleted.
+// metadata is current, confirms them before they are deleted. It is asked
+// maxReferencedShards candidates at a time, and what each answer confirms
+// is deleted whatever the later ones say: an agent back after a long
+// absence holds more orphans than one request may carry. A request that
+// fails keeps its candidates for a later pass and the pass goes on with
+// the next one (a leader change fails one request, not the rest), until
+// maxReferencedFailures have failed in a row (no leader answers, and each
+// request would wait for one).
 func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
+	cands := s.orphanCandidates(now)
+	del := orphanDeletes{s: s}
+	var (
+		kept, notAsked, failed, inARow int
+		why                            error
+	)
+	for chunk := range slices.Chunk(cands, maxReferencedShards) {
+		if inARow == maxReferencedFailures {
+			notAsked += len(chunk)
+			continue
+		}
+		referenced, err := s.askReferenced(ctx, chunk)
+		if err != nil {
+			kept += len(chunk)
+			failed++
+			inARow++
+			if why == nil {
+				why = err
+			}
+			continue
+		}
+		inARow = 0
+		for i, c := range chunk {
+			if !referenced[i] {
+				del.add(c)
+			}
+		}
+	}
+	del.flush()
+	if kept+notAsked > 0 {
+		s.log.Info("orphan shards not confirmed unreferenced by the leader; keeping them for a later pass",
+			"kept", kept+notAsked, "candidates", len(cands), "failed_requests", failed, "not_asked", notAsked, "err", why)
+	}
+	s.metrics.shardsCollected.Add(float64(del.n))
+	return del.n
+}
+
+// maxReferencedShards bounds the candidates of one Referenced request,
+// as maxDeleteShardIDs bounds DeleteShards: at some 40 bytes a shard, a
+// request stays near 170 KB, far below the agents' message limit
+// (grpcapi.MaxRecvMessage, 9 MiB), which one request naming every orphan
+// passed at about 236,000 shards: the leader refused each pass's request
+// and nothing was ever collected.
+const maxReferencedShards = 4096
+
+// maxReferencedFailures is how many Referenced requests in a row may fail
+// before an orphan collection pass stops asking.
+const maxReferencedFailures = 2
+
+// orphanCandidates lists the shards (and staged shards, and part files
+// with a bad header) older than OrphanGrace at now that this agent's
+// replica does not place here, in the order the walk found them: the
+// blocks of one part file one after the other.
+func (s *Store) orphanCandidates(now time.Time) []orphan {
 	meta := s.cluster.Meta()
 	self := s.cluster.Self()
 	// Each candidate keeps what it was when judged: only that file (or
 	// staged shard) is deleted, never one stored under its name since.
-	var refs []*pb.ShardRef
 	var cands []orphan
 	err := s.shards.WalkStamped(func(id shardstore.ID, st shardstore.Stamp) error {
 		if now.Sub(st.Mod()) >= s.cfg.OrphanGrace && !referencedBy(meta, self, id.Blob, id.Block, uint32(id.Index)) {
-			refs = append(refs, shardRef(id))
 			cands = append(cands, orphan{id: id, file: st})
 		}
 		return nil
@@ -49,86 +111,63 @@ func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 	if err != nil {
 		s.log.Warn("walk shards for orphans", "err", err)
 	}
-	// A part file with a bad header lists no shards; once its blob is gone
-	// it is an orphan as a whole (while the blob exists, repair replaces
-	// it).
-	type badPart struct {
-		blob  string
-		index uint16
-		st    shardstore.Stamp
+	for _, st := range s.shards.Staged() {
+		if now.Sub(st.At) >= s.cfg.OrphanGrace && !referencedBy(meta, self, st.ID.Blob, st.ID.Block, uint32(st.ID.Index)) {
+			cands = append(cands, orphan{id: st.ID, staged: st.At})
+		}
 	}
-	var bad []badPart
+	// A part file with a bad header lists no shards (its header fails its
+	// check, or cannot be read now); while the blob exists, repair
+	// replaces it. One of a blob this replica lacks is a candidate as a
+	// whole: the leader is asked about the blob, not about a block.
 	err = s.shards.WalkBadParts(func(blob string, index uint16, st shardstore.Stamp) error {
 		if now.Sub(st.Mod()) >= s.cfg.OrphanGrace && meta.BlobByID(blob) == nil && meta.PendingBlob(blob) == nil {
-			bad = append(bad, badPart{blob, index, st})
+			cands = append(cands, orphan{id: shardstore.ID{Blob: blob, Index: index}, file: st, badPart: true})
 		}
 		return nil
 	})
 	if err != nil {
 		s.log.Warn("walk bad part files for orphans", "err", err)
 	}
-	for _, st := range s.shards.Staged() {
-		if now.Sub(st.At) >= s.cfg.OrphanGrace && !referencedBy(meta, self, st.ID.Blob, st.ID.Block, uint32(st.ID.Index)) {
-			refs = append(refs, shardRef(st.ID))
-			cands = append(cands, orphan{id: st.ID, staged: st.At})
-		}
+	return cands
+}
+
+// askReferenced asks the leader which of cands a blob or a pending put
+// still refers to: a shard as its block on this agent, a part file with
+// a bad header as its blob as a whole (anyBlock). The answers are in the
+// order of cands.
+func (s *Store) askReferenced(ctx context.Context, cands []orphan) ([]bool, error) {
+	refs := make([]*pb.ShardRef, 0, len(cands)+1)
+	whole := slices.ContainsFunc(cands, func(c orphan) bool { return c.badPart })
+	if whole {
+		refs = append(refs, &pb.ShardRef{Block: anyBlock}) // the probe
 	}
-	for _, bp := range bad { // the leader confirms the blob is gone
-		refs = append(refs, &pb.ShardRef{BlobId: bp.blob, Index: uint32(bp.index)})
-		cands = append(cands, orphan{id: shardstore.ID{Blob: bp.blob, Index: bp.index}, file: bp.st, badPart: true})
+	for _, c := range cands {
+		refs = append(refs, c.ref())
 	}
-	if len(refs) == 0 {
-		return 0
+	referenced, err := s.cluster.Leader().Referenced(ctx, &pb.ReferencedRequest{Node: s.cluster.Self(), Shards: refs})
+	if err == nil && len(referenced) != len(refs) {
+		err = fmt.Errorf("the leader answered for %d shards, not %d", len(referenced), len(refs))
 	}
-	req := &pb.ReferencedRequest{Node: self, Shards: refs}
-	referenced, err := s.cluster.Leader().Referenced(ctx, req)
-	if err != nil || len(referenced) != len(refs) {
-		s.log.Info("orphan shards not confirmed by the leader; keeping them for now", "shards", len(refs), "err", err)
-		return 0
+	if err != nil {
+		return nil, fmt.Errorf("ask the leader whether %d orphan shards are referenced: %w", len(cands), err)
 	}
-	n := 0
-	type part struct {
-		blob  string
-		index uint16
+	if !whole {
+		return referenced, nil
 	}
-	var files []part
-	blocks := make(map[part][]uint32)
-	stamps := make(map[part]shardstore.Stamp)
-	for i, c := range cands {
-		if referenced[i] {
-			continue
-		}
-		if !c.staged.IsZero() {
-			if s.shards.DiscardIfSame(c.id, c.staged) {
+	out := referenced[1:]
+	if !referenced[0] {
+		n := 0
+		for i, c := range cands {
+			if c.badPart {
+				out[i] = true
 				n++
 			}
-			continue
 		}
-		if c.badPart {
-			if _, err := s.shards.DeleteIfSame(c.id.Blob, c.id.Index, nil, c.file); err != nil {
-				s.log.Warn("delete orphan part file", "blob_id", c.id.Blob, "shard", c.id.Index, "err", err)
-			}
-			continue
-		}
-		k := part{c.id.Blob, c.id.Index}
-		if _, ok := blocks[k]; !ok {
-			files = append(files, k)
-		}
-		blocks[k] = append(blocks[k], c.id.Block)
-		stamps[k] = c.file
+		s.log.Warn("keeping part files with a bad header: the leader, of an older build, cannot tell whether their blobs still exist (it answers for single blocks only); upgrade it",
+			"part_files", n)
 	}
-	// A part file's orphan shards go in one step, judged against the
-	// file as the walk saw it.
-	for _, k := range files {
-		deleted, err := s.shards.DeleteIfSame(k.blob, k.index, blocks[k], stamps[k])
-		if err != nil {
-			s.log.Warn("delete orphan shards", "blob_id", k.blob, "shard", k.index, "err", err)
-			continue
-		}
-		n += deleted
-	}
-	s.metrics.shardsCollected.Add(float64(n))
-	return n
+	return out, nil
 }
 
 // orphan is a shard file, or a staged shard (staged is when), judged an
@@ -137,7 +176,64 @@ type orphan struct {
 	id      shardstore.ID
 	file    shardstore.Stamp
 	staged  time.Time
-	badPart bool // a part file with a bad header, of a blob gone
+	badPart bool // a part file with a bad header, of a blob this replica lacks
+}
+
+// ref is what the leader is asked about c.
+func (c orphan) ref() *pb.ShardRef {
+	if c.badPart {
+		return &pb.ShardRef{BlobId: c.id.Blob, Block: anyBlock, Index: uint32(c.id.Index)}
+	}
+	return shardRef(c.id)
+}
+
+// orphanDeletes deletes the orphans the leader confirmed, in the order
+// the walk found them. A part file's orphan blocks go in one step, judged
+// against the file as the walk saw it, once its run of candidates ends:
+// they may span two requests to the leader, and deleting the first
+// request's alone would change the file, so that the second request's
+// would wait for another pass and another OrphanGrace.
+type orphanDeletes struct {
+	s      *Store
+	n      int           // shards deleted
+	part   shardstore.ID // the part file of blocks (its Blob and Index)
+	blocks []uint32      // confirmed orphan blocks of part
+	stamp  shardstore.Stamp
+}
+
+// add deletes c, or keeps it for its part file's step.
+func (d *orphanDeletes) add(c orphan) {
+	switch {
+	case !c.staged.IsZero():
+		if d.s.shards.DiscardIfSame(c.id, c.staged) {
+			d.n++
+		}
+	case c.badPart:
+		if _, err := d.s.shards.DeleteIfSame(c.id.Blob, c.id.Index, nil, c.file); err != nil {
+			d.s.log.Warn("delete orphan part file", "blob_id", c.id.Blob, "shard", c.id.Index, "err", err)
+		}
+	default:
+		if c.id.Blob != d.part.Blob || c.id.Index != d.part.Index {
+			d.flush()
+		}
+		d.part = shardstore.ID{Blob: c.id.Blob, Index: c.id.Index}
+		d.blocks = append(d.blocks, c.id.Block)
+		d.stamp = c.file
+	}
+}
+
+// flush deletes the orphan blocks gathered of one part file.
+func (d *orphanDeletes) flush() {
+	if len(d.blocks) == 0 {
+		return
+	}
+	deleted, err := d.s.shards.DeleteIfSame(d.part.Blob, d.part.Index, d.blocks, d.stamp)
+	d.blocks = nil
+	if err != nil {
+		d.s.log.Warn("delete orphan shards", "blob_id", d.part.Blob, "shard", d.part.Index, "err", err)
+		return
+	}
+	d.n += deleted
 }
 
 // referencedBy reports whether shard (blob, block, index) on node belongs
@@ -153,16 +249,36 @@ func referencedBy(meta Meta, node, blob string, block, index uint32) bool {
 	return b.Holder(b.Blocks[block], int(index)) == node
 }
 
+// anyBlock, as the block of a ShardRef in a Referenced request, asks
+// about the blob as a whole: referenced while the blob exists or a put of
+// it is pending, wherever the blob places its shards. An agent asks so
+// about a part file whose header is bad (its blocks cannot be listed, or
+// cannot be read now): the leader's blob may place on it any of its
+// blocks, block 0 perhaps not, and a header unreadable for a moment says
+// nothing about the blocks behind it; the file goes once the blob is
+// gone. No blob has as many blocks.
+//
+// A ShardRef with anyBlock and no blob id is a probe, answered referenced
+// by a leader that answers anyBlock. A leader of an older build answers
+// it unreferenced, as every anyBlock question (no block has that
+// number), and its answers about whole blobs count for nothing.
+const anyBlock = math.MaxUint32
+
 // referenced answers Referenced from this (the leader's) replica. A shard
 // of a block that repair is storing on the asking agent counts as
 // referenced too: the rebuilt shard is durable there before its holder is
 // recorded, and its file may be older than the orphan grace (it was
 // staged earlier), so deleting it in between would record a holder
-// without its shard.
+// without its shard. An anyBlock question is about the blob as a whole.
 func (s *Store) referenced(req *pb.ReferencedRequest) []bool {
 	meta := s.cluster.Meta()
 	out := make([]bool, len(req.Shards))
 	for i, ref := range req.Shards {
+		if ref.GetBlock() == anyBlock {
+			blob := ref.GetBlobId()
+			out[i] = blob == "" || meta.BlobByID(blob) != nil || meta.PendingBlob(blob) != nil
+			continue
+		}
 		out[i] = referencedBy(meta, req.Node, ref.GetBlobId(), ref.GetBlock(), ref.GetIndex()) ||
 			s.repair.placingOn(req.Node, ref.GetBlobId(), ref.GetBlock())
 	}

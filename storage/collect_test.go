@@ -175,14 +175,7 @@ func TestOrphanCollectionRemovesABadPartFileOfAGoneBlob(t *testing.T) {
 			t.Fatal(err)
 		}
 		path := s.shards.Path(h.ID)
-		f, err := os.OpenFile(path, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.WriteAt([]byte{0xee}, 30); err != nil { // in the blob id: the header's checksum fails
-			t.Fatal(err)
-		}
-		f.Close()
+		damagePartHeader(t, path)
 		paths = append(paths, path)
 	}
 	s.CollectOrphans(context.Background(), time.Now().Add(time.Hour))

@@ -2979,7 +2979,12 @@ func (*ReportShardsResponse) Descriptor() ([]byte, []int) {
 type ReferencedRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// node holds the shards and asks whether they are still referenced.
-	Node          string      `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// A ShardRef whose block is 4294967295 (anyBlock) asks about its blob as
+	// a whole: referenced while the blob exists or a put of it is pending.
+	// One with that block and no blob_id is a probe, which a leader that
+	// answers such questions answers referenced. An agent sends at most a
+	// few thousand at a time.
 	Shards        []*ShardRef `protobuf:"bytes,2,rep,name=shards,proto3" json:"shards,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
