@@ -101,9 +101,8 @@ func chooseScheme(h *pb.BlobPutHeader, members []Member) (Scheme, error) {
 	explicit := h.DataShards != 0 || h.ParityShards != 0
 	if explicit {
 		sc = Scheme{K: int(h.DataShards), M: int(h.ParityShards)}
-		if sc.K < 1 || sc.K+sc.M > 256 {
-			return sc, fmt.Errorf("%w: data shards %d, parity shards %d: need at least 1 data shard and at most 256 in all",
-				ErrInvalidArgument, sc.K, sc.M)
+		if err := checkScheme(h.DataShards, h.ParityShards); err != nil {
+			return sc, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 		}
 		if sc.K+sc.M > alive && !h.BestEffort {
 			return sc, fmt.Errorf("%w: %s shards need %d distinct agents, %d of %d are alive with room%s; use fewer shards, or best effort to let repair store the rest later",

@@ -63,6 +63,9 @@ func TestChooseScheme(t *testing.T) {
 		{"best effort still needs k+1", &pb.BlobPutHeader{DataShards: 3, ParityShards: 2, BestEffort: true}, 3, 0, Scheme{3, 2}, ErrNotEnoughShards},
 		{"no data shards", &pb.BlobPutHeader{ParityShards: 1}, 3, 0, Scheme{0, 1}, ErrInvalidArgument},
 		{"more than 256", &pb.BlobPutHeader{DataShards: 200, ParityShards: 100}, 3, 0, Scheme{200, 100}, ErrInvalidArgument},
+		// A part file keeps k in a byte: 256 data shards would store 0.
+		{"256 data shards", &pb.BlobPutHeader{DataShards: 256, BestEffort: true}, 3, 0, Scheme{256, 0}, ErrInvalidArgument},
+		{"counts whose sum wraps", &pb.BlobPutHeader{DataShards: 258, ParityShards: 0xFFFFFF00, BestEffort: true}, 3, 0, Scheme{258, 0xFFFFFF00}, ErrInvalidArgument},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := chooseScheme(tc.h, members(tc.alive, tc.dead))

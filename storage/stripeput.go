@@ -321,9 +321,8 @@ func (s *Store) openShardWrite(ctx context.Context, h *pb.WriteShardsHeader) (*s
 	}
 	k, m, bs := h.DataShards, h.ParityShards, h.BlockSize
 	switch {
-	case k < 1 || k+m > codec.MaxShards:
-		return nil, fmt.Errorf("%w: WriteShards header: %d+%d shards; need at least 1 data shard and at most %d in all",
-			ErrInvalidArgument, k, m, codec.MaxShards)
+	case checkScheme(k, m) != nil:
+		return nil, fmt.Errorf("%w: WriteShards header: %v", ErrInvalidArgument, checkScheme(k, m))
 	case h.Index >= k+m:
 		return nil, fmt.Errorf("%w: WriteShards header: shard index %d of a %d+%d blob", ErrInvalidArgument, h.Index, k, m)
 	case bs < MinBlockSize || bs > MaxBlockSize:
@@ -546,12 +545,12 @@ func (s *Store) checkStripedBlob(b *pb.Blob, p *pb.BlobPending) error {
 		return fmt.Errorf("%w: blob %q: "+format, append([]any{ErrInvalidArgument, b.Name}, args...)...)
 	}
 	k, m, bs := b.DataShards, b.ParityShards, uint64(b.BlockSize)
-	n := int(k + m)
+	n := int(k) + int(m)
 	switch {
 	case k != p.DataShards || m != p.ParityShards || b.BlockSize != p.BlockSize:
 		return bad("%d+%d shards of %d-byte blocks; the put began with %d+%d of %d", k, m, b.BlockSize, p.DataShards, p.ParityShards, p.BlockSize)
-	case k < 1 || n > codec.MaxShards:
-		return bad("%d+%d shards: need at least 1 data shard and at most %d in all", k, m, codec.MaxShards)
+	case checkScheme(k, m) != nil:
+		return bad("%v", checkScheme(k, m))
 	case bs < MinBlockSize || bs > MaxBlockSize:
 		return bad("block size %d, must be between %d and %d", bs, MinBlockSize, MaxBlockSize)
 	case len(b.Inline) > 0:

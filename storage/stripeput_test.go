@@ -277,6 +277,7 @@ func TestWriteShardsRefusesBadInput(t *testing.T) {
 		{"index out of range", withHeader(func(h *pb.WriteShardsHeader) { h.Index = 1 })},
 		{"scheme not the put's", withHeader(func(h *pb.WriteShardsHeader) { h.DataShards, h.ParityShards, h.Index = 2, 1, 1 })},
 		{"too many shards", withHeader(func(h *pb.WriteShardsHeader) { h.DataShards, h.ParityShards = 200, 100 })},
+		{"shard counts whose sum wraps", withHeader(func(h *pb.WriteShardsHeader) { h.DataShards, h.ParityShards = 258, 0xFFFFFF00 })},
 		{"block size too small", withHeader(func(h *pb.WriteShardsHeader) { h.BlockSize = MinBlockSize - 1 })},
 		{"no header", good[1:]},
 	} {
