@@ -152,3 +152,24 @@ func TestHeartbeatFailureHandledAfterItsResumeDoesNotCount(t *testing.T) {
 		t.Fatalf("a new failure of n2: notAnswering = %v, %v; want since %v", since, failing, at(45))
 	}
 }
+
+// TestPeersHeardForgetPeersThatLeftTheConfiguration: when each peer was
+// last heard (isolation, contact.go) is kept for the peers of the
+// configuration only: on every store, not only the leader, an entry per
+// agent ever heard, reaped ones back under new names included, stayed.
+func TestPeersHeardForgetPeersThatLeftTheConfiguration(t *testing.T) {
+	s := openStore(t, New(testStoreConfig(t, t.TempDir(), slog.LevelWarn)))
+	for i := range 20 {
+		s.transport.peers.note([]byte(fmt.Sprintf("reaped-%d", i)), time.Now())
+	}
+	s.transport.peers.note([]byte("n9"), time.Now())
+	if err := s.raft.AddNonvoter("n9", "127.0.0.1:1", 0, 5*time.Second).Error(); err != nil {
+		t.Fatalf("add n9: %v", err)
+	}
+	eventually(t, 5*time.Second, "the reaped peers forgotten", func() bool {
+		return s.transport.peers.last("reaped-0").IsZero() && s.transport.peers.last("reaped-19").IsZero()
+	})
+	if s.transport.peers.last("n9").IsZero() {
+		t.Fatal("n9, in the configuration, was forgotten too")
+	}
+}

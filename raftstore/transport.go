@@ -246,6 +246,17 @@ func (p *peersHeard) note(id []byte, now time.Time) {
 	at.Store(monoNanos(now))
 }
 
+// retain forgets the peers member rejects.
+func (p *peersHeard) retain(member func(id string) bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id := range p.at {
+		if !member(id) {
+			delete(p.at, id)
+		}
+	}
+}
+
 // latest is when any peer was last heard (an error is no answer); zero
 // if none has been.
 func (p *peersHeard) latest() time.Time {
