@@ -201,3 +201,27 @@ func TestInternalApplyBatchRefusesMoreCommandsThanAnAgentSends(t *testing.T) {
 		t.Fatalf("a refused batch proposed %d commands", len(l.applied))
 	}
 }
+
+// TestForwardedHealthOutputsAreBounded: Register sets an instance's health
+// output itself, but a forwarded registration (and an agent's removal)
+// carries it as sent: a peer could store megabytes on every replica and
+// in every watch event. Both are bounded as a forwarded SetHealth is.
+func TestForwardedHealthOutputsAreBounded(t *testing.T) {
+	big := strings.Repeat("x", maxHealthOutput+1)
+	register := func(output string) *pb.Command {
+		return &pb.Command{Kind: &pb.Command_Register{Register: &pb.Instance{
+			Service: "user.rpc", Id: "u1", Address: "127.0.0.1:9000", Node: "n1", HealthOutput: output}}}
+	}
+	if err := validateForwarded(register(strings.Repeat("x", maxHealthOutput)), fakeMembership{}); err != nil {
+		t.Fatalf("a forwarded registration with %d bytes of health output: %v", maxHealthOutput, err)
+	}
+	for field, cmd := range map[string]*pb.Command{
+		"instance.health_output": register(big),
+		"node_remove.output":     {Kind: &pb.Command_NodeRemove{NodeRemove: &pb.NodeRemove{Name: "n2", Output: big}}},
+	} {
+		err := validateForwarded(cmd, fakeMembership{})
+		if !errors.Is(err, apierr.ErrInvalidArgument) || !strings.Contains(err.Error(), field) {
+			t.Errorf("forwarded %s of %d bytes = %v, want InvalidArgument naming it", field, len(big), err)
+		}
+	}
+}

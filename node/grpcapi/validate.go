@@ -254,6 +254,9 @@ func validateForwarded(cmd *pb.Command, m Membership) error {
 	case *pb.Command_SessionDestroy:
 		return validIDs("session_destroy.ids", k.SessionDestroy.Ids, validID)
 	case *pb.Command_NodeRemove:
+		if n := len(k.NodeRemove.GetOutput()); n > maxHealthOutput {
+			return apierr.Invalid("node_remove.output", "is %d bytes, the limit is %d", n, maxHealthOutput)
+		}
 		return validateForwardedNodeRemove(m, k.NodeRemove.GetName())
 	case *pb.Command_BlobPending, *pb.Command_BlobCommit, *pb.Command_BlobAbort, *pb.Command_BlobDelete, *pb.Command_BlobShards,
 		*pb.Command_BlobRenew:
@@ -356,10 +359,15 @@ func validateForwardedBlob(m Membership, cmd *pb.Command) error {
 }
 
 // validateForwardedRegister checks an instance as Register does, and that
-// its owner and session exist and belong together.
+// its owner and session exist and belong together. Register sets an
+// instance's health output itself; a forwarded one carries it as the
+// agent set it, bounded as a forwarded health result is.
 func validateForwardedRegister(m Membership, in *pb.Instance) error {
 	if err := validateInstance(in); err != nil {
 		return err
+	}
+	if len(in.HealthOutput) > maxHealthOutput {
+		return apierr.Invalid("instance.health_output", "is %d bytes, the limit is %d", len(in.HealthOutput), maxHealthOutput)
 	}
 	if err := knownNode(m, "instance.node", in.Node); err != nil {
 		return err
