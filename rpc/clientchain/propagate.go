@@ -13,7 +13,8 @@ import (
 const PropagatedPrefix = "x-zrpc-"
 
 // Propagate returns an interceptor that copies traceparent, tracestate,
-// baggage and every x-zrpc-* key from the incoming metadata of ctx (present
+// baggage and every x-zrpc-* key but the caller's token (x-zrpc-token)
+// from the incoming metadata of ctx (present
 // when the call is made from inside a server handler) to the outgoing
 // metadata. Keys the caller already set on the outgoing context are left as
 // they are. A context without incoming metadata costs one context lookup.
@@ -34,12 +35,21 @@ func (s *propagateStage) invoke(ctx context.Context, method string, req, reply a
 	return s.next.invoke(propagateMetadata(ctx), method, req, reply, cc, inv, opts)
 }
 
+// tokenHeader is the key a caller's ACL token comes in
+// (serverchain.TokenHeader): a credential of the caller, for the service
+// it called, never carried on. Handed to the next service it would act
+// there as the original caller (a confused deputy), a secret leaked to
+// every service downstream.
+const tokenHeader = "x-zrpc-token"
+
 // propagates reports whether an incoming metadata key is carried to the next
 // hop. Keys in metadata.MD are lower case.
 func propagates(key string) bool {
 	switch key {
 	case "traceparent", "tracestate", "baggage":
 		return true
+	case tokenHeader:
+		return false
 	}
 	return strings.HasPrefix(key, PropagatedPrefix)
 }

@@ -7,8 +7,13 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/zrpcio/zrpc/rpc/serverchain"
 )
 
+// Trace context and x-zrpc-* keys go on to the next service; the caller's
+// ACL token (x-zrpc-token, serverchain.TokenHeader) does not: it was
+// copied too, so a handler's calls acted downstream as its caller.
 func TestPropagateCopiesOnlyTraceAndZrpcKeys(t *testing.T) {
 	in := metadata.Pairs(
 		"traceparent", "00-abc-def-01",
@@ -16,6 +21,7 @@ func TestPropagateCopiesOnlyTraceAndZrpcKeys(t *testing.T) {
 		"baggage", "user=1",
 		"x-zrpc-tenant", "t1",
 		"x-zrpc-deadline-hint", "5",
+		serverchain.TokenHeader, "the caller's secret", // for this service only
 		"authorization", "secret",
 		"user-agent", "grpc-go",
 		"x-other", "no",
