@@ -153,7 +153,7 @@ func (s *breakerStage) invoke(ctx context.Context, method string, req, reply any
 		return s.invokeClassic(ctx, method, req, reply, cc, inv, opts)
 	}
 	w := s.window(method)
-	epoch := s.cfg.Now().UnixNano() / int64(s.bucket)
+	epoch := monotime.Of(s.cfg.Now()) / int64(s.bucket)
 	// With K >= 1 a window whose every request was accepted never
 	// rejects, so a method with no failure in the window skips the sum.
 	if s.cfg.K < 1 || w.failedWithin(epoch) {
@@ -164,7 +164,7 @@ func (s *breakerStage) invoke(ctx context.Context, method string, req, reply any
 		}
 	}
 	err := s.next.invoke(ctx, method, req, reply, cc, inv, opts)
-	w.add(s.cfg.Now().UnixNano()/int64(s.bucket), !breakerFailure(err))
+	w.add(monotime.Of(s.cfg.Now())/int64(s.bucket), !breakerFailure(err))
 	return err
 }
 
