@@ -3,6 +3,7 @@ package rpc
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -51,5 +52,22 @@ func TestLoadConfigRefusesUnsetOrMalformedVariables(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), path) {
 			t.Errorf("LoadConfig of %q: %v, want an error naming the file and %q", c.text, err, c.want)
 		}
+	}
+}
+
+// A server without Agents registers through the agents $ZRPC_ADDR lists,
+// comma-separated as rpc.Dial and zrpcctl read it: the whole list was
+// taken as one address, and Start failed ("too many colons").
+func TestServerReadsEveryAgentZRPCADDRLists(t *testing.T) {
+	t.Setenv("ZRPC_ADDR", " 10.0.0.1:8400, 10.0.0.2:8400,,")
+	if got, want := (ServerConfig{}).agents(), []string{"10.0.0.1:8400", "10.0.0.2:8400"}; !slices.Equal(got, want) {
+		t.Fatalf("agents from $ZRPC_ADDR = %q, want %q", got, want)
+	}
+	if got := (ServerConfig{Agents: []string{"a:1"}}).agents(); !slices.Equal(got, []string{"a:1"}) {
+		t.Fatalf("Agents set: agents = %q, want them over $ZRPC_ADDR", got)
+	}
+	t.Setenv("ZRPC_ADDR", " , ")
+	if got := (ServerConfig{}).agents(); !slices.Equal(got, []string{"127.0.0.1:8400"}) {
+		t.Fatalf("$ZRPC_ADDR listing none: agents = %q, want the default", got)
 	}
 }

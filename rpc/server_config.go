@@ -4,9 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"time"
+
+	"github.com/zrpcio/zrpc/rpc/resolver"
 )
 
 // ServerConfig configures a Server. Its YAML keys follow go-zero's
@@ -133,8 +134,8 @@ func (c ServerConfig) agents() []string {
 	if len(c.Agents) > 0 {
 		return c.Agents
 	}
-	if env := os.Getenv("ZRPC_ADDR"); env != "" {
-		return []string{env}
+	if env := resolver.EnvAgents(); len(env) > 0 {
+		return env // several, comma-separated, as rpc.Dial and zrpcctl read it
 	}
 	return []string{"127.0.0.1:8400"}
 }

@@ -167,8 +167,8 @@ func (b *zrpcBuilder) client(authority string) (*client.Client, bool, error) {
 		return b.opts.client, false, nil
 	case len(b.opts.agents) > 0:
 		agents = b.opts.agents
-	case os.Getenv(AgentsEnv) != "":
-		agents = strings.Split(os.Getenv(AgentsEnv), ",")
+	case len(EnvAgents()) > 0:
+		agents = EnvAgents()
 	default:
 		agents = []string{DefaultAgent}
 	}
@@ -303,4 +303,16 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// EnvAgents returns the agents $ZRPC_ADDR lists, comma-separated (spaces
+// around each and empty entries dropped); nil when it lists none.
+func EnvAgents() []string {
+	var agents []string
+	for a := range strings.SplitSeq(os.Getenv(AgentsEnv), ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			agents = append(agents, a)
+		}
+	}
+	return agents
 }
