@@ -328,6 +328,9 @@ func (s *Server) instance(a *net.TCPAddr) *pb.Instance {
 // the agent's check marks the instance critical or passing accordingly.
 func (s *Server) Health() *health.Server { return s.health }
 
+// errStopping: a registration finished after Stop began.
+var errStopping = errors.New("the server is stopping")
+
 // register opens a session and registers the instance on it.
 func (s *Server) register(ctx context.Context) error {
 	owner := fmt.Sprintf("%s pid %d", s.cfg.Name, os.Getpid())
@@ -340,6 +343,14 @@ func (s *Server) register(ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
+	if s.stopped {
+		// Stop came while this registration was on its way and has
+		// deregistered through the session before, if any: closing this
+		// one removes the instance it registered.
+		s.mu.Unlock()
+		sess.Close()
+		return errStopping
+	}
 	s.session = sess
 	s.mu.Unlock()
 	return nil
@@ -388,6 +399,9 @@ func (s *Server) registerRetrying(until <-chan struct{}, failed string) bool {
 		cancel()
 		if err == nil {
 			return true
+		}
+		if errors.Is(err, errStopping) {
+			return false
 		}
 		wait := registerBackoff(attempt)
 		s.log.Warn(failed, "err", err, "next_in", wait)
