@@ -4,8 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
@@ -41,14 +46,47 @@ func newTokenSecret() (string, error) {
 
 // ACLPolicyCreate stores a new policy; rules that do not parse fail with
 // apierr.ErrInvalidArgument naming their line and column.
+//
+// A create carries no request id: when an attempt fails after it may have
+// been applied (the agent's answer lost) and the next agent says the
+// policy exists, the policy is read back, and if it is the one asked for
+// the create succeeded.
 func (c *Client) ACLPolicyCreate(ctx context.Context, name, description, rules string) (*zrpcpb.ACLPolicy, error) {
 	var resp *zrpcpb.ACLPolicyCreateResponse
 	req := &zrpcpb.ACLPolicyCreateRequest{Policy: &zrpcpb.ACLPolicy{Name: name, Description: description, Rules: rules}}
+	attempts := 0
 	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		attempts++
 		resp, err = zrpcpb.NewACLClient(ep.conn).PolicyCreate(ctx, req)
 		return err
 	})
+	if attempts > 1 && is(err, apierr.ErrAlreadyExists, codes.AlreadyExists) {
+		if p, rerr := c.ACLPolicy(ctx, name); rerr == nil && p.GetRules() == rules && p.GetDescription() == description {
+			return p, nil
+		}
+	}
 	return resp.GetPolicy(), err
+}
+
+// deleteOnce runs an ACL delete, which carries no request id, through
+// call: NotFound from an attempt after the first, which may have deleted
+// it before its answer was lost, is the delete done.
+func (c *Client) deleteOnce(ctx context.Context, del func(context.Context, zrpcpb.ACLClient) error) error {
+	attempts := 0
+	err := c.call(ctx, func(ctx context.Context, ep *endpoint) error {
+		attempts++
+		return del(ctx, zrpcpb.NewACLClient(ep.conn))
+	})
+	if attempts > 1 && is(err, apierr.ErrNotFound, codes.NotFound) {
+		return nil
+	}
+	return err
+}
+
+// is reports whether err is sentinel, or carries code without a reason
+// (an agent that sends none).
+func is(err, sentinel error, code codes.Code) bool {
+	return errors.Is(err, sentinel) || status.Code(err) == code
 }
 
 // ACLPolicy returns the policy called name.
@@ -74,8 +112,8 @@ func (c *Client) ACLPolicies(ctx context.Context) ([]*zrpcpb.ACLPolicy, error) {
 // ACLPolicyDelete deletes a policy; one a token still names is refused
 // with apierr.ErrFailedPrecondition.
 func (c *Client) ACLPolicyDelete(ctx context.Context, name string) error {
-	return c.call(ctx, func(ctx context.Context, ep *endpoint) error {
-		_, err := zrpcpb.NewACLClient(ep.conn).PolicyDelete(ctx, &zrpcpb.ACLPolicyDeleteRequest{Name: name})
+	return c.deleteOnce(ctx, func(ctx context.Context, acl zrpcpb.ACLClient) error {
+		_, err := acl.PolicyDelete(ctx, &zrpcpb.ACLPolicyDeleteRequest{Name: name})
 		return err
 	})
 }
@@ -121,8 +159,8 @@ func (c *Client) ACLTokens(ctx context.Context) ([]*zrpcpb.ACLToken, error) {
 // ACLTokenDelete deletes the token with accessor id; its secret stops
 // working.
 func (c *Client) ACLTokenDelete(ctx context.Context, accessorID string) error {
-	return c.call(ctx, func(ctx context.Context, ep *endpoint) error {
-		_, err := zrpcpb.NewACLClient(ep.conn).TokenDelete(ctx, &zrpcpb.ACLTokenDeleteRequest{AccessorId: accessorID})
+	return c.deleteOnce(ctx, func(ctx context.Context, acl zrpcpb.ACLClient) error {
+		_, err := acl.TokenDelete(ctx, &zrpcpb.ACLTokenDeleteRequest{AccessorId: accessorID})
 		return err
 	})
 }
