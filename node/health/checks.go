@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -20,8 +21,29 @@ import (
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
-// checkWorkers bounds the gRPC checks that run at once on one agent.
-const checkWorkers = 16
+// Bounds on the gRPC check runs in progress at once on one agent, each a
+// goroutine and one call in flight; a check has at most one run in
+// progress, and a run lasts at most maxCheckTimeout.
+//
+// A server that accepts the call and never answers (a deadlocked service;
+// or, from anyone allowed to register, an address that drops packets)
+// holds a run for its whole timeout. A check whose last run took its
+// whole timeout is slow: slow checks run at most slowCheckRuns at once,
+// and one due while that many run waits a slot. The other
+// checkRuns-slowCheckRuns runs are left to checks that answered last time:
+// however many hung servers an agent checks, a healthy instance's check
+// waits for a run only while that many servers have just begun to hang
+// (before their first timeout), and then for maxCheckTimeout at most.
+const (
+	checkRuns     = 1024
+	slowCheckRuns = 256
+)
+
+// maxCheckTimeout bounds every run of a gRPC check, whatever its timeout
+// (the agent accepts one up to the check's interval, up to an hour), so
+// that a server that accepts the call and never answers holds a run for
+// this long at most. Consul's default check timeout.
+const maxCheckTimeout = 10 * time.Second
 
 // checkWindow is the flow-control window a check's connection grants the
 // checked server, per stream and per connection: gRPC's initial one, for
@@ -32,40 +54,31 @@ const checkWindow = 64 << 10
 // that asked for one, until ctx ends; it returns once every check has
 // stopped. It learns of such instances from the replica's instance watch,
 // so it does nothing while the registry does not change. The checks wait
-// in a heap by next run; one timer waits for the earliest, and a bounded
-// set of workers runs those due. After its first run, each instance's
-// checks run at its own place in its interval, the start of one of its
-// 1 s slots (checkOffset), so checks with the same interval spread over
-// its slots, and the checks of one slot run together.
+// in a heap by next run; one timer waits for the earliest, and those due
+// run each on a goroutine of its own, at most checkRuns at once, fewer for
+// checks that time out (see checkRuns). After its first run, each
+// instance's checks run at its own place in its interval, the start of
+// one of its 1 s slots (checkOffset), so checks with the same interval
+// spread over its slots, and the checks of one slot run together.
 func (k *Keeper) RunChecks(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	s := newCheckSchedule()
-	work := make(chan *scheduledCheck)
 	var wg sync.WaitGroup
 	defer func() {
 		cancel()
-		close(work)
 		wg.Wait()
 		s.closeAll()
 	}()
-	for range checkWorkers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for c := range work {
-				if h, output, ok := k.runCheck(c); ok {
-					k.recordCheck(s, c, h, output)
-				}
-				s.finished(c, time.Now())
-			}
-		}()
-	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		k.followInstances(ctx, func(resp *pb.WatchResponse) { k.followChecks(ctx, s, resp) })
 	}()
-	s.dispatch(ctx, work)
+	s.dispatch(ctx, &wg, func(c *scheduledCheck) {
+		if h, output, ok := k.runCheck(c); ok {
+			k.recordCheck(s, c, h, output)
+		}
+	})
 }
 
 // followChecks makes the schedule agree with one answer of the instance
@@ -120,19 +133,28 @@ type scheduledCheck struct {
 	key    instanceKey
 	inst   *pb.Instance // the version whose check and address it runs
 	modRev uint64       // the instance's last version seen
+	// next is when it runs next, with a monotonic reading (a step of the
+	// wall clock does not move it).
 	next   time.Time
 	index  int // in the heap; -1 while it runs or once removed
 	ctx    context.Context
 	cancel context.CancelFunc
-	// running is closed when the worker running it is done; nil when it
-	// is not running.
+	// running is closed when the goroutine running it is done; nil when
+	// it is not running.
 	running chan struct{}
 	removed bool
-	// conn is dialled on the first run; only the worker running the
+	// conn is dialled on the first run; only the goroutine running the
 	// check touches it, and it is closed once the check is removed and
 	// not running.
 	conn   *grpc.ClientConn
 	health healthpb.HealthClient
+	// slow: its last run took its whole timeout. Written only by the
+	// goroutine running the check, read under checkSchedule.mu while it
+	// does not run.
+	slow bool
+	// slowRun: the run in progress counts in checkSchedule.slowRuns.
+	// Guarded by checkSchedule.mu.
+	slowRun bool
 	// result is the health the last run found (unspecified before the
 	// first), and wrote when a run last wrote the instance's health;
 	// unwritten counts the runs in a row whose result could not be
@@ -152,6 +174,9 @@ type checkSchedule struct {
 	// earlier has a value when the earliest run may have moved earlier
 	// than the dispatcher's timer.
 	earlier chan struct{}
+	// slowRuns counts the runs in progress of slow checks, at most
+	// slowCheckRuns.
+	slowRuns int
 }
 
 // checkHeap orders checks by next run.
@@ -230,8 +255,7 @@ func (s *checkSchedule) runNow(key instanceKey) {
 }
 
 // add schedules inst's first check at once: the instance is critical
-// until it has run (16 run at a time; the runs after spread over the
-// interval).
+// until it has run (the runs after spread over the interval).
 func (s *checkSchedule) add(parent context.Context, inst *pb.Instance, now time.Time) {
 	ctx, cancel := context.WithCancel(parent)
 	c := &scheduledCheck{key: keyOf(inst), inst: inst, modRev: inst.ModRevision, ctx: ctx, cancel: cancel}
@@ -302,8 +326,10 @@ func (s *checkSchedule) keys() []instanceKey {
 	return out
 }
 
-// dispatch hands checks to the workers as they come due, until ctx ends.
-func (s *checkSchedule) dispatch(ctx context.Context, work chan<- *scheduledCheck) {
+// dispatch runs checks as they come due, each on a goroutine of its own
+// counted in wg, at most checkRuns at once, until ctx ends.
+func (s *checkSchedule) dispatch(ctx context.Context, wg *sync.WaitGroup, run func(*scheduledCheck)) {
+	runs := make(chan struct{}, checkRuns)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -319,35 +345,57 @@ func (s *checkSchedule) dispatch(ctx context.Context, work chan<- *scheduledChec
 			continue
 		}
 		select {
-		case work <- c:
+		case runs <- struct{}{}:
 		case <-ctx.Done():
 			s.finished(c, time.Now())
 			return
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			run(c)
+			s.finished(c, time.Now())
+			<-runs
+		}()
 	}
 }
 
 // popDue takes the earliest check out of the heap if it is due, marked
 // running; otherwise it returns how long until one is (an hour when there
-// is none).
+// is none). A slow check due while slowCheckRuns run is deferred by a
+// slot, behind the checks due meanwhile.
 func (s *checkSchedule) popDue(now time.Time) (*scheduledCheck, time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.due) == 0 {
-		return nil, time.Hour
+	for len(s.due) > 0 {
+		c := s.due[0]
+		if wait := c.next.Sub(now); wait > 0 {
+			return nil, wait
+		}
+		if c.slow && s.slowRuns >= slowCheckRuns {
+			c.next = now.Add(checkSlot)
+			heap.Fix(&s.due, 0)
+			continue
+		}
+		heap.Pop(&s.due)
+		if c.slow {
+			c.slowRun = true
+			s.slowRuns++
+		}
+		c.running = make(chan struct{})
+		return c, 0
 	}
-	if wait := s.due[0].next.Sub(now); wait > 0 {
-		return nil, wait
-	}
-	c := heap.Pop(&s.due).(*scheduledCheck)
-	c.running = make(chan struct{})
-	return c, 0
+	return nil, time.Hour
 }
 
 // finished records that a run of c ended at now: c waits for its next
 // place, or, removed meanwhile, closes its connection.
 func (s *checkSchedule) finished(c *scheduledCheck, now time.Time) {
 	s.mu.Lock()
+	if c.slowRun {
+		c.slowRun = false
+		s.slowRuns--
+	}
 	removed := c.removed
 	if !removed {
 		interval := c.inst.Check.Interval.AsDuration()
@@ -416,7 +464,12 @@ func checkOffset(key instanceKey, interval time.Duration) time.Duration {
 }
 
 // nextPlace is the first time after now that is offset into an interval
-// (intervals counted from the Unix epoch).
+// (intervals counted from the Unix epoch, on the wall clock). It keeps
+// now's monotonic reading, if any: it is now and a duration, so a step of
+// the wall clock after now moves it by nothing (Truncate drops the
+// monotonic reading, and a time without one is compared by its wall
+// reading: a step back of D would hold the check D longer, a step
+// forward would run every check at once).
 func nextPlace(now time.Time, interval, offset time.Duration) time.Time {
 	if interval <= 0 {
 		return now
@@ -425,12 +478,12 @@ func nextPlace(now time.Time, interval, offset time.Duration) time.Time {
 	for !t.After(now) {
 		t = t.Add(interval)
 	}
-	return t
+	return now.Add(t.Sub(now))
 }
 
 // runCheck calls grpc.health.v1 on c's instance once and returns what it
 // found; ok is false when the check was removed meanwhile. Only the
-// worker running c calls it.
+// goroutine running c calls it.
 func (k *Keeper) runCheck(c *scheduledCheck) (h pb.Health, output string, ok bool) {
 	inst, chk := c.inst, c.inst.Check
 	addr := chk.GrpcAddress
@@ -455,6 +508,9 @@ func (k *Keeper) runCheck(c *scheduledCheck) (h pb.Health, output string, ok boo
 	timeout := checkTimeout(chk)
 	cctx, cancel := context.WithTimeout(c.ctx, timeout)
 	resp, err := c.health.Check(cctx, &healthpb.HealthCheckRequest{Service: chk.GrpcService})
+	// Out of time, by the agent's clock or (told the deadline) by the
+	// server's, which may end the call first.
+	c.slow = status.Code(err) == codes.DeadlineExceeded
 	cancel()
 	if c.ctx.Err() != nil {
 		return 0, "", false
@@ -469,12 +525,12 @@ func (k *Keeper) runCheck(c *scheduledCheck) (h pb.Health, output string, ok boo
 	return pb.Health_PASSING, "gRPC health check: SERVING", true
 }
 
-// checkTimeout bounds one run of chk: its timeout, else
-// DefaultCheckTimeout or its interval when that is shorter (the agent
-// refuses a timeout longer than the interval).
+// checkTimeout bounds one run of chk: its timeout up to maxCheckTimeout,
+// else DefaultCheckTimeout or its interval when that is shorter (the
+// agent refuses a timeout longer than the interval).
 func checkTimeout(chk *pb.Check) time.Duration {
 	if chk.Timeout != nil {
-		return chk.Timeout.AsDuration()
+		return min(chk.Timeout.AsDuration(), maxCheckTimeout)
 	}
 	if iv := chk.Interval.AsDuration(); iv > 0 {
 		return min(DefaultCheckTimeout, iv)
