@@ -190,7 +190,10 @@ type Check struct {
 	GrpcAddress string               `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
 	GrpcService string               `protobuf:"bytes,4,opt,name=grpc_service,json=grpcService,proto3" json:"grpc_service,omitempty"`
 	Interval    *durationpb.Duration `protobuf:"bytes,5,opt,name=interval,proto3" json:"interval,omitempty"`
-	Timeout     *durationpb.Duration `protobuf:"bytes,6,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// timeout bounds one check call: at most interval; the agent stops a call
+	// after 10 s whatever it says, so that servers that never answer cannot
+	// hold up the checks of other instances.
+	Timeout *durationpb.Duration `protobuf:"bytes,6,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	// deregister_critical_after removes an instance that has been critical this
 	// long. Zero keeps it.
 	DeregisterCriticalAfter *durationpb.Duration `protobuf:"bytes,7,opt,name=deregister_critical_after,json=deregisterCriticalAfter,proto3" json:"deregister_critical_after,omitempty"`
