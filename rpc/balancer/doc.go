@@ -15,8 +15,9 @@
 //
 //   - [P2CEWMA] (zrpc's default): power of two random choices scored by a
 //     peak-EWMA of latency that decays with time (100 ms) whether or not
-//     the instance is picked, times its in-flight calls; failures count as
-//     slow calls. It adapts to slow or failing instances and to
+//     the instance is picked, times its unary calls in flight (streams are
+//     left out: a long-lived one is no slow call); failures count as slow
+//     calls. It adapts to slow or failing instances and to
 //     heterogeneous machines without configuration, and an instance that
 //     was slow, failed or just joined gets its share back within seconds.
 //     Choose it unless one of the others fits better.

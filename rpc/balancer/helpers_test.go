@@ -41,13 +41,19 @@ func buildInfo(scs []*fakeSubConn, weights ...uint32) base.PickerBuildInfo {
 	return info
 }
 
-// pick picks once and fails the test on error.
+// pick picks once for a unary call and fails the test on error.
 func pick(t testing.TB, p balancer.Picker, ctx context.Context) balancer.PickResult {
+	t.Helper()
+	return pickMethod(t, p, ctx, "/svc/Method")
+}
+
+// pickMethod picks once for a call of method and fails the test on error.
+func pickMethod(t testing.TB, p balancer.Picker, ctx context.Context, method string) balancer.PickResult {
 	t.Helper()
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	res, err := p.Pick(balancer.PickInfo{FullMethodName: "/svc/Method", Ctx: ctx})
+	res, err := p.Pick(balancer.PickInfo{FullMethodName: method, Ctx: ctx})
 	if err != nil {
 		t.Fatalf("Pick: %v", err)
 	}

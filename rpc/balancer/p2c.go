@@ -71,22 +71,36 @@ func monotonicNow() int64 { return int64(time.Since(p2cEpoch)) }
 //     stopped) gives no sample, its cost decays toward zero, and it wins
 //     every pick: every new call joins the hung ones until they time out.
 //
+// Streams (server-, client- or bidi-streaming methods, told apart by
+// [streamMethods]) are no calls in this sense: a subscription or a watch
+// lives for minutes, and its age says nothing of how soon the instance
+// answers; counted in flight it would make the instance holding it look
+// as slow as the stream is old, and every unary call would go elsewhere.
+// A stream's pick is therefore left out of the calls in flight, both their
+// number and their age (how many streams an instance holds says no more
+// about its next answer than how long they have lived), and its end is no
+// latency sample. Only a stream failing through the instance's fault
+// counts, as a failed call that took no time (a stream's
+// DeadlineExceeded is the caller's bound on its life, no fault). Hung
+// streams are found by rpc.Dial's keepalive, as hung calls are.
+//
 // A pick draws two distinct SubConns at random and takes the one with the
-// lower load, cost × (calls in flight from this ClientConn + 1); with one
-// ready SubConn it takes that one.
+// lower load, cost × (unary calls in flight from this ClientConn + 1);
+// with one ready SubConn it takes that one.
 //
 // A SubConn's cost and the time of its last sample are two words, written
 // under a per-SubConn lock when a call ends and read without one when
 // picking: a pick racing a sample may see one word new and the other old,
 // and misjudge that SubConn for that pick. Picks stay lock-free.
 type p2cPickerBuilder struct {
-	states connStates[p2cConn]
-	now    func() int64 // nanoseconds on a monotonic clock; tests set it
-	intN   func(n int) int
+	states  connStates[p2cConn]
+	streams *streamMethods
+	now     func() int64 // nanoseconds on a monotonic clock; tests set it
+	intN    func(n int) int
 }
 
 func newP2CPickerBuilder() *p2cPickerBuilder {
-	return &p2cPickerBuilder{now: monotonicNow, intN: rand.IntN}
+	return &p2cPickerBuilder{streams: &streamMethods{}, now: monotonicNow, intN: rand.IntN}
 }
 
 func (b *p2cPickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
@@ -97,7 +111,7 @@ func (b *p2cPickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 	now := b.now()
 	seed := medianCost(b.states.current(), now)
 	conns := b.states.refresh(eps, func(ep endpoint) *p2cConn { return newP2CConn(ep, seed, now) })
-	return &p2cPicker{conns: conns, now: b.now, intN: b.intN}
+	return &p2cPicker{conns: conns, streams: b.streams, now: b.now, intN: b.intN}
 }
 
 // medianCost returns the median of the conns' costs at now; 0 for none.
@@ -145,9 +159,10 @@ func (c *p2cConn) costAt(now int64) float64 {
 	return cost
 }
 
-// load is what a pick compares: the cost, or the mean age of the calls in
-// flight if that is more (at least 1 ns, so that calls in flight tell
-// apart SubConns not measured yet), times the calls in flight plus one.
+// load is what a pick compares: the cost, or the mean age of the unary
+// calls in flight if that is more (at least 1 ns, so that calls in flight
+// tell apart SubConns not measured yet), times the calls in flight plus
+// one. Streams are not counted (see p2cPickerBuilder).
 func (c *p2cConn) load(now int64) float64 {
 	n := c.inflight.Load()
 	cost := c.costAt(now)
@@ -165,9 +180,21 @@ func (c *p2cConn) begin(now int64) {
 
 // observe records a call that started at start and ended at now with err.
 func (c *p2cConn) observe(now, start int64, err error) {
-	d := now - start
 	c.inflight.Add(-1)
 	c.started.Add(-start)
+	c.sample(now, now-start, err)
+}
+
+// observeStream records a stream that ended at now with err: nothing,
+// unless err is the instance's fault.
+func (c *p2cConn) observeStream(now int64, err error) {
+	if instanceFault(err) && status.Code(err) != codes.DeadlineExceeded {
+		c.sample(now, 0, err)
+	}
+}
+
+// sample moves the cost by a call that took d and ended at now with err.
+func (c *p2cConn) sample(now, d int64, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	last := c.stamp.Load()
@@ -201,9 +228,10 @@ func instanceFault(err error) bool {
 
 // p2cPicker implements the pick described on p2cPickerBuilder.
 type p2cPicker struct {
-	conns []*p2cConn
-	now   func() int64
-	intN  func(n int) int
+	conns   []*p2cConn
+	streams *streamMethods
+	now     func() int64
+	intN    func(n int) int
 }
 
 func (p *p2cPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
@@ -227,9 +255,12 @@ func (p *p2cPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	if note != nil {
 		note.Record(&chosen.addr)
 	}
-	chosen.begin(now)
+	stream := p.streams.stream(info.FullMethodName)
+	if !stream {
+		chosen.begin(now)
+	}
 	call := p2cCallPool.Get().(*p2cCall)
-	call.conn, call.start, call.now, call.note = chosen, now, p.now, note
+	call.conn, call.start, call.stream, call.now, call.note = chosen, now, stream, p.now, note
 	return balancer.PickResult{SubConn: chosen.sc, Done: call.done}, nil
 }
 
@@ -248,16 +279,17 @@ func without(conns []*p2cConn, excluded []string) []*p2cConn {
 	return out
 }
 
-// p2cCall carries a pick's start time (and the call's pick note, which
-// learns whether the attempt sent anything) to its Done. Calls are pooled,
-// with Done bound once, so that picks do not allocate; grpc calls Done
-// once per pick.
+// p2cCall carries a pick's start time, whether it is a stream's (and the
+// call's pick note, which learns whether the attempt sent anything) to its
+// Done. Calls are pooled, with Done bound once, so that picks do not
+// allocate; grpc calls Done once per pick.
 type p2cCall struct {
-	conn  *p2cConn
-	start int64
-	now   func() int64
-	note  *clientchain.PickNote // nil: none
-	done  func(balancer.DoneInfo)
+	conn   *p2cConn
+	start  int64
+	stream bool
+	now    func() int64
+	note   *clientchain.PickNote // nil: none
+	done   func(balancer.DoneInfo)
 }
 
 var p2cCallPool sync.Pool
@@ -271,13 +303,17 @@ func init() {
 }
 
 func (c *p2cCall) finish(info balancer.DoneInfo) {
-	conn, start, now, note := c.conn, c.start, c.now, c.note
+	conn, start, stream, now, note := c.conn, c.start, c.stream, c.now, c.note
 	if conn == nil {
 		return // Done called twice; nothing left to record.
 	}
 	c.conn, c.now, c.note = nil, nil, nil
 	p2cCallPool.Put(c)
-	conn.observe(now(), start, info.Err)
+	if stream {
+		conn.observeStream(now(), info.Err)
+	} else {
+		conn.observe(now(), start, info.Err)
+	}
 	if note != nil {
 		note.Finish(info.BytesSent)
 	}

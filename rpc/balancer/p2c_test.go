@@ -94,6 +94,14 @@ func (s *p2cSim) finishUntil(t int64) {
 	s.pending = slices.Delete(s.pending, 0, n)
 }
 
+// idle lets d pass without new calls: the calls pending end at their own
+// time (not d late, which would sample them as d long).
+func (s *p2cSim) idle(d time.Duration) {
+	end := s.clock.now + int64(d)
+	s.finishUntil(end)
+	s.clock.now = end
+}
+
 // share returns sc's fraction of counts.
 func share(counts map[balancer.SubConn]int, sc balancer.SubConn) float64 {
 	total := 0
@@ -373,8 +381,10 @@ func TestP2CStopsPickingAnInstanceWhoseCallsHang(t *testing.T) {
 		t.Fatalf("the hung instance was picked for %d of 2000 calls over 2 s (%v); want a handful, before its calls were older than the other's take",
 			counts[scs[0]], counts)
 	}
-	if c := sim.pb.states.current()[0]; c.inflight.Load() != int64(counts[scs[0]]) {
-		t.Fatalf("%d calls in flight on the hung instance, want the %d sent it", c.inflight.Load(), counts[scs[0]])
+	conns := sim.pb.states.current() // in no particular order
+	hung := conns[slices.IndexFunc(conns, func(c *p2cConn) bool { return c.addr == scs[0].addr })]
+	if n := hung.inflight.Load(); n != int64(counts[scs[0]]) {
+		t.Fatalf("%d calls in flight on the hung instance, want the %d sent it", n, counts[scs[0]])
 	}
 }
 
