@@ -114,10 +114,16 @@ func (a *authorizer) Allow(kind Resource, name string, need Access) error {
 
 // Denied is the error of a missing permission.
 func Denied(kind Resource, name string, need Access) error {
+	return fmt.Errorf("%w: token lacks %s", apierr.ErrPermissionDenied, permission(kind, name, need))
+}
+
+// permission names a permission as errors do: `service:write on
+// "order.rpc"`, `operator:read`.
+func permission(kind Resource, name string, need Access) string {
 	if kind.named() {
-		return fmt.Errorf("%w: token lacks %s:%s on %q", apierr.ErrPermissionDenied, kind, need, name)
+		return fmt.Sprintf("%s:%s on %q", kind, need, name)
 	}
-	return fmt.Errorf("%w: token lacks %s:%s", apierr.ErrPermissionDenied, kind, need)
+	return fmt.Sprintf("%s:%s", kind, need)
 }
 
 // agentOnly is what a peer's proof of cluster membership stands for:

@@ -84,44 +84,54 @@ const maxLogged = 4096
 
 // Unary is the unary server interceptor.
 func (i *Interceptors) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	perm, a, who, err := i.authenticate(ctx, info.FullMethod)
+	perm, c, err := i.authenticate(ctx, info.FullMethod)
 	if err != nil {
-		return nil, i.refuse(ctx, info.FullMethod, who, err)
+		return nil, i.refuse(ctx, info.FullMethod, c.who, err)
 	}
 	if perm.Public {
 		return h(ctx, req)
 	}
-	if err := check(a, perm, req, perm.Name == nil); err != nil {
-		return nil, i.refuse(ctx, info.FullMethod, who, err)
+	if err := check(c.a, perm, req, perm.Name == nil); err != nil {
+		return nil, i.refuse(ctx, info.FullMethod, c.who, err)
 	}
 	resp, err := h(ctx, req)
 	if err == nil && perm.Filter != nil {
-		resp = perm.Filter(a, resp)
+		resp = perm.Filter(c.a, resp)
 	}
 	return resp, err
 }
 
-// Stream is the stream server interceptor. Each message the client sends
-// is checked (a Session stream's registrations, a put's header); a refused
-// one ends the stream with PermissionDenied.
+// Stream is the stream server interceptor. A stream is authorized
+// against its token's current rights, not the rights it had when it
+// opened: the token is resolved again for each message the client sends
+// (a Session stream's registrations, a put's header, a keepalive) and,
+// on a stream that serves data for as long as it lasts (a server
+// stream's, or one whose responses are filtered: Watch, WatchMany, a
+// blob get), for each message the handler sends. A token deleted
+// meanwhile ends the stream with Unauthenticated; one that no longer
+// grants the stream's permission, or a server stream's request (the
+// service a Watch watches), ends it with PermissionDenied; a message the
+// token may not send ends it with PermissionDenied.
 func (i *Interceptors) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	ctx := ss.Context()
-	perm, a, who, err := i.authenticate(ctx, info.FullMethod)
+	perm, c, err := i.authenticate(ctx, info.FullMethod)
 	if err != nil {
-		return i.refuse(ctx, info.FullMethod, who, err)
+		return i.refuse(ctx, info.FullMethod, c.who, err)
 	}
 	if perm.Public {
 		return h(srv, ss)
 	}
 	if perm.Name == nil {
-		if err := a.Allow(perm.Resource, "", perm.Access); err != nil {
-			return i.refuse(ctx, info.FullMethod, who, err)
+		if err := c.a.Allow(perm.Resource, "", perm.Access); err != nil {
+			return i.refuse(ctx, info.FullMethod, c.who, err)
 		}
 	}
-	as := &authorizedStream{ServerStream: ss, ctx: context.WithValue(ctx, authorizerKey{}, a), a: a, perm: perm}
+	as := &authorizedStream{ServerStream: ss, i: i, caller: c, perm: perm,
+		holdsRequest: !info.IsClientStream, checksSends: !info.IsClientStream || perm.Filter != nil}
+	as.ctx = context.WithValue(ctx, authorizerKey{}, as)
 	err = h(srv, as)
 	if denied := as.deniedErr(); denied != nil {
-		return i.refuse(ctx, info.FullMethod, who, denied)
+		return i.refuse(ctx, info.FullMethod, c.who, denied)
 	}
 	return err
 }
@@ -143,76 +153,153 @@ func check(a Authorizer, perm Permission, msg any, once bool) error {
 }
 
 // authorizedStream checks what the client sends and filters what the
-// handler sends.
+// handler sends, against the caller's current rights.
 type authorizedStream struct {
 	grpc.ServerStream
-	ctx  context.Context // the stream's, carrying a (Allowed)
-	a    Authorizer
-	perm Permission
-	// denied is the first refused message's error, set by whichever of
-	// the handler's goroutines receives.
-	mu     sync.Mutex
+	i      *Interceptors
+	ctx    context.Context // the stream's, carrying the stream (Allowed)
+	caller caller          // as the stream opened
+	perm   Permission
+	// holdsRequest: the call is a server stream, whose one request (a
+	// Watch's service) it needs for as long as it sends; checksSends:
+	// each message sent is authorized too.
+	holdsRequest, checksSends bool
+
+	// mu guards held and denied: the handler's goroutines may receive
+	// and send at once.
+	mu sync.Mutex
+	// held is the name a server stream's request was granted, checked
+	// again before each message sent; holds: there is one.
+	held  string
+	holds bool
+	// denied is the error that ends the stream: the first refused
+	// message's, or the token's once it was deleted or narrowed.
 	denied error
 }
 
-// Context returns the stream's context, which carries the caller's
-// authorizer for the handler (Allowed).
+// Context returns the stream's context, which carries the stream for
+// the handler (Allowed).
 func (s *authorizedStream) Context() context.Context { return s.ctx }
 
-// authorizerKey is the context key of a stream caller's authorizer.
+// authorizerKey is the context key of an authorizedStream.
 type authorizerKey struct{}
 
 // Allowed checks, in a stream handler, one request of a stream that
 // carries many (a WatchMany stream's watches), so that the handler can
 // refuse that request alone and go on serving the others: it returns nil
-// when the caller of the stream whose context is ctx may access the
-// resource, else the permission error. The stream's permission in Methods
-// leaves such requests unchecked (Name reports no check). A context
-// without an authorizer is a server without ACLs (the interceptor puts
-// one in every stream it checks): everything is allowed.
+// when the caller of the stream whose context is ctx may, with its
+// token's current rights, access the resource, else the permission
+// error. The stream's permission in Methods leaves such requests
+// unchecked (Name reports no check). An error wrapping
+// apierr.ErrUnauthenticated means the stream's token was deleted: the
+// stream is over, and the interceptor ends it with that error whatever
+// the handler returns. A context without an authorizer is a server
+// without ACLs (the interceptor puts one in every stream it checks):
+// everything is allowed.
 func Allowed(ctx context.Context, kind Resource, name string, access Access) error {
-	a, ok := streamAuthorizer(ctx)
+	s, ok := ctx.Value(authorizerKey{}).(*authorizedStream)
 	if !ok {
 		return nil
 	}
+	a, err := s.authorizer()
+	if err != nil {
+		s.deny(err)
+		return err
+	}
 	return a.Allow(kind, name, access)
-}
-
-// streamAuthorizer returns the authorizer the interceptor put in a
-// stream's context, ok false when there is none.
-func streamAuthorizer(ctx context.Context) (a Authorizer, ok bool) {
-	a, ok = ctx.Value(authorizerKey{}).(Authorizer)
-	return a, ok
 }
 
 // Enforced reports whether the stream whose context is ctx is checked by
 // ACLs: its responses are filtered (acl.Methods' Filter), so their
 // events must name their services.
 func Enforced(ctx context.Context) bool {
-	_, ok := streamAuthorizer(ctx)
+	_, ok := ctx.Value(authorizerKey{}).(*authorizedStream)
 	return ok
+}
+
+// authorizer returns the caller's authorizer as its token's current
+// rights make it, or the error that ends the stream: the token was
+// deleted, or no longer grants the stream's permission or the request
+// a server stream holds. The token is resolved again at each call: a
+// resolver's answer for an unchanged token is a lookup of the token and
+// its policies (NewReplicaResolver), what every unary call costs.
+func (s *authorizedStream) authorizer() (Authorizer, error) {
+	c := s.caller
+	if !c.token {
+		return c.a, nil // an agent's proof alone: there is no token to lose
+	}
+	a, _, err := s.i.resolve(c.hash, c.agent)
+	switch {
+	case errors.Is(err, ErrTokenNotFound):
+		return nil, fmt.Errorf("%w: the stream's ACL token was deleted while it was open", apierr.ErrUnauthenticated)
+	case err != nil:
+		return nil, fmt.Errorf("resolve ACL token: %w", err)
+	}
+	if s.perm.Name == nil {
+		if a.Allow(s.perm.Resource, "", s.perm.Access) != nil {
+			return nil, revoked(s.perm.Resource, "", s.perm.Access)
+		}
+	}
+	s.mu.Lock()
+	held, holds := s.held, s.holds
+	s.mu.Unlock()
+	if holds && a.Allow(s.perm.Resource, held, s.perm.Access) != nil {
+		return nil, revoked(s.perm.Resource, held, s.perm.Access)
+	}
+	return a, nil
+}
+
+// revoked is the error that ends a stream whose token lost a permission
+// the stream needs.
+func revoked(kind Resource, name string, need Access) error {
+	return fmt.Errorf("%w: the stream's token no longer allows %s (its rights changed while the stream was open)",
+		apierr.ErrPermissionDenied, permission(kind, name, need))
 }
 
 func (s *authorizedStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	if err := check(s.a, s.perm, m, false); err != nil {
-		s.mu.Lock()
-		if s.denied == nil {
-			s.denied = err
-		}
-		s.mu.Unlock()
+	a, err := s.authorizer()
+	if err == nil {
+		err = check(a, s.perm, m, false)
+	}
+	if err != nil {
+		s.deny(err)
 		return apierr.ToStatus(err)
+	}
+	if s.holdsRequest && s.perm.Name != nil {
+		if name, ok := s.perm.Name(m); ok {
+			s.mu.Lock()
+			s.held, s.holds = name, true
+			s.mu.Unlock()
+		}
 	}
 	return nil
 }
 
 func (s *authorizedStream) SendMsg(m any) error {
+	if !s.checksSends {
+		return s.ServerStream.SendMsg(m)
+	}
+	a, err := s.authorizer()
+	if err != nil {
+		s.deny(err)
+		return apierr.ToStatus(err)
+	}
 	if s.perm.Filter != nil {
-		m = s.perm.Filter(s.a, m)
+		m = s.perm.Filter(a, m)
 	}
 	return s.ServerStream.SendMsg(m)
+}
+
+// deny records err as the stream's end, unless an earlier one is.
+func (s *authorizedStream) deny(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.denied == nil {
+		s.denied = err
+	}
 }
 
 func (s *authorizedStream) deniedErr() error {
@@ -221,41 +308,65 @@ func (s *authorizedStream) deniedErr() error {
 	return s.denied
 }
 
+// caller is who makes a call, as authenticate found it.
+type caller struct {
+	a   Authorizer
+	who string // names the caller in logs
+	// token: the call carries a token, whose secret hashes to hash;
+	// agent: it carries an agent's proof too.
+	token, agent bool
+	hash         [sha256.Size]byte
+}
+
 // authenticate finds the method's permission and, unless it is public, the
-// caller's authorizer; who names the caller in logs.
-func (i *Interceptors) authenticate(ctx context.Context, method string) (perm Permission, a Authorizer, who string, err error) {
+// caller.
+func (i *Interceptors) authenticate(ctx context.Context, method string) (perm Permission, c caller, err error) {
 	perm, ok := Methods[method]
 	if !ok {
-		return perm, nil, "", fmt.Errorf("%w: no ACL rule for method %s", apierr.ErrPermissionDenied, method)
+		return perm, c, fmt.Errorf("%w: no ACL rule for method %s", apierr.ErrPermissionDenied, method)
 	}
 	if perm.Public {
-		return perm, nil, "", nil
+		return perm, c, nil
 	}
-	agent := i.cfg.AgentProof != nil && i.cfg.AgentProof(ctx, method)
-	if agent && len(metadata.ValueFromIncomingContext(ctx, AuthorizationKey)) == 0 {
-		return perm, AgentAuthorizer(), "agent", nil
+	c.agent = i.cfg.AgentProof != nil && i.cfg.AgentProof(ctx, method)
+	if c.agent && len(metadata.ValueFromIncomingContext(ctx, AuthorizationKey)) == 0 {
+		c.a, c.who = AgentAuthorizer(), "agent"
+		return perm, c, nil
 	}
 	secret, err := bearer(ctx)
 	if err != nil {
-		return perm, nil, "no token", err
+		c.who = "no token"
+		return perm, c, err
 	}
-	hash := HashSecret(secret)
+	c.token, c.hash = true, HashSecret(secret)
+	c.a, c.who, err = i.resolve(c.hash, c.agent)
+	switch {
+	case errors.Is(err, ErrTokenNotFound):
+		c.who = "unknown token " + hex.EncodeToString(c.hash[:4])
+		return perm, c, fmt.Errorf("%w: ACL token not found", apierr.ErrUnauthenticated)
+	case err != nil:
+		return perm, c, fmt.Errorf("resolve ACL token: %w", err)
+	}
+	return perm, c, nil
+}
+
+// resolve finds the authorizer of the token whose secret hashes to hash
+// and who names its caller in logs; agent: the call carries an agent's
+// proof too. The error wraps ErrTokenNotFound when no token has hash
+// (and the call carries no agent's proof).
+func (i *Interceptors) resolve(hash [sha256.Size]byte, agent bool) (a Authorizer, who string, err error) {
 	a, accessor, err := i.cfg.Resolver.Resolve(hash)
 	switch {
 	case agent && errors.Is(err, ErrTokenNotFound):
 		// An agent forwarding a call whose token this replica does not
 		// know (a public call's, or one deleted meanwhile) acts as itself.
-		return perm, AgentAuthorizer(), "agent", nil
-	case errors.Is(err, ErrTokenNotFound):
-		return perm, nil, "unknown token " + hex.EncodeToString(hash[:4]),
-			fmt.Errorf("%w: ACL token not found", apierr.ErrUnauthenticated)
+		return AgentAuthorizer(), "agent", nil
 	case err != nil:
-		return perm, nil, "", fmt.Errorf("resolve ACL token: %w", err)
+		return nil, "", err
+	case agent:
+		return anyOf{AgentAuthorizer(), a}, "agent for token " + accessor, nil
 	}
-	if agent {
-		return perm, anyOf{AgentAuthorizer(), a}, "agent for token " + accessor, nil
-	}
-	return perm, a, "token " + accessor, nil
+	return a, "token " + accessor, nil
 }
 
 // bearer returns the secret of the call's "authorization: Bearer" metadata.

@@ -28,8 +28,10 @@ func NewReplicaResolver(store TokenStore) Resolver {
 }
 
 type replicaResolver struct {
-	store    TokenStore
-	mu       sync.Mutex
+	store TokenStore
+	// mu guards the caches; a stream's every message reads them
+	// (Interceptors.Stream), so reads share it.
+	mu       sync.RWMutex
 	parsed   map[policyKey]*Policy
 	compiled map[[sha256.Size]byte]compiledToken
 }
@@ -69,9 +71,9 @@ func (r *replicaResolver) Resolve(hash [sha256.Size]byte) (Authorizer, string, e
 			revs[i] = stored[i].ModifyRevision
 		}
 	}
-	r.mu.Lock()
+	r.mu.RLock()
 	c, ok := r.compiled[hash]
-	r.mu.Unlock()
+	r.mu.RUnlock()
 	if ok && c.created == tok.CreateRevision && slices.Equal(c.policies, revs) {
 		return c.auth, tok.AccessorId, nil
 	}
@@ -108,9 +110,9 @@ func (r *replicaResolver) compile(stored []*pb.ACLPolicy) (Authorizer, error) {
 
 func (r *replicaResolver) policy(stored *pb.ACLPolicy) (*Policy, error) {
 	k := policyKey{stored.Name, stored.ModifyRevision}
-	r.mu.Lock()
+	r.mu.RLock()
 	p, ok := r.parsed[k]
-	r.mu.Unlock()
+	r.mu.RUnlock()
 	if ok {
 		return p, nil
 	}

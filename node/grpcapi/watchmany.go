@@ -57,7 +57,7 @@ func (s *Registry) WatchMany(stream pb.Registry_WatchManyServer) error {
 	defer done()
 
 	m := &watchMux{reg: s, ctx: ctx, stream: stream, open: make(map[uint64]*muxWatch), wake: make(chan struct{}, 1),
-		ws: newWatchStream(s.cfg.WatchBacklog, 0)}
+		ws: newWatchStream(s.cfg.WatchBacklog, 0), enforced: acl.Enforced(ctx)}
 	s.budget.join(m.ws, func() { cancel(errWatchBehind) })
 	defer s.budget.leave(m.ws)
 	defer m.close()
@@ -94,6 +94,10 @@ type watchMux struct {
 	ctx    context.Context
 	stream pb.Registry_WatchManyServer
 	ws     *watchStream // its share of the agent's budget
+	// enforced: ACLs check the stream, and each watch of one service is
+	// checked again against the token's current rights before each of
+	// its responses (muxWatch.allowed).
+	enforced bool
 
 	// mu guards the watches and the refusals to send, and every use of a
 	// watcher (Poll, Close). It is taken before readyMu, never after, and
@@ -120,6 +124,7 @@ type watchMux struct {
 type muxWatch struct {
 	m       *watchMux
 	id      uint64
+	service string // "" for every service
 	w       *raftstore.Watcher
 	release func() // its max_watches slot
 	// requireLeader: the watch ends when the agent loses contact with
@@ -174,6 +179,9 @@ func (m *watchMux) create(c *pb.WatchCreate) error {
 	}
 	req := c.GetWatch()
 	if err := m.check(req.GetService()); err != nil {
+		if errors.Is(err, apierr.ErrUnauthenticated) {
+			return err // the stream's token was deleted: the stream ends
+		}
 		return m.refuse(c.WatchId, err)
 	}
 	var contact context.Context
@@ -187,7 +195,7 @@ func (m *watchMux) create(c *pb.WatchCreate) error {
 	if err != nil {
 		return m.refuse(c.WatchId, err)
 	}
-	mw := &muxWatch{m: m, id: c.WatchId, release: release, requireLeader: contact != nil}
+	mw := &muxWatch{m: m, id: c.WatchId, service: req.GetService(), release: release, requireLeader: contact != nil}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -206,7 +214,9 @@ func (m *watchMux) create(c *pb.WatchCreate) error {
 }
 
 // check returns why a watch of service (every service when empty) is
-// refused, nil when it is not.
+// refused, nil when it is not. It asks the token's current rights
+// (acl.Allowed): an error wrapping apierr.ErrUnauthenticated says the
+// token was deleted, which ends the stream.
 func (m *watchMux) check(service string) error {
 	if service == "" {
 		return nil // filtered instead (acl.Methods)
@@ -246,6 +256,16 @@ func (mw *muxWatch) end() {
 	mw.w.Close()
 	mw.release()
 	mw.m.reg.cfg.Metrics.WatchEnded()
+}
+
+// allowed returns nil when the stream's token may, with its current
+// rights, read the service the watch watches; a watch of every service
+// is filtered instead (acl.Methods). The caller holds m.mu.
+func (mw *muxWatch) allowed() error {
+	if !mw.m.enforced || mw.service == "" {
+		return nil
+	}
+	return acl.Allowed(mw.m.ctx, acl.Service, mw.service, acl.Read)
 }
 
 // close ends every watch of the stream.
@@ -345,6 +365,14 @@ func (m *watchMux) next() (resp *pb.WatchManyResponse, page, ok bool) {
 		r, ok := mw.w.Poll()
 		if !ok {
 			continue
+		}
+		if err := mw.allowed(); err != nil {
+			// The token no longer lets the caller read the service: the
+			// watch ends as its create would now be refused. (A deleted
+			// token ends the stream: the interceptor refuses this send.)
+			delete(m.open, mw.id)
+			mw.end()
+			return &pb.WatchManyResponse{WatchId: mw.id, Ended: errorDetail(err)}, false, true
 		}
 		page = r.Snapshot || mw.inSnapshot
 		mw.inSnapshot = r.More

@@ -1,0 +1,141 @@
+package acl
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+)
+
+// TestOpenStreamsFollowTheirTokensCurrentRights: a stream is authorized
+// against what its token grants now, not when the stream opened. Once
+// the token is deleted, or its rights no longer cover the stream, the
+// stream's next message (one the client sends, or one a watch or a
+// server stream sends) ends it, with Unauthenticated or PermissionDenied
+// saying so, and the refusal is counted.
+func TestOpenStreamsFollowTheirTokensCurrentRights(t *testing.T) {
+	session := &grpc.StreamServerInfo{FullMethod: pb.Registry_Session_FullMethodName, IsClientStream: true, IsServerStream: true}
+	watch := &grpc.StreamServerInfo{FullMethod: pb.Registry_Watch_FullMethodName, IsServerStream: true}
+	save := &grpc.StreamServerInfo{FullMethod: pb.Snapshot_Save_FullMethodName, IsServerStream: true}
+	register := func(svc string) *pb.SessionRequest {
+		return &pb.SessionRequest{Kind: &pb.SessionRequest_Register{Register: &pb.RegisterRequest{Instance: &pb.Instance{Service: svc}}}}
+	}
+	keepalive := &pb.SessionRequest{Kind: &pb.SessionRequest_Keepalive{Keepalive: &pb.SessionKeepAlive{}}}
+	event := &pb.WatchResponse{Events: []*pb.Event{{Instance: &pb.Instance{Service: "user.rpc"}}}}
+	const deleted = "unauthenticated: the stream's ACL token was deleted while it was open"
+	for _, c := range []struct {
+		name  string
+		info  *grpc.StreamServerInfo
+		agent bool // the call carries an agent's proof too (forwarded)
+		rules string
+		// first is received while the token holds rules; then the token
+		// is deleted (now "") or its rules become now; then the stream
+		// receives next, or, when next is nil, sends sent.
+		first proto.Message
+		now   string
+		next  proto.Message
+		sent  proto.Message
+		code  codes.Code
+		msg   string
+	}{
+		{name: "session registers after its token is deleted", info: session, rules: `service "user." { write }`,
+			first: register("user.rpc"), next: register("user.rpc"), code: codes.Unauthenticated, msg: deleted},
+		{name: "session keeps alive after its token is deleted", info: session, rules: `service "user." { write }`,
+			first: register("user.rpc"), next: keepalive, code: codes.Unauthenticated, msg: deleted},
+		{name: "session registers after its token lost the service", info: session, rules: `service "user." { write }`,
+			first: register("user.rpc"), now: `service "order." { write }`, next: register("user.rpc"),
+			code: codes.PermissionDenied, msg: `permission denied: token lacks service:write on "user.rpc"`},
+		{name: "watch sends after its token is deleted", info: watch, rules: `service "user." { read }`,
+			first: &pb.WatchRequest{Service: "user.rpc"}, sent: event, code: codes.Unauthenticated, msg: deleted},
+		{name: "watch sends after its token lost the service", info: watch, rules: `service "user." { read }`,
+			first: &pb.WatchRequest{Service: "user.rpc"}, now: `service "order." { read }`, sent: event, code: codes.PermissionDenied,
+			msg: `permission denied: the stream's token no longer allows service:read on "user.rpc" (its rights changed while the stream was open)`},
+		{name: "watch forwarded by an agent sends after its token is deleted", info: watch, agent: true, rules: `service "user." { read }`,
+			first: &pb.WatchRequest{Service: "user.rpc"}, sent: event, code: codes.PermissionDenied,
+			msg: `permission denied: the stream's token no longer allows service:read on "user.rpc" (its rights changed while the stream was open)`},
+		{name: "snapshot save sends after its token lost operator write", info: save, rules: `operator { write }`,
+			first: &pb.SnapshotSaveRequest{}, now: `operator { read }`, sent: &pb.SnapshotChunk{}, code: codes.PermissionDenied,
+			msg: `permission denied: the stream's token no longer allows operator:write (its rights changed while the stream was open)`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			secret := "s"
+			tokens := fakeResolver{HashSecret(secret): Compile(mustPolicy(t, "p", c.rules))}
+			var refused []codes.Code
+			ic := NewInterceptors(InterceptorConfig{Resolver: tokens, OnRefused: func(_ string, code codes.Code) { refused = append(refused, code) },
+				AgentProof: func(context.Context, string) bool { return c.agent }})
+			in := []proto.Message{c.first}
+			if c.next != nil {
+				in = append(in, c.next)
+			}
+			fs := &fakeStream{ctx: withToken(secret), in: in}
+			err := ic.Stream(nil, fs, c.info, func(_ any, ss grpc.ServerStream) error {
+				first := c.first.ProtoReflect().New().Interface()
+				if err := ss.RecvMsg(first); err != nil {
+					t.Fatalf("first message, with the token's rights unchanged: %v", err)
+				}
+				if c.now == "" {
+					delete(tokens, HashSecret(secret))
+				} else {
+					tokens[HashSecret(secret)] = Compile(mustPolicy(t, "p", c.now))
+				}
+				if c.next != nil {
+					ss.RecvMsg(c.next.ProtoReflect().New().Interface())
+					return nil // a handler that ends quietly on a receive error
+				}
+				return ss.SendMsg(c.sent)
+			})
+			if status.Code(err) != c.code || status.Convert(err).Message() != c.msg {
+				t.Fatalf("stream ended with %v, want %v %q", err, c.code, c.msg)
+			}
+			if len(fs.sent) != 0 {
+				t.Fatalf("the stream sent %v after its token's rights were gone", fs.sent)
+			}
+			if len(refused) != 1 || refused[0] != c.code {
+				t.Fatalf("refusals counted: %v, want one %v", refused, c.code)
+			}
+		})
+	}
+}
+
+// TestWatchOfEveryServiceIsFilteredByTheTokensCurrentRights: a watch of
+// every service, which needs no one service, goes on once its token is
+// narrowed, its events filtered to what the token reads now.
+func TestWatchOfEveryServiceIsFilteredByTheTokensCurrentRights(t *testing.T) {
+	secret := "s"
+	tokens := fakeResolver{HashSecret(secret): Compile(mustPolicy(t, "p", `service "" { read }`))}
+	ic := NewInterceptors(InterceptorConfig{Resolver: tokens})
+	ev := func(svc string) *pb.Event { return &pb.Event{Instance: &pb.Instance{Service: svc}} }
+	sent := &pb.WatchResponse{Events: []*pb.Event{ev("user.rpc"), ev("order.rpc")}}
+	fs := &fakeStream{ctx: withToken(secret), in: []proto.Message{&pb.WatchRequest{}}}
+	info := &grpc.StreamServerInfo{FullMethod: pb.Registry_Watch_FullMethodName, IsServerStream: true}
+	err := ic.Stream(nil, fs, info, func(_ any, ss grpc.ServerStream) error {
+		if err := ss.RecvMsg(&pb.WatchRequest{}); err != nil {
+			return err
+		}
+		if err := ss.SendMsg(sent); err != nil {
+			return err
+		}
+		tokens[HashSecret(secret)] = Compile(mustPolicy(t, "p", `service "user." { read }`))
+		return ss.SendMsg(sent)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range fs.sent {
+		var svcs []string
+		for _, ev := range m.(*pb.WatchResponse).Events {
+			svcs = append(svcs, ev.Instance.Service)
+		}
+		got = append(got, strings.Join(svcs, ","))
+	}
+	if strings.Join(got, " | ") != "user.rpc,order.rpc | user.rpc" {
+		t.Fatalf("sent %q, want both services, then only user.rpc once the token was narrowed", got)
+	}
+}
