@@ -154,6 +154,9 @@ func TestNewAgentWithATakenNameIsRefused(t *testing.T) {
 	if _, err := b.Join(context.Background(), []string{a.LocalAddr()}); err != nil {
 		t.Fatalf("b joins a: %v", err)
 	}
+	// b's Join returns once it has a's state; a merges b's after sending
+	// its own, so the duplicate could find a not listing b yet.
+	waitFor(t, "a to list b alive", func() bool { return hasStatus(a.Gossip, "b", StatusAlive) })
 	dup := startAgent(t, "b", nil)
 	dup.nameTakenWait = 2 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
