@@ -220,3 +220,40 @@ func TestACheckRunsNextADurationAfterItsLastRun(t *testing.T) {
 		}
 	}
 }
+
+// TestOrdinaryChecksRunAtMostOrdinaryCheckRunsAtOnce: checks that answer
+// run at most ordinaryCheckRuns at once (a slot's checks all come due
+// together, and all at once they cost the agent a third more CPU); the
+// next runs once one ends, and the dispatcher is told so (earlier).
+func TestOrdinaryChecksRunAtMostOrdinaryCheckRunsAtOnce(t *testing.T) {
+	s := newCheckSchedule()
+	t.Cleanup(s.closeAll)
+	now := time.Now()
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(time.Hour)}
+	for i := range ordinaryCheckRuns + 1 {
+		s.add(t.Context(), &pb.Instance{Service: "ok.rpc", Id: fmt.Sprint("i", i), Node: "a1", Check: check}, now)
+	}
+	var running []*scheduledCheck
+	for c, _ := s.popDue(now); c != nil; c, _ = s.popDue(now) {
+		running = append(running, c)
+	}
+	if len(running) != ordinaryCheckRuns {
+		t.Fatalf("%d ordinary checks run at once, want %d", len(running), ordinaryCheckRuns)
+	}
+	select { // drain what the adds signalled
+	case <-s.earlier:
+	default:
+	}
+	s.finished(running[0], now)
+	select {
+	case <-s.earlier:
+	default:
+		t.Fatal("a run ended with the ordinary runs full, and the dispatcher was not told")
+	}
+	if c, wait := s.popDue(now); c == nil {
+		t.Fatalf("after a run ended the waiting ordinary check did not run (due in %v)", wait)
+	}
+	if c, _ := s.popDue(now); c != nil {
+		t.Fatalf("%s ran beyond %d ordinary runs", c.key, ordinaryCheckRuns)
+	}
+}
