@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/zrpcio/zrpc/internal/monotime"
 )
 
 // Raft never hands no-op entries (one per new leader) or barriers to a
@@ -45,7 +47,7 @@ func (s *Store) trackApplied() {
 	})
 	s.raft.RegisterObserver(obs)
 	defer s.raft.DeregisterObserver(obs)
-	busy := func() { s.appliedBusyUntil.Store(monoNanos(time.Now().Add(appliedBusy))) }
+	busy := func() { s.appliedBusyUntil.Store(monotime.Of(time.Now().Add(appliedBusy))) }
 	busy()
 	t := time.NewTimer(appliedPoll)
 	defer t.Stop()
@@ -64,7 +66,7 @@ func (s *Store) trackApplied() {
 			busy()
 		}
 		wait := s.appliedIdle
-		if monoNow() < s.appliedBusyUntil.Load() {
+		if monotime.Now() < s.appliedBusyUntil.Load() {
 			wait = appliedPoll
 		}
 		t.Reset(wait)
@@ -74,7 +76,7 @@ func (s *Store) trackApplied() {
 // kickApplied has trackApplied look often for a while, unless it does
 // already; the FSM calls it when a reader waits for a revision.
 func (s *Store) kickApplied() {
-	if monoNow() < s.appliedBusyUntil.Load() {
+	if monotime.Now() < s.appliedBusyUntil.Load() {
 		return
 	}
 	select {

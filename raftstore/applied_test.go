@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/monotime"
 )
 
 // openCluster starts n stores on loopback, n1 bootstrapping and adding
@@ -317,7 +318,7 @@ func idleStores(_ int, s *Store) { s.appliedIdle = time.Hour }
 func waitTrackerIdle(t *testing.T, s *Store) {
 	t.Helper()
 	eventually(t, 10*time.Second, s.cfg.NodeID+"'s applied tracker to idle", func() bool {
-		if monoNow() < s.appliedBusyUntil.Load() {
+		if monotime.Now() < s.appliedBusyUntil.Load() {
 			return false
 		}
 		n := s.appliedLooks.Load()

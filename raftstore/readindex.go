@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/zrpcio/zrpc/internal/monotime"
 )
 
 // A CONSISTENT read on the leader must see every write acknowledged before
@@ -196,7 +198,7 @@ func (s *Store) catchUpAfterStall(ctx context.Context) error {
 	s.stallCleared.Store(int64(lost))
 	// The read index, asked after any silence that ended before, covers
 	// that too (catchUpAfterSilence).
-	s.silenceCleared.Store(monoNanos(asked))
+	s.silenceCleared.Store(monotime.Of(asked))
 	return nil
 }
 
@@ -211,12 +213,12 @@ func (s *Store) catchUpAfterStall(ctx context.Context) error {
 // read-index source: SetReadIndexSource, which every agent sets).
 func (s *Store) catchUpAfterSilence(ctx context.Context) error {
 	resumed := s.transport.commits.resumedAt()
-	if resumed.IsZero() || monoNanos(resumed) <= s.silenceCleared.Load() {
+	if resumed.IsZero() || monotime.Of(resumed) <= s.silenceCleared.Load() {
 		return nil
 	}
 	s.stallMu.Lock()
 	defer s.stallMu.Unlock()
-	if monoNanos(resumed) <= s.silenceCleared.Load() {
+	if monotime.Of(resumed) <= s.silenceCleared.Load() {
 		return nil // another read caught up meanwhile
 	}
 	from := s.readIndexFrom.Load()
@@ -229,7 +231,7 @@ func (s *Store) catchUpAfterSilence(ctx context.Context) error {
 	if err := s.catchUpToReadIndex(ctx, *from, "the leader's commit index reaches this agent again after a silence"); err != nil {
 		return err
 	}
-	s.silenceCleared.Store(monoNanos(asked))
+	s.silenceCleared.Store(monotime.Of(asked))
 	return nil
 }
 

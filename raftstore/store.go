@@ -20,6 +20,7 @@ import (
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/instcodec"
+	"github.com/zrpcio/zrpc/internal/monotime"
 )
 
 // LeaderFunc runs while this store is the leader; ctx ends when leadership is
@@ -63,7 +64,7 @@ type Store struct {
 	stallCleared  atomic.Int64
 	stallMu       sync.Mutex
 	// silenceCleared is when the silence caught up last ended
-	// (catchUpAfterSilence; monoNanos).
+	// (catchUpAfterSilence; a monotonic instant).
 	silenceCleared atomic.Int64
 
 	mu          sync.Mutex
@@ -202,7 +203,7 @@ func (s *Store) Open() (err error) {
 	}
 	s.hadState = existing
 	if existing && cfg.VoteHold > 0 {
-		s.transport.votes.heldUntil.Store(monoNanos(time.Now().Add(cfg.VoteHold)))
+		s.transport.votes.heldUntil.Store(monotime.Of(time.Now().Add(cfg.VoteHold)))
 	}
 	if s.replayTo, err = s.logs.LastIndex(); err != nil {
 		return fmt.Errorf("read raft state in %s: %w", cfg.Dir, err)
@@ -751,7 +752,7 @@ func (s *Store) clusterAt(v int) bool {
 	if s.cfg.ClusterFSMVersion == nil {
 		return v <= 1
 	}
-	now := monoNow()
+	now := monotime.Now()
 	if next := s.fsmVersionNext.Load(); now >= next && s.fsmVersionNext.CompareAndSwap(next, now+int64(time.Second)) {
 		s.fsmVersion.Store(int64(s.cfg.ClusterFSMVersion()))
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/zrpcio/zrpc/internal/monotime"
 )
 
 // A follower's DEFAULT read must see at least what the leader had
@@ -243,7 +245,7 @@ func (p *peersHeard) note(id []byte, now time.Time) {
 		}
 		p.mu.Unlock()
 	}
-	at.Store(monoNanos(now))
+	at.Store(monotime.Of(now))
 }
 
 // retain forgets the peers member rejects.
@@ -266,7 +268,7 @@ func (p *peersHeard) latest() time.Time {
 	for _, at := range p.at {
 		n = max(n, at.Load())
 	}
-	return monoTime(n)
+	return monotime.Time(n)
 }
 
 // last is when id was last heard; zero if never.
@@ -277,7 +279,7 @@ func (p *peersHeard) last(id string) time.Time {
 	if !ok {
 		return time.Time{}
 	}
-	return monoTime(at.Load())
+	return monotime.Time(at.Load())
 }
 
 // AppendEntries implements raft.Transport: it sends as the network

@@ -7,6 +7,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/zrpcio/zrpc/internal/monotime"
 )
 
 // A voter whose disk was replaced, or whose data dir was wiped, comes
@@ -104,7 +106,7 @@ type voteGate struct {
 	// this agent since it started.
 	committed func() uint64
 	// floor is the highest commit index the agent's peers told it of
-	// (LearnCommitted); heldUntil, while in the future (monoNanos), holds
+	// (LearnCommitted); heldUntil, while in the future (internal/monotime), holds
 	// every vote until they have.
 	floor     atomic.Uint64
 	heldUntil atomic.Int64
@@ -143,7 +145,7 @@ func (g *voteGate) refuse(rpc raft.RPC) error {
 	if g == nil {
 		return nil
 	}
-	if until := g.heldUntil.Load(); until != 0 && monoNow() < until {
+	if until := g.heldUntil.Load(); until != 0 && monotime.Now() < until {
 		return fmt.Errorf("vote refused for now: %w", errVotesHeld)
 	}
 	if commit := g.commitIndex(); lastIndex < commit {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/zrpcio/zrpc/internal/monotime"
 	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
@@ -281,14 +282,14 @@ func TestVoteGateHoldsVotesAndLearnsTheCommitIndexFromPeers(t *testing.T) {
 	vote := func(last uint64) raft.RPC {
 		return raft.RPC{Command: &raft.RequestVoteRequest{RPCHeader: raft.RPCHeader{ID: []byte("n2")}, LastLogIndex: last}}
 	}
-	g.heldUntil.Store(monoNanos(time.Now().Add(time.Hour)))
+	g.heldUntil.Store(monotime.Of(time.Now().Add(time.Hour)))
 	if err := g.refuse(vote(99)); !errors.Is(err, errVotesHeld) {
 		t.Errorf("vote while held: %v, want %v", err, errVotesHeld)
 	}
 	if err := g.refuse(raft.RPC{Command: &raft.AppendEntriesRequest{PrevLogEntry: 9}}); err != nil {
 		t.Errorf("AppendEntries while votes are held: %v, want it passed", err)
 	}
-	g.heldUntil.Store(monoNanos(time.Now().Add(-time.Millisecond)))
+	g.heldUntil.Store(monotime.Of(time.Now().Add(-time.Millisecond)))
 	if err := g.refuse(vote(99)); err != nil {
 		t.Errorf("vote once the hold has passed: %v, want it passed", err)
 	}
