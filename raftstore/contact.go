@@ -3,8 +3,6 @@ package raftstore
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -59,8 +57,8 @@ type contact struct {
 	// closed: the store stopped; ctx is cancelled with ErrShuttingDown
 	// and no look starts another.
 	closed bool
-	// peersPruned is the server ids of the Raft configuration the peers
-	// heard were last pruned to, joined (prunePeersHeard).
+	// peersPruned is the server ids of the Raft configuration the
+	// per-peer state was last pruned to, joined (forgetRemovedPeers).
 	peersPruned string
 }
 
@@ -152,7 +150,7 @@ func (s *Store) lookAtContactLocked(now time.Time) {
 			c.lostSeen, c.resumedAt = lost, now
 		}
 	}
-	s.prunePeersHeard()
+	s.forgetRemovedPeers()
 	_, heard := s.transport.LeaderCommit()
 	lost := cutOff(now, leader, heard, c.ledAt, s.cfg.StaleReadBound)
 	if lost == nil && !leader {
@@ -345,29 +343,6 @@ func silentFor(now, heard, resumed time.Time, bound time.Duration) (time.Duratio
 		from = resumed
 	}
 	return now.Sub(heard), now.Sub(from) >= bound
-}
-
-// prunePeersHeard forgets when the peers that left the Raft configuration
-// were last heard, once per change of the configuration: agents reaped and
-// back under new names would otherwise add an entry each for good. The
-// caller holds s.contact.mu.
-func (s *Store) prunePeersHeard() {
-	f := s.raft.GetConfiguration() // its Index is not set: compare the ids
-	servers := f.Configuration().Servers
-	if f.Error() != nil || len(servers) == 0 {
-		return
-	}
-	ids := make([]string, len(servers))
-	for i, srv := range servers {
-		ids[i] = string(srv.ID)
-	}
-	slices.Sort(ids)
-	key := strings.Join(ids, "\x00")
-	if key == s.contact.peersPruned {
-		return
-	}
-	s.contact.peersPruned = key
-	s.transport.peers.retain(func(id string) bool { _, ok := slices.BinarySearch(ids, id); return ok })
 }
 
 // otherVoters returns the voters of the latest Raft configuration other

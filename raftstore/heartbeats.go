@@ -64,45 +64,15 @@ func (p failingPeer) counts(now, accepted time.Time) bool {
 // reports the end of (its heartbeats stop with the term) could count.
 const failureFresh = 20 * time.Second
 
-// watchHeartbeats records raft's failed heartbeats, and forgets what the
-// leader keeps per peer when peers leave the configuration
-// (forgetRemovedPeers), until the store stops; the resumed heartbeats
-// come through watchPeersBack, which observes them already.
+// watchHeartbeats records raft's failed heartbeats until the store
+// stops; the resumed ones come through watchPeersBack, which observes
+// them already.
 func (s *Store) watchHeartbeats() {
 	observe[raft.FailedHeartbeatObservation](s, func(o raft.Observation) {
 		if f, ok := o.Data.(raft.FailedHeartbeatObservation); ok {
 			s.heartbeatFailed(string(f.PeerID), f.LastContact, time.Now())
 		}
 	}, nil)
-	observe[raft.PeerObservation](s, func(raft.Observation) { s.forgetRemovedPeers() }, nil)
-}
-
-// forgetRemovedPeers drops what the leader keeps per peer, the commit
-// pusher's senders (commitpush.go), the requests peers accepted
-// (readindex.go) and the failed heartbeats, for every peer not in the
-// latest Raft configuration. Most agents of a large cluster are
-// nonvoters, dead ones are removed and may come back under new names:
-// kept, their state would grow without bound.
-//
-// raft reports each peer it starts or stops replicating to, which the
-// leader does at each change of the configuration and as it takes over
-// (a PeerObservation); any of them prunes against the latest
-// configuration, so one raft dropped is made up by the next. A request,
-// or a failed heartbeat, of a removed peer's replication still ending may
-// record the peer again after it is pruned; the next change forgets it.
-func (s *Store) forgetRemovedPeers() {
-	servers := s.raft.GetConfiguration().Configuration().Servers
-	if len(servers) == 0 {
-		return // no configuration yet
-	}
-	in := make(map[raft.ServerID]bool, len(servers))
-	for _, srv := range servers {
-		in[srv.ID] = true
-	}
-	member := func(id raft.ServerID) bool { return in[id] }
-	s.pusher.retain(member)
-	s.transport.acks.retain(member)
-	s.heartbeats.retain(member)
 }
 
 // retain forgets the failures of the peers member rejects.
