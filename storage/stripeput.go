@@ -320,9 +320,10 @@ func (s *Store) openShardWrite(ctx context.Context, h *pb.WriteShardsHeader) (*s
 		return nil, err
 	}
 	k, m, bs := h.DataShards, h.ParityShards, h.BlockSize
+	schemeErr := checkScheme(k, m)
 	switch {
-	case checkScheme(k, m) != nil:
-		return nil, fmt.Errorf("%w: WriteShards header: %v", ErrInvalidArgument, checkScheme(k, m))
+	case schemeErr != nil:
+		return nil, fmt.Errorf("%w: WriteShards header: %v", ErrInvalidArgument, schemeErr)
 	case h.Index >= k+m:
 		return nil, fmt.Errorf("%w: WriteShards header: shard index %d of a %d+%d blob", ErrInvalidArgument, h.Index, k, m)
 	case bs < MinBlockSize || bs > MaxBlockSize:
@@ -546,11 +547,12 @@ func (s *Store) checkStripedBlob(b *pb.Blob, p *pb.BlobPending) error {
 	}
 	k, m, bs := b.DataShards, b.ParityShards, uint64(b.BlockSize)
 	n := int(k) + int(m)
+	schemeErr := checkScheme(k, m)
 	switch {
 	case k != p.DataShards || m != p.ParityShards || b.BlockSize != p.BlockSize:
 		return bad("%d+%d shards of %d-byte blocks; the put began with %d+%d of %d", k, m, b.BlockSize, p.DataShards, p.ParityShards, p.BlockSize)
-	case checkScheme(k, m) != nil:
-		return bad("%v", checkScheme(k, m))
+	case schemeErr != nil:
+		return bad("%v", schemeErr)
 	case bs < MinBlockSize || bs > MaxBlockSize:
 		return bad("block size %d, must be between %d and %d", bs, MinBlockSize, MaxBlockSize)
 	case len(b.Inline) > 0:

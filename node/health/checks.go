@@ -286,10 +286,15 @@ func (s *checkSchedule) push(c *scheduledCheck) {
 // is held.
 func (s *checkSchedule) wakeIfFirst(c *scheduledCheck) {
 	if c.index == 0 {
-		select {
-		case s.earlier <- struct{}{}:
-		default:
-		}
+		s.wake()
+	}
+}
+
+// wake tells the dispatcher to look at the heap again, without blocking.
+func (s *checkSchedule) wake() {
+	select {
+	case s.earlier <- struct{}{}:
+	default:
 	}
 }
 
@@ -414,10 +419,7 @@ func (s *checkSchedule) finished(c *scheduledCheck, now time.Time) {
 	if c.ordinaryRun {
 		c.ordinaryRun = false
 		if s.ordinaryRuns == ordinaryCheckRuns {
-			select { // the dispatcher may wait for a run to end
-			case s.earlier <- struct{}{}:
-			default:
-			}
+			s.wake() // the dispatcher may wait for a run to end
 		}
 		s.ordinaryRuns--
 	}

@@ -167,10 +167,10 @@ func (b *zrpcBuilder) client(authority string) (*client.Client, bool, error) {
 		return b.opts.client, false, nil
 	case len(b.opts.agents) > 0:
 		agents = b.opts.agents
-	case len(EnvAgents()) > 0:
-		agents = EnvAgents()
 	default:
-		agents = []string{DefaultAgent}
+		if agents = EnvAgents(); len(agents) == 0 {
+			agents = []string{DefaultAgent}
+		}
 	}
 	token := b.opts.token
 	if token == "" {
