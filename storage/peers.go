@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"regexp"
 	"slices"
 	"sync"
@@ -120,23 +119,6 @@ func (s *Store) storeLocal(req *pb.PutShardRequest, summed bool) error {
 func checkShardScheme(req *pb.PutShardRequest) error {
 	if err := checkScheme(req.DataShards, req.ParityShards); err != nil {
 		return fmt.Errorf("%w: shard %s/%d/%d: %v", ErrInvalidArgument, req.Ref.BlobId, req.Ref.Block, req.Ref.Index, err)
-	}
-	return nil
-}
-
-// checkScheme checks a k+m that comes as two uint32 fields (a peer's
-// shard, a client's striped put or commit), each on its own before their
-// sum: a sum that wraps (258 + 0xFFFFFF00 = 2) would pass, and a part
-// file keeps each in a byte, so a field past 255 would store a scheme
-// nobody declared.
-func checkScheme(k, m uint32) error {
-	switch {
-	case k == 0 || k > math.MaxUint8:
-		return fmt.Errorf("data_shards %d: want 1 to %d", k, math.MaxUint8)
-	case m > math.MaxUint8:
-		return fmt.Errorf("parity_shards %d: want 0 to %d", m, math.MaxUint8)
-	case k+m > codec.MaxShards:
-		return fmt.Errorf("data_shards %d + parity_shards %d = %d shards in a block, at most %d", k, m, k+m, codec.MaxShards)
 	}
 	return nil
 }
