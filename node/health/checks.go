@@ -29,20 +29,15 @@ import (
 // or, from anyone allowed to register, an address that drops packets)
 // holds a run for its whole timeout. A check whose last run took its
 // whole timeout is slow: slow checks run at most slowCheckRuns at once,
-// and one due while that many run waits a slot. The other
-// checkRuns-slowCheckRuns runs are left to checks that answered last time:
-// however many hung servers an agent checks, a healthy instance's check
-// waits for a run only while that many servers have just begun to hang
-// (before their first timeout), and then for maxCheckTimeout at most.
-//
-// Checks that answer run at most ordinaryCheckRuns at once: a slot's
-// checks all come due together (500 at 5,000 checks every 10 s), and run
-// all at once they cost the agent about a third more CPU than a few at a
-// time. A healthy instance's check then waits behind servers that began
-// to hang only while more than ordinaryCheckRuns of them did at once, for
-// maxCheckTimeout at most.
+// and one due while that many run waits a slot. Checks that answered last
+// time run at most ordinaryCheckRuns at once: a slot's checks all come
+// due together (500 at 5,000 checks every 10 s), and run all at once they
+// cost the agent about a third more CPU than a few at a time. However
+// many hung servers an agent checks, a healthy instance's check waits for
+// a run only while more than ordinaryCheckRuns servers have just begun to
+// hang (before their first timeout), and then for maxCheckTimeout at
+// most. At most slowCheckRuns + ordinaryCheckRuns runs are in progress.
 const (
-	checkRuns         = 1024
 	slowCheckRuns     = 256
 	ordinaryCheckRuns = 128
 )
@@ -63,8 +58,8 @@ const checkWindow = 64 << 10
 // stopped. It learns of such instances from the replica's instance watch,
 // so it does nothing while the registry does not change. The checks wait
 // in a heap by next run; one timer waits for the earliest, and those due
-// run each on a goroutine of its own, at most checkRuns at once, fewer for
-// checks that time out (see checkRuns). After its first run, each
+// run each on a goroutine of its own, a bounded number at once (see
+// ordinaryCheckRuns and slowCheckRuns). After its first run, each
 // instance's checks run at its own place in its interval, the start of
 // one of its 1 s slots (checkOffset), so checks with the same interval
 // spread over its slots, and the checks of one slot run together.
@@ -341,9 +336,9 @@ func (s *checkSchedule) keys() []instanceKey {
 }
 
 // dispatch runs checks as they come due, each on a goroutine of its own
-// counted in wg, at most checkRuns at once, until ctx ends.
+// counted in wg, until ctx ends; popDue holds back those past the bounds
+// on runs in progress.
 func (s *checkSchedule) dispatch(ctx context.Context, wg *sync.WaitGroup, run func(*scheduledCheck)) {
-	runs := make(chan struct{}, checkRuns)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -358,9 +353,7 @@ func (s *checkSchedule) dispatch(ctx context.Context, wg *sync.WaitGroup, run fu
 			}
 			continue
 		}
-		select {
-		case runs <- struct{}{}:
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			s.finished(c, time.Now())
 			return
 		}
@@ -369,7 +362,6 @@ func (s *checkSchedule) dispatch(ctx context.Context, wg *sync.WaitGroup, run fu
 			defer wg.Done()
 			run(c)
 			s.finished(c, time.Now())
-			<-runs
 		}()
 	}
 }
