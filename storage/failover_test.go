@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
 	"github.com/zrpcio/zrpc/node"
@@ -465,7 +466,7 @@ func testCutOff(t *testing.T, cutLeader bool) {
 	for i := range 2 {
 		name := fmt.Sprintf("cutoff/during-%d", i)
 		data[name] = randomBytes(1<<20+i*500<<10, uint64(60+i))
-		put(t, via, name, data[name], opts)
+		putAgain(t, via, name, data[name], opts)
 		kept = append(kept, name)
 		watchRecordedShards(t, c, name)
 	}
@@ -525,5 +526,25 @@ func testCutOff(t *testing.T, cutLeader bool) {
 				t.Errorf("%s still holds shard %v of a deleted blob", c.Name(i), id)
 			}
 		}
+	}
+}
+
+// putAgain puts as put does, and puts again, at most twice more, a put
+// refused for not enough shards: while the cluster settles after a
+// partition, a loaded machine's gossip may take a holder for failed for
+// a moment, and a put that cannot confirm its shards fails, as it must,
+// saying to retry.
+func putAgain(t testing.TB, cl *client.Client, name string, data []byte, opts client.PutOptions) {
+	t.Helper()
+	for try := 1; ; try++ {
+		_, err := cl.PutBlob(ctxFor(t, 2*time.Minute), name, bytes.NewReader(data), opts)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, apierr.ErrNotEnoughShards) || try == 3 {
+			t.Fatalf("put %s (%d bytes), try %d: %v", name, len(data), try, err)
+		}
+		t.Logf("put %s, try %d: %v; putting again", name, try, err)
+		time.Sleep(500 * time.Millisecond)
 	}
 }
