@@ -139,6 +139,7 @@ func (n *Node) propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	if cmd.RequestId == "" {
 		cmd.RequestId = n.cfg.Name + "-" + newSessionID()
 	}
+	n.store.DropUnsupported(cmd) // the leader may be of an older build
 	return n.forward.Apply(ctx, cmd)
 }
 

@@ -196,6 +196,10 @@ func (f *FSM) apply(cmd *pb.Command, data []byte, rev uint64, evs []*ringEvent) 
 		if !old.valid() {
 			return evs, fmt.Errorf("%w: instance %s/%s", ErrNotFound, ref.GetService(), ref.GetId())
 		}
+		if !unchangedSince(ref, old) {
+			return evs, fmt.Errorf("%w: instance %s/%s changed at revision %d, after revision %d the removal was judged on; left in place",
+				ErrFailedPrecondition, ref.Service, ref.Id, encodedModRevision(old.enc), ref.ModRevision)
+		}
 		return f.remove(instanceRecord{ref.Service, ref.Id, old}, rev, evs), nil
 	case *pb.Command_SetHealth:
 		return f.applySetHealth(k.SetHealth, cmd.Time, rev, evs), nil
@@ -292,12 +296,19 @@ func (f *FSM) applySetHealth(c *pb.SetHealth, now int64, rev uint64, evs []*ring
 		targets = f.instancesWhere(func(i storedInstance) bool { return i.node == c.Node })
 	} else {
 		for _, ref := range c.Instances {
-			if st := f.stored(ref.Service, ref.Id); st.valid() {
+			if st := f.stored(ref.Service, ref.Id); st.valid() && unchangedSince(ref, st) {
 				targets = append(targets, instanceRecord{ref.Service, ref.Id, st})
 			}
 		}
 	}
 	return f.setHealth(targets, c.Health, c.Output, now, rev, evs)
+}
+
+// unchangedSince reports whether the instance st is still the version
+// ref's writer judged: ref names no version (mod_revision 0), or the one
+// st is.
+func unchangedSince(ref *pb.InstanceRef, st storedInstance) bool {
+	return ref.ModRevision == 0 || encodedModRevision(st.enc) == ref.ModRevision
 }
 
 // setHealth gives the instances targets health and output, and appends a
@@ -592,12 +603,19 @@ func (f *FSM) NodeOwnsAnything(name string) bool {
 //	2: NodeRemove.keep_unbound (a reap keeps the instances without a
 //	   session; version 1 replicas delete them);
 //	3: Command.clock_step (the request clock moves by bounded steps;
-//	   older replicas would forget request ids at other entries).
-const FSMVersion = 3
+//	   older replicas would forget request ids at other entries);
+//	4: InstanceRef.mod_revision (a Deregister or SetHealth of a version
+//	   that has changed since leaves the instance; older replicas would
+//	   change it anyway).
+const FSMVersion = 4
 
 // clockStepVersion is the state machine version that brought
 // Command.clock_step.
 const clockStepVersion = 3
+
+// conditionalVersion is the state machine version that brought
+// InstanceRef.mod_revision.
+const conditionalVersion = 4
 
 // ReapedOutputPrefix begins the health output the leader gives the
 // instances it keeps when it reaps their agent (NodeRemove.keep_unbound):

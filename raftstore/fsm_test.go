@@ -1346,3 +1346,40 @@ func TestFSMNodeRemoveKeepUnbound(t *testing.T) {
 	}
 	checkInvariants(t, d.fsm)
 }
+
+// TestFSMConditionalWritesLeaveAChangedInstance: a Deregister or SetHealth
+// naming a mod_revision changes the instance only while it is that
+// version; one registered again since is left as it is, the Deregister
+// answering FailedPrecondition, and every replica applying the same log
+// agrees.
+func TestFSMConditionalWritesLeaveAChangedInstance(t *testing.T) {
+	d := newFSMDriver(t, 64)
+	judged := d.mustApply(registerCmd(testInstance("api", "1", "n1")))
+	d.mustApply(registerCmd(testInstance("api", "2", "n1")))
+	again := d.mustApply(registerCmd(testInstance("api", "1", "n1"))) // registered again
+	api2 := d.fsm.Instance("api", "2").ModRevision
+
+	stale := &pb.InstanceRef{Service: "api", Id: "1", ModRevision: judged}
+	current := &pb.InstanceRef{Service: "api", Id: "2", ModRevision: api2}
+	d.mustApply(setHealthCmd(pb.Health_CRITICAL, "TTL expired", stale, current))
+	if got := d.fsm.Instance("api", "1"); got.Health != pb.Health_PASSING || got.ModRevision != again {
+		t.Fatalf("api/1, registered again at %d after the version judged (%d), is %v at %d; want it left passing",
+			again, judged, got.Health, got.ModRevision)
+	}
+	if got := d.fsm.Instance("api", "2"); got.Health != pb.Health_CRITICAL {
+		t.Fatalf("api/2, unchanged since it was judged, is %v; want critical", got.Health)
+	}
+
+	_, err := d.apply(&pb.Command{Kind: &pb.Command_Deregister{Deregister: stale}})
+	if !errors.Is(err, ErrFailedPrecondition) || !strings.Contains(err.Error(), "api/1") {
+		t.Fatalf("removing a version replaced since: %v; want FailedPrecondition naming api/1", err)
+	}
+	if d.fsm.Instance("api", "1") == nil {
+		t.Fatal("removing the version judged removed the newer registration")
+	}
+	d.mustApply(&pb.Command{Kind: &pb.Command_Deregister{Deregister: &pb.InstanceRef{Service: "api", Id: "1", ModRevision: again}}})
+	if d.fsm.Instance("api", "1") != nil {
+		t.Fatal("a removal naming the current version left the instance")
+	}
+	checkInvariants(t, d.fsm)
+}

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -389,4 +390,50 @@ func (d *fsmDriver) stepSeconds(at int64, n int) int64 {
 		d.mustApply(stepped(nodeUpsertCmd(&pb.Node{Name: "n2"}), at))
 	}
 	return at
+}
+
+// TestStoreDropsConditionsUntilEveryServerAppliesThem: a Deregister or
+// SetHealth keeps the version it is conditional on only when every Raft
+// server applies state machine version 4; an older replica would ignore
+// the condition and change the instance anyway, so the write goes
+// unconditional, as older builds make it, rather than diverge replicas.
+func TestStoreDropsConditionsUntilEveryServerAppliesThem(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		version func() int
+		keep    bool
+	}{
+		{"every server at 4", func() int { return 4 }, true},
+		{"a server at 3", func() int { return 3 }, false},
+		{"not told", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testStoreConfig(t, t.TempDir(), slog.LevelWarn)
+			cfg.ClusterFSMVersion = tc.version
+			s := openStore(t, New(cfg))
+			first := mustStoreApply(t, s, registerCmd(testInstance("api", "1", "n1")))
+			again := mustStoreApply(t, s, registerCmd(testInstance("api", "1", "n1")))
+			rev, err := s.Apply(context.Background(), &pb.Command{Kind: &pb.Command_Deregister{Deregister: &pb.InstanceRef{Service: "api", Id: "1", ModRevision: first}}})
+			if tc.keep {
+				if !errors.Is(err, ErrFailedPrecondition) || s.FSM().Instance("api", "1").GetModRevision() != again {
+					t.Fatalf("a removal of version %d after the instance was registered again at %d: %v; want FailedPrecondition and the instance kept", first, again, err)
+				}
+				return
+			}
+			if err != nil || s.FSM().Instance("api", "1") != nil {
+				t.Fatalf("a removal in a cluster not at version 4: %v; want it applied unconditionally", err)
+			}
+			var entry raft.Log
+			if err := s.logs.GetLog(rev, &entry); err != nil {
+				t.Fatal(err)
+			}
+			var got pb.Command
+			if err := proto.Unmarshal(entry.Data, &got); err != nil {
+				t.Fatal(err)
+			}
+			if m := got.GetDeregister().GetModRevision(); m != 0 {
+				t.Fatalf("entry %d carries mod_revision %d to replicas that would ignore it", rev, m)
+			}
+		})
+	}
 }

@@ -429,6 +429,7 @@ func (s *Store) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 		cmd.Time = s.now().UnixNano()
 	}
 	cmd.ClockStep = s.clusterAt(clockStepVersion)
+	s.DropUnsupported(cmd)
 	b, err := instcodec.EncodeCommand(cmd)
 	if err != nil {
 		return 0, fmt.Errorf("encode command: %w", err)
@@ -757,6 +758,31 @@ func (s *Store) clusterAt(v int) bool {
 		s.fsmVersion.Store(int64(s.cfg.ClusterFSMVersion()))
 	}
 	return s.fsmVersion.Load() >= int64(v)
+}
+
+// DropUnsupported takes out of cmd what not every Raft server would apply
+// alike (Config.ClusterFSMVersion): the versions a Deregister or SetHealth
+// is conditional on (InstanceRef.mod_revision), until every server applies
+// state machine version 4; such a write is then unconditional, as older
+// builds make it. Apply calls it; an agent that forwards a write calls it
+// too, since the leader it forwards to may be of an older build, which
+// would pass the condition on without knowing it.
+func (s *Store) DropUnsupported(cmd *pb.Command) {
+	if s.clusterAt(conditionalVersion) {
+		return
+	}
+	switch k := cmd.Kind.(type) {
+	case *pb.Command_Deregister:
+		if k.Deregister != nil {
+			k.Deregister.ModRevision = 0
+		}
+	case *pb.Command_SetHealth:
+		for _, ref := range k.SetHealth.GetInstances() {
+			if ref != nil {
+				ref.ModRevision = 0
+			}
+		}
+	}
 }
 
 // now is the wall clock stamped on commands (Config.Now).

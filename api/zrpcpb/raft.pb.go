@@ -499,9 +499,16 @@ func (x *Quota) GetMaxRegistryBytes() uint64 {
 }
 
 type InstanceRef struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
-	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Id      string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// mod_revision, when not 0, makes the command conditional: a Deregister
+	// or SetHealth changes the instance only while its mod_revision is this
+	// one, the version its writer judged (a TTL sweep, a check). An instance
+	// registered again or changed since is left as it is. Proposed only once
+	// every Raft server applies state machine version 4: older replicas
+	// would ignore it and change the instance anyway.
+	ModRevision   uint64 `protobuf:"varint,3,opt,name=mod_revision,json=modRevision,proto3" json:"mod_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -548,6 +555,13 @@ func (x *InstanceRef) GetId() string {
 		return x.Id
 	}
 	return ""
+}
+
+func (x *InstanceRef) GetModRevision() uint64 {
+	if x != nil {
+		return x.ModRevision
+	}
+	return 0
 }
 
 type SetHealth struct {
@@ -2253,10 +2267,11 @@ const file_raft_proto_rawDesc = "" +
 	"\x19max_instances_per_service\x18\x01 \x01(\rR\x16maxInstancesPerService\x129\n" +
 	"\x19max_instances_per_session\x18\x02 \x01(\rR\x16maxInstancesPerSession\x12=\n" +
 	"\x1bmax_instance_metadata_bytes\x18\x03 \x01(\rR\x18maxInstanceMetadataBytes\x12,\n" +
-	"\x12max_registry_bytes\x18\x04 \x01(\x04R\x10maxRegistryBytes\"7\n" +
+	"\x12max_registry_bytes\x18\x04 \x01(\x04R\x10maxRegistryBytes\"Z\n" +
 	"\vInstanceRef\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\tR\x02id\"\x94\x01\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12!\n" +
+	"\fmod_revision\x18\x03 \x01(\x04R\vmodRevision\"\x94\x01\n" +
 	"\tSetHealth\x122\n" +
 	"\tinstances\x18\x01 \x03(\v2\x14.zrpc.v1.InstanceRefR\tinstances\x12'\n" +
 	"\x06health\x18\x02 \x01(\x0e2\x0f.zrpc.v1.HealthR\x06health\x12\x16\n" +

@@ -583,7 +583,7 @@ func (k *Keeper) recordCheck(s *checkSchedule, c *scheduledCheck, h pb.Health, o
 		s.mu.Unlock()
 		return
 	}
-	if _, err := k.cfg.Writer.Propose(c.ctx, setHealth(h, output, cur)); err != nil {
+	if _, err := k.cfg.Writer.Propose(c.ctx, judgedHealth(h, output, cur)); err != nil {
 		if c.ctx.Err() != nil {
 			return
 		}

@@ -167,7 +167,7 @@ func (f *fakeRegistry) apply(cmd *pb.Command) (uint64, error) {
 	case *pb.Command_SetHealth:
 		for _, ref := range k.SetHealth.Instances {
 			key := instanceKey{ref.Service, ref.Id}
-			if cur := f.insts[key]; cur != nil {
+			if cur := f.insts[key]; cur != nil && (ref.ModRevision == 0 || ref.ModRevision == cur.ModRevision) {
 				next := proto.Clone(cur).(*pb.Instance)
 				next.Health, next.HealthOutput, next.ModRevision = k.SetHealth.Health, k.SetHealth.Output, f.rev
 				if f.clock != nil && cur.Health != next.Health {
@@ -182,6 +182,9 @@ func (f *fakeRegistry) apply(cmd *pb.Command) (uint64, error) {
 		old := f.insts[key]
 		if old == nil {
 			return 0, apierr.ErrNotFound
+		}
+		if m := k.Deregister.ModRevision; m != 0 && m != old.ModRevision {
+			return 0, apierr.ErrFailedPrecondition
 		}
 		delete(f.insts, key)
 		f.publish(pb.Event_DELETE, old)

@@ -3,6 +3,7 @@ package health
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -474,7 +475,7 @@ func (k *Keeper) expireTTLs(ctx context.Context, now time.Time, expired []*pb.In
 		return
 	}
 	out := fmt.Sprintf("TTL expired: not renewed in time (checked at %s)", now.UTC().Format(time.RFC3339))
-	if _, err := k.cfg.Writer.ApplyLocal(ctx, setHealth(pb.Health_CRITICAL, out, expired...)); err != nil {
+	if _, err := k.cfg.Writer.ApplyLocal(ctx, judgedHealth(pb.Health_CRITICAL, out, expired...)); err != nil {
 		k.log.Warn("could not mark expired TTL instances critical", "count", len(expired), "err", err)
 		return
 	}
@@ -485,8 +486,13 @@ func (k *Keeper) expireTTLs(ctx context.Context, now time.Time, expired []*pb.In
 // deregister_critical_after.
 func (k *Keeper) removeLongCritical(ctx context.Context, reap []*pb.Instance) {
 	for _, inst := range reap {
-		cmd := &pb.Command{Kind: &pb.Command_Deregister{Deregister: &pb.InstanceRef{Service: inst.Service, Id: inst.Id}}}
-		if _, err := k.cfg.Writer.ApplyLocal(ctx, cmd); err != nil {
+		// Only the version judged: registered again meanwhile, it stays.
+		ref := &pb.InstanceRef{Service: inst.Service, Id: inst.Id, ModRevision: inst.ModRevision}
+		if _, err := k.cfg.Writer.ApplyLocal(ctx, &pb.Command{Kind: &pb.Command_Deregister{Deregister: ref}}); err != nil {
+			if errors.Is(err, apierr.ErrFailedPrecondition) || errors.Is(err, apierr.ErrNotFound) {
+				k.log.Info("long-critical instance changed or went before its removal; left as it is", "instance", inst.Service+"/"+inst.Id, "detail", err)
+				continue
+			}
 			k.log.Warn("could not remove long-critical instance", "instance", inst.Service+"/"+inst.Id, "err", err)
 			continue
 		}

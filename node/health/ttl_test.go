@@ -74,9 +74,11 @@ func deregisterAfterInstances(reg *fakeRegistry, ids ...string) {
 // makeCritical turns ttl.rpc/id critical with health_since since, as a
 // leader's SetHealth would, and returns its new version.
 func makeCritical(reg *fakeRegistry, id string, since time.Time) *pb.Instance {
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	reg.rev++
 	in := reg.insts[instanceKey{"ttl.rpc", id}]
-	in.Health, in.HealthSince = pb.Health_CRITICAL, since.UnixNano()
-	in.ModRevision++
+	in.Health, in.HealthSince, in.ModRevision = pb.Health_CRITICAL, since.UnixNano(), reg.rev
 	return in
 }
 
@@ -196,6 +198,65 @@ func TestTTLRenewedWhileTheSweepJudgesStaysPassing(t *testing.T) {
 	}
 	if h := reg.health("ttl.rpc", "t1"); h != pb.Health_PASSING {
 		t.Fatalf("health after renewing a critical instance = %v, want passing", h)
+	}
+}
+
+// TestSweepLeavesAnInstanceRegisteredAgainSinceItsJudgement: an instance
+// registered again after a sweep judged it (its TTL ran out, or it was
+// critical past deregister_critical_after) and before the sweep's write
+// is a new version, which the verdict was not about: the write names the
+// version judged, and the registry leaves the new one as it is.
+func TestSweepLeavesAnInstanceRegisteredAgainSinceItsJudgement(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		prepare func(reg *fakeRegistry, k *Keeper, t0 time.Time) time.Time // returns when to sweep
+	}{
+		{"expired TTL", func(reg *fakeRegistry, k *Keeper, t0 time.Time) time.Time {
+			reg.register(ttlInstance("t1", 10*time.Second))
+			startTTLs(k, t0)
+			return t0.Add(11 * time.Second)
+		}},
+		{"critical past deregister_critical_after", func(reg *fakeRegistry, k *Keeper, t0 time.Time) time.Time {
+			deregisterAfterInstances(reg, "t1")
+			startTTLs(k, t0)
+			k.ttl.observe(makeCritical(reg, "t1", t0), t0)
+			return t0.Add(61 * time.Second)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := newFakeRegistry()
+			t0 := time.Unix(1000, 0)
+			k := newTestKeeper(t, reg, &fakeClock{now: t0})
+			at := tc.prepare(reg, k, t0)
+			judgedRev := reg.Instance("ttl.rpc", "t1").ModRevision
+			var again *pb.Instance
+			k.ttl.judged = func() {
+				if again == nil {
+					again = reg.register(ttlInstance("t1", 10*time.Second))
+				}
+			}
+			k.sweep(context.Background(), at)
+			if again == nil {
+				t.Fatal("the sweep judged nothing due")
+			}
+			w := reg.written()
+			if len(w) != 1 {
+				t.Fatalf("sweep wrote %v, want one entry about the version judged", w)
+			}
+			var ref *pb.InstanceRef
+			if d := w[0].GetDeregister(); d != nil {
+				ref = d
+			} else if sh := w[0].GetSetHealth(); len(sh.GetInstances()) == 1 {
+				ref = sh.Instances[0]
+			}
+			if ref == nil || ref.ModRevision != judgedRev {
+				t.Fatalf("sweep wrote %v, want it conditional on mod_revision %d, the version judged", w[0], judgedRev)
+			}
+			cur := reg.Instance("ttl.rpc", "t1")
+			if cur == nil || cur.ModRevision != again.ModRevision || cur.Health != pb.Health_PASSING {
+				t.Fatalf("the registration made after the judgement is %v, want it kept as registered (mod_revision %d, passing)", cur, again.ModRevision)
+			}
+		})
 	}
 }
 
