@@ -58,6 +58,10 @@ type delegate struct {
 	// refusalLog spaces out the log lines of refused members: memberlist
 	// asks about a refused member on every alive message and push/pull.
 	refusalLog *warnrate.Limiter
+	// metaLog spaces out the warnings about a member's unreadable meta:
+	// anyone reaching the gossip port of an unencrypted cluster can send
+	// alive messages, each one a join or an update here.
+	metaLog *warnrate.Limiter
 	// refused counts refusals by reason.
 	refused [numRefusals]atomic.Uint64
 
@@ -105,7 +109,7 @@ const relayedNoticeLife = 10 * time.Second
 
 func newDelegate(log *slog.Logger, name string, meta func() []byte, identity func() (string, string), queue *eventQueue) *delegate {
 	return &delegate{log: log, name: name, meta: meta, identity: identity, queue: queue, refusalLog: newSenderLog(time.Now),
-		members: make(map[string]*memberEntry), gone: make(map[string]memberEntry)}
+		metaLog: newSenderLog(time.Now), members: make(map[string]*memberEntry), gone: make(map[string]memberEntry)}
 }
 
 // ErrOtherCluster is returned (wrapped) when a member belongs to another
@@ -150,10 +154,22 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 }
 
 // NotifyAlive ignores alive messages of members of another cluster, so
-// that they never become members here even without a join.
+// that they never become members here even without a join, and of
+// members whose meta is over memberlist's limit, which no agent sends:
+// memberlist would keep such meta and pass it on to every member in its
+// gossip and push/pulls, where a few MiB of it from a stranger would
+// take push/pulls past what the stream guard lets through.
 func (d *delegate) NotifyAlive(p *memberlist.Node) error {
+	if len(p.Meta) > memberlist.MetaMaxSize {
+		return fmt.Errorf("%w: %s (%s) sent %d bytes, memberlist's limit is %d",
+			errMetaOverLimit, p.Name, p.Address(), len(p.Meta), memberlist.MetaMaxSize)
+	}
 	return d.sameCluster(p)
 }
+
+// errMetaOverLimit: an alive message carries more meta than memberlist
+// lets an agent send.
+var errMetaOverLimit = errors.New("meta over memberlist's limit")
 
 // sameCluster returns ErrOtherCluster (and logs it, at most once a
 // minute per member and cluster) if p carries a cluster id that
@@ -309,7 +325,9 @@ func (d *delegate) member(n *memberlist.Node, status string) Member {
 		err = fmt.Errorf("meta names %q but the node is %q", meta.Name, n.Name)
 	}
 	if err != nil {
-		d.log.Warn("ignoring a member's unreadable meta", "member", n.Name, "addr", m.Addr, "err", err)
+		if pass, held := d.metaLog.Seen(n.Name); pass {
+			d.log.Warn("ignoring a member's unreadable meta", "member", n.Name, "addr", m.Addr, "err", err, "more_since_last", held)
+		}
 		return m
 	}
 	m.Meta = meta

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
 func fakeNode(t *testing.T, name string, port uint16, meta Meta) *memberlist.Node {
@@ -227,6 +229,57 @@ func TestDelegateReportsUnreadableMetaEmpty(t *testing.T) {
 				t.Errorf("want one warning, got %d", len(warns))
 			}
 		})
+	}
+}
+
+// A member whose alive messages keep bringing unreadable meta (anyone
+// can send them to an unencrypted cluster) is warned of once, not once
+// per message; another member still gets its own warning.
+func TestUnreadableMetaIsWarnedOfOncePerMember(t *testing.T) {
+	d, logs, events := delegateForTest(t)
+	d.NotifyJoin(&memberlist.Node{Name: "x", Addr: net.IPv4(127, 0, 0, 1), Port: 7, Meta: []byte("garbage")})
+	next(t, events)
+	for i := range 100 {
+		d.NotifyUpdate(&memberlist.Node{Name: "x", Addr: net.IPv4(127, 0, 0, 1), Port: 7, Meta: []byte(fmt.Sprintf("garbage %d", i))})
+	}
+	d.NotifyJoin(&memberlist.Node{Name: "y", Addr: net.IPv4(127, 0, 0, 1), Port: 8, Meta: []byte("garbage")})
+	warns := logs.matching("ignoring a member's unreadable meta")
+	if len(warns) != 2 {
+		t.Fatalf("%d warnings about unreadable meta, want one for x and one for y", len(warns))
+	}
+}
+
+// An alive message whose meta is over memberlist's limit (no agent
+// sends one) is ignored: its member is never listed, so its meta is
+// neither kept nor gossiped on; one with meta in bounds is listed.
+func TestAliveMessageWithMetaOverTheLimitIsIgnored(t *testing.T) {
+	a := startAgent(t, "a", nil)
+	c, err := net.Dial("udp", a.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	alive := func(name string, meta []byte) []byte {
+		return append([]byte{4}, msgpackOf(t, map[string]any{ // memberlist's aliveMsg
+			"Incarnation": 1, "Node": name, "Addr": []byte(net.IPv4(127, 0, 0, 1).To4()), "Port": 9,
+			"Meta": meta, "Vsn": []uint8{1, 5, 2, 0, 0, 0},
+		})...)
+	}
+	small, err := testMeta("witness").encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range [][]byte{alive("stranger", make([]byte, 8<<10)), alive("witness", small)} {
+		if _, err := c.Write(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testwait.For(t, 20*time.Second, "a to list the witness, sent after the stranger", func() bool {
+		_, ok := a.Member("witness")
+		return ok
+	})
+	if m, ok := a.Member("stranger"); ok {
+		t.Fatalf("a lists a member whose alive message carried 8 KiB of meta: %+v", m)
 	}
 }
 

@@ -23,19 +23,27 @@ import (
 // members as the header announces (up to a million, ~110 MiB) and as
 // much user state (up to 20 MiB) before the first of them arrives: a
 // 20-byte header held open costs the agent that much for memberlist's
-// TCP timeout, and 128 of them at once all of its memory. The guard reads
-// each inbound stream's header first (inside a compressed stream too) and
-// closes one announcing more members or state than a zrpc cluster has,
+// TCP timeout, and 128 of them at once all of its memory. A user
+// message's header does the same with up to 20 MiB, and for those
+// memberlist bounds no count. The guard reads each inbound stream's
+// header first (inside a compressed stream too) and closes one
+// announcing more members, state or message than a zrpc cluster sends,
 // warning of it by sender; every other stream reaches memberlist as it
 // came, its bytes read so far given back first. An encrypted stream is
 // passed on: only a holder of the gossip key can write one. A compressed
 // stream inflating past what a zrpc cluster sends is closed too:
 // memberlist would inflate it into memory whole.
 
-// Limits of a push/pull header that a zrpc agent accepts.
+// Limits of a push/pull or user message header that a zrpc agent
+// accepts.
 const (
 	maxPushPullMembers = 10_000
 	maxPushPullState   = 1 << 20 // zrpc agents send none
+	// maxUserMsg bounds a user message: zrpc's are leave notices, a type
+	// byte and a member's name, which fits in its meta (512 bytes).
+	// memberlist allocates what the header announces (up to 20 MiB)
+	// before reading the message, and holds it for its TCP timeout.
+	maxUserMsg = 4 << 10
 	// maxCompressedStream bounds the compressed message the guard reads
 	// to look at its header, as memberlist bounds push/pull state, and
 	// maxInflatedStream what it may inflate to (10,000 members of
@@ -51,27 +59,34 @@ const (
 // "only append to this list", so they keep their numbers).
 const (
 	pushPullMsg = 6
+	userMsg     = 8
 	compressMsg = 9
 	hasLabelMsg = 244
 )
 
 // guardedTransport is a memberlist transport whose inbound streams pass
 // the guard. It owns one goroutine taking streams from the inner
-// transport and one per stream being checked; Shutdown waits for them.
+// transport and one per stream being checked; Shutdown closes the
+// streams being checked and waits for them.
 type guardedTransport struct {
 	memberlist.NodeAwareTransport
-	log     *slog.Logger
-	senders *warnrate.Limiter // one warning per sender a minute
-	streams chan net.Conn
-	stop    chan struct{}
-	once    sync.Once
-	wg      sync.WaitGroup
+	log        *slog.Logger
+	senders    *warnrate.Limiter // one warning per sender a minute
+	headerWait time.Duration     // streamHeaderWait; tests lengthen it
+	streams    chan net.Conn
+	stop       chan struct{}
+	once       sync.Once
+	wg         sync.WaitGroup
+
+	mu       sync.Mutex
+	stopped  bool
+	checking map[net.Conn]struct{} // streams whose header is being read
 }
 
-func guardStreams(inner memberlist.NodeAwareTransport, log *slog.Logger) *guardedTransport {
+func guardStreams(inner memberlist.NodeAwareTransport, log *slog.Logger, headerWait time.Duration) *guardedTransport {
 	t := &guardedTransport{
-		NodeAwareTransport: inner, log: log, senders: newSenderLog(time.Now),
-		streams: make(chan net.Conn), stop: make(chan struct{}),
+		NodeAwareTransport: inner, log: log, senders: newSenderLog(time.Now), headerWait: headerWait,
+		streams: make(chan net.Conn), stop: make(chan struct{}), checking: make(map[net.Conn]struct{}),
 	}
 	t.wg.Add(1)
 	go t.accept()
@@ -80,11 +95,39 @@ func guardStreams(inner memberlist.NodeAwareTransport, log *slog.Logger) *guarde
 
 func (t *guardedTransport) StreamCh() <-chan net.Conn { return t.streams }
 
+// Shutdown shuts the inner transport down and closes the streams still
+// being checked: a stream that sends no header would otherwise hold the
+// agent's Close for the rest of headerWait.
 func (t *guardedTransport) Shutdown() error {
 	err := t.NodeAwareTransport.Shutdown()
-	t.once.Do(func() { close(t.stop) })
+	t.once.Do(func() {
+		close(t.stop)
+		t.mu.Lock()
+		t.stopped = true
+		for c := range t.checking {
+			c.Close()
+		}
+		t.mu.Unlock()
+	})
 	t.wg.Wait()
 	return err
+}
+
+// startCheck records c as being checked, unless Shutdown has begun.
+func (t *guardedTransport) startCheck(c net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
+		return false
+	}
+	t.checking[c] = struct{}{}
+	return true
+}
+
+func (t *guardedTransport) endCheck(c net.Conn) {
+	t.mu.Lock()
+	delete(t.checking, c)
+	t.mu.Unlock()
 }
 
 func (t *guardedTransport) accept() {
@@ -104,9 +147,15 @@ func (t *guardedTransport) accept() {
 // admit hands c on to memberlist once its header passed the check.
 func (t *guardedTransport) admit(c net.Conn) {
 	defer t.wg.Done()
-	_ = c.SetReadDeadline(time.Now().Add(streamHeaderWait))
+	if !t.startCheck(c) {
+		c.Close()
+		return
+	}
+	_ = c.SetReadDeadline(time.Now().Add(t.headerWait))
 	rec := &recordingReader{r: c}
-	if err := checkStream(rec); err != nil {
+	err := checkStream(rec)
+	t.endCheck(c)
+	if err != nil {
 		from := c.RemoteAddr().String()
 		host, _, _ := net.SplitHostPort(from)
 		var refused refusedStream
@@ -156,6 +205,8 @@ func checkStream(r io.Reader) error {
 	switch b[0] {
 	case pushPullMsg:
 		return checkPushPull(r)
+	case userMsg:
+		return checkUserMsg(r)
 	case compressMsg:
 		return checkCompressed(r)
 	}
@@ -181,8 +232,22 @@ func checkPushPull(r io.Reader) error {
 	return nil
 }
 
+// checkUserMsg decodes a user message's header (memberlist's
+// userMsgHeader).
+func checkUserMsg(r io.Reader) error {
+	var h struct{ UserMsgLen int }
+	if err := codec.NewDecoder(r, &codec.MsgpackHandle{}).Decode(&h); err != nil {
+		return err
+	}
+	if h.UserMsgLen < 0 || h.UserMsgLen > maxUserMsg {
+		return refusedStream(fmt.Sprintf("user message of %d bytes, zrpc's (leave notices) are at most %d", h.UserMsgLen, maxUserMsg))
+	}
+	return nil
+}
+
 // checkCompressed decodes a compressed message (memberlist's compress)
-// and checks the header of the push/pull inside, if it is one.
+// and checks the header of the push/pull or user message inside, if it
+// is one.
 func checkCompressed(r io.Reader) error {
 	var c struct {
 		Algo uint8
@@ -206,10 +271,13 @@ func checkCompressed(r io.Reader) error {
 	if rest, _ := io.Copy(io.Discard, io.LimitReader(inflate, maxInflatedStream)); int64(n)+rest > maxInflatedStream {
 		return refusedStream(fmt.Sprintf("a compressed message of %d bytes inflating past %d", len(c.Buf), maxInflatedStream))
 	}
-	if head[0] != pushPullMsg {
-		return nil
+	var err error
+	switch head[0] {
+	case pushPullMsg:
+		err = checkPushPull(bytes.NewReader(head[1:n]))
+	case userMsg:
+		err = checkUserMsg(bytes.NewReader(head[1:n]))
 	}
-	err := checkPushPull(bytes.NewReader(head[1:n]))
 	var refused refusedStream
 	if errors.As(err, &refused) {
 		return refusedStream("compressed " + string(refused))
@@ -282,5 +350,5 @@ func guardedTransportOf(mc *memberlist.Config, log *slog.Logger) (*guardedTransp
 	if !ok {
 		return nil, fmt.Errorf("gossip transport %T does not address members by name (memberlist.NodeAwareTransport)", inner)
 	}
-	return guardStreams(na, log), nil
+	return guardStreams(na, log, streamHeaderWait), nil
 }

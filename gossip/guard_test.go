@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/hashicorp/memberlist"
 
+	"github.com/zrpcio/zrpc/internal/teststack"
 	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
@@ -92,12 +95,121 @@ func TestGossipStreamAnnouncingTooMuchIsClosedUnread(t *testing.T) {
 	})
 }
 
+// A stream to the gossip port whose user message header announces
+// 20 MiB, plain or compressed, is closed before memberlist allocates the
+// message, with one warning naming the sender; a leave notice, the user
+// message zrpc sends, still gets through.
+func TestGossipStreamAnnouncingHugeUserMessageIsClosedUnread(t *testing.T) {
+	logs := &logRecords{}
+	a := startAgent(t, "a", func(c *Config) {
+		c.Logger = slog.New(recordingHandler{Handler: c.Logger.Handler(), rec: logs})
+	})
+	b := startAgent(t, "b", nil)
+	if _, err := b.Join(context.Background(), []string{a.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, 20*time.Second, "a to see b alive", func() bool {
+		m, ok := a.Member("b")
+		return ok && m.Status == StatusAlive
+	})
+	header := append([]byte{userMsg}, msgpackOf(t, map[string]any{"UserMsgLen": 20 << 20})...)
+	var lzwBuf bytes.Buffer
+	w := lzw.NewWriter(&lzwBuf, lzw.LSB, 8)
+	w.Write(header)
+	w.Close()
+	compressed := append([]byte{compressMsg}, msgpackOf(t, map[string]any{"Algo": 0, "Buf": lzwBuf.Bytes()})...)
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	var conns []net.Conn
+	for range 4 {
+		for _, m := range [][]byte{header, compressed} {
+			c, err := net.Dial("tcp", a.LocalAddr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			if _, err := c.Write(m); err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+	}
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
+			t.Fatalf("stream %d is still open (read %d, %v)", i, n, err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+		t.Errorf("8 streams announcing user messages of 20 MiB made the agent allocate %d MiB", grew>>20)
+	}
+	warned := logs.matching("closed a gossip stream announcing more than a zrpc cluster sends")
+	if len(warned) != 1 || warned[0].Level != slog.LevelWarn {
+		t.Fatalf("warnings %+v, want one for the one sender", warned)
+	}
+
+	if err := b.Leave(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	testwait.For(t, 20*time.Second, "a to see b left", func() bool {
+		m, ok := a.Member("b")
+		return ok && m.Status == StatusLeft
+	})
+}
+
+// Shutting the guarded transport down closes a stream whose header is
+// still being waited for, instead of waiting for it until the header's
+// deadline: a stranger's silent connection does not hold the agent's
+// Close.
+func TestGuardShutdownClosesStreamsAwaitingTheirHeader(t *testing.T) {
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := guardStreams(nt, slog.New(slog.DiscardHandler), time.Hour)
+	t.Cleanup(func() { g.Shutdown() }) // after the stream's Close below
+	c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(nt.GetAutoBindPort())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write([]byte{pushPullMsg}); err != nil { // and no header
+		t.Fatal(err)
+	}
+	testwait.For(t, 20*time.Second, "the guard to wait for the stream's header", func() bool {
+		return len(teststack.Goroutines("", "gossip.checkPushPull(")) > 0
+	})
+
+	shut := make(chan struct{})
+	go func() {
+		defer close(shut)
+		g.Shutdown()
+	}()
+	testwait.For(t, 20*time.Second, "Shutdown to return while a stream sends no header", func() bool {
+		select {
+		case <-shut:
+			return true
+		default:
+			return false
+		}
+	})
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("the stream is still open after Shutdown (read %d, %v)", n, err)
+	}
+}
+
 // Whatever a stream starts with, the guard's check returns without
 // panicking.
 func FuzzCheckStream(f *testing.F) {
 	f.Add([]byte{pushPullMsg, 0x83})
 	f.Add([]byte{compressMsg, 0x82, 0xa4, 'A', 'l', 'g', 'o', 0, 0xa3, 'B', 'u', 'f', 0xc4, 2, 0x06, 0x00})
 	f.Add([]byte{hasLabelMsg, 0xff})
+	f.Add([]byte{userMsg, 0x81, 0xaa, 'U', 's', 'e', 'r', 'M', 's', 'g', 'L', 'e', 'n', 0xce, 0x01, 0x40, 0x00, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_ = checkStream(bytes.NewReader(b))
 	})

@@ -43,6 +43,10 @@ var repeatingFailures = []string{
 	"Failed to send gossip to ",
 	"Push/Pull with ",
 	"Was able to connect to ",
+	// an alive message NotifyAlive refused (another cluster's member,
+	// meta over the limit): one line per message and push/pull; the
+	// delegate's own warning names the member, once a minute.
+	"ignoring alive message for ",
 }
 
 // repeatWindow is how often a run of repeated failures is summarised, and

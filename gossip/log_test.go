@@ -95,6 +95,22 @@ func TestRepeatedMemberlistFailuresCollapse(t *testing.T) {
 	}
 }
 
+// memberlist's line about each alive message gossip refused collapses
+// like a repeated failure: a stranger sending alive messages costs a
+// line every 30 s, not one per packet.
+func TestRefusedAliveMessagesCollapse(t *testing.T) {
+	logs := &logRecords{}
+	now := time.Unix(1000, 0)
+	l := newMemberlistLogger(slog.New(recordingHandler{Handler: slog.DiscardHandler, rec: logs}))
+	l.Writer().(*logWriter).now = func() time.Time { return now }
+	for i := range 100 {
+		l.Printf("[WARN] memberlist: ignoring alive message for 'm%d': meta over memberlist's limit", i)
+	}
+	if got := logs.containing("ignoring alive message for"); len(got) != 1 || got[0].Level != slog.LevelWarn {
+		t.Fatalf("100 refused alive messages within a second gave %d lines, want one warning: %+v", len(got), got)
+	}
+}
+
 // containing returns the records whose message contains s.
 func (l *logRecords) containing(s string) []slog.Record {
 	l.mu.Lock()
