@@ -140,12 +140,18 @@ func (c *Client) putBlobOnce(ctx context.Context, name string, r io.Reader, opts
 // stream; nor has one that says nothing was applied (cut off from the
 // leader, it could not announce the put), however much was sent. Then the
 // put moves to the next agent, from the start again, when the source can
-// seek back; a pipe cannot, and the put fails saying to retry it.
+// seek back; a pipe cannot, and the put fails saying to retry it. An agent
+// lost once the whole blob was sent may have stored it: the put fails with
+// ErrOutcomeUnknown.
 func (c *Client) putThroughAgent(ctx context.Context, hdr *zrpcpb.BlobPutHeader, r io.Reader, progress func(int64)) (*zrpcpb.BlobPutResponse, error) {
 	name := hdr.Name
 	seeker, start := startOf(r)
 	var resp *zrpcpb.BlobPutResponse
 	var read, sent, notApplied bool
+	// unanswered is the failure of an attempt that sent the whole blob
+	// and got no answer (the agent died, the connection broke): the
+	// agents may have stored the blob.
+	var unanswered error
 	err := c.call(ctx, func(ctx context.Context, ep *endpoint) error {
 		if read {
 			if seeker == nil || (sent && !notApplied) {
@@ -159,9 +165,15 @@ func (c *Client) putThroughAgent(ctx context.Context, hdr *zrpcpb.BlobPutHeader,
 		var err error
 		resp, err = putBlob(ctx, ep, hdr, r, progress, &read, &sent)
 		notApplied = apierr.IsNotApplied(apierr.FromStatus(err))
+		if sent && retryable(err) && apierr.Code(apierr.FromStatus(err)) == "" {
+			unanswered = err
+		}
 		return err
 	})
 	switch {
+	case err != nil && unanswered != nil && ctx.Err() == nil:
+		err = fmt.Errorf("put %q: %w: the agent gave no answer (%w) after the whole blob was sent, while the agents may have been storing it; "+
+			"`zrpcctl blob stat %s` shows whether it was stored", name, apierr.ErrOutcomeUnknown, unanswered, name)
 	case errors.Is(err, errPutStarted):
 		err = fmt.Errorf("put %q: the agent failed after the upload began: retry the put", name)
 	case errors.Is(err, apierr.ErrNotEnoughShards):
@@ -284,6 +296,12 @@ func (b *BlobReader) Read(p []byte) (int, error) {
 			b.err = b.finish()
 		case err != nil:
 			b.err = fmt.Errorf("read blob %q: %w", b.blob.Name, mapErr(err))
+		case uint64(len(chunk)) > b.want-b.read:
+			// An agent whose stream goes on past the blob's end: its
+			// bytes are not the blob's, and a caller reading to the end
+			// (io.ReadAll) would hold whatever it sends.
+			b.err = fmt.Errorf("read blob %q: the agent sent more than the %d bytes read: its answer is not this blob; retry the read",
+				b.blob.Name, b.want)
 		default:
 			b.buf = chunk
 			b.read += uint64(len(chunk))

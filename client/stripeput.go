@@ -162,6 +162,21 @@ func (p *stripePut) run(ctx context.Context, r io.Reader) (*zrpcpb.BlobPutRespon
 	defer p.fail(nil)
 	p.c.cancelOnClose(p.ctx, p.fail)
 
+	// The lease is renewed from the start: a source that is slow to
+	// give its first bytes (a pipe from a command still working) must
+	// not let it end while the head is read.
+	renewed := make(chan struct{})
+	stopRenewing := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		p.renew(stopRenewing)
+	}()
+	stopRenewal := sync.OnceFunc(func() {
+		close(stopRenewing)
+		<-renewed
+	})
+	defer stopRenewal()
+
 	src := r
 	if p.hdr.Size == 0 {
 		// Size unknown: learn first whether the blob is larger than what
@@ -170,6 +185,7 @@ func (p *stripePut) run(ctx context.Context, r io.Reader) (*zrpcpb.BlobPutRespon
 		n, err := io.ReadFull(r, head)
 		switch {
 		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+			stopRenewal()
 			p.abort(ctx)
 			return p.c.putThroughAgent(ctx, p.hdr, bytes.NewReader(head[:n]), p.progress)
 		case err != nil:
@@ -178,17 +194,7 @@ func (p *stripePut) run(ctx context.Context, r io.Reader) (*zrpcpb.BlobPutRespon
 		}
 		src = io.MultiReader(bytes.NewReader(head), r)
 	}
-
-	renewed := make(chan struct{})
-	stopRenewing := make(chan struct{})
-	go func() {
-		defer close(renewed)
-		p.renew(stopRenewing)
-	}()
-	resp, err := p.stripe(ctx, src)
-	close(stopRenewing)
-	<-renewed
-	return resp, err
+	return p.stripe(ctx, src)
 }
 
 // stripe sends every block and commits; on failure it aborts the put.

@@ -83,9 +83,13 @@ func blobExplain(err error, hints ...blobHint) error {
 
 // transferContext makes Ctrl-C (or SIGTERM) cancel cmd's context instead
 // of killing the process, so that a transfer cleans up (a get removes its
-// temporary file) before zrpcctl exits. Call the returned stop when done.
+// temporary file) before zrpcctl exits. A second one kills it as usual: the
+// transfer may be blocked where cancelling cannot reach (a put reading a
+// terminal or a pipe that sends nothing, a get opening a FIFO no one
+// reads). Call the returned stop when done.
 func transferContext(cmd *cobra.Command) (stop func()) {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
 	cmd.SetContext(ctx)
 	return stop
 }
