@@ -52,6 +52,13 @@ type InterceptorConfig struct {
 	Logger *slog.Logger
 	// Now is the clock of the log's rate limit (time.Now when nil).
 	Now func() time.Time
+	// Changed, when set, returns a channel closed at the next change of
+	// the tokens or policies (raftstore's FSM.ACLChanged). The streams
+	// open with a token are then checked again at once, so that one that
+	// sends nothing (an idle Watch) ends too when its token is deleted or
+	// no longer grants it; without it such a stream learns at its next
+	// message.
+	Changed func() <-chan struct{}
 }
 
 // Interceptors enforce Methods on an agent's gRPC server: Unary and Stream
@@ -63,6 +70,15 @@ type Interceptors struct {
 	// logged is when each token (by accessor id, or a short hash of an
 	// unknown secret) was last logged.
 	logged map[string]time.Time
+
+	// openMu guards open and watching: the streams open with a token,
+	// checked again at each change of the ACL state (Changed), and
+	// whether a goroutine waits for that change (while any is open).
+	openMu   sync.Mutex
+	open     map[*authorizedStream]struct{}
+	watching bool
+	// idle is signalled when the last open stream ends.
+	idle chan struct{}
 }
 
 // NewInterceptors returns the interceptors of cfg.
@@ -73,7 +89,7 @@ func NewInterceptors(cfg InterceptorConfig) *Interceptors {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Interceptors{cfg: cfg, logged: map[string]time.Time{}}
+	return &Interceptors{cfg: cfg, logged: map[string]time.Time{}, open: map[*authorizedStream]struct{}{}, idle: make(chan struct{}, 1)}
 }
 
 // logEvery is how often refusals of one token are logged.
@@ -128,12 +144,80 @@ func (i *Interceptors) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 	}
 	as := &authorizedStream{ServerStream: ss, i: i, caller: c, perm: perm,
 		holdsRequest: !info.IsClientStream, checksSends: !info.IsClientStream || perm.Filter != nil}
+	if c.token && i.cfg.Changed != nil {
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		as.cancel = cancel
+		i.track(as)
+		defer i.untrack(as)
+		// A change between the authentication and the tracking has
+		// fired no channel the tracking waits on.
+		if _, err := as.authorizer(); err != nil {
+			return i.refuse(ctx, info.FullMethod, c.who, err)
+		}
+	}
 	as.ctx = context.WithValue(ctx, authorizerKey{}, as)
 	err = h(srv, as)
 	if denied := as.deniedErr(); denied != nil {
 		return i.refuse(ctx, info.FullMethod, c.who, denied)
 	}
 	return err
+}
+
+// track adds s to the open streams checked again at each change of the
+// ACL state, and starts the goroutine waiting for changes if none runs.
+// The channel it waits on first is taken here, before s checks its token
+// once more, so that no change between the two goes unseen.
+func (i *Interceptors) track(s *authorizedStream) {
+	i.openMu.Lock()
+	defer i.openMu.Unlock()
+	i.open[s] = struct{}{}
+	if !i.watching {
+		i.watching = true
+		go i.watchChanges(i.cfg.Changed())
+	}
+}
+
+// untrack removes s from the open streams.
+func (i *Interceptors) untrack(s *authorizedStream) {
+	i.openMu.Lock()
+	defer i.openMu.Unlock()
+	delete(i.open, s)
+	if len(i.open) == 0 {
+		select {
+		case i.idle <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// watchChanges checks the open streams again at each change of the ACL
+// state, from the change that closes ch, until none is open.
+func (i *Interceptors) watchChanges(ch <-chan struct{}) {
+	for {
+		select {
+		case <-ch:
+			ch = i.cfg.Changed() // before the checks: a change during them comes round again
+			i.openMu.Lock()
+			open := make([]*authorizedStream, 0, len(i.open))
+			for s := range i.open {
+				open = append(open, s)
+			}
+			i.openMu.Unlock()
+			for _, s := range open {
+				s.checkAgain()
+			}
+		case <-i.idle:
+			i.openMu.Lock()
+			if len(i.open) == 0 {
+				i.watching = false
+				i.openMu.Unlock()
+				return
+			}
+			i.openMu.Unlock()
+		}
+	}
 }
 
 // check applies perm to one request message; once: the permission has no
@@ -175,6 +259,18 @@ type authorizedStream struct {
 	// denied is the error that ends the stream: the first refused
 	// message's, or the token's once it was deleted or narrowed.
 	denied error
+	// cancel, when set, ends the handler's context: the token was
+	// deleted or narrowed while the stream sent nothing (checkAgain).
+	cancel context.CancelCauseFunc
+}
+
+// checkAgain checks the stream's token after a change of the ACL state
+// and ends a stream it no longer authorizes.
+func (s *authorizedStream) checkAgain() {
+	if _, err := s.authorizer(); err != nil {
+		s.deny(err)
+		s.cancel(err)
+	}
 }
 
 // Context returns the stream's context, which carries the stream for

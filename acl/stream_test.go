@@ -3,7 +3,9 @@ package acl
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -11,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
 // TestOpenStreamsFollowTheirTokensCurrentRights: a stream is authorized
@@ -137,5 +140,103 @@ func TestWatchOfEveryServiceIsFilteredByTheTokensCurrentRights(t *testing.T) {
 	}
 	if strings.Join(got, " | ") != "user.rpc,order.rpc | user.rpc" {
 		t.Fatalf("sent %q, want both services, then only user.rpc once the token was narrowed", got)
+	}
+}
+
+// lockedResolver is a fakeResolver safe for the interceptors' goroutine
+// that checks open streams again, with the change channel it signals.
+type lockedResolver struct {
+	mu      sync.Mutex
+	tokens  fakeResolver
+	changed chan struct{}
+}
+
+func (r *lockedResolver) Resolve(hash [32]byte) (Authorizer, string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.tokens.Resolve(hash)
+}
+
+func (r *lockedResolver) Changed() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.changed
+}
+
+// set gives the token of secret a (nil: deletes it) and signals the
+// change, as the replica does when it applies one.
+func (r *lockedResolver) set(secret string, a Authorizer) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if a == nil {
+		delete(r.tokens, HashSecret(secret))
+	} else {
+		r.tokens[HashSecret(secret)] = a
+	}
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// TestIdleStreamEndsWhenItsTokenChanges: a stream that sends nothing (a
+// watch of a quiet service) ends when its token is deleted or no longer
+// grants it, at the change, not at its next message; a change that
+// leaves its rights alone leaves it open. The goroutine that waits for
+// changes ends with the last stream.
+func TestIdleStreamEndsWhenItsTokenChanges(t *testing.T) {
+	watch := &grpc.StreamServerInfo{FullMethod: pb.Registry_Watch_FullMethodName, IsServerStream: true}
+	for _, c := range []struct {
+		name string
+		now  string // the token's rules after the change; "" deletes it
+		code codes.Code
+		msg  string
+	}{
+		{"token deleted", "", codes.Unauthenticated, "unauthenticated: the stream's ACL token was deleted while it was open"},
+		{"token narrowed", `service "order." { read }`, codes.PermissionDenied,
+			`permission denied: the stream's token no longer allows service:read on "user.rpc" (its rights changed while the stream was open)`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			secret := "s"
+			r := &lockedResolver{tokens: fakeResolver{HashSecret(secret): Compile(mustPolicy(t, "p", `service "user." { read }`))}, changed: make(chan struct{})}
+			ic := NewInterceptors(InterceptorConfig{Resolver: r, Changed: r.Changed})
+			fs := &fakeStream{ctx: withToken(secret), in: []proto.Message{&pb.WatchRequest{Service: "user.rpc"}}}
+			idle := make(chan struct{})
+			ended := make(chan error, 1)
+			go func() {
+				ended <- ic.Stream(nil, fs, watch, func(_ any, ss grpc.ServerStream) error {
+					if err := ss.RecvMsg(&pb.WatchRequest{}); err != nil {
+						return err
+					}
+					close(idle)
+					<-ss.Context().Done() // a quiet service: nothing to send
+					return status.FromContextError(ss.Context().Err()).Err()
+				})
+			}()
+			<-idle
+			// A change that grants the same: the stream stays open.
+			r.set("other", Compile())
+			select {
+			case err := <-ended:
+				t.Fatalf("a change to another token ended the stream: %v", err)
+			case <-time.After(100 * time.Millisecond):
+			}
+			if c.now == "" {
+				r.set(secret, nil)
+			} else {
+				r.set(secret, Compile(mustPolicy(t, "p", c.now)))
+			}
+			select {
+			case err := <-ended:
+				if status.Code(err) != c.code || status.Convert(err).Message() != c.msg {
+					t.Fatalf("stream ended with %v, want %v %q", err, c.code, c.msg)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("an idle stream stayed open 10 s after its token changed")
+			}
+			testwait.For(t, 10*time.Second, "the goroutine waiting for ACL changes to end with the last stream", func() bool {
+				ic.openMu.Lock()
+				defer ic.openMu.Unlock()
+				return !ic.watching
+			})
+		})
 	}
 }

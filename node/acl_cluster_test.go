@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/zrpcio/zrpc/acl"
 	"github.com/zrpcio/zrpc/api/apierr"
@@ -189,5 +190,69 @@ func TestWatchManyChecksEachWatchAgainstTheToken(t *testing.T) {
 	want := map[uint64]string{1: "ended PermissionDenied", 2: "user.rpc", 3: "user.rpc"}
 	if !maps.Equal(got, want) {
 		t.Fatalf("watches of order.rpc, user.rpc and everything: %v, want %v", got, want)
+	}
+}
+
+// TestIdleWatchEndsWhenItsTokenIsDeleted: a watch of a quiet service,
+// served by a follower, ends with Unauthenticated when its token is
+// deleted through the leader: at the deletion, which every replica
+// applies, not at the service's next change, which may never come.
+func TestIdleWatchEndsWhenItsTokenIsDeleted(t *testing.T) {
+	c := testcluster.New(t, 3, testcluster.WithConfig(func(cfg *node.Config) { cfg.ACL = true }))
+	ctx := ctxT(t)
+	leader := c.LeaderIndex()
+	follower := (leader + 1) % c.Size()
+	_, mgmtSecret, err := aclClient(t, c, leader, "").ACLBootstrap(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := aclClient(t, c, leader, mgmtSecret)
+	if err := aclRegister(ctx, admin, "user.rpc"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.ACLPolicyCreate(ctx, "read-user", "", `service "user." { read }`); err != nil {
+		t.Fatal(err)
+	}
+	tok, secret, err := admin.ACLTokenCreate(ctx, "reader", "read-user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(c.GRPCAddr(follower), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	// The follower may not have applied the token yet: watch once it has.
+	var w grpc.ServerStreamingClient[pb.WatchResponse]
+	c.WaitFor(10*time.Second, "a watch of user.rpc through the follower with the new token", func() bool {
+		s, err := pb.NewRegistryClient(cc).Watch(metadata.AppendToOutgoingContext(ctx, acl.AuthorizationKey, "Bearer "+secret), &pb.WatchRequest{Service: "user.rpc"})
+		if err != nil {
+			return false
+		}
+		if first, err := s.Recv(); err != nil || !first.Snapshot {
+			return false
+		}
+		w = s
+		return true
+	})
+	if err := admin.ACLTokenDelete(ctx, tok.AccessorId); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := w.Recv(); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-ended:
+		if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "deleted while it was open") {
+			t.Fatalf("the watch ended with %v, want Unauthenticated saying its token was deleted", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a watch of a quiet service stayed open 20 s after its token was deleted")
 	}
 }

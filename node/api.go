@@ -122,6 +122,7 @@ func (n *Node) apiServerConfig() grpcapi.ServerConfig {
 			},
 			OnRefused: n.metrics.observeACLRefusal,
 			Logger:    n.log,
+			Changed:   fsm.ACLChanged,
 		})
 	}
 	return cfg

@@ -47,6 +47,9 @@ type aclState struct {
 	policies     map[string]*pb.ACLPolicy
 	tokens       map[string]*pb.ACLToken // by accessor id
 	byHash       map[string]*pb.ACLToken // by string(secret_hash)
+	// changed is closed, and replaced, when the state changes
+	// (FSM.ACLChanged).
+	changed chan struct{}
 }
 
 func (a *aclState) reset() {
@@ -56,6 +59,25 @@ func (a *aclState) reset() {
 	a.policies = map[string]*pb.ACLPolicy{}
 	a.tokens = map[string]*pb.ACLToken{}
 	a.byHash = map[string]*pb.ACLToken{}
+	a.signal()
+}
+
+// signal wakes those waiting for a change; the caller holds a.mu.
+func (a *aclState) signal() {
+	if a.changed != nil {
+		close(a.changed)
+	}
+	a.changed = make(chan struct{})
+}
+
+// ACLChanged returns a channel closed at the next change of the ACL
+// state: a policy or token created or deleted, a bootstrap, a snapshot
+// restored. A stream authorized by a token waits on it to learn that its
+// token was deleted while it sends nothing.
+func (f *FSM) ACLChanged() <-chan struct{} {
+	f.acl.mu.RLock()
+	defer f.acl.mu.RUnlock()
+	return f.acl.changed
 }
 
 // putToken stores t; the caller holds a.mu.
@@ -79,10 +101,15 @@ func checkToken(field string, t *pb.ACLToken) error {
 }
 
 // applyACL applies the ACL commands; the caller holds f.mu.
-func (f *FSM) applyACL(cmd *pb.Command, rev uint64) error {
+func (f *FSM) applyACL(cmd *pb.Command, rev uint64) (err error) {
 	a := &f.acl
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	defer func() {
+		if err == nil {
+			a.signal()
+		}
+	}()
 	switch k := cmd.Kind.(type) {
 	case *pb.Command_AclBootstrap:
 		t := k.AclBootstrap.GetToken()
@@ -275,6 +302,7 @@ func (a *aclState) restore(bootstrapped bool, policies []*pb.ACLPolicy, tokens [
 	a.reset()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	defer a.signal()
 	a.bootstrapped = bootstrapped
 	for _, p := range policies {
 		a.policies[p.Name] = p

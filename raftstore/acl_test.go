@@ -250,3 +250,43 @@ func TestFSMSnapshotWithoutACLStateRestoresWithNone(t *testing.T) {
 		t.Fatal("the snapshot's registry was not restored")
 	}
 }
+
+// TestFSMACLChangedFiresAtEachChange: the channel ACLChanged returns is
+// closed when an ACL write applies or a snapshot is restored, and not by
+// a refused ACL write or a registry write.
+func TestFSMACLChangedFiresAtEachChange(t *testing.T) {
+	d := newFSMDriver(t, 16)
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	steps := []struct {
+		what   string
+		do     func()
+		change bool
+	}{
+		{"bootstrap", func() { d.mustApply(aclBootstrapCmd(aclToken("a0", "root", ManagementPolicy))) }, true},
+		{"a registration", func() { d.mustApply(registerCmd(testInstance("api", "1", "n1"))) }, false},
+		{"a refused second bootstrap", func() { d.apply(aclBootstrapCmd(aclToken("a2", "other", ManagementPolicy))) }, false},
+		{"a policy", func() { d.mustApply(aclPolicyCmd("p", `service "" { read }`)) }, true},
+		{"a token", func() { d.mustApply(aclTokenCmd(aclToken("a1", "s1", "p"))) }, true},
+		{"a refused delete of an unknown token", func() { d.apply(aclTokenDeleteCmd("nobody")) }, false},
+		{"a token deleted", func() { d.mustApply(aclTokenDeleteCmd("a1")) }, true},
+		{"a snapshot restored", func() {
+			if err := d.fsm.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, d.fsm)))); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+	}
+	for _, s := range steps {
+		ch := d.fsm.ACLChanged()
+		s.do()
+		if closed(ch) != s.change {
+			t.Fatalf("after %s: channel closed %v, want %v", s.what, closed(ch), s.change)
+		}
+	}
+}

@@ -72,7 +72,7 @@ func (registerOnly) Register(_ context.Context, req *pb.RegisterRequest) (*pb.Re
 // ends, and returns the address.
 func Start(t testing.TB, fsm *raftstore.FSM) string {
 	t.Helper()
-	ic := acl.NewInterceptors(acl.InterceptorConfig{Resolver: acl.NewReplicaResolver(fsm)})
+	ic := acl.NewInterceptors(acl.InterceptorConfig{Resolver: acl.NewReplicaResolver(fsm), Changed: fsm.ACLChanged})
 	mapErrs := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		resp, err := h(ctx, req)
 		return resp, apierr.ToStatus(err)
