@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -164,7 +166,12 @@ func (s *snapshotScheduler) rotate() error {
 			names = append(names, e.Name())
 		}
 	}
-	slices.Sort(names)
+	// Oldest by Raft index, which only grows on this agent, rather than
+	// by the time in the name: after the clock is set back a new file
+	// sorts before the old ones, and would be the one deleted.
+	slices.SortFunc(names, func(a, b string) int {
+		return cmp.Or(cmp.Compare(scheduledIndex(a), scheduledIndex(b)), strings.Compare(a, b))
+	})
 	var errs []string
 	for len(names) > s.retain {
 		if err := os.Remove(filepath.Join(s.dir, names[0])); err != nil {
@@ -176,6 +183,13 @@ func (s *snapshotScheduler) rotate() error {
 		return fmt.Errorf("delete old snapshots: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// scheduledIndex is the Raft index in a name scheduledName matches.
+func scheduledIndex(name string) uint64 {
+	name = strings.TrimSuffix(name, ".snap")
+	index, _ := strconv.ParseUint(name[strings.LastIndexByte(name, '-')+1:], 10, 64)
+	return index
 }
 
 // snapshotMetrics count the scheduled snapshots.

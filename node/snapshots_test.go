@@ -105,6 +105,27 @@ func TestSnapshotSchedulerWritesVerifiesAndRotates(t *testing.T) {
 	}
 }
 
+// After the clock is set back, the files written since sort before the
+// older ones by name: rotation still deletes the oldest by Raft index and
+// keeps the newest.
+func TestSnapshotSchedulerKeepsTheNewestAfterTheClockGoesBack(t *testing.T) {
+	s, fake := newTestScheduler(t, 2)
+	for range 2 {
+		if _, err := s.take(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fake.created = fake.created.Add(-time.Hour)
+	newest, err := s.take(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"20260102T020705.000Z-30.snap", "20260102T030605.000Z-20.snap"}
+	if got := dirNames(t, s.dir); !slices.Equal(got, want) {
+		t.Fatalf("snapshots dir holds %v, want %v (the newest is %s)", got, want, filepath.Base(newest))
+	}
+}
+
 // A snapshot that fails verification is not kept, does not push an older
 // one out, and is counted as a failure.
 func TestSnapshotSchedulerKeepsOldFilesWhenANewOneFailsVerification(t *testing.T) {

@@ -106,6 +106,7 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 	sessions := make(map[string]bool)
 	policies := make(map[string]bool)
 	accessors, hashes := make(map[string]bool), make(map[string]bool)
+	blobNames, blobIDs := make(map[string]bool), make(map[string]bool)
 	err := snapshot.ReadState(r, snapshot.StateRecords{
 		Header: func(h *pb.SnapshotHeader) error {
 			hdr = h
@@ -138,6 +139,13 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 			if b.Name == "" || b.Id == "" {
 				return errors.New("the blob has no name or id")
 			}
+			// The state machine finds a blob by either: one shared would
+			// leave the other unreachable by it (and its shards
+			// unreferenced) once the first is deleted.
+			if blobNames[b.Name] || blobIDs[b.Id] {
+				return fmt.Errorf("blob %q (id %s): its name or id is repeated", b.Name, b.Id)
+			}
+			blobNames[b.Name], blobIDs[b.Id] = true, true
 			return checkBlobShape(b)
 		}),
 		PendingBlob: appendTo(&s.pending),

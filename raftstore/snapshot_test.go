@@ -3,9 +3,13 @@ package raftstore
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"testing"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/snapshot"
 )
 
 // A persisted snapshot lists the instances sorted by service and id,
@@ -30,5 +34,35 @@ func TestSnapshotListsInstancesSorted(t *testing.T) {
 		return strings.Compare(a.id, b.id)
 	}) {
 		t.Errorf("snapshot instances are not sorted by service and id")
+	}
+}
+
+// A snapshot with two blobs of one name or one id is refused: the state
+// machine indexes blobs by both, and never holds two such.
+func TestRestoreRefusesRepeatedBlobs(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		a, b *pb.Blob
+	}{
+		{"repeated id", &pb.Blob{Name: "x", Id: "1"}, &pb.Blob{Name: "y", Id: "1"}},
+		{"repeated name", &pb.Blob{Name: "x", Id: "1"}, &pb.Blob{Name: "x", Id: "2"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var state bytes.Buffer
+			sw := snapshot.NewStateWriter(&state, &pb.SnapshotHeader{Revision: 5, Blobs: 2})
+			sw.WriteBlob(c.a)
+			sw.WriteBlob(c.b)
+			if err := sw.Close(); err != nil {
+				t.Fatal(err)
+			}
+			f := NewFSM(16)
+			err := f.Restore(io.NopCloser(&state))
+			if err == nil || !strings.Contains(err.Error(), "repeated") {
+				t.Fatalf("Restore = %v, want the repeated blob refused", err)
+			}
+			if blobs, _ := f.Blobs(""); len(blobs) != 0 || f.Revision() != 0 {
+				t.Fatalf("a refused restore left %d blobs at revision %d", len(blobs), f.Revision())
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -36,6 +37,12 @@ import (
 // reading the last index and raft running the restore, so that the index
 // raft picks is the one the state was rebased to.
 const restoreIndexGap = 1024
+
+// maxRestoreIndex bounds the Raft index and revision of a file to
+// restore: the state is placed past them, and the cluster's log goes on
+// from there. No log comes near it; a file that names more is refused
+// rather than have the index wrap around.
+const maxRestoreIndex = 1 << 62
 
 // defaultRestoreTimeout bounds raft's restore when ctx has no deadline.
 const defaultRestoreTimeout = 5 * time.Minute
@@ -124,12 +131,24 @@ func CheckSnapshotFile(f io.ReadSeeker) (snapshot.Header, error) {
 	if err != nil {
 		return snapshot.Header{}, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
 	}
-	lerr := NewFSM(1).Restore(io.NopCloser(sr))
+	if h := sr.Header; h.Index > maxRestoreIndex || h.Revision > maxRestoreIndex {
+		return h, fmt.Errorf("%w: the snapshot's header names Raft index %d and revision %d, past the %d a restore accepts: the file was not written by zrpc as it is",
+			apierr.ErrInvalidArgument, h.Index, h.Revision, uint64(maxRestoreIndex))
+	}
+	scratch := NewFSM(1)
+	lerr := scratch.Restore(io.NopCloser(sr))
 	if _, err := io.Copy(io.Discard, sr); err != nil { // to the trailer, whatever the load left
 		return sr.Header, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
 	}
 	if lerr != nil {
 		return sr.Header, fmt.Errorf("%w: the snapshot's state does not load: %w", apierr.ErrInvalidArgument, lerr)
+	}
+	// A restore places the state past the header's revision; a state
+	// further on has instances past the revision it is given, which the
+	// state machine refuses once raft has started the restore.
+	if rev := scratch.Revision(); rev != sr.Header.Revision {
+		return sr.Header, fmt.Errorf("%w: the snapshot's state is at revision %d and its file header says %d: the file was not written by zrpc as it is; save a new snapshot",
+			apierr.ErrInvalidArgument, rev, sr.Header.Revision)
 	}
 	return sr.Header, nil
 }
@@ -158,6 +177,12 @@ func (s *Store) RestoreSnapshot(ctx context.Context, f io.ReadSeeker) (uint64, e
 	timeout := defaultRestoreTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
+	}
+	// raft takes no context, and to raft a timeout of zero or less is
+	// none: a caller gone while the file was checked (a large file takes
+	// a while) must not have it restored after being told it failed.
+	if err := ctx.Err(); err != nil || timeout <= 0 {
+		return 0, apierr.NotApplied(fmt.Errorf("restore snapshot: %w", cmp.Or(err, context.DeadlineExceeded)))
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: index, Term: hdr.Term, Size: int64(size)}
 	if err := s.raft.Restore(meta, state, timeout); err != nil {

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -137,5 +139,83 @@ func TestStoreRestoreRefusesBadFilesLeavingStateAlone(t *testing.T) {
 	}
 	if d := diffStates(want, stateOf(b.FSM())); d != "" {
 		t.Fatalf("a refused restore changed the state:\n%s", d)
+	}
+}
+
+// reheader returns the snapshot file with its header changed by edit and
+// its trailer recomputed: a file whose checksum holds whatever its header
+// says.
+func reheader(t *testing.T, file []byte, edit func(*snapshot.Header)) []byte {
+	t.Helper()
+	sr, err := snapshot.NewReader(bytes.NewReader(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := sr.Header
+	edit(&hdr)
+	var out bytes.Buffer
+	sw, err := snapshot.NewWriter(&out, hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(sw, sr); err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// A file whose header names a revision below its state's, or an index so
+// high that the index past it wraps around, is refused: the restore would
+// rebase the state to a revision its own instances are past, which the
+// state machine refuses once raft has started the restore, and raft stops
+// the agent on that.
+func TestStoreRestoreRefusesAHeaderBehindItsState(t *testing.T) {
+	file := saveBytes(t, savedStore(t, restoreIndexGap+100))
+	b := savedStore(t, 5)
+	want := stateOf(b.FSM())
+	for _, c := range []struct {
+		name string
+		edit func(*snapshot.Header)
+	}{
+		{"revision behind the state", func(h *snapshot.Header) { h.Index, h.Revision = 1, 1 }},
+		// The restore's index, past the file's, would wrap around to
+		// one behind the state's revision.
+		{"index at the end of the range", func(h *snapshot.Header) { h.Index = math.MaxUint64 }},
+	} {
+		lying := reheader(t, file, c.edit)
+		if _, err := CheckSnapshotFile(bytes.NewReader(lying)); !errors.Is(err, apierr.ErrInvalidArgument) || !strings.Contains(err.Error(), "revision") {
+			t.Errorf("%s: CheckSnapshotFile = %v, want InvalidArgument naming the revisions", c.name, err)
+		}
+		if _, err := b.RestoreSnapshot(context.Background(), bytes.NewReader(lying)); !errors.Is(err, apierr.ErrInvalidArgument) {
+			t.Fatalf("%s: RestoreSnapshot = %v, want InvalidArgument", c.name, err)
+		}
+	}
+	if d := diffStates(want, stateOf(b.FSM())); d != "" {
+		t.Fatalf("a refused restore changed the state:\n%s", d)
+	}
+}
+
+// A restore whose caller has gone (cancelled, or its deadline passed
+// while the file was checked) is not handed to raft, which takes no
+// context: the state stays as it was and the error says so.
+func TestStoreRestoreOfAGoneCallerChangesNothing(t *testing.T) {
+	file := saveBytes(t, savedStore(t, 3))
+	b := savedStore(t, 6)
+	want := stateOf(b.FSM())
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel2()
+	for name, ctx := range map[string]context.Context{"cancelled": cancelled, "deadline passed": expired} {
+		_, err := b.RestoreSnapshot(ctx, bytes.NewReader(file))
+		if err == nil || !apierr.IsNotApplied(err) {
+			t.Errorf("%s: RestoreSnapshot = %v, want an error marked not applied", name, err)
+		}
+	}
+	if d := diffStates(want, stateOf(b.FSM())); d != "" {
+		t.Fatalf("a restore for a caller that had gone changed the state:\n%s", d)
 	}
 }
