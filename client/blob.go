@@ -127,6 +127,11 @@ func (c *Client) putBlobOnce(ctx context.Context, name string, r io.Reader, opts
 	}
 	p, err := c.newStripePut(hdr, begin, opts.Progress)
 	if err != nil {
+		if begin.GetBlobId() != "" {
+			// Begun, but not to be sent: end it now rather than leave
+			// it pending until its lease runs out.
+			(&stripePut{c: c, hdr: hdr, begin: begin}).abort(ctx)
+		}
 		return nil, err
 	}
 	return p.run(ctx, r)

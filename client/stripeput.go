@@ -137,6 +137,9 @@ func (c *Client) newStripePut(hdr *zrpcpb.BlobPutHeader, begin *zrpcpb.BeginPutR
 		return nil, fmt.Errorf("put %q: the agent's placement has a block size of %d bytes: want 1 to %d", hdr.Name, bs, maxStripeBlock)
 	case begin.GetInlineMax() > maxInline:
 		return nil, fmt.Errorf("put %q: the agent stores blobs of up to %d bytes inline: want at most %d", hdr.Name, begin.GetInlineMax(), maxInline)
+	case (hdr.DataShards != 0 || hdr.ParityShards != 0) && (k != int(hdr.DataShards) || m != int(hdr.ParityShards)):
+		// An explicit scheme is the agents' to refuse, never to change.
+		return nil, fmt.Errorf("put %q: the agent's placement has %d+%d shards, the put asked for %d+%d", hdr.Name, k, m, hdr.DataShards, hdr.ParityShards)
 	}
 	cd, err := codec.New(k, m)
 	if err != nil {
