@@ -253,6 +253,9 @@ func (c *Config) quota() *pb.Quota {
 	}
 }
 
+// minJoinMaxBackoff is the shortest join_max_backoff accepted.
+const minJoinMaxBackoff = 100 * time.Millisecond
+
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
 
 // Validate reports every invalid field at once, joined, each naming the
@@ -343,16 +346,21 @@ func (c *Config) validateAgent(l *fielderr.List) {
 	}{
 		{"leader_wait", c.LeaderWait},
 		{"health_interval", c.HealthInterval},
-		{"join_max_backoff", c.JoinMaxBackoff},
 	} {
 		if p.v <= 0 {
 			bad(p.field, "must be positive, got %s", p.v)
 		}
 	}
+	// Join attempts refused at once would follow each other without a
+	// pause, each logged.
+	if c.JoinMaxBackoff < minJoinMaxBackoff {
+		bad("join_max_backoff", "%s is too short (minimum %s, default %s)", c.JoinMaxBackoff, minJoinMaxBackoff, gossip.DefaultJoinMaxBackoff)
+	}
 	// A write retried after an ambiguous failure is applied once only while
 	// the FSM remembers its request id: the retry must come within that
 	// window, after at most leader_wait and an election.
-	if c.LeaderWait+c.RaftElectionTimeout >= raftstore.DedupWindow/2 {
+	// (Each is checked alone first: their sum may overflow.)
+	if half := raftstore.DedupWindow / 2; c.LeaderWait >= half || c.RaftElectionTimeout >= half || c.LeaderWait+c.RaftElectionTimeout >= half {
 		bad("leader_wait", "%s plus raft_election_timeout %s must stay under %s (half the window in which retried writes are recognised)",
 			c.LeaderWait, c.RaftElectionTimeout, raftstore.DedupWindow/2)
 	}

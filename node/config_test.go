@@ -1,6 +1,7 @@
 package node
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -157,6 +158,7 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 		}},
 		{"dead_node_reap", func(c *Config) { c.DeadNodeReap = time.Millisecond }},
 		{"join_max_backoff", func(c *Config) { c.JoinMaxBackoff = 0 }},
+		{"join_max_backoff", func(c *Config) { c.JoinMaxBackoff = time.Millisecond }},
 		{"leader_wait", func(c *Config) { c.LeaderWait = 0 }},
 		{"health_interval", func(c *Config) { c.HealthInterval = -time.Second }},
 		{"raft_heartbeat_timeout", func(c *Config) { c.RaftHeartbeatTimeout = 0 }},
@@ -298,5 +300,17 @@ func TestConfigFileErrorsSayTheSettingAndWhatItWants(t *testing.T) {
 	}
 	if c.Name != before.Name || c.GRPCPort != before.GRPCPort {
 		t.Errorf("a failed LoadFile changed the config: name %q, grpc port %d", c.Name, c.GRPCPort)
+	}
+}
+
+// TestConfigRefusesALeaderWaitSoLongItsSumOverflows: leader_wait plus
+// raft_election_timeout must stay under half the dedup window; a
+// leader_wait so long that the sum wraps around is refused too.
+func TestConfigRefusesALeaderWaitSoLongItsSumOverflows(t *testing.T) {
+	c := Default()
+	c.RaftHeartbeatTimeout, c.RaftElectionTimeout, c.RaftLeaderLease = time.Second, time.Second, time.Second
+	c.LeaderWait = math.MaxInt64
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "leader_wait:") {
+		t.Fatalf("Validate with leader_wait %s = %v, want an error naming leader_wait", c.LeaderWait, err)
 	}
 }

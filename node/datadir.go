@@ -1,6 +1,7 @@
 package node
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -39,6 +40,8 @@ const (
 	raftDBFile    = "raft.db" // the Raft log before raft-wal
 	raftWALDir    = "wal"
 	shardsDirName = "shards"
+	// tmpSuffix names the temporary file writeFileSync renames.
+	tmpSuffix = ".tmp"
 )
 
 // openDataDir creates or opens dir for the agent called name. It refuses a
@@ -54,13 +57,19 @@ func openDataDir(dir, name string) (*dataDir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read data dir: %w", err)
 	}
-	hasID := false
+	hasID, foreign := false, false
 	for _, e := range entries {
-		if e.Name() == nodeIDFile {
+		switch e.Name() {
+		case nodeIDFile:
 			hasID = true
+		case lockFile, nodeIDFile + tmpSuffix:
+			// Left by a first start that stopped before it recorded its
+			// name (a full disk, a crash): the directory is still new.
+		default:
+			foreign = true
 		}
 	}
-	if !hasID && len(entries) > 0 {
+	if !hasID && foreign {
 		return nil, fmt.Errorf("data dir %s is not empty and was not created by zrpcd (no %s file); choose an empty or new --data-dir", dir, nodeIDFile)
 	}
 	d := &dataDir{path: dir}
@@ -92,8 +101,24 @@ func (d *dataDir) readClusterID() error {
 	case err != nil:
 		return fmt.Errorf("read %s: %w", p, err)
 	}
-	d.clusterID = strings.TrimSpace(string(b))
+	id := strings.TrimSpace(string(b))
+	if id != "" && !isClusterID(id) {
+		return fmt.Errorf("%s holds %.80q, not a cluster id (%d hex digits): the file is damaged. "+
+			"If %s holds this agent's Raft log, remove %s and start the agent again: it records its cluster's id again once it has applied its log",
+			p, id, 2*clusterIDBytes, filepath.Join(d.path, raftDirName), p)
+	}
+	d.clusterID = id
 	return nil
+}
+
+// clusterIDBytes is the length of a cluster id (raftstore.NewClusterInit:
+// 16 random bytes, written as 32 hex digits).
+const clusterIDBytes = 16
+
+// isClusterID reports whether id is written as a cluster id is.
+func isClusterID(id string) bool {
+	b, err := hex.DecodeString(id)
+	return err == nil && len(b) == clusterIDBytes
 }
 
 // writeClusterID records the cluster the agent belongs to (fsync'd, through
@@ -203,6 +228,11 @@ func (d *dataDir) checkOwner(name string) (claimed bool, err error) {
 		return false, fmt.Errorf("read %s: %w", p, err)
 	}
 	owner := strings.TrimSpace(string(b))
+	if !nameRE.MatchString(owner) {
+		return false, fmt.Errorf("%s holds %.80q, not an agent name: the file is damaged. "+
+			"If this data dir is agent %s's, write its name into the file (echo %s > %s) and start it again; otherwise choose another --data-dir",
+			p, owner, name, name, p)
+	}
 	if owner != name {
 		return false, fmt.Errorf("data dir %s belongs to agent %q, not %q; start with --name %s or choose another --data-dir",
 			d.path, owner, name, owner)
@@ -222,7 +252,7 @@ func (d *dataDir) close() error {
 // writeFileSync writes a new file through a temp name, fsyncs and renames,
 // so a crash never leaves a half-written file under the real name.
 func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
+	tmp := path + tmpSuffix
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)

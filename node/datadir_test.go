@@ -198,7 +198,7 @@ func TestDataDirCountsEitherRaftLogFormat(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			os.WriteFile(filepath.Join(dir, nodeIDFile), []byte("n1\n"), 0o600)
-			os.WriteFile(filepath.Join(dir, clusterIDFile), []byte("c0ffee\n"), 0o600)
+			os.WriteFile(filepath.Join(dir, clusterIDFile), []byte("0123456789abcdef0123456789abcdef\n"), 0o600)
 			raftDir := filepath.Join(dir, raftDirName)
 			if err := os.MkdirAll(raftDir, 0o700); err != nil {
 				t.Fatal(err)
@@ -216,6 +216,81 @@ func TestDataDirCountsEitherRaftLogFormat(t *testing.T) {
 			case !tc.ok && (err == nil || !strings.Contains(err.Error(), "its Raft log")):
 				t.Fatalf("openDataDir = %v, want the lost Raft log refusal", err)
 			}
+		})
+	}
+}
+
+// TestDataDirOfAFirstStartThatStoppedEarlyIsNew: a first start that stopped
+// after it locked an empty data dir and before it recorded its name (a
+// full disk, a crash) leaves the lock file, perhaps the temporary file of
+// the name; the next start takes the directory as new instead of refusing
+// it as another program's.
+func TestDataDirOfAFirstStartThatStoppedEarlyIsNew(t *testing.T) {
+	for _, left := range [][]string{{lockFile}, {lockFile, nodeIDFile + tmpSuffix}} {
+		t.Run(strings.Join(left, "+"), func(t *testing.T) {
+			cfg := testConfig(t)
+			for _, f := range left {
+				if err := os.WriteFile(filepath.Join(cfg.DataDir, f), []byte("1234\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			startNode(t, cfg)
+			b, err := os.ReadFile(filepath.Join(cfg.DataDir, nodeIDFile))
+			if err != nil || strings.TrimSpace(string(b)) != cfg.Name {
+				t.Fatalf("node-id after the start: %q (%v), want %s", b, err, cfg.Name)
+			}
+		})
+	}
+}
+
+// TestDamagedIdentityFilesAreRefusedSayingHowToMend: a node-id or
+// cluster-id file that holds no name or id is refused, naming the file,
+// with the data dir left as it was; doing what the error says lets the
+// agent start again, with its cluster's id recorded again.
+func TestDamagedIdentityFilesAreRefusedSayingHowToMend(t *testing.T) {
+	cases := []struct {
+		name, file, damage string
+		mend               func(path, name string) error
+	}{
+		{"empty node-id", nodeIDFile, "", func(p, name string) error { return os.WriteFile(p, []byte(name+"\n"), 0o600) }},
+		{"garbage node-id", nodeIDFile, "\x00\x17\xff", func(p, name string) error { return os.WriteFile(p, []byte(name+"\n"), 0o600) }},
+		{"garbage cluster-id", clusterIDFile, "not-a-cluster-id\x00", func(p, _ string) error { return os.Remove(p) }},
+		{"overlong cluster-id", clusterIDFile, strings.Repeat("ab", 100), func(p, _ string) error { return os.Remove(p) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			n := startNode(t, cfg)
+			waitFor(t, 10*time.Second, "the cluster id recorded", func() bool {
+				_, err := os.Stat(filepath.Join(cfg.DataDir, clusterIDFile))
+				return err == nil
+			})
+			id := n.Store().FSM().ClusterID()
+			n.Close()
+			p := filepath.Join(cfg.DataDir, tc.file)
+			if err := os.WriteFile(p, []byte(tc.damage), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			before := snapshotDir(t, cfg.DataDir)
+			err := startErr(t, cfg)
+			if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "damaged") {
+				t.Fatalf("Start with a damaged %s: %v, want an error naming %s as damaged", tc.file, err, p)
+			}
+			after := snapshotDir(t, cfg.DataDir)
+			for name, content := range before {
+				if after[name] != content {
+					t.Errorf("%s was changed or removed", name)
+				}
+			}
+			if err := tc.mend(p, cfg.Name); err != nil {
+				t.Fatal(err)
+			}
+			again := startNode(t, cfg)
+			waitFor(t, 10*time.Second, "the mended agent to know its cluster's id", func() bool { return again.clusterID() == id })
+			waitFor(t, 10*time.Second, "the cluster id recorded again", func() bool {
+				b, err := os.ReadFile(filepath.Join(cfg.DataDir, clusterIDFile))
+				return err == nil && strings.TrimSpace(string(b)) == id
+			})
 		})
 	}
 }

@@ -27,3 +27,20 @@ func TestHaltStopsTheBlobStoresLoops(t *testing.T) {
 		return goroutinesRunning(scrub)+goroutinesRunning(collect) == before
 	})
 }
+
+// TestHaltStopsTheStallDetector: a halted agent stops the goroutine that
+// watches for stalls of the process, as Close does; left running, every
+// agent a test process kills and restarts kept one waking ten times a
+// second.
+func TestHaltStopsTheStallDetector(t *testing.T) {
+	const detector = "stall.(*Detector).run("
+	before := goroutinesRunning(detector)
+	n := startNode(t, testConfig(t))
+	if got := goroutinesRunning(detector); got != before+1 {
+		t.Fatalf("a running agent has %d stall detector goroutines, want 1 (test process: %d before it)", got-before, before)
+	}
+	n.Halt()
+	waitFor(t, 10*time.Second, "the halted agent's stall detector to end", func() bool {
+		return goroutinesRunning(detector) == before
+	})
+}

@@ -386,6 +386,9 @@ func (n *Node) Halt() {
 		if n.store != nil {
 			n.store.Close()
 		}
+		if n.stalls != nil {
+			n.stalls.Stop()
+		}
 		if n.dir != nil {
 			n.dir.close()
 		}

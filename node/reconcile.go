@@ -9,6 +9,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/internal/warnrate"
 	"github.com/zrpcio/zrpc/node/health"
 	"github.com/zrpcio/zrpc/raftstore"
 )
@@ -60,7 +61,15 @@ type reconciler struct {
 	// clusterID is the cluster's id (Node.clusterID); nil: every agent
 	// counts as having the cluster's log (hasLog).
 	clusterID func() string
-	log       *slog.Logger
+	// answers reports whether agent name answers at its gRPC address, as
+	// that agent of this cluster (Node.answersAs); nil: none does. Gossip
+	// only infers a failure: an agent it cannot reach (its gossip port
+	// blocked, a keyring out of step, gossip on the leader not joined)
+	// may be running and serving its sessions, and is not reaped.
+	answers func(ctx context.Context, name string) bool
+	// answerWarn limits the warning about such an agent to one a minute.
+	answerWarn *warnrate.Limiter
+	log        *slog.Logger
 	// failedSince is when each failed or unknown server was first seen so.
 	failedSince map[string]time.Time
 }
@@ -77,8 +86,25 @@ func (n *Node) newReconciler() *reconciler {
 			return n.gossip().Members()
 		},
 		raft: n.store, nodes: n.store.FSM(), apply: n.store.Apply, log: n.log, fsmVersion: n.clusterFSMVersion, clusterID: n.clusterID,
-		failedSince: make(map[string]time.Time),
+		answers: n.answersAs, failedSince: make(map[string]time.Time),
 	}
+}
+
+// answersAs reports whether the agent at the gRPC address the replica or
+// gossip knows for name answers its Status there, within 500 ms, as
+// agent name of this cluster (or of none yet: the same agent on a new
+// disk).
+func (n *Node) answersAs(ctx context.Context, name string) bool {
+	addr := n.peerGRPCAddr(name)
+	if addr == "" {
+		return false
+	}
+	st, err := n.peerStatus(ctx, addr)
+	if err != nil || st.GetNode() != name {
+		return false
+	}
+	id := n.clusterID()
+	return st.GetClusterId() == "" || id == "" || st.GetClusterId() == id
 }
 
 // runReconcile runs on the leader: a full pass every reconcileInterval and
@@ -309,6 +335,20 @@ func (r *reconciler) reconcileFailed(ctx context.Context, name string, down time
 	return nil
 }
 
+// registryHolds reports whether the registry holds what removing agent
+// name takes: its record, its sessions, and unless it is reaped (a reap
+// keeps the instances registered through it without a session: reaped
+// already, what it kept stays) any instance it owns.
+func (r *reconciler) registryHolds(name string, reap bool) bool {
+	if r.nodes.Node(name) != nil {
+		return true
+	}
+	if reap {
+		return r.nodes.NodeHasSessions(name)
+	}
+	return r.nodes.NodeOwnsAnything(name)
+}
+
 // removeMember takes an agent out of Raft and the registry, with every
 // session it owned and the instances bound to them. The instances
 // registered through it without a session go too when it left or an
@@ -317,23 +357,36 @@ func (r *reconciler) reconcileFailed(ctx context.Context, name string, down time
 // them gone, and nothing would register them again. They pass again if
 // the agent comes back (reconcileAlive), and go when deregistered, when
 // their deregister_critical_after runs out, or when the agent is removed
-// with `zrpcctl raft remove-peer`.
+// with `zrpcctl raft remove-peer`. Nor is an agent reaped while it
+// answers at its gRPC address (answers): it runs, whatever gossip says.
 func (r *reconciler) removeMember(ctx context.Context, name, why string, inRaft map[string]raftstore.Server, reap bool) error {
 	// Replicas of builds before keep_unbound would delete what the others
 	// keep: while any server (or the agent reaped, should it come back)
 	// runs one, a reap removes everything, as they do.
 	keep := reap && (r.fsmVersion == nil || r.fsmVersion(name) >= 2)
-	if _, ok := inRaft[name]; ok {
+	_, member := inRaft[name]
+	if !member && !r.registryHolds(name, reap) {
+		return nil
+	}
+	if reap && r.answers != nil && r.answers(ctx, name) {
+		if r.answerWarn == nil {
+			r.answerWarn = warnrate.New(time.Minute, 1024, time.Now)
+		}
+		if pass, _ := r.answerWarn.Seen(name); pass {
+			r.log.Warn("not reaping an agent that answers at its gRPC address although gossip counts it failed or does not know it: "+
+				"check that the agents reach each other's gossip port (tcp and udp) and share the gossip key",
+				"member", name, "why", why)
+		}
+		return nil
+	}
+	if member {
 		if err := r.raft.RemoveServer(ctx, name); err != nil {
 			return err
 		}
 		delete(inRaft, name)
 		r.log.Info("removed agent from Raft", "member", name, "why", why)
 	}
-	switch {
-	case reap && r.nodes.Node(name) == nil && !r.nodes.NodeHasSessions(name):
-		return nil // reaped already: what it kept stays
-	case r.nodes.Node(name) == nil && !r.nodes.NodeOwnsAnything(name):
+	if !r.registryHolds(name, reap) {
 		return nil
 	}
 	rm := &pb.NodeRemove{Name: name}

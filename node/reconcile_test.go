@@ -528,3 +528,68 @@ func TestReconcileReapRemovesEverythingWhileAnOlderBuildRuns(t *testing.T) {
 		t.Errorf("the reap asked the versions of %v, want the reaped agent's among them", asked)
 	}
 }
+
+// Gossip only infers that an agent failed: one whose gossip port is
+// blocked, or whose gossip the leader's does not reach, may still run and
+// serve its sessions. Past the reap delay, an agent that answers at its
+// gRPC address stays a Raft server with its record and sessions (critical
+// while gossip counts it failed), and no more is probed once nothing is
+// left to remove; once it stops answering it is reaped.
+func TestReconcileDoesNotReapAnAgentThatStillAnswers(t *testing.T) {
+	cases := []struct {
+		name   string
+		gossip []string
+	}{
+		{"failed in gossip", []string{"b", gossip.StatusFailed}},
+		{"unknown to gossip", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newReconcileFixture(t, 3, voter("self"), voter("b"))
+			f.record("b")
+			answering, probes := true, 0
+			f.r.answers = func(_ context.Context, name string) bool {
+				probes++
+				return name == "b" && answering
+			}
+			f.gossip(tc.gossip...)
+			f.pass(0)
+			f.pass(testReap + time.Second)
+			f.pass(testReap + 2*time.Second)
+			f.wantSuffrage("b", raftstore.Voter)
+			if f.fsm.Node("b") == nil || !f.fsm.NodeHasSessions("b") || f.fsm.Instance("api", "b-s") == nil {
+				t.Fatalf("an agent that answers lost its record (%v) or its session", f.fsm.Node("b"))
+			}
+			answering = false
+			f.pass(testReap + 3*time.Second)
+			f.wantReaped("b")
+			before := probes
+			f.pass(testReap + 4*time.Second)
+			if probes != before {
+				t.Errorf("the reaped agent was probed %d more times", probes-before)
+			}
+		})
+	}
+}
+
+// TestAnswersAsFindsARunningAgentByItsName: the leader's probe before a
+// reap finds a running agent of its cluster at the gRPC address its
+// replica records; a name without an address and a halted agent do not
+// answer.
+func TestAnswersAsFindsARunningAgentByItsName(t *testing.T) {
+	cfg1, cfg2 := testConfig(t), testConfig(t)
+	cfg2.Name, cfg2.Bootstrap = "n2", false
+	a := startNode(t, cfg1)
+	b := startJoined(t, cfg2, a.gossip().LocalAddr())
+	waitFor(t, 10*time.Second, "n1 records n2", func() bool { return a.Store().FSM().Node("n2") != nil })
+	if !a.answersAs(ctxT(t), "n2") {
+		t.Fatal("n2 runs but does not answer as n2")
+	}
+	if a.answersAs(ctxT(t), "n3") {
+		t.Fatal("n3, which no agent is, answers")
+	}
+	b.Halt()
+	if a.answersAs(ctxT(t), "n2") {
+		t.Fatal("the halted n2 answers")
+	}
+}
