@@ -560,6 +560,18 @@ func (g *Gossip) setMeta(b []byte, m Meta) {
 // three times in all, each waiting up to 5 s. It fails
 // with ErrMetaTooLarge if m does not fit, and with ErrLeft after Leave.
 func (g *Gossip) UpdateMeta(m Meta) error {
+	return g.UpdateMetaFrom(func() Meta { return m })
+}
+
+// UpdateMetaFrom is UpdateMeta of the meta build returns, called once
+// this agent's earlier updates are out: callers that each change a part
+// of what the meta says (leaving, the cluster id, the shard store's
+// room) and then update it never send one built before another's
+// change, which would undo it.
+func (g *Gossip) UpdateMetaFrom(build func() Meta) error {
+	g.updateMu.Lock()
+	defer g.updateMu.Unlock()
+	m := build()
 	if m.Name == "" {
 		m.Name = g.cfg.Name
 	}
@@ -570,8 +582,6 @@ func (g *Gossip) UpdateMeta(m Meta) error {
 	if err != nil {
 		return fmt.Errorf("update meta: %w", err)
 	}
-	g.updateMu.Lock()
-	defer g.updateMu.Unlock()
 	ml, err := g.running()
 	if err != nil {
 		return fmt.Errorf("update meta: %w", err)

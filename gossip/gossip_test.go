@@ -573,3 +573,42 @@ func TestCloseEndsAnUpdateMetaWaitingForItsBroadcast(t *testing.T) {
 		t.Fatal("UpdateMeta still waits for its broadcast 2 s after Close")
 	}
 }
+
+// TestUpdateMetaFromBuildsAfterTheUpdateBeforeIt: an update that waits
+// for another to go out builds its meta then, not when it was asked for:
+// a change made meanwhile (another caller's, which that caller then
+// sends) is in it, and peers end with the latest meta, not an older one
+// sent last.
+func TestUpdateMetaFromBuildsAfterTheUpdateBeforeIt(t *testing.T) {
+	agents := startCluster(t, 2)
+	a := agents[0]
+	var (
+		mu     sync.Mutex
+		meta   = a.meta
+		builds int
+	)
+	current := func() Meta {
+		mu.Lock()
+		defer mu.Unlock()
+		builds++
+		return meta
+	}
+	a.updateMu.Lock() // an update going out
+	done := make(chan error, 1)
+	go func() { done <- a.UpdateMetaFrom(current) }()
+	time.Sleep(100 * time.Millisecond) // for the second update to be asked for
+	mu.Lock()
+	if builds != 0 {
+		t.Errorf("the meta was built while an earlier update was going out")
+	}
+	meta.Build = "v2" // changed after the second update was asked for
+	mu.Unlock()
+	a.updateMu.Unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, agents[1].name+" to list "+a.name+" with the meta built last", func() bool {
+		m, _ := memberNamed(agents[1].Gossip, a.name)
+		return m.Meta.Build == "v2"
+	})
+}

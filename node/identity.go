@@ -83,7 +83,7 @@ func (n *Node) recordClusterID(ctx context.Context) {
 			n.log.Info("recorded the cluster id", "cluster_id", id)
 		}
 	}
-	if err := n.gossip().UpdateMeta(n.selfMeta()); err != nil && ctx.Err() == nil {
+	if err := n.gossip().UpdateMetaFrom(n.selfMeta); err != nil && ctx.Err() == nil {
 		n.log.Warn("could not announce the cluster id by gossip", "err", err)
 	}
 }

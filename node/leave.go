@@ -112,7 +112,7 @@ func (n *Node) leave(ctx context.Context, opts LeaveOptions) (LeaveResult, error
 // announcement went out.
 func (n *Node) announceLeaving() bool {
 	n.leaving.Store(true)
-	if err := n.gossip().UpdateMeta(n.selfMeta()); err != nil {
+	if err := n.gossip().UpdateMetaFrom(n.selfMeta); err != nil {
 		n.log.Warn("could not announce by gossip that this agent is leaving: it goes without handing its blob shards off (repair rebuilds them from the others), and agents it cannot reach directly may report it failed",
 			"err", err)
 		return false
@@ -195,7 +195,7 @@ func (n *Node) stay() {
 	if !n.leaving.Swap(false) {
 		return
 	}
-	if err := n.gossip().UpdateMeta(n.selfMeta()); err != nil {
+	if err := n.gossip().UpdateMetaFrom(n.selfMeta); err != nil {
 		n.log.Warn("could not announce by gossip that this agent stays; the others place no new shard on it until it can", "err", err)
 		return
 	}

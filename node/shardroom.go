@@ -71,7 +71,7 @@ func (n *Node) watchShardRoom(ctx context.Context) {
 			continue
 		}
 		if g := n.gossip(); g != nil {
-			if err := g.UpdateMeta(n.selfMeta()); err != nil && ctx.Err() == nil {
+			if err := g.UpdateMetaFrom(n.selfMeta); err != nil && ctx.Err() == nil {
 				n.log.Warn("could not announce the shard store's room by gossip", "err", err)
 			}
 		}
