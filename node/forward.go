@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/zrpcio/zrpc/acl"
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/wirecodec"
 	"github.com/zrpcio/zrpc/node/grpcapi"
@@ -26,9 +27,10 @@ import (
 // proof of membership (peerCredentials). Leader forwarding
 // (raftstore.Forwarder) dials through them.
 type peerConns struct {
-	n     *Node
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn // by gRPC address
+	n      *Node
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn // by gRPC address
+	closed bool                        // close was called: no new connection
 }
 
 func newPeerConns(n *Node) *peerConns {
@@ -38,11 +40,16 @@ func newPeerConns(n *Node) *peerConns {
 func (f *peerConns) close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.closed = true
 	for addr, c := range f.conns {
 		c.Close()
 		delete(f.conns, addr)
 	}
 }
+
+// errPeerConnsClosed: the agent is shutting down and makes no new
+// connection to a peer.
+var errPeerConnsClosed = fmt.Errorf("%w: no new connection to a peer", apierr.ErrShuttingDown)
 
 // dial is conn as raftstore.Forwarder's Dialer.
 func (f *peerConns) dial(_ context.Context, addr string) (grpc.ClientConnInterface, error) {
@@ -55,6 +62,10 @@ func (f *peerConns) conn(addr string) (*grpc.ClientConn, error) {
 	defer f.mu.Unlock()
 	if c, ok := f.conns[addr]; ok {
 		return c, nil
+	}
+	if f.closed {
+		// A connection made now would be closed by no one.
+		return nil, errPeerConnsClosed
 	}
 	opts := []grpc.DialOption{
 		f.n.peerTransport(),

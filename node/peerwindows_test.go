@@ -1,8 +1,10 @@
 package node
 
 import (
+	"errors"
 	"testing"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/internal/grpctest"
 	"github.com/zrpcio/zrpc/node/grpcapi"
 )
@@ -25,5 +27,22 @@ func TestPeerConnectionsGrantPeersStaticWindows(t *testing.T) {
 	if g := granted(); g != want {
 		t.Fatalf("peer connection granted %d bytes per stream and %d per connection; want the server's %d and %d",
 			g.Stream, g.Conn, want.Stream, want.Conn)
+	}
+}
+
+// TestPeerConnectionsMakeNoneOnceClosed: once the agent closes its peer
+// connections (shutting down), a late caller (a goroutine still asking a
+// peer) gets an error, not a new connection that no one would close.
+func TestPeerConnectionsMakeNoneOnceClosed(t *testing.T) {
+	peers := newPeerConns(&Node{})
+	if _, err := peers.conn("127.0.0.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	peers.close()
+	if c, err := peers.conn("127.0.0.1:1"); !errors.Is(err, apierr.ErrShuttingDown) || c != nil {
+		t.Fatalf("conn after close: %v, %v; want no connection and ErrShuttingDown", c, err)
+	}
+	if n := len(peers.conns); n != 0 {
+		t.Fatalf("%d connections kept after close", n)
 	}
 }
