@@ -142,6 +142,10 @@ const MinSnapshotThreshold = 16
 // *fielderr.Error naming the field. It checks c as given, so check a
 // configuration built from DefaultConfig: New fills zero fields with
 // defaults, Validate refuses zero timers.
+// minRaftTimeout is the least heartbeat, election and leader lease
+// timeout hashicorp/raft accepts.
+const minRaftTimeout = 5 * time.Millisecond
+
 func (c *Config) Validate() error {
 	var l fielderr.List
 	l.Positive("HeartbeatTimeout", c.HeartbeatTimeout)
@@ -151,8 +155,23 @@ func (c *Config) Validate() error {
 	l.Positive("SnapshotInterval", c.SnapshotInterval)
 	l.Positive("ApplyTimeout", c.ApplyTimeout)
 	l.Positive("StaleReadBound", c.StaleReadBound)
-	if c.LeaderLeaseTimeout > c.HeartbeatTimeout && c.HeartbeatTimeout > 0 {
+	if c.LeaderLeaseTimeout > c.HeartbeatTimeout && c.HeartbeatTimeout >= minRaftTimeout {
 		l.Addf("LeaderLeaseTimeout", "%s must not exceed the heartbeat timeout %s", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	}
+	// hashicorp/raft refuses these when it starts, naming no setting.
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"HeartbeatTimeout", c.HeartbeatTimeout}, {"ElectionTimeout", c.ElectionTimeout}, {"LeaderLeaseTimeout", c.LeaderLeaseTimeout}} {
+		if d.v > 0 && d.v < minRaftTimeout {
+			l.Addf(d.field, "%s is below Raft's minimum of %s", d.v, minRaftTimeout)
+		}
+	}
+	if c.CommitTimeout > 0 && c.CommitTimeout < time.Millisecond {
+		l.Addf("CommitTimeout", "%s is below Raft's minimum of 1ms", c.CommitTimeout)
+	}
+	if c.ElectionTimeout < c.HeartbeatTimeout && c.ElectionTimeout >= minRaftTimeout {
+		l.Addf("ElectionTimeout", "%s must be at least the heartbeat timeout %s", c.ElectionTimeout, c.HeartbeatTimeout)
 	}
 	if c.SnapshotThreshold < MinSnapshotThreshold {
 		l.Addf("SnapshotThreshold", "%d is too small (minimum %d)", c.SnapshotThreshold, MinSnapshotThreshold)
