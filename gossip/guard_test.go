@@ -53,31 +53,8 @@ func TestGossipStreamAnnouncingTooMuchIsClosedUnread(t *testing.T) {
 	w.Close()
 	bomb := append([]byte{compressMsg}, msgpackOf(t, map[string]any{"Algo": 0, "Buf": zeros.Bytes()})...)
 
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	var conns []net.Conn
-	for range 4 {
-		for _, b := range [][]byte{append([]byte{pushPullMsg}, members...), append([]byte{pushPullMsg}, state...), compressed, labelled, bomb} {
-			c, err := net.Dial("tcp", a.LocalAddr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close() })
-			if _, err := c.Write(b); err != nil {
-				t.Fatal(err)
-			}
-			conns = append(conns, c)
-		}
-	}
-	for i, c := range conns {
-		c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		if n, err := c.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
-			t.Fatalf("stream %d is still open (read %d, %v)", i, n, err)
-		}
-	}
-	runtime.ReadMemStats(&after)
-	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+	msgs := [][]byte{append([]byte{pushPullMsg}, members...), append([]byte{pushPullMsg}, state...), compressed, labelled, bomb}
+	if grew := sendClosedStreams(t, a.LocalAddr(), msgs, 4); grew > 64<<20 {
 		t.Errorf("20 streams announcing a million members or a gigabyte, or inflating to 32 MiB, made the agent allocate %d MiB", grew>>20)
 	}
 	warned := logs.matching("closed a gossip stream announcing more than a zrpc cluster sends")
@@ -119,31 +96,7 @@ func TestGossipStreamAnnouncingHugeUserMessageIsClosedUnread(t *testing.T) {
 	w.Close()
 	compressed := append([]byte{compressMsg}, msgpackOf(t, map[string]any{"Algo": 0, "Buf": lzwBuf.Bytes()})...)
 
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	var conns []net.Conn
-	for range 4 {
-		for _, m := range [][]byte{header, compressed} {
-			c, err := net.Dial("tcp", a.LocalAddr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close() })
-			if _, err := c.Write(m); err != nil {
-				t.Fatal(err)
-			}
-			conns = append(conns, c)
-		}
-	}
-	for i, c := range conns {
-		c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		if n, err := c.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
-			t.Fatalf("stream %d is still open (read %d, %v)", i, n, err)
-		}
-	}
-	runtime.ReadMemStats(&after)
-	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+	if grew := sendClosedStreams(t, a.LocalAddr(), [][]byte{header, compressed}, 4); grew > 64<<20 {
 		t.Errorf("8 streams announcing user messages of 20 MiB made the agent allocate %d MiB", grew>>20)
 	}
 	warned := logs.matching("closed a gossip stream announcing more than a zrpc cluster sends")
@@ -213,4 +166,36 @@ func FuzzCheckStream(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_ = checkStream(bytes.NewReader(b))
 	})
+}
+
+// sendClosedStreams opens rounds streams per message of msgs to addr,
+// sends the message on each, fails unless the agent closes every one,
+// and returns the bytes this process allocated meanwhile.
+func sendClosedStreams(t *testing.T, addr string, msgs [][]byte, rounds int) (allocated uint64) {
+	t.Helper()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	var conns []net.Conn
+	for range rounds {
+		for _, m := range msgs {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			if _, err := c.Write(m); err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+	}
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
+			t.Fatalf("stream %d is still open (read %d, %v)", i, n, err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
 }

@@ -356,15 +356,7 @@ func TestStoreStampsClockStepOnceEveryServerAppliesIt(t *testing.T) {
 			cmd := registerCmd(testInstance("api", "1", "n1"))
 			cmd.ClockStep = !tc.want
 			rev := mustStoreApply(t, s, cmd)
-			var entry raft.Log
-			if err := s.logs.GetLog(rev, &entry); err != nil {
-				t.Fatal(err)
-			}
-			var got pb.Command
-			if err := proto.Unmarshal(entry.Data, &got); err != nil {
-				t.Fatal(err)
-			}
-			if got.ClockStep != tc.want {
+			if got := loggedCommand(t, s, rev); got.ClockStep != tc.want {
 				t.Fatalf("entry %d has clock_step %v, want %v", rev, got.ClockStep, tc.want)
 			}
 		})
@@ -423,17 +415,23 @@ func TestStoreDropsConditionsUntilEveryServerAppliesThem(t *testing.T) {
 			if err != nil || s.FSM().Instance("api", "1") != nil {
 				t.Fatalf("a removal in a cluster not at version 4: %v; want it applied unconditionally", err)
 			}
-			var entry raft.Log
-			if err := s.logs.GetLog(rev, &entry); err != nil {
-				t.Fatal(err)
-			}
-			var got pb.Command
-			if err := proto.Unmarshal(entry.Data, &got); err != nil {
-				t.Fatal(err)
-			}
-			if m := got.GetDeregister().GetModRevision(); m != 0 {
+			if m := loggedCommand(t, s, rev).GetDeregister().GetModRevision(); m != 0 {
 				t.Fatalf("entry %d carries mod_revision %d to replicas that would ignore it", rev, m)
 			}
 		})
 	}
+}
+
+// loggedCommand is the command of the entry at index rev of s's log.
+func loggedCommand(t *testing.T, s *Store, rev uint64) *pb.Command {
+	t.Helper()
+	var entry raft.Log
+	if err := s.logs.GetLog(rev, &entry); err != nil {
+		t.Fatal(err)
+	}
+	var got pb.Command
+	if err := proto.Unmarshal(entry.Data, &got); err != nil {
+		t.Fatal(err)
+	}
+	return &got
 }
