@@ -26,8 +26,9 @@ type ParseConfig struct {
 	File string
 	// ImportPaths are the directories imports are searched in, in order
 	// (protoc's -I). The file's own directory is searched when it lies in
-	// none of them. The well-known types (google/protobuf/*.proto) need no
-	// import path.
+	// none of them. The file's import name always means File itself, even
+	// where an import path holds another file of that name. The well-known
+	// types (google/protobuf/*.proto) need no import path.
 	ImportPaths []string
 }
 
@@ -73,7 +74,7 @@ func Parse(ctx context.Context, cfg ParseConfig) (*Parsed, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &diskResolver{paths: paths, found: map[string]string{}}
+	res := &diskResolver{paths: paths, root: name, rootPath: cfg.File, found: map[string]string{}}
 	var errs []error
 	comp := protocompile.Compiler{
 		Resolver:       protocompile.WithStandardImports(res),
@@ -129,16 +130,27 @@ func importName(cfg ParseConfig) (string, []string, error) {
 // each was found, so that errors and callers can name the real path.
 type diskResolver struct {
 	paths []string
-	mu    sync.Mutex
-	found map[string]string
+	// root is the import name of the file being compiled, rootPath that
+	// file: the name always means it, even when an import path holds
+	// another file of that name (else that one would be compiled).
+	root, rootPath string
+	mu             sync.Mutex
+	found          map[string]string
 }
 
 func (r *diskResolver) FindFileByPath(name string) (protocompile.SearchResult, error) {
 	if filepath.IsAbs(name) || strings.HasPrefix(name, "../") || strings.Contains(name, "/../") {
 		return protocompile.SearchResult{}, fmt.Errorf("import %q must be relative to an import path", name)
 	}
-	for _, ip := range r.paths {
-		p := filepath.Join(ip, filepath.FromSlash(name))
+	var candidates []string
+	if name == r.root {
+		candidates = []string{r.rootPath}
+	} else {
+		for _, ip := range r.paths {
+			candidates = append(candidates, filepath.Join(ip, filepath.FromSlash(name)))
+		}
+	}
+	for _, p := range candidates {
 		data, err := os.ReadFile(p)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue

@@ -86,9 +86,19 @@ func newPlan(out string, files []PlannedFile) (*Plan, error) {
 	return &Plan{Out: out, Files: files}, nil
 }
 
-// decide sets f.Action, failing when f's place is taken by a directory or
-// one of its parents is a file.
+// maxNameLen is the longest file name (one path element, in bytes) that
+// file systems commonly allow (NAME_MAX).
+const maxNameLen = 255
+
+// decide sets f.Action, failing when f's name is too long, its place is
+// taken by a directory or one of its parents is a file.
 func (f *PlannedFile) decide(out string) error {
+	for elem := range strings.SplitSeq(f.Path, "/") {
+		if len(elem) > maxNameLen {
+			return badInput("cannot write %s: its name is %d bytes long, file systems allow %d; shorten the name in the .proto it comes from (file, package, service or method)",
+				filepath.Join(out, filepath.FromSlash(f.Path)), len(elem), maxNameLen)
+		}
+	}
 	for dir := path.Dir(f.Path); dir != "."; dir = path.Dir(dir) {
 		st, err := os.Stat(filepath.Join(out, filepath.FromSlash(dir)))
 		if err == nil && !st.IsDir() {
@@ -115,28 +125,95 @@ func (f *PlannedFile) decide(out string) error {
 	return nil
 }
 
-// Write writes the files whose Action is Create or Overwrite, each through
-// a temporary file renamed into place.
+// Write writes the files whose Action is Create or Overwrite. Every file
+// is first written in full to a temporary file beside its place; only when
+// all are, are they renamed into place. A failure before that point
+// removes the temporary files and the directories Write made, leaving the
+// output directory as it was. A file planned as new that appeared since
+// the plan was made is not overwritten: Write fails.
 func (p *Plan) Write() error {
+	var (
+		staged []stagedFile
+		made   []string // directories Write created, parents first
+	)
+	undo := func() {
+		for _, s := range staged {
+			os.Remove(s.tmp)
+		}
+		for i := len(made) - 1; i >= 0; i-- {
+			os.Remove(made[i]) // only removes it while empty
+		}
+	}
 	for _, f := range p.Files {
 		if f.Action != Create && f.Action != Overwrite {
 			continue
 		}
 		dst := filepath.Join(p.Out, filepath.FromSlash(f.Path))
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		dirs, err := mkdirs(filepath.Dir(dst))
+		made = append(made, dirs...)
+		if err != nil {
+			undo()
 			return fmt.Errorf("write %s: %w", dst, err)
 		}
-		if err := writeFile(dst, f.Content); err != nil {
+		if f.Action == Create {
+			if _, err := os.Stat(dst); err == nil {
+				undo()
+				return badInput("write %s: it appeared since gen read the directory; not overwritten (run gen again)", dst)
+			}
+		}
+		tmp, err := stageFile(dst, f.Content)
+		if err != nil {
+			undo()
 			return err
+		}
+		staged = append(staged, stagedFile{tmp: tmp, dst: dst})
+	}
+	for i, s := range staged {
+		if err := os.Rename(s.tmp, s.dst); err != nil {
+			for _, rest := range staged[i:] {
+				os.Remove(rest.tmp)
+			}
+			return fmt.Errorf("write %s: %w (%d of %d files were written; fix the cause and run gen again)", s.dst, err, i, len(staged))
 		}
 	}
 	return nil
 }
 
-func writeFile(dst string, content []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*")
+// stagedFile is a file's new content in a temporary file beside dst.
+type stagedFile struct{ tmp, dst string }
+
+// mkdirs creates dir and its missing parents, returning those it created,
+// parents first.
+func mkdirs(dir string) ([]string, error) {
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	var made []string
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return made, err
+		} else if err == nil {
+			made = append(made, missing[i])
+		}
+	}
+	return made, nil
+}
+
+// stageFile writes content to a new temporary file in dst's directory
+// (with a name short enough for any dst gen writes) and returns its path.
+func stageFile(dst string, content []byte) (string, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(dst), ".zrpcgen-*")
 	if err != nil {
-		return fmt.Errorf("write %s: %w", dst, err)
+		return "", fmt.Errorf("write %s: %w", dst, err)
 	}
 	_, err = tmp.Write(content)
 	if cerr := tmp.Close(); err == nil {
@@ -145,12 +222,9 @@ func writeFile(dst string, content []byte) error {
 	if err == nil {
 		err = os.Chmod(tmp.Name(), 0o644)
 	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), dst)
-	}
 	if err != nil {
 		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", dst, err)
+		return "", fmt.Errorf("write %s: %w", dst, err)
 	}
-	return nil
+	return tmp.Name(), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	gotoken "go/token"
 	"os"
 	"path"
 	"path/filepath"
@@ -88,6 +89,9 @@ func GenerateService(ctx context.Context, cfg ServiceConfig) (*Plan, error) {
 		return nil, err
 	}
 	files = append(files, more...)
+	if err := checkGoNames(plugin, p, lay, files); err != nil {
+		return nil, err
+	}
 	if mod.newModule {
 		gomod, gosum, err := newModuleFiles(cfg, mod.pkgPath)
 		if err != nil {
@@ -173,6 +177,7 @@ func newLayout(p *Parsed, pkgPath string) (*layout, error) {
 		byName[f.GetName()] = f
 	}
 	targetPkg := byName[p.Name].GetPackage()
+	byDir := map[string]string{} // directory → import name of the first file placed there
 	for _, name := range sortedKeys(p.OnDisk) {
 		f := byName[name]
 		if f == nil {
@@ -183,17 +188,46 @@ func newLayout(p *Parsed, pkgPath string) (*layout, error) {
 		}
 		gp, inside, err := placeFile(f, name == p.Name, targetPkg, pkgPath)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s:%d: %w", p.OnDisk[name], goPackageLine(f), err)
 		}
 		if !inside {
 			continue
 		}
+		if other, ok := byDir[gp.dir]; ok && lay.pkgs[other].name != gp.name {
+			return nil, badInput("%s:%d: Go package %s of %s is named %s, that of %s (in the same directory) %s: give both files the same package name",
+				p.OnDisk[name], goPackageLine(f), gp.path, name, gp.name, other, lay.pkgs[other].name)
+		}
+		byDir[gp.dir] = name
 		lay.pkgs[name] = gp
 		lay.generate = append(lay.generate, name)
 	}
 	return lay, nil
 }
 
+// goPackageLine is the line of f's go_package option, else of its package
+// statement, else 1.
+func goPackageLine(f *descriptorpb.FileDescriptorProto) int {
+	const (
+		packageField   = 2  // FileDescriptorProto.package
+		optionsField   = 8  // FileDescriptorProto.options
+		goPackageField = 11 // FileOptions.go_package
+	)
+	line := 1
+	for _, loc := range f.GetSourceCodeInfo().GetLocation() {
+		p, span := loc.GetPath(), loc.GetSpan()
+		switch {
+		case len(span) == 0:
+		case len(p) == 2 && p[0] == optionsField && p[1] == goPackageField:
+			return int(span[0]) + 1
+		case len(p) == 1 && p[0] == packageField:
+			line = int(span[0]) + 1
+		}
+	}
+	return line
+}
+
+// placeFile decides the Go package of f's code. Its errors are about f's
+// go_package option (or, without one, its package).
 func placeFile(f *descriptorpb.FileDescriptorProto, target bool, targetPkg, pkgPath string) (goPackage, bool, error) {
 	goPkg := f.GetOptions().GetGoPackage()
 	importPath, name, hasName := strings.Cut(goPkg, ";")
@@ -209,7 +243,7 @@ func placeFile(f *descriptorpb.FileDescriptorProto, target bool, targetPkg, pkgP
 	case importPath == pkgPath:
 		dir = "."
 	case strings.HasPrefix(importPath, pkgPath+"/"):
-		dir = strings.TrimPrefix(importPath, pkgPath+"/")
+		dir = path.Clean(strings.TrimPrefix(importPath, pkgPath+"/"))
 	case target:
 		// Elsewhere: the service still needs the code, so it goes under Out.
 	default:
@@ -229,14 +263,23 @@ func placeFile(f *descriptorpb.FileDescriptorProto, target bool, targetPkg, pkgP
 		dir = name
 	}
 	if !token(name) {
-		return goPackage{}, false, badInput("%s: go_package %q: %q is not a valid Go package name", f.GetName(), goPkg, name)
+		return goPackage{}, false, badInput("go_package %q: %q is not a valid Go package name", goPkg, name)
+	}
+	if gotoken.IsKeyword(name) || name == "main" || name == "init" {
+		if goPkg == "" {
+			return goPackage{}, false, badInput("package %q makes the Go package name %q, which a package the service imports cannot have; add option go_package = \"./%spb\";", f.GetPackage(), name, name)
+		}
+		return goPackage{}, false, badInput("go_package %q: a package the service imports cannot be named %q; name it with go_package = \"<import path>;<name>\"", goPkg, name)
 	}
 	if dir == "." || strings.HasPrefix(dir, "../") || dir == ".." {
-		return goPackage{}, false, badInput("%s: go_package %q would put generated code outside a subdirectory of the service (where package main lives); use one like \"./%s\"", f.GetName(), goPkg, name)
+		return goPackage{}, false, badInput("go_package %q would put generated code outside a subdirectory of the service (where package main lives); use one like \"./%s\"", goPkg, name)
 	}
 	first, _, _ := strings.Cut(dir, "/")
 	if first == "internal" || first == "etc" || first == "cmd" {
-		return goPackage{}, false, badInput("%s: go_package %q collides with the skeleton's %s/ directory", f.GetName(), goPkg, first)
+		return goPackage{}, false, badInput("go_package %q collides with the skeleton's %s/ directory", goPkg, first)
+	}
+	if err := CheckModulePath(pkgPath + "/" + dir); err != nil {
+		return goPackage{}, false, badInput("go_package %q: directory %s makes an invalid Go import path (%v); use a directory of ASCII letters, digits and -._~", goPkg, dir, err)
 	}
 	return goPackage{path: pkgPath + "/" + dir, name: name, dir: dir}, true, nil
 }

@@ -103,8 +103,14 @@ func newSkeleton(plugin *protogen.Plugin, p *Parsed, lay *layout, pkgPath string
 	}
 	pb := lay.pkgs[p.Name]
 	name := shortName(f.Proto.GetPackage(), p.Name)
-	if !token(name) {
-		return nil, badInput("%s: cannot make a Go package name from package %q or the file name; rename one", p.Name, f.Proto.GetPackage())
+	if !token(name) || CheckModulePath(name) != nil {
+		return nil, badInput("%s: cannot make a Go package name from package %q or the file name; rename one (ASCII letters, digits and underscores)", p.Name, f.Proto.GetPackage())
+	}
+	for _, imp := range sortedKeys(lay.pkgs) {
+		if dir := lay.pkgs[imp].dir; dir == name+"client" {
+			return nil, badInput("%s:%d: go_package %q puts the messages of %s in %s/, where the generated client package goes; use another directory, e.g. \"./%spb\"",
+				p.OnDisk[imp], goPackageLine(plugin.FilesByPath[imp].Proto), plugin.FilesByPath[imp].Proto.GetOptions().GetGoPackage(), imp, dir, name)
+		}
 	}
 	sk := &skeleton{
 		Name: name, Registry: name + ".rpc", Proto: p.Name, PkgPath: pkgPath,
@@ -118,13 +124,14 @@ func newSkeleton(plugin *protogen.Plugin, p *Parsed, lay *layout, pkgPath string
 		}
 		return messageRef{Pkg: gp, Name: m.GoIdent.GoName}
 	}
-	seen := map[string]bool{}
+	seen := map[string]*protogen.Method{}
 	for _, m := range s.Methods {
 		file := strings.ToLower(m.GoName) + "logic.go"
-		if seen[file] {
-			return nil, badInput("service %s: two methods would share the logic file %s", s.GoName, file)
+		if other := seen[file]; other != nil {
+			return nil, badInput("service %s: methods %s (%s) and %s (%s) would share the logic file %s: rename one of them",
+				s.GoName, other.Desc.Name(), protoPos(p, other.Desc), m.Desc.Name(), protoPos(p, m.Desc), file)
 		}
-		seen[file] = true
+		seen[file] = m
 		sk.Methods = append(sk.Methods, method{
 			Name: m.GoName, File: file, Comment: comment(m.Comments.Leading), In: ref(m.Input), Out: ref(m.Output),
 			ClientStreaming: m.Desc.IsStreamingClient(), ServerStreaming: m.Desc.IsStreamingServer(),
