@@ -57,13 +57,22 @@ func Recover(cfg Config, dryRun bool, log *slog.Logger) (RecoverReport, string, 
 	}
 	// The peers it remembers are the agents given up for lost: the agent
 	// would try to join them at every start, and be refused by any that
-	// came back with their state.
-	if err := os.Remove(filepath.Join(d.path, peersFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return rep, addr, fmt.Errorf("the Raft state is recovered, but %s could not be removed: %w; remove it before starting the agent",
-			filepath.Join(d.path, peersFile), err)
+	// came back with their state. The removal is synced, or a power loss
+	// could bring the file back.
+	peers := filepath.Join(d.path, peersFile)
+	if err := os.Remove(peers); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return rep, addr, fmt.Errorf("the Raft state is recovered, but %s could not be removed: %w; remove it before starting the agent", peers, err)
+	}
+	if err := syncRemoval(d.path); err != nil {
+		return rep, addr, fmt.Errorf("the Raft state is recovered and %s removed, but the removal could not be made durable: %w; "+
+			"run sync before starting the agent, and check that %s is gone", peers, err, peers)
 	}
 	return rep, addr, nil
 }
+
+// syncRemoval makes a removal in dir durable (syncDir). It is a variable
+// so that tests can watch it.
+var syncRemoval = syncDir
 
 // recoverRaftAddr is the Raft address the agent will listen at and tell
 // its peers: the advertise address or the bind address, with the Raft

@@ -3,6 +3,7 @@ package node
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -141,7 +142,13 @@ func (s *snapshotScheduler) take(ctx context.Context) (string, error) {
 			_, err = s.check(f)
 			return err
 		})
-	if err != nil {
+	var unsynced *snapshot.DirSyncError
+	switch {
+	case errors.As(err, &unsynced):
+		// The file is there, complete and verified; only the rename may
+		// not survive a power loss yet. It counts, and rotation goes on.
+		s.log.Warn("wrote a scheduled snapshot, but could not sync its directory", "path", path, "err", unsynced.Err)
+	case err != nil:
 		s.metrics.observe(false, 0)
 		return "", err
 	}

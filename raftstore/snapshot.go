@@ -103,7 +103,10 @@ func (s *fsmSnapshot) Release() {}
 func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 	s := &fsmSnapshot{}
 	var hdr *pb.SnapshotHeader
-	sessions := make(map[string]bool)
+	// The state machine keys nodes, sessions, pending blobs and policies
+	// by name or id: a record without one, or repeating one, is not of a
+	// state it could hold.
+	nodes, sessions, pending := make(map[string]bool), make(map[string]bool), make(map[string]bool)
 	policies := make(map[string]bool)
 	accessors, hashes := make(map[string]bool), make(map[string]bool)
 	blobNames, blobIDs := make(map[string]bool), make(map[string]bool)
@@ -122,10 +125,11 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 			}
 			return checkClusterInit(s.cluster)
 		},
-		Node: appendTo(&s.nodes),
+		Node: appendTo(&s.nodes, func(n *pb.Node) error {
+			return checkKey(nodes, "node name", n.Name)
+		}),
 		Session: appendTo(&s.sessions, func(ss *pb.Session) error {
-			sessions[ss.Id] = true
-			return nil
+			return checkKey(sessions, "session id", ss.Id)
 		}),
 		InstanceBytes: func(inst *pb.Instance, enc []byte) error {
 			if err := checkSnapshotInstance(inst, sessions, hdr.Revision); err != nil {
@@ -134,7 +138,13 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 			s.instances = append(s.instances, instanceRecord{inst.Service, inst.Id, storedFrom(nil, inst, bytes.Clone(enc))})
 			return nil
 		},
-		Request: appendTo(&s.requests),
+		Request: appendTo(&s.requests, func(r *pb.RequestRecord) error {
+			// The request log never remembers a request without an id.
+			if r.Id == "" {
+				return errors.New("the request record has no id")
+			}
+			return nil
+		}),
 		Blob: appendTo(&s.blobs, func(b *pb.Blob) error {
 			if b.Name == "" || b.Id == "" {
 				return errors.New("the blob has no name or id")
@@ -148,13 +158,17 @@ func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
 			blobNames[b.Name], blobIDs[b.Id] = true, true
 			return checkBlobShape(b)
 		}),
-		PendingBlob: appendTo(&s.pending),
-		ACLPolicy: appendTo(&s.aclPolicies, func(p *pb.ACLPolicy) error {
-			if p.Name == "" || policies[p.Name] {
-				return fmt.Errorf("name %q is empty or repeated", p.Name)
+		PendingBlob: appendTo(&s.pending, func(p *pb.BlobPending) error {
+			if err := checkKey(pending, "pending blob id", p.Id); err != nil {
+				return err
 			}
-			policies[p.Name] = true
+			if p.Node == "" {
+				return fmt.Errorf("pending blob %s has no node", p.Id)
+			}
 			return nil
+		}),
+		ACLPolicy: appendTo(&s.aclPolicies, func(p *pb.ACLPolicy) error {
+			return checkKey(policies, "policy name", p.Name)
 		}),
 		ACLToken: appendTo(&s.aclTokens, func(t *pb.ACLToken) error {
 			if err := checkToken("token", t); err != nil {
@@ -185,6 +199,19 @@ func appendTo[M any](list *[]M, check ...func(M) error) func(M) error {
 		*list = append(*list, m)
 		return nil
 	}
+}
+
+// checkKey refuses a record whose key (what names it, such as "session
+// id") is empty or in seen, and adds key to seen.
+func checkKey(seen map[string]bool, what, key string) error {
+	if key == "" {
+		return fmt.Errorf("the %s is empty", what)
+	}
+	if seen[key] {
+		return fmt.Errorf("the %s %q is repeated", what, key)
+	}
+	seen[key] = true
+	return nil
 }
 
 // checkSnapshotInstance checks an instance of a snapshot at revision rev

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/snapshot"
 )
@@ -62,6 +64,59 @@ func TestRestoreRefusesRepeatedBlobs(t *testing.T) {
 			}
 			if blobs, _ := f.Blobs(""); len(blobs) != 0 || f.Revision() != 0 {
 				t.Fatalf("a refused restore left %d blobs at revision %d", len(blobs), f.Revision())
+			}
+		})
+	}
+}
+
+// A snapshot holding a record the state machine would never hold (a
+// node without a name, a session or pending blob without an id or with
+// one repeated, a request record without an id) is refused, naming the
+// record, and leaves the replica as it was: such records cost memory when
+// loaded and nothing could ever reach them.
+func TestRestoreRefusesRecordsWithoutKey(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		hdr  *pb.SnapshotHeader
+		recs []proto.Message
+		want string
+	}{
+		{"node without name", &pb.SnapshotHeader{Nodes: 1},
+			[]proto.Message{&pb.Node{GrpcAddress: "127.0.0.1:1"}}, "node 1 of 1: the node name is empty"},
+		{"repeated node", &pb.SnapshotHeader{Nodes: 2},
+			[]proto.Message{&pb.Node{Name: "n1"}, &pb.Node{Name: "n1"}}, `node 2 of 2: the node name "n1" is repeated`},
+		{"session without id", &pb.SnapshotHeader{Sessions: 1},
+			[]proto.Message{&pb.Session{Node: "n1"}}, "session 1 of 1: the session id is empty"},
+		{"repeated session", &pb.SnapshotHeader{Sessions: 2},
+			[]proto.Message{&pb.Session{Id: "s1"}, &pb.Session{Id: "s1"}}, `session 2 of 2: the session id "s1" is repeated`},
+		{"request without id", &pb.SnapshotHeader{Requests: 1},
+			[]proto.Message{&pb.RequestRecord{Revision: 3}}, "request record 1 of 1: the request record has no id"},
+		{"pending blob without id", &pb.SnapshotHeader{PendingBlobs: 1},
+			[]proto.Message{&pb.BlobPending{Node: "n1"}}, "pending blob 1 of 1: the pending blob id is empty"},
+		{"repeated pending blob", &pb.SnapshotHeader{PendingBlobs: 2},
+			[]proto.Message{&pb.BlobPending{Id: "p1", Node: "n1"}, &pb.BlobPending{Id: "p1", Node: "n1"}},
+			`pending blob 2 of 2: the pending blob id "p1" is repeated`},
+		{"pending blob without node", &pb.SnapshotHeader{PendingBlobs: 1},
+			[]proto.Message{&pb.BlobPending{Id: "p1"}}, "pending blob 1 of 1: pending blob p1 has no node"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var state bytes.Buffer
+			c.hdr.Revision = 5
+			sw := snapshot.NewStateWriter(&state, c.hdr)
+			for _, m := range c.recs {
+				sw.Write(m)
+			}
+			if err := sw.Close(); err != nil {
+				t.Fatal(err)
+			}
+			fsm := randomFSM(t, 1, 20)
+			before := fullState(fsm)
+			err := fsm.Restore(io.NopCloser(&state))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Restore = %v, want an error saying %q", err, c.want)
+			}
+			if after := fullState(fsm); after != before {
+				t.Fatalf("a refused restore changed the replica:\nbefore:\n%s\nafter:\n%s", before, after)
 			}
 		})
 	}

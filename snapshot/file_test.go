@@ -220,3 +220,28 @@ func TestWriteFileRenamesOnlyAVerifiedFile(t *testing.T) {
 		t.Fatalf("the directory holds %v, want only the snapshot", entries)
 	}
 }
+
+// When the directory cannot be synced after the rename, the file is
+// there, complete: the error says so (a *DirSyncError naming the file)
+// rather than that nothing was written.
+func TestWriteFileSaysTheFileIsThereWhenTheDirectorySyncFails(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "backup.snap")
+	file := testFile(t)
+	sync := syncDir
+	t.Cleanup(func() { syncDir = sync })
+	syncDir = func(string) error { return errors.New("input/output error") }
+
+	err := WriteFile(path, func(w io.Writer) error { _, err := w.Write(file); return err },
+		func(tmp string) error { _, err := InspectFile(tmp); return err })
+	var ds *DirSyncError
+	if !errors.As(err, &ds) || ds.Path != path || !strings.Contains(err.Error(), path+" is written, complete and verified") {
+		t.Fatalf("WriteFile = %v, want a *DirSyncError saying %s is written", err, path)
+	}
+	if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, file) {
+		t.Fatalf("the file at %s is not what was written (%v)", path, err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("the directory holds %v, want only the snapshot", entries)
+	}
+}

@@ -62,6 +62,11 @@ const (
 	MaxLegacyStateRecord = 256 << 20
 )
 
+// MaxStateHeader bounds the header record. The registry's holds counts
+// and the cluster's identity (with at most 64 earlier ids): a few KiB.
+// ReadStateHeader holds it whole in a reader's buffer.
+const MaxStateHeader = 64 << 10
+
 // ErrNotState: the stream is not a registry state stream, or of a format
 // this build cannot read.
 var ErrNotState = errors.New("not a registry snapshot")
@@ -82,6 +87,10 @@ func NewStateWriter(w io.Writer, hdr *pb.SnapshotHeader) *StateWriter {
 		hdr.Format = StateFormatACL
 	}
 	sw := &StateWriter{w: bufio.NewWriterSize(w, 64<<10)}
+	if size := proto.Size(hdr); size > MaxStateHeader {
+		sw.err = fmt.Errorf("the SnapshotHeader record has %d bytes, more than the %d a snapshot's header may hold", size, MaxStateHeader)
+		return sw
+	}
 	_, sw.err = sw.w.WriteString(StateMagic)
 	sw.Write(hdr)
 	return sw
@@ -186,7 +195,7 @@ func ReadState(r io.Reader, recs StateRecords) error {
 	}
 	rr := &recordReader{r: br}
 	hdr := &pb.SnapshotHeader{}
-	if err := rr.read(hdr, MaxStateRecord); err != nil {
+	if err := rr.read(hdr, MaxStateHeader); err != nil {
 		return fmt.Errorf("header: %w", err)
 	}
 	if err := checkStateHeader(hdr); err != nil {
@@ -363,14 +372,19 @@ func (rr *recordReader) skip(max int) error {
 
 // ReadStateHeader reads the magic and header record of a state stream
 // from br without consuming them, and returns how many bytes they take.
+// br's buffer must hold them: at least MaxStateHeader bytes and the
+// magic and length before it.
 func ReadStateHeader(br *bufio.Reader) (*pb.SnapshotHeader, int, error) {
 	b, err := br.Peek(len(StateMagic) + binary.MaxVarintLen64)
 	if len(b) < len(StateMagic) || string(b[:len(StateMagic)]) != StateMagic {
 		return nil, 0, fmt.Errorf("%w: the stream does not start with %q (%v)", ErrNotState, StateMagic, err)
 	}
 	size, n := protowire.ConsumeVarint(b[len(StateMagic):])
-	if n < 0 || size > MaxStateRecord {
+	if n < 0 {
 		return nil, 0, errors.New("the state's header record has no valid length")
+	}
+	if size > MaxStateHeader {
+		return nil, 0, fmt.Errorf("the state's header record of %d bytes is larger than the %d a snapshot's header may hold", size, MaxStateHeader)
 	}
 	total := len(StateMagic) + n + int(size)
 	if b, err = br.Peek(total); err != nil {

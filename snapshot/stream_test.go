@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -117,5 +119,51 @@ func TestReadStateRefusesBadFraming(t *testing.T) {
 	}
 	if err := ReadState(bytes.NewReader(state), StateRecords{}); err != nil {
 		t.Fatalf("the good stream: %v", err)
+	}
+}
+
+// stateWithHeaderOf is a state stream with no records whose header
+// record, padded with an unknown field, has about size bytes.
+func stateWithHeaderOf(t *testing.T, size int) []byte {
+	t.Helper()
+	hdr, err := proto.Marshal(&pb.SnapshotHeader{Format: StateFormat, Revision: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr = protowire.AppendTag(hdr, 1000, protowire.BytesType)
+	hdr = protowire.AppendBytes(hdr, make([]byte, size))
+	b := []byte(StateMagic)
+	b = protowire.AppendBytes(b, hdr)
+	return b
+}
+
+// The header record is bounded by MaxStateHeader, well above what the
+// registry writes (counts and the cluster's identity): a larger one is
+// refused alike by ReadState (a restore's check) and ReadStateHeader (the
+// rebase that follows it, which holds the header in a reader's buffer).
+func TestStateHeaderIsBounded(t *testing.T) {
+	for _, c := range []struct {
+		size int
+		ok   bool
+	}{{1 << 10, true}, {MaxStateHeader + 1, false}, {300 << 10, false}, {MaxStateRecord - 100, false}} {
+		state := stateWithHeaderOf(t, c.size)
+		rerr := ReadState(bytes.NewReader(state), StateRecords{})
+		_, _, herr := ReadStateHeader(bufio.NewReaderSize(bytes.NewReader(state), 256<<10))
+		if c.ok {
+			if rerr != nil || herr != nil {
+				t.Errorf("a header of %d bytes: ReadState = %v, ReadStateHeader = %v; want both to read it", c.size, rerr, herr)
+			}
+			continue
+		}
+		for _, err := range []error{rerr, herr} {
+			if err == nil || !strings.Contains(err.Error(), "header") || !strings.Contains(err.Error(), fmt.Sprintf("larger than the %d", MaxStateHeader)) {
+				t.Errorf("a header of %d bytes: ReadState = %v, ReadStateHeader = %v; want both to refuse it as larger than %d", c.size, rerr, herr, MaxStateHeader)
+				break
+			}
+		}
+	}
+	sw := NewStateWriter(io.Discard, &pb.SnapshotHeader{Cluster: &pb.ClusterInit{RecoveredFrom: make([]string, MaxStateHeader)}})
+	if err := sw.Close(); err == nil || !strings.Contains(err.Error(), "SnapshotHeader") {
+		t.Errorf("StateWriter wrote a header larger than %d bytes (%v)", MaxStateHeader, err)
 	}
 }

@@ -14,7 +14,8 @@ import (
 // temporary file next to path, which is synced, then checked by verify
 // (given the temporary file's path), and only then renamed to path (and
 // the directory synced). On any failure the temporary file is removed and
-// path is left as it was.
+// path is left as it was. When only the directory sync after the rename
+// fails, the error is a *DirSyncError: the file at path is complete.
 func WriteFile(path string, write func(w io.Writer) error, verify func(tmp string) error) error {
 	// The rename at the end replaces whatever has the name: a device
 	// node, a FIFO, a symlink such as /dev/stdout would become a file.
@@ -79,8 +80,26 @@ func writeAtomic(dir, base string, write func(w io.Writer) error, verify func(tm
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
 	}
-	return syncDir(dir)
+	if err := syncDir(dir); err != nil {
+		return &DirSyncError{Path: path, Err: err}
+	}
+	return nil
 }
+
+// DirSyncError is the error of a write whose file is at Path, complete
+// and verified, but whose directory could not be synced after the rename:
+// until the system writes the directory back, a power loss could undo the
+// rename (leaving whatever had the name before, or nothing).
+type DirSyncError struct {
+	Path string
+	Err  error
+}
+
+func (e *DirSyncError) Error() string {
+	return fmt.Sprintf("%s is written, complete and verified, but its directory could not be synced, so a power loss could still lose it (run sync, or write it again): %v", e.Path, e.Err)
+}
+
+func (e *DirSyncError) Unwrap() error { return e.Err }
 
 // IsTemporary reports whether name is a temporary file WriteFile or
 // WriteFileIn leaves behind only when the process dies mid-write.
@@ -88,8 +107,9 @@ func IsTemporary(name string) bool {
 	return strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp-")
 }
 
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
+// syncDir makes a rename in dir durable. It is a variable so that tests
+// can make it fail.
+var syncDir = func(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("open %s to sync it: %w", dir, err)

@@ -2,6 +2,7 @@ package ctlcmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -72,7 +73,11 @@ func saveSnapshot(ctx context.Context, o *options, c *client.Client, errOut io.W
 			info, err = snapshot.InspectFile(tmp)
 			return err
 		})
-	if err != nil {
+	var unsynced *snapshot.DirSyncError
+	switch {
+	case errors.As(err, &unsynced):
+		return nil, err // the file is there: the error says so
+	case err != nil:
 		return nil, fmt.Errorf("%w; %s was not written", err, path)
 	}
 	return info, nil

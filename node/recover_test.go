@@ -1,0 +1,70 @@
+package node
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zrpcio/zrpc/internal/testlog"
+)
+
+// Recovery removes the peers file, whose agents are given up for lost,
+// and syncs the data dir once it is gone: a power loss right after must
+// not bring the file back, or the agent would try to join those agents
+// at every start and be refused. A failed sync is reported, naming the
+// file.
+func TestRecoverRemovesThePeersFileDurably(t *testing.T) {
+	cfg := testConfig(t)
+	n := startNode(t, cfg)
+	// Recovery gives a new id to a cluster that has one.
+	waitFor(t, 10*time.Second, "the cluster has an id", func() bool { return n.Store().FSM().ClusterID() != "" })
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.RaftPort = 7946 // the address recover records; nothing listens
+	peers := filepath.Join(cfg.DataDir, peersFile)
+	sync := syncRemoval
+	t.Cleanup(func() { syncRemoval = sync })
+
+	var synced []string
+	var syncErr error
+	syncRemoval = func(dir string) error {
+		if _, err := os.Stat(peers); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s was synced while %s is still there (%v)", dir, peers, err)
+		}
+		synced = append(synced, dir)
+		if syncErr != nil {
+			return syncErr
+		}
+		return sync(dir)
+	}
+	recoverWithPeers := func() error {
+		t.Helper()
+		if err := os.WriteFile(peers, []byte(`["127.0.0.1:1"]`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := Recover(cfg, false, testlog.New(t, cfg.Name))
+		return err
+	}
+
+	if err := recoverWithPeers(); err != nil {
+		t.Fatalf("Recover: %v", err)
+	}
+	if _, err := os.Stat(peers); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("%s is still there after recovery (%v)", peers, err)
+	}
+	if want := []string{cfg.DataDir}; !slices.Equal(synced, want) {
+		t.Fatalf("recovery synced %v, want %v", synced, want)
+	}
+
+	syncErr = errors.New("input/output error")
+	err := recoverWithPeers()
+	if err == nil || !strings.Contains(err.Error(), peers) || !strings.Contains(err.Error(), "input/output error") {
+		t.Fatalf("Recover with a failing sync = %v, want an error naming %s and the sync's failure", err, peers)
+	}
+}
