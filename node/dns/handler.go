@@ -297,24 +297,28 @@ func (h *handler) records(name string, rel []string) *records {
 // ("" for none): all of them name the service when it has instances,
 // else the first is a tag of the service the others name. instances is
 // nil when neither exists, or the server may not show it. The ACL
-// decisions taken are appended to checks.
+// decisions taken are appended to checks. rev is the replica's revision
+// at the first lookup: should it move before the last, the answer is
+// never taken from the cache, as a lookup it skipped may have found
+// something since.
 func (h *handler) instances(labels []string, checks *[]aclCheck) (tag string, instances []*pb.Instance, rev uint64) {
-	if insts, rev := h.find(strings.Join(labels, "."), checks); insts != nil || len(labels) < 2 {
+	insts, rev := h.find(strings.Join(labels, "."), checks)
+	if insts != nil || len(labels) < 2 {
 		return "", insts, rev
 	}
-	insts, rev := h.find(strings.Join(labels[1:], "."), checks)
+	insts, _ = h.find(strings.Join(labels[1:], "."), checks)
 	return labels[0], insts, rev
 }
 
 // find returns the instances of service (asked as written, else in lower
 // case: DNS names are case-insensitive), nil when it has none or may not
-// be shown.
+// be shown, and the revision of the first lookup.
 func (h *handler) find(service string, checks *[]aclCheck) ([]*pb.Instance, uint64) {
 	insts, rev := h.reg.Instances(service)
 	if len(insts) == 0 {
 		if lower := strings.ToLower(service); lower != service {
 			service = lower
-			insts, rev = h.reg.Instances(service)
+			insts, _ = h.reg.Instances(service)
 		}
 	}
 	if len(insts) == 0 {

@@ -323,3 +323,39 @@ func TestDNSConcurrentQueriesShareCachedRecords(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// registeringRegistry registers v2.user.rpc just before it reads
+// user.rpc the first time: between the two lookups of the name
+// v2.user.rpc.service.zrpc. (the service v2.user.rpc, else tag v2 of
+// user.rpc).
+type registeringRegistry struct {
+	*liveRegistry
+	once sync.Once
+}
+
+func (r *registeringRegistry) Instances(service string) ([]*pb.Instance, uint64) {
+	if service == "user.rpc" {
+		r.once.Do(func() {
+			r.change("v2.user.rpc", func([]*pb.Instance) []*pb.Instance {
+				return []*pb.Instance{passing("v2.user.rpc", "b", "10.0.0.2:80")}
+			})
+		})
+	}
+	return r.liveRegistry.Instances(service)
+}
+
+// TestDNSDoesNotCacheAnAnswerTheRegistryChangedUnder: when the registry
+// changes between the lookups of one name, the answer built from them is
+// not served again from the cache: the next question sees the registry
+// as it is.
+func TestDNSDoesNotCacheAnAnswerTheRegistryChangedUnder(t *testing.T) {
+	reg := &registeringRegistry{liveRegistry: &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{
+		"user.rpc": {passing("user.rpc", "a", "10.0.0.1:80", "v2")},
+	}}}
+	h := testHandler(t, Config{Registry: reg})
+	ask(h, "v2.user.rpc.service.zrpc.", dns.TypeA)
+	got := ask(h, "v2.user.rpc.service.zrpc.", dns.TypeA)
+	if len(got.Answer) != 1 || got.Answer[0].(*dns.A).A.String() != "10.0.0.2" {
+		t.Fatalf("once the service v2.user.rpc is registered: %v, want its address 10.0.0.2", got.Answer)
+	}
+}

@@ -120,7 +120,7 @@ func Start(addr string, cfg Config) (*Server, error) {
 	if idle == 0 {
 		idle = idleTimeout
 	}
-	s.tcp = &dns.Server{Listener: newLimitListener(ln, maxConns), Handler: h,
+	s.tcp = &dns.Server{Listener: newLimitListener(ln, maxConns, ioTimeout), Handler: h,
 		ReadTimeout: ioTimeout, WriteTimeout: ioTimeout, MaxTCPQueries: maxTCPQueries,
 		IdleTimeout: func() time.Duration { return idle }}
 	for _, srv := range []*dns.Server{s.udp, s.tcp} {

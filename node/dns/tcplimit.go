@@ -10,14 +10,16 @@ import (
 // limitListener hands out at most cap(slots) connections at once: one
 // accepted beyond that is closed at once, so that a client opening
 // thousands of connections holds no more than that many descriptors of
-// the agent, for no longer than the idle timeout each.
+// the agent, for no longer than the idle timeout each. Each write to a
+// connection must finish within writeTimeout.
 type limitListener struct {
 	net.Listener
-	slots chan struct{}
+	slots        chan struct{}
+	writeTimeout time.Duration
 }
 
-func newLimitListener(ln net.Listener, max int) *limitListener {
-	return &limitListener{Listener: ln, slots: make(chan struct{}, max)}
+func newLimitListener(ln net.Listener, max int, writeTimeout time.Duration) *limitListener {
+	return &limitListener{Listener: ln, slots: make(chan struct{}, max), writeTimeout: writeTimeout}
 }
 
 // Accept returns the next connection there is room for.
@@ -34,7 +36,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		select {
 		case l.slots <- struct{}{}:
-			return &limitedConn{Conn: c, slots: l.slots}, nil
+			return &limitedConn{Conn: c, slots: l.slots, writeTimeout: l.writeTimeout}, nil
 		default:
 			c.Close()
 		}
@@ -49,8 +51,24 @@ func isTemporary(err error) bool {
 // limitedConn gives its slot back when closed.
 type limitedConn struct {
 	net.Conn
-	slots chan struct{}
-	once  sync.Once
+	slots        chan struct{}
+	writeTimeout time.Duration
+	once         sync.Once
+}
+
+// Write sends an answer within the write timeout, and closes the
+// connection when it cannot: miekg/dns sets no write deadline, so a
+// client that stops reading its answers would otherwise block the
+// write, keeping its slot and the server's Close waiting for as long as
+// it likes. The server's next read then fails, and it closes the
+// connection (Close), giving the slot back.
+func (c *limitedConn) Write(b []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		c.Conn.Close()
+	}
+	return n, err
 }
 
 func (c *limitedConn) Close() error {

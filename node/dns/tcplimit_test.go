@@ -4,10 +4,14 @@ import (
 	"errors"
 	"io"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
 // TestDNSRefusesTCPConnectionsBeyondItsCap: with 8 TCP connections held
@@ -152,4 +156,63 @@ func TestDNSRefusesNegativeTCPLimits(t *testing.T) {
 			t.Errorf("Start with %d connections, idle %s: no error", cfg.MaxTCPConnections, cfg.TCPIdleTimeout)
 		}
 	}
+}
+
+// TestDNSClosesATCPConnectionThatDoesNotReadItsAnswers: a client that
+// asks many questions of a large service over TCP and reads none of the
+// answers has its connection closed once a write waits too long, so that
+// it holds its slot no longer, and Close returns.
+func TestDNSClosesATCPConnectionThatDoesNotReadItsAnswers(t *testing.T) {
+	reg := &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{"big.rpc": manyInstances("big.rpc", 3000)}}
+	s, err := Start("127.0.0.1:0", Config{Domain: "zrpc.", MaxTCPConnections: 1, TCPIdleTimeout: time.Minute, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A small receive buffer: the answers, about 64 KB each, fill it and
+	// the server's send buffer long before the last question.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	nc, err := d.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	// Close runs while the client still reads nothing (cleanups run last
+	// first).
+	t.Cleanup(func() {
+		closed := make(chan struct{})
+		go func() { s.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(time.Minute):
+			t.Error("Close still waits a minute later for a client that reads nothing")
+		}
+	})
+	stalled := &dns.Conn{Conn: nc}
+	stalled.SetDeadline(time.Now().Add(time.Minute))
+	m := new(dns.Msg)
+	m.SetQuestion("big.rpc.service.zrpc.", dns.TypeSRV)
+	for i := range maxTCPQueries {
+		m.Id = uint16(i)
+		if err := stalled.WriteMsg(m); err != nil {
+			break // the server closed it already
+		}
+	}
+	// The one slot comes free: a new connection is answered.
+	a := new(dns.Msg)
+	a.SetQuestion("7f000001.addr.zrpc.", dns.TypeA)
+	testwait.For(t, 30*time.Second, "a TCP answer while a client that reads nothing held the only slot", func() bool {
+		c, err := dns.Dial("tcp", s.Addr())
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if c.WriteMsg(a) != nil {
+			return false
+		}
+		resp, err := c.ReadMsg()
+		return err == nil && len(resp.Answer) == 1
+	})
 }

@@ -31,10 +31,10 @@ type registryChange struct {
 // gRPC Watch is). It follows the local replica's watch, so it costs the
 // agent one watcher and holds one of its Watch stream slots (TakeWatch); it ends when the client goes, when a write to it
 // takes longer than the write timeout (a reader that stopped reading),
-// or when the UI closes.
+// when its token is deleted or no longer grants it (at the next event or
+// keep-alive), or when the UI closes.
 func (u *UI) serveEvents(w http.ResponseWriter, r *http.Request) {
-	a, ok := u.allow(w, r, pb.Registry_Watch_FullMethodName, &pb.WatchRequest{})
-	if !ok {
+	if _, ok := u.allow(w, r, pb.Registry_Watch_FullMethodName, &pb.WatchRequest{}); !ok {
 		return
 	}
 	h := w.Header()
@@ -75,12 +75,20 @@ func (u *UI) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if err := s.event("hello", registryChange{Revision: rev, Services: []string{}}); err != nil {
 		return
 	}
-	u.follow(ctx, s, watcher, rev, a)
+	u.follow(ctx, s, watcher, rev, func() (acl.Authorizer, bool) {
+		// The headers are sent: a refusal ends the stream, and the page,
+		// asking again, reads the refusal.
+		return u.allow(discardResponse{header: http.Header{}}, r, pb.Registry_Watch_FullMethodName, &pb.WatchRequest{})
+	})
 }
 
 // follow sends a "registry" event for every change watcher yields after
-// revision rev that a may read, until ctx ends or a write fails.
-func (u *UI) follow(ctx context.Context, s *eventStream, watcher *raftstore.Watcher, rev uint64, a acl.Authorizer) {
+// revision rev that the stream's token may read, until ctx ends or a
+// write fails. The token is resolved again (authorize) before each
+// write, as the gRPC Watch's is before each message: a stream whose
+// token was deleted, or no longer grants the stream, ends, and one whose
+// token was narrowed shows what it grants now.
+func (u *UI) follow(ctx context.Context, s *eventStream, watcher *raftstore.Watcher, rev uint64, authorize func() (acl.Authorizer, bool)) {
 	// A snapshot (the watcher starts at revision 0, or fell behind the
 	// ring) is one reset; its further parts (More) add nothing to say.
 	inSnapshot := false
@@ -88,6 +96,10 @@ func (u *UI) follow(ctx context.Context, s *eventStream, watcher *raftstore.Watc
 		resp, err := u.next(ctx, watcher)
 		if err != nil {
 			return // the client went, or the UI closed
+		}
+		a, ok := authorize()
+		if !ok {
+			return
 		}
 		if resp == nil { // quiet for a while: a comment finds a dead connection
 			if err := s.write(": keep-alive\n\n"); err != nil {
@@ -111,6 +123,14 @@ func (u *UI) follow(ctx context.Context, s *eventStream, watcher *raftstore.Watc
 		}
 	}
 }
+
+// discardResponse takes the refusal of a check made once a stream's
+// headers are sent, where it can no longer be answered.
+type discardResponse struct{ header http.Header }
+
+func (d discardResponse) Header() http.Header       { return d.header }
+func (discardResponse) Write(b []byte) (int, error) { return len(b), nil }
+func (discardResponse) WriteHeader(int)             {}
 
 // eventStream writes Server-Sent Events, each flushed at once and within
 // a deadline.

@@ -97,6 +97,7 @@ type testUI struct {
 var policies = map[string]string{
 	"admin": `service "" { write } blob "" { write } operator { write }`,
 	"user":  `service "user." { read }`,
+	"ops":   `operator { read } blob "models/" { read }`,
 }
 
 func fakeAuthorize(t *testing.T) Authorize {
@@ -633,4 +634,81 @@ func agentViewOf(t *testing.T, st fakeStatus) agentView {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// newChangingTokenUI is a UI whose one token, "reader", has the rules
+// *rules holds at each request (none: the token was deleted).
+func newChangingTokenUI(t *testing.T, rules *atomic.Pointer[string], writeTimeout time.Duration) *testUI {
+	fsm := raftstore.NewFSM(1 << 12)
+	u := &testUI{w: fsmtest.NewWriter(t, fsm), UI: New(Config{Replica: blobReplica{fsm}, Status: fakeStatus{}, Blobs: fakeBlobs{}, WriteTimeout: writeTimeout,
+		Authorize: func(w http.ResponseWriter, r *http.Request, need string) (acl.Authorizer, bool) {
+			current := rules.Load()
+			if current == nil || r.Header.Get("Authorization") != "Bearer reader" {
+				http.Error(w, "ACL token not found: needs a token with "+need, http.StatusUnauthorized)
+				return nil, false
+			}
+			p, err := acl.ParsePolicy("reader", *current)
+			if err != nil {
+				t.Error(err)
+				return nil, false
+			}
+			return acl.Compile(p), true
+		}})}
+	u.srv = httptest.NewServer(u)
+	t.Cleanup(func() {
+		u.Close()
+		u.srv.Close()
+	})
+	return u
+}
+
+// A live stream is authorized by its token as it is now, not as it was
+// when the stream opened, as a gRPC Watch is: a token narrowed meanwhile
+// sees no more changes of what it lost, and one deleted ends the stream.
+func TestLiveStreamFollowsItsTokensChanges(t *testing.T) {
+	var rules atomic.Pointer[string] // nil: the token was deleted
+	all, users := `service "" { read }`, `service "user." { read }`
+	rules.Store(&all)
+	u := newChangingTokenUI(t, &rules, 0)
+	ev := u.openEvents(t, "reader")
+	if name, _, ok := ev.next(); !ok || name != "hello" {
+		t.Fatalf("first event %q, want hello", name)
+	}
+	u.w.Register(&pb.Instance{Service: "order.rpc", Id: "o1", Address: "10.0.1.1:9000", Health: pb.Health_PASSING})
+	if name, c, ok := ev.next(); !ok || name != "registry" || strings.Join(c.Services, ",") != "order.rpc" {
+		t.Fatalf("a change of order.rpc: %q %+v, want it named", name, c)
+	}
+
+	rules.Store(&users)
+	u.w.Register(&pb.Instance{Service: "order.rpc", Id: "o2", Address: "10.0.1.2:9000", Health: pb.Health_PASSING})
+	u.w.Register(&pb.Instance{Service: "user.rpc", Id: "u1", Address: "10.0.0.1:9000", Health: pb.Health_PASSING})
+	if name, c, ok := ev.next(); !ok || name != "registry" || strings.Join(c.Services, ",") != "user.rpc" {
+		t.Fatalf("first change after the token lost order.rpc: %q %+v, want only user.rpc", name, c)
+	}
+
+	rules.Store(nil)
+	u.w.Register(&pb.Instance{Service: "user.rpc", Id: "u2", Address: "10.0.0.2:9000", Health: pb.Health_PASSING})
+	stop := time.AfterFunc(10*time.Second, func() { ev.body.Close() })
+	defer stop.Stop()
+	if name, c, ok := ev.next(); ok {
+		t.Fatalf("after its token was deleted the stream sent %q %+v, want it ended", name, c)
+	}
+	if !stop.Stop() {
+		t.Fatal("the stream of a deleted token was still open 10 s later")
+	}
+}
+
+// The repair state of one blob (?blob=NAME) needs blob:read on its name
+// besides operator:read: a token that may not read a blob learns neither
+// its repair state nor whether it exists.
+func TestRepairOfABlobNeedsItsReadPermission(t *testing.T) {
+	u := newTestUI(t, true)
+	var repair repairView
+	u.getJSON(t, "/ui/api/repair?blob=models/a.bin", "ops", &repair)
+	for _, name := range []string{"secret/b.bin", "secret/nothing"} {
+		resp, body := u.get(t, "/ui/api/repair?blob="+name, "ops")
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "permission denied") {
+			t.Errorf("repair of %s with a token that may not read it: %d %s, want 403", name, resp.StatusCode, body)
+		}
+	}
 }

@@ -320,13 +320,18 @@ func (u *UI) serveBlobs(w http.ResponseWriter, r *http.Request) {
 
 // serveRepair shows the leader's repair state (operator:read, as
 // RepairStatus); with ?blob=NAME also how many of that blob's shards are
-// reported corrupt.
+// reported corrupt, which needs blob:read on the name too (as Stat, which
+// tells a blob's id from its name): whether a blob exists is not shown to
+// a token that may not read it.
 func (u *UI) serveRepair(w http.ResponseWriter, r *http.Request) {
 	if _, ok := u.allow(w, r, pb.Blobs_RepairStatus_FullMethodName, &pb.RepairStatusRequest{}); !ok {
 		return
 	}
 	var id string
 	if name := r.URL.Query().Get("blob"); name != "" {
+		if _, ok := u.allow(w, r, pb.Blobs_Stat_FullMethodName, &pb.BlobStatRequest{Name: name}); !ok {
+			return
+		}
 		meta := u.cfg.Replica.Blob(name)
 		if meta == nil {
 			writeError(w, http.StatusNotFound, "no blob named "+name)
