@@ -106,6 +106,11 @@ func GenerateService(ctx context.Context, cfg ServiceConfig) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	stale, err := staleFiles(cfg.Out, p.Name, files)
+	if err != nil {
+		return nil, err
+	}
+	plan.Files = append(plan.Files, stale...)
 	plan.Registry, plan.ConfigFile = sk.Registry, sk.ConfigFile
 	return plan, nil
 }

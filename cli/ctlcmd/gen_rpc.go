@@ -112,12 +112,16 @@ func printPlan(w io.Writer, plan *gen.Plan, dryRun bool) {
 	for _, f := range plan.Files {
 		p := filepath.Join(plan.Out, filepath.FromSlash(f.Path))
 		action := f.Action.String()
-		if dryRun && (f.Action == gen.Create || f.Action == gen.Overwrite) {
+		if dryRun && (f.Action == gen.Create || f.Action == gen.Overwrite || f.Action == gen.Remove) {
 			action = "would be " + action
 		}
 		if f.Action == gen.Keep {
 			kept++
 			fmt.Fprintf(w, "%-10s %s (yours: gen never overwrites it)\n", action, p)
+			continue
+		}
+		if f.Action == gen.Remove {
+			fmt.Fprintf(w, "%-10s %s (generated from this .proto before, and no longer)\n", action, p)
 			continue
 		}
 		fmt.Fprintf(w, "%-10s %s\n", action, p)
