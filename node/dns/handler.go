@@ -46,6 +46,11 @@ type handler struct {
 	canRead  func(string) bool
 	answered func(string)
 	cache    *cache
+	// empty caches the names of a service that have no record (a tag,
+	// zone or health no instance has) apart, so that a stranger asking
+	// many such names evicts only them: each would otherwise read the
+	// service's every instance again.
+	empty *cache
 }
 
 func newHandler(cfg Config) (*handler, error) {
@@ -67,6 +72,7 @@ func newHandler(cfg Config) (*handler, error) {
 		canRead:  cfg.CanRead,
 		answered: cfg.Answered,
 		cache:    newCache(cacheNames, cacheRecords),
+		empty:    newCache(emptyNames, 0),
 	}, nil
 }
 
@@ -209,6 +215,9 @@ func (h *handler) addr(m *dns.Msg, q dns.Question, label string) {
 // decisions they depend on, are those they were built at.
 func (h *handler) cached(m *dns.Msg, q dns.Question, size int) bool {
 	rs := h.cache.get(q.Name)
+	if rs == nil {
+		rs = h.empty.get(q.Name)
+	}
 	if rs == nil || rs.rev != h.reg.Revision() || !rs.readable(h.canRead) {
 		return false
 	}
@@ -226,6 +235,8 @@ func (h *handler) service(m *dns.Msg, q dns.Question, rel []string, size int) {
 	}
 	if len(rs.srv) > 0 {
 		h.cache.put(q.Name, rs)
+	} else {
+		h.empty.put(q.Name, rs)
 	}
 	h.fill(m, q, rs, size)
 }

@@ -123,10 +123,12 @@ type cache struct {
 	maxRecs  int
 }
 
-// The cache's default bounds: about 16 MB of records at most.
+// The cache's default bounds: about 16 MB of records at most; and the
+// names without a record kept apart (handler.empty).
 const (
 	cacheNames   = 4096
 	cacheRecords = 100_000
+	emptyNames   = 4096
 )
 
 func newCache(maxNames, maxRecords int) *cache {

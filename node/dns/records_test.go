@@ -359,3 +359,31 @@ func TestDNSDoesNotCacheAnAnswerTheRegistryChangedUnder(t *testing.T) {
 		t.Fatalf("once the service v2.user.rpc is registered: %v, want its address 10.0.0.2", got.Answer)
 	}
 }
+
+// TestDNSCachesANameWithoutRecordsApart: a name of a large service that
+// matches no instance (a tag none has) is answered from a cache of its
+// own while the revision stays, instead of reading the service's every
+// instance per question; asking many such names evicts none of the
+// names with records.
+func TestDNSCachesANameWithoutRecordsApart(t *testing.T) {
+	reg := &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{"user.rpc": manyInstances("user.rpc", 1000)}}
+	h := testHandler(t, Config{Registry: reg})
+	ask(h, "user.rpc.service.zrpc.", dns.TypeSRV)
+	ask(h, "nosuchtag.user.rpc.service.zrpc.", dns.TypeSRV)
+	before := reg.walks.Load()
+	for range 5 {
+		if got := ask(h, "nosuchtag.user.rpc.service.zrpc.", dns.TypeSRV); len(got.Answer) != 0 || got.Rcode != dns.RcodeSuccess {
+			t.Fatalf("a tag no instance has: rcode %s, %d answers; want NOERROR and none", dns.RcodeToString[got.Rcode], len(got.Answer))
+		}
+	}
+	if walks := reg.walks.Load() - before; walks != 0 {
+		t.Fatalf("5 questions for a name without records read the registry %d times, want 0", walks)
+	}
+	for i := range 2 * emptyNames {
+		ask(h, fmt.Sprintf("t%d.user.rpc.service.zrpc.", i), dns.TypeSRV)
+	}
+	before = reg.walks.Load()
+	if got := ask(h, "user.rpc.service.zrpc.", dns.TypeSRV); len(got.Answer) == 0 || reg.walks.Load() != before {
+		t.Fatalf("after many names without records, the service's own name read the registry %d times; want it still cached", reg.walks.Load()-before)
+	}
+}
