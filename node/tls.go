@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -326,20 +327,28 @@ func (n *Node) raftStreamLayer(inner raft.StreamLayer) (raft.StreamLayer, error)
 		inner = raftstore.NewTCPStreamLayer(ln, adv)
 	}
 	return &tlsRaftLayer{
-		inner:  inner,
-		server: n.tls.ServerConfig(tlsconf.RequireAgent()),
-		client: n.tls.ClientConfig(tlsconf.AgentServerName, tlsconf.RequireAgent()),
+		inner:            inner,
+		server:           n.tls.ServerConfig(tlsconf.RequireAgent()),
+		client:           n.tls.ClientConfig(tlsconf.AgentServerName, tlsconf.RequireAgent()),
+		handshakeTimeout: raftHandshakeTimeout,
 	}, nil
 }
 
+// raftHandshakeTimeout bounds an accepted Raft connection's TLS handshake:
+// a caller that connects and never completes it is dropped then, instead
+// of holding the transport's reader for that connection forever.
+const raftHandshakeTimeout = 10 * time.Second
+
 // tlsRaftLayer makes every Raft connection of inner mutual TLS that only
 // agent certificates pass. An accepted connection's handshake runs on its
-// first read, on the transport's goroutine for that connection, so a slow
-// or refused peer never holds Accept up; a refused one is closed there.
+// first read or write, on the transport's goroutine for that connection,
+// so a slow or refused peer never holds Accept up; it has
+// handshakeTimeout, and a refused or timed-out one is closed there.
 type tlsRaftLayer struct {
-	inner  raft.StreamLayer
-	server *tls.Config
-	client *tls.Config
+	inner            raft.StreamLayer
+	server           *tls.Config
+	client           *tls.Config
+	handshakeTimeout time.Duration
 }
 
 func (l *tlsRaftLayer) Accept() (net.Conn, error) {
@@ -347,7 +356,42 @@ func (l *tlsRaftLayer) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return tls.Server(c, l.server), nil
+	return &acceptedTLSConn{Conn: tls.Server(c, l.server), timeout: l.handshakeTimeout}, nil
+}
+
+// acceptedTLSConn is a server-side TLS connection whose handshake, on its
+// first read or write, must finish within timeout.
+type acceptedTLSConn struct {
+	*tls.Conn
+	timeout time.Duration
+	done    atomic.Bool // the handshake succeeded
+}
+
+func (c *acceptedTLSConn) handshake() error {
+	if c.done.Load() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	if err := c.Conn.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("raft TLS handshake with %s: %w", c.RemoteAddr(), err)
+	}
+	c.done.Store(true)
+	return nil
+}
+
+func (c *acceptedTLSConn) Read(b []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *acceptedTLSConn) Write(b []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
 }
 
 func (l *tlsRaftLayer) Close() error   { return l.inner.Close() }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,9 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/internal/pki/pkitest"
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/tlsconf"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // An agent with TLS refuses to start with plaintext gossip, saying why
@@ -152,4 +157,77 @@ func TestCertificateExpiry(t *testing.T) {
 			t.Fatal("not warned again a day later")
 		}
 	})
+}
+
+// TestTLSRaftHandshakeHasADeadline: a caller of the Raft port that opens a
+// connection and never completes the TLS handshake is dropped after the
+// handshake timeout, instead of holding the transport's reader forever;
+// an agent that does handshake gets through.
+func TestTLSRaftHandshakeHasADeadline(t *testing.T) {
+	kit := pkitest.New(t)
+	certs, err := tlsconf.Load(tlsconf.Files(kit.Agent("n1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := &tlsRaftLayer{
+		inner:            raftstore.NewTCPStreamLayer(ln, ln.Addr()),
+		server:           certs.ServerConfig(tlsconf.RequireAgent()),
+		client:           certs.ClientConfig(tlsconf.AgentServerName, tlsconf.RequireAgent()),
+		handshakeTimeout: 200 * time.Millisecond,
+	}
+	t.Cleanup(func() { layer.Close() })
+
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	conn, err := layer.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	read := make(chan error, 1)
+	go func() {
+		_, err := conn.Read(make([]byte, 1))
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		if err == nil {
+			t.Fatal("read of a connection that never handshook returned data")
+		}
+	case <-time.After(10 * time.Second):
+		conn.Close()
+		t.Fatal("read of a connection that never handshakes still blocks after 10s")
+	}
+
+	// Raft reads an accepted connection at once: the handshake runs there.
+	got := make(chan error, 1)
+	go func() {
+		c, err := layer.Accept()
+		if err != nil {
+			got <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		got <- err
+	}()
+	dialed, err := layer.Dial(raft.ServerAddress(ln.Addr().String()), 10*time.Second)
+	if err != nil {
+		t.Fatalf("dial as an agent: %v", err)
+	}
+	defer dialed.Close()
+	if _, err := dialed.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("read from an agent: %v", err)
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -27,7 +29,9 @@ type TLSConfig struct {
 	Key  string `yaml:"Key"`
 	// ServerName is the name the servers' certificates must carry, for
 	// clients only. Empty means the target's service ("user.rpc" for
-	// zrpc:///user.rpc); a direct:/// target of several addresses needs it.
+	// zrpc:///user.rpc), or a direct:/// target's one host name; a
+	// direct:/// target of several addresses, or of an IP address (which
+	// names no service), needs it.
 	ServerName string `yaml:"ServerName"`
 }
 
@@ -51,13 +55,28 @@ func (c TLSConfig) validate() error {
 }
 
 // validateFor is validate for a client of target: a direct:/// target of
-// several addresses has no one name to verify the servers by.
+// several addresses, or of an IP address, has no name to verify the
+// servers by.
 func (c TLSConfig) validateFor(target string) error {
 	if err := c.validate(); err != nil {
 		return err
 	}
-	if c.Enabled() && c.ServerName == "" && strings.HasPrefix(target, "direct:///") && strings.Contains(target, ",") {
+	if !c.Enabled() || c.ServerName != "" {
+		return nil
+	}
+	addrs, direct := strings.CutPrefix(target, "direct:///")
+	if !direct {
+		return nil
+	}
+	if strings.Contains(addrs, ",") {
 		return fmt.Errorf("setting TLS.ServerName: required with %q, a direct:/// target of several addresses (the name the servers' certificates carry)", target)
+	}
+	host, _, err := net.SplitHostPort(addrs)
+	if err != nil {
+		host = addrs
+	}
+	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return fmt.Errorf("setting TLS.ServerName: required with %q, a direct:/// target of an IP address (the name the server's certificate carries, such as its service's)", target)
 	}
 	return nil
 }

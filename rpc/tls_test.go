@@ -133,6 +133,21 @@ func TestTLSSettingsFromYAML(t *testing.T) {
 	if err := several.Validate(); err != nil {
 		t.Errorf("TLS to several direct addresses with ServerName: %v", err)
 	}
+	// An IP address names no service: a certificate of any of the CA's
+	// services would do, unless a name is given.
+	for _, target := range []string{"direct:///127.0.0.1:9000", "direct:///[::1]:9000"} {
+		byIP := rpc.ClientConfig{Target: target, TLS: tlsSettings(f)}
+		if err := byIP.Validate(); err == nil || !strings.Contains(err.Error(), "setting TLS.ServerName: required") {
+			t.Errorf("TLS to %s without ServerName: err %v, want one asking for TLS.ServerName", target, err)
+		}
+		byIP.TLS.ServerName = "user.rpc"
+		if err := byIP.Validate(); err != nil {
+			t.Errorf("TLS to %s with ServerName: %v", target, err)
+		}
+	}
+	if byName := (rpc.ClientConfig{Target: "direct:///user.internal:9000", TLS: tlsSettings(f)}); byName.Validate() != nil {
+		t.Errorf("TLS to a direct:/// host name without ServerName: %v", byName.Validate())
+	}
 	if _, err := rpc.Dial(context.Background(), "zrpc:///user.rpc", rpc.WithTLS(rpc.TLSConfig{CA: f.CA, Cert: f.Cert, Key: f.Cert})); err == nil {
 		t.Error("Dial with a certificate as key succeeded")
 	}

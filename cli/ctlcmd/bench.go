@@ -30,6 +30,7 @@ const (
 // benchOptions are zrpcctl bench's flags.
 type benchOptions struct {
 	target         string
+	serverName     string
 	data           string
 	dataFile       string
 	concurrency    int
@@ -95,6 +96,7 @@ agents' connections are mutual TLS.`,
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&b.target, "target", "", "zrpc:///SERVICE, direct:///HOST:PORT[,HOST:PORT] or HOST:PORT (default zrpc:/// and the method's part before the slash)")
+	fs.StringVar(&b.serverName, "server-name", "", "with --tls-ca/--tls-cert/--tls-key: the name the service's certificate must carry (default: a zrpc:/// target's service, a direct:/// target's host name; needed for an IP address or several addresses)")
 	fs.StringVar(&b.data, "data", "", "the request in JSON, e.g. '{\"user_id\":1}' (default: the empty message)")
 	fs.StringVar(&b.dataFile, "data-file", "", "file holding the request in JSON (- reads stdin)")
 	fs.IntVarP(&b.concurrency, "concurrency", "c", defaultBenchConcurrency, "callers, each with one call in flight")
@@ -258,14 +260,14 @@ func (b *benchOptions) run(cmd *cobra.Command, o *options, method string) error 
 	if cfg.Method == nil && chain != nil && b.idempotent {
 		// The chain's idempotent methods are named when it is dialled:
 		// learn the method's full name over a connection of its own first.
-		if cfg.Method, err = reflectBenchMethod(ctx, o, target, method, b.connectTimeout, cmd.ErrOrStderr()); err != nil {
+		if cfg.Method, err = reflectBenchMethod(ctx, o, target, b.serverName, method, b.connectTimeout, cmd.ErrOrStderr()); err != nil {
 			return err
 		}
 	}
 	if cfg.Method != nil && chain != nil && b.idempotent {
 		chain.Retry.Idempotent = []string{"/" + string(cfg.Method.Parent().FullName()) + "/" + string(cfg.Method.Name())}
 	}
-	bc, err := dialBench(ctx, o, target, b.connections, b.connectTimeout, chain, cmd.ErrOrStderr())
+	bc, err := dialBench(ctx, o, target, b.serverName, b.connections, b.connectTimeout, chain, cmd.ErrOrStderr())
 	if err != nil {
 		return err
 	}

@@ -89,7 +89,7 @@ type benchConns struct {
 // dialBench opens n connections to target and waits, up to timeout,
 // until each has a ready instance; each with chain as its client chain,
 // or none when chain is nil.
-func dialBench(ctx context.Context, o *options, target string, n int, timeout time.Duration, chain *clientchain.Config, stderr io.Writer) (*benchConns, error) {
+func dialBench(ctx context.Context, o *options, target, serverName string, n int, timeout time.Duration, chain *clientchain.Config, stderr io.Writer) (*benchConns, error) {
 	bc := &benchConns{target: target}
 	log := newCLILogger(stderr, slog.LevelWarn)
 	opts := []rpc.DialOption{rpc.WithWaitReady(), rpc.WithoutChain()}
@@ -98,7 +98,7 @@ func dialBench(ctx context.Context, o *options, target string, n int, timeout ti
 	}
 	if o.tls.files.Enabled() {
 		f := o.tls.files
-		opts = append(opts, rpc.WithTLS(rpc.TLSConfig{CA: f.CA, Cert: f.Cert, Key: f.Key}))
+		opts = append(opts, rpc.WithTLS(rpc.TLSConfig{CA: f.CA, Cert: f.Cert, Key: f.Key, ServerName: serverName}))
 	}
 	if strings.HasPrefix(target, zrpcTargetPrefix) {
 		tc, err := o.tls.config()
@@ -128,6 +128,9 @@ func dialBench(ctx context.Context, o *options, target string, n int, timeout ti
 
 // explain adds what to check to a failed dial.
 func (bc *benchConns) explain(err error, timeout time.Duration, agents string) error {
+	if strings.Contains(err.Error(), "setting TLS.ServerName: required") {
+		return &hintError{err: err, hint: "give the name the service's certificate carries with --server-name (its service's name, e.g. user.rpc)"}
+	}
 	if !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
@@ -190,8 +193,8 @@ func (b *benchOptions) chainConfig() *clientchain.Config {
 
 // reflectBenchMethod finds method by reflection over one connection of
 // its own, without the client chain.
-func reflectBenchMethod(ctx context.Context, o *options, target, method string, timeout time.Duration, stderr io.Writer) (protoreflect.MethodDescriptor, error) {
-	bc, err := dialBench(ctx, o, target, 1, timeout, nil, stderr)
+func reflectBenchMethod(ctx context.Context, o *options, target, serverName, method string, timeout time.Duration, stderr io.Writer) (protoreflect.MethodDescriptor, error) {
+	bc, err := dialBench(ctx, o, target, serverName, 1, timeout, nil, stderr)
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/zrpcio/zrpc/internal/grpctest"
+	"github.com/zrpcio/zrpc/internal/pki/pkitest"
 )
 
 // serveHealth starts grpc.health.v1 with reflection on loopback: a
@@ -248,5 +249,19 @@ func TestBenchRejectsBadInputClearly(t *testing.T) {
 				t.Fatalf("error %v, want one saying %q", res.err, tc.want)
 			}
 		})
+	}
+}
+
+// TestBenchOverTLSToAnIPAsksForTheServerName: a direct:/// target of an
+// IP address names no service whose certificate to expect; without
+// --server-name the bench refuses to start, saying which flag to give,
+// rather than accept any certificate of the CA.
+func TestBenchOverTLSToAnIPAsksForTheServerName(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := pkitest.New(t).Service("order.rpc")
+	res := runZrpcctl(testContext(t), t, "", "bench", "Health/Check", "--target", "direct:///127.0.0.1:1", "-n", "1",
+		"--tls-ca", f.CA, "--tls-cert", f.Cert, "--tls-key", f.Key)
+	if res.err == nil || !strings.Contains(res.stderr, "--server-name") {
+		t.Fatalf("bench over TLS to an IP without --server-name: %v\nstderr: %s; want it refused naming --server-name", res.err, res.stderr)
 	}
 }

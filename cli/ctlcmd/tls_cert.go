@@ -71,11 +71,20 @@ Existing files are never replaced unless --force is given.`,
 			if o.Token, err = clusterToken(o.tokenFile); err != nil {
 				return err
 			}
+			// A token from the environment may be left over from running an
+			// agent: say where it came from, as it decides the CA.
+			fromEnv := o.Token != "" && o.tokenFile == ""
 			if o.Token != "" && (o.CACert != "" || o.CAKey != "") {
+				if fromEnv {
+					return fmt.Errorf("$%s holds a cluster token, and --ca and --ca-key are given: sign with one CA, unset %s to use the files", clusterTokenEnv, clusterTokenEnv)
+				}
 				return errors.New("give either a cluster token or --ca and --ca-key, not both")
 			}
 			cmd.SilenceUsage = true
 			w, err := pki.CreateCert(o.CertOptions)
+			if err != nil && fromEnv {
+				return fmt.Errorf("create %s certificate with the CA of the cluster token in $%s (unset it to sign with the CA files): %w", kind, clusterTokenEnv, forceHint(err))
+			}
 			if err != nil {
 				return fmt.Errorf("create %s certificate: %w", kind, forceHint(err))
 			}

@@ -209,3 +209,30 @@ func TestTLSCertFromClusterToken(t *testing.T) {
 		t.Fatal("the refused certificate was written")
 	}
 }
+
+// TestTLSCertCreateNamesTheTokenFromTheEnvironment: a cluster token left
+// in $ZRPC_CLUSTER_TOKEN decides the CA; refused beside CA files, the
+// error names the variable rather than only telling to move the CA away.
+func TestTLSCertCreateNamesTheTokenFromTheEnvironment(t *testing.T) {
+	clearTLSEnv(t)
+	t.Setenv(clusterTokenEnv, "")
+	dir := t.TempDir()
+	ctx := testContext(t)
+	if r := runZrpcctl(ctx, t, "", "tls", "ca", "create", "--dir", dir); r.err != nil {
+		t.Fatal(r.err)
+	}
+	before := dirNames(t, dir)
+	t.Setenv(clusterTokenEnv, "zrpcctl-test-cluster-token-0123456789")
+	for _, args := range [][]string{
+		{"--client", "--name", "ops", "--dir", dir},
+		{"--client", "--name", "ops", "--dir", dir, "--ca", filepath.Join(dir, "ca.pem"), "--ca-key", filepath.Join(dir, "ca-key.pem")},
+	} {
+		r := runZrpcctl(ctx, t, "", append([]string{"tls", "cert", "create"}, args...)...)
+		if r.err == nil || !strings.Contains(r.err.Error(), "$"+clusterTokenEnv) || !strings.Contains(r.err.Error(), "unset") {
+			t.Errorf("zrpcctl tls cert create %s with %s set: err %v, want one naming the variable", strings.Join(args, " "), clusterTokenEnv, r.err)
+		}
+	}
+	if after := dirNames(t, dir); !slices.Equal(after, before) {
+		t.Errorf("files %v after refused requests, want %v", after, before)
+	}
+}

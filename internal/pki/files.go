@@ -95,6 +95,9 @@ func CreateCert(o CertOptions) (Written, error) {
 		o.CAKey = filepath.Join(o.Dir, CAKeyFile)
 	}
 	w := Written{Cert: filepath.Join(o.Dir, o.Name+".pem"), Key: filepath.Join(o.Dir, o.Name+"-key.pem")}
+	if err := checkNotCA(w, o.CACert, o.CAKey, filepath.Join(o.Dir, CACertFile)); err != nil {
+		return Written{}, err
+	}
 	if err := checkAbsent(o.Overwrite, w.Cert, w.Key); err != nil {
 		return Written{}, err
 	}
@@ -166,6 +169,33 @@ func LoadCA(certFile, keyFile string) (*CA, error) {
 		return nil, fmt.Errorf("CA %s, %s: %w", certFile, keyFile, err)
 	}
 	return ca, nil
+}
+
+// checkNotCA fails when a file of w is one of the CA's files: a
+// certificate named "ca" or "ca-key" would replace the CA's certificate or
+// key (with --force, or the token CA's certificate just written).
+func checkNotCA(w Written, caFiles ...string) error {
+	for _, p := range []string{w.Cert, w.Key} {
+		for _, ca := range caFiles {
+			if samePath(p, ca) {
+				return fmt.Errorf("name: its file %s would replace the CA's %s: choose another name", p, ca)
+			}
+		}
+	}
+	return nil
+}
+
+// samePath reports whether a and b name the same file: the same absolute
+// path, or, when both exist, the same file by another path.
+func samePath(a, b string) bool {
+	absA, errA := filepath.Abs(a)
+	absB, errB := filepath.Abs(b)
+	if errA == nil && errB == nil && absA == absB {
+		return true
+	}
+	fa, errA := os.Stat(a)
+	fb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(fa, fb)
 }
 
 // checkAbsent fails, naming the first, when one of paths exists and

@@ -179,7 +179,7 @@ func (r CertRequest) Validate() error {
 		if err := validDNSName(d); err != nil {
 			return fmt.Errorf("dns name %q: %w", d, err)
 		}
-		if r.Kind != Agent && strings.EqualFold(d, AgentDNSName) {
+		if r.Kind != Agent && coversAgentName(d) {
 			return fmt.Errorf("dns name %q: a %s certificate cannot carry the agent name %s", d, r.Kind, AgentDNSName)
 		}
 	}
@@ -195,6 +195,10 @@ func (ca *CA) Sign(r CertRequest) (*x509.Certificate, *ecdsa.PrivateKey, error) 
 		return nil, nil, err
 	}
 	days, _ := lifetime(r.Days, DefaultCertDays)
+	if now := time.Now(); now.After(ca.Cert.NotAfter) {
+		return nil, nil, fmt.Errorf("CA %q expired at %s: it can sign nothing more; create a new CA (zrpcctl tls ca create) and new certificates with it",
+			ca.Cert.Subject.CommonName, ca.Cert.NotAfter.UTC().Format(time.RFC3339))
+	}
 	notBefore := r.NotBefore
 	if notBefore.IsZero() {
 		notBefore = time.Now().Add(-time.Minute)
@@ -258,6 +262,17 @@ func (r CertRequest) template(notBefore, notAfter time.Time) (*x509.Certificate,
 	return tmpl, nil
 }
 
+// coversAgentName reports whether the DNS name d matches AgentDNSName:
+// the name itself, or a wildcard ("*.zrpc") that a verifier of
+// agent.zrpc would accept.
+func coversAgentName(d string) bool {
+	if strings.EqualFold(d, AgentDNSName) {
+		return true
+	}
+	_, parent, _ := strings.Cut(AgentDNSName, ".")
+	return strings.EqualFold(d, "*."+parent)
+}
+
 // IsAgent reports whether cert is an agent certificate: it carries
 // AgentDNSName.
 func IsAgent(cert *x509.Certificate) bool {
@@ -296,11 +311,19 @@ func ParseCertificate(data []byte) (*x509.Certificate, error) {
 	}
 }
 
-// ParseKey reads an ECDSA private key from PEM data (PKCS #8 or SEC 1).
+// ParseKey reads an ECDSA private key from PEM data (PKCS #8 or SEC 1):
+// the first block that is a private key, so that blocks before it (the
+// "EC PARAMETERS" of `openssl ecparam -genkey`) do not matter.
 func ParseKey(data []byte) (*ecdsa.PrivateKey, error) {
-	b, _ := pem.Decode(data)
-	if b == nil {
-		return nil, errors.New("no PEM private key block")
+	var b *pem.Block
+	for rest := data; ; {
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return nil, errors.New("no PEM private key block")
+		}
+		if strings.HasSuffix(b.Type, "PRIVATE KEY") {
+			break
+		}
 	}
 	switch b.Type {
 	case "PRIVATE KEY":

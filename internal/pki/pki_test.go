@@ -2,6 +2,7 @@ package pki
 
 import (
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"net"
 	"os"
@@ -95,6 +96,8 @@ func TestClientCertificateCannotActAsAgent(t *testing.T) {
 		{Kind: Client, Name: "ops", DNSNames: []string{"agent.zrpc"}},
 		{Kind: Client, Name: "agent.zrpc"},
 		{Kind: Service, Name: "user.rpc", DNSNames: []string{"AGENT.zrpc"}},
+		{Kind: Service, Name: "user.rpc", DNSNames: []string{"*.zrpc"}},
+		{Kind: Client, Name: "ops", DNSNames: []string{"*.ZRPC"}},
 	} {
 		if _, _, err := ca.Sign(req); err == nil || !strings.Contains(err.Error(), "agent name") {
 			t.Errorf("%s certificate %+v: err %v, want a refusal naming the agent name", req.Kind, req, err)
@@ -201,4 +204,79 @@ func listDir(t *testing.T, dir string) []string {
 		names = append(names, e.Name())
 	}
 	return names
+}
+
+// TestCertificateNamedLikeTheCAIsRefused: a certificate whose files would
+// be the CA's (name "ca" or "ca-key") is refused, even with Overwrite, and
+// the CA stays as it was.
+func TestCertificateNamedLikeTheCAIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	caFiles, err := CreateCA(CAOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// link is the CA's directory by another path.
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	tokenDir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		opts CertOptions
+	}{
+		{"ca with overwrite", CertOptions{Dir: dir, Overwrite: true, CertRequest: CertRequest{Kind: Client, Name: "ca"}}},
+		{"ca-key with overwrite", CertOptions{Dir: dir, Overwrite: true, CertRequest: CertRequest{Kind: Client, Name: "ca-key"}}},
+		{"CA key by another path", CertOptions{Dir: link, CACert: caFiles.Cert, CAKey: caFiles.Key, Overwrite: true, CertRequest: CertRequest{Kind: Client, Name: "ca-key"}}},
+		{"token CA certificate", CertOptions{Dir: tokenDir, Token: testToken, CertRequest: CertRequest{Kind: Client, Name: "ca"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := CreateCert(tc.opts)
+			if err == nil || !strings.Contains(err.Error(), "would replace the CA's") {
+				t.Fatalf("err %v, want one saying the CA's file would be replaced", err)
+			}
+		})
+	}
+	if _, err := LoadCA(caFiles.Cert, caFiles.Key); err != nil {
+		t.Fatalf("CA after the refusals: %v", err)
+	}
+	if got := listDir(t, tokenDir); len(got) != 0 {
+		t.Errorf("token directory after the refusal: %v, want empty", got)
+	}
+}
+
+func TestSignWithExpiredCASaysSo(t *testing.T) {
+	ca, err := newCA(1, time.Now().Add(-48*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = ca.Sign(CertRequest{Kind: Agent, Name: "n1", Days: 1})
+	if err == nil || !strings.Contains(err.Error(), "expired at") || !strings.Contains(err.Error(), "zrpcctl tls ca create") {
+		t.Fatalf("sign with an expired CA: err %v, want one saying the CA expired and how to make a new one", err)
+	}
+}
+
+// TestParseKeySkipsECParameters: `openssl ecparam -genkey` writes an
+// "EC PARAMETERS" block before the key.
+func TestParseKeySkipsECParameters(t *testing.T) {
+	ca, err := NewCA(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalECPrivateKey(ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := pem.EncodeToMemory(&pem.Block{Type: "EC PARAMETERS", Bytes: []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}})
+	keyPEM := append(params, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})...)
+	got, err := ParseCA(EncodeCertificate(ca.Cert), keyPEM)
+	if err != nil {
+		t.Fatalf("CA key after EC PARAMETERS: %v", err)
+	}
+	if !got.Key.Equal(ca.Key) {
+		t.Fatal("parsed another key")
+	}
+	if _, err := ParseKey(params); err == nil || !strings.Contains(err.Error(), "no PEM private key block") {
+		t.Errorf("EC PARAMETERS only: err %v, want no private key block", err)
+	}
 }

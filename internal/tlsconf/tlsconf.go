@@ -237,8 +237,9 @@ func (r *Reloader) ServerConfig(opts ...Option) *tls.Config {
 // ClientConfig returns a client config: TLS 1.3, the current certificate
 // offered to the server, and the server's certificate verified against the
 // current CA and for serverName (AgentServerName for agents; empty means
-// the name the caller dials). With RequireAgent the server must hold an
-// agent certificate.
+// the DNS name the caller dials: a handshake with an address dialed by IP
+// and no serverName fails, as there is no name to check). With
+// RequireAgent the server must hold an agent certificate.
 func (r *Reloader) ClientConfig(serverName string, opts ...Option) *tls.Config {
 	o := apply(opts)
 	return &tls.Config{
@@ -279,6 +280,11 @@ func (r *Reloader) verifyServer(cs tls.ConnectionState, serverName string, o opt
 	name := serverName
 	if name == "" {
 		name = cs.ServerName
+	}
+	if name == "" {
+		// crypto/tls leaves the name empty when an IP address was dialed,
+		// and x509 checks no name then: any certificate of the CA would do.
+		return fmt.Errorf("tls: no server name to verify the server certificate %q against (an IP address was dialed): give the name its certificate must carry (a service's TLS.ServerName)", leaf.Subject.CommonName)
 	}
 	_, err := leaf.Verify(x509.VerifyOptions{
 		Roots:         m.pool,
@@ -332,10 +338,16 @@ func explain(err error, role string, leaf *x509.Certificate, now time.Time) erro
 	var host x509.HostnameError
 	switch {
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
-		if now.Before(leaf.NotBefore) {
-			return fmt.Errorf("%s is not valid before %s: %w", who, stamp(leaf.NotBefore), err)
+		// The certificate out of its validity may be the CA above leaf.
+		bad := leaf
+		if invalid.Cert != nil && !invalid.Cert.Equal(leaf) {
+			bad = invalid.Cert
+			who = fmt.Sprintf("%s: its CA certificate %q", who, bad.Subject.CommonName)
 		}
-		return fmt.Errorf("%s expired at %s: %w", who, stamp(leaf.NotAfter), err)
+		if now.Before(bad.NotBefore) {
+			return fmt.Errorf("%s is not valid before %s (is this machine's clock right?): %w", who, stamp(bad.NotBefore), err)
+		}
+		return fmt.Errorf("%s expired at %s: %w", who, stamp(bad.NotAfter), err)
 	case errors.As(err, &invalid) && invalid.Reason == x509.IncompatibleUsage:
 		return fmt.Errorf("%s is not for this use (a client certificate where a server's is needed?): %w", who, err)
 	case errors.As(err, &unknown):

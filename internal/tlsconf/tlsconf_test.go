@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/zrpcio/zrpc/internal/pki"
 	"github.com/zrpcio/zrpc/internal/pki/pkitest"
 	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/internal/testwait"
@@ -322,5 +324,48 @@ func TestTLSServerCredentialsLogRefusalsExplained(t *testing.T) {
 	})
 	if !strings.Contains(logged.String(), "level=WARN") {
 		t.Errorf("refusal not logged at WARN:\n%s", logged.String())
+	}
+}
+
+// TestTLSClientWithoutServerNameNeedsADNSName: with no server name given,
+// the server is verified for the DNS name dialed; dialed by IP there is no
+// name, and another service's certificate must not pass for lack of one.
+func TestTLSClientWithoutServerNameNeedsADNSName(t *testing.T) {
+	kit := pkitest.New(t)
+	srv := serveTLS(t, load(t, kit.Issue(pki.CertRequest{Kind: pki.Service, Name: "payment.rpc"})).ServerConfig())
+	client := load(t, kit.Service("order.rpc")).ClientConfig("")
+	_, err := talk(t, srv.addr, client)
+	if err == nil || !strings.Contains(err.Error(), "no server name to verify") {
+		t.Fatalf("dialing %s without a server name: err %v, want one saying there is no name to verify", srv.addr, err)
+	}
+	srv.handshake(t)
+
+	agent := serveTLS(t, load(t, kit.Agent("n1")).ServerConfig())
+	_, port, err := net.SplitHostPort(agent.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := talk(t, net.JoinHostPort("localhost", port), client); err != nil {
+		t.Fatalf("dialing localhost, a name of the server's certificate: %v", err)
+	}
+	agent.handshake(t)
+}
+
+// TestTLSSaysWhenTheCAIsOutOfItsValidity: a CA not yet valid (or expired)
+// is named as the CA, with its own dates, not the certificate's.
+func TestTLSSaysWhenTheCAIsOutOfItsValidity(t *testing.T) {
+	kit := pkitest.New(t)
+	start := time.Now()
+	// Valid from two hours ago; the CA only from a minute ago.
+	f := kit.Issue(pki.CertRequest{Kind: pki.Agent, Name: "n1", Days: 1, NotBefore: start.Add(-2 * time.Hour)})
+	r, err := NewReloader(Files(f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.now = func() time.Time { return start.Add(-time.Hour) }
+	err = r.Reload()
+	want := fmt.Sprintf(`its CA certificate %q is not valid before %s`, kit.CA.Cert.Subject.CommonName, stamp(kit.CA.Cert.NotBefore))
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("load with the CA not yet valid: err %v, want one saying %q", err, want)
 	}
 }
