@@ -2,8 +2,10 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,12 +14,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
 	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/node"
+	"github.com/zrpcio/zrpc/node/grpcapi"
 	"github.com/zrpcio/zrpc/testcluster"
 )
 
@@ -230,5 +235,58 @@ func TestKeyringPeerIsRefusedToClients(t *testing.T) {
 	resp, err := cl.KeyringList(ctxT(t))
 	if err != nil || len(resp.Agents) != 1 || len(resp.Agents[0].Keys) != 1 {
 		t.Fatalf("keyring after a refused install: %v, %v", resp, err)
+	}
+}
+
+// A key made primary while an alive agent lacks it would cut that agent
+// off from gossip: keyring use refuses, and no agent changes its primary
+// key.
+func TestKeyringUseRefusedWhileAnAgentLacksTheKey(t *testing.T) {
+	oldKey, err := gossip.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey, err := gossip.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testcluster.New(t, 3, testcluster.WithConfig(func(cfg *node.Config) { cfg.EncryptKey = oldKey }))
+	cl, err := client.New(client.Config{Endpoints: []string{c.GRPCAddr(0)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	c.WaitFor(20*time.Second, "every agent to list every agent's keys", func() bool {
+		resp, err := cl.KeyringList(ctxT(t))
+		return err == nil && len(resp.Agents) == c.Size()
+	})
+
+	// The new key reaches agents 0 and 1 only, as when an install failed
+	// on agent 2.
+	for i := range 2 {
+		conn, err := grpc.NewClient(c.GRPCAddr(i), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		method := pb.KeyringPeer_Install_FullMethodName
+		ctx := metadata.AppendToOutgoingContext(ctxT(t), grpcapi.ClusterAuthKey, grpcapi.ClusterAuth(c.Node(i).Store().FSM().ClusterSecret(), method))
+		if res, err := pb.NewKeyringPeerClient(conn).Install(ctx, &pb.KeyringKeyRequest{Key: newKey}); err != nil || !res.Ok {
+			t.Fatalf("install on %s: %v, %v", c.Name(i), res, err)
+		}
+	}
+
+	resp, err := cl.KeyringUse(ctxT(t), newKey)
+	if !errors.Is(err, apierr.ErrFailedPrecondition) || !strings.Contains(err.Error(), "not installed on "+c.Name(2)) {
+		t.Fatalf("keyring use while %s lacks the key: %v, %v; want FailedPrecondition naming it", c.Name(2), resp.GetAgents(), err)
+	}
+	list, err := cl.KeyringList(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range list.Agents {
+		if a.PrimaryKey != oldKey {
+			t.Errorf("agent %s encrypts with key %s after the refused use, want the old key", a.Agent, gossip.KeyFingerprint(a.PrimaryKey))
+		}
 	}
 }

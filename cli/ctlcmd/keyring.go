@@ -60,10 +60,10 @@ var keyringOps = []keyringOp{
 		"Install KEY on every alive agent: they accept gossip encrypted with it, and keep\nencrypting with their primary key. Installing an installed key does nothing.",
 		(*client.Client).KeyringInstall},
 	{"use", "Make an installed gossip key the primary key of every agent",
-		"Make KEY the primary key of every alive agent: they encrypt gossip with it. It\nmust be installed on every agent first (zrpcctl keyring install).",
+		"Make KEY the primary key of every alive agent: they encrypt gossip with it. It\nmust be installed on every agent first (zrpcctl keyring install): while an\nalive agent lacks it or does not answer, nothing is changed, as that agent\nwould be cut off from gossip.",
 		(*client.Client).KeyringUse},
 	{"remove", "Remove a gossip key from every agent",
-		"Remove KEY from every alive agent: gossip encrypted with it is refused from\nnow on. The primary key cannot be removed; removing a key that is not\ninstalled does nothing.",
+		"Remove KEY from every alive agent: gossip encrypted with it is refused from\nnow on. While it is the primary key of an alive agent, or an alive agent does\nnot answer, nothing is changed (zrpcctl keyring use the new key first);\nremoving a key that is not installed does nothing.",
 		(*client.Client).KeyringRemove},
 }
 

@@ -3,10 +3,12 @@ package grpcapi
 import (
 	"cmp"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,8 +23,9 @@ import (
 // The Keyring service rotates the cluster's gossip encryption key: each
 // call is applied on this agent and, through the agent-to-agent
 // KeyringPeer service, on every alive member, in parallel, and answered
-// with one result per agent. KeyringPeer applies a call on its own agent
-// only.
+// with one result per agent. Use and Remove first list every alive
+// agent's keys and change nothing while the step would cut one off
+// (checkStep). KeyringPeer applies a call on its own agent only.
 
 // DefaultKeyringPeerTimeout bounds a peer's answer when
 // KeyringConfig.PeerTimeout is zero.
@@ -186,24 +189,8 @@ func (s *Keyring) callPeer(ctx context.Context, op keyringOp, key string, m goss
 // failed is not asked but reported as not reached: it keeps the keys it
 // had, and after the others' old key is removed it could not rejoin.
 func (s *Keyring) fanOut(ctx context.Context, op keyringOp, key string) *pb.KeyringResponse {
-	var peers, away []gossip.Member
-	for _, m := range s.cfg.Cluster.Members() {
-		switch {
-		case m.Name == s.cfg.Agent:
-		case m.Status == gossip.StatusAlive:
-			peers = append(peers, m)
-		case m.Status != gossip.StatusLeft:
-			away = append(away, m)
-		}
-	}
-	results := make([]*pb.KeyringAgentResult, len(peers)+1, len(peers)+1+len(away))
-	timeout := s.peerTimeout(ctx)
-	var wg sync.WaitGroup
-	for i, m := range peers {
-		wg.Go(func() { results[i] = s.callPeer(ctx, op, key, m, timeout) })
-	}
-	results[len(peers)] = s.applyLocal(op, key)
-	wg.Wait()
+	peers, away := s.members()
+	results := s.ask(ctx, op, key, peers)
 	for _, m := range away {
 		results = append(results, &pb.KeyringAgentResult{Agent: m.Name, Error: notReached(op, m)})
 	}
@@ -213,6 +200,78 @@ func (s *Keyring) fanOut(ctx context.Context, op keyringOp, key string) *pb.Keyr
 		resp.Keys = countKeys(results)
 	}
 	return resp
+}
+
+// members returns the members other than this agent that gossip sees
+// alive (peers, asked) and those it sees neither alive nor left (away,
+// not asked).
+func (s *Keyring) members() (peers, away []gossip.Member) {
+	for _, m := range s.cfg.Cluster.Members() {
+		switch {
+		case m.Name == s.cfg.Agent:
+		case m.Status == gossip.StatusAlive:
+			peers = append(peers, m)
+		case m.Status != gossip.StatusLeft:
+			away = append(away, m)
+		}
+	}
+	return peers, away
+}
+
+// ask runs op on this agent and on peers in parallel and returns their
+// results, this agent's last.
+func (s *Keyring) ask(ctx context.Context, op keyringOp, key string, peers []gossip.Member) []*pb.KeyringAgentResult {
+	results := make([]*pb.KeyringAgentResult, len(peers)+1)
+	timeout := s.peerTimeout(ctx)
+	var wg sync.WaitGroup
+	for i, m := range peers {
+		wg.Go(func() { results[i] = s.callPeer(ctx, op, key, m, timeout) })
+	}
+	results[len(peers)] = s.applyLocal(op, key)
+	wg.Wait()
+	return results
+}
+
+// checkStep refuses to make key the primary key (use) while an alive
+// agent does not hold it, and to remove key while an alive agent still
+// encrypts with it. Either would cut that agent off: it or the others
+// could no longer read the other side's gossip, gossip would soon see it
+// failed, and no later keyring call would reach it (it would have to be
+// restarted with the new key). It asks every alive agent for its keys
+// first; one that does not answer blocks the step too, as it may be such
+// an agent. Agents gossip does not see alive are not asked (fanOut
+// reports them). key is canonical base64, as the agents list keys.
+func (s *Keyring) checkStep(ctx context.Context, op keyringOp, key string) error {
+	peers, _ := s.members()
+	var blocked, unknown []string
+	for _, r := range s.ask(ctx, opList, "", peers) {
+		switch {
+		case !r.Ok:
+			unknown = append(unknown, fmt.Sprintf("%s: %s", r.Agent, r.Error))
+		case op == opUse && !slices.Contains(r.Keys, key):
+			blocked = append(blocked, r.Agent)
+		case op == opRemove && r.PrimaryKey == key:
+			blocked = append(blocked, r.Agent)
+		}
+	}
+	slices.Sort(blocked)
+	slices.Sort(unknown)
+	fp := gossip.KeyFingerprint(key)
+	switch {
+	case len(blocked) > 0 && op == opUse:
+		return fmt.Errorf("%w: key %s is not installed on %s, and making it primary on the others would cut them off from gossip; "+
+			"nothing was changed: install it first (zrpcctl keyring install), then run use again",
+			apierr.ErrFailedPrecondition, fp, strings.Join(blocked, ", "))
+	case len(blocked) > 0:
+		return fmt.Errorf("%w: key %s is still the primary key of %s (gossip is encrypted with it there), and removing it from the others would cut them off from gossip; "+
+			"nothing was changed: make the new key primary first (zrpcctl keyring use), then run remove again",
+			apierr.ErrFailedPrecondition, fp, strings.Join(blocked, ", "))
+	case len(unknown) > 0:
+		return fmt.Errorf("%w: could not list the keys of every alive agent (%s), so key %s could not be checked; "+
+			"nothing was changed: run zrpcctl keyring %s again once they answer (an agent that is down is not waited for once gossip sees it failed)",
+			apierr.ErrFailedPrecondition, strings.Join(unknown, "; "), fp, op)
+	}
+	return nil
 }
 
 // notReached says why member m, which gossip does not see alive, was not
@@ -251,12 +310,14 @@ func countKeys(results []*pb.KeyringAgentResult) []*pb.KeyringKeyCount {
 	return out
 }
 
-// validKey checks a request's key before any agent is asked.
-func validKey(key string) error {
-	if _, err := gossip.ParseKey(key); err != nil {
-		return apierr.Invalid("key", "%v", err)
+// validKey checks a request's key before any agent is asked and returns
+// it as the agents list keys (canonical base64).
+func validKey(key string) (string, error) {
+	k, err := gossip.ParseKey(key)
+	if err != nil {
+		return "", apierr.Invalid("key", "%v", err)
 	}
-	return nil
+	return base64.StdEncoding.EncodeToString(k), nil
 }
 
 // List returns every alive agent's keys and the number of agents holding
@@ -281,17 +342,24 @@ func (s *Keyring) Remove(ctx context.Context, req *pb.KeyringKeyRequest) (*pb.Ke
 }
 
 func (s *Keyring) keyCall(ctx context.Context, op keyringOp, req *pb.KeyringKeyRequest) (*pb.KeyringResponse, error) {
-	if err := validKey(req.GetKey()); err != nil {
+	key, err := validKey(req.GetKey())
+	if err != nil {
 		return nil, err
 	}
-	resp := s.fanOut(ctx, op, req.Key)
+	if op == opUse || op == opRemove {
+		if err := s.checkStep(ctx, op, key); err != nil {
+			s.log.Warn("keyring call refused", "op", string(op), "key", gossip.KeyFingerprint(key), "err", err)
+			return nil, err
+		}
+	}
+	resp := s.fanOut(ctx, op, key)
 	failed := 0
 	for _, r := range resp.Agents {
 		if !r.Ok {
 			failed++
 		}
 	}
-	s.log.Info("keyring call done", "op", string(op), "key", gossip.KeyFingerprint(req.Key),
+	s.log.Info("keyring call done", "op", string(op), "key", gossip.KeyFingerprint(key),
 		"agents", len(resp.Agents), "failed", failed)
 	return resp, nil
 }

@@ -3,6 +3,7 @@ package grpcapi
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -216,8 +217,8 @@ func TestKeyringReportsAgentsThatFailOrDoNotAnswer(t *testing.T) {
 	tc.peers["c"].down = true
 	tc.peers["d"].hung = true
 
-	// b has not got the key installed: use fails there.
-	resp, err := tc.svc.Use(context.Background(), &pb.KeyringKeyRequest{Key: newKey})
+	// Install succeeds where agents answer and is reported failed where not.
+	resp, err := tc.svc.Install(context.Background(), &pb.KeyringKeyRequest{Key: newKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,29 +226,117 @@ func TestKeyringReportsAgentsThatFailOrDoNotAnswer(t *testing.T) {
 	if len(got) != 4 {
 		t.Fatalf("results of %d agents, want 4: %v", len(got), resp.Agents)
 	}
-	for name, want := range map[string]string{
-		"a": "not installed", "b": "not installed",
-		"c": "connection refused", "d": "no answer within 200ms",
-	} {
+	for name, want := range map[string]string{"c": "connection refused", "d": "no answer within 200ms"} {
 		if r := got[name]; r.Ok || !strings.Contains(r.Error, want) {
 			t.Errorf("agent %s: ok %v, error %q; want a failure saying %q", name, r.Ok, r.Error, want)
 		}
 	}
-
-	// Install succeeds where agents answer and is reported failed where not.
-	resp, err = tc.svc.Install(context.Background(), &pb.KeyringKeyRequest{Key: newKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got = agentResults(resp)
-	for name, ok := range map[string]bool{"a": true, "b": true, "c": false, "d": false} {
-		if got[name].Ok != ok {
-			t.Errorf("install on %s: ok %v (error %q), want %v", name, got[name].Ok, got[name].Error, ok)
+	for _, name := range []string{"a", "b"} {
+		if !got[name].Ok {
+			t.Errorf("install on %s: error %q, want ok", name, got[name].Error)
 		}
 	}
 	for _, r := range resp.Agents {
 		if strings.Contains(r.Error, newKey) {
 			t.Errorf("agent %s's error holds the whole key: %q", r.Agent, r.Error)
+		}
+	}
+}
+
+// keyringStates returns every agent's primary key and keys.
+func (tc *keyringTestCluster) keyringStates() map[string][]string {
+	m := map[string][]string{}
+	for n, f := range tc.local {
+		p, all := f.Keys()
+		m[n] = append([]string{p}, all...)
+	}
+	return m
+}
+
+// A key made primary on agents where another lacks it, or removed from
+// agents while another still encrypts with it, would cut that agent off
+// from gossip beyond the reach of any later keyring call: such a step is
+// refused before any agent changes.
+func TestKeyringRefusesStepsThatWouldCutAnAgentOff(t *testing.T) {
+	oldKey, newKey := genKey(t), genKey(t)
+	for _, tt := range []struct {
+		name  string
+		setup func(tc *keyringTestCluster)
+		call  func(tc *keyringTestCluster) (*pb.KeyringResponse, error)
+		want  string
+	}{{
+		name: "use of a key an alive agent lacks",
+		setup: func(tc *keyringTestCluster) {
+			tc.local["a"].keys = append(tc.local["a"].keys, newKey)
+			tc.local["c"].keys = append(tc.local["c"].keys, newKey)
+		},
+		call: func(tc *keyringTestCluster) (*pb.KeyringResponse, error) {
+			return tc.svc.Use(context.Background(), &pb.KeyringKeyRequest{Key: newKey})
+		},
+		want: "is not installed on b,",
+	}, {
+		name: "remove of a key an alive agent encrypts with",
+		setup: func(tc *keyringTestCluster) {
+			for _, n := range []string{"a", "b", "c"} {
+				tc.local[n].keys = append(tc.local[n].keys, newKey)
+			}
+			tc.local["a"].primary, tc.local["b"].primary = newKey, newKey
+		},
+		call: func(tc *keyringTestCluster) (*pb.KeyringResponse, error) {
+			return tc.svc.Remove(context.Background(), &pb.KeyringKeyRequest{Key: oldKey})
+		},
+		want: "still the primary key of c",
+	}, {
+		name: "use while an alive agent does not answer",
+		setup: func(tc *keyringTestCluster) {
+			for _, n := range []string{"a", "b", "c"} {
+				tc.local[n].keys = append(tc.local[n].keys, newKey)
+			}
+			tc.peers["b"].down = true
+		},
+		call: func(tc *keyringTestCluster) (*pb.KeyringResponse, error) {
+			return tc.svc.Use(context.Background(), &pb.KeyringKeyRequest{Key: newKey})
+		},
+		want: "could not list the keys of every alive agent (b: ",
+	}} {
+		t.Run(tt.name, func(t *testing.T) {
+			tc := newKeyringTestCluster(t, oldKey, "a", "b", "c")
+			tt.setup(tc)
+			before := tc.keyringStates()
+			resp, err := tt.call(tc)
+			if !errors.Is(err, apierr.ErrFailedPrecondition) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "nothing was changed") {
+				t.Fatalf("got %v, %v; want FailedPrecondition saying %q", resp, err, tt.want)
+			}
+			if strings.Contains(err.Error(), newKey) || strings.Contains(err.Error(), oldKey) {
+				t.Errorf("the error holds a whole key: %v", err)
+			}
+			for n, f := range tc.local {
+				if f.calls != 0 {
+					t.Errorf("agent %s was changed %d times", n, f.calls)
+				}
+			}
+			if after := tc.keyringStates(); !maps.EqualFunc(before, after, slices.Equal) {
+				t.Errorf("keys changed from %v to %v", before, after)
+			}
+		})
+	}
+}
+
+// Once every alive agent holds the key, use goes ahead, whatever white
+// space surrounds the key in the request.
+func TestKeyringUseGoesAheadOnceEveryAgentHoldsTheKey(t *testing.T) {
+	oldKey, newKey := genKey(t), genKey(t)
+	tc := newKeyringTestCluster(t, oldKey, "a", "b", "c")
+	for _, n := range []string{"a", "b", "c"} {
+		tc.local[n].keys = append(tc.local[n].keys, newKey)
+	}
+	resp, err := tc.svc.Use(context.Background(), &pb.KeyringKeyRequest{Key: " " + newKey + "\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range resp.Agents {
+		if !r.Ok || tc.local[r.Agent].primary != newKey {
+			t.Errorf("use on %s: ok %v, error %q, primary %s", r.Agent, r.Ok, r.Error, gossip.KeyFingerprint(tc.local[r.Agent].primary))
 		}
 	}
 }
