@@ -61,17 +61,26 @@ func (s *Store) WriteSnapshot(ctx context.Context, w io.Writer) (snapshot.Header
 		return snapshot.Header{}, err
 	}
 	defer rc.Close()
-	br := bufio.NewReaderSize(rc, 256<<10)
-	state, _, err := snapshot.ReadStateHeader(br)
+	// The file leaves out the cluster's secret, with which agents prove
+	// to each other that they belong: a restore keeps the restoring
+	// cluster's own identity, so a backup needs none, and one that
+	// leaked would let its holder act as an agent.
+	var rev uint64
+	state, size, err := snapshot.RewriteStateHeader(bufio.NewReaderSize(rc, 256<<10), uint64(meta.Size), func(h *pb.SnapshotHeader) {
+		rev = h.Revision
+		if c := h.Cluster; c != nil {
+			h.Cluster = &pb.ClusterInit{ClusterId: c.ClusterId, RecoveredFrom: c.RecoveredFrom}
+		}
+	})
 	if err != nil {
 		return snapshot.Header{}, fmt.Errorf("read raft snapshot %s: %w", meta.ID, err)
 	}
-	hdr := snapshot.Header{Index: meta.Index, Term: meta.Term, Revision: state.Revision, Created: time.Now().UTC(), Size: uint64(meta.Size)}
+	hdr := snapshot.Header{Index: meta.Index, Term: meta.Term, Revision: rev, Created: time.Now().UTC(), Size: size}
 	sw, err := snapshot.NewWriter(w, hdr)
 	if err != nil {
 		return hdr, err
 	}
-	if _, err := io.Copy(sw, ctxReader{ctx, br}); err != nil {
+	if _, err := io.Copy(sw, ctxReader{ctx, state}); err != nil {
 		return hdr, fmt.Errorf("copy raft snapshot %s: %w", meta.ID, err)
 	}
 	if err := sw.Close(); err != nil {
@@ -135,9 +144,16 @@ func CheckSnapshotFile(f io.ReadSeeker) (snapshot.Header, error) {
 		return h, fmt.Errorf("%w: the snapshot's header names Raft index %d and revision %d, past the %d a restore accepts: the file was not written by zrpc as it is",
 			apierr.ErrInvalidArgument, h.Index, h.Revision, uint64(maxRestoreIndex))
 	}
+	// The file's cluster identity is never restored (the restoring
+	// cluster keeps its own), and files leave its secret out: the load
+	// goes without it.
+	br := bufio.NewReaderSize(sr, 256<<10)
+	state, _, lerr := snapshot.RewriteStateHeader(br, sr.Header.Size, func(h *pb.SnapshotHeader) { h.Cluster = nil })
 	scratch := NewFSM(1)
-	lerr := scratch.Restore(io.NopCloser(sr))
-	if _, err := io.Copy(io.Discard, sr); err != nil { // to the trailer, whatever the load left
+	if lerr == nil {
+		lerr = scratch.Restore(io.NopCloser(state))
+	}
+	if _, err := io.Copy(io.Discard, br); err != nil { // to the trailer, whatever the load left
 		return sr.Header, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
 	}
 	if lerr != nil {
@@ -164,13 +180,19 @@ func (s *Store) RestoreSnapshot(ctx context.Context, f io.ReadSeeker) (uint64, e
 	if s.raft.State() != raft.Leader {
 		return 0, ErrNotLeader
 	}
+	cluster := s.fsm.cluster.get()
+	if cluster == nil {
+		// Files carry no secret: the restored state takes this cluster's
+		// identity, which its first leader is still recording.
+		return 0, apierr.NotApplied(fmt.Errorf("%w: the cluster has no identity yet (its first leader is recording it); retry in a moment", ErrNoLeader))
+	}
 	if _, err := f.Seek(int64(snapshot.HeaderSize), io.SeekStart); err != nil {
 		return 0, err
 	}
 	// Past both the cluster's log and the file's own revisions: the
 	// state's instances carry revisions up to the file's.
 	index := max(s.raft.LastIndex(), hdr.Index, hdr.Revision) + restoreIndexGap
-	state, size, err := rebaseState(bufio.NewReaderSize(io.LimitReader(f, int64(hdr.Size)), 256<<10), hdr.Size, index+1, s.fsm.cluster.get())
+	state, size, err := rebaseState(bufio.NewReaderSize(io.LimitReader(f, int64(hdr.Size)), 256<<10), hdr.Size, index+1, cluster)
 	if err != nil {
 		return 0, err
 	}

@@ -71,8 +71,16 @@ func testRestoreRoundTrip(t *testing.T, na, nb int) {
 		t.Fatal("a second save with nothing new holds another state")
 	}
 
+	if secret := a.FSM().ClusterSecret(); len(secret) == 0 || bytes.Contains(file, secret) {
+		t.Fatalf("the snapshot file holds the cluster's secret (%d bytes), with which agents prove they belong", len(secret))
+	}
+	info, err := snapshot.Inspect(bytes.NewReader(file))
+	if err != nil || info.ClusterID != a.FSM().ClusterID() {
+		t.Fatalf("inspecting the file: cluster %q, %v; want it to name its cluster %s", info.ClusterID, err, a.FSM().ClusterID())
+	}
+
 	b := savedStore(t, nb)
-	bID := b.FSM().ClusterID()
+	bID, bSecret := b.FSM().ClusterID(), b.FSM().ClusterSecret()
 	before := b.FSM().Revision()
 	w := b.FSM().Watch("", before)
 	defer w.Close()
@@ -89,8 +97,8 @@ func testRestoreRoundTrip(t *testing.T, na, nb int) {
 	if d := diffStates(want, got); d != "" {
 		t.Fatalf("restored state differs:\n%s", d)
 	}
-	if id := b.FSM().ClusterID(); id != bID {
-		t.Fatalf("cluster id after the restore is %q, want the restored cluster's own %q", id, bID)
+	if id := b.FSM().ClusterID(); id != bID || !bytes.Equal(b.FSM().ClusterSecret(), bSecret) {
+		t.Fatalf("cluster id after the restore is %q, want the restored cluster's own %q, and its own secret", id, bID)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

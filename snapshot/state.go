@@ -26,6 +26,9 @@ type Info struct {
 	PendingBlobs uint64
 	ACLPolicies  uint64
 	ACLTokens    uint64
+	// ClusterID is the id of the cluster the state was saved from; ""
+	// before the cluster recorded one.
+	ClusterID string
 }
 
 // Inspect reads the whole file r: it checks the header and the SHA-256
@@ -63,6 +66,7 @@ func countState(r io.Reader, info *Info) error {
 			info.StateFormat = hdr.Format
 			info.Nodes, info.Sessions, info.Instances, info.Requests = hdr.Nodes, hdr.Sessions, hdr.Instances, hdr.Requests
 			info.Blobs, info.PendingBlobs, info.ACLPolicies, info.ACLTokens = hdr.Blobs, hdr.PendingBlobs, hdr.AclPolicies, hdr.AclTokens
+			info.ClusterID = hdr.Cluster.GetClusterId()
 			return nil
 		},
 		Instance: func(inst *pb.Instance) error {

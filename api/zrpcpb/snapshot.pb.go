@@ -212,8 +212,12 @@ type SnapshotInfo struct {
 	PendingBlobs   uint64 `protobuf:"varint,17,opt,name=pending_blobs,json=pendingBlobs,proto3" json:"pending_blobs,omitempty"`
 	AclPolicies    uint64 `protobuf:"varint,18,opt,name=acl_policies,json=aclPolicies,proto3" json:"acl_policies,omitempty"`
 	AclTokens      uint64 `protobuf:"varint,19,opt,name=acl_tokens,json=aclTokens,proto3" json:"acl_tokens,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// cluster_id is the id of the cluster the state was saved from ("" for
+	// a state saved before the cluster recorded one). A restore keeps the
+	// restoring cluster's own identity.
+	ClusterId     string `protobuf:"bytes,20,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotInfo) Reset() {
@@ -379,6 +383,13 @@ func (x *SnapshotInfo) GetAclTokens() uint64 {
 	return 0
 }
 
+func (x *SnapshotInfo) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 var File_snapshot_proto protoreflect.FileDescriptor
 
 const file_snapshot_proto_rawDesc = "" +
@@ -393,7 +404,7 @@ const file_snapshot_proto_rawDesc = "" +
 	"\n" +
 	"file_index\x18\x02 \x01(\x04R\tfileIndex\x12\x1b\n" +
 	"\tfile_term\x18\x03 \x01(\x04R\bfileTerm\x12#\n" +
-	"\rfile_revision\x18\x04 \x01(\x04R\ffileRevision\"\xa7\x04\n" +
+	"\rfile_revision\x18\x04 \x01(\x04R\ffileRevision\"\xc6\x04\n" +
 	"\fSnapshotInfo\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
 	"\x06format\x18\x02 \x01(\rR\x06format\x12\x14\n" +
@@ -417,7 +428,9 @@ const file_snapshot_proto_rawDesc = "" +
 	"\rpending_blobs\x18\x11 \x01(\x04R\fpendingBlobs\x12!\n" +
 	"\facl_policies\x18\x12 \x01(\x04R\vaclPolicies\x12\x1d\n" +
 	"\n" +
-	"acl_tokens\x18\x13 \x01(\x04R\taclTokens2\x91\x01\n" +
+	"acl_tokens\x18\x13 \x01(\x04R\taclTokens\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x14 \x01(\tR\tclusterId2\x91\x01\n" +
 	"\bSnapshot\x12>\n" +
 	"\x04Save\x12\x1c.zrpc.v1.SnapshotSaveRequest\x1a\x16.zrpc.v1.SnapshotChunk0\x01\x12E\n" +
 	"\aRestore\x12\x16.zrpc.v1.SnapshotChunk\x1a .zrpc.v1.SnapshotRestoreResponse(\x01B#Z!github.com/zrpcio/zrpc/api/zrpcpbb\x06proto3"

@@ -1,6 +1,7 @@
 package ctlcmd
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -21,8 +22,9 @@ and tokens. It has a header (format, Raft index and term, registry
 revision, when it was made), the state machine's own snapshot, and a
 SHA-256 trailer over all of it.
 
-A snapshot holds the cluster's secret and the tokens' hashes: keep it as
-private as the agents' data dirs.`,
+A snapshot holds the ACL tokens' hashes and every registered instance:
+keep it private. It leaves out the cluster's secret (with which agents
+prove they belong): a restore keeps the restoring cluster's own identity.`,
 		Example: `  zrpcctl snapshot save backup.snap
   zrpcctl snapshot inspect backup.snap
   zrpcctl snapshot restore backup.snap`,
@@ -39,7 +41,7 @@ func snapshotInfo(path string, info *snapshot.Info) *zrpcpb.SnapshotInfo {
 		Created: info.Created.UTC().Format(time.RFC3339Nano), FileBytes: info.FileSize, Sha256: info.SHA256,
 		StateFormat: info.StateFormat, Nodes: info.Nodes, Sessions: info.Sessions, Services: info.Services,
 		Instances: info.Instances, RequestRecords: info.Requests, Blobs: info.Blobs, BlobBlocks: info.BlobBlocks,
-		PendingBlobs: info.PendingBlobs, AclPolicies: info.ACLPolicies, AclTokens: info.ACLTokens,
+		PendingBlobs: info.PendingBlobs, AclPolicies: info.ACLPolicies, AclTokens: info.ACLTokens, ClusterId: info.ClusterID,
 	}
 }
 
@@ -47,6 +49,7 @@ func snapshotFields(s *zrpcpb.SnapshotInfo) []field {
 	u := func(v uint64) string { return fmt.Sprint(v) }
 	return []field{
 		{"Path", s.Path},
+		{"Cluster", cmp.Or(s.ClusterId, "-")},
 		{"Format", fmt.Sprint(s.Format)},
 		{"Index", u(s.Index)},
 		{"Term", u(s.Term)},
