@@ -27,10 +27,18 @@ func NewCommand() *cobra.Command {
 		Long: `zrpcd is the zrpc agent. Run one per machine: agents keep the service
 registry in a Raft-replicated state machine, check the health of the
 instances they own and serve the gRPC API that zrpcctl and the rpc package use.`,
+		Example: `  zrpcd agent --dev
+  zrpcd agent --name n1 --data-dir /var/lib/zrpc
+  zrpcd agent --help   # every setting, as a flag`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.AddCommand(newAgentCommand(), newKeygenCommand(), newVersionCommand("zrpcd"))
+	// zrpcd prints no usage on errors (it would bury the error under
+	// every setting): a bad flag says where the flags are listed.
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return fmt.Errorf("%w (`%s --help` lists the flags)", err, cmd.CommandPath())
+	})
 	return root
 }
 
@@ -158,7 +166,12 @@ restart without being told where.`,
   # on one machine: a second and third agent on other loopback addresses
   zrpcd agent join 127.0.0.1:8402 --name n2 --data-dir d2 --bind 127.0.0.2
   zrpcd agent join 127.0.0.1:8402 --name n3 --data-dir d3 --bind 127.0.0.3`,
-		Args: cobra.MinimumNArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return fmt.Errorf("give the gossip address (host[:port]) of at least one agent of the cluster to join; `%s --help` shows how", cmd.CommandPath())
+			}
+			return nil
+		},
 	}
 	fs := cmd.Flags()
 	bindAgentFlags(fs)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/zrpcio/zrpc/node"
 )
 
@@ -213,5 +215,57 @@ func TestAgentRecoverRefusesWhatItCannotRecover(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); err == nil {
 		t.Error("recover created the data dir it refused")
+	}
+}
+
+// runZrpcd runs zrpcd with args and returns its error and what it printed.
+func runZrpcd(args ...string) (string, error) {
+	root := NewCommand()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), err
+}
+
+func TestZrpcdCommandsDocumented(t *testing.T) {
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Short == "" || c.Long == "" || c.Example == "" {
+			t.Errorf("%q lacks Short, Long or Example", c.CommandPath())
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(NewCommand())
+}
+
+// TestZrpcdUsageErrorsSayWhatToDo: a bad flag or a missing argument names
+// what was wrong and where to look, though zrpcd prints no usage.
+func TestZrpcdUsageErrorsSayWhatToDo(t *testing.T) {
+	tests := []struct {
+		args  []string
+		wants []string
+	}{
+		{[]string{"agent", "--no-such-flag"}, []string{"unknown flag: --no-such-flag", "`zrpcd agent --help` lists the flags"}},
+		{[]string{"agent", "join", "--grpc-port", "port"}, []string{`"--grpc-port"`, "`zrpcd agent join --help` lists the flags"}},
+		{[]string{"agent", "join", "--name", "n2"}, []string{"gossip address", "at least one agent", "`zrpcd agent join --help`"}},
+		{[]string{"agnet"}, []string{`unknown command "agnet" for "zrpcd"`}},
+		{[]string{"agent", "jion"}, []string{`unknown command "jion" for "zrpcd agent"`}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			_, err := runZrpcd(tt.args...)
+			if err == nil {
+				t.Fatal("zrpcd succeeded, want an error")
+			}
+			for _, want := range tt.wants {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not contain %q", err, want)
+				}
+			}
+		})
 	}
 }

@@ -30,7 +30,7 @@ const (
 	defaultDebugDuration = 30 * time.Second
 	defaultDebugInterval = 10 * time.Second
 	maxDebugDuration     = time.Hour
-	defaultHTTPAddr      = "127.0.0.1:8480"
+	defaultHTTPPort      = "8480"
 )
 
 func newDebugCommand(o *options) *cobra.Command {
@@ -39,7 +39,8 @@ func newDebugCommand(o *options) *cobra.Command {
 		Use:   "debug",
 		Short: "Capture an agent's state, metrics, profiles and logs into a .tar.gz for a bug report",
 		Long: `Capture, from one agent (the first reachable of --addr, and its HTTP endpoint
-at --http-addr), what a bug report needs, into one .tar.gz:
+at --http-addr, by default port 8480 on the host of the first --addr), what a
+bug report needs, into one .tar.gz:
 
   index.json              what was captured, when, and every capture that failed and why
   version.json            the agent's build
@@ -64,6 +65,9 @@ zrpcctl sends is never written.`,
   ZRPC_TOKEN=... zrpcctl --addr 10.0.0.1:8400 debug --http-addr 10.0.0.1:8480 --output reports/`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("http-addr") {
+				f.httpAddr = agentHTTPAddr(o.endpoints()[0])
+			}
 			if err := f.check(); err != nil {
 				return err
 			}
@@ -83,8 +87,20 @@ zrpcctl sends is never written.`,
 	fs.DurationVar(&f.duration, "duration", defaultDebugDuration, "how long to capture metrics samples and the CPU profile (at most 1h)")
 	fs.DurationVar(&f.interval, "interval", defaultDebugInterval, "time between two metrics, status and members samples (at most --duration)")
 	fs.StringVar(&f.output, "output", "", "the archive: a path ending in .tar.gz or .tgz, or a directory to write zrpc-debug-<time>.tar.gz into (default: the current directory)")
-	fs.StringVar(&f.httpAddr, "http-addr", defaultHTTPAddr, "the agent's HTTP endpoint host:port (its http_bind:http_port), for metrics, profiles, config and logs")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "the agent's HTTP endpoint host:port (its http_bind:http_port), for metrics, profiles, config and logs (default: the host of the first --addr, port "+defaultHTTPPort+")")
 	return cmd
+}
+
+// agentHTTPAddr is the HTTP endpoint of the agent whose gRPC API is at
+// grpcAddr, when it runs with the default HTTP port: the captures must
+// come from the agent that answers the gRPC calls, not from another one
+// on the same machine (agents on 127.0.0.2, 127.0.0.3, ...).
+func agentHTTPAddr(grpcAddr string) string {
+	host, _, err := net.SplitHostPort(grpcAddr)
+	if err != nil {
+		return grpcAddr // check names it
+	}
+	return net.JoinHostPort(host, defaultHTTPPort)
 }
 
 // check refuses flags that cannot make a capture.

@@ -242,3 +242,21 @@ func TestDebugRefusesBadFlagsAndUnreachableAgents(t *testing.T) {
 		t.Fatalf("the output directory holds %d entries, want only the file made by the test", len(entries))
 	}
 }
+
+// TestDebugCapturesOverHTTPFromTheAgentOfAddr: without --http-addr the
+// HTTP captures come from the host of --addr, not from whichever agent
+// listens on 127.0.0.1 (on one machine, agents bind 127.0.0.2, 127.0.0.3).
+func TestDebugCapturesOverHTTPFromTheAgentOfAddr(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
+	_, port, _ := strings.Cut(f.Addr, ":")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bug.tar.gz")
+	res := runZrpcctl(testContext(t), t, "localhost:"+port, "--timeout", "1s", "debug", "--duration", "1s", "--interval", "1s", "--output", path)
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("no archive (%v): %v\n%s", err, res.err, res.stderr)
+	}
+	if idx := readIndex(t, readArchive(t, path)); idx.HTTP != "localhost:8480" {
+		t.Fatalf("captured over HTTP from %s, want localhost:8480, the host of --addr", idx.HTTP)
+	}
+}

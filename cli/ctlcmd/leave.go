@@ -2,11 +2,14 @@ package ctlcmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
@@ -47,6 +50,9 @@ instead.`,
 			}
 			defer transferContext(cmd)()
 			return o.run(cmd, false, func(ctx context.Context, c *client.Client, p *printer) error {
+				if err := leavePreflight(ctx, c, min(defaultTimeout, o.timeout)); err != nil {
+					return err
+				}
 				progress, stop := context.WithCancel(ctx)
 				done := make(chan struct{})
 				go func() {
@@ -62,26 +68,53 @@ instead.`,
 				if err != nil {
 					return err
 				}
-				out := cmd.OutOrStdout()
-				addr := c.Endpoints()[0]
-				if n := resp.GetShardsHandedOff(); n > 0 {
-					fmt.Fprintf(out, "agent at %s handed %d blob shards to the other agents\n", addr, n)
-				}
-				if n := resp.GetShardsLeft(); n > 0 {
-					fmt.Fprintf(out, "warning: %d blob shards went with the agent (not handed off within --timeout, or every other agent holds a shard of their block): their blobs have a shard less until repair rebuilds them; see zrpcctl blob repair status\n", n)
-				}
-				if resp.GetRemoved() {
-					fmt.Fprintf(out, "agent at %s left the cluster and is shutting down\n", addr)
-				} else {
-					fmt.Fprintf(out, "agent at %s announced its departure and is shutting down; the leader did not confirm the removal in time and will reap it after dead_node_reap\n", addr)
-				}
-				return nil
+				return printLeave(p, c.Endpoints()[0], resp)
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&allowDegraded, "allow-degraded", false,
 		"leave even when some blob shards have no agent to go to (every other agent holds a shard of their block); their blobs then survive one loss fewer until an agent joins")
 	return cmd
+}
+
+// leavePreflight asks the agent for its status within wait before it is
+// asked to leave: an agent that is stopped or cut off would otherwise
+// hold the command, silent, for the whole of --timeout (30 minutes by
+// default).
+func leavePreflight(ctx context.Context, c *client.Client, wait time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	_, err := c.Status(ctx)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(ctx.Err(), context.DeadlineExceeded), status.Code(err) == codes.DeadlineExceeded:
+		return fmt.Errorf("the agent at %s did not answer its status within %s, so it was not asked to leave: "+
+			"is it stopped, overloaded or partitioned? Once it answers `zrpcctl status`, run leave again; "+
+			"an agent that is gone for good is removed with `zrpcctl raft remove-peer NAME` through another agent",
+			c.Endpoints()[0], wait)
+	}
+	return fmt.Errorf("ask the agent's status before it leaves: %w", err)
+}
+
+// printLeave says what became of the leaving agent and its shards, or, in
+// JSON, resp.
+func printLeave(p *printer, addr string, resp *zrpcpb.LeaveResponse) error {
+	if p.json {
+		return p.printJSON(resp)
+	}
+	if n := resp.GetShardsHandedOff(); n > 0 {
+		fmt.Fprintf(p.w, "agent at %s handed %d blob shards to the other agents\n", addr, n)
+	}
+	if n := resp.GetShardsLeft(); n > 0 {
+		fmt.Fprintf(p.w, "warning: %d blob shards went with the agent (not handed off within --timeout, or every other agent holds a shard of their block): their blobs have a shard less until repair rebuilds them; see zrpcctl blob repair status\n", n)
+	}
+	if resp.GetRemoved() {
+		_, err := fmt.Fprintf(p.w, "agent at %s left the cluster and is shutting down\n", addr)
+		return err
+	}
+	_, err := fmt.Fprintf(p.w, "agent at %s announced its departure and is shutting down; the leader did not confirm the removal in time and will reap it after dead_node_reap\n", addr)
+	return err
 }
 
 // printHandoff prints, every few seconds until ctx ends, how many blob

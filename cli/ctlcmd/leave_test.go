@@ -1,11 +1,17 @@
 package ctlcmd
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/node"
@@ -88,4 +94,75 @@ func TestLeaveSaysWhatBecameOfTheShards(t *testing.T) {
 		fmt.Sprintf("handed %d blob shards to the other agents", spread),
 		fmt.Sprintf("warning: %d blob shards went with the agent", wide),
 		"left the cluster and is shutting down")
+}
+
+// leavingAgent answers Status, and Leave with resp, as an agent that
+// leaves does.
+type leavingAgent struct {
+	zrpcpb.UnimplementedStatusServer
+	resp *zrpcpb.LeaveResponse
+}
+
+func (leavingAgent) Status(context.Context, *zrpcpb.StatusRequest) (*zrpcpb.StatusResponse, error) {
+	return &zrpcpb.StatusResponse{Node: "n3"}, nil
+}
+
+func (a leavingAgent) Leave(context.Context, *zrpcpb.LeaveRequest) (*zrpcpb.LeaveResponse, error) {
+	return a.resp, nil
+}
+
+// startLeavingAgent serves a leavingAgent on loopback until the test ends
+// and returns its address.
+func startLeavingAgent(t *testing.T, resp *zrpcpb.LeaveResponse) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	zrpcpb.RegisterStatusServer(srv, leavingAgent{resp: resp})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(lis)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-done
+	})
+	return lis.Addr().String()
+}
+
+// TestLeavePrintsJSON: with -o json, leave prints the agent's answer as
+// JSON and nothing else on stdout.
+func TestLeavePrintsJSON(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	addr := startLeavingAgent(t, &zrpcpb.LeaveResponse{Removed: true, ShardsHandedOff: 3, ShardsLeft: 1})
+	res := runZrpcctl(testContext(t), t, addr, "leave", "-o", "json")
+	if res.err != nil {
+		t.Fatalf("leave: %v\n%s", res.err, res.stderr)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(res.stdout), &got); err != nil {
+		t.Fatalf("stdout is not a JSON object (%v):\n%s", err, res.stdout)
+	}
+	if got["removed"] != true || got["shards_handed_off"] != "3" || got["shards_left"] != "1" {
+		t.Errorf("leave -o json = %v", got)
+	}
+	res = runZrpcctl(testContext(t), t, addr, "leave")
+	checkContains(t, "leave stdout", res.stdout, "agent at "+addr+" handed 3 blob shards",
+		"warning: 1 blob shards went with the agent", "agent at "+addr+" left the cluster")
+}
+
+// TestLeaveRefusesAnAgentThatDoesNotAnswer: an agent that does not answer
+// its status (stopped, cut off) is not asked to leave, and the command
+// says so within seconds rather than waiting out its 30-minute timeout.
+func TestLeaveRefusesAnAgentThatDoesNotAnswer(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	silent := startFake(t)
+	silent.Silent.Store(true)
+	res := runZrpcctl(testContext(t), t, silent.Addr, "leave")
+	if res.err == nil || !strings.Contains(res.err.Error(), "did not answer its status within 5s, so it was not asked to leave") {
+		t.Fatalf("leave through a silent agent: %v, want it refused for want of an answer", res.err)
+	}
 }

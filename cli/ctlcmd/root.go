@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/zrpcio/zrpc/api/apierr"
+	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
 )
 
@@ -49,6 +51,9 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
   zrpcctl --addr 10.0.0.1:8400,10.0.0.2:8400 service get user.rpc --passing
   ZRPC_ADDR=10.0.0.1:8400 zrpcctl status -o json`,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Annotations[groupAnnotation] != "" {
+				return nil // a group prints its help: it needs no flags checked
+			}
 			return o.complete(cmd)
 		},
 	}
@@ -74,7 +79,46 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 	)
 	root.AddCommand(newGenCommand())
 	root.AddCommand(newTLSCommand())
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// groupAnnotation marks the commands refuseUnknownSubcommands made runnable.
+const groupAnnotation = "zrpcctl.group"
+
+// refuseUnknownSubcommands makes every group of commands under root
+// (service, acl policy, raft, ...) fail on an argument that names none of
+// its commands. Left to cobra, such a group prints its help and exits 0,
+// so `zrpcctl service lst` in a script looks like a success. zrpcctl
+// itself is left to cobra, which refuses an unknown command already.
+func refuseUnknownSubcommands(root *cobra.Command) {
+	for _, cmd := range root.Commands() {
+		refuseUnknownSubcommands(cmd)
+		if cmd.Runnable() || !cmd.HasSubCommands() {
+			continue
+		}
+		cmd.Args = unknownSubcommand
+		cmd.SuggestionsMinimumDistance = 2 // as cobra suggests for zrpcctl's own commands
+		if cmd.Annotations == nil {
+			cmd.Annotations = map[string]string{}
+		}
+		cmd.Annotations[groupAnnotation] = "true"
+		cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	}
+}
+
+// unknownSubcommand refuses any argument of a group of commands: it is a
+// mistyped or missing command.
+func unknownSubcommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	cmd.SilenceUsage = true // the error says where the commands are listed
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += "; did you mean " + strings.Join(s, " or ") + "?"
+	}
+	return fmt.Errorf("%s (`%s --help` lists its commands)", msg, cmd.CommandPath())
 }
 
 // complete applies $ZRPC_ADDR and checks the global flags' shapes.
@@ -151,7 +195,7 @@ func (o *options) explain(err error) error {
 		hint = "the agent has lost contact with the leader; --consistency stale reads its copy anyway"
 	case errors.Is(err, apierr.ErrNoLeader), errors.Is(err, apierr.ErrNotLeader):
 		hint = "the cluster has no leader now; `zrpcctl status` says which voters the agent cannot reach (a leader needs a majority of them), `zrpcctl members` what its gossip sees"
-	case errors.Is(err, context.DeadlineExceeded), status.Code(err) == codes.DeadlineExceeded:
+	case errors.Is(err, context.DeadlineExceeded), status.Code(err) == codes.DeadlineExceeded, connectTimedOut(err):
 		agents := "the agent at " + o.addr
 		if strings.Contains(o.addr, ",") {
 			agents = "any of the agents at " + o.addr
@@ -173,6 +217,8 @@ func (o *options) explain(err error) error {
 		hint = "the leader's disk is full: free space in its data dir (`zrpcctl status` names the leader); the write was not stored, retry it then"
 	case errors.Is(err, apierr.ErrUnauthenticated):
 		hint = "the agent has ACLs on: give a token with --token-file or $" + tokenEnv
+	case status.Code(err) == codes.Unimplemented && strings.Contains(err.Error(), "unknown service "+zrpcpb.ACL_ServiceDesc.ServiceName):
+		hint = fmt.Sprintf("the agent at %s runs with ACLs off, so it has no policies or tokens to manage: start the agents with --acl (or acl: true) to turn them on", o.addr)
 	case status.Code(err) == codes.Unimplemented:
 		hint = fmt.Sprintf("is %s a zrpc agent of a compatible version? compare `zrpcctl version`", o.addr)
 	}
@@ -180,6 +226,21 @@ func (o *options) explain(err error) error {
 		return err
 	}
 	return &hintError{err: err, hint: hint}
+}
+
+// connectTimedOut reports whether err is a connection to an agent that
+// timed out (the dial timeout is --timeout): no answer to the TCP
+// handshake (the host is down, or cut off), or a connection the agent's
+// kernel took but no agent answered on, which gRPC then closed itself
+// (a stopped or overloaded agent). Neither is a sign of a wrong port or
+// of no agent at all.
+func connectTimedOut(err error) bool {
+	if status.Code(err) != codes.Unavailable {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "Error while dialing") && strings.Contains(msg, "i/o timeout") ||
+		strings.Contains(msg, "error reading server preface") && strings.Contains(msg, net.ErrClosed.Error())
 }
 
 // hungUp reports whether err is a connection that was taken and closed

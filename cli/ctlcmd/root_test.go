@@ -2,6 +2,7 @@ package ctlcmd
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/zrpcio/zrpc/cli"
 	"github.com/zrpcio/zrpc/client/clienttest"
@@ -160,6 +163,44 @@ func TestInputErrors(t *testing.T) {
 	}
 }
 
+// TestUnknownSubcommandFails: an argument that names no command of a
+// group fails, naming it and the group's commands like it, where the
+// group's help and a success would hide the mistake from a script.
+func TestUnknownSubcommandFails(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"service", "lst"}, `unknown command "lst" for "zrpcctl service"; did you mean get or list?`},
+		{[]string{"acl", "policy", "creat", "svc-user"}, `unknown command "creat" for "zrpcctl acl policy"; did you mean create or read?`},
+		{[]string{"raft", "peer"}, `unknown command "peer" for "zrpcctl raft"; did you mean peers?`},
+		{[]string{"blob", "repair", "stats", "-o", "json"}, `unknown command "stats" for "zrpcctl blob repair"`},
+		{[]string{"tls", "crt", "create"}, "`zrpcctl tls --help` lists its commands"},
+		{[]string{"servce", "list"}, `unknown command "servce" for "zrpcctl"`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			res := runZrpcctl(testContext(t), t, f.Addr, tt.args...)
+			if res.err == nil || !strings.Contains(res.err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q\nstdout: %s", res.err, tt.want, res.stdout)
+			}
+			if res.stdout != "" {
+				t.Errorf("stdout is not empty:\n%s", res.stdout)
+			}
+		})
+	}
+	// A group alone prints its help and succeeds.
+	res := runZrpcctl(testContext(t), t, f.Addr, "service")
+	if res.err != nil || !strings.Contains(res.stdout, "Available Commands:") {
+		t.Fatalf("zrpcctl service = %v:\n%s", res.err, res.stdout)
+	}
+	if n := f.Calls(); n != 0 {
+		t.Fatalf("the agent got %d calls, want 0", n)
+	}
+}
+
 func TestRegisterSendsFlags(t *testing.T) {
 	t.Setenv(addrEnv, "")
 	f := startFake(t)
@@ -258,6 +299,8 @@ func TestAgentErrors(t *testing.T) {
 	}{
 		{"deregister not found", f.Addr, []string{"service", "deregister", "user.rpc", "user-9"},
 			[]string{"Error: deregister user.rpc/user-9: not found: instance user.rpc/user-9"}},
+		{"ACLs off", f.Addr, []string{"acl", "token", "list"},
+			[]string{"Hint: the agent at " + f.Addr + " runs with ACLs off", "--acl"}},
 		{"no agent", down, []string{"status"},
 			[]string{"Error: ", "Hint: is an agent running at " + down + "? start one with `zrpcd agent --dev`"}},
 		{"an HTTP port", httpAddr, []string{"status"},
@@ -286,6 +329,45 @@ func TestAgentErrors(t *testing.T) {
 				t.Errorf("runtime error printed the usage:\n%s", res.stderr)
 			}
 		})
+	}
+}
+
+// TestStoppedAgentSaysNoAnswer: an agent whose process is stopped (its
+// kernel still takes connections, nothing answers on them), or whose host
+// does not answer at all, is reported as not answering within --timeout,
+// whichever of the call's deadline and the connection's timeout (both
+// --timeout) ends the wait first; never as a port of another protocol,
+// nor as no agent running.
+func TestStoppedAgentSaysNoAnswer(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // never accepts: the kernel queues the connections
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	addr := ln.Addr().String()
+	want := "Hint: no answer within --timeout 1s; is the agent at " + addr + " overloaded, stopped or partitioned?"
+	check := func(what, out string) {
+		t.Helper()
+		if !strings.Contains(out, want) || strings.Contains(out, "took the connection and closed it") {
+			t.Fatalf("%s does not say the agent did not answer:\n%s", what, out)
+		}
+	}
+	// The connection's timeout, first: gRPC closed the connection itself.
+	o := &options{addr: addr, timeout: time.Second}
+	closed := status.Error(codes.Unavailable, `connection error: desc = "error reading server preface: raw-read tcp 127.0.0.1:41528->`+
+		addr+`: use of closed network connection"`)
+	check("the connection's timeout", o.explain(fmt.Errorf("no agent answered at %s: %w", addr, closed)).Error())
+	// A host that does not answer the TCP handshake (down, or cut off).
+	unanswered := status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp `+addr+`: i/o timeout"`)
+	check("a dial's timeout", o.explain(fmt.Errorf("no agent answered at %s: %w", addr, unanswered)).Error())
+	// Whichever comes first.
+	for range 3 {
+		res := runZrpcctl(testContext(t), t, addr, "status", "--timeout", "1s")
+		if res.err == nil {
+			t.Fatal("status of a stopped agent succeeded")
+		}
+		check("stderr", res.stderr)
 	}
 }
 
