@@ -270,10 +270,12 @@ func Borrow(msg proto.Message, field protoreflect.Name) (done func() (free func(
 // codec: then the field is set as usual) and the function that frees the
 // frames. Until free is called the pieces are valid and must not be
 // written; after it, they must not be read. free may be called once; msg
-// must not be received into again before done.
+// must not be received into again before done. A field in a oneof is
+// set as usual: which field of the oneof a message holds depends on the
+// order of its fields on the wire, which the pieces do not keep.
 func BorrowPieces(msg proto.Message, field protoreflect.Name) (done func() (pieces [][]byte, free func())) {
 	fd := msg.ProtoReflect().Descriptor().Fields().ByName(field)
-	if fd != nil && (fd.Kind() != protoreflect.BytesKind || fd.IsList()) {
+	if fd != nil && (fd.Kind() != protoreflect.BytesKind || fd.IsList() || fd.ContainingOneof() != nil) {
 		fd = nil
 	}
 	b := &borrow{fd: fd, inPieces: true}
@@ -342,41 +344,42 @@ func unmarshalBorrowed(data []byte, m proto.Message, fd protoreflect.FieldDescri
 		}
 		return proto.UnmarshalOptions{Merge: true}.Unmarshal(b, m)
 	}
-	var payload []byte
-	found := false
+	// fail leaves m referring to nothing of data, which is freed.
+	fail := func(err error) (bool, error) {
+		proto.Reset(m)
+		return false, err
+	}
 	start, i := 0, 0
 	for i < len(data) {
 		num, typ, n := protowire.ConsumeTag(data[i:])
 		if n < 0 {
-			return false, fmt.Errorf("wirecodec: %s: %w", fullName(m), protowire.ParseError(n))
+			return fail(fmt.Errorf("wirecodec: %s: %w", fullName(m), protowire.ParseError(n)))
 		}
 		if num == fd.Number() && typ == protowire.BytesType {
 			v, vn := protowire.ConsumeBytes(data[i+n:])
 			if vn < 0 {
-				return false, fmt.Errorf("wirecodec: %s: %w", fullName(m), protowire.ParseError(vn))
+				return fail(fmt.Errorf("wirecodec: %s: %w", fullName(m), protowire.ParseError(vn)))
 			}
 			if err := merge(data[start:i]); err != nil {
-				return false, err
+				return fail(err)
 			}
-			payload, found = v, true // the last occurrence wins, as in protobuf
+			// Set where it occurs, as protobuf does: a later occurrence
+			// replaces it, and so does another field of its oneof.
+			m.ProtoReflect().Set(fd, protoreflect.ValueOfBytes(v[:len(v):len(v)]))
 			i += n + vn
 			start = i
 			continue
 		}
 		vn := protowire.ConsumeFieldValue(num, typ, data[i+n:])
 		if vn < 0 {
-			return false, fmt.Errorf("wirecodec: %s: %w", fullName(m), protowire.ParseError(vn))
+			return fail(fmt.Errorf("wirecodec: %s: %w", fullName(m), protowire.ParseError(vn)))
 		}
 		i += n + vn
 	}
 	if err := merge(data[start:]); err != nil {
-		return false, err
+		return fail(err)
 	}
-	if !found {
-		return false, nil
-	}
-	m.ProtoReflect().Set(fd, protoreflect.ValueOfBytes(payload[:len(payload):len(payload)]))
-	return true, nil
+	return m.ProtoReflect().Has(fd), nil
 }
 
 // unmarshalPieces reads data into m except for its bytes field bw.fd,

@@ -186,6 +186,52 @@ func TestBorrowedFieldPointsIntoTheReceivedBuffer(t *testing.T) {
 	}
 }
 
+// A borrowed field in a oneof is what protobuf makes of the wire: the
+// field of the oneof that comes last wins, the borrowed one or another.
+func TestBorrowedFieldInAOneofYieldsToTheFieldAfterIt(t *testing.T) {
+	marshal := func(m proto.Message) []byte {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	chunk := marshal(&pb.BlobPutRequest{Msg: &pb.BlobPutRequest_Chunk{Chunk: pattern(100<<10, 8)}})
+	other := marshal(&pb.BlobPutRequest{Msg: &pb.BlobPutRequest_Chunk{Chunk: pattern(50<<10, 9)}})
+	hdr := marshal(&pb.BlobPutRequest{Msg: &pb.BlobPutRequest_Header{Header: &pb.BlobPutHeader{Name: "n", Size: 9}}})
+	for _, wire := range [][]byte{
+		bytes.Join([][]byte{chunk, hdr}, nil), // a header after the chunk: a header
+		bytes.Join([][]byte{hdr, chunk}, nil),
+		bytes.Join([][]byte{chunk, hdr, other}, nil),
+		bytes.Join([][]byte{chunk, other}, nil),
+	} {
+		want := &pb.BlobPutRequest{}
+		if err := proto.Unmarshal(wire, want); err != nil {
+			t.Fatal(err)
+		}
+		got := &pb.BlobPutRequest{}
+		done := Borrow(got, "chunk")
+		data := mem.BufferSlice{mem.Copy(wire[:1000], pool{}), mem.Copy(wire[1000:], pool{})}
+		if err := (Codec{}).Unmarshal(data, got); err != nil {
+			t.Fatal(err)
+		}
+		data.Free()
+		free := done()
+		if !proto.Equal(got, want) {
+			t.Errorf("borrowed %s; protobuf reads %s", describe(got), describe(want))
+		}
+		free()
+	}
+}
+
+// describe names what a BlobPutRequest holds.
+func describe(m *pb.BlobPutRequest) string {
+	if m.GetHeader() != nil {
+		return "a header"
+	}
+	return fmt.Sprintf("a chunk of %d bytes", len(m.GetChunk()))
+}
+
 func TestBorrowedUnmarshalRefusesBadInput(t *testing.T) {
 	for _, wire := range [][]byte{
 		{0x12, 0x05, 'a'},  // chunk longer than the message
