@@ -112,4 +112,24 @@ func checkServiceConfig(t *testing.T, text string, d *appsv1.Deployment) {
 			t.Errorf("TLS file %q is not on a Secret's mount", f)
 		}
 	}
+	// The agents have ACLs on: registering needs a token, which comes from
+	// a Secret's file (a ConfigMap is no place for a secret).
+	if cfg.Token != "" {
+		t.Errorf("user.yaml: token is set in the ConfigMap; use token_file on a Secret's mount")
+	}
+	if cfg.TokenFile == "" {
+		t.Errorf("user.yaml: no token_file: the agents have ACLs on, and registering needs a token with service:write on %s", cfg.Name)
+		return
+	}
+	m, ok := mountOf(c, cfg.TokenFile)
+	var v *corev1.Volume
+	if ok {
+		v = volume(&d.Spec.Template, m.Name)
+	}
+	switch {
+	case !ok || !m.ReadOnly || v == nil || v.Secret == nil:
+		t.Errorf("token_file %q is not on a read-only Secret's mount", cfg.TokenFile)
+	case v.Secret.DefaultMode == nil || *v.Secret.DefaultMode&0o007 != 0:
+		t.Errorf("token_file %q: the Secret's file mode must give others nothing (defaultMode)", cfg.TokenFile)
+	}
 }

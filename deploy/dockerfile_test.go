@@ -124,6 +124,7 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 	objs := decodeManifests(t)
+	checked := map[string]bool{}
 	for _, w := range workloads(objs) {
 		for _, c := range w.pod.Spec.Containers {
 			if c.Name == "zrpcd" {
@@ -139,8 +140,21 @@ func TestDockerfile(t *testing.T) {
 			}
 		}
 		for _, c := range append(slices.Clone(w.pod.Spec.InitContainers), w.pod.Spec.Containers...) {
-			if strings.HasPrefix(c.Image, "zrpcio/") && !strings.Contains(comments, "-t "+c.Image+" ") {
+			if !strings.HasPrefix(c.Image, "zrpcio/") || checked[c.Image] {
+				continue
+			}
+			checked[c.Image] = true
+			if !strings.Contains(comments, "-t "+c.Image+" ") {
 				t.Errorf("%s runs image %s, which the Dockerfile does not say how to build (-t %s)", w, c.Image, c.Image)
+				continue
+			}
+			// The binaries report the VERSION they were built with; the
+			// documented build gives it the image's tag.
+			_, tag, _ := strings.Cut(c.Image, ":")
+			for _, line := range strings.Split(comments, "\n") {
+				if strings.Contains(line, "-t "+c.Image+" ") && !strings.Contains(line, "--build-arg VERSION="+tag+" ") {
+					t.Errorf("Dockerfile: %q builds %s without --build-arg VERSION=%s: its binaries would report the default VERSION", strings.TrimPrefix(line, "# "), c.Image, tag)
+				}
 			}
 		}
 	}

@@ -24,6 +24,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/zrpcio/zrpc/node"
 )
 
 // manifestsDir holds the Kubernetes manifests, one or more documents per
@@ -346,15 +348,54 @@ func TestAgentStatefulSet(t *testing.T) {
 		t.Errorf("volumeClaimTemplate %s requests no storage", claim.Name)
 	}
 	checkDataDir(t, c, cfg, claim.Name)
+	if psc := sts.Spec.Template.Spec.SecurityContext; psc != nil && psc.FSGroup != nil &&
+		(psc.FSGroupChangePolicy == nil || *psc.FSGroupChangePolicy != corev1.FSGroupChangeOnRootMismatch) {
+		t.Errorf("fsGroup without fsGroupChangePolicy: OnRootMismatch: the kubelet changes the group of every file of the data volume (every blob shard) at each start of an agent")
+	}
+	if cfg["name"] != downward["metadata.name"] {
+		t.Errorf("name %q: want the pod's name (metadata.name), the identity its PersistentVolumeClaim's data belongs to", cfg["name"])
+	}
 	checkProbes(t, c)
 
+	checkVotersOnDistinctNodes(t, objs, sts)
+
 	pdb := find[*policyv1.PodDisruptionBudget](t, objs, "zrpc")
-	if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 2 {
-		t.Errorf("PodDisruptionBudget: minAvailable must be 2 (a quorum of 3)")
+	if pdb.Spec.MinAvailable != nil || pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.Type != intstr.Int || pdb.Spec.MaxUnavailable.IntVal != 1 {
+		t.Errorf("PodDisruptionBudget: want maxUnavailable: 1 and no minAvailable (a fixed minAvailable lets a drain take a quorum of the voters once the StatefulSet is scaled up)")
 	}
 	if pdb.Spec.Selector == nil || !selects(pdb.Spec.Selector.MatchLabels, sts.Spec.Template.Labels) {
 		t.Errorf("PodDisruptionBudget does not select the StatefulSet's pods")
 	}
+}
+
+// checkVotersOnDistinctNodes: the scheduler must never put two of the
+// StatefulSet's agents on one node (a required anti-affinity on the
+// node's host name selecting the StatefulSet's own pods), or one node's
+// loss takes two voters of three, and the quorum with them. A preferred
+// anti-affinity does not hold when nodes are short. The term must select
+// no other workload's pods: one that also selected the DaemonSet's agents,
+// which run on every node, would leave the StatefulSet's pods no node.
+func checkVotersOnDistinctNodes(t *testing.T, objs []object, sts *appsv1.StatefulSet) {
+	t.Helper()
+	aff := sts.Spec.Template.Spec.Affinity
+	if aff == nil || aff.PodAntiAffinity == nil {
+		t.Errorf("StatefulSet %s: no podAntiAffinity; two voters could share a node", sts.Name)
+		return
+	}
+	for _, term := range aff.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
+		sel := term.LabelSelector
+		if term.TopologyKey != "kubernetes.io/hostname" || sel == nil || len(sel.MatchExpressions) > 0 || len(sel.MatchLabels) == 0 ||
+			!selects(sel.MatchLabels, sts.Spec.Template.Labels) {
+			continue
+		}
+		for _, w := range workloads(objs) {
+			if w.obj != any(sts) && selects(sel.MatchLabels, w.pod.Labels) {
+				t.Errorf("StatefulSet %s: its podAntiAffinity also selects the pods of %s", sts.Name, w)
+			}
+		}
+		return
+	}
+	t.Errorf("StatefulSet %s: want a requiredDuringSchedulingIgnoredDuringExecution podAntiAffinity on kubernetes.io/hostname selecting its own pods, so that no node holds two voters", sts.Name)
 }
 
 // TestNodeAgentDaemonSet: one agent per node on the host network, joining
@@ -380,6 +421,9 @@ func TestNodeAgentDaemonSet(t *testing.T) {
 		t.Errorf("bind %q, http_bind %q: want the node's IP (status.hostIP)", cfg["bind"], cfg["http_bind"])
 	}
 	checkDataDir(t, c, cfg, "data")
+	if cfg["name"] != downward["spec.nodeName"] {
+		t.Errorf("name %q: want the node's name (spec.nodeName), the identity its hostPath data dir belongs to", cfg["name"])
+	}
 	checkProbes(t, c)
 }
 
@@ -398,14 +442,26 @@ func TestServiceRegistersThroughItsNodesAgent(t *testing.T) {
 	checkServiceConfig(t, cm.Data["user.yaml"], d)
 }
 
-// TestClusterTokenIsAMountedFile: the cluster token reaches agents only as
-// a file of the mounted Secret, never as an environment value, an envFrom
-// or a command-line argument.
+// TestClusterTokenIsAMountedFile: the cluster token, and every other
+// secret (the gossip key, ACL tokens), reaches a container only as a file
+// of a mounted Secret, never as an environment value, an envFrom or a
+// command-line argument (which /proc, ps and pprof show).
 func TestClusterTokenIsAMountedFile(t *testing.T) {
+	secretEnv := map[string]bool{"ZRPC_TOKEN": true} // zrpcctl's and rpc's ACL token
+	var secretFlags []string
+	for _, s := range node.Settings() {
+		if s.Secret {
+			secretEnv[s.Env] = true
+			secretFlags = append(secretFlags, "--"+s.Flag)
+		}
+	}
+	if !secretEnv["ZRPC_CLUSTER_TOKEN"] || !secretEnv["ZRPC_ENCRYPT"] || !secretEnv["ZRPC_DNS_TOKEN"] {
+		t.Fatalf("node.Settings() marks secret only %v; want the cluster token, gossip key and DNS token among them", secretEnv)
+	}
 	for _, w := range workloads(decodeManifests(t)) {
 		for _, c := range append(slices.Clone(w.pod.Spec.InitContainers), w.pod.Spec.Containers...) {
 			for _, e := range c.Env {
-				if e.Name == "ZRPC_CLUSTER_TOKEN" || e.Name == "ZRPC_ENCRYPT" || (e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil) {
+				if secretEnv[e.Name] || (e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil) {
 					t.Errorf("%s, container %s: env %s carries a secret; mount it as a file", w, c.Name, e.Name)
 				}
 			}
@@ -415,8 +471,10 @@ func TestClusterTokenIsAMountedFile(t *testing.T) {
 				}
 			}
 			for _, a := range append(slices.Clone(c.Command), c.Args...) {
-				if strings.HasPrefix(a, "--cluster-token=") || a == "--cluster-token" || strings.HasPrefix(a, "--encrypt=") {
-					t.Errorf("%s, container %s: secret on the command line: %s", w, c.Name, a)
+				for _, f := range secretFlags {
+					if a == f || strings.HasPrefix(a, f+"=") {
+						t.Errorf("%s, container %s: secret on the command line: %s", w, c.Name, a)
+					}
 				}
 			}
 		}
@@ -439,6 +497,24 @@ func TestClusterTokenIsAMountedFile(t *testing.T) {
 			t.Errorf("%s: %s is not mounted from the Secret zrpc-cluster-token", w, file)
 		} else if v.Secret.DefaultMode == nil || *v.Secret.DefaultMode&0o007 != 0 {
 			t.Errorf("%s: the token's file mode must give others nothing (defaultMode)", w)
+		}
+	}
+}
+
+// TestAgentsRequireACLTokens: every agent has ACLs on. Its HTTP endpoint
+// is bound where every pod (and, on the host network, every machine that
+// reaches the node) can call it, and without ACLs it serves anyone the
+// registry (the web UI's data), the agent's logs and settings
+// (/debug/zrpc) and CPU profiles and traces (/debug/pprof); its gRPC API
+// serves every registration and deregistration to any certificate of
+// the cluster's CA.
+func TestAgentsRequireACLTokens(t *testing.T) {
+	for _, w := range workloads(decodeManifests(t)) {
+		if w.pod.Labels["app.kubernetes.io/name"] != "zrpc" {
+			continue
+		}
+		if cfg := agentConfig(t, zrpcd(t, *w.pod)); !cfg.ACL {
+			t.Errorf("%s: acl is off; set ZRPC_ACL=true (http_bind %s serves /debug/pprof, /debug/zrpc and the registry to every caller)", w, cfg.HTTPBind)
 		}
 	}
 }
@@ -552,4 +628,29 @@ func expand(t *testing.T, where, s string, env map[string]string) string {
 		}
 		return v
 	})
+}
+
+// TestImagesArePinned: every container image names a version or a
+// digest, never latest or no tag, so that a restarted pod runs what its
+// neighbours run (a rolling upgrade is a change of the manifest, not of a
+// registry's tag).
+func TestImagesArePinned(t *testing.T) {
+	for _, w := range workloads(decodeManifests(t)) {
+		for _, c := range append(slices.Clone(w.pod.Spec.InitContainers), w.pod.Spec.Containers...) {
+			name, digest, hasDigest := strings.Cut(c.Image, "@")
+			if hasDigest {
+				if !strings.HasPrefix(digest, "sha256:") || len(digest) != len("sha256:")+64 {
+					t.Errorf("%s, container %s: image %s: a digest is sha256: and 64 hex digits", w, c.Name, c.Image)
+				}
+				continue
+			}
+			tag := ""
+			if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+				tag = name[i+1:]
+			}
+			if tag == "" || tag == "latest" {
+				t.Errorf("%s, container %s: image %q: pin a version tag or a digest", w, c.Name, c.Image)
+			}
+		}
+	}
 }
