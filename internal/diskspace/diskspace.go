@@ -3,6 +3,8 @@ package diskspace
 
 import (
 	"fmt"
+	"math"
+	"math/bits"
 	"syscall"
 )
 
@@ -13,5 +15,17 @@ func Free(dir string) (uint64, error) {
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0, fmt.Errorf("statfs %s: %w", dir, err)
 	}
-	return uint64(st.Bavail) * uint64(st.Bsize), nil
+	return times(uint64(st.Bavail), blockSize(&st)), nil
+}
+
+// times is blocks*size, or the largest uint64 when that overflows: a file
+// system that says it has no bound (some network and FUSE ones report
+// every block count at its largest) has room, not the few bytes a
+// wrapped product would say.
+func times(blocks, size uint64) uint64 {
+	hi, lo := bits.Mul64(blocks, size)
+	if hi != 0 {
+		return math.MaxUint64
+	}
+	return lo
 }

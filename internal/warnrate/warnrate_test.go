@@ -9,8 +9,8 @@ import (
 // TestOneWarningPerSenderPerQuietPeriod: a sender's first warning passes,
 // the next ones within the quiet period are held and counted in the one
 // that passes after it; other senders are apart; with the table full, a
-// new sender still passes once the old ones are quiet, and passes
-// unremembered when none is.
+// new sender still passes once the old ones are quiet, and shares one
+// line per quiet period with the other unremembered ones when none is.
 func TestOneWarningPerSenderPerQuietPeriod(t *testing.T) {
 	now := time.Unix(1000, 0)
 	l := New(time.Minute, 2, func() time.Time { return now })
@@ -28,16 +28,38 @@ func TestOneWarningPerSenderPerQuietPeriod(t *testing.T) {
 	if pass, _ := l.Seen("c"); !pass {
 		t.Fatal("a third sender's warning, table full, was held")
 	}
-	if pass, _ := l.Seen("c"); !pass {
-		t.Fatal("c was remembered although the table was full")
+	if pass, _ := l.Seen("c"); pass {
+		t.Fatal("a second warning past the bound passed within the quiet period")
 	}
 	now = now.Add(time.Minute)
 	if pass, held := l.Seen("a"); !pass || held != 5 {
 		t.Fatalf("a after the quiet period: pass %v held %d, want true 5", pass, held)
 	}
-	for i := range 3 {
-		if pass, _ := l.Seen(fmt.Sprint("new", i)); !pass {
-			t.Fatalf("new sender %d held", i)
+	if pass, _ := l.Seen("new"); !pass {
+		t.Fatal("a new sender held although b, quiet, could be forgotten")
+	}
+	if pass, _ := l.Seen("new"); pass {
+		t.Fatal("new was not remembered in b's place")
+	}
+}
+
+// TestSendersPastTheBoundShareOneLine: a stranger warned about from ever
+// new addresses (spoofed UDP sources) gets one line per quiet period, not
+// one per address.
+func TestSendersPastTheBoundShareOneLine(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := New(time.Minute, 16, func() time.Time { return now })
+	passed := 0
+	for i := range 10_000 {
+		if pass, _ := l.Seen(fmt.Sprintf("2001:db8::%x", i)); pass {
+			passed++
 		}
+	}
+	if passed != 16+1 {
+		t.Fatalf("%d warnings about 10000 senders passed within one quiet period, want %d (one per sender remembered, one for the rest)", passed, 16+1)
+	}
+	now = now.Add(time.Minute)
+	if pass, _ := l.Seen("2001:db8::ffff:1"); !pass {
+		t.Fatal("a new sender after the quiet period was held")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,7 +20,7 @@ type Config struct {
 	// Registerer receives the zrpc_server_* metrics. Nil leaves them
 	// unregistered. Default prometheus.DefaultRegisterer.
 	Registerer prometheus.Registerer
-	// SlowThreshold: calls at least this slow are logged. 0 means
+	// SlowThreshold: unary calls at least this slow are logged. 0 means
 	// DefaultSlowThreshold; negative disables slow logging. Default 500ms.
 	SlowThreshold time.Duration
 	// Tokens, if any, are accepted bearer tokens (see StaticTokens).
@@ -72,7 +73,9 @@ func (c Config) Validate() error {
 //
 // Recover and metrics share one deferred function, so a panic anywhere in
 // the chain or handler becomes codes.Internal and is counted as such.
-// Auth, rate limit and shedding are installed only when configured.
+// Auth, rate limit and shedding are installed only when configured; health
+// checks are never rate limited or shed, and streams count toward
+// MaxInFlight only (see Shed).
 // Streams get every stage except Timeout: streams are often long-lived
 // (watches), and a default 2s bound would cut them; use Timeout(d).Stream
 // explicitly where it fits.
@@ -112,24 +115,42 @@ type chain struct {
 	timeout time.Duration
 }
 
-// admit runs auth, rate limiting and shedding for a call that started at
-// now. On success the caller must call c.shed.endAt when c.shed is set.
-func (c *chain) admit(ctx context.Context, method string, now time.Time) error {
+// admit runs auth, rate limiting and shedding for a call (a stream when
+// stream is set) that started at now. It reports whether the shedder
+// counted the call: then the caller must end it in finish.
+func (c *chain) admit(ctx context.Context, method string, stream bool, now time.Time) (shedCounted bool, err error) {
 	if c.verify != nil {
 		if err := authorize(ctx, method, c.verify); err != nil {
-			return err
+			return false, err
 		}
+	}
+	if unlimited(method) {
+		return false, nil
 	}
 	if c.rate != nil {
 		if err := c.rate.allow(method); err != nil {
-			return err
+			return false, err
 		}
 	}
-	if c.shed != nil {
-		return c.shed.beginAt(now)
+	if c.shed == nil {
+		return false, nil
 	}
-	return nil
+	if stream {
+		err = c.shed.beginStream()
+	} else {
+		err = c.shed.beginAt(now)
+	}
+	return err == nil, err
 }
+
+// healthPrefix is the method prefix of the gRPC health service.
+const healthPrefix = "/grpc.health.v1.Health/"
+
+// unlimited reports whether method is exempt from rate limiting and
+// shedding: health checks, whose refusal would take a busy but working
+// instance out of its load balancers and the registry (the agent checks
+// it too), and whose callers hold no token to tell them apart.
+func unlimited(method string) bool { return strings.HasPrefix(method, healthPrefix) }
 
 // The stages share two readings of the clock per call, the start and the
 // end, instead of each reading its own.
@@ -137,17 +158,18 @@ func (c *chain) admit(ctx context.Context, method string, now time.Time) error {
 func (c *chain) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	method := info.FullMethod
 	start := c.met.begin()
-	admitted := false
+	counted := false
 	defer func() {
 		if r := recover(); r != nil {
 			resp, err = nil, panicError(ctx, c.log, method, r)
 		}
-		c.finish(ctx, method, start, admitted, err)
+		c.finish(ctx, method, start, counted, false, err)
 	}()
-	if err := c.admit(ctx, method, start); err != nil {
+	shedCounted, err := c.admit(ctx, method, false, start)
+	if err != nil {
 		return nil, err
 	}
-	admitted = true
+	counted = shedCounted
 	tctx, ld := withTimeoutFrom(ctx, c.timeout, start)
 	defer ld.release()
 	return handler(tctx, req)
@@ -157,26 +179,31 @@ func (c *chain) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 	method := info.FullMethod
 	ctx := ss.Context()
 	start := c.met.begin()
-	admitted := false
+	counted := false
 	defer func() {
 		if r := recover(); r != nil {
 			err = panicError(ctx, c.log, method, r)
 		}
-		c.finish(ctx, method, start, admitted, err)
+		c.finish(ctx, method, start, counted, true, err)
 	}()
-	if err := c.admit(ctx, method, start); err != nil {
+	shedCounted, err := c.admit(ctx, method, true, start)
+	if err != nil {
 		return err
 	}
-	admitted = true
+	counted = shedCounted
 	return handler(srv, ss)
 }
 
-// finish ends the shedder's count of an admitted call and records the
+// finish ends the shedder's count of a call it counted and records the
 // call's metrics.
-func (c *chain) finish(ctx context.Context, method string, start time.Time, admitted bool, err error) {
+func (c *chain) finish(ctx context.Context, method string, start time.Time, shedCounted, stream bool, err error) {
 	end := c.met.now()
-	if admitted && c.shed != nil {
+	switch {
+	case !shedCounted:
+	case stream:
+		c.shed.endStream()
+	default:
 		c.shed.endAt(start, end)
 	}
-	c.met.endAt(ctx, method, start, end, err)
+	c.met.endAt(ctx, method, start, end, stream, err)
 }

@@ -234,3 +234,87 @@ func BenchmarkChainUnaryParallel(b *testing.B) {
 		}
 	})
 }
+
+// Health checks are neither rate limited nor shed: with the hard cap held
+// by a call and the rate limiter's bucket empty, a load balancer's or the
+// agent's checks (and a stranger's) still pass, and the slot of the call
+// is given back once it ends.
+func TestChainNeverRefusesHealthChecks(t *testing.T) {
+	cfg, reg, _ := testConfig(t)
+	cfg.RateLimit, cfg.RateBurst = 1e-6, 1 // one call per method, ever
+	cfg.MaxInFlight = 1
+	unary, stream := Chain(cfg)
+
+	entered, release := make(chan struct{}), make(chan struct{})
+	held := make(chan error, 1)
+	go func() {
+		_, err := unary(context.Background(), nil, unaryInfo("/svc/Held"), func(context.Context, any) (any, error) {
+			close(entered)
+			<-release
+			return nil, nil
+		})
+		held <- err
+	}()
+	<-entered
+	_, err := unary(context.Background(), nil, unaryInfo("/svc/Other"), okHandler)
+	wantCode(t, err, codes.ResourceExhausted) // the cap of one is held
+	for range 3 {
+		_, err := unary(context.Background(), nil, unaryInfo("/grpc.health.v1.Health/Check"), okHandler)
+		wantCode(t, err, codes.OK)
+		err = stream(nil, &fakeStream{ctx: context.Background()}, streamInfo("/grpc.health.v1.Health/Watch"), func(any, grpc.ServerStream) error { return nil })
+		wantCode(t, err, codes.OK)
+	}
+	close(release)
+	wantCode(t, <-held, codes.OK)
+	_, err = unary(context.Background(), nil, unaryInfo("/svc/After"), okHandler)
+	wantCode(t, err, codes.OK) // the slot is free again
+	if got := sample(t, reg, "zrpc_server_in_flight", nil); got != 0 {
+		t.Errorf("in flight %v, want 0", got)
+	}
+}
+
+// A stream's lifetime is no latency sample: a watch open for a minute
+// that ends does not make the shedder take the process for overloaded and
+// shed unary calls that are as fast as ever. Open streams count toward
+// the hard cap only.
+func TestChainStreamsDoNotInflateShedLatency(t *testing.T) {
+	clock := newFakeClock()
+	shed := newTestShedder(clock, 0, 4, 2)
+	c := &chain{log: orDiscard(nil), met: newMetrics(nil, nil, -1, clock.Now), shed: shed}
+	err := c.stream(nil, &fakeStream{ctx: context.Background()}, streamInfo("/svc/Watch"), func(any, grpc.ServerStream) error {
+		clock.Advance(time.Minute)
+		// 100 calls of 20ms per 100ms bucket: a limit of 20 in flight,
+		// which applies only once latency rises above 40ms.
+		complete(t, shed, clock, 100, 20*time.Millisecond)
+		clock.Advance(testBucket)
+		if n := shed.inFlight.Load(); n != 0 {
+			t.Errorf("an open stream counts as %d unary calls in flight", n)
+		}
+		return nil
+	})
+	wantCode(t, err, codes.OK)
+	if got := hold(shed, 500); got != 500 {
+		t.Fatalf("admitted %d unary calls after a stream of a minute ended, want 500: its length was taken for latency", got)
+	}
+
+	capped := newTestShedder(clock, 2, 4, 2)
+	c.shed = capped
+	streamErr := make(chan error, 1)
+	entered, release := make(chan struct{}), make(chan struct{})
+	go func() {
+		streamErr <- c.stream(nil, &fakeStream{ctx: context.Background()}, streamInfo("/svc/Watch"), func(any, grpc.ServerStream) error {
+			close(entered)
+			<-release
+			return nil
+		})
+	}()
+	<-entered
+	if got := hold(capped, 10); got != 1 {
+		t.Fatalf("with a stream open, a cap of 2 admitted %d unary calls, want 1", got)
+	}
+	close(release)
+	wantCode(t, <-streamErr, codes.OK)
+	if n := capped.streams.Load(); n != 0 {
+		t.Fatalf("%d streams counted after the stream ended", n)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,34 +30,37 @@ type metrics struct {
 	log      *slog.Logger
 	slow     time.Duration // <0: never log slow calls
 	now      func() time.Time
-	methods  sync.Map // full method -> *methodMetrics
+	methods  methodTable[*methodMetrics]
 }
 
 type methodMetrics struct {
+	label    string // the method, or OtherMethod
 	duration prometheus.Observer
 	byCode   [numCodes]atomic.Pointer[prometheus.Counter]
 }
 
 // Metrics counts calls in zrpc_server_requests_total{method,code}, times them
 // in zrpc_server_request_duration_seconds{method} and tracks
-// zrpc_server_in_flight. It logs, at Warn, only calls slower than slow
-// (0 means DefaultSlowThreshold, negative disables) or failing with
-// Internal, Unknown or DataLoss. Collectors already registered in reg (by an
-// earlier call) are reused; a nil reg leaves them unregistered. It panics if
-// reg rejects them for another reason, like prometheus.MustRegister.
+// zrpc_server_in_flight (past MaxMethods methods, further ones share the
+// method label OtherMethod). It logs, at Warn, only unary calls slower
+// than slow (0 means DefaultSlowThreshold, negative disables) and calls
+// failing with Internal, Unknown or DataLoss. Collectors already
+// registered in reg (by an earlier call) are reused; a nil reg leaves
+// them unregistered. It panics if reg rejects them for another reason,
+// like prometheus.MustRegister.
 func Metrics(reg prometheus.Registerer, log *slog.Logger, slow time.Duration) Interceptor {
 	m := newMetrics(reg, log, slow, time.Now)
 	return Interceptor{
 		Unary: func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 			start := m.begin()
 			resp, err = handler(ctx, req)
-			m.end(ctx, info.FullMethod, start, err)
+			m.end(ctx, info.FullMethod, start, false, err)
 			return resp, err
 		},
 		Stream: func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 			start := m.begin()
 			err := handler(srv, ss)
-			m.end(ss.Context(), info.FullMethod, start, err)
+			m.end(ss.Context(), info.FullMethod, start, true, err)
 			return err
 		},
 	}
@@ -116,19 +118,20 @@ func (m *metrics) begin() time.Time {
 	return m.now()
 }
 
-func (m *metrics) end(ctx context.Context, method string, start time.Time, err error) {
-	m.endAt(ctx, method, start, m.now(), err)
+func (m *metrics) end(ctx context.Context, method string, start time.Time, stream bool, err error) {
+	m.endAt(ctx, method, start, m.now(), stream, err)
 }
 
-// endAt records a call that started at start and ended at end.
-func (m *metrics) endAt(ctx context.Context, method string, start, end time.Time, err error) {
+// endAt records a call (a stream when stream is set) that started at
+// start and ended at end.
+func (m *metrics) endAt(ctx context.Context, method string, start, end time.Time, stream bool, err error) {
 	elapsed := end.Sub(start)
 	m.inFlight.Dec()
 	code := codeOf(err)
 	mm := m.forMethod(method)
 	mm.duration.Observe(elapsed.Seconds())
-	mm.counter(m.requests, method, code).Inc()
-	if m.shouldLog(elapsed, code) {
+	mm.counter(m.requests, code).Inc()
+	if m.shouldLog(elapsed, stream, code) {
 		m.log.LogAttrs(ctx, slog.LevelWarn, "rpc slow or failed",
 			slog.String("method", method),
 			slog.String("code", code.String()),
@@ -137,31 +140,34 @@ func (m *metrics) endAt(ctx context.Context, method string, start, end time.Time
 	}
 }
 
-func (m *metrics) shouldLog(elapsed time.Duration, code codes.Code) bool {
+// shouldLog reports whether a call is logged: when it failed with a code
+// that means a bug or lost data, or when a unary call was slow. A stream
+// lasts as long as its client keeps it open, so its length is no sign of
+// a slow server.
+func (m *metrics) shouldLog(elapsed time.Duration, stream bool, code codes.Code) bool {
 	switch code {
 	case codes.Internal, codes.Unknown, codes.DataLoss:
 		return true
 	}
-	return m.slow >= 0 && elapsed >= m.slow
+	return !stream && m.slow >= 0 && elapsed >= m.slow
 }
 
 func (m *metrics) forMethod(method string) *methodMetrics {
-	if v, ok := m.methods.Load(method); ok {
-		return v.(*methodMetrics)
-	}
-	mm := &methodMetrics{duration: m.duration.WithLabelValues(method)}
-	v, _ := m.methods.LoadOrStore(method, mm)
-	return v.(*methodMetrics)
+	return m.methods.get(method, m.newMethodMetrics)
 }
 
-func (mm *methodMetrics) counter(vec *prometheus.CounterVec, method string, code codes.Code) prometheus.Counter {
+func (m *metrics) newMethodMetrics(label string) *methodMetrics {
+	return &methodMetrics{label: label, duration: m.duration.WithLabelValues(label)}
+}
+
+func (mm *methodMetrics) counter(vec *prometheus.CounterVec, code codes.Code) prometheus.Counter {
 	if int(code) >= numCodes {
-		return vec.WithLabelValues(method, code.String())
+		return vec.WithLabelValues(mm.label, code.String())
 	}
 	if c := mm.byCode[code].Load(); c != nil {
 		return *c
 	}
-	c := vec.WithLabelValues(method, code.String())
+	c := vec.WithLabelValues(mm.label, code.String())
 	mm.byCode[code].Store(&c)
 	return c
 }

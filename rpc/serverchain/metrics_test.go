@@ -3,6 +3,7 @@ package serverchain
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ func TestMetrics(t *testing.T) {
 			t.Fatalf("call %d: in flight %v, want 1", i, got)
 		}
 		clock.Advance(c.took)
-		m.end(context.Background(), c.method, start, c.err)
+		m.end(context.Background(), c.method, start, false, c.err)
 		if c.logged {
 			wantLogged = append(wantLogged, c.method+" "+codeOf(c.err).String())
 		}
@@ -127,4 +128,51 @@ func sample(t *testing.T, g prometheus.Gatherer, name string, want map[string]st
 		}
 	}
 	return 0
+}
+
+// Past MaxMethods methods (an unknown-service handler serves whatever
+// names its callers send), further methods share one series, so a
+// stranger cannot grow the metrics without end.
+func TestMetricsBoundMethods(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := newMetrics(reg, nil, -1, newFakeClock().Now)
+	for i := range MaxMethods + 50 {
+		m.end(context.Background(), fmt.Sprintf("/stranger.Svc/M%d", i), m.begin(), false, nil)
+	}
+	m.end(context.Background(), "/stranger.Svc/M0", m.begin(), false, nil) // known: its own series
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if n := len(mf.GetMetric()); n > MaxMethods+1 {
+			t.Errorf("%s has %d series after %d methods, want at most %d", mf.GetName(), n, MaxMethods+50, MaxMethods+1)
+		}
+	}
+	if got := sample(t, reg, "zrpc_server_requests_total", map[string]string{"method": OtherMethod, "code": "OK"}); got != 50 {
+		t.Errorf("requests{%s} = %v, want 50", OtherMethod, got)
+	}
+	if got := sample(t, reg, "zrpc_server_requests_total", map[string]string{"method": "/stranger.Svc/M0", "code": "OK"}); got != 2 {
+		t.Errorf("requests{/stranger.Svc/M0} = %v, want 2", got)
+	}
+}
+
+// A stream's length is set by its client: a long one is not logged as
+// slow, a failed one is logged as a failed unary call is.
+func TestMetricsDoNotLogLongStreams(t *testing.T) {
+	clock := newFakeClock()
+	log, buf := testLogger(t)
+	m := newMetrics(nil, log, 100*time.Millisecond, clock.Now)
+	start := m.begin()
+	clock.Advance(time.Hour)
+	m.end(context.Background(), "/svc/Watch", start, true, nil)
+	if lines := buf.Lines(); len(lines) != 0 {
+		t.Fatalf("a stream open for an hour logged %q", lines)
+	}
+	start = m.begin()
+	clock.Advance(time.Hour)
+	m.end(context.Background(), "/svc/Watch", start, true, status.Error(codes.Internal, "bad"))
+	if lines := buf.Lines(); len(lines) != 1 || !strings.Contains(lines[0], "code=Internal") {
+		t.Fatalf("a failed stream logged %q, want one Internal line", lines)
+	}
 }

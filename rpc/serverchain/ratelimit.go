@@ -12,22 +12,29 @@ import (
 )
 
 // RateLimit allows each method perSecond calls per second with bursts of up
-// to burst (a token bucket per method, created on its first call). A call
+// to burst (a token bucket per method, created on its first call; past
+// MaxMethods methods, further ones share one bucket). A call
 // finding its bucket empty fails with codes.ResourceExhausted "rate limit
-// exceeded for <method>". burst < 1 means max(1, ceil(perSecond)). It
-// panics if perSecond <= 0.
+// exceeded for <method>". burst < 1 means max(1, ceil(perSecond)). Health
+// checks (grpc.health.v1.Health) are not limited: anyone may call them, and
+// a stranger spending their bucket would fail the checks of load balancers
+// and the agent. It panics if perSecond <= 0.
 func RateLimit(perSecond float64, burst int) Interceptor {
 	l := newRateLimiter(perSecond, burst, time.Now)
 	return Interceptor{
 		Unary: func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-			if err := l.allow(info.FullMethod); err != nil {
-				return nil, err
+			if !unlimited(info.FullMethod) {
+				if err := l.allow(info.FullMethod); err != nil {
+					return nil, err
+				}
 			}
 			return handler(ctx, req)
 		},
 		Stream: func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-			if err := l.allow(info.FullMethod); err != nil {
-				return err
+			if !unlimited(info.FullMethod) {
+				if err := l.allow(info.FullMethod); err != nil {
+					return err
+				}
 			}
 			return handler(srv, ss)
 		},
@@ -38,7 +45,7 @@ type rateLimiter struct {
 	rate    float64 // tokens per second
 	burst   float64
 	now     func() time.Time
-	buckets sync.Map // full method -> *tokenBucket
+	buckets methodTable[*tokenBucket]
 }
 
 func newRateLimiter(perSecond float64, burst int, now func() time.Time) *rateLimiter {
@@ -52,14 +59,15 @@ func newRateLimiter(perSecond float64, burst int, now func() time.Time) *rateLim
 }
 
 func (l *rateLimiter) allow(method string) error {
-	b, ok := l.buckets.Load(method)
-	if !ok {
-		b, _ = l.buckets.LoadOrStore(method, &tokenBucket{tokens: l.burst, last: l.now()})
-	}
-	if b.(*tokenBucket).take(l.now(), l.rate, l.burst) {
+	b := l.buckets.get(method, l.newBucket)
+	if b.take(l.now(), l.rate, l.burst) {
 		return nil
 	}
 	return status.Errorf(codes.ResourceExhausted, "rate limit exceeded for %s", method)
+}
+
+func (l *rateLimiter) newBucket(string) *tokenBucket {
+	return &tokenBucket{tokens: l.burst, last: l.now()}
 }
 
 // tokenBucket holds up to burst tokens, refilled continuously at rate per

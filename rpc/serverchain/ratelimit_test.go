@@ -2,6 +2,7 @@ package serverchain
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -50,4 +51,33 @@ func TestRateLimitInterceptor(t *testing.T) {
 	u, s := callBoth(context.Background(), ic, "/svc/M", nil)
 	wantCode(t, u, codes.OK)
 	wantCode(t, s, codes.ResourceExhausted)
+}
+
+// Past MaxMethods methods, further methods share one bucket: a stranger
+// sending new method names grows no bucket per name, and the methods
+// already known keep their own.
+func TestRateLimitBoundsMethods(t *testing.T) {
+	l := newRateLimiter(1e-6, 1, newFakeClock().Now) // one call per bucket
+	for i := range MaxMethods {
+		wantCode(t, l.allow(fmt.Sprintf("/svc/M%d", i)), codes.OK)
+	}
+	wantCode(t, l.allow("/stranger/A"), codes.OK)
+	wantCode(t, l.allow("/stranger/B"), codes.ResourceExhausted) // shares A's bucket
+	wantCode(t, l.allow("/svc/M0"), codes.ResourceExhausted)     // its own, spent
+	var n int
+	l.buckets.values.Range(func(any, any) bool { n++; return true })
+	if n != MaxMethods+1 {
+		t.Fatalf("%d buckets, want %d", n, MaxMethods+1)
+	}
+}
+
+// Health checks are not rate limited: a stranger calling them cannot
+// spend the bucket that load balancers' and the agent's checks need.
+func TestRateLimitSkipsHealthChecks(t *testing.T) {
+	ic := RateLimit(1e-6, 1)
+	for range 3 {
+		u, s := callBoth(context.Background(), ic, "/grpc.health.v1.Health/Check", nil)
+		wantCode(t, u, codes.OK)
+		wantCode(t, s, codes.OK)
+	}
 }

@@ -75,13 +75,24 @@ func WithShedLatencyFactor(f float64) ShedOption {
 // max(floor, limit) while overloaded. With no completed history the limit is
 // unbounded, so a cold process only applies the hard cap. Bucket resets
 // race with concurrent adds and may drop a sample; the limit is an estimate.
+//
+// Streams count toward the hard cap only: a stream lasts as long as its
+// client keeps it open (a watch for hours), which says nothing of how
+// long the process takes to serve a call, so its lifetime is no latency
+// sample and its being open is no queued work. Health checks
+// (grpc.health.v1.Health) are never shed: a load balancer or agent that
+// found the health check refused would take an overloaded but working
+// instance out, moving its load onto the others.
 func Shed(maxInFlight int, opts ...ShedOption) Interceptor {
 	return newShedder(maxInFlight, opts...).interceptor()
 }
 
 func (s *shedder) interceptor() Interceptor {
 	return Interceptor{
-		Unary: func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		Unary: func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			if unlimited(info.FullMethod) {
+				return handler(ctx, req)
+			}
 			start, err := s.begin()
 			if err != nil {
 				return nil, err
@@ -89,12 +100,14 @@ func (s *shedder) interceptor() Interceptor {
 			defer s.end(start)
 			return handler(ctx, req)
 		},
-		Stream: func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-			start, err := s.begin()
-			if err != nil {
+		Stream: func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			if unlimited(info.FullMethod) {
+				return handler(srv, ss)
+			}
+			if err := s.beginStream(); err != nil {
 				return err
 			}
-			defer s.end(start)
+			defer s.endStream()
 			return handler(srv, ss)
 		},
 	}
@@ -109,7 +122,8 @@ type shedder struct {
 	now           func() time.Time
 	origin        time.Time
 
-	inFlight atomic.Int64
+	inFlight atomic.Int64  // unary calls
+	streams  atomic.Int64  // open streams
 	ewmaRT   atomic.Uint64 // float64 bits, nanoseconds; 0 = no sample yet
 }
 
@@ -148,7 +162,7 @@ func (s *shedder) begin() (time.Time, error) {
 // beginAt is begin for a call that started at now.
 func (s *shedder) beginAt(now time.Time) error {
 	n := s.inFlight.Add(1)
-	if s.maxInFlight > 0 && n > s.maxInFlight {
+	if s.maxInFlight > 0 && n+s.streams.Load() > s.maxInFlight {
 		s.inFlight.Add(-1)
 		return errShed
 	}
@@ -158,6 +172,19 @@ func (s *shedder) beginAt(now time.Time) error {
 	}
 	return nil
 }
+
+// beginStream admits a stream under the hard cap or returns errShed; an
+// admitted stream must call endStream.
+func (s *shedder) beginStream() error {
+	n := s.streams.Add(1)
+	if s.maxInFlight > 0 && n+s.inFlight.Load() > s.maxInFlight {
+		s.streams.Add(-1)
+		return errShed
+	}
+	return nil
+}
+
+func (s *shedder) endStream() { s.streams.Add(-1) }
 
 func (s *shedder) end(start time.Time) { s.endAt(start, s.now()) }
 
