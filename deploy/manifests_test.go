@@ -417,6 +417,9 @@ func TestNodeAgentDaemonSet(t *testing.T) {
 	if cfg["join"] != "zrpc.zrpc.svc:8402" || cfg["bootstrap_expect"] != "" {
 		t.Errorf("join %q, bootstrap_expect %q: want to join zrpc.zrpc.svc:8402 and never bootstrap", cfg["join"], cfg["bootstrap_expect"])
 	}
+	if cfg["non_voter"] != "true" {
+		t.Errorf("non_voter %q: want true, so that a node agent, placed by neither the voters' anti-affinity nor their PDB, never takes a lost voter's place", cfg["non_voter"])
+	}
 	if cfg["bind"] != sampleHostIP || cfg["http_bind"] != sampleHostIP {
 		t.Errorf("bind %q, http_bind %q: want the node's IP (status.hostIP)", cfg["bind"], cfg["http_bind"])
 	}

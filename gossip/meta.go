@@ -55,6 +55,10 @@ type Meta struct {
 	// build applies (raftstore.FSMVersion); 0 from builds before it was
 	// announced, which apply version 1.
 	FSMVersion int
+	// NonVoter says the agent is never to be a Raft voter (its non_voter
+	// setting): it keeps a replica, and the leader neither counts it to
+	// bootstrap nor promotes it when a voter is lost.
+	NonVoter bool
 }
 
 // ErrMetaTooLarge is returned (wrapped) when a Meta does not fit in
@@ -82,6 +86,7 @@ type wireMeta struct {
 	Room     int64  `json:"sr,omitempty"`
 	FSM      int    `json:"fv,omitempty"`
 	Leaving  bool   `json:"lv,omitempty"`
+	NonVoter bool   `json:"nv,omitempty"`
 }
 
 // validate checks the fields both when encoding and after decoding.
@@ -126,7 +131,7 @@ func (m Meta) encode() ([]byte, error) {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	w := wireMeta{V: metaVersion, Name: m.Name, GRPCAddr: m.GRPCAddr, RaftAddr: m.RaftAddr,
-		Role: m.Role, Build: m.Build, Zone: m.Zone, Cluster: m.ClusterID, Former: m.RecoveredFrom, Hello: m.RaftHello, Full: m.ShardsFull, Room: m.ShardRoom, FSM: m.FSMVersion, Leaving: m.Leaving}
+		Role: m.Role, Build: m.Build, Zone: m.Zone, Cluster: m.ClusterID, Former: m.RecoveredFrom, Hello: m.RaftHello, Full: m.ShardsFull, Room: m.ShardRoom, FSM: m.FSMVersion, Leaving: m.Leaving, NonVoter: m.NonVoter}
 	if err := enc.Encode(w); err != nil {
 		return nil, fmt.Errorf("encode meta: %w", err)
 	}
@@ -154,7 +159,7 @@ func decodeMeta(b []byte) (Meta, error) {
 		return Meta{}, fmt.Errorf("decode meta: unsupported version %d (this build reads %d)", w.V, metaVersion)
 	}
 	m := Meta{Name: w.Name, GRPCAddr: w.GRPCAddr, RaftAddr: w.RaftAddr, Role: w.Role, Build: w.Build, Zone: w.Zone, ClusterID: w.Cluster, RecoveredFrom: w.Former,
-		RaftHello: w.Hello, ShardsFull: w.Full, ShardRoom: w.Room, FSMVersion: w.FSM, Leaving: w.Leaving}
+		RaftHello: w.Hello, ShardsFull: w.Full, ShardRoom: w.Room, FSMVersion: w.FSM, Leaving: w.Leaving, NonVoter: w.NonVoter}
 	if err := m.validate(); err != nil {
 		return Meta{}, fmt.Errorf("decode meta: %w", err)
 	}

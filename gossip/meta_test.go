@@ -9,7 +9,7 @@ import (
 )
 
 func TestMetaRoundTrip(t *testing.T) {
-	for _, m := range []Meta{testMeta("a"), {Name: "b"}, {Name: "c<&>\u2028", GRPCAddr: "[::1]:8400", Zone: "é"}, {Name: "d", RaftHello: true}, {Name: "e", ShardsFull: true}, {Name: "f", ShardRoom: 1 << 30, Leaving: true, FSMVersion: 2}} {
+	for _, m := range []Meta{testMeta("a"), {Name: "b"}, {Name: "c<&>\u2028", GRPCAddr: "[::1]:8400", Zone: "é"}, {Name: "d", RaftHello: true}, {Name: "e", ShardsFull: true}, {Name: "f", ShardRoom: 1 << 30, Leaving: true, FSMVersion: 2}, {Name: "g", NonVoter: true}} {
 		b, err := m.encode()
 		if err != nil {
 			t.Fatalf("encode(%+v): %v", m, err)

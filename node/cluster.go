@@ -127,7 +127,7 @@ func (n *Node) selfMeta() gossip.Meta {
 		Name: n.cfg.Name, GRPCAddr: n.GRPCAddr(), RaftAddr: n.store.RaftAddr(),
 		Role: "server", Build: n.cfg.Build, Zone: n.cfg.Zone, ClusterID: n.clusterID(), RecoveredFrom: n.recoveredFrom(), FSMVersion: raftstore.FSMVersion,
 		RaftHello: true, ShardsFull: n.shardsFull.Load(), ShardRoom: n.shardRoom.Load(),
-		Leaving: n.leaving.Load(),
+		Leaving: n.leaving.Load(), NonVoter: n.cfg.NonVoter,
 	}
 }
 
@@ -247,7 +247,7 @@ func (n *Node) bootstrapExpected(ctx context.Context) {
 		}
 		var servers []raftstore.Server
 		for _, m := range n.gossip().Members() {
-			if m.Status == "alive" && m.Meta.Role == "server" && m.Meta.RaftAddr != "" {
+			if m.Status == "alive" && m.Meta.Role == "server" && m.Meta.RaftAddr != "" && !m.Meta.NonVoter {
 				servers = append(servers, raftstore.Server{ID: m.Name, Address: m.Meta.RaftAddr, Suffrage: raftstore.Voter})
 			}
 		}

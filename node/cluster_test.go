@@ -323,6 +323,63 @@ func TestVoterLostNonvoterPromoted(t *testing.T) {
 	register(t, c, leader, "user.rpc", "after-promotion")
 }
 
+// TestNonVoterIsNeverPromoted: in a cluster of three voters, an agent set
+// non_voter (n2, which gossip lists before n4) stays a nonvoter when a
+// voter is lost: n4 takes its place. An agent set non_voter with an
+// empty data dir and nothing to join refuses to start a cluster.
+func TestNonVoterIsNeverPromoted(t *testing.T) {
+	c := testcluster.New(t, 5, testcluster.WithDeadNodeReap(2*time.Second), testcluster.WithConfig(func(cfg *node.Config) {
+		if cfg.Name == "n2" {
+			cfg.NonVoter = true
+		}
+	}))
+	c.WaitFor(20*time.Second, "3 voters + 2 nonvoters, n2 one of them", func() bool {
+		r := roles(t, c, 0)
+		v, nv := countRoles(r)
+		return v == 3 && nv == 2 && r["n2"] == "nonvoter/alive"
+	})
+	leader := c.LeaderIndex()
+	victim := -1
+	for i := range 5 {
+		if i != leader && roles(t, c, leader)[c.Name(i)] == "voter/alive" {
+			victim = i
+			break
+		}
+	}
+	if victim < 0 {
+		t.Fatal("no follower voter found")
+	}
+	c.Kill(victim)
+	gone := c.Name(victim)
+	c.WaitFor(30*time.Second, gone+" reaped and another agent than n2 promoted: 3 voters again", func() bool {
+		l := c.LeaderIndex()
+		if l < 0 {
+			return false
+		}
+		r := roles(t, c, l)
+		if r["n2"] != "nonvoter/alive" {
+			return true // n2 changed: the check below says how
+		}
+		v, nv := countRoles(r)
+		return v == 3 && nv == 1 && !strings.HasPrefix(r[gone], "voter")
+	})
+	if r := roles(t, c, c.LeaderIndex()); r["n2"] != "nonvoter/alive" {
+		t.Fatalf("n2, set non_voter, is %s; want it still a nonvoter (roles %v)", r["n2"], r)
+	}
+
+	cfg := node.Default()
+	cfg.Name, cfg.DataDir, cfg.BindAddr, cfg.NonVoter = "alone", t.TempDir(), "127.0.0.1", true
+	cfg.GRPCPort, cfg.RaftPort, cfg.GossipPort, cfg.HTTPPort, cfg.DNSPort = 0, 0, 0, 0, 0
+	n, err := node.New(cfg)
+	if err == nil {
+		err = n.Start(ctxT(t))
+		n.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "non_voter") {
+		t.Fatalf("a non_voter agent with nothing to join started: %v; want it refused naming non_voter", err)
+	}
+}
+
 func TestGracefulLeave(t *testing.T) {
 	c := testcluster.New(t, 3)
 	leaver := c.LeaderIndex() // the hardest case: the leader leaves

@@ -82,6 +82,12 @@ type Config struct {
 	// usual); further agents join as nonvoters and are promoted when a voter
 	// is gone.
 	Voters int `yaml:"voters" help:"Raft voters the cluster keeps (1-5); further agents join as nonvoters"`
+	// NonVoter keeps the agent a Raft nonvoter for good: it holds a full
+	// replica and serves reads, but is not counted to bootstrap nor
+	// promoted when a voter is lost (demoted if it was a voter). For
+	// agents on every machine beside a few placed voters, so that a lost
+	// voter is replaced only by another agent placed for it.
+	NonVoter bool `yaml:"non_voter" help:"never a Raft voter: keep a full replica and serve, but never be promoted when a voter is lost (agents on every machine beside a few placed voters)"`
 	// DeadNodeReap is how long a failed agent stays in the cluster (its
 	// instances critical) before it is removed with its instances.
 	DeadNodeReap time.Duration `yaml:"dead_node_reap" help:"how long a failed agent stays in Raft and the registry before it is removed with its sessions and their instances (instances registered through it without a session stay, critical, until deregistered or the agent is back)"`
@@ -372,6 +378,9 @@ func (c *Config) validateAgent(l *fielderr.List) {
 	}
 	if c.Voters < 1 || c.Voters > 5 {
 		bad("voters", "%d must be 1 to 5", c.Voters)
+	}
+	if c.NonVoter && c.BootstrapExpect > 0 {
+		bad("non_voter", "cannot go with bootstrap_expect %d: the agents that bootstrap are the first voters; leave bootstrap_expect to the voters", c.BootstrapExpect)
 	}
 	if c.BootstrapExpect < 0 || c.BootstrapExpect > c.Voters {
 		bad("bootstrap_expect", "%d must be 0 (off) or 1 to voters (%d)", c.BootstrapExpect, c.Voters)

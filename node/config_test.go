@@ -157,6 +157,7 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 			c.ClusterToken, c.TLSCA, c.TLSCert, c.TLSKey = strings.Repeat("t", 40), "ca.pem", "n1.pem", "n1-key.pem"
 		}},
 		{"dead_node_reap", func(c *Config) { c.DeadNodeReap = time.Millisecond }},
+		{"non_voter", func(c *Config) { c.NonVoter, c.BootstrapExpect = true, 3 }},
 		{"join_max_backoff", func(c *Config) { c.JoinMaxBackoff = 0 }},
 		{"join_max_backoff", func(c *Config) { c.JoinMaxBackoff = time.Millisecond }},
 		{"leader_wait", func(c *Config) { c.LeaderWait = 0 }},

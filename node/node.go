@@ -321,7 +321,11 @@ func (n *Node) startRaft() error {
 	// stopped before it received the log: restarted without --join, it
 	// would found a cluster of its own beside the one it was joining, and
 	// rejoins through the peers it remembers instead (joinPeers).
-	bootstrap := n.cfg.Bootstrap && len(n.cfg.Join) == 0 && n.cfg.BootstrapExpect == 0 && n.dir.clusterID == "" && len(n.savedPeers()) == 0
+	alone := len(n.cfg.Join) == 0 && n.cfg.BootstrapExpect == 0 && n.dir.clusterID == "" && len(n.savedPeers()) == 0
+	if alone && n.cfg.NonVoter {
+		return fmt.Errorf("non_voter: an agent that is never a voter cannot start a cluster of its own, and this one has nothing to join: give --join (an agent of the cluster)")
+	}
+	bootstrap := n.cfg.Bootstrap && alone
 	rc := n.cfg.raftConfig()
 	rc.Dir = raftDir
 	rc.BindAddr = n.addr(n.cfg.RaftPort)

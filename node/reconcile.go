@@ -24,6 +24,7 @@ type raftMembership interface {
 	Servers() ([]raftstore.Server, error)
 	AddVoter(ctx context.Context, id, addr string) error
 	AddNonvoter(ctx context.Context, id, addr string) error
+	DemoteVoter(ctx context.Context, id string) error
 	RemoveServer(ctx context.Context, id string) error
 }
 
@@ -226,6 +227,9 @@ func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft
 	}
 	addr := m.Meta.RaftAddr
 	srv, member := inRaft[m.Name]
+	if m.Meta.NonVoter {
+		return r.keepNonvoter(ctx, m.Name, addr, srv, member, voters)
+	}
 	switch {
 	case member && srv.Suffrage == raftstore.Voter && srv.Address == addr:
 		return nil
@@ -270,6 +274,31 @@ func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft
 			return err
 		}
 		r.log.Info("added Raft nonvoter", "member", m.Name, "addr", addr)
+	}
+	return nil
+}
+
+// keepNonvoter makes agent name, which announces non_voter, a nonvoter:
+// added as one, never promoted, and demoted if it is a voter (it was one
+// before its setting changed); another agent is then promoted in its
+// place, on this pass or the next, if there is one to promote.
+func (r *reconciler) keepNonvoter(ctx context.Context, name, addr string, srv raftstore.Server, member bool, voters *int) error {
+	switch {
+	case member && srv.Suffrage == raftstore.Voter:
+		if err := r.raft.DemoteVoter(ctx, name); err != nil {
+			return err
+		}
+		*voters--
+		r.log.Info("demoted Raft voter: the agent is set non_voter", "member", name)
+		if srv.Address == addr {
+			return nil
+		}
+		fallthrough
+	case !member || srv.Address != addr:
+		if err := r.raft.AddNonvoter(ctx, name, addr); err != nil {
+			return err
+		}
+		r.log.Info("added Raft nonvoter (the agent is set non_voter: it is never promoted)", "member", name, "addr", addr)
 	}
 	return nil
 }

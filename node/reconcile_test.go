@@ -55,6 +55,16 @@ func (f *fakeMembership) add(id, addr string, sf raftstore.Suffrage) error {
 	return nil
 }
 
+func (f *fakeMembership) DemoteVoter(_ context.Context, id string) error {
+	f.changes = append(f.changes, "demote "+id)
+	for i, s := range f.servers {
+		if s.ID == id {
+			f.servers[i].Suffrage = raftstore.Nonvoter
+		}
+	}
+	return nil
+}
+
 func (f *fakeMembership) RemoveServer(_ context.Context, id string) error {
 	f.servers = slices.DeleteFunc(f.servers, func(s raftstore.Server) bool { return s.ID == id })
 	return nil
@@ -327,6 +337,42 @@ func TestReconcilePromotesANonvoterOnceAVoterIsGone(t *testing.T) {
 	f.wantReaped("b")
 	f.wantSuffrage("c", raftstore.Voter)
 	f.wantSuffrage("a", raftstore.Voter)
+}
+
+// TestReconcileNeverPromotesANonVoter: an agent set non_voter is added as
+// a nonvoter and stays one when a voter is lost (another agent takes the
+// voter's place); one that was a voter before its setting changed is
+// demoted.
+func TestReconcileNeverPromotesANonVoter(t *testing.T) {
+	f := newReconcileFixture(t, 3, voter("self"), voter("a"), voter("b"), nonvoter("c"))
+	f.record("a", "b", "c")
+	f.gossip("a", gossip.StatusAlive, "b", gossip.StatusFailed, "c", gossip.StatusAlive, "d", gossip.StatusAlive)
+	setNonVoter(f, "c")
+	f.pass(0)
+	f.pass(testReap + time.Second)
+	f.pass(testReap + 2*time.Second)
+	f.wantReaped("b")
+	f.wantSuffrage("c", raftstore.Nonvoter)
+	f.wantSuffrage("d", raftstore.Voter)
+
+	setNonVoter(f, "a") // restarted with non_voter while a voter
+	f.pass(testReap + 3*time.Second)
+	f.wantSuffrage("a", raftstore.Nonvoter)
+	if !slices.Contains(f.raft.changes, "demote a") {
+		t.Errorf("changes %v: a, set non_voter, was not demoted", f.raft.changes)
+	}
+	if slices.Contains(f.raft.changes, "voter c") {
+		t.Errorf("changes %v: c, set non_voter, was made a voter", f.raft.changes)
+	}
+}
+
+// setNonVoter makes gossip announce agent name non_voter.
+func setNonVoter(f *reconcileFixture, name string) {
+	for i := range f.members {
+		if f.members[i].Name == name {
+			f.members[i].Meta.NonVoter = true
+		}
+	}
 }
 
 func TestReconcileMarksAFailedMemberCriticalAndReapsItAfterTheDelay(t *testing.T) {

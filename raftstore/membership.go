@@ -109,6 +109,21 @@ func (s *Store) AddNonvoter(ctx context.Context, id, addr string) error {
 	return nil
 }
 
+// DemoteVoter makes voter id a nonvoter; a nonvoter, or a server not in
+// the configuration, is left as it is. Only the leader may.
+func (s *Store) DemoteVoter(ctx context.Context, id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: server id is empty", ErrInvalidArgument)
+	}
+	err := s.waitChange(ctx, func(timeout time.Duration) raft.Future {
+		return s.raft.DemoteVoter(raft.ServerID(id), 0, timeout)
+	})
+	if err != nil {
+		return fmt.Errorf("demote voter %s: %w", id, err)
+	}
+	return nil
+}
+
 // RemoveServer takes server id out of the Raft configuration. Removing a
 // server that is not in it changes nothing. Only the leader may.
 func (s *Store) RemoveServer(ctx context.Context, id string) error {
