@@ -73,20 +73,7 @@ func (w *membersWatch) end() []string {
 }
 
 func TestKeyringRotationWhileRegistrationsFlow(t *testing.T) {
-	oldKey, err := gossip.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	newKey, err := gossip.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := testcluster.New(t, 3, testcluster.WithConfig(func(cfg *node.Config) { cfg.EncryptKey = oldKey }))
-	cl, err := client.New(client.Config{Endpoints: []string{c.GRPCAddr(0)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
+	oldKey, newKey, c, cl := encryptedCluster(t)
 
 	// Registrations flow through every agent while the key rotates.
 	var acked []string
@@ -242,20 +229,7 @@ func TestKeyringPeerIsRefusedToClients(t *testing.T) {
 // off from gossip: keyring use refuses, and no agent changes its primary
 // key.
 func TestKeyringUseRefusedWhileAnAgentLacksTheKey(t *testing.T) {
-	oldKey, err := gossip.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	newKey, err := gossip.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := testcluster.New(t, 3, testcluster.WithConfig(func(cfg *node.Config) { cfg.EncryptKey = oldKey }))
-	cl, err := client.New(client.Config{Endpoints: []string{c.GRPCAddr(0)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
+	oldKey, newKey, c, cl := encryptedCluster(t)
 	c.WaitFor(20*time.Second, "every agent to list every agent's keys", func() bool {
 		resp, err := cl.KeyringList(ctxT(t))
 		return err == nil && len(resp.Agents) == c.Size()
@@ -289,4 +263,23 @@ func TestKeyringUseRefusedWhileAnAgentLacksTheKey(t *testing.T) {
 			t.Errorf("agent %s encrypts with key %s after the refused use, want the old key", a.Agent, gossip.KeyFingerprint(a.PrimaryKey))
 		}
 	}
+}
+
+// encryptedCluster starts three agents whose gossip is encrypted with
+// oldKey, and a client of the first; newKey is another fresh key.
+func encryptedCluster(t *testing.T) (oldKey, newKey string, c *testcluster.Cluster, cl *client.Client) {
+	t.Helper()
+	var err error
+	if oldKey, err = gossip.GenerateKey(); err != nil {
+		t.Fatal(err)
+	}
+	if newKey, err = gossip.GenerateKey(); err != nil {
+		t.Fatal(err)
+	}
+	c = testcluster.New(t, 3, testcluster.WithConfig(func(cfg *node.Config) { cfg.EncryptKey = oldKey }))
+	if cl, err = client.New(client.Config{Endpoints: []string{c.GRPCAddr(0)}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return oldKey, newKey, c, cl
 }
