@@ -3,6 +3,7 @@ package raftstore
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -319,5 +320,30 @@ func TestElectionsCollapseAtWarnLevelToo(t *testing.T) {
 	}
 	if strings.Contains(buf.String(), "entering candidate state") {
 		t.Errorf("an info line was written at warn level:\n%s", buf.String())
+	}
+}
+
+// TestRefusalsFromManyHostsCollapsePastTheBound: refused connections
+// from more distinct hosts than the bound (a stranger with an address
+// range) keep the table of runs bounded: past it, their lines collapse
+// into one run about other peers, written once and then summarised.
+func TestRefusalsFromManyHostsCollapsePastTheBound(t *testing.T) {
+	rec := &lineRecorder{}
+	now := time.Unix(1000, 0)
+	a := NewHCLog(slog.New(rec), "raft-net").(*hclogAdapter)
+	a.noise.now = func() time.Time { return now }
+	const hosts = 3 * maxNoisyPeers
+	for i := range hosts {
+		a.Warn(msgNotRaft, "from", fmt.Sprintf("2001:db8::%x", i), "bytes_read", 1)
+		now = now.Add(time.Millisecond)
+	}
+	a.noise.mu.Lock()
+	runs := len(a.noise.episodes)
+	a.noise.mu.Unlock()
+	if runs > maxNoisyPeers+1 {
+		t.Fatalf("%d hosts left %d runs tracked, want at most %d", hosts, runs, maxNoisyPeers+1)
+	}
+	if n := len(rec.matching(msgNotRaft)); n != maxNoisyPeers+1 {
+		t.Fatalf("%d hosts gave %d lines, want one per tracked host and one for the others (%d)", hosts, n, maxNoisyPeers+1)
 	}
 }

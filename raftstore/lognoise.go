@@ -16,6 +16,14 @@ import (
 const (
 	noiseWindow = 30 * time.Second
 	noiseQuiet  = 30 * time.Second
+	// maxNoisyPeers bounds the peers whose lines are collapsed apart:
+	// the refused connections of the Raft port name their sender, and a
+	// stranger with many addresses (an IPv6 prefix) would otherwise grow
+	// the table, and the walk of it each line costs, without bound.
+	// Past it, such lines collapse into one run about other peers.
+	maxNoisyPeers = 1024
+	// otherPeers names the run of lines about peers past maxNoisyPeers.
+	otherPeers = "(other peers)"
 )
 
 // peerArgs are the keys under which raft names the peer a line is about.
@@ -107,6 +115,9 @@ func (n *peerNoise) filter(level slog.Level, component, msg string, args []any) 
 		k = noiseKey{component, electionRun, ""}
 	case peer != "" && level >= slog.LevelWarn:
 		k = noiseKey{component, msg, peer}
+		if _, known := n.episodes[k]; !known && len(n.episodes) >= maxNoisyPeers {
+			k.peer, peerKey = otherPeers, "peers"
+		}
 	default:
 		return true, extra
 	}
