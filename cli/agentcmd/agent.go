@@ -271,6 +271,43 @@ type runningAgent interface {
 // failed (returned as an error: the process exits non-zero, for its
 // supervisor to restart it) or a signal of sigs arrives; on SIGHUP (hup)
 // it reloads the TLS certificates and waits on.
+// startTimeout bounds an agent's start.
+const startTimeout = 30 * time.Second
+
+// startInterruptibly runs start with a context that SIGINT or SIGTERM
+// (on sigs) ends, within startTimeout: Ctrl-C during a slow start (a large
+// blob store or Raft snapshot to open) stops it between its steps, where
+// the signal would otherwise wait until the agent was up. It returns the
+// signal that came if start succeeded all the same.
+func startInterruptibly(ctx context.Context, start func(context.Context) error, sigs <-chan os.Signal, log *slog.Logger) (os.Signal, error) {
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	done, exited := make(chan struct{}), make(chan struct{})
+	got := make(chan os.Signal, 1)
+	go func() {
+		defer close(exited)
+		select {
+		case s := <-sigs:
+			log.Warn("signal during start; stopping it", "signal", s.String())
+			got <- s
+			cancel()
+		case <-done:
+		}
+	}()
+	err := start(ctx)
+	close(done)
+	<-exited // a signal it took is in got
+	select {
+	case s := <-got:
+		if err != nil {
+			return s, fmt.Errorf("interrupted by %s: %w", s, err)
+		}
+		return s, nil
+	default:
+		return nil, err
+	}
+}
+
 func waitForEnd(ctx context.Context, n runningAgent, sigs, hup <-chan os.Signal, log *slog.Logger) error {
 	for {
 		select {
@@ -339,10 +376,14 @@ func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
-	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := n.Start(startCtx); err != nil {
+	interrupted, err := startInterruptibly(ctx, n.Start, sigs, log)
+	if err != nil {
 		return fmt.Errorf("start agent: %w", err)
+	}
+	if interrupted != nil {
+		// Started just as the signal came: shut down as asked.
+		log.Info("signal during start; shutting down", "signal", interrupted.String())
+		return n.Close()
 	}
 	printBanner(out, cfg, n)
 

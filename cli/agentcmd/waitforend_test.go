@@ -94,3 +94,45 @@ func TestAgentExitsWithAnErrorWhenItsRaftNodeFailed(t *testing.T) {
 		t.Errorf("waitForEnd after ctx ended = %v, want nil", err)
 	}
 }
+
+// TestSignalDuringStartStopsIt: SIGINT while the agent starts ends the
+// start (its context), and says so; a start that ends before any signal
+// is not interrupted, and a signal that comes as it succeeds is reported
+// so that the agent shuts down rather than lose it.
+func TestSignalDuringStartStopsIt(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	sigs := make(chan os.Signal, 1)
+	slow := func(ctx context.Context) error {
+		sigs <- syscall.SIGINT // Ctrl-C while it starts
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	done := make(chan struct{})
+	var got os.Signal
+	var err error
+	go func() {
+		defer close(done)
+		got, err = startInterruptibly(context.Background(), slow, sigs, log)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a start given SIGINT did not stop")
+	}
+	if got != syscall.SIGINT || err == nil || !strings.Contains(err.Error(), "interrupted by interrupt") {
+		t.Fatalf("start interrupted: signal %v, err %v; want SIGINT and an error saying so", got, err)
+	}
+
+	if got, err := startInterruptibly(context.Background(), func(context.Context) error { return nil }, make(chan os.Signal), log); got != nil || err != nil {
+		t.Fatalf("a start without a signal: %v, %v", got, err)
+	}
+	late := make(chan os.Signal, 1)
+	got, err = startInterruptibly(context.Background(), func(ctx context.Context) error {
+		late <- syscall.SIGTERM
+		<-ctx.Done() // taken: the start succeeds all the same, past its last step
+		return nil
+	}, late, log)
+	if got != syscall.SIGTERM || err != nil {
+		t.Fatalf("a signal as the start succeeded: %v, %v; want it reported, to shut down", got, err)
+	}
+}
