@@ -2,13 +2,13 @@ package client
 
 import (
 	"io"
-	"net"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/grpctest"
 )
 
 // endlessGet is an agent whose Get stream goes on past the end of the blob
@@ -34,22 +34,8 @@ func (e endlessGet) Get(req *zrpcpb.BlobGetRequest, stream zrpcpb.Blobs_GetServe
 // the read covers are an error, so that a broken agent cannot make a
 // reader (io.ReadAll, a block read through an agent) hold all it sends.
 func TestGetBlobStopsAtTheBlobsEndWhenTheAgentSendsMore(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	zrpcpb.RegisterBlobsServer(srv, endlessGet{size: 10 << 10})
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-served
-	})
-	c, err := New(Config{Endpoints: []string{lis.Addr().String()}, DialTimeout: time.Second, Logger: testLogger(t)})
+	addr := grpctest.Serve(t, func(s *grpc.Server) { zrpcpb.RegisterBlobsServer(s, endlessGet{size: 10 << 10}) })
+	c, err := New(Config{Endpoints: []string{addr}, DialTimeout: time.Second, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

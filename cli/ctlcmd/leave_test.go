@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/grpctest"
 	"github.com/zrpcio/zrpc/node"
 	"github.com/zrpcio/zrpc/testcluster"
 )
@@ -115,22 +115,7 @@ func (a leavingAgent) Leave(context.Context, *zrpcpb.LeaveRequest) (*zrpcpb.Leav
 // and returns its address.
 func startLeavingAgent(t *testing.T, resp *zrpcpb.LeaveResponse) string {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	zrpcpb.RegisterStatusServer(srv, leavingAgent{resp: resp})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-done
-	})
-	return lis.Addr().String()
+	return grpctest.Serve(t, func(s *grpc.Server) { zrpcpb.RegisterStatusServer(s, leavingAgent{resp: resp}) })
 }
 
 // TestLeavePrintsJSON: with -o json, leave prints the agent's answer as
