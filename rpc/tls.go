@@ -54,6 +54,12 @@ func (c TLSConfig) validate() error {
 	return nil
 }
 
+// ErrServerNameRequired is what Dial and ClientConfig.Validate return,
+// wrapped, for TLS to a direct:/// target of several addresses or of an
+// IP address without TLSConfig.ServerName: such a target carries no name
+// to verify the servers' certificates by.
+var ErrServerNameRequired = errors.New("setting TLS.ServerName: required")
+
 // validateFor is validate for a client of target: a direct:/// target of
 // several addresses, or of an IP address, has no name to verify the
 // servers by.
@@ -69,14 +75,14 @@ func (c TLSConfig) validateFor(target string) error {
 		return nil
 	}
 	if strings.Contains(addrs, ",") {
-		return fmt.Errorf("setting TLS.ServerName: required with %q, a direct:/// target of several addresses (the name the servers' certificates carry)", target)
+		return fmt.Errorf("%w with %q, a direct:/// target of several addresses (the name the servers' certificates carry)", ErrServerNameRequired, target)
 	}
 	host, _, err := net.SplitHostPort(addrs)
 	if err != nil {
 		host = addrs
 	}
 	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		return fmt.Errorf("setting TLS.ServerName: required with %q, a direct:/// target of an IP address (the name the server's certificate carries, such as its service's)", target)
+		return fmt.Errorf("%w with %q, a direct:/// target of an IP address (the name the server's certificate carries, such as its service's)", ErrServerNameRequired, target)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,7 +127,7 @@ func TestTLSSettingsFromYAML(t *testing.T) {
 		t.Errorf("client TLS with only Key: err %v, want one naming ca and cert", err)
 	}
 	several := rpc.ClientConfig{Target: "direct:///127.0.0.1:1,127.0.0.1:2", TLS: tlsSettings(f)}
-	if err := several.Validate(); err == nil || !strings.Contains(err.Error(), "setting TLS.ServerName: required") {
+	if err := several.Validate(); !errors.Is(err, rpc.ErrServerNameRequired) || !strings.Contains(err.Error(), "setting TLS.ServerName: required with") {
 		t.Errorf("TLS to several direct addresses without ServerName: err %v, want one asking for TLS.ServerName", err)
 	}
 	several.TLS.ServerName = "user.rpc"
@@ -137,7 +138,7 @@ func TestTLSSettingsFromYAML(t *testing.T) {
 	// services would do, unless a name is given.
 	for _, target := range []string{"direct:///127.0.0.1:9000", "direct:///[::1]:9000"} {
 		byIP := rpc.ClientConfig{Target: target, TLS: tlsSettings(f)}
-		if err := byIP.Validate(); err == nil || !strings.Contains(err.Error(), "setting TLS.ServerName: required") {
+		if err := byIP.Validate(); !errors.Is(err, rpc.ErrServerNameRequired) || !strings.Contains(err.Error(), "setting TLS.ServerName: required with") {
 			t.Errorf("TLS to %s without ServerName: err %v, want one asking for TLS.ServerName", target, err)
 		}
 		byIP.TLS.ServerName = "user.rpc"

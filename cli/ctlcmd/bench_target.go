@@ -128,7 +128,7 @@ func dialBench(ctx context.Context, o *options, target, serverName string, n int
 
 // explain adds what to check to a failed dial.
 func (bc *benchConns) explain(err error, timeout time.Duration, agents string) error {
-	if strings.Contains(err.Error(), "setting TLS.ServerName: required") {
+	if errors.Is(err, rpc.ErrServerNameRequired) {
 		return &hintError{err: err, hint: "give the name the service's certificate carries with --server-name (its service's name, e.g. user.rpc)"}
 	}
 	if !errors.Is(err, context.DeadlineExceeded) {
