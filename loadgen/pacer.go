@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"math"
 	"sync"
 	"time"
 )
@@ -41,16 +42,28 @@ func (realClock) SleepUntil(ctx context.Context, stop <-chan struct{}, t time.Ti
 // once, so over a run the rate holds on average and never above it by
 // more than the calls that were late.
 type pacer struct {
-	clock    clock
-	start    time.Time
-	interval time.Duration
+	clock clock
+	start time.Time
+	rate  float64
 
 	mu   sync.Mutex
 	next int64 // the next slot to hand out
 }
 
 func newPacer(c clock, rate float64) *pacer {
-	return &pacer{clock: c, start: c.Now(), interval: time.Duration(float64(time.Second) / rate)}
+	return &pacer{clock: c, start: c.Now(), rate: rate}
+}
+
+// due returns when slot k is due. It is computed from k, not by adding up
+// an interval rounded to the nanosecond, so the rate does not drift over a
+// long run; a slot too far off to be told in a time.Duration (a rate far
+// below one call per second) is due at the end of time.
+func (p *pacer) due(k int64) time.Time {
+	offset := float64(k) * float64(time.Second) / p.rate
+	if offset >= math.MaxInt64 {
+		return p.start.Add(math.MaxInt64)
+	}
+	return p.start.Add(time.Duration(offset))
 }
 
 // wait takes the next slot and waits for it; false means ctx ended or stop
@@ -60,5 +73,5 @@ func (p *pacer) wait(ctx context.Context, stop <-chan struct{}) bool {
 	k := p.next
 	p.next++
 	p.mu.Unlock()
-	return p.clock.SleepUntil(ctx, stop, p.start.Add(time.Duration(k)*p.interval))
+	return p.clock.SleepUntil(ctx, stop, p.due(k))
 }

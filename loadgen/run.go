@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -113,7 +114,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("duration %s: want a positive duration, or 0 for no bound", c.Duration)
 	case c.Requests == 0 && c.Duration == 0:
 		return errors.New("no bound: set a number of requests, a duration, or both")
-	case c.Rate < 0:
+	case c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0):
 		return fmt.Errorf("rate %g: want a positive number of calls per second, or 0 for no cap", c.Rate)
 	case c.Timeout < 0:
 		return fmt.Errorf("timeout %s: want a positive duration, or 0 for none", c.Timeout)
@@ -190,8 +191,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	for i := range ts {
 		ts[i] = &tally{latency: NewHistogram(), codes: map[codes.Code]int64{}}
 	}
+	// Callers beyond the calls to make would make none.
+	callers := cfg.Concurrency
+	if cfg.Requests > 0 && cfg.Requests < int64(callers) {
+		callers = int(cfg.Requests)
+	}
 	var wg sync.WaitGroup
-	for i := range cfg.Concurrency {
+	for i := range callers {
 		wg.Go(func() { r.call(ctx, cfg.Conns[i%len(cfg.Conns)], ts[i%len(ts)]) })
 	}
 	progressDone := make(chan struct{})

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"math"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -118,6 +119,28 @@ func TestPacerHandsOutOneSlotPerInterval(t *testing.T) {
 	}
 }
 
+func TestPacerKeepsTheRateOverALongRun(t *testing.T) {
+	clock := newFakeClock()
+	p := newPacer(clock, 3) // every 333.33 ms: no whole number of nanoseconds
+	start := clock.Now()
+	p.next = 3_000_000
+	p.wait(t.Context(), nil)
+	if got, want := clock.Now().Sub(start), 1_000_000*time.Second; got != want {
+		t.Fatalf("call 3,000,000 at 3 calls/s started at %s, want %s", got, want)
+	}
+}
+
+func TestPacerAtATinyRateWaitsInsteadOfRacing(t *testing.T) {
+	clock := newFakeClock()
+	p := newPacer(clock, 1e-12) // one call every 31,700 years
+	start := clock.Now()
+	p.wait(t.Context(), nil) // call 0: at once
+	p.wait(t.Context(), nil)
+	if got := clock.Now().Sub(start); got < 100_000*time.Hour {
+		t.Fatalf("the second call at 1e-12 calls/s was due %s after the first", got)
+	}
+}
+
 func TestRunStopsStartingCallsWhenTheDurationIsOver(t *testing.T) {
 	var served atomic.Int64
 	conn := serveEcho(t, false, counting(&served, false))
@@ -221,6 +244,8 @@ func TestConfigValidateNamesWhatIsWrong(t *testing.T) {
 		{"wrong request", func(c *Config) { c.Request = &wrapperspb.StringValue{} }, "takes a google.protobuf.BytesValue"},
 		{"no connection", func(c *Config) { c.Conns = nil }, "no connection"},
 		{"negative rate", func(c *Config) { c.Rate = -1 }, "rate -1"},
+		{"rate not a number", func(c *Config) { c.Rate = math.NaN() }, "rate NaN"},
+		{"infinite rate", func(c *Config) { c.Rate = math.Inf(1) }, "rate +Inf"},
 		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }, "timeout -1s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"strings"
@@ -25,6 +26,9 @@ const (
 	defaultBenchCallTimeout    = 20 * time.Second
 	defaultBenchConnectTimeout = 10 * time.Second
 	maxBenchDataFile           = 64 << 20
+	// maxBenchConcurrency bounds -c: a caller is a goroutine, and a typo
+	// of a few zeros would start enough of them to exhaust memory.
+	maxBenchConcurrency = 100_000
 )
 
 // benchOptions are zrpcctl bench's flags.
@@ -121,6 +125,8 @@ func (b *benchOptions) check(cmd *cobra.Command) error {
 	switch {
 	case b.concurrency < 1:
 		return fmt.Errorf("invalid -c %d: want at least 1 caller", b.concurrency)
+	case b.concurrency > maxBenchConcurrency:
+		return fmt.Errorf("invalid -c %d: at most %d callers (each is a goroutine with a call in flight); run several zrpcctl bench processes for more", b.concurrency, maxBenchConcurrency)
 	case b.connections < 1:
 		return fmt.Errorf("invalid --connections %d: want at least 1", b.connections)
 	case b.connections > b.concurrency:
@@ -129,7 +135,7 @@ func (b *benchOptions) check(cmd *cobra.Command) error {
 		return fmt.Errorf("invalid -n %d: want a number of calls, or 0 for no bound", b.requests)
 	case b.duration < 0:
 		return fmt.Errorf("invalid -d %s: want a positive duration, or 0 for no bound", b.duration)
-	case b.rate < 0:
+	case b.rate < 0 || math.IsNaN(b.rate) || math.IsInf(b.rate, 0):
 		return fmt.Errorf("invalid --rps %g: want calls per second, or 0 for no cap", b.rate)
 	case b.timeout < 0:
 		return fmt.Errorf("invalid --timeout %s: want a positive duration, or 0 for none", b.timeout)
@@ -175,13 +181,24 @@ func (b *benchOptions) outgoingMetadata() (metadata.MD, error) {
 	return md, nil
 }
 
-// appendMetadata adds one key=value pair to md.
+// appendMetadata adds one key=value pair to md. It refuses the pairs gRPC
+// refuses to send: every call would fail with Internal, and the report
+// would not say why.
 func appendMetadata(md metadata.MD, kv string) error {
 	k, v, ok := strings.Cut(kv, "=")
-	if k = strings.TrimSpace(k); !ok || k == "" {
+	if k = strings.ToLower(strings.TrimSpace(k)); !ok || k == "" {
 		return errors.New("want key=value")
 	}
-	md.Append(strings.ToLower(k), strings.TrimSpace(v))
+	v = strings.TrimSpace(v)
+	if strings.ContainsFunc(k, func(r rune) bool {
+		return (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' && r != '_' && r != '.'
+	}) {
+		return fmt.Errorf("key %q: a gRPC metadata key holds only a-z, 0-9, '-', '_' and '.'", k)
+	}
+	if !strings.HasSuffix(k, "-bin") && strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
+		return fmt.Errorf("value of %s: gRPC sends only printable ASCII in a value (binary values go under a key ending in -bin)", k)
+	}
+	md.Append(k, v)
 	return nil
 }
 
@@ -209,11 +226,19 @@ func (b *benchOptions) requestJSON(stdin io.Reader) ([]byte, error) {
 	return data, nil
 }
 
-// benchRequest decodes the request for m.
-func benchRequest(m protoreflect.MethodDescriptor, data []byte) (proto.Message, error) {
+// requestSource names the flag the request's JSON comes from.
+func (b *benchOptions) requestSource() string {
+	if b.dataFile != "" {
+		return "--data-file " + b.dataFile
+	}
+	return "--data"
+}
+
+// benchRequest decodes the request for m from data, read from source.
+func benchRequest(m protoreflect.MethodDescriptor, data []byte, source string) (proto.Message, error) {
 	req, err := loadgen.NewRequest(m, data)
 	if err != nil {
-		return nil, fmt.Errorf("invalid --data: %w", err)
+		return nil, fmt.Errorf("invalid %s: %w", source, err)
 	}
 	return req, nil
 }
@@ -252,7 +277,7 @@ func (b *benchOptions) run(cmd *cobra.Command, o *options, method string) error 
 		if cfg.Method, err = protoMethod(ctx, b.proto, b.importPaths, method); err != nil {
 			return err
 		}
-		if cfg.Request, err = benchRequest(cfg.Method, data); err != nil {
+		if cfg.Request, err = benchRequest(cfg.Method, data, b.requestSource()); err != nil {
 			return err
 		}
 	}
@@ -279,7 +304,7 @@ func (b *benchOptions) run(cmd *cobra.Command, o *options, method string) error 
 		}
 	}
 	if cfg.Request == nil {
-		if cfg.Request, err = benchRequest(cfg.Method, data); err != nil {
+		if cfg.Request, err = benchRequest(cfg.Method, data, b.requestSource()); err != nil {
 			return err
 		}
 	}

@@ -218,6 +218,10 @@ func TestBenchRejectsBadInputClearly(t *testing.T) {
 	if err := os.WriteFile(badMetadata, []byte("a=1\nsecret-without-key\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	badData := filepath.Join(t.TempDir(), "request.json")
+	if err := os.WriteFile(badData, []byte(`{"svc":1}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -227,6 +231,7 @@ func TestBenchRejectsBadInputClearly(t *testing.T) {
 		{"method form", []string{"Check", "--target", addr, "-n", "1"}, "want pkg.Service/Method or Service/Method"},
 		{"streaming method", []string{"Health/Watch", "--target", addr, "-n", "1"}, "streaming method"},
 		{"bad data", []string{"Health/Check", "--target", addr, "-n", "1", "--data", `{"svc":1}`}, `invalid --data: request of grpc.health.v1.Health.Check is a grpc.health.v1.HealthCheckRequest: proto:`},
+		{"bad data file", []string{"Health/Check", "--target", addr, "-n", "1", "--data-file", badData}, "invalid --data-file " + badData + ": request of grpc.health.v1.Health.Check"},
 		{"no reflection", []string{"test.Echo/Call", "--target", noReflection, "-n", "1"}, "does not serve gRPC reflection"},
 		{"unknown scheme", []string{"Health/Check", "--target", "dns:///x:1"}, "want zrpc:///SERVICE, direct:///HOST:PORT[,HOST:PORT] or HOST:PORT"},
 		{"bad direct address", []string{"Health/Check", "--target", "direct:///a:1,b"}, `address "b": want host:port`},
@@ -234,11 +239,16 @@ func TestBenchRejectsBadInputClearly(t *testing.T) {
 		{"zrpc target of two", []string{"Health/Check", "--target", "zrpc:///a,b"}, "one service name after zrpc:///"},
 		{"no bound", []string{"Health/Check", "--target", addr, "-d", "0"}, "the load would never end"},
 		{"no callers", []string{"Health/Check", "-c", "0"}, "invalid -c 0"},
+		{"callers by the hundred million", []string{"Health/Check", "-c", "100000000"}, "invalid -c 100000000: at most 100000 callers"},
 		{"idle connections", []string{"Health/Check", "-c", "2", "--connections", "3"}, "more than the 2 callers"},
 		{"negative rps", []string{"Health/Check", "--rps", "-5"}, "invalid --rps -5"},
+		{"rps not a number", []string{"Health/Check", "--rps", "NaN"}, "invalid --rps NaN"},
+		{"infinite rps", []string{"Health/Check", "--rps", "Inf"}, "invalid --rps +Inf"},
 		{"data twice", []string{"Health/Check", "--data", "{}", "--data-file", "x.json"}, "--data and --data-file are both set"},
 		{"missing data file", []string{"Health/Check", "--target", addr, "--data-file", filepath.Join(t.TempDir(), "none.json")}, "read --data-file"},
 		{"bad metadata", []string{"Health/Check", "--metadata", "tenant"}, `invalid --metadata "tenant": want key=value`},
+		{"bad metadata key", []string{"Health/Check", "--target", addr, "-n", "1", "--metadata", "tenant id=5"}, `invalid --metadata "tenant id=5": key "tenant id"`},
+		{"bad metadata value", []string{"Health/Check", "--target", addr, "-n", "1", "--metadata", "tenant=zürich"}, "value of tenant: gRPC sends only printable ASCII"},
 		{"bad metadata file", []string{"Health/Check", "--metadata-file", badMetadata}, "invalid --metadata-file " + badMetadata + ", line 2: want key=value"},
 		{"import path alone", []string{"Health/Check", "-I", "."}, "-I is set without --proto"},
 		{"bad proto", []string{"Health/Check", "--target", addr, "--proto", filepath.Join(t.TempDir(), "none.proto")}, "invalid --proto"},

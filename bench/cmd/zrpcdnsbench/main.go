@@ -32,6 +32,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/bench/internal/proc"
+	"github.com/zrpcio/zrpc/bench/internal/stats"
 	"github.com/zrpcio/zrpc/bench/internal/zrpcd"
 	"github.com/zrpcio/zrpc/client"
 )
@@ -148,7 +149,7 @@ func round(ctx context.Context, cfg config, b binary, rep int) (result, error) {
 	if err := waitAnswers(ctx, dnsAddr, cfg.instances); err != nil {
 		return result{}, err
 	}
-	return measure(cfg, dnsAddr)
+	return measure(ctx, cfg, dnsAddr)
 }
 
 // waitAnswers waits until the agent answers all n instances over TCP.
@@ -169,8 +170,9 @@ func waitAnswers(ctx context.Context, addr string, n int) error {
 	}
 }
 
-// measure sends cfg.queries questions at cfg.rate over one UDP socket.
-func measure(cfg config, addr string) (result, error) {
+// measure sends cfg.queries questions at cfg.rate over one UDP socket,
+// until ctx ends.
+func measure(ctx context.Context, cfg config, addr string) (result, error) {
 	conn, err := dns.Dial("udp", addr)
 	if err != nil {
 		return result{}, err
@@ -215,7 +217,9 @@ func measure(cfg config, addr string) (result, error) {
 	start := time.Now()
 	for i := range cfg.queries {
 		if wait := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(cfg.rate))); wait > 0 {
-			time.Sleep(wait)
+			if err := proc.Sleep(ctx, wait); err != nil {
+				return result{}, err
+			}
 		}
 		m.Id = uint16(i)
 		mu.Lock()
@@ -261,8 +265,8 @@ func report(w io.Writer, cfg config, results map[string][]result) {
 			for i, r := range rs {
 				v[i] = get(r)
 			}
-			slices.Sort(v)
-			return fmt.Sprintf(format+" ("+format+"-"+format+")", v[len(v)/2], v[0], v[len(v)-1])
+			s := stats.Summarize(v)
+			return fmt.Sprintf(format+" ("+format+"-"+format+")", s.Median, s.Min, s.Max)
 		}
 		ms := func(d func(result) time.Duration) func(result) float64 {
 			return func(r result) float64 { return float64(d(r)) / float64(time.Millisecond) }
