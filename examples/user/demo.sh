@@ -16,11 +16,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# until TRIES CMD...: run CMD every 0.2 s until it succeeds, at most TRIES times.
-until_ok() {
-	local tries=$1
-	shift
+# until_up PID TRIES CMD...: run CMD every 0.2 s until it succeeds, at most
+# TRIES times; give up at once when the process PID (started here) has exited.
+until_up() {
+	local pid=$1 tries=$2
+	shift 2
 	for _ in $(seq "$tries"); do
+		kill -0 "$pid" 2>/dev/null || return 1
 		if "$@" >/dev/null 2>&1; then return 0; fi
 		sleep 0.2
 	done
@@ -29,7 +31,11 @@ until_ok() {
 
 fail() {
 	echo "demo: $1" >&2
-	for log in "$work"/*.log; do echo "--- $log" >&2; cat "$log" >&2; done
+	for log in "$work"/*.log; do
+		[ -f "$log" ] || continue # no log yet
+		echo "--- $log" >&2
+		cat "$log" >&2
+	done
 	exit 1
 }
 
@@ -44,16 +50,20 @@ step "zrpcctl gen rpc examples/user/user.proto --out examples/user --dry-run"
 "$work/zrpcctl" gen rpc examples/user/user.proto --out examples/user --dry-run
 
 step "zrpcd agent --dev &"
+if "$work/zrpcctl" status >/dev/null 2>&1; then
+	fail "an agent already answers at $ZRPC_ADDR: stop it first (the demo starts its own on the default ports)"
+fi
 "$work/zrpcd" agent --dev >"$work/agent.log" 2>&1 &
 pids+=($!)
-until_ok 150 "$work/zrpcctl" status || fail "the agent did not start (is another one using port 8400?)"
+until_up "$!" 150 "$work/zrpcctl" status ||
+	fail "the agent did not start (its log is below: is one of the ports 8400-8402, 8480, 8600 taken?)"
 echo "agent ready at $ZRPC_ADDR"
 
 step "go run ./examples/user -f examples/user/etc/user.yaml &"
 "$work/user" -f examples/user/etc/user.yaml >"$work/user.log" 2>&1 &
 pids+=($!)
 registered() { "$work/zrpcctl" service list | grep -Eq '^user\.rpc +1 +1'; }
-until_ok 150 registered || fail "user.rpc did not register (is port 8080 taken?)"
+until_up "$!" 150 registered || fail "user.rpc did not register (its log is below: is port 8080 taken?)"
 
 step "zrpcctl service list"
 "$work/zrpcctl" service list
