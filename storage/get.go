@@ -478,7 +478,19 @@ func (s *Store) corruptShards(ctx context.Context, b *pb.Blob) map[copyKey]strin
 		return nil
 	}
 	out := make(map[copyKey]string, len(st.Corrupt))
-	for _, r := range st.Corrupt {
+	addReported(out, map[string]*pb.Blob{b.Id: b}, st.Corrupt)
+	return out
+}
+
+// addReported adds to out the states of the reported shards of the blobs
+// in byID (by id), under the agent holding them: a report that names no
+// agent is about the holder.
+func addReported(out map[copyKey]string, byID map[string]*pb.Blob, reported []*pb.ShardRef) {
+	for _, r := range reported {
+		b := byID[r.BlobId]
+		if b == nil {
+			continue
+		}
 		node := r.Node
 		if node == "" {
 			node = holderOf(b, r.Block, r.Index)
@@ -488,6 +500,30 @@ func (s *Store) corruptShards(ctx context.Context, b *pb.Blob) map[copyKey]strin
 			state = ShardLost
 		}
 		out[copyKey{shardKey{r.BlobId, r.Block, r.Index}, node}] = state
+	}
+}
+
+// corruptShardsOf is corruptShards of many blobs, asking the leader about
+// at most MaxRepairStatusBlobs of them at a time; what it cannot learn
+// (no leader to ask) it leaves out, and the health of those blobs is
+// judged from where their shards are alone.
+func (s *Store) corruptShardsOf(ctx context.Context, blobs []*pb.Blob) map[copyKey]string {
+	byID := make(map[string]*pb.Blob, len(blobs))
+	ids := make([]string, 0, len(blobs))
+	for _, b := range blobs {
+		if len(b.Blocks) > 0 { // an inline blob has no shards
+			byID[b.Id] = b
+			ids = append(ids, b.Id)
+		}
+	}
+	out := make(map[copyKey]string)
+	for chunk := range slices.Chunk(ids, MaxRepairStatusBlobs) {
+		st, err := s.LeaderRepairStatusOf(ctx, &pb.RepairStatusRequest{BlobIds: chunk})
+		if err != nil {
+			s.log.Debug("corrupt shards unknown: no answer from the leader", "err", err)
+			return out
+		}
+		addReported(out, byID, st.Corrupt)
 	}
 	return out
 }
@@ -553,8 +589,9 @@ func (s *Store) List(ctx context.Context, prefix string, c pb.Consistency) ([]*p
 	blobs, rev := s.cluster.Meta().Blobs(prefix)
 	out := make([]*pb.BlobSummary, 0, len(blobs))
 	alive := s.aliveSet()
+	corrupt := s.corruptShardsOf(ctx, blobs)
 	for _, b := range blobs {
-		health, _ := s.assess(b, alive, nil, false)
+		health, _ := s.assess(b, alive, corrupt, false)
 		out = append(out, &pb.BlobSummary{
 			Name: b.Name, Size: b.Size, DataShards: b.DataShards, ParityShards: b.ParityShards,
 			Health: health, Created: b.Created, Inline: len(b.Blocks) == 0,

@@ -3,6 +3,7 @@ package storage_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -14,9 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
 	"github.com/zrpcio/zrpc/node"
+	"github.com/zrpcio/zrpc/storage"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 	"github.com/zrpcio/zrpc/testcluster"
 )
@@ -86,12 +89,13 @@ func TestBlobLostShardOnAliveAgentIsRebuilt(t *testing.T) {
 }
 
 // TestBlobLostShardWithoutParityShowsInStat: a 1+0 blob whose only shard
-// file is gone cannot be read or rebuilt; stat must say so rather than
-// call it healthy.
+// file is gone cannot be read or rebuilt; stat and the listing must say
+// so rather than call it healthy.
 func TestBlobLostShardWithoutParityShowsInStat(t *testing.T) {
 	c := newBlobCluster(t, 3)
 	cl := agentClient(t, c, 0)
 	put(t, cl, "gone", randomBytes(1<<20+100, 32), client.PutOptions{Data: 1})
+	put(t, cl, "kept", randomBytes(1<<20+100, 33), client.PutOptions{Data: 1})
 	holder, b := holderIndex(t, c, "gone", 0, 0)
 	id := shardstore.ID{Blob: b.Id, Block: 0, Index: 0}
 	if err := c.Node(holder).Blobs().Shards().Delete(id); err != nil {
@@ -104,6 +108,19 @@ func TestBlobLostShardWithoutParityShowsInStat(t *testing.T) {
 		h, states := statHealth(t, cl, "gone")
 		return h == "unreadable" && states[[2]uint32{0, 0}] == "lost"
 	})
+	for i := range 3 { // every agent's listing asks the leader
+		list, err := agentClient(t, c, i).ListBlobs(ctxFor(t, 5*time.Second), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) != 2 || list[0].Name != "gone" || list[0].Health != "unreadable" || list[1].Name != "kept" || list[1].Health != "healthy" {
+			t.Fatalf("blob list through %s: %v, want gone unreadable, as stat says, and kept healthy", c.Name(i), list)
+		}
+	}
+	many := &pb.RepairStatusRequest{BlobIds: make([]string, storage.MaxRepairStatusBlobs+1)}
+	if _, err := c.Node(0).Blobs().LeaderRepairStatusOf(ctxFor(t, 5*time.Second), many); !errors.Is(err, apierr.ErrInvalidArgument) {
+		t.Fatalf("repair status of %d blobs at once: %v, want InvalidArgument", len(many.BlobIds), err)
+	}
 }
 
 // TestBlobReplacedDiskIsRefilled: an agent holding data shards crashes

@@ -717,12 +717,31 @@ func (r *repairer) finish(res rebuilt) {
 // LeaderRepairStatus is RepairStatus as the leader, which runs repair,
 // answers it.
 func (s *Store) LeaderRepairStatus(ctx context.Context, blobID string) (*pb.RepairStatusResponse, error) {
-	return s.cluster.Leader().RepairStatus(ctx, &pb.RepairStatusRequest{BlobId: blobID})
+	return s.LeaderRepairStatusOf(ctx, &pb.RepairStatusRequest{BlobId: blobID})
 }
 
+// LeaderRepairStatusOf is the leader's answer to req, which may name many
+// blobs.
+func (s *Store) LeaderRepairStatusOf(ctx context.Context, req *pb.RepairStatusRequest) (*pb.RepairStatusResponse, error) {
+	if n := len(req.GetBlobIds()); n > MaxRepairStatusBlobs {
+		return nil, fmt.Errorf("%w: blob_ids: %d blob ids, at most %d in one request", apierr.ErrInvalidArgument, n, MaxRepairStatusBlobs)
+	}
+	return s.cluster.Leader().RepairStatus(ctx, req)
+}
+
+// MaxRepairStatusBlobs bounds the blob ids of one RepairStatusRequest.
+const MaxRepairStatusBlobs = 4096
+
 // RepairStatus is the state of the leader's repair; with a blob id, it
-// lists that blob's shards reported corrupt and not yet rewritten.
+// lists that blob's shards reported corrupt or lost and not yet
+// rewritten.
 func (s *Store) RepairStatus(blobID string) *pb.RepairStatusResponse {
+	return s.repairStatus([]string{blobID})
+}
+
+// repairStatus is RepairStatus listing the corrupt or lost shards of the
+// blobs ids names ("" names none).
+func (s *Store) repairStatus(ids []string) *pb.RepairStatusResponse {
 	r := s.repair
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -734,17 +753,25 @@ func (s *Store) RepairStatus(blobID string) *pb.RepairStatusResponse {
 	if !r.lastScan.IsZero() {
 		out.LastScan = r.lastScan.UnixNano()
 	}
-	if b := s.cluster.Meta().BlobByID(blobID); b != nil {
-		for k, f := range r.corrupt {
-			if k.blob == blobID && holderOf(b, k.block, k.index) == k.node {
-				out.Corrupt = append(out.Corrupt, &pb.ShardRef{BlobId: k.blob, Block: k.block, Index: k.index, Node: k.node, Lost: f == faultLost})
-			}
+	blobs := make(map[string]*pb.Blob, len(ids))
+	meta := s.cluster.Meta()
+	for _, id := range ids {
+		if b := meta.BlobByID(id); b != nil {
+			blobs[id] = b
 		}
-		sort.Slice(out.Corrupt, func(i, j int) bool {
-			a, b := out.Corrupt[i], out.Corrupt[j]
-			return a.Block < b.Block || a.Block == b.Block && a.Index < b.Index
-		})
 	}
+	if len(blobs) == 0 {
+		return out
+	}
+	for k, f := range r.corrupt {
+		if b := blobs[k.blob]; b != nil && holderOf(b, k.block, k.index) == k.node {
+			out.Corrupt = append(out.Corrupt, &pb.ShardRef{BlobId: k.blob, Block: k.block, Index: k.index, Node: k.node, Lost: f == faultLost})
+		}
+	}
+	sort.Slice(out.Corrupt, func(i, j int) bool {
+		a, b := out.Corrupt[i], out.Corrupt[j]
+		return a.BlobId < b.BlobId || a.BlobId == b.BlobId && (a.Block < b.Block || a.Block == b.Block && a.Index < b.Index)
+	})
 	return out
 }
 

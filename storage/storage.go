@@ -158,7 +158,10 @@ func (s *Store) LocalLeader() LeaderAPI { return localLeader{s} }
 type localLeader struct{ s *Store }
 
 func (l localLeader) RepairStatus(_ context.Context, req *pb.RepairStatusRequest) (*pb.RepairStatusResponse, error) {
-	return l.s.RepairStatus(req.GetBlobId()), nil
+	if n := len(req.GetBlobIds()); n > MaxRepairStatusBlobs {
+		return nil, fmt.Errorf("%w: blob_ids: %d blob ids, at most %d in one request", apierr.ErrInvalidArgument, n, MaxRepairStatusBlobs)
+	}
+	return l.s.repairStatus(append([]string{req.GetBlobId()}, req.GetBlobIds()...)), nil
 }
 
 func (l localLeader) ReportShards(_ context.Context, req *pb.ReportShardsRequest) error {

@@ -1120,7 +1120,10 @@ func (x *BlobDeleteResponse) GetHeader() *ResponseHeader {
 type RepairStatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// blob_id, when set, asks for the shards of that blob known to be corrupt.
-	BlobId        string `protobuf:"bytes,1,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
+	BlobId string `protobuf:"bytes,1,opt,name=blob_id,json=blobId,proto3" json:"blob_id,omitempty"`
+	// blob_ids asks the same of many blobs at once (at most 4096), as an
+	// agent listing blobs does: corrupt lists the shards of all of them.
+	BlobIds       []string `protobuf:"bytes,2,rep,name=blob_ids,json=blobIds,proto3" json:"blob_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1162,6 +1165,13 @@ func (x *RepairStatusRequest) GetBlobId() string {
 	return ""
 }
 
+func (x *RepairStatusRequest) GetBlobIds() []string {
+	if x != nil {
+		return x.BlobIds
+	}
+	return nil
+}
+
 type RepairStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// leader is the agent that runs repair.
@@ -1176,8 +1186,8 @@ type RepairStatusResponse struct {
 	// repair delay has not passed, or no alive agent is free to take them.
 	Waiting  uint64 `protobuf:"varint,8,opt,name=waiting,proto3" json:"waiting,omitempty"`
 	LastScan int64  `protobuf:"varint,9,opt,name=last_scan,json=lastScan,proto3" json:"last_scan,omitempty"`
-	// corrupt: the shards of the requested blob reported corrupt and not yet
-	// rewritten.
+	// corrupt: the shards of the requested blobs reported corrupt or lost
+	// and not yet rewritten.
 	Corrupt []*ShardRef `protobuf:"bytes,10,rep,name=corrupt,proto3" json:"corrupt,omitempty"`
 	// retrying counts lost shards whose rebuild failed (last_error says why
 	// for the latest): neither queued nor in progress, each is tried again
@@ -3353,9 +3363,10 @@ const file_blob_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\"E\n" +
 	"\x12BlobDeleteResponse\x12/\n" +
-	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\".\n" +
+	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\"I\n" +
 	"\x13RepairStatusRequest\x12\x17\n" +
-	"\ablob_id\x18\x01 \x01(\tR\x06blobId\"\x96\x03\n" +
+	"\ablob_id\x18\x01 \x01(\tR\x06blobId\x12\x19\n" +
+	"\bblob_ids\x18\x02 \x03(\tR\ablobIds\"\x96\x03\n" +
 	"\x14RepairStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x12\x16\n" +
 	"\x06queued\x18\x02 \x01(\x04R\x06queued\x12\x1f\n" +

@@ -17,9 +17,11 @@ func newBlobLsCommand(o *options) *cobra.Command {
 		Long: `List the blobs whose names start with PREFIX (every blob without one), sorted
 by name: size, erasure coding (k+m, or inline for small blobs kept in the
 registry), health and when the put committed. Health is healthy, degraded
-(readable, some shards missing: repair will rebuild them) or unreadable (a
-block has fewer than k readable shards); ` + "`zrpcctl blob stat NAME`" + ` shows
-which. PREFIX is a plain string prefix: models/v matches models/v3.bin.
+(readable, some shards missing or reported corrupt or lost: repair will
+rebuild them) or unreadable (a block has fewer than k readable shards),
+judged as ` + "`zrpcctl blob stat NAME`" + ` judges it, which shows the shards;
+with no leader to ask about reported shards, from placement and agents
+alone. PREFIX is a plain string prefix: models/v matches models/v3.bin.
 With -o json sizes are exact and created is in unix nanoseconds.
 
 The list comes from the agent's copy of the registry once it has caught up

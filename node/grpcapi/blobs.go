@@ -21,7 +21,7 @@ type BlobStore interface {
 	Stat(ctx context.Context, name string, minRev uint64, c pb.Consistency) (*pb.BlobStatResponse, error)
 	List(ctx context.Context, prefix string, c pb.Consistency) ([]*pb.BlobSummary, uint64, error)
 	Delete(ctx context.Context, name string) (uint64, error)
-	LeaderRepairStatus(ctx context.Context, blobID string) (*pb.RepairStatusResponse, error)
+	LeaderRepairStatusOf(ctx context.Context, req *pb.RepairStatusRequest) (*pb.RepairStatusResponse, error)
 	StripedPutStore
 	ShardReader
 }
@@ -135,5 +135,5 @@ func (s *Blobs) Delete(ctx context.Context, req *pb.BlobDeleteRequest) (*pb.Blob
 
 // RepairStatus answers from the leader, which runs repair.
 func (s *Blobs) RepairStatus(ctx context.Context, req *pb.RepairStatusRequest) (*pb.RepairStatusResponse, error) {
-	return s.store.LeaderRepairStatus(ctx, req.BlobId)
+	return s.store.LeaderRepairStatusOf(ctx, req)
 }
