@@ -376,7 +376,9 @@ func (a *debugArchive) add(name string, data []byte) {
 	if a.err != nil {
 		return
 	}
-	hdr := &tar.Header{Name: name, Mode: 0o600, Size: int64(len(data)), ModTime: time.Now(), Typeflag: tar.TypeReg}
+	// Whole seconds, as the header holds them: rounded up, a file extracted
+	// at once would be from the future.
+	hdr := &tar.Header{Name: name, Mode: 0o600, Size: int64(len(data)), ModTime: time.Now().Truncate(time.Second), Typeflag: tar.TypeReg}
 	if err := a.tw.WriteHeader(hdr); err != nil {
 		a.err = fmt.Errorf("write %s into the archive: %w", name, err)
 		return

@@ -46,6 +46,9 @@ func readArchive(t *testing.T, path string) map[string][]byte {
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
+		if hdr.ModTime.After(time.Now()) { // tar would warn when extracting it
+			t.Errorf("%s: %s is dated %s, in the future", path, hdr.Name, hdr.ModTime)
+		}
 		b, err := io.ReadAll(tr)
 		if err != nil {
 			t.Fatalf("%s: %s: %v", path, hdr.Name, err)

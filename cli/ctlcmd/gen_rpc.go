@@ -89,6 +89,7 @@ func (o *genRPCOptions) run(cmd *cobra.Command, file string) error {
 		}
 	}
 	printPlan(w, plan, o.dryRun)
+	replace := "" // the step a new module needs before it builds
 	for _, f := range plan.Files {
 		if f.Path != "go.mod" || f.Action != gen.Create {
 			continue
@@ -96,12 +97,13 @@ func (o *genRPCOptions) run(cmd *cobra.Command, file string) error {
 		if cfg.ZRPCReplace != "" {
 			fmt.Fprintf(w, "go.mod replaces %s with %s\n", gen.ZRPCModule, cfg.ZRPCReplace)
 		} else {
-			fmt.Fprintf(w, "note: %s is not published yet: point go.mod at a checkout with\n  go mod edit -replace %s=/path/to/zrpc && go mod tidy\n", gen.ZRPCModule, gen.ZRPCModule)
+			replace = fmt.Sprintf("go mod edit -replace %s=/path/to/zrpc && go mod tidy && ", gen.ZRPCModule)
+			fmt.Fprintf(w, "note: %s is not published yet: point go.mod at a checkout of it (or run gen again with --zrpc-replace)\n", gen.ZRPCModule)
 		}
 	}
 	if !o.dryRun {
-		fmt.Fprintf(w, "next: cd %s && go run . -f %s  (registers as %s with the agent at $ZRPC_ADDR or 127.0.0.1:8400; start one with zrpcd agent --dev)\n",
-			filepath.Clean(o.out), plan.ConfigFile, plan.Registry)
+		fmt.Fprintf(w, "next: cd %s && %sgo run . -f %s  (registers as %s with the agent at $ZRPC_ADDR or 127.0.0.1:8400; start one with zrpcd agent --dev)\n",
+			filepath.Clean(o.out), replace, plan.ConfigFile, plan.Registry)
 	}
 	return nil
 }

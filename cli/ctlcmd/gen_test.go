@@ -71,6 +71,27 @@ func TestGen(t *testing.T) {
 	}
 }
 
+// TestGenOutsideACheckoutSaysHowToBuild: run outside a zrpc checkout,
+// gen rpc writes a go.mod that needs a replace before it builds, and the
+// next step it prints includes it.
+func TestGenOutsideACheckoutSaysHowToBuild(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	proto := filepath.Join(dir, "user.proto")
+	if res := runZrpcctl(context.Background(), t, "", "gen", "proto", "user", "--dir", dir); res.err != nil {
+		t.Fatal(res.err)
+	}
+	out := filepath.Join(dir, "user")
+	res := runZrpcctl(context.Background(), t, "", "gen", "rpc", proto, "--out", out, "--module", "example.com/user")
+	if res.err != nil {
+		t.Fatalf("gen rpc: %v\n%s", res.err, res.stderr)
+	}
+	want := "next: cd " + out + " && go mod edit -replace github.com/zrpcio/zrpc=/path/to/zrpc && go mod tidy && go run . -f etc/user.yaml"
+	if !strings.Contains(res.stdout, want) {
+		t.Errorf("gen rpc outside a checkout prints no next step that builds; want %q in:\n%s", want, res.stdout)
+	}
+}
+
 func TestGenInputErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.proto")

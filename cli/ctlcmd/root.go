@@ -83,6 +83,18 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 	return root
 }
 
+// textOnly are the commands under zrpcctl whose output is text whatever
+// -o says: they write files (gen, tls) or a shell script (completion).
+var textOnly = map[string]bool{"gen": true, "tls": true, "completion": true}
+
+// topCommand is the command under zrpcctl that cmd is, or is under.
+func topCommand(cmd *cobra.Command) *cobra.Command {
+	for cmd.HasParent() && cmd.Parent().HasParent() {
+		cmd = cmd.Parent()
+	}
+	return cmd
+}
+
 // groupAnnotation marks the commands refuseUnknownSubcommands made runnable.
 const groupAnnotation = "zrpcctl.group"
 
@@ -131,6 +143,9 @@ func (o *options) complete(cmd *cobra.Command) error {
 	}
 	if _, err := newPrinter(nil, o.output); err != nil {
 		return err
+	}
+	if top := topCommand(cmd); o.output == outputJSON && textOnly[top.Name()] {
+		return fmt.Errorf("-o json: %s prints text only (it writes files or scripts, not data about the cluster); leave -o out", top.CommandPath())
 	}
 	if o.timeout <= 0 {
 		return fmt.Errorf("invalid --timeout %s: want a positive duration", o.timeout)

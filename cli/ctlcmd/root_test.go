@@ -146,6 +146,9 @@ func TestInputErrors(t *testing.T) {
 		{"bad timeout", []string{"status", "--timeout", "0s"}, "invalid --timeout"},
 		{"addr without port", []string{"status", "--addr", "localhost"}, `invalid --addr "localhost"`},
 		{"extra argument", []string{"service", "get", "a", "b"}, "accepts 1 arg(s)"},
+		{"json of a command that writes files", []string{"tls", "ca", "create", "--dir", t.TempDir(), "-o", "json"}, "-o json: zrpcctl tls prints text only"},
+		{"json of gen", []string{"gen", "proto", "foo", "--dir", t.TempDir(), "-o", "json"}, "-o json: zrpcctl gen prints text only"},
+		{"json of a completion script", []string{"completion", "bash", "-o", "json"}, "-o json: zrpcctl completion prints text only"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -89,6 +89,9 @@ Existing files are never replaced unless --force is given.`,
 				return fmt.Errorf("create %s certificate: %w", kind, forceHint(err))
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%s certificate for %s) and %s (its key, keep it secret)\n", w.Cert, kind, o.Name, w.Key)
+			if err == nil && w.CA != "" {
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (the cluster token's CA certificate, which agents and clients verify against)\n", w.CA)
+			}
 			return err
 		},
 	}

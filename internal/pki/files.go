@@ -22,6 +22,9 @@ var ErrExists = errors.New("file exists")
 type Written struct {
 	Cert string
 	Key  string
+	// CA is the CA certificate CreateCert wrote beside them (the cluster
+	// token's, into a directory without one); empty when it wrote none.
+	CA string
 }
 
 // CAOptions says where and how to create a CA.
@@ -101,10 +104,11 @@ func CreateCert(o CertOptions) (Written, error) {
 	if err := checkAbsent(o.Overwrite, w.Cert, w.Key); err != nil {
 		return Written{}, err
 	}
-	ca, err := o.ca()
+	ca, wroteCA, err := o.ca()
 	if err != nil {
 		return Written{}, err
 	}
+	w.CA = wroteCA
 	cert, key, err := ca.Sign(o.CertRequest)
 	if err != nil {
 		return Written{}, err
@@ -121,37 +125,37 @@ func CreateCert(o CertOptions) (Written, error) {
 
 // ca is the signing CA: the token's, whose certificate is then written
 // to Dir/ca.pem unless there is one (which must be the token's), or the
-// CA of the files.
-func (o CertOptions) ca() (*CA, error) {
+// CA of the files. wrote is the file it wrote, if any.
+func (o CertOptions) ca() (ca *CA, wrote string, err error) {
 	if o.Token == "" {
-		return LoadCA(o.CACert, o.CAKey)
+		ca, err = LoadCA(o.CACert, o.CAKey)
+		return ca, "", err
 	}
-	ca, err := TokenCA(o.Token)
-	if err != nil {
-		return nil, err
+	if ca, err = TokenCA(o.Token); err != nil {
+		return nil, "", err
 	}
 	path := filepath.Join(o.Dir, CACertFile)
 	if old, err := os.ReadFile(path); err == nil {
 		cert, err := ParseCertificate(old)
 		if err != nil || !ca.Key.PublicKey.Equal(cert.PublicKey) {
-			return nil, fmt.Errorf("%s is not the cluster token's CA certificate: move it away or use another --dir", path)
+			return nil, "", fmt.Errorf("%s is not the cluster token's CA certificate: move it away or use another --dir", path)
 		}
-		return ca, nil
+		return ca, "", nil
 	}
 	if o.Dir != "" {
 		if err := os.MkdirAll(o.Dir, 0o755); err != nil {
-			return nil, fmt.Errorf("create directory: %w", err)
+			return nil, "", fmt.Errorf("create directory: %w", err)
 		}
 	}
 	tmp, err := writeTemp(path, EncodeCertificate(ca.Cert), 0o644)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
-		return nil, fmt.Errorf("write %s: %w", path, err)
+		return nil, "", fmt.Errorf("write %s: %w", path, err)
 	}
-	return ca, nil
+	return ca, path, nil
 }
 
 // LoadCA reads a CA from its certificate and key files.
