@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -26,6 +27,9 @@ type raftMembership interface {
 	AddNonvoter(ctx context.Context, id, addr string) error
 	DemoteVoter(ctx context.Context, id string) error
 	RemoveServer(ctx context.Context, id string) error
+	// Quorum says which voters are reachable: by reach, and on the
+	// leader not those its heartbeats fail to reach.
+	Quorum(reach raftstore.ReachFunc) (raftstore.Quorum, error)
 }
 
 // nodeTable is the registry's agents as reconcile reads them (the local
@@ -70,6 +74,9 @@ type reconciler struct {
 	answers func(ctx context.Context, name string) bool
 	// answerWarn limits the warning about such an agent to one a minute.
 	answerWarn *warnrate.Limiter
+	// demoteWarn limits the warning about a demotion that waits for a
+	// quorum (keepNonvoter) to one a minute per agent.
+	demoteWarn *warnrate.Limiter
 	log        *slog.Logger
 	// failedSince is when each failed or unknown server was first seen so.
 	failedSince map[string]time.Time
@@ -145,6 +152,14 @@ func (r *reconciler) reconcile(ctx context.Context, now time.Time) error {
 			voters++
 		}
 	}
+	// The servers gossip sees alive (or suspects), this one included: a
+	// demotion waits until they make a quorum without the agent demoted.
+	alive := map[string]bool{r.self: true}
+	for _, m := range members {
+		if m.Meta.Role == "server" && (m.Status == gossip.StatusAlive || m.Status == gossip.StatusSuspect) {
+			alive[m.Name] = true
+		}
+	}
 	var errs []error
 	seen := map[string]bool{r.self: true}
 	for _, m := range members {
@@ -155,7 +170,7 @@ func (r *reconciler) reconcile(ctx context.Context, now time.Time) error {
 		switch m.Status {
 		case gossip.StatusAlive, gossip.StatusSuspect:
 			delete(r.failedSince, m.Name)
-			errs = append(errs, r.reconcileAlive(ctx, m, inRaft, &voters))
+			errs = append(errs, r.reconcileAlive(ctx, m, inRaft, alive, &voters))
 		case gossip.StatusFailed:
 			if _, ok := r.failedSince[m.Name]; !ok {
 				r.failedSince[m.Name] = now
@@ -211,8 +226,9 @@ func (r *reconciler) reapUnknownNodes(ctx context.Context, now time.Time, member
 }
 
 // reconcileAlive makes an alive server a Raft member with up-to-date node
-// information, promoting nonvoters while voters are missing.
-func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft map[string]raftstore.Server, voters *int) error {
+// information, promoting nonvoters while voters are missing. alive is the
+// servers gossip sees alive.
+func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft map[string]raftstore.Server, alive map[string]bool, voters *int) error {
 	want := &pb.Node{Name: m.Name, GrpcAddress: m.Meta.GRPCAddr, RaftAddress: m.Meta.RaftAddr, Zone: m.Meta.Zone, Build: m.Meta.Build, Health: pb.Health_PASSING,
 		FsmVersion: uint32(m.Meta.FSMVersion)}
 	cur, err := r.markAlive(ctx, m.Name)
@@ -228,7 +244,7 @@ func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft
 	addr := m.Meta.RaftAddr
 	srv, member := inRaft[m.Name]
 	if m.Meta.NonVoter {
-		return r.keepNonvoter(ctx, m.Name, addr, srv, member, voters)
+		return r.keepNonvoter(ctx, m.Name, addr, srv, member, alive, voters)
 	}
 	switch {
 	case member && srv.Suffrage == raftstore.Voter && srv.Address == addr:
@@ -282,9 +298,40 @@ func (r *reconciler) reconcileAlive(ctx context.Context, m gossip.Member, inRaft
 // added as one, never promoted, and demoted if it is a voter (it was one
 // before its setting changed); another agent is then promoted in its
 // place, on this pass or the next, if there is one to promote.
-func (r *reconciler) keepNonvoter(ctx context.Context, name, addr string, srv raftstore.Server, member bool, voters *int) error {
+//
+// A voter is demoted only while the other voters that gossip sees alive
+// and the leader's heartbeats reach make a majority of the voters left:
+// with a voter failed, say the third of three, the leader and the failed
+// one would need each other, the leader could commit nothing more (the
+// failed voter's reap included), and no leader could be elected until it
+// returned. The demotion waits until the failed voter is back or reaped.
+func (r *reconciler) keepNonvoter(ctx context.Context, name, addr string, srv raftstore.Server, member bool,
+	alive map[string]bool, voters *int) error {
 	switch {
 	case member && srv.Suffrage == raftstore.Voter:
+		left, reachable, err := r.votersWithout(name, alive)
+		if err != nil {
+			return err
+		}
+		if reachable < left/2+1 {
+			if r.demoteWarn == nil {
+				r.demoteWarn = warnrate.New(time.Minute, 1024, time.Now)
+			}
+			if pass, _ := r.demoteWarn.Seen(name); pass {
+				r.log.Warn("not demoting a voter set non_voter yet: without it too few of the other voters are reachable for a quorum; it is demoted once the failed voters are back or reaped",
+					"member", name, "voters_left", left, "reachable", reachable, "needed", left/2+1)
+			}
+			if srv.Address == addr {
+				return nil
+			}
+			// Its new address, kept a voter (AddNonvoter leaves a
+			// voter a voter).
+			if err := r.raft.AddNonvoter(ctx, name, addr); err != nil {
+				return err
+			}
+			r.log.Info("updated the Raft address of a voter set non_voter", "member", name, "addr", addr)
+			return nil
+		}
 		if err := r.raft.DemoteVoter(ctx, name); err != nil {
 			return err
 		}
@@ -301,6 +348,21 @@ func (r *reconciler) keepNonvoter(ctx context.Context, name, addr string, srv ra
 		r.log.Info("added Raft nonvoter (the agent is set non_voter: it is never promoted)", "member", name, "addr", addr)
 	}
 	return nil
+}
+
+// votersWithout counts the voters of the configuration other than voter
+// name, and those of them reachable: alive to gossip and, on the leader,
+// answering its heartbeats.
+func (r *reconciler) votersWithout(name string, alive map[string]bool) (voters, reachable int, err error) {
+	q, err := r.raft.Quorum(func(id string) raftstore.Reach { return raftstore.Reach{Alive: alive[id]} })
+	if err != nil {
+		return 0, 0, err
+	}
+	reachable = q.Reachable()
+	if !slices.ContainsFunc(q.Unreachable, func(u raftstore.Unreachable) bool { return u.ID == name }) {
+		reachable--
+	}
+	return q.Voters - 1, reachable, nil
 }
 
 // markAlive marks an agent that is alive, and what it owns, passing where a

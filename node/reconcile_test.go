@@ -70,6 +70,22 @@ func (f *fakeMembership) RemoveServer(_ context.Context, id string) error {
 	return nil
 }
 
+// Quorum counts the voters as the leader "self" would, reach telling for
+// the others.
+func (f *fakeMembership) Quorum(reach raftstore.ReachFunc) (raftstore.Quorum, error) {
+	var q raftstore.Quorum
+	for _, s := range f.servers {
+		if s.Suffrage != raftstore.Voter {
+			continue
+		}
+		q.Voters++
+		if r := reach(s.ID); s.ID != "self" && !r.Alive {
+			q.Unreachable = append(q.Unreachable, raftstore.Unreachable{ID: s.ID, Status: r.Status})
+		}
+	}
+	return q, nil
+}
+
 // suffrage returns id's suffrage, and false when it is not a server.
 func (f *fakeMembership) suffrage(id string) (raftstore.Suffrage, bool) {
 	for _, s := range f.servers {
@@ -364,6 +380,30 @@ func TestReconcileNeverPromotesANonVoter(t *testing.T) {
 	if slices.Contains(f.raft.changes, "voter c") {
 		t.Errorf("changes %v: c, set non_voter, was made a voter", f.raft.changes)
 	}
+}
+
+// TestReconcileDemotesANonVoterOnlyWhileTheOtherVotersMakeAQuorum: a
+// voter restarted with non_voter while another voter is down is not
+// demoted before that voter is back or reaped. Demoted at once, the
+// voters left (self and the failed b) would need both for a majority: the
+// leader could commit nothing more, not even b's reap, and the cluster
+// would have no leader until b returned.
+func TestReconcileDemotesANonVoterOnlyWhileTheOtherVotersMakeAQuorum(t *testing.T) {
+	f := newReconcileFixture(t, 3, voter("self"), voter("a"), voter("b"))
+	f.record("a", "b")
+	f.gossip("a", gossip.StatusAlive, "b", gossip.StatusFailed)
+	setNonVoter(f, "a")
+	f.pass(0)
+	f.pass(time.Second)
+	f.wantSuffrage("a", raftstore.Voter)
+	if slices.Contains(f.raft.changes, "demote a") {
+		t.Fatalf("changes %v: a was demoted while b, the only other voter, is failed", f.raft.changes)
+	}
+
+	f.pass(testReap + time.Second) // b reaped: self alone is a majority of the voters left
+	f.pass(testReap + 2*time.Second)
+	f.wantReaped("b")
+	f.wantSuffrage("a", raftstore.Nonvoter)
 }
 
 // setNonVoter makes gossip announce agent name non_voter.

@@ -46,19 +46,24 @@ func Recover(cfg Config, dryRun bool, log *slog.Logger) (RecoverReport, string, 
 	if errors.Is(err, raftstore.ErrNoRaftState) {
 		err = fmt.Errorf("%w: nothing to recover; an agent with an empty data dir joins a cluster with --join", err)
 	}
-	if err != nil || dryRun || rep.ClusterID == "" {
+	if err != nil || dryRun {
 		return rep, addr, err
 	}
 	// The agent would correct the file at its next start (recordClusterID);
-	// until then its peers would see the old id.
-	if err := d.writeClusterID(rep.ClusterID); err != nil {
-		return rep, addr, fmt.Errorf("the Raft state is recovered, but the cluster's new id could not be recorded: %w; "+
-			"the agent records it when it starts", err)
+	// until then its peers would see the old id. A cluster whose first
+	// leader never wrote its identity has none to record: the agent's
+	// first term as leader writes one.
+	if rep.ClusterID != "" {
+		if err := d.writeClusterID(rep.ClusterID); err != nil {
+			return rep, addr, fmt.Errorf("the Raft state is recovered, but the cluster's new id could not be recorded: %w; "+
+				"the agent records it when it starts", err)
+		}
 	}
-	// The peers it remembers are the agents given up for lost: the agent
-	// would try to join them at every start, and be refused by any that
-	// came back with their state. The removal is synced, or a power loss
-	// could bring the file back.
+	// The peers it remembers are the agents given up for lost, whatever
+	// the cluster's id: the agent would try to join them at every start,
+	// and be refused by any that came back with their state (or, in a
+	// cluster that had no id, take them back with it). The removal is
+	// synced, or a power loss could bring the file back.
 	peers := filepath.Join(d.path, peersFile)
 	if err := os.Remove(peers); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return rep, addr, fmt.Errorf("the Raft state is recovered, but %s could not be removed: %w; remove it before starting the agent", peers, err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // Recovery removes the peers file, whose agents are given up for lost,
@@ -66,5 +67,57 @@ func TestRecoverRemovesThePeersFileDurably(t *testing.T) {
 	err := recoverWithPeers()
 	if err == nil || !strings.Contains(err.Error(), peers) || !strings.Contains(err.Error(), "input/output error") {
 		t.Fatalf("Recover with a failing sync = %v, want an error naming %s and the sync's failure", err, peers)
+	}
+}
+
+// A cluster whose first leader never wrote its identity (its majority
+// lost right after it formed, or agents of a build from before cluster
+// ids) is recovered all the same, and its peers file goes too: its
+// agents are given up for lost whatever the cluster's id, and with no id
+// on either side nothing would refuse them should they come back with
+// their state.
+func TestRecoverOfAClusterWithoutAnIdentityRemovesThePeersFile(t *testing.T) {
+	cfg := testConfig(t)
+	d, err := openDataDir(cfg.DataDir, cfg.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.close()
+	// Raft state with no ClusterInit entry: a store bootstrapped on its
+	// own, without the agent's leader functions.
+	rc := cfg.raftConfig()
+	rc.Dir = filepath.Join(cfg.DataDir, raftDirName)
+	if err := os.Mkdir(rc.Dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	rc.BindAddr = "127.0.0.1:0"
+	rc.Bootstrap = true
+	rc.Logger = testlog.New(t, cfg.Name)
+	s := raftstore.New(rc)
+	if err := s.Open(); err != nil {
+		t.Fatalf("open the Raft store: %v", err)
+	}
+	waitFor(t, 10*time.Second, "the store leads", s.IsLeader)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	peers := filepath.Join(cfg.DataDir, peersFile)
+	if err := os.WriteFile(peers, []byte(`["127.0.0.1:1"]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.RaftPort = 7946 // the address recover records; nothing listens
+	rep, _, err := Recover(cfg, false, testlog.New(t, cfg.Name))
+	if err != nil {
+		t.Fatalf("Recover: %v", err)
+	}
+	if rep.ClusterID != "" {
+		t.Fatalf("recovery of a cluster without an identity gave it id %q", rep.ClusterID)
+	}
+	if _, err := os.Stat(peers); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("%s is still there after recovery (%v): the agent would rejoin the agents given up for lost at every start", peers, err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, clusterIDFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("recovery recorded a cluster id for a cluster without one (%v)", err)
 	}
 }
