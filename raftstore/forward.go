@@ -252,7 +252,10 @@ func cutOffError(why string, q Quorum, known bool) error {
 	}
 	count := ""
 	if known {
-		count = "; by its count " + q.String()
+		// Not a contradiction of why: gossip takes seconds to declare an
+		// agent failed (`zrpcctl status` asks the voters at once), and
+		// may reach agents Raft cannot.
+		count = ", which takes seconds to notice a failure and still counts " + q.String()
 	}
 	return fmt.Errorf("%w: this agent is cut off from the leader: %s; another agent may reach it (a client given several agents goes on to the next); restart the agents this one cannot reach or mend the network to them (`zrpcctl members` shows what this agent's gossip sees%s)",
 		ErrNoLeader, why, count)
