@@ -13,13 +13,13 @@ import (
 	"github.com/zrpcio/zrpc/node"
 )
 
-// heapPerRegistryByte is the agent's heap per encoded byte of the
-// registry, rounded up: 100,000 instances of about 200 encoded bytes hold
-// 726 bytes of heap each, watch ring and request table included
-// (docs/ARCHITECTURE.md, BenchmarkFSMMemoryPerInstance). Smaller
-// instances cost more per byte (the indexes cost the same per instance),
-// so this holds for instances of a few hundred bytes, not for a registry
-// of the smallest instances max_registry_bytes admits.
+// heapPerRegistryByte is the agent's heap per byte max_registry_bytes
+// counts, with room to spare: the registry's instances and indexes hold
+// about one byte of live heap per byte counted, whatever the instances'
+// size and number per service (the count adds a fixed cost per instance
+// and per service; raftstore BenchmarkFSMHeapPerInstance), and the
+// collector lets the heap grow to twice the live bytes between cycles.
+// The watch ring and queues are counted apart below.
 const heapPerRegistryByte = 4
 
 // agentBaseHeap is what an agent's heap holds besides its registry and

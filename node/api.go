@@ -21,12 +21,14 @@ import (
 var (
 	peerOnly      = grpcapi.PeerOnly
 	clusterAuth   = grpcapi.ClusterAuth
+	agentProof    = grpcapi.AgentProof
 	requestIDFrom = grpcapi.RequestIDFrom
 	newSessionID  = grpcapi.NewSessionID
 )
 
 const (
 	clusterAuthKey = grpcapi.ClusterAuthKey
+	agentProofKey  = grpcapi.AgentProofKey
 	maxRecvMessage = grpcapi.MaxRecvMessage
 )
 
@@ -110,7 +112,13 @@ func (c apiKeyringCluster) KeyringPeer(grpcAddr string) (pb.KeyringPeerClient, e
 
 // apiServerConfig is what the agent's gRPC server chain needs of it.
 func (n *Node) apiServerConfig() grpcapi.ServerConfig {
-	cfg := grpcapi.ServerConfig{Metrics: apiMetrics{n.metrics}, ClusterSecret: n.store.FSM().ClusterSecret, Logger: n.log, TLS: n.serverTLS()}
+	self := n.GRPCAddr() // the listener is bound: the address peers dial
+	proofs := grpcapi.AgentProofs{
+		Secret: n.store.FSM().ClusterSecret,
+		Self:   func() string { return self },
+		Legacy: n.unboundProofs,
+	}
+	cfg := grpcapi.ServerConfig{Metrics: apiMetrics{n.metrics}, Proofs: proofs, Logger: n.log, TLS: n.serverTLS()}
 	if n.cfg.ACL {
 		fsm := n.store.FSM()
 		cfg.ACL = acl.NewInterceptors(acl.InterceptorConfig{
@@ -118,7 +126,7 @@ func (n *Node) apiServerConfig() grpcapi.ServerConfig {
 			// With TLS, an agent's call also comes with an agent
 			// certificate, as checkPeer requires of the peer API.
 			AgentProof: func(ctx context.Context, method string) bool {
-				return (n.tls == nil || grpcapi.AgentCertificate(ctx)) && grpcapi.HasClusterAuth(ctx, fsm.ClusterSecret(), method)
+				return (n.tls == nil || grpcapi.AgentCertificate(ctx)) && proofs.Has(ctx, method)
 			},
 			OnRefused: n.metrics.observeACLRefusal,
 			Logger:    n.log,

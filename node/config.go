@@ -167,7 +167,7 @@ type Config struct {
 	MaxInstancesPerService   int   `yaml:"max_instances_per_service" help:"instances one service may have (0: no limit)"`
 	MaxInstancesPerSession   int   `yaml:"max_instances_per_session" help:"instances one session (one registering process) may hold (0: no limit)"`
 	MaxInstanceMetadataBytes int   `yaml:"max_instance_metadata_bytes" help:"bytes of version, tags and metadata keys and values one instance may carry (0: no limit)"`
-	MaxRegistryBytes         int64 `yaml:"max_registry_bytes" help:"encoded bytes of all instances together (0: no limit)"`
+	MaxRegistryBytes         int64 `yaml:"max_registry_bytes" help:"bytes of all instances together as the registry counts them: each instance's encoded size plus 200, plus 700 per service, about the heap they hold (0: no limit)"`
 
 	// MaxConnsPerClient bounds the gRPC API connections one client IP may
 	// hold open (internal/connlimit): past it they are closed as they

@@ -69,7 +69,7 @@ func (f *peerConns) conn(addr string) (*grpc.ClientConn, error) {
 	}
 	opts := []grpc.DialOption{
 		f.n.peerTransport(),
-		grpc.WithPerRPCCredentials(peerCredentials{f.n}),
+		grpc.WithPerRPCCredentials(peerCredentials{n: f.n, callee: addr}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMessage), grpc.MaxCallSendMsgSize(maxRecvMessage)),
 		// Shards go to peers by reference and come back into pooled buffers.
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(peerCodec{})),
@@ -103,12 +103,30 @@ func (f *peerConns) conn(addr string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
-// peerCredentials proves to a peer that a call comes from an agent of the
-// cluster (see checkPeer; with ACLs on it also grants the caller
-// acl.AgentAuthorizer's permissions), and passes on the ACL token of the
-// client a call is made for (a forwarded read or remove-peer), so that
-// the peer authorizes the client, not this agent.
-type peerCredentials struct{ n *Node }
+// peerCredentials proves to the peer at callee that a call comes from an
+// agent of the cluster (grpcapi/agentproof.go; with ACLs on it also grants
+// the caller acl.AgentAuthorizer's permissions), and passes on the ACL
+// token of the client a call is made for (a forwarded read or
+// remove-peer), so that the peer authorizes the client, not this agent.
+type peerCredentials struct {
+	n      *Node
+	callee string // the peer's gRPC address, as dialled
+}
+
+// registryOverheadsVersion is the state machine version that brought
+// Quota.registry_overheads: registrations carry it once every Raft server
+// counts max_registry_bytes so.
+const registryOverheadsVersion = 5
+
+// boundProofVersion is the state machine version (raftstore.FSMVersion)
+// of the first builds that send and check agent proofs bound to the
+// agent called.
+const boundProofVersion = 5
+
+// unboundProofs reports whether an agent proof of older builds, the same
+// for every callee, is still sent and accepted: while a Raft server's
+// build predates boundProofVersion (a rolling upgrade).
+func (n *Node) unboundProofs() bool { return !n.store.ClusterAt(boundProofVersion) }
 
 // GetRequestMetadata is called by gRPC for every call on a peer connection.
 func (c peerCredentials) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
@@ -116,7 +134,7 @@ func (c peerCredentials) GetRequestMetadata(ctx context.Context, _ ...string) (m
 	if !ok {
 		return nil, nil
 	}
-	md := make(map[string]string, 2)
+	md := make(map[string]string, 3)
 	if tok := metadata.ValueFromIncomingContext(ctx, acl.AuthorizationKey); len(tok) == 1 {
 		md[acl.AuthorizationKey] = tok[0]
 	}
@@ -129,7 +147,10 @@ func (c peerCredentials) GetRequestMetadata(ctx context.Context, _ ...string) (m
 		}
 		return md, nil
 	}
-	md[clusterAuthKey] = clusterAuth(secret, ri.Method)
+	md[agentProofKey] = agentProof(secret, ri.Method, c.callee)
+	if c.n.unboundProofs() {
+		md[clusterAuthKey] = clusterAuth(secret, ri.Method)
+	}
 	return md, nil
 }
 
@@ -159,6 +180,7 @@ func (n *Node) propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
 func (n *Node) applyAsLeader(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	if _, ok := cmd.Kind.(*pb.Command_Register); ok {
 		cmd.Quota = n.cfg.quota()
+		cmd.Quota.RegistryOverheads = n.store.ClusterAt(registryOverheadsVersion)
 	} else {
 		cmd.Quota = nil
 	}

@@ -19,7 +19,7 @@ func TestForwardedCommandsAreValidatedAndChangeNothing(t *testing.T) {
 	internal := pb.NewInternalClient(conn)
 	// Calls carry an agent's proof: what is checked here is the content.
 	waitFor(t, 10*time.Second, "the cluster's identity applied", func() bool { return n.Store().FSM().ClusterSecret() != nil })
-	ctx := metadata.AppendToOutgoingContext(ctxT(t), clusterAuthKey, clusterAuth(n.Store().FSM().ClusterSecret(), "/zrpc.v1.Internal/Apply"))
+	ctx := metadata.AppendToOutgoingContext(ctxT(t), agentProofKey, agentProof(n.Store().FSM().ClusterSecret(), "/zrpc.v1.Internal/Apply", n.GRPCAddr()))
 	if _, err := c.Register(ctx, &pb.RegisterRequest{Instance: inst("user.rpc", "u1", "127.0.0.1:9001")}); err != nil {
 		t.Fatal(err)
 	}

@@ -244,7 +244,7 @@ func TestKeyringUseRefusedWhileAnAgentLacksTheKey(t *testing.T) {
 		}
 		t.Cleanup(func() { conn.Close() })
 		method := pb.KeyringPeer_Install_FullMethodName
-		ctx := metadata.AppendToOutgoingContext(ctxT(t), grpcapi.ClusterAuthKey, grpcapi.ClusterAuth(c.Node(i).Store().FSM().ClusterSecret(), method))
+		ctx := metadata.AppendToOutgoingContext(ctxT(t), grpcapi.AgentProofKey, grpcapi.AgentProof(c.Node(i).Store().FSM().ClusterSecret(), method, c.GRPCAddr(i)))
 		if res, err := pb.NewKeyringPeerClient(conn).Install(ctx, &pb.KeyringKeyRequest{Key: newKey}); err != nil || !res.Ok {
 			t.Fatalf("install on %s: %v, %v", c.Name(i), res, err)
 		}

@@ -123,7 +123,7 @@ func newMetrics(n *Node) *metrics {
 		}),
 		gauge("zrpc_raft_cut_off", "1 while this agent is cut off from the leader: no leader has reached it within stale_read_bound, or it knows no leader and has heard from too few voters for a quorum (a nonvoter asks them) for three heartbeat timeouts (or two election timeouts and one heartbeat timeout, if longer); its writes fail at once, its watches that require a leader end, its sessions are told (its default reads refuse once stale_read_bound has passed).",
 			func() float64 { return b2f(store.CutOff()) }),
-		gauge("zrpc_registry_bytes", "Encoded bytes of all instances in this replica (limited by max_registry_bytes).",
+		gauge("zrpc_registry_bytes", "Bytes of the instances in this replica as max_registry_bytes counts them: their encoded size, plus a fixed cost per instance and per service.",
 			func() float64 { return float64(n.store.FSM().RegistryBytes()) }),
 		gauge("zrpc_registry_revision", "Registry revision of this replica.", func() float64 { return float64(n.store.FSM().Revision()) }),
 		gauge("zrpc_registry_watch_queued_bytes", "Encoded bytes of events queued for all Watch streams and not sent yet (limited by watch_queue_bytes).",

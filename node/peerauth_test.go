@@ -32,22 +32,34 @@ func TestAgentToAgentAPIRefusesCallersWithoutTheClusterSecret(t *testing.T) {
 	ref := &pb.ShardRef{BlobId: "0123456789abcdef0123456789abcdef", Block: 0, Index: 0}
 	shardsDir := filepath.Join(cfg.DataDir, shardsDirName)
 
-	callers := map[string]func() context.Context{
-		"no proof": func() context.Context { return ctxT(t) },
-		"wrong proof": func() context.Context {
-			return metadata.AppendToOutgoingContext(ctxT(t), clusterAuthKey, clusterAuth([]byte("not the secret"), "/zrpc.v1.Internal/Apply"))
+	secret := n.Store().FSM().ClusterSecret()
+	// Each caller's metadata for a call of method.
+	callers := map[string]func(method string) context.Context{
+		"no proof": func(string) context.Context { return ctxT(t) },
+		"wrong proof": func(method string) context.Context {
+			return metadata.AppendToOutgoingContext(ctxT(t), agentProofKey, agentProof([]byte("not the secret"), method, n.GRPCAddr()))
 		},
-		"another method's proof": func() context.Context {
-			return metadata.AppendToOutgoingContext(ctxT(t), clusterAuthKey, clusterAuth(n.Store().FSM().ClusterSecret(), "/zrpc.v1.Shards/GetShard"))
+		"another method's proof": func(string) context.Context {
+			return metadata.AppendToOutgoingContext(ctxT(t), agentProofKey, agentProof(secret, "/zrpc.v1.Shards/GetShard", n.GRPCAddr()))
+		},
+		// What a stranger that joined gossip at an address of its own
+		// receives from an agent calling it.
+		"another agent's proof": func(method string) context.Context {
+			return metadata.AppendToOutgoingContext(ctxT(t), agentProofKey, agentProof(secret, method, "127.0.0.1:1"))
+		},
+		// Builds before the bound proof sent it: refused once every Raft
+		// server proves calls to the callee (here the one agent).
+		"the unbound proof": func(method string) context.Context {
+			return metadata.AppendToOutgoingContext(ctxT(t), clusterAuthKey, clusterAuth(secret, method))
 		},
 	}
 	for name, ctx := range callers {
 		t.Run(name, func(t *testing.T) {
 			rev := n.Store().FSM().Revision()
 			calls := map[string]error{}
-			_, calls["Internal.Apply"] = internal.Apply(ctx(), &pb.Command{Kind: &pb.Command_Register{Register: inst("evil.rpc", "e1", "10.0.0.66:1")}})
-			_, calls["Shards.PutShard"] = shards.PutShard(ctx(), &pb.PutShardRequest{Ref: ref, DataShards: 1, BlockLen: 5, BlockSize: 5, Sum: crc32.Checksum([]byte("evil!"), crc32.MakeTable(crc32.Castagnoli)), Payload: []byte("evil!")})
-			_, calls["Shards.DeleteShards"] = shards.DeleteShards(ctx(), &pb.DeleteShardsRequest{BlobIds: []string{ref.BlobId}})
+			_, calls["Internal.Apply"] = internal.Apply(ctx(pb.Internal_Apply_FullMethodName), &pb.Command{Kind: &pb.Command_Register{Register: inst("evil.rpc", "e1", "10.0.0.66:1")}})
+			_, calls["Shards.PutShard"] = shards.PutShard(ctx(pb.Shards_PutShard_FullMethodName), &pb.PutShardRequest{Ref: ref, DataShards: 1, BlockLen: 5, BlockSize: 5, Sum: crc32.Checksum([]byte("evil!"), crc32.MakeTable(crc32.Castagnoli)), Payload: []byte("evil!")})
+			_, calls["Shards.DeleteShards"] = shards.DeleteShards(ctx(pb.Shards_DeleteShards_FullMethodName), &pb.DeleteShardsRequest{BlobIds: []string{ref.BlobId}})
 			for call, err := range calls {
 				if status.Code(err) != codes.PermissionDenied || status.Convert(err).Message() != "agent-to-agent API: caller is not an agent of this cluster" {
 					t.Errorf("%s: %v, want PermissionDenied", call, err)
@@ -66,7 +78,7 @@ func TestAgentToAgentAPIRefusesCallersWithoutTheClusterSecret(t *testing.T) {
 	}
 
 	// The gate opens for an agent's proof: the same calls get through.
-	ctx := metadata.AppendToOutgoingContext(ctxT(t), clusterAuthKey, clusterAuth(n.Store().FSM().ClusterSecret(), "/zrpc.v1.Shards/PutShard"))
+	ctx := metadata.AppendToOutgoingContext(ctxT(t), agentProofKey, agentProof(secret, pb.Shards_PutShard_FullMethodName, n.GRPCAddr()))
 	if _, err := shards.PutShard(ctx, &pb.PutShardRequest{Ref: ref, DataShards: 1, BlockLen: 5, BlockSize: 5, Sum: crc32.Checksum([]byte("shard"), crc32.MakeTable(crc32.Castagnoli)), Payload: []byte("shard")}); err != nil {
 		t.Fatalf("PutShard with the cluster's proof: %v", err)
 	}
@@ -81,7 +93,7 @@ func TestAgentWithoutClusterIdentityServesNoAgentAPI(t *testing.T) {
 	n := startedNode(t, cfg)
 	conn, _ := dial(t, n.GRPCAddr())
 	someSecret := bytes.Repeat([]byte{7}, 32)
-	ctx := metadata.AppendToOutgoingContext(ctxT(t), clusterAuthKey, clusterAuth(someSecret, "/zrpc.v1.Internal/Apply"))
+	ctx := metadata.AppendToOutgoingContext(ctxT(t), agentProofKey, agentProof(someSecret, "/zrpc.v1.Internal/Apply", n.GRPCAddr()))
 	_, err := pb.NewInternalClient(conn).Apply(ctx, &pb.Command{Kind: &pb.Command_ClusterInit{ClusterInit: &pb.ClusterInit{}}})
 	// Refused, as Unavailable: it cannot yet tell an agent from a
 	// stranger, and will once it has joined, so an agent's call is retried.
@@ -96,7 +108,7 @@ func TestAgentWithoutClusterIdentityServesNoAgentAPI(t *testing.T) {
 	// As a caller it has no proof yet: its calls of the agent-to-agent API
 	// fail Unavailable, which a forwarded write retries, and its other
 	// calls carry nothing.
-	creds := peerCredentials{n}
+	creds := peerCredentials{n: n, callee: n.GRPCAddr()}
 	md, err := creds.GetRequestMetadata(credentials.NewContextWithRequestInfo(ctxT(t), credentials.RequestInfo{Method: "/zrpc.v1.Internal/Apply"}))
 	if status.Code(err) != codes.Unavailable || !raftstore.RetryOnLeader(err) || md != nil {
 		t.Fatalf("credentials without a secret: %v, %v; want Unavailable (retried)", md, err)
@@ -104,5 +116,30 @@ func TestAgentWithoutClusterIdentityServesNoAgentAPI(t *testing.T) {
 	md, err = creds.GetRequestMetadata(credentials.NewContextWithRequestInfo(ctxT(t), credentials.RequestInfo{Method: "/zrpc.v1.Status/Status"}))
 	if err != nil || len(md) != 0 {
 		t.Fatalf("credentials of a public call: %v, %v; want none", md, err)
+	}
+}
+
+// TestPeerCredentialsProveCallsToTheirCallee: an agent's calls of the
+// agent-to-agent API carry the proof bound to the peer dialled, and, once
+// every Raft server's build checks that one, not the unbound proof any
+// agent would take.
+func TestPeerCredentialsProveCallsToTheirCallee(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	waitFor(t, 10*time.Second, "the cluster's identity applied", func() bool { return n.Store().FSM().ClusterSecret() != nil })
+	secret := n.Store().FSM().ClusterSecret()
+	const callee = "10.0.0.2:8400"
+	ctx := credentials.NewContextWithRequestInfo(ctxT(t), credentials.RequestInfo{Method: pb.Internal_Apply_FullMethodName})
+	md, err := peerCredentials{n: n, callee: callee}.GetRequestMetadata(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := md[agentProofKey], agentProof(secret, pb.Internal_Apply_FullMethodName, callee); got != want {
+		t.Errorf("proof for %s: %q, want %q", callee, got, want)
+	}
+	if got := md[agentProofKey]; got == agentProof(secret, pb.Internal_Apply_FullMethodName, n.GRPCAddr()) {
+		t.Error("the proof for a peer is the one this agent accepts itself")
+	}
+	if unbound, ok := md[clusterAuthKey]; ok {
+		t.Errorf("the unbound proof %q sent with every Raft server on a build that checks the bound one", unbound)
 	}
 }

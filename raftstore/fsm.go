@@ -606,8 +606,15 @@ func (f *FSM) NodeOwnsAnything(name string) bool {
 //	   older replicas would forget request ids at other entries);
 //	4: InstanceRef.mod_revision (a Deregister or SetHealth of a version
 //	   that has changed since leaves the instance; older replicas would
-//	   change it anyway).
-const FSMVersion = 4
+//	   change it anyway);
+//	5: Quota.registry_overheads (max_registry_bytes counts a fixed cost
+//	   per instance and per service; older replicas count the encoded
+//	   bytes alone, and would accept what newer ones refuse). Builds of
+//	   version 5 also prove agent-to-agent calls bound to the agent
+//	   called (node/grpcapi/agentproof.go), and accept the unbound proof
+//	   of older builds only while a Raft server is of one: the version
+//	   every agent announces serves that gate too.
+const FSMVersion = 5
 
 // clockStepVersion is the state machine version that brought
 // Command.clock_step.

@@ -13,7 +13,7 @@ import (
 
 // benchQuota is the registry limits an agent's leader sets on every
 // registration by default (node.DefaultConfig).
-var benchQuota = &pb.Quota{MaxInstancesPerService: 10000, MaxInstancesPerSession: 1000, MaxInstanceMetadataBytes: 16 << 10, MaxRegistryBytes: 512 << 20}
+var benchQuota = &pb.Quota{MaxInstancesPerService: 10000, MaxInstancesPerSession: 1000, MaxInstanceMetadataBytes: 16 << 10, MaxRegistryBytes: 512 << 20, RegistryOverheads: true}
 
 // BenchmarkFSMApplyRegister measures the state machine's apply of a
 // registration as the bench/registry load writes them (a ~200-byte TTL

@@ -25,7 +25,9 @@ import (
 // The encoding is deterministic, so equal instances are equal bytes (a
 // registration's is made from its entry's, stampedInstance, which agents
 // encode deterministically), and its length is the instance's proto.Size,
-// which max_registry_bytes counts. Stored encodings are never changed: a change stores a new one.
+// which max_registry_bytes counts, with a fixed overhead per instance and
+// per service (quota.go). Stored encodings are never changed: a change
+// stores a new one.
 type storedInstance struct {
 	enc     []byte
 	node    string // shared (sharedValues)
@@ -129,6 +131,26 @@ func encodedModRevision(b []byte) uint64 {
 // and health_since (the last of each, as decoding does; 0 when absent)
 // without decoding the rest.
 func encodedStamp(b []byte) (create, mod uint64, healthSince int64) {
+	create, mod, healthSince, _ = readStamp(b)
+	return create, mod, healthSince
+}
+
+// stampBytes is how many bytes of an encoded instance are the fields the
+// state machine sets when it stores it (create_revision, mod_revision and
+// health_since): what its encoding holds beyond its registration's.
+func stampBytes(b []byte) int {
+	_, _, _, n := readStamp(b)
+	return n
+}
+
+// maxStampBytes is the most bytes the fields the state machine stamps on
+// an instance can take: three varints of at most 10 bytes, each after its
+// tag.
+var maxStampBytes = protowire.SizeTag(createRevisionField) + protowire.SizeTag(modRevisionField) +
+	protowire.SizeTag(healthSinceField) + 3*binary.MaxVarintLen64
+
+// readStamp is encodedStamp, and the bytes those fields take in b.
+func readStamp(b []byte) (create, mod uint64, healthSince int64, size int) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -136,11 +158,12 @@ func encodedStamp(b []byte) (create, mod uint64, healthSince int64) {
 		}
 		b = b[n:]
 		if typ == protowire.VarintType && (num == createRevisionField || num == modRevisionField || num == healthSinceField) {
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
+			v, m := protowire.ConsumeVarint(b)
+			if m < 0 {
 				return
 			}
-			b = b[n:]
+			b = b[m:]
+			size += n + m
 			switch num {
 			case createRevisionField:
 				create = v

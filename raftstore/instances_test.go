@@ -93,12 +93,12 @@ func TestStoredInstanceDecodesToTheRegisteredOne(t *testing.T) {
 	if g.RegistryBytes() != d.fsm.RegistryBytes() {
 		t.Errorf("registry bytes %d after a restore, %d before", g.RegistryBytes(), d.fsm.RegistryBytes())
 	}
-	var size int64
+	size := int64(7 * serviceOverheadBytes)
 	for _, w := range want {
-		size += int64(proto.Size(w))
+		size += int64(proto.Size(w)) + instanceOverheadBytes
 	}
 	if got := d.fsm.RegistryBytes(); got != size {
-		t.Errorf("registry bytes %d, want the instances' encoded size %d", got, size)
+		t.Errorf("registry bytes %d, want the instances' encoded size and overheads %d", got, size)
 	}
 }
 

@@ -14,17 +14,38 @@ import (
 // its entry (pb.Quota).
 var ErrQuotaExceeded = apierr.ErrQuotaExceeded
 
+// What an instance and a service cost the registry's memory beyond the
+// instance's encoding, which max_registry_bytes counts with them: an
+// instance is a slot in its service's map (its id, its encoding's slice
+// header, node, session and health: 80 bytes, in a map between 7/16 and
+// 7/8 full) and its id's own copy; a service is a map of its own (one
+// group of eight slots, 700 bytes, before its ninth instance), a slot in
+// the map of services and its name in the shared names. Measured by
+// BenchmarkFSMHeapPerInstance (Go 1.26, amd64): with 100,000 instances,
+// an instance held 150-240 bytes of heap beyond its encoding, depending
+// on how full its service's map was, and one that was alone in its
+// service 890. Counted so, a registry holds at most about as many bytes
+// of live heap as max_registry_bytes counts, whatever its instances' size
+// and number per service; counting the encodings alone, a registry of
+// small instances, each in a service of its own, held 21 times as much.
+const (
+	instanceOverheadBytes = 200
+	serviceOverheadBytes  = 700
+)
+
 // quotaCounts are what the registry's limits are checked against. put and
 // remove keep them current, so they are the same on every replica and are
 // rebuilt by Restore.
 type quotaCounts struct {
 	bySession map[string]int // instances per session
 	bytes     int64          // encoded size of all instances
+	instances int64          // instances
 }
 
 func (q *quotaCounts) reset() {
 	q.bySession = make(map[string]int)
 	q.bytes = 0
+	q.instances = 0
 }
 
 // replace accounts for old (zero when new) becoming inst (zero when removed).
@@ -32,6 +53,7 @@ func (q *quotaCounts) reset() {
 func (q *quotaCounts) replace(old, inst storedInstance) {
 	if old.valid() {
 		q.bytes -= int64(len(old.enc))
+		q.instances--
 		if old.session != "" {
 			if q.bySession[old.session]--; q.bySession[old.session] <= 0 {
 				delete(q.bySession, old.session)
@@ -40,10 +62,18 @@ func (q *quotaCounts) replace(old, inst storedInstance) {
 	}
 	if inst.valid() {
 		q.bytes += int64(len(inst.enc))
+		q.instances++
 		if inst.session != "" {
 			q.bySession[inst.session]++
 		}
 	}
+}
+
+// registryBytes is what max_registry_bytes counts of a registry of
+// services services: its instances' encodings, and the overhead of each
+// instance and each service.
+func (q *quotaCounts) registryBytes(services int) int64 {
+	return q.bytes + q.instances*instanceOverheadBytes + int64(services)*serviceOverheadBytes
 }
 
 // MetadataBytes is what max_instance_metadata_bytes limits: the bytes of an
@@ -84,7 +114,9 @@ func (f *FSM) checkQuota(q *pb.Quota, in *pb.Instance, enc []byte) error {
 			return quotaErr("max_instances_per_session", "session %s has %d instances, the limit is %d", in.Session, n, limit)
 		}
 	}
-	if limit := q.MaxRegistryBytes; limit > 0 {
+	if limit := q.MaxRegistryBytes; limit > 0 && !q.RegistryOverheads {
+		// As builds before state machine version 5 count, while one of
+		// them may be applying the same entry.
 		grow := int64(len(enc))
 		if enc == nil {
 			grow = int64(proto.Size(in))
@@ -93,11 +125,44 @@ func (f *FSM) checkQuota(q *pb.Quota, in *pb.Instance, enc []byte) error {
 			grow -= int64(len(old.enc))
 		}
 		if grow > 0 && f.quota.bytes+grow > int64(limit) {
-			return quotaErr("max_registry_bytes", "the registry holds %d bytes of instances, %d more would pass the limit of %d",
+			return quotaErr("max_registry_bytes", "the registry holds %d bytes of instances, %d more would pass the limit of %d; deregister instances no longer used, or raise the limit",
 				f.quota.bytes, grow, limit)
+		}
+	} else if limit > 0 {
+		if grow := f.registryGrowth(in, enc, old); grow > 0 {
+			if used := f.quota.registryBytes(len(f.services)); used+grow > int64(limit) {
+				return quotaErr("max_registry_bytes", "registering %s/%s would add %d bytes to the registry's %d "+
+					"(its instances' %d encoded bytes, and %d bytes per instance and %d per service for its indexes: %d instances, %d services), "+
+					"past the limit of %d; deregister instances no longer used, or raise the limit",
+					in.Service, in.Id, grow, used, f.quota.bytes, instanceOverheadBytes, serviceOverheadBytes,
+					f.quota.instances, len(f.services), limit)
+			}
 		}
 	}
 	return nil
+}
+
+// registryGrowth is how many bytes max_registry_bytes counts more once in
+// replaces old (zero when in is new), less when it shrinks the registry.
+// enc, when not nil, is in's encoding (checkQuota), which lacks the fields
+// the state machine then stamps on it: a new instance counts the most
+// those can take, an update is compared with old without them (old's are
+// replaced by as many bytes, give or take a byte of a revision grown
+// longer), so updates in place cannot grow an instance past the limit a
+// few bytes at a time.
+func (f *FSM) registryGrowth(in *pb.Instance, enc []byte, old storedInstance) int64 {
+	grow := int64(len(enc))
+	if enc == nil {
+		grow = int64(proto.Size(in))
+	}
+	if old.valid() {
+		return grow - int64(len(old.enc)-stampBytes(old.enc))
+	}
+	grow += int64(maxStampBytes) + instanceOverheadBytes
+	if len(f.services[in.Service]) == 0 {
+		grow += serviceOverheadBytes
+	}
+	return grow
 }
 
 // quotaErr names the limit, and the agent flag that sets it.
@@ -106,12 +171,13 @@ func quotaErr(key, format string, args ...any) error {
 		ErrQuotaExceeded, fmt.Sprintf(format, args...), key, strings.ReplaceAll(key, "_", "-"))
 }
 
-// RegistryBytes is the encoded size of all instances, as max_registry_bytes
-// counts it.
+// RegistryBytes is the size of the registry as max_registry_bytes counts
+// it: the encoded size of all instances, and a fixed overhead for each
+// instance and each service.
 func (f *FSM) RegistryBytes() int64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.quota.bytes
+	return f.quota.registryBytes(len(f.services))
 }
 
 // Session returns the session with id, or nil.

@@ -746,6 +746,11 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
+// ClusterAt reports whether every Raft server runs a build of state
+// machine version v or later (Config.ClusterFSMVersion), asking at most
+// once a second.
+func (s *Store) ClusterAt(v int) bool { return s.clusterAt(v) }
+
 // clusterAt reports whether every Raft server applies state machine
 // version v (Config.ClusterFSMVersion), asking at most once a second: it
 // is asked for every write.

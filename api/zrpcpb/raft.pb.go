@@ -434,10 +434,18 @@ type Quota struct {
 	// max_instance_metadata_bytes bounds the bytes of an instance's version,
 	// tags and metadata keys and values together.
 	MaxInstanceMetadataBytes uint32 `protobuf:"varint,3,opt,name=max_instance_metadata_bytes,json=maxInstanceMetadataBytes,proto3" json:"max_instance_metadata_bytes,omitempty"`
-	// max_registry_bytes bounds the encoded size of all instances.
+	// max_registry_bytes bounds the size of all instances.
 	MaxRegistryBytes uint64 `protobuf:"varint,4,opt,name=max_registry_bytes,json=maxRegistryBytes,proto3" json:"max_registry_bytes,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// registry_overheads: max_registry_bytes counts, beside the instances'
+	// encoded bytes, a fixed cost per instance and per service, and compares
+	// an update with the instance it replaces without the fields the state
+	// machine stamps on it. Without it, the encoded bytes alone, stamps
+	// included, as builds before state machine version 5 count. Set only
+	// once every Raft server applies version 5: replicas counting otherwise
+	// would accept and refuse different registrations.
+	RegistryOverheads bool `protobuf:"varint,5,opt,name=registry_overheads,json=registryOverheads,proto3" json:"registry_overheads,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Quota) Reset() {
@@ -496,6 +504,13 @@ func (x *Quota) GetMaxRegistryBytes() uint64 {
 		return x.MaxRegistryBytes
 	}
 	return 0
+}
+
+func (x *Quota) GetRegistryOverheads() bool {
+	if x != nil {
+		return x.RegistryOverheads
+	}
+	return false
 }
 
 type InstanceRef struct {
@@ -2262,12 +2277,13 @@ const file_raft_proto_rawDesc = "" +
 	"\x05quota\x18\x10 \x01(\v2\x0e.zrpc.v1.QuotaR\x05quota\x12\x1d\n" +
 	"\n" +
 	"clock_step\x18\x12 \x01(\bR\tclockStepB\x06\n" +
-	"\x04kind\"\xea\x01\n" +
+	"\x04kind\"\x99\x02\n" +
 	"\x05Quota\x129\n" +
 	"\x19max_instances_per_service\x18\x01 \x01(\rR\x16maxInstancesPerService\x129\n" +
 	"\x19max_instances_per_session\x18\x02 \x01(\rR\x16maxInstancesPerSession\x12=\n" +
 	"\x1bmax_instance_metadata_bytes\x18\x03 \x01(\rR\x18maxInstanceMetadataBytes\x12,\n" +
-	"\x12max_registry_bytes\x18\x04 \x01(\x04R\x10maxRegistryBytes\"Z\n" +
+	"\x12max_registry_bytes\x18\x04 \x01(\x04R\x10maxRegistryBytes\x12-\n" +
+	"\x12registry_overheads\x18\x05 \x01(\bR\x11registryOverheads\"Z\n" +
 	"\vInstanceRef\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12!\n" +

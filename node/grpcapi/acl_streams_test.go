@@ -86,7 +86,7 @@ func startACLAgent(t *testing.T) *aclAgent {
 	reg := grpcapi.NewRegistry(context.Background(), grpcapi.RegistryConfig{Agent: "a1", Replica: fsm, Cluster: cl,
 		Health: health.New(health.Config{Agent: "a1", Writer: leaderWriter{cl}}), Metrics: noMetrics{}})
 	r := &narrowingResolver{Resolver: acl.NewReplicaResolver(fsm), narrowed: map[[sha256.Size]byte]acl.Authorizer{}}
-	srv := grpcapi.NewServer(grpcapi.ServerConfig{Metrics: noMetrics{}, ClusterSecret: func() []byte { return nil },
+	srv := grpcapi.NewServer(grpcapi.ServerConfig{Metrics: noMetrics{}, Proofs: grpcapi.AgentProofs{Secret: func() []byte { return nil }},
 		ACL: acl.NewInterceptors(acl.InterceptorConfig{Resolver: r})},
 		grpcapi.Services{Registry: reg, ACL: grpcapi.NewACL(grpcapi.ACLConfig{Agent: "a1", Replica: fsm, Cluster: cl})})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

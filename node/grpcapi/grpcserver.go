@@ -2,14 +2,10 @@ package grpcapi
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"log/slog"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -19,7 +15,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
@@ -77,9 +72,9 @@ func PeerWindows() []grpc.DialOption {
 // ServerConfig is what the agent's gRPC server needs of its agent.
 type ServerConfig struct {
 	Metrics Metrics
-	// ClusterSecret returns the cluster's secret (raftstore ClusterInit),
-	// or nil while this agent has not applied it.
-	ClusterSecret func() []byte
+	// Proofs checks the proof calls of the agent-to-agent API carry
+	// (agentproof.go).
+	Proofs AgentProofs
 	// TLS, when set, makes the server mutual TLS only, and the
 	// agent-to-agent services take only callers with agent certificates.
 	TLS *tls.Config
@@ -233,9 +228,8 @@ func (c *chain) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Stre
 }
 
 // Agent-to-agent API: the services below are served only to agents of this
-// cluster. A caller proves it is one with the x-zrpc-cluster-auth metadata:
-// HMAC-SHA256 of the full method name keyed with the cluster's secret
-// (raftstore ClusterInit), sent by every peer connection (node's forwarder). An
+// cluster. A caller proves it is one with an agent proof (agentproof.go),
+// sent by every peer connection (node's peerConns). An
 // agent that has not applied the cluster's ClusterInit yet serves them to
 // no one; joining needs none of them (it runs over gossip and the Raft
 // transport).
@@ -246,9 +240,6 @@ var peerOnlyServices = map[string]bool{
 	pb.Shards_ServiceDesc.ServiceName:      true,
 	pb.KeyringPeer_ServiceDesc.ServiceName: true,
 }
-
-// ClusterAuthKey is the metadata key of an agent's proof.
-const ClusterAuthKey = "x-zrpc-cluster-auth"
 
 // errNotAnAgent answers a call of the agent-to-agent API that does not
 // carry this cluster's proof.
@@ -283,43 +274,6 @@ func PeerOnly(fullMethod string) bool {
 	return ok && peerOnlyServices[svc]
 }
 
-// ClusterAuth is the proof an agent sends with a call of fullMethod.
-// Every call of the agent-to-agent API needs it twice (the caller sends
-// it, the callee checks it), so the proofs of the agent's one secret are
-// kept by method.
-func ClusterAuth(secret []byte, fullMethod string) string {
-	proofs.mu.RLock()
-	proof, ok := proofs.byMethod[fullMethod]
-	ok = ok && proofs.secret == string(secret)
-	proofs.mu.RUnlock()
-	if ok {
-		return proof
-	}
-	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte(fullMethod))
-	proof = hex.EncodeToString(mac.Sum(nil))
-	proofs.mu.Lock()
-	defer proofs.mu.Unlock()
-	if proofs.secret != string(secret) || proofs.byMethod == nil {
-		proofs.secret, proofs.byMethod = string(secret), make(map[string]string)
-	}
-	if len(proofs.byMethod) < maxKeptProofs {
-		proofs.byMethod[fullMethod] = proof
-	}
-	return proof
-}
-
-// proofs keeps ClusterAuth's proofs of the last secret it was given (an
-// agent has one; a test process running several clusters just computes
-// more often), at most maxKeptProofs of them: one per method of the API.
-var proofs struct {
-	mu       sync.RWMutex
-	secret   string
-	byMethod map[string]string
-}
-
-const maxKeptProofs = 256
-
 // checkPeer lets a call of the agent-to-agent API through only with this
 // cluster's proof for that method, compared in constant time.
 func (c *chain) checkPeer(ctx context.Context, fullMethod string) error {
@@ -329,26 +283,13 @@ func (c *chain) checkPeer(ctx context.Context, fullMethod string) error {
 	if c.cfg.TLS != nil && !AgentCertificate(ctx) {
 		return errNotAnAgentCertificate
 	}
-	secret := c.cfg.ClusterSecret()
-	if secret == nil {
+	if c.cfg.Proofs.Secret == nil || c.cfg.Proofs.Secret() == nil {
 		return errNoClusterSecretYet
 	}
-	if !HasClusterAuth(ctx, secret, fullMethod) {
+	if !c.cfg.Proofs.Has(ctx, fullMethod) {
 		return errNotAnAgent
 	}
 	return nil
-}
-
-// HasClusterAuth reports whether a call of fullMethod carries this
-// cluster's proof that its caller is an agent (compared in constant
-// time); never without a secret. With ACLs on, such a call has the
-// permissions of acl.AgentAuthorizer.
-func HasClusterAuth(ctx context.Context, secret []byte, fullMethod string) bool {
-	if secret == nil {
-		return false
-	}
-	got := metadata.ValueFromIncomingContext(ctx, ClusterAuthKey)
-	return len(got) == 1 && hmac.Equal([]byte(got[0]), []byte(ClusterAuth(secret, fullMethod)))
 }
 
 func (c *chain) unaryPeerAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

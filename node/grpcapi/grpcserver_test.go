@@ -50,7 +50,7 @@ func goroutineID() uint64 {
 // instead of starting (and growing) a new goroutine for every call.
 func TestServerRunsCallsOnReusedGoroutines(t *testing.T) {
 	st := &goroutineStatus{ran: make(map[uint64]bool)}
-	s := NewServer(ServerConfig{Metrics: keyringNoMetrics{}, ClusterSecret: func() []byte { return nil }},
+	s := NewServer(ServerConfig{Metrics: keyringNoMetrics{}, Proofs: AgentProofs{Secret: func() []byte { return nil }}},
 		Services{Status: st})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -407,8 +407,13 @@ func TestKeyringPeerServesOnlyAgentsOfTheCluster(t *testing.T) {
 	local := &keyringFake{primary: key, keys: []string{key}}
 	svc := NewKeyring(KeyringConfig{Agent: "a", Local: local, Cluster: &keyringClusterFake{}})
 
+	var self atomic.Pointer[string] // the agent's address, once it listens
 	addr := grpctest.Serve(t, func(s *grpc.Server) { pb.RegisterKeyringPeerServer(s, svc.Peer()) },
-		Interceptors(ServerConfig{Metrics: keyringNoMetrics{}, ClusterSecret: func() []byte { return secret }})...)
+		Interceptors(ServerConfig{Metrics: keyringNoMetrics{}, Proofs: AgentProofs{
+			Secret: func() []byte { return secret },
+			Self:   func() string { return *self.Load() },
+		}})...)
+	self.Store(&addr)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -424,7 +429,7 @@ func TestKeyringPeerServesOnlyAgentsOfTheCluster(t *testing.T) {
 		t.Fatal("the keyring was changed by a caller that is not an agent")
 	}
 	method := pb.KeyringPeer_List_FullMethodName
-	ctx := metadata.AppendToOutgoingContext(context.Background(), ClusterAuthKey, ClusterAuth(secret, method))
+	ctx := metadata.AppendToOutgoingContext(context.Background(), AgentProofKey, AgentProof(secret, method, addr))
 	res, err := c.List(ctx, &pb.KeyringListRequest{})
 	if err != nil || !res.Ok || res.PrimaryKey != key {
 		t.Fatalf("KeyringPeer.List from an agent: %v, %v", res, err)
@@ -449,15 +454,20 @@ func TestKeyringWaitsForAnAgentStillJoining(t *testing.T) {
 	secret := []byte("cluster secret")
 	var joined atomic.Bool
 	joining := NewKeyring(KeyringConfig{Agent: "b", Local: &keyringFake{primary: key, keys: []string{key}}, Cluster: &keyringClusterFake{}})
+	var self atomic.Pointer[string] // the agent's address, once it listens
 	addr := grpctest.Serve(t, func(s *grpc.Server) { pb.RegisterKeyringPeerServer(s, joining.Peer()) },
-		Interceptors(ServerConfig{Metrics: keyringNoMetrics{}, ClusterSecret: func() []byte {
-			if joined.Load() {
-				return secret
-			}
-			return nil
+		Interceptors(ServerConfig{Metrics: keyringNoMetrics{}, Proofs: AgentProofs{
+			Secret: func() []byte {
+				if joined.Load() {
+					return secret
+				}
+				return nil
+			},
+			Self: func() string { return *self.Load() },
 		}})...)
+	self.Store(&addr)
 	withProof := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		ctx = metadata.AppendToOutgoingContext(ctx, ClusterAuthKey, ClusterAuth(secret, method))
+		ctx = metadata.AppendToOutgoingContext(ctx, AgentProofKey, AgentProof(secret, method, addr))
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithUnaryInterceptor(withProof))

@@ -13,7 +13,7 @@ import (
 // returns its address.
 func serveTest(tb testing.TB, svcs Services) string {
 	tb.Helper()
-	srv := NewServer(ServerConfig{Metrics: &watchMetrics{}, ClusterSecret: func() []byte { return nil }}, svcs)
+	srv := NewServer(ServerConfig{Metrics: &watchMetrics{}, Proofs: AgentProofs{Secret: func() []byte { return nil }}}, svcs)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
