@@ -341,6 +341,7 @@ func (n *Node) startRaft() error {
 	rc.ServerAddr = n.raftAddrOf
 	rc.PeerHello = n.peerReadsHello
 	rc.ClusterFSMVersion = func() int { return n.clusterFSMVersion() }
+	rc.RestoreLimits = n.restoreLimits
 	rc.Now = n.opts.clock
 	rc.Lost = n.stalls.Lost
 	if n.cfg.AdvertiseAddr != "" && n.opts.raftStream == nil {

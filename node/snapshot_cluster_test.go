@@ -452,3 +452,31 @@ func TestSnapshotRestoreDropsSessionsNoProcessHolds(t *testing.T) {
 		t.Fatal("the restore did not bring back the instance deregistered after the save")
 	}
 }
+
+// TestSnapshotRestoreRefusesAStateOverTheRegistryLimits: a snapshot
+// whose instances together pass the restoring cluster's registry limits
+// is refused, ResourceExhausted naming the limit, before anything
+// changes: restored, it would hold every replica past the memory the
+// limits bound.
+func TestSnapshotRestoreRefusesAStateOverTheRegistryLimits(t *testing.T) {
+	a := testcluster.New(t, 1)
+	fillRegistry(t, a, 1000)
+	path := filepath.Join(t.TempDir(), "a.snap")
+	saveFile(t, newClient(t, a.GRPCAddr(0)), path)
+
+	b := testcluster.New(t, 1, testcluster.WithConfig(func(c *node.Config) { c.MaxRegistryBytes = 64 << 10 }))
+	registerMany(t, b, 5)
+	before := replicaState(b.Leader().Store().FSM())
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, err = newClient(t, b.GRPCAddr(0)).RestoreSnapshot(ctxT(t), f, client.SnapshotOptions{})
+	if !errors.Is(err, apierr.ErrQuotaExceeded) || !strings.Contains(err.Error(), "max_registry_bytes") {
+		t.Fatalf("restore of 1,000 instances into a registry limited to 64 KiB: %v; want ResourceExhausted naming max_registry_bytes", err)
+	}
+	if d := before.withoutHealth().diff(replicaState(b.Leader().Store().FSM()).withoutHealth()); d != "" {
+		t.Fatalf("the refused restore changed the registry: %s", d)
+	}
+}

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -73,8 +75,24 @@ func (a apiSnapshots) RestoreSnapshot(ctx context.Context, f io.ReadSeeker) (uin
 	return a.n.store.RestoreSnapshot(ctx, f)
 }
 
-func (apiSnapshots) CheckSnapshotFile(f io.ReadSeeker) (snapshot.Header, error) {
-	return raftstore.CheckSnapshotFile(f)
+func (a apiSnapshots) CheckSnapshotFile(f io.ReadSeeker) (snapshot.Header, error) {
+	return raftstore.CheckSnapshotFileWithin(f, a.n.restoreLimits())
+}
+
+// restoreLimits are what a snapshot restored through the API must fit:
+// the registry's limits, counted as registrations are, and, under a soft
+// memory limit, half of it for the state it loads (as
+// raftstore.RestoreLimits estimates it, above the heap it takes), since
+// the agent holds its state beside the one it loads until the restore
+// is done.
+func (n *Node) restoreLimits() raftstore.RestoreLimits {
+	q := n.cfg.quota()
+	q.RegistryOverheads = true // a check on this agent, not a command every replica applies
+	limits := raftstore.RestoreLimits{Quota: q}
+	if mem := debug.SetMemoryLimit(-1); mem < math.MaxInt64 {
+		limits.HeapBytes = mem / 2
+	}
+	return limits
 }
 
 // Scheduled snapshots: every snapshot_interval each agent writes a

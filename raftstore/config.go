@@ -45,6 +45,11 @@ type Config struct {
 	// are stamped only while it allows them (Command.clock_step: from
 	// 3). nil: as if 1. Asked at most once a second.
 	ClusterFSMVersion func() int
+	// RestoreLimits, when set, are what a snapshot restored through the
+	// API (RestoreSnapshot) is held to before anything changes; Raft's
+	// own restores (InstallSnapshot) take the leader's state whatever it
+	// holds.
+	RestoreLimits func() RestoreLimits
 	// Now is the wall clock stamped on the commands this store proposes
 	// (Command.time); nil means time.Now. Tests shift it.
 	Now func() time.Time

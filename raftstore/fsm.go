@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
@@ -69,6 +70,8 @@ func newFSM(ringSize, ringBytes int) *FSM {
 	return f
 }
 
+// reset empties the registry's state. RestoreWithin loads a snapshot
+// into a state reset so and moves each of these into the replica.
 func (f *FSM) reset() {
 	f.services = make(map[string]map[string]storedInstance)
 	f.sessions = make(map[string]*pb.Session)
@@ -386,28 +389,6 @@ func (f *FSM) remove(r instanceRecord, rev uint64, evs []*ringEvent) []*ringEven
 		delete(f.services, r.service)
 	}
 	return append(evs, newRingEvent(pb.Event_DELETE, r.stored.instance(), r.stored.enc, rev))
-}
-
-// putAll stores a snapshot's instances, into maps made for them at their
-// size rather than grown: a snapshot lists the instances grouped by
-// service.
-func (f *FSM) putAll(instances []instanceRecord) {
-	for i := 0; i < len(instances); {
-		service := f.shared.string(instances[i].service)
-		j := i + 1
-		for j < len(instances) && instances[j].service == service {
-			j++
-		}
-		if f.services[service] == nil {
-			f.services[service] = make(map[string]storedInstance, j-i)
-		}
-		for _, r := range instances[i:j] {
-			st := r.stored
-			st.node, st.session = f.shared.string(st.node), f.shared.string(st.session)
-			f.store(service, r.id, st)
-		}
-		i = j
-	}
 }
 
 // InstanceCount returns how many instances are stored.
@@ -744,36 +725,56 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	return s, nil
 }
 
-// Restore replaces the state with a snapshot. On a decode error the current
-// state is kept. Watchers are told to resynchronise.
-func (f *FSM) Restore(rc io.ReadCloser) error {
+// Restore replaces the state with a snapshot. The snapshot is loaded
+// apart and replaces the state only once all of it is loaded and checked:
+// a snapshot refused, or whose stream breaks halfway, leaves the state as
+// it was. Watchers are told to resynchronise. Raft calls it with its
+// leader's state, which is the cluster's whatever its size: it applies
+// no RestoreLimits.
+func (f *FSM) Restore(rc io.ReadCloser) error { return f.RestoreWithin(rc, RestoreLimits{}) }
+
+// RestoreLimits bound what a snapshot brought to the cluster from outside
+// (a restore through the API) may hold.
+type RestoreLimits struct {
+	// HeapBytes, when not 0, bounds the heap the loaded state may take,
+	// as restoreHeap estimates it from its records' sizes: a larger
+	// snapshot is refused once the records read pass it, before the
+	// state changes and before the rest is loaded.
+	HeapBytes int64
+	// Quota, when not nil, holds the snapshot's instances to the
+	// registry's limits, together as registrations are held to them.
+	Quota *pb.Quota
+}
+
+// RestoreWithin is Restore of a snapshot held to limits.
+func (f *FSM) RestoreWithin(rc io.ReadCloser, limits RestoreLimits) error {
 	defer rc.Close()
-	st, err := readSnapshot(rc)
+	next := &FSM{requests: newRequestLog(time.Duration(f.requests.window), f.requests.max)}
+	next.reset()
+	cluster, err := loadSnapshot(rc, next, limits)
 	if err != nil {
 		return fmt.Errorf("restore registry snapshot: %w", err)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.reset()
-	f.revision = st.revision
-	f.cluster.set(st.cluster)
-	f.putAll(st.instances)
-	for _, s := range st.sessions {
-		f.sessions[s.Id] = s
+	f.revision = next.revision
+	f.cluster.set(cluster)
+	f.services, f.sessions, f.nodes, f.checked, f.shared = next.services, next.sessions, next.nodes, next.checked, next.shared
+	f.blobs, f.quota, f.requests = next.blobs, next.quota, next.requests
+	for i := range f.health.n {
+		f.health.n[i].Store(next.health.n[i].Load())
 	}
-	for _, n := range st.nodes {
-		f.nodes[n.Name] = n
-	}
-	for _, b := range st.blobs {
-		f.blobs.put(b)
-	}
-	for _, p := range st.pending {
-		f.blobs.pending[p.Id] = p
-	}
-	f.acl.restore(st.aclBootstrapped, st.aclPolicies, st.aclTokens)
-	f.requests = f.requests.restored(st.requests, st.requestClock, st.requestLast)
+	f.acl.adopt(&next.acl)
 	f.events.compactTo(f.revision)
 	return nil
+}
+
+// adopt replaces the ACL state with loaded's, a state no one else holds.
+func (a *aclState) adopt(loaded *aclState) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.bootstrapped, a.policies, a.tokens, a.byHash = loaded.bootstrapped, loaded.policies, loaded.tokens, loaded.byHash
+	a.signal()
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)

@@ -142,20 +142,6 @@ func (r *requestLog) records() []*pb.RequestRecord {
 	return out
 }
 
-// restored returns an empty log with r's window and bound, holding recs
-// (oldest first) and the clock and last command time of a snapshot.
-func (r *requestLog) restored(recs []*pb.RequestRecord, clock, last int64) *requestLog {
-	out := newRequestLog(time.Duration(r.window), r.max)
-	out.clock, out.last = clock, last
-	n := min(len(recs), r.max)
-	out.results = make(map[string]Duplicate, n)
-	out.queue = make([]requestEntry, 0, n)
-	for _, rec := range recs {
-		out.putAt(rec.Id, Duplicate{Revision: rec.Revision, Err: requestErr(rec)}, rec.Time)
-	}
-	return out
-}
-
 // requestErr rebuilds the error of a remembered result. Its ErrorReason is
 // an apierr reason code, or, in snapshots written before reason codes, the
 // sentinel's text; apierr.FromCode reads both.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/snapshot"
 )
@@ -99,130 +100,163 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 // Release is a no-op: the snapshot holds only immutable pointers.
 func (s *fsmSnapshot) Release() {}
 
-// readSnapshot reads a state stream and checks what its records mean.
-func readSnapshot(r io.Reader) (*fsmSnapshot, error) {
-	s := &fsmSnapshot{}
-	var hdr *pb.SnapshotHeader
-	// The state machine keys nodes, sessions, pending blobs and policies
-	// by name or id: a record without one, or repeating one, is not of a
-	// state it could hold.
-	nodes, sessions, pending := make(map[string]bool), make(map[string]bool), make(map[string]bool)
-	policies := make(map[string]bool)
-	accessors, hashes := make(map[string]bool), make(map[string]bool)
-	blobNames, blobIDs := make(map[string]bool), make(map[string]bool)
+// loadSnapshot reads a state stream into next, an empty state machine
+// apart from the replica (so that a snapshot refused or broken halfway
+// leaves the replica as it was), checking what its records mean, and
+// returns the cluster identity it holds. Records go straight into next's
+// maps, which are also what finds a repeated key: a restore holds the
+// state it loads and little else. Of the request records only those the
+// request log keeps are held (the newest maxRequestIDs), however many the
+// stream has.
+func loadSnapshot(r io.Reader, next *FSM, limits RestoreLimits) (*pb.ClusterInit, error) {
+	var cluster *pb.ClusterInit
+	var rev uint64
+	var heap int64 // restoreHeap of the records read
+	a := &next.acl
 	err := snapshot.ReadState(r, snapshot.StateRecords{
+		Sized: func(size int) error {
+			if heap += restoreHeap(size); limits.HeapBytes > 0 && heap > limits.HeapBytes {
+				return fmt.Errorf("%w: its state takes more than the %d bytes of heap this agent lets a restore load; restore a smaller snapshot, or raise the agent's restore heap limit",
+					ErrRestoreTooLarge, limits.HeapBytes)
+			}
+			return nil
+		},
 		Header: func(h *pb.SnapshotHeader) error {
-			hdr = h
-			s.revision, s.cluster, s.requestClock, s.requestLast, s.aclBootstrapped = h.Revision, h.Cluster, h.RequestClock, h.RequestLastTime, h.AclBootstrapped
-			// Counts come from the file: they size nothing past a bound,
-			// and the slices grow as records arrive.
-			s.nodes = make([]*pb.Node, 0, min(h.Nodes, 1<<16))
-			s.sessions = make([]*pb.Session, 0, min(h.Sessions, 1<<20))
-			s.instances = make([]instanceRecord, 0, min(h.Instances, 1<<20))
-			s.requests = make([]*pb.RequestRecord, 0, min(h.Requests, maxRequestIDs))
-			if s.cluster == nil {
+			rev, cluster = h.Revision, h.Cluster
+			next.revision, next.acl.bootstrapped = h.Revision, h.AclBootstrapped
+			next.requests.clock, next.requests.last = h.RequestClock, h.RequestLastTime
+			if cluster == nil {
 				return nil
 			}
-			return checkClusterInit(s.cluster)
+			return checkClusterInit(cluster)
 		},
-		Node: appendTo(&s.nodes, func(n *pb.Node) error {
-			return checkKey(nodes, "node name", n.Name)
-		}),
-		Session: appendTo(&s.sessions, func(ss *pb.Session) error {
-			return checkKey(sessions, "session id", ss.Id)
-		}),
+		// The state machine keys nodes, sessions, pending blobs and
+		// policies by name or id: a record without one, or repeating one,
+		// is not of a state it could hold.
+		Node: func(n *pb.Node) error {
+			return putKeyed(next.nodes, "node name", n.Name, n)
+		},
+		Session: func(ss *pb.Session) error {
+			return putKeyed(next.sessions, "session id", ss.Id, ss)
+		},
 		InstanceBytes: func(inst *pb.Instance, enc []byte) error {
-			if err := checkSnapshotInstance(inst, sessions, hdr.Revision); err != nil {
+			if err := checkSnapshotInstance(inst, next.sessions, rev); err != nil {
 				return err
 			}
-			s.instances = append(s.instances, instanceRecord{inst.Service, inst.Id, storedFrom(nil, inst, bytes.Clone(enc))})
-			return nil
+			service := next.shared.string(inst.Service)
+			next.store(service, inst.Id, storedFrom(next.shared, inst, bytes.Clone(enc)))
+			return checkRestoreQuota(next, limits.Quota, service, inst)
 		},
-		Request: appendTo(&s.requests, func(r *pb.RequestRecord) error {
+		Request: func(rec *pb.RequestRecord) error {
 			// The request log never remembers a request without an id.
-			if r.Id == "" {
+			if rec.Id == "" {
 				return errors.New("the request record has no id")
 			}
+			// Records come oldest first: past the log's bound the oldest
+			// are forgotten as the newer arrive, as they were when the log
+			// was written.
+			next.requests.putAt(rec.Id, Duplicate{Revision: rec.Revision, Err: requestErr(rec)}, rec.Time)
 			return nil
-		}),
-		Blob: appendTo(&s.blobs, func(b *pb.Blob) error {
+		},
+		Blob: func(b *pb.Blob) error {
 			if b.Name == "" || b.Id == "" {
 				return errors.New("the blob has no name or id")
 			}
 			// The state machine finds a blob by either: one shared would
 			// leave the other unreachable by it (and its shards
 			// unreferenced) once the first is deleted.
-			if blobNames[b.Name] || blobIDs[b.Id] {
+			if next.blobs.byName[b.Name] != nil || next.blobs.byID[b.Id] != nil {
 				return fmt.Errorf("blob %q (id %s): its name or id is repeated", b.Name, b.Id)
 			}
-			blobNames[b.Name], blobIDs[b.Id] = true, true
-			return checkBlobShape(b)
-		}),
-		PendingBlob: appendTo(&s.pending, func(p *pb.BlobPending) error {
-			if err := checkKey(pending, "pending blob id", p.Id); err != nil {
+			if err := checkBlobShape(b); err != nil {
 				return err
 			}
-			if p.Node == "" {
+			next.blobs.put(b)
+			return nil
+		},
+		PendingBlob: func(p *pb.BlobPending) error {
+			if p.Id != "" && p.Node == "" {
 				return fmt.Errorf("pending blob %s has no node", p.Id)
 			}
-			return nil
-		}),
-		ACLPolicy: appendTo(&s.aclPolicies, func(p *pb.ACLPolicy) error {
-			return checkKey(policies, "policy name", p.Name)
-		}),
-		ACLToken: appendTo(&s.aclTokens, func(t *pb.ACLToken) error {
+			return putKeyed(next.blobs.pending, "pending blob id", p.Id, p)
+		},
+		ACLPolicy: func(p *pb.ACLPolicy) error {
+			return putKeyed(a.policies, "policy name", p.Name, p)
+		},
+		ACLToken: func(t *pb.ACLToken) error {
 			if err := checkToken("token", t); err != nil {
 				return err
 			}
-			if accessors[t.AccessorId] || hashes[string(t.SecretHash)] {
+			if a.tokens[t.AccessorId] != nil || a.byHash[string(t.SecretHash)] != nil {
 				return errors.New("accessor id or secret repeated")
 			}
-			accessors[t.AccessorId], hashes[string(t.SecretHash)] = true, true
+			a.putToken(t)
 			return nil
-		}),
+		},
 	})
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
+	return cluster, err
 }
 
-// appendTo returns a function that appends each record it is given to
-// *list once check, if any, accepts it.
-func appendTo[M any](list *[]M, check ...func(M) error) func(M) error {
-	return func(m M) error {
-		for _, c := range check {
-			if err := c(m); err != nil {
-				return err
-			}
-		}
-		*list = append(*list, m)
+// ErrRestoreTooLarge: a snapshot restored through the API holds more
+// state than the agent's restore limit (RestoreLimits.HeapBytes).
+var ErrRestoreTooLarge = fmt.Errorf("%w: the snapshot is larger than a restore may load", apierr.ErrTooLarge)
+
+// restoreHeap estimates the heap a record of size encoded bytes takes
+// once the state machine holds it: its message or encoding, the strings
+// decoded from it and its entries in the state's maps. It is calibrated
+// on the records a restore holds most of (TestRestoreHeapEstimate): many
+// short ones cost up to about ten times their size, almost all of it a
+// fixed cost per record.
+func restoreHeap(size int) int64 { return 256 + 3*int64(size) }
+
+// checkRestoreQuota holds the instance inst of service, just loaded into
+// next, to the registry's limits q (nil: none), as a registration is held
+// to them.
+func checkRestoreQuota(next *FSM, q *pb.Quota, service string, inst *pb.Instance) error {
+	if q == nil {
 		return nil
 	}
+	if limit := q.MaxInstanceMetadataBytes; limit > 0 {
+		if n := MetadataBytes(inst); n > int(limit) {
+			return quotaErr("max_instance_metadata_bytes", "instance %s/%s of the snapshot carries %d bytes of version, tags and metadata, the limit is %d",
+				inst.Service, inst.Id, n, limit)
+		}
+	}
+	if limit := q.MaxInstancesPerService; limit > 0 && len(next.services[service]) > int(limit) {
+		return quotaErr("max_instances_per_service", "the snapshot holds more than %d instances of service %s", limit, service)
+	}
+	if limit := q.MaxInstancesPerSession; limit > 0 && inst.Session != "" && next.quota.bySession[inst.Session] > int(limit) {
+		return quotaErr("max_instances_per_session", "the snapshot holds more than %d instances of session %s", limit, inst.Session)
+	}
+	if limit := q.MaxRegistryBytes; limit > 0 && next.quota.registryBytes(len(next.services)) > int64(limit) {
+		return quotaErr("max_registry_bytes", "the snapshot's instances (%d so far, of %d services) take more than the %d bytes the registry may hold, counted as registrations are",
+			next.quota.instances, len(next.services), limit)
+	}
+	return nil
 }
 
-// checkKey refuses a record whose key (what names it, such as "session
-// id") is empty or in seen, and adds key to seen.
-func checkKey(seen map[string]bool, what, key string) error {
+// putKeyed stores m in seen under key, refusing a record whose key (what
+// names it, such as "session id") is empty or already in seen.
+func putKeyed[M any](seen map[string]M, what, key string, m M) error {
 	if key == "" {
 		return fmt.Errorf("the %s is empty", what)
 	}
-	if seen[key] {
+	if _, ok := seen[key]; ok {
 		return fmt.Errorf("the %s %q is repeated", what, key)
 	}
-	seen[key] = true
+	seen[key] = m
 	return nil
 }
 
 // checkSnapshotInstance checks an instance of a snapshot at revision rev
 // whose sessions so far are sessions.
-func checkSnapshotInstance(inst *pb.Instance, sessions map[string]bool, rev uint64) error {
+func checkSnapshotInstance(inst *pb.Instance, sessions map[string]*pb.Session, rev uint64) error {
 	if inst.Service == "" || inst.Id == "" {
 		return errors.New("the instance has no service or id")
 	}
 	// An instance never outlives its session (the state machine removes
 	// them together).
-	if inst.Session != "" && !sessions[inst.Session] {
+	if inst.Session != "" && sessions[inst.Session] == nil {
 		return fmt.Errorf("instance %s/%s is bound to session %q, which the snapshot does not have",
 			inst.Service, inst.Id, inst.Session)
 	}

@@ -22,14 +22,20 @@ func TestSnapshotListsInstancesSorted(t *testing.T) {
 	for i := 29; i >= 0; i-- {
 		d.mustApply(registerCmd(testInstance([]string{"b", "a", "c"}[i%3], fmt.Sprintf("%02d", i), "n1")))
 	}
-	snap, err := readSnapshot(bytes.NewReader(snapshotBytes(t, d.fsm)))
+	var listed []instanceRecord
+	err := snapshot.ReadState(bytes.NewReader(snapshotBytes(t, d.fsm)), snapshot.StateRecords{
+		Instance: func(inst *pb.Instance) error {
+			listed = append(listed, instanceRecord{service: inst.Service, id: inst.Id})
+			return nil
+		},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(snap.instances) != 30 {
-		t.Fatalf("snapshot holds %d instances, want 30", len(snap.instances))
+	if len(listed) != 30 {
+		t.Fatalf("snapshot holds %d instances, want 30", len(listed))
 	}
-	if !slices.IsSortedFunc(snap.instances, func(a, b instanceRecord) int {
+	if !slices.IsSortedFunc(listed, func(a, b instanceRecord) int {
 		if c := strings.Compare(a.service, b.service); c != 0 {
 			return c
 		}

@@ -133,6 +133,13 @@ func (r ctxReader) Read(p []byte) (int, error) {
 // fails either is refused with InvalidArgument saying why, a damaged file
 // as damaged rather than as a state that does not load.
 func CheckSnapshotFile(f io.ReadSeeker) (snapshot.Header, error) {
+	return CheckSnapshotFileWithin(f, RestoreLimits{})
+}
+
+// CheckSnapshotFileWithin is CheckSnapshotFile of a file to be restored,
+// whose state must also fit limits: the registry's quotas and a heap
+// budget (ErrQuotaExceeded, ErrRestoreTooLarge).
+func CheckSnapshotFileWithin(f io.ReadSeeker, limits RestoreLimits) (snapshot.Header, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return snapshot.Header{}, err
 	}
@@ -151,7 +158,11 @@ func CheckSnapshotFile(f io.ReadSeeker) (snapshot.Header, error) {
 	state, _, lerr := snapshot.RewriteStateHeader(br, sr.Header.Size, func(h *pb.SnapshotHeader) { h.Cluster = nil })
 	scratch := NewFSM(1)
 	if lerr == nil {
-		lerr = scratch.Restore(io.NopCloser(state))
+		lerr = scratch.RestoreWithin(io.NopCloser(state), limits)
+	}
+	if errors.Is(lerr, ErrQuotaExceeded) || errors.Is(lerr, ErrRestoreTooLarge) {
+		// A well-formed file the cluster cannot take: not read further.
+		return sr.Header, fmt.Errorf("the snapshot does not fit this cluster: %w; nothing was changed", lerr)
 	}
 	if _, err := io.Copy(io.Discard, br); err != nil { // to the trailer, whatever the load left
 		return sr.Header, fmt.Errorf("%w: %w", apierr.ErrInvalidArgument, err)
@@ -171,9 +182,14 @@ func CheckSnapshotFile(f io.ReadSeeker) (snapshot.Header, error) {
 
 // RestoreSnapshot replaces the cluster's state with the snapshot file f
 // through Raft and returns the revision the restored state has. It runs on the
-// leader; it checks f (CheckSnapshotFile) before anything changes.
+// leader; it checks f (CheckSnapshotFileWithin Config.RestoreLimits)
+// before anything changes.
 func (s *Store) RestoreSnapshot(ctx context.Context, f io.ReadSeeker) (uint64, error) {
-	hdr, err := CheckSnapshotFile(f)
+	var limits RestoreLimits
+	if s.cfg.RestoreLimits != nil {
+		limits = s.cfg.RestoreLimits()
+	}
+	hdr, err := CheckSnapshotFileWithin(f, limits)
 	if err != nil {
 		return 0, err
 	}

@@ -177,6 +177,10 @@ type StateRecords struct {
 	PendingBlob   func(*pb.BlobPending) error
 	ACLPolicy     func(*pb.ACLPolicy) error
 	ACLToken      func(*pb.ACLToken) error
+	// Sized, when set, is called with the length of each record after
+	// the header that is to be decoded, before it is read: a reader that
+	// bounds what it loads refuses a record before it takes memory.
+	Sized func(size int) error
 }
 
 // ReadState reads the state stream r to its end, handing each record to
@@ -198,6 +202,7 @@ func ReadState(r io.Reader, recs StateRecords) error {
 	if err := rr.read(hdr, MaxStateHeader); err != nil {
 		return fmt.Errorf("header: %w", err)
 	}
+	rr.sized = recs.Sized
 	if err := checkStateHeader(hdr); err != nil {
 		return err
 	}
@@ -318,6 +323,9 @@ type recordReader struct {
 	// last is the encoding of the record read last, in buf.
 	last []byte
 	err  error // the first error of readRecords
+	// sized, when set, is told each record's length before read reads
+	// it (StateRecords.Sized).
+	sized func(size int) error
 }
 
 // length reads a record's length, at most max.
@@ -340,6 +348,11 @@ func (rr *recordReader) read(m proto.Message, max int) error {
 	size, err := rr.length(max)
 	if err != nil {
 		return err
+	}
+	if rr.sized != nil {
+		if err := rr.sized(size); err != nil {
+			return err
+		}
 	}
 	if cap(rr.buf) < size {
 		rr.buf = make([]byte, size)

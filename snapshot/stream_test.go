@@ -167,3 +167,44 @@ func TestStateHeaderIsBounded(t *testing.T) {
 		t.Errorf("StateWriter wrote a header larger than %d bytes (%v)", MaxStateHeader, err)
 	}
 }
+
+// StateRecords.Sized is told the length of every record ReadState decodes
+// after the header, before it decodes it, and an error it returns stops
+// the read there: a reader bounding what it loads takes no record past
+// its bound.
+func TestStateSizedSeesEachRecordBeforeItIsDecoded(t *testing.T) {
+	var b bytes.Buffer
+	nodes := []*pb.Node{{Name: "a"}, {Name: "bb"}, {Name: "ccc"}}
+	sw := NewStateWriter(&b, &pb.SnapshotHeader{Revision: 1, Nodes: uint64(len(nodes))})
+	for _, n := range nodes {
+		sw.Write(n)
+	}
+	if err := sw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int
+	var decoded []string
+	errFull := fmt.Errorf("full")
+	err := ReadState(bytes.NewReader(b.Bytes()), StateRecords{
+		Node: func(n *pb.Node) error {
+			decoded = append(decoded, n.Name)
+			return nil
+		},
+		Sized: func(size int) error {
+			sizes = append(sizes, size)
+			if len(sizes) == 3 {
+				return errFull
+			}
+			return nil
+		},
+	})
+	if err == nil || !strings.Contains(err.Error(), "node 3 of 3: full") {
+		t.Fatalf("ReadState = %v, want the third node refused by Sized", err)
+	}
+	if want := []int{proto.Size(nodes[0]), proto.Size(nodes[1]), proto.Size(nodes[2])}; fmt.Sprint(sizes) != fmt.Sprint(want) {
+		t.Errorf("Sized saw %v, want the nodes' sizes %v", sizes, want)
+	}
+	if fmt.Sprint(decoded) != "[a bb]" {
+		t.Errorf("decoded %v, want the nodes before the refused one", decoded)
+	}
+}
