@@ -297,17 +297,11 @@ func (a *aclState) snapshot() (bool, []*pb.ACLPolicy, []*pb.ACLToken) {
 	return a.bootstrapped, policies, a.sortedTokens()
 }
 
-// restore replaces the ACL state with a snapshot's.
-func (a *aclState) restore(bootstrapped bool, policies []*pb.ACLPolicy, tokens []*pb.ACLToken) {
-	a.reset()
+// adopt replaces the ACL state with loaded's, a state no one else holds
+// (a snapshot loaded apart, FSM.RestoreWithin).
+func (a *aclState) adopt(loaded *aclState) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	defer a.signal()
-	a.bootstrapped = bootstrapped
-	for _, p := range policies {
-		a.policies[p.Name] = p
-	}
-	for _, t := range tokens {
-		a.putToken(t)
-	}
+	a.bootstrapped, a.policies, a.tokens, a.byHash = loaded.bootstrapped, loaded.policies, loaded.tokens, loaded.byHash
+	a.signal()
 }

@@ -713,7 +713,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	for _, n := range f.nodes {
 		s.nodes = append(s.nodes, n)
 	}
-	s.requests, s.requestClock, s.requestLast = f.requests.records(), f.requests.clock, f.requests.last
+	s.requests, s.requestClock, s.requestLast = f.requests.remembered(), f.requests.clock, f.requests.last
 	s.cluster = f.cluster.get()
 	s.aclBootstrapped, s.aclPolicies, s.aclTokens = f.acl.snapshot()
 	for _, b := range f.blobs.byName {
@@ -767,14 +767,6 @@ func (f *FSM) RestoreWithin(rc io.ReadCloser, limits RestoreLimits) error {
 	f.acl.adopt(&next.acl)
 	f.events.compactTo(f.revision)
 	return nil
-}
-
-// adopt replaces the ACL state with loaded's, a state no one else holds.
-func (a *aclState) adopt(loaded *aclState) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.bootstrapped, a.policies, a.tokens, a.byHash = loaded.bootstrapped, loaded.policies, loaded.tokens, loaded.byHash
-	a.signal()
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)

@@ -128,18 +128,30 @@ func (r *requestLog) putAt(id string, d Duplicate, at int64) {
 	r.results[id] = d
 }
 
-// records returns the remembered results oldest first, for a snapshot.
-func (r *requestLog) records() []*pb.RequestRecord {
-	out := make([]*pb.RequestRecord, 0, r.len())
+// rememberedResult is a remembered result as a snapshot captures it.
+type rememberedResult struct {
+	requestEntry
+	d Duplicate
+}
+
+// remembered returns the remembered results oldest first, for a
+// snapshot: one slice, made under the state machine's lock, which
+// Persist turns into records one at a time off it (a record each here
+// would allocate a million messages while every write waits).
+func (r *requestLog) remembered() []rememberedResult {
+	out := make([]rememberedResult, 0, r.len())
 	for _, e := range r.queue[r.head:] {
-		d := r.results[e.id]
-		rec := &pb.RequestRecord{Id: e.id, Revision: d.Revision, Time: e.at}
-		if d.Err != nil {
-			rec.ErrorReason, rec.ErrorMessage = apierr.Code(d.Err), d.Err.Error()
-		}
-		out = append(out, rec)
+		out = append(out, rememberedResult{e, r.results[e.id]})
 	}
 	return out
+}
+
+// record fills rec with r.
+func (r rememberedResult) record(rec *pb.RequestRecord) {
+	*rec = pb.RequestRecord{Id: r.id, Revision: r.d.Revision, Time: r.at}
+	if r.d.Err != nil {
+		rec.ErrorReason, rec.ErrorMessage = apierr.Code(r.d.Err), r.d.Err.Error()
+	}
 }
 
 // requestErr rebuilds the error of a remembered result. Its ErrorReason is

@@ -21,7 +21,7 @@ type fsmSnapshot struct {
 	instances []instanceRecord
 	sessions  []*pb.Session
 	nodes     []*pb.Node
-	requests  []*pb.RequestRecord
+	requests  []rememberedResult
 	// requestClock is the request log's clock (RequestRecord times age
 	// against it); requestLast the time of the last command applied.
 	requestClock, requestLast int64
@@ -79,8 +79,10 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	for _, r := range s.instances {
 		sw.WriteEncoded("Instance", r.stored.enc)
 	}
+	var rec pb.RequestRecord // Write encodes it at once: one serves them all
 	for _, r := range s.requests {
-		sw.Write(r)
+		r.record(&rec)
+		sw.Write(&rec)
 	}
 	for _, b := range s.blobs {
 		sw.WriteBlob(b)
