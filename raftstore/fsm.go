@@ -40,6 +40,10 @@ type FSM struct {
 	// checked counts the instances of each service that have a health
 	// check, so that listing them skips the services without any.
 	checked map[string]int
+	// peaks is the most instances each service of at least shrinkFrom
+	// has held since its map was made: a Go map keeps the room it grew
+	// to, so one that has lost most of them is made again (remove).
+	peaks map[string]int
 	// shared holds the names stored instances share (shared.go).
 	shared *sharedValues
 	// requests remembers the results of recent requests by id for
@@ -77,6 +81,7 @@ func (f *FSM) reset() {
 	f.sessions = make(map[string]*pb.Session)
 	f.nodes = make(map[string]*pb.Node)
 	f.checked = make(map[string]int)
+	f.peaks = make(map[string]int)
 	f.shared = newSharedValues()
 	f.blobs.reset()
 	f.quota.reset()
@@ -109,7 +114,17 @@ func (f *FSM) store(service, id string, st storedInstance) {
 	f.health.replace(old, st)
 	f.countChecked(service, old, st)
 	byID[id] = st
+	if n := len(byID); n >= shrinkFrom && n > f.peaks[service] {
+		f.peaks[service] = n
+	}
 }
+
+// shrinkFrom is the fewest instances a service's map must have held for
+// remove to make it again, smaller, once an eighth of them are left: a
+// service scaled from thousands of instances down to a few would
+// otherwise keep the memory of thousands for good. Made again only past
+// seven eighths removed, a map costs its removals O(1) each.
+const shrinkFrom = 1024
 
 // countChecked accounts for old (zero when new) becoming st (zero when
 // removed) in the check index.
@@ -385,8 +400,21 @@ func (f *FSM) remove(r instanceRecord, rev uint64, evs []*ringEvent) []*ringEven
 	f.health.replace(r.stored, storedInstance{})
 	f.countChecked(r.service, r.stored, storedInstance{})
 	delete(byID, r.id)
-	if len(byID) == 0 {
+	switch n, peak := len(byID), f.peaks[r.service]; {
+	case n == 0:
 		delete(f.services, r.service)
+		delete(f.peaks, r.service)
+	case peak >= shrinkFrom && n <= peak/8:
+		smaller := make(map[string]storedInstance, n)
+		for id, st := range byID {
+			smaller[id] = st
+		}
+		f.services[r.service] = smaller
+		if n >= shrinkFrom {
+			f.peaks[r.service] = n
+		} else {
+			delete(f.peaks, r.service)
+		}
 	}
 	return append(evs, newRingEvent(pb.Event_DELETE, r.stored.instance(), r.stored.enc, rev))
 }
@@ -759,7 +787,7 @@ func (f *FSM) RestoreWithin(rc io.ReadCloser, limits RestoreLimits) error {
 	defer f.mu.Unlock()
 	f.revision = next.revision
 	f.cluster.set(cluster)
-	f.services, f.sessions, f.nodes, f.checked, f.shared = next.services, next.sessions, next.nodes, next.checked, next.shared
+	f.services, f.sessions, f.nodes, f.checked, f.peaks, f.shared = next.services, next.sessions, next.nodes, next.checked, next.peaks, next.shared
 	f.blobs, f.quota, f.requests = next.blobs, next.quota, next.requests
 	for i := range f.health.n {
 		f.health.n[i].Store(next.health.n[i].Load())

@@ -151,3 +151,41 @@ func fillToQuota(t *testing.T, limit uint64, perService int, instance func(int) 
 		}
 	}
 }
+
+// TestFSMServiceScaledDownGivesBackItsMemory: a service that held
+// thousands of instances and is scaled down to a few holds the memory
+// of a few (a Go map keeps the room it grew to; the state machine makes
+// it again), and its instances stay as they were.
+func TestFSMServiceScaledDownGivesBackItsMemory(t *testing.T) {
+	d := newFSMDriver(t, 64)
+	const n, left = 8 * shrinkFrom, 16
+	before := liveHeap()
+	for i := range n {
+		d.mustApply(registerCmd(tinyInstanceOf("api", i)))
+	}
+	full := int64(liveHeap()) - int64(before)
+	for i := left; i < n; i++ {
+		d.mustApply(deregisterCmd("api", tinyInstanceOf("api", i).Id))
+	}
+	after := int64(liveHeap()) - int64(before)
+	if after > full/4 {
+		t.Errorf("%d instances held %d bytes; scaled down to %d they hold %d, want at most a quarter", n, full, left, after)
+	}
+	got, _ := d.fsm.Instances("api")
+	if len(got) != left {
+		t.Fatalf("%d instances left, want %d", len(got), left)
+	}
+	for i, in := range got {
+		if want := tinyInstanceOf("api", i); in.Id != want.Id || in.Address != want.Address {
+			t.Fatalf("instance %d after the scale-down: %v, want %v", i, in, want)
+		}
+	}
+	checkQuotaCounts(t, "after the scale-down", d.fsm)
+}
+
+// tinyInstanceOf is tinyInstance(i) of service, its id sorting as i does.
+func tinyInstanceOf(service string, i int) *pb.Instance {
+	in := tinyInstance(i)
+	in.Service, in.Id = service, fmt.Sprintf("%06d", i)
+	return in
+}
