@@ -143,3 +143,41 @@ func TestPeerCredentialsProveCallsToTheirCallee(t *testing.T) {
 		t.Errorf("the unbound proof %q sent with every Raft server on a build that checks the bound one", unbound)
 	}
 }
+
+// TestUnboundProofAcceptedOnlyWhileAServerIsOfAnOlderBuild: during a
+// rolling upgrade (a Raft server whose build predates bound proofs, here
+// one whose version nothing announces) the agent accepts the unbound
+// proof such a server sends, and sends it itself; once no such server is
+// left, it does neither.
+func TestUnboundProofAcceptedOnlyWhileAServerIsOfAnOlderBuild(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	waitFor(t, 10*time.Second, "the cluster's identity applied", func() bool { return n.Store().FSM().ClusterSecret() != nil })
+	secret := n.Store().FSM().ClusterSecret()
+	conn, _ := dial(t, n.GRPCAddr())
+	shards := pb.NewShardsClient(conn)
+	unbound := func() error {
+		ctx := metadata.AppendToOutgoingContext(ctxT(t), clusterAuthKey, clusterAuth(secret, pb.Shards_DeleteShards_FullMethodName))
+		_, err := shards.DeleteShards(ctx, &pb.DeleteShardsRequest{BlobIds: []string{"0123456789abcdef0123456789abcdef"}})
+		return err
+	}
+	sent := func() bool {
+		ctx := credentials.NewContextWithRequestInfo(ctxT(t), credentials.RequestInfo{Method: pb.Internal_Apply_FullMethodName})
+		md, err := peerCredentials{n: n, callee: "10.0.0.2:8400"}.GetRequestMetadata(ctx)
+		return err == nil && md[clusterAuthKey] == clusterAuth(secret, pb.Internal_Apply_FullMethodName)
+	}
+	if err := unbound(); status.Code(err) != codes.PermissionDenied || sent() {
+		t.Fatalf("with every server on this build: the unbound proof %v (want PermissionDenied), sent %v (want not)", err, sent())
+	}
+	if err := n.Store().AddNonvoter(ctxT(t), "old", "127.0.0.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the unbound proof accepted and sent while a server's build is older", func() bool {
+		return unbound() == nil && sent()
+	})
+	if err := n.Store().RemoveServer(ctxT(t), "old"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the unbound proof refused and no longer sent once that server is gone", func() bool {
+		return status.Code(unbound()) == codes.PermissionDenied && !sent()
+	})
+}
