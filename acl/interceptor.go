@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -127,7 +128,9 @@ func (i *Interceptors) Unary(ctx context.Context, req any, info *grpc.UnaryServe
 // meanwhile ends the stream with Unauthenticated; one that no longer
 // grants the stream's permission, or a server stream's request (the
 // service a Watch watches), ends it with PermissionDenied; a message the
-// token may not send ends it with PermissionDenied.
+// token may not send ends it with PermissionDenied. A client stream
+// whose client has sent its whole request is, from then on, a unary call
+// in flight: it is answered whatever becomes of its token.
 func (i *Interceptors) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	ctx := ss.Context()
 	perm, c, err := i.authenticate(ctx, info.FullMethod)
@@ -143,7 +146,8 @@ func (i *Interceptors) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 		}
 	}
 	as := &authorizedStream{ServerStream: ss, i: i, caller: c, perm: perm,
-		holdsRequest: !info.IsClientStream, checksSends: !info.IsClientStream || perm.Filter != nil}
+		holdsRequest: !info.IsClientStream, checksSends: !info.IsClientStream || perm.Filter != nil,
+		oneResponse: info.IsClientStream && !info.IsServerStream}
 	if c.token && i.cfg.Changed != nil {
 		var cancel context.CancelCauseFunc
 		ctx, cancel = context.WithCancelCause(ctx)
@@ -246,11 +250,13 @@ type authorizedStream struct {
 	perm   Permission
 	// holdsRequest: the call is a server stream, whose one request (a
 	// Watch's service) it needs for as long as it sends; checksSends:
-	// each message sent is authorized too.
-	holdsRequest, checksSends bool
+	// each message sent is authorized too; oneResponse: the call is a
+	// client stream, answered once its request is whole (a put, a
+	// snapshot restore).
+	holdsRequest, checksSends, oneResponse bool
 
-	// mu guards held and denied: the handler's goroutines may receive
-	// and send at once.
+	// mu guards held, denied and received: the handler's goroutines may
+	// receive and send at once.
 	mu sync.Mutex
 	// held is the name a server stream's request was granted, checked
 	// again before each message sent; holds: there is one.
@@ -259,6 +265,13 @@ type authorizedStream struct {
 	// denied is the error that ends the stream: the first refused
 	// message's, or the token's once it was deleted or narrowed.
 	denied error
+	// received: a oneResponse stream's client has sent its whole
+	// request (closed its side), every message of it authorized. From
+	// then on the call is a unary call in flight, which a change of the
+	// ACL state does not end: the change may be the call's own doing (a
+	// snapshot restore replaces the tokens, its caller's among them),
+	// and its answer says what was done.
+	received bool
 	// cancel, when set, ends the handler's context: the token was
 	// deleted or narrowed while the stream sent nothing (checkAgain).
 	cancel context.CancelCauseFunc
@@ -267,6 +280,12 @@ type authorizedStream struct {
 // checkAgain checks the stream's token after a change of the ACL state
 // and ends a stream it no longer authorizes.
 func (s *authorizedStream) checkAgain() {
+	s.mu.Lock()
+	received := s.received
+	s.mu.Unlock()
+	if received {
+		return
+	}
 	if _, err := s.authorizer(); err != nil {
 		s.deny(err)
 		s.cancel(err)
@@ -354,6 +373,11 @@ func revoked(kind Resource, name string, need Access) error {
 
 func (s *authorizedStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
+		if err == io.EOF && s.oneResponse {
+			s.mu.Lock()
+			s.received = true
+			s.mu.Unlock()
+		}
 		return err
 	}
 	a, err := s.authorizer()

@@ -20,9 +20,11 @@ type TokenStore interface {
 }
 
 // NewReplicaResolver returns a Resolver that looks tokens up in the
-// replica store. Parsed policies are cached by name and revision, and a
-// token's compiled Authorizer by its hash for as long as the token and
-// its policies are the revisions it was compiled from.
+// replica store. Parsed policies are cached by name and rules, and a
+// token's compiled Authorizer by its hash for as long as its policies
+// hold the rules it was compiled from. Not by revision: a snapshot
+// restored from another cluster brings policies whose names and
+// revisions may be those of other rules here.
 func NewReplicaResolver(store TokenStore) Resolver {
 	return &replicaResolver{store: store, parsed: map[policyKey]*Policy{}, compiled: map[[sha256.Size]byte]compiledToken{}}
 }
@@ -36,17 +38,16 @@ type replicaResolver struct {
 	compiled map[[sha256.Size]byte]compiledToken
 }
 
-// compiledToken is a token's Authorizer and the revisions of the token
-// and of each of its policies (0: missing) it was compiled from.
+// compiledToken is a token's Authorizer and the rules of each of its
+// policies ("" for a missing one, which grants nothing as empty rules
+// do) it was compiled from: what the Authorizer is made of.
 type compiledToken struct {
-	created  uint64
-	policies []uint64
-	auth     Authorizer
+	rules []string
+	auth  Authorizer
 }
 
 type policyKey struct {
-	name     string
-	revision uint64
+	name, rules string
 }
 
 // maxParsedPolicies and maxCompiledTokens bound the caches; past them,
@@ -62,19 +63,21 @@ func (r *replicaResolver) Resolve(hash [sha256.Size]byte) (Authorizer, string, e
 		return nil, "", ErrTokenNotFound
 	}
 	stored := make([]*pb.ACLPolicy, len(tok.Policies))
-	revs := make([]uint64, len(tok.Policies))
+	rules := make([]string, len(tok.Policies))
 	for i, name := range tok.Policies {
 		if name == ManagementPolicyName {
 			return Management(), tok.AccessorId, nil
 		}
 		if stored[i] = r.store.ACLPolicy(name); stored[i] != nil {
-			revs[i] = stored[i].ModifyRevision
+			rules[i] = stored[i].Rules
 		}
 	}
 	r.mu.RLock()
 	c, ok := r.compiled[hash]
 	r.mu.RUnlock()
-	if ok && c.created == tok.CreateRevision && slices.Equal(c.policies, revs) {
+	// The replica hands out the rules it stores, so an unchanged policy's
+	// compare is of one pointer.
+	if ok && slices.Equal(c.rules, rules) {
 		return c.auth, tok.AccessorId, nil
 	}
 	auth, err := r.compile(stored)
@@ -85,7 +88,7 @@ func (r *replicaResolver) Resolve(hash [sha256.Size]byte) (Authorizer, string, e
 	if len(r.compiled) >= maxCompiledTokens {
 		clear(r.compiled)
 	}
-	r.compiled[hash] = compiledToken{created: tok.CreateRevision, policies: revs, auth: auth}
+	r.compiled[hash] = compiledToken{rules: rules, auth: auth}
 	r.mu.Unlock()
 	return auth, tok.AccessorId, nil
 }
@@ -109,7 +112,7 @@ func (r *replicaResolver) compile(stored []*pb.ACLPolicy) (Authorizer, error) {
 }
 
 func (r *replicaResolver) policy(stored *pb.ACLPolicy) (*Policy, error) {
-	k := policyKey{stored.Name, stored.ModifyRevision}
+	k := policyKey{stored.Name, stored.Rules}
 	r.mu.RLock()
 	p, ok := r.parsed[k]
 	r.mu.RUnlock()

@@ -77,3 +77,39 @@ func TestReplicaResolverFollowsPolicyChanges(t *testing.T) {
 		t.Fatal("a removed policy still grants")
 	}
 }
+
+// TestReplicaResolverFollowsARestoredState: a snapshot restored from
+// another cluster replaces the tokens and policies with its own, whose
+// names and revisions may be those of other rules here. A token resolves
+// to the rules its policies hold now, whether it was resolved before the
+// restore or only its policy was.
+func TestReplicaResolverFollowsARestoredState(t *testing.T) {
+	resolved, fresh := HashSecret("resolved"), HashSecret("fresh")
+	store := fakeStore{
+		tokens: map[string]*pb.ACLToken{
+			string(resolved[:]): {AccessorId: "a1", Policies: []string{"svc"}, CreateRevision: 4},
+			string(fresh[:]):    {AccessorId: "a2", Policies: []string{"svc"}, CreateRevision: 5},
+		},
+		policies: map[string]*pb.ACLPolicy{"svc": {Name: "svc", Rules: `service "user." { write }`, CreateRevision: 3, ModifyRevision: 3}},
+	}
+	r := NewReplicaResolver(store)
+	if a, _, err := r.Resolve(resolved); err != nil || a.Allow(Service, "user.rpc", Write) != nil {
+		t.Fatalf("before the restore: %v; want user.* writable", err)
+	}
+
+	// The restored file's policy svc, at the same revisions, grants
+	// order.* only; its tokens are at the same revisions too.
+	store.policies["svc"] = &pb.ACLPolicy{Name: "svc", Rules: `service "order." { write }`, CreateRevision: 3, ModifyRevision: 3}
+	for name, hash := range map[string][32]byte{"the token resolved before": resolved, "a token first resolved after": fresh} {
+		a, _, err := r.Resolve(hash)
+		if err != nil {
+			t.Fatalf("%s the restore: %v", name, err)
+		}
+		if a.Allow(Service, "user.rpc", Write) == nil {
+			t.Errorf("%s the restore keeps user.* writable, which the restored policy no longer grants", name)
+		}
+		if err := a.Allow(Service, "order.rpc", Write); err != nil {
+			t.Errorf("%s the restore: %v; want order.* writable, as the restored policy grants", name, err)
+		}
+	}
+}

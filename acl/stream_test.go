@@ -2,6 +2,8 @@ package acl
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -149,6 +151,8 @@ type lockedResolver struct {
 	mu      sync.Mutex
 	tokens  fakeResolver
 	changed chan struct{}
+	// asked counts the calls of Changed.
+	asked int
 }
 
 func (r *lockedResolver) Resolve(hash [32]byte) (Authorizer, string, error) {
@@ -160,7 +164,31 @@ func (r *lockedResolver) Resolve(hash [32]byte) (Authorizer, string, error) {
 func (r *lockedResolver) Changed() <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.asked++
 	return r.changed
+}
+
+// setAndWait is set, returning once the goroutine that checks open
+// streams has checked them after the change: it asks for the next
+// change's channel before it checks them, so once it asks after one
+// more change, it is done with this one.
+func (r *lockedResolver) setAndWait(t *testing.T, secret string, a Authorizer) {
+	t.Helper()
+	asked := func() int {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.asked
+	}
+	seen := asked()
+	r.set(secret, a)
+	if !testwait.Until(10*time.Second, func() bool { return asked() > seen }) {
+		t.Error("the open streams were not checked after a change of the ACL state")
+		return
+	}
+	r.set("unrelated", Compile())
+	if !testwait.Until(10*time.Second, func() bool { return asked() > seen+1 }) {
+		t.Error("the open streams were not checked after a change of the ACL state")
+	}
 }
 
 // set gives the token of secret a (nil: deletes it) and signals the
@@ -237,6 +265,55 @@ func TestIdleStreamEndsWhenItsTokenChanges(t *testing.T) {
 				defer ic.openMu.Unlock()
 				return !ic.watching
 			})
+		})
+	}
+}
+
+// TestClientStreamWithItsWholeRequestIsAnsweredThroughAnACLChange: a
+// client stream (a snapshot restore, a put) is ended by its token's
+// deletion while the client still sends, but once its whole request has
+// arrived it is a unary call in flight: a change of the ACL state, its
+// own doing among them (a restore replaces the tokens, its caller's
+// with them), leaves it to finish and answer.
+func TestClientStreamWithItsWholeRequestIsAnsweredThroughAnACLChange(t *testing.T) {
+	restore := &grpc.StreamServerInfo{FullMethod: pb.Snapshot_Restore_FullMethodName, IsClientStream: true}
+	for _, c := range []struct {
+		name string
+		// whole: the token is deleted once the client has closed its
+		// side, as a restore deletes it.
+		whole    bool
+		code     codes.Code
+		answered bool
+	}{
+		{name: "token deleted while the client sends", code: codes.Unauthenticated},
+		{name: "token deleted by the call itself", whole: true, code: codes.OK, answered: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			secret := "s"
+			r := &lockedResolver{tokens: fakeResolver{HashSecret(secret): Compile(mustPolicy(t, "p", `acl { write }`))}, changed: make(chan struct{})}
+			ic := NewInterceptors(InterceptorConfig{Resolver: r, Changed: r.Changed})
+			fs := &fakeStream{ctx: withToken(secret), in: []proto.Message{&pb.SnapshotChunk{Data: []byte("a")}}}
+			err := ic.Stream(nil, fs, restore, func(_ any, ss grpc.ServerStream) error {
+				if err := ss.RecvMsg(&pb.SnapshotChunk{}); err != nil {
+					return err
+				}
+				if c.whole {
+					if err := ss.RecvMsg(&pb.SnapshotChunk{}); err != io.EOF {
+						return fmt.Errorf("the end of the request: %v, want EOF", err)
+					}
+				}
+				r.setAndWait(t, secret, nil)
+				if err := ss.Context().Err(); err != nil {
+					return status.FromContextError(err).Err()
+				}
+				return ss.SendMsg(&pb.SnapshotRestoreResponse{})
+			})
+			if status.Code(err) != c.code {
+				t.Fatalf("the stream ended with %v, want %v", err, c.code)
+			}
+			if answered := len(fs.sent) == 1; answered != c.answered {
+				t.Fatalf("the stream sent %v, want an answer: %v", fs.sent, c.answered)
+			}
 		})
 	}
 }
