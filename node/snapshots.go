@@ -80,7 +80,8 @@ func (a apiSnapshots) CheckSnapshotFile(f io.ReadSeeker) (snapshot.Header, error
 }
 
 // restoreLimits are what a snapshot restored through the API must fit:
-// the registry's limits, counted as registrations are, and, under a soft
+// the registry's limits, counted as registrations are, bootstrapped ACLs
+// where this agent enforces them, and, under a soft
 // memory limit, half of it for the state it loads (as
 // raftstore.RestoreLimits estimates it, above the heap it takes), since
 // the agent holds its state beside the one it loads until the restore
@@ -88,7 +89,7 @@ func (a apiSnapshots) CheckSnapshotFile(f io.ReadSeeker) (snapshot.Header, error
 func (n *Node) restoreLimits() raftstore.RestoreLimits {
 	q := n.cfg.quota()
 	q.RegistryOverheads = true // a check on this agent, not a command every replica applies
-	limits := raftstore.RestoreLimits{Quota: q}
+	limits := raftstore.RestoreLimits{Quota: q, ACL: n.cfg.ACL}
 	if mem := debug.SetMemoryLimit(-1); mem < math.MaxInt64 {
 		limits.HeapBytes = mem / 2
 	}

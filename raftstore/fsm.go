@@ -772,6 +772,11 @@ type RestoreLimits struct {
 	// Quota, when not nil, holds the snapshot's instances to the
 	// registry's limits, together as registrations are held to them.
 	Quota *pb.Quota
+	// ACL: the agent enforces ACLs, and a state whose ACLs were never
+	// bootstrapped is refused (ErrRestoreWithoutACL): restored, it would
+	// hold no token, and the first caller of ACL.Bootstrap would take the
+	// cluster.
+	ACL bool
 }
 
 // RestoreWithin is Restore of a snapshot held to limits.

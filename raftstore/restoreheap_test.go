@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/snapshot"
 )
@@ -340,5 +341,30 @@ func BenchmarkRestoreHeap(b *testing.B) {
 			b.ReportMetric(float64(reading)/float64(len(state)), "heap/snapshot-B")
 			b.ReportMetric(float64(estimatedHeap(b, state))/float64(len(state)), "estimate/snapshot-B")
 		})
+	}
+}
+
+// TestRestoreWithACLsRefusesAStateWithoutThem: an agent enforcing ACLs
+// refuses a snapshot saved before ACLs were bootstrapped, which would
+// leave the first caller of ACL.Bootstrap holding the cluster; a state
+// with bootstrapped ACLs passes, and so does any state where ACLs are off.
+func TestRestoreWithACLsRefusesAStateWithoutThem(t *testing.T) {
+	d := newFSMDriver(t, 16)
+	d.mustApply(registerCmd(testInstance("api", "1", "n1")))
+	open := snapshotBytes(t, d.fsm)
+	f := NewFSM(1)
+	err := f.RestoreWithin(io.NopCloser(bytes.NewReader(open)), RestoreLimits{ACL: true})
+	if !errors.Is(err, ErrRestoreWithoutACL) || !errors.Is(err, apierr.ErrFailedPrecondition) {
+		t.Fatalf("restore of a state without ACLs on an agent with them: %v, want ErrRestoreWithoutACL (FailedPrecondition)", err)
+	}
+	if f.InstanceCount() != 0 {
+		t.Fatalf("the refused restore left %d instances", f.InstanceCount())
+	}
+	if err := NewFSM(1).RestoreWithin(io.NopCloser(bytes.NewReader(open)), RestoreLimits{}); err != nil {
+		t.Fatalf("the same state where ACLs are off: %v", err)
+	}
+	d.mustApply(aclBootstrapCmd(aclToken("mgmt", "secret", "management")))
+	if err := NewFSM(1).RestoreWithin(io.NopCloser(bytes.NewReader(snapshotBytes(t, d.fsm))), RestoreLimits{ACL: true}); err != nil {
+		t.Fatalf("a state with bootstrapped ACLs on an agent with them: %v", err)
 	}
 }

@@ -124,6 +124,9 @@ func loadSnapshot(r io.Reader, next *FSM, limits RestoreLimits) (*pb.ClusterInit
 			return nil
 		},
 		Header: func(h *pb.SnapshotHeader) error {
+			if limits.ACL && !h.AclBootstrapped {
+				return ErrRestoreWithoutACL
+			}
 			rev, cluster = h.Revision, h.Cluster
 			next.revision, next.acl.bootstrapped = h.Revision, h.AclBootstrapped
 			next.requests.clock, next.requests.last = h.RequestClock, h.RequestLastTime
@@ -198,6 +201,12 @@ func loadSnapshot(r io.Reader, next *FSM, limits RestoreLimits) (*pb.ClusterInit
 	})
 	return cluster, err
 }
+
+// ErrRestoreWithoutACL: a snapshot restored through the API on an agent
+// with ACLs on holds no bootstrapped ACL state (RestoreLimits.ACL).
+var ErrRestoreWithoutACL = fmt.Errorf("%w: the snapshot was saved before ACLs were bootstrapped: restored here, where ACLs are on, it would leave no token, "+
+	"and the first caller of `zrpcctl acl bootstrap` would hold the cluster; bootstrap ACLs on the cluster it came from and save it again, or restore it where ACLs are off",
+	apierr.ErrFailedPrecondition)
 
 // ErrRestoreTooLarge: a snapshot restored through the API holds more
 // state than the agent's restore limit (RestoreLimits.HeapBytes).

@@ -137,8 +137,9 @@ func CheckSnapshotFile(f io.ReadSeeker) (snapshot.Header, error) {
 }
 
 // CheckSnapshotFileWithin is CheckSnapshotFile of a file to be restored,
-// whose state must also fit limits: the registry's quotas and a heap
-// budget (ErrQuotaExceeded, ErrRestoreTooLarge).
+// whose state must also fit limits: the registry's quotas, a heap budget
+// and, where ACLs are on, bootstrapped ACLs (ErrQuotaExceeded,
+// ErrRestoreTooLarge, ErrRestoreWithoutACL).
 func CheckSnapshotFileWithin(f io.ReadSeeker, limits RestoreLimits) (snapshot.Header, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return snapshot.Header{}, err
@@ -160,7 +161,7 @@ func CheckSnapshotFileWithin(f io.ReadSeeker, limits RestoreLimits) (snapshot.He
 	if lerr == nil {
 		lerr = scratch.RestoreWithin(io.NopCloser(state), limits)
 	}
-	if errors.Is(lerr, ErrQuotaExceeded) || errors.Is(lerr, ErrRestoreTooLarge) {
+	if errors.Is(lerr, ErrQuotaExceeded) || errors.Is(lerr, ErrRestoreTooLarge) || errors.Is(lerr, ErrRestoreWithoutACL) {
 		// A well-formed file the cluster cannot take: not read further.
 		return sr.Header, fmt.Errorf("the snapshot does not fit this cluster: %w; nothing was changed", lerr)
 	}
