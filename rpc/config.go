@@ -85,6 +85,9 @@ func LoadConfig(path string, v any) error {
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
 		return fmt.Errorf("parse config %s: %w", path, err)
 	}
+	if len(doc.Content) == 0 {
+		return fmt.Errorf("config %s holds no settings (it is empty, or only comments)", path)
+	}
 	changed, err := expandEnvNodes(&doc)
 	if err != nil {
 		return fmt.Errorf("config %s: %w", path, err)

@@ -16,6 +16,22 @@ type serviceConfig struct {
 	Orders           rpc.ClientConfig `yaml:"Orders"`
 }
 
+// TestLoadConfigOfAnEmptyFileSaysSo: a config file with nothing in it
+// (empty, or comments only) is refused saying so, not with the parser's
+// bare EOF.
+func TestLoadConfigOfAnEmptyFileSaysSo(t *testing.T) {
+	for name, text := range map[string]string{"empty": "", "comments only": "# Name: user.rpc\n\n"} {
+		path := filepath.Join(t.TempDir(), "user.yaml")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg := rpc.DefaultServerConfig()
+		if err := rpc.LoadConfig(path, &cfg); err == nil || !strings.Contains(err.Error(), "holds no settings") {
+			t.Errorf("%s file: %v, want an error saying it holds no settings", name, err)
+		}
+	}
+}
+
 func TestLoadConfigFromYAML(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "user.yaml")
 	os.WriteFile(path, []byte(`Name: user.rpc
@@ -61,6 +77,28 @@ func TestServerConfigCheckIntervalBounds(t *testing.T) {
 		err := cfg.Validate()
 		if tc.ok != (err == nil) || err != nil && !strings.Contains(err.Error(), "setting CheckInterval") {
 			t.Errorf("CheckInterval %v: Validate() = %v, want ok=%v (naming CheckInterval)", tc.interval, err, tc.ok)
+		}
+	}
+}
+
+// TestServerConfigAdvertiseIsAnAddressCallersDial: an Advertise without
+// a host, without a usable port, or naming no host (0.0.0.0) is refused
+// by name when the server is built, where the agent had refused the
+// registration at Start, or callers had dialled an address that was none.
+func TestServerConfigAdvertiseIsAnAddressCallersDial(t *testing.T) {
+	for _, tc := range []struct {
+		advertise string
+		ok        bool
+	}{
+		{"", true}, {"10.0.0.5:9001", true}, {"user-1.svc:9001", true}, {"[fd00::5]:9001", true},
+		{"10.0.0.5", false}, {":9001", false}, {"10.0.0.5:0", false}, {"10.0.0.5:http", false},
+		{"10.0.0.5:70000", false}, {"0.0.0.0:9001", false}, {"[::]:9001", false},
+	} {
+		cfg := rpc.DefaultServerConfig()
+		cfg.Name, cfg.ListenOn, cfg.Advertise = "user.rpc", "127.0.0.1:0", tc.advertise
+		err := cfg.Validate()
+		if tc.ok != (err == nil) || err != nil && !strings.Contains(err.Error(), "setting Advertise: \""+tc.advertise+"\"") {
+			t.Errorf("Advertise %q: Validate() = %v, want ok=%v (naming Advertise and the value)", tc.advertise, err, tc.ok)
 		}
 	}
 }

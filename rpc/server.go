@@ -58,9 +58,10 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	session *client.Session
-	stopped bool
+	mu        sync.Mutex
+	session   *client.Session
+	startDone chan struct{} // made when Start begins, closed when it returns
+	stopped   bool
 }
 
 // ServerOption changes how NewServer builds a Server.
@@ -236,8 +237,44 @@ func (s *Server) MetricsAddr() string {
 
 // Start listens, serves, and registers the instance through a session with
 // the agent. It returns once the instance is registered (or, with
-// NoRegister, once listening).
+// NoRegister, once listening). A Server starts once: Start again, or
+// after Stop, returns an error (build another Server with NewServer); a
+// failed Start stops serving and exporting, and Stop then closes the
+// rest. Stop, called while Start registers, ends the registration and
+// waits for Start to return.
 func (s *Server) Start(ctx context.Context) error {
+	if err := s.beginStart(); err != nil {
+		return err
+	}
+	defer close(s.startDone)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.ctx, cancel)()
+	if err := s.start(sctx); err != nil {
+		if s.tel != nil {
+			s.tel.shutdown(ctx)
+		}
+		return err
+	}
+	return nil
+}
+
+// beginStart marks the server started, or says why it cannot start.
+func (s *Server) beginStart() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.stopped:
+		return errors.New("start rpc server: the server was stopped; a Server starts once, build another with NewServer")
+	case s.startDone != nil:
+		return errors.New("start rpc server: Start was called before; a Server starts once (after a failed Start, Stop it and build another with NewServer)")
+	}
+	s.startDone = make(chan struct{})
+	return nil
+}
+
+// start is Start's work: on failure it releases what it had started.
+func (s *Server) start(ctx context.Context) error {
 	if err := s.tls.load(); err != nil {
 		return err
 	}
@@ -344,9 +381,9 @@ func (s *Server) register(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	if s.stopped {
-		// Stop came while this registration was on its way and has
-		// deregistered through the session before, if any: closing this
-		// one removes the instance it registered.
+		// Stop came while this registration was on its way and
+		// deregisters through the session set before, if any: closing
+		// this one removes the instance it registered.
 		s.mu.Unlock()
 		sess.Close()
 		return errStopping
@@ -440,6 +477,12 @@ func (s *Server) moveOff(old *client.Session) bool {
 	return true
 }
 
+// deregisterTimeout bounds Stop's deregistration. An agent that does not
+// answer (stopped, hung) must not take the time Stop has for draining
+// calls: closing the session removes the instance all the same. A
+// variable for tests.
+var deregisterTimeout = 3 * time.Second
+
 // Stop deregisters the instance, waits the drain delay so that clients
 // move to other instances, then stops gracefully: running calls finish,
 // until StopTimeout, after which they are cancelled. Safe to call twice.
@@ -450,12 +493,22 @@ func (s *Server) Stop(ctx context.Context) error {
 		return nil
 	}
 	s.stopped = true
-	sess := s.session
+	starting := s.startDone
 	s.mu.Unlock()
 	s.cancel()
 	s.health.Shutdown() // health checks now say NOT_SERVING
+	if starting != nil {
+		<-starting // a Start under way ends with s.ctx
+	}
+	// No session is set from now on (register sees stopped).
+	s.mu.Lock()
+	sess := s.session
+	s.mu.Unlock()
 	if sess != nil {
-		if err := sess.Deregister(ctx, s.inst.Service, s.inst.Id); err != nil {
+		dctx, cancel := context.WithTimeout(ctx, deregisterTimeout)
+		err := sess.Deregister(dctx, s.inst.Service, s.inst.Id)
+		cancel()
+		if err != nil {
 			s.log.Warn("deregister failed; closing the session removes the instance", "err", err)
 		}
 		sess.Close()

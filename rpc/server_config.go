@@ -107,8 +107,8 @@ func (c ServerConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("setting ListenOn: %q has no valid port", c.ListenOn))
 	}
 	if c.Advertise != "" {
-		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
-			errs = append(errs, fmt.Errorf("setting Advertise: %q is not host:port", c.Advertise))
+		if err := validAdvertise(c.Advertise); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if c.Weight > 10000 {
@@ -128,6 +128,22 @@ func (c ServerConfig) Validate() error {
 	}
 	errs = append(errs, c.Telemetry.validate(), c.Prometheus.validate(), c.Log.validate())
 	return errors.Join(errs...)
+}
+
+// validAdvertise checks an address callers dial: a host they can reach
+// and a port, as the agent requires of a registration.
+func validAdvertise(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return fmt.Errorf("setting Advertise: %q is not host:port (the address callers dial, e.g. 10.0.0.5:9001)", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("setting Advertise: %q has no valid port (1 to 65535; the port ListenOn serves)", addr)
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return fmt.Errorf("setting Advertise: %q is not an address callers can dial (an unspecified IP); give the address this machine is reached at", addr)
+	}
+	return nil
 }
 
 func (c ServerConfig) agents() []string {

@@ -241,6 +241,7 @@ func (c TelemetryConfig) newExporter(ctx context.Context) (sdktrace.SpanExporter
 type telemetry struct {
 	cfg      TelemetryConfig
 	provider *sdktrace.TracerProvider
+	batcher  sdktrace.SpanProcessor // the provider's; its goroutine runs until shutdown
 	exporter *loggedExporter
 }
 
@@ -271,12 +272,13 @@ func newTelemetry(cfg TelemetryConfig, defaultName string, log *slog.Logger) *te
 	if err != nil {
 		res = resource.NewSchemaless(attribute.String("service.name", name))
 	}
+	batcher := sdktrace.NewBatchSpanProcessor(exp, bopts...)
 	tp := sdktrace.NewTracerProvider(
-		sdktrace.WithBatcher(exp, bopts...),
+		sdktrace.WithSpanProcessor(batcher),
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))),
 		sdktrace.WithResource(res),
 	)
-	return &telemetry{cfg: cfg, provider: tp, exporter: exp}
+	return &telemetry{cfg: cfg, provider: tp, batcher: batcher, exporter: exp}
 }
 
 // open builds the exporter the provider sends through.
@@ -290,11 +292,18 @@ func (t *telemetry) open(ctx context.Context) error {
 }
 
 // shutdown sends the spans still queued and stops the exporter, within
-// ctx and the export timeout.
+// ctx and the export timeout. The batcher's goroutine and the exporter's
+// connection end even when ctx has ended: the provider then shuts nothing
+// down (and counts itself shut down), so the batcher is shut down here
+// too; a second shutdown does nothing.
 func (t *telemetry) shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.exportTimeout())
 	defer cancel()
-	if err := t.provider.Shutdown(ctx); err != nil {
+	err := t.provider.Shutdown(ctx)
+	if berr := t.batcher.Shutdown(ctx); err == nil {
+		err = berr
+	}
+	if err != nil {
 		return fmt.Errorf("telemetry: flush spans to %s: %w", t.cfg.Endpoint, err)
 	}
 	return nil
@@ -368,7 +377,7 @@ func (o *dialOptions) dialTelemetry(ctx context.Context, log *slog.Logger) (*tel
 	}
 	t := newTelemetry(*o.telemetry, filepath.Base(os.Args[0]), log)
 	if err := t.open(ctx); err != nil {
-		t.provider.Shutdown(ctx)
+		t.shutdown(ctx)
 		return nil, nil, err
 	}
 	return t, grpc.WithStatsHandler(newClientStatsHandler(t.provider)), nil
