@@ -110,6 +110,14 @@ type muxWatch struct {
 	// created: the create was sent; left: the watch left the stream, so
 	// no create may be sent any more. Guarded by s.sendMu.
 	created, left bool
+
+	// dropped is set when the receive goroutine begins to empty the queue
+	// of a watch whose queue overflowed (drop). A response recv takes
+	// from the queue after that may follow one drop took, so it is not
+	// delivered: the watch resumes from the last revision delivered.
+	// Guarded by dropMu.
+	dropMu  sync.Mutex
+	dropped bool
 }
 
 type queuedResponse struct {
@@ -317,7 +325,7 @@ func (s *muxStream) dispatch(resp *zrpcpb.WatchManyResponse) {
 	switch {
 	case w == nil:
 	case resp.GetEnded() != nil:
-		err = fromDetail(resp.GetEnded())
+		err = watchEndError(resp.GetEnded(), m.addr)
 	case q.resp != nil && !w.offer(q):
 		err = errQueueFull
 	}
@@ -332,6 +340,18 @@ func (s *muxStream) dispatch(resp *zrpcpb.WatchManyResponse) {
 		s.cancelWatch(w)
 	}
 	w.end(err)
+}
+
+// watchEndError returns why the agent at addr ended a watch with d. An
+// end whose status is OK (a fault of the agent, which sends nothing more
+// for the watch) still ends it, Unknown and saying so, rather than leave
+// the watch waiting for responses that never come.
+func watchEndError(d *zrpcpb.ErrorDetail, addr string) error {
+	if err := fromDetail(d); err != nil {
+		return err
+	}
+	return status.Errorf(codes.Unknown, "agent %s ended the watch with no error code (reason %q, message %q): a fault of the agent; open the watch again, and report the agent's release if it repeats",
+		addr, d.GetReason(), d.GetMessage())
 }
 
 // end ends the watches of a stream that ended with err and frees the
@@ -375,8 +395,13 @@ func (w *muxWatch) offer(q queuedResponse) bool {
 	}
 }
 
-// drop empties the queue of a watch that ended for a full queue.
+// drop empties the queue of a watch that ended for a full queue. It runs
+// on the receive goroutine while recv may take from the same queue; once
+// it has begun, recv delivers nothing more (took).
 func (w *muxWatch) drop() {
+	w.dropMu.Lock()
+	w.dropped = true
+	w.dropMu.Unlock()
 	for {
 		select {
 		case q := <-w.queue:
@@ -401,11 +426,11 @@ func (w *muxWatch) end(err error) {
 func (w *muxWatch) recv() (*zrpcpb.WatchResponse, error) {
 	select {
 	case q := <-w.queue:
-		return w.took(q), nil
+		return w.took(q)
 	case <-w.ended:
 		select {
 		case q := <-w.queue:
-			return w.took(q), nil
+			return w.took(q)
 		default:
 			return nil, w.err
 		}
@@ -414,9 +439,20 @@ func (w *muxWatch) recv() (*zrpcpb.WatchResponse, error) {
 	}
 }
 
-func (w *muxWatch) took(q queuedResponse) *zrpcpb.WatchResponse {
+// took returns q, just taken from the queue, unless drop has begun to
+// empty it: q may then come after a response drop took, and delivering it
+// would skip that one, so the watch ends (errQueueFull) and resumes from
+// the last revision delivered. A q taken before drop began was the head
+// of the queue, the next in order.
+func (w *muxWatch) took(q queuedResponse) (*zrpcpb.WatchResponse, error) {
 	w.bytes.Add(-q.size)
-	return q.resp
+	w.dropMu.Lock()
+	dropped := w.dropped
+	w.dropMu.Unlock()
+	if dropped {
+		return nil, errQueueFull
+	}
+	return q.resp, nil
 }
 
 // close takes the watch off its stream.

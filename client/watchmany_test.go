@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -532,5 +534,81 @@ func TestWatchManySlowCallerOverflows(t *testing.T) {
 				t.Fatalf("revision after the overflow = %d, want 300: the queued responses dropped", rev)
 			}
 		})
+	}
+}
+
+// TestWatchManyEndWithoutErrorEndsTheWatch: an end of a watch that
+// carries no error code (a fault of the agent, which sends nothing more
+// for the watch) still ends it: Recv returns an error saying so rather
+// than wait for responses that never come.
+func TestWatchManyEndWithoutErrorEndsTheWatch(t *testing.T) {
+	agent := startManyAgent(t, false)
+	c := newTestClient(t, agent.Addr)
+	ctx, cancel := context.WithTimeout(testContext(t), 10*time.Second)
+	defer cancel()
+	w := watchAll(t, c, ctx, "a.rpc")[0]
+	s := agent.stream(t, 1)
+	id := s.waitCreate(t, "a.rpc", 0).GetWatchId()
+	s.respond(t, id, watchEvent("a.rpc", 5, true))
+	mustRecv(t, w, "a.rpc", 5)
+
+	s.send(t, &zrpcpb.WatchManyResponse{WatchId: id, Ended: &zrpcpb.ErrorDetail{Message: "bye"}})
+	_, err := w.Recv()
+	if status.Code(err) != codes.Unknown || !strings.Contains(err.Error(), "no error code") || !strings.Contains(err.Error(), agent.Addr) {
+		t.Fatalf("Recv after an end without an error code = %v, want Unknown naming the agent and saying the end had no error code", err)
+	}
+}
+
+// TestWatchManyOverflowDeliversNoGap: a watch's queue overflows while its
+// caller, slower than the agent, is taking responses from it. What the
+// caller is given before the watch ends is the responses in order with
+// none skipped, so that resuming from the last revision delivered loses
+// nothing.
+func TestWatchManyOverflowDeliversNoGap(t *testing.T) {
+	for round := range 200 {
+		s := &muxStream{m: &watchMux{addr: "agent"}, watches: map[uint64]*muxWatch{}}
+		w := &muxWatch{s: s, id: 1, ctx: t.Context(),
+			queue: make(chan queuedResponse, watchQueueLen), ended: make(chan struct{})}
+		s.watches[w.id] = w
+		respond := func(rev uint64) {
+			s.dispatch(&zrpcpb.WatchManyResponse{WatchId: w.id, Response: watchEvent("a.rpc", rev, false)})
+		}
+		reading, taken := make(chan struct{}), make(chan []uint64)
+		go func() {
+			var revs []uint64
+			for {
+				resp, err := w.recv()
+				if err != nil {
+					taken <- revs
+					return
+				}
+				if revs = append(revs, resp.GetHeader().GetRevision()); len(revs) == 1 {
+					close(reading)
+				}
+				runtime.Gosched() // a caller slower than the agent
+			}
+		}()
+		respond(1)
+		<-reading
+		ended := func() bool {
+			select {
+			case <-w.ended:
+				return true
+			default:
+				return false
+			}
+		}
+		for rev := uint64(2); !ended(); rev++ {
+			if rev > 1<<20 {
+				t.Fatalf("round %d: the queue of the caller never overflowed in %d responses", round, rev)
+			}
+			respond(rev)
+		}
+		revs := <-taken
+		for i, rev := range revs {
+			if rev != uint64(i+1) {
+				t.Fatalf("round %d: the caller was given revisions %v: revision %d skipped", round, revs, i+1)
+			}
+		}
 	}
 }
