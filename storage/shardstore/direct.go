@@ -1,6 +1,7 @@
 package shardstore
 
 import (
+	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -25,9 +26,12 @@ import (
 // written through the page cache and the part writes buffered from then
 // on. A file system that refuses O_DIRECT (tmpfs), or a direct write that
 // fails, leaves the part on the buffered path too; nothing is lost, since
-// the chunk is written buffered then. The commit's fsync makes the part
-// durable either way: it flushes the disk's cache and commits the blocks
-// a direct write allocated.
+// the chunk is written buffered then. When that write fails as well (a
+// disk that filled), the shards whose bytes waited are not in the file:
+// the part is lost, and its later shards and its commit fail saying so,
+// rather than commit those shards as holes. The commit's fsync makes the
+// part durable either way: it flushes the disk's cache and commits the
+// blocks a direct write allocated.
 
 // directAlign is the alignment of a direct write's memory, offset and
 // length: the page size, a multiple of every disk's logical block size.
@@ -107,12 +111,22 @@ func (sp *stagedPart) gather(bufs [][]byte) error {
 
 // writeGathered writes the gathered bytes at their offset: with O_DIRECT
 // when they are a whole chunk and the part still writes directly, else
-// (or when the direct write fails) through the page cache.
+// (or when the direct write fails) through the page cache. When that
+// fails too (a full disk), the shards whose bytes were gathered, answered
+// as staged already, are lost: the part is marked lost (sp.lost), so that
+// it is never committed without them.
 func (sp *stagedPart) writeGathered() error {
+	if sp.lost != nil {
+		return sp.lost
+	}
 	b := (*sp.dw.buf)[:sp.dw.n]
+	var err error
+	if sp.fault != nil {
+		err = sp.fault()
+	}
 	written := false
-	if sp.dw.f != nil && sp.dw.n == directChunk {
-		if _, err := sp.dw.f.WriteAt(b, sp.dw.at); err == nil {
+	if err == nil && sp.dw.f != nil && sp.dw.n == directChunk {
+		if _, derr := sp.dw.f.WriteAt(b, sp.dw.at); derr == nil {
 			written = true
 			directWrites.Add(1)
 			sp.prefetchHeaders(sp.dw.at, int64(sp.dw.n))
@@ -120,10 +134,12 @@ func (sp *stagedPart) writeGathered() error {
 			sp.closeDirect()
 		}
 	}
-	if !written {
-		if _, err := sp.f.WriteAt(b, sp.dw.at); err != nil {
-			return err
-		}
+	if err == nil && !written {
+		_, err = sp.f.WriteAt(b, sp.dw.at)
+	}
+	if err != nil {
+		sp.lost = fmt.Errorf("staged part %s: %w: the shards staged in it are lost (their bytes were not written)", sp.path, err)
+		return sp.lost
 	}
 	sp.dw.at += int64(sp.dw.n)
 	sp.dw.n = 0
@@ -159,6 +175,9 @@ func (sp *stagedPart) prefetchHeaders(off, n int64) {
 // settle writes the gathered bytes through the page cache and makes the
 // part write buffered from now on. The part's lock is held.
 func (sp *stagedPart) settle() error {
+	if sp.lost != nil {
+		return sp.lost
+	}
 	if sp.dw.buf == nil {
 		return nil
 	}

@@ -3,9 +3,13 @@ package shardstore
 import (
 	"bytes"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 )
 
@@ -132,4 +136,60 @@ func TestStagedPartWhoseDirectWriteFailsGoesBuffered(t *testing.T) {
 		t.Fatal("a chunk counted as written directly through a descriptor that takes no write")
 	}
 	checkCommitted(t, s, want)
+}
+
+// TestAPartWhoseGatheredBytesCannotBeWrittenIsLost: shards staged in block
+// order wait in the part's buffer for a direct write; when writing them
+// out fails (the disk filled meanwhile), those shards, answered as staged,
+// are not in the file. The part's later shards and its commit then fail
+// with ErrNoSpace, also once there is room again, rather than commit the
+// lost shards as holes; nothing of the part stays, on disk or in the
+// usage.
+func TestAPartWhoseGatheredBytesCannotBeWrittenIsLost(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		room int64 // writes the disk takes before it is full
+		// settle makes the part write out its gathered bytes.
+		settle func(t *testing.T, s *Store)
+	}{
+		{"a shard out of order", 1, func(t *testing.T, s *Store) {
+			h, p := shardOf(ID{blobA, 5, 0}, 4, 2, directBlockSize, directBlockSize, 9)
+			if err := s.Stage(h, p); !errors.Is(err, ErrNoSpace) {
+				t.Fatalf("Stage of block 5 on a disk that filled: %v, want ErrNoSpace", err)
+			}
+		}},
+		{"a discarded shard", 0, func(t *testing.T, s *Store) { s.Discard(ID{blobA, 1, 0}) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var room atomic.Int64
+			room.Store(math.MaxInt64)
+			s := open(t, t.TempDir(), Options{WriteFault: func() error {
+				if room.Add(-1) < 0 {
+					return syscall.ENOSPC
+				}
+				return nil
+			}})
+			// Three 256 KiB shards and the header: less than a chunk,
+			// all of it waits in the buffer.
+			stageBlocks(t, s, []uint32{0, 1, 2})
+			room.Store(c.room)
+			c.settle(t, s)
+			room.Store(math.MaxInt64)
+
+			h, p := shardOf(ID{blobA, 4, 0}, 4, 2, directBlockSize, directBlockSize, 9)
+			if err := s.Stage(h, p); !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "lost") {
+				t.Fatalf("Stage into the part after its shards were lost: %v, want ErrNoSpace saying they are lost", err)
+			}
+			if n, err := s.CommitStaged(blobA); !errors.Is(err, ErrNoSpace) || n != 0 {
+				t.Fatalf("CommitStaged of the part whose shards were lost = %d, %v; want 0, ErrNoSpace", n, err)
+			}
+			for _, b := range []uint32{0, 2} {
+				if _, _, err := s.Get(ID{blobA, b, 0}, nil); !errors.Is(err, ErrNotFound) {
+					t.Fatalf("Get of block %d after the failed commit: %v, want ErrNotFound", b, err)
+				}
+			}
+			noTempFiles(t, s)
+			wantUsage(t, s, 0, 0)
+		})
+	}
 }

@@ -280,3 +280,67 @@ func TestAFrameHeaderTheDiskCannotReadFailsNeitherOpenNorAWalk(t *testing.T) {
 func compareWalkOrder(a, b ID) int {
 	return cmp.Or(strings.Compare(a.Blob, b.Blob), cmp.Compare(a.Index, b.Index), cmp.Compare(a.Block, b.Block))
 }
+
+// TestABlobDirectoryWhoseEntryCannotBeMadeDurableIsNotKept: the first
+// shard of a blob creates its directory and fsyncs the directories above
+// to make its entry durable. When that fsync fails, the shard is refused
+// and the directory goes again, so that the next shard creates it and
+// fsyncs anew instead of being committed into a directory whose entry a
+// crash may lose.
+func TestABlobDirectoryWhoseEntryCannotBeMadeDurableIsNotKept(t *testing.T) {
+	var failNext atomic.Bool
+	s := open(t, t.TempDir(), Options{WriteFault: func() error {
+		if failNext.Swap(false) {
+			return syscall.EIO
+		}
+		return nil
+	}})
+	id := ID{blobB, 0, 0}
+	h, p := shard(id, testBlockSize, 1)
+	failNext.Store(true) // the fsync of the blob directory's parent
+	if err := s.Stage(h, p); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Stage whose directory fsync fails: %v, want EIO", err)
+	}
+	if _, err := os.Stat(s.blobDir(blobB)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("blob directory after its entry could not be made durable: %v, want it removed", err)
+	}
+	if err := s.Stage(h, p); err != nil {
+		t.Fatalf("Stage once the disk syncs again: %v", err)
+	}
+	if n, err := s.CommitStaged(blobB); err != nil || n != 1 {
+		t.Fatalf("CommitStaged = %d, %v; want 1", n, err)
+	}
+	if _, got, err := s.Get(id, nil); err != nil || !bytes.Equal(got, p) {
+		t.Fatalf("Get after the commit: %v", err)
+	}
+}
+
+// TestARefusedFirstShardLeavesNoStagedPart: a staged put's first shard of
+// an index that does not fit (under MaxBytes, with room for the part's
+// header but not the shard) leaves no staged part behind: no temporary
+// file, no usage, nothing that only a deletion of the blob would remove.
+// Once there is room, the index's shard is staged and committed anew.
+func TestARefusedFirstShardLeavesNoStagedPart(t *testing.T) {
+	s := open(t, t.TempDir(), Options{MaxBytes: partSize(1) + PartHeaderSize + 10})
+	put(t, s, ID{blobB, 0, 0}, testBlockSize, 1)
+	id := ID{blobA, 0, 1}
+	h, p := shard(id, testBlockSize, 1)
+	if err := s.Stage(h, p); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Stage past MaxBytes: %v, want ErrNoSpace", err)
+	}
+	noTempFiles(t, s)
+	wantUsage(t, s, partSize(1), 1)
+
+	if _, err := s.DeleteBlob(blobB); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Stage(h, p); err != nil {
+		t.Fatalf("Stage once there is room: %v", err)
+	}
+	if n, err := s.CommitStaged(blobA); err != nil || n != 1 {
+		t.Fatalf("CommitStaged = %d, %v; want 1", n, err)
+	}
+	if _, got, err := s.Get(id, nil); err != nil || !bytes.Equal(got, p) {
+		t.Fatalf("Get after the commit: %v", err)
+	}
+}

@@ -84,7 +84,7 @@ func (s *Store) convert(blob string, files []string) error {
 		}
 		converted += n
 	}
-	if err := syncDir(s.blobDir(blob)); err != nil {
+	if err := s.syncDir(s.blobDir(blob)); err != nil {
 		return err
 	}
 	for _, path := range files {

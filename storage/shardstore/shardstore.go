@@ -68,11 +68,12 @@ type Options struct {
 	// with it. It may be called from several goroutines at once.
 	SyncDelay func() time.Duration
 	// WriteFault, when set, is called before every write and fsync of a
-	// part file (a put's staging and commit, repair's rewrite in place)
-	// and before a staged part is created; an error it returns fails that
-	// step as the file system's own would. Tests make a full or failing
-	// shard disk with it (syscall.ENOSPC, syscall.EIO). It may be called
-	// from several goroutines at once.
+	// part file (a put's staging and commit, repair's rewrite in place),
+	// before every fsync of a directory of the store and before a staged
+	// part is created; an error it returns fails that step as the file
+	// system's own would. Tests make a full or failing shard disk with it
+	// (syscall.ENOSPC, syscall.EIO). It may be called from several
+	// goroutines at once.
 	WriteFault func() error
 	// ReadFault, when set, is called before every read of a stored block
 	// (Get, Stat, Verify, VerifyPart) and of its frame header alone (Held,
@@ -365,7 +366,7 @@ func (s *Store) Put(h Header, payload []byte) error {
 	if _, err := s.commitPart(sp); err != nil {
 		return wrapWrite("put", h.ID, err)
 	}
-	if err := syncDir(s.blobDir(h.ID.Blob)); err != nil {
+	if err := s.syncDir(s.blobDir(h.ID.Blob)); err != nil {
 		return wrapWrite("put", h.ID, err)
 	}
 	return nil
@@ -410,7 +411,10 @@ func (s *Store) injected(op, path string) error {
 	return nil
 }
 
-// ensureDir creates a blob directory and makes its entry durable.
+// ensureDir creates a blob directory and makes its entry durable. When
+// that fails the directory is removed again (unless a concurrent write put
+// a file in it meanwhile): found by the next write, it would be written
+// into, and its part files committed, with an entry a crash may lose.
 func (s *Store) ensureDir(dir string) error {
 	if _, err := os.Stat(dir); err == nil {
 		return nil
@@ -418,13 +422,21 @@ func (s *Store) ensureDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	if err := syncDir(filepath.Dir(dir)); err != nil {
-		return err
+	err := s.syncDir(filepath.Dir(dir))
+	if err == nil {
+		err = s.syncDir(s.dir)
 	}
-	return syncDir(s.dir)
+	if err != nil {
+		_ = os.Remove(dir)
+	}
+	return err
 }
 
-func syncDir(dir string) error {
+// syncDir fsyncs a directory of the store, after Options.WriteFault.
+func (s *Store) syncDir(dir string) error {
+	if err := s.injected("sync", dir); err != nil {
+		return err
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -541,7 +553,8 @@ func (s *Store) VerifyPart(blob string, index uint16) (bad []uint32, err error) 
 }
 
 // Delete removes shard id: its slot becomes a hole, and the part file
-// goes with its last shard. A missing shard is not an error. Deletes are
+// goes with its last shard. A missing shard is not an error; a part file
+// whose header is bad is kept, with an error (DeleteIfSame). Deletes are
 // not fsynced: after a crash a deleted shard may reappear, and is then an
 // orphan that orphan collection deletes again.
 func (s *Store) Delete(id ID) error {
@@ -554,10 +567,13 @@ func (s *Store) Delete(id ID) error {
 
 // DeleteIfSame removes the shards blocks of index of blob only if their
 // part file is still the one st was taken of (by WalkStamped or
-// WalkBadParts), and returns how many it removed; a part file whose
-// header is bad is removed whole. A part file written since, such as one
-// repair has just rebuilt a block of, is kept: deciding a shard is an
-// orphan and deleting it are not one step.
+// WalkBadParts), and returns how many it removed. With no blocks (a part
+// file WalkBadParts listed, whose blob is gone) a part file whose header
+// is bad is removed whole; with blocks, such a file is kept and an error
+// returned, since the other blocks behind that header were not judged.
+// A part file written since, such as one repair has just rebuilt a block
+// of, is kept: deciding a shard is an orphan and deleting it are not one
+// step.
 func (s *Store) DeleteIfSame(blob string, index uint16, blocks []uint32, st Stamp) (int, error) {
 	if err := checkBlob(blob); err != nil {
 		return 0, err
@@ -567,6 +583,9 @@ func (s *Store) DeleteIfSame(blob string, index uint16, blocks []uint32, st Stam
 
 // deleteBlocks turns blocks of a part file into holes, removing the file
 // when no block is left; with st, only when the file is unchanged since.
+// A part file whose header is bad goes whole only when no blocks are
+// named: it may hold blocks a blob still places here, readable again once
+// its header is (a sector that failed a read for a moment).
 func (s *Store) deleteBlocks(blob string, index uint16, blocks []uint32, st *Stamp) (int, error) {
 	id := ID{Blob: blob, Index: index}
 	bl := s.blobLock(blob) // excludes writes
@@ -589,7 +608,11 @@ func (s *Store) deleteBlocks(blob string, index uint16, blocks []uint32, st *Sta
 	}
 	defer f.Close()
 	pf, err := readPart(f, path, blob, index)
-	if err != nil { // a bad header: its blocks are unreadable anyway
+	if err != nil && len(blocks) > 0 {
+		return 0, fmt.Errorf("shardstore: delete blocks %v of shard %d of blob %s: the part file's header is bad or unreadable, so its other blocks cannot be told apart; kept: %w",
+			blocks, index, blob, err)
+	}
+	if err != nil { // a bad header, its blob judged gone: its blocks are unreadable anyway
 		if rerr := os.Remove(path); rerr != nil {
 			return 0, fmt.Errorf("shardstore: delete %s: %w", id, rerr)
 		}

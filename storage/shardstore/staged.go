@@ -35,6 +35,12 @@ type stagedPart struct {
 	// dw gathers the part's bytes for O_DIRECT writes until the part is
 	// settled (direct.go).
 	dw directWriter
+	// fault is Options.WriteFault's error for a write of the file.
+	fault func() error
+	// lost is set once a write of gathered bytes failed: the shards they
+	// held were answered as staged but are not in the file, so the part
+	// can only be dropped; every later add and its commit fail with it.
+	lost error
 }
 
 // StagedShard is a shard written by Stage and not yet committed.
@@ -69,7 +75,8 @@ func (s *Store) newStaged(hdr partHeader) (*stagedPart, error) {
 	}
 	var b [PartHeaderSize]byte
 	hdr.marshal(b[:])
-	sp := &stagedPart{hdr: hdr, path: path, tmp: f.Name(), f: f, size: PartHeaderSize, blocks: make(map[uint32]time.Time)}
+	sp := &stagedPart{hdr: hdr, path: path, tmp: f.Name(), f: f, size: PartHeaderSize, blocks: make(map[uint32]time.Time),
+		fault: func() error { return s.injected("write", f.Name()) }}
 	if !sp.startDirect(b[:]) {
 		if _, err := f.WriteAt(b[:], 0); err != nil {
 			f.Close()
@@ -95,6 +102,9 @@ func (sp *stagedPart) add(s *Store, h *Header, pieces [][]byte) error {
 	}
 	if sp.gone {
 		return fmt.Errorf("shardstore: stage %s: the blob's staged shards were committed or discarded meanwhile: %w", h.ID, ErrNotFound)
+	}
+	if sp.lost != nil {
+		return wrapWrite("stage", h.ID, sp.lost)
 	}
 	end := sp.hdr.offset(h.ID.Block) + frameHeaderSize + int64(h.ShardLen)
 	grow := max(end-sp.size, 0)
@@ -232,7 +242,32 @@ func (s *Store) stageOnce(h *Header, pieces [][]byte) error {
 			created.drop(s)
 		}
 	}
-	return sp.add(s, h, pieces)
+	err := sp.add(s, h, pieces)
+	if err != nil && !errors.Is(err, errSealed) {
+		s.dropIfEmpty(h.ID.Blob, h.ID.Index, sp)
+	}
+	return err
+}
+
+// dropIfEmpty drops sp, the staged part of (blob, index), when it holds
+// no shard (its first one was refused: no room under MaxBytes, a full
+// disk): no commit, discard or orphan collection would ever come for it,
+// and it would keep its temporary file, descriptors and chunk buffer. A
+// Stage waiting to write into it finds it sealed and writes into a new
+// part.
+func (s *Store) dropIfEmpty(blob string, index uint16, sp *stagedPart) {
+	s.stagedMu.Lock()
+	sp.mu.Lock()
+	empty := len(sp.blocks) == 0 && !sp.sealed && !sp.gone && s.staged[blob][index] == sp
+	if empty {
+		s.unstageLocked(blob, index)
+		sp.sealed = true
+	}
+	sp.mu.Unlock()
+	s.stagedMu.Unlock()
+	if empty {
+		sp.drop(s)
+	}
 }
 
 // CommitStaged makes every staged shard of blob durable and readable:
@@ -402,7 +437,7 @@ func (s *Store) commitParts(blob string, parts []*stagedPart) (int, error) {
 	if err := errors.Join(errs...); err != nil {
 		return n, fmt.Errorf("shardstore: commit staged shards of %s: %w", blob, err)
 	}
-	if err := syncDir(s.blobDir(blob)); err != nil {
+	if err := s.syncDir(s.blobDir(blob)); err != nil {
 		return n, fmt.Errorf("shardstore: commit staged shards of %s: %w", blob, noSpace(err))
 	}
 	return n, nil
@@ -425,7 +460,7 @@ func (s *Store) CommitStagedPart(blob string, index uint16) (int, error) {
 	}
 	n, err := s.commitPart(sp)
 	if err == nil && n > 0 {
-		err = syncDir(s.blobDir(blob))
+		err = s.syncDir(s.blobDir(blob))
 	}
 	if err != nil {
 		return n, fmt.Errorf("shardstore: commit staged shards of %s index %d: %w", blob, index, noSpace(err))

@@ -199,6 +199,50 @@ func TestDeleteIfSameKeepsARewrittenShard(t *testing.T) {
 	}
 }
 
+// TestDeleteIfSameKeepsAPartFileWhoseHeaderTurnedBad: an orphan block
+// judged in a part file whose header then reads as bad (a bit the disk
+// flipped, which leaves the file's stamp as it was) is not deleted by
+// removing the whole file: the part's other blocks, which a blob may
+// still place here, stay, and read again once the header does. Only a
+// bad part file judged whole (no blocks named) goes whole.
+func TestDeleteIfSameKeepsAPartFileWhoseHeaderTurnedBad(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	stored := stageBlob(t, s, 4, 0)
+	if _, err := s.CommitStaged(blobA); err != nil {
+		t.Fatal(err)
+	}
+	orphan := ID{blobA, 1, 0}
+	judged := stampOf(t, s, orphan)
+	path := s.Path(orphan)
+	flipHeader := func() { // its checksum fails; the stamp stays
+		t.Helper()
+		flip(t, path, 20)
+		if err := os.Chtimes(path, judged.Mod(), judged.Mod()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flipHeader()
+	if n, err := s.DeleteIfSame(orphan.Blob, orphan.Index, []uint32{orphan.Block}, judged); err == nil || n != 0 {
+		t.Fatalf("DeleteIfSame of a block of a part file whose header turned bad: deleted %d, %v; want an error, nothing deleted", n, err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("part file after DeleteIfSame of one of its blocks: %v", err)
+	}
+	flipHeader()
+	for id, want := range stored {
+		if _, got, err := s.Get(id, nil); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("Get %s once the header reads again: %v", id, err)
+		}
+	}
+	flipHeader()
+	if n, err := s.DeleteIfSame(orphan.Blob, orphan.Index, nil, judged); err != nil || n != 0 {
+		t.Fatalf("DeleteIfSame of the bad part file as a whole: %d, %v", n, err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("bad part file judged whole after DeleteIfSame: %v, want it removed", err)
+	}
+}
+
 // TestDiscardIfSameKeepsAShardStagedAgain: a staged shard is discarded
 // only if it is the one listed by Staged, not one staged again since.
 func TestDiscardIfSameKeepsAShardStagedAgain(t *testing.T) {
