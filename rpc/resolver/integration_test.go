@@ -402,3 +402,42 @@ func TestZRPCResolverStartsOnServiceLargerThanOneMessage(t *testing.T) {
 		t.Fatalf("the resolver reported errors: %v", errs)
 	}
 }
+
+// silentRegistry takes every watch and sends nothing, as a hung agent.
+type silentRegistry struct {
+	zrpcpb.UnimplementedRegistryServer
+}
+
+func (silentRegistry) Watch(_ *zrpcpb.WatchRequest, st grpc.ServerStreamingServer[zrpcpb.WatchResponse]) error {
+	<-st.Context().Done()
+	return st.Context().Err()
+}
+
+func (silentRegistry) WatchMany(st grpc.BidiStreamingServer[zrpcpb.WatchManyRequest, zrpcpb.WatchManyResponse]) error {
+	<-st.Context().Done()
+	return st.Context().Err()
+}
+
+// TestZRPCResolverReportsAnAgentThatSendsNothing: an agent that takes the
+// watch and sends nothing does not leave calls waiting for their
+// deadlines: past firstListWait the resolver reports an error naming the
+// service, and no list.
+func TestZRPCResolverReportsAnAgentThatSendsNothing(t *testing.T) {
+	defer func(d time.Duration) { firstListWait = d }(firstListWait)
+	firstListWait = 200 * time.Millisecond
+	agent := grpctest.Serve(t, func(s *grpc.Server) { zrpcpb.RegisterRegistryServer(s, silentRegistry{}) })
+	fcc := &fakeClientConn{}
+	r, err := buildTarget(t, NewBuilder(WithAgents([]string{agent}), WithLogger(testlog.New(t, "resolver"))), "zrpc:///echo.rpc", fcc)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	defer r.Close()
+	testwait.For(t, 10*time.Second, "the resolver to report the silent agent", func() bool {
+		_, errs := fcc.snapshot()
+		return len(errs) > 0
+	})
+	states, errs := fcc.snapshot()
+	if len(states) != 0 || !strings.Contains(errs[0].Error(), "echo.rpc") || !strings.Contains(errs[0].Error(), "send nothing") {
+		t.Fatalf("states %v, errors %v: want no list and an error naming echo.rpc and saying the agents send nothing", states, errs)
+	}
+}

@@ -32,6 +32,14 @@ const (
 	watchRetryMax = 5 * time.Second
 )
 
+// firstListWait bounds how long calls wait, silently, for the first
+// instance list: past it the resolver reports an error, and calls fail
+// with it (Unavailable) rather than wait for their deadlines, while the
+// watch goes on. A watch that fails says why at once; this covers agents
+// that take the watch and send nothing (hung, or ending it for a reason
+// the client resumes from, again and again). A variable for tests.
+var firstListWait = 5 * time.Second
+
 // Option configures the "zrpc" Builder.
 type Option func(*options)
 
@@ -196,6 +204,12 @@ type zrpcResolver struct {
 	routable func(n int, why string)
 	none     bool // the last update had no routable instance; run's goroutine only
 
+	// listed: an instance list has reached cc. Guarded by listedMu, which
+	// the first list and firstListWait's error take in turn, so that the
+	// error never comes after a list.
+	listedMu sync.Mutex
+	listed   bool
+
 	cancel    context.CancelFunc
 	done      chan struct{}
 	closeOnce sync.Once
@@ -222,6 +236,15 @@ func (r *zrpcResolver) Close() {
 // unreachable.
 func (r *zrpcResolver) run(ctx context.Context) {
 	defer close(r.done)
+	silent := time.AfterFunc(firstListWait, func() {
+		r.listedMu.Lock()
+		defer r.listedMu.Unlock()
+		if !r.listed && ctx.Err() == nil {
+			r.cc.ReportError(fmt.Errorf("zrpc resolver: no instance list of service %s from the agents within %s: they take the watch but send nothing; calls fail until they do (see the agents' logs and `zrpcctl status`)",
+				r.service, firstListWait))
+		}
+	})
+	defer silent.Stop()
 	set := newInstanceSet()
 	var (
 		rev      uint64 // last revision seen
@@ -259,7 +282,11 @@ func (r *zrpcResolver) consume(w *client.WatchStream, set *instanceSet, onUpdate
 		}
 		set.apply(resp)
 		addrs := set.addresses(r.sel)
-		if err := r.cc.UpdateState(resolver.State{Addresses: addrs}); err != nil {
+		r.listedMu.Lock()
+		r.listed = true
+		err = r.cc.UpdateState(resolver.State{Addresses: addrs})
+		r.listedMu.Unlock()
+		if err != nil {
 			// The balancer refused the list (an empty one, say); grpc
 			// fails calls meanwhile and the next response replaces it.
 			r.log.Debug("update client conn state", "routable", len(addrs), "err", err)
