@@ -318,6 +318,8 @@ func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
 	blobs, _ := meta.Blobs("")
 	bad := badShards{s: s}
 	defer bad.flush()
+	var unread unreadShards
+	defer unread.warn(s)
 	start := time.Now()
 	var done int64
 	for _, b := range blobs {
@@ -339,7 +341,7 @@ func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
 				case errors.Is(err, ErrNotFound) && referencedBy(meta, self, b.Id, uint32(bi), uint32(idx)):
 					bad.add(ref, true) // still ours: not deleted or moved meanwhile
 				case err != nil:
-					s.log.Warn("scrub shard", "blob_id", b.Id, "block", bi, "shard", idx, "err", err)
+					unread.add(id, err)
 				default:
 					size := int64(codec.ShardLen(int(blk.Len), int(b.DataShards)))
 					done += size
@@ -352,6 +354,33 @@ func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
 		}
 	}
 	return bad.n
+}
+
+// unreadShards counts the shards a scrub pass could not read for another
+// reason than what they hold (the shard directory's permissions changed,
+// too many open files): they are neither verified nor reported for
+// repair. A cause like that fails every shard alike, so the pass warns
+// once, at its end, not once per shard.
+type unreadShards struct {
+	n     int
+	first shardstore.ID
+	err   error // first's
+}
+
+func (u *unreadShards) add(id shardstore.ID, err error) {
+	if u.n++; u.err == nil {
+		u.first, u.err = id, err
+	}
+}
+
+// warn logs what the pass could not read, if anything.
+func (u *unreadShards) warn(s *Store) {
+	if u.n == 0 {
+		return
+	}
+	s.metrics.scrubUnreadShards.Add(float64(u.n))
+	s.log.Warn("the scrubber could not read shards this agent holds; they were not verified: check the shard directory (permissions, owner, open files) and the disk",
+		"shards", u.n, "first_shard", u.first.String(), "err", u.err)
 }
 
 // badShards gathers the corrupt and the lost shards a pass finds and

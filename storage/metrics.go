@@ -19,6 +19,7 @@ type Metrics struct {
 	lostShards            prometheus.Counter
 	shardsCollected       prometheus.Counter
 	scrubbedBytes         prometheus.Counter
+	scrubUnreadShards     prometheus.Counter
 	repairQueued          prometheus.GaugeFunc
 	repairInProgress      prometheus.GaugeFunc
 	repairRetrying        prometheus.GaugeFunc
@@ -55,6 +56,8 @@ func NewMetrics() *Metrics {
 		shardIOErrors:   counter("shard_io_errors_total", "Shard reads this agent's disk failed (EIO): a failing disk. The shards are counted corrupt too, and rebuilt."),
 		shardsCollected: counter("shards_collected_total", "Shard files deleted because no blob refers to them."),
 		scrubbedBytes:   counter("scrubbed_bytes_total", "Shard bytes re-read by the scrubber."),
+		scrubUnreadShards: counter("scrub_unread_shards_total",
+			"Shards the scrubber could not read for another reason than what they hold (permissions, open files): not verified."),
 		repairQueued: repairGauge("repair_queued", "Shards waiting to be rebuilt (leader only).",
 			func(r *repairer) int { return len(r.queue) }),
 		repairInProgress: repairGauge("repair_in_progress", "Shards being rebuilt now (leader only).",
@@ -75,6 +78,6 @@ func NewMetrics() *Metrics {
 // Collectors returns every metric, for registering.
 func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.putBytes, m.getBytes, m.putsFailed, m.degradedReads, m.shardWrites, m.shardReads,
-		m.corruptShards, m.shardIOErrors, m.lostShards, m.shardsCollected, m.scrubbedBytes, m.repairQueued, m.repairInProgress,
+		m.corruptShards, m.shardIOErrors, m.lostShards, m.shardsCollected, m.scrubbedBytes, m.scrubUnreadShards, m.repairQueued, m.repairInProgress,
 		m.repairRetrying, m.repairWaiting, m.repairWaitingForAgent, m.repairShards, m.repairBytes, m.repairFailed}
 }

@@ -485,12 +485,42 @@ func (p *put) sync(ctx context.Context) error {
 // there, and only those. It fails, naming the shards node lacks, when
 // some of them were no longer staged there.
 func (p *put) syncOn(ctx context.Context, node string, refs []*pb.ShardRef) error {
-	n, err := p.s.syncShards(ctx, node, p.id, refs)
+	size, bound := p.syncBound(refs)
+	sctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	n, err := p.s.syncShards(sctx, node, p.id, refs)
+	if err != nil && ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("it did not make its %s of the put's shards durable within %s (%s, and a second per %s): "+
+			"its disk may hang in fsync while the agent still answers; check the disk of %s (dmesg, iostat), and restart the agent if it stays stuck: %w",
+			sizeString(uint64(size)), bound, p.s.cfg.ShardTimeout, sizeString(syncMinRate), node, err)
+	}
 	if err != nil || n >= len(refs) {
 		return err
 	}
 	return fmt.Errorf("%d of the %d shards the put stored there were still staged (did it restart?); missing: %s",
 		n, len(refs), p.s.missingShards(ctx, node, p.id, refs))
+}
+
+// syncMinRate is the slowest disk, in bytes per second, a put's sync
+// waits for: an agent is given ShardTimeout, and a second for every
+// syncMinRate bytes of the put's shards there, to make them durable. A
+// slow disk is not a failed one, so the bound is generous (the shards
+// were written already, and the sync flushes what the page cache still
+// holds of them); but an agent whose disk hangs in fsync still answers
+// gossip, and without a bound it held a put whose client set no
+// deadline for as long as the disk hung.
+const syncMinRate = 1 << 20
+
+// syncBound is the bytes of the shards refs, shards of the put's blocks,
+// and how long their agent is given to make them durable (syncMinRate).
+func (p *put) syncBound(refs []*pb.ShardRef) (int64, time.Duration) {
+	var size int64
+	for _, r := range refs {
+		if int(r.Block) < len(p.blocks) && p.blocks[r.Block] != nil {
+			size += int64(codec.ShardLen(int(p.blocks[r.Block].Len), p.sc.K))
+		}
+	}
+	return size, p.s.cfg.ShardTimeout + time.Duration(float64(size)/syncMinRate*float64(time.Second))
 }
 
 // missingShards names those of refs, shards of blob id, that node does

@@ -15,6 +15,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/storage/codec"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 )
@@ -169,12 +170,19 @@ func (p *serverPeer) HeldShards(ctx context.Context, req *pb.HeldShardsRequest, 
 type syncFixture struct {
 	put           *put
 	target, spare *Store
-	peer          *serverPeer // n2's
+	peer          *serverPeer  // n2's
+	fc            *fakeCluster // n1's
 }
 
 func newSyncFixture(t *testing.T, target string) *syncFixture {
 	t.Helper()
-	s1, fc := newTestStore(t, Config{}, "n1", "n1", "n2")
+	return newSyncFixtureConfig(t, target, Config{})
+}
+
+// newSyncFixtureConfig is newSyncFixture with n1's store configured by cfg.
+func newSyncFixtureConfig(t *testing.T, target string, cfg Config) *syncFixture {
+	t.Helper()
+	s1, fc := newTestStore(t, cfg, "n1", "n1", "n2")
 	s2, _ := newTestStore(t, Config{}, "n2", "n1", "n2")
 	peer := &serverPeer{srv: s2.ShardServer()}
 	fc.peer = func(node string) (pb.ShardsClient, error) {
@@ -187,7 +195,7 @@ func newSyncFixture(t *testing.T, target string) *syncFixture {
 	if _, err := fc.apply(&pb.Command{Kind: &pb.Command_BlobPending{BlobPending: &pb.BlobPending{Id: id, Name: "b", Node: "n1"}}}); err != nil {
 		t.Fatal(err)
 	}
-	f := &syncFixture{target: s1, spare: s2, peer: peer}
+	f := &syncFixture{target: s1, spare: s2, peer: peer, fc: fc}
 	spare := "n2"
 	if target == "n2" {
 		f.target, f.spare, spare = s2, s1, "n1"
@@ -288,5 +296,32 @@ func TestPutSyncFailsAnAgentMissingShardsThePutStoredThere(t *testing.T) {
 				t.Fatalf("sync: %v, want ErrNotEnoughShards naming %s and its missing shards, blocks 0 and 1 of shard 0", err, target)
 			}
 		})
+	}
+}
+
+// A put's sync gives up on an agent that answers gossip but does not
+// make its shards durable (its disk hangs in fsync) once ShardTimeout and
+// a second per MiB of its shards have passed, even when the put's client
+// set no deadline: the put goes on without that agent's shards, and the
+// error names the agent and says to check its disk.
+func TestPutSyncGivesUpOnAnAgentWhoseDiskHangs(t *testing.T) {
+	f := newSyncFixtureConfig(t, "n2", Config{ShardTimeout: 200 * time.Millisecond})
+	for range f.put.holder {
+		f.put.blocks = append(f.put.blocks, &pb.BlobBlock{Len: MinBlockSize})
+	}
+	f.fc.peer = func(string) (pb.ShardsClient, error) { return hangingPeer{delay: -1}, nil }
+	done := make(chan error, 1)
+	go func() { done <- f.put.sync(context.Background()) }()
+	var err error
+	testwait.For(t, 10*time.Second, "the put's sync to give up on n2, whose disk hangs", func() bool {
+		select {
+		case err = <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	if !errors.Is(err, ErrNotEnoughShards) || !strings.Contains(err.Error(), "agent n2") || !strings.Contains(err.Error(), "check the disk of n2") {
+		t.Fatalf("sync with n2's disk hanging: %v; want ErrNotEnoughShards naming n2 and its disk", err)
 	}
 }

@@ -96,6 +96,10 @@ type Store struct {
 	bytes     int64
 	shards    int
 	badAtOpen int
+	// partShards is how many of shards each part file holds: what a
+	// file whose header went bad since it was counted gives back when it
+	// is removed or replaced, its blocks being unlisted then.
+	partShards map[partKey]int
 
 	blobLocks [64]sync.RWMutex  // by blob: writes share, Delete/DeleteBlob own
 	partLocks [256]sync.RWMutex // by part file: reads share, writes own
@@ -126,7 +130,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("shardstore: open %s: %w", dir, err)
 	}
-	s := &Store{dir: dir, opts: opts, log: log, staged: make(map[string]map[uint16]*stagedPart)}
+	s := &Store{dir: dir, opts: opts, log: log, staged: make(map[string]map[uint16]*stagedPart), partShards: make(map[partKey]int)}
 	if err := s.scan(); err != nil {
 		return nil, err
 	}
@@ -163,6 +167,7 @@ func (s *Store) scan() error {
 	}
 	s.opts.MaxBytes = maxBytes
 	s.bytes, s.shards = 0, 0
+	s.partShards = make(map[partKey]int)
 	return s.walk(walkFuncs{part: func(path, blob string, index uint16, info fs.FileInfo) error {
 		s.bytes += info.Size()
 		pf, err := s.openStored(path, blob, index)
@@ -179,6 +184,7 @@ func (s *Store) scan() error {
 		}
 		s.warnUnread(path, unread)
 		s.shards += len(held)
+		s.partShards[partKey{blob, index}] += len(held)
 		return nil
 	}})
 }
@@ -304,6 +310,44 @@ func (s *Store) release(delta int64, dShards int) {
 	s.bytes -= delta
 	s.shards -= dShards
 	s.mu.Unlock()
+}
+
+// partKey names a part file: shard index of blob.
+type partKey struct {
+	blob  string
+	index uint16
+}
+
+// partChanged counts dBytes more bytes and dShards more shards in the
+// part file of k.
+func (s *Store) partChanged(k partKey, dBytes int64, dShards int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.bytes += dBytes
+	s.shards += dShards
+	if s.partShards[k] += dShards; s.partShards[k] == 0 {
+		delete(s.partShards, k)
+	}
+}
+
+// partCommitted counts n shards, reserved while staged, as the part file
+// of k's.
+func (s *Store) partCommitted(k partKey, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.partShards[k] += n
+}
+
+// partGone gives back the size bytes of the part file of k, removed or
+// replaced, and the shards it was counted with, and returns those.
+func (s *Store) partGone(k partKey, size int64) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.partShards[k]
+	delete(s.partShards, k)
+	s.bytes -= size
+	s.shards -= n
+	return n
 }
 
 // checkPut checks a shard given to Put or Stage, its payload against
@@ -616,7 +660,7 @@ func (s *Store) deleteBlocks(blob string, index uint16, blocks []uint32, st *Sta
 		if rerr := os.Remove(path); rerr != nil {
 			return 0, fmt.Errorf("shardstore: delete %s: %w", id, rerr)
 		}
-		s.release(info.Size(), 0)
+		s.partGone(partKey{blob, index}, info.Size())
 		_ = os.Remove(filepath.Dir(path))
 		return 0, nil
 	}
@@ -639,7 +683,7 @@ func (s *Store) deleteBlocks(blob string, index uint16, blocks []uint32, st *Sta
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return 0, fmt.Errorf("shardstore: delete %s: %w", id, err)
 		}
-		s.release(info.Size(), n)
+		s.partGone(partKey{blob, index}, info.Size())
 		// Drop the blob's directory with its last part file; it fails,
 		// harmlessly, while other files are left.
 		_ = os.Remove(filepath.Dir(path))
@@ -652,7 +696,7 @@ func (s *Store) deleteBlocks(blob string, index uint16, blocks []uint32, st *Sta
 			}
 		}
 	}
-	s.release(0, n)
+	s.partChanged(partKey{blob, index}, 0, -n)
 	return n, nil
 }
 
@@ -688,20 +732,11 @@ func (s *Store) DeleteBlob(blob string) (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("shardstore: delete blob %s: %w", blob, err)
 		}
-		held := 0
-		if isPart {
-			if pf, err := s.openStored(path, blob, index); err == nil {
-				blocks, _ := pf.held()
-				held = len(blocks)
-				pf.close()
-			}
-		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return n, fmt.Errorf("shardstore: delete blob %s: %w", blob, err)
 		}
 		if isPart {
-			s.release(info.Size(), held)
-			n += held
+			n += s.partGone(partKey{blob, index}, info.Size())
 		}
 	}
 	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -553,31 +553,30 @@ func (s *Store) renameStaged(sp *stagedPart) error {
 	if err := s.fsync(sp.f); err != nil {
 		return err
 	}
-	old, existed, err := fileSize(sp.path)
+	old, err := fileSize(sp.path)
 	if err != nil {
 		return err
-	}
-	oldShards := 0
-	if pf, err := openPart(sp.path, sp.hdr.Blob, sp.hdr.Index); err == nil {
-		held, _ := pf.held()
-		oldShards = len(held)
-		pf.close()
 	}
 	if err := os.Rename(sp.tmp, sp.path); err != nil {
 		return err
 	}
 	sp.gone = true
 	sp.f.Close()
-	if existed { // a part with a bad or different header, replaced
-		s.release(old, oldShards)
-	}
+	// A part with a bad or different header, replaced, gives back what
+	// it was counted with.
+	k := partKey{sp.hdr.Blob, sp.hdr.Index}
+	s.partGone(k, old)
+	s.partCommitted(k, len(sp.blocks))
 	return nil
 }
 
 // mergeInto writes the staged blocks into the existing part file in place
 // and fsyncs it, when there is one with the same header, and reports
-// whether it did; the other blocks of that file are not touched. The
-// part's lock is held.
+// whether it did; the other blocks of that file are not touched. A file
+// whose header fails its checks, or that the disk cannot read (EIO),
+// is replaced by the staged part; one whose header cannot be read for
+// another reason (another read error, or not a regular file) is kept,
+// and the merge fails. The part's lock is held.
 func (s *Store) mergeInto(sp *stagedPart) (bool, error) {
 	f, err := os.OpenFile(sp.path, os.O_RDWR, 0)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -588,6 +587,11 @@ func (s *Store) mergeInto(sp *stagedPart) (bool, error) {
 	}
 	defer f.Close()
 	pf, err := readPart(f, sp.path, sp.hdr.Blob, sp.hdr.Index)
+	if err != nil && !errors.Is(err, ErrCorrupt) {
+		// Nothing is known of its blocks: replaced, every one of them
+		// would be lost, readable or not.
+		return false, fmt.Errorf("the existing part file cannot be read now; it is kept, with its blocks, and the staged shards are not committed (check the file and its disk): %w", err)
+	}
 	if err != nil || pf.hdr != sp.hdr {
 		// Unreadable, or laid out for another block size: the staged
 		// part replaces it, and any block it had is found missing and
@@ -604,55 +608,86 @@ func (s *Store) mergeInto(sp *stagedPart) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	already := make(map[uint32]bool, len(held))
-	for _, b := range held {
-		already[b] = true
-	}
-	blocks := slices.SortedFunc(maps.Keys(sp.blocks), cmp.Compare[uint32])
-	staged := &partFile{f: sp.f, path: sp.tmp, hdr: sp.hdr, size: sp.size}
-	var buf []byte
-	dShards := 0
-	for _, b := range blocks {
-		var h Header
-		h, buf, err = staged.read(b, buf)
-		if err != nil {
-			return false, fmt.Errorf("reread staged block %d: %w", b, err)
-		}
-		if err := s.injected("write", sp.path); err != nil {
-			return false, err
-		}
-		if err := writeFramePieces(f, &pf.hdr, &h, [][]byte{buf}); err != nil {
-			return false, err
-		}
-		if already[b] {
-			dShards--
-		}
-	}
-	if err := s.fsync(f); err != nil {
-		return false, err
-	}
-	info, err := f.Stat()
+	size, dShards, err := s.mergeBlocks(pf, sp, held)
+	// What the file gained or lost stays counted, on an error too: the
+	// blocks written before it are in the file, as Open would count them.
+	s.partChanged(partKey{sp.hdr.Blob, sp.hdr.Index}, size-pf.size, dShards)
 	if err != nil {
-		return false, err
+		return false, err // commitPart drops the staged part, and its share of the usage
 	}
 	sp.gone = true
 	sp.f.Close()
 	os.Remove(sp.tmp)
-	// The staged file's bytes go; the part file grew by what it gained.
-	s.release(sp.size-(info.Size()-pf.size), -dShards)
+	s.release(sp.size, len(sp.blocks))
 	return true, nil
 }
 
-// fileSize is the size of the file at path, and whether it exists.
-func fileSize(path string) (int64, bool, error) {
+// mergeBlocks writes the staged blocks of sp into the part file pf, which
+// holds the blocks held, in block order, and fsyncs it. A short block
+// (the blob's last) written last ends the file: bytes left past it would
+// make it read as corrupt however often it is rewritten, so they are cut
+// off. It returns the file's size and how many blocks it gained (or lost,
+// cut off) since pf was read, on an error too.
+func (s *Store) mergeBlocks(pf *partFile, sp *stagedPart, held []uint32) (size int64, dShards int, err error) {
+	has := make(map[uint32]bool, len(held))
+	for _, b := range held {
+		has[b] = true
+	}
+	size = pf.size
+	defer func() {
+		if info, serr := pf.f.Stat(); serr == nil {
+			size = info.Size()
+		}
+	}()
+	blocks := slices.SortedFunc(maps.Keys(sp.blocks), cmp.Compare[uint32])
+	staged := &partFile{f: sp.f, path: sp.tmp, hdr: sp.hdr, size: sp.size}
+	var buf []byte
+	var h Header
+	for _, b := range blocks {
+		h, buf, err = staged.read(b, buf)
+		if err != nil {
+			return size, dShards, fmt.Errorf("reread staged block %d: %w", b, err)
+		}
+		if err := s.injected("write", sp.path); err != nil {
+			return size, dShards, err
+		}
+		if err := writeFramePieces(pf.f, &pf.hdr, &h, [][]byte{buf}); err != nil {
+			return size, dShards, err
+		}
+		size = max(size, pf.hdr.offset(b)+frameHeaderSize+int64(h.ShardLen))
+		if !has[b] {
+			has[b] = true
+			dShards++
+		}
+	}
+	last := blocks[len(blocks)-1]
+	if end := pf.hdr.offset(last) + frameHeaderSize + int64(h.ShardLen); h.BlockLen < h.BlockSize && size > end {
+		if err := s.injected("truncate", sp.path); err != nil {
+			return size, dShards, err
+		}
+		if err := pf.f.Truncate(end); err != nil {
+			return size, dShards, err
+		}
+		size = end
+		for b := range has {
+			if b > last {
+				dShards--
+			}
+		}
+	}
+	return size, dShards, s.fsync(pf.f)
+}
+
+// fileSize is the size of the file at path, 0 when there is none.
+func fileSize(path string) (int64, error) {
 	info, err := os.Lstat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return 0, false, nil
+		return 0, nil
 	case err != nil:
-		return 0, false, err
+		return 0, err
 	}
-	return info.Size(), true, nil
+	return info.Size(), nil
 }
 
 // Staged lists the shards staged and not committed, for orphan collection.
