@@ -228,3 +228,111 @@ func TestACheckWithoutTimeoutEndsWithinItsInterval(t *testing.T) {
 		}
 	}
 }
+
+// TestACheckResultIsNotWrittenToAnInstanceRegisteredAgainElsewhere: a
+// run of the check of one version of an instance found its server
+// serving; before its result was written, the instance was registered
+// again at another address (or through another agent). The result is
+// not about that version: it stays awaiting its own first check.
+func TestACheckResultIsNotWrittenToAnInstanceRegisteredAgainElsewhere(t *testing.T) {
+	addr, _ := grpctest.StartHealthServer(t) // "" is SERVING
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(time.Hour), Timeout: durationpb.New(5 * time.Second)}
+	for _, tt := range []struct {
+		name  string
+		again func(inst *pb.Instance)
+	}{
+		{"another address", func(inst *pb.Instance) { inst.Address = clienttest.ClosedAddr(t) }},
+		{"another agent", func(inst *pb.Instance) { inst.Node = "a2" }},
+		{"no gRPC check", func(inst *pb.Instance) { inst.Check = nil }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := newFakeRegistry()
+			k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
+			inst := &pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: addr, Check: check}
+			reg.registerAwaiting(inst)
+			s := newCheckSchedule()
+			t.Cleanup(s.closeAll)
+			s.add(t.Context(), reg.Instance("checked.rpc", "i1"), time.Now())
+			c, _ := s.popDue(time.Now())
+			h, output, ok := k.runCheck(c)
+			if !ok || h != pb.Health_PASSING {
+				t.Fatalf("the check of a serving server found %v %q (ok %v), want passing", h, output, ok)
+			}
+
+			again := proto.Clone(inst).(*pb.Instance)
+			tt.again(again)
+			reg.registerAwaiting(again)
+			reg.written()
+			k.recordCheck(s, c, h, output)
+			if w := reg.written(); len(w) != 0 {
+				t.Fatalf("the result of the check of the version before wrote %v", w)
+			}
+			if got := reg.Instance("checked.rpc", "i1"); got.Health != pb.Health_CRITICAL || got.HealthOutput != AwaitingFirstCheck {
+				t.Fatalf("the instance registered again is %v %q, want critical %q", got.Health, got.HealthOutput, AwaitingFirstCheck)
+			}
+		})
+	}
+}
+
+// TestACheckThatTimedOutWhileTheAgentStalledRunsAgain: a run that timed
+// out while the agent did not run (stopped, its VM paused, starved of
+// CPU) says nothing of the server, whose answer may have waited unread:
+// the instance is not written critical, and the check runs again at once
+// instead of an interval (here an hour) later.
+func TestACheckThatTimedOutWhileTheAgentStalledRunsAgain(t *testing.T) {
+	addr, hs := serveUnanswering(t)
+	reg := newFakeRegistry()
+	var lost atomic.Int64
+	k := New(Config{Agent: "a1", Replica: reg, Writer: reg, Interval: time.Hour,
+		Lost: func() time.Duration { return time.Duration(lost.Load()) }, Logger: testlog.New(t, "a1")})
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(time.Hour), Timeout: durationpb.New(2 * time.Second)}
+	reg.register(&pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: addr, Check: check})
+	runLoop(t, k.RunChecks)
+
+	testwait.For(t, 10*time.Second, "the first check to reach the server", func() bool { return hs.inProgress.Load() == 1 })
+	lost.Add(int64(5 * time.Second)) // the agent stops while the call waits
+	hs.answer.Store(true)            // the calls after this one are answered
+	testwait.For(t, 10*time.Second, "the check to run again and find the server serving", func() bool {
+		return hs.ended.Load() == 1 && reg.Instance("checked.rpc", "i1").GetHealthOutput() == "gRPC health check: SERVING"
+	})
+	for _, w := range reg.written() {
+		if sh := w.GetSetHealth(); sh.GetHealth() == pb.Health_CRITICAL {
+			t.Fatalf("a check that timed out while the agent stalled wrote %v", w)
+		}
+	}
+}
+
+// TestARegistrationAgainAfterAFailedCheckIsCheckedAtOnce: an instance
+// registered again with the same check and address (its process
+// restarted) awaits its first check; the last run having found the
+// server down does not leave it so until its next place in the interval
+// (here an hour). A server up now turns it passing, and one still down
+// replaces "awaiting first gRPC health check" with why at once, though
+// the check wrote an output moments ago.
+func TestARegistrationAgainAfterAFailedCheckIsCheckedAtOnce(t *testing.T) {
+	for _, up := range []bool{true, false} {
+		t.Run(fmt.Sprintf("server up %v", up), func(t *testing.T) {
+			reg := newFakeRegistry()
+			k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
+			addr, hs := grpctest.StartHealthServer(t)
+			hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+			check := &pb.Check{Grpc: true, Interval: durationpb.New(time.Hour), Timeout: durationpb.New(time.Second)}
+			inst := &pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: addr, Check: check}
+			reg.registerAwaiting(inst)
+			runLoop(t, k.RunChecks)
+			output := func() string { return reg.Instance("checked.rpc", "i1").GetHealthOutput() }
+			testwait.For(t, 10*time.Second, "the first check's result", func() bool { return strings.HasSuffix(output(), "NOT_SERVING") })
+
+			if up {
+				hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+			}
+			reg.registerAwaiting(inst)
+			testwait.For(t, 10*time.Second, "the check of the registration again", func() bool {
+				if up {
+					return reg.health("checked.rpc", "i1") == pb.Health_PASSING
+				}
+				return strings.HasSuffix(output(), "NOT_SERVING")
+			})
+		})
+	}
+}

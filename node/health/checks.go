@@ -96,9 +96,11 @@ func (k *Keeper) followChecks(ctx context.Context, s *checkSchedule, resp *pb.Wa
 	}
 	if resp.Snapshot {
 		// A listing, not changes: the checks of instances it no longer
-		// has stop here.
+		// has stop here, and so do those of instances registered again
+		// meanwhile without a gRPC check, or through another agent (a
+		// listing has only instances with a check, so it does not say).
 		for _, key := range s.keys() {
-			if k.cfg.Replica.Instance(key.service, key.id) == nil {
+			if cur := k.cfg.Replica.Instance(key.service, key.id); cur == nil || !k.checksHere(cur) {
 				s.remove(key, math.MaxUint64)
 			}
 		}
@@ -107,11 +109,17 @@ func (k *Keeper) followChecks(ctx context.Context, s *checkSchedule, resp *pb.Wa
 
 func keyOf(inst *pb.Instance) instanceKey { return instanceKey{inst.Service, inst.Id} }
 
+// checksHere reports whether this agent runs inst's gRPC check: it owns
+// inst, which asks for one.
+func (k *Keeper) checksHere(inst *pb.Instance) bool {
+	return inst.Node == k.cfg.Agent && inst.Check.GetGrpc()
+}
+
 // keepCheck makes the schedule agree with inst, a version of an instance:
 // a check when this agent owns it and it asks for a gRPC check, with its
 // current check and address.
 func (k *Keeper) keepCheck(ctx context.Context, s *checkSchedule, inst *pb.Instance) {
-	want := inst.Node == k.cfg.Agent && inst.Check.GetGrpc()
+	want := k.checksHere(inst)
 	switch s.compare(inst) {
 	case checkNewer:
 		return
@@ -155,6 +163,10 @@ type scheduledCheck struct {
 	// goroutine running the check, read under checkSchedule.mu while it
 	// does not run.
 	slow bool
+	// stalled: its last run timed out while this agent did not run, so
+	// it runs again at once (once: a run after one that stalled records
+	// its result whatever happened). Written and read as slow is.
+	stalled bool
 	// slowRun, ordinaryRun: the run in progress counts in
 	// checkSchedule.slowRuns, or ordinaryRuns. Guarded by checkSchedule.mu.
 	slowRun, ordinaryRun bool
@@ -202,10 +214,9 @@ const (
 	// contradicts, written by someone else: passing after the run found
 	// the server down (the agent's own health came back: "agent alive
 	// again" marks all its instances passing), or awaiting the first
-	// check after the run found it serving (registered again). The
-	// check runs again at once instead of at its next place, up to an
-	// interval later, while clients route to a server that is down or
-	// avoid one that is up.
+	// check after any run (registered again). The check runs again at
+	// once instead of at its next place, up to an interval later, while
+	// clients route to a server that is down or avoid one that is up.
 	checkStale
 )
 
@@ -218,7 +229,7 @@ func (s *checkSchedule) compare(inst *pb.Instance) int {
 		return checkChanged
 	case inst.ModRevision < c.modRev:
 		return checkNewer
-	case proto.Equal(inst.Check, c.inst.Check) && inst.Address == c.inst.Address:
+	case sameCheck(inst, c.inst):
 		c.modRev = inst.ModRevision
 		if contradicts(inst, c.result) {
 			return checkStale
@@ -228,16 +239,30 @@ func (s *checkSchedule) compare(inst *pb.Instance) int {
 	return checkChanged
 }
 
+// sameCheck reports whether versions a and b of an instance have the same
+// check of the same address: a run of one's check tells of the other.
+func sameCheck(a, b *pb.Instance) bool {
+	return proto.Equal(a.Check, b.Check) && a.Address == b.Address
+}
+
 // contradicts reports whether inst's stored health is one that the last
 // check run's result (unspecified before the first) says is out of date.
 func contradicts(inst *pb.Instance, result pb.Health) bool {
 	switch result {
+	case pb.Health_HEALTH_UNSPECIFIED:
+		return false
 	case pb.Health_CRITICAL:
-		return inst.Health == pb.Health_PASSING
-	case pb.Health_PASSING:
-		return inst.Health == pb.Health_CRITICAL && inst.HealthOutput == AwaitingFirstCheck
+		// Passing, or registered again (whatever the last run found:
+		// a process restarted at the same address may be serving now).
+		return inst.Health == pb.Health_PASSING || awaitingFirstCheck(inst)
 	}
-	return false
+	return awaitingFirstCheck(inst)
+}
+
+// awaitingFirstCheck reports whether inst is as an agent registers a
+// gRPC-checked instance: critical until its check has run.
+func awaitingFirstCheck(inst *pb.Instance) bool {
+	return inst.Health == pb.Health_CRITICAL && inst.HealthOutput == AwaitingFirstCheck
 }
 
 // runNow moves the check of key to now, or, while it runs, to when that
@@ -420,7 +445,7 @@ func (s *checkSchedule) finished(c *scheduledCheck, now time.Time) {
 		interval := c.inst.Check.Interval.AsDuration()
 		c.next = nextPlace(now, interval, checkOffset(c.key, interval))
 		switch {
-		case c.again:
+		case c.again || c.stalled:
 			c.next, c.again = now, false
 		case c.unwritten > 0:
 			// Its result is not in the registry: run again soon, not an
@@ -501,7 +526,10 @@ func nextPlace(now time.Time, interval, offset time.Duration) time.Time {
 }
 
 // runCheck calls grpc.health.v1 on c's instance once and returns what it
-// found; ok is false when the check was removed meanwhile. Only the
+// found; ok is false when the check was removed meanwhile, or when the
+// run found nothing: it timed out while this agent did not run (stopped,
+// its VM paused, starved of CPU), when the server's answer may have
+// waited unread in the socket, and it runs again at once. Only the
 // goroutine running c calls it.
 func (k *Keeper) runCheck(c *scheduledCheck) (h pb.Health, output string, ok bool) {
 	inst, chk := c.inst, c.inst.Check
@@ -525,13 +553,16 @@ func (k *Keeper) runCheck(c *scheduledCheck) (h pb.Health, output string, ok boo
 		c.conn, c.health = conn, healthpb.NewHealthClient(conn)
 	}
 	timeout := checkTimeout(chk)
+	lost := k.lost()
 	cctx, cancel := context.WithTimeout(c.ctx, timeout)
 	resp, err := c.health.Check(cctx, &healthpb.HealthCheckRequest{Service: chk.GrpcService})
 	// Out of time, by the agent's clock or (told the deadline) by the
 	// server's, which may end the call first.
-	c.slow = status.Code(err) == codes.DeadlineExceeded
+	timedOut := status.Code(err) == codes.DeadlineExceeded
 	cancel()
-	if c.ctx.Err() != nil {
+	c.stalled = timedOut && !c.stalled && k.lost() > lost
+	c.slow = timedOut && !c.stalled
+	if c.ctx.Err() != nil || c.stalled {
 		return 0, "", false
 	}
 	switch {
@@ -577,7 +608,14 @@ func (k *Keeper) recordCheck(s *checkSchedule, c *scheduledCheck, h pb.Health, o
 	s.mu.Unlock()
 	inst := c.inst
 	cur := k.cfg.Replica.Instance(inst.Service, inst.Id)
-	if cur == nil || cur.Health == h && (cur.HealthOutput == output || !refresh) {
+	// A registration again awaits its first check: its first output is
+	// written at once, as a new check's is.
+	refresh = refresh || cur != nil && awaitingFirstCheck(cur)
+	// Registered again since the run read it, with another check or
+	// address, or through another agent: the result is not about that
+	// version, whose own check (from here or its agent) judges it.
+	stale := cur != nil && (!k.checksHere(cur) || !sameCheck(cur, inst))
+	if cur == nil || stale || cur.Health == h && (cur.HealthOutput == output || !refresh) {
 		s.mu.Lock()
 		c.unwritten = 0
 		s.mu.Unlock()

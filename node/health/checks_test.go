@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -163,4 +164,28 @@ func runLoop(t *testing.T, loop func(context.Context)) {
 		loop(ctx)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
+}
+
+// TestAListingEndsTheChecksOfInstancesNoLongerCheckedHere: a listing (the
+// watch started again) has only instances with a check; the check of an
+// instance registered again meanwhile without a gRPC check, or through
+// another agent, stops here although the listing does not name it.
+func TestAListingEndsTheChecksOfInstancesNoLongerCheckedHere(t *testing.T) {
+	reg := newFakeRegistry()
+	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(time.Hour)}
+	s := newCheckSchedule()
+	t.Cleanup(s.closeAll)
+	for _, id := range []string{"unchecked", "moved", "kept"} {
+		s.add(t.Context(), reg.register(&pb.Instance{Service: "checked.rpc", Id: id, Node: "a1", Address: "127.0.0.1:1", Check: check}), time.Now())
+	}
+	reg.register(&pb.Instance{Service: "checked.rpc", Id: "unchecked", Node: "a1", Address: "127.0.0.1:1"})
+	reg.register(&pb.Instance{Service: "checked.rpc", Id: "moved", Node: "a2", Address: "127.0.0.1:1", Check: check})
+
+	listing := k.checkedListing()
+	listing.Events = slices.DeleteFunc(listing.Events, func(ev *pb.Event) bool { return ev.Instance.Id == "moved" }) // a part without it
+	k.followChecks(t.Context(), s, listing)
+	if got := s.keys(); len(got) != 1 || got[0].id != "kept" {
+		t.Fatalf("after the listing the agent checks %v, want only checked.rpc/kept", got)
+	}
 }

@@ -115,7 +115,9 @@ type Config struct {
 	// Lost, when set, returns the time this agent has not run since it
 	// started (stopped, paused, starved: internal/stall): the leader moves
 	// its TTL deadlines by what it lost, since the renewals sent meanwhile
-	// wait unread in its sockets.
+	// wait unread in its sockets, and a gRPC check that timed out while
+	// the agent lost time runs again instead of writing the instance
+	// critical, since the server's answer may have waited unread too.
 	Lost   func() time.Duration
 	Logger *slog.Logger
 }
@@ -130,6 +132,9 @@ type Keeper struct {
 	// check results that could not be written: cut off from the leader,
 	// every check of every instance fails to write.
 	recordWarn *warnrate.Limiter
+	// destroyWait is how long DestroySessions tries (sessionDestroyWait;
+	// tests shorten it).
+	destroyWait time.Duration
 }
 
 // recordWarnEvery is how often a failure to write check results is
@@ -155,7 +160,16 @@ func New(cfg Config) *Keeper {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Keeper{cfg: cfg, log: log, ttl: newTTLTracker(), sessions: newLiveSessions(),
-		recordWarn: warnrate.New(recordWarnEvery, 1, time.Now)}
+		recordWarn: warnrate.New(recordWarnEvery, 1, time.Now), destroyWait: sessionDestroyWait}
+}
+
+// lost is the time this agent has not run since it started (Config.Lost;
+// none when it is not set).
+func (k *Keeper) lost() time.Duration {
+	if k.cfg.Lost == nil {
+		return 0
+	}
+	return k.cfg.Lost()
 }
 
 // followInstances hands apply the replica's checked instances (as a

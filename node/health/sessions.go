@@ -75,13 +75,19 @@ func (l *liveSessions) markRemoved(rev uint64, exists map[string]bool) {
 	}
 }
 
+// sessionDestroyWait is how long DestroySessions tries: the agent may be
+// between leaders.
+const sessionDestroyWait = 10 * time.Second
+
 // DestroySessions removes sessions and their instances through Raft,
-// retrying for a while: the agent may be between leaders.
+// retrying for a while (sessionDestroyWait): the agent may be between
+// leaders. Sessions it could not remove are this agent's and no longer
+// served, so the session scan removes them once a leader answers.
 func (k *Keeper) DestroySessions(ids ...string) {
 	if k.cfg.Silenced() {
 		return // a crashed agent says nothing; the cluster cleans up
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), k.destroyWait)
 	defer cancel()
 	cmd := &pb.Command{Kind: &pb.Command_SessionDestroy{SessionDestroy: &pb.SessionDestroy{Ids: ids}}}
 	for {
@@ -90,8 +96,12 @@ func (k *Keeper) DestroySessions(ids ...string) {
 			k.log.Debug("sessions closed", "sessions", ids)
 			return
 		}
-		if ctx.Err() != nil || errors.Is(err, apierr.ErrShuttingDown) {
-			k.log.Warn("could not close sessions; they are closed when this agent restarts", "sessions", ids, "err", err)
+		if errors.Is(err, apierr.ErrShuttingDown) {
+			k.log.Warn("could not close sessions: this agent is shutting down; they are closed when it starts again, or when the leader reaps it", "sessions", ids, "err", err)
+			return
+		}
+		if ctx.Err() != nil {
+			k.log.Warn("could not close sessions: no leader took the write; this agent's session scan closes them once one does", "sessions", ids, "for", k.destroyWait, "err", err)
 			return
 		}
 		select {

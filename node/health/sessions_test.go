@@ -2,10 +2,13 @@ package health
 
 import (
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
 )
 
 // TestSessionScanDestroysOrphansOfThisAgentOnly: a session this agent owns
@@ -82,5 +85,29 @@ func TestSessionRemovedByTheClusterIsEnded(t *testing.T) {
 	removed.End()
 	if k.sessions.has("removed") {
 		t.Fatal("an ended session is still served")
+	}
+}
+
+// TestSessionsNotClosedForWantOfALeaderAreLeftToTheScan: sessions whose
+// SessionDestroy no leader took are closed by this agent's session scan
+// once a leader answers; the warning says so, not that the agent must
+// restart (which would end every session it serves).
+func TestSessionsNotClosedForWantOfALeaderAreLeftToTheScan(t *testing.T) {
+	reg := newFakeRegistry()
+	var logs testlog.Buffer
+	k := New(Config{Agent: "a1", Replica: reg, Writer: &refusingWriter{}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	k.destroyWait = 50 * time.Millisecond
+	reg.addSession("s1", "a1")
+	k.DestroySessions("s1")
+	if out := logs.String(); !strings.Contains(out, "session scan closes them") || strings.Contains(out, "restart") {
+		t.Fatalf("warning about sessions no leader closed:\n%s\nwant it to say the session scan closes them", out)
+	}
+
+	// The session is this agent's and no longer served: the next scan
+	// closes it, once a leader takes writes.
+	k.cfg.Writer = reg
+	k.scanSessions()
+	if ids := reg.written(); len(ids) != 1 || ids[0].GetSessionDestroy().GetIds()[0] != "s1" {
+		t.Fatalf("scan wrote %v, want a SessionDestroy of s1", ids)
 	}
 }

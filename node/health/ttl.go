@@ -283,7 +283,10 @@ func (t *ttlTracker) judge(now time.Time, replica Replica, retry time.Duration) 
 		inst := replica.Instance(e.key.service, e.key.id)
 		switch {
 		case inst == nil:
+			// Removed, and the watch has not said so (or never will:
+			// a listing leaves out what is gone).
 			t.drop(e.key)
+			delete(t.started, e.key)
 		case e.reap && t.reapable(e.key, inst, now):
 			reap = append(reap, verdict{inst, e.gen})
 			t.retryAt(e, now.Add(retry))
@@ -454,7 +457,10 @@ func (k *Keeper) observeTTL(resp *pb.WatchResponse) {
 }
 
 // sweep judges the instances due as of now and writes the verdicts no
-// renewal has overtaken.
+// renewal has overtaken. A renewal of an instance being written waits for
+// that write only: the expiries' one entry, or the instance's removal,
+// not the removals of the tick's other instances (thousands, after a zone
+// has been down for their deregister_critical_after).
 func (k *Keeper) sweep(ctx context.Context, now time.Time) {
 	expired, reap := k.ttl.judge(now, k.cfg.Replica, k.cfg.Interval)
 	if len(expired) == 0 && len(reap) == 0 {
@@ -463,10 +469,23 @@ func (k *Keeper) sweep(ctx context.Context, now time.Time) {
 	if k.ttl.judged != nil {
 		k.ttl.judged()
 	}
+	k.writeClaimed(expired, func(insts []*pb.Instance) { k.expireTTLs(ctx, now, insts) })
+	for _, v := range reap {
+		if ctx.Err() != nil {
+			return // leadership ended: the next leader judges them
+		}
+		k.writeClaimed([]verdict{v}, func(insts []*pb.Instance) { k.removeLongCritical(ctx, insts) })
+	}
+}
+
+// writeClaimed claims the verdicts vs that no renewal has overtaken,
+// hands their instances to write, and releases them once it returns.
+func (k *Keeper) writeClaimed(vs []verdict, write func([]*pb.Instance)) {
 	done := make(chan struct{})
 	defer k.ttl.release(done)
-	k.expireTTLs(ctx, now, k.ttl.claim(expired, done))
-	k.removeLongCritical(ctx, k.ttl.claim(reap, done))
+	if insts := k.ttl.claim(vs, done); len(insts) > 0 {
+		write(insts)
+	}
 }
 
 // expireTTLs marks instances whose TTL ran out critical, in one entry.

@@ -618,3 +618,100 @@ func TestTTLLoopMovesDeadlinesByTheTimeLost(t *testing.T) {
 		t.Fatalf("an instance whose leader lost an hour within its TTL is %v", h)
 	}
 }
+
+// TestTTLTrackerForgetsAnInstanceRemovedUnseen: an instance removed
+// without a DELETE event (the watch fell behind and listed the registry
+// again) leaves nothing of it in the leader's tracker once its deadline
+// finds it gone.
+func TestTTLTrackerForgetsAnInstanceRemovedUnseen(t *testing.T) {
+	reg := newFakeRegistry()
+	t0 := time.Unix(1000, 0)
+	k := newTestKeeper(t, reg, &fakeClock{now: t0})
+	reg.register(ttlInstance("gone", 10*time.Second))
+	startTTLs(k, t0)
+	reg.mu.Lock()
+	delete(reg.insts, instanceKey{"ttl.rpc", "gone"})
+	reg.mu.Unlock()
+
+	k.sweep(context.Background(), t0.Add(11*time.Second))
+	k.ttl.mu.Lock()
+	defer k.ttl.mu.Unlock()
+	if len(k.ttl.entries) != 0 || len(k.ttl.due) != 0 || len(k.ttl.started) != 0 || len(k.ttl.critical) != 0 {
+		t.Fatalf("the tracker keeps %d deadlines, %d in its heap, %d TTL starts and %d critical spells of a removed instance",
+			len(k.ttl.entries), len(k.ttl.due), len(k.ttl.started), len(k.ttl.critical))
+	}
+}
+
+// holdingWriter writes to reg, holding each Deregister until release is
+// closed; entered gets a value as one begins.
+type holdingWriter struct {
+	*fakeRegistry
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (w *holdingWriter) ApplyLocal(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	if cmd.GetDeregister() != nil {
+		w.entered <- struct{}{}
+		<-w.release
+	}
+	return w.fakeRegistry.ApplyLocal(ctx, cmd)
+}
+
+// TestRenewalWaitsOnlyForItsOwnInstancesWrite: a tick that expires one
+// instance and removes others (critical past deregister_critical_after),
+// one Raft entry each, releases the expired instance once its entry is
+// written: its renewal does not wait for the removals.
+func TestRenewalWaitsOnlyForItsOwnInstancesWrite(t *testing.T) {
+	reg := newFakeRegistry()
+	w := &holdingWriter{fakeRegistry: reg, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	t0 := time.Unix(1000, 0)
+	k := New(Config{Agent: "a1", Replica: reg, Writer: w, Interval: time.Hour, Now: (&fakeClock{now: t0}).Now, Logger: testlog.New(t, "a1")})
+	reg.register(ttlInstance("lapsed", 10*time.Second))
+	deregisterAfterInstances(reg, "long1", "long2")
+	startTTLs(k, t0)
+	for _, id := range []string{"long1", "long2"} {
+		k.ttl.observe(makeCritical(reg, id, t0), t0)
+	}
+	k.ttl.observe(reg.Instance("ttl.rpc", "lapsed"), t0.Add(55*time.Second)) // renewed then
+
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		k.sweep(context.Background(), t0.Add(66*time.Second))
+	}()
+	defer func() { close(w.release); <-swept }()
+	<-w.entered // the lapsed instance is written critical; a removal is being written
+	if h := reg.health("ttl.rpc", "lapsed"); h != pb.Health_CRITICAL {
+		t.Fatalf("the lapsed instance is %v while the tick removes others, want critical", h)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := k.RenewTTL(ctx, "ttl.rpc", "lapsed"); err != nil {
+		t.Fatalf("renewal of the expired instance while the tick removes others: %v", err)
+	}
+	if h := reg.health("ttl.rpc", "lapsed"); h != pb.Health_PASSING {
+		t.Fatalf("the renewed instance is %v, want passing", h)
+	}
+}
+
+// TestSweepStopsRemovingWhenLeadershipEnds: a tick whose leadership ends
+// while it removes instances critical past deregister_critical_after
+// tries no more of them (each would fail, and log so).
+func TestSweepStopsRemovingWhenLeadershipEnds(t *testing.T) {
+	reg := newFakeRegistry()
+	t0 := time.Unix(1000, 0)
+	k := newTestKeeper(t, reg, &fakeClock{now: t0})
+	deregisterAfterInstances(reg, "long1", "long2", "long3")
+	startTTLs(k, t0)
+	for _, id := range []string{"long1", "long2", "long3"} {
+		k.ttl.observe(makeCritical(reg, id, t0), t0)
+	}
+	reg.written()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	k.sweep(ctx, t0.Add(2*time.Minute))
+	if w := reg.written(); len(w) != 0 {
+		t.Fatalf("a tick whose leadership had ended wrote %v", w)
+	}
+}
