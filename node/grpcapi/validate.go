@@ -18,6 +18,7 @@ import (
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/node/health"
 	"github.com/zrpcio/zrpc/storage"
 )
 
@@ -225,7 +226,7 @@ type Membership interface {
 // Limits on forwarded commands beyond what the public API checks.
 const (
 	maxRequestIDLen = 256
-	maxHealthOutput = 4096
+	maxHealthOutput = health.MaxOutput
 )
 
 // validateForwarded checks a command a peer forwarded through

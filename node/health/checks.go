@@ -9,6 +9,7 @@ import (
 	"math"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -588,6 +589,27 @@ func checkTimeout(chk *pb.Check) time.Duration {
 	return DefaultCheckTimeout
 }
 
+// MaxOutput bounds a health output, in bytes: what the agents' API
+// accepts of one (a registration's, a forwarded SetHealth's).
+const MaxOutput = 4096
+
+// clipOutput cuts output to MaxOutput bytes at a character boundary,
+// saying so: a check's output quotes the checked server's error message,
+// which may be as long as it likes (a stack trace), and a longer output
+// would be refused where the result is forwarded to the leader, leaving
+// the instance's health as it was.
+func clipOutput(output string) string {
+	if len(output) <= MaxOutput {
+		return output
+	}
+	const mark = " [cut to 4 KiB]"
+	cut := MaxOutput - len(mark)
+	for cut > 0 && !utf8.RuneStart(output[cut]) {
+		cut--
+	}
+	return output[:cut] + mark
+}
+
 // outputRefresh is how often a check may write a new output without a
 // change of health. A change of health is written at once, and so is a
 // check's first output (replacing "awaiting first gRPC health check", or
@@ -601,6 +623,7 @@ const outputRefresh = 5 * time.Minute
 // registry when it changes the instance's health, or its output (at most
 // once per outputRefresh).
 func (k *Keeper) recordCheck(s *checkSchedule, c *scheduledCheck, h pb.Health, output string) {
+	output = clipOutput(output)
 	now := time.Now()
 	s.mu.Lock()
 	c.result = h

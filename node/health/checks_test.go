@@ -4,10 +4,15 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -187,5 +192,37 @@ func TestAListingEndsTheChecksOfInstancesNoLongerCheckedHere(t *testing.T) {
 	k.followChecks(t.Context(), s, listing)
 	if got := s.keys(); len(got) != 1 || got[0].id != "kept" {
 		t.Fatalf("after the listing the agent checks %v, want only checked.rpc/kept", got)
+	}
+}
+
+// longErrorHealth answers every check with an error whose message is
+// longer than a health output may be, in characters of two bytes.
+type longErrorHealth struct {
+	healthpb.UnimplementedHealthServer
+}
+
+func (longErrorHealth) Check(context.Context, *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	return nil, status.Error(codes.Internal, strings.Repeat("é", MaxOutput))
+}
+
+// TestACheckOutputIsCutToWhatTheAPIAccepts: a checked server whose error
+// message is longer than a health output may be (a stack trace) still
+// has its failure recorded, its output cut to MaxOutput bytes at a
+// character boundary and saying so: forwarded whole to the leader, the
+// result would be refused and the instance stay passing.
+func TestACheckOutputIsCutToWhatTheAPIAccepts(t *testing.T) {
+	addr := grpctest.Serve(t, func(s *grpc.Server) { healthpb.RegisterHealthServer(s, longErrorHealth{}) })
+	reg := newFakeRegistry()
+	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(50 * time.Millisecond), Timeout: durationpb.New(time.Second)}
+	reg.register(&pb.Instance{Service: "verbose.rpc", Id: "a1", Node: "a1", Address: addr, Check: check, Health: pb.Health_PASSING})
+	runLoop(t, k.RunChecks)
+	testwait.For(t, 10*time.Second, "the failing check recorded", func() bool {
+		return reg.health("verbose.rpc", "a1") == pb.Health_CRITICAL
+	})
+	out := reg.Instance("verbose.rpc", "a1").HealthOutput
+	if len(out) > MaxOutput || !utf8.ValidString(out) || !strings.HasSuffix(out, "[cut to 4 KiB]") || !strings.Contains(out, "Internal: éé") {
+		t.Fatalf("output of %d bytes (valid UTF-8 %v), ending %q: want at most %d, whole characters, the error's start and a mark",
+			len(out), utf8.ValidString(out), out[max(0, len(out)-40):], MaxOutput)
 	}
 }
