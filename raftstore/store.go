@@ -746,6 +746,15 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
+// LeaderReady reports whether this agent leads and has applied everything
+// committed before it did (its barrier): until then its replica may lack
+// writes already acknowledged.
+func (s *Store) LeaderReady() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.leaderReady
+}
+
 // ClusterAt reports whether every Raft server runs a build of state
 // machine version v or later (Config.ClusterFSMVersion), asking at most
 // once a second.

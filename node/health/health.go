@@ -118,8 +118,13 @@ type Config struct {
 	// wait unread in its sockets, and a gRPC check that timed out while
 	// the agent lost time runs again instead of writing the instance
 	// critical, since the server's answer may have waited unread too.
-	Lost   func() time.Duration
-	Logger *slog.Logger
+	Lost func() time.Duration
+	// LeaderReady, when set, reports whether this agent, the leader, has
+	// applied everything committed before it led: until then its replica
+	// may lack a registration already acknowledged, and a renewal answers
+	// "no leader yet" (retried) rather than "not found".
+	LeaderReady func() bool
+	Logger      *slog.Logger
 }
 
 // Keeper keeps instances' health on one agent (see the package comment).

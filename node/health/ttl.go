@@ -353,6 +353,9 @@ func (t *ttlTracker) release(done chan struct{}) {
 // makes it passing again. It returns the revision the instance's health is
 // current at.
 func (k *Keeper) RenewTTL(ctx context.Context, service, id string) (uint64, error) {
+	if k.cfg.LeaderReady != nil && !k.cfg.LeaderReady() {
+		return 0, fmt.Errorf("%w: this agent has just become leader and is still applying what its predecessor committed; retry", apierr.ErrNoLeader)
+	}
 	inst := k.cfg.Replica.Instance(service, id)
 	if inst == nil {
 		return 0, fmt.Errorf("%w: instance %s/%s", apierr.ErrNotFound, service, id)

@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/stall"
 	"github.com/zrpcio/zrpc/internal/testlog"
@@ -713,5 +715,26 @@ func TestSweepStopsRemovingWhenLeadershipEnds(t *testing.T) {
 	k.sweep(ctx, t0.Add(2*time.Minute))
 	if w := reg.written(); len(w) != 0 {
 		t.Fatalf("a tick whose leadership had ended wrote %v", w)
+	}
+}
+
+// TestRenewalOnALeaderStillCatchingUpIsRetried: a new leader that has
+// not applied what its predecessor committed may lack a registration
+// already acknowledged; its renewal answers "no leader" (which the
+// forwarding retries), not "not found", and goes through once it has.
+func TestRenewalOnALeaderStillCatchingUpIsRetried(t *testing.T) {
+	reg := newFakeRegistry()
+	clock := &fakeClock{now: time.Unix(1000, 0)}
+	var ready atomic.Bool
+	k := New(Config{Agent: "a1", Replica: reg, Writer: reg, Interval: time.Hour, Now: clock.Now, LeaderReady: ready.Load, Logger: testlog.New(t, "a1")})
+	_, err := k.RenewTTL(context.Background(), "ttl.rpc", "acked")
+	if !errors.Is(err, apierr.ErrNoLeader) || errors.Is(err, apierr.ErrNotFound) {
+		t.Fatalf("renewal on a leader still catching up: %v, want no leader (retried), not not found", err)
+	}
+	reg.register(ttlInstance("acked", 10*time.Second)) // the registration, applied by the barrier
+	ready.Store(true)
+	startTTLs(k, clock.Now())
+	if _, err := k.RenewTTL(context.Background(), "ttl.rpc", "acked"); err != nil {
+		t.Fatalf("renewal once caught up: %v", err)
 	}
 }
