@@ -211,11 +211,19 @@ func (w *WatchStream) assemble(part *zrpcpb.WatchResponse) *zrpcpb.WatchResponse
 }
 
 // advance records the revision a response reflects: its header revision, or
-// its last event's when the header is older.
+// its last event's when the header is older. A snapshot sets it outright:
+// the agent sends one below the revision the watch resumed from when that
+// revision is of no history the cluster has (rebuilt from an older state),
+// and resuming later from the old, higher one would skip the events
+// between.
 func (w *WatchStream) advance(resp *zrpcpb.WatchResponse) {
 	rev := resp.GetHeader().GetRevision()
 	for _, ev := range resp.GetEvents() {
 		rev = max(rev, ev.GetRevision())
+	}
+	if resp.GetSnapshot() {
+		w.rev = rev
+		return
 	}
 	w.rev = max(w.rev, rev)
 }

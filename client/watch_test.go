@@ -234,3 +234,25 @@ func TestWatchAssemblesParts(t *testing.T) {
 		t.Fatalf("from_revision of Watch calls = %v, want [0 5]", calls)
 	}
 }
+
+// TestWatchSnapshotSetsTheResumeRevision: a snapshot sets the revision a
+// watch resumes from, even below the one it had (an agent answers a
+// revision of another history, past all the cluster committed, with a
+// snapshot of what it has); events only move it forward.
+func TestWatchSnapshotSetsTheResumeRevision(t *testing.T) {
+	w := &WatchStream{rev: 1000}
+	steps := []struct {
+		resp *zrpcpb.WatchResponse
+		want uint64
+	}{
+		{&zrpcpb.WatchResponse{Snapshot: true, Header: &zrpcpb.ResponseHeader{Revision: 900}}, 900},
+		{&zrpcpb.WatchResponse{Events: []*zrpcpb.Event{{Revision: 950}}, Header: &zrpcpb.ResponseHeader{Revision: 950}}, 950},
+		{&zrpcpb.WatchResponse{Header: &zrpcpb.ResponseHeader{Revision: 800}}, 950},
+	}
+	for i, s := range steps {
+		w.advance(s.resp)
+		if w.rev != s.want {
+			t.Fatalf("after response %d (%v) the watch resumes from %d, want %d", i, s.resp, w.rev, s.want)
+		}
+	}
+}

@@ -33,6 +33,10 @@ type eventLog struct {
 	compacted       uint64                  // events with revision <= compacted may be missing
 	head            uint64                  // revision of the last append
 	changed         chan struct{}           // closed on every append, then replaced
+	// restores counts the times the state was replaced (compactTo): a
+	// watcher that last synchronised before the latest needs a snapshot,
+	// whatever its revision, as its events are of the state replaced.
+	restores uint64
 
 	// subMu guards the subscriptions; it is taken after mu is released.
 	subMu sync.Mutex
@@ -218,7 +222,8 @@ func (l *eventLog) unsubscribe(s *subscription) {
 
 // compactTo forgets every event: used when the state is replaced by a
 // snapshot, after which only revisions >= rev can be resumed. Every
-// watcher wakes to resynchronise.
+// watcher wakes to resynchronise, also one at or past rev (a state
+// replaced by one at a revision it has seen is no continuation of it).
 func (l *eventLog) compactTo(rev uint64) {
 	l.mu.Lock()
 	for i := range l.buf {
@@ -227,6 +232,7 @@ func (l *eventLog) compactTo(rev uint64) {
 	l.start, l.n, l.bytes = 0, 0, 0
 	clear(l.byService)
 	l.compacted, l.head = rev, rev
+	l.restores++
 	close(l.changed)
 	l.changed = make(chan struct{})
 	l.mu.Unlock()
@@ -237,11 +243,13 @@ func (l *eventLog) compactTo(rev uint64) {
 // from, never splitting one revision across two answers, and the revision the
 // watcher has then seen; more is true when it stopped before the head. It
 // reads only the events of service, so a watcher's read costs what it
-// receives. ok is false when from has been compacted away.
-func (l *eventLog) since(from uint64, service string, max int) (evs []*pb.Event, seen uint64, more, ok bool) {
+// receives. ok is false when from has been compacted away, or when the
+// state was replaced since the watcher synchronised with it (restores is
+// the count it synchronised at).
+func (l *eventLog) since(from uint64, service string, max int, restores uint64) (evs []*pb.Event, seen uint64, more, ok bool) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	if from < l.compacted {
+	if from < l.compacted || restores != l.restores {
 		return nil, 0, false, false
 	}
 	seen = l.head
@@ -310,6 +318,9 @@ type Watcher struct {
 	// encoded makes snapshot pages carry instances encoded
 	// (EncodeSnapshots).
 	encoded bool
+	// restores is the event log's count of state replacements when the
+	// watcher was made or took its last snapshot.
+	restores uint64
 }
 
 // EncodeSnapshots makes the watcher's snapshot pages carry each instance
@@ -325,7 +336,7 @@ func (w *Watcher) EncodeSnapshots() { w.encoded = true }
 // events after revision from; from == 0 starts with a snapshot. The caller
 // must Close it.
 func (f *FSM) Watch(service string, from uint64) *Watcher {
-	return &Watcher{fsm: f, service: service, rev: from, snapshot: from == 0, sub: f.events.subscribe(service, nil)}
+	return f.newWatcher(service, from, nil)
 }
 
 // WatchFunc is Watch for a reader that serves many watchers from one
@@ -337,7 +348,15 @@ func (f *FSM) Watch(service string, from uint64) *Watcher {
 // watchers: it must be quick, must not block and must not call the
 // watcher or the FSM.
 func (f *FSM) WatchFunc(service string, from uint64, wake func()) *Watcher {
-	return &Watcher{fsm: f, service: service, rev: from, snapshot: from == 0, sub: f.events.subscribe(service, wake)}
+	return f.newWatcher(service, from, wake)
+}
+
+func (f *FSM) newWatcher(service string, from uint64, wake func()) *Watcher {
+	w := &Watcher{fsm: f, service: service, rev: from, snapshot: from == 0, sub: f.events.subscribe(service, wake)}
+	f.events.mu.RLock()
+	w.restores = f.events.restores
+	f.events.mu.RUnlock()
+	return w
 }
 
 // Close stops the watcher's wake-ups. It is safe to call twice.
@@ -382,7 +401,7 @@ func (w *Watcher) Poll() (resp *pb.WatchResponse, ok bool) {
 			w.pages = w.takeSnapshot()
 			continue
 		}
-		evs, seen, _, ok := w.fsm.events.since(w.rev, w.service, maxWatchBatch)
+		evs, seen, _, ok := w.fsm.events.since(w.rev, w.service, maxWatchBatch, w.restores)
 		if !ok {
 			w.snapshot = true
 			continue
@@ -397,6 +416,17 @@ func (w *Watcher) Poll() (resp *pb.WatchResponse, ok bool) {
 
 // Revision is the last revision the watcher has seen.
 func (w *Watcher) Revision() uint64 { return w.rev }
+
+// Resync makes the watcher start over with a snapshot, whatever it was
+// following: for a reader that learned that the revision it resumes from
+// is of no history this registry has (past everything the cluster has
+// committed: the client watched a cluster since rebuilt from an older
+// state). Like Next, it must not be called concurrently with Next or
+// Poll.
+func (w *Watcher) Resync() {
+	w.pages = nil
+	w.snapshot = true
+}
 
 // Ready receives when the registry may have events for the watcher that
 // it has not read. Next takes the same signal, so a caller waiting on
@@ -447,6 +477,11 @@ func (w *Watcher) takeSnapshot() *snapshotPages {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	p := &snapshotPages{rev: f.revision, encoded: w.encoded}
+	// The state and the count of its replacements change together, under
+	// f.mu (FSM.RestoreWithin).
+	f.events.mu.RLock()
+	w.restores = f.events.restores
+	f.events.mu.RUnlock()
 	if w.service != "" {
 		if byID := f.services[w.service]; len(byID) > 0 {
 			p.services = []serviceInstances{{w.service, records(w.service, byID)}}

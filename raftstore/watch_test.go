@@ -609,7 +609,7 @@ func TestWatchReadsOnlyItsService(t *testing.T) {
 	}
 	rev := d.mustApply(registerCmd(testInstance("mine", "m", "n1")))
 
-	evs, seen, more, ok := d.fsm.events.since(1, "mine", maxWatchBatch)
+	evs, seen, more, ok := d.fsm.events.since(1, "mine", maxWatchBatch, 0)
 	if !ok || more || seen != rev || describeEvents(evs)[0] != fmt.Sprintf("PUT mine/m@%d", rev) || len(evs) != 1 {
 		t.Fatalf("since = %v, seen %d, more %v, ok %v; want PUT mine/m@%d, seen %d", describeEvents(evs), seen, more, ok, rev, rev)
 	}
@@ -790,5 +790,52 @@ func TestWatcherBacklogCountsWhatIsLeftToSend(t *testing.T) {
 	}
 	if _, _, _, ok := api.Backlog(2, 6, 100, 1<<20); ok {
 		t.Error("backlog of a watcher whose unsent events left the ring reported ok")
+	}
+}
+
+// TestWatchRestoreAtOrBeforeTheWatchersRevisionResets: a state replaced by
+// one at a revision the watcher has already seen, or one before it, is no
+// continuation of what the watcher followed: its next response is a
+// snapshot of the restored state, not silence until the registry passes
+// the watcher's revision (and then events against the state replaced).
+func TestWatchRestoreAtOrBeforeTheWatchersRevisionResets(t *testing.T) {
+	src := newFSMDriver(t, 64)
+	for i := range 5 {
+		src.mustApply(registerCmd(testInstance("api", fmt.Sprintf("restored-%d", i), "n1")))
+	}
+	snap := snapshotBytes(t, src.fsm)
+	srcRev := src.fsm.Revision()
+
+	for _, writes := range []int{5, 9} { // the watcher at the restored revision, then past it
+		for _, service := range []string{"", "api"} {
+			t.Run(fmt.Sprintf("watcher at %d/service=%s", writes, service), func(t *testing.T) {
+				d := newFSMDriver(t, 64)
+				for i := range writes {
+					d.mustApply(registerCmd(testInstance("api", fmt.Sprintf("replaced-%d", i), "n1")))
+				}
+				w := d.fsm.Watch(service, 0)
+				t.Cleanup(w.Close)
+				drainWatcher(t, w)
+				if w.Revision() < srcRev {
+					t.Fatalf("watcher at revision %d, want at least the restored %d", w.Revision(), srcRev)
+				}
+				if err := d.fsm.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
+					t.Fatal(err)
+				}
+				resps := drainWatcher(t, w)
+				if len(resps) != 1 {
+					t.Fatalf("after the restore: %d responses, want one snapshot of the restored state", len(resps))
+				}
+				checkSnapshot(t, d.fsm, service, resps[0])
+
+				// Events then follow the restored state.
+				d.next = srcRev + 1
+				rev := d.mustApply(deregisterCmd("api", "restored-0"))
+				want := []string{fmt.Sprintf("DELETE api/restored-0@%d", rev)}
+				if got := describeEvents(flattenEvents(drainWatcher(t, w))); !slices.Equal(got, want) {
+					t.Errorf("after the restore: %v, want %v", got, want)
+				}
+			})
+		}
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -162,6 +164,18 @@ func (ws *watchStream) backlog() (sent uint64, events, bytes int, overBudget boo
 func (s *Registry) serveWatch(ctx context.Context, cancel context.CancelCauseFunc, w *raftstore.Watcher, from uint64,
 	stream pb.Registry_WatchServer) error {
 	defer w.Close()
+	past, known, err := s.resumesPastCommit(ctx, from, 0)
+	if err != nil {
+		if cause := context.Cause(ctx); cutOff(cause) {
+			return cause
+		}
+		return err
+	}
+	if past {
+		s.logPastCommit(from, known)
+		w.Resync()
+		from = 0 // nothing of the stream's history was sent
+	}
 	encodeSnapshots(ctx, w)
 	ws := newWatchStream(s.cfg.WatchBacklog, from)
 	s.budget.join(ws, func() { cancel(errWatchBehind) })
@@ -180,6 +194,76 @@ func (s *Registry) serveWatch(ctx context.Context, cancel context.CancelCauseFun
 			return s.watchEnded(ctx, ws, err)
 		}
 	}
+}
+
+// resumeCheckWait bounds how long a watch resuming past this agent's
+// replica waits to learn what the cluster has committed.
+const resumeCheckWait = 5 * time.Second
+
+// resumesPastCommit reports whether a watch resuming after revision from
+// must start over with a snapshot: from is past this replica's revision
+// and past everything the cluster has committed (the leader's read index),
+// so it is a revision of no history the cluster has; the client watched a
+// cluster since rebuilt from an older state (`zrpcd agent recover`, a data
+// dir from a backup), whose revisions are below the ones it saw. Waiting
+// for the registry to reach from would leave the client with the old
+// state and then hand it events of another history. A replica that only
+// lags behind the leader has from still to apply, and the watch waits for
+// it. committed is a revision already known committed (0: none); the
+// highest known is returned. It fails, with STALE_READ, when no leader
+// answers within resumeCheckWait: a client with other agents resumes
+// there, or retries.
+func (s *Registry) resumesPastCommit(ctx context.Context, from, committed uint64) (past bool, known uint64, err error) {
+	head := s.cfg.Replica.Revision()
+	if from <= max(head, committed) || s.cfg.Cluster == nil {
+		return false, committed, nil
+	}
+	checkCtx, cancel := context.WithTimeout(ctx, resumeCheckWait)
+	defer cancel()
+	var commit uint64
+	err = s.cfg.Cluster.OnLeader(checkCtx,
+		func() error {
+			if err := s.cfg.Cluster.CheckRead(checkCtx, pb.Consistency_CONSISTENT); err != nil {
+				return err
+			}
+			commit = s.cfg.Replica.Revision()
+			return nil
+		},
+		func(ctx context.Context, conn grpc.ClientConnInterface) error {
+			resp, err := pb.NewInternalClient(conn).ReadIndex(ctx, &pb.ReadIndexRequest{})
+			commit = resp.GetIndex()
+			return err
+		})
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, committed, ctx.Err()
+		}
+		return false, committed, &resumeUnchecked{from: from, head: head, cause: err}
+	}
+	known = max(commit, committed)
+	return from > known, known, nil
+}
+
+// resumeUnchecked refuses a watch resuming past this agent's registry
+// while no leader could be asked what the cluster has committed
+// (STALE_READ).
+type resumeUnchecked struct {
+	from, head uint64
+	cause      error // why the leader could not be asked
+}
+
+func (e *resumeUnchecked) Error() string {
+	return fmt.Sprintf("%v: the watch resumes after revision %d, past this agent's registry at revision %d, and the leader could not be asked whether the cluster has committed that far (%v); retry, or watch from revision 0 for a snapshot",
+		apierr.ErrStaleRead, e.from, e.head, e.cause)
+}
+
+func (e *resumeUnchecked) Unwrap() error { return apierr.ErrStaleRead }
+
+// logPastCommit logs that a watch resumed after revision from, past
+// everything the cluster has committed (known), starts over.
+func (s *Registry) logPastCommit(from, known uint64) {
+	s.log.Info("a watch resumes past everything the cluster has committed: its revision is of another history (the cluster was rebuilt from an older state?); sending it a snapshot",
+		"from_revision", from, "commit_index", known)
 }
 
 // encodeSnapshots lets w's snapshot pages carry the instances as the

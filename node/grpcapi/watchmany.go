@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/status"
 
@@ -112,6 +113,17 @@ type watchMux struct {
 	// (watchcontact.go).
 	contact context.Context
 
+	// committed is the highest revision the stream has learned the
+	// cluster committed, and checkErr why the last check of a resume past
+	// the replica could not ask the leader, at checkFailed: a check waits
+	// up to resumeCheckWait, and the creates after a failed one are
+	// refused for as long with the same cause instead of each waiting in
+	// turn. Used by the receiver only.
+	committed   uint64
+	checkErr    error
+	checkFailed time.Time
+	loggedPast  bool // a watch past the commit index was logged
+
 	// readyMu guards ready and each watch's queued; the registry's write
 	// path takes it (muxWatch.wakeUp) holding its lock of the watchers.
 	readyMu sync.Mutex
@@ -191,6 +203,10 @@ func (m *watchMux) create(c *pb.WatchCreate) error {
 			return m.refuse(c.WatchId, err)
 		}
 	}
+	from, err := m.resumeFrom(req.GetFromRevision())
+	if err != nil {
+		return m.refuse(c.WatchId, err)
+	}
 	release, err := m.reg.watches.take()
 	if err != nil {
 		return m.refuse(c.WatchId, err)
@@ -205,12 +221,38 @@ func (m *watchMux) create(c *pb.WatchCreate) error {
 	if contact != nil {
 		m.armContact(contact)
 	}
-	mw.w = m.reg.cfg.Replica.WatchFunc(req.GetService(), req.GetFromRevision(), mw.wakeUp)
+	mw.w = m.reg.cfg.Replica.WatchFunc(req.GetService(), from, mw.wakeUp)
 	encodeSnapshots(m.ctx, mw.w)
 	m.open[c.WatchId] = mw
 	m.reg.cfg.Metrics.WatchStarted()
 	mw.wakeUp() // its snapshot, or the events it resumes after
 	return nil
+}
+
+// resumeFrom returns the revision a watch asked to resume after from
+// starts from: from, or 0 (a snapshot) when from is past everything the
+// cluster has committed (Registry.resumesPastCommit).
+func (m *watchMux) resumeFrom(from uint64) (uint64, error) {
+	if head := m.reg.cfg.Replica.Revision(); from > max(head, m.committed) && m.checkErr != nil && time.Since(m.checkFailed) < resumeCheckWait {
+		return 0, &resumeUnchecked{from: from, head: head, cause: m.checkErr}
+	}
+	past, known, err := m.reg.resumesPastCommit(m.ctx, from, m.committed)
+	var unchecked *resumeUnchecked
+	if errors.As(err, &unchecked) {
+		m.checkErr, m.checkFailed = unchecked.cause, time.Now()
+	}
+	if err != nil {
+		return 0, err
+	}
+	m.committed, m.checkErr = known, nil
+	if past {
+		if !m.loggedPast { // once a stream: a client resumes all its watches at once
+			m.loggedPast = true
+			m.reg.logPastCommit(from, known)
+		}
+		return 0, nil
+	}
+	return from, nil
 }
 
 // check returns why a watch of service (every service when empty) is
