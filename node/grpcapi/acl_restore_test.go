@@ -5,13 +5,9 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/zrpcio/zrpc/acl"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -89,24 +85,7 @@ func TestSnapshotRestoreIsAnsweredWhenTheRestoredStateLacksItsToken(t *testing.T
 			Snapshot: grpcapi.NewSnapshots(grpcapi.SnapshotConfig{Agent: "a1", Snapshots: agent, Cluster: cl,
 				TempDir: t.TempDir(), RestorePattern: "restore-*.tmp"}),
 		})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-served
-	})
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
+	cc := serveAgentAPI(t, srv)
 
 	acls := pb.NewACLClient(cc)
 	boot, err := acls.Bootstrap(testContext(t), &pb.ACLBootstrapRequest{})

@@ -89,24 +89,7 @@ func startACLAgent(t *testing.T) *aclAgent {
 	srv := grpcapi.NewServer(grpcapi.ServerConfig{Metrics: noMetrics{}, Proofs: grpcapi.AgentProofs{Secret: func() []byte { return nil }},
 		ACL: acl.NewInterceptors(acl.InterceptorConfig{Resolver: r})},
 		grpcapi.Services{Registry: reg, ACL: grpcapi.NewACL(grpcapi.ACLConfig{Agent: "a1", Replica: fsm, Cluster: cl})})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-served
-	})
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
+	cc := serveAgentAPI(t, srv)
 	a := &aclAgent{fsm: fsm, resolver: r, registry: pb.NewRegistryClient(cc), acl: pb.NewACLClient(cc)}
 	boot, err := a.acl.Bootstrap(testContext(t), &pb.ACLBootstrapRequest{})
 	if err != nil {
@@ -326,4 +309,29 @@ func TestWatchManyEndsAWatchWhoseServiceItsTokenNoLongerReads(t *testing.T) {
 	if err != nil || resp.WatchId != 1 || len(resp.GetResponse().GetEvents()) != 1 {
 		t.Fatalf("user.rpc's event, still readable: %v, %v", resp, err)
 	}
+}
+
+// serveAgentAPI serves srv, an agent's API server, on a loopback port
+// until the test ends and returns a connection to it.
+func serveAgentAPI(t *testing.T, srv *grpc.Server) *grpc.ClientConn {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(lis)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-served
+	})
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
 }

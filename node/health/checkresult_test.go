@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -59,16 +60,7 @@ func TestAFailingFirstCheckSaysWhy(t *testing.T) {
 // check), the check runs again at once, not an interval (here an hour)
 // later.
 func TestACheckRunsAgainWhenItsResultIsContradicted(t *testing.T) {
-	reg := newFakeRegistry()
-	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
-	addr, hs := grpctest.StartHealthServer(t)
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	check := &pb.Check{Grpc: true, Interval: durationpb.New(time.Hour), Timeout: durationpb.New(time.Second)}
-	inst := &pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: addr, Check: check}
-	reg.registerAwaiting(inst)
-	runLoop(t, k.RunChecks)
-	output := func() string { return reg.Instance("checked.rpc", "i1").GetHealthOutput() }
-	testwait.For(t, 10*time.Second, "the first check's result", func() bool { return strings.HasSuffix(output(), "NOT_SERVING") })
+	reg, hs, inst, output := checkedDown(t)
 
 	// The agent was failed and is alive again: every instance it owns
 	// is written passing.
@@ -312,16 +304,7 @@ func TestACheckThatTimedOutWhileTheAgentStalledRunsAgain(t *testing.T) {
 func TestARegistrationAgainAfterAFailedCheckIsCheckedAtOnce(t *testing.T) {
 	for _, up := range []bool{true, false} {
 		t.Run(fmt.Sprintf("server up %v", up), func(t *testing.T) {
-			reg := newFakeRegistry()
-			k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
-			addr, hs := grpctest.StartHealthServer(t)
-			hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-			check := &pb.Check{Grpc: true, Interval: durationpb.New(time.Hour), Timeout: durationpb.New(time.Second)}
-			inst := &pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: addr, Check: check}
-			reg.registerAwaiting(inst)
-			runLoop(t, k.RunChecks)
-			output := func() string { return reg.Instance("checked.rpc", "i1").GetHealthOutput() }
-			testwait.For(t, 10*time.Second, "the first check's result", func() bool { return strings.HasSuffix(output(), "NOT_SERVING") })
+			reg, hs, inst, output := checkedDown(t)
 
 			if up {
 				hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -335,4 +318,23 @@ func TestARegistrationAgainAfterAFailedCheckIsCheckedAtOnce(t *testing.T) {
 			})
 		})
 	}
+}
+
+// checkedDown registers an instance awaiting its first gRPC check, of
+// an hour's interval, whose server is NOT_SERVING, runs the checks and
+// waits for the first result; it returns the registry, the server, the
+// instance and its current output.
+func checkedDown(t *testing.T) (*fakeRegistry, *grpchealth.Server, *pb.Instance, func() string) {
+	t.Helper()
+	reg := newFakeRegistry()
+	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
+	addr, hs := grpctest.StartHealthServer(t)
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(time.Hour), Timeout: durationpb.New(time.Second)}
+	inst := &pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: addr, Check: check}
+	reg.registerAwaiting(inst)
+	runLoop(t, k.RunChecks)
+	output := func() string { return reg.Instance("checked.rpc", "i1").GetHealthOutput() }
+	testwait.For(t, 10*time.Second, "the first check's result", func() bool { return strings.HasSuffix(output(), "NOT_SERVING") })
+	return reg, hs, inst, output
 }
