@@ -111,6 +111,7 @@ func TestACheckIsSlowFromATimeoutUntilItAnswers(t *testing.T) {
 	k := newTestKeeper(t, newFakeRegistry(), &fakeClock{now: time.Unix(1000, 0)})
 	s := newCheckSchedule()
 	t.Cleanup(s.closeAll)
+	k.schedule.Store(s)
 	inst := &pb.Instance{Service: "hung.rpc", Id: "i1", Node: "a1", Address: addr,
 		Check: &pb.Check{Grpc: true, Interval: durationpb.New(time.Hour), Timeout: durationpb.New(50 * time.Millisecond)}}
 	s.add(t.Context(), inst, time.Now())
@@ -121,8 +122,8 @@ func TestACheckIsSlowFromATimeoutUntilItAnswers(t *testing.T) {
 		if c == nil {
 			t.Fatalf("the check asked to run now is due in %v", wait)
 		}
-		if s.slowRuns != wantSlowRuns {
-			t.Fatalf("%d slow runs in progress, want %d", s.slowRuns, wantSlowRuns)
+		if st := k.Stats(); s.slowRuns != wantSlowRuns || st.SlowChecksRunning != wantSlowRuns || st.ChecksRunning != 1-wantSlowRuns {
+			t.Fatalf("%d slow runs in progress (stats %+v), want %d", s.slowRuns, st, wantSlowRuns)
 		}
 		k.runCheck(c)
 		s.finished(c, time.Now())

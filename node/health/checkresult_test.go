@@ -154,6 +154,9 @@ func TestCheckResultsThatCannotBeWrittenAreWarnedOfOncePerPeriod(t *testing.T) {
 	if n := strings.Count(logs.String(), "could not record health check result"); n != 1 {
 		t.Fatalf("%d warnings for %d results not written, want 1 per %s:\n%s", n, w.tries.Load(), recordWarnEvery, logs.String())
 	}
+	testwait.For(t, 10*time.Second, "zrpc_health_check_results_unwritten to count the 10 checks", func() bool {
+		return k.Stats().ChecksUnwritten == 10
+	})
 }
 
 // flakyWriter refuses the first writes it is given, then writes to reg.

@@ -67,11 +67,13 @@ const checkWindow = 64 << 10
 func (k *Keeper) RunChecks(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	s := newCheckSchedule()
+	k.schedule.Store(s)
 	var wg sync.WaitGroup
 	defer func() {
 		cancel()
 		wg.Wait()
 		s.closeAll()
+		k.schedule.CompareAndSwap(s, nil)
 	}()
 	wg.Add(1)
 	go func() {

@@ -25,6 +25,7 @@ import (
 	"context"
 	"crypto/tls"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -140,6 +141,42 @@ type Keeper struct {
 	// destroyWait is how long DestroySessions tries (sessionDestroyWait;
 	// tests shorten it).
 	destroyWait time.Duration
+	// schedule is RunChecks' schedule while it runs, for Stats.
+	schedule atomic.Pointer[checkSchedule]
+	// ttlExpired and criticalRemoved count the instances this agent, leading,
+	// wrote critical for an expired TTL and removed critical past their
+	// deregister_critical_after.
+	ttlExpired, criticalRemoved atomic.Uint64
+}
+
+// Stats is what an operator watches of an agent's health keeping.
+type Stats struct {
+	// ChecksRunning and SlowChecksRunning are the gRPC check runs in
+	// progress, ordinary and of checks whose last run timed out.
+	ChecksRunning, SlowChecksRunning int
+	// ChecksUnwritten counts the checks whose last result could not be
+	// written (no leader to take it, or it refused it).
+	ChecksUnwritten int
+	// TTLExpired and CriticalRemoved count the instances this agent, leading,
+	// wrote critical for an expired TTL, and removed critical past their
+	// deregister_critical_after.
+	TTLExpired, CriticalRemoved uint64
+}
+
+// Stats returns the agent's health keeping as it is now.
+func (k *Keeper) Stats() Stats {
+	st := Stats{TTLExpired: k.ttlExpired.Load(), CriticalRemoved: k.criticalRemoved.Load()}
+	if s := k.schedule.Load(); s != nil {
+		s.mu.Lock()
+		st.ChecksRunning, st.SlowChecksRunning = s.ordinaryRuns, s.slowRuns
+		for _, c := range s.checks {
+			if c.unwritten > 0 {
+				st.ChecksUnwritten++
+			}
+		}
+		s.mu.Unlock()
+	}
+	return st
 }
 
 // recordWarnEvery is how often a failure to write check results is

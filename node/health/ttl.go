@@ -501,6 +501,7 @@ func (k *Keeper) expireTTLs(ctx context.Context, now time.Time, expired []*pb.In
 		k.log.Warn("could not mark expired TTL instances critical", "count", len(expired), "err", err)
 		return
 	}
+	k.ttlExpired.Add(uint64(len(expired)))
 	k.log.Info("TTL expired; instances now critical", "count", len(expired), "first", expired[0].Service+"/"+expired[0].Id)
 }
 
@@ -518,6 +519,7 @@ func (k *Keeper) removeLongCritical(ctx context.Context, reap []*pb.Instance) {
 			k.log.Warn("could not remove long-critical instance", "instance", inst.Service+"/"+inst.Id, "err", err)
 			continue
 		}
+		k.criticalRemoved.Add(1)
 		k.log.Info("removed instance critical past deregister_critical_after", "instance", inst.Service+"/"+inst.Id)
 	}
 }

@@ -61,6 +61,9 @@ func TestSweepWritesCriticalForExpiredTTLOnly(t *testing.T) {
 	if h := reg.health("ttl.rpc", "renewed"); h != pb.Health_PASSING {
 		t.Fatalf("renewed instance is %v, want passing", h)
 	}
+	if st := k.Stats(); st.TTLExpired != 1 || st.CriticalRemoved != 0 {
+		t.Fatalf("stats %+v after one expiry, want TTLExpired 1 (zrpc_health_ttl_expired_total)", st)
+	}
 }
 
 // deregisterAfterInstances registers ttl.rpc/ids with a 10 s TTL and a
@@ -107,6 +110,9 @@ func TestSweepRemovesInstanceCriticalPastDeregisterAfter(t *testing.T) {
 	k.sweep(context.Background(), t0.Add(91*time.Second))
 	if reg.Instance("ttl.rpc", "short") != nil {
 		t.Fatal("an instance critical for longer than deregister_critical_after was kept")
+	}
+	if st := k.Stats(); st.CriticalRemoved != 2 {
+		t.Fatalf("stats %+v after two removals, want CriticalRemoved 2 (zrpc_health_critical_removed_total)", st)
 	}
 }
 
