@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/internal/warnrate"
 )
 
 // DefaultSlowThreshold is the slow-call log threshold used when Metrics is
@@ -31,7 +33,15 @@ type metrics struct {
 	slow     time.Duration // <0: never log slow calls
 	now      func() time.Time
 	methods  methodTable[*methodMetrics]
+	// logged lets one line through per method and code each logQuiet:
+	// an overloaded server, whose every call is slow, would otherwise
+	// write a line per call and slow itself further.
+	logged *warnrate.Limiter
 }
+
+// logQuiet is how often the slow or failed calls of one method and code
+// are logged at most; the line says how many were held back.
+const logQuiet = time.Second
 
 type methodMetrics struct {
 	label    string // the method, or OtherMethod
@@ -44,7 +54,8 @@ type methodMetrics struct {
 // zrpc_server_in_flight (past MaxMethods methods, further ones share the
 // method label OtherMethod). It logs, at Warn, only unary calls slower
 // than slow (0 means DefaultSlowThreshold, negative disables) and calls
-// failing with Internal, Unknown or DataLoss. Collectors already
+// failing with Internal, Unknown or DataLoss, one line per method and
+// code a second (held_back says how many more there were). Collectors already
 // registered in reg (by an earlier call) are reused; a nil reg leaves
 // them unregistered. It panics if reg rejects them for another reason,
 // like prometheus.MustRegister.
@@ -84,9 +95,10 @@ func newMetrics(reg prometheus.Registerer, log *slog.Logger, slow time.Duration,
 			Name: "zrpc_server_in_flight",
 			Help: "gRPC calls being handled now.",
 		}),
-		log:  orDiscard(log),
-		slow: slow,
-		now:  now,
+		log:    orDiscard(log),
+		slow:   slow,
+		now:    now,
+		logged: warnrate.New(logQuiet, 2*MaxMethods, now),
 	}
 	m.requests = mustRegister(reg, m.requests)
 	m.duration = mustRegister(reg, m.duration)
@@ -131,12 +143,16 @@ func (m *metrics) endAt(ctx context.Context, method string, start, end time.Time
 	mm := m.forMethod(method)
 	mm.duration.Observe(elapsed.Seconds())
 	mm.counter(m.requests, code).Inc()
-	if m.shouldLog(elapsed, stream, code) {
+	if !m.shouldLog(elapsed, stream, code) {
+		return
+	}
+	if pass, held := m.logged.Seen(mm.label + " " + code.String()); pass {
 		m.log.LogAttrs(ctx, slog.LevelWarn, "rpc slow or failed",
 			slog.String("method", method),
 			slog.String("code", code.String()),
 			slog.Duration("elapsed", elapsed),
-			slog.Any("err", err))
+			slog.Any("err", err),
+			slog.Int("held_back", held))
 	}
 }
 

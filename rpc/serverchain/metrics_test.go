@@ -176,3 +176,29 @@ func TestMetricsDoNotLogLongStreams(t *testing.T) {
 		t.Fatalf("a failed stream logged %q, want one Internal line", lines)
 	}
 }
+
+// TestMetricsLogSlowCallsOncePerMethodASecond: an overloaded server whose
+// every call is slow writes one line per method and code a second, the
+// next saying how many were held back, not a line per call.
+func TestMetricsLogSlowCallsOncePerMethodASecond(t *testing.T) {
+	clock := newFakeClock()
+	log, buf := testLogger(t)
+	m := newMetrics(nil, log, 100*time.Millisecond, clock.Now)
+	slow := func(method string) {
+		start := m.begin()
+		clock.Advance(200 * time.Millisecond)
+		m.end(context.Background(), method, start, false, nil)
+	}
+	for range 4 { // 800 ms
+		slow("/svc/Get")
+	}
+	slow("/svc/Put")
+	if lines := buf.Lines(); len(lines) != 2 || !strings.Contains(lines[0], "/svc/Get") || !strings.Contains(lines[1], "/svc/Put") {
+		t.Fatalf("5 slow calls of 2 methods within a second logged %q, want one line per method", lines)
+	}
+	slow("/svc/Get") // past the second
+	lines := buf.Lines()
+	if len(lines) != 3 || !strings.Contains(lines[2], "held_back=3") {
+		t.Fatalf("the next slow call past the second logged %q, want a third line saying 3 were held back", lines)
+	}
+}
