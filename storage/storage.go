@@ -158,9 +158,7 @@ func (s *Store) LocalLeader() LeaderAPI { return localLeader{s} }
 type localLeader struct{ s *Store }
 
 func (l localLeader) RepairStatus(_ context.Context, req *pb.RepairStatusRequest) (*pb.RepairStatusResponse, error) {
-	if n := len(req.GetBlobIds()); n > MaxRepairStatusBlobs {
-		return nil, fmt.Errorf("%w: blob_ids: %d blob ids, at most %d in one request", apierr.ErrInvalidArgument, n, MaxRepairStatusBlobs)
-	}
+	// LeaderRepairStatusOf, every caller's way here, bounded req.BlobIds.
 	return l.s.repairStatus(append([]string{req.GetBlobId()}, req.GetBlobIds()...)), nil
 }
 
