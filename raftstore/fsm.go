@@ -2,12 +2,10 @@ package raftstore
 
 import (
 	"fmt"
-	"io"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
@@ -601,38 +599,6 @@ func (f *FSM) NodeOwnsAnything(name string) bool {
 	return false
 }
 
-// FSMVersion is the newest command semantics this build's state machine
-// applies. A command that replicas of an older build would apply
-// differently, and so leave replicas diverged, is proposed only once
-// every Raft server announces at least the version that brought it (the
-// agents say it in their gossip meta; builds from before say nothing and
-// count as 1):
-//
-//	1: the commands of builds that announce no version;
-//	2: NodeRemove.keep_unbound (a reap keeps the instances without a
-//	   session; version 1 replicas delete them);
-//	3: Command.clock_step (the request clock moves by bounded steps;
-//	   older replicas would forget request ids at other entries);
-//	4: InstanceRef.mod_revision (a Deregister or SetHealth of a version
-//	   that has changed since leaves the instance; older replicas would
-//	   change it anyway);
-//	5: Quota.registry_overheads (max_registry_bytes counts a fixed cost
-//	   per instance and per service; older replicas count the encoded
-//	   bytes alone, and would accept what newer ones refuse). Builds of
-//	   version 5 also prove agent-to-agent calls bound to the agent
-//	   called (node/grpcapi/agentproof.go), and accept the unbound proof
-//	   of older builds only while a Raft server is of one: the version
-//	   every agent announces serves that gate too.
-const FSMVersion = 5
-
-// clockStepVersion is the state machine version that brought
-// Command.clock_step.
-const clockStepVersion = 3
-
-// conditionalVersion is the state machine version that brought
-// InstanceRef.mod_revision.
-const conditionalVersion = 4
-
 // ReapedOutputPrefix begins the health output the leader gives the
 // instances it keeps when it reaps their agent (NodeRemove.keep_unbound):
 // "removed with its agent NAME: ...".
@@ -751,55 +717,6 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		s.pending = append(s.pending, p)
 	}
 	return s, nil
-}
-
-// Restore replaces the state with a snapshot. The snapshot is loaded
-// apart and replaces the state only once all of it is loaded and checked:
-// a snapshot refused, or whose stream breaks halfway, leaves the state as
-// it was. Watchers are told to resynchronise. Raft calls it with its
-// leader's state, which is the cluster's whatever its size: it applies
-// no RestoreLimits.
-func (f *FSM) Restore(rc io.ReadCloser) error { return f.RestoreWithin(rc, RestoreLimits{}) }
-
-// RestoreLimits bound what a snapshot brought to the cluster from outside
-// (a restore through the API) may hold.
-type RestoreLimits struct {
-	// HeapBytes, when not 0, bounds the heap the loaded state may take,
-	// as restoreHeap estimates it from its records' sizes: a larger
-	// snapshot is refused once the records read pass it, before the
-	// state changes and before the rest is loaded.
-	HeapBytes int64
-	// Quota, when not nil, holds the snapshot's instances to the
-	// registry's limits, together as registrations are held to them.
-	Quota *pb.Quota
-	// ACL: the agent enforces ACLs, and a state whose ACLs were never
-	// bootstrapped is refused (ErrRestoreWithoutACL): restored, it would
-	// hold no token, and the first caller of ACL.Bootstrap would take the
-	// cluster.
-	ACL bool
-}
-
-// RestoreWithin is Restore of a snapshot held to limits.
-func (f *FSM) RestoreWithin(rc io.ReadCloser, limits RestoreLimits) error {
-	defer rc.Close()
-	next := &FSM{requests: newRequestLog(time.Duration(f.requests.window), f.requests.max)}
-	next.reset()
-	cluster, err := loadSnapshot(rc, next, limits)
-	if err != nil {
-		return fmt.Errorf("restore registry snapshot: %w", err)
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.revision = next.revision
-	f.cluster.set(cluster)
-	f.services, f.sessions, f.nodes, f.checked, f.peaks, f.shared = next.services, next.sessions, next.nodes, next.checked, next.peaks, next.shared
-	f.blobs, f.quota, f.requests = next.blobs, next.quota, next.requests
-	for i := range f.health.n {
-		f.health.n[i].Store(next.health.n[i].Load())
-	}
-	f.acl.adopt(&next.acl)
-	f.events.compactTo(f.revision)
-	return nil
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -276,5 +277,54 @@ func checkSnapshotInstance(inst *pb.Instance, sessions map[string]*pb.Session, r
 		return fmt.Errorf("instance %s/%s: create_revision %d and mod_revision %d do not fit a snapshot at revision %d",
 			inst.Service, inst.Id, inst.CreateRevision, inst.ModRevision, rev)
 	}
+	return nil
+}
+
+// Restore replaces the state with a snapshot. The snapshot is loaded
+// apart and replaces the state only once all of it is loaded and checked:
+// a snapshot refused, or whose stream breaks halfway, leaves the state as
+// it was. Watchers are told to resynchronise. Raft calls it with its
+// leader's state, which is the cluster's whatever its size: it applies
+// no RestoreLimits.
+func (f *FSM) Restore(rc io.ReadCloser) error { return f.RestoreWithin(rc, RestoreLimits{}) }
+
+// RestoreLimits bound what a snapshot brought to the cluster from outside
+// (a restore through the API) may hold.
+type RestoreLimits struct {
+	// HeapBytes, when not 0, bounds the heap the loaded state may take,
+	// as restoreHeap estimates it from its records' sizes: a larger
+	// snapshot is refused once the records read pass it, before the
+	// state changes and before the rest is loaded.
+	HeapBytes int64
+	// Quota, when not nil, holds the snapshot's instances to the
+	// registry's limits, together as registrations are held to them.
+	Quota *pb.Quota
+	// ACL: the agent enforces ACLs, and a state whose ACLs were never
+	// bootstrapped is refused (ErrRestoreWithoutACL): restored, it would
+	// hold no token, and the first caller of ACL.Bootstrap would take the
+	// cluster.
+	ACL bool
+}
+
+// RestoreWithin is Restore of a snapshot held to limits.
+func (f *FSM) RestoreWithin(rc io.ReadCloser, limits RestoreLimits) error {
+	defer rc.Close()
+	next := &FSM{requests: newRequestLog(time.Duration(f.requests.window), f.requests.max)}
+	next.reset()
+	cluster, err := loadSnapshot(rc, next, limits)
+	if err != nil {
+		return fmt.Errorf("restore registry snapshot: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.revision = next.revision
+	f.cluster.set(cluster)
+	f.services, f.sessions, f.nodes, f.checked, f.peaks, f.shared = next.services, next.sessions, next.nodes, next.checked, next.peaks, next.shared
+	f.blobs, f.quota, f.requests = next.blobs, next.quota, next.requests
+	for i := range f.health.n {
+		f.health.n[i].Store(next.health.n[i].Load())
+	}
+	f.acl.adopt(&next.acl)
+	f.events.compactTo(f.revision)
 	return nil
 }

@@ -43,7 +43,7 @@ type Store struct {
 	heartbeats heartbeats  // the voters this leader cannot heartbeat (heartbeats.go)
 	probes     voterProbes // a non-voter without a leader asking the voters (probe.go)
 	// fsmVersion caches Config.ClusterFSMVersion until fsmVersionNext
-	// (unix ns): clusterAt.
+	// (unix ns): ClusterAt (fsmversion.go).
 	fsmVersion, fsmVersionNext atomic.Int64
 	// addrs is the transport's address provider; nil without
 	// Config.ServerAddr.
@@ -428,7 +428,7 @@ func (s *Store) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	if cmd.Time == 0 {
 		cmd.Time = s.now().UnixNano()
 	}
-	cmd.ClockStep = s.clusterAt(clockStepVersion)
+	cmd.ClockStep = s.ClusterAt(clockStepVersion)
 	s.DropUnsupported(cmd)
 	b, err := instcodec.EncodeCommand(cmd)
 	if err != nil {
@@ -753,50 +753,6 @@ func (s *Store) LeaderReady() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.leaderReady
-}
-
-// ClusterAt reports whether every Raft server runs a build of state
-// machine version v or later (Config.ClusterFSMVersion), asking at most
-// once a second.
-func (s *Store) ClusterAt(v int) bool { return s.clusterAt(v) }
-
-// clusterAt reports whether every Raft server applies state machine
-// version v (Config.ClusterFSMVersion), asking at most once a second: it
-// is asked for every write.
-func (s *Store) clusterAt(v int) bool {
-	if s.cfg.ClusterFSMVersion == nil {
-		return v <= 1
-	}
-	now := monotime.Now()
-	if next := s.fsmVersionNext.Load(); now >= next && s.fsmVersionNext.CompareAndSwap(next, now+int64(time.Second)) {
-		s.fsmVersion.Store(int64(s.cfg.ClusterFSMVersion()))
-	}
-	return s.fsmVersion.Load() >= int64(v)
-}
-
-// DropUnsupported takes out of cmd what not every Raft server would apply
-// alike (Config.ClusterFSMVersion): the versions a Deregister or SetHealth
-// is conditional on (InstanceRef.mod_revision), until every server applies
-// state machine version 4; such a write is then unconditional, as older
-// builds make it. Apply calls it; an agent that forwards a write calls it
-// too, since the leader it forwards to may be of an older build, which
-// would pass the condition on without knowing it.
-func (s *Store) DropUnsupported(cmd *pb.Command) {
-	if s.clusterAt(conditionalVersion) {
-		return
-	}
-	switch k := cmd.Kind.(type) {
-	case *pb.Command_Deregister:
-		if k.Deregister != nil {
-			k.Deregister.ModRevision = 0
-		}
-	case *pb.Command_SetHealth:
-		for _, ref := range k.SetHealth.GetInstances() {
-			if ref != nil {
-				ref.ModRevision = 0
-			}
-		}
-	}
 }
 
 // now is the wall clock stamped on commands (Config.Now).
