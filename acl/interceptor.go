@@ -15,9 +15,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/zrpcio/zrpc/api/apierr"
+	"github.com/zrpcio/zrpc/internal/connlimit"
 )
 
 // AuthorizationKey is the gRPC metadata key that carries a token, as
@@ -48,8 +50,10 @@ type InterceptorConfig struct {
 	// or PermissionDenied). It is called on the call's goroutine and must
 	// not block.
 	OnRefused func(fullMethod string, code codes.Code)
-	// Logger gets one line per token and minute about refused calls; never
-	// a secret.
+	// Logger gets one line per caller and minute about refused calls
+	// (a caller is a token, or for a call without a known token its host),
+	// and one a minute for the refusals of callers past the 4,096 it
+	// follows one by one; never a secret.
 	Logger *slog.Logger
 	// Now is the clock of the log's rate limit (time.Now when nil).
 	Now func() time.Time
@@ -68,9 +72,17 @@ type Interceptors struct {
 	cfg InterceptorConfig
 
 	mu sync.Mutex
-	// logged is when each token (by accessor id, or a short hash of an
-	// unknown secret) was last logged.
-	logged map[string]time.Time
+	// logged is each caller's refusal line (by caller.logKey): when it
+	// was last written, and the refusals held back since.
+	logged map[string]*refusalLine
+	// swept is when logged was last rid of the callers quiet for a
+	// minute.
+	swept time.Time
+	// others is the one line of the callers past maxLogged, and
+	// otherCallers those callers since it was last written (at most
+	// maxLogged of them are counted).
+	others       refusalLine
+	otherCallers map[string]struct{}
 
 	// openMu guards open and watching: the streams open with a token,
 	// checked again at each change of the ACL state (Changed), and
@@ -90,26 +102,34 @@ func NewInterceptors(cfg InterceptorConfig) *Interceptors {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Interceptors{cfg: cfg, logged: map[string]time.Time{}, open: map[*authorizedStream]struct{}{}, idle: make(chan struct{}, 1)}
+	return &Interceptors{cfg: cfg, logged: map[string]*refusalLine{}, otherCallers: map[string]struct{}{},
+		open: map[*authorizedStream]struct{}{}, idle: make(chan struct{}, 1)}
 }
 
-// logEvery is how often refusals of one token are logged.
+// logEvery is how often refusals of one caller are logged.
 const logEvery = time.Minute
 
-// maxLogged bounds the tokens whose last log time is remembered.
+// maxLogged bounds the callers whose refusal lines are remembered.
 const maxLogged = 4096
+
+// refusalLine is when a refusal line was last written and how many
+// refusals were held back since.
+type refusalLine struct {
+	written time.Time
+	held    int
+}
 
 // Unary is the unary server interceptor.
 func (i *Interceptors) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	perm, c, err := i.authenticate(ctx, info.FullMethod)
 	if err != nil {
-		return nil, i.refuse(ctx, info.FullMethod, c.who, err)
+		return nil, i.refuse(ctx, info.FullMethod, c, err)
 	}
 	if perm.Public {
 		return h(ctx, req)
 	}
 	if err := check(c.a, perm, req, perm.Name == nil); err != nil {
-		return nil, i.refuse(ctx, info.FullMethod, c.who, err)
+		return nil, i.refuse(ctx, info.FullMethod, c, err)
 	}
 	resp, err := h(ctx, req)
 	if err == nil && perm.Filter != nil {
@@ -135,14 +155,14 @@ func (i *Interceptors) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 	ctx := ss.Context()
 	perm, c, err := i.authenticate(ctx, info.FullMethod)
 	if err != nil {
-		return i.refuse(ctx, info.FullMethod, c.who, err)
+		return i.refuse(ctx, info.FullMethod, c, err)
 	}
 	if perm.Public {
 		return h(srv, ss)
 	}
 	if perm.Name == nil {
 		if err := c.a.Allow(perm.Resource, "", perm.Access); err != nil {
-			return i.refuse(ctx, info.FullMethod, c.who, err)
+			return i.refuse(ctx, info.FullMethod, c, err)
 		}
 	}
 	as := &authorizedStream{ServerStream: ss, i: i, caller: c, perm: perm,
@@ -158,13 +178,13 @@ func (i *Interceptors) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 		// A change between the authentication and the tracking has
 		// fired no channel the tracking waits on.
 		if _, err := as.authorizer(); err != nil {
-			return i.refuse(ctx, info.FullMethod, c.who, err)
+			return i.refuse(ctx, info.FullMethod, c, err)
 		}
 	}
 	as.ctx = context.WithValue(ctx, authorizerKey{}, as)
 	err = h(srv, as)
 	if denied := as.deniedErr(); denied != nil {
-		return i.refuse(ctx, info.FullMethod, c.who, denied)
+		return i.refuse(ctx, info.FullMethod, c, denied)
 	}
 	return err
 }
@@ -432,6 +452,11 @@ func (s *authorizedStream) deniedErr() error {
 type caller struct {
 	a   Authorizer
 	who string // names the caller in logs
+	// logKey is who the refusal log counts the caller as: its token, or
+	// for a call without a known token the kind of call and its host
+	// (connlimit.Group), so that new secrets sprayed from one host take one
+	// place in the log.
+	logKey string
 	// token: the call carries a token, whose secret hashes to hash;
 	// agent: it carries an agent's proof too.
 	token, agent bool
@@ -450,24 +475,40 @@ func (i *Interceptors) authenticate(ctx context.Context, method string) (perm Pe
 	}
 	c.agent = i.cfg.AgentProof != nil && i.cfg.AgentProof(ctx, method)
 	if c.agent && len(metadata.ValueFromIncomingContext(ctx, AuthorizationKey)) == 0 {
-		c.a, c.who = AgentAuthorizer(), "agent"
+		c.a, c.who, c.logKey = AgentAuthorizer(), "agent", "agent"
 		return perm, c, nil
 	}
 	secret, err := bearer(ctx)
 	if err != nil {
 		c.who = "no token"
+		c.logKey = "no token from " + remoteHost(ctx)
 		return perm, c, err
 	}
 	c.token, c.hash = true, HashSecret(secret)
 	c.a, c.who, err = i.resolve(c.hash, c.agent)
+	c.logKey = c.who
 	switch {
 	case errors.Is(err, ErrTokenNotFound):
 		c.who = "unknown token " + hex.EncodeToString(c.hash[:4])
+		c.logKey = "unknown token from " + remoteHost(ctx)
 		return perm, c, fmt.Errorf("%w: ACL token not found", apierr.ErrUnauthenticated)
 	case err != nil:
+		// Not the caller's doing (a stored policy this agent cannot
+		// read, say): logged under the token, so that it is seen.
+		c.who = "token " + hex.EncodeToString(c.hash[:4]) + " (its lookup failed)"
+		c.logKey = c.who
 		return perm, c, fmt.Errorf("resolve ACL token: %w", err)
 	}
 	return perm, c, nil
+}
+
+// remoteHost is the host a call comes from, an IPv6 /64 as one
+// (connlimit.Group), or "" when the context has no peer.
+func remoteHost(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return connlimit.Group(p.Addr)
+	}
+	return ""
 }
 
 // resolve finds the authorizer of the token whose secret hashes to hash
@@ -506,38 +547,83 @@ func bearer(ctx context.Context) (string, error) {
 }
 
 // refuse counts and logs a refused call and returns its status.
-func (i *Interceptors) refuse(ctx context.Context, method, who string, err error) error {
+func (i *Interceptors) refuse(ctx context.Context, method string, c caller, err error) error {
 	st := apierr.ToStatus(err)
 	code := status.Code(st)
 	if i.cfg.OnRefused != nil && (code == codes.Unauthenticated || code == codes.PermissionDenied) {
 		i.cfg.OnRefused(method, code)
 	}
-	if who != "" && i.shouldLog(who) {
-		i.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "ACL refused a call (logged once a minute per token)",
-			slog.String("caller", who), slog.String("method", method), slog.String("error", err.Error()))
+	if c.who == "" {
+		return st
+	}
+	pass, held, others := i.shouldLog(c.logKey)
+	if !pass && others == 0 {
+		return st
+	}
+	attrs := []slog.Attr{slog.String("caller", c.who)}
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		attrs = append(attrs, slog.String("from", connlimit.Host(p.Addr)))
+	}
+	attrs = append(attrs, slog.String("method", method), slog.String("error", err.Error()))
+	if pass {
+		i.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "ACL refused a call (logged once a minute per caller)",
+			append(attrs, slog.Int("held_back", held))...)
+	} else {
+		i.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, fmt.Sprintf("ACL refused calls of more callers than the %d it logs one by one (logged together once a minute; the last one's call follows)", maxLogged),
+			append([]slog.Attr{slog.Int("refused", held), slog.Int("callers", others)}, attrs...)...)
 	}
 	return st
 }
 
-// shouldLog reports whether who's refusals were not logged in the last
-// minute, and records this one.
-func (i *Interceptors) shouldLog(who string) bool {
+// shouldLog notes a refusal of the caller counted as key and reports
+// whether to write its line (pass) and how many of its refusals were
+// held back since the last one. A caller past the maxLogged remembered
+// shares one line a minute with the others: others is how many callers
+// (at most maxLogged counted) that line is about and held how many
+// refusals, this one included; 0 when it is not written now.
+func (i *Interceptors) shouldLog(key string) (pass bool, held, others int) {
 	now := i.cfg.Now()
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	if last, ok := i.logged[who]; ok && now.Sub(last) < logEvery {
-		return false
+	l := i.logged[key]
+	if l != nil && now.Sub(l.written) < logEvery {
+		l.held++
+		return false, 0, 0
 	}
-	if len(i.logged) >= maxLogged {
-		for k, t := range i.logged {
-			if now.Sub(t) >= logEvery {
-				delete(i.logged, k)
+	if l == nil {
+		if len(i.logged) >= maxLogged && now.Sub(i.swept) >= logEvery {
+			// At most once a minute: a stranger's every refusal would
+			// otherwise cost a walk of the whole table.
+			i.swept = now
+			for k, old := range i.logged {
+				if now.Sub(old.written) >= logEvery {
+					delete(i.logged, k)
+				}
 			}
 		}
 		if len(i.logged) >= maxLogged {
-			return false
+			return i.other(key, now)
 		}
+		l = &refusalLine{}
+		i.logged[key] = l
 	}
-	i.logged[who] = now
-	return true
+	held = l.held
+	l.written, l.held = now, 0
+	return true, held, 0
+}
+
+// other notes a refusal of a caller past maxLogged, counted as key, and
+// returns what shouldLog does for it.
+func (i *Interceptors) other(key string, now time.Time) (pass bool, held, others int) {
+	if len(i.otherCallers) < maxLogged {
+		i.otherCallers[key] = struct{}{}
+	}
+	i.others.held++
+	if !i.others.written.IsZero() && now.Sub(i.others.written) < logEvery {
+		return false, 0, 0
+	}
+	held, others = i.others.held, len(i.otherCallers)
+	i.others = refusalLine{written: now}
+	clear(i.otherCallers)
+	return false, held, others
 }

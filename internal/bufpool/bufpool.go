@@ -96,20 +96,29 @@ func (s *Shared) Bytes() []byte { return *s.b }
 // Lend keeps the buffer from the pool until the returned function is
 // called (once; later calls do nothing). It may be called from any
 // goroutine while the owner has not released the buffer, and so may the
-// function it returns at any time.
+// function it returns at any time. A Lend after the buffer went back to
+// the pool (its owner and every loan done) panics: the bytes may be
+// another Get's already, and the loan's return would put the buffer in
+// the pool twice, handing it to two users at once.
 func (s *Shared) Lend() (release func()) {
-	s.refs.Add(1)
+	if s.refs.Add(1) <= 1 {
+		panic("bufpool: Lend of a Shared buffer already back in the pool (its owner released it and every loan was returned)")
+	}
 	var once sync.Once
 	return func() { once.Do(s.unref) }
 }
 
 // Release is the owner's: it gives the buffer back to the pool, or lets
 // the last loan do it. The owner must not use it afterwards nor release
-// it twice.
+// it twice (a second Release once the buffer is back in the pool
+// panics).
 func (s *Shared) Release() { s.unref() }
 
 func (s *Shared) unref() {
-	if s.refs.Add(-1) == 0 {
+	switch n := s.refs.Add(-1); {
+	case n == 0:
 		Put(s.b)
+	case n < 0:
+		panic("bufpool: a Shared buffer released more often than it was held (its owner's Release called twice)")
 	}
 }

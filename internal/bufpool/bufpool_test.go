@@ -110,3 +110,37 @@ func TestSharedBufferOutlivesItsOwnerWhileLent(t *testing.T) {
 		t.Fatalf("the buffer came back from the pool %d times after its last loan, want once", seen)
 	}
 }
+
+// mustPanic runs f and fails the test unless f panics.
+func mustPanic(t *testing.T, what string, f func()) {
+	t.Helper()
+	defer func() {
+		if recover() == nil {
+			t.Errorf("%s did not panic", what)
+		}
+	}()
+	f()
+}
+
+// TestMisuseOfASharedBufferBackInThePoolPanics: once the owner and every
+// loan are done the buffer is in the pool; a Lend then, or a second
+// Release, would put it there twice (two Gets handed the same bytes).
+func TestMisuseOfASharedBufferBackInThePoolPanics(t *testing.T) {
+	s := NewShared(8 << 10)
+	s.Release()
+	mustPanic(t, "a Lend after the owner released the buffer (no loan out)", func() { s.Lend()() })
+
+	s = NewShared(8 << 10)
+	release := s.Lend()
+	s.Release()
+	release()
+	mustPanic(t, "a Lend after the last loan was returned", func() { s.Lend()() })
+
+	s = NewShared(8 << 10)
+	s.Release()
+	mustPanic(t, "a second Release by the owner", s.Release)
+
+	s = NewShared(8 << 10) // lending while the owner holds it is fine
+	s.Lend()()
+	s.Release()
+}

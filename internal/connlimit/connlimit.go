@@ -8,6 +8,7 @@ package connlimit
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 )
 
@@ -102,4 +103,31 @@ func Host(a net.Addr) string {
 		return h
 	}
 	return a.String()
+}
+
+// Group is who a stranger may be when it comes from a: an IPv6 address
+// stands for its /64 ("2001:db8:1:2::/64"), which one machine usually
+// holds whole and may send from any address of; an IPv4 address (also
+// one written as IPv4-mapped IPv6), and an IPv6 loopback or link-local
+// one (every host on a link has one in fe80::/64), stand alone; else
+// what Host says. It groups refusals in logs. Listener counts per
+// address (Host), not per Group: in clouds a /64 is a whole subnet
+// (every machine of an AWS VPC subnet has its addresses in one), and one
+// budget for all of them would refuse the cluster's own agents.
+func Group(a net.Addr) string {
+	var ip netip.Addr
+	if t, ok := a.(*net.TCPAddr); ok {
+		ip, _ = netip.AddrFromSlice(t.IP)
+	} else {
+		ip, _ = netip.ParseAddr(Host(a))
+	}
+	ip = ip.Unmap().WithZone("")
+	switch {
+	case !ip.IsValid():
+		return Host(a)
+	case ip.Is6() && !ip.IsLoopback() && !ip.IsLinkLocalUnicast():
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
 }
