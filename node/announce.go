@@ -47,17 +47,18 @@ func (n *Node) announceSelf(ctx context.Context) {
 // writes; node runs its loops (Start) and stops them (Close).
 func (n *Node) newHealth() *health.Keeper {
 	return health.New(health.Config{
-		Agent:       n.cfg.Name,
-		Replica:     healthReplica{n.store.FSM()},
-		Writer:      healthWriter{n},
-		ReadReady:   func() error { return n.store.CheckRead(pb.Consistency_DEFAULT) },
-		Silenced:    n.halting.Load,
-		Interval:    n.cfg.HealthInterval,
-		CheckTLS:    n.checkTLS,
-		Now:         n.opts.clock,
-		Lost:        n.stalls.Lost,
-		LeaderReady: func() bool { return n.store.LeaderReady() },
-		Logger:      n.log,
+		Agent:         n.cfg.Name,
+		Replica:       healthReplica{n.store.FSM()},
+		Writer:        healthWriter{n},
+		ReadReady:     func() error { return n.store.CheckRead(pb.Consistency_DEFAULT) },
+		Silenced:      n.halting.Load,
+		Interval:      n.cfg.HealthInterval,
+		CheckTLS:      n.checkTLS,
+		Now:           n.opts.clock,
+		Lost:          n.stalls.Lost,
+		LeaderReady:   func() bool { return n.store.LeaderReady() },
+		ConfirmLeader: func(ctx context.Context) error { _, err := n.store.ReadIndex(ctx); return err },
+		Logger:        n.log,
 	})
 }
 

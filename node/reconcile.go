@@ -418,7 +418,7 @@ func (r *reconciler) reconcileFailed(ctx context.Context, name string, down time
 	if node := r.nodes.Node(name); node == nil || node.Health == pb.Health_CRITICAL {
 		return nil
 	}
-	cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Node: name, Health: pb.Health_CRITICAL, Output: "agent failed: no gossip contact"}}}
+	cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{Node: name, Health: pb.Health_CRITICAL, Output: health.AgentFailed}}}
 	if _, err := r.apply(ctx, cmd); err != nil {
 		return fmt.Errorf("mark %s failed: %w", name, err)
 	}

@@ -341,3 +341,33 @@ func checkedDown(t *testing.T) (*fakeRegistry, *grpchealth.Server, *pb.Instance,
 	testwait.For(t, 10*time.Second, "the first check's result", func() bool { return strings.HasSuffix(output(), "NOT_SERVING") })
 	return reg, hs, inst, output
 }
+
+// TestACheckReplacesAgentFailedAtOnce: the leader writes the instances of
+// an agent it finds failed critical, "agent failed"; when the agent's
+// check, still running, finds the instance critical for a reason of its
+// own, that reason is written at once, not up to outputRefresh later
+// (the health is the same, but the operator would read the wrong cause).
+func TestACheckReplacesAgentFailedAtOnce(t *testing.T) {
+	reg := newFakeRegistry()
+	k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
+	addr, hs := grpctest.StartHealthServer(t)
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	check := &pb.Check{Grpc: true, Interval: durationpb.New(20 * time.Millisecond), Timeout: durationpb.New(time.Second)}
+	reg.registerAwaiting(&pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: addr, Check: check})
+	runLoop(t, k.RunChecks)
+	output := func() string { return reg.Instance("checked.rpc", "i1").GetHealthOutput() }
+	testwait.For(t, 10*time.Second, "the first check's result", func() bool { return strings.HasSuffix(output(), "NOT_SERVING") })
+
+	failed := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{
+		Health: pb.Health_CRITICAL, Output: AgentFailed, Instances: []*pb.InstanceRef{{Service: "checked.rpc", Id: "i1"}},
+	}}}
+	if _, err := reg.apply(failed); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, 10*time.Second, "the check's own reason to replace "+AgentFailed, func() bool {
+		return strings.HasSuffix(output(), "NOT_SERVING")
+	})
+	if h := reg.health("checked.rpc", "i1"); h != pb.Health_CRITICAL {
+		t.Fatalf("health %v, want critical", h)
+	}
+}

@@ -614,10 +614,10 @@ func clipOutput(output string) string {
 
 // outputRefresh is how often a check may write a new output without a
 // change of health. A change of health is written at once, and so is a
-// check's first output (replacing "awaiting first gRPC health check", or
-// "agent failed"); a server whose failure reads differently on every
-// check (a port, a time) costs a Raft write and a watch event per
-// instance per interval otherwise. Consul's check_update_interval is the
+// check's first output (replacing "awaiting first gRPC health check"),
+// and an output replacing "agent failed" (AgentFailed); a server whose
+// failure reads differently on every check (a port, a time) costs a Raft
+// write and a watch event per instance per interval otherwise. Consul's check_update_interval is the
 // same idea, with the same default.
 const outputRefresh = 5 * time.Minute
 
@@ -634,8 +634,11 @@ func (k *Keeper) recordCheck(s *checkSchedule, c *scheduledCheck, h pb.Health, o
 	inst := c.inst
 	cur := k.cfg.Replica.Instance(inst.Service, inst.Id)
 	// A registration again awaits its first check: its first output is
-	// written at once, as a new check's is.
-	refresh = refresh || cur != nil && awaitingFirstCheck(cur)
+	// written at once, as a new check's is. So is the output of a check
+	// of an instance the leader wrote critical as its agent's failure:
+	// the check, running, says better why it is critical, and an operator
+	// must not read that its agent failed for up to outputRefresh.
+	refresh = refresh || cur != nil && (awaitingFirstCheck(cur) || cur.HealthOutput == AgentFailed)
 	// Registered again since the run read it, with another check or
 	// address, or through another agent: the result is not about that
 	// version, whose own check (from here or its agent) judges it.

@@ -38,6 +38,11 @@ import (
 // again at once; a TTL that ran out meanwhile expires at once).
 const AgentAliveAgain = "agent alive again"
 
+// AgentFailed is the health output the leader gives the instances of an
+// agent it finds failed (no gossip contact): they are critical until the
+// agent is alive again, or a check of theirs says why they are.
+const AgentFailed = "agent failed: no gossip contact"
+
 // AwaitingFirstCheck is the health output of an instance with a gRPC
 // check until its first check has run: it is critical until then.
 const AwaitingFirstCheck = "awaiting first gRPC health check"
@@ -125,7 +130,17 @@ type Config struct {
 	// may lack a registration already acknowledged, and a renewal answers
 	// "no leader yet" (retried) rather than "not found".
 	LeaderReady func() bool
-	Logger      *slog.Logger
+	// ConfirmLeader, when set, returns nil once this agent has confirmed,
+	// after the call began, that it still leads: a quorum of voters
+	// accepted requests it sent since (raftstore's Store.ReadIndex). A
+	// renewal of a passing instance writes nothing to Raft, so it is
+	// answered only after such a confirmation: a leader deposed that does
+	// not know it yet (cut off, its lease not yet run out) would otherwise
+	// answer "renewed" while the real leader, never told, writes the
+	// instance critical at its deadline. Renewals that arrive while one
+	// confirmation runs share the next one. It must honour ctx.
+	ConfirmLeader func(ctx context.Context) error
+	Logger        *slog.Logger
 }
 
 // Keeper keeps instances' health on one agent (see the package comment).
@@ -134,6 +149,9 @@ type Keeper struct {
 	log      *slog.Logger
 	ttl      *ttlTracker
 	sessions *liveSessions
+	// confirms batches the renewals' confirmations of leadership (nil
+	// without Config.ConfirmLeader).
+	confirms *leaderConfirmations
 	// recordWarn lets one warning through per recordWarnEvery about
 	// check results that could not be written: cut off from the leader,
 	// every check of every instance fails to write.
@@ -201,8 +219,12 @@ func New(cfg Config) *Keeper {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Keeper{cfg: cfg, log: log, ttl: newTTLTracker(), sessions: newLiveSessions(),
+	k := &Keeper{cfg: cfg, log: log, ttl: newTTLTracker(), sessions: newLiveSessions(),
 		recordWarn: warnrate.New(recordWarnEvery, 1, time.Now), destroyWait: sessionDestroyWait}
+	if cfg.ConfirmLeader != nil {
+		k.confirms = &leaderConfirmations{confirm: cfg.ConfirmLeader}
+	}
+	return k
 }
 
 // lost is the time this agent has not run since it started (Config.Lost;

@@ -351,7 +351,9 @@ func (t *ttlTracker) release(done chan struct{}) {
 // RenewTTL runs on the leader: it extends the instance's TTL and, if the
 // instance is critical (also by a tick committed during the renewal),
 // makes it passing again. It returns the revision the instance's health is
-// current at.
+// current at. A renewal of a passing instance writes nothing, so it is
+// answered only once this agent has confirmed that it still leads
+// (Config.ConfirmLeader).
 func (k *Keeper) RenewTTL(ctx context.Context, service, id string) (uint64, error) {
 	if k.cfg.LeaderReady != nil && !k.cfg.LeaderReady() {
 		return 0, fmt.Errorf("%w: this agent has just become leader and is still applying what its predecessor committed; retry", apierr.ErrNoLeader)
@@ -376,9 +378,33 @@ func (k *Keeper) RenewTTL(ctx context.Context, service, id string) (uint64, erro
 		return 0, fmt.Errorf("%w: instance %s/%s (removed while critical)", apierr.ErrNotFound, service, id)
 	}
 	if inst.Health == pb.Health_PASSING {
+		// Nothing to write: only this agent's deadline moved, which
+		// counts only while it leads.
+		if err := k.confirmLeader(ctx, service, id); err != nil {
+			return 0, err
+		}
 		return k.cfg.Replica.Revision(), nil
 	}
 	return k.cfg.Writer.Propose(ctx, setHealth(pb.Health_PASSING, "TTL renewed", inst))
+}
+
+// confirmLeader returns nil once this agent has confirmed, after the
+// renewal of service/id arrived, that it still leads (Config.ConfirmLeader;
+// nil when it is not set). A leader deposed that does not know it yet gets
+// an error the renewal's forwarding retries, on the agent that leads now.
+func (k *Keeper) confirmLeader(ctx context.Context, service, id string) error {
+	if k.confirms == nil {
+		return nil
+	}
+	err := k.confirms.wait(ctx)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("renewal of %s/%s: confirming that this agent still leads: %w", service, id, ctx.Err())
+	}
+	return fmt.Errorf("%w: renewal of %s/%s not confirmed: this agent could not confirm that it still leads (%v); retry, through the leader",
+		apierr.ErrNoLeader, service, id, err)
 }
 
 // RunTTLChecks runs on the leader, while it leads (ctx ends when
