@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
 	"github.com/zrpcio/zrpc/rpc/resolver"
@@ -62,6 +64,10 @@ type Server struct {
 	session   *client.Session
 	startDone chan struct{} // made when Start begins, closed when it returns
 	stopped   bool
+	serveErr  error // why serving ended before Stop (the listener failed)
+
+	done     chan struct{} // closed once the server no longer serves
+	doneOnce sync.Once
 }
 
 // ServerOption changes how NewServer builds a Server.
@@ -183,7 +189,8 @@ func newServer(cfg ServerConfig, o serverOptions) (*Server, error) {
 		unary, stream := serverchain.Chain(chainConfig(cfg, o))
 		gopts = append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream)}, gopts...)
 	}
-	s := &Server{cfg: cfg, log: o.logger, grpc: grpc.NewServer(gopts...), health: health.NewServer(), tls: tlsState, tel: tel, metrics: metrics}
+	s := &Server{cfg: cfg, log: o.logger, grpc: grpc.NewServer(gopts...), health: health.NewServer(), tls: tlsState, tel: tel, metrics: metrics,
+		done: make(chan struct{})}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -237,26 +244,51 @@ func (s *Server) MetricsAddr() string {
 
 // Start listens, serves, and registers the instance through a session with
 // the agent. It returns once the instance is registered (or, with
-// NoRegister, once listening). A Server starts once: Start again, or
-// after Stop, returns an error (build another Server with NewServer); a
-// failed Start stops serving and exporting, and Stop then closes the
-// rest. Stop, called while Start registers, ends the registration and
-// waits for Start to return.
+// NoRegister, once listening). While no agent can take the registration
+// (none answers yet, as when the service starts before or with zrpcd, or
+// the cluster has no leader yet) it tries again with backoff, logging
+// each failure, until ctx ends; an answer that trying again cannot change
+// (the token is refused, the instance is invalid) fails it at once. A
+// Server starts once: Start again, or after Stop, returns an error (build
+// another Server with NewServer); a failed Start stops serving and
+// exporting, and Stop then closes the rest. Stop, called while Start
+// registers, ends the registration and waits for Start to return.
 func (s *Server) Start(ctx context.Context) error {
 	if err := s.beginStart(); err != nil {
 		return err
 	}
 	defer close(s.startDone)
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(s.ctx, cancel)()
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer context.AfterFunc(s.ctx, func() { cancel(errStopping) })()
 	if err := s.start(sctx); err != nil {
+		s.wg.Wait() // serving, which start stopped
+		s.closeDone()
 		if s.tel != nil {
 			s.tel.shutdown(ctx)
+		}
+		if serr := s.Err(); serr != nil {
+			return fmt.Errorf("start rpc server: %w", serr) // what ended the registration
 		}
 		return err
 	}
 	return nil
+}
+
+// Done is closed once the server no longer serves: Stop stopped it, a
+// Start failed, or its listener failed while the process runs on (Err
+// then says why, and the instance was deregistered). A service's main
+// waits on it beside its signals, then calls Stop.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+func (s *Server) closeDone() { s.doneOnce.Do(func() { close(s.done) }) }
+
+// Err is why the server stopped serving on its own (its listener
+// failed); nil while it serves, and after a Stop that stopped it.
+func (s *Server) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.serveErr
 }
 
 // beginStart marks the server started, or says why it cannot start.
@@ -298,8 +330,9 @@ func (s *Server) start(ctx context.Context) error {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer s.closeDone()
 		if err := s.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			s.log.Error("rpc server stopped", "err", err)
+			s.serveFailed(fmt.Errorf("serve on %s: %w", ln.Addr(), err))
 		}
 	}()
 	if s.cfg.NoRegister {
@@ -314,16 +347,11 @@ func (s *Server) start(ctx context.Context) error {
 		s.metrics.stop(ctx)
 		return err
 	}
-	if err := s.register(ctx); err != nil {
+	if err := s.registerAtStart(ctx); err != nil {
 		s.grpc.Stop()
 		s.metrics.stop(ctx)
 		s.agents.Close()
-		if status.Code(err) == codes.Unavailable {
-			// Nothing answered: most likely no agent runs there.
-			return fmt.Errorf("register %s/%s: %w (is zrpcd running at %s? `zrpcd agent --dev` starts one; the Agents setting or $%s names others)",
-				s.inst.Service, s.inst.Id, err, strings.Join(s.cfg.agents(), ","), resolver.AgentsEnv)
-		}
-		return fmt.Errorf("register %s/%s with agent %v: %w", s.inst.Service, s.inst.Id, s.cfg.agents(), err)
+		return err
 	}
 	s.wg.Add(1)
 	go func() {
@@ -365,8 +393,80 @@ func (s *Server) instance(a *net.TCPAddr) *pb.Instance {
 // the agent's check marks the instance critical or passing accordingly.
 func (s *Server) Health() *health.Server { return s.health }
 
-// errStopping: a registration finished after Stop began.
+// errStopping: a registration finished after Stop began, or after
+// serving failed.
 var errStopping = errors.New("the server is stopping")
+
+// registerAttemptTimeout bounds one registration attempt: an agent that
+// takes the connection and does not answer is tried again.
+const registerAttemptTimeout = 5 * time.Second
+
+// registerAtStart registers the instance for Start: after a failure that
+// trying again may mend (registerRetryable) it logs what went wrong and
+// tries again after registerBackoff, until ctx ends; any other failure
+// ends it at once.
+func (s *Server) registerAtStart(ctx context.Context) error {
+	var last error // the last attempt's failure not caused by ctx ending
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, registerAttemptTimeout)
+		err := s.register(actx)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, errStopping):
+			return fmt.Errorf("register %s/%s: %w", s.inst.Service, s.inst.Id, err)
+		case ctx.Err() != nil:
+			return s.registerGaveUp(ctx, attempt, cmp.Or(last, err))
+		case !registerRetryable(err):
+			return s.registerFailed(err)
+		}
+		last = err
+		wait := registerBackoff(attempt - 1)
+		s.log.Warn("register with the agent failed; retrying until Start's context ends",
+			"service", s.inst.Service, "id", s.inst.Id, "attempt", attempt, "err", s.registerFailed(err), "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return s.registerGaveUp(ctx, attempt, last)
+		case <-time.After(wait):
+		}
+	}
+}
+
+// registerRetryable reports whether a registration that failed with err
+// may succeed when tried again: no agent answered, or the one that did
+// cannot take it yet (Unavailable: not running, starting, no Raft
+// leader, shutting down), an attempt went unanswered, its outcome was
+// unknown, or the agent's session slots were all held. Answers about the
+// token or the instance (Unauthenticated, PermissionDenied,
+// InvalidArgument, ...) do not change by trying again.
+func registerRetryable(err error) bool {
+	switch {
+	case status.Code(err) == codes.Unavailable, status.Code(err) == codes.DeadlineExceeded,
+		errors.Is(err, context.DeadlineExceeded):
+		return true
+	}
+	return errors.Is(err, apierr.ErrOutcomeUnknown) || errors.Is(err, apierr.ErrQuotaExceeded)
+}
+
+// registerFailed is Start's error for a failed registration: it names
+// the instance and the agents, and when nothing answered, how to start an
+// agent.
+func (s *Server) registerFailed(err error) error {
+	if status.Code(err) == codes.Unavailable {
+		// Nothing answered: most likely no agent runs there.
+		return fmt.Errorf("register %s/%s: %w (is zrpcd running at %s? `zrpcd agent --dev` starts one; the Agents setting or $%s names others)",
+			s.inst.Service, s.inst.Id, err, strings.Join(s.cfg.agents(), ","), resolver.AgentsEnv)
+	}
+	return fmt.Errorf("register %s/%s with agent %v: %w", s.inst.Service, s.inst.Id, s.cfg.agents(), err)
+}
+
+// registerGaveUp is Start's error when its context ended while it
+// registered: why it ended, and the last attempt's failure.
+func (s *Server) registerGaveUp(ctx context.Context, attempts int, last error) error {
+	return fmt.Errorf("gave up after %d attempts as Start's context ended (%w); the last one: %w",
+		attempts, context.Cause(ctx), s.registerFailed(last))
+}
 
 // register opens a session and registers the instance on it.
 func (s *Server) register(ctx context.Context) error {
@@ -380,10 +480,10 @@ func (s *Server) register(ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
-	if s.stopped {
-		// Stop came while this registration was on its way and
-		// deregisters through the session set before, if any: closing
-		// this one removes the instance it registered.
+	if s.stopped || s.serveErr != nil {
+		// Stop, or serving's end, came while this registration was on
+		// its way and deregisters through the session set before, if
+		// any: closing this one removes the instance it registered.
 		s.mu.Unlock()
 		sess.Close()
 		return errStopping
@@ -401,6 +501,9 @@ func (s *Server) keepRegistered() {
 		s.mu.Lock()
 		sess := s.session
 		s.mu.Unlock()
+		if sess == nil {
+			return // Stop, or serving's end, took the session
+		}
 		var cutOff <-chan struct{}
 		if len(s.cfg.agents()) > 1 {
 			cutOff = sess.CutOff()
@@ -415,7 +518,7 @@ func (s *Server) keepRegistered() {
 			}
 		}
 		if s.ctx.Err() != nil {
-			return // Stop closed the session
+			return // Stop, or serving's end, closed the session
 		}
 		s.log.Warn("registry session ended; registering again", "err", sess.Err())
 		if !s.registerRetrying(nil, "register failed; retrying") {
@@ -431,7 +534,7 @@ func (s *Server) keepRegistered() {
 // attempt.
 func (s *Server) registerRetrying(until <-chan struct{}, failed string) bool {
 	for attempt := 0; ; attempt++ {
-		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+		ctx, cancel := context.WithTimeout(s.ctx, registerAttemptTimeout)
 		err := s.register(ctx)
 		cancel()
 		if err == nil {
@@ -483,9 +586,41 @@ func (s *Server) moveOff(old *client.Session) bool {
 // variable for tests.
 var deregisterTimeout = 3 * time.Second
 
+// serveFailed records err, which ended serving before Stop, ends the
+// registration (a registration under way, and keepRegistered, see it)
+// and deregisters the instance, so that callers are no longer sent to an
+// address nothing serves. Done is closed after it.
+func (s *Server) serveFailed(err error) {
+	s.mu.Lock()
+	s.serveErr = err
+	sess := s.session
+	s.session = nil
+	s.mu.Unlock()
+	s.cancel()
+	s.health.Shutdown()
+	s.log.Error("rpc server stopped serving; deregistering the instance (Stop the server, and start another to serve again)", "err", err)
+	s.deregister(context.Background(), sess)
+}
+
+// deregister removes the instance through sess (nil: none registered),
+// within deregisterTimeout, and closes sess.
+func (s *Server) deregister(ctx context.Context, sess *client.Session) {
+	if sess == nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, deregisterTimeout)
+	err := sess.Deregister(dctx, s.inst.Service, s.inst.Id)
+	cancel()
+	if err != nil {
+		s.log.Warn("deregister failed; closing the session removes the instance", "err", err)
+	}
+	sess.Close()
+}
+
 // Stop deregisters the instance, waits the drain delay so that clients
 // move to other instances, then stops gracefully: running calls finish,
-// until StopTimeout, after which they are cancelled. Safe to call twice.
+// until StopTimeout, after which they are cancelled. It returns what
+// ended serving before it, if anything did (Err). Safe to call twice.
 func (s *Server) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	if s.stopped {
@@ -503,15 +638,10 @@ func (s *Server) Stop(ctx context.Context) error {
 	// No session is set from now on (register sees stopped).
 	s.mu.Lock()
 	sess := s.session
+	s.session = nil
 	s.mu.Unlock()
 	if sess != nil {
-		dctx, cancel := context.WithTimeout(ctx, deregisterTimeout)
-		err := sess.Deregister(dctx, s.inst.Service, s.inst.Id)
-		cancel()
-		if err != nil {
-			s.log.Warn("deregister failed; closing the session removes the instance", "err", err)
-		}
-		sess.Close()
+		s.deregister(ctx, sess)
 		select {
 		case <-ctx.Done():
 		case <-time.After(s.cfg.DrainDelay):
@@ -536,7 +666,8 @@ func (s *Server) Stop(ctx context.Context) error {
 		s.agents.Close()
 	}
 	s.closeObservability(ctx)
-	return nil
+	s.closeDone()
+	return s.Err()
 }
 
 // closeObservability stops serving metrics, flushes the spans still

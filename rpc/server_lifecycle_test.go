@@ -25,14 +25,16 @@ import (
 )
 
 // sessionAgent is a fake agent's Session stream: it refuses the first
-// `refuse` sessions with Unavailable, opens the others, answers their
-// registrations and keepalives, and, with holdDeregister, leaves
-// deregistrations unanswered (an agent that hangs as the server stops).
-// holdRegister leaves registrations unanswered too.
+// `refuse` sessions with refuseCode (Unavailable if unset), opens the
+// others, answers their registrations and keepalives, and, with
+// holdDeregister, leaves deregistrations unanswered (an agent that hangs
+// as the server stops). holdRegister leaves registrations unanswered too.
 type sessionAgent struct {
 	refuse         atomic.Int64
+	refuseCode     codes.Code
 	holdRegister   bool
 	holdDeregister bool
+	asked          atomic.Int64 // sessions asked for, refused or opened
 	opened         atomic.Int64 // sessions opened
 	registers      atomic.Int64 // registrations received
 }
@@ -42,7 +44,11 @@ func (a *sessionAgent) serve(stream pb.Registry_SessionServer) error {
 	if err != nil {
 		return err
 	}
+	a.asked.Add(1)
 	if a.refuse.Add(-1) >= 0 {
+		if a.refuseCode != codes.OK {
+			return status.Error(a.refuseCode, "refused by the test")
+		}
 		return status.Error(codes.Unavailable, "agent starting")
 	}
 	n := a.opened.Add(1)
@@ -168,7 +174,7 @@ func TestServerStartsOnce(t *testing.T) {
 		}},
 		{name: "after a failed Start", refuse: 1, before: func(t *testing.T, srv *Server) {
 			if err := srv.Start(context.Background()); err == nil {
-				t.Fatal("Start succeeded though the agent refused the session")
+				t.Fatal("Start succeeded though the agent denied the session")
 			}
 		}},
 		{name: "after Stop", before: func(t *testing.T, srv *Server) {
@@ -178,7 +184,7 @@ func TestServerStartsOnce(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := &sessionAgent{}
+			a := &sessionAgent{refuseCode: codes.PermissionDenied}
 			a.refuse.Store(tc.refuse)
 			srv := newLifecycleServer(t, startSessionAgent(t, a), make(chan struct{}, 1), nil)
 			t.Cleanup(func() { srv.Stop(context.Background()) })
@@ -227,11 +233,11 @@ func TestStopDuringStartEndsTheRegistration(t *testing.T) {
 }
 
 // TestFailedStartEndsTheSpanBatcher: a Start that fails (its agent
-// refused the session) ends the span batcher of the Telemetry section,
+// denied the session) ends the span batcher of the Telemetry section,
 // whose goroutine had run until a Stop that a main giving up on the
 // failed Start never calls.
 func TestFailedStartEndsTheSpanBatcher(t *testing.T) {
-	a := &sessionAgent{}
+	a := &sessionAgent{refuseCode: codes.PermissionDenied}
 	a.refuse.Store(1)
 	addr := startSessionAgent(t, a)
 	before := len(teststack.Goroutines("", spanBatcher))
@@ -246,7 +252,7 @@ func TestFailedStartEndsTheSpanBatcher(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Start(ctx); err == nil {
-		t.Fatal("Start succeeded though the agent refused the session")
+		t.Fatal("Start succeeded though the agent denied the session")
 	}
 	testwait.For(t, 10*time.Second, "the span batcher's goroutine to end", func() bool {
 		return len(teststack.Goroutines("", spanBatcher)) <= before

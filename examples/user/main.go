@@ -51,7 +51,8 @@ func run(log *slog.Logger) error {
 	return serve(ctx, c, log)
 }
 
-// serve registers the service with its agent and serves until ctx ends,
+// serve registers the service with its agent and serves until ctx ends
+// (or serving fails),
 // then deregisters, drains and stops.
 func serve(ctx context.Context, c config.Config, log *slog.Logger) error {
 	var opts []rpc.ServerOption
@@ -65,13 +66,18 @@ func serve(ctx context.Context, c config.Config, log *slog.Logger) error {
 	svcCtx := svc.NewServiceContext(c, srv.Logger())
 	user.RegisterUserServiceServer(srv.GRPC(), server.NewUserServiceServer(svcCtx))
 
-	startCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// Start waits for the agent (one starting beside this service) up
+	// to 30s, then gives up, for the supervisor to start it again.
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := srv.Start(startCtx); err != nil {
 		return err
 	}
 	fmt.Printf("Starting rpc server %s at %s...\n", c.Name, srv.Addr())
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-srv.Done(): // its listener failed: Stop returns why
+	}
 
 	stopCtx, cancelStop := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancelStop()
