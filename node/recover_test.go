@@ -73,9 +73,10 @@ func TestRecoverRemovesThePeersFileDurably(t *testing.T) {
 // A cluster whose first leader never wrote its identity (its majority
 // lost right after it formed, or agents of a build from before cluster
 // ids) is recovered all the same, and its peers file goes too: its
-// agents are given up for lost whatever the cluster's id, and with no id
-// on either side nothing would refuse them should they come back with
-// their state.
+// agents are given up for lost whatever the cluster's id. It gets an id,
+// recorded as any recovered cluster's is: should those agents come back,
+// elect among themselves and write an identity of their own, they are of
+// another cluster.
 func TestRecoverOfAClusterWithoutAnIdentityRemovesThePeersFile(t *testing.T) {
 	cfg := testConfig(t)
 	d, err := openDataDir(cfg.DataDir, cfg.Name)
@@ -111,13 +112,13 @@ func TestRecoverOfAClusterWithoutAnIdentityRemovesThePeersFile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Recover: %v", err)
 	}
-	if rep.ClusterID != "" {
-		t.Fatalf("recovery of a cluster without an identity gave it id %q", rep.ClusterID)
+	if rep.ClusterID == "" || rep.PreviousClusterID != "" {
+		t.Fatalf("recovery of a cluster without an identity: id %q (was %q), want a new id and none before", rep.ClusterID, rep.PreviousClusterID)
 	}
 	if _, err := os.Stat(peers); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("%s is still there after recovery (%v): the agent would rejoin the agents given up for lost at every start", peers, err)
 	}
-	if _, err := os.Stat(filepath.Join(cfg.DataDir, clusterIDFile)); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("recovery recorded a cluster id for a cluster without one (%v)", err)
+	if b, err := os.ReadFile(filepath.Join(cfg.DataDir, clusterIDFile)); err != nil || strings.TrimSpace(string(b)) != rep.ClusterID {
+		t.Fatalf("recorded cluster id after recovery = %q (%v), want the new id %q", b, err, rep.ClusterID)
 	}
 }

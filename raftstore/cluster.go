@@ -69,15 +69,20 @@ func isClusterID(id string) bool {
 // them: their logs may hold entries of the same index and term as the
 // recovered agent's with other contents (the lost majority went on
 // electing and writing), which Raft's log matching cannot tell apart.
-// A replica without an identity keeps none (its leader writes one).
+// A replica without an identity (its first leader never wrote one) gets
+// one too, with nothing recovered from: agents given up for lost that
+// come back, elect among themselves and write an identity of their own
+// are then refused as of another cluster, where without one the
+// recovered agent would take them in until its own first leader term.
 func (f *FSM) renewIdentity() (previous, next string, err error) {
 	cur := f.cluster.get()
-	if cur == nil {
-		return "", "", nil
-	}
 	fresh, err := NewClusterInit()
 	if err != nil {
 		return "", "", err
+	}
+	if cur == nil {
+		f.cluster.set(fresh)
+		return "", fresh.GetClusterId(), nil
 	}
 	fresh.RecoveredFrom = append(append([]string(nil), cur.GetRecoveredFrom()...), cur.GetClusterId())
 	if n := len(fresh.RecoveredFrom); n > maxRecoveries {

@@ -107,10 +107,13 @@ func TestFSMClusterInitSurvivesSnapshot(t *testing.T) {
 // a snapshot whose recovered_from is not a list of cluster ids is refused
 // and leaves the replica as it was; a ClusterInit command cannot set it.
 func TestFSMRenewedIdentitySurvivesSnapshot(t *testing.T) {
-	d := newFSMDriver(t, 16)
-	if prev, next, err := d.fsm.renewIdentity(); err != nil || prev != "" || next != "" || d.fsm.ClusterID() != "" {
-		t.Fatalf("renewIdentity without an identity: %q, %q, %v; want nothing done", prev, next, err)
+	idless := newFSMDriver(t, 16)
+	if prev, next, err := idless.fsm.renewIdentity(); err != nil || prev != "" || !isClusterID(next) || idless.fsm.ClusterID() != next ||
+		len(idless.fsm.ClusterSecret()) == 0 || len(idless.fsm.RecoveredFrom()) != 0 {
+		t.Fatalf("renewIdentity without an identity: %q -> %q (%v), FSM at %q recovered from %v; want a new id and secret, recovered from nothing",
+			prev, next, err, idless.fsm.ClusterID(), idless.fsm.RecoveredFrom())
 	}
+	d := newFSMDriver(t, 16)
 	first := mustClusterInit(t)
 	first.RecoveredFrom = []string{"00112233445566778899aabbccddeeff"}
 	d.mustApply(clusterInitCmd(first))

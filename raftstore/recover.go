@@ -46,8 +46,9 @@ type RecoverReport struct {
 	Blobs     int
 	// ClusterID is the cluster's new id and PreviousClusterID the one it
 	// had: agents that kept Raft state from before recovery hold the
-	// previous one and are refused (not filled in by a dry run; both
-	// empty for a cluster whose first leader never wrote its identity).
+	// previous one and are refused (not filled in by a dry run; the
+	// previous one empty for a cluster whose first leader never wrote its
+	// identity, which gets one).
 	ClusterID, PreviousClusterID string
 }
 
@@ -55,8 +56,10 @@ type RecoverReport struct {
 var ErrNoRaftState = errors.New("no Raft state to recover")
 
 // Recover rewrites the Raft state in cfg.Dir so that self is the cluster's
-// only voter (see above). With dryRun it only reads, and reports. The
-// store must not be open: the caller holds the data dir's lock.
+// only voter (see above). With dryRun it changes nothing in cfg.Dir, and
+// reports; it reads a copy of the Raft state (recover_dryrun.go), so it
+// needs room for one in $TMPDIR. The store must not be open: the caller
+// holds the data dir's lock.
 func Recover(cfg Config, self Server, dryRun bool) (RecoverReport, error) {
 	var rep RecoverReport
 	cfg.fill()
@@ -71,7 +74,29 @@ func Recover(cfg Config, self Server, dryRun bool) (RecoverReport, error) {
 	if _, err := os.Stat(walDir); errors.Is(err, fs.ErrNotExist) {
 		return rep, fmt.Errorf("%w in %s (no %s): this agent never joined a cluster, or lost its log", ErrNoRaftState, cfg.Dir, walDirName)
 	}
-	logs, err := openLog(logOptions{Dir: walDir, Member: cfg.NodeID, Logger: cfg.Logger})
+	if !dryRun {
+		return recoverIn(cfg, self, false)
+	}
+	// Opening the log and the snapshot store writes: a dry run opens a
+	// copy (recover_dryrun.go).
+	tmp, err := copyRaftState(cfg.Dir)
+	if err != nil {
+		return rep, err
+	}
+	defer os.RemoveAll(tmp)
+	at := cfg.Dir
+	cfg.Dir = tmp
+	if rep, err = recoverIn(cfg, self, true); err != nil {
+		return rep, &movedErr{err: err, copy: tmp, at: at}
+	}
+	return rep, nil
+}
+
+// recoverIn is Recover on the Raft state in cfg.Dir once it is known to
+// be there.
+func recoverIn(cfg Config, self Server, dryRun bool) (RecoverReport, error) {
+	var rep RecoverReport
+	logs, err := openLog(logOptions{Dir: filepath.Join(cfg.Dir, walDirName), Member: cfg.NodeID, Logger: cfg.Logger})
 	if err != nil {
 		return rep, err
 	}

@@ -54,7 +54,7 @@ voters can still come back: restart them instead.`,
 	fs := cmd.Flags()
 	bindAgentFlags(fs)
 	fs.StringVar(&cfgFile, "config", "", "YAML config file the agent runs with")
-	fs.BoolVar(&dryRun, "dry-run", false, "show the agent's Raft configuration and how far its log goes, change nothing")
+	fs.BoolVar(&dryRun, "dry-run", false, "show the agent's Raft configuration and how far its log goes, change nothing (reads a copy of the Raft state, made in $TMPDIR)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, cleanup, err := resolveAgentConfig(fs, cfgFile, false, os.LookupEnv)
 		if err != nil {
@@ -92,7 +92,11 @@ func printRecover(w io.Writer, cfg node.Config, rep node.RecoverReport, addr str
 	fmt.Fprintf(w, "Now:             %s, the only voter, at %s\n", cfg.Name, addr)
 	fmt.Fprintf(w, "Registry:        revision %d, %d instances, %d blobs\n", rep.Revision, rep.Instances, rep.Blobs)
 	if rep.ClusterID != "" {
-		fmt.Fprintf(w, "Cluster ID:      %s (was %s)\n", rep.ClusterID, rep.PreviousClusterID)
+		was := rep.PreviousClusterID
+		if was == "" {
+			was = "none: its first leader never wrote one"
+		}
+		fmt.Fprintf(w, "Cluster ID:      %s (was %s)\n", rep.ClusterID, was)
 	}
 	fmt.Fprintf(w, "\nStart %s as usual: it leads at once. Start the other agents with empty data dirs and --join it:\n"+
 		"an agent that kept its Raft state is refused, as it belongs to the cluster's old id.\n", cfg.Name)
