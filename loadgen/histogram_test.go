@@ -42,6 +42,51 @@ func TestHistogramSmallValuesAreExact(t *testing.T) {
 	}
 }
 
+// TestHistogramQuantileIsTheNearestRank checks the textbook nearest-rank
+// quantile, the ceil(q·n)-th smallest value, on values small enough to be
+// counted exactly.
+func TestHistogramQuantileIsTheNearestRank(t *testing.T) {
+	upTo := func(n int) []time.Duration { // 1, 2, ..., n ns
+		v := make([]time.Duration, n)
+		for i := range v {
+			v[i] = time.Duration(i + 1)
+		}
+		return v
+	}
+	for _, tc := range []struct {
+		values []time.Duration
+		q      float64
+		want   time.Duration
+	}{
+		{upTo(1), 0.5, 1},
+		{upTo(1), 0.99, 1},
+		{upTo(2), 0.5, 1},
+		{upTo(2), 0.51, 2},
+		{upTo(3), 0.5, 2},
+		{upTo(4), 0.5, 2},
+		{upTo(4), 0.75, 3},
+		{upTo(10), 0.9, 9},
+		{upTo(10), 0.91, 10},
+		{upTo(100), 0.99, 99},
+		{upTo(100), 0.5, 50},
+		{upTo(100), 0.07, 7}, // 0.07·100 is 7.000000000000001 in floating point
+		{upTo(100), 0.001, 1},
+		{upTo(100), 0, 1},
+		{upTo(100), 1, 100},
+		{upTo(100), 1.5, 100},
+		{upTo(99), 0.99, 99},
+		{upTo(101), 0.99, 100},
+	} {
+		h := NewHistogram()
+		for _, v := range tc.values {
+			h.Record(v)
+		}
+		if got := h.Quantile(tc.q); got != tc.want {
+			t.Errorf("quantile %g of 1..%d ns = %d ns, want %d ns", tc.q, len(tc.values), got, tc.want)
+		}
+	}
+}
+
 func TestHistogramMergeAddsUp(t *testing.T) {
 	a, b, all := NewHistogram(), NewHistogram(), NewHistogram()
 	for i := 1; i <= 1000; i++ {

@@ -38,7 +38,8 @@ type Config struct {
 	// Requests stops the load after that many calls (0: no bound).
 	Requests int64
 	// Duration stops starting calls after that long (0: no bound); calls in
-	// flight then still finish. Requests or Duration is required.
+	// flight then still finish, and are counted apart from the QPS (see
+	// Result.AfterWindow). Requests or Duration is required.
 	Duration time.Duration
 	// Rate caps the calls started per second over all callers (0: no cap).
 	Rate float64
@@ -70,8 +71,17 @@ type Result struct {
 	Method string
 	// Elapsed runs from the first call's start to the last call's end.
 	Elapsed time.Duration
+	// Window is the time QPS is measured over: Duration when the load ran
+	// that long, else Elapsed (Requests were all made, or ctx ended,
+	// first). The calls in flight when Duration is over, which may take up
+	// to Timeout to end, are not in it.
+	Window time.Duration
 	// Requests is the number of calls finished, successful or not.
 	Requests int64
+	// AfterWindow counts the calls of Requests that finished after the
+	// Window: in flight when Duration was over. Their codes and latencies
+	// are counted; QPS leaves them out.
+	AfterWindow int64
 	// Codes counts the finished calls by status code, OK included.
 	Codes map[codes.Code]int64
 	// Latency holds every finished call's latency, failed ones included.
@@ -84,12 +94,12 @@ type Result struct {
 // Errors returns the number of calls that failed.
 func (r *Result) Errors() int64 { return r.Requests - r.Codes[codes.OK] }
 
-// QPS returns the finished calls per second of Elapsed.
+// QPS returns the calls finished within the Window per second of it.
 func (r *Result) QPS() float64 {
-	if r.Elapsed <= 0 {
+	if r.Window <= 0 {
 		return 0
 	}
-	return float64(r.Requests) / r.Elapsed.Seconds()
+	return float64(r.Requests-r.AfterWindow) / r.Window.Seconds()
 }
 
 // Validate reports the first thing wrong with c, naming the setting.
@@ -138,6 +148,7 @@ type run struct {
 	issued   atomic.Int64
 	finished atomic.Int64
 	failed   atomic.Int64
+	late     atomic.Int64 // finished after stop closed
 }
 
 // tally counts the calls of some callers. Callers share a few tallies
@@ -210,7 +221,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	close(progressDone)
 	progressWG.Wait()
 
-	res := &Result{Method: r.method, Elapsed: elapsed, Codes: map[codes.Code]int64{}, Latency: NewHistogram(), Interrupted: ctx.Err() != nil}
+	res := &Result{Method: r.method, Elapsed: elapsed, Window: elapsed, AfterWindow: r.late.Load(),
+		Codes: map[codes.Code]int64{}, Latency: NewHistogram(), Interrupted: ctx.Err() != nil}
+	if r.stopped() {
+		res.Window = min(elapsed, cfg.Duration)
+	}
 	for _, t := range ts {
 		res.Latency.Merge(t.latency)
 		for code, n := range t.codes {
@@ -252,12 +267,25 @@ func (r *run) call(ctx context.Context, conn grpc.ClientConnInterface, t *tally)
 		if err != nil && ctx.Err() != nil {
 			return // cut short by the interrupt: not the service's answer
 		}
+		if r.stopped() {
+			r.late.Add(1)
+		}
 		code := status.Code(err)
 		t.add(code, took)
 		r.finished.Add(1)
 		if code != codes.OK {
 			r.failed.Add(1)
 		}
+	}
+}
+
+// stopped reports whether Duration is over.
+func (r *run) stopped() bool {
+	select {
+	case <-r.stop:
+		return true
+	default:
+		return false
 	}
 }
 

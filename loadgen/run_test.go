@@ -261,3 +261,41 @@ func TestConfigValidateNamesWhatIsWrong(t *testing.T) {
 		t.Fatalf("a good config: %v", err)
 	}
 }
+
+// TestRunQPSLeavesOutTheCallsInFlightAfterTheDuration runs a load for a
+// duration in which one call hangs until its timeout, far past the
+// duration's end: the QPS is the calls finished within the duration per
+// second of it, not of the wait for the hung call.
+func TestRunQPSLeavesOutTheCallsInFlightAfterTheDuration(t *testing.T) {
+	var served atomic.Int64
+	conn := serveEcho(t, false, func(ctx context.Context, in *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) {
+		if served.Add(1) == 1 {
+			<-ctx.Done() // hangs until the call's timeout
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		return in, nil
+	})
+	cfg := echoConfig(t, conn, 2, 0)
+	cfg.Duration = 300 * time.Millisecond
+	cfg.Timeout = 3 * time.Second
+	res, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The hung call finished after the window, and so may the other
+	// caller's last one.
+	if res.Codes[codes.DeadlineExceeded] != 1 || res.AfterWindow < 1 || res.AfterWindow > 2 || res.Codes[codes.OK] == 0 {
+		t.Fatalf("codes %v, after the window %d: want the hung call past its deadline, 1 or 2 calls after the window, and some OK",
+			res.Codes, res.AfterWindow)
+	}
+	if res.Window != cfg.Duration || res.Elapsed < cfg.Timeout {
+		t.Fatalf("window %s, elapsed %s: want the window %s, the elapsed time past the hung call's timeout %s",
+			res.Window, res.Elapsed, cfg.Duration, cfg.Timeout)
+	}
+	within := res.Requests - res.AfterWindow
+	want := float64(within) / cfg.Duration.Seconds()
+	if got := res.QPS(); math.Abs(got-want) > 1e-9*want {
+		t.Fatalf("QPS %g, want %g: the %d calls finished within the %s window per second of it",
+			got, want, within, cfg.Duration)
+	}
+}

@@ -140,7 +140,7 @@ func writeThroughFailure(ctx context.Context, w writer, tag string, fail func(no
 		wg.Go(func() {
 			cctx, cancel := context.WithTimeout(ctx, failoverWrite)
 			defer cancel()
-			err := w.put(cctx, "failover.rpc", fmt.Sprintf("%s-%06d", tag, i), sent.UnixNano())
+			err := w.put(cctx, "failover.rpc", fmt.Sprintf("%s-%06d", tag, i), stampNow())
 			log.done(sent, err)
 		})
 		killed, recovered, _ := log.snapshot()

@@ -74,51 +74,30 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, s slot) (
 			return Result{}, fmt.Errorf("warm-up write: %w", err)
 		}
 	}
-	var (
-		lat     latencies
-		started atomic.Int64
-		failed  atomic.Int64
-		first   atomic.Pointer[error]
-		wg      sync.WaitGroup
-	)
 	profiled := r.profileRound(ctx, c, leader, r.cfg.Duration,
 		fmt.Sprintf("%s-%dn-%dw-r%d", s.system, c.members(), writers, s.rep))
 	cpu0 := cpuSeconds(c)
 	self0, selfErr := proc.SelfCPUTime()
 	mallocs0, mallocsOK := mallocs(ctx, c)
 	commit := r.leaderCommit(ctx, c, leader)
-	start := time.Now()
-	deadline := start.Add(r.cfg.Duration)
-	for w := range ws {
-		wg.Go(func() {
-			for i := 0; ctx.Err() == nil && time.Now().Before(deadline) && started.Add(1) <= int64(r.cfg.MaxOps); i++ {
-				t := time.Now()
-				err := timed(ctx, func(ctx context.Context) error {
-					return ws[w].put(ctx, group(w, i), fmt.Sprintf("i%08d", i), t.UnixNano())
-				})
-				if err != nil {
-					failed.Add(1)
-					first.CompareAndSwap(nil, &err)
-					continue
-				}
-				lat.add(time.Since(t))
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	load := closedLoop(ctx, writers, r.cfg.Duration, r.cfg.MaxOps, func(ctx context.Context, w, i int) error {
+		return ws[w].put(ctx, group(w, i), fmt.Sprintf("i%08d", i), stampNow())
+	})
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
 	if err := profiled(); err != nil {
 		return Result{}, err
 	}
-	sorted := lat.sorted()
-	if len(sorted) == 0 {
-		return Result{}, fmt.Errorf("no write succeeded: %w", *first.Load())
+	sorted := load.lat.sorted()
+	switch {
+	case len(sorted) == 0 && load.first == nil:
+		return Result{}, fmt.Errorf("no write started within the %s round: give the round more time (--duration)", r.cfg.Duration)
+	case len(sorted) == 0:
+		return Result{}, fmt.Errorf("no write succeeded: %w", load.first)
 	}
 	res := Result{Case: plural(writers, "writer")}
-	res.metric("writes/s", float64(len(sorted))/elapsed.Seconds())
+	res.metric("writes/s", load.rate())
 	res.metric("p50 ms", quantileMS(sorted, 0.50))
 	res.metric("p99 ms", quantileMS(sorted, 0.99))
 	res.metric("server CPU us/write", (cpuSeconds(c)-cpu0)*1e6/float64(len(sorted)))
@@ -136,11 +115,75 @@ func (r *runner) putRound(ctx context.Context, c cluster, writers int, s slot) (
 	}
 	// In the table, so that a round that lost writes does not pass for a
 	// clean one by its rate alone.
-	res.metric("writes failed", float64(failed.Load()))
-	if n := failed.Load(); n > 0 {
-		r.log.Warn("writes failed", "count", n, "first", *first.Load())
+	res.metric("writes failed", float64(load.failed))
+	if load.failed > 0 {
+		r.log.Warn("writes failed", "count", load.failed, "first", load.first)
 	}
 	return res, nil
+}
+
+// closedLoopResult is what closedLoop measured.
+type closedLoopResult struct {
+	lat    latencies // of the calls that succeeded
+	within int       // of them, those that returned within the window
+	window time.Duration
+	failed int
+	first  error // the first failure
+}
+
+// rate returns the calls that succeeded within the window per second of
+// it. The calls in flight when the load's duration was over, which may
+// take up to callTimeout to return, are in the latencies but not here:
+// counting the wait for them as load time would understate the rate.
+func (l *closedLoopResult) rate() float64 {
+	if l.window <= 0 {
+		return 0
+	}
+	return float64(l.within) / l.window.Seconds()
+}
+
+// closedLoop runs writers goroutines, each calling call(ctx, w, i) for
+// its i-th call, the next once the last has returned, each bounded by
+// callTimeout, until duration is over or maxOps calls were started over
+// all of them; it waits for the calls in flight. The window its rate is
+// measured over is duration, or the time until the last call returned
+// when maxOps ended the load first.
+func closedLoop(ctx context.Context, writers int, duration time.Duration, maxOps int,
+	call func(ctx context.Context, w, i int) error) *closedLoopResult {
+	var (
+		res     closedLoopResult
+		mu      sync.Mutex // guards res's counts
+		started atomic.Int64
+		wg      sync.WaitGroup
+	)
+	start := time.Now()
+	deadline := start.Add(duration)
+	for w := range writers {
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil && time.Now().Before(deadline) && started.Add(1) <= int64(maxOps); i++ {
+				t := time.Now()
+				err := timed(ctx, func(ctx context.Context) error { return call(ctx, w, i) })
+				end := time.Now()
+				mu.Lock()
+				switch {
+				case err != nil:
+					res.failed++
+					if res.first == nil {
+						res.first = err
+					}
+				case !end.After(deadline):
+					res.within++
+				}
+				mu.Unlock()
+				if err == nil {
+					res.lat.add(end.Sub(t))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	res.window = min(time.Since(start), duration)
+	return &res
 }
 
 // leaderCommit starts measuring the mean time the leader (member leader,
@@ -187,7 +230,10 @@ const maxInFlight = 256
 // the i-th starts at start + i/rate in its own goroutine, whether or not
 // the earlier ones have returned (at most maxInFlight at once), so a slow
 // call does not lower the rate. It returns once every call has, with the
-// first error, and the rate achieved.
+// first error, and the rate achieved: the calls started per second, over
+// the time from the first start to one interval after the last (n
+// intervals when every call started on time). The wait for the last calls
+// to return is not in it.
 func paced(ctx context.Context, n, rate int, fn func(i int) error) (float64, error) {
 	var (
 		wg    sync.WaitGroup
@@ -196,6 +242,10 @@ func paced(ctx context.Context, n, rate int, fn func(i int) error) (float64, err
 	)
 	start := time.Now()
 	interval := time.Second / time.Duration(rate)
+	var (
+		begun     int
+		lastStart time.Time
+	)
 	for i := range n {
 		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
 			if err := proc.Sleep(ctx, wait); err != nil {
@@ -203,6 +253,7 @@ func paced(ctx context.Context, n, rate int, fn func(i int) error) (float64, err
 			}
 		}
 		slots <- struct{}{}
+		begun, lastStart = i+1, time.Now()
 		wg.Go(func() {
 			defer func() { <-slots }()
 			if err := fn(i); err != nil {
@@ -211,7 +262,10 @@ func paced(ctx context.Context, n, rate int, fn func(i int) error) (float64, err
 		})
 	}
 	wg.Wait()
-	achieved := float64(n) / time.Since(start).Seconds()
+	achieved := 0.0
+	if begun > 0 {
+		achieved = float64(begun) / (lastStart.Sub(start) + interval).Seconds()
+	}
 	if err := ctx.Err(); err != nil {
 		return achieved, err
 	}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -50,18 +51,33 @@ func TestRatioIsUndefinedForAZeroBase(t *testing.T) {
 }
 
 func TestQuantileUsesNearestRank(t *testing.T) {
-	var d []time.Duration
-	for i := 1; i <= 100; i++ {
-		d = append(d, time.Duration(i)*time.Millisecond)
+	upTo := func(n int) []time.Duration { // 1, 2, ..., n ms
+		var d []time.Duration
+		for i := 1; i <= n; i++ {
+			d = append(d, time.Duration(i)*time.Millisecond)
+		}
+		return d
 	}
-	if got := quantileMS(d, 0.50); got != 51 {
-		t.Errorf("p50 = %v ms, want 51", got)
-	}
-	if got := quantileMS(d, 0.99); got != 100 {
-		t.Errorf("p99 = %v ms, want 100", got)
-	}
-	if got := quantileMS(nil, 0.99); got != 0 {
-		t.Errorf("p99 of nothing = %v, want 0", got)
+	for _, tc := range []struct {
+		sorted []time.Duration
+		q      float64
+		want   float64
+	}{
+		{nil, 0.99, 0},
+		{upTo(1), 0.5, 1},
+		{upTo(2), 0.5, 1},
+		{upTo(3), 0.5, 2},
+		{upTo(4), 0.5, 2},
+		{upTo(4), 0.99, 4},
+		{upTo(10), 0.9, 9},
+		{upTo(100), 0.5, 50},
+		{upTo(100), 0.99, 99},
+		{upTo(200), 0.99, 198},
+		{upTo(1000), 0.999, 999},
+	} {
+		if got := quantileMS(tc.sorted, tc.q); got != tc.want {
+			t.Errorf("quantile %g of 1..%d ms = %v ms, want %v", tc.q, len(tc.sorted), got, tc.want)
+		}
 	}
 }
 
@@ -211,6 +227,66 @@ func TestPacedStartsCallsWithoutWaitingForEarlierOnes(t *testing.T) {
 	}
 }
 
+// TestPacedRateLeavesOutTheWaitForTheLastCall: the rate achieved is the
+// calls started per second, however long the last of them takes to
+// return.
+func TestPacedRateLeavesOutTheWaitForTheLastCall(t *testing.T) {
+	const n, hang = 5, 2 * time.Second
+	rate, err := paced(t.Context(), n, 1000, func(i int) error {
+		if i == n-1 {
+			time.Sleep(hang) // the last write, stuck until its timeout
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Counting the hang, the rate would be below n/hang.
+	if rate <= 10*n/hang.Seconds() {
+		t.Fatalf("rate achieved %.1f/s for %d calls paced at 1000/s: the wait for the last call's return was counted", rate, n)
+	}
+}
+
+// TestClosedLoopRateLeavesOutTheCallsInFlightAtTheEnd: a write still in
+// flight when the round's duration is over, here one that hangs, is timed
+// but neither its wait nor the write count in the rate.
+func TestClosedLoopRateLeavesOutTheCallsInFlightAtTheEnd(t *testing.T) {
+	const duration, hang = 300 * time.Millisecond, 2 * time.Second
+	var hung sync.Once
+	load := closedLoop(t.Context(), 2, duration, math.MaxInt, func(_ context.Context, w, i int) error {
+		if w == 1 && i == 3 {
+			hung.Do(func() { time.Sleep(hang) })
+		}
+		return nil
+	})
+	ok := load.lat.count()
+	if load.failed != 0 || ok < 10 || load.window != duration {
+		t.Fatalf("%d writes, %d failed, window %s: want many, none and %s", ok, load.failed, load.window, duration)
+	}
+	// The two writers' calls in flight at the end are left out, no more.
+	if got := load.rate() * duration.Seconds(); got < float64(ok-2)-1e-6 || got > float64(ok)+1e-6 {
+		t.Fatalf("rate %.1f/s over %s is %.1f writes, want %d to %d of the %d that succeeded",
+			load.rate(), duration, got, ok-2, ok, ok)
+	}
+}
+
+func TestClosedLoopStopsAtMaxOps(t *testing.T) {
+	var calls atomic.Int64
+	load := closedLoop(t.Context(), 4, time.Minute, 10, func(context.Context, int, int) error {
+		if calls.Add(1) == 1 {
+			return errors.New("boom")
+		}
+		return nil
+	})
+	if n := calls.Load(); n != 10 || load.lat.count() != 9 || load.failed != 1 || load.first == nil || load.within != 9 {
+		t.Fatalf("%d calls, %d succeeded (%d within the window), %d failed (%v): want 10, 9, 9, 1",
+			n, load.lat.count(), load.within, load.failed, load.first)
+	}
+	if load.window <= 0 || load.window >= time.Minute {
+		t.Fatalf("window %s, want the time the 10 calls took", load.window)
+	}
+}
+
 func TestPacedReturnsTheFirstError(t *testing.T) {
 	boom := errors.New("boom")
 	_, err := paced(context.Background(), 3, 1000, func(i int) error {
@@ -285,9 +361,9 @@ func TestStagesSplitEachWritesTimeByWhereItArrived(t *testing.T) {
 	want := map[string]float64{
 		"stage: write acknowledged p50 ms":          2,
 		"stage: event on the leader p50 ms":         1,
-		"stage: event after the leader's p50 ms":    0.51,
-		"stage: event after the leader's p99 ms":    1,
-		"stage: event after acknowledgement p50 ms": -0.49,
+		"stage: event after the leader's p50 ms":    0.50,
+		"stage: event after the leader's p99 ms":    0.99,
+		"stage: event after acknowledgement p50 ms": -0.50,
 	}
 	for name, v := range want {
 		if got, ok := res.Metrics[name]; !ok || math.Abs(got-v) > 1e-9 {

@@ -108,7 +108,7 @@ func (r *runner) scaleLoad(ctx context.Context, c cluster) (float64, error) {
 			defer w.close()
 			for i := int(next.Add(1)) - 1; i < r.cfg.Instances && ctx.Err() == nil; i = int(next.Add(1)) - 1 {
 				err := timed(ctx, func(ctx context.Context) error {
-					return w.put(ctx, scaleGroup(i/scalePerService), fmt.Sprintf("i%07d", i), time.Now().UnixNano())
+					return w.put(ctx, scaleGroup(i/scalePerService), fmt.Sprintf("i%07d", i), stampNow())
 				})
 				if err != nil {
 					mu.Lock()

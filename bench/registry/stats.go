@@ -36,13 +36,12 @@ func (l *latencies) count() int {
 }
 
 // quantileMS returns the q-quantile of sorted durations in milliseconds
-// (nearest rank); 0 for none.
+// (nearest rank: the p99 of 100 is the 99th); 0 for none.
 func quantileMS(sorted []time.Duration, q float64) float64 {
 	if len(sorted) == 0 {
 		return 0
 	}
-	i := min(int(q*float64(len(sorted))), len(sorted)-1)
-	return ms(sorted[i])
+	return ms(sorted[stats.NearestRank(q, len(sorted))-1])
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -60,7 +60,7 @@ type cluster interface {
 // lease, ~200 bytes either way.
 type writer interface {
 	// put writes key in group (a zrpc service, an etcd key prefix) with
-	// the value carrying stamp (unix nanoseconds), and returns once the
+	// the value carrying stamp (stampNow), and returns once the
 	// write is acknowledged.
 	put(ctx context.Context, group, key string, stamp int64) error
 	// read reads group with the system's linearizable read (zrpc's

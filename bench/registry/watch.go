@@ -71,14 +71,14 @@ func watchCases(ctx context.Context, c cluster) ([]watchCase, error) {
 // deliveries records the latency of every event carrying a stamp taken
 // after the round began, and when arrivals is set, when each arrived.
 type deliveries struct {
-	since    atomic.Int64 // unix nanoseconds; earlier stamps are ignored
+	since    atomic.Int64 // stampNow at the round's start; earlier stamps are ignored
 	lat      latencies
 	arrivals *arrivals
 }
 
 func (d *deliveries) deliver(stamp int64) {
 	if since := d.since.Load(); since != 0 && stamp >= since {
-		now := time.Now().UnixNano()
+		now := stampNow()
 		d.lat.add(time.Duration(now - stamp))
 		d.arrivals.note(stamp, now)
 	}
@@ -145,16 +145,16 @@ func (r *runner) watchRound(ctx context.Context, c cluster, wc watchCase) (Resul
 	if err := timed(ctx, func(ctx context.Context) error { return w.put(ctx, group, "warmup", 0) }); err != nil {
 		return Result{}, fmt.Errorf("warm-up write: %w", err)
 	}
-	since := time.Now().UnixNano()
+	since := stampNow()
 	d.since.Store(since)
 	atLeader.since.Store(since)
 	rate, err := paced(ctx, r.cfg.WatchEvents, r.cfg.Rate, func(i int) error {
 		return timed(ctx, func(ctx context.Context) error {
-			stamp := time.Now().UnixNano()
+			stamp := stampNow()
 			if err := w.put(ctx, group, fmt.Sprintf("k%03d", i%100), stamp); err != nil {
 				return err
 			}
-			acks.note(stamp, time.Now().UnixNano())
+			acks.note(stamp, stampNow())
 			return nil
 		})
 	})
@@ -179,7 +179,7 @@ func (r *runner) watchRound(ctx context.Context, c cluster, wc watchCase) (Resul
 }
 
 // arrivals records when something carrying each write's stamp arrived
-// (unix nanoseconds). A nil *arrivals records nothing.
+// (stampNow). A nil *arrivals records nothing.
 type arrivals struct {
 	mu sync.Mutex
 	at map[int64]int64
@@ -310,7 +310,7 @@ func (r *runner) fanoutRound(ctx context.Context, c cluster) (Result, error) {
 	if err := timed(ctx, func(ctx context.Context) error { return w.put(ctx, "fanout-warmup.rpc", "warmup", 0) }); err != nil {
 		return Result{}, fmt.Errorf("warm-up write: %w", err)
 	}
-	d.since.Store(time.Now().UnixNano())
+	d.since.Store(stampNow())
 	// The watchers live in this process: what they cost it is recorded
 	// too, as a check that the load tool did not fall behind.
 	self0, _ := proc.SelfCPUTime()
@@ -318,7 +318,7 @@ func (r *runner) fanoutRound(ctx context.Context, c cluster) (Result, error) {
 	t0 := time.Now()
 	rate, err := paced(ctx, cfg.FanoutWrites, cfg.Rate, func(i int) error {
 		return timed(ctx, func(ctx context.Context) error {
-			return w.put(ctx, group(i%cfg.FanoutServices), "k", time.Now().UnixNano())
+			return w.put(ctx, group(i%cfg.FanoutServices), "k", stampNow())
 		})
 	})
 	if err != nil {

@@ -278,7 +278,7 @@ func probeWriteThrough(ctx context.Context, c cluster, i int) error {
 	defer cancel()
 	for {
 		wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
-		err := w.put(wctx, "probe.rpc", "probe", time.Now().UnixNano())
+		err := w.put(wctx, "probe.rpc", "probe", stampNow())
 		wcancel()
 		if err == nil {
 			return nil

@@ -34,6 +34,8 @@ type benchReport struct {
 	Requests       int64            `json:"requests"`
 	Errors         int64            `json:"errors"`
 	QPS            float64          `json:"qps"`
+	WindowSeconds  float64          `json:"window_seconds"`
+	AfterWindow    int64            `json:"after_window"`
 	Codes          map[string]int64 `json:"codes"`
 	LatencyMS      benchLatency     `json:"latency_ms"`
 	Histogram      []benchBin       `json:"histogram"`
@@ -66,6 +68,7 @@ func newBenchReport(target string, b *benchOptions, res *loadgen.Result) *benchR
 		Target: target, Method: strings.TrimPrefix(res.Method, "/"),
 		Concurrency: b.concurrency, Connections: b.connections, RateLimit: b.rate, Chain: b.chain || b.idempotent, Idempotent: b.idempotent,
 		ElapsedSeconds: res.Elapsed.Seconds(), Requests: res.Requests, Errors: res.Errors(), QPS: res.QPS(),
+		WindowSeconds: res.Window.Seconds(), AfterWindow: res.AfterWindow,
 		Codes: map[string]int64{},
 		LatencyMS: benchLatency{
 			Min: ms(h.Min()), Mean: ms(h.Mean()), P50: ms(h.Quantile(0.5)), P90: ms(h.Quantile(0.9)),
@@ -113,7 +116,10 @@ func printBench(p *printer, r *benchReport) error {
 	fmt.Fprintf(tw, "Elapsed:\t%.3fs\n", r.ElapsedSeconds)
 	fmt.Fprintf(tw, "Requests:\t%d\n", r.Requests)
 	fmt.Fprintf(tw, "Errors:\t%d\n", r.Errors)
-	fmt.Fprintf(tw, "QPS:\t%.1f\n", r.QPS)
+	fmt.Fprintf(tw, "QPS:\t%.1f (calls finished within the %.3fs window, per second of it)\n", r.QPS, r.WindowSeconds)
+	if r.AfterWindow > 0 {
+		fmt.Fprintf(tw, "After the window:\t%d calls, in flight when --duration ended: in the codes and latencies, not in QPS\n", r.AfterWindow)
+	}
 	if r.Interrupted {
 		fmt.Fprintf(tw, "Interrupted:\tyes, these are the calls finished before it\n")
 	}
