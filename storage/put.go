@@ -428,7 +428,8 @@ func (p *put) run(ctx context.Context, src io.Reader, alive []placement.Node) (*
 // removes them: committed, they would make up for recorded shards the
 // agent no longer has. An agent that fails, or that no longer has all the
 // shards recorded there (it restarted), loses its shards of this put,
-// which may leave a block short of k+1.
+// which may leave a block short of k+1. This agent's own shards not made
+// durable in time (its disk hangs in fsync) fail the put (syncHere).
 func (p *put) sync(ctx context.Context) error {
 	recorded := make(map[string][]*pb.ShardRef)
 	for b, holders := range p.holder {
@@ -454,6 +455,9 @@ func (p *put) sync(ctx context.Context) error {
 	wg.Wait()
 	if len(lost) == 0 {
 		return nil
+	}
+	if err := lost[p.s.cluster.Self()]; errors.Is(err, errOwnSyncAbandoned) {
+		return fmt.Errorf("put of %q: %w", p.h.Name, err)
 	}
 	if p.s.cluster.Meta().PendingBlob(p.id) == nil {
 		return fmt.Errorf("%w: put of %q was aborted by the leader (this agent was thought failed, or the put ran past the put timeout) and its shards collected; retry the put",
@@ -488,8 +492,22 @@ func (p *put) syncOn(ctx context.Context, node string, refs []*pb.ShardRef) erro
 	size, bound := p.syncBound(refs)
 	sctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
-	n, err := p.s.syncShards(sctx, node, p.id, refs)
-	if err != nil && ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
+	var n int
+	var err error
+	if node == p.s.cluster.Self() {
+		n, err = p.syncHere(sctx, refs)
+	} else {
+		n, err = p.s.syncShards(sctx, node, p.id, refs)
+	}
+	switch {
+	case err == nil:
+	case ctx.Err() != nil || !errors.Is(sctx.Err(), context.DeadlineExceeded):
+		return err
+	case node == p.s.cluster.Self():
+		return fmt.Errorf("%w: this agent's shard disk (%s) did not make its %s of the put's shards durable within %s (%s, and a second per %s): "+
+			"it may hang in fsync; check that disk (dmesg, iostat), and restart the agent if it stays stuck (%w)",
+			ErrNotEnoughShards, p.s.shards.Dir(), sizeString(uint64(size)), bound, p.s.cfg.ShardTimeout, sizeString(syncMinRate), err)
+	default:
 		return fmt.Errorf("it did not make its %s of the put's shards durable within %s (%s, and a second per %s): "+
 			"its disk may hang in fsync while the agent still answers; check the disk of %s (dmesg, iostat), and restart the agent if it stays stuck: %w",
 			sizeString(uint64(size)), bound, p.s.cfg.ShardTimeout, sizeString(syncMinRate), node, err)
@@ -499,6 +517,49 @@ func (p *put) syncOn(ctx context.Context, node string, refs []*pb.ShardRef) erro
 	}
 	return fmt.Errorf("%d of the %d shards the put stored there were still staged (did it restart?); missing: %s",
 		n, len(refs), p.s.missingShards(ctx, node, p.id, refs))
+}
+
+// errOwnSyncAbandoned: a put stopped waiting for this agent's own shard
+// store to make its shards durable. The commit, which cannot be called
+// off, goes on; the put fails.
+var errOwnSyncAbandoned = errors.New("the put stopped waiting for this agent's own shards to become durable")
+
+// syncHere is syncShards on this agent's own shard store, which does not
+// heed a context: the commit runs aside, waited for until ctx ends. One
+// waited for no longer (a disk hung in fsync) is errOwnSyncAbandoned and
+// fails the put, whose abort then leaves this agent's shards alone
+// (deleting them would wait for the commit too): the commit deletes them
+// itself once it returns, so that nothing of the put stays.
+func (p *put) syncHere(ctx context.Context, refs []*pb.ShardRef) (int, error) {
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result)
+	abandoned := make(chan struct{})
+	p.s.wg.Add(1)
+	go func() {
+		defer p.s.wg.Done()
+		n, err := p.s.commitStaged(p.id, refs)
+		select {
+		case done <- result{n, mapShardErr(err)}:
+		case <-abandoned:
+			if _, err := p.s.shards.DeleteBlob(p.id); err != nil {
+				p.s.log.Warn("could not delete this agent's shards of a put that failed while they were made durable; orphan collection removes them",
+					"blob", p.h.Name, "id", p.id, "err", err)
+			}
+		}
+	}()
+	select {
+	case r := <-done:
+		return r.n, r.err
+	case <-ctx.Done():
+		close(abandoned)
+		p.mu.Lock()
+		delete(p.used, p.s.cluster.Self())
+		p.mu.Unlock()
+		return 0, fmt.Errorf("%w: %w", errOwnSyncAbandoned, ctx.Err())
+	}
 }
 
 // syncMinRate is the slowest disk, in bytes per second, a put's sync

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/storage/codec"
 	"github.com/zrpcio/zrpc/storage/shardstore"
@@ -324,4 +326,60 @@ func TestPutSyncGivesUpOnAnAgentWhoseDiskHangs(t *testing.T) {
 	if !errors.Is(err, ErrNotEnoughShards) || !strings.Contains(err.Error(), "agent n2") || !strings.Contains(err.Error(), "check the disk of n2") {
 		t.Fatalf("sync with n2's disk hanging: %v; want ErrNotEnoughShards naming n2 and its disk", err)
 	}
+}
+
+// A put gives up on its coordinator's own shard disk when it does not
+// make the put's shards durable (it hangs in fsync) once ShardTimeout
+// and a second per MiB of those shards have passed, even when the put's
+// client set no deadline: the put fails, the error naming the disk, and
+// commits nothing. Its abort leaves the agent's shards to the commit,
+// which holds them (a delete would wait for it too); once the disk
+// answers again the commit deletes them: nothing of the put stays.
+func TestPutGivesUpOnItsOwnDiskWhenItHangs(t *testing.T) {
+	var hung atomic.Bool
+	hang := make(chan struct{})
+	release := func() {
+		if hung.CompareAndSwap(true, false) {
+			close(hang)
+		}
+	}
+	opts := shardstore.Options{SyncDelay: func() time.Duration {
+		if hung.Load() {
+			<-hang
+		}
+		return 0
+	}}
+	cfg := Config{ShardTimeout: 200 * time.Millisecond, BlockSize: 64 << 10, InlineMax: 1024}
+	s, fc := newTestStoreOpts(t, cfg, testlog.New(t, "n1"), opts, "n1", "n1")
+	t.Cleanup(release) // before the store closes, which waits for the commit
+	hung.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Put(context.Background(), &pb.BlobPutHeader{Name: "b"}, bytes.NewReader(make([]byte, 4*cfg.BlockSize)))
+		done <- err
+	}()
+	var err error
+	testwait.For(t, 10*time.Second, "the put to give up on this agent's own disk, which hangs", func() bool {
+		select {
+		case err = <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	dir := s.Shards().Dir()
+	if !errors.Is(err, ErrNotEnoughShards) || !strings.Contains(err.Error(), "shard disk ("+dir+")") || !strings.Contains(err.Error(), "check that disk") {
+		t.Fatalf("put with this agent's disk hanging: %v; want ErrNotEnoughShards naming %s", err, dir)
+	}
+	if b := fc.Meta().Blob("b"); b != nil || len(fc.Meta().PendingBlobs()) != 0 {
+		t.Fatalf("after the failed put: blob %v, pending %v; want neither", b, fc.Meta().PendingBlobs())
+	}
+	if _, shards := s.Shards().Usage(); shards == 0 {
+		t.Fatal("the put's shards are gone while the commit holding them still hangs")
+	}
+	release()
+	testwait.For(t, 10*time.Second, "the commit that ended after the put failed to delete the put's shards", func() bool {
+		bytes, shards := s.Shards().Usage()
+		return bytes == 0 && shards == 0
+	})
 }

@@ -214,6 +214,9 @@ func (s *Store) openStored(path, blob string, index uint16) (*partFile, error) {
 	return pf, nil
 }
 
+// Dir is the shard directory the store was opened on.
+func (s *Store) Dir() string { return s.dir }
+
 // Path is the part file holding shard id, or "" for an invalid id.
 func (s *Store) Path(id ID) string {
 	if !validBlob(id.Blob) {

@@ -123,6 +123,10 @@ func (sp *stagedPart) add(s *Store, h *Header, pieces [][]byte) error {
 	}
 	if err != nil {
 		s.release(grow, dShards)
+		if had && buffered { // its slot was written over: the shard staged there before is gone
+			delete(sp.blocks, h.ID.Block)
+			s.release(0, 1)
+		}
 		return wrapWrite("stage", h.ID, err)
 	}
 	sp.size += grow
@@ -147,7 +151,30 @@ func (sp *stagedPart) writeFrame(h *Header, pieces [][]byte) (buffered bool, err
 	if err := sp.settle(); err != nil {
 		return true, err
 	}
-	return true, writeFramePieces(sp.f, &sp.hdr, h, pieces)
+	if err := writeFramePieces(sp.f, &sp.hdr, h, pieces); err != nil {
+		sp.undoFrame(h.ID.Block, err)
+		return true, err
+	}
+	return true, nil
+}
+
+// undoFrame makes block's slot, whose frame a write failed to write
+// (err), perhaps partway (a disk that filled mid-write), a hole again
+// within the part's extent: a frame header left there would be committed
+// with the part, a corrupt block that the usage does not count and Open
+// does. When that fails too, the part is lost (sp.lost). sp's lock is
+// held.
+func (sp *stagedPart) undoFrame(block uint32, err error) {
+	info, uerr := sp.f.Stat()
+	if uerr == nil && info.Size() > sp.size {
+		uerr = sp.f.Truncate(sp.size)
+	}
+	if uerr == nil && sp.hdr.offset(block) < sp.size {
+		uerr = clearFrame(sp.f, &sp.hdr, block)
+	}
+	if uerr != nil {
+		sp.lost = fmt.Errorf("staged part %s: %w: the shards staged in it are lost (a shard's frame, partly written, could not be undone: %v)", sp.path, err, uerr)
+	}
 }
 
 // drop removes the staged part and gives back its space.
@@ -637,6 +664,17 @@ func (s *Store) mergeBlocks(pf *partFile, sp *stagedPart, held []uint32) (size i
 	defer func() {
 		if info, serr := pf.f.Stat(); serr == nil {
 			size = info.Size()
+		}
+		if err == nil {
+			return
+		}
+		// A write that failed may have put part of its frame in the
+		// file (a disk that filled mid-write): Open counts a block whose
+		// frame header is not zero, so count what the file holds now.
+		now := *pf
+		now.size = size
+		if blocks, _, herr := now.heldFrames(); herr == nil {
+			dShards = len(blocks) - len(held)
 		}
 	}()
 	blocks := slices.SortedFunc(maps.Keys(sp.blocks), cmp.Compare[uint32])
