@@ -57,7 +57,7 @@ func (n *Node) newHealth() *health.Keeper {
 		Now:           n.opts.clock,
 		Lost:          n.stalls.Lost,
 		LeaderReady:   func() bool { return n.store.LeaderReady() },
-		ConfirmLeader: func(ctx context.Context) error { _, err := n.store.ReadIndex(ctx); return err },
+		ConfirmLeader: n.store.ReadIndex,
 		Logger:        n.log,
 	})
 }

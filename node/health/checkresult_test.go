@@ -371,3 +371,49 @@ func TestACheckReplacesAgentFailedAtOnce(t *testing.T) {
 		t.Fatalf("health %v, want critical", h)
 	}
 }
+
+// TestACheckReplacesOutputsItDidNotWriteAtOnce: outputs others wrote of
+// an instance this agent checks (the leader's when its agent is alive
+// again, or when it reaped the agent and kept the instance) are replaced
+// by the check's own at once, though the check wrote an output moments
+// ago: the check, running, says why the instance has its health, and an
+// operator must not read a stale cause for up to outputRefresh.
+func TestACheckReplacesOutputsItDidNotWriteAtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		status healthpb.HealthCheckResponse_ServingStatus
+		health pb.Health
+		output string
+	}{
+		{"agent alive again", healthpb.HealthCheckResponse_SERVING, pb.Health_PASSING, AgentAliveAgain},
+		{"agent reaped", healthpb.HealthCheckResponse_NOT_SERVING, pb.Health_CRITICAL,
+			"removed with its agent a1: failed for 72h0m0s; the instance stays until it is deregistered, or passes again when a1 is back"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := newFakeRegistry()
+			k := newTestKeeper(t, reg, &fakeClock{now: time.Unix(1000, 0)})
+			addr, hs := grpctest.StartHealthServer(t)
+			hs.SetServingStatus("", tc.status)
+			check := &pb.Check{Grpc: true, Interval: durationpb.New(20 * time.Millisecond), Timeout: durationpb.New(time.Second)}
+			reg.registerAwaiting(&pb.Instance{Service: "checked.rpc", Id: "i1", Node: "a1", Address: addr, Check: check})
+			runLoop(t, k.RunChecks)
+			output := func() string { return reg.Instance("checked.rpc", "i1").GetHealthOutput() }
+			testwait.For(t, 10*time.Second, "the first check's result", func() bool {
+				return strings.HasSuffix(output(), tc.status.String())
+			})
+
+			leaders := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{
+				Health: tc.health, Output: tc.output, Instances: []*pb.InstanceRef{{Service: "checked.rpc", Id: "i1"}},
+			}}}
+			if _, err := reg.apply(leaders); err != nil {
+				t.Fatal(err)
+			}
+			testwait.For(t, 10*time.Second, "the check's own output to replace "+tc.output, func() bool {
+				return strings.HasSuffix(output(), tc.status.String())
+			})
+			if h := reg.health("checked.rpc", "i1"); h != tc.health {
+				t.Fatalf("health %v, want %v", h, tc.health)
+			}
+		})
+	}
+}

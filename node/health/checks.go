@@ -174,14 +174,15 @@ type scheduledCheck struct {
 	// checkSchedule.slowRuns, or ordinaryRuns. Guarded by checkSchedule.mu.
 	slowRun, ordinaryRun bool
 	// result is the health the last run found (unspecified before the
-	// first), and wrote when a run last wrote the instance's health;
-	// unwritten counts the runs in a row whose result could not be
-	// written; again asks for a run as soon as the one in progress ends.
-	// Guarded by checkSchedule.mu.
-	result    pb.Health
-	wrote     time.Time
-	unwritten int
-	again     bool
+	// first), and wrote when a run last wrote the instance's health,
+	// wroteOutput the output it wrote; unwritten counts the runs in a
+	// row whose result could not be written; again asks for a run as
+	// soon as the one in progress ends. Guarded by checkSchedule.mu.
+	result      pb.Health
+	wrote       time.Time
+	wroteOutput string
+	unwritten   int
+	again       bool
 }
 
 // checkSchedule holds the gRPC checks this agent runs.
@@ -614,8 +615,10 @@ func clipOutput(output string) string {
 
 // outputRefresh is how often a check may write a new output without a
 // change of health. A change of health is written at once, and so is a
-// check's first output (replacing "awaiting first gRPC health check"),
-// and an output replacing "agent failed" (AgentFailed); a server whose
+// check's output replacing one it did not write: its first (replacing
+// "awaiting first gRPC health check"), and those replacing the leader's
+// for the instance's agent (AgentFailed, AgentAliveAgain, raftstore's
+// "removed with its agent NAME: ..."); a server whose
 // failure reads differently on every check (a port, a time) costs a Raft
 // write and a watch event per instance per interval otherwise. Consul's check_update_interval is the
 // same idea, with the same default.
@@ -630,15 +633,17 @@ func (k *Keeper) recordCheck(s *checkSchedule, c *scheduledCheck, h pb.Health, o
 	s.mu.Lock()
 	c.result = h
 	refresh := c.wrote.IsZero() || now.Sub(c.wrote) >= outputRefresh
+	wroteOutput := c.wroteOutput
 	s.mu.Unlock()
 	inst := c.inst
 	cur := k.cfg.Replica.Instance(inst.Service, inst.Id)
-	// A registration again awaits its first check: its first output is
-	// written at once, as a new check's is. So is the output of a check
-	// of an instance the leader wrote critical as its agent's failure:
-	// the check, running, says better why it is critical, and an operator
-	// must not read that its agent failed for up to outputRefresh.
-	refresh = refresh || cur != nil && (awaitingFirstCheck(cur) || cur.HealthOutput == AgentFailed)
+	// An output this check did not write is replaced at once: a
+	// registration again awaits its first check, whose output is written
+	// at once as a new check's is; the leader wrote the instance's
+	// agent failed, alive again, or reaped. The check, running, says
+	// better why the instance has its health, and an operator must not
+	// read a cause that no longer holds for up to outputRefresh.
+	refresh = refresh || cur != nil && cur.HealthOutput != wroteOutput
 	// Registered again since the run read it, with another check or
 	// address, or through another agent: the result is not about that
 	// version, whose own check (from here or its agent) judges it.
@@ -663,7 +668,7 @@ func (k *Keeper) recordCheck(s *checkSchedule, c *scheduledCheck, h pb.Health, o
 		return
 	}
 	s.mu.Lock()
-	c.wrote, c.unwritten = now, 0
+	c.wrote, c.wroteOutput, c.unwritten = now, output, 0
 	s.mu.Unlock()
 	if cur.Health != h {
 		k.log.Info("instance health changed", "instance", inst.Service+"/"+inst.Id, "health", h, "output", output)

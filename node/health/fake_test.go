@@ -100,6 +100,24 @@ func (f *fakeRegistry) Revision() uint64 {
 	return f.rev
 }
 
+// WaitRevision waits until f has applied rev: every revision but those
+// of sessions publishes an instance event.
+func (f *fakeRegistry) WaitRevision(ctx context.Context, rev uint64) error {
+	for {
+		f.mu.Lock()
+		cur, changed := f.rev, f.changed
+		f.mu.Unlock()
+		if cur >= rev {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
 func (f *fakeRegistry) Instance(service, id string) *pb.Instance {
 	f.mu.Lock()
 	defer f.mu.Unlock()

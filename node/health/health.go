@@ -63,6 +63,9 @@ type Replica interface {
 	// CheckedInstances are the instances that have a TTL or gRPC check.
 	CheckedInstances() []*pb.Instance
 	Sessions() []*pb.Session
+	// WaitRevision blocks until the replica has applied revision rev, or
+	// returns ctx's error when ctx ends first.
+	WaitRevision(ctx context.Context, rev uint64) error
 	// WatchInstances follows the registry's instances after revision
 	// from: every service, in revision order.
 	WatchInstances(from uint64) InstanceWatch
@@ -130,16 +133,22 @@ type Config struct {
 	// may lack a registration already acknowledged, and a renewal answers
 	// "no leader yet" (retried) rather than "not found".
 	LeaderReady func() bool
-	// ConfirmLeader, when set, returns nil once this agent has confirmed,
-	// after the call began, that it still leads: a quorum of voters
-	// accepted requests it sent since (raftstore's Store.ReadIndex). A
-	// renewal of a passing instance writes nothing to Raft, so it is
-	// answered only after such a confirmation: a leader deposed that does
-	// not know it yet (cut off, its lease not yet run out) would otherwise
-	// answer "renewed" while the real leader, never told, writes the
-	// instance critical at its deadline. Renewals that arrive while one
-	// confirmation runs share the next one. It must honour ctx.
-	ConfirmLeader func(ctx context.Context) error
+	// ConfirmLeader, when set, returns the leader's read index (what was
+	// committed when the call began) once this agent has confirmed, after
+	// the call began, that it still leads: a quorum of voters accepted
+	// requests it sent since (raftstore's Store.ReadIndex). A renewal of
+	// a passing instance writes nothing to Raft, so it is answered only
+	// after such a confirmation: a leader deposed that does not know it
+	// yet (cut off, its lease not yet run out) would otherwise answer
+	// "renewed" while the real leader, never told, writes the instance
+	// critical at its deadline. A renewal of an instance the replica
+	// lacks is answered "not found" only after such a confirmation and
+	// once the replica has applied the read index: a deposed leader, or
+	// one whose replica lags its commit, would otherwise deny a
+	// registration acknowledged elsewhere, and its client register again
+	// or give up. Renewals that arrive while one confirmation runs share
+	// the next one. It must honour ctx.
+	ConfirmLeader func(ctx context.Context) (uint64, error)
 	Logger        *slog.Logger
 }
 

@@ -22,7 +22,7 @@ const confirmWait = 5 * time.Second
 // hundred thousand instances renewing every few seconds), they cost at
 // most two confirmations in a row, not one each.
 type leaderConfirmations struct {
-	confirm func(ctx context.Context) error
+	confirm func(ctx context.Context) (uint64, error)
 	mu      sync.Mutex
 	running bool
 	// next is the round the renewals arrived while one runs wait for; nil
@@ -32,17 +32,20 @@ type leaderConfirmations struct {
 
 // confirmRound is one confirmation and the renewals waiting for it.
 type confirmRound struct {
-	done chan struct{} // closed when err is set
-	err  error
+	done chan struct{} // closed when index and err are set
+	// index is the leader's read index the confirmation found: what was
+	// committed when it began.
+	index uint64
+	err   error
 	// waiters counts the renewals that joined the round (guarded by
 	// leaderConfirmations.mu).
 	waiters int
 }
 
-// wait returns nil once a confirmation that began after wait was called
-// found that this agent still leads, and that confirmation's error when it
-// did not; ctx's error if ctx ends first.
-func (c *leaderConfirmations) wait(ctx context.Context) error {
+// wait returns the read index of a confirmation that began after wait was
+// called once it found that this agent still leads, and that
+// confirmation's error when it did not; ctx's error if ctx ends first.
+func (c *leaderConfirmations) wait(ctx context.Context) (uint64, error) {
 	c.mu.Lock()
 	if c.next == nil {
 		c.next = &confirmRound{done: make(chan struct{})}
@@ -56,9 +59,9 @@ func (c *leaderConfirmations) wait(ctx context.Context) error {
 	c.mu.Unlock()
 	select {
 	case <-r.done:
-		return r.err
+		return r.index, r.err
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 }
 
@@ -69,7 +72,7 @@ func (c *leaderConfirmations) wait(ctx context.Context) error {
 func (c *leaderConfirmations) run(r *confirmRound) {
 	for r != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), confirmWait)
-		r.err = c.confirm(ctx)
+		r.index, r.err = c.confirm(ctx)
 		cancel()
 		close(r.done)
 		c.mu.Lock()

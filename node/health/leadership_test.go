@@ -25,8 +25,8 @@ import (
 func TestRenewalOnADeposedLeaderIsRetried(t *testing.T) {
 	reg := newFakeRegistry()
 	clock := &fakeClock{now: time.Unix(1000, 0)}
-	deposed := func(context.Context) error {
-		return fmt.Errorf("%w: leadership lost while confirming it", apierr.ErrNotLeader)
+	deposed := func(context.Context) (uint64, error) {
+		return 0, fmt.Errorf("%w: leadership lost while confirming it", apierr.ErrNotLeader)
 	}
 	k := New(Config{Agent: "a1", Replica: reg, Writer: reg, Interval: time.Hour, Now: clock.Now,
 		ConfirmLeader: deposed, Logger: testlog.New(t, "a1")})
@@ -55,12 +55,12 @@ func TestConcurrentRenewalsShareConfirmationsOfLeadership(t *testing.T) {
 	clock := &fakeClock{now: time.Unix(1000, 0)}
 	var calls atomic.Int32
 	firstHeld := make(chan struct{})
-	confirm := func(ctx context.Context) error {
+	confirm := func(ctx context.Context) (uint64, error) {
 		if calls.Add(1) == 1 {
 			<-firstHeld // still leads as of this confirmation's start
-			return nil
+			return reg.Revision(), nil
 		}
-		return fmt.Errorf("%w: deposed since", apierr.ErrNotLeader)
+		return 0, fmt.Errorf("%w: deposed since", apierr.ErrNotLeader)
 	}
 	k := New(Config{Agent: "a1", Replica: reg, Writer: reg, Interval: time.Hour, Now: clock.Now,
 		ConfirmLeader: confirm, Logger: testlog.New(t, "a1")})
@@ -110,7 +110,7 @@ func TestRenewalOfACriticalInstanceNeedsNoConfirmation(t *testing.T) {
 	reg := newFakeRegistry()
 	clock := &fakeClock{now: time.Unix(1000, 0)}
 	var calls atomic.Int32
-	confirm := func(context.Context) error { calls.Add(1); return nil }
+	confirm := func(context.Context) (uint64, error) { calls.Add(1); return reg.Revision(), nil }
 	k := New(Config{Agent: "a1", Replica: reg, Writer: reg, Interval: time.Hour, Now: clock.Now,
 		ConfirmLeader: confirm, Logger: testlog.New(t, "a1")})
 	reg.register(ttlInstance("i1", 10*time.Second))
@@ -135,7 +135,7 @@ func TestRenewalWaitingForAConfirmationEndsWithItsContext(t *testing.T) {
 	clock := &fakeClock{now: time.Unix(1000, 0)}
 	release := make(chan struct{})
 	defer close(release)
-	confirm := func(context.Context) error { <-release; return nil }
+	confirm := func(context.Context) (uint64, error) { <-release; return reg.Revision(), nil }
 	k := New(Config{Agent: "a1", Replica: reg, Writer: reg, Interval: time.Hour, Now: clock.Now,
 		ConfirmLeader: confirm, Logger: testlog.New(t, "a1")})
 	reg.register(ttlInstance("i1", 10*time.Second))

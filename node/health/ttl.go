@@ -353,17 +353,16 @@ func (t *ttlTracker) release(done chan struct{}) {
 // makes it passing again. It returns the revision the instance's health is
 // current at. A renewal of a passing instance writes nothing, so it is
 // answered only once this agent has confirmed that it still leads
-// (Config.ConfirmLeader).
+// (Config.ConfirmLeader); so is a renewal of an instance the replica
+// lacks, which is answered "not found" only once the replica has applied
+// everything committed before the confirmation began.
 func (k *Keeper) RenewTTL(ctx context.Context, service, id string) (uint64, error) {
 	if k.cfg.LeaderReady != nil && !k.cfg.LeaderReady() {
 		return 0, fmt.Errorf("%w: this agent has just become leader and is still applying what its predecessor committed; retry", apierr.ErrNoLeader)
 	}
-	inst := k.cfg.Replica.Instance(service, id)
-	if inst == nil {
-		return 0, fmt.Errorf("%w: instance %s/%s", apierr.ErrNotFound, service, id)
-	}
-	if inst.Check.GetTtl() == nil {
-		return 0, apierr.Invalid("id", "instance %s/%s has no TTL check to renew", service, id)
+	inst, err := k.renewable(ctx, service, id)
+	if err != nil {
+		return 0, err
 	}
 	if sweep := k.ttl.renew(inst, k.cfg.Now()); sweep != nil {
 		select {
@@ -373,37 +372,121 @@ func (k *Keeper) RenewTTL(ctx context.Context, service, id string) (uint64, erro
 		}
 	}
 	// Health as of now: a tick that claimed inst before the renewal has
-	// committed its write by now.
-	if inst = k.cfg.Replica.Instance(service, id); inst == nil {
-		return 0, fmt.Errorf("%w: instance %s/%s (removed while critical)", apierr.ErrNotFound, service, id)
-	}
-	if inst.Health == pb.Health_PASSING {
-		// Nothing to write: only this agent's deadline moved, which
-		// counts only while it leads.
-		if err := k.confirmLeader(ctx, service, id); err != nil {
+	// committed its write by now. The write is about the version read
+	// (its mod_revision): one that changed before the write commits (the
+	// leader found its agent failed, or it was registered again, perhaps
+	// with another check) is read and judged again.
+	for attempt := 1; ; attempt++ {
+		if inst, err = k.renewable(ctx, service, id); err != nil {
 			return 0, err
 		}
-		return k.cfg.Replica.Revision(), nil
+		if inst.Health == pb.Health_PASSING {
+			// Nothing to write: only this agent's deadline moved, which
+			// counts only while it leads.
+			if _, err := k.confirmLeader(ctx, service, id); err != nil {
+				return 0, err
+			}
+			return k.cfg.Replica.Revision(), nil
+		}
+		if attempt > maxRenewWrites {
+			return 0, fmt.Errorf("%w: renewal of %s/%s: the instance changed before each of %d writes making it passing could commit; retry",
+				apierr.ErrNoLeader, service, id, maxRenewWrites)
+		}
+		rev, err := k.cfg.Writer.Propose(ctx, judgedHealth(pb.Health_PASSING, "TTL renewed", inst))
+		if err != nil {
+			return 0, err
+		}
+		if err := k.waitApplied(ctx, rev); err != nil {
+			return 0, fmt.Errorf("%w: renewal of %s/%s committed at revision %d, but this agent's replica has not applied it (it has applied %d), so whether it made the instance passing is unknown; retry: %w",
+				apierr.ErrNoLeader, service, id, rev, k.cfg.Replica.Revision(), err)
+		}
+		if cur := k.cfg.Replica.Instance(service, id); cur != nil && cur.ModRevision == rev && cur.Health == pb.Health_PASSING {
+			return rev, nil
+		}
 	}
-	return k.cfg.Writer.Propose(ctx, setHealth(pb.Health_PASSING, "TTL renewed", inst))
 }
 
-// confirmLeader returns nil once this agent has confirmed, after the
-// renewal of service/id arrived, that it still leads (Config.ConfirmLeader;
-// nil when it is not set). A leader deposed that does not know it yet gets
-// an error the renewal's forwarding retries, on the agent that leads now.
-func (k *Keeper) confirmLeader(ctx context.Context, service, id string) error {
-	if k.confirms == nil {
-		return nil
+// maxRenewWrites bounds the writes one renewal tries: each is tried
+// again only when the instance changed between its reading and its
+// commit, which takes another writer racing it every time.
+const maxRenewWrites = 3
+
+// renewable returns service/id as the replica has it, with its TTL check.
+// Before it answers that there is no such instance, it confirms that this
+// agent still leads and waits until the replica has applied the read
+// index of that confirmation (Config.ConfirmLeader): a leader deposed, or
+// one whose replica lags what it committed, would otherwise deny a
+// registration acknowledged elsewhere.
+func (k *Keeper) renewable(ctx context.Context, service, id string) (*pb.Instance, error) {
+	inst := k.cfg.Replica.Instance(service, id)
+	if inst == nil && k.confirms != nil {
+		if err := k.catchUpAsLeader(ctx, service, id); err != nil {
+			return nil, err
+		}
+		inst = k.cfg.Replica.Instance(service, id)
 	}
-	err := k.confirms.wait(ctx)
+	if inst == nil {
+		return nil, fmt.Errorf("%w: instance %s/%s is not registered (deregistered, or removed while critical past its deregister_critical_after); register it again",
+			apierr.ErrNotFound, service, id)
+	}
+	if inst.Check.GetTtl() == nil {
+		return nil, apierr.Invalid("id", "instance %s/%s has no TTL check to renew (registered with %s)", service, id, checkKind(inst.Check))
+	}
+	return inst, nil
+}
+
+// checkKind names the check chk asks for, for errors.
+func checkKind(chk *pb.Check) string {
+	switch {
+	case chk.GetGrpc():
+		return "a gRPC check"
+	case chk == nil:
+		return "no check"
+	}
+	return "another check"
+}
+
+// catchUpAsLeader returns nil once this agent has confirmed, after it was
+// called, that it still leads, and its replica has applied what was
+// committed when that confirmation began.
+func (k *Keeper) catchUpAsLeader(ctx context.Context, service, id string) error {
+	index, err := k.confirmLeader(ctx, service, id)
+	if err != nil {
+		return err
+	}
+	if err := k.waitApplied(ctx, index); err != nil {
+		return fmt.Errorf("%w: renewal of %s/%s: this leader's replica has not applied its read index %d (it has applied %d), so it cannot tell whether the instance is registered; retry: %w",
+			apierr.ErrNoLeader, service, id, index, k.cfg.Replica.Revision(), err)
+	}
+	return nil
+}
+
+// waitApplied waits until the replica has applied revision rev, up to
+// confirmWait or until ctx ends: an agent cut off after its write was
+// forwarded to another leader may not apply it for a long time.
+func (k *Keeper) waitApplied(ctx context.Context, rev uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, confirmWait)
+	defer cancel()
+	return k.cfg.Replica.WaitRevision(ctx, rev)
+}
+
+// confirmLeader returns the read index of a confirmation, after the
+// renewal of service/id arrived, that this agent still leads
+// (Config.ConfirmLeader; 0 and nil when it is not set). A leader deposed
+// that does not know it yet gets an error the renewal's forwarding
+// retries, on the agent that leads now.
+func (k *Keeper) confirmLeader(ctx context.Context, service, id string) (uint64, error) {
+	if k.confirms == nil {
+		return 0, nil
+	}
+	index, err := k.confirms.wait(ctx)
 	switch {
 	case err == nil:
-		return nil
+		return index, nil
 	case ctx.Err() != nil:
-		return fmt.Errorf("renewal of %s/%s: confirming that this agent still leads: %w", service, id, ctx.Err())
+		return 0, fmt.Errorf("renewal of %s/%s: confirming that this agent still leads: %w", service, id, ctx.Err())
 	}
-	return fmt.Errorf("%w: renewal of %s/%s not confirmed: this agent could not confirm that it still leads (%v); retry, through the leader",
+	return 0, fmt.Errorf("%w: renewal of %s/%s not confirmed: this agent could not confirm that it still leads (%v); retry, through the leader",
 		apierr.ErrNoLeader, service, id, err)
 }
 
