@@ -1,10 +1,12 @@
 package acl
 
 import (
+	"container/list"
 	"crypto/sha256"
 	"fmt"
 	"slices"
 	"sync"
+	"unsafe"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
@@ -24,18 +26,26 @@ type TokenStore interface {
 // token's compiled Authorizer by its hash for as long as its policies
 // hold the rules it was compiled from. Not by revision: a snapshot
 // restored from another cluster brings policies whose names and
-// revisions may be those of other rules here.
+// revisions may be those of other rules here. Both caches are bounded
+// by an estimate of the memory they hold, the least recently used
+// entries going first: a token naming 32 policies of 1,024 rules
+// compiles to 32,768 rules.
 func NewReplicaResolver(store TokenStore) Resolver {
-	return &replicaResolver{store: store, parsed: map[policyKey]*Policy{}, compiled: map[[sha256.Size]byte]compiledToken{}}
+	return &replicaResolver{
+		store:    store,
+		parsed:   newLRU[policyKey, *Policy](maxParsedPolicies, maxParsedBytes),
+		compiled: newLRU[[sha256.Size]byte, compiledToken](maxCompiledTokens, maxCompiledBytes),
+	}
 }
 
 type replicaResolver struct {
 	store TokenStore
-	// mu guards the caches; a stream's every message reads them
-	// (Interceptors.Stream), so reads share it.
-	mu       sync.RWMutex
-	parsed   map[policyKey]*Policy
-	compiled map[[sha256.Size]byte]compiledToken
+	// mu guards the caches. Every call and a stream's every message use
+	// them (Interceptors.Stream), each for a lookup and a move to the
+	// front of its cache's order.
+	mu       sync.Mutex
+	parsed   *lru[policyKey, *Policy]
+	compiled *lru[[sha256.Size]byte, compiledToken]
 }
 
 // compiledToken is a token's Authorizer and the rules of each of its
@@ -50,12 +60,28 @@ type policyKey struct {
 	name, rules string
 }
 
-// maxParsedPolicies and maxCompiledTokens bound the caches; past them,
-// a cache starts over.
+// The caches' bounds: entries, and the estimated bytes they hold
+// (ruleBytes a rule, and the texts of the rules they keep).
 const (
 	maxParsedPolicies = 1024
+	maxParsedBytes    = 16 << 20
 	maxCompiledTokens = 4096
+	maxCompiledBytes  = 64 << 20
 )
+
+// ruleBytes is the size of a Rule, its prefix's bytes apart.
+const ruleBytes = int(unsafe.Sizeof(Rule{}))
+
+// rulesBytes estimates the memory of rules: the structs and their
+// prefixes (which may share the bytes of the text they were parsed
+// from; counted apart, the estimate is high rather than low).
+func rulesBytes(rules []Rule) int {
+	n := len(rules) * ruleBytes
+	for _, r := range rules {
+		n += len(r.Prefix)
+	}
+	return n
+}
 
 func (r *replicaResolver) Resolve(hash [sha256.Size]byte) (Authorizer, string, error) {
 	tok := r.store.ACLTokenByHash(hash[:])
@@ -72,29 +98,30 @@ func (r *replicaResolver) Resolve(hash [sha256.Size]byte) (Authorizer, string, e
 			rules[i] = stored[i].Rules
 		}
 	}
-	r.mu.RLock()
-	c, ok := r.compiled[hash]
-	r.mu.RUnlock()
+	r.mu.Lock()
+	c, ok := r.compiled.get(hash)
+	r.mu.Unlock()
 	// The replica hands out the rules it stores, so an unchanged policy's
 	// compare is of one pointer.
 	if ok && slices.Equal(c.rules, rules) {
 		return c.auth, tok.AccessorId, nil
 	}
-	auth, err := r.compile(stored)
+	auth, size, err := r.compile(stored)
 	if err != nil {
 		return nil, tok.AccessorId, err
 	}
-	r.mu.Lock()
-	if len(r.compiled) >= maxCompiledTokens {
-		clear(r.compiled)
+	for _, text := range rules {
+		size += len(text)
 	}
-	r.compiled[hash] = compiledToken{rules: rules, auth: auth}
+	r.mu.Lock()
+	r.compiled.put(hash, compiledToken{rules: rules, auth: auth}, size)
 	r.mu.Unlock()
 	return auth, tok.AccessorId, nil
 }
 
-// compile merges the token's stored policies (nil ones grant nothing).
-func (r *replicaResolver) compile(stored []*pb.ACLPolicy) (Authorizer, error) {
+// compile merges the token's stored policies (nil ones grant nothing)
+// and estimates the bytes of the result, its rules' texts apart.
+func (r *replicaResolver) compile(stored []*pb.ACLPolicy) (Authorizer, int, error) {
 	policies := make([]*Policy, 0, len(stored))
 	for _, sp := range stored {
 		if sp == nil {
@@ -104,30 +131,86 @@ func (r *replicaResolver) compile(stored []*pb.ACLPolicy) (Authorizer, error) {
 		}
 		p, err := r.policy(sp)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		policies = append(policies, p)
 	}
-	return Compile(policies...), nil
+	a := Compile(policies...)
+	size := 0
+	if c, ok := a.(*authorizer); ok {
+		for _, rs := range c.rules {
+			size += rulesBytes(rs)
+		}
+	}
+	return a, size, nil
 }
 
 func (r *replicaResolver) policy(stored *pb.ACLPolicy) (*Policy, error) {
 	k := policyKey{stored.Name, stored.Rules}
-	r.mu.RLock()
-	p, ok := r.parsed[k]
-	r.mu.RUnlock()
+	r.mu.Lock()
+	p, ok := r.parsed.get(k)
+	r.mu.Unlock()
 	if ok {
 		return p, nil
 	}
-	p, err := ParsePolicy(stored.Name, stored.Rules)
+	rules, err := parseStoredRules(stored.Rules)
 	if err != nil {
 		return nil, fmt.Errorf("stored policy %s: %w", stored.Name, err)
 	}
+	p = &Policy{Name: stored.Name, Rules: rules}
 	r.mu.Lock()
-	if len(r.parsed) >= maxParsedPolicies {
-		clear(r.parsed)
-	}
-	r.parsed[k] = p
+	r.parsed.put(k, p, len(k.name)+len(k.rules)+rulesBytes(rules))
 	r.mu.Unlock()
 	return p, nil
+}
+
+// lru is a cache of at most maxEntries values whose sizes (as put
+// estimates them) add up to at most maxBytes; past either, the least
+// recently used go. A value larger than maxBytes is not kept. Its
+// caller serializes its calls.
+type lru[K comparable, V any] struct {
+	maxEntries, maxBytes int
+	bytes                int
+	order                *list.List // of *lruEntry[K, V], the most recently used first
+	byKey                map[K]*list.Element
+}
+
+type lruEntry[K comparable, V any] struct {
+	key   K
+	value V
+	size  int
+}
+
+func newLRU[K comparable, V any](maxEntries, maxBytes int) *lru[K, V] {
+	return &lru[K, V]{maxEntries: maxEntries, maxBytes: maxBytes, order: list.New(), byKey: map[K]*list.Element{}}
+}
+
+func (c *lru[K, V]) get(k K) (V, bool) {
+	e, ok := c.byKey[k]
+	if !ok {
+		var zero V
+		return zero, false
+	}
+	c.order.MoveToFront(e)
+	return e.Value.(*lruEntry[K, V]).value, true
+}
+
+func (c *lru[K, V]) put(k K, v V, size int) {
+	if e, ok := c.byKey[k]; ok {
+		c.remove(e)
+	}
+	if size > c.maxBytes {
+		return
+	}
+	c.byKey[k] = c.order.PushFront(&lruEntry[K, V]{key: k, value: v, size: size})
+	c.bytes += size
+	for c.order.Len() > c.maxEntries || c.bytes > c.maxBytes {
+		c.remove(c.order.Back())
+	}
+}
+
+func (c *lru[K, V]) remove(e *list.Element) {
+	ent := c.order.Remove(e).(*lruEntry[K, V])
+	delete(c.byKey, ent.key)
+	c.bytes -= ent.size
 }

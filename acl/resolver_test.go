@@ -2,6 +2,9 @@ package acl
 
 import (
 	"errors"
+	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -111,5 +114,108 @@ func TestReplicaResolverFollowsARestoredState(t *testing.T) {
 		if err := a.Allow(Service, "order.rpc", Write); err != nil {
 			t.Errorf("%s the restore: %v; want order.* writable, as the restored policy grants", name, err)
 		}
+	}
+}
+
+// bigPolicyStore holds policies of 64 KiB of rules each and tokens that
+// each name all of them: what a token holder with acl:write may store.
+func bigPolicyStore(tokens, policies int) (fakeStore, [][32]byte) {
+	store := fakeStore{tokens: map[string]*pb.ACLToken{}, policies: map[string]*pb.ACLPolicy{}}
+	var names []string
+	for p := range policies {
+		var b strings.Builder
+		for i := 0; b.Len()+24 < maxRulesBytes; i++ {
+			fmt.Fprintf(&b, "blob\"%d/%x\"{read}", p, i)
+		}
+		name := fmt.Sprintf("big-%d", p)
+		store.policies[name] = &pb.ACLPolicy{Name: name, Rules: b.String()}
+		names = append(names, name)
+	}
+	var hashes [][32]byte
+	for i := range tokens {
+		h := HashSecret(fmt.Sprintf("secret-%d", i))
+		store.tokens[string(h[:])] = &pb.ACLToken{AccessorId: fmt.Sprintf("a%d", i), Policies: names}
+		hashes = append(hashes, h)
+	}
+	return store, hashes
+}
+
+// TestReplicaResolverBoundsTheMemoryOfCompiledTokens: tokens naming many
+// large policies compile to many rules each; the resolver keeps what its
+// budget holds, not every token it resolved.
+func TestReplicaResolverBoundsTheMemoryOfCompiledTokens(t *testing.T) {
+	store, hashes := bigPolicyStore(40, 32)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	r := NewReplicaResolver(store)
+	for _, h := range hashes {
+		a, _, err := r.Resolve(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Allow(Blob, "3/1f", Read); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(r)
+	// The compiled tokens' budget (64 MiB), the parsed policies' (16
+	// MiB) and some room for what the test's own calls left.
+	const limit = 96 << 20
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("the resolver holds %d MiB", grew>>20)
+	if grew > limit {
+		t.Fatalf("the resolver holds %d MiB after resolving %d tokens of 32 policies of 64 KiB, want at most %d MiB",
+			grew>>20, len(hashes), limit>>20)
+	}
+}
+
+// TestLRUEvictsTheLeastRecentlyUsedPastItsBounds: the caches keep what
+// was used last, within their entries and bytes.
+func TestLRUEvictsTheLeastRecentlyUsedPastItsBounds(t *testing.T) {
+	c := newLRU[string, int](3, 100)
+	c.put("a", 1, 10)
+	c.put("b", 2, 10)
+	c.put("c", 3, 10)
+	c.get("a")
+	c.put("d", 4, 10) // four entries: b, the least recently used, goes
+	if _, ok := c.get("b"); ok {
+		t.Error("b kept past the entry bound")
+	}
+	for _, k := range []string{"a", "c", "d"} {
+		if _, ok := c.get(k); !ok {
+			t.Errorf("%s evicted, want b evicted", k)
+		}
+	}
+	c.put("e", 5, 75) // 105 bytes: a, now the least recently used, goes
+	if _, ok := c.get("a"); ok || c.bytes > 100 || c.order.Len() != len(c.byKey) {
+		t.Errorf("after putting 75 bytes: a kept %v, %d bytes in %d entries (%d keys), want a gone and at most 100 bytes", ok, c.bytes, c.order.Len(), len(c.byKey))
+	}
+	c.put("huge", 6, 101)
+	if _, ok := c.get("huge"); ok {
+		t.Error("a value over the byte bound was kept")
+	}
+	c.put("c", 7, 5) // replaced: its old size no longer counts
+	if v, _ := c.get("c"); v != 7 || c.bytes != 5+10+75 {
+		t.Errorf("after replacing c: c = %d, %d bytes; want 7 and 90", v, c.bytes)
+	}
+}
+
+// TestReplicaResolverKeepsPoliciesOverTodaysBounds: a stored policy
+// written where the rule count was not bounded still grants.
+func TestReplicaResolverKeepsPoliciesOverTodaysBounds(t *testing.T) {
+	h := HashSecret("u")
+	store := fakeStore{
+		tokens:   map[string]*pb.ACLToken{string(h[:]): {AccessorId: "a1", Policies: []string{"many"}}},
+		policies: map[string]*pb.ACLPolicy{"many": {Name: "many", Rules: strings.Repeat(`blob "a" { read } `, maxRules) + `service "user." { write }`}},
+	}
+	a, _, err := NewReplicaResolver(store).Resolve(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Allow(Service, "user.rpc", Write); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -82,8 +82,16 @@ type ParseError struct {
 
 func (e *ParseError) Error() string { return fmt.Sprintf("rules:%d:%d: %s", e.Line, e.Col, e.Msg) }
 
-// maxRulesBytes bounds the text of one policy's rules.
-const maxRulesBytes = 64 << 10
+// Bounds of one policy's rules: its text, the rules in it and the
+// length of a name prefix. A token names up to 32 policies, and every
+// agent compiles each token it serves into one list of rules, so they
+// bound what a token costs an agent. No service or blob name is longer
+// than maxPrefixBytes, so no longer prefix would match one.
+const (
+	maxRulesBytes  = 64 << 10
+	maxRules       = 1024
+	maxPrefixBytes = 1024
+)
 
 // ParseRules parses rules text:
 //
@@ -93,8 +101,25 @@ const maxRulesBytes = 64 << 10
 //	access = "read" | "write" | "deny" .
 //
 // Strings are Go-quoted; "#" starts a comment to the end of the line. An
-// error is a *ParseError naming where and what was expected.
+// error is a *ParseError naming where and what was expected, or the
+// bound the rules are over (64 KiB of text, 1,024 rules, prefixes of
+// 1,024 bytes).
 func ParseRules(text string) ([]Rule, error) {
+	return parseRules(text, true)
+}
+
+// parseStoredRules parses the rules of a stored policy. They were
+// checked when written, but perhaps by an agent of a version with other
+// bounds than the rule count and prefix length: the policy keeps
+// granting what it granted there (the size of its text still bounds
+// it).
+func parseStoredRules(text string) ([]Rule, error) {
+	return parseRules(text, false)
+}
+
+// parseRules parses text; bounded: the rule count and prefix lengths
+// are checked too.
+func parseRules(text string, bounded bool) ([]Rule, error) {
 	if len(text) > maxRulesBytes {
 		return nil, &ParseError{Line: 1, Col: 1, Msg: fmt.Sprintf("rules are %d bytes, the limit is %d", len(text), maxRulesBytes)}
 	}
@@ -102,9 +127,16 @@ func ParseRules(text string) ([]Rule, error) {
 	p.next()
 	var rules []Rule
 	for p.tok.kind != tokEOF {
+		line, col := p.tok.line, p.tok.col
 		r, err := p.rule()
 		if err != nil {
 			return nil, err
+		}
+		if bounded && len(rules) == maxRules {
+			return nil, &ParseError{Line: line, Col: col, Msg: fmt.Sprintf("more than %d rules, the limit of one policy: split them into several policies", maxRules)}
+		}
+		if bounded && len(r.Prefix) > maxPrefixBytes {
+			return nil, &ParseError{Line: line, Col: col, Msg: fmt.Sprintf("the name prefix is %d bytes, the limit is %d (no service or blob name is longer)", len(r.Prefix), maxPrefixBytes)}
 		}
 		rules = append(rules, r)
 	}

@@ -115,3 +115,36 @@ func FuzzParseRules(f *testing.F) {
 		}
 	})
 }
+
+// TestParseRulesRefusesPoliciesOverTheirBounds: the rule count and the
+// prefix length of a policy are bounded when it is written, and the
+// error names the bound.
+func TestParseRulesRefusesPoliciesOverTheirBounds(t *testing.T) {
+	rules := func(n int) string { return strings.Repeat("blob\"a\"{read}\n", n) }
+	if _, err := ParseRules(rules(maxRules)); err != nil {
+		t.Fatalf("%d rules: %v", maxRules, err)
+	}
+	long := `service "` + strings.Repeat("x", maxPrefixBytes) + `" { read }`
+	if _, err := ParseRules(long); err != nil {
+		t.Fatalf("a prefix of %d bytes: %v", maxPrefixBytes, err)
+	}
+	tests := []struct {
+		name, text string
+		line       int
+		msg        string
+	}{
+		{"too many rules", rules(maxRules + 1), maxRules + 1, "more than 1024 rules, the limit of one policy"},
+		{"too long a prefix", "operator { read }\n" + strings.Replace(long, `"x`, `"xx`, 1), 2, "the name prefix is 1025 bytes, the limit is 1024"},
+	}
+	for _, tt := range tests {
+		_, err := ParseRules(tt.text)
+		var pe *ParseError
+		if !errors.As(err, &pe) || pe.Line != tt.line || !strings.Contains(pe.Msg, tt.msg) {
+			t.Errorf("%s: ParseRules = %v, want a *ParseError at line %d saying %q", tt.name, err, tt.line, tt.msg)
+		}
+	}
+	// A stored policy written under other bounds keeps granting.
+	if rs, err := parseStoredRules(rules(maxRules + 1)); err != nil || len(rs) != maxRules+1 {
+		t.Fatalf("stored rules over the rule count: %d rules, %v", len(rs), err)
+	}
+}
