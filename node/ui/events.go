@@ -29,10 +29,11 @@ type registryChange struct {
 // event whenever the registry changes, naming the services that changed
 // and that the token may read (a watch of every service, filtered as the
 // gRPC Watch is). It follows the local replica's watch, so it costs the
-// agent one watcher and holds one of its Watch stream slots (TakeWatch); it ends when the client goes, when a write to it
-// takes longer than the write timeout (a reader that stopped reading),
-// when its token is deleted or no longer grants it (at the next event or
-// keep-alive), or when the UI closes.
+// agent one watcher and holds one of its Watch stream slots (TakeWatch);
+// at most Config.MaxStreams are served at once. It ends when the client
+// goes, when a write to it takes longer than the write timeout (a reader
+// that stopped reading), when its token is deleted or no longer grants it
+// (at the next event or keep-alive), or when the UI closes.
 func (u *UI) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if _, ok := u.allow(w, r, pb.Registry_Watch_FullMethodName, &pb.WatchRequest{}); !ok {
 		return
@@ -50,9 +51,21 @@ func (u *UI) serveEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "the agent is shutting down")
 		return
 	}
+	if u.open >= u.cfg.MaxStreams {
+		u.mu.Unlock()
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
+			"this agent serves at most %d live streams of its web UI at once and all are open: close UI pages left open, or use another agent", u.cfg.MaxStreams))
+		return
+	}
+	u.open++
 	u.streams.Add(1)
 	u.mu.Unlock()
-	defer u.streams.Done()
+	defer func() {
+		u.mu.Lock()
+		u.open--
+		u.mu.Unlock()
+		u.streams.Done()
+	}()
 	if u.cfg.TakeWatch != nil {
 		release, err := u.cfg.TakeWatch()
 		if err != nil {
@@ -161,10 +174,12 @@ func (s *eventStream) event(name string, v any) error {
 	return s.write(fmt.Sprintf("event: %s\ndata: %s\n\n", name, data))
 }
 
-// Defaults of Config.KeepAlive and Config.WriteTimeout.
+// Defaults of Config.KeepAlive, Config.WriteTimeout and
+// Config.MaxStreams.
 const (
 	defaultKeepAlive    = 25 * time.Second
 	defaultWriteTimeout = 10 * time.Second
+	defaultMaxStreams   = 256
 )
 
 // next returns the watcher's next response, or nil once the keep-alive

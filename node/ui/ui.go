@@ -46,7 +46,10 @@ var assets embed.FS
 type Replica interface {
 	Revision() uint64
 	Services() ([]*pb.ServiceSummary, uint64)
-	Instances(service string) ([]*pb.Instance, uint64)
+	// EncodedInstances returns the instances of service in id order,
+	// undecoded (the UI decodes only those of the page it answers), and
+	// the revision they are at.
+	EncodedInstances(service string) ([]raftstore.EncodedInstance, uint64)
 	Blob(name string) *pb.Blob
 	// Watch returns a watcher of service (every service when empty) from
 	// revision from; the caller closes it.
@@ -98,7 +101,11 @@ type Config struct {
 	// (max_watches) for a live stream until release is called; a live
 	// stream it refuses is answered 503 with its error.
 	TakeWatch func() (release func(), err error)
-	Logger    *slog.Logger
+	// MaxStreams bounds the live streams served at once; more are
+	// answered 503. Each holds a connection, a goroutine and a watch
+	// slot, which the registry's own Watch streams need; 0: 256.
+	MaxStreams int
+	Logger     *slog.Logger
 }
 
 // UI serves the web UI of one agent. Close ends its live streams.
@@ -114,6 +121,7 @@ type UI struct {
 	cancel  context.CancelFunc
 	mu      sync.Mutex
 	closed  bool
+	open    int // live streams being served
 	streams sync.WaitGroup
 }
 
@@ -128,6 +136,9 @@ func New(cfg Config) *UI {
 	}
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = defaultWriteTimeout
+	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = defaultMaxStreams
 	}
 	sub, err := fs.Sub(assets, "assets")
 	if err != nil {

@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -121,11 +123,17 @@ func newTestUI(t *testing.T, withACL bool) *testUI {
 }
 
 func newTestUIWith(t *testing.T, withACL bool, keepAlive time.Duration) *testUI {
+	return newTestUIOf(t, withACL, func(cfg *Config) { cfg.KeepAlive = keepAlive })
+}
+
+// newTestUIOf is newTestUI with its Config changed by set.
+func newTestUIOf(t *testing.T, withACL bool, set func(*Config)) *testUI {
 	fsm := raftstore.NewFSM(1 << 12)
-	cfg := Config{Replica: blobReplica{fsm}, Status: fakeStatus{}, Blobs: fakeBlobs{}, KeepAlive: keepAlive}
+	cfg := Config{Replica: blobReplica{fsm}, Status: fakeStatus{}, Blobs: fakeBlobs{}}
 	if withACL {
 		cfg.Authorize = fakeAuthorize(t)
 	}
+	set(&cfg)
 	u := &testUI{UI: New(cfg), w: fsmtest.NewWriter(t, fsm)}
 	u.srv = httptest.NewServer(u)
 	t.Cleanup(func() {
@@ -711,4 +719,132 @@ func TestRepairOfABlobNeedsItsReadPermission(t *testing.T) {
 			t.Errorf("repair of %s with a token that may not read it: %d %s, want 403", name, resp.StatusCode, body)
 		}
 	}
+}
+
+// manyInstances registers n instances of service, critical with a health
+// output of 4 KiB (the most the API takes) each.
+func manyInstances(u *testUI, service string, n int) {
+	output := strings.Repeat("x", 4096)
+	insts := make([]*pb.Instance, n)
+	for i := range insts {
+		insts[i] = &pb.Instance{Service: service, Id: fmt.Sprintf("i%05d", i), Address: "10.0.0.1:9000", Node: "a1",
+			Health: pb.Health_CRITICAL, HealthOutput: output}
+	}
+	u.w.Register(insts...)
+}
+
+// The services list counts instances by health without decoding them: a
+// registry of critical instances with long health outputs costs the page
+// far less than those outputs.
+func TestServicesListDoesNotDecodeInstances(t *testing.T) {
+	u := newTestUI(t, false)
+	manyInstances(u, "big.rpc", 2000)
+	outputs := uint64(2000 * 4096)
+	var got servicesView
+	u.getJSON(t, "/ui/api/services", "", &got) // warm up the connection
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	u.getJSON(t, "/ui/api/services", "", &got)
+	runtime.ReadMemStats(&after)
+	if len(got.Services) != 1 || got.Services[0].Critical != 2000 {
+		t.Fatalf("services %+v, want big.rpc with 2000 critical instances", got.Services)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > outputs/4 {
+		t.Errorf("the services list allocated %d bytes, want far less than the %d bytes of its instances' health outputs", alloc, outputs)
+	}
+}
+
+// One service's instances come in pages, in id order: a service of
+// thousands of instances with long health outputs is not answered whole.
+func TestServiceAnswersItsInstancesInPages(t *testing.T) {
+	u := newTestUI(t, false)
+	manyInstances(u, "big.rpc", 1200)
+	var ids []string
+	after := ""
+	for pages := 0; ; pages++ {
+		if pages > 3 {
+			t.Fatalf("more than 3 pages for 1200 instances")
+		}
+		var page instancesView
+		u.getJSON(t, "/ui/api/services/big.rpc?after="+after, "", &page)
+		if len(page.Instances) > instancesPerPage || page.Total != 1200 || page.First != len(ids) {
+			t.Fatalf("page after %q: %d instances, total %d, first %d; want at most %d, 1200, %d",
+				after, len(page.Instances), page.Total, page.First, instancesPerPage, len(ids))
+		}
+		for _, in := range page.Instances {
+			ids = append(ids, in.ID)
+		}
+		if page.Next == "" {
+			break
+		}
+		if page.Next != ids[len(ids)-1] {
+			t.Fatalf("next %q, want the page's last id %q", page.Next, ids[len(ids)-1])
+		}
+		after = page.Next
+	}
+	if len(ids) != 1200 {
+		t.Fatalf("the pages held %d instances, want 1200", len(ids))
+	}
+	for i, id := range ids {
+		if want := fmt.Sprintf("i%05d", i); id != want {
+			t.Fatalf("instance %d is %s, want %s (id order, each once)", i, id, want)
+		}
+	}
+}
+
+// A page holds at most maxInstancePageBytes of encoded instances, and
+// one instance at least.
+func TestInstancePageIsBoundedInBytes(t *testing.T) {
+	all := make([]raftstore.EncodedInstance, 10)
+	for i := range all {
+		all[i] = raftstore.EncodedInstance{ID: fmt.Sprintf("i%d", i), Encoding: make([]byte, maxInstancePageBytes/3)}
+	}
+	if first, last := instancePage(all, ""); first != 0 || last != 3 {
+		t.Errorf("first page [%d, %d), want [0, 3)", first, last)
+	}
+	if first, last := instancePage(all, "i8"); first != 9 || last != 10 {
+		t.Errorf("page after i8 [%d, %d), want [9, 10)", first, last)
+	}
+	all[0].Encoding = make([]byte, 2*maxInstancePageBytes)
+	if first, last := instancePage(all, ""); first != 0 || last != 1 {
+		t.Errorf("page of an oversized instance [%d, %d), want [0, 1)", first, last)
+	}
+}
+
+// Live streams beyond MaxStreams are refused, saying so, and a stream
+// that ends makes room for another: clients that open streams without
+// end do not take every connection, goroutine and watch slot.
+func TestLiveStreamsAreBounded(t *testing.T) {
+	u := newTestUIOf(t, false, func(cfg *Config) { cfg.MaxStreams = 2 })
+	first := u.openEvents(t, "")
+	second := u.openEvents(t, "")
+	for _, ev := range []*sseReader{first, second} {
+		if name, _, ok := ev.next(); !ok || name != "hello" {
+			t.Fatalf("first event %q, want hello", name)
+		}
+	}
+	if code, body := u.tryEvents(t); code != http.StatusServiceUnavailable || !strings.Contains(body, "at most 2 live streams") {
+		t.Fatalf("a third stream: %d %s, want 503 saying at most 2 live streams are served", code, body)
+	}
+	first.body.Close()
+	testwait.For(t, 10*time.Second, "a stream once another ended", func() bool {
+		code, _ := u.tryEvents(t)
+		return code == http.StatusOK
+	})
+}
+
+// tryEvents opens a live stream and closes it at once, returning its
+// status and, when refused, the refusal.
+func (u *testUI) tryEvents(t *testing.T) (int, string) {
+	t.Helper()
+	resp, err := u.srv.Client().Get(u.srv.URL + "/ui/api/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		return resp.StatusCode, ""
+	}
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

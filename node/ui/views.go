@@ -2,13 +2,16 @@ package ui
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sort"
 	"time"
 
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // The JSON the page reads. Times are RFC 3339 strings ("" when unknown),
@@ -60,10 +63,18 @@ type instanceView struct {
 	ModRevision  uint64            `json:"mod_revision"`
 }
 
+// instancesView is one page of a service's instances, in id order.
 type instancesView struct {
-	Service   string         `json:"service"`
-	Revision  uint64         `json:"revision"`
+	Service  string `json:"service"`
+	Revision uint64 `json:"revision"`
+	// Total counts the service's instances; First is the position (from
+	// 0) of the page's first among them.
+	Total     int            `json:"total"`
+	First     int            `json:"first"`
 	Instances []instanceView `json:"instances"`
+	// Next is the id to ask the next page after (?after=ID); empty on
+	// the last page.
+	Next string `json:"next,omitempty"`
 }
 
 type memberView struct {
@@ -190,10 +201,12 @@ func (u *UI) serveServices(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, out)
 }
 
-// countByHealth counts the instances of service by health.
+// countByHealth counts the instances of service by health, from the
+// health the replica keeps beside each encoding: decoding them would cost
+// a page of services the size of their health outputs (4 KiB each).
 func countByHealth(service string, r Replica) serviceView {
 	v := serviceView{Name: service}
-	insts, _ := r.Instances(service)
+	insts, _ := r.EncodedInstances(service)
 	for _, in := range insts {
 		v.Instances++
 		switch in.Health {
@@ -208,8 +221,17 @@ func countByHealth(service string, r Replica) serviceView {
 	return v
 }
 
-// serveService lists one service's instances; it needs service:read on
-// the service, as Get does. A service without instances has none listed.
+// Bounds of one page of a service's instances: a service may have
+// thousands, each with a health output of up to 4 KiB and its metadata,
+// and a page answers only what a browser can show.
+const (
+	instancesPerPage     = 500
+	maxInstancePageBytes = 4 << 20
+)
+
+// serveService lists one page of a service's instances (?after=ID: those
+// after that id); it needs service:read on the service, as Get does. A
+// service without instances has none listed.
 func (u *UI) serveService(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if u.cfg.ValidService != nil {
@@ -221,9 +243,18 @@ func (u *UI) serveService(w http.ResponseWriter, r *http.Request) {
 	if _, ok := u.allow(w, r, pb.Registry_Get_FullMethodName, &pb.GetRequest{Service: name}); !ok {
 		return
 	}
-	insts, rev := u.cfg.Replica.Instances(name)
-	out := instancesView{Service: name, Revision: rev, Instances: make([]instanceView, 0, len(insts))}
-	for _, in := range insts {
+	all, rev := u.cfg.Replica.EncodedInstances(name)
+	first, last := instancePage(all, r.URL.Query().Get("after"))
+	out := instancesView{Service: name, Revision: rev, Total: len(all), First: first, Instances: make([]instanceView, 0, last-first)}
+	if last < len(all) {
+		out.Next = all[last-1].ID
+	}
+	for _, enc := range all[first:last] {
+		in := &pb.Instance{}
+		if err := proto.Unmarshal(enc.Encoding, in); err != nil {
+			u.writeAPIError(w, r, fmt.Errorf("decode instance %s of service %s: %w", enc.ID, name, err))
+			return
+		}
 		out.Instances = append(out.Instances, instanceView{
 			ID: in.Id, Address: in.Address, Zone: in.Zone, Version: in.Version, Weight: in.Weight,
 			Tags: nonNil(in.Tags), Metadata: in.Metadata, Health: healthName(in.Health), HealthOutput: in.HealthOutput,
@@ -231,6 +262,23 @@ func (u *UI) serveService(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	writeJSON(w, out)
+}
+
+// instancePage returns the bounds [first, last) in all (sorted by id) of
+// the page after id after ("": the first page): at most instancesPerPage
+// instances and maxInstancePageBytes of their encodings, one at least.
+func instancePage(all []raftstore.EncodedInstance, after string) (first, last int) {
+	if after != "" {
+		first = sort.Search(len(all), func(i int) bool { return all[i].ID > after })
+	}
+	size := 0
+	for last = first; last < len(all) && last-first < instancesPerPage; last++ {
+		size += len(all[last].Encoding)
+		if last > first && size > maxInstancePageBytes {
+			break
+		}
+	}
+	return first, last
 }
 
 func (u *UI) serveMembers(w http.ResponseWriter, r *http.Request) {

@@ -107,10 +107,26 @@ async function servicesPage() {
   ];
 }
 
+// instancePages says which of a service's instances the page shows and
+// links to the first and the next page (the agent answers at most a few
+// hundred instances at a time).
+function instancePages(data) {
+  if (data.first === 0 && !data.next) return null;
+  const base = "/ui/services/" + encodeURIComponent(data.service);
+  const shown = data.instances.length
+    ? "Instances " + (data.first + 1) + "–" + (data.first + data.instances.length) + " of " + data.total
+    : "No instances after this point of " + data.total;
+  return el("p", { class: "pages" }, shown,
+    data.first > 0 ? [" · ", el("a", { href: base }, "first page")] : null,
+    data.next ? [" · ", el("a", { href: base + "?after=" + encodeURIComponent(data.next) }, "next page")] : null);
+}
+
 async function servicePage(name) {
-  const data = await api("services/" + encodeURIComponent(name));
+  const after = new URLSearchParams(location.search).get("after");
+  const data = await api("services/" + encodeURIComponent(name) + (after ? "?after=" + encodeURIComponent(after) : ""));
   return [
     el("h1", {}, "Service ", el("span", { class: "service-name" }, data.service)),
+    instancePages(data),
     table([
       { title: "Instance", cell: (i) => i.id },
       { title: "Address", cell: (i) => i.address },
@@ -121,7 +137,7 @@ async function servicePage(name) {
       { title: "Health", cell: (i) => [health(i.health), i.health_output ? el("div", { class: "output" }, i.health_output) : null] },
       { title: "Check", cell: (i) => i.check },
       { title: "Agent", cell: (i) => i.node },
-    ], data.instances, "No instances of this service are registered."),
+    ], data.instances, data.total ? "No instances on this page." : "No instances of this service are registered."),
     el("p", { class: "muted" }, "Registry revision " + data.revision),
   ];
 }
@@ -271,7 +287,7 @@ async function refresh() {
   rendering = true;
   try {
     const nodes = await page.render();
-    document.getElementById("view").replaceChildren(...nodes);
+    document.getElementById("view").replaceChildren(...nodes.filter((n) => n));
     rendered = true;
     showError(null);
   } catch (err) {
