@@ -39,6 +39,8 @@ import (
 //     (memberlist.AliveDelegate) from whichever goroutine handles an alive
 //     message, with the node lock held. Both only decode and compare
 //     cluster ids; they must not block.
+//   - NotifyConflict (memberlist.ConflictDelegate) is called like
+//     NotifyAlive, with the node lock held; it only counts and logs.
 //
 // So every method copies what it needs, takes only the delegate's own
 // short mutex, and hands Events to the unbounded queue; nothing here waits
@@ -64,6 +66,8 @@ type delegate struct {
 	metaLog *warnrate.Limiter
 	// refused counts refusals by reason.
 	refused [numRefusals]atomic.Uint64
+	// memberCap is maxMembers; tests lower it.
+	memberCap int
 
 	mu      sync.Mutex
 	members map[string]*memberEntry
@@ -82,11 +86,22 @@ type delegate struct {
 // dropped for each new one.
 const maxGone = 256
 
+// maxMembers bounds the member table: alive messages of members it does
+// not hold are ignored once it holds this many. A cluster that large
+// could not push/pull (its states would announce more than
+// maxPushPullMembers). Without the bound anyone reaching the gossip port
+// of an unencrypted cluster could make up members by the thousand a
+// second, each kept by memberlist and this table, and gossiped on to every
+// agent: memberlist probes one member per interval, so one made up is
+// only found dead after every other has been probed.
+const maxMembers = maxPushPullMembers
+
 var (
-	_ memberlist.Delegate      = (*delegate)(nil)
-	_ memberlist.EventDelegate = (*delegate)(nil)
-	_ memberlist.MergeDelegate = (*delegate)(nil)
-	_ memberlist.AliveDelegate = (*delegate)(nil)
+	_ memberlist.Delegate         = (*delegate)(nil)
+	_ memberlist.EventDelegate    = (*delegate)(nil)
+	_ memberlist.MergeDelegate    = (*delegate)(nil)
+	_ memberlist.AliveDelegate    = (*delegate)(nil)
+	_ memberlist.ConflictDelegate = (*delegate)(nil)
 )
 
 // memberEntry is a Member with what the table needs to keep it.
@@ -109,7 +124,7 @@ const relayedNoticeLife = 10 * time.Second
 
 func newDelegate(log *slog.Logger, name string, meta func() []byte, identity func() (string, string), queue *eventQueue) *delegate {
 	return &delegate{log: log, name: name, meta: meta, identity: identity, queue: queue, refusalLog: newSenderLog(time.Now),
-		metaLog: newSenderLog(time.Now), members: make(map[string]*memberEntry), gone: make(map[string]memberEntry)}
+		metaLog: newSenderLog(time.Now), memberCap: maxMembers, members: make(map[string]*memberEntry), gone: make(map[string]memberEntry)}
 }
 
 // ErrOtherCluster is returned (wrapped) when a member belongs to another
@@ -141,8 +156,12 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 	}
 	for _, p := range peers {
 		if p.Name == d.name && p.State == memberlist.StateAlive && p.Address() != self.Addr {
-			d.log.Error("another agent of the cluster this agent is joining has its name; give this agent another --name, or stop the other one",
-				"name", d.name, "other_addr", p.Address(), "addr", self.Addr)
+			// Every push/pull with a member that knows the other agent
+			// comes here, and so can anyone's: one line a minute.
+			if pass, held := d.refusalLog.Seen("merge " + d.name); pass {
+				d.log.Error("another agent of the cluster this agent is joining has its name; give this agent another --name, or stop the other one",
+					"name", d.name, "other_addr", p.Address(), "addr", self.Addr, "refused_since_last_line", held)
+			}
 			err := fmt.Errorf("%w: an agent named %s is alive at %s, and this agent (at %s) cannot join under the same name: give it another --name, or stop the other one",
 				ErrNameTaken, d.name, p.Address(), self.Addr)
 			d.nameTaken.Store(&err)
@@ -154,17 +173,72 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 }
 
 // NotifyAlive ignores alive messages of members of another cluster, so
-// that they never become members here even without a join, and of
-// members whose meta is over memberlist's limit, which no agent sends:
-// memberlist would keep such meta and pass it on to every member in its
+// that they never become members here even without a join, of members
+// whose meta is over memberlist's limit, which no agent sends
+// (memberlist would keep such meta and pass it on to every member in its
 // gossip and push/pulls, where a few MiB of it from a stranger would
-// take push/pulls past what the stream guard lets through.
+// take push/pulls past what the stream guard lets through), and of new
+// members once the table holds maxMembers.
 func (d *delegate) NotifyAlive(p *memberlist.Node) error {
 	if len(p.Meta) > memberlist.MetaMaxSize {
 		return fmt.Errorf("%w: %s (%s) sent %d bytes, memberlist's limit is %d",
 			errMetaOverLimit, p.Name, p.Address(), len(p.Meta), memberlist.MetaMaxSize)
 	}
-	return d.sameCluster(p)
+	if err := d.sameCluster(p); err != nil {
+		return err
+	}
+	return d.roomFor(p)
+}
+
+// errMemberLimit: the member table is full.
+var errMemberLimit = errors.New("member table full")
+
+// roomFor returns errMemberLimit (and logs it, once a minute) if p is not
+// in the member table and the table holds memberCap members.
+func (d *delegate) roomFor(p *memberlist.Node) error {
+	d.mu.Lock()
+	_, known := d.members[p.Name]
+	full := len(d.members) >= d.memberCap
+	d.mu.Unlock()
+	if known || !full {
+		return nil
+	}
+	d.refused[RefusedMemberLimit].Add(1)
+	if pass, held := d.refusalLog.Seen("member limit"); pass {
+		d.log.Error("ignoring new members: the member table is full, which no zrpc cluster fills; "+
+			"without gossip encryption anyone reaching the gossip port can make members up: set encrypt on every agent",
+			"member", p.Name, "addr", p.Address(), "members", d.memberCap, "refused_since_last_line", held)
+	}
+	return fmt.Errorf("%w: %s (%s) is new and the table holds %d members", errMemberLimit, p.Name, p.Address(), d.memberCap)
+}
+
+// NotifyConflict is told of an alive message (or a push/pull's entry)
+// naming a member at another address than the one memberlist holds for
+// it, while that one is not dead. memberlist keeps the address it has and
+// ignores the message. An agent restarted at a new address comes here
+// until its old one is declared dead, a few seconds; two agents under one
+// name for as long as both run: NotifyMerge keeps out an agent whose name
+// is taken when it joins, but two that join at the same time through
+// members that have not yet heard of the other both get in, and members
+// then each keep the one they heard of first. This counts a
+// RefusedNameConflict and says, once a minute per name, what it means and
+// what to do; memberlist's own line for each message is written at debug
+// level (log.go).
+func (d *delegate) NotifyConflict(existing, other *memberlist.Node) {
+	d.refused[RefusedNameConflict].Add(1)
+	pass, held := d.refusalLog.Seen("name " + existing.Name)
+	if !pass {
+		return
+	}
+	msg := "a member's name is gossiped at a second address; members keep the first. " +
+		"An agent restarted at a new address is let in once the first is declared dead, in seconds. " +
+		"If this line comes back, two agents run under the name and members may each take a different one for it: give one of them another --name, or stop it"
+	if existing.Name == d.name {
+		msg = "this agent's name is gossiped at another address. " +
+			"If this line comes back, another agent runs under this agent's name and members may take it for this one: give one of them another --name, or stop it"
+	}
+	d.log.Warn(msg, "name", existing.Name, "addr", existing.Address(), "other_addr", other.Address(),
+		"conflicts_since_last_line", held)
 }
 
 // errMetaOverLimit: an alive message carries more meta than memberlist
@@ -224,6 +298,12 @@ const (
 	RefusedRecoveredElsewhere
 	// RefusedNameTaken: this agent, joining, found its name taken.
 	RefusedNameTaken
+	// RefusedMemberLimit: a new member while the member table holds
+	// maxMembers.
+	RefusedMemberLimit
+	// RefusedNameConflict: a member's name gossiped at another address
+	// than the one it is known at (NotifyConflict).
+	RefusedNameConflict
 	numRefusals
 )
 
@@ -238,6 +318,10 @@ func (r Refusal) String() string {
 		return "recovered_elsewhere"
 	case RefusedNameTaken:
 		return "name_taken"
+	case RefusedMemberLimit:
+		return "member_limit"
+	case RefusedNameConflict:
+		return "name_conflict"
 	}
 	return "unknown"
 }

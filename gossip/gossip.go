@@ -153,6 +153,7 @@ func (g *Gossip) memberlistConfig() *memberlist.Config {
 	mc.Events = g.delegate
 	mc.Merge = g.delegate
 	mc.Alive = g.delegate
+	mc.Conflict = g.delegate
 	mc.Ping = g.clocks
 	mc.Logger = newMemberlistLogger(g.log)
 	mc.Transport = c.Transport

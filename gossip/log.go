@@ -136,6 +136,13 @@ func (w *logWriter) Write(p []byte) (int, error) {
 		who, _, _ := strings.Cut(rest, " meta:(")
 		msg = "Refuting an alive message for " + who + " that differs from this agent's own (a restart of this agent the others had not yet seen, or another agent with its name)"
 	}
+	// memberlist writes an error for every alive message naming a member
+	// at another address, which anyone reaching the gossip port can send;
+	// the delegate's NotifyConflict says it once a minute per name, with
+	// what to do.
+	if strings.HasPrefix(msg, "Conflicting address for ") {
+		level = slog.LevelDebug
+	}
 	if host, ok := sender(msg); ok && level >= slog.LevelWarn {
 		// Whatever anyone sends the gossip port that memberlist cannot
 		// use (garbage, a broken or unencrypted packet, a stream cut

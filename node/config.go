@@ -169,10 +169,11 @@ type Config struct {
 	MaxInstanceMetadataBytes int   `yaml:"max_instance_metadata_bytes" help:"bytes of version, tags and metadata keys and values one instance may carry (0: no limit)"`
 	MaxRegistryBytes         int64 `yaml:"max_registry_bytes" help:"bytes of all instances together as the registry counts them: each instance's encoded size plus 200, plus 700 per service, about the heap they hold (0: no limit)"`
 
-	// MaxConnsPerClient bounds the gRPC API connections one client IP may
-	// hold open (internal/connlimit): past it they are closed as they
-	// come, with a warning a minute per IP.
-	MaxConnsPerClient int `yaml:"max_conns_per_client" help:"gRPC API connections one client IP may hold open at once; more are closed as they come (0: no limit)"`
+	// MaxConnsPerClient bounds the connections one client IP may hold
+	// open on the gRPC API port, and on the HTTP port
+	// (internal/connlimit): past it they are closed as they come, with a
+	// warning a minute per IP.
+	MaxConnsPerClient int `yaml:"max_conns_per_client" help:"connections one client IP may hold open at once on the gRPC API port, and as many on the HTTP port; more are closed as they come (0: no limit)"`
 
 	// WatchQueueBytes bounds the events this agent holds for all its
 	// watch streams together, read but not sent yet.

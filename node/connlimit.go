@@ -15,17 +15,19 @@ const (
 	connRefusalHosts     = 1024
 )
 
-// connRefusals counts and logs the gRPC connections internal/connlimit
-// closed: a warning per client IP a minute at most, saying how many since
-// the last, and the metric for every one.
+// connRefusals counts and logs the connections internal/connlimit closed
+// on one port (what names it: "gRPC", "HTTP"): a warning per client IP a
+// minute at most, saying how many since the last, and count, if set, for
+// every one.
 type connRefusals struct {
 	log   *slog.Logger
+	what  string
 	count func()
 	warn  *warnrate.Limiter
 }
 
-func newConnRefusals(log *slog.Logger, count func()) *connRefusals {
-	return &connRefusals{log: log, count: count, warn: warnrate.New(connRefusalWarnEvery, connRefusalHosts, time.Now)}
+func newConnRefusals(log *slog.Logger, what string, count func()) *connRefusals {
+	return &connRefusals{log: log, what: what, count: count, warn: warnrate.New(connRefusalWarnEvery, connRefusalHosts, time.Now)}
 }
 
 func (r *connRefusals) refused(host string, limit int) {
@@ -33,7 +35,7 @@ func (r *connRefusals) refused(host string, limit int) {
 		r.count()
 	}
 	if pass, held := r.warn.Seen(host); pass {
-		r.log.Warn("closed gRPC connections from a client that holds the most it may keep open; raise max_conns_per_client if it is a legitimate client",
+		r.log.Warn("closed "+r.what+" connections from a client that holds the most it may keep open; raise max_conns_per_client if it is a legitimate client",
 			"client", host, "limit", limit, "refused", held+1)
 	}
 }

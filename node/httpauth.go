@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/zrpcio/zrpc/acl"
+	"github.com/zrpcio/zrpc/internal/warnrate"
 )
 
 // With ACLs on, the HTTP endpoint's /debug/pprof needs a token granting
@@ -24,13 +26,18 @@ func (n *Node) requireOperatorRead(h http.Handler) http.Handler {
 	if n.aclResolver == nil {
 		return h
 	}
+	// A refused token's lines a minute at most, per token: a dashboard
+	// polling with the wrong token would write one per request.
+	warn := warnrate.New(time.Minute, 1024, time.Now)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a, accessor, ok := n.authorizeHTTP(w, r, "operator:read")
 		if !ok {
 			return
 		}
 		if err := a.Allow(acl.Operator, "", acl.Read); err != nil {
-			n.log.Warn("ACL refused an HTTP request", "caller", "token "+accessor, "path", r.URL.Path)
+			if pass, held := warn.Seen(accessor); pass {
+				n.log.Warn("ACL refused an HTTP request (logged once a minute per token and path)", "caller", "token "+accessor, "path", r.URL.Path, "held_back", held)
+			}
 			http.Error(w, err.Error(), http.StatusForbidden)
 			return
 		}

@@ -18,6 +18,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/gossip"
+	"github.com/zrpcio/zrpc/internal/connlimit"
 	"github.com/zrpcio/zrpc/internal/diskspace"
 	"github.com/zrpcio/zrpc/internal/httpserve"
 	"github.com/zrpcio/zrpc/node/grpcapi"
@@ -161,7 +162,10 @@ func newMetrics(n *Node) *metrics {
 			"Gossip messages and joins of agents this agent refused, by reason: other_cluster (an agent of another cluster), "+
 				"state_before_recovery (an agent holding Raft state from before this cluster's outage recovery), "+
 				"recovered_elsewhere (this agent holds that state: its cluster was recovered on another agent), "+
-				"name_taken (joining, this agent found its name in use). The log names the agent.", []string{"reason"}, nil)},
+				"name_taken (joining, this agent found its name in use), "+
+				"name_conflict (a member's name gossiped at a second address: an agent restarted at a new address, briefly, or two agents under one name, for as long as both run), "+
+				"member_limit (a new member while gossip already knows 10,000: made up by someone reaching the gossip port of an unencrypted cluster). "+
+				"The log names the agent.", []string{"reason"}, nil)},
 		gauge("zrpc_blob_shard_store_bytes", "Bytes of shard files on this agent.", func() float64 {
 			b, _ := n.blobs.Shards().Usage()
 			return float64(b)
@@ -439,11 +443,14 @@ func (n *Node) startHTTP() error {
 		return fmt.Errorf("listen for HTTP on %s (http_bind, http_port): %w", addr, err)
 	}
 	n.httpLn.Store(&ln)
+	// Bounded as the gRPC port is: each connection holds a goroutine and
+	// buffers until its timeouts (internal/httpserve) end it.
+	bounded := connlimit.Wrap(ln, n.cfg.MaxConnsPerClient, newConnRefusals(n.log, "HTTP", nil).refused)
 	n.http = httpserve.New(loopbackOnly(n.cfg.HTTPBind, mux), slog.NewLogLogger(n.log.Handler(), slog.LevelWarn))
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.http.Serve(bounded); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("HTTP server stopped", "err", err)
 		}
 	}()

@@ -398,7 +398,7 @@ func (n *Node) startGRPC() error {
 	n.grpcLn.Store(&ln)
 	// GRPCAddr reads ln through grpcLn: the bounded listener is another
 	// variable, not ln changed under it.
-	bounded := connlimit.Wrap(ln, n.cfg.MaxConnsPerClient, newConnRefusals(n.log, n.metrics.connsRefused.Inc).refused)
+	bounded := connlimit.Wrap(ln, n.cfg.MaxConnsPerClient, newConnRefusals(n.log, "gRPC", n.metrics.connsRefused.Inc).refused)
 	n.grpc = newGRPCServer(n)
 	n.wg.Add(1)
 	go func() {

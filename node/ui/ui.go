@@ -21,6 +21,7 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -32,6 +33,7 @@ import (
 	"github.com/zrpcio/zrpc/acl"
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/warnrate"
 	"github.com/zrpcio/zrpc/raftstore"
 )
 
@@ -114,6 +116,9 @@ type UI struct {
 	log    *slog.Logger
 	mux    *http.ServeMux
 	static http.Handler
+	// refusals spaces out the log lines of refused requests: an open page
+	// whose token lacks a permission asks again every few seconds.
+	refusals *warnrate.Limiter
 
 	// ctx ends on Close; live streams end with it and streams waits for
 	// them.
@@ -144,7 +149,8 @@ func New(cfg Config) *UI {
 	if err != nil {
 		panic(err) // the embedded tree is part of the build
 	}
-	u := &UI{cfg: cfg, log: log, mux: http.NewServeMux(), static: http.FileServerFS(sub)}
+	u := &UI{cfg: cfg, log: log, mux: http.NewServeMux(), static: http.FileServerFS(sub),
+		refusals: warnrate.New(time.Minute, refusalSenders, time.Now)}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	u.mux.HandleFunc("GET /ui/api/agent", u.serveAgent)
 	u.mux.HandleFunc("GET /ui/api/services", u.serveServices)
@@ -240,12 +246,27 @@ func (u *UI) allow(w http.ResponseWriter, r *http.Request, method string, req an
 	}
 	if check {
 		if err := a.Allow(perm.Resource, name, perm.Access); err != nil {
-			u.log.Warn("ACL refused a UI request", "path", r.URL.Path, "err", err)
+			if pass, held := u.refusals.Seen(remoteHost(r) + " " + r.URL.Path); pass {
+				u.log.Warn("ACL refused a UI request (logged once a minute per client and path)",
+					"from", remoteHost(r), "path", r.URL.Path, "err", err, "held_back", held)
+			}
 			writeError(w, http.StatusForbidden, err.Error())
 			return nil, false
 		}
 	}
 	return a, true
+}
+
+// refusalSenders bounds the clients and paths whose refusals the log
+// follows one by one; past it they share one line a minute.
+const refusalSenders = 1024
+
+// remoteHost is the host r comes from.
+func remoteHost(r *http.Request) string {
+	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return h
+	}
+	return r.RemoteAddr
 }
 
 // filter removes from resp, a response of method, what a may not read.

@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -847,4 +849,49 @@ func (u *testUI) tryEvents(t *testing.T) (int, string) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// countingHandler counts the log records at Warn or above whose message
+// starts with prefix.
+type countingHandler struct {
+	prefix string
+	mu     sync.Mutex
+	n      int
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler            { return h }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r.Level >= slog.LevelWarn && strings.HasPrefix(r.Message, h.prefix) {
+		h.n++
+	}
+	return nil
+}
+
+func (h *countingHandler) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n
+}
+
+// TestRefusedRequestsAreLoggedOnceAMinutePerClientAndPath: a page open
+// with a token that lacks a permission asks again every few seconds; the
+// log says so once a minute, not at every request.
+func TestRefusedRequestsAreLoggedOnceAMinutePerClientAndPath(t *testing.T) {
+	logs := &countingHandler{prefix: "ACL refused a UI request"}
+	u := newTestUIOf(t, true, func(cfg *Config) { cfg.Logger = slog.New(logs) })
+	for range 5 {
+		if resp, body := u.get(t, "/ui/api/agent", "user"); resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("GET /ui/api/agent with a token lacking operator:read: %d %s, want 403", resp.StatusCode, body)
+		}
+	}
+	if resp, _ := u.get(t, "/ui/api/raft", "user"); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("GET /ui/api/raft with a token lacking operator:read: %d, want 403", resp.StatusCode)
+	}
+	if n := logs.count(); n != 2 {
+		t.Fatalf("%d refusal lines for 5 refused requests to one path and 1 to another, want 2", n)
+	}
 }
