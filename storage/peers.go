@@ -197,6 +197,50 @@ func (s *Store) callPeer(ctx context.Context, node string, fn func(context.Conte
 	return err
 }
 
+// errCommitAbandoned: a caller stopped waiting for this agent's own
+// shard store to make shards durable (its disk may hang in fsync). The
+// commit, which cannot be called off, goes on aside.
+var errCommitAbandoned = errors.New("stopped waiting for this agent's shard disk to make shards durable")
+
+// commitAside runs commit, a commit of this agent's staged shards (the
+// shard store does not heed a context), aside and waits for it until ctx
+// ends. One waited for no longer fails with errCommitAbandoned wrapping
+// ctx's error; late, when not nil, then runs with the commit's outcome
+// once it returns. The store's Close waits for the commit.
+func (s *Store) commitAside(ctx context.Context, commit func() (int, error), late func(int, error)) (int, error) {
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result)
+	abandoned := make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		n, err := commit()
+		select {
+		case done <- result{n, err}:
+		case <-abandoned:
+			if late != nil {
+				late(n, err)
+			}
+		}
+	}()
+	select {
+	case r := <-done:
+		return r.n, r.err
+	case <-ctx.Done():
+		close(abandoned)
+		return 0, fmt.Errorf("%w: %w", errCommitAbandoned, ctx.Err())
+	}
+}
+
+// syncWithin is how long an agent is given to make size bytes of staged
+// shards durable: ShardTimeout, and a second for every syncMinRate bytes.
+func (s *Store) syncWithin(size int64) time.Duration {
+	return s.cfg.ShardTimeout + time.Duration(float64(size)/syncMinRate*float64(time.Second))
+}
+
 // commitStaged commits this agent's staged shards of blob id: all of
 // them, or only refs.
 func (s *Store) commitStaged(id string, refs []*pb.ShardRef) (int, error) {

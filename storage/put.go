@@ -531,35 +531,19 @@ var errOwnSyncAbandoned = errors.New("the put stopped waiting for this agent's o
 // (deleting them would wait for the commit too): the commit deletes them
 // itself once it returns, so that nothing of the put stays.
 func (p *put) syncHere(ctx context.Context, refs []*pb.ShardRef) (int, error) {
-	type result struct {
-		n   int
-		err error
-	}
-	done := make(chan result)
-	abandoned := make(chan struct{})
-	p.s.wg.Add(1)
-	go func() {
-		defer p.s.wg.Done()
-		n, err := p.s.commitStaged(p.id, refs)
-		select {
-		case done <- result{n, mapShardErr(err)}:
-		case <-abandoned:
-			if _, err := p.s.shards.DeleteBlob(p.id); err != nil {
-				p.s.log.Warn("could not delete this agent's shards of a put that failed while they were made durable; orphan collection removes them",
-					"blob", p.h.Name, "id", p.id, "err", err)
-			}
+	n, err := p.s.commitAside(ctx, func() (int, error) { return p.s.commitStaged(p.id, refs) }, func(int, error) {
+		if _, err := p.s.shards.DeleteBlob(p.id); err != nil {
+			p.s.log.Warn("could not delete this agent's shards of a put that failed while they were made durable; orphan collection removes them",
+				"blob", p.h.Name, "id", p.id, "err", err)
 		}
-	}()
-	select {
-	case r := <-done:
-		return r.n, r.err
-	case <-ctx.Done():
-		close(abandoned)
+	})
+	if errors.Is(err, errCommitAbandoned) {
 		p.mu.Lock()
 		delete(p.used, p.s.cluster.Self())
 		p.mu.Unlock()
 		return 0, fmt.Errorf("%w: %w", errOwnSyncAbandoned, ctx.Err())
 	}
+	return n, mapShardErr(err)
 }
 
 // syncMinRate is the slowest disk, in bytes per second, a put's sync
@@ -581,7 +565,7 @@ func (p *put) syncBound(refs []*pb.ShardRef) (int64, time.Duration) {
 			size += int64(codec.ShardLen(int(p.blocks[r.Block].Len), p.sc.K))
 		}
 	}
-	return size, p.s.cfg.ShardTimeout + time.Duration(float64(size)/syncMinRate*float64(time.Second))
+	return size, p.s.syncWithin(size)
 }
 
 // missingShards names those of refs, shards of blob id, that node does

@@ -625,6 +625,14 @@ func (r *repairer) runBatch(ctx context.Context, batch []task) {
 // The shards of a sync that fails, or that makes fewer of them durable
 // than were staged there (the agent restarted and lost them), are
 // failed: their agent must not be recorded as their holder.
+//
+// Each sync is bounded as a put's is (syncWithin): an agent whose disk
+// hangs in fsync, this one included, would otherwise hold the batch, and
+// with it every shard queued behind it, for as long as the disk hangs.
+// The shards of a sync not done in time are failed, and rebuilt again
+// after the repair interval; nothing is deleted (a commit that ends late
+// leaves copies no metadata names, which orphan collection removes, or
+// rewrites a corrupt copy in place with the right bytes).
 func (r *repairer) syncRebuilt(ctx context.Context, results []rebuilt) {
 	type target struct{ node, blob string }
 	groups := make(map[target][]int)
@@ -636,14 +644,14 @@ func (r *repairer) syncRebuilt(ctx context.Context, results []rebuilt) {
 	}
 	var wg sync.WaitGroup
 	for k, idxs := range groups {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			refs := make([]*pb.ShardRef, len(idxs))
+			var size int64
 			for j, i := range idxs {
 				refs[j] = &pb.ShardRef{BlobId: k.blob, Block: results[i].placed.Block, Index: results[i].placed.Index}
+				size += int64(results[i].bytes)
 			}
-			n, err := r.s.syncShards(ctx, k.node, k.blob, refs)
+			n, err := r.syncOn(ctx, k.node, k.blob, refs, size)
 			if err == nil && n < len(idxs) {
 				err = fmt.Errorf("agent %s made %d of the %d rebuilt shards of %s staged there durable (did it restart?)",
 					k.node, n, len(idxs), k.blob)
@@ -653,9 +661,46 @@ func (r *repairer) syncRebuilt(ctx context.Context, results []rebuilt) {
 					results[i].err, results[i].stored = err, true
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
+}
+
+// syncOn makes the rebuilt shards refs of blob id, size bytes in all,
+// staged on node durable, within syncWithin(size), and returns how many
+// of them were staged there.
+func (r *repairer) syncOn(ctx context.Context, node, id string, refs []*pb.ShardRef, size int64) (int, error) {
+	s := r.s
+	bound := s.syncWithin(size)
+	sctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	self := node == s.cluster.Self()
+	var n int
+	var err error
+	if self {
+		n, err = s.commitAside(sctx, func() (int, error) { return s.commitStaged(id, refs) }, func(_ int, err error) {
+			s.log.Info("a commit of rebuilt shards that repair stopped waiting for has ended; the shards are rebuilt again",
+				"blob_id", id, "shards", len(refs), "err", err)
+		})
+		err = mapShardErr(err)
+	} else {
+		n, err = s.syncShards(sctx, node, id, refs)
+	}
+	if err == nil || ctx.Err() != nil || !errors.Is(sctx.Err(), context.DeadlineExceeded) {
+		return n, err
+	}
+	if self {
+		err = fmt.Errorf("this agent's shard disk (%s) did not make %s of rebuilt shards of %s durable within %s (%s, and a second per %s): "+
+			"it may hang in fsync; check that disk (dmesg, iostat), and restart the agent if it stays stuck: %w",
+			s.shards.Dir(), sizeString(uint64(size)), id, bound, s.cfg.ShardTimeout, sizeString(syncMinRate), err)
+	} else {
+		err = fmt.Errorf("agent %s did not make %s of rebuilt shards of %s durable within %s (%s, and a second per %s): "+
+			"its disk may hang in fsync while the agent still answers; check the disk of %s (dmesg, iostat), and restart the agent if it stays stuck: %w",
+			node, sizeString(uint64(size)), id, bound, s.cfg.ShardTimeout, sizeString(syncMinRate), node, err)
+	}
+	s.log.Warn("an agent did not make rebuilt shards durable in time; repair moves on and rebuilds them again after the repair interval",
+		"agent", node, "blob_id", id, "shards", len(refs), "in", s.cfg.RepairInterval, "err", err)
+	return 0, err
 }
 
 // currentHolder is the agent the metadata names for the task's shard now.

@@ -16,6 +16,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/storage/codec"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 )
@@ -485,5 +486,113 @@ func TestShardReadsTheDiskFailsAreCountedAndWarnedOfOnceAMinute(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "the disk failed to read a shard"); n != 1 {
 		t.Fatalf("three failed reads within a minute warned %d times, want once:\n%s", n, logs.String())
+	}
+}
+
+// hungDisk makes a shard store's fsyncs of part files hang, from hang
+// until release, as a disk stuck in fsync does.
+type hungDisk struct {
+	hung atomic.Bool
+	ch   chan struct{}
+}
+
+func newHungDisk() *hungDisk { return &hungDisk{ch: make(chan struct{})} }
+
+func (d *hungDisk) hang() { d.hung.Store(true) }
+
+func (d *hungDisk) release() {
+	if d.hung.CompareAndSwap(true, false) {
+		close(d.ch)
+	}
+}
+
+// options are the shard store options of a store on d.
+func (d *hungDisk) options() shardstore.Options {
+	return shardstore.Options{SyncDelay: func() time.Duration {
+		if d.hung.Load() {
+			<-d.ch
+		}
+		return 0
+	}}
+}
+
+// TestRepairSyncGivesUpOnADiskThatHangs: a batch's rebuilt shards staged
+// on an agent whose disk hangs in fsync (this agent, or a peer that still
+// answers) are failed once the sync's bound passes, so that the batch,
+// and every shard queued behind it, goes on; they are counted as
+// retrying. Nothing is deleted: the blob's shards already durable on the
+// hung disk are still there once it comes back.
+func TestRepairSyncGivesUpOnADiskThatHangs(t *testing.T) {
+	for _, target := range []string{"n1", "n2"} {
+		t.Run("on "+target, func(t *testing.T) {
+			disk := newHungDisk()
+			var logs testlog.Buffer
+			cfg := Config{ShardTimeout: 200 * time.Millisecond, RepairInterval: time.Hour}
+			s, fc := newTestStoreOpts(t, cfg, slog.New(slog.NewTextHandler(&logs, nil)), disk.options(), "n1", "n1", "n2", "n3")
+			t.Cleanup(disk.release) // before the store closes, which waits for the commit
+			fc.peer = func(string) (pb.ShardsClient, error) { return hangingPeer{delay: -1}, nil }
+			payload := make([]byte, 50)
+			sum := codec.Checksum(payload)
+			b := commitBlocks(t, fc, "hung-disk", 2, 2, 1, sum, "n2", "n3", "")
+			stage := func(block uint32) {
+				t.Helper()
+				h := shardstore.Header{ID: shardstore.ID{Blob: b.Id, Block: block, Index: 2}, K: 2, M: 1, BlockLen: 100, ShardLen: 50, Sum: sum, BlockSize: 100}
+				if err := s.shards.Stage(h, payload); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Block 0's rebuilt shard is durable here already.
+			stage(0)
+			if _, err := s.commitStaged(b.Id, nil); err != nil {
+				t.Fatal(err)
+			}
+			if target == "n1" {
+				stage(1)
+			}
+			disk.hang()
+			results := []rebuilt{{
+				t:      task{key: shardKey{b.Id, 1, 2}, reason: reasonMissing},
+				placed: &pb.ShardPlacement{Block: 1, Index: 2, Node: target, Sum: sum}, bytes: len(payload), reserved: target,
+			}}
+			ctx, cancel := context.WithCancel(context.Background())
+			t.Cleanup(cancel) // ends a sync that never gives up
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				s.repair.syncRebuilt(ctx, results)
+			}()
+			testwait.For(t, 10*time.Second, "repair's sync to give up on "+target+", whose disk hangs", func() bool {
+				select {
+				case <-done:
+					return true
+				default:
+					return false
+				}
+			})
+			if err := results[0].err; err == nil || !results[0].stored || !strings.Contains(err.Error(), "dmesg") {
+				t.Fatalf("sync on %s whose disk hangs: %v (the target's failure: %v); want a failure saying what to check", target, err, results[0].stored)
+			}
+			if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "agent="+target) {
+				t.Fatalf("no warning naming %s:\n%s", target, logs.String())
+			}
+			s.repair.mu.Lock()
+			s.repair.inProgress++ // as runBatch counts it
+			s.repair.mu.Unlock()
+			s.repair.finish(results[0])
+			if st := s.RepairStatus(""); st.InProgress != 0 || st.Retrying != 1 {
+				t.Fatalf("after the sync gave up: in progress %d, retrying %d; want 0, 1", st.InProgress, st.Retrying)
+			}
+			disk.release()
+			held := func(block uint32) bool {
+				_, _, err := s.shards.Get(shardstore.ID{Blob: b.Id, Block: block, Index: 2}, nil)
+				return err == nil
+			}
+			if target == "n1" {
+				testwait.For(t, 10*time.Second, "the commit that repair stopped waiting for to end", func() bool { return held(1) })
+			}
+			if !held(0) {
+				t.Fatal("block 0's shard, durable before the disk hung, is gone")
+			}
+		})
 	}
 }

@@ -288,7 +288,7 @@ func (s *Store) WriteShards(ctx context.Context, recv func() (*pb.WriteShardsReq
 			return nil, err
 		}
 	}
-	return w.commit()
+	return w.commit(ctx)
 }
 
 // shardWrite is one WriteShards stream: one shard index of one put on
@@ -304,7 +304,11 @@ type shardWrite struct {
 	seen      map[uint32]bool
 	last      uint32 // highest block seen
 	short     int64  // the short (last) block, -1 for none yet
+	bytes     int64  // of the shards staged
 	done      bool
+	// abandoned: the commit was waited for no longer (the disk hangs in
+	// fsync); it goes on aside and frees the part once it returns.
+	abandoned bool
 }
 
 // partKey names one shard index of one blob.
@@ -401,6 +405,7 @@ func (w *shardWrite) add(msg *pb.WriteShardsRequest, pieces [][]byte) error {
 		return fmt.Errorf("stage shard %d of block %d of %q: %w", w.key.index, b, w.name, mapShardErr(err))
 	}
 	w.seen[b] = true
+	w.bytes += int64(n)
 	w.last = max(w.last, b)
 	if blockLen < w.blockSize {
 		w.short = int64(b)
@@ -438,15 +443,40 @@ func (w *shardWrite) checkBlock(b, blockLen uint32) error {
 }
 
 // commit makes the stream's part durable, once the put is still pending,
-// and lists what this agent holds of it.
-func (w *shardWrite) commit() (*pb.WriteShardsResponse, error) {
+// and lists what this agent holds of it. The commit is bounded as a
+// put's sync is (syncWithin): a disk that hangs in fsync would otherwise
+// hold the stream, and the client with it, for as long as it hangs (an
+// agent with a hung disk still answers health checks, and the client's
+// lease renewals keep the put alive). One not done in time fails the
+// stream, so that the client counts its shards lost; it goes on aside,
+// holding the part until it returns, and orphan collection removes what
+// it leaves.
+func (w *shardWrite) commit(ctx context.Context) (*pb.WriteShardsResponse, error) {
 	s := w.s
 	if s.cluster.Meta().PendingBlob(w.key.blob) == nil {
 		return nil, fmt.Errorf("%w: put %s of blob %q is not in progress: the put was aborted (lease expired?); retry the put",
 			ErrNotFound, w.key.blob, w.name)
 	}
-	n, err := s.shards.CommitStagedPart(w.key.blob, w.key.index)
-	if err != nil {
+	bound := s.syncWithin(w.bytes)
+	cctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	n, err := s.commitAside(cctx, func() (int, error) { return s.shards.CommitStagedPart(w.key.blob, w.key.index) }, func(_ int, err error) {
+		s.writing.Delete(w.key)
+		s.log.Info("a commit of a striped put's shards that the put stopped waiting for has ended; orphan collection removes them",
+			"blob", w.name, "id", w.key.blob, "shard", w.key.index, "err", err)
+	})
+	switch {
+	case errors.Is(err, errCommitAbandoned) && ctx.Err() != nil:
+		w.abandoned = true
+		return nil, ctx.Err()
+	case errors.Is(err, errCommitAbandoned):
+		w.abandoned = true
+		err = fmt.Errorf("this agent's shard disk (%s) did not make shard %d of %q (%s) durable within %s (%s, and a second per %s): "+
+			"it may hang in fsync; check that disk (dmesg, iostat), and restart the agent if it stays stuck: %w",
+			s.shards.Dir(), w.key.index, w.name, sizeString(uint64(w.bytes)), bound, s.cfg.ShardTimeout, sizeString(syncMinRate), err)
+		s.log.Warn("a striped put's shards were not made durable in time; the client counts them lost", "blob", w.name, "shard", w.key.index, "err", err)
+		return nil, err
+	case err != nil:
 		return nil, fmt.Errorf("make shard %d of %q durable: %w", w.key.index, w.name, mapShardErr(err))
 	}
 	w.done = true
@@ -462,8 +492,13 @@ func (w *shardWrite) commit() (*pb.WriteShardsResponse, error) {
 }
 
 // close discards what the stream staged unless it committed, and frees
-// its part for another stream.
+// its part for another stream; a commit it stopped waiting for frees the
+// part once it returns, having taken the staged shards (a discard would
+// wait for it).
 func (w *shardWrite) close() {
+	if w.abandoned {
+		return
+	}
 	if !w.done {
 		w.s.shards.DiscardStagedPart(w.key.blob, w.key.index)
 	}

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/storage/codec"
 	"github.com/zrpcio/zrpc/storage/shardstore"
 )
@@ -315,6 +317,50 @@ func TestWriteShardsOfABrokenStreamAreDiscarded(t *testing.T) {
 	assertNothingStored(t, s, begin.BlobId)
 	// The part is free for the client's next stream.
 	writeAll(t, s, st)
+}
+
+// TestWriteShardsGivesUpOnADiskThatHangs: a stream whose commit hangs in
+// fsync fails once the commit's bound passes, as a failure of this agent
+// (DeadlineExceeded: the client counts the shards lost and goes on)
+// naming the disk to check, instead of holding the client, whose lease
+// renewals keep the put alive, for as long as the disk hangs. The part
+// stays claimed until the commit returns, and is free again then.
+func TestWriteShardsGivesUpOnADiskThatHangs(t *testing.T) {
+	disk := newHungDisk()
+	cfg := DefaultConfig()
+	cfg.BlockSize, cfg.InlineMax, cfg.ShardTimeout = MinBlockSize, 1024, 200*time.Millisecond
+	s, _ := newTestStoreOpts(t, cfg, testlog.New(t, "a"), disk.options(), "a", "a")
+	t.Cleanup(disk.release) // before the store closes, which waits for the commit
+	data := randomData(3*MinBlockSize, 9)
+	begin := beginPut(t, s, &pb.BlobPutHeader{Name: "hung", Size: int64(len(data))})
+	st := StripeBlob(t, begin, "hung", data)
+	disk.hang()
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, err = s.WriteShards(context.Background(), feed(st.Streams[0], io.EOF))
+	}()
+	testwait.For(t, 10*time.Second, "WriteShards to give up on this agent's disk, which hangs", func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), s.shards.Dir()) || !strings.Contains(err.Error(), "dmesg") {
+		t.Fatalf("WriteShards on a disk that hangs: %v; want DeadlineExceeded naming %s and what to check", err, s.shards.Dir())
+	}
+	key := partKey{begin.BlobId, 0}
+	if _, busy := s.writing.Load(key); !busy {
+		t.Fatal("the part was freed while its commit still hangs")
+	}
+	disk.release()
+	testwait.For(t, 10*time.Second, "the part to be freed once its commit returns", func() bool {
+		_, busy := s.writing.Load(key)
+		return !busy
+	})
 }
 
 func TestWriteShardsRefusesAShortBlockThatIsNotTheLast(t *testing.T) {
