@@ -248,6 +248,6 @@ func filterWatchMany(a Authorizer, resp any) any {
 }
 
 func readableEvents(a Authorizer, r *pb.WatchResponse) *pb.WatchResponse {
-	return &pb.WatchResponse{Header: r.Header, Snapshot: r.Snapshot, More: r.More,
+	return &pb.WatchResponse{Header: r.Header, Snapshot: r.Snapshot, More: r.More, ClusterId: r.ClusterId,
 		Events: readable(a, Service, r.Events, func(ev *pb.Event) string { return ev.GetInstance().GetService() })}
 }

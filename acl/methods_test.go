@@ -450,3 +450,19 @@ func TestRefusalsAreLoggedOncePerTokenPerMinute(t *testing.T) {
 		t.Fatalf("a refusal a minute later: %d lines, want 3", lines)
 	}
 }
+
+// TestWatchFiltersKeepTheClusterID: a watch's responses name the cluster
+// whose history their revisions are of, so that a client resumes with it;
+// the filters that drop what a token may not read keep it.
+func TestWatchFiltersKeepTheClusterID(t *testing.T) {
+	a := Compile(mustPolicy(t, "reader", `service "user." { read }`))
+	resp := &pb.WatchResponse{ClusterId: "0123456789abcdef0123456789abcdef", Snapshot: true, Events: []*pb.Event{
+		{Instance: &pb.Instance{Service: "user.rpc"}}, {Instance: &pb.Instance{Service: "order.rpc"}}}}
+	watch := Methods[pb.Registry_Watch_FullMethodName].Filter(a, resp).(*pb.WatchResponse)
+	many := Methods[pb.Registry_WatchMany_FullMethodName].Filter(a, &pb.WatchManyResponse{WatchId: 1, Response: resp}).(*pb.WatchManyResponse)
+	for name, got := range map[string]*pb.WatchResponse{"Watch": watch, "WatchMany": many.Response} {
+		if got.ClusterId != resp.ClusterId || len(got.Events) != 1 {
+			t.Errorf("%s's filter gave cluster id %q and %d events, want %q and the 1 readable", name, got.ClusterId, len(got.Events), resp.ClusterId)
+		}
+	}
+}

@@ -6,6 +6,10 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 )
@@ -44,11 +48,21 @@ type WatchStream struct {
 	service string
 
 	// Owned by the Recv goroutine.
-	rev      uint64 // last revision delivered; the next open resumes after it
-	idx      int    // endpoint of the current feed
+	rev uint64 // last revision delivered; the next open resumes after it
+	// cluster is the id of the cluster whose history rev is of, as the
+	// agents named it (WatchResponse.cluster_id); the next open sends it,
+	// so that an agent of another cluster (rebuilt from an older state,
+	// its revisions started over) answers with a snapshot. "" until an
+	// agent named one.
+	cluster  string
+	idx      int // endpoint of the current feed
 	feed     watchFeed
 	failures int                   // consecutive failed opens, for backoff
 	parts    *zrpcpb.WatchResponse // parts received of a response sent in several
+	// partsBytes is the encoded size of parts; past maxWhole the agent is
+	// taken as faulty (assemble).
+	partsBytes int
+	maxWhole   int
 	// reopenNow skips the backoff before the next open: the feed ended
 	// for a reason that is no failure (the agent predates WatchMany).
 	reopenNow bool
@@ -92,13 +106,14 @@ func (c *Client) Watch(ctx context.Context, service string, fromRevision uint64)
 	}
 	wctx, cancel := context.WithCancelCause(ctx)
 	w := &WatchStream{
-		c:       c,
-		ctx:     ctx,
-		wctx:    wctx,
-		cancel:  cancel,
-		service: service,
-		rev:     fromRevision,
-		idx:     int(c.cur.Load()),
+		c:        c,
+		ctx:      ctx,
+		wctx:     wctx,
+		cancel:   cancel,
+		service:  service,
+		rev:      fromRevision,
+		idx:      int(c.cur.Load()),
+		maxWhole: maxWatchResponseBytes,
 	}
 	c.cancelOnClose(wctx, cancel)
 	if err := w.openAny(); err != nil {
@@ -124,7 +139,10 @@ func (w *WatchStream) Recv() (*zrpcpb.WatchResponse, error) {
 		}
 		resp, err := w.feed.recv()
 		if err == nil {
-			if resp = w.assemble(resp); resp == nil {
+			resp, err = w.assemble(resp)
+		}
+		if err == nil {
+			if resp == nil {
 				continue
 			}
 			w.advance(resp)
@@ -187,36 +205,55 @@ func (w *WatchStream) Close() error {
 // Like Recv, it must not be called concurrently with Recv.
 func (w *WatchStream) Revision() uint64 { return w.rev }
 
+// maxWatchResponseBytes bounds a response the client gathers from parts
+// (WatchResponse.More). The largest an agent sends is a snapshot of every
+// service, the whole registry, which an agent's max_registry_bytes bounds
+// (512 MiB by default); this is twice that, 16 of the largest messages
+// the client takes (maxRecvMsgSize). Past it the agent is faulty, or
+// hostile, and the client would hold whatever it sends.
+const maxWatchResponseBytes = 16 * maxRecvMsgSize
+
 // assemble collects the parts of a response the agent sent in several
 // messages (WatchResponse.More): it returns nil until the last part has
 // arrived, then the whole response (More unset). A feed that ends
 // between parts drops them (dropFeed) and resumes before the response.
-func (w *WatchStream) assemble(part *zrpcpb.WatchResponse) *zrpcpb.WatchResponse {
+// Parts past w.maxWhole bytes end the feed with Unavailable, so that the
+// watch resumes on another agent.
+func (w *WatchStream) assemble(part *zrpcpb.WatchResponse) (*zrpcpb.WatchResponse, error) {
+	if w.parts == nil && !part.GetMore() {
+		return part, nil
+	}
+	if w.partsBytes += proto.Size(part); w.partsBytes > w.maxWhole {
+		n := w.partsBytes
+		w.parts, w.partsBytes = nil, 0
+		return nil, status.Errorf(codes.Unavailable, "agent %s sent %d bytes of one watch response in parts (more set) without its last part, past the client's limit of %d MiB: a fault of the agent; the parts were dropped and the watch resumes on another agent",
+			w.c.endpoints[w.idx].addr, n, w.maxWhole>>20)
+	}
 	if part.GetMore() {
 		if w.parts == nil {
 			w.parts = part
 		} else {
 			w.parts.Events = append(w.parts.Events, part.GetEvents()...)
 		}
-		return nil
-	}
-	if w.parts == nil {
-		return part
+		return nil, nil
 	}
 	whole := w.parts
-	w.parts = nil
+	w.parts, w.partsBytes = nil, 0
 	whole.Header, whole.More = part.GetHeader(), false
 	whole.Events = append(whole.Events, part.GetEvents()...)
-	return whole
+	return whole, nil
 }
 
-// advance records the revision a response reflects: its header revision, or
-// its last event's when the header is older. A snapshot sets it outright:
-// the agent sends one below the revision the watch resumed from when that
-// revision is of no history the cluster has (rebuilt from an older state),
-// and resuming later from the old, higher one would skip the events
-// between.
+// advance records the revision a response reflects, and the cluster it
+// names: its header revision, or its last event's when the header is
+// older. A snapshot sets it outright: the agent sends one below the
+// revision the watch resumed from when that revision is of no history the
+// cluster has (rebuilt from an older state), and resuming later from the
+// old, higher one would skip the events between.
 func (w *WatchStream) advance(resp *zrpcpb.WatchResponse) {
+	if id := resp.GetClusterId(); id != "" {
+		w.cluster = id
+	}
 	rev := resp.GetHeader().GetRevision()
 	for _, ev := range resp.GetEvents() {
 		rev = max(rev, ev.GetRevision())
@@ -294,7 +331,7 @@ func (w *WatchStream) reopen() error {
 // a Watch stream.
 func (w *WatchStream) open() error {
 	ep := &w.c.endpoints[w.idx]
-	req := &zrpcpb.WatchRequest{Service: w.service, FromRevision: w.rev,
+	req := &zrpcpb.WatchRequest{Service: w.service, FromRevision: w.rev, ClusterId: w.cluster,
 		RequireLeader: len(w.c.endpoints) > 1 && !w.staleOK}
 	mw, err := ep.watches.watch(w.wctx, req)
 	switch {
@@ -319,7 +356,7 @@ func (w *WatchStream) dropFeed() {
 	if w.feed != nil {
 		w.feed.close()
 	}
-	w.feed, w.parts = nil, nil
+	w.feed, w.parts, w.partsBytes = nil, nil, 0
 }
 
 // sleep waits d or until the watch stops.

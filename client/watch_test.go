@@ -256,3 +256,105 @@ func TestWatchSnapshotSetsTheResumeRevision(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchBoundsParts: an agent that sends parts of one response (more
+// set) without end has the watch resume on another agent once the parts
+// pass the client's bound, instead of the client holding all it sends.
+func TestWatchBoundsParts(t *testing.T) {
+	big := strings.Repeat("x", 8<<10)
+	endless := func(req *zrpcpb.WatchRequest, stream zrpcpb.Registry_WatchServer) error {
+		for rev := uint64(1); ; rev++ {
+			part := &zrpcpb.WatchResponse{Header: &zrpcpb.ResponseHeader{Revision: 5}, Snapshot: rev == 1, More: true,
+				Events: []*zrpcpb.Event{{Revision: 5, Instance: &zrpcpb.Instance{Service: "user.rpc", Id: fmt.Sprint(rev), Address: big}}}}
+			if err := stream.Send(part); err != nil {
+				return err
+			}
+		}
+	}
+	rec := &watchRecorder{}
+	good := func(req *zrpcpb.WatchRequest, stream zrpcpb.Registry_WatchServer) error {
+		rec.record(req)
+		if err := stream.Send(watchEvent("user.rpc", 9, true)); err != nil {
+			return err
+		}
+		<-stream.Context().Done()
+		return nil
+	}
+	a := (&clienttest.Agent{OnWatch: endless}).Start(t)
+	b := (&clienttest.Agent{OnWatch: good}).Start(t)
+	c := newTestClient(t, a.Addr, b.Addr)
+	w, err := c.Watch(testContext(t), "user.rpc", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	w.maxWhole = 1 << 20
+	got, err := w.Recv()
+	if err != nil {
+		t.Fatalf("Recv: %v", err)
+	}
+	if got.GetHeader().GetRevision() != 9 || len(rec.calls()) != 1 {
+		t.Fatalf("Recv = revision %d after %d watches of the second agent; want revision 9 from it", got.GetHeader().GetRevision(), len(rec.calls()))
+	}
+	if w.parts != nil || w.partsBytes != 0 {
+		t.Fatalf("the watch still holds %d bytes of the first agent's parts", w.partsBytes)
+	}
+}
+
+// TestWatchResumesWithItsCluster: a watch resumes with the id of the
+// cluster its agents named (the first part of a response in parts names
+// it), so that an agent of a cluster rebuilt since, whose revisions
+// started over, answers with a snapshot instead of taking the revision
+// as one of its own.
+func TestWatchResumesWithItsCluster(t *testing.T) {
+	var mu sync.Mutex
+	var clusters []string
+	serve := func(req *zrpcpb.WatchRequest, stream zrpcpb.Registry_WatchServer) error {
+		mu.Lock()
+		clusters = append(clusters, req.GetClusterId())
+		n := len(clusters)
+		mu.Unlock()
+		if n > 1 {
+			<-stream.Context().Done()
+			return nil
+		}
+		first := watchEvent("user.rpc", 3, true)
+		first.More, first.ClusterId = true, "c1"
+		for _, r := range []*zrpcpb.WatchResponse{first, watchEvent("user.rpc", 3, false)} {
+			if err := stream.Send(r); err != nil {
+				return err
+			}
+		}
+		return status.Error(codes.Unavailable, "stream killed")
+	}
+	agent := (&clienttest.Agent{OnWatch: serve}).Start(t)
+	c := newTestClient(t, agent.Addr)
+	w, err := c.Watch(testContext(t), "user.rpc", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	got, err := w.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetClusterId() != "c1" {
+		t.Fatalf("the snapshot names cluster %q, want c1", got.GetClusterId())
+	}
+	done := make(chan struct{})
+	go func() { // resumes; returns when the watch is closed
+		defer close(done)
+		_, _ = w.Recv()
+	}()
+	defer func() { w.Close(); <-done }()
+	waitFor(t, "the watch resumed", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(clusters) == 2
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if clusters[0] != "" || clusters[1] != "c1" {
+		t.Fatalf("the watches sent cluster ids %q, want none and then c1", clusters)
+	}
+}

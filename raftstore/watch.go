@@ -428,6 +428,17 @@ func (w *Watcher) Resync() {
 	w.snapshot = true
 }
 
+// Restored reports whether the registry's state was replaced (a snapshot
+// installed, FSM.RestoreWithin) since the watcher last synchronised with
+// it: its next response is a snapshot of the new state. Backlog, which
+// fails then as its events left the ring, is no sign of a slow reader.
+// Like Next, it must not be called concurrently with Next or Poll.
+func (w *Watcher) Restored() bool {
+	w.fsm.events.mu.RLock()
+	defer w.fsm.events.mu.RUnlock()
+	return w.fsm.events.restores != w.restores
+}
+
 // Ready receives when the registry may have events for the watcher that
 // it has not read. Next takes the same signal, so a caller waiting on
 // Ready while it does not call Next (sending what Next returned) can

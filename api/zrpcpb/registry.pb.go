@@ -1237,6 +1237,15 @@ type WatchRequest struct {
 	// sets it and resumes the watch on one of them; without it the agent
 	// keeps serving what its replica holds.
 	RequireLeader bool `protobuf:"varint,3,opt,name=require_leader,json=requireLeader,proto3" json:"require_leader,omitempty"`
+	// cluster_id is the id of the cluster whose history from_revision is
+	// of, as a response of the watch named it (WatchResponse.cluster_id).
+	// An agent of another cluster (one rebuilt from an older state, e.g. by
+	// `zrpcd agent recover`, whose revisions started over) answers with a
+	// snapshot, as for a revision it has compacted away, instead of taking
+	// from_revision as one of its own. Empty (clients from before it, or a
+	// revision the client learned elsewhere): from_revision is taken as
+	// this cluster's.
+	ClusterId     string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1290,6 +1299,13 @@ func (x *WatchRequest) GetRequireLeader() bool {
 		return x.RequireLeader
 	}
 	return false
+}
+
+func (x *WatchRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 type Event struct {
@@ -1367,7 +1383,13 @@ type WatchResponse struct {
 	// together, once the last has arrived. Only the first part of a snapshot
 	// has snapshot set, so a reader that does not know more applies the
 	// later parts as events.
-	More          bool `protobuf:"varint,4,opt,name=more,proto3" json:"more,omitempty"`
+	More bool `protobuf:"varint,4,opt,name=more,proto3" json:"more,omitempty"`
+	// cluster_id is the id of the agent's cluster, whose history the
+	// revisions are of: set on the first response of a watch and on the
+	// first part of each snapshot, empty on the others (and from agents
+	// from before it, or one that does not know its cluster's id yet). A
+	// client resuming the watch sends it back (WatchRequest.cluster_id).
+	ClusterId     string `protobuf:"bytes,5,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1428,6 +1450,13 @@ func (x *WatchResponse) GetMore() bool {
 		return x.More
 	}
 	return false
+}
+
+func (x *WatchResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 // WatchResume is a detail of the ABORTED status that ends a watch whose
@@ -3279,11 +3308,13 @@ const file_registry_proto_rawDesc = "" +
 	"\apassing\x18\x03 \x01(\rR\apassing\"t\n" +
 	"\fListResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x123\n" +
-	"\bservices\x18\x02 \x03(\v2\x17.zrpc.v1.ServiceSummaryR\bservices\"t\n" +
+	"\bservices\x18\x02 \x03(\v2\x17.zrpc.v1.ServiceSummaryR\bservices\"\x93\x01\n" +
 	"\fWatchRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12#\n" +
 	"\rfrom_revision\x18\x02 \x01(\x04R\ffromRevision\x12%\n" +
-	"\x0erequire_leader\x18\x03 \x01(\bR\rrequireLeader\"\x98\x01\n" +
+	"\x0erequire_leader\x18\x03 \x01(\bR\rrequireLeader\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\"\x98\x01\n" +
 	"\x05Event\x12'\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x13.zrpc.v1.Event.TypeR\x04type\x12-\n" +
 	"\binstance\x18\x02 \x01(\v2\x11.zrpc.v1.InstanceR\binstance\x12\x1a\n" +
@@ -3291,12 +3322,14 @@ const file_registry_proto_rawDesc = "" +
 	"\x04Type\x12\a\n" +
 	"\x03PUT\x10\x00\x12\n" +
 	"\n" +
-	"\x06DELETE\x10\x01\"\x98\x01\n" +
+	"\x06DELETE\x10\x01\"\xb7\x01\n" +
 	"\rWatchResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x1a\n" +
 	"\bsnapshot\x18\x02 \x01(\bR\bsnapshot\x12&\n" +
 	"\x06events\x18\x03 \x03(\v2\x0e.zrpc.v1.EventR\x06events\x12\x12\n" +
-	"\x04more\x18\x04 \x01(\bR\x04more\")\n" +
+	"\x04more\x18\x04 \x01(\bR\x04more\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x05 \x01(\tR\tclusterId\")\n" +
 	"\vWatchResume\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\"z\n" +
 	"\x10WatchManyRequest\x12.\n" +

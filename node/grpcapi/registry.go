@@ -195,8 +195,13 @@ func (s *Registry) Watch(req *pb.WatchRequest, stream pb.Registry_WatchServer) e
 	s.cfg.Metrics.WatchStarted()
 	defer s.cfg.Metrics.WatchEnded()
 
-	w := s.cfg.Replica.Watch(req.Service, req.FromRevision)
-	err = s.serveWatch(ctx, cancel, w, req.FromRevision, stream)
+	from := req.FromRevision
+	if s.resumesOtherCluster(req) {
+		s.logOtherCluster(req)
+		from = 0 // another history's revision: start over with a snapshot
+	}
+	w := s.cfg.Replica.Watch(req.Service, from)
+	err = s.serveWatch(ctx, cancel, w, from, stream)
 	if s.ctx.Err() != nil {
 		return apierr.ErrShuttingDown
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -83,6 +84,12 @@ func newWatchStream(limits WatchLimits, from uint64) *watchStream {
 // errWatchBehind ends a stream whose backlog is past its bounds or whose
 // charge the agent's budget for all watch streams took back.
 var errWatchBehind = errors.New("watch backlog behind its bounds")
+
+// errWatchRestored ends a stream whose send was waiting while the
+// registry's state was replaced (a snapshot installed): the events behind
+// the send left with the old state, and the watch must start over with a
+// snapshot. It is no sign of a slow reader.
+var errWatchRestored = errors.New("registry state replaced during a watch send")
 
 // measured records the backlog counted behind the send in progress.
 func (ws *watchStream) measured(events, bytes int) {
@@ -176,18 +183,27 @@ func (s *Registry) serveWatch(ctx context.Context, cancel context.CancelCauseFun
 		w.Resync()
 		from = 0 // nothing of the stream's history was sent
 	}
+	if err := s.awaitReplica(ctx, from); err != nil {
+		if cause := context.Cause(ctx); cutOff(cause) {
+			return cause
+		}
+		return err
+	}
 	encodeSnapshots(ctx, w)
 	ws := newWatchStream(s.cfg.WatchBacklog, from)
 	s.budget.join(ws, func() { cancel(errWatchBehind) })
 	defer s.budget.leave(ws)
 	sent := make(chan error, 1) // the result of the send in progress
 	inSnapshot := false         // the last response was a snapshot page with more to come
+	first := true
 	for {
 		resp, err := w.Next(ctx)
 		if err == nil {
 			page := resp.Snapshot || inSnapshot
 			inSnapshot = resp.More
 			resp.Header.ServedBy = s.cfg.Agent
+			s.nameCluster(resp, first)
+			first = false
 			err = s.sendWatch(ctx, ws, w, resp, page, stream, sent)
 		}
 		if err != nil {
@@ -242,6 +258,98 @@ func (s *Registry) resumesPastCommit(ctx context.Context, from, committed uint64
 	}
 	known = max(commit, committed)
 	return from > known, known, nil
+}
+
+// resumeLagWait bounds how long a watch resuming after a revision the
+// cluster has committed, past this agent's replica, waits for the
+// replica to apply it: a follower far behind (a slow disk, a partition
+// just healed) refuses the watch instead, so that the client resumes it
+// on another agent rather than wait, silent, for this one.
+const resumeLagWait = 5 * time.Second
+
+// watchReplica is what watches use of a replica beyond Replica; the
+// agent's (raftstore.FSM) has it. A replica without it serves watches as
+// agents did before: a resume waits for it without a bound, and responses
+// name no cluster.
+type watchReplica interface {
+	// WaitRevision waits until the replica has applied rev.
+	WaitRevision(ctx context.Context, rev uint64) error
+	// ClusterID is the cluster's id, "" until the replica knows it.
+	ClusterID() string
+}
+
+var _ watchReplica = (*raftstore.FSM)(nil)
+
+// awaitReplica waits, at most resumeLagWait, until the replica has
+// applied revision from, which a watch resumes after. It fails
+// Unavailable, saying how far behind the agent is, when the replica has
+// not by then.
+func (s *Registry) awaitReplica(ctx context.Context, from uint64) error {
+	r, ok := s.cfg.Replica.(watchReplica)
+	if !ok || s.cfg.Replica.Revision() >= from {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, resumeLagWait)
+	defer cancel()
+	if err := r.WaitRevision(wctx, from); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return s.replicaBehind(from)
+	}
+	return nil
+}
+
+// replicaBehind is the refusal of a watch resuming after revision from,
+// which the cluster has committed and this agent's replica has not
+// applied within resumeLagWait; nil once it has.
+func (s *Registry) replicaBehind(from uint64) error {
+	head := s.cfg.Replica.Revision()
+	if head >= from {
+		return nil
+	}
+	return status.Errorf(codes.Unavailable, "agent %s is %d revisions behind the requested revision %d (its registry is at revision %d after waiting %v); retry, or watch through another agent",
+		s.cfg.Agent, from-head, from, head, resumeLagWait)
+}
+
+// clusterID returns the id of the agent's cluster, "" when it is not
+// known (or the replica cannot say).
+func (s *Registry) clusterID() string {
+	if r, ok := s.cfg.Replica.(watchReplica); ok {
+		return r.ClusterID()
+	}
+	return ""
+}
+
+// resumesOtherCluster reports whether a watch resuming after
+// req.from_revision names, as the cluster whose history that revision is
+// of, a cluster other than this agent's: one rebuilt from an older state
+// (`zrpcd agent recover` gives it a new id), whose revisions started over,
+// so that a revision at or below this replica's would otherwise be taken
+// as one of its own and the client would miss or mix events. Such a
+// watch starts over with a snapshot. A request without a cluster id (a
+// client from before it) is taken as of this cluster, as before.
+func (s *Registry) resumesOtherCluster(req *pb.WatchRequest) bool {
+	if req.GetFromRevision() == 0 || req.GetClusterId() == "" {
+		return false
+	}
+	id := s.clusterID()
+	return id != "" && id != req.GetClusterId()
+}
+
+// logOtherCluster logs that a watch resuming after a revision of another
+// cluster starts over.
+func (s *Registry) logOtherCluster(req *pb.WatchRequest) {
+	s.log.Info("a watch resumes after a revision of another cluster (this one was rebuilt from an older state?); sending it a snapshot",
+		"from_revision", req.GetFromRevision(), "its_cluster_id", req.GetClusterId(), "cluster_id", s.clusterID())
+}
+
+// nameCluster sets the cluster id on resp when it is a watch's first
+// response or begins a snapshot, so that the client resumes with it.
+func (s *Registry) nameCluster(resp *pb.WatchResponse, first bool) {
+	if first || resp.Snapshot {
+		resp.ClusterId = s.clusterID()
+	}
 }
 
 // resumeUnchecked refuses a watch resuming past this agent's registry
@@ -335,6 +443,9 @@ type backlogCount struct {
 // left the registry's ring) or the budget ends the stream.
 func (s *Registry) measureBacklog(ws *watchStream, w *raftstore.Watcher, b *backlogCount) error {
 	events, bytes, last, ok := w.Backlog(b.read, b.upTo, ws.limits.Events-b.events, ws.limits.Bytes-b.bytes)
+	if !ok && w.Restored() {
+		return errWatchRestored
+	}
 	b.events, b.bytes, b.upTo = b.events+events, b.bytes+bytes, last
 	ws.measured(b.events, b.bytes)
 	switch {
@@ -346,10 +457,18 @@ func (s *Registry) measureBacklog(ws *watchStream, w *raftstore.Watcher, b *back
 	return nil
 }
 
-// watchEnded returns the status that ends a Watch stream after err: too
-// slow when its backlog passed its bounds or the agent's budget, else err
-// (the send failed or ctx ended).
+// watchEnded returns the status that ends a Watch stream after err:
+// Unavailable when a restore replaced the registry during a send (the
+// client resumes the watch), too slow
+// when its backlog passed its bounds or the agent's budget, else err (the
+// send failed or ctx ended).
 func (s *Registry) watchEnded(ctx context.Context, ws *watchStream, err error) error {
+	if errors.Is(err, errWatchRestored) {
+		sent, _, _, _ := ws.backlog()
+		s.log.Info("the registry was replaced by a snapshot install during a watch send; ending the watch so that it starts over", "sent_revision", sent)
+		return status.Errorf(codes.Unavailable, "agent %s ended the watch: its registry was replaced by a snapshot install (a restore) while the watch was sending, after revision %d; resume the watch from the last revision received (this agent or another)",
+			s.cfg.Agent, sent)
+	}
 	if errors.Is(err, errWatchBehind) || errors.Is(context.Cause(ctx), errWatchBehind) {
 		return s.watchTooSlow(ws)
 	}
@@ -411,8 +530,12 @@ func watchParts(resp *pb.WatchResponse) ([]*pb.WatchResponse, int) {
 var cachedSize = proto.MarshalOptions{UseCachedSize: true}
 
 // watchPart is one part of resp. Only the first part of a snapshot is
-// marked snapshot: a reader that does not know more (a client from before
+// marked snapshot (and names the cluster): a reader that does not know more (a client from before
 // parts) then applies the later parts as events and ends with the whole.
 func watchPart(resp *pb.WatchResponse, evs []*pb.Event, first, more bool) *pb.WatchResponse {
-	return &pb.WatchResponse{Header: resp.Header, Snapshot: resp.Snapshot && first, Events: evs, More: more}
+	part := &pb.WatchResponse{Header: resp.Header, Snapshot: resp.Snapshot && first, Events: evs, More: more}
+	if first {
+		part.ClusterId = resp.ClusterId
+	}
+	return part
 }

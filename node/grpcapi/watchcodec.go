@@ -77,9 +77,10 @@ func (c watchCodec) Marshal(v any) (mem.BufferSlice, error) {
 
 // sharedEvents reports whether r holds events of the registry's ring
 // (neither a snapshot nor a part with more to come), whose encodings are
-// kept.
+// kept, and no field marshalEvents does not write (the cluster id of a
+// watch's first response).
 func sharedEvents(r *pb.WatchResponse) bool {
-	return r != nil && len(r.Events) > 0 && !r.Snapshot && !r.More
+	return r != nil && len(r.Events) > 0 && !r.Snapshot && !r.More && r.ClusterId == ""
 }
 
 // marshalEvents encodes r (a response of events, neither a snapshot nor

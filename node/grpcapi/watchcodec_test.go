@@ -62,8 +62,10 @@ func TestWatchCodecEncodesEachEventOnce(t *testing.T) {
 		t.Errorf("past the bound of 2: %d kept, the oldest still kept: %v", kept(c), ok)
 	}
 
-	// Snapshot pages and parts with more to come: encoded as usual.
+	// Snapshot pages, parts with more to come and a watch's first
+	// response (naming the cluster): encoded as usual.
 	c = watchCodec{base: c.base, events: newEncodedEvents(16)}
+	roundTrip(&pb.WatchResponse{Header: header, Events: []*pb.Event{e3}, ClusterId: "c1"})
 	roundTrip(&pb.WatchResponse{Header: header, Snapshot: true, More: true, Events: []*pb.Event{e1}})
 	roundTrip(&pb.WatchResponse{Header: header, More: true, Events: []*pb.Event{e2}})
 	roundTrip(&pb.WatchResponse{Header: header, Snapshot: true})
@@ -81,7 +83,8 @@ func TestWatchCodecEncodesEachEventOnce(t *testing.T) {
 
 // TestWatchCodecKnowsEveryWatchResponseField: the codec writes a response
 // of events as its header and events; a field added to WatchResponse
-// must be written by it too.
+// must be written by it too, or make the response one protobuf encodes
+// (sharedEvents: cluster_id).
 func TestWatchCodecKnowsEveryWatchResponseField(t *testing.T) {
 	var names []string
 	fields := (&pb.WatchResponse{}).ProtoReflect().Descriptor().Fields()
@@ -89,7 +92,7 @@ func TestWatchCodecKnowsEveryWatchResponseField(t *testing.T) {
 		names = append(names, string(fields.Get(i).Name()))
 	}
 	slices.Sort(names)
-	if want := []string{"events", "header", "more", "snapshot"}; !slices.Equal(names, want) {
+	if want := []string{"cluster_id", "events", "header", "more", "snapshot"}; !slices.Equal(names, want) {
 		t.Fatalf("WatchResponse has fields %v; watchCodec.marshalEvents writes %v: teach it the new ones", names, want)
 	}
 	if n := fields.ByName("header").Number(); n != protoreflect.FieldNumber(watchHeaderField) {

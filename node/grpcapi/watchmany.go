@@ -123,6 +123,7 @@ type watchMux struct {
 	checkErr    error
 	checkFailed time.Time
 	loggedPast  bool // a watch past the commit index was logged
+	loggedOther bool // a watch of another cluster's history was logged
 
 	// readyMu guards ready and each watch's queued; the registry's write
 	// path takes it (muxWatch.wakeUp) holding its lock of the watchers.
@@ -143,12 +144,16 @@ type muxWatch struct {
 	// the leader.
 	requireLeader bool
 	// inSnapshot: the last response sent was a snapshot page with more
-	// to come. Guarded by m.mu.
-	inSnapshot bool
+	// to come; named: a response was sent, naming the cluster. Guarded by
+	// m.mu.
+	inSnapshot, named bool
 	// queued: in m.ready. Guarded by m.readyMu.
 	queued bool
 	// gone: cancelled or the stream ended. Guarded by m.mu.
 	gone bool
+	// lag ends the watch when the replica has not applied the revision
+	// it resumes after within resumeLagWait (endBehind); nil when it had.
+	lag *time.Timer
 }
 
 // receive opens and cancels watches as the client asks, until the client
@@ -203,7 +208,7 @@ func (m *watchMux) create(c *pb.WatchCreate) error {
 			return m.refuse(c.WatchId, err)
 		}
 	}
-	from, err := m.resumeFrom(req.GetFromRevision())
+	from, err := m.resumeFrom(req)
 	if err != nil {
 		return m.refuse(c.WatchId, err)
 	}
@@ -221,6 +226,12 @@ func (m *watchMux) create(c *pb.WatchCreate) error {
 	if contact != nil {
 		m.armContact(contact)
 	}
+	if from > m.reg.cfg.Replica.Revision() {
+		// The cluster has committed from and the replica lags behind:
+		// the watch has nothing to send until it catches up, and ends if
+		// it has not within resumeLagWait.
+		mw.lag = time.AfterFunc(resumeLagWait, func() { m.endBehind(mw, from) })
+	}
 	mw.w = m.reg.cfg.Replica.WatchFunc(req.GetService(), from, mw.wakeUp)
 	encodeSnapshots(m.ctx, mw.w)
 	m.open[c.WatchId] = mw
@@ -229,10 +240,24 @@ func (m *watchMux) create(c *pb.WatchCreate) error {
 	return nil
 }
 
-// resumeFrom returns the revision a watch asked to resume after from
-// starts from: from, or 0 (a snapshot) when from is past everything the
+// resumeFrom returns the revision a watch asked to resume after req's
+// from_revision starts from: that revision, or 0 (a snapshot) when it is
+// of another cluster's history (Registry.resumesOtherCluster) or past
+// everything the cluster has committed (Registry.resumesPastCommit).
+func (m *watchMux) resumeFrom(req *pb.WatchRequest) (uint64, error) {
+	if m.reg.resumesOtherCluster(req) {
+		if !m.loggedOther { // once a stream: a client resumes all its watches at once
+			m.loggedOther = true
+			m.reg.logOtherCluster(req)
+		}
+		return 0, nil
+	}
+	return m.resumeChecked(req.GetFromRevision())
+}
+
+// resumeChecked returns from, or 0 when from is past everything the
 // cluster has committed (Registry.resumesPastCommit).
-func (m *watchMux) resumeFrom(from uint64) (uint64, error) {
+func (m *watchMux) resumeChecked(from uint64) (uint64, error) {
 	if head := m.reg.cfg.Replica.Revision(); from > max(head, m.committed) && m.checkErr != nil && time.Since(m.checkFailed) < resumeCheckWait {
 		return 0, &resumeUnchecked{from: from, head: head, cause: m.checkErr}
 	}
@@ -292,9 +317,31 @@ func (m *watchMux) cancel(id uint64) {
 	}
 }
 
+// endBehind ends watch mw, which resumes after revision from, unless
+// the replica has applied from by now (Registry.replicaBehind): the
+// client resumes it on another agent.
+func (m *watchMux) endBehind(mw *muxWatch, from uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if mw.gone || m.closed {
+		return
+	}
+	err := m.reg.replicaBehind(from)
+	if err == nil {
+		return
+	}
+	delete(m.open, mw.id)
+	mw.end()
+	m.ends = append(m.ends, &pb.WatchManyResponse{WatchId: mw.id, Ended: errorDetail(err)})
+	m.signal()
+}
+
 // end closes the watch and frees its slot. The caller holds m.mu.
 func (mw *muxWatch) end() {
 	mw.gone = true
+	if mw.lag != nil {
+		mw.lag.Stop()
+	}
 	mw.w.Close()
 	mw.release()
 	mw.m.reg.cfg.Metrics.WatchEnded()
@@ -419,6 +466,8 @@ func (m *watchMux) next() (resp *pb.WatchManyResponse, page, ok bool) {
 		page = r.Snapshot || mw.inSnapshot
 		mw.inSnapshot = r.More
 		r.Header.ServedBy = m.reg.cfg.Agent
+		m.reg.nameCluster(r, !mw.named)
+		mw.named = true
 		mw.wakeUp()
 		return &pb.WatchManyResponse{WatchId: mw.id, Response: r}, page, true
 	}

@@ -17,7 +17,8 @@ import (
 // index: a Watch or a WatchMany watch resuming after a revision past
 // everything the cluster has committed (one of a cluster since rebuilt
 // from an older state) starts with a snapshot; one resuming after a
-// committed revision gets the events after it, no snapshot. With ACLs
+// committed revision gets the events after it, no snapshot, unless it
+// names another cluster as the one whose revision it is. With ACLs
 // on, the watcher's token needs only read on the service: the leader
 // answers its read index to the agent's proof.
 func TestWatchResumingOnAFollowerAsksTheLeaderWhatWasCommitted(t *testing.T) {
@@ -79,14 +80,19 @@ func testWatchResumingOnAFollower(t *testing.T, acls bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for id, from := range map[uint64]uint64{1: beyond, 2: rev - 1} {
-		if err := many.Send(&pb.WatchManyRequest{Kind: &pb.WatchManyRequest_Create{Create: &pb.WatchCreate{
-			WatchId: id, Watch: &pb.WatchRequest{Service: "r.rpc", FromRevision: from}}}}); err != nil {
+	cluster := c.Node(follower).Store().FSM().ClusterID()
+	for id, req := range map[uint64]*pb.WatchRequest{
+		1: {Service: "r.rpc", FromRevision: beyond},
+		2: {Service: "r.rpc", FromRevision: rev - 1},
+		3: {Service: "r.rpc", FromRevision: rev - 1, ClusterId: cluster},
+		4: {Service: "r.rpc", FromRevision: rev - 1, ClusterId: "0123456789abcdef0123456789abcdef"},
+	} {
+		if err := many.Send(&pb.WatchManyRequest{Kind: &pb.WatchManyRequest_Create{Create: &pb.WatchCreate{WatchId: id, Watch: req}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	got := map[uint64]*pb.WatchResponse{}
-	for len(got) < 2 {
+	for len(got) < 4 {
 		r, err := many.Recv()
 		if err != nil {
 			t.Fatalf("WatchMany: %v", err)
@@ -99,8 +105,13 @@ func testWatchResumingOnAFollower(t *testing.T, acls bool) {
 	if r := got[1]; !r.Snapshot || len(r.Events) != 1 {
 		t.Errorf("watch 1, resuming after revision %d: %v, want the snapshot of r.rpc", beyond, r)
 	}
-	if r := got[2]; r.Snapshot || len(r.Events) != 1 || r.Events[0].Revision != rev {
-		t.Errorf("watch 2, resuming after revision %d: %v, want the registration at %d", rev-1, r, rev)
+	for _, id := range []uint64{2, 3} { // of no cluster (a client from before cluster ids), or of this one
+		if r := got[id]; r.Snapshot || len(r.Events) != 1 || r.Events[0].Revision != rev {
+			t.Errorf("watch %d, resuming after revision %d: %v, want the registration at %d", id, rev-1, r, rev)
+		}
+	}
+	if r := got[4]; !r.Snapshot || len(r.Events) != 1 {
+		t.Errorf("watch 4, resuming after revision %d of another cluster: %v, want the snapshot of r.rpc", rev-1, r)
 	}
 }
 
