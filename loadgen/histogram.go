@@ -117,7 +117,7 @@ func (h *Histogram) Quantile(q float64) time.Duration {
 	if h.n == 0 {
 		return 0
 	}
-	rank := nearestRank(q, h.n)
+	rank := NearestRank(q, h.n)
 	if rank == h.n {
 		return h.max
 	}
@@ -131,12 +131,12 @@ func (h *Histogram) Quantile(q float64) time.Duration {
 	return h.max
 }
 
-// nearestRank returns the 1-based rank of quantile q among n sorted
+// NearestRank returns the 1-based rank of quantile q among n sorted
 // values by the nearest-rank definition: ceil(q·n), within [1, n]. A
 // product q·n that lands a rounding error above a whole number (0.07·100
 // is 7.000000000000001 in floating point) counts as that number, or the
 // rank would be one too high.
-func nearestRank(q float64, n uint64) uint64 {
+func NearestRank(q float64, n uint64) uint64 {
 	x := q * float64(n)
 	if r := math.Round(x); math.Abs(x-r) <= 1e-9*max(1, r) {
 		x = r

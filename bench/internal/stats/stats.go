@@ -5,8 +5,9 @@ package stats
 
 import (
 	"fmt"
-	"math"
 	"slices"
+
+	"github.com/zrpcio/zrpc/loadgen"
 )
 
 // Summary is the median, min and max of one measure over repetitions.
@@ -44,24 +45,12 @@ func (s Summary) Format(verb string) string {
 }
 
 // NearestRank returns the 1-based rank of quantile q (0.99 for p99) among
-// n sorted values by the nearest-rank definition: ceil(q·n), within
-// [1, n]; the p99 of 100 values is the 99th. A product q·n that lands a
-// rounding error above a whole number (0.07·100 is 7.000000000000001 in
-// floating point) counts as that number, or the rank would be one too
-// high. It is 0 when n is.
+// n sorted values by the nearest-rank definition, as zrpcctl bench's
+// histogram reads it (loadgen.NearestRank): ceil(q·n), within [1, n]; the
+// p99 of 100 values is the 99th. It is 0 when n is.
 func NearestRank(q float64, n int) int {
 	if n <= 0 {
 		return 0
 	}
-	x := q * float64(n)
-	if r := math.Round(x); math.Abs(x-r) <= 1e-9*max(1, r) {
-		x = r
-	}
-	switch {
-	case !(x > 1): // also a q below 0 or NaN
-		return 1
-	case x >= float64(n):
-		return n
-	}
-	return int(math.Ceil(x))
+	return int(loadgen.NearestRank(q, uint64(n)))
 }
