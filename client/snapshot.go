@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 )
@@ -100,6 +103,7 @@ func (c *Client) RestoreSnapshot(ctx context.Context, r io.Reader, opts Snapshot
 			}
 			read = 0
 		}
+		whole := false // every byte of r was sent
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		stream, err := zrpcpb.NewSnapshotClient(ep.conn).Restore(ctx)
@@ -123,6 +127,7 @@ func (c *Client) RestoreSnapshot(ctx context.Context, r io.Reader, opts Snapshot
 				}
 			}
 			if rerr == io.EOF {
+				whole = true
 				break
 			}
 			if rerr != nil {
@@ -133,6 +138,12 @@ func (c *Client) RestoreSnapshot(ctx context.Context, r io.Reader, opts Snapshot
 		notApplied = apierr.IsNotApplied(mapErr(err))
 		if notApplied && seeker != nil {
 			return err // the next agent may restore it, from the start
+		}
+		if err != nil && whole && !notApplied && (retryable(err) || status.Code(err) == codes.DeadlineExceeded) {
+			// The agent had the whole file and may have restored it; the
+			// answer was lost.
+			return fmt.Errorf("%w: every byte of the file (%d) was sent and no answer came (%v): the restore may have been applied; "+
+				"`zrpcctl status` shows the cluster's revision, and restoring the same file again gives the same state", apierr.ErrOutcomeUnknown, read, mapErr(err))
 		}
 		return notRetriedOnceStarted(err, read)
 	})

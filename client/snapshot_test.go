@@ -84,3 +84,16 @@ func TestRestoreSaysWhenItWasNotApplied(t *testing.T) {
 		t.Fatal("a restore from a pipe went on to the second agent after the first had read from it")
 	}
 }
+
+// TestRestoreWhoseAnswerIsLostSaysTheOutcomeIsUnknown: an agent that took
+// the whole file and then went away may have restored it: the error says
+// the outcome is unknown, not that the transfer failed part way.
+func TestRestoreWhoseAnswerIsLostSaysTheOutcomeIsUnknown(t *testing.T) {
+	file := bytes.Repeat([]byte("snapshot"), 100<<10)
+	gone := &snapshotAgent{refusal: apierr.ToStatus(fmt.Errorf("%w: stopping", apierr.ErrShuttingDown))}
+	c := newTestClient(t, gone.start(t))
+	_, err := c.RestoreSnapshot(t.Context(), bytes.NewReader(file), SnapshotOptions{})
+	if !errors.Is(err, apierr.ErrOutcomeUnknown) || !strings.Contains(err.Error(), "may have been applied") {
+		t.Fatalf("RestoreSnapshot whose agent went away after the whole file: %v, want the outcome unknown", err)
+	}
+}

@@ -78,11 +78,7 @@ for an agent to start sending.`,
 				g := &blobGet{o: o, c: c, errOut: cmd.ErrOrStderr(), name: name, opts: client.GetOptions{
 					Offset: f.offset, Length: f.length, ThroughAgent: f.throughAgent, Consistency: consistency}}
 				err := asInterrupted(ctx, "get "+name, g.run(ctx, p, cmd.OutOrStdout(), dest, f.force))
-				written := "nothing was written to " + dest
-				if dest == stdoutDest {
-					written = "the bytes before the error were written to stdout"
-				}
-				return blobExplain(err, g.hints(written)...)
+				return blobExplain(err, g.hints(g.written(dest))...)
 			})
 		},
 	}
@@ -102,6 +98,20 @@ type blobGet struct {
 	errOut io.Writer // the progress bar's
 	name   string
 	opts   client.GetOptions
+	// special is the device or FIFO the get writes into as the bytes
+	// arrive ("" when it writes a temporary file, or stdout).
+	special string
+}
+
+// written says what a failed get left at dest.
+func (g *blobGet) written(dest string) string {
+	switch {
+	case dest == stdoutDest:
+		return "the bytes before the error were written to stdout"
+	case g.special != "":
+		return "the bytes before the error were written to " + g.special
+	}
+	return "nothing was written to " + dest
 }
 
 // hints are the remedies for a failed get; written says what became of
@@ -175,6 +185,7 @@ func (g *blobGet) toFile(p *printer, r *client.BlobReader, dest string, force bo
 // toSpecial writes r into dest, which is no regular file: opened for
 // writing as it is, neither replaced nor fsynced.
 func (g *blobGet) toSpecial(p *printer, r *client.BlobReader, dest string) error {
+	g.special = dest
 	f, err := os.OpenFile(dest, os.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("open destination: %w", err)
@@ -310,7 +321,7 @@ func placeFile(tmp, target string, force bool) error {
 		}
 	}
 	if err := os.Rename(tmp, target); err != nil {
-		return fmt.Errorf("move the download to its name: %w", err)
+		return fmt.Errorf("give the complete file its name: %w", err)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -62,5 +63,39 @@ func TestBlobGetIntoAFIFOWritesIntoIt(t *testing.T) {
 		if b := <-got; !bytes.Equal(b, data) {
 			t.Fatalf("the FIFO's reader got %d bytes, want the blob's %d", len(b), len(data))
 		}
+	}
+}
+
+// TestBlobGetIntoAFIFOSaysWhatItWroteThere: a get into a FIFO writes the
+// bytes as they arrive, so when they turn out not to match the blob's
+// digest, the error says the reader has had them, not that nothing was
+// written.
+func TestBlobGetIntoAFIFOSaysWhatItWroteThere(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	data := bytes.Repeat([]byte{7, 8, 9}, 1000)
+	wrong := sha256.Sum256([]byte("another blob"))
+	f := (&blobFake{onGet: fakeGet(&zrpcpb.Blob{Name: "b", Size: uint64(len(data)), Sha256: wrong[:]}, data, nil)}).start(t)
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		r, err := os.Open(fifo)
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer r.Close()
+		b, _ := io.ReadAll(r)
+		got <- b
+	}()
+	res := runZrpcctl(testContext(t), t, f.addr, "blob", "get", "b", fifo, "--through-agent")
+	want := "the bytes read do not match the blob's SHA-256 digest; the bytes before the error were written to " + fifo
+	if res.err == nil || !strings.Contains(res.stderr, want) {
+		t.Fatalf("get of a corrupt blob into a FIFO: %v; want stderr to say %q:\n%s", res.err, want, res.stderr)
+	}
+	if b := <-got; !bytes.Equal(b, data) {
+		t.Fatalf("the FIFO's reader got %d bytes, want the %d sent", len(b), len(data))
 	}
 }

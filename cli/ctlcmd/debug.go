@@ -57,7 +57,10 @@ bug report needs, into one .tar.gz:
 Progress goes to stderr. Ctrl-C stops the capture and writes what it has.
 A capture the agent refuses (with ACLs on, pprof, config and logs need a token
 with operator:read) or that fails is listed in index.json, the rest is kept,
-and zrpcctl exits non-zero. Nothing is written when the agent cannot be reached.
+and zrpcctl exits non-zero. Nothing is written when the agent cannot be reached,
+and a capture stops at once, writing nothing, when the archive cannot be
+written (a full disk). The archive never replaces a file: when its name was
+taken during the capture, it gets the next free one (NAME-2.tar.gz, ...).
 No secret of the agent is captured: its config comes redacted, and the token
 zrpcctl sends is never written.`,
 		Example: `  zrpcctl debug

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -89,8 +90,9 @@ func indentJSON(compact []byte) ([]byte, error) {
 // archive.
 func (d *debugRun) run(ctx context.Context) error {
 	d.http = &http.Client{}
+	start := time.Now() // its monotonic reading measures the capture
 	index := &debugIndex{
-		Agent: d.opts.addr, HTTP: d.flags.httpAddr, Zrpcctl: cli.Version, Started: time.Now().UTC(),
+		Agent: d.opts.addr, HTTP: d.flags.httpAddr, Zrpcctl: cli.Version, Started: start.UTC(),
 		Duration: d.flags.duration.String(), Interval: d.flags.interval.String(),
 	}
 	// A first call tells an agent that cannot be reached (nothing to
@@ -108,6 +110,11 @@ func (d *debugRun) run(ctx context.Context) error {
 	}
 	d.archive = a
 	defer a.abort()
+	// An archive that cannot be written (a full disk) ends the capture at
+	// once: capturing on for --duration would only end in that error.
+	ctx, stopCapture := context.WithCancelCause(ctx)
+	defer stopCapture(nil)
+	a.onFail = stopCapture
 	fmt.Fprintf(d.progress, "Capturing from agent %s (%s, HTTP %s) for %s, a sample every %s, into %s\n",
 		index.Node, d.opts.addr, d.flags.httpAddr, d.flags.duration, d.flags.interval, d.path)
 	if stErr != nil {
@@ -123,6 +130,9 @@ func (d *debugRun) run(ctx context.Context) error {
 	}()
 	index.Interrupted = d.sample(ctx)
 	wg.Wait()
+	if err := a.writeErr(); err != nil {
+		return fmt.Errorf("%w; the capture stopped there: %s was not written", err, d.path)
+	}
 	if index.Interrupted {
 		fmt.Fprintln(d.progress, "Interrupted: writing what was captured")
 	} else {
@@ -136,9 +146,13 @@ func (d *debugRun) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if a.path != d.path {
+		fmt.Fprintf(d.progress, "%s was created during the capture: the archive takes the name %s\n", d.path, a.path)
+		d.path = a.path
+	}
 	fmt.Fprintf(d.progress, "Wrote %s: %d files, %d captures failed\n", d.path, files, failed)
 	if index.Interrupted {
-		return fmt.Errorf("interrupted after %s: %s holds what was captured until then", index.Ended.Sub(index.Started).Round(time.Second), d.path)
+		return fmt.Errorf("interrupted after %s: %s holds what was captured until then", time.Since(start).Round(time.Second), d.path)
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d captures failed (index.json in %s lists them; the rest is there)", failed, d.path)
@@ -358,10 +372,16 @@ type debugArchive struct {
 	fails []debugFailure
 	err   error // the first write error
 	done  bool
+	// onFail, if set, is called with the first write error.
+	onFail func(error)
 }
 
+// createArchiveTemp creates the archive's temporary file; a variable so
+// that tests can give one that cannot be written.
+var createArchiveTemp = os.CreateTemp
+
 func newDebugArchive(path string) (*debugArchive, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".zrpc-debug-*.tmp")
+	tmp, err := createArchiveTemp(filepath.Dir(path), ".zrpc-debug-*.tmp")
 	if err != nil {
 		return nil, fmt.Errorf("create the archive: %w", err)
 	}
@@ -379,15 +399,25 @@ func (a *debugArchive) add(name string, data []byte) {
 	// Whole seconds, as the header holds them: rounded up, a file extracted
 	// at once would be from the future.
 	hdr := &tar.Header{Name: name, Mode: 0o600, Size: int64(len(data)), ModTime: time.Now().Truncate(time.Second), Typeflag: tar.TypeReg}
-	if err := a.tw.WriteHeader(hdr); err != nil {
-		a.err = fmt.Errorf("write %s into the archive: %w", name, err)
-		return
+	err := a.tw.WriteHeader(hdr)
+	if err == nil {
+		_, err = a.tw.Write(data)
 	}
-	if _, err := a.tw.Write(data); err != nil {
+	if err != nil {
 		a.err = fmt.Errorf("write %s into the archive: %w", name, err)
+		if a.onFail != nil {
+			a.onFail(a.err)
+		}
 		return
 	}
 	a.files = append(a.files, debugFile{Name: name, Bytes: len(data)})
+}
+
+// writeErr is the first error writing the archive, if any.
+func (a *debugArchive) writeErr() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.err
 }
 
 // failed records a capture that failed.
@@ -424,13 +454,44 @@ func (a *debugArchive) finish(index *debugIndex) (files, failed int, err error) 
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(a.tmp.Name(), a.path)
+		a.path, err = placeArchive(a.tmp.Name(), a.path)
 	}
 	if err != nil {
 		os.Remove(a.tmp.Name())
 		return 0, 0, fmt.Errorf("write the archive %s: %w", a.path, err)
 	}
 	return len(index.Files) + 1, len(index.Failed), nil
+}
+
+// placeArchive gives the complete archive tmp the name path or, when a
+// file took that name during the capture (a zrpcctl debug of another
+// agent, started in the same second, writes the same default name), the
+// first free one of path-2, path-3, ... It never replaces a file. It
+// returns the name the archive has.
+func placeArchive(tmp, path string) (string, error) {
+	stem, ext := path, ""
+	for _, e := range []string{".tar.gz", ".tgz"} {
+		if s, ok := strings.CutSuffix(path, e); ok {
+			stem, ext = s, e
+			break
+		}
+	}
+	const tries = 100
+	for i := 1; i <= tries; i++ {
+		name := path
+		if i > 1 {
+			name = fmt.Sprintf("%s-%d%s", stem, i, ext)
+		}
+		switch err := placeFile(tmp, name, false); {
+		case errors.Is(err, fs.ErrExist):
+			continue
+		case err != nil:
+			return path, err
+		}
+		os.Remove(tmp) // left by a hard link; a rename took it already
+		return name, nil
+	}
+	return path, fmt.Errorf("%s and the %d names numbered after it exist: free one of them and capture again", path, tries-1)
 }
 
 // abort removes the temporary file unless finish ran.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"os"
@@ -262,4 +263,68 @@ func TestDebugCapturesOverHTTPFromTheAgentOfAddr(t *testing.T) {
 	if idx := readIndex(t, readArchive(t, path)); idx.HTTP != "localhost:8480" {
 		t.Fatalf("captured over HTTP from %s, want localhost:8480, the host of --addr", idx.HTTP)
 	}
+}
+
+// TestDebugArchiveNeverReplacesAFile: a file that takes the archive's
+// name during the capture (a zrpcctl debug of another agent, started in
+// the same second into the same directory, has the same default name) is
+// kept, and the archive takes the next free name.
+func TestDebugArchiveNeverReplacesAFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "zrpc-debug-20260102T030405Z.tar.gz")
+	var archives []*debugArchive
+	for range 2 {
+		a, err := newDebugArchive(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		archives = append(archives, a)
+	}
+	for i, a := range archives {
+		a.add("status.json", []byte(fmt.Sprintf("{\"capture\": %d}\n", i)))
+		if _, _, err := a.finish(&debugIndex{}); err != nil {
+			t.Fatalf("archive %d: %v", i, err)
+		}
+	}
+	second := filepath.Join(dir, "zrpc-debug-20260102T030405Z-2.tar.gz")
+	if archives[0].path != path || archives[1].path != second {
+		t.Fatalf("the archives took the names %s and %s, want %s and %s", archives[0].path, archives[1].path, path, second)
+	}
+	for i, p := range []string{path, second} {
+		if got, want := string(readArchive(t, p)["status.json"]), fmt.Sprintf("{\"capture\": %d}\n", i); got != want {
+			t.Errorf("%s holds status.json %q, want %q: an archive replaced another", p, got, want)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Fatalf("the directory holds %d entries, want the 2 archives and no temporary file", len(entries))
+	}
+}
+
+// TestDebugStopsWhenTheArchiveCannotBeWritten: an archive that cannot be
+// written (a full disk) ends the capture at once with that error, instead
+// of capturing for the whole --duration first, and leaves no file.
+func TestDebugStopsWhenTheArchiveCannotBeWritten(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	f := startFake(t)
+	dir := t.TempDir()
+	create := createArchiveTemp
+	t.Cleanup(func() { createArchiveTemp = create })
+	createArchiveTemp = func(dir, pattern string) (*os.File, error) {
+		tmp, err := create(dir, pattern)
+		if err != nil {
+			return nil, err
+		}
+		tmp.Close()
+		return os.Open(tmp.Name()) // read-only: every write fails, as on a full disk
+	}
+	ctx := testContext(t)
+	res := runZrpcctl(ctx, t, f.Addr, "--timeout", "1s", "debug", "--duration", "1h", "--interval", "1s",
+		"--http-addr", "127.0.0.1:1", "--output", dir)
+	if ctx.Err() != nil {
+		t.Fatalf("the capture went on after the archive failed: %v\n%s", res.err, res.stderr)
+	}
+	if res.err == nil || !strings.Contains(res.err.Error(), "into the archive: ") || !strings.Contains(res.err.Error(), "the capture stopped there") {
+		t.Fatalf("debug into an archive that cannot be written: %v, want the write error\n%s", res.err, res.stderr)
+	}
+	checkDirHolds(t, dir)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/client"
 	"github.com/zrpcio/zrpc/snapshot"
 )
@@ -62,10 +63,14 @@ registry is at afterwards.`,
 				}
 				defer f.Close()
 				bar := newProgressBar(cmd.ErrOrStderr(), "restore", int64(info.FileSize))
-				resp, err := c.RestoreSnapshot(ctx, f, client.SnapshotOptions{Progress: bar.set})
+				var sent int64
+				resp, err := c.RestoreSnapshot(ctx, f, client.SnapshotOptions{Progress: func(n int64) {
+					sent = n
+					bar.set(n)
+				}})
 				bar.finish()
 				if err != nil {
-					return asInterrupted(ctx, "restore snapshot", err)
+					return restoreInterrupted(ctx, err, path, sent >= int64(info.FileSize))
 				}
 				return p.sentence(resp, fmt.Sprintf("restored %s (index %d, revision %d): the registry is at revision %d",
 					path, resp.FileIndex, resp.FileRevision, resp.GetHeader().GetRevision()))
@@ -74,6 +79,23 @@ registry is at afterwards.`,
 	}
 	cmd.Flags().BoolVar(&yes, "yes", false, "restore without asking for confirmation")
 	return cmd
+}
+
+// restoreInterrupted reports a restore that Ctrl-C (or SIGTERM) ended by
+// what became of the cluster's state: an agent restores only a whole
+// file, so one interrupted while sending it changed nothing, but once
+// every byte was sent the agents may have restored it all the same.
+func restoreInterrupted(ctx context.Context, err error, path string, allSent bool) error {
+	err = asInterrupted(ctx, "restore snapshot", err)
+	if !errors.Is(err, errInterrupted) {
+		return err
+	}
+	if !allSent {
+		return &hintError{err: err, hint: "the agent had not received the whole file, so nothing was changed"}
+	}
+	return &hintError{err: fmt.Errorf("%w: %w after every byte of %s was sent", err, apierr.ErrOutcomeUnknown, path),
+		hint: "the cluster may have restored it: `zrpcctl service list` shows whether the registry holds the snapshot's services " +
+			"(`zrpcctl snapshot inspect " + path + "` counts them); restoring the file again sets the same state"}
 }
 
 var (

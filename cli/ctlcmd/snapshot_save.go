@@ -67,6 +67,9 @@ func saveSnapshot(ctx context.Context, o *options, c *client.Client, errOut io.W
 				fa.answered()
 				bar.set(n)
 			}})
+			if err != nil && !errors.Is(context.Cause(fa.ctx), errNoFirstAnswer) {
+				return err // it says "save snapshot" already
+			}
 			return fa.wrap("save snapshot", err)
 		},
 		func(tmp string) (err error) {
