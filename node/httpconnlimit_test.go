@@ -58,4 +58,3 @@ func TestHTTPPortBoundsEachClientsConnections(t *testing.T) {
 		}
 	}
 }
-
