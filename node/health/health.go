@@ -287,25 +287,13 @@ func (k *Keeper) checkedListing() *pb.WatchResponse {
 	return resp
 }
 
-// setHealth is the command giving insts health h and output.
-func setHealth(h pb.Health, output string, insts ...*pb.Instance) *pb.Command {
-	return healthCommand(h, output, false, insts)
-}
-
 // judgedHealth is the command giving insts health h and output if each is
 // still the version judged (its mod_revision): an instance registered
 // again or changed meanwhile keeps the health it has.
 func judgedHealth(h pb.Health, output string, insts ...*pb.Instance) *pb.Command {
-	return healthCommand(h, output, true, insts)
-}
-
-func healthCommand(h pb.Health, output string, judged bool, insts []*pb.Instance) *pb.Command {
 	c := &pb.SetHealth{Health: h, Output: output, Instances: make([]*pb.InstanceRef, len(insts))}
 	for i, inst := range insts {
-		c.Instances[i] = &pb.InstanceRef{Service: inst.Service, Id: inst.Id}
-		if judged {
-			c.Instances[i].ModRevision = inst.ModRevision
-		}
+		c.Instances[i] = &pb.InstanceRef{Service: inst.Service, Id: inst.Id, ModRevision: inst.ModRevision}
 	}
 	return &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: c}}
 }
