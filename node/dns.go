@@ -6,8 +6,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/zrpcio/zrpc/acl"
+	"github.com/zrpcio/zrpc/internal/warnrate"
 	"github.com/zrpcio/zrpc/node/dns"
 )
 
@@ -21,6 +23,9 @@ func (n *Node) startDNS() error {
 	token, err := n.cfg.dnsToken()
 	if err != nil {
 		return err
+	}
+	if n.aclResolver != nil && token == "" {
+		n.log.Warn("DNS answers NXDOMAIN for every service: ACLs are on and no dns_token is set; give it the secret zrpcctl acl token create printed for a token with service read rules, in dns_token_file or ZRPC_DNS_TOKEN")
 	}
 	s, err := dns.Start(net.JoinHostPort(n.cfg.DNSBind, strconv.Itoa(n.cfg.DNSPort)), dns.Config{
 		Domain:   n.cfg.DNSDomain,
@@ -48,11 +53,21 @@ func (n *Node) dnsCanRead(token string) func(service string) bool {
 		return func(string) bool { return false }
 	}
 	hash := acl.HashSecret(token)
+	// A token the ACLs do not have hides every service: said once a
+	// minute, as a question may come every microsecond.
+	unknown := warnrate.New(time.Minute, 1, time.Now)
 	return func(service string) bool {
 		// The resolver keeps the token's compiled rules while it and its
 		// policies are unchanged, so this is a map lookup per query.
 		a, _, err := n.aclResolver.Resolve(hash)
-		return err == nil && a.Allow(acl.Service, service, acl.Read) == nil
+		if err != nil {
+			if pass, held := unknown.Seen("dns_token"); pass {
+				n.log.Warn("DNS answers NXDOMAIN for every service: its dns_token cannot be used; give it the secret zrpcctl acl token create printed for a token with service read rules",
+					"err", err, "held", held)
+			}
+			return false
+		}
+		return a.Allow(acl.Service, service, acl.Read) == nil
 	}
 }
 

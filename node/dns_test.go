@@ -2,12 +2,15 @@ package node
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/zrpcio/zrpc/internal/testlog"
 )
 
 // TestDNSDefaultsAndBind: DNS is on by default, on port 8600 of loopback,
@@ -95,4 +98,35 @@ func freeUDPPort(t *testing.T, ip string) int {
 	}
 	defer pc.Close()
 	return pc.LocalAddr().(*net.UDPAddr).Port
+}
+
+// TestDNSWithACLsSaysWhyItAnswersNothing: with ACLs on, DNS without a
+// usable dns_token answers NXDOMAIN for every service; the agent's log
+// says why, once: at start when no token is set, and when a question
+// meets a token the ACLs do not have (once a minute, whatever the
+// number of questions).
+func TestDNSWithACLsSaysWhyItAnswersNothing(t *testing.T) {
+	for _, tc := range []struct {
+		what, token, want string
+	}{
+		{"no dns_token", "", "no dns_token is set"},
+		{"a dns_token the ACLs do not have", testDNSToken, "token not found"},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			var logs testlog.Buffer
+			cfg := testConfig(t)
+			cfg.ACL, cfg.DNSToken = true, tc.token
+			cfg.DNSBind, cfg.DNSPort = "127.0.0.3", freeUDPPort(t, "127.0.0.3")
+			n := startNode(t, cfg, WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+			canRead := n.dnsCanRead(tc.token)
+			for range 3 {
+				if canRead("user.rpc") {
+					t.Fatal("DNS may read user.rpc without a token the ACLs have")
+				}
+			}
+			if got := logs.String(); !strings.Contains(got, tc.want) || strings.Count(got, "DNS answers NXDOMAIN for every service") != 1 {
+				t.Fatalf("agent's warnings:\n%s\nwant one saying DNS answers NXDOMAIN for every service, with %q", got, tc.want)
+			}
+		})
+	}
 }

@@ -4,11 +4,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -32,6 +34,11 @@ const (
 	addrLabel    = "addr"
 )
 
+// maxBuilds bounds the names whose records are built at once: a build
+// of a service of 100,000 instances holds tens of megabytes; one of a
+// few instances, microseconds of a turn.
+const maxBuilds = 4
+
 // maxUDPSize is the largest UDP answer the server sends, whatever size a
 // client's EDNS0 record offers (the usual advice, to avoid fragments).
 const maxUDPSize = 1232
@@ -51,6 +58,38 @@ type handler struct {
 	// many such names evicts only them: each would otherwise read the
 	// service's every instance again.
 	empty *cache
+	// large caches the names whose records alone exceed cache's record
+	// bound, which cache would not keep: each question would otherwise
+	// read the service's every instance and build all its records again.
+	large *cache
+	// building are the names whose records are being built, by revision:
+	// the questions that come meanwhile wait for those records rather
+	// than each building its own (a burst of questions for a service of
+	// 100,000 instances, just after a change, would take tens of
+	// megabytes each).
+	buildMu  sync.Mutex
+	building map[buildKey]*build
+	// builders bounds the names whose records are built at once, and
+	// buildWait how long a question waits for its turn before it is
+	// answered SERVFAIL: questions for many names of large services at
+	// once (a name's every letter case is a name of its own) would
+	// otherwise each hold tens of megabytes at the same time.
+	builders  chan struct{}
+	buildWait time.Duration
+}
+
+type buildKey struct {
+	name string
+	rev  uint64
+}
+
+// build is one build of a name's records, rs, set before done is closed;
+// busy when it could not start within buildWait.
+type build struct {
+	done    chan struct{}
+	rs      *records
+	busy    bool
+	waiting int // questions waiting for it, under buildMu
 }
 
 func newHandler(cfg Config) (*handler, error) {
@@ -65,14 +104,18 @@ func newHandler(cfg Config) (*handler, error) {
 		return nil, fmt.Errorf("dns: TTL %s must be between 0 and 68 years", cfg.TTL)
 	}
 	return &handler{
-		domain:   domain,
-		labels:   dns.CountLabel(domain),
-		ttl:      uint32(cfg.TTL / time.Second),
-		reg:      cfg.Registry,
-		canRead:  cfg.CanRead,
-		answered: cfg.Answered,
-		cache:    newCache(cacheNames, cacheRecords),
-		empty:    newCache(emptyNames, 0),
+		domain:    domain,
+		labels:    dns.CountLabel(domain),
+		ttl:       uint32(cfg.TTL / time.Second),
+		reg:       cfg.Registry,
+		canRead:   cfg.CanRead,
+		answered:  cfg.Answered,
+		cache:     newCache(cacheNames, cacheRecords),
+		empty:     newCache(emptyNames, 0),
+		large:     newCache(largeNames, math.MaxInt),
+		building:  map[buildKey]*build{},
+		builders:  make(chan struct{}, maxBuilds),
+		buildWait: ioTimeout,
 	}, nil
 }
 
@@ -214,9 +257,11 @@ func (h *handler) addr(m *dns.Msg, q dns.Question, label string) {
 // whether it did: they serve while the replica's revision, and the ACL
 // decisions they depend on, are those they were built at.
 func (h *handler) cached(m *dns.Msg, q dns.Question, size int) bool {
-	rs := h.cache.get(q.Name)
-	if rs == nil {
-		rs = h.empty.get(q.Name)
+	var rs *records
+	for _, c := range []*cache{h.cache, h.empty, h.large} {
+		if rs = c.get(q.Name); rs != nil {
+			break
+		}
 	}
 	if rs == nil || rs.rev != h.reg.Revision() || !rs.readable(h.canRead) {
 		return false
@@ -228,17 +273,73 @@ func (h *handler) cached(m *dns.Msg, q dns.Question, size int) bool {
 // service answers [<tag>.]<service>.service[.<zone>].<domain>, and caches
 // the records built for it.
 func (h *handler) service(m *dns.Msg, q dns.Question, rel []string, size int) {
-	rs := h.records(q.Name, rel)
-	if rs == nil {
+	rs, busy := h.build(q.Name, rel)
+	switch {
+	case busy:
+		m.Rcode = dns.RcodeServerFailure // the client asks again
+	case rs == nil:
 		h.nxDomain(m, h.reg.Revision())
-		return
+	default:
+		h.fill(m, q, rs, size)
 	}
-	if len(rs.srv) > 0 {
-		h.cache.put(q.Name, rs)
-	} else {
-		h.empty.put(q.Name, rs)
+}
+
+// build returns the records of name (rel: its labels below the domain),
+// built and cached by this question or by one that was building them
+// at the replica's present revision; nil when name names no service, or
+// one the server may not show. busy says none could be built: other
+// names' builds took every turn for buildWait.
+func (h *handler) build(name string, rel []string) (rs *records, busy bool) {
+	key := buildKey{name: name, rev: h.reg.Revision()}
+	h.buildMu.Lock()
+	if b, ok := h.building[key]; ok {
+		b.waiting++
+		h.buildMu.Unlock()
+		<-b.done
+		return b.rs, b.busy
 	}
-	h.fill(m, q, rs, size)
+	b := &build{done: make(chan struct{})}
+	h.building[key] = b
+	h.buildMu.Unlock()
+	defer func() {
+		h.buildMu.Lock()
+		delete(h.building, key)
+		h.buildMu.Unlock()
+		close(b.done)
+	}()
+	wait := time.NewTimer(h.buildWait)
+	defer wait.Stop()
+	select {
+	case h.builders <- struct{}{}:
+		defer func() { <-h.builders }()
+	case <-wait.C:
+		b.busy = true
+		return nil, true
+	}
+	b.rs = h.records(name, rel)
+	if b.rs != nil {
+		h.store(name, b.rs)
+	}
+	return b.rs, false
+}
+
+// store caches rs, the records of name, in the cache its size calls for,
+// and forgets the name's records in the others: a name holds one entry,
+// so that records it had at an older revision never hide those it has now.
+func (h *handler) store(name string, rs *records) {
+	into := h.cache
+	switch {
+	case len(rs.srv) == 0:
+		into = h.empty
+	case rs.size() > h.cache.maxRecs:
+		into = h.large
+	}
+	for _, c := range []*cache{h.cache, h.empty, h.large} {
+		if c != into {
+			c.remove(name)
+		}
+	}
+	into.put(name, rs)
 }
 
 // records builds the records of the passing instances name asks for

@@ -123,12 +123,16 @@ type cache struct {
 	maxRecs  int
 }
 
-// The cache's default bounds: about 16 MB of records at most; and the
-// names without a record kept apart (handler.empty).
+// The cache's default bounds: about 16 MB of records at most; the names
+// without a record kept apart (handler.empty); and the names whose
+// records alone exceed cacheRecords (a service of tens of thousands of
+// instances), kept apart too (handler.large), two of them, each as
+// large as the registry makes it.
 const (
 	cacheNames   = 4096
 	cacheRecords = 100_000
 	emptyNames   = 4096
+	largeNames   = 2
 )
 
 func newCache(maxNames, maxRecords int) *cache {
@@ -141,6 +145,21 @@ func (c *cache) get(name string) *records {
 	return c.names[name]
 }
 
+// remove forgets the records of name.
+func (c *cache) remove(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.drop(name)
+}
+
+// drop forgets the records of name; c.mu is held.
+func (c *cache) drop(name string) {
+	if old, ok := c.names[name]; ok {
+		c.held -= old.size()
+		delete(c.names, name)
+	}
+}
+
 // put stores rs for name, evicting names at random when the bounds need
 // it; a name whose records alone exceed them is not kept.
 func (c *cache) put(name string, rs *records) {
@@ -149,10 +168,7 @@ func (c *cache) put(name string, rs *records) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if old, ok := c.names[name]; ok {
-		c.held -= old.size()
-		delete(c.names, name)
-	}
+	c.drop(name)
 	for other, old := range c.names { // map order is random
 		if len(c.names) < c.maxNames && c.held+rs.size() <= c.maxRecs {
 			break

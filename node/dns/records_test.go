@@ -7,11 +7,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
 // liveRegistry is a registry replica that changes: each change moves its
@@ -385,5 +387,182 @@ func TestDNSCachesANameWithoutRecordsApart(t *testing.T) {
 	before = reg.walks.Load()
 	if got := ask(h, "user.rpc.service.zrpc.", dns.TypeSRV); len(got.Answer) == 0 || reg.walks.Load() != before {
 		t.Fatalf("after many names without records, the service's own name read the registry %d times; want it still cached", reg.walks.Load()-before)
+	}
+}
+
+// TestDNSCachesTheNameOfAServiceLargerThanTheCache: a service whose
+// records alone exceed the cache's record bound (tens of thousands of
+// instances) is still answered from cached records while the revision
+// stays, whatever the names of other services asked meanwhile: building
+// them costs a walk of every instance and tens of megabytes per question.
+func TestDNSCachesTheNameOfAServiceLargerThanTheCache(t *testing.T) {
+	const n = cacheRecords/3 + 1000 // SRV, target and A record each
+	reg := &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{
+		"big.rpc":   manyInstances("big.rpc", n),
+		"small.rpc": manyInstances("small.rpc", 3),
+	}}
+	h := testHandler(t, Config{Registry: reg})
+	ask(h, "big.rpc.service.zrpc.", dns.TypeSRV)
+	before := reg.walks.Load()
+	for i := range 4 {
+		ask(h, fmt.Sprintf("t%d.small.rpc.service.zrpc.", i), dns.TypeA)
+		ask(h, "small.rpc.service.zrpc.", dns.TypeA)
+		if got := ask(h, "big.rpc.service.zrpc.", dns.TypeSRV); len(got.Answer) == 0 || !got.Truncated {
+			t.Fatalf("big.rpc over UDP: %d answers, truncated %v; want some, truncated", len(got.Answer), got.Truncated)
+		}
+	}
+	// small.rpc once as itself, and each t<i> tag twice (as a service,
+	// then as a tag of small.rpc): the big service never again.
+	if walks, want := reg.walks.Load()-before, int64(1+4*2); walks != want {
+		t.Fatalf("questions for a service of %d instances at one revision read the registry %d times, want %d (none for it)", n, walks, want)
+	}
+}
+
+// TestDNSCachesANameThatLostItsRecords: once a name's every instance
+// turns critical, its empty answer is served from the cache while the
+// revision stays, as its records were: the records it had before do not
+// make every question read the service again; and the same when it
+// outgrows the cache or has records again.
+func TestDNSCachesANameThatLostItsRecords(t *testing.T) {
+	reg := &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{"user.rpc": manyInstances("user.rpc", 100)}}
+	h := testHandler(t, Config{Registry: reg})
+	const name = "user.rpc.service.zrpc."
+	for _, step := range []struct {
+		what   string
+		change func([]*pb.Instance) []*pb.Instance
+		want   int
+	}{
+		{"with 100 passing instances", nil, 100},
+		{"with every instance critical", func(insts []*pb.Instance) []*pb.Instance {
+			out := make([]*pb.Instance, len(insts))
+			for i, inst := range insts {
+				out[i] = proto.Clone(inst).(*pb.Instance)
+				out[i].Health = pb.Health_CRITICAL
+			}
+			return out
+		}, 0},
+		{"with more instances than the cache holds records", func([]*pb.Instance) []*pb.Instance {
+			return manyInstances("user.rpc", cacheRecords/3+1000)
+		}, cacheRecords/3 + 1000},
+		{"with 100 passing instances again", func([]*pb.Instance) []*pb.Instance { return manyInstances("user.rpc", 100) }, 100},
+	} {
+		if step.change != nil {
+			reg.change("user.rpc", step.change)
+		}
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeSRV)
+		if got := h.answer(m, false); (len(got.Answer) == 0) != (step.want == 0) {
+			t.Fatalf("%s: %d SRV records over TCP, want %d", step.what, len(got.Answer), step.want)
+		}
+		before := reg.walks.Load()
+		for range 3 {
+			h.answer(m, false)
+		}
+		if walks := reg.walks.Load() - before; walks != 0 {
+			t.Fatalf("%s: 3 questions at one revision read the registry %d times, want 0", step.what, walks)
+		}
+	}
+}
+
+// gatedRegistry holds every read of a service's instances until open is
+// closed, counting the reads begun.
+type gatedRegistry struct {
+	*liveRegistry
+	open  chan struct{}
+	begun atomic.Int64
+}
+
+func (r *gatedRegistry) Instances(service string) ([]*pb.Instance, uint64) {
+	r.begun.Add(1)
+	<-r.open
+	return r.liveRegistry.Instances(service)
+}
+
+// TestDNSQuestionsAskedAtOnceShareOneReadOfTheRegistry: questions for a
+// name whose records are being built wait for them instead of each
+// reading the service's every instance and building its own (a burst
+// for a service of 100,000 instances after a change took tens of
+// megabytes per question).
+func TestDNSQuestionsAskedAtOnceShareOneReadOfTheRegistry(t *testing.T) {
+	reg := &gatedRegistry{
+		liveRegistry: &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{"user.rpc": manyInstances("user.rpc", 1000)}},
+		open:         make(chan struct{}),
+	}
+	var opening sync.Once
+	open := func() { opening.Do(func() { close(reg.open) }) }
+	h := testHandler(t, Config{Registry: reg})
+	const questions = 8
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer open() // before the wait, should the test fail
+	answered := make(chan int, questions)
+	for range questions {
+		wg.Go(func() { answered <- len(ask(h, "user.rpc.service.zrpc.", dns.TypeSRV).Answer) })
+	}
+	waiting := func() int64 {
+		h.buildMu.Lock()
+		defer h.buildMu.Unlock()
+		var n int64
+		for _, b := range h.building {
+			n += int64(b.waiting)
+		}
+		return n
+	}
+	testwait.For(t, 10*time.Second, "every question reading the registry or waiting for another's read", func() bool {
+		return reg.begun.Load()+waiting() >= questions
+	})
+	open()
+	wg.Wait()
+	close(answered)
+	for n := range answered {
+		if n == 0 {
+			t.Fatal("a question got no SRV record")
+		}
+	}
+	if walks := reg.walks.Load(); walks != 1 {
+		t.Fatalf("%d questions at once read the registry %d times, want 1", questions, walks)
+	}
+}
+
+// TestDNSBuildsTheRecordsOfAFewNamesAtOnce: questions for more names
+// than the handler builds at once wait for a turn, and are answered
+// SERVFAIL (the client asks again) when none comes in time, rather than
+// each reading a large service and building its records at the same
+// time (a name's every letter case is a name of its own).
+func TestDNSBuildsTheRecordsOfAFewNamesAtOnce(t *testing.T) {
+	reg := &gatedRegistry{
+		liveRegistry: &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{"user.rpc": manyInstances("user.rpc", 10)}},
+		open:         make(chan struct{}),
+	}
+	var opening sync.Once
+	open := func() { opening.Do(func() { close(reg.open) }) }
+	h := testHandler(t, Config{Registry: reg})
+	h.builders, h.buildWait = make(chan struct{}, 2), 10*time.Millisecond
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer open() // before the wait, should the test fail
+	rcodes := make(chan int, 3)
+	for _, name := range []string{"user.rpc", "User.rpc", "USER.rpc"} {
+		wg.Go(func() { rcodes <- ask(h, name+".service.zrpc.", dns.TypeSRV).Rcode })
+	}
+	var failed int
+	testwait.For(t, 10*time.Second, "two names building and a third answered, or three building", func() bool {
+		select {
+		case rc := <-rcodes:
+			if rc != dns.RcodeServerFailure {
+				t.Errorf("a name answered %s while the others were building, want SERVFAIL", dns.RcodeToString[rc])
+			}
+			failed++
+		default:
+		}
+		return reg.begun.Load() == 3 || (reg.begun.Load() == 2 && failed == 1)
+	})
+	if begun := reg.begun.Load(); begun != 2 {
+		t.Fatalf("%d names' records built at once, want at most 2", begun)
+	}
+	open()
+	wg.Wait()
+	if got := ask(h, "USER.rpc.service.zrpc.", dns.TypeSRV); got.Rcode != dns.RcodeSuccess || len(got.Answer) == 0 {
+		t.Fatalf("once the builds ended: %s with %d records, want NOERROR with some", dns.RcodeToString[got.Rcode], len(got.Answer))
 	}
 }
