@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"regexp"
 	"runtime"
@@ -893,5 +894,115 @@ func TestRefusedRequestsAreLoggedOnceAMinutePerClientAndPath(t *testing.T) {
 	}
 	if n := logs.count(); n != 2 {
 		t.Fatalf("%d refusal lines for 5 refused requests to one path and 1 to another, want 2", n)
+	}
+}
+
+// manyBlobs is a blob store holding n blobs named with prefix and a
+// number, each name padded to at least nameLen bytes.
+type manyBlobs struct {
+	fakeBlobs
+	prefixes []string
+	n        int
+	nameLen  int
+}
+
+func (m manyBlobs) List(context.Context, string, pb.Consistency) ([]*pb.BlobSummary, uint64, error) {
+	var out []*pb.BlobSummary
+	for _, p := range m.prefixes {
+		for i := range m.n {
+			name := fmt.Sprintf("%s%05d", p, i)
+			if pad := m.nameLen - len(name); pad > 0 {
+				name += strings.Repeat("x", pad)
+			}
+			out = append(out, &pb.BlobSummary{Name: name, Size: 10, Health: "healthy"})
+		}
+	}
+	return out, 7, nil
+}
+
+// blobPages reads every page of /ui/api/blobs with token, checking each
+// page's bounds, and returns the names in the order the pages gave them.
+func (u *testUI) blobPages(t *testing.T, token string, wantTotal int) []string {
+	t.Helper()
+	var names []string
+	after := ""
+	for pages := 0; ; pages++ {
+		if pages > wantTotal {
+			t.Fatalf("more pages than the %d blobs", wantTotal)
+		}
+		resp, body := u.get(t, "/ui/api/blobs?after="+url.QueryEscape(after), token)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET the blobs after %q: %d %s", after, resp.StatusCode, body)
+		}
+		if len(body) > maxBlobPageBytes+4096 {
+			t.Fatalf("the page after %q is %d bytes, want at most about %d", after, len(body), maxBlobPageBytes)
+		}
+		var page blobsView
+		if err := json.Unmarshal([]byte(body), &page); err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Blobs) == 0 || len(page.Blobs) > blobsPerPage || page.Total != wantTotal || page.First != len(names) {
+			t.Fatalf("page after %q: %d blobs, total %d, first %d; want 1 to %d, %d, %d",
+				after, len(page.Blobs), page.Total, page.First, blobsPerPage, wantTotal, len(names))
+		}
+		for _, b := range page.Blobs {
+			names = append(names, b.Name)
+		}
+		if page.Next == "" {
+			return names
+		}
+		if page.Next != names[len(names)-1] {
+			t.Fatalf("next %q, want the page's last name %q", page.Next, names[len(names)-1])
+		}
+		after = page.Next
+	}
+}
+
+// The blobs come in pages, in name order, each bounded in entries and in
+// bytes: a store of thousands of blobs is not answered whole. A token
+// that may read only some of them pages through those, counted alone.
+func TestBlobsComeInPages(t *testing.T) {
+	u := newTestUIOf(t, true, func(cfg *Config) {
+		cfg.Blobs = manyBlobs{prefixes: []string{"secret/", "models/"}, n: 1200}
+	})
+	for _, c := range []struct {
+		token    string
+		prefixes []string
+	}{{"admin", []string{"models/", "secret/"}}, {"ops", []string{"models/"}}} {
+		names := u.blobPages(t, c.token, 1200*len(c.prefixes))
+		i := 0
+		for _, p := range c.prefixes {
+			for n := range 1200 {
+				if want := fmt.Sprintf("%s%05d", p, n); names[i] != want {
+					t.Fatalf("token %s: blob %d is %s, want %s (name order, each once)", c.token, i, names[i], want)
+				}
+				i++
+			}
+		}
+	}
+
+	long := newTestUIOf(t, false, func(cfg *Config) {
+		cfg.Blobs = manyBlobs{prefixes: []string{"models/"}, n: 1000, nameLen: 1000}
+	})
+	if names := long.blobPages(t, "", 1000); len(names) != 1000 {
+		t.Fatalf("the pages of long names held %d blobs, want 1000", len(names))
+	}
+}
+
+// When its agent does not answer, the page says so in a banner of its
+// own, with the reason and how often it retries, rather than the
+// browser's "Failed to fetch"; a request that hangs fails in time. (The
+// behaviour in a browser is e2e's to test; this checks the page has it.)
+func TestPageHasABannerForAnAgentThatDoesNotAnswer(t *testing.T) {
+	u := newTestUI(t, false)
+	_, page := u.get(t, "/ui/", "")
+	if !regexp.MustCompile(`<div id="down" [^>]*hidden>`).MatchString(page) {
+		t.Error(`index.html has no hidden <div id="down"> for the banner saying the agent does not answer`)
+	}
+	_, script := u.get(t, "/ui/static/app.js", "")
+	for _, want := range []string{`getElementById("down")`, "This agent does not answer: ", "the page retries every ", "AbortSignal.timeout(ANSWER_MS)"} {
+		if !strings.Contains(script, want) {
+			t.Errorf("app.js lacks %q", want)
+		}
 	}
 }

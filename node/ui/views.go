@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/status"
@@ -136,9 +138,17 @@ type blobView struct {
 	Created      string `json:"created"`
 }
 
+// blobsView is one page of the blobs a token may read, in name order.
 type blobsView struct {
-	Revision uint64     `json:"revision"`
-	Blobs    []blobView `json:"blobs"`
+	Revision uint64 `json:"revision"`
+	// Total counts the blobs the token may read; First is the position
+	// (from 0) of the page's first among them.
+	Total int        `json:"total"`
+	First int        `json:"first"`
+	Blobs []blobView `json:"blobs"`
+	// Next is the name to ask the next page after (?after=NAME); empty
+	// on the last page.
+	Next string `json:"next,omitempty"`
 }
 
 type repairView struct {
@@ -268,13 +278,21 @@ func (u *UI) serveService(w http.ResponseWriter, r *http.Request) {
 // the page after id after ("": the first page): at most instancesPerPage
 // instances and maxInstancePageBytes of their encodings, one at least.
 func instancePage(all []raftstore.EncodedInstance, after string) (first, last int) {
+	return pageOf(len(all), func(i int) string { return all[i].ID }, func(i int) int { return len(all[i].Encoding) },
+		after, instancesPerPage, maxInstancePageBytes)
+}
+
+// pageOf returns the bounds [first, last) of the page after key after
+// ("": the first page) among n entries sorted by key: at most perPage
+// entries and maxBytes of their sizes, one at least.
+func pageOf(n int, key func(i int) string, size func(i int) int, after string, perPage, maxBytes int) (first, last int) {
 	if after != "" {
-		first = sort.Search(len(all), func(i int) bool { return all[i].ID > after })
+		first = sort.Search(n, func(i int) bool { return key(i) > after })
 	}
-	size := 0
-	for last = first; last < len(all) && last-first < instancesPerPage; last++ {
-		size += len(all[last].Encoding)
-		if last > first && size > maxInstancePageBytes {
+	sum := 0
+	for last = first; last < n && last-first < perPage; last++ {
+		sum += size(last)
+		if last > first && sum > maxBytes {
 			break
 		}
 	}
@@ -337,7 +355,17 @@ func (u *UI) serveRaft(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, out)
 }
 
-// serveBlobs lists the blobs this token may read (as Blobs.List does),
+// Bounds of one page of blobs: a store may hold millions of blobs, with
+// names of up to 1 KiB, and a page answers only what a browser can show.
+// blobViewBytes is about what a blob's view takes besides its name.
+const (
+	blobsPerPage     = 500
+	maxBlobPageBytes = 256 << 10
+	blobViewBytes    = 256
+)
+
+// serveBlobs lists one page of the blobs this token may read (as
+// Blobs.List does), in name order (?after=NAME: those after that name),
 // with their health as this agent judges it, from this agent's replica as
 // it is (a STALE read), as the other views show its registry: the page
 // works while the cluster has no leader, and the cluster view says so.
@@ -348,12 +376,21 @@ func (u *UI) serveBlobs(w http.ResponseWriter, r *http.Request) {
 	}
 	blobs, rev, err := u.cfg.Blobs.List(r.Context(), "", pb.Consistency_STALE)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		u.writeAPIError(w, r, fmt.Errorf("list the blobs: %w", err))
 		return
 	}
-	list := filter(a, pb.Blobs_List_FullMethodName, &pb.BlobListResponse{Blobs: blobs}).(*pb.BlobListResponse)
-	out := blobsView{Revision: rev, Blobs: make([]blobView, 0, len(list.Blobs))}
-	for _, b := range list.Blobs {
+	all := filter(a, pb.Blobs_List_FullMethodName, &pb.BlobListResponse{Blobs: blobs}).(*pb.BlobListResponse).Blobs
+	byName := func(x, y *pb.BlobSummary) int { return strings.Compare(x.Name, y.Name) }
+	if !slices.IsSortedFunc(all, byName) {
+		slices.SortFunc(all, byName)
+	}
+	first, last := pageOf(len(all), func(i int) string { return all[i].Name }, func(i int) int { return len(all[i].Name) + blobViewBytes },
+		r.URL.Query().Get("after"), blobsPerPage, maxBlobPageBytes)
+	out := blobsView{Revision: rev, Total: len(all), First: first, Blobs: make([]blobView, 0, last-first)}
+	if last < len(all) {
+		out.Next = all[last-1].Name
+	}
+	for _, b := range all[first:last] {
 		v := blobView{
 			Name: b.Name, Size: b.Size, DataShards: b.DataShards, ParityShards: b.ParityShards,
 			Inline: b.Inline, Health: b.Health, Created: unixNano(b.Created),

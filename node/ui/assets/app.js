@@ -8,6 +8,8 @@
 const TOKEN_KEY = "zrpc-acl-token";
 const REFRESH_MS = 3000; // members, raft and blobs have no watch
 const DEBOUNCE_MS = 300; // registry bursts refresh a view once
+const RETRY_MS = 5000; // while the agent does not answer
+const ANSWER_MS = 15000; // a request unanswered by then gets no answer
 
 // el builds an element; children are nodes or strings (made text nodes).
 function el(tag, attrs, ...children) {
@@ -48,10 +50,71 @@ async function refusal(resp) {
   return new Error(msg);
 }
 
+// AgentDown is the failure of a request this agent did not answer: no
+// connection to it (it is down, restarting, or out of reach) or no answer
+// in time (it hangs). The page then says so and retries (agentDown).
+class AgentDown extends Error {}
+
+// unanswered is the AgentDown of a fetch that failed with err: the
+// browser's own words ("Failed to fetch", "NetworkError when attempting
+// to fetch resource", "Load failed") say no more than that.
+function unanswered(err) {
+  if (err && err.name === "TimeoutError") return new AgentDown("no answer within " + ANSWER_MS / 1000 + " s");
+  return new AgentDown("no connection to " + location.host + " (" + String((err && err.message) || err) + ")");
+}
+
+// answer awaits an answer of the agent (a fetch, or the reading of its
+// body), failing with AgentDown when none comes.
+async function answer(promise) {
+  let v;
+  try {
+    v = await promise;
+  } catch (err) {
+    if (err instanceof SyntaxError) throw err; // an answer, not JSON
+    throw unanswered(err);
+  }
+  agentAnswers();
+  return v;
+}
+
 async function api(path) {
-  const resp = await fetch("/ui/api/" + path, { headers: headers(), cache: "no-store" });
+  const resp = await answer(fetch("/ui/api/" + path, { headers: headers(), cache: "no-store", signal: AbortSignal.timeout(ANSWER_MS) }));
   if (!resp.ok) throw await refusal(resp);
-  return resp.json();
+  return answer(resp.json());
+}
+
+// down is why the agent does not answer, null while it does. While it is
+// set a banner says so, the views and the header are asked again every
+// RETRY_MS, and the first answer hides the banner and refreshes the view
+// (what changed meanwhile is not replayed).
+let down = null;
+let retryTimer = null;
+
+function agentDown(err) {
+  down = err.message;
+  const box = document.getElementById("down");
+  box.textContent = "This agent does not answer: " + down + ". It may be restarting — the page retries every " + RETRY_MS / 1000 + " s.";
+  box.hidden = false;
+  showError(null); // what it said before no longer holds
+  // A live stream of an agent that hangs would wait for ever, and still
+  // read "live": follow starts it again.
+  if (streamAbort && !streamAbort.signal.aborted) streamAbort.abort(err);
+  if (!retryTimer) {
+    retryTimer = setInterval(() => {
+      showAgent();
+      refresh();
+    }, RETRY_MS);
+  }
+}
+
+function agentAnswers() {
+  if (down === null) return;
+  down = null;
+  document.getElementById("down").hidden = true;
+  clearInterval(retryTimer);
+  retryTimer = null;
+  showAgent();
+  refreshSoon();
 }
 
 function showError(err) {
@@ -107,26 +170,32 @@ async function servicesPage() {
   ];
 }
 
-// instancePages says which of a service's instances the page shows and
+// afterQuery is the query asking a list's page after the one the
+// location names ("" for the first page).
+function afterQuery() {
+  const after = new URLSearchParams(location.search).get("after");
+  return after ? "?after=" + encodeURIComponent(after) : "";
+}
+
+// pages says which entries of a list a page shows, count of them, and
 // links to the first and the next page (the agent answers at most a few
-// hundred instances at a time).
-function instancePages(data) {
+// hundred entries at a time); base is the view's path, noun what the
+// entries are.
+function pages(base, data, count, noun) {
   if (data.first === 0 && !data.next) return null;
-  const base = "/ui/services/" + encodeURIComponent(data.service);
-  const shown = data.instances.length
-    ? "Instances " + (data.first + 1) + "–" + (data.first + data.instances.length) + " of " + data.total
-    : "No instances after this point of " + data.total;
+  const shown = count
+    ? noun + " " + (data.first + 1) + "–" + (data.first + count) + " of " + data.total
+    : "No " + noun.toLowerCase() + " after this point of " + data.total;
   return el("p", { class: "pages" }, shown,
     data.first > 0 ? [" · ", el("a", { href: base }, "first page")] : null,
     data.next ? [" · ", el("a", { href: base + "?after=" + encodeURIComponent(data.next) }, "next page")] : null);
 }
 
 async function servicePage(name) {
-  const after = new URLSearchParams(location.search).get("after");
-  const data = await api("services/" + encodeURIComponent(name) + (after ? "?after=" + encodeURIComponent(after) : ""));
+  const data = await api("services/" + encodeURIComponent(name) + afterQuery());
   return [
     el("h1", {}, "Service ", el("span", { class: "service-name" }, data.service)),
-    instancePages(data),
+    pages("/ui/services/" + encodeURIComponent(data.service), data, data.instances.length, "Instances"),
     table([
       { title: "Instance", cell: (i) => i.id },
       { title: "Address", cell: (i) => i.address },
@@ -219,10 +288,11 @@ function blobRepair(b, repairs) {
 }
 
 async function blobsPage() {
-  const data = await api("blobs");
+  const data = await api("blobs" + afterQuery());
   const repairs = await blobRepairs(data.blobs);
   const nodes = [
     el("h1", {}, "Blobs"),
+    pages("/ui/blobs", data, data.blobs.length, "Blobs"),
     table([
       { title: "Name", cell: (b) => b.name },
       { title: "ID", cell: (b) => b.id },
@@ -231,7 +301,7 @@ async function blobsPage() {
       { title: "Health", cell: (b) => health(b.health) },
       { title: "Repair", cell: (b) => blobRepair(b, repairs) },
       { title: "Created", cell: (b) => b.created },
-    ], data.blobs, "No blobs are stored."),
+    ], data.blobs, data.total ? "No blobs on this page." : "No blobs are stored."),
     el("h2", {}, "Repair"),
   ];
   try {
@@ -291,7 +361,9 @@ async function refresh() {
     rendered = true;
     showError(null);
   } catch (err) {
-    showError(err); // a view shown before stays, under the error
+    // A view shown before stays, under the error or the banner.
+    if (err instanceof AgentDown) agentDown(err);
+    else showError(err);
     if (!rendered) document.getElementById("view").replaceChildren();
   } finally {
     rendering = false;
@@ -321,6 +393,7 @@ async function showAgent() {
     document.getElementById("agent").textContent = text;
   } catch (err) {
     document.getElementById("agent").textContent = "";
+    if (err instanceof AgentDown) agentDown(err);
   }
 }
 
@@ -346,8 +419,15 @@ let streamAbort = null;
 async function follow() {
   for (;;) {
     try {
-      streamAbort = new AbortController();
-      const resp = await fetch("/ui/api/events", { headers: headers(), cache: "no-store", signal: streamAbort.signal });
+      const abort = new AbortController();
+      streamAbort = abort;
+      let resp;
+      try {
+        resp = await fetch("/ui/api/events", { headers: headers(), cache: "no-store", signal: abort.signal });
+      } catch (err) {
+        throw abort.signal.aborted ? err : unanswered(err);
+      }
+      agentAnswers();
       if (!resp.ok) throw await refusal(resp);
       const reader = resp.body.getReader();
       const decoder = new TextDecoder();
@@ -364,9 +444,10 @@ async function follow() {
       }
       setLive(false, "reconnecting");
     } catch (err) {
+      if (err instanceof AgentDown) agentDown(err);
       setLive(false, "not live", err.message);
     }
-    await new Promise((r) => setTimeout(r, 2000));
+    await new Promise((r) => setTimeout(r, down === null ? 2000 : RETRY_MS));
   }
 }
 
@@ -401,10 +482,15 @@ function init() {
   });
   showAgent();
   refresh();
+  // While the agent does not answer, agentDown's timer asks instead.
   if (page.poll) {
-    setInterval(refresh, REFRESH_MS);
+    setInterval(() => {
+      if (down === null) refresh();
+    }, REFRESH_MS);
   }
-  setInterval(showAgent, REFRESH_MS * 2);
+  setInterval(() => {
+    if (down === null) showAgent();
+  }, REFRESH_MS * 2);
   window.addEventListener("pagehide", () => {
     if (streamAbort) streamAbort.abort();
   });
