@@ -244,3 +244,23 @@ func TestWebUIAsksForATokenWithACLs(t *testing.T) {
 	}
 	b.screenshot(filepath.Join(shots, "acl-token.png"))
 }
+
+// TestWebUISaysWhenItsAgentDoesNotAnswer: with its agent killed, the page
+// says so in a banner instead of the browser's "Failed to fetch", and it
+// comes back by itself, live again, once the agent is restarted.
+func TestWebUISaysWhenItsAgentDoesNotAnswer(t *testing.T) {
+	b := startBrowser(t)
+	a := newAgent(t, "uidown")
+	a.start()
+	a.waitLeader()
+	b.navigate("http://127.0.0.1:" + itoa(a.httpPort) + "/ui/services")
+	b.waitDOM("the services page following the live stream", `class="live">live<`)
+	a.kill()
+	b.waitDOM("the banner saying the agent does not answer", "This agent does not answer: no connection")
+	a.start()
+	a.waitLeader()
+	waitFor(t, 60*time.Second, "the banner hidden and the page live again", func() bool {
+		v, err := b.tryEval(`document.getElementById("down").hidden && document.body.innerHTML.includes('class="live">live<')`)
+		return err == nil && string(v) == "true"
+	})
+}

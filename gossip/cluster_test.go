@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
@@ -174,5 +176,42 @@ func TestNewAgentWithATakenNameIsRefused(t *testing.T) {
 	c := startAgent(t, "c", nil)
 	if err := c.JoinRetry(ctx, []string{a.LocalAddr()}, time.Second); err != nil {
 		t.Errorf("c, whose name is free, joins: %v", err)
+	}
+}
+
+// A name-taken refusal is the error of the join whose merge it refused,
+// and of no other: a merge refused for another join of this agent (the
+// rejoin loop's and JoinRetry's run at the same time) or for an agent
+// joining this one made the next join that failed for another reason
+// report the name taken (and JoinRetry give up on it), while the join
+// whose merge was refused reported memberlist's text, without
+// ErrNameTaken.
+func TestANameTakenRefusalIsTheErrorOfItsOwnJoinOnly(t *testing.T) {
+	a := startAgent(t, "a", nil)
+	// A merge refused, as memberlist calls NotifyMerge for an agent
+	// joining a that knows another a.
+	other := fakeNode(t, "a", 1, testMeta("a"))
+	if err := a.delegate.NotifyMerge([]*memberlist.Node{other}); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("merge naming a at %s: %v, want ErrNameTaken", other.Address(), err)
+	}
+	dead := deadAddr(t)
+	_, err := a.Join(context.Background(), []string{dead})
+	if err == nil || errors.Is(err, ErrNameTaken) {
+		t.Fatalf("a joins %s, where nothing listens: %v, want its own error, not ErrNameTaken", dead, err)
+	}
+
+	// The join whose merge is refused still reports ErrNameTaken, also
+	// after that refusal was stored.
+	b := startAgent(t, "b", nil)
+	dup := startAgent(t, "a", nil)
+	if _, err := a.Join(context.Background(), []string{b.LocalAddr()}); err != nil {
+		t.Fatalf("a joins b: %v", err)
+	}
+	waitFor(t, "b to list a alive", func() bool { return hasStatus(b.Gossip, "a", StatusAlive) })
+	for range 2 {
+		_, err = dup.Join(context.Background(), []string{b.LocalAddr()})
+		if !errors.Is(err, ErrNameTaken) || !strings.Contains(err.Error(), a.LocalAddr()) {
+			t.Fatalf("a second a joins b: %v, want ErrNameTaken naming %s", err, a.LocalAddr())
+		}
 	}
 }

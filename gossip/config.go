@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -119,7 +120,8 @@ func (c *Config) Validate() error {
 	if c.Meta.Name != "" && c.Meta.Name != c.Name {
 		l.Addf("meta.name", "%q differs from name %q", c.Meta.Name, c.Name)
 	}
-	if _, err := c.metaWithName().encode(); err != nil {
+	// As sent: with a run id (Gossip.run).
+	if _, err := c.metaWithName().encodeRun(strings.Repeat("0", runIDLen)); err != nil {
 		l.Add("meta", err) // keeps ErrMetaTooLarge
 	}
 	if c.Profile != "" {

@@ -49,10 +49,14 @@ import (
 type delegate struct {
 	log  *slog.Logger
 	name string // this agent's
-	// nameTaken is the error of the last merge NotifyMerge refused because
-	// the name is taken, until Join reads it.
-	nameTaken atomic.Pointer[error]
-	meta      func() []byte // this agent's encoded meta
+	// taken holds the errors of the merges NotifyMerge refused because
+	// the name is taken, by their text, at most maxNameTaken: Join finds
+	// its own in memberlist's error, which keeps only the text. Merges of
+	// other joins (the rejoin loop's, JoinRetry's, an agent joining this
+	// one) run at the same time, so the last one stored may be another's.
+	takenMu sync.Mutex
+	taken   map[string]error
+	meta    func() []byte // this agent's encoded meta
 	// identity is this agent's cluster id ("" if none yet) and the id its
 	// cluster had before its last recovery ("" if none).
 	identity func() (cluster, recoveredFrom string)
@@ -107,10 +111,14 @@ var (
 // memberEntry is a Member with what the table needs to keep it.
 type memberEntry struct {
 	Member
-	leaving bool      // it sent a leave notice
-	since   time.Time // last status change
+	// run is the run id in its meta: a new one is a restart of the member.
+	run   string
+	since time.Time // last status change
+	// noticed is when a leave notice from the member itself last came
+	// (zero: never since it last joined or restarted).
+	noticed time.Time
 	// relayed is when a leave notice for it last came through another
-	// member (zero: never since it last joined).
+	// member (zero: never since it last joined or restarted).
 	relayed time.Time
 	// forwarded: this agent passed its leave notice on (msgLeaveForward).
 	forwarded bool
@@ -121,6 +129,17 @@ type memberEntry struct {
 // gossip intervals, and a notice still going round after the member left
 // and came back must not mark the new run of it as leaving for long.
 const relayedNoticeLife = 10 * time.Second
+
+// leaveNoticeLife is how long a leave notice from the member itself
+// counts: Leave sends memberlist's goodbye within its timeout (5 s for an
+// agent) of the notice, and a member that missed the goodbye hears of it
+// by gossip or declares the agent dead once it stops. A notice that no
+// leave follows within it is stale (the goodbye was never sent: the
+// agent was killed, or restarted, in between) or a stranger's, and must
+// not make a crash of the member, maybe much later, a leave: a member
+// reported left is removed from Raft at once, one that failed only after
+// dead_node_reap.
+const leaveNoticeLife = 30 * time.Second
 
 func newDelegate(log *slog.Logger, name string, meta func() []byte, identity func() (string, string), queue *eventQueue) *delegate {
 	return &delegate{log: log, name: name, meta: meta, identity: identity, queue: queue, refusalLog: newSenderLog(time.Now),
@@ -164,12 +183,46 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 			}
 			err := fmt.Errorf("%w: an agent named %s is alive at %s, and this agent (at %s) cannot join under the same name: give it another --name, or stop the other one",
 				ErrNameTaken, d.name, p.Address(), self.Addr)
-			d.nameTaken.Store(&err)
+			d.storeNameTaken(err)
 			d.refused[RefusedNameTaken].Add(1)
 			return err
 		}
 	}
 	return nil
+}
+
+// maxNameTaken bounds the name-taken errors kept for Join; past it one is
+// dropped for each new one.
+const maxNameTaken = 16
+
+func (d *delegate) storeNameTaken(err error) {
+	d.takenMu.Lock()
+	defer d.takenMu.Unlock()
+	if d.taken == nil {
+		d.taken = make(map[string]error)
+	}
+	if _, ok := d.taken[err.Error()]; !ok && len(d.taken) >= maxNameTaken {
+		for text := range d.taken {
+			delete(d.taken, text)
+			break
+		}
+	}
+	d.taken[err.Error()] = err
+}
+
+// nameTakenIn returns the name-taken error NotifyMerge returned in the
+// merge that memberlist's join error joinErr reports, or joinErr if it
+// reports none.
+func (d *delegate) nameTakenIn(joinErr error) error {
+	text := joinErr.Error()
+	d.takenMu.Lock()
+	defer d.takenMu.Unlock()
+	for taken, err := range d.taken {
+		if strings.Contains(text, taken) {
+			return err
+		}
+	}
+	return joinErr
 }
 
 // NotifyAlive ignores alive messages of members of another cluster, so
@@ -332,12 +385,6 @@ func (d *delegate) clusterID() string {
 	return id
 }
 
-// set stores m as a new entry and queues an event of type typ; the
-// caller holds d.mu.
-func (d *delegate) set(m Member, leaving bool, since time.Time, typ EventType) {
-	d.put(memberEntry{Member: m, leaving: leaving, since: since}, typ)
-}
-
 // put stores e and queues an event of type typ; the caller holds d.mu.
 func (d *delegate) put(e memberEntry, typ EventType) {
 	d.members[e.Name] = &e
@@ -347,10 +394,10 @@ func (d *delegate) put(e memberEntry, typ EventType) {
 
 // NotifyJoin records a new (or returning) member as alive.
 func (d *delegate) NotifyJoin(n *memberlist.Node) {
-	m := d.member(n, StatusAlive)
+	m, run := d.member(n, StatusAlive)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.set(m, false, time.Now(), EventJoin)
+	d.put(memberEntry{Member: m, run: run, since: time.Now()}, EventJoin)
 }
 
 // NotifyLeave records a member as left or failed.
@@ -360,51 +407,63 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 // (hashicorp/memberlist#293, open). A member is therefore "left" if a
 // leave notice for it came first (see Gossip.Leave: from the member
 // itself, or passed on by another member within relayedNoticeLife), or if
-// its last meta said it was leaving (Meta.Leaving). n.State == StateLeft
+// its last meta said it was leaving (Meta.Leaving). A notice from the
+// member itself counts for leaveNoticeLife, and only for the run of the
+// member that sent it. n.State == StateLeft
 // is honoured too, for when memberlist fixes the field.
 func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	if d.onGone != nil {
 		d.onGone(n.Name)
 	}
-	m := d.member(n, StatusFailed)
+	m, run := d.member(n, StatusFailed)
 	now := time.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e := d.members[m.Name]
-	leaving := e != nil && (e.leaving || e.Meta.Leaving || e.relayedWithin(now)) || m.Meta.Leaving
+	leaving := e != nil && (e.noticedWithin(now) || e.Meta.Leaving || e.relayedWithin(now)) || m.Meta.Leaving
 	typ := EventFailed
 	if leaving || n.State == memberlist.StateLeft {
 		m.Status, typ = StatusLeft, EventLeave
 	}
-	d.set(m, leaving, now, typ)
+	d.put(memberEntry{Member: m, run: run, since: now}, typ)
 }
 
 func (e *memberEntry) relayedWithin(now time.Time) bool {
 	return !e.relayed.IsZero() && now.Sub(e.relayed) < relayedNoticeLife
 }
 
-// NotifyUpdate records a member's new meta.
+func (e *memberEntry) noticedWithin(now time.Time) bool {
+	return !e.noticed.IsZero() && now.Sub(e.noticed) < leaveNoticeLife
+}
+
+// NotifyUpdate records a member's new meta. Meta with another run id is
+// a new run of the member (restarted before its peers declared it
+// failed): what the run before said of leaving no longer counts.
 func (d *delegate) NotifyUpdate(n *memberlist.Node) {
-	m := d.member(n, StatusAlive)
+	m, run := d.member(n, StatusAlive)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	next := memberEntry{since: time.Now()}
 	if e := d.members[m.Name]; e != nil {
 		m.Status = e.Status
+		if e.run != run {
+			e.run, e.noticed, e.relayed, e.forwarded = run, time.Time{}, time.Time{}, false
+		}
 		if e.Member == m {
 			return // nothing this package reports changed
 		}
 		next = *e // what it said of leaving, and since when, stands
 	}
-	next.Member = m
+	next.Member, next.run = m, run
 	d.put(next, EventUpdate)
 }
 
 // member copies n into a Member with the given status and decodes its
-// meta; unreadable meta is logged and left empty.
-func (d *delegate) member(n *memberlist.Node, status string) Member {
+// meta; unreadable meta is logged and left empty. It also returns the
+// run id in the meta.
+func (d *delegate) member(n *memberlist.Node, status string) (Member, string) {
 	m := Member{Name: n.Name, Addr: n.Address(), Status: status}
-	meta, err := decodeMeta(n.Meta)
+	meta, run, err := decodeMetaRun(n.Meta)
 	if err == nil && meta.Name != n.Name {
 		err = fmt.Errorf("meta names %q but the node is %q", meta.Name, n.Name)
 	}
@@ -412,10 +471,10 @@ func (d *delegate) member(n *memberlist.Node, status string) Member {
 		if pass, held := d.metaLog.Seen(n.Name); pass {
 			d.log.Warn("ignoring a member's unreadable meta", "member", n.Name, "addr", m.Addr, "err", err, "more_since_last", held)
 		}
-		return m
+		return m, ""
 	}
 	m.Meta = meta
-	return m
+	return m, run
 }
 
 // Leave notices are this package's only messages: one type byte, then the
@@ -439,7 +498,9 @@ func leaveNotice(typ byte, name string) []byte {
 // NotifyMsg handles a leave notice: the member will be reported left, not
 // failed, when it goes. A notice that arrives after the member was already
 // declared failed turns it into left (EventLeave follows EventFailed). A
-// notice passed on by another member counts for relayedNoticeLife only.
+// notice from the member itself counts for leaveNoticeLife, one passed on
+// by another member for relayedNoticeLife; both only until the member
+// restarts.
 func (d *delegate) NotifyMsg(b []byte) {
 	if len(b) < 2 || b[0] < msgLeaveNotice || b[0] > msgLeaveForward {
 		d.log.Debug("ignoring an unknown gossip message", "size", len(b))
@@ -466,18 +527,19 @@ func (d *delegate) noteLeaveNotice(name string, typ byte, now time.Time) (forwar
 	case e == nil:
 		d.log.Debug("ignoring a leave notice for an unknown member", "member", name)
 		return false
-	case e.Status == StatusFailed && relayed && now.Sub(e.since) >= relayedNoticeLife:
+	case e.Status == StatusFailed && relayed && now.Sub(e.since) >= relayedNoticeLife,
+		e.Status == StatusFailed && now.Sub(e.since) >= leaveNoticeLife:
 		return false // about an earlier leave, not this failure
 	case e.Status == StatusFailed:
-		m := e.Member
-		m.Status = StatusLeft
-		d.set(m, true, now, EventLeave)
+		left := *e
+		left.Status, left.since = StatusLeft, now
+		d.put(left, EventLeave)
 		e = d.members[name]
 	case e.Status == StatusLeft:
 	case relayed:
 		e.relayed = now
 	default:
-		e.leaving = true
+		e.noticed = now
 	}
 	forward = typ == msgLeaveForward && !e.forwarded
 	e.forwarded = e.forwarded || forward

@@ -44,7 +44,10 @@ const (
 // its event stream and its member table. Its methods are safe for
 // concurrent use.
 type Gossip struct {
-	cfg         Config
+	cfg Config
+	// run is this run's id, sent in the meta: peers tell a restart of the
+	// agent by it (and drop a leave notice of the run before).
+	run         string
 	log         *slog.Logger
 	mc          *memberlist.Config
 	forgetAfter time.Duration
@@ -100,7 +103,8 @@ func New(cfg Config) (*Gossip, error) {
 		return nil, fmt.Errorf("invalid gossip config: %w", err)
 	}
 	cfg.Meta = cfg.metaWithName()
-	meta, err := cfg.Meta.encode()
+	run := newRunID()
+	meta, err := cfg.Meta.encodeRun(run)
 	if err != nil {
 		return nil, err // Validate encoded it already
 	}
@@ -111,6 +115,7 @@ func New(cfg Config) (*Gossip, error) {
 	logger = logger.With("component", "gossip")
 	g := &Gossip{
 		cfg:         cfg,
+		run:         run,
 		log:         logger,
 		metaEncoded: meta,
 		clusterID:   cfg.Meta.ClusterID,
@@ -374,10 +379,8 @@ func (g *Gossip) Join(ctx context.Context, addrs []string) (int, error) {
 		tried++
 		n, err := ml.Join([]string{t.addr.String()})
 		joined += n
-		if taken := g.delegate.nameTaken.Swap(nil); taken != nil {
-			err = *taken // memberlist keeps only the text of the merge's error
-		}
 		if err != nil {
+			err = g.delegate.nameTakenIn(err) // memberlist keeps only the text of the merge's error
 			errs = append(errs, fmt.Errorf("%s: %w", t, err))
 		}
 	}
@@ -579,7 +582,7 @@ func (g *Gossip) UpdateMetaFrom(build func() Meta) error {
 	if m.Name != g.cfg.Name {
 		return fmt.Errorf("update meta: name %q differs from this agent's %q", m.Name, g.cfg.Name)
 	}
-	b, err := m.encode()
+	b, err := m.encodeRun(g.run)
 	if err != nil {
 		return fmt.Errorf("update meta: %w", err)
 	}

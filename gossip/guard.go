@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/memberlist"
 
+	"github.com/zrpcio/zrpc/internal/connlimit"
 	"github.com/zrpcio/zrpc/internal/warnrate"
 )
 
@@ -53,7 +54,18 @@ const (
 	maxInflatedStream   = 16 << 20
 	// streamHeaderWait is how long a new stream has to send its header.
 	streamHeaderWait = 10 * time.Second
+	// streamsPerHost bounds the streams one host may hold open on the
+	// gossip port at once, as on the Raft port (raftstore's
+	// raftConnsPerHost): the guard holds a goroutine and a descriptor for
+	// each stream until its header comes, up to streamHeaderWait, and
+	// memberlist for each it reads, up to its TCP timeout. An agent opens
+	// a few at a time (push/pulls, fallback pings, leave notices).
+	streamsPerHost = 128
 )
+
+// msgTooManyStreams is the warning about a stream closed by
+// streamsPerHost.
+const msgTooManyStreams = "closed a gossip stream from a host that holds the most it may keep open"
 
 // memberlist's message types the guard looks at (memberlist's net.go:
 // "only append to this list", so they keep their numbers).
@@ -65,32 +77,48 @@ const (
 )
 
 // guardedTransport is a memberlist transport whose inbound streams pass
-// the guard. It owns one goroutine taking streams from the inner
-// transport and one per stream being checked; Shutdown closes the
-// streams being checked and waits for them.
+// the guard, at most perHost at once from one host. It owns one
+// goroutine taking streams from the inner transport and one per stream
+// being checked; Shutdown closes the streams being checked and waits for
+// them.
 type guardedTransport struct {
 	memberlist.NodeAwareTransport
 	log        *slog.Logger
 	senders    *warnrate.Limiter // one warning per sender a minute
 	headerWait time.Duration     // streamHeaderWait; tests lengthen it
-	streams    chan net.Conn
-	stop       chan struct{}
-	once       sync.Once
-	wg         sync.WaitGroup
+	// inbound is the inner transport's streams, at most perHost open
+	// from one host (connlimit); refusals warns of those closed for it,
+	// once a minute per host.
+	inbound  net.Listener
+	refusals *warnrate.Limiter
+	streams  chan net.Conn
+	stop     chan struct{}
+	once     sync.Once
+	wg       sync.WaitGroup
 
 	mu       sync.Mutex
 	stopped  bool
 	checking map[net.Conn]struct{} // streams whose header is being read
 }
 
-func guardStreams(inner memberlist.NodeAwareTransport, log *slog.Logger, headerWait time.Duration) *guardedTransport {
+func guardStreams(inner memberlist.NodeAwareTransport, log *slog.Logger, headerWait time.Duration, perHost int) *guardedTransport {
 	t := &guardedTransport{
 		NodeAwareTransport: inner, log: log, senders: newSenderLog(time.Now), headerWait: headerWait,
-		streams: make(chan net.Conn), stop: make(chan struct{}), checking: make(map[net.Conn]struct{}),
+		refusals: newSenderLog(time.Now),
+		streams:  make(chan net.Conn), stop: make(chan struct{}), checking: make(map[net.Conn]struct{}),
 	}
+	t.inbound = connlimit.Wrap(&streamListener{streams: inner.StreamCh(), stop: t.stop}, perHost, t.refused)
 	t.wg.Add(1)
 	go t.accept()
 	return t
+}
+
+// refused warns, once a minute per host, of a stream closed because its
+// host holds limit open.
+func (t *guardedTransport) refused(host string, limit int) {
+	if pass, held := t.refusals.Seen(host); pass {
+		t.log.Warn(msgTooManyStreams, "from", host, "limit", limit, "refused_since_last_line", held)
+	}
 }
 
 func (t *guardedTransport) StreamCh() <-chan net.Conn { return t.streams }
@@ -132,17 +160,41 @@ func (t *guardedTransport) endCheck(c net.Conn) {
 
 func (t *guardedTransport) accept() {
 	defer t.wg.Done()
-	in := t.NodeAwareTransport.StreamCh()
 	for {
-		select {
-		case <-t.stop:
-			return
-		case c := <-in:
-			t.wg.Add(1)
-			go t.admit(c)
+		c, err := t.inbound.Accept()
+		if err != nil {
+			return // Shutdown
 		}
+		t.wg.Add(1)
+		go t.admit(c)
 	}
 }
+
+// streamListener is the inner transport's streams as a net.Listener, for
+// connlimit: Accept returns the next one, and net.ErrClosed once stop is
+// closed (Shutdown).
+type streamListener struct {
+	streams <-chan net.Conn
+	stop    <-chan struct{}
+}
+
+func (l *streamListener) Accept() (net.Conn, error) {
+	select {
+	case <-l.stop:
+		return nil, net.ErrClosed
+	case c, ok := <-l.streams:
+		if !ok {
+			return nil, net.ErrClosed
+		}
+		return c, nil
+	}
+}
+
+// Close does nothing: Shutdown stops the listener.
+func (l *streamListener) Close() error { return nil }
+
+// Addr is unspecified: the inner transport listens.
+func (l *streamListener) Addr() net.Addr { return &net.TCPAddr{} }
 
 // admit hands c on to memberlist once its header passed the check.
 func (t *guardedTransport) admit(c net.Conn) {
@@ -350,5 +402,5 @@ func guardedTransportOf(mc *memberlist.Config, log *slog.Logger) (*guardedTransp
 	if !ok {
 		return nil, fmt.Errorf("gossip transport %T does not address members by name (memberlist.NodeAwareTransport)", inner)
 	}
-	return guardStreams(na, log, streamHeaderWait), nil
+	return guardStreams(na, log, streamHeaderWait, streamsPerHost), nil
 }

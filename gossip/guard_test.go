@@ -123,7 +123,7 @@ func TestGuardShutdownClosesStreamsAwaitingTheirHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := guardStreams(nt, slog.New(slog.DiscardHandler), time.Hour)
+	g := guardStreams(nt, slog.New(slog.DiscardHandler), time.Hour, streamsPerHost)
 	t.Cleanup(func() { g.Shutdown() }) // after the stream's Close below
 	c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(nt.GetAutoBindPort())))
 	if err != nil {
@@ -198,4 +198,57 @@ func sendClosedStreams(t *testing.T, addr string, msgs [][]byte, rounds int) (al
 	}
 	runtime.ReadMemStats(&after)
 	return after.TotalAlloc - before.TotalAlloc
+}
+
+// A host may hold at most the guard's bound of streams open on the gossip
+// port: past it, its new ones are closed at once, with one warning a
+// minute, and one it closes makes room for the next. Without the bound a
+// stranger's silent streams each held a goroutine and a descriptor until
+// their header's deadline, however many it opened.
+func TestGossipStreamsPerHostAreBounded(t *testing.T) {
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logRecords{}
+	const limit = 4
+	g := guardStreams(nt, slog.New(recordingHandler{Handler: slog.DiscardHandler, rec: logs}), time.Hour, limit)
+	t.Cleanup(func() { g.Shutdown() }) // after the streams' Close below
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(nt.GetAutoBindPort()))
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// Streams the guard holds, waiting for their header.
+	open := func() int { return len(teststack.Goroutines("", "gossip.checkStream(")) }
+	closedByAgent := func(c net.Conn) bool {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		n, err := c.Read(make([]byte, 1))
+		return err != nil && !strings.Contains(err.Error(), "timeout") && n == 0
+	}
+
+	held := make([]net.Conn, limit)
+	for i := range held {
+		held[i] = dial() // and no header: the guard waits for it
+	}
+	testwait.For(t, 20*time.Second, "the guard to hold the silent streams", func() bool { return open() == limit })
+	for i := range 2 {
+		if extra := dial(); !closedByAgent(extra) {
+			t.Fatalf("stream %d over the bound of %d is still open", i+1, limit)
+		}
+	}
+	if warned := logs.matching(msgTooManyStreams); len(warned) != 1 || warned[0].Level != slog.LevelWarn {
+		t.Fatalf("warnings %+v, want one for the one host", warned)
+	}
+
+	held[0].Close()
+	testwait.For(t, 20*time.Second, "the guard to let the closed stream go", func() bool { return open() == limit-1 })
+	dial()
+	testwait.For(t, 20*time.Second, "the guard to hold a new stream in the freed place", func() bool { return open() == limit })
 }

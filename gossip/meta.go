@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -87,6 +88,8 @@ type wireMeta struct {
 	FSM      int    `json:"fv,omitempty"`
 	Leaving  bool   `json:"lv,omitempty"`
 	NonVoter bool   `json:"nv,omitempty"`
+	// Run is the agent's run id (Gossip.run), not part of Meta.
+	Run string `json:"run,omitempty"`
 }
 
 // validate checks the fields both when encoding and after decoding.
@@ -122,8 +125,32 @@ func (m Meta) validate() error {
 // maxClusterID bounds a cluster id in meta (zrpc's are 32 hex digits).
 const maxClusterID = 64
 
-// encode returns m's wire form, checking memberlist's size limit.
+// runIDLen is the length of a run id (newRunID), and maxRunID the most
+// a peer's meta may carry.
+const (
+	runIDLen = 16
+	maxRunID = 64
+)
+
+// newRunID returns a random id for this run of the agent: peers tell a
+// restarted agent from the run before it by it, also when it comes back
+// at the same address with the same meta (memberlist's incarnation, which
+// grows, is not shown to delegates).
+func newRunID() string {
+	var b [runIDLen / 2]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return hex.EncodeToString(b[:])
+}
+
+// encode returns m's wire form without a run id, checking memberlist's
+// size limit.
 func (m Meta) encode() ([]byte, error) {
+	return m.encodeRun("")
+}
+
+// encodeRun returns m's wire form with the run id run, checking
+// memberlist's size limit.
+func (m Meta) encodeRun(run string) ([]byte, error) {
 	if err := m.validate(); err != nil {
 		return nil, err
 	}
@@ -131,7 +158,7 @@ func (m Meta) encode() ([]byte, error) {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	w := wireMeta{V: metaVersion, Name: m.Name, GRPCAddr: m.GRPCAddr, RaftAddr: m.RaftAddr,
-		Role: m.Role, Build: m.Build, Zone: m.Zone, Cluster: m.ClusterID, Former: m.RecoveredFrom, Hello: m.RaftHello, Full: m.ShardsFull, Room: m.ShardRoom, FSM: m.FSMVersion, Leaving: m.Leaving, NonVoter: m.NonVoter}
+		Role: m.Role, Build: m.Build, Zone: m.Zone, Cluster: m.ClusterID, Former: m.RecoveredFrom, Hello: m.RaftHello, Full: m.ShardsFull, Room: m.ShardRoom, FSM: m.FSMVersion, Leaving: m.Leaving, NonVoter: m.NonVoter, Run: run}
 	if err := enc.Encode(w); err != nil {
 		return nil, fmt.Errorf("encode meta: %w", err)
 	}
@@ -145,23 +172,33 @@ func (m Meta) encode() ([]byte, error) {
 // decodeMeta parses and validates a peer's node meta. It never panics:
 // anything it cannot read is an error.
 func decodeMeta(b []byte) (Meta, error) {
+	m, _, err := decodeMetaRun(b)
+	return m, err
+}
+
+// decodeMetaRun is decodeMeta that also returns the peer's run id (""
+// from builds that send none).
+func decodeMetaRun(b []byte) (Meta, string, error) {
 	if len(b) == 0 {
-		return Meta{}, errors.New("decode meta: empty")
+		return Meta{}, "", errors.New("decode meta: empty")
 	}
 	if len(b) > memberlist.MetaMaxSize {
-		return Meta{}, fmt.Errorf("decode meta: %d bytes, over the limit of %d", len(b), memberlist.MetaMaxSize)
+		return Meta{}, "", fmt.Errorf("decode meta: %d bytes, over the limit of %d", len(b), memberlist.MetaMaxSize)
 	}
 	var w wireMeta
 	if err := json.Unmarshal(b, &w); err != nil {
-		return Meta{}, fmt.Errorf("decode meta: %w", err)
+		return Meta{}, "", fmt.Errorf("decode meta: %w", err)
 	}
 	if w.V != metaVersion {
-		return Meta{}, fmt.Errorf("decode meta: unsupported version %d (this build reads %d)", w.V, metaVersion)
+		return Meta{}, "", fmt.Errorf("decode meta: unsupported version %d (this build reads %d)", w.V, metaVersion)
+	}
+	if len(w.Run) > maxRunID {
+		return Meta{}, "", fmt.Errorf("decode meta: run id is %d bytes, over %d", len(w.Run), maxRunID)
 	}
 	m := Meta{Name: w.Name, GRPCAddr: w.GRPCAddr, RaftAddr: w.RaftAddr, Role: w.Role, Build: w.Build, Zone: w.Zone, ClusterID: w.Cluster, RecoveredFrom: w.Former,
 		RaftHello: w.Hello, ShardsFull: w.Full, ShardRoom: w.Room, FSMVersion: w.FSM, Leaving: w.Leaving, NonVoter: w.NonVoter}
 	if err := m.validate(); err != nil {
-		return Meta{}, fmt.Errorf("decode meta: %w", err)
+		return Meta{}, "", fmt.Errorf("decode meta: %w", err)
 	}
-	return m, nil
+	return m, w.Run, nil
 }
