@@ -176,7 +176,13 @@ const readAhead = 4
 // and waits on it.
 func (s *Store) prefetch(ctx context.Context, b *pb.Blob, first, last int) <-chan chan readBlock {
 	queue := make(chan chan readBlock, readAhead-1)
-	s.wg.Add(1)
+	if !s.track() {
+		ch := make(chan readBlock, 1)
+		ch <- readBlock{err: errClosed}
+		queue <- ch
+		close(queue)
+		return queue
+	}
 	go func() {
 		defer s.wg.Done()
 		defer close(queue)
@@ -193,7 +199,7 @@ func (s *Store) prefetch(ctx context.Context, b *pb.Blob, first, last int) <-cha
 				ch <- readBlock{err: err}
 				return
 			}
-			s.wg.Add(1)
+			s.wg.Add(1) // within the tracked goroutine: Close waits for it still
 			go func() {
 				defer s.wg.Done()
 				var r readBlock

@@ -53,7 +53,7 @@ func (s *Store) putShardLent(ctx context.Context, node string, ref *pb.ShardRef,
 	req := &pb.PutShardRequest{Ref: ref, DataShards: uint32(sc.K), ParityShards: uint32(sc.M),
 		BlockLen: uint32(blockLen), Sum: sum, Payload: payload, Staged: staged, BlockSize: uint32(blockSize)}
 	if node == s.cluster.Self() {
-		return s.storeLocal(req, true)
+		return s.storeOwn(ctx, req)
 	}
 	peer, err := s.cluster.Shards(node, false)
 	if err != nil {
@@ -113,6 +113,35 @@ func (s *Store) storeLocal(req *pb.PutShardRequest, summed bool) error {
 	}
 	s.metrics.shardWrites.Inc()
 	return nil
+}
+
+// errStoreAbandoned: a caller stopped waiting for this agent's own shard
+// store to write a shard (its disk may hang in a write or a directory
+// fsync). The write, which cannot be called off, goes on aside.
+var errStoreAbandoned = errors.New("stopped waiting for this agent's shard disk to write a shard")
+
+// storeOwn is storeLocal of a shard this agent encoded or rebuilt,
+// waited for until ctx ends: the shard store does not heed a context,
+// and a disk that hangs in a write or a directory fsync would otherwise
+// hold the put or the repair for as long as it hangs. A staged shard
+// whose write ends after the wait is discarded then, so that nothing of
+// it stays staged and counted in the usage; one stored durably stays,
+// for orphan collection.
+func (s *Store) storeOwn(ctx context.Context, req *pb.PutShardRequest) error {
+	ref := req.GetRef()
+	_, err := s.aside(ctx, errStoreAbandoned, func() (int, error) { return 0, s.storeLocal(req, true) }, func(_ int, err error) {
+		if err == nil && req.Staged {
+			s.shards.Discard(shardID(ref))
+		}
+		s.log.Info("a write of a shard to this agent's disk that its put or repair stopped waiting for has ended; the shard is not kept staged",
+			"blob_id", ref.GetBlobId(), "block", ref.GetBlock(), "shard", ref.GetIndex(), "err", err)
+	})
+	if errors.Is(err, errStoreAbandoned) {
+		return fmt.Errorf("put shard %s/%d/%d on this agent: its shard disk (%s) did not take it in time; it may hang in writes or fsync: "+
+			"check that disk (dmesg, iostat), and restart the agent if it stays stuck: %w",
+			ref.GetBlobId(), ref.GetBlock(), ref.GetIndex(), s.shards.Dir(), err)
+	}
+	return err
 }
 
 // checkShardScheme checks the k+m of a shard a peer sends (checkScheme).
@@ -208,19 +237,29 @@ var errCommitAbandoned = errors.New("stopped waiting for this agent's shard disk
 // ctx's error; late, when not nil, then runs with the commit's outcome
 // once it returns. The store's Close waits for the commit.
 func (s *Store) commitAside(ctx context.Context, commit func() (int, error), late func(int, error)) (int, error) {
+	return s.aside(ctx, errCommitAbandoned, commit, late)
+}
+
+// aside runs work, a call of this agent's shard store, aside and waits
+// for it until ctx ends. One waited for no longer fails with abandoned
+// wrapping ctx's error; late, when not nil, then runs with work's outcome
+// once it returns. The store's Close waits for work.
+func (s *Store) aside(ctx context.Context, abandoned error, work func() (int, error), late func(int, error)) (int, error) {
 	type result struct {
 		n   int
 		err error
 	}
 	done := make(chan result)
-	abandoned := make(chan struct{})
-	s.wg.Add(1)
+	gaveUp := make(chan struct{})
+	if !s.track() {
+		return 0, errClosed
+	}
 	go func() {
 		defer s.wg.Done()
-		n, err := commit()
+		n, err := work()
 		select {
 		case done <- result{n, err}:
-		case <-abandoned:
+		case <-gaveUp:
 			if late != nil {
 				late(n, err)
 			}
@@ -230,8 +269,8 @@ func (s *Store) commitAside(ctx context.Context, commit func() (int, error), lat
 	case r := <-done:
 		return r.n, r.err
 	case <-ctx.Done():
-		close(abandoned)
-		return 0, fmt.Errorf("%w: %w", errCommitAbandoned, ctx.Err())
+		close(gaveUp)
+		return 0, fmt.Errorf("%w: %w", abandoned, ctx.Err())
 	}
 }
 
@@ -360,7 +399,10 @@ func (s *Store) reportShards(refs []*pb.ShardRef, lost bool) {
 	s.log.Warn(what+" shards found; reporting them for repair", "shards", len(refs),
 		"blob_id", first.BlobId, "block", first.Block, "shard", first.Index, "agent", first.Node)
 	req := &pb.ReportShardsRequest{Corrupt: refs, Reporter: s.cluster.Self()}
-	s.wg.Add(1)
+	if !s.track() { // the agent is stopping: the scrubber finds them again
+		s.reported.forget(refs)
+		return
+	}
 	go func() {
 		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
@@ -432,25 +474,66 @@ func reportKey(ref *pb.ShardRef) copyKey {
 // looks at any.
 const maxDeleteShardIDs = 4096
 
+// deletePeersAtOnce is how many agents deleteShardsOn asks at once.
+const deletePeersAtOnce = 8
+
 // deleteShardsOn asks each node to delete the shards of blob ids that no
-// blob refers to as of revision rev.
+// blob refers to as of revision rev. The agents are asked concurrently
+// (deletePeersAtOnce at a time), each within ShardTimeout: one that hangs
+// (a stopped agent, a disk hung in a delete) costs only its own delete,
+// not those of the agents after it. An agent not reached collects the
+// shards itself later.
 func (s *Store) deleteShardsOn(ctx context.Context, nodes, ids []string, rev uint64) {
+	slots := make(chan struct{}, deletePeersAtOnce)
+	var wg sync.WaitGroup
 	for _, node := range nodes {
-		if node == s.cluster.Self() {
-			s.deleteUnreferenced(ctx, ids, rev)
-			continue
-		}
-		peer, err := s.cluster.Shards(node, false)
-		for batch := range slices.Chunk(ids, maxDeleteShardIDs) {
-			if err != nil {
-				break
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if err := s.deleteShardsAt(ctx, node, ids, rev); err != nil {
+				s.log.Info("shard delete not delivered; the agent collects them itself later", "agent", node, "err", err)
 			}
-			_, err = peer.DeleteShards(ctx, &pb.DeleteShardsRequest{BlobIds: batch, Revision: rev})
+		})
+	}
+	wg.Wait()
+}
+
+// errDeleteAbandoned: a caller stopped waiting for this agent's own
+// shard store to delete shards (a write of the blob's that hangs on the
+// disk holds the blob's lock). The delete goes on aside.
+var errDeleteAbandoned = errors.New("stopped waiting for this agent's shard disk to delete shards")
+
+// deleteShardsAt asks node to delete the shards of blob ids that no blob
+// refers to as of revision rev, within ShardTimeout: this agent too,
+// whose shard store does not heed a context.
+func (s *Store) deleteShardsAt(ctx context.Context, node string, ids []string, rev uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
+	defer cancel()
+	if node == s.cluster.Self() {
+		del := func() (int, error) { return s.deleteUnreferenced(ctx, ids, rev), nil }
+		_, err := s.aside(ctx, errDeleteAbandoned, del, nil)
+		if errors.Is(err, errClosed) {
+			// Closing: no goroutine may start; the caller (a background
+			// delete Close waits for, or a call still running) deletes
+			// here, unbounded.
+			_, err = del()
 		}
+		return err
+	}
+	peer, err := s.cluster.Shards(node, false)
+	if err != nil {
+		return err
+	}
+	for batch := range slices.Chunk(ids, maxDeleteShardIDs) {
+		err := s.callPeer(ctx, node, func(ctx context.Context) error {
+			_, err := peer.DeleteShards(ctx, &pb.DeleteShardsRequest{BlobIds: batch, Revision: rev})
+			return err
+		})
 		if err != nil {
-			s.log.Info("shard delete not delivered; the agent collects them itself later", "agent", node, "err", err)
+			return fmt.Errorf("delete shards of %d blobs on %s: %w", len(batch), node, apierr.FromStatus(err))
 		}
 	}
+	return nil
 }
 
 // deleteUnreferenced deletes the local shards of blob ids once this replica

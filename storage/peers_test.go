@@ -4,13 +4,19 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/testwait"
+	"github.com/zrpcio/zrpc/storage/codec"
+	"github.com/zrpcio/zrpc/storage/shardstore"
 )
 
 // hangingPeer answers PutShard, SyncShards and HeldShards after delay, or, with
@@ -146,4 +152,158 @@ func TestASyncOfMoreShardsThanOneRequestCarriesGoesInSeveral(t *testing.T) {
 	if _, err := s.syncShards(context.Background(), "n2", id, nil); err != nil || !slices.Equal(peer.sizes, []int{0}) {
 		t.Fatalf("sync of every staged shard: %v, requests of %v shards; want one naming none", err, peer.sizes)
 	}
+}
+
+// deleteWatcher is a peer's Shards API whose DeleteShards hangs until
+// the call ends (hang) or counts the request (delivered).
+type deleteWatcher struct {
+	pb.ShardsClient // only DeleteShards is called
+	hang            bool
+	delivered       *atomic.Int32
+}
+
+func (p deleteWatcher) DeleteShards(ctx context.Context, _ *pb.DeleteShardsRequest, _ ...grpc.CallOption) (*pb.DeleteShardsResponse, error) {
+	if p.hang {
+		<-ctx.Done()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	p.delivered.Add(1)
+	return &pb.DeleteShardsResponse{}, nil
+}
+
+// A shard delete reaches the agents after one that hangs (a stopped
+// agent gossip has not declared failed yet) while that one is still
+// waited for: one hung agent does not use up the others' budget.
+func TestShardDeleteReachesAgentsAfterAHungOne(t *testing.T) {
+	s, fc := newTestStore(t, Config{ShardTimeout: time.Hour}, "n1", "n1", "n2", "n3")
+	var delivered atomic.Int32
+	fc.peer = func(node string) (pb.ShardsClient, error) {
+		return deleteWatcher{hang: node == "n2", delivered: &delivered}, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.deleteShardsOn(ctx, []string{"n2", "n3"}, []string{"0123456789abcdef0123456789abcdef"}, 0)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	testwait.For(t, 10*time.Second, "the delete to reach n3 while n2 hangs", func() bool { return delivered.Load() == 1 })
+}
+
+// A shard this agent stages on its own disk while the disk hangs (in a
+// write, a directory fsync) fails once its caller stops waiting, rather
+// than holding the put or repair for as long as the disk hangs; and once
+// the disk answers, nothing of that shard stays staged or counted.
+func TestOwnShardStagingEndsWhenItsCallerStopsWaiting(t *testing.T) {
+	release := make(chan struct{})
+	var released atomic.Bool
+	opts := shardstore.Options{WriteFault: func() error {
+		if !released.Load() {
+			<-release
+		}
+		return nil
+	}}
+	s, _ := newTestStoreOpts(t, Config{ShardTimeout: time.Hour}, testlog.New(t, "n1"), opts, "n1", "n1", "n2")
+	t.Cleanup(func() {
+		if released.CompareAndSwap(false, true) {
+			close(release)
+		}
+	})
+	ref := &pb.ShardRef{BlobId: "0123456789abcdef0123456789abcdef", Block: 0, Index: 1}
+	payload := make([]byte, 2048)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- s.putShard(ctx, "n1", ref, Scheme{K: 2, M: 1}, 4096, 4096, codec.Checksum(payload), payload, true)
+	}()
+	cancel()
+	var err error
+	testwait.For(t, 10*time.Second, "the staging to end while the disk hangs", func() bool {
+		select {
+		case err = <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	if !errors.Is(err, errStoreAbandoned) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("staging on a hung disk: %v, want errStoreAbandoned naming the caller's end", err)
+	}
+	released.Store(true)
+	close(release)
+	s.Close() // waits for the write, answered late
+	if bytes, shards := s.shards.Usage(); bytes != 0 || shards != 0 || len(s.shards.Staged()) != 0 {
+		t.Fatalf("once the disk answered: %d bytes, %d shards counted, staged %v; want nothing", bytes, shards, s.shards.Staged())
+	}
+}
+
+// A call still running once the store is closed (a request handler the
+// gRPC server did not wait for, as when the agent halts) starts no more
+// work on the shard disk: it is refused as the agent shutting down, and
+// nothing is written.
+func TestStoreRefusesDiskWorkOnceClosed(t *testing.T) {
+	s, _ := newTestStore(t, Config{}, "n1", "n1", "n2")
+	s.Close()
+	ref := &pb.ShardRef{BlobId: "0123456789abcdef0123456789abcdef", Block: 0, Index: 1}
+	payload := make([]byte, 2048)
+	err := s.putShard(context.Background(), "n1", ref, Scheme{K: 2, M: 1}, 4096, 4096, codec.Checksum(payload), payload, true)
+	if !errors.Is(err, apierr.ErrShuttingDown) {
+		t.Fatalf("shard put on a closed store: %v, want ErrShuttingDown", err)
+	}
+	if _, err := s.commitAside(context.Background(), func() (int, error) { return s.commitStaged(ref.BlobId, nil) }, nil); !errors.Is(err, apierr.ErrShuttingDown) {
+		t.Fatalf("commit on a closed store: %v, want ErrShuttingDown", err)
+	}
+	if bytes, shards := s.shards.Usage(); bytes != 0 || shards != 0 || len(s.shards.Staged()) != 0 {
+		t.Fatalf("a closed store wrote: %d bytes, %d shards counted, staged %v", bytes, shards, s.shards.Staged())
+	}
+}
+
+// A delete of a blob's shards on this agent, while a write of that blob
+// hangs on its disk (and holds the blob), ends when its caller stops
+// waiting: an aborted put is not held by its own agent's hung disk.
+func TestOwnShardDeleteEndsWhenItsCallerStopsWaiting(t *testing.T) {
+	release, entered := make(chan struct{}), make(chan struct{}, 1)
+	var hang, released atomic.Bool
+	opts := shardstore.Options{WriteFault: func() error {
+		if hang.Load() {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			<-release
+		}
+		return nil
+	}}
+	s, _ := newTestStoreOpts(t, Config{ShardTimeout: time.Hour}, testlog.New(t, "n1"), opts, "n1", "n1", "n2")
+	t.Cleanup(func() {
+		if released.CompareAndSwap(false, true) {
+			close(release)
+		}
+	})
+	ref := &pb.ShardRef{BlobId: "0123456789abcdef0123456789abcdef", Block: 0, Index: 1}
+	payload := make([]byte, 2048)
+	hang.Store(true)
+	sctx, stopStage := context.WithCancel(context.Background())
+	stopStage()
+	_ = s.putShard(sctx, "n1", ref, Scheme{K: 2, M: 1}, 4096, 4096, codec.Checksum(payload), payload, true)
+	select { // the write holds the blob now
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out after 10s waiting for the shard's write to reach the disk")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.deleteShardsOn(ctx, []string{"n1"}, []string{ref.BlobId}, 0)
+	}()
+	cancel()
+	testwait.For(t, 10*time.Second, "the delete on this agent to end with its caller while the disk hangs", func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	})
 }

@@ -758,10 +758,9 @@ func (s *Store) abort(id string, nodes []string) (uint64, error) {
 // dropShards deletes, in the background, the shards of a blob that is no
 // longer referenced since revision rev (deleted or overwritten).
 func (s *Store) dropShards(b *pb.Blob, rev uint64) {
-	if len(b.Blocks) == 0 {
+	if len(b.Blocks) == 0 || !s.track() { // stopping: orphan collection deletes them
 		return
 	}
-	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)

@@ -227,9 +227,13 @@ type Store struct {
 	// disk failed (mapReadErr).
 	ioWarned *warnrate.Limiter
 
-	wg     sync.WaitGroup
-	ctx    context.Context
-	cancel context.CancelFunc
+	// wg holds the store's goroutines, its loops' and those a call
+	// starts (track); closed, under closeMu, is set once Close has begun.
+	wg      sync.WaitGroup
+	closeMu sync.Mutex
+	closed  bool
+	ctx     context.Context
+	cancel  context.CancelFunc
 }
 
 // New returns a blob store over the local shard files; Start runs its
@@ -266,14 +270,37 @@ func (s *Store) Start() {
 	}
 }
 
-// Close stops the background loops and waits for them.
+// Close stops the background loops and waits for them, and for the
+// goroutines calls started; a call still running (a request handler the
+// agent's gRPC server did not wait for) starts none after it began.
 func (s *Store) Close() {
+	s.closeMu.Lock()
+	s.closed = true
+	s.closeMu.Unlock()
 	s.cancel()
 	s.wg.Wait()
 }
 
-func (s *Store) goLoop(f func(ctx context.Context)) {
+// errClosed: a call needed a goroutine of the store after Close began.
+var errClosed = fmt.Errorf("%w: this agent's blob store is closed; retry on another agent", apierr.ErrShuttingDown)
+
+// track adds one goroutine to those Close waits for, and reports whether
+// it did: once Close has begun it does not, and the caller does without
+// the goroutine (errClosed).
+func (s *Store) track() bool {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return false
+	}
 	s.wg.Add(1)
+	return true
+}
+
+func (s *Store) goLoop(f func(ctx context.Context)) {
+	if !s.track() {
+		return
+	}
 	go func() {
 		defer s.wg.Done()
 		f(s.ctx)

@@ -192,7 +192,9 @@ func (s *Store) dropPutShards(ids []string, rev uint64) {
 			nodes = append(nodes, m.Name)
 		}
 	}
-	s.wg.Add(1)
+	if !s.track() { // stopping: orphan collection deletes them
+		return
+	}
 	go func() {
 		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)

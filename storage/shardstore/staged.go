@@ -25,6 +25,9 @@ type stagedPart struct {
 	size   int64                // the file's extent, as reserved in Usage
 	blocks map[uint32]time.Time // block -> when staged
 	gone   bool                 // committed or dropped
+	// synced: fsynced whole after it was sealed (presync); its rename
+	// needs no fsync.
+	synced bool
 	// sealed: taken out of the staged set to be committed; a shard
 	// staged now goes into a new part (stage retries), so that a commit
 	// makes durable exactly the shards it took.
@@ -555,6 +558,10 @@ func (s *Store) commitPart(sp *stagedPart) (int, error) {
 		sp.drop(s)
 		return 0, nil
 	}
+	if err := s.presync(sp); err != nil {
+		sp.drop(s)
+		return 0, fmt.Errorf("part %s: %w", sp.path, noSpace(err))
+	}
 	pl := s.partLock(sp.hdr.Blob, sp.hdr.Index)
 	pl.Lock()
 	defer pl.Unlock()
@@ -569,9 +576,16 @@ func (s *Store) commitPart(sp *stagedPart) (int, error) {
 	return n, nil
 }
 
-// renameStaged fsyncs a staged part and renames it over its final name;
-// the part's lock is held.
-func (s *Store) renameStaged(sp *stagedPart) error {
+// presync fsyncs a staged part, taken out of the staged set, whose part
+// file does not exist yet, before the part's lock is taken: readers of
+// every part file under that lock (the locks are striped: other blobs'
+// too) would otherwise wait as long as the fsync, a hung disk's for as
+// long as it hangs. One whose part file exists is merged into that file
+// (mergeInto), which is fsynced instead.
+func (s *Store) presync(sp *stagedPart) error {
+	if _, err := os.Lstat(sp.path); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	if err := sp.settle(); err != nil {
@@ -579,6 +593,23 @@ func (s *Store) renameStaged(sp *stagedPart) error {
 	}
 	if err := s.fsync(sp.f); err != nil {
 		return err
+	}
+	sp.synced = true
+	return nil
+}
+
+// renameStaged fsyncs a staged part, unless presync did, and renames it
+// over its final name; the part's lock is held.
+func (s *Store) renameStaged(sp *stagedPart) error {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if err := sp.settle(); err != nil {
+		return err
+	}
+	if !sp.synced {
+		if err := s.fsync(sp.f); err != nil {
+			return err
+		}
 	}
 	old, err := fileSize(sp.path)
 	if err != nil {

@@ -1,0 +1,104 @@
+package shardstore
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// hungSync is a disk whose part-file fsyncs hang, once hang is set, until
+// released: entered receives when one starts hanging.
+type hungSync struct {
+	hang    atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func newHungSync(t *testing.T) *hungSync {
+	d := &hungSync{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	t.Cleanup(d.unhang)
+	return d
+}
+
+func (d *hungSync) delay() time.Duration {
+	if d.hang.Load() {
+		select {
+		case d.entered <- struct{}{}:
+		default:
+		}
+		<-d.release
+	}
+	return 0
+}
+
+func (d *hungSync) unhang() { d.once.Do(func() { d.hang.Store(false); close(d.release) }) }
+
+// await waits, at most 10 s, for ch to deliver, failing t saying what it
+// awaited otherwise.
+func await[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out after 10s waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+// A commit of a new part file whose fsync hangs (a disk hung in fsync)
+// keeps no reader waiting: a shard of another blob whose part file is
+// under the same part lock stays readable, and so it does while a
+// delete of the committing blob waits for the commit. The commit and the
+// delete end once the disk does.
+func TestReadsDoNotWaitForACommitHungInFsync(t *testing.T) {
+	disk := newHungSync(t)
+	s := open(t, t.TempDir(), Options{SyncDelay: disk.delay})
+	committing := ID{Blob: blobA, Index: 1}
+	var other ID
+	for i := 1; other.Blob == ""; i++ {
+		id := ID{Blob: fmt.Sprintf("%032x", i), Index: 1}
+		if s.partLock(id.Blob, id.Index) == s.partLock(committing.Blob, committing.Index) {
+			other = id
+		}
+	}
+	_, want := put(t, s, other, testBlockSize, 1)
+	stage(t, s, committing, testBlockSize, 2)
+
+	disk.hang.Store(true)
+	committed := make(chan error, 1)
+	go func() {
+		_, err := s.CommitStaged(blobA)
+		committed <- err
+	}()
+	await(t, disk.entered, "the commit's fsync to start")
+	deleted := make(chan error, 1)
+	go func() {
+		_, err := s.DeleteBlob(blobA)
+		deleted <- err
+	}()
+	type read struct {
+		payload []byte
+		err     error
+	}
+	reads := make(chan read, 1)
+	go func() {
+		_, p, err := s.Get(other, nil)
+		reads <- read{p, err}
+	}()
+	r := await(t, reads, "a read of another blob's shard while a commit hangs in fsync")
+	if r.err != nil || !bytes.Equal(r.payload, want) {
+		t.Fatalf("read of %s while a commit hangs in fsync: %v; payload matches: %v", other, r.err, bytes.Equal(r.payload, want))
+	}
+	disk.unhang()
+	if err := await(t, committed, "the commit once the disk answers"); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	if err := await(t, deleted, "the delete once the commit ended"); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+}
