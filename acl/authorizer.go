@@ -2,7 +2,7 @@ package acl
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/zrpcio/zrpc/api/apierr"
@@ -63,20 +63,11 @@ func Compile(policies ...*Policy) Authorizer {
 			byPrefix[r.Prefix] = stronger(byPrefix[r.Prefix], r.Access)
 		}
 	}
-	a := &authorizer{rules: map[Resource][]Rule{}}
+	a := &authorizer{}
 	for kind, byPrefix := range merged {
-		rs := make([]Rule, 0, len(byPrefix))
-		for prefix, access := range byPrefix {
-			rs = append(rs, Rule{Resource: kind, Prefix: prefix, Access: access})
+		if int(kind) < len(a.grants) { // a rule of no known kind grants nothing
+			a.grants[kind] = sortedGrants(byPrefix)
 		}
-		// Longest prefix first: the first match decides.
-		sort.Slice(rs, func(i, j int) bool {
-			if len(rs[i].Prefix) != len(rs[j].Prefix) {
-				return len(rs[i].Prefix) > len(rs[j].Prefix)
-			}
-			return rs[i].Prefix < rs[j].Prefix
-		})
-		a.rules[kind] = rs
 	}
 	return a
 }
@@ -94,22 +85,90 @@ func stronger(a, b Access) Access {
 	}
 }
 
-// authorizer is compiled policies: per kind, rules longest prefix first.
+// authorizer is compiled policies: per kind, the prefixes its rules
+// grant, sorted, each with its merged access.
 type authorizer struct {
-	rules map[Resource][]Rule
+	grants [ACL + 1][]grant
+}
+
+// grant is what the rules of one kind give a prefix, and parent the
+// index of its nearest ancestor: the longest other prefix of its kind
+// that it starts with (-1 for none).
+type grant struct {
+	prefix string
+	parent int32
+	access Access
 }
 
 func (a *authorizer) Allow(kind Resource, name string, need Access) error {
-	for _, r := range a.rules[kind] {
-		if !strings.HasPrefix(name, r.Prefix) {
-			continue
-		}
-		if r.Access == Write || r.Access == Read && need == Read {
+	if int(kind) < len(a.grants) {
+		if g, ok := longestPrefix(a.grants[kind], name); ok && (g.access == Write || g.access == Read && need == Read) {
 			return nil
 		}
-		break
 	}
 	return Denied(kind, name, need)
+}
+
+// sortedGrants sorts the prefixes of byPrefix and links each to its
+// nearest ancestor.
+func sortedGrants(byPrefix map[string]Access) []grant {
+	gs := make([]grant, 0, len(byPrefix))
+	for prefix, access := range byPrefix {
+		gs = append(gs, grant{prefix: prefix, access: access})
+	}
+	slices.SortFunc(gs, func(a, b grant) int { return strings.Compare(a.prefix, b.prefix) })
+	// chain holds the previous prefix and its ancestors, the longest
+	// last. Sorted, the ancestors of a prefix come before it, and every
+	// prefix between an ancestor and it starts with that ancestor too: its
+	// ancestors are the ones of chain that it starts with.
+	var chain []int32
+	for i := range gs {
+		for len(chain) > 0 && !strings.HasPrefix(gs[i].prefix, gs[chain[len(chain)-1]].prefix) {
+			chain = chain[:len(chain)-1]
+		}
+		gs[i].parent = -1
+		if len(chain) > 0 {
+			gs[i].parent = chain[len(chain)-1]
+		}
+		chain = append(chain, int32(i))
+	}
+	return gs
+}
+
+// longestPrefix returns the grant of the longest prefix of name in gs
+// (sorted by sortedGrants). Every prefix of name sorts between itself and
+// name, so it starts the last prefix p that does not sort after name:
+// the longest prefix of name is the first ancestor of p (or p) no
+// longer than what p and name have in common. A binary search and a
+// walk of at most as many steps as p has bytes.
+func longestPrefix(gs []grant, name string) (grant, bool) {
+	i, found := slices.BinarySearchFunc(gs, name, func(g grant, name string) int { return strings.Compare(g.prefix, name) })
+	if !found {
+		i--
+	}
+	if i < 0 {
+		return grant{}, false
+	}
+	common := commonPrefixLen(gs[i].prefix, name)
+	for i >= 0 && len(gs[i].prefix) > common {
+		i = int(gs[i].parent)
+	}
+	if i < 0 {
+		return grant{}, false
+	}
+	return gs[i], true
+}
+
+// commonPrefixLen returns the length of the longest common prefix of a
+// and b.
+func commonPrefixLen(a, b string) int {
+	n := min(len(a), len(b))
+	for i := range n {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
 }
 
 // Denied is the error of a missing permission.

@@ -2,6 +2,9 @@ package acl
 
 import (
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/zrpcio/zrpc/api/apierr"
@@ -126,5 +129,143 @@ func TestValidatePolicyNameNamesTheField(t *testing.T) {
 	}
 	if err := ValidatePolicyName("policy.name", "svc-user.v1_x"); err != nil {
 		t.Errorf("good name refused: %v", err)
+	}
+}
+
+// TestAuthorizerPicksTheLongestMatchingPrefix: among prefixes that
+// start one another, or sort between a name and its prefixes, the
+// longest one the name starts with decides.
+func TestAuthorizerPicksTheLongestMatchingPrefix(t *testing.T) {
+	a := Compile(mustPolicy(t, "p", `
+		service "a" { write }
+		service "aa" { deny }
+		service "aaa" { read }
+		service "aaaa" { write }
+		service "ab" { read }
+		service "abz" { write }
+		service "b" { read }
+		service "bb/x" { write }
+	`))
+	tests := []struct {
+		name string
+		want Access // 0: nothing matches
+	}{
+		{"", 0},
+		{"a", Write},
+		{"aab", Deny},
+		{"aaab", Read},
+		{"aaaaaaa", Write},
+		{"ab", Read},
+		{"aby", Read},
+		{"abzz", Write},
+		{"ac", Write},
+		{"b", Read},
+		{"bb/", Read},
+		{"bb/xy", Write},
+		{"c", 0},
+		{"0", 0},
+	}
+	for _, tt := range tests {
+		read, write := a.Allow(Service, tt.name, Read) == nil, a.Allow(Service, tt.name, Write) == nil
+		wantRead, wantWrite := tt.want == Read || tt.want == Write, tt.want == Write
+		if read != wantRead || write != wantWrite {
+			t.Errorf("%q: read %v, write %v; want %s (read %v, write %v)", tt.name, read, write, tt.want, wantRead, wantWrite)
+		}
+	}
+}
+
+// longestMatch is what rules grant name, found rule by rule: the
+// longest prefix decides, and of one prefix deny, then write, then read.
+func longestMatch(rules []Rule, kind Resource, name string) Access {
+	best, access := -1, Access(0)
+	for _, r := range rules {
+		if r.Resource != kind || !strings.HasPrefix(name, r.Prefix) || len(r.Prefix) < best {
+			continue
+		}
+		if len(r.Prefix) > best {
+			best, access = len(r.Prefix), 0
+		}
+		switch {
+		case r.Access == Deny || access == Deny:
+			access = Deny
+		case r.Access == Write || access == Write:
+			access = Write
+		default:
+			access = Read
+		}
+	}
+	return access
+}
+
+// TestAuthorizerDecidesAsTheLongestMatchingRule: on random rules and
+// names (over few letters, so that prefixes share much), the compiled
+// authorizer decides as the rules do one by one.
+func TestAuthorizerDecidesAsTheLongestMatchingRule(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	word := func(maxLen int) string {
+		b := make([]byte, rng.IntN(maxLen+1))
+		for i := range b {
+			b[i] = "ab/"[rng.IntN(3)]
+		}
+		return string(b)
+	}
+	for round := range 200 {
+		var policies []*Policy
+		var all []Rule
+		for p := range 1 + rng.IntN(3) {
+			var rules []Rule
+			for range rng.IntN(30) {
+				rules = append(rules, Rule{Resource: []Resource{Service, Blob}[rng.IntN(2)], Prefix: word(6), Access: Access(1 + rng.IntN(3))})
+			}
+			policies = append(policies, &Policy{Name: fmt.Sprintf("p%d", p), Rules: rules})
+			all = append(all, rules...)
+		}
+		a := Compile(policies...)
+		for range 100 {
+			kind, name, need := []Resource{Service, Blob}[rng.IntN(2)], word(8), Access(2+rng.IntN(2))
+			want := longestMatch(all, kind, name)
+			allowed := want == Write || want == Read && need == Read
+			if got := a.Allow(kind, name, need) == nil; got != allowed {
+				t.Fatalf("round %d: rules %v: Allow(%s, %q, %s) allowed %v, want %v (the longest match grants %d)", round, all, kind, name, need, got, allowed, want)
+			}
+		}
+	}
+}
+
+// BenchmarkAllow decides on a name that matches one rule among many
+// and on one that matches none; nested: of 1,024 prefixes that each
+// start the next, a name that the shortest only starts.
+func BenchmarkAllow(b *testing.B) {
+	var nested []Rule
+	for n := 1; n <= maxPrefixBytes; n++ {
+		nested = append(nested, Rule{Resource: Service, Prefix: strings.Repeat("a", n), Access: Read})
+	}
+	a := Compile(&Policy{Name: "nested", Rules: nested})
+	b.Run("rules=1024/nested", func(b *testing.B) {
+		for b.Loop() {
+			a.Allow(Service, "ab", Read)
+		}
+	})
+
+	for _, n := range []int{1, 100, 32 << 10} {
+		var policies []*Policy
+		for p := 0; p*maxRules < n; p++ {
+			var rules []Rule
+			for i := p * maxRules; i < min(n, (p+1)*maxRules); i++ {
+				rules = append(rules, Rule{Resource: Blob, Prefix: fmt.Sprintf("models/%d/", i), Access: Read})
+			}
+			policies = append(policies, &Policy{Name: fmt.Sprintf("p%d", p), Rules: rules})
+		}
+		a := Compile(policies...)
+		for _, c := range []struct{ what, name string }{
+			{"match", fmt.Sprintf("models/%d/weights.bin", n/2)},
+			{"none", "datasets/train.csv"},
+		} {
+			b.Run(fmt.Sprintf("rules=%d/%s", n, c.what), func(b *testing.B) {
+				for b.Loop() {
+					a.Allow(Blob, c.name, Read)
+				}
+			})
+		}
 	}
 }

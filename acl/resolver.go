@@ -29,23 +29,39 @@ type TokenStore interface {
 // revisions may be those of other rules here. Both caches are bounded
 // by an estimate of the memory they hold, the least recently used
 // entries going first: a token naming 32 policies of 1,024 rules
-// compiles to 32,768 rules.
+// compiles to 32,768 rules. Calls that miss the cache while the token
+// is being compiled from the same rules wait for that compile.
 func NewReplicaResolver(store TokenStore) Resolver {
 	return &replicaResolver{
 		store:    store,
 		parsed:   newLRU[policyKey, *Policy](maxParsedPolicies, maxParsedBytes),
 		compiled: newLRU[[sha256.Size]byte, compiledToken](maxCompiledTokens, maxCompiledBytes),
+		flights:  map[[sha256.Size]byte]*tokenCompile{},
 	}
 }
 
 type replicaResolver struct {
 	store TokenStore
-	// mu guards the caches. Every call and a stream's every message use
-	// them (Interceptors.Stream), each for a lookup and a move to the
-	// front of its cache's order.
+	// mu guards the caches and flights. Every call and a stream's every
+	// message use the caches (Interceptors.Stream), each for a lookup and
+	// a move to the front of its cache's order.
 	mu       sync.Mutex
 	parsed   *lru[policyKey, *Policy]
 	compiled *lru[[sha256.Size]byte, compiledToken]
+	// flights holds the compile in progress of each token, which calls
+	// that miss the cache for the same rules meanwhile wait for rather
+	// than compile the token again. A compile's entry goes when it ends,
+	// whether it failed or not.
+	flights map[[sha256.Size]byte]*tokenCompile
+}
+
+// tokenCompile is one compile of a token's policies: its result is
+// set before done is closed.
+type tokenCompile struct {
+	rules []string
+	done  chan struct{}
+	auth  Authorizer
+	err   error
 }
 
 // compiledToken is a token's Authorizer and the rules of each of its
@@ -69,8 +85,12 @@ const (
 	maxCompiledBytes  = 64 << 20
 )
 
-// ruleBytes is the size of a Rule, its prefix's bytes apart.
-const ruleBytes = int(unsafe.Sizeof(Rule{}))
+// ruleBytes is the size of a Rule, and grantBytes of a compiled
+// grant, their prefixes' bytes apart.
+const (
+	ruleBytes  = int(unsafe.Sizeof(Rule{}))
+	grantBytes = int(unsafe.Sizeof(grant{}))
+)
 
 // rulesBytes estimates the memory of rules: the structs and their
 // prefixes (which may share the bytes of the text they were parsed
@@ -79,6 +99,20 @@ func rulesBytes(rules []Rule) int {
 	n := len(rules) * ruleBytes
 	for _, r := range rules {
 		n += len(r.Prefix)
+	}
+	return n
+}
+
+// bytes estimates the memory of a's grants (which may share the bytes
+// of the rules' texts, counted apart: the estimate is high rather than
+// low).
+func (a *authorizer) bytes() int {
+	n := 0
+	for _, gs := range a.grants {
+		n += len(gs) * grantBytes
+		for _, g := range gs {
+			n += len(g.prefix)
+		}
 	}
 	return n
 }
@@ -100,28 +134,53 @@ func (r *replicaResolver) Resolve(hash [sha256.Size]byte) (Authorizer, string, e
 	}
 	r.mu.Lock()
 	c, ok := r.compiled.get(hash)
-	r.mu.Unlock()
 	// The replica hands out the rules it stores, so an unchanged policy's
 	// compare is of one pointer.
 	if ok && slices.Equal(c.rules, rules) {
+		r.mu.Unlock()
 		return c.auth, tok.AccessorId, nil
 	}
-	auth, size, err := r.compile(stored)
-	if err != nil {
-		return nil, tok.AccessorId, err
+	if f, ok := r.flights[hash]; ok && slices.Equal(f.rules, rules) {
+		r.mu.Unlock()
+		<-f.done
+		return f.auth, tok.AccessorId, f.err
 	}
-	for _, text := range rules {
-		size += len(text)
-	}
-	r.mu.Lock()
-	r.compiled.put(hash, compiledToken{rules: rules, auth: auth}, size)
+	// A compile of other rules in progress is of rules the token no
+	// longer has: calls from now on wait for this one.
+	f := &tokenCompile{rules: rules, done: make(chan struct{})}
+	r.flights[hash] = f
 	r.mu.Unlock()
-	return auth, tok.AccessorId, nil
+	r.runCompile(hash, f, tok.AccessorId, stored)
+	return f.auth, tok.AccessorId, f.err
 }
 
-// compile merges the token's stored policies (nil ones grant nothing)
-// and estimates the bytes of the result, its rules' texts apart.
-func (r *replicaResolver) compile(stored []*pb.ACLPolicy) (Authorizer, int, error) {
+// runCompile runs compile f of the token whose hash and accessor id are given,
+// caches its result and ends it, even should the compile panic.
+func (r *replicaResolver) runCompile(hash [sha256.Size]byte, f *tokenCompile, accessor string, stored []*pb.ACLPolicy) {
+	f.err = fmt.Errorf("token %s: compiling its policies failed", accessor)
+	defer func() {
+		r.mu.Lock()
+		if f.err == nil {
+			size := 0
+			if a, ok := f.auth.(*authorizer); ok {
+				size = a.bytes()
+			}
+			for _, text := range f.rules {
+				size += len(text)
+			}
+			r.compiled.put(hash, compiledToken{rules: f.rules, auth: f.auth}, size)
+		}
+		if r.flights[hash] == f {
+			delete(r.flights, hash)
+		}
+		r.mu.Unlock()
+		close(f.done)
+	}()
+	f.auth, f.err = r.compile(stored)
+}
+
+// compile merges the token's stored policies (nil ones grant nothing).
+func (r *replicaResolver) compile(stored []*pb.ACLPolicy) (Authorizer, error) {
 	policies := make([]*Policy, 0, len(stored))
 	for _, sp := range stored {
 		if sp == nil {
@@ -131,18 +190,11 @@ func (r *replicaResolver) compile(stored []*pb.ACLPolicy) (Authorizer, int, erro
 		}
 		p, err := r.policy(sp)
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		policies = append(policies, p)
 	}
-	a := Compile(policies...)
-	size := 0
-	if c, ok := a.(*authorizer); ok {
-		for _, rs := range c.rules {
-			size += rulesBytes(rs)
-		}
-	}
-	return a, size, nil
+	return Compile(policies...), nil
 }
 
 func (r *replicaResolver) policy(stored *pb.ACLPolicy) (*Policy, error) {

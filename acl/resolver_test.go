@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
 type fakeStore struct {
@@ -217,5 +221,80 @@ func TestReplicaResolverKeepsPoliciesOverTodaysBounds(t *testing.T) {
 	}
 	if err := a.Allow(Service, "user.rpc", Write); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// gatedStore is a fakeStore whose token lookups wait until the test
+// opens its gate, so that calls miss the resolver's cache together.
+type gatedStore struct {
+	fakeStore
+	arrived atomic.Int64
+	gate    chan struct{}
+}
+
+func (s *gatedStore) ACLTokenByHash(h []byte) *pb.ACLToken {
+	s.arrived.Add(1)
+	<-s.gate
+	return s.fakeStore.ACLTokenByHash(h)
+}
+
+// resolveTogether resolves hash from calls goroutines that all look the
+// token up before any of them goes on, and returns what each got.
+func resolveTogether(t *testing.T, store *gatedStore, r Resolver, hash [32]byte, calls int) ([]Authorizer, []error) {
+	t.Helper()
+	auths, errs := make([]Authorizer, calls), make([]error, calls)
+	var wg sync.WaitGroup
+	for i := range calls {
+		wg.Go(func() { auths[i], _, errs[i] = r.Resolve(hash) })
+	}
+	testwait.For(t, 10*time.Second, fmt.Sprintf("%d calls to look the token up", calls), func() bool { return store.arrived.Load() == int64(calls) })
+	close(store.gate)
+	wg.Wait()
+	return auths, errs
+}
+
+// TestReplicaResolverCompilesConcurrentMissesOnce: calls that arrive
+// together with a token not yet cached share one compile of it.
+func TestReplicaResolverCompilesConcurrentMissesOnce(t *testing.T) {
+	big, hashes := bigPolicyStore(1, 32)
+	store := &gatedStore{fakeStore: big, gate: make(chan struct{})}
+	r := NewReplicaResolver(store)
+	auths, errs := resolveTogether(t, store, r, hashes[0], 8)
+	for i := range auths {
+		if errs[i] != nil {
+			t.Fatalf("call %d: %v", i, errs[i])
+		}
+		if auths[i] != auths[0] {
+			t.Fatalf("calls 0 and %d got authorizers compiled apart, want one compile for all", i)
+		}
+	}
+	if n := len(r.(*replicaResolver).flights); n != 0 {
+		t.Fatalf("%d compiles still registered after every call returned", n)
+	}
+}
+
+// TestReplicaResolverForgetsAFailedCompile: calls that share a compile
+// that fails all get its error, and nothing of it is kept: a later call
+// compiles again.
+func TestReplicaResolverForgetsAFailedCompile(t *testing.T) {
+	h := HashSecret("u")
+	store := &gatedStore{gate: make(chan struct{}), fakeStore: fakeStore{
+		tokens:   map[string]*pb.ACLToken{string(h[:]): {AccessorId: "a1", Policies: []string{"bad"}}},
+		policies: map[string]*pb.ACLPolicy{"bad": {Name: "bad", Rules: `service "user." { sudo }`}},
+	}}
+	r := NewReplicaResolver(store)
+	_, errs := resolveTogether(t, store, r, h, 8)
+	for i, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), "stored policy bad") {
+			t.Fatalf("call %d: %v, want the stored policy's parse error", i, err)
+		}
+	}
+	if n := len(r.(*replicaResolver).flights); n != 0 {
+		t.Fatalf("%d failed compiles still registered", n)
+	}
+	store.policies["bad"] = &pb.ACLPolicy{Name: "bad", Rules: `service "user." { write }`}
+	a, _, err := r.Resolve(h)
+	if err != nil || a.Allow(Service, "user.rpc", Write) != nil {
+		t.Fatalf("after the policy was fixed: %v; want user.* writable", err)
 	}
 }
