@@ -72,7 +72,7 @@ type handler struct {
 	// builders bounds the names whose records are built at once, and
 	// buildWait how long a question waits for its turn before it is
 	// answered SERVFAIL: questions for many names of large services at
-	// once (a name's every letter case is a name of its own) would
+	// once (each tag and zone of a service is a name of its own) would
 	// otherwise each hold tens of megabytes at the same time.
 	builders  chan struct{}
 	buildWait time.Duration
@@ -225,7 +225,7 @@ func (h *handler) lookup(m *dns.Msg, q dns.Question, size int) {
 	case len(rel) == 2 && strings.EqualFold(rel[1], addrLabel):
 		h.addr(m, q, rel[0])
 	default:
-		h.service(m, q, rel, size)
+		h.service(m, q, size)
 	}
 }
 
@@ -257,9 +257,10 @@ func (h *handler) addr(m *dns.Msg, q dns.Question, label string) {
 // whether it did: they serve while the replica's revision, and the ACL
 // decisions they depend on, are those they were built at.
 func (h *handler) cached(m *dns.Msg, q dns.Question, size int) bool {
+	key := h.cacheKey(q.Name)
 	var rs *records
 	for _, c := range []*cache{h.cache, h.empty, h.large} {
-		if rs = c.get(q.Name); rs != nil {
+		if rs = c.get(key); rs != nil {
 			break
 		}
 	}
@@ -270,10 +271,46 @@ func (h *handler) cached(m *dns.Msg, q dns.Question, size int) bool {
 	return true
 }
 
+// cacheKey is the name whose records answer name, a name in the domain
+// or not: its lower case, unless a service its labels name with their
+// capitals has instances (find tries a service as written before its
+// lower case, and tags and zones match in any case). The letter cases
+// of a name thus share one build and one cache entry: a resolver that
+// randomises them (DNS 0x20) would otherwise miss the cache with every
+// question, and have every record of the service built again.
+func (h *handler) cacheKey(name string) string {
+	lower := strings.ToLower(name)
+	if lower == name || !dns.IsSubDomain(h.domain, lower) {
+		return name
+	}
+	labels := dns.SplitDomainName(name)
+	rel := labels[:len(labels)-h.labels]
+	// The service all the labels before "service" name, then the one
+	// they name after a tag.
+	at := serviceAt(rel)
+	for i := 0; i < 2 && i < at; i++ {
+		if s := strings.Join(rel[i:at], "."); s != strings.ToLower(s) && h.reg.HasInstances(s) {
+			return name
+		}
+	}
+	return lower
+}
+
+// serviceAt is the index of the rightmost "service" label of rel, the
+// labels of a name below the domain, after at least one; -1 when none.
+func serviceAt(rel []string) int {
+	for i := len(rel) - 1; i > 0; i-- {
+		if strings.EqualFold(rel[i], serviceLabel) {
+			return i
+		}
+	}
+	return -1
+}
+
 // service answers [<tag>.]<service>.service[.<zone>].<domain>, and caches
 // the records built for it.
-func (h *handler) service(m *dns.Msg, q dns.Question, rel []string, size int) {
-	rs, busy := h.build(q.Name, rel)
+func (h *handler) service(m *dns.Msg, q dns.Question, size int) {
+	rs, busy := h.build(h.cacheKey(q.Name))
 	switch {
 	case busy:
 		m.Rcode = dns.RcodeServerFailure // the client asks again
@@ -284,12 +321,12 @@ func (h *handler) service(m *dns.Msg, q dns.Question, rel []string, size int) {
 	}
 }
 
-// build returns the records of name (rel: its labels below the domain),
-// built and cached by this question or by one that was building them
-// at the replica's present revision; nil when name names no service, or
-// one the server may not show. busy says none could be built: other
-// names' builds took every turn for buildWait.
-func (h *handler) build(name string, rel []string) (rs *records, busy bool) {
+// build returns the records of name (a cacheKey), built and cached by
+// this question or by one that was building them at the replica's
+// present revision; nil when name names no service, or one the server
+// may not show. busy says none could be built: other names' builds took
+// every turn for buildWait.
+func (h *handler) build(name string) (rs *records, busy bool) {
 	key := buildKey{name: name, rev: h.reg.Revision()}
 	h.buildMu.Lock()
 	if b, ok := h.building[key]; ok {
@@ -316,7 +353,7 @@ func (h *handler) build(name string, rel []string) (rs *records, busy bool) {
 		b.busy = true
 		return nil, true
 	}
-	b.rs = h.records(name, rel)
+	b.rs = h.records(name)
 	if b.rs != nil {
 		h.store(name, b.rs)
 	}
@@ -342,31 +379,28 @@ func (h *handler) store(name string, rs *records) {
 	into.put(name, rs)
 }
 
-// records builds the records of the passing instances name asks for
-// (rel: its labels below the domain); nil when it names no service, or
-// one the server may not show.
-func (h *handler) records(name string, rel []string) *records {
-	at := -1
-	for i := len(rel) - 1; i > 0; i-- {
-		if strings.EqualFold(rel[i], serviceLabel) {
-			at = i
-			break
-		}
-	}
+// records builds the records of the passing instances name, a name in
+// the domain, asks for; nil when it names no service, or one the server
+// may not show. Tags and zones match in any letter case, as DNS names
+// do.
+func (h *handler) records(name string) *records {
+	labels := dns.SplitDomainName(name)
+	rel := labels[:len(labels)-h.labels]
+	at := serviceAt(rel)
 	if at < 0 {
 		return nil
 	}
 	zone := strings.Join(rel[at+1:], ".")
 	var checks []aclCheck
-	tag, instances, rev := h.instances(rel[:at], &checks)
-	if instances == nil {
+	tag, passing, known, rev := h.instances(rel[:at], &checks)
+	if !known {
 		return nil
 	}
 	rs := &records{rev: rev, checks: checks}
 	targets := map[netip.Addr]int32{}
 	ips := map[netip.Addr]bool{}
-	for _, inst := range instances {
-		if inst.Health != pb.Health_PASSING || (tag != "" && !slices.Contains(inst.Tags, tag)) || (zone != "" && inst.Zone != zone) {
+	for _, inst := range passing {
+		if inst.Health != pb.Health_PASSING || (tag != "" && !hasTag(inst.Tags, tag)) || (zone != "" && !strings.EqualFold(inst.Zone, zone)) {
 			continue
 		}
 		host, port, ok := splitAddress(inst.Address)
@@ -407,43 +441,54 @@ func (h *handler) records(name string, rel []string) *records {
 
 // instances finds the service the labels name, and the tag they ask for
 // ("" for none): all of them name the service when it has instances,
-// else the first is a tag of the service the others name. instances is
-// nil when neither exists, or the server may not show it. The ACL
-// decisions taken are appended to checks. rev is the replica's revision
-// at the first lookup: should it move before the last, the answer is
-// never taken from the cache, as a lookup it skipped may have found
-// something since.
-func (h *handler) instances(labels []string, checks *[]aclCheck) (tag string, instances []*pb.Instance, rev uint64) {
-	insts, rev := h.find(strings.Join(labels, "."), checks)
-	if insts != nil || len(labels) < 2 {
-		return "", insts, rev
+// else the first is a tag of the service the others name. passing are
+// its passing instances; known is false when neither exists, or the
+// server may not show it. The ACL decisions taken are appended to
+// checks. rev is the replica's revision at the first lookup: should it
+// move before the last, the answer is never taken from the cache, as a
+// lookup it skipped may have found something since.
+func (h *handler) instances(labels []string, checks *[]aclCheck) (tag string, passing []*pb.Instance, known bool, rev uint64) {
+	passing, known, rev = h.find(strings.Join(labels, "."), checks)
+	if known || len(labels) < 2 {
+		return "", passing, known, rev
 	}
-	insts, _ = h.find(strings.Join(labels[1:], "."), checks)
-	return labels[0], insts, rev
+	passing, known, _ = h.find(strings.Join(labels[1:], "."), checks)
+	return labels[0], passing, known, rev
 }
 
-// find returns the instances of service (asked as written, else in lower
-// case: DNS names are case-insensitive), nil when it has none or may not
-// be shown, and the revision of the first lookup.
-func (h *handler) find(service string, checks *[]aclCheck) ([]*pb.Instance, uint64) {
-	insts, rev := h.reg.Instances(service)
-	if len(insts) == 0 {
+// find returns the passing instances of service (asked as written, else
+// in lower case: DNS names are case-insensitive); known is false when it
+// has no instance or may not be shown; rev is the revision of the first
+// lookup.
+func (h *handler) find(service string, checks *[]aclCheck) (passing []*pb.Instance, known bool, rev uint64) {
+	passing, known, rev = h.reg.PassingInstances(service)
+	if !known {
 		if lower := strings.ToLower(service); lower != service {
 			service = lower
-			insts, _ = h.reg.Instances(service)
+			passing, known, _ = h.reg.PassingInstances(service)
 		}
 	}
-	if len(insts) == 0 {
-		return nil, rev
+	if !known {
+		return nil, false, rev
 	}
 	if h.canRead != nil {
 		allowed := h.canRead(service)
 		*checks = append(*checks, aclCheck{service: service, allowed: allowed})
 		if !allowed {
-			return nil, rev
+			return nil, false, rev
 		}
 	}
-	return insts, rev
+	return passing, true, rev
+}
+
+// hasTag reports whether tags holds tag, in any letter case.
+func hasTag(tags []string, tag string) bool {
+	for _, t := range tags {
+		if strings.EqualFold(t, tag) {
+			return true
+		}
+	}
+	return false
 }
 
 // minRecordLen is the fewest bytes a record of an answer takes (an A
@@ -458,30 +503,7 @@ func (h *handler) fill(m *dns.Msg, q dns.Question, rs *records, size int) {
 	limit := size/minRecordLen + 1
 	switch q.Qtype {
 	case dns.TypeSRV:
-		order := pick(len(rs.srv), limit)
-		m.Answer = make([]dns.RR, 0, len(order))
-		m.Extra = slices.Grow(m.Extra, len(order)) // after the OPT record, if any
-		var added []bool                           // by target, when there are many
-		if len(order) > 32 {
-			added = make([]bool, len(rs.targets))
-		}
-		for _, i := range order {
-			m.Answer = append(m.Answer, rs.srv[i])
-			at := rs.srvTarget[i]
-			if at < 0 {
-				continue
-			}
-			target := rs.targets[at]
-			if added != nil {
-				if added[at] {
-					continue
-				}
-				added[at] = true
-			} else if slices.Contains(m.Extra, target) {
-				continue
-			}
-			m.Extra = append(m.Extra, target)
-		}
+		addSRV(m, rs, pick(len(rs.srv), limit), size)
 	case dns.TypeA:
 		m.Answer = pickRecords(rs.a, nil, limit)
 	case dns.TypeAAAA:
@@ -495,6 +517,118 @@ func (h *handler) fill(m *dns.Msg, q dns.Question, rs *records, size int) {
 	if len(m.Answer) == 0 {
 		h.noData(m, rs.rev)
 	}
+}
+
+// addSRV adds to m the SRV records of rs in order, the address record of
+// each one's target in the additional section (once per target), as
+// many as pack in size bytes with their address records: a client gets
+// the address of every target it is given, also in a truncated answer
+// (Truncate would keep the SRV records that fit and drop every address
+// record).
+func addSRV(m *dns.Msg, rs *records, order []int, size int) {
+	m.Answer = make([]dns.RR, 0, len(order))
+	m.Extra = slices.Grow(m.Extra, len(order)) // after the OPT record, if any
+	// extras[c] is the length of the additional section with the address
+	// records of the first c SRV records' targets.
+	extras := make([]int, 1, len(order)+1)
+	extras[0] = len(m.Extra)
+	var added []bool // by target, when there are many
+	if len(order) > 32 {
+		added = make([]bool, len(rs.targets))
+	}
+	for _, i := range order {
+		m.Answer = append(m.Answer, rs.srv[i])
+		if at := rs.srvTarget[i]; at >= 0 {
+			target := rs.targets[at]
+			var seen bool
+			if added != nil {
+				seen, added[at] = added[at], true
+			} else {
+				seen = slices.Contains(m.Extra, target)
+			}
+			if !seen {
+				m.Extra = append(m.Extra, target)
+			}
+		}
+		extras = append(extras, len(m.Extra))
+	}
+	fitSRV(m, extras, size)
+}
+
+// fitSRV keeps the most SRV records of m's answer that pack in size
+// bytes with the address records of their targets (extras, as addSRV
+// counts them), marking m truncated when it cuts any.
+func fitSRV(m *dns.Msg, extras []int, size int) {
+	answer, extra := m.Answer, m.Extra
+	keep := func(c int) { m.Answer, m.Extra = answer[:c], extra[:extras[c]] }
+	packed := func(c int) int {
+		keep(c)
+		return m.Len()
+	}
+	n := len(answer)
+	if m.Compress = false; m.Len() <= size {
+		return // as Truncate: uncompressed, it fits
+	}
+	// The first lo records (with their targets') pack in size bytes even
+	// uncompressed; the first hi do not even with every owner name
+	// compressed to a pointer (2 bytes), their least: the SRV targets
+	// never are.
+	lo, hi := 0, n+1
+	most := packed(0) // nothing to compress
+	least := most
+	add := func(rr dns.RR) {
+		l := dns.Len(rr)
+		most += l
+		least += l - (len(rr.Header().Name) + 1) + 2
+	}
+	for c := 1; c <= n && hi > n; c++ {
+		add(answer[c-1])
+		for _, rr := range extra[extras[c-1]:extras[c]] {
+			add(rr)
+		}
+		if most <= size {
+			lo = c
+		}
+		if least > size {
+			hi = c
+		}
+	}
+	m.Compress = true
+	if hi > n {
+		if packed(n) <= size {
+			return
+		}
+		hi = n
+	}
+	m.Truncated = true
+	// Mostly the records take their least (every owner name a pointer):
+	// the first hi-1 fit. Else guess where size falls from the lengths at
+	// both ends, as the length grows with c nearly in proportion, and
+	// halve when the guesses move one end twice in a row.
+	if hi-lo > 1 {
+		if packed(hi-1) <= size {
+			lo = hi - 1
+		} else {
+			hi--
+		}
+	}
+	var loLen, hiLen int
+	if hi-lo > 1 {
+		loLen, hiLen = packed(lo), packed(hi)
+	}
+	for moved := 0; hi-lo > 1; {
+		c := lo + (size-loLen)*(hi-lo)/max(hiLen-loLen, 1)
+		if moved >= 2 || moved <= -2 {
+			c = lo + (hi-lo)/2
+		}
+		c = min(max(c, lo+1), hi-1)
+		if l := packed(c); l <= size {
+			lo, loLen, moved = c, l, max(moved, 0)+1
+		} else {
+			hi, hiLen, moved = c, l, min(moved, 0)-1
+		}
+	}
+	keep(lo)
 }
 
 // splitAddress splits an instance's "host:port"; ok is false for an

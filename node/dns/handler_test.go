@@ -15,8 +15,16 @@ import (
 // fakeRegistry is a registry replica of fixed instances.
 type fakeRegistry map[string][]*pb.Instance
 
-func (r fakeRegistry) Instances(service string) ([]*pb.Instance, uint64) {
-	return slices.Clone(r[service]), 7
+func (r fakeRegistry) PassingInstances(service string) ([]*pb.Instance, bool, uint64) {
+	return passingOf(r[service]), len(r[service]) > 0, 7
+}
+
+func (r fakeRegistry) HasInstances(service string) bool { return len(r[service]) > 0 }
+
+// passingOf returns the passing instances of insts, as a registry
+// replica gives them to DNS.
+func passingOf(insts []*pb.Instance) []*pb.Instance {
+	return slices.DeleteFunc(slices.Clone(insts), func(inst *pb.Instance) bool { return inst.Health != pb.Health_PASSING })
 }
 
 func (r fakeRegistry) Revision() uint64 { return 7 }

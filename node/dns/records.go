@@ -2,6 +2,7 @@ package dns
 
 import (
 	"math/rand/v2"
+	"slices"
 	"sync"
 
 	"github.com/miekg/dns"
@@ -61,20 +62,23 @@ func (rs *records) count(qtype uint16) int {
 func (rs *records) size() int { return len(rs.srv) + len(rs.targets) + len(rs.a) + len(rs.aaaa) }
 
 // pick returns min(n, k) distinct indexes below n in a random order,
-// every ordered choice as likely.
+// every ordered choice as likely, in O(k) (but for a few of many, in
+// O(k²) with k at most 128, which allocates less).
 func pick(n, k int) []int {
 	k = min(n, k)
-	if 2*k <= n {
-		out := make([]int, 0, k)
+	switch {
+	case k <= 128 && 2*k <= n:
 		// A few of many (a UDP answer of a large service): draw until k
 		// differ, at most twice as many draws as k on average.
+		out := make([]int, 0, k)
 		for len(out) < k {
-			i := rand.IntN(n)
-			if !containsInt(out, i) {
+			if i := rand.IntN(n); !slices.Contains(out, i) {
 				out = append(out, i)
 			}
 		}
 		return out
+	case 2*k <= n:
+		return pickSparse(n, k) // many of many more: a TCP answer
 	}
 	out := make([]int, n)
 	for i := range out {
@@ -88,13 +92,23 @@ func pick(n, k int) []int {
 	return out[:k]
 }
 
-func containsInt(s []int, v int) bool {
-	for _, x := range s {
-		if x == v {
-			return true
+// pickSparse is pick's partial Fisher-Yates shuffle of the indexes below
+// n, keeping only the places it moved (by place) rather than n indexes.
+func pickSparse(n, k int) []int {
+	out := make([]int, k)
+	moved := make(map[int]int, k)
+	at := func(i int) int {
+		if v, ok := moved[i]; ok {
+			return v
 		}
+		return i
 	}
-	return false
+	for i := range k {
+		j := i + rand.IntN(n-i)
+		out[i] = at(j)
+		moved[j] = at(i)
+	}
+	return out
 }
 
 // pickRecords returns at most k of the records of a and b together, in a

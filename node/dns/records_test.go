@@ -25,11 +25,17 @@ type liveRegistry struct {
 	walks atomic.Int64
 }
 
-func (r *liveRegistry) Instances(service string) ([]*pb.Instance, uint64) {
+func (r *liveRegistry) PassingInstances(service string) ([]*pb.Instance, bool, uint64) {
 	r.walks.Add(1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return slices.Clone(r.insts[service]), r.rev
+	return passingOf(r.insts[service]), len(r.insts[service]) > 0, r.rev
+}
+
+func (r *liveRegistry) HasInstances(service string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.insts[service]) > 0
 }
 
 func (r *liveRegistry) Revision() uint64 {
@@ -335,7 +341,7 @@ type registeringRegistry struct {
 	once sync.Once
 }
 
-func (r *registeringRegistry) Instances(service string) ([]*pb.Instance, uint64) {
+func (r *registeringRegistry) PassingInstances(service string) ([]*pb.Instance, bool, uint64) {
 	if service == "user.rpc" {
 		r.once.Do(func() {
 			r.change("v2.user.rpc", func([]*pb.Instance) []*pb.Instance {
@@ -343,7 +349,7 @@ func (r *registeringRegistry) Instances(service string) ([]*pb.Instance, uint64)
 			})
 		})
 	}
-	return r.liveRegistry.Instances(service)
+	return r.liveRegistry.PassingInstances(service)
 }
 
 // TestDNSDoesNotCacheAnAnswerTheRegistryChangedUnder: when the registry
@@ -472,10 +478,10 @@ type gatedRegistry struct {
 	begun atomic.Int64
 }
 
-func (r *gatedRegistry) Instances(service string) ([]*pb.Instance, uint64) {
+func (r *gatedRegistry) PassingInstances(service string) ([]*pb.Instance, bool, uint64) {
 	r.begun.Add(1)
 	<-r.open
-	return r.liveRegistry.Instances(service)
+	return r.liveRegistry.PassingInstances(service)
 }
 
 // TestDNSQuestionsAskedAtOnceShareOneReadOfTheRegistry: questions for a
@@ -528,7 +534,7 @@ func TestDNSQuestionsAskedAtOnceShareOneReadOfTheRegistry(t *testing.T) {
 // than the handler builds at once wait for a turn, and are answered
 // SERVFAIL (the client asks again) when none comes in time, rather than
 // each reading a large service and building its records at the same
-// time (a name's every letter case is a name of its own).
+// time (each tag of a service is a name of its own).
 func TestDNSBuildsTheRecordsOfAFewNamesAtOnce(t *testing.T) {
 	reg := &gatedRegistry{
 		liveRegistry: &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{"user.rpc": manyInstances("user.rpc", 10)}},
@@ -542,7 +548,7 @@ func TestDNSBuildsTheRecordsOfAFewNamesAtOnce(t *testing.T) {
 	defer wg.Wait()
 	defer open() // before the wait, should the test fail
 	rcodes := make(chan int, 3)
-	for _, name := range []string{"user.rpc", "User.rpc", "USER.rpc"} {
+	for _, name := range []string{"user.rpc", "a.user.rpc", "b.user.rpc"} {
 		wg.Go(func() { rcodes <- ask(h, name+".service.zrpc.", dns.TypeSRV).Rcode })
 	}
 	var failed int
@@ -564,5 +570,144 @@ func TestDNSBuildsTheRecordsOfAFewNamesAtOnce(t *testing.T) {
 	wg.Wait()
 	if got := ask(h, "USER.rpc.service.zrpc.", dns.TypeSRV); got.Rcode != dns.RcodeSuccess || len(got.Answer) == 0 {
 		t.Fatalf("once the builds ended: %s with %d records, want NOERROR with some", dns.RcodeToString[got.Rcode], len(got.Answer))
+	}
+}
+
+// TestDNSTruncatedSRVAnswerCarriesItsTargetsAddresses: an SRV answer cut
+// to the size the transport allows still holds the A record of every
+// target it gives, in its additional section, and is cut no further than
+// that size requires.
+func TestDNSTruncatedSRVAnswerCarriesItsTargetsAddresses(t *testing.T) {
+	insts := manyInstances("user.rpc", 3000)
+	// Two instances on one IP: one address record for both.
+	insts = append(insts, passing("user.rpc", "same", net.JoinHostPort(net.IPv4(10, 1, 0, 1).String(), "9001")))
+	reg := &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{"user.rpc": insts}}
+	h := testHandler(t, Config{Registry: reg})
+	for _, tc := range []struct {
+		what string
+		udp  bool
+		edns uint16
+	}{
+		{"UDP without EDNS0", true, 0},
+		{"UDP with EDNS0 1232", true, 1232},
+		{"TCP", false, 0},
+	} {
+		m := new(dns.Msg)
+		m.SetQuestion("user.rpc.service.zrpc.", dns.TypeSRV)
+		limit := dns.MaxMsgSize
+		if tc.udp {
+			limit = min(dns.MinMsgSize, amplification*m.Len())
+		}
+		if tc.edns != 0 {
+			m.SetEdns0(tc.edns, false)
+			limit = int(tc.edns)
+		}
+		resp := h.answer(m, tc.udp)
+		b, err := resp.Pack()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.what, err)
+		}
+		addrs := map[string]bool{}
+		for _, rr := range resp.Extra {
+			if a, ok := rr.(*dns.A); ok {
+				if addrs[a.Hdr.Name] {
+					t.Fatalf("%s: the address of %s twice", tc.what, a.Hdr.Name)
+				}
+				addrs[a.Hdr.Name] = true
+			}
+		}
+		targets := map[string]bool{}
+		for _, rr := range resp.Answer {
+			target := rr.(*dns.SRV).Target
+			targets[target] = true
+			if !addrs[target] {
+				t.Fatalf("%s: %d SRV records in %d bytes, truncated %v, with %d address records: none for target %s",
+					tc.what, len(resp.Answer), len(b), resp.Truncated, len(addrs), target)
+			}
+		}
+		if len(addrs) != len(targets) {
+			t.Fatalf("%s: %d address records for %d targets", tc.what, len(addrs), len(targets))
+		}
+		// An SRV record and its target's address take less than 100 bytes.
+		if !resp.Truncated || len(resp.Answer) == 0 || len(b) > limit || len(b) <= limit-100 {
+			t.Fatalf("%s: %d bytes, %d SRV records, truncated %v; want some, truncated, in %d bytes and less than 100 bytes short of them",
+				tc.what, len(b), len(resp.Answer), resp.Truncated, limit)
+		}
+	}
+}
+
+// TestDNSLetterCasesOfANameShareItsRecords: the letter cases of a name
+// (as a resolver that randomises them, DNS 0x20, asks) are answered with
+// the same records, built once; tags and zones match in any case; a
+// service whose name has capitals is still told apart by them.
+func TestDNSLetterCasesOfANameShareItsRecords(t *testing.T) {
+	insts := manyInstances("user.rpc", 100)
+	for _, inst := range insts[:10] {
+		inst.Tags, inst.Zone = []string{"v2"}, "eu-1"
+	}
+	reg := &liveRegistry{rev: 1, insts: map[string][]*pb.Instance{
+		"user.rpc":  insts,
+		"Order.rpc": {passing("Order.rpc", "a", "10.0.0.9:80")},
+		"order.rpc": {passing("order.rpc", "b", "10.0.0.8:80")},
+	}}
+	h := testHandler(t, Config{Registry: reg})
+	for _, names := range [][]string{
+		{"user.rpc.service.zrpc.", "USER.RPC.SERVICE.ZRPC.", "uSeR.rPc.SeRvIcE.zRpC.", "User.Rpc.service.zrpc."},
+		{"v2.user.rpc.service.eu-1.zrpc.", "V2.USER.rpc.service.EU-1.zrpc.", "v2.User.RPC.Service.eU-1.ZRPC."},
+	} {
+		first := ask(h, names[0], dns.TypeSRV)
+		if len(first.Answer) == 0 {
+			t.Fatalf("%s: no SRV record", names[0])
+		}
+		before := reg.walks.Load()
+		for _, name := range names[1:] {
+			resp := ask(h, name, dns.TypeSRV)
+			if resp.Rcode != dns.RcodeSuccess || len(resp.Answer) != len(first.Answer) || resp.Question[0].Name != name {
+				t.Fatalf("%s: %s with %d SRV records for question %s; want NOERROR with %d, as %s got, for the question as asked",
+					name, dns.RcodeToString[resp.Rcode], len(resp.Answer), resp.Question[0].Name, len(first.Answer), names[0])
+			}
+		}
+		if walks := reg.walks.Load() - before; walks != 0 {
+			t.Fatalf("%d other letter cases of %s read the registry %d times, want 0 (its records built once)", len(names)-1, names[0], walks)
+		}
+	}
+	for _, order := range [][2]string{{"order.rpc", "10.0.0.8"}, {"Order.rpc", "10.0.0.9"}, {"ORDER.rpc", "10.0.0.8"}, {"Order.rpc", "10.0.0.9"}} {
+		if got := ask(h, order[0]+".service.zrpc.", dns.TypeA); len(got.Answer) != 1 || got.Answer[0].(*dns.A).A.String() != order[1] {
+			t.Fatalf("A %s: %v, want %s", order[0], got.Answer, order[1])
+		}
+	}
+}
+
+// TestDNSPickDrawsEveryOrderedChoiceAlike: pick's every ordered choice of
+// k indexes below n comes about as often, whether it draws few of many,
+// many of many more, or most of them.
+func TestDNSPickDrawsEveryOrderedChoiceAlike(t *testing.T) {
+	for _, tc := range []struct {
+		pick          func(n, k int) []int
+		n, k, choices int
+	}{{pick, 6, 2, 30}, {pickSparse, 6, 2, 30}, {pickSparse, 7, 3, 210}, {pick, 4, 3, 24}, {pick, 3, 5, 6}} {
+		const per = 1000 // draws per ordered choice, on average
+		seen := map[string]int{}
+		for range per * tc.choices {
+			order := tc.pick(tc.n, tc.k)
+			if len(order) != min(tc.n, tc.k) {
+				t.Fatalf("pick(%d, %d) = %v, want %d indexes", tc.n, tc.k, order, min(tc.n, tc.k))
+			}
+			for i, v := range order {
+				if v < 0 || v >= tc.n || slices.Contains(order[:i], v) {
+					t.Fatalf("pick(%d, %d) = %v, want distinct indexes below %d", tc.n, tc.k, order, tc.n)
+				}
+			}
+			seen[fmt.Sprint(order)]++
+		}
+		// 10 standard deviations apart: never by chance.
+		if len(seen) != tc.choices {
+			t.Fatalf("pick(%d, %d) drew %d ordered choices, want %d", tc.n, tc.k, len(seen), tc.choices)
+		}
+		for choice, times := range seen {
+			if times < per-300 || times > per+300 {
+				t.Errorf("pick(%d, %d) drew %s %d times in %d, want about %d", tc.n, tc.k, choice, times, per*tc.choices, per)
+			}
+		}
 	}
 }

@@ -26,12 +26,18 @@ import (
 )
 
 // Registry is what DNS reads of the agent's registry replica (raftstore's
-// FSM). It is called concurrently from the server's goroutines, once per
-// query, and must not block.
+// FSM). It is called concurrently from the server's goroutines, a few
+// times per query, and must not block.
 type Registry interface {
-	// Instances returns every instance of service, whatever its health,
-	// and the revision they reflect; none when the service is unknown.
-	Instances(service string) ([]*pb.Instance, uint64)
+	// PassingInstances returns the passing instances of service, in any
+	// order, with at least their address, weight, zone and tags, and the
+	// revision they reflect; known says whether service has instances,
+	// whatever their health. DNS answers show passing instances only:
+	// the others are never decoded.
+	PassingInstances(service string) (passing []*pb.Instance, known bool, rev uint64)
+	// HasInstances reports whether service has instances, whatever their
+	// health, without reading them.
+	HasInstances(service string) bool
 	// Revision returns the replica's revision, which moves whenever an
 	// instance changes: answers are cached while it stays.
 	Revision() uint64
