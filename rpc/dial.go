@@ -101,7 +101,10 @@ func WithMetrics(reg prometheus.Registerer) DialOption {
 }
 
 // WithWaitReady makes Dial wait, within its context, until the connection
-// has a ready instance.
+// has a ready instance. If none is ready when the context ends, Dial's
+// error says why, as the resolver last knew it: the registry has no
+// instance of the service, its instances' health, or why the registry
+// could not be watched (no agent answers).
 func WithWaitReady() DialOption { return func(o *dialOptions) { o.waitReady = true } }
 
 // clientKeepalive is how a connection made by Dial finds a silent

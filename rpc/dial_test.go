@@ -21,6 +21,7 @@ import (
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client"
+	"github.com/zrpcio/zrpc/client/clienttest"
 	"github.com/zrpcio/zrpc/internal/grpctest"
 	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/rpc"
@@ -290,5 +291,22 @@ func TestDialWaitReadySaysWhyNoInstanceIsReady(t *testing.T) {
 	}
 	if err := dial(); err == nil || !strings.Contains(err.Error(), "the one instance of none.rpc is not routable: d1 critical") {
 		t.Fatalf("dial of a service whose one instance is critical: %v", err)
+	}
+}
+
+// With no agent to watch the registry through, WithWaitReady's error says
+// so, rather than only that its context ended.
+func TestDialWaitReadySaysWhenNoAgentAnswers(t *testing.T) {
+	agent := clienttest.ClosedAddr(t)
+	// Time for the watch to fail at least once (at once on loopback).
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := rpc.Dial(ctx, "zrpc:///none.rpc", rpc.WithAgents(agent), rpc.WithWaitReady())
+	if err == nil {
+		conn.Close()
+		t.Fatal("dial through an agent that is not there succeeded")
+	}
+	if want := "no ready instance: watch service none.rpc: "; !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), agent) {
+		t.Fatalf("dial through an agent that is not there: %v; want %q and the agent's address", err, want)
 	}
 }

@@ -132,8 +132,9 @@ type p2cConn struct {
 	sc       balancer.SubConn
 	addr     string
 	inflight atomic.Int64
-	// started is the sum of the start times of the calls in flight, so
-	// that their mean age is now - started/inflight. A pick adds to it
+	// started is the sum of the start times of the calls in flight
+	// (wrapping past int64), so that their mean age is
+	// (now·inflight - started)/inflight. A pick adds to it
 	// before counting the call in flight and a call's end takes from it
 	// after, so a load read in between sees the mean start later, not
 	// earlier: a call is never taken for older than it is.
@@ -167,7 +168,10 @@ func (c *p2cConn) load(now int64) float64 {
 	n := c.inflight.Load()
 	cost := c.costAt(now)
 	if n > 0 {
-		cost = max(cost, float64(now-c.started.Load()/n))
+		// The sum of the ages, n·now - started, is exact in int64's
+		// wrapping arithmetic even when started (n start times, each
+		// the uptime) is not: 300 calls a year into a run pass 2^63.
+		cost = max(cost, float64(now*n-c.started.Load())/float64(n))
 	}
 	return max(cost, 1) * float64(n+1)
 }

@@ -401,3 +401,23 @@ func TestP2CCountsCallsInFlight(t *testing.T) {
 		}
 	}
 }
+
+// The mean age of the calls in flight stays right however long the
+// process has run and however many calls are in flight: a sum of their
+// start times past int64 must not make the instance look as if its calls
+// had hung for years.
+func TestP2CCallsInFlightAgeAfterLongUptime(t *testing.T) {
+	const uptime = 365 * 24 * time.Hour
+	for _, n := range []int64{1, 400, 100_000} {
+		now := int64(uptime)
+		c := newP2CConn(endpoint{addr: "a"}, float64(time.Millisecond), now)
+		for range n {
+			c.begin(now)
+		}
+		now += int64(time.Second)
+		want := float64(time.Second) * float64(n+1) // mean age 1 s, n+1
+		if got := c.load(now); got < want*0.99 || got > want*1.01 {
+			t.Errorf("%d calls in flight for 1 s after %v of uptime: load %g, want %g", n, uptime, got, want)
+		}
+	}
+}

@@ -21,7 +21,8 @@ import (
 type BreakerConfig struct {
 	// Mode is BreakerSRE (default: adaptive throttling) or BreakerClassic
 	// (closed → open after Failures consecutive failures → half-open after
-	// OpenFor, when one probe decides).
+	// OpenFor, when one probe decides; a call its caller cancelled counts
+	// neither way).
 	Mode BreakerMode
 	// Failures and OpenFor configure BreakerClassic. Defaults 5 and 5 s.
 	Failures int
@@ -280,6 +281,10 @@ func (s *breakerStage) invokeClassic(ctx context.Context, method string, req, re
 	}
 	err := s.next.invoke(ctx, method, req, reply, cc, inv, opts)
 	switch {
+	case status.Code(err) == codes.Canceled && ctx.Err() != nil:
+		// The caller gave up (Canceled): no word on the backend's health.
+		// A failure run goes on; a probe leaves the breaker half-open, so
+		// the next call probes again.
 	case !breakerFailure(err):
 		st.failures.Store(0)
 		st.openUntil.Store(0)

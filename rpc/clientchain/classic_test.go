@@ -100,3 +100,46 @@ func TestChainMetricsCountRetriesAndRejections(t *testing.T) {
 		t.Fatalf("rejections = %v, want 1", got)
 	}
 }
+
+// A call its caller cancelled says nothing of the backend: a cancelled
+// half-open probe leaves the breaker half-open (the next call probes
+// again) instead of closing it, and a cancelled call does not break a run
+// of consecutive failures.
+func TestClassicBreakerIgnoresCallsTheCallerCancelled(t *testing.T) {
+	clock := &fakeClock{}
+	clock.advance(time.Hour)
+	cfg := DefaultBreakerConfig()
+	cfg.Mode, cfg.Failures, cfg.OpenFor, cfg.Now = BreakerClassic, 3, 5*time.Second, clock.now
+	ic := Breaker(cfg)
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	canceledErr := status.Error(codes.Canceled, "context canceled")
+
+	// fail, fail, cancelled, fail: three consecutive failures open it.
+	for i, step := range []struct {
+		ctx context.Context
+		err error
+	}{{context.Background(), unavailable()}, {context.Background(), unavailable()}, {cancelled, canceledErr}, {context.Background(), unavailable()}} {
+		if err := call(t, ic, step.ctx, "/s/M", script(step.err).invoke); status.Code(err) != status.Code(step.err) {
+			t.Fatalf("call %d: %v, want %v", i, err, step.err)
+		}
+	}
+	failing := alwaysUnavailable()
+	if err := call(t, ic, context.Background(), "/s/M", failing.invoke); failing.attempts() != 0 || status.Code(err) != codes.Unavailable {
+		t.Fatalf("after three failures around a cancelled call the breaker must be open: %v, %d attempts", err, failing.attempts())
+	}
+
+	// Half-open: the probe's caller cancels it. Still half-open, so the
+	// next call is a probe; it fails, and the breaker opens again.
+	clock.advance(6 * time.Second)
+	probe := script(canceledErr)
+	if err := call(t, ic, cancelled, "/s/M", probe.invoke); probe.attempts() != 1 || status.Code(err) != codes.Canceled {
+		t.Fatalf("probe: %v after %d attempts", err, probe.attempts())
+	}
+	if err := call(t, ic, context.Background(), "/s/M", failing.invoke); failing.attempts() != 1 {
+		t.Fatalf("the call after a cancelled probe must probe again: %v, %d attempts", err, failing.attempts())
+	}
+	if err := call(t, ic, context.Background(), "/s/M", failing.invoke); failing.attempts() != 1 {
+		t.Fatalf("a cancelled probe closed the breaker: a failed probe after it left it closed (%v, %d attempts)", err, failing.attempts())
+	}
+}

@@ -327,7 +327,9 @@ func (c *hedgeCall) launch() {
 	err := c.s.next.invoke(ctx, c.method, c.req, h.reply, c.cc, c.inv, h.ownOptions(c.opts))
 	c.mu.Lock()
 	h.err = err
-	if c.winner == winnerNone && answered(err) {
+	// A hedge ended by the caller's giving up answered nothing: the
+	// first attempt, ended the same way, decides.
+	if c.winner == winnerNone && answered(err) && c.ctx.Err() == nil {
 		c.winner = winnerHedge
 		c.cancelFirst()
 	}

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
 const hedgedMethod = "/kv.Store/Get"
@@ -443,5 +445,36 @@ func TestLatencyQuantileTracksThe95thPercentile(t *testing.T) {
 	}
 	if got := q.quantile(); got < 100*time.Millisecond || got > 120*time.Millisecond {
 		t.Fatalf("95th percentile %v with 10%% of calls at 100ms, want about 100ms", got)
+	}
+}
+
+// A caller that gives up while both attempts are out ends them both: the
+// hedge did not answer first, whichever attempt returns first.
+func TestHedgeCancelledByTheCallerDidNotWin(t *testing.T) {
+	s, o := warmHedgeStage(t)
+	hedgeEnded := make(chan struct{})
+	cluster := &hedgeCluster{instances: []hedgeInstance{
+		{addr: "10.0.0.1:1", answer: func(ctx context.Context) error {
+			err := blockUntilCancelled(ctx)
+			<-hedgeEnded // the hedge returns first
+			return err
+		}},
+		{addr: "10.0.0.2:1", answer: func(ctx context.Context) error {
+			defer close(hedgeEnded)
+			return blockUntilCancelled(ctx)
+		}},
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		testwait.Until(10*time.Second, func() bool { return len(cluster.records()) == 2 }) // the hedge is out
+		cancel()
+	}()
+	err := interceptor(s)(ctx, hedgedMethod, nil, new(wrapperspb.StringValue), nil, cluster.invoke)
+	if status.Code(err) != codes.Canceled || len(cluster.records()) != 2 {
+		t.Fatalf("err %v after %d attempts, want Canceled after 2", err, len(cluster.records()))
+	}
+	if got := o.get(); !slices.Equal(got, []string{hedgeFailed}) {
+		t.Fatalf("outcomes %v, want [failed]: the hedge was cancelled, it answered nothing", got)
 	}
 }

@@ -138,7 +138,8 @@ func Metrics(reg prometheus.Registerer) grpc.UnaryClientInterceptor {
 }
 
 // MetricsStream is [Metrics] for streams: a stream is counted when it ends
-// (RecvMsg returns an error; io.EOF counts as OK) or fails to start.
+// (RecvMsg returns an error, io.EOF counting as OK, or the one answer of a
+// client-streaming method) or fails to start.
 func MetricsStream(reg prometheus.Registerer) grpc.StreamClientInterceptor {
 	return metricsStream(mustMetrics(reg))
 }
@@ -173,21 +174,30 @@ func metricsStream(m *clientMetrics) grpc.StreamClientInterceptor {
 			m.observe(method, start, err)
 			return nil, err
 		}
-		return &endWatchStream{ClientStream: cs, onEnd: func(err error) { m.observe(method, start, err) }}, nil
+		return watchEnd(cs, desc, func(err error) { m.observe(method, start, err) }), nil
 	}
 }
 
 // endWatchStream calls onEnd once, when RecvMsg first returns an error
-// (io.EOF is reported as nil: the stream ended cleanly).
+// (io.EOF is reported as nil: the stream ended cleanly) or, for a stream
+// whose server answers once (client-streaming), returns that answer: grpc
+// ends such a stream there.
 type endWatchStream struct {
 	grpc.ClientStream
-	onEnd func(error)
-	done  atomic.Bool
+	onEnd     func(error)
+	oneAnswer bool // the server sends one message (desc.ServerStreams unset)
+	done      atomic.Bool
+}
+
+// watchEnd returns cs, of a stream described by desc, calling onEnd when it
+// ends (see endWatchStream).
+func watchEnd(cs grpc.ClientStream, desc *grpc.StreamDesc, onEnd func(error)) *endWatchStream {
+	return &endWatchStream{ClientStream: cs, onEnd: onEnd, oneAnswer: desc != nil && !desc.ServerStreams}
 }
 
 func (s *endWatchStream) RecvMsg(m any) error {
 	err := s.ClientStream.RecvMsg(m)
-	if err != nil && s.done.CompareAndSwap(false, true) {
+	if (err != nil || s.oneAnswer) && s.done.CompareAndSwap(false, true) {
 		if err == io.EOF {
 			s.onEnd(nil)
 		} else {

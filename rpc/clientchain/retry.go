@@ -233,8 +233,10 @@ func (s *retryStage) retryable(ctx context.Context, method string, err error, re
 // backoff returns the full-jitter sleep before retry n (1-based).
 func (s *retryStage) backoff(n int) time.Duration {
 	ceil := s.cfg.MaxBackoff
-	if n-1 < 30 {
-		ceil = min(ceil, s.cfg.BaseBackoff<<(n-1))
+	// BaseBackoff·2^(n-1) when below MaxBackoff, checked before shifting
+	// so that a long base doubled many times does not wrap around.
+	if n-1 < 63 && s.cfg.BaseBackoff <= ceil>>(n-1) {
+		ceil = s.cfg.BaseBackoff << (n - 1)
 	}
 	return time.Duration(s.cfg.Rand() * float64(ceil))
 }

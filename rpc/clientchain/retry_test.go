@@ -140,3 +140,18 @@ func TestBackoffFullJitterBounds(t *testing.T) {
 		}
 	}
 }
+
+// A long base backoff doubled many times reaches MaxBackoff and stays
+// there; it must not wrap around to a negative (no) wait.
+func TestBackoffLongBaseStaysAtMaxBackoff(t *testing.T) {
+	cfg := DefaultRetryConfig()
+	cfg.MaxAttempts, cfg.BaseBackoff, cfg.MaxBackoff = 40, 20*time.Second, time.Minute
+	cfg.Rand = func() float64 { return 0.5 }
+	s := newRetryStage(cfg, invokerStage{})
+	for n := 1; n < cfg.MaxAttempts; n++ {
+		want := min(cfg.BaseBackoff<<min(n-1, 2), cfg.MaxBackoff) / 2
+		if got := s.backoff(n); got != want {
+			t.Errorf("backoff(%d) = %v, want %v", n, got, want)
+		}
+	}
+}

@@ -36,7 +36,8 @@ func TimeoutPerMethod(d time.Duration, perMethod map[string]time.Duration) grpc.
 }
 
 // TimeoutStream bounds the whole life of a stream, from its start until
-// RecvMsg returns an error, to d (or the per-method override). Streams are
+// RecvMsg returns an error (or the one answer of a client-streaming
+// method), to d (or the per-method override). Streams are
 // often long-lived (watches), so the default chain sets no stream timeout
 // unless Config.StreamTimeout or a per-method override asks for one.
 // Unlike the unary bound, it is a deadline of the stream's context (a
@@ -54,7 +55,7 @@ func TimeoutStream(d time.Duration, perMethod map[string]time.Duration) grpc.Str
 			cancel()
 			return nil, err
 		}
-		return &endWatchStream{ClientStream: cs, onEnd: func(error) { cancel() }}, nil
+		return watchEnd(cs, desc, func(error) { cancel() }), nil
 	}
 }
 
@@ -134,7 +135,11 @@ func (s *timeoutStage) invokeNoted(ctx context.Context, note *PickNote, method s
 	if ctx.Done() == nil {
 		// Nothing else can end the call (context.Background and its
 		// values): the slot's context alone ends it.
-		return s.next.invoke(&slotBound{Context: ctx, slot: slot, note: note}, method, req, reply, cc, inv, opts)
+		err := s.next.invoke(&slotBound{Context: ctx, slot: slot, note: note}, method, req, reply, cc, inv, opts)
+		if err != nil && slot.Err() != nil && status.Code(err) == codes.DeadlineExceeded {
+			return clientTimeoutError(d)
+		}
+		return err
 	}
 	// The caller can cancel the call too: a child of the caller's context
 	// that the slot also cancels. It keeps the caller's deadline, if any,
@@ -145,9 +150,15 @@ func (s *timeoutStage) invokeNoted(ctx context.Context, note *PickNote, method s
 	stop()
 	cancel(nil)
 	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(cctx), errClientTimeout) && status.Code(err) == codes.Canceled {
-		return status.Errorf(codes.DeadlineExceeded, "client timeout of %v exceeded", d)
+		return clientTimeoutError(d)
 	}
 	return err
+}
+
+// clientTimeoutError is a call's error when the client's timeout d ended
+// it.
+func clientTimeoutError(d time.Duration) error {
+	return status.Errorf(codes.DeadlineExceeded, "client timeout of %v exceeded", d)
 }
 
 // slotBound is a call's context under the client's timeout when the

@@ -87,6 +87,22 @@ func TestTimeoutEndsCallThatNeverAnswersWithDeadlineExceeded(t *testing.T) {
 	}
 }
 
+// The error says the client's timeout ended the call, whatever the
+// caller's context: "context deadline exceeded" would point at a deadline
+// the caller never set.
+func TestTimeoutErrorNamesTheClientTimeout(t *testing.T) {
+	addr, _ := deadlineServer(t, true)
+	conn := dialTimeout(t, addr, 200*time.Millisecond)
+	for name, ctx := range callerContexts(t) {
+		t.Run(name, func(t *testing.T) {
+			err := echoCall(ctx, conn)
+			if want := "client timeout of 200ms exceeded"; status.Code(err) != codes.DeadlineExceeded || status.Convert(err).Message() != want {
+				t.Fatalf("call to a handler that never answers: %v, want DeadlineExceeded %q", err, want)
+			}
+		})
+	}
+}
+
 func TestTimeoutDefaultIsNotSentToServer(t *testing.T) {
 	addr, seen := deadlineServer(t, false)
 	conn := dialTimeout(t, addr, 2*time.Second)

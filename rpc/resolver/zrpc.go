@@ -102,8 +102,11 @@ func WithLogger(l *slog.Logger) Option {
 // OnRoutable calls f after each change the registry sends with how many
 // instances are routable and, when none is, why ("the registry has no
 // instance of user.rpc", or the first few instances' health and check
-// output). Several OnRoutable functions are all called. rpc.Dial uses it
-// to say why WithWaitReady found no ready instance.
+// output); before the first instance list, f is also told (0 routable)
+// why none has come (the watch's error, or agents that send nothing).
+// Calls of f are never concurrent. Several OnRoutable functions are all
+// called. rpc.Dial uses it to say why WithWaitReady found no ready
+// instance.
 func OnRoutable(f func(n int, why string)) Option {
 	return func(o *options) {
 		if prev := o.routable; prev != nil {
@@ -237,10 +240,8 @@ func (r *zrpcResolver) Close() {
 func (r *zrpcResolver) run(ctx context.Context) {
 	defer close(r.done)
 	silent := time.AfterFunc(firstListWait, func() {
-		r.listedMu.Lock()
-		defer r.listedMu.Unlock()
-		if !r.listed && ctx.Err() == nil {
-			r.cc.ReportError(fmt.Errorf("zrpc resolver: no instance list of service %s from the agents within %s: they take the watch but send nothing; calls fail until they do (see the agents' logs and `zrpcctl status`)",
+		if ctx.Err() == nil {
+			r.reportNoList(fmt.Sprintf("no instance list of service %s from the agents within %s: they take the watch but send nothing; calls fail until they do (see the agents' logs and `zrpcctl status`)",
 				r.service, firstListWait))
 		}
 	})
@@ -263,12 +264,27 @@ func (r *zrpcResolver) run(ctx context.Context) {
 		}
 		r.log.Warn("registry watch failed, keeping the last instance list", "from_revision", rev, "err", err)
 		if !good {
-			r.cc.ReportError(fmt.Errorf("zrpc resolver: watch service %s: %w", r.service, err))
+			r.reportNoList(fmt.Sprintf("watch service %s: %v", r.service, err))
 		}
 		if !sleep(ctx, retryDelay(failures)) {
 			return
 		}
 		failures++
+	}
+}
+
+// reportNoList says why calls cannot be routed, to cc (calls fail with
+// it) and to OnRoutable, while no instance list has reached cc: never
+// after one (listedMu).
+func (r *zrpcResolver) reportNoList(why string) {
+	r.listedMu.Lock()
+	defer r.listedMu.Unlock()
+	if r.listed {
+		return
+	}
+	r.cc.ReportError(fmt.Errorf("zrpc resolver: %s", why))
+	if r.routable != nil {
+		r.routable(0, why)
 	}
 }
 
