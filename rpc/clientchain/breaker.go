@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/zrpcio/zrpc/internal/methodtable"
 	"github.com/zrpcio/zrpc/internal/monotime"
 )
 
@@ -130,10 +130,12 @@ func newBreakerStage(cfg BreakerConfig, next unaryStage) *breakerStage {
 }
 
 type breakerStage struct {
-	cfg      BreakerConfig
-	bucket   time.Duration
-	methods  sync.Map // method string → *window
-	classic  sync.Map // method string → *classicState
+	cfg    BreakerConfig
+	bucket time.Duration
+	// methods and classic hold the state of at most methodtable.Max
+	// methods each; further ones share one (methodtable.Other's).
+	methods  methodtable.Table[*window]
+	classic  methodtable.Table[*classicState]
 	next     unaryStage
 	onReject func(method string) // metrics hook; nil when metrics are off
 }
@@ -170,13 +172,11 @@ func (s *breakerStage) invoke(ctx context.Context, method string, req, reply any
 }
 
 func (s *breakerStage) window(method string) *window {
-	if v, ok := s.methods.Load(method); ok {
-		return v.(*window)
-	}
-	w := &window{buckets: make([]atomic.Uint64, s.cfg.Buckets)}
-	w.failed.Store(math.MinInt64 / 2)
-	v, _ := s.methods.LoadOrStore(method, w)
-	return v.(*window)
+	return s.methods.Get(method, func(string) *window {
+		w := &window{buckets: make([]atomic.Uint64, s.cfg.Buckets)}
+		w.failed.Store(math.MinInt64 / 2)
+		return w
+	})
 }
 
 // breakerFailure reports whether err means the backend did not accept the
@@ -267,11 +267,7 @@ type classicState struct {
 }
 
 func (s *breakerStage) invokeClassic(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts []grpc.CallOption) error {
-	v, ok := s.classic.Load(method)
-	if !ok {
-		v, _ = s.classic.LoadOrStore(method, &classicState{})
-	}
-	st := v.(*classicState)
+	st := s.classic.Get(method, func(string) *classicState { return &classicState{} })
 	probe := false
 	if until := st.openUntil.Load(); until != 0 {
 		if monotime.Of(s.cfg.Now()) < until || !st.probing.CompareAndSwap(false, true) {

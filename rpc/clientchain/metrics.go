@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -12,6 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/internal/methodtable"
 )
 
 // numCodes is the number of gRPC status codes (OK through Unauthenticated).
@@ -25,10 +26,14 @@ type clientMetrics struct {
 	inFlight prometheus.Gauge
 	retries  *prometheus.CounterVec
 	rejected *prometheus.CounterVec
-	methods  sync.Map // method string → *methodMetrics
+	// methods holds the series of at most methodtable.Max methods; calls
+	// of further ones (a gateway forwarding names its callers choose)
+	// share the method label methodtable.Other.
+	methods methodtable.Table[*methodMetrics]
 }
 
 type methodMetrics struct {
+	label    string // the method, or methodtable.Other
 	duration prometheus.Observer
 	retries  prometheus.Counter
 	rejected prometheus.Counter
@@ -93,16 +98,14 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 }
 
 func (m *clientMetrics) method(method string) *methodMetrics {
-	if v, ok := m.methods.Load(method); ok {
-		return v.(*methodMetrics)
-	}
-	mm := &methodMetrics{
-		duration: m.duration.WithLabelValues(method),
-		retries:  m.retries.WithLabelValues(method),
-		rejected: m.rejected.WithLabelValues(method),
-	}
-	v, _ := m.methods.LoadOrStore(method, mm)
-	return v.(*methodMetrics)
+	return m.methods.Get(method, func(label string) *methodMetrics {
+		return &methodMetrics{
+			label:    label,
+			duration: m.duration.WithLabelValues(label),
+			retries:  m.retries.WithLabelValues(label),
+			rejected: m.rejected.WithLabelValues(label),
+		}
+	})
 }
 
 // retried counts an attempt after the first of a call of method.
@@ -121,7 +124,7 @@ func (m *clientMetrics) observe(method string, start time.Time, err error) {
 	slot := &mm.byCode[code]
 	c := slot.Load()
 	if c == nil {
-		counter := m.requests.WithLabelValues(method, code.String())
+		counter := m.requests.WithLabelValues(mm.label, code.String())
 		slot.CompareAndSwap(nil, &counter)
 		c = slot.Load()
 	}

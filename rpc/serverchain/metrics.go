@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/zrpcio/zrpc/internal/methodtable"
 	"github.com/zrpcio/zrpc/internal/warnrate"
 )
 
@@ -32,7 +33,7 @@ type metrics struct {
 	log      *slog.Logger
 	slow     time.Duration // <0: never log slow calls
 	now      func() time.Time
-	methods  methodTable[*methodMetrics]
+	methods  methodtable.Table[*methodMetrics]
 	// logged lets one line through per method and code each logQuiet:
 	// an overloaded server, whose every call is slow, would otherwise
 	// write a line per call and slow itself further.
@@ -169,7 +170,7 @@ func (m *metrics) shouldLog(elapsed time.Duration, stream bool, code codes.Code)
 }
 
 func (m *metrics) forMethod(method string) *methodMetrics {
-	return m.methods.get(method, m.newMethodMetrics)
+	return m.methods.Get(method, m.newMethodMetrics)
 }
 
 func (m *metrics) newMethodMetrics(label string) *methodMetrics {

@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/zrpcio/zrpc/internal/methodtable"
 )
 
 // RateLimit allows each method perSecond calls per second with bursts of up
@@ -45,7 +47,7 @@ type rateLimiter struct {
 	rate    float64 // tokens per second
 	burst   float64
 	now     func() time.Time
-	buckets methodTable[*tokenBucket]
+	buckets methodtable.Table[*tokenBucket]
 }
 
 func newRateLimiter(perSecond float64, burst int, now func() time.Time) *rateLimiter {
@@ -59,7 +61,7 @@ func newRateLimiter(perSecond float64, burst int, now func() time.Time) *rateLim
 }
 
 func (l *rateLimiter) allow(method string) error {
-	b := l.buckets.get(method, l.newBucket)
+	b := l.buckets.Get(method, l.newBucket)
 	if b.take(l.now(), l.rate, l.burst) {
 		return nil
 	}

@@ -64,9 +64,7 @@ func TestRateLimitBoundsMethods(t *testing.T) {
 	wantCode(t, l.allow("/stranger/A"), codes.OK)
 	wantCode(t, l.allow("/stranger/B"), codes.ResourceExhausted) // shares A's bucket
 	wantCode(t, l.allow("/svc/M0"), codes.ResourceExhausted)     // its own, spent
-	var n int
-	l.buckets.values.Range(func(any, any) bool { n++; return true })
-	if n != MaxMethods+1 {
+	if n := l.buckets.Len(); n != MaxMethods+1 {
 		t.Fatalf("%d buckets, want %d", n, MaxMethods+1)
 	}
 }
