@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -496,11 +497,13 @@ func (c *Config) advertiseIP() string {
 }
 
 // LoadFile overrides c with the fields present in the YAML file at path.
-// Unknown fields are an error, so a typo does not pass silently.
+// Unknown fields are an error, so a typo does not pass silently; so are a
+// second YAML document, whose settings would be ignored, and a fraction
+// where a whole number goes, which would be cut short.
 func (c *Config) LoadFile(path string) error {
-	src, err := os.ReadFile(path)
+	src, err := readConfigFile(path)
 	if err != nil {
-		return fmt.Errorf("read config: %w", err)
+		return err
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(src))
 	dec.KnownFields(true)
@@ -508,8 +511,66 @@ func (c *Config) LoadFile(path string) error {
 	if err := dec.Decode(&next); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("parse config %s: %w", path, explainYAML(src, err))
 	}
+	var more yaml.Node
+	if err := dec.Decode(&more); err == nil {
+		return fmt.Errorf("parse config %s: %w", path, configProblems([]string{fmt.Sprintf(
+			"line %d: a second YAML document starts (---), whose settings would be ignored; put every setting in one document", more.Line)}))
+	} else if !errors.Is(err, io.EOF) {
+		return fmt.Errorf("parse config %s: %w", path, explainYAML(src, err))
+	}
+	if msgs := fractionsInWholeNumbers(src); len(msgs) > 0 {
+		return fmt.Errorf("parse config %s: %w", path, configProblems(msgs))
+	}
 	*c = next
 	return nil
+}
+
+// maxConfigFileBytes bounds the config file LoadFile reads: a file of
+// every setting is a few KiB, so a larger one is not a config file.
+const maxConfigFileBytes = 1 << 20
+
+// readConfigFile reads the config file at path, refusing what is not a
+// regular file (a FIFO with no writer would block the agent's start for
+// good; one whose writer never stops, fill its memory) or is larger than
+// maxConfigFileBytes.
+func readConfigFile(path string) ([]byte, error) {
+	// O_NONBLOCK: opening a FIFO waits for a writer without it.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("read config %s: it is a %s, not a file; give --config the path of a YAML file", path, fileKind(fi.Mode()))
+	}
+	src, err := io.ReadAll(io.LimitReader(f, maxConfigFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(src) > maxConfigFileBytes {
+		return nil, fmt.Errorf("read config %s: larger than %d KiB, more than any config file; check that --config names the agent's YAML file",
+			path, maxConfigFileBytes>>10)
+	}
+	return src, nil
+}
+
+// fileKind names what a file that is not a regular one is.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&os.ModeNamedPipe != 0:
+		return "pipe (FIFO), which may never end"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	case m&os.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
 }
 
 // clone returns a copy of c that shares no slice with it, so that a load

@@ -6,11 +6,13 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/zrpcio/zrpc/gossip"
 	"github.com/zrpcio/zrpc/internal/fielderr"
+	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/raftstore"
 	"github.com/zrpcio/zrpc/storage"
 )
@@ -316,5 +318,79 @@ func TestConfigRefusesALeaderWaitSoLongItsSumOverflows(t *testing.T) {
 	c.LeaderWait = math.MaxInt64
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "leader_wait:") {
 		t.Fatalf("Validate with leader_wait %s = %v, want an error naming leader_wait", c.LeaderWait, err)
+	}
+}
+
+// TestConfigFileThatIsNoFileIsRefusedAtOnce: --config naming a FIFO, a
+// directory or a file far larger than any config file fails at once,
+// saying what the path is, instead of blocking the start or reading it
+// all into memory.
+func TestConfigFileThatIsNoFileIsRefusedAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	huge := filepath.Join(dir, "huge.yaml")
+	if err := os.WriteFile(huge, []byte("name: n1\n"+strings.Repeat("# padding\n", maxConfigFileBytes/10+1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{fifo, "is a pipe (FIFO), which may never end, not a file"},
+		{dir, "is a directory, not a file"},
+		{huge, "larger than 1024 KiB"},
+	} {
+		done := make(chan error, 1)
+		go func() {
+			c := Default()
+			done <- c.LoadFile(tc.path)
+		}()
+		var err error
+		testwait.For(t, 10*time.Second, "LoadFile("+tc.path+") to return", func() bool {
+			select {
+			case err = <-done:
+				return true
+			default:
+				return false
+			}
+		})
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.path) {
+			t.Errorf("LoadFile(%s) = %v, want an error naming the path and saying %q", tc.path, err, tc.want)
+		}
+	}
+}
+
+// TestConfigFileRefusesWhatItWouldIgnoreOrCut: a fraction where a whole
+// number goes would be cut short, and the settings of a second YAML
+// document ignored; each is refused with its line, and the config is left
+// as it was. A whole number in exponent form is taken.
+func TestConfigFileRefusesWhatItWouldIgnoreOrCut(t *testing.T) {
+	for _, tc := range []struct{ src, want string }{
+		{"name: n5\nvoters: 2.5\n", "line 2: voters: 2.5 is not a whole number"},
+		{"name: n5\nmax_registry_bytes: 1.5e3\nsnapshot_threshold: 10.25\n", "line 3: snapshot_threshold: 10.25 is not a whole number"},
+		{"name: n5\nmax_registry_bytes: -.inf\n", "line 2: max_registry_bytes: -.inf is not a whole number"},
+		{"name: n5\nsnapshot_threshold: -1.0\n", "line 2: snapshot_threshold: -1.0 is not a whole number"},
+		{"name: n5\n---\ngrpc_port: 9400\n", "line 2: a second YAML document starts (---)"},
+	} {
+		path := filepath.Join(t.TempDir(), "zrpc.yaml")
+		if err := os.WriteFile(path, []byte(tc.src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := Default()
+		err := c.LoadFile(path)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("LoadFile of %q = %v, want an error saying %q", tc.src, err, tc.want)
+		}
+		if c.Name != Default().Name {
+			t.Errorf("LoadFile of %q failed but set name %q", tc.src, c.Name)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "zrpc.yaml")
+	if err := os.WriteFile(path, []byte("max_registry_bytes: 1e9\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := Default()
+	if err := c.LoadFile(path); err != nil || c.MaxRegistryBytes != 1e9 {
+		t.Errorf("LoadFile of max_registry_bytes: 1e9 = %v, max_registry_bytes %d; want 1000000000", err, c.MaxRegistryBytes)
 	}
 }

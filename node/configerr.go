@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -33,6 +34,12 @@ func explainYAML(src []byte, err error) error {
 	for _, e := range te.Errors {
 		msgs = append(msgs, explainOne(e, keys))
 	}
+	return configProblems(msgs)
+}
+
+// configProblems is the error of a config file with the problems msgs,
+// one a line, each starting with its line number.
+func configProblems(msgs []string) error {
 	head := "1 problem"
 	if len(msgs) > 1 {
 		head = fmt.Sprintf("%d problems", len(msgs))
@@ -132,4 +139,35 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// fractionsInWholeNumbers reports each value in src, of a setting that
+// takes a whole number, written as a number with a fraction, an infinity
+// or (for a setting that takes no sign) below zero: the YAML decoder would
+// make a whole number of it in silence.
+func fractionsInWholeNumbers(src []byte) []string {
+	var doc yaml.Node
+	if yaml.Unmarshal(src, &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil
+	}
+	var msgs []string
+	m := doc.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		key, val := m.Content[i], m.Content[i+1]
+		s, ok := SettingByKey(key.Value)
+		if !ok || val.Kind != yaml.ScalarNode || val.ShortTag() != "!!float" {
+			continue
+		}
+		switch s.Type {
+		case "int", "int64", "uint64":
+		default:
+			continue
+		}
+		f, err := strconv.ParseFloat(val.Value, 64)
+		if err == nil && f == math.Trunc(f) && !math.IsInf(f, 0) && (f >= 0 || s.Type != "uint64") {
+			continue // 1e9: a whole number
+		}
+		msgs = append(msgs, fmt.Sprintf("line %d: %s: %s is not a whole number", val.Line, key.Value, val.Value))
+	}
+	return msgs
 }

@@ -50,7 +50,7 @@ const (
 // agent belonged to a cluster but has lost its Raft state, and writes
 // nothing in them.
 func openDataDir(dir, name string) (*dataDir, error) {
-	if err := ensureDir(dir); err != nil {
+	if err := ensureDataDir(dir); err != nil {
 		return nil, err
 	}
 	entries, err := os.ReadDir(dir)
@@ -198,7 +198,7 @@ func (d *dataDir) acquire() error {
 	p := filepath.Join(d.path, lockFile)
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return fmt.Errorf("open lock file: %w", err)
+		return fmt.Errorf("lock data dir %s: %w; the agent's user must be able to write the data dir (check its owner and mode), or choose another --data-dir", d.path, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		owner, _ := os.ReadFile(p)
@@ -285,6 +285,23 @@ func syncDir(dir string) error {
 		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// ensureDataDir creates the data dir if need be; its error says what the
+// path is instead, and what to do.
+func ensureDataDir(dir string) error {
+	err := os.MkdirAll(dir, 0o700)
+	if err == nil {
+		return nil
+	}
+	if target, lerr := os.Readlink(dir); lerr == nil {
+		return fmt.Errorf("data dir %s is a symbolic link to %s, which is no directory (%v); point the link at a directory or choose another --data-dir",
+			dir, target, err)
+	}
+	if fi, serr := os.Stat(dir); serr == nil && !fi.IsDir() {
+		return fmt.Errorf("data dir %s is a file, not a directory; choose another --data-dir", dir)
+	}
+	return fmt.Errorf("create data dir %s: %w; create it for the user the agent runs as, or choose another --data-dir", dir, err)
 }
 
 func ensureDir(dir string) error {

@@ -294,3 +294,46 @@ func TestDamagedIdentityFilesAreRefusedSayingHowToMend(t *testing.T) {
 		})
 	}
 }
+
+// TestDataDirThatCannotBeUsedSaysWhatItIs: a --data-dir that is a file, a
+// symbolic link to nothing or to a file, or whose LOCK cannot be opened,
+// is refused with an error that says what the path is and to choose
+// another --data-dir, and nothing is written there.
+func TestDataDirThatCannotBeUsedSaysWhatItIs(t *testing.T) {
+	base := t.TempDir()
+	file := filepath.Join(base, "file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dangling := filepath.Join(base, "dangling")
+	if err := os.Symlink(filepath.Join(base, "missing"), dangling); err != nil {
+		t.Fatal(err)
+	}
+	toFile := filepath.Join(base, "to-file")
+	if err := os.Symlink(file, toFile); err != nil {
+		t.Fatal(err)
+	}
+	lockIsDir := filepath.Join(base, "lock-is-dir")
+	if err := os.MkdirAll(filepath.Join(lockIsDir, lockFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ dir, want string }{
+		{file, "is a file, not a directory"},
+		{dangling, "is a symbolic link to " + filepath.Join(base, "missing")},
+		{toFile, "is a symbolic link to " + file},
+		{lockIsDir, "lock data dir " + lockIsDir},
+	} {
+		d, err := openDataDir(tc.dir, "n1")
+		if err == nil {
+			d.close()
+			t.Errorf("openDataDir(%s) succeeded", tc.dir)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "--data-dir") {
+			t.Errorf("openDataDir(%s) = %v, want an error saying %q and naming --data-dir", tc.dir, err, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(base, "missing")); !os.IsNotExist(err) {
+		t.Errorf("the target of a dangling data dir link was created: %v", err)
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -154,10 +153,12 @@ func newAgentJoinCommand() *cobra.Command {
 		Use:   "join ADDR...",
 		Short: "Run an agent that joins an existing cluster",
 		Long: `Run an agent that joins the cluster through any of the given gossip
-addresses (host:port, default port 8402). A DNS name stands for every address
-it resolves to (A and AAAA), so the name of a headless Kubernetes Service joins
-all its pods. It retries with capped exponential backoff, logging each attempt
-and looking names up again, until one answers. The leader then adds the
+addresses (host[:port]; the port defaults to this agent's --gossip-port,
+8402 unless set, as agents of a cluster usually share it). A DNS name
+stands for every address it resolves to (A and AAAA), so the name of a
+headless Kubernetes Service joins all its pods. It retries with capped
+exponential backoff, logging each attempt and looking names up again,
+until one answers. The leader then adds the
 agent to Raft: as a voter while the cluster has fewer than --voters, as a
 nonvoter beyond. An agent that joined once rejoins from its data dir after a
 restart without being told where.`,
@@ -177,24 +178,32 @@ restart without being told where.`,
 	bindAgentFlags(fs)
 	fs.StringVar(&cfgFile, "config", "", "YAML config file")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		final, cleanup, err := resolveAgentConfig(fs, cfgFile, false, os.LookupEnv)
+		final, cleanup, err := resolveJoinConfig(fs, cfgFile, args, os.LookupEnv)
 		if err != nil {
 			return err
 		}
 		warnSecretFlags(fs, cmd.ErrOrStderr())
 		defer cleanup()
-		for _, a := range args {
-			if _, _, err := net.SplitHostPort(a); err != nil {
-				a = net.JoinHostPort(a, "8402")
-			}
-			final.Join = append(final.Join, a)
-		}
-		if err := final.Validate(); err != nil {
-			return fmt.Errorf("invalid agent configuration:\n%w", err)
-		}
 		return runAgent(cmd.Context(), final, cmd.OutOrStdout(), cmd.ErrOrStderr())
 	}
 	return cmd
+}
+
+// resolveJoinConfig is resolveAgentConfig with the addresses given to
+// `agent join` added to the join list. An address without a port takes
+// the agent's gossip_port, as one given with --join does: agents of a
+// cluster usually share their gossip port, whatever it is.
+func resolveJoinConfig(fs *pflag.FlagSet, file string, args []string, lookup func(string) (string, bool)) (node.Config, func(), error) {
+	cfg, cleanup, err := resolveAgentConfig(fs, file, false, lookup)
+	if err != nil {
+		return cfg, cleanup, err
+	}
+	cfg.Join = append(cfg.Join, args...)
+	if err := cfg.Validate(); err != nil {
+		cleanup()
+		return cfg, func() {}, fmt.Errorf("invalid agent configuration:\n%w", err)
+	}
+	return cfg, cleanup, nil
 }
 
 // resolveAgentConfig layers defaults, --dev, the file, the environment (read
@@ -267,20 +276,18 @@ type runningAgent interface {
 	ReloadTLS() error
 }
 
-// waitForEnd returns when ctx ends, the agent has left, its Raft node
-// failed (returned as an error: the process exits non-zero, for its
-// supervisor to restart it) or a signal of sigs arrives; on SIGHUP (hup)
-// it reloads the TLS certificates and waits on.
-// startTimeout bounds an agent's start.
-const startTimeout = 30 * time.Second
-
 // startInterruptibly runs start with a context that SIGINT or SIGTERM
-// (on sigs) ends, within startTimeout: Ctrl-C during a slow start (a large
-// blob store or Raft snapshot to open) stops it between its steps, where
-// the signal would otherwise wait until the agent was up. It returns the
-// signal that came if start succeeded all the same.
+// (on sigs) ends: Ctrl-C during a slow start (a large blob store or Raft
+// snapshot to open) stops it between its steps, where the signal would
+// otherwise wait until the agent was up. It returns the signal that came
+// if start succeeded all the same.
+//
+// No timer ends the start: its steps do not wait on the context, so one
+// would not stop a step that hangs, only fail, once it was done, the start
+// of an agent whose stores take long to open, at every attempt. The
+// operator or the supervisor stops a start that takes too long, by signal.
 func startInterruptibly(ctx context.Context, start func(context.Context) error, sigs <-chan os.Signal, log *slog.Logger) (os.Signal, error) {
-	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done, exited := make(chan struct{}), make(chan struct{})
 	got := make(chan os.Signal, 1)
@@ -308,6 +315,10 @@ func startInterruptibly(ctx context.Context, start func(context.Context) error, 
 	}
 }
 
+// waitForEnd returns when ctx ends, the agent has left, its Raft node
+// failed (returned as an error: the process exits non-zero, for its
+// supervisor to restart it) or a signal of sigs arrives; on SIGHUP (hup)
+// it reloads the TLS certificates and waits on.
 func waitForEnd(ctx context.Context, n runningAgent, sigs, hup <-chan os.Signal, log *slog.Logger) error {
 	for {
 		select {
@@ -375,6 +386,12 @@ func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	// SIGHUP is taken from before the start: unhandled, it would end the
+	// process. One that comes during the start reloads the certificates
+	// once it is done.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	interrupted, err := startInterruptibly(ctx, n.Start, sigs, log)
 	if err != nil {
@@ -387,9 +404,6 @@ func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
 	}
 	printBanner(out, cfg, n)
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	failed := waitForEnd(ctx, n, sigs, hup, log)
 	done := make(chan error, 1)
 	go func() { done <- n.Close() }()

@@ -269,3 +269,31 @@ func TestZrpcdUsageErrorsSayWhatToDo(t *testing.T) {
 		})
 	}
 }
+
+// TestAgentJoinAddressWithoutPortTakesTheGossipPort: `zrpcd agent join
+// HOST` joins HOST on the agent's gossip_port, as --join HOST does, so
+// agents that all run with --gossip-port 9402 join each other by name
+// alone; a port given is kept.
+func TestAgentJoinAddressWithoutPortTakesTheGossipPort(t *testing.T) {
+	cmd := newAgentJoinCommand()
+	if err := cmd.Flags().Parse([]string{"--gossip-port=9402", "--name=n2", "--data-dir=" + t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	noEnv := func(string) (string, bool) { return "", false }
+	cfg, cleanup, err := resolveJoinConfig(cmd.Flags(), "", []string{"10.0.0.1", "zrpc.example.com", "10.0.0.3:8402"}, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cleanup()
+	for _, a := range cfg.Join {
+		if a == "10.0.0.1:8402" || a == "zrpc.example.com:8402" {
+			t.Errorf("join address %s: port 8402 added, want the agent's gossip_port (9402)", a)
+		}
+	}
+	if want := []string{"10.0.0.1", "zrpc.example.com", "10.0.0.3:8402"}; !reflect.DeepEqual(cfg.Join, want) {
+		t.Errorf("join = %v, want %v (gossip gives an address without a port the gossip_port)", cfg.Join, want)
+	}
+	if _, _, err := resolveJoinConfig(cmd.Flags(), "", []string{"not a host"}, noEnv); err == nil || !strings.Contains(err.Error(), "join") {
+		t.Errorf("agent join \"not a host\": %v, want an error naming join", err)
+	}
+}

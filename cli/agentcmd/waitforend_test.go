@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -134,5 +135,23 @@ func TestSignalDuringStartStopsIt(t *testing.T) {
 	}, late, log)
 	if got != syscall.SIGTERM || err != nil {
 		t.Fatalf("a signal as the start succeeded: %v, %v; want it reported, to shut down", got, err)
+	}
+}
+
+// TestASlowStartIsNotCutShort: the context an agent starts under ends by
+// signal (or its parent) only, never by a timer: the start's steps do not
+// wait on it, so a timer could not stop a hung step, and would fail the
+// start of an agent whose Raft snapshot or blob store takes longer than
+// it to open once that step was done, at every restart.
+func TestASlowStartIsNotCutShort(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	start := func(ctx context.Context) error {
+		if d, ok := ctx.Deadline(); ok {
+			return fmt.Errorf("the start must be over by %s, however long its stores take to open", d.Format(time.RFC3339))
+		}
+		return ctx.Err()
+	}
+	if got, err := startInterruptibly(context.Background(), start, make(chan os.Signal), log); got != nil || err != nil {
+		t.Fatalf("start without a signal: %v, %v", got, err)
 	}
 }
