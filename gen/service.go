@@ -133,6 +133,9 @@ func resolveModule(cfg ServiceConfig) (moduleInfo, error) {
 		if err := CheckModulePath(cfg.Module); err != nil {
 			return moduleInfo{}, badInput("--module: %w", err)
 		}
+		if err := checkNotVendored(cfg.Module); err != nil {
+			return moduleInfo{}, badInput("--module: %w; choose another module path", err)
+		}
 		return moduleInfo{pkgPath: cfg.Module, newModule: true}, nil
 	}
 	abs, err := filepath.Abs(cfg.Out)
@@ -150,11 +153,26 @@ func resolveModule(cfg ServiceConfig) (moduleInfo, error) {
 	if err := CheckModulePath(pkgPath); err != nil {
 		return moduleInfo{}, badInput("%s inside module %s: %w", cfg.Out, modPath, err)
 	}
+	if err := checkNotVendored(pkgPath); err != nil {
+		return moduleInfo{}, badInput("%s inside module %s: %w; choose another directory", cfg.Out, modPath, err)
+	}
 	if cfg.Module != "" && cfg.Module != pkgPath {
 		return moduleInfo{}, badInput("%s is inside module %s (go.mod in %s), so its package path is %s, not --module %s; drop --module or pick a directory outside that module",
 			cfg.Out, modPath, root, pkgPath, cfg.Module)
 	}
 	return moduleInfo{pkgPath: pkgPath}, nil
+}
+
+// checkNotVendored fails when pkgPath, the service's package path, has an
+// element vendor: the go command takes the packages below it for vendored
+// copies and refuses to build them ("use of vendored package not allowed").
+func checkNotVendored(pkgPath string) error {
+	for elem := range strings.SplitSeq(pkgPath, "/") {
+		if elem == "vendor" {
+			return fmt.Errorf("package path %s has an element vendor: the go command would take the service's packages (%s/internal/svc) for vendored copies and not build them", pkgPath, pkgPath)
+		}
+	}
+	return nil
 }
 
 // goPackage is a generated Go package: its import path, name, and
@@ -168,6 +186,7 @@ type layout struct {
 	target   string               // import name of the service's file
 	pkgs     map[string]goPackage // by import name
 	generate []string             // import names whose code goes under Out
+	onDisk   map[string]string    // import name → path, as Parsed.OnDisk
 }
 
 // newLayout decides each file's Go package. A file's code goes under Out
@@ -176,7 +195,7 @@ type layout struct {
 // service needs its code. Imported files with an outside go_package are
 // expected to exist as Go packages already.
 func newLayout(p *Parsed, pkgPath string) (*layout, error) {
-	lay := &layout{target: p.Name, pkgs: map[string]goPackage{}}
+	lay := &layout{target: p.Name, pkgs: map[string]goPackage{}, onDisk: p.OnDisk}
 	byName := map[string]*descriptorpb.FileDescriptorProto{}
 	for _, f := range p.Files {
 		byName[f.GetName()] = f
@@ -270,7 +289,7 @@ func placeFile(f *descriptorpb.FileDescriptorProto, target bool, targetPkg, pkgP
 	if !token(name) {
 		return goPackage{}, false, badInput("go_package %q: %q is not a valid Go package name", goPkg, name)
 	}
-	if gotoken.IsKeyword(name) || name == "main" || name == "init" {
+	if reservedPackageName(name) {
 		if goPkg == "" {
 			return goPackage{}, false, badInput("package %q makes the Go package name %q, which a package the service imports cannot have; add option go_package = \"./%spb\";", f.GetPackage(), name, name)
 		}
@@ -279,14 +298,41 @@ func placeFile(f *descriptorpb.FileDescriptorProto, target bool, targetPkg, pkgP
 	if dir == "." || strings.HasPrefix(dir, "../") || dir == ".." {
 		return goPackage{}, false, badInput("go_package %q would put generated code outside a subdirectory of the service (where package main lives); use one like \"./%s\"", goPkg, name)
 	}
-	first, _, _ := strings.Cut(dir, "/")
-	if first == "internal" || first == "etc" || first == "cmd" {
-		return goPackage{}, false, badInput("go_package %q collides with the skeleton's %s/ directory", goPkg, first)
+	if problem := dirProblem(dir); problem != "" {
+		if goPkg == "" {
+			return goPackage{}, false, badInput("package %q puts its Go code in %s/, which %s; add option go_package = \"./%spb\";", f.GetPackage(), dir, problem, name)
+		}
+		return goPackage{}, false, badInput("go_package %q: directory %s/ %s; use another directory", goPkg, dir, problem)
 	}
 	if err := CheckModulePath(pkgPath + "/" + dir); err != nil {
 		return goPackage{}, false, badInput("go_package %q: directory %s makes an invalid Go import path (%v); use a directory of ASCII letters, digits and -._~", goPkg, dir, err)
 	}
 	return goPackage{path: pkgPath + "/" + dir, name: name, dir: dir}, true, nil
+}
+
+// reservedPackageName reports whether no package the service imports can
+// have name as its name.
+func reservedPackageName(name string) bool {
+	return gotoken.IsKeyword(name) || name == "main" || name == "init"
+}
+
+// dirProblem says why the generated Go package in dir (relative to the
+// service's directory) would not build, or is "" when it would.
+func dirProblem(dir string) string {
+	elems := strings.Split(dir, "/")
+	switch elems[0] {
+	case "internal", "etc", "cmd":
+		return "collides with the skeleton's " + elems[0] + "/ directory"
+	}
+	for _, e := range elems {
+		switch {
+		case e == "vendor":
+			return "has an element vendor: the go command takes the packages there for vendored copies and will not import them"
+		case e == "internal":
+			return "is inside an internal/ directory that the service's server and logic could not import"
+		}
+	}
+	return ""
 }
 
 // shortName is the service's short name: the last element of the proto
@@ -359,6 +405,7 @@ func (lay *layout) code(plugin *protogen.Plugin) ([]PlannedFile, error) {
 		return nil, fmt.Errorf("generate go code for %s: %s", lay.target, resp.GetError())
 	}
 	var out []PlannedFile
+	from := map[string]string{} // planned path → import name of its .proto
 	for _, rf := range resp.File {
 		placed := false
 		for _, name := range lay.generate {
@@ -367,10 +414,13 @@ func (lay *layout) code(plugin *protogen.Plugin) ([]PlannedFile, error) {
 			if !ok || (suffix != ".pb.go" && suffix != "_grpc.pb.go") {
 				continue
 			}
-			out = append(out, PlannedFile{
-				Path:    lay.pkgs[name].dir + "/" + path.Base(prefix) + suffix,
-				Content: []byte(rf.GetContent()),
-			})
+			p := lay.pkgs[name].dir + "/" + path.Base(prefix) + suffix
+			if other, ok := from[p]; ok && other != name {
+				return nil, badInput("%s and %s would both be generated as %s (one Go package directory, one file name): rename one of the .proto files or give it another go_package",
+					lay.onDisk[other], lay.onDisk[name], p)
+			}
+			from[p] = name
+			out = append(out, PlannedFile{Path: p, Content: []byte(rf.GetContent())})
 			placed = true
 			break
 		}

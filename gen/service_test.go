@@ -132,9 +132,11 @@ func TestBadInputWritesNothing(t *testing.T) {
 		{"missing proto", ServiceConfig{Proto: "testdata/run/nope.proto", Module: "example.com/x"}, "nope.proto"},
 		{"invalid module", ServiceConfig{Proto: echo, Module: "example.com//echo"}, "empty element"},
 		{"module with space", ServiceConfig{Proto: echo, Module: "example.com/my echo"}, `character ' ' is not allowed`},
+		{"module with a vendor element", ServiceConfig{Proto: echo, Module: "example.com/vendor"}, "element vendor"},
 		{"no module", ServiceConfig{Proto: echo}, "--module"},
 		{"out is a file", ServiceConfig{Proto: echo, Out: file, Module: "example.com/x"}, "is a file, not a directory"},
 		{"parent is a file", ServiceConfig{Proto: echo, Out: blocked, Module: "example.com/x"}, "internal is a file"},
+		{"directory below vendor inside a module", ServiceConfig{Proto: echo, Out: "testdata/vendor/never-written"}, "element vendor"},
 		{"module mismatch inside a module", ServiceConfig{Proto: echo, Out: "testdata/out-never-written", Module: "example.com/x"}, "drop --module"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -150,7 +152,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 			}
 		})
 	}
-	for _, dir := range []string{filepath.Join(tmp, "out"), "testdata/out-never-written"} {
+	for _, dir := range []string{filepath.Join(tmp, "out"), "testdata/out-never-written", "testdata/vendor"} {
 		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s was created", dir)
 		}
@@ -284,7 +286,22 @@ func TestStarterProtoGeneratesAService(t *testing.T) {
 	if plan.Registry != "user_profile.rpc" {
 		t.Errorf("registers as %q", plan.Registry)
 	}
-	for _, bad := range []string{"", "User", "1user", "user-x", "user.proto"} {
+	// Names that cannot be a Go package's or its directory's get a
+	// starter that generates all the same.
+	for _, name := range []string{"func", "main", "init", "internal", "cmd", "etc"} {
+		src, err := StarterProto(name)
+		if err != nil {
+			t.Fatalf("StarterProto(%q): %v", name, err)
+		}
+		proto := filepath.Join(dir, name+".proto")
+		if err := os.WriteFile(proto, src, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := GenerateService(context.Background(), ServiceConfig{Proto: proto, Out: filepath.Join(dir, name), Module: "example.com/" + name}); err != nil {
+			t.Errorf("generate the starter of %q: %v\n%s", name, err, src)
+		}
+	}
+	for _, bad := range []string{"", "User", "1user", "user-x", "user.proto", "vendor"} {
 		if _, err := StarterProto(bad); !errors.Is(err, ErrBadInput) {
 			t.Errorf("StarterProto(%q) = %v, want ErrBadInput", bad, err)
 		}

@@ -222,9 +222,18 @@ type renderer struct {
 	names   map[string]bool   // names taken in this file
 }
 
-// reservedNames are the packages the templates import themselves.
+// reservedNames are the packages the templates import themselves, and the
+// names the templates declare at top level or as variables and parameters
+// of functions that refer to message types: a message package imported
+// under one of those names would be shadowed where it is used (package
+// log in main.go's serve, whose logger is log).
 var reservedNames = []string{"context", "errors", "flag", "fmt", "io", "os", "signal", "slog", "strings", "syscall", "time",
-	"grpc", "codes", "status", "protojson", "rpc", "config", "logic", "server", "svc"}
+	"grpc", "codes", "status", "protojson", "rpc", "config", "logic", "server", "svc",
+	// main.go, cmd/<name>client/main.go
+	"configFile", "main", "run", "serve", "log", "c", "ctx", "stop", "opts", "srv", "err", "svcCtx", "startCtx", "cancel",
+	"stopCtx", "cancelStop", "agents", "wait", "conn", "client", "resp", "stream",
+	// logic, server and client packages
+	"l", "s", "m", "in"}
 
 func newRenderer(sk *skeleton, clientPackage bool) *renderer {
 	r := &renderer{sk: sk, byPath: map[string]string{}, names: map[string]bool{sk.Name + "client": true}}

@@ -17,9 +17,10 @@ func newGenProtoCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "proto NAME",
 		Short: "Write a starter NAME.proto with one service",
-		Long: `Write NAME.proto: a proto3 file with package NAME, go_package "./NAME" and a
-service with one unary RPC, ready for ` + "`zrpcctl gen rpc`" + `. An existing file is
-never overwritten.`,
+		Long: `Write NAME.proto: a proto3 file with package NAME, go_package "./NAME" (or
+"./NAMEpb" where NAME cannot name a Go package or its directory: func,
+internal) and a service with one unary RPC, ready for ` + "`zrpcctl gen rpc`" + `.
+An existing file is never overwritten.`,
 		Example: `  zrpcctl gen proto user                # writes ./user.proto
   zrpcctl gen proto order --dir protos`,
 		Args: cobra.ExactArgs(1),
