@@ -25,6 +25,11 @@ func TestConfigValidate(t *testing.T) {
 		{"one endpoint", Config{Endpoints: []string{"127.0.0.1:8400"}}, false},
 		{"no endpoints", Config{}, true},
 		{"no port", Config{Endpoints: []string{"localhost"}}, true},
+		{"empty port", Config{Endpoints: []string{"localhost:"}}, true},
+		{"port not a number", Config{Endpoints: []string{"localhost:grpc"}}, true},
+		{"port 0", Config{Endpoints: []string{"127.0.0.1:0"}}, true},
+		{"port out of range", Config{Endpoints: []string{"127.0.0.1:84000"}}, true},
+		{"IPv6 endpoint", Config{Endpoints: []string{"[::1]:8400"}}, false},
 		{"negative timeout", Config{Endpoints: []string{"a:1"}, DialTimeout: -1}, true},
 	}
 	for _, tt := range tests {

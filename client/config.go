@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -58,8 +59,15 @@ func (c Config) Validate() error {
 		return errors.New("no endpoints: need at least one agent address host:port")
 	}
 	for _, ep := range c.Endpoints {
-		if _, _, err := net.SplitHostPort(ep); err != nil {
+		_, port, err := net.SplitHostPort(ep)
+		if err != nil {
 			return fmt.Errorf("endpoint %q: want host:port: %w", ep, err)
+		}
+		// Else every call would fail as if no agent answered, and
+		// callers that wait for an agent (rpc.Server's Start) would wait
+		// for good.
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return fmt.Errorf("endpoint %q: port %q is not a number from 1 to 65535: want host:port, the agent's gRPC port", ep, port)
 		}
 	}
 	if c.DialTimeout < 0 {

@@ -49,7 +49,11 @@ type Session struct {
 	ctx    context.Context // the stream's
 	cancel context.CancelCauseFunc
 
-	sendMu sync.Mutex // one Send at a time, as gRPC requires
+	// out hands requests to writeLoop, the stream's only sender: a send
+	// may wait as long as the agent reads nothing (its flow-control
+	// window full), and a request must still end with its context, and
+	// the keepalives go on checking the agent meanwhile.
+	out chan *zrpcpb.SessionRequest
 
 	mu      sync.Mutex
 	seq     uint64
@@ -98,8 +102,9 @@ func (c *Client) Session(ctx context.Context, owner string, opts ...SessionOptio
 	if err != nil {
 		return nil, err
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.readLoop()
+	go s.writeLoop()
 	if o.keepAlive > 0 {
 		s.wg.Add(1)
 		go s.keepAliveLoop(o.keepAlive)
@@ -135,6 +140,13 @@ func (c *Client) openSession(ctx context.Context, ep *endpoint, owner string) (*
 		cancel(err)
 		return nil, err
 	}
+	// From here the stream outlives ctx; when ctx ended first, the stream
+	// ended with it, and so did the session.
+	if !stop() {
+		err := fmt.Errorf("session %s on agent %s ended as it opened: %w", resp.GetSession(), ep.addr, context.Cause(ctx))
+		cancel(err)
+		return nil, err
+	}
 	var silent func(context.Context) bool
 	if len(c.endpoints) > 1 {
 		silent = func(ctx context.Context) bool {
@@ -160,6 +172,7 @@ func (c *Client) openSession(ctx context.Context, ep *endpoint, owner string) (*
 		cancel:  cancel,
 		seq:     1,
 		pending: make(map[uint64]chan *zrpcpb.SessionResponse),
+		out:     make(chan *zrpcpb.SessionRequest),
 		done:    make(chan struct{}),
 		cutOff:  make(chan struct{}),
 	}, nil
@@ -235,8 +248,13 @@ func (s *Session) request(ctx context.Context, req *zrpcpb.SessionRequest) (*zrp
 		delete(s.pending, req.Seq)
 		s.mu.Unlock()
 	}()
-	// A failed Send means the stream is broken: the reader reports why.
-	_ = s.send(req)
+	select {
+	case s.out <- req:
+	case <-s.done:
+		return nil, s.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("session %s on agent %s: %w (not sent: the agent has not read the requests before it)", s.id, s.addr, ctx.Err())
+	}
 	select {
 	case resp := <-ch:
 		return resp, fromDetail(resp.GetError())
@@ -248,14 +266,25 @@ func (s *Session) request(ctx context.Context, req *zrpcpb.SessionRequest) (*zrp
 			return nil, s.err
 		}
 	case <-ctx.Done():
-		return nil, fmt.Errorf("session %s: %w", s.id, ctx.Err())
+		return nil, fmt.Errorf("session %s on agent %s: %w (the agent may still apply the request)", s.id, s.addr, ctx.Err())
 	}
 }
 
-func (s *Session) send(req *zrpcpb.SessionRequest) error {
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	return s.stream.Send(req)
+// writeLoop is the only sender on the stream: it sends what request and
+// keepAliveLoop hand it until the stream ends, which also ends a send
+// that waits for the agent to read.
+func (s *Session) writeLoop() {
+	defer s.wg.Done()
+	for {
+		select {
+		case req := <-s.out:
+			// A failed Send means the stream is broken: readLoop
+			// reports why.
+			_ = s.stream.Send(req)
+		case <-s.ctx.Done():
+			return
+		}
+	}
 }
 
 // readLoop is the only reader of the stream: it hands each response to the
@@ -335,7 +364,12 @@ func (s *Session) keepAliveLoop(interval time.Duration) {
 			seq := s.seq
 			s.mu.Unlock()
 			now := monotime.Now()
-			_ = s.send(&zrpcpb.SessionRequest{Seq: seq, Kind: &zrpcpb.SessionRequest_Keepalive{Keepalive: &zrpcpb.SessionKeepAlive{}}})
+			// A send still waiting for the agent to read stands in for
+			// this keepalive, and its answer is due all the same.
+			select {
+			case s.out <- &zrpcpb.SessionRequest{Seq: seq, Kind: &zrpcpb.SessionRequest_Keepalive{Keepalive: &zrpcpb.SessionKeepAlive{}}}:
+			default:
+			}
 			if s.silent != nil && check == nil {
 				sentAt, check = now, time.After(sessionAnswerWait)
 			}
