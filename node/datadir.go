@@ -311,16 +311,20 @@ func ensureDir(dir string) error {
 	return nil
 }
 
-// empty removes everything in the data dir (not the directory itself).
-// Only for a directory this agent's failed first start created or found
-// empty (Node.Start): all it holds is that start's.
+// empty removes everything in the data dir but its LOCK file, which the
+// agent holds (not the directory itself): another agent must not lock the
+// directory while it is being emptied. Only for a directory this agent's
+// failed first start created or found empty (Node.Start): all it holds is
+// that start's.
 func (d *dataDir) empty() error {
 	entries, err := os.ReadDir(d.path)
 	if err != nil {
 		return err
 	}
 	for _, e := range entries {
-		err = errors.Join(err, os.RemoveAll(filepath.Join(d.path, e.Name())))
+		if e.Name() != lockFile {
+			err = errors.Join(err, os.RemoveAll(filepath.Join(d.path, e.Name())))
+		}
 	}
 	return err
 }

@@ -63,6 +63,12 @@ func (n *Node) leave(ctx context.Context, opts LeaveOptions) (LeaveResult, error
 		n.log.Info("leaving the cluster for good: last member of the cluster; shutting down")
 		return LeaveResult{Removed: true}, nil
 	}
+	if n.gossip() == nil {
+		// The API serves before gossip starts (Node.Start), and a leave
+		// is announced by gossip.
+		return LeaveResult{}, fmt.Errorf("%w: agent %s is still starting and has no gossip yet to announce its leave; leave once it has started",
+			apierr.ErrFailedPrecondition, n.cfg.Name)
+	}
 	h, err := n.blobs.CurrentHandoff(ctx)
 	if err != nil {
 		n.log.Warn("could not bring this agent's replica up to date before leaving; counting its blob shards as the replica has them", "err", err)

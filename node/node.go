@@ -135,11 +135,14 @@ type Node struct {
 
 	started bool
 	// founded: this Start bootstrapped a new cluster in a data dir that
-	// was empty (one with a node id and no Raft log is refused). If the
-	// start then fails, the data dir is emptied again.
+	// was empty (one with a node id and no Raft log is refused), and has
+	// not finished. If the start fails, Close empties the data dir again
+	// before it unlocks it (discardFounding).
 	founded  bool
 	closeErr error
 	closing  sync.Once
+	// closeStep is what Close is doing now (nil when it is not running).
+	closeStep atomic.Pointer[string]
 }
 
 // Option changes how New builds a Node; options are for embedding and tests.
@@ -239,8 +242,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.started = true
 	defer func() {
 		if err != nil {
-			n.Close()
-			n.discardFounding()
+			n.Close() // and, if this start founded a cluster, discardFounding
 		}
 	}()
 	n.stalls = stall.Start(stallTick, n.log) // stopped by Close
@@ -248,6 +250,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		what string
 		run  func() error
 	}{
+		// A gossip key that cannot be read or parsed fails the start
+		// before the data dir is touched, not once Raft has bootstrapped.
+		{"read the gossip key", func() error { _, err := n.cfg.gossipKey(); return err }},
 		{"open the data dir", func() (err error) { n.dir, err = openDataDir(n.cfg.DataDir, n.cfg.Name); return err }},
 		{"load TLS certificates", n.loadTLS},
 		{"open the blob store", n.openBlobs},
@@ -306,6 +311,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.cfg.SnapshotInterval > 0 {
 		n.goLoop(n.newSnapshotScheduler().run)
 	}
+	n.founded = false // started: the cluster it founded is kept
 	n.log.Info("agent started", "name", n.cfg.Name, "grpc", n.GRPCAddr(), "raft", n.store.RaftAddr(),
 		"http", n.HTTPAddr(), "dns", n.DNSAddr(), "data_dir", n.cfg.DataDir)
 	return nil
@@ -372,7 +378,10 @@ func (n *Node) startRaft() error {
 // Left in place, that cluster would make the next start of the data dir
 // (say with --join, once the port is free) the leader of a cluster nobody
 // else belongs to, refused by the one it was meant to join. Nothing else
-// was ever in that cluster: its agent never finished starting.
+// was ever in that cluster: its agent never finished starting. Close calls
+// it once the stores are closed and while the data dir is still locked:
+// the LOCK file stays, so no other agent opens the directory while it is
+// emptied, and whatever such an agent wrote is never removed.
 func (n *Node) discardFounding() {
 	if !n.founded || n.dir == nil {
 		return
@@ -456,40 +465,52 @@ func (n *Node) Store() *raftstore.Store { return n.store }
 // streams (whose sessions are then closed through Raft), stop background
 // loops, hand leadership to another voter if this agent leads, stop Raft,
 // close the stores and release the data dir. Safe to call more than once.
+// ClosingStep says, meanwhile, which of these it is doing.
 func (n *Node) Close() error {
 	n.closing.Do(func() {
 		n.log.Info("agent shutting down", "name", n.cfg.Name)
+		defer n.closeStep.Store(nil)
 		if n.ui != nil {
+			n.closingStep("close the web UI's streams")
 			n.ui.Close() // its live streams would hold the HTTP shutdown
 		}
 		if n.http != nil {
+			n.closingStep("stop serving HTTP")
 			shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			n.http.Shutdown(shutdownCtx)
 			cancel()
 		}
 		if n.dns != nil {
+			n.closingStep("stop serving DNS")
 			n.dns.Close()
 		}
 		n.cancel()
 		if n.grpc != nil {
+			n.closingStep("stop serving gRPC")
 			stopGRPC(n.grpc, 5*time.Second)
 		}
+		n.closingStep("stop the background loops")
 		n.wg.Wait()
 		if n.blobs != nil {
+			n.closingStep("close the blob store")
 			n.blobs.Close()
 		}
 		if n.peers != nil {
+			n.closingStep("close the connections to peers")
 			n.peers.close()
 		}
 		if n.store != nil {
+			n.closingStep("hand leadership to another voter")
 			n.transferLeadership()
 		}
 		// Stop gossiping without a leave message: peers see this agent as
 		// failed until it is back, and it stays a cluster member.
 		if n.gossip() != nil {
+			n.closingStep("stop gossip")
 			n.gossip().Close()
 		}
 		if n.store != nil {
+			n.closingStep("stop Raft and close its log")
 			if err := n.store.Close(); err != nil {
 				n.closeErr = err
 			}
@@ -498,6 +519,8 @@ func (n *Node) Close() error {
 			n.stalls.Stop()
 		}
 		if n.dir != nil {
+			n.closingStep("release the data dir")
+			n.discardFounding() // a failed start's; still under the lock
 			if err := n.dir.close(); err != nil && n.closeErr == nil {
 				n.closeErr = err
 			}
@@ -505,6 +528,19 @@ func (n *Node) Close() error {
 		n.log.Info("agent stopped", "name", n.cfg.Name)
 	})
 	return n.closeErr
+}
+
+// closingStep records what Close does now, for ClosingStep.
+func (n *Node) closingStep(what string) { n.closeStep.Store(&what) }
+
+// ClosingStep is the step of the shutdown that Close is doing now ("stop
+// Raft and close its log", ...), or "" when Close is not running: what a
+// shutdown that does not end waits for.
+func (n *Node) ClosingStep() string {
+	if s := n.closeStep.Load(); s != nil {
+		return *s
+	}
+	return ""
 }
 
 // stallTick is how often the agent looks whether it was stopped, paused

@@ -136,8 +136,8 @@ func TestFailedFirstStartLeavesNoClusterBehind(t *testing.T) {
 		n.Close()
 		t.Fatal("Start succeeded with its HTTP port taken")
 	}
-	if left, err := os.ReadDir(cfg.DataDir); err != nil || len(left) != 0 {
-		t.Errorf("after the failed first start the data dir holds %v (%v), want it empty as before", left, err)
+	if left, err := os.ReadDir(cfg.DataDir); err != nil || len(left) != 1 || left[0].Name() != lockFile {
+		t.Errorf("after the failed first start the data dir holds %v (%v), want nothing but its %s file", left, err, lockFile)
 	}
 	busy.Close()
 	cfg.HTTPPort = 0

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -119,7 +120,11 @@ With --tls-ca, --tls-cert and --tls-key (zrpcctl tls makes them) the gRPC
 API and Raft are mutual TLS only; SIGHUP reloads the certificate files.
 
 A first signal shuts down in order (stop serving, close sessions, hand off
-leadership, stop Raft, close stores); a second one exits at once.`,
+leadership, stop Raft, close stores); a second one exits at once, except
+the same signal again within a second (a wrapper that signals the process
+and then its group), which counts as the first. A shutdown not done after
+a minute (a disk that does not answer) exits non-zero, naming the step it
+was waiting for.`,
 		Example: `  # try it out: one node, data in a temp dir
   zrpcd agent --dev
 
@@ -280,7 +285,10 @@ type runningAgent interface {
 // (on sigs) ends: Ctrl-C during a slow start (a large blob store or Raft
 // snapshot to open) stops it between its steps, where the signal would
 // otherwise wait until the agent was up. It returns the signal that came
-// if start succeeded all the same.
+// if start succeeded all the same. A second signal (not the first one
+// repeated at once, see repeatedSignalWindow) returns at once with an
+// error, start still running: a step that hangs on a disk that does not
+// answer never reaches the context, and the process exits without it.
 //
 // No timer ends the start: its steps do not wait on the context, so one
 // would not stop a step that hangs, only fail, once it was done, the start
@@ -289,55 +297,62 @@ type runningAgent interface {
 func startInterruptibly(ctx context.Context, start func(context.Context) error, sigs <-chan os.Signal, log *slog.Logger) (os.Signal, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	done, exited := make(chan struct{}), make(chan struct{})
-	got := make(chan os.Signal, 1)
-	go func() {
-		defer close(exited)
+	done := make(chan error, 1)
+	go func() { done <- start(ctx) }()
+	var first os.Signal
+	var firstAt time.Time
+	for {
 		select {
+		case err := <-done:
+			if first != nil && err != nil {
+				return first, fmt.Errorf("interrupted by %s: %w", first, err)
+			}
+			return first, err
 		case s := <-sigs:
-			log.Warn("signal during start; stopping it", "signal", s.String())
-			got <- s
-			cancel()
-		case <-done:
+			switch {
+			case first == nil:
+				log.Warn("signal during start; stopping it (send it again to exit now)", "signal", s.String())
+				first, firstAt = s, time.Now()
+				cancel()
+			case repeated(s, first, firstAt):
+				log.Debug("the signal that stopped the start came again at once; taken as the same request", "signal", s.String())
+			default:
+				log.Warn("second signal during start; exiting without a clean shutdown", "signal", s.String())
+				return s, fmt.Errorf("forced exit by a second signal (%s) during the start", s)
+			}
 		}
-	}()
-	err := start(ctx)
-	close(done)
-	<-exited // a signal it took is in got
-	select {
-	case s := <-got:
-		if err != nil {
-			return s, fmt.Errorf("interrupted by %s: %w", s, err)
-		}
-		return s, nil
-	default:
-		return nil, err
 	}
+}
+
+// repeated reports whether s is the signal first, received at firstAt,
+// sent again within repeatedSignalWindow.
+func repeated(s, first os.Signal, firstAt time.Time) bool {
+	return first != nil && s == first && time.Since(firstAt) < repeatedSignalWindow
 }
 
 // waitForEnd returns when ctx ends, the agent has left, its Raft node
 // failed (returned as an error: the process exits non-zero, for its
-// supervisor to restart it) or a signal of sigs arrives; on SIGHUP (hup)
-// it reloads the TLS certificates and waits on.
-func waitForEnd(ctx context.Context, n runningAgent, sigs, hup <-chan os.Signal, log *slog.Logger) error {
+// supervisor to restart it) or a signal of sigs arrives (returned as sig);
+// on SIGHUP (hup) it reloads the TLS certificates and waits on.
+func waitForEnd(ctx context.Context, n runningAgent, sigs, hup <-chan os.Signal, log *slog.Logger) (sig os.Signal, err error) {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return nil, nil
 		case <-n.Left():
 			log.Info("left the cluster; shutting down")
-			return nil
+			return nil, nil
 		case <-n.RaftFailed():
 			err := fmt.Errorf("the agent stopped its Raft node: %s", n.RaftFailure())
 			log.Error("shutting down: this agent can apply no more writes nor keep its instances' health; its peers see it failed until it is restarted", "err", err)
-			return err
+			return nil, err
 		case <-n.Refused():
 			err := n.Refusal()
 			log.Error("shutting down: the cluster refused this agent", "err", err)
-			return err
+			return nil, err
 		case s := <-sigs:
 			log.Info("signal received; shutting down (send it again to exit now)", "signal", s.String())
-			return nil
+			return s, nil
 		case <-hup:
 			if err := n.ReloadTLS(); err != nil {
 				log.Error("SIGHUP: TLS certificates not reloaded; the old ones stay in use", "err", err)
@@ -373,13 +388,63 @@ func printBanner(out io.Writer, cfg node.Config, n listeners) {
 	fmt.Fprintf(out, "  data dir:  %s\n", cfg.DataDir)
 }
 
-// runAgent starts a node and runs it until a signal or ctx ends.
-func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
+// shutdownBound is how long the agent's shutdown may take (a store that
+// does not close on a hung disk) before the process exits without
+// finishing it; tests shorten it.
+var shutdownBound = time.Minute
+
+// repeatedSignalWindow: the signal that started the shutdown, arriving
+// again within this, is the same request sent twice (GNU timeout and some
+// supervisors signal the process and then its group), not an operator's
+// second Ctrl-C.
+const repeatedSignalWindow = time.Second
+
+// stoppingAgent is what shutDown needs of an agent (a *node.Node).
+type stoppingAgent interface {
+	Close() error
+	ClosingStep() string
+}
+
+// shutDown closes n, which a signal first (nil if none did) or another
+// end asked for, and returns Close's error. A signal of sigs meanwhile
+// exits at once without a clean shutdown, unless it is first repeated
+// within repeatedSignalWindow; so does a shutdown still running after
+// bound, with an error saying which step it was still waiting for.
+func shutDown(n stoppingAgent, first os.Signal, sigs <-chan os.Signal, bound time.Duration, log *slog.Logger) error {
+	began := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- n.Close() }()
+	timer := time.NewTimer(bound)
+	defer timer.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case s := <-sigs:
+			if repeated(s, first, began) {
+				log.Debug("the signal that started the shutdown came again at once; taken as the same request", "signal", s.String())
+				continue
+			}
+			step := n.ClosingStep()
+			log.Warn("second signal; exiting without a clean shutdown", "signal", s.String(), "step", step)
+			return fmt.Errorf("forced exit by a second signal (%s) while the shutdown was at step %q", s, step)
+		case <-timer.C:
+			err := fmt.Errorf("the shutdown did not finish within %s: it was still at step %q; exiting without a clean shutdown "+
+				"(a disk that does not answer under the data dir is the usual cause; check it before starting the agent again)", bound, n.ClosingStep())
+			log.Error("shutdown abandoned", "err", err)
+			return err
+		}
+	}
+}
+
+// runAgent starts a node (built with opts) and runs it until a signal or
+// ctx ends.
+func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer, opts ...node.Option) error {
 	log := newLogger(cfg, errw)
 	log.Info("soft memory limit", "limit", node.ApplyMemoryLimit(cfg))
 	log.Info("garbage collection", "pacing", node.ApplyGCFloor())
 	cfg.Build = cli.VersionString()
-	n, err := node.New(cfg, node.WithLogger(log))
+	n, err := node.New(cfg, append([]node.Option{node.WithLogger(log)}, opts...)...)
 	if err != nil {
 		return err
 	}
@@ -400,21 +465,14 @@ func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer) error {
 	if interrupted != nil {
 		// Started just as the signal came: shut down as asked.
 		log.Info("signal during start; shutting down", "signal", interrupted.String())
-		return n.Close()
+		return shutDown(n, interrupted, sigs, shutdownBound, log)
 	}
 	printBanner(out, cfg, n)
 
-	failed := waitForEnd(ctx, n, sigs, hup, log)
-	done := make(chan error, 1)
-	go func() { done <- n.Close() }()
-	select {
-	case err := <-done:
-		if failed != nil {
-			return failed // Close's error adds nothing: the Raft log failed first
-		}
-		return err
-	case s := <-sigs:
-		log.Warn("second signal; exiting without a clean shutdown", "signal", s.String())
-		return errors.New("forced exit")
+	first, failed := waitForEnd(ctx, n, sigs, hup, log)
+	err = shutDown(n, first, sigs, shutdownBound, log)
+	if failed != nil {
+		return failed // Close's error adds nothing: the Raft log failed first
 	}
+	return err
 }

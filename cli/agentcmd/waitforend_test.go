@@ -40,10 +40,15 @@ func (a *fakeAgent) Refusal() error              { return a.refusal }
 func TestAgentExitsWithAnErrorWhenItsRaftNodeFailed(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
+	var got os.Signal
 	wait := func(a *fakeAgent, sigs, hup chan os.Signal, ctx context.Context) error {
 		t.Helper()
 		done := make(chan error, 1)
-		go func() { done <- waitForEnd(ctx, a, sigs, hup, log) }()
+		go func() {
+			var err error
+			got, err = waitForEnd(ctx, a, sigs, hup, log)
+			done <- err
+		}()
 		select {
 		case err := <-done:
 			return err
@@ -86,8 +91,8 @@ func TestAgentExitsWithAnErrorWhenItsRaftNodeFailed(t *testing.T) {
 	}
 	sigs := make(chan os.Signal, 1)
 	sigs <- syscall.SIGTERM
-	if err := wait(newFakeAgent(), sigs, make(chan os.Signal), t.Context()); err != nil {
-		t.Errorf("waitForEnd after SIGTERM = %v, want nil", err)
+	if err := wait(newFakeAgent(), sigs, make(chan os.Signal), t.Context()); err != nil || got != syscall.SIGTERM {
+		t.Errorf("waitForEnd after SIGTERM = %v, %v; want SIGTERM, nil", got, err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
