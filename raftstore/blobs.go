@@ -2,8 +2,13 @@ package raftstore
 
 import (
 	"fmt"
+	"iter"
+	"maps"
+	"math"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -16,20 +21,159 @@ type blobState struct {
 	byName  map[string]*pb.Blob
 	byID    map[string]*pb.Blob
 	pending map[string]*pb.BlobPending
+	// names orders byName's keys, for listing the blobs a page at a time.
+	names *nameIndex
 }
 
 func (b *blobState) reset() {
 	b.byName = make(map[string]*pb.Blob)
 	b.byID = make(map[string]*pb.Blob)
 	b.pending = make(map[string]*pb.BlobPending)
+	b.names = &nameIndex{}
 }
 
 func (b *blobState) put(blob *pb.Blob) {
 	if old := b.byName[blob.Name]; old != nil {
 		delete(b.byID, old.Id)
+	} else {
+		b.names.add(blob.Name)
 	}
 	b.byName[blob.Name] = blob
 	b.byID[blob.Id] = blob
+}
+
+func (b *blobState) delete(name string) {
+	if old := b.byName[name]; old != nil {
+		delete(b.byName, name)
+		delete(b.byID, old.Id)
+		b.names.remove(name)
+	}
+}
+
+// nameIndex holds the names of the committed blobs in order, in chunks of
+// at most chunkNames, so that adding or removing one moves at most that
+// many. The first reader that needs it sorts the names (a restore loads
+// blobs in any order: sorting once is cheaper than inserting each in its
+// place); from then on apply keeps it in order.
+//
+// Apply changes it under FSM.mu's write lock; a reader builds it under
+// FSM.mu's read lock with mu held, and once built only reads it.
+type nameIndex struct {
+	mu     sync.Mutex
+	built  bool
+	chunks [][]string // in order, each sorted and not empty
+}
+
+// chunkNames bounds the names of one chunk of a nameIndex.
+const chunkNames = 512
+
+// find returns the chunk that holds name, or would: the first whose last
+// name is not below it (len(chunks) when there is none).
+func (x *nameIndex) find(name string) int {
+	return sort.Search(len(x.chunks), func(c int) bool {
+		ch := x.chunks[c]
+		return ch[len(ch)-1] >= name
+	})
+}
+
+// add inserts name, not yet in the index; a chunk grown past chunkNames
+// is split in two.
+func (x *nameIndex) add(name string) {
+	if !x.built {
+		return
+	}
+	if len(x.chunks) == 0 {
+		x.chunks = [][]string{{name}}
+		return
+	}
+	c := min(x.find(name), len(x.chunks)-1)
+	i, _ := slices.BinarySearch(x.chunks[c], name)
+	ch := slices.Insert(x.chunks[c], i, name)
+	if len(ch) > chunkNames {
+		half := len(ch) / 2
+		x.chunks = slices.Insert(x.chunks, c+1, slices.Clone(ch[half:]))
+		clear(ch[half:])
+		ch = ch[:half]
+	}
+	x.chunks[c] = ch
+}
+
+// remove removes name; a chunk left empty is dropped.
+func (x *nameIndex) remove(name string) {
+	if !x.built {
+		return
+	}
+	c := x.find(name)
+	if c == len(x.chunks) {
+		return
+	}
+	i, ok := slices.BinarySearch(x.chunks[c], name)
+	if !ok {
+		return
+	}
+	if ch := slices.Delete(x.chunks[c], i, i+1); len(ch) > 0 {
+		x.chunks[c] = ch
+	} else {
+		x.chunks = slices.Delete(x.chunks, c, c+1)
+	}
+}
+
+// ready builds the index of byName's names when needed. The caller holds
+// FSM.mu's read lock.
+func (x *nameIndex) ready(byName map[string]*pb.Blob) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.built {
+		return
+	}
+	names := slices.Sorted(maps.Keys(byName))
+	x.chunks = nil
+	for len(names) > 0 {
+		n := min(len(names), chunkNames/2)
+		x.chunks = append(x.chunks, names[:n:n])
+		names = names[n:]
+	}
+	x.built = true
+}
+
+// from yields the names not below name, in order.
+func (x *nameIndex) from(name string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		c := x.find(name)
+		if c == len(x.chunks) {
+			return
+		}
+		i, _ := slices.BinarySearch(x.chunks[c], name)
+		for _, ch := range x.chunks[c:] {
+			for _, n := range ch[i:] {
+				if !yield(n) {
+					return
+				}
+			}
+			i = 0
+		}
+	}
+}
+
+// count returns how many names start with prefix, counting whole chunks
+// where it can.
+func (x *nameIndex) count(prefix string) int {
+	c := x.find(prefix)
+	if c == len(x.chunks) {
+		return 0
+	}
+	i, _ := slices.BinarySearch(x.chunks[c], prefix)
+	n := 0
+	for _, ch := range x.chunks[c:] {
+		if strings.HasPrefix(ch[len(ch)-1], prefix) {
+			n += len(ch) - i
+			i = 0
+			continue
+		}
+		rest := ch[i:]
+		return n + sort.Search(len(rest), func(j int) bool { return !strings.HasPrefix(rest[j], prefix) })
+	}
+	return n
 }
 
 // applyBlobPending records a put in progress. A lease (lease_ttl) runs
@@ -108,9 +252,10 @@ func (f *FSM) applyBlobCommit(c *pb.BlobCommit, now int64, rev uint64) error {
 }
 
 // checkBlobShape rejects metadata whose blocks do not match its scheme, so
-// that readers can index holders and sums without checking.
+// that readers can index holders and sums without checking. The shards
+// are counted in int: their uint32 sum could wrap around to a small count.
 func checkBlobShape(b *pb.Blob) error {
-	n := int(b.DataShards + b.ParityShards)
+	n := int(b.DataShards) + int(b.ParityShards)
 	if len(b.Blocks) > 0 && (b.DataShards == 0 || n > 256) {
 		return fmt.Errorf("%w: blob %q has %d+%d shards per block", ErrInvalidArgument, b.Name, b.DataShards, b.ParityShards)
 	}
@@ -164,12 +309,10 @@ func (f *FSM) applyBlobAbort(ids []string) {
 }
 
 func (f *FSM) applyBlobDelete(name string) error {
-	old := f.blobs.byName[name]
-	if old == nil {
+	if f.blobs.byName[name] == nil {
 		return fmt.Errorf("%w: blob %q", ErrNotFound, name)
 	}
-	delete(f.blobs.byName, name)
-	delete(f.blobs.byID, old.Id)
+	f.blobs.delete(name)
 	return nil
 }
 
@@ -225,16 +368,49 @@ func (f *FSM) BlobByID(id string) *pb.Blob {
 // Blobs returns the committed blobs whose names start with prefix, sorted
 // by name, and the revision they reflect.
 func (f *FSM) Blobs(prefix string) ([]*pb.Blob, uint64) {
+	page, _, rev := f.BlobsPage(prefix, "", math.MaxInt, nil)
+	return page, rev
+}
+
+// BlobsPage returns one page of the committed blobs whose names start
+// with prefix, in name order: the first limit of those after the name
+// after ("": from the first) that keep accepts. total counts all those
+// under prefix that keep accepts, and rev is the revision they reflect.
+// keep is asked about every blob under prefix once, in name order (nil
+// accepts all); it runs under the replica's read lock and must not call
+// the replica.
+func (f *FSM) BlobsPage(prefix, after string, limit int, keep func(name string) bool) (page []*pb.Blob, total int, rev uint64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	var out []*pb.Blob
-	for name, b := range f.blobs.byName {
-		if strings.HasPrefix(name, prefix) {
-			out = append(out, b)
+	names := f.blobs.names
+	names.ready(f.blobs.byName)
+	if keep == nil {
+		total = names.count(prefix)
+		page = make([]*pb.Blob, 0, min(max(limit, 0), total))
+		for name := range names.from(max(prefix, after)) {
+			if name == after {
+				continue
+			}
+			if len(page) >= limit || !strings.HasPrefix(name, prefix) {
+				break
+			}
+			page = append(page, f.blobs.byName[name])
+		}
+		return page, total, f.revision
+	}
+	for name := range names.from(prefix) {
+		if !strings.HasPrefix(name, prefix) {
+			break
+		}
+		if !keep(name) {
+			continue
+		}
+		total++
+		if name > after && len(page) < limit {
+			page = append(page, f.blobs.byName[name])
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, f.revision
+	return page, total, f.revision
 }
 
 // BlobCount returns how many blobs are committed.

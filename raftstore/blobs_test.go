@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"math/rand/v2"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protodelim"
@@ -117,6 +121,13 @@ func TestFSMBlobRejectsBadShape(t *testing.T) {
 		"no data shards":  func(b *pb.Blob) { b.DataShards = 0 },
 		"inline mismatch": func(b *pb.Blob) { b.Blocks = nil; b.Inline = []byte("abc") },
 		"no id":           func(b *pb.Blob) { b.Id = "" },
+		// 2^32-1 + 3 shards wrap around to 2 in 32 bits.
+		"shard count wraps": func(b *pb.Blob) {
+			b.DataShards, b.ParityShards = math.MaxUint32, 3
+			for _, blk := range b.Blocks {
+				blk.Holders, blk.Sums = blk.Holders[:2], blk.Sums[:2]
+			}
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			d := newFSMDriver(t, 16)
@@ -458,4 +469,217 @@ func TestFSMLeasedPutCommitsOnlyUnderItsName(t *testing.T) {
 		t.Fatal("the refused commit changed the state")
 	}
 	d.mustApply(blobCommitCmd(testBlob("models/v1", "aa01"), false))
+}
+
+// wantBlobsPage is BlobsPage worked out from the names of the stored
+// blobs, one by one.
+func wantBlobsPage(names []string, prefix, after string, limit int, keep func(string) bool) (page []string, total int) {
+	slices.Sort(names)
+	for _, n := range names {
+		if !strings.HasPrefix(n, prefix) || (keep != nil && !keep(n)) {
+			continue
+		}
+		total++
+		if n > after && len(page) < limit {
+			page = append(page, n)
+		}
+	}
+	return page, total
+}
+
+// checkBlobsPages compares every page BlobsPage answers with what the
+// stored blobs, listed one by one, say it should be.
+func checkBlobsPages(t *testing.T, f *FSM, stage string) {
+	t.Helper()
+	var names []string
+	all, _ := f.Blobs("")
+	for _, b := range all {
+		names = append(names, b.Name)
+	}
+	if len(all) != f.BlobCount() || !slices.IsSorted(names) {
+		t.Fatalf("%s: Blobs(\"\") lists %d blobs, out of order or not all %d: %v", stage, len(all), f.BlobCount(), names)
+	}
+	if x := f.blobs.names; x.built {
+		var indexed []string
+		for _, ch := range x.chunks {
+			if len(ch) == 0 || len(ch) > chunkNames {
+				t.Fatalf("%s: the name index has a chunk of %d names, want 1 to %d", stage, len(ch), chunkNames)
+			}
+			indexed = append(indexed, ch...)
+		}
+		if !slices.Equal(indexed, names) {
+			t.Fatalf("%s: the name index holds %d names, not the %d stored in order", stage, len(indexed), len(names))
+		}
+	}
+	odd := func(n string) bool { return len(n)%2 == 1 }
+	for _, prefix := range []string{"", "b/", "b/x", "c", "z"} {
+		for _, after := range []string{"", "a", "b/", "b/x/0040", "b/x/0041x", "c", "zz"} {
+			for _, limit := range []int{0, 1, 7, 1000} {
+				for _, keep := range []func(string) bool{nil, odd} {
+					var asked []string
+					ask := keep
+					if keep != nil {
+						ask = func(n string) bool { asked = append(asked, n); return keep(n) }
+					}
+					page, total, rev := f.BlobsPage(prefix, after, limit, ask)
+					var got []string
+					for _, b := range page {
+						if f.Blob(b.Name) != b {
+							t.Fatalf("%s: page holds %q, not the blob stored under that name", stage, b.Name)
+						}
+						got = append(got, b.Name)
+					}
+					want, wantTotal := wantBlobsPage(slices.Clone(names), prefix, after, limit, keep)
+					if !slices.Equal(got, want) || total != wantTotal || rev != f.Revision() {
+						t.Fatalf("%s: BlobsPage(%q, %q, %d, keep %v) = %v, total %d, rev %d; want %v, %d, %d",
+							stage, prefix, after, limit, keep != nil, got, total, rev, want, wantTotal, f.Revision())
+					}
+					if under, _ := wantBlobsPage(slices.Clone(names), prefix, "", math.MaxInt, nil); keep != nil && !slices.Equal(asked, under) {
+						t.Fatalf("%s: BlobsPage(%q) asked keep about %v, want each blob under the prefix once in order: %v", stage, prefix, asked, under)
+					}
+				}
+			}
+		}
+	}
+}
+
+// BlobsPage pages through the blobs in name order whatever order they
+// were committed, deleted or overwritten in, before and after its index
+// is built, and after a restore.
+func TestFSMBlobsPage(t *testing.T) {
+	d := newFSMDriver(t, 16)
+	commit := func(name, id string, overwrite bool) {
+		d.mustApply(blobCommitCmd(&pb.Blob{Name: name, Id: id, Size: 1, Inline: []byte{'x'}}, overwrite))
+	}
+	del := func(name string) {
+		d.mustApply(&pb.Command{Kind: &pb.Command_BlobDelete{BlobDelete: &pb.BlobDelete{Name: name}}})
+	}
+	var names []string
+	for i := range 650 {
+		names = append(names, fmt.Sprintf("a/%04d", i), fmt.Sprintf("b/x/%04d", i), fmt.Sprintf("b/%04d", i), fmt.Sprintf("c%d", i))
+	}
+	rand.New(rand.NewPCG(1, 2)).Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+	for i, n := range names[:1000] {
+		commit(n, fmt.Sprintf("id%d", i), false)
+	}
+	checkBlobsPages(t, d.fsm, "committed in any order")
+
+	// Enough new names to split chunks of the index, and a run of
+	// deleted ones to empty some.
+	for i, n := range names[1000:] {
+		commit(n, fmt.Sprintf("id%d", 1000+i), false)
+	}
+	for i, n := range names[:40] {
+		commit(n, fmt.Sprintf("again%d", i), true)
+	}
+	for _, n := range names[40:200] {
+		del(n)
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, "b/") && d.fsm.Blob(n) != nil {
+			del(n)
+		}
+	}
+	commit("b/x/0041", "id-new", true)
+	commit("b/0007", "id-new2", true)
+	checkBlobsPages(t, d.fsm, "committed, overwritten and deleted after a listing")
+
+	f := NewFSM(16)
+	if err := f.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, d.fsm)))); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	checkBlobsPages(t, f, "restored")
+	for _, n := range names[200:300] {
+		if d.fsm.Blob(n) != nil {
+			del(n)
+		}
+	}
+	if err := f.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, d.fsm)))); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	checkBlobsPages(t, f, "restored over a listed replica")
+}
+
+// Readers list the blobs while blobs are committed and deleted: the first
+// readers build the name index at once (run with -race).
+func TestFSMBlobsPageWhileApplying(t *testing.T) {
+	d := newFSMDriver(t, 16)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				page, total, _ := d.fsm.BlobsPage("", "n/0100", 10, func(string) bool { return true })
+				if len(page) > total || !slices.IsSortedFunc(page, func(a, b *pb.Blob) int { return strings.Compare(a.Name, b.Name) }) {
+					panic(fmt.Sprintf("page of %d blobs out of order, or more than the %d counted", len(page), total))
+				}
+			}
+		})
+	}
+	for i := range 300 {
+		name := fmt.Sprintf("n/%04d", (i*7919)%300)
+		d.mustApply(blobCommitCmd(&pb.Blob{Name: name, Id: fmt.Sprintf("id%d", i), Size: 1, Inline: []byte{'x'}}, false))
+		if i%3 == 0 {
+			d.mustApply(&pb.Command{Kind: &pb.Command_BlobDelete{BlobDelete: &pb.BlobDelete{Name: name}}})
+		}
+	}
+	close(stop)
+	wg.Wait()
+	checkBlobsPages(t, d.fsm, "after concurrent listings")
+}
+
+// blobsFSM is a replica holding n inline blobs with names in no order.
+func blobsFSM(b *testing.B, n int) *fsmDriver {
+	d := newFSMDriver(b, 16)
+	for i := range n {
+		name := fmt.Sprintf("blobs/%08x", uint32(i)*2654435761)
+		d.mustApply(blobCommitCmd(&pb.Blob{Name: name, Id: fmt.Sprintf("id%d", i), Size: 1, Inline: []byte{'x'}}, false))
+	}
+	return d
+}
+
+// The UI asks a page of blobs every few seconds: one page of 500 among
+// 100k blobs, with and without an ACL's check of every name.
+func BenchmarkBlobsPage100k(b *testing.B) {
+	d := blobsFSM(b, 100_000)
+	d.fsm.BlobsPage("", "", 1, nil) // the index is built once per replica
+	b.Run("all", func(b *testing.B) {
+		for b.Loop() {
+			d.fsm.BlobsPage("", "blobs/80000000", 500, nil)
+		}
+	})
+	b.Run("keep", func(b *testing.B) {
+		for b.Loop() {
+			d.fsm.BlobsPage("", "blobs/80000000", 500, func(n string) bool { return n[len(n)-1] != '0' })
+		}
+	})
+	b.Run("list-all", func(b *testing.B) {
+		for b.Loop() {
+			d.fsm.Blobs("")
+		}
+	})
+	b.Run("first-after-restore", func(b *testing.B) {
+		for b.Loop() {
+			d.fsm.blobs.names = &nameIndex{}
+			d.fsm.BlobsPage("", "", 500, nil)
+		}
+	})
+}
+
+// Committing and deleting a blob among 100k keeps the name index in order.
+func BenchmarkBlobCommitDelete100k(b *testing.B) {
+	d := blobsFSM(b, 100_000)
+	d.fsm.BlobsPage("", "", 1, nil)
+	i := 0
+	for b.Loop() {
+		name := fmt.Sprintf("blobs/%08x-new", uint32(i)*2654435761)
+		d.mustApply(blobCommitCmd(&pb.Blob{Name: name, Id: fmt.Sprintf("new%d", i), Size: 1, Inline: []byte{'x'}}, false))
+		d.mustApply(&pb.Command{Kind: &pb.Command_BlobDelete{BlobDelete: &pb.BlobDelete{Name: name}}})
+		i++
+	}
 }

@@ -579,20 +579,48 @@ func (s *Store) assess(b *pb.Blob, alive map[string]bool, corrupt map[copyKey]st
 // to ask, the replica must pass the registry's DEFAULT read check; STALE
 // lists the replica as it is; CONSISTENT needs the leader's revision.
 func (s *Store) List(ctx context.Context, prefix string, c pb.Consistency) ([]*pb.BlobSummary, uint64, error) {
-	if err := validConsistency(c); err != nil {
+	if err := s.listable(ctx, c); err != nil {
 		return nil, 0, err
+	}
+	blobs, rev := s.cluster.Meta().Blobs(prefix)
+	return s.summarise(ctx, blobs), rev, nil
+}
+
+// ListPage is List of one page: the first limit of the blobs under prefix
+// after the name after ("": from the first) that keep accepts, in name
+// order (keep as raftstore.FSM.BlobsPage takes it). total counts all
+// those under prefix that keep accepts. Only the page's blobs are judged,
+// and only they asked about at the leader.
+func (s *Store) ListPage(ctx context.Context, prefix, after string, limit int, keep func(name string) bool, c pb.Consistency) (
+	page []*pb.BlobSummary, total int, rev uint64, err error) {
+	if err := s.listable(ctx, c); err != nil {
+		return nil, 0, 0, err
+	}
+	blobs, total, rev := s.cluster.Meta().BlobsPage(prefix, after, limit, keep)
+	return s.summarise(ctx, blobs), total, rev, nil
+}
+
+// listable readies this replica for a listing with consistency c, as
+// List says.
+func (s *Store) listable(ctx context.Context, c pb.Consistency) error {
+	if err := validConsistency(c); err != nil {
+		return err
 	}
 	switch c {
 	case pb.Consistency_DEFAULT:
 		if err := s.current(ctx); err != nil {
-			return nil, 0, fmt.Errorf("this agent's replica cannot list the blobs: %w", err)
+			return fmt.Errorf("this agent's replica cannot list the blobs: %w", err)
 		}
 	case pb.Consistency_CONSISTENT:
 		if err := s.catchUp(ctx); err != nil {
-			return nil, 0, err
+			return err
 		}
 	}
-	blobs, rev := s.cluster.Meta().Blobs(prefix)
+	return nil
+}
+
+// summarise summarises blobs, each with its health as assess judges it.
+func (s *Store) summarise(ctx context.Context, blobs []*pb.Blob) []*pb.BlobSummary {
 	out := make([]*pb.BlobSummary, 0, len(blobs))
 	alive := s.aliveSet()
 	corrupt := s.corruptShardsOf(ctx, blobs)
@@ -603,7 +631,7 @@ func (s *Store) List(ctx context.Context, prefix string, c pb.Consistency) ([]*p
 			Health: health, Created: b.Created, Inline: len(b.Blocks) == 0,
 		})
 	}
-	return out, rev, nil
+	return out
 }
 
 // Delete removes the blob called name; its shards are deleted in the

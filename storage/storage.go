@@ -67,6 +67,10 @@ type Meta interface {
 	Blob(name string) *pb.Blob
 	BlobByID(id string) *pb.Blob
 	Blobs(prefix string) ([]*pb.Blob, uint64)
+	// BlobsPage is at most limit blobs under prefix after the name after
+	// that keep accepts (nil: all), in name order, the count of all
+	// those keep accepts, and the revision (raftstore.FSM.BlobsPage).
+	BlobsPage(prefix, after string, limit int, keep func(name string) bool) ([]*pb.Blob, int, uint64)
 	PendingBlob(id string) *pb.BlobPending
 	PendingBlobs() []*pb.BlobPending
 	Nodes() []*pb.Node

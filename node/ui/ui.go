@@ -69,7 +69,12 @@ type Status interface {
 
 // Blobs is the agent's blob store (package storage) as the UI reads it.
 type Blobs interface {
-	List(ctx context.Context, prefix string, c pb.Consistency) ([]*pb.BlobSummary, uint64, error)
+	// ListPage summarises the first limit of the blobs under prefix after
+	// the name after that keep accepts, in name order, judging the health
+	// of those only; total counts all those under prefix keep accepts. It
+	// asks keep about every blob under prefix once, in name order.
+	ListPage(ctx context.Context, prefix, after string, limit int, keep func(name string) bool, c pb.Consistency) (
+		page []*pb.BlobSummary, total int, rev uint64, err error)
 	// LeaderRepairStatus asks the leader for its repair's state and, with
 	// a blob id, that blob's shards reported corrupt.
 	LeaderRepairStatus(ctx context.Context, blobID string) (*pb.RepairStatusResponse, error)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,11 +63,27 @@ func (fakeStatus) Peers(context.Context, *pb.PeersRequest) (*pb.PeersResponse, e
 // fakeBlobs holds two blobs, one degraded.
 type fakeBlobs struct{}
 
-func (fakeBlobs) List(context.Context, string, pb.Consistency) ([]*pb.BlobSummary, uint64, error) {
-	return []*pb.BlobSummary{
+func (fakeBlobs) ListPage(_ context.Context, prefix, after string, limit int, keep func(string) bool, _ pb.Consistency) ([]*pb.BlobSummary, int, uint64, error) {
+	page, total := listPage([]*pb.BlobSummary{
 		{Name: "models/a.bin", Size: 1 << 20, DataShards: 2, ParityShards: 1, Health: "healthy"},
 		{Name: "secret/b.bin", Size: 10, Health: "degraded"},
-	}, 5, nil
+	}, prefix, after, limit, keep)
+	return page, total, 5, nil
+}
+
+// listPage is the page of all, sorted by name, that Blobs.ListPage
+// answers: keep is asked about every blob under prefix in order.
+func listPage(all []*pb.BlobSummary, prefix, after string, limit int, keep func(string) bool) (page []*pb.BlobSummary, total int) {
+	for _, b := range all {
+		if !strings.HasPrefix(b.Name, prefix) || (keep != nil && !keep(b.Name)) {
+			continue
+		}
+		total++
+		if b.Name > after && len(page) < limit {
+			page = append(page, b)
+		}
+	}
+	return page, total
 }
 
 func (fakeBlobs) LeaderRepairStatus(_ context.Context, blobID string) (*pb.RepairStatusResponse, error) {
@@ -904,20 +921,27 @@ type manyBlobs struct {
 	prefixes []string
 	n        int
 	nameLen  int
+	// asked, when set, is told the limit of each page asked for.
+	asked func(limit int)
 }
 
-func (m manyBlobs) List(context.Context, string, pb.Consistency) ([]*pb.BlobSummary, uint64, error) {
-	var out []*pb.BlobSummary
+func (m manyBlobs) ListPage(_ context.Context, prefix, after string, limit int, keep func(string) bool, _ pb.Consistency) ([]*pb.BlobSummary, int, uint64, error) {
+	var all []*pb.BlobSummary
 	for _, p := range m.prefixes {
 		for i := range m.n {
 			name := fmt.Sprintf("%s%05d", p, i)
 			if pad := m.nameLen - len(name); pad > 0 {
 				name += strings.Repeat("x", pad)
 			}
-			out = append(out, &pb.BlobSummary{Name: name, Size: 10, Health: "healthy"})
+			all = append(all, &pb.BlobSummary{Name: name, Size: 10, Health: "healthy"})
 		}
 	}
-	return out, 7, nil
+	slices.SortFunc(all, func(a, b *pb.BlobSummary) int { return strings.Compare(a.Name, b.Name) })
+	if m.asked != nil {
+		m.asked(limit)
+	}
+	page, total := listPage(all, prefix, after, limit, keep)
+	return page, total, 7, nil
 }
 
 // blobPages reads every page of /ui/api/blobs with token, checking each
@@ -986,6 +1010,35 @@ func TestBlobsComeInPages(t *testing.T) {
 	})
 	if names := long.blobPages(t, "", 1000); len(names) != 1000 {
 		t.Fatalf("the pages of long names held %d blobs, want 1000", len(names))
+	}
+}
+
+// Each page of blobs asks the store for one page, not the whole list: the
+// store judges the health of a page's blobs only. A page after the last
+// blob is empty and says where it is.
+func TestBlobsPageAsksTheStoreForOnePage(t *testing.T) {
+	var mu sync.Mutex
+	var limits []int
+	u := newTestUIOf(t, true, func(cfg *Config) {
+		cfg.Blobs = manyBlobs{prefixes: []string{"secret/", "models/"}, n: 1200, asked: func(limit int) {
+			mu.Lock()
+			defer mu.Unlock()
+			limits = append(limits, limit)
+		}}
+	})
+	if names := u.blobPages(t, "ops", 1200); len(names) != 1200 {
+		t.Fatalf("the pages held %d blobs, want 1200", len(names))
+	}
+	mu.Lock()
+	if len(limits) != 3 || slices.Max(limits) > blobsPerPage {
+		t.Errorf("the store was asked for pages of %v blobs, want 3 pages of at most %d", limits, blobsPerPage)
+	}
+	mu.Unlock()
+	var end blobsView
+	u.getJSON(t, "/ui/api/blobs?after=zzz", "admin", &end)
+	if len(end.Blobs) != 0 || end.Total != 2400 || end.First != 2400 || end.Next != "" {
+		t.Errorf("the page after the last blob: %d blobs, total %d, first %d, next %q; want none, 2400, 2400, none",
+			len(end.Blobs), end.Total, end.First, end.Next)
 	}
 }
 

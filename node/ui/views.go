@@ -4,14 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/zrpcio/zrpc/acl"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/raftstore"
 )
@@ -369,28 +368,38 @@ const (
 // with their health as this agent judges it, from this agent's replica as
 // it is (a STALE read), as the other views show its registry: the page
 // works while the cluster has no leader, and the cluster view says so.
+// Only the page's blobs are judged.
 func (u *UI) serveBlobs(w http.ResponseWriter, r *http.Request) {
 	a, ok := u.allow(w, r, pb.Blobs_List_FullMethodName, &pb.BlobListRequest{})
 	if !ok {
 		return
 	}
-	blobs, rev, err := u.cfg.Blobs.List(r.Context(), "", pb.Consistency_STALE)
+	after := r.URL.Query().Get("after")
+	// The store asks about every blob in name order: those the token may
+	// read up to after come before the page.
+	first := 0
+	readable := func(name string) bool {
+		if a.Allow(acl.Blob, name, acl.Read) != nil {
+			return false
+		}
+		if name <= after {
+			first++
+		}
+		return true
+	}
+	page, total, rev, err := u.cfg.Blobs.ListPage(r.Context(), "", after, blobsPerPage, readable, pb.Consistency_STALE)
 	if err != nil {
 		u.writeAPIError(w, r, fmt.Errorf("list the blobs: %w", err))
 		return
 	}
-	all := filter(a, pb.Blobs_List_FullMethodName, &pb.BlobListResponse{Blobs: blobs}).(*pb.BlobListResponse).Blobs
-	byName := func(x, y *pb.BlobSummary) int { return strings.Compare(x.Name, y.Name) }
-	if !slices.IsSortedFunc(all, byName) {
-		slices.SortFunc(all, byName)
+	_, last := pageOf(len(page), func(i int) string { return page[i].Name }, func(i int) int { return len(page[i].Name) + blobViewBytes },
+		"", blobsPerPage, maxBlobPageBytes)
+	page = page[:last]
+	out := blobsView{Revision: rev, Total: total, First: first, Blobs: make([]blobView, 0, len(page))}
+	if len(page) > 0 && first+len(page) < total {
+		out.Next = page[len(page)-1].Name
 	}
-	first, last := pageOf(len(all), func(i int) string { return all[i].Name }, func(i int) int { return len(all[i].Name) + blobViewBytes },
-		r.URL.Query().Get("after"), blobsPerPage, maxBlobPageBytes)
-	out := blobsView{Revision: rev, Total: len(all), First: first, Blobs: make([]blobView, 0, last-first)}
-	if last < len(all) {
-		out.Next = all[last-1].Name
-	}
-	for _, b := range all[first:last] {
+	for _, b := range page {
 		v := blobView{
 			Name: b.Name, Size: b.Size, DataShards: b.DataShards, ParityShards: b.ParityShards,
 			Inline: b.Inline, Health: b.Health, Created: unixNano(b.Created),
