@@ -81,7 +81,9 @@ FUZZ_TARGETS := \
 	node/grpcapi:FuzzValidateInstance node:FuzzConfigLoadFile node:FuzzConfigLoadEnv \
 	node/dns:FuzzDNSQuery \
 	snapshot:FuzzInspect \
-	internal/instcodec:FuzzDecodeRegistration internal/instcodec:FuzzEncodeRegistration
+	internal/instcodec:FuzzDecodeRegistration internal/instcodec:FuzzEncodeRegistration \
+	internal/instcodec:FuzzApplyBatch internal/wirecodec:FuzzBorrowedMessagesReadAsProtobufDoes \
+	storage/shardstore:FuzzPartHeader gossip:FuzzCheckStream
 fuzz:
 	@failed=""; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; echo "== fuzz $$name (./$$pkg) for $(FUZZTIME)"; \

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
@@ -95,6 +96,8 @@ type guardedTransport struct {
 	stop     chan struct{}
 	once     sync.Once
 	wg       sync.WaitGroup
+	// streamsRefused counts the streams closed for perHost.
+	streamsRefused atomic.Uint64
 
 	mu       sync.Mutex
 	stopped  bool
@@ -116,12 +119,25 @@ func guardStreams(inner memberlist.NodeAwareTransport, log *slog.Logger, headerW
 // refused warns, once a minute per host, of a stream closed because its
 // host holds limit open.
 func (t *guardedTransport) refused(host string, limit int) {
+	t.streamsRefused.Add(1)
 	if pass, held := t.refusals.Seen(host); pass {
 		t.log.Warn(msgTooManyStreams, "from", host, "limit", limit, "refused_since_last_line", held)
 	}
 }
 
 func (t *guardedTransport) StreamCh() <-chan net.Conn { return t.streams }
+
+// StreamsRefused returns how many streams to the gossip port were closed
+// as they came, since Start, because their host held the most it may
+// keep open (128) already.
+func (g *Gossip) StreamsRefused() uint64 {
+	g.lifeMu.RLock()
+	defer g.lifeMu.RUnlock()
+	if t, ok := g.mc.Transport.(*guardedTransport); ok {
+		return t.streamsRefused.Load()
+	}
+	return 0
+}
 
 // Shutdown shuts the inner transport down and closes the streams still
 // being checked: a stream that sends no header would otherwise hold the

@@ -201,10 +201,10 @@ func sendClosedStreams(t *testing.T, addr string, msgs [][]byte, rounds int) (al
 }
 
 // A host may hold at most the guard's bound of streams open on the gossip
-// port: past it, its new ones are closed at once, with one warning a
-// minute, and one it closes makes room for the next. Without the bound a
-// stranger's silent streams each held a goroutine and a descriptor until
-// their header's deadline, however many it opened.
+// port: past it, its new ones are closed at once, each counted, with one
+// warning a minute, and one it closes makes room for the next. Without
+// the bound a stranger's silent streams each held a goroutine and a
+// descriptor until their header's deadline, however many it opened.
 func TestGossipStreamsPerHostAreBounded(t *testing.T) {
 	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}})
 	if err != nil {
@@ -245,6 +245,9 @@ func TestGossipStreamsPerHostAreBounded(t *testing.T) {
 	}
 	if warned := logs.matching(msgTooManyStreams); len(warned) != 1 || warned[0].Level != slog.LevelWarn {
 		t.Fatalf("warnings %+v, want one for the one host", warned)
+	}
+	if n := g.streamsRefused.Load(); n != 2 {
+		t.Fatalf("%d streams counted refused, want the 2 over the bound", n)
 	}
 
 	held[0].Close()

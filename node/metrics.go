@@ -166,6 +166,16 @@ func newMetrics(n *Node) *metrics {
 				"name_conflict (a member's name gossiped at a second address: an agent restarted at a new address, briefly, or two agents under one name, for as long as both run), "+
 				"member_limit (a new member while gossip already knows 10,000: made up by someone reaching the gossip port of an unencrypted cluster). "+
 				"The log names the agent.", []string{"reason"}, nil)},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "zrpc_gossip_streams_refused_total",
+			Help: "Streams to the gossip port (push/pulls, fallback pings, leave notices) closed as they came because their host held 128 open already: " +
+				"a stranger, or a runaway agent, opening streams it does not finish; an agent of the cluster refused this way fails its push/pulls with this one. " +
+				"The log's warning \"closed a gossip stream from a host that holds the most it may keep open\" names the host: block it, or restart that agent."},
+			func() float64 {
+				if g := n.gossip(); g != nil {
+					return float64(g.StreamsRefused())
+				}
+				return 0
+			}),
 		gauge("zrpc_blob_shard_store_bytes", "Bytes of shard files on this agent.", func() float64 {
 			b, _ := n.blobs.Shards().Usage()
 			return float64(b)
@@ -199,8 +209,14 @@ func newMetrics(n *Node) *metrics {
 	m.reg.MustRegister(n.blobs.Metrics().Collectors()...)
 	m.dnsQueries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "zrpc_dns_queries_total",
-		Help: "DNS questions answered, by response code (NOERROR, NXDOMAIN, REFUSED, ...).",
+		Help: "DNS questions answered, by response code (NOERROR, NXDOMAIN, REFUSED, ...). " +
+			"SERVFAIL: the question's records could not be built because other names' builds took every turn (4) for 2 s " +
+			"(questions for many names of large services at once); the client asks again. Lasting, it means more such questions than the agent builds answers for: " +
+			"spread them over more agents, or raise dns_ttl so that resolvers cache the answers.",
 	}, []string{"rcode"})
+	// SERVFAIL starts at zero, so that an alert on its increase sees the
+	// first of them.
+	m.dnsQueries.WithLabelValues("SERVFAIL")
 	m.reg.MustRegister(m.dnsQueries)
 	return m
 }

@@ -4,9 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/raftstore"
@@ -101,4 +105,71 @@ func TestReadinessSaysWhyNotReady(t *testing.T) {
 			}
 		})
 	}
+}
+
+// counterValue is the value of the counter name's series with the label
+// pairs labels in fams, and whether there is one.
+func counterValue(fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
+	for _, m := range fams[name].GetMetric() {
+		have := map[string]string{}
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		match := true
+		for i := 0; i+1 < len(labels); i += 2 {
+			match = match && have[labels[i]] == labels[i+1]
+		}
+		if match {
+			return m.GetCounter().GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// TestAgentCountsWhatItRefusesOrGivesUp: the bounds that refuse or give
+// up (gossip streams past 128 from one host, DNS questions without a
+// build turn, waits for a hung shard disk) each have a counter in
+// /metrics from the start, at zero, and a host holding more gossip
+// streams than the bound moves its counter.
+func TestAgentCountsWhatItRefusesOrGivesUp(t *testing.T) {
+	n := startNode(t, testConfig(t))
+	fams := scrapeMetrics(t, n.HTTPAddr())
+	for _, c := range []struct {
+		name   string
+		labels []string
+	}{
+		{"zrpc_gossip_streams_refused_total", nil},
+		{"zrpc_dns_queries_total", []string{"rcode", "SERVFAIL"}},
+		{"zrpc_blob_shard_disk_waits_abandoned_total", []string{"op", "write"}},
+		{"zrpc_blob_shard_disk_waits_abandoned_total", []string{"op", "commit"}},
+		{"zrpc_blob_shard_disk_waits_abandoned_total", []string{"op", "delete"}},
+	} {
+		if v, ok := counterValue(fams, c.name, c.labels...); !ok || v != 0 {
+			t.Errorf("%s%v on a new agent: %v (served: %v), want 0", c.name, c.labels, v, ok)
+		}
+	}
+
+	// Silent streams, held open: the guard waits for their headers.
+	var held []net.Conn
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	dial := func() {
+		t.Helper()
+		c, err := net.Dial("tcp", n.gossip().LocalAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	for range 128 {
+		dial()
+	}
+	waitFor(t, 20*time.Second, "a stream past the gossip port's bound per host to be counted", func() bool {
+		dial()
+		v, _ := counterValue(scrapeMetrics(t, n.HTTPAddr()), "zrpc_gossip_streams_refused_total")
+		return v > 0
+	})
 }

@@ -28,6 +28,9 @@ type Metrics struct {
 	repairShards          prometheus.Counter
 	repairBytes           prometheus.Counter
 	repairFailed          prometheus.Counter
+	// diskWaitsAbandoned counts the calls of this agent's own shard
+	// disk that aside stopped waiting for at their deadline, by op.
+	diskWaitsAbandoned *prometheus.CounterVec
 	// repair is the store's repair, which the gauges above read at
 	// scrape time (New sets it): 0 unless it runs, on the leader.
 	repair atomic.Pointer[repairer]
@@ -71,13 +74,30 @@ func NewMetrics() *Metrics {
 		repairShards: counter("repair_rebuilt_shards_total", "Shards rebuilt by repair."),
 		repairBytes:  counter("repair_rebuilt_bytes_total", "Bytes of shards rebuilt by repair."),
 		repairFailed: counter("repair_failed_total", "Shard rebuilds that failed (each retried a repair interval later)."),
+		diskWaitsAbandoned: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "zrpc", Subsystem: "blob", Name: "shard_disk_waits_abandoned_total",
+			Help: "Calls of this agent's shard disk that a put, a repair or a delete stopped waiting for when their deadline passed, by op " +
+				"(write: a shard, commit: making staged shards durable, delete: a blob's shards); the put or rebuild fails, the call goes on. " +
+				"The disk may hang in writes or fsync: check it (dmesg, iostat), and restart the agent if it stays stuck."}, []string{"op"}),
+	}
+	for _, op := range diskOps {
+		m.diskWaitsAbandoned.WithLabelValues(op)
 	}
 	return m
+}
+
+// diskOps are the op labels of diskWaitsAbandoned, by the error aside
+// gives when it stops waiting.
+var diskOps = map[error]string{errStoreAbandoned: "write", errCommitAbandoned: "commit", errDeleteAbandoned: "delete"}
+
+// abandonedDiskWait counts a call of this agent's shard disk waited for
+// no longer; abandoned is aside's error for it.
+func (m *Metrics) abandonedDiskWait(abandoned error) {
+	m.diskWaitsAbandoned.WithLabelValues(diskOps[abandoned]).Inc()
 }
 
 // Collectors returns every metric, for registering.
 func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.putBytes, m.getBytes, m.putsFailed, m.degradedReads, m.shardWrites, m.shardReads,
 		m.corruptShards, m.shardIOErrors, m.lostShards, m.shardsCollected, m.scrubbedBytes, m.scrubUnreadShards, m.repairQueued, m.repairInProgress,
-		m.repairRetrying, m.repairWaiting, m.repairWaitingForAgent, m.repairShards, m.repairBytes, m.repairFailed}
+		m.repairRetrying, m.repairWaiting, m.repairWaitingForAgent, m.repairShards, m.repairBytes, m.repairFailed, m.diskWaitsAbandoned}
 }

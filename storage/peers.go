@@ -242,8 +242,10 @@ func (s *Store) commitAside(ctx context.Context, commit func() (int, error), lat
 
 // aside runs work, a call of this agent's shard store, aside and waits
 // for it until ctx ends. One waited for no longer fails with abandoned
-// wrapping ctx's error; late, when not nil, then runs with work's outcome
-// once it returns. The store's Close waits for work.
+// wrapping ctx's error, and is counted when ctx's deadline passed (its
+// caller going away says nothing of the disk); late, when not nil, then
+// runs with work's outcome once it returns. The store's Close waits for
+// work.
 func (s *Store) aside(ctx context.Context, abandoned error, work func() (int, error), late func(int, error)) (int, error) {
 	type result struct {
 		n   int
@@ -270,6 +272,9 @@ func (s *Store) aside(ctx context.Context, abandoned error, work func() (int, er
 		return r.n, r.err
 	case <-ctx.Done():
 		close(gaveUp)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			s.metrics.abandonedDiskWait(abandoned)
+		}
 		return 0, fmt.Errorf("%w: %w", abandoned, ctx.Err())
 	}
 }

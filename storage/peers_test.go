@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
@@ -306,4 +307,77 @@ func TestOwnShardDeleteEndsWhenItsCallerStopsWaiting(t *testing.T) {
 			return false
 		}
 	})
+}
+
+// diskWaitsAbandoned reads zrpc_blob_shard_disk_waits_abandoned_total's
+// series of op.
+func diskWaitsAbandoned(t *testing.T, s *Store, op string) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := s.metrics.diskWaitsAbandoned.WithLabelValues(op).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// Each wait for this agent's own shard disk that its deadline ends (a
+// shard write, a commit, a delete, while the disk hangs) is counted by
+// op, so that a hung shard disk shows in /metrics; a caller that goes
+// away says nothing of the disk and is not counted.
+func TestAbandonedShardDiskWaitsAreCounted(t *testing.T) {
+	release := make(chan struct{})
+	var released atomic.Bool
+	opts := shardstore.Options{WriteFault: func() error {
+		if !released.Load() {
+			<-release
+		}
+		return nil
+	}}
+	s, _ := newTestStoreOpts(t, Config{ShardTimeout: 50 * time.Millisecond}, testlog.New(t, "n1"), opts, "n1", "n1", "n2")
+	t.Cleanup(func() {
+		if released.CompareAndSwap(false, true) {
+			close(release)
+		}
+	})
+	for _, op := range []string{"write", "commit", "delete"} {
+		if n := diskWaitsAbandoned(t, s, op); n != 0 {
+			t.Fatalf("op %s counted %v before any wait, want 0", op, n)
+		}
+	}
+	ref := &pb.ShardRef{BlobId: "0123456789abcdef0123456789abcdef", Block: 0, Index: 1}
+	payload := make([]byte, 2048)
+	put := func(ctx context.Context) error {
+		return s.putShard(ctx, "n1", ref, Scheme{K: 2, M: 1}, 4096, 4096, codec.Checksum(payload), payload, true)
+	}
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := put(gone); !errors.Is(err, errStoreAbandoned) {
+		t.Fatalf("staging for a caller gone, on a hung disk: %v, want errStoreAbandoned", err)
+	}
+	if n := diskWaitsAbandoned(t, s, "write"); n != 0 {
+		t.Fatalf("a write its caller stopped waiting for counted %v, want 0", n)
+	}
+	if err := put(context.Background()); !errors.Is(err, errStoreAbandoned) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("staging on a hung disk: %v, want errStoreAbandoned at the shard timeout", err)
+	}
+	if n := diskWaitsAbandoned(t, s, "write"); n != 1 {
+		t.Fatalf("a write given up at its deadline counted %v, want 1", n)
+	}
+
+	ctx, stop := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer stop()
+	if _, err := s.commitAside(ctx, func() (int, error) { <-release; return 0, nil }, nil); !errors.Is(err, errCommitAbandoned) {
+		t.Fatalf("commit on a hung disk: %v, want errCommitAbandoned", err)
+	}
+	if n := diskWaitsAbandoned(t, s, "commit"); n != 1 {
+		t.Fatalf("a commit given up at its deadline counted %v, want 1", n)
+	}
+
+	// The hung writes hold the blob: its delete waits for them.
+	if err := s.deleteShardsAt(context.Background(), "n1", []string{ref.BlobId}, 0); !errors.Is(err, errDeleteAbandoned) {
+		t.Fatalf("delete on a hung disk: %v, want errDeleteAbandoned", err)
+	}
+	if n := diskWaitsAbandoned(t, s, "delete"); n != 1 {
+		t.Fatalf("a delete given up at its deadline counted %v, want 1", n)
+	}
 }

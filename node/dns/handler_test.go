@@ -259,3 +259,19 @@ func FuzzDNSQuery(f *testing.F) {
 		}
 	})
 }
+
+// A question answered SERVFAIL because no build turn came within the
+// wait is reported to Answered as SERVFAIL before the answer leaves: the
+// agent counts it in zrpc_dns_queries_total{rcode="SERVFAIL"}.
+func TestDNSAnswerWithoutABuildTurnIsReportedServfail(t *testing.T) {
+	reg := fakeRegistry{"user.rpc": {passing("user.rpc", "a", "10.0.0.1:80")}}
+	var rcodes []string
+	h := testHandler(t, Config{Registry: reg, Answered: func(rcode string) { rcodes = append(rcodes, rcode) }})
+	h.builders, h.buildWait = make(chan struct{}), time.Millisecond // no turn ever comes
+	m := new(dns.Msg)
+	m.SetQuestion("user.rpc.service.zrpc.", dns.TypeSRV)
+	h.ServeDNS(discardWriter{}, m)
+	if len(rcodes) != 1 || rcodes[0] != "SERVFAIL" {
+		t.Fatalf("Answered heard %v, want [SERVFAIL]", rcodes)
+	}
+}
