@@ -58,8 +58,21 @@ func answerMargin(left time.Duration) time.Duration {
 	return min(left/10, 250*time.Millisecond)
 }
 
-// Forwarder runs calls on the leader. It is safe for concurrent use and
-// owns no goroutines.
+// answerBy is when a call that began at start stops waiting for the
+// leader so that its caller hears why in time: answerMargin before ctx's
+// deadline (at the earliest start); false when ctx has no deadline.
+func answerBy(ctx context.Context, start time.Time) (time.Time, bool) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return time.Time{}, false
+	}
+	left := max(d.Sub(start), 0)
+	return start.Add(left - answerMargin(left)), true
+}
+
+// Forwarder runs calls on the leader. It is safe for concurrent use; its
+// only goroutines are batches of forwarded writes in flight
+// (forwardbatch.go), each ending with its call.
 type Forwarder struct {
 	store *Store
 	cfg   ForwardConfig
@@ -87,7 +100,7 @@ func (f *Forwarder) batcher(conn grpc.ClientConnInterface) *forwardBatcher {
 	if b == nil {
 		b = &forwardBatcher{conn: conn, sent: f.sent, current: func() (context.Context, bool) {
 			epoch := f.store.leaderEpoch() // before the leader is read
-			c, err := f.leaderConn(context.Background())
+			c, _, err := f.leaderConn(context.Background())
 			return epoch, err == nil && c == conn && !f.store.IsLeader()
 		}}
 		f.batchers[conn] = b
@@ -95,22 +108,23 @@ func (f *Forwarder) batcher(conn grpc.ClientConnInterface) *forwardBatcher {
 	return b
 }
 
-// leaderConn returns a connection to the current leader's gRPC API, or
-// ErrNoLeader when the leader or its address is not known yet.
-func (f *Forwarder) leaderConn(ctx context.Context) (grpc.ClientConnInterface, error) {
+// leaderConn returns a connection to the current leader's gRPC API and
+// the leader as "<id> at <address>", or ErrNoLeader when the leader or its
+// address is not known yet.
+func (f *Forwarder) leaderConn(ctx context.Context) (grpc.ClientConnInterface, string, error) {
 	_, id := f.store.Leader()
 	if id == "" {
-		return nil, ErrNoLeader
+		return nil, "", ErrNoLeader
 	}
 	node := f.store.FSM().Node(id)
 	if node == nil || node.GrpcAddress == "" {
-		return nil, fmt.Errorf("%w: gRPC address of leader %s not known yet", ErrNoLeader, id)
+		return nil, "", fmt.Errorf("%w: gRPC address of leader %s not known yet", ErrNoLeader, id)
 	}
 	c, err := f.cfg.Dial(ctx, node.GrpcAddress)
 	if err != nil {
-		return nil, fmt.Errorf("dial leader %s: %w", id, err)
+		return nil, "", fmt.Errorf("dial leader %s: %w", id, err)
 	}
-	return c, nil
+	return c, id + " at " + node.GrpcAddress, nil
 }
 
 // OnLeader runs local when this store leads, remote with a connection to
@@ -124,7 +138,8 @@ func (f *Forwarder) leaderConn(ctx context.Context) (grpc.ClientConnInterface, e
 // returns ErrNoLeader saying so: a client that can reach another agent
 // should not wait here. remote runs in a context derived from ctx that also
 // ends when the leader this store sees changes (leadermoves.go): the call
-// is then asked again of the new leader, so remote must be safe to repeat.
+// is then asked again of the new leader, so remote must be safe to repeat;
+// it ends answerMargin before ctx's deadline too, as ErrNoLeader.
 // remote's gRPC errors are mapped back to the API's sentinels.
 //
 // OnLeader is for reads: a write runs through Write (or Apply), whose
@@ -160,31 +175,36 @@ func (f *Forwarder) Write(ctx context.Context, local func() error, remote func(c
 func (f *Forwarder) onLeader(ctx context.Context, local func() error, remote func(context.Context, grpc.ClientConnInterface) error) (sent bool, _ error) {
 	start := time.Now()
 	wait := f.cfg.LeaderWait
-	if d, ok := ctx.Deadline(); ok {
-		if left := d.Sub(start); left-answerMargin(left) < wait {
-			wait = max(left-answerMargin(left), 0)
-		}
+	if by, ok := answerBy(ctx, start); ok && by.Sub(start) < wait {
+		wait = by.Sub(start)
 	}
 	deadline := start.Add(wait)
 	var last error
 	for attempt := 0; ; attempt++ {
 		var err error
+		asked := "" // the leader this attempt asked, as "<id> at <address>"
 		if f.store.IsLeader() {
 			sent = true
 			err = local()
 		} else {
 			epoch := f.store.leaderEpoch() // before the leader is read
-			if conn, cerr := f.leaderConn(ctx); cerr != nil {
+			if conn, leader, cerr := f.leaderConn(ctx); cerr != nil {
 				err = cerr
 			} else {
-				sent = true
-				err = callInEpoch(ctx, epoch, func(ctx context.Context) error { return apierr.FromStatus(remote(ctx, conn)) })
+				sent, asked = true, leader
+				err = callLeader(ctx, epoch, start, func(ctx context.Context) error { return apierr.FromStatus(remote(ctx, conn)) })
 			}
 		}
 		if !RetryOnLeader(err) {
 			return sent, err
 		}
 		last = err
+		if asked != "" {
+			last = fmt.Errorf("leader %s: %w", asked, err)
+		}
+		// The leader Raft knows did not answer (rather than answer that
+		// it no longer leads, or lose leadership meanwhile).
+		silent := asked != "" && !errors.Is(err, ErrNotLeader) && !errors.Is(err, errLeaderMoved)
 		now := time.Now()
 		q, known := f.quorum()
 		// Cut off for StaleReadBound already: waiting longer here is
@@ -198,18 +218,21 @@ func (f *Forwarder) onLeader(ctx context.Context, local func() error, remote fun
 			return sent, quorumLostError(q)
 		}
 		if !now.Before(deadline) {
-			voters := "is a majority of voters up?"
+			what, voters := "no leader answered", "is a majority of voters up?"
 			switch {
 			case known && q.Lost():
 				voters = q.String() + ";"
+			case silent:
+				// Raft knows the leader; its gRPC API is what failed.
+				what, voters = "the leader did not answer", "is that agent's gRPC API up and reachable from this agent?"
 			case known:
 				// Gossip counts enough voters for a leader, yet none
 				// answered: say why that can be, not only the count.
 				voters = q.String() + ", by gossip's count: enough for a leader, so an election may be under way, " +
 					"or a voter went down too recently for gossip to have noticed (it takes seconds);"
 			}
-			return sent, fmt.Errorf("%w: no leader answered within %s (last error: %v); %s check `zrpcctl raft peers`",
-				ErrNoLeader, wait.Round(time.Millisecond), last, voters)
+			return sent, fmt.Errorf("%w: %s within %s (last error: %v); %s check `zrpcctl raft peers`",
+				ErrNoLeader, what, wait.Round(time.Millisecond), last, voters)
 		}
 		select {
 		case <-ctx.Done():
@@ -268,6 +291,25 @@ func quorumLostError(q Quorum) error {
 		ErrNoLeader, q)
 }
 
+// callLeader runs call, a call of the leader's API made by a call to
+// OnLeader that began at start, in its epoch (callInEpoch), and ends it
+// answerMargin before ctx's deadline: a leader that takes the call and
+// does not answer by then fails it with ErrNoLeader, which the caller
+// hears before its own deadline.
+func callLeader(ctx, epoch context.Context, start time.Time, call func(context.Context) error) error {
+	by, bounded := answerBy(ctx, start)
+	if !bounded {
+		return callInEpoch(ctx, epoch, call)
+	}
+	cctx, cancel := context.WithDeadline(ctx, by)
+	defer cancel()
+	err := callInEpoch(cctx, epoch, call)
+	if deadlineExceeded(err) && ctx.Err() == nil && !time.Now().Before(by) {
+		return fmt.Errorf("%w: the leader did not answer before the caller's deadline (%v)", ErrNoLeader, err)
+	}
+	return err
+}
+
 // callInEpoch runs call in a context that ends with ctx or with epoch,
 // and returns errLeaderMoved (wrapping call's error) for a call cancelled
 // once the epoch had ended, and so by it. Other errors are call's: a
@@ -290,9 +332,10 @@ func callInEpoch(ctx, epoch context.Context, call func(context.Context) error) e
 // LocalApply on the leader, through the leader's Internal API elsewhere,
 // together with the other writes forwarded at the same time
 // (forwardbatch.go). A forwarded attempt is bounded by what is left of
-// LeaderWait (at least a second): a leader that went silent without
-// closing its connection fails the write with ErrNoLeader then, not when
-// the caller's deadline (if any) or keepalive ends it. A forwarded write
+// LeaderWait (at least a second), and ends answerMargin before the
+// caller's deadline (if any): a leader that went silent without closing
+// its connection fails the write with ErrNoLeader then, not when the
+// caller's deadline or keepalive ends it. A forwarded write
 // is answered once this replica has applied it too (waiting up to a
 // second, woken by the FSM's apply), so that the caller reads its own
 // write from this agent. The leader pushes its commit index to followers
@@ -301,20 +344,28 @@ func callInEpoch(ctx, epoch context.Context, call func(context.Context) error) e
 // marked apierr.NotApplied.
 func (f *Forwarder) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	var rev uint64
-	deadline := time.Now().Add(f.cfg.LeaderWait)
+	start := time.Now()
+	deadline := start.Add(f.cfg.LeaderWait)
+	by, bounded := answerBy(ctx, start)
 	err := f.Write(ctx,
 		func() (err error) {
 			rev, err = f.cfg.LocalApply(ctx, cmd)
 			return err
 		},
 		func(actx context.Context, c grpc.ClientConnInterface) error {
-			// The last attempt gets at least a second, whatever is left.
-			attempt := later(deadline, time.Now().Add(time.Second))
+			// The last attempt gets at least a second, whatever is left,
+			// but ends in time for the caller to hear why.
+			now := time.Now()
+			attempt := later(deadline, now.Add(time.Second))
+			if bounded && by.Before(attempt) {
+				attempt = by
+			}
 			r, err := f.batcher(c).apply(actx, cmd, attempt)
 			if err == nil {
 				rev = r
-			} else if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil && !time.Now().Before(attempt) {
-				err = fmt.Errorf("%w: the leader did not answer within leader_wait (%s)", ErrNoLeader, f.cfg.LeaderWait)
+			} else if deadlineExceeded(err) && !time.Now().Before(attempt) {
+				err = fmt.Errorf("%w: the leader did not answer within %s (leader_wait is %s)",
+					ErrNoLeader, attempt.Sub(now).Round(time.Millisecond), f.cfg.LeaderWait)
 			}
 			return err
 		})
@@ -373,6 +424,12 @@ func RetryOnLeader(err error) bool {
 	// The leader's gRPC endpoint is unreachable (it may have just died).
 	st, ok := status.FromError(err)
 	return ok && st.Code() == codes.Unavailable && !errors.Is(err, ErrShuttingDown) && !errors.Is(err, ErrStaleRead)
+}
+
+// deadlineExceeded reports whether err is a deadline's, a gRPC call's or
+// a context's.
+func deadlineExceeded(err error) bool {
+	return status.Code(err) == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded)
 }
 
 func later(a, b time.Time) time.Time {

@@ -29,9 +29,12 @@ import (
 // Each command keeps its own outcome: its revision or its error, and a
 // write whose leader moved is retried on its own by Forwarder.OnLeader.
 //
-// The batcher owns no goroutines: a call in flight belongs to the caller
-// that sent it, which passes its place on to the first waiting caller
-// together with everything waiting (group commit).
+// A lone write's call belongs to the caller that sent it; a batch's call
+// runs on a goroutine of its own, which ends with the call (by the latest
+// of its writes' deadlines, or when the leader changes), so that the
+// caller who sent it waits for its own write's outcome only until its own
+// deadline, as the others do. Either passes its place on to the first
+// waiting caller together with everything waiting (group commit).
 
 // maxForwardCalls is how many forwarding calls to the leader a follower
 // has in flight at once; writes beyond them wait and then go together.
@@ -88,9 +91,12 @@ type forwardCall struct {
 }
 
 // apply forwards cmd to the leader, in a batch if other writes wait, and
-// returns its revision. The call that carries it may take until deadline;
-// apply returns earlier when ctx ends (the write may still be applied).
+// returns its revision. It waits until deadline at most, in a call of its
+// own or in a batch that may run longer for the other writes; it returns
+// earlier when ctx ends (the write may still be applied).
 func (b *forwardBatcher) apply(ctx context.Context, cmd *pb.Command, deadline time.Time) (uint64, error) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	c := &forwardCall{cmd: cmd, deadline: deadline, done: make(chan struct{}), lead: make(chan struct{})}
 	b.mu.Lock()
 	if b.unbatched {
@@ -147,21 +153,30 @@ func (b *forwardBatcher) leave(c *forwardCall) (late bool) {
 }
 
 // send sends lead's batch as one call, sets every write's outcome, and
-// hands its place in flight to the first waiting write with all waiting
-// writes as its batch, or gives it up.
+// then hands its place in flight on (handOn). A batch of several writes
+// goes on a goroutine of its own (see applyBatch), and send returns at
+// once.
 func (b *forwardBatcher) send(ctx context.Context, lead *forwardCall) {
 	batch := lead.batch
 	if b.sent != nil {
 		b.sent(len(batch))
 	}
-	if len(batch) == 1 {
-		// The caller's own context: its ACL token and trace go along.
-		batch[0].rev, batch[0].err = b.applyOne(ctx, batch[0].cmd, batch[0].deadline)
-		close(batch[0].done)
-	} else {
-		b.applyBatch(batch)
+	if len(batch) > 1 {
+		go func() {
+			b.applyBatch(batch)
+			b.handOn()
+		}()
+		return
 	}
+	// The caller's own context: its ACL token and trace go along.
+	lead.rev, lead.err = b.applyOne(ctx, lead.cmd, lead.deadline)
+	close(lead.done)
+	b.handOn()
+}
 
+// handOn hands the place in flight of a call that returned to the first
+// waiting write with all waiting writes as its batch, or gives it up.
+func (b *forwardBatcher) handOn() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(b.waiting) == 0 {
