@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/resolver"
@@ -239,8 +240,11 @@ func (r *zrpcResolver) Close() {
 // unreachable.
 func (r *zrpcResolver) run(ctx context.Context) {
 	defer close(r.done)
+	// failing: the last watch failed (no agent took it): its error, already
+	// reported, says why, not the agents' silence.
+	var failing atomic.Bool
 	silent := time.AfterFunc(firstListWait, func() {
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && !failing.Load() {
 			r.reportNoList(fmt.Sprintf("no instance list of service %s from the agents within %s: they take the watch but send nothing; calls fail until they do (see the agents' logs and `zrpcctl status`)",
 				r.service, firstListWait))
 		}
@@ -254,6 +258,7 @@ func (r *zrpcResolver) run(ctx context.Context) {
 	)
 	for {
 		w, err := r.client.Watch(ctx, r.service, rev)
+		failing.Store(err != nil)
 		if err == nil {
 			err = r.consume(w, set, func() { good, failures = true, 0 })
 			rev = max(rev, w.Revision())
