@@ -678,3 +678,17 @@ func TestForwarderWithoutALeaderThoughGossipCountsAMajority(t *testing.T) {
 		t.Fatalf("OnLeader without a leader, gossip counting 2 of 3 = %v", err)
 	}
 }
+
+// silentLeaderCluster is forwardingCluster whose leader's Internal API
+// takes calls and answers none until the test ends, and a Forwarder on a
+// follower with leaderWait.
+func silentLeaderCluster(t *testing.T, leaderWait time.Duration) (stores []*Store, leader *Store, api *internalAPI, f *Forwarder) {
+	t.Helper()
+	stores, apis := forwardingCluster(t)
+	leader = leaderOf(t, stores)
+	follower := stores[(indexOf(stores, leader)+1)%len(stores)]
+	api = apis[indexOf(stores, leader)]
+	api.gate = make(chan struct{})
+	t.Cleanup(func() { close(api.gate) })
+	return stores, leader, api, NewForwarder(follower, ForwardConfig{LeaderWait: leaderWait, Dial: newTestDialer(t).dial})
+}

@@ -24,13 +24,7 @@ import (
 // writes in calls of their own and the ones waiting for a batch alike.
 // The caller's own DeadlineExceeded would tell it nothing of why.
 func TestForwardedWriteToASilentLeaderFailsSayingSoBeforeTheCallersDeadline(t *testing.T) {
-	stores, apis := forwardingCluster(t)
-	leader := leaderOf(t, stores)
-	follower := stores[(indexOf(stores, leader)+1)%len(stores)]
-	api := apis[indexOf(stores, leader)]
-	api.gate = make(chan struct{})
-	t.Cleanup(func() { close(api.gate) })
-	f := NewForwarder(follower, ForwardConfig{LeaderWait: time.Minute, Dial: newTestDialer(t).dial})
+	_, _, api, f := silentLeaderCluster(t, time.Minute)
 
 	const writes = maxForwardCalls + 2 // two wait for a batch
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -59,13 +53,7 @@ func TestForwardedWriteToASilentLeaderFailsSayingSoBeforeTheCallersDeadline(t *t
 // silent leader did not answer), not held until the batch's call ends
 // for the other write.
 func TestForwardedWriteThatCarriesABatchIsAnsweredByItsOwnDeadline(t *testing.T) {
-	stores, apis := forwardingCluster(t)
-	leader := leaderOf(t, stores)
-	follower := stores[(indexOf(stores, leader)+1)%len(stores)]
-	api := apis[indexOf(stores, leader)]
-	api.gate = make(chan struct{})
-	t.Cleanup(func() { close(api.gate) })
-	f := NewForwarder(follower, ForwardConfig{LeaderWait: time.Minute, Dial: newTestDialer(t).dial})
+	_, _, api, f := silentLeaderCluster(t, time.Minute)
 	waiting := func() int {
 		f.mu.Lock()
 		defer f.mu.Unlock()

@@ -22,13 +22,7 @@ import (
 // of them, the ones in calls of their own and the ones that waited for a
 // batch, is applied once, and the calls to the old leader end.
 func TestForwardedWritesMoveToTheNewLeaderWhenTheOldOneGoesSilent(t *testing.T) {
-	stores, apis := forwardingCluster(t)
-	leader := leaderOf(t, stores)
-	follower := stores[(indexOf(stores, leader)+1)%len(stores)]
-	api := apis[indexOf(stores, leader)]
-	api.gate = make(chan struct{})
-	t.Cleanup(func() { close(api.gate) })
-	f := NewForwarder(follower, ForwardConfig{LeaderWait: 20 * time.Second, Dial: newTestDialer(t).dial})
+	stores, leader, api, f := silentLeaderCluster(t, 20*time.Second)
 
 	const writes = maxForwardCalls + 4
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
