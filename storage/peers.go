@@ -285,6 +285,42 @@ func (s *Store) syncWithin(size int64) time.Duration {
 	return s.cfg.ShardTimeout + time.Duration(float64(size)/syncMinRate*float64(time.Second))
 }
 
+// syncBounded makes the staged shards refs of blob id, size bytes in all,
+// durable on node within syncWithin(size) and returns how many of them
+// were staged there: on this agent through commitAside (late, when set,
+// runs once a commit it stopped waiting for ends), on a peer through
+// syncShards. hung reports that the bound, not ctx, ended it; err then
+// wraps the wait's error, and diskHangs says what to check.
+func (s *Store) syncBounded(ctx context.Context, node, id string, refs []*pb.ShardRef, size int64, late func(int, error)) (n int, bound time.Duration, hung bool, err error) {
+	bound = s.syncWithin(size)
+	sctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	if node == s.cluster.Self() {
+		n, err = s.commitAside(sctx, func() (int, error) { return s.commitStaged(id, refs) }, late)
+		if !errors.Is(err, errCommitAbandoned) {
+			err = mapShardErr(err)
+		}
+	} else {
+		n, err = s.syncShards(sctx, node, id, refs)
+	}
+	hung = err != nil && ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded)
+	return n, bound, hung, err
+}
+
+// diskHangs says that node did not make size bytes of what durable within
+// bound, and what to check: this agent's shard disk, or the disk of an
+// agent that still answers.
+func (s *Store) diskHangs(node, what string, size int64, bound time.Duration) string {
+	within := fmt.Sprintf("%s of %s durable within %s (%s, and a second per %s)",
+		sizeString(uint64(size)), what, bound, s.cfg.ShardTimeout, sizeString(syncMinRate))
+	if node == s.cluster.Self() {
+		return fmt.Sprintf("this agent's shard disk (%s) did not make %s: it may hang in fsync; check that disk (dmesg, iostat), and restart the agent if it stays stuck",
+			s.shards.Dir(), within)
+	}
+	return fmt.Sprintf("agent %s did not make %s: its disk may hang in fsync while the agent still answers; check the disk of %s (dmesg, iostat), and restart the agent if it stays stuck",
+		node, within, node)
+}
+
 // commitStaged commits this agent's staged shards of blob id: all of
 // them, or only refs.
 func (s *Store) commitStaged(id string, refs []*pb.ShardRef) (int, error) {

@@ -429,7 +429,7 @@ func (p *put) run(ctx context.Context, src io.Reader, alive []placement.Node) (*
 // agent no longer has. An agent that fails, or that no longer has all the
 // shards recorded there (it restarted), loses its shards of this put,
 // which may leave a block short of k+1. This agent's own shards not made
-// durable in time (its disk hangs in fsync) fail the put (syncHere).
+// durable in time (its disk hangs in fsync) fail the put (syncOn).
 func (p *put) sync(ctx context.Context) error {
 	recorded := make(map[string][]*pb.ShardRef)
 	for b, holders := range p.holder {
@@ -489,31 +489,32 @@ func (p *put) sync(ctx context.Context) error {
 // there, and only those. It fails, naming the shards node lacks, when
 // some of them were no longer staged there.
 func (p *put) syncOn(ctx context.Context, node string, refs []*pb.ShardRef) error {
-	size, bound := p.syncBound(refs)
-	sctx, cancel := context.WithTimeout(ctx, bound)
-	defer cancel()
-	var n int
-	var err error
-	if node == p.s.cluster.Self() {
-		n, err = p.syncHere(sctx, refs)
-	} else {
-		n, err = p.s.syncShards(sctx, node, p.id, refs)
+	size := p.syncSize(refs)
+	n, bound, hung, err := p.s.syncBounded(ctx, node, p.id, refs, size, func(int, error) {
+		if _, err := p.s.shards.DeleteBlob(p.id); err != nil {
+			p.s.log.Warn("could not delete this agent's shards of a put that failed while they were made durable; orphan collection removes them",
+				"blob", p.h.Name, "id", p.id, "err", err)
+		}
+	})
+	if errors.Is(err, errCommitAbandoned) {
+		// The commit on this agent goes on and deletes them itself: the
+		// abort must leave them alone (deleting would wait for it).
+		p.mu.Lock()
+		delete(p.used, p.s.cluster.Self())
+		p.mu.Unlock()
+		err = fmt.Errorf("%w: %w", errOwnSyncAbandoned, err)
 	}
 	switch {
 	case err == nil:
-	case ctx.Err() != nil || !errors.Is(sctx.Err(), context.DeadlineExceeded):
+	case !hung:
 		return err
 	case node == p.s.cluster.Self():
-		return fmt.Errorf("%w: this agent's shard disk (%s) did not make its %s of the put's shards durable within %s (%s, and a second per %s): "+
-			"it may hang in fsync; check that disk (dmesg, iostat), and restart the agent if it stays stuck (%w)",
-			ErrNotEnoughShards, p.s.shards.Dir(), sizeString(uint64(size)), bound, p.s.cfg.ShardTimeout, sizeString(syncMinRate), err)
+		return fmt.Errorf("%w: %s (%w)", ErrNotEnoughShards, p.s.diskHangs(node, "the put's shards", size, bound), err)
 	default:
-		return fmt.Errorf("it did not make its %s of the put's shards durable within %s (%s, and a second per %s): "+
-			"its disk may hang in fsync while the agent still answers; check the disk of %s (dmesg, iostat), and restart the agent if it stays stuck: %w",
-			sizeString(uint64(size)), bound, p.s.cfg.ShardTimeout, sizeString(syncMinRate), node, err)
+		return fmt.Errorf("%s: %w", p.s.diskHangs(node, "the put's shards", size, bound), err)
 	}
-	if err != nil || n >= len(refs) {
-		return err
+	if n >= len(refs) {
+		return nil
 	}
 	return fmt.Errorf("%d of the %d shards the put stored there were still staged (did it restart?); missing: %s",
 		n, len(refs), p.s.missingShards(ctx, node, p.id, refs))
@@ -523,28 +524,6 @@ func (p *put) syncOn(ctx context.Context, node string, refs []*pb.ShardRef) erro
 // store to make its shards durable. The commit, which cannot be called
 // off, goes on; the put fails.
 var errOwnSyncAbandoned = errors.New("the put stopped waiting for this agent's own shards to become durable")
-
-// syncHere is syncShards on this agent's own shard store, which does not
-// heed a context: the commit runs aside, waited for until ctx ends. One
-// waited for no longer (a disk hung in fsync) is errOwnSyncAbandoned and
-// fails the put, whose abort then leaves this agent's shards alone
-// (deleting them would wait for the commit too): the commit deletes them
-// itself once it returns, so that nothing of the put stays.
-func (p *put) syncHere(ctx context.Context, refs []*pb.ShardRef) (int, error) {
-	n, err := p.s.commitAside(ctx, func() (int, error) { return p.s.commitStaged(p.id, refs) }, func(int, error) {
-		if _, err := p.s.shards.DeleteBlob(p.id); err != nil {
-			p.s.log.Warn("could not delete this agent's shards of a put that failed while they were made durable; orphan collection removes them",
-				"blob", p.h.Name, "id", p.id, "err", err)
-		}
-	})
-	if errors.Is(err, errCommitAbandoned) {
-		p.mu.Lock()
-		delete(p.used, p.s.cluster.Self())
-		p.mu.Unlock()
-		return 0, fmt.Errorf("%w: %w", errOwnSyncAbandoned, ctx.Err())
-	}
-	return n, mapShardErr(err)
-}
 
 // syncMinRate is the slowest disk, in bytes per second, a put's sync
 // waits for: an agent is given ShardTimeout, and a second for every
@@ -556,16 +535,15 @@ func (p *put) syncHere(ctx context.Context, refs []*pb.ShardRef) (int, error) {
 // deadline for as long as the disk hung.
 const syncMinRate = 1 << 20
 
-// syncBound is the bytes of the shards refs, shards of the put's blocks,
-// and how long their agent is given to make them durable (syncMinRate).
-func (p *put) syncBound(refs []*pb.ShardRef) (int64, time.Duration) {
+// syncSize is the bytes of the shards refs, shards of the put's blocks.
+func (p *put) syncSize(refs []*pb.ShardRef) int64 {
 	var size int64
 	for _, r := range refs {
 		if int(r.Block) < len(p.blocks) && p.blocks[r.Block] != nil {
 			size += int64(codec.ShardLen(int(p.blocks[r.Block].Len), p.sc.K))
 		}
 	}
-	return size, p.s.syncWithin(size)
+	return size
 }
 
 // missingShards names those of refs, shards of blob id, that node does

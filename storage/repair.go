@@ -668,36 +668,18 @@ func (r *repairer) syncRebuilt(ctx context.Context, results []rebuilt) {
 
 // syncOn makes the rebuilt shards refs of blob id, size bytes in all,
 // staged on node durable, within syncWithin(size), and returns how many
-// of them were staged there.
+// of them were staged there. Shards not made durable in time are not
+// recorded, and rebuilt again after the repair interval.
 func (r *repairer) syncOn(ctx context.Context, node, id string, refs []*pb.ShardRef, size int64) (int, error) {
 	s := r.s
-	bound := s.syncWithin(size)
-	sctx, cancel := context.WithTimeout(ctx, bound)
-	defer cancel()
-	self := node == s.cluster.Self()
-	var n int
-	var err error
-	if self {
-		n, err = s.commitAside(sctx, func() (int, error) { return s.commitStaged(id, refs) }, func(_ int, err error) {
-			s.log.Info("a commit of rebuilt shards that repair stopped waiting for has ended; the shards are rebuilt again",
-				"blob_id", id, "shards", len(refs), "err", err)
-		})
-		err = mapShardErr(err)
-	} else {
-		n, err = s.syncShards(sctx, node, id, refs)
-	}
-	if err == nil || ctx.Err() != nil || !errors.Is(sctx.Err(), context.DeadlineExceeded) {
+	n, bound, hung, err := s.syncBounded(ctx, node, id, refs, size, func(_ int, err error) {
+		s.log.Info("a commit of rebuilt shards that repair stopped waiting for has ended; the shards are rebuilt again",
+			"blob_id", id, "shards", len(refs), "err", err)
+	})
+	if !hung {
 		return n, err
 	}
-	if self {
-		err = fmt.Errorf("this agent's shard disk (%s) did not make %s of rebuilt shards of %s durable within %s (%s, and a second per %s): "+
-			"it may hang in fsync; check that disk (dmesg, iostat), and restart the agent if it stays stuck: %w",
-			s.shards.Dir(), sizeString(uint64(size)), id, bound, s.cfg.ShardTimeout, sizeString(syncMinRate), err)
-	} else {
-		err = fmt.Errorf("agent %s did not make %s of rebuilt shards of %s durable within %s (%s, and a second per %s): "+
-			"its disk may hang in fsync while the agent still answers; check the disk of %s (dmesg, iostat), and restart the agent if it stays stuck: %w",
-			node, sizeString(uint64(size)), id, bound, s.cfg.ShardTimeout, sizeString(syncMinRate), node, err)
-	}
+	err = fmt.Errorf("%s: %w", s.diskHangs(node, "rebuilt shards of "+id, size, bound), err)
 	s.log.Warn("an agent did not make rebuilt shards durable in time; repair moves on and rebuilds them again after the repair interval",
 		"agent", node, "blob_id", id, "shards", len(refs), "in", s.cfg.RepairInterval, "err", err)
 	return 0, err

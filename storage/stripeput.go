@@ -473,9 +473,7 @@ func (w *shardWrite) commit(ctx context.Context) (*pb.WriteShardsResponse, error
 		return nil, ctx.Err()
 	case errors.Is(err, errCommitAbandoned):
 		w.abandoned = true
-		err = fmt.Errorf("this agent's shard disk (%s) did not make shard %d of %q (%s) durable within %s (%s, and a second per %s): "+
-			"it may hang in fsync; check that disk (dmesg, iostat), and restart the agent if it stays stuck: %w",
-			s.shards.Dir(), w.key.index, w.name, sizeString(uint64(w.bytes)), bound, s.cfg.ShardTimeout, sizeString(syncMinRate), err)
+		err = fmt.Errorf("%s: %w", s.diskHangs(s.cluster.Self(), fmt.Sprintf("shard %d of %q", w.key.index, w.name), w.bytes, bound), err)
 		s.log.Warn("a striped put's shards were not made durable in time; the client counts them lost", "blob", w.name, "shard", w.key.index, "err", err)
 		return nil, err
 	case err != nil:
