@@ -69,6 +69,27 @@ func runProcesses(t *testing.T, seed uint64) {
 	p.checkNoPanics()
 }
 
+// saveOutputs writes every agent's whole output to dir (ROBUSTNESS_LOGS),
+// as seed-<seed>-<agent>.log, when a run failed: the test's log keeps only
+// the last lines, which rarely reach back to the fault.
+func (p *processRun) saveOutputs(dir string) {
+	if dir == "" {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		p.t.Logf("keep the agents' output: %v", err)
+		return
+	}
+	for _, a := range p.agents {
+		f := filepath.Join(dir, fmt.Sprintf("seed-%d-%s.log", p.seed, a.name))
+		if err := os.WriteFile(f, []byte(a.output()), 0o644); err != nil {
+			p.t.Logf("keep %s's output: %v", a.name, err)
+			continue
+		}
+		p.t.Logf("%s's whole output: %s", a.name, f)
+	}
+}
+
 // processRun is one run: its agents, its clients and what they recorded.
 type processRun struct {
 	t    *testing.T
@@ -116,6 +137,7 @@ func newProcessRun(t *testing.T, seed uint64) *processRun {
 			for _, a := range p.agents {
 				t.Logf("--- %s: the last %d lines of its output ---\n%s", a.name, processTailLines, a.tail(processTailLines))
 			}
+			p.saveOutputs(os.Getenv("ROBUSTNESS_LOGS"))
 		}
 	})
 	for i := range processAgents {
