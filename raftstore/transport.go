@@ -87,7 +87,8 @@ func (c *leaderCommits) last() (commit uint64, at time.Time) {
 // and when (readindex.go) and hands each request and its outcome to
 // onAppend (commit push, commitpush.go). Embedding keeps the optional
 // interfaces raft looks for (WithClose, WithPreVote). Requests reach raft
-// unchanged and in the order they arrived.
+// in the order they arrived, unchanged but for an AppendEntries request's
+// commit index, lowered to what the request matched (matchedcommit.go).
 type transport struct {
 	*raft.NetworkTransport
 	commits leaderCommits
@@ -158,6 +159,9 @@ func (t *transport) forward() {
 			if err := t.votes.refuse(rpc); err != nil {
 				rpc.Respond(nil, err)
 				continue
+			}
+			if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok {
+				matchedCommit(req) // matchedcommit.go; observed above as the leader sent it
 			}
 			select {
 			case t.rpcs <- rpc:
@@ -307,8 +311,10 @@ func (t *transport) appended(id raft.ServerID, target raft.ServerAddress, req *r
 	}
 }
 
-// capCommit lowers the commit index req carries to commitCap.
+// capCommit lowers the commit index req carries to the index req matched
+// (matchedcommit.go) and to commitCap.
 func (t *transport) capCommit(req *raft.AppendEntriesRequest) {
+	matchedCommit(req)
 	if t.commitCap != nil {
 		req.LeaderCommitIndex = min(req.LeaderCommitIndex, t.commitCap())
 	}

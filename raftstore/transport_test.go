@@ -48,7 +48,8 @@ func TestLeaderCommitsKeepTheNewestTermsCommitIndex(t *testing.T) {
 }
 
 // TestTransportObservesAppendEntriesAndHeartbeats: the store's transport
-// hands raft every RPC unchanged, takes the commit index from appends
+// hands raft every RPC (an append's commit index lowered to what it
+// matched: matchedcommit_test.go), takes the commit index from appends
 // and the term from heartbeats (raft's fast path past Consumer), and its
 // Close stops its goroutine and may be called twice.
 func TestTransportObservesAppendEntriesAndHeartbeats(t *testing.T) {
