@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/zrpcio/zrpc/api/apierr"
+	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 )
 
 func mustPolicy(t *testing.T, name, rules string) *Policy {
@@ -46,6 +47,9 @@ func TestAuthorizerDecisions(t *testing.T) {
 		{ACL, "", Read, false, "permission denied: token lacks acl:read"},
 	}
 	for _, tt := range tests {
+		if got := a.Allows(tt.kind, tt.name, tt.access); got != tt.allowed {
+			t.Errorf("Allows(%s, %q, %s) = %v, want %v", tt.kind, tt.name, tt.access, got, tt.allowed)
+		}
 		err := a.Allow(tt.kind, tt.name, tt.access)
 		if tt.allowed {
 			if err != nil {
@@ -228,7 +232,39 @@ func TestAuthorizerDecidesAsTheLongestMatchingRule(t *testing.T) {
 			if got := a.Allow(kind, name, need) == nil; got != allowed {
 				t.Fatalf("round %d: rules %v: Allow(%s, %q, %s) allowed %v, want %v (the longest match grants %d)", round, all, kind, name, need, got, allowed, want)
 			}
+			if got := a.Allows(kind, name, need); got != allowed {
+				t.Fatalf("round %d: rules %v: Allows(%s, %q, %s) = %v, want %v (the longest match grants %d)", round, all, kind, name, need, got, allowed, want)
+			}
 		}
+	}
+}
+
+// TestAllowsAllocatesNothing: deciding on a name, refused or not, builds
+// nothing, whatever the authorizer: a list of 100,000 blob names filtered
+// for a token that may read a few of them costs no allocation per name.
+func TestAllowsAllocatesNothing(t *testing.T) {
+	compiled := Compile(mustPolicy(t, "few", `blob "models/" { read } blob "models/secret/" { deny }`))
+	for name, a := range map[string]Authorizer{
+		"compiled":              compiled,
+		"management":            Management(),
+		"agent":                 AgentAuthorizer(),
+		"agent for a token":     anyOf{AgentAuthorizer(), compiled},
+		"agent for no rights":   anyOf{AgentAuthorizer(), Compile()},
+		"unknown resource kind": Compile(&Policy{Name: "odd", Rules: []Rule{{Resource: ACL + 1, Prefix: "x", Access: Write}}}),
+	} {
+		for _, blob := range []string{"datasets/train.csv", "models/secret/key", "models/a.bin"} {
+			if n := testing.AllocsPerRun(100, func() { a.Allows(Blob, blob, Read) }); n != 0 {
+				t.Errorf("%s authorizer: Allows(blob, %q, read) allocated %v times, want 0", name, blob, n)
+			}
+		}
+	}
+	blobs := make([]*pb.BlobSummary, 1000)
+	for i := range blobs {
+		blobs[i] = &pb.BlobSummary{Name: fmt.Sprintf("datasets/%d", i)}
+	}
+	resp := &pb.BlobListResponse{Blobs: blobs}
+	if n := testing.AllocsPerRun(10, func() { filterBlobs(compiled, resp) }); n > 1 {
+		t.Errorf("filtering 1000 blobs the token may not read allocated %v times, want at most 1 (the response)", n)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/internal/connlimit"
+	"github.com/zrpcio/zrpc/internal/warnrate"
 )
 
 // AuthorizationKey is the gRPC metadata key that carries a token, as
@@ -71,18 +72,9 @@ type InterceptorConfig struct {
 type Interceptors struct {
 	cfg InterceptorConfig
 
-	mu sync.Mutex
-	// logged is each caller's refusal line (by caller.logKey): when it
-	// was last written, and the refusals held back since.
-	logged map[string]*refusalLine
-	// swept is when logged was last rid of the callers quiet for a
-	// minute.
-	swept time.Time
-	// others is the one line of the callers past maxLogged, and
-	// otherCallers those callers since it was last written (at most
-	// maxLogged of them are counted).
-	others       refusalLine
-	otherCallers map[string]struct{}
+	// refusals is each caller's refusal line (by caller.logKey), one a
+	// minute, and the one line of the callers past maxLogged.
+	refusals *warnrate.Limiter
 
 	// openMu guards open and watching: the streams open with a token,
 	// checked again at each change of the ACL state (Changed), and
@@ -102,7 +94,7 @@ func NewInterceptors(cfg InterceptorConfig) *Interceptors {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Interceptors{cfg: cfg, logged: map[string]*refusalLine{}, otherCallers: map[string]struct{}{},
+	return &Interceptors{cfg: cfg, refusals: warnrate.New(logEvery, maxLogged, cfg.Now),
 		open: map[*authorizedStream]struct{}{}, idle: make(chan struct{}, 1)}
 }
 
@@ -111,13 +103,6 @@ const logEvery = time.Minute
 
 // maxLogged bounds the callers whose refusal lines are remembered.
 const maxLogged = 4096
-
-// refusalLine is when a refusal line was last written and how many
-// refusals were held back since.
-type refusalLine struct {
-	written time.Time
-	held    int
-}
 
 // Unary is the unary server interceptor.
 func (i *Interceptors) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
@@ -371,14 +356,14 @@ func (s *authorizedStream) authorizer() (Authorizer, error) {
 		return nil, fmt.Errorf("resolve ACL token: %w", err)
 	}
 	if s.perm.Name == nil {
-		if a.Allow(s.perm.Resource, "", s.perm.Access) != nil {
+		if !a.Allows(s.perm.Resource, "", s.perm.Access) {
 			return nil, revoked(s.perm.Resource, "", s.perm.Access)
 		}
 	}
 	s.mu.Lock()
 	held, holds := s.held, s.holds
 	s.mu.Unlock()
-	if holds && a.Allow(s.perm.Resource, held, s.perm.Access) != nil {
+	if holds && !a.Allows(s.perm.Resource, held, s.perm.Access) {
 		return nil, revoked(s.perm.Resource, held, s.perm.Access)
 	}
 	return a, nil
@@ -556,8 +541,8 @@ func (i *Interceptors) refuse(ctx context.Context, method string, c caller, err 
 	if c.who == "" {
 		return st
 	}
-	pass, held, others := i.shouldLog(c.logKey)
-	if !pass && others == 0 {
+	line := i.refusals.Note(c.logKey)
+	if !line.Pass {
 		return st
 	}
 	attrs := []slog.Attr{slog.String("caller", c.who)}
@@ -565,65 +550,12 @@ func (i *Interceptors) refuse(ctx context.Context, method string, c caller, err 
 		attrs = append(attrs, slog.String("from", connlimit.Host(p.Addr)))
 	}
 	attrs = append(attrs, slog.String("method", method), slog.String("error", err.Error()))
-	if pass {
+	if !line.Shared {
 		i.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "ACL refused a call (logged once a minute per caller)",
-			append(attrs, slog.Int("held_back", held))...)
+			append(attrs, slog.Int("held_back", line.Held))...)
 	} else {
 		i.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, fmt.Sprintf("ACL refused calls of more callers than the %d it logs one by one (logged together once a minute; the last one's call follows)", maxLogged),
-			append([]slog.Attr{slog.Int("refused", held), slog.Int("callers", others)}, attrs...)...)
+			append([]slog.Attr{slog.Int("refused", line.Held+1), slog.Int("callers", line.Senders)}, attrs...)...)
 	}
 	return st
-}
-
-// shouldLog notes a refusal of the caller counted as key and reports
-// whether to write its line (pass) and how many of its refusals were
-// held back since the last one. A caller past the maxLogged remembered
-// shares one line a minute with the others: others is how many callers
-// (at most maxLogged counted) that line is about and held how many
-// refusals, this one included; 0 when it is not written now.
-func (i *Interceptors) shouldLog(key string) (pass bool, held, others int) {
-	now := i.cfg.Now()
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	l := i.logged[key]
-	if l != nil && now.Sub(l.written) < logEvery {
-		l.held++
-		return false, 0, 0
-	}
-	if l == nil {
-		if len(i.logged) >= maxLogged && now.Sub(i.swept) >= logEvery {
-			// At most once a minute: a stranger's every refusal would
-			// otherwise cost a walk of the whole table.
-			i.swept = now
-			for k, old := range i.logged {
-				if now.Sub(old.written) >= logEvery {
-					delete(i.logged, k)
-				}
-			}
-		}
-		if len(i.logged) >= maxLogged {
-			return i.other(key, now)
-		}
-		l = &refusalLine{}
-		i.logged[key] = l
-	}
-	held = l.held
-	l.written, l.held = now, 0
-	return true, held, 0
-}
-
-// other notes a refusal of a caller past maxLogged, counted as key, and
-// returns what shouldLog does for it.
-func (i *Interceptors) other(key string, now time.Time) (pass bool, held, others int) {
-	if len(i.otherCallers) < maxLogged {
-		i.otherCallers[key] = struct{}{}
-	}
-	i.others.held++
-	if !i.others.written.IsZero() && now.Sub(i.others.written) < logEvery {
-		return false, 0, 0
-	}
-	held, others = i.others.held, len(i.otherCallers)
-	i.others = refusalLine{written: now}
-	clear(i.otherCallers)
-	return false, held, others
 }

@@ -203,7 +203,7 @@ func putBlob(msg any) (string, bool) {
 func readable[T any](a Authorizer, kind Resource, items []T, name func(T) string) []T {
 	var out []T
 	for _, it := range items {
-		if a.Allow(kind, name(it), Read) == nil {
+		if a.Allows(kind, name(it), Read) {
 			out = append(out, it)
 		}
 	}

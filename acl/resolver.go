@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -24,8 +25,11 @@ type TokenStore interface {
 // NewReplicaResolver returns a Resolver that looks tokens up in the
 // replica store. Parsed policies are cached by name and rules, and a
 // token's compiled Authorizer by its hash for as long as its policies
-// hold the rules it was compiled from. Not by revision: a snapshot
-// restored from another cluster brings policies whose names and
+// hold the rules it was compiled from; so is a compile that failed (a
+// stored policy this agent cannot parse): a caller repeating such a
+// token costs a lookup, not a parse of its policies each time, and the
+// token is compiled again once a policy of it changes. Not by revision:
+// a snapshot restored from another cluster brings policies whose names and
 // revisions may be those of other rules here. Both caches are bounded
 // by an estimate of the memory they hold, the least recently used
 // entries going first: a token naming 32 policies of 1,024 rules
@@ -53,6 +57,8 @@ type replicaResolver struct {
 	// than compile the token again. A compile's entry goes when it ends,
 	// whether it failed or not.
 	flights map[[sha256.Size]byte]*tokenCompile
+	// compiles counts the compiles run.
+	compiles atomic.Int64
 }
 
 // tokenCompile is one compile of a token's policies: its result is
@@ -64,12 +70,14 @@ type tokenCompile struct {
 	err   error
 }
 
-// compiledToken is a token's Authorizer and the rules of each of its
-// policies ("" for a missing one, which grants nothing as empty rules
-// do) it was compiled from: what the Authorizer is made of.
+// compiledToken is a token's Authorizer, or the error its compile
+// failed with, and the rules of each of its policies ("" for a missing
+// one, which grants nothing as empty rules do) it was compiled from:
+// what the Authorizer is made of.
 type compiledToken struct {
 	rules []string
 	auth  Authorizer
+	err   error
 }
 
 type policyKey struct {
@@ -138,7 +146,7 @@ func (r *replicaResolver) Resolve(hash [sha256.Size]byte) (Authorizer, string, e
 	// compare is of one pointer.
 	if ok && slices.Equal(c.rules, rules) {
 		r.mu.Unlock()
-		return c.auth, tok.AccessorId, nil
+		return c.auth, tok.AccessorId, c.err
 	}
 	if f, ok := r.flights[hash]; ok && slices.Equal(f.rules, rules) {
 		r.mu.Unlock()
@@ -155,21 +163,24 @@ func (r *replicaResolver) Resolve(hash [sha256.Size]byte) (Authorizer, string, e
 }
 
 // runCompile runs compile f of the token whose hash and accessor id are given,
-// caches its result and ends it, even should the compile panic.
+// caches its result, a failure too, and ends it, even should the compile
+// panic.
 func (r *replicaResolver) runCompile(hash [sha256.Size]byte, f *tokenCompile, accessor string, stored []*pb.ACLPolicy) {
+	r.compiles.Add(1)
 	f.err = fmt.Errorf("token %s: compiling its policies failed", accessor)
 	defer func() {
 		r.mu.Lock()
-		if f.err == nil {
-			size := 0
-			if a, ok := f.auth.(*authorizer); ok {
-				size = a.bytes()
-			}
-			for _, text := range f.rules {
-				size += len(text)
-			}
-			r.compiled.put(hash, compiledToken{rules: f.rules, auth: f.auth}, size)
+		size := 0
+		switch a, ok := f.auth.(*authorizer); {
+		case f.err != nil:
+			size = len(f.err.Error()) // a parse error quotes the rules
+		case ok:
+			size = a.bytes()
 		}
+		for _, text := range f.rules {
+			size += len(text)
+		}
+		r.compiled.put(hash, compiledToken{rules: f.rules, auth: f.auth, err: f.err}, size)
 		if r.flights[hash] == f {
 			delete(r.flights, hash)
 		}

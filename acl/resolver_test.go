@@ -273,10 +273,12 @@ func TestReplicaResolverCompilesConcurrentMissesOnce(t *testing.T) {
 	}
 }
 
-// TestReplicaResolverForgetsAFailedCompile: calls that share a compile
-// that fails all get its error, and nothing of it is kept: a later call
-// compiles again.
-func TestReplicaResolverForgetsAFailedCompile(t *testing.T) {
+// TestReplicaResolverCachesAFailedCompile: calls that share a compile
+// that fails all get its error, and so do later calls, without compiling
+// the token again (a stranger repeating a token whose policy this agent
+// cannot parse would have it parsed each time); once the policy is fixed,
+// the token is compiled again.
+func TestReplicaResolverCachesAFailedCompile(t *testing.T) {
 	h := HashSecret("u")
 	store := &gatedStore{gate: make(chan struct{}), fakeStore: fakeStore{
 		tokens:   map[string]*pb.ACLToken{string(h[:]): {AccessorId: "a1", Policies: []string{"bad"}}},
@@ -292,9 +294,20 @@ func TestReplicaResolverForgetsAFailedCompile(t *testing.T) {
 	if n := len(r.(*replicaResolver).flights); n != 0 {
 		t.Fatalf("%d failed compiles still registered", n)
 	}
+	for i := range 100 {
+		if _, _, err := r.Resolve(h); err == nil || !strings.Contains(err.Error(), "stored policy bad") {
+			t.Fatalf("call %d after the failed compile: %v, want the stored policy's parse error", i, err)
+		}
+	}
+	if n := r.(*replicaResolver).compiles.Load(); n != 1 {
+		t.Fatalf("108 calls with a token whose policy fails to parse compiled it %d times, want once", n)
+	}
 	store.policies["bad"] = &pb.ACLPolicy{Name: "bad", Rules: `service "user." { write }`}
 	a, _, err := r.Resolve(h)
 	if err != nil || a.Allow(Service, "user.rpc", Write) != nil {
 		t.Fatalf("after the policy was fixed: %v; want user.* writable", err)
+	}
+	if n := r.(*replicaResolver).compiles.Load(); n != 2 {
+		t.Fatalf("the token was compiled %d times in all, want twice: once more after its policy was fixed", n)
 	}
 }

@@ -22,10 +22,13 @@ type Limiter struct {
 
 	mu      sync.Mutex
 	senders map[string]*line
-	// othersWritten is when a warning about a sender past max last
-	// passed; swept when senders was last rid of the quiet ones.
-	othersWritten time.Time
-	swept         time.Time
+	// others is the line shared by the senders past max, and
+	// otherSenders those of them warned about since it was last written
+	// (at most max of them are counted); swept is when senders was last
+	// rid of the quiet ones.
+	others       line
+	otherSenders map[string]struct{}
+	swept        time.Time
 }
 
 type line struct {
@@ -36,20 +39,48 @@ type line struct {
 // New returns a Limiter that lets one warning per sender through each
 // quiet, remembering at most max senders; now is the clock (time.Now).
 func New(quiet time.Duration, max int, now func() time.Time) *Limiter {
-	return &Limiter{quiet: quiet, max: max, now: now, senders: make(map[string]*line)}
+	return &Limiter{quiet: quiet, max: max, now: now, senders: make(map[string]*line), otherSenders: make(map[string]struct{})}
 }
 
 // Seen notes a warning about sender: pass says whether to write it, held
 // how many about sender were held back since the last one written (0 for
 // a sender past the bound: those are not counted).
 func (l *Limiter) Seen(sender string) (pass bool, held int) {
+	n := l.Note(sender)
+	if n.Shared {
+		return n.Pass, 0
+	}
+	return n.Pass, n.Held
+}
+
+// Verdict is what Note says of one warning.
+type Verdict struct {
+	// Pass: write the warning now.
+	Pass bool
+	// Shared: the sender is past the bound, and the line is the one
+	// shared by all the senders past it.
+	Shared bool
+	// Held is how many warnings were held back since the line was last
+	// written, this one not counted: those about the sender, or when
+	// Shared those about all the senders past the bound.
+	Held int
+	// Senders, when Shared, is how many senders past the bound were
+	// warned about since the shared line was last written, this one
+	// included (counted up to the bound).
+	Senders int
+}
+
+// Note notes a warning about sender and says whether to write it, and,
+// when it is written, what it stands for: the ones held back since the
+// last, and whether it is the line the senders past the bound share.
+func (l *Limiter) Note(sender string) Verdict {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
 	s := l.senders[sender]
 	if s != nil && now.Sub(s.written) < l.quiet {
 		s.held++
-		return false, 0
+		return Verdict{}
 	}
 	if s == nil {
 		if len(l.senders) >= l.max && now.Sub(l.swept) >= l.quiet {
@@ -64,16 +95,27 @@ func (l *Limiter) Seen(sender string) (pass bool, held int) {
 		}
 		if len(l.senders) >= l.max {
 			// Too many at once to remember: they share one line.
-			if !l.othersWritten.IsZero() && now.Sub(l.othersWritten) < l.quiet {
-				return false, 0
-			}
-			l.othersWritten = now
-			return true, 0
+			return l.other(sender, now)
 		}
 		s = &line{}
 		l.senders[sender] = s
 	}
-	held = s.held
+	held := s.held
 	s.written, s.held = now, 0
-	return true, held
+	return Verdict{Pass: true, Held: held}
+}
+
+// other notes a warning about a sender past the bound.
+func (l *Limiter) other(sender string, now time.Time) Verdict {
+	if len(l.otherSenders) < l.max {
+		l.otherSenders[sender] = struct{}{}
+	}
+	if !l.others.written.IsZero() && now.Sub(l.others.written) < l.quiet {
+		l.others.held++
+		return Verdict{}
+	}
+	v := Verdict{Pass: true, Shared: true, Held: l.others.held, Senders: len(l.otherSenders)}
+	l.others = line{written: now}
+	clear(l.otherSenders)
+	return v
 }

@@ -63,3 +63,60 @@ func TestSendersPastTheBoundShareOneLine(t *testing.T) {
 		t.Fatal("a new sender after the quiet period was held")
 	}
 }
+
+// TestTheSharedLineCountsWhatItStandsFor: past the bound, the line the
+// unremembered senders share says how many warnings it held back and
+// about how many senders (counted up to the bound), while Seen keeps
+// reporting no count for it.
+func TestTheSharedLineCountsWhatItStandsFor(t *testing.T) {
+	now := time.Unix(1000, 0)
+	const max = 16
+	l := New(time.Minute, max, func() time.Time { return now })
+	remembered := func() {
+		for i := range max {
+			l.Note(fmt.Sprint("r", i))
+		}
+	}
+	remembered()
+	if v := l.Note("c"); v != (Verdict{Pass: true, Shared: true, Held: 0, Senders: 1}) {
+		t.Fatalf("the first warning past the bound: %+v, want the shared line about 1 sender, none held", v)
+	}
+	for i := range 10 {
+		for range 2 {
+			if v := l.Note(fmt.Sprint("d", i)); v.Pass {
+				t.Fatalf("a warning past the bound within the quiet period passed: %+v", v)
+			}
+		}
+	}
+	if v := l.Note("r0"); v.Pass || v.Shared {
+		t.Fatalf("a remembered sender within its quiet period: %+v, want held", v)
+	}
+	now = now.Add(time.Minute)
+	if v := l.Note("r0"); v != (Verdict{Pass: true, Held: 1}) {
+		t.Fatalf("a remembered sender after its quiet period: %+v, want its own line holding 1 back", v)
+	}
+	remembered() // written again, so remembered still
+	if v := l.Note("new"); v != (Verdict{Pass: true, Shared: true, Held: 20, Senders: 11}) {
+		t.Fatalf("past the bound a quiet period later: %+v, want the shared line holding 20 back about 11 senders", v)
+	}
+
+	now = now.Add(time.Minute)
+	remembered()
+	for i := range 10 * max {
+		l.Note(fmt.Sprint("e", i))
+	}
+	now = now.Add(time.Minute)
+	remembered()
+	if v := l.Note("f"); v.Senders != max {
+		t.Fatalf("the shared line after %d senders past the bound: %+v, want them counted up to %d", 10*max, v, max)
+	}
+	now = now.Add(time.Minute)
+	remembered()
+	l.Note("g")
+	l.Note("g") // held: a count Seen does not report
+	now = now.Add(time.Minute)
+	remembered()
+	if pass, held := l.Seen("h"); !pass || held != 0 {
+		t.Fatalf("Seen of the shared line: pass %v held %d, want true 0 as ever", pass, held)
+	}
+}

@@ -379,7 +379,7 @@ func (u *UI) serveBlobs(w http.ResponseWriter, r *http.Request) {
 	// read up to after come before the page.
 	first := 0
 	readable := func(name string) bool {
-		if a.Allow(acl.Blob, name, acl.Read) != nil {
+		if !a.Allows(acl.Blob, name, acl.Read) {
 			return false
 		}
 		if name <= after {
