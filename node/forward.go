@@ -175,13 +175,29 @@ func (n *Node) propose(ctx context.Context, cmd *pb.Command) (uint64, error) {
 	return n.forward.Apply(ctx, cmd)
 }
 
+// healthOutputsVersion is the state machine version that brought
+// Quota.health_outputs: health changes carry the limits once every Raft
+// server bounds health outputs by them.
+const healthOutputsVersion = 6
+
 // applyAsLeader proposes cmd on this agent, the leader. A registration
-// carries this leader's registry limits, which every replica then applies.
+// and a health change carry this leader's registry limits, which every
+// replica then applies (a health change's output is cut to what they
+// leave room for, raftstore/quota.go).
 func (n *Node) applyAsLeader(ctx context.Context, cmd *pb.Command) (uint64, error) {
-	if _, ok := cmd.Kind.(*pb.Command_Register); ok {
+	switch cmd.Kind.(type) {
+	case *pb.Command_Register:
 		cmd.Quota = n.cfg.quota()
 		cmd.Quota.RegistryOverheads = n.store.ClusterAt(registryOverheadsVersion)
-	} else {
+	case *pb.Command_SetHealth:
+		if healthOutputs := n.store.ClusterAt(healthOutputsVersion); healthOutputs {
+			cmd.Quota = n.cfg.quota()
+			cmd.Quota.RegistryOverheads = n.store.ClusterAt(registryOverheadsVersion)
+			cmd.Quota.HealthOutputs = true
+		} else {
+			cmd.Quota = nil
+		}
+	default:
 		cmd.Quota = nil
 	}
 	start := time.Now()

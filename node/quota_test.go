@@ -10,6 +10,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/raftstore"
 )
 
 // wantQuotaError fails unless err is ResourceExhausted naming the limit and
@@ -153,5 +154,46 @@ func TestQuotaRegistryBytes(t *testing.T) {
 	}
 	if !strings.Contains(httpGet(t, n, "/metrics"), "zrpc_registry_bytes ") {
 		t.Error("/metrics lacks zrpc_registry_bytes")
+	}
+}
+
+// TestQuotaRegistryBytesCutsHealthOutputs: a health change on a full
+// registry is recorded, its output cut to the room left (the leader
+// stamps its limits on health changes once every server bounds outputs),
+// and the registry stays within a marker's bytes of its limit.
+func TestQuotaRegistryBytesCutsHealthOutputs(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxRegistryBytes = 2000
+	n := startNode(t, cfg)
+	_, c := dial(t, n.GRPCAddr())
+	ctx := ctxT(t)
+	var ids []string
+	for i := 0; i < 100; i++ {
+		in := inst("user.rpc", fmt.Sprint("u", i), "127.0.0.1:9001")
+		if _, err := c.Register(ctx, &pb.RegisterRequest{Instance: in}); err != nil {
+			wantQuotaError(t, "registration past the registry's size", err, "max_registry_bytes")
+			break
+		}
+		ids = append(ids, in.Id)
+	}
+	output := strings.Repeat("connection refused; ", 200) // 4,000 bytes
+	for _, id := range ids {
+		cmd := &pb.Command{Kind: &pb.Command_SetHealth{SetHealth: &pb.SetHealth{
+			Instances: []*pb.InstanceRef{{Service: "user.rpc", Id: id}}, Health: pb.Health_CRITICAL, Output: output}}}
+		if _, err := n.applyAsLeader(ctx, cmd); err != nil {
+			t.Fatalf("health change of %s: %v", id, err)
+		}
+	}
+	for _, id := range ids {
+		got := n.Store().FSM().Instance("user.rpc", id)
+		if got.GetHealth() != pb.Health_CRITICAL {
+			t.Fatalf("%s: health %v, want CRITICAL recorded on a full registry", id, got.GetHealth())
+		}
+		if !strings.HasSuffix(got.GetHealthOutput(), raftstore.CutOutputMark) || len(got.GetHealthOutput()) >= len(output) {
+			t.Fatalf("%s: output of %d bytes stored as %d bytes ending %q, want it cut and marked", id, len(output), len(got.GetHealthOutput()), got.GetHealthOutput()[max(0, len(got.GetHealthOutput())-30):])
+		}
+	}
+	if b, limit := n.Store().FSM().RegistryBytes(), cfg.MaxRegistryBytes+int64(len(ids)*(len(raftstore.CutOutputMark)+8)); b > limit {
+		t.Fatalf("registry holds %d bytes after health outputs, past its limit %d and a marker per instance", b, cfg.MaxRegistryBytes)
 	}
 }

@@ -218,7 +218,7 @@ func (f *FSM) apply(cmd *pb.Command, data []byte, rev uint64, evs []*ringEvent) 
 		}
 		return f.remove(instanceRecord{ref.Service, ref.Id, old}, rev, evs), nil
 	case *pb.Command_SetHealth:
-		return f.applySetHealth(k.SetHealth, cmd.Time, rev, evs), nil
+		return f.applySetHealth(k.SetHealth, cmd.Quota, cmd.Time, rev, evs), nil
 	case *pb.Command_SessionCreate:
 		s := k.SessionCreate.GetSession()
 		if s.GetId() == "" {
@@ -299,7 +299,9 @@ func (f *FSM) applyRegister(in *pb.Instance, enc []byte, now int64, rev uint64, 
 	return append(evs, newRingEvent(pb.Event_PUT, inst, st.enc, rev)), nil
 }
 
-func (f *FSM) applySetHealth(c *pb.SetHealth, now int64, rev uint64, evs []*ringEvent) []*ringEvent {
+// applySetHealth applies c under the limits q, nil when its leader
+// stamped none.
+func (f *FSM) applySetHealth(c *pb.SetHealth, q *pb.Quota, now int64, rev uint64, evs []*ringEvent) []*ringEvent {
 	var targets []instanceRecord
 	if c.Node != "" {
 		// A whole agent changes health (it died, or came back): the node
@@ -317,7 +319,7 @@ func (f *FSM) applySetHealth(c *pb.SetHealth, now int64, rev uint64, evs []*ring
 			}
 		}
 	}
-	return f.setHealth(targets, c.Health, c.Output, now, rev, evs)
+	return f.setHealth(targets, c.Health, c.Output, q, now, rev, evs)
 }
 
 // unchangedSince reports whether the instance st is still the version
@@ -327,20 +329,25 @@ func unchangedSince(ref *pb.InstanceRef, st storedInstance) bool {
 	return ref.ModRevision == 0 || encodedModRevision(st.enc) == ref.ModRevision
 }
 
-// setHealth gives the instances targets health and output, and appends a
-// PUT event for each that changed.
-func (f *FSM) setHealth(targets []instanceRecord, health pb.Health, output string, now int64, rev uint64, evs []*ringEvent) []*ringEvent {
+// setHealth gives the instances targets health and output, the output
+// cut to what max_registry_bytes leaves room for when q bounds health
+// outputs (outputThatFits), and appends a PUT event for each that changed.
+func (f *FSM) setHealth(targets []instanceRecord, health pb.Health, output string, q *pb.Quota, now int64, rev uint64, evs []*ringEvent) []*ringEvent {
 	for _, old := range targets {
 		inst := old.stored.instance()
-		if inst.Health == health && inst.HealthOutput == output {
-			continue
-		}
+		was, wasOutput := inst.Health, inst.HealthOutput
 		if inst.Health != health {
 			inst.HealthSince = now
 		}
 		inst.Health = health
 		inst.HealthOutput = output
 		inst.ModRevision = rev
+		if q.GetHealthOutputs() && q.GetMaxRegistryBytes() > 0 {
+			inst.HealthOutput = f.outputThatFits(q, inst, old.stored)
+		}
+		if was == health && wasOutput == inst.HealthOutput {
+			continue
+		}
 		st, err := f.put(inst)
 		if err != nil {
 			continue // it was stored encoded: encoding it again cannot fail
@@ -388,7 +395,9 @@ func (f *FSM) applyNodeRemove(c *pb.NodeRemove, now int64, rev uint64, evs []*ri
 		}
 		evs = f.remove(r, rev, evs)
 	}
-	return f.setHealth(kept, pb.Health_CRITICAL, c.Output, now, rev, evs)
+	// The reap's output is the leader's own, short, and read back by its
+	// prefix (KeptInstances): never cut.
+	return f.setHealth(kept, pb.Health_CRITICAL, c.Output, nil, now, rev, evs)
 }
 
 // remove deletes the instance r and appends its DELETE event.

@@ -31,8 +31,11 @@ import (
 //	   version 5 also prove agent-to-agent calls bound to the agent
 //	   called (node/grpcapi/agentproof.go), and accept the unbound proof
 //	   of older builds only while a Raft server is of one: the version
-//	   every agent announces serves that gate too.
-const FSMVersion = 5
+//	   every agent announces serves that gate too;
+//	6: Quota.health_outputs (max_registry_bytes bounds the health outputs
+//	   a SetHealth stores, cutting one that does not fit; older replicas
+//	   store every output whole).
+const FSMVersion = 6
 
 // clockStepVersion is the state machine version that brought
 // Command.clock_step.
@@ -41,6 +44,10 @@ const clockStepVersion = 3
 // conditionalVersion is the state machine version that brought
 // InstanceRef.mod_revision.
 const conditionalVersion = 4
+
+// healthOutputsVersion is the state machine version that brought
+// Quota.health_outputs.
+const healthOutputsVersion = 6
 
 // ClusterAt reports whether every Raft server runs a build of state
 // machine version v or later (Config.ClusterFSMVersion), asking at most
@@ -60,10 +67,15 @@ func (s *Store) ClusterAt(v int) bool {
 // alike (Config.ClusterFSMVersion): the versions a Deregister or SetHealth
 // is conditional on (InstanceRef.mod_revision), until every server applies
 // state machine version 4; such a write is then unconditional, as older
-// builds make it. Apply calls it; an agent that forwards a write calls it
-// too, since the leader it forwards to may be of an older build, which
-// would pass the condition on without knowing it.
+// builds make it. And the bound on health outputs (Quota.health_outputs),
+// until every server applies version 6: outputs are then stored whole,
+// as older builds store them. Apply calls it; an agent that forwards a
+// write calls it too, since the leader it forwards to may be of an older
+// build, which would pass the condition on without knowing it.
 func (s *Store) DropUnsupported(cmd *pb.Command) {
+	if cmd.Quota != nil && !s.ClusterAt(healthOutputsVersion) {
+		cmd.Quota.HealthOutputs = false
+	}
 	if s.ClusterAt(conditionalVersion) {
 		return
 	}

@@ -3,6 +3,7 @@ package raftstore
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -163,6 +164,48 @@ func (f *FSM) registryGrowth(in *pb.Instance, enc []byte, old storedInstance) in
 		grow += serviceOverheadBytes
 	}
 	return grow
+}
+
+// CutOutputMark ends a health output that max_registry_bytes left no room
+// for whole (Quota.health_outputs): the output stored is its beginning
+// and this mark. node/health knows it (RegistryCutMark), so that a check
+// does not write again and again an output the registry keeps cutting.
+const CutOutputMark = " [cut: max_registry_bytes]"
+
+// outputThatFits returns inst's health output, which a SetHealth gives it
+// in place of old's, or, when the registry would grow past
+// max_registry_bytes with it, its beginning (at a character boundary) and
+// CutOutputMark, as much as keeps the registry within the limit.
+//
+// A health output is cut, never refused: the health beside it is what
+// clients route by, and a registry that is full (more often than not
+// because of others' instances) must still record that an instance
+// failed. The output is only its explanation, and the mark says where
+// the rest went. An instance keeps room for as large an encoding as it
+// had, and for an output as long as the mark: a cut output is never
+// longer than the whole one, and a full registry grows by at most the
+// mark's bytes per instance, once, not by every output's (and, as with
+// any change, by a byte of a revision or a time grown longer).
+func (f *FSM) outputThatFits(q *pb.Quota, inst *pb.Instance, old storedInstance) string {
+	output := inst.HealthOutput
+	size := int64(proto.Size(inst))
+	used := f.quota.bytes
+	if q.RegistryOverheads {
+		used = f.quota.registryBytes(len(f.services))
+	}
+	room := max(int64(len(old.enc)), int64(q.MaxRegistryBytes)-(used-int64(len(old.enc))))
+	if size <= room || len(output) <= len(CutOutputMark) {
+		return output
+	}
+	// The output's encoding shrinks by at least the bytes cut from it.
+	keep := int64(len(output)) - (size - room) - int64(len(CutOutputMark))
+	if keep <= 0 {
+		return CutOutputMark
+	}
+	for keep > 0 && !utf8.RuneStart(output[keep]) {
+		keep--
+	}
+	return output[:keep] + CutOutputMark
 }
 
 // quotaErr names the limit, and the agent flag that sets it.

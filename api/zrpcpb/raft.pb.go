@@ -56,8 +56,9 @@ type Command struct {
 	// time is the leader's wall clock (unix nanoseconds) when the entry was
 	// proposed; state machines use it instead of their own clock.
 	Time int64 `protobuf:"varint,15,opt,name=time,proto3" json:"time,omitempty"`
-	// quota is the leader's registry limits, stamped on a register entry so
-	// that every replica enforces the same limits when it applies it.
+	// quota is the leader's registry limits, stamped on a register or
+	// set-health entry so that every replica enforces the same limits when
+	// it applies it.
 	Quota *Quota `protobuf:"bytes,16,opt,name=quota,proto3" json:"quota,omitempty"`
 	// clock_step is set by a leader whose Raft servers all apply state
 	// machine version 3. The clock that ages remembered request ids then
@@ -444,8 +445,16 @@ type Quota struct {
 	// once every Raft server applies version 5: replicas counting otherwise
 	// would accept and refuse different registrations.
 	RegistryOverheads bool `protobuf:"varint,5,opt,name=registry_overheads,json=registryOverheads,proto3" json:"registry_overheads,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// health_outputs: max_registry_bytes bounds the health outputs a
+	// SetHealth stores too. An output that would grow the registry past the
+	// limit is stored cut to what fits, ending in a marker that says so;
+	// the health itself is always recorded. Without it, outputs are stored
+	// whole, as builds before state machine version 6 store them. Set only
+	// once every Raft server applies version 6: replicas storing otherwise
+	// would hold different outputs.
+	HealthOutputs bool `protobuf:"varint,6,opt,name=health_outputs,json=healthOutputs,proto3" json:"health_outputs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Quota) Reset() {
@@ -509,6 +518,13 @@ func (x *Quota) GetMaxRegistryBytes() uint64 {
 func (x *Quota) GetRegistryOverheads() bool {
 	if x != nil {
 		return x.RegistryOverheads
+	}
+	return false
+}
+
+func (x *Quota) GetHealthOutputs() bool {
+	if x != nil {
+		return x.HealthOutputs
 	}
 	return false
 }
@@ -2277,13 +2293,14 @@ const file_raft_proto_rawDesc = "" +
 	"\x05quota\x18\x10 \x01(\v2\x0e.zrpc.v1.QuotaR\x05quota\x12\x1d\n" +
 	"\n" +
 	"clock_step\x18\x12 \x01(\bR\tclockStepB\x06\n" +
-	"\x04kind\"\x99\x02\n" +
+	"\x04kind\"\xc0\x02\n" +
 	"\x05Quota\x129\n" +
 	"\x19max_instances_per_service\x18\x01 \x01(\rR\x16maxInstancesPerService\x129\n" +
 	"\x19max_instances_per_session\x18\x02 \x01(\rR\x16maxInstancesPerSession\x12=\n" +
 	"\x1bmax_instance_metadata_bytes\x18\x03 \x01(\rR\x18maxInstanceMetadataBytes\x12,\n" +
 	"\x12max_registry_bytes\x18\x04 \x01(\x04R\x10maxRegistryBytes\x12-\n" +
-	"\x12registry_overheads\x18\x05 \x01(\bR\x11registryOverheads\"Z\n" +
+	"\x12registry_overheads\x18\x05 \x01(\bR\x11registryOverheads\x12%\n" +
+	"\x0ehealth_outputs\x18\x06 \x01(\bR\rhealthOutputs\"Z\n" +
 	"\vInstanceRef\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12!\n" +

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -613,6 +614,23 @@ func clipOutput(output string) string {
 	return output[:cut] + mark
 }
 
+// RegistryCutMark ends a health output the registry stored cut, having
+// no room for it whole under max_registry_bytes (raftstore.CutOutputMark,
+// which this package does not import).
+const RegistryCutMark = " [cut: max_registry_bytes]"
+
+// cutOf reports whether stored is output as the registry stored it: the
+// same, or cut (RegistryCutMark). A check then counts the output as its
+// own: a full registry cuts it every time, and writing it again at every
+// run would cost a Raft write per instance per interval.
+func cutOf(stored, output string) bool {
+	if stored == output {
+		return true
+	}
+	kept, cut := strings.CutSuffix(stored, RegistryCutMark)
+	return cut && len(kept) < len(output) && strings.HasPrefix(output, kept)
+}
+
 // outputRefresh is how often a check may write a new output without a
 // change of health. A change of health is written at once, and so is a
 // check's output replacing one it did not write: its first (replacing
@@ -643,7 +661,7 @@ func (k *Keeper) recordCheck(s *checkSchedule, c *scheduledCheck, h pb.Health, o
 	// agent failed, alive again, or reaped. The check, running, says
 	// better why the instance has its health, and an operator must not
 	// read a cause that no longer holds for up to outputRefresh.
-	refresh = refresh || cur != nil && cur.HealthOutput != wroteOutput
+	refresh = refresh || cur != nil && !cutOf(cur.HealthOutput, wroteOutput)
 	// Registered again since the run read it, with another check or
 	// address, or through another agent: the result is not about that
 	// version, whose own check (from here or its agent) judges it.

@@ -36,6 +36,11 @@ type fakeRegistry struct {
 	openWatches atomic.Int32
 	// clock, if set, stamps health changes (HealthSince).
 	clock *fakeClock
+	// full makes SetHealth store outputs cut, as a registry at
+	// max_registry_bytes does.
+	full bool
+	// reads counts Instance calls (a check's run reads its instance).
+	reads atomic.Int64
 }
 
 func newFakeRegistry() *fakeRegistry {
@@ -119,6 +124,7 @@ func (f *fakeRegistry) WaitRevision(ctx context.Context, rev uint64) error {
 }
 
 func (f *fakeRegistry) Instance(service, id string) *pb.Instance {
+	f.reads.Add(1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.insts[instanceKey{service, id}]
@@ -188,6 +194,9 @@ func (f *fakeRegistry) apply(cmd *pb.Command) (uint64, error) {
 			if cur := f.insts[key]; cur != nil && (ref.ModRevision == 0 || ref.ModRevision == cur.ModRevision) {
 				next := proto.Clone(cur).(*pb.Instance)
 				next.Health, next.HealthOutput, next.ModRevision = k.SetHealth.Health, k.SetHealth.Output, f.rev
+				if f.full && len(next.HealthOutput) > 10 {
+					next.HealthOutput = next.HealthOutput[:10] + RegistryCutMark
+				}
 				if f.clock != nil && cur.Health != next.Health {
 					next.HealthSince = f.clock.Now().UnixNano()
 				}
