@@ -157,7 +157,7 @@ func (c *Client) putThroughAgent(ctx context.Context, hdr *zrpcpb.BlobPutHeader,
 	// and got no answer (the agent died, the connection broke): the
 	// agents may have stored the blob.
 	var unanswered error
-	err := c.call(ctx, func(ctx context.Context, ep *endpoint) error {
+	err := c.callLong(ctx, func(ctx context.Context, ep *endpoint) error {
 		if read {
 			if seeker == nil || (sent && !notApplied) {
 				return errPutStarted

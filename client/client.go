@@ -179,7 +179,28 @@ func (c *Client) Close() error {
 // request carries a request id minted once per call (newRequestID), so an
 // agent applies a retried write once and answers it like the first attempt;
 // RenewTTL is harmless to repeat.
+//
+// A call whose ctx has no deadline ends after Config.CallTimeout, its
+// failover included: an agent that takes it and never answers does not
+// hold the caller for good.
 func (c *Client) call(ctx context.Context, fn func(context.Context, *endpoint) error) error {
+	if _, ok := ctx.Deadline(); ok {
+		return c.callEach(ctx, fn, c.attempt)
+	}
+	tctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+	defer cancel()
+	err := c.callEach(tctx, fn, c.attempt)
+	if err != nil && ctx.Err() == nil && errors.Is(tctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w: no answer within the client's call timeout, %s (client.Config.CallTimeout); "+
+			"is the agent overloaded or stopped? a context with a deadline gives a call longer", err, c.cfg.CallTimeout)
+	}
+	return err
+}
+
+// callLong is call without Config.CallTimeout, for a call that streams
+// data (a blob put, a snapshot) and so may take as long as its data does:
+// only ctx bounds it, besides its stream's own checks.
+func (c *Client) callLong(ctx context.Context, fn func(context.Context, *endpoint) error) error {
 	return c.callEach(ctx, fn, c.attempt)
 }
 

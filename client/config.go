@@ -16,6 +16,14 @@ import (
 // DefaultDialTimeout bounds one connection attempt to an agent.
 const DefaultDialTimeout = 5 * time.Second
 
+// DefaultCallTimeout bounds a call whose context has no deadline: an
+// agent that takes the call and never answers it (stopped mid-call, its
+// answer lost) would otherwise hold the caller for good. An agent holds
+// a write for at most leader_wait (5 s by default) while it finds no
+// leader, so this leaves room for the failover to other agents, on a
+// loaded cluster too.
+const DefaultCallTimeout = 30 * time.Second
+
 // Config configures a Client.
 type Config struct {
 	// Endpoints are agent gRPC addresses ("host:port"); at least one.
@@ -23,6 +31,15 @@ type Config struct {
 	// DialTimeout bounds one connection attempt to one endpoint; zero means
 	// DefaultDialTimeout. Connections are made lazily, on the first call.
 	DialTimeout time.Duration
+	// CallTimeout bounds each call of the Client (Register, Get,
+	// Deregister, RenewTTL, Status, the ACL calls, opening a Session, ...)
+	// whose context has no deadline, failover to other endpoints
+	// included; zero means DefaultCallTimeout. A context's own deadline,
+	// shorter or longer, always wins. It does not bound streams that run
+	// as long as their data or their caller does: Watch, a Session once
+	// open, PutBlob's and GetBlob's transfers, SaveSnapshot and
+	// RestoreSnapshot, Leave.
+	CallTimeout time.Duration
 	// Token is the ACL token's secret, sent with every call as
 	// "authorization: Bearer <token>"; empty sends none (agents without
 	// ACLs need none).
@@ -73,6 +90,9 @@ func (c Config) Validate() error {
 	if c.DialTimeout < 0 {
 		return fmt.Errorf("dial timeout %s is negative", c.DialTimeout)
 	}
+	if c.CallTimeout < 0 {
+		return fmt.Errorf("call timeout %s is negative: want 0 (DefaultCallTimeout) or more; a context with a deadline bounds a call by its own", c.CallTimeout)
+	}
 	return validateToken(c.Token)
 }
 
@@ -80,6 +100,9 @@ func (c Config) Validate() error {
 func (c Config) withDefaults() Config {
 	if c.DialTimeout == 0 {
 		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = DefaultCallTimeout
 	}
 	if c.shardStall == 0 {
 		c.shardStall = defaultShardStall

@@ -46,7 +46,7 @@ func notRetriedOnceStarted(err error, done int64) error {
 // verifies it. Another agent is tried only while nothing was written.
 func (c *Client) SaveSnapshot(ctx context.Context, w io.Writer, opts SnapshotOptions) (int64, error) {
 	var n int64
-	err := c.call(ctx, func(ctx context.Context, ep *endpoint) error {
+	err := c.callLong(ctx, func(ctx context.Context, ep *endpoint) error {
 		if n > 0 {
 			return errSnapshotStarted
 		}
@@ -93,7 +93,7 @@ func (c *Client) RestoreSnapshot(ctx context.Context, r io.Reader, opts Snapshot
 	var read int64
 	seeker, start := startOf(r)
 	notApplied := false
-	err := c.call(ctx, func(ctx context.Context, ep *endpoint) error {
+	err := c.callLong(ctx, func(ctx context.Context, ep *endpoint) error {
 		if read > 0 {
 			if seeker == nil || !notApplied {
 				return errSnapshotStarted

@@ -203,6 +203,13 @@ func newMetrics(n *Node) *metrics {
 			Help: "Seconds this agent did not run since it started (stopped, its machine paused, starved of CPU), counted in stalls of 250 ms or more; " +
 				"its peers may have taken it for failed meanwhile, and a leader moves its TTL deadlines by it."},
 			func() float64 { return n.stalls.Lost().Seconds() }),
+		&forwardCollector{n: n, desc: prometheus.NewDesc("zrpc_forward_failures_total",
+			"Calls this agent ran on the leader for its clients and itself (writes, consistent reads, TTL renewals) that failed without the leader's answer, by reason: "+
+				"no_leader (none known for leader_wait: an election, too few voters reachable, this agent cut off from the leader), "+
+				"unreachable (the leader's gRPC API could not be reached), "+
+				"deadline (the leader took the call and did not answer before leader_wait or the caller's deadline), "+
+				"refused (the leader's gRPC server refused the call: this agent not taken for one of its cluster, a method it does not serve, a gRPC limit). "+
+				"The log's warning \"a call this agent forwards to the leader failed\" names the leader and the error.", []string{"reason"}, nil)},
 		&freeSpaceCollector{dir: n.dir.path, desc: prometheus.NewDesc("zrpc_data_dir_free_bytes",
 			"Bytes still free for the agent on the file system of its data dir; at 0 the Raft log and the shard store refuse writes.", nil, nil)},
 	)
@@ -387,6 +394,25 @@ func (c *refusalCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for reason, v := range g.Refused() {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(v), reason.String())
+	}
+}
+
+// forwardCollector reports the calls this agent's Forwarder failed to run
+// on the leader, by reason, every reason from zero.
+type forwardCollector struct {
+	n    *Node
+	desc *prometheus.Desc
+}
+
+func (c *forwardCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *forwardCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.n.forward == nil {
+		return
+	}
+	failures := c.n.forward.Failures()
+	for _, r := range raftstore.ForwardFailures {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(failures[r]), r.String())
 	}
 }
 

@@ -82,6 +82,8 @@ type Forwarder struct {
 	// sent, when set, is called with the commands of every forwarding
 	// call (tests count them).
 	sent func(cmds int)
+	// failures counts and logs the calls that failed (forwardmetrics.go).
+	failures *forwardFailures
 }
 
 // NewForwarder returns a Forwarder for s.
@@ -89,7 +91,7 @@ func NewForwarder(s *Store, cfg ForwardConfig) *Forwarder {
 	if cfg.LocalApply == nil {
 		cfg.LocalApply = s.Apply
 	}
-	return &Forwarder{store: s, cfg: cfg, batchers: make(map[grpc.ClientConnInterface]*forwardBatcher)}
+	return &Forwarder{store: s, cfg: cfg, batchers: make(map[grpc.ClientConnInterface]*forwardBatcher), failures: newForwardFailures()}
 }
 
 // batcher returns the batcher of the writes forwarded over conn.
@@ -171,8 +173,19 @@ func (f *Forwarder) Write(ctx context.Context, local func() error, remote func(c
 }
 
 // onLeader is OnLeader, also telling whether it ran local or remote at all
-// (sent): when it did not, the call went nowhere.
-func (f *Forwarder) onLeader(ctx context.Context, local func() error, remote func(context.Context, grpc.ClientConnInterface) error) (sent bool, _ error) {
+// (sent): when it did not, the call went nowhere. A failure that is
+// forwarding's (attemptFailure) is counted and logged (noteFailure).
+func (f *Forwarder) onLeader(ctx context.Context, local func() error, remote func(context.Context, grpc.ClientConnInterface) error) (sent bool, err error) {
+	var (
+		reason ForwardFailure // why the last attempt failed, when failed
+		failed bool
+		leader string // the leader the last attempt asked
+	)
+	defer func() {
+		if err != nil && failed && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrShuttingDown) {
+			f.noteFailure(reason, leader, err)
+		}
+	}()
 	start := time.Now()
 	wait := f.cfg.LeaderWait
 	if by, ok := answerBy(ctx, start); ok && by.Sub(start) < wait {
@@ -183,7 +196,8 @@ func (f *Forwarder) onLeader(ctx context.Context, local func() error, remote fun
 	for attempt := 0; ; attempt++ {
 		var err error
 		asked := "" // the leader this attempt asked, as "<id> at <address>"
-		if f.store.IsLeader() {
+		ranLocal := f.store.IsLeader()
+		if ranLocal {
 			sent = true
 			err = local()
 		} else {
@@ -195,6 +209,8 @@ func (f *Forwarder) onLeader(ctx context.Context, local func() error, remote fun
 				err = callLeader(ctx, epoch, start, func(ctx context.Context) error { return apierr.FromStatus(remote(ctx, conn)) })
 			}
 		}
+		reason, failed = attemptFailure(err, ranLocal, asked != "")
+		leader = asked
 		if !RetryOnLeader(err) {
 			return sent, err
 		}
@@ -212,9 +228,11 @@ func (f *Forwarder) onLeader(ctx context.Context, local func() error, remote fun
 		// through another agent.
 		why := f.store.contactLost()
 		if why != "" {
+			reason, failed = ForwardNoLeader, true
 			return sent, cutOffError(why, q, known)
 		}
 		if known && q.SurelyLost() && now.Sub(start) >= min(quorumLostWait, wait) {
+			reason, failed = ForwardNoLeader, true
 			return sent, quorumLostError(q)
 		}
 		if !now.Before(deadline) {
@@ -305,7 +323,7 @@ func callLeader(ctx, epoch context.Context, start time.Time, call func(context.C
 	defer cancel()
 	err := callInEpoch(cctx, epoch, call)
 	if deadlineExceeded(err) && ctx.Err() == nil && !time.Now().Before(by) {
-		return fmt.Errorf("%w: the leader did not answer before the caller's deadline (%v)", ErrNoLeader, err)
+		return leaderSilent{fmt.Errorf("%w: the leader did not answer before the caller's deadline (%v)", ErrNoLeader, err)}
 	}
 	return err
 }
@@ -364,8 +382,8 @@ func (f *Forwarder) Apply(ctx context.Context, cmd *pb.Command) (uint64, error) 
 			if err == nil {
 				rev = r
 			} else if deadlineExceeded(err) && !time.Now().Before(attempt) {
-				err = fmt.Errorf("%w: the leader did not answer within %s (leader_wait is %s)",
-					ErrNoLeader, attempt.Sub(now).Round(time.Millisecond), f.cfg.LeaderWait)
+				err = leaderSilent{fmt.Errorf("%w: the leader did not answer within %s (leader_wait is %s)",
+					ErrNoLeader, attempt.Sub(now).Round(time.Millisecond), f.cfg.LeaderWait)}
 			}
 			return err
 		})

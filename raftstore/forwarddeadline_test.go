@@ -136,6 +136,7 @@ func TestForwarderNamesTheLeaderWhoseAPIDoesNotAnswer(t *testing.T) {
 	if _, id := follower.Leader(); id != leader.cfg.NodeID {
 		t.Skipf("leadership moved during the test (to %q): the error may name either", id)
 	}
+	wantFailures(t, "a write whose leader's API does not answer", f, map[ForwardFailure]uint64{ForwardUnreachable: 1})
 	for _, want := range []string{fmt.Sprintf("leader %s at %s", leader.cfg.NodeID, closed), "gRPC API up and reachable"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Fatalf("Apply through a leader whose API does not answer = %v; want it to say %q", err, want)
