@@ -7,6 +7,9 @@
 // Parsing is bufbuild/protocompile's; errors point at file:line:column.
 // Generation happens in memory: a Plan holds every file, formatted and
 // checked, before Plan.Write touches the disk, and Write never overwrites
-// the files a user owns (logic, config, main). gen does not build or run
-// what it writes; cli's `zrpcctl gen` is its command line.
+// the files a user owns (logic, config, main) once they changed them.
+// ManifestName in the output directory records what gen wrote, so that a
+// later run removes the files it no longer writes (unless changed since).
+// gen does not build or run what it writes; cli's `zrpcctl gen` is its
+// command line.
 package gen

@@ -19,10 +19,18 @@ type PlannedFile struct {
 	Path    string
 	Content []byte
 	// User marks files the user owns after the first run (main, config,
-	// logic, go.mod): Write creates them but never overwrites them.
+	// logic, go.mod): Write creates them, and overwrites them only while
+	// they are as gen wrote them (ManifestName records that).
 	User bool
 	// Action is what Write does with the file.
 	Action Action
+
+	// unrecorded: not listed in ManifestName (go.mod and go.sum, which a
+	// run into an existing module does not write, yet still needs).
+	unrecorded bool
+	// sum is the SHA-256 (hex) a file planned for Remove from the
+	// manifest must still have when Write removes it.
+	sum string
 }
 
 // Action is what Plan.Write does with a file.
@@ -38,9 +46,14 @@ const (
 	// Keep leaves a file the user owns as it is.
 	Keep
 	// Remove deletes a file gen wrote from the same .proto on an earlier
-	// run that this run no longer writes (its service was renamed): left,
-	// it would declare again what the new files declare.
+	// run that this run no longer writes (its service was renamed, its
+	// go_package moved): left, it would declare again what the new files
+	// declare, or keep a removed package in use.
 	Remove
+	// Orphan leaves a file an earlier run wrote from the same .proto that
+	// this run no longer writes, because it was changed since: the user
+	// deletes it, or moves what they added elsewhere.
+	Orphan
 )
 
 func (a Action) String() string {
@@ -55,6 +68,8 @@ func (a Action) String() string {
 		return "kept"
 	case Remove:
 		return "removed"
+	case Orphan:
+		return "left"
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
 }
@@ -67,11 +82,15 @@ type Plan struct {
 	// ConfigFile its config, relative to Out.
 	Registry, ConfigFile string
 	Files                []PlannedFile
+
+	// manifest is ManifestName's content once the plan is written.
+	manifest []byte
 }
 
 // newPlan formats the Go files, checks that every file can be written
-// where it goes, and decides each file's Action from what is on disk.
-func newPlan(out string, files []PlannedFile) (*Plan, error) {
+// where it goes, and decides each file's Action from what is on disk and
+// what earlier runs wrote (w).
+func newPlan(out string, files []PlannedFile, w *written) (*Plan, error) {
 	seen := map[string]bool{}
 	for i := range files {
 		f := &files[i]
@@ -86,7 +105,7 @@ func newPlan(out string, files []PlannedFile) (*Plan, error) {
 			}
 			f.Content = src
 		}
-		if err := f.decide(out); err != nil {
+		if err := f.decide(out, w); err != nil {
 			return nil, err
 		}
 	}
@@ -98,8 +117,10 @@ func newPlan(out string, files []PlannedFile) (*Plan, error) {
 const maxNameLen = 255
 
 // decide sets f.Action, failing when f's name is too long, its place is
-// taken by a directory or one of its parents is a file.
-func (f *PlannedFile) decide(out string) error {
+// taken by a directory or one of its parents is a file. A file the user
+// owns is theirs once it is not as gen wrote it (w): until then gen
+// keeps it up to date like the files it generates.
+func (f *PlannedFile) decide(out string, w *written) error {
 	for elem := range strings.SplitSeq(f.Path, "/") {
 		if len(elem) > maxNameLen {
 			return badInput("cannot write %s: its name is %d bytes long, file systems allow %d; shorten the name in the .proto it comes from (file, package, service or method)",
@@ -122,7 +143,7 @@ func (f *PlannedFile) decide(out string) error {
 			return badInput("cannot write %s: it is a directory", p)
 		}
 		return fmt.Errorf("read %s: %w", p, err)
-	case f.User:
+	case f.User && !w.asWritten(f.Path, old):
 		f.Action = Keep
 	case bytes.Equal(old, f.Content):
 		f.Action = Unchanged
@@ -188,10 +209,37 @@ func (p *Plan) Write() error {
 			continue
 		}
 		dst := filepath.Join(p.Out, filepath.FromSlash(f.Path))
+		if f.sum != "" {
+			// Changed since the plan was made: the user's now.
+			if content, err := os.ReadFile(dst); err != nil || sha256Hex(content) != f.sum {
+				continue
+			}
+		}
 		if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("remove %s, generated from this .proto by an earlier run and no longer: %w; delete it by hand", dst, err)
 		}
 		os.Remove(filepath.Dir(dst)) // only removes it while empty
+	}
+	return p.writeManifest()
+}
+
+// writeManifest records in ManifestName what Write wrote, unless it
+// already says so.
+func (p *Plan) writeManifest() error {
+	if p.manifest == nil {
+		return nil
+	}
+	dst := filepath.Join(p.Out, ManifestName)
+	if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, p.manifest) {
+		return nil
+	}
+	tmp, err := stageFile(dst, p.manifest)
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("record the generated files in %s: %w (the files are written; run gen again)", dst, err)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"unicode"
 
@@ -102,7 +103,11 @@ func GenerateService(ctx context.Context, cfg ServiceConfig) (*Plan, error) {
 			files = append(files, *gosum)
 		}
 	}
-	plan, err := newPlan(cfg.Out, files)
+	w, err := readManifest(cfg.Out, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := newPlan(cfg.Out, files, w)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +115,17 @@ func GenerateService(ctx context.Context, cfg ServiceConfig) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	recorded, err := w.stale(cfg.Out, files)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range recorded {
+		if !slices.ContainsFunc(stale, func(s PlannedFile) bool { return s.Path == f.Path }) {
+			stale = append(stale, f)
+		}
+	}
 	plan.Files = append(plan.Files, stale...)
+	plan.manifest = w.next(plan.Files)
 	plan.Registry, plan.ConfigFile = sk.Registry, sk.ConfigFile
 	return plan, nil
 }

@@ -163,7 +163,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 }
 
 // TestRerunKeepsEditedLogic: a re-run rewrites generated files the user
-// damaged, keeps the files the user owns, and says which.
+// damaged, keeps the files the user owns and changed, and says which.
 func TestRerunKeepsEditedLogic(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "echo")
 	plan := generate(t, "testdata/run/echo.proto", out)
@@ -193,10 +193,10 @@ func TestRerunKeepsEditedLogic(t *testing.T) {
 		"internal/logic/saylogic.go":     Keep,
 		"internal/logic/chatlogic.go":    Create,
 		"internal/server/echoserver.go":  Overwrite,
-		"main.go":                        Keep,
-		"etc/echo.yaml":                  Keep,
-		"internal/config/config.go":      Keep,
-		"internal/svc/servicecontext.go": Keep,
+		"main.go":                        Unchanged, // the user's, never changed: gen's still
+		"etc/echo.yaml":                  Unchanged,
+		"internal/config/config.go":      Unchanged,
+		"internal/svc/servicecontext.go": Unchanged,
 		"echopb/echo.pb.go":              Unchanged,
 		"echopb/echo_grpc.pb.go":         Unchanged,
 		"echoclient/echo.go":             Unchanged,

@@ -347,7 +347,7 @@ func newModuleFiles(cfg ServiceConfig, module string) (PlannedFile, *PlannedFile
 			data.Replace = strconv.Quote(dir)
 		}
 		if sum, err := os.ReadFile(filepath.Join(dir, "go.sum")); err == nil {
-			gosum = &PlannedFile{Path: "go.sum", Content: sum, User: true}
+			gosum = &PlannedFile{Path: "go.sum", Content: sum, User: true, unrecorded: true}
 		}
 	}
 	var buf bytes.Buffer
@@ -358,5 +358,5 @@ func newModuleFiles(cfg ServiceConfig, module string) (PlannedFile, *PlannedFile
 	if err != nil {
 		return PlannedFile{}, nil, fmt.Errorf("render go.mod: %w", err)
 	}
-	return PlannedFile{Path: "go.mod", Content: buf.Bytes(), User: true}, gosum, nil
+	return PlannedFile{Path: "go.mod", Content: buf.Bytes(), User: true, unrecorded: true}, gosum, nil
 }

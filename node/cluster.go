@@ -207,7 +207,7 @@ func (n *Node) savedPeers() []string {
 // (an agent restarted with state, or stopped while it was joining),
 // retrying until one answers.
 func (n *Node) joinPeers(ctx context.Context) {
-	addrs := append(slices.Clone(n.cfg.Join), n.savedPeers()...)
+	addrs := joinAddrs(n.cfg.Join, n.savedPeers())
 	if len(addrs) == 0 {
 		return
 	}
@@ -221,6 +221,19 @@ func (n *Node) joinPeers(ctx context.Context) {
 		return
 	}
 	n.log.Info("joined the cluster", "via", addrs)
+}
+
+// joinAddrs is the configured join addresses, then the remembered peers,
+// each once: a peer given with --join is usually remembered too, and
+// would be tried, and logged, twice.
+func joinAddrs(join, saved []string) []string {
+	var addrs []string
+	for _, a := range slices.Concat(join, saved) {
+		if !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
 }
 
 // An agent waiting for bootstrap_expect peers warns of it after

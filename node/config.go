@@ -529,10 +529,15 @@ func (c *Config) LoadFile(path string) error {
 // every setting is a few KiB, so a larger one is not a config file.
 const maxConfigFileBytes = 1 << 20
 
-// readConfigFile reads the config file at path, refusing what is not a
-// regular file (a FIFO with no writer would block the agent's start for
-// good; one whose writer never stops, fill its memory) or is larger than
-// maxConfigFileBytes.
+// configPipeWait bounds the read of a config given as a pipe or device,
+// whose writer may never finish; tests shorten it.
+var configPipeWait = 30 * time.Second
+
+// readConfigFile reads the config file at path: a regular file, or a pipe
+// or character device (`--config <(...)`, /dev/stdin) read once, up to
+// its end and for at most configPipeWait. It refuses anything larger than
+// maxConfigFileBytes, so a writer that never stops cannot fill the
+// agent's memory, and a pipe nothing writes into.
 func readConfigFile(path string) ([]byte, error) {
 	// O_NONBLOCK: opening a FIFO waits for a writer without it.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
@@ -544,16 +549,25 @@ func readConfigFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	if !fi.Mode().IsRegular() {
+	stream := fi.Mode()&(os.ModeNamedPipe|os.ModeCharDevice) != 0
+	if !fi.Mode().IsRegular() && !stream {
 		return nil, fmt.Errorf("read config %s: it is a %s, not a file; give --config the path of a YAML file", path, fileKind(fi.Mode()))
 	}
-	src, err := io.ReadAll(io.LimitReader(f, maxConfigFileBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+	if stream {
+		// Not every device can have one; those are read as they come.
+		_ = f.SetReadDeadline(time.Now().Add(configPipeWait))
 	}
-	if len(src) > maxConfigFileBytes {
+	src, err := io.ReadAll(io.LimitReader(f, maxConfigFileBytes+1))
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, fmt.Errorf("read config %s: its writer did not finish within %s; write the whole config and close the pipe", path, configPipeWait)
+	case err != nil:
+		return nil, fmt.Errorf("read config: %w", err)
+	case len(src) > maxConfigFileBytes:
 		return nil, fmt.Errorf("read config %s: larger than %d KiB, more than any config file; check that --config names the agent's YAML file",
 			path, maxConfigFileBytes>>10)
+	case len(src) == 0 && fi.Mode()&os.ModeNamedPipe != 0:
+		return nil, fmt.Errorf("read config %s: the pipe gave no bytes: nothing was writing into it when the agent opened it (start its writer first), or it wrote nothing", path)
 	}
 	return src, nil
 }
@@ -563,12 +577,10 @@ func fileKind(m os.FileMode) string {
 	switch {
 	case m.IsDir():
 		return "directory"
-	case m&os.ModeNamedPipe != 0:
-		return "pipe (FIFO), which may never end"
 	case m&os.ModeSocket != 0:
 		return "socket"
 	case m&os.ModeDevice != 0:
-		return "device"
+		return "block device"
 	}
 	return "special file"
 }

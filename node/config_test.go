@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"math"
 	"os"
 	"path/filepath"
@@ -321,10 +322,10 @@ func TestConfigRefusesALeaderWaitSoLongItsSumOverflows(t *testing.T) {
 	}
 }
 
-// TestConfigFileThatIsNoFileIsRefusedAtOnce: --config naming a FIFO, a
-// directory or a file far larger than any config file fails at once,
-// saying what the path is, instead of blocking the start or reading it
-// all into memory.
+// TestConfigFileThatIsNoFileIsRefusedAtOnce: --config naming a FIFO
+// nothing writes into, a directory or a file far larger than any config
+// file fails at once, saying what the path is, instead of blocking the
+// start or reading it all into memory.
 func TestConfigFileThatIsNoFileIsRefusedAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "fifo")
@@ -336,7 +337,7 @@ func TestConfigFileThatIsNoFileIsRefusedAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ path, want string }{
-		{fifo, "is a pipe (FIFO), which may never end, not a file"},
+		{fifo, "the pipe gave no bytes: nothing was writing into it"},
 		{dir, "is a directory, not a file"},
 		{huge, "larger than 1024 KiB"},
 	} {
@@ -357,6 +358,77 @@ func TestConfigFileThatIsNoFileIsRefusedAtOnce(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.path) {
 			t.Errorf("LoadFile(%s) = %v, want an error naming the path and saying %q", tc.path, err, tc.want)
 		}
+	}
+}
+
+// TestConfigFileFromAPipe: --config may name a pipe (`--config <(...)`,
+// a FIFO): its config is read to its end. A writer that sends more than
+// any config file, or never finishes, is refused with an error saying
+// so, instead of filling the agent's memory or blocking its start.
+func TestConfigFileFromAPipe(t *testing.T) {
+	old := configPipeWait
+	configPipeWait = 500 * time.Millisecond
+	t.Cleanup(func() { configPipeWait = old })
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	for _, tc := range []struct {
+		name  string
+		write func(w *os.File)
+		want  string // the error's; "" for a config loaded
+	}{
+		{"config", func(w *os.File) { w.WriteString("name: piped\ngrpc_port: 9400\n") }, ""},
+		{"endless", func(w *os.File) {
+			for {
+				if _, err := w.Write(bytes.Repeat([]byte("# padding\n"), 4096)); err != nil {
+					return
+				}
+			}
+		}, "larger than 1024 KiB"},
+		{"unfinished", func(w *os.File) {
+			w.WriteString("name: piped\n")
+			<-stop // not before the read gave up
+		}, "its writer did not finish within"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fifo := filepath.Join(t.TempDir(), "config.yaml")
+			if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// The writer opens first, as the shell's is for <(...).
+			opened := make(chan *os.File, 1)
+			go func() {
+				w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+				if err != nil {
+					opened <- nil
+					return
+				}
+				opened <- w
+			}()
+			r, err := os.Open(fifo) // meets the writer's open
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := <-opened
+			if w == nil {
+				t.Fatal("open the FIFO for writing failed")
+			}
+			defer r.Close()
+			go func() {
+				tc.write(w)
+				w.Close()
+			}()
+			c := Default()
+			err = c.LoadFile(fifo)
+			if tc.want == "" {
+				if err != nil || c.Name != "piped" || c.GRPCPort != 9400 {
+					t.Fatalf("LoadFile(a FIFO) = %v, name %q, grpc_port %d; want the piped config", err, c.Name, c.GRPCPort)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), fifo) {
+				t.Fatalf("LoadFile(a FIFO whose writer is %s) = %v, want an error naming the path and saying %q", tc.name, err, tc.want)
+			}
+		})
 	}
 }
 

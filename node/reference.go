@@ -18,7 +18,7 @@ in ` + "`node.Config`" + `. Precedence: flag > ` + "`ZRPC_*`" + ` environment > 
 (` + "`--config`" + `) > default. Durations are Go durations (` + "`500ms`" + `, ` + "`2m`" + `); lists
 are comma-separated in flags and the environment. Secret settings draw a
 warning when given as a flag and are redacted in ` + "`/debug/pprof/cmdline`" + `.
-The file is one YAML document, a regular file of at most 1 MiB; a
+The file is one YAML document of at most 1 MiB, a regular file or a pipe (` + "`--config <(...)`" + `, read once); a
 setting that takes a number takes a whole number (` + "`1e9`" + ` is one).
 
 This file is generated: ` + "`make docs`" + ` rewrites it.

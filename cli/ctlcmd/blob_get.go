@@ -164,6 +164,13 @@ func (g *blobGet) toFile(p *printer, r *client.BlobReader, dest string, force bo
 	}
 	// After a rename or link there is nothing left to remove.
 	defer os.Remove(tmp.Name())
+	if force {
+		// Before the first byte: the blob may be as private as the file.
+		if err := keepMode(tmp, target); err != nil {
+			tmp.Close()
+			return err
+		}
+	}
 	// The disk writes the file while the get streams, not all of it in
 	// the fsync at the end.
 	n, err := g.copy(writeback.NewWriter(tmp), r)
@@ -322,6 +329,20 @@ func placeFile(tmp, target string, force bool) error {
 	}
 	if err := os.Rename(tmp, target); err != nil {
 		return fmt.Errorf("give the complete file its name: %w", err)
+	}
+	return nil
+}
+
+// keepMode gives tmp the permission bits of the regular file target it
+// is to replace, if there is one: a private file stays private, an
+// executable executable.
+func keepMode(tmp *os.File, target string) error {
+	fi, err := os.Stat(target)
+	if err != nil || !fi.Mode().IsRegular() {
+		return nil
+	}
+	if err := tmp.Chmod(fi.Mode().Perm()); err != nil {
+		return fmt.Errorf("give the new file the permissions of the %s it replaces: %w", target, err)
 	}
 	return nil
 }

@@ -99,3 +99,37 @@ func TestBlobGetIntoAFIFOSaysWhatItWroteThere(t *testing.T) {
 		t.Fatalf("the FIFO's reader got %d bytes, want the %d sent", len(b), len(data))
 	}
 }
+
+// TestBlobGetForceKeepsTheReplacedFilesMode: a get with --force over an
+// existing file gives the new file the old one's permission bits (a
+// private file stays private, an executable executable), not those of a
+// new file.
+func TestBlobGetForceKeepsTheReplacedFilesMode(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	data := bytes.Repeat([]byte{1, 2, 3}, 1000)
+	sum := sha256.Sum256(data)
+	f := (&blobFake{onGet: fakeGet(&zrpcpb.Blob{Name: "b", Size: uint64(len(data)), Sha256: sum[:]}, data, nil)}).start(t)
+	for _, mode := range []os.FileMode{0o600, 0o755, 0o640} {
+		dest := filepath.Join(t.TempDir(), "out")
+		if err := os.WriteFile(dest, []byte("old"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dest, mode); err != nil { // past the umask
+			t.Fatal(err)
+		}
+		res := runZrpcctl(testContext(t), t, f.addr, "blob", "get", "b", dest, "--force", "--through-agent")
+		if res.err != nil {
+			t.Fatalf("get --force over a file of mode %v: %v\n%s", mode, res.err, res.stderr)
+		}
+		fi, err := os.Stat(dest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != mode {
+			t.Errorf("get --force over a file of mode %v left mode %v, want the old file's", mode, fi.Mode().Perm())
+		}
+		if b, _ := os.ReadFile(dest); !bytes.Equal(b, data) {
+			t.Errorf("get --force over a file of mode %v: the file holds %d bytes, want the blob's %d", mode, len(b), len(data))
+		}
+	}
+}

@@ -42,7 +42,11 @@ outside the module: such packages must exist already (go get them).
 
 Running gen again regenerates the .pb.go files, internal/server and the
 client package, and keeps every file you own (main.go, etc, config, svc,
-logic, the example, go.mod) as it is; new RPCs get new logic files.
+logic, the example, go.mod) once you changed it; new RPCs get new logic
+files. DIR/.zrpcgen records what gen wrote: files an earlier run wrote and
+this one no longer does (after a go_package or proto package change) are
+removed, unless changed since, and files you own but never changed are
+brought up to date.
 Everything is generated and checked in memory first: on any error nothing
 is written.
 
@@ -124,6 +128,10 @@ func printPlan(w io.Writer, plan *gen.Plan, dryRun bool) {
 		}
 		if f.Action == gen.Remove {
 			fmt.Fprintf(w, "%-10s %s (generated from this .proto before, and no longer)\n", action, p)
+			continue
+		}
+		if f.Action == gen.Orphan {
+			fmt.Fprintf(w, "%-10s %s (generated from this .proto before, and no longer; changed since, so gen leaves it: delete it, or move what you added, if it uses what gen no longer writes)\n", action, p)
 			continue
 		}
 		fmt.Fprintf(w, "%-10s %s\n", action, p)

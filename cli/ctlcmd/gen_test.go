@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/zrpcio/zrpc/gen"
 )
 
 // TestGen runs the flow through the command line: a starter
@@ -117,5 +119,24 @@ func TestGenInputErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "o")); !os.IsNotExist(err) {
 		t.Error("a failed gen rpc created its output directory")
+	}
+}
+
+// TestGenSaysWhichOldFilesItLeft: a file an earlier run wrote that gen
+// no longer writes, and leaves because it was changed since, is listed
+// as left, saying why and what to do.
+func TestGenSaysWhichOldFilesItLeft(t *testing.T) {
+	var out strings.Builder
+	printPlan(&out, &gen.Plan{Out: "svc", Files: []gen.PlannedFile{
+		{Path: "cmd/oldclient/main.go", Action: gen.Orphan},
+		{Path: "oldclient/old.go", Action: gen.Remove},
+	}}, false)
+	for _, want := range []string{
+		"left       " + filepath.Join("svc", "cmd/oldclient/main.go") + " (generated from this .proto before, and no longer; changed since, so gen leaves it: delete it",
+		"removed    " + filepath.Join("svc", "oldclient/old.go") + " (generated from this .proto before, and no longer)",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("gen's list lacks %q:\n%s", want, out.String())
+		}
 	}
 }
