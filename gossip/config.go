@@ -88,11 +88,26 @@ type Config struct {
 	// no other member is alive (the agent passes the peers it remembers).
 	// nil means none. Called like StillMember.
 	Seeds func() []string
+	// OnNameTaken, if set, is called once, with an error wrapping
+	// ErrNameTaken, when this agent, in no cluster yet (no cluster id in
+	// its meta), has heard for longer than failure detection takes of an
+	// agent of a cluster alive under its name at another address: two
+	// agents joined under one name at the same time and the cluster took
+	// the other. The agent should stop. It is called only with gossip
+	// encrypted: without, members' meta is unauthenticated, and anyone
+	// reaching the gossip port could forge it to stop agents. It is
+	// called from memberlist's goroutines and must not block or call
+	// into Gossip.
+	OnNameTaken func(error)
 	// Clock is the wall clock this agent reports in its acks, from which
 	// the members measure their clock offset to it (ClockOffset); nil
 	// means time.Now. Tests shift it.
 	Clock func() time.Time
 
+	// nameConflictWait replaces nameTakenWait as how long a conflict over
+	// this agent's name lasts before OnNameTaken (tests shorten it); 0
+	// means nameTakenWait.
+	nameConflictWait time.Duration
 	// sendNotice sends one leave notice (tests drop or hold some); nil
 	// means memberlist's SendReliable.
 	sendNotice func(ml *memberlist.Memberlist, to *memberlist.Node, msg []byte) error

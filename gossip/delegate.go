@@ -40,7 +40,8 @@ import (
 //     message, with the node lock held. Both only decode and compare
 //     cluster ids; they must not block.
 //   - NotifyConflict (memberlist.ConflictDelegate) is called like
-//     NotifyAlive, with the node lock held; it only counts and logs.
+//     NotifyAlive, with the node lock held; it counts, logs and may tell
+//     onNameTaken, which must not block.
 //
 // So every method copies what it needs, takes only the delegate's own
 // short mutex, and hands Events to the unbounded queue; nothing here waits
@@ -49,14 +50,15 @@ import (
 type delegate struct {
 	log  *slog.Logger
 	name string // this agent's
-	// taken holds the errors of the merges NotifyMerge refused because
-	// the name is taken, by their text, at most maxNameTaken: Join finds
-	// its own in memberlist's error, which keeps only the text. Merges of
-	// other joins (the rejoin loop's, JoinRetry's, an agent joining this
-	// one) run at the same time, so the last one stored may be another's.
-	takenMu sync.Mutex
-	taken   map[string]error
-	meta    func() []byte // this agent's encoded meta
+	// refusals holds the errors of the merges NotifyMerge refused for
+	// good (the name is taken, or this agent's cluster was recovered
+	// elsewhere), by their text, at most maxRefusals: Join finds its own
+	// in memberlist's error, which keeps only the text. Merges of other
+	// joins (the rejoin loop's, JoinRetry's, an agent joining this one)
+	// run at the same time, so the last one stored may be another's.
+	refusalsMu sync.Mutex
+	refusals   map[string]error
+	meta       func() []byte // this agent's encoded meta
 	// identity is this agent's cluster id ("" if none yet) and the id its
 	// cluster had before its last recovery ("" if none).
 	identity func() (cluster, recoveredFrom string)
@@ -72,6 +74,24 @@ type delegate struct {
 	refused [numRefusals]atomic.Uint64
 	// memberCap is maxMembers; tests lower it.
 	memberCap int
+
+	// onNameTaken, if set, is told once that this agent, in no cluster
+	// yet, shares its name with an agent of a cluster (settleNameConflict);
+	// it must not block or call into memberlist.
+	onNameTaken func(error)
+	// conflictWait is how long a conflict over this agent's name must
+	// last before onNameTaken: nameTakenWait; tests lower it.
+	conflictWait time.Duration
+	conflictMu   sync.Mutex
+	// conflictSince is when the conflicts over this agent's name with
+	// the agent of a cluster at conflictAddr began (zero: none yet), and
+	// conflictLast when the last one was seen: a conflict with another
+	// address, or after a quiet of conflictGap, starts anew.
+	// conflictSettled is set once onNameTaken was told.
+	conflictSince   time.Time
+	conflictLast    time.Time
+	conflictAddr    string
+	conflictSettled bool
 
 	mu      sync.Mutex
 	members map[string]*memberEntry
@@ -143,7 +163,8 @@ const leaveNoticeLife = 30 * time.Second
 
 func newDelegate(log *slog.Logger, name string, meta func() []byte, identity func() (string, string), queue *eventQueue) *delegate {
 	return &delegate{log: log, name: name, meta: meta, identity: identity, queue: queue, refusalLog: newSenderLog(time.Now),
-		metaLog: newSenderLog(time.Now), memberCap: maxMembers, members: make(map[string]*memberEntry), gone: make(map[string]memberEntry)}
+		metaLog: newSenderLog(time.Now), memberCap: maxMembers, conflictWait: nameTakenWait,
+		members: make(map[string]*memberEntry), gone: make(map[string]memberEntry)}
 }
 
 // ErrOtherCluster is returned (wrapped) when a member belongs to another
@@ -154,6 +175,12 @@ var ErrOtherCluster = errors.New("member belongs to another cluster")
 // cluster yet joins one in which another agent, alive at another address,
 // has its name.
 var ErrNameTaken = errors.New("name taken")
+
+// ErrRecoveredElsewhere is returned (wrapped, with ErrOtherCluster) when
+// a member is in the cluster this agent's own was recovered as (zrpcd
+// agent recover on another agent): this agent's Raft state is from before
+// the recovery, and no retry can let it in.
+var ErrRecoveredElsewhere = errors.New("this agent's cluster was recovered on another agent")
 
 // NotifyMerge refuses a join (either way) with a cluster one of whose
 // members has a cluster id other than this agent's. Members and agents
@@ -166,6 +193,9 @@ var ErrNameTaken = errors.New("name taken")
 func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 	for _, p := range peers {
 		if err := d.sameCluster(p); err != nil {
+			if errors.Is(err, ErrRecoveredElsewhere) {
+				d.storeRefusal(err)
+			}
 			return err
 		}
 	}
@@ -183,7 +213,7 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 			}
 			err := fmt.Errorf("%w: an agent named %s is alive at %s, and this agent (at %s) cannot join under the same name: give it another --name, or stop the other one",
 				ErrNameTaken, d.name, p.Address(), self.Addr)
-			d.storeNameTaken(err)
+			d.storeRefusal(err)
 			d.refused[RefusedNameTaken].Add(1)
 			return err
 		}
@@ -191,34 +221,35 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 	return nil
 }
 
-// maxNameTaken bounds the name-taken errors kept for Join; past it one is
-// dropped for each new one.
-const maxNameTaken = 16
+// maxRefusals bounds the refusals kept for Join; past it one is dropped
+// for each new one.
+const maxRefusals = 16
 
-func (d *delegate) storeNameTaken(err error) {
-	d.takenMu.Lock()
-	defer d.takenMu.Unlock()
-	if d.taken == nil {
-		d.taken = make(map[string]error)
+// storeRefusal keeps err, a merge refused for good, for refusalIn.
+func (d *delegate) storeRefusal(err error) {
+	d.refusalsMu.Lock()
+	defer d.refusalsMu.Unlock()
+	if d.refusals == nil {
+		d.refusals = make(map[string]error)
 	}
-	if _, ok := d.taken[err.Error()]; !ok && len(d.taken) >= maxNameTaken {
-		for text := range d.taken {
-			delete(d.taken, text)
+	if _, ok := d.refusals[err.Error()]; !ok && len(d.refusals) >= maxRefusals {
+		for text := range d.refusals {
+			delete(d.refusals, text)
 			break
 		}
 	}
-	d.taken[err.Error()] = err
+	d.refusals[err.Error()] = err
 }
 
-// nameTakenIn returns the name-taken error NotifyMerge returned in the
-// merge that memberlist's join error joinErr reports, or joinErr if it
-// reports none.
-func (d *delegate) nameTakenIn(joinErr error) error {
+// refusalIn returns the error (ErrNameTaken, ErrRecoveredElsewhere) with
+// which NotifyMerge refused for good the merge that memberlist's join
+// error joinErr reports, or joinErr if it reports none.
+func (d *delegate) refusalIn(joinErr error) error {
 	text := joinErr.Error()
-	d.takenMu.Lock()
-	defer d.takenMu.Unlock()
-	for taken, err := range d.taken {
-		if strings.Contains(text, taken) {
+	d.refusalsMu.Lock()
+	defer d.refusalsMu.Unlock()
+	for refused, err := range d.refusals {
+		if strings.Contains(text, refused) {
 			return err
 		}
 	}
@@ -276,8 +307,12 @@ func (d *delegate) roomFor(p *memberlist.Node) error {
 // then each keep the one they heard of first. This counts a
 // RefusedNameConflict and says, once a minute per name, what it means and
 // what to do; memberlist's own line for each message is written at debug
-// level (log.go).
+// level (log.go). A conflict over this agent's own name may settle it
+// (settleNameConflict).
 func (d *delegate) NotifyConflict(existing, other *memberlist.Node) {
+	if existing.Name == d.name {
+		d.settleNameConflict(existing, other, time.Now())
+	}
 	d.refused[RefusedNameConflict].Add(1)
 	pass, held := d.refusalLog.Seen("name " + existing.Name)
 	if !pass {
@@ -292,6 +327,50 @@ func (d *delegate) NotifyConflict(existing, other *memberlist.Node) {
 	}
 	d.log.Warn(msg, "name", existing.Name, "addr", existing.Address(), "other_addr", other.Address(),
 		"conflicts_since_last_line", held)
+}
+
+// conflictGap, times conflictWait, is the quiet after which a conflict
+// over this agent's name counts as over: conflicts come with gossip's
+// push/pulls (every 30 s with the lan profile) and the alive messages
+// between.
+const conflictGap = 2
+
+// settleNameConflict tells onNameTaken, once, with ErrNameTaken, that
+// this agent (self, as memberlist holds it), which is in no cluster yet,
+// shares its name with other, which is in one, when such conflicts have
+// gone on for conflictWait (at now). The agent in the cluster keeps the
+// name: it never acts here, having a cluster id, and neither do two
+// agents of which neither is in a cluster yet (neither can tell it is the
+// duplicate). An agent restarted with an empty data dir at a new address
+// hears of its old address as alive for seconds only, until failure
+// detection declares that one dead; conflictWait is well past it.
+func (d *delegate) settleNameConflict(self, other *memberlist.Node, now time.Time) {
+	if d.onNameTaken == nil || d.clusterID() != "" {
+		return
+	}
+	meta, err := decodeMeta(other.Meta)
+	if err != nil || meta.ClusterID == "" {
+		return
+	}
+	d.conflictMu.Lock()
+	if addr := other.Address(); d.conflictSince.IsZero() || addr != d.conflictAddr || now.Sub(d.conflictLast) > conflictGap*d.conflictWait {
+		// Conflicts of seconds each (an agent restarted empty at a new
+		// address, twice) must not add up to one that lasted.
+		d.conflictSince, d.conflictAddr = now, addr
+	}
+	d.conflictLast = now
+	since := d.conflictSince
+	settle := !d.conflictSettled && now.Sub(since) >= d.conflictWait
+	d.conflictSettled = d.conflictSettled || settle
+	d.conflictMu.Unlock()
+	if !settle {
+		return
+	}
+	err = fmt.Errorf("%w: an agent named %s, in cluster %s, has been gossiped alive at %s for %s while this agent (at %s), in no cluster yet, runs under the same name; "+
+		"the cluster keeps the other: give this agent another --name, or stop the other one and start this one again",
+		ErrNameTaken, d.name, meta.ClusterID, other.Address(), now.Sub(since).Round(time.Second), self.Address())
+	d.log.Error("another agent of the cluster has this agent's name; refusing this agent", "err", err)
+	d.onNameTaken(err)
 }
 
 // errMetaOverLimit: an alive message carries more meta than memberlist
@@ -333,6 +412,9 @@ func (d *delegate) sameCluster(p *memberlist.Node) error {
 	if pass, held := d.refusalLog.Seen(p.Name + "/" + meta.ClusterID); pass {
 		d.log.Log(context.Background(), level, "refusing a member of another cluster", "member", p.Name, "addr", p.Address(),
 			"member_cluster", meta.ClusterID, "cluster", own, "why", why, "refused_since_last_line", held)
+	}
+	if reason == RefusedRecoveredElsewhere {
+		return fmt.Errorf("%w: %w: %s", ErrOtherCluster, ErrRecoveredElsewhere, why)
 	}
 	return fmt.Errorf("%w: %s", ErrOtherCluster, why)
 }

@@ -131,6 +131,9 @@ func New(cfg Config) (*Gossip, error) {
 	}
 	g.clocks = newClocks(logger, clock)
 	g.delegate.onGone = g.clocks.forget
+	if cfg.nameConflictWait > 0 {
+		g.delegate.conflictWait = cfg.nameConflictWait
+	}
 	g.mc = g.memberlistConfig()
 	g.delegate.forward = g.forwardLeaveNotice
 	g.forgetAfter = g.mc.GossipToTheDeadTime
@@ -182,6 +185,10 @@ func (g *Gossip) Start() error {
 	}
 	if err := g.startKeyring(); err != nil {
 		return err
+	}
+	if g.mc.Keyring != nil {
+		// Only meta that only key holders can send may stop the agent.
+		g.delegate.onNameTaken = g.cfg.OnNameTaken
 	}
 	transport, err := guardedTransportOf(g.mc, g.log)
 	if err != nil {
@@ -380,7 +387,7 @@ func (g *Gossip) Join(ctx context.Context, addrs []string) (int, error) {
 		n, err := ml.Join([]string{t.addr.String()})
 		joined += n
 		if err != nil {
-			err = g.delegate.nameTakenIn(err) // memberlist keeps only the text of the merge's error
+			err = g.delegate.refusalIn(err) // memberlist keeps only the text of the merge's error
 			errs = append(errs, fmt.Errorf("%s: %w", t, err))
 		}
 	}
@@ -418,9 +425,15 @@ func (g *Gossip) joinPort(self netip.AddrPort) uint16 {
 // random from its upper half. Every failed attempt is logged at Info. It
 // returns nil once joined, an error wrapping ctx.Err() when ctx ends, and
 // at once if joining cannot work (ErrClosed, ErrLeft, ErrNotStarted, an
-// address that is not host[:port], only this agent's own address). A DNS
-// name is looked up again on every attempt, and one that resolves to no
-// other agent yet is retried.
+// address that is not host[:port], only this agent's own address, and,
+// with gossip encrypted, a cluster recovered from this agent's:
+// ErrRecoveredElsewhere). A name taken (ErrNameTaken) is retried for
+// nameTakenWait. A DNS name is looked up again on every attempt, and one
+// that resolves to no other agent yet is retried, as is a member of
+// another cluster (during a rollout a name may point at old agents for a
+// while) and, without gossip encryption, a cluster recovered from this
+// agent's: members' meta is then unauthenticated, and anyone answering at
+// a join address could forge it to stop an agent that belongs.
 func (g *Gossip) JoinRetry(ctx context.Context, addrs []string, maxBackoff time.Duration) error {
 	for _, a := range addrs {
 		if err := ValidJoinAddr(a); err != nil {
@@ -437,7 +450,8 @@ func (g *Gossip) JoinRetry(ctx context.Context, addrs []string, maxBackoff time.
 		if err == nil {
 			return nil
 		}
-		if errors.Is(err, ErrClosed) || errors.Is(err, ErrLeft) || errors.Is(err, ErrNotStarted) || errors.Is(err, errNothingToJoin) {
+		if errors.Is(err, ErrClosed) || errors.Is(err, ErrLeft) || errors.Is(err, ErrNotStarted) || errors.Is(err, errNothingToJoin) ||
+			errors.Is(err, ErrRecoveredElsewhere) && g.encrypted() {
 			return err
 		}
 		// A name taken by an agent that has just died (the same agent

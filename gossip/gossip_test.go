@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	"github.com/zrpcio/zrpc/internal/testlog"
 	"github.com/zrpcio/zrpc/internal/testwait"
 )
@@ -128,6 +130,13 @@ func testConfig(t *testing.T, name string) Config {
 // config first. Cleanup closes it and waits for its event pump to end.
 func startAgent(t *testing.T, name string, edit func(*Config)) *agent {
 	t.Helper()
+	return startTunedAgent(t, name, edit, nil)
+}
+
+// startTunedAgent is startAgent that lets tune change memberlist's
+// configuration (its timers) before the start.
+func startTunedAgent(t *testing.T, name string, edit func(*Config), tune func(*memberlist.Config)) *agent {
+	t.Helper()
 	cfg := testConfig(t, name)
 	if edit != nil {
 		edit(&cfg)
@@ -135,6 +144,9 @@ func startAgent(t *testing.T, name string, edit func(*Config)) *agent {
 	g, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New(%s): %v", name, err)
+	}
+	if tune != nil {
+		tune(g.mc)
 	}
 	if err := g.Start(); err != nil {
 		t.Fatalf("Start(%s): %v", name, err)

@@ -191,6 +191,14 @@ func (g *Gossip) Keys() (primary string, all []string) {
 	return primary, all
 }
 
+// encrypted reports whether gossip is encrypted, and so members' meta
+// authenticated: only holders of the key can send it.
+func (g *Gossip) encrypted() bool {
+	g.keyMu.Lock()
+	defer g.keyMu.Unlock()
+	return g.mc.Keyring != nil
+}
+
 // InstallKey adds key (base64, see ParseKey) to the keyring: gossip then
 // accepts messages encrypted with it, and still encrypts with the primary.
 // Installing a key that is installed already does nothing.

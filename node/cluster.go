@@ -49,6 +49,7 @@ func (n *Node) startGossip() error {
 	gc.StillMember = n.stillMember
 	gc.Seeds = n.savedPeers
 	gc.Resolver = n.opts.joinResolver
+	gc.OnNameTaken = n.refuse // an agent in no cluster yet whose name the cluster gave another
 	g, err := gossip.New(gc)
 	if err != nil {
 		return fmt.Errorf("gossip: %w", err)
@@ -205,7 +206,10 @@ func (n *Node) savedPeers() []string {
 
 // joinPeers joins the configured addresses and the peers it remembers
 // (an agent restarted with state, or stopped while it was joining),
-// retrying until one answers.
+// retrying until one answers. A refusal no retry can mend (the name
+// belongs to another agent, or the cluster was recovered on another agent
+// and this one's state is from before) refuses the agent: its process
+// exits with the error, which says what to do.
 func (n *Node) joinPeers(ctx context.Context) {
 	addrs := joinAddrs(n.cfg.Join, n.savedPeers())
 	if len(addrs) == 0 {
@@ -215,7 +219,7 @@ func (n *Node) joinPeers(ctx context.Context) {
 		if ctx.Err() == nil {
 			n.log.Error("could not join the cluster", "addrs", addrs, "err", err)
 		}
-		if errors.Is(err, gossip.ErrNameTaken) {
+		if errors.Is(err, gossip.ErrNameTaken) || errors.Is(err, gossip.ErrRecoveredElsewhere) {
 			n.refuse(err)
 		}
 		return

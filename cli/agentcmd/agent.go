@@ -117,7 +117,8 @@ Give the gossip key with --encrypt-file or ZRPC_ENCRYPT: a key passed as
 in /debug/pprof/cmdline).
 
 With --tls-ca, --tls-cert and --tls-key (zrpcctl tls makes them) the gRPC
-API and Raft are mutual TLS only; SIGHUP reloads the certificate files.
+API and Raft are mutual TLS only; SIGHUP reloads the certificate files,
+and nothing else: other settings take effect when the agent is restarted.
 
 A first signal shuts down in order (stop serving, close sessions, hand off
 leadership, stop Raft, close stores); a second one exits at once, except
@@ -333,8 +334,9 @@ func repeated(s, first os.Signal, firstAt time.Time) bool {
 // waitForEnd returns when ctx ends, the agent has left, its Raft node
 // failed (returned as an error: the process exits non-zero, for its
 // supervisor to restart it) or a signal of sigs arrives (returned as sig);
-// on SIGHUP (hup) it reloads the TLS certificates and waits on.
-func waitForEnd(ctx context.Context, n runningAgent, sigs, hup <-chan os.Signal, log *slog.Logger) (sig os.Signal, err error) {
+// on SIGHUP (hup) it reloads the TLS certificates if tlsOn (reloadOnHUP)
+// and waits on.
+func waitForEnd(ctx context.Context, n runningAgent, sigs, hup <-chan os.Signal, tlsOn bool, log *slog.Logger) (sig os.Signal, err error) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -354,11 +356,32 @@ func waitForEnd(ctx context.Context, n runningAgent, sigs, hup <-chan os.Signal,
 			log.Info("signal received; shutting down (send it again to exit now)", "signal", s.String())
 			return s, nil
 		case <-hup:
-			if err := n.ReloadTLS(); err != nil {
-				log.Error("SIGHUP: TLS certificates not reloaded; the old ones stay in use", "err", err)
-			}
+			reloadOnHUP(n, tlsOn, log)
 		}
 	}
+}
+
+// reloadOnHUP is what SIGHUP does: it reloads the TLS files when the
+// agent runs TLS (tlsOn), the only settings read again while it runs, and
+// says at INFO what it did, so that an operator who edited other settings
+// and sent SIGHUP learns that they take a restart.
+func reloadOnHUP(n runningAgent, tlsOn bool, log *slog.Logger) {
+	if !tlsOn {
+		log.Info("SIGHUP: nothing to reload: no TLS configured; SIGHUP reloads only the TLS files, " +
+			"other settings (config file, environment, flags) take effect when the agent is restarted")
+		return
+	}
+	if err := n.ReloadTLS(); err != nil {
+		log.Error("SIGHUP: TLS certificates not reloaded; the old ones stay in use", "err", err)
+		return
+	}
+	log.Info("SIGHUP: TLS files reloaded; other settings (config file, environment, flags) take effect when the agent is restarted")
+}
+
+// tlsConfigured reports whether the agent runs TLS, from the TLS files or
+// a cluster token it makes them from: what SIGHUP reloads.
+func tlsConfigured(cfg node.Config) bool {
+	return cfg.TLSCA != "" || cfg.TLSCert != "" || cfg.TLSKey != "" || cfg.ClusterToken != "" || cfg.ClusterTokenFile != ""
 }
 
 // listeners is what printBanner needs of a started node.
@@ -469,7 +492,7 @@ func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer, opts ..
 	}
 	printBanner(out, cfg, n)
 
-	first, failed := waitForEnd(ctx, n, sigs, hup, log)
+	first, failed := waitForEnd(ctx, n, sigs, hup, tlsConfigured(cfg), log)
 	err = shutDown(n, first, sigs, shutdownBound, log)
 	if failed != nil {
 		return failed // Close's error adds nothing: the Raft log failed first

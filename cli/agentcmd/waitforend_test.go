@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zrpcio/zrpc/node"
 )
 
 // fakeAgent is a started agent whose channels the test closes.
@@ -46,7 +48,7 @@ func TestAgentExitsWithAnErrorWhenItsRaftNodeFailed(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
 			var err error
-			got, err = waitForEnd(ctx, a, sigs, hup, log)
+			got, err = waitForEnd(ctx, a, sigs, hup, true, log)
 			done <- err
 		}()
 		select {
@@ -158,5 +160,84 @@ func TestASlowStartIsNotCutShort(t *testing.T) {
 	}
 	if got, err := startInterruptibly(context.Background(), start, make(chan os.Signal), log); got != nil || err != nil {
 		t.Fatalf("start without a signal: %v, %v", got, err)
+	}
+}
+
+// TestSIGHUPSaysWhatItReloaded: SIGHUP reloads only the TLS files; an
+// agent says at INFO what it did, also when it runs without TLS and there
+// is nothing to reload, and that other settings take a restart: an
+// operator who edited the config and sent SIGHUP otherwise saw nothing and
+// took the change as applied.
+func TestSIGHUPSaysWhatItReloaded(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		tlsOn   bool
+		reloads int
+		says    string
+	}{
+		{"without TLS", false, 0, "nothing to reload: no TLS configured"},
+		{"with TLS", true, 1, "TLS files reloaded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			a := newFakeAgent()
+			hup := make(chan os.Signal) // unbuffered: the second send waits until the first was handled
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() {
+				_, err := waitForEnd(ctx, a, make(chan os.Signal), hup, tc.tlsOn, log)
+				done <- err
+			}()
+			hup <- syscall.SIGHUP
+			hup <- syscall.SIGHUP
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("waitForEnd = %v, want nil", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("waitForEnd did not return after its context ended")
+			}
+			if a.reloads != 2*tc.reloads {
+				t.Errorf("two SIGHUPs reloaded the certificates %d times, want %d", a.reloads, 2*tc.reloads)
+			}
+			var lines []string
+			for line := range strings.Lines(logs.String()) {
+				if strings.Contains(line, "SIGHUP") {
+					lines = append(lines, line)
+				}
+			}
+			if len(lines) != 2 {
+				t.Fatalf("log lines about SIGHUP: %q, want one for each of the two", lines)
+			}
+			for _, line := range lines {
+				if !strings.Contains(line, "level=INFO") || !strings.Contains(line, tc.says) || !strings.Contains(line, "restart") {
+					t.Errorf("SIGHUP logged %q, want an INFO line saying %q and that other settings take a restart", line, tc.says)
+				}
+			}
+		})
+	}
+}
+
+// TestTLSConfiguredFollowsTheSettings: TLS is on (what SIGHUP reloads)
+// with the TLS files or a cluster token, off with neither.
+func TestTLSConfiguredFollowsTheSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*node.Config)
+		want bool
+	}{
+		{"none", func(*node.Config) {}, false},
+		{"files", func(c *node.Config) { c.TLSCA, c.TLSCert, c.TLSKey = "ca.pem", "agent.pem", "agent-key.pem" }, true},
+		{"token", func(c *node.Config) { c.ClusterToken = strings.Repeat("k", 32) }, true},
+		{"token file", func(c *node.Config) { c.ClusterTokenFile = "token" }, true},
+	} {
+		cfg := node.Default()
+		tc.edit(&cfg)
+		if got := tlsConfigured(cfg); got != tc.want {
+			t.Errorf("%s: tlsConfigured = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
