@@ -137,6 +137,12 @@ func recoverIn(cfg Config, self Server, dryRun bool) (RecoverReport, error) {
 	if fsm.err != nil {
 		return rep, fmt.Errorf("recover the Raft state in %s: %w", cfg.Dir, fsm.err)
 	}
+	// A commit index a leader told this agent before (votegate.go) is one
+	// of the history recovery gives up: kept, it would refuse the votes of
+	// the recovered cluster's candidates until its log grew past it.
+	if err := keepCommitted(logs, committedEntry{}); err != nil {
+		return rep, fmt.Errorf("recovered the Raft state in %s, but could not clear the commit index kept for the vote gate (run the recovery again): %w", cfg.Dir, err)
+	}
 	rep.Revision, rep.Instances, rep.Blobs = fsm.Revision(), fsm.InstanceCount(), fsm.BlobCount()
 	rep.PreviousClusterID, rep.ClusterID = fsm.previous, fsm.ClusterID()
 	return rep, nil

@@ -192,3 +192,50 @@ func digestDiff(before, after map[string]string) string {
 	}
 	return b.String()
 }
+
+// TestRecoverClearsTheKeptCommitIndex: a commit index a leader told the
+// agent before the outage (votegate.go) belongs to the history recovery
+// gives up; the recovered agent keeps none.
+func TestRecoverClearsTheKeptCommitIndex(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testStoreConfig(t, dir, slog.LevelWarn)
+	s := openStore(t, New(cfg))
+	mustStoreApply(t, s, registerCmd(testInstance("api", "a", "n1")))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	kept := func() uint64 {
+		t.Helper()
+		logs, err := openLog(logOptions{Dir: filepath.Join(dir, walDirName)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer logs.Close()
+		v, err := logs.GetUint64(commitFloorKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		term, err := logs.GetUint64(commitFloorTermKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v + term
+	}
+	logs, err := openLog(logOptions{Dir: filepath.Join(dir, walDirName)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := keepCommitted(logs, committedEntry{index: 1000, term: 7}); err != nil {
+		t.Fatal(err)
+	}
+	logs.Close()
+	if got := kept(); got != 1007 {
+		t.Fatalf("kept index and term %d in all before the recovery, want 1007", got)
+	}
+	if _, err := Recover(cfg, Server{ID: "n1", Address: "127.0.0.1:8401", Suffrage: Voter}, false); err != nil {
+		t.Fatalf("recover: %v", err)
+	}
+	if got := kept(); got != 0 {
+		t.Errorf("the recovered agent keeps a commit index and term (%d in all) of the history it gave up", got)
+	}
+}

@@ -248,6 +248,11 @@ func (s *Store) Open() (err error) {
 
 func (s *Store) newTransport() (*transport, error) {
 	cfg := s.cfg
+	votes := newVoteGate(s.logs, s.snaps, NewHCLog(s.cfg.Logger, "raft"))
+	votes.stable, votes.lastIndex, votes.applied = s.logs, s.logs.LastIndex, s.fsm.Revision
+	if err := votes.loadFloor(); err != nil {
+		return nil, fmt.Errorf("read raft state in %s: %w", cfg.Dir, err)
+	}
 	netLog := NewHCLog(s.cfg.Logger, "raft-net")
 	tc := &raft.NetworkTransportConfig{
 		MaxPool: 4, Timeout: 5 * time.Second, Logger: netLog,
@@ -286,7 +291,6 @@ func (s *Store) newTransport() (*transport, error) {
 		tc.Stream = NewTCPStreamLayer(l, adv)
 	}
 	tc.Stream = guardInbound(tc.Stream, netLog, &hello{cluster: s.fsm.ClusterID, speaks: cfg.PeerHello})
-	votes := newVoteGate(s.logs, s.snaps, NewHCLog(s.cfg.Logger, "raft"))
 	return newObservingTransport(raft.NewNetworkTransportWithConfig(tc), votes, s.cfg.StaleReadBound), nil
 }
 

@@ -26,7 +26,10 @@ type leaderCommits struct {
 	mu     sync.Mutex
 	term   uint64
 	commit uint64
-	at     time.Time
+	// commitTerm is the highest term of a committed entry a request named
+	// with its term (committedTerm); 0 while none has.
+	commitTerm uint64
+	at         time.Time
 	// quiet is how long without a commit index counts as a silence
 	// (StaleReadBound; zero: never), and resumed when one arrived last
 	// after such a silence: the requests that end a silence may have been
@@ -56,12 +59,37 @@ func (c *leaderCommits) observe(cmd any, now time.Time) {
 	}
 	// An index once committed stays committed, whichever leader sent it.
 	c.commit = max(c.commit, req.LeaderCommitIndex)
+	c.commitTerm = max(c.commitTerm, committedTerm(req))
 	if c.quiet > 0 && (c.at.IsZero() || now.Sub(c.at) > c.quiet) {
 		// The first commit index ever (an agent that led until now, or
 		// just started) ends a silence as long as its life so far.
 		c.resumed = now
 	}
 	c.at = now
+}
+
+// committedTerm returns the term of the entry at req's commit index when
+// req carries it (its PrevLogEntry, or one of its entries), 0 otherwise.
+func committedTerm(req *raft.AppendEntriesRequest) uint64 {
+	commit := req.LeaderCommitIndex
+	switch {
+	case commit == 0:
+		return 0
+	case commit == req.PrevLogEntry:
+		return req.PrevLogTerm
+	case commit > req.PrevLogEntry && commit-req.PrevLogEntry <= uint64(len(req.Entries)):
+		if e := req.Entries[commit-req.PrevLogEntry-1]; e.Index == commit {
+			return e.Term
+		}
+	}
+	return 0
+}
+
+// lastTerm returns the highest term of a committed entry seen (0: none).
+func (c *leaderCommits) lastTerm() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.commitTerm
 }
 
 // resumedAt is when a commit index last arrived after a silence; zero if
@@ -107,6 +135,15 @@ type transport struct {
 	// passes them all.
 	votes *voteGate
 
+	// beatsMu is held for reading while raft handles a heartbeat, and
+	// taken by Close, which sets beatsClosed: raft handles heartbeats on
+	// the network transport's connection goroutines, which its Shutdown
+	// neither stops nor waits for, and one that reaches raft once the
+	// store has closed its log panics raft ("failed to save current
+	// term") when it carries a newer term.
+	beatsMu     sync.RWMutex
+	beatsClosed bool
+
 	rpcs      chan raft.RPC // what Consumer returns
 	stop      chan struct{}
 	done      chan struct{} // closed when forward returns
@@ -137,6 +174,7 @@ func newObservingTransport(inner *raft.NetworkTransport, votes *voteGate, quiet 
 			commit, _ := t.commits.last()
 			return commit
 		}
+		votes.committedTerm = t.commits.lastTerm
 	}
 	go t.forward()
 	return t
@@ -155,8 +193,13 @@ func (t *transport) forward() {
 		case rpc := <-in:
 			now := time.Now()
 			t.heardFrom(rpc.Command, now)
+			told := t.votes.committedEntry()
 			t.commits.observe(rpc.Command, now)
 			if err := t.votes.refuse(rpc); err != nil {
+				rpc.Respond(nil, err)
+				continue
+			}
+			if err := t.votes.keep(rpc, told); err != nil {
 				rpc.Respond(nil, err)
 				continue
 			}
@@ -176,7 +219,8 @@ func (t *transport) forward() {
 func (t *transport) Consumer() <-chan raft.RPC { return t.rpcs }
 
 // SetHeartbeatHandler implements raft.Transport: heartbeats take raft's
-// fast path past Consumer, and are observed there.
+// fast path past Consumer, and are observed there. Once Close has begun
+// they are answered with an error instead.
 func (t *transport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
 	if cb == nil {
 		t.NetworkTransport.SetHeartbeatHandler(nil)
@@ -186,6 +230,12 @@ func (t *transport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
 		now := time.Now()
 		t.heardFrom(rpc.Command, now)
 		t.commits.observe(rpc.Command, now)
+		t.beatsMu.RLock()
+		defer t.beatsMu.RUnlock()
+		if t.beatsClosed {
+			rpc.Respond(nil, raft.ErrTransportShutdown)
+			return
+		}
 		cb(rpc)
 	})
 }
@@ -412,10 +462,14 @@ func (p *observedPipeline) Close() error {
 // (zero if none has).
 func (t *transport) LeaderCommit() (commit uint64, at time.Time) { return t.commits.last() }
 
-// Close implements raft.WithClose: it stops forwarding and closes the
-// network transport. raft calls it on Shutdown; calling it again is safe.
+// Close implements raft.WithClose: it waits for the heartbeats raft is
+// handling, stops forwarding and closes the network transport. raft calls
+// it on Shutdown; calling it again is safe.
 func (t *transport) Close() error {
 	t.closeOnce.Do(func() {
+		t.beatsMu.Lock()
+		t.beatsClosed = true
+		t.beatsMu.Unlock()
 		close(t.stop)
 		<-t.done
 		t.closeErr = t.NetworkTransport.Close()

@@ -3,6 +3,7 @@ package raftstore
 import (
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -137,6 +138,72 @@ func TestTransportObservesAppendEntriesAndHeartbeats(t *testing.T) {
 	}
 	if !follower.IsShutdown() {
 		t.Fatal("the network transport is still open after Close")
+	}
+}
+
+// TestTransportCloseWaitsForTheHeartbeatsRaftHandles: raft handles
+// heartbeats on the network transport's connection goroutines, which its
+// Shutdown neither stops nor waits for; the store closes its log after
+// Shutdown, and a heartbeat of a newer term then panicked raft when it
+// saved the term. Close therefore returns only once the heartbeat in
+// raft's handler has finished, and no heartbeat reaches the handler
+// after it.
+func TestTransportCloseWaitsForTheHeartbeatsRaftHandles(t *testing.T) {
+	log := NewHCLog(testLogger(t, slog.LevelWarn), "raft-net")
+	newNet := func() *raft.NetworkTransport {
+		tr, err := raft.NewTCPTransportWithLogger("127.0.0.1:0", nil, 2, 5*time.Second, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr
+	}
+	leader := newNet()
+	t.Cleanup(func() { leader.Close() })
+	follower := newObservingTransport(newNet(), nil, 0)
+	t.Cleanup(func() { follower.Close() })
+
+	entered, release := make(chan struct{}, 2), make(chan struct{})
+	closed := make(chan struct{})
+	var afterClose atomic.Bool
+	follower.SetHeartbeatHandler(func(rpc raft.RPC) {
+		select {
+		case <-closed:
+			afterClose.Store(true)
+		default:
+		}
+		entered <- struct{}{}
+		<-release
+		rpc.Respond(&raft.AppendEntriesResponse{Term: 8, Success: true}, nil)
+	})
+	heartbeat := func() error {
+		req := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ID: []byte("n1"), Addr: []byte(leader.LocalAddr())}, Term: 8}
+		return leader.AppendEntries("n2", follower.LocalAddr(), req, &raft.AppendEntriesResponse{})
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- heartbeat() }()
+	<-entered
+
+	go func() {
+		follower.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		t.Error("Close returned while raft was still handling a heartbeat")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	<-closed
+	if err := <-sent; err != nil {
+		t.Errorf("the heartbeat raft was handling when Close began: %v, want its answer", err)
+	}
+
+	// The same connection may deliver another heartbeat after Close.
+	if err := heartbeat(); err == nil {
+		t.Error("a heartbeat after Close was answered as if raft had handled it")
+	}
+	if afterClose.Load() {
+		t.Error("a heartbeat reached raft's handler after Close")
 	}
 }
 

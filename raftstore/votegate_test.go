@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -149,10 +150,140 @@ func TestWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
 // it, as the leader has told the wiped voter a commit index beyond the
 // candidate's log.
 func TestPartlyCaughtUpWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
+	c, wiped, _, acked := newPartlyCaughtUp(t)
+	c.refusedAndLeaderless(wiped, 2)
+	c.leaderBack(acked, 30*time.Second)
+}
+
+// TestRestartedPartlyCaughtUpWipedVoterDoesNotElectALaggingCandidate: as
+// above, and the wiped voter is restarted (a crash, a SIGTERM) from the
+// part of the log it has. It opens with Raft state, and no peer it can
+// reach knows the writes were committed: what the leader told it before
+// the restart must still refuse the lagging candidate.
+func TestRestartedPartlyCaughtUpWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
+	c, wiped, dir, acked := newPartlyCaughtUp(t)
+	wiped.Close()
+	restarted := c.restart(c.f1, dir, nil)
+	if !restarted.HadState() {
+		t.Fatal("the restarted voter has no Raft state: the test is void")
+	}
+	c.refusedAndLeaderless(restarted, 2)
+	c.leaderBack(acked, 30*time.Second)
+}
+
+// TestPartlyCaughtUpWipedVoterDoesNotElectALaggardWithAStaleTail: the
+// laggard led a term of its own while cut off and wrote a tail no one
+// else received, longer than what the others then committed without it
+// in a later term. The wiped voter has part of the log, of the first
+// term only: raft would grant the laggard its vote (a later last term),
+// and the laggard's log goes past the commit index the leader sent; the
+// term of the committed entry the leader named refuses it.
+func TestPartlyCaughtUpWipedVoterDoesNotElectALaggardWithAStaleTail(t *testing.T) {
+	c := newCutCluster(t, func(cfg *Config) {
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 2*time.Second, 2*time.Second, 2*time.Second
+	})
+	stores := c.stores
+	write := func(s *Store, prefix string, n int) {
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Go(func() {
+				for i := w; i < n; i += 8 {
+					mustStoreApply(t, s, registerCmd(testInstance("api", fmt.Sprintf("%s-%d", prefix, i), "n1")))
+				}
+			})
+		}
+		wg.Wait()
+	}
+	write(stores[c.l], "all", 600)
+	testwait.For(t, 20*time.Second, "every replica has the first writes", func() bool {
+		for _, s := range stores {
+			if s.FSM().Revision() != stores[c.l].FSM().Revision() {
+				return false
+			}
+		}
+		return true
+	})
+
+	// The leader is cut off; one of the others, the laggard to be, leads
+	// a new term, is cut off in turn and writes a tail alone.
+	first := c.l
+	c.layers[first].setCut(true)
+	var laggard int
+	testwait.For(t, 30*time.Second, "a follower leads once the leader is cut off", func() bool {
+		for _, i := range []int{c.f1, c.f2} {
+			if stores[i].IsLeader() {
+				laggard = i
+				return true
+			}
+		}
+		return false
+	})
+	c.layers[laggard].setCut(true)
+	tailFrom, err := stores[laggard].logs.LastIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	var tail sync.WaitGroup
+	for i := range 600 {
+		tail.Go(func() { stores[laggard].Apply(ctx, registerCmd(testInstance("api", fmt.Sprintf("stale-%d", i), "n1"))) })
+	}
+	tail.Wait()
+	staleEnd, err := stores[laggard].logs.LastIndex()
+	if err != nil || staleEnd < tailFrom+500 {
+		t.Fatalf("the laggard's tail ends at %d from %d (%v): the test is void", staleEnd, tailFrom, err)
+	}
+
+	// The first leader and the third agent elect a leader of a later term
+	// and commit writes the laggard misses, fewer than its tail.
+	c.layers[first].setCut(false)
+	var leader *Store
+	testwait.For(t, 30*time.Second, "a leader of the two others", func() bool {
+		for i, s := range stores {
+			if i != laggard && s.IsLeader() {
+				leader, c.l = s, i
+				return true
+			}
+		}
+		return false
+	})
+	wipedAt := 3 - laggard - c.l // the agent neither leading nor lagging
+	c.f1, c.f2 = wipedAt, laggard
+	write(leader, "acked", 200)
+	acked := leader.FSM().Revision()
+	if last, _ := leader.logs.LastIndex(); last >= staleEnd {
+		t.Fatalf("the committed log reaches %d, the laggard's stale tail %d: the test is void", last, staleEnd)
+	}
+
+	// The third agent's disk is replaced; it takes raft's first batch
+	// (entries of the first term) before the leader dies.
+	stores[wipedAt].Close()
+	hold := make(chan struct{})
+	wiped := c.restart(wipedAt, t.TempDir(), func(s raft.LogStore) raft.LogStore { return holdingLog{s, 256, hold} })
+	testwait.For(t, 30*time.Second, "the wiped voter has raft's first batch of the log", func() bool {
+		last, err := wiped.logs.LastIndex()
+		return err == nil && last > bootstrapIndex
+	})
+	c.layers[c.l].setCut(true)
+	close(hold)
+	stores[c.l].Close()
+	c.layers[laggard].setCut(false)
+
+	c.refusedAndLeaderless(wiped, 2)
+	c.leaderBack(acked, 30*time.Second)
+}
+
+// newPartlyCaughtUp: writes are committed by the leader and f1 while f2
+// is cut off; f1's disk is then replaced and it receives part of the
+// log, less than f2 holds, before the leader dies. f2's partition heals.
+// It returns the cluster, the wiped f1 and its data dir, and the
+// revision of the last acknowledged write.
+func newPartlyCaughtUp(t *testing.T) (c *cutCluster, wiped *Store, dir string, acked uint64) {
 	// The leader must keep its lead while the wiped voter restarts with
 	// the laggard cut off: were it to step down then, neither could vote
 	// for it, and the wiped voter would never get the log.
-	c := newCutCluster(t, func(cfg *Config) {
+	c = newCutCluster(t, func(cfg *Config) {
 		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 2*time.Second, 2*time.Second, 2*time.Second
 	})
 	stores, leader, l, f1, f2 := c.stores, c.stores[c.l], c.l, c.f1, c.f2
@@ -175,7 +306,7 @@ func TestPartlyCaughtUpWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
 	})
 	c.layers[f2].setCut(true)
 	write("acked", 300)
-	acked := leader.FSM().Revision()
+	acked = leader.FSM().Revision()
 	lagging, err := stores[f2].logs.LastIndex()
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +316,8 @@ func TestPartlyCaughtUpWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
 	// raft's first batch and holds the second until the leader is gone.
 	stores[f1].Close()
 	hold := make(chan struct{})
-	wiped := c.restart(f1, t.TempDir(), func(s raft.LogStore) raft.LogStore { return holdingLog{s, 256, hold} })
+	dir = t.TempDir()
+	wiped = c.restart(f1, dir, func(s raft.LogStore) raft.LogStore { return holdingLog{s, 256, hold} })
 	testwait.For(t, 30*time.Second, "the wiped voter has raft's first batch of the log", func() bool {
 		last, err := wiped.logs.LastIndex()
 		return err == nil && last > bootstrapIndex
@@ -197,9 +329,7 @@ func TestPartlyCaughtUpWipedVoterDoesNotElectALaggingCandidate(t *testing.T) {
 		t.Fatalf("the wiped voter's log reaches %d, the lagging one's %d: the test is void", last, lagging)
 	}
 	c.layers[f2].setCut(false)
-
-	c.refusedAndLeaderless(wiped, 2)
-	c.leaderBack(acked, 30*time.Second)
+	return c, wiped, dir, acked
 }
 
 // holdingLog holds the appends of a Raft log store that go past index
@@ -303,5 +433,155 @@ func TestVoteGateHoldsVotesAndLearnsTheCommitIndexFromPeers(t *testing.T) {
 	}
 	if got := g.commitIndex(); got != 30 {
 		t.Errorf("commit index %d, want 30 (the highest told)", got)
+	}
+}
+
+// failingStable is a stable store whose writes fail.
+type failingStable struct{ raft.StableStore }
+
+func (failingStable) SetUint64([]byte, uint64) error { return errors.New("disk gone") }
+
+// TestVoteGateKeepsTheCommitIndexPastTheLog: the gate records the commit
+// index it knew before a request that brings entries or a snapshot when
+// the index lies past the log as it is or as the request leaves it, and
+// only then; it refuses to pass a request whose index it could not
+// record, clears the record once the replica has applied up to it, and a
+// gate opened on the same stable store starts from the recorded index.
+func TestVoteGateKeepsTheCommitIndexPastTheLog(t *testing.T) {
+	stable := raft.NewInmemStore()
+	var last, applied uint64
+	newGate := func(s raft.StableStore) *voteGate {
+		return &voteGate{log: NewHCLog(testLogger(t, 0), "raft"), hasState: func() (bool, error) { return true, nil },
+			stable: s, lastIndex: func() (uint64, error) { return last, nil }, applied: func() uint64 { return applied }}
+	}
+	entries := func(from, to uint64) raft.RPC {
+		req := &raft.AppendEntriesRequest{PrevLogEntry: from - 1}
+		for i := from; i <= to; i++ {
+			req.Entries = append(req.Entries, &raft.Log{Index: i})
+		}
+		return raft.RPC{Command: req}
+	}
+	kept := func() uint64 {
+		v, err := stable.GetUint64(commitFloorKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	g := newGate(stable)
+	for _, c := range []struct {
+		name       string
+		last, told uint64
+		rpc        raft.RPC
+		want       uint64
+	}{
+		{"a follower in step", 100, 100, entries(101, 110), 0},
+		{"a slow follower: the index is its log's end", 100, 90, entries(101, 110), 0},
+		{"a request without entries", 100, 500, raft.RPC{Command: &raft.AppendEntriesRequest{PrevLogEntry: 499, LeaderCommitIndex: 499}}, 0},
+		{"a vote request", 100, 500, raft.RPC{Command: &raft.RequestVoteRequest{LastLogIndex: 600}}, 0},
+		{"entries after a request that did not match", 100, 500, entries(101, 356), 500},
+		{"more entries, the index already kept", 356, 500, entries(357, 612), 500},
+		{"a conflicting tail cut off below the index", 600, 700, entries(201, 300), 700},
+		{"a snapshot below the index", 0, 800, raft.RPC{Command: &raft.InstallSnapshotRequest{LastLogIndex: 750}}, 800},
+		{"a snapshot and a log that reach the index", 900, 850, raft.RPC{Command: &raft.InstallSnapshotRequest{LastLogIndex: 900}}, 800},
+	} {
+		last = c.last
+		if err := g.keep(c.rpc, committedEntry{index: c.told, term: 2}); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got := kept(); got != c.want {
+			t.Errorf("%s: kept %d, want %d", c.name, got, c.want)
+		}
+	}
+
+	// A higher term of a committed entry is kept too, with the index.
+	last = 0
+	if err := g.keep(raft.RPC{Command: &raft.InstallSnapshotRequest{LastLogIndex: 750}}, committedEntry{index: 800, term: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if term, err := stable.GetUint64(commitFloorTermKey); err != nil || term != 3 || kept() != 800 {
+		t.Errorf("kept index %d term %d (%v), want 800 and 3", kept(), term, err)
+	}
+
+	reopened := newGate(stable)
+	if err := reopened.loadFloor(); err != nil {
+		t.Fatal(err)
+	}
+	if got := reopened.committedEntry(); got != (committedEntry{800, 3}) {
+		t.Errorf("committed after a restart %+v, want the kept index 800 and term 3", got)
+	}
+	for _, c := range []struct{ index, term uint64 }{{799, 3}, {900, 2}} {
+		vote := raft.RPC{Command: &raft.RequestVoteRequest{RPCHeader: raft.RPCHeader{ID: []byte("n2")}, LastLogIndex: c.index, LastLogTerm: c.term}}
+		if err := reopened.refuse(vote); !errors.Is(err, errBehindCommit) {
+			t.Errorf("vote from a candidate whose log ends at index %d of term %d: %v, want %v", c.index, c.term, err, errBehindCommit)
+		}
+	}
+
+	broken := newGate(failingStable{stable})
+	last = 100
+	if err := broken.keep(entries(101, 110), committedEntry{index: 900}); err == nil {
+		t.Error("a request whose commit index could not be recorded was passed to raft")
+	}
+
+	applied = 799
+	if err := reopened.keep(entries(901, 910), committedEntry{800, 3}); err != nil || kept() != 800 {
+		t.Errorf("before the replica applied the kept index: %v, kept %d, want 800", err, kept())
+	}
+	applied = 800
+	if err := reopened.keep(raft.RPC{Command: &raft.AppendEntriesRequest{PrevLogEntry: 910}}, committedEntry{800, 3}); err != nil || kept() != 0 {
+		t.Errorf("once the replica applied the kept index: %v, kept %d, want it cleared", err, kept())
+	}
+	if term, _ := stable.GetUint64(commitFloorTermKey); term != 0 {
+		t.Errorf("kept term %d once the replica applied the kept index, want it cleared", term)
+	}
+}
+
+// TestVoteGateRefusesACandidateWhoseLogEndsBeforeACommittedEntrysTerm: a
+// lagging voter may hold a tail that no leader committed (written while
+// it led a term cut off from the others) that goes past the commit index
+// while it lacks entries of a later term committed without it. A
+// replica that has only part of the log, of older terms, would give it
+// the vote on raft's comparison, and the commit index alone does not
+// refuse it: the term of the committed entry a leader named does.
+func TestVoteGateRefusesACandidateWhoseLogEndsBeforeACommittedEntrysTerm(t *testing.T) {
+	var c leaderCommits
+	// The new leader, of term 3, names entry 1500 of term 3 committed: a
+	// request the wiped replica cannot match.
+	c.observe(&raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 1500, PrevLogTerm: 3, LeaderCommitIndex: 1500}, time.Now())
+	g := &voteGate{log: NewHCLog(testLogger(t, 0), "raft"), hasState: func() (bool, error) { return true, nil },
+		committed: func() uint64 { commit, _ := c.last(); return commit }, committedTerm: c.lastTerm}
+	stale := func(cmd any) raft.RPC { return raft.RPC{Command: cmd} }
+	for _, rpc := range []raft.RPC{
+		stale(&raft.RequestVoteRequest{RPCHeader: raft.RPCHeader{ID: []byte("n3")}, LastLogIndex: 1600, LastLogTerm: 2}),
+		stale(&raft.RequestPreVoteRequest{RPCHeader: raft.RPCHeader{ID: []byte("n3")}, LastLogIndex: 1600, LastLogTerm: 2}),
+	} {
+		if err := g.refuse(rpc); !errors.Is(err, errBehindCommit) {
+			t.Errorf("%T from a candidate whose log ends at 1600 in term 2: %v, want %v", rpc.Command, err, errBehindCommit)
+		}
+	}
+	if err := g.refuse(stale(&raft.RequestVoteRequest{LastLogIndex: 1500, LastLogTerm: 3})); err != nil {
+		t.Errorf("vote from a candidate holding the committed entry: %v, want it passed", err)
+	}
+}
+
+// TestCommittedTerm: the term of the entry at a request's commit index is
+// known when the request carries that entry or names it as its previous
+// one.
+func TestCommittedTerm(t *testing.T) {
+	entries := []*raft.Log{{Index: 11, Term: 4}, {Index: 12, Term: 5}}
+	for _, c := range []struct {
+		req  raft.AppendEntriesRequest
+		want uint64
+	}{
+		{raft.AppendEntriesRequest{PrevLogEntry: 10, PrevLogTerm: 3, LeaderCommitIndex: 10}, 3},
+		{raft.AppendEntriesRequest{PrevLogEntry: 10, PrevLogTerm: 3, Entries: entries, LeaderCommitIndex: 12}, 5},
+		{raft.AppendEntriesRequest{PrevLogEntry: 10, PrevLogTerm: 3, Entries: entries, LeaderCommitIndex: 11}, 4},
+		{raft.AppendEntriesRequest{PrevLogEntry: 10, PrevLogTerm: 3, Entries: entries, LeaderCommitIndex: 9}, 0},
+		{raft.AppendEntriesRequest{PrevLogEntry: 10, PrevLogTerm: 3, Entries: entries, LeaderCommitIndex: 13}, 0},
+		{raft.AppendEntriesRequest{Term: 6}, 0},
+	} {
+		if got := committedTerm(&c.req); got != c.want {
+			t.Errorf("commit %d, previous %d, %d entries: term %d, want %d", c.req.LeaderCommitIndex, c.req.PrevLogEntry, len(c.req.Entries), got, c.want)
+		}
 	}
 }
