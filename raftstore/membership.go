@@ -267,7 +267,14 @@ func (s *Store) Status() Status {
 		CommitIndex:  s.raft.CommitIndex(),
 		AppliedIndex: s.raft.AppliedIndex(),
 	}
-	st.CommitSeen = max(st.CommitIndex, s.CommitSeen())
+	// A leader counts its own copy of an entry from when raft stored it,
+	// before its fsync (syncahead.go): it tells a restarting peer
+	// (commit_seen) only what is committed on disks.
+	commit := st.CommitIndex
+	if st.State == Leader && s.logs != nil && s.logs.ahead != nil {
+		commit = min(commit, s.logs.ahead.durableIndex())
+	}
+	st.CommitSeen = max(commit, s.CommitSeen())
 	if st.State != Leader {
 		st.LastContact = s.raft.LastContact()
 	}

@@ -412,7 +412,8 @@ func TestLeaderLogRotatesAndReopensWhole(t *testing.T) {
 // fsync of a write is held. The followers still receive and store the
 // entry, and raft on the leader counts it committed (leader and
 // followers, in parallel, as etcd does); yet no replica applies it, no
-// follower is told a commit index that covers it, and the write is not
+// follower is told a commit index that covers it, none reports it as
+// committed to a restarting peer (commit_seen), and the write is not
 // answered, until the leader's fsync ends. Then every replica applies it.
 func TestNothingIsAppliedBeforeTheLeadersFsync(t *testing.T) {
 	disks := make([]*holdDisk, 3)
@@ -461,6 +462,9 @@ func TestNothingIsAppliedBeforeTheLeadersFsync(t *testing.T) {
 		}
 		if s != leader && s.raft.CommitIndex() >= idx {
 			t.Errorf("follower %s was told commit index %d before the leader's fsync of %d ended", s.cfg.NodeID, s.raft.CommitIndex(), idx)
+		}
+		if seen := s.Status().CommitSeen; seen >= idx {
+			t.Errorf("%s tells a restarting peer commit_seen %d before the leader's fsync of %d ended", s.cfg.NodeID, seen, idx)
 		}
 	}
 	if !leader.IsLeader() {
