@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
@@ -170,26 +171,41 @@ func (c *Client) Close() error {
 }
 
 // call runs fn against the current endpoint and, while it fails with a
-// retryable error (see retryable) or the agent turns silent (attempt),
-// against each other endpoint once. The endpoint that answers becomes the
-// current one. Errors are mapped with mapErr so that errors.Is works with
-// the apierr sentinels.
+// retryable error (see retryable), the agent turns silent or it does not
+// answer within Config.AttemptTimeout (attempt), against each other
+// endpoint once. The endpoint that answers becomes the current one, so
+// the calls after it go there first. Errors are mapped with mapErr so
+// that errors.Is works with the apierr sentinels.
 //
 // Every unary call is retried on Unavailable, writes included: each write
 // request carries a request id minted once per call (newRequestID), so an
 // agent applies a retried write once and answers it like the first attempt;
-// RenewTTL is harmless to repeat.
+// RenewTTL is harmless to repeat, and the ACL writes that carry no id
+// tell a retry that finds their write done (acl.go).
 //
 // A call whose ctx has no deadline ends after Config.CallTimeout, its
 // failover included: an agent that takes it and never answers does not
 // hold the caller for good.
 func (c *Client) call(ctx context.Context, fn func(context.Context, *endpoint) error) error {
+	return c.callWithin(ctx, c.cfg.AttemptTimeout, fn)
+}
+
+// callSlow is call for a call an agent may rightly hold longer than
+// Config.AttemptTimeout (a keyring change waits for every agent, a
+// RemovePeer for Raft's configuration change, a put's commit for the
+// shards' holders): an attempt is left only when its agent turns silent.
+func (c *Client) callSlow(ctx context.Context, fn func(context.Context, *endpoint) error) error {
+	return c.callWithin(ctx, 0, fn)
+}
+
+// callWithin is call, each attempt bounded by limit (0: none).
+func (c *Client) callWithin(ctx context.Context, limit time.Duration, fn func(context.Context, *endpoint) error) error {
 	if _, ok := ctx.Deadline(); ok {
-		return c.callEach(ctx, fn, c.attempt)
+		return c.callEach(ctx, fn, c.attemptWithin(limit))
 	}
 	tctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 	defer cancel()
-	err := c.callEach(tctx, fn, c.attempt)
+	err := c.callEach(tctx, fn, c.attemptWithin(limit))
 	if err != nil && ctx.Err() == nil && errors.Is(tctx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("%w: no answer within the client's call timeout, %s (client.Config.CallTimeout); "+
 			"is the agent overloaded or stopped? a context with a deadline gives a call longer", err, c.cfg.CallTimeout)
@@ -201,7 +217,7 @@ func (c *Client) call(ctx context.Context, fn func(context.Context, *endpoint) e
 // data (a blob put, a snapshot) and so may take as long as its data does:
 // only ctx bounds it, besides its stream's own checks.
 func (c *Client) callLong(ctx context.Context, fn func(context.Context, *endpoint) error) error {
-	return c.callEach(ctx, fn, c.attempt)
+	return c.callEach(ctx, fn, c.attemptWithin(0))
 }
 
 // callOpen is call for fn that opens a stream which outlives it and runs
@@ -224,6 +240,9 @@ func (c *Client) callEach(ctx context.Context, fn func(context.Context, *endpoin
 	start := int(c.cur.Load())
 	var lastErr error
 	var lastAddr string
+	// tried says what each endpoint left answered, for the error when
+	// none answers.
+	var tried []string
 	// maybe: an attempt failed without saying its write was not applied
 	// (apierr.NotApplied), so a later attempt's saying so is not the
 	// whole truth.
@@ -236,10 +255,20 @@ func (c *Client) callEach(ctx context.Context, fn func(context.Context, *endpoin
 			c.cur.Store(int64(idx))
 			return nil
 		}
+		settle(ctx)
 		if c.closing.Err() != nil {
 			return ErrClosed
 		}
 		if ctx.Err() != nil {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				// The caller's deadline passed while ep held the call
+				// (shorter than the attempt's bound): the calls after
+				// it go to the next endpoint first.
+				c.cur.CompareAndSwap(int64(idx), int64((idx+1)%len(c.endpoints)))
+			}
+			if len(tried) > 0 {
+				return fmt.Errorf("call agent %s: %w (before it: %s)", ep.addr, ctx.Err(), strings.Join(tried, "; "))
+			}
 			return fmt.Errorf("call agent %s: %w", ep.addr, ctx.Err())
 		}
 		err = mapErr(err)
@@ -251,6 +280,7 @@ func (c *Client) callEach(ctx context.Context, fn func(context.Context, *endpoin
 			return err
 		}
 		c.log.Debug("agent unavailable, trying next", "endpoint", ep.addr, "err", err)
+		tried = append(tried, ep.addr+": "+errText(err))
 		lastErr, lastAddr = err, ep.addr
 	}
 	if apierr.Code(lastErr) != "" {
@@ -258,7 +288,38 @@ func (c *Client) callEach(ctx context.Context, fn func(context.Context, *endpoin
 		// stale replica): say what the last one said, not that none answered.
 		return fmt.Errorf("agent %s: %w", lastAddr, lastErr)
 	}
-	return fmt.Errorf("no agent answered at %s: %w", strings.Join(c.cfg.Endpoints, ","), lastErr)
+	return &unansweredError{tried: tried, last: lastErr}
+}
+
+// unansweredError is a call that no endpoint answered: it says what each
+// attempt met, endpoint by endpoint, and wraps the last one's error (for
+// status.Code and errors.Is).
+type unansweredError struct {
+	tried []string // "host:port: what happened"
+	last  error
+}
+
+func (e *unansweredError) Error() string { return "no agent answered: " + strings.Join(e.tried, "; ") }
+
+func (e *unansweredError) Unwrap() error { return e.last }
+
+// errText is what err says, without gRPC's "rpc error: code = ... desc ="
+// around an agent's or gRPC's message.
+func errText(err error) string {
+	if s, ok := status.FromError(err); ok {
+		return s.Message()
+	}
+	return err.Error()
+}
+
+// settle waits for ctx to end when its deadline has passed. An agent
+// whose copy of the deadline passed answers DeadlineExceeded, and that
+// answer may come before ctx's own timer has ended it: settled, ctx says
+// the deadline was its own, so the call tells it from an agent's error.
+func settle(ctx context.Context) {
+	if deadline, ok := ctx.Deadline(); ok && !time.Now().Before(deadline) {
+		<-ctx.Done()
+	}
 }
 
 // newRequestID returns the request id of one write call: 128 random bits,

@@ -24,6 +24,12 @@ const DefaultDialTimeout = 5 * time.Second
 // loaded cluster too.
 const DefaultCallTimeout = 30 * time.Second
 
+// DefaultAttemptTimeout bounds one attempt of a call on one endpoint when
+// the client has others to try. An agent holds a write for up to
+// leader_wait (5 s by default) while it finds no leader, and answers it
+// then; this leaves that room, and room for a loaded agent.
+const DefaultAttemptTimeout = 8 * time.Second
+
 // Config configures a Client.
 type Config struct {
 	// Endpoints are agent gRPC addresses ("host:port"); at least one.
@@ -40,6 +46,16 @@ type Config struct {
 	// open, PutBlob's and GetBlob's transfers, SaveSnapshot and
 	// RestoreSnapshot, Leave.
 	CallTimeout time.Duration
+	// AttemptTimeout bounds one attempt of a call on one endpoint when
+	// the client has other endpoints: an agent that takes the call and
+	// does not answer it within AttemptTimeout, although it answers
+	// health checks (a handler that hangs, a disk that does not return),
+	// is left, and the call goes to the next endpoint, which then stays
+	// the one calls go to first. Zero means DefaultAttemptTimeout. It
+	// does not apply with one endpoint (there is nowhere to go), nor to
+	// calls an agent may rightly hold longer: the keyring calls,
+	// RemovePeer, the commit of a striped PutBlob, and streams.
+	AttemptTimeout time.Duration
 	// Token is the ACL token's secret, sent with every call as
 	// "authorization: Bearer <token>"; empty sends none (agents without
 	// ACLs need none).
@@ -93,6 +109,9 @@ func (c Config) Validate() error {
 	if c.CallTimeout < 0 {
 		return fmt.Errorf("call timeout %s is negative: want 0 (DefaultCallTimeout) or more; a context with a deadline bounds a call by its own", c.CallTimeout)
 	}
+	if c.AttemptTimeout < 0 {
+		return fmt.Errorf("attempt timeout %s is negative: want 0 (DefaultAttemptTimeout) or more", c.AttemptTimeout)
+	}
 	return validateToken(c.Token)
 }
 
@@ -103,6 +122,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CallTimeout == 0 {
 		c.CallTimeout = DefaultCallTimeout
+	}
+	if c.AttemptTimeout == 0 {
+		c.AttemptTimeout = DefaultAttemptTimeout
 	}
 	if c.shardStall == 0 {
 		c.shardStall = defaultShardStall

@@ -52,7 +52,9 @@ func (c *Client) KeyringRemove(ctx context.Context, key string) (*zrpcpb.Keyring
 // answer comes with an error wrapping ErrKeyringIncomplete that names them.
 func (c *Client) keyringCall(ctx context.Context, op string, fn func(context.Context, zrpcpb.KeyringClient) (*zrpcpb.KeyringResponse, error)) (*zrpcpb.KeyringResponse, error) {
 	var resp *zrpcpb.KeyringResponse
-	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+	// The agent waits for every other agent (5 s each, in parallel, after
+	// asking each for its keys first for use and remove).
+	err := c.callSlow(ctx, func(ctx context.Context, ep *endpoint) (err error) {
 		resp, err = fn(ctx, zrpcpb.NewKeyringClient(ep.conn))
 		return err
 	})

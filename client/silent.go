@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"google.golang.org/grpc"
@@ -23,8 +22,12 @@ import (
 // same connection, for a gRPC health check: an agent that does not
 // answer that within probeTimeout is silent, and the call moves on to the
 // next endpoint. An agent that answers the check is only slow (a write
-// waiting for an election) and is waited for. Writes carry request ids,
-// so one the silent agent did apply is applied once.
+// waiting for an election) and is waited for, up to Config.AttemptTimeout
+// (callSlow's calls, which an agent may rightly hold longer, for as long
+// as their context lets them): past it the agent is taken as stuck (a
+// handler that hangs, a disk that does not return) and the call moves on
+// too. Writes carry request ids, so one the left agent did apply is
+// applied once.
 
 // endpointProbe and probeTimeout bound how long a call waits on a silent
 // agent: a second, the time a 3-agent cluster takes to elect a leader when
@@ -41,16 +44,33 @@ var (
 // check.
 var errAgentSilent = errors.New("the agent does not answer, not even a health check")
 
-// attempt runs fn against ep, giving up on ep when it turns silent, with
-// an Unavailable error (call then tries the next endpoint). With one
-// endpoint there is nothing to move to, and fn waits as long as ctx lets
-// it.
-func (c *Client) attempt(ctx context.Context, ep *endpoint, fn func(context.Context, *endpoint) error) error {
+// errNoAnswer ends an attempt whose agent answered its health checks but
+// not the call within Config.AttemptTimeout.
+var errNoAnswer = errors.New("no answer within the attempt's bound")
+
+// attemptWithin returns attempt with limit.
+func (c *Client) attemptWithin(limit time.Duration) func(context.Context, *endpoint, func(context.Context, *endpoint) error) error {
+	return func(ctx context.Context, ep *endpoint, fn func(context.Context, *endpoint) error) error {
+		return c.attempt(ctx, ep, limit, fn)
+	}
+}
+
+// attempt runs fn against ep, giving up on ep when it turns silent or,
+// limit > 0, does not answer within limit, with an Unavailable error
+// (call then tries the next endpoint). With one endpoint there is
+// nothing to move to, and fn waits as long as ctx lets it.
+func (c *Client) attempt(ctx context.Context, ep *endpoint, limit time.Duration, fn func(context.Context, *endpoint) error) error {
 	if len(c.endpoints) < 2 {
 		return fn(ctx, ep)
 	}
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	if limit > 0 {
+		// A deadline, not a cancel: the agent sees it too and stops.
+		var stopLimit context.CancelFunc
+		actx, stopLimit = context.WithTimeoutCause(actx, limit, errNoAnswer)
+		defer stopLimit()
+	}
 	stop := waitguard.Start(waitguard.Every(endpointProbe), func() error {
 		if ep.silent(actx) && actx.Err() == nil {
 			return errAgentSilent
@@ -58,10 +78,20 @@ func (c *Client) attempt(ctx context.Context, ep *endpoint, fn func(context.Cont
 		return nil
 	}, func() { cancel(errAgentSilent) })
 	err := fn(actx, ep)
+	if err != nil {
+		settle(actx)
+	}
 	why := stop()
-	if err != nil && ctx.Err() == nil && why != nil {
+	switch {
+	case err == nil || ctx.Err() != nil:
+		return err
+	case why != nil:
 		c.log.Info("agent does not answer, not even a health check; trying the next", "endpoint", ep.addr)
-		return status.Error(codes.Unavailable, fmt.Sprintf("agent %s: %v", ep.addr, errAgentSilent))
+		return status.Error(codes.Unavailable, errAgentSilent.Error())
+	case errors.Is(context.Cause(actx), errNoAnswer):
+		c.log.Info("agent answers health checks but not the call; trying the next", "endpoint", ep.addr, "attempt_timeout", limit)
+		return status.Errorf(codes.Unavailable, "no answer within %s (client.Config.AttemptTimeout), though the agent answers health checks: "+
+			"is it stuck (a disk that does not return, a handler that hangs) or overloaded? its logs and metrics say more", limit)
 	}
 	return err
 }

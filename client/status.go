@@ -74,7 +74,9 @@ func (c *Client) Leave(ctx context.Context, req *zrpcpb.LeaveRequest) (*zrpcpb.L
 // that is alive. It returns the registry revision after the removal.
 func (c *Client) RemovePeer(ctx context.Context, name string) (uint64, error) {
 	var resp *zrpcpb.RemovePeerResponse
-	err := c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+	// Raft's configuration change and the registry's cleanup may take
+	// the leader longer than an attempt's bound.
+	err := c.callSlow(ctx, func(ctx context.Context, ep *endpoint) (err error) {
 		resp, err = ep.status.RemovePeer(ctx, &zrpcpb.RemovePeerRequest{Name: name})
 		return err
 	})

@@ -447,7 +447,9 @@ func (p *stripePut) commit(ctx context.Context, senders []*shardSender) (*zrpcpb
 	proposed := false // an attempt may have reached a leader
 	giveUp := time.Now().Add(max(time.Duration(p.begin.GetLeaseTtlMs())*time.Millisecond, minCommitRetry))
 	for attempt := 0; ; attempt++ {
-		err = p.c.call(ctx, func(ctx context.Context, ep *endpoint) (err error) {
+		// The agent asks each holder what it holds, waiting on a slow
+		// one longer than an attempt's bound.
+		err = p.c.callSlow(ctx, func(ctx context.Context, ep *endpoint) (err error) {
 			resp, err = zrpcpb.NewBlobsClient(ep.conn).CommitPut(ctx, req)
 			return err
 		})

@@ -60,7 +60,7 @@ tries the next one. Results print as a table, or as JSON with -o json.`,
 	fs := root.PersistentFlags()
 	fs.StringVar(&o.addr, "addr", defaultAddr, "comma-separated agent gRPC addresses host:port (env "+addrEnv+")")
 	fs.StringVarP(&o.output, "output", "o", outputTable, "output format: table or json")
-	fs.DurationVar(&o.timeout, "timeout", defaultTimeout, "how long to wait for each answer from the agents")
+	fs.DurationVar(&o.timeout, "timeout", defaultTimeout, "how long to wait for each answer from the agents; with several agents in --addr, one that takes a call and does not answer is left for the next after half of it")
 	o.tls.register(fs)
 	o.tokens.register(fs)
 	root.AddCommand(
@@ -185,7 +185,13 @@ func (o *options) run(cmd *cobra.Command, stream bool, fn runFunc) error {
 	if err != nil {
 		return err
 	}
-	c, err := client.New(client.Config{Endpoints: o.endpoints(), DialTimeout: o.timeout, Logger: log, TLS: tc, Token: o.token})
+	cfg := client.Config{Endpoints: o.endpoints(), DialTimeout: o.timeout, Logger: log, TLS: tc, Token: o.token}
+	if len(cfg.Endpoints) > 1 {
+		// An agent that takes a call and never answers it gets half the
+		// command's time, so that the next one is asked within --timeout.
+		cfg.AttemptTimeout = o.timeout / 2
+	}
+	c, err := client.New(cfg)
 	if err != nil {
 		return fmt.Errorf("create client: %w", err)
 	}

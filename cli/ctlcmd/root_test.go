@@ -1,6 +1,7 @@
 package ctlcmd
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	zrpcpb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/cli"
 	"github.com/zrpcio/zrpc/client/clienttest"
 	"github.com/zrpcio/zrpc/internal/pki/pkitest"
@@ -420,4 +422,20 @@ func TestCommandsDocumented(t *testing.T) {
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	testwait.For(t, 10*time.Second, what, cond)
+}
+
+// TestHungAgentLeavesTimeForTheNext: with --addr naming two agents, the
+// first of which takes the call and never answers it while it answers
+// health checks, the command is answered by the second within --timeout.
+func TestHungAgentLeavesTimeForTheNext(t *testing.T) {
+	t.Setenv(addrEnv, "")
+	hung := (&clienttest.Agent{OnStatus: func(ctx context.Context, _ *zrpcpb.StatusRequest) (*zrpcpb.StatusResponse, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}}).Start(t)
+	f := startFake(t)
+	res := runZrpcctl(testContext(t), t, hung.Addr+","+f.Addr, "status", "--timeout", "4s")
+	if res.err != nil {
+		t.Fatalf("status through a hung agent and a live one: %v\n%s", res.err, res.stderr)
+	}
 }
