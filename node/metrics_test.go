@@ -143,6 +143,7 @@ func TestAgentCountsWhatItRefusesOrGivesUp(t *testing.T) {
 		{"zrpc_blob_shard_disk_waits_abandoned_total", []string{"op", "write"}},
 		{"zrpc_blob_shard_disk_waits_abandoned_total", []string{"op", "commit"}},
 		{"zrpc_blob_shard_disk_waits_abandoned_total", []string{"op", "delete"}},
+		{"zrpc_blob_shard_disk_waits_abandoned_total", []string{"op", "read"}},
 	} {
 		if v, ok := counterValue(fams, c.name, c.labels...); !ok || v != 0 {
 			t.Errorf("%s%v on a new agent: %v (served: %v), want 0", c.name, c.labels, v, ok)

@@ -217,7 +217,7 @@ func (s *Store) prefetch(ctx context.Context, b *pb.Blob, first, last int) <-cha
 func (s *Store) readBlock(ctx context.Context, b *pb.Blob, c *codec.Codec, i int, view *holderView) (*bufpool.Shared, int, error) {
 	blk := b.Blocks[i]
 	buf := bufpool.NewShared(c.K() * codec.ShardLen(int(b.BlockSize), c.K()))
-	shards, err := s.fetchShardsInto(ctx, b, i, -1, view, buf.Bytes())
+	shards, err := s.fetchShardsInto(ctx, b, i, -1, view, buf.Bytes(), buf.Lend)
 	if err != nil {
 		buf.Release()
 		return nil, 0, err
@@ -242,7 +242,7 @@ func (s *Store) readBlock(ctx context.Context, b *pb.Blob, c *codec.Codec, i int
 // Shards on agents that are not usable (view) are tried last. skip names
 // a shard index not to read (-1 for none): repair rebuilds it.
 func (s *Store) fetchShards(ctx context.Context, b *pb.Blob, i, skip int, view *holderView) ([][]byte, error) {
-	return s.fetchShardsInto(ctx, b, i, skip, view, nil)
+	return s.fetchShardsInto(ctx, b, i, skip, view, nil, nil)
 }
 
 // errHolderLagged ends the shard transfers of a holder a read gave up on.
@@ -251,7 +251,9 @@ var errHolderLagged = errors.New("sent no shard while the other holders sent the
 // fetchShardsInto is fetchShards that reads the data shards this agent
 // holds into their place in block, the buffer the block is decoded into
 // (data shard j at j*sl, sl its shard length; nil: into buffers of their
-// own), so that codec.Decode finds them there.
+// own), so that codec.Decode finds them there. lend lends block's memory
+// to a read of this agent's files that may go on after the fetch
+// (readOwn).
 //
 // A holder that keeps the read waiting, silent, for HolderLag after the
 // other shards asked for arrived is given up on (the rest of the read
@@ -259,7 +261,7 @@ var errHolderLagged = errors.New("sent no shard while the other holders sent the
 // shards: its transfer is cancelled and parity is read in its place. A
 // stopped agent, whose kernel still holds its connections open, would
 // otherwise hold every block for ShardTimeout.
-func (s *Store) fetchShardsInto(ctx context.Context, b *pb.Blob, i, skip int, view *holderView, block []byte) ([][]byte, error) {
+func (s *Store) fetchShardsInto(ctx context.Context, b *pb.Blob, i, skip int, view *holderView, block []byte, lend func() func()) ([][]byte, error) {
 	blk := b.Blocks[i]
 	k := int(b.DataShards)
 	n := k + int(b.ParityShards)
@@ -290,7 +292,7 @@ func (s *Store) fetchShardsInto(ctx context.Context, b *pb.Blob, i, skip int, vi
 			go func() {
 				node := b.Holder(blk, idx)
 				ref := &pb.ShardRef{BlobId: b.Id, Block: uint32(i), Index: uint32(idx)}
-				p, err := s.getShardInto(sctx, node, ref, blk.Sums[idx], waitReady, into(idx))
+				p, err := s.getShardInto(sctx, node, ref, blk.Sums[idx], waitReady, into(idx), lend)
 				if cause := context.Cause(sctx); err != nil && errors.Is(cause, errHolderLagged) {
 					err = fmt.Errorf("get shard %s/%d/%d from %s: %w", ref.BlobId, ref.Block, ref.Index, node, cause)
 				}

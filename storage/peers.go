@@ -12,6 +12,7 @@ import (
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
+	"github.com/zrpcio/zrpc/internal/bufpool"
 	"github.com/zrpcio/zrpc/internal/waitguard"
 	"github.com/zrpcio/zrpc/internal/wirecodec"
 	"github.com/zrpcio/zrpc/storage/codec"
@@ -226,101 +227,6 @@ func (s *Store) callPeer(ctx context.Context, node string, fn func(context.Conte
 	return err
 }
 
-// errCommitAbandoned: a caller stopped waiting for this agent's own
-// shard store to make shards durable (its disk may hang in fsync). The
-// commit, which cannot be called off, goes on aside.
-var errCommitAbandoned = errors.New("stopped waiting for this agent's shard disk to make shards durable")
-
-// commitAside runs commit, a commit of this agent's staged shards (the
-// shard store does not heed a context), aside and waits for it until ctx
-// ends. One waited for no longer fails with errCommitAbandoned wrapping
-// ctx's error; late, when not nil, then runs with the commit's outcome
-// once it returns. The store's Close waits for the commit.
-func (s *Store) commitAside(ctx context.Context, commit func() (int, error), late func(int, error)) (int, error) {
-	return s.aside(ctx, errCommitAbandoned, commit, late)
-}
-
-// aside runs work, a call of this agent's shard store, aside and waits
-// for it until ctx ends. One waited for no longer fails with abandoned
-// wrapping ctx's error, and is counted when ctx's deadline passed (its
-// caller going away says nothing of the disk); late, when not nil, then
-// runs with work's outcome once it returns. The store's Close waits for
-// work.
-func (s *Store) aside(ctx context.Context, abandoned error, work func() (int, error), late func(int, error)) (int, error) {
-	type result struct {
-		n   int
-		err error
-	}
-	done := make(chan result)
-	gaveUp := make(chan struct{})
-	if !s.track() {
-		return 0, errClosed
-	}
-	go func() {
-		defer s.wg.Done()
-		n, err := work()
-		select {
-		case done <- result{n, err}:
-		case <-gaveUp:
-			if late != nil {
-				late(n, err)
-			}
-		}
-	}()
-	select {
-	case r := <-done:
-		return r.n, r.err
-	case <-ctx.Done():
-		close(gaveUp)
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			s.metrics.abandonedDiskWait(abandoned)
-		}
-		return 0, fmt.Errorf("%w: %w", abandoned, ctx.Err())
-	}
-}
-
-// syncWithin is how long an agent is given to make size bytes of staged
-// shards durable: ShardTimeout, and a second for every syncMinRate bytes.
-func (s *Store) syncWithin(size int64) time.Duration {
-	return s.cfg.ShardTimeout + time.Duration(float64(size)/syncMinRate*float64(time.Second))
-}
-
-// syncBounded makes the staged shards refs of blob id, size bytes in all,
-// durable on node within syncWithin(size) and returns how many of them
-// were staged there: on this agent through commitAside (late, when set,
-// runs once a commit it stopped waiting for ends), on a peer through
-// syncShards. hung reports that the bound, not ctx, ended it; err then
-// wraps the wait's error, and diskHangs says what to check.
-func (s *Store) syncBounded(ctx context.Context, node, id string, refs []*pb.ShardRef, size int64, late func(int, error)) (n int, bound time.Duration, hung bool, err error) {
-	bound = s.syncWithin(size)
-	sctx, cancel := context.WithTimeout(ctx, bound)
-	defer cancel()
-	if node == s.cluster.Self() {
-		n, err = s.commitAside(sctx, func() (int, error) { return s.commitStaged(id, refs) }, late)
-		if !errors.Is(err, errCommitAbandoned) {
-			err = mapShardErr(err)
-		}
-	} else {
-		n, err = s.syncShards(sctx, node, id, refs)
-	}
-	hung = err != nil && ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded)
-	return n, bound, hung, err
-}
-
-// diskHangs says that node did not make size bytes of what durable within
-// bound, and what to check: this agent's shard disk, or the disk of an
-// agent that still answers.
-func (s *Store) diskHangs(node, what string, size int64, bound time.Duration) string {
-	within := fmt.Sprintf("%s of %s durable within %s (%s, and a second per %s)",
-		sizeString(uint64(size)), what, bound, s.cfg.ShardTimeout, sizeString(syncMinRate))
-	if node == s.cluster.Self() {
-		return fmt.Sprintf("this agent's shard disk (%s) did not make %s: it may hang in fsync; check that disk (dmesg, iostat), and restart the agent if it stays stuck",
-			s.shards.Dir(), within)
-	}
-	return fmt.Sprintf("agent %s did not make %s: its disk may hang in fsync while the agent still answers; check the disk of %s (dmesg, iostat), and restart the agent if it stays stuck",
-		node, within, node)
-}
-
 // commitStaged commits this agent's staged shards of blob id: all of
 // them, or only refs.
 func (s *Store) commitStaged(id string, refs []*pb.ShardRef) (int, error) {
@@ -345,8 +251,9 @@ func (s *Store) commitStaged(id string, refs []*pb.ShardRef) (int, error) {
 // The shard is read into dst when its capacity suffices (the payload
 // returned is then dst resliced; nil dst: a buffer of its own): from this
 // agent's files, or from a peer's answer as it arrives
-// (wirecodec.WithDestination).
-func (s *Store) getShardInto(ctx context.Context, node string, ref *pb.ShardRef, want uint32, waitReady bool, dst []byte) ([]byte, error) {
+// (wirecodec.WithDestination). lend lends dst's memory (readOwn); without
+// it, a read from this agent's files is not made into dst.
+func (s *Store) getShardInto(ctx context.Context, node string, ref *pb.ShardRef, want uint32, waitReady bool, dst []byte, lend func() func()) ([]byte, error) {
 	timeout := s.cfg.ShardTimeout
 	if waitReady {
 		timeout = min(timeout, reconnectWait)
@@ -358,8 +265,7 @@ func (s *Store) getShardInto(ctx context.Context, node string, ref *pb.ShardRef,
 	var err error
 	if node == s.cluster.Self() {
 		var h shardstore.Header
-		h, payload, err = s.shards.Get(shardID(ref), dst)
-		err = s.mapReadErr(err)
+		h, payload, err = s.readOwn(ctx, shardID(ref), dst, lend)
 		got = h.Sum // Get checked the payload against its header
 	} else {
 		peer, cerr := s.cluster.Shards(node, waitReady)
@@ -393,6 +299,49 @@ func (s *Store) getShardInto(ctx context.Context, node string, ref *pb.ShardRef,
 			ErrCorrupt, ref.BlobId, ref.Block, ref.Index, node, got, want)
 	}
 	return payload, nil
+}
+
+// errReadAbandoned: a caller stopped waiting for this agent's own shard
+// store to read a shard (its disk may hang in reads). The read, which
+// cannot be called off, goes on aside.
+var errReadAbandoned = errors.New("stopped waiting for this agent's shard disk to read a shard")
+
+// readOwn reads shard id from this agent's files into dst (shards.Get),
+// waited for until ctx ends: a disk that hangs in reads would otherwise
+// hold the read, and the blob get, for as long as it hangs. The errors
+// are mapReadErr's. A read waited for no longer goes on aside and may
+// write into dst later: dst is read into only with lend, a loan of its
+// memory (bufpool.Shared.Lend) that the read holds until it ends, so that
+// the memory goes back to the pool only then; without lend the read is
+// made into a buffer of its own.
+func (s *Store) readOwn(ctx context.Context, id shardstore.ID, dst []byte, lend func() func()) (shardstore.Header, []byte, error) {
+	var loan func()
+	if dst != nil && lend != nil {
+		loan = lend()
+	} else {
+		dst = nil
+	}
+	var h shardstore.Header
+	var payload []byte
+	_, err := s.aside(ctx, errReadAbandoned, func() (int, error) {
+		var err error
+		h, payload, err = s.shards.Get(id, dst)
+		if loan != nil {
+			loan()
+		}
+		return 0, err
+	}, nil)
+	switch {
+	case errors.Is(err, errReadAbandoned):
+		return shardstore.Header{}, nil, fmt.Errorf("this agent's shard disk (%s) did not read the shard in time; it may hang in reads: "+
+			"check that disk (dmesg, iostat), and restart the agent if it stays stuck: %w", s.shards.Dir(), err)
+	case err != nil && loan != nil && (errors.Is(err, errClosed) || errors.As(err, new(*diskHungError))):
+		loan() // the read did not start
+	}
+	if err != nil {
+		return shardstore.Header{}, nil, s.mapReadErr(err)
+	}
+	return h, payload, nil
 }
 
 // mapReadErr is mapShardErr for the error of a read of a local shard. A
@@ -640,8 +589,40 @@ type ShardServer struct {
 // ShardServer returns the gRPC server of this agent's shards.
 func (s *Store) ShardServer() *ShardServer { return &ShardServer{s: s} }
 
+// PutShard stores a peer's shard, waited for within ShardTimeout and the
+// caller's deadline (aside): a disk that hangs must not keep the handler
+// past its caller. The write goes on aside when the wait ends, and the
+// payload, which gRPC frees when the handler returns (it is borrowed,
+// internal/wirecodec), is written from a copy the write owns.
 func (ss *ShardServer) PutShard(ctx context.Context, req *pb.PutShardRequest) (*pb.PutShardResponse, error) {
-	if err := ss.s.storeLocal(req, false); err != nil {
+	s := ss.s
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
+	defer cancel()
+	if err := s.diskHung(); err != nil {
+		return nil, err
+	}
+	own := bufpool.Get(len(req.GetPayload()))
+	copy(*own, req.GetPayload())
+	put := &pb.PutShardRequest{Ref: req.GetRef(), DataShards: req.GetDataShards(), ParityShards: req.GetParityShards(),
+		BlockLen: req.GetBlockLen(), Sum: req.GetSum(), Payload: *own, Staged: req.GetStaged(), BlockSize: req.GetBlockSize()}
+	ref := put.GetRef()
+	_, err := s.aside(ctx, errStoreAbandoned, func() (int, error) {
+		err := s.storeLocal(put, false)
+		bufpool.Put(own)
+		return 0, err
+	}, func(_ int, err error) {
+		s.log.Info("a write of a peer's shard to this agent's disk that the peer stopped waiting for has ended",
+			"blob_id", ref.GetBlobId(), "block", ref.GetBlock(), "shard", ref.GetIndex(), "err", err)
+	})
+	if errors.Is(err, errStoreAbandoned) {
+		return nil, fmt.Errorf("put shard %s/%d/%d on agent %s: its shard disk (%s) did not take it in time; it may hang in writes or fsync: "+
+			"check that disk (dmesg, iostat), and restart the agent if it stays stuck: %w",
+			ref.GetBlobId(), ref.GetBlock(), ref.GetIndex(), s.cluster.Self(), s.shards.Dir(), err)
+	}
+	if err != nil {
+		if errors.Is(err, errClosed) || errors.As(err, new(*diskHungError)) {
+			bufpool.Put(own) // the write did not start
+		}
 		return nil, err
 	}
 	return &pb.PutShardResponse{}, nil
@@ -660,7 +641,20 @@ func (ss *ShardServer) SyncShards(ctx context.Context, req *pb.SyncShardsRequest
 				ErrInvalidArgument, ref.BlobId, ref.Block, ref.Index, req.BlobId)
 		}
 	}
-	n, err := ss.s.commitStaged(req.BlobId, req.Shards)
+	// Waited for within the caller's deadline, or, without one, as long
+	// as a put's sync of what is staged (syncWithin): a disk that hangs
+	// in fsync must not keep the handler past its caller.
+	s := ss.s
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.syncWithin(s.shards.StagedSize(req.BlobId)))
+		defer cancel()
+	}
+	n, err := s.commitAside(ctx, func() (int, error) { return s.commitStaged(req.BlobId, req.Shards) }, nil)
+	if errors.Is(err, errCommitAbandoned) {
+		return nil, fmt.Errorf("sync shards of %s on agent %s: its shard disk (%s) did not make them durable in time; it may hang in fsync: "+
+			"check that disk (dmesg, iostat), and restart the agent if it stays stuck: %w", req.BlobId, s.cluster.Self(), s.shards.Dir(), err)
+	}
 	if err != nil {
 		return nil, mapShardErr(err)
 	}
@@ -672,10 +666,13 @@ func (ss *ShardServer) GetShard(ctx context.Context, req *pb.GetShardRequest) (*
 		return nil, err
 	}
 	// A buffer of its own, never reused: gRPC writes a GetShardResponse's
-	// payload by reference (internal/wirecodec), after this returns.
-	h, payload, err := ss.s.shards.Get(shardID(req.Ref), nil)
+	// payload by reference (internal/wirecodec), after this returns. The
+	// read is waited for within ShardTimeout and the caller's deadline.
+	ctx, cancel := context.WithTimeout(ctx, ss.s.cfg.ShardTimeout)
+	defer cancel()
+	h, payload, err := ss.s.readOwn(ctx, shardID(req.Ref), nil, nil)
 	if err != nil {
-		return nil, ss.s.mapReadErr(err)
+		return nil, err
 	}
 	ss.s.metrics.shardReads.Inc()
 	return &pb.GetShardResponse{Sum: h.Sum, Payload: payload}, nil
@@ -685,7 +682,20 @@ func (ss *ShardServer) DeleteShards(ctx context.Context, req *pb.DeleteShardsReq
 	if len(req.BlobIds) > maxDeleteShardIDs {
 		return nil, fmt.Errorf("%w: DeleteShards names %d blob ids; at most %d at once", ErrInvalidArgument, len(req.BlobIds), maxDeleteShardIDs)
 	}
-	n := ss.s.deleteUnreferenced(ctx, req.BlobIds, req.Revision)
+	// Waited for within ShardTimeout and the caller's deadline: a write
+	// of the blob's that hangs on the disk holds the blob's lock.
+	s := ss.s
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
+	defer cancel()
+	n, err := s.aside(ctx, errDeleteAbandoned, func() (int, error) { return s.deleteUnreferenced(ctx, req.BlobIds, req.Revision), nil }, nil)
+	if errors.Is(err, errDeleteAbandoned) {
+		return nil, fmt.Errorf("delete shards of %d blobs on agent %s: its shard disk (%s) did not delete them in time (a write of one of them may hang on it): "+
+			"check that disk (dmesg, iostat), and restart the agent if it stays stuck; the agent collects them itself later: %w",
+			len(req.BlobIds), s.cluster.Self(), s.shards.Dir(), err)
+	}
+	if err != nil {
+		return nil, err
+	}
 	return &pb.DeleteShardsResponse{Deleted: uint32(n)}, nil
 }
 

@@ -70,7 +70,7 @@ func (r *repairer) rebuildPayload(ctx context.Context, b *pb.Blob, t task, ref *
 	blk := b.Blocks[t.key.block]
 	idx := int(t.key.index)
 	if t.reason == reasonLeaving {
-		payload, err := s.getShardInto(ctx, t.node, ref, blk.Sums[idx], false, nil)
+		payload, err := s.getShardInto(ctx, t.node, ref, blk.Sums[idx], false, nil, nil)
 		if err == nil || b.ParityShards == 0 {
 			return payload, err
 		}

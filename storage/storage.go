@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zrpcio/zrpc/api/apierr"
@@ -230,6 +231,9 @@ type Store struct {
 	// ioWarned lets one warning a minute through about shard reads the
 	// disk failed (mapReadErr).
 	ioWarned *warnrate.Limiter
+	// stuck counts the calls of the shard store that aside stopped
+	// waiting for and that have not ended (diskwait.go).
+	stuck atomic.Int64
 
 	// wg holds the store's goroutines, its loops' and those a call
 	// starts (track); closed, under closeMu, is set once Close has begun.

@@ -102,3 +102,55 @@ func TestReadsDoNotWaitForACommitHungInFsync(t *testing.T) {
 		t.Fatalf("delete: %v", err)
 	}
 }
+
+// A block written into an existing part file (repair rewriting it, or a
+// Put of a shard of a blob already held) whose fsync hangs keeps no
+// reader waiting: the other blocks of that file, and a shard of another
+// blob whose part file is under the same part lock, stay readable. The
+// write ends once the disk does, and its block reads back then.
+func TestReadsDoNotWaitForAMergeHungInFsync(t *testing.T) {
+	disk := newHungSync(t)
+	s := open(t, t.TempDir(), Options{SyncDelay: disk.delay})
+	held := ID{Blob: blobA, Block: 0, Index: 1}
+	merged := ID{Blob: blobA, Block: 1, Index: 1}
+	var other ID
+	for i := 1; other.Blob == ""; i++ {
+		id := ID{Blob: fmt.Sprintf("%032x", i), Index: 1}
+		if s.partLock(id.Blob, id.Index) == s.partLock(held.Blob, held.Index) {
+			other = id
+		}
+	}
+	_, wantOther := put(t, s, other, testBlockSize, 1)
+	_, wantHeld := put(t, s, held, testBlockSize, 2)
+
+	disk.hang.Store(true)
+	h, wantMerged := shard(merged, testBlockSize, 3)
+	written := make(chan error, 1)
+	go func() { written <- s.Put(h, wantMerged) }()
+	await(t, disk.entered, "the merge's fsync to start")
+	type read struct {
+		payload []byte
+		err     error
+	}
+	for _, tc := range []struct {
+		id   ID
+		want []byte
+	}{{other, wantOther}, {held, wantHeld}} {
+		reads := make(chan read, 1)
+		go func() {
+			_, p, err := s.Get(tc.id, nil)
+			reads <- read{p, err}
+		}()
+		r := await(t, reads, fmt.Sprintf("a read of %s while a merge into part file %s hangs in fsync", tc.id, s.Path(merged)))
+		if r.err != nil || !bytes.Equal(r.payload, tc.want) {
+			t.Fatalf("read of %s while a merge hangs in fsync: %v; payload matches: %v", tc.id, r.err, bytes.Equal(r.payload, tc.want))
+		}
+	}
+	disk.unhang()
+	if err := await(t, written, "the merge once the disk answers"); err != nil {
+		t.Fatalf("merge: %v", err)
+	}
+	if _, p, err := s.Get(merged, nil); err != nil || !bytes.Equal(p, wantMerged) {
+		t.Fatalf("read of the merged block %s: %v; payload matches: %v", merged, err, bytes.Equal(p, wantMerged))
+	}
+}

@@ -1,10 +1,8 @@
 package shardstore
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -543,222 +541,6 @@ func (sp *stagedPart) seal() {
 	sp.mu.Unlock()
 }
 
-// commitPart makes a staged part durable and readable and returns how
-// many shards it holds; on an error the staged part is removed. The
-// caller holds the blob lock shared and fsyncs the directory.
-func (s *Store) commitPart(sp *stagedPart) (int, error) {
-	sp.mu.Lock()
-	if sp.gone {
-		sp.mu.Unlock()
-		return 0, nil
-	}
-	n := len(sp.blocks)
-	sp.mu.Unlock()
-	if n == 0 {
-		sp.drop(s)
-		return 0, nil
-	}
-	if err := s.presync(sp); err != nil {
-		sp.drop(s)
-		return 0, fmt.Errorf("part %s: %w", sp.path, noSpace(err))
-	}
-	pl := s.partLock(sp.hdr.Blob, sp.hdr.Index)
-	pl.Lock()
-	defer pl.Unlock()
-	merged, err := s.mergeInto(sp)
-	if err == nil && !merged {
-		err = s.renameStaged(sp)
-	}
-	if err != nil {
-		sp.drop(s)
-		return 0, fmt.Errorf("part %s: %w", sp.path, noSpace(err))
-	}
-	return n, nil
-}
-
-// presync fsyncs a staged part, taken out of the staged set, whose part
-// file does not exist yet, before the part's lock is taken: readers of
-// every part file under that lock (the locks are striped: other blobs'
-// too) would otherwise wait as long as the fsync, a hung disk's for as
-// long as it hangs. One whose part file exists is merged into that file
-// (mergeInto), which is fsynced instead.
-func (s *Store) presync(sp *stagedPart) error {
-	if _, err := os.Lstat(sp.path); !errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	if err := sp.settle(); err != nil {
-		return err
-	}
-	if err := s.fsync(sp.f); err != nil {
-		return err
-	}
-	sp.synced = true
-	return nil
-}
-
-// renameStaged fsyncs a staged part, unless presync did, and renames it
-// over its final name; the part's lock is held.
-func (s *Store) renameStaged(sp *stagedPart) error {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	if err := sp.settle(); err != nil {
-		return err
-	}
-	if !sp.synced {
-		if err := s.fsync(sp.f); err != nil {
-			return err
-		}
-	}
-	old, err := fileSize(sp.path)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(sp.tmp, sp.path); err != nil {
-		return err
-	}
-	sp.gone = true
-	sp.f.Close()
-	// A part with a bad or different header, replaced, gives back what
-	// it was counted with.
-	k := partKey{sp.hdr.Blob, sp.hdr.Index}
-	s.partGone(k, old)
-	s.partCommitted(k, len(sp.blocks))
-	return nil
-}
-
-// mergeInto writes the staged blocks into the existing part file in place
-// and fsyncs it, when there is one with the same header, and reports
-// whether it did; the other blocks of that file are not touched. A file
-// whose header fails its checks, or that the disk cannot read (EIO),
-// is replaced by the staged part; one whose header cannot be read for
-// another reason (another read error, or not a regular file) is kept,
-// and the merge fails. The part's lock is held.
-func (s *Store) mergeInto(sp *stagedPart) (bool, error) {
-	f, err := os.OpenFile(sp.path, os.O_RDWR, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	pf, err := readPart(f, sp.path, sp.hdr.Blob, sp.hdr.Index)
-	if err != nil && !errors.Is(err, ErrCorrupt) {
-		// Nothing is known of its blocks: replaced, every one of them
-		// would be lost, readable or not.
-		return false, fmt.Errorf("the existing part file cannot be read now; it is kept, with its blocks, and the staged shards are not committed (check the file and its disk): %w", err)
-	}
-	if err != nil || pf.hdr != sp.hdr {
-		// Unreadable, or laid out for another block size: the staged
-		// part replaces it, and any block it had is found missing and
-		// rebuilt.
-		s.log.Warn("part file replaced by a rewritten one", "path", sp.path, "err", err)
-		return false, nil
-	}
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	if err := sp.settle(); err != nil {
-		return false, err
-	}
-	held, err := pf.held()
-	if err != nil {
-		return false, err
-	}
-	size, dShards, err := s.mergeBlocks(pf, sp, held)
-	// What the file gained or lost stays counted, on an error too: the
-	// blocks written before it are in the file, as Open would count them.
-	s.partChanged(partKey{sp.hdr.Blob, sp.hdr.Index}, size-pf.size, dShards)
-	if err != nil {
-		return false, err // commitPart drops the staged part, and its share of the usage
-	}
-	sp.gone = true
-	sp.f.Close()
-	os.Remove(sp.tmp)
-	s.release(sp.size, len(sp.blocks))
-	return true, nil
-}
-
-// mergeBlocks writes the staged blocks of sp into the part file pf, which
-// holds the blocks held, in block order, and fsyncs it. A short block
-// (the blob's last) written last ends the file: bytes left past it would
-// make it read as corrupt however often it is rewritten, so they are cut
-// off. It returns the file's size and how many blocks it gained (or lost,
-// cut off) since pf was read, on an error too.
-func (s *Store) mergeBlocks(pf *partFile, sp *stagedPart, held []uint32) (size int64, dShards int, err error) {
-	has := make(map[uint32]bool, len(held))
-	for _, b := range held {
-		has[b] = true
-	}
-	size = pf.size
-	defer func() {
-		if info, serr := pf.f.Stat(); serr == nil {
-			size = info.Size()
-		}
-		if err == nil {
-			return
-		}
-		// A write that failed may have put part of its frame in the
-		// file (a disk that filled mid-write): Open counts a block whose
-		// frame header is not zero, so count what the file holds now.
-		now := *pf
-		now.size = size
-		if blocks, _, herr := now.heldFrames(); herr == nil {
-			dShards = len(blocks) - len(held)
-		}
-	}()
-	blocks := slices.SortedFunc(maps.Keys(sp.blocks), cmp.Compare[uint32])
-	staged := &partFile{f: sp.f, path: sp.tmp, hdr: sp.hdr, size: sp.size}
-	var buf []byte
-	var h Header
-	for _, b := range blocks {
-		h, buf, err = staged.read(b, buf)
-		if err != nil {
-			return size, dShards, fmt.Errorf("reread staged block %d: %w", b, err)
-		}
-		if err := s.injected("write", sp.path); err != nil {
-			return size, dShards, err
-		}
-		if err := writeFramePieces(pf.f, &pf.hdr, &h, [][]byte{buf}); err != nil {
-			return size, dShards, err
-		}
-		size = max(size, pf.hdr.offset(b)+frameHeaderSize+int64(h.ShardLen))
-		if !has[b] {
-			has[b] = true
-			dShards++
-		}
-	}
-	last := blocks[len(blocks)-1]
-	if end := pf.hdr.offset(last) + frameHeaderSize + int64(h.ShardLen); h.BlockLen < h.BlockSize && size > end {
-		if err := s.injected("truncate", sp.path); err != nil {
-			return size, dShards, err
-		}
-		if err := pf.f.Truncate(end); err != nil {
-			return size, dShards, err
-		}
-		size = end
-		for b := range has {
-			if b > last {
-				dShards--
-			}
-		}
-	}
-	return size, dShards, s.fsync(pf.f)
-}
-
-// fileSize is the size of the file at path, 0 when there is none.
-func fileSize(path string) (int64, error) {
-	info, err := os.Lstat(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return 0, nil
-	case err != nil:
-		return 0, err
-	}
-	return info.Size(), nil
-}
-
 // Staged lists the shards staged and not committed, for orphan collection.
 func (s *Store) Staged() []StagedShard {
 	s.stagedMu.Lock()
@@ -778,6 +560,21 @@ func (s *Store) Staged() []StagedShard {
 		sp.mu.Unlock()
 	}
 	return out
+}
+
+// StagedSize is the bytes of the staged part files of blob: what
+// CommitStaged of it makes durable, at most.
+func (s *Store) StagedSize(blob string) int64 {
+	s.stagedMu.Lock()
+	parts := slices.Collect(maps.Values(s.staged[blob]))
+	s.stagedMu.Unlock()
+	var size int64
+	for _, sp := range parts {
+		sp.mu.Lock()
+		size += sp.size
+		sp.mu.Unlock()
+	}
+	return size
 }
 
 // Discard removes a staged shard; it is a no-op when id is not staged.
