@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
 	"sync"
 	"time"
 
@@ -368,25 +369,53 @@ func (c *Client) GetBlob(ctx context.Context, name string, opts GetOptions) (*Bl
 // getThroughAgent reads through one agent's Get.
 func (c *Client) getThroughAgent(ctx context.Context, name string, opts GetOptions) (*BlobReader, error) {
 	var out *BlobReader
+	bound := c.firstAnswerBound(ctx)
 	err := c.callOpen(ctx, func(ctx context.Context, ep *endpoint) error {
-		sctx, cancel := context.WithCancel(ctx)
+		sctx, cancel := context.WithCancelCause(ctx)
+		// The stream outlives the call; its first message (the blob's
+		// metadata) is bounded as a call is, so that an agent that takes
+		// the stream and never answers does not hold the caller for good.
+		late := time.AfterFunc(bound, func() { cancel(errNoFirstAnswer) })
 		stream, err := zrpcpb.NewBlobsClient(ep.conn).Get(sctx, &zrpcpb.BlobGetRequest{
 			Name: name, Offset: opts.Offset, Length: opts.Length, MinRevision: opts.MinRevision, Consistency: opts.Consistency,
 		})
+		var first *zrpcpb.BlobGetResponse
 		if err == nil {
-			var first *zrpcpb.BlobGetResponse
 			if first, err = stream.Recv(); err == nil && first.Blob == nil {
 				err = fmt.Errorf("get blob %q: the agent sent no metadata first", name)
 			}
-			if err == nil {
-				out = newStreamReader(first.Blob, opts, stream.Recv, cancel)
-				return nil
-			}
 		}
-		cancel()
+		if !late.Stop() && errors.Is(context.Cause(sctx), errNoFirstAnswer) && ctx.Err() == nil {
+			err = status.Errorf(codes.Unavailable, "get blob %q: the agent sent nothing within %s of the read's start "+
+				"(client.Config.CallTimeout, or AttemptTimeout with several agents): is it stuck or overloaded? its logs and metrics say more", name, bound)
+		}
+		if err == nil {
+			out = newStreamReader(first.Blob, opts, stream.Recv, func() { cancel(nil) })
+			return nil
+		}
+		cancel(nil)
 		return err
 	})
 	return out, err
+}
+
+// errNoFirstAnswer ends a stream whose agent sent nothing within
+// firstAnswerBound.
+var errNoFirstAnswer = errors.New("no first answer")
+
+// firstAnswerBound bounds the wait for a stream's first message, for a
+// stream that outlives the call opening it (callOpen): CallTimeout when
+// ctx has no deadline, and AttemptTimeout, when shorter, with several
+// endpoints to move on to.
+func (c *Client) firstAnswerBound(ctx context.Context) time.Duration {
+	bound := time.Duration(math.MaxInt64)
+	if _, ok := ctx.Deadline(); !ok {
+		bound = c.cfg.CallTimeout
+	}
+	if len(c.endpoints) > 1 {
+		bound = min(bound, c.cfg.AttemptTimeout)
+	}
+	return bound
 }
 
 // newStreamReader reads the chunks of a Get stream.
