@@ -17,7 +17,9 @@ import (
 )
 
 // silentGet is an agent that takes a Get stream and never sends on it.
-type silentGet struct{ zrpcpb.UnimplementedBlobsServer }
+type silentGet struct {
+	zrpcpb.UnimplementedBlobsServer
+}
 
 func (silentGet) Get(_ *zrpcpb.BlobGetRequest, stream zrpcpb.Blobs_GetServer) error {
 	<-stream.Context().Done()
@@ -25,7 +27,9 @@ func (silentGet) Get(_ *zrpcpb.BlobGetRequest, stream zrpcpb.Blobs_GetServer) er
 }
 
 // smallGet is an agent that serves every Get as a blob of 100 bytes.
-type smallGet struct{ zrpcpb.UnimplementedBlobsServer }
+type smallGet struct {
+	zrpcpb.UnimplementedBlobsServer
+}
 
 func (smallGet) Get(req *zrpcpb.BlobGetRequest, stream zrpcpb.Blobs_GetServer) error {
 	sum := sha256.Sum256(make([]byte, 100))
