@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -64,6 +65,13 @@ type watchMux struct {
 	// (endpoint.silent); nil when the client has no other endpoint to
 	// move to (watchsilent.go).
 	probe func(context.Context) bool
+	// agreed is the interval of progress notifications (a time.Duration)
+	// the agent agreed to on a stream that was then left for sending
+	// nothing, or that still runs; 0 when none did, or the last stream
+	// ended otherwise (the agent may have been replaced by an older
+	// build). A new stream expects progress at once when it is set: an
+	// agent whose watches are stuck answers no request for it.
+	agreed atomic.Int64
 
 	mu  sync.Mutex
 	cur *muxStream // the stream new watches join; nil when none is open
@@ -83,6 +91,13 @@ type muxStream struct {
 	// heard is when the stream last received a response (a monotonic
 	// instant, internal/monotime).
 	heard atomic.Int64
+	// askProgress is the interval of progress notifications each create
+	// asks for, in milliseconds; 0 (none) when the client has no other
+	// endpoint to move to. progressEvery is the interval the agent agreed
+	// to (a time.Duration), 0 until it sent its first progress
+	// notification (watchsilent.go).
+	askProgress   uint32
+	progressEvery atomic.Int64
 	// watches are the watches open on the stream, by id; nil once the
 	// stream has ended. Guarded by m.mu.
 	watches map[uint64]*muxWatch
@@ -216,6 +231,10 @@ func (m *watchMux) open(ctx context.Context) error {
 	}
 	s := &muxStream{m: m, stream: stream, ctx: sctx, cancel: cancel, watches: make(map[uint64]*muxWatch)}
 	s.heard.Store(monotime.Now())
+	if m.probe != nil {
+		s.askProgress = uint32(watchProgress / time.Millisecond)
+		s.progressEvery.Store(m.agreed.Load())
+	}
 	m.cur = s
 	m.receivers.Add(1)
 	go s.receive()
@@ -268,7 +287,7 @@ func (s *muxStream) create(w *muxWatch, req *zrpcpb.WatchRequest) {
 		return
 	}
 	w.created = true
-	s.send(&zrpcpb.WatchManyRequest{Kind: &zrpcpb.WatchManyRequest_Create{
+	s.send(&zrpcpb.WatchManyRequest{ProgressNotifyMs: s.askProgress, Kind: &zrpcpb.WatchManyRequest_Create{
 		Create: &zrpcpb.WatchCreate{WatchId: w.id, Watch: req}}})
 }
 
@@ -305,10 +324,20 @@ func (s *muxStream) receive() {
 	for {
 		resp, err := s.stream.Recv()
 		if err != nil {
+			if !errors.Is(context.Cause(s.ctx), errNoWatchProgress) {
+				s.m.agreed.Store(0)
+			}
 			s.end(s.silentEnd(err))
 			return
 		}
 		s.heard.Store(monotime.Now())
+		if ms := resp.GetProgressNotifyMs(); ms != 0 {
+			// Progress of the stream, no watch's response.
+			every := int64(time.Duration(ms) * time.Millisecond)
+			s.progressEvery.Store(every)
+			s.m.agreed.Store(every)
+			continue
+		}
 		s.dispatch(resp)
 	}
 }

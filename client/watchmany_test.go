@@ -41,6 +41,9 @@ type manyStream struct {
 	mu      sync.Mutex
 	creates []*zrpcpb.WatchCreate
 	cancels []uint64
+	// progressAsked is the last interval of progress notifications a
+	// request asked for (WatchManyRequest.progress_notify_ms).
+	progressAsked uint32
 }
 
 // startManyAgent starts a fake agent; unimplemented makes it one that
@@ -94,6 +97,9 @@ func (s *manyStream) receive() error {
 			return err
 		}
 		s.mu.Lock()
+		if ms := req.GetProgressNotifyMs(); ms != 0 {
+			s.progressAsked = ms
+		}
 		if c := req.GetCreate(); c != nil {
 			s.creates = append(s.creates, c)
 		} else {

@@ -1515,9 +1515,22 @@ type WatchManyRequest struct {
 	//
 	//	*WatchManyRequest_Create
 	//	*WatchManyRequest_Cancel
-	Kind          isWatchManyRequest_Kind `protobuf_oneof:"kind"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Kind isWatchManyRequest_Kind `protobuf_oneof:"kind"`
+	// progress_notify_ms, when not zero, asks the agent for progress
+	// notifications on the stream, as etcd's progress_notify: once the
+	// stream has sent nothing for this many milliseconds (at least 100; a
+	// smaller value is taken as 100), the agent sends a progress response
+	// (WatchManyResponse.progress_notify_ms). A request that sets it sets
+	// the stream's interval; one that leaves it zero leaves the interval
+	// as it was. The agent answers the first request that sets it at once
+	// with a progress response, so that the client knows the agent sends
+	// them; agents from before it send none. A client that has other agents
+	// to go to sets it and leaves an agent whose stream stays silent for
+	// several intervals while it answers health checks (its watches are
+	// stuck).
+	ProgressNotifyMs uint32 `protobuf:"varint,3,opt,name=progress_notify_ms,json=progressNotifyMs,proto3" json:"progress_notify_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *WatchManyRequest) Reset() {
@@ -1573,6 +1586,13 @@ func (x *WatchManyRequest) GetCancel() *WatchCancel {
 		}
 	}
 	return nil
+}
+
+func (x *WatchManyRequest) GetProgressNotifyMs() uint32 {
+	if x != nil {
+		return x.ProgressNotifyMs
+	}
+	return 0
 }
 
 type isWatchManyRequest_Kind interface {
@@ -1700,12 +1720,21 @@ func (x *WatchCancel) GetWatchId() uint64 {
 // ("watch too slow": resume from the last revision received). Nothing
 // follows an end for that id; the other watches go on.
 type WatchManyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	WatchId       uint64                 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
-	Response      *WatchResponse         `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
-	Ended         *ErrorDetail           `protobuf:"bytes,3,opt,name=ended,proto3" json:"ended,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	WatchId  uint64                 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
+	Response *WatchResponse         `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	Ended    *ErrorDetail           `protobuf:"bytes,3,opt,name=ended,proto3" json:"ended,omitempty"`
+	// progress_notify_ms is set on a progress response, which the agent
+	// sends only to a stream that asked for them
+	// (WatchManyRequest.progress_notify_ms): the interval it agreed to, in
+	// milliseconds. A progress response is of the stream, not of a watch:
+	// watch_id is zero, and response carries no events, only its header
+	// (the revision the agent's replica is at, the agent's name). It is no
+	// event, and moves no watch's revision: a watch the agent has not
+	// reached yet may still be behind it.
+	ProgressNotifyMs uint32 `protobuf:"varint,4,opt,name=progress_notify_ms,json=progressNotifyMs,proto3" json:"progress_notify_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *WatchManyResponse) Reset() {
@@ -1757,6 +1786,13 @@ func (x *WatchManyResponse) GetEnded() *ErrorDetail {
 		return x.Ended
 	}
 	return nil
+}
+
+func (x *WatchManyResponse) GetProgressNotifyMs() uint32 {
+	if x != nil {
+		return x.ProgressNotifyMs
+	}
+	return 0
 }
 
 // SessionRequest is one message on a Session stream. The first one must be
@@ -3331,20 +3367,22 @@ const file_registry_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\x05 \x01(\tR\tclusterId\")\n" +
 	"\vWatchResume\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"z\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\xa8\x01\n" +
 	"\x10WatchManyRequest\x12.\n" +
 	"\x06create\x18\x01 \x01(\v2\x14.zrpc.v1.WatchCreateH\x00R\x06create\x12.\n" +
-	"\x06cancel\x18\x02 \x01(\v2\x14.zrpc.v1.WatchCancelH\x00R\x06cancelB\x06\n" +
+	"\x06cancel\x18\x02 \x01(\v2\x14.zrpc.v1.WatchCancelH\x00R\x06cancel\x12,\n" +
+	"\x12progress_notify_ms\x18\x03 \x01(\rR\x10progressNotifyMsB\x06\n" +
 	"\x04kind\"U\n" +
 	"\vWatchCreate\x12\x19\n" +
 	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\x12+\n" +
 	"\x05watch\x18\x02 \x01(\v2\x15.zrpc.v1.WatchRequestR\x05watch\"(\n" +
 	"\vWatchCancel\x12\x19\n" +
-	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\"\x8e\x01\n" +
+	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\"\xbc\x01\n" +
 	"\x11WatchManyResponse\x12\x19\n" +
 	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\x122\n" +
 	"\bresponse\x18\x02 \x01(\v2\x16.zrpc.v1.WatchResponseR\bresponse\x12*\n" +
-	"\x05ended\x18\x03 \x01(\v2\x14.zrpc.v1.ErrorDetailR\x05ended\"\x87\x02\n" +
+	"\x05ended\x18\x03 \x01(\v2\x14.zrpc.v1.ErrorDetailR\x05ended\x12,\n" +
+	"\x12progress_notify_ms\x18\x04 \x01(\rR\x10progressNotifyMs\"\x87\x02\n" +
 	"\x0eSessionRequest\x12*\n" +
 	"\x04open\x18\x01 \x01(\v2\x14.zrpc.v1.SessionOpenH\x00R\x04open\x126\n" +
 	"\bregister\x18\x02 \x01(\v2\x18.zrpc.v1.RegisterRequestH\x00R\bregister\x12<\n" +

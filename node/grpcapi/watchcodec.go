@@ -62,7 +62,7 @@ func (c watchCodec) Marshal(v any) (mem.BufferSlice, error) {
 		}
 		buf, err = c.marshalEvents(r, 0, false)
 	case *pb.WatchManyResponse:
-		if r.Ended != nil || !sharedEvents(r.Response) {
+		if r.Ended != nil || r.ProgressNotifyMs != 0 || !sharedEvents(r.Response) {
 			return c.base.Marshal(v)
 		}
 		buf, err = c.marshalEvents(r.Response, r.WatchId, true)

@@ -105,8 +105,8 @@ func TestWatchCodecKnowsEveryWatchResponseField(t *testing.T) {
 
 // TestWatchCodecEncodesAWatchManyResponseAsProtobufDoes: a WatchMany
 // response of events is written with the kept encodings of its events,
-// decoding to the same message, as long as protobuf's; an end and a snapshot page go
-// through protobuf's own encoding.
+// decoding to the same message, as long as protobuf's; an end, a snapshot
+// page and a progress notification go through protobuf's own encoding.
 func TestWatchCodecEncodesAWatchManyResponseAsProtobufDoes(t *testing.T) {
 	c := watchCodec{base: newWatchCodec().base, events: newEncodedEvents(16)}
 	e1, e2 := codecEvent("1", 5), codecEvent("2", 6)
@@ -116,6 +116,8 @@ func TestWatchCodecEncodesAWatchManyResponseAsProtobufDoes(t *testing.T) {
 		{WatchId: 1 << 40, Response: &pb.WatchResponse{Header: header, Events: []*pb.Event{e2}}},
 		{WatchId: 3, Response: &pb.WatchResponse{Header: header, Snapshot: true, Events: []*pb.Event{e1}}},
 		{WatchId: 4, Ended: &pb.ErrorDetail{Code: 7, Message: "no", Reason: "PERMISSION_DENIED"}},
+		{ProgressNotifyMs: 2500, Response: &pb.WatchResponse{Header: header}},
+		{WatchId: 5, ProgressNotifyMs: 100, Response: &pb.WatchResponse{Header: header, Events: []*pb.Event{e1}}},
 	} {
 		data, err := c.Marshal(r)
 		if err != nil {
@@ -133,7 +135,9 @@ func TestWatchCodecEncodesAWatchManyResponseAsProtobufDoes(t *testing.T) {
 		t.Errorf("%d events kept, want the 2 sent as events", n)
 	}
 	fields := (&pb.WatchManyResponse{}).ProtoReflect().Descriptor().Fields()
-	if fields.Len() != 3 || fields.ByName("watch_id").Number() != protoreflect.FieldNumber(watchManyIDField) ||
+	// progress_notify_ms: a response that carries it goes through
+	// protobuf's own encoding.
+	if fields.Len() != 4 || fields.ByName("progress_notify_ms") == nil || fields.ByName("watch_id").Number() != protoreflect.FieldNumber(watchManyIDField) ||
 		fields.ByName("response").Number() != protoreflect.FieldNumber(watchManyResponseField) {
 		t.Fatalf("WatchManyResponse's fields changed; teach watchCodec.marshalEvents the new ones")
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/status"
@@ -131,6 +132,11 @@ type watchMux struct {
 	ready   []*muxWatch // the queue is ready[head:]
 	head    int
 	wake    chan struct{} // holds a token when the sender may have work
+
+	// progressEvery is the interval of progress notifications the client
+	// asked for (a time.Duration), 0 while it asked for none
+	// (watchprogress.go). Set by the receiver, read by the sender.
+	progressEvery atomic.Int64
 }
 
 // muxWatch is one watch of a WatchMany stream.
@@ -167,6 +173,7 @@ func (m *watchMux) receive() error {
 		if err != nil {
 			return err
 		}
+		m.askProgress(req.GetProgressNotifyMs())
 		switch k := req.Kind.(type) {
 		case *pb.WatchManyRequest_Create:
 			err = m.create(k.Create)
@@ -410,10 +417,20 @@ func (m *watchMux) popReady() *muxWatch {
 	return mw
 }
 
-// send sends the refusals and the watches' responses until the stream
-// ends or a send fails.
+// send sends the refusals and the watches' responses, and the progress
+// notifications the client asked for, until the stream ends or a send
+// fails.
 func (m *watchMux) send() error {
+	var p progressTimer
+	defer p.stop()
 	for {
+		if p.agree(m.progressInterval()) {
+			// The first request that asks for progress is answered at
+			// once: the client then knows this agent sends it.
+			if err := m.sendProgress(&p); err != nil {
+				return err
+			}
+		}
 		resp, page, ok := m.next()
 		if !ok {
 			select {
@@ -423,11 +440,19 @@ func (m *watchMux) send() error {
 				continue
 			case <-m.contactLost():
 				continue // next ends the watches that required it
+			case <-p.due():
+				if p.idle() {
+					if err := m.sendProgress(&p); err != nil {
+						return err
+					}
+				}
+				continue
 			}
 		}
 		if err := m.sendOne(resp, page); err != nil {
 			return err
 		}
+		p.sent()
 	}
 }
 
