@@ -103,7 +103,11 @@ type processRun struct {
 	// longStops draws which SIGSTOPs outlast the default reads' bound
 	// (stopLeader), a source of its own for the same reason.
 	longStops *rand.Rand
-	start     time.Time
+	// catchUps draws whether a replaced disk's agent is killed again
+	// while it catches up (wipeOne), a source of its own for the same
+	// reason.
+	catchUps *rand.Rand
+	start    time.Time
 
 	agents  []*agentProcess
 	clients []*client.Client // one per agent, that agent only
@@ -126,7 +130,7 @@ type processRun struct {
 // others join it) and waits until they are three voters with a leader.
 func newProcessRun(t *testing.T, seed uint64) *processRun {
 	p := &processRun{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, 0x9e0c)), wipes: rand.New(rand.NewPCG(seed, 0x3195)),
-		longStops:    rand.New(rand.NewPCG(seed, 0x5709)),
+		longStops: rand.New(rand.NewPCG(seed, 0x5709)), catchUps: rand.New(rand.NewPCG(seed, 0xc47c)),
 		incarnations: make([]int, processAgents), blobs: newBlobBook(seed)}
 	dir := t.TempDir()
 	zrpcd := buildZrpcd(t, dir)
@@ -460,6 +464,17 @@ func (p *processRun) wipeOne() {
 	}
 	time.Sleep(200*time.Millisecond + time.Duration(p.wipes.Int64N(int64(time.Second))))
 	p.restart(i)
+	if p.catchUps.IntN(2) == 0 {
+		// Killed again while it may hold only part of the log: what a
+		// leader told it committed must survive the restart (the vote
+		// gate's kept floor, raftstore/votegate.go).
+		time.Sleep(time.Duration(p.catchUps.Int64N(int64(200 * time.Millisecond))))
+		p.t.Logf("robustness: SIGKILL %s again while it catches up, and restart it", a.name)
+		p.nextIncarnation(i)
+		a.kill()
+		time.Sleep(200*time.Millisecond + time.Duration(p.catchUps.Int64N(int64(800*time.Millisecond))))
+		p.restart(i)
+	}
 }
 
 func (p *processRun) killRestart() { p.killAndRestart(p.rng.IntN(len(p.agents))) }
