@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -167,8 +168,8 @@ func TestStuckShardDiskCallsAreBounded(t *testing.T) {
 	}
 }
 
-// A peer's PutShard, SyncShards, GetShard and DeleteShards end at their
-// caller's deadline while this agent's shard disk hangs, rather than
+// A peer's PutShard, SyncShards, GetShard, HeldShards and DeleteShards
+// end at their caller's deadline while this agent's shard disk hangs, rather than
 // keeping the handler waiting on the disk after the caller is gone.
 func TestPeerShardCallsEndAtTheirDeadlineWhileTheDiskHangs(t *testing.T) {
 	disk := newStuckDisk()
@@ -205,6 +206,10 @@ func TestPeerShardCallsEndAtTheirDeadlineWhileTheDiskHangs(t *testing.T) {
 		}, errCommitAbandoned},
 		{"GetShard", func(ctx context.Context) error {
 			_, err := ss.GetShard(ctx, &pb.GetShardRequest{Ref: durable.Ref})
+			return err
+		}, errReadAbandoned},
+		{"HeldShards", func(ctx context.Context) error {
+			_, err := ss.HeldShards(ctx, &pb.HeldShardsRequest{BlobId: blob, Indexes: []uint32{1}})
 			return err
 		}, errReadAbandoned},
 		{"DeleteShards", func(ctx context.Context) error { // waits for the blob's hung write
@@ -246,4 +251,40 @@ func BenchmarkOwnShardRead(b *testing.B) {
 		}
 		buf.Release()
 	}
+}
+
+// A ReadShards stream, the striped read of a client, ends at ShardTimeout
+// with an error naming the disk while this agent's shard disk hangs in
+// reads, rather than holding the stream, and its goroutine, for as long
+// as the disk hangs: the client reads parity from the other holders. The
+// buffer the abandoned read writes into stays lent to it until it ends.
+func TestReadShardsEndsAtTheShardTimeoutWhileTheDiskHangs(t *testing.T) {
+	disk := newStuckDisk()
+	s, fc := newTestStoreOpts(t, Config{BlockSize: 4096, ShardTimeout: 100 * time.Millisecond}, testlog.New(t, "n1"), disk.options(), "n1", "n1")
+	t.Cleanup(disk.unhang) // before the store closes, which waits for the calls
+	data := make([]byte, 2*4096)
+	b, _ := commitPlaced(t, s, fc, "a", data, 4096, 1, 0, []string{"n1"})
+
+	disk.hang.Store(true)
+	done := make(chan error, 1)
+	var sent atomic.Int32
+	go func() {
+		req := &pb.ReadShardsRequest{Name: "a", BlobId: b.Id, Shards: []*pb.ShardPos{{Block: 0}, {Block: 1}}}
+		done <- s.ReadShards(context.Background(), req, func(*pb.ReadShardsResponse) error {
+			sent.Add(1)
+			return nil
+		})
+	}()
+	err := ended(t, done, "a ReadShards stream to end at the shard timeout while the disk hangs")
+	if !errors.Is(err, errReadAbandoned) || !strings.Contains(err.Error(), s.shards.Dir()) {
+		t.Fatalf("ReadShards on a hung disk: %v, want errReadAbandoned naming the disk %s", err, s.shards.Dir())
+	}
+	if n := sent.Load(); n != 0 {
+		t.Fatalf("ReadShards on a hung disk sent %d shards, want none: the stream ends at the first read not done in time", n)
+	}
+	if n := s.stuck.Load(); n != 1 {
+		t.Fatalf("%d reads left on the hung disk, want 1: the stream stops at the first", n)
+	}
+	disk.unhang()
+	testwait.For(t, 10*time.Second, "the abandoned read to end once the disk answers", func() bool { return s.stuck.Load() == 0 })
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -214,13 +215,31 @@ func (s *Store) prefetch(ctx context.Context, b *pb.Blob, first, last int) <-cha
 // readBlock reads and decodes block i of b into a pooled buffer, the
 // caller's to release. The data shards this agent holds are read straight
 // into their place in it, so decoding does not copy them.
+//
+// A read of this agent's files given up on (its disk lagged or hung) may
+// still write into its place in the buffer: the block is then decoded
+// into a buffer of its own, and the first goes back to the pool once
+// that read ends (its loan).
 func (s *Store) readBlock(ctx context.Context, b *pb.Blob, c *codec.Codec, i int, view *holderView) (*bufpool.Shared, int, error) {
 	blk := b.Blocks[i]
-	buf := bufpool.NewShared(c.K() * codec.ShardLen(int(b.BlockSize), c.K()))
-	shards, err := s.fetchShardsInto(ctx, b, i, -1, view, buf.Bytes(), buf.Lend)
+	size := c.K() * codec.ShardLen(int(b.BlockSize), c.K())
+	read := bufpool.NewShared(size) // the data shards this agent holds are read into
+	var reading atomic.Int32        // reads into it not ended
+	lend := func() func() {
+		reading.Add(1)
+		loan := read.Lend()
+		var once sync.Once
+		return func() { once.Do(func() { reading.Add(-1); loan() }) }
+	}
+	shards, err := s.fetchShardsInto(ctx, b, i, -1, view, read.Bytes(), lend)
 	if err != nil {
-		buf.Release()
+		read.Release()
 		return nil, 0, err
+	}
+	buf := read // decoded into
+	if reading.Load() > 0 {
+		defer read.Release() // after decoding the shards read into it
+		buf = bufpool.NewShared(size)
 	}
 	var reconstructed bool
 	err = s.coding(ctx, func() (err error) {
@@ -368,9 +387,10 @@ func (s *Store) fetchShardsInto(ctx context.Context, b *pb.Blob, i, skip int, vi
 // have all ended, each sending its position in idxs on done. Once the
 // ones still running have kept it waiting for HolderLag since the last
 // one ended (or since they began), and enough(those shards) reports that
-// the others can still make up the block, it cancels the transfers from
-// other agents (this agent's own reads cannot be given up on) and marks
-// their agents given up on in view.
+// the others can still make up the block, it cancels them and marks
+// their agents given up on in view: other agents, and this agent's own
+// reads of a disk that lags (readOwn; such a read goes on aside, and
+// holds its loan of the buffer it reads into until it ends).
 func (s *Store) awaitShards(b *pb.Blob, i int, idxs []int, done <-chan int, cancels []context.CancelCauseFunc, enough func(lagging []int) bool, view *holderView) {
 	defer func() {
 		for _, cancel := range cancels {
@@ -396,7 +416,7 @@ func (s *Store) awaitShards(b *pb.Blob, i int, idxs []int, done <-chan int, canc
 		}
 		var lagging []int
 		for j, idx := range idxs {
-			if !ended[j] && b.Holder(b.Blocks[i], idx) != s.cluster.Self() {
+			if !ended[j] {
 				lagging = append(lagging, idx)
 			}
 		}
@@ -408,7 +428,13 @@ func (s *Store) awaitShards(b *pb.Blob, i int, idxs []int, done <-chan int, canc
 				continue
 			}
 			node := b.Holder(b.Blocks[i], idx)
-			if view.giveUp(node) {
+			switch {
+			case !view.giveUp(node):
+			case node == s.cluster.Self():
+				s.log.Info("blob read: this agent's shard disk read none of its shards while the other holders sent theirs; reading parity from them instead: "+
+					"if this goes on, check that disk (dmesg, iostat)",
+					"blob", b.Name, "dir", s.shards.Dir(), "block", i, "silent", time.Since(last).Round(time.Millisecond))
+			default:
 				s.log.Info("blob read: an agent holding shards sent none while the others sent theirs; reading parity from the others instead",
 					"blob", b.Name, "agent", node, "block", i, "silent", time.Since(last).Round(time.Millisecond))
 			}

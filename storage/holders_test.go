@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,7 +20,9 @@ import (
 	"github.com/zrpcio/zrpc/api/apierr"
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/testwait"
 	"github.com/zrpcio/zrpc/storage/codec"
+	"github.com/zrpcio/zrpc/storage/shardstore"
 )
 
 // lagPeers are the other agents of a read test: each answers GetShard
@@ -164,5 +168,87 @@ func TestReadWaitsForLaggingHoldersItCannotDoWithout(t *testing.T) {
 	}
 	if n := peers.count("n4"); n != 1 {
 		t.Errorf("the parity holder was asked %d times; want once, after the data holders timed out", n)
+	}
+}
+
+// TestReadGivesUpOnThisAgentsDiskThatLags: a read of a shard from this
+// agent's own disk that keeps a get waiting for HolderLag, once the other
+// holders sent theirs, is given up on like a silent peer (ShardTimeout is
+// an hour here): the block is made from parity. The read given up on goes
+// on aside and may still write into the buffer it was reading into; the
+// block handed out is not that buffer, so a late read (of a shard
+// damaged meanwhile, here) does not change the bytes sent.
+func TestReadGivesUpOnThisAgentsDiskThatLags(t *testing.T) {
+	var armed atomic.Bool
+	hung, release := make(chan struct{}, 1), make(chan struct{})
+	var once sync.Once
+	opts := shardstore.Options{ReadFault: func(id shardstore.ID) error {
+		if id.Block == 0 && id.Index == 0 && armed.CompareAndSwap(true, false) {
+			hung <- struct{}{}
+			<-release
+		}
+		return nil
+	}}
+	var logs testlog.Buffer
+	s, fc := newTestStoreOpts(t, Config{BlockSize: 4096, ShardTimeout: time.Hour, HolderLag: 100 * time.Millisecond},
+		slog.New(slog.NewTextHandler(&logs, nil)), opts, "n1", "n1", "n2", "n3", "n4")
+	unhang := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unhang) // before the store closes, which waits for the read
+	data := make([]byte, 4096)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	nodes := []string{"n1", "n2", "n3", "n4"}
+	b, shards := commitPlaced(t, s, fc, "a", data, 4096, 2, 2, nodes)
+	peers := &lagPeers{shards: make(map[string]map[[2]uint32][]byte), hang: make(map[string]bool), asked: make(map[string]int)}
+	for idx, node := range nodes[1:] {
+		peers.shards[node] = map[[2]uint32][]byte{{0, uint32(idx + 1)}: shards[0][idx+1]}
+	}
+	fc.peer = func(node string) (pb.ShardsClient, error) { return lagPeer{node: node, all: peers}, nil }
+	c, err := codec.New(2, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	armed.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	buf, n, err := s.readBlock(ctx, b, c, 0, newHolderView(s.aliveSet()))
+	if err != nil {
+		t.Fatalf("read of a block whose shard on this agent's disk lags: %v; want it made from parity after HolderLag", err)
+	}
+	defer buf.Release()
+	got := buf.Bytes()[:n]
+	if !bytes.Equal(got, data) {
+		t.Fatalf("read of a block whose shard on this agent's disk lags: %d bytes, not the block's", n)
+	}
+	if !strings.Contains(logs.String(), "this agent's shard disk read none of its shards") || !strings.Contains(logs.String(), s.shards.Dir()) {
+		t.Errorf("the log does not say that the read gave up on this agent's disk, naming it:\n%s", logs.String())
+	}
+
+	<-hung
+	damage(t, s.shards, shardstore.ID{Blob: b.Id, Block: 0, Index: 0})
+	unhang()
+	testwait.For(t, 10*time.Second, "the read given up on to end once the disk answers", func() bool { return s.stuck.Load() == 0 })
+	if !bytes.Equal(got, data) {
+		t.Fatal("a read of this agent's disk given up on wrote into the block handed out after it was decoded")
+	}
+}
+
+// damage overwrites the first bytes of shard id's payload in its part
+// file.
+func damage(t *testing.T, shards *shardstore.Store, id shardstore.ID) {
+	t.Helper()
+	off, err := shards.PayloadOffset(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(shards.Path(id), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("damaged"), off); err != nil {
+		t.Fatal(err)
 	}
 }

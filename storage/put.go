@@ -497,8 +497,8 @@ func (p *put) syncOn(ctx context.Context, node string, refs []*pb.ShardRef) erro
 		}
 	})
 	if errors.Is(err, errCommitAbandoned) {
-		// The commit on this agent goes on and deletes them itself: the
-		// abort must leave them alone (deleting would wait for it).
+		// The commit on this agent goes on and deletes them itself once
+		// it ends: the abort leaves them alone.
 		p.mu.Lock()
 		delete(p.used, p.s.cluster.Self())
 		p.mu.Unlock()

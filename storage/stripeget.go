@@ -54,13 +54,18 @@ func (s *Store) Locate(ctx context.Context, name string, minRev uint64, c pb.Con
 // writes it by reference instead of copying it into the message and
 // gives it back to the pool once written: the stream's memory is about
 // one shard and what gRPC's flow control lets it queue.
+//
+// Each read is waited for within ShardTimeout and ctx (readOwn): a shard
+// disk that hangs in reads ends the stream with an error naming the
+// disk, and the caller reads parity from the other holders, rather than
+// holding the stream, and its goroutine, for as long as the disk hangs.
 func (s *Store) ReadShards(ctx context.Context, req *pb.ReadShardsRequest, send func(*pb.ReadShardsResponse) error) error {
 	b, err := s.shardsAsked(ctx, req)
 	if err != nil {
 		return err
 	}
 	for _, pos := range req.Shards {
-		if err := s.sendShard(b, pos, send); err != nil {
+		if err := s.sendShard(ctx, b, pos, send); err != nil {
 			return err
 		}
 	}
@@ -69,15 +74,22 @@ func (s *Store) ReadShards(ctx context.Context, req *pb.ReadShardsRequest, send 
 
 // sendShard reads shard pos of b into a pooled buffer and sends it with
 // send, lending the buffer to gRPC; a shard that cannot be read is sent
-// with its error.
-func (s *Store) sendShard(b *pb.Blob, pos *pb.ShardPos, send func(*pb.ReadShardsResponse) error) error {
+// with its error. A read the disk did not end in time, or that the disk
+// could not take (diskHungError, the store closing), ends the stream
+// with its error instead: the next reads would wait on the same disk.
+func (s *Store) sendShard(ctx context.Context, b *pb.Blob, pos *pb.ShardPos, send func(*pb.ReadShardsResponse) error) error {
 	buf := bufpool.NewShared(codec.ShardLen(int(b.Blocks[pos.Block].Len), int(b.DataShards)))
 	defer buf.Release()
 	msg := &pb.ReadShardsResponse{Shard: pos}
-	payload, sum, err := s.readLocalShard(b, pos, buf.Bytes())
-	if err != nil {
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
+	payload, sum, err := s.readLocalShard(rctx, b, pos, buf.Bytes(), buf.Lend)
+	cancel()
+	switch {
+	case errors.Is(err, errReadAbandoned) || errors.Is(err, errClosed) || errors.As(err, new(*diskHungError)):
+		return err
+	case err != nil:
 		msg.Error = err.Error()
-	} else {
+	default:
 		msg.Sum, msg.Payload = sum, payload
 		s.metrics.shardReads.Inc()
 	}
@@ -133,19 +145,19 @@ func (s *Store) shardsAsked(ctx context.Context, req *pb.ReadShardsRequest) (*pb
 }
 
 // readLocalShard reads shard pos of b from this agent's part files into
-// dst (when large enough) and checks it against the checksum the metadata
-// records. A shard that is missing or fails a check is reported to the
-// leader's repair and returned as an error wrapping ErrNotFound or
-// ErrCorrupt. payload is the buffer read into, also on error when one was
-// used.
-func (s *Store) readLocalShard(b *pb.Blob, pos *pb.ShardPos, dst []byte) (payload []byte, sum uint32, err error) {
+// dst (when large enough; lend lends its memory to a read that may go on
+// after ctx ends: readOwn), waited for until ctx ends, and checks it
+// against the checksum the metadata records. A shard that is missing or
+// fails a check is reported to the leader's repair and returned as an
+// error wrapping ErrNotFound or ErrCorrupt; a read not ended in time
+// wraps errReadAbandoned, naming the disk.
+func (s *Store) readLocalShard(ctx context.Context, b *pb.Blob, pos *pb.ShardPos, dst []byte, lend func() func()) (payload []byte, sum uint32, err error) {
 	id := shardstore.ID{Blob: b.Id, Block: pos.Block, Index: uint16(pos.Index)}
 	want := b.Blocks[pos.Block].Sums[pos.Index]
-	h, payload, err := s.shards.Get(id, dst)
+	h, payload, err := s.readOwn(ctx, id, dst, lend)
 	held := func() []*pb.ShardRef {
 		return []*pb.ShardRef{{BlobId: b.Id, Block: pos.Block, Index: pos.Index, Node: s.cluster.Self()}}
 	}
-	err = s.mapReadErr(err)
 	switch {
 	case errors.Is(err, ErrCorrupt):
 		s.reportShards(held(), false)

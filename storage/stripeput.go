@@ -484,11 +484,17 @@ func (w *shardWrite) commit(ctx context.Context) (*pb.WriteShardsResponse, error
 		return nil, fmt.Errorf("%w: %d of the %d shards sent were still staged: the put was aborted meanwhile and its shards collected; retry the put",
 			ErrNotFound, n, len(w.seen))
 	}
-	held, err := s.shards.Held(w.key.blob, w.key.index)
-	if err != nil && !errors.Is(err, shardstore.ErrNotFound) {
-		return nil, fmt.Errorf("list shard %d of %q: %w", w.key.index, w.name, mapShardErr(err))
+	hctx, hcancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
+	defer hcancel()
+	held, err := s.heldLocal(hctx, w.key.blob, []uint32{uint32(w.key.index)})
+	if err != nil {
+		return nil, fmt.Errorf("list shard %d of %q: %w", w.key.index, w.name, err)
 	}
-	return &pb.WriteShardsResponse{Blocks: held.Blocks, Sums: held.Sums}, nil
+	resp := &pb.WriteShardsResponse{}
+	if len(held) > 0 {
+		resp.Blocks, resp.Sums = held[0].Blocks, held[0].Sums
+	}
+	return resp, nil
 }
 
 // close discards what the stream staged unless it committed, and frees
@@ -736,11 +742,11 @@ func confirmed(part *pb.HeldPart, b *pb.Blob, block, sum uint32) bool {
 
 // heldShards asks node what it durably holds of shard indexes of blob id.
 func (s *Store) heldShards(ctx context.Context, node, id string, indexes []uint32) ([]*pb.HeldPart, error) {
-	if node == s.cluster.Self() {
-		return s.heldLocal(id, indexes)
-	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
 	defer cancel()
+	if node == s.cluster.Self() {
+		return s.heldLocal(ctx, id, indexes)
+	}
 	peer, err := s.cluster.Shards(node, false)
 	if err != nil {
 		return nil, err
@@ -756,13 +762,15 @@ func (s *Store) heldShards(ctx context.Context, node, id string, indexes []uint3
 	return resp.Parts, nil
 }
 
-// heldLocal lists what this agent durably holds of shard indexes of blob id.
-func (s *Store) heldLocal(id string, indexes []uint32) ([]*pb.HeldPart, error) {
+// heldLocal lists what this agent durably holds of shard indexes of blob
+// id, read from its part files within ctx (aside): a disk that hangs in
+// reads would otherwise hold the put's commit, or the peer's call, and a
+// goroutine, for as long as it hangs.
+func (s *Store) heldLocal(ctx context.Context, id string, indexes []uint32) ([]*pb.HeldPart, error) {
 	if len(indexes) > codec.MaxShards {
 		return nil, fmt.Errorf("%w: indexes: %d shard indexes, a blob has at most %d", ErrInvalidArgument, len(indexes), codec.MaxShards)
 	}
 	var asked [codec.MaxShards]bool
-	var out []*pb.HeldPart
 	for _, idx := range indexes {
 		if idx >= codec.MaxShards {
 			return nil, fmt.Errorf("%w: shard index %d", ErrInvalidArgument, idx)
@@ -771,27 +779,42 @@ func (s *Store) heldLocal(id string, indexes []uint32) ([]*pb.HeldPart, error) {
 			return nil, fmt.Errorf("%w: indexes: shard index %d is asked for twice", ErrInvalidArgument, idx)
 		}
 		asked[idx] = true
-		h, err := s.shards.Held(id, uint16(idx))
-		if errors.Is(err, shardstore.ErrNotFound) {
-			continue
+	}
+	var out []*pb.HeldPart
+	_, err := s.aside(ctx, errReadAbandoned, func() (int, error) {
+		for _, idx := range indexes {
+			h, err := s.shards.Held(id, uint16(idx))
+			if errors.Is(err, shardstore.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return 0, err
+			}
+			out = append(out, &pb.HeldPart{
+				Index: idx, DataShards: uint32(h.K), ParityShards: uint32(h.M), BlockSize: h.BlockSize, Blocks: h.Blocks, Sums: h.Sums,
+			})
 		}
-		if err != nil {
-			return nil, mapShardErr(err)
-		}
-		out = append(out, &pb.HeldPart{
-			Index: idx, DataShards: uint32(h.K), ParityShards: uint32(h.M), BlockSize: h.BlockSize, Blocks: h.Blocks, Sums: h.Sums,
-		})
+		return 0, nil
+	}, nil)
+	if errors.Is(err, errReadAbandoned) {
+		return nil, fmt.Errorf("list the shards of %s on agent %s: its shard disk (%s) did not read them in time; it may hang in reads: "+
+			"check that disk (dmesg, iostat), and restart the agent if it stays stuck: %w", id, s.cluster.Self(), s.shards.Dir(), err)
+	}
+	if err != nil {
+		return nil, mapShardErr(err)
 	}
 	return out, nil
 }
 
 // HeldShards answers a peer's CommitPut: what this agent durably holds of
-// a blob.
+// a blob, read within ShardTimeout and the caller's deadline.
 func (ss *ShardServer) HeldShards(ctx context.Context, req *pb.HeldShardsRequest) (*pb.HeldShardsResponse, error) {
 	if !ValidBlobID(req.BlobId) {
 		return nil, fmt.Errorf("%w: blob id %q", ErrInvalidArgument, req.BlobId)
 	}
-	parts, err := ss.s.heldLocal(req.BlobId, req.Indexes)
+	ctx, cancel := context.WithTimeout(ctx, ss.s.cfg.ShardTimeout)
+	defer cancel()
+	parts, err := ss.s.heldLocal(ctx, req.BlobId, req.Indexes)
 	if err != nil {
 		return nil, err
 	}

@@ -363,6 +363,32 @@ func TestWriteShardsGivesUpOnADiskThatHangs(t *testing.T) {
 	})
 }
 
+// TestWriteShardsGivesUpOnADiskThatHangsInReads: once its shards are
+// durable, a stream answers what its part file holds, read from the
+// disk; a disk that hangs in reads then fails the stream at ShardTimeout,
+// naming the disk, instead of holding it for as long as it hangs.
+func TestWriteShardsGivesUpOnADiskThatHangsInReads(t *testing.T) {
+	disk := newStuckDisk()
+	opts := shardstore.Options{ReadFault: func(shardstore.ID) error { disk.wait(); return nil }}
+	cfg := DefaultConfig()
+	cfg.BlockSize, cfg.InlineMax, cfg.ShardTimeout = MinBlockSize, 1024, 200*time.Millisecond
+	s, _ := newTestStoreOpts(t, cfg, testlog.New(t, "a"), opts, "a", "a")
+	t.Cleanup(disk.unhang) // before the store closes, which waits for the read
+	data := randomData(3*MinBlockSize, 9)
+	begin := beginPut(t, s, &pb.BlobPutHeader{Name: "hung", Size: int64(len(data))})
+	st := StripeBlob(t, begin, "hung", data)
+	disk.hang.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.WriteShards(context.Background(), feed(st.Streams[0], io.EOF))
+		done <- err
+	}()
+	err := ended(t, done, "WriteShards to give up on this agent's disk, which hangs in reads")
+	if !errors.Is(err, errReadAbandoned) || !strings.Contains(err.Error(), s.shards.Dir()) {
+		t.Fatalf("WriteShards on a disk that hangs in reads: %v; want errReadAbandoned naming %s", err, s.shards.Dir())
+	}
+}
+
 func TestWriteShardsRefusesAShortBlockThatIsNotTheLast(t *testing.T) {
 	s, _ := stripedStore(t)
 	begin := beginPut(t, s, &pb.BlobPutHeader{Name: "models/v1"}) // size unknown

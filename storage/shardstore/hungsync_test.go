@@ -2,7 +2,9 @@ package shardstore
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -52,9 +54,10 @@ func await[T any](t *testing.T, ch <-chan T, what string) T {
 
 // A commit of a new part file whose fsync hangs (a disk hung in fsync)
 // keeps no reader waiting: a shard of another blob whose part file is
-// under the same part lock stays readable, and so it does while a
-// delete of the committing blob waits for the commit. The commit and the
-// delete end once the disk does.
+// under the same part lock stays readable. Nor does it keep a delete of
+// the committing blob waiting: the delete removes the staged part file,
+// and the commit, once the disk ends its fsync, fails and commits
+// nothing, so that nothing of the deleted blob is left.
 func TestReadsDoNotWaitForACommitHungInFsync(t *testing.T) {
 	disk := newHungSync(t)
 	s := open(t, t.TempDir(), Options{SyncDelay: disk.delay})
@@ -94,13 +97,21 @@ func TestReadsDoNotWaitForACommitHungInFsync(t *testing.T) {
 	if r.err != nil || !bytes.Equal(r.payload, want) {
 		t.Fatalf("read of %s while a commit hangs in fsync: %v; payload matches: %v", other, r.err, bytes.Equal(r.payload, want))
 	}
-	disk.unhang()
-	if err := await(t, committed, "the commit once the disk answers"); err != nil {
-		t.Fatalf("commit: %v", err)
-	}
-	if err := await(t, deleted, "the delete once the commit ended"); err != nil {
+	if err := await(t, deleted, "a delete of the committing blob while the commit hangs in fsync"); err != nil {
 		t.Fatalf("delete: %v", err)
 	}
+	disk.unhang()
+	if err := await(t, committed, "the commit once the disk answers"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("commit of a blob deleted while it hung in fsync: %v, want ErrNotFound", err)
+	}
+	if _, _, err := s.Get(committing, nil); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("read of a shard of the deleted blob: %v, want ErrNotFound", err)
+	}
+	if files := blobFiles(t, s, blobA); len(files) != 0 {
+		t.Fatalf("files left of the deleted blob: %v", files)
+	}
+	wantUsage(t, s, partSize(1), 1) // the other blob's shard
+	sameUsageAsOpen(t, s, "after the commit of a deleted blob")
 }
 
 // A block written into an existing part file (repair rewriting it, or a
@@ -152,5 +163,82 @@ func TestReadsDoNotWaitForAMergeHungInFsync(t *testing.T) {
 	}
 	if _, p, err := s.Get(merged, nil); err != nil || !bytes.Equal(p, wantMerged) {
 		t.Fatalf("read of the merged block %s: %v; payload matches: %v", merged, err, bytes.Equal(p, wantMerged))
+	}
+}
+
+// sameBlobLock returns a blob id other than those of not whose blob lock
+// is the one of blob's.
+func sameBlobLock(s *Store, blob string, not ...string) string {
+	for i := 1; ; i++ {
+		other := fmt.Sprintf("%032x", i)
+		if other != blob && !slices.Contains(not, other) && s.blobLock(other) == s.blobLock(blob) {
+			return other
+		}
+	}
+}
+
+// A commit whose fsync hangs (a disk hung in fsync) keeps no other blob's
+// delete or write waiting: the blob locks are striped, and a delete of a
+// blob under the same lock as the committing one, then a put of a third
+// under it too, end while the fsync hangs: the staged part's, or a
+// merge's into an existing part file. The commit ends once the disk does.
+func TestOtherBlobsDeletesAndWritesDoNotWaitForACommitHungInFsync(t *testing.T) {
+	for _, merge := range []bool{false, true} {
+		t.Run(fmt.Sprintf("merge=%v", merge), func(t *testing.T) {
+			var armed atomic.Bool
+			entered, release := make(chan struct{}, 1), make(chan struct{})
+			var once sync.Once
+			unhang := func() { once.Do(func() { close(release) }) }
+			t.Cleanup(unhang)
+			s := open(t, t.TempDir(), Options{SyncDelay: func() time.Duration {
+				if armed.CompareAndSwap(true, false) { // the next fsync only
+					entered <- struct{}{}
+					<-release
+				}
+				return 0
+			}})
+			deleted := sameBlobLock(s, blobA)
+			written := sameBlobLock(s, blobA, deleted)
+			put(t, s, ID{Blob: deleted, Index: 1}, testBlockSize, 1)
+			if merge {
+				put(t, s, ID{Blob: blobA, Block: 0, Index: 1}, testBlockSize, 2)
+			}
+			_, want := stage(t, s, ID{Blob: blobA, Block: 1, Index: 1}, testBlockSize, 3)
+
+			armed.Store(true)
+			committed := make(chan error, 1)
+			go func() {
+				_, err := s.CommitStaged(blobA)
+				committed <- err
+			}()
+			await(t, entered, "the commit's fsync to start")
+			deletes := make(chan error, 1)
+			go func() {
+				_, err := s.DeleteBlob(deleted)
+				deletes <- err
+			}()
+			puts := make(chan error, 1)
+			go func() {
+				h, p := shard(ID{Blob: written, Index: 1}, testBlockSize, 4)
+				puts <- s.Put(h, p)
+			}()
+			if err := await(t, deletes, "a delete of a blob under the committing blob's lock while the commit hangs in fsync"); err != nil {
+				t.Fatalf("delete of %s: %v", deleted, err)
+			}
+			if err := await(t, puts, "a put of a blob under the committing blob's lock while the commit hangs in fsync"); err != nil {
+				t.Fatalf("put of %s: %v", written, err)
+			}
+			if _, _, err := s.Get(ID{Blob: deleted, Index: 1}, nil); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("read of the deleted blob's shard: %v, want ErrNotFound", err)
+			}
+			unhang()
+			if err := await(t, committed, "the commit once the disk answers"); err != nil {
+				t.Fatalf("commit: %v", err)
+			}
+			if _, p, err := s.Get(ID{Blob: blobA, Block: 1, Index: 1}, nil); err != nil || !bytes.Equal(p, want) {
+				t.Fatalf("read of the committed shard: %v; payload matches: %v", err, bytes.Equal(p, want))
+			}
+			sameUsageAsOpen(t, s, "after the commit")
+		})
 	}
 }

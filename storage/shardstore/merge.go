@@ -11,13 +11,15 @@ import (
 )
 
 // A staged part taken out of the staged set becomes the part file: renamed
-// into place when there is none (fsynced first, outside the part's lock),
-// or merged into the existing one, its blocks written in place and the
-// file fsynced outside the part's lock.
+// into place when there is none (fsynced first, outside the part's and
+// the blob's lock), or merged into the existing one, its blocks written
+// in place and the file fsynced outside the part's and the blob's lock.
 
 // commitPart makes a staged part durable and readable and returns how
 // many shards it holds; on an error the staged part is removed. The
-// caller holds the blob lock shared and fsyncs the directory.
+// caller does not hold the blob lock: it is taken, shared, only to rename
+// or merge the part, never through an fsync. The caller fsyncs the
+// directory.
 func (s *Store) commitPart(sp *stagedPart) (int, error) {
 	sp.mu.Lock()
 	if sp.gone {
@@ -34,19 +36,24 @@ func (s *Store) commitPart(sp *stagedPart) (int, error) {
 		sp.drop(s)
 		return 0, fmt.Errorf("part %s: %w", sp.path, noSpace(err))
 	}
+	bl := s.blobLock(sp.hdr.Blob)
 	pl := s.partLock(sp.hdr.Blob, sp.hdr.Index)
+	bl.RLock()
 	pl.Lock()
 	into, err := s.mergeInto(sp)
 	if err == nil && into == nil {
 		err = s.renameStaged(sp)
 	}
 	pl.Unlock()
+	bl.RUnlock()
 	if into != nil {
-		// Fsynced outside the part's lock, as presync is: readers of
-		// every part file under that lock would otherwise wait as long
-		// as the fsync. They may read the merged blocks before they are
-		// durable, as they would once a failed fsync returned; the
-		// commit is answered only after it.
+		// Fsynced outside the part's and the blob's lock, as presync
+		// is: readers of every part file under that lock would
+		// otherwise wait as long as the fsync, and deletes of every
+		// blob under that one. They may read the merged blocks before
+		// they are durable, as they would once a failed fsync returned;
+		// the commit is answered only after it. A delete meanwhile
+		// deletes them, as one after the commit would.
 		err = s.fsync(into)
 		into.Close()
 	}
@@ -58,10 +65,11 @@ func (s *Store) commitPart(sp *stagedPart) (int, error) {
 }
 
 // presync fsyncs a staged part, taken out of the staged set, whose part
-// file does not exist yet, before the part's lock is taken: readers of
-// every part file under that lock (the locks are striped: other blobs'
-// too) would otherwise wait as long as the fsync, a hung disk's for as
-// long as it hangs. One whose part file exists is merged into that file
+// file does not exist yet, before the part's and the blob's lock are
+// taken: readers of every part file under that lock, and deletes of
+// every blob under that one (the locks are striped: other blobs' too),
+// would otherwise wait as long as the fsync, a hung disk's for as long
+// as it hangs. One whose part file exists is merged into that file
 // (mergeInto), which is fsynced instead.
 func (s *Store) presync(sp *stagedPart) error {
 	if _, err := os.Lstat(sp.path); !errors.Is(err, fs.ErrNotExist) {
@@ -80,10 +88,16 @@ func (s *Store) presync(sp *stagedPart) error {
 }
 
 // renameStaged fsyncs a staged part, unless presync did, and renames it
-// over its final name; the part's lock is held.
+// over its final name; the blob's lock (shared) and the part's are held.
+// A DeleteBlob of the blob since the part was taken out of the staged set
+// removed its temporary file: nothing is renamed then, and the commit
+// fails.
 func (s *Store) renameStaged(sp *stagedPart) error {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
+	if err := sp.stillThere(); err != nil {
+		return err
+	}
 	if err := sp.settle(); err != nil {
 		return err
 	}
@@ -106,6 +120,24 @@ func (s *Store) renameStaged(sp *stagedPart) error {
 	k := partKey{sp.hdr.Blob, sp.hdr.Index}
 	s.partGone(k, old)
 	s.partCommitted(k, len(sp.blocks))
+	return nil
+}
+
+// stillThere fails when the staged part's temporary file is no longer
+// the file it writes (removed by a DeleteBlob of its blob); sp's lock is
+// held.
+func (sp *stagedPart) stillThere() error {
+	named, err := os.Lstat(sp.tmp)
+	if err == nil {
+		var open os.FileInfo
+		if open, err = sp.f.Stat(); err == nil && !os.SameFile(named, open) {
+			err = fs.ErrNotExist
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("the staged part file %s was removed while it was committed (its blob deleted meanwhile?); nothing of it is committed: %w: %w",
+			sp.tmp, ErrNotFound, err)
+	}
 	return nil
 }
 

@@ -399,24 +399,36 @@ func (s *Store) Put(h Header, payload []byte) error {
 	if err := checkPut(&h, payload); err != nil {
 		return err
 	}
-	bl := s.blobLock(h.ID.Blob)
-	bl.RLock()
-	defer bl.RUnlock()
-	sp, err := s.newStaged(partOf(&h))
+	sp, err := s.stageAlone(&h, payload)
 	if err != nil {
-		return wrapWrite("put", h.ID, err)
-	}
-	if err := sp.add(s, &h, [][]byte{payload}); err != nil {
-		sp.drop(s)
 		return err
 	}
+	// Committed, and its directory fsynced, outside the blob lock, as
+	// CommitStaged is.
 	if _, err := s.commitPart(sp); err != nil {
 		return wrapWrite("put", h.ID, err)
 	}
-	if err := s.syncDir(s.blobDir(h.ID.Blob)); err != nil {
+	if err := s.syncBlobDir(h.ID.Blob); err != nil {
 		return wrapWrite("put", h.ID, err)
 	}
 	return nil
+}
+
+// stageAlone writes a shard into a staged part of its own, not in the
+// staged set, for Put to commit; the blob lock is held shared meanwhile.
+func (s *Store) stageAlone(h *Header, payload []byte) (*stagedPart, error) {
+	bl := s.blobLock(h.ID.Blob)
+	bl.RLock()
+	defer bl.RUnlock()
+	sp, err := s.newStaged(partOf(h))
+	if err != nil {
+		return nil, wrapWrite("put", h.ID, err)
+	}
+	if err := sp.add(s, h, [][]byte{payload}); err != nil {
+		sp.drop(s)
+		return nil, err
+	}
+	return sp, nil
 }
 
 // wrapWrite names the shard a write failed for, ENOSPC as ErrNoSpace.
@@ -475,6 +487,17 @@ func (s *Store) ensureDir(dir string) error {
 	}
 	if err != nil {
 		_ = os.Remove(dir)
+	}
+	return err
+}
+
+// syncBlobDir fsyncs blob's directory once a commit renamed part files
+// into it, outside the blob lock. One removed meanwhile, by a DeleteBlob
+// of the blob, fails as ErrNotFound: what the commit wrote was deleted.
+func (s *Store) syncBlobDir(blob string) error {
+	err := s.syncDir(s.blobDir(blob))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("the blob's directory was removed while its shards were committed (the blob deleted meanwhile?): %w: %w", ErrNotFound, err)
 	}
 	return err
 }

@@ -304,13 +304,19 @@ func (s *Store) dropIfEmpty(blob string, index uint16, sp *stagedPart) {
 // is fsynced), all parts at once, then the blob's directory is fsynced
 // once. It returns how many shards it committed. On an error the blob's
 // staged shards that were not committed are removed.
+//
+// The fsyncs run outside the blob lock (commitPart): the locks are
+// striped, and a disk hung in fsync would otherwise hold the deletes of
+// every blob under the same lock, and, as a waiting delete holds off
+// new readers of an RWMutex, their writes too. A DeleteBlob of this blob
+// while it commits removes the staged part files: the commit then fails
+// (renameStaged) and leaves nothing of the blob.
 func (s *Store) CommitStaged(blob string) (int, error) {
 	if err := checkBlob(blob); err != nil {
 		return 0, err
 	}
-	bl := s.blobLock(blob) // DeleteBlob comes wholly before or after
+	bl := s.blobLock(blob) // a DeleteBlob before it discards what it would take
 	bl.RLock()
-	defer bl.RUnlock()
 	s.stagedMu.Lock()
 	parts := slices.Collect(maps.Values(s.staged[blob]))
 	delete(s.staged, blob)
@@ -318,6 +324,7 @@ func (s *Store) CommitStaged(blob string) (int, error) {
 		sp.seal()
 	}
 	s.stagedMu.Unlock()
+	bl.RUnlock()
 	return s.commitParts(blob, parts)
 }
 
@@ -341,11 +348,21 @@ func (s *Store) CommitStagedShards(blob string, ids []ID) (int, error) {
 		}
 		byIndex[id.Index][id.Block] = true
 	}
+	parts, errs := s.takeBlocksOf(blob, byIndex)
+	n, err := s.commitParts(blob, parts) // outside the blob lock, as CommitStaged
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return n, fmt.Errorf("shardstore: commit staged shards of %s: %w", blob, err)
+	}
+	return n, nil
+}
+
+// takeBlocksOf takes the blocks byIndex of blob's staged parts out of
+// the staged set (takeBlocks), under the blob lock shared, and returns
+// the parts to commit and the errors of those it could not take.
+func (s *Store) takeBlocksOf(blob string, byIndex map[uint16]map[uint32]bool) (parts []*stagedPart, errs []error) {
 	bl := s.blobLock(blob)
 	bl.RLock()
 	defer bl.RUnlock()
-	var parts []*stagedPart
-	var errs []error
 	for index, blocks := range byIndex {
 		sp, err := s.takeBlocks(blob, index, blocks)
 		if err != nil {
@@ -355,11 +372,7 @@ func (s *Store) CommitStagedShards(blob string, ids []ID) (int, error) {
 			parts = append(parts, sp)
 		}
 	}
-	n, err := s.commitParts(blob, parts)
-	if err := errors.Join(append(errs, err)...); err != nil {
-		return n, fmt.Errorf("shardstore: commit staged shards of %s: %w", blob, err)
-	}
-	return n, nil
+	return parts, errs
 }
 
 // takeBlocks takes blocks of the staged part of (blob, index) out of the
@@ -442,7 +455,7 @@ func (s *Store) moveBlock(sp *stagedPart, src *partFile, b uint32, moved **stage
 
 // commitParts commits staged parts of blob taken out of the staged set,
 // all at once, then fsyncs the blob's directory, and returns how many
-// shards they held.
+// shards they held. The blob lock is not held: commitPart takes it.
 func (s *Store) commitParts(blob string, parts []*stagedPart) (int, error) {
 	if len(parts) == 0 {
 		return 0, nil
@@ -465,7 +478,7 @@ func (s *Store) commitParts(blob string, parts []*stagedPart) (int, error) {
 	if err := errors.Join(errs...); err != nil {
 		return n, fmt.Errorf("shardstore: commit staged shards of %s: %w", blob, err)
 	}
-	if err := s.syncDir(s.blobDir(blob)); err != nil {
+	if err := s.syncBlobDir(blob); err != nil {
 		return n, fmt.Errorf("shardstore: commit staged shards of %s: %w", blob, noSpace(err))
 	}
 	return n, nil
@@ -475,20 +488,21 @@ func (s *Store) commitParts(blob string, parts []*stagedPart) (int, error) {
 // index of blob only: one fsync and one rename (or an in-place merge into
 // the existing part file), then the blob's directory is fsynced. It
 // returns how many shards it committed; on an error they are removed.
+// As in CommitStaged, the fsyncs run outside the blob lock.
 func (s *Store) CommitStagedPart(blob string, index uint16) (int, error) {
 	if err := checkBlob(blob); err != nil {
 		return 0, err
 	}
 	bl := s.blobLock(blob)
 	bl.RLock()
-	defer bl.RUnlock()
 	sp := s.takeStaged(blob, index)
+	bl.RUnlock()
 	if sp == nil {
 		return 0, nil
 	}
 	n, err := s.commitPart(sp)
 	if err == nil && n > 0 {
-		err = s.syncDir(s.blobDir(blob))
+		err = s.syncBlobDir(blob)
 	}
 	if err != nil {
 		return n, fmt.Errorf("shardstore: commit staged shards of %s index %d: %w", blob, index, noSpace(err))
