@@ -79,6 +79,10 @@ func Put(b *[]byte) {
 type Shared struct {
 	b    *[]byte
 	refs atomic.Int32
+	// released is set by the owner's Release: a second one panics even
+	// while a loan is out, which the count alone would let put the
+	// buffer in the pool under the borrower.
+	released atomic.Bool
 }
 
 // NewShared returns a Shared buffer of n bytes (not zeroed), owned by the
@@ -110,9 +114,13 @@ func (s *Shared) Lend() (release func()) {
 
 // Release is the owner's: it gives the buffer back to the pool, or lets
 // the last loan do it. The owner must not use it afterwards nor release
-// it twice (a second Release once the buffer is back in the pool
-// panics).
-func (s *Shared) Release() { s.unref() }
+// it twice: a second Release panics, whether or not a loan is out.
+func (s *Shared) Release() {
+	if s.released.Swap(true) {
+		panic("bufpool: a Shared buffer's owner released it twice")
+	}
+	s.unref()
+}
 
 func (s *Shared) unref() {
 	switch n := s.refs.Add(-1); {

@@ -140,6 +140,14 @@ func TestMisuseOfASharedBufferBackInThePoolPanics(t *testing.T) {
 	s.Release()
 	mustPanic(t, "a second Release by the owner", s.Release)
 
+	// While a loan is out the count alone would take a second Release
+	// for the loan's return and pool the buffer under the borrower.
+	s = NewShared(8 << 10)
+	release = s.Lend()
+	s.Release()
+	mustPanic(t, "a second Release by the owner while a loan is out", s.Release)
+	release()
+
 	s = NewShared(8 << 10) // lending while the owner holds it is fine
 	s.Lend()()
 	s.Release()
