@@ -48,6 +48,10 @@ type metrics struct {
 	dnsQueries *prometheus.CounterVec
 	// snapshots count the scheduled snapshots.
 	snapshots *snapshotMetrics
+	// divergence counts, on the leader, the comparisons that found a
+	// peer's registry diverged from the leader's (divergence.go); the
+	// log line names the peer.
+	divergence prometheus.Counter
 	// registry is the Registry service, whose watch streams' queued
 	// bytes are reported; nil until it is built.
 	registry atomic.Pointer[grpcapi.Registry]
@@ -93,6 +97,10 @@ func newMetrics(n *Node) *metrics {
 			Name: "zrpc_registry_streams_refused_total",
 			Help: "Watch and Session streams refused (ResourceExhausted) because this agent served max_watches or max_sessions of them already, by kind.",
 		}, []string{"kind"}),
+		divergence: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "zrpc_raft_replica_divergence_total",
+			Help: "Times the Raft leader found a peer's apply hash, at a revision both applied, different from its own (checked every 30 s): that replica's registry diverged from the leader's; the leader's error log names it. Stop it, move its data dir aside and start it empty with --join.",
+		}),
 	}
 	// Known label values start at zero, so that rate() sees the first
 	// increase and a dashboard shows 0 rather than no data.
@@ -108,7 +116,7 @@ func newMetrics(n *Node) *metrics {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.reg.MustRegister(m.apply, m.rpcs, m.rpcTime, m.watchers, m.panics, m.slowWatchers, m.aclRefused, m.connsRefused, m.streamsRefused,
+	m.reg.MustRegister(m.apply, m.rpcs, m.rpcTime, m.watchers, m.panics, m.slowWatchers, m.aclRefused, m.connsRefused, m.streamsRefused, m.divergence,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("zrpc_raft_leader", "1 if this agent is the Raft leader.", func() float64 { return b2f(store.Status().State == raftstore.Leader) }),
 		gauge("zrpc_raft_has_leader", "1 if this agent knows a Raft leader.", func() float64 { return b2f(store.Status().LeaderAddr != "") }),

@@ -296,6 +296,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("start agent %s: stopped before its checks ran: %w", n.cfg.Name, err)
 	}
 	n.goLoop(n.learnCommitted)
+	n.goLoop(n.watchDivergence) // divergence.go
 	n.goLoop(n.health.RunChecks)
 	n.goLoop(n.health.RunSessionScan)
 	n.goLoop(n.watchShardRoom)

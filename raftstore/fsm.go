@@ -55,6 +55,8 @@ type FSM struct {
 	cluster *clusterState
 	// acl is the cluster's ACL policies and tokens (acl.go).
 	acl aclState
+	// hash is the apply hash of the commands applied (applyhash.go).
+	hash applyHash
 
 	events *eventLog
 }
@@ -69,6 +71,7 @@ func NewFSM(ringSize int) *FSM { return newFSM(ringSize, 0) }
 func newFSM(ringSize, ringBytes int) *FSM {
 	f := &FSM{events: newEventLog(ringSize, ringBytes), requests: newRequestLog(DedupWindow, maxRequestIDs), cluster: newClusterState()}
 	f.reset()
+	f.hash.start(0, 0, true)
 	return f
 }
 
@@ -173,6 +176,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	for i, l := range logs {
 		if l.Index > f.revision {
 			f.revision = l.Index
+		}
+		if l.Type == raft.LogCommand {
+			f.hash.add(l.Index, l.Data)
 		}
 		cmd := cmds[i]
 		if cmd == nil {
@@ -701,7 +707,7 @@ func (f *FSM) Node(name string) *pb.Node {
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	s := &fsmSnapshot{revision: f.revision}
+	s := &fsmSnapshot{revision: f.revision, hash: f.hash.sum, hashKnown: f.hash.known}
 	// Persist sorts them, off the lock: sorting a million instances here
 	// would hold every write back for a second.
 	s.instances = make([]instanceRecord, 0, f.instanceCount())

@@ -33,6 +33,10 @@ type fsmSnapshot struct {
 	aclBootstrapped bool
 	aclPolicies     []*pb.ACLPolicy
 	aclTokens       []*pb.ACLToken
+
+	// hash is the apply hash at revision, when hashKnown (applyhash.go).
+	hash      uint64
+	hashKnown bool
 }
 
 // hasACL reports whether the snapshot holds ACL state.
@@ -64,6 +68,8 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 		Cluster:         s.cluster,
 		RequestClock:    s.requestClock,
 		RequestLastTime: s.requestLast,
+		ApplyHash:       s.hash,
+		ApplyHashKnown:  s.hashKnown,
 	}
 	if s.hasACL() {
 		hdr.AclBootstrapped = s.aclBootstrapped
@@ -131,6 +137,7 @@ func loadSnapshot(r io.Reader, next *FSM, limits RestoreLimits) (*pb.ClusterInit
 			rev, cluster = h.Revision, h.Cluster
 			next.revision, next.acl.bootstrapped = h.Revision, h.AclBootstrapped
 			next.requests.clock, next.requests.last = h.RequestClock, h.RequestLastTime
+			next.hash.start(h.Revision, h.ApplyHash, h.ApplyHashKnown)
 			if cluster == nil {
 				return nil
 			}
@@ -325,6 +332,7 @@ func (f *FSM) RestoreWithin(rc io.ReadCloser, limits RestoreLimits) error {
 		f.health.n[i].Store(next.health.n[i].Load())
 	}
 	f.acl.adopt(&next.acl)
+	f.hash = next.hash
 	f.events.compactTo(f.revision)
 	return nil
 }

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/prototext"
 
 	pb "github.com/zrpcio/zrpc/api/zrpcpb"
@@ -575,9 +577,11 @@ func (p *processRun) healAll() {
 
 // checkConverged waits until every agent answers stale reads at one
 // revision with one state (linService's instances and every service's
-// counts), and the leader's configuration holds every agent as a voter.
+// counts), and the leader's configuration holds every agent as a voter;
+// then checks that the agents applied one history to get there.
 func (p *processRun) checkConverged() {
 	var views []string
+	var at uint64
 	ok := p.waitFor(settleFor, "every agent at one revision with one state", func() string {
 		views = views[:0]
 		var ref string
@@ -588,7 +592,7 @@ func (p *processRun) checkConverged() {
 			}
 			key := fmt.Sprintf("%d\n%s", rev, digest)
 			if ref == "" {
-				ref = key
+				ref, at = key, rev
 			}
 			views = append(views, fmt.Sprintf("%s at revision %d", a.name, rev))
 			if key != ref {
@@ -599,7 +603,48 @@ func (p *processRun) checkConverged() {
 	})
 	if ok {
 		p.t.Logf("robustness: converged: %s", strings.Join(views, ", "))
+		p.checkApplyHashes(at)
 	}
+}
+
+// checkApplyHashes fails the run when agents that reached revision rev
+// with one state applied different histories to get there: their apply
+// hashes at rev (Status apply_hash_at) differ. An agent that cannot tell
+// its hash there is left out.
+func (p *processRun) checkApplyHashes(rev uint64) {
+	byHash := map[uint64][]string{}
+	for _, a := range p.agents {
+		st, err := statusAt(a.grpcAddr(), rev)
+		if err != nil {
+			p.t.Errorf("%s: Status with its apply hash at revision %d: %v", a.name, rev, err)
+			continue
+		}
+		if st.GetApplyHashKnown() {
+			byHash[st.GetApplyHash()] = append(byHash[st.GetApplyHash()], a.name)
+		}
+	}
+	if len(byHash) > 1 {
+		var groups []string
+		for sum, names := range byHash {
+			groups = append(groups, fmt.Sprintf("%s: %08x", strings.Join(names, ", "), sum))
+		}
+		slices.Sort(groups)
+		p.t.Errorf("the agents hold one state at revision %d but applied different histories to reach it (their apply hashes there: %s): a replica applied a write the cluster did not commit, or missed one",
+			rev, strings.Join(groups, "; "))
+	}
+}
+
+// statusAt asks the agent serving gRPC at addr for its Status with its
+// apply hash at revision rev.
+func statusAt(addr string, rev uint64) (*pb.StatusResponse, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	return pb.NewStatusClient(conn).Status(ctx, &pb.StatusRequest{ApplyHashAt: rev})
 }
 
 // replica reads agent i's replica through stale reads: linService's

@@ -1684,8 +1684,16 @@ type SnapshotHeader struct {
 	AclBootstrapped bool   `protobuf:"varint,20,opt,name=acl_bootstrapped,json=aclBootstrapped,proto3" json:"acl_bootstrapped,omitempty"`
 	AclPolicies     uint64 `protobuf:"varint,21,opt,name=acl_policies,json=aclPolicies,proto3" json:"acl_policies,omitempty"`
 	AclTokens       uint64 `protobuf:"varint,22,opt,name=acl_tokens,json=aclTokens,proto3" json:"acl_tokens,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// apply_hash is the replica's apply hash at revision: a running hash of
+	// the command entries its state machine applied, from the cluster's
+	// first one (raftstore applyhash.go), which a replica restored from the
+	// snapshot continues. apply_hash_known is false in snapshots written
+	// before it existed or by a replica that did not know its own: a replica
+	// restored from one cannot compare its history with the others'.
+	ApplyHash      uint64 `protobuf:"fixed64,23,opt,name=apply_hash,json=applyHash,proto3" json:"apply_hash,omitempty"`
+	ApplyHashKnown bool   `protobuf:"varint,24,opt,name=apply_hash_known,json=applyHashKnown,proto3" json:"apply_hash_known,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
@@ -1814,6 +1822,20 @@ func (x *SnapshotHeader) GetAclTokens() uint64 {
 		return x.AclTokens
 	}
 	return 0
+}
+
+func (x *SnapshotHeader) GetApplyHash() uint64 {
+	if x != nil {
+		return x.ApplyHash
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetApplyHashKnown() bool {
+	if x != nil {
+		return x.ApplyHashKnown
+	}
+	return false
 }
 
 // SnapshotBlob is one blob in a snapshot of format 2: its metadata without
@@ -2378,7 +2400,7 @@ const file_raft_proto_rawDesc = "" +
 	"\x05block\x18\x01 \x01(\rR\x05block\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x10\n" +
-	"\x03sum\x18\x04 \x01(\aR\x03sum\"\xd9\x03\n" +
+	"\x03sum\x18\x04 \x01(\aR\x03sum\"\xa2\x04\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x1c\n" +
@@ -2395,7 +2417,10 @@ const file_raft_proto_rawDesc = "" +
 	"\x10acl_bootstrapped\x18\x14 \x01(\bR\x0faclBootstrapped\x12!\n" +
 	"\facl_policies\x18\x15 \x01(\x04R\vaclPolicies\x12\x1d\n" +
 	"\n" +
-	"acl_tokens\x18\x16 \x01(\x04R\taclTokens\"I\n" +
+	"acl_tokens\x18\x16 \x01(\x04R\taclTokens\x12\x1d\n" +
+	"\n" +
+	"apply_hash\x18\x17 \x01(\x06R\tapplyHash\x12(\n" +
+	"\x10apply_hash_known\x18\x18 \x01(\bR\x0eapplyHashKnown\"I\n" +
 	"\fSnapshotBlob\x12!\n" +
 	"\x04blob\x18\x01 \x01(\v2\r.zrpc.v1.BlobR\x04blob\x12\x16\n" +
 	"\x06blocks\x18\x02 \x01(\x04R\x06blocks\"\x97\x01\n" +

@@ -2168,7 +2168,10 @@ func (x *ErrorDetail) GetReason() string {
 }
 
 type StatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// apply_hash_at asks for the agent's apply hash at that revision
+	// (StatusResponse.apply_hash); 0 asks for none.
+	ApplyHashAt   uint64 `protobuf:"varint,1,opt,name=apply_hash_at,json=applyHashAt,proto3" json:"apply_hash_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2201,6 +2204,13 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
 	return file_registry_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *StatusRequest) GetApplyHashAt() uint64 {
+	if x != nil {
+		return x.ApplyHashAt
+	}
+	return 0
 }
 
 type StatusResponse struct {
@@ -2260,9 +2270,20 @@ type StatusResponse struct {
 	// leader has replicated to it within stale_read_bound): its default
 	// reads refuse and its watches that require a leader end. Empty while
 	// it is in contact.
-	CutOff        string `protobuf:"bytes,25,opt,name=cut_off,json=cutOff,proto3" json:"cut_off,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CutOff string `protobuf:"bytes,25,opt,name=cut_off,json=cutOff,proto3" json:"cut_off,omitempty"`
+	// apply_hash is the agent's apply hash at StatusRequest.apply_hash_at: a
+	// running hash of the command entries its replica applied up to that
+	// revision, equal on every replica that applied the same history. The
+	// Raft leader compares its peers' with its own to find a replica whose
+	// registry diverged. apply_hash_known is false when the agent cannot
+	// tell: the revision is past what it applied or before the last 4096
+	// writes it remembers, or its replica was restored from a snapshot
+	// written before apply hashes existed. Agents before these fields send
+	// neither.
+	ApplyHash      uint64 `protobuf:"fixed64,26,opt,name=apply_hash,json=applyHash,proto3" json:"apply_hash,omitempty"`
+	ApplyHashKnown bool   `protobuf:"varint,27,opt,name=apply_hash_known,json=applyHashKnown,proto3" json:"apply_hash_known,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -2468,6 +2489,20 @@ func (x *StatusResponse) GetCutOff() string {
 		return x.CutOff
 	}
 	return ""
+}
+
+func (x *StatusResponse) GetApplyHash() uint64 {
+	if x != nil {
+		return x.ApplyHash
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetApplyHashKnown() bool {
+	if x != nil {
+		return x.ApplyHashKnown
+	}
+	return false
 }
 
 // UnreachableVoter is a voter of the Raft configuration that the answering
@@ -3407,8 +3442,9 @@ const file_registry_proto_rawDesc = "" +
 	"\vErrorDetail\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x0f\n" +
-	"\rStatusRequest\"\xab\a\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"3\n" +
+	"\rStatusRequest\x12\"\n" +
+	"\rapply_hash_at\x18\x01 \x01(\x04R\vapplyHashAt\"\xf4\a\n" +
 	"\x0eStatusResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
@@ -3439,7 +3475,10 @@ const file_registry_proto_rawDesc = "" +
 	"\x0ehandoff_shards\x18\x17 \x01(\x04R\rhandoffShards\x12\x1f\n" +
 	"\vcommit_seen\x18\x18 \x01(\x04R\n" +
 	"commitSeen\x12\x17\n" +
-	"\acut_off\x18\x19 \x01(\tR\x06cutOff\"t\n" +
+	"\acut_off\x18\x19 \x01(\tR\x06cutOff\x12\x1d\n" +
+	"\n" +
+	"apply_hash\x18\x1a \x01(\x06R\tapplyHash\x12(\n" +
+	"\x10apply_hash_known\x18\x1b \x01(\bR\x0eapplyHashKnown\"t\n" +
 	"\x10UnreachableVoter\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x124\n" +

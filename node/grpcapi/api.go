@@ -226,6 +226,9 @@ type StatusConfig struct {
 	Replica interface {
 		Revision() uint64
 		Node(name string) *pb.Node
+		// ApplyHash is the replica's apply hash at a revision
+		// (raftstore applyhash.go); ok false when it cannot tell.
+		ApplyHash(rev uint64) (sum uint64, ok bool)
 	}
 	// Cluster forwards RemovePeer to the leader.
 	Cluster Cluster

@@ -22,7 +22,7 @@ import (
 
 func (s *Status) header(rev uint64) *pb.ResponseHeader { return header(s.cfg.Agent, rev) }
 
-func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+func (s *Status) Status(ctx context.Context, req *pb.StatusRequest) (*pb.StatusResponse, error) {
 	st := s.cfg.Status.RaftStatus()
 	resp := &pb.StatusResponse{
 		Header:       s.header(s.cfg.Replica.Revision()),
@@ -38,6 +38,9 @@ func (s *Status) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 		ClusterId:    s.cfg.Status.ClusterID(),
 		RaftStopped:  st.Stopped,
 		CutOff:       st.CutOff,
+	}
+	if at := req.GetApplyHashAt(); at > 0 {
+		resp.ApplyHash, resp.ApplyHashKnown = s.cfg.Replica.ApplyHash(at)
 	}
 	resp.Forming = s.cfg.Status.Forming()
 	resp.HandoffShards = uint64(s.cfg.Status.HandoffShards())
