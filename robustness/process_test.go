@@ -609,8 +609,9 @@ func (p *processRun) checkConverged() {
 
 // checkApplyHashes fails the run when agents that reached revision rev
 // with one state applied different histories to get there: their apply
-// hashes at rev (Status apply_hash_at) differ. An agent that cannot tell
-// its hash there is left out.
+// hashes at rev (Status apply_hash_at) differ. Every agent of the run is
+// of this build, in a cluster it founded or joined, so each must know
+// its hash (a replaced disk's agent through the snapshot it installed).
 func (p *processRun) checkApplyHashes(rev uint64) {
 	byHash := map[uint64][]string{}
 	for _, a := range p.agents {
@@ -619,9 +620,14 @@ func (p *processRun) checkApplyHashes(rev uint64) {
 			p.t.Errorf("%s: Status with its apply hash at revision %d: %v", a.name, rev, err)
 			continue
 		}
-		if st.GetApplyHashKnown() {
-			byHash[st.GetApplyHash()] = append(byHash[st.GetApplyHash()], a.name)
+		if !st.GetApplyHashKnown() {
+			p.t.Errorf("%s does not know its apply hash at revision %d, where it converged: its chain was lost (a snapshot that did not carry it?)", a.name, rev)
+			continue
 		}
+		byHash[st.GetApplyHash()] = append(byHash[st.GetApplyHash()], a.name)
+	}
+	if len(byHash) == 1 {
+		p.t.Logf("robustness: the agents applied one history: their apply hashes at revision %d are equal", rev)
 	}
 	if len(byHash) > 1 {
 		var groups []string
