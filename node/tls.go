@@ -262,6 +262,10 @@ func (n *Node) requireGossipEncryption() error {
 		"(or ZRPC_ENCRYPT); no encrypt, encrypt_file or %s was found", keyring)
 }
 
+// TLSEnabled reports whether the agent runs TLS (its TLS files, or those
+// a cluster token made): what ReloadTLS reloads. False before Start.
+func (n *Node) TLSEnabled() bool { return n.tls != nil }
+
 // ReloadTLS reads the TLS files again (zrpcd does on SIGHUP): new
 // connections, served and dialed, use what it read; open ones keep what
 // they have. A bad file keeps the old certificates, and the error names

@@ -82,8 +82,13 @@ func TestTLSRequiresEncryptedGossip(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tlsConfig(t)
 			tc.set(t, &cfg)
-			startNode(t, cfg)
+			if n := startNode(t, cfg); !n.TLSEnabled() {
+				t.Fatal("an agent started with TLS files says TLS is off (SIGHUP would not reload them)")
+			}
 		})
+	}
+	if n := startNode(t, testConfig(t)); n.TLSEnabled() {
+		t.Fatal("an agent without TLS says TLS is on")
 	}
 }
 

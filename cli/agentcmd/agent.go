@@ -378,12 +378,6 @@ func reloadOnHUP(n runningAgent, tlsOn bool, log *slog.Logger) {
 	log.Info("SIGHUP: TLS files reloaded; other settings (config file, environment, flags) take effect when the agent is restarted")
 }
 
-// tlsConfigured reports whether the agent runs TLS, from the TLS files or
-// a cluster token it makes them from: what SIGHUP reloads.
-func tlsConfigured(cfg node.Config) bool {
-	return cfg.TLSCA != "" || cfg.TLSCert != "" || cfg.TLSKey != "" || cfg.ClusterToken != "" || cfg.ClusterTokenFile != ""
-}
-
 // listeners is what printBanner needs of a started node.
 type listeners interface {
 	GRPCAddr() string
@@ -492,7 +486,7 @@ func runAgent(ctx context.Context, cfg node.Config, out, errw io.Writer, opts ..
 	}
 	printBanner(out, cfg, n)
 
-	first, failed := waitForEnd(ctx, n, sigs, hup, tlsConfigured(cfg), log)
+	first, failed := waitForEnd(ctx, n, sigs, hup, n.TLSEnabled(), log)
 	err = shutDown(n, first, sigs, shutdownBound, log)
 	if failed != nil {
 		return failed // Close's error adds nothing: the Raft log failed first

@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/zrpcio/zrpc/node"
 )
 
 // fakeAgent is a started agent whose channels the test closes.
@@ -218,26 +216,5 @@ func TestSIGHUPSaysWhatItReloaded(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// TestTLSConfiguredFollowsTheSettings: TLS is on (what SIGHUP reloads)
-// with the TLS files or a cluster token, off with neither.
-func TestTLSConfiguredFollowsTheSettings(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		edit func(*node.Config)
-		want bool
-	}{
-		{"none", func(*node.Config) {}, false},
-		{"files", func(c *node.Config) { c.TLSCA, c.TLSCert, c.TLSKey = "ca.pem", "agent.pem", "agent-key.pem" }, true},
-		{"token", func(c *node.Config) { c.ClusterToken = strings.Repeat("k", 32) }, true},
-		{"token file", func(c *node.Config) { c.ClusterTokenFile = "token" }, true},
-	} {
-		cfg := node.Default()
-		tc.edit(&cfg)
-		if got := tlsConfigured(cfg); got != tc.want {
-			t.Errorf("%s: tlsConfigured = %v, want %v", tc.name, got, tc.want)
-		}
 	}
 }
