@@ -7,7 +7,6 @@ import (
 	"math"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -224,20 +223,13 @@ func (s *Store) readBlock(ctx context.Context, b *pb.Blob, c *codec.Codec, i int
 	blk := b.Blocks[i]
 	size := c.K() * codec.ShardLen(int(b.BlockSize), c.K())
 	read := bufpool.NewShared(size) // the data shards this agent holds are read into
-	var reading atomic.Int32        // reads into it not ended
-	lend := func() func() {
-		reading.Add(1)
-		loan := read.Lend()
-		var once sync.Once
-		return func() { once.Do(func() { reading.Add(-1); loan() }) }
-	}
-	shards, err := s.fetchShardsInto(ctx, b, i, -1, view, read.Bytes(), lend)
+	shards, err := s.fetchShardsInto(ctx, b, i, -1, view, read.Bytes(), read.Lend)
 	if err != nil {
 		read.Release()
 		return nil, 0, err
 	}
 	buf := read // decoded into
-	if reading.Load() > 0 {
+	if read.Lent() { // a read into it goes on
 		defer read.Release() // after decoding the shards read into it
 		buf = bufpool.NewShared(size)
 	}

@@ -112,6 +112,10 @@ func (s *Shared) Lend() (release func()) {
 	return func() { once.Do(s.unref) }
 }
 
+// Lent reports whether a loan is out; only its owner, before Release,
+// may ask (a loan returned at once after it answers true is not seen).
+func (s *Shared) Lent() bool { return s.refs.Load() > 1 }
+
 // Release is the owner's: it gives the buffer back to the pool, or lets
 // the last loan do it. The owner must not use it afterwards nor release
 // it twice: a second Release panics, whether or not a loan is out.
