@@ -228,7 +228,7 @@ func (s *Store) readBlock(ctx context.Context, b *pb.Blob, c *codec.Codec, i int
 		read.Release()
 		return nil, 0, err
 	}
-	buf := read // decoded into
+	buf := read      // decoded into
 	if read.Lent() { // a read into it goes on
 		defer read.Release() // after decoding the shards read into it
 		buf = bufpool.NewShared(size)
