@@ -36,24 +36,24 @@ func (s *Store) commitPart(sp *stagedPart) (int, error) {
 		sp.drop(s)
 		return 0, fmt.Errorf("part %s: %w", sp.path, noSpace(err))
 	}
-	bl := s.blobLock(sp.hdr.Blob)
-	pl := s.partLock(sp.hdr.Blob, sp.hdr.Index)
-	bl.RLock()
-	pl.Lock()
-	into, err := s.mergeInto(sp)
-	if err == nil && into == nil {
-		err = s.renameStaged(sp)
+	into, err := s.place(sp)
+	if errors.Is(err, errUnsynced) {
+		// The part file presync found is gone since, or is replaced
+		// (its header went bad, or lays out another block size): the
+		// staged part is renamed into place after all, fsynced first
+		// outside the locks.
+		if err = s.syncStaged(sp); err == nil {
+			into, err = s.place(sp)
+		}
 	}
-	pl.Unlock()
-	bl.RUnlock()
 	if into != nil {
 		// Fsynced outside the part's and the blob's lock, as presync
 		// is: readers of every part file under that lock would
-		// otherwise wait as long as the fsync, and deletes of every
-		// blob under that one. They may read the merged blocks before
-		// they are durable, as they would once a failed fsync returned;
-		// the commit is answered only after it. A delete meanwhile
-		// deletes them, as one after the commit would.
+		// otherwise wait as long as the fsync, and deletes of the blob
+		// too. They may read the merged blocks before they are durable,
+		// as they would once a failed fsync returned; the commit is
+		// answered only after it. A delete meanwhile deletes them, as
+		// one after the commit would.
 		err = s.fsync(into)
 		into.Close()
 	}
@@ -64,17 +64,44 @@ func (s *Store) commitPart(sp *stagedPart) (int, error) {
 	return n, nil
 }
 
+// place merges the staged part into its part file (mergeInto), or renames
+// it into place when there is none or it is replaced (renameStaged),
+// under the blob's lock (shared) and the part's, and returns the merged
+// file for the caller to fsync and close. A part to rename that is not
+// fsynced yet is errUnsynced: its fsync is not to run under the locks.
+func (s *Store) place(sp *stagedPart) (*os.File, error) {
+	unlock := s.rlockBlob(sp.hdr.Blob)
+	defer unlock()
+	pl := s.partLock(sp.hdr.Blob, sp.hdr.Index)
+	pl.Lock()
+	defer pl.Unlock()
+	into, err := s.mergeInto(sp)
+	if err == nil && into == nil {
+		err = s.renameStaged(sp)
+	}
+	return into, err
+}
+
+// errUnsynced: a staged part to be renamed into place was not fsynced
+// (presync found a part file to merge it into); commitPart fsyncs it,
+// outside the locks, and places it again.
+var errUnsynced = errors.New("staged part not fsynced before its rename")
+
 // presync fsyncs a staged part, taken out of the staged set, whose part
 // file does not exist yet, before the part's and the blob's lock are
-// taken: readers of every part file under that lock, and deletes of
-// every blob under that one (the locks are striped: other blobs' too),
-// would otherwise wait as long as the fsync, a hung disk's for as long
-// as it hangs. One whose part file exists is merged into that file
+// taken: readers of every part file under that lock, and deletes of the
+// blob, would otherwise wait as long as the fsync, a hung disk's for as
+// long as it hangs. One whose part file exists is merged into that file
 // (mergeInto), which is fsynced instead.
 func (s *Store) presync(sp *stagedPart) error {
 	if _, err := os.Lstat(sp.path); !errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
+	return s.syncStaged(sp)
+}
+
+// syncStaged writes out what the staged part gathered and fsyncs it.
+func (s *Store) syncStaged(sp *stagedPart) error {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	if err := sp.settle(); err != nil {
@@ -87,24 +114,19 @@ func (s *Store) presync(sp *stagedPart) error {
 	return nil
 }
 
-// renameStaged fsyncs a staged part, unless presync did, and renames it
-// over its final name; the blob's lock (shared) and the part's are held.
-// A DeleteBlob of the blob since the part was taken out of the staged set
-// removed its temporary file: nothing is renamed then, and the commit
-// fails.
+// renameStaged renames a staged part, fsynced (syncStaged), over its
+// final name; the blob's lock (shared) and the part's are held. One not
+// fsynced is not renamed: errUnsynced. A DeleteBlob of the blob since the
+// part was taken out of the staged set removed its temporary file:
+// nothing is renamed then, and the commit fails.
 func (s *Store) renameStaged(sp *stagedPart) error {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	if err := sp.stillThere(); err != nil {
 		return err
 	}
-	if err := sp.settle(); err != nil {
-		return err
-	}
 	if !sp.synced {
-		if err := s.fsync(sp.f); err != nil {
-			return err
-		}
+		return errUnsynced
 	}
 	old, err := fileSize(sp.path)
 	if err != nil {
@@ -146,9 +168,10 @@ func (sp *stagedPart) stillThere() error {
 // for the caller to fsync (outside the part's lock) and close; nil when
 // there is none. The other blocks of that file are not touched. A file
 // whose header fails its checks, or that the disk cannot read (EIO),
-// is replaced by the staged part; one whose header cannot be read for
-// another reason (another read error, or not a regular file) is kept,
-// and the merge fails. The part's lock is held.
+// is replaced by the staged part (errUnsynced while that part is not
+// fsynced); one whose header cannot be read for another reason (another
+// read error, or not a regular file) is kept, and the merge fails. The
+// part's lock is held.
 func (s *Store) mergeInto(sp *stagedPart) (merged *os.File, err error) {
 	f, err := os.OpenFile(sp.path, os.O_RDWR, 0)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -171,7 +194,13 @@ func (s *Store) mergeInto(sp *stagedPart) (merged *os.File, err error) {
 	if err != nil || pf.hdr != sp.hdr {
 		// Unreadable, or laid out for another block size: the staged
 		// part replaces it, and any block it had is found missing and
-		// rebuilt.
+		// rebuilt. Not before it is fsynced (renameStaged).
+		sp.mu.Lock()
+		synced := sp.synced
+		sp.mu.Unlock()
+		if !synced {
+			return nil, errUnsynced
+		}
 		s.log.Warn("part file replaced by a rewritten one", "path", sp.path, "err", err)
 		return nil, nil
 	}

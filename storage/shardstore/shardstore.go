@@ -101,7 +101,7 @@ type Store struct {
 	// is removed or replaced, its blocks being unlisted then.
 	partShards map[partKey]int
 
-	blobLocks [64]sync.RWMutex  // by blob: writes share, Delete/DeleteBlob own
+	blobLocks blobLocks         // by blob: writes share, Delete/DeleteBlob own
 	partLocks [256]sync.RWMutex // by part file: reads share, writes own
 
 	stagedMu sync.Mutex
@@ -253,10 +253,6 @@ func fnv1a(blob string, index uint16) uint32 {
 		h = (h ^ uint32(b)) * 16777619
 	}
 	return h
-}
-
-func (s *Store) blobLock(blob string) *sync.RWMutex {
-	return &s.blobLocks[fnv1a(blob, 0)%uint32(len(s.blobLocks))]
 }
 
 func (s *Store) partLock(blob string, index uint16) *sync.RWMutex {
@@ -417,9 +413,8 @@ func (s *Store) Put(h Header, payload []byte) error {
 // stageAlone writes a shard into a staged part of its own, not in the
 // staged set, for Put to commit; the blob lock is held shared meanwhile.
 func (s *Store) stageAlone(h *Header, payload []byte) (*stagedPart, error) {
-	bl := s.blobLock(h.ID.Blob)
-	bl.RLock()
-	defer bl.RUnlock()
+	unlock := s.rlockBlob(h.ID.Blob)
+	defer unlock()
 	sp, err := s.newStaged(partOf(h))
 	if err != nil {
 		return nil, wrapWrite("put", h.ID, err)
@@ -543,6 +538,29 @@ func (s *Store) read(id ID, fn func(pf *partFile) error) error {
 	pl := s.partLock(id.Blob, id.Index)
 	pl.RLock()
 	defer pl.RUnlock()
+	return s.readOpen(id, fn)
+}
+
+// readChecked is read for an fn that checks every payload it reads
+// against its CRC32C (Get, VerifyPart). It runs fn first without the
+// part's lock: a read hung on the disk (the scrubber's, or one its caller
+// stopped waiting for) would otherwise hold off every write of a part
+// file under that lock, and, as a waiting writer holds off new readers
+// of an RWMutex, their reads too. A write of the file meanwhile (a
+// merge, written in place) can only make what fn reads fail a check or
+// come short, so fn runs again under the lock when it fails for any
+// other reason than a shard not held; that answer stands. fn must start
+// afresh each time.
+func (s *Store) readChecked(id ID, fn func(pf *partFile) error) error {
+	err := s.readOpen(id, fn)
+	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalidID) {
+		return err
+	}
+	return s.read(id, fn)
+}
+
+// readOpen opens id's part file and calls fn with it.
+func (s *Store) readOpen(id ID, fn func(pf *partFile) error) error {
 	pf, err := s.open(id)
 	if err != nil {
 		return err
@@ -558,15 +576,16 @@ func (s *Store) read(id ID, fn func(pf *partFile) error) error {
 // no payload is returned then. A shard not held is ErrNotFound.
 func (s *Store) Get(id ID, dst []byte) (Header, []byte, error) {
 	var h Header
-	err := s.read(id, func(pf *partFile) error {
+	var payload []byte
+	err := s.readChecked(id, func(pf *partFile) error {
 		var err error
-		h, dst, err = pf.read(id.Block, dst)
+		h, payload, err = pf.read(id.Block, dst)
 		return err
 	})
 	if err != nil {
 		return Header{}, nil, err
 	}
-	return h, dst, nil
+	return h, payload, nil
 }
 
 // Stat reads and checks shard id's part header and frame header, not its
@@ -600,7 +619,8 @@ func (s *Store) Verify(id ID) error {
 // is an error wrapping ErrCorrupt; a missing one ErrNotFound.
 func (s *Store) VerifyPart(blob string, index uint16) (bad []uint32, err error) {
 	id := ID{Blob: blob, Index: index}
-	err = s.read(id, func(pf *partFile) error {
+	err = s.readChecked(id, func(pf *partFile) error {
+		bad = nil
 		held, err := pf.held()
 		if err != nil {
 			return err
@@ -658,9 +678,8 @@ func (s *Store) DeleteIfSame(blob string, index uint16, blocks []uint32, st Stam
 // its header is (a sector that failed a read for a moment).
 func (s *Store) deleteBlocks(blob string, index uint16, blocks []uint32, st *Stamp) (int, error) {
 	id := ID{Blob: blob, Index: index}
-	bl := s.blobLock(blob) // excludes writes
-	bl.Lock()
-	defer bl.Unlock()
+	unlock := s.lockBlob(blob) // excludes writes
+	defer unlock()
 	path := s.Path(id)
 	info, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -732,9 +751,8 @@ func (s *Store) DeleteBlob(blob string) (int, error) {
 	if err := checkBlob(blob); err != nil {
 		return 0, err
 	}
-	bl := s.blobLock(blob)
-	bl.Lock()
-	defer bl.Unlock()
+	unlock := s.lockBlob(blob)
+	defer unlock()
 	s.discardStaged(blob)
 	dir := s.blobDir(blob)
 	entries, err := os.ReadDir(dir)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,8 +29,12 @@ type stagedPart struct {
 	synced bool
 	// sealed: taken out of the staged set to be committed; a shard
 	// staged now goes into a new part (stage retries), so that a commit
-	// makes durable exactly the shards it took.
-	sealed bool
+	// makes durable exactly the shards it took. It is set without mu
+	// (seal): taking a part must not wait for a write into it, which
+	// holds mu through its disk calls, while holding stagedMu. A write
+	// under way then ends before the commit takes mu, and is committed
+	// with the part.
+	sealed atomic.Bool
 	// unflushed counts the bytes written since the part's writeback was
 	// last started (writeback.go).
 	unflushed int64
@@ -98,7 +103,7 @@ func (sp *stagedPart) add(s *Store, h *Header, pieces [][]byte) error {
 	}
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
-	if sp.sealed {
+	if sp.sealed.Load() {
 		return errSealed
 	}
 	if sp.gone {
@@ -231,9 +236,8 @@ var errSealed = errors.New("staged part taken for commit")
 
 // stage writes a checked shard whose payload is pieces.
 func (s *Store) stage(h Header, pieces [][]byte) error {
-	bl := s.blobLock(h.ID.Blob)
-	bl.RLock()
-	defer bl.RUnlock()
+	unlock := s.rlockBlob(h.ID.Blob)
+	defer unlock()
 	for {
 		// A part is sealed between being looked up here and written to
 		// only when a commit takes it meanwhile; the next lookup does not
@@ -284,15 +288,15 @@ func (s *Store) stageOnce(h *Header, pieces [][]byte) error {
 // Stage waiting to write into it finds it sealed and writes into a new
 // part.
 func (s *Store) dropIfEmpty(blob string, index uint16, sp *stagedPart) {
-	s.stagedMu.Lock()
 	sp.mu.Lock()
-	empty := len(sp.blocks) == 0 && !sp.sealed && !sp.gone && s.staged[blob][index] == sp
+	s.stagedMu.Lock()
+	empty := len(sp.blocks) == 0 && !sp.sealed.Load() && !sp.gone && s.staged[blob][index] == sp
 	if empty {
 		s.unstageLocked(blob, index)
-		sp.sealed = true
+		sp.seal()
 	}
-	sp.mu.Unlock()
 	s.stagedMu.Unlock()
+	sp.mu.Unlock()
 	if empty {
 		sp.drop(s)
 	}
@@ -305,18 +309,18 @@ func (s *Store) dropIfEmpty(blob string, index uint16, sp *stagedPart) {
 // once. It returns how many shards it committed. On an error the blob's
 // staged shards that were not committed are removed.
 //
-// The fsyncs run outside the blob lock (commitPart): the locks are
-// striped, and a disk hung in fsync would otherwise hold the deletes of
-// every blob under the same lock, and, as a waiting delete holds off
-// new readers of an RWMutex, their writes too. A DeleteBlob of this blob
+// The fsyncs run outside the blob lock and the part lock (commitPart):
+// a disk hung in fsync would otherwise hold the deletes of the blob, and
+// the writes of every part file under the same (striped) part lock, and,
+// as a waiting writer holds off new readers of an RWMutex, their reads
+// too. A DeleteBlob of this blob
 // while it commits removes the staged part files: the commit then fails
 // (renameStaged) and leaves nothing of the blob.
 func (s *Store) CommitStaged(blob string) (int, error) {
 	if err := checkBlob(blob); err != nil {
 		return 0, err
 	}
-	bl := s.blobLock(blob) // a DeleteBlob before it discards what it would take
-	bl.RLock()
+	unlock := s.rlockBlob(blob) // a DeleteBlob before it discards what it would take
 	s.stagedMu.Lock()
 	parts := slices.Collect(maps.Values(s.staged[blob]))
 	delete(s.staged, blob)
@@ -324,7 +328,7 @@ func (s *Store) CommitStaged(blob string) (int, error) {
 		sp.seal()
 	}
 	s.stagedMu.Unlock()
-	bl.RUnlock()
+	unlock()
 	return s.commitParts(blob, parts)
 }
 
@@ -360,9 +364,8 @@ func (s *Store) CommitStagedShards(blob string, ids []ID) (int, error) {
 // the staged set (takeBlocks), under the blob lock shared, and returns
 // the parts to commit and the errors of those it could not take.
 func (s *Store) takeBlocksOf(blob string, byIndex map[uint16]map[uint32]bool) (parts []*stagedPart, errs []error) {
-	bl := s.blobLock(blob)
-	bl.RLock()
-	defer bl.RUnlock()
+	unlock := s.rlockBlob(blob)
+	defer unlock()
 	for index, blocks := range byIndex {
 		sp, err := s.takeBlocks(blob, index, blocks)
 		if err != nil {
@@ -380,22 +383,31 @@ func (s *Store) takeBlocksOf(blob string, byIndex map[uint16]map[uint32]bool) (p
 // block, else a new staged part the blocks are moved into. It returns
 // nil when none of blocks is staged. On an error the blocks not moved are
 // discarded. The blob lock is held shared.
+//
+// sp's lock is waited for outside stagedMu (a write into sp that hangs on
+// the disk holds it, and would otherwise hold every stage of the store),
+// and stagedMu taken under it, as everywhere.
 func (s *Store) takeBlocks(blob string, index uint16, blocks map[uint32]bool) (*stagedPart, error) {
 	s.stagedMu.Lock()
 	sp := s.staged[blob][index]
+	s.stagedMu.Unlock()
 	if sp == nil {
-		s.stagedMu.Unlock()
 		return nil, nil
 	}
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
+	s.stagedMu.Lock()
+	if s.staged[blob][index] != sp { // taken meanwhile by a commit or a discard
+		s.stagedMu.Unlock()
+		return nil, nil
+	}
 	whole := true
 	for b := range sp.blocks {
 		whole = whole && blocks[b]
 	}
 	if whole {
 		s.unstageLocked(blob, index)
-		sp.sealed = true
+		sp.seal()
 		s.stagedMu.Unlock()
 		return sp, nil
 	}
@@ -493,10 +505,9 @@ func (s *Store) CommitStagedPart(blob string, index uint16) (int, error) {
 	if err := checkBlob(blob); err != nil {
 		return 0, err
 	}
-	bl := s.blobLock(blob)
-	bl.RLock()
+	unlock := s.rlockBlob(blob)
 	sp := s.takeStaged(blob, index)
-	bl.RUnlock()
+	unlock()
 	if sp == nil {
 		return 0, nil
 	}
@@ -519,10 +530,9 @@ func (s *Store) DiscardStagedPart(blob string, index uint16) {
 	sp.drop(s)
 	// The directory goes when this was its last file; the blob lock keeps
 	// a concurrent Stage from creating a file in it meanwhile.
-	bl := s.blobLock(blob)
-	bl.Lock()
+	unlock := s.lockBlob(blob)
 	_ = os.Remove(filepath.Dir(sp.tmp))
-	bl.Unlock()
+	unlock()
 }
 
 // takeStaged removes the staged part of (blob, index) from the staged
@@ -548,12 +558,9 @@ func (s *Store) unstageLocked(blob string, index uint16) {
 	}
 }
 
-// seal marks a part taken out of the staged set: add refuses it.
-func (sp *stagedPart) seal() {
-	sp.mu.Lock()
-	sp.sealed = true
-	sp.mu.Unlock()
-}
+// seal marks a part taken out of the staged set: add refuses it. It does
+// not wait for sp's lock (sealed).
+func (sp *stagedPart) seal() { sp.sealed.Store(true) }
 
 // Staged lists the shards staged and not committed, for orphan collection.
 func (s *Store) Staged() []StagedShard {
