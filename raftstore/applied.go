@@ -133,5 +133,6 @@ func (f *FSM) skipTo(from, to uint64) {
 		return
 	}
 	f.revision = to
+	f.applied.Store(to)
 	f.events.append(nil, to)
 }

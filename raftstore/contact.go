@@ -23,7 +23,8 @@ import (
 // is when a leader replicated to it within StaleReadBound, or it led
 // itself that recently (so that an agent stepping down in an election is
 // not cut off for the moments until the new leader reaches it), unless it
-// knows no leader and reaches too few voters for one (isolated, below).
+// knows no leader and reaches too few voters for one (isolated, below),
+// or its replica stopped applying (applyStall, below).
 
 // contactPoll is how often the store looks whether it is in contact with
 // a leader.
@@ -60,6 +61,13 @@ type contact struct {
 	// peersPruned is the server ids of the Raft configuration the
 	// per-peer state was last pruned to, joined (forgetRemovedPeers).
 	peersPruned string
+	// applied is the replica's revision at the last look, and appliedAt
+	// the last look that found it moved, or not behind the leader's
+	// commit index (applyStall); stalled: the store is cut off because
+	// its replica stopped applying.
+	applied   uint64
+	appliedAt time.Time
+	stalled   bool
 }
 
 // LeaderContact returns a context that ends, with the reason as its
@@ -151,28 +159,81 @@ func (s *Store) lookAtContactLocked(now time.Time) {
 		}
 	}
 	s.forgetRemovedPeers()
-	_, heard := s.transport.LeaderCommit()
+	commit, heard := s.transport.LeaderCommit()
+	stall := s.applyStall(now, leader, commit)
 	lost := cutOff(now, leader, heard, c.ledAt, s.cfg.StaleReadBound)
 	if lost == nil && !leader {
 		if why := s.isolated(now, c.resumedAt); why != "" {
 			lost = &contactLoss{why: why}
 		}
 	}
+	// A stalled replica stays so until it applies again: once raft's
+	// queue to the FSM is full, raft stops taking the leader's entries,
+	// and the silence that follows is the stall's doing.
+	stalled := stall != "" && (lost == nil || c.stalled)
+	if stalled {
+		lost = &contactLoss{why: stall}
+	}
+	s.logContact(lost, stalled)
 	switch {
 	case lost != nil && c.lost == nil:
-		if c.had {
-			s.log.Warn("cut off from the leader: writes fail at once, watches that require a leader end, sessions are told; default reads refuse once no leader has reached this agent for stale_read_bound",
-				"err", lost)
-		}
 		c.cancel(lost)
 	case lost == nil && c.lost != nil:
-		if c.had {
-			s.log.Info("in contact with a leader again")
-		}
 		c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	}
-	c.lost = lost
+	c.lost, c.stalled = lost, stalled
 	c.had = c.had || lost == nil
+}
+
+// logContact logs the store's loss of contact with a leader, its return,
+// and a replica that stops or resumes applying (stalled: lost is that),
+// once each, once the store has been in contact since it opened. The
+// caller holds s.contact.mu.
+func (s *Store) logContact(lost error, stalled bool) {
+	c := &s.contact
+	switch {
+	case !c.had:
+	case stalled && !c.stalled:
+		s.log.Warn("this replica stopped applying the Raft log while the leader goes on committing: watches that require a leader end, sessions are told, default reads refuse; if it does not apply again, restart the agent",
+			"err", lost)
+	case lost != nil && (c.lost == nil || c.stalled) && !stalled:
+		s.log.Warn("cut off from the leader: writes fail at once, watches that require a leader end, sessions are told; default reads refuse once no leader has reached this agent for stale_read_bound",
+			"err", lost)
+	case lost == nil && c.stalled:
+		s.log.Info("this replica applies the Raft log again: in contact with a leader again")
+	case lost == nil && c.lost != nil:
+		s.log.Info("in contact with a leader again")
+	}
+}
+
+// A follower's Raft may go on receiving the leader's entries while its
+// replica applies none (an apply waiting for the FSM's lock a stuck
+// reader holds, a disk hung under a snapshot restore): its watches would
+// then send progress notifications at a revision that never moves, and
+// its sessions stay, while the registry moves on elsewhere. Such a
+// follower counts as cut off once its replica has applied less than the
+// leader's commit index it knows and its revision has not moved for
+// StaleReadBound; a replica behind but applying (catching up after a
+// restart or a partition) stays in contact. A leader answers writes only
+// once its own replica has applied them, and is left out.
+
+// applyStall is why the store, a follower, is cut off because its
+// replica stopped applying at now, commit the leader's commit index it
+// knows; "" if it is not. Time the process stood still (Config.Lost)
+// does not count. The caller holds s.contact.mu.
+func (s *Store) applyStall(now time.Time, leader bool, commit uint64) string {
+	c := &s.contact
+	applied := s.fsm.Revision() // without the FSM's lock, which a stuck apply holds or waits for
+	if leader || applied >= commit || applied != c.applied || c.appliedAt.IsZero() {
+		c.applied, c.appliedAt = applied, now
+		return ""
+	}
+	still, stalled := silentFor(now, c.appliedAt, c.resumedAt, s.cfg.StaleReadBound)
+	if !stalled {
+		return ""
+	}
+	return fmt.Sprintf("this replica stopped applying: applied %d, the leader's commit index is %d, no progress for %s; reads and watches here are refused until it applies again (if it stays so, restart the agent)",
+		applied, commit, still.Round(100*time.Millisecond))
 }
 
 // cutOff returns why a store is cut off from the leader at now, nil when

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
@@ -32,6 +33,10 @@ type FSM struct {
 
 	mu       sync.RWMutex
 	revision uint64
+	// applied is revision, stored with it under mu once the state holds
+	// it, for Revision: readers that only need the number do not wait
+	// for mu, which an apply stuck behind a reader holds or waits for.
+	applied  atomic.Uint64
 	services map[string]map[string]storedInstance // service -> id -> instance
 	sessions map[string]*pb.Session
 	nodes    map[string]*pb.Node
@@ -197,6 +202,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		f.requests.put(cmd.RequestId, Duplicate{Revision: l.Index, Err: err})
 	}
 	rev := f.revision
+	f.applied.Store(rev)
 	f.events.append(evs, rev)
 	f.mu.Unlock()
 	return out
@@ -477,12 +483,9 @@ func decodeAll(recs []instanceRecord) []*pb.Instance {
 	return out
 }
 
-// Revision returns the index of the last applied entry.
-func (f *FSM) Revision() uint64 {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.revision
-}
+// Revision returns the index of the last applied entry. It does not wait
+// for a batch being applied: the state holds at least that revision.
+func (f *FSM) Revision() uint64 { return f.applied.Load() }
 
 // Instances returns the instances of service sorted by id, and the revision
 // they reflect. They are decoded for the caller, off the FSM's lock.

@@ -136,6 +136,7 @@ func loadSnapshot(r io.Reader, next *FSM, limits RestoreLimits) (*pb.ClusterInit
 			}
 			rev, cluster = h.Revision, h.Cluster
 			next.revision, next.acl.bootstrapped = h.Revision, h.AclBootstrapped
+			next.applied.Store(h.Revision)
 			next.requests.clock, next.requests.last = h.RequestClock, h.RequestLastTime
 			next.hash.start(h.Revision, h.ApplyHash, h.ApplyHashKnown)
 			if cluster == nil {
@@ -325,6 +326,7 @@ func (f *FSM) RestoreWithin(rc io.ReadCloser, limits RestoreLimits) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.revision = next.revision
+	f.applied.Store(f.revision)
 	f.cluster.set(cluster)
 	f.services, f.sessions, f.nodes, f.checked, f.peaks, f.shared = next.services, next.sessions, next.nodes, next.checked, next.peaks, next.shared
 	f.blobs, f.quota, f.requests = next.blobs, next.quota, next.requests
