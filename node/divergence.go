@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +22,12 @@ import (
 // differs: its registry diverged from the leader's (it applied a write
 // the cluster never committed, or missed one), which nothing else would
 // show once later writes covered it.
+//
+// A replica restored from a snapshot written before apply hashes existed
+// knows no hash, nor do the snapshots it takes: left so, it would never
+// be compared. The leader then proposes an ApplyHashRestart, once every
+// Raft server applies it (state machine version 7): every replica
+// restarts its hash at that entry, and the next check compares them.
 
 // divergenceCheckEvery is how often the leader compares the replicas.
 // Each comparison costs every peer two Status calls.
@@ -55,8 +63,16 @@ type replicaDivergence struct {
 // logs an error and counts each one whose hash differs from this
 // replica's, and returns how many it could compare (a peer that does not
 // answer, lags by more than the hashes a replica remembers, or does not
-// know its hash is left out).
+// know its hash is left out). When this replica or a peer knows no hash
+// at all, it proposes an ApplyHashRestart if every Raft server applies
+// one.
 func (n *Node) compareApplyHashes(ctx context.Context) int {
+	return n.compareApplyHashesRestarting(ctx, n.store.ClusterAt(raftstore.ApplyHashRestartVersion))
+}
+
+// compareApplyHashesRestarting is compareApplyHashes, which proposes an
+// ApplyHashRestart only when restart is set.
+func (n *Node) compareApplyHashesRestarting(ctx context.Context, restart bool) int {
 	servers, err := n.store.Servers()
 	if err != nil {
 		return 0
@@ -65,6 +81,7 @@ func (n *Node) compareApplyHashes(ctx context.Context) int {
 		mu       sync.Mutex
 		compared int
 		diverged []replicaDivergence
+		without  []string // agents whose replica knows no apply hash
 		wg       sync.WaitGroup
 	)
 	for _, s := range servers {
@@ -75,12 +92,15 @@ func (n *Node) compareApplyHashes(ctx context.Context) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d, ok := n.compareApplyHash(ctx, s.ID, addr)
+			d, ok, noHash := n.compareApplyHash(ctx, s.ID, addr, restart)
+			mu.Lock()
+			defer mu.Unlock()
+			if noHash {
+				without = append(without, s.ID)
+			}
 			if !ok {
 				return
 			}
-			mu.Lock()
-			defer mu.Unlock()
 			compared++
 			if d.peerHash != d.leaderHash {
 				diverged = append(diverged, d)
@@ -95,29 +115,68 @@ func (n *Node) compareApplyHashes(ctx context.Context) int {
 			d.peer, d.revision, d.peer),
 			"peer", d.peer, "revision", d.revision, "peer_apply_hash", fmt.Sprintf("%08x", d.peerHash), "leader_apply_hash", fmt.Sprintf("%08x", d.leaderHash))
 	}
+	if !n.store.FSM().ApplyHashChainKnown() {
+		without = append(without, n.cfg.Name)
+	}
+	if restart && len(without) > 0 {
+		n.restartApplyHashes(ctx, without)
+	}
 	return compared
+}
+
+// applyHashRestartWait bounds how long the leader waits for its
+// ApplyHashRestart to be applied.
+const applyHashRestartWait = 10 * time.Second
+
+// restartApplyHashes proposes an ApplyHashRestart, since the replicas of
+// the agents without know no apply hash.
+func (n *Node) restartApplyHashes(ctx context.Context, without []string) {
+	slices.Sort(without)
+	agents := "agent " + without[0]
+	if len(without) > 1 {
+		agents = "agents " + strings.Join(without, ", ")
+	}
+	ctx, cancel := context.WithTimeout(ctx, applyHashRestartWait)
+	defer cancel()
+	rev, err := n.store.Apply(ctx, &pb.Command{Kind: &pb.Command_ApplyHashRestart{ApplyHashRestart: &pb.ApplyHashRestart{}}})
+	if err != nil {
+		n.log.Warn(fmt.Sprintf("could not restart the apply hashes, which %s had none of (restored from a snapshot of an older build), so their replicas cannot be checked for divergence: %v; the leader tries again in %s",
+			agents, err, divergenceCheckEvery), "agents", without)
+		return
+	}
+	n.log.Info(fmt.Sprintf("apply hashes restarted at revision %d: %s had none (restored from a snapshot of an older build); the next check compares them", rev, agents),
+		"revision", rev, "agents", without)
 }
 
 // compareApplyHash asks the Raft server id, serving gRPC at addr, for its
 // revision and then its apply hash at the latest revision both it and
-// this replica applied. ok is false when either cannot tell it.
-func (n *Node) compareApplyHash(ctx context.Context, id, addr string) (d replicaDivergence, ok bool) {
+// this replica applied. ok is false when either cannot tell it. v7 says
+// that every Raft server is of state machine version 7, whose Status
+// tells whether it knows its apply hash at all (older builds say it
+// does not); noHash is then true when the peer knows none, and has
+// applied the last ApplyHashRestart this replica did (one behind it is
+// about to know its hash).
+func (n *Node) compareApplyHash(ctx context.Context, id, addr string, v7 bool) (d replicaDivergence, ok, noHash bool) {
 	st, err := n.peerStatus(ctx, addr)
 	if err != nil {
-		return d, false
+		return d, false, false
 	}
 	fsm := n.store.FSM()
-	rev := min(fsm.Revision(), st.GetHeader().GetRevision())
+	peerRev := st.GetHeader().GetRevision()
+	if v7 && !st.GetApplyHashChainKnown() {
+		return d, false, peerRev >= fsm.ApplyHashRestartedAt()
+	}
+	rev := min(fsm.Revision(), peerRev)
 	own, known := fsm.ApplyHash(rev)
 	if rev == 0 || !known {
-		return d, false
+		return d, false, false
 	}
 	err = n.askPeer(ctx, addr, func(ctx context.Context, conn grpc.ClientConnInterface) error {
 		st, err = pb.NewStatusClient(conn).Status(ctx, &pb.StatusRequest{ApplyHashAt: rev})
 		return err
 	})
 	if err != nil || !st.GetApplyHashKnown() {
-		return d, false
+		return d, false, false
 	}
-	return replicaDivergence{peer: id, revision: rev, peerHash: st.GetApplyHash(), leaderHash: own}, true
+	return replicaDivergence{peer: id, revision: rev, peerHash: st.GetApplyHash(), leaderHash: own}, true, false
 }

@@ -15,6 +15,13 @@ import (
 // could compare.
 func (n *Node) CompareApplyHashes(ctx context.Context) int { return n.compareApplyHashes(ctx) }
 
+// CompareApplyHashesRestarting is CompareApplyHashes as if the Raft
+// servers did (restart) or did not all apply an ApplyHashRestart, whatever
+// state machine version they announce.
+func (n *Node) CompareApplyHashesRestarting(ctx context.Context, restart bool) int {
+	return n.compareApplyHashesRestarting(ctx, restart)
+}
+
 // ReplicaDivergences is zrpc_raft_replica_divergence_total.
 func (n *Node) ReplicaDivergences() float64 {
 	var m dto.Metric

@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"encoding/binary"
 	"hash/crc32"
 	"sort"
 )
@@ -21,7 +22,11 @@ import (
 // records the hash at its revision and a replica restored from it goes
 // on from there; one restored from a snapshot written before apply hashes
 // existed does not know its hash (nor then do the snapshots it takes):
-// it answers none until it installs a snapshot from a replica that does.
+// it answers none until it installs a snapshot from a replica that does,
+// or applies an ApplyHashRestart. The Raft leader proposes one when it or
+// a peer knows no hash (node divergence.go): every replica then restarts
+// its hash at that entry's index, at a value the index alone fixes, and
+// all agree from there.
 //
 // The hash is CRC-32C, which the CPU computes (BenchmarkApplyHash: about
 // 30 ns for a registration's entry, under 1 % of its apply). It is meant
@@ -48,11 +53,14 @@ type applyHash struct {
 	// ends before next; it is allocated with the first pair.
 	ring    []hashAt
 	n, next int
+	// restarted is the revision of the last ApplyHashRestart applied
+	// since the chain started (0: none).
+	restarted uint64
 }
 
 // start begins the chain at rev with sum (known) or as unknown.
 func (a *applyHash) start(rev, sum uint64, known bool) {
-	a.sum, a.known, a.n, a.next = sum, known, 0, 0
+	a.sum, a.known, a.n, a.next, a.restarted = sum, known, 0, 0, 0
 	if known {
 		a.record(rev, sum)
 	}
@@ -68,6 +76,17 @@ func (a *applyHash) add(index uint64, data []byte) {
 	seed := uint32(a.sum) ^ uint32(index) ^ uint32(index>>32)*0x9e3779b9
 	a.sum = uint64(crc32.Update(seed, applyHashTable, data))
 	a.record(index, a.sum)
+}
+
+// restart begins the chain again after the ApplyHashRestart at rev, at a
+// value rev alone fixes, the same on every replica: known from there
+// whether it was known before or not. A chain that was known keeps the
+// hashes it recorded before rev.
+func (a *applyHash) restart(rev uint64) {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], rev)
+	a.sum, a.known, a.restarted = uint64(crc32.Checksum(b[:], applyHashTable)), true, rev
+	a.record(rev, a.sum)
 }
 
 // record remembers sum as the hash at rev, the newest revision recorded
@@ -119,4 +138,21 @@ func (f *FSM) ApplyHash(rev uint64) (sum uint64, ok bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.hash.at(rev, f.revision)
+}
+
+// ApplyHashChainKnown reports whether the replica knows its apply hash:
+// false once restored from a snapshot that carried none, until it applies
+// an ApplyHashRestart or installs a snapshot that carries one.
+func (f *FSM) ApplyHashChainKnown() bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.hash.known
+}
+
+// ApplyHashRestartedAt is the revision of the last ApplyHashRestart the
+// replica applied since it started or installed a snapshot (0: none).
+func (f *FSM) ApplyHashRestartedAt() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.hash.restarted
 }

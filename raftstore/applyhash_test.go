@@ -170,6 +170,98 @@ func TestApplyHashUnknownAfterRestoreOfSnapshotWithout(t *testing.T) {
 	}
 }
 
+// restoredWithoutApplyHash returns a replica restored from a snapshot of
+// d's state written before apply hashes existed, ready to apply d's next
+// entry.
+func restoredWithoutApplyHash(t *testing.T, d *fsmDriver) *fsmDriver {
+	t.Helper()
+	snap, err := d.fsm.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := snap.(*fsmSnapshot)
+	s.hash, s.hashKnown = 0, false // as builds before apply hashes wrote it
+	restored := NewFSM(16)
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(persistBytes(t, s)))); err != nil {
+		t.Fatal(err)
+	}
+	return &fsmDriver{tb: t, fsm: restored, next: d.next}
+}
+
+func applyHashRestartCmd() *pb.Command {
+	return &pb.Command{Kind: &pb.Command_ApplyHashRestart{ApplyHashRestart: &pb.ApplyHashRestart{}}}
+}
+
+// A replica restored from a snapshot without an apply hash and one that
+// knew its hash throughout agree from an ApplyHashRestart on, and a
+// snapshot taken after it carries the hash on.
+func TestApplyHashRestartBringsAReplicaWithoutAHashInStep(t *testing.T) {
+	known := populatedFSM(t)
+	unknown := restoredWithoutApplyHash(t, known)
+	before := applyBoth(t, known, unknown, func() *pb.Command { return registerCmd(testInstance("before", "1", "n1")) })
+	if unknown.fsm.ApplyHashChainKnown() {
+		t.Fatalf("a replica restored from a snapshot without an apply hash reports its chain known")
+	}
+	if _, ok := unknown.fsm.ApplyHash(before); ok {
+		t.Fatalf("a replica restored from a snapshot without an apply hash knows its hash at %d", before)
+	}
+	if !known.fsm.ApplyHashChainKnown() {
+		t.Fatalf("a replica that applied every entry reports its chain unknown")
+	}
+
+	restart := applyBoth(t, known, unknown, applyHashRestartCmd)
+	for _, d := range []*fsmDriver{known, unknown} {
+		if !d.fsm.ApplyHashChainKnown() || d.fsm.ApplyHashRestartedAt() != restart {
+			t.Fatalf("after the restart at %d: chain known %v, restarted at %d", restart, d.fsm.ApplyHashChainKnown(), d.fsm.ApplyHashRestartedAt())
+		}
+	}
+	revs := []uint64{restart}
+	for i := range 3 {
+		revs = append(revs, applyBoth(t, known, unknown, func() *pb.Command {
+			return registerCmd(testInstance("after", fmt.Sprint(i), "n1"))
+		}))
+	}
+	for _, rev := range revs {
+		if hk, hu := applyHashAt(t, known.fsm, rev), applyHashAt(t, unknown.fsm, rev); hk != hu {
+			t.Errorf("revision %d: hashes %x and %x differ after the restart", rev, hk, hu)
+		}
+	}
+	if _, ok := known.fsm.ApplyHash(before); !ok {
+		t.Errorf("the replica that knew its hash forgot it at %d, before the restart", before)
+	}
+
+	// A snapshot taken after the restart carries the hash to the replica
+	// restored from it.
+	last := revs[len(revs)-1]
+	restored := NewFSM(16)
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, unknown.fsm)))); err != nil {
+		t.Fatal(err)
+	}
+	if !restored.ApplyHashChainKnown() {
+		t.Fatalf("restored from a snapshot taken after the restart, the replica does not know its hash")
+	}
+	if got, want := applyHashAt(t, restored, last), applyHashAt(t, known.fsm, last); got != want {
+		t.Errorf("restored from a snapshot taken after the restart: hash %x at %d, want %x", got, last, want)
+	}
+}
+
+// The hash a restart sets depends on its index alone: replicas whose
+// hashes differed before it (one diverged) agree after it, and restarts
+// at other indexes set other hashes.
+func TestApplyHashRestartDependsOnTheIndexAlone(t *testing.T) {
+	a, b := newFSMDriver(t, 16), newFSMDriver(t, 16)
+	a.mustApply(registerCmd(testInstance("api", "x", "n1")))
+	b.mustApply(registerCmd(testInstance("api", "y", "n1")))
+	first := applyBoth(t, a, b, applyHashRestartCmd)
+	if ha, hb := applyHashAt(t, a.fsm, first), applyHashAt(t, b.fsm, first); ha != hb {
+		t.Errorf("restart at %d: hashes %x and %x differ", first, ha, hb)
+	}
+	second := applyBoth(t, a, b, applyHashRestartCmd)
+	if applyHashAt(t, a.fsm, first) == applyHashAt(t, a.fsm, second) {
+		t.Errorf("restarts at %d and %d set the same hash", first, second)
+	}
+}
+
 // BenchmarkApplyHash measures what the apply hash adds to an applied
 // registration's entry (compare BenchmarkFSMApplyRegister, per entry).
 func BenchmarkApplyHash(b *testing.B) {

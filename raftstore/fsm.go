@@ -264,6 +264,9 @@ func (f *FSM) apply(cmd *pb.Command, data []byte, rev uint64, evs []*ringEvent) 
 		return evs, f.applyBlobShards(k.BlobShards, rev)
 	case *pb.Command_ClusterInit:
 		return evs, f.applyClusterInit(k.ClusterInit)
+	case *pb.Command_ApplyHashRestart:
+		f.hash.restart(rev)
+		return evs, nil
 	case *pb.Command_AclBootstrap, *pb.Command_AclPolicySet, *pb.Command_AclPolicyDelete,
 		*pb.Command_AclTokenSet, *pb.Command_AclTokenDelete:
 		return evs, f.applyACL(cmd, rev)

@@ -34,8 +34,10 @@ import (
 //	   every agent announces serves that gate too;
 //	6: Quota.health_outputs (max_registry_bytes bounds the health outputs
 //	   a SetHealth stores, cutting one that does not fit; older replicas
-//	   store every output whole).
-const FSMVersion = 6
+//	   store every output whole);
+//	7: Command.apply_hash_restart (every replica restarts its apply hash
+//	   at the entry; older replicas refuse the command and keep theirs).
+const FSMVersion = 7
 
 // clockStepVersion is the state machine version that brought
 // Command.clock_step.
@@ -48,6 +50,11 @@ const conditionalVersion = 4
 // healthOutputsVersion is the state machine version that brought
 // Quota.health_outputs.
 const healthOutputsVersion = 6
+
+// ApplyHashRestartVersion is the state machine version that brought
+// Command.apply_hash_restart: the leader proposes one only once every
+// Raft server applies it.
+const ApplyHashRestartVersion = 7
 
 // ClusterAt reports whether every Raft server runs a build of state
 // machine version v or later (Config.ClusterFSMVersion), asking at most

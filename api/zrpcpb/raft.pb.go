@@ -42,6 +42,7 @@ type Command struct {
 	//	*Command_BlobShards
 	//	*Command_ClusterInit
 	//	*Command_BlobRenew
+	//	*Command_ApplyHashRestart
 	//	*Command_AclBootstrap
 	//	*Command_AclPolicySet
 	//	*Command_AclPolicyDelete
@@ -234,6 +235,15 @@ func (x *Command) GetBlobRenew() *BlobRenew {
 	return nil
 }
 
+func (x *Command) GetApplyHashRestart() *ApplyHashRestart {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_ApplyHashRestart); ok {
+			return x.ApplyHashRestart
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetAclBootstrap() *ACLBootstrap {
 	if x != nil {
 		if x, ok := x.Kind.(*Command_AclBootstrap); ok {
@@ -367,6 +377,13 @@ type Command_BlobRenew struct {
 	BlobRenew *BlobRenew `protobuf:"bytes,17,opt,name=blob_renew,json=blobRenew,proto3,oneof"`
 }
 
+type Command_ApplyHashRestart struct {
+	// apply_hash_restart is proposed by the Raft leader alone, once every
+	// Raft server applies state machine version 7; older replicas would
+	// refuse it.
+	ApplyHashRestart *ApplyHashRestart `protobuf:"bytes,19,opt,name=apply_hash_restart,json=applyHashRestart,proto3,oneof"`
+}
+
 type Command_AclBootstrap struct {
 	// ACL state (package acl). Numbers from 30 on leave room for other
 	// kinds.
@@ -416,6 +433,8 @@ func (*Command_BlobShards) isCommand_Kind() {}
 func (*Command_ClusterInit) isCommand_Kind() {}
 
 func (*Command_BlobRenew) isCommand_Kind() {}
+
+func (*Command_ApplyHashRestart) isCommand_Kind() {}
 
 func (*Command_AclBootstrap) isCommand_Kind() {}
 
@@ -1295,6 +1314,47 @@ func (x *BlobShards) GetShards() []*ShardPlacement {
 	return nil
 }
 
+// ApplyHashRestart restarts every replica's apply hash at the entry's
+// index, at a value that index alone fixes: replicas that did not know
+// theirs (restored from a snapshot written before apply hashes existed)
+// know it from there, equal to the others', and the leader can compare
+// them again.
+type ApplyHashRestart struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyHashRestart) Reset() {
+	*x = ApplyHashRestart{}
+	mi := &file_raft_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyHashRestart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyHashRestart) ProtoMessage() {}
+
+func (x *ApplyHashRestart) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyHashRestart.ProtoReflect.Descriptor instead.
+func (*ApplyHashRestart) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{14}
+}
+
 // ClusterInit is written once, by the first leader of a new cluster: the
 // cluster's identity. A second one is refused.
 type ClusterInit struct {
@@ -1318,7 +1378,7 @@ type ClusterInit struct {
 
 func (x *ClusterInit) Reset() {
 	*x = ClusterInit{}
-	mi := &file_raft_proto_msgTypes[14]
+	mi := &file_raft_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1390,7 @@ func (x *ClusterInit) String() string {
 func (*ClusterInit) ProtoMessage() {}
 
 func (x *ClusterInit) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[14]
+	mi := &file_raft_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1403,7 @@ func (x *ClusterInit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInit.ProtoReflect.Descriptor instead.
 func (*ClusterInit) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{14}
+	return file_raft_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ClusterInit) GetClusterId() string {
@@ -1378,7 +1438,7 @@ type ACLBootstrap struct {
 
 func (x *ACLBootstrap) Reset() {
 	*x = ACLBootstrap{}
-	mi := &file_raft_proto_msgTypes[15]
+	mi := &file_raft_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1450,7 @@ func (x *ACLBootstrap) String() string {
 func (*ACLBootstrap) ProtoMessage() {}
 
 func (x *ACLBootstrap) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[15]
+	mi := &file_raft_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1463,7 @@ func (x *ACLBootstrap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLBootstrap.ProtoReflect.Descriptor instead.
 func (*ACLBootstrap) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{15}
+	return file_raft_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ACLBootstrap) GetToken() *ACLToken {
@@ -1423,7 +1483,7 @@ type ACLPolicySet struct {
 
 func (x *ACLPolicySet) Reset() {
 	*x = ACLPolicySet{}
-	mi := &file_raft_proto_msgTypes[16]
+	mi := &file_raft_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +1495,7 @@ func (x *ACLPolicySet) String() string {
 func (*ACLPolicySet) ProtoMessage() {}
 
 func (x *ACLPolicySet) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[16]
+	mi := &file_raft_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +1508,7 @@ func (x *ACLPolicySet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicySet.ProtoReflect.Descriptor instead.
 func (*ACLPolicySet) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{16}
+	return file_raft_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ACLPolicySet) GetPolicy() *ACLPolicy {
@@ -1468,7 +1528,7 @@ type ACLPolicyDelete struct {
 
 func (x *ACLPolicyDelete) Reset() {
 	*x = ACLPolicyDelete{}
-	mi := &file_raft_proto_msgTypes[17]
+	mi := &file_raft_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1540,7 @@ func (x *ACLPolicyDelete) String() string {
 func (*ACLPolicyDelete) ProtoMessage() {}
 
 func (x *ACLPolicyDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[17]
+	mi := &file_raft_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1553,7 @@ func (x *ACLPolicyDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyDelete.ProtoReflect.Descriptor instead.
 func (*ACLPolicyDelete) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{17}
+	return file_raft_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ACLPolicyDelete) GetName() string {
@@ -1513,7 +1573,7 @@ type ACLTokenSet struct {
 
 func (x *ACLTokenSet) Reset() {
 	*x = ACLTokenSet{}
-	mi := &file_raft_proto_msgTypes[18]
+	mi := &file_raft_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1525,7 +1585,7 @@ func (x *ACLTokenSet) String() string {
 func (*ACLTokenSet) ProtoMessage() {}
 
 func (x *ACLTokenSet) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[18]
+	mi := &file_raft_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1538,7 +1598,7 @@ func (x *ACLTokenSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenSet.ProtoReflect.Descriptor instead.
 func (*ACLTokenSet) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{18}
+	return file_raft_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ACLTokenSet) GetToken() *ACLToken {
@@ -1557,7 +1617,7 @@ type ACLTokenDelete struct {
 
 func (x *ACLTokenDelete) Reset() {
 	*x = ACLTokenDelete{}
-	mi := &file_raft_proto_msgTypes[19]
+	mi := &file_raft_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1629,7 @@ func (x *ACLTokenDelete) String() string {
 func (*ACLTokenDelete) ProtoMessage() {}
 
 func (x *ACLTokenDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[19]
+	mi := &file_raft_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1642,7 @@ func (x *ACLTokenDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenDelete.ProtoReflect.Descriptor instead.
 func (*ACLTokenDelete) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{19}
+	return file_raft_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ACLTokenDelete) GetAccessorId() string {
@@ -1604,7 +1664,7 @@ type ShardPlacement struct {
 
 func (x *ShardPlacement) Reset() {
 	*x = ShardPlacement{}
-	mi := &file_raft_proto_msgTypes[20]
+	mi := &file_raft_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1676,7 @@ func (x *ShardPlacement) String() string {
 func (*ShardPlacement) ProtoMessage() {}
 
 func (x *ShardPlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[20]
+	mi := &file_raft_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1689,7 @@ func (x *ShardPlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardPlacement.ProtoReflect.Descriptor instead.
 func (*ShardPlacement) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{20}
+	return file_raft_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ShardPlacement) GetBlock() uint32 {
@@ -1698,7 +1758,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_raft_proto_msgTypes[21]
+	mi := &file_raft_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1770,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[21]
+	mi := &file_raft_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1783,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{21}
+	return file_raft_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1851,7 +1911,7 @@ type SnapshotBlob struct {
 
 func (x *SnapshotBlob) Reset() {
 	*x = SnapshotBlob{}
-	mi := &file_raft_proto_msgTypes[22]
+	mi := &file_raft_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1863,7 +1923,7 @@ func (x *SnapshotBlob) String() string {
 func (*SnapshotBlob) ProtoMessage() {}
 
 func (x *SnapshotBlob) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[22]
+	mi := &file_raft_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1876,7 +1936,7 @@ func (x *SnapshotBlob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotBlob.ProtoReflect.Descriptor instead.
 func (*SnapshotBlob) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{22}
+	return file_raft_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SnapshotBlob) GetBlob() *Blob {
@@ -1915,7 +1975,7 @@ type RequestRecord struct {
 
 func (x *RequestRecord) Reset() {
 	*x = RequestRecord{}
-	mi := &file_raft_proto_msgTypes[23]
+	mi := &file_raft_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1927,7 +1987,7 @@ func (x *RequestRecord) String() string {
 func (*RequestRecord) ProtoMessage() {}
 
 func (x *RequestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[23]
+	mi := &file_raft_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1940,7 +2000,7 @@ func (x *RequestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRecord.ProtoReflect.Descriptor instead.
 func (*RequestRecord) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{23}
+	return file_raft_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RequestRecord) GetId() string {
@@ -1987,7 +2047,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_raft_proto_msgTypes[24]
+	mi := &file_raft_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2059,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[24]
+	mi := &file_raft_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2072,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{24}
+	return file_raft_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ApplyResponse) GetRevision() uint64 {
@@ -2033,7 +2093,7 @@ type ApplyBatchRequest struct {
 
 func (x *ApplyBatchRequest) Reset() {
 	*x = ApplyBatchRequest{}
-	mi := &file_raft_proto_msgTypes[25]
+	mi := &file_raft_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2045,7 +2105,7 @@ func (x *ApplyBatchRequest) String() string {
 func (*ApplyBatchRequest) ProtoMessage() {}
 
 func (x *ApplyBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[25]
+	mi := &file_raft_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2058,7 +2118,7 @@ func (x *ApplyBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyBatchRequest.ProtoReflect.Descriptor instead.
 func (*ApplyBatchRequest) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{25}
+	return file_raft_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ApplyBatchRequest) GetCommands() []*Command {
@@ -2086,7 +2146,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_raft_proto_msgTypes[26]
+	mi := &file_raft_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2098,7 +2158,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[26]
+	mi := &file_raft_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2111,7 +2171,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{26}
+	return file_raft_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ApplyResult) GetRevision() uint64 {
@@ -2152,7 +2212,7 @@ type ApplyBatchResponse struct {
 
 func (x *ApplyBatchResponse) Reset() {
 	*x = ApplyBatchResponse{}
-	mi := &file_raft_proto_msgTypes[27]
+	mi := &file_raft_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2164,7 +2224,7 @@ func (x *ApplyBatchResponse) String() string {
 func (*ApplyBatchResponse) ProtoMessage() {}
 
 func (x *ApplyBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[27]
+	mi := &file_raft_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2177,7 +2237,7 @@ func (x *ApplyBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyBatchResponse.ProtoReflect.Descriptor instead.
 func (*ApplyBatchResponse) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{27}
+	return file_raft_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ApplyBatchResponse) GetResults() []*ApplyResult {
@@ -2196,7 +2256,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_raft_proto_msgTypes[28]
+	mi := &file_raft_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2268,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[28]
+	mi := &file_raft_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2281,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{28}
+	return file_raft_proto_rawDescGZIP(), []int{29}
 }
 
 // ReadIndexResponse is the leader's commit index when the request
@@ -2236,7 +2296,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_raft_proto_msgTypes[29]
+	mi := &file_raft_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2248,7 +2308,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[29]
+	mi := &file_raft_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2261,7 +2321,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{29}
+	return file_raft_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -2277,7 +2337,8 @@ const file_raft_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"raft.proto\x12\azrpc.v1\x1a\tacl.proto\x1a\n" +
-	"blob.proto\x1a\x0eregistry.proto\"\xe4\t\n" +
+	"blob.proto\x1a\x0eregistry.proto\"\xaf\n" +
+	"\n" +
 	"\aCommand\x12/\n" +
 	"\bregister\x18\x01 \x01(\v2\x11.zrpc.v1.InstanceH\x00R\bregister\x126\n" +
 	"\n" +
@@ -2303,7 +2364,8 @@ const file_raft_proto_rawDesc = "" +
 	"blobShards\x129\n" +
 	"\fcluster_init\x18\r \x01(\v2\x14.zrpc.v1.ClusterInitH\x00R\vclusterInit\x123\n" +
 	"\n" +
-	"blob_renew\x18\x11 \x01(\v2\x12.zrpc.v1.BlobRenewH\x00R\tblobRenew\x12<\n" +
+	"blob_renew\x18\x11 \x01(\v2\x12.zrpc.v1.BlobRenewH\x00R\tblobRenew\x12I\n" +
+	"\x12apply_hash_restart\x18\x13 \x01(\v2\x19.zrpc.v1.ApplyHashRestartH\x00R\x10applyHashRestart\x12<\n" +
 	"\racl_bootstrap\x18\x1e \x01(\v2\x15.zrpc.v1.ACLBootstrapH\x00R\faclBootstrap\x12=\n" +
 	"\x0eacl_policy_set\x18\x1f \x01(\v2\x15.zrpc.v1.ACLPolicySetH\x00R\faclPolicySet\x12F\n" +
 	"\x11acl_policy_delete\x18  \x01(\v2\x18.zrpc.v1.ACLPolicyDeleteH\x00R\x0faclPolicyDelete\x12:\n" +
@@ -2379,7 +2441,8 @@ const file_raft_proto_rawDesc = "" +
 	"\n" +
 	"BlobShards\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
-	"\x06shards\x18\x02 \x03(\v2\x17.zrpc.v1.ShardPlacementR\x06shards\"k\n" +
+	"\x06shards\x18\x02 \x03(\v2\x17.zrpc.v1.ShardPlacementR\x06shards\"\x12\n" +
+	"\x10ApplyHashRestart\"k\n" +
 	"\vClusterInit\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
@@ -2462,7 +2525,7 @@ func file_raft_proto_rawDescGZIP() []byte {
 	return file_raft_proto_rawDescData
 }
 
-var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_raft_proto_goTypes = []any{
 	(*Command)(nil),            // 0: zrpc.v1.Command
 	(*Quota)(nil),              // 1: zrpc.v1.Quota
@@ -2478,73 +2541,75 @@ var file_raft_proto_goTypes = []any{
 	(*BlobAbort)(nil),          // 11: zrpc.v1.BlobAbort
 	(*BlobDelete)(nil),         // 12: zrpc.v1.BlobDelete
 	(*BlobShards)(nil),         // 13: zrpc.v1.BlobShards
-	(*ClusterInit)(nil),        // 14: zrpc.v1.ClusterInit
-	(*ACLBootstrap)(nil),       // 15: zrpc.v1.ACLBootstrap
-	(*ACLPolicySet)(nil),       // 16: zrpc.v1.ACLPolicySet
-	(*ACLPolicyDelete)(nil),    // 17: zrpc.v1.ACLPolicyDelete
-	(*ACLTokenSet)(nil),        // 18: zrpc.v1.ACLTokenSet
-	(*ACLTokenDelete)(nil),     // 19: zrpc.v1.ACLTokenDelete
-	(*ShardPlacement)(nil),     // 20: zrpc.v1.ShardPlacement
-	(*SnapshotHeader)(nil),     // 21: zrpc.v1.SnapshotHeader
-	(*SnapshotBlob)(nil),       // 22: zrpc.v1.SnapshotBlob
-	(*RequestRecord)(nil),      // 23: zrpc.v1.RequestRecord
-	(*ApplyResponse)(nil),      // 24: zrpc.v1.ApplyResponse
-	(*ApplyBatchRequest)(nil),  // 25: zrpc.v1.ApplyBatchRequest
-	(*ApplyResult)(nil),        // 26: zrpc.v1.ApplyResult
-	(*ApplyBatchResponse)(nil), // 27: zrpc.v1.ApplyBatchResponse
-	(*ReadIndexRequest)(nil),   // 28: zrpc.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),  // 29: zrpc.v1.ReadIndexResponse
-	(*Instance)(nil),           // 30: zrpc.v1.Instance
-	(*Node)(nil),               // 31: zrpc.v1.Node
-	(Health)(0),                // 32: zrpc.v1.Health
-	(*Blob)(nil),               // 33: zrpc.v1.Blob
-	(*ACLToken)(nil),           // 34: zrpc.v1.ACLToken
-	(*ACLPolicy)(nil),          // 35: zrpc.v1.ACLPolicy
+	(*ApplyHashRestart)(nil),   // 14: zrpc.v1.ApplyHashRestart
+	(*ClusterInit)(nil),        // 15: zrpc.v1.ClusterInit
+	(*ACLBootstrap)(nil),       // 16: zrpc.v1.ACLBootstrap
+	(*ACLPolicySet)(nil),       // 17: zrpc.v1.ACLPolicySet
+	(*ACLPolicyDelete)(nil),    // 18: zrpc.v1.ACLPolicyDelete
+	(*ACLTokenSet)(nil),        // 19: zrpc.v1.ACLTokenSet
+	(*ACLTokenDelete)(nil),     // 20: zrpc.v1.ACLTokenDelete
+	(*ShardPlacement)(nil),     // 21: zrpc.v1.ShardPlacement
+	(*SnapshotHeader)(nil),     // 22: zrpc.v1.SnapshotHeader
+	(*SnapshotBlob)(nil),       // 23: zrpc.v1.SnapshotBlob
+	(*RequestRecord)(nil),      // 24: zrpc.v1.RequestRecord
+	(*ApplyResponse)(nil),      // 25: zrpc.v1.ApplyResponse
+	(*ApplyBatchRequest)(nil),  // 26: zrpc.v1.ApplyBatchRequest
+	(*ApplyResult)(nil),        // 27: zrpc.v1.ApplyResult
+	(*ApplyBatchResponse)(nil), // 28: zrpc.v1.ApplyBatchResponse
+	(*ReadIndexRequest)(nil),   // 29: zrpc.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),  // 30: zrpc.v1.ReadIndexResponse
+	(*Instance)(nil),           // 31: zrpc.v1.Instance
+	(*Node)(nil),               // 32: zrpc.v1.Node
+	(Health)(0),                // 33: zrpc.v1.Health
+	(*Blob)(nil),               // 34: zrpc.v1.Blob
+	(*ACLToken)(nil),           // 35: zrpc.v1.ACLToken
+	(*ACLPolicy)(nil),          // 36: zrpc.v1.ACLPolicy
 }
 var file_raft_proto_depIdxs = []int32{
-	30, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
+	31, // 0: zrpc.v1.Command.register:type_name -> zrpc.v1.Instance
 	2,  // 1: zrpc.v1.Command.deregister:type_name -> zrpc.v1.InstanceRef
 	3,  // 2: zrpc.v1.Command.set_health:type_name -> zrpc.v1.SetHealth
 	5,  // 3: zrpc.v1.Command.session_create:type_name -> zrpc.v1.SessionCreate
 	6,  // 4: zrpc.v1.Command.session_destroy:type_name -> zrpc.v1.SessionDestroy
-	31, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
+	32, // 5: zrpc.v1.Command.node_upsert:type_name -> zrpc.v1.Node
 	7,  // 6: zrpc.v1.Command.node_remove:type_name -> zrpc.v1.NodeRemove
 	8,  // 7: zrpc.v1.Command.blob_pending:type_name -> zrpc.v1.BlobPending
 	10, // 8: zrpc.v1.Command.blob_commit:type_name -> zrpc.v1.BlobCommit
 	11, // 9: zrpc.v1.Command.blob_abort:type_name -> zrpc.v1.BlobAbort
 	12, // 10: zrpc.v1.Command.blob_delete:type_name -> zrpc.v1.BlobDelete
 	13, // 11: zrpc.v1.Command.blob_shards:type_name -> zrpc.v1.BlobShards
-	14, // 12: zrpc.v1.Command.cluster_init:type_name -> zrpc.v1.ClusterInit
+	15, // 12: zrpc.v1.Command.cluster_init:type_name -> zrpc.v1.ClusterInit
 	9,  // 13: zrpc.v1.Command.blob_renew:type_name -> zrpc.v1.BlobRenew
-	15, // 14: zrpc.v1.Command.acl_bootstrap:type_name -> zrpc.v1.ACLBootstrap
-	16, // 15: zrpc.v1.Command.acl_policy_set:type_name -> zrpc.v1.ACLPolicySet
-	17, // 16: zrpc.v1.Command.acl_policy_delete:type_name -> zrpc.v1.ACLPolicyDelete
-	18, // 17: zrpc.v1.Command.acl_token_set:type_name -> zrpc.v1.ACLTokenSet
-	19, // 18: zrpc.v1.Command.acl_token_delete:type_name -> zrpc.v1.ACLTokenDelete
-	1,  // 19: zrpc.v1.Command.quota:type_name -> zrpc.v1.Quota
-	2,  // 20: zrpc.v1.SetHealth.instances:type_name -> zrpc.v1.InstanceRef
-	32, // 21: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
-	4,  // 22: zrpc.v1.SessionCreate.session:type_name -> zrpc.v1.Session
-	33, // 23: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
-	20, // 24: zrpc.v1.BlobShards.shards:type_name -> zrpc.v1.ShardPlacement
-	34, // 25: zrpc.v1.ACLBootstrap.token:type_name -> zrpc.v1.ACLToken
-	35, // 26: zrpc.v1.ACLPolicySet.policy:type_name -> zrpc.v1.ACLPolicy
-	34, // 27: zrpc.v1.ACLTokenSet.token:type_name -> zrpc.v1.ACLToken
-	14, // 28: zrpc.v1.SnapshotHeader.cluster:type_name -> zrpc.v1.ClusterInit
-	33, // 29: zrpc.v1.SnapshotBlob.blob:type_name -> zrpc.v1.Blob
-	0,  // 30: zrpc.v1.ApplyBatchRequest.commands:type_name -> zrpc.v1.Command
-	26, // 31: zrpc.v1.ApplyBatchResponse.results:type_name -> zrpc.v1.ApplyResult
-	0,  // 32: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
-	25, // 33: zrpc.v1.Internal.ApplyBatch:input_type -> zrpc.v1.ApplyBatchRequest
-	28, // 34: zrpc.v1.Internal.ReadIndex:input_type -> zrpc.v1.ReadIndexRequest
-	24, // 35: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
-	27, // 36: zrpc.v1.Internal.ApplyBatch:output_type -> zrpc.v1.ApplyBatchResponse
-	29, // 37: zrpc.v1.Internal.ReadIndex:output_type -> zrpc.v1.ReadIndexResponse
-	35, // [35:38] is the sub-list for method output_type
-	32, // [32:35] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	14, // 14: zrpc.v1.Command.apply_hash_restart:type_name -> zrpc.v1.ApplyHashRestart
+	16, // 15: zrpc.v1.Command.acl_bootstrap:type_name -> zrpc.v1.ACLBootstrap
+	17, // 16: zrpc.v1.Command.acl_policy_set:type_name -> zrpc.v1.ACLPolicySet
+	18, // 17: zrpc.v1.Command.acl_policy_delete:type_name -> zrpc.v1.ACLPolicyDelete
+	19, // 18: zrpc.v1.Command.acl_token_set:type_name -> zrpc.v1.ACLTokenSet
+	20, // 19: zrpc.v1.Command.acl_token_delete:type_name -> zrpc.v1.ACLTokenDelete
+	1,  // 20: zrpc.v1.Command.quota:type_name -> zrpc.v1.Quota
+	2,  // 21: zrpc.v1.SetHealth.instances:type_name -> zrpc.v1.InstanceRef
+	33, // 22: zrpc.v1.SetHealth.health:type_name -> zrpc.v1.Health
+	4,  // 23: zrpc.v1.SessionCreate.session:type_name -> zrpc.v1.Session
+	34, // 24: zrpc.v1.BlobCommit.blob:type_name -> zrpc.v1.Blob
+	21, // 25: zrpc.v1.BlobShards.shards:type_name -> zrpc.v1.ShardPlacement
+	35, // 26: zrpc.v1.ACLBootstrap.token:type_name -> zrpc.v1.ACLToken
+	36, // 27: zrpc.v1.ACLPolicySet.policy:type_name -> zrpc.v1.ACLPolicy
+	35, // 28: zrpc.v1.ACLTokenSet.token:type_name -> zrpc.v1.ACLToken
+	15, // 29: zrpc.v1.SnapshotHeader.cluster:type_name -> zrpc.v1.ClusterInit
+	34, // 30: zrpc.v1.SnapshotBlob.blob:type_name -> zrpc.v1.Blob
+	0,  // 31: zrpc.v1.ApplyBatchRequest.commands:type_name -> zrpc.v1.Command
+	27, // 32: zrpc.v1.ApplyBatchResponse.results:type_name -> zrpc.v1.ApplyResult
+	0,  // 33: zrpc.v1.Internal.Apply:input_type -> zrpc.v1.Command
+	26, // 34: zrpc.v1.Internal.ApplyBatch:input_type -> zrpc.v1.ApplyBatchRequest
+	29, // 35: zrpc.v1.Internal.ReadIndex:input_type -> zrpc.v1.ReadIndexRequest
+	25, // 36: zrpc.v1.Internal.Apply:output_type -> zrpc.v1.ApplyResponse
+	28, // 37: zrpc.v1.Internal.ApplyBatch:output_type -> zrpc.v1.ApplyBatchResponse
+	30, // 38: zrpc.v1.Internal.ReadIndex:output_type -> zrpc.v1.ReadIndexResponse
+	36, // [36:39] is the sub-list for method output_type
+	33, // [33:36] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_raft_proto_init() }
@@ -2570,6 +2635,7 @@ func file_raft_proto_init() {
 		(*Command_BlobShards)(nil),
 		(*Command_ClusterInit)(nil),
 		(*Command_BlobRenew)(nil),
+		(*Command_ApplyHashRestart)(nil),
 		(*Command_AclBootstrap)(nil),
 		(*Command_AclPolicySet)(nil),
 		(*Command_AclPolicyDelete)(nil),
@@ -2582,7 +2648,7 @@ func file_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_proto_rawDesc), len(file_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -2282,8 +2282,15 @@ type StatusResponse struct {
 	// neither.
 	ApplyHash      uint64 `protobuf:"fixed64,26,opt,name=apply_hash,json=applyHash,proto3" json:"apply_hash,omitempty"`
 	ApplyHashKnown bool   `protobuf:"varint,27,opt,name=apply_hash_known,json=applyHashKnown,proto3" json:"apply_hash_known,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// apply_hash_chain_known is false when the agent's replica does not
+	// know its apply hash at any revision (restored from a snapshot written
+	// before apply hashes existed), which apply_hash_known alone does not
+	// tell apart from a revision it does not remember. The Raft leader
+	// then restarts every replica's hash (Command.apply_hash_restart).
+	// Agents before it send false.
+	ApplyHashChainKnown bool `protobuf:"varint,28,opt,name=apply_hash_chain_known,json=applyHashChainKnown,proto3" json:"apply_hash_chain_known,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -2501,6 +2508,13 @@ func (x *StatusResponse) GetApplyHash() uint64 {
 func (x *StatusResponse) GetApplyHashKnown() bool {
 	if x != nil {
 		return x.ApplyHashKnown
+	}
+	return false
+}
+
+func (x *StatusResponse) GetApplyHashChainKnown() bool {
+	if x != nil {
+		return x.ApplyHashChainKnown
 	}
 	return false
 }
@@ -3444,7 +3458,7 @@ const file_registry_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"3\n" +
 	"\rStatusRequest\x12\"\n" +
-	"\rapply_hash_at\x18\x01 \x01(\x04R\vapplyHashAt\"\xf4\a\n" +
+	"\rapply_hash_at\x18\x01 \x01(\x04R\vapplyHashAt\"\xa9\b\n" +
 	"\x0eStatusResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.zrpc.v1.ResponseHeaderR\x06header\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
@@ -3478,7 +3492,8 @@ const file_registry_proto_rawDesc = "" +
 	"\acut_off\x18\x19 \x01(\tR\x06cutOff\x12\x1d\n" +
 	"\n" +
 	"apply_hash\x18\x1a \x01(\x06R\tapplyHash\x12(\n" +
-	"\x10apply_hash_known\x18\x1b \x01(\bR\x0eapplyHashKnown\"t\n" +
+	"\x10apply_hash_known\x18\x1b \x01(\bR\x0eapplyHashKnown\x123\n" +
+	"\x16apply_hash_chain_known\x18\x1c \x01(\bR\x13applyHashChainKnown\"t\n" +
 	"\x10UnreachableVoter\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x124\n" +

@@ -229,6 +229,9 @@ type StatusConfig struct {
 		// ApplyHash is the replica's apply hash at a revision
 		// (raftstore applyhash.go); ok false when it cannot tell.
 		ApplyHash(rev uint64) (sum uint64, ok bool)
+		// ApplyHashChainKnown reports whether the replica knows its
+		// apply hash at all.
+		ApplyHashChainKnown() bool
 	}
 	// Cluster forwards RemovePeer to the leader.
 	Cluster Cluster

@@ -42,6 +42,7 @@ func (s *Status) Status(ctx context.Context, req *pb.StatusRequest) (*pb.StatusR
 	if at := req.GetApplyHashAt(); at > 0 {
 		resp.ApplyHash, resp.ApplyHashKnown = s.cfg.Replica.ApplyHash(at)
 	}
+	resp.ApplyHashChainKnown = s.cfg.Replica.ApplyHashChainKnown()
 	resp.Forming = s.cfg.Status.Forming()
 	resp.HandoffShards = uint64(s.cfg.Status.HandoffShards())
 	if t := s.cfg.Status.TLSExpires(); !t.IsZero() {

@@ -59,6 +59,7 @@ func (replicaFake) Node(name string) *pb.Node {
 	return &pb.Node{Name: name, GrpcAddress: name + ":8400"}
 }
 func (replicaFake) ApplyHash(uint64) (uint64, bool) { return 0, false }
+func (replicaFake) ApplyHashChainKnown() bool       { return true }
 
 // TestStatusWithoutALeaderAsksTheVotersGossipStillCountsAlive: with no
 // leader, gossip may list dead voters alive for seconds; Status asks each
