@@ -128,6 +128,7 @@ func dialOptions(cfg Config) []grpc.DialOption {
 		// registrations are encoded and decoded as agents do it
 		// (registrycodec.go).
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize), grpc.ForceCodecV2(registryCodec{})),
+		grpc.WithChainUnaryInterceptor(markUnsent),
 		experimental.WithBufferPool(wirecodec.BufferPool()),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
