@@ -332,7 +332,11 @@ func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
 					return bad.n
 				}
 				id := shardstore.ID{Blob: b.Id, Block: uint32(bi), Index: uint16(idx)}
-				err := s.mapReadErr(s.shards.Verify(id))
+				err := s.verifyOwn(ctx, id)
+				if s.gaveUpOnDisk(ctx, "the scrubber stopped this pass", id, err) {
+					return bad.n
+				}
+				err = s.mapReadErr(err)
 				ref := &pb.ShardRef{BlobId: b.Id, Block: uint32(bi), Index: uint32(idx), Node: self}
 				switch {
 				case errors.Is(err, ErrCorrupt):
@@ -354,6 +358,38 @@ func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
 		}
 	}
 	return bad.n
+}
+
+// verifyOwn verifies shard id in this agent's files (shards.Verify),
+// waited for within ShardTimeout and ctx, as readOwn reads (aside): a
+// disk that hangs in reads would otherwise stop the scrubber for as long
+// as it hangs. A verify waited for no longer goes on aside, counted
+// among the calls stuck on the disk, and Close waits for it as for them.
+func (s *Store) verifyOwn(ctx context.Context, id shardstore.ID) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
+	defer cancel()
+	_, err := s.aside(ctx, errReadAbandoned, func() (int, error) { return 0, s.shards.Verify(id) }, nil)
+	return err
+}
+
+// gaveUpOnDisk reports whether err, that of a read of shard (or part
+// file) id made aside by a background pass over this agent's shards (the
+// scrubber's, the check of what its files hold), ends the pass: the read
+// was waited for no longer, or not started (the disk has too many stuck
+// calls, or the store is closing). On a disk that hangs every later read
+// would hang as well, so the pass stops, warning once (stopped says
+// which pass), and leaves the rest to the scrubber's next pass.
+func (s *Store) gaveUpOnDisk(ctx context.Context, stopped string, id shardstore.ID, err error) bool {
+	switch {
+	case errors.Is(err, errClosed) || (errors.Is(err, errReadAbandoned) && ctx.Err() != nil):
+		return true // the agent is stopping
+	case errors.Is(err, errReadAbandoned) || errors.As(err, new(*diskHungError)):
+		s.log.Warn(stopped+": this agent's shard disk hangs in reads; the scrubber's next pass tries again after the scrub interval: "+
+			"check that disk (dmesg, iostat), and restart the agent if it stays stuck",
+			"dir", s.shards.Dir(), "shard", id.String(), "scrub_interval", s.cfg.ScrubInterval, "err", err)
+		return true
+	}
+	return false
 }
 
 // unreadShards counts the shards a scrub pass could not read for another
@@ -461,7 +497,11 @@ func (s *Store) CheckHeld(ctx context.Context) int {
 				}
 				held, ok := parts[idx]
 				if !ok {
-					held = s.heldSums(b.Id, idx)
+					var err error
+					held, err = s.heldSums(ctx, b.Id, idx)
+					if s.gaveUpOnDisk(ctx, "the check of the shards this agent holds stopped", shardstore.ID{Blob: b.Id, Index: uint16(idx)}, err) {
+						return bad.n
+					}
 					parts[idx] = held
 				}
 				if held == nil { // the part file is unreadable: the scrubber's
@@ -479,21 +519,32 @@ func (s *Store) CheckHeld(ctx context.Context) int {
 
 // heldSums lists the blocks this agent holds of shard index of blob, with
 // the CRC32C of each: empty when it has no part file for it, nil when the
-// part file cannot be read.
-func (s *Store) heldSums(blob string, index int) map[uint32]uint32 {
-	part, err := s.shards.Held(blob, uint16(index))
+// part file cannot be read. The read is waited for within ShardTimeout
+// and ctx (aside), as heldLocal's: an error is aside's, the read waited
+// for no longer or not started.
+func (s *Store) heldSums(ctx context.Context, blob string, index int) (map[uint32]uint32, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
+	defer cancel()
+	var part shardstore.HeldPart
+	_, err := s.aside(ctx, errReadAbandoned, func() (int, error) {
+		var err error
+		part, err = s.shards.Held(blob, uint16(index))
+		return 0, err
+	}, nil)
 	switch {
 	case errors.Is(err, shardstore.ErrNotFound):
-		return map[uint32]uint32{}
+		return map[uint32]uint32{}, nil
+	case errors.Is(err, errReadAbandoned) || errors.Is(err, errClosed) || errors.As(err, new(*diskHungError)):
+		return nil, err
 	case err != nil:
 		s.log.Warn("list the shards of a part file", "blob_id", blob, "shard", index, "err", err)
-		return nil
+		return nil, nil
 	}
 	out := make(map[uint32]uint32, len(part.Blocks))
 	for i, b := range part.Blocks {
 		out[b] = part.Sums[i]
 	}
-	return out
+	return out, nil
 }
 
 // scrubReportBatch is how many bad shards the scrubber reports at once.

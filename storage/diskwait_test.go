@@ -288,3 +288,39 @@ func TestReadShardsEndsAtTheShardTimeoutWhileTheDiskHangs(t *testing.T) {
 	disk.unhang()
 	testwait.For(t, 10*time.Second, "the abandoned read to end once the disk answers", func() bool { return s.stuck.Load() == 0 })
 }
+
+// A peer's SyncShards sent without a deadline ends within its own bound
+// (syncWithin of what is staged) while a write of the blob's staged
+// shards hangs on this agent's disk, naming the disk, rather than
+// holding the handler for as long as the disk hangs.
+func TestSyncShardsWithoutADeadlineEndsWhileAStageHangs(t *testing.T) {
+	disk := newStuckDisk()
+	s, _ := newTestStoreOpts(t, Config{ShardTimeout: 100 * time.Millisecond}, testlog.New(t, "n1"), disk.options(), "n1", "n1", "n2")
+	t.Cleanup(disk.unhang) // before the store closes, which waits for the calls
+	ss := s.ShardServer()
+	blob := "0123456789abcdef0123456789abcdef"
+	payload := make([]byte, 2048)
+	req := func(block uint32) *pb.PutShardRequest {
+		return &pb.PutShardRequest{Ref: &pb.ShardRef{BlobId: blob, Block: block, Index: 1}, DataShards: 2, ParityShards: 1,
+			BlockLen: 4096, BlockSize: 4096, Sum: codec.Checksum(payload), Payload: payload, Staged: true}
+	}
+	if _, err := ss.PutShard(context.Background(), req(0)); err != nil {
+		t.Fatal(err)
+	}
+	disk.hang.Store(true)
+	if _, err := ss.PutShard(context.Background(), req(1)); !errors.Is(err, errStoreAbandoned) {
+		t.Fatalf("PutShard on a hung disk: %v, want errStoreAbandoned at the shard timeout", err)
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := ss.SyncShards(context.Background(), &pb.SyncShardsRequest{BlobId: blob, Shards: []*pb.ShardRef{req(0).Ref}})
+		done <- err
+	}()
+	err := ended(t, done, "a SyncShards without a deadline to end while a stage of its blob hangs on the disk")
+	if !errors.Is(err, errCommitAbandoned) || !strings.Contains(err.Error(), s.shards.Dir()) {
+		t.Fatalf("SyncShards while a stage hangs: %v, want errCommitAbandoned naming the disk %s", err, s.shards.Dir())
+	}
+	disk.unhang()
+	testwait.For(t, 10*time.Second, "the stuck calls to end once the disk answers", func() bool { return s.stuck.Load() == 0 })
+}

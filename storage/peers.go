@@ -629,6 +629,7 @@ func (ss *ShardServer) PutShard(ctx context.Context, req *pb.PutShardRequest) (*
 }
 
 func (ss *ShardServer) SyncShards(ctx context.Context, req *pb.SyncShardsRequest) (*pb.SyncShardsResponse, error) {
+	start := time.Now()
 	if !ValidBlobID(req.BlobId) {
 		return nil, fmt.Errorf("%w: blob id %q", ErrInvalidArgument, req.BlobId)
 	}
@@ -642,12 +643,13 @@ func (ss *ShardServer) SyncShards(ctx context.Context, req *pb.SyncShardsRequest
 		}
 	}
 	// Waited for within the caller's deadline, or, without one, as long
-	// as a put's sync of what is staged (syncWithin): a disk that hangs
-	// in fsync must not keep the handler past its caller.
+	// as a put's sync of what is staged (syncWithin), counted from the
+	// handler's start: a disk that hangs in fsync must not keep the
+	// handler past its caller. StagedSize does not wait for the disk.
 	s := ss.s
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.syncWithin(s.shards.StagedSize(req.BlobId)))
+		ctx, cancel = context.WithDeadline(ctx, start.Add(s.syncWithin(s.shards.StagedSize(req.BlobId))))
 		defer cancel()
 	}
 	n, err := s.commitAside(ctx, func() (int, error) { return s.commitStaged(req.BlobId, req.Shards) }, nil)

@@ -312,3 +312,44 @@ func TestOtherBlobsStagesDoNotWaitForACommitWaitingOnAHungStage(t *testing.T) {
 		})
 	}
 }
+
+// A stage hung in a write into its blob's staged part keeps no listing
+// of the staged shards waiting: Staged (the orphan collector's) and
+// StagedSize (a sync's bound) answer at once with the shards staged and
+// complete, not the one being written. Once the disk answers they list
+// it too.
+func TestStagedListingsDoNotWaitForAStageHungOnTheDisk(t *testing.T) {
+	disk := newHangNext(t)
+	s := open(t, t.TempDir(), Options{WriteFault: func() error { disk.hang(); return nil }})
+	first := ID{Blob: blobA, Block: 0, Index: 1}
+	stage(t, s, first, testBlockSize, 1)
+	wantSize := s.StagedSize(blobA)
+	hung := ID{Blob: blobA, Block: 1, Index: 1}
+	h, p := shard(hung, testBlockSize, 2)
+	disk.armed.Store(true)
+	stages := make(chan error, 1)
+	go func() { stages <- s.Stage(h, p) }()
+	await(t, disk.entered, "the stage's write to start")
+
+	type listing struct {
+		staged []StagedShard
+		size   int64
+	}
+	listed := make(chan listing, 1)
+	go func() { listed <- listing{s.Staged(), s.StagedSize(blobA)} }()
+	l := await(t, listed, fmt.Sprintf("Staged and StagedSize while a stage of %s hangs in a write", hung))
+	if len(l.staged) != 1 || l.staged[0].ID != first || l.size != wantSize {
+		t.Fatalf("while a stage of %s hangs: Staged = %v, StagedSize = %d; want only %s, %d bytes", hung, l.staged, l.size, first, wantSize)
+	}
+
+	disk.unhang()
+	if err := await(t, stages, "the stage once the disk answers"); err != nil {
+		t.Fatalf("stage of %s: %v", hung, err)
+	}
+	if got := s.Staged(); len(got) != 2 {
+		t.Fatalf("Staged once the stage ended = %v, want %s and %s", got, first, hung)
+	}
+	if got := s.StagedSize(blobA); got <= wantSize {
+		t.Fatalf("StagedSize once the stage ended = %d, want more than %d", got, wantSize)
+	}
+}

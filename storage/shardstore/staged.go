@@ -23,7 +23,13 @@ type stagedPart struct {
 	f      *os.File
 	size   int64                // the file's extent, as reserved in Usage
 	blocks map[uint32]time.Time // block -> when staged
-	gone   bool                 // committed or dropped
+	// listed guards size and blocks for Staged and StagedSize, which
+	// read them without mu: mu is held through a write's disk calls, and
+	// a disk hung in one would hold the orphan collector's listing and
+	// every sync's bound. size and blocks change, once a write has ended,
+	// under mu and listed both; listed is never held across a disk call.
+	listed sync.Mutex
+	gone   bool // committed or dropped
 	// synced: fsynced whole after it was sealed (presync); its rename
 	// needs no fsync.
 	synced bool
@@ -130,13 +136,15 @@ func (sp *stagedPart) add(s *Store, h *Header, pieces [][]byte) error {
 	if err != nil {
 		s.release(grow, dShards)
 		if had && buffered { // its slot was written over: the shard staged there before is gone
-			delete(sp.blocks, h.ID.Block)
+			sp.unlist(h.ID.Block)
 			s.release(0, 1)
 		}
 		return wrapWrite("stage", h.ID, err)
 	}
+	sp.listed.Lock()
 	sp.size += grow
 	sp.blocks[h.ID.Block] = time.Now()
+	sp.listed.Unlock()
 	if !buffered {
 		return nil
 	}
@@ -437,7 +445,7 @@ func (s *Store) moveBlocks(sp *stagedPart, blocks map[uint32]bool) (*stagedPart,
 		if cerr := clearFrame(sp.f, &sp.hdr, b); cerr != nil {
 			s.log.Warn("clear moved staged shard", "part", sp.tmp, "block", b, "err", cerr)
 		}
-		delete(sp.blocks, b)
+		sp.unlist(b)
 		s.release(0, 1)
 	}
 	if err != nil {
@@ -558,11 +566,20 @@ func (s *Store) unstageLocked(blob string, index uint16) {
 	}
 }
 
+// unlist takes block out of sp's staged blocks; sp's lock is held.
+func (sp *stagedPart) unlist(block uint32) {
+	sp.listed.Lock()
+	delete(sp.blocks, block)
+	sp.listed.Unlock()
+}
+
 // seal marks a part taken out of the staged set: add refuses it. It does
 // not wait for sp's lock (sealed).
 func (sp *stagedPart) seal() { sp.sealed.Store(true) }
 
-// Staged lists the shards staged and not committed, for orphan collection.
+// Staged lists the shards staged and not committed, for orphan
+// collection. It does not wait for a write into a staged part (a disk
+// hung in one): a shard being written is listed once its write ends.
 func (s *Store) Staged() []StagedShard {
 	s.stagedMu.Lock()
 	parts := make([]*stagedPart, 0, len(s.staged))
@@ -574,26 +591,27 @@ func (s *Store) Staged() []StagedShard {
 	s.stagedMu.Unlock()
 	var out []StagedShard
 	for _, sp := range parts {
-		sp.mu.Lock()
+		sp.listed.Lock()
 		for b, at := range sp.blocks {
 			out = append(out, StagedShard{ID: ID{Blob: sp.hdr.Blob, Block: b, Index: sp.hdr.Index}, At: at})
 		}
-		sp.mu.Unlock()
+		sp.listed.Unlock()
 	}
 	return out
 }
 
 // StagedSize is the bytes of the staged part files of blob: what
-// CommitStaged of it makes durable, at most.
+// CommitStaged of it makes durable, at most. As Staged, it does not wait
+// for a write into a staged part.
 func (s *Store) StagedSize(blob string) int64 {
 	s.stagedMu.Lock()
 	parts := slices.Collect(maps.Values(s.staged[blob]))
 	s.stagedMu.Unlock()
 	var size int64
 	for _, sp := range parts {
-		sp.mu.Lock()
+		sp.listed.Lock()
 		size += sp.size
-		sp.mu.Unlock()
+		sp.listed.Unlock()
 	}
 	return size
 }
@@ -626,7 +644,7 @@ func (s *Store) discard(id ID, at time.Time) bool {
 		if err := clearFrame(sp.f, &sp.hdr, id.Block); err != nil {
 			s.log.Warn("discard staged shard", "shard", id, "err", err)
 		}
-		delete(sp.blocks, id.Block)
+		sp.unlist(id.Block)
 		s.release(0, 1)
 	}
 	empty := len(sp.blocks) == 0
