@@ -42,14 +42,30 @@ func (s *Store) collectOrphans(ctx context.Context) {
 // the next one (a leader change fails one request, not the rest), until
 // maxReferencedFailures have failed in a row (no leader answers, and each
 // request would wait for one).
+//
+// Its calls of the disk (the walks, the deletes and discards) are waited
+// for within ShardTimeout (passAside): one given up on, the disk
+// hanging, ends the pass, warning once (gaveUpOnDisk), and the next pass
+// tries again. A call given up on goes on aside and may still end: each
+// deletes only what it was given (a file unchanged since the walk, a
+// shard staged at the time listed), so it is right whenever it ends.
 func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
-	cands := s.orphanCandidates(now)
-	del := orphanDeletes{s: s}
+	if s.passHeldOff("orphan collection") {
+		return 0
+	}
+	cands, err := s.orphanCandidates(ctx, now)
+	if s.gaveUpOnDisk(ctx, "orphan collection stopped this pass", s.collectRetry(), shardstore.ID{}, err) {
+		return 0
+	}
+	del := orphanDeletes{s: s, ctx: ctx}
 	var (
 		kept, notAsked, failed, inARow int
 		why                            error
 	)
 	for chunk := range slices.Chunk(cands, maxReferencedShards) {
+		if del.stopped {
+			break
+		}
 		if inARow == maxReferencedFailures {
 			notAsked += len(chunk)
 			continue
@@ -72,6 +88,10 @@ func (s *Store) CollectOrphans(ctx context.Context, now time.Time) int {
 		}
 	}
 	del.flush()
+	if del.stopped {
+		s.metrics.shardsCollected.Add(float64(del.n))
+		return del.n
+	}
 	if kept+notAsked > 0 {
 		s.log.Info("orphan shards not confirmed unreferenced by the leader; keeping them for a later pass",
 			"kept", kept+notAsked, "candidates", len(cands), "failed_requests", failed, "not_asked", notAsked, "err", why)
@@ -95,41 +115,139 @@ const maxReferencedFailures = 2
 // orphanCandidates lists the shards (and staged shards, and part files
 // with a bad header) older than OrphanGrace at now that this agent's
 // replica does not place here, in the order the walk found them: the
-// blocks of one part file one after the other.
-func (s *Store) orphanCandidates(now time.Time) []orphan {
+// blocks of one part file one after the other. An error is walkAside's:
+// the walk waited for no longer or not started (the disk hangs, or the
+// store is closing); what it found is then not used.
+func (s *Store) orphanCandidates(ctx context.Context, now time.Time) ([]orphan, error) {
 	meta := s.cluster.Meta()
 	self := s.cluster.Self()
 	// Each candidate keeps what it was when judged: only that file (or
 	// staged shard) is deleted, never one stored under its name since.
-	var cands []orphan
-	err := s.shards.WalkStamped(func(id shardstore.ID, st shardstore.Stamp) error {
-		if now.Sub(st.Mod()) >= s.cfg.OrphanGrace && !referencedBy(meta, self, id.Blob, id.Block, uint32(id.Index)) {
-			cands = append(cands, orphan{id: id, file: st})
-		}
-		return nil
+	// The walk gathers into lists of its own, handed over only when it
+	// ends in time: one given up on goes on aside.
+	var files, bad []orphan
+	err := s.walkAside(ctx, func(progress func() error) error {
+		var stamped, badParts []orphan
+		err := s.shards.WalkParts(shardstore.PartWalk{
+			Stamped: func(id shardstore.ID, st shardstore.Stamp) error {
+				if now.Sub(st.Mod()) >= s.cfg.OrphanGrace && !referencedBy(meta, self, id.Blob, id.Block, uint32(id.Index)) {
+					stamped = append(stamped, orphan{id: id, file: st})
+				}
+				return nil
+			},
+			// A part file with a bad header lists no shards (its header
+			// fails its check, or cannot be read now); while the blob
+			// exists, repair replaces it. One of a blob this replica
+			// lacks is a candidate as a whole: the leader is asked about
+			// the blob, not about a block.
+			Bad: func(blob string, index uint16, st shardstore.Stamp) error {
+				if now.Sub(st.Mod()) >= s.cfg.OrphanGrace && meta.BlobByID(blob) == nil && meta.PendingBlob(blob) == nil {
+					badParts = append(badParts, orphan{id: shardstore.ID{Blob: blob, Index: index}, file: st, badPart: true})
+				}
+				return nil
+			},
+			Done: progress,
+		})
+		files, bad = stamped, badParts
+		return err
 	})
+	if asideErr(err) {
+		return nil, err
+	}
 	if err != nil {
 		s.log.Warn("walk shards for orphans", "err", err)
 	}
+	cands := files
 	for _, st := range s.shards.Staged() {
 		if now.Sub(st.At) >= s.cfg.OrphanGrace && !referencedBy(meta, self, st.ID.Blob, st.ID.Block, uint32(st.ID.Index)) {
 			cands = append(cands, orphan{id: st.ID, staged: st.At})
 		}
 	}
-	// A part file with a bad header lists no shards (its header fails its
-	// check, or cannot be read now); while the blob exists, repair
-	// replaces it. One of a blob this replica lacks is a candidate as a
-	// whole: the leader is asked about the blob, not about a block.
-	err = s.shards.WalkBadParts(func(blob string, index uint16, st shardstore.Stamp) error {
-		if now.Sub(st.Mod()) >= s.cfg.OrphanGrace && meta.BlobByID(blob) == nil && meta.PendingBlob(blob) == nil {
-			cands = append(cands, orphan{id: shardstore.ID{Blob: blob, Index: index}, file: st, badPart: true})
+	return append(cands, bad...), nil
+}
+
+// walkAside runs walk, a walk of this agent's shard directory, aside as
+// passAside runs a call, and waits for it until ctx ends or ShardTimeout
+// passes without progress (walk calls progress after each part file): a
+// walk of a large store takes longer than ShardTimeout on a disk that
+// answers, a walk on a hung disk makes none. A walk waited for no longer
+// fails with errReadAbandoned and goes on aside, counted among the calls
+// stuck on the disk, until it ends or gets past its part file (progress
+// then fails, which is to stop it).
+func (s *Store) walkAside(ctx context.Context, walk func(progress func() error) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	idle := time.AfterFunc(s.cfg.ShardTimeout, func() { cancel(errWalkIdle) })
+	defer idle.Stop()
+	progress := func() error {
+		if err := ctx.Err(); err != nil {
+			return err
 		}
+		idle.Reset(s.cfg.ShardTimeout)
 		return nil
-	})
-	if err != nil {
-		s.log.Warn("walk bad part files for orphans", "err", err)
 	}
-	return cands
+	_, err := s.asideInPass(ctx, errReadAbandoned, func() (int, error) { return 0, walk(progress) })
+	switch {
+	case err == nil || ctx.Err() == nil:
+		return err // the walk ended in time
+	case errors.Is(context.Cause(ctx), errWalkIdle):
+		s.metrics.abandonedDiskWait(errReadAbandoned) // aside counts deadlines only
+		return fmt.Errorf("%w: %w (%s)", errReadAbandoned, errWalkIdle, s.cfg.ShardTimeout)
+	case !errors.Is(err, errReadAbandoned): // stopped by progress as ctx ended: what it found is partial
+		return fmt.Errorf("%w: %w", errReadAbandoned, err)
+	}
+	return err
+}
+
+// errWalkIdle: a walk of the shard directory did not get past a part
+// file within ShardTimeout.
+var errWalkIdle = errors.New("the walk of the shard directory made no progress within the shard timeout")
+
+// passAside runs call, a call of this agent's shard store by a
+// background pass over its shards (the scrubber's, the check of what its
+// files hold, orphan collection), aside and waits for it within
+// ShardTimeout and ctx: a disk that hangs, or a stage hung in a write
+// holding the staged part a discard needs, would otherwise stop the pass
+// for as long as it hangs, and Close with it. A call waited for no longer
+// fails with abandoned and goes on aside, counted among the calls stuck
+// on the disk; Close waits for it as for them.
+func (s *Store) passAside(ctx context.Context, abandoned error, call func() (int, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
+	defer cancel()
+	_, err := s.asideInPass(ctx, abandoned, call)
+	return err
+}
+
+// asideInPass is aside for a call of a background pass: one it gives up
+// on is counted in passStuck until it ends.
+func (s *Store) asideInPass(ctx context.Context, abandoned error, call func() (int, error)) (int, error) {
+	n, err := s.aside(ctx, abandoned, call, func(int, error) { s.passStuck.Add(-1) })
+	if errors.Is(err, abandoned) {
+		s.passStuck.Add(1)
+	}
+	return n, err
+}
+
+// passHeldOff reports whether a background pass over the shards should
+// not start: a call an earlier one gave up on has not ended (the disk
+// still hangs), and each pass would leave one more stuck, until the
+// agent's stuck calls reach maxStuckDiskCalls and every disk call of
+// its requests is refused. The pass that gave up warned.
+func (s *Store) passHeldOff(pass string) bool {
+	n := s.passStuck.Load()
+	if n <= 0 {
+		return false
+	}
+	s.log.Debug(pass+" skipped: a call of an earlier pass is still stuck on the disk", "dir", s.shards.Dir(), "stuck", n)
+	return true
+}
+
+// asideErr reports whether err is aside's own: the call was waited for
+// no longer, or not started (the disk has too many stuck calls, or the
+// store is closing).
+func asideErr(err error) bool {
+	return errors.Is(err, errReadAbandoned) || errors.Is(err, errDeleteAbandoned) || errors.Is(err, errClosed) ||
+		errors.As(err, new(*diskHungError))
 }
 
 // askReferenced asks the leader which of cands a blob or a pending put
@@ -192,29 +310,53 @@ func (c orphan) ref() *pb.ShardRef {
 // against the file as the walk saw it, once its run of candidates ends:
 // they may span two requests to the leader, and deleting the first
 // request's alone would change the file, so that the second request's
-// would wait for another pass and another OrphanGrace.
+// would wait for another pass and another OrphanGrace. Each delete is
+// waited for within ShardTimeout (passAside); once one is given up
+// on, stopped is set and nothing more is deleted this pass.
 type orphanDeletes struct {
-	s      *Store
-	n      int           // shards deleted
-	part   shardstore.ID // the part file of blocks (its Blob and Index)
-	blocks []uint32      // confirmed orphan blocks of part
-	stamp  shardstore.Stamp
+	s       *Store
+	ctx     context.Context
+	n       int           // shards deleted
+	part    shardstore.ID // the part file of blocks (its Blob and Index)
+	blocks  []uint32      // confirmed orphan blocks of part
+	stamp   shardstore.Stamp
+	stopped bool // a delete was given up on: the pass ends
 }
 
 // add deletes c, or keeps it for its part file's step.
 func (d *orphanDeletes) add(c orphan) {
+	if d.stopped {
+		return
+	}
 	switch {
 	case !c.staged.IsZero():
-		if d.s.shards.DiscardIfSame(c.id, c.staged) {
+		var discarded bool
+		err := d.s.passAside(d.ctx, errDeleteAbandoned, func() (int, error) {
+			discarded = d.s.shards.DiscardIfSame(c.id, c.staged)
+			return 0, nil
+		})
+		if d.gaveUp(c.id, err) {
+			return
+		}
+		if discarded {
 			d.n++
 		}
 	case c.badPart:
-		if _, err := d.s.shards.DeleteIfSame(c.id.Blob, c.id.Index, nil, c.file); err != nil {
+		err := d.s.passAside(d.ctx, errDeleteAbandoned, func() (int, error) {
+			return d.s.shards.DeleteIfSame(c.id.Blob, c.id.Index, nil, c.file)
+		})
+		if d.gaveUp(c.id, err) {
+			return
+		}
+		if err != nil {
 			d.s.log.Warn("delete orphan part file", "blob_id", c.id.Blob, "shard", c.id.Index, "err", err)
 		}
 	default:
 		if c.id.Blob != d.part.Blob || c.id.Index != d.part.Index {
 			d.flush()
+			if d.stopped {
+				return
+			}
 		}
 		d.part = shardstore.ID{Blob: c.id.Blob, Index: c.id.Index}
 		d.blocks = append(d.blocks, c.id.Block)
@@ -224,16 +366,36 @@ func (d *orphanDeletes) add(c orphan) {
 
 // flush deletes the orphan blocks gathered of one part file.
 func (d *orphanDeletes) flush() {
-	if len(d.blocks) == 0 {
+	if len(d.blocks) == 0 || d.stopped {
 		return
 	}
-	deleted, err := d.s.shards.DeleteIfSame(d.part.Blob, d.part.Index, d.blocks, d.stamp)
+	// The delete may go on aside after the pass moved on: it is given
+	// copies, not d's fields.
+	part, blocks, stamp := d.part, d.blocks, d.stamp
 	d.blocks = nil
+	var deleted int
+	err := d.s.passAside(d.ctx, errDeleteAbandoned, func() (int, error) {
+		var err error
+		deleted, err = d.s.shards.DeleteIfSame(part.Blob, part.Index, blocks, stamp)
+		return 0, err
+	})
+	if d.gaveUp(part, err) {
+		return
+	}
 	if err != nil {
-		d.s.log.Warn("delete orphan shards", "blob_id", d.part.Blob, "shard", d.part.Index, "err", err)
+		d.s.log.Warn("delete orphan shards", "blob_id", part.Blob, "shard", part.Index, "err", err)
 		return
 	}
 	d.n += deleted
+}
+
+// gaveUp reports whether err, that of a delete of id made aside, ends the
+// pass (gaveUpOnDisk), and sets stopped when it does.
+func (d *orphanDeletes) gaveUp(id shardstore.ID, err error) bool {
+	if d.s.gaveUpOnDisk(d.ctx, "orphan collection stopped this pass", d.s.collectRetry(), id, err) {
+		d.stopped = true
+	}
+	return d.stopped
 }
 
 // referencedBy reports whether shard (blob, block, index) on node belongs
@@ -306,6 +468,9 @@ func (s *Store) scrub(ctx context.Context) {
 // metadata does not place here are orphan collection's business, not the
 // scrubber's.
 func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
+	if s.passHeldOff("the scrubber's pass") {
+		return 0
+	}
 	// A replica behind the leader's may still place here a shard whose
 	// blob was deleted since: its missing file is no loss. Such a pass
 	// verifies what it finds and reports corrupt shards only.
@@ -333,7 +498,7 @@ func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
 				}
 				id := shardstore.ID{Blob: b.Id, Block: uint32(bi), Index: uint16(idx)}
 				err := s.verifyOwn(ctx, id)
-				if s.gaveUpOnDisk(ctx, "the scrubber stopped this pass", id, err) {
+				if s.gaveUpOnDisk(ctx, "the scrubber stopped this pass", s.scrubRetry(), id, err) {
 					return bad.n
 				}
 				err = s.mapReadErr(err)
@@ -361,35 +526,49 @@ func (s *Store) ScrubOnce(ctx context.Context, rate int64) int {
 }
 
 // verifyOwn verifies shard id in this agent's files (shards.Verify),
-// waited for within ShardTimeout and ctx, as readOwn reads (aside): a
-// disk that hangs in reads would otherwise stop the scrubber for as long
-// as it hangs. A verify waited for no longer goes on aside, counted
-// among the calls stuck on the disk, and Close waits for it as for them.
+// waited for within ShardTimeout and ctx (passAside), as readOwn reads.
 func (s *Store) verifyOwn(ctx context.Context, id shardstore.ID) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
-	defer cancel()
-	_, err := s.aside(ctx, errReadAbandoned, func() (int, error) { return 0, s.shards.Verify(id) }, nil)
-	return err
+	return s.passAside(ctx, errReadAbandoned, func() (int, error) { return 0, s.shards.Verify(id) })
 }
 
-// gaveUpOnDisk reports whether err, that of a read of shard (or part
-// file) id made aside by a background pass over this agent's shards (the
-// scrubber's, the check of what its files hold), ends the pass: the read
-// was waited for no longer, or not started (the disk has too many stuck
-// calls, or the store is closing). On a disk that hangs every later read
-// would hang as well, so the pass stops, warning once (stopped says
-// which pass), and leaves the rest to the scrubber's next pass.
-func (s *Store) gaveUpOnDisk(ctx context.Context, stopped string, id shardstore.ID, err error) bool {
+// gaveUpOnDisk reports whether err, that of a call of the shard store
+// made aside by a background pass over this agent's shards (passAside),
+// ends the pass: the call was waited for no longer, or not started (the
+// disk has too many stuck calls, or the store is closing). On a disk that
+// hangs every later call would hang as well, so the pass stops, warning
+// once: stopped says which pass, retry when it is tried again
+// (scrubRetry, collectRetry); id is the shard (or part file) of the call,
+// none for a walk.
+func (s *Store) gaveUpOnDisk(ctx context.Context, stopped, retry string, id shardstore.ID, err error) bool {
+	abandoned := errors.Is(err, errReadAbandoned) || errors.Is(err, errDeleteAbandoned)
 	switch {
-	case errors.Is(err, errClosed) || (errors.Is(err, errReadAbandoned) && ctx.Err() != nil):
+	case errors.Is(err, errClosed) || (abandoned && ctx.Err() != nil):
 		return true // the agent is stopping
-	case errors.Is(err, errReadAbandoned) || errors.As(err, new(*diskHungError)):
-		s.log.Warn(stopped+": this agent's shard disk hangs in reads; the scrubber's next pass tries again after the scrub interval: "+
-			"check that disk (dmesg, iostat), and restart the agent if it stays stuck",
-			"dir", s.shards.Dir(), "shard", id.String(), "scrub_interval", s.cfg.ScrubInterval, "err", err)
+	case abandoned || errors.As(err, new(*diskHungError)):
+		attrs := []any{"dir", s.shards.Dir(), "err", err}
+		if id.Blob != "" {
+			attrs = append(attrs, "shard", id.String())
+		}
+		s.log.Warn(stopped+": this agent's shard disk hangs; "+retry+": check that disk (dmesg, iostat), and restart the agent if it stays stuck", attrs...)
 		return true
 	}
 	return false
+}
+
+// scrubRetry says when the shards a scrub pass, or the check of what the
+// files hold, gave up on are checked again: by the scrubber's next pass,
+// or, with scrubbing off, not before the agent restarts.
+func (s *Store) scrubRetry() string {
+	if s.cfg.ScrubRate <= 0 {
+		return "scrubbing is off (blob_scrub_rate 0), so no later pass checks this agent's shards until it restarts; reads of them report what they find"
+	}
+	return fmt.Sprintf("the scrubber's next pass tries again in %s (blob_scrub_interval)", s.cfg.ScrubInterval)
+}
+
+// collectRetry says when an orphan collection pass that gave up is tried
+// again.
+func (s *Store) collectRetry() string {
+	return fmt.Sprintf("the next orphan collection pass tries again in %s (blob_gc_interval)", s.cfg.GCInterval)
 }
 
 // unreadShards counts the shards a scrub pass could not read for another
@@ -480,6 +659,9 @@ func (s *Store) checkHeldAtStart(ctx context.Context) {
 // the part files' frame headers only, not the payloads (the scrubber's
 // work).
 func (s *Store) CheckHeld(ctx context.Context) int {
+	if s.passHeldOff("the check of the shards this agent holds") {
+		return 0
+	}
 	meta := s.cluster.Meta()
 	self := s.cluster.Self()
 	blobs, _ := meta.Blobs("")
@@ -499,7 +681,7 @@ func (s *Store) CheckHeld(ctx context.Context) int {
 				if !ok {
 					var err error
 					held, err = s.heldSums(ctx, b.Id, idx)
-					if s.gaveUpOnDisk(ctx, "the check of the shards this agent holds stopped", shardstore.ID{Blob: b.Id, Index: uint16(idx)}, err) {
+					if s.gaveUpOnDisk(ctx, "the check of the shards this agent holds stopped", s.scrubRetry(), shardstore.ID{Blob: b.Id, Index: uint16(idx)}, err) {
 						return bad.n
 					}
 					parts[idx] = held
@@ -520,21 +702,19 @@ func (s *Store) CheckHeld(ctx context.Context) int {
 // heldSums lists the blocks this agent holds of shard index of blob, with
 // the CRC32C of each: empty when it has no part file for it, nil when the
 // part file cannot be read. The read is waited for within ShardTimeout
-// and ctx (aside), as heldLocal's: an error is aside's, the read waited
-// for no longer or not started.
+// and ctx (passAside), as heldLocal's: an error is aside's, the read
+// waited for no longer or not started.
 func (s *Store) heldSums(ctx context.Context, blob string, index int) (map[uint32]uint32, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShardTimeout)
-	defer cancel()
 	var part shardstore.HeldPart
-	_, err := s.aside(ctx, errReadAbandoned, func() (int, error) {
+	err := s.passAside(ctx, errReadAbandoned, func() (int, error) {
 		var err error
 		part, err = s.shards.Held(blob, uint16(index))
 		return 0, err
-	}, nil)
+	})
 	switch {
 	case errors.Is(err, shardstore.ErrNotFound):
 		return map[uint32]uint32{}, nil
-	case errors.Is(err, errReadAbandoned) || errors.Is(err, errClosed) || errors.As(err, new(*diskHungError)):
+	case asideErr(err):
 		return nil, err
 	case err != nil:
 		s.log.Warn("list the shards of a part file", "blob_id", blob, "shard", index, "err", err)

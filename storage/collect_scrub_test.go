@@ -83,7 +83,9 @@ func commitScrubbed(t *testing.T, s *Store, fc *fakeCluster, blocks uint32) {
 // A scrub pass, or the check of the shards held at start, whose read
 // hangs on this agent's disk gives up on it within ShardTimeout rather
 // than stopping for as long as the disk hangs: it warns once, naming the
-// disk, leaves the read among the calls stuck on the disk (bounded by
+// disk and saying when the shards are checked again (the scrubber's next
+// pass; with scrubbing off, no pass before the agent restarts), leaves
+// the read among the calls stuck on the disk (bounded by
 // maxStuckDiskCalls) and ends without reading on into the hung disk.
 // Once the disk answers the read ends.
 func TestPassesOverTheShardsGiveUpOnAHungDisk(t *testing.T) {
@@ -91,35 +93,48 @@ func TestPassesOverTheShardsGiveUpOnAHungDisk(t *testing.T) {
 		"ScrubOnce": func(s *Store) int { return s.ScrubOnce(context.Background(), 0) },
 		"CheckHeld": func(s *Store) int { return s.CheckHeld(context.Background()) },
 	}
+	scrubbing := []struct {
+		name      string
+		rate      int64
+		says, not string
+	}{
+		{"scrubbing on", 8 << 20, "the scrubber's next pass tries again", "scrubbing is off"},
+		{"scrubbing off", 0, "scrubbing is off (blob_scrub_rate 0), so no later pass checks", "next pass"},
+	}
 	for name, pass := range passes {
-		t.Run(name, func(t *testing.T) {
-			var logs testlog.Buffer
-			disk := newStuckDisk()
-			s, fc := newTestStoreOpts(t, Config{RepairInterval: time.Hour, ShardTimeout: 100 * time.Millisecond},
-				slog.New(slog.NewTextHandler(&logs, nil)), disk.options(), "n1", "n1", "n2", "n3")
-			t.Cleanup(disk.unhang) // before the store closes, which waits for the calls
-			commitScrubbed(t, s, fc, 3)
+		for _, sc := range scrubbing {
+			t.Run(name+"/"+sc.name, func(t *testing.T) {
+				var logs testlog.Buffer
+				disk := newStuckDisk()
+				s, fc := newTestStoreOpts(t, Config{RepairInterval: time.Hour, ShardTimeout: 100 * time.Millisecond, ScrubRate: sc.rate},
+					slog.New(slog.NewTextHandler(&logs, nil)), disk.options(), "n1", "n1", "n2", "n3")
+				t.Cleanup(disk.unhang) // before the store closes, which waits for the calls
+				commitScrubbed(t, s, fc, 3)
 
-			disk.hang.Store(true)
-			done := make(chan int, 1)
-			go func() { done <- pass(s) }()
-			if n := ended(t, done, name+" to end while the disk hangs in reads"); n != 0 {
-				t.Fatalf("%s on a hung disk reported %d shards for repair, want none", name, n)
-			}
-			if n := s.stuck.Load(); n != 1 {
-				t.Fatalf("%d reads left on the hung disk, want 1: %s stops at the first", n, name)
-			}
-			var warned []string
-			for _, line := range strings.Split(logs.String(), "\n") {
-				if strings.Contains(line, "level=WARN") && strings.Contains(line, s.shards.Dir()) {
-					warned = append(warned, line)
+				disk.hang.Store(true)
+				done := make(chan int, 1)
+				go func() { done <- pass(s) }()
+				if n := ended(t, done, name+" to end while the disk hangs in reads"); n != 0 {
+					t.Fatalf("%s on a hung disk reported %d shards for repair, want none", name, n)
 				}
-			}
-			if len(warned) != 1 {
-				t.Fatalf("%s, given up on a hung disk, warned %d times naming the disk %s, want once:\n%s", name, len(warned), s.shards.Dir(), logs.String())
-			}
-			disk.unhang()
-			testwait.For(t, 10*time.Second, "the abandoned read to end once the disk answers", func() bool { return s.stuck.Load() == 0 })
-		})
+				if n := s.stuck.Load(); n != 1 {
+					t.Fatalf("%d reads left on the hung disk, want 1: %s stops at the first", n, name)
+				}
+				var warned []string
+				for _, line := range strings.Split(logs.String(), "\n") {
+					if strings.Contains(line, "level=WARN") && strings.Contains(line, s.shards.Dir()) {
+						warned = append(warned, line)
+					}
+				}
+				if len(warned) != 1 {
+					t.Fatalf("%s, given up on a hung disk, warned %d times naming the disk %s, want once:\n%s", name, len(warned), s.shards.Dir(), logs.String())
+				}
+				if !strings.Contains(warned[0], sc.says) || strings.Contains(warned[0], sc.not) {
+					t.Fatalf("%s with %s, given up on a hung disk, warned %q; want it to say %q, not %q", name, sc.name, warned[0], sc.says, sc.not)
+				}
+				disk.unhang()
+				testwait.For(t, 10*time.Second, "the abandoned read to end once the disk answers", func() bool { return s.stuck.Load() == 0 })
+			})
+		}
 	}
 }

@@ -75,8 +75,8 @@ func NewMetrics() *Metrics {
 		repairBytes:  counter("repair_rebuilt_bytes_total", "Bytes of shards rebuilt by repair."),
 		repairFailed: counter("repair_failed_total", "Shard rebuilds that failed (each retried a repair interval later)."),
 		diskWaitsAbandoned: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "zrpc", Subsystem: "blob", Name: "shard_disk_waits_abandoned_total",
-			Help: "Calls of this agent's shard disk that a put, a get, a repair, a delete or a peer stopped waiting for when their deadline passed, by op " +
-				"(write: a shard, commit: making staged shards durable, delete: a blob's shards, read: a shard); the call fails (a get reads parity instead), the disk's call goes on. " +
+			Help: "Calls of this agent's shard disk that a put, a get, a repair, a delete, a peer or a background pass (the scrubber, the start-up check, orphan collection) stopped waiting for when their deadline passed, by op " +
+				"(write: a shard, commit: making staged shards durable, delete: a blob's shards or an orphan's, read: a shard or a walk of the shard directory); the call fails (a get reads parity instead), the disk's call goes on. " +
 				"The disk may hang in writes or fsync: check it (dmesg, iostat), and restart the agent if it stays stuck."}, []string{"op"}),
 	}
 	for _, op := range diskOps {

@@ -234,6 +234,12 @@ type Store struct {
 	// stuck counts the calls of the shard store that aside stopped
 	// waiting for and that have not ended (diskwait.go).
 	stuck atomic.Int64
+	// passStuck counts the calls a background pass over the shards (the
+	// scrubber's, the start-up check, orphan collection) gave up on that
+	// have not ended (asideInPass): no pass starts while one has not, so
+	// that a disk hung for good holds one of the stuck calls' places, not
+	// one more each pass.
+	passStuck atomic.Int64
 
 	// wg holds the store's goroutines, its loops' and those a call
 	// starts (track); closed, under closeMu, is set once Close has begun.

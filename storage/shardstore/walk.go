@@ -49,27 +49,33 @@ func (st Stamp) same(info fs.FileInfo) bool {
 // DeleteIfSame.
 func (s *Store) WalkStamped(fn func(id ID, st Stamp) error) error {
 	return s.walk(walkFuncs{part: func(path, blob string, index uint16, info fs.FileInfo) error {
-		pf, err := s.openStored(path, blob, index)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // deleted meanwhile
-		}
-		if err != nil {
-			return nil // bad header: logged at Open, left to DeleteBlob
-		}
-		held, err := pf.held()
-		slot := pf.hdr.slotLen()
-		pf.close()
-		if err != nil {
-			s.log.Warn("could not list the blocks of a part file; the walk goes on without them", "path", path, "err", err)
-			return nil
-		}
-		for _, b := range held {
-			if err := fn(ID{Blob: blob, Block: b, Index: index}, Stamp{info: info, slot: slot}); err != nil {
-				return err
-			}
-		}
-		return nil
+		return s.stampedPart(path, blob, index, info, fn)
 	}})
+}
+
+// stampedPart calls fn for every shard of the part file at path, with
+// the file's Stamp: WalkStamped's step.
+func (s *Store) stampedPart(path, blob string, index uint16, info fs.FileInfo, fn func(id ID, st Stamp) error) error {
+	pf, err := s.openStored(path, blob, index)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // deleted meanwhile
+	}
+	if err != nil {
+		return nil // bad header: logged at Open, left to DeleteBlob
+	}
+	held, err := pf.held()
+	slot := pf.hdr.slotLen()
+	pf.close()
+	if err != nil {
+		s.log.Warn("could not list the blocks of a part file; the walk goes on without them", "path", path, "err", err)
+		return nil
+	}
+	for _, b := range held {
+		if err := fn(ID{Blob: blob, Block: b, Index: index}, Stamp{info: info, slot: slot}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // WalkBadParts calls fn for every part file whose header is bad (its
@@ -77,15 +83,50 @@ func (s *Store) WalkStamped(fn func(id ID, st Stamp) error) error {
 // those of blobs that no longer exist with DeleteIfSame.
 func (s *Store) WalkBadParts(fn func(blob string, index uint16, st Stamp) error) error {
 	return s.walk(walkFuncs{part: func(path, blob string, index uint16, info fs.FileInfo) error {
-		pf, err := openPart(path, blob, index)
-		if err == nil {
-			pf.close()
-			return nil
+		return badPart(path, blob, index, info, fn)
+	}})
+}
+
+// badPart calls fn for the part file at path if its header is bad, with
+// its Stamp: WalkBadParts's step.
+func badPart(path, blob string, index uint16, info fs.FileInfo, fn func(blob string, index uint16, st Stamp) error) error {
+	pf, err := openPart(path, blob, index)
+	if err == nil {
+		pf.close()
+		return nil
+	}
+	if !errors.Is(err, ErrCorrupt) {
+		return nil // deleted meanwhile, or unreadable for now
+	}
+	return fn(blob, index, Stamp{info: info})
+}
+
+// PartWalk is what WalkParts calls.
+type PartWalk struct {
+	Stamped func(id ID, st Stamp) error                     // as WalkStamped's fn
+	Bad     func(blob string, index uint16, st Stamp) error // as WalkBadParts's fn
+	// Done, when set, is called after each part file, whatever it
+	// held: the walk's progress, for a caller that gives up on a walk
+	// that makes none (a hung disk) but not on one that takes long (a
+	// large store). An error it returns stops the walk (the caller
+	// stopped waiting for it), and WalkParts returns it.
+	Done func() error
+}
+
+// WalkParts is WalkStamped and WalkBadParts in one walk of the store's
+// directory: orphan collection's.
+func (s *Store) WalkParts(w PartWalk) error {
+	return s.walk(walkFuncs{part: func(path, blob string, index uint16, info fs.FileInfo) error {
+		if err := s.stampedPart(path, blob, index, info, w.Stamped); err != nil {
+			return err
 		}
-		if !errors.Is(err, ErrCorrupt) {
-			return nil // deleted meanwhile, or unreadable for now
+		if err := badPart(path, blob, index, info, w.Bad); err != nil {
+			return err
 		}
-		return fn(blob, index, Stamp{info: info})
+		if w.Done != nil {
+			return w.Done()
+		}
+		return nil
 	}})
 }
 
