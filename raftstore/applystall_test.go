@@ -75,6 +75,20 @@ func keepWriting(t *testing.T, stores []*Store, pause time.Duration) (stop func(
 	return stop
 }
 
+// keepFollowing has s hand its leadership on when it leads, and reports
+// whether it did: a store a test needs as a follower may win an election
+// (elections come often on a loaded machine), and a leader is never cut
+// off for its replica (applyStall).
+func keepFollowing(t *testing.T, s *Store) bool {
+	if !s.IsLeader() {
+		return false
+	}
+	if err := s.raft.LeadershipTransfer().Error(); err != nil {
+		t.Logf("%s leads, and must follow: leadership transfer: %v; asking again", s.cfg.NodeID, err)
+	}
+	return true
+}
+
 // inContact waits until s is in contact with a leader and returns the
 // context that ends when it is no longer.
 func inContact(t *testing.T, s *Store) context.Context {
@@ -131,6 +145,7 @@ func TestAFollowerWhoseReplicaStopsApplyingLosesContact(t *testing.T) {
 			release := func() { once.Do(resume) }
 			t.Cleanup(release)
 			eventually(t, 20*time.Second, follower.cfg.NodeID+"'s contact to end while its replica applies nothing", func() bool {
+				keepFollowing(t, follower)
 				return contact.Err() != nil
 			})
 			cause := context.Cause(contact)
@@ -183,7 +198,7 @@ func TestAFollowerBehindButApplyingKeepsContact(t *testing.T) {
 	eventually(t, 60*time.Second, fmt.Sprintf("%s behind the leader's commit index for twice stale_read_bound (%s)", follower.cfg.NodeID, bound), func() bool {
 		commit, _ := follower.transport.LeaderCommit()
 		applied := follower.fsm.Revision()
-		if applied >= commit {
+		if keepFollowing(t, follower) || applied >= commit {
 			behindSince = time.Time{}
 			return false
 		}
