@@ -3,33 +3,20 @@ package client
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 
 	"github.com/zrpcio/zrpc/api/apierr"
 	"github.com/zrpcio/zrpc/api/zrpcpb"
 	"github.com/zrpcio/zrpc/client/clienttest"
+	"github.com/zrpcio/zrpc/internal/testport"
 )
-
-// refusingAddr returns a loopback address nothing listens on: a
-// connection to it is refused.
-func refusingAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // TestAWriteNoAgentReceivedIsNotApplied: a write whose agent refused the
 // connection never left the client, and fails saying it was not applied;
 // a read's failure says nothing of writes.
 func TestAWriteNoAgentReceivedIsNotApplied(t *testing.T) {
-	c := newTestClient(t, refusingAddr(t))
+	c := newTestClient(t, testport.Unused(t))
 	_, _, err := c.Register(t.Context(), &zrpcpb.Instance{Service: "user.rpc", Id: "u1", Address: "127.0.0.1:9000"})
 	if err == nil || !apierr.IsNotApplied(err) {
 		t.Errorf("Register through an agent that refused the connection = %v; want an error saying the write was not applied", err)
@@ -64,7 +51,7 @@ func TestAWriteOneAgentRefusedAndAnotherDidNotApplyIsNotApplied(t *testing.T) {
 		{"the second may have applied it", unknown, false},
 	} {
 		a := (&clienttest.Agent{OnRegister: tc.second}).Start(t)
-		c := newTestClient(t, refusingAddr(t), a.Addr)
+		c := newTestClient(t, testport.Unused(t), a.Addr)
 		_, _, err := c.Register(t.Context(), &zrpcpb.Instance{Service: "user.rpc", Id: "u1", Address: "127.0.0.1:9000"})
 		if err == nil || a.Calls() != 1 {
 			t.Fatalf("%s: Register = %v after %d calls to the agent that listens; want a failure after one", tc.name, err, a.Calls())
@@ -72,5 +59,26 @@ func TestAWriteOneAgentRefusedAndAnotherDidNotApplyIsNotApplied(t *testing.T) {
 		if got := apierr.IsNotApplied(err); got != tc.notApplied {
 			t.Errorf("%s: %v: not applied %v, want %v", tc.name, err, got, tc.notApplied)
 		}
+	}
+}
+
+// TestAWriteWhoseAgentDiedWhileApplyingItMayHaveApplied: a write the
+// agent received, whose connection then broke before it answered, may
+// have been applied: its error must not say that it was not.
+func TestAWriteWhoseAgentDiedWhileApplyingItMayHaveApplied(t *testing.T) {
+	a := &clienttest.Agent{}
+	a.OnRegister = func(ctx context.Context, _ *zrpcpb.RegisterRequest) (*zrpcpb.RegisterResponse, error) {
+		go a.Server.Stop() // the agent dies with the write in hand
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	a.Start(t)
+	c := newTestClient(t, a.Addr)
+	_, _, err := c.Register(t.Context(), &zrpcpb.Instance{Service: "user.rpc", Id: "u1", Address: "127.0.0.1:9000"})
+	if err == nil || a.Calls() != 1 {
+		t.Fatalf("Register = %v after %d calls to the agent; want a failure after one", err, a.Calls())
+	}
+	if apierr.IsNotApplied(err) {
+		t.Errorf("Register through an agent that died while it held the write = %v; want an error that does not say the write was not applied", err)
 	}
 }

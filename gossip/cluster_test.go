@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/zrpcio/zrpc/internal/testport"
 	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
@@ -194,7 +195,7 @@ func TestANameTakenRefusalIsTheErrorOfItsOwnJoinOnly(t *testing.T) {
 	if err := a.delegate.NotifyMerge([]*memberlist.Node{other}); !errors.Is(err, ErrNameTaken) {
 		t.Fatalf("merge naming a at %s: %v, want ErrNameTaken", other.Address(), err)
 	}
-	dead := deadAddr(t)
+	dead := testport.Unused(t)
 	_, err := a.Join(context.Background(), []string{dead})
 	if err == nil || errors.Is(err, ErrNameTaken) {
 		t.Fatalf("a joins %s, where nothing listens: %v, want its own error, not ErrNameTaken", dead, err)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/testport"
 	"github.com/zrpcio/zrpc/internal/testwait"
 )
 
@@ -360,24 +360,12 @@ func mustKey(t *testing.T) []byte {
 	return k
 }
 
-// deadAddr returns a loopback address nothing listens on.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 func TestJoinRetryGetsThroughOneLiveAddress(t *testing.T) {
 	a := startAgent(t, "a", nil)
 	b := startAgent(t, "b", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	if err := b.JoinRetry(ctx, []string{deadAddr(t), a.LocalAddr()}, time.Second); err != nil {
+	if err := b.JoinRetry(ctx, []string{testport.Unused(t), a.LocalAddr()}, time.Second); err != nil {
 		t.Fatalf("JoinRetry: %v", err)
 	}
 	waitFor(t, "a to see b", func() bool { return hasStatus(a.Gossip, "b", StatusAlive) })
@@ -390,7 +378,7 @@ func TestJoinRetryGivesUpWhenContextEnds(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
-	dead := []string{deadAddr(t), deadAddr(t)}
+	dead := []string{testport.Unused(t), testport.Unused(t)}
 	err := c.JoinRetry(ctx, dead, 400*time.Millisecond)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("JoinRetry with dead addresses: got %v, want an error wrapping context.DeadlineExceeded", err)

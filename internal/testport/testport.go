@@ -126,3 +126,12 @@ func reserve(port int) (release func(), ok bool) {
 	}
 	return func() { f.Close() }, true // closing drops the lock
 }
+
+// Unused returns an address on 127.0.0.1 at a port Free picked: nothing
+// listens there while the test runs, so a connection to it is refused,
+// and no listener on port 0 is given the port meanwhile (as one taken
+// by listening on port 0 and closing could be).
+func Unused(t testing.TB) string {
+	t.Helper()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(Free(t)))
+}

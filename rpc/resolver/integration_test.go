@@ -3,7 +3,6 @@ package resolver
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -23,6 +22,7 @@ import (
 	"github.com/zrpcio/zrpc/client/clienttest"
 	"github.com/zrpcio/zrpc/internal/grpctest"
 	"github.com/zrpcio/zrpc/internal/testlog"
+	"github.com/zrpcio/zrpc/internal/testport"
 	"github.com/zrpcio/zrpc/internal/testwait"
 	_ "github.com/zrpcio/zrpc/rpc/balancer" // registers zrpc_round_robin
 	"github.com/zrpcio/zrpc/testcluster"
@@ -180,7 +180,7 @@ func TestZRPCResolverFollowsRegistry(t *testing.T) {
 	// One whose only instance's check fails says why.
 	retry(t, "register a checked instance", func(ctx context.Context) error {
 		_, err := c.Registry(0).Register(ctx, &zrpcpb.RegisterRequest{Instance: &zrpcpb.Instance{
-			Id: "down", Service: "echo.rpc", Address: freeAddr(t),
+			Id: "down", Service: "echo.rpc", Address: testport.Unused(t),
 			Check: &zrpcpb.Check{Grpc: true, Interval: durationpb.New(time.Hour)}}})
 		return err
 	})
@@ -306,21 +306,9 @@ func buildTarget(t *testing.T, b resolver.Builder, target string, cc resolver.Cl
 	return b.Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
 }
 
-// freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	addr := lis.Addr().String()
-	lis.Close()
-	return addr
-}
-
 func TestZRPCResolverReportsErrorBeforeFirstList(t *testing.T) {
 	fcc := &fakeClientConn{}
-	b := NewBuilder(WithAgents([]string{freeAddr(t)}), WithLogger(testlog.New(t, "resolver")))
+	b := NewBuilder(WithAgents([]string{testport.Unused(t)}), WithLogger(testlog.New(t, "resolver")))
 	r, err := buildTarget(t, b, "zrpc:///echo.rpc", fcc)
 	if err != nil {
 		t.Fatalf("Build: %v", err)
