@@ -130,7 +130,7 @@ func newMetrics(n *Node) *metrics {
 			age, _ := store.Status().LastContactAge(time.Now())
 			return age.Seconds()
 		}),
-		gauge("zrpc_raft_cut_off", "1 while this agent is cut off from the leader: no leader has reached it within stale_read_bound, or it knows no leader and has heard from too few voters for a quorum (a nonvoter asks them) for three heartbeat timeouts (or two election timeouts and one heartbeat timeout, if longer), or, a follower, its replica has applied less than the leader's commit index it knows and has not moved for stale_read_bound; its writes fail at once, its watches that require a leader end, its sessions are told (its default reads refuse once stale_read_bound has passed).",
+		gauge("zrpc_raft_cut_off", "1 while this agent is cut off from the leader: no leader has reached it within stale_read_bound, or it knows no leader and has heard from too few voters for a quorum (a nonvoter asks them) for three heartbeat timeouts (or two election timeouts and one heartbeat timeout, if longer), or its replica has applied less than the commit index it knows (a leader's: its own) and has not moved for stale_read_bound; its writes fail at once, its watches that require a leader end, its sessions are told (its default reads refuse once stale_read_bound has passed).",
 			func() float64 { return b2f(store.CutOff()) }),
 		gauge("zrpc_registry_bytes", "Bytes of the instances in this replica as max_registry_bytes counts them: their encoded size, plus a fixed cost per instance and per service.",
 			func() float64 { return float64(n.store.FSM().RegistryBytes()) }),

@@ -77,8 +77,8 @@ func keepWriting(t *testing.T, stores []*Store, pause time.Duration) (stop func(
 
 // keepFollowing has s hand its leadership on when it leads, and reports
 // whether it did: a store a test needs as a follower may win an election
-// (elections come often on a loaded machine), and a leader is never cut
-// off for its replica (applyStall).
+// (elections come often on a loaded machine), and a leader's stall is
+// handled as a leader's (leaderStall).
 func keepFollowing(t *testing.T, s *Store) bool {
 	if !s.IsLeader() {
 		return false
@@ -220,14 +220,14 @@ func TestAFollowerBehindButApplyingKeepsContact(t *testing.T) {
 // as stalled once it is behind the leader's commit index it knows and
 // its revision has not moved for the bound, counted from the last look
 // that saw it move or caught up, or from when the process resumed after
-// standing still, whichever is later; a leader's never does.
+// standing still, whichever is later; a leader's the same way, against
+// its own commit index.
 func TestApplyStallCountsFromTheLastProgress(t *testing.T) {
 	const bound = 5 * time.Second
 	start := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
 	type look struct {
 		at              time.Duration
 		applied, commit uint64
-		leader          bool
 		resumed         time.Duration // when the process last resumed; 0: it never stood still
 		stalled         bool
 	}
@@ -258,10 +258,6 @@ func TestApplyStallCountsFromTheLastProgress(t *testing.T) {
 			{at: 6 * time.Second, applied: 10, commit: 12, stalled: true},
 			{at: 6*time.Second + 250*time.Millisecond, applied: 11, commit: 12},
 		}},
-		{name: "a leader behind its commit index", looks: []look{
-			{at: 0, applied: 10, commit: 12, leader: true},
-			{at: time.Minute, applied: 10, commit: 12, leader: true},
-		}},
 		{name: "behind, not moving, while the process stood still", looks: []look{
 			{at: 0, applied: 10, commit: 12},
 			{at: time.Minute, applied: 10, commit: 12, resumed: time.Minute},
@@ -276,7 +272,7 @@ func TestApplyStallCountsFromTheLastProgress(t *testing.T) {
 			if l.resumed > 0 {
 				s.contact.resumedAt = start.Add(l.resumed)
 			}
-			why := s.applyStall(start.Add(l.at), l.leader, l.commit)
+			why := s.applyStall(start.Add(l.at), l.commit)
 			if (why != "") != l.stalled {
 				t.Errorf("%s, look %d: applyStall = %q, want stalled %v", tc.name, i, why, l.stalled)
 			}

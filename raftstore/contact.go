@@ -68,6 +68,10 @@ type contact struct {
 	applied   uint64
 	appliedAt time.Time
 	stalled   bool
+	// handOnAt is when the store, leading with a replica that stopped
+	// applying, asked raft to hand its leadership on; zero if it has not
+	// during this stall (leaderStall).
+	handOnAt time.Time
 }
 
 // LeaderContact returns a context that ends, with the reason as its
@@ -160,7 +164,11 @@ func (s *Store) lookAtContactLocked(now time.Time) {
 	}
 	s.forgetRemovedPeers()
 	commit, heard := s.transport.LeaderCommit()
-	stall := s.applyStall(now, leader, commit)
+	// Raft's own commit index: a leader's, or what a follower (or a
+	// leader deposed while its Raft waited for the stuck replica) has
+	// committed; the commit index a leader sent is another leader's.
+	commit = max(commit, s.raft.CommitIndex())
+	stall := s.applyStall(now, commit)
 	lost := cutOff(now, leader, heard, c.ledAt, s.cfg.StaleReadBound)
 	if lost == nil && !leader {
 		if why := s.isolated(now, c.resumedAt); why != "" {
@@ -174,7 +182,8 @@ func (s *Store) lookAtContactLocked(now time.Time) {
 	if stalled {
 		lost = &contactLoss{why: stall}
 	}
-	s.logContact(lost, stalled)
+	s.logContact(lost, stalled, leader)
+	s.leaderStall(now, leader, stall)
 	switch {
 	case lost != nil && c.lost == nil:
 		c.cancel(lost)
@@ -186,13 +195,16 @@ func (s *Store) lookAtContactLocked(now time.Time) {
 }
 
 // logContact logs the store's loss of contact with a leader, its return,
-// and a replica that stops or resumes applying (stalled: lost is that),
-// once each, once the store has been in contact since it opened. The
-// caller holds s.contact.mu.
-func (s *Store) logContact(lost error, stalled bool) {
+// and a replica that stops (leader: as the leader) or resumes applying
+// (stalled: lost is that), once each, once the store has been in contact
+// since it opened. The caller holds s.contact.mu.
+func (s *Store) logContact(lost error, stalled, leader bool) {
 	c := &s.contact
 	switch {
 	case !c.had:
+	case stalled && !c.stalled && leader:
+		s.log.Error("this agent leads and its replica stopped applying the Raft log: no write can be answered; it hands its leadership to another voter, and if raft cannot (its queue to the replica is full) it stops sending AppendEntries and heartbeats until the replica applies again, so that the others elect a leader; watches that require a leader end, sessions are told; if it does not apply again, restart the agent",
+			"err", lost)
 	case stalled && !c.stalled:
 		s.log.Warn("this replica stopped applying the Raft log while the leader goes on committing: watches that require a leader end, sessions are told, default reads refuse; if it does not apply again, restart the agent",
 			"err", lost)
@@ -214,17 +226,22 @@ func (s *Store) logContact(lost error, stalled bool) {
 // follower counts as cut off once its replica has applied less than the
 // leader's commit index it knows and its revision has not moved for
 // StaleReadBound; a replica behind but applying (catching up after a
-// restart or a partition) stays in contact. A leader answers writes only
-// once its own replica has applied them, and is left out.
+// restart or a partition) stays in contact.
+//
+// A leader whose replica stopped applying answers no write (a write is
+// answered once the leader has applied it), and its Raft goes on
+// committing the writes proposed to it. It counts as cut off the same
+// way, its own commit index standing for the leader's, and hands its
+// leadership on (leaderStall).
 
-// applyStall is why the store, a follower, is cut off because its
-// replica stopped applying at now, commit the leader's commit index it
-// knows; "" if it is not. Time the process stood still (Config.Lost)
-// does not count. The caller holds s.contact.mu.
-func (s *Store) applyStall(now time.Time, leader bool, commit uint64) string {
+// applyStall is why the store is cut off because its replica stopped
+// applying at now, commit the commit index it knows (a leader's own);
+// "" if it is not. Time the process stood still (Config.Lost) does not
+// count. The caller holds s.contact.mu.
+func (s *Store) applyStall(now time.Time, commit uint64) string {
 	c := &s.contact
 	applied := s.fsm.Revision() // without the FSM's lock, which a stuck apply holds or waits for
-	if leader || applied >= commit || applied != c.applied || c.appliedAt.IsZero() {
+	if applied >= commit || applied != c.applied || c.appliedAt.IsZero() {
 		c.applied, c.appliedAt = applied, now
 		return ""
 	}
@@ -234,6 +251,39 @@ func (s *Store) applyStall(now time.Time, leader bool, commit uint64) string {
 	}
 	return fmt.Sprintf("this replica stopped applying: applied %d, the leader's commit index is %d, no progress for %s; reads and watches here are refused until it applies again (if it stays so, restart the agent)",
 		applied, commit, still.Round(100*time.Millisecond))
+}
+
+// leaderStall has the store, leading at now with a replica that stopped
+// applying (stall, from applyStall; "" if it did not), ask raft once to
+// hand its leadership on, without waiting: raft's main loop takes the
+// request only if it is not itself waiting for the stuck replica. If the
+// store still leads handOnWait later, raft could not: it raises the
+// transport's fence (transport.go), which stays up until the replica's
+// revision moves, so that the followers, hearing no heartbeat, elect a
+// leader. The caller holds s.contact.mu.
+func (s *Store) leaderStall(now time.Time, leader bool, stall string) {
+	c := &s.contact
+	switch {
+	case stall == "":
+		c.handOnAt = time.Time{}
+		s.transport.fence.lower()
+	case !leader || s.transport.fence.up():
+	case c.handOnAt.IsZero():
+		c.handOnAt = now
+		_ = s.raft.LeadershipTransfer() // answered by raft's main loop, if it runs
+	case now.Sub(c.handOnAt) >= s.handOnWait():
+		s.transport.fence.raise(c.applied, s.fsm.Revision)
+		s.log.Warn("this agent still leads with a replica that applies nothing, raft did not hand the leadership on (its main loop waits for the replica): it sends no AppendEntries or heartbeats until the replica applies again, so that the other voters elect a leader",
+			"applied", c.applied, "commit_index", s.raft.CommitIndex())
+	}
+}
+
+// handOnWait is how long a leader whose replica stopped applying waits
+// for raft to hand its leadership on before it raises the fence: raft
+// gives a transfer an election timeout, and the new leader needs about
+// one more to be elected and heard.
+func (s *Store) handOnWait() time.Duration {
+	return max(2*s.cfg.ElectionTimeout, contactPoll)
 }
 
 // cutOff returns why a store is cut off from the leader at now, nil when

@@ -167,7 +167,7 @@ func (s *Store) Open() (err error) {
 	if s.transport, err = s.newTransport(); err != nil {
 		return err
 	}
-	s.pusher = newCommitPusher(s.transport.NetworkTransport.AppendEntries, s.leaderTerm, s.log)
+	s.pusher = newCommitPusher(s.transport.sendUnobserved, s.leaderTerm, s.log)
 	s.transport.onAppend = s.pusher.observe
 	s.transport.commitCap = s.logs.ahead.durableIndex
 	s.logs.ahead.onFail = s.logSyncFailed

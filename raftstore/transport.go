@@ -1,6 +1,8 @@
 package raftstore
 
 import (
+	"errors"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -134,6 +136,9 @@ type transport struct {
 	// and of candidates behind the commit index seen (votegate.go); nil
 	// passes them all.
 	votes *voteGate
+	// fence, while up, refuses to send AppendEntries requests and
+	// heartbeats (a leader whose replica stopped applying: contact.go).
+	fence leaderFence
 
 	// beatsMu is held for reading while raft handles a heartbeat, and
 	// taken by Close, which sets beatsClosed: raft handles heartbeats on
@@ -339,6 +344,9 @@ func (p *peersHeard) last(id string) time.Time {
 // AppendEntries implements raft.Transport: it sends as the network
 // transport does and shows the request and its outcome to onAppend.
 func (t *transport) AppendEntries(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if err := t.fence.refuses(); err != nil {
+		return err
+	}
 	t.capCommit(req)
 	sent := time.Now() // no later than the request leaves
 	err := t.NetworkTransport.AppendEntries(id, target, req, resp)
@@ -370,16 +378,96 @@ func (t *transport) capCommit(req *raft.AppendEntriesRequest) {
 	}
 }
 
+// InstallSnapshot implements raft.Transport: as the network transport
+// does, but not while the fence is up (a snapshot resets a follower's
+// election timer as an AppendEntries does).
+func (t *transport) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	if err := t.fence.refuses(); err != nil {
+		return err
+	}
+	return t.NetworkTransport.InstallSnapshot(id, target, args, resp, data)
+}
+
+// sendUnobserved sends an AppendEntries request of the store's own (a
+// commit push) as the network transport does, past onAppend, but not
+// while the fence is up: a request the followers hear from a fenced
+// leader would keep them from electing another.
+func (t *transport) sendUnobserved(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if err := t.fence.refuses(); err != nil {
+		return err
+	}
+	return t.NetworkTransport.AppendEntries(id, target, req, resp)
+}
+
 // AppendEntriesPipeline implements raft.Transport: the pipeline's
 // requests carry a commit index capped as AppendEntries', and its
 // finished requests are recorded as AppendEntries' as raft consumes them.
 func (t *transport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+	if err := t.fence.refuses(); err != nil {
+		return nil, err
+	}
 	p, err := t.NetworkTransport.AppendEntriesPipeline(id, target)
 	if err != nil {
 		return p, err
 	}
-	return newObservedPipeline(p, id, target, t.appended, t.capCommit), nil
+	op := newObservedPipeline(p, id, target, t.appended, t.capCommit)
+	op.refuses = t.fence.refuses
+	return op, nil
 }
+
+// A leader whose replica stopped applying may be unable to hand its
+// leadership on: once raft's queue to the FSM is full, raft's main loop
+// waits for the FSM and takes no transfer, vote or step-down, while its
+// replication goroutines go on sending heartbeats, so that the followers
+// never elect another leader and the cluster takes no write. The store
+// then raises the fence (contact.go): the transport refuses to send
+// AppendEntries requests and heartbeats until the replica's revision
+// moves, so that the followers time out and elect one of themselves. A
+// request not sent is a message the network lost, which Raft tolerates:
+// only liveness is at stake, never safety. Once the replica applies
+// again the store, now deposed, steps down as soon as it hears the new
+// term and follows.
+
+// errFenced is what a fenced transport answers raft's sends with.
+var errFenced = errors.New("this agent's replica stopped applying the Raft log: it sends no AppendEntries or heartbeats as leader until it applies again, so that the other voters elect a leader")
+
+// leaderFence is up while the replica's revision stays where it stopped.
+type leaderFence struct {
+	at atomic.Pointer[fenceAt]
+}
+
+// fenceAt is the revision a fence was raised at, and how to read the
+// replica's revision now.
+type fenceAt struct {
+	revision uint64
+	applied  func() uint64
+}
+
+// raise puts the fence up until applied returns other than revision (the
+// replica applied again), or lower takes it down.
+func (f *leaderFence) raise(revision uint64, applied func() uint64) {
+	f.at.Store(&fenceAt{revision: revision, applied: applied})
+}
+
+// lower takes the fence down.
+func (f *leaderFence) lower() { f.at.Store(nil) }
+
+// refuses returns errFenced while the fence is up, nil otherwise; the
+// fence comes down as soon as the replica's revision has moved.
+func (f *leaderFence) refuses() error {
+	at := f.at.Load()
+	if at == nil {
+		return nil
+	}
+	if at.applied() != at.revision {
+		f.at.CompareAndSwap(at, nil)
+		return nil
+	}
+	return errFenced
+}
+
+// up reports whether the fence is up.
+func (f *leaderFence) up() bool { return f.refuses() != nil }
 
 // appendObserver sees an AppendEntries request sent at sent and its
 // outcome.
@@ -395,6 +483,7 @@ type observedPipeline struct {
 	target  raft.ServerAddress
 	observe appendObserver
 	prepare func(*raft.AppendEntriesRequest) // each request, before it is sent
+	refuses func() error                     // when set, a non-nil error: the request is not sent
 
 	done      chan raft.AppendFuture
 	stop      chan struct{}
@@ -438,6 +527,11 @@ func (p *observedPipeline) relay() {
 
 // AppendEntries implements raft.AppendPipeline.
 func (p *observedPipeline) AppendEntries(req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	if p.refuses != nil {
+		if err := p.refuses(); err != nil {
+			return nil, err
+		}
+	}
 	p.prepare(req)
 	return p.AppendPipeline.AppendEntries(req, resp)
 }
