@@ -48,57 +48,14 @@ func (st Stamp) same(info fs.FileInfo) bool {
 // WalkStamped is Walk with each shard's part file's Stamp, for
 // DeleteIfSame.
 func (s *Store) WalkStamped(fn func(id ID, st Stamp) error) error {
-	return s.walk(walkFuncs{part: func(path, blob string, index uint16, info fs.FileInfo) error {
-		return s.stampedPart(path, blob, index, info, fn)
-	}})
-}
-
-// stampedPart calls fn for every shard of the part file at path, with
-// the file's Stamp: WalkStamped's step.
-func (s *Store) stampedPart(path, blob string, index uint16, info fs.FileInfo, fn func(id ID, st Stamp) error) error {
-	pf, err := s.openStored(path, blob, index)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil // deleted meanwhile
-	}
-	if err != nil {
-		return nil // bad header: logged at Open, left to DeleteBlob
-	}
-	held, err := pf.held()
-	slot := pf.hdr.slotLen()
-	pf.close()
-	if err != nil {
-		s.log.Warn("could not list the blocks of a part file; the walk goes on without them", "path", path, "err", err)
-		return nil
-	}
-	for _, b := range held {
-		if err := fn(ID{Blob: blob, Block: b, Index: index}, Stamp{info: info, slot: slot}); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.WalkParts(PartWalk{Stamped: fn})
 }
 
 // WalkBadParts calls fn for every part file whose header is bad (its
 // blocks cannot be listed), with its Stamp: orphan collection removes
 // those of blobs that no longer exist with DeleteIfSame.
 func (s *Store) WalkBadParts(fn func(blob string, index uint16, st Stamp) error) error {
-	return s.walk(walkFuncs{part: func(path, blob string, index uint16, info fs.FileInfo) error {
-		return badPart(path, blob, index, info, fn)
-	}})
-}
-
-// badPart calls fn for the part file at path if its header is bad, with
-// its Stamp: WalkBadParts's step.
-func badPart(path, blob string, index uint16, info fs.FileInfo, fn func(blob string, index uint16, st Stamp) error) error {
-	pf, err := openPart(path, blob, index)
-	if err == nil {
-		pf.close()
-		return nil
-	}
-	if !errors.Is(err, ErrCorrupt) {
-		return nil // deleted meanwhile, or unreadable for now
-	}
-	return fn(blob, index, Stamp{info: info})
+	return s.WalkParts(PartWalk{Bad: fn})
 }
 
 // PartWalk is what WalkParts calls.
@@ -114,13 +71,11 @@ type PartWalk struct {
 }
 
 // WalkParts is WalkStamped and WalkBadParts in one walk of the store's
-// directory: orphan collection's.
+// directory, each part file opened once: orphan collection's. A nil
+// Stamped or Bad is not called.
 func (s *Store) WalkParts(w PartWalk) error {
 	return s.walk(walkFuncs{part: func(path, blob string, index uint16, info fs.FileInfo) error {
-		if err := s.stampedPart(path, blob, index, info, w.Stamped); err != nil {
-			return err
-		}
-		if err := badPart(path, blob, index, info, w.Bad); err != nil {
+		if err := s.walkPart(path, blob, index, info, w); err != nil {
 			return err
 		}
 		if w.Done != nil {
@@ -128,6 +83,37 @@ func (s *Store) WalkParts(w PartWalk) error {
 		}
 		return nil
 	}})
+}
+
+// walkPart opens the part file at path and calls w.Stamped for every
+// shard it holds, with the file's Stamp, or w.Bad for the file when its
+// header is bad.
+func (s *Store) walkPart(path, blob string, index uint16, info fs.FileInfo, w PartWalk) error {
+	pf, err := s.openStored(path, blob, index)
+	switch {
+	case errors.Is(err, ErrCorrupt) && w.Bad != nil:
+		return w.Bad(blob, index, Stamp{info: info})
+	case err != nil:
+		// Deleted meanwhile, unreadable for now, or a bad header no one
+		// asked for (logged at Open, left to DeleteBlob).
+		return nil
+	case w.Stamped == nil:
+		pf.close()
+		return nil
+	}
+	held, err := pf.held()
+	slot := pf.hdr.slotLen()
+	pf.close()
+	if err != nil {
+		s.log.Warn("could not list the blocks of a part file; the walk goes on without them", "path", path, "err", err)
+		return nil
+	}
+	for _, b := range held {
+		if err := w.Stamped(ID{Blob: blob, Block: b, Index: index}, Stamp{info: info, slot: slot}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // isTemp reports whether name is a temporary file of a write.
