@@ -540,19 +540,19 @@ func (s *Store) verifyOwn(ctx context.Context, id shardstore.ID) error {
 // (scrubRetry, collectRetry); id is the shard (or part file) of the call,
 // none for a walk.
 func (s *Store) gaveUpOnDisk(ctx context.Context, stopped, retry string, id shardstore.ID, err error) bool {
-	abandoned := errors.Is(err, errReadAbandoned) || errors.Is(err, errDeleteAbandoned)
-	switch {
-	case errors.Is(err, errClosed) || (abandoned && ctx.Err() != nil):
-		return true // the agent is stopping
-	case abandoned || errors.As(err, new(*diskHungError)):
-		attrs := []any{"dir", s.shards.Dir(), "err", err}
-		if id.Blob != "" {
-			attrs = append(attrs, "shard", id.String())
-		}
-		s.log.Warn(stopped+": this agent's shard disk hangs; "+retry+": check that disk (dmesg, iostat), and restart the agent if it stays stuck", attrs...)
-		return true
+	if !asideErr(err) {
+		return false
 	}
-	return false
+	abandoned := errors.Is(err, errReadAbandoned) || errors.Is(err, errDeleteAbandoned)
+	if errors.Is(err, errClosed) || (abandoned && ctx.Err() != nil) {
+		return true // the agent is stopping
+	}
+	attrs := []any{"dir", s.shards.Dir(), "err", err}
+	if id.Blob != "" {
+		attrs = append(attrs, "shard", id.String())
+	}
+	s.log.Warn(stopped+": this agent's shard disk hangs; "+retry+": check that disk (dmesg, iostat), and restart the agent if it stays stuck", attrs...)
+	return true
 }
 
 // scrubRetry says when the shards a scrub pass, or the check of what the
